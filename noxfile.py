@@ -1,0 +1,59 @@
+"""nox sessions for trice: tests, interop, lint, typecheck, docs, bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "interop", "lint", "typecheck", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6", "aioice>=0.9", "trustme>=1.0"]
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit, property, loopback and (when root) NAT-lab tests; interop runs in its own session."""
+    session.install("-e", ".", *TEST_DEPS)
+    session.run("pytest", "-m", "not interop", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def interop(session: nox.Session) -> None:
+    """Interop with real peers: aioice (PyPI) and Pion (Debian's golang-github-pion-ice.v2-dev)."""
+    session.install("-e", ".", *TEST_DEPS)
+    session.run("pytest", "-m", "interop", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict against trio's own inline hints (no trio-typing: see docs/design.rst)."""
+    session.install("-e", ".", "mypy", *TEST_DEPS)
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Sphinx, warnings as errors."""
+    session.install("-e", ".", "sphinx", "sphinxcontrib-trio")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run every benchmark under bench/ and print its table."""
+    session.install("-e", ".", "aioice>=0.9")
+    import pathlib
+
+    for script in sorted(pathlib.Path("bench").glob("*.py")):
+        if script.name.startswith("_"):
+            continue
+        session.run("python", str(script), *session.posargs)

@@ -1,0 +1,83 @@
+"""trice: Interactive Connectivity Establishment (ICE, RFC 8445) for trio.
+
+This module only re-exports; see the documentation for the guides.
+"""
+
+from __future__ import annotations
+
+from trice._config import AgentConfig, IPAddress, NetworkConfig, Nomination, Timing
+from trice._errors import (
+    CandidateError,
+    ConfigError,
+    IceFailedError,
+    LimitError,
+    ProtocolError,
+    StateError,
+    StunDecodeError,
+    TransactionError,
+    TriceError,
+    TurnError,
+    UsageError,
+)
+from trice._servers import IceServer, ServerUrl, TransportPolicy
+from trice._trio._agent import Agent, AgentStatistics, open_agent
+from trice._trio._connection import Connection
+from trice._trio._log import TRACE
+from trice._trio._streams import EventStream
+from trice.ice._candidate import Candidate, CandidateType, TcpType, end_of_candidates_json
+from trice.ice._core import IceParameters
+from trice.ice._events import (
+    CandidateGathered,
+    CandidatePair,
+    ConnectionState,
+    ConnectionStateChanged,
+    Event,
+    EventsLost,
+    GatheringState,
+    GatheringStateChanged,
+    SelectedPairChanged,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRACE",
+    "Agent",
+    "AgentConfig",
+    "AgentStatistics",
+    "Candidate",
+    "CandidateError",
+    "CandidateGathered",
+    "CandidatePair",
+    "CandidateType",
+    "ConfigError",
+    "Connection",
+    "ConnectionState",
+    "ConnectionStateChanged",
+    "Event",
+    "EventStream",
+    "EventsLost",
+    "GatheringState",
+    "GatheringStateChanged",
+    "IPAddress",
+    "IceFailedError",
+    "IceParameters",
+    "IceServer",
+    "LimitError",
+    "NetworkConfig",
+    "Nomination",
+    "ProtocolError",
+    "SelectedPairChanged",
+    "ServerUrl",
+    "StateError",
+    "StunDecodeError",
+    "TcpType",
+    "Timing",
+    "TransactionError",
+    "TransportPolicy",
+    "TriceError",
+    "TurnError",
+    "UsageError",
+    "end_of_candidates_json",
+    "open_agent",
+]

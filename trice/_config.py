@@ -1,0 +1,204 @@
+"""Agent configuration: one frozen, keyword-only dataclass with nested groups.
+
+Pure: it never imports trio or sockets.  Everything is validated when the object is built, so
+that a bad value fails where it is written, with a :class:`~trice.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from trice._errors import ConfigError
+from trice._servers import IceServer, TransportPolicy
+
+__all__ = [
+    "AgentConfig",
+    "IPAddress",
+    "Nomination",
+    "NetworkConfig",
+    "Timing",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: RFC 8445 §5.3: ice-char = ALPHA / DIGIT / "+" / "/"
+_ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+\Z")
+
+
+class Nomination(str, enum.Enum):
+    """How the controlling agent nominates (RFC 8445 §8.1.1).
+
+    ``REGULAR``: checks run without USE-CANDIDATE; once the best valid pair is known the
+    controlling agent repeats its check with USE-CANDIDATE.  ``AGGRESSIVE`` (RFC 5245 style,
+    which many peers still send): every check carries USE-CANDIDATE, and the first pair that
+    works is selected at once; a better one found later replaces it.
+    """
+
+    REGULAR = "regular"
+    AGGRESSIVE = "aggressive"
+
+
+def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
+    if not (minimum <= len(value) <= maximum) or not _ICE_CHARS.match(value):
+        raise ConfigError(
+            f"{name} {value!r} must be {minimum} to {maximum} ice-chars "
+            "(letters, digits, '+' and '/'; RFC 8445 §5.3)"
+        )
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NetworkConfig:
+    """Which local addresses host gathering uses.
+
+    Attributes:
+        interface_filter: called with each interface name; only those it accepts are used.
+        ip_filter: called with each :mod:`ipaddress` address; only those it accepts are used.
+        include_loopback: use loopback addresses (left out by default, as RFC 8445 §5.1.1.1
+            advises).  Tests and the demo use loopback only.
+        ipv4: gather IPv4 addresses.
+        ipv6: gather IPv6 addresses (link-local IPv6 is always left out).
+        port_range: ``(low, high)`` inclusive UDP port range for host sockets, or ``None`` for
+            ports chosen by the kernel.
+    """
+
+    interface_filter: Callable[[str], bool] | None = None
+    ip_filter: Callable[[IPAddress], bool] | None = None
+    include_loopback: bool = False
+    ipv4: bool = True
+    ipv6: bool = True
+    port_range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.ipv4 or self.ipv6):
+            raise ConfigError("NetworkConfig: at least one of ipv4 and ipv6 must be enabled")
+        if self.port_range is not None:
+            low, high = self.port_range
+            if not (1 <= low <= high <= 65535):
+                raise ConfigError(
+                    f"NetworkConfig.port_range {self.port_range!r} must be (low, high) "
+                    "with 1 <= low <= high <= 65535"
+                )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Timing:
+    """Every timer of the agent, in seconds.
+
+    Attributes:
+        ta: pacing of connectivity checks (RFC 8445 §14.2 recommends 50 ms; it must not go
+            below 5 ms).  The first check, and the nomination check, go out at once.
+        rto: initial retransmission timeout of a check (RFC 8445 §14.3); it doubles up to
+            ``rto_max``.
+        rto_max: upper bound of the doubling retransmission timeout.
+        max_binding_requests: transmissions of a check before its pair fails.
+        nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
+            better pairs still being checked before it nominates the best valid one.
+        keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter).
+        disconnected_timeout: without consent for this long, the state becomes disconnected.
+        failed_timeout: without a selected pair this long after checks start, or without consent
+            this long, the state becomes failed.
+        gather_timeout: the most a STUN or TURN server may hold up gathering.
+    """
+
+    ta: float = 0.05
+    rto: float = 0.5
+    rto_max: float = 3.0
+    max_binding_requests: int = 7
+    nomination_delay: float = 0.25
+    keepalive_interval: float = 2.0
+    disconnected_timeout: float = 5.0
+    failed_timeout: float = 25.0
+    gather_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.ta, (int, float)) and self.ta >= 0.005):
+            raise ConfigError("Timing.ta must be at least 0.005 s (RFC 8445 §14.2)")
+        for name in (
+            "rto",
+            "rto_max",
+            "keepalive_interval",
+            "disconnected_timeout",
+            "failed_timeout",
+            "gather_timeout",
+        ):
+            _positive(f"Timing.{name}", getattr(self, name))
+        _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)
+        if self.rto_max < self.rto:
+            raise ConfigError("Timing.rto_max must be >= Timing.rto")
+        if not (isinstance(self.max_binding_requests, int) and self.max_binding_requests >= 1):
+            raise ConfigError("Timing.max_binding_requests must be an integer >= 1")
+        if self.failed_timeout < self.disconnected_timeout:
+            raise ConfigError("Timing.failed_timeout must be >= Timing.disconnected_timeout")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentConfig:
+    """Everything an ICE agent needs to know before it starts.
+
+    Attributes:
+        lite: be an ICE-lite agent (RFC 8445 §2.5): host candidates only, no checks of its own;
+            it answers checks and accepts nomination.
+        ufrag: the local username fragment; random (8 chars) when ``None``.
+        pwd: the local password; random (24 chars) when ``None``.
+        network: which local addresses to gather (:class:`NetworkConfig`).
+        timing: pacing, retransmission and state timers (:class:`Timing`).
+        nomination: :class:`Nomination` mode used when controlling.
+        ice_servers: STUN and TURN servers (:class:`~trice.IceServer`).
+        transport_policy: which candidate types are gathered, signalled and paired.
+        max_pairs: cap on candidate pairs (RFC 8445 §6.1.2.5; 100 by default).
+        max_remote_candidates: cap on remote candidates (signalled and peer-reflexive); past it
+            :meth:`~trice.Agent.add_remote_candidate` raises :class:`~trice.LimitError` and
+            learned peer-reflexive candidates are dropped and counted.
+        receive_buffer: datagrams held for :meth:`~trice.Connection.receive`; when full, the
+            newest datagram is dropped and counted.
+    """
+
+    lite: bool = False
+    ufrag: str | None = None
+    pwd: str | None = None
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    timing: Timing = field(default_factory=Timing)
+    nomination: Nomination = Nomination.REGULAR
+    ice_servers: Sequence[IceServer] = ()
+    transport_policy: TransportPolicy = TransportPolicy.ALL
+    max_pairs: int = 100
+    max_remote_candidates: int = 200
+    receive_buffer: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.ufrag is not None:
+            _check_ice_chars("ufrag", self.ufrag, 4, 256)
+        if self.pwd is not None:
+            _check_ice_chars("pwd", self.pwd, 22, 256)
+        if not isinstance(self.network, NetworkConfig):
+            raise ConfigError("AgentConfig.network must be a trice.NetworkConfig")
+        if not isinstance(self.timing, Timing):
+            raise ConfigError("AgentConfig.timing must be a trice.Timing")
+        try:
+            nomination = Nomination(self.nomination)
+            policy = TransportPolicy(self.transport_policy)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        object.__setattr__(self, "nomination", nomination)
+        object.__setattr__(self, "transport_policy", policy)
+        servers = tuple(self.ice_servers)
+        for server in servers:
+            if not isinstance(server, IceServer):
+                raise ConfigError(f"AgentConfig.ice_servers: {server!r} is not a trice.IceServer")
+        object.__setattr__(self, "ice_servers", servers)
+        for name in ("max_pairs", "max_remote_candidates", "receive_buffer"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"AgentConfig.{name} must be an integer >= 1")

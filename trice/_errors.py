@@ -1,0 +1,90 @@
+"""The whole trice error tree.
+
+Two families sit under :class:`TriceError`:
+
+* *Usage errors*: the caller misused the API (bad configuration, a malformed candidate
+  line handed in by signaling, a call in the wrong state).  They are raised where the
+  mistake is made.
+* *Protocol failures*: the network or the peer did not do what ICE needs (ICE failed,
+  a transaction timed out, a TURN allocation was refused).  Garbage *received* from the
+  network is counted and dropped by the agent; it is never raised into user code.  Only the
+  pure codecs raise :class:`StunDecodeError` to whoever calls them directly.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CandidateError",
+    "ConfigError",
+    "IceFailedError",
+    "LimitError",
+    "ProtocolError",
+    "StateError",
+    "StunDecodeError",
+    "TransactionError",
+    "TriceError",
+    "TurnError",
+    "UsageError",
+]
+
+
+class TriceError(Exception):
+    """Root of every error that trice raises on purpose."""
+
+
+class UsageError(TriceError):
+    """The caller misused the API."""
+
+
+class ConfigError(UsageError, ValueError):
+    """A configuration value is invalid (raised when :class:`trice.AgentConfig` is built)."""
+
+
+class CandidateError(UsageError, ValueError):
+    """A candidate line or JSON object is malformed.
+
+    Attributes:
+        field: the name of the field at fault (``"port"``, ``"typ"``...), or ``None``.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StateError(UsageError, RuntimeError):
+    """A method was called in a state that does not allow it."""
+
+
+class LimitError(UsageError):
+    """A documented limit was reached (remote candidates, pairs, file descriptors)."""
+
+
+class ProtocolError(TriceError):
+    """The network or the peer did not do what the protocol needs."""
+
+
+class StunDecodeError(ProtocolError, ValueError):
+    """Bytes are not a well-formed STUN message (or ChannelData frame)."""
+
+
+class TransactionError(ProtocolError):
+    """A STUN transaction failed: it timed out or got an error response.
+
+    Attributes:
+        code: the STUN error code of the response, or ``None`` for a timeout.
+        reason: the reason phrase, or a description of what went wrong.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class TurnError(ProtocolError):
+    """A TURN operation (allocation, permission, channel binding) failed."""
+
+
+class IceFailedError(ProtocolError):
+    """ICE ended in the failed state: no candidate pair works."""

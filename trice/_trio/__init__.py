@@ -1,0 +1,1 @@
+"""The trio shell: sockets, tasks and time around the pure core."""

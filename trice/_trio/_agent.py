@@ -1,0 +1,526 @@
+"""The ICE agent in trio: ``open_agent`` and ``Agent``.
+
+The task tree is the protocol's structure::
+
+    open_agent nursery
+    ├── gather                 (a nursery: one task per gather source)
+    │   └── gather host
+    ├── receive 127.0.0.1:5000 (one reader per local transport)
+    └── checks                 (the scheduler, which owns a nursery of checks)
+        ├── check 127.0.0.1:5000 -> 127.0.0.1:6000
+        └── ...
+
+Every decision (which pair to check, what a response means, which state comes next) is
+made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps time.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from trice import stun
+from trice._config import AgentConfig
+from trice._errors import IceFailedError, LimitError, StateError
+from trice._servers import TransportPolicy
+from trice._trio._connection import Connection, ReceiveBuffer
+from trice._trio._gather import host_addresses
+from trice._trio._log import TRACE, logger
+from trice._trio._streams import EventStream
+from trice._trio._transport import UdpTransport, bind_udp
+from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._core import AgentCore, Check, IceParameters
+from trice.ice._events import (
+    CandidateGathered,
+    CandidatePair,
+    ConnectionState,
+    ConnectionStateChanged,
+    Event,
+    GatheringState,
+    GatheringStateChanged,
+    SelectedPairChanged,
+)
+from trice.ice._priority import candidate_priority, compute_foundation, local_preference
+
+__all__ = ["Agent", "AgentStatistics", "open_agent"]
+
+Address = tuple[str, int]
+_ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+
+
+def _random_ice_string(length: int) -> str:
+    return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatistics:
+    """Counters of one agent (a snapshot; see :meth:`Agent.statistics`).
+
+    Attributes:
+        datagrams_received: data datagrams delivered to the receive buffer.
+        datagrams_dropped: data datagrams dropped because the receive buffer was full.
+        unknown_source_dropped: data datagrams from addresses that are no remote candidate.
+        malformed_dropped: packets that looked like STUN but did not decode.
+        stun_received: STUN messages received.
+        checks_sent: connectivity checks started (each may be sent several times).
+        requests_received: Binding requests received.
+        requests_rejected: requests answered with an error (400, 401, 420, 487).
+        prflx_dropped: peer-reflexive candidates not learned because of the cap.
+        pairs: candidate pairs in the check list.
+        pairs_pruned: pairs dropped by the pair cap.
+    """
+
+    datagrams_received: int
+    datagrams_dropped: int
+    unknown_source_dropped: int
+    malformed_dropped: int
+    stun_received: int
+    checks_sent: int
+    requests_received: int
+    requests_rejected: int
+    prflx_dropped: int
+    pairs: int
+    pairs_pruned: int
+
+
+class Agent:
+    """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
+
+    def __init__(self, config: AgentConfig, controlling: bool, nursery: trio.Nursery) -> None:
+        self.config = config
+        self._nursery = nursery
+        self._local = IceParameters(
+            ufrag=config.ufrag or _random_ice_string(8),
+            pwd=config.pwd or _random_ice_string(24),
+            lite=config.lite,
+        )
+        self._core = AgentCore(
+            local=self._local,
+            controlling=controlling,
+            tiebreaker=secrets.randbits(64),
+            timing=config.timing,
+            nomination=config.nomination,
+            max_pairs=config.max_pairs,
+            max_remote_candidates=config.max_remote_candidates,
+            nohost=config.transport_policy is TransportPolicy.NOHOST,
+        )
+        self._transports: dict[int, UdpTransport] = {}
+        self._signalled: list[Candidate] = []
+        self._gathering = GatheringState.NEW
+        self._subscribers: list[EventStream] = []
+        self._changed = trio.Event()
+        self._wakeup = trio.Event()
+        self._pending: dict[bytes, trio.Event] = {}
+        self._live_checks: dict[bytes, Check] = {}
+        self._check_scopes: dict[object, trio.CancelScope] = {}
+        self._buffer = ReceiveBuffer(config.receive_buffer)
+        self._connection: Connection | None = None
+        self._closed = False
+        self._unknown_source = 0
+        self._malformed = 0
+        self._stun_received = 0
+        self._datagrams = 0
+
+    # ------------------------------------------------------------------ public face
+
+    @property
+    def local_parameters(self) -> IceParameters:
+        """This agent's ICE parameters: ``.ufrag``, ``.pwd`` and ``.lite``."""
+        return self._local
+
+    @property
+    def local_candidates(self) -> tuple[Candidate, ...]:
+        """The local candidates gathered so far, as signalled to the peer."""
+        return tuple(self._signalled)
+
+    @property
+    def gathering_state(self) -> GatheringState:
+        """Where gathering stands now."""
+        return self._gathering
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        """The connection state now."""
+        return self._core.state
+
+    @property
+    def controlling(self) -> bool:
+        """Whether this agent is controlling now (a role conflict may change it)."""
+        return self._core.controlling
+
+    @property
+    def selected_pair(self) -> CandidatePair | None:
+        """The pair data goes over, or ``None`` before one is selected."""
+        return self._core.selected_pair()
+
+    def statistics(self) -> AgentStatistics:
+        """A snapshot of this agent's counters."""
+        core = self._core
+        return AgentStatistics(
+            datagrams_received=self._datagrams,
+            datagrams_dropped=self._buffer.dropped,
+            unknown_source_dropped=self._unknown_source,
+            malformed_dropped=self._malformed,
+            stun_received=self._stun_received,
+            checks_sent=core.checks_sent,
+            requests_received=core.requests_received,
+            requests_rejected=core.requests_rejected,
+            prflx_dropped=core.prflx_dropped,
+            pairs=len(core.checklist),
+            pairs_pruned=core.checklist.pruned,
+        )
+
+    async def wait_gathering_complete(self) -> None:
+        """Wait until gathering is complete."""
+        while self._gathering is not GatheringState.COMPLETE:
+            self._raise_if_closed()
+            await self._changed.wait()
+        await trio.lowlevel.checkpoint()
+
+    def subscribe(self, max_buffer: int = 1024) -> EventStream:
+        """A new channel of this agent's events, from now on.
+
+        Use it as ``async with agent.subscribe() as events: async for event in events``.
+        Each subscriber has its own buffer of ``max_buffer`` events; a subscriber that falls
+        further behind loses events and is told so by an :class:`~trice.EventsLost` event.
+        The agent never waits for a subscriber.
+        """
+        stream = EventStream(max_buffer, self._subscribers.remove)
+        self._subscribers.append(stream)
+        if self._closed:
+            stream._end()
+        return stream
+
+    def set_remote_parameters(self, ufrag: str, pwd: str, lite: bool = False) -> None:
+        """Give the peer's ICE parameters (from signaling).
+
+        Raises:
+            StateError: different parameters were already set, or the agent is closed.
+        """
+        self._raise_if_closed(StateError)
+        self._core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), trio.current_time())
+        self._pump()
+
+    def add_remote_candidate(self, candidate: Candidate | None) -> None:
+        """Add a remote candidate from signaling, at any time; ``None`` means the peer sent
+        end-of-candidates.
+
+        Raises:
+            LimitError: more than ``AgentConfig.max_remote_candidates`` candidates.
+            StateError: a candidate after end-of-candidates, or the agent is closed.
+        """
+        self._raise_if_closed(StateError)
+        if candidate is not None and not isinstance(candidate, Candidate):
+            raise TypeError("add_remote_candidate takes a trice.Candidate or None")
+        self._core.add_remote_candidate(candidate)
+        self._pump()
+
+    async def connect(self) -> Connection:
+        """Start connectivity checks (once remote parameters are known) and wait until a pair
+        is selected.
+
+        Returns:
+            the :class:`Connection` over the selected pair.
+
+        Raises:
+            IceFailedError: ICE failed: no pair works.
+            trio.ClosedResourceError: the agent closed.
+        """
+        self._core.want_connection(trio.current_time())
+        self._pump()
+        while True:
+            self._raise_if_closed()
+            state = self._core.state
+            if state is ConnectionState.FAILED:
+                raise IceFailedError("ICE failed: no candidate pair works")
+            if self._core.selected is not None:
+                if self._connection is None:
+                    self._connection = Connection(self)
+                await trio.lowlevel.checkpoint()
+                return self._connection
+            await self._changed.wait()
+
+    # ------------------------------------------------------------------ internals
+
+    def _raise_if_closed(self, kind: type[Exception] = trio.ClosedResourceError) -> None:
+        if self._closed:
+            raise kind("the agent is closed")
+
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, ConnectionStateChanged):
+            logger.debug("%s: connection state %s", self._local.ufrag, event.state.value)
+        elif isinstance(event, SelectedPairChanged):
+            logger.debug(
+                "%s: selected %s:%s -> %s:%s",
+                self._local.ufrag,
+                event.pair.local.address,
+                event.pair.local.port,
+                event.pair.remote.address,
+                event.pair.remote.port,
+            )
+        for stream in self._subscribers:
+            stream._put(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _pump(self) -> None:
+        """Deliver the core's events and wake the scheduler after any change of the core."""
+        for event in self._core.drain_events():
+            self._emit(event)
+        self._wakeup.set()
+
+    def _data_route(self) -> tuple[UdpTransport, Address]:
+        pair = self._core.selected
+        if pair is None:
+            raise StateError("no selected pair")
+        return self._transports[pair.base], pair.remote_address
+
+    def _set_gathering(self, state: GatheringState) -> None:
+        if state is not self._gathering:
+            self._gathering = state
+            self._emit(GatheringStateChanged(state))
+
+    def _add_local(self, candidate: Candidate, base: int, *, signal: bool) -> None:
+        self._core.add_local_candidate(candidate, base)
+        if signal:
+            self._signalled.append(candidate)
+            self._emit(CandidateGathered(candidate))
+        self._pump()
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _gather(self) -> None:
+        self._set_gathering(GatheringState.GATHERING)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._gather_host, name="gather host")
+        self._core.set_local_complete()
+        self._set_gathering(GatheringState.COMPLETE)
+        self._pump()
+
+    async def _gather_host(self) -> None:
+        network = self.config.network
+        policy = self.config.transport_policy
+        signal = policy is TransportPolicy.ALL
+        addresses = host_addresses(network)
+        for index, host in enumerate(addresses):
+            try:
+                sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
+            except LimitError:
+                raise
+            except OSError as exc:
+                logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
+                continue
+            base = len(self._transports)
+            transport = UdpTransport(base, sock)
+            self._transports[base] = transport
+            self._nursery.start_soon(
+                self._receive_loop,
+                transport,
+                name=f"receive {host.address}:{transport.local_address[1]}",
+            )
+            preference = local_preference(host.address, interface_preference=255 - min(index, 255))
+            candidate = Candidate(
+                foundation=compute_foundation(CandidateType.HOST, host.address, "udp"),
+                component=1,
+                protocol="udp",
+                priority=candidate_priority(CandidateType.HOST, preference, 1),
+                address=host.address,
+                port=transport.local_address[1],
+                type=CandidateType.HOST,
+            )
+            if policy is not TransportPolicy.RELAY:
+                self._add_local(candidate, base, signal=signal)
+            await trio.lowlevel.checkpoint()
+
+    async def _receive_loop(self, transport: UdpTransport) -> None:
+        sock = transport.sock
+        recv = sock.recvfrom
+        buffer = self._buffer
+        core = self._core
+        batch = 0
+        while True:
+            try:
+                data, source = recv(65536)
+            except (BlockingIOError, InterruptedError):
+                batch = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError:
+                # ICMP errors surface here on some systems; UDP carries on.
+                await trio.lowlevel.checkpoint()
+                continue
+            batch += 1
+            if batch >= 64:
+                batch = 0
+                await trio.lowlevel.checkpoint()
+            address = (source[0], source[1])
+            if data and data[0] < 4:
+                self._on_stun(transport, data, address)
+            elif core.is_remote_address(address):
+                if not buffer.closed:
+                    self._datagrams += 1
+                    buffer.put(data)
+            else:
+                self._unknown_source += 1
+
+    def _on_stun(self, transport: UdpTransport, data: bytes, source: Address) -> None:
+        try:
+            message = stun.decode(data)
+        except stun.StunDecodeError:
+            self._malformed += 1
+            return
+        self._stun_received += 1
+        now = trio.current_time()
+        cls = message.message_class
+        if logger.isEnabledFor(TRACE):
+            logger.log(
+                TRACE,
+                "%s: recv %s %s from %s:%s",
+                self._local.ufrag,
+                getattr(message.method, "name", message.method),
+                cls.name,
+                source[0],
+                source[1],
+            )
+        if cls is stun.MessageClass.REQUEST or cls is stun.MessageClass.INDICATION:
+            response = self._core.on_request(transport.base, source, message, now)
+            if response is not None:
+                transport.send_nowait(response, source)
+            self._pump()
+            return
+        done = self._pending.get(message.transaction_id)
+        if done is None:
+            return
+        check = self._live_checks.get(message.transaction_id)
+        if check is not None and self._core.on_response(check, message, source, now):
+            done.set()
+            self._pump()
+
+    async def _scheduler(self) -> None:
+        core = self._core
+        async with trio.open_nursery() as checks:
+            while not core.finished:
+                now = trio.current_time()
+                core.on_timer(now)
+                while (check := core.poll_check(now)) is not None:
+                    old = self._check_scopes.get(check.pair)
+                    if old is not None and not check.consent:
+                        old.cancel()
+                    checks.start_soon(self._run_check, check, name=_check_name(check))
+                self._pump()
+                deadline = core.next_deadline()
+                self._wakeup = trio.Event()
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await self._wakeup.wait()
+            checks.cancel_scope.cancel()
+
+    async def _run_check(self, check: Check) -> None:
+        transport = self._transports.get(check.base)
+        if transport is None:
+            return
+        done = trio.Event()
+        tid = check.transaction_id
+        self._pending[tid] = done
+        self._live_checks[tid] = check
+        with trio.CancelScope() as scope:
+            if not check.consent:
+                self._check_scopes[check.pair] = scope
+            try:
+                start = trio.current_time()
+                schedule = check.schedule
+                for i in range(len(schedule) - 1):
+                    if logger.isEnabledFor(TRACE):
+                        logger.log(
+                            TRACE,
+                            "%s: send check %s%s",
+                            self._local.ufrag,
+                            check.pair,
+                            " USE-CANDIDATE" if check.nominating else "",
+                        )
+                    transport.send_nowait(check.message, check.destination)
+                    with trio.move_on_at(start + schedule[i + 1]):
+                        await done.wait()
+                    if done.is_set():
+                        return
+                self._core.on_timeout(check, trio.current_time())
+                self._pump()
+            finally:
+                del self._pending[tid]
+                del self._live_checks[tid]
+                if self._check_scopes.get(check.pair) is scope:
+                    del self._check_scopes[check.pair]
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._core.close()
+        self._pump()
+        self._closed = True
+        self._buffer.close()
+        for stream in list(self._subscribers):
+            stream._end()
+        self._changed.set()
+
+
+def _check_name(check: Check) -> str:
+    pair = check.pair
+    kind = "consent" if check.consent else "nominate" if check.nominating else "check"
+    return (
+        f"{kind} {pair.local.address}:{pair.local.port} -> {pair.remote.address}:{pair.remote.port}"
+    )
+
+
+@asynccontextmanager
+async def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> AsyncIterator[Agent]:
+    """Open an ICE agent; it gathers at once and closes when the block ends.
+
+    Args:
+        config: an :class:`~trice.AgentConfig` (defaults if ``None``).
+        controlling: the initial role (RFC 8445 §6.1.1).  An ICE-lite agent is always
+            controlled; a full agent facing a lite one becomes controlling.
+
+    Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
+    task; the state becomes ``closed``.
+
+    Errors: an exception raised in the body propagates as itself (not wrapped in an
+    exception group).  A failure inside the agent's own tasks (a bug, or
+    :class:`~trice.LimitError` when file descriptors run out while gathering) cancels the
+    body and propagates as itself too; only several simultaneous failures come out as an
+    :class:`ExceptionGroup`.
+    """
+    config = AgentConfig() if config is None else config
+    agent: Agent | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            agent = Agent(config, controlling, nursery)
+            nursery.start_soon(agent._gather, name="gather")
+            nursery.start_soon(agent._scheduler, name="checks")
+            try:
+                yield agent
+            finally:
+                agent._close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+    finally:
+        if agent is not None:
+            for transport in agent._transports.values():
+                transport.close()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out

@@ -1,0 +1,119 @@
+"""``Connection``: the selected pair as a :class:`trio.abc.Channel` of datagrams."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from trice.ice._events import CandidatePair
+
+if TYPE_CHECKING:
+    from trice._trio._agent import Agent
+
+__all__ = ["Connection", "ReceiveBuffer"]
+
+
+class ReceiveBuffer:
+    """Received datagrams waiting for :meth:`Connection.receive`.
+
+    Bounded: when full, the newest datagram is dropped and counted (UDP semantics), so a
+    reader that falls behind never holds up STUN or the sender.
+    """
+
+    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue")
+
+    def __init__(self, maxlen: int) -> None:
+        self.queue: deque[bytes] = deque()
+        self.maxlen = maxlen
+        self.dropped = 0
+        self.lot = trio.lowlevel.ParkingLot()
+        self.closed = False
+
+    def put(self, data: bytes) -> None:
+        if len(self.queue) >= self.maxlen:
+            self.dropped += 1
+            return
+        self.queue.append(data)
+        if self.lot:
+            self.lot.unpark()
+
+    def close(self) -> None:
+        self.closed = True
+        self.lot.unpark_all()
+
+
+class Connection(trio.abc.Channel[bytes]):
+    """A connected ICE path that carries datagrams: ``send``, ``receive``, ``aclose``, and
+    ``async for data in conn``.
+
+    Each :meth:`send` is one datagram to the peer over the selected pair, each
+    :meth:`receive` one datagram from it (message boundaries are kept; nothing is
+    retransmitted).  If ICE selects a better pair later, sends follow it.  After the agent
+    or the connection closes, both raise :class:`trio.ClosedResourceError`.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self._buffer = agent._buffer
+        self._closed = False
+
+    @property
+    def selected_pair(self) -> CandidatePair:
+        """The pair data goes over now (``.local`` and ``.remote`` candidates)."""
+        pair = self._agent.selected_pair
+        assert pair is not None
+        return pair
+
+    def _check_open(self) -> None:
+        if self._closed or self._agent._closed:
+            raise trio.ClosedResourceError("the connection is closed")
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one datagram to the peer.
+
+        Raises:
+            trio.ClosedResourceError: the connection or its agent is closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        transport, address = self._agent._data_route()
+        if not transport.send_nowait(data, address):  # type: ignore[arg-type]
+            await transport.send(bytes(data), address)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send one datagram if the socket takes it at once; returns whether it was sent."""
+        self._check_open()
+        transport, address = self._agent._data_route()
+        return transport.send_nowait(data, address)  # type: ignore[arg-type]
+
+    def receive_nowait(self) -> bytes:
+        """The next received datagram, or raise :class:`trio.WouldBlock`."""
+        self._check_open()
+        if self._buffer.queue:
+            return self._buffer.queue.popleft()
+        raise trio.WouldBlock
+
+    async def receive(self) -> bytes:
+        """Wait for the next datagram from the peer.
+
+        Raises:
+            trio.ClosedResourceError: the connection or its agent is closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            if self._buffer.queue:
+                data = self._buffer.queue.popleft()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            await self._buffer.lot.park()
+
+    async def aclose(self) -> None:
+        """Close the connection: sends and receives raise from now on.  The agent itself
+        closes when its ``async with`` block ends."""
+        self._closed = True
+        self._buffer.lot.unpark_all()
+        await trio.lowlevel.checkpoint()

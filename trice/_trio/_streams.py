@@ -1,0 +1,88 @@
+"""Per-subscriber event streams: bounded, never blocking the agent, never silent about loss."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from trice.ice._events import Event, EventsLost
+
+__all__ = ["EventStream"]
+
+
+class EventStream(trio.abc.ReceiveChannel[Event]):
+    """One subscriber's channel of agent events (see :meth:`trice.Agent.subscribe`).
+
+    The agent puts events in without ever waiting.  When the subscriber is ``max_buffer``
+    events behind, further events are dropped and counted, and the subscriber receives one
+    :class:`~trice.EventsLost` with the count as soon as it catches up: nothing is lost
+    silently.  Closing the stream (leaving ``async with``) unsubscribes it.
+    """
+
+    def __init__(self, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
+        self._queue: deque[Event] = deque()
+        self._max = max_buffer
+        self._lost = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self._ended = False
+        self._on_close = on_close
+
+    def _put(self, event: Event) -> None:
+        if self._closed:
+            return
+        if len(self._queue) >= self._max:
+            self._lost += 1
+        else:
+            self._queue.append(event)
+        self._lot.unpark_all()
+
+    def _end(self) -> None:
+        """The agent closed: readers get what is queued, then ``EndOfChannel``."""
+        self._ended = True
+        self._lot.unpark_all()
+
+    def receive_nowait(self) -> Event:
+        """The next event if one is queued, else raise :class:`trio.WouldBlock`."""
+        if self._closed:
+            raise trio.ClosedResourceError("this event stream is closed")
+        if self._queue:
+            event = self._queue.popleft()
+            if not self._queue and self._lost:
+                self._queue.append(EventsLost(self._lost))
+                self._lost = 0
+            return event
+        if self._lost:
+            lost, self._lost = self._lost, 0
+            return EventsLost(lost)
+        if self._ended:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> Event:
+        """Wait for the next event.
+
+        Raises:
+            trio.EndOfChannel: the agent closed and every event was read.
+            trio.ClosedResourceError: this stream was closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                event = self.receive_nowait()
+            except trio.WouldBlock:
+                await self._lot.park()
+                continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return event
+
+    async def aclose(self) -> None:
+        """Unsubscribe."""
+        if not self._closed:
+            self._closed = True
+            self._queue.clear()
+            self._on_close(self)
+            self._lot.unpark_all()
+        await trio.lowlevel.checkpoint()

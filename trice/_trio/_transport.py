@@ -1,0 +1,106 @@
+"""Local transports: the UDP sockets a host candidate stands on.
+
+Sends are plain non-blocking ``sendto`` calls that wait with
+:func:`trio.lowlevel.wait_writable` only when the kernel says the socket would block; receives
+drain the socket the same way.  This is several times cheaper than ``await sock.sendto`` on a
+trio socket (see bench/data_plane.py), and it is the hot path of the data plane.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import trio
+
+from trice._errors import LimitError
+
+__all__ = ["UdpTransport", "bind_udp"]
+
+Address = tuple[str, int]
+
+
+class UdpTransport:
+    """A bound, non-blocking UDP socket with an id (the *base* the core talks about)."""
+
+    __slots__ = ("base", "closed", "family", "local_address", "sock")
+
+    def __init__(self, base: int, sock: socket.socket) -> None:
+        self.base = base
+        self.sock = sock
+        self.family = sock.family
+        host, port = sock.getsockname()[:2]
+        self.local_address: Address = (host.split("%", 1)[0], port)
+        self.closed = False
+
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        """Send if the kernel takes it now; UDP may drop, so a full buffer drops too."""
+        try:
+            self.sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        return True
+
+    async def send(self, data: bytes, address: Address) -> None:
+        """Send one datagram, waiting only while the socket would block."""
+        while True:
+            try:
+                self.sock.sendto(data, address)
+                return
+            except (BlockingIOError, InterruptedError):
+                await trio.lowlevel.wait_writable(self.sock)
+            except OSError as exc:
+                if self.closed or exc.errno == errno.EBADF:
+                    raise trio.ClosedResourceError("the transport is closed") from None
+                # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics.
+                return
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+
+def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int) -> socket.socket:
+    """Bind a non-blocking UDP socket on ``address`` (IPv4 or IPv6 literal, scope allowed).
+
+    Raises:
+        LimitError: the process ran out of file descriptors.
+        OSError: the address cannot be bound (the caller logs and skips it).
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise LimitError(
+                "out of file descriptors: raise the limit (ulimit -n / resource.setrlimit) or "
+                "run fewer agents"
+            ) from exc
+        raise
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if port_range is None:
+            sock.bind((address, 0))
+        else:
+            low, high = port_range
+            span = high - low + 1
+            for i in range(span):
+                port = low + (rng_start + i) % span
+                try:
+                    sock.bind((address, port))
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+            else:
+                raise OSError(errno.EADDRINUSE, f"no free port in {port_range} on {address}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock

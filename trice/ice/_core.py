@@ -1,0 +1,675 @@
+"""The ICE agent's brain: roles, checks, responses, nomination, consent and timers.
+
+``AgentCore`` is sans-IO.  The trio shell feeds it what happened (a request arrived, a
+check got a response or timed out, the clock reached a deadline) with ``now`` as an argument,
+and asks it what to do (:meth:`AgentCore.poll_check`, :meth:`AgentCore.next_deadline`,
+:meth:`AgentCore.drain_events`).  It decides every state transition; the shell only moves
+bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trice import stun
+from trice._config import Nomination, Timing
+from trice._errors import LimitError, StateError
+from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._checklist import CheckList, Pair, PairState
+from trice.ice._events import (
+    CONNECTION_TRANSITIONS,
+    CandidatePair,
+    ConnectionState,
+    ConnectionStateChanged,
+    Event,
+    SelectedPairChanged,
+)
+from trice.ice._priority import candidate_priority
+
+__all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IceParameters:
+    """ICE parameters of one side (RFC 8445 §5.3)."""
+
+    ufrag: str
+    pwd: str
+    lite: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A connectivity check the shell must run.
+
+    Send ``message`` from transport ``base`` to ``destination`` at each offset of
+    ``schedule`` but the last (seconds after the start); the last offset is when the check
+    gives up.  Report the outcome with :meth:`AgentCore.on_response` or
+    :meth:`AgentCore.on_timeout`.
+    """
+
+    pair: Pair
+    transaction_id: bytes
+    message: bytes
+    destination: Address
+    base: int
+    schedule: tuple[float, ...]
+    nominating: bool = False
+    consent: bool = False
+    controlling: bool = False
+
+
+def check_schedule(timing: Timing, sends: int | None = None) -> tuple[float, ...]:
+    """Send offsets and the give-up time of a check (RFC 8445 §14.3, RFC 8489 §6.2.1).
+
+    The RTO starts at ``timing.rto`` and doubles up to ``timing.rto_max``.
+    """
+    count = timing.max_binding_requests if sends is None else sends
+    offsets = []
+    t = 0.0
+    rto = timing.rto
+    for _ in range(count):
+        offsets.append(t)
+        t += rto
+        rto = min(rto * 2, timing.rto_max)
+    offsets.append(t)
+    return tuple(offsets)
+
+
+def _prflx_foundation(address: str) -> str:
+    return "p" + hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+class AgentCore:
+    """Pure ICE agent logic for one data stream with one component.
+
+    Args:
+        local: the local :class:`IceParameters`.
+        controlling: initial role (RFC 8445 §6.1.1); an ICE-lite agent is always controlled.
+        tiebreaker: 64-bit random number for role conflicts (RFC 8445 §7.3.1.1).
+        timing: the agent's :class:`~trice.Timing`.
+        nomination: regular or aggressive nomination when controlling.
+        max_pairs: cap on pairs.
+        max_remote_candidates: cap on remote candidates.
+        nohost: the NOHOST transport policy (server-reflexive candidates stand for their base).
+        new_transaction_id: source of transaction ids (injected so tests are deterministic).
+    """
+
+    def __init__(
+        self,
+        *,
+        local: IceParameters,
+        controlling: bool,
+        tiebreaker: int,
+        timing: Timing,
+        nomination: Nomination = Nomination.REGULAR,
+        max_pairs: int = 100,
+        max_remote_candidates: int = 200,
+        nohost: bool = False,
+        new_transaction_id: Callable[[], bytes] = stun.new_transaction_id,
+    ) -> None:
+        self.local = local
+        self.controlling = controlling and not local.lite
+        self.tiebreaker = tiebreaker
+        self.timing = timing
+        self.nomination = nomination
+        self.max_remote_candidates = max_remote_candidates
+        self.nohost = nohost
+        self._new_tid = new_transaction_id
+        self._local_key = stun.short_term_key(local.pwd)
+        self.remote: IceParameters | None = None
+        self._remote_key = b""
+        self.checklist = CheckList(max_pairs=max_pairs)
+        self.local_candidates: list[tuple[Candidate, int]] = []
+        self._bases: dict[int, Candidate] = {}
+        self.remote_candidates: list[Candidate] = []
+        self._remote_addresses: set[Address] = set()
+        self.remote_complete = False
+        self.local_complete = False
+        self.state = ConnectionState.NEW
+        self.selected: Pair | None = None
+        self._events: list[Event] = []
+        self._triggered: deque[Pair] = deque()
+        self._urgent: deque[Check] = deque()
+        self._live: dict[bytes, Check] = {}
+        self._wanted = False
+        self._checking_since: float | None = None
+        self._next_paced = 0.0
+        self._first_valid_at: float | None = None
+        self._nominating: Pair | None = None
+        self._last_consent = 0.0
+        self._next_consent: float | None = None
+        # statistics
+        self.checks_sent = 0
+        self.requests_received = 0
+        self.requests_rejected = 0
+        self.prflx_dropped = 0
+
+    # ------------------------------------------------------------------ inputs from the user
+
+    def set_remote(self, remote: IceParameters, now: float) -> None:
+        """Remote ICE parameters arrived (RFC 8445 §5.3); a full agent facing a lite one
+        takes the controlling role (RFC 8445 §6.1.1)."""
+        if self.remote is not None and self.remote != remote:
+            raise StateError("remote parameters are already set (ICE restart is not supported)")
+        self.remote = remote
+        self._remote_key = stun.short_term_key(remote.pwd)
+        if remote.lite and not self.local.lite and not self.controlling:
+            self._switch_role()
+        self._maybe_start(now)
+
+    def want_connection(self, now: float) -> None:
+        """The user asked to connect: checks start once remote parameters are known."""
+        self._wanted = True
+        self._maybe_start(now)
+
+    def add_local_candidate(self, candidate: Candidate, base: int) -> None:
+        """A local candidate was gathered on transport ``base``; form its pairs."""
+        self.local_candidates.append((candidate, base))
+        if candidate.type in (CandidateType.HOST, CandidateType.RELAY):
+            self._bases.setdefault(base, candidate)
+        if self.local.lite or not CheckList.is_local_pairable_type(candidate, nohost=self.nohost):
+            return
+        for remote in self.remote_candidates:
+            self.checklist.add(candidate, remote, base, controlling=self.controlling)
+
+    def add_remote_candidate(self, candidate: Candidate | None) -> None:
+        """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4)."""
+        if candidate is None:
+            self.remote_complete = True
+            return
+        if self.remote_complete:
+            raise StateError("a remote candidate came after end-of-candidates")
+        address = (candidate.address, candidate.port)
+        if address in self._remote_addresses:
+            return
+        if len(self.remote_candidates) >= self.max_remote_candidates:
+            raise LimitError(
+                f"more than {self.max_remote_candidates} remote candidates "
+                "(AgentConfig.max_remote_candidates)"
+            )
+        self._add_remote(candidate)
+
+    def _add_remote(self, candidate: Candidate) -> None:
+        self.remote_candidates.append(candidate)
+        self._remote_addresses.add((candidate.address, candidate.port))
+        if self.local.lite:
+            return
+        for local, base in self.local_candidates:
+            if CheckList.is_local_pairable_type(local, nohost=self.nohost):
+                self.checklist.add(local, candidate, base, controlling=self.controlling)
+
+    def set_local_complete(self) -> None:
+        """Local gathering is complete."""
+        self.local_complete = True
+
+    def close(self) -> None:
+        """The agent closes: every check stops."""
+        self._set_state(ConnectionState.CLOSED)
+        self._triggered.clear()
+        self._urgent.clear()
+        self._live.clear()
+
+    # ------------------------------------------------------------------ queries
+
+    def drain_events(self) -> list[Event]:
+        """The events produced since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def is_remote_address(self, address: Address) -> bool:
+        """Whether data from ``address`` comes from a known remote candidate."""
+        return address in self._remote_addresses
+
+    def selected_pair(self) -> CandidatePair | None:
+        """The selected pair as the user sees it."""
+        return None if self.selected is None else _public_pair(self.selected)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (ConnectionState.FAILED, ConnectionState.CLOSED)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _maybe_start(self, now: float) -> None:
+        if self._wanted and self.remote is not None and self.state is ConnectionState.NEW:
+            self._checking_since = now
+            self._set_state(ConnectionState.CHECKING)
+
+    @property
+    def _checking(self) -> bool:
+        return self._checking_since is not None and not self.finished
+
+    def poll_check(self, now: float) -> Check | None:
+        """The next check to start now, or ``None`` (pacing by Ta, RFC 8445 §6.1.4.2).
+
+        Nomination and consent checks go out at once; triggered checks come before ordinary
+        ones, and both wait their turn of Ta.
+        """
+        if not self._checking or self.remote is None:
+            return None
+        if self._urgent:
+            return self._urgent.popleft()
+        if self.local.lite or now < self._next_paced:
+            return None
+        pair = None
+        while self._triggered:
+            candidate = self._triggered.popleft()
+            if candidate.state is PairState.WAITING or candidate.state is PairState.IN_PROGRESS:
+                pair = candidate
+                break
+        if pair is None and self.selected is None:
+            pair = self.checklist.next_ordinary()
+        if pair is None:
+            return None
+        self._next_paced = now + self.timing.ta
+        nominating = self.controlling and self.nomination is Nomination.AGGRESSIVE
+        return self._start_check(pair, nominating=nominating)
+
+    def _start_check(self, pair: Pair, *, nominating: bool, consent: bool = False) -> Check:
+        assert self.remote is not None
+        tid = self._new_tid()
+        attributes: list[stun.Attribute] = [
+            stun.Username(f"{self.remote.ufrag}:{self.local.ufrag}"),
+            stun.Priority(self._prflx_priority(pair)),
+        ]
+        if self.controlling:
+            attributes.append(stun.IceControlling(self.tiebreaker))
+            if nominating:
+                attributes.append(stun.UseCandidate())
+        else:
+            attributes.append(stun.IceControlled(self.tiebreaker))
+        message = stun.Message(
+            stun.Method.BINDING,
+            stun.MessageClass.REQUEST,
+            transaction_id=tid,
+            attributes=attributes,
+        ).encode(integrity_key=self._remote_key, fingerprint=True)
+        if pair.transaction is not None:
+            self._live.pop(pair.transaction, None)
+        if not consent:
+            pair.state = PairState.IN_PROGRESS
+            pair.transaction = tid
+        sends = 1 if consent else None
+        check = Check(
+            pair=pair,
+            transaction_id=tid,
+            message=message,
+            destination=pair.remote_address,
+            base=pair.base,
+            schedule=check_schedule(self.timing, sends),
+            nominating=nominating,
+            consent=consent,
+            controlling=self.controlling,
+        )
+        self._live[tid] = check
+        self.checks_sent += 1
+        return check
+
+    def _prflx_priority(self, pair: Pair) -> int:
+        """PRIORITY of a check: as if the local candidate were peer-reflexive (§7.1.1)."""
+        return candidate_priority(
+            CandidateType.PRFLX, (pair.local.priority >> 8) & 0xFFFF, pair.local.component
+        )
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` (or :meth:`poll_check`) next has something to do."""
+        if self.finished:
+            return None
+        deadlines: list[float] = []
+        if self._checking and not self.local.lite:
+            if self._triggered or (self.selected is None and self._has_ordinary_work()):
+                deadlines.append(self._next_paced)
+        if self._checking_since is not None and self.selected is None:
+            deadlines.append(self._checking_since + self.timing.failed_timeout)
+        if (
+            self._first_valid_at is not None
+            and self.controlling
+            and self.selected is None
+            and self._nominating is None
+        ):
+            deadlines.append(self._first_valid_at + self.timing.nomination_delay)
+        if self.selected is not None:
+            if self._next_consent is not None:
+                deadlines.append(self._next_consent)
+            if self.state is not ConnectionState.FAILED:
+                deadlines.append(self._last_consent + self.timing.disconnected_timeout)
+                deadlines.append(self._last_consent + self.timing.failed_timeout)
+        return min(deadlines) if deadlines else None
+
+    def _has_ordinary_work(self) -> bool:
+        return any(p.state in (PairState.WAITING, PairState.FROZEN) for p in self.checklist)
+
+    def on_timer(self, now: float) -> None:
+        """Time reached a deadline: nominate, keep consent, or declare failure."""
+        if not self._checking:
+            return
+        if self.selected is None:
+            assert self._checking_since is not None
+            if now >= self._checking_since + self.timing.failed_timeout:
+                self._set_state(ConnectionState.FAILED)
+                return
+            self._maybe_nominate(now)
+            return
+        silent = now - self._last_consent
+        if silent >= self.timing.failed_timeout:
+            self._set_state(ConnectionState.FAILED)
+            return
+        if silent >= self.timing.disconnected_timeout:
+            self._set_state(ConnectionState.DISCONNECTED)
+        if self._next_consent is not None and now >= self._next_consent:
+            self._next_consent = now + self.timing.keepalive_interval
+            if not self.local.lite:
+                self._urgent.append(
+                    self._start_check(self.selected, nominating=False, consent=True)
+                )
+
+    # ------------------------------------------------------------------ outcomes of checks
+
+    def on_response(
+        self, check: Check, response: stun.Message, source: Address, now: float
+    ) -> bool:
+        """A response to ``check`` arrived from ``source``.  Returns whether it was accepted
+        (a response that fails authentication is ignored, RFC 8445 §7.2.5.1)."""
+        if self._live.get(check.transaction_id) is not check or self.finished:
+            return False
+        if not response.verify_integrity(self._remote_key):
+            return False
+        del self._live[check.transaction_id]
+        pair = check.pair
+        if check.consent:
+            if response.message_class is stun.MessageClass.SUCCESS and source == check.destination:
+                self._consent_refreshed(now)
+            return True
+        pair.transaction = None
+        if source != check.destination:
+            # RFC 8445 §7.2.5.2.1: non-symmetric transport addresses.
+            self._pair_failed(pair, now)
+            return True
+        if response.message_class is stun.MessageClass.ERROR:
+            error = response.get(stun.ErrorCode)
+            if error is not None and error.code == 487:
+                # RFC 8445 §7.2.5.1: role conflict; switch and check again.
+                if check.controlling == self.controlling:
+                    self._switch_role()
+                pair.state = PairState.WAITING
+                self._triggered.append(pair)
+                return True
+            self._pair_failed(pair, now)
+            return True
+        mapped = response.get(stun.XorMappedAddress)
+        if mapped is None:
+            self._pair_failed(pair, now)
+            return True
+        self._pair_succeeded(pair, (mapped.address, mapped.port), check, now)
+        return True
+
+    def on_timeout(self, check: Check, now: float) -> None:
+        """``check`` got no response before its last deadline."""
+        if self._live.pop(check.transaction_id, None) is None or self.finished:
+            return
+        if check.consent:
+            return
+        check.pair.transaction = None
+        self._pair_failed(check.pair, now)
+
+    def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
+        """RFC 8445 §7.2.5.3: discover peer-reflexive candidates, build the valid pair,
+        unfreeze the foundation, and handle nomination."""
+        pair.state = PairState.SUCCEEDED
+        pair.valid_local = self._local_for_mapped(pair, mapped)
+        self.checklist.unfreeze_foundation(pair.foundation)
+        if self._first_valid_at is None:
+            self._first_valid_at = now
+        if check.nominating and self.controlling:
+            pair.nominated = True
+            if self._nominating is pair:
+                self._nominating = None
+            self._select(pair, now)
+        elif not self.controlling and pair.nominate_on_success:
+            pair.nominated = True
+            self._select(pair, now)
+        else:
+            self._maybe_nominate(now)
+        self._maybe_complete()
+
+    def _local_for_mapped(self, pair: Pair, mapped: Address) -> Candidate:
+        for candidate, _ in self.local_candidates:
+            if (candidate.address, candidate.port) == mapped:
+                return candidate
+        # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
+        prflx = Candidate(
+            foundation=_prflx_foundation(pair.local.address),
+            component=pair.local.component,
+            protocol="udp",
+            priority=self._prflx_priority(pair),
+            address=mapped[0],
+            port=mapped[1],
+            type=CandidateType.PRFLX,
+            related_address=pair.local.address,
+            related_port=pair.local.port,
+        )
+        self.local_candidates.append((prflx, pair.base))
+        return prflx
+
+    def _pair_failed(self, pair: Pair, now: float) -> None:
+        pair.state = PairState.FAILED
+        if self._nominating is pair:
+            self._nominating = None
+        if self.selected is pair:
+            return
+        self._maybe_nominate(now)
+        self._maybe_fail()
+        self._maybe_complete()
+
+    def _maybe_fail(self) -> None:
+        """ICE fails once every pair failed and no candidate can still come (RFC 8445 §8.1.2)."""
+        if (
+            self.selected is None
+            and self.remote_complete
+            and self.local_complete
+            and not self._triggered
+            and self.checklist.all_failed()
+        ):
+            self._set_state(ConnectionState.FAILED)
+
+    # ------------------------------------------------------------------ nomination
+
+    def _maybe_nominate(self, now: float) -> None:
+        """Regular nomination (RFC 8445 §8.1.1): once the best valid pair is known, or the
+        nomination delay has passed, check it again with USE-CANDIDATE."""
+        if not self.controlling or self.selected is not None or self._nominating is not None:
+            return
+        if self.nomination is Nomination.AGGRESSIVE or not self._checking:
+            return
+        best = self.checklist.best_valid()
+        if best is None:
+            return
+        waited = self._first_valid_at is not None and (
+            now >= self._first_valid_at + self.timing.nomination_delay
+        )
+        if self.checklist.pending_above(best.priority) and not waited:
+            return
+        self._nominating = best
+        self._urgent.append(self._start_check(best, nominating=True))
+
+    def _select(self, pair: Pair, now: float) -> None:
+        if self.selected is not None and pair.priority <= self.selected.priority:
+            return
+        self.selected = pair
+        self._last_consent = now
+        self._next_consent = now + self.timing.keepalive_interval
+        self._events.append(SelectedPairChanged(_public_pair(pair)))
+        self._set_state(ConnectionState.CONNECTED)
+
+    def _maybe_complete(self) -> None:
+        if (
+            self.selected is not None
+            and self.state is ConnectionState.CONNECTED
+            and not self._triggered
+            and not self.checklist.in_progress()
+        ):
+            self._set_state(ConnectionState.COMPLETED)
+
+    def _consent_refreshed(self, now: float) -> None:
+        self._last_consent = now
+        if self.state is ConnectionState.DISCONNECTED:
+            self._set_state(ConnectionState.CONNECTED)
+
+    # ------------------------------------------------------------------ incoming requests
+
+    def on_request(
+        self, base: int, source: Address, request: stun.Message, now: float
+    ) -> bytes | None:
+        """A Binding request arrived on transport ``base`` from ``source``.
+
+        Returns the encoded response to send back (success or error), or ``None`` to drop it.
+        RFC 8445 §7.3 (and RFC 8489 §6.3 for authentication errors).  A request that fails
+        authentication changes no state.
+        """
+        self.requests_received += 1
+        if request.method is not stun.Method.BINDING or self.state is ConnectionState.CLOSED:
+            return None
+        if request.message_class is stun.MessageClass.INDICATION:
+            return None  # keepalive (RFC 8445 §11)
+        if request.message_class is not stun.MessageClass.REQUEST:
+            return None
+        username = request.get(stun.Username)
+        has_integrity = request.get(stun.MessageIntegrity) is not None
+        if username is None or not has_integrity:
+            return self._reject(request, 400, "Bad Request")
+        local_part, _, remote_part = username.value.partition(":")
+        if local_part != self.local.ufrag or (
+            self.remote is not None and remote_part != self.remote.ufrag
+        ):
+            return self._reject(request, 401, "Unauthorized")
+        if not request.verify_integrity(self._local_key):
+            return self._reject(request, 401, "Unauthorized")
+        if request.unknown_required:
+            self.requests_rejected += 1
+            return request.error_response(
+                420, "Unknown Attribute", stun.UnknownAttributes(tuple(request.unknown_required))
+            ).encode(integrity_key=self._local_key, fingerprint=True)
+        priority = request.get(stun.Priority)
+        if priority is None:
+            return self._reject(request, 400, "Bad Request")
+        conflict = self._role_conflict(request)
+        if conflict:
+            self.requests_rejected += 1
+            return request.error_response(487, "Role Conflict").encode(
+                integrity_key=self._local_key, fingerprint=True
+            )
+        response = request.success_response(stun.XorMappedAddress(source[0], source[1])).encode(
+            integrity_key=self._local_key, fingerprint=True
+        )
+        if self.finished:
+            return response
+        self._learn_from_request(
+            base, source, priority.value, request.get(stun.UseCandidate) is not None, now
+        )
+        return response
+
+    def _reject(self, request: stun.Message, code: int, reason: str) -> bytes:
+        self.requests_rejected += 1
+        return request.error_response(code, reason).encode(fingerprint=True)
+
+    def _role_conflict(self, request: stun.Message) -> bool:
+        """RFC 8445 §7.3.1.1.  Returns True when the request must get a 487."""
+        if self.controlling:
+            theirs = request.get(stun.IceControlling)
+            if theirs is None:
+                return False
+            if self.tiebreaker >= theirs.tiebreaker:
+                return True
+            self._switch_role()
+            return False
+        theirs_controlled = request.get(stun.IceControlled)
+        if theirs_controlled is None or self.local.lite:
+            return False
+        if self.tiebreaker >= theirs_controlled.tiebreaker:
+            self._switch_role()
+            return False
+        return True
+
+    def _switch_role(self) -> None:
+        self.controlling = not self.controlling
+        self.checklist.recompute_priorities(self.controlling)
+
+    def _learn_from_request(
+        self, base: int, source: Address, priority: int, use_candidate: bool, now: float
+    ) -> None:
+        local = self._bases.get(base)
+        if local is None:
+            return
+        if source not in self._remote_addresses:
+            # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
+            if len(self.remote_candidates) >= self.max_remote_candidates:
+                self.prflx_dropped += 1
+                return
+            prflx = Candidate(
+                foundation=_prflx_foundation(source[0]),
+                component=local.component,
+                protocol="udp",
+                priority=priority,
+                address=source[0],
+                port=source[1],
+                type=CandidateType.PRFLX,
+            )
+            self._add_remote(prflx)
+        pair = self.checklist.find(base, source)
+        if pair is None:
+            remote = next(c for c in self.remote_candidates if (c.address, c.port) == source)
+            pair = self.checklist.add(local, remote, base, controlling=self.controlling)
+            if pair is None:
+                return
+        if self.local.lite:
+            # A lite agent does no checks: the peer's check proves the pair (RFC 8445 §7.3.2).
+            pair.state = PairState.SUCCEEDED
+            pair.valid_local = local
+            if use_candidate:
+                pair.nominated = True
+                self._checking_since = self._checking_since or now
+                if self.state is ConnectionState.NEW:
+                    self._set_state(ConnectionState.CHECKING)
+                self._select(pair, now)
+            if self.selected is pair:
+                self._consent_refreshed(now)
+            return
+        if self.selected is pair:
+            self._consent_refreshed(now)
+        # RFC 8445 §7.3.1.4: triggered checks.
+        if pair.state is PairState.SUCCEEDED:
+            if use_candidate and not self.controlling:
+                pair.nominated = True
+                self._select(pair, now)
+        else:
+            if use_candidate and not self.controlling:
+                pair.nominate_on_success = True
+            # An in-progress check is sent again at once: the peer's request may just have
+            # opened the way through its NAT for it.
+            # A nomination check in flight is never replaced by a plain one.
+            if self._nominating is pair:
+                return
+            if pair.state is not PairState.IN_PROGRESS:
+                pair.state = PairState.WAITING
+            if pair not in self._triggered:
+                self._triggered.append(pair)
+
+    # ------------------------------------------------------------------ state
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self.state:
+            return
+        if state not in CONNECTION_TRANSITIONS[self.state]:
+            return
+        self.state = state
+        self._events.append(ConnectionStateChanged(state))
+
+
+def _public_pair(pair: Pair) -> CandidatePair:
+    return CandidatePair(local=pair.valid_local or pair.local, remote=pair.remote)

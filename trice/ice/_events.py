@@ -1,0 +1,131 @@
+"""States, their transition tables, and the events an agent emits.
+
+Pure data.  The tables are what the agent enforces *and* what the docs draw, so the diagrams
+cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from trice.ice._candidate import Candidate
+
+__all__ = [
+    "CONNECTION_TRANSITIONS",
+    "GATHERING_TRANSITIONS",
+    "CandidateGathered",
+    "CandidatePair",
+    "ConnectionState",
+    "ConnectionStateChanged",
+    "Event",
+    "EventsLost",
+    "GatheringState",
+    "GatheringStateChanged",
+    "SelectedPairChanged",
+]
+
+
+class GatheringState(str, enum.Enum):
+    """Where local candidate gathering stands (as W3C's RTCIceGatheringState)."""
+
+    NEW = "new"
+    GATHERING = "gathering"
+    COMPLETE = "complete"
+
+
+class ConnectionState(str, enum.Enum):
+    """The agent's connection state: the seven states of Pion's ``ICEConnectionState``."""
+
+    NEW = "new"
+    CHECKING = "checking"
+    CONNECTED = "connected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+_G = GatheringState
+_C = ConnectionState
+
+#: Allowed gathering transitions (anything may also stay where it is).
+GATHERING_TRANSITIONS: Mapping[GatheringState, frozenset[GatheringState]] = {
+    _G.NEW: frozenset({_G.GATHERING}),
+    _G.GATHERING: frozenset({_G.COMPLETE}),
+    _G.COMPLETE: frozenset(),
+}
+
+#: Allowed connection-state transitions.  ``closed`` can be reached from every state.
+CONNECTION_TRANSITIONS: Mapping[ConnectionState, frozenset[ConnectionState]] = {
+    _C.NEW: frozenset({_C.CHECKING, _C.CONNECTED, _C.FAILED, _C.CLOSED}),
+    _C.CHECKING: frozenset({_C.CONNECTED, _C.FAILED, _C.CLOSED}),
+    _C.CONNECTED: frozenset({_C.COMPLETED, _C.DISCONNECTED, _C.FAILED, _C.CLOSED}),
+    _C.COMPLETED: frozenset({_C.CONNECTED, _C.DISCONNECTED, _C.FAILED, _C.CLOSED}),
+    _C.DISCONNECTED: frozenset({_C.CONNECTED, _C.COMPLETED, _C.FAILED, _C.CLOSED}),
+    _C.FAILED: frozenset({_C.CLOSED}),
+    _C.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePair:
+    """A local and a remote candidate that ICE found to work together.
+
+    ``local`` is the candidate the peer sees (a server-reflexive or peer-reflexive candidate
+    when a NAT sits in between, RFC 8445 §7.2.5.3.2); ``remote`` is the peer's.
+    """
+
+    local: Candidate
+    remote: Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateGathered:
+    """A local candidate was gathered; signal it to the peer (trickle ICE, RFC 8838)."""
+
+    candidate: Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class GatheringStateChanged:
+    """Gathering moved to ``state``; ``complete`` means: signal end-of-candidates."""
+
+    state: GatheringState
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStateChanged:
+    """The connection state moved to ``state``."""
+
+    state: ConnectionState
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedPairChanged:
+    """A (new) pair was selected for data."""
+
+    pair: CandidatePair
+
+
+@dataclass(frozen=True, slots=True)
+class EventsLost:
+    """This subscriber fell ``count`` events behind its buffer; those events were dropped.
+
+    Never emitted silently: a subscriber that reads too slowly learns it lost events, and can
+    read the current state from the agent.
+    """
+
+    count: int
+
+
+#: Every event an agent emits: a closed union, so ``match`` with ``assert_never`` works.
+Event: TypeAlias = (
+    CandidateGathered
+    | GatheringStateChanged
+    | ConnectionStateChanged
+    | SelectedPairChanged
+    | EventsLost
+)
