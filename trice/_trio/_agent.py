@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ from trice.ice._events import (
     SelectedPairChanged,
 )
 from trice.ice._priority import candidate_priority, compute_foundation, local_preference
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Agent", "AgentStatistics", "open_agent"]
 
@@ -313,7 +317,9 @@ class Agent:
             except LimitError:
                 raise
             except OSError as exc:
-                logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
+                logger.warning(
+                    "cannot bind %s (%s): %s; skipped", host.address, host.interface, exc
+                )
                 continue
             base = len(self._transports)
             transport = UdpTransport(base, sock)
@@ -476,7 +482,9 @@ def _check_name(check: Check) -> str:
 
 
 @asynccontextmanager
-async def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> AsyncIterator[Agent]:
+async def open_agent(
+    config: AgentConfig | None = None, *, controlling: bool
+) -> AsyncIterator[Agent]:
     """Open an ICE agent; it gathers at once and closes when the block ends.
 
     Args:

@@ -266,6 +266,7 @@ class AgentCore:
         if pair is None and self.selected is None:
             pair = self.checklist.next_ordinary()
         if pair is None:
+            self._maybe_complete()
             return None
         self._next_paced = now + self.timing.ta
         nominating = self.controlling and self.nomination is Nomination.AGGRESSIVE
@@ -322,9 +323,9 @@ class AgentCore:
         if self.finished:
             return None
         deadlines: list[float] = []
-        if self._checking and not self.local.lite:
-            if self._triggered or (self.selected is None and self._has_ordinary_work()):
-                deadlines.append(self._next_paced)
+        paced_work = self._triggered or (self.selected is None and self._has_ordinary_work())
+        if self._checking and not self.local.lite and paced_work:
+            deadlines.append(self._next_paced)
         if self._checking_since is not None and self.selected is None:
             deadlines.append(self._checking_since + self.timing.failed_timeout)
         if (

@@ -1,0 +1,69 @@
+"""Loopback-only agent configurations and signaling helpers for tests."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import trio
+
+import trice
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6_loopback()
+
+
+def loopback_config(*, ipv6: bool = False, **kwargs: Any) -> trice.AgentConfig:
+    """An agent configuration that gathers only on loopback (never real interfaces)."""
+    network = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: address.is_loopback,
+        include_loopback=True,
+        ipv4=not ipv6,
+        ipv6=ipv6,
+    )
+    return trice.AgentConfig(network=network, **kwargs)
+
+
+def signal(a: trice.Agent, b: trice.Agent, *, end: bool = True) -> None:
+    """Hand each agent the other's parameters and candidates, as signaling would."""
+    for here, there in ((a, b), (b, a)):
+        params = there.local_parameters
+        here.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
+        for candidate in there.local_candidates:
+            here.add_remote_candidate(candidate)
+        if end:
+            here.add_remote_candidate(None)
+
+
+async def connect_both(
+    a: trice.Agent, b: trice.Agent, within: float = 10
+) -> tuple[trice.Connection, trice.Connection]:
+    """Connect two agents concurrently; fail the test if it takes longer than ``within``."""
+    result: dict[str, trice.Connection] = {}
+
+    async def run(name: str, agent: trice.Agent) -> None:
+        result[name] = await agent.connect()
+
+    with trio.fail_after(within):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "a", a)
+            nursery.start_soon(run, "b", b)
+    return result["a"], result["b"]
+
+
+async def wait_for_state(stream: trice.EventStream, state: trice.ConnectionState) -> None:
+    """Read ``stream`` until the connection state becomes ``state``."""
+    async for event in stream:
+        if isinstance(event, trice.ConnectionStateChanged) and event.state is state:
+            return
+    raise AssertionError(f"the agent closed before reaching {state.value}")

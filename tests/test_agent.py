@@ -1,0 +1,442 @@
+"""Two trice agents on loopback: connect, nominate, trickle, fail, carry data, close."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import trio
+from loopback import HAS_IPV6, connect_both, loopback_config, signal, wait_for_state
+
+import trice
+from trice import stun
+
+
+async def _connected_pair(
+    a: trice.Agent, b: trice.Agent
+) -> tuple[trice.Connection, trice.Connection]:
+    await a.wait_gathering_complete()
+    await b.wait_gathering_complete()
+    signal(a, b)
+    return await connect_both(a, b)
+
+
+async def _exchange(ca: trice.Connection, cb: trice.Connection, count: int = 20) -> None:
+    for i in range(count):
+        await ca.send(b"a%d" % i)
+        assert await cb.receive() == b"a%d" % i
+        await cb.send(b"b%d" % i)
+        assert await ca.receive() == b"b%d" % i
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("a_controlling", [True, False], ids=["a-controlling", "a-controlled"])
+async def test_connect_and_exchange(ipv6: bool, a_controlling: bool) -> None:
+    if ipv6 and not HAS_IPV6:
+        pytest.skip("this host has no IPv6 loopback (::1 cannot be bound)")
+    config = loopback_config(ipv6=ipv6)
+    async with (
+        trice.open_agent(config, controlling=a_controlling) as a,
+        trice.open_agent(config, controlling=not a_controlling) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        family = ":" if ipv6 else "."
+        assert family in ca.selected_pair.local.address
+        assert ca.selected_pair.local == cb.selected_pair.remote
+        assert ca.selected_pair.remote == cb.selected_pair.local
+        assert a.controlling is a_controlling
+        await _exchange(ca, cb)
+
+
+@pytest.mark.parametrize("nomination", list(trice.Nomination))
+async def test_nomination_modes(nomination: trice.Nomination) -> None:
+    config = loopback_config(nomination=nomination)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        await _exchange(ca, cb, 3)
+        assert a.selected_pair is not None and b.selected_pair is not None
+
+
+@pytest.mark.parametrize("lite_side", ["a", "b"])
+async def test_lite_against_full(lite_side: str) -> None:
+    full, lite = loopback_config(), loopback_config(lite=True)
+    # The lite agent asks to be controlling: ICE-lite is always controlled against a full peer.
+    async with (
+        trice.open_agent(lite if lite_side == "a" else full, controlling=True) as a,
+        trice.open_agent(full if lite_side == "a" else lite, controlling=lite_side == "a") as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        lite_agent, full_agent = (a, b) if lite_side == "a" else (b, a)
+        assert lite_agent.local_parameters.lite
+        assert not lite_agent.controlling and full_agent.controlling
+        assert lite_agent.statistics().checks_sent == 0
+        await _exchange(ca, cb, 3)
+
+
+async def test_role_conflict_both_controlling() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=True) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        assert a.controlling != b.controlling
+        await _exchange(ca, cb, 3)
+
+
+async def test_role_conflict_both_controlled() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=False) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        assert a.controlling != b.controlling
+        await _exchange(ca, cb, 3)
+
+
+async def test_trickle_candidates_before_parameters() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        for here, there in ((a, b), (b, a)):
+            for candidate in there.local_candidates:
+                here.add_remote_candidate(candidate)
+        for here, there in ((a, b), (b, a)):
+            p = there.local_parameters
+            here.set_remote_parameters(p.ufrag, p.pwd)
+        await connect_both(a, b)
+
+
+async def test_trickle_after_connect_starts_without_end_of_candidates() -> None:
+    config = loopback_config()
+    done: dict[str, trice.Connection] = {}
+
+    async def run(name: str, agent: trice.Agent) -> None:
+        done[name] = await agent.connect()
+
+    with trio.fail_after(10):
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+            trio.open_nursery() as nursery,
+        ):
+            # connect() first: nothing is known yet.
+            nursery.start_soon(run, "a", a)
+            nursery.start_soon(run, "b", b)
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.connection_state is trice.ConnectionState.NEW
+            for here, there in ((a, b), (b, a)):
+                p = there.local_parameters
+                here.set_remote_parameters(p.ufrag, p.pwd)
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            # Only a learns b's candidates: b learns a's as peer-reflexive from a's checks.
+            for candidate in b.local_candidates:
+                a.add_remote_candidate(candidate)
+    # Leaving the nursery above means both connect() calls returned.
+    assert done["b"].selected_pair.remote.type is trice.CandidateType.PRFLX
+
+
+async def test_unworkable_pair_fails_within_failed_timeout() -> None:
+    # The remote candidate points at a port nobody answers on.
+    timing = trice.Timing(
+        ta=0.01,
+        rto=0.05,
+        rto_max=0.1,
+        max_binding_requests=3,
+        disconnected_timeout=0.5,
+        failed_timeout=0.5,
+    )
+    config = loopback_config(timing=timing)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        async with trice.open_agent(config, controlling=True) as a:
+            a.set_remote_parameters("abcd", "x" * 22)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
+            )
+            start = trio.current_time()
+            with trio.fail_after(5), pytest.raises(trice.IceFailedError):
+                await a.connect()
+            assert trio.current_time() - start < 1.5
+            assert a.connection_state is trice.ConnectionState.FAILED
+
+
+async def test_all_pairs_failed_with_end_of_candidates_fails_early() -> None:
+    timing = trice.Timing(ta=0.01, rto=0.05, rto_max=0.1, max_binding_requests=2)
+    config = loopback_config(timing=timing)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        async with trice.open_agent(config, controlling=True) as a:
+            await a.wait_gathering_complete()
+            a.set_remote_parameters("abcd", "x" * 22)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
+            )
+            a.add_remote_candidate(None)
+            with trio.fail_after(3), pytest.raises(trice.IceFailedError):
+                await a.connect()  # well before the 25 s failed timeout
+
+
+_VALID: dict[trice.ConnectionState, set[trice.ConnectionState]] = {
+    trice.ConnectionState.NEW: {trice.ConnectionState.CHECKING},
+    trice.ConnectionState.CHECKING: {trice.ConnectionState.CONNECTED},
+    trice.ConnectionState.CONNECTED: {
+        trice.ConnectionState.COMPLETED,
+        trice.ConnectionState.CLOSED,
+    },
+    trice.ConnectionState.COMPLETED: {trice.ConnectionState.CLOSED},
+}
+
+
+async def test_events_arrive_in_a_valid_order() -> None:
+    config = loopback_config()
+    seen: dict[str, list[trice.Event]] = {"a": [], "b": []}
+
+    async def watch(name: str, stream: trice.EventStream) -> None:
+        async with stream:
+            async for event in stream:
+                seen[name].append(event)
+
+    async with (
+        trio.open_nursery() as nursery,
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        nursery.start_soon(watch, "a", a.subscribe())
+        nursery.start_soon(watch, "b", b.subscribe())
+        async with a.subscribe() as stream:
+            await _connected_pair(a, b)
+            with trio.fail_after(5):
+                await wait_for_state(stream, trice.ConnectionState.COMPLETED)
+        # Leaving the agents ends the streams: the watchers finish by themselves.
+    for events in seen.values():
+        gathering = [e.state for e in events if isinstance(e, trice.GatheringStateChanged)]
+        assert gathering == [trice.GatheringState.GATHERING, trice.GatheringState.COMPLETE]
+        first_gathered = next(
+            i for i, e in enumerate(events) if isinstance(e, trice.CandidateGathered)
+        )
+        complete = next(
+            i
+            for i, e in enumerate(events)
+            if isinstance(e, trice.GatheringStateChanged)
+            and e.state is trice.GatheringState.COMPLETE
+        )
+        assert first_gathered < complete
+        states = [e.state for e in events if isinstance(e, trice.ConnectionStateChanged)]
+        assert states[0] is trice.ConnectionState.CHECKING
+        assert trice.ConnectionState.CONNECTED in states
+        assert states[-1] is trice.ConnectionState.CLOSED
+        previous = trice.ConnectionState.NEW
+        for state in states:
+            assert state in _VALID[previous] | {trice.ConnectionState.CLOSED}, (previous, state)
+            previous = state
+        selected = next(i for i, e in enumerate(events) if isinstance(e, trice.SelectedPairChanged))
+        connected = next(
+            i
+            for i, e in enumerate(events)
+            if isinstance(e, trice.ConnectionStateChanged)
+            and e.state is trice.ConnectionState.CONNECTED
+        )
+        assert selected < connected
+
+
+async def test_slow_subscriber_never_stalls_and_learns_of_loss() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        stream = a.subscribe(max_buffer=1)  # never read while connecting
+        async with stream:
+            await _connected_pair(a, b)
+            first = stream.receive_nowait()
+            assert first is not None
+            lost = stream.receive_nowait()
+            assert isinstance(lost, trice.EventsLost) and lost.count >= 1
+            with pytest.raises(trio.WouldBlock):
+                stream.receive_nowait()
+
+
+async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest() -> None:
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+    config = loopback_config(receive_buffer=8, timing=timing)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        async with a.subscribe() as stream:
+            for i in range(50):
+                await ca.send(b"%d" % i)
+            # b never reads; consent checks go on and are answered all the while, so a, which
+            # would fail after 0.6 s without consent, stays connected for twice that.
+            await trio.sleep(1.2)
+            assert a.connection_state in (
+                trice.ConnectionState.CONNECTED,
+                trice.ConnectionState.COMPLETED,
+            )
+            states = []
+            while True:
+                try:
+                    event = stream.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(event, trice.ConnectionStateChanged):
+                    states.append(event.state)
+            assert trice.ConnectionState.DISCONNECTED not in states
+        assert a.statistics().stun_received >= 10  # about 24 consent responses in 1.2 s
+        stats = b.statistics()
+        assert stats.datagrams_dropped == 50 - 8
+        received = [cb.receive_nowait() for _ in range(8)]
+        assert received == [b"%d" % i for i in range(8)]  # the oldest were kept
+
+
+async def test_send_after_close_raises_closed_resource_error() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        await cb.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await cb.send(b"x")
+        with pytest.raises(trio.ClosedResourceError):
+            await cb.receive()
+    with pytest.raises(trio.ClosedResourceError):
+        await ca.send(b"x")
+    assert a.connection_state is trice.ConnectionState.CLOSED
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_leaving_or_cancelling_closes_every_socket_and_task() -> None:
+    before = _open_fds()
+    config = loopback_config()
+    with trio.move_on_after(0.5) as scope:
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            await _connected_pair(a, b)
+            await trio.sleep_forever()  # cancelled from outside, mid-session
+    assert scope.cancelled_caught
+    assert a.connection_state is trice.ConnectionState.CLOSED
+    assert _open_fds() <= before
+    # No task of the agents outlives them.
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names = [t.name for t in _walk(root)]
+    assert not any(n.startswith(("gather", "receive ", "checks", "check ")) for n in names)
+
+
+def _walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    out = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            out.extend(_walk(child))
+    return out
+
+
+async def test_body_exception_propagates_unwrapped() -> None:
+    with pytest.raises(KeyError):
+        async with trice.open_agent(loopback_config(), controlling=True):
+            raise KeyError("mine")
+
+
+async def test_hostile_requests_get_errors_and_change_nothing() -> None:
+    async with trice.open_agent(loopback_config(), controlling=False) as a:
+        await a.wait_gathering_complete()
+        a.set_remote_parameters("peer", "p" * 22)
+        target = a.local_candidates[0].transport_address
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+            await sock.bind(("127.0.0.1", 0))
+
+            async def ask(message: bytes) -> stun.Message | None:
+                await sock.sendto(message, target)
+                with trio.move_on_after(2):
+                    data, _ = await sock.recvfrom(2048)
+                    return stun.decode(data)
+                return None
+
+            def request(username: str, key: bytes, *attrs: stun.Attribute) -> bytes:
+                msg = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.REQUEST,
+                    attributes=[stun.Username(username), *attrs],
+                )
+                return msg.encode(integrity_key=key, fingerprint=True)
+
+            ufrag = a.local_parameters.ufrag
+            good_key = stun.short_term_key(a.local_parameters.pwd)
+            prio = stun.Priority(1)
+            wrong_user = await ask(request("nobody:peer", good_key, prio))
+            wrong_key = await ask(request(f"{ufrag}:peer", b"wrong", prio))
+            no_priority = await ask(request(f"{ufrag}:peer", good_key))
+            for response, code in ((wrong_user, 401), (wrong_key, 401), (no_priority, 400)):
+                assert response is not None
+                error = response.get(stun.ErrorCode)
+                assert error is not None and error.code == code
+            await sock.sendto(b"\x00\x01\x00\x00garbage-not-stun", target)
+            await sock.sendto(b"not stun, not from a peer", target)
+            # One socket, one reader, in order: once this answer is back, both were handled.
+            assert await ask(request("nobody:peer", good_key, prio)) is not None
+        stats = a.statistics()
+        assert stats.requests_rejected == 4
+        assert stats.pairs == 0  # no peer-reflexive candidate was learned
+        assert stats.unknown_source_dropped == 1
+        assert a.connection_state is trice.ConnectionState.NEW
+
+
+async def test_remote_candidate_flood_stops_at_the_cap() -> None:
+    async with trice.open_agent(loopback_config(max_remote_candidates=10), controlling=True) as a:
+        for port in range(10):
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 1 127.0.0.1 {1000 + port} typ host")
+            )
+        with pytest.raises(trice.LimitError, match="max_remote_candidates"):
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp("candidate:1 1 udp 1 127.0.0.1 2000 typ host")
+            )
+
+
+def test_config_validation() -> None:
+    with pytest.raises(trice.ConfigError, match="ufrag"):
+        trice.AgentConfig(ufrag="ab")
+    with pytest.raises(trice.ConfigError, match="pwd"):
+        trice.AgentConfig(pwd="short")
+    with pytest.raises(trice.ConfigError, match="ta"):
+        trice.Timing(ta=0.001)
+    with pytest.raises(trice.ConfigError, match="port_range"):
+        trice.NetworkConfig(port_range=(10, 5))
+    assert trice.AgentConfig(ufrag="abcd", pwd="a" * 22).ufrag == "abcd"
+
+
+async def test_custom_credentials_and_port_range() -> None:
+    config = loopback_config(ufrag="user", pwd="p" * 22)
+    network = trice.NetworkConfig(
+        interface_filter=lambda n: n == "lo",
+        include_loopback=True,
+        ipv6=False,
+        port_range=(40000, 40100),
+    )
+    config = trice.AgentConfig(ufrag="user", pwd="p" * 22, network=network)
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        assert a.local_parameters.ufrag == "user"
+        assert all(40000 <= c.port <= 40100 for c in a.local_candidates)

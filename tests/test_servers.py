@@ -1,0 +1,277 @@
+"""ICE server URLs (RFC 7064 stun/stuns, RFC 7065 turn/turns) and IceServer validation."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trice._errors import ConfigError
+from trice._servers import IceServer, ServerUrl, TransportPolicy
+from trice.ice import CandidateType
+
+GOOD_URLS: list[tuple[str, tuple[str, str, int, str], str | None]] = [
+    (
+        "stun:stun.l.google.com:19302",
+        ("stun", "stun.l.google.com", 19302, "udp"),
+        "stun:stun.l.google.com:19302",
+    ),
+    ("stun:192.0.2.1", ("stun", "192.0.2.1", 3478, "udp"), "stun:192.0.2.1:3478"),
+    ("stuns:stun.example.org", ("stuns", "stun.example.org", 5349, "tcp"), None),
+    ("STUN:Stun.Example.ORG:3479", ("stun", "stun.example.org", 3479, "udp"), None),
+    ("stun:[2001:db8::1]:3478", ("stun", "2001:db8::1", 3478, "udp"), "stun:[2001:db8::1]:3478"),
+    ("stun:[2001:DB8:0::1]", ("stun", "2001:db8::1", 3478, "udp"), "stun:[2001:db8::1]:3478"),
+    ("stun:example.org:", ("stun", "example.org", 3478, "udp"), "stun:example.org:3478"),
+    (
+        "turn:turn.example.org",
+        ("turn", "turn.example.org", 3478, "udp"),
+        "turn:turn.example.org:3478?transport=udp",
+    ),
+    (
+        "turn:turn.example.org:3478?transport=tcp",
+        ("turn", "turn.example.org", 3478, "tcp"),
+        "turn:turn.example.org:3478?transport=tcp",
+    ),
+    (
+        "turn:198.51.100.2?TRANSPORT=UDP",
+        ("turn", "198.51.100.2", 3478, "udp"),
+        "turn:198.51.100.2:3478?transport=udp",
+    ),
+    (
+        "turns:turn.example.org",
+        ("turns", "turn.example.org", 5349, "tcp"),
+        "turns:turn.example.org:5349?transport=tcp",
+    ),
+    (
+        "turns:turn.example.org:443?transport=tcp",
+        ("turns", "turn.example.org", 443, "tcp"),
+        None,
+    ),
+    (
+        "turns:[2001:db8::2]:5349?transport=udp",  # TURN over DTLS (RFC 7350)
+        ("turns", "2001:db8::2", 5349, "udp"),
+        "turns:[2001:db8::2]:5349?transport=udp",
+    ),
+    (" turn:t.example?transport=tcp\n", ("turn", "t.example", 3478, "tcp"), None),
+]
+
+
+@pytest.mark.parametrize(("text", "parts", "canonical"), GOOD_URLS)
+def test_parse(text: str, parts: tuple[str, str, int, str], canonical: str | None) -> None:
+    url = ServerUrl.parse(text)
+    assert (url.scheme, url.host, url.port, url.transport) == parts
+    assert url == ServerUrl(parts[0], parts[1], port=parts[2], transport=parts[3])
+    if canonical is not None:
+        assert str(url) == canonical
+    assert ServerUrl.parse(str(url)) == url
+    assert url.secure == parts[0].endswith("s")
+    assert url.is_turn == parts[0].startswith("turn")
+
+
+BAD_URLS: list[tuple[str, str]] = [
+    ("", "no scheme"),
+    ("stun.example.org", "no scheme"),
+    ("http://stun.example.org", "unknown scheme"),
+    ("stun://stun.example.org", "'//'"),
+    ("turn://turn.example.org:3478", "'//'"),
+    ("stun:stun.example.org?transport=udp", "takes no query"),
+    ("stuns:stun.example.org?transport=tcp", "takes no query"),
+    ("turn:t.example?transport=sctp", "unsupported transport 'sctp'"),
+    ("turn:t.example?transport=", "unsupported transport ''"),
+    ("turn:t.example?proto=udp", "only query"),
+    ("turn:t.example?transport", "only query"),
+    ("turn:t.example?transport=udp&x=1", "unsupported transport"),
+    ("turn:user@t.example", "user info"),
+    ("stun:stun.example.org#frag", "fragment"),
+    ("stun:2001:db8::1", "brackets"),
+    ("stun:2001:db8::1:3478", "brackets"),
+    ("stun:[2001:db8::1", "closing"),
+    ("stun:[example.org]:3478", "not an IPv6 address"),
+    ("stun:[fe80::1%eth0]", "zone index"),
+    ("stun:[2001:db8::1]3478", "unexpected"),
+    ("stun:", "no host"),
+    ("stun::3478", "no host"),
+    ("stun:example.org:0", "not in 1..65535"),
+    ("stun:example.org:65536", "not in 1..65535"),
+    ("stun:example.org:http", "not a number"),
+    ("stun:example.org:-1", "not a number"),
+    ("stun:example.org:123456", "not a number"),
+    ("stun:bad_name.example", "neither an IP address nor a DNS name"),
+    ("stun:1.2.3.256", "neither an IP address nor a DNS name"),
+    ("stun:-bad.example", "neither an IP address nor a DNS name"),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD_URLS)
+def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerUrl.parse(text)
+    message = str(info.value)
+    assert repr(text) in message
+    assert problem in message
+
+
+def test_parse_non_str() -> None:
+    with pytest.raises(ConfigError):
+        ServerUrl.parse(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("http", "x.example"), {}),
+        (("stun", "[2001:db8::1]"), {}),
+        (("stun", 5), {}),
+        (("stun", "x.example"), {"port": 0}),
+        (("stun", "x.example"), {"port": True}),
+        (("stun", "x.example"), {"port": "3478"}),
+        (("turn", "x.example"), {"transport": "sctp"}),
+        (("stun", "x.example"), {"transport": "tcp"}),  # stun: URIs cannot say so
+        (("stuns", "x.example"), {"transport": "udp"}),
+    ],
+)
+def test_server_url_constructor_validation(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ServerUrl(*args, **kwargs)
+
+
+def test_server_url_is_frozen_and_hashable() -> None:
+    url = ServerUrl.parse("turn:t.example")
+    assert len({url, ServerUrl("TURN", "T.example")}) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        url.port = 1  # type: ignore[misc]
+    assert dataclasses.replace(url, port=80) == ServerUrl.parse("turn:t.example:80")
+
+
+# -- IceServer ----------------------------------------------------------------------------------
+
+
+def test_ice_server_single_and_many_urls() -> None:
+    stun = IceServer("stun:stun.example.org")
+    assert stun.urls == (ServerUrl.parse("stun:stun.example.org"),)
+    assert stun.username is None
+    assert stun.credential is None
+    turn = IceServer(
+        ["turn:t.example?transport=udp", "turn:t.example?transport=tcp", "turns:t.example"],
+        "user",
+        "secret",
+    )
+    assert [str(url) for url in turn.urls] == [
+        "turn:t.example:3478?transport=udp",
+        "turn:t.example:3478?transport=tcp",
+        "turns:t.example:5349?transport=tcp",
+    ]
+    assert IceServer(("stun:a.example",)) == IceServer(ServerUrl.parse("stun:a.example"))
+    assert IceServer([ServerUrl("stun", "a.example"), "stun:b.example"]).urls[1].host == "b.example"
+    assert dataclasses.replace(turn, credential="other").credential == "other"
+
+
+def test_ice_server_hides_the_credential_from_repr() -> None:
+    server = IceServer("turn:t.example", username="user", credential="s3cr3t")
+    assert "s3cr3t" not in repr(server)
+    assert "user" in repr(server)
+
+
+@pytest.mark.parametrize(
+    ("urls", "username", "credential", "problem"),
+    [
+        ([], None, None, "at least one URL"),
+        ((), None, None, "at least one URL"),
+        ("turn:t.example", None, None, "'turn:t.example'"),
+        ("turn:t.example", "user", None, "needs a username and a credential"),
+        ("turns:t.example", None, "pw", "'turns:t.example'"),
+        (["stun:s.example", "turn:t.example"], "", "pw", "'turn:t.example'"),
+        (["stun:s.example", "stun://bad"], None, None, "'stun://bad'"),
+        (5, None, None, "urls must be"),
+        (b"stun:s.example", None, None, "urls must be"),
+        ([5], None, None, "each URL"),
+        ("turn:t.example", 1, "pw", "username must be"),
+        ("turn:t.example", "user", 1, "credential must be"),
+    ],
+)
+def test_ice_server_validation(urls: Any, username: Any, credential: Any, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem.replace("(", r"\(")) as info:
+        IceServer(urls, username, credential)
+    assert isinstance(info.value, ValueError)
+
+
+def test_stun_server_may_carry_unused_credentials() -> None:
+    assert IceServer("stun:s.example", "user", "pw").username == "user"
+
+
+# -- TransportPolicy ----------------------------------------------------------------------------
+
+
+def test_transport_policy() -> None:
+    assert TransportPolicy("relay") is TransportPolicy.RELAY
+    assert str(TransportPolicy.NOHOST) == "nohost"
+    assert all(TransportPolicy.ALL.allows(kind) for kind in CandidateType)
+    assert [kind for kind in CandidateType if TransportPolicy.RELAY.allows(kind)] == [
+        CandidateType.RELAY
+    ]
+    assert [kind for kind in CandidateType if TransportPolicy.NOHOST.allows(kind)] == [
+        CandidateType.SRFLX,
+        CandidateType.PRFLX,
+        CandidateType.RELAY,
+    ]
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?"
+hosts = st.one_of(
+    st.ip_addresses().map(str),
+    st.from_regex(rf"({_LABEL}\.)*[A-Za-z]{{1,6}}", fullmatch=True),
+)
+
+
+@st.composite
+def server_urls(draw: st.DrawFn) -> ServerUrl:
+    scheme = draw(st.sampled_from(["stun", "stuns", "turn", "turns"]))
+    transport = draw(st.none() | st.sampled_from(["udp", "tcp"])) if "turn" in scheme else None
+    return ServerUrl(
+        scheme,
+        draw(hosts),
+        port=draw(st.none() | st.integers(1, 65535)),
+        transport=transport,
+    )
+
+
+@given(server_urls())
+def test_round_trip(url: ServerUrl) -> None:
+    assert ServerUrl.parse(str(url)) == url
+    assert str(ServerUrl.parse(str(url))) == str(url)
+
+
+@st.composite
+def written_urls(draw: st.DrawFn) -> tuple[str, ServerUrl]:
+    """URLs written the way people write them: optional port and query, any case."""
+    url = draw(server_urls())
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    text = draw(st.sampled_from([url.scheme, url.scheme.upper()])) + ":" + host
+    if draw(st.booleans()) or url.port != (5349 if url.secure else 3478):
+        text += f":{url.port}"
+    if url.is_turn and (draw(st.booleans()) or url.transport != ("tcp" if url.secure else "udp")):
+        text += "?transport=" + draw(st.sampled_from([url.transport, url.transport.upper()]))
+    return text, url
+
+
+@given(written_urls())
+def test_parse_as_written(pair: tuple[str, ServerUrl]) -> None:
+    text, url = pair
+    assert ServerUrl.parse(text) == url
+
+
+_PIECES = ["stun", "turn", "turns", ":", "//", "[", "]", "::1", "?", "transport=", "udp", "@"]
+
+
+@given(st.text() | st.lists(st.sampled_from(_PIECES) | st.text(max_size=4)).map("".join))
+def test_arbitrary_text_raises_only_config_error(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        ServerUrl.parse(text)
+    with contextlib.suppress(ConfigError):
+        IceServer(text, "user", "pw")

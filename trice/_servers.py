@@ -1,0 +1,273 @@
+"""STUN and TURN server URLs (RFC 7064, RFC 7065) and the ICE server list of a configuration.
+
+Pure values, validated when built: a malformed URL or a TURN server without credentials is a
+:class:`~trice.ConfigError` at configuration time, not a surprise while gathering.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from trice._errors import ConfigError
+from trice.ice._candidate import CandidateType, canonical_ip, is_hostname
+
+__all__ = ["IceServer", "ServerUrl", "TransportPolicy"]
+
+_DEFAULT_PORT = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
+_DEFAULT_TRANSPORT = {"stun": "udp", "turn": "udp", "stuns": "tcp", "turns": "tcp"}
+_SCHEMES = "'stun', 'stuns', 'turn' or 'turns'"
+
+
+class TransportPolicy(str, enum.Enum):
+    """Which local candidates the agent gathers and uses.
+
+    ``"all"`` and ``"relay"`` are the W3C ``RTCIceTransportPolicy`` values (WebRTC §4.2.5);
+    ``"nohost"`` (as in Pion and older Chrome) hides local interface addresses while keeping
+    reflexive and relayed candidates.
+    """
+
+    ALL = "all"
+    """Every candidate type."""
+    RELAY = "relay"
+    """Relayed candidates only: the peer never learns a local or public address of ours."""
+    NOHOST = "nohost"
+    """Everything but host candidates."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def allows(self, type: CandidateType) -> bool:
+        """Tell whether a local candidate of this type may be gathered under the policy."""
+        if self is TransportPolicy.RELAY:
+            return type is CandidateType.RELAY
+        if self is TransportPolicy.NOHOST:
+            return type is not CandidateType.HOST
+        return True
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class ServerUrl:
+    """A ``stun:``/``stuns:`` URI (RFC 7064 §3.1) or ``turn:``/``turns:`` URI (RFC 7065 §3.1).
+
+    Build one with :meth:`parse`, or directly with keywords; ``str(url)`` writes the canonical
+    form with the port, and for TURN the transport, spelled out
+    (``turn:[2001:db8::1]:3478?transport=udp``), which :meth:`parse` reads back to an equal
+    value.
+
+    Attributes:
+        scheme: ``"stun"``, ``"stuns"``, ``"turn"`` or ``"turns"`` (lower-case).
+        host: a DNS name (lower-cased), an IPv4 literal or an IPv6 literal without brackets.
+        port: 1..65535; by default 3478 for stun/turn and 5349 for stuns/turns (RFC 7064 §3.1,
+            RFC 7065 §3.1).
+        transport: ``"udp"`` or ``"tcp"``; by default UDP for stun/turn and TCP (TLS) for
+            stuns/turns.  Only TURN URIs can choose (``?transport=``); ``turns`` with UDP means
+            TURN over DTLS (RFC 7350), which a gatherer may not support.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    transport: str
+
+    def __init__(
+        self, scheme: str, host: str, *, port: int | None = None, transport: str | None = None
+    ) -> None:
+        """Validate and normalize the parts; defaults come from the scheme.
+
+        Raises:
+            ConfigError: a part is invalid.
+        """
+        if not isinstance(scheme, str) or scheme.lower() not in _DEFAULT_PORT:
+            raise ConfigError(f"unknown scheme {scheme!r}: expected {_SCHEMES}")
+        scheme = scheme.lower()
+        if not isinstance(host, str):
+            raise ConfigError(f"host must be a str, got {host!r}")
+        canonical = canonical_ip(host)
+        if canonical is None:
+            if not is_hostname(host):
+                raise ConfigError(f"host {host!r} is neither an IP address nor a DNS name")
+            canonical = host.lower()
+        if port is None:
+            port = _DEFAULT_PORT[scheme]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ConfigError(f"port must be an int in 1..65535, got {port!r}")
+        default_transport = _DEFAULT_TRANSPORT[scheme]
+        if transport is None:
+            transport = default_transport
+        if not isinstance(transport, str) or transport.lower() not in ("udp", "tcp"):
+            raise ConfigError(f"transport must be 'udp' or 'tcp', got {transport!r}")
+        transport = transport.lower()
+        if not scheme.startswith("turn") and transport != default_transport:
+            raise ConfigError(
+                f"a {scheme}: URI has no transport choice (RFC 7064 §3.1): "
+                f"it is {default_transport}"
+            )
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "host", canonical)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "transport", transport)
+
+    @property
+    def secure(self) -> bool:
+        """True for ``stuns:`` and ``turns:``: the server is reached over TLS (or DTLS)."""
+        return self.scheme in ("stuns", "turns")
+
+    @property
+    def is_turn(self) -> bool:
+        """True for ``turn:`` and ``turns:`` URIs: the server allocates relayed candidates."""
+        return self.scheme in ("turn", "turns")
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        text = f"{self.scheme}:{host}:{self.port}"
+        if self.is_turn:
+            text += f"?transport={self.transport}"
+        return text
+
+    @classmethod
+    def parse(cls, url: str) -> ServerUrl:
+        """Parse a STUN or TURN URI.
+
+        The grammar is ``scheme ":" host [":" port]`` (RFC 7064 §3.1) with, for TURN only,
+        ``["?transport=" ("udp" / "tcp")]`` (RFC 7065 §3.1).  IPv6 literals go in brackets
+        (``stun:[2001:db8::1]:3478``).  The scheme, the ``transport`` key and its value match in
+        any case; an empty port means the default.  Refused, each with its own message: the
+        ``//`` authority form (``stun://host``, which these RFCs do not define), user info
+        (``turn:user@host``: give credentials to :class:`IceServer`), any other query, a
+        fragment, and transports other than UDP and TCP.
+
+        Raises:
+            ConfigError: the URL is malformed; the message quotes it and says what is wrong.
+        """
+        if not isinstance(url, str):
+            raise ConfigError(f"an ICE server URL must be a str, got {url!r}")
+
+        def fail(problem: str) -> ConfigError:
+            return ConfigError(f"ICE server URL {url!r}: {problem}")
+
+        scheme, colon, rest = url.strip(" \t\r\n").partition(":")
+        if not colon:
+            raise fail(f"no scheme: expected {_SCHEMES} followed by ':'")
+        scheme = scheme.lower()
+        if scheme not in _DEFAULT_PORT:
+            raise fail(f"unknown scheme {scheme!r}: expected {_SCHEMES}")
+        if rest.startswith("//"):
+            raise fail(f"no '//' in STUN/TURN URIs (RFC 7064, RFC 7065): write '{scheme}:host'")
+        if "#" in rest:
+            raise fail("a fragment ('#') is not allowed")
+        rest, question, query = rest.partition("?")
+        transport: str | None = None
+        if question:
+            if not scheme.startswith("turn"):
+                raise fail(f"a {scheme}: URI takes no query (RFC 7064 §3.1)")
+            key, equals, value = query.partition("=")
+            if key.lower() != "transport" or not equals:
+                raise fail("the only query allowed is '?transport=udp' or '?transport=tcp'")
+            if value.lower() not in ("udp", "tcp"):
+                raise fail(f"unsupported transport {value!r}: expected 'udp' or 'tcp'")
+            transport = value.lower()
+        if "@" in rest:
+            raise fail("user info is not allowed: give IceServer a username and credential")
+        host, port_text = _split_host_port(rest, fail)
+        port: int | None = None
+        if port_text:
+            if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+                raise fail(f"port {port_text!r} is not a number")
+            port = int(port_text)
+            if not 1 <= port <= 65535:
+                raise fail(f"port {port} is not in 1..65535")
+        try:
+            return cls(scheme, host, port=port, transport=transport)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+
+
+def _split_host_port(text: str, fail: Callable[[str], ConfigError]) -> tuple[str, str]:
+    """Split ``host[:port]`` where host may be a bracketed IPv6 literal."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise fail("'[' without a closing ']'")
+        host, after = text[1:end], text[end + 1 :]
+        try:
+            ip = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise fail(f"{host!r} in brackets is not an IPv6 address") from None
+        if ip.scope_id is not None:
+            raise fail("an IPv6 zone index ('%...') is not allowed")
+        if after and not after.startswith(":"):
+            raise fail(f"unexpected {after!r} after the IPv6 address")
+        return host, after[1:]
+    if text.count(":") > 1:
+        raise fail("an IPv6 address must be written in brackets, e.g. [2001:db8::1]:3478")
+    host, _, port_text = text.partition(":")
+    if not host:
+        raise fail("no host")
+    return host, port_text
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class IceServer:
+    """One STUN or TURN server entry, like the W3C ``RTCIceServer`` dictionary (WebRTC §4.2.4).
+
+    ``IceServer("stun:stun.example.org")`` or
+    ``IceServer(["turn:turn.example.org", "turns:turn.example.org"], "user", "secret")``.
+
+    Attributes:
+        urls: the server's URLs, parsed, in the order given; never empty.
+        username: the TURN username (long-term credential, RFC 8489 §9.2), or ``None``.
+        credential: the TURN password, or ``None``; it is left out of ``repr()``.
+    """
+
+    urls: tuple[ServerUrl, ...]
+    username: str | None
+    credential: str | None = field(repr=False)
+
+    def __init__(
+        self,
+        urls: str | ServerUrl | Iterable[str | ServerUrl],
+        username: str | None = None,
+        credential: str | None = None,
+    ) -> None:
+        """Parse and check the URLs.
+
+        Args:
+            urls: one URL or a sequence of them, as strings or :class:`ServerUrl` values.
+            username: required (non-empty) when any URL is ``turn:`` or ``turns:``.
+            credential: required (non-empty) when any URL is ``turn:`` or ``turns:``.
+
+        Raises:
+            ConfigError: no URLs, a malformed URL (the message quotes it), a TURN URL without
+                username and credential, or a value of the wrong type.
+        """
+        items: list[str | ServerUrl]
+        if isinstance(urls, (str, ServerUrl)):
+            items = [urls]
+        elif isinstance(urls, Iterable) and not isinstance(urls, (bytes, bytearray)):
+            items = list(urls)
+        else:
+            raise ConfigError(f"urls must be a str or a sequence of str, got {urls!r}")
+        if not items:
+            raise ConfigError("an IceServer needs at least one URL")
+        parsed: list[tuple[str, ServerUrl]] = []
+        for item in items:
+            if isinstance(item, ServerUrl):
+                parsed.append((str(item), item))
+            elif isinstance(item, str):
+                parsed.append((item, ServerUrl.parse(item)))
+            else:
+                raise ConfigError(f"each URL must be a str or a ServerUrl, got {item!r}")
+        for name, value in (("username", username), ("credential", credential)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a str or None, got a {type(value).__name__}")
+        for text, url in parsed:
+            if url.is_turn and not (username and credential):
+                raise ConfigError(
+                    f"ICE server URL {text!r}: a TURN server needs a username and a credential"
+                )
+        object.__setattr__(self, "urls", tuple(url for _, url in parsed))
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "credential", credential)

@@ -1,0 +1,175 @@
+"""Candidate and pair priorities and foundations (RFC 8445 §5.1.1.3, §5.1.2, §6.1.2.3).
+
+Pure arithmetic: every formula of RFC 8445 that orders candidates and pairs lives here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from trice._errors import CandidateError
+from trice.ice._candidate import MAX_PRIORITY, CandidateType, canonical_ip
+
+__all__ = [
+    "TYPE_PREFERENCE",
+    "candidate_priority",
+    "compute_foundation",
+    "local_preference",
+    "pair_priority",
+]
+
+TYPE_PREFERENCE: Mapping[CandidateType, int] = MappingProxyType(
+    {
+        CandidateType.HOST: 126,
+        CandidateType.PRFLX: 110,
+        CandidateType.SRFLX: 100,
+        CandidateType.RELAY: 0,
+    }
+)
+"""The recommended type preferences of RFC 8445 §5.1.2.2 (read-only).
+
+Host 126, peer reflexive 110, server reflexive 100, relayed 0.
+"""
+
+# RFC 6724 §2.1 default policy table: (prefix, precedence), longest prefix first.
+_PRECEDENCE: tuple[tuple[ipaddress.IPv6Network, int], ...] = tuple(
+    (ipaddress.IPv6Network(prefix), precedence)
+    for prefix, precedence in (
+        ("::1/128", 50),
+        ("::ffff:0:0/96", 35),
+        ("::/96", 1),
+        ("2001::/32", 5),
+        ("2002::/16", 30),
+        ("fec0::/10", 1),
+        ("3ffe::/16", 1),
+        ("fc00::/7", 3),
+        ("::/0", 40),
+    )
+)
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CandidateError(f"{name} must be an int, got {value!r}", field=name)
+    if not low <= value <= high:
+        raise CandidateError(f"{name} must be in {low}..{high}, got {value!r}", field=name)
+    return value
+
+
+def candidate_priority(type: CandidateType, local_preference: int, component: int) -> int:
+    """Compute a candidate's priority (RFC 8445 §5.1.2.1).
+
+    ``priority = 2**24 * type_preference + 2**8 * local_preference + (256 - component)``,
+    with the type preference from :data:`TYPE_PREFERENCE`.
+
+    Args:
+        type: the candidate type.
+        local_preference: 0..65535; RFC 8445 §5.1.2.1 says 65535 when the agent has a single IP
+            address; see :func:`local_preference` for multihomed hosts.
+        component: the component ID, 1..256.
+
+    Raises:
+        CandidateError: an argument is out of range (``field`` names it).
+
+    Example:
+        >>> candidate_priority(CandidateType.HOST, 65535, 1)
+        2130706431
+    """
+    if not isinstance(type, CandidateType):
+        raise CandidateError(f"type must be a CandidateType, got {type!r}", field="type")
+    _check_int(local_preference, "local_preference", 0, 65535)
+    _check_int(component, "component", 1, 256)
+    return (TYPE_PREFERENCE[type] << 24) + (local_preference << 8) + (256 - component)
+
+
+def local_preference(address: str, *, interface_preference: int = 255) -> int:
+    """A local preference for a multihomed, dual-stack host (RFC 8445 §5.1.2.1, RFC 8421).
+
+    The 16 bits are ``interface_preference << 8 | address_precedence``.  The high byte ranks the
+    interfaces (the caller's choice: 255 for the best, e.g. wired before Wi-Fi before VPN); the
+    low byte is the address's precedence in the RFC 6724 §2.1 default policy table, which
+    RFC 8421 §4 points to for ordering address families.  So, on one interface, global IPv6
+    (40) comes before IPv4 (35), which comes before 6to4 (30), Teredo (5), ULA (3) and
+    deprecated prefixes (1); IPv6 loopback is 50.  Interleaving the families in the check list
+    (RFC 8421 §4's fairness rule) is the check list's business, not this function's.
+
+    An agent with a single address should simply use 65535 (RFC 8445 §5.1.2.1).
+
+    Args:
+        address: the candidate's base IP address (a literal, not a host name).
+        interface_preference: 0..255, higher is preferred.
+
+    Raises:
+        CandidateError: ``address`` is not an IP literal, or ``interface_preference`` is out of
+            range.
+    """
+    _check_int(interface_preference, "interface_preference", 0, 255)
+    text = canonical_ip(address) if isinstance(address, str) else None
+    if text is None:
+        raise CandidateError(f"address {address!r} is not an IP literal", field="address")
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv4Address):
+        ip = ipaddress.IPv6Address(f"::ffff:{ip}")
+    precedence = next(value for network, value in _PRECEDENCE if ip in network)
+    return (interface_preference << 8) | precedence
+
+
+def compute_foundation(
+    type: CandidateType, base_address: str, protocol: str, server: str | None = None
+) -> str:
+    """Compute a foundation (RFC 8445 §5.1.1.3).
+
+    Two candidates get the same foundation exactly when they have the same type, the same base
+    IP address (the port does not matter), the same transport protocol and the same STUN/TURN
+    server (``None`` for host and peer-reflexive candidates).  IP literals are compared in their
+    canonical form, names and protocols without regard to case.
+
+    The result is 8 lower-case hex characters taken from a SHA-256 digest, so it is stable across
+    runs and processes (unlike :func:`hash`) and is made of ice-chars (RFC 8839 §5.1).
+
+    Args:
+        type: the candidate type.
+        base_address: the base's IP address (RFC 8445 §5.1.1.1).
+        protocol: ``"udp"`` or ``"tcp"``.
+        server: the STUN or TURN server that produced the candidate (e.g. its IP address, or
+            ``"host:port"``), or ``None``.
+
+    Raises:
+        CandidateError: an argument has the wrong type.
+    """
+    if not isinstance(type, CandidateType):
+        raise CandidateError(f"type must be a CandidateType, got {type!r}", field="type")
+    for name, value in (("base_address", base_address), ("protocol", protocol)):
+        if not isinstance(value, str):
+            raise CandidateError(f"{name} must be a str, got {value!r}", field=name)
+    if server is not None and not isinstance(server, str):
+        raise CandidateError(f"server must be a str or None, got {server!r}", field="server")
+    base = canonical_ip(base_address) or base_address.lower()
+    server_key = "" if server is None else (canonical_ip(server) or server.lower())
+    key = "\0".join((type.value, base, protocol.lower(), server_key))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def pair_priority(controlling_priority: int, controlled_priority: int) -> int:
+    """Compute a candidate pair's priority (RFC 8445 §6.1.2.3).
+
+    With G the controlling agent's candidate priority and D the controlled agent's:
+    ``2**32 * MIN(G, D) + 2 * MAX(G, D) + (1 if G > D else 0)``.
+
+    With RFC 8445 candidate priorities (at most 2**31 - 1) the result is below 2**63 and the
+    three terms occupy separate bits; larger priorities, which the SDP grammar can carry, still
+    compute (Python integers do not overflow) but no longer sort strictly by MIN first.
+
+    Args:
+        controlling_priority: G, the priority of the controlling agent's candidate.
+        controlled_priority: D, the priority of the controlled agent's candidate.
+
+    Raises:
+        CandidateError: a priority is not in 1..2**32-1.
+    """
+    g = _check_int(controlling_priority, "controlling_priority", 1, MAX_PRIORITY)
+    d = _check_int(controlled_priority, "controlled_priority", 1, MAX_PRIORITY)
+    return (min(g, d) << 32) + 2 * max(g, d) + (1 if g > d else 0)
