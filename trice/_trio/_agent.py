@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -28,12 +28,12 @@ import trio
 from trice import stun
 from trice._config import AgentConfig
 from trice._errors import IceFailedError, LimitError, StateError
-from trice._servers import TransportPolicy
+from trice._servers import ServerUrl, TransportPolicy
 from trice._trio._connection import Connection, ReceiveBuffer
 from trice._trio._gather import host_addresses
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
-from trice._trio._transport import UdpTransport, bind_udp
+from trice._trio._transport import Transport, UdpTransport, bind_udp
 from trice.ice._candidate import Candidate, CandidateType
 from trice.ice._core import AgentCore, Check, IceParameters
 from trice.ice._events import (
@@ -51,7 +51,7 @@ from trice.ice._priority import candidate_priority, compute_foundation, local_pr
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Agent", "AgentStatistics", "open_agent"]
+__all__ = ["Agent", "AgentStatistics", "GatherReport", "open_agent"]
 
 Address = tuple[str, int]
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
@@ -92,6 +92,24 @@ class AgentStatistics:
     pairs_pruned: int
 
 
+@dataclass(frozen=True, slots=True)
+class GatherReport:
+    """How one gather source did (see :attr:`Agent.gather_reports`; ``trice gather`` prints it).
+
+    Attributes:
+        source: ``"host"``, or the STUN/TURN server URL (with the local address it was
+            asked from, for STUN).
+        elapsed: seconds the source took.
+        candidates: how many candidates it produced.
+        error: why it produced none (timeout, an error response, unreachable...), or ``None``.
+    """
+
+    source: str
+    elapsed: float
+    candidates: int
+    error: str | None = None
+
+
 class Agent:
     """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
 
@@ -113,14 +131,14 @@ class Agent:
             max_remote_candidates=config.max_remote_candidates,
             nohost=config.transport_policy is TransportPolicy.NOHOST,
         )
-        self._transports: dict[int, UdpTransport] = {}
+        self._transports: dict[int, Transport] = {}
         self._signalled: list[Candidate] = []
         self._gathering = GatheringState.NEW
         self._subscribers: list[EventStream] = []
         self._changed = trio.Event()
         self._wakeup = trio.Event()
-        self._pending: dict[bytes, trio.Event] = {}
-        self._live_checks: dict[bytes, Check] = {}
+        # Transactions in flight: the response's handler, by transaction id.
+        self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
         self._check_scopes: dict[object, trio.CancelScope] = {}
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
@@ -129,6 +147,8 @@ class Agent:
         self._malformed = 0
         self._stun_received = 0
         self._datagrams = 0
+        self._reports: list[GatherReport] = []
+        self._mapped: set[tuple[int, Address]] = set()
 
     # ------------------------------------------------------------------ public face
 
@@ -161,6 +181,11 @@ class Agent:
     def selected_pair(self) -> CandidatePair | None:
         """The pair data goes over, or ``None`` before one is selected."""
         return self._core.selected_pair()
+
+    @property
+    def gather_reports(self) -> tuple[GatherReport, ...]:
+        """One :class:`GatherReport` per gather source that has finished."""
+        return tuple(self._reports)
 
     def statistics(self) -> AgentStatistics:
         """A snapshot of this agent's counters."""
@@ -278,7 +303,7 @@ class Agent:
             self._emit(event)
         self._wakeup.set()
 
-    def _data_route(self) -> tuple[UdpTransport, Address]:
+    def _data_route(self) -> tuple[Transport, Address]:
         pair = self._core.selected
         if pair is None:
             raise StateError("no selected pair")
@@ -300,13 +325,32 @@ class Agent:
 
     async def _gather(self) -> None:
         self._set_gathering(GatheringState.GATHERING)
+        policy = self.config.transport_policy
+        servers = () if self.config.lite else self.config.ice_servers
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._gather_host, name="gather host")
+            if policy is not TransportPolicy.RELAY:
+                # Binding host sockets is quick and local; server-reflexive gathering asks from
+                # those very sockets, so that the mapping found is the one checks will use.
+                await self._gather_host()
+                for server in servers:
+                    for url in server.urls:
+                        if url.is_turn or url.secure or url.transport != "udp":
+                            continue
+                        for transport in list(self._transports.values()):
+                            if isinstance(transport, UdpTransport):
+                                nursery.start_soon(
+                                    self._gather_srflx,
+                                    url,
+                                    transport,
+                                    name=f"gather srflx {url} from {transport.local_address[0]}",
+                                )
         self._core.set_local_complete()
         self._set_gathering(GatheringState.COMPLETE)
         self._pump()
 
     async def _gather_host(self) -> None:
+        started = trio.current_time()
+        before = len(self._signalled)
         network = self.config.network
         policy = self.config.transport_policy
         signal = policy is TransportPolicy.ALL
@@ -339,9 +383,96 @@ class Agent:
                 port=transport.local_address[1],
                 type=CandidateType.HOST,
             )
-            if policy is not TransportPolicy.RELAY:
-                self._add_local(candidate, base, signal=signal)
+            self._add_local(candidate, base, signal=signal)
             await trio.lowlevel.checkpoint()
+        count = len(self._signalled) - before if signal else len(self._transports)
+        error = None if self._transports else "no usable local address (check the filters)"
+        self._reports.append(GatherReport("host", trio.current_time() - started, count, error))
+
+    async def _gather_srflx(self, url: ServerUrl, transport: UdpTransport) -> None:
+        """Server-reflexive gathering (RFC 8445 §5.1.1.2): a Binding request to the STUN
+        server from a host socket, retransmitted as RFC 8489 §6.2.1 says, for at most
+        ``Timing.gather_timeout``."""
+        started = trio.current_time()
+        source = f"{url} from {transport.local_address[0]}"
+        timing = self.config.timing
+        try:
+            with trio.fail_after(timing.gather_timeout):
+                server = await _resolve(url.host, url.port, transport.family)
+                request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+                reply = await self._transact(transport, server, request)
+        except trio.TooSlowError:
+            self._reports.append(GatherReport(source, trio.current_time() - started, 0, "timeout"))
+            return
+        except OSError as exc:
+            self._reports.append(
+                GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}")
+            )
+            return
+        elapsed = trio.current_time() - started
+        if reply.message_class is stun.MessageClass.ERROR:
+            err = reply.get(stun.ErrorCode)
+            text = f"{err.code} {err.reason}" if err else "error response"
+            self._reports.append(GatherReport(source, elapsed, 0, text))
+            return
+        mapped = reply.get(stun.XorMappedAddress) or reply.get(stun.MappedAddress)
+        if mapped is None:
+            self._reports.append(GatherReport(source, elapsed, 0, "no mapped address"))
+            return
+        address = (mapped.address, mapped.port)
+        key = (transport.base, address)
+        if address == transport.local_address or key in self._mapped:
+            # No NAT in between, or a mapping another server already found: nothing new.
+            self._reports.append(GatherReport(source, elapsed, 0))
+            return
+        self._mapped.add(key)
+        host = transport.local_address[0]
+        base_candidate = next(c for c, b in self._core.local_candidates if b == transport.base)
+        candidate = Candidate(
+            foundation=compute_foundation(CandidateType.SRFLX, host, "udp", url.host),
+            component=1,
+            protocol="udp",
+            priority=candidate_priority(
+                CandidateType.SRFLX, (base_candidate.priority >> 8) & 0xFFFF, 1
+            ),
+            address=address[0],
+            port=address[1],
+            type=CandidateType.SRFLX,
+            related_address=host,
+            related_port=transport.local_address[1],
+        )
+        self._add_local(candidate, transport.base, signal=True)
+        self._reports.append(GatherReport(source, elapsed, 1))
+
+    async def _transact(
+        self, transport: UdpTransport, server: Address, request: stun.Message
+    ) -> stun.Message:
+        """One STUN transaction from a host socket, retransmitted per RFC 8489 §6.2.1 (the
+        caller bounds it in time)."""
+        timing = self.config.timing
+        schedule = stun.RetransmissionSchedule(rto=timing.rto)
+        data = request.encode(fingerprint=True)
+        box: list[stun.Message] = []
+        done = trio.Event()
+
+        def on_reply(message: stun.Message, source: Address) -> None:
+            if source == server or not box:
+                box.append(message)
+                done.set()
+
+        self._pending[request.transaction_id] = on_reply
+        try:
+            deadline: float | None = schedule.start(trio.current_time())
+            while deadline is not None:
+                transport.send_nowait(data, server)
+                with trio.move_on_at(deadline):
+                    await done.wait()
+                if box:
+                    return box[0]
+                deadline = schedule.on_timeout(trio.current_time())
+            raise trio.TooSlowError
+        finally:
+            del self._pending[request.transaction_id]
 
     async def _receive_loop(self, transport: UdpTransport) -> None:
         sock = transport.sock
@@ -374,7 +505,19 @@ class Agent:
             else:
                 self._unknown_source += 1
 
-    def _on_stun(self, transport: UdpTransport, data: bytes, source: Address) -> None:
+    def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
+        """One datagram from ``source`` arrived on ``transport`` (used by relays; the UDP
+        receive loop inlines the same steps)."""
+        if data and data[0] < 4:
+            self._on_stun(transport, data, source)
+        elif self._core.is_remote_address(source):
+            if not self._buffer.closed:
+                self._datagrams += 1
+                self._buffer.put(data)
+        else:
+            self._unknown_source += 1
+
+    def _on_stun(self, transport: Transport, data: bytes, source: Address) -> None:
         try:
             message = stun.decode(data)
         except stun.StunDecodeError:
@@ -399,13 +542,9 @@ class Agent:
                 transport.send_nowait(response, source)
             self._pump()
             return
-        done = self._pending.get(message.transaction_id)
-        if done is None:
-            return
-        check = self._live_checks.get(message.transaction_id)
-        if check is not None and self._core.on_response(check, message, source, now):
-            done.set()
-            self._pump()
+        handler = self._pending.get(message.transaction_id)
+        if handler is not None:
+            handler(message, source)
 
     async def _scheduler(self) -> None:
         core = self._core
@@ -431,8 +570,14 @@ class Agent:
             return
         done = trio.Event()
         tid = check.transaction_id
-        self._pending[tid] = done
-        self._live_checks[tid] = check
+        core = self._core
+
+        def on_response(message: stun.Message, source: Address) -> None:
+            if core.on_response(check, message, source, trio.current_time()):
+                done.set()
+                self._pump()
+
+        self._pending[tid] = on_response
         with trio.CancelScope() as scope:
             if not check.consent:
                 self._check_scopes[check.pair] = scope
@@ -457,7 +602,6 @@ class Agent:
                 self._pump()
             finally:
                 del self._pending[tid]
-                del self._live_checks[tid]
                 if self._check_scopes.get(check.pair) is scope:
                     del self._check_scopes[check.pair]
 
@@ -471,6 +615,15 @@ class Agent:
         for stream in list(self._subscribers):
             stream._end()
         self._changed.set()
+
+
+async def _resolve(host: str, port: int, family: int) -> Address:
+    """A server's address in the family of the socket that will talk to it."""
+    infos = await trio.socket.getaddrinfo(host, port, family=family, type=trio.socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"{host} has no address of the socket's family")
+    sockaddr = infos[0][4]
+    return (str(sockaddr[0]), int(sockaddr[1]))
 
 
 def _check_name(check: Check) -> str:

@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Protocol
 
 import trio
 
 from trice._errors import LimitError
 
-__all__ = ["UdpTransport", "bind_udp"]
+__all__ = ["Transport", "UdpTransport", "bind_udp"]
 
 Address = tuple[str, int]
+
+
+class Transport(Protocol):
+    """What the agent needs of a local transport: a host socket or a TURN relay.
+
+    ``base`` is the id the pure core knows the transport by; ``local_address`` is the
+    transport address of the candidate it stands for (for a relay, the relayed address).
+    """
+
+    base: int
+    local_address: Address
+
+    def send_nowait(self, data: bytes, address: Address) -> bool: ...
+
+    async def send(self, data: bytes, address: Address) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class UdpTransport:

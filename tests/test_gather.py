@@ -1,0 +1,143 @@
+"""Gathering: host candidates, server-reflexive candidates, dead servers, policies."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import trice
+from trice import stun
+
+from loopback import loopback_config
+
+
+async def _stun_server(
+    sock: trio.socket.SocketType, mapped: tuple[str, int] | None, error: int | None = None
+) -> None:
+    """Answers Binding requests; reports ``mapped`` (or the real source) as the mapping."""
+    while True:
+        data, source = await sock.recvfrom(2048)
+        request = stun.decode(data)
+        if error is not None:
+            reply = request.error_response(error, "Nope")
+        else:
+            address, port = mapped or source[:2]
+            reply = request.success_response(stun.XorMappedAddress(address, port))
+        await sock.sendto(reply.encode(fingerprint=True), source)
+
+
+async def _server_socket() -> trio.socket.SocketType:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def test_server_reflexive_candidate_from_each_host_socket() -> None:
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_server, server, ("203.0.113.7", 40000))
+            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                kinds = [c.type for c in agent.local_candidates]
+                assert kinds == [trice.CandidateType.HOST, trice.CandidateType.SRFLX]
+                host, srflx = agent.local_candidates
+                assert (srflx.address, srflx.port) == ("203.0.113.7", 40000)
+                assert (srflx.related_address, srflx.related_port) == (host.address, host.port)
+                assert srflx.priority < host.priority
+                reports = {r.source.split(" ")[0]: r for r in agent.gather_reports}
+                assert reports[f"stun:127.0.0.1:{port}"].candidates == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_server, server, None)
+            servers = [trice.IceServer([f"stun:127.0.0.1:{port}", f"stun:localhost:{port}"])]
+            async with trice.open_agent(
+                loopback_config(ice_servers=servers), controlling=True
+            ) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
+                assert all(r.error is None for r in agent.gather_reports)
+            nursery.cancel_scope.cancel()
+
+
+async def test_dead_server_costs_at_most_the_gather_timeout() -> None:
+    with await _server_socket() as dead:  # bound, never answers
+        port = dead.getsockname()[1]
+        timing = trice.Timing(gather_timeout=0.3, rto=0.05)
+        config = loopback_config(
+            timing=timing, ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")]
+        )
+        async with trice.open_agent(config, controlling=True) as agent, agent.subscribe() as events:
+            start = trio.current_time()
+            # The host candidate trickles out at once, before the dead server gives up.
+            with trio.fail_after(0.25):
+                async for event in events:
+                    if isinstance(event, trice.CandidateGathered):
+                        break
+            with trio.fail_after(2):
+                await agent.wait_gathering_complete()
+            assert 0.25 <= trio.current_time() - start < 1.0
+            (report,) = [r for r in agent.gather_reports if r.source != "host"]
+            assert report.error == "timeout"
+
+
+async def test_error_response_is_reported() -> None:
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_server, server, None, 401)
+            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                (report,) = [r for r in agent.gather_reports if r.source != "host"]
+                assert report.error is not None and report.error.startswith("401")
+            nursery.cancel_scope.cancel()
+
+
+async def test_nohost_policy_signals_no_host_candidate() -> None:
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_server, server, ("203.0.113.7", 40000))
+            config = loopback_config(
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
+                transport_policy=trice.TransportPolicy.NOHOST,
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.SRFLX]
+            nursery.cancel_scope.cancel()
+
+
+async def test_lite_agent_gathers_host_only() -> None:
+    config = loopback_config(lite=True, ice_servers=[trice.IceServer("stun:127.0.0.1:9")])
+    async with trice.open_agent(config, controlling=False) as agent:
+        with trio.fail_after(2):
+            await agent.wait_gathering_complete()
+        assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
+
+
+async def test_filters_leave_nothing_and_gathering_still_completes() -> None:
+    network = trice.NetworkConfig(interface_filter=lambda name: False)
+    async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as agent:
+        with trio.fail_after(2):
+            await agent.wait_gathering_complete()
+        assert agent.local_candidates == ()
+        (report,) = agent.gather_reports
+        assert report.error is not None and "filters" in report.error
+
+
+@pytest.mark.parametrize("url", ["stun:", "turn:127.0.0.1", "stun://x", "http:x"])
+def test_bad_server_urls_fail_at_construction(url: str) -> None:
+    with pytest.raises(trice.ConfigError):
+        trice.IceServer(url)
