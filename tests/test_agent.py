@@ -7,10 +7,11 @@ import socket
 
 import pytest
 import trio
-from loopback import HAS_IPV6, connect_both, loopback_config, signal, wait_for_state
 
 import trice
 from trice import stun
+
+from loopback import HAS_IPV6, connect_both, loopback_config, signal, wait_for_state
 
 
 async def _connected_pair(
@@ -392,7 +393,9 @@ async def test_hostile_requests_get_errors_and_change_nothing() -> None:
                 assert response is not None
                 error = response.get(stun.ErrorCode)
                 assert error is not None and error.code == code
-            await sock.sendto(b"\x00\x01\x00\x00garbage-not-stun", target)
+            # A STUN header (cookie and all) that claims 8 bytes of attributes it lacks.
+            broken = b"\x00\x01\x00\x08\x21\x12\xa4\x42" + bytes(12) + b"\x00\x06"
+            await sock.sendto(broken, target)
             await sock.sendto(b"not stun, not from a peer", target)
             # One socket, one reader, in order: once this answer is back, both were handled.
             assert await ask(request("nobody:peer", good_key, prio)) is not None

@@ -54,6 +54,10 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["Agent", "AgentStatistics", "GatherReport", "open_agent"]
 
 Address = tuple[str, int]
+#: STUN and data share a socket.  RFC 7983 tells them apart by the first byte (0-3: STUN);
+#: the magic cookie is checked too, so that an application datagram that happens to begin
+#: with a small byte is still delivered as data.
+_MAGIC = b"\x21\x12\xa4\x42"
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 
 
@@ -113,9 +117,8 @@ class GatherReport:
 class Agent:
     """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
 
-    def __init__(self, config: AgentConfig, controlling: bool, nursery: trio.Nursery) -> None:
+    def __init__(self, config: AgentConfig, controlling: bool) -> None:
         self.config = config
-        self._nursery = nursery
         self._local = IceParameters(
             ufrag=config.ufrag or _random_ice_string(8),
             pwd=config.pwd or _random_ice_string(24),
@@ -139,6 +142,7 @@ class Agent:
         self._wakeup = trio.Event()
         # Transactions in flight: the response's handler, by transaction id.
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
+        self._pokes: dict[bytes, Callable[[], None]] = {}
         self._check_scopes: dict[object, trio.CancelScope] = {}
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
@@ -212,14 +216,28 @@ class Agent:
         await trio.lowlevel.checkpoint()
 
     def subscribe(self, max_buffer: int = 1024) -> EventStream:
-        """A new channel of this agent's events, from now on.
+        """A new channel of this agent's events.
 
         Use it as ``async with agent.subscribe() as events: async for event in events``.
-        Each subscriber has its own buffer of ``max_buffer`` events; a subscriber that falls
-        further behind loses events and is told so by an :class:`~trice.EventsLost` event.
-        The agent never waits for a subscriber.
+        The stream starts with the agent's state so far, as events (the gathering state and
+        each candidate gathered, the selected pair, the connection state), then carries every
+        change: subscribing late never misses what already happened.  Each subscriber has
+        its own buffer of ``max_buffer`` events; a subscriber that falls further behind loses
+        events and is told so by an :class:`~trice.EventsLost` event.  The agent never waits
+        for a subscriber.
         """
         stream = EventStream(max_buffer, self._subscribers.remove)
+        if self._gathering is not GatheringState.NEW:
+            stream._put(GatheringStateChanged(GatheringState.GATHERING))
+        for candidate in self._signalled:
+            stream._put(CandidateGathered(candidate))
+        if self._gathering is GatheringState.COMPLETE:
+            stream._put(GatheringStateChanged(GatheringState.COMPLETE))
+        pair = self._core.selected_pair()
+        if pair is not None:
+            stream._put(SelectedPairChanged(pair))
+        if self._core.state is not ConnectionState.NEW:
+            stream._put(ConnectionStateChanged(self._core.state))
         self._subscribers.append(stream)
         if self._closed:
             stream._end()
@@ -323,6 +341,15 @@ class Agent:
 
     # ------------------------------------------------------------------ tasks
 
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._gather, name="gather")
+            nursery.start_soon(self._scheduler, name="checks")
+            task_status.started()
+
+    _nursery: trio.Nursery
+
     async def _gather(self) -> None:
         self._set_gathering(GatheringState.GATHERING)
         policy = self.config.transport_policy
@@ -355,7 +382,8 @@ class Agent:
         policy = self.config.transport_policy
         signal = policy is TransportPolicy.ALL
         addresses = host_addresses(network)
-        for index, host in enumerate(addresses):
+        interfaces: dict[str, int] = {}
+        for host in addresses:
             try:
                 sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
             except LimitError:
@@ -373,7 +401,10 @@ class Agent:
                 transport,
                 name=f"receive {host.address}:{transport.local_address[1]}",
             )
-            preference = local_preference(host.address, interface_preference=255 - min(index, 255))
+            # RFC 8445 §5.1.2.1: rank interfaces in the order found, then addresses on one
+            # interface by RFC 8421 (IPv6 before IPv4).
+            rank = interfaces.setdefault(host.interface, len(interfaces))
+            preference = local_preference(host.address, interface_preference=255 - min(rank, 255))
             candidate = Candidate(
                 foundation=compute_foundation(CandidateType.HOST, host.address, "udp"),
                 component=1,
@@ -496,7 +527,7 @@ class Agent:
                 batch = 0
                 await trio.lowlevel.checkpoint()
             address = (source[0], source[1])
-            if data and data[0] < 4:
+            if data and data[0] < 4 and data[4:8] == _MAGIC:
                 self._on_stun(transport, data, address)
             elif core.is_remote_address(address):
                 if not buffer.closed:
@@ -508,7 +539,7 @@ class Agent:
     def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
         """One datagram from ``source`` arrived on ``transport`` (used by relays; the UDP
         receive loop inlines the same steps)."""
-        if data and data[0] < 4:
+        if data and data[0] < 4 and data[4:8] == _MAGIC:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source):
             if not self._buffer.closed:
@@ -552,6 +583,10 @@ class Agent:
             while not core.finished:
                 now = trio.current_time()
                 core.on_timer(now)
+                for tid in core.poll_resend():
+                    poke = self._pokes.get(tid)
+                    if poke is not None:
+                        poke()
                 while (check := core.poll_check(now)) is not None:
                     old = self._check_scopes.get(check.pair)
                     if old is not None and not check.consent:
@@ -565,19 +600,24 @@ class Agent:
             checks.cancel_scope.cancel()
 
     async def _run_check(self, check: Check) -> None:
+        """Send one check on its schedule until a response settles it or it gives up."""
         transport = self._transports.get(check.base)
         if transport is None:
             return
-        done = trio.Event()
         tid = check.transaction_id
         core = self._core
+        settled = False
+        wake = trio.Event()
 
         def on_response(message: stun.Message, source: Address) -> None:
+            nonlocal settled
             if core.on_response(check, message, source, trio.current_time()):
-                done.set()
+                settled = True
+                wake.set()
                 self._pump()
 
         self._pending[tid] = on_response
+        self._pokes[tid] = lambda: wake.set()
         with trio.CancelScope() as scope:
             if not check.consent:
                 self._check_scopes[check.pair] = scope
@@ -585,25 +625,34 @@ class Agent:
                 start = trio.current_time()
                 schedule = check.schedule
                 for i in range(len(schedule) - 1):
-                    if logger.isEnabledFor(TRACE):
-                        logger.log(
-                            TRACE,
-                            "%s: send check %s%s",
-                            self._local.ufrag,
-                            check.pair,
-                            " USE-CANDIDATE" if check.nominating else "",
-                        )
-                    transport.send_nowait(check.message, check.destination)
-                    with trio.move_on_at(start + schedule[i + 1]):
-                        await done.wait()
-                    if done.is_set():
-                        return
-                self._core.on_timeout(check, trio.current_time())
+                    deadline = start + schedule[i + 1]
+                    while True:
+                        self._trace_check(check)
+                        transport.send_nowait(check.message, check.destination)
+                        with trio.move_on_at(deadline):
+                            await wake.wait()
+                        if settled:
+                            return
+                        if not wake.is_set():
+                            break  # the RTO passed: next transmission
+                        wake = trio.Event()  # poked: send again now, same deadline
+                core.on_timeout(check, trio.current_time())
                 self._pump()
             finally:
                 del self._pending[tid]
+                del self._pokes[tid]
                 if self._check_scopes.get(check.pair) is scope:
                     del self._check_scopes[check.pair]
+
+    def _trace_check(self, check: Check) -> None:
+        if logger.isEnabledFor(TRACE):
+            logger.log(
+                TRACE,
+                "%s: send %s%s",
+                self._local.ufrag,
+                _check_name(check),
+                " USE-CANDIDATE" if check.nominating else "",
+            )
 
     def _close(self) -> None:
         if self._closed:
@@ -658,9 +707,10 @@ async def open_agent(
     agent: Agent | None = None
     try:
         async with trio.open_nursery() as nursery:
-            agent = Agent(config, controlling, nursery)
-            nursery.start_soon(agent._gather, name="gather")
-            nursery.start_soon(agent._scheduler, name="checks")
+            agent = Agent(config, controlling)
+            # The agent's tasks live under one task of its own, so that the task tree shows
+            # each agent with its gather, receive and check tasks beneath it.
+            await nursery.start(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")
             try:
                 yield agent
             finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 
-from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._candidate import Candidate, CandidateType, canonical_ip
 from trice.ice._priority import pair_priority
 
 __all__ = ["CheckList", "Pair", "PairState"]
@@ -133,13 +133,14 @@ class CheckList:
     def pairable(local: Candidate, remote: Candidate) -> bool:
         """Same component, UDP on both sides, same IP family (RFC 8445 §6.1.2.2).
 
-        Remote mDNS (``.local``) names are not paired until resolved.
+        Only IP literals pair: host names (mDNS ``.local`` names among them) are not paired
+        until resolved.
         """
         if local.component != remote.component:
             return False
         if local.protocol != "udp" or remote.protocol != "udp":
             return False
-        if remote.address.endswith(".local"):
+        if canonical_ip(remote.address) is None:
             return False
         return family(local.address) == family(remote.address)
 
@@ -219,6 +220,16 @@ class CheckList:
                 pair.state = PairState.WAITING
                 return pair
         return None
+
+    def has_ordinary_work(self) -> bool:
+        """Whether :meth:`next_ordinary` would find a pair (without unfreezing it)."""
+        active: set[str] = set()
+        for pair in self._pairs:
+            if pair.state is PairState.WAITING:
+                return True
+            if pair.state is PairState.IN_PROGRESS:
+                active.add(pair.foundation)
+        return any(p.state is PairState.FROZEN and p.foundation not in active for p in self._pairs)
 
     def best_valid(self) -> Pair | None:
         """The highest-priority succeeded pair."""

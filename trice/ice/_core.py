@@ -136,6 +136,7 @@ class AgentCore:
         self._events: list[Event] = []
         self._triggered: deque[Pair] = deque()
         self._urgent: deque[Check] = deque()
+        self._resend: list[bytes] = []
         self._live: dict[bytes, Check] = {}
         self._wanted = False
         self._checking_since: float | None = None
@@ -182,6 +183,7 @@ class AgentCore:
         """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4)."""
         if candidate is None:
             self.remote_complete = True
+            self._maybe_fail()
             return
         if self.remote_complete:
             raise StateError("a remote candidate came after end-of-candidates")
@@ -207,6 +209,7 @@ class AgentCore:
     def set_local_complete(self) -> None:
         """Local gathering is complete."""
         self.local_complete = True
+        self._maybe_fail()
 
     def close(self) -> None:
         """The agent closes: every check stops."""
@@ -260,7 +263,7 @@ class AgentCore:
         pair = None
         while self._triggered:
             candidate = self._triggered.popleft()
-            if candidate.state is PairState.WAITING or candidate.state is PairState.IN_PROGRESS:
+            if candidate.state is PairState.WAITING:
                 pair = candidate
                 break
         if pair is None and self.selected is None:
@@ -271,6 +274,16 @@ class AgentCore:
         self._next_paced = now + self.timing.ta
         nominating = self.controlling and self.nomination is Nomination.AGGRESSIVE
         return self._start_check(pair, nominating=nominating)
+
+    def poll_resend(self) -> list[bytes]:
+        """Transactions to send again at once, without waiting for their RTO.
+
+        A request from the peer on a pair whose check is in progress (RFC 8445 §7.3.1.4) means
+        the way may just have opened (the peer's NAT now expects us): the check goes out again
+        now.  It stays the same transaction, so a response to any copy of it counts.
+        """
+        resend, self._resend = self._resend, []
+        return resend
 
     def _start_check(self, pair: Pair, *, nominating: bool, consent: bool = False) -> Check:
         assert self.remote is not None
@@ -323,7 +336,9 @@ class AgentCore:
         if self.finished:
             return None
         deadlines: list[float] = []
-        paced_work = self._triggered or (self.selected is None and self._has_ordinary_work())
+        paced_work = self._triggered or (
+            self.selected is None and self.checklist.has_ordinary_work()
+        )
         if self._checking and not self.local.lite and paced_work:
             deadlines.append(self._next_paced)
         if self._checking_since is not None and self.selected is None:
@@ -338,13 +353,10 @@ class AgentCore:
         if self.selected is not None:
             if self._next_consent is not None:
                 deadlines.append(self._next_consent)
-            if self.state is not ConnectionState.FAILED:
+            if self.state is not ConnectionState.DISCONNECTED:
                 deadlines.append(self._last_consent + self.timing.disconnected_timeout)
-                deadlines.append(self._last_consent + self.timing.failed_timeout)
+            deadlines.append(self._last_consent + self.timing.failed_timeout)
         return min(deadlines) if deadlines else None
-
-    def _has_ordinary_work(self) -> bool:
-        return any(p.state in (PairState.WAITING, PairState.FROZEN) for p in self.checklist)
 
     def on_timer(self, now: float) -> None:
         """Time reached a deadline: nominate, keep consent, or declare failure."""
@@ -424,6 +436,8 @@ class AgentCore:
         unfreeze the foundation, and handle nomination."""
         pair.state = PairState.SUCCEEDED
         pair.valid_local = self._local_for_mapped(pair, mapped)
+        if pair in self._triggered:
+            self._triggered.remove(pair)
         self.checklist.unfreeze_foundation(pair.foundation)
         if self._first_valid_at is None:
             self._first_valid_at = now
@@ -651,13 +665,11 @@ class AgentCore:
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True
-            # An in-progress check is sent again at once: the peer's request may just have
-            # opened the way through its NAT for it.
-            # A nomination check in flight is never replaced by a plain one.
-            if self._nominating is pair:
+            if pair.state is PairState.IN_PROGRESS:
+                if pair.transaction is not None:
+                    self._resend.append(pair.transaction)
                 return
-            if pair.state is not PairState.IN_PROGRESS:
-                pair.state = PairState.WAITING
+            pair.state = PairState.WAITING
             if pair not in self._triggered:
                 self._triggered.append(pair)
 

@@ -1,0 +1,327 @@
+"""The check list: pair formation, pruning, ordering, foundations and states (RFC 8445 §6.1.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trice.ice import (
+    Candidate,
+    CandidateType,
+    candidate_priority,
+    compute_foundation,
+    pair_priority,
+)
+from trice.ice._checklist import CheckList, Pair, PairState, compute_pair_priority
+
+HOST, SRFLX, PRFLX, RELAY = (
+    CandidateType.HOST,
+    CandidateType.SRFLX,
+    CandidateType.PRFLX,
+    CandidateType.RELAY,
+)
+
+
+def cand(
+    address: str,
+    port: int,
+    *,
+    type: CandidateType = HOST,
+    pref: int = 65535,
+    component: int = 1,
+    protocol: str = "udp",
+    foundation: str | None = None,
+) -> Candidate:
+    return Candidate(
+        foundation=foundation or compute_foundation(type, address, protocol),
+        component=component,
+        protocol=protocol,
+        priority=candidate_priority(type, pref, component),
+        address=address,
+        port=port,
+        type=type,
+    )
+
+
+L4 = cand("10.0.0.1", 5000)
+L6 = cand("2001:db8::1", 5000)
+R4 = cand("10.0.0.2", 6000)
+R6 = cand("2001:db8::2", 6000)
+
+
+# -- pair formation (RFC 8445 §6.1.2.2) ---------------------------------------------------------
+
+
+def test_pairable_same_component_udp_family() -> None:
+    assert CheckList.pairable(L4, R4)
+    assert CheckList.pairable(L6, R6)
+
+
+@pytest.mark.parametrize(
+    ("local", "remote"),
+    [
+        (L4, R6),
+        (L6, R4),
+        (L4, cand("10.0.0.2", 6000, component=2)),
+        (L4, cand("10.0.0.2", 6000, protocol="tcp")),
+        (cand("10.0.0.1", 5000, protocol="tcp"), R4),
+        (L4, cand("f3e2a9b1-5c6d-4e7f-8a9b-0c1d2e3f4a5b.local", 6000)),
+    ],
+    ids=["v4-v6", "v6-v4", "component", "remote-tcp", "local-tcp", "mdns"],
+)
+def test_unpairable(local: Candidate, remote: Candidate) -> None:
+    assert not CheckList.pairable(local, remote)
+    checklist = CheckList(max_pairs=10)
+    assert checklist.add(local, remote, 0, controlling=True) is None
+    assert len(checklist) == 0
+
+
+@pytest.mark.parametrize("name", ["peer.example.com", "F3E2A9B1.LOCAL"])
+def test_host_names_are_never_paired(name: str) -> None:
+    assert not CheckList.pairable(L4, cand(name, 6000))
+
+
+@pytest.mark.parametrize(
+    ("type", "nohost", "pairs"),
+    [
+        (HOST, False, True),
+        (RELAY, False, True),
+        (SRFLX, False, False),
+        (PRFLX, False, False),
+        (HOST, True, False),
+        (RELAY, True, True),
+        (SRFLX, True, True),
+    ],
+)
+def test_local_pairable_types(type: CandidateType, nohost: bool, pairs: bool) -> None:
+    candidate = cand("10.0.0.1", 5000, type=type)
+    assert CheckList.is_local_pairable_type(candidate, nohost=nohost) is pairs
+
+
+# -- priorities (RFC 8445 §6.1.2.3) -------------------------------------------------------------
+
+
+def test_pair_priority_from_both_roles() -> None:
+    local = cand("10.0.0.1", 5000, pref=100)
+    remote = cand("10.0.0.2", 6000, pref=200)
+    assert local.priority < remote.priority
+    controlling = CheckList(max_pairs=10)
+    controlled = CheckList(max_pairs=10)
+    p1 = controlling.add(local, remote, 0, controlling=True)
+    p2 = controlled.add(local, remote, 0, controlling=False)
+    assert p1 is not None and p2 is not None
+    # G is the controlling agent's candidate, D the controlled agent's.
+    assert p1.priority == pair_priority(local.priority, remote.priority)
+    assert p2.priority == pair_priority(remote.priority, local.priority)
+    assert p1.priority != p2.priority
+    # The two agents of a session compute the same number for the same pair.
+    assert compute_pair_priority(local, remote, True) == compute_pair_priority(remote, local, False)
+
+
+def test_pairs_sorted_by_priority() -> None:
+    checklist = CheckList(max_pairs=10)
+    locals_ = [cand("10.0.0.1", 5000 + i, pref=1000 * (i + 1)) for i in range(3)]
+    remotes = [cand("10.0.0.2", 6000 + i, pref=500 * (i + 1)) for i in range(3)]
+    for base, local in enumerate(locals_):
+        for remote in remotes:
+            checklist.add(local, remote, base, controlling=True)
+    assert len(checklist) == 9
+    priorities = [p.priority for p in checklist]
+    assert priorities == sorted(priorities, reverse=True)
+    assert len(set(priorities)) == 9
+    top = next(iter(checklist))
+    assert (top.local, top.remote) == (locals_[2], remotes[2])
+
+
+def test_role_switch_recomputes_and_resorts() -> None:
+    checklist = CheckList(max_pairs=10)
+    # Local high, remote low on one pair; local low, remote high on the other, chosen so the
+    # order flips with the role.
+    la = cand("10.0.0.1", 5000, pref=60000)
+    lb = cand("10.0.0.1", 5001, pref=10)
+    ra = cand("10.0.0.2", 6000, pref=20)
+    rb = cand("10.0.0.3", 6000, pref=50000)
+    pa = checklist.add(la, ra, 0, controlling=True)
+    pb = checklist.add(lb, rb, 1, controlling=True)
+    assert pa is not None and pb is not None
+    before = {id(p): p.priority for p in checklist}
+    checklist.recompute_priorities(controlling=False)
+    for pair in checklist:
+        assert pair.priority == pair_priority(pair.remote.priority, pair.local.priority)
+        assert pair.priority != before[id(pair)]
+    priorities = [p.priority for p in checklist]
+    assert priorities == sorted(priorities, reverse=True)
+    checklist.recompute_priorities(controlling=True)
+    assert {id(p): p.priority for p in checklist} == before
+
+
+def test_pair_priority_tiebreak_bit() -> None:
+    # Same MIN, so the last bit decides: G > D gives +1.
+    assert pair_priority(10, 5) == pair_priority(5, 10) + 1
+
+
+# -- redundancy (RFC 8445 §6.1.2.4) -------------------------------------------------------------
+
+
+def test_redundant_pair_keeps_higher_priority() -> None:
+    checklist = CheckList(max_pairs=10)
+    low = cand("10.0.0.1", 5000, type=RELAY)
+    high = cand("10.0.0.1", 5000, type=HOST)
+    first = checklist.add(low, R4, 0, controlling=True)
+    second = checklist.add(high, R4, 0, controlling=True)
+    assert first is not None and second is first
+    assert len(checklist) == 1
+    assert first.local is high
+    assert first.priority == pair_priority(high.priority, R4.priority)
+    assert first.foundation == f"{high.foundation}:{R4.foundation}"
+    # A lower-priority redundant pair changes nothing.
+    third = checklist.add(low, R4, 0, controlling=True)
+    assert third is first and first.local is high and len(checklist) == 1
+
+
+def test_redundant_pair_does_not_replace_a_pair_in_use() -> None:
+    checklist = CheckList(max_pairs=10)
+    low = cand("10.0.0.1", 5000, type=RELAY)
+    high = cand("10.0.0.1", 5000, type=HOST)
+    pair = checklist.add(low, R4, 0, controlling=True)
+    assert pair is not None
+    pair.state = PairState.IN_PROGRESS
+    assert checklist.add(high, R4, 0, controlling=True) is pair
+    assert pair.local is low
+
+
+def test_same_remote_from_other_base_is_not_redundant() -> None:
+    checklist = CheckList(max_pairs=10)
+    checklist.add(cand("10.0.0.1", 5000), R4, 0, controlling=True)
+    checklist.add(cand("10.0.0.1", 5001), R4, 1, controlling=True)
+    assert len(checklist) == 2
+    assert checklist.find(0, R4.transport_address) is not checklist.find(1, R4.transport_address)
+    assert checklist.find(2, R4.transport_address) is None
+
+
+# -- the pair cap (RFC 8445 §6.1.2.5) -----------------------------------------------------------
+
+
+def test_pair_cap_prunes_lowest_priority() -> None:
+    checklist = CheckList(max_pairs=3)
+    remotes = [cand(f"10.0.1.{i}", 6000, pref=1000 * i) for i in range(1, 5)]
+    for remote in remotes[:3]:
+        assert checklist.add(L4, remote, 0, controlling=True) is not None
+    # A better pair pushes out the worst one.
+    assert checklist.add(L4, remotes[3], 0, controlling=True) is not None
+    assert len(checklist) == 3
+    assert checklist.pruned == 1
+    assert {p.remote for p in checklist} == set(remotes[1:])
+    assert checklist.find(0, remotes[0].transport_address) is None
+    # A pair worse than all is pruned at once, and add() says so.
+    worst = cand("10.0.2.1", 6000, pref=1)
+    assert checklist.add(L4, worst, 0, controlling=True) is None
+    assert len(checklist) == 3
+    assert checklist.pruned == 2
+
+
+def test_pair_cap_never_prunes_pairs_in_use() -> None:
+    checklist = CheckList(max_pairs=2)
+    pairs = [
+        checklist.add(L4, cand(f"10.0.1.{i}", 6000, pref=i), 0, controlling=True) for i in (1, 2)
+    ]
+    for pair in pairs:
+        assert pair is not None
+        pair.state = PairState.SUCCEEDED
+    # Only pairs not yet checked are pruned: here the new one, although its priority is higher.
+    assert checklist.add(L4, cand("10.0.1.9", 6000, pref=9), 0, controlling=True) is None
+    assert list(checklist) == sorted(pairs, key=lambda p: -p.priority if p else 0)
+    assert checklist.pruned == 1
+
+
+# -- states and foundations (RFC 8445 §6.1.2.6, §6.1.4.2, §7.2.5.3.3) ---------------------------
+
+
+def same_foundation_pairs(checklist: CheckList) -> list[Pair]:
+    """Three pairs with one foundation (one local IP, one remote IP, three remote ports)."""
+    out = []
+    for i, pref in enumerate((300, 200, 100)):
+        pair = checklist.add(L4, cand("10.0.0.2", 6000 + i, pref=pref), 0, controlling=True)
+        assert pair is not None
+        out.append(pair)
+    return out
+
+
+def test_initial_states_waiting_per_foundation() -> None:
+    checklist = CheckList(max_pairs=10)
+    same = same_foundation_pairs(checklist)
+    other = checklist.add(L4, cand("10.0.0.3", 6000, pref=50), 0, controlling=True)
+    assert other is not None
+    assert len({p.foundation for p in same}) == 1
+    assert other.foundation != same[0].foundation
+    assert [p.state for p in same] == [PairState.WAITING, PairState.FROZEN, PairState.FROZEN]
+    assert other.state is PairState.WAITING
+
+
+def test_unfreeze_foundation() -> None:
+    checklist = CheckList(max_pairs=10)
+    same = same_foundation_pairs(checklist)
+    other_remote = cand("10.0.0.3", 6000)
+    other = checklist.add(cand("10.0.0.1", 5001), other_remote, 1, controlling=True)
+    extra = checklist.add(cand("10.0.0.1", 5001), cand("10.0.0.3", 6001), 1, controlling=True)
+    assert other is not None and extra is not None
+    assert extra.state is PairState.FROZEN
+    same[0].state = PairState.SUCCEEDED
+    checklist.unfreeze_foundation(same[0].foundation)
+    assert [p.state for p in same] == [PairState.SUCCEEDED, PairState.WAITING, PairState.WAITING]
+    assert extra.state is PairState.FROZEN
+
+
+def test_next_ordinary_prefers_waiting() -> None:
+    checklist = CheckList(max_pairs=10)
+    same = same_foundation_pairs(checklist)
+    low = checklist.add(L4, cand("10.0.0.3", 6000, pref=1), 0, controlling=True)
+    assert low is not None and low.priority < same[2].priority
+    assert checklist.next_ordinary() is same[0]
+    same[0].state = PairState.IN_PROGRESS
+    # The low-priority waiting pair goes before higher-priority frozen ones.
+    assert checklist.next_ordinary() is low
+    low.state = PairState.IN_PROGRESS
+    # Nothing waiting, and every frozen pair's foundation is in progress.
+    assert checklist.next_ordinary() is None
+    assert same[1].state is PairState.FROZEN
+
+
+def test_next_ordinary_unfreezes_highest_frozen_of_idle_foundation() -> None:
+    checklist = CheckList(max_pairs=10)
+    same = same_foundation_pairs(checklist)
+    same[0].state = PairState.FAILED
+    chosen = checklist.next_ordinary()
+    assert chosen is same[1]
+    assert chosen.state is PairState.WAITING
+    assert same[2].state is PairState.FROZEN
+    chosen.state = PairState.IN_PROGRESS
+    assert checklist.next_ordinary() is None
+    chosen.state = PairState.SUCCEEDED
+    assert checklist.next_ordinary() is same[2]
+
+
+def test_next_ordinary_empty() -> None:
+    assert CheckList(max_pairs=10).next_ordinary() is None
+
+
+def test_best_valid_pending_above_all_failed() -> None:
+    checklist = CheckList(max_pairs=10)
+    assert not checklist.all_failed()
+    pairs = [
+        checklist.add(L4, cand(f"10.0.1.{i}", 6000, pref=100 * i), 0, controlling=True)
+        for i in (3, 2, 1)
+    ]
+    hi, mid, lo = (p for p in pairs if p is not None)
+    assert checklist.best_valid() is None
+    lo.state = PairState.SUCCEEDED
+    assert checklist.best_valid() is lo
+    assert checklist.pending_above(lo.priority)
+    hi.state = PairState.FAILED
+    mid.state = PairState.SUCCEEDED
+    assert checklist.best_valid() is mid
+    assert not checklist.pending_above(mid.priority)
+    assert not checklist.all_failed()
+    for pair in (hi, mid, lo):
+        pair.state = PairState.FAILED
+    assert checklist.all_failed()
+    assert checklist.best_valid() is None

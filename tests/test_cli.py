@@ -1,0 +1,78 @@
+"""The ``trice`` command: ``demo`` (README's first command) and ``gather``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+
+def _run(*args: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "trice", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def _names(tree: dict[str, Any]) -> list[str]:
+    return [str(tree["name"])] + [n for child in tree["children"] for n in _names(child)]
+
+
+def test_demo_json_shows_candidates_states_tree_pair_rtt_and_throughput() -> None:
+    records = _run("demo", "--json", "--count", "300", "--pings", "20")
+    kinds = [r["event"] for r in records]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    for agent in ("a", "b"):
+        mine = [r for r in records if r.get("agent") == agent]
+        assert any(r["event"] == "candidate" for r in mine)
+        states = [r["state"] for r in mine if r["event"] == "state"]
+        assert states[:2] == ["checking", "connected"] and states[-1] == "closed"
+        assert any(r["event"] == "selected" for r in mine)
+    (tree,) = [r["tree"] for r in records if r["event"] == "tree"]
+    names = _names(tree)
+    assert sum(n.startswith("trice agent ") for n in names) == 2
+    assert any(n.startswith(("check ", "nominate ")) for n in names)
+    (rtt,) = [r for r in records if r["event"] == "rtt"]
+    assert rtt["count"] == 20 and rtt["median_us"] > 0
+    (throughput,) = [r for r in records if r["event"] == "throughput"]
+    assert throughput["received"] == throughput["sent"] == 300
+
+
+def test_demo_text_output() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trice", "demo", "--count", "50", "--pings", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "task tree while checks run:" in out
+    assert "connection connected" in out and "throughput:" in out
+
+
+def test_gather_on_loopback_with_a_dead_stun_server() -> None:
+    records = _run(
+        "gather", "--interface", "lo", "--stun", "stun:127.0.0.1:9", "--timeout", "0.3", "--json"
+    )
+    candidates = [r for r in records if r["event"] == "candidate"]
+    assert candidates and all(r["type"] == "host" for r in candidates)
+    assert all(r["address"] in ("127.0.0.1", "::1") for r in candidates)
+    sources = {r["source"].split(" ")[0]: r for r in records if r["event"] == "source"}
+    assert sources["host"]["error"] is None
+    assert sources["stun:127.0.0.1:9"]["error"] is not None
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--turn", "turn:x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "turn:x" in out.stderr and "Traceback" not in out.stderr

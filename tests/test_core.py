@@ -1,0 +1,709 @@
+"""The pure ICE core (``AgentCore``) in virtual time: no sockets, no trio, milliseconds each.
+
+The harness (``core_harness.py``) wires two cores through an in-memory network with a float
+clock; see its docstring for how it drives them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import trice
+from trice import stun
+from trice._config import Nomination, Timing
+from trice.ice import CandidateType, candidate_priority
+from trice.ice._checklist import PairState
+from trice.ice._core import AgentCore, IceParameters, check_schedule
+from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
+
+from core_harness import (
+    Endpoint,
+    Nat,
+    Network,
+    Packet,
+    connected,
+    event_order_problems,
+    make_candidate,
+    two_agents,
+)
+
+S = ConnectionState
+REGULAR, AGGRESSIVE = Nomination.REGULAR, Nomination.AGGRESSIVE
+FAST = Timing(rto=0.1, rto_max=0.4, max_binding_requests=4, failed_timeout=10.0)
+
+
+def assert_valid_events(*endpoints: Endpoint) -> None:
+    for endpoint in endpoints:
+        problems = event_order_problems(e for _, e in endpoint.events)
+        assert problems == [], f"{endpoint.name}: {problems}"
+
+
+def assert_mirrored(a: Endpoint, b: Endpoint) -> None:
+    """Both sides selected the same pair, seen from either end."""
+    pa, pb = a.core.selected_pair(), b.core.selected_pair()
+    assert pa is not None and pb is not None
+    assert pa.remote.transport_address == pb.local.transport_address
+    assert pb.remote.transport_address == pa.local.transport_address
+
+
+def errors(net: Network, code: int, *, sender: str | None = None) -> list[Packet]:
+    out = []
+    for packet in net.packets(sender=sender, requests=False):
+        error = packet.message.get(stun.ErrorCode)
+        if error is not None and error.code == code:
+            out.append(packet)
+    return out
+
+
+# -- connecting -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nomination", [REGULAR, AGGRESSIVE])
+@pytest.mark.parametrize("a_controlling", [True, False])
+def test_two_cores_connect(nomination: Nomination, a_controlling: bool) -> None:
+    net, a, b = two_agents(
+        nomination=nomination,
+        a_controlling=a_controlling,
+        b_controlling=not a_controlling,
+        a_hosts=[("10.0.0.1", 5000), ("10.0.1.1", 5000)],
+        b_hosts=[("10.0.0.2", 6000), ("10.0.1.2", 6000)],
+    )
+    assert net.run_until(connected(a, b), max_time=2.0)
+    assert_mirrored(a, b)
+    controlling, controlled = (a, b) if a_controlling else (b, a)
+    assert controlling.core.controlling and not controlled.core.controlling
+    assert controlling.core.selected is not None and controlling.core.selected.nominated
+    # Only the controlling side nominates.
+    assert not any(p.use_candidate for p in net.packets(sender=controlled.name, requests=True))
+    nominations = [p for p in net.packets(sender=controlling.name) if p.use_candidate]
+    if nomination is AGGRESSIVE:
+        # Every check of the controlling side carries USE-CANDIDATE.
+        assert nominations == net.packets(sender=controlling.name, requests=True)
+    else:
+        # One nomination transaction (perhaps sent twice, when a request of the peer came
+        # while it was in flight), sent after the pair it nominates succeeded.
+        assert len({p.data[8:20] for p in nominations}) == 1
+        first = net.packets(sender=controlling.name, requests=True)[0]
+        assert not first.use_candidate
+    net.run_for(10.0)
+    assert a.state is S.COMPLETED and b.state is S.COMPLETED
+    assert_valid_events(a, b)
+
+
+@pytest.mark.parametrize("nomination", [REGULAR, AGGRESSIVE])
+def test_events_in_valid_order(nomination: Nomination) -> None:
+    net, a, b = two_agents(
+        nomination=nomination,
+        a_hosts=[("10.0.0.1", 5000), ("10.0.1.1", 5001), ("2001:db8::1", 5002)],
+        b_hosts=[("10.0.0.2", 6000), ("2001:db8::2", 6001)],
+    )
+    assert net.run_until(connected(a, b), max_time=5.0)
+    net.run_for(30.0)
+    assert_valid_events(a, b)
+    for endpoint in (a, b):
+        kinds = [type(e) for _, e in endpoint.events]
+        first_connected = next(
+            i
+            for i, (_, e) in enumerate(endpoint.events)
+            if isinstance(e, ConnectionStateChanged) and e.state is S.CONNECTED
+        )
+        assert SelectedPairChanged in kinds[:first_connected]
+        assert endpoint.states()[0] is S.CHECKING
+
+
+def test_event_order_checker_catches_mistakes() -> None:
+    bad = [ConnectionStateChanged(S.CONNECTED)]
+    assert event_order_problems(bad) != []
+    assert event_order_problems([ConnectionStateChanged(S.CHECKING)]) == []
+    assert (
+        event_order_problems(
+            [ConnectionStateChanged(S.CHECKING), ConnectionStateChanged(S.COMPLETED)]
+        )
+        != []
+    )
+
+
+# -- pacing and retransmission --------------------------------------------------------------------
+
+
+def test_ta_pacing() -> None:
+    timing = Timing(ta=0.02)
+    net, a, b = two_agents(
+        timing=timing,
+        a_hosts=[("10.0.0.1", 5000), ("10.0.1.1", 5001), ("10.0.2.1", 5002)],
+        b_hosts=[("10.0.0.2", 6000), ("10.0.1.2", 6001), ("10.0.2.2", 6002)],
+        exchange=False,
+    )
+    net.drop(lambda packet: packet.sender == "b")  # b is silent: a checks every pair
+    net.now = 1.5
+    net.exchange(a, b)
+    net.run_for(1.0)
+    starts = a.ordinary_starts()
+    assert len(starts) == len(a.core.checklist) == 9
+    assert starts[0] == 1.5  # the first check goes out at once
+    gaps = [t2 - t1 for t1, t2 in itertools.pairwise(starts)]
+    assert min(gaps) >= timing.ta - 1e-9
+    assert max(gaps) <= timing.ta + 1e-9  # and no slower than Ta when there is work
+    # Highest priority first.
+    priorities = [c.pair.priority for _, c in a.started]
+    assert priorities == sorted(priorities, reverse=True)
+
+
+def test_check_schedule_numbers() -> None:
+    timing = Timing(rto=0.5, rto_max=3.0, max_binding_requests=7)
+    assert check_schedule(timing) == (0.0, 0.5, 1.5, 3.5, 6.5, 9.5, 12.5, 15.5)
+    assert check_schedule(timing, 1) == (0.0, 0.5)
+    small = Timing(rto=0.1, rto_max=0.25, max_binding_requests=5)
+    offsets = check_schedule(small)
+    assert len(offsets) == small.max_binding_requests + 1
+    steps = [round(t2 - t1, 9) for t1, t2 in itertools.pairwise(offsets)]
+    assert steps == [0.1, 0.2, 0.25, 0.25, 0.25]
+
+
+def test_retransmissions_follow_the_schedule_then_give_up() -> None:
+    net, a, b = two_agents(timing=FAST, exchange=False, end_of_candidates=False)
+    net.drop_all()
+    net.exchange(a, b, end_of_candidates=False)
+    net.run_for(5.0)
+    (start, check), *_ = a.started
+    schedule = check_schedule(FAST)
+    assert check.schedule == schedule
+    sends = [t - start for t, c, _ in a.transmissions if c is check]
+    assert sends == pytest.approx(list(schedule[:-1]))
+    assert len(sends) == FAST.max_binding_requests
+    assert [t - start for t, c in a.timeouts if c is check] == pytest.approx([schedule[-1]])
+    assert check.pair.state is PairState.FAILED
+
+
+def test_lost_first_request_is_retransmitted_at_rto() -> None:
+    timing = Timing(rto=0.3)
+    net, a, _b = two_agents(timing=timing, want=False)
+    lost: list[Packet] = []
+
+    def lose_first(packet: Packet) -> bool:
+        if packet.sender == "a" and packet.is_request and not lost:
+            lost.append(packet)
+            return True
+        return False
+
+    net.drop(lose_first)
+    a.core.want_connection(net.now)  # b only answers
+    assert net.run_until(connected(a), max_time=2.0)
+    tid = lost[0].message.transaction_id
+    requests = net.packets(sender="a", requests=True)
+    assert requests[0] is lost[0]
+    assert requests[1].message.transaction_id == tid
+    assert requests[1].sent_at == pytest.approx(timing.rto)
+    (answer,) = [p for p in net.packets(sender="b") if p.message.transaction_id == tid]
+    assert answer.message.message_class is stun.MessageClass.SUCCESS
+    assert answer.deliver_at == pytest.approx(timing.rto + 2 * 0.01)
+    assert a.timeouts == []
+
+
+# -- triggered checks (RFC 8445 §7.3.1.4) ---------------------------------------------------------
+
+
+def binding_request(
+    receiver: AgentCore,
+    *,
+    sender_ufrag: str | None = None,
+    username: str | None = None,
+    key: bytes | None = None,
+    priority: int | None = 1_845_501_695,
+    controlling: bool | None = False,
+    tiebreaker: int = 5,
+    use_candidate: bool = False,
+    extra: tuple[stun.Attribute, ...] = (),
+    tid: bytes = b"T" * 12,
+) -> stun.Message:
+    """A Binding request to ``receiver`` as its peer would send it (decoded, as received)."""
+    if sender_ufrag is None:
+        sender_ufrag = "peer" if receiver.remote is None else receiver.remote.ufrag
+    attributes: list[stun.Attribute] = [
+        stun.Username(username or f"{receiver.local.ufrag}:{sender_ufrag}")
+    ]
+    if priority is not None:
+        attributes.append(stun.Priority(priority))
+    if controlling is True:
+        attributes.append(stun.IceControlling(tiebreaker))
+    elif controlling is False:
+        attributes.append(stun.IceControlled(tiebreaker))
+    if use_candidate:
+        attributes.append(stun.UseCandidate())
+    attributes.extend(extra)
+    data = stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id=tid, attributes=attributes
+    ).encode(
+        integrity_key=stun.short_term_key(receiver.local.pwd) if key is None else key,
+        fingerprint=True,
+    )
+    return stun.decode(data)
+
+
+def three_pair_core() -> tuple[Network, Endpoint]:
+    """``a`` (controlling) with one host and three remote candidates: three pairs, all waiting."""
+    net, a, _b = two_agents(
+        b_hosts=[("10.0.0.2", 6000), ("10.0.0.3", 6000), ("10.0.0.4", 6000)],
+        want=False,
+    )
+    del net.endpoints["b"]
+    return net, a
+
+
+@pytest.mark.parametrize("state", [PairState.WAITING, PairState.FROZEN, PairState.FAILED])
+def test_request_triggers_a_check(state: PairState) -> None:
+    _net, a = three_pair_core()
+    core = a.core
+    pairs = list(core.checklist)
+    assert [p.state for p in pairs] == [PairState.WAITING] * 3
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None and first.pair is pairs[0]
+    assert core.poll_check(0.0) is None  # paced
+    target = pairs[2]
+    target.state = state
+    response = core.on_request(0, target.remote_address, binding_request(core), 0.01)
+    assert response is not None
+    assert stun.decode(response).message_class is stun.MessageClass.SUCCESS
+    assert target.state is PairState.WAITING
+    assert core.next_deadline() == pytest.approx(core.timing.ta)
+    assert core.poll_check(0.02) is None  # still paced
+    triggered = core.poll_check(core.timing.ta)
+    assert triggered is not None
+    assert triggered.pair is target  # before the higher-priority waiting pairs[1]
+    ordinary = core.poll_check(2 * core.timing.ta)
+    assert ordinary is not None and ordinary.pair is pairs[1]
+
+
+def test_request_on_in_progress_pair_resends_it() -> None:
+    """RFC 8445 §7.3.1.4: the in-progress check goes out again at once, as the same
+    transaction (so a response to any copy of it counts)."""
+    _net, a = three_pair_core()
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None
+    assert core.poll_resend() == []
+    core.on_request(0, first.pair.remote_address, binding_request(core), 0.01)
+    assert core.poll_resend() == [first.transaction_id]
+    again = core.poll_check(core.timing.ta)
+    assert again is None or again.pair is not first.pair
+
+
+# -- peer-reflexive candidates (RFC 8445 §7.3.1.3, §7.2.5.3.1) ----------------------------------
+
+
+def test_prflx_remote_learned_from_request() -> None:
+    _net, a = three_pair_core()
+    core = a.core
+    before = len(core.checklist)
+    source = ("198.51.100.7", 41000)
+    assert not core.is_remote_address(source)
+    request = binding_request(core, priority=1_862_270_975)
+    response = core.on_request(0, source, request, 0.0)
+    assert response is not None
+    decoded = stun.decode(response)
+    assert decoded.message_class is stun.MessageClass.SUCCESS
+    mapped = decoded.get(stun.XorMappedAddress)
+    assert mapped is not None and (mapped.address, mapped.port) == source
+    prflx = core.remote_candidates[-1]
+    assert prflx.type is CandidateType.PRFLX
+    assert prflx.transport_address == source
+    assert prflx.priority == 1_862_270_975
+    assert core.is_remote_address(source)
+    assert len(core.checklist) == before + 1
+    pair = core.checklist.find(0, source)
+    assert pair is not None and pair.state is PairState.WAITING
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    assert check is not None and check.pair is pair  # the triggered check goes first
+
+
+def test_prflx_through_nat() -> None:
+    nat = Nat("203.0.113.1")
+    net, a, b = two_agents(a_nat=nat, a_hosts=[("192.168.1.10", 5000)])
+    assert net.run_until(connected(a, b), max_time=5.0)
+    public = nat.mappings[("192.168.1.10", 5000)]
+    # a learned its public address from the XOR-MAPPED-ADDRESS of b's response.
+    pa = a.core.selected_pair()
+    assert pa is not None
+    assert pa.local.type is CandidateType.PRFLX
+    assert pa.local.transport_address == public
+    assert (pa.local.related_address, pa.local.related_port) == ("192.168.1.10", 5000)
+    # b learned it from a's request, with that request's PRIORITY.
+    pb = b.core.selected_pair()
+    assert pb is not None
+    assert pb.remote.type is CandidateType.PRFLX
+    assert pb.remote.transport_address == public
+    first = net.packets(sender="a", requests=True)[0]
+    priority = first.message.get(stun.Priority)
+    assert priority is not None and pb.remote.priority == priority.value
+    assert priority.value == candidate_priority(CandidateType.PRFLX, 65535, 1)
+    # b's checks to a's private address went nowhere.
+    assert any(reason == "unroutable" and p.sender == "b" for reason, p in net.dropped)
+    assert_valid_events(a, b)
+
+
+def test_nat_filters_unsolicited_inbound() -> None:
+    nat = Nat("203.0.113.1")
+    net, a, b = two_agents(a_nat=nat, a_hosts=[("192.168.1.10", 5000)], want=False)
+    b.core.add_local_candidate(make_candidate("10.0.0.9", 7000), 1)
+    b.bases[1] = ("10.0.0.9", 7000)
+    public = nat.outbound(("192.168.1.10", 5000), ("10.0.0.2", 6000))
+    net.send(b, 1, public, binding_request(a.core).raw or b"")
+    net.send(b, 0, public, binding_request(a.core).raw or b"")
+    net.run_for(0.1)
+    assert [reason for reason, _ in net.dropped] == ["filtered"]
+    assert a.core.requests_received == 1
+
+
+# -- role conflicts (RFC 8445 §7.3.1.1, §7.2.5.1) -----------------------------------------------
+
+
+@pytest.mark.parametrize("nomination", [REGULAR, AGGRESSIVE])
+@pytest.mark.parametrize("first", ["a", "b"])
+@pytest.mark.parametrize("role", ["controlling", "controlled"])
+def test_role_conflict_resolved(nomination: Nomination, first: str, role: str) -> None:
+    both = role == "controlling"
+    # a has the larger tiebreaker, so a ends up controlling.
+    net, a, b = two_agents(
+        a_controlling=both, b_controlling=both, nomination=nomination, want=False
+    )
+    early, late = (a, b) if first == "a" else (b, a)
+    early.core.want_connection(net.now)
+    net.run_for(0.2)
+    late.core.want_connection(net.now)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    assert a.core.controlling and not b.core.controlling
+    assert_mirrored(a, b)
+    assert_valid_events(a, b)
+    e487 = errors(net, 487)
+    # Who answers 487 (RFC 8445 §7.3.1.1): a controlling agent with the larger tiebreaker,
+    # or a controlled agent with the smaller one.  Otherwise the receiver switches silently.
+    if both and first == "b":
+        assert [p.sender for p in e487] == ["a"]
+    elif not both and first == "a":
+        assert [p.sender for p in e487] == ["b"]
+    else:
+        assert e487 == []
+
+
+def test_487_switches_role_and_retries() -> None:
+    _net, a = three_pair_core()
+    core = a.core
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    assert check is not None and check.controlling
+    request = stun.decode(check.message)
+    assert core.remote is not None
+    reply = stun.decode(
+        request.error_response(487, "Role Conflict").encode(
+            integrity_key=stun.short_term_key(core.remote.pwd)
+        )
+    )
+    assert core.on_response(check, reply, check.destination, 0.01)
+    assert not core.controlling
+    retry = core.poll_check(core.timing.ta)
+    assert retry is not None and retry.pair is check.pair and not retry.controlling
+    assert stun.decode(retry.message).get(stun.IceControlled) is not None
+    for pair in core.checklist:
+        assert pair.priority == trice.ice.pair_priority(pair.remote.priority, pair.local.priority)
+
+
+# -- ICE lite (RFC 8445 §2.5, §6.1.1) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("nomination", [REGULAR, AGGRESSIVE])
+@pytest.mark.parametrize("full_starts_controlling", [True, False])
+def test_full_facing_lite(nomination: Nomination, full_starts_controlling: bool) -> None:
+    net, a, b = two_agents(
+        nomination=nomination,
+        a_controlling=full_starts_controlling,
+        b_controlling=True,  # ignored: a lite agent is always controlled
+        b_lite=True,
+    )
+    assert a.core.controlling and not b.core.controlling
+    assert net.run_until(connected(a, b), max_time=5.0)
+    assert_mirrored(a, b)
+    net.run_for(20.0)
+    assert net.packets(sender="b", requests=True) == []  # lite never checks
+    assert b.started == []
+    assert a.state in (S.CONNECTED, S.COMPLETED) and b.state in (S.CONNECTED, S.COMPLETED)
+    assert_valid_events(a, b)
+
+
+# -- failure ------------------------------------------------------------------------------------
+
+
+def test_fails_at_failed_timeout_without_end_of_candidates() -> None:
+    net, a, b = two_agents(timing=FAST, exchange=False)
+    net.drop_all()
+    net.exchange(a, b, end_of_candidates=False)
+    assert net.run_until(lambda: a.state is S.FAILED and b.state is S.FAILED, max_time=60.0)
+    assert a.time_of(S.FAILED) == pytest.approx(FAST.failed_timeout)
+    assert b.time_of(S.FAILED) == pytest.approx(FAST.failed_timeout)
+    # All pairs had failed long before; without end-of-candidates ICE must wait.
+    assert all(p.state is PairState.FAILED for p in a.core.checklist)
+    assert max(t for t, _ in a.timeouts) < FAST.failed_timeout / 2
+    assert a.states() == [S.CHECKING, S.FAILED]
+    assert a.core.next_deadline() is None
+    assert a.core.poll_check(net.now) is None
+
+
+def test_fails_early_when_all_pairs_fail_after_end_of_candidates() -> None:
+    net, a, b = two_agents(
+        timing=FAST, exchange=False, a_hosts=[("10.0.0.1", 5000), ("10.0.1.1", 5000)]
+    )
+    net.drop_all()
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=60.0)
+    last_give_up = max(t for t, _ in a.timeouts)
+    assert a.time_of(S.FAILED) == last_give_up
+    assert last_give_up < FAST.failed_timeout
+    assert len(a.timeouts) == len(a.core.checklist) == 2
+    assert_valid_events(a)
+
+
+def test_end_of_candidates_after_all_pairs_failed_fails_at_once() -> None:
+    net, a, b = two_agents(timing=FAST, exchange=False)
+    net.drop_all()
+    net.exchange(a, b, end_of_candidates=False)
+    net.run_for(3.0)
+    assert all(p.state is PairState.FAILED for p in a.core.checklist)
+    assert a.state is S.CHECKING
+    a.core.add_remote_candidate(None)
+    a.core.set_local_complete()
+    net.run_for(0.1)
+    assert a.states()[-1] is S.FAILED
+
+
+# -- consent freshness (RFC 7675) -----------------------------------------------------------------
+
+
+def last_arrival(net: Network, endpoint: Endpoint) -> float:
+    """When the last packet reached ``endpoint`` (its last consent refresh, here)."""
+    return max(p.deliver_at for p in net.delivered if p.dst in endpoint.bases.values())
+
+
+def test_consent_lost_disconnected_then_failed() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(10.0)
+    cut = net.now
+    net.drop_all()
+    assert net.run_until(lambda: a.state is S.FAILED and b.state is S.FAILED, max_time=60.0)
+    timing = a.core.timing
+    for endpoint in (a, b):
+        refreshed = last_arrival(net, endpoint)
+        assert cut <= refreshed <= cut + 0.011  # the last packets in flight at the cut
+        disconnected = endpoint.time_of(S.DISCONNECTED)
+        failed = endpoint.time_of(S.FAILED)
+        assert disconnected is not None and failed is not None
+        assert disconnected == pytest.approx(refreshed + timing.disconnected_timeout)
+        # The harness would poll a spinning core every spin_step; a past deadline would show.
+        assert failed == pytest.approx(refreshed + timing.failed_timeout, abs=net.spin_step)
+        assert endpoint.states()[-2:] == [S.DISCONNECTED, S.FAILED]
+    assert_valid_events(a, b)
+
+
+def test_consent_restored_reconnects() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    rule = net.drop_all()
+    assert net.run_until(lambda: a.state is S.DISCONNECTED and b.state is S.DISCONNECTED, 30.0)
+    net.loss_rules.remove(rule)
+    back = (S.CONNECTED, S.COMPLETED)
+    assert net.run_until(lambda: a.state in back and b.state in back, max_time=net.now + 5.0)
+    for endpoint in (a, b):
+        states = endpoint.states()
+        assert S.CONNECTED in states[states.index(S.DISCONNECTED) :]
+        assert S.FAILED not in states
+    net.run_for(60.0)
+    assert a.state in back and b.state in back
+    assert_valid_events(a, b)
+
+
+def test_no_busy_loop_while_disconnected() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.drop_all()
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=60.0)
+    assert a.stale_deadlines == []
+
+
+def test_no_busy_loop_with_frozen_pairs_of_an_active_foundation() -> None:
+    net, a, b = two_agents(
+        a_hosts=[("10.0.0.1", 5000), ("10.0.0.1", 5001)],
+        b_hosts=[("10.0.0.2", 6000), ("10.0.0.2", 6001)],
+        exchange=False,
+    )
+    net.drop(lambda packet: packet.sender == "b")
+    net.exchange(a, b)
+    states = [p.state for p in a.core.checklist]
+    assert states.count(PairState.FROZEN) == 3  # one foundation for all four pairs
+    net.run_for(1.0)
+    assert a.stale_deadlines == []
+
+
+# -- latency ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("latency", [0.04, 0.1])
+def test_connects_when_rtt_exceeds_ta(latency: float) -> None:
+    net, a, b = two_agents(latency=latency)
+    assert net.run_until(connected(a, b), max_time=5.0)
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.001, 0.01, 0.012])
+def test_connects_when_rtt_below_ta(latency: float) -> None:
+    net, a, b = two_agents(latency=latency)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    assert net.now <= 4 * latency + 1e-9  # check, response, nomination, response
+
+
+@pytest.mark.parametrize("latency", [0.015, 0.02])
+def test_nomination_survives_a_stale_triggered_check(latency: float) -> None:
+    net, a, b = two_agents(latency=latency)
+    assert net.run_until(connected(a, b), max_time=5.0)
+
+
+# -- hostile input (RFC 8445 §7.3, RFC 8489 §6.3) -----------------------------------------------
+
+
+def snapshot(core: AgentCore) -> tuple[object, ...]:
+    return (
+        list(core.remote_candidates),
+        [(p.state, p.priority) for p in core.checklist],
+        list(core._triggered),
+        core.controlling,
+        core.state,
+        core.selected,
+    )
+
+
+def rejected(core: AgentCore, request: stun.Message, source: tuple[str, int]) -> stun.Message:
+    before = snapshot(core)
+    count = core.requests_rejected
+    data = core.on_request(0, source, request, 0.0)
+    assert data is not None
+    response = stun.decode(data)
+    assert response.message_class is stun.MessageClass.ERROR
+    assert response.transaction_id == request.transaction_id
+    assert core.requests_rejected == count + 1
+    assert snapshot(core) == before
+    return response
+
+
+@pytest.mark.parametrize("source", [("10.0.0.2", 6000), ("198.51.100.7", 4000)])
+@pytest.mark.parametrize(
+    "username", ["aufrag:bufrag", "bufrag:intruder", "bufrag", "bufragX:aufrag", ":"]
+)
+def test_wrong_username_401_changes_nothing(username: str, source: tuple[str, int]) -> None:
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    core.want_connection(0.0)
+    request = binding_request(core, username=username, controlling=True, tiebreaker=2**63)
+    response = rejected(core, request, source)
+    error = response.get(stun.ErrorCode)
+    assert error is not None and error.code == 401
+    assert not response.has_integrity  # it cannot be signed with a key the sender lacks
+
+
+def test_wrong_integrity_401() -> None:
+    _net, _a, b = two_agents(want=False)
+    request = binding_request(b.core, key=stun.short_term_key("not-the-password-at-all!!"))
+    response = rejected(b.core, request, ("198.51.100.7", 4000))
+    error = response.get(stun.ErrorCode)
+    assert error is not None and error.code == 401
+
+
+def test_missing_integrity_400() -> None:
+    _net, _a, b = two_agents(want=False)
+    data = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.REQUEST,
+        transaction_id=b"N" * 12,
+        attributes=[stun.Username("bufrag:aufrag"), stun.Priority(1)],
+    ).encode(fingerprint=True)
+    response = rejected(b.core, stun.decode(data), ("198.51.100.7", 4000))
+    error = response.get(stun.ErrorCode)
+    assert error is not None and error.code == 400
+
+
+def test_missing_priority_400() -> None:
+    _net, _a, b = two_agents(want=False)
+    response = rejected(b.core, binding_request(b.core, priority=None), ("198.51.100.7", 4000))
+    error = response.get(stun.ErrorCode)
+    assert error is not None and error.code == 400
+
+
+def test_unknown_comprehension_required_attribute_420() -> None:
+    _net, _a, b = two_agents(want=False)
+    request = binding_request(b.core, extra=(stun.UnknownAttribute(0x7F01, b"\x00\x01\x02\x03"),))
+    response = rejected(b.core, request, ("198.51.100.7", 4000))
+    error = response.get(stun.ErrorCode)
+    assert error is not None and error.code == 420
+    unknown = response.get(stun.UnknownAttributes)
+    assert unknown is not None and 0x7F01 in unknown.types
+    assert response.verify_integrity(stun.short_term_key(b.core.local.pwd))
+
+
+def test_unknown_comprehension_optional_attribute_is_ignored() -> None:
+    _net, _a, b = two_agents(want=False)
+    request = binding_request(b.core, extra=(stun.UnknownAttribute(0xC0DE, b"abcd"),))
+    data = b.core.on_request(0, ("10.0.0.1", 5000), request, 0.0)
+    assert data is not None
+    assert stun.decode(data).message_class is stun.MessageClass.SUCCESS
+
+
+# -- limits and misuse --------------------------------------------------------------------------
+
+
+def test_remote_candidate_limit() -> None:
+    core = AgentCore(
+        local=IceParameters("ufrag", "password-0123456789abcdef"),
+        controlling=True,
+        tiebreaker=1,
+        timing=Timing(),
+        max_remote_candidates=3,
+    )
+    for i in range(3):
+        core.add_remote_candidate(make_candidate(f"10.0.0.{i + 1}", 6000))
+    core.add_remote_candidate(make_candidate("10.0.0.1", 6000))  # a duplicate is no new one
+    with pytest.raises(trice.LimitError):
+        core.add_remote_candidate(make_candidate("10.0.0.9", 6000))
+    assert len(core.remote_candidates) == 3
+
+
+def test_prflx_past_the_limit_is_dropped_and_counted() -> None:
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    core.max_remote_candidates = len(core.remote_candidates)
+    core.on_request(0, ("198.51.100.7", 4000), binding_request(core), 0.0)
+    assert core.prflx_dropped == 1
+    assert not core.is_remote_address(("198.51.100.7", 4000))
+
+
+def test_candidate_after_end_of_candidates() -> None:
+    _net, a, _b = two_agents(want=False)
+    assert a.core.remote_complete
+    with pytest.raises(trice.StateError):
+        a.core.add_remote_candidate(make_candidate("10.0.0.9", 6000))
+
+
+def test_remote_parameters_cannot_change() -> None:
+    _net, a, _b = two_agents(want=False)
+    with pytest.raises(trice.StateError):
+        a.core.set_remote(IceParameters("other", "other-password-0123456789"), 0.0)
+
+
+def test_closed_core_does_nothing() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.core.close()
+    assert a.core.state is S.CLOSED
+    assert a.core.next_deadline() is None
+    assert a.core.poll_check(net.now) is None
+    assert a.core.on_request(0, ("10.0.0.2", 6000), binding_request(a.core), net.now) is None

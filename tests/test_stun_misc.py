@@ -1,0 +1,312 @@
+"""Unit tests: RFC 7983 classifier, ChannelData, stream framing, retransmission schedule,
+SASLprep and keys, and the purity of trice.stun (no trio, socket or time)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trice import stun
+from trice._errors import StateError
+
+# --- classifier (RFC 7983) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "kind"),
+    [
+        (0, stun.PacketKind.STUN),
+        (3, stun.PacketKind.STUN),
+        (4, stun.PacketKind.OTHER),
+        (15, stun.PacketKind.OTHER),
+        (16, stun.PacketKind.ZRTP),
+        (19, stun.PacketKind.ZRTP),
+        (20, stun.PacketKind.DTLS),
+        (63, stun.PacketKind.DTLS),
+        (64, stun.PacketKind.TURN_CHANNEL),
+        (79, stun.PacketKind.TURN_CHANNEL),
+        (80, stun.PacketKind.OTHER),
+        (127, stun.PacketKind.OTHER),
+        (128, stun.PacketKind.RTP),
+        (191, stun.PacketKind.RTP),
+        (192, stun.PacketKind.OTHER),
+        (255, stun.PacketKind.OTHER),
+    ],
+)
+def test_classify(first: int, kind: stun.PacketKind) -> None:
+    assert stun.classify(bytes((first, 0, 0, 0))) is kind
+
+
+def test_classify_empty_and_is_stun() -> None:
+    assert stun.classify(b"") is stun.PacketKind.OTHER
+    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode()
+    assert stun.is_stun(request)
+    assert not stun.is_stun(request[:19])
+    assert not stun.is_stun(b"\x40" + request[1:])
+    assert not stun.is_stun(request[:4] + b"\x00\x00\x00\x00" + request[8:])  # RFC 3489
+    assert stun.classify(stun.encode_channel_data(0x4000, b"x")) is stun.PacketKind.TURN_CHANNEL
+
+
+# --- ChannelData (RFC 8656 §12) ---------------------------------------------------------------
+
+
+def test_channel_data_round_trip() -> None:
+    frame = stun.encode_channel_data(0x4001, b"hello")
+    assert frame == b"\x40\x01\x00\x05hello"
+    assert stun.decode_channel_data(frame) == (0x4001, b"hello")
+    padded = stun.encode_channel_data(0x4FFF, b"hello", pad=True)
+    assert padded == b"\x4f\xff\x00\x05hello\x00\x00\x00"
+    assert stun.decode_channel_data(padded) == (0x4FFF, b"hello")
+    assert stun.encode_channel_data(0x4000, b"abcd", pad=True) == b"\x40\x00\x00\x04abcd"
+    assert stun.decode_channel_data(b"\x40\x00\x00\x00") == (0x4000, b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\x40\x00\x00", "shorter"),
+        (b"\x3f\xff\x00\x00", "outside"),
+        (b"\x50\x00\x00\x00", "outside"),
+        (b"\x40\x00\x00\x05abcd", "overruns"),
+        (b"\x40\x00\x00\x01abcde", "more than padding"),
+    ],
+)
+def test_channel_data_malformed(data: bytes, match: str) -> None:
+    with pytest.raises(stun.StunDecodeError, match=match):
+        stun.decode_channel_data(data)
+
+
+def test_channel_data_encode_validation() -> None:
+    with pytest.raises(ValueError, match="0x4000"):
+        stun.encode_channel_data(0x3FFF, b"")
+    with pytest.raises(ValueError, match="0x4000"):
+        stun.encode_channel_data(0x5000, b"")
+    with pytest.raises(ValueError, match="65535"):
+        stun.encode_channel_data(0x4000, bytes(0x10000))
+
+
+def test_frame_length_over_a_stream() -> None:
+    message = stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=(stun.Software("x"),)
+    ).encode(fingerprint=True)
+    channel = stun.encode_channel_data(0x4002, b"abcde", pad=True)
+    stream = message + channel + message[:10]
+    assert stun.frame_length(b"") is None
+    assert stun.frame_length(stream[:3]) is None
+    assert stun.frame_length(stream[: len(message) - 1]) is None
+    assert stun.frame_length(stream) == len(message)
+    rest = stream[len(message) :]
+    assert stun.frame_length(rest) == len(channel) == 12
+    assert stun.frame_length(rest[:11]) is None
+    assert stun.frame_length(rest[len(channel) :]) is None  # an incomplete STUN message
+    assert stun.frame_length(bytearray(channel)) == 12
+    assert stun.frame_length(memoryview(channel)) == 12
+    with pytest.raises(stun.StunDecodeError):
+        stun.frame_length(b"\x80\x00\x00\x00")
+    with pytest.raises(stun.StunDecodeError):
+        stun.frame_length(b"\xc0")
+    with pytest.raises(stun.StunDecodeError):
+        stun.frame_length(b"\x00\x01\x00\x05")
+
+
+# --- retransmission schedule (RFC 8489 §6.2.1) ------------------------------------------------
+
+
+def run_schedule(
+    schedule: stun.RetransmissionSchedule, start: float = 0.0
+) -> tuple[list[float], float]:
+    """Drive a schedule in virtual time with no response: (send times, failure time)."""
+    now = start
+    sends = [now]
+    deadline: float | None = schedule.start(now)
+    while True:
+        assert deadline is not None
+        now = deadline
+        deadline = schedule.on_timeout(now)
+        if deadline is None:
+            return sends, now
+        sends.append(now)
+
+
+def test_udp_schedule_defaults() -> None:
+    schedule = stun.RetransmissionSchedule()
+    sends, failed = run_schedule(schedule)
+    assert sends == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert failed == 39.5
+    assert schedule.sends == 7
+    assert schedule.total_timeout == 39.5
+    assert schedule.deadline is None
+    assert schedule.on_timeout(50.0) is None  # stays failed
+
+
+def test_udp_schedule_custom_and_offset() -> None:
+    sends, failed = run_schedule(stun.RetransmissionSchedule(rto=0.1, rc=3, rm=4), start=100.0)
+    assert sends == pytest.approx([100.0, 100.1, 100.3])
+    assert failed == pytest.approx(100.7)
+    assert stun.RetransmissionSchedule(rto=0.1, rc=3, rm=4).total_timeout == pytest.approx(0.7)
+
+
+def test_udp_schedule_single_send_and_cap() -> None:
+    assert run_schedule(stun.RetransmissionSchedule(rto=1.0, rc=1, rm=2)) == ([0.0], 2.0)
+    sends, failed = run_schedule(stun.RetransmissionSchedule(rto=1.0, rc=5, rm=3, max_rto=2.5))
+    assert sends == [0.0, 1.0, 3.0, 5.5, 8.0]
+    assert failed == 11.0
+    assert stun.RetransmissionSchedule(rto=1.0, rc=5, rm=3, max_rto=2.5).total_timeout == 11.0
+
+
+def test_late_timeouts_count_from_now() -> None:
+    schedule = stun.RetransmissionSchedule()
+    assert schedule.start(0.0) == 0.5
+    assert schedule.on_timeout(0.7) == pytest.approx(1.7)  # woken late: interval from now
+
+
+def test_reliable_schedule() -> None:
+    schedule = stun.RetransmissionSchedule(reliable=True, ti=39.5)
+    assert run_schedule(schedule) == ([0.0], 39.5)
+    assert schedule.total_timeout == 39.5
+    assert run_schedule(stun.RetransmissionSchedule(reliable=True, ti=5.0), start=1.0) == (
+        [1.0],
+        6.0,
+    )
+
+
+def test_schedule_misuse() -> None:
+    schedule = stun.RetransmissionSchedule()
+    with pytest.raises(StateError):
+        schedule.on_timeout(0.0)
+    schedule.start(0.0)
+    with pytest.raises(StateError):
+        schedule.start(1.0)
+    for bad in (
+        {"rto": 0},
+        {"rto": float("inf")},
+        {"rc": 0},
+        {"rm": -1},
+        {"ti": 0},
+        {"max_rto": 0},
+    ):
+        with pytest.raises(ValueError):
+            stun.RetransmissionSchedule(**bad)
+    assert "rto=0.5" in repr(schedule)
+
+
+# --- SASLprep (RFC 4013) and keys -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "prepared"),
+    [
+        # RFC 4013 §3 examples
+        ("I\u00adX", "IX"),
+        ("user", "user"),
+        ("USER", "USER"),
+        ("\u00aa", "a"),
+        ("\u2168", "IX"),
+        # more mapping
+        ("a\u00a0b", "a b"),  # non-ASCII space -> SPACE
+        ("a\u200bb", "ab"),  # zero-width space maps to nothing
+        ("The\u00adM\u00aatr\u2168", "TheMatrIX"),  # RFC 5769 §2.4
+        ("", ""),
+        ("\u0627\u0644\u0639", "\u0627\u0644\u0639"),  # all right-to-left: fine
+    ],
+)
+def test_saslprep(given: str, prepared: str) -> None:
+    assert stun.saslprep(given) == prepared
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ("\u0007", "control"),  # RFC 4013 §3 example
+        ("\u0627\u0031", "right-to-left"),  # RFC 4013 §3 example
+        ("a\u0627", "mixes|right-to-left"),
+        ("\ue000", "private use"),
+        ("\ufffe", "non-character"),
+        ("\u202e", "change display"),
+        ("\U000e0001", "tagging"),
+        ("\u0221", "unassigned"),  # unassigned in Unicode 3.2
+    ],
+)
+def test_saslprep_prohibited(given: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        stun.saslprep(given)
+
+
+def test_saslprep_allow_unassigned() -> None:
+    assert stun.saslprep("\u0221", allow_unassigned=True) == "\u0221"
+
+
+def test_keys() -> None:
+    assert stun.short_term_key("pass") == b"pass"
+    assert stun.short_term_key("I\u00adX") == b"IX"
+    expected = hashlib.sha256(b"user:realm:pass").digest()
+    assert stun.long_term_key("user", "realm", "pass", stun.PasswordAlgorithmId.SHA256) == expected
+    assert stun.long_term_key("user", "realm", "pass", stun.PasswordAlgorithm.SHA256) == expected
+    assert stun.long_term_key("user", "realm", "pass") == hashlib.md5(b"user:realm:pass").digest()
+    with pytest.raises(ValueError, match="algorithm"):
+        stun.long_term_key("user", "realm", "pass", 99)
+    with pytest.raises(ValueError):
+        stun.short_term_key("bad\u0007")
+    assert stun.user_hash("user", "realm") == hashlib.sha256(b"user:realm").digest()
+
+
+def test_hmac_matches_stdlib_for_all_key_sizes() -> None:
+    import hmac
+
+    from trice.stun._integrity import hmac_sha1, hmac_sha256
+
+    for size in (0, 1, 16, 20, 32, 64, 65, 200):
+        key = bytes(range(size % 256)) * (size // 256 + 1)
+        key = key[:size]
+        for data in (b"", b"abc", bytes(1000)):
+            assert hmac_sha1(key, data) == hmac.digest(key, data, "sha1")
+            assert hmac_sha256(key, data) == hmac.digest(key, data, "sha256")
+
+
+# --- purity -----------------------------------------------------------------------------------
+
+
+def test_stun_imports_without_trio_socket_or_time() -> None:
+    """trice.stun is pure: it imports with trio, socket, asyncio, time and ifaddr blocked.
+
+    ``trice/__init__.py`` re-exports the trio shell, so the check loads ``trice`` as a bare
+    package (no ``__init__``) and imports ``trice.stun`` beneath it.
+    """
+    trice_dir = Path(__file__).resolve().parents[1] / "trice"
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        for name in ("trio", "socket", "asyncio", "time", "ifaddr", "select", "selectors"):
+            sys.modules[name] = None
+        package = types.ModuleType("trice")
+        package.__path__ = [{str(trice_dir)!r}]
+        sys.modules["trice"] = package
+        import trice.stun as stun
+        key = stun.short_term_key("pw")
+        data = stun.Message(
+            stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=(stun.Priority(1),)
+        ).encode(integrity_key=key, fingerprint=True)
+        assert stun.decode(data).verify_integrity(key)
+        schedule = stun.RetransmissionSchedule()
+        assert schedule.start(0.0) == 0.5
+        print("pure")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pure"
+
+
+def test_public_surface() -> None:
+    """Every exported name exists, and every public class or function has a docstring."""
+    for name in stun.__all__:
+        obj = getattr(stun, name)
+        if callable(obj) and name != "StunDecodeError":  # re-exported from trice._errors
+            assert obj.__doc__ and "RFC" in obj.__doc__, name

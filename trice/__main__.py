@@ -1,0 +1,3 @@
+from trice._cli import main
+
+raise SystemExit(main())

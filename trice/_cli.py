@@ -1,0 +1,338 @@
+"""The ``trice`` command: ``trice demo`` and ``trice gather``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+import trice
+
+__all__ = ["main"]
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def _emitter(as_json: bool) -> Emit:
+    def emit(record: dict[str, Any]) -> None:
+        if as_json:
+            print(json.dumps(record), flush=True)
+        else:
+            print(_render(record), flush=True)
+
+    return emit
+
+
+def _render(record: dict[str, Any]) -> str:
+    kind = record["event"]
+    who = f"[{record['agent']}] " if "agent" in record else ""
+    if kind == "start":
+        return f"trice demo: two ICE agents in one process, on loopback ({record['families']})"
+    if kind == "candidate":
+        return f"{who}gathered  {record['candidate']}"
+    if kind == "gathering":
+        return f"{who}gathering {record['state']}"
+    if kind == "state":
+        return f"{who}connection {record['state']}"
+    if kind == "selected":
+        return f"{who}selected  {record['local']}  ->  {record['remote']}"
+    if kind == "tree":
+        return "task tree while checks run:\n" + "\n".join(_tree_lines(record["tree"]))
+    if kind == "rtt":
+        return (
+            f"round trip: median {record['median_us']:.0f} µs, min {record['min_us']:.0f} µs "
+            f"over {record['count']} pings"
+        )
+    if kind == "throughput":
+        return (
+            f"throughput: {record['received']}/{record['sent']} datagrams of {record['size']} B "
+            f"in {record['seconds'] * 1000:.1f} ms = {record['mbit_s']:.0f} Mbit/s "
+            f"({record['pps']:.0f} datagrams/s)"
+        )
+    if kind == "connected":
+        return f"connected in {record['ms']:.2f} ms (both sides)"
+    if kind == "done":
+        return "done: both agents closed, every socket and task is gone"
+    return json.dumps(record)
+
+
+def _tree_lines(node: dict[str, Any], prefix: str = "", last: bool = True) -> list[str]:
+    branch = "└── " if last else "├── "
+    lines = [f"{prefix}{branch}{node['name']}"]
+    children = node["children"]
+    for i, child in enumerate(children):
+        lines.extend(
+            _tree_lines(child, prefix + ("    " if last else "│   "), i == len(children) - 1)
+        )
+    return lines
+
+
+def _task_tree(task: trio.lowlevel.Task) -> dict[str, Any]:
+    children = [
+        _task_tree(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+    ]
+    return {"name": task.name, "children": children}
+
+
+def _count(tree: dict[str, Any], prefix: str) -> int:
+    here = 1 if str(tree["name"]).startswith(prefix) else 0
+    return here + sum(_count(child, prefix) for child in tree["children"])
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _loopback_network(ipv6: bool) -> trice.NetworkConfig:
+    return trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: address.is_loopback,
+        include_loopback=True,
+        ipv6=ipv6,
+    )
+
+
+async def _watch(name: str, stream: trice.EventStream, emit: Emit) -> None:
+    async with stream:
+        async for event in stream:
+            if isinstance(event, trice.CandidateGathered):
+                emit({"event": "candidate", "agent": name, "candidate": event.candidate.to_sdp()})
+            elif isinstance(event, trice.GatheringStateChanged):
+                emit({"event": "gathering", "agent": name, "state": event.state.value})
+            elif isinstance(event, trice.ConnectionStateChanged):
+                emit({"event": "state", "agent": name, "state": event.state.value})
+            elif isinstance(event, trice.SelectedPairChanged):
+                local, remote = event.pair.local, event.pair.remote
+                emit(
+                    {
+                        "event": "selected",
+                        "agent": name,
+                        "local": f"{local.type.value} {local.address}:{local.port}",
+                        "remote": f"{remote.type.value} {remote.address}:{remote.port}",
+                    }
+                )
+            elif isinstance(event, trice.EventsLost):
+                emit({"event": "events-lost", "agent": name, "count": event.count})
+
+
+async def _demo(emit: Emit, *, count: int, size: int, pings: int) -> None:
+    ipv6 = _has_ipv6()
+    config = trice.AgentConfig(network=_loopback_network(ipv6))
+    emit({"event": "start", "families": "IPv4 and IPv6" if ipv6 else "IPv4"})
+    me = trio.lowlevel.current_task()
+    async with trio.open_nursery() as watchers:
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            watchers.start_soon(_watch, "a", a.subscribe(), emit, name="watch a")
+            watchers.start_soon(_watch, "b", b.subscribe(), emit, name="watch b")
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            # Signaling, in-process: each side learns the other's parameters and candidates.
+            for here, there in ((a, b), (b, a)):
+                params = there.local_parameters
+                here.set_remote_parameters(params.ufrag, params.pwd)
+                for candidate in there.local_candidates:
+                    here.add_remote_candidate(candidate)
+                here.add_remote_candidate(None)
+            best: dict[str, Any] = {"name": "trice demo", "children": []}
+            conns: dict[str, trice.Connection] = {}
+            started = trio.current_time()
+
+            async def connect(name: str, agent: trice.Agent) -> None:
+                conns[name] = await agent.connect()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connect, "a", a, name="connect a")
+                nursery.start_soon(connect, "b", b, name="connect b")
+                # Sample the live task tree until both are connected; keep the busiest view.
+                while len(conns) < 2:
+                    tree = _task_tree(me)
+                    tree["name"] = "trice demo"
+                    if _count(tree, "check") + _count(tree, "nominate") > _count(
+                        best, "check"
+                    ) + _count(best, "nominate"):
+                        best = tree
+                    await trio.lowlevel.checkpoint()
+            elapsed = trio.current_time() - started
+            emit({"event": "connected", "ms": elapsed * 1000})
+            emit({"event": "tree", "tree": best})
+            ca, cb = conns["a"], conns["b"]
+            rtts = []
+            for i in range(pings):
+                t0 = trio.current_time()
+                await ca.send(b"ping %d" % i)
+                await cb.receive()
+                await cb.send(b"pong %d" % i)
+                await ca.receive()
+                rtts.append(trio.current_time() - t0)
+            emit(
+                {
+                    "event": "rtt",
+                    "count": pings,
+                    "median_us": statistics.median(rtts) * 1e6,
+                    "min_us": min(rtts) * 1e6,
+                }
+            )
+            payload = bytes(size)
+            received = 0
+            t0 = trio.current_time()
+
+            async def sink() -> None:
+                nonlocal received
+                while received < count:
+                    await cb.receive()
+                    received += 1
+
+            with trio.move_on_after(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sink)
+                    for _ in range(count):
+                        await ca.send(payload)
+            seconds = trio.current_time() - t0
+            emit(
+                {
+                    "event": "throughput",
+                    "sent": count,
+                    "received": received,
+                    "size": size,
+                    "seconds": seconds,
+                    "mbit_s": received * size * 8 / seconds / 1e6,
+                    "pps": received / seconds,
+                }
+            )
+    emit({"event": "done"})
+
+
+async def _gather(args: argparse.Namespace, emit: Emit) -> int:
+    servers = []
+    if args.stun:
+        servers.append(trice.IceServer(args.stun))
+    if args.turn:
+        servers.append(trice.IceServer(args.turn, args.username, args.credential))
+    network = trice.NetworkConfig(
+        interface_filter=(lambda name: name in args.interface) if args.interface else None,
+        include_loopback=bool(args.interface) and "lo" in args.interface,
+    )
+    policy = trice.TransportPolicy(args.policy)
+    config = trice.AgentConfig(
+        network=network,
+        ice_servers=servers,
+        transport_policy=policy,
+        timing=trice.Timing(gather_timeout=args.timeout),
+    )
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        for candidate in agent.local_candidates:
+            related = (
+                f"{candidate.related_address}:{candidate.related_port}"
+                if candidate.related_address
+                else ""
+            )
+            emit(
+                {
+                    "event": "candidate",
+                    "type": candidate.type.value,
+                    "protocol": candidate.protocol,
+                    "address": candidate.address,
+                    "port": candidate.port,
+                    "related": related,
+                    "priority": candidate.priority,
+                    "foundation": candidate.foundation,
+                    "sdp": candidate.to_sdp(),
+                }
+            )
+        for report in agent.gather_reports:
+            emit(
+                {
+                    "event": "source",
+                    "source": report.source,
+                    "elapsed_ms": round(report.elapsed * 1000, 2),
+                    "candidates": report.candidates,
+                    "error": report.error,
+                }
+            )
+    return 0
+
+
+def _gather_emitter(as_json: bool) -> Emit:
+    if as_json:
+        return _emitter(True)
+    header = {"candidate": False, "source": False}
+
+    def emit(record: dict[str, Any]) -> None:
+        kind = record["event"]
+        if kind == "candidate":
+            if not header["candidate"]:
+                header["candidate"] = True
+                print(f"{'TYPE':<6} {'PROTO':<5} {'ADDRESS':<40} {'RELATED':<46} PRIORITY")
+            address = f"{record['address']}:{record['port']}"
+            print(
+                f"{record['type']:<6} {record['protocol']:<5} {address:<40} "
+                f"{record['related']:<46} {record['priority']}"
+            )
+        else:
+            if not header["source"]:
+                header["source"] = True
+                print(f"\n{'SOURCE':<60} {'TIME':>10} {'CANDS':>5}  RESULT")
+            result = record["error"] or "ok"
+            print(
+                f"{record['source']:<60} {record['elapsed_ms']:>8.1f}ms "
+                f"{record['candidates']:>5}  {result}"
+            )
+
+    return emit
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trice`` console script."""
+    parser = argparse.ArgumentParser(prog="trice", description="ICE (RFC 8445) for trio")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: TRACE)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="two agents connect on loopback; no server needed")
+    demo.add_argument("--json", action="store_true", help="print JSON lines")
+    demo.add_argument("--count", type=int, default=5000, help="datagrams for the throughput run")
+    demo.add_argument("--size", type=int, default=1200, help="datagram size in bytes")
+    demo.add_argument("--pings", type=int, default=200, help="round trips to time")
+    gather = sub.add_parser("gather", help="gather candidates once and show how each source did")
+    gather.add_argument("--stun", metavar="URL", help="a STUN server, e.g. stun:host:3478")
+    gather.add_argument("--turn", metavar="URL", help="a TURN server, e.g. turn:host?transport=udp")
+    gather.add_argument("--username", help="TURN username")
+    gather.add_argument("--credential", help="TURN password")
+    gather.add_argument(
+        "--interface", action="append", metavar="NAME", help="only this interface (repeatable)"
+    )
+    gather.add_argument("--policy", choices=[p.value for p in trice.TransportPolicy], default="all")
+    gather.add_argument("--timeout", type=float, default=3.0, help="gather timeout per server")
+    gather.add_argument("--json", action="store_true", help="print JSON lines")
+    args = parser.parse_args(argv)
+    if args.verbose:
+        level = trice.TRACE if args.verbose > 1 else logging.DEBUG
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
+    try:
+        if args.command == "demo":
+            trio.run(
+                lambda: _demo(
+                    _emitter(args.json), count=args.count, size=args.size, pings=args.pings
+                )
+            )
+            return 0
+        return trio.run(_gather, args, _gather_emitter(args.json))
+    except trice.TriceError as exc:
+        print(f"trice: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

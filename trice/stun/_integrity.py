@@ -1,0 +1,201 @@
+"""Credentials and message authentication: SASLprep, keys, HMACs and FINGERPRINT.
+
+Implements RFC 4013 (SASLprep), the key derivations of RFC 8489 §9.1.1 (short-term) and
+§9.2.2 (long-term), the USERHASH of RFC 8489 §14.4, and the HMAC/CRC primitives used by
+MESSAGE-INTEGRITY (§14.5), MESSAGE-INTEGRITY-SHA256 (§14.6) and FINGERPRINT (§14.7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stringprep
+import unicodedata
+import zlib
+from enum import IntEnum
+from typing import Any, Final
+
+from ._wire import FINGERPRINT_XOR
+
+__all__ = [
+    "PasswordAlgorithmId",
+    "long_term_key",
+    "saslprep",
+    "short_term_key",
+    "user_hash",
+]
+
+
+class PasswordAlgorithmId(IntEnum):
+    """Password algorithm numbers of the PASSWORD-ALGORITHM(S) attributes (RFC 8489 §18.5)."""
+
+    MD5 = 0x0001
+    SHA256 = 0x0002
+
+
+# --- SASLprep (RFC 4013) --------------------------------------------------------------------
+
+_UCD: Final[Any] = unicodedata.ucd_3_2_0  # stringprep (RFC 3454) is defined on Unicode 3.2
+
+_PROHIBITED: Final = (
+    ("non-ASCII space", stringprep.in_table_c12),
+    ("ASCII control character", stringprep.in_table_c21),
+    ("non-ASCII control character", stringprep.in_table_c22),
+    ("private use character", stringprep.in_table_c3),
+    ("non-character code point", stringprep.in_table_c4),
+    ("surrogate code point", stringprep.in_table_c5),
+    ("character inappropriate for plain text", stringprep.in_table_c6),
+    ("character inappropriate for canonical representation", stringprep.in_table_c7),
+    ("change display property or deprecated character", stringprep.in_table_c8),
+    ("tagging character", stringprep.in_table_c9),
+)
+
+
+def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
+    """Prepare *text* with the SASLprep profile of stringprep (RFC 4013 §2, RFC 3454).
+
+    The steps are: map non-ASCII spaces to SPACE and drop "commonly mapped to nothing"
+    characters (RFC 4013 §2.1), normalize with NFKC (§2.2), reject prohibited output (§2.3) and
+    check bidirectional text (§2.4, RFC 3454 §6).  Printable ASCII is returned unchanged
+    without any table look-up.
+
+    Args:
+        text: the string to prepare (a password, realm or user name).
+        allow_unassigned: accept code points unassigned in Unicode 3.2 ("queries", RFC 3454
+            §7); by default they are rejected as for "stored strings".
+
+    Returns:
+        The prepared string.
+
+    Raises:
+        ValueError: the string contains a prohibited character or breaks the bidi rules.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    in_c12 = stringprep.in_table_c12
+    in_b1 = stringprep.in_table_b1
+    mapped = "".join(" " if in_c12(c) else c for c in text if not in_b1(c))
+    prepared: str = _UCD.normalize("NFKC", mapped)
+    for index, char in enumerate(prepared):
+        for label, predicate in _PROHIBITED:
+            if predicate(char):
+                raise ValueError(
+                    f"SASLprep: prohibited {label} U+{ord(char):04X} at index {index} "
+                    "(RFC 4013 §2.3)"
+                )
+        if not allow_unassigned and stringprep.in_table_a1(char):
+            raise ValueError(
+                f"SASLprep: unassigned code point U+{ord(char):04X} at index {index} "
+                "(RFC 4013 §2.5)"
+            )
+    in_d1 = stringprep.in_table_d1
+    if any(in_d1(c) for c in prepared):
+        if any(stringprep.in_table_d2(c) for c in prepared):
+            raise ValueError("SASLprep: string mixes right-to-left and left-to-right text")
+        if not (in_d1(prepared[0]) and in_d1(prepared[-1])):
+            raise ValueError(
+                "SASLprep: right-to-left text must start and end with a right-to-left character"
+            )
+    return prepared
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def short_term_key(password: str) -> bytes:
+    """Return the short-term credential key: ``OpaqueString(password)`` (RFC 8489 §9.1.1).
+
+    The password is prepared with SASLprep (RFC 4013), which agrees with the PRECIS
+    OpaqueString profile for every ICE password (``ice-pwd`` is printable ASCII, RFC 8839
+    §5.4), and encoded as UTF-8.  ICE uses this key for its connectivity checks
+    (RFC 8445 §7.2.2).
+
+    Raises:
+        ValueError: the password contains characters SASLprep prohibits.
+    """
+    return saslprep(password).encode("utf-8")
+
+
+def long_term_key(
+    username: str,
+    realm: str,
+    password: str,
+    algorithm: int = PasswordAlgorithmId.MD5,
+) -> bytes:
+    """Return the long-term credential key (RFC 8489 §9.2.2).
+
+    ``MD5(username ":" realm ":" password)`` (the RFC 5389 §15.4 key, also the RFC 8489 MD5
+    algorithm) or ``SHA-256(...)`` of the same string for
+    :attr:`PasswordAlgorithmId.SHA256`.  The realm and the password are prepared with
+    SASLprep; the user name is used as sent in USERNAME.  RFC 5769 §2.4 checks this.
+
+    Args:
+        username: the value of the USERNAME attribute.
+        realm: the value of the REALM attribute.
+        password: the password (before SASLprep).
+        algorithm: a :class:`PasswordAlgorithmId` (or the attribute's ``algorithm``).
+
+    Raises:
+        ValueError: SASLprep rejects the realm or password, or the algorithm is unknown.
+    """
+    material = f"{username}:{saslprep(realm)}:{saslprep(password)}".encode()
+    if algorithm == PasswordAlgorithmId.MD5:
+        return hashlib.md5(material, usedforsecurity=False).digest()
+    if algorithm == PasswordAlgorithmId.SHA256:
+        return hashlib.sha256(material).digest()
+    raise ValueError(f"unknown STUN password algorithm {algorithm!r} (RFC 8489 §18.5)")
+
+
+def user_hash(username: str, realm: str) -> bytes:
+    """Return the USERHASH value ``SHA-256(OpaqueString(username) ":" realm)`` (RFC 8489 §14.4).
+
+    Raises:
+        ValueError: SASLprep rejects the user name or the realm.
+    """
+    return hashlib.sha256(f"{saslprep(username)}:{saslprep(realm)}".encode()).digest()
+
+
+# --- HMAC and CRC ---------------------------------------------------------------------------
+
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_CACHE_LIMIT: Final = 128
+# key -> (inner hash primed with key^ipad, outer hash primed with key^opad).  An ICE agent talks
+# with a handful of keys, so priming once per key halves the cost of each HMAC (RFC 2104 §2).
+_sha1_pads: dict[bytes, tuple[Any, Any]] = {}
+_sha256_pads: dict[bytes, tuple[Any, Any]] = {}
+
+
+def _prime(cache: dict[bytes, tuple[Any, Any]], key: bytes, name: str) -> tuple[Any, Any]:
+    block = (hashlib.new(name, key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    pads = (hashlib.new(name, block.translate(_IPAD)), hashlib.new(name, block.translate(_OPAD)))
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = pads
+    return pads
+
+
+def hmac_sha1(key: bytes, data: bytes) -> bytes:
+    """Return HMAC-SHA1(*key*, *data*), as used by MESSAGE-INTEGRITY (RFC 8489 §14.5)."""
+    pads = _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")
+    inner = pads[0].copy()
+    inner.update(data)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """Return HMAC-SHA256(*key*, *data*), as used by MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6)."""
+    pads = _sha256_pads.get(key) or _prime(_sha256_pads, key, "sha256")
+    inner = pads[0].copy()
+    inner.update(data)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    digest: bytes = outer.digest()
+    return digest
+
+
+def fingerprint_value(data: bytes) -> int:
+    """Return the FINGERPRINT value of *data*: CRC-32 XOR 0x5354554e (RFC 8489 §14.7)."""
+    return zlib.crc32(data) ^ FINGERPRINT_XOR

@@ -1,0 +1,485 @@
+"""STUN messages: header, the single-pass decoder and the encoder (RFC 8489 §5, §6, §14)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from enum import IntEnum
+from typing import Final, TypeVar
+from zlib import crc32
+
+from .._errors import StateError, StunDecodeError
+from . import _attributes_ext as _ext  # noqa: F401  (registers the ICE/TURN/RFC 5780 types)
+from ._attributes import ATTRIBUTE_TYPES, RULES, Attribute, ErrorCode, UnknownAttribute
+from ._integrity import hmac_sha1, hmac_sha256
+from ._wire import (
+    FINGERPRINT_XOR,
+    HEADER,
+    HEADER_SIZE,
+    KIND_ADDRESS,
+    KIND_DECODE,
+    MAGIC_COOKIE,
+    TL,
+    TYPE_FINGERPRINT,
+    TYPE_MESSAGE_INTEGRITY,
+    TYPE_MESSAGE_INTEGRITY_SHA256,
+    U16,
+    U32,
+)
+
+_A = TypeVar("_A", bound=Attribute)
+
+
+class Method(IntEnum):
+    """STUN methods used by trice: STUN (RFC 8489 §18.2) and TURN (RFC 8656 §17)."""
+
+    BINDING = 0x001
+    ALLOCATE = 0x003
+    REFRESH = 0x004
+    SEND = 0x006
+    DATA = 0x007
+    CREATE_PERMISSION = 0x008
+    CHANNEL_BIND = 0x009
+
+
+class MessageClass(IntEnum):
+    """The two class bits of the message type (RFC 8489 §5)."""
+
+    REQUEST = 0b00
+    INDICATION = 0b01
+    SUCCESS = 0b10
+    ERROR = 0b11
+
+
+def message_type(method: int, message_class: int) -> int:
+    """Return the 14-bit message type interleaving method and class bits (RFC 8489 §5).
+
+    The layout is ``M11..M7 C1 M6..M4 C0 M3..M0``.
+    """
+    return (
+        (method & 0x000F)
+        | ((method & 0x0070) << 1)
+        | ((method & 0x0F80) << 2)
+        | ((message_class & 1) << 4)
+        | ((message_class & 2) << 7)
+    )
+
+
+def _split_type(mtype: int) -> tuple[Method | int, MessageClass]:
+    method = (mtype & 0x000F) | ((mtype >> 1) & 0x0070) | ((mtype >> 2) & 0x0F80)
+    klass = MessageClass(((mtype >> 4) & 1) | ((mtype >> 7) & 2))
+    return _METHODS.get(method, method), klass
+
+
+_METHODS: Final[dict[int, Method]] = {int(m): m for m in Method}
+_TYPES: Final = {
+    message_type(m, c): (m, c) for m in Method for c in MessageClass
+}  # message type -> (Method, MessageClass) for every known pair
+
+
+def new_transaction_id() -> bytes:
+    """Return a fresh, cryptographically random 96-bit transaction ID (RFC 8489 §5)."""
+    return os.urandom(12)
+
+
+_MI_TL: Final = TL.pack(TYPE_MESSAGE_INTEGRITY, 20)
+_MI256_TL: Final = TL.pack(TYPE_MESSAGE_INTEGRITY_SHA256, 32)
+_FP_TL: Final = TL.pack(TYPE_FINGERPRINT, 4)
+_PADS: Final = {
+    bytes((b,)): (b"", bytes((b,)), bytes((b, b)), bytes((b, b, b))) for b in range(256)
+}
+
+
+class Message:
+    """A STUN message: method, class, transaction ID and ordered attributes (RFC 8489 §5).
+
+    Build one to send it::
+
+        request = Message(Method.BINDING, MessageClass.REQUEST, attributes=(Username("a:b"),))
+        data = request.encode(integrity_key=key, fingerprint=True)
+
+    or get one from :func:`decode`.  A decoded message keeps its bytes: typed attribute values
+    are built lazily, on :meth:`get`, :meth:`get_all` or :attr:`attributes`, and
+    :meth:`verify_integrity` hashes the received bytes without re-encoding.  Treat messages as
+    immutable.
+
+    Args:
+        method: a :class:`Method` (or any 12-bit method number).
+        message_class: a :class:`MessageClass`.
+        transaction_id: 12 bytes; ``None`` draws a fresh one (:func:`new_transaction_id`).
+        attributes: the attributes, in order.
+
+    Raises:
+        ValueError: the method does not fit in 12 bits or the transaction ID is not 12 bytes.
+    """
+
+    __slots__ = (
+        "_attrs",
+        "_fp",
+        "_mi",
+        "_mi256",
+        "_raw",
+        "_records",
+        "message_class",
+        "method",
+        "transaction_id",
+    )
+
+    method: Method | int
+    message_class: MessageClass
+    transaction_id: bytes
+    _attrs: tuple[Attribute, ...] | None
+    _raw: bytes | None
+    _records: list[tuple[int, int, int]]
+    _mi: int
+    _mi256: int
+    _fp: int
+
+    def __init__(
+        self,
+        method: int,
+        message_class: int,
+        transaction_id: bytes | None = None,
+        attributes: Iterable[Attribute] = (),
+    ) -> None:
+        if transaction_id is None:
+            transaction_id = os.urandom(12)
+        elif len(transaction_id) != 12:
+            raise ValueError(f"a STUN transaction ID is 12 bytes, not {len(transaction_id)}")
+        if not 0 <= method <= 0xFFF:
+            raise ValueError(f"a STUN method is 12 bits, not {method:#x}")
+        self.method = _METHODS.get(method, method)
+        self.message_class = (
+            message_class if type(message_class) is MessageClass else MessageClass(message_class)
+        )
+        self.transaction_id = bytes(transaction_id)
+        self._attrs = tuple(attributes)
+        self._raw = None
+        self._records = []
+        self._mi = self._mi256 = self._fp = -1
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def attributes(self) -> tuple[Attribute, ...]:
+        """All attributes in order, typed (unknown ones as :class:`UnknownAttribute`)."""
+        attrs = self._attrs
+        if attrs is None:
+            raw = self._raw
+            assert raw is not None
+            tid = self.transaction_id
+            attrs = self._attrs = tuple(
+                _decode_value(t, raw[s : s + n], tid) for t, s, n in self._records
+            )
+        return attrs
+
+    def __iter__(self) -> Iterator[Attribute]:
+        return iter(self.attributes)
+
+    def get(self, cls: type[_A]) -> _A | None:
+        """Return the first attribute of class *cls*, or ``None`` (RFC 8489 §14).
+
+        On a decoded message only the matching attribute is decoded.
+        """
+        t = cls.TYPE
+        if self._attrs is None and t >= 0:
+            raw = self._raw
+            assert raw is not None
+            for at, s, n in self._records:
+                if at == t:
+                    return cls._decode(raw[s : s + n], self.transaction_id)
+            return None
+        for a in self.attributes:
+            if isinstance(a, cls):
+                return a
+        return None
+
+    def get_all(self, cls: type[_A]) -> tuple[_A, ...]:
+        """Return every attribute of class *cls*, in order (RFC 8489 §14)."""
+        return tuple(a for a in self.attributes if isinstance(a, cls))
+
+    @property
+    def unknown_required(self) -> tuple[int, ...]:
+        """Types of unknown comprehension-required attributes (< 0x8000), in order.
+
+        A server answers a request that has any with 420 and UNKNOWN-ATTRIBUTES listing them
+        (RFC 8489 §6.3.1.1).
+        """
+        if self._attrs is None:
+            types = (t for t, _, _ in self._records)
+        else:
+            types = (a.type for a in self._attrs if isinstance(a, UnknownAttribute))
+        return tuple(t for t in types if t < 0x8000 and t not in ATTRIBUTE_TYPES)
+
+    @property
+    def has_integrity(self) -> bool:
+        """Whether the decoded message carries MESSAGE-INTEGRITY(-SHA256) (RFC 8489 §14.5)."""
+        return self._mi >= 0 or self._mi256 >= 0
+
+    @property
+    def has_fingerprint(self) -> bool:
+        """Whether the decoded message carried a (valid) FINGERPRINT (RFC 8489 §14.7)."""
+        return self._fp >= 0
+
+    @property
+    def raw(self) -> bytes | None:
+        """The bytes this message was decoded from, or ``None`` for a built message."""
+        return self._raw
+
+    def verify_integrity(self, key: bytes) -> bool:
+        """Check MESSAGE-INTEGRITY-SHA256 if present, else MESSAGE-INTEGRITY (RFC 8489 §14.5-6).
+
+        The HMAC covers the header, with its length field counting up to the end of the
+        integrity attribute, and every attribute before it.  Returns ``False`` when the
+        message has no integrity attribute or the HMAC does not match.
+
+        Raises:
+            StateError: the message was built, not decoded.
+        """
+        raw = self._raw
+        if raw is None:
+            raise StateError("verify_integrity() needs a decoded message")
+        pos = self._mi256
+        if pos >= 0:
+            n = U16.unpack_from(raw, pos + 2)[0]
+            covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 4 + n) + raw[4:pos]
+            mac = hmac_sha256(key, covered)[:n]
+            return hmac.compare_digest(mac, raw[pos + 4 : pos + 4 + n])
+        pos = self._mi
+        if pos < 0:
+            return False
+        covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 24) + raw[4:pos]
+        return hmac.compare_digest(hmac_sha1(key, covered), raw[pos + 4 : pos + 24])
+
+    # --- building ----------------------------------------------------------------------------
+
+    def encode(
+        self,
+        *,
+        integrity_key: bytes | None = None,
+        integrity_sha256_key: bytes | None = None,
+        fingerprint: bool = False,
+        padding: bytes = b"\x00",
+    ) -> bytes:
+        """Serialize the message (RFC 8489 §5, §14).
+
+        Attributes are written in order, each padded to 4 bytes.  Then, as asked,
+        MESSAGE-INTEGRITY (HMAC-SHA1, §14.5), MESSAGE-INTEGRITY-SHA256 (§14.6) and FINGERPRINT
+        (CRC-32 XOR 0x5354554e, §14.7) are appended, each computed with the header length
+        counting up to its own end.  Integrity attributes already in :attr:`attributes` are
+        written verbatim, so do not ask for new ones on a decoded message that has them.
+
+        Args:
+            integrity_key: the key for MESSAGE-INTEGRITY (:func:`short_term_key`,
+                :func:`long_term_key`).
+            integrity_sha256_key: the key for MESSAGE-INTEGRITY-SHA256.
+            fingerprint: append FINGERPRINT.
+            padding: the byte used to pad attribute values.  RFC 8489 says zero and receivers
+                ignore it; RFC 5769 §2.1-2.3 use ``b" "``, which reproduces those vectors.
+
+        Raises:
+            ValueError: an attribute value cannot be encoded (out of range, bad address) or
+                the message exceeds 65535 bytes of attributes.
+        """
+        tid = self.transaction_id
+        pads = _PADS.get(padding)
+        if pads is None:
+            raise ValueError("padding must be a single byte")
+        tl = TL.pack
+        parts: list[bytes] = []
+        append = parts.append
+        for a in self.attributes:
+            t = a.TYPE
+            if t < 0:
+                if not isinstance(a, UnknownAttribute):
+                    raise ValueError(f"{type(a).__name__} is a shape, not an attribute type")
+                t = a.type
+            try:
+                value = a._encode(tid)
+                n = len(value)
+                append(tl(t, n))
+            except (struct.error, OverflowError, TypeError) as exc:
+                raise ValueError(f"cannot encode {a!r}: {exc}") from exc
+            append(value)
+            if n & 3:
+                append(pads[4 - (n & 3)])
+        body = b"".join(parts)
+        length = len(body)
+        mtype = message_type(self.method, self.message_class)
+        if integrity_key is not None:
+            length += 24
+            body += _MI_TL + hmac_sha1(
+                integrity_key, HEADER.pack(mtype, length, MAGIC_COOKIE) + tid + body
+            )
+        if integrity_sha256_key is not None:
+            length += 36
+            header = HEADER.pack(mtype, length, MAGIC_COOKIE) + tid
+            body += _MI256_TL + hmac_sha256(integrity_sha256_key, header + body)
+        if fingerprint:
+            length += 8
+            if length > 0xFFFF:
+                raise ValueError("STUN message too long")
+            data = HEADER.pack(mtype, length, MAGIC_COOKIE) + tid + body
+            return data + _FP_TL + U32.pack(crc32(data) ^ FINGERPRINT_XOR)
+        if length > 0xFFFF:
+            raise ValueError("STUN message too long")
+        return HEADER.pack(mtype, length, MAGIC_COOKIE) + tid + body
+
+    def success_response(self, *attributes: Attribute) -> Message:
+        """Return a success response to this request: same method and transaction ID
+        (RFC 8489 §6.3.1.2)."""
+        return Message(self.method, MessageClass.SUCCESS, self.transaction_id, attributes)
+
+    def error_response(self, code: int, reason: str, *attributes: Attribute) -> Message:
+        """Return an error response carrying ERROR-CODE first, then *attributes*
+        (RFC 8489 §6.3.1.1, §14.8)."""
+        return Message(
+            self.method,
+            MessageClass.ERROR,
+            self.transaction_id,
+            (ErrorCode(code, reason), *attributes),
+        )
+
+    # --- dunder ----------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and self.message_class == other.message_class
+            and self.transaction_id == other.transaction_id
+            and self.attributes == other.attributes
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        method = self.method.name if isinstance(self.method, Method) else f"{self.method:#05x}"
+        return (
+            f"Message({method}, {self.message_class.name}, "
+            f"transaction_id={self.transaction_id.hex()}, attributes={self.attributes!r})"
+        )
+
+
+def _decode_value(t: int, value: bytes, tid: bytes) -> Attribute:
+    cls = ATTRIBUTE_TYPES.get(t)
+    if cls is None:
+        return UnknownAttribute(t, value)
+    return cls._decode(value, tid)
+
+
+_new = object.__new__
+_HEADER_UNPACK = HEADER.unpack_from
+_TL_UNPACK = TL.unpack_from
+
+
+def _decode_tail(
+    data: bytes, pos: int, records: list[tuple[int, int, int]]
+) -> tuple[int, int, int]:
+    """Walk the attributes from the first integrity attribute or FINGERPRINT at *pos* on.
+
+    After MESSAGE-INTEGRITY only MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count, after
+    MESSAGE-INTEGRITY-SHA256 only FINGERPRINT, and nothing after FINGERPRINT (RFC 8489
+    §14.5-14.7); the rest is skipped, though its bounds are still checked.
+    """
+    n = len(data)
+    mi = mi256 = fp = -1
+    after = 0  # 0: before any; 1: after MESSAGE-INTEGRITY; 2: after MI-SHA256; 3: after FINGERPRINT
+    while pos < n:
+        atype, alen = _TL_UNPACK(data, pos)
+        end = pos + 4 + alen
+        if end > n:
+            raise StunDecodeError(f"attribute {atype:#06x} overruns the message")
+        if after < 3:
+            if atype == TYPE_MESSAGE_INTEGRITY and after == 0:
+                if alen != 20:
+                    raise StunDecodeError(f"MESSAGE-INTEGRITY has a bad length {alen}")
+                mi = pos
+                after = 1
+                records.append((atype, pos + 4, alen))
+            elif atype == TYPE_MESSAGE_INTEGRITY_SHA256 and after <= 1:
+                if not 16 <= alen <= 32 or alen & 3:
+                    raise StunDecodeError(f"MESSAGE-INTEGRITY-SHA256 has a bad length {alen}")
+                mi256 = pos
+                after = 2
+                records.append((atype, pos + 4, alen))
+            elif atype == TYPE_FINGERPRINT:
+                if alen != 4:
+                    raise StunDecodeError(f"FINGERPRINT has a bad length {alen}")
+                # The CRC covers the header with its length ending at FINGERPRINT (§14.7).
+                covered = data[:pos] if end == n else data[:2] + U16.pack(end - 20) + data[4:pos]
+                if crc32(covered) ^ FINGERPRINT_XOR != U32.unpack_from(data, pos + 4)[0]:
+                    raise StunDecodeError("FINGERPRINT does not match")
+                fp = pos
+                after = 3
+                records.append((atype, pos + 4, alen))
+        pos = end + (-alen & 3)
+    return mi, mi256, fp
+
+
+def decode(data: bytes | bytearray | memoryview) -> Message:
+    """Parse one STUN message (RFC 8489 §5, §6.3, §14).
+
+    Checks, in one pass: the two top bits are zero, the magic cookie, the length field (a
+    multiple of 4 that matches *data*), each attribute's bounds and padding, the value length
+    of every known attribute (and the family of addresses), and FINGERPRINT when present
+    (§14.7).  Attributes after MESSAGE-INTEGRITY other than MESSAGE-INTEGRITY-SHA256 and
+    FINGERPRINT, and everything after FINGERPRINT, are ignored (§14.5, §14.6, §14.7).
+    Integrity is checked separately by :meth:`Message.verify_integrity`.
+
+    Raises:
+        StunDecodeError: *data* is not a well-formed STUN message.  No other exception.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    n = len(data)
+    if n < 20:
+        raise StunDecodeError("shorter than a STUN header")
+    mtype, length, cookie = _HEADER_UNPACK(data)
+    if mtype & 0xC000:
+        raise StunDecodeError("the top two bits of a STUN message are not zero")
+    if cookie != MAGIC_COOKIE:
+        raise StunDecodeError("wrong magic cookie")
+    if length + 20 != n or length & 3:
+        raise StunDecodeError("the length field does not match the message")
+    records: list[tuple[int, int, int]] = []
+    append = records.append
+    rules = RULES
+    mi = mi256 = fp = -1
+    pos = 20
+    while pos < n:
+        atype, alen = _TL_UNPACK(data, pos)
+        end = pos + 4 + alen
+        if end > n:
+            raise StunDecodeError(f"attribute {atype:#06x} overruns the message")
+        rule = rules.get(atype)
+        if rule is not None:
+            if not rule[0] <= alen <= rule[1]:
+                raise StunDecodeError(f"attribute {atype:#06x} has a bad length {alen}")
+            kind = rule[2]
+            if kind:
+                if kind == KIND_ADDRESS:
+                    family = data[pos + 5]
+                    if not ((family == 1 and alen == 8) or (family == 2 and alen == 20)):
+                        raise StunDecodeError(f"address attribute {atype:#06x} is malformed")
+                elif kind == KIND_DECODE:
+                    ATTRIBUTE_TYPES[atype]._decode(data[pos + 4 : end], data[8:20])
+                else:  # MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT: the tail has its own rules
+                    mi, mi256, fp = _decode_tail(data, pos, records)
+                    break
+        append((atype, pos + 4, alen))
+        pos = end + (-alen & 3)
+    msg: Message = _new(Message)
+    info = _TYPES.get(mtype)
+    msg.method, msg.message_class = info if info is not None else _split_type(mtype)
+    msg.transaction_id = data[8:20]
+    msg._attrs = None
+    msg._raw = data
+    msg._records = records
+    msg._mi = mi
+    msg._mi256 = mi256
+    msg._fp = fp
+    return msg
