@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -310,6 +311,8 @@ class Agent:
                 event.pair.remote.address,
                 event.pair.remote.port,
             )
+        if isinstance(event, SelectedPairChanged) and self._connection is not None:
+            self._connection._route = None  # sends follow the new pair
         for stream in self._subscribers:
             stream._put(event)
         self._changed.set()
@@ -506,10 +509,18 @@ class Agent:
             del self._pending[request.transaction_id]
 
     async def _receive_loop(self, transport: UdpTransport) -> None:
+        """Drain one socket: STUN to the core, data from known remotes to the buffer.
+
+        This is the data plane's hot loop, so the buffer's ``put`` is inlined.
+        """
         sock = transport.sock
         recv = sock.recvfrom
         buffer = self._buffer
-        core = self._core
+        queue = buffer.queue
+        lot = buffer.lot
+        maxlen = buffer.maxlen
+        remotes = self._core.remote_addresses  # the core's own set, kept up to date
+        ipv6 = sock.family == socket.AF_INET6
         batch = 0
         while True:
             try:
@@ -526,13 +537,20 @@ class Agent:
             if batch >= 64:
                 batch = 0
                 await trio.lowlevel.checkpoint()
-            address = (source[0], source[1])
+            if ipv6:
+                source = (source[0], source[1])
             if data and data[0] < 4 and data[4:8] == _MAGIC:
-                self._on_stun(transport, data, address)
-            elif core.is_remote_address(address):
-                if not buffer.closed:
-                    self._datagrams += 1
-                    buffer.put(data)
+                self._on_stun(transport, data, source)
+            elif source in remotes:
+                if buffer.closed:
+                    continue
+                self._datagrams += 1
+                if len(queue) < maxlen:
+                    queue.append(data)
+                    if lot:
+                        lot.unpark()
+                else:
+                    buffer.dropped += 1
             else:
                 self._unknown_source += 1
 
@@ -660,6 +678,8 @@ class Agent:
         self._core.close()
         self._pump()
         self._closed = True
+        if self._connection is not None:
+            self._connection._route = None
         self._buffer.close()
         for stream in list(self._subscribers):
             stream._end()

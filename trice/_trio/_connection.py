@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trice._trio._transport import Transport
 from trice.ice._events import CandidatePair
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Connection(trio.abc.Channel[bytes]):
         self._agent = agent
         self._buffer = agent._buffer
         self._closed = False
+        # (transport, remote address), looked up once per selected pair: the send path is hot.
+        self._route: tuple[Transport, tuple[str, int]] | None = None
 
     @property
     def selected_pair(self) -> CandidatePair:
@@ -70,6 +73,11 @@ class Connection(trio.abc.Channel[bytes]):
         if self._closed or self._agent._closed:
             raise trio.ClosedResourceError("the connection is closed")
 
+    def _get_route(self) -> tuple[Transport, tuple[str, int]]:
+        self._check_open()
+        route = self._route = self._agent._data_route()
+        return route
+
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one datagram to the peer.
 
@@ -77,16 +85,16 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
-        transport, address = self._agent._data_route()
+        route = self._route or self._get_route()
+        transport, address = route
         if not transport.send_nowait(data, address):  # type: ignore[arg-type]
+            self._check_open()
             await transport.send(bytes(data), address)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
         """Send one datagram if the socket takes it at once; returns whether it was sent."""
-        self._check_open()
-        transport, address = self._agent._data_route()
+        transport, address = self._route or self._get_route()
         return transport.send_nowait(data, address)  # type: ignore[arg-type]
 
     def receive_nowait(self) -> bytes:
@@ -103,17 +111,24 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        queue = self._buffer.queue
+        if queue:
+            data = queue.popleft()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        # Parking is the schedule point: once woken with data, return it at once (as trio's
+        # memory channels do) instead of yielding a second time.
         while True:
-            self._check_open()
-            if self._buffer.queue:
-                data = self._buffer.queue.popleft()
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
             await self._buffer.lot.park()
+            self._check_open()
+            if queue:
+                return queue.popleft()
 
     async def aclose(self) -> None:
         """Close the connection: sends and receives raise from now on.  The agent itself
         closes when its ``async with`` block ends."""
         self._closed = True
+        self._route = None
         self._buffer.lot.unpark_all()
         await trio.lowlevel.checkpoint()

@@ -128,7 +128,7 @@ class AgentCore:
         self.local_candidates: list[tuple[Candidate, int]] = []
         self._bases: dict[int, Candidate] = {}
         self.remote_candidates: list[Candidate] = []
-        self._remote_addresses: set[Address] = set()
+        self.remote_addresses: set[Address] = set()
         self.remote_complete = False
         self.local_complete = False
         self.state = ConnectionState.NEW
@@ -188,7 +188,7 @@ class AgentCore:
         if self.remote_complete:
             raise StateError("a remote candidate came after end-of-candidates")
         address = (candidate.address, candidate.port)
-        if address in self._remote_addresses:
+        if address in self.remote_addresses:
             return
         if len(self.remote_candidates) >= self.max_remote_candidates:
             raise LimitError(
@@ -199,7 +199,7 @@ class AgentCore:
 
     def _add_remote(self, candidate: Candidate) -> None:
         self.remote_candidates.append(candidate)
-        self._remote_addresses.add((candidate.address, candidate.port))
+        self.remote_addresses.add((candidate.address, candidate.port))
         if self.local.lite:
             return
         for local, base in self.local_candidates:
@@ -227,7 +227,7 @@ class AgentCore:
 
     def is_remote_address(self, address: Address) -> bool:
         """Whether data from ``address`` comes from a known remote candidate."""
-        return address in self._remote_addresses
+        return address in self.remote_addresses
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it."""
@@ -621,7 +621,7 @@ class AgentCore:
         local = self._bases.get(base)
         if local is None:
             return
-        if source not in self._remote_addresses:
+        if source not in self.remote_addresses:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
             if len(self.remote_candidates) >= self.max_remote_candidates:
                 self.prflx_dropped += 1

@@ -1,0 +1,360 @@
+"""Data plane: 1200-byte datagrams over a connected pair, beside raw trio sockets and aioice.
+
+Three paths are measured in the same run, on loopback, in one process each:
+
+* **floor**: two raw non-blocking UDP sockets driven by trio, the least a correct trio
+  program can do (``sendto``, waiting with ``wait_writable`` only when it would block;
+  ``recv``, waiting with ``wait_readable`` only when nothing is queued; each call a
+  checkpoint, as trio's own socket methods are).
+* **trice**: two agents connected by ICE; ``Connection.send`` / ``Connection.receive``.
+* **aioice**: two aioice connections (asyncio), ``sendto`` / ``recvfrom``.
+
+Three figures each: one-way datagrams per second (sender and receiver in the same process;
+losses are counted, not hidden), ping-pong round trips per second, and the receive rate alone
+(a burst is queued in the kernel first, then timed while it is drained).  Ratios are against
+the floor and against aioice.  Run: ``python bench/data_plane.py [--count N] [--pings N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+import trice
+from trice._trio._transport import UdpTransport
+
+SIZE = 1200
+RCVBUF = 4 * 1024 * 1024
+BURST = 5000
+
+
+@dataclass
+class Result:
+    name: str
+    pps: float
+    delivered: float
+    rtt_per_s: float
+    receive_pps: float = 0.0
+
+
+def _big_buffer(sock: socket.socket) -> None:
+    """A kernel receive buffer large enough to hold the pre-filled burst (root can force it)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 33, 64 * 1024 * 1024)  # SO_RCVBUFFORCE
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+
+
+async def _drain_rate(
+    fill: Callable[[bytes], None], receive: Callable[[], Awaitable[bytes]], burst: int
+) -> float:
+    """Receive rate alone: ``burst`` datagrams are queued in the kernel first (the sender does
+    not yield, so nothing is read meanwhile), then timed while the receiver drains them."""
+    payload = b"\x80" + bytes(SIZE - 1)
+    for _ in range(burst):
+        fill(payload)
+    start = time.perf_counter()
+    got = 0
+    with trio.move_on_after(5):
+        while got < burst:
+            await receive()
+            got += 1
+    return got / (time.perf_counter() - start)
+
+
+def _loopback() -> trice.NetworkConfig:
+    return trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: address.is_loopback,
+        include_loopback=True,
+        ipv6=False,
+    )
+
+
+# ---------------------------------------------------------------- floor: raw trio sockets
+
+
+async def _floor(count: int, pings: int) -> Result:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.setblocking(False)
+        _big_buffer(s)
+        s.bind(("127.0.0.1", 0))
+    addr_a, addr_b = a.getsockname(), b.getsockname()
+
+    async def send(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
+        while True:
+            try:
+                sock.sendto(data, addr)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+        await trio.lowlevel.checkpoint()
+
+    async def receive(sock: socket.socket) -> bytes:
+        # A receive that is a checkpoint, as trio's own socket methods are: one yield a call.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    return sock.recv(65536)
+                except BlockingIOError:
+                    continue
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    try:
+        pps, delivered = await _one_way(lambda d: send(a, d, addr_b), lambda: receive(b), count)
+        rtt = await _ping_pong(
+            lambda d: send(a, d, addr_b),
+            lambda: receive(a),
+            lambda d: send(b, d, addr_a),
+            lambda: receive(b),
+            pings,
+        )
+        drain = await _drain_rate(lambda d: a.sendto(d, addr_b), lambda: receive(b), BURST)
+    finally:
+        a.close()
+        b.close()
+    return Result("floor (raw trio sockets)", pps, delivered, rtt, drain)
+
+
+async def _one_way(
+    send: Callable[[bytes], Awaitable[None]], receive: Callable[[], Awaitable[bytes]], count: int
+) -> tuple[float, float]:
+    payload = b"\x80" + bytes(SIZE - 1)
+    received = 0
+    start = time.perf_counter()
+    end = start
+    all_in = trio.Event()
+
+    async def sink() -> None:
+        nonlocal received, end
+        while received < count:
+            await receive()
+            received += 1
+            end = time.perf_counter()
+        all_in.set()
+
+    with trio.move_on_after(max(5.0, count / 2000)):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sink)
+            for _ in range(count):
+                await send(payload)
+            # Let the receiver drain what is queued (a lost datagram never comes), then stop.
+            with trio.move_on_after(1.0):
+                await all_in.wait()
+            nursery.cancel_scope.cancel()
+    return received / (end - start), received / count
+
+
+async def _ping_pong(
+    send_a: Callable[[bytes], Awaitable[None]],
+    receive_a: Callable[[], Awaitable[bytes]],
+    send_b: Callable[[bytes], Awaitable[None]],
+    receive_b: Callable[[], Awaitable[bytes]],
+    pings: int,
+) -> float:
+    payload = b"\x80" + bytes(SIZE - 1)
+
+    async def echo() -> None:
+        while True:
+            await send_b(await receive_b())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(echo)
+        start = time.perf_counter()
+        for _ in range(pings):
+            await send_a(payload)
+            await receive_a()
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    return pings / elapsed
+
+
+# ---------------------------------------------------------------- trice
+
+
+async def _trice(count: int, pings: int) -> Result:
+    config = trice.AgentConfig(network=_loopback(), receive_buffer=max(count, BURST) + 16)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        for here, there in ((a, b), (b, a)):
+            p = there.local_parameters
+            here.set_remote_parameters(p.ufrag, p.pwd)
+            for c in there.local_candidates:
+                here.add_remote_candidate(c)
+            here.add_remote_candidate(None)
+        conns: dict[str, trice.Connection] = {}
+
+        async def connect(name: str, agent: trice.Agent) -> None:
+            conns[name] = await agent.connect()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connect, "a", a)
+            nursery.start_soon(connect, "b", b)
+        ca, cb = conns["a"], conns["b"]
+        for agent in (a, b):  # the same kernel buffers as the floor
+            for t in agent._transports.values():
+                if isinstance(t, UdpTransport):
+                    _big_buffer(t.sock)
+        pps, delivered = await _one_way(ca.send, cb.receive, count)
+        rtt = await _ping_pong(ca.send, ca.receive, cb.send, cb.receive, pings)
+        drain = await _drain_rate(ca.send_nowait, cb.receive, BURST)  # type: ignore[arg-type]
+    return Result("trice", pps, delivered, rtt, drain)
+
+
+# ---------------------------------------------------------------- aioice
+
+
+def _aioice(count: int, pings: int) -> Result | None:
+    try:
+        import aioice
+        import aioice.ice
+    except ImportError:
+        return None
+
+    def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    aioice.ice.get_host_addresses = loopback_only
+    payload = b"\x80" + bytes(SIZE - 1)
+
+    async def main() -> Result:
+        a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+        b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+        for here, there in ((a, b), (b, a)):
+            here.remote_username = there.local_username
+            here.remote_password = there.local_password
+            for c in there.local_candidates:
+                await here.add_remote_candidate(c)
+            await here.add_remote_candidate(None)
+        await asyncio.gather(a.connect(), b.connect())
+        for conn in (a, b):
+            for protocol in conn._protocols:
+                _big_buffer(protocol.transport.get_extra_info("socket"))
+        received = 0
+        start = time.perf_counter()
+        end = start
+
+        async def sink() -> None:
+            nonlocal received, end
+            while received < count:
+                await b.recvfrom()
+                received += 1
+                end = time.perf_counter()
+
+        task = asyncio.ensure_future(sink())
+        for _ in range(count):
+            await a.sendto(payload, 1)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+        except asyncio.TimeoutError:
+            task.cancel()
+        pps = received / (end - start)
+
+        async def echo() -> None:
+            while True:
+                data, _ = await b.recvfrom()
+                await b.sendto(data, 1)
+
+        echo_task = asyncio.ensure_future(echo())
+        start = time.perf_counter()
+        for _ in range(pings):
+            await a.sendto(payload, 1)
+            await a.recvfrom()
+        rtt = pings / (time.perf_counter() - start)
+        echo_task.cancel()
+        await asyncio.sleep(0.05)
+        # Receive rate alone: queue the burst from a's socket without yielding, then drain.
+        pair = a._nominated[1]
+        sender = pair.protocol.transport
+        for _ in range(BURST):
+            sender.sendto(payload, (pair.remote_candidate.host, pair.remote_candidate.port))
+        start = time.perf_counter()
+        got = 0
+        try:
+            async with asyncio.timeout(5):
+                while got < BURST:
+                    await b.recvfrom()
+                    got += 1
+        except TimeoutError:
+            pass
+        drain = got / (time.perf_counter() - start)
+        await a.close()
+        await b.close()
+        return Result("aioice", pps, received / count, rtt, drain)
+
+    return asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=20000, help="datagrams one way")
+    parser.add_argument("--pings", type=int, default=3000, help="round trips")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.pings, args.repeat = 3000, 500, 1
+    runs: dict[str, list[Result]] = {}
+    for _ in range(args.repeat):
+        for result in (
+            trio.run(_floor, args.count, args.pings),
+            trio.run(_trice, args.count, args.pings),
+            _aioice(args.count, args.pings),
+        ):
+            if result is not None:
+                runs.setdefault(result.name, []).append(result)
+    best = {
+        name: Result(
+            name,
+            max(r.pps for r in results),
+            statistics.median(r.delivered for r in results),
+            max(r.rtt_per_s for r in results),
+            max(r.receive_pps for r in results),
+        )
+        for name, results in runs.items()
+    }
+    floor = best["floor (raw trio sockets)"]
+    aio = best.get("aioice")
+    print(f"\nData plane: {SIZE}-byte datagrams on loopback, best of {args.repeat}")
+    print(f"one way: {args.count} datagrams; ping-pong: {args.pings} round trips\n")
+    header = (
+        f"{'path':<26} {'one-way pkt/s':>14} {'delivered':>10} {'rtt/s':>9} "
+        f"{'receive pkt/s':>14} {'pkt/s vs floor':>15} {'rtt vs floor':>13} "
+        f"{'recv vs floor':>14} {'recv vs aioice':>15}"
+    )
+    print(header)
+    print("-" * len(header))
+    for result in best.values():
+        vs_aio = f"{result.receive_pps / aio.receive_pps:.2f}x" if aio else "n/a"
+        print(
+            f"{result.name:<26} {result.pps:>14,.0f} {result.delivered:>9.1%} "
+            f"{result.rtt_per_s:>9,.0f} {result.receive_pps:>14,.0f} "
+            f"{result.pps / floor.pps:>14.0%} {result.rtt_per_s / floor.rtt_per_s:>12.0%} "
+            f"{result.receive_pps / floor.receive_pps:>13.0%} {vs_aio:>15}"
+        )
+    print()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

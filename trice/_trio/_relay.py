@@ -1,0 +1,492 @@
+"""The TURN relay transport: the pure :class:`~trice.turn.TurnClient` over UDP, TCP or TLS.
+
+:func:`run_relay` owns one connection to a TURN server and one allocation on it.  It is
+started with ``await nursery.start(run_relay, ...)``, which returns the
+:class:`RelayTransport` once the server granted a relayed address or raises
+:class:`~trice.turn.AllocationError` (a :class:`~trice.TurnError`) when it did not.  It then
+reads the server, runs the client's timers (refreshes, permissions, channels) and hands
+relayed data to ``deliver``, until it is cancelled or the transport is closed; on the way out
+it deletes the allocation (best effort, 0.5 s at most) and closes its socket.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import ssl
+from collections.abc import Callable
+
+import trio
+
+from trice import stun
+from trice._errors import ConfigError
+from trice._servers import ServerUrl
+from trice._trio._log import logger
+from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
+
+__all__ = ["RelayTransport", "run_relay"]
+
+Address = tuple[str, int]
+Deliver = Callable[["RelayTransport", bytes, Address], None]
+
+#: How long closing waits for the server to confirm the deallocation (RFC 8656 §8).
+DEALLOCATE_WAIT = 0.5
+#: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
+STREAM_BUFFER_LIMIT = 1 << 20
+
+
+class _Lost(Exception):
+    """The connection to the server failed; ``reason`` is a short word for the error."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _UdpConnection:
+    """A connected, non-blocking UDP socket to the server."""
+
+    reliable = False
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+
+    def write(self, data: bytes) -> bool:
+        try:
+            self.sock.send(data)
+        except OSError:  # would block, ICMP errors, firewall EPERM: UDP drops
+            return False
+        return True
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self.sock)
+
+    async def flush(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def run_writer(self) -> None:
+        await trio.sleep_forever()
+
+    async def read(self) -> list[bytes]:
+        out: list[bytes] = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                if out:
+                    return out
+                await trio.lowlevel.wait_readable(self.sock)
+                continue
+            except ConnectionRefusedError as exc:
+                if out:
+                    return out
+                raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+            except OSError as exc:
+                if self.closed:
+                    raise _Lost("closed", "closed") from exc
+                if out:
+                    return out
+                await trio.lowlevel.checkpoint()  # other ICMP errors: UDP carries on
+                continue
+            out.append(data)
+            if len(out) >= 64:
+                return out
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+        await trio.lowlevel.checkpoint()
+
+
+class _StreamConnection:
+    """A TCP or TLS stream to the server, framed (RFC 8656 §12.5), with a writer buffer."""
+
+    reliable = True
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.framer = StreamFramer()
+        self.pending = bytearray()
+        self.wake = trio.Event()
+        self.drained = trio.Event()
+        self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
+
+    def write(self, data: bytes) -> bool:
+        if len(self.pending) + len(data) > STREAM_BUFFER_LIMIT:
+            return False
+        self.pending += data
+        self.wake.set()
+        return True
+
+    async def wait_writable(self) -> None:
+        while len(self.pending) > STREAM_BUFFER_LIMIT // 2:
+            self.drained = trio.Event()
+            await self.drained.wait()
+
+    async def flush(self) -> None:
+        while self.pending:
+            chunk = bytes(self.pending)
+            self.pending.clear()
+            self.sending = True
+            try:
+                await self.stream.send_all(chunk)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise _Lost("connection to the server lost", "connection lost") from exc
+            self.sending = False
+        self.drained.set()
+
+    async def run_writer(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            await self.flush()
+
+    async def read(self) -> list[bytes]:
+        try:
+            data = await self.stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise _Lost("connection to the server lost", "connection lost") from exc
+        if not data:
+            raise _Lost("the server closed the connection", "connection closed")
+        try:
+            return self.framer.feed(data)
+        except stun.StunDecodeError as exc:
+            raise _Lost(f"the server's stream is out of step: {exc}", "garbled stream") from exc
+
+    async def aclose(self) -> None:
+        if self.sending:
+            await trio.aclose_forcefully(self.stream)
+        else:
+            await self.stream.aclose()
+
+
+_Connection = _UdpConnection | _StreamConnection
+
+
+class RelayTransport:
+    """A relayed candidate's transport: sends go through the TURN server (RFC 8656).
+
+    Implements the agent's ``Transport`` protocol; :attr:`local_address` is the relayed
+    address.  Made by :func:`run_relay`, which also ends it.
+
+    Attributes:
+        base: the id the ICE core knows this transport by.
+        local_address: the relayed transport address (XOR-RELAYED-ADDRESS).
+        mapped_address: our address as the TURN server saw it (XOR-MAPPED-ADDRESS), a
+            server-reflexive address, or ``None`` if the server did not say.
+        server: the TURN server.
+        error: why the allocation failed after it was granted (refresh refused, connection
+            lost), or ``None``.
+    """
+
+    def __init__(
+        self, base: int, server: ServerUrl, client: TurnClient, conn: _Connection, deliver: Deliver
+    ) -> None:
+        self.base = base
+        self.server = server
+        self.local_address: Address = ("0.0.0.0", 0)
+        self.mapped_address: Address | None = None
+        self.error: AllocationError | None = None
+        self._client = client
+        self._conn = conn
+        self._deliver = deliver
+        self._wake = trio.Event()
+        self._armed: float | None = None
+        self._settled = trio.Event()
+        self._scope: trio.CancelScope | None = None
+        self._closed = False
+
+    @property
+    def state(self) -> TurnState:
+        """The allocation's state."""
+        return self._client.state
+
+    @property
+    def closed(self) -> bool:
+        """Whether the transport was closed (by :meth:`close`, cancellation or failure)."""
+        return self._closed
+
+    def statistics(self) -> TurnStatistics:
+        """The TURN client's counters."""
+        return self._client.statistics()
+
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        """Relay *data* to *address* if it can go now (see :meth:`TurnClient.send_to_peer`)."""
+        if self._closed:
+            return False
+        client = self._client
+        if not client.send_to_peer(address, data, trio.current_time()):
+            return False
+        ok = self._drain()
+        if client.next_deadline() != self._armed:
+            self._wake.set()
+        return ok
+
+    async def send(self, data: bytes, address: Address) -> None:
+        """Relay *data*, waiting while the connection to the server is backed up."""
+        if self._closed:
+            raise trio.ClosedResourceError("the relay transport is closed")
+        await self._conn.wait_writable()
+        self.send_nowait(data, address)
+
+    def close(self) -> None:
+        """End :func:`run_relay`, which deletes the allocation and closes the connection."""
+        if self._scope is not None:
+            self._scope.cancel()
+        self._closed = True
+
+    # --- inside run_relay ----------------------------------------------------------------
+
+    def _drain(self) -> bool:
+        client = self._client
+        conn = self._conn
+        ok = True
+        while (data := client.poll_transmit(0.0)) is not None:
+            ok = conn.write(data)
+        return ok
+
+    def _pump(self) -> None:
+        """Send what the client queued and notice allocation and failure."""
+        self._drain()
+        client = self._client
+        state = client.state
+        if state is TurnState.ALLOCATED and not self._settled.is_set():
+            assert client.relayed_address is not None
+            self.local_address = client.relayed_address
+            self.mapped_address = client.mapped_address
+            self._settled.set()
+        elif state is TurnState.FAILED:
+            self._stop(client.error)
+
+    def _stop(self, error: AllocationError | None) -> None:
+        if error is not None and self.error is None:
+            self.error = AllocationError(
+                f"TURN server {self.server}: {error}",
+                code=error.code,
+                reason=error.reason,
+                alternate_server=error.alternate_server,
+            )
+        self._settled.set()
+        self._closed = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _read_loop(self) -> None:
+        client = self._client
+        deliver = self._deliver
+        while True:
+            try:
+                frames = await self._conn.read()
+            except _Lost as exc:
+                if exc.reason == "unreachable" and client.state is TurnState.ALLOCATED:
+                    continue  # an ICMP error once allocated: UDP carries on, refreshes tell
+                self._stop(AllocationError(str(exc), reason=exc.reason))
+                return
+            now = trio.current_time()
+            for frame in frames:
+                for peer, data in client.on_server_data(frame, now):
+                    deliver(self, data, peer)
+            self._pump()
+            if client.next_deadline() != self._armed:
+                self._wake.set()
+
+    async def _timer_loop(self) -> None:
+        client = self._client
+        while True:
+            deadline = self._armed = client.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                client.on_timer(now)
+            self._pump()
+
+    async def _write_loop(self) -> None:
+        try:
+            await self._conn.run_writer()
+        except _Lost as exc:
+            self._stop(AllocationError(str(exc), reason=exc.reason))
+
+    async def _shutdown(self, *, deallocate: bool) -> None:
+        """Delete the allocation (best effort, RFC 8656 §8) and close the connection.
+
+        With *deallocate* false (the allocation timed out), nothing is sent or awaited.
+        """
+        self._closed = True
+        client = self._client
+        conn = self._conn
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + DEALLOCATE_WAIT
+            try:
+                stuck = isinstance(conn, _StreamConnection) and conn.sending
+                if deallocate and not stuck:
+                    client.close(trio.current_time())  # a no-op unless allocating or allocated
+                    self._drain()
+                    await conn.flush()
+                while client.state is TurnState.CLOSING:
+                    deadline = client.next_deadline()
+                    with trio.move_on_at(math.inf if deadline is None else deadline):
+                        frames = await conn.read()
+                        for frame in frames:
+                            client.on_server_data(frame, trio.current_time())
+                    if deadline is not None and trio.current_time() >= deadline:
+                        client.on_timer(trio.current_time())
+                    self._drain()
+                    await conn.flush()
+            except _Lost:
+                pass
+            finally:
+                await conn.aclose()
+        logger.debug("TURN %s: relay %s closed (%s)", self.server, self.local_address, client.state)
+
+
+async def _connect(
+    server: ServerUrl, ssl_context: ssl.SSLContext | None, bind_address: str | None
+) -> _Connection:
+    """Open the connection to the server: UDP, TCP, or TLS for ``turns:`` (RFC 8656 §3.1)."""
+    if server.transport == "udp":
+        try:
+            infos = await trio.socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise _Lost(f"cannot resolve {server.host!r}: {exc}", "unresolvable") from exc
+        if bind_address is not None:
+            wanted = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
+            infos = [info for info in infos if info[0] == wanted]
+            if not infos:
+                raise _Lost(f"no address of {server.host!r} to reach from {bind_address}", "family")
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if bind_address is not None:
+                sock.bind((bind_address, 0))
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+        return _UdpConnection(sock)
+    try:
+        tcp: trio.abc.Stream = await trio.open_tcp_stream(
+            server.host, server.port, local_address=bind_address
+        )
+    except OSError as exc:
+        raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+    if not server.secure:
+        return _StreamConnection(tcp)
+    context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    tls = trio.SSLStream(tcp, context, server_hostname=server.host, https_compatible=False)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tcp)
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise _Lost(
+                f"TLS certificate rejected: {cause.verify_message or cause}", "certificate"
+            ) from exc
+        raise _Lost(f"TLS handshake failed: {cause or exc}", "tls") from exc
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return _StreamConnection(tls)
+
+
+async def run_relay(
+    server: ServerUrl,
+    username: str,
+    credential: str,
+    *,
+    base: int,
+    deliver: Deliver,
+    ssl_context: ssl.SSLContext | None = None,
+    lifetime: int = 600,
+    timeout: float = 3.0,  # noqa: ASYNC109 (bounds the allocation only; runs until cancelled)
+    bind_address: str | None = None,
+    task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Allocate a relayed address on *server* and serve it until cancelled (RFC 8656).
+
+    Start it with ``transport = await nursery.start(run_relay, server, user, password,
+    base=..., deliver=...)``.  Allocation (connection, TLS handshake, the 401 challenge and
+    the authenticated Allocate) must finish within *timeout* seconds.  Afterwards
+    ``deliver(transport, data, peer)`` is called, from the reading task, for each datagram a
+    peer sent through the relay.
+
+    Ends when cancelled or when :meth:`RelayTransport.close` is called, after deleting the
+    allocation (a Refresh with LIFETIME 0, waiting at most 0.5 s for the answer) and closing
+    the connection.  If the allocation fails once granted (refresh refused, connection lost),
+    the transport closes, :attr:`RelayTransport.error` says why, a warning is logged and this
+    returns normally.
+
+    Args:
+        server: a ``turn:`` or ``turns:`` URL (``turns:`` with TCP: TLS).
+        username, credential: the long-term credentials (RFC 8489 §9.2).
+        base: the id of the transport for the ICE core.
+        deliver: called with ``(transport, data, peer)`` for each relayed datagram.
+        ssl_context: for ``turns:``; by default :func:`ssl.create_default_context`, which
+            verifies the server's certificate against the system's CAs and its name.
+        lifetime: the allocation lifetime to ask for, in seconds.
+        timeout: seconds allowed for the whole allocation.
+        bind_address: a local IP address to send from (for a relay per interface).
+
+    Raises:
+        AllocationError: before the transport is handed out, naming the server and the
+            reason: ``reason`` is ``"timeout"``, ``"unreachable"``, ``"unresolvable"``,
+            ``"certificate"``, ``"tls"``, ``"connection lost"``/``"connection closed"``, or
+            the server's reason phrase with ``code`` (401 wrong credentials, 438 stale nonce
+            loop, 300 with ``alternate_server``, 486 quota...).
+        ConfigError: *server* is not a TURN URL, or asks for DTLS (``turns:`` over UDP).
+    """
+    if not server.is_turn:
+        raise ConfigError(f"{server} is not a TURN server URL")
+    if server.secure and server.transport == "udp":
+        raise ConfigError(f"{server}: TURN over DTLS (RFC 7350) is not supported")
+    client = TurnClient(username, credential, reliable=server.transport == "tcp", lifetime=lifetime)
+    label = f"TURN server {server}"
+    started = False
+    relay: RelayTransport | None = None
+    with trio.move_on_after(timeout) as connect_scope:
+        try:
+            conn = await _connect(server, ssl_context, bind_address)
+        except _Lost as exc:
+            raise AllocationError(f"{label}: {exc}", reason=exc.reason) from exc
+    if connect_scope.cancelled_caught:
+        raise AllocationError(f"{label}: no connection within {timeout} s", reason="timeout")
+    relay = RelayTransport(base, server, client, conn, deliver)
+    try:
+        async with trio.open_nursery() as nursery:
+            relay._scope = nursery.cancel_scope
+            nursery.start_soon(relay._read_loop)
+            nursery.start_soon(relay._timer_loop)
+            nursery.start_soon(relay._write_loop)
+            client.start(trio.current_time())
+            relay._pump()
+            with trio.move_on_at(connect_scope.deadline):
+                await relay._settled.wait()
+            if client.state is TurnState.ALLOCATED and not relay._closed:
+                logger.debug(
+                    "TURN %s: relayed %s, mapped %s, lifetime %s s",
+                    server,
+                    relay.local_address,
+                    relay.mapped_address,
+                    client.lifetime,
+                )
+                started = True
+                task_status.started(relay)
+            elif relay.error is None:
+                relay.error = AllocationError(
+                    f"{label}: no allocation within {timeout} s", reason="timeout"
+                )
+                nursery.cancel_scope.cancel()
+            else:
+                nursery.cancel_scope.cancel()
+    finally:
+        await relay._shutdown(deallocate=started or relay.error is None)
+    if relay.error is not None:
+        if not started:
+            raise relay.error
+        logger.warning("%s", relay.error)

@@ -1,0 +1,562 @@
+"""A sans-IO TURN client for one allocation: Allocate, Refresh, permissions, channels
+(RFC 8656 §7-§12) with long-term credentials (RFC 8489 §9.2).
+
+No socket and no clock: the caller feeds what the server sent (:meth:`TurnClient.on_server_data`)
+and the time (every method takes ``now``, a monotonic float in seconds), and sends what
+:meth:`TurnClient.poll_transmit` hands back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from dataclasses import fields
+
+from .. import stun
+from .._errors import StateError
+from ..stun import Message, MessageClass, Method
+from ._records import (
+    CHANNEL_REFRESH,
+    FIRST_CHANNEL,
+    LAST_CHANNEL,
+    MAX_STALE_RETRIES,
+    METHOD,
+    PERMISSION_REFRESH,
+    Address,
+    Kind,
+    Peer,
+    Permission,
+    Transaction,
+)
+from ._state import TRANSITIONS, AllocationError, TurnEvent, TurnState, TurnStatistics
+
+__all__ = ["TurnClient"]
+
+
+class TurnClient:
+    """A TURN client for one allocation, as a pure state machine (RFC 8656).
+
+    Drive it like this (the trio shell, :func:`trice._trio._relay.run_relay`, does exactly
+    this)::
+
+        client = TurnClient("user", "secret", reliable=False)
+        client.start(now)
+        loop:
+            while (data := client.poll_transmit(now)) is not None: send it to the server
+            wait for server data or client.next_deadline()
+            peer_data = client.on_server_data(data, now)  # or client.on_timer(now)
+
+    **Allocation** (RFC 8656 §7.1, RFC 8489 §9.2): the first Allocate goes without
+    credentials; the server's 401 carries REALM and NONCE and the request is sent again with
+    USERNAME, REALM, NONCE and MESSAGE-INTEGRITY, as is every later request.  A 438 Stale
+    Nonce answer to any request is retried with the new nonce (up to three times in a row).
+    A 401 to a request that had credentials means they are wrong.  300 Try Alternate is
+    reported, not followed (:attr:`AllocationError.alternate_server`).  Any other error or
+    a transaction timeout fails the allocation; :attr:`error` says why.
+
+    **Keeping it alive**: a Refresh goes ``min(60, lifetime / 5)`` seconds before the
+    granted lifetime ends (RFC 8656 §8); permissions are refreshed every 240 s (they last
+    300 s, §9) and channel bindings every 540 s (they last 600 s, §12).
+
+    **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
+    waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
+    until the permission is installed, because servers drop relayed data before that.  Then
+    it goes in Send indications while a ChannelBind for the peer runs, and as ChannelData
+    (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.
+
+    **Closing** (RFC 8656 §8): :meth:`close` sends a Refresh with LIFETIME 0; closing while
+    the Allocate is still running deallocates as soon as it succeeds.
+
+    Garbage from the server never raises: it is counted in :meth:`statistics` and dropped.
+
+    Args:
+        username: the long-term credential user name (sent in USERNAME).
+        password: its password (only its key, RFC 8489 §9.2.2, is used).
+        reliable: the connection to the server is TCP or TLS: one send per request with a
+            ``ti`` timeout (RFC 8489 §6.2.2) and padded ChannelData; UDP otherwise.
+        lifetime: the allocation lifetime to ask for, in seconds (RFC 8656 §7.1).
+        rto: the initial retransmission timeout over UDP (RFC 8489 §6.2.1).
+        ti: the transaction timeout over TCP/TLS (RFC 8489 §6.2.2).
+        queue_limit: datagrams per peer IP held while its permission is pending.
+        software: a SOFTWARE attribute for requests, or ``None``.
+        new_transaction_id: where transaction IDs come from (tests pass a deterministic one).
+    """
+
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        reliable: bool,
+        lifetime: int = 600,
+        rto: float = 0.5,
+        ti: float = 39.5,
+        queue_limit: int = 8,
+        software: str | None = None,
+        new_transaction_id: Callable[[], bytes] = stun.new_transaction_id,
+    ) -> None:
+        if not 0 < lifetime <= 0xFFFFFFFF:
+            raise ValueError(f"lifetime must be a positive number of seconds, not {lifetime!r}")
+        if queue_limit < 0:
+            raise ValueError(f"queue_limit must not be negative, not {queue_limit!r}")
+        stun.saslprep(password)  # fail early (ValueError) on a password SASLprep refuses
+        self.username = username
+        self.reliable = reliable
+        self._password = password
+        self._requested_lifetime = lifetime
+        self._rto = rto
+        self._ti = ti
+        self._queue_limit = queue_limit
+        self._software = stun.Software(software) if software else None
+        self._new_tid = new_transaction_id
+        self._state = TurnState.IDLE
+        self._realm: str | None = None
+        self._nonce: str | None = None
+        self._key: bytes | None = None
+        self._transactions: dict[bytes, Transaction] = {}
+        self._outbox: deque[bytes] = deque()
+        self._permissions: dict[str, Permission] = {}
+        self._peers: dict[Address, Peer] = {}
+        self._channels: dict[int, Peer] = {}
+        self._next_channel = FIRST_CHANNEL
+        self._refresh_at = float("inf")
+        self._refreshing = False
+        self._deadline: float | None = None
+        self._dirty = True
+        self._counts = {f.name: 0 for f in fields(TurnStatistics)}
+        self.relayed_address: Address | None = None
+        """The relayed transport address (XOR-RELAYED-ADDRESS), once allocated."""
+        self.mapped_address: Address | None = None
+        """Our address as the server saw it (XOR-MAPPED-ADDRESS), once allocated."""
+        self.lifetime: int | None = None
+        """The lifetime the server granted in its last Allocate or Refresh answer, seconds."""
+        self.error: AllocationError | None = None
+        """Why the allocation failed, in :attr:`TurnState.FAILED`."""
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> TurnState:
+        """The allocation's :class:`TurnState`."""
+        return self._state
+
+    def statistics(self) -> TurnStatistics:
+        """A snapshot of the counters (:class:`TurnStatistics`)."""
+        return TurnStatistics(**self._counts)
+
+    def channel_bound(self, peer: Address) -> bool:
+        """Whether data to *peer* now goes as ChannelData (RFC 8656 §12)."""
+        p = self._peers.get(peer)
+        return p is not None and p.bound
+
+    def permission_installed(self, peer: Address) -> bool:
+        """Whether the server has a permission for *peer*'s IP address (RFC 8656 §9)."""
+        perm = self._permissions.get(peer[0])
+        return perm is not None and perm.installed
+
+    # --- driving ---------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Send the first Allocate request, without credentials (RFC 8656 §7.1).
+
+        Raises:
+            StateError: the client was already started.
+        """
+        if self._state is not TurnState.IDLE:
+            raise StateError(f"start() in state {self._state}")
+        self._move(TurnEvent.START)
+        self._request(Kind.ALLOCATE, now)
+
+    def poll_transmit(self, now: float) -> bytes | None:
+        """The next datagram (UDP) or frame (TCP/TLS) to send to the server, or ``None``."""
+        outbox = self._outbox
+        return outbox.popleft() if outbox else None
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` must next be called, or ``None`` when nothing is timed."""
+        if self._dirty:
+            self._dirty = False
+            deadlines = [
+                d for t in self._transactions.values() if (d := t.schedule.deadline) is not None
+            ]
+            if self._state is TurnState.ALLOCATED:
+                if not self._refreshing:
+                    deadlines.append(self._refresh_at)
+                deadlines.extend(
+                    p.refresh_at for p in self._permissions.values() if p.installed and not p.busy
+                )
+                deadlines.extend(
+                    p.refresh_at for p in self._peers.values() if p.bound and not p.busy
+                )
+            deadline = min(deadlines, default=float("inf"))
+            self._deadline = None if deadline == float("inf") else deadline
+        return self._deadline
+
+    def on_timer(self, now: float) -> None:
+        """Retransmit and time out transactions, refresh what is due (RFC 8656 §8, §9, §12)."""
+        self._dirty = True
+        for tid, tx in list(self._transactions.items()):
+            deadline = tx.schedule.deadline
+            if deadline is None or deadline > now or tid not in self._transactions:
+                continue
+            if tx.schedule.on_timeout(now) is None:
+                del self._transactions[tid]
+                self._on_timeout(tx, now)
+            else:
+                self._counts["retransmissions"] += 1
+                self._outbox.append(tx.wire)
+        if self._state is not TurnState.ALLOCATED:
+            return
+        if not self._refreshing and self._refresh_at <= now:
+            self._refreshing = True
+            self._request(Kind.REFRESH, now)
+        for perm in self._permissions.values():
+            if perm.installed and not perm.busy and perm.refresh_at <= now:
+                self._request(Kind.PERMISSION, now, perm)
+        for peer in self._peers.values():
+            if peer.bound and not peer.busy and peer.refresh_at <= now:
+                self._request(Kind.CHANNEL, now, peer)
+
+    def send_to_peer(self, peer: Address, data: bytes, now: float) -> bool:
+        """Relay *data* to *peer* through the allocation (RFC 8656 §9-§12).
+
+        Returns ``True`` when the data was queued for :meth:`poll_transmit` (possibly behind a
+        pending permission), ``False`` when it was dropped (and counted): the client is not
+        allocated, the queue for the peer's permission is full, the permission failed, or
+        *peer* is not an IP address of the relayed address's family.
+        """
+        p = self._peers.get(peer)
+        if p is not None and p.bound and self._state is TurnState.ALLOCATED:
+            self._outbox.append(stun.encode_channel_data(p.channel, data, pad=self.reliable))
+            self._counts["sent_channel_data"] += 1
+            return True
+        if self._state is not TurnState.ALLOCATED:
+            self._counts["dropped"] += 1
+            return False
+        if p is None:
+            p = self._new_peer(peer, now)
+            if p is None:
+                self._counts["dropped"] += 1
+                return False
+        perm = self._permissions[peer[0]]
+        if perm.installed:
+            self._send_indication(p.address, data)
+            return True
+        if perm.failed or len(perm.queue) >= self._queue_limit:
+            self._counts["dropped"] += 1
+            return False
+        perm.queue.append((p.address, bytes(data)))
+        return True
+
+    def on_server_data(self, data: bytes, now: float) -> list[tuple[Address, bytes]]:
+        """Handle one datagram (UDP) or one whole frame (TCP/TLS, see :class:`StreamFramer`).
+
+        Answers to this client's requests move the allocation along; Data indications
+        (RFC 8656 §11.6) and ChannelData (§12.6) come back as ``[(peer, data)]``.  Anything
+        else is counted as malformed or stray and dropped: this method does not raise.
+        """
+        if not data:
+            self._counts["malformed"] += 1
+            return []
+        first = data[0]
+        if 0x40 <= first <= 0x4F:
+            try:
+                channel, payload = stun.decode_channel_data(data)
+            except stun.StunDecodeError:
+                self._counts["malformed"] += 1
+                return []
+            p = self._channels.get(channel)
+            if p is None:
+                self._counts["malformed"] += 1
+                return []
+            self._counts["received"] += 1
+            return [(p.address, payload)]
+        if first > 3:
+            self._counts["malformed"] += 1
+            return []
+        try:
+            message = stun.decode(data)
+            klass = message.message_class
+            if klass is MessageClass.INDICATION and message.method is Method.DATA:
+                address = message.get(stun.XorPeerAddress)
+                payload_attr = message.get(stun.Data)
+                if address is None or payload_attr is None:
+                    self._counts["malformed"] += 1
+                    return []
+                self._counts["received"] += 1
+                return [((address.address, address.port), payload_attr.value)]
+            if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
+                self._on_response(message, now)
+            else:
+                self._counts["malformed"] += 1
+        except (stun.StunDecodeError, ValueError):
+            self._counts["malformed"] += 1
+        return []
+
+    def close(self, now: float) -> None:
+        """Delete the allocation: a Refresh with LIFETIME 0 (RFC 8656 §8).
+
+        Waits in :attr:`TurnState.CLOSING` for the answer (or the timeout), then
+        :attr:`TurnState.CLOSED`.  Closing while allocating deallocates once the Allocate
+        succeeds.  A no-op when failed, closing or closed.
+        """
+        state = self._state
+        nxt = TRANSITIONS[state].get(TurnEvent.CLOSE)
+        if nxt is None:
+            return
+        self._dirty = True
+        self._move(TurnEvent.CLOSE)
+        for perm in self._permissions.values():
+            self._counts["dropped"] += len(perm.queue)
+            perm.queue.clear()
+        if state is TurnState.ALLOCATED:
+            for tid, tx in list(self._transactions.items()):
+                if tx.kind is not Kind.ALLOCATE:
+                    del self._transactions[tid]
+            self._request(Kind.DEALLOCATE, now)
+
+    # --- transactions --------------------------------------------------------------------
+
+    def _move(self, event: TurnEvent) -> None:
+        nxt = TRANSITIONS[self._state].get(event)
+        if nxt is not None:
+            self._state = nxt
+            self._dirty = True
+
+    def _fail(self, message: str, *, code: int | None, reason: str, **extra: Address) -> None:
+        if self._state is TurnState.CLOSING:
+            self._move(TurnEvent.FAIL)
+            return
+        if self._state in (TurnState.ALLOCATING, TurnState.ALLOCATED):
+            self.error = AllocationError(message, code=code, reason=reason, **extra)
+            self._move(TurnEvent.FAIL)
+            self._transactions.clear()
+            for perm in self._permissions.values():
+                self._counts["dropped"] += len(perm.queue)
+                perm.queue.clear()
+
+    def _request(
+        self, kind: Kind, now: float, target: Permission | Peer | None = None, stale: int = 0
+    ) -> None:
+        """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12)."""
+        attrs: list[stun.Attribute] = []
+        if kind is Kind.ALLOCATE:
+            attrs.append(stun.RequestedTransport(17))
+            attrs.append(stun.Lifetime(self._requested_lifetime))
+        elif kind is Kind.REFRESH:
+            attrs.append(stun.Lifetime(self._requested_lifetime))
+        elif kind is Kind.DEALLOCATE:
+            attrs.append(stun.Lifetime(0))
+        elif kind is Kind.PERMISSION:
+            assert isinstance(target, Permission)
+            target.busy = True
+            attrs.append(stun.XorPeerAddress(target.ip, 0))
+        else:
+            assert isinstance(target, Peer)
+            target.busy = True
+            attrs.append(stun.ChannelNumber(target.channel))
+            attrs.append(stun.XorPeerAddress(*target.address))
+        if self._software is not None:
+            attrs.append(self._software)
+        key = self._key
+        if key is not None:
+            assert self._realm is not None and self._nonce is not None
+            attrs.append(stun.Username(self.username))
+            attrs.append(stun.Realm(self._realm))
+            attrs.append(stun.Nonce(self._nonce))
+        tid = self._new_tid()
+        wire = Message(METHOD[kind], MessageClass.REQUEST, tid, attrs).encode(integrity_key=key)
+        schedule = stun.RetransmissionSchedule(self._rto, reliable=self.reliable, ti=self._ti)
+        schedule.start(now)
+        self._transactions[tid] = Transaction(kind, wire, schedule, key is not None, stale, target)
+        self._outbox.append(wire)
+        self._dirty = True
+
+    def _on_response(self, message: Message, now: float) -> None:
+        tx = self._transactions.get(message.transaction_id)
+        if tx is None or message.method != METHOD[tx.kind]:
+            self._counts["stray"] += 1
+            return
+        if message.message_class is MessageClass.SUCCESS:
+            if tx.authenticated:
+                assert self._key is not None
+                if not message.verify_integrity(self._key):
+                    self._counts["malformed"] += 1  # RFC 8489 §9.2.5: discard, keep waiting
+                    return
+            del self._transactions[message.transaction_id]
+            self._dirty = True
+            self._on_success(tx, message, now)
+            return
+        del self._transactions[message.transaction_id]
+        self._dirty = True
+        error = message.get(stun.ErrorCode)
+        code = error.code if error is not None else 0
+        reason = error.reason if error is not None else "error response without ERROR-CODE"
+        if self._state is TurnState.CLOSING and tx.kind is Kind.ALLOCATE:
+            self._move(TurnEvent.DONE)  # closed while allocating, and nothing was allocated
+            return
+        realm = message.get(stun.Realm)
+        nonce = message.get(stun.Nonce)
+        if code == 401 and not tx.authenticated and realm is not None and nonce is not None:
+            # RFC 8489 §9.2.3: the challenge; retry with the long-term credentials.
+            self._realm = realm.value
+            self._nonce = nonce.value
+            try:
+                self._key = stun.long_term_key(self.username, realm.value, self._password)
+            except ValueError as exc:
+                self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
+                return
+            self._request(tx.kind, now, tx.target, tx.stale)
+            return
+        if code == 438 and nonce is not None and tx.stale < MAX_STALE_RETRIES:
+            # RFC 8489 §9.2.5: Stale Nonce; retry with the new nonce (and realm, if given).
+            self._nonce = nonce.value
+            if realm is not None and realm.value != self._realm:
+                self._realm = realm.value
+                self._key = stun.long_term_key(self.username, realm.value, self._password)
+            if self._key is not None:
+                self._request(tx.kind, now, tx.target, tx.stale + 1)
+                return
+        if code == 401:
+            reason = f"{reason} (wrong credentials)" if tx.authenticated else reason
+        elif code == 438:
+            reason = f"{reason} (stale nonce {tx.stale + 1} times in a row)"
+        alternate = message.get(stun.AlternateServer) if code == 300 else None
+        self._on_error(
+            tx,
+            now,
+            code,
+            reason,
+            None if alternate is None else (alternate.address, alternate.port),
+        )
+
+    def _on_success(self, tx: Transaction, message: Message, now: float) -> None:
+        kind = tx.kind
+        if kind is Kind.ALLOCATE:
+            relayed = message.get(stun.XorRelayedAddress)
+            if relayed is None:
+                self._fail(
+                    "TURN allocation failed: success without XOR-RELAYED-ADDRESS",
+                    code=None,
+                    reason="no relayed address",
+                )
+                return
+            self.relayed_address = (relayed.address, relayed.port)
+            mapped = message.get(stun.XorMappedAddress)
+            if mapped is not None:
+                self.mapped_address = (mapped.address, mapped.port)
+            self._granted(message, now)
+            if self._state is TurnState.CLOSING:
+                self._request(Kind.DEALLOCATE, now)  # close() came while allocating
+            else:
+                self._move(TurnEvent.GRANTED)
+        elif kind is Kind.REFRESH:
+            self._refreshing = False
+            self._granted(message, now)
+        elif kind is Kind.DEALLOCATE:
+            self.lifetime = 0
+            self._move(TurnEvent.DONE)
+        elif kind is Kind.PERMISSION:
+            perm = tx.target
+            assert isinstance(perm, Permission)
+            perm.busy = False
+            perm.installed = True
+            perm.refresh_at = now + PERMISSION_REFRESH
+            while perm.queue:
+                self._send_indication(*perm.queue.popleft())
+            for p in self._peers.values():
+                if p.address[0] == perm.ip and not p.channel:
+                    self._bind(p, now)
+        else:
+            peer = tx.target
+            assert isinstance(peer, Peer)
+            peer.busy = False
+            peer.bound = True
+            peer.refresh_at = now + CHANNEL_REFRESH
+
+    def _granted(self, message: Message, now: float) -> None:
+        granted = message.get(stun.Lifetime)
+        lifetime = granted.seconds if granted is not None else self._requested_lifetime
+        self.lifetime = lifetime
+        self._refresh_at = now + lifetime - min(60.0, lifetime / 5)
+
+    def _on_error(
+        self,
+        tx: Transaction,
+        now: float,
+        code: int | None,
+        reason: str,
+        alternate: Address | None = None,
+    ) -> None:
+        kind = tx.kind
+        what = "no answer" if code is None else f"{code} {reason}".strip()
+        if kind is Kind.ALLOCATE or kind is Kind.REFRESH:
+            extra = {} if alternate is None else {"alternate_server": alternate}
+            if alternate is not None:
+                what += f" (alternate server {alternate[0]}:{alternate[1]})"
+            self._fail(f"TURN {kind.value} failed: {what}", code=code, reason=reason, **extra)
+        elif kind is Kind.DEALLOCATE:
+            self._move(TurnEvent.DONE)
+        elif kind is Kind.PERMISSION:
+            perm = tx.target
+            assert isinstance(perm, Permission)
+            perm.busy = False
+            perm.installed = False
+            perm.failed = True
+            self._counts["dropped"] += len(perm.queue)
+            perm.queue.clear()
+        else:
+            p = tx.target
+            assert isinstance(p, Peer)
+            # RFC 8656 §12: without the channel, Send indications still work.
+            p.busy = False
+            p.bound = False
+            self._channels.pop(p.channel, None)
+            p.channel = 0
+
+    def _on_timeout(self, tx: Transaction, now: float) -> None:
+        self._on_error(tx, now, None, "timeout")
+
+    # --- peers --------------------------------------------------------------------------------
+
+    def _new_peer(self, peer: Address, now: float) -> Peer | None:
+        try:
+            ip = ipaddress.ip_address(peer[0])
+            port = int(peer[1])
+        except (ValueError, TypeError, IndexError):
+            return None
+        relayed = self.relayed_address
+        if relayed is None or ip.version != ipaddress.ip_address(relayed[0]).version:
+            return None
+        if not 0 < port <= 0xFFFF:
+            return None
+        p = Peer(peer)
+        self._peers[peer] = p
+        perm = self._permissions.get(peer[0])
+        if perm is None:
+            perm = self._permissions[peer[0]] = Permission(peer[0])
+            self._request(Kind.PERMISSION, now, perm)
+        elif perm.installed:
+            self._bind(p, now)
+        return p
+
+    def _bind(self, p: Peer, now: float) -> None:
+        """Give *p* a channel and bind it (RFC 8656 §12.1); without free numbers, do nothing."""
+        if self._next_channel > LAST_CHANNEL:
+            return
+        p.channel = self._next_channel
+        self._next_channel += 1
+        self._channels[p.channel] = p
+        self._request(Kind.CHANNEL, now, p)
+
+    def _send_indication(self, peer: Address, data: bytes) -> None:
+        """Send indication with XOR-PEER-ADDRESS and DATA (RFC 8656 §11.1)."""
+        message = Message(
+            Method.SEND,
+            MessageClass.INDICATION,
+            self._new_tid(),
+            (stun.XorPeerAddress(peer[0], peer[1]), stun.Data(data)),
+        )
+        self._outbox.append(message.encode())
+        self._counts["sent_indications"] += 1

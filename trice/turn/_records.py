@@ -1,0 +1,88 @@
+"""The client's bookkeeping records: transactions, permissions and channels (RFC 8656 §9, §12)."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from .. import stun
+from ..stun import Method
+
+__all__ = [
+    "CHANNEL_REFRESH",
+    "FIRST_CHANNEL",
+    "LAST_CHANNEL",
+    "MAX_STALE_RETRIES",
+    "METHOD",
+    "PERMISSION_REFRESH",
+    "Address",
+    "Kind",
+    "Peer",
+    "Permission",
+    "Transaction",
+]
+
+Address = tuple[str, int]
+
+#: A permission lasts 300 s (RFC 8656 §9); it is refreshed 60 s before.
+PERMISSION_REFRESH: Final = 240.0
+#: A channel binding lasts 600 s (RFC 8656 §12); it is refreshed 60 s before.
+CHANNEL_REFRESH: Final = 540.0
+#: Channel numbers (RFC 8656 §12).
+FIRST_CHANNEL: Final = 0x4000
+LAST_CHANNEL: Final = 0x4FFF
+#: 438 Stale Nonce answers accepted in a row for one request before giving up (RFC 8489 §9.2.5
+#: expects one retry; a server that keeps answering 438 is broken).
+MAX_STALE_RETRIES: Final = 3
+
+
+class Kind(enum.Enum):
+    ALLOCATE = "Allocate"
+    REFRESH = "Refresh"
+    DEALLOCATE = "Refresh (deallocate)"
+    PERMISSION = "CreatePermission"
+    CHANNEL = "ChannelBind"
+
+
+METHOD: Final = {
+    Kind.ALLOCATE: Method.ALLOCATE,
+    Kind.REFRESH: Method.REFRESH,
+    Kind.DEALLOCATE: Method.REFRESH,
+    Kind.PERMISSION: Method.CREATE_PERMISSION,
+    Kind.CHANNEL: Method.CHANNEL_BIND,
+}
+
+
+@dataclass(slots=True, eq=False)
+class Permission:
+    """Permission for one peer IP (RFC 8656 §9) and the data waiting for it."""
+
+    ip: str
+    installed: bool = False
+    failed: bool = False
+    busy: bool = False  # a CreatePermission transaction is running
+    refresh_at: float = float("inf")
+    queue: deque[tuple[Address, bytes]] = field(default_factory=deque)
+
+
+@dataclass(slots=True, eq=False)
+class Peer:
+    """One peer transport address and its channel (RFC 8656 §12)."""
+
+    address: Address
+    channel: int = 0  # 0: none
+    bound: bool = False
+    busy: bool = False  # a ChannelBind transaction is running
+    refresh_at: float = float("inf")
+
+
+@dataclass(slots=True, eq=False)
+class Transaction:
+    kind: Kind
+    wire: bytes
+    schedule: stun.RetransmissionSchedule
+    authenticated: bool
+    stale: int
+    target: Permission | Peer | None
