@@ -54,7 +54,7 @@ def _big_buffer(sock: socket.socket) -> None:
 
 
 async def _drain_rate(
-    fill: Callable[[bytes], None], receive: Callable[[], Awaitable[bytes]], burst: int
+    fill: Callable[[bytes], object], receive: Callable[[], Awaitable[bytes]], burst: int
 ) -> float:
     """Receive rate alone: ``burst`` datagrams are queued in the kernel first (the sender does
     not yield, so nothing is read meanwhile), then timed while the receiver drains them."""

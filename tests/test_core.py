@@ -13,7 +13,7 @@ import pytest
 import trice
 from trice import stun
 from trice._config import Nomination, Timing
-from trice.ice import CandidateType, candidate_priority
+from trice.ice import Candidate, CandidateType, candidate_priority
 from trice.ice._checklist import PairState
 from trice.ice._core import AgentCore, IceParameters, check_schedule
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
@@ -707,3 +707,18 @@ def test_closed_core_does_nothing() -> None:
     assert a.core.next_deadline() is None
     assert a.core.poll_check(net.now) is None
     assert a.core.on_request(0, ("10.0.0.2", 6000), binding_request(a.core), net.now) is None
+
+
+def test_signalled_candidate_replaces_the_learned_prflx() -> None:
+    """RFC 8838 §11.4: a check may outrun signaling; the signalled candidate then wins."""
+    _net, a = three_pair_core()
+    core = a.core
+    source = ("198.51.100.7", 41000)
+    core.on_request(0, source, binding_request(core, priority=1_862_270_975), 0.0)
+    (pair,) = [p for p in core.checklist if p.remote.transport_address == source]
+    assert pair.remote.type is CandidateType.PRFLX
+    signalled = Candidate.from_sdp("candidate:sig 1 udp 2130706431 198.51.100.7 41000 typ host")
+    core.remote_complete = False  # the harness signalled end-of-candidates already
+    core.add_remote_candidate(signalled)
+    assert pair.remote is signalled
+    assert [c for c in core.remote_candidates if c.transport_address == source] == [signalled]

@@ -144,6 +144,7 @@ class Agent:
         # Transactions in flight: the response's handler, by transaction id.
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
         self._pokes: dict[bytes, Callable[[], None]] = {}
+        self._checks: trio.Nursery | None = None
         self._check_scopes: dict[object, trio.CancelScope] = {}
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
@@ -319,10 +320,35 @@ class Agent:
         self._changed = trio.Event()
 
     def _pump(self) -> None:
-        """Deliver the core's events and wake the scheduler after any change of the core."""
+        """After any change of the core: deliver its events, start the checks it wants now
+        (their first transmission goes out at once, not after a trip through the scheduler),
+        and wake the scheduler to recompute its deadline."""
         for event in self._core.drain_events():
             self._emit(event)
+        if self._checks is not None:
+            self._start_checks(trio.current_time())
+            for event in self._core.drain_events():
+                self._emit(event)
         self._wakeup.set()
+
+    def _start_checks(self, now: float) -> None:
+        core = self._core
+        for tid in core.poll_resend():
+            poke = self._pokes.get(tid)
+            if poke is not None:
+                poke()
+        while (check := core.poll_check(now)) is not None:
+            transport = self._transports.get(check.base)
+            if transport is None:
+                core.on_timeout(check, now)
+                continue
+            old = self._check_scopes.get(check.pair)
+            if old is not None and not check.consent:
+                old.cancel()
+            run = _CheckRun(self, check, transport)
+            run.transmit()
+            assert self._checks is not None
+            self._checks.start_soon(run.run, name=_check_name(check))
 
     def _data_route(self) -> tuple[Transport, Address]:
         pair = self._core.selected
@@ -596,81 +622,20 @@ class Agent:
             handler(message, source)
 
     async def _scheduler(self) -> None:
+        """Keeps the core's time: runs its timers and sleeps until its next deadline or the
+        next change.  Checks run as tasks in this task's nursery."""
         core = self._core
         async with trio.open_nursery() as checks:
+            self._checks = checks
             while not core.finished:
-                now = trio.current_time()
-                core.on_timer(now)
-                for tid in core.poll_resend():
-                    poke = self._pokes.get(tid)
-                    if poke is not None:
-                        poke()
-                while (check := core.poll_check(now)) is not None:
-                    old = self._check_scopes.get(check.pair)
-                    if old is not None and not check.consent:
-                        old.cancel()
-                    checks.start_soon(self._run_check, check, name=_check_name(check))
+                core.on_timer(trio.current_time())
                 self._pump()
                 deadline = core.next_deadline()
                 self._wakeup = trio.Event()
                 with trio.move_on_at(math.inf if deadline is None else deadline):
                     await self._wakeup.wait()
+            self._checks = None
             checks.cancel_scope.cancel()
-
-    async def _run_check(self, check: Check) -> None:
-        """Send one check on its schedule until a response settles it or it gives up."""
-        transport = self._transports.get(check.base)
-        if transport is None:
-            return
-        tid = check.transaction_id
-        core = self._core
-        settled = False
-        wake = trio.Event()
-
-        def on_response(message: stun.Message, source: Address) -> None:
-            nonlocal settled
-            if core.on_response(check, message, source, trio.current_time()):
-                settled = True
-                wake.set()
-                self._pump()
-
-        self._pending[tid] = on_response
-        self._pokes[tid] = lambda: wake.set()
-        with trio.CancelScope() as scope:
-            if not check.consent:
-                self._check_scopes[check.pair] = scope
-            try:
-                start = trio.current_time()
-                schedule = check.schedule
-                for i in range(len(schedule) - 1):
-                    deadline = start + schedule[i + 1]
-                    while True:
-                        self._trace_check(check)
-                        transport.send_nowait(check.message, check.destination)
-                        with trio.move_on_at(deadline):
-                            await wake.wait()
-                        if settled:
-                            return
-                        if not wake.is_set():
-                            break  # the RTO passed: next transmission
-                        wake = trio.Event()  # poked: send again now, same deadline
-                core.on_timeout(check, trio.current_time())
-                self._pump()
-            finally:
-                del self._pending[tid]
-                del self._pokes[tid]
-                if self._check_scopes.get(check.pair) is scope:
-                    del self._check_scopes[check.pair]
-
-    def _trace_check(self, check: Check) -> None:
-        if logger.isEnabledFor(TRACE):
-            logger.log(
-                TRACE,
-                "%s: send %s%s",
-                self._local.ufrag,
-                _check_name(check),
-                " USE-CANDIDATE" if check.nominating else "",
-            )
 
     def _close(self) -> None:
         if self._closed:
@@ -693,6 +658,77 @@ async def _resolve(host: str, port: int, family: int) -> Address:
         raise OSError(f"{host} has no address of the socket's family")
     sockaddr = infos[0][4]
     return (str(sockaddr[0]), int(sockaddr[1]))
+
+
+class _CheckRun:
+    """One connectivity check in flight: its first transmission goes out when it is made,
+    then its task retransmits on the check's schedule until a response settles it or the
+    schedule runs out (RFC 8445 §14.3)."""
+
+    __slots__ = ("agent", "check", "scope", "settled", "start", "transport", "wake")
+
+    def __init__(self, agent: Agent, check: Check, transport: Transport) -> None:
+        self.agent = agent
+        self.check = check
+        self.transport = transport
+        self.settled = False
+        self.wake = trio.Event()
+        self.start = trio.current_time()
+        self.scope = trio.CancelScope()
+        agent._pending[check.transaction_id] = self.on_response
+        agent._pokes[check.transaction_id] = self.poke
+        if not check.consent:
+            agent._check_scopes[check.pair] = self.scope
+
+    def on_response(self, message: stun.Message, source: Address) -> None:
+        agent = self.agent
+        if agent._core.on_response(self.check, message, source, trio.current_time()):
+            self.settled = True
+            self.wake.set()
+            agent._pump()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def transmit(self) -> None:
+        check = self.check
+        if logger.isEnabledFor(TRACE):
+            logger.log(
+                TRACE,
+                "%s: send %s%s",
+                self.agent.local_parameters.ufrag,
+                _check_name(check),
+                " USE-CANDIDATE" if check.nominating else "",
+            )
+        self.transport.send_nowait(check.message, check.destination)
+
+    async def run(self) -> None:
+        agent = self.agent
+        check = self.check
+        tid = check.transaction_id
+        try:
+            with self.scope:
+                schedule = check.schedule
+                for i in range(len(schedule) - 1):
+                    if i:
+                        self.transmit()
+                    deadline = self.start + schedule[i + 1]
+                    while True:
+                        with trio.move_on_at(deadline):
+                            await self.wake.wait()
+                        if self.settled:
+                            return
+                        if not self.wake.is_set():
+                            break  # the RTO passed: next transmission
+                        self.wake = trio.Event()  # poked: send again now, same deadline
+                        self.transmit()
+                agent._core.on_timeout(check, trio.current_time())
+                agent._pump()
+        finally:
+            agent._pending.pop(tid, None)
+            agent._pokes.pop(tid, None)
+            if agent._check_scopes.get(check.pair) is self.scope:
+                del agent._check_scopes[check.pair]
 
 
 def _check_name(check: Check) -> str:

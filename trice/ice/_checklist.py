@@ -191,6 +191,15 @@ class CheckList:
                 del self._index[(pair.base, pair.remote.address, pair.remote.port)]
                 self.pruned += 1
 
+    def replace_remote(self, old: Candidate, new: Candidate, *, controlling: bool) -> None:
+        """Pairs formed with ``old`` take ``new`` as their remote candidate instead."""
+        for pair in self._pairs:
+            if pair.remote is old:
+                pair.remote = new
+                pair.foundation = f"{pair.local.foundation}:{new.foundation}"
+                pair.priority = compute_pair_priority(pair.local, new, controlling)
+        self._sort()
+
     def recompute_priorities(self, controlling: bool) -> None:
         """After a role change (RFC 8445 §7.3.1.1), pair priorities change too."""
         for pair in self._pairs:

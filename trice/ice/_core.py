@@ -189,6 +189,7 @@ class AgentCore:
             raise StateError("a remote candidate came after end-of-candidates")
         address = (candidate.address, candidate.port)
         if address in self.remote_addresses:
+            self._adopt_signalled(candidate)
             return
         if len(self.remote_candidates) >= self.max_remote_candidates:
             raise LimitError(
@@ -196,6 +197,18 @@ class AgentCore:
                 "(AgentConfig.max_remote_candidates)"
             )
         self._add_remote(candidate)
+
+    def _adopt_signalled(self, candidate: Candidate) -> None:
+        """A signalled candidate whose address was learned first as peer-reflexive (its
+        check outran signaling) takes the learned one's place, with its own type, priority
+        and foundation (RFC 8838 §11.4)."""
+        address = (candidate.address, candidate.port)
+        for index, known in enumerate(self.remote_candidates):
+            if (known.address, known.port) == address:
+                if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
+                    self.remote_candidates[index] = candidate
+                    self.checklist.replace_remote(known, candidate, controlling=self.controlling)
+                return
 
     def _add_remote(self, candidate: Candidate) -> None:
         self.remote_candidates.append(candidate)

@@ -1,0 +1,178 @@
+"""Benchmark helpers on top of the peer harness (``tests/peers/harness.py``).
+
+A benchmark row is ``(label, peer_a_cmd, peer_b_cmd)``: peer A is started ``--controlling``
+and peer B ``--controlled``, both on loopback host candidates only. trice's own peer
+(``tests/peers/trice_peer.py``) is the harness's ``"trice"`` kind.
+
+:func:`measure_in_process` times two trice agents in one trio run instead, without processes
+or pipes in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+import trice
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from peers.harness import (
+    PEER_KINDS,
+    PeerUnavailable,
+    connect_pair,
+    peer_command,
+    peer_pair,
+)
+
+__all__ = [
+    "PEER_KINDS",
+    "PeerUnavailable",
+    "Row",
+    "Stats",
+    "default_rows",
+    "measure",
+    "measure_cmds",
+    "measure_in_process",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str
+    peer_a_cmd: list[str]
+    peer_b_cmd: list[str]
+
+    @classmethod
+    def of(cls, kind_a: str, kind_b: str, *, ipv6: bool = False, lite_b: bool = False) -> Row:
+        """``kind_a`` (controlling) against ``kind_b`` (controlled), labelled ``a-b``."""
+        label = f"{kind_a}-{kind_b}{' lite' if lite_b else ''}{' ipv6' if ipv6 else ''}"
+        return cls(
+            label,
+            peer_command(kind_a, controlling=True, ipv6=ipv6),
+            peer_command(kind_b, controlling=False, ipv6=ipv6, lite=lite_b),
+        )
+
+
+def measure_cmds(
+    cmd_a: Sequence[str], cmd_b: Sequence[str], n: int, timeout: float = 20.0
+) -> list[float]:
+    """Connect fresh peers ``n`` times; each sample is the ms until *both* are connected.
+
+    The clock starts when a peer reads ``start``, both peers already holding each other's
+    parameters and candidates, so process start-up and gathering are not counted.
+    """
+    samples = []
+    for _ in range(n):
+        with peer_pair(cmd_a, cmd_b) as (a, b):
+            samples.append(connect_pair(a, b, timeout).elapsed_ms)
+    return samples
+
+
+def measure(kind_a: str, kind_b: str, n: int, *, ipv6: bool = False) -> list[float]:
+    """Connect times (ms) of ``kind_a`` (controlling) to ``kind_b`` (controlled)."""
+    row = Row.of(kind_a, kind_b, ipv6=ipv6)
+    return measure_cmds(row.peer_a_cmd, row.peer_b_cmd, n)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    n: int
+    median: float
+    p10: float
+    p90: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Stats:
+        if len(samples) >= 2:
+            deciles = statistics.quantiles(samples, n=10, method="inclusive")
+            p10, p90 = deciles[0], deciles[-1]
+        else:
+            p10 = p90 = samples[0]
+        return cls(
+            len(samples),
+            statistics.median(samples),
+            p10,
+            p90,
+            min(samples),
+            max(samples),
+        )
+
+
+def default_rows(*, ipv6: bool = False) -> list[Row]:
+    """The baseline rows; rows whose peer cannot be built here are left out (with a note)."""
+    pairs = [
+        ("aioice", "aioice"),
+        ("pion", "pion"),
+        ("aioice", "pion"),
+        ("pion", "aioice"),
+        ("trice", "trice"),
+        ("trice", "aioice"),
+        ("aioice", "trice"),
+        ("trice", "pion"),
+        ("pion", "trice"),
+    ]
+    rows = []
+    for kind_a, kind_b in pairs:
+        try:
+            rows.append(Row.of(kind_a, kind_b, ipv6=ipv6))
+        except PeerUnavailable as exc:
+            print(f"skipping {kind_a}-{kind_b}: {exc}", file=sys.stderr)
+    return rows
+
+
+def _loopback_config(ipv6: bool) -> trice.AgentConfig:
+    return trice.AgentConfig(
+        network=trice.NetworkConfig(
+            interface_filter=lambda n: n == "lo",
+            include_loopback=True,
+            ipv4=not ipv6,
+            ipv6=ipv6,
+        )
+    )
+
+
+async def _in_process_once(ipv6: bool, limit: float) -> float:
+    config = _loopback_config(ipv6)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        with trio.fail_after(limit):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+        for agent, other in ((a, b), (b, a)):
+            params = other.local_parameters
+            agent.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
+            for candidate in other.local_candidates:
+                agent.add_remote_candidate(candidate)
+            agent.add_remote_candidate(None)
+        done: list[float] = []
+
+        async def connect(agent: trice.Agent) -> None:
+            await agent.connect()
+            done.append(time.perf_counter())
+
+        t0 = time.perf_counter()
+        with trio.fail_after(limit):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connect, a)
+                nursery.start_soon(connect, b)
+        return (max(done) - t0) * 1000.0
+
+
+def measure_in_process(n: int, *, ipv6: bool = False, timeout: float = 20.0) -> list[float]:
+    """Connect times (ms) of two trice agents in one trio run, ``n`` fresh pairs.
+
+    The clock starts once both agents hold each other's parameters and candidates
+    (end-of-candidates included) and stops when both ``connect()`` calls returned.
+    """
+    return [trio.run(_in_process_once, ipv6, timeout) for _ in range(n)]

@@ -1,0 +1,355 @@
+// pion-peer: a Pion ICE (github.com/pion/ice/v2) agent speaking the trice
+// peer line protocol (JSON lines on stdin/stdout, logs on stderr).
+//
+// See tests/peers/harness.py for the protocol specification.
+//
+// It only ever gathers loopback host candidates (127.0.0.1, or ::1 with
+// --ipv6), or -- with --turn ... --relay-only -- relayed candidates from the
+// given TURN server.
+//
+// Build offline (GOPATH mode, Debian's golang-github-pion-ice.v2-dev):
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o pion-peer .
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/logging"
+)
+
+type message struct {
+	Type      string `json:"type"`
+	Ufrag     string `json:"ufrag,omitempty"`
+	Pwd       string `json:"pwd,omitempty"`
+	Lite      bool   `json:"lite,omitempty"`
+	Candidate string `json:"candidate,omitempty"`
+	Count     int    `json:"count,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+var (
+	outMu sync.Mutex
+	out   = bufio.NewWriter(os.Stdout)
+)
+
+func emit(v map[string]interface{}) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	outMu.Lock()
+	defer outMu.Unlock()
+	_, _ = out.Write(b)
+	_ = out.WriteByte('\n')
+	_ = out.Flush()
+}
+
+func logf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "pion-peer: "+format+"\n", args...)
+}
+
+func fail(format string, args ...interface{}) {
+	msg := fmt.Sprintf(format, args...)
+	logf("error: %s", msg)
+	emit(map[string]interface{}{"type": "error", "message": msg})
+	os.Exit(1)
+}
+
+// candidateLine renders a candidate as an RFC 8839 attribute value
+// ("candidate:..." without "a="). Pion's Marshal() omits the prefix.
+func candidateLine(c ice.Candidate) string {
+	return "candidate:" + c.Marshal()
+}
+
+// parseCandidate accepts "a=candidate:...", "candidate:..." or the bare value.
+func parseCandidate(line string) (ice.Candidate, error) {
+	s := strings.TrimSpace(line)
+	s = strings.TrimPrefix(s, "a=")
+	s = strings.TrimPrefix(s, "candidate:")
+	return ice.UnmarshalCandidate(s)
+}
+
+// received counts data datagrams per exchange round. Payloads are
+// "x<round>-<index>"; see harness.py.
+type counter struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	counts map[int]int
+}
+
+func newCounter() *counter {
+	c := &counter{counts: map[int]int{}}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+func (c *counter) add(round int) {
+	c.mu.Lock()
+	c.counts[round]++
+	c.mu.Unlock()
+	c.cond.Broadcast()
+}
+
+// wait blocks until round has at least n datagrams or the deadline passes.
+func (c *counter) wait(round, n int, deadline time.Time) int {
+	timer := time.AfterFunc(time.Until(deadline), func() { c.cond.Broadcast() })
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.counts[round] < n && time.Now().Before(deadline) {
+		c.cond.Wait()
+	}
+	return c.counts[round]
+}
+
+func main() {
+	controlling := flag.Bool("controlling", false, "act as the controlling agent")
+	controlled := flag.Bool("controlled", false, "act as the controlled agent")
+	ipv6 := flag.Bool("ipv6", false, "gather ::1 instead of 127.0.0.1")
+	lite := flag.Bool("lite", false, "be an ICE lite agent")
+	turnURL := flag.String("turn", "", "TURN server URL, e.g. turn:127.0.0.1:3478?transport=udp")
+	turnUser := flag.String("username", "", "TURN username")
+	turnCred := flag.String("credential", "", "TURN password")
+	relayOnly := flag.Bool("relay-only", false, "only gather relayed candidates (needs --turn)")
+	exchangeTimeout := flag.Duration("exchange-timeout", 5*time.Second, "how long to wait for the peer's datagrams")
+	connectTimeout := flag.Duration("connect-timeout", 30*time.Second, "how long to wait for connectivity")
+	flag.Int("count", 0, "ignored (datagram count comes with the exchange message)")
+	flag.Parse()
+
+	if *controlling == *controlled {
+		fail("exactly one of --controlling / --controlled is required")
+	}
+	if *relayOnly && *turnURL == "" {
+		fail("--relay-only needs --turn")
+	}
+	if *lite && *relayOnly {
+		fail("a lite agent only has host candidates")
+	}
+
+	netType := ice.NetworkTypeUDP4
+	if *ipv6 {
+		netType = ice.NetworkTypeUDP6
+	}
+	disconnected := 10 * time.Second
+	failed := 30 * time.Second
+	keepalive := 2 * time.Second
+	lf := logging.NewDefaultLoggerFactory()
+	lf.Writer = os.Stderr // Pion logs to stdout by default, which is our protocol channel
+	lf.DefaultLogLevel = logging.LogLevelWarn
+	if os.Getenv("PION_PEER_DEBUG") != "" {
+		lf.DefaultLogLevel = logging.LogLevelTrace
+	}
+	cfg := &ice.AgentConfig{
+		NetworkTypes:        []ice.NetworkType{netType},
+		CandidateTypes:      []ice.CandidateType{ice.CandidateTypeHost},
+		MulticastDNSMode:    ice.MulticastDNSModeDisabled,
+		IncludeLoopback:     true,
+		InterfaceFilter:     func(name string) bool { return name == "lo" },
+		IPFilter:            func(ip net.IP) bool { return ip.IsLoopback() },
+		Lite:                *lite,
+		DisconnectedTimeout: &disconnected,
+		FailedTimeout:       &failed,
+		KeepaliveInterval:   &keepalive,
+		LoggerFactory:       lf,
+	}
+	if *turnURL != "" {
+		u, err := ice.ParseURL(*turnURL)
+		if err != nil {
+			fail("bad --turn URL: %v", err)
+		}
+		u.Username = *turnUser
+		u.Password = *turnCred
+		cfg.Urls = []*ice.URL{u}
+		if *relayOnly {
+			cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeRelay}
+		} else {
+			cfg.CandidateTypes = append(cfg.CandidateTypes, ice.CandidateTypeRelay)
+		}
+	}
+	if *ipv6 && !*relayOnly {
+		// Pion 2.3's interface enumeration rejects ::1 (it treats it as an
+		// "IPv4-compatible IPv6" address), so bind ::1 ourselves and hand it
+		// over as a UDP mux, whose listen address becomes the host candidate.
+		pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback, Port: 0})
+		if err != nil {
+			fail("cannot bind [::1]: %v", err)
+		}
+		cfg.UDPMux = ice.NewUDPMuxDefault(ice.UDPMuxParams{
+			UDPConn: pc,
+			Logger:  lf.NewLogger("udpmux"),
+		})
+	}
+
+	agent, err := ice.NewAgent(cfg)
+	if err != nil {
+		fail("NewAgent: %v", err)
+	}
+	defer agent.Close() //nolint:errcheck
+
+	ufrag, pwd, err := agent.GetLocalUserCredentials()
+	if err != nil {
+		fail("GetLocalUserCredentials: %v", err)
+	}
+	emit(map[string]interface{}{"type": "parameters", "ufrag": ufrag, "pwd": pwd, "lite": *lite})
+
+	if err := agent.OnCandidate(func(c ice.Candidate) {
+		if c == nil {
+			emit(map[string]interface{}{"type": "end-of-candidates"})
+			return
+		}
+		emit(map[string]interface{}{"type": "candidate", "candidate": candidateLine(c)})
+	}); err != nil {
+		fail("OnCandidate: %v", err)
+	}
+	if err := agent.OnConnectionStateChange(func(s ice.ConnectionState) {
+		logf("connection state %s", s)
+	}); err != nil {
+		fail("OnConnectionStateChange: %v", err)
+	}
+	if err := agent.GatherCandidates(); err != nil {
+		fail("GatherCandidates: %v", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var (
+		remoteUfrag, remotePwd string
+		started                bool
+		connMu                 sync.Mutex
+		conn                   *ice.Conn
+		connReady              = make(chan struct{})
+		rounds                 int
+		recv                   = newCounter()
+	)
+
+	startConnecting := func() {
+		t0 := time.Now()
+		cctx, ccancel := context.WithTimeout(ctx, *connectTimeout)
+		defer ccancel()
+		var c *ice.Conn
+		var err error
+		if *controlling {
+			c, err = agent.Dial(cctx, remoteUfrag, remotePwd)
+		} else {
+			c, err = agent.Accept(cctx, remoteUfrag, remotePwd)
+		}
+		if err != nil {
+			if errors.Is(err, ice.ErrCanceledByCaller) && ctx.Err() != nil {
+				return
+			}
+			fail("connect: %v", err)
+		}
+		elapsed := float64(time.Since(t0).Nanoseconds()) / 1e6
+		msg := map[string]interface{}{"type": "connected", "elapsed_ms": elapsed}
+		if pair, err := agent.GetSelectedCandidatePair(); err == nil && pair != nil {
+			msg["local"] = candidateLine(pair.Local)
+			msg["remote"] = candidateLine(pair.Remote)
+		}
+		connMu.Lock()
+		conn = c
+		connMu.Unlock()
+		close(connReady)
+		emit(msg)
+
+		buf := make([]byte, 65536)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			var round, idx int
+			if _, err := fmt.Sscanf(string(buf[:n]), "x%d-%d", &round, &idx); err == nil {
+				recv.add(round)
+			}
+		}
+	}
+
+	exchange := func(round, count int) {
+		select {
+		case <-connReady:
+		case <-ctx.Done():
+			return
+		}
+		connMu.Lock()
+		c := conn
+		connMu.Unlock()
+		sent := 0
+		for i := 0; i < count; i++ {
+			if _, err := c.Write([]byte(fmt.Sprintf("x%d-%d", round, i))); err != nil {
+				logf("write: %v", err)
+				break
+			}
+			sent++
+		}
+		got := recv.wait(round, count, time.Now().Add(*exchangeTimeout))
+		emit(map[string]interface{}{"type": "exchanged", "sent": sent, "received": got})
+	}
+
+	scanner := bufio.NewScanner(os.Stdin)
+	scanner.Buffer(make([]byte, 1<<20), 1<<20)
+	for scanner.Scan() {
+		line := strings.TrimSpace(scanner.Text())
+		if line == "" {
+			continue
+		}
+		var m message
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			fail("bad input line %q: %v", line, err)
+		}
+		switch m.Type {
+		case "parameters":
+			remoteUfrag, remotePwd = m.Ufrag, m.Pwd
+			if started {
+				if err := agent.SetRemoteCredentials(m.Ufrag, m.Pwd); err != nil {
+					fail("SetRemoteCredentials: %v", err)
+				}
+			}
+		case "candidate":
+			c, err := parseCandidate(m.Candidate)
+			if err != nil {
+				fail("bad candidate %q: %v", m.Candidate, err)
+			}
+			if err := agent.AddRemoteCandidate(c); err != nil {
+				fail("AddRemoteCandidate: %v", err)
+			}
+		case "end-of-candidates":
+			// Pion has no end-of-candidates signal; nothing to do.
+		case "start":
+			if started {
+				continue
+			}
+			if remoteUfrag == "" || remotePwd == "" {
+				fail("start before remote parameters")
+			}
+			started = true
+			go startConnecting()
+		case "exchange":
+			if !started {
+				fail("exchange before start")
+			}
+			go exchange(rounds, m.Count)
+			rounds++
+		case "close":
+			logf("close requested")
+			return
+		default:
+			logf("ignoring unknown message type %q", m.Type)
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		fail("stdin: %v", err)
+	}
+}

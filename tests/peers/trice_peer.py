@@ -1,0 +1,245 @@
+"""A trice agent speaking the trice peer line protocol.
+
+Usage::
+
+    python tests/peers/trice_peer.py --controlling|--controlled [--ipv6] [--lite]
+        [--aggressive] [-v | --trace]
+
+JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for the
+protocol. It only ever gathers loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``)
+through ``trice.NetworkConfig(interface_filter=lambda n: n == "lo", include_loopback=True)``.
+``--aggressive`` makes a controlling agent nominate aggressively. TURN options are accepted
+but answered with an ``error`` (not supported yet). ``--trace`` (or the environment variable
+``TRICE_PEER_TRACE=1``) logs every check and STUN message at trice's TRACE level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+import trice
+
+log = logging.getLogger("trice_peer")
+
+#: Loopback interface name on Linux.
+LOOPBACK = "lo"
+
+
+def emit(msg: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def network_config(ipv6: bool) -> trice.NetworkConfig:
+    """Loopback-only gathering: 127.0.0.1, or ::1 with ``ipv6``."""
+    return trice.NetworkConfig(
+        interface_filter=lambda name: name == LOOPBACK,
+        include_loopback=True,
+        ipv4=not ipv6,
+        ipv6=ipv6,
+    )
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines of stdin (without the newline), read without blocking the trio thread."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
+    async with stream:
+        while True:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                if buffer.strip():
+                    yield buffer.decode()
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                yield line.decode()
+
+
+class PeerFailed(Exception):
+    """A fatal error, reported as an ``error`` message."""
+
+
+class Peer:
+    def __init__(self, args: argparse.Namespace, agent: trice.Agent) -> None:
+        self.args = args
+        self.agent = agent
+        self.conn: trice.Connection | None = None
+        self.connected = trio.Event()
+        self.received: defaultdict[int, int] = defaultdict(int)
+        self.received_changed = trio.Event()
+        self.rounds = 0
+        self.started = False
+        self.have_remote = False
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        agent = self.agent
+        params = agent.local_parameters
+        emit({"type": "parameters", "ufrag": params.ufrag, "pwd": params.pwd, "lite": params.lite})
+        await agent.wait_gathering_complete()
+        for candidate in agent.local_candidates:
+            emit({"type": "candidate", "candidate": candidate.to_sdp()})
+        emit({"type": "end-of-candidates"})
+        async for raw in stdin_lines():
+            line = raw.strip()
+            if not line:
+                continue
+            msg = json.loads(line)
+            if not self.handle(msg, nursery):
+                return
+        log.info("stdin EOF")
+
+    def handle(self, msg: dict[str, Any], nursery: trio.Nursery) -> bool:
+        kind = msg.get("type")
+        if kind == "parameters":
+            self.agent.set_remote_parameters(
+                msg["ufrag"], msg["pwd"], lite=bool(msg.get("lite", False))
+            )
+            self.have_remote = True
+        elif kind == "candidate":
+            self.agent.add_remote_candidate(trice.Candidate.from_sdp(msg["candidate"]))
+        elif kind == "end-of-candidates":
+            self.agent.add_remote_candidate(None)
+        elif kind == "start":
+            if not self.started:
+                if not self.have_remote:
+                    raise PeerFailed("start before remote parameters")
+                self.started = True
+                nursery.start_soon(self.connect, time.perf_counter())
+        elif kind == "exchange":
+            if not self.started:
+                raise PeerFailed("exchange before start")
+            nursery.start_soon(self.exchange, self.rounds, int(msg["count"]))
+            self.rounds += 1
+        elif kind == "close":
+            log.info("close requested")
+            return False
+        else:
+            log.warning("ignoring unknown message type %r", kind)
+        return True
+
+    async def connect(self, t0: float) -> None:
+        with trio.fail_after(self.args.connect_timeout):
+            conn = await self.agent.connect()
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        pair = conn.selected_pair
+        self.conn = conn
+        self.connected.set()
+        emit(
+            {
+                "type": "connected",
+                "elapsed_ms": elapsed,
+                "local": pair.local.to_sdp(),
+                "remote": pair.remote.to_sdp(),
+            }
+        )
+        await self.receive(conn)
+
+    async def receive(self, conn: trice.Connection) -> None:
+        try:
+            async for data in conn:
+                head, sep, _ = data.partition(b"-")
+                if sep and head.startswith(b"x") and head[1:].isdigit():
+                    self.received[int(head[1:])] += 1
+                    self.received_changed.set()
+                    self.received_changed = trio.Event()
+        except trio.ClosedResourceError:
+            return
+
+    async def exchange(self, round_: int, count: int) -> None:
+        await self.connected.wait()
+        assert self.conn is not None
+        sent = 0
+        for i in range(count):
+            await self.conn.send(b"x%d-%d" % (round_, i))
+            sent += 1
+        with trio.move_on_after(self.args.exchange_timeout):
+            while self.received[round_] < count:
+                await self.received_changed.wait()
+        emit({"type": "exchanged", "sent": sent, "received": self.received[round_]})
+
+
+async def amain(args: argparse.Namespace) -> int:
+    config = trice.AgentConfig(
+        network=network_config(args.ipv6),
+        lite=args.lite,
+        nomination=trice.Nomination.AGGRESSIVE if args.aggressive else trice.Nomination.REGULAR,
+    )
+    async with (
+        trice.open_agent(config, controlling=args.controlling) as agent,
+        trio.open_nursery() as nursery,
+    ):
+        await Peer(args, agent).run(nursery)
+        nursery.cancel_scope.cancel()
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    # Unwrap exception groups of one exception (without naming BaseExceptionGroup, which
+    # Python 3.10 lacks).
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not (isinstance(inner, tuple) and len(inner) == 1):
+            break
+        exc = inner[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    role = parser.add_mutually_exclusive_group(required=True)
+    role.add_argument("--controlling", action="store_true")
+    role.add_argument("--controlled", action="store_true")
+    parser.add_argument("--ipv6", action="store_true", help="gather ::1 instead of 127.0.0.1")
+    parser.add_argument("--lite", action="store_true", help="be an ICE lite agent")
+    parser.add_argument(
+        "--aggressive", action="store_true", help="aggressive nomination when controlling"
+    )
+    parser.add_argument("--turn", help="TURN URL (not supported yet: error)")
+    parser.add_argument("--username", help="TURN username")
+    parser.add_argument("--credential", help="TURN password")
+    parser.add_argument("--relay-only", action="store_true")
+    parser.add_argument("--count", type=int, default=0, help="ignored")
+    parser.add_argument("--connect-timeout", type=float, default=30.0)
+    parser.add_argument("--exchange-timeout", type=float, default=5.0)
+    parser.add_argument("-v", "--verbose", action="store_true", help="trice DEBUG logs")
+    parser.add_argument("--trace", action="store_true", help="trice TRACE logs (every check)")
+    args = parser.parse_args()
+    level = logging.WARNING
+    if args.verbose:
+        level = logging.DEBUG
+    if args.trace or os.environ.get("TRICE_PEER_TRACE"):
+        level = trice.TRACE
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="trice-peer: %(relativeCreated)9.3f %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("trice").setLevel(level)
+    log.setLevel(min(level, logging.INFO) if level < logging.WARNING else level)
+    if args.turn or args.relay_only:
+        emit({"type": "error", "message": "TURN is not supported yet by the trice peer"})
+        return 2
+    try:
+        return trio.run(amain, args)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        log.exception("peer failed")
+        emit({"type": "error", "message": _describe(exc)})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""trice against real third-party ICE agents (aioice, Pion) on loopback host candidates.
+
+trice runs in the test's own trio run, through its public API; the other peer is a
+subprocess driven through the line protocol of ``tests/peers/harness.py``. One test also
+runs trice's own peer program (``tests/peers/trice_peer.py``) against itself through the
+harness, as the benchmarks do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections import defaultdict
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+import trice
+
+from peers.harness import (
+    Message,
+    Peer,
+    PeerError,
+    PeerUnavailable,
+    connect_pair,
+    exchange,
+    peer_command,
+    peer_pair,
+    pion_binary,
+)
+
+pytestmark = pytest.mark.interop
+
+COUNT = 100
+TIMEOUT = 20.0
+KINDS = ["aioice", "pion"]
+ROLES = [True, False]
+ROLE_IDS = ["trice-controlling", "trice-controlled"]
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = _has_ipv6_loopback()
+
+
+@pytest.fixture(scope="session")
+def pion_available() -> None:
+    # Same rule as tests/test_peers_baseline.py: skip when Go or the Pion sources are missing.
+    try:
+        pion_binary()
+    except PeerUnavailable as exc:
+        pytest.skip(f"Pion peer unavailable: {exc}")
+
+
+@pytest.fixture
+def kind(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    if value == "pion":
+        request.getfixturevalue("pion_available")
+    return value
+
+
+@pytest.fixture(autouse=True)
+def trace_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every check and STUN message of trice lands in the report of a failing test."""
+    caplog.set_level(trice.TRACE, logger="trice")
+    yield
+
+
+def _address(candidate_line: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>
+    return ipaddress.ip_address(candidate_line.removeprefix("candidate:").split()[4])
+
+
+def _assert_loopback(candidate_line: str, version: int) -> None:
+    addr = _address(candidate_line)
+    assert addr.is_loopback and addr.version == version, candidate_line
+
+
+def _config(
+    *, ipv6: bool = False, lite: bool = False, aggressive: bool = False
+) -> trice.AgentConfig:
+    return trice.AgentConfig(
+        network=trice.NetworkConfig(
+            interface_filter=lambda n: n == "lo",
+            include_loopback=True,
+            ipv4=not ipv6,
+            ipv6=ipv6,
+        ),
+        lite=lite,
+        nomination=trice.Nomination.AGGRESSIVE if aggressive else trice.Nomination.REGULAR,
+    )
+
+
+async def _in_thread_expect(peer: Peer, kind: str) -> Message:
+    return await trio.to_thread.run_sync(peer.expect, kind, TIMEOUT)
+
+
+async def _run_with_peer(
+    kind: str,
+    *,
+    trice_controlling: bool,
+    ipv6: bool = False,
+    trice_lite: bool = False,
+    peer_lite: bool = False,
+    aggressive: bool = False,
+    peer_controlling: bool | None = None,
+) -> None:
+    """trice (in process) against a ``kind`` peer (subprocess): connect, then exchange
+    ``COUNT`` datagrams each way and check that every one arrived on both sides.
+
+    The peer takes the other role than trice unless ``peer_controlling`` says otherwise.
+    """
+    version = 6 if ipv6 else 4
+    if peer_controlling is None:
+        peer_controlling = not trice_controlling
+    cmd = peer_command(kind, controlling=peer_controlling, ipv6=ipv6, lite=peer_lite)
+    config = _config(ipv6=ipv6, lite=trice_lite, aggressive=aggressive)
+    with Peer(cmd, name=kind) as peer:
+        async with trice.open_agent(config, controlling=trice_controlling) as agent:
+            theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+            with trio.fail_after(TIMEOUT):
+                await agent.wait_gathering_complete()
+            ours = agent.local_parameters
+            assert agent.local_candidates, "trice gathered no candidate"
+            peer.send(
+                {"type": "parameters", "ufrag": ours.ufrag, "pwd": ours.pwd, "lite": ours.lite}
+            )
+            for candidate in agent.local_candidates:
+                _assert_loopback(candidate.to_sdp(), version)
+                peer.send({"type": "candidate", "candidate": candidate.to_sdp()})
+            peer.send({"type": "end-of-candidates"})
+
+            params, *candidates = theirs
+            agent.set_remote_parameters(params["ufrag"], params["pwd"], lite=params["lite"])
+            for msg in candidates:
+                if msg["type"] == "candidate":
+                    agent.add_remote_candidate(trice.Candidate.from_sdp(msg["candidate"]))
+                else:
+                    agent.add_remote_candidate(None)
+            peer.send({"type": "start"})
+
+            with trio.fail_after(TIMEOUT):
+                conn = await agent.connect()
+            if peer_lite:
+                assert agent.controlling, "a full agent facing a lite one must control"
+            if trice_lite:
+                assert not agent.controlling, "a lite agent is always controlled"
+            assert agent.connection_state in (
+                trice.ConnectionState.CONNECTED,
+                trice.ConnectionState.COMPLETED,
+            )
+            _assert_loopback(conn.selected_pair.local.to_sdp(), version)
+            _assert_loopback(conn.selected_pair.remote.to_sdp(), version)
+            connected = await _in_thread_expect(peer, "connected")
+            for key in ("local", "remote"):
+                if key in connected:
+                    _assert_loopback(connected[key], version)
+
+            received: defaultdict[int, int] = defaultdict(int)
+            all_in = trio.Event()
+
+            async def count_received() -> None:
+                async for data in conn:
+                    head, sep, _ = data.partition(b"-")
+                    if sep and head.startswith(b"x") and head[1:].isdigit():
+                        received[int(head[1:])] += 1
+                        if received[0] >= COUNT:
+                            all_in.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(count_received)
+                peer.send({"type": "exchange", "count": COUNT})
+                for i in range(COUNT):
+                    await conn.send(b"x0-%d" % i)
+                with trio.move_on_after(5):
+                    await all_in.wait()
+                exchanged = await _in_thread_expect(peer, "exchanged")
+                nursery.cancel_scope.cancel()
+            assert exchanged == {"type": "exchanged", "sent": COUNT, "received": COUNT}, (
+                f"{kind} got {exchanged['received']}/{COUNT} datagrams from trice"
+            )
+            assert received[0] == COUNT, f"trice got {received[0]}/{COUNT} datagrams from {kind}"
+            assert agent.statistics().datagrams_dropped == 0
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize("kind", KINDS, indirect=True)
+async def test_ipv4(kind: str, trice_controlling: bool) -> None:
+    await _run_with_peer(kind, trice_controlling=trice_controlling)
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) here")
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize("kind", KINDS, indirect=True)
+async def test_ipv6(kind: str, trice_controlling: bool) -> None:
+    # Both aioice and the Pion peer support ::1 (the Pion peer through its own UDP mux).
+    await _run_with_peer(kind, trice_controlling=trice_controlling, ipv6=True)
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=["told-controlling", "told-controlled"])
+@pytest.mark.parametrize("kind", ["pion"], indirect=True)
+async def test_trice_full_to_pion_lite(kind: str, trice_controlling: bool) -> None:
+    # A full agent facing a lite one takes the controlling role (RFC 8445 §6.1.1), even
+    # when it was opened as controlled.  The lite peer is always controlled: told to be
+    # controlling, Pion's lite agent claims ICE-CONTROLLING too, and as Pion ignores 487
+    # (Role Conflict) answers and drops ICE-CONTROLLING requests, that pair cannot work.
+    await _run_with_peer(
+        kind, trice_controlling=trice_controlling, peer_lite=True, peer_controlling=False
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS, indirect=True)
+async def test_full_peer_to_trice_lite(kind: str) -> None:
+    await _run_with_peer(kind, trice_controlling=False, trice_lite=True)
+
+
+@pytest.mark.parametrize("kind", KINDS, indirect=True)
+async def test_trice_aggressive_nomination(kind: str) -> None:
+    await _run_with_peer(kind, trice_controlling=True, aggressive=True)
+
+
+# --------------------------------------------------------------------------- trice's peer
+
+
+def test_trice_peer_to_trice_peer() -> None:
+    """trice's own peer program on both sides, through the harness (as the benchmarks)."""
+    cmd_a = peer_command("trice", controlling=True)
+    cmd_b = peer_command("trice", controlling=False)
+    with peer_pair(cmd_a, cmd_b) as (a, b):
+        connected = connect_pair(a, b)
+        for msg in (connected.a, connected.b):
+            _assert_loopback(msg["local"], 4)
+            _assert_loopback(msg["remote"], 4)
+        assert connected.elapsed_ms > 0
+        ex_a, ex_b = exchange(a, b, COUNT)
+        assert ex_a == {"type": "exchanged", "sent": COUNT, "received": COUNT}
+        assert ex_b == {"type": "exchanged", "sent": COUNT, "received": COUNT}
+        ex_a, ex_b = exchange(a, b, 5)
+        assert (ex_a["received"], ex_b["received"]) == (5, 5)
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_trice_peer_gathers_only_loopback(ipv6: bool) -> None:
+    if ipv6 and not HAS_IPV6:
+        pytest.skip("no IPv6 loopback (::1) here")
+    with Peer(peer_command("trice", controlling=True, ipv6=ipv6)) as peer:
+        params, *candidates, end = peer.local_description()
+    assert params["type"] == "parameters" and params["ufrag"] and params["pwd"]
+    assert params["lite"] is False
+    assert end == {"type": "end-of-candidates"}
+    assert candidates, "no candidate gathered"
+    for msg in candidates:
+        assert _address(msg["candidate"]) == ipaddress.ip_address("::1" if ipv6 else "127.0.0.1")
+        assert " typ host" in msg["candidate"]
+
+
+def test_trice_peer_refuses_turn() -> None:
+    extra = ["--turn=turn:127.0.0.1:3478?transport=udp", "--username=u", "--credential=p"]
+    with Peer(peer_command("trice", controlling=True, extra=extra)) as peer:
+        with pytest.raises(PeerError, match="not supported yet"):
+            peer.recv(timeout=10)
+        assert peer.proc.wait(10) != 0

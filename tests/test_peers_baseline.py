@@ -1,0 +1,217 @@
+"""The third-party peers (Pion, aioice) talk to each other through the harness, on loopback.
+
+This proves the peer programs and the line protocol before trice's own peer is wired in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peers.harness import (
+    Message,
+    Peer,
+    PeerError,
+    PeerUnavailable,
+    connect_pair,
+    exchange,
+    peer_command,
+    peer_pair,
+    pion_binary,
+)
+
+pytestmark = pytest.mark.interop
+
+COUNT = 100
+KINDS = ["pion", "aioice"]
+PAIRS = [(a, b) for a in KINDS for b in KINDS]
+
+
+@pytest.fixture(scope="session")
+def pion_available() -> None:
+    try:
+        pion_binary()
+    except PeerUnavailable as exc:
+        pytest.skip(f"Pion peer unavailable: {exc}")
+
+
+@pytest.fixture
+def kinds(request: pytest.FixtureRequest) -> tuple[str, str]:
+    pair: tuple[str, str] = request.param
+    if "pion" in pair:
+        request.getfixturevalue("pion_available")
+    return pair
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _address(candidate_line: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>
+    assert candidate_line.startswith("candidate:"), candidate_line
+    return ipaddress.ip_address(candidate_line.split()[4])
+
+
+def _check_loopback_pair(msg: Message, version: int) -> None:
+    for key in ("local", "remote"):
+        if key in msg:
+            addr = _address(msg[key])
+            assert addr.is_loopback and addr.version == version, msg
+
+
+def _run_pair(kind_a: str, kind_b: str, *, ipv6: bool = False, lite_b: bool = False) -> None:
+    cmd_a = peer_command(kind_a, controlling=True, ipv6=ipv6)
+    cmd_b = peer_command(kind_b, controlling=False, ipv6=ipv6, lite=lite_b)
+    with peer_pair(cmd_a, cmd_b) as (a, b):
+        connected = connect_pair(a, b)
+        version = 6 if ipv6 else 4
+        _check_loopback_pair(connected.a, version)
+        _check_loopback_pair(connected.b, version)
+        assert connected.elapsed_ms > 0
+        ex_a, ex_b = exchange(a, b, COUNT)
+        assert ex_a == {"type": "exchanged", "sent": COUNT, "received": COUNT}
+        assert ex_b == {"type": "exchanged", "sent": COUNT, "received": COUNT}
+        # A second round is counted separately.
+        ex_a, ex_b = exchange(a, b, 5)
+        assert (ex_a["received"], ex_b["received"]) == (5, 5)
+
+
+@pytest.mark.parametrize("kinds", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS], indirect=True)
+def test_pair_ipv4(kinds: tuple[str, str]) -> None:
+    _run_pair(*kinds)
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+@pytest.mark.parametrize("kinds", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS], indirect=True)
+def test_pair_ipv6(kinds: tuple[str, str]) -> None:
+    _run_pair(*kinds, ipv6=True)
+
+
+LITE_PAIRS = [("pion", "pion"), ("aioice", "pion")]
+
+
+@pytest.mark.parametrize(
+    "kinds", LITE_PAIRS, ids=[f"{a}-{b}lite" for a, b in LITE_PAIRS], indirect=True
+)
+def test_full_controlling_to_lite(kinds: tuple[str, str]) -> None:
+    _run_pair(*kinds, lite_b=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_gathers_only_loopback(kind: str, ipv6: bool, request: pytest.FixtureRequest) -> None:
+    if kind == "pion":
+        request.getfixturevalue("pion_available")
+    if ipv6 and not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) here")
+    with Peer(peer_command(kind, controlling=True, ipv6=ipv6)) as peer:
+        desc = peer.local_description()
+    params, *candidates, end = desc
+    assert params["type"] == "parameters"
+    assert params["ufrag"] and params["pwd"]
+    assert params["lite"] is False
+    assert end == {"type": "end-of-candidates"}
+    assert candidates, "no candidate gathered"
+    for msg in candidates:
+        addr = _address(msg["candidate"])
+        assert addr == ipaddress.ip_address("::1" if ipv6 else "127.0.0.1"), msg
+        assert " typ host" in msg["candidate"]
+
+
+def test_aioice_refuses_lite() -> None:
+    with Peer(peer_command("aioice", controlling=False, lite=True)) as peer:
+        with pytest.raises(PeerError, match="lite"):
+            peer.recv(timeout=10)
+        assert peer.proc.wait(10) != 0
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _stun_answers(port: int, timeout: float) -> bool:
+    # A bare STUN Binding request (RFC 8489): type 0x0001, length 0, magic cookie, txid.
+    request = struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, os.urandom(12))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.sendto(request, ("127.0.0.1", port))
+            try:
+                if s.recv(2048)[8:20] == request[8:20]:
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[list[str]]:
+    """A coturn on 127.0.0.1 (relaying to loopback peers); yields the peers' TURN options."""
+    binary = shutil.which("turnserver")
+    if binary is None:
+        pytest.skip("coturn (turnserver) is not installed")
+    port = _free_udp_port()
+    relay_min = 20000 + (port % 20000)
+    cmd = [
+        binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+        f"--listening-port={port}", f"--min-port={relay_min}", f"--max-port={relay_min + 200}",
+        "--realm=trice", "--lt-cred-mech", "--user=trice:secret", "--allow-loopback-peers",
+        "--no-tls", "--no-dtls", "--no-cli", f"--userdb={tmp_path / 'turndb'}",
+        f"--pidfile={tmp_path / 'turnserver.pid'}", f"--log-file={tmp_path / 'turn.log'}",
+        "--simple-log",
+    ]  # fmt: skip
+    with subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
+    ) as proc:
+        try:
+            if not _stun_answers(port, timeout=10):
+                pytest.fail("coturn did not answer STUN within 10 s")
+            yield [
+                f"--turn=turn:127.0.0.1:{port}?transport=udp",
+                "--username=trice",
+                "--credential=secret",
+                "--relay-only",
+            ]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.mark.parametrize("kinds", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS], indirect=True)
+def test_pair_relay_only_through_coturn(kinds: tuple[str, str], coturn: list[str]) -> None:
+    kind_a, kind_b = kinds
+    cmd_a = peer_command(kind_a, controlling=True, extra=coturn)
+    cmd_b = peer_command(kind_b, controlling=False, extra=coturn)
+    with peer_pair(cmd_a, cmd_b) as (a, b):
+        # Pion waits RelayAcceptanceMinWait (2 s) before nominating a relayed pair.
+        connected = connect_pair(a, b, timeout=30)
+        for msg in (connected.a, connected.b):
+            for key in ("local", "remote"):
+                if key in msg:
+                    assert " typ relay" in msg[key], msg
+                    assert _address(msg[key]).is_loopback, msg
+        ex_a, ex_b = exchange(a, b, COUNT)
+        assert (ex_a["received"], ex_b["received"]) == (COUNT, COUNT)
