@@ -216,7 +216,7 @@ async def _trice(count: int, pings: int) -> Result:
                     _big_buffer(t.sock)
         pps, delivered = await _one_way(ca.send, cb.receive, count)
         rtt = await _ping_pong(ca.send, ca.receive, cb.send, cb.receive, pings)
-        drain = await _drain_rate(ca.send_nowait, cb.receive, BURST)  # type: ignore[arg-type]
+        drain = await _drain_rate(ca.send_nowait, cb.receive, BURST)
     return Result("trice", pps, delivered, rtt, drain)
 
 

@@ -443,9 +443,9 @@ class Network:
                 # Poked: the check goes out again now, as the same transaction.
                 flight = endpoint.flights.get(tid)
                 if flight is not None and not flight.superseded:
-                    check = flight.check
-                    endpoint.transmissions.append((self.now, check, flight.sent))
-                    self.send(endpoint, check.base, check.destination, check.message)
+                    poked = flight.check
+                    endpoint.transmissions.append((self.now, poked, flight.sent))
+                    self.send(endpoint, poked.base, poked.destination, poked.message)
             while (check := core.poll_check(self.now)) is not None:
                 self._drain(endpoint)
                 self._start(endpoint, check)
