@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 
 import ifaddr
@@ -21,6 +22,27 @@ class HostAddress:
     bind_address: str
 
 
+#: Interfaces are read at most this often: an application that opens many agents at once
+#: (a server, a test with hundreds of pairs) reads them once, not once an agent.
+_ADAPTERS_TTL = 1.0
+_adapters_cache: tuple[float, list[tuple[str, list[str]]]] | None = None
+
+
+def _adapters() -> list[tuple[str, list[str]]]:
+    """(interface name, address literals) for every interface, cached for a second."""
+    global _adapters_cache
+    now = time.monotonic()
+    if _adapters_cache is not None and now - _adapters_cache[0] < _ADAPTERS_TTL:
+        return _adapters_cache[1]
+    adapters = []
+    for adapter in ifaddr.get_adapters():
+        name = str(adapter.nice_name or adapter.name)
+        texts = [str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip) for ip in adapter.ips]
+        adapters.append((name, texts))
+    _adapters_cache = (now, adapters)
+    return adapters
+
+
 def host_addresses(network: NetworkConfig) -> list[HostAddress]:
     """The addresses host gathering binds, after the config's filters.
 
@@ -30,15 +52,12 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
     """
     found: list[HostAddress] = []
     seen: set[str] = set()
-    for adapter in ifaddr.get_adapters():
-        name = str(adapter.nice_name or adapter.name)
+    for name, texts in _adapters():
         if network.interface_filter is not None and not network.interface_filter(name):
             continue
-        for ip in adapter.ips:
-            raw = ip.ip
-            text = raw[0] if isinstance(raw, tuple) else raw
+        for text in texts:
             try:
-                address = ipaddress.ip_address(str(text).split("%", 1)[0])
+                address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
                 continue
             if address.version == 4 and not network.ipv4:

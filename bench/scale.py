@@ -1,0 +1,228 @@
+"""Scale: N pairs of agents in one process, all connecting at once, beside aioice.
+
+For N in (100, 500, 1000): the time until every pair is connected (from opening the agents,
+so host gathering is included), and the memory each agent holds once connected (traced
+Python allocations, in a separate run so that tracing does not slow the timed one).  Then,
+at the default limit of 1024 file descriptors, what happens when they run out: trice raises
+:class:`trice.LimitError`; aioice is reported as measured.
+
+Run: ``python bench/scale.py [--sizes 100 500 1000] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import trio
+
+import trice
+
+KIB = 1024
+
+
+def _loopback() -> trice.NetworkConfig:
+    return trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: address.is_loopback,
+        include_loopback=True,
+        ipv6=False,
+    )
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
+
+
+# ---------------------------------------------------------------- trice
+
+
+async def _trice_pairs(n: int, measure: Callable[[], None] | None = None) -> float:
+    """Open n pairs, connect them all; returns seconds until all are connected."""
+    config = trice.AgentConfig(network=_loopback())
+    connected = 0
+    all_connected = trio.Event()
+    release = trio.Event()
+
+    async def one_pair() -> None:
+        nonlocal connected
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            for here, there in ((a, b), (b, a)):
+                p = there.local_parameters
+                here.set_remote_parameters(p.ufrag, p.pwd)
+                for c in there.local_candidates:
+                    here.add_remote_candidate(c)
+                here.add_remote_candidate(None)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                nursery.start_soon(b.connect)
+            connected += 1
+            if connected == n:
+                all_connected.set()
+            await release.wait()
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one_pair)
+        await all_connected.wait()
+        elapsed = time.perf_counter() - start
+        if measure is not None:
+            measure()
+        release.set()
+    return elapsed
+
+
+def _trice_memory(n: int) -> float:
+    """KiB of traced allocations per agent, once every pair is connected."""
+    result: list[float] = []
+
+    def measure() -> None:
+        gc.collect()
+        current, _peak = tracemalloc.get_traced_memory()
+        result.append((current - base) / (2 * n) / KIB)
+
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    trio.run(_trice_pairs, n, measure)
+    tracemalloc.stop()
+    return result[0]
+
+
+async def _trice_fd_exhaustion(n: int) -> str:
+    try:
+        await _trice_pairs(n)
+    except trice.LimitError as exc:
+        return f"LimitError: {exc}"
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        return f"{type(first).__name__}: {first}"
+    return "no error: every pair connected"
+
+
+# ---------------------------------------------------------------- aioice
+
+
+def _aioice_setup() -> bool:
+    try:
+        import aioice.ice
+    except ImportError:
+        return False
+
+    def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"]
+
+    aioice.ice.get_host_addresses = loopback_only
+    return True
+
+
+async def _aioice_pairs(n: int, measure: Callable[[], None] | None = None) -> tuple[float, int]:
+    import aioice
+
+    async def one_pair() -> tuple[object, object, bool]:
+        a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+        b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+        ok = bool(a.local_candidates and b.local_candidates)
+        for here, there in ((a, b), (b, a)):
+            here.remote_username = there.local_username
+            here.remote_password = there.local_password
+            for c in there.local_candidates:
+                await here.add_remote_candidate(c)
+            await here.add_remote_candidate(None)
+        try:
+            await asyncio.gather(a.connect(), b.connect())
+        except ConnectionError:
+            ok = False
+        return a, b, ok
+
+    start = time.perf_counter()
+    pairs = await asyncio.gather(*(one_pair() for _ in range(n)))
+    elapsed = time.perf_counter() - start
+    if measure is not None:
+        measure()
+    for a, b, _ok in pairs:
+        await a.close()  # type: ignore[attr-defined]
+        await b.close()  # type: ignore[attr-defined]
+    return elapsed, sum(ok for _a, _b, ok in pairs)
+
+
+def _aioice_memory(n: int) -> float:
+    result: list[float] = []
+
+    def measure() -> None:
+        gc.collect()
+        result.append((tracemalloc.get_traced_memory()[0] - base) / (2 * n) / KIB)
+
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    asyncio.run(_aioice_pairs(n, measure))
+    tracemalloc.stop()
+    return result[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="N pairs of agents connecting at once")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000])
+    parser.add_argument("--memory-size", type=int, default=200, help="pairs for the memory run")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.memory_size = [100], 50
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    have_aioice = _aioice_setup()
+    rows = []
+    for n in args.sizes:
+        _raise_fd_limit(4 * n + 256)
+        trice_s = trio.run(_trice_pairs, n)
+        aio = asyncio.run(_aioice_pairs(n)) if have_aioice else None
+        rows.append((n, trice_s, aio))
+    trice_kib = _trice_memory(args.memory_size)
+    aio_kib = _aioice_memory(args.memory_size) if have_aioice else None
+
+    print("\nScale: N pairs of agents in one process, host candidates on loopback\n")
+    header = (
+        f"{'pairs':>6} {'trice all connected':>20} {'aioice':>12} {'aioice ok':>10} {'ratio':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n, trice_s, aio in rows:
+        aio_s = f"{aio[0] * 1000:>10.0f}ms" if aio else "n/a"
+        ok = f"{aio[1]}/{n}" if aio else "n/a"
+        ratio = f"{aio[0] / trice_s:.2f}x" if aio else "n/a"
+        print(f"{n:>6} {trice_s * 1000:>18.0f}ms {aio_s:>12} {ok:>10} {ratio:>8}")
+    print(f"\nmemory per agent ({args.memory_size} pairs, traced Python allocations):")
+    print(f"  trice  {trice_kib:6.1f} KiB")
+    if aio_kib is not None:
+        print(f"  aioice {aio_kib:6.1f} KiB")
+
+    # Descriptors running out: back to the limit the process started with (1024 by default).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+    n = 600
+    print(f"\nfile descriptors: limit {min(soft, 1024)}, {n} pairs ({2 * n} sockets and more):")
+    print(f"  trice:  {trio.run(_trice_fd_exhaustion, n)}")
+    if have_aioice:
+        try:
+            _, ok = asyncio.run(_aioice_pairs(n))
+            print(f"  aioice: no error raised; {ok}/{n} pairs connected")
+        except Exception as exc:
+            print(f"  aioice: {type(exc).__name__}: {exc}")
+    print()
+
+
+if __name__ == "__main__":
+    main()

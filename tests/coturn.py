@@ -1,0 +1,189 @@
+"""Start and stop a private coturn (``turnserver``) on loopback for one test.
+
+Each instance listens on free 127.0.0.1 ports (UDP and TCP on one port, TLS on another when
+asked), relays on 127.0.0.1 from its own port range, allows loopback peers, and keeps its
+database, pid file and log in a temporary directory.  It is killed by its PID when the
+context exits, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from trice import stun
+
+TURNSERVER = shutil.which("turnserver")
+REALM = "trice.test"
+USER = "alice"
+PASSWORD = "wonderland"
+
+
+def require_turnserver() -> str:
+    """Skip the calling test when coturn's ``turnserver`` is not installed."""
+    if TURNSERVER is None:
+        pytest.skip("coturn's turnserver binary is not installed (apt-get install coturn)")
+    return TURNSERVER
+
+
+@dataclass(frozen=True)
+class Coturn:
+    """A running coturn instance.
+
+    Attributes:
+        port: the UDP and TCP listening port on 127.0.0.1.
+        tls_port: the TLS listening port, or ``None`` without TLS.
+        ca_pem: the trustme CA certificate (PEM) that signed the server's certificate.
+        log: the path of the server's log file.
+        pid: the server's process ID.
+    """
+
+    port: int
+    tls_port: int | None
+    ca_pem: bytes | None
+    log: Path
+    pid: int
+
+    def log_text(self) -> str:
+        """The log so far (for assertions and failure messages)."""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _free_port(*, pair: bool = False) -> int:
+    """A port free for UDP and TCP on 127.0.0.1 (and the next one too with ``pair``)."""
+    for _ in range(200):
+        port = random.randrange(20000, 40000, 2)
+        ports = (port, port + 1) if pair else (port,)
+        try:
+            with contextlib.ExitStack() as stack:
+                for p in ports:
+                    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                        s = stack.enter_context(socket.socket(socket.AF_INET, kind))
+                        s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free loopback port")
+
+
+def _answers_binding(port: int) -> bool:
+    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        try:
+            s.sendto(request.encode(), ("127.0.0.1", port))
+            data = s.recv(2048)
+        except OSError:
+            return False
+    try:
+        return stun.decode(data).transaction_id == request.transaction_id
+    except stun.StunDecodeError:
+        return False
+
+
+def _accepts_tcp(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def run_coturn(
+    *, tls: bool = False, user: str = USER, password: str = PASSWORD, extra: tuple[str, ...] = ()
+) -> Iterator[Coturn]:
+    """Run coturn on loopback until the block exits (see the module docstring).
+
+    Args:
+        tls: also listen for TLS, with a certificate for ``127.0.0.1`` and ``localhost``
+            signed by a fresh trustme CA (:attr:`Coturn.ca_pem`).
+        user, password: the one long-term credential the server accepts (realm
+            :data:`REALM`).
+        extra: more ``turnserver`` options.
+    """
+    binary = require_turnserver()
+    with tempfile.TemporaryDirectory(prefix="trice-coturn-") as tmp:
+        tmpdir = Path(tmp)
+        port = _free_port(pair=True)  # coturn also binds the "alternative" port + 1
+        relay_low = random.randrange(41000, 60000, 100)
+        log = tmpdir / "turn.log"
+        argv = [
+            binary,
+            "-n",
+            "--listening-ip=127.0.0.1",
+            f"--listening-port={port}",
+            "--relay-ip=127.0.0.1",
+            f"--min-port={relay_low}",
+            f"--max-port={relay_low + 99}",
+            "--lt-cred-mech",
+            f"--user={user}:{password}",
+            f"--realm={REALM}",
+            "--no-cli",
+            "--no-dtls",
+            "--allow-loopback-peers",
+            f"--userdb={tmpdir / 'turndb'}",
+            f"--pidfile={tmpdir / 'turn.pid'}",
+            f"--log-file={log}",
+            "--simple-log",
+            "--no-stdout-log",
+            *extra,
+        ]
+        tls_port: int | None = None
+        ca_pem: bytes | None = None
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            cert_file = tmpdir / "cert.pem"
+            key_file = tmpdir / "key.pem"
+            cert.cert_chain_pems[0].write_to_path(str(cert_file))
+            cert.private_key_pem.write_to_path(str(key_file))
+            tls_port = _free_port(pair=True)
+            ca_pem = ca.cert_pem.bytes()
+            argv += [
+                f"--cert={cert_file}",
+                f"--pkey={key_file}",
+                f"--tls-listening-port={tls_port}",
+            ]
+        else:
+            argv.append("--no-tls")
+        stderr_path = tmpdir / "stderr.txt"
+        with stderr_path.open("wb") as stderr:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        try:
+            deadline = time.monotonic() + 10
+            while not (_answers_binding(port) and (tls_port is None or _accepts_tcp(tls_port))):
+                if proc.poll() is not None:
+                    err = stderr_path.read_text(errors="replace")
+                    raise RuntimeError(f"turnserver exited with {proc.returncode}: {err}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("turnserver did not start listening within 10 s")
+                time.sleep(0.05)
+            yield Coturn(port, tls_port, ca_pem, log, proc.pid)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()

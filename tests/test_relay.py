@@ -1,0 +1,281 @@
+"""The trio relay transport against a real coturn on loopback (UDP, TCP and TLS).
+
+Each test starts its own ``turnserver`` on free 127.0.0.1 ports (tests/coturn.py) and stops it
+by PID; the tests skip when coturn is not installed.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from trice import ConfigError, ServerUrl, TurnError
+from trice._trio._relay import RelayTransport, run_relay
+from trice.turn import AllocationError, TurnState
+
+from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+
+Address = tuple[str, int]
+Received = tuple[bytes, Address]
+
+
+@pytest.fixture
+def coturn() -> Iterator[Coturn]:
+    with run_coturn() as server:
+        yield server
+
+
+@pytest.fixture
+def coturn_tls() -> Iterator[Coturn]:
+    require_turnserver()
+    with run_coturn(tls=True) as server:
+        yield server
+
+
+def tls_context(server: Coturn) -> ssl.SSLContext:
+    assert server.ca_pem is not None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cadata=server.ca_pem.decode())
+    return context
+
+
+def url(server: Coturn, transport: str) -> ServerUrl:
+    if transport == "tls":
+        assert server.tls_port is not None
+        return ServerUrl("turns", "127.0.0.1", port=server.tls_port, transport="tcp")
+    return ServerUrl("turn", "127.0.0.1", port=server.port, transport=transport)
+
+
+class Inbox:
+    """A ``deliver`` callback that keeps what arrived in a memory channel."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[Received](100)
+
+    def __call__(self, transport: RelayTransport, data: bytes, peer: Address) -> None:
+        self.send.send_nowait((data, peer))
+
+
+async def start_relay(
+    nursery: trio.Nursery,
+    server: ServerUrl,
+    inbox: Inbox,
+    *,
+    password: str = PASSWORD,
+    ssl_context: ssl.SSLContext | None = None,
+    allocation_timeout: float = 3.0,
+) -> RelayTransport:
+    relay: RelayTransport = await nursery.start(
+        lambda task_status: run_relay(
+            server,
+            USER,
+            password,
+            base=7,
+            deliver=inbox,
+            ssl_context=ssl_context,
+            timeout=allocation_timeout,
+            task_status=task_status,
+        )
+    )
+    return relay
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# --- allocation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_allocate(transport: str) -> None:
+    require_turnserver()
+    with run_coturn(tls=transport == "tls") as server:
+        context = tls_context(server) if transport == "tls" else None
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(
+                    nursery, url(server, transport), Inbox(), ssl_context=context
+                )
+                assert relay.state is TurnState.ALLOCATED
+                assert relay.base == 7
+                assert relay.local_address[0] == "127.0.0.1"
+                assert relay.local_address[1] > 0
+                assert relay.mapped_address is not None
+                assert relay.mapped_address[0] == "127.0.0.1"
+                assert relay.server == url(server, transport)
+                nursery.cancel_scope.cancel()
+            assert relay.closed
+            # The server confirmed the deallocation.
+            assert relay.state.value == TurnState.CLOSED.value
+
+
+async def test_tls_rejects_an_unknown_certificate(coturn_tls: Coturn) -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(AllocationError) as info:
+                await start_relay(nursery, url(coturn_tls, "tls"), Inbox())  # system CAs only
+    assert info.value.reason == "certificate"
+    assert str(url(coturn_tls, "tls")) in str(info.value)
+
+
+async def test_wrong_password_is_401(coturn: Coturn) -> None:
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(TurnError) as info:  # nursery.start raises it bare
+            await start_relay(
+                nursery, url(coturn, "udp"), Inbox(), password="nope", allocation_timeout=2
+            )
+    assert trio.current_time() - start < 2
+    error = info.value
+    assert isinstance(error, AllocationError)
+    assert error.code == 401
+    assert "wrong credentials" in str(error)
+    assert f"127.0.0.1:{coturn.port}" in str(error)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_nobody_listening_is_unreachable(transport: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    server = ServerUrl("turn", "127.0.0.1", port=port, transport=transport)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(AllocationError) as info:
+            await start_relay(nursery, server, Inbox(), allocation_timeout=1)
+    assert trio.current_time() - start < 1.2
+    assert info.value.reason == "unreachable"
+    assert str(server) in str(info.value)
+
+
+async def test_silent_server_times_out() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))  # bound, never read: requests vanish without ICMP
+        server = ServerUrl("turn", "127.0.0.1", port=hole.getsockname()[1])
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(AllocationError) as info:
+                await start_relay(nursery, server, Inbox(), allocation_timeout=0.8)
+        elapsed = trio.current_time() - start
+    assert 0.8 <= elapsed < 1.0
+    assert info.value.reason == "timeout"
+    assert info.value.code is None
+    assert str(server) in str(info.value)
+
+
+async def test_stun_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        await run_relay(ServerUrl.parse("stun:127.0.0.1"), USER, PASSWORD, base=1, deliver=Inbox())
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+async def exchange_until(
+    a: RelayTransport, b_address: Address, inbox: Inbox, payload: bytes, sender: Address
+) -> None:
+    """Send from *a* every 20 ms until *inbox* gets *payload* from *sender*."""
+    while True:
+        a.send_nowait(payload, b_address)
+        with trio.move_on_after(0.02):
+            data, peer = await inbox.receive.receive()
+            if data == payload and peer == sender:
+                return
+
+
+@pytest.mark.parametrize("transports", [("udp", "udp"), ("tcp", "tls")])
+async def test_two_relays_both_ways(transports: tuple[str, str]) -> None:
+    require_turnserver()
+    with run_coturn(tls=True) as server:
+        context = tls_context(server)
+        inbox_a, inbox_b = Inbox(), Inbox()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                a = await start_relay(
+                    nursery, url(server, transports[0]), inbox_a, ssl_context=context
+                )
+                b = await start_relay(
+                    nursery, url(server, transports[1]), inbox_b, ssl_context=context
+                )
+                # B needs a permission for A before coturn relays A's data to it, so both send.
+                async with trio.open_nursery() as both:
+                    both.start_soon(
+                        exchange_until, a, b.local_address, inbox_b, b"a->b", a.local_address
+                    )
+                    both.start_soon(
+                        exchange_until, b, a.local_address, inbox_a, b"b->a", b.local_address
+                    )
+                assert a.statistics().sent_indications > 0
+                # Once the channels are bound, data goes as ChannelData.
+                await exchange_until(a, b.local_address, inbox_b, b"channel a->b", a.local_address)
+                while not a.statistics().sent_channel_data:
+                    await exchange_until(
+                        a, b.local_address, inbox_b, b"channel a->b", a.local_address
+                    )
+                while not b.statistics().sent_channel_data:
+                    await exchange_until(
+                        b, a.local_address, inbox_a, b"channel b->a", b.local_address
+                    )
+                for payload in (b"x", b"xy", b"xyz", bytes(range(256)) * 4):  # padding on streams
+                    await exchange_until(a, b.local_address, inbox_b, payload, a.local_address)
+                    await exchange_until(b, a.local_address, inbox_a, payload, b.local_address)
+                assert a.statistics().malformed == b.statistics().malformed == 0
+                nursery.cancel_scope.cancel()
+
+
+async def test_plain_udp_peer(coturn: Coturn) -> None:
+    inbox = Inbox()
+    peer = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await peer.bind(("127.0.0.1", 0))
+    peer_address: Address = peer.getsockname()
+    with peer, trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            relay = await start_relay(nursery, url(coturn, "udp"), inbox)
+            # The first 8 wait for the permission; the rest are dropped (UDP semantics).
+            sent = [relay.send_nowait(b"hello %d" % i, peer_address) for i in range(12)]
+            assert sent == [True] * 8 + [False] * 4
+            assert relay.statistics().dropped == 4
+            for i in range(8):
+                data, source = await peer.recvfrom(100)
+                assert data == b"hello %d" % i
+                assert source == relay.local_address
+            await relay.send(b"later", peer_address)
+            data, _ = await peer.recvfrom(100)
+            assert data == b"later"
+            await peer.sendto(b"reply", relay.local_address)
+            assert await inbox.receive.receive() == (b"reply", peer_address)
+            nursery.cancel_scope.cancel()
+
+
+# --- ending -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["cancel", "close"])
+async def test_ending_deallocates(coturn: Coturn, how: str) -> None:
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, url(coturn, "udp"), Inbox())
+        relayed_port = relay.local_address[1]
+        assert not port_is_free(relayed_port)
+        start = trio.current_time()
+        if how == "cancel":
+            nursery.cancel_scope.cancel()
+        else:
+            relay.close()
+    assert trio.current_time() - start < 0.6
+    assert relay.closed
+    assert relay.state is TurnState.CLOSED
+    assert not relay.send_nowait(b"late", ("127.0.0.1", 9))
+    # coturn released the relayed port: the allocation is gone.
+    with trio.fail_after(2):
+        while not port_is_free(relayed_port):  # noqa: ASYNC110 (polling another process)
+            await trio.sleep(0.05)

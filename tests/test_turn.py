@@ -1,0 +1,615 @@
+"""The pure TURN client against a tiny scripted server, in virtual time (RFC 8656)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trice import StateError, stun
+from trice.stun import Message, MessageClass, Method
+from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
+
+USER = "alice"
+PASSWORD = "wonderland"
+REALM = "example.org"
+RELAYED = ("198.51.100.1", 50000)
+MAPPED = ("203.0.113.5", 40000)
+PEER = ("192.0.2.10", 6000)
+PEER2 = ("192.0.2.10", 6001)
+
+Address = tuple[str, int]
+
+
+@dataclass
+class FakeServer:
+    """Just enough of a TURN server (RFC 8656) to script the client's conversations.
+
+    It challenges unauthenticated requests with 401, checks MESSAGE-INTEGRITY with its own
+    password, answers a stale nonce with 438, and records what it did.
+    """
+
+    password: str = PASSWORD
+    nonce: str = "nonce-1"
+    max_lifetime: int = 3600
+    silent: bool = False
+    always_stale: bool = False
+    stale_next: int = 0  # answer this many authenticated requests with 438
+    errors: dict[Method, tuple[int, str]] = field(default_factory=dict)
+    requests: list[tuple[float, Message]] = field(default_factory=list)
+    permissions: set[str] = field(default_factory=set)
+    channels: dict[int, Address] = field(default_factory=dict)
+    relayed: list[tuple[Address, bytes, str]] = field(default_factory=list)
+    allocated: bool = False
+    stale_count: int = 0
+
+    @property
+    def key(self) -> bytes:
+        return stun.long_term_key(USER, REALM, self.password)
+
+    def handle(self, data: bytes, now: float) -> list[bytes]:
+        if self.silent:
+            return []
+        if 0x40 <= data[0] <= 0x4F:
+            channel, payload = stun.decode_channel_data(data)
+            self.relayed.append((self.channels[channel], payload, "channel"))
+            return []
+        message = stun.decode(data)
+        method = Method(message.method)
+        if message.message_class is MessageClass.INDICATION:
+            assert message.method is Method.SEND
+            peer = message.get(stun.XorPeerAddress)
+            data_attr = message.get(stun.Data)
+            assert peer is not None and data_attr is not None
+            if peer.address in self.permissions:
+                self.relayed.append(((peer.address, peer.port), data_attr.value, "indication"))
+            return []
+        self.requests.append((now, message))
+        if message.get(stun.Username) is None:
+            return [
+                message.error_response(
+                    401, "Unauthorized", stun.Realm(REALM), stun.Nonce(self.nonce)
+                ).encode()
+            ]
+        if not message.verify_integrity(self.key):
+            return [
+                message.error_response(
+                    401, "Unauthorized", stun.Realm(REALM), stun.Nonce(self.nonce)
+                ).encode()
+            ]
+        nonce = message.get(stun.Nonce)
+        if self.stale_next:
+            self.stale_next -= 1
+            self.nonce += "+"
+        if self.always_stale or nonce is None or nonce.value != self.nonce:
+            self.stale_count += 1
+            self.nonce = f"nonce-{self.stale_count + 1}"
+            return [
+                message.error_response(
+                    438, "Stale Nonce", stun.Realm(REALM), stun.Nonce(self.nonce)
+                ).encode()
+            ]
+        if method in self.errors:
+            code, reason = self.errors[method]
+            extra: tuple[stun.Attribute, ...] = ()
+            if code == 300:
+                extra = (stun.AlternateServer("192.0.2.99", 3478),)
+            return [message.error_response(code, reason, *extra).encode(integrity_key=self.key)]
+        attrs: tuple[stun.Attribute, ...] = ()
+        if message.method is Method.ALLOCATE:
+            lifetime = message.get(stun.Lifetime)
+            seconds = min(lifetime.seconds if lifetime else 600, self.max_lifetime)
+            self.allocated = True
+            attrs = (
+                stun.XorRelayedAddress(*RELAYED),
+                stun.XorMappedAddress(*MAPPED),
+                stun.Lifetime(seconds),
+            )
+        elif message.method is Method.REFRESH:
+            lifetime = message.get(stun.Lifetime)
+            seconds = min(lifetime.seconds if lifetime else 600, self.max_lifetime)
+            self.allocated = seconds > 0
+            attrs = (stun.Lifetime(seconds),)
+        elif message.method is Method.CREATE_PERMISSION:
+            for peer in message.get_all(stun.XorPeerAddress):
+                self.permissions.add(peer.address)
+        elif message.method is Method.CHANNEL_BIND:
+            number = message.get(stun.ChannelNumber)
+            peer = message.get(stun.XorPeerAddress)
+            assert number is not None and peer is not None
+            self.channels[number.channel] = (peer.address, peer.port)
+            self.permissions.add(peer.address)
+        return [message.success_response(*attrs).encode(integrity_key=self.key)]
+
+    def methods(self) -> list[str]:
+        return [Method(m.method).name for _, m in self.requests]
+
+    def data_indication(self, peer: Address, data: bytes) -> bytes:
+        return Message(
+            Method.DATA,
+            MessageClass.INDICATION,
+            attributes=(stun.XorPeerAddress(*peer), stun.Data(data)),
+        ).encode()
+
+
+def state(client: TurnClient) -> TurnState:
+    """The client's state (a call, so that mypy does not narrow it between steps)."""
+    return client.state
+
+
+def exchange(client: TurnClient, server: FakeServer, now: float) -> list[tuple[Address, bytes]]:
+    """Deliver everything the client queued to the server and the answers back."""
+    received: list[tuple[Address, bytes]] = []
+    while (data := client.poll_transmit(now)) is not None:
+        for reply in server.handle(data, now):
+            received += client.on_server_data(reply, now)
+    return received
+
+
+def run_until(client: TurnClient, server: FakeServer, end: float, now: float = 0.0) -> float:
+    """Exchange, then jump from deadline to deadline up to *end*; return the time reached."""
+    exchange(client, server, now)
+    while (deadline := client.next_deadline()) is not None and deadline <= end:
+        now = max(now, deadline)
+        client.on_timer(now)
+        exchange(client, server, now)
+    return end
+
+
+def allocated(
+    *,
+    reliable: bool = False,
+    server: FakeServer | None = None,
+    lifetime: int = 600,
+    queue_limit: int = 8,
+) -> tuple[TurnClient, FakeServer]:
+    client = TurnClient(
+        USER, PASSWORD, reliable=reliable, lifetime=lifetime, queue_limit=queue_limit
+    )
+    server = server or FakeServer()
+    client.start(0.0)
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.ALLOCATED, client.error
+    return client, server
+
+
+# --- allocation -----------------------------------------------------------------------------
+
+
+def test_allocate_after_401_challenge() -> None:
+    client = TurnClient(USER, PASSWORD, reliable=False, lifetime=900)
+    assert state(client) is TurnState.IDLE
+    server = FakeServer()
+    client.start(0.0)
+    assert state(client) is TurnState.ALLOCATING
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.ALLOCATED
+    assert client.relayed_address == RELAYED
+    assert client.mapped_address == MAPPED
+    assert client.lifetime == 900
+    first, second = (m for _, m in server.requests)
+    assert first.method is second.method is Method.ALLOCATE
+    assert first.get(stun.Username) is None and not first.has_integrity
+    assert first.get(stun.RequestedTransport) == stun.RequestedTransport(17)
+    assert second.get(stun.Username) == stun.Username(USER)
+    assert second.get(stun.Realm) == stun.Realm(REALM)
+    assert second.get(stun.Nonce) == stun.Nonce("nonce-1")
+    assert second.verify_integrity(server.key)
+    assert first.transaction_id != second.transaction_id
+    with pytest.raises(StateError):
+        client.start(1.0)
+
+
+def test_wrong_credentials_fail_with_401() -> None:
+    client = TurnClient(USER, "wrong", reliable=False)
+    client.start(0.0)
+    exchange(client, FakeServer(), 0.0)
+    assert state(client) is TurnState.FAILED
+    assert isinstance(client.error, AllocationError)
+    assert client.error.code == 401
+    assert "wrong credentials" in str(client.error)
+    assert client.next_deadline() is None
+
+
+def test_stale_nonce_is_retried_on_allocate_and_refresh() -> None:
+    server = FakeServer()
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    server.stale_next = 1  # the authenticated Allocate carries a stale nonce
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.ALLOCATED
+    assert server.methods() == ["ALLOCATE"] * 3
+    assert server.requests[-1][1].get(stun.Nonce) == stun.Nonce("nonce-2")
+    server.stale_next = 1
+    run_until(client, server, 600.0)
+    assert state(client) is TurnState.ALLOCATED
+    assert server.methods()[3:] == ["REFRESH", "REFRESH"]
+
+
+def test_stale_nonce_loop_fails() -> None:
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    exchange(client, FakeServer(always_stale=True), 0.0)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 438
+    assert "stale nonce 4 times" in str(client.error)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(486, "Allocation Quota Reached"), (508, "Insufficient Capacity"), (300, "Try Alternate")],
+)
+def test_error_response_fails_the_allocation(code: int, reason: str) -> None:
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    exchange(client, FakeServer(errors={Method.ALLOCATE: (code, reason)}), 0.0)
+    assert state(client) is TurnState.FAILED
+    error = client.error
+    assert error is not None
+    assert (error.code, error.reason) == (code, reason)
+    if code == 300:
+        assert error.alternate_server == ("192.0.2.99", 3478)
+        assert "192.0.2.99:3478" in str(error)
+    else:
+        assert error.alternate_server is None
+
+
+def test_udp_timeout_after_retransmissions() -> None:
+    server = FakeServer(silent=True)
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    sends = []
+    now = 0.0
+    while state(client) is TurnState.ALLOCATING:
+        while client.poll_transmit(now) is not None:
+            sends.append(now)
+        deadline = client.next_deadline()
+        assert deadline is not None
+        now = deadline
+        client.on_timer(now)
+    del server
+    assert sends == [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert now == 39.5
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None
+    assert (client.error.code, client.error.reason) == (None, "timeout")
+    assert client.statistics().retransmissions == 6
+
+
+def test_tcp_sends_once_and_times_out_after_ti() -> None:
+    client = TurnClient(USER, PASSWORD, reliable=True, ti=10.0)
+    client.start(0.0)
+    assert client.poll_transmit(0.0) is not None
+    assert client.next_deadline() == 10.0
+    client.on_timer(10.0)
+    assert client.poll_transmit(10.0) is None
+    assert state(client) is TurnState.FAILED
+
+
+def test_integrity_failure_is_dropped_and_the_transaction_goes_on() -> None:
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    challenge = stun.decode(client.poll_transmit(0.0) or b"")
+    client.on_server_data(
+        challenge.error_response(401, "Unauthorized", stun.Realm(REALM), stun.Nonce("n")).encode(),
+        0.0,
+    )
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    forged = request.success_response(stun.XorRelayedAddress(*RELAYED)).encode(
+        integrity_key=b"not the key"
+    )
+    assert client.on_server_data(forged, 0.1) == []
+    assert state(client) is TurnState.ALLOCATING
+    assert client.statistics().malformed == 1
+    genuine = request.success_response(stun.XorRelayedAddress(*RELAYED)).encode(
+        integrity_key=stun.long_term_key(USER, REALM, PASSWORD)
+    )
+    client.on_server_data(genuine, 0.2)
+    assert state(client) is TurnState.ALLOCATED
+    client.on_server_data(genuine, 0.3)  # a duplicate
+    assert client.statistics().stray == 1
+
+
+# --- refreshes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("granted", "interval"), [(600, 540.0), (100, 80.0), (3600, 3540.0)])
+def test_refresh_before_the_lifetime_ends(granted: int, interval: float) -> None:
+    client, server = allocated(server=FakeServer(max_lifetime=granted), lifetime=3600)
+    assert client.lifetime == granted
+    assert client.next_deadline() == interval
+    run_until(client, server, 3 * interval + 1)
+    refreshes = [t for t, m in server.requests if m.method is Method.REFRESH]
+    assert refreshes == [interval, 2 * interval, 3 * interval]
+    assert all(m.get(stun.Lifetime) == stun.Lifetime(3600) for _, m in server.requests[2:])
+
+
+def test_refresh_refused_fails_the_allocation() -> None:
+    client, server = allocated()
+    server.errors[Method.REFRESH] = (437, "Allocation Mismatch")
+    run_until(client, server, 600.0)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 437
+    assert not client.send_to_peer(PEER, b"x", 600.0)
+
+
+# --- permissions, channels, data ---------------------------------------------------------------
+
+
+def test_permission_then_indications_then_channel_data() -> None:
+    client, server = allocated()
+    assert client.send_to_peer(PEER, b"one", 1.0)
+    assert client.send_to_peer(PEER, b"two", 1.0)
+    first = stun.decode(client.poll_transmit(1.0) or b"")
+    assert first.method is Method.CREATE_PERMISSION
+    assert first.get(stun.XorPeerAddress) == stun.XorPeerAddress(PEER[0], 0)
+    assert client.poll_transmit(1.0) is None  # the data waits for the permission
+    assert not client.permission_installed(PEER)
+    for reply in server.handle(first.raw or b"", 1.0):
+        client.on_server_data(reply, 1.0)
+    assert client.permission_installed(PEER)
+    exchange(client, server, 1.0)
+    assert server.relayed == [(PEER, b"one", "indication"), (PEER, b"two", "indication")]
+    assert server.methods()[-2:] == ["CREATE_PERMISSION", "CHANNEL_BIND"]
+    assert client.channel_bound(PEER)
+    assert client.send_to_peer(PEER, b"three", 2.0)
+    frame = client.poll_transmit(2.0)
+    assert frame is not None and len(frame) == 4 + 5  # unpadded over UDP
+    server.handle(frame, 2.0)
+    assert server.relayed[-1] == (PEER, b"three", "channel")
+    # A second port on the same IP reuses the permission and gets its own channel at once.
+    assert client.send_to_peer(PEER2, b"four", 3.0)
+    exchange(client, server, 3.0)
+    assert server.relayed[-1] == (PEER2, b"four", "indication")
+    assert server.methods()[-1] == "CHANNEL_BIND"
+    assert sorted(server.channels.values()) == [PEER, PEER2]
+    stats = client.statistics()
+    assert (stats.sent_indications, stats.sent_channel_data, stats.dropped) == (3, 1, 0)
+
+
+def test_permission_and_channel_refresh_timing() -> None:
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 10.0)
+    exchange(client, server, 10.0)
+    run_until(client, server, 1100.0, now=10.0)
+    times = {
+        name: [t for t, m in server.requests if m.method is method]
+        for name, method in (("perm", Method.CREATE_PERMISSION), ("chan", Method.CHANNEL_BIND))
+    }
+    assert times["perm"] == [10.0, 250.0, 490.0, 730.0, 970.0]
+    assert times["chan"] == [10.0, 550.0, 1090.0]
+    channel_numbers = {
+        m.get(stun.ChannelNumber) for _, m in server.requests if m.method is Method.CHANNEL_BIND
+    }
+    assert channel_numbers == {stun.ChannelNumber(0x4000)}
+
+
+def test_queue_behind_a_permission_is_bounded() -> None:
+    client, server = allocated(queue_limit=3)
+    assert [client.send_to_peer(PEER, b"%d" % i, 1.0) for i in range(5)] == [True] * 3 + [False] * 2
+    assert client.statistics().dropped == 2
+    exchange(client, server, 1.0)
+    assert [d for _, d, _ in server.relayed] == [b"0", b"1", b"2"]
+
+
+def test_refused_permission_drops_the_queue() -> None:
+    client, server = allocated(
+        server=FakeServer(errors={Method.CREATE_PERMISSION: (403, "Forbidden")})
+    )
+    assert client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    assert server.relayed == []
+    assert not client.send_to_peer(PEER, b"y", 2.0)
+    assert client.statistics().dropped == 2
+    assert state(client) is TurnState.ALLOCATED  # the allocation itself is fine
+
+
+def test_refused_channel_keeps_send_indications() -> None:
+    client, server = allocated(
+        server=FakeServer(errors={Method.CHANNEL_BIND: (400, "Bad Request")})
+    )
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    assert not client.channel_bound(PEER)
+    client.send_to_peer(PEER, b"y", 2.0)
+    exchange(client, server, 2.0)
+    assert [kind for _, _, kind in server.relayed] == ["indication", "indication"]
+
+
+def test_channel_data_is_padded_over_streams() -> None:
+    client, server = allocated(reliable=True)
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    assert client.channel_bound(PEER)
+    client.send_to_peer(PEER, b"abcde", 2.0)
+    frame = client.poll_transmit(2.0)
+    assert frame == b"\x40\x00\x00\x05abcde\x00\x00\x00"
+
+
+def test_receiving_data_indications_and_channel_data() -> None:
+    client, server = allocated()
+    assert client.on_server_data(server.data_indication(PEER, b"hi"), 1.0) == [(PEER, b"hi")]
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    assert client.on_server_data(stun.encode_channel_data(0x4000, b"chan"), 2.0) == [
+        (PEER, b"chan")
+    ]
+    assert client.on_server_data(stun.encode_channel_data(0x4000, b"pad", pad=True), 2.0) == [
+        (PEER, b"pad")
+    ]
+    assert client.on_server_data(stun.encode_channel_data(0x4001, b"?"), 2.0) == []
+    assert client.statistics().received == 3
+    assert client.statistics().malformed == 1
+
+
+def test_not_an_ip_or_wrong_family_is_dropped() -> None:
+    client, _ = allocated()
+    assert not client.send_to_peer(("example.org", 1), b"x", 1.0)
+    assert not client.send_to_peer(("2001:db8::1", 1), b"x", 1.0)
+    assert not client.send_to_peer(("192.0.2.1", 0), b"x", 1.0)
+    assert client.poll_transmit(1.0) is None
+    assert client.statistics().dropped == 3
+
+
+# --- closing ----------------------------------------------------------------------------------
+
+
+def test_close_deallocates() -> None:
+    client, server = allocated()
+    client.close(5.0)
+    assert state(client) is TurnState.CLOSING
+    request = stun.decode(client.poll_transmit(5.0) or b"")
+    assert request.method is Method.REFRESH
+    assert request.get(stun.Lifetime) == stun.Lifetime(0)
+    assert request.verify_integrity(server.key)
+    for reply in server.handle(request.raw or b"", 5.0):
+        client.on_server_data(reply, 5.0)
+    assert state(client) is TurnState.CLOSED
+    assert not server.allocated
+    assert client.next_deadline() is None
+    client.close(6.0)  # a no-op
+    assert client.poll_transmit(6.0) is None
+
+
+def test_close_times_out_to_closed() -> None:
+    client, server = allocated()
+    server.silent = True
+    client.close(5.0)
+    run_until(client, server, 100.0, now=5.0)
+    assert state(client) is TurnState.CLOSED
+
+
+def test_close_while_allocating_deallocates_once_granted() -> None:
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    server = FakeServer()
+    client.start(0.0)
+    client.close(0.0)
+    assert state(client) is TurnState.CLOSING
+    exchange(client, server, 0.0)  # 401 challenge, so nothing was allocated yet
+    assert state(client) is TurnState.CLOSED
+    assert server.methods() == ["ALLOCATE"]
+
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    challenge = client.poll_transmit(0.0) or b""
+    for reply in server.handle(challenge, 0.0):
+        client.on_server_data(reply, 0.0)
+    client.close(0.1)  # the authenticated Allocate is in flight
+    exchange(client, server, 0.1)
+    assert state(client) is TurnState.CLOSED
+    assert server.methods()[-2:] == ["ALLOCATE", "REFRESH"]
+    assert not server.allocated
+
+
+def test_idle_close_and_bad_arguments() -> None:
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.close(0.0)
+    assert state(client) is TurnState.CLOSED
+    assert client.poll_transmit(0.0) is None
+    with pytest.raises(ValueError, match="lifetime"):
+        TurnClient(USER, PASSWORD, reliable=False, lifetime=0)
+    with pytest.raises(ValueError, match="SASLprep"):
+        TurnClient(USER, "bad\u0007", reliable=False)
+
+
+# --- robustness -----------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=8))
+def test_garbage_from_the_server_is_counted_not_raised(packets: list[bytes]) -> None:
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    for packet in packets:
+        client.on_server_data(packet, 2.0)
+    stats = client.statistics()
+    assert stats.malformed + stats.stray + stats.received == len(packets)
+    assert state(client) is TurnState.ALLOCATED
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_garbage_near_valid_messages(data: st.DataObject) -> None:
+    client, _ = allocated()
+    tid = data.draw(st.binary(min_size=12, max_size=12))
+    valid = Message(
+        Method.DATA, MessageClass.INDICATION, tid, (stun.XorPeerAddress(*PEER), stun.Data(b"z"))
+    ).encode()
+    position = data.draw(st.integers(0, len(valid) - 1))
+    byte = data.draw(st.integers(0, 255))
+    mutated = valid[:position] + bytes((byte,)) + valid[position + 1 :]
+    result = client.on_server_data(mutated, 1.0)
+    assert result == [] or len(result) == 1
+
+
+def _frames() -> st.SearchStrategy[bytes]:
+    stun_frames = st.builds(
+        lambda data: Message(
+            Method.DATA, MessageClass.INDICATION, attributes=(stun.Data(data),)
+        ).encode(),
+        st.binary(max_size=40),
+    )
+    channel_frames = st.builds(
+        lambda channel, data: stun.encode_channel_data(channel, data, pad=True),
+        st.integers(0x4000, 0x4FFF),
+        st.binary(max_size=40),
+    )
+    return st.one_of(stun_frames, channel_frames)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_frames(), max_size=10), st.data())
+def test_framer_over_arbitrary_chunking(frames: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    framer = StreamFramer()
+    out: list[bytes] = []
+    for start, end in itertools.pairwise([0, *cuts, len(stream)]):
+        out += framer.feed(stream[start:end])
+    assert out == frames
+    assert framer.buffered == 0
+
+
+def test_framer_rejects_a_stream_out_of_step() -> None:
+    framer = StreamFramer()
+    assert framer.feed(b"\x40\x00\x00\x01") == []
+    assert framer.feed(b"z\x00\x00\x00") == [b"\x40\x00\x00\x01z\x00\x00\x00"]
+    with pytest.raises(stun.StunDecodeError):
+        framer.feed(b"\xff\xff")
+
+
+# --- purity -----------------------------------------------------------------------------------
+
+
+def test_turn_imports_without_trio_socket_or_time() -> None:
+    """trice.turn is pure: it imports and allocates with trio, socket and time blocked."""
+    trice_dir = Path(__file__).resolve().parents[1] / "trice"
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        for name in ("trio", "socket", "asyncio", "time", "ifaddr", "select", "selectors"):
+            sys.modules[name] = None
+        package = types.ModuleType("trice")
+        package.__path__ = [{str(trice_dir)!r}]
+        sys.modules["trice"] = package
+        import trice.turn as turn
+        client = turn.TurnClient("u", "p", reliable=False)
+        client.start(0.0)
+        assert client.poll_transmit(0.0) is not None
+        assert client.next_deadline() == 0.5
+        print("pure")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pure"
