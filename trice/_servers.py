@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -220,17 +221,23 @@ class IceServer:
         urls: the server's URLs, parsed, in the order given; never empty.
         username: the TURN username (long-term credential, RFC 8489 §9.2), or ``None``.
         credential: the TURN password, or ``None``; it is left out of ``repr()``.
+        ssl_context: for ``turns:`` URLs, the :class:`ssl.SSLContext` that checks the
+            server; ``None`` means :func:`ssl.create_default_context` (the certificate is
+            verified against the system's CAs and the URL's host name).
     """
 
     urls: tuple[ServerUrl, ...]
     username: str | None
     credential: str | None = field(repr=False)
+    ssl_context: ssl.SSLContext | None = field(repr=False, compare=False)
 
     def __init__(
         self,
         urls: str | ServerUrl | Iterable[str | ServerUrl],
         username: str | None = None,
         credential: str | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Parse and check the URLs.
 
@@ -271,3 +278,6 @@ class IceServer:
         object.__setattr__(self, "urls", tuple(url for _, url in parsed))
         object.__setattr__(self, "username", username)
         object.__setattr__(self, "credential", credential)
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise ConfigError("ssl_context must be an ssl.SSLContext or None")
+        object.__setattr__(self, "ssl_context", ssl_context)

@@ -16,6 +16,7 @@ made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps ti
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import socket
@@ -28,11 +29,12 @@ import trio
 
 from trice import stun
 from trice._config import AgentConfig
-from trice._errors import IceFailedError, LimitError, StateError
-from trice._servers import ServerUrl, TransportPolicy
+from trice._errors import IceFailedError, LimitError, StateError, TurnError
+from trice._servers import IceServer, ServerUrl, TransportPolicy
 from trice._trio._connection import Connection, ReceiveBuffer
 from trice._trio._gather import host_addresses
 from trice._trio._log import TRACE, logger
+from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._streams import EventStream
 from trice._trio._transport import Transport, UdpTransport, bind_udp
 from trice.ice._candidate import Candidate, CandidateType
@@ -155,6 +157,7 @@ class Agent:
         self._stun_received = 0
         self._datagrams = 0
         self._reports: list[GatherReport] = []
+        self._bases_made = 0
         self._mapped: set[tuple[int, Address]] = set()
 
     # ------------------------------------------------------------------ public face
@@ -401,6 +404,12 @@ class Agent:
                                     transport,
                                     name=f"gather srflx {url} from {transport.local_address[0]}",
                                 )
+            for server in servers:
+                for url in server.urls:
+                    if url.is_turn:
+                        nursery.start_soon(
+                            self._gather_relay, server, url, name=f"gather relay {url}"
+                        )
         self._core.set_local_complete()
         self._set_gathering(GatheringState.COMPLETE)
         self._pump()
@@ -423,7 +432,7 @@ class Agent:
                     "cannot bind %s (%s): %s; skipped", host.address, host.interface, exc
                 )
                 continue
-            base = len(self._transports)
+            base = self._new_base()
             transport = UdpTransport(base, sock)
             self._transports[base] = transport
             self._nursery.start_soon(
@@ -504,6 +513,55 @@ class Agent:
         )
         self._add_local(candidate, transport.base, signal=True)
         self._reports.append(GatherReport(source, elapsed, 1))
+
+    def _new_base(self) -> int:
+        base = self._bases_made
+        self._bases_made += 1
+        return base
+
+    async def _gather_relay(self, server: IceServer, url: ServerUrl) -> None:
+        """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
+        as a task of the agent until the agent closes, which deallocates it."""
+        started = trio.current_time()
+        base = self._new_base()
+        assert server.username is not None and server.credential is not None
+        try:
+            transport: RelayTransport = await self._nursery.start(
+                functools.partial(
+                    run_relay,
+                    url,
+                    server.username,
+                    server.credential,
+                    base=base,
+                    deliver=self._dispatch,
+                    ssl_context=server.ssl_context,
+                    timeout=self.config.timing.gather_timeout,
+                ),
+                name=f"relay {url}",
+            )
+        except TurnError as exc:
+            logger.warning("%s: no relay candidate from %s: %s", self._local.ufrag, url, exc)
+            reason = getattr(exc, "reason", "") or str(exc)
+            code = getattr(exc, "code", None)
+            error = f"{code} {reason}" if code else reason
+            self._reports.append(GatherReport(str(url), trio.current_time() - started, 0, error))
+            return
+        self._transports[base] = transport
+        relayed = transport.local_address
+        mapped = transport.mapped_address
+        candidate = Candidate(
+            foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", url.host),
+            component=1,
+            protocol="udp",
+            priority=candidate_priority(CandidateType.RELAY, 65535, 1),
+            address=relayed[0],
+            port=relayed[1],
+            type=CandidateType.RELAY,
+            related_address=mapped[0] if mapped else None,
+            related_port=mapped[1] if mapped else None,
+        )
+        self._add_local(candidate, base, signal=True)
+        self._reports.append(GatherReport(str(url), trio.current_time() - started, 1))
 
     async def _transact(
         self, transport: UdpTransport, server: Address, request: stun.Message

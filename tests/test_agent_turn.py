@@ -1,0 +1,88 @@
+"""Agents through a real coturn on loopback: relay candidates, the relay-only policy over UDP,
+TCP and TLS, and a refused allocation that costs nothing but its report."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+import trice
+from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+from loopback import connect_both, loopback_config, signal
+
+
+@pytest.fixture
+def coturn_tls() -> Iterator[Coturn]:
+    require_turnserver()
+    with run_coturn(tls=True) as server:
+        yield server
+
+
+def _relay_config(server: trice.IceServer) -> trice.AgentConfig:
+    return loopback_config(
+        ice_servers=[server],
+        transport_policy=trice.TransportPolicy.RELAY,
+        timing=trice.Timing(gather_timeout=3.0),
+    )
+
+
+def _server(coturn: Coturn, transport: str) -> trice.IceServer:
+    if transport == "tls":
+        assert coturn.ca_pem is not None and coturn.tls_port is not None
+        context = ssl.create_default_context()
+        context.load_verify_locations(cadata=coturn.ca_pem.decode())
+        url = f"turns:127.0.0.1:{coturn.tls_port}?transport=tcp"
+        return trice.IceServer(url, USER, PASSWORD, ssl_context=context)
+    url = f"turn:127.0.0.1:{coturn.port}?transport={transport}"
+    return trice.IceServer(url, USER, PASSWORD)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
+    config = _relay_config(_server(coturn_tls, transport))
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+        for agent in (a, b):
+            assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY]
+            (relay,) = agent.local_candidates
+            assert relay.related_address == "127.0.0.1"  # as the server saw us
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        assert ca.selected_pair.local.type is trice.CandidateType.RELAY
+        assert ca.selected_pair.remote.type is trice.CandidateType.RELAY
+        for i in range(100):
+            await ca.send(b"a%d" % i)
+            await cb.send(b"b%d" % i)
+        with trio.fail_after(5):
+            got_b = {await cb.receive() for _ in range(100)}
+            got_a = {await ca.receive() for _ in range(100)}
+        assert got_b == {b"a%d" % i for i in range(100)}
+        assert got_a == {b"b%d" % i for i in range(100)}
+
+
+async def test_relay_candidate_beside_host_candidates(coturn_tls: Coturn) -> None:
+    config = loopback_config(ice_servers=[_server(coturn_tls, "udp")])
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+        types = sorted(c.type.value for c in a.local_candidates)
+        assert types == ["host", "relay"]
+
+
+async def test_wrong_credentials_yield_no_relay_and_a_report(coturn_tls: Coturn) -> None:
+    url = f"turn:127.0.0.1:{coturn_tls.port}?transport=udp"
+    config = loopback_config(ice_servers=[trice.IceServer(url, USER, "not-the-password")])
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert [c.type for c in a.local_candidates] == [trice.CandidateType.HOST]
+        (report,) = [r for r in a.gather_reports if r.source.startswith("turn:")]
+        assert report.error is not None and "401" in report.error
