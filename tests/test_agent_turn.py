@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import trice
+
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from loopback import connect_both, loopback_config, signal
 

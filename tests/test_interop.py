@@ -21,7 +21,6 @@ import trice
 from peers.harness import (
     Message,
     Peer,
-    PeerError,
     PeerUnavailable,
     connect_pair,
     exchange,
@@ -261,11 +260,3 @@ def test_trice_peer_gathers_only_loopback(ipv6: bool) -> None:
     for msg in candidates:
         assert _address(msg["candidate"]) == ipaddress.ip_address("::1" if ipv6 else "127.0.0.1")
         assert " typ host" in msg["candidate"]
-
-
-def test_trice_peer_refuses_turn() -> None:
-    extra = ["--turn=turn:127.0.0.1:3478?transport=udp", "--username=u", "--credential=p"]
-    with Peer(peer_command("trice", controlling=True, extra=extra)) as peer:
-        with pytest.raises(PeerError, match="not supported yet"):
-            peer.recv(timeout=10)
-        assert peer.proc.wait(10) != 0

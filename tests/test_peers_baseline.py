@@ -200,7 +200,20 @@ def coturn(tmp_path: Path) -> Iterator[list[str]]:
                 proc.wait(5)
 
 
-@pytest.mark.parametrize("kinds", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS], indirect=True)
+#: Relay-only through coturn: the third-party pairs, and trice with each peer in both roles.
+RELAY_PAIRS = [
+    *PAIRS,
+    ("trice", "aioice"),
+    ("aioice", "trice"),
+    ("trice", "pion"),
+    ("pion", "trice"),
+    ("trice", "trice"),
+]
+
+
+@pytest.mark.parametrize(
+    "kinds", RELAY_PAIRS, ids=[f"{a}-{b}" for a, b in RELAY_PAIRS], indirect=True
+)
 def test_pair_relay_only_through_coturn(kinds: tuple[str, str], coturn: list[str]) -> None:
     kind_a, kind_b = kinds
     cmd_a = peer_command(kind_a, controlling=True, extra=coturn)

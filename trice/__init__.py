@@ -20,7 +20,7 @@ from trice._errors import (
     UsageError,
 )
 from trice._servers import IceServer, ServerUrl, TransportPolicy
-from trice._trio._agent import Agent, AgentStatistics, open_agent
+from trice._trio._agent import Agent, AgentStatistics, GatherReport, open_agent
 from trice._trio._connection import Connection
 from trice._trio._log import TRACE
 from trice._trio._streams import EventStream
@@ -57,6 +57,7 @@ __all__ = [
     "Event",
     "EventStream",
     "EventsLost",
+    "GatherReport",
     "GatheringState",
     "GatheringStateChanged",
     "IPAddress",

@@ -24,6 +24,7 @@ __all__ = [
     "Timing",
 ]
 
+#: An IPv4 or IPv6 address, as :class:`NetworkConfig.ip_filter` receives it.
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: RFC 8445 §5.3: ice-char = ALPHA / DIGIT / "+" / "/"

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from trice._errors import ConfigError
 from trice.ice._candidate import CandidateType, canonical_ip, is_hostname
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["IceServer", "ServerUrl", "TransportPolicy"]
 
@@ -278,6 +281,9 @@ class IceServer:
         object.__setattr__(self, "urls", tuple(url for _, url in parsed))
         object.__setattr__(self, "username", username)
         object.__setattr__(self, "credential", credential)
-        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
-            raise ConfigError("ssl_context must be an ssl.SSLContext or None")
+        if ssl_context is not None:
+            import ssl  # here, not at the top: this module stays free of sockets
+
+            if not isinstance(ssl_context, ssl.SSLContext):
+                raise ConfigError("ssl_context must be an ssl.SSLContext or None")
         object.__setattr__(self, "ssl_context", ssl_context)

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 from collections import defaultdict
@@ -40,8 +41,14 @@ def emit(msg: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def network_config(ipv6: bool) -> trice.NetworkConfig:
-    """Loopback-only gathering: 127.0.0.1, or ::1 with ``ipv6``."""
+def network_config(ipv6: bool, namespace: bool = False) -> trice.NetworkConfig:
+    """Loopback-only gathering: 127.0.0.1, or ::1 with ``ipv6``.
+
+    With ``namespace`` (the NAT lab runs the peer inside a network namespace that the test
+    made, whose only links are the lab's own), every non-loopback IPv4 address is used.
+    """
+    if namespace:
+        return trice.NetworkConfig(ipv6=False)
     return trice.NetworkConfig(
         interface_filter=lambda name: name == LOOPBACK,
         include_loopback=True,
@@ -171,10 +178,33 @@ class Peer:
 
 
 async def amain(args: argparse.Namespace) -> int:
+    servers = []
+    if args.stun:
+        servers.append(trice.IceServer(args.stun))
+    if args.turn:
+        context = None
+        if args.cafile:
+            context = ssl.create_default_context(cafile=args.cafile)
+        servers.append(
+            trice.IceServer(args.turn, args.username, args.credential, ssl_context=context)
+        )
+    timing = trice.Timing(
+        rto=args.rto,
+        rto_max=args.rto_max,
+        max_binding_requests=args.max_binding_requests,
+        failed_timeout=args.failed_timeout,
+        disconnected_timeout=min(5.0, args.failed_timeout),
+        gather_timeout=args.gather_timeout,
+    )
     config = trice.AgentConfig(
-        network=network_config(args.ipv6),
+        network=network_config(args.ipv6, args.namespace),
         lite=args.lite,
         nomination=trice.Nomination.AGGRESSIVE if args.aggressive else trice.Nomination.REGULAR,
+        ice_servers=servers,
+        transport_policy=trice.TransportPolicy.RELAY
+        if args.relay_only
+        else trice.TransportPolicy.ALL,
+        timing=timing,
     )
     async with (
         trice.open_agent(config, controlling=args.controlling) as agent,
@@ -206,10 +236,22 @@ def main() -> int:
     parser.add_argument(
         "--aggressive", action="store_true", help="aggressive nomination when controlling"
     )
-    parser.add_argument("--turn", help="TURN URL (not supported yet: error)")
+    parser.add_argument("--stun", help="STUN URL")
+    parser.add_argument("--turn", help="TURN URL")
     parser.add_argument("--username", help="TURN username")
     parser.add_argument("--credential", help="TURN password")
-    parser.add_argument("--relay-only", action="store_true")
+    parser.add_argument("--cafile", help="CA certificate (PEM) for a turns: server")
+    parser.add_argument("--relay-only", action="store_true", help="the RELAY transport policy")
+    parser.add_argument(
+        "--namespace",
+        action="store_true",
+        help="gather on every non-loopback IPv4 address (only inside a test's own netns)",
+    )
+    parser.add_argument("--failed-timeout", type=float, default=25.0)
+    parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")
+    parser.add_argument("--rto-max", type=float, default=3.0, help="cap of the doubling RTO")
+    parser.add_argument("--max-binding-requests", type=int, default=7)
+    parser.add_argument("--gather-timeout", type=float, default=3.0)
     parser.add_argument("--count", type=int, default=0, help="ignored")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--exchange-timeout", type=float, default=5.0)
@@ -228,9 +270,6 @@ def main() -> int:
     )
     logging.getLogger("trice").setLevel(level)
     log.setLevel(min(level, logging.INFO) if level < logging.WARNING else level)
-    if args.turn or args.relay_only:
-        emit({"type": "error", "message": "TURN is not supported yet by the trice peer"})
-        return 2
     try:
         return trio.run(amain, args)
     except BaseException as exc:

@@ -569,7 +569,9 @@ class Agent:
         """One STUN transaction from a host socket, retransmitted per RFC 8489 §6.2.1 (the
         caller bounds it in time)."""
         timing = self.config.timing
-        schedule = stun.RetransmissionSchedule(rto=timing.rto)
+        # RFC 8489 §6.2.1's doubling RTO, capped at Timing.rto_max, for as long as the caller
+        # allows (the gather timeout): on a lossy path every extra try counts.
+        schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
         data = request.encode(fingerprint=True)
         box: list[stun.Message] = []
         done = trio.Event()
@@ -629,8 +631,8 @@ class Agent:
             elif source in remotes:
                 if buffer.closed:
                     continue
-                self._datagrams += 1
                 if len(queue) < maxlen:
+                    self._datagrams += 1
                     queue.append(data)
                     if lot:
                         lot.unpark()
@@ -645,9 +647,11 @@ class Agent:
         if data and data[0] < 4 and data[4:8] == _MAGIC:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source):
-            if not self._buffer.closed:
-                self._datagrams += 1
-                self._buffer.put(data)
+            buffer = self._buffer
+            if not buffer.closed:
+                if len(buffer.queue) < buffer.maxlen:
+                    self._datagrams += 1
+                buffer.put(data)
         else:
             self._unknown_source += 1
 

@@ -1,0 +1,46 @@
+"""Every example under docs/examples runs as it is and prints what its guide says it prints.
+
+Each example gathers on loopback only and contacts no server, so these run anywhere.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+
+#: A line (or part of one) each example must print.  An example missing here fails the test,
+#: so a new example cannot go unchecked.
+EXPECTED = {
+    "quickstart.py": "bob got: hello, bob",
+    "trickle_json.py": "trickle: connected, bob got b'trickled'",
+    "events.py": "slow: lost 3 events",
+    "stun_codec.py": "client: the responder saw us at 127.0.0.1:",
+    "data.py": "6 dropped",
+    "configuration.py": "configuration: every mistake refused",
+    "errors.py": "errors: done",
+    "lite.py": "checks sent by the lite agent: 0",
+    "logging_trace.py": "logging: connected",
+}
+
+
+def test_every_example_is_checked() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert EXPECTED[name] in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr

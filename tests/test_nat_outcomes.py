@@ -1,0 +1,178 @@
+"""trice across real kernel NATs: the outcome table of the "NATs and TURN" guide.
+
+Each test builds the NAT lab (tests/natlab.py: network namespaces, nftables NATs of the RFC 4787
+kinds, coturn on a documentation address), runs a trice peer (tests/peers/trice_peer.py) in
+each host namespace, relays their parameters and candidates, and checks what the topology
+implies.  Needs root, ``ip``, ``nft`` and ``turnserver``; skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from natlab import Host, Lab, NatKind, nat_lab, require_natlab
+from peers.harness import TRICE_PEER, Peer, PeerError, exchange
+
+pytestmark = pytest.mark.natlab
+
+NONE, EIM, FULL, SYM = (
+    NatKind.NONE,
+    NatKind.ENDPOINT_INDEPENDENT,
+    NatKind.FULL_CONE,
+    NatKind.SYMMETRIC,
+)
+FAILED_TIMEOUT = 4.0
+COUNT = 50
+
+
+def _typ(line: str) -> str:
+    tokens = line.split()
+    return tokens[tokens.index("typ") + 1]
+
+
+def _peer(lab: Lab, host: Host, controlling: bool, *extra: str, turn: str | None = None) -> Peer:
+    argv = [
+        sys.executable,
+        str(TRICE_PEER),
+        "--controlling" if controlling else "--controlled",
+        "--namespace",
+        f"--stun={lab.stun_url}",
+        f"--failed-timeout={FAILED_TIMEOUT}",
+        "--connect-timeout=30",
+        *extra,
+    ]
+    if not any(arg.startswith("--gather-timeout") for arg in extra):
+        argv.append("--gather-timeout=2")
+    if turn is not None:
+        argv += [f"--turn={turn}", f"--username={lab.turn_username}"]
+        argv += [f"--credential={lab.turn_password}"]
+    return Peer(host.argv(argv), name=host.name)
+
+
+@contextmanager
+def _peers(a: Peer, b: Peer) -> Iterator[tuple[Peer, Peer]]:
+    with a, b:
+        yield a, b
+
+
+def _signal(a: Peer, b: Peer) -> None:
+    desc_a, desc_b = a.local_description(15), b.local_description(15)
+    for msg in desc_b:
+        a.send(msg)
+    for msg in desc_a:
+        b.send(msg)
+    a.send({"type": "start"})
+    b.send({"type": "start"})
+
+
+def _connect(lab: Lab, *, turn: str | None = None, relay_only: bool = False) -> tuple[str, ...]:
+    """Connect the two hosts; returns the types (a local, a remote, b local, b remote)."""
+    extra = ("--relay-only",) if relay_only else ()
+    with _peers(
+        _peer(lab, lab.host_a, True, *extra, turn=turn),
+        _peer(lab, lab.host_b, False, *extra, turn=turn),
+    ) as (a, b):
+        _signal(a, b)
+        ca, cb = a.expect("connected", 30), b.expect("connected", 30)
+        got_a, got_b = exchange(a, b, COUNT)
+        assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+        return (_typ(ca["local"]), _typ(ca["remote"]), _typ(cb["local"]), _typ(cb["remote"]))
+
+
+def _expect_failure(lab: Lab) -> float:
+    """Both hosts must report ICE failure; returns how long it took."""
+    with _peers(_peer(lab, lab.host_a, True), _peer(lab, lab.host_b, False)) as (a, b):
+        _signal(a, b)
+        start = time.monotonic()
+        for peer in (a, b):
+            with pytest.raises(PeerError, match="IceFailedError"):
+                peer.recv(FAILED_TIMEOUT + 10)
+        return time.monotonic() - start
+
+
+@pytest.fixture(autouse=True)
+def _need_lab() -> None:
+    require_natlab()
+
+
+def _type_behind(nat: NatKind) -> str:
+    return "host" if nat is NONE else "srflx"
+
+
+OPEN = [(NONE, NONE), (NONE, EIM), (NONE, FULL), (EIM, EIM), (EIM, FULL), (FULL, FULL)]
+
+
+@pytest.mark.parametrize("nats", OPEN, ids=[f"{a.name}-{b.name}" for a, b in OPEN])
+def test_open_nats_connect_with_the_implied_types(nats: tuple[NatKind, NatKind]) -> None:
+    with nat_lab(*nats) as lab:
+        a_local, a_remote, b_local, b_remote = _connect(lab)
+    want_a, want_b = _type_behind(nats[0]), _type_behind(nats[1])
+    assert (a_local, b_local) == (want_a, want_b)
+    assert (a_remote, b_remote) == (want_b, want_a)
+
+
+@pytest.mark.parametrize("nat", [NONE, FULL], ids=["NONE", "FULL_CONE"])
+def test_against_symmetric_through_a_peer_reflexive_candidate(nat: NatKind) -> None:
+    with nat_lab(nat, SYM) as lab:
+        a_local, a_remote, _b_local, _b_remote = _connect(lab)
+    assert a_local == _type_behind(nat)
+    assert a_remote == "prflx"  # the symmetric NAT's mapping towards a is new to everyone
+
+
+HARD = [(EIM, SYM), (SYM, SYM)]
+
+
+@pytest.mark.parametrize("nats", HARD, ids=[f"{a.name}-{b.name}" for a, b in HARD])
+def test_hard_nats_fail_within_the_failed_timeout(nats: tuple[NatKind, NatKind]) -> None:
+    with nat_lab(*nats, turn=True) as lab:
+        elapsed = _expect_failure(lab)
+    assert elapsed < FAILED_TIMEOUT + 5  # seconds, not minutes
+
+
+@pytest.mark.parametrize("nats", HARD, ids=[f"{a.name}-{b.name}" for a, b in HARD])
+def test_hard_nats_connect_through_a_relay_with_turn(nats: tuple[NatKind, NatKind]) -> None:
+    with nat_lab(*nats) as lab:
+        types = _connect(lab, turn=lab.turn_url)
+    assert "relay" in types
+
+
+def test_relay_only_policy_whatever_the_nats() -> None:
+    with nat_lab(EIM, FULL) as lab:
+        types = _connect(lab, turn=lab.turn_url, relay_only=True)
+    assert types == ("relay", "relay", "relay", "relay")
+
+
+def test_twenty_percent_loss_still_connects() -> None:
+    # About 36 % of packets are lost each way between the hosts (two lossy links), so both
+    # gathering and checks lean on retransmissions: a short, capped RTO gives them many tries.
+    lossy = ("--rto=0.1", "--rto-max=0.3", "--max-binding-requests=20", "--gather-timeout=5")
+    with nat_lab(EIM, EIM, loss_percent=20) as lab:
+        with _peers(
+            _peer(lab, lab.host_a, True, *lossy), _peer(lab, lab.host_b, False, *lossy)
+        ) as (a, b):
+            _signal(a, b)
+            ca = a.expect("connected", 30)
+            b.expect("connected", 30)
+    assert _typ(ca["local"]) == "srflx"
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_turn_over_tcp_and_tls_carry_a_relay_only_session(kind: str) -> None:
+    with nat_lab(SYM, SYM, turn_tls=kind == "tls") as lab:
+        if kind == "tcp":
+            types = _connect(lab, turn=lab.turn_tcp_url, relay_only=True)
+        else:
+            extra = f"--cafile={lab.tls_ca_pem_path}"
+            with _peers(
+                _peer(lab, lab.host_a, True, "--relay-only", extra, turn=lab.turns_url),
+                _peer(lab, lab.host_b, False, "--relay-only", extra, turn=lab.turns_url),
+            ) as (a, b):
+                _signal(a, b)
+                ca, cb = a.expect("connected", 30), b.expect("connected", 30)
+                types = (_typ(ca["local"]), _typ(ca["remote"]), _typ(cb["local"]))
+    assert set(types) == {"relay"}

@@ -1,0 +1,240 @@
+"""The public surface: ``trice.__all__`` is curated, documented, and the pure packages are pure.
+
+* ``trice.__all__`` is sorted, unique, and exactly the module's public attributes;
+* every public name (of ``trice`` and ``trice.stun``) has a docstring of its own (for data,
+  a ``#:`` comment or a string right after the assignment, as autodoc reads them);
+* every public name appears in some ``docs/reference/*.rst`` page through an ``auto*``
+  directive naming it (under any module that holds the same object), or an ``automodule`` with
+  ``:members:`` that covers it;
+* the pure packages import with trio, sockets, ifaddr and time blocked.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+import trice
+import trice.stun
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "docs" / "reference"
+
+PURE = ["trice.stun", "trice.ice", "trice.turn", "trice._config", "trice._servers", "trice._errors"]
+
+
+def _public_names(module: types.ModuleType) -> list[str]:
+    return [str(name) for name in module.__all__]
+
+
+def _public_attributes(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and type(value).__name__ != "_Feature"  # from __future__ import annotations
+    }
+
+
+def test_all_is_sorted_unique_and_matches_the_module() -> None:
+    names = _public_names(trice)
+    assert len(names) == len(set(names)), "trice.__all__ has duplicates"
+
+    # ruff's RUF022 order: SCREAMING_CASE, then CamelCase, then the rest, each alphabetical.
+    def key(name: str) -> tuple[int, str]:
+        kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+        return (kind, name)
+
+    assert names == sorted(names, key=key), "trice.__all__ is not sorted"
+    assert set(names) == _public_attributes(trice)
+    for name in names:
+        assert hasattr(trice, name)
+
+
+def test_stun_all_matches_the_module() -> None:
+    names = _public_names(trice.stun)
+    assert len(names) == len(set(names))
+    assert set(names) == _public_attributes(trice.stun)
+
+
+# -- docstrings ----------------------------------------------------------------------------------
+
+
+def _attribute_doc(module_name: str, name: str) -> str | None:
+    """The ``#:`` comment before, or the string after, ``name = ...`` in ``module_name``."""
+    module = importlib.import_module(module_name)
+    source = inspect.getsource(module)
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    body = tree.body
+    for index, node in enumerate(body):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if not any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            continue
+        comments: list[str] = []
+        line = node.lineno - 2
+        while line >= 0 and lines[line].lstrip().startswith("#:"):
+            comments.insert(0, lines[line].lstrip()[2:].strip())
+            line -= 1
+        if comments:
+            return " ".join(comments)
+        following = body[index + 1] if index + 1 < len(body) else None
+        if (
+            isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            return following.value.value
+        return None
+    return None
+
+
+def _docstring(module: types.ModuleType, name: str) -> str | None:
+    value = getattr(module, name)
+    if inspect.isclass(value):
+        return value.__dict__.get("__doc__")
+    if inspect.isfunction(value) or inspect.isbuiltin(value):
+        return value.__doc__
+    if callable(value) and hasattr(value, "__wrapped__"):
+        return inspect.getdoc(value)
+    # Data (constants, type aliases): find where the name is assigned.
+    for module_name in _defining_modules(module, name):
+        doc = _attribute_doc(module_name, name)
+        if doc:
+            return doc
+    return None
+
+
+def _defining_modules(module: types.ModuleType, name: str) -> list[str]:
+    """The modules under ``trice`` that bind ``name`` to the same object as ``module`` does."""
+    value = getattr(module, name)
+    found = []
+    for module_name, loaded in sorted(sys.modules.items()):
+        if not module_name.startswith("trice") or loaded is None:
+            continue
+        if getattr(loaded, name, _MISSING) is value and name in vars(loaded):
+            found.append(module_name)
+    return found
+
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(trice, n) for n in _public_names(trice)]
+    + [(trice.stun, n) for n in _public_names(trice.stun)],
+    ids=lambda v: v if isinstance(v, str) else v.__name__,
+)
+def test_public_name_has_a_docstring(module: types.ModuleType, name: str) -> None:
+    doc = _docstring(module, name)
+    assert doc and doc.strip(), f"{module.__name__}.{name} has no docstring"
+
+
+# -- reference pages -----------------------------------------------------------------------------
+
+_DIRECTIVE = re.compile(
+    r"^\.\. auto(?P<kind>class|function|exception|data|attribute|module|method)::\s*(?P<target>\S+)"
+    r"(?P<options>(?:\n[ \t]+:[^\n]*)*)",
+    re.MULTILINE,
+)
+
+
+def _resolve(target: str) -> tuple[bool, object]:
+    module_name, _, attribute = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return True, getattr(module, attribute)
+    except (ImportError, AttributeError, ValueError):
+        return False, None
+
+
+def _documented() -> tuple[list[tuple[str, object]], list[str]]:
+    """(name, object) for each auto* directive of the reference pages, and the names covered by
+    ``automodule`` directives with ``:members:``."""
+    objects: list[tuple[str, object]] = []
+    covered: list[str] = []
+    for page in sorted(REFERENCE.glob("*.rst")):
+        for match in _DIRECTIVE.finditer(page.read_text(encoding="utf-8")):
+            kind, target, options = match["kind"], match["target"], match["options"]
+            if kind == "module":
+                if ":members:" not in options:
+                    continue
+                module = importlib.import_module(target)
+                excluded = set()
+                excluded_match = re.search(r":exclude-members:([^\n]*)", options)
+                if excluded_match:
+                    excluded = {n.strip() for n in excluded_match[1].split(",")}
+                names = getattr(module, "__all__", None) or [
+                    n for n in vars(module) if not n.startswith("_")
+                ]
+                covered.extend(f"{target}.{n}" for n in names if n not in excluded)
+                continue
+            ok, value = _resolve(target)
+            assert ok, f"{page.name}: {target} does not import"
+            objects.append((target.rpartition(".")[2], value))
+    return objects, covered
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(trice, n) for n in _public_names(trice)]
+    + [(trice.stun, n) for n in _public_names(trice.stun)],
+    ids=lambda v: v if isinstance(v, str) else v.__name__,
+)
+def test_public_name_is_in_the_reference(module: types.ModuleType, name: str) -> None:
+    objects, covered = _documented()
+    value = getattr(module, name)
+    if f"{module.__name__}.{name}" in covered:
+        return
+    for documented_name, documented in objects:
+        if documented_name == name and documented is value:
+            return
+    pytest.fail(f"{module.__name__}.{name} is in no docs/reference/*.rst auto* directive")
+
+
+# -- purity ---------------------------------------------------------------------------------------
+
+
+def test_pure_packages_import_with_trio_and_sockets_blocked() -> None:
+    """The pure packages import no trio, socket, ifaddr or time.
+
+    ``trice/__init__.py`` re-exports the trio shell, so ``trice`` is loaded as a bare namespace
+    package (its ``__init__`` never runs) and the pure modules are imported beneath it.
+    """
+    package_dir = ROOT / "trice"
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        for name in ("trio", "socket", "ifaddr", "time", "asyncio", "select", "selectors"):
+            sys.modules[name] = None
+        package = types.ModuleType("trice")
+        package.__path__ = [{str(package_dir)!r}]
+        sys.modules["trice"] = package
+        import importlib
+        for name in {PURE!r}:
+            importlib.import_module(name)
+        shell = sorted(n for n in sys.modules if n.startswith(("trice._trio", "trice._cli")))
+        assert not shell, shell
+        print("pure")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pure"
