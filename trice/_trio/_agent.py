@@ -2,13 +2,14 @@
 
 The task tree is the protocol's structure::
 
-    open_agent nursery
+    trice agent <ufrag>          (the agent's task: it also keeps the core's time)
     ├── gather                 (a nursery: one task per gather source)
-    │   └── gather host
-    ├── receive 127.0.0.1:5000 (one reader per local transport)
-    └── checks                 (the scheduler, which owns a nursery of checks)
-        ├── check 127.0.0.1:5000 -> 127.0.0.1:6000
-        └── ...
+    │   ├── gather srflx stun:... from 192.0.2.1
+    │   └── gather relay turn:...
+    ├── relay turn:...         (a TURN allocation, alive until the agent closes)
+    ├── receive 127.0.0.1:5000 (one reader per local socket)
+    ├── check 127.0.0.1:5000 -> 127.0.0.1:6000
+    └── ...
 
 Every decision (which pair to check, what a response means, which state comes next) is
 made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps time.
@@ -120,6 +121,33 @@ class GatherReport:
 
 class Agent:
     """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
+
+    __slots__ = (
+        "_bases_made",
+        "_buffer",
+        "_changed",
+        "_check_scopes",
+        "_checks",
+        "_closed",
+        "_connection",
+        "_core",
+        "_datagrams",
+        "_gathering",
+        "_local",
+        "_malformed",
+        "_mapped",
+        "_nursery",
+        "_pending",
+        "_pokes",
+        "_reports",
+        "_signalled",
+        "_stun_received",
+        "_subscribers",
+        "_transports",
+        "_unknown_source",
+        "_wakeup",
+        "config",
+    )
 
     def __init__(self, config: AgentConfig, controlling: bool) -> None:
         self.config = config
@@ -375,13 +403,13 @@ class Agent:
     # ------------------------------------------------------------------ tasks
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The agent's own task: it owns the nursery of gather, receive and check tasks, and
+        keeps the core's time itself (no separate scheduler task: many agents, less memory)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._gather, name="gather")
-            nursery.start_soon(self._scheduler, name="checks")
             task_status.started()
-
-    _nursery: trio.Nursery
+            await self._schedule(nursery)
 
     async def _gather(self) -> None:
         self._set_gathering(GatheringState.GATHERING)
@@ -684,21 +712,19 @@ class Agent:
         if handler is not None:
             handler(message, source)
 
-    async def _scheduler(self) -> None:
+    async def _schedule(self, checks: trio.Nursery) -> None:
         """Keeps the core's time: runs its timers and sleeps until its next deadline or the
-        next change.  Checks run as tasks in this task's nursery."""
+        next change.  Checks run as tasks in ``checks``."""
         core = self._core
-        async with trio.open_nursery() as checks:
-            self._checks = checks
-            while not core.finished:
-                core.on_timer(trio.current_time())
-                self._pump()
-                deadline = core.next_deadline()
-                self._wakeup = trio.Event()
-                with trio.move_on_at(math.inf if deadline is None else deadline):
-                    await self._wakeup.wait()
-            self._checks = None
-            checks.cancel_scope.cancel()
+        self._checks = checks
+        while not core.finished:
+            core.on_timer(trio.current_time())
+            self._pump()
+            deadline = core.next_deadline()
+            self._wakeup = trio.Event()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._wakeup.wait()
+        self._checks = None
 
     def _close(self) -> None:
         if self._closed:

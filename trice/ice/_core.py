@@ -10,7 +10,6 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,6 +99,45 @@ class AgentCore:
         new_transaction_id: source of transaction ids (injected so tests are deterministic).
     """
 
+    __slots__ = (
+        "_bases",
+        "_checking_since",
+        "_events",
+        "_first_valid_at",
+        "_last_consent",
+        "_live",
+        "_local_key",
+        "_new_tid",
+        "_next_consent",
+        "_next_paced",
+        "_nominating",
+        "_remote_key",
+        "_resend",
+        "_triggered",
+        "_urgent",
+        "_wanted",
+        "checklist",
+        "checks_sent",
+        "controlling",
+        "local",
+        "local_candidates",
+        "local_complete",
+        "max_remote_candidates",
+        "nohost",
+        "nomination",
+        "prflx_dropped",
+        "remote",
+        "remote_addresses",
+        "remote_candidates",
+        "remote_complete",
+        "requests_received",
+        "requests_rejected",
+        "selected",
+        "state",
+        "tiebreaker",
+        "timing",
+    )
+
     def __init__(
         self,
         *,
@@ -134,8 +172,9 @@ class AgentCore:
         self.state = ConnectionState.NEW
         self.selected: Pair | None = None
         self._events: list[Event] = []
-        self._triggered: deque[Pair] = deque()
-        self._urgent: deque[Check] = deque()
+        # Small FIFO queues: lists (an empty deque costs ~700 bytes, many agents hold these).
+        self._triggered: list[Pair] = []
+        self._urgent: list[Check] = []
         self._resend: list[bytes] = []
         self._live: dict[bytes, Check] = {}
         self._wanted = False
@@ -270,12 +309,12 @@ class AgentCore:
         if not self._checking or self.remote is None:
             return None
         if self._urgent:
-            return self._urgent.popleft()
+            return self._urgent.pop(0)
         if self.local.lite or now < self._next_paced:
             return None
         pair = None
         while self._triggered:
-            candidate = self._triggered.popleft()
+            candidate = self._triggered.pop(0)
             if candidate.state is PairState.WAITING:
                 pair = candidate
                 break
