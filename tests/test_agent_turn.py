@@ -3,7 +3,10 @@ TCP and TLS, and a refused allocation that costs nothing but its report."""
 
 from __future__ import annotations
 
+import json
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -87,3 +90,30 @@ async def test_wrong_credentials_yield_no_relay_and_a_report(coturn_tls: Coturn)
         assert [c.type for c in a.local_candidates] == [trice.CandidateType.HOST]
         (report,) = [r for r in a.gather_reports if r.source.startswith("turn:")]
         assert report.error is not None and "401" in report.error
+
+
+def _gather_cli(*args: str) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_trice_gather_against_coturn(coturn_tls: Coturn) -> None:
+    url = f"turn:127.0.0.1:{coturn_tls.port}?transport=udp"
+    records = _gather_cli("--turn", url, "--username", USER, "--credential", PASSWORD)
+    types = sorted(str(r["type"]) for r in records if r["event"] == "candidate")
+    assert "relay" in types and "host" in types
+    (source,) = [r for r in records if r["event"] == "source" and r["source"] == url]
+    assert source["error"] is None and source["candidates"] == 1
+
+
+def test_trice_gather_names_why_a_turn_server_failed(coturn_tls: Coturn) -> None:
+    url = f"turn:127.0.0.1:{coturn_tls.port}?transport=udp"
+    records = _gather_cli("--turn", url, "--username", USER, "--credential", "wrong")
+    (source,) = [r for r in records if r["event"] == "source" and r["source"] == url]
+    assert source["candidates"] == 0 and "401" in str(source["error"])

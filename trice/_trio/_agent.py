@@ -18,6 +18,7 @@ made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps ti
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import secrets
 import socket
@@ -425,7 +426,9 @@ class Agent:
                         if url.is_turn or url.secure or url.transport != "udp":
                             continue
                         for transport in list(self._transports.values()):
-                            if isinstance(transport, UdpTransport):
+                            if isinstance(transport, UdpTransport) and _may_reach(
+                                url.host, transport.family
+                            ):
                                 nursery.start_soon(
                                     self._gather_srflx,
                                     url,
@@ -738,6 +741,15 @@ class Agent:
         for stream in list(self._subscribers):
             stream._end()
         self._changed.set()
+
+
+def _may_reach(host: str, family: int) -> bool:
+    """Whether a socket of ``family`` can talk to ``host`` (a name may resolve to either)."""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return (literal.version == 6) == (family == socket.AF_INET6)
 
 
 async def _resolve(host: str, port: int, family: int) -> Address:
