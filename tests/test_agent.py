@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -443,3 +446,44 @@ async def test_custom_credentials_and_port_range() -> None:
         await a.wait_gathering_complete()
         assert a.local_parameters.ufrag == "user"
         assert all(40000 <= c.port <= 40100 for c in a.local_candidates)
+
+
+_FD_SCRIPT = """
+import resource, sys, trio, trice
+sys.path.insert(0, sys.argv[1])
+from loopback import loopback_config
+
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    config = loopback_config()
+    async with trio.open_nursery() as nursery:
+        async def hold():
+            try:
+                async with trice.open_agent(config, controlling=True) as agent:
+                    await agent.wait_gathering_complete()
+                    await trio.sleep_forever()
+            except trice.LimitError as exc:  # bare, straight out of open_agent
+                print("LimitError:", exc)
+                nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                print("group of", sorted({type(e).__name__ for e in group.exceptions}))
+                nursery.cancel_scope.cancel()
+        for _ in range(100):
+            nursery.start_soon(hold)
+            await trio.sleep(0.01)
+
+trio.run(main)
+"""
+
+
+def test_running_out_of_descriptors_is_a_clear_limit_error(tmp_path: pathlib.Path) -> None:
+    """An internal failure of an agent comes out of ``open_agent`` as itself, not wrapped."""
+    script = tmp_path / "fds.py"
+    script.write_text(_FD_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), str(pathlib.Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
