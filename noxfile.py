@@ -36,7 +36,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict against trio's own inline hints (no trio-typing: see docs/design.rst)."""
-    session.install("-e", ".", "mypy", *TEST_DEPS)
+    session.install("-e", ".", "mypy", "nox", *TEST_DEPS)
     session.run("mypy")
 
 

@@ -23,6 +23,7 @@ import trice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from loopback import loopback_config, signal
 from peers.harness import (
     PEER_KINDS,
     PeerUnavailable,
@@ -129,19 +130,8 @@ def default_rows(*, ipv6: bool = False) -> list[Row]:
     return rows
 
 
-def _loopback_config(ipv6: bool) -> trice.AgentConfig:
-    return trice.AgentConfig(
-        network=trice.NetworkConfig(
-            interface_filter=lambda n: n == "lo",
-            include_loopback=True,
-            ipv4=not ipv6,
-            ipv6=ipv6,
-        )
-    )
-
-
 async def _in_process_once(ipv6: bool, limit: float) -> float:
-    config = _loopback_config(ipv6)
+    config = loopback_config(ipv6=ipv6)
     async with (
         trice.open_agent(config, controlling=True) as a,
         trice.open_agent(config, controlling=False) as b,
@@ -149,12 +139,7 @@ async def _in_process_once(ipv6: bool, limit: float) -> float:
         with trio.fail_after(limit):
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
-        for agent, other in ((a, b), (b, a)):
-            params = other.local_parameters
-            agent.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
-            for candidate in other.local_candidates:
-                agent.add_remote_candidate(candidate)
-            agent.add_remote_candidate(None)
+        signal(a, b)
         done: list[float] = []
 
         async def connect(agent: trice.Agent) -> None:

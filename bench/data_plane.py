@@ -25,11 +25,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
 import trice
 from trice._trio._transport import UdpTransport
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from loopback import connect_both, loopback_config, signal
 
 SIZE = 1200
 RCVBUF = 4 * 1024 * 1024
@@ -188,27 +192,15 @@ async def _ping_pong(
 
 
 async def _trice(count: int, pings: int) -> Result:
-    config = trice.AgentConfig(network=_loopback(), receive_buffer=max(count, BURST) + 16)
+    config = loopback_config(receive_buffer=max(count, BURST) + 16)
     async with (
         trice.open_agent(config, controlling=True) as a,
         trice.open_agent(config, controlling=False) as b,
     ):
         await a.wait_gathering_complete()
         await b.wait_gathering_complete()
-        for here, there in ((a, b), (b, a)):
-            p = there.local_parameters
-            here.set_remote_parameters(p.ufrag, p.pwd)
-            for c in there.local_candidates:
-                here.add_remote_candidate(c)
-            here.add_remote_candidate(None)
-        conns: dict[str, trice.Connection] = {}
-
-        async def connect(name: str, agent: trice.Agent) -> None:
-            conns[name] = await agent.connect()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connect, "a", a)
-            nursery.start_soon(connect, "b", b)
+        signal(a, b)
+        conns = dict(zip("ab", await connect_both(a, b), strict=True))
         ca, cb = conns["a"], conns["b"]
         for agent in (a, b):  # the same kernel buffers as the floor
             for t in agent._transports.values():

@@ -15,24 +15,20 @@ import argparse
 import asyncio
 import gc
 import resource
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
 import trice
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from loopback import connect_both, loopback_config, signal
+
 KIB = 1024
-
-
-def _loopback() -> trice.NetworkConfig:
-    return trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: address.is_loopback,
-        include_loopback=True,
-        ipv6=False,
-    )
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -46,7 +42,7 @@ def _raise_fd_limit(needed: int) -> None:
 
 async def _trice_pairs(n: int, measure: Callable[[], None] | None = None) -> float:
     """Open n pairs, connect them all; returns seconds until all are connected."""
-    config = trice.AgentConfig(network=_loopback())
+    config = loopback_config()
     connected = 0
     all_connected = trio.Event()
     release = trio.Event()
@@ -59,15 +55,8 @@ async def _trice_pairs(n: int, measure: Callable[[], None] | None = None) -> flo
         ):
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
-            for here, there in ((a, b), (b, a)):
-                p = there.local_parameters
-                here.set_remote_parameters(p.ufrag, p.pwd)
-                for c in there.local_candidates:
-                    here.add_remote_candidate(c)
-                here.add_remote_candidate(None)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(a.connect)
-                nursery.start_soon(b.connect)
+            signal(a, b)
+            await connect_both(a, b, within=60)
             connected += 1
             if connected == n:
                 all_connected.set()
