@@ -94,11 +94,19 @@ def _trice_memory(n: int) -> float:
 async def _trice_fd_exhaustion(n: int) -> str:
     try:
         await _trice_pairs(n)
-    except trice.LimitError as exc:
-        return f"LimitError: {exc}"
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # the bench's nursery groups the pairs that failed together
+        leaves = _leaves(exc)
+        kinds = sorted({type(e).__name__ for e in leaves})
+        first = leaves[0]
+        return f"{len(leaves)} pairs raised {', '.join(kinds)}; e.g. {first}"
     return "no error: every pair connected"
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    inner = getattr(exc, "exceptions", None)
+    if not isinstance(inner, tuple):
+        return [exc]
+    return [leaf for e in inner for leaf in _leaves(e)]
 
 
 # ---------------------------------------------------------------- aioice
