@@ -142,6 +142,7 @@ class Agent:
         "_pokes",
         "_reports",
         "_signalled",
+        "_sleeping_until",
         "_stun_received",
         "_subscribers",
         "_transports",
@@ -177,6 +178,7 @@ class Agent:
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
         self._pokes: dict[bytes, Callable[[], None]] = {}
         self._checks: trio.Nursery | None = None
+        self._sleeping_until = -math.inf  # the scheduler's planned wake-up time
         self._check_scopes: dict[object, trio.CancelScope] = {}
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
@@ -362,7 +364,10 @@ class Agent:
             self._start_checks(trio.current_time())
             for event in self._core.drain_events():
                 self._emit(event)
-        self._wakeup.set()
+        # Wake the scheduler only if it must act sooner than it planned to.
+        deadline = self._core.next_deadline()
+        if (deadline is not None and deadline < self._sleeping_until) or self._core.finished:
+            self._wakeup.set()
 
     def _start_checks(self, now: float) -> None:
         core = self._core
@@ -724,9 +729,11 @@ class Agent:
             core.on_timer(trio.current_time())
             self._pump()
             deadline = core.next_deadline()
+            self._sleeping_until = math.inf if deadline is None else deadline
             self._wakeup = trio.Event()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            with trio.move_on_at(self._sleeping_until):
                 await self._wakeup.wait()
+            self._sleeping_until = -math.inf
         self._checks = None
 
     def _close(self) -> None:

@@ -25,11 +25,12 @@ class HostAddress:
 #: Interfaces are read at most this often: an application that opens many agents at once
 #: (a server, a test with hundreds of pairs) reads them once, not once an agent.
 _ADAPTERS_TTL = 1.0
-_adapters_cache: tuple[float, list[tuple[str, list[str]]]] | None = None
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_adapters_cache: tuple[float, list[tuple[str, list[_Address]]]] | None = None
 
 
-def _adapters() -> list[tuple[str, list[str]]]:
-    """(interface name, address literals) for every interface, cached for a second."""
+def _adapters() -> list[tuple[str, list[_Address]]]:
+    """(interface name, addresses) for every interface, cached for a second."""
     global _adapters_cache
     now = time.monotonic()
     if _adapters_cache is not None and now - _adapters_cache[0] < _ADAPTERS_TTL:
@@ -37,8 +38,14 @@ def _adapters() -> list[tuple[str, list[str]]]:
     adapters = []
     for adapter in ifaddr.get_adapters():
         name = str(adapter.nice_name or adapter.name)
-        texts = [str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip) for ip in adapter.ips]
-        adapters.append((name, texts))
+        addresses = []
+        for ip in adapter.ips:
+            text = str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip)
+            try:
+                addresses.append(ipaddress.ip_address(text.split("%", 1)[0]))
+            except ValueError:
+                continue
+        adapters.append((name, addresses))
     _adapters_cache = (now, adapters)
     return adapters
 
@@ -52,14 +59,10 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
     """
     found: list[HostAddress] = []
     seen: set[str] = set()
-    for name, texts in _adapters():
+    for name, addresses in _adapters():
         if network.interface_filter is not None and not network.interface_filter(name):
             continue
-        for text in texts:
-            try:
-                address = ipaddress.ip_address(text.split("%", 1)[0])
-            except ValueError:
-                continue
+        for address in addresses:
             if address.version == 4 and not network.ipv4:
                 continue
             if address.version == 6 and not network.ipv6:
