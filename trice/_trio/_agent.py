@@ -39,7 +39,7 @@ from trice._trio._log import TRACE, logger
 from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._streams import EventStream
 from trice._trio._transport import Transport, UdpTransport, bind_udp
-from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._candidate import Candidate
 from trice.ice._core import AgentCore, Check, IceParameters
 from trice.ice._events import (
     CandidateGathered,
@@ -51,7 +51,7 @@ from trice.ice._events import (
     GatheringStateChanged,
     SelectedPairChanged,
 )
-from trice.ice._priority import candidate_priority, compute_foundation, local_preference
+from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -476,19 +476,8 @@ class Agent:
                 transport,
                 name=f"receive {host.address}:{transport.local_address[1]}",
             )
-            # RFC 8445 §5.1.2.1: rank interfaces in the order found, then addresses on one
-            # interface by RFC 8421 (IPv6 before IPv4).
             rank = interfaces.setdefault(host.interface, len(interfaces))
-            preference = local_preference(host.address, interface_preference=255 - min(rank, 255))
-            candidate = Candidate(
-                foundation=compute_foundation(CandidateType.HOST, host.address, "udp"),
-                component=1,
-                protocol="udp",
-                priority=candidate_priority(CandidateType.HOST, preference, 1),
-                address=host.address,
-                port=transport.local_address[1],
-                type=CandidateType.HOST,
-            )
+            candidate = host_candidate((host.address, transport.local_address[1]), rank)
             self._add_local(candidate, base, signal=signal)
             await trio.lowlevel.checkpoint()
         count = len(self._signalled) - before if signal else len(self._transports)
@@ -532,21 +521,8 @@ class Agent:
             self._reports.append(GatherReport(source, elapsed, 0))
             return
         self._mapped.add(key)
-        host = transport.local_address[0]
         base_candidate = next(c for c, b in self._core.local_candidates if b == transport.base)
-        candidate = Candidate(
-            foundation=compute_foundation(CandidateType.SRFLX, host, "udp", url.host),
-            component=1,
-            protocol="udp",
-            priority=candidate_priority(
-                CandidateType.SRFLX, (base_candidate.priority >> 8) & 0xFFFF, 1
-            ),
-            address=address[0],
-            port=address[1],
-            type=CandidateType.SRFLX,
-            related_address=host,
-            related_port=transport.local_address[1],
-        )
+        candidate = srflx_candidate(base_candidate, address, url.host)
         self._add_local(candidate, transport.base, signal=True)
         self._reports.append(GatherReport(source, elapsed, 1))
 
@@ -583,19 +559,7 @@ class Agent:
             self._reports.append(GatherReport(str(url), trio.current_time() - started, 0, error))
             return
         self._transports[base] = transport
-        relayed = transport.local_address
-        mapped = transport.mapped_address
-        candidate = Candidate(
-            foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", url.host),
-            component=1,
-            protocol="udp",
-            priority=candidate_priority(CandidateType.RELAY, 65535, 1),
-            address=relayed[0],
-            port=relayed[1],
-            type=CandidateType.RELAY,
-            related_address=mapped[0] if mapped else None,
-            related_port=mapped[1] if mapped else None,
-        )
+        candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
         self._add_local(candidate, base, signal=True)
         self._reports.append(GatherReport(str(url), trio.current_time() - started, 1))
 

@@ -1,0 +1,38 @@
+"""The pure candidate constructors gathering uses (RFC 8445 §5.1.1, §5.1.2)."""
+
+from __future__ import annotations
+
+from trice.ice import CandidateType, compute_foundation
+from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
+
+
+def test_host_candidates_rank_interfaces_then_prefer_ipv6() -> None:
+    first_v4 = host_candidate(("192.0.2.1", 5000), interface_rank=0)
+    first_v6 = host_candidate(("2001:db8::1", 5001), interface_rank=0)
+    second_v6 = host_candidate(("2001:db8::2", 5002), interface_rank=1)
+    assert first_v4.type is CandidateType.HOST and first_v4.related_address is None
+    assert first_v6.priority > first_v4.priority > second_v6.priority
+    assert first_v4.priority >> 24 == 126  # host type preference
+
+
+def test_srflx_keeps_the_base_preference_and_relates_to_it() -> None:
+    base = host_candidate(("10.0.0.2", 5000), interface_rank=0)
+    srflx = srflx_candidate(base, ("203.0.113.7", 40000), "stun.example.org")
+    assert srflx.type is CandidateType.SRFLX
+    assert (srflx.related_address, srflx.related_port) == ("10.0.0.2", 5000)
+    assert srflx.priority >> 24 == 100
+    assert (srflx.priority >> 8) & 0xFFFF == (base.priority >> 8) & 0xFFFF
+    # Same type, base and server: same foundation, whatever the mapping (RFC 8445 §5.1.1.3).
+    again = srflx_candidate(base, ("203.0.113.8", 40001), "stun.example.org")
+    other_server = srflx_candidate(base, ("203.0.113.7", 40000), "stun.example.net")
+    assert srflx.foundation == again.foundation != other_server.foundation
+
+
+def test_relay_candidate() -> None:
+    relay = relay_candidate(("203.0.113.2", 50000), ("198.51.100.9", 41000), "turn.example.org")
+    assert relay.type is CandidateType.RELAY and relay.priority >> 24 == 0
+    assert (relay.related_address, relay.related_port) == ("198.51.100.9", 41000)
+    assert relay.foundation == compute_foundation(
+        CandidateType.RELAY, "203.0.113.2", "udp", "turn.example.org"
+    )
+    assert relay_candidate(("203.0.113.2", 50000), None, "t").related_address is None

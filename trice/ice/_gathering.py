@@ -1,0 +1,72 @@
+"""Local candidates as gathering finds them (RFC 8445 §5.1.1, §5.1.2).
+
+Pure: the shell finds addresses (a bound socket, a STUN mapping, a TURN allocation) and these
+functions turn them into candidates with the right type, priority, foundation and related
+address, so that every rule about candidates stays in the core.
+"""
+
+from __future__ import annotations
+
+from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._priority import candidate_priority, compute_foundation, local_preference
+
+__all__ = ["host_candidate", "relay_candidate", "srflx_candidate"]
+
+Address = tuple[str, int]
+
+#: Relayed candidates of one agent come from at most a few servers: one local preference.
+_RELAY_PREFERENCE = 65535
+
+
+def host_candidate(address: Address, interface_rank: int, component: int = 1) -> Candidate:
+    """A host candidate (RFC 8445 §5.1.1.1).
+
+    ``interface_rank`` is the interface's place in the order interfaces were found (0 is the
+    most preferred); on one interface, IPv6 comes before IPv4 (RFC 8421, RFC 8445 §5.1.2.1).
+    """
+    preference = local_preference(address[0], interface_preference=255 - min(interface_rank, 255))
+    return Candidate(
+        foundation=compute_foundation(CandidateType.HOST, address[0], "udp"),
+        component=component,
+        protocol="udp",
+        priority=candidate_priority(CandidateType.HOST, preference, component),
+        address=address[0],
+        port=address[1],
+        type=CandidateType.HOST,
+    )
+
+
+def srflx_candidate(base: Candidate, mapped: Address, server: str) -> Candidate:
+    """The server-reflexive candidate a STUN server reported for ``base`` (RFC 8445 §5.1.1.2):
+    its local preference is the base's, its related address the base's address."""
+    return Candidate(
+        foundation=compute_foundation(CandidateType.SRFLX, base.address, "udp", server),
+        component=base.component,
+        protocol="udp",
+        priority=candidate_priority(
+            CandidateType.SRFLX, (base.priority >> 8) & 0xFFFF, base.component
+        ),
+        address=mapped[0],
+        port=mapped[1],
+        type=CandidateType.SRFLX,
+        related_address=base.address,
+        related_port=base.port,
+    )
+
+
+def relay_candidate(
+    relayed: Address, mapped: Address | None, server: str, component: int = 1
+) -> Candidate:
+    """A relayed candidate from a TURN allocation (RFC 8445 §5.1.1.2); its related address
+    is the mapped address the TURN server saw, when known (RFC 8839 §5.1)."""
+    return Candidate(
+        foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", server),
+        component=component,
+        protocol="udp",
+        priority=candidate_priority(CandidateType.RELAY, _RELAY_PREFERENCE, component),
+        address=relayed[0],
+        port=relayed[1],
+        type=CandidateType.RELAY,
+        related_address=mapped[0] if mapped else None,
+        related_port=mapped[1] if mapped else None,
+    )
