@@ -722,3 +722,25 @@ def test_signalled_candidate_replaces_the_learned_prflx() -> None:
     core.add_remote_candidate(signalled)
     assert pair.remote is signalled
     assert [c for c in core.remote_candidates if c.transport_address == source] == [signalled]
+
+
+@pytest.mark.parametrize(
+    ("controlling", "ours", "theirs", "lite", "decision"),
+    [
+        (True, 10, 5, False, "reject"),  # both controlling, ours larger: they must switch
+        (True, 5, 10, False, "switch"),
+        (False, 10, 5, False, "switch"),  # both controlled, ours larger: we control
+        (False, 5, 10, False, "reject"),
+        (False, 10, 5, True, "keep"),  # a lite agent never takes control
+    ],
+)
+def test_role_conflict_table(
+    controlling: bool, ours: int, theirs: int, lite: bool, decision: str
+) -> None:
+    """RFC 8445 §7.3.1.1, as a table."""
+    from trice.ice._requests import resolve_role_conflict
+
+    attribute = stun.IceControlling(theirs) if controlling else stun.IceControlled(theirs)
+    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=[attribute])
+    got = resolve_role_conflict(request, controlling=controlling, tiebreaker=ours, lite=lite)
+    assert got.value == decision

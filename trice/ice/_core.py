@@ -9,14 +9,13 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from trice import stun
 from trice._config import Nomination, Timing
 from trice._errors import LimitError, StateError
 from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._check import Check, IceParameters, check_schedule, prflx_foundation
 from trice.ice._checklist import CheckList, Pair, PairState
 from trice.ice._events import (
     CONNECTION_TRANSITIONS,
@@ -27,61 +26,11 @@ from trice.ice._events import (
     SelectedPairChanged,
 )
 from trice.ice._priority import candidate_priority
+from trice.ice._requests import RoleDecision, authenticate, resolve_role_conflict
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
 Address = tuple[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class IceParameters:
-    """ICE parameters of one side (RFC 8445 §5.3)."""
-
-    ufrag: str
-    pwd: str
-    lite: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """A connectivity check the shell must run.
-
-    Send ``message`` from transport ``base`` to ``destination`` at each offset of
-    ``schedule`` but the last (seconds after the start); the last offset is when the check
-    gives up.  Report the outcome with :meth:`AgentCore.on_response` or
-    :meth:`AgentCore.on_timeout`.
-    """
-
-    pair: Pair
-    transaction_id: bytes
-    message: bytes
-    destination: Address
-    base: int
-    schedule: tuple[float, ...]
-    nominating: bool = False
-    consent: bool = False
-    controlling: bool = False
-
-
-def check_schedule(timing: Timing, sends: int | None = None) -> tuple[float, ...]:
-    """Send offsets and the give-up time of a check (RFC 8445 §14.3, RFC 8489 §6.2.1).
-
-    The RTO starts at ``timing.rto`` and doubles up to ``timing.rto_max``.
-    """
-    count = timing.max_binding_requests if sends is None else sends
-    offsets = []
-    t = 0.0
-    rto = timing.rto
-    for _ in range(count):
-        offsets.append(t)
-        t += rto
-        rto = min(rto * 2, timing.rto_max)
-    offsets.append(t)
-    return tuple(offsets)
-
-
-def _prflx_foundation(address: str) -> str:
-    return "p" + hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()[:8]
 
 
 class AgentCore:
@@ -511,7 +460,7 @@ class AgentCore:
                 return candidate
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
         prflx = Candidate(
-            foundation=_prflx_foundation(pair.local.address),
+            foundation=prflx_foundation(pair.local.address),
             component=pair.local.component,
             protocol="udp",
             priority=self._prflx_priority(pair),
@@ -606,31 +555,29 @@ class AgentCore:
             return None  # keepalive (RFC 8445 §11)
         if request.message_class is not stun.MessageClass.REQUEST:
             return None
-        username = request.get(stun.Username)
-        has_integrity = request.get(stun.MessageIntegrity) is not None
-        if username is None or not has_integrity:
-            return self._reject(request, 400, "Bad Request")
-        local_part, _, remote_part = username.value.partition(":")
-        if local_part != self.local.ufrag or (
-            self.remote is not None and remote_part != self.remote.ufrag
-        ):
-            return self._reject(request, 401, "Unauthorized")
-        if not request.verify_integrity(self._local_key):
-            return self._reject(request, 401, "Unauthorized")
-        if request.unknown_required:
+        remote_ufrag = None if self.remote is None else self.remote.ufrag
+        refused = authenticate(request, self.local.ufrag, remote_ufrag, self._local_key)
+        if refused is not None:
             self.requests_rejected += 1
-            return request.error_response(
-                420, "Unknown Attribute", stun.UnknownAttributes(tuple(request.unknown_required))
-            ).encode(integrity_key=self._local_key, fingerprint=True)
-        priority = request.get(stun.Priority)
-        if priority is None:
-            return self._reject(request, 400, "Bad Request")
-        conflict = self._role_conflict(request)
-        if conflict:
+            code, reason = refused
+            if code == 420:
+                unknown = stun.UnknownAttributes(tuple(request.unknown_required))
+                return request.error_response(code, reason, unknown).encode(
+                    integrity_key=self._local_key, fingerprint=True
+                )
+            return request.error_response(code, reason).encode(fingerprint=True)
+        decision = resolve_role_conflict(
+            request, controlling=self.controlling, tiebreaker=self.tiebreaker, lite=self.local.lite
+        )
+        if decision is RoleDecision.REJECT:
             self.requests_rejected += 1
             return request.error_response(487, "Role Conflict").encode(
                 integrity_key=self._local_key, fingerprint=True
             )
+        if decision is RoleDecision.SWITCH:
+            self._switch_role()
+        priority = request.get(stun.Priority)
+        assert priority is not None  # authenticate() saw to it
         response = request.success_response(stun.XorMappedAddress(source[0], source[1])).encode(
             integrity_key=self._local_key, fingerprint=True
         )
@@ -640,28 +587,6 @@ class AgentCore:
             base, source, priority.value, request.get(stun.UseCandidate) is not None, now
         )
         return response
-
-    def _reject(self, request: stun.Message, code: int, reason: str) -> bytes:
-        self.requests_rejected += 1
-        return request.error_response(code, reason).encode(fingerprint=True)
-
-    def _role_conflict(self, request: stun.Message) -> bool:
-        """RFC 8445 §7.3.1.1.  Returns True when the request must get a 487."""
-        if self.controlling:
-            theirs = request.get(stun.IceControlling)
-            if theirs is None:
-                return False
-            if self.tiebreaker >= theirs.tiebreaker:
-                return True
-            self._switch_role()
-            return False
-        theirs_controlled = request.get(stun.IceControlled)
-        if theirs_controlled is None or self.local.lite:
-            return False
-        if self.tiebreaker >= theirs_controlled.tiebreaker:
-            self._switch_role()
-            return False
-        return True
 
     def _switch_role(self) -> None:
         self.controlling = not self.controlling
@@ -679,7 +604,7 @@ class AgentCore:
                 self.prflx_dropped += 1
                 return
             prflx = Candidate(
-                foundation=_prflx_foundation(source[0]),
+                foundation=prflx_foundation(source[0]),
                 component=local.component,
                 protocol="udp",
                 priority=priority,

@@ -1,0 +1,65 @@
+"""Value types of the agent core: ICE parameters, a check to run, and its schedule."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from trice._config import Timing
+from trice.ice._checklist import Pair
+
+__all__ = ["Check", "IceParameters", "check_schedule", "prflx_foundation"]
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IceParameters:
+    """ICE parameters of one side (RFC 8445 §5.3)."""
+
+    ufrag: str
+    pwd: str
+    lite: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A connectivity check the shell must run.
+
+    Send ``message`` from transport ``base`` to ``destination`` at each offset of
+    ``schedule`` but the last (seconds after the start); the last offset is when the check
+    gives up.  Report the outcome with :meth:`AgentCore.on_response` or
+    :meth:`AgentCore.on_timeout`.
+    """
+
+    pair: Pair
+    transaction_id: bytes
+    message: bytes
+    destination: Address
+    base: int
+    schedule: tuple[float, ...]
+    nominating: bool = False
+    consent: bool = False
+    controlling: bool = False
+
+
+def check_schedule(timing: Timing, sends: int | None = None) -> tuple[float, ...]:
+    """Send offsets and the give-up time of a check (RFC 8445 §14.3, RFC 8489 §6.2.1).
+
+    The RTO starts at ``timing.rto`` and doubles up to ``timing.rto_max``.
+    """
+    count = timing.max_binding_requests if sends is None else sends
+    offsets = []
+    t = 0.0
+    rto = timing.rto
+    for _ in range(count):
+        offsets.append(t)
+        t += rto
+        rto = min(rto * 2, timing.rto_max)
+    offsets.append(t)
+    return tuple(offsets)
+
+
+def prflx_foundation(address: str) -> str:
+    """A foundation for a peer-reflexive candidate learned from ``address``."""
+    return "p" + hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()[:8]
