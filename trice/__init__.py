@@ -20,8 +20,9 @@ from trice._errors import (
     UsageError,
 )
 from trice._servers import IceServer, ServerUrl, TransportPolicy
-from trice._trio._agent import Agent, AgentStatistics, GatherReport, open_agent
+from trice._trio._agent import Agent, AgentStatistics, open_agent
 from trice._trio._connection import Connection
+from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
 from trice._trio._streams import EventStream
 from trice.ice._candidate import Candidate, CandidateType, TcpType, end_of_candidates_json

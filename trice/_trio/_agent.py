@@ -17,8 +17,6 @@ made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps ti
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import math
 import secrets
 import socket
@@ -31,16 +29,16 @@ import trio
 
 from trice import stun
 from trice._config import AgentConfig
-from trice._errors import IceFailedError, LimitError, StateError, TurnError
-from trice._servers import IceServer, ServerUrl, TransportPolicy
+from trice._errors import IceFailedError, StateError
+from trice._servers import TransportPolicy
+from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import Connection, ReceiveBuffer
-from trice._trio._gather import host_addresses
+from trice._trio._gather import GatherReport, gather
 from trice._trio._log import TRACE, logger
-from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._streams import EventStream
-from trice._trio._transport import Transport, UdpTransport, bind_udp
+from trice._trio._transport import Transport, UdpTransport
 from trice.ice._candidate import Candidate
-from trice.ice._core import AgentCore, Check, IceParameters
+from trice.ice._core import AgentCore, IceParameters
 from trice.ice._events import (
     CandidateGathered,
     CandidatePair,
@@ -51,7 +49,6 @@ from trice.ice._events import (
     GatheringStateChanged,
     SelectedPairChanged,
 )
-from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -100,24 +97,6 @@ class AgentStatistics:
     prflx_dropped: int
     pairs: int
     pairs_pruned: int
-
-
-@dataclass(frozen=True, slots=True)
-class GatherReport:
-    """How one gather source did (see :attr:`Agent.gather_reports`; ``trice gather`` prints it).
-
-    Attributes:
-        source: ``"host"``, or the STUN/TURN server URL (with the local address it was
-            asked from, for STUN).
-        elapsed: seconds the source took.
-        candidates: how many candidates it produced.
-        error: why it produced none (timeout, an error response, unreachable...), or ``None``.
-    """
-
-    source: str
-    elapsed: float
-    candidates: int
-    error: str | None = None
 
 
 class Agent:
@@ -383,10 +362,10 @@ class Agent:
             old = self._check_scopes.get(check.pair)
             if old is not None and not check.consent:
                 old.cancel()
-            run = _CheckRun(self, check, transport)
+            run = CheckRun(self, check, transport)
             run.transmit()
             assert self._checks is not None
-            self._checks.start_soon(run.run, name=_check_name(check))
+            self._checks.start_soon(run.run, name=check_name(check))
 
     def _data_route(self) -> tuple[Transport, Address]:
         pair = self._core.selected
@@ -413,187 +392,14 @@ class Agent:
         keeps the core's time itself (no separate scheduler task: many agents, less memory)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._gather, name="gather")
+            nursery.start_soon(gather, self, name="gather")
             task_status.started()
             await self._schedule(nursery)
-
-    async def _gather(self) -> None:
-        self._set_gathering(GatheringState.GATHERING)
-        policy = self.config.transport_policy
-        servers = () if self.config.lite else self.config.ice_servers
-        async with trio.open_nursery() as nursery:
-            if policy is not TransportPolicy.RELAY:
-                # Binding host sockets is quick and local; server-reflexive gathering asks from
-                # those very sockets, so that the mapping found is the one checks will use.
-                await self._gather_host()
-                for server in servers:
-                    for url in server.urls:
-                        if url.is_turn or url.secure or url.transport != "udp":
-                            continue
-                        for transport in list(self._transports.values()):
-                            if isinstance(transport, UdpTransport) and _may_reach(
-                                url.host, transport.family
-                            ):
-                                nursery.start_soon(
-                                    self._gather_srflx,
-                                    url,
-                                    transport,
-                                    name=f"gather srflx {url} from {transport.local_address[0]}",
-                                )
-            for server in servers:
-                for url in server.urls:
-                    if url.is_turn:
-                        nursery.start_soon(
-                            self._gather_relay, server, url, name=f"gather relay {url}"
-                        )
-        self._core.set_local_complete()
-        self._set_gathering(GatheringState.COMPLETE)
-        self._pump()
-
-    async def _gather_host(self) -> None:
-        started = trio.current_time()
-        before = len(self._signalled)
-        network = self.config.network
-        policy = self.config.transport_policy
-        signal = policy is TransportPolicy.ALL
-        addresses = host_addresses(network)
-        interfaces: dict[str, int] = {}
-        for host in addresses:
-            try:
-                sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
-            except LimitError:
-                raise
-            except OSError as exc:
-                logger.warning(
-                    "cannot bind %s (%s): %s; skipped", host.address, host.interface, exc
-                )
-                continue
-            base = self._new_base()
-            transport = UdpTransport(base, sock)
-            self._transports[base] = transport
-            self._nursery.start_soon(
-                self._receive_loop,
-                transport,
-                name=f"receive {host.address}:{transport.local_address[1]}",
-            )
-            rank = interfaces.setdefault(host.interface, len(interfaces))
-            candidate = host_candidate((host.address, transport.local_address[1]), rank)
-            self._add_local(candidate, base, signal=signal)
-            await trio.lowlevel.checkpoint()
-        count = len(self._signalled) - before if signal else len(self._transports)
-        error = None if self._transports else "no usable local address (check the filters)"
-        self._reports.append(GatherReport("host", trio.current_time() - started, count, error))
-
-    async def _gather_srflx(self, url: ServerUrl, transport: UdpTransport) -> None:
-        """Server-reflexive gathering (RFC 8445 §5.1.1.2): a Binding request to the STUN
-        server from a host socket, retransmitted as RFC 8489 §6.2.1 says, for at most
-        ``Timing.gather_timeout``."""
-        started = trio.current_time()
-        source = f"{url} from {transport.local_address[0]}"
-        timing = self.config.timing
-        try:
-            with trio.fail_after(timing.gather_timeout):
-                server = await _resolve(url.host, url.port, transport.family)
-                request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
-                reply = await self._transact(transport, server, request)
-        except trio.TooSlowError:
-            self._reports.append(GatherReport(source, trio.current_time() - started, 0, "timeout"))
-            return
-        except OSError as exc:
-            self._reports.append(
-                GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}")
-            )
-            return
-        elapsed = trio.current_time() - started
-        if reply.message_class is stun.MessageClass.ERROR:
-            err = reply.get(stun.ErrorCode)
-            text = f"{err.code} {err.reason}" if err else "error response"
-            self._reports.append(GatherReport(source, elapsed, 0, text))
-            return
-        mapped = reply.get(stun.XorMappedAddress) or reply.get(stun.MappedAddress)
-        if mapped is None:
-            self._reports.append(GatherReport(source, elapsed, 0, "no mapped address"))
-            return
-        address = (mapped.address, mapped.port)
-        key = (transport.base, address)
-        if address == transport.local_address or key in self._mapped:
-            # No NAT in between, or a mapping another server already found: nothing new.
-            self._reports.append(GatherReport(source, elapsed, 0))
-            return
-        self._mapped.add(key)
-        base_candidate = next(c for c, b in self._core.local_candidates if b == transport.base)
-        candidate = srflx_candidate(base_candidate, address, url.host)
-        self._add_local(candidate, transport.base, signal=True)
-        self._reports.append(GatherReport(source, elapsed, 1))
 
     def _new_base(self) -> int:
         base = self._bases_made
         self._bases_made += 1
         return base
-
-    async def _gather_relay(self, server: IceServer, url: ServerUrl) -> None:
-        """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
-        as a task of the agent until the agent closes, which deallocates it."""
-        started = trio.current_time()
-        base = self._new_base()
-        assert server.username is not None and server.credential is not None
-        try:
-            transport: RelayTransport = await self._nursery.start(
-                functools.partial(
-                    run_relay,
-                    url,
-                    server.username,
-                    server.credential,
-                    base=base,
-                    deliver=self._dispatch,
-                    ssl_context=server.ssl_context,
-                    timeout=self.config.timing.gather_timeout,
-                ),
-                name=f"relay {url}",
-            )
-        except TurnError as exc:
-            logger.warning("%s: no relay candidate from %s: %s", self._local.ufrag, url, exc)
-            reason = getattr(exc, "reason", "") or str(exc)
-            code = getattr(exc, "code", None)
-            error = f"{code} {reason}" if code else reason
-            self._reports.append(GatherReport(str(url), trio.current_time() - started, 0, error))
-            return
-        self._transports[base] = transport
-        candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
-        self._add_local(candidate, base, signal=True)
-        self._reports.append(GatherReport(str(url), trio.current_time() - started, 1))
-
-    async def _transact(
-        self, transport: UdpTransport, server: Address, request: stun.Message
-    ) -> stun.Message:
-        """One STUN transaction from a host socket, retransmitted per RFC 8489 §6.2.1 (the
-        caller bounds it in time)."""
-        timing = self.config.timing
-        # RFC 8489 §6.2.1's doubling RTO, capped at Timing.rto_max, for as long as the caller
-        # allows (the gather timeout): on a lossy path every extra try counts.
-        schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
-        data = request.encode(fingerprint=True)
-        box: list[stun.Message] = []
-        done = trio.Event()
-
-        def on_reply(message: stun.Message, source: Address) -> None:
-            if source == server or not box:
-                box.append(message)
-                done.set()
-
-        self._pending[request.transaction_id] = on_reply
-        try:
-            deadline: float | None = schedule.start(trio.current_time())
-            while deadline is not None:
-                transport.send_nowait(data, server)
-                with trio.move_on_at(deadline):
-                    await done.wait()
-                if box:
-                    return box[0]
-                deadline = schedule.on_timeout(trio.current_time())
-            raise trio.TooSlowError
-        finally:
-            del self._pending[request.transaction_id]
 
     async def _receive_loop(self, transport: UdpTransport) -> None:
         """Drain one socket: STUN to the core, data from known remotes to the buffer.
@@ -712,103 +518,6 @@ class Agent:
         for stream in list(self._subscribers):
             stream._end()
         self._changed.set()
-
-
-def _may_reach(host: str, family: int) -> bool:
-    """Whether a socket of ``family`` can talk to ``host`` (a name may resolve to either)."""
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        return True
-    return (literal.version == 6) == (family == socket.AF_INET6)
-
-
-async def _resolve(host: str, port: int, family: int) -> Address:
-    """A server's address in the family of the socket that will talk to it."""
-    infos = await trio.socket.getaddrinfo(host, port, family=family, type=trio.socket.SOCK_DGRAM)
-    if not infos:
-        raise OSError(f"{host} has no address of the socket's family")
-    sockaddr = infos[0][4]
-    return (str(sockaddr[0]), int(sockaddr[1]))
-
-
-class _CheckRun:
-    """One connectivity check in flight: its first transmission goes out when it is made,
-    then its task retransmits on the check's schedule until a response settles it or the
-    schedule runs out (RFC 8445 §14.3)."""
-
-    __slots__ = ("agent", "check", "scope", "settled", "start", "transport", "wake")
-
-    def __init__(self, agent: Agent, check: Check, transport: Transport) -> None:
-        self.agent = agent
-        self.check = check
-        self.transport = transport
-        self.settled = False
-        self.wake = trio.Event()
-        self.start = trio.current_time()
-        self.scope = trio.CancelScope()
-        agent._pending[check.transaction_id] = self.on_response
-        agent._pokes[check.transaction_id] = self.poke
-        if not check.consent:
-            agent._check_scopes[check.pair] = self.scope
-
-    def on_response(self, message: stun.Message, source: Address) -> None:
-        agent = self.agent
-        if agent._core.on_response(self.check, message, source, trio.current_time()):
-            self.settled = True
-            self.wake.set()
-            agent._pump()
-
-    def poke(self) -> None:
-        self.wake.set()
-
-    def transmit(self) -> None:
-        check = self.check
-        if logger.isEnabledFor(TRACE):
-            logger.log(
-                TRACE,
-                "%s: send %s%s",
-                self.agent.local_parameters.ufrag,
-                _check_name(check),
-                " USE-CANDIDATE" if check.nominating else "",
-            )
-        self.transport.send_nowait(check.message, check.destination)
-
-    async def run(self) -> None:
-        agent = self.agent
-        check = self.check
-        tid = check.transaction_id
-        try:
-            with self.scope:
-                schedule = check.schedule
-                for i in range(len(schedule) - 1):
-                    if i:
-                        self.transmit()
-                    deadline = self.start + schedule[i + 1]
-                    while True:
-                        with trio.move_on_at(deadline):
-                            await self.wake.wait()
-                        if self.settled:
-                            return
-                        if not self.wake.is_set():
-                            break  # the RTO passed: next transmission
-                        self.wake = trio.Event()  # poked: send again now, same deadline
-                        self.transmit()
-                agent._core.on_timeout(check, trio.current_time())
-                agent._pump()
-        finally:
-            agent._pending.pop(tid, None)
-            agent._pokes.pop(tid, None)
-            if agent._check_scopes.get(check.pair) is self.scope:
-                del agent._check_scopes[check.pair]
-
-
-def _check_name(check: Check) -> str:
-    pair = check.pair
-    kind = "consent" if check.consent else "nominate" if check.nominating else "check"
-    return (
-        f"{kind} {pair.local.address}:{pair.local.port} -> {pair.remote.address}:{pair.remote.port}"
-    )
 
 
 @asynccontextmanager

@@ -1,16 +1,37 @@
-"""Which local addresses host gathering binds (RFC 8445 §5.1.1.1), read with ifaddr."""
+"""Gathering (RFC 8445 §5.1.1): which local addresses to bind (read with ifaddr), and the
+gather tasks an agent runs: host sockets, server-reflexive candidates from STUN servers, and
+relayed candidates from TURN servers.  The candidates themselves are made by the pure core
+(``trice.ice._gathering``); these tasks find the addresses."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import secrets
+import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ifaddr
+import trio
 
+from trice import stun
 from trice._config import NetworkConfig
+from trice._errors import LimitError, TurnError
+from trice._servers import IceServer, ServerUrl, TransportPolicy
+from trice._trio._log import logger
+from trice._trio._relay import RelayTransport, run_relay
+from trice._trio._transport import UdpTransport, bind_udp
+from trice.ice._events import GatheringState
+from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
 
-__all__ = ["HostAddress", "host_addresses"]
+if TYPE_CHECKING:
+    from trice._trio._agent import Agent
+
+Address = tuple[str, int]
+
+__all__ = ["GatherReport", "HostAddress", "gather", "host_addresses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +100,216 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
             seen.add(literal)
             found.append(HostAddress(name, literal, literal))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class GatherReport:
+    """How one gather source did (see :attr:`Agent.gather_reports`; ``trice gather`` prints it).
+
+    Attributes:
+        source: ``"host"``, or the STUN/TURN server URL (with the local address it was
+            asked from, for STUN).
+        elapsed: seconds the source took.
+        candidates: how many candidates it produced.
+        error: why it produced none (timeout, an error response, unreachable...), or ``None``.
+    """
+
+    source: str
+    elapsed: float
+    candidates: int
+    error: str | None = None
+
+
+async def gather(agent: Agent) -> None:
+    """The ``gather`` task: host sockets first, then a task per STUN and TURN source."""
+    agent._set_gathering(GatheringState.GATHERING)
+    policy = agent.config.transport_policy
+    servers = () if agent.config.lite else agent.config.ice_servers
+    async with trio.open_nursery() as nursery:
+        if policy is not TransportPolicy.RELAY:
+            # Binding host sockets is quick and local; server-reflexive gathering asks from
+            # those very sockets, so that the mapping found is the one checks will use.
+            await gather_host(agent)
+            for server in servers:
+                for url in server.urls:
+                    if url.is_turn or url.secure or url.transport != "udp":
+                        continue
+                    for transport in list(agent._transports.values()):
+                        if isinstance(transport, UdpTransport) and _may_reach(
+                            url.host, transport.family
+                        ):
+                            nursery.start_soon(
+                                gather_srflx,
+                                agent,
+                                url,
+                                transport,
+                                name=f"gather srflx {url} from {transport.local_address[0]}",
+                            )
+        for server in servers:
+            for url in server.urls:
+                if url.is_turn:
+                    nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
+    agent._core.set_local_complete()
+    agent._set_gathering(GatheringState.COMPLETE)
+    agent._pump()
+
+
+async def gather_host(agent: Agent) -> None:
+    """Host gathering (RFC 8445 §5.1.1.1): a socket and a receive task for each address."""
+    started = trio.current_time()
+    before = len(agent._signalled)
+    network = agent.config.network
+    policy = agent.config.transport_policy
+    signal = policy is TransportPolicy.ALL
+    addresses = host_addresses(network)
+    interfaces: dict[str, int] = {}
+    for host in addresses:
+        try:
+            sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
+        except LimitError:
+            raise
+        except OSError as exc:
+            logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
+            continue
+        base = agent._new_base()
+        transport = UdpTransport(base, sock)
+        agent._transports[base] = transport
+        agent._nursery.start_soon(
+            agent._receive_loop,
+            transport,
+            name=f"receive {host.address}:{transport.local_address[1]}",
+        )
+        rank = interfaces.setdefault(host.interface, len(interfaces))
+        candidate = host_candidate((host.address, transport.local_address[1]), rank)
+        agent._add_local(candidate, base, signal=signal)
+        await trio.lowlevel.checkpoint()
+    count = len(agent._signalled) - before if signal else len(agent._transports)
+    error = None if agent._transports else "no usable local address (check the filters)"
+    agent._reports.append(GatherReport("host", trio.current_time() - started, count, error))
+
+
+async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) -> None:
+    """Server-reflexive gathering (RFC 8445 §5.1.1.2): a Binding request to the STUN
+    server from a host socket, retransmitted as RFC 8489 §6.2.1 says, for at most
+    ``Timing.gather_timeout``."""
+    started = trio.current_time()
+    source = f"{url} from {transport.local_address[0]}"
+    timing = agent.config.timing
+    try:
+        with trio.fail_after(timing.gather_timeout):
+            server = await _resolve(url.host, url.port, transport.family)
+            request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+            reply = await transact(agent, transport, server, request)
+    except trio.TooSlowError:
+        agent._reports.append(GatherReport(source, trio.current_time() - started, 0, "timeout"))
+        return
+    except OSError as exc:
+        agent._reports.append(
+            GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}")
+        )
+        return
+    elapsed = trio.current_time() - started
+    if reply.message_class is stun.MessageClass.ERROR:
+        err = reply.get(stun.ErrorCode)
+        text = f"{err.code} {err.reason}" if err else "error response"
+        agent._reports.append(GatherReport(source, elapsed, 0, text))
+        return
+    mapped = reply.get(stun.XorMappedAddress) or reply.get(stun.MappedAddress)
+    if mapped is None:
+        agent._reports.append(GatherReport(source, elapsed, 0, "no mapped address"))
+        return
+    address = (mapped.address, mapped.port)
+    key = (transport.base, address)
+    if address == transport.local_address or key in agent._mapped:
+        # No NAT in between, or a mapping another server already found: nothing new.
+        agent._reports.append(GatherReport(source, elapsed, 0))
+        return
+    agent._mapped.add(key)
+    base_candidate = next(c for c, b in agent._core.local_candidates if b == transport.base)
+    candidate = srflx_candidate(base_candidate, address, url.host)
+    agent._add_local(candidate, transport.base, signal=True)
+    agent._reports.append(GatherReport(source, elapsed, 1))
+
+
+async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
+    """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
+    as a task of the agent until the agent closes, which deallocates it."""
+    started = trio.current_time()
+    base = agent._new_base()
+    assert server.username is not None and server.credential is not None
+    try:
+        transport: RelayTransport = await agent._nursery.start(
+            functools.partial(
+                run_relay,
+                url,
+                server.username,
+                server.credential,
+                base=base,
+                deliver=agent._dispatch,
+                ssl_context=server.ssl_context,
+                timeout=agent.config.timing.gather_timeout,
+            ),
+            name=f"relay {url}",
+        )
+    except TurnError as exc:
+        logger.warning("%s: no relay candidate from %s: %s", agent._local.ufrag, url, exc)
+        reason = getattr(exc, "reason", "") or str(exc)
+        code = getattr(exc, "code", None)
+        error = f"{code} {reason}" if code else reason
+        agent._reports.append(GatherReport(str(url), trio.current_time() - started, 0, error))
+        return
+    agent._transports[base] = transport
+    candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
+    agent._add_local(candidate, base, signal=True)
+    agent._reports.append(GatherReport(str(url), trio.current_time() - started, 1))
+
+
+async def transact(
+    agent: Agent, transport: UdpTransport, server: Address, request: stun.Message
+) -> stun.Message:
+    """One STUN transaction from a host socket, retransmitted per RFC 8489 §6.2.1 (the
+    caller bounds it in time)."""
+    timing = agent.config.timing
+    # RFC 8489 §6.2.1's doubling RTO, capped at Timing.rto_max, for as long as the caller
+    # allows (the gather timeout): on a lossy path every extra try counts.
+    schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
+    data = request.encode(fingerprint=True)
+    box: list[stun.Message] = []
+    done = trio.Event()
+
+    def on_reply(message: stun.Message, source: Address) -> None:
+        if source == server or not box:
+            box.append(message)
+            done.set()
+
+    agent._pending[request.transaction_id] = on_reply
+    try:
+        deadline: float | None = schedule.start(trio.current_time())
+        while deadline is not None:
+            transport.send_nowait(data, server)
+            with trio.move_on_at(deadline):
+                await done.wait()
+            if box:
+                return box[0]
+            deadline = schedule.on_timeout(trio.current_time())
+        raise trio.TooSlowError
+    finally:
+        del agent._pending[request.transaction_id]
+
+
+def _may_reach(host: str, family: int) -> bool:
+    """Whether a socket of ``family`` can talk to ``host`` (a name may resolve to either)."""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return (literal.version == 6) == (family == socket.AF_INET6)
+
+
+async def _resolve(host: str, port: int, family: int) -> Address:
+    """A server's address in the family of the socket that will talk to it."""
+    infos = await trio.socket.getaddrinfo(host, port, family=family, type=trio.socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"{host} has no address of the socket's family")
+    sockaddr = infos[0][4]
+    return (str(sockaddr[0]), int(sockaddr[1]))
