@@ -49,8 +49,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run every benchmark under bench/ and print its table."""
-    session.install("-e", ".", "aioice>=0.9")
+    """Run every benchmark under bench/ and print its table (``nox -s bench -- --quick``
+    for a short run).  The benches reuse the tests' helpers (coturn, the peer harness)."""
+    session.install("-e", ".", *TEST_DEPS)
     import pathlib
 
     for script in sorted(pathlib.Path("bench").glob("*.py")):

@@ -52,9 +52,12 @@ def run_in_process(runs: int, ipv6: bool) -> tuple[str, Stats]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=30, help="runs per row (default 30)")
+    parser.add_argument("--quick", action="store_true", help="5 runs per row")
     parser.add_argument("--ipv6", action="store_true", help="use ::1 instead of 127.0.0.1")
     parser.add_argument("--only", nargs="+", metavar="LABEL", help="only these rows")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = 5
     rows = default_rows(ipv6=args.ipv6)
     in_process = True
     if args.only:
