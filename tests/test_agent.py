@@ -487,3 +487,67 @@ def test_running_out_of_descriptors_is_a_clear_limit_error(tmp_path: pathlib.Pat
         timeout=60,
     )
     assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
+
+
+async def test_stun_answered_while_a_receiver_holds_the_socket_and_after_it_leaves() -> None:
+    """A task blocked in receive() reads the socket itself (STUN included); once it stops
+    receiving, the reader task takes the socket back: consent never lapses either way."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+    config = loopback_config(timing=timing)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        async with a.subscribe() as stream:
+            got: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+
+                async def receive_once() -> None:
+                    got.append(await cb.receive())
+
+                nursery.start_soon(receive_once)
+                await trio.sleep(1.0)  # b blocks in receive() all along: > failed_timeout
+                await ca.send(b"x")
+            assert got == [b"x"]
+            # b has stopped receiving; its reader takes the socket back after a lease.
+            await trio.sleep(1.0)
+            for agent in (a, b):
+                assert agent.connection_state in (
+                    trice.ConnectionState.CONNECTED,
+                    trice.ConnectionState.COMPLETED,
+                )
+            states = []
+            while True:
+                try:
+                    event = stream.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(event, trice.ConnectionStateChanged):
+                    states.append(event.state)
+            # The stream starts with the replayed current state; nothing degraded after it.
+            assert states and states[0] in (
+                trice.ConnectionState.CONNECTED,
+                trice.ConnectionState.COMPLETED,
+            )
+            assert trice.ConnectionState.DISCONNECTED not in states
+
+
+async def test_receive_blocked_on_the_socket_wakes_on_close() -> None:
+    # No consent traffic within the test's time: only the close can wake the receiver.
+    config = loopback_config(
+        timing=trice.Timing(keepalive_interval=30, disconnected_timeout=30, failed_timeout=60)
+    )
+    with trio.fail_after(2):
+        async with trice.open_agent(config, controlling=True) as a:
+            async with trice.open_agent(config, controlling=False) as b:
+                _ca, cb = await _connected_pair(a, b)
+                async with trio.open_nursery() as nursery:
+
+                    async def blocked() -> None:
+                        with pytest.raises(trio.ClosedResourceError):
+                            await cb.receive()
+
+                    nursery.start_soon(blocked)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await cb.aclose()

@@ -60,6 +60,9 @@ Address = tuple[str, int]
 #: the magic cookie is checked too, so that an application datagram that happens to begin
 #: with a small byte is still delivered as data.
 _MAGIC = b"\x21\x12\xa4\x42"
+#: How long the reader leaves a socket to a task that blocked in Connection.receive and has
+#: returned, before it takes the socket back; STUN waits at most this long while nobody reads.
+_LEASE = 0.02
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 
 
@@ -401,35 +404,31 @@ class Agent:
         self._bases_made += 1
         return base
 
-    async def _receive_loop(self, transport: UdpTransport) -> None:
-        """Drain one socket: STUN to the core, data from known remotes to the buffer.
+    def _drain(self, transport: UdpTransport) -> bool:
+        """Read what one socket holds: STUN to the core, data from known remotes to the
+        receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
-        This is the data plane's hot loop, so the buffer's ``put`` is inlined.
+        Runs in the socket's reader task, or in a task blocked in
+        :meth:`Connection.receive`, which waits on the socket itself (see ``_receive_loop``).
+        Returns False if it stopped after a batch with more to read, True once the socket is
+        empty.
         """
-        sock = transport.sock
-        recv = sock.recvfrom
+        recv = transport.sock.recvfrom
         buffer = self._buffer
         queue = buffer.queue
-        lot = buffer.lot
         maxlen = buffer.maxlen
         remotes = self._core.remote_addresses  # the core's own set, kept up to date
-        ipv6 = sock.family == socket.AF_INET6
-        batch = 0
-        while True:
+        ipv6 = transport.family == socket.AF_INET6
+        added = False
+        for _ in range(64):
             try:
                 data, source = recv(65536)
             except (BlockingIOError, InterruptedError):
-                batch = 0
-                await trio.lowlevel.wait_readable(sock)
-                continue
+                break
             except OSError:
-                # ICMP errors surface here on some systems; UDP carries on.
-                await trio.lowlevel.checkpoint()
-                continue
-            batch += 1
-            if batch >= 64:
-                batch = 0
-                await trio.lowlevel.checkpoint()
+                if transport.closed:
+                    break
+                continue  # ICMP errors surface here on some systems; UDP carries on.
             if ipv6:
                 source = (source[0], source[1])
             if data and data[0] < 4 and data[4:8] == _MAGIC:
@@ -440,12 +439,42 @@ class Agent:
                 if len(queue) < maxlen:
                     self._datagrams += 1
                     queue.append(data)
-                    if lot:
-                        lot.unpark()
+                    added = True
                 else:
                     buffer.dropped += 1
             else:
                 self._unknown_source += 1
+        else:
+            if added:
+                buffer.wake()
+            return False
+        if added:
+            buffer.wake()
+        return True
+
+    async def _receive_loop(self, transport: UdpTransport) -> None:
+        """The reader of one socket, so that STUN is answered whether or not anyone reads
+        data.  While a task is blocked in :meth:`Connection.receive`, that task waits on the
+        socket and reads it itself (one task switch less per datagram); the reader steps
+        aside and takes the socket back when the receiver leaves."""
+        sock = transport.sock
+        while True:
+            if not self._drain(transport):
+                await trio.lowlevel.checkpoint()
+                continue
+            if transport.held:
+                # A receiver holds the socket.  Leave it to receivers for as long as they keep
+                # coming back (a receive loop does); take it back after a lease without one.
+                while True:
+                    holds = transport.holds
+                    await trio.sleep(_LEASE)
+                    if not transport.held and transport.holds == holds:
+                        break
+                continue
+            with trio.CancelScope() as scope:
+                transport.reader_scope = scope
+                await trio.lowlevel.wait_readable(sock)
+            transport.reader_scope = None
 
     def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
         """One datagram from ``source`` arrived on ``transport`` (used by relays; the UDP

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trice._trio._transport import Transport
+from trice._trio._transport import Transport, UdpTransport
 from trice.ice._events import CandidatePair
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ class ReceiveBuffer:
     reader that falls behind never holds up STUN or the sender.
     """
 
-    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue")
+    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "waiting_scope")
 
     def __init__(self, maxlen: int) -> None:
         self.queue: deque[bytes] = deque()
@@ -31,18 +31,29 @@ class ReceiveBuffer:
         self.dropped = 0
         self.lot = trio.lowlevel.ParkingLot()
         self.closed = False
+        # Set while a receiver waits on a socket itself: cancelled to wake it when data
+        # comes in some other way (another socket's reader, a relay).
+        self.waiting_scope: trio.CancelScope | None = None
 
     def put(self, data: bytes) -> None:
         if len(self.queue) >= self.maxlen:
             self.dropped += 1
             return
         self.queue.append(data)
+        self.wake()
+
+    def wake(self) -> None:
+        """Data was queued: wake one parked receiver, or the one waiting on a socket."""
         if self.lot:
             self.lot.unpark()
+        if self.waiting_scope is not None:
+            self.waiting_scope.cancel()
 
     def close(self) -> None:
         self.closed = True
         self.lot.unpark_all()
+        if self.waiting_scope is not None:
+            self.waiting_scope.cancel()
 
 
 class Connection(trio.abc.Channel[bytes]):
@@ -112,18 +123,55 @@ class Connection(trio.abc.Channel[bytes]):
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
-        queue = self._buffer.queue
+        buffer = self._buffer
+        queue = buffer.queue
         if queue:
             data = queue.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        # Parking is the schedule point: once woken with data, return it at once (as trio's
-        # memory channels do) instead of yielding a second time.
-        while True:
-            await self._buffer.lot.park()
-            self._check_open()
-            if queue:
-                return queue.popleft()
+        transport = self._direct_transport()
+        if transport is None:
+            # Another task already waits on the socket, or the pair is relayed: wait for a
+            # reader to hand a datagram over.  Parking is the schedule point: once woken with
+            # data, return it at once, as trio's memory channels do.
+            while True:
+                await buffer.lot.park()
+                self._check_open()
+                if queue:
+                    return queue.popleft()
+        # Wait on the socket ourselves and read it, STUN included: the datagram reaches
+        # this task straight from the kernel, not through the reader task.
+        transport.held = True
+        transport.holds += 1
+        if transport.reader_scope is not None:
+            transport.reader_scope.cancel()  # frees the socket's read slot at once
+        drain = self._agent._drain
+        waited = False
+        try:
+            while True:
+                drain(transport)
+                self._check_open()
+                if queue:
+                    data = queue.popleft()
+                    if not waited:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+                with trio.CancelScope() as scope:
+                    buffer.waiting_scope = scope
+                    await trio.lowlevel.wait_readable(transport.sock)
+                buffer.waiting_scope = None
+                waited = True
+        finally:
+            buffer.waiting_scope = None
+            transport.held = False  # the reader takes the socket back after a lease
+
+    def _direct_transport(self) -> UdpTransport | None:
+        """The selected pair's socket, if this task may wait on it itself."""
+        route = self._route or self._get_route()
+        transport = route[0]
+        if isinstance(transport, UdpTransport) and not transport.held and not transport.closed:
+            return transport
+        return None
 
     async def aclose(self) -> None:
         """Close the connection: sends and receives raise from now on.  The agent itself
@@ -131,4 +179,6 @@ class Connection(trio.abc.Channel[bytes]):
         self._closed = True
         self._route = None
         self._buffer.lot.unpark_all()
+        if self._buffer.waiting_scope is not None:
+            self._buffer.waiting_scope.cancel()  # a receiver waiting on the socket itself
         await trio.lowlevel.checkpoint()

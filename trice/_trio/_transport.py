@@ -41,7 +41,16 @@ class Transport(Protocol):
 class UdpTransport:
     """A bound, non-blocking UDP socket with an id (the *base* the core talks about)."""
 
-    __slots__ = ("base", "closed", "family", "local_address", "sock")
+    __slots__ = (
+        "base",
+        "closed",
+        "family",
+        "held",
+        "holds",
+        "local_address",
+        "reader_scope",
+        "sock",
+    )
 
     def __init__(self, base: int, sock: socket.socket) -> None:
         self.base = base
@@ -50,6 +59,11 @@ class UdpTransport:
         host, port = sock.getsockname()[:2]
         self.local_address: Address = (host.split("%", 1)[0], port)
         self.closed = False
+        # Who waits on the socket: its reader task (``reader_scope`` set while it does), or a
+        # task blocked in Connection.receive (``held``; ``holds`` counts such receives).
+        self.held = False
+        self.holds = 0
+        self.reader_scope: trio.CancelScope | None = None
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         """Send if the kernel takes it now; UDP may drop, so a full buffer drops too."""
