@@ -9,7 +9,6 @@ harness, as the benchmarks do.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -18,15 +17,14 @@ import trio
 
 import trice
 
+from loopback import HAS_IPV6
 from peers.harness import (
     Message,
     Peer,
-    PeerUnavailable,
     connect_pair,
     exchange,
     peer_command,
     peer_pair,
-    pion_binary,
 )
 
 pytestmark = pytest.mark.interop
@@ -36,27 +34,6 @@ TIMEOUT = 20.0
 KINDS = ["aioice", "pion"]
 ROLES = [True, False]
 ROLE_IDS = ["trice-controlling", "trice-controlled"]
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _has_ipv6_loopback()
-
-
-@pytest.fixture(scope="session")
-def pion_available() -> None:
-    # Same rule as tests/test_peers_baseline.py: skip when Go or the Pion sources are missing.
-    try:
-        pion_binary()
-    except PeerUnavailable as exc:
-        pytest.skip(f"Pion peer unavailable: {exc}")
 
 
 @pytest.fixture

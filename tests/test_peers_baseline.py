@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from loopback import HAS_IPV6
 from peers.harness import (
     Message,
     Peer,
     PeerError,
-    PeerUnavailable,
     connect_pair,
     exchange,
     peer_command,
     peer_pair,
-    pion_binary,
 )
 
 pytestmark = pytest.mark.interop
@@ -36,29 +35,12 @@ KINDS = ["pion", "aioice"]
 PAIRS = [(a, b) for a in KINDS for b in KINDS]
 
 
-@pytest.fixture(scope="session")
-def pion_available() -> None:
-    try:
-        pion_binary()
-    except PeerUnavailable as exc:
-        pytest.skip(f"Pion peer unavailable: {exc}")
-
-
 @pytest.fixture
 def kinds(request: pytest.FixtureRequest) -> tuple[str, str]:
     pair: tuple[str, str] = request.param
     if "pion" in pair:
         request.getfixturevalue("pion_available")
     return pair
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def _address(candidate_line: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -96,7 +78,7 @@ def test_pair_ipv4(kinds: tuple[str, str]) -> None:
     _run_pair(*kinds)
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) here")
 @pytest.mark.parametrize("kinds", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS], indirect=True)
 def test_pair_ipv6(kinds: tuple[str, str]) -> None:
     _run_pair(*kinds, ipv6=True)
@@ -117,7 +99,7 @@ def test_full_controlling_to_lite(kinds: tuple[str, str]) -> None:
 def test_gathers_only_loopback(kind: str, ipv6: bool, request: pytest.FixtureRequest) -> None:
     if kind == "pion":
         request.getfixturevalue("pion_available")
-    if ipv6 and not _has_ipv6_loopback():
+    if ipv6 and not HAS_IPV6:
         pytest.skip("no IPv6 loopback (::1) here")
     with Peer(peer_command(kind, controlling=True, ipv6=ipv6)) as peer:
         desc = peer.local_description()

@@ -1,0 +1,16 @@
+"""Fixtures shared by the test modules that run third-party peers."""
+
+from __future__ import annotations
+
+import pytest
+
+from peers.harness import PeerUnavailable, pion_binary
+
+
+@pytest.fixture(scope="session")
+def pion_available() -> None:
+    """Skip, with the reason, when Go or Debian's Pion sources are missing."""
+    try:
+        pion_binary()
+    except PeerUnavailable as exc:
+        pytest.skip(f"Pion peer unavailable: {exc}")
