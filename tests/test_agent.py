@@ -81,22 +81,13 @@ async def test_lite_against_full(lite_side: str) -> None:
         await _exchange(ca, cb, 3)
 
 
-async def test_role_conflict_both_controlling() -> None:
+@pytest.mark.parametrize("role", [True, False], ids=["both-controlling", "both-controlled"])
+async def test_role_conflict(role: bool) -> None:
+    """Both sides claim the same role; the tie-breaker settles it (RFC 8445 §7.3.1.1)."""
     config = loopback_config()
     async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=True) as b,
-    ):
-        ca, cb = await _connected_pair(a, b)
-        assert a.controlling != b.controlling
-        await _exchange(ca, cb, 3)
-
-
-async def test_role_conflict_both_controlled() -> None:
-    config = loopback_config()
-    async with (
-        trice.open_agent(config, controlling=False) as a,
-        trice.open_agent(config, controlling=False) as b,
+        trice.open_agent(config, controlling=role) as a,
+        trice.open_agent(config, controlling=role) as b,
     ):
         ca, cb = await _connected_pair(a, b)
         assert a.controlling != b.controlling
