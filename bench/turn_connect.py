@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import trio
-from _peers import PeerUnavailable, Row, Stats
+from _peers import PeerUnavailable, Row, Stats, timed_connect
 from connect_time import format_table
 
 import trice
@@ -104,18 +103,7 @@ async def _in_process_once(port: int, limit: float) -> float:
             if types != {trice.CandidateType.RELAY}:
                 raise RuntimeError(f"expected only relay candidates, got {types}")
         signal(a, b)
-        done: list[float] = []
-
-        async def connect(agent: trice.Agent) -> None:
-            await agent.connect()
-            done.append(time.perf_counter())
-
-        t0 = time.perf_counter()
-        with trio.fail_after(limit):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(connect, a)
-                nursery.start_soon(connect, b)
-        elapsed = (max(done) - t0) * 1000.0
+        elapsed = await timed_connect(a, b, limit)
         for agent in (a, b):
             pair = agent.selected_pair
             if pair is None or pair.local.type is not trice.CandidateType.RELAY:

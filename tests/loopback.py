@@ -67,3 +67,15 @@ async def wait_for_state(stream: trice.EventStream, state: trice.ConnectionState
         if isinstance(event, trice.ConnectionStateChanged) and event.state is state:
             return
     raise AssertionError(f"the agent closed before reaching {state.value}")
+
+
+def states_so_far(stream: trice.EventStream) -> list[trice.ConnectionState]:
+    """The connection states queued on ``stream`` now, without waiting."""
+    states: list[trice.ConnectionState] = []
+    while True:
+        try:
+            event = stream.receive_nowait()
+        except trio.WouldBlock:
+            return states
+        if isinstance(event, trice.ConnectionStateChanged):
+            states.append(event.state)

@@ -14,7 +14,14 @@ import trio
 import trice
 from trice import stun
 
-from loopback import HAS_IPV6, connect_both, loopback_config, signal, wait_for_state
+from loopback import (
+    HAS_IPV6,
+    connect_both,
+    loopback_config,
+    signal,
+    states_so_far,
+    wait_for_state,
+)
 
 
 async def _connected_pair(
@@ -282,14 +289,7 @@ async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest() -> Non
                 trice.ConnectionState.CONNECTED,
                 trice.ConnectionState.COMPLETED,
             )
-            states = []
-            while True:
-                try:
-                    event = stream.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                if isinstance(event, trice.ConnectionStateChanged):
-                    states.append(event.state)
+            states = states_so_far(stream)
             assert trice.ConnectionState.DISCONNECTED not in states
         assert a.statistics().stun_received >= 10  # about 24 consent responses in 1.2 s
         stats = b.statistics()
@@ -508,14 +508,7 @@ async def test_stun_answered_while_a_receiver_holds_the_socket_and_after_it_leav
                     trice.ConnectionState.CONNECTED,
                     trice.ConnectionState.COMPLETED,
                 )
-            states = []
-            while True:
-                try:
-                    event = stream.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                if isinstance(event, trice.ConnectionStateChanged):
-                    states.append(event.state)
+            states = states_so_far(stream)
             # The stream starts with the replayed current state; nothing degraded after it.
             assert states and states[0] in (
                 trice.ConnectionState.CONNECTED,
