@@ -292,6 +292,30 @@ def test_request_on_in_progress_pair_resends_it() -> None:
     assert again is None or again.pair is not first.pair
 
 
+@pytest.mark.parametrize("controlling", [False, True])
+def test_controlled_pings_back_once_on_a_succeeded_pair(controlling: bool) -> None:
+    """A controlled agent answers the peer's request on a pair it has already proved with one
+    check of its own, so that a peer which nominates when a request arrives on a pair it has
+    proved (Pion) nominates now; the pair's state does not change. A controlling agent
+    does not."""
+    net, a, _b = two_agents(a_controlling=controlling, want=False)
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    (pair,) = core.checklist
+    pair.state = PairState.SUCCEEDED
+    request = binding_request(core, controlling=not controlling)
+    assert core.on_request(0, pair.remote_address, request, 0.01) is not None
+    ping = core.poll_check(0.01)
+    if controlling:
+        assert ping is None
+        return
+    assert ping is not None and ping.pair is pair and not ping.nominating
+    assert pair.state is PairState.SUCCEEDED
+    assert core.on_request(0, pair.remote_address, request, 0.02) is not None
+    assert core.poll_check(0.02) is None
+
+
 # -- peer-reflexive candidates (RFC 8445 §7.3.1.3, §7.2.5.3.1) ----------------------------------
 
 

@@ -47,7 +47,9 @@ class CheckRun:
             agent._pump()
 
     def poke(self) -> None:
-        self.wake.set()
+        """Send again now (the core asked: the peer's request came in on this pair)."""
+        if not self.settled:
+            self.transmit()
 
     def transmit(self) -> None:
         check = self.check
@@ -72,15 +74,10 @@ class CheckRun:
                     if i:
                         self.transmit()
                     deadline = self.start + schedule[i + 1]
-                    while True:
-                        with trio.move_on_at(deadline):
-                            await self.wake.wait()
-                        if self.settled:
-                            return
-                        if not self.wake.is_set():
-                            break  # the RTO passed: next transmission
-                        self.wake = trio.Event()  # poked: send again now, same deadline
-                        self.transmit()
+                    with trio.move_on_at(deadline):
+                        await self.wake.wait()
+                    if self.settled:
+                        return
                 agent._core.on_timeout(check, trio.current_time())
                 agent._pump()
         finally:

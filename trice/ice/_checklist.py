@@ -54,6 +54,8 @@ class Pair:
         nominated: the pair is nominated (RFC 8445 §8.1).
         nominate_on_success: controlled agent saw USE-CANDIDATE before the pair succeeded.
         transaction: the transaction id of the check in flight, if any.
+        pinged_back: a controlled agent answered the peer's request on this succeeded pair with
+            a check of its own (see :meth:`trice.ice.AgentCore.on_request`).
     """
 
     __slots__ = (
@@ -62,6 +64,7 @@ class Pair:
         "local",
         "nominate_on_success",
         "nominated",
+        "pinged_back",
         "priority",
         "remote",
         "state",
@@ -80,6 +83,7 @@ class Pair:
         self.nominated = False
         self.nominate_on_success = False
         self.transaction: bytes | None = None
+        self.pinged_back = False
 
     @property
     def valid(self) -> bool:

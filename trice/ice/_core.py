@@ -639,6 +639,13 @@ class AgentCore:
             if use_candidate and not self.controlling:
                 pair.nominated = True
                 self._select(pair, now)
+            elif not self.controlling and self.selected is None and not pair.pinged_back:
+                # Not in RFC 8445, which does nothing more here: once per pair, answer with
+                # a check of our own. A controlling peer that nominates when a request
+                # arrives on a pair it has proved (Pion does) nominates now instead of at
+                # its next scheduled round, which can be 200 ms away.
+                pair.pinged_back = True
+                self._urgent.append(self._start_check(pair, nominating=False, consent=True))
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True
