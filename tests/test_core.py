@@ -14,7 +14,7 @@ import trice
 from trice import stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
-from trice.ice._checklist import PairState
+from trice.ice._checklist import Pair, PairState
 from trice.ice._core import AgentCore, IceParameters, check_schedule
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
@@ -292,28 +292,65 @@ def test_request_on_in_progress_pair_resends_it() -> None:
     assert again is None or again.pair is not first.pair
 
 
-@pytest.mark.parametrize("controlling", [False, True])
-def test_controlled_pings_back_once_on_a_succeeded_pair(controlling: bool) -> None:
-    """A controlled agent answers the peer's request on a pair it has already proved with one
-    check of its own, so that a peer which nominates when a request arrives on a pair it has
-    proved (Pion) nominates now; the pair's state does not change. A controlling agent
-    does not."""
-    net, a, _b = two_agents(a_controlling=controlling, want=False)
+def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
+    """A core whose single pair's own check has just succeeded at t=0.01, with an RTT of
+    0.01 s; the peer has not checked the pair."""
+    net, a, b = two_agents(a_controlling=controlling, want=False)
     del net.endpoints["b"]
     core = a.core
     core.want_connection(0.0)
-    (pair,) = core.checklist
-    pair.state = PairState.SUCCEEDED
-    request = binding_request(core, controlling=not controlling)
-    assert core.on_request(0, pair.remote_address, request, 0.01) is not None
-    ping = core.poll_check(0.01)
+    check = core.poll_check(0.0)
+    assert check is not None
+    response = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.SUCCESS,
+        transaction_id=check.transaction_id,
+        attributes=[stun.XorMappedAddress(check.pair.local.address, check.pair.local.port)],
+    ).encode(integrity_key=stun.short_term_key(b.core.local.pwd), fingerprint=True)
+    assert core.on_response(check, stun.decode(response), check.destination, 0.01)
+    # (a controlling core goes on to nominate the pair, which puts it back in progress)
+    assert check.pair.state is (PairState.IN_PROGRESS if controlling else PairState.SUCCEEDED)
+    return core, check.pair
+
+
+@pytest.mark.parametrize("controlling", [False, True])
+def test_controlled_pings_back_once_when_no_nomination_comes(controlling: bool) -> None:
+    """A controlled agent whose pair succeeded and on which the peer has checked sends the
+    peer one check of its own if no nomination comes within two round trips: a peer that
+    nominates when a request arrives on a pair it has proved (Pion) then nominates at once.
+    The pair's state does not change; a controlling agent never does this."""
+    core, pair = _proved_pair_core(controlling=controlling)
     if controlling:
-        assert ping is None
+        nomination = core.poll_check(0.01)
+        assert nomination is not None and nomination.nominating
+    assert core.poll_check(0.01) is None  # nothing yet: the peer has not checked this pair
+    request = binding_request(core, controlling=not controlling)
+    assert core.on_request(0, pair.remote_address, request, 0.015) is not None
+    assert core.poll_check(0.015) is None  # the peer may still nominate
+    due = core.next_deadline()
+    assert due is not None
+    if controlling:
+        assert due > 0.2  # only failure is ahead
         return
+    assert due == pytest.approx(0.01 + 2 * 0.01)
+    core.on_timer(due)
+    ping = core.poll_check(due)
     assert ping is not None and ping.pair is pair and not ping.nominating
     assert pair.state is PairState.SUCCEEDED
-    assert core.on_request(0, pair.remote_address, request, 0.02) is not None
-    assert core.poll_check(0.02) is None
+    assert core.on_request(0, pair.remote_address, request, due + 0.01) is not None
+    core.on_timer(due + 0.01)
+    assert core.poll_check(due + 0.01) is None  # once per pair
+
+
+def test_no_pingback_when_the_nomination_comes_in_time() -> None:
+    core, pair = _proved_pair_core(controlling=False)
+    request = binding_request(core, controlling=True)
+    assert core.on_request(0, pair.remote_address, request, 0.015) is not None
+    nomination = binding_request(core, controlling=True, use_candidate=True, tid=b"N" * 12)
+    assert core.on_request(0, pair.remote_address, nomination, 0.02) is not None
+    assert core.selected is pair
+    core.on_timer(0.05)
+    assert core.poll_check(0.05) is None
 
 
 # -- peer-reflexive candidates (RFC 8445 §7.3.1.3, §7.2.5.3.1) ----------------------------------
@@ -768,3 +805,22 @@ def test_role_conflict_table(
     request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=[attribute])
     got = resolve_role_conflict(request, controlling=controlling, tiebreaker=ours, lite=lite)
     assert got.value == decision
+
+
+def test_warm_up_runs_a_check_and_its_nomination(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``warm_up`` exercises the whole hot path: a check, its response and the nomination."""
+    from trice.ice import _core
+
+    made: list[AgentCore] = []
+    real = _core.AgentCore
+
+    def spy(*args: object, **kwargs: object) -> AgentCore:
+        core = real(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(core)
+        return core
+
+    monkeypatch.setattr(_core, "AgentCore", spy)
+    _core.warm_up(rounds=1)
+    a, b = made
+    assert a.selected is not None and b.selected is not None
+    assert a.checks_sent == 2

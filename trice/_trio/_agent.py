@@ -38,7 +38,7 @@ from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
 from trice._trio._transport import Transport, UdpTransport
 from trice.ice._candidate import Candidate
-from trice.ice._core import AgentCore, IceParameters
+from trice.ice._core import AgentCore, IceParameters, warm_up
 from trice.ice._events import (
     CandidateGathered,
     CandidatePair,
@@ -69,6 +69,10 @@ _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 def _random_ice_string(length: int) -> str:
     """``length`` random ice-chars (RFC 8445 §5.3): 6 random bits each, from the OS."""
     return "".join(_ICE_CHARS[b & 63] for b in secrets.token_bytes(length))
+
+
+#: Whether this process has run :func:`~trice.ice._core.warm_up`.
+_warm = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +574,10 @@ async def open_agent(
     :class:`ExceptionGroup`.
     """
     config = AgentConfig() if config is None else config
+    global _warm
+    if not _warm:
+        _warm = True
+        warm_up()
     agent: Agent | None = None
     try:
         async with trio.open_nursery() as nursery:

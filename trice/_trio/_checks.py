@@ -18,19 +18,33 @@ __all__ = ["CheckRun", "check_name"]
 
 Address = tuple[str, int]
 
+#: How old a check in flight must be before the peer's crossing request makes it go out again
+#: at once (see :meth:`CheckRun.poke`); far below any RTO, far above a loopback round trip.
+RESEND_GRACE = 0.005
+
 
 class CheckRun:
     """One connectivity check in flight: its first transmission goes out when it is made,
     then its task retransmits on the check's schedule until a response settles it or the
     schedule runs out (RFC 8445 §14.3)."""
 
-    __slots__ = ("agent", "check", "scope", "settled", "start", "transport", "wake")
+    __slots__ = (
+        "agent",
+        "check",
+        "resend_at",
+        "scope",
+        "settled",
+        "start",
+        "transport",
+        "wake",
+    )
 
     def __init__(self, agent: Agent, check: Check, transport: Transport) -> None:
         self.agent = agent
         self.check = check
         self.transport = transport
         self.settled = False
+        self.resend_at: float | None = None
         self.wake = trio.Event()
         self.start = trio.current_time()
         self.scope = trio.CancelScope()
@@ -47,9 +61,20 @@ class CheckRun:
             agent._pump()
 
     def poke(self) -> None:
-        """Send again now (the core asked: the peer's request came in on this pair)."""
-        if not self.settled:
+        """The core asks for the check again: the peer's request came in on this pair.
+
+        A check younger than :data:`RESEND_GRACE` is most likely crossing the peer's own
+        check on the wire (both sides start together), its response on the way: it is sent
+        again only if still unanswered when it reaches that age.  An older one goes out again
+        now."""
+        if self.settled:
+            return
+        due = self.start + RESEND_GRACE
+        if trio.current_time() >= due:
             self.transmit()
+        elif self.resend_at is None:
+            self.resend_at = due
+            self.wake.set()
 
     def transmit(self) -> None:
         check = self.check
@@ -74,10 +99,21 @@ class CheckRun:
                     if i:
                         self.transmit()
                     deadline = self.start + schedule[i + 1]
-                    with trio.move_on_at(deadline):
-                        await self.wake.wait()
-                    if self.settled:
-                        return
+                    while True:
+                        resend_at = self.resend_at
+                        wake_at = deadline if resend_at is None else min(deadline, resend_at)
+                        with trio.move_on_at(wake_at):
+                            await self.wake.wait()
+                        if self.settled:
+                            return
+                        if self.wake.is_set():
+                            self.wake = trio.Event()  # poked: a resend is now due
+                            continue
+                        if resend_at is None or wake_at >= deadline:
+                            break  # the RTO passed: the next transmission
+                        self.resend_at = None
+                        self.transmit()
+                    self.resend_at = None
                 agent._core.on_timeout(check, trio.current_time())
                 agent._pump()
         finally:

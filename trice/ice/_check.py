@@ -41,6 +41,7 @@ class Check:
     nominating: bool = False
     consent: bool = False
     controlling: bool = False
+    started: float = 0.0
 
 
 def check_schedule(timing: Timing, sends: int | None = None) -> tuple[float, ...]:

@@ -54,8 +54,10 @@ class Pair:
         nominated: the pair is nominated (RFC 8445 §8.1).
         nominate_on_success: controlled agent saw USE-CANDIDATE before the pair succeeded.
         transaction: the transaction id of the check in flight, if any.
-        pinged_back: a controlled agent answered the peer's request on this succeeded pair with
-            a check of its own (see :meth:`trice.ice.AgentCore.on_request`).
+        peer_checked: the peer has sent a check on this pair.
+        proved_at: when the pair succeeded, plus the time the controlled agent gives the peer
+            to nominate it before pinging back (see :meth:`trice.ice.AgentCore.on_timer`).
+        pinged_back: a controlled agent has sent the peer its one ping-back on this pair.
     """
 
     __slots__ = (
@@ -64,6 +66,8 @@ class Pair:
         "local",
         "nominate_on_success",
         "nominated",
+        "peer_checked",
+        "pingback_at",
         "pinged_back",
         "priority",
         "remote",
@@ -83,7 +87,9 @@ class Pair:
         self.nominated = False
         self.nominate_on_success = False
         self.transaction: bytes | None = None
+        self.peer_checked = False
         self.pinged_back = False
+        self.pingback_at = 0.0
 
     @property
     def valid(self) -> bool:
