@@ -191,6 +191,41 @@ async def test_all_pairs_failed_with_end_of_candidates_fails_early() -> None:
                 await a.connect()  # well before the 25 s failed timeout
 
 
+async def test_stun_is_still_answered_after_ice_failed() -> None:
+    timing = trice.Timing(ta=0.01, rto=0.05, rto_max=0.1, max_binding_requests=2)
+    config = loopback_config(timing=timing)
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer:
+        await peer.bind(("127.0.0.1", 0))
+        port = peer.getsockname()[1]
+        async with trice.open_agent(config, controlling=True) as a:
+            await a.wait_gathering_complete()
+            a.set_remote_parameters("abcd", "x" * 22)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
+            )
+            a.add_remote_candidate(None)
+            with trio.fail_after(3), pytest.raises(trice.IceFailedError):
+                await a.connect()
+            request = stun.Message(
+                stun.Method.BINDING,
+                stun.MessageClass.REQUEST,
+                attributes=[
+                    stun.Username(f"{a.local_parameters.ufrag}:abcd"),
+                    stun.Priority(1),
+                    stun.IceControlled(1),
+                ],
+            ).encode(integrity_key=stun.short_term_key(a.local_parameters.pwd), fingerprint=True)
+            await peer.sendto(request, a.local_candidates[0].transport_address)
+            with trio.fail_after(3):
+                while True:  # skip the agent's own checks, sent before it failed
+                    data, _ = await peer.recvfrom(2048)
+                    reply = stun.decode(data)
+                    if reply.message_class is stun.MessageClass.SUCCESS:
+                        break
+            assert reply.transaction_id == stun.decode(request).transaction_id
+            assert a.connection_state is trice.ConnectionState.FAILED
+
+
 _VALID: dict[trice.ConnectionState, set[trice.ConnectionState]] = {
     trice.ConnectionState.NEW: {trice.ConnectionState.CHECKING},
     trice.ConnectionState.CHECKING: {trice.ConnectionState.CONNECTED},

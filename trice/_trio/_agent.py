@@ -1,15 +1,17 @@
 """The ICE agent in trio: ``open_agent`` and ``Agent``.
 
-The task tree is the protocol's structure::
+The task tree is the protocol's structure.  ``open_agent`` owns one nursery, in the caller's
+task, and every task of the agent is a child of it::
 
-    trice agent <ufrag>          (the agent's task: it also keeps the core's time)
-    ├── gather                 (a nursery: one task per gather source)
-    │   ├── gather srflx stun:... from 192.0.2.1
-    │   └── gather relay turn:...
-    ├── relay turn:...         (a TURN allocation, alive until the agent closes)
-    ├── receive 127.0.0.1:5000 (one reader per local socket)
-    ├── check 127.0.0.1:5000 -> 127.0.0.1:6000
-    └── ...
+    trice agent <ufrag>            (the agent's task: host gathering, the core's time, and
+                                    the reader of the first host socket)
+    gather                         (only with STUN/TURN servers: one task per source)
+    ├── gather srflx stun:... from 192.0.2.1
+    └── gather relay turn:...
+    relay turn:...                 (a TURN allocation, alive until the agent closes)
+    receive 127.0.0.1:5000         (a reader for each further local socket)
+    check 127.0.0.1:5000 -> 127.0.0.1:6000
+    ...
 
 Every decision (which pair to check, what a response means, which state comes next) is
 made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps time.
@@ -17,6 +19,8 @@ made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps ti
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import secrets
 import socket
@@ -33,7 +37,13 @@ from trice._errors import IceFailedError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import Connection, ReceiveBuffer
-from trice._trio._gather import GatherReport, gather
+from trice._trio._gather import (
+    GatherReport,
+    finish_gathering,
+    gather_local,
+    gather_servers,
+    has_server_sources,
+)
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
 from trice._trio._transport import Transport, UdpTransport
@@ -70,6 +80,9 @@ def _random_ice_string(length: int) -> str:
     """``length`` random ice-chars (RFC 8445 §5.3): 6 random bits each, from the OS."""
     return "".join(_ICE_CHARS[b & 63] for b in secrets.token_bytes(length))
 
+
+#: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
+_SEQUENCE = itertools.count()
 
 #: Whether this process has run :func:`~trice.ice._core.warm_up`.
 _warm = False
@@ -113,27 +126,30 @@ class Agent:
         "_bases_made",
         "_buffer",
         "_changed",
-        "_check_scopes",
+        "_check_runs",
         "_checks",
         "_closed",
         "_connection",
         "_core",
         "_datagrams",
         "_gathering",
+        "_lease",
         "_local",
         "_malformed",
         "_mapped",
         "_nursery",
         "_pending",
-        "_pokes",
+        "_primary",
         "_reports",
+        "_runs",
         "_signalled",
         "_sleeping_until",
         "_stun_received",
         "_subscribers",
+        "_timers",
         "_transports",
         "_unknown_source",
-        "_wakeup",
+        "_wake_scope",
         "config",
     )
 
@@ -158,14 +174,22 @@ class Agent:
         self._signalled: list[Candidate] = []
         self._gathering = GatheringState.NEW
         self._subscribers: list[EventStream] = []
-        self._changed = trio.Event()
-        self._wakeup = trio.Event()
+        self._changed: trio.Event | None = None  # made when someone waits for a change
+        # The agent task's wait, whose deadline is the core's next deadline (see _run).
+        self._wake_scope: trio.CancelScope | None = None
         # Transactions in flight: the response's handler, by transaction id.
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
-        self._pokes: dict[bytes, Callable[[], None]] = {}
+        # Checks in flight, by transaction id, and the latest check of each pair.
+        self._runs: dict[bytes, CheckRun] = {}
         self._checks: trio.Nursery | None = None
-        self._sleeping_until = -math.inf  # the scheduler's planned wake-up time
-        self._check_scopes: dict[object, trio.CancelScope] = {}
+        self._sleeping_until = -math.inf  # the agent task's planned wake-up time
+        # The socket the agent task reads itself, and its lease (see _run).
+        self._primary: UdpTransport | None = None
+        self._lease: tuple[int, float] | None = None
+        self._check_runs: dict[object, CheckRun] = {}
+        # When parked check tasks want waking: a heap of (due, sequence, run), fired by the
+        # agent task; entries whose run has moved on are skipped.
+        self._timers: list[tuple[float, int, CheckRun]] = []
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
         self._closed = False
@@ -175,7 +199,7 @@ class Agent:
         self._datagrams = 0
         self._reports: list[GatherReport] = []
         self._bases_made = 0
-        self._mapped: set[tuple[int, Address]] = set()
+        self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
 
     # ------------------------------------------------------------------ public face
 
@@ -235,7 +259,7 @@ class Agent:
         """Wait until gathering is complete."""
         while self._gathering is not GatheringState.COMPLETE:
             self._raise_if_closed()
-            await self._changed.wait()
+            await self._change().wait()
         await trio.lowlevel.checkpoint()
 
     def subscribe(self, max_buffer: int = 1024) -> EventStream:
@@ -313,9 +337,15 @@ class Agent:
                     self._connection = Connection(self)
                 await trio.lowlevel.checkpoint()
                 return self._connection
-            await self._changed.wait()
+            await self._change().wait()
 
     # ------------------------------------------------------------------ internals
+
+    def _change(self) -> trio.Event:
+        """An event set at the next change of state, events or candidates."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        return self._changed
 
     def _raise_if_closed(self, kind: type[Exception] = trio.ClosedResourceError) -> None:
         if self._closed:
@@ -337,8 +367,10 @@ class Agent:
             self._connection._route = None  # sends follow the new pair
         for stream in self._subscribers:
             stream._put(event)
-        self._changed.set()
-        self._changed = trio.Event()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
 
     def _pump(self) -> None:
         """After any change of the core: deliver its events, start the checks it wants now
@@ -350,25 +382,58 @@ class Agent:
             self._start_checks(trio.current_time())
             for event in self._core.drain_events():
                 self._emit(event)
-        # Wake the scheduler only if it must act sooner than it planned to.
+        # Wake the agent task only if it must act sooner than it planned to; if it is not
+        # waiting (this may be it, reading its socket), it looks at the deadline itself.
+        if self._wake_scope is None:
+            return
         deadline = self._core.next_deadline()
         if (deadline is not None and deadline < self._sleeping_until) or self._core.finished:
-            self._wakeup.set()
+            scope = self._wake_scope
+            if scope is not None:
+                if self._core.finished:
+                    scope.cancel()
+                else:
+                    assert deadline is not None
+                    scope.deadline = deadline
+                    self._sleeping_until = deadline
+
+    def _arm(self, run: CheckRun, due: float) -> None:
+        """Wake ``run``'s parked task at ``due`` (the agent task keeps the time)."""
+        heapq.heappush(self._timers, (due, next(_SEQUENCE), run))
+        if due < self._sleeping_until:
+            scope = self._wake_scope
+            if scope is not None:
+                scope.deadline = due
+                self._sleeping_until = due
+
+    def _fire_timers(self, now: float) -> float:
+        """Wake the check tasks whose time has come; returns the next due time."""
+        timers = self._timers
+        while timers:
+            due, _, run = timers[0]
+            if run.due != due or run.task is None:
+                heapq.heappop(timers)  # that wait is over already
+            elif due <= now:
+                heapq.heappop(timers)
+                run.wake()
+            else:
+                return due
+        return math.inf
 
     def _start_checks(self, now: float) -> None:
         core = self._core
         for tid in core.poll_resend():
-            poke = self._pokes.get(tid)
-            if poke is not None:
-                poke()
+            pending = self._runs.get(tid)
+            if pending is not None:
+                pending.poke()
         while (check := core.poll_check(now)) is not None:
             transport = self._transports.get(check.base)
             if transport is None:
                 core.on_timeout(check, now)
                 continue
-            old = self._check_scopes.get(check.pair)
+            old = self._check_runs.get(check.pair)
             if old is not None and not check.consent:
-                old.cancel()
+                old.drop()
             run = CheckRun(self, check, transport)
             run.transmit()
             assert self._checks is not None
@@ -394,14 +459,36 @@ class Agent:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The agent's own task: it owns the nursery of gather, receive and check tasks, and
-        keeps the core's time itself (no separate scheduler task: many agents, less memory)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(gather, self, name="gather")
-            task_status.started()
-            await self._schedule(nursery)
+    async def _run(
+        self,
+        nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The agent's own task: it gathers the host candidates, keeps the core's time, and
+        reads the first host socket itself.
+
+        Every other task of the agent (checks, readers of further sockets, server gathering)
+        runs in ``nursery``, :func:`open_agent`'s own.  One task and one nursery per agent,
+        and one wait in it for a datagram *or* the next deadline: with thousands of agents in a
+        process, each task, nursery and pending wait is memory and scheduling that counts.
+        """
+        self._nursery = nursery
+        self._checks = nursery
+        task_status.started()
+        await gather_local(self)
+        if has_server_sources(self):
+            nursery.start_soon(gather_servers, self, name="gather")
+        else:
+            finish_gathering(self)
+        await self._schedule()
+
+    def _adopt_socket(self, transport: UdpTransport, name: str) -> None:
+        """A new host socket: the agent task reads the first, a reader task each other."""
+        if self._primary is None and not transport.closed:
+            self._primary = transport
+        else:
+            self._nursery.start_soon(self._receive_loop, transport, name=name)
 
     def _new_base(self) -> int:
         base = self._bases_made
@@ -440,6 +527,8 @@ class Agent:
             elif source in remotes:
                 if buffer.closed:
                     continue
+                if queue is None:
+                    queue = buffer.make_queue()
                 if len(queue) < maxlen:
                     self._datagrams += 1
                     queue.append(data)
@@ -488,7 +577,7 @@ class Agent:
         elif self._core.is_remote_address(source):
             buffer = self._buffer
             if not buffer.closed:
-                if len(buffer.queue) < buffer.maxlen:
+                if len(buffer.make_queue()) < buffer.maxlen:
                     self._datagrams += 1
                 buffer.put(data)
         else:
@@ -519,24 +608,62 @@ class Agent:
                 transport.send_nowait(response, source)
             self._pump()
             return
+        run = self._runs.get(message.transaction_id)
+        if run is not None:
+            run.on_response(message, source)
+            return
         handler = self._pending.get(message.transaction_id)
         if handler is not None:
             handler(message, source)
 
-    async def _schedule(self, checks: trio.Nursery) -> None:
-        """Keeps the core's time: runs its timers and sleeps until its next deadline or the
-        next change.  Checks run as tasks in ``checks``."""
+    async def _schedule(self) -> None:
+        """The agent task's loop: run the core's timers, then wait until its next deadline,
+        a change that brings that deadline nearer (``_pump`` moves the wait's deadline), or a
+        datagram on the first host socket, which this task then reads.
+
+        While a task blocked in :meth:`Connection.receive` holds that socket, this task
+        leaves the socket to it and takes it back after a lease with no receiver (the same
+        hand-off as :meth:`_receive_loop`)."""
         core = self._core
-        self._checks = checks
-        while not core.finished:
-            core.on_timer(trio.current_time())
+        # Until the agent closes: after ICE failed there are no timers left, but STUN is
+        # still answered (and counted) as long as the agent is open.
+        while not self._closed:
+            now = trio.current_time()
+            core.on_timer(now)
             self._pump()
             deadline = core.next_deadline()
-            self._sleeping_until = math.inf if deadline is None else deadline
-            self._wakeup = trio.Event()
-            with trio.move_on_at(self._sleeping_until):
-                await self._wakeup.wait()
+            wake_at = self._fire_timers(now)
+            if deadline is not None and deadline < wake_at:
+                wake_at = deadline
+            primary = self._primary
+            read = False
+            if primary is not None and not primary.closed:
+                lease = self._lease
+                if primary.held or (lease is not None and lease[0] != primary.holds):
+                    lease = self._lease = (primary.holds, now + _LEASE)
+                elif lease is not None and now >= lease[1]:
+                    lease = self._lease = None
+                if lease is None:
+                    read = True
+                else:
+                    wake_at = min(wake_at, lease[1])
+            readable = False
+            self._sleeping_until = wake_at
+            with trio.CancelScope(deadline=wake_at) as scope:
+                self._wake_scope = scope
+                if read:
+                    assert primary is not None
+                    primary.reader_scope = scope
+                    await trio.lowlevel.wait_readable(primary.sock)
+                    readable = True
+                else:
+                    await trio.sleep_forever()
+            self._wake_scope = None
             self._sleeping_until = -math.inf
+            if primary is not None:
+                primary.reader_scope = None
+                if readable and not self._drain(primary):
+                    await trio.lowlevel.checkpoint()
         self._checks = None
 
     def _close(self) -> None:
@@ -550,7 +677,8 @@ class Agent:
         self._buffer.close()
         for stream in list(self._subscribers):
             stream._end()
-        self._changed.set()
+        if self._changed is not None:
+            self._changed.set()
 
 
 @asynccontextmanager
@@ -582,9 +710,11 @@ async def open_agent(
     try:
         async with trio.open_nursery() as nursery:
             agent = Agent(config, controlling)
-            # The agent's tasks live under one task of its own, so that the task tree shows
-            # each agent with its gather, receive and check tasks beneath it.
-            await nursery.start(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")
+            # One nursery for all the agent's tasks (see the module docstring): a nursery
+            # and a task fewer per agent than a task of its own owning a nursery would take.
+            await nursery.start(
+                agent._run, nursery, name=f"trice agent {agent.local_parameters.ufrag}"
+            )
             try:
                 yield agent
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,17 +27,24 @@ RESEND_GRACE = 0.005
 class CheckRun:
     """One connectivity check in flight: its first transmission goes out when it is made,
     then its task retransmits on the check's schedule until a response settles it or the
-    schedule runs out (RFC 8445 §14.3)."""
+    schedule runs out (RFC 8445 §14.3).
+
+    The task parks itself with :func:`trio.lowlevel.wait_task_rescheduled`; whatever concerns
+    it (a response, a superseding check on the same pair, a resend, or its next transmission
+    coming due on the agent's timer, see :meth:`Agent._arm`) reschedules it.  No cancel
+    scope or event per wait: a check task is one of the commonest things in a busy process,
+    and a cancellation costs several times a plain wake-up."""
 
     __slots__ = (
         "agent",
         "check",
+        "dropped",
+        "due",
         "resend_at",
-        "scope",
         "settled",
         "start",
+        "task",
         "transport",
-        "wake",
     )
 
     def __init__(self, agent: Agent, check: Check, transport: Transport) -> None:
@@ -44,21 +52,37 @@ class CheckRun:
         self.check = check
         self.transport = transport
         self.settled = False
+        self.dropped = False
         self.resend_at: float | None = None
-        self.wake = trio.Event()
         self.start = trio.current_time()
-        self.scope = trio.CancelScope()
-        agent._pending[check.transaction_id] = self.on_response
-        agent._pokes[check.transaction_id] = self.poke
+        self.due = math.inf  # when the parked task wants waking (the agent's timer)
+        self.task: trio.lowlevel.Task | None = None  # set while the task is parked
+        agent._runs[check.transaction_id] = self
         if not check.consent:
-            agent._check_scopes[check.pair] = self.scope
+            agent._check_runs[check.pair] = self
+
+    def wake(self) -> None:
+        """Reschedule the parked task (if it is parked): it looks at what changed."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def on_response(self, message: stun.Message, source: Address) -> None:
         agent = self.agent
         if agent._core.on_response(self.check, message, source, trio.current_time()):
             self.settled = True
-            self.wake.set()
+            self.wake()
             agent._pump()
+
+    def drop(self) -> None:
+        """A new check on the same pair replaces this one: stop retransmitting."""
+        self.dropped = True
+        self.wake()
 
     def poke(self) -> None:
         """The core asks for the check again: the peer's request came in on this pair.
@@ -67,14 +91,15 @@ class CheckRun:
         check on the wire (both sides start together), its response on the way: it is sent
         again only if still unanswered when it reaches that age.  An older one goes out again
         now."""
-        if self.settled:
+        if self.settled or self.dropped:
             return
         due = self.start + RESEND_GRACE
         if trio.current_time() >= due:
             self.transmit()
         elif self.resend_at is None:
             self.resend_at = due
-            self.wake.set()
+            if due < self.due:
+                self.wake()  # to wait for the resend instead
 
     def transmit(self) -> None:
         check = self.check
@@ -91,36 +116,39 @@ class CheckRun:
     async def run(self) -> None:
         agent = self.agent
         check = self.check
-        tid = check.transaction_id
         try:
-            with self.scope:
-                schedule = check.schedule
-                for i in range(len(schedule) - 1):
-                    if i:
-                        self.transmit()
-                    deadline = self.start + schedule[i + 1]
-                    while True:
-                        resend_at = self.resend_at
-                        wake_at = deadline if resend_at is None else min(deadline, resend_at)
-                        with trio.move_on_at(wake_at):
-                            await self.wake.wait()
-                        if self.settled:
+            schedule = check.schedule
+            for i in range(len(schedule) - 1):
+                if i:
+                    self.transmit()
+                deadline = self.start + schedule[i + 1]
+                while True:
+                    if self.settled or self.dropped:
+                        return  # (perhaps before this task even ran)
+                    resend_at = self.resend_at
+                    due = deadline if resend_at is None else min(deadline, resend_at)
+                    if trio.current_time() < due:
+                        self.due = due
+                        agent._arm(self, due)
+                        self.task = trio.lowlevel.current_task()
+                        await trio.lowlevel.wait_task_rescheduled(self._abort)
+                        self.due = math.inf
+                        if self.settled or self.dropped:
                             return
-                        if self.wake.is_set():
-                            self.wake = trio.Event()  # poked: a resend is now due
-                            continue
-                        if resend_at is None or wake_at >= deadline:
-                            break  # the RTO passed: the next transmission
+                    now = trio.current_time()
+                    if now >= deadline:
+                        break  # the RTO passed: the next transmission
+                    if resend_at is not None and now >= resend_at:
                         self.resend_at = None
                         self.transmit()
-                    self.resend_at = None
-                agent._core.on_timeout(check, trio.current_time())
-                agent._pump()
+                self.resend_at = None
+            agent._core.on_timeout(check, trio.current_time())
+            agent._pump()
         finally:
-            agent._pending.pop(tid, None)
-            agent._pokes.pop(tid, None)
-            if agent._check_scopes.get(check.pair) is self.scope:
-                del agent._check_scopes[check.pair]
+            self.task = None
+            agent._runs.pop(check.transaction_id, None)
+            if agent._check_runs.get(check.pair) is self:
+                del agent._check_runs[check.pair]
 
 
 def check_name(check: Check) -> str:

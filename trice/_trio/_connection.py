@@ -26,32 +26,43 @@ class ReceiveBuffer:
     __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "waiting_scope")
 
     def __init__(self, maxlen: int) -> None:
-        self.queue: deque[bytes] = deque()
+        # The queue and the parking lot are made when first needed: an agent that never
+        # carries data (or not yet) does not pay for them, and there may be thousands.
+        self.queue: deque[bytes] | None = None
         self.maxlen = maxlen
         self.dropped = 0
-        self.lot = trio.lowlevel.ParkingLot()
+        self.lot: trio.lowlevel.ParkingLot | None = None
         self.closed = False
         # Set while a receiver waits on a socket itself: cancelled to wake it when data
         # comes in some other way (another socket's reader, a relay).
         self.waiting_scope: trio.CancelScope | None = None
 
+    def make_queue(self) -> deque[bytes]:
+        """The queue, made now if it was not yet."""
+        if self.queue is None:
+            self.queue = deque()
+        return self.queue
+
     def put(self, data: bytes) -> None:
-        if len(self.queue) >= self.maxlen:
+        queue = self.queue if self.queue is not None else self.make_queue()
+        if len(queue) >= self.maxlen:
             self.dropped += 1
             return
-        self.queue.append(data)
+        queue.append(data)
         self.wake()
 
     def wake(self) -> None:
         """Data was queued: wake one parked receiver, or the one waiting on a socket."""
-        if self.lot:
-            self.lot.unpark()
+        lot = self.lot
+        if lot:
+            lot.unpark()
         if self.waiting_scope is not None:
             self.waiting_scope.cancel()
 
     def close(self) -> None:
         self.closed = True
-        self.lot.unpark_all()
+        if self.lot is not None:
+            self.lot.unpark_all()
         if self.waiting_scope is not None:
             self.waiting_scope.cancel()
 
@@ -124,7 +135,7 @@ class Connection(trio.abc.Channel[bytes]):
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         buffer = self._buffer
-        queue = buffer.queue
+        queue = buffer.queue if buffer.queue is not None else buffer.make_queue()
         if queue:
             data = queue.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -134,6 +145,8 @@ class Connection(trio.abc.Channel[bytes]):
             # Another task already waits on the socket, or the pair is relayed: wait for a
             # reader to hand a datagram over.  Parking is the schedule point: once woken with
             # data, return it at once, as trio's memory channels do.
+            if buffer.lot is None:
+                buffer.lot = trio.lowlevel.ParkingLot()
             while True:
                 await buffer.lot.park()
                 self._check_open()
@@ -178,7 +191,8 @@ class Connection(trio.abc.Channel[bytes]):
         closes when its ``async with`` block ends."""
         self._closed = True
         self._route = None
-        self._buffer.lot.unpark_all()
+        if self._buffer.lot is not None:
+            self._buffer.lot.unpark_all()
         if self._buffer.waiting_scope is not None:
             self._buffer.waiting_scope.cancel()  # a receiver waiting on the socket itself
         await trio.lowlevel.checkpoint()

@@ -10,6 +10,7 @@ import ipaddress
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,15 @@ if TYPE_CHECKING:
 
 Address = tuple[str, int]
 
-__all__ = ["GatherReport", "HostAddress", "gather", "host_addresses"]
+__all__ = [
+    "GatherReport",
+    "HostAddress",
+    "finish_gathering",
+    "gather_local",
+    "gather_servers",
+    "has_server_sources",
+    "host_addresses",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +129,30 @@ class GatherReport:
     error: str | None = None
 
 
-async def gather(agent: Agent) -> None:
-    """The ``gather`` task: host sockets first, then a task per STUN and TURN source."""
+async def gather_local(agent: Agent) -> None:
+    """Gathering starts: the host sockets, in the agent's own task (binding is quick and
+    local, and server-reflexive gathering asks from these very sockets)."""
     agent._set_gathering(GatheringState.GATHERING)
+    if agent.config.transport_policy is not TransportPolicy.RELAY:
+        await gather_host(agent)
+
+
+def _servers(agent: Agent) -> Sequence[IceServer]:
+    return () if agent.config.lite else agent.config.ice_servers
+
+
+def has_server_sources(agent: Agent) -> bool:
+    """Whether any STUN or TURN server is left to ask (see :func:`gather_servers`)."""
+    return bool(_servers(agent))
+
+
+async def gather_servers(agent: Agent) -> None:
+    """The ``gather`` task: a task per STUN source (server and host socket) and per TURN
+    server, then gathering is complete."""
     policy = agent.config.transport_policy
-    servers = () if agent.config.lite else agent.config.ice_servers
+    servers = _servers(agent)
     async with trio.open_nursery() as nursery:
         if policy is not TransportPolicy.RELAY:
-            # Binding host sockets is quick and local; server-reflexive gathering asks from
-            # those very sockets, so that the mapping found is the one checks will use.
-            await gather_host(agent)
             for server in servers:
                 for url in server.urls:
                     if url.is_turn or url.secure or url.transport != "udp":
@@ -149,6 +172,11 @@ async def gather(agent: Agent) -> None:
             for url in server.urls:
                 if url.is_turn:
                     nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
+    finish_gathering(agent)
+
+
+def finish_gathering(agent: Agent) -> None:
+    """Every source has finished: local candidates are complete."""
     agent._core.set_local_complete()
     agent._set_gathering(GatheringState.COMPLETE)
     agent._pump()
@@ -174,11 +202,7 @@ async def gather_host(agent: Agent) -> None:
         base = agent._new_base()
         transport = UdpTransport(base, sock)
         agent._transports[base] = transport
-        agent._nursery.start_soon(
-            agent._receive_loop,
-            transport,
-            name=f"receive {host.address}:{transport.local_address[1]}",
-        )
+        agent._adopt_socket(transport, f"receive {host.address}:{transport.local_address[1]}")
         rank = interfaces.setdefault(host.interface, len(interfaces))
         candidate = host_candidate((host.address, transport.local_address[1]), rank)
         agent._add_local(candidate, base, signal=signal)
@@ -220,6 +244,8 @@ async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) ->
         return
     address = (mapped.address, mapped.port)
     key = (transport.base, address)
+    if agent._mapped is None:
+        agent._mapped = set()
     if address == transport.local_address or key in agent._mapped:
         # No NAT in between, or a mapping another server already found: nothing new.
         agent._reports.append(GatherReport(source, elapsed, 0))

@@ -11,6 +11,7 @@ This module is pure: no sockets, no clock, no trio.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import json
 import re
@@ -76,6 +77,20 @@ def canonical_ip(text: str) -> str | None:
     IPv6 addresses come without brackets and in compressed lower-case form (RFC 5952 §4).  An
     IPv6 zone index (``fe80::1%eth0``) is refused: it means nothing to the remote peer.
     """
+    if type(text) is str:
+        return _canonical_ip(text)
+    return _parse_ip(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_ip(text: str) -> str | None:
+    # Parsing with ipaddress costs several µs; the same few addresses come back for every
+    # candidate, pair and agent, so the answers are kept (bounded: hostile input cannot grow
+    # the cache).
+    return _parse_ip(text)
+
+
+def _parse_ip(text: str) -> str | None:
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:

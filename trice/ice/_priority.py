@@ -5,6 +5,7 @@ Pure arithmetic: every formula of RFC 8445 that orders candidates and pairs live
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Mapping
@@ -110,11 +111,16 @@ def local_preference(address: str, *, interface_preference: int = 255) -> int:
     text = canonical_ip(address) if isinstance(address, str) else None
     if text is None:
         raise CandidateError(f"address {address!r} is not an IP literal", field="address")
+    return (interface_preference << 8) | _precedence(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _precedence(text: str) -> int:
+    """RFC 6724 §2.1 precedence of a canonical IP literal (kept: addresses repeat)."""
     ip = ipaddress.ip_address(text)
     if isinstance(ip, ipaddress.IPv4Address):
         ip = ipaddress.IPv6Address(f"::ffff:{ip}")
-    precedence = next(value for network, value in _PRECEDENCE if ip in network)
-    return (interface_preference << 8) | precedence
+    return next(value for network, value in _PRECEDENCE if ip in network)
 
 
 def compute_foundation(
