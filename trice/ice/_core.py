@@ -9,6 +9,7 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from trice import stun
@@ -27,6 +28,7 @@ from trice.ice._events import (
 )
 from trice.ice._priority import candidate_priority
 from trice.ice._requests import RoleDecision, authenticate, resolve_role_conflict
+from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
@@ -68,6 +70,7 @@ class AgentCore:
         "_pingback",
         "_remote_key",
         "_resend",
+        "_templates",
         "_triggered",
         "_urgent",
         "_wanted",
@@ -132,6 +135,8 @@ class AgentCore:
         self._urgent: list[Check] = []
         self._resend: list[bytes] = []
         self._live: dict[bytes, Check] = {}
+        # Encoded-check templates, keyed by what changes their bytes (see _check_template).
+        self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] = {}
         self._wanted = False
         self._checking_since: float | None = None
         self._next_paced = 0.0
@@ -298,22 +303,13 @@ class AgentCore:
     ) -> Check:
         assert self.remote is not None
         tid = self._new_tid()
-        attributes: list[stun.Attribute] = [
-            stun.Username(f"{self.remote.ufrag}:{self.local.ufrag}"),
-            stun.Priority(self._prflx_priority(pair)),
-        ]
-        if self.controlling:
-            attributes.append(stun.IceControlling(self.tiebreaker))
-            if nominating:
-                attributes.append(stun.UseCandidate())
-        else:
-            attributes.append(stun.IceControlled(self.tiebreaker))
-        message = stun.Message(
-            stun.Method.BINDING,
-            stun.MessageClass.REQUEST,
-            transaction_id=tid,
-            attributes=attributes,
-        ).encode(integrity_key=self._remote_key, fingerprint=True)
+        # USERNAME, PRIORITY, ICE-CONTROLLING (+ USE-CANDIDATE) or ICE-CONTROLLED, then
+        # MESSAGE-INTEGRITY and FINGERPRINT (RFC 8445 §7.1.1-7.1.3, §7.2.2).
+        local = pair.local
+        controlling = self.controlling
+        key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
+        template = self._templates.get(key) or self._check_template(pair, key)
+        message = template.encode(tid)
         if pair.transaction is not None:
             self._live.pop(pair.transaction, None)
         if not consent:
@@ -326,15 +322,35 @@ class AgentCore:
             message=message,
             destination=pair.remote_address,
             base=pair.base,
-            schedule=check_schedule(self.timing, sends),
+            schedule=_schedule(self.timing, sends),
             nominating=nominating,
             consent=consent,
-            controlling=self.controlling,
+            controlling=controlling,
             started=now,
         )
         self._live[tid] = check
         self.checks_sent += 1
         return check
+
+    def _check_template(
+        self, pair: Pair, key: tuple[int, int, bool, bool, int]
+    ) -> BindingRequestTemplate:
+        """The template of the checks on pairs with ``pair``'s local priority and component, in
+        the current role.  The user name and the remote key never change once the remote
+        parameters are set (``set_remote``), so they need not be part of ``key``."""
+        assert self.remote is not None
+        templates = self._templates
+        if len(templates) >= 256:
+            templates.clear()
+        template = templates[key] = BindingRequestTemplate(
+            f"{self.remote.ufrag}:{self.local.ufrag}",
+            self._prflx_priority(pair),
+            controlling=self.controlling,
+            tiebreaker=self.tiebreaker,
+            use_candidate=self.controlling and key[3],
+            key=self._remote_key,
+        )
+        return template
 
     def _prflx_priority(self, pair: Pair) -> int:
         """PRIORITY of a check: as if the local candidate were peer-reflexive (§7.1.1)."""
@@ -616,8 +632,9 @@ class AgentCore:
             self._switch_role()
         priority = request.get(stun.Priority)
         assert priority is not None  # authenticate() saw to it
-        response = request.success_response(stun.XorMappedAddress(source[0], source[1])).encode(
-            integrity_key=self._local_key, fingerprint=True
+        # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
+        response = encode_binding_success(
+            request.transaction_id, source[0], source[1], self._local_key
         )
         if self.finished:
             return response
@@ -700,6 +717,16 @@ class AgentCore:
             return
         self.state = state
         self._events.append(ConnectionStateChanged(state))
+        if state is not ConnectionState.CHECKING and state is not ConnectionState.CONNECTED:
+            # Checking is over (completed, failed or closed): consent checks are rare, and
+            # a process may hold many idle agents.
+            self._templates.clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule(timing: Timing, sends: int | None) -> tuple[float, ...]:
+    """:func:`check_schedule`, kept: every check of every agent asks for the same few."""
+    return check_schedule(timing, sends)
 
 
 def _public_pair(pair: Pair) -> CandidatePair:

@@ -174,6 +174,14 @@ def _prime(cache: dict[bytes, tuple[Any, Any]], key: bytes, name: str) -> tuple[
     return pads
 
 
+def sha1_pads(key: bytes) -> tuple[Any, Any]:
+    """Return the SHA-1 objects primed with ``key ^ ipad`` and ``key ^ opad`` (RFC 2104 §2).
+
+    Shared and cached: copy them before updating.  The fast encoders prime them further.
+    """
+    return _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")
+
+
 def hmac_sha1(key: bytes, data: bytes) -> bytes:
     """Return HMAC-SHA1(*key*, *data*), as used by MESSAGE-INTEGRITY (RFC 8489 §14.5)."""
     pads = _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")

@@ -20,6 +20,7 @@ from ._wire import (
     HEADER_SIZE,
     KIND_ADDRESS,
     KIND_DECODE,
+    KIND_INTEGRITY,
     MAGIC_COOKIE,
     TL,
     TYPE_FINGERPRINT,
@@ -207,11 +208,11 @@ class Message:
         A server answers a request that has any with 420 and UNKNOWN-ATTRIBUTES listing them
         (RFC 8489 §6.3.1.1).
         """
+        known = ATTRIBUTE_TYPES
         if self._attrs is None:
-            types = (t for t, _, _ in self._records)
-        else:
-            types = (a.type for a in self._attrs if isinstance(a, UnknownAttribute))
-        return tuple(t for t in types if t < 0x8000 and t not in ATTRIBUTE_TYPES)
+            return tuple([t for t, _, _ in self._records if t < 0x8000 and t not in known])
+        types = [a.type for a in self._attrs if isinstance(a, UnknownAttribute)]
+        return tuple([t for t in types if t < 0x8000 and t not in known])
 
     @property
     def has_integrity(self) -> bool:
@@ -310,11 +311,15 @@ class Message:
         mtype = message_type(self.method, self.message_class)
         if integrity_key is not None:
             length += 24
+            if length > 0xFFFF:
+                raise ValueError("STUN message too long")
             body += _MI_TL + hmac_sha1(
                 integrity_key, HEADER.pack(mtype, length, MAGIC_COOKIE) + tid + body
             )
         if integrity_sha256_key is not None:
             length += 36
+            if length > 0xFFFF:
+                raise ValueError("STUN message too long")
             header = HEADER.pack(mtype, length, MAGIC_COOKIE) + tid
             body += _MI256_TL + hmac_sha256(integrity_sha256_key, header + body)
         if fingerprint:
@@ -467,6 +472,16 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
                         raise StunDecodeError(f"address attribute {atype:#06x} is malformed")
                 elif kind == KIND_DECODE:
                     ATTRIBUTE_TYPES[atype]._decode(data[pos + 4 : end], data[8:20])
+                elif kind == KIND_INTEGRITY and end + 8 == n and data[end : end + 4] == _FP_TL:
+                    # The usual ending, MESSAGE-INTEGRITY then FINGERPRINT: what _decode_tail
+                    # would find, without walking it (the rule above checked the length 20).
+                    if crc32(data[:end]) ^ FINGERPRINT_XOR != U32.unpack_from(data, end + 4)[0]:
+                        raise StunDecodeError("FINGERPRINT does not match")
+                    append((atype, pos + 4, alen))
+                    append((TYPE_FINGERPRINT, end + 4, 4))
+                    mi = pos
+                    fp = end
+                    break
                 else:  # MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT: the tail has its own rules
                     mi, mi256, fp = _decode_tail(data, pos, records)
                     break

@@ -1,0 +1,272 @@
+"""The specialised ICE encoders give the general encoder's bytes, and the core uses them right."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trice import stun
+from trice._config import Timing
+from trice._errors import StunDecodeError
+from trice.ice._core import AgentCore, IceParameters
+from trice.ice._gathering import host_candidate
+from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success
+from trice.stun._message import _decode_tail
+
+tid = st.binary(min_size=12, max_size=12)
+u32 = st.integers(0, 0xFFFFFFFF)
+u64 = st.integers(0, 2**64 - 1)
+port = st.integers(0, 0xFFFF)
+ip = st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(str)
+# ice-char = ALPHA / DIGIT / "+" / "/" (RFC 8839 §5.4); a ufrag is 4 to 256 of them
+ice_chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+ufrag = st.text(ice_chars, min_size=4, max_size=256)
+username = st.builds(lambda a, b: f"{a}:{b}", ufrag, ufrag) | st.text(max_size=40)
+key = st.text(ice_chars, min_size=22, max_size=256).map(stun.short_term_key) | st.binary(
+    max_size=100
+)
+
+
+def general_request(
+    transaction_id: bytes,
+    user: str,
+    priority: int,
+    controlling: bool,
+    tiebreaker: int,
+    use_candidate: bool,
+    k: bytes,
+) -> bytes:
+    attributes: list[stun.Attribute] = [stun.Username(user), stun.Priority(priority)]
+    if controlling:
+        attributes.append(stun.IceControlling(tiebreaker))
+    else:
+        attributes.append(stun.IceControlled(tiebreaker))
+    if use_candidate:
+        attributes.append(stun.UseCandidate())
+    return stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id, attributes
+    ).encode(integrity_key=k, fingerprint=True)
+
+
+def general_success(transaction_id: bytes, address: str, p: int, k: bytes) -> bytes:
+    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
+    return request.success_response(stun.XorMappedAddress(address, p)).encode(
+        integrity_key=k, fingerprint=True
+    )
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(tid, min_size=1, max_size=3),
+    username,
+    u32,
+    st.booleans(),
+    u64,
+    st.booleans(),
+    key,
+)
+def test_request_template_matches_the_general_encoder(
+    tids: list[bytes],
+    user: str,
+    priority: int,
+    controlling: bool,
+    tiebreaker: int,
+    use_candidate: bool,
+    k: bytes,
+) -> None:
+    template = BindingRequestTemplate(
+        user,
+        priority,
+        controlling=controlling,
+        tiebreaker=tiebreaker,
+        use_candidate=use_candidate,
+        key=k,
+    )
+    for t in tids:  # one template, many transactions
+        data = template.encode(t)
+        assert data == general_request(t, user, priority, controlling, tiebreaker, use_candidate, k)
+        message = stun.decode(data)
+        assert message.transaction_id == t
+        assert message.has_fingerprint
+        assert message.verify_integrity(k)
+        assert message.get(stun.Username) == stun.Username(user)
+        assert message.get(stun.Priority) == stun.Priority(priority)
+        role = stun.IceControlling if controlling else stun.IceControlled
+        assert message.get(role) == role(tiebreaker)
+        assert (message.get(stun.UseCandidate) is not None) is use_candidate
+
+
+@settings(max_examples=300)
+@given(tid, ip, port, key)
+def test_success_response_matches_the_general_encoder(
+    t: bytes, address: str, p: int, k: bytes
+) -> None:
+    data = encode_binding_success(t, address, p, k)
+    assert data == general_success(t, address, p, k)
+    message = stun.decode(data)
+    assert message.method is stun.Method.BINDING
+    assert message.message_class is stun.MessageClass.SUCCESS
+    assert message.transaction_id == t
+    assert message.verify_integrity(k)
+    assert not message.verify_integrity(k + b"x")
+    assert message.get(stun.XorMappedAddress) == stun.XorMappedAddress(address, p)
+
+
+@pytest.mark.parametrize("address", ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "::"])
+def test_success_response_examples(address: str) -> None:
+    t = bytes(range(12))
+    k = stun.short_term_key("VOkJxbRl1RmTxUk/WvJxBt")
+    for p in (0, 9, 0x2112, 65535):
+        assert encode_binding_success(t, address, p, k) == general_success(t, address, p, k)
+
+
+def test_bad_values_raise_value_error_like_the_general_encoder() -> None:
+    k = b"key"
+
+    def make(user: str = "a:b", priority: int = 1, tiebreaker: int = 1) -> BindingRequestTemplate:
+        return BindingRequestTemplate(
+            user, priority, controlling=True, tiebreaker=tiebreaker, use_candidate=False, key=k
+        )
+
+    bad: list[tuple[str, int, int]] = [
+        ("a:b", -1, 1),
+        ("a:b", 2**32, 1),
+        ("a:b", 1, 2**64),
+        ("a:b", 1, -1),
+        ("x" * 70000, 1, 1),  # USERNAME longer than 65535 bytes
+        ("x" * 65480, 1, 1),  # the message, with MESSAGE-INTEGRITY and FINGERPRINT, too long
+    ]
+    for user, priority, tiebreaker in bad:
+        with pytest.raises(ValueError):
+            make(user, priority, tiebreaker)
+        with pytest.raises(ValueError):
+            general_request(bytes(12), user, priority, True, tiebreaker, False, k)
+    longest = "x" * 65472
+    assert make(longest).encode(bytes(12)) == general_request(
+        bytes(12), longest, 1, True, 1, False, k
+    )
+    template = make()
+    with pytest.raises(ValueError):
+        template.encode(bytes(11))
+    for address, p in [("192.0.2.1", 65536), ("192.0.2.1", -1), ("2001:db8::1", 70000)]:
+        with pytest.raises(ValueError):
+            encode_binding_success(bytes(12), address, p, k)
+        with pytest.raises(ValueError):
+            general_success(bytes(12), address, p, k)
+    with pytest.raises(ValueError):
+        encode_binding_success(bytes(12), "not an address", 1, k)
+    with pytest.raises(ValueError):
+        encode_binding_success(bytes(13), "192.0.2.1", 1, k)
+
+
+# -- the decoder's shortcut for a message ending in MESSAGE-INTEGRITY and FINGERPRINT ----------
+
+
+@settings(max_examples=200)
+@given(tid, username, u32, st.booleans(), u64, st.booleans(), key, st.data())
+def test_decoder_shortcut_agrees_with_the_tail_walker(
+    t: bytes,
+    user: str,
+    priority: int,
+    controlling: bool,
+    tiebreaker: int,
+    use_candidate: bool,
+    k: bytes,
+    data: st.DataObject,
+) -> None:
+    raw = general_request(t, user, priority, controlling, tiebreaker, use_candidate, k)
+    message = stun.decode(raw)
+    mi = len(raw) - 32
+    assert (message._mi, message._mi256, message._fp) == (mi, -1, len(raw) - 8)
+    records = message._records[:-2]  # what the main loop found before MESSAGE-INTEGRITY
+    assert _decode_tail(raw, mi, records) == (mi, -1, len(raw) - 8)
+    assert records == message._records
+    # Any flipped bit, but in FINGERPRINT's type and length (it would become another,
+    # ignored attribute), makes the message fail to decode.
+    n = len(raw)
+    index = data.draw(st.integers(0, n - 1).filter(lambda i: not n - 8 <= i < n - 4))
+    broken = bytearray(raw)
+    broken[index] ^= 1 << data.draw(st.integers(0, 7))
+    with pytest.raises(StunDecodeError):
+        stun.decode(bytes(broken))
+
+
+def test_decoder_still_walks_other_endings() -> None:
+    k = b"key"
+    t = bytes(12)
+    body = (stun.Username("a:b"),)
+    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, t, body)
+    both = request.encode(integrity_key=k, integrity_sha256_key=k, fingerprint=True)
+    message = stun.decode(both)
+    assert message._mi >= 0 and message._mi256 >= 0 and message._fp >= 0
+    assert message.verify_integrity(k)
+    only_mi = request.encode(integrity_key=k)
+    message = stun.decode(only_mi)
+    assert message._mi >= 0 and message._fp < 0 and message.verify_integrity(k)
+    # MESSAGE-INTEGRITY, FINGERPRINT, then an ignored attribute: the walker, not the shortcut.
+    raw = request.encode(integrity_key=k, fingerprint=True)
+    extra = bytes.fromhex("80220004") + b"abcd"
+    length = (len(raw) - 20 + len(extra)).to_bytes(2, "big")
+    message = stun.decode(raw[:2] + length + raw[4:] + extra)
+    assert message._fp == len(raw) - 8 and message.verify_integrity(k)
+    assert message.get(stun.Software) is None
+    assert [r[0] for r in message._records] == [0x0006, 0x0008, 0x8028]
+
+
+# -- the core ---------------------------------------------------------------------------------
+
+
+def _cores() -> tuple[AgentCore, AgentCore]:
+    timing = Timing()
+    a = AgentCore(
+        local=IceParameters("ufA1", "a" * 22), controlling=True, tiebreaker=7, timing=timing
+    )
+    b = AgentCore(
+        local=IceParameters("ufB1", "b" * 22), controlling=False, tiebreaker=3, timing=timing
+    )
+    ca = host_candidate(("192.0.2.1", 9), 0)
+    cb = host_candidate(("192.0.2.2", 9), 0)
+    a.add_local_candidate(ca, 0)
+    b.add_local_candidate(cb, 0)
+    a.set_remote(b.local, 0.0)
+    b.set_remote(a.local, 0.0)
+    a.add_remote_candidate(cb)
+    b.add_remote_candidate(ca)
+    a.want_connection(0.0)
+    b.want_connection(0.0)
+    return a, b
+
+
+def test_core_checks_are_the_general_encoding_in_either_role() -> None:
+    a, _ = _cores()
+    check = a.poll_check(1.0)
+    assert check is not None
+    pair = check.pair
+    for _ in range(2):
+        for nominating in (False, True):
+            for consent in (False, True):
+                c = a._start_check(pair, nominating=nominating, now=1.0, consent=consent)
+                assert c.controlling is a.controlling
+                assert c.message == general_request(
+                    c.transaction_id,
+                    "ufB1:ufA1",
+                    a._prflx_priority(pair),
+                    a.controlling,
+                    a.tiebreaker,
+                    a.controlling and nominating,
+                    stun.short_term_key("b" * 22),
+                )
+        a._switch_role()  # the templates of the other role must not be reused
+
+
+def test_core_success_response_is_the_general_encoding() -> None:
+    a, b = _cores()
+    check = a.poll_check(1.0)
+    assert check is not None
+    for source in [("192.0.2.1", 9), ("2001:db8::7", 40000)]:
+        request = stun.decode(check.message)
+        response = b.on_request(0, source, request, 1.0)
+        assert response == general_success(
+            request.transaction_id, source[0], source[1], stun.short_term_key("b" * 22)
+        )

@@ -1,0 +1,205 @@
+"""Specialised encoders for ICE connectivity checks and their success responses.
+
+They produce, byte for byte, what :meth:`Message.encode` produces with ``integrity_key=key``
+and ``fingerprint=True`` for the same attributes in the same order (RFC 8445 §7.1, §7.3.1;
+RFC 8489 §14.5, §14.7), at a fraction of the cost: everything that does not depend on the
+transaction ID is laid out once, and the inner HMAC-SHA1 state is primed with the header too,
+so a message costs two hash copies, one CRC-32 and a few concatenations.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from typing import Any, Final
+from zlib import crc32
+
+from ._attributes import _pack_ip
+from ._integrity import sha1_pads
+from ._wire import (
+    FINGERPRINT_XOR,
+    HEADER,
+    MAGIC_COOKIE,
+    MAGIC_COOKIE_BYTES,
+    TL,
+    TYPE_FINGERPRINT,
+    TYPE_MESSAGE_INTEGRITY,
+    U16,
+    U32,
+    U64,
+)
+
+__all__ = ["BindingRequestTemplate", "encode_binding_success"]
+
+_BINDING_REQUEST: Final = 0x0001  # message_type(BINDING, REQUEST)
+_BINDING_SUCCESS: Final = 0x0101  # message_type(BINDING, SUCCESS)
+_USERNAME: Final = 0x0006
+_PRIORITY: Final = 0x0024
+_USE_CANDIDATE: Final = 0x0025
+_ICE_CONTROLLED: Final = 0x8029
+_ICE_CONTROLLING: Final = 0x802A
+_XOR_MAPPED_ADDRESS: Final = 0x0020
+
+_MI_TL: Final = TL.pack(TYPE_MESSAGE_INTEGRITY, 20)
+_FP_TL: Final = TL.pack(TYPE_FINGERPRINT, 4)
+_U32_PACK: Final = U32.pack
+_MASK6: Final = int.from_bytes(MAGIC_COOKIE_BYTES, "big") << 96
+
+
+def _check_tid(transaction_id: bytes) -> None:
+    if len(transaction_id) != 12:
+        raise ValueError(f"a STUN transaction ID is 12 bytes, not {len(transaction_id)}")
+
+
+class BindingRequestTemplate:
+    """An ICE connectivity check with everything but the transaction ID laid out.
+
+    ``template.encode(tid)`` equals::
+
+        Message(Method.BINDING, MessageClass.REQUEST, tid, (
+            Username(username), Priority(priority),
+            IceControlling(tiebreaker) if controlling else IceControlled(tiebreaker),
+            *((UseCandidate(),) if use_candidate else ()),
+        )).encode(integrity_key=key, fingerprint=True)
+
+    Raises:
+        ValueError: a value cannot be encoded (as :meth:`Message.encode` would say).
+    """
+
+    __slots__ = ("_body", "_head", "_inner", "_outer", "_tail")
+
+    def __init__(
+        self,
+        username: str,
+        priority: int,
+        *,
+        controlling: bool,
+        tiebreaker: int,
+        use_candidate: bool,
+        key: bytes,
+    ) -> None:
+        try:
+            user = username.encode("utf-8", "surrogateescape")
+            parts = [
+                TL.pack(_USERNAME, len(user)),
+                user,
+                bytes(-len(user) & 3),
+                TL.pack(_PRIORITY, 4),
+                U32.pack(priority),
+                TL.pack(_ICE_CONTROLLING if controlling else _ICE_CONTROLLED, 8),
+                U64.pack(tiebreaker),
+            ]
+        except (struct.error, OverflowError, TypeError) as exc:
+            raise ValueError(f"cannot encode a Binding request: {exc}") from exc
+        if use_candidate:
+            parts.append(TL.pack(_USE_CANDIDATE, 0))
+        body = b"".join(parts)
+        length = len(body) + 24  # the header length MESSAGE-INTEGRITY is computed with
+        if length + 8 > 0xFFFF:
+            raise ValueError("STUN message too long")
+        inner, outer = sha1_pads(key)
+        inner = inner.copy()
+        inner.update(HEADER.pack(_BINDING_REQUEST, length, MAGIC_COOKIE))
+        self._inner: Any = inner
+        self._outer: Any = outer
+        self._head = HEADER.pack(_BINDING_REQUEST, length + 8, MAGIC_COOKIE)
+        self._body = body
+        self._tail = body + _MI_TL
+
+    def encode(self, transaction_id: bytes) -> bytes:
+        """Return the request with *transaction_id* (12 bytes), signed and fingerprinted.
+
+        Raises:
+            ValueError: the transaction ID is not 12 bytes.
+        """
+        if len(transaction_id) != 12:
+            _check_tid(transaction_id)
+        inner = self._inner.copy()
+        inner.update(transaction_id + self._body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        data: bytes = self._head + transaction_id + self._tail + outer.digest()
+        return data + _FP_TL + _U32_PACK(crc32(data) ^ FINGERPRINT_XOR)
+
+
+@functools.lru_cache(maxsize=512)
+def _xor_mapped_v4(address: str, port: int) -> bytes | None:
+    """XOR-MAPPED-ADDRESS, type and length included, for an IPv4 *address*; else ``None``."""
+    family, packed = _pack_ip(address)
+    if family != 1:
+        return None
+    try:
+        return (
+            TL.pack(_XOR_MAPPED_ADDRESS, 8)
+            + b"\x00\x01"
+            + U16.pack(port ^ 0x2112)
+            + U32.pack(int.from_bytes(packed, "big") ^ MAGIC_COOKIE)
+        )
+    except (struct.error, OverflowError, TypeError) as exc:
+        raise ValueError(f"cannot encode XOR-MAPPED-ADDRESS {address}:{port}: {exc}") from exc
+
+
+def _xor_mapped_v6(transaction_id: bytes, address: str, port: int) -> bytes:
+    packed = _pack_ip(address)[1]
+    mask = _MASK6 | int.from_bytes(transaction_id, "big")
+    try:
+        return (
+            TL.pack(_XOR_MAPPED_ADDRESS, 20)
+            + b"\x00\x02"
+            + U16.pack(port ^ 0x2112)
+            + (int.from_bytes(packed, "big") ^ mask).to_bytes(16, "big")
+        )
+    except (struct.error, OverflowError, TypeError) as exc:
+        raise ValueError(f"cannot encode XOR-MAPPED-ADDRESS {address}:{port}: {exc}") from exc
+
+
+_CACHE_LIMIT: Final = 128
+# key -> (inner state primed for an IPv4 answer, the same for IPv6, outer state)
+_success_pads: dict[bytes, tuple[Any, Any, Any]] = {}
+_HEAD4_MI: Final = HEADER.pack(_BINDING_SUCCESS, 12 + 24, MAGIC_COOKIE)
+_HEAD6_MI: Final = HEADER.pack(_BINDING_SUCCESS, 24 + 24, MAGIC_COOKIE)
+_HEAD4: Final = HEADER.pack(_BINDING_SUCCESS, 12 + 32, MAGIC_COOKIE)
+_HEAD6: Final = HEADER.pack(_BINDING_SUCCESS, 24 + 32, MAGIC_COOKIE)
+
+
+def _prime_success(key: bytes) -> tuple[Any, Any, Any]:
+    inner, outer = sha1_pads(key)
+    inner4 = inner.copy()
+    inner4.update(_HEAD4_MI)
+    inner6 = inner.copy()
+    inner6.update(_HEAD6_MI)
+    if len(_success_pads) >= _CACHE_LIMIT:
+        _success_pads.clear()
+    pads = _success_pads[key] = (inner4, inner6, outer)
+    return pads
+
+
+def encode_binding_success(transaction_id: bytes, address: str, port: int, key: bytes) -> bytes:
+    """Return the Binding success response to *transaction_id* mapping ``(address, port)``.
+
+    Equals ``Message(Method.BINDING, MessageClass.SUCCESS, transaction_id,
+    (XorMappedAddress(address, port),)).encode(integrity_key=key, fingerprint=True)``.
+
+    Raises:
+        ValueError: the address or port cannot be encoded, or the transaction ID is not
+            12 bytes.
+    """
+    if len(transaction_id) != 12:
+        _check_tid(transaction_id)
+    pads = _success_pads.get(key) or _prime_success(key)
+    try:
+        attr = _xor_mapped_v4(address, port)
+    except TypeError as exc:  # unhashable: not an address the general path could encode
+        raise ValueError(f"cannot encode XOR-MAPPED-ADDRESS {address!r}: {exc}") from exc
+    if attr is not None:
+        inner = pads[0].copy()
+        head = _HEAD4
+    else:
+        attr = _xor_mapped_v6(transaction_id, address, port)
+        inner = pads[1].copy()
+        head = _HEAD6
+    inner.update(transaction_id + attr)
+    outer = pads[2].copy()
+    outer.update(inner.digest())
+    data: bytes = head + transaction_id + attr + _MI_TL + outer.digest()
+    return data + _FP_TL + _U32_PACK(crc32(data) ^ FINGERPRINT_XOR)
