@@ -19,10 +19,6 @@ __all__ = ["CheckRun", "check_name"]
 
 Address = tuple[str, int]
 
-#: How old a check in flight must be before the peer's crossing request makes it go out again
-#: at once (see :meth:`CheckRun.poke`); far below any RTO, far above a loopback round trip.
-RESEND_GRACE = 0.005
-
 
 class CheckRun:
     """One connectivity check in flight: its first transmission goes out when it is made,
@@ -40,6 +36,7 @@ class CheckRun:
         "check",
         "dropped",
         "due",
+        "poked",
         "resend_at",
         "settled",
         "start",
@@ -53,6 +50,7 @@ class CheckRun:
         self.transport = transport
         self.settled = False
         self.dropped = False
+        self.poked = False
         self.resend_at: float | None = None
         self.start = trio.current_time()
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
@@ -85,18 +83,24 @@ class CheckRun:
         self.wake()
 
     def poke(self) -> None:
-        """The core asks for the check again: the peer's request came in on this pair.
+        """The core asks for the check again: the peer's request came in on this pair,
+        which may mean the way has just opened (the peer's NAT now expects us).
 
-        A check younger than :data:`RESEND_GRACE` is most likely crossing the peer's own
-        check on the wire (both sides start together), its response on the way: it is sent
-        again only if still unanswered when it reaches that age.  An older one goes out again
-        now."""
-        if self.settled or self.dropped:
+        Only an ordinary check is sent again, and once: a nomination or consent check goes
+        over a pair already proved.  Nor at once: the peer's check most likely crossed ours
+        on the wire, our response on its way.  If the peer's check reached us at age A of
+        ours, ours (if it got through) is answered by about 2A; the check goes out again at
+        that age, or at Ta (the soonest RFC 8445 §7.3.1.4's triggered check could go) if
+        later, should no response have come.  The rule scales with the path and with the
+        load of the process: a loaded process answers late, and does not flood itself with
+        copies."""
+        check = self.check
+        if self.settled or self.dropped or self.poked or check.nominating or check.consent:
             return
-        due = self.start + RESEND_GRACE
-        if trio.current_time() >= due:
-            self.transmit()
-        elif self.resend_at is None:
+        self.poked = True
+        age = trio.current_time() - self.start
+        due = self.start + max(self.agent.config.timing.ta, 2 * age)
+        if self.resend_at is None:
             self.resend_at = due
             if due < self.due:
                 self.wake()  # to wait for the resend instead
