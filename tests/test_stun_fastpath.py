@@ -251,7 +251,7 @@ def test_core_checks_are_the_general_encoding_in_either_role() -> None:
                 assert c.message == general_request(
                     c.transaction_id,
                     "ufB1:ufA1",
-                    a._prflx_priority(pair),
+                    a._prflx_priority(pair.local),
                     a.controlling,
                     a.tiebreaker,
                     a.controlling and nominating,

@@ -28,7 +28,7 @@ from trice.ice._events import (
 )
 from trice.ice._priority import candidate_priority
 from trice.ice._requests import RoleDecision, authenticate, resolve_role_conflict
-from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success
+from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success, success_pads
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
@@ -70,6 +70,7 @@ class AgentCore:
         "_pingback",
         "_remote_key",
         "_resend",
+        "_success_pads",
         "_templates",
         "_triggered",
         "_urgent",
@@ -118,6 +119,7 @@ class AgentCore:
         self.nohost = nohost
         self._new_tid = new_transaction_id
         self._local_key = stun.short_term_key(local.pwd)
+        self._success_pads = success_pads(self._local_key)  # kept: see success_pads
         self.remote: IceParameters | None = None
         self._remote_key = b""
         self.checklist = CheckList(max_pairs=max_pairs)
@@ -162,6 +164,8 @@ class AgentCore:
         self._remote_key = stun.short_term_key(remote.pwd)
         if remote.lite and not self.local.lite and not self.controlling:
             self._switch_role()
+        for candidate in self._bases.values():
+            self._prepare_checks(candidate)
         self._maybe_start(now)
 
     def want_connection(self, now: float) -> None:
@@ -176,6 +180,8 @@ class AgentCore:
             self._bases.setdefault(base, candidate)
         if self.local.lite or not CheckList.is_local_pairable_type(candidate, nohost=self.nohost):
             return
+        if self.remote is not None and self._bases.get(base) is candidate:
+            self._prepare_checks(candidate)
         for remote in self.remote_candidates:
             self.checklist.add(candidate, remote, base, controlling=self.controlling)
 
@@ -308,7 +314,7 @@ class AgentCore:
         local = pair.local
         controlling = self.controlling
         key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
-        template = self._templates.get(key) or self._check_template(pair, key)
+        template = self._templates.get(key) or self._check_template(local, key)
         message = template.encode(tid)
         if pair.transaction is not None:
             self._live.pop(pair.transaction, None)
@@ -332,10 +338,21 @@ class AgentCore:
         self.checks_sent += 1
         return check
 
+    def _prepare_checks(self, local: Candidate) -> None:
+        """Build the templates of the first checks from ``local`` now, while signaling is
+        still going on, rather than on the way to the first check (see ``_check_template``)."""
+        if self.local.lite:
+            return
+        nominations = (False, True) if self.controlling else (False,)
+        for nominating in nominations:
+            key = (local.priority, local.component, self.controlling, nominating, self.tiebreaker)
+            if key not in self._templates:
+                self._check_template(local, key)
+
     def _check_template(
-        self, pair: Pair, key: tuple[int, int, bool, bool, int]
+        self, local: Candidate, key: tuple[int, int, bool, bool, int]
     ) -> BindingRequestTemplate:
-        """The template of the checks on pairs with ``pair``'s local priority and component, in
+        """The template of the checks on pairs with ``local``'s priority and component, in
         the current role.  The user name and the remote key never change once the remote
         parameters are set (``set_remote``), so they need not be part of ``key``."""
         assert self.remote is not None
@@ -344,7 +361,7 @@ class AgentCore:
             templates.clear()
         template = templates[key] = BindingRequestTemplate(
             f"{self.remote.ufrag}:{self.local.ufrag}",
-            self._prflx_priority(pair),
+            self._prflx_priority(local),
             controlling=self.controlling,
             tiebreaker=self.tiebreaker,
             use_candidate=self.controlling and key[3],
@@ -352,10 +369,10 @@ class AgentCore:
         )
         return template
 
-    def _prflx_priority(self, pair: Pair) -> int:
-        """PRIORITY of a check: as if the local candidate were peer-reflexive (§7.1.1)."""
+    def _prflx_priority(self, local: Candidate) -> int:
+        """PRIORITY of a check from ``local``: as if it were peer-reflexive (§7.1.1)."""
         return candidate_priority(
-            CandidateType.PRFLX, (pair.local.priority >> 8) & 0xFFFF, pair.local.component
+            CandidateType.PRFLX, (local.priority >> 8) & 0xFFFF, local.component
         )
 
     def next_deadline(self) -> float | None:
@@ -516,7 +533,7 @@ class AgentCore:
             foundation=prflx_foundation(pair.local.address),
             component=pair.local.component,
             protocol="udp",
-            priority=self._prflx_priority(pair),
+            priority=self._prflx_priority(pair.local),
             address=mapped[0],
             port=mapped[1],
             type=CandidateType.PRFLX,
@@ -634,7 +651,7 @@ class AgentCore:
         assert priority is not None  # authenticate() saw to it
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
         response = encode_binding_success(
-            request.transaction_id, source[0], source[1], self._local_key
+            request.transaction_id, source[0], source[1], self._local_key, self._success_pads
         )
         if self.finished:
             return response

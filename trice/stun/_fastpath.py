@@ -174,7 +174,20 @@ def _prime_success(key: bytes) -> tuple[Any, Any, Any]:
     return pads
 
 
-def encode_binding_success(transaction_id: bytes, address: str, port: int, key: bytes) -> bytes:
+def success_pads(key: bytes) -> tuple[Any, Any, Any]:
+    """The primed hash objects :func:`encode_binding_success` signs with for ``key``: an
+    agent keeps its own (``pads=``), so that thousands of agents in a process do not evict
+    one another from the shared cache."""
+    return _success_pads.get(key) or _prime_success(key)
+
+
+def encode_binding_success(
+    transaction_id: bytes,
+    address: str,
+    port: int,
+    key: bytes,
+    pads: tuple[Any, Any, Any] | None = None,
+) -> bytes:
     """Return the Binding success response to *transaction_id* mapping ``(address, port)``.
 
     Equals ``Message(Method.BINDING, MessageClass.SUCCESS, transaction_id,
@@ -186,7 +199,8 @@ def encode_binding_success(transaction_id: bytes, address: str, port: int, key: 
     """
     if len(transaction_id) != 12:
         _check_tid(transaction_id)
-    pads = _success_pads.get(key) or _prime_success(key)
+    if pads is None:
+        pads = _success_pads.get(key) or _prime_success(key)
     try:
         attr = _xor_mapped_v4(address, port)
     except TypeError as exc:  # unhashable: not an address the general path could encode
