@@ -627,10 +627,13 @@ class Agent:
         core = self._core
         # Until the agent closes: after ICE failed there are no timers left, but STUN is
         # still answered (and counted) as long as the agent is open.
+        due = -math.inf  # when the last wait was due to end
         while not self._closed:
             now = trio.current_time()
-            core.on_timer(now)
-            self._pump()
+            if now >= due:
+                # The core's time came (a datagram, by contrast, was handled as it was read).
+                core.on_timer(now)
+                self._pump()
             deadline = core.next_deadline()
             wake_at = self._fire_timers(now)
             if deadline is not None and deadline < wake_at:
@@ -658,6 +661,7 @@ class Agent:
                     readable = True
                 else:
                     await trio.sleep_forever()
+            due = scope.deadline
             self._wake_scope = None
             self._sleeping_until = -math.inf
             if primary is not None:

@@ -37,7 +37,7 @@ Address = tuple[str, int]
 #: A controlled agent waits this many round trips of its own check (at least PINGBACK_MIN
 #: seconds, at most Ta) for the peer to nominate before it pings back (``_want_pingback``).
 PINGBACK_RTTS = 2.0
-PINGBACK_MIN = 0.001
+PINGBACK_MIN = 0.0005
 
 
 class AgentCore:
