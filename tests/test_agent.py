@@ -13,6 +13,7 @@ import trio
 
 import trice
 from trice import stun
+from trice._trio._transport import UdpTransport
 
 from loopback import (
     HAS_IPV6,
@@ -570,3 +571,44 @@ async def test_receive_blocked_on_the_socket_wakes_on_close() -> None:
                     nursery.start_soon(blocked)
                     await trio.testing.wait_all_tasks_blocked()
                     await cb.aclose()
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback (::1)")
+async def test_receiver_on_the_selected_socket_gets_data_from_another_socket() -> None:
+    """A receiver blocked on the selected pair's socket is woken when data from the peer
+    arrives on another local socket (read by that socket's reader)."""
+    network = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: address.is_loopback,
+        include_loopback=True,
+        ipv4=True,
+        ipv6=True,
+    )
+    # No consent traffic within the test's time: only the nudge can wake the receiver.
+    timing = trice.Timing(keepalive_interval=30, disconnected_timeout=30, failed_timeout=60)
+    config = trice.AgentConfig(network=network, timing=timing)
+    with trio.fail_after(3):
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            _ca, cb = await _connected_pair(a, b)
+            selected = cb.selected_pair.local
+            # a's socket of the other family, and b's candidate of that family.
+            other = next(c for c in b.local_candidates if c.address != selected.address)
+            family = socket.AF_INET6 if ":" in other.address else socket.AF_INET
+            sender = next(
+                t
+                for t in a._transports.values()
+                if isinstance(t, UdpTransport) and t.family == family
+            )
+            got: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+
+                async def receive_once() -> None:
+                    got.append(await cb.receive())
+
+                nursery.start_soon(receive_once)
+                await trio.testing.wait_all_tasks_blocked()
+                sender.send_nowait(b"\x80 via the other socket", other.transport_address)
+            assert got == [b"\x80 via the other socket"]

@@ -657,8 +657,11 @@ class Agent:
                 if read:
                     assert primary is not None
                     primary.reader_scope = scope
-                    await trio.lowlevel.wait_readable(primary.sock)
-                    readable = True
+                    try:
+                        await trio.lowlevel.wait_readable(primary.sock)
+                        readable = True
+                    except trio.ClosedResourceError:
+                        pass  # woken by notify_closing (see ReceiveBuffer.nudge): look again
                 else:
                     await trio.sleep_forever()
             due = scope.deadline

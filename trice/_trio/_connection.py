@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ class ReceiveBuffer:
     reader that falls behind never holds up STUN or the sender.
     """
 
-    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "waiting_scope")
+    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "waiting_on")
 
     def __init__(self, maxlen: int) -> None:
         # The queue and the parking lot are made when first needed: an agent that never
@@ -33,9 +34,8 @@ class ReceiveBuffer:
         self.dropped = 0
         self.lot: trio.lowlevel.ParkingLot | None = None
         self.closed = False
-        # Set while a receiver waits on a socket itself: cancelled to wake it when data
-        # comes in some other way (another socket's reader, a relay).
-        self.waiting_scope: trio.CancelScope | None = None
+        # The socket a receiver waits on itself, while it does (see ``nudge``).
+        self.waiting_on: socket.socket | None = None
 
     def make_queue(self) -> deque[bytes]:
         """The queue, made now if it was not yet."""
@@ -56,15 +56,27 @@ class ReceiveBuffer:
         lot = self.lot
         if lot:
             lot.unpark()
-        if self.waiting_scope is not None:
-            self.waiting_scope.cancel()
+        if self.waiting_on is not None:
+            self.nudge()
+
+    def nudge(self) -> None:
+        """Wake the receiver that waits on a socket itself: data came some other way
+        (another socket's reader, a relay), or the connection closed.
+
+        :func:`trio.lowlevel.notify_closing` wakes the tasks waiting on a socket with
+        :class:`trio.ClosedResourceError` without closing it (trio registers the socket again
+        at the next wait); the receiver takes that as "look again".  A cancel scope around
+        every wait would do the same, at a cost of several microseconds per datagram."""
+        sock = self.waiting_on
+        if sock is not None:
+            self.waiting_on = None
+            trio.lowlevel.notify_closing(sock)
 
     def close(self) -> None:
         self.closed = True
         if self.lot is not None:
             self.lot.unpark_all()
-        if self.waiting_scope is not None:
-            self.waiting_scope.cancel()
+        self.nudge()
 
 
 class Connection(trio.abc.Channel[bytes]):
@@ -159,6 +171,7 @@ class Connection(trio.abc.Channel[bytes]):
         if transport.reader_scope is not None:
             transport.reader_scope.cancel()  # frees the socket's read slot at once
         drain = self._agent._drain
+        sock = transport.sock
         waited = False
         try:
             while True:
@@ -169,13 +182,17 @@ class Connection(trio.abc.Channel[bytes]):
                     if not waited:
                         await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
-                with trio.CancelScope() as scope:
-                    buffer.waiting_scope = scope
-                    await trio.lowlevel.wait_readable(transport.sock)
-                buffer.waiting_scope = None
+                buffer.waiting_on = sock
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    if transport.closed:
+                        raise trio.ClosedResourceError("the connection is closed") from None
+                    # nudged: look again
+                buffer.waiting_on = None
                 waited = True
         finally:
-            buffer.waiting_scope = None
+            buffer.waiting_on = None
             transport.held = False  # the reader takes the socket back after a lease
 
     def _direct_transport(self) -> UdpTransport | None:
@@ -193,6 +210,5 @@ class Connection(trio.abc.Channel[bytes]):
         self._route = None
         if self._buffer.lot is not None:
             self._buffer.lot.unpark_all()
-        if self._buffer.waiting_scope is not None:
-            self._buffer.waiting_scope.cancel()  # a receiver waiting on the socket itself
+        self._buffer.nudge()  # a receiver waiting on the socket itself
         await trio.lowlevel.checkpoint()
