@@ -384,7 +384,7 @@ class Agent:
                 self._emit(event)
         # Wake the agent task only if it must act sooner than it planned to; if it is not
         # waiting (this may be it, reading its socket), it looks at the deadline itself.
-        if self._wake_scope is None:
+        if self._sleeping_until == -math.inf:
             return
         deadline = self._core.next_deadline()
         if (deadline is not None and deadline < self._sleeping_until) or self._core.finished:
@@ -629,48 +629,58 @@ class Agent:
         # still answered (and counted) as long as the agent is open.
         due = -math.inf  # when the last wait was due to end
         while not self._closed:
-            now = trio.current_time()
-            if now >= due:
-                # The core's time came (a datagram, by contrast, was handled as it was read).
-                core.on_timer(now)
-                self._pump()
-            deadline = core.next_deadline()
-            wake_at = self._fire_timers(now)
-            if deadline is not None and deadline < wake_at:
-                wake_at = deadline
-            primary = self._primary
-            read = False
-            if primary is not None and not primary.closed:
-                lease = self._lease
-                if primary.held or (lease is not None and lease[0] != primary.holds):
-                    lease = self._lease = (primary.holds, now + _LEASE)
-                elif lease is not None and now >= lease[1]:
-                    lease = self._lease = None
-                if lease is None:
-                    read = True
-                else:
-                    wake_at = min(wake_at, lease[1])
-            readable = False
-            self._sleeping_until = wake_at
-            with trio.CancelScope(deadline=wake_at) as scope:
+            # One cancel scope for many waits: its deadline follows the next deadline, and a
+            # new scope is made only once one ends (the deadline came, or someone cancelled
+            # it: a receiver taking the socket, the agent closing).  A scope per wait would
+            # cost microseconds each and leave an entry in trio's deadline heap.
+            with trio.CancelScope() as scope:
                 self._wake_scope = scope
-                if read:
-                    assert primary is not None
-                    primary.reader_scope = scope
-                    try:
-                        await trio.lowlevel.wait_readable(primary.sock)
-                        readable = True
-                    except trio.ClosedResourceError:
-                        pass  # woken by notify_closing (see ReceiveBuffer.nudge): look again
-                else:
-                    await trio.sleep_forever()
+                while not self._closed:
+                    now = trio.current_time()
+                    if now >= due:
+                        # The core's time came (a datagram was handled as it was read).
+                        core.on_timer(now)
+                        self._pump()
+                    deadline = core.next_deadline()
+                    wake_at = self._fire_timers(now)
+                    if deadline is not None and deadline < wake_at:
+                        wake_at = deadline
+                    primary = self._primary
+                    read = False
+                    if primary is not None and not primary.closed:
+                        lease = self._lease
+                        if primary.held or (lease is not None and lease[0] != primary.holds):
+                            lease = self._lease = (primary.holds, now + _LEASE)
+                        elif lease is not None and now >= lease[1]:
+                            lease = self._lease = None
+                        if lease is None:
+                            read = True
+                        elif lease[1] < wake_at:
+                            wake_at = lease[1]
+                    if scope.deadline != wake_at:
+                        scope.deadline = wake_at
+                    readable = False
+                    self._sleeping_until = wake_at
+                    if read:
+                        assert primary is not None
+                        primary.reader_scope = scope
+                        try:
+                            await trio.lowlevel.wait_readable(primary.sock)
+                            readable = True
+                        except trio.ClosedResourceError:
+                            pass  # woken by notify_closing (see ReceiveBuffer.nudge)
+                        primary.reader_scope = None
+                    else:
+                        await trio.sleep_forever()
+                    self._sleeping_until = -math.inf
+                    due = scope.deadline
+                    if readable and primary is not None and not self._drain(primary):
+                        await trio.lowlevel.checkpoint()
             due = scope.deadline
             self._wake_scope = None
             self._sleeping_until = -math.inf
-            if primary is not None:
-                primary.reader_scope = None
-                if readable and not self._drain(primary):
-                    await trio.lowlevel.checkpoint()
+            if self._primary is not None:
+                self._primary.reader_scope = None
         self._checks = None
 
     def _close(self) -> None:

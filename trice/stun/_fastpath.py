@@ -153,7 +153,7 @@ def _xor_mapped_v6(transaction_id: bytes, address: str, port: int) -> bytes:
         raise ValueError(f"cannot encode XOR-MAPPED-ADDRESS {address}:{port}: {exc}") from exc
 
 
-_CACHE_LIMIT: Final = 128
+_CACHE_LIMIT: Final = 4096  # keys: a process may hold thousands of agents
 # key -> (inner state primed for an IPv4 answer, the same for IPv6, outer state)
 _success_pads: dict[bytes, tuple[Any, Any, Any]] = {}
 _HEAD4_MI: Final = HEADER.pack(_BINDING_SUCCESS, 12 + 24, MAGIC_COOKIE)
@@ -169,7 +169,7 @@ def _prime_success(key: bytes) -> tuple[Any, Any, Any]:
     inner6 = inner.copy()
     inner6.update(_HEAD6_MI)
     if len(_success_pads) >= _CACHE_LIMIT:
-        _success_pads.clear()
+        del _success_pads[next(iter(_success_pads))]  # the oldest
     pads = _success_pads[key] = (inner4, inner6, outer)
     return pads
 

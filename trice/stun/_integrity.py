@@ -158,7 +158,7 @@ def user_hash(username: str, realm: str) -> bytes:
 
 _IPAD: Final = bytes(x ^ 0x36 for x in range(256))
 _OPAD: Final = bytes(x ^ 0x5C for x in range(256))
-_CACHE_LIMIT: Final = 128
+_CACHE_LIMIT: Final = 4096  # keys: a process may hold thousands of agents
 # key -> (inner hash primed with key^ipad, outer hash primed with key^opad).  An ICE agent talks
 # with a handful of keys, so priming once per key halves the cost of each HMAC (RFC 2104 §2).
 _sha1_pads: dict[bytes, tuple[Any, Any]] = {}
@@ -169,7 +169,7 @@ def _prime(cache: dict[bytes, tuple[Any, Any]], key: bytes, name: str) -> tuple[
     block = (hashlib.new(name, key).digest() if len(key) > 64 else key).ljust(64, b"\0")
     pads = (hashlib.new(name, block.translate(_IPAD)), hashlib.new(name, block.translate(_OPAD)))
     if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
+        del cache[next(iter(cache))]  # the oldest
     cache[key] = pads
     return pads
 
