@@ -153,6 +153,8 @@ class Agent:
         "config",
     )
 
+    _nursery: trio.Nursery  # open_agent's, where every task of the agent runs
+
     def __init__(self, config: AgentConfig, controlling: bool) -> None:
         self.config = config
         self._local = IceParameters(
@@ -459,12 +461,7 @@ class Agent:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _run(
-        self,
-        nursery: trio.Nursery,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _run(self, nursery: trio.Nursery) -> None:
         """The agent's own task: it gathers the host candidates, keeps the core's time, and
         reads the first host socket itself.
 
@@ -473,9 +470,6 @@ class Agent:
         and one wait in it for a datagram *or* the next deadline: with thousands of agents in a
         process, each task, nursery and pending wait is memory and scheduling that counts.
         """
-        self._nursery = nursery
-        self._checks = nursery
-        task_status.started()
         await gather_local(self)
         if has_server_sources(self):
             nursery.start_soon(gather_servers, self, name="gather")
@@ -729,7 +723,9 @@ async def open_agent(
             agent = Agent(config, controlling)
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
-            await nursery.start(
+            agent._nursery = nursery
+            agent._checks = nursery
+            nursery.start_soon(
                 agent._run, nursery, name=f"trice agent {agent.local_parameters.ufrag}"
             )
             try:
