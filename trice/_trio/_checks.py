@@ -20,6 +20,11 @@ __all__ = ["CheckRun", "check_name"]
 Address = tuple[str, int]
 
 
+#: The soonest a check crossing the peer's goes out again (see :meth:`CheckRun.poke`): above a
+#: loopback or LAN round trip, far below any RTO.
+RESEND_MIN = 0.005
+
+
 class CheckRun:
     """One connectivity check in flight: its first transmission goes out when it is made,
     then its task retransmits on the check's schedule until a response settles it or the
@@ -90,16 +95,17 @@ class CheckRun:
         over a pair already proved.  Nor at once: the peer's check most likely crossed ours
         on the wire, our response on its way.  If the peer's check reached us at age A of
         ours, ours (if it got through) is answered by about 2A; the check goes out again at
-        that age, or at Ta (the soonest RFC 8445 §7.3.1.4's triggered check could go) if
-        later, should no response have come.  The rule scales with the path and with the
-        load of the process: a loaded process answers late, and does not flood itself with
-        copies."""
+        that age (at least :data:`RESEND_MIN`), should no response have come.  The rule
+        scales with the path and with the load of the process: a loaded process answers
+        late, and does not flood itself with copies; and a check that a TURN server dropped
+        (the peer had not yet installed the permission its own check now proves) goes out
+        again within milliseconds."""
         check = self.check
         if self.settled or self.dropped or self.poked or check.nominating or check.consent:
             return
         self.poked = True
         age = trio.current_time() - self.start
-        due = self.start + max(self.agent.config.timing.ta, 2 * age)
+        due = self.start + max(RESEND_MIN, 2 * age)
         if self.resend_at is None:
             self.resend_at = due
             if due < self.due:

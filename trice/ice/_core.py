@@ -34,10 +34,13 @@ __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
 Address = tuple[str, int]
 
-#: A controlled agent waits this many round trips of its own check (at least PINGBACK_MIN
-#: seconds, at most Ta) for the peer to nominate before it pings back (``_want_pingback``).
+#: A controlled agent waits this many round trips of its own check (at least PINGBACK_MIN,
+#: at most PINGBACK_MAX seconds) for the peer to nominate before it pings back
+#: (``_want_pingback``).  The cap is Pion's own checking interval: waiting longer than that
+#: would never help.
 PINGBACK_RTTS = 2.0
 PINGBACK_MIN = 0.0005
+PINGBACK_MAX = 0.2
 
 
 class AgentCore:
@@ -505,7 +508,7 @@ class AgentCore:
             self._select(pair, now)
         elif not self.controlling:
             rtt = max(now - check.started, 0.0)
-            pair.pingback_at = now + min(max(PINGBACK_RTTS * rtt, PINGBACK_MIN), self.timing.ta)
+            pair.pingback_at = now + min(max(PINGBACK_RTTS * rtt, PINGBACK_MIN), PINGBACK_MAX)
             if pair.peer_checked:
                 self._want_pingback(pair, now)
         else:
