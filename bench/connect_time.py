@@ -70,7 +70,37 @@ def main(argv: list[str] | None = None) -> int:
     if in_process:
         results.append(run_in_process(args.runs, args.ipv6))
     print(format_table(results))
+    verdicts = format_targets(results)
+    if verdicts:
+        print()
+        print(verdicts)
     return 0
+
+
+def format_targets(results: list[tuple[str, Stats]]) -> str:
+    """The issue's targets, each against the row it is judged by (medians of this run):
+    trice-trice under 1 ms, and trice with a peer no slower than that peer with itself."""
+    medians = {label: s.median for label, s in results}
+    lines = []
+    for label in ("trice-trice", IN_PROCESS):
+        if label in medians:
+            verdict = "met" if medians[label] < 1.0 else "not met"
+            lines.append(f"{label:<32} {medians[label]:>7.3f} ms  target < 1 ms: {verdict}")
+    for label, median in medians.items():
+        kinds = label.split()[0].split("-")
+        if len(kinds) != 2 or "trice" not in kinds or kinds[0] == kinds[1]:
+            continue
+        other = kinds[1] if kinds[0] == "trice" else kinds[0]
+        reference = medians.get(f"{other}-{other}")
+        if reference is None:
+            continue
+        ratio = median / reference
+        verdict = "met" if ratio <= 1.0 else "not met"
+        lines.append(
+            f"{label:<32} {median:>7.3f} ms  {ratio:5.2f}x {other}-{other} "
+            f"({reference:.3f} ms): {verdict}"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
