@@ -612,3 +612,53 @@ async def test_receiver_on_the_selected_socket_gets_data_from_another_socket() -
                 await trio.testing.wait_all_tasks_blocked()
                 sender.send_nowait(b"\x80 via the other socket", other.transport_address)
             assert got == [b"\x80 via the other socket"]
+
+
+async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> None:
+    """RFC 8445 §7.3.1.4: the peer's request on a pair whose check is in flight may mean the
+    way just opened, so the check goes out again (the same transaction), long before its RTO;
+    but not at once: only when twice as old as when the peer's request found it."""
+    timing = trice.Timing(rto=5.0, rto_max=5.0, max_binding_requests=2)
+    config = loopback_config(timing=timing)
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer:
+        await peer.bind(("127.0.0.1", 0))
+        port = peer.getsockname()[1]
+        async with trice.open_agent(config, controlling=True) as a, trio.open_nursery() as nursery:
+            await a.wait_gathering_complete()
+            a.set_remote_parameters("peer", "p" * 22)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
+            )
+            a.add_remote_candidate(None)
+            nursery.start_soon(a.connect)
+            with trio.fail_after(4):
+                data, address = await peer.recvfrom(2048)
+                first_at = trio.current_time()
+                first = stun.decode(data)
+                assert first.message_class is stun.MessageClass.REQUEST
+                await trio.sleep(0.05)  # the peer's own check starts later
+                request = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.REQUEST,
+                    attributes=[
+                        stun.Username(f"{a.local_parameters.ufrag}:peer"),
+                        stun.Priority(1),
+                        stun.IceControlled(1),
+                    ],
+                ).encode(
+                    integrity_key=stun.short_term_key(a.local_parameters.pwd), fingerprint=True
+                )
+                age = trio.current_time() - first_at
+                await peer.sendto(request, address)
+                while True:  # skip the answer to the peer's check
+                    data, _ = await peer.recvfrom(2048)
+                    again = stun.decode(data)
+                    if again.message_class is stun.MessageClass.REQUEST:
+                        break
+            resent_at = trio.current_time()
+            assert again.transaction_id == first.transaction_id  # the same transaction
+            assert resent_at - first_at >= 2 * age - 0.002  # not at once
+            with trio.move_on_after(0.3):  # and only once (the RTO is 5 s away)
+                data, _ = await peer.recvfrom(2048)
+                pytest.fail(f"a third copy: {stun.decode(data)}")
+            nursery.cancel_scope.cancel()
