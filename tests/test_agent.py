@@ -149,6 +149,17 @@ async def test_trickle_after_connect_starts_without_end_of_candidates() -> None:
     assert done["b"].selected_pair.remote.type is trice.CandidateType.PRFLX
 
 
+def _face(agent: trice.Agent, port: int, *, ufrag: str = "abcd", end: bool = True) -> None:
+    """Signal to ``agent`` a peer whose only candidate is ``127.0.0.1:port`` (a socket the
+    test holds, which answers only what the test makes it answer)."""
+    agent.set_remote_parameters(ufrag, "x" * 22)
+    agent.add_remote_candidate(
+        trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
+    )
+    if end:
+        agent.add_remote_candidate(None)
+
+
 async def test_unworkable_pair_fails_within_failed_timeout() -> None:
     # The remote candidate points at a port nobody answers on.
     timing = trice.Timing(
@@ -164,10 +175,7 @@ async def test_unworkable_pair_fails_within_failed_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
         async with trice.open_agent(config, controlling=True) as a:
-            a.set_remote_parameters("abcd", "x" * 22)
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
-            )
+            _face(a, port, end=False)
             start = trio.current_time()
             with trio.fail_after(5), pytest.raises(trice.IceFailedError):
                 await a.connect()
@@ -183,11 +191,7 @@ async def test_all_pairs_failed_with_end_of_candidates_fails_early() -> None:
         port = silent.getsockname()[1]
         async with trice.open_agent(config, controlling=True) as a:
             await a.wait_gathering_complete()
-            a.set_remote_parameters("abcd", "x" * 22)
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
-            )
-            a.add_remote_candidate(None)
+            _face(a, port)
             with trio.fail_after(3), pytest.raises(trice.IceFailedError):
                 await a.connect()  # well before the 25 s failed timeout
 
@@ -200,11 +204,7 @@ async def test_stun_is_still_answered_after_ice_failed() -> None:
         port = peer.getsockname()[1]
         async with trice.open_agent(config, controlling=True) as a:
             await a.wait_gathering_complete()
-            a.set_remote_parameters("abcd", "x" * 22)
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
-            )
-            a.add_remote_candidate(None)
+            _face(a, port)
             with trio.fail_after(3), pytest.raises(trice.IceFailedError):
                 await a.connect()
             request = stun.Message(
@@ -625,11 +625,7 @@ async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> 
         port = peer.getsockname()[1]
         async with trice.open_agent(config, controlling=True) as a, trio.open_nursery() as nursery:
             await a.wait_gathering_complete()
-            a.set_remote_parameters("peer", "p" * 22)
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host")
-            )
-            a.add_remote_candidate(None)
+            _face(a, port, ufrag="peer")
             nursery.start_soon(a.connect)
             with trio.fail_after(4):
                 data, address = await peer.recvfrom(2048)

@@ -7,10 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trice import stun
-from trice._config import Timing
 from trice._errors import StunDecodeError
-from trice.ice._core import AgentCore, IceParameters
-from trice.ice._gathering import host_candidate
+from trice.ice._core import AgentCore, two_cores
 from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success
 from trice.stun._message import _decode_tail
 
@@ -218,24 +216,7 @@ def test_decoder_still_walks_other_endings() -> None:
 
 
 def _cores() -> tuple[AgentCore, AgentCore]:
-    timing = Timing()
-    a = AgentCore(
-        local=IceParameters("ufA1", "a" * 22), controlling=True, tiebreaker=7, timing=timing
-    )
-    b = AgentCore(
-        local=IceParameters("ufB1", "b" * 22), controlling=False, tiebreaker=3, timing=timing
-    )
-    ca = host_candidate(("192.0.2.1", 9), 0)
-    cb = host_candidate(("192.0.2.2", 9), 0)
-    a.add_local_candidate(ca, 0)
-    b.add_local_candidate(cb, 0)
-    a.set_remote(b.local, 0.0)
-    b.set_remote(a.local, 0.0)
-    a.add_remote_candidate(cb)
-    b.add_remote_candidate(ca)
-    a.want_connection(0.0)
-    b.want_connection(0.0)
-    return a, b
+    return two_cores(("ufA1", "ufB1"))
 
 
 def test_core_checks_are_the_general_encoding_in_either_role() -> None:

@@ -765,26 +765,34 @@ def warm_up(rounds: int = 10) -> None:
         _warm_once()
 
 
-def _warm_once() -> None:
+def two_cores(ufrags: tuple[str, str] = ("warmA", "warmB")) -> tuple[AgentCore, AgentCore]:
+    """Two cores (controlling, controlled) that hold each other's parameters and one host
+    candidate each (documentation addresses), both wanting to connect: a pair to drive in
+    memory, as :func:`warm_up` and the tests do."""
     from trice.ice._gathering import host_candidate
 
     timing = Timing()
     a = AgentCore(
-        local=IceParameters("warmA", "a" * 22), controlling=True, tiebreaker=2, timing=timing
+        local=IceParameters(ufrags[0], "a" * 22), controlling=True, tiebreaker=2, timing=timing
     )
     b = AgentCore(
-        local=IceParameters("warmB", "b" * 22), controlling=False, tiebreaker=1, timing=timing
+        local=IceParameters(ufrags[1], "b" * 22), controlling=False, tiebreaker=1, timing=timing
     )
-    ca = host_candidate(("192.0.2.1", 9), 0)
-    cb = host_candidate(("192.0.2.2", 9), 0)
-    a.add_local_candidate(ca, 0)
-    b.add_local_candidate(cb, 0)
+    a.add_local_candidate(host_candidate(("192.0.2.1", 9), 0), 0)
+    b.add_local_candidate(host_candidate(("192.0.2.2", 9), 0), 0)
     a.set_remote(b.local, 0.0)
     b.set_remote(a.local, 0.0)
-    a.add_remote_candidate(cb)
-    b.add_remote_candidate(ca)
+    a.add_remote_candidate(b.local_candidates[0][0])
+    b.add_remote_candidate(a.local_candidates[0][0])
     a.want_connection(0.0)
     b.want_connection(0.0)
+    return a, b
+
+
+def _warm_once() -> None:
+    a, b = two_cores()
+    ca = a.local_candidates[0][0]
+    cb = b.local_candidates[0][0]
     for _ in range(2):  # the check, then its nomination
         check = a.poll_check(1.0)
         if check is None:
