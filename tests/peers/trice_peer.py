@@ -123,7 +123,7 @@ class Peer:
                 if not self.have_remote:
                     raise PeerFailed("start before remote parameters")
                 self.started = True
-                nursery.start_soon(self.connect, time.perf_counter())
+                nursery.start_soon(self.connect)
         elif kind == "exchange":
             if not self.started:
                 raise PeerFailed("exchange before start")
@@ -136,7 +136,9 @@ class Peer:
             log.warning("ignoring unknown message type %r", kind)
         return True
 
-    async def connect(self, t0: float) -> None:
+    async def connect(self) -> None:
+        # The clock starts in the connecting task, as in the aioice and Pion peers.
+        t0 = time.perf_counter()
         with trio.fail_after(self.args.connect_timeout):
             conn = await self.agent.connect()
         elapsed = (time.perf_counter() - t0) * 1000.0
