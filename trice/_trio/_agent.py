@@ -376,8 +376,8 @@ class Agent:
 
     def _pump(self) -> None:
         """After any change of the core: deliver its events, start the checks it wants now
-        (their first transmission goes out at once, not after a trip through the scheduler),
-        and wake the scheduler to recompute its deadline."""
+        (their first transmission goes out at once, not after a trip through the agent
+        task), and bring the agent task's wait forward if the core's deadline came nearer."""
         for event in self._core.drain_events():
             self._emit(event)
         if self._checks is not None:
@@ -493,7 +493,7 @@ class Agent:
         """Read what one socket holds: STUN to the core, data from known remotes to the
         receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
-        Runs in the socket's reader task, or in a task blocked in
+        Runs in the socket's reader (the agent task, or a ``receive`` task), or in a task blocked in
         :meth:`Connection.receive`, which waits on the socket itself (see ``_receive_loop``).
         Returns False if it stopped after a batch with more to read, True once the socket is
         empty.

@@ -183,7 +183,8 @@ def finish_gathering(agent: Agent) -> None:
 
 
 async def gather_host(agent: Agent) -> None:
-    """Host gathering (RFC 8445 §5.1.1.1): a socket and a receive task for each address."""
+    """Host gathering (RFC 8445 §5.1.1.1): a socket for each address, read by the agent task
+    (the first) or a receive task of its own (each other)."""
     started = trio.current_time()
     before = len(agent._signalled)
     network = agent.config.network

@@ -59,7 +59,7 @@ class UdpTransport:
         host, port = sock.getsockname()[:2]
         self.local_address: Address = (host.split("%", 1)[0], port)
         self.closed = False
-        # Who waits on the socket: its reader task (``reader_scope`` set while it does), or a
+        # Who waits on the socket: its reader (``reader_scope`` set while it does), or a
         # task blocked in Connection.receive (``held``; ``holds`` counts such receives).
         self.held = False
         self.holds = 0
