@@ -81,6 +81,7 @@ class AgentCore:
         "checklist",
         "checks_sent",
         "controlling",
+        "finished",
         "local",
         "local_candidates",
         "local_complete",
@@ -133,6 +134,8 @@ class AgentCore:
         self.remote_complete = False
         self.local_complete = False
         self.state = ConnectionState.NEW
+        #: ``state`` is failed or closed (kept as a field: it is asked on every packet).
+        self.finished = False
         self.selected: Pair | None = None
         self._events: list[Event] = []
         # Small FIFO queues: lists (an empty deque costs ~700 bytes, many agents hold these).
@@ -254,10 +257,6 @@ class AgentCore:
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it."""
         return None if self.selected is None else _public_pair(self.selected)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (ConnectionState.FAILED, ConnectionState.CLOSED)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -736,6 +735,7 @@ class AgentCore:
         if state not in CONNECTION_TRANSITIONS[self.state]:
             return
         self.state = state
+        self.finished = state is ConnectionState.FAILED or state is ConnectionState.CLOSED
         self._events.append(ConnectionStateChanged(state))
         if state is not ConnectionState.CHECKING and state is not ConnectionState.CONNECTED:
             # Checking is over (completed, failed or closed): consent checks are rare, and
