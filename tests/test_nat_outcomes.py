@@ -72,6 +72,14 @@ def _signal(a: Peer, b: Peer) -> None:
 
 def _connect(lab: Lab, *, turn: str | None = None, relay_only: bool = False) -> tuple[str, ...]:
     """Connect the two hosts; returns the types (a local, a remote, b local, b remote)."""
+    return tuple(_typ(line) for line in _connect_lines(lab, turn=turn, relay_only=relay_only))
+
+
+def _connect_lines(
+    lab: Lab, *, turn: str | None = None, relay_only: bool = False
+) -> tuple[str, str, str, str]:
+    """Connect the two hosts; returns the selected candidates' lines (a local, a remote, b
+    local, b remote)."""
     extra = ("--relay-only",) if relay_only else ()
     with _peers(
         _peer(lab, lab.host_a, True, *extra, turn=turn),
@@ -81,7 +89,7 @@ def _connect(lab: Lab, *, turn: str | None = None, relay_only: bool = False) -> 
         ca, cb = a.expect("connected", 30), b.expect("connected", 30)
         got_a, got_b = exchange(a, b, COUNT)
         assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
-        return (_typ(ca["local"]), _typ(ca["remote"]), _typ(cb["local"]), _typ(cb["remote"]))
+        return (ca["local"], ca["remote"], cb["local"], cb["remote"])
 
 
 def _expect_failure(lab: Lab) -> float:
@@ -110,10 +118,28 @@ OPEN = [(NONE, NONE), (NONE, EIM), (NONE, FULL), (EIM, EIM), (EIM, FULL), (FULL,
 @pytest.mark.parametrize("nats", OPEN, ids=[f"{a.name}-{b.name}" for a, b in OPEN])
 def test_open_nats_connect_with_the_implied_types(nats: tuple[NatKind, NatKind]) -> None:
     with nat_lab(*nats) as lab:
-        a_local, a_remote, b_local, b_remote = _connect(lab)
-    want_a, want_b = _type_behind(nats[0]), _type_behind(nats[1])
-    assert (a_local, b_local) == (want_a, want_b)
-    assert (a_remote, b_remote) == (want_b, want_a)
+        a_local, a_remote, b_local, b_remote = _connect_lines(lab)
+        for line, host in ((a_local, lab.host_a), (b_remote, lab.host_a)):
+            assert _implied(line, host), (line, host.nat)
+        for line, host in ((b_local, lab.host_b), (a_remote, lab.host_b)):
+            assert _implied(line, host), (line, host.nat)
+
+
+def _implied(line: str, host: Host) -> bool:
+    """Whether a selected candidate of ``host`` has the type its NAT implies.
+
+    A full-cone NAT may, once in a while, map a host's socket anew towards the peer: the
+    peer's first check and the host's own, crossing in the NAT at the same instant, make
+    two conntrack entries for one flow, and masquerade resolves the clash with another port
+    (``shared/natlab-notes.md``, "the conntrack hole-punching race"; the lab avoids it for
+    endpoint-independent NATs, but a full cone must let new inbound traffic in).  ICE then
+    learns that mapping as peer-reflexive: accepted for a full cone only, and only on the
+    NAT's own public address."""
+    typ = _typ(line)
+    if typ == _type_behind(host.nat):
+        return True
+    address = line.split()[4]
+    return host.nat is FULL and typ == "prflx" and address == host.public_address
 
 
 @pytest.mark.parametrize("nat", [NONE, FULL], ids=["NONE", "FULL_CONE"])
