@@ -127,7 +127,6 @@ class Agent:
         "_buffer",
         "_changed",
         "_check_runs",
-        "_checks",
         "_closed",
         "_connection",
         "_core",
@@ -183,7 +182,6 @@ class Agent:
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
         # Checks in flight, by transaction id, and the latest check of each pair.
         self._runs: dict[bytes, CheckRun] = {}
-        self._checks: trio.Nursery | None = None
         self._sleeping_until = -math.inf  # the agent task's planned wake-up time
         # The socket the agent task reads itself, and its lease (see _run).
         self._primary: UdpTransport | None = None
@@ -380,33 +378,27 @@ class Agent:
         task), and bring the agent task's wait forward if the core's deadline came nearer."""
         for event in self._core.drain_events():
             self._emit(event)
-        if self._checks is not None:
-            self._start_checks(trio.current_time())
-            for event in self._core.drain_events():
-                self._emit(event)
-        # Wake the agent task only if it must act sooner than it planned to; if it is not
-        # waiting (this may be it, reading its socket), it looks at the deadline itself.
-        if self._sleeping_until == -math.inf:
-            return
-        deadline = self._core.next_deadline()
-        if (deadline is not None and deadline < self._sleeping_until) or self._core.finished:
-            scope = self._wake_scope
-            if scope is not None:
-                if self._core.finished:
-                    scope.cancel()
-                else:
-                    assert deadline is not None
-                    scope.deadline = deadline
-                    self._sleeping_until = deadline
+        self._start_checks(trio.current_time())
+        for event in self._core.drain_events():
+            self._emit(event)
+        # If the agent task is not waiting (this may be it, reading its socket), it looks at
+        # the deadline itself.
+        if self._sleeping_until != -math.inf:
+            deadline = self._core.next_deadline()
+            if deadline is not None:
+                self._wake_by(deadline)
+
+    def _wake_by(self, due: float) -> None:
+        """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""
+        scope = self._wake_scope
+        if due < self._sleeping_until and scope is not None:
+            scope.deadline = due
+            self._sleeping_until = due
 
     def _arm(self, run: CheckRun, due: float) -> None:
         """Wake ``run``'s parked task at ``due`` (the agent task keeps the time)."""
         heapq.heappush(self._timers, (due, next(_SEQUENCE), run))
-        if due < self._sleeping_until:
-            scope = self._wake_scope
-            if scope is not None:
-                scope.deadline = due
-                self._sleeping_until = due
+        self._wake_by(due)
 
     def _fire_timers(self, now: float) -> float:
         """Wake the check tasks whose time has come; returns the next due time."""
@@ -438,8 +430,7 @@ class Agent:
                 old.drop()
             run = CheckRun(self, check, transport)
             run.transmit()
-            assert self._checks is not None
-            self._checks.start_soon(run.run, name=check_name(check))
+            self._nursery.start_soon(run.run, name=check_name(check))
 
     def _data_route(self) -> tuple[Transport, Address]:
         pair = self._core.selected
@@ -461,18 +452,18 @@ class Agent:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _run(self, nursery: trio.Nursery) -> None:
+    async def _run(self) -> None:
         """The agent's own task: it gathers the host candidates, keeps the core's time, and
         reads the first host socket itself.
 
         Every other task of the agent (checks, readers of further sockets, server gathering)
-        runs in ``nursery``, :func:`open_agent`'s own.  One task and one nursery per agent,
+        runs in ``self._nursery``, :func:`open_agent`'s own.  One task and one nursery per agent,
         and one wait in it for a datagram *or* the next deadline: with thousands of agents in a
         process, each task, nursery and pending wait is memory and scheduling that counts.
         """
         await gather_local(self)
         if has_server_sources(self):
-            nursery.start_soon(gather_servers, self, name="gather")
+            self._nursery.start_soon(gather_servers, self, name="gather")
         else:
             finish_gathering(self)
         await self._schedule()
@@ -675,7 +666,6 @@ class Agent:
             self._sleeping_until = -math.inf
             if self._primary is not None:
                 self._primary.reader_scope = None
-        self._checks = None
 
     def _close(self) -> None:
         if self._closed:
@@ -724,10 +714,7 @@ async def open_agent(
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
-            agent._checks = nursery
-            nursery.start_soon(
-                agent._run, nursery, name=f"trice agent {agent.local_parameters.ufrag}"
-            )
+            nursery.start_soon(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")
             try:
                 yield agent
             finally:
