@@ -55,8 +55,8 @@ class Pair:
         nominate_on_success: controlled agent saw USE-CANDIDATE before the pair succeeded.
         transaction: the transaction id of the check in flight, if any.
         peer_checked: the peer has sent a check on this pair.
-        proved_at: when the pair succeeded, plus the time the controlled agent gives the peer
-            to nominate it before pinging back (see :meth:`trice.ice.AgentCore.on_timer`).
+        pingback_at: when the controlled agent pings back on this pair if no nomination has
+            come by then (see :meth:`trice.ice.AgentCore.on_timer`).
         pinged_back: a controlled agent has sent the peer its one ping-back on this pair.
     """
 
@@ -90,11 +90,6 @@ class Pair:
         self.peer_checked = False
         self.pinged_back = False
         self.pingback_at = 0.0
-
-    @property
-    def valid(self) -> bool:
-        """The pair succeeded: it is in the valid list (RFC 8445 §7.2.5.3.2)."""
-        return self.state is PairState.SUCCEEDED
 
     @property
     def remote_address(self) -> tuple[str, int]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from trice._errors import CandidateError
-from trice.ice._candidate import MAX_PRIORITY, CandidateType, canonical_ip
+from trice.ice._candidate import MAX_PRIORITY, CandidateType, _uint, canonical_ip
 
 __all__ = [
     "TYPE_PREFERENCE",
@@ -52,14 +52,6 @@ _PRECEDENCE: tuple[tuple[ipaddress.IPv6Network, int], ...] = tuple(
 )
 
 
-def _check_int(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CandidateError(f"{name} must be an int, got {value!r}", field=name)
-    if not low <= value <= high:
-        raise CandidateError(f"{name} must be in {low}..{high}, got {value!r}", field=name)
-    return value
-
-
 def candidate_priority(type: CandidateType, local_preference: int, component: int) -> int:
     """Compute a candidate's priority (RFC 8445 §5.1.2.1).
 
@@ -81,8 +73,8 @@ def candidate_priority(type: CandidateType, local_preference: int, component: in
     """
     if not isinstance(type, CandidateType):
         raise CandidateError(f"type must be a CandidateType, got {type!r}", field="type")
-    _check_int(local_preference, "local_preference", 0, 65535)
-    _check_int(component, "component", 1, 256)
+    _uint(local_preference, "local_preference", 0, 65535)
+    _uint(component, "component", 1, 256)
     return (TYPE_PREFERENCE[type] << 24) + (local_preference << 8) + (256 - component)
 
 
@@ -107,7 +99,7 @@ def local_preference(address: str, *, interface_preference: int = 255) -> int:
         CandidateError: ``address`` is not an IP literal, or ``interface_preference`` is out of
             range.
     """
-    _check_int(interface_preference, "interface_preference", 0, 255)
+    _uint(interface_preference, "interface_preference", 0, 255)
     text = canonical_ip(address) if isinstance(address, str) else None
     if text is None:
         raise CandidateError(f"address {address!r} is not an IP literal", field="address")
@@ -176,6 +168,6 @@ def pair_priority(controlling_priority: int, controlled_priority: int) -> int:
     Raises:
         CandidateError: a priority is not in 1..2**32-1.
     """
-    g = _check_int(controlling_priority, "controlling_priority", 1, MAX_PRIORITY)
-    d = _check_int(controlled_priority, "controlled_priority", 1, MAX_PRIORITY)
+    g = _uint(controlling_priority, "controlling_priority", 1, MAX_PRIORITY)
+    d = _uint(controlled_priority, "controlled_priority", 1, MAX_PRIORITY)
     return (min(g, d) << 32) + 2 * max(g, d) + (1 if g > d else 0)

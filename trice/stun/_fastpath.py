@@ -14,8 +14,10 @@ import struct
 from typing import Any, Final
 from zlib import crc32
 
-from ._attributes import _pack_ip
+from ._attributes import Username, XorMappedAddress, _pack_ip
+from ._attributes_ext import IceControlled, IceControlling, Priority, UseCandidate
 from ._integrity import sha1_pads
+from ._message import MessageClass, Method, message_type
 from ._wire import (
     FINGERPRINT_XOR,
     HEADER,
@@ -31,14 +33,14 @@ from ._wire import (
 
 __all__ = ["BindingRequestTemplate", "encode_binding_success"]
 
-_BINDING_REQUEST: Final = 0x0001  # message_type(BINDING, REQUEST)
-_BINDING_SUCCESS: Final = 0x0101  # message_type(BINDING, SUCCESS)
-_USERNAME: Final = 0x0006
-_PRIORITY: Final = 0x0024
-_USE_CANDIDATE: Final = 0x0025
-_ICE_CONTROLLED: Final = 0x8029
-_ICE_CONTROLLING: Final = 0x802A
-_XOR_MAPPED_ADDRESS: Final = 0x0020
+_BINDING_REQUEST: Final = message_type(Method.BINDING, MessageClass.REQUEST)
+_BINDING_SUCCESS: Final = message_type(Method.BINDING, MessageClass.SUCCESS)
+_USERNAME: Final = Username.TYPE
+_PRIORITY: Final = Priority.TYPE
+_USE_CANDIDATE: Final = UseCandidate.TYPE
+_ICE_CONTROLLED: Final = IceControlled.TYPE
+_ICE_CONTROLLING: Final = IceControlling.TYPE
+_XOR_MAPPED_ADDRESS: Final = XorMappedAddress.TYPE
 
 _MI_TL: Final = TL.pack(TYPE_MESSAGE_INTEGRITY, 20)
 _FP_TL: Final = TL.pack(TYPE_FINGERPRINT, 4)
@@ -200,7 +202,7 @@ def encode_binding_success(
     if len(transaction_id) != 12:
         _check_tid(transaction_id)
     if pads is None:
-        pads = _success_pads.get(key) or _prime_success(key)
+        pads = success_pads(key)
     try:
         attr = _xor_mapped_v4(address, port)
     except TypeError as exc:  # unhashable: not an address the general path could encode

@@ -10,11 +10,8 @@ from __future__ import annotations
 import hashlib
 import stringprep
 import unicodedata
-import zlib
 from enum import IntEnum
 from typing import Any, Final
-
-from ._wire import FINGERPRINT_XOR
 
 __all__ = [
     "PasswordAlgorithmId",
@@ -184,7 +181,7 @@ def sha1_pads(key: bytes) -> tuple[Any, Any]:
 
 def hmac_sha1(key: bytes, data: bytes) -> bytes:
     """Return HMAC-SHA1(*key*, *data*), as used by MESSAGE-INTEGRITY (RFC 8489 §14.5)."""
-    pads = _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")
+    pads = sha1_pads(key)
     inner = pads[0].copy()
     inner.update(data)
     outer = pads[1].copy()
@@ -202,8 +199,3 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
     outer.update(inner.digest())
     digest: bytes = outer.digest()
     return digest
-
-
-def fingerprint_value(data: bytes) -> int:
-    """Return the FINGERPRINT value of *data*: CRC-32 XOR 0x5354554e (RFC 8489 §14.7)."""
-    return zlib.crc32(data) ^ FINGERPRINT_XOR
