@@ -561,10 +561,8 @@ class Agent:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source):
             buffer = self._buffer
-            if not buffer.closed:
-                if len(buffer.make_queue()) < buffer.maxlen:
-                    self._datagrams += 1
-                buffer.put(data)
+            if not buffer.closed and buffer.put(data):
+                self._datagrams += 1
         else:
             self._unknown_source += 1
 

@@ -91,9 +91,10 @@ class CheckRun:
         """The core asks for the check again: the peer's request came in on this pair,
         which may mean the way has just opened (the peer's NAT now expects us).
 
-        Only an ordinary check is sent again, and once: a nomination or consent check goes
-        over a pair already proved.  Nor at once: the peer's check most likely crossed ours
-        on the wire, our response on its way.  If the peer's check reached us at age A of
+        Only an ordinary check is sent again, and once: a nomination goes over a pair already
+        proved (and the core never asks for a consent check, which is never a pair's check in
+        flight).  Nor at once: the peer's check most likely crossed ours on the wire, our
+        response on its way.  If the peer's check reached us at age A of
         ours, ours (if it got through) is answered by about 2A; the check goes out again at
         that age (at least :data:`RESEND_MIN`), should no response have come.  The rule
         scales with the path and with the load of the process: a loaded process answers
@@ -101,7 +102,7 @@ class CheckRun:
         (the peer had not yet installed the permission its own check now proves) goes out
         again within milliseconds."""
         check = self.check
-        if self.settled or self.dropped or self.poked or check.nominating or check.consent:
+        if self.settled or self.dropped or self.poked or check.nominating:
             return
         self.poked = True
         age = trio.current_time() - self.start

@@ -43,13 +43,16 @@ class ReceiveBuffer:
             self.queue = deque()
         return self.queue
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes) -> bool:
+        """Queue ``data``, or drop and count it if the buffer is full; returns whether it was
+        queued."""
         queue = self.queue if self.queue is not None else self.make_queue()
         if len(queue) >= self.maxlen:
             self.dropped += 1
-            return
+            return False
         queue.append(data)
         self.wake()
+        return True
 
     def wake(self) -> None:
         """Data was queued: wake one parked receiver, or the one waiting on a socket."""

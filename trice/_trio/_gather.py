@@ -19,7 +19,7 @@ import trio
 
 from trice import stun
 from trice._config import NetworkConfig
-from trice._errors import LimitError, TurnError
+from trice._errors import TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy
 from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
@@ -195,9 +195,7 @@ async def gather_host(agent: Agent) -> None:
     for host in addresses:
         try:
             sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
-        except LimitError:
-            raise
-        except OSError as exc:
+        except OSError as exc:  # (LimitError is no OSError: it propagates)
             logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
             continue
         base = agent._new_base()
