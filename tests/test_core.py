@@ -15,7 +15,7 @@ from trice import stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
 from trice.ice._checklist import Pair, PairState
-from trice.ice._core import AgentCore, IceParameters, check_schedule
+from trice.ice._core import AgentCore, IceParameters, check_schedule, two_cores
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
 from core_harness import (
@@ -824,3 +824,18 @@ def test_warm_up_runs_a_check_and_its_nomination(monkeypatch: pytest.MonkeyPatch
     a, b = made
     assert a.selected is not None and b.selected is not None
     assert a.checks_sent == 2
+
+
+def test_a_consent_check_leaves_the_pairs_check_in_flight_alone() -> None:
+    """A consent-style check (keep-alive or ping-back) on a pair whose own check is in flight
+    runs beside it: the in-flight check's response still counts."""
+    a, b = two_cores(("ufA1", "ufB1"))
+    check = a.poll_check(1.0)
+    assert check is not None and check.pair.state is PairState.IN_PROGRESS
+    a._start_check(check.pair, nominating=False, now=1.0, consent=True)
+    response = b.on_request(0, ("192.0.2.1", 9), stun.decode(check.message), 1.0)
+    assert response is not None
+    assert a.on_response(check, stun.decode(response), check.destination, 1.0)
+    assert check.pair.valid_local is not None  # the pair succeeded...
+    nomination = a.poll_check(1.0)
+    assert nomination is not None and nomination.nominating  # ...and is being nominated

@@ -318,7 +318,9 @@ class AgentCore:
         key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
         template = self._templates.get(key) or self._check_template(local, key)
         message = template.encode(tid)
-        if pair.transaction is not None:
+        if not consent and pair.transaction is not None:
+            # A new check of the pair replaces the one in flight (a consent check runs
+            # beside it: it is never the pair's check).
             self._live.pop(pair.transaction, None)
         if not consent:
             pair.state = PairState.IN_PROGRESS
