@@ -461,7 +461,6 @@ def test_config_validation() -> None:
 
 
 async def test_custom_credentials_and_port_range() -> None:
-    config = loopback_config(ufrag="user", pwd="p" * 22)
     network = trice.NetworkConfig(
         interface_filter=lambda n: n == "lo",
         include_loopback=True,

@@ -17,7 +17,7 @@ import trio
 
 import trice
 
-from loopback import HAS_IPV6
+from loopback import HAS_IPV6, loopback_config
 from peers.harness import (
     Message,
     Peer,
@@ -64,13 +64,8 @@ def _assert_loopback(candidate_line: str, version: int) -> None:
 def _config(
     *, ipv6: bool = False, lite: bool = False, aggressive: bool = False
 ) -> trice.AgentConfig:
-    return trice.AgentConfig(
-        network=trice.NetworkConfig(
-            interface_filter=lambda n: n == "lo",
-            include_loopback=True,
-            ipv4=not ipv6,
-            ipv6=ipv6,
-        ),
+    return loopback_config(
+        ipv6=ipv6,
         lite=lite,
         nomination=trice.Nomination.AGGRESSIVE if aggressive else trice.Nomination.REGULAR,
     )

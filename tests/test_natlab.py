@@ -212,12 +212,19 @@ def test_teardown_even_when_the_body_raises() -> None:
             ["sh", "-c", "sleep 60 & exec cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         lab.host_b.run([sys.executable, "-c", "import time; time.sleep(60)"])
-        time.sleep(0.2)
-        for ns in lab.namespaces:
-            out = subprocess.run(
-                ["ip", "netns", "pids", ns.name], capture_output=True, text=True, check=True
-            ).stdout
-            pids += [int(pid) for pid in out.split()]
+        # A process shows in `ip netns pids` once `ip netns exec` has entered the namespace:
+        # look until both have (or 5 s have passed), then assert.
+        deadline = time.monotonic() + 5
+        while True:
+            pids = []
+            for ns in lab.namespaces:
+                out = subprocess.run(
+                    ["ip", "netns", "pids", ns.name], capture_output=True, text=True, check=True
+                ).stdout
+                pids += [int(pid) for pid in out.split()]
+            if (proc.pid in pids and len(pids) >= 5) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert proc.pid in pids
         assert len(pids) >= 5  # coturn, echo server, sh, sleep, python
         raise RuntimeError("boom")
