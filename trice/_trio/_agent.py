@@ -25,9 +25,10 @@ import math
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import TracebackType
 
 import trio
 
@@ -63,7 +64,7 @@ from trice.ice._events import (
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Agent", "AgentStatistics", "GatherReport", "open_agent"]
+__all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent"]
 
 Address = tuple[str, int]
 #: STUN and data share a socket.  RFC 7983 tells them apart by the first byte (0-3: STUN);
@@ -74,6 +75,14 @@ _MAGIC = b"\x21\x12\xa4\x42"
 #: returned, before it takes the socket back; STUN waits at most this long while nobody reads.
 _LEASE = 0.02
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+
+
+def _wakes_waiters(event: Event) -> bool:
+    """Whether ``event`` may end a wait in :meth:`Agent.connect` (a pair selected, ICE failed
+    or closed) or :meth:`Agent.wait_gathering_complete`; other events wake nobody."""
+    if isinstance(event, ConnectionStateChanged):
+        return event.state is ConnectionState.FAILED or event.state is ConnectionState.CLOSED
+    return isinstance(event, (SelectedPairChanged, GatheringStateChanged))
 
 
 def _random_ice_string(length: int) -> str:
@@ -126,7 +135,6 @@ class Agent:
         "_bases_made",
         "_buffer",
         "_changed",
-        "_check_runs",
         "_closed",
         "_connection",
         "_core",
@@ -174,19 +182,20 @@ class Agent:
         self._transports: dict[int, Transport] = {}
         self._signalled: list[Candidate] = []
         self._gathering = GatheringState.NEW
-        self._subscribers: list[EventStream] = []
+        self._subscribers: list[EventStream] | None = None  # made by the first subscribe
         self._changed: trio.Event | None = None  # made when someone waits for a change
         # The agent task's wait, whose deadline is the core's next deadline (see _run).
         self._wake_scope: trio.CancelScope | None = None
-        # Transactions in flight: the response's handler, by transaction id.
-        self._pending: dict[bytes, Callable[[stun.Message, Address], None]] = {}
-        # Checks in flight, by transaction id, and the latest check of each pair.
+        # Gathering transactions in flight: the response's handler, by transaction id (made
+        # on need: only server gathering sends them).
+        self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
+        # Checks in flight, by transaction id (a fresh dict once it empties: a dict keeps
+        # its table when emptied, and an idle agent holds none in flight).
         self._runs: dict[bytes, CheckRun] = {}
         self._sleeping_until = -math.inf  # the agent task's planned wake-up time
         # The socket the agent task reads itself, and its lease (see _run).
         self._primary: UdpTransport | None = None
         self._lease: tuple[int, float] | None = None
-        self._check_runs: dict[object, CheckRun] = {}
         # When parked check tasks want waking: a heap of (due, sequence, run), fired by the
         # agent task; entries whose run has moved on are skipped.
         self._timers: list[tuple[float, int, CheckRun]] = []
@@ -197,7 +206,7 @@ class Agent:
         self._malformed = 0
         self._stun_received = 0
         self._datagrams = 0
-        self._reports: list[GatherReport] = []
+        self._reports: tuple[GatherReport, ...] = ()
         self._bases_made = 0
         self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
 
@@ -236,7 +245,7 @@ class Agent:
     @property
     def gather_reports(self) -> tuple[GatherReport, ...]:
         """One :class:`GatherReport` per gather source that has finished."""
-        return tuple(self._reports)
+        return self._reports
 
     def statistics(self) -> AgentStatistics:
         """A snapshot of this agent's counters."""
@@ -257,10 +266,13 @@ class Agent:
 
     async def wait_gathering_complete(self) -> None:
         """Wait until gathering is complete."""
+        waited = False
         while self._gathering is not GatheringState.COMPLETE:
             self._raise_if_closed()
             await self._change().wait()
-        await trio.lowlevel.checkpoint()
+            waited = True
+        if not waited:  # the wait is a checkpoint; without it, take one
+            await trio.lowlevel.checkpoint()
 
     def subscribe(self, max_buffer: int = 1024) -> EventStream:
         """A new channel of this agent's events.
@@ -273,7 +285,10 @@ class Agent:
         events and is told so by an :class:`~trice.EventsLost` event.  The agent never waits
         for a subscriber.
         """
-        stream = EventStream(max_buffer, self._subscribers.remove)
+        subscribers = self._subscribers
+        if subscribers is None:
+            subscribers = self._subscribers = []
+        stream = EventStream(max_buffer, subscribers.remove)
         if self._gathering is not GatheringState.NEW:
             stream._put(GatheringStateChanged(GatheringState.GATHERING))
         for candidate in self._signalled:
@@ -285,7 +300,7 @@ class Agent:
             stream._put(SelectedPairChanged(pair))
         if self._core.state is not ConnectionState.NEW:
             stream._put(ConnectionStateChanged(self._core.state))
-        self._subscribers.append(stream)
+        subscribers.append(stream)
         if self._closed:
             stream._end()
         return stream
@@ -327,6 +342,7 @@ class Agent:
         """
         self._core.want_connection(trio.current_time())
         self._pump()
+        waited = False
         while True:
             self._raise_if_closed()
             state = self._core.state
@@ -335,14 +351,17 @@ class Agent:
             if self._core.selected is not None:
                 if self._connection is None:
                     self._connection = Connection(self)
-                await trio.lowlevel.checkpoint()
+                if not waited:  # the wait below is a checkpoint; without it, take one
+                    await trio.lowlevel.checkpoint()
                 return self._connection
             await self._change().wait()
+            waited = True
 
     # ------------------------------------------------------------------ internals
 
     def _change(self) -> trio.Event:
-        """An event set at the next change of state, events or candidates."""
+        """An event set at the next change that someone waits for: of the gathering state,
+        of the selected pair, or to a final connection state (see ``_wakes_waiters``)."""
         if self._changed is None:
             self._changed = trio.Event()
         return self._changed
@@ -365,10 +384,12 @@ class Agent:
             )
         if isinstance(event, SelectedPairChanged) and self._connection is not None:
             self._connection._route = None  # sends follow the new pair
-        for stream in self._subscribers:
-            stream._put(event)
+        subscribers = self._subscribers
+        if subscribers:
+            for stream in subscribers:
+                stream._put(event)
         changed = self._changed
-        if changed is not None:
+        if changed is not None and _wakes_waiters(event):
             self._changed = None
             changed.set()
 
@@ -425,9 +446,12 @@ class Agent:
             if transport is None:
                 core.on_timeout(check, now)
                 continue
-            old = self._check_runs.get(check.pair)
-            if old is not None and not check.consent:
-                old.drop()
+            if not check.consent:
+                # A new check on a pair replaces the pair's check in flight (if any).
+                pair = check.pair
+                for old in self._runs.values():
+                    if old.check.pair is pair and not old.check.consent:
+                        old.drop()
             run = CheckRun(self, check, transport)
             run.transmit()
             self._nursery.start_soon(run.run, name=check_name(check))
@@ -466,7 +490,70 @@ class Agent:
             self._nursery.start_soon(gather_servers, self, name="gather")
         else:
             finish_gathering(self)
-        await self._schedule()
+        # Then the loop (inline, not a coroutine of its own: one frame less per idle agent):
+        # run the core's timers, then wait until its next deadline, a change that brings that
+        # deadline nearer (``_pump`` moves the wait's deadline), or a datagram on the first
+        # host socket, which this task then reads.  While a task blocked in
+        # :meth:`Connection.receive` holds that socket, this task leaves the socket to it and
+        # takes it back after a lease with no receiver (the same hand-off as
+        # :meth:`_receive_loop`).
+        core = self._core
+        # Until the agent closes: after ICE failed there are no timers left, but STUN is
+        # still answered (and counted) as long as the agent is open.
+        due = -math.inf  # when the last wait was due to end
+        while not self._closed:
+            # One cancel scope for many waits: its deadline follows the next deadline, and a
+            # new scope is made only once one ends (the deadline came, or someone cancelled
+            # it: a receiver taking the socket, the agent closing).  A scope per wait would
+            # cost microseconds each and leave an entry in trio's deadline heap.
+            with trio.CancelScope() as scope:
+                self._wake_scope = scope
+                while not self._closed:
+                    now = trio.current_time()
+                    if now >= due:
+                        # The core's time came (a datagram was handled as it was read).
+                        core.on_timer(now)
+                        self._pump()
+                    deadline = core.next_deadline()
+                    wake_at = self._fire_timers(now)
+                    if deadline is not None and deadline < wake_at:
+                        wake_at = deadline
+                    primary = self._primary
+                    read = False
+                    if primary is not None and not primary.closed:
+                        lease = self._lease
+                        if primary.held or (lease is not None and lease[0] != primary.holds):
+                            lease = self._lease = (primary.holds, now + _LEASE)
+                        elif lease is not None and now >= lease[1]:
+                            lease = self._lease = None
+                        if lease is None:
+                            read = True
+                        elif lease[1] < wake_at:
+                            wake_at = lease[1]
+                    if scope.deadline != wake_at:
+                        scope.deadline = wake_at
+                    readable = False
+                    self._sleeping_until = wake_at
+                    if read:
+                        assert primary is not None
+                        primary.reader_scope = scope
+                        try:
+                            await trio.lowlevel.wait_readable(primary.sock)
+                            readable = True
+                        except trio.ClosedResourceError:
+                            pass  # woken by notify_closing (see ReceiveBuffer.nudge)
+                        primary.reader_scope = None
+                    else:
+                        await trio.sleep_forever()
+                    self._sleeping_until = -math.inf
+                    due = scope.deadline
+                    if readable and primary is not None and not self._drain(primary):
+                        await trio.lowlevel.checkpoint()
+            due = scope.deadline
+            self._wake_scope = None
+            self._sleeping_until = -math.inf
+            if self._primary is not None:
+                self._primary.reader_scope = None
 
     def _adopt_socket(self, transport: UdpTransport, name: str) -> None:
         """A new host socket: the agent task reads the first, a reader task each other."""
@@ -474,6 +561,9 @@ class Agent:
             self._primary = transport
         else:
             self._nursery.start_soon(self._receive_loop, transport, name=name)
+
+    def _report(self, report: GatherReport) -> None:
+        self._reports += (report,)
 
     def _new_base(self) -> int:
         base = self._bases_made
@@ -595,75 +685,11 @@ class Agent:
         if run is not None:
             run.on_response(message, source)
             return
-        handler = self._pending.get(message.transaction_id)
-        if handler is not None:
-            handler(message, source)
-
-    async def _schedule(self) -> None:
-        """The agent task's loop: run the core's timers, then wait until its next deadline,
-        a change that brings that deadline nearer (``_pump`` moves the wait's deadline), or a
-        datagram on the first host socket, which this task then reads.
-
-        While a task blocked in :meth:`Connection.receive` holds that socket, this task
-        leaves the socket to it and takes it back after a lease with no receiver (the same
-        hand-off as :meth:`_receive_loop`)."""
-        core = self._core
-        # Until the agent closes: after ICE failed there are no timers left, but STUN is
-        # still answered (and counted) as long as the agent is open.
-        due = -math.inf  # when the last wait was due to end
-        while not self._closed:
-            # One cancel scope for many waits: its deadline follows the next deadline, and a
-            # new scope is made only once one ends (the deadline came, or someone cancelled
-            # it: a receiver taking the socket, the agent closing).  A scope per wait would
-            # cost microseconds each and leave an entry in trio's deadline heap.
-            with trio.CancelScope() as scope:
-                self._wake_scope = scope
-                while not self._closed:
-                    now = trio.current_time()
-                    if now >= due:
-                        # The core's time came (a datagram was handled as it was read).
-                        core.on_timer(now)
-                        self._pump()
-                    deadline = core.next_deadline()
-                    wake_at = self._fire_timers(now)
-                    if deadline is not None and deadline < wake_at:
-                        wake_at = deadline
-                    primary = self._primary
-                    read = False
-                    if primary is not None and not primary.closed:
-                        lease = self._lease
-                        if primary.held or (lease is not None and lease[0] != primary.holds):
-                            lease = self._lease = (primary.holds, now + _LEASE)
-                        elif lease is not None and now >= lease[1]:
-                            lease = self._lease = None
-                        if lease is None:
-                            read = True
-                        elif lease[1] < wake_at:
-                            wake_at = lease[1]
-                    if scope.deadline != wake_at:
-                        scope.deadline = wake_at
-                    readable = False
-                    self._sleeping_until = wake_at
-                    if read:
-                        assert primary is not None
-                        primary.reader_scope = scope
-                        try:
-                            await trio.lowlevel.wait_readable(primary.sock)
-                            readable = True
-                        except trio.ClosedResourceError:
-                            pass  # woken by notify_closing (see ReceiveBuffer.nudge)
-                        primary.reader_scope = None
-                    else:
-                        await trio.sleep_forever()
-                    self._sleeping_until = -math.inf
-                    due = scope.deadline
-                    if readable and primary is not None and not self._drain(primary):
-                        await trio.lowlevel.checkpoint()
-            due = scope.deadline
-            self._wake_scope = None
-            self._sleeping_until = -math.inf
-            if self._primary is not None:
-                self._primary.reader_scope = None
+        pending = self._pending
+        if pending is not None:
+            handler = pending.get(message.transaction_id)
+            if handler is not None:
+                handler(message, source)
 
     def _close(self) -> None:
         if self._closed:
@@ -674,17 +700,16 @@ class Agent:
         if self._connection is not None:
             self._connection._route = None
         self._buffer.close()
-        for stream in list(self._subscribers):
+        for stream in list(self._subscribers or ()):
             stream._end()
         if self._changed is not None:
             self._changed.set()
 
 
-@asynccontextmanager
-async def open_agent(
-    config: AgentConfig | None = None, *, controlling: bool
-) -> AsyncIterator[Agent]:
+def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> AgentContext:
     """Open an ICE agent; it gathers at once and closes when the block ends.
+
+    Use it as ``async with trice.open_agent(config, controlling=True) as agent:``.
 
     Args:
         config: an :class:`~trice.AgentConfig` (defaults if ``None``).
@@ -700,33 +725,72 @@ async def open_agent(
     body and propagates as itself too; only several simultaneous failures come out as an
     :class:`ExceptionGroup`.
     """
-    config = AgentConfig() if config is None else config
-    global _warm
-    if not _warm:
-        _warm = True
-        warm_up()
-    agent: Agent | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            agent = Agent(config, controlling)
+    return AgentContext(AgentConfig() if config is None else config, controlling)
+
+
+class AgentContext:
+    """What :func:`open_agent` returns: an async context manager that opens the agent's
+    nursery on entry and yields the :class:`Agent`; the agent closes on exit.
+
+    A class, not an ``@asynccontextmanager`` generator (as trio's own nursery manager is):
+    an open agent then holds no suspended generator, its frame and its wrapper, which with
+    thousands of agents in a process is memory that counts.  It can be entered once.
+    """
+
+    __slots__ = ("_agent", "_config", "_controlling", "_manager")
+
+    def __init__(self, config: AgentConfig, controlling: bool) -> None:
+        self._config = config
+        self._controlling = controlling
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._agent: Agent | None = None
+
+    async def __aenter__(self) -> Agent:
+        if self._manager is not None:
+            raise StateError("an open_agent(...) context can be entered only once")
+        global _warm
+        if not _warm:
+            _warm = True
+            warm_up()
+        manager = self._manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        try:
+            agent = self._agent = Agent(self._config, self._controlling)
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
             nursery.start_soon(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")
-            try:
-                yield agent
-            finally:
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return agent
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        manager = self._manager
+        assert manager is not None, "__aexit__ without __aenter__"
+        agent = self._agent
+        try:
+            if agent is not None:
                 agent._close()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
-    finally:
-        if agent is not None:
-            for transport in agent._transports.values():
-                transport.close()
+                agent._nursery.cancel_scope.cancel()
+            try:
+                return bool(await manager.__aexit__(exc_type, exc, tb))
+            except BaseExceptionGroup as group:
+                leaves = _leaves(group)
+                if len(leaves) != 1:
+                    raise
+                if leaves[0] is exc:
+                    return False  # the body's own exception goes on as itself
+                raise leaves[0] from None
+        finally:
+            if agent is not None:
+                for transport in agent._transports.values():
+                    transport.close()
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

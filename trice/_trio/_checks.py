@@ -61,8 +61,6 @@ class CheckRun:
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
         self.task: trio.lowlevel.Task | None = None  # set while the task is parked
         agent._runs[check.transaction_id] = self
-        if not check.consent:
-            agent._check_runs[check.pair] = self
 
     def wake(self) -> None:
         """Reschedule the parked task (if it is parked): it looks at what changed."""
@@ -157,9 +155,10 @@ class CheckRun:
             agent._pump()
         finally:
             self.task = None
-            agent._runs.pop(check.transaction_id, None)
-            if agent._check_runs.get(check.pair) is self:
-                del agent._check_runs[check.pair]
+            runs = agent._runs
+            runs.pop(check.transaction_id, None)
+            if not runs:
+                agent._runs = {}
 
 
 def check_name(check: Check) -> str:

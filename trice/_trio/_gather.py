@@ -192,7 +192,9 @@ async def gather_host(agent: Agent) -> None:
     signal = policy is TransportPolicy.ALL
     addresses = host_addresses(network)
     interfaces: dict[str, int] = {}
-    for host in addresses:
+    for i, host in enumerate(addresses):
+        if i:
+            await trio.lowlevel.checkpoint()  # others run between binds (not after the last)
         try:
             sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
         except OSError as exc:  # (LimitError is no OSError: it propagates)
@@ -205,10 +207,9 @@ async def gather_host(agent: Agent) -> None:
         rank = interfaces.setdefault(host.interface, len(interfaces))
         candidate = host_candidate((host.address, transport.local_address[1]), rank)
         agent._add_local(candidate, base, signal=signal)
-        await trio.lowlevel.checkpoint()
     count = len(agent._signalled) - before if signal else len(agent._transports)
     error = None if agent._transports else "no usable local address (check the filters)"
-    agent._reports.append(GatherReport("host", trio.current_time() - started, count, error))
+    agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
 async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) -> None:
@@ -224,22 +225,20 @@ async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) ->
             request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
             reply = await transact(agent, transport, server, request)
     except trio.TooSlowError:
-        agent._reports.append(GatherReport(source, trio.current_time() - started, 0, "timeout"))
+        agent._report(GatherReport(source, trio.current_time() - started, 0, "timeout"))
         return
     except OSError as exc:
-        agent._reports.append(
-            GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}")
-        )
+        agent._report(GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}"))
         return
     elapsed = trio.current_time() - started
     if reply.message_class is stun.MessageClass.ERROR:
         err = reply.get(stun.ErrorCode)
         text = f"{err.code} {err.reason}" if err else "error response"
-        agent._reports.append(GatherReport(source, elapsed, 0, text))
+        agent._report(GatherReport(source, elapsed, 0, text))
         return
     mapped = reply.get(stun.XorMappedAddress) or reply.get(stun.MappedAddress)
     if mapped is None:
-        agent._reports.append(GatherReport(source, elapsed, 0, "no mapped address"))
+        agent._report(GatherReport(source, elapsed, 0, "no mapped address"))
         return
     address = (mapped.address, mapped.port)
     key = (transport.base, address)
@@ -247,13 +246,13 @@ async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) ->
         agent._mapped = set()
     if address == transport.local_address or key in agent._mapped:
         # No NAT in between, or a mapping another server already found: nothing new.
-        agent._reports.append(GatherReport(source, elapsed, 0))
+        agent._report(GatherReport(source, elapsed, 0))
         return
     agent._mapped.add(key)
     base_candidate = next(c for c, b in agent._core.local_candidates if b == transport.base)
     candidate = srflx_candidate(base_candidate, address, url.host)
     agent._add_local(candidate, transport.base, signal=True)
-    agent._reports.append(GatherReport(source, elapsed, 1))
+    agent._report(GatherReport(source, elapsed, 1))
 
 
 async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
@@ -281,12 +280,12 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
         reason = getattr(exc, "reason", "") or str(exc)
         code = getattr(exc, "code", None)
         error = f"{code} {reason}" if code else reason
-        agent._reports.append(GatherReport(str(url), trio.current_time() - started, 0, error))
+        agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
     agent._transports[base] = transport
     candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
     agent._add_local(candidate, base, signal=True)
-    agent._reports.append(GatherReport(str(url), trio.current_time() - started, 1))
+    agent._report(GatherReport(str(url), trio.current_time() - started, 1))
 
 
 async def transact(
@@ -307,7 +306,10 @@ async def transact(
             box.append(message)
             done.set()
 
-    agent._pending[request.transaction_id] = on_reply
+    pending = agent._pending
+    if pending is None:
+        pending = agent._pending = {}
+    pending[request.transaction_id] = on_reply
     try:
         deadline: float | None = schedule.start(trio.current_time())
         while deadline is not None:
@@ -319,7 +321,7 @@ async def transact(
             deadline = schedule.on_timeout(trio.current_time())
         raise trio.TooSlowError
     finally:
-        del agent._pending[request.transaction_id]
+        del pending[request.transaction_id]
 
 
 def _may_reach(host: str, family: int) -> bool:
