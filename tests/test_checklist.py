@@ -11,7 +11,13 @@ from trice.ice import (
     compute_foundation,
     pair_priority,
 )
-from trice.ice._checklist import CheckList, Pair, PairState, compute_pair_priority
+from trice.ice._checklist import (
+    INDEX_FROM,
+    CheckList,
+    Pair,
+    PairState,
+    compute_pair_priority,
+)
 
 HOST, SRFLX, PRFLX, RELAY = (
     CandidateType.HOST,
@@ -231,6 +237,46 @@ def test_pair_cap_never_prunes_pairs_in_use() -> None:
     assert checklist.add(L4, cand("10.0.1.9", 6000, pref=9), 0, controlling=True) is None
     assert list(checklist) == sorted(pairs, key=lambda p: -p.priority if p else 0)
     assert checklist.pruned == 1
+
+
+def test_many_pairs_are_indexed_and_found_alike() -> None:
+    """Past INDEX_FROM pairs the list indexes them (a short one scans): finding, redundancy
+    and pruning answer the same either way."""
+    checklist = CheckList(max_pairs=INDEX_FROM + 3)
+    local = cand("10.0.0.1", 5000, pref=1000)
+    remotes = [cand(f"10.0.3.{i}", 6000 + i, pref=100 * i) for i in range(1, INDEX_FROM + 5)]
+    pairs = []
+    for count, remote in enumerate(remotes[: INDEX_FROM + 3], start=1):
+        pair = checklist.add(local, remote, 0, controlling=True)
+        assert pair is not None
+        pairs.append(pair)
+        assert (checklist._index is not None) == (count > INDEX_FROM)
+        for known, other in zip(remotes, pairs, strict=False):
+            assert checklist.find(0, known.transport_address) is other
+            assert checklist.find(1, known.transport_address) is None
+    # A pair worse than all is pruned at once.
+    assert checklist.add(local, cand("10.0.3.99", 7000, pref=1), 0, controlling=True) is None
+    # A redundant pair found through the index: the better local candidate takes its place.
+    assert checklist.add(L4, remotes[0], 0, controlling=True) is pairs[0]
+    assert pairs[0].local is L4
+    # Pruning drops the lowest pair from the index too.
+    assert list(checklist)[-1] is pairs[0]
+    assert checklist.add(local, remotes[-1], 0, controlling=True) is not None
+    assert len(checklist) == INDEX_FROM + 3
+    assert checklist.find(0, remotes[0].transport_address) is None
+    assert checklist.find(0, remotes[-1].transport_address) is not None
+    assert checklist._index is not None and len(checklist._index) == len(checklist)
+    assert list(checklist) == sorted(checklist, key=lambda p: -p.priority)
+
+
+def test_sorting_keeps_the_order_of_equal_priorities() -> None:
+    """Pairs of one priority stay in the order they were formed (the sort is stable)."""
+    checklist = CheckList(max_pairs=10)
+    remotes = [cand("10.0.4.1", 6000 + i, foundation=f"f{i}") for i in range(4)]
+    pairs = [checklist.add(L4, r, 0, controlling=True) for r in remotes]
+    assert list(checklist) == pairs
+    checklist.recompute_priorities(False)
+    assert list(checklist) == pairs
 
 
 # -- states and foundations (RFC 8445 §6.1.2.6, §6.1.4.2, §7.2.5.3.3) ---------------------------

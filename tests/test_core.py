@@ -285,9 +285,10 @@ def test_request_on_in_progress_pair_resends_it() -> None:
     core.want_connection(0.0)
     first = core.poll_check(0.0)
     assert first is not None
-    assert core.poll_resend() == []
+    assert list(core.poll_resend()) == []
     core.on_request(0, first.pair.remote_address, binding_request(core), 0.01)
-    assert core.poll_resend() == [first.transaction_id]
+    assert list(core.poll_resend()) == [first.transaction_id]
+    assert list(core.poll_resend()) == []
     again = core.poll_check(core.timing.ta)
     assert again is None or again.pair is not first.pair
 
@@ -637,7 +638,7 @@ def snapshot(core: AgentCore) -> tuple[object, ...]:
     return (
         list(core.remote_candidates),
         [(p.state, p.priority) for p in core.checklist],
-        list(core._triggered),
+        list(core._triggered or ()),
         core.controlling,
         core.state,
         core.selected,
@@ -758,6 +759,46 @@ def test_remote_parameters_cannot_change() -> None:
     _net, a, _b = two_agents(want=False)
     with pytest.raises(trice.StateError):
         a.core.set_remote(IceParameters("other", "other-password-0123456789"), 0.0)
+
+
+def test_connected_core_keeps_no_scratch_state() -> None:
+    """A process may hold thousands of idle agents: once connected, with its events drained
+    and no check in flight, a core holds no queues, live checks or check templates, through
+    consent checks too (each makes its template afresh), and nothing twice."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=5.0)
+    net.run_for(3 * a.core.timing.keepalive_interval + 0.5)  # consent checks came and went
+    assert a.state is S.COMPLETED and b.state is S.COMPLETED
+    for endpoint in (a, b):
+        core = endpoint.core
+        assert not any(endpoint.flights), endpoint.flights
+        assert core.checks_sent > 3  # consent checks were sent
+        for name in ("_events", "_triggered", "_urgent", "_resend", "_live", "_templates"):
+            assert getattr(core, name) is None, name
+        assert list(core.drain_events()) == []
+        assert list(core.poll_resend()) == []
+        assert core.checklist._index is None
+        remote = core.remote_candidates
+        assert list(core.remote_addresses) == [c.transport_address for c in remote]
+
+
+def test_remote_candidates_keep_their_order() -> None:
+    """Signalled and learned remote candidates are listed in the order they came; a signalled
+    candidate that replaces a learned one takes its place."""
+    _net, a = three_pair_core()
+    core = a.core
+    before = core.remote_candidates
+    learned = ("198.51.100.7", 41000)
+    core.on_request(0, learned, binding_request(core, priority=1_862_270_975), 0.0)
+    core.remote_complete = False
+    core.add_remote_candidate(make_candidate("10.0.0.99", 6000))
+    signalled = Candidate.from_sdp("candidate:sig 1 udp 2130706431 198.51.100.7 41000 typ host")
+    core.add_remote_candidate(signalled)
+    after = core.remote_candidates
+    assert after[: len(before)] == before
+    assert after[len(before)] is signalled
+    assert after[-1].transport_address == ("10.0.0.99", 6000)
+    assert core.is_remote_address(learned) and core.remote_addresses[learned] is signalled
 
 
 def test_closed_core_does_nothing() -> None:

@@ -583,7 +583,7 @@ class Agent:
         buffer = self._buffer
         queue = buffer.queue
         maxlen = buffer.maxlen
-        remotes = self._core.remote_addresses  # the core's own set, kept up to date
+        remotes = self._core.remote_addresses  # the core's own dict of them, kept up to date
         ipv6 = transport.family == socket.AF_INET6
         added = False
         for _ in range(64):

@@ -7,7 +7,9 @@ Pure: no trio, no sockets, no clock.  The agent core (``_core.py``) drives it.
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Iterator
+from typing import Final
 
 from trice.ice._candidate import Candidate, CandidateType, canonical_ip
 from trice.ice._priority import pair_priority
@@ -33,6 +35,19 @@ PAIR_TRANSITIONS: dict[PairState, frozenset[PairState]] = {
     PairState.SUCCEEDED: frozenset({PairState.IN_PROGRESS}),
     PairState.FAILED: frozenset({PairState.WAITING}),
 }
+
+
+# The members as module constants for the code below: on CPython 3.11 reading an enum member
+# off its class (``PairState.WAITING``) costs ~90 ns, a global ~10 ns, and the check list's
+# loops test the state of every pair.
+_FROZEN: Final = PairState.FROZEN
+_WAITING: Final = PairState.WAITING
+_IN_PROGRESS: Final = PairState.IN_PROGRESS
+_SUCCEEDED: Final = PairState.SUCCEEDED
+_FAILED: Final = PairState.FAILED
+_HOST: Final = CandidateType.HOST
+_SRFLX: Final = CandidateType.SRFLX
+_RELAY: Final = CandidateType.RELAY
 
 
 def family(address: str) -> int:
@@ -82,7 +97,7 @@ class Pair:
         self.base = base
         self.foundation = f"{local.foundation}:{remote.foundation}"
         self.priority = priority
-        self.state = PairState.FROZEN
+        self.state = _FROZEN
         self.valid_local: Candidate | None = None
         self.nominated = False
         self.nominate_on_success = False
@@ -110,6 +125,17 @@ def compute_pair_priority(local: Candidate, remote: Candidate, controlling: bool
     return pair_priority(remote.priority, local.priority)
 
 
+#: The sort key of :meth:`CheckList._sort` (made once, not per sort).
+_PRIORITY = operator.attrgetter("priority")
+
+#: A check list of more pairs than this indexes them by base and remote address; a shorter one
+#: (most are: one to a few pairs) finds a pair by scanning, which is as fast and spares the
+#: index (a dict and a key per pair, some 300 bytes an agent).
+INDEX_FROM = 8
+
+_Key = tuple[int, str, int]
+
+
 class CheckList:
     """The pairs of one data stream, highest priority first (RFC 8445 §6.1.2).
 
@@ -118,9 +144,15 @@ class CheckList:
             (RFC 8445 §6.1.2.5).
     """
 
+    __slots__ = ("_index", "_pairs", "max_pairs", "pruned")
+
     def __init__(self, *, max_pairs: int) -> None:
-        self._pairs: list[Pair] = []
-        self._index: dict[tuple[int, str, int], Pair] = {}
+        #: Highest priority first.  A tuple, made anew when pairs come or go or priorities
+        #: change (rare, and there are few pairs): smaller than a list, and shared while empty.
+        self._pairs: tuple[Pair, ...] = ()
+        #: ``(base, remote address, remote port)`` to pair, once there are more than
+        #: ``INDEX_FROM`` pairs (``None`` before: :meth:`find` scans ``_pairs``).
+        self._index: dict[_Key, Pair] | None = None
         self.max_pairs = max_pairs
         self.pruned = 0
 
@@ -132,7 +164,15 @@ class CheckList:
 
     def find(self, base: int, address: tuple[str, int]) -> Pair | None:
         """The pair that sends from ``base`` to ``address``, if any."""
-        return self._index.get((base, address[0], address[1]))
+        index = self._index
+        if index is not None:
+            return index.get((base, address[0], address[1]))
+        host, port = address
+        for pair in self._pairs:
+            remote = pair.remote
+            if remote.port == port and pair.base == base and remote.address == host:
+                return pair
+        return None
 
     @staticmethod
     def pairable(local: Candidate, remote: Candidate) -> bool:
@@ -160,12 +200,10 @@ class CheckList:
         if not self.pairable(local, remote):
             return None
         priority = compute_pair_priority(local, remote, controlling)
-        key = (base, remote.address, remote.port)
-        existing = self._index.get(key)
+        existing = self.find(base, (remote.address, remote.port))
         if existing is not None:
-            if priority > existing.priority and existing.state in (
-                PairState.FROZEN,
-                PairState.WAITING,
+            if priority > existing.priority and (
+                existing.state is _FROZEN or existing.state is _WAITING
             ):
                 existing.local = local
                 existing.remote = remote
@@ -174,30 +212,44 @@ class CheckList:
                 self._sort()
             return existing
         pair = Pair(local, remote, base, priority)
-        if not any(p.foundation == pair.foundation for p in self._pairs):
-            pair.state = PairState.WAITING
-        self._pairs.append(pair)
-        self._index[key] = pair
-        self._sort()
-        if len(self._pairs) > self.max_pairs:
+        foundation = pair.foundation
+        for other in self._pairs:
+            if other.foundation == foundation:
+                break
+        else:
+            pair.state = _WAITING
+        # Stable: a new pair comes after the pairs of its priority, as if appended and sorted.
+        pairs = self._pairs = tuple(sorted((*self._pairs, pair), key=_PRIORITY, reverse=True))
+        index = self._index
+        if index is not None:
+            index[_key(pair)] = pair
+        elif len(pairs) > INDEX_FROM:
+            self._index = {_key(p): p for p in pairs}
+        if len(pairs) > self.max_pairs:
             self._prune()
-        return pair if key in self._index else None
+            if pair not in self._pairs:
+                return None
+        return pair
 
     def _sort(self) -> None:
-        self._pairs.sort(key=lambda p: p.priority, reverse=True)
+        self._pairs = tuple(sorted(self._pairs, key=_PRIORITY, reverse=True))
 
     def _prune(self) -> None:
         """Drop the lowest-priority pairs that are not in use (RFC 8445 §6.1.2.5)."""
+        kept = list(self._pairs)
         for pair in reversed(self._pairs):
-            if len(self._pairs) <= self.max_pairs:
+            if len(kept) <= self.max_pairs:
                 break
-            if pair.state in (PairState.FROZEN, PairState.WAITING):
-                self._pairs.remove(pair)
-                del self._index[(pair.base, pair.remote.address, pair.remote.port)]
+            if pair.state is _FROZEN or pair.state is _WAITING:
+                kept.remove(pair)
+                if self._index is not None:
+                    del self._index[_key(pair)]
                 self.pruned += 1
+        self._pairs = tuple(kept)
 
     def replace_remote(self, old: Candidate, new: Candidate, *, controlling: bool) -> None:
-        """Pairs formed with ``old`` take ``new`` as their remote candidate instead."""
+        """Pairs formed with ``old`` take ``new`` (of the same transport address) as their
+        remote candidate instead."""
         for pair in self._pairs:
             if pair.remote is old:
                 pair.remote = new
@@ -214,8 +266,8 @@ class CheckList:
     def unfreeze_foundation(self, foundation: str) -> None:
         """A pair succeeded: its frozen siblings become waiting (RFC 8445 §7.2.5.3.3)."""
         for pair in self._pairs:
-            if pair.state is PairState.FROZEN and pair.foundation == foundation:
-                pair.state = PairState.WAITING
+            if pair.state is _FROZEN and pair.foundation == foundation:
+                pair.state = _WAITING
 
     def next_ordinary(self) -> Pair | None:
         """The pair for the next ordinary check (RFC 8445 §6.1.4.2), or ``None``.
@@ -223,32 +275,48 @@ class CheckList:
         The highest-priority waiting pair; failing that, the highest-priority frozen pair whose
         foundation no waiting or in-progress pair shares, which is unfrozen.
         """
-        active: set[str] = set()
+        active = None  # foundations of the pairs in progress (most often there are none)
         for pair in self._pairs:
-            if pair.state is PairState.WAITING:
+            state = pair.state
+            if state is _WAITING:
                 return pair
-            if pair.state is PairState.IN_PROGRESS:
-                active.add(pair.foundation)
+            if state is _IN_PROGRESS:
+                if active is None:
+                    active = {pair.foundation}
+                else:
+                    active.add(pair.foundation)
         for pair in self._pairs:
-            if pair.state is PairState.FROZEN and pair.foundation not in active:
-                pair.state = PairState.WAITING
+            if pair.state is _FROZEN and (active is None or pair.foundation not in active):
+                pair.state = _WAITING
                 return pair
         return None
 
     def has_ordinary_work(self) -> bool:
         """Whether :meth:`next_ordinary` would find a pair (without unfreezing it)."""
-        active: set[str] = set()
+        active = None
+        frozen = False
         for pair in self._pairs:
-            if pair.state is PairState.WAITING:
+            state = pair.state
+            if state is _WAITING:
                 return True
-            if pair.state is PairState.IN_PROGRESS:
-                active.add(pair.foundation)
-        return any(p.state is PairState.FROZEN and p.foundation not in active for p in self._pairs)
+            if state is _IN_PROGRESS:
+                if active is None:
+                    active = {pair.foundation}
+                else:
+                    active.add(pair.foundation)
+            elif state is _FROZEN:
+                frozen = True
+        if not frozen:
+            return False
+        for pair in self._pairs:
+            if pair.state is _FROZEN and (active is None or pair.foundation not in active):
+                return True
+        return False
 
     def best_valid(self) -> Pair | None:
         """The highest-priority succeeded pair."""
         for pair in self._pairs:
-            if pair.state is PairState.SUCCEEDED:
+            if pair.state is _SUCCEEDED:
                 return pair
         return None
 
@@ -257,16 +325,17 @@ class CheckList:
         for pair in self._pairs:
             if pair.priority <= priority:
                 return False
-            if pair.state in (PairState.FROZEN, PairState.WAITING, PairState.IN_PROGRESS):
+            state = pair.state
+            if state is _FROZEN or state is _WAITING or state is _IN_PROGRESS:
                 return True
         return False
 
     def all_failed(self) -> bool:
         """Every pair failed (an empty list has not failed: candidates may still come)."""
-        return bool(self._pairs) and all(p.state is PairState.FAILED for p in self._pairs)
+        return bool(self._pairs) and all(p.state is _FAILED for p in self._pairs)
 
     def in_progress(self) -> bool:
-        return any(p.state is PairState.IN_PROGRESS for p in self._pairs)
+        return any(p.state is _IN_PROGRESS for p in self._pairs)
 
     @staticmethod
     def is_local_pairable_type(candidate: Candidate, *, nohost: bool) -> bool:
@@ -276,8 +345,12 @@ class CheckList:
         and relay candidates pair; under the NOHOST policy the server-reflexive candidate stands
         for its base instead, since host candidates are not used.
         """
-        if candidate.type is CandidateType.RELAY:
+        if candidate.type is _RELAY:
             return True
         if nohost:
-            return candidate.type is CandidateType.SRFLX
-        return candidate.type is CandidateType.HOST
+            return candidate.type is _SRFLX
+        return candidate.type is _HOST
+
+
+def _key(pair: Pair) -> _Key:
+    return (pair.base, pair.remote.address, pair.remote.port)

@@ -10,7 +10,8 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final
 
 from trice import stun
 from trice._config import Nomination, Timing
@@ -42,6 +43,28 @@ PINGBACK_RTTS = 2.0
 PINGBACK_MIN = 0.0005
 PINGBACK_MAX = 0.2
 
+#: Enum members as module constants for the per-message paths: on CPython 3.11 reading a
+#: member off its class (``PairState.WAITING``) costs ~90 ns, a global ~10 ns.
+_PAIR_WAITING: Final = PairState.WAITING
+_PAIR_IN_PROGRESS: Final = PairState.IN_PROGRESS
+_PAIR_SUCCEEDED: Final = PairState.SUCCEEDED
+_PAIR_FAILED: Final = PairState.FAILED
+_STATE_CLOSED: Final = ConnectionState.CLOSED
+_STATE_CONNECTED: Final = ConnectionState.CONNECTED
+_STATE_DISCONNECTED: Final = ConnectionState.DISCONNECTED
+_STATE_FAILED: Final = ConnectionState.FAILED
+_STATE_NEW: Final = ConnectionState.NEW
+_BINDING: Final = stun.Method.BINDING
+_REQUEST: Final = stun.MessageClass.REQUEST
+_INDICATION: Final = stun.MessageClass.INDICATION
+_SUCCESS: Final = stun.MessageClass.SUCCESS
+_ERROR: Final = stun.MessageClass.ERROR
+_REJECT: Final = RoleDecision.REJECT
+_SWITCH: Final = RoleDecision.SWITCH
+_AGGRESSIVE: Final = Nomination.AGGRESSIVE
+_HOST: Final = CandidateType.HOST
+_RELAY: Final = CandidateType.RELAY
+
 
 class AgentCore:
     """Pure ICE agent logic for one data stream with one component.
@@ -59,7 +82,6 @@ class AgentCore:
     """
 
     __slots__ = (
-        "_bases",
         "_checking_since",
         "_events",
         "_first_valid_at",
@@ -91,7 +113,6 @@ class AgentCore:
         "prflx_dropped",
         "remote",
         "remote_addresses",
-        "remote_candidates",
         "remote_complete",
         "requests_received",
         "requests_rejected",
@@ -127,24 +148,33 @@ class AgentCore:
         self.remote: IceParameters | None = None
         self._remote_key = b""
         self.checklist = CheckList(max_pairs=max_pairs)
-        self.local_candidates: list[tuple[Candidate, int]] = []
-        self._bases: dict[int, Candidate] = {}
-        self.remote_candidates: list[Candidate] = []
-        self.remote_addresses: set[Address] = set()
+        #: ``(candidate, base)`` in the order gathered; the first host or relay candidate of a
+        #: base is the one its checks and answers are for (see ``_base_candidate``).  A tuple,
+        #: made anew for each candidate (they are few): smaller than a list.
+        self.local_candidates: tuple[tuple[Candidate, int], ...] = ()
+        #: The remote candidates by transport address, in the order learned (see
+        #: :attr:`remote_candidates`).  The shell tests ``source in remote_addresses`` for
+        #: every datagram, holding on to this very dict: it is never replaced.
+        self.remote_addresses: dict[Address, Candidate] = {}
         self.remote_complete = False
         self.local_complete = False
         self.state = ConnectionState.NEW
         #: ``state`` is failed or closed (kept as a field: it is asked on every packet).
         self.finished = False
         self.selected: Pair | None = None
-        self._events: list[Event] = []
+        # What is usually empty is ``None`` until it is not (an idle agent then holds no
+        # containers for it: a process may hold thousands of agents), and again once emptied.
+        self._events: list[Event] | None = None
         # Small FIFO queues: lists (an empty deque costs ~700 bytes, many agents hold these).
-        self._triggered: list[Pair] = []
-        self._urgent: list[Check] = []
-        self._resend: list[bytes] = []
-        self._live: dict[bytes, Check] = {}
-        # Encoded-check templates, keyed by what changes their bytes (see _check_template).
-        self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] = {}
+        self._triggered: list[Pair] | None = None
+        self._urgent: list[Check] | None = None
+        self._resend: list[bytes] | None = None
+        #: The checks awaiting a response, by transaction id.
+        self._live: dict[bytes, Check] | None = None
+        #: Encoded-check templates, keyed by what changes their bytes; kept only until a pair
+        #: is selected (see ``_check_template``).
+        self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] | None
+        self._templates = None
         self._wanted = False
         self._checking_since: float | None = None
         self._next_paced = 0.0
@@ -170,7 +200,7 @@ class AgentCore:
         self._remote_key = stun.short_term_key(remote.pwd)
         if remote.lite and not self.local.lite and not self.controlling:
             self._switch_role()
-        for candidate in self._bases.values():
+        for candidate in self._base_candidates():
             self._prepare_checks(candidate)
         self._maybe_start(now)
 
@@ -181,15 +211,31 @@ class AgentCore:
 
     def add_local_candidate(self, candidate: Candidate, base: int) -> None:
         """A local candidate was gathered on transport ``base``; form its pairs."""
-        self.local_candidates.append((candidate, base))
-        if candidate.type in (CandidateType.HOST, CandidateType.RELAY):
-            self._bases.setdefault(base, candidate)
+        self.local_candidates += ((candidate, base),)
         if self.local.lite or not CheckList.is_local_pairable_type(candidate, nohost=self.nohost):
             return
-        if self.remote is not None and self._bases.get(base) is candidate:
+        if self.remote is not None and self._base_candidate(base) is candidate:
             self._prepare_checks(candidate)
-        for remote in self.remote_candidates:
+        for remote in self.remote_addresses.values():
             self.checklist.add(candidate, remote, base, controlling=self.controlling)
+
+    def _base_candidate(self, base: int) -> Candidate | None:
+        """The candidate of transport ``base`` that checks and answers are for: its first
+        host or relay candidate."""
+        for candidate, candidate_base in self.local_candidates:
+            if candidate_base == base:
+                kind = candidate.type
+                if kind is _HOST or kind is _RELAY:
+                    return candidate
+        return None
+
+    def _base_candidates(self) -> Iterator[Candidate]:
+        """The :meth:`_base_candidate` of each base, in the order of the bases."""
+        seen: set[int] = set()
+        for candidate, base in self.local_candidates:
+            if base not in seen and candidate.type in (_HOST, _RELAY):
+                seen.add(base)
+                yield candidate
 
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
         """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4)."""
@@ -203,7 +249,7 @@ class AgentCore:
         if address in self.remote_addresses:
             self._adopt_signalled(candidate)
             return
-        if len(self.remote_candidates) >= self.max_remote_candidates:
+        if len(self.remote_addresses) >= self.max_remote_candidates:
             raise LimitError(
                 f"more than {self.max_remote_candidates} remote candidates "
                 "(AgentConfig.max_remote_candidates)"
@@ -215,21 +261,23 @@ class AgentCore:
         check outran signaling) takes the learned one's place, with its own type, priority
         and foundation (RFC 8838 §11.4)."""
         address = (candidate.address, candidate.port)
-        for index, known in enumerate(self.remote_candidates):
-            if (known.address, known.port) == address:
-                if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
-                    self.remote_candidates[index] = candidate
-                    self.checklist.replace_remote(known, candidate, controlling=self.controlling)
-                return
+        known = self.remote_addresses[address]
+        if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
+            self.remote_addresses[address] = candidate  # in its place: the order is kept
+            self.checklist.replace_remote(known, candidate, controlling=self.controlling)
 
     def _add_remote(self, candidate: Candidate) -> None:
-        self.remote_candidates.append(candidate)
-        self.remote_addresses.add((candidate.address, candidate.port))
+        self.remote_addresses[(candidate.address, candidate.port)] = candidate
         if self.local.lite:
             return
         for local, base in self.local_candidates:
             if CheckList.is_local_pairable_type(local, nohost=self.nohost):
                 self.checklist.add(local, candidate, base, controlling=self.controlling)
+
+    @property
+    def remote_candidates(self) -> list[Candidate]:
+        """The remote candidates, signalled or peer-reflexive, in the order learned."""
+        return list(self.remote_addresses.values())
 
     def set_local_complete(self) -> None:
         """Local gathering is complete."""
@@ -239,16 +287,26 @@ class AgentCore:
     def close(self) -> None:
         """The agent closes: every check stops."""
         self._set_state(ConnectionState.CLOSED)
-        self._triggered.clear()
-        self._urgent.clear()
-        self._live.clear()
+        self._triggered = None
+        self._urgent = None
+        self._live = None
 
     # ------------------------------------------------------------------ queries
 
-    def drain_events(self) -> list[Event]:
+    def drain_events(self) -> Sequence[Event]:
         """The events produced since the last call, oldest first."""
-        events, self._events = self._events, []
+        events = self._events
+        if events is None:
+            return ()
+        self._events = None
         return events
+
+    def _emit(self, event: Event) -> None:
+        events = self._events
+        if events is None:
+            self._events = [event]
+        else:
+            events.append(event)
 
     def is_remote_address(self, address: Address) -> bool:
         """Whether data from ``address`` comes from a known remote candidate."""
@@ -261,7 +319,7 @@ class AgentCore:
     # ------------------------------------------------------------------ scheduling
 
     def _maybe_start(self, now: float) -> None:
-        if self._wanted and self.remote is not None and self.state is ConnectionState.NEW:
+        if self._wanted and self.remote is not None and self.state is _STATE_NEW:
             self._checking_since = now
             self._set_state(ConnectionState.CHECKING)
 
@@ -275,35 +333,45 @@ class AgentCore:
         Nomination and consent checks go out at once; triggered checks come before ordinary
         ones, and both wait their turn of Ta.
         """
-        if not self._checking or self.remote is None:
+        if self._checking_since is None or self.finished or self.remote is None:
             return None
-        if self._urgent:
-            return self._urgent.pop(0)
+        urgent = self._urgent
+        if urgent:
+            if len(urgent) == 1:
+                self._urgent = None
+            return urgent.pop(0)
         if self.local.lite or now < self._next_paced:
             return None
         pair = None
-        while self._triggered:
-            candidate = self._triggered.pop(0)
-            if candidate.state is PairState.WAITING:
-                pair = candidate
-                break
+        triggered = self._triggered
+        if triggered:
+            while triggered:
+                candidate = triggered.pop(0)
+                if candidate.state is _PAIR_WAITING:
+                    pair = candidate
+                    break
+            if not triggered:
+                self._triggered = None
         if pair is None and self.selected is None:
             pair = self.checklist.next_ordinary()
         if pair is None:
             self._maybe_complete()
             return None
         self._next_paced = now + self.timing.ta
-        nominating = self.controlling and self.nomination is Nomination.AGGRESSIVE
+        nominating = self.controlling and self.nomination is _AGGRESSIVE
         return self._start_check(pair, nominating=nominating, now=now)
 
-    def poll_resend(self) -> list[bytes]:
+    def poll_resend(self) -> Sequence[bytes]:
         """Transactions to send again at once, without waiting for their RTO.
 
         A request from the peer on a pair whose check is in progress (RFC 8445 §7.3.1.4) means
         the way may just have opened (the peer's NAT now expects us): the check goes out again
         now.  It stays the same transaction, so a response to any copy of it counts.
         """
-        resend, self._resend = self._resend, []
+        resend = self._resend
+        if resend is None:
+            return ()
+        self._resend = None
         return resend
 
     def _start_check(
@@ -316,14 +384,20 @@ class AgentCore:
         local = pair.local
         controlling = self.controlling
         key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
-        template = self._templates.get(key) or self._check_template(local, key)
+        templates = self._templates
+        template = None if templates is None else templates.get(key)
+        if template is None:
+            template = self._check_template(local, key)
         message = template.encode(tid)
-        if not consent and pair.transaction is not None:
+        live = self._live
+        if live is None:
+            live = self._live = {}
+        elif not consent and pair.transaction is not None:
             # A new check of the pair replaces the one in flight (a consent check runs
             # beside it: it is never the pair's check).
-            self._live.pop(pair.transaction, None)
+            live.pop(pair.transaction, None)
         if not consent:
-            pair.state = PairState.IN_PROGRESS
+            pair.state = _PAIR_IN_PROGRESS
             pair.transaction = tid
         sends = 1 if consent else None
         check = Check(
@@ -338,19 +412,19 @@ class AgentCore:
             controlling=controlling,
             started=now,
         )
-        self._live[tid] = check
+        live[tid] = check
         self.checks_sent += 1
         return check
 
     def _prepare_checks(self, local: Candidate) -> None:
         """Build the templates of the first checks from ``local`` now, while signaling is
         still going on, rather than on the way to the first check (see ``_check_template``)."""
-        if self.local.lite:
-            return
+        if self.local.lite or self.selected is not None or self.finished:
+            return  # no checks to come, or none to keep templates for
         nominations = (False, True) if self.controlling else (False,)
         for nominating in nominations:
             key = (local.priority, local.component, self.controlling, nominating, self.tiebreaker)
-            if key not in self._templates:
+            if self._templates is None or key not in self._templates:
                 self._check_template(local, key)
 
     def _check_template(
@@ -358,12 +432,13 @@ class AgentCore:
     ) -> BindingRequestTemplate:
         """The template of the checks on pairs with ``local``'s priority and component, in
         the current role.  The user name and the remote key never change once the remote
-        parameters are set (``set_remote``), so they need not be part of ``key``."""
+        parameters are set (``set_remote``), so they need not be part of ``key``.
+
+        Templates are kept until a pair is selected: the checks after that (consent, and
+        the odd triggered check) are rare and make theirs afresh, and an idle agent holds
+        none."""
         assert self.remote is not None
-        templates = self._templates
-        if len(templates) >= 256:
-            templates.clear()
-        template = templates[key] = BindingRequestTemplate(
+        template = BindingRequestTemplate(
             f"{self.remote.ufrag}:{self.local.ufrag}",
             self._prflx_priority(local),
             controlling=self.controlling,
@@ -371,6 +446,14 @@ class AgentCore:
             use_candidate=self.controlling and key[3],
             key=self._remote_key,
         )
+        if self.selected is None and not self.finished:
+            templates = self._templates
+            if templates is None:
+                self._templates = {key: template}
+            else:
+                if len(templates) >= 256:
+                    templates.clear()
+                templates[key] = template
         return template
 
     def _prflx_priority(self, local: Candidate) -> int:
@@ -383,30 +466,44 @@ class AgentCore:
         """When :meth:`on_timer` (or :meth:`poll_check`) next has something to do."""
         if self.finished:
             return None
-        deadlines: list[float] = []
-        paced_work = self._triggered or (
-            self.selected is None and self.checklist.has_ordinary_work()
-        )
-        if self._checking and not self.local.lite and paced_work:
-            deadlines.append(self._next_paced)
-        if self._checking_since is not None and self.selected is None:
-            deadlines.append(self._checking_since + self.timing.failed_timeout)
-            if self._pingback is not None:
-                deadlines.append(self._pingback.pingback_at)
+        timing = self.timing
+        selected = self.selected
+        since = self._checking_since
+        deadline: float | None = None
         if (
-            self._first_valid_at is not None
-            and self.controlling
-            and self.selected is None
-            and self._nominating is None
+            since is not None
+            and not self.local.lite
+            and (self._triggered or (selected is None and self.checklist.has_ordinary_work()))
         ):
-            deadlines.append(self._first_valid_at + self.timing.nomination_delay)
-        if self.selected is not None:
-            if self._next_consent is not None:
-                deadlines.append(self._next_consent)
-            if self.state is not ConnectionState.DISCONNECTED:
-                deadlines.append(self._last_consent + self.timing.disconnected_timeout)
-            deadlines.append(self._last_consent + self.timing.failed_timeout)
-        return min(deadlines) if deadlines else None
+            deadline = self._next_paced
+        if selected is None:
+            if since is not None:
+                due = since + timing.failed_timeout
+                if deadline is None or due < deadline:
+                    deadline = due
+                if self._pingback is not None:
+                    due = self._pingback.pingback_at
+                    if due < deadline:
+                        deadline = due
+            first_valid = self._first_valid_at
+            if first_valid is not None and self.controlling and self._nominating is None:
+                due = first_valid + timing.nomination_delay
+                if deadline is None or due < deadline:
+                    deadline = due
+            return deadline
+        # Connected: consent (RFC 7675).
+        last = self._last_consent
+        due = last + timing.failed_timeout
+        if deadline is None or due < deadline:
+            deadline = due
+        if self.state is not _STATE_DISCONNECTED:
+            due = last + timing.disconnected_timeout
+            if due < deadline:
+                deadline = due
+        next_consent = self._next_consent
+        if next_consent is not None and next_consent < deadline:
+            deadline = next_consent
+        return deadline
 
     def on_timer(self, now: float) -> None:
         """Time reached a deadline: nominate, keep consent, or declare failure."""
@@ -420,9 +517,9 @@ class AgentCore:
             pair = self._pingback
             if pair is not None and now >= pair.pingback_at:
                 self._pingback = None
-                if not self.controlling and pair.state is PairState.SUCCEEDED:
+                if not self.controlling and pair.state is _PAIR_SUCCEEDED:
                     pair.pinged_back = True
-                    self._urgent.append(
+                    self._push_urgent(
                         self._start_check(pair, nominating=False, consent=True, now=now)
                     )
             self._maybe_nominate(now)
@@ -436,9 +533,23 @@ class AgentCore:
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self.timing.keepalive_interval
             if not self.local.lite:
-                self._urgent.append(
+                self._push_urgent(
                     self._start_check(self.selected, nominating=False, consent=True, now=now)
                 )
+
+    def _push_urgent(self, check: Check) -> None:
+        urgent = self._urgent
+        if urgent is None:
+            self._urgent = [check]
+        else:
+            urgent.append(check)
+
+    def _push_triggered(self, pair: Pair) -> None:
+        triggered = self._triggered
+        if triggered is None:
+            self._triggered = [pair]
+        else:
+            triggered.append(pair)
 
     # ------------------------------------------------------------------ outcomes of checks
 
@@ -447,14 +558,17 @@ class AgentCore:
     ) -> bool:
         """A response to ``check`` arrived from ``source``.  Returns whether it was accepted
         (a response that fails authentication is ignored, RFC 8445 §7.2.5.1)."""
-        if self._live.get(check.transaction_id) is not check or self.finished:
+        live = self._live
+        if live is None or live.get(check.transaction_id) is not check or self.finished:
             return False
         if not response.verify_integrity(self._remote_key):
             return False
-        del self._live[check.transaction_id]
+        del live[check.transaction_id]
+        if not live:
+            self._live = None
         pair = check.pair
         if check.consent:
-            if response.message_class is stun.MessageClass.SUCCESS and source == check.destination:
+            if response.message_class is _SUCCESS and source == check.destination:
                 self._consent_refreshed(now)
             return True
         pair.transaction = None
@@ -462,14 +576,14 @@ class AgentCore:
             # RFC 8445 §7.2.5.2.1: non-symmetric transport addresses.
             self._pair_failed(pair, now)
             return True
-        if response.message_class is stun.MessageClass.ERROR:
+        if response.message_class is _ERROR:
             error = response.get(stun.ErrorCode)
             if error is not None and error.code == 487:
                 # RFC 8445 §7.2.5.1: role conflict; switch and check again.
                 if check.controlling == self.controlling:
                     self._switch_role()
-                pair.state = PairState.WAITING
-                self._triggered.append(pair)
+                pair.state = _PAIR_WAITING
+                self._push_triggered(pair)
                 return True
             self._pair_failed(pair, now)
             return True
@@ -482,7 +596,12 @@ class AgentCore:
 
     def on_timeout(self, check: Check, now: float) -> None:
         """``check`` got no response before its last deadline."""
-        if self._live.pop(check.transaction_id, None) is None or self.finished:
+        live = self._live
+        if live is None or live.pop(check.transaction_id, None) is None:
+            return
+        if not live:
+            self._live = None
+        if self.finished:
             return
         if check.consent:
             return
@@ -492,10 +611,13 @@ class AgentCore:
     def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
         """RFC 8445 §7.2.5.3: discover peer-reflexive candidates, build the valid pair,
         unfreeze the foundation, and handle nomination."""
-        pair.state = PairState.SUCCEEDED
+        pair.state = _PAIR_SUCCEEDED
         pair.valid_local = self._local_for_mapped(pair, mapped)
-        if pair in self._triggered:
-            self._triggered.remove(pair)
+        triggered = self._triggered
+        if triggered is not None and pair in triggered:
+            triggered.remove(pair)
+            if not triggered:
+                self._triggered = None
         self.checklist.unfreeze_foundation(pair.foundation)
         if self._first_valid_at is None:
             self._first_valid_at = now
@@ -544,11 +666,11 @@ class AgentCore:
             related_address=pair.local.address,
             related_port=pair.local.port,
         )
-        self.local_candidates.append((prflx, pair.base))
+        self.local_candidates += ((prflx, pair.base),)
         return prflx
 
     def _pair_failed(self, pair: Pair, now: float) -> None:
-        pair.state = PairState.FAILED
+        pair.state = _PAIR_FAILED
         if self._nominating is pair:
             self._nominating = None
         if self.selected is pair:
@@ -575,7 +697,7 @@ class AgentCore:
         nomination delay has passed, check it again with USE-CANDIDATE."""
         if not self.controlling or self.selected is not None or self._nominating is not None:
             return
-        if self.nomination is Nomination.AGGRESSIVE or not self._checking:
+        if self.nomination is _AGGRESSIVE or not self._checking:
             return
         best = self.checklist.best_valid()
         if best is None:
@@ -586,7 +708,7 @@ class AgentCore:
         if self.checklist.pending_above(best.priority) and not waited:
             return
         self._nominating = best
-        self._urgent.append(self._start_check(best, nominating=True, now=now))
+        self._push_urgent(self._start_check(best, nominating=True, now=now))
 
     def _select(self, pair: Pair, now: float) -> None:
         if self.selected is not None and pair.priority <= self.selected.priority:
@@ -595,13 +717,14 @@ class AgentCore:
         self._pingback = None
         self._last_consent = now
         self._next_consent = now + self.timing.keepalive_interval
-        self._events.append(SelectedPairChanged(_public_pair(pair)))
+        self._templates = None  # see _check_template
+        self._emit(SelectedPairChanged(_public_pair(pair)))
         self._set_state(ConnectionState.CONNECTED)
 
     def _maybe_complete(self) -> None:
         if (
             self.selected is not None
-            and self.state is ConnectionState.CONNECTED
+            and self.state is _STATE_CONNECTED
             and not self._triggered
             and not self.checklist.in_progress()
         ):
@@ -609,7 +732,7 @@ class AgentCore:
 
     def _consent_refreshed(self, now: float) -> None:
         self._last_consent = now
-        if self.state is ConnectionState.DISCONNECTED:
+        if self.state is _STATE_DISCONNECTED:
             self._set_state(ConnectionState.CONNECTED)
 
     # ------------------------------------------------------------------ incoming requests
@@ -624,11 +747,11 @@ class AgentCore:
         authentication changes no state.
         """
         self.requests_received += 1
-        if request.method is not stun.Method.BINDING or self.state is ConnectionState.CLOSED:
+        if request.method is not _BINDING or self.state is _STATE_CLOSED:
             return None
-        if request.message_class is stun.MessageClass.INDICATION:
+        if request.message_class is _INDICATION:
             return None  # keepalive (RFC 8445 §11)
-        if request.message_class is not stun.MessageClass.REQUEST:
+        if request.message_class is not _REQUEST:
             return None
         remote_ufrag = None if self.remote is None else self.remote.ufrag
         refused = authenticate(request, self.local.ufrag, remote_ufrag, self._local_key)
@@ -644,12 +767,12 @@ class AgentCore:
         decision = resolve_role_conflict(
             request, controlling=self.controlling, tiebreaker=self.tiebreaker, lite=self.local.lite
         )
-        if decision is RoleDecision.REJECT:
+        if decision is _REJECT:
             self.requests_rejected += 1
             return request.error_response(487, "Role Conflict").encode(
                 integrity_key=self._local_key, fingerprint=True
             )
-        if decision is RoleDecision.SWITCH:
+        if decision is _SWITCH:
             self._switch_role()
         priority = request.get(stun.Priority)
         assert priority is not None  # authenticate() saw to it
@@ -671,12 +794,12 @@ class AgentCore:
     def _learn_from_request(
         self, base: int, source: Address, priority: int, use_candidate: bool, now: float
     ) -> None:
-        local = self._bases.get(base)
+        local = self._base_candidate(base)
         if local is None:
             return
         if source not in self.remote_addresses:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
-            if len(self.remote_candidates) >= self.max_remote_candidates:
+            if len(self.remote_addresses) >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
             prflx = Candidate(
@@ -691,18 +814,18 @@ class AgentCore:
             self._add_remote(prflx)
         pair = self.checklist.find(base, source)
         if pair is None:
-            remote = next(c for c in self.remote_candidates if (c.address, c.port) == source)
+            remote = self.remote_addresses[source]
             pair = self.checklist.add(local, remote, base, controlling=self.controlling)
             if pair is None:
                 return
         if self.local.lite:
             # A lite agent does no checks: the peer's check proves the pair (RFC 8445 §7.3.2).
-            pair.state = PairState.SUCCEEDED
+            pair.state = _PAIR_SUCCEEDED
             pair.valid_local = local
             if use_candidate:
                 pair.nominated = True
                 self._checking_since = self._checking_since or now
-                if self.state is ConnectionState.NEW:
+                if self.state is _STATE_NEW:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             if self.selected is pair:
@@ -712,7 +835,7 @@ class AgentCore:
             self._consent_refreshed(now)
         pair.peer_checked = True
         # RFC 8445 §7.3.1.4: triggered checks.
-        if pair.state is PairState.SUCCEEDED:
+        if pair.state is _PAIR_SUCCEEDED:
             if use_candidate and not self.controlling:
                 pair.nominated = True
                 self._select(pair, now)
@@ -721,13 +844,16 @@ class AgentCore:
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True
-            if pair.state is PairState.IN_PROGRESS:
+            if pair.state is _PAIR_IN_PROGRESS:
                 if pair.transaction is not None:
-                    self._resend.append(pair.transaction)
+                    if self._resend is None:
+                        self._resend = [pair.transaction]
+                    else:
+                        self._resend.append(pair.transaction)
                 return
-            pair.state = PairState.WAITING
-            if pair not in self._triggered:
-                self._triggered.append(pair)
+            pair.state = _PAIR_WAITING
+            if self._triggered is None or pair not in self._triggered:
+                self._push_triggered(pair)
 
     # ------------------------------------------------------------------ state
 
@@ -737,12 +863,10 @@ class AgentCore:
         if state not in CONNECTION_TRANSITIONS[self.state]:
             return
         self.state = state
-        self.finished = state is ConnectionState.FAILED or state is ConnectionState.CLOSED
-        self._events.append(ConnectionStateChanged(state))
-        if state is not ConnectionState.CHECKING and state is not ConnectionState.CONNECTED:
-            # Checking is over (completed, failed or closed): consent checks are rare, and
-            # a process may hold many idle agents.
-            self._templates.clear()
+        self.finished = state is _STATE_FAILED or state is _STATE_CLOSED
+        self._emit(ConnectionStateChanged(state))
+        if self.finished:
+            self._templates = None  # checks are over (a pair's selection dropped them too)
 
 
 @functools.lru_cache(maxsize=64)
