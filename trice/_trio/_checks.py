@@ -9,7 +9,7 @@ import trio
 
 from trice import stun
 from trice._trio._log import TRACE, logger
-from trice._trio._transport import Transport
+from trice._trio._transport import Transport, UdpTransport
 from trice.ice._core import Check
 
 if TYPE_CHECKING:
@@ -110,6 +110,16 @@ class CheckRun:
             if due < self.due:
                 self.wake()  # to wait for the resend instead
 
+    def _answered_meanwhile(self) -> bool:
+        """Before sending the check again, read what its socket already holds: in a busy
+        process the answer has often arrived and waits there, unread, because the socket's
+        reader has not had its turn yet.  A copy sent then would only add to the load (a
+        request and a response more, on both sides).  Returns whether the check is over."""
+        transport = self.transport
+        if isinstance(transport, UdpTransport) and not transport.closed:
+            self.agent._drain(transport)
+        return self.settled or self.dropped
+
     def transmit(self) -> None:
         check = self.check
         if logger.isEnabledFor(TRACE):
@@ -129,6 +139,8 @@ class CheckRun:
             schedule = check.schedule
             for i in range(len(schedule) - 1):
                 if i:
+                    if self._answered_meanwhile():
+                        return
                     self.transmit()
                 deadline = self.start + schedule[i + 1]
                 while True:
@@ -149,6 +161,8 @@ class CheckRun:
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
                         self.resend_at = None
+                        if self._answered_meanwhile():
+                            return
                         self.transmit()
                 self.resend_at = None
             agent._core.on_timeout(check, trio.current_time())
