@@ -82,7 +82,14 @@ class UdpTransport:
                 self.sock.sendto(data, address)
                 return
             except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_writable(self.sock)
+                try:
+                    await trio.lowlevel.wait_writable(self.sock)
+                except trio.ClosedResourceError:
+                    # notify_closing also serves to nudge a receiver waiting on this socket
+                    # (see ReceiveBuffer.nudge), and wakes every waiter on it: only a real
+                    # close ends the send.
+                    if self.closed:
+                        raise
             except OSError as exc:
                 if self.closed or exc.errno == errno.EBADF:
                     raise trio.ClosedResourceError("the transport is closed") from None
