@@ -770,7 +770,7 @@ class AgentContext:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> bool | None:  # (not plain bool: type checkers would take it to swallow exceptions)
         manager = self._manager
         assert manager is not None, "__aexit__ without __aenter__"
         agent = self._agent
