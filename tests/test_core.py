@@ -880,3 +880,26 @@ def test_a_consent_check_leaves_the_pairs_check_in_flight_alone() -> None:
     assert check.pair.valid_local is not None  # the pair succeeded...
     nomination = a.poll_check(1.0)
     assert nomination is not None and nomination.nominating  # ...and is being nominated
+
+
+def test_a_consent_deadline_is_met_by_the_same_sum_it_was_set_by() -> None:
+    """``next_deadline`` says ``last + timeout``; at that instant ``on_timer`` must act.  In
+    floating point ``(last + t) - last`` can fall short of ``t`` (0.15 + 0.3 - 0.15 < 0.3): a
+    test written as ``now - last >= t`` left the deadline due and unmet, and the shell woke
+    again and again (under virtual time, forever)."""
+    assert (0.15 + 0.3) - 0.15 < 0.3  # the rounding this test is about
+    timing = Timing(keepalive_interval=10.0, disconnected_timeout=0.3, failed_timeout=0.6)
+    net, ea, eb = two_agents(timing=timing)
+    assert net.run_until(connected(ea, eb), max_time=1.0)
+    a = ea.core
+    a._last_consent = 0.15  # as if the last consent came then
+    a._next_consent = None  # (keepalives aside)
+    due = a.next_deadline()
+    assert due == 0.15 + 0.3
+    states = []
+    a.on_timer(due)
+    states.append(a.state)
+    assert a.next_deadline() == 0.15 + 0.6
+    a.on_timer(0.15 + 0.6)
+    states.append(a.state)
+    assert states == [ConnectionState.DISCONNECTED, ConnectionState.FAILED]

@@ -524,11 +524,14 @@ class AgentCore:
                     )
             self._maybe_nominate(now)
             return
-        silent = now - self._last_consent
-        if silent >= self.timing.failed_timeout:
+        # The same sums as next_deadline's (``last + timeout``), not ``now - last``: in
+        # floating point the two can disagree, and a deadline that came while its test stays
+        # false would have the shell wake again and again.
+        last = self._last_consent
+        if now >= last + self.timing.failed_timeout:
             self._set_state(ConnectionState.FAILED)
             return
-        if silent >= self.timing.disconnected_timeout:
+        if now >= last + self.timing.disconnected_timeout:
             self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self.timing.keepalive_interval
