@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import trio
+import trio.testing
 
 import trice
 from trice import stun
@@ -23,6 +24,7 @@ from loopback import (
     states_so_far,
     wait_for_state,
 )
+from virtual_time import wall_clock_guard
 
 
 async def _connected_pair(
@@ -160,8 +162,11 @@ def _face(agent: trice.Agent, port: int, *, ufrag: str = "abcd", end: bool = Tru
         agent.add_remote_candidate(None)
 
 
-async def test_unworkable_pair_fails_within_failed_timeout() -> None:
-    # The remote candidate points at a port nobody answers on.
+async def test_unworkable_pair_fails_within_failed_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The remote candidate points at a port nobody answers on.  Virtual time: nothing ever
+    # answers, so the clock may jump whenever every task waits, and the timers are exact.
     timing = trice.Timing(
         ta=0.01,
         rto=0.05,
@@ -171,16 +176,30 @@ async def test_unworkable_pair_fails_within_failed_timeout() -> None:
         failed_timeout=0.5,
     )
     config = loopback_config(timing=timing)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))
-        port = silent.getsockname()[1]
-        async with trice.open_agent(config, controlling=True) as a:
-            _face(a, port, end=False)
-            start = trio.current_time()
-            with trio.fail_after(5), pytest.raises(trice.IceFailedError):
-                await a.connect()
-            assert trio.current_time() - start < 1.5
-            assert a.connection_state is trice.ConnectionState.FAILED
+    with wall_clock_guard():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.setblocking(False)
+            port = silent.getsockname()[1]
+            async with trice.open_agent(config, controlling=True) as a:
+                _face(a, port, end=False)
+                start = trio.current_time()
+                with trio.fail_after(60), pytest.raises(trice.IceFailedError):  # a hang guard
+                    await a.connect()
+                elapsed = trio.current_time() - start
+                assert a.connection_state is trice.ConnectionState.FAILED
+            requests = 0
+            while True:
+                try:
+                    silent.recv(2048)
+                except BlockingIOError:
+                    break
+                requests += 1
+        # The check gave up after its transmissions (at 0.25 s), but more candidates may still
+        # trickle in (no end-of-candidates): ICE fails at the failed timeout, neither sooner nor
+        # (the default being 25 s) later.
+        assert requests == timing.max_binding_requests
+        assert elapsed == pytest.approx(timing.failed_timeout)
 
 
 async def test_all_pairs_failed_with_end_of_candidates_fails_early() -> None:
@@ -307,31 +326,36 @@ async def test_slow_subscriber_never_stalls_and_learns_of_loss() -> None:
                 stream.receive_nowait()
 
 
-async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest() -> None:
+async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
     config = loopback_config(receive_buffer=8, timing=timing)
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        ca, cb = await _connected_pair(a, b)
-        async with a.subscribe() as stream:
-            for i in range(50):
-                await ca.send(b"%d" % i)
-            # b never reads; consent checks go on and are answered all the while, so a, which
-            # would fail after 0.6 s without consent, stays connected for twice that.
-            await trio.sleep(1.2)
-            assert a.connection_state in (
-                trice.ConnectionState.CONNECTED,
-                trice.ConnectionState.COMPLETED,
-            )
-            states = states_so_far(stream)
-            assert trice.ConnectionState.DISCONNECTED not in states
-        assert a.statistics().stun_received >= 10  # about 24 consent responses in 1.2 s
-        stats = b.statistics()
-        assert stats.datagrams_dropped == 50 - 8
-        received = [cb.receive_nowait() for _ in range(8)]
-        assert received == [b"%d" % i for i in range(8)]  # the oldest were kept
+    # Virtual time (agents in one process, loopback UDP queued at once): a loaded machine
+    # cannot stall an agent past its 0.3 s disconnected timeout.
+    with wall_clock_guard():
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            ca, cb = await _connected_pair(a, b)
+            async with a.subscribe() as stream:
+                for i in range(50):
+                    await ca.send(b"%d" % i)
+                # b never reads; consent checks go on and are answered all the while, so a, which
+                # would fail after 0.6 s without consent, stays connected for twice that.
+                await trio.sleep(1.2)
+                assert a.connection_state in (
+                    trice.ConnectionState.CONNECTED,
+                    trice.ConnectionState.COMPLETED,
+                )
+                states = states_so_far(stream)
+                assert trice.ConnectionState.DISCONNECTED not in states
+            assert a.statistics().stun_received >= 10  # about 24 consent responses in 1.2 s
+            stats = b.statistics()
+            assert stats.datagrams_dropped == 50 - 8
+            received = [cb.receive_nowait() for _ in range(8)]
+            assert received == [b"%d" % i for i in range(8)]  # the oldest were kept
 
 
 async def test_send_after_close_raises_closed_resource_error() -> None:
@@ -385,9 +409,24 @@ def _walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
 
 
 async def test_body_exception_propagates_unwrapped() -> None:
-    with pytest.raises(KeyError):
-        async with trice.open_agent(loopback_config(), controlling=True):
-            raise KeyError("mine")
+    mine = KeyError("mine")
+    with pytest.raises(KeyError) as caught:
+        async with trice.open_agent(loopback_config(), controlling=True) as agent:
+            raise mine
+    assert caught.value is mine
+    assert agent.connection_state is trice.ConnectionState.CLOSED
+
+
+async def test_an_open_agent_context_is_entered_once() -> None:
+    context = trice.open_agent(loopback_config(), controlling=True)
+    assert isinstance(context, trice.AgentContext)
+    async with context as agent:
+        with pytest.raises(trice.StateError):
+            async with context:
+                pass  # pragma: no cover
+        inside = agent.connection_state
+    assert inside is trice.ConnectionState.NEW  # the failed re-entry left the agent alone
+    assert agent.connection_state is trice.ConnectionState.CLOSED
 
 
 async def test_hostile_requests_get_errors_and_change_nothing() -> None:
@@ -515,41 +554,45 @@ def test_running_out_of_descriptors_is_a_clear_limit_error(tmp_path: pathlib.Pat
     assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
 
 
-async def test_stun_answered_while_a_receiver_holds_the_socket_and_after_it_leaves() -> None:
+async def test_stun_answered_while_a_receiver_holds_the_socket_and_after_it_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A task blocked in receive() reads the socket itself (STUN included); once it stops
     receiving, the reader task takes the socket back: consent never lapses either way."""
     timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
     config = loopback_config(timing=timing)
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        ca, cb = await _connected_pair(a, b)
-        async with a.subscribe() as stream:
-            got: list[bytes] = []
-            async with trio.open_nursery() as nursery:
+    # Virtual time: a loaded machine cannot stall an agent past its 0.3 s timeout.
+    with wall_clock_guard():
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            ca, cb = await _connected_pair(a, b)
+            async with a.subscribe() as stream:
+                got: list[bytes] = []
+                async with trio.open_nursery() as nursery:
 
-                async def receive_once() -> None:
-                    got.append(await cb.receive())
+                    async def receive_once() -> None:
+                        got.append(await cb.receive())
 
-                nursery.start_soon(receive_once)
-                await trio.sleep(1.0)  # b blocks in receive() all along: > failed_timeout
-                await ca.send(b"x")
-            assert got == [b"x"]
-            # b has stopped receiving; its reader takes the socket back after a lease.
-            await trio.sleep(1.0)
-            for agent in (a, b):
-                assert agent.connection_state in (
+                    nursery.start_soon(receive_once)
+                    await trio.sleep(1.0)  # b blocks in receive() all along: > failed_timeout
+                    await ca.send(b"x")
+                assert got == [b"x"]
+                # b has stopped receiving; its reader takes the socket back after a lease.
+                await trio.sleep(1.0)
+                for agent in (a, b):
+                    assert agent.connection_state in (
+                        trice.ConnectionState.CONNECTED,
+                        trice.ConnectionState.COMPLETED,
+                    )
+                states = states_so_far(stream)
+                # The stream starts with the replayed current state; nothing degraded after it.
+                assert states and states[0] in (
                     trice.ConnectionState.CONNECTED,
                     trice.ConnectionState.COMPLETED,
                 )
-            states = states_so_far(stream)
-            # The stream starts with the replayed current state; nothing degraded after it.
-            assert states and states[0] in (
-                trice.ConnectionState.CONNECTED,
-                trice.ConnectionState.COMPLETED,
-            )
-            assert trice.ConnectionState.DISCONNECTED not in states
+                assert trice.ConnectionState.DISCONNECTED not in states
 
 
 async def test_receive_blocked_on_the_socket_wakes_on_close() -> None:
@@ -657,3 +700,36 @@ async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> 
                 data, _ = await peer.recvfrom(2048)
                 pytest.fail(f"a third copy: {stun.decode(data)}")
             nursery.cancel_scope.cancel()
+
+
+async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket() -> None:
+    """In a busy process a check's answer may sit unread in the socket when the check comes
+    due again (its reader has not had its turn): the check reads it rather than send a copy."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(5)
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                await trio.testing.wait_all_tasks_blocked()
+                data, source = peer.recvfrom(2048)  # the agent's first check
+                request = stun.decode(data)
+                (run,) = a._runs.values()
+                assert run.check.transaction_id == request.transaction_id
+                answer = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.SUCCESS,
+                    request.transaction_id,
+                    [stun.XorMappedAddress(source[0], source[1])],
+                ).encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
+                peer.sendto(answer, source)  # lands in the agent's socket; nobody reads it yet
+                assert run._answered_meanwhile()  # read it, instead of sending the check again
+                assert run.settled
+                assert a.statistics().stun_received == 1
+                # What reaches the peer next is the nomination, not a copy of the check.
+                following = stun.decode(peer.recvfrom(2048)[0])
+                assert following.transaction_id != request.transaction_id
+                assert following.get(stun.UseCandidate) is not None
+                nursery.cancel_scope.cancel()

@@ -26,6 +26,11 @@ from natlab import (
 
 pytestmark = pytest.mark.natlab
 
+#: How long building a lab may take before a test calls it stuck: a hang guard, 100 times an
+#: idle machine's 0.15-0.6 s, not a speed target (speed is for benchmarks to measure).  Each
+#: command of the build also has its own timeout (tests/natlab.py).
+BUILD_GUARD = 60.0
+
 ALL_KINDS = list(NatKind)
 EIM_KINDS = {NatKind.NONE, NatKind.ENDPOINT_INDEPENDENT, NatKind.FULL_CONE}
 
@@ -231,18 +236,21 @@ def test_teardown_even_when_the_body_raises() -> None:
     assert prefix and leftover_namespaces(prefix) == []
     assert [pid for pid in pids if _alive(pid)] == []
     assert not any(p.name.startswith(prefix) for p in Path("/tmp").iterdir()), "temp dir left"
-    assert build_time < 5.0, build_time
+    assert build_time < BUILD_GUARD, build_time
 
 
-def test_build_time() -> None:
+def test_build_and_teardown_with_and_without_turn() -> None:
+    """A bare lab and one with NATs and coturn build, work and leave nothing behind.  How
+    fast they build is a benchmark's business; here a generous guard only catches a stall."""
     require_natlab()
-    for kinds, turn, limit in (
-        ((NatKind.NONE, NatKind.NONE), False, 2.0),
-        ((NatKind.FULL_CONE, NatKind.SYMMETRIC), True, 5.0),
+    for kinds, turn in (
+        ((NatKind.NONE, NatKind.NONE), False),
+        ((NatKind.FULL_CONE, NatKind.SYMMETRIC), True),
     ):
         started = time.monotonic()
         with nat_lab(*kinds, turn=turn) as lab:
             built = time.monotonic() - started
+            prefix = lab.prefix
             assert lab.host_a.address == lab.public_address_a or lab.host_a.router is not None
-        total = time.monotonic() - started
-        assert built < limit and total < limit + 2.0, (kinds, built, total)
+        assert leftover_namespaces(prefix) == [], kinds
+        assert built < BUILD_GUARD, (kinds, built)

@@ -1,7 +1,9 @@
 """The trio relay transport against a real coturn on loopback (UDP, TCP and TLS).
 
 Each test starts its own ``turnserver`` on free 127.0.0.1 ports (tests/coturn.py) and stops it
-by PID; the tests skip when coturn is not installed.
+by PID; the tests skip when coturn is not installed.  Timeouts are checked in virtual time
+(``autojump_clock``) against a silent socket or an in-process scripted server, and against
+coturn by making the slow path's timeout far longer than the test's hang guard.
 """
 
 from __future__ import annotations
@@ -12,15 +14,24 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
-from trice import ConfigError, ServerUrl, TurnError
+from trice import ConfigError, ServerUrl, TurnError, stun
+from trice._trio import _relay
 from trice._trio._relay import RelayTransport, run_relay
 from trice.turn import AllocationError, TurnState
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+from virtual_time import wall_clock_guard
 
 Address = tuple[str, int]
 Received = tuple[bytes, Address]
+
+#: An allocation timeout for tests where coturn (or the kernel) answers at once: far longer
+#: than HANG_GUARD, so that waiting for it instead of the answer fails the test.
+SLOW_PATH = 30.0
+#: Bounds a step that takes milliseconds; it only trips on a hang or on waiting for SLOW_PATH.
+HANG_GUARD = 10.0
 
 
 @pytest.fixture
@@ -129,13 +140,17 @@ async def test_tls_rejects_an_unknown_certificate(coturn_tls: Coturn) -> None:
 
 
 async def test_wrong_password_is_401(coturn: Coturn) -> None:
-    start = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        with pytest.raises(TurnError) as info:  # nursery.start raises it bare
-            await start_relay(
-                nursery, url(coturn, "udp"), Inbox(), password="nope", allocation_timeout=2
-            )
-    assert trio.current_time() - start < 2
+    # The 401 ends the allocation at once: the guard trips long before the allocation timeout.
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(TurnError) as info:  # nursery.start raises it bare
+                await start_relay(
+                    nursery,
+                    url(coturn, "udp"),
+                    Inbox(),
+                    password="nope",
+                    allocation_timeout=SLOW_PATH,
+                )
     error = info.value
     assert isinstance(error, AllocationError)
     assert error.code == 401
@@ -149,25 +164,39 @@ async def test_nobody_listening_is_unreachable(transport: str) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nobody listens there
     server = ServerUrl("turn", "127.0.0.1", port=port, transport=transport)
-    start = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        with pytest.raises(AllocationError) as info:
-            await start_relay(nursery, server, Inbox(), allocation_timeout=1)
-    assert trio.current_time() - start < 1.2
+    # The ICMP error (UDP) or the reset (TCP) ends it at once, not the allocation timeout.
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(AllocationError) as info:
+                await start_relay(nursery, server, Inbox(), allocation_timeout=SLOW_PATH)
     assert info.value.reason == "unreachable"
     assert str(server) in str(info.value)
 
 
-async def test_silent_server_times_out() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+async def test_silent_server_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    # Virtual time (tests/virtual_time.py): nothing ever answers, so the clock may jump
+    # whenever every task waits, and the allocation timeout is met exactly however loaded
+    # the machine is.
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))  # bound, never read: requests vanish without ICMP
+        hole.setblocking(False)
         server = ServerUrl("turn", "127.0.0.1", port=hole.getsockname()[1])
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
             with pytest.raises(AllocationError) as info:
                 await start_relay(nursery, server, Inbox(), allocation_timeout=0.8)
         elapsed = trio.current_time() - start
-    assert 0.8 <= elapsed < 1.0
+        allocates = 0
+        while True:
+            try:
+                hole.recv(2048)
+            except BlockingIOError:
+                break
+            allocates += 1
+    # Given up at the allocation timeout: not before, and not at the end of the (39.5 s)
+    # retransmission schedule of RFC 8489 §6.2.1.
+    assert elapsed == pytest.approx(0.8)
+    assert allocates >= 2  # retransmitted (the initial RTO is 0.5 s) until then
     assert info.value.reason == "timeout"
     assert info.value.code is None
     assert str(server) in str(info.value)
@@ -261,21 +290,88 @@ async def test_plain_udp_peer(coturn: Coturn) -> None:
 
 
 @pytest.mark.parametrize("how", ["cancel", "close"])
-async def test_ending_deallocates(coturn: Coturn, how: str) -> None:
-    async with trio.open_nursery() as nursery:
-        relay = await start_relay(nursery, url(coturn, "udp"), Inbox())
-        relayed_port = relay.local_address[1]
-        assert not port_is_free(relayed_port)
-        start = trio.current_time()
-        if how == "cancel":
-            nursery.cancel_scope.cancel()
-        else:
-            relay.close()
-    assert trio.current_time() - start < 0.6
+async def test_ending_deallocates(
+    coturn: Coturn, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Closing waits for coturn's answer at most DEALLOCATE_WAIT, made here far longer than the
+    # guard: only the answer can end the wait in time.  (The wait is shielded: a shutdown that
+    # sat it out would end after SLOW_PATH seconds, past the guard, but not be cancelled.)
+    monkeypatch.setattr(_relay, "DEALLOCATE_WAIT", SLOW_PATH)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            relay = await start_relay(nursery, url(coturn, "udp"), Inbox())
+            relayed_port = relay.local_address[1]
+            assert not port_is_free(relayed_port)
+            start = trio.current_time()
+            if how == "cancel":
+                nursery.cancel_scope.cancel()
+            else:
+                relay.close()
+    assert trio.current_time() - start < HANG_GUARD  # milliseconds, not SLOW_PATH
     assert relay.closed
-    assert relay.state is TurnState.CLOSED
+    assert relay.state is TurnState.CLOSED  # the server answered the deallocation
     assert not relay.send_nowait(b"late", ("127.0.0.1", 9))
-    # coturn released the relayed port: the allocation is gone.
-    with trio.fail_after(2):
+    # coturn released the relayed port (about a second later): the allocation is gone; left
+    # alone it would hold the port for the whole 600 s lifetime.
+    with trio.fail_after(HANG_GUARD):
         while not port_is_free(relayed_port):  # noqa: ASYNC110 (polling another process)
             await trio.sleep(0.05)
+
+
+async def _allocate_only_server(sock: trio.socket.SocketType, seen: list[stun.Message]) -> None:
+    """Just enough of a TURN server for one allocation (a 401 challenge, then the Allocate
+    granted) that answers nothing else: the deallocation goes unanswered."""
+    realm = "example.org"
+    key = stun.long_term_key(USER, realm, PASSWORD)
+    while True:
+        data, source = await sock.recvfrom(2048)
+        request = stun.decode(data)
+        seen.append(request)
+        if request.method is not stun.Method.ALLOCATE:
+            continue
+        if request.get(stun.Username) is None:
+            challenge = request.error_response(
+                401, "Unauthorized", stun.Realm(realm), stun.Nonce("nonce")
+            )
+            await sock.sendto(challenge.encode(), source)
+            continue
+        granted = request.success_response(
+            stun.XorRelayedAddress("198.51.100.1", 50000),
+            stun.XorMappedAddress(source[0], source[1]),
+            stun.Lifetime(600),
+        )
+        await sock.sendto(granted.encode(integrity_key=key), source)
+
+
+def _state(relay: RelayTransport) -> TurnState:
+    """The relay's state (a call, so that mypy does not narrow it between steps)."""
+    return relay.state
+
+
+@pytest.mark.parametrize("how", ["cancel", "close"])
+async def test_ending_waits_for_a_silent_server_at_most_the_deallocate_wait(
+    autojump_clock: trio.testing.MockClock, how: str
+) -> None:
+    # Virtual time (tests/virtual_time.py) against a server in this process: the clock jumps
+    # only when every task waits, and loopback UDP is queued at once, so the wait is exact.
+    seen: list[stun.Message] = []
+    with wall_clock_guard(), trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        server = ServerUrl("turn", "127.0.0.1", port=sock.getsockname()[1])
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_allocate_only_server, sock, seen)
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(nursery, server, Inbox())
+                assert _state(relay) is TurnState.ALLOCATED
+                start = trio.current_time()
+                if how == "cancel":
+                    nursery.cancel_scope.cancel()
+                else:
+                    relay.close()
+            elapsed = trio.current_time() - start
+            outer.cancel_scope.cancel()
+    assert elapsed == pytest.approx(_relay.DEALLOCATE_WAIT)
+    assert relay.closed
+    assert _state(relay) is TurnState.CLOSING  # never answered; given up on
+    refreshes = [m for m in seen if m.method is stun.Method.REFRESH]
+    assert refreshes and all(m.get(stun.Lifetime) == stun.Lifetime(0) for m in refreshes)
