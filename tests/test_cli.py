@@ -37,6 +37,7 @@ def test_demo_json_shows_candidates_states_tree_pair_rtt_and_throughput() -> Non
     names = _names(tree)
     assert sum(n.startswith("trice agent ") for n in names) == 2
     assert any(n.startswith(("check ", "nominate ")) for n in names)
+    assert sum(n.startswith("trice timers") for n in names) == 1  # one, shared by both
     (rtt,) = [r for r in records if r["event"] == "rtt"]
     assert rtt["count"] == 20 and rtt["median_us"] > 0
     (throughput,) = [r for r in records if r["event"] == "throughput"]

@@ -81,6 +81,20 @@ def _task_tree(task: trio.lowlevel.Task) -> dict[str, Any]:
     return {"name": task.name, "children": children}
 
 
+def _shared_timers() -> list[dict[str, Any]]:
+    """The run's ``trice timers`` task (a system task shared by every agent, outside the
+    agents' own trees), as tree nodes."""
+    root = trio.lowlevel.current_root_task()
+    if root is None:
+        return []
+    return [
+        {"name": f"{task.name} (shared by the agents of this run)", "children": []}
+        for nursery in root.child_nurseries
+        for task in nursery.child_tasks
+        if task.name == "trice timers"
+    ]
+
+
 def _count(tree: dict[str, Any], prefix: str) -> int:
     here = 1 if str(tree["name"]).startswith(prefix) else 0
     return here + sum(_count(child, prefix) for child in tree["children"])
@@ -162,6 +176,7 @@ async def _demo(emit: Emit, *, count: int, size: int, pings: int) -> None:
                 while len(conns) < 2:
                     tree = _task_tree(me)
                     tree["name"] = "trice demo"
+                    tree["children"].extend(_shared_timers())
                     if _count(tree, "check") + _count(tree, "nominate") > _count(
                         best, "check"
                     ) + _count(best, "nominate"):

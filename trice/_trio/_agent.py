@@ -47,6 +47,7 @@ from trice._trio._gather import (
 )
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
+from trice._trio._timers import timer_hub
 from trice._trio._transport import Transport, UdpTransport
 from trice.ice._candidate import Candidate
 from trice.ice._core import AgentCore, IceParameters, warm_up
@@ -140,11 +141,13 @@ class Agent:
         "_core",
         "_datagrams",
         "_gathering",
+        "_hub",
         "_lease",
         "_local",
         "_malformed",
         "_mapped",
         "_nursery",
+        "_parked",
         "_pending",
         "_primary",
         "_reports",
@@ -156,7 +159,7 @@ class Agent:
         "_timers",
         "_transports",
         "_unknown_source",
-        "_wake_scope",
+        "_waiting_on",
         "config",
     )
 
@@ -184,8 +187,11 @@ class Agent:
         self._gathering = GatheringState.NEW
         self._subscribers: list[EventStream] | None = None  # made by the first subscribe
         self._changed: trio.Event | None = None  # made when someone waits for a change
-        # The agent task's wait, whose deadline is the core's next deadline (see _run).
-        self._wake_scope: trio.CancelScope | None = None
+        # What the agent task waits on, for the run's timer to wake it (see _run): its
+        # socket, or (parked while a receiver holds the socket) the task itself.
+        self._waiting_on: socket.socket | None = None
+        self._hub = timer_hub()
+        self._parked: trio.lowlevel.Task | None = None
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
@@ -411,10 +417,25 @@ class Agent:
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""
-        scope = self._wake_scope
-        if due < self._sleeping_until and scope is not None:
-            scope.deadline = due
+        if due < self._sleeping_until:
             self._sleeping_until = due
+            self._hub.arm(due, self)
+
+    def _time_came(self) -> None:
+        """The run's timer: the agent task's planned wake-up time has come (see _run)."""
+        sock = self._waiting_on
+        if sock is not None:
+            self._waiting_on = None
+            trio.lowlevel.notify_closing(sock)  # the wait raises ClosedResourceError
+            return
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
+
+    def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _arm(self, run: CheckRun, due: float) -> None:
         """Wake ``run``'s parked task at ``due`` (the agent task keeps the time)."""
@@ -498,62 +519,62 @@ class Agent:
         # takes it back after a lease with no receiver (the same hand-off as
         # :meth:`_receive_loop`).
         core = self._core
+        hub = self._hub
         # Until the agent closes: after ICE failed there are no timers left, but STUN is
         # still answered (and counted) as long as the agent is open.
+        #
+        # No cancel scope times the wait: the run's timer (trice/_trio/_timers.py) wakes the
+        # task at ``_sleeping_until`` (by notify_closing on the socket it waits on, or by
+        # rescheduling it if it is parked); ``_pump`` brings that time forward.
         due = -math.inf  # when the last wait was due to end
         while not self._closed:
-            # One cancel scope for many waits: its deadline follows the next deadline, and a
-            # new scope is made only once one ends (the deadline came, or someone cancelled
-            # it: a receiver taking the socket, the agent closing).  A scope per wait would
-            # cost microseconds each and leave an entry in trio's deadline heap.
-            with trio.CancelScope() as scope:
-                self._wake_scope = scope
-                while not self._closed:
-                    now = trio.current_time()
-                    if now >= due:
-                        # The core's time came (a datagram was handled as it was read).
-                        core.on_timer(now)
-                        self._pump()
-                    deadline = core.next_deadline()
-                    wake_at = self._fire_timers(now)
-                    if deadline is not None and deadline < wake_at:
-                        wake_at = deadline
-                    primary = self._primary
-                    read = False
-                    if primary is not None and not primary.closed:
-                        lease = self._lease
-                        if primary.held or (lease is not None and lease[0] != primary.holds):
-                            lease = self._lease = (primary.holds, now + _LEASE)
-                        elif lease is not None and now >= lease[1]:
-                            lease = self._lease = None
-                        if lease is None:
-                            read = True
-                        elif lease[1] < wake_at:
-                            wake_at = lease[1]
-                    if scope.deadline != wake_at:
-                        scope.deadline = wake_at
-                    readable = False
-                    self._sleeping_until = wake_at
-                    if read:
-                        assert primary is not None
-                        primary.reader_scope = scope
-                        try:
-                            await trio.lowlevel.wait_readable(primary.sock)
-                            readable = True
-                        except trio.ClosedResourceError:
-                            pass  # woken by notify_closing (see ReceiveBuffer.nudge)
-                        primary.reader_scope = None
-                    else:
-                        await trio.sleep_forever()
-                    self._sleeping_until = -math.inf
-                    due = scope.deadline
-                    if readable and primary is not None and not self._drain(primary):
-                        await trio.lowlevel.checkpoint()
-            due = scope.deadline
-            self._wake_scope = None
-            self._sleeping_until = -math.inf
-            if self._primary is not None:
-                self._primary.reader_scope = None
+            now = trio.current_time()
+            if now >= due:
+                # The core's time came (a datagram was handled as it was read).
+                core.on_timer(now)
+                self._pump()
+            deadline = core.next_deadline()
+            wake_at = self._fire_timers(now)
+            if deadline is not None and deadline < wake_at:
+                wake_at = deadline
+            primary = self._primary
+            read = False
+            if primary is not None and not primary.closed:
+                lease = self._lease
+                if primary.held or (lease is not None and lease[0] != primary.holds):
+                    lease = self._lease = (primary.holds, now + _LEASE)
+                elif lease is not None and now >= lease[1]:
+                    lease = self._lease = None
+                if lease is None:
+                    read = True
+                elif lease[1] < wake_at:
+                    wake_at = lease[1]
+            readable = False
+            self._sleeping_until = wake_at
+            if wake_at != math.inf:
+                hub.arm(wake_at, self)
+            try:
+                if read:
+                    assert primary is not None
+                    sock = self._waiting_on = primary.sock
+                    primary.reader_waiting = True
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                        readable = True
+                    except trio.ClosedResourceError:
+                        pass  # the timer, a nudge (see ReceiveBuffer.nudge), a receiver
+                else:
+                    self._parked = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._unpark)
+            finally:
+                self._waiting_on = None
+                self._parked = None
+                if primary is not None:
+                    primary.reader_waiting = False
+                due = self._sleeping_until
+                self._sleeping_until = -math.inf
+            if readable and primary is not None and not self._drain(primary):
+                await trio.lowlevel.checkpoint()
 
     def _adopt_socket(self, transport: UdpTransport, name: str) -> None:
         """A new host socket: the agent task reads the first, a reader task each other."""
@@ -639,10 +660,15 @@ class Agent:
                     if not transport.held and transport.holds == holds:
                         break
                 continue
-            with trio.CancelScope() as scope:
-                transport.reader_scope = scope
+            transport.reader_waiting = True
+            try:
                 await trio.lowlevel.wait_readable(sock)
-            transport.reader_scope = None
+            except trio.ClosedResourceError:
+                if transport.closed:
+                    return
+                # a receiver taking the socket (see UdpTransport.kick), or a nudge
+            finally:
+                transport.reader_waiting = False
 
     def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
         """One datagram from ``source`` arrived on ``transport`` (used by relays; the UDP
@@ -756,6 +782,7 @@ class AgentContext:
         nursery = await manager.__aenter__()
         try:
             agent = self._agent = Agent(self._config, self._controlling)
+            agent._hub.join()
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
@@ -789,6 +816,7 @@ class AgentContext:
                 raise leaves[0] from None
         finally:
             if agent is not None:
+                agent._hub.leave()
                 for transport in agent._transports.values():
                     transport.close()
 

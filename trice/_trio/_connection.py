@@ -171,8 +171,7 @@ class Connection(trio.abc.Channel[bytes]):
         # this task straight from the kernel, not through the reader task.
         transport.held = True
         transport.holds += 1
-        if transport.reader_scope is not None:
-            transport.reader_scope.cancel()  # frees the socket's read slot at once
+        transport.kick()  # frees the socket's read slot at once
         drain = self._agent._drain
         sock = transport.sock
         waited = False

@@ -48,7 +48,7 @@ class UdpTransport:
         "held",
         "holds",
         "local_address",
-        "reader_scope",
+        "reader_waiting",
         "sock",
     )
 
@@ -59,11 +59,18 @@ class UdpTransport:
         host, port = sock.getsockname()[:2]
         self.local_address: Address = (host.split("%", 1)[0], port)
         self.closed = False
-        # Who waits on the socket: its reader (``reader_scope`` set while it does), or a
+        # Who waits on the socket: its reader (``reader_waiting`` while it does), or a
         # task blocked in Connection.receive (``held``; ``holds`` counts such receives).
         self.held = False
         self.holds = 0
-        self.reader_scope: trio.CancelScope | None = None
+        self.reader_waiting = False
+
+    def kick(self) -> None:
+        """Make the socket's reader leave its wait (it looks again, and finds the socket
+        held): :func:`trio.lowlevel.notify_closing` without closing the socket."""
+        if self.reader_waiting and not self.closed:
+            self.reader_waiting = False
+            trio.lowlevel.notify_closing(self.sock)
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         """Send if the kernel takes it now; UDP may drop, so a full buffer drops too."""

@@ -1,0 +1,134 @@
+"""The run's shared timer (trice/_trio/_timers.py): one task for every agent's deadline."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+import trio.testing
+
+import trice
+from trice._trio._timers import TimerHub, timer_hub
+
+from loopback import connect_both, loopback_config, signal
+from virtual_time import wall_clock_guard
+
+
+def _task_names() -> list[str]:
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names: list[str] = []
+    todo = [root]
+    while todo:
+        task = todo.pop()
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return names
+
+
+async def test_the_timer_task_lives_while_any_agent_is_open() -> None:
+    config = loopback_config()
+    assert "trice timers" not in _task_names()
+    async with trice.open_agent(config, controlling=True) as a:
+        async with trice.open_agent(config, controlling=False) as b:
+            await trio.testing.wait_all_tasks_blocked()
+            assert _task_names().count("trice timers") == 1  # one for both agents
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b)
+            await connect_both(a, b)
+        await trio.testing.wait_all_tasks_blocked()
+        assert "trice timers" in _task_names()  # a is still open
+        assert timer_hub().running
+    await trio.testing.wait_all_tasks_blocked()
+    assert "trice timers" not in _task_names()  # the last agent closed: no task is left
+    assert not timer_hub().running
+    # A later agent starts it again.
+    async with trice.open_agent(config, controlling=True):
+        await trio.testing.wait_all_tasks_blocked()
+        assert "trice timers" in _task_names()
+
+
+async def test_deadlines_of_many_agents_come_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Consent keeps pairs connected, and a silenced peer is declared disconnected, then
+    failed, at the configured times: every agent's deadlines fire through the one timer."""
+    timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=2.0, failed_timeout=4.0)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard():
+        await _two_pairs_then_silence(config, timing)
+
+
+async def _two_pairs_then_silence(config: trice.AgentConfig, timing: trice.Timing) -> None:
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+        trice.open_agent(config, controlling=True) as c,
+        trice.open_agent(config, controlling=False) as d,
+    ):
+        for x, y in ((a, b), (c, d)):
+            await x.wait_gathering_complete()
+            await y.wait_gathering_complete()
+            signal(x, y)
+            await connect_both(x, y)
+        await trio.sleep(10)  # 20 rounds of consent
+        alive = (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED)
+        assert all(agent.connection_state in alive for agent in (a, b, c, d))
+        # Silence d: every socket of d stops answering (closed under it).
+        async with c.subscribe() as events:
+            for transport in d._transports.values():
+                transport.close()
+            start = trio.current_time()
+            seen: dict[trice.ConnectionState, float] = {}
+            with trio.fail_after(60):
+                async for event in events:
+                    if isinstance(event, trice.ConnectionStateChanged):
+                        seen.setdefault(event.state, trio.current_time() - start)
+                        if event.state is trice.ConnectionState.FAILED:
+                            break
+        # c's last consent came at most a keepalive interval before the cut.
+        low, high = (
+            timing.disconnected_timeout - timing.keepalive_interval,
+            timing.disconnected_timeout,
+        )
+        assert low <= seen[trice.ConnectionState.DISCONNECTED] <= high
+        low, high = timing.failed_timeout - timing.keepalive_interval, timing.failed_timeout
+        assert low <= seen[trice.ConnectionState.FAILED] <= high
+        assert a.connection_state in alive and b.connection_state in alive
+
+
+class _Sleeper:
+    def __init__(self) -> None:
+        self._sleeping_until = math.inf
+        self.woken = 0
+
+    def _time_came(self) -> None:
+        self.woken += 1
+
+
+async def test_stale_entries_are_skipped_and_pruned(autojump_clock: trio.testing.MockClock) -> None:
+    hub = TimerHub()
+    hub.join()
+    with wall_clock_guard():
+        await _many_plans(hub)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not hub.running
+
+
+async def _many_plans(hub: TimerHub) -> None:
+    try:
+        sleepers = [_Sleeper() for _ in range(10)]
+        now = trio.current_time()
+        for round_ in range(200):  # each sleeper changes its mind 200 times
+            for i, sleeper in enumerate(sleepers):
+                sleeper._sleeping_until = now + 100 + round_ + i / 100
+                hub.arm(sleeper._sleeping_until, sleeper)
+        # Stale entries are pruned: the heap stays bounded, not 2000 long.
+        assert len(hub._heap) <= 2 * 10 + 256 + 1
+        await trio.sleep(400)
+        # Only the last plan of each came due, once.
+        assert [s.woken for s in sleepers] == [1] * 10
+    finally:
+        hub.leave()
