@@ -1,11 +1,11 @@
 """Scale: N pairs of agents in one process, all connecting at once, beside aioice.
 
 For N in (100, 500, 1000): the time until every pair is connected (from opening the agents,
-so host gathering is included), and the memory each agent holds once connected (traced
-Python allocations, in a separate run so that tracing does not slow the timed one; the
-agents are held open from one task, so that the harness keeps nothing per pair alive, as
-in the aioice run).  Then,
-at the default limit of 1024 file descriptors, what happens when they run out: trice raises
+so host gathering is included; each timed run in a fresh process of its own), and the
+memory each agent holds once connected (traced Python allocations, in a separate run so
+that tracing does not slow the timed one; the agents are held open from one task, so that
+the harness keeps nothing per pair alive, as in the aioice run).  Then, at the default
+limit of 1024 file descriptors, what happens when they run out: trice raises
 :class:`trice.LimitError`; aioice is reported as measured.
 
 Run: ``python bench/scale.py [--sizes 100 500 1000] [--quick]``.
@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import resource
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -203,22 +205,54 @@ def _aioice_memory(n: int) -> float:
     return result[0]
 
 
+def _timed_alone(kind: str, n: int) -> tuple[float, int] | None:
+    """One timed run (``kind`` is trice or aioice) in a fresh process of its own.
+
+    In one process the second of two runs came out up to a fifth faster or slower than the
+    first, whichever library ran first (the interpreter's arenas and the collector's
+    thresholds carry over): a fresh process each keeps the comparison even.
+    """
+    command = [sys.executable, __file__, "--one", kind, str(n)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            got = json.loads(line)
+            return float(got["seconds"]), int(got["ok"])
+    print(f"{kind} x{n} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
+    return None
+
+
+def _one(kind: str, n: int) -> None:
+    _raise_fd_limit(4 * n + 256)
+    if kind == "trice":
+        seconds, ok = trio.run(_trice_pairs, n), n
+    else:
+        _aioice_setup()
+        seconds, ok = asyncio.run(_aioice_pairs(n))
+    print(json.dumps({"seconds": seconds, "ok": ok}))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="N pairs of agents connecting at once")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--memory-size", type=int, default=200, help="pairs for the memory run")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one:
+        _one(args.one[0], int(args.one[1]))
+        return
     if args.quick:
         args.sizes, args.memory_size = [100], 50
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     have_aioice = _aioice_setup()
     rows = []
     for n in args.sizes:
-        _raise_fd_limit(4 * n + 256)
-        trice_s = trio.run(_trice_pairs, n)
-        aio = asyncio.run(_aioice_pairs(n)) if have_aioice else None
-        rows.append((n, trice_s, aio))
+        timed = _timed_alone("trice", n)
+        if timed is None:
+            continue
+        aio = _timed_alone("aioice", n) if have_aioice else None
+        rows.append((n, timed[0], aio))
     trice_kib = _trice_memory(args.memory_size)
     aio_kib = _aioice_memory(args.memory_size) if have_aioice else None
 
