@@ -102,6 +102,7 @@ async def _two_pairs_then_silence(config: trice.AgentConfig, timing: trice.Timin
 class _Sleeper:
     def __init__(self) -> None:
         self._sleeping_until = math.inf
+        self._armed_at = -math.inf
         self.woken = 0
 
     def _time_came(self) -> None:
@@ -132,3 +133,48 @@ async def _many_plans(hub: TimerHub) -> None:
         assert [s.woken for s in sleepers] == [1] * 10
     finally:
         hub.leave()
+
+
+async def test_the_same_time_armed_again_and_again_pushes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An agent re-arms its planned time after every datagram that wakes it (a flood of
+    junk datagrams included): that must neither grow the heap nor cost more each time."""
+    hub = TimerHub()
+    hub.join()
+    with wall_clock_guard():
+        try:
+            sleepers = [_Sleeper() for _ in range(3)]
+            due = trio.current_time() + 5
+            for sleeper in sleepers:
+                sleeper._sleeping_until = due
+            for _ in range(5000):
+                for sleeper in sleepers:
+                    hub.arm(due, sleeper)
+            assert len(hub._heap) == 3
+            # A time that went stale and came back is armed anew (one more entry), and the
+            # stale copies go at the next prune.
+            for round_ in range(300):
+                sleepers[0]._sleeping_until = due + 1 + round_ % 2
+                hub.arm(sleepers[0]._sleeping_until, sleepers[0])
+            assert len(hub._heap) <= 2 * 1 + 256 + 1
+            await trio.sleep(10)
+            assert [s.woken for s in sleepers] == [1, 1, 1]
+        finally:
+            hub.leave()
+
+
+async def test_a_closed_agent_is_not_kept_by_the_timer() -> None:
+    """Closing an agent drops the timer's hold on it (not only when its entries come due),
+    once stale entries outnumber the open agents."""
+    config = loopback_config()
+    async with trice.open_agent(config, controlling=True) as keeper:
+        hub = timer_hub()
+        for _ in range(30):
+            async with trice.open_agent(config, controlling=False) as short:
+                await short.wait_gathering_complete()
+                short.set_remote_parameters("abcd", "x" * 22)
+                await trio.testing.wait_all_tasks_blocked()
+        kept = {id(entry[2]) for entry in hub._heap}
+        assert len(kept - {id(keeper)}) <= 16 + 2
+        assert len(hub._heap) <= 2 * 1 + 16 + 1

@@ -133,6 +133,7 @@ class Agent:
     """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
 
     __slots__ = (
+        "_armed_at",
         "_bases_made",
         "_buffer",
         "_changed",
@@ -191,6 +192,7 @@ class Agent:
         # socket, or (parked while a receiver holds the socket) the task itself.
         self._waiting_on: socket.socket | None = None
         self._hub = timer_hub()
+        self._armed_at = -math.inf  # the timer's own bookkeeping (see TimerHub.arm)
         self._parked: trio.lowlevel.Task | None = None
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
@@ -426,7 +428,8 @@ class Agent:
         sock = self._waiting_on
         if sock is not None:
             self._waiting_on = None
-            trio.lowlevel.notify_closing(sock)  # the wait raises ClosedResourceError
+            if sock.fileno() != -1:  # (closed under the waiting task: it is awake already)
+                trio.lowlevel.notify_closing(sock)  # the wait raises ClosedResourceError
             return
         task = self._parked
         if task is not None:
@@ -763,13 +766,14 @@ class AgentContext:
     thousands of agents in a process is memory that counts.  It can be entered once.
     """
 
-    __slots__ = ("_agent", "_config", "_controlling", "_manager")
+    __slots__ = ("_agent", "_config", "_controlling", "_joined", "_manager")
 
     def __init__(self, config: AgentConfig, controlling: bool) -> None:
         self._config = config
         self._controlling = controlling
         self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._agent: Agent | None = None
+        self._joined = False  # counted by the run's timer (see TimerHub.join)
 
     async def __aenter__(self) -> Agent:
         if self._manager is not None:
@@ -783,6 +787,7 @@ class AgentContext:
         try:
             agent = self._agent = Agent(self._config, self._controlling)
             agent._hub.join()
+            self._joined = True
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
@@ -816,7 +821,9 @@ class AgentContext:
                 raise leaves[0] from None
         finally:
             if agent is not None:
-                agent._hub.leave()
+                if self._joined:
+                    self._joined = False
+                    agent._hub.leave()
                 for transport in agent._transports.values():
                     transport.close()
 

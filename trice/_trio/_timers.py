@@ -12,9 +12,11 @@ earliest deadline of any agent and wakes the agents whose time has come.
   (the same nudge a receiver gets, see ``ReceiveBuffer.nudge``); a parked one is rescheduled.
 * The timer task is a system task (it serves every agent of the run, and no one agent's
   nursery outlives the others).  It starts with the first agent that opens and ends when the
-  last one closes: no task of trice outlives its agents.
+  last one closes (at its next scheduling step): no task of trice outlives its agents.
 * Entries are checked when they come due: an entry whose agent has since planned another
-  wake-up is stale and skipped, and the heap is pruned when stale entries pile up.
+  wake-up is stale and skipped.  Arming the time already armed pushes nothing, and the heap
+  is pruned (stale entries and copies dropped) when it grows past twice the agents, so that
+  a flood of datagrams waking an agent cannot grow it, nor keep closed agents alive.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ __all__ = ["Sleeper", "TimerHub", "timer_hub"]
 
 
 class Sleeper(Protocol):
-    """What the timer wakes: an agent, whose ``_sleeping_until`` is its planned wake-up."""
+    """What the timer wakes: an agent, whose ``_sleeping_until`` is its planned wake-up.
+
+    ``_armed_at`` belongs to the timer: the due time of the sleeper's entry in the heap (so
+    that arming the same time again pushes nothing), ``-inf`` when it has none.
+    """
 
     _sleeping_until: float
+    _armed_at: float
 
     def _time_came(self) -> None: ...
 
@@ -61,40 +68,64 @@ class TimerHub:
 
     def join(self) -> None:
         """An agent opens: start the timer task if it is not running."""
-        self._members += 1
         if not self._running:
-            self._running = True
             trio.lowlevel.spawn_system_task(self._run, name="trice timers")
+            self._running = True  # (after the spawn: should it fail, nothing is counted)
+        self._members += 1
 
     def leave(self) -> None:
         """An agent closes; the last one to go ends the timer task."""
         self._members -= 1
         if self._members == 0:
-            self._heap.clear()
+            self._prune(keep=False)
             if self._scope is not None:
                 self._scope.cancel()
+        elif len(self._heap) > 2 * self._members + 16:
+            self._prune()  # let closed agents go now, not when their entries come due
 
     def arm(self, due: float, sleeper: Sleeper) -> None:
         """Wake ``sleeper`` at ``due`` (unless it has planned another wake-up by then)."""
+        if sleeper._armed_at == due:
+            return  # its entry for that time is in the heap already
+        sleeper._armed_at = due
         heap = self._heap
         heapq.heappush(heap, (due, next(_SEQUENCE), sleeper))
         if len(heap) > 2 * self._members + _PRUNE_SLACK:
-            self._heap = [entry for entry in heap if entry[2]._sleeping_until == entry[0]]
-            heapq.heapify(self._heap)
+            self._prune()
         if due < self._until:
             self._until = due
             assert self._scope is not None
             self._scope.deadline = due
+
+    def _prune(self, *, keep: bool = True) -> None:
+        """Drop the stale entries, and the copies: one entry per sleeper at most (none
+        without ``keep``)."""
+        kept: list[tuple[float, int, Sleeper]] = []
+        for entry in self._heap:
+            entry[2]._armed_at = -math.inf
+        if keep:
+            for entry in self._heap:
+                due, _, sleeper = entry
+                if sleeper._sleeping_until == due and sleeper._armed_at != due:
+                    sleeper._armed_at = due
+                    kept.append(entry)
+            heapq.heapify(kept)
+        self._heap = kept
 
     def _fire(self, now: float) -> float:
         """Wake the sleepers whose time has come; return the next due time."""
         heap = self._heap
         while heap:
             due, _, sleeper = heap[0]
-            if sleeper._sleeping_until != due:
-                heapq.heappop(heap)  # stale: it woke, or planned another time
+            if sleeper._sleeping_until != due or sleeper._armed_at != due:
+                # Stale (it woke, or planned another time), or a copy of an entry that has
+                # fired already.
+                heapq.heappop(heap)
+                if sleeper._armed_at == due:
+                    sleeper._armed_at = -math.inf
             elif due <= now:
                 heapq.heappop(heap)
+                sleeper._armed_at = -math.inf
                 sleeper._time_came()
             else:
                 return due
