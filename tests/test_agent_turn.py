@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -117,3 +118,53 @@ def test_trice_gather_names_why_a_turn_server_failed(coturn_tls: Coturn) -> None
     records = _gather_cli("--turn", url, "--username", USER, "--credential", "wrong")
     (source,) = [r for r in records if r["event"] == "source" and r["source"] == url]
     assert source["candidates"] == 0 and "401" in str(source["error"])
+
+
+def _mismatch_first(monkeypatch: pytest.MonkeyPatch, mismatches: int) -> list[trice.ServerUrl]:
+    """Make the first ``mismatches`` allocations fail with 437, as coturn answers when it
+    still holds an allocation for the local port (a client before us that never deleted
+    its own); the calls are recorded."""
+    from trice._trio import _gather
+    from trice.turn import AllocationError
+
+    real = _gather.run_relay  # type: ignore[attr-defined]
+    calls: list[trice.ServerUrl] = []
+
+    async def run_relay(server: trice.ServerUrl, *args: Any, **kwargs: Any) -> None:
+        calls.append(server)
+        if len(calls) <= mismatches:
+            raise AllocationError(
+                f"TURN server {server}: TURN Allocate failed: 437 Mismatched allocation",
+                code=437,
+                reason="Mismatched allocation: wrong transaction ID",
+            )
+        await real(server, *args, **kwargs)
+
+    monkeypatch.setattr(_gather, "run_relay", run_relay)
+    return calls
+
+
+async def test_an_allocation_mismatch_starts_again_from_another_port(
+    coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _mismatch_first(monkeypatch, 1)
+    async with trice.open_agent(_relay_config(_server(coturn_tls, "udp")), controlling=True) as a:
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+        assert [c.type for c in a.local_candidates] == [trice.CandidateType.RELAY]
+        (report,) = a.gather_reports
+        assert report.error is None and report.candidates == 1
+    assert len(calls) == 2
+
+
+async def test_an_allocation_mismatch_that_persists_is_reported(
+    coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _mismatch_first(monkeypatch, 10)
+    async with trice.open_agent(_relay_config(_server(coturn_tls, "udp")), controlling=True) as a:
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+        assert a.local_candidates == ()
+        (report,) = a.gather_reports
+        assert report.error is not None and report.error.startswith("437")
+    assert len(calls) == 3  # the first try and two more, each from a new port

@@ -26,6 +26,7 @@ from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._transport import UdpTransport, bind_udp
 from trice.ice._events import GatheringState
 from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
+from trice.turn import AllocationError
 
 if TYPE_CHECKING:
     from trice._trio._agent import Agent
@@ -255,26 +256,41 @@ async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) ->
     agent._report(GatherReport(source, elapsed, 1))
 
 
+#: Allocations started again from a new local port after a 437 Allocation Mismatch.
+_MISMATCH_RETRIES = 2
+
+
 async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
     """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
     as a task of the agent until the agent closes, which deallocates it."""
     started = trio.current_time()
     base = agent._new_base()
     assert server.username is not None and server.credential is not None
+    deadline = started + agent.config.timing.gather_timeout
     try:
-        transport: RelayTransport = await agent._nursery.start(
-            functools.partial(
-                run_relay,
-                url,
-                server.username,
-                server.credential,
-                base=base,
-                deliver=agent._dispatch,
-                ssl_context=server.ssl_context,
-                timeout=agent.config.timing.gather_timeout,
-            ),
-            name=f"relay {url}",
-        )
+        for attempt in range(1 + _MISMATCH_RETRIES):
+            try:
+                transport: RelayTransport = await agent._nursery.start(
+                    functools.partial(
+                        run_relay,
+                        url,
+                        server.username,
+                        server.credential,
+                        base=base,
+                        deliver=agent._dispatch,
+                        ssl_context=server.ssl_context,
+                        timeout=max(deadline - trio.current_time(), 0.001),
+                    ),
+                    name=f"relay {url}",
+                )
+                break
+            except AllocationError as exc:
+                # 437: the server holds an allocation for this very 5-tuple (a client that
+                # used the local port before and never deallocated, say).  RFC 8656 §7.3:
+                # start again from another local port, as every connection gets.
+                if exc.code != 437 or attempt == _MISMATCH_RETRIES:
+                    raise
+                logger.info("%s: %s; again from another port", agent._local.ufrag, exc)
     except TurnError as exc:
         logger.warning("%s: no relay candidate from %s: %s", agent._local.ufrag, url, exc)
         reason = getattr(exc, "reason", "") or str(exc)
