@@ -36,11 +36,13 @@ __all__ = [
     "PEER_KINDS",
     "PeerUnavailable",
     "Row",
+    "WARMED",
     "Stats",
     "default_rows",
     "measure",
     "measure_cmds",
     "measure_in_process",
+    "warmed",
 ]
 
 
@@ -127,7 +129,18 @@ def default_rows(*, ipv6: bool = False) -> list[Row]:
             rows.append(Row.of(kind_a, kind_b, ipv6=ipv6))
         except PeerUnavailable as exc:
             print(f"skipping {kind_a}-{kind_b}: {exc}", file=sys.stderr)
+        if (kind_a, kind_b) == ("trice", "trice"):
+            rows.append(warmed(rows[-1]))
     return rows
+
+
+WARMED = " (warm_up)"
+
+
+def warmed(row: Row) -> Row:
+    """``row`` with both trice peers calling :func:`trice.warm_up` at start-up, before
+    anything is measured (as an application that wants its first connection fast would)."""
+    return Row(row.label + WARMED, [*row.peer_a_cmd, "--warm"], [*row.peer_b_cmd, "--warm"])
 
 
 async def _in_process_once(ipv6: bool, limit: float) -> float:

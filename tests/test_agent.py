@@ -733,3 +733,22 @@ async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket() 
                 assert following.transaction_id != request.transaction_id
                 assert following.get(stun.UseCandidate) is not None
                 nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_warm_up_connects_on_loopback_and_leaves_nothing_open() -> None:
+    before = _open_fds()
+    assert await trice.warm_up(rounds=2)
+    assert _open_fds() <= before
+    await trio.testing.wait_all_tasks_blocked()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names = [t.name for t in _walk(root)]
+    assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
+
+
+async def test_warm_up_without_loopback_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trice._trio import _gather
+
+    monkeypatch.setattr(_gather, "host_addresses", lambda network: [])
+    assert await trice.warm_up(rounds=1) is False

@@ -210,3 +210,16 @@ def test_pair_relay_only_through_coturn(kinds: tuple[str, str], coturn: list[str
                     assert _address(msg[key]).is_loopback, msg
         ex_a, ex_b = exchange(a, b, COUNT)
         assert (ex_a["received"], ex_b["received"]) == (COUNT, COUNT)
+
+
+def test_trice_peers_that_warm_up_first() -> None:
+    """``--warm``: each trice peer calls trice.warm_up() before its agent opens (the
+    benchmark's ``trice-trice (warm_up)`` row), then connects and exchanges as usual."""
+    cmd_a = [*peer_command("trice", controlling=True), "--warm"]
+    cmd_b = [*peer_command("trice", controlling=False), "--warm"]
+    with peer_pair(cmd_a, cmd_b) as (a, b):
+        connected = connect_pair(a, b)
+        _check_loopback_pair(connected.a, 4)
+        ex_a, ex_b = exchange(a, b, COUNT)
+        assert ex_a == {"type": "exchanged", "sent": COUNT, "received": COUNT}
+        assert ex_b == {"type": "exchanged", "sent": COUNT, "received": COUNT}

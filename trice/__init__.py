@@ -20,7 +20,7 @@ from trice._errors import (
     UsageError,
 )
 from trice._servers import IceServer, ServerUrl, TransportPolicy
-from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent
+from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent, warm_up
 from trice._trio._connection import Connection
 from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
@@ -83,4 +83,5 @@ __all__ = [
     "UsageError",
     "end_of_candidates_json",
     "open_agent",
+    "warm_up",
 ]

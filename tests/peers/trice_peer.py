@@ -3,12 +3,13 @@
 Usage::
 
     python tests/peers/trice_peer.py --controlling|--controlled [--ipv6] [--lite]
-        [--aggressive] [-v | --trace]
+        [--aggressive] [--warm] [-v | --trace]
 
 JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for the
 protocol. It only ever gathers loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``)
 through ``trice.NetworkConfig(interface_filter=lambda n: n == "lo", include_loopback=True)``.
-``--aggressive`` makes a controlling agent nominate aggressively. TURN options are accepted
+``--aggressive`` makes a controlling agent nominate aggressively; ``--warm`` calls
+:func:`trice.warm_up` before the agent opens. TURN options are accepted
 but answered with an ``error`` (not supported yet). ``--trace`` (or the environment variable
 ``TRICE_PEER_TRACE=1``) logs every check and STUN message at trice's TRACE level.
 """
@@ -208,6 +209,8 @@ async def amain(args: argparse.Namespace) -> int:
         else trice.TransportPolicy.ALL,
         timing=timing,
     )
+    if args.warm:
+        await trice.warm_up()
     async with (
         trice.open_agent(config, controlling=args.controlling) as agent,
         trio.open_nursery() as nursery,
@@ -237,6 +240,11 @@ def main() -> int:
     parser.add_argument("--lite", action="store_true", help="be an ICE lite agent")
     parser.add_argument(
         "--aggressive", action="store_true", help="aggressive nomination when controlling"
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="call trice.warm_up() first (before the agent opens and anything is measured)",
     )
     parser.add_argument("--stun", help="STUN URL")
     parser.add_argument("--turn", help="TURN URL")
