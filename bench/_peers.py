@@ -126,11 +126,13 @@ def default_rows(*, ipv6: bool = False) -> list[Row]:
     rows = []
     for kind_a, kind_b in pairs:
         try:
-            rows.append(Row.of(kind_a, kind_b, ipv6=ipv6))
+            row = Row.of(kind_a, kind_b, ipv6=ipv6)
         except PeerUnavailable as exc:
             print(f"skipping {kind_a}-{kind_b}: {exc}", file=sys.stderr)
+            continue
+        rows.append(row)
         if (kind_a, kind_b) == ("trice", "trice"):
-            rows.append(warmed(rows[-1]))
+            rows.append(warmed(row))
     return rows
 
 

@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         aio = _timed_alone("aioice", n) if have_aioice else None
         rows.append((n, timed[0], aio))
+    _raise_fd_limit(4 * args.memory_size + 256)
     trice_kib = _trice_memory(args.memory_size)
     aio_kib = _aioice_memory(args.memory_size) if have_aioice else None
 

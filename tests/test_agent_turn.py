@@ -144,7 +144,7 @@ def _mismatch_first(monkeypatch: pytest.MonkeyPatch, mismatches: int) -> list[tr
     return calls
 
 
-async def test_an_allocation_mismatch_starts_again_from_another_port(
+async def test_an_allocation_mismatch_is_tried_again_from_a_new_connection(
     coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _mismatch_first(monkeypatch, 1)
@@ -168,3 +168,20 @@ async def test_an_allocation_mismatch_that_persists_is_reported(
         (report,) = a.gather_reports
         assert report.error is not None and report.error.startswith("437")
     assert len(calls) == 3  # the first try and two more, each from a new port
+
+
+async def test_other_allocation_errors_are_not_tried_again(
+    coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _mismatch_first(monkeypatch, 0)  # no 437: the real allocation, refused (401)
+    url = f"turn:127.0.0.1:{coturn_tls.port}?transport=udp"
+    config = loopback_config(
+        ice_servers=[trice.IceServer(url, USER, "not-the-password")],
+        transport_policy=trice.TransportPolicy.RELAY,
+    )
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+        (report,) = a.gather_reports
+        assert report.error is not None and report.error.startswith("401")
+    assert len(calls) == 1

@@ -848,8 +848,8 @@ def test_role_conflict_table(
     assert got.value == decision
 
 
-def test_warm_up_runs_a_check_and_its_nomination(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``warm_up`` exercises the whole hot path: a check, its response and the nomination."""
+def test_warm_core_runs_a_check_and_its_nomination(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``warm_core`` exercises the whole hot path: a check, its response and the nomination."""
     from trice.ice import _core
 
     made: list[AgentCore] = []
@@ -861,7 +861,7 @@ def test_warm_up_runs_a_check_and_its_nomination(monkeypatch: pytest.MonkeyPatch
         return core
 
     monkeypatch.setattr(_core, "AgentCore", spy)
-    _core.warm_up(rounds=1)
+    _core.warm_core(rounds=1)
     a, b = made
     assert a.selected is not None and b.selected is not None
     assert a.checks_sent == 2

@@ -174,7 +174,12 @@ async def test_a_closed_agent_is_not_kept_by_the_timer() -> None:
             async with trice.open_agent(config, controlling=False) as short:
                 await short.wait_gathering_complete()
                 short.set_remote_parameters("abcd", "x" * 22)
-                await trio.testing.wait_all_tasks_blocked()
+                async with trio.open_nursery() as nursery:
+                    # Checking gives it a deadline (the failed timeout): the timer holds it.
+                    nursery.start_soon(short.connect)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert short._armed_at != -math.inf
+                    nursery.cancel_scope.cancel()
         kept = {id(entry[2]) for entry in hub._heap}
         assert len(kept - {id(keeper)}) <= 16 + 2
         assert len(hub._heap) <= 2 * 1 + 16 + 1

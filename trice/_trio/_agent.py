@@ -34,7 +34,7 @@ import trio
 
 from trice import stun
 from trice._config import AgentConfig, NetworkConfig
-from trice._errors import IceFailedError, StateError
+from trice._errors import ConfigError, IceFailedError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import Connection, ReceiveBuffer
@@ -50,8 +50,7 @@ from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
 from trice._trio._transport import Transport, UdpTransport
 from trice.ice._candidate import Candidate
-from trice.ice._core import AgentCore, IceParameters
-from trice.ice._core import warm_up as _warm_core
+from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
     CandidateGathered,
     CandidatePair,
@@ -95,7 +94,7 @@ def _random_ice_string(length: int) -> str:
 #: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
 _SEQUENCE = itertools.count()
 
-#: Whether this process has run :func:`~trice.ice._core.warm_up`.
+#: Whether this process has run :func:`~trice.ice._core.warm_core`.
 _warm = False
 
 
@@ -599,8 +598,9 @@ class Agent:
         """Read what one socket holds: STUN to the core, data from known remotes to the
         receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
-        Runs in the socket's reader (the agent task, or a ``receive`` task), or in a task blocked in
-        :meth:`Connection.receive`, which waits on the socket itself (see ``_receive_loop``).
+        Runs in the socket's reader (the agent task, or a ``receive`` task), in a task blocked in
+        :meth:`Connection.receive`, which waits on the socket itself (see ``_receive_loop``),
+        or in a check task about to send its check again (``CheckRun._answered_meanwhile``).
         Returns False if it stopped after a batch with more to read, True once the socket is
         empty.
         """
@@ -762,9 +762,12 @@ class AgentContext:
     """What :func:`open_agent` returns: an async context manager that opens the agent's
     nursery on entry and yields the :class:`Agent`; the agent closes on exit.
 
+    Made by :func:`open_agent`; not built directly.  It can be entered once (entering it
+    again raises :class:`~trice.StateError`).
+
     A class, not an ``@asynccontextmanager`` generator (as trio's own nursery manager is):
     an open agent then holds no suspended generator, its frame and its wrapper, which with
-    thousands of agents in a process is memory that counts.  It can be entered once.
+    thousands of agents in a process is memory that counts.
     """
 
     __slots__ = ("_agent", "_config", "_controlling", "_joined", "_manager")
@@ -782,7 +785,7 @@ class AgentContext:
         global _warm
         if not _warm:
             _warm = True
-            _warm_core()
+            warm_core()
         manager = self._manager = trio.open_nursery()
         nursery = await manager.__aenter__()
         try:
@@ -814,11 +817,18 @@ class AgentContext:
             try:
                 return bool(await manager.__aexit__(exc_type, exc, tb))
             except BaseExceptionGroup as group:
+                if (
+                    exc is not None
+                    and len(group.exceptions) == 1
+                    and _same(group.exceptions[0], exc)
+                ):
+                    # trio wrapped the body's own exception (perhaps a group itself, which
+                    # must not be flattened, and which trio hands on as a copy): it goes on
+                    # as itself.
+                    return False
                 leaves = _leaves(group)
                 if len(leaves) != 1:
                     raise
-                if leaves[0] is exc:
-                    return False  # the body's own exception goes on as itself
                 raise leaves[0] from None
         finally:
             if agent is not None:
@@ -827,6 +837,20 @@ class AgentContext:
                     agent._hub.leave()
                 for transport in agent._transports.values():
                     transport.close()
+
+
+def _same(seen: BaseException, raised: BaseException) -> bool:
+    """Whether ``seen`` is ``raised``, or a copy trio made of that group (same message, the
+    same exceptions in it)."""
+    if seen is raised:
+        return True
+    if not (isinstance(seen, BaseExceptionGroup) and isinstance(raised, BaseExceptionGroup)):
+        return False
+    return (
+        seen.message == raised.message
+        and len(seen.exceptions) == len(raised.exceptions)
+        and all(_same(a, b) for a, b in zip(seen.exceptions, raised.exceptions, strict=True))
+    )
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -844,21 +868,30 @@ async def warm_up(rounds: int = 3) -> bool:
     few datagrams each way; then close them.
 
     A fresh Python process runs each piece of code slowly the first few times, until the
-    interpreter has specialised it: a process's first connection costs some 0.4 ms more than
-    later ones (``bench/connect_time.py`` on the development machine: 1.3 ms against
-    0.9 ms for two processes).  An application for which its very first connection must be
-    fast may call this once at start-up, to pay that ahead.  trice itself never calls it: it
-    opens sockets, on 127.0.0.1 only, and nothing leaves the machine.
+    interpreter has specialised it: a process's first connection costs some 0.3-0.5 ms more
+    than later ones (``bench/connect_time.py`` on the development machine, two processes:
+    1.1-1.4 ms cold, 0.8-0.9 ms after this).  An application for which its very first
+    connection must be fast may call this once at start-up, to pay that ahead (it takes
+    5-15 ms).  trice itself never calls it: it opens sockets, on 127.0.0.1 only, and nothing
+    leaves the machine.
+
+    Args:
+        rounds: connections to make, one after the other (at least 1).
 
     Returns:
         whether the warm-up connected (``False`` without an IPv4 loopback address, or if
-        it did not connect within a second); it never raises for that.
+        it did not finish within ``rounds`` seconds); it never raises for that.
+
+    Raises:
+        ConfigError: ``rounds`` is less than 1 (a :class:`ValueError` too).
     """
+    if rounds < 1:
+        raise ConfigError(f"warm_up needs at least one round, not {rounds}")
     network = NetworkConfig(
         ip_filter=lambda address: address.is_loopback, include_loopback=True, ipv6=False
     )
     config = AgentConfig(network=network)
-    with trio.move_on_after(1.0 * max(rounds, 1)):
+    with trio.move_on_after(float(rounds)):
         for _ in range(rounds):
             async with (
                 open_agent(config, controlling=True) as a,
@@ -878,14 +911,14 @@ async def warm_up(rounds: int = 3) -> bool:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_connect_into, a, connections)
                     nursery.start_soon(_connect_into, b, connections)
-                ca, cb = connections
-                if ca is None or cb is None:
+                first, second = connections  # (in the order they connected)
+                if first is None or second is None:
                     return False
                 for i in range(4):
-                    await ca.send(b"\x80warm %d" % i)
-                    await cb.receive()
-                    await cb.send(b"\x80warm %d" % i)
-                    await ca.receive()
+                    await first.send(b"\x80warm %d" % i)
+                    await second.receive()
+                    await second.send(b"\x80warm %d" % i)
+                    await first.receive()
         return True
     return False
 

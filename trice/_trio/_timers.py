@@ -15,8 +15,9 @@ earliest deadline of any agent and wakes the agents whose time has come.
   last one closes (at its next scheduling step): no task of trice outlives its agents.
 * Entries are checked when they come due: an entry whose agent has since planned another
   wake-up is stale and skipped.  Arming the time already armed pushes nothing, and the heap
-  is pruned (stale entries and copies dropped) when it grows past twice the agents, so that
-  a flood of datagrams waking an agent cannot grow it, nor keep closed agents alive.
+  is pruned (stale entries and copies dropped) when it grows past twice the agents and some
+  slack, so that a flood of datagrams waking an agent cannot grow it, nor keep closed agents
+  alive.
 """
 
 from __future__ import annotations

@@ -882,7 +882,7 @@ def _public_pair(pair: Pair) -> CandidatePair:
     return CandidatePair(local=pair.valid_local or pair.local, remote=pair.remote)
 
 
-def warm_up(rounds: int = 10) -> None:
+def warm_core(rounds: int = 10) -> None:
     """Run checks and a nomination between two throwaway cores, in memory, ``rounds`` times.
 
     A process's first STUN message costs several times a later one (first calls into the
@@ -897,7 +897,7 @@ def warm_up(rounds: int = 10) -> None:
 def two_cores(ufrags: tuple[str, str] = ("warmA", "warmB")) -> tuple[AgentCore, AgentCore]:
     """Two cores (controlling, controlled) that hold each other's parameters and one host
     candidate each (documentation addresses), both wanting to connect: a pair to drive in
-    memory, as :func:`warm_up` and the tests do."""
+    memory, as :func:`warm_core` and the tests do."""
     from trice.ice._gathering import host_candidate
 
     timing = Timing()
