@@ -17,7 +17,7 @@ from trice import stun
 from trice._config import Nomination, Timing
 from trice._errors import LimitError, StateError
 from trice.ice._candidate import Candidate, CandidateType
-from trice.ice._check import Check, IceParameters, check_schedule, prflx_foundation
+from trice.ice._check import Check, IceParameters, check_schedule
 from trice.ice._checklist import CheckList, Pair, PairState
 from trice.ice._events import (
     CONNECTION_TRANSITIONS,
@@ -27,6 +27,7 @@ from trice.ice._events import (
     Event,
     SelectedPairChanged,
 )
+from trice.ice._gathering import prflx_candidate
 from trice.ice._priority import candidate_priority
 from trice.ice._requests import RoleDecision, authenticate, resolve_role_conflict
 from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success, success_pads
@@ -658,16 +659,12 @@ class AgentCore:
             if (candidate.address, candidate.port) == mapped:
                 return candidate
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
-        prflx = Candidate(
-            foundation=prflx_foundation(pair.local.address),
+        prflx = prflx_candidate(
+            mapped,
+            learned_from=pair.local.address,
             component=pair.local.component,
-            protocol="udp",
             priority=self._prflx_priority(pair.local),
-            address=mapped[0],
-            port=mapped[1],
-            type=CandidateType.PRFLX,
-            related_address=pair.local.address,
-            related_port=pair.local.port,
+            related=(pair.local.address, pair.local.port),
         )
         self.local_candidates += ((prflx, pair.base),)
         return prflx
@@ -805,14 +802,8 @@ class AgentCore:
             if len(self.remote_addresses) >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
-            prflx = Candidate(
-                foundation=prflx_foundation(source[0]),
-                component=local.component,
-                protocol="udp",
-                priority=priority,
-                address=source[0],
-                port=source[1],
-                type=CandidateType.PRFLX,
+            prflx = prflx_candidate(
+                source, learned_from=source[0], component=local.component, priority=priority
             )
             self._add_remote(prflx)
         pair = self.checklist.find(base, source)

@@ -8,9 +8,10 @@ address, so that every rule about candidates stays in the core.
 from __future__ import annotations
 
 from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._check import prflx_foundation
 from trice.ice._priority import candidate_priority, compute_foundation, local_preference
 
-__all__ = ["host_candidate", "relay_candidate", "srflx_candidate"]
+__all__ = ["host_candidate", "prflx_candidate", "relay_candidate", "srflx_candidate"]
 
 Address = tuple[str, int]
 
@@ -69,4 +70,29 @@ def relay_candidate(
         type=CandidateType.RELAY,
         related_address=mapped[0] if mapped else None,
         related_port=mapped[1] if mapped else None,
+    )
+
+
+def prflx_candidate(
+    address: Address,
+    *,
+    learned_from: str,
+    component: int,
+    priority: int,
+    related: Address | None = None,
+) -> Candidate:
+    """A peer-reflexive candidate (RFC 8445 §7.2.5.3.1, §7.3.1.3): an address a check
+    revealed, never signalled.  ``learned_from`` is the address its foundation derives from
+    (the base's, for a local one; the source's, for a remote one); ``priority`` is the one the
+    check carried (remote) or would carry (local)."""
+    return Candidate(
+        foundation=prflx_foundation(learned_from),
+        component=component,
+        protocol="udp",
+        priority=priority,
+        address=address[0],
+        port=address[1],
+        type=CandidateType.PRFLX,
+        related_address=None if related is None else related[0],
+        related_port=None if related is None else related[1],
     )
