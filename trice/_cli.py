@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 import trice
+from trice._trio._agent import introduce
 
 __all__ = ["main"]
 
@@ -156,12 +157,7 @@ async def _demo(emit: Emit, *, count: int, size: int, pings: int) -> None:
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
             # Signaling, in-process: each side learns the other's parameters and candidates.
-            for here, there in ((a, b), (b, a)):
-                params = there.local_parameters
-                here.set_remote_parameters(params.ufrag, params.pwd)
-                for candidate in there.local_candidates:
-                    here.add_remote_candidate(candidate)
-                here.add_remote_candidate(None)
+            introduce(a, b)
             best: dict[str, Any] = {"name": "trice demo", "children": []}
             conns: dict[str, trice.Connection] = {}
             started = trio.current_time()

@@ -901,12 +901,7 @@ async def warm_up(rounds: int = 3) -> bool:
                 await b.wait_gathering_complete()
                 if not a.local_candidates or not b.local_candidates:
                     return False
-                for here, there in ((a, b), (b, a)):
-                    params = there.local_parameters
-                    here.set_remote_parameters(params.ufrag, params.pwd)
-                    for candidate in there.local_candidates:
-                        here.add_remote_candidate(candidate)
-                    here.add_remote_candidate(None)
+                introduce(a, b)
                 connections: list[Connection | None] = []
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_connect_into, a, connections)
@@ -921,6 +916,17 @@ async def warm_up(rounds: int = 3) -> bool:
                     await first.receive()
         return True
     return False
+
+
+def introduce(a: Agent, b: Agent) -> None:
+    """Signaling within one process: each agent gets the other's parameters and candidates,
+    then end-of-candidates (used by :func:`warm_up` and ``trice demo``)."""
+    for here, there in ((a, b), (b, a)):
+        params = there.local_parameters
+        here.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
+        for candidate in there.local_candidates:
+            here.add_remote_candidate(candidate)
+        here.add_remote_candidate(None)
 
 
 async def _connect_into(agent: Agent, connections: list[Connection | None]) -> None:
