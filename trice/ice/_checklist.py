@@ -275,30 +275,23 @@ class CheckList:
         The highest-priority waiting pair; failing that, the highest-priority frozen pair whose
         foundation no waiting or in-progress pair shares, which is unfrozen.
         """
-        active = None  # foundations of the pairs in progress (most often there are none)
-        for pair in self._pairs:
-            state = pair.state
-            if state is _WAITING:
-                return pair
-            if state is _IN_PROGRESS:
-                if active is None:
-                    active = {pair.foundation}
-                else:
-                    active.add(pair.foundation)
-        for pair in self._pairs:
-            if pair.state is _FROZEN and (active is None or pair.foundation not in active):
-                pair.state = _WAITING
-                return pair
-        return None
+        pair = self._ordinary()
+        if pair is not None and pair.state is _FROZEN:
+            pair.state = _WAITING
+        return pair
 
     def has_ordinary_work(self) -> bool:
         """Whether :meth:`next_ordinary` would find a pair (without unfreezing it)."""
-        active = None
+        return self._ordinary() is not None
+
+    def _ordinary(self) -> Pair | None:
+        """The pair :meth:`next_ordinary` takes, left as it is."""
+        active = None  # foundations of the pairs in progress (most often there are none)
         frozen = False
         for pair in self._pairs:
             state = pair.state
             if state is _WAITING:
-                return True
+                return pair
             if state is _IN_PROGRESS:
                 if active is None:
                     active = {pair.foundation}
@@ -307,11 +300,11 @@ class CheckList:
             elif state is _FROZEN:
                 frozen = True
         if not frozen:
-            return False
+            return None
         for pair in self._pairs:
             if pair.state is _FROZEN and (active is None or pair.foundation not in active):
-                return True
-        return False
+                return pair
+        return None
 
     def best_valid(self) -> Pair | None:
         """The highest-priority succeeded pair."""
