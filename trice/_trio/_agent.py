@@ -160,7 +160,6 @@ class Agent:
         "_timers",
         "_transports",
         "_unknown_source",
-        "_waiting_on",
         "config",
     )
 
@@ -188,11 +187,10 @@ class Agent:
         self._gathering = GatheringState.NEW
         self._subscribers: list[EventStream] | None = None  # made by the first subscribe
         self._changed: trio.Event | None = None  # made when someone waits for a change
-        # What the agent task waits on, for the run's timer to wake it (see _run): its
-        # socket, or (parked while a receiver holds the socket) the task itself.
-        self._waiting_on: socket.socket | None = None
         self._hub = timer_hub()
         self._armed_at = -math.inf  # the timer's own bookkeeping (see TimerHub.arm)
+        # The agent task while it is parked (a receiver holds its socket): the run's timer
+        # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
@@ -425,11 +423,9 @@ class Agent:
 
     def _time_came(self) -> None:
         """The run's timer: the agent task's planned wake-up time has come (see _run)."""
-        sock = self._waiting_on
-        if sock is not None:
-            self._waiting_on = None
-            if sock.fileno() != -1:  # (closed under the waiting task: it is awake already)
-                trio.lowlevel.notify_closing(sock)  # the wait raises ClosedResourceError
+        primary = self._primary
+        if primary is not None and primary.reader_waiting:
+            primary.kick()  # the agent task's wait raises ClosedResourceError
             return
         task = self._parked
         if task is not None:
@@ -559,10 +555,9 @@ class Agent:
             try:
                 if read:
                     assert primary is not None
-                    sock = self._waiting_on = primary.sock
                     primary.reader_waiting = True
                     try:
-                        await trio.lowlevel.wait_readable(sock)
+                        await trio.lowlevel.wait_readable(primary.sock)
                         readable = True
                     except trio.ClosedResourceError:
                         pass  # the timer, a nudge (see ReceiveBuffer.nudge), a receiver
@@ -570,7 +565,6 @@ class Agent:
                     self._parked = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(self._unpark)
             finally:
-                self._waiting_on = None
                 self._parked = None
                 if primary is not None:
                     primary.reader_waiting = False
