@@ -7,6 +7,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import trio
@@ -721,6 +722,143 @@ async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> 
                 data, _ = await peer.recvfrom(2048)
                 pytest.fail(f"a third copy: {stun.decode(data)}")
             nursery.cancel_scope.cancel()
+
+
+async def _recv_now(sock: socket.socket) -> bytes:
+    """The next datagram on a non-blocking socket, waiting without letting virtual time pass
+    (a loaded kernel may deliver a loopback datagram a little late): at most a real second,
+    during which nothing else in the process becomes idle."""
+    give_up = time.monotonic() + 1.0
+    while True:
+        try:
+            return sock.recv(2048)
+        except BlockingIOError:
+            if time.monotonic() > give_up:
+                raise AssertionError("no datagram came") from None
+            await trio.lowlevel.checkpoint()
+
+
+async def _face_a_controlling_peer(
+    b: trice.Agent, peer: socket.socket
+) -> tuple[stun.Message, tuple[str, int]]:
+    """``peer`` plays a controlling agent against ``b``, which is connecting: it reads
+    ``b``'s first check, checks the pair itself (``b`` answers), and returns ``b``'s check,
+    not yet answered, and the address it came from."""
+    while True:
+        try:
+            data, address = peer.recvfrom(2048)
+            break
+        except BlockingIOError:
+            await trio.lowlevel.checkpoint()
+    check = stun.decode(data)  # b's own check
+    assert check.message_class is stun.MessageClass.REQUEST
+    own = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.REQUEST,
+        attributes=[
+            stun.Username(f"{b.local_parameters.ufrag}:peer"),
+            stun.Priority(1),
+            stun.IceControlling(2),
+        ],
+    ).encode(integrity_key=stun.short_term_key(b.local_parameters.pwd), fingerprint=True)
+    peer.sendto(own, address)  # the peer checks the pair
+    while True:  # b's answer (and b's check again, if the peer's request made it go again)
+        message = stun.decode(await _recv_now(peer))
+        if message.message_class is stun.MessageClass.SUCCESS:
+            return check, address
+        assert message.transaction_id == check.transaction_id
+
+
+def _answer(check: stun.Message, address: tuple[str, int]) -> bytes:
+    """The peer's answer to ``check`` (``_face`` gave the peer the password "x" * 22)."""
+    return stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.SUCCESS,
+        check.transaction_id,
+        [stun.XorMappedAddress(address[0], address[1])],
+    ).encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
+
+
+async def test_controlled_agent_pings_back_once_idle_not_at_its_timer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlled agent whose check succeeded on a pair the peer has checked, with no
+    nomination yet, pings the peer back as soon as nothing else in the process can run: no
+    time passes (its timer would wait at least half a millisecond, a whole one in trio).
+    The test's socket plays a controlling peer that nominates only when a request comes on
+    a pair it has proved (as Pion does)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            _face(b, peer.getsockname()[1], ufrag="peer")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.connect)
+                check, address = await _face_a_controlling_peer(b, peer)
+                await trio.sleep(0.01)  # (so that a timer would have something to wait for)
+                while True:  # b's check again, if the peer's request made it go again
+                    try:
+                        copy = stun.decode(peer.recv(2048))
+                    except BlockingIOError:
+                        break
+                    assert copy.transaction_id == check.transaction_id
+                answered_at = trio.current_time()
+                peer.sendto(_answer(check, address), address)  # b's check succeeds...
+                for _ in range(3):  # ... no nomination comes; b's reader, its ping-back run
+                    await trio.testing.wait_all_tasks_blocked()
+                ping = stun.decode(await _recv_now(peer))
+                assert ping.message_class is stun.MessageClass.REQUEST
+                assert ping.transaction_id != check.transaction_id
+                assert ping.get(stun.UseCandidate) is None
+                assert trio.current_time() == answered_at  # no timer: no time passed
+                assert b.statistics().checks_sent == 2
+                nursery.cancel_scope.cancel()
+
+
+async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlling trice agent nominates as soon as its check succeeds, so its nomination
+    comes right behind its answer to our check: read first, it makes the ping needless, and
+    none is sent (two trice agents in one process: the peer's agent runs before ours is
+    idle)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            _face(b, peer.getsockname()[1], ufrag="peer")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.connect)
+                check, address = await _face_a_controlling_peer(b, peer)
+                nomination = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.REQUEST,
+                    attributes=[
+                        stun.Username(f"{b.local_parameters.ufrag}:peer"),
+                        stun.Priority(1),
+                        stun.IceControlling(2),
+                        stun.UseCandidate(),
+                    ],
+                ).encode(
+                    integrity_key=stun.short_term_key(b.local_parameters.pwd), fingerprint=True
+                )
+                peer.sendto(_answer(check, address), address)
+                peer.sendto(nomination, address)
+                for _ in range(3):  # b's reader, and a ping-back if one were wanted, run
+                    await trio.testing.wait_all_tasks_blocked()
+                answer = stun.decode(await _recv_now(peer))
+                assert answer.message_class is stun.MessageClass.SUCCESS  # the nomination's
+                assert b.selected_pair is not None
+                while True:
+                    try:
+                        message = stun.decode(peer.recv(2048))
+                    except BlockingIOError:
+                        break
+                    assert message.transaction_id == check.transaction_id  # a copy at most
+                assert b.statistics().checks_sent == 1  # its check, and no ping-back
+                nursery.cancel_scope.cancel()
 
 
 async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket(

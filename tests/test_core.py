@@ -343,6 +343,37 @@ def test_controlled_pings_back_once_when_no_nomination_comes(controlling: bool) 
     assert core.poll_check(due + 0.01) is None  # once per pair
 
 
+def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
+    """The shell sends a pending ping-back as soon as its process is idle (ping_back_now),
+    not at its timer; with nothing pending, or once a pair is selected, it does nothing."""
+    core, pair = _proved_pair_core(controlling=False)
+    assert not core.pingback_pending
+    core.ping_back_now(0.011)
+    assert core.poll_check(0.011) is None  # nothing pending: nothing sent
+    request = binding_request(core, controlling=True)
+    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
+    assert core.pingback_pending
+    due = core.next_deadline()
+    assert due is not None and due > 0.012  # its timer is later...
+    core.ping_back_now(0.012)  # ... but the shell need not wait for it
+    ping = core.poll_check(0.012)
+    assert ping is not None and ping.pair is pair and not ping.nominating
+    assert not core.pingback_pending
+    core.on_timer(due)
+    assert core.poll_check(due) is None  # once per pair
+
+
+def test_ping_back_now_after_a_nomination_sends_nothing() -> None:
+    core, pair = _proved_pair_core(controlling=False)
+    request = binding_request(core, controlling=True)
+    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
+    nomination = binding_request(core, controlling=True, use_candidate=True, tid=b"N" * 12)
+    assert core.on_request(0, pair.remote_address, nomination, 0.013) is not None
+    assert core.selected is pair and not core.pingback_pending
+    core.ping_back_now(0.014)
+    assert core.poll_check(0.014) is None
+
+
 def test_no_pingback_when_the_nomination_comes_in_time() -> None:
     core, pair = _proved_pair_core(controlling=False)
     request = binding_request(core, controlling=True)

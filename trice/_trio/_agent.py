@@ -32,6 +32,10 @@ from types import TracebackType
 
 import trio
 
+# trio.testing exports this very function, but importing trio.testing imports pytest
+# (100 ms or more); trio._core is where it lives.
+from trio._core import wait_all_tasks_blocked as _wait_all_tasks_blocked  # type: ignore[attr-defined]
+
 from trice import stun
 from trice._config import AgentConfig, NetworkConfig
 from trice._errors import ConfigError, IceFailedError, StateError
@@ -150,6 +154,7 @@ class Agent:
         "_nursery",
         "_parked",
         "_pending",
+        "_pinging",
         "_primary",
         "_reports",
         "_runs",
@@ -192,6 +197,7 @@ class Agent:
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
+        self._pinging = False  # a 'ping-back when idle' task runs
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
@@ -408,12 +414,29 @@ class Agent:
         self._start_checks(trio.current_time())
         for event in self._core.drain_events():
             self._emit(event)
+        if self._core.pingback_pending and not self._pinging and not self._closed:
+            self._pinging = True
+            self._nursery.start_soon(self._ping_back_when_idle, name="ping-back when idle")
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
         # the deadline itself.
         if self._sleeping_until != -math.inf:
             deadline = self._core.next_deadline()
             if deadline is not None:
                 self._wake_by(deadline)
+
+    async def _ping_back_when_idle(self) -> None:
+        """Send the core's pending ping-back (see ``AgentCore._want_pingback``) as soon as
+        nothing else in the process can run, rather than at its time: trio's timers round a
+        wait up to a whole millisecond, while a nomination on its way from a peer in another
+        process can only come over the socket.  A peer in the same process (another trice
+        agent) runs first, and its nomination, read first, makes the ping needless."""
+        try:
+            await _wait_all_tasks_blocked()
+        finally:
+            self._pinging = False
+        if not self._closed:
+            self._core.ping_back_now(trio.current_time())
+            self._pump()
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""

@@ -517,12 +517,7 @@ class AgentCore:
                 return
             pair = self._pingback
             if pair is not None and now >= pair.pingback_at:
-                self._pingback = None
-                if not self.controlling and pair.state is _PAIR_SUCCEEDED:
-                    pair.pinged_back = True
-                    self._push_urgent(
-                        self._start_check(pair, nominating=False, consent=True, now=now)
-                    )
+                self._ping_back(pair, now)
             self._maybe_nominate(now)
             return
         # The same sums as next_deadline's (``last + timeout``), not ``now - last``: in
@@ -648,11 +643,36 @@ class AgentCore:
         a couple of round trips.  A controlling peer that nominates when a request arrives on a
         pair it has proved (Pion does) then nominates at once instead of at its next scheduled
         round, which can be 200 ms away; a peer that nominates by itself (trice does) has
-        done so before the ping is due, and the ping is never sent."""
+        done so before the ping is due, and the ping is never sent.
+
+        The shell may send it sooner, with :meth:`ping_back_now`, once its process is idle:
+        a timer shorter than a millisecond costs a whole one in trio, and a nomination from
+        a peer in another process can only come over the socket, so there is nothing
+        to gain by waiting once nothing else is left to run."""
         if self.selected is not None or pair.pinged_back or self._pingback is not None:
             return
         self._pingback = pair
         pair.pingback_at = max(pair.pingback_at, now)
+
+    @property
+    def pingback_pending(self) -> bool:
+        """Whether a ping-back waits for its time (see ``_want_pingback``); the shell may
+        send it sooner with :meth:`ping_back_now`."""
+        return self._pingback is not None
+
+    def ping_back_now(self, now: float) -> None:
+        """Send the pending ping-back now rather than at its time: the shell calls this when
+        its process has nothing else to do, so that a nomination already on its way from
+        a peer in the same process is read first (see ``_want_pingback``)."""
+        pair = self._pingback
+        if pair is not None and self.selected is None and self._checking:
+            self._ping_back(pair, now)
+
+    def _ping_back(self, pair: Pair, now: float) -> None:
+        self._pingback = None
+        if not self.controlling and pair.state is _PAIR_SUCCEEDED:
+            pair.pinged_back = True
+            self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
 
     def _local_for_mapped(self, pair: Pair, mapped: Address) -> Candidate:
         for candidate, _ in self.local_candidates:
