@@ -920,3 +920,55 @@ async def test_warm_up_without_loopback_says_so(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(_gather, "host_addresses", lambda network: [])
     assert await trice.warm_up(rounds=1) is False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_the_shells_warm_up_connects_in_memory_and_opens_no_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once per process, the first agent to open first connects two throwaway agents over
+    in-memory transports: no socket is bound, every round connects, nothing is left."""
+    from trice._trio import _agent, _gather
+
+    def no_socket(*args: object) -> socket.socket:
+        raise AssertionError("the warm-up bound a socket")
+
+    connected: list[bool] = []
+    connect_into = _agent._connect_into
+
+    async def counting(agent: trice.Agent, out: list[trice.Connection | None]) -> None:
+        await connect_into(agent, out)
+        connected.append(out[-1] is not None)
+
+    monkeypatch.setattr(_gather, "bind_udp", no_socket)
+    monkeypatch.setattr(_agent, "_connect_into", counting)
+    monkeypatch.setattr(_agent, "_warm", True)  # (its own agents must not warm up again)
+    before = _open_fds()
+    await _agent._warm_shell(rounds=2)
+    assert connected == [True] * 4
+    assert _open_fds() <= before
+    await trio.testing.wait_all_tasks_blocked()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names = [t.name for t in _walk(root)]
+    assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
+
+
+async def test_the_shells_warm_up_never_fails_the_agent_being_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trice._trio import _agent
+
+    called: list[bool] = []
+
+    def broken(a: trice.Agent, b: trice.Agent) -> None:
+        called.append(True)
+        raise RuntimeError("a bug in the warm-up")
+
+    monkeypatch.setattr(_agent, "introduce", broken)
+    monkeypatch.setattr(_agent, "_warm", False)  # as in a fresh process
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        assert agent.local_candidates
+    assert called == [True]  # the first agent of a process warmed up, the warm-up failed...
+    assert _agent._warm  # ... and it is not tried again

@@ -1,4 +1,5 @@
-"""The UDP transport's send: waiting while the socket would block, and what wakes that wait."""
+"""Local transports: the UDP transport's send (waiting while the socket would block, and what
+wakes that wait), and the in-memory pair the shell's warm-up uses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from trice._trio._transport import UdpTransport
+from trice._trio._transport import MemoryTransport, UdpTransport
 
 
 class _BlockedSocket:
@@ -103,3 +104,30 @@ def test_send_nowait_reports_a_datagram_not_taken(error: type[OSError]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         transport = UdpTransport(0, Refusing(s))  # type: ignore[arg-type]
         assert transport.send_nowait(b"x", ("127.0.0.1", 9)) is False
+
+
+async def test_memory_transports_carry_datagrams_both_ways_and_drop_when_full() -> None:
+    """A pair of in-process transports (the shell's warm-up runs agents over them): what
+    one end sends, the other's reader hands on, with the sender's address; a full queue
+    drops, as UDP would; after close, nothing is sent and ``send`` raises."""
+    a, b = MemoryTransport.pair(0, ("192.0.2.1", 9), 1, ("192.0.2.2", 9))
+    got: list[tuple[int, bytes, tuple[str, int]]] = []
+
+    def deliver(end: MemoryTransport, data: bytes, source: tuple[str, int]) -> None:
+        got.append((end.base, data, source))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.run, deliver)
+        nursery.start_soon(b.run, deliver)
+        assert a.send_nowait(b"to b", ("192.0.2.2", 9))
+        await b.send(b"to a", ("192.0.2.1", 9))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(got) == [(0, b"to a", ("192.0.2.2", 9)), (1, b"to b", ("192.0.2.1", 9))]
+        nursery.cancel_scope.cancel()
+    sent = [a.send_nowait(b"x", ("192.0.2.2", 9)) for _ in range(100)]  # nobody reads
+    assert sent.count(True) == 64 and not any(sent[64:])
+    a.close()
+    b.close()
+    assert not a.send_nowait(b"late", ("192.0.2.2", 9))
+    with pytest.raises(trio.ClosedResourceError):
+        await a.send(b"late", ("192.0.2.2", 9))

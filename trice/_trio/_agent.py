@@ -52,7 +52,7 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
-from trice._trio._transport import Transport, UdpTransport
+from trice._trio._transport import MemoryTransport, Transport, UdpTransport
 from trice.ice._candidate import Candidate
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
@@ -65,6 +65,7 @@ from trice.ice._events import (
     GatheringStateChanged,
     SelectedPairChanged,
 )
+from trice.ice._gathering import host_candidate
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -803,6 +804,7 @@ class AgentContext:
         if not _warm:
             _warm = True
             warm_core()
+            await _warm_shell()
         manager = self._manager = trio.open_nursery()
         nursery = await manager.__aenter__()
         try:
@@ -933,6 +935,67 @@ async def warm_up(rounds: int = 3) -> bool:
                     await first.receive()
         return True
     return False
+
+
+#: How long the shell's warm-up may take at most, in seconds (it takes a few milliseconds).
+_WARM_SHELL_LIMIT = 0.5
+
+
+async def _warm_shell(rounds: int = 3) -> None:
+    """Connect two throwaway agents over a pair of in-memory transports, ``rounds`` times,
+    and pass a few datagrams each way: once per process, when its first agent opens.
+
+    :func:`~trice.ice._core.warm_core` warms the pure core; this warms the shell's own paths
+    (the agent task, checks as tasks, events, ``connect``, the connection), which a fresh
+    process otherwise runs cold in its first real connection, at some 0.2-0.3 ms more
+    (``bench/connect_time.py``, two processes).  No socket is opened and nothing is sent:
+    the throwaway agents gather nothing, and their candidates are documentation addresses
+    (RFC 5737) on :class:`~trice._trio._transport.MemoryTransport` pairs.  It never fails
+    the agent being opened: any error ends it early (logged at debug level)."""
+    config = AgentConfig(network=NetworkConfig(interface_filter=_no_interface))
+    logger.debug("warming up: two throwaway agents connect in memory (no sockets)")
+    try:
+        with trio.move_on_after(_WARM_SHELL_LIMIT):
+            for _ in range(rounds):
+                await _warm_shell_once(config)
+    except Exception as exc:  # (a bug here must not stop anyone's agent from opening)
+        logger.debug("the shell's warm-up stopped: %r", exc)
+
+
+def _no_interface(name: str) -> bool:
+    return False
+
+
+async def _warm_shell_once(config: AgentConfig) -> None:
+    async with (
+        open_agent(config, controlling=True) as a,
+        open_agent(config, controlling=False) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await a.wait_gathering_complete()  # (nothing to gather)
+        await b.wait_gathering_complete()
+        ta, tb = MemoryTransport.pair(
+            a._new_base(), ("192.0.2.1", 9), b._new_base(), ("192.0.2.2", 9)
+        )
+        for agent, transport in ((a, ta), (b, tb)):
+            agent._transports[transport.base] = transport
+            nursery.start_soon(transport.run, agent._dispatch)
+            agent._add_local(
+                host_candidate(transport.local_address, 0), transport.base, signal=True
+            )
+        introduce(a, b)
+        connections: list[Connection | None] = []
+        async with trio.open_nursery() as connecting:
+            connecting.start_soon(_connect_into, a, connections)
+            connecting.start_soon(_connect_into, b, connections)
+        first, second = connections
+        if first is not None and second is not None:
+            for i in range(4):
+                await first.send(b"\x80warm %d" % i)
+                await second.receive()
+                await second.send(b"\x80warm %d" % i)
+                await first.receive()
+        nursery.cancel_scope.cancel()
 
 
 def introduce(a: Agent, b: Agent) -> None:
