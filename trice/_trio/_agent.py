@@ -32,10 +32,6 @@ from types import TracebackType
 
 import trio
 
-# trio.testing exports this very function, but importing trio.testing imports pytest
-# (100 ms or more); trio._core is where it lives.
-from trio._core import wait_all_tasks_blocked as _wait_all_tasks_blocked  # type: ignore[attr-defined]
-
 from trice import stun
 from trice._config import AgentConfig, NetworkConfig
 from trice._errors import ConfigError, IceFailedError, StateError
@@ -148,6 +144,7 @@ class Agent:
         "_datagrams",
         "_gathering",
         "_hub",
+        "_idle_wanted",
         "_lease",
         "_local",
         "_malformed",
@@ -155,7 +152,6 @@ class Agent:
         "_nursery",
         "_parked",
         "_pending",
-        "_pinging",
         "_primary",
         "_reports",
         "_runs",
@@ -198,7 +194,7 @@ class Agent:
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
-        self._pinging = False  # a 'ping-back when idle' task runs
+        self._idle_wanted = False  # asked the run's timer to call _idle_came
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
@@ -415,9 +411,9 @@ class Agent:
         self._start_checks(trio.current_time())
         for event in self._core.drain_events():
             self._emit(event)
-        if self._core.pingback_pending and not self._pinging and not self._closed:
-            self._pinging = True
-            self._nursery.start_soon(self._ping_back_when_idle, name="ping-back when idle")
+        if self._core.pingback_pending and not self._idle_wanted and not self._closed:
+            self._idle_wanted = True
+            self._hub.when_idle(self)
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
         # the deadline itself.
         if self._sleeping_until != -math.inf:
@@ -425,16 +421,15 @@ class Agent:
             if deadline is not None:
                 self._wake_by(deadline)
 
-    async def _ping_back_when_idle(self) -> None:
-        """Send the core's pending ping-back (see ``AgentCore._want_pingback``) as soon as
-        nothing else in the process can run, rather than at its time: trio's timers round a
-        wait up to a whole millisecond, while a nomination on its way from a peer in another
-        process can only come over the socket.  A peer in the same process (another trice
-        agent) runs first, and its nomination, read first, makes the ping needless."""
-        try:
-            await _wait_all_tasks_blocked()
-        finally:
-            self._pinging = False
+    def _idle_came(self) -> None:
+        """The run's timer: nothing else in the process can run (see ``_pump``).
+
+        The core's pending ping-back (see ``AgentCore._want_pingback``) goes now, rather
+        than at its time: trio's timers round a wait up to a whole millisecond, while a
+        nomination from a peer in another process can only come over the socket, which an
+        idle process has read.  A peer in the same process (another trice agent) runs before
+        the process is idle, and its nomination, read first, makes the ping needless."""
+        self._idle_wanted = False
         if not self._closed:
             self._core.ping_back_now(trio.current_time())
             self._pump()
