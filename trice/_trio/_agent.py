@@ -406,8 +406,8 @@ class Agent:
         """After any change of the core: deliver its events, start the checks it wants now
         (their first transmission goes out at once, not after a trip through the agent
         task), and bring the agent task's wait forward if the core's deadline came nearer."""
-        for event in self._core.drain_events():
-            self._emit(event)
+        # Checks first: their first transmission goes out before the events are handed to
+        # subscribers and waiters (the core queues events in order either way).
         self._start_checks(trio.current_time())
         for event in self._core.drain_events():
             self._emit(event)
