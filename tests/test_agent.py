@@ -166,6 +166,28 @@ def _face(agent: trice.Agent, port: int, *, ufrag: str = "abcd", end: bool = Tru
         agent.add_remote_candidate(None)
 
 
+def _peer_check(
+    agent: trice.Agent,
+    peer_ufrag: str = "abcd",
+    *,
+    controlling: bool = False,
+    nominate: bool = False,
+) -> bytes:
+    """A connectivity check from the test's peer socket to ``agent`` (``_face`` told the
+    agent that peer's ufrag), signed with the agent's password."""
+    role: stun.Attribute = stun.IceControlling(2) if controlling else stun.IceControlled(1)
+    attributes: list[stun.Attribute] = [
+        stun.Username(f"{agent.local_parameters.ufrag}:{peer_ufrag}"),
+        stun.Priority(1),
+        role,
+    ]
+    if nominate:
+        attributes.append(stun.UseCandidate())
+    return stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=attributes
+    ).encode(integrity_key=stun.short_term_key(agent.local_parameters.pwd), fingerprint=True)
+
+
 async def test_unworkable_pair_fails_within_failed_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -230,15 +252,7 @@ async def test_stun_is_still_answered_after_ice_failed() -> None:
             _face(a, port)
             with trio.fail_after(3), pytest.raises(trice.IceFailedError):
                 await a.connect()
-            request = stun.Message(
-                stun.Method.BINDING,
-                stun.MessageClass.REQUEST,
-                attributes=[
-                    stun.Username(f"{a.local_parameters.ufrag}:abcd"),
-                    stun.Priority(1),
-                    stun.IceControlled(1),
-                ],
-            ).encode(integrity_key=stun.short_term_key(a.local_parameters.pwd), fingerprint=True)
+            request = _peer_check(a)
             await peer.sendto(request, a.local_candidates[0].transport_address)
             with trio.fail_after(3):
                 while True:  # skip the agent's own checks, sent before it failed
@@ -697,17 +711,7 @@ async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> 
                 first = stun.decode(data)
                 assert first.message_class is stun.MessageClass.REQUEST
                 await trio.sleep(0.05)  # the peer's own check starts later
-                request = stun.Message(
-                    stun.Method.BINDING,
-                    stun.MessageClass.REQUEST,
-                    attributes=[
-                        stun.Username(f"{a.local_parameters.ufrag}:peer"),
-                        stun.Priority(1),
-                        stun.IceControlled(1),
-                    ],
-                ).encode(
-                    integrity_key=stun.short_term_key(a.local_parameters.pwd), fingerprint=True
-                )
+                request = _peer_check(a, "peer")
                 age = trio.current_time() - first_at
                 await peer.sendto(request, address)
                 while True:  # skip the answer to the peer's check
@@ -752,16 +756,7 @@ async def _face_a_controlling_peer(
             await trio.lowlevel.checkpoint()
     check = stun.decode(data)  # b's own check
     assert check.message_class is stun.MessageClass.REQUEST
-    own = stun.Message(
-        stun.Method.BINDING,
-        stun.MessageClass.REQUEST,
-        attributes=[
-            stun.Username(f"{b.local_parameters.ufrag}:peer"),
-            stun.Priority(1),
-            stun.IceControlling(2),
-        ],
-    ).encode(integrity_key=stun.short_term_key(b.local_parameters.pwd), fingerprint=True)
-    peer.sendto(own, address)  # the peer checks the pair
+    peer.sendto(_peer_check(b, "peer", controlling=True), address)  # the peer checks the pair
     while True:  # b's answer (and b's check again, if the peer's request made it go again)
         message = stun.decode(await _recv_now(peer))
         if message.message_class is stun.MessageClass.SUCCESS:
@@ -832,18 +827,7 @@ async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(b.connect)
                 check, address = await _face_a_controlling_peer(b, peer)
-                nomination = stun.Message(
-                    stun.Method.BINDING,
-                    stun.MessageClass.REQUEST,
-                    attributes=[
-                        stun.Username(f"{b.local_parameters.ufrag}:peer"),
-                        stun.Priority(1),
-                        stun.IceControlling(2),
-                        stun.UseCandidate(),
-                    ],
-                ).encode(
-                    integrity_key=stun.short_term_key(b.local_parameters.pwd), fingerprint=True
-                )
+                nomination = _peer_check(b, "peer", controlling=True, nominate=True)
                 peer.sendto(_answer(check, address), address)
                 peer.sendto(nomination, address)
                 for _ in range(3):  # b's reader, and a ping-back if one were wanted, run
