@@ -631,6 +631,51 @@ async def test_stun_answered_while_a_receiver_holds_the_socket_and_after_it_leav
                 assert trice.ConnectionState.DISCONNECTED not in states
 
 
+async def test_a_receive_reads_one_datagram_unless_the_reader_takes_batches() -> None:
+    """A receive that finds the queue empty reads one datagram from the socket and leaves the
+    rest there (reading on would cost a failed read for each datagram that comes on its own);
+    once the reader takes queued datagrams with receive_nowait, a receive that reads the
+    socket queues what it holds for it."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        for i in range(10):
+            assert ca.send_nowait(b"%d" % i)
+        assert await cb.receive() == b"0"
+        with pytest.raises(trio.WouldBlock):
+            cb.receive_nowait()  # one read: nothing else was queued
+        assert await cb.receive() == b"1"  # (read now, as a batch: the reader takes batches)
+        assert [cb.receive_nowait() for _ in range(8)] == [b"%d" % i for i in range(2, 10)]
+        assert b.statistics().datagrams_received == 10
+
+
+async def test_a_receive_reading_the_socket_answers_stun_it_finds_there() -> None:
+    """A receive that reads the socket itself hands STUN to the agent (the peer's check is
+    answered) and returns the data behind it."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.1", 0))
+            address = b.local_candidates[0].transport_address
+            before = b.statistics()
+            # All three go out before anything else runs: it is the receive that reads them.
+            stranger.sendto(b"\x80junk", address)  # data from no remote candidate
+            transport, remote = ca._route or ca._get_route()
+            check = _peer_check(b, a.local_parameters.ufrag, controlling=True)
+            transport.send_nowait(check, remote)  # a's socket, with b's credentials
+            transport.send_nowait(b"data", remote)
+            with trio.fail_after(5):
+                assert await cb.receive() == b"data"
+            after = b.statistics()
+            assert after.requests_received == before.requests_received + 1
+            assert after.unknown_source_dropped == before.unknown_source_dropped + 1
+
+
 async def test_receive_blocked_on_the_socket_wakes_on_close() -> None:
     # No consent traffic within the test's time: only the close can wake the receiver.
     config = loopback_config(

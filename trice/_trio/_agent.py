@@ -48,7 +48,7 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
-from trice._trio._transport import MemoryTransport, Transport, UdpTransport
+from trice._trio._transport import STUN_MAGIC, MemoryTransport, Transport, UdpTransport
 from trice.ice._candidate import Candidate
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
@@ -69,13 +69,10 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent", "warm_up"]
 
 Address = tuple[str, int]
-#: STUN and data share a socket.  RFC 7983 tells them apart by the first byte (0-3: STUN);
-#: the magic cookie is checked too, so that an application datagram that happens to begin
-#: with a small byte is still delivered as data.
-_MAGIC = b"\x21\x12\xa4\x42"
 #: How long the reader leaves a socket to a task that blocked in Connection.receive and has
 #: returned, before it takes the socket back; STUN waits at most this long while nobody reads.
 _LEASE = 0.02
+_NO_LEASE: tuple[int, float] = (0, -math.inf)
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 
 
@@ -204,7 +201,7 @@ class Agent:
         self._sleeping_until = -math.inf  # the agent task's planned wake-up time
         # The socket the agent task reads itself, and its lease (see _run).
         self._primary: UdpTransport | None = None
-        self._lease: tuple[int, float] | None = None
+        self._lease = _NO_LEASE  # (receives seen, until when the socket is left to them)
         # When parked check tasks want waking: a heap of (due, sequence, run), fired by the
         # agent task; entries whose run has moved on are skipped.
         self._timers: list[tuple[float, int, CheckRun]] = []
@@ -558,12 +555,13 @@ class Agent:
             primary = self._primary
             read = False
             if primary is not None and not primary.closed:
+                # A receiver waits on the socket (held), or has read it since we last looked
+                # (holds changed): leave the socket to receivers until a lease passes with
+                # none (the same hand-off as _receive_loop's).
                 lease = self._lease
-                if primary.held or (lease is not None and lease[0] != primary.holds):
+                if primary.held or lease[0] != primary.holds:
                     lease = self._lease = (primary.holds, now + _LEASE)
-                elif lease is not None and now >= lease[1]:
-                    lease = self._lease = None
-                if lease is None:
+                if now >= lease[1]:
                     read = True
                 elif lease[1] < wake_at:
                     wake_at = lease[1]
@@ -607,7 +605,7 @@ class Agent:
         self._bases_made += 1
         return base
 
-    def _drain(self, transport: UdpTransport) -> bool:
+    def _drain(self, transport: UdpTransport, one: bool = False) -> bool:
         """Read what one socket holds: STUN to the core, data from known remotes to the
         receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
@@ -615,7 +613,12 @@ class Agent:
         :meth:`Connection.receive`, which waits on the socket itself (see ``_receive_loop``),
         or in a check task about to send its check again (``CheckRun._answered_meanwhile``).
         Returns False if it stopped after a batch with more to read, True once the socket is
-        empty.
+        empty (or, with ``one``, once it has queued a data datagram).
+
+        With ``one`` it stops at the first data datagram it queues: a receiver that takes
+        datagrams one at a time reads the next when it comes back, and reading on would
+        cost a failed read (a system call and an exception) for each datagram that arrives
+        on its own.
         """
         recv = transport.sock.recvfrom
         buffer = self._buffer
@@ -635,7 +638,7 @@ class Agent:
                 continue  # ICMP errors surface here on some systems; UDP carries on.
             if ipv6:
                 source = (source[0], source[1])
-            if data and data[0] < 4 and data[4:8] == _MAGIC:
+            if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
                 self._on_stun(transport, data, source)
             elif source in remotes:
                 if buffer.closed:
@@ -646,6 +649,8 @@ class Agent:
                     self._datagrams += 1
                     queue.append(data)
                     added = True
+                    if one:
+                        break
                 else:
                     buffer.dropped += 1
             else:
@@ -664,17 +669,19 @@ class Agent:
         socket and reads it itself (one task switch less per datagram); the reader steps
         aside and takes the socket back when the receiver leaves."""
         sock = transport.sock
+        seen = transport.holds
         while True:
             if not self._drain(transport):
                 await trio.lowlevel.checkpoint()
                 continue
-            if transport.held:
-                # A receiver holds the socket.  Leave it to receivers for as long as they keep
-                # coming back (a receive loop does); take it back after a lease without one.
+            if transport.held or transport.holds != seen:
+                # A receiver waits on the socket, or has read it since we last looked.  Leave
+                # it to receivers for as long as they keep coming back (a receive loop does);
+                # take it back after a lease without one.
                 while True:
-                    holds = transport.holds
+                    seen = transport.holds
                     await trio.sleep(_LEASE)
-                    if not transport.held and transport.holds == holds:
+                    if not transport.held and transport.holds == seen:
                         break
                 continue
             transport.reader_waiting = True
@@ -690,7 +697,7 @@ class Agent:
     def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
         """One datagram from ``source`` arrived on ``transport`` (used by relays; the UDP
         receive loop inlines the same steps)."""
-        if data and data[0] < 4 and data[4:8] == _MAGIC:
+        if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source):
             buffer = self._buffer
@@ -937,11 +944,11 @@ _WARM_SHELL_LIMIT = 0.5
 
 
 async def _warm_shell(rounds: int = 3) -> None:
-    """Connect two throwaway agents over a pair of in-memory transports, ``rounds`` times,
-    and pass a few datagrams each way: once per process, when its first agent opens.
+    """Connect two throwaway agents over a pair of in-memory transports, ``rounds`` times:
+    once per process, when its first agent opens.
 
     :func:`~trice.ice._core.warm_core` warms the pure core; this warms the shell's own paths
-    (the agent task, checks as tasks, events, ``connect``, the connection), which a fresh
+    (the agent task, checks as tasks, events, ``connect``), which a fresh
     process otherwise runs cold in its first real connection, at some 0.2-0.3 ms more
     (``bench/connect_time.py``, two processes).  No socket is opened and nothing is sent:
     the throwaway agents gather nothing, and their candidates are documentation addresses
@@ -983,13 +990,9 @@ async def _warm_shell_once(config: AgentConfig) -> None:
         async with trio.open_nursery() as connecting:
             connecting.start_soon(_connect_into, a, connections)
             connecting.start_soon(_connect_into, b, connections)
-        first, second = connections
-        if first is not None and second is not None:
-            for i in range(4):
-                await first.send(b"\x80warm %d" % i)
-                await second.receive()
-                await second.send(b"\x80warm %d" % i)
-                await first.receive()
+        # No data: the data path's own code is specialised by the interpreter for the
+        # transports it first meets, and it must meet UDP sockets first (the in-memory ones
+        # left the one-way data rate some 4% lower); it warms up in its first milliseconds.
         nursery.cancel_scope.cancel()
 
 

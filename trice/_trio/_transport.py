@@ -18,9 +18,14 @@ import trio
 
 from trice._errors import LimitError
 
-__all__ = ["MemoryTransport", "Transport", "UdpTransport", "bind_udp"]
+__all__ = ["STUN_MAGIC", "MemoryTransport", "Transport", "UdpTransport", "bind_udp"]
 
 Address = tuple[str, int]
+
+#: STUN and data share a socket.  RFC 7983 tells them apart by the first byte (0-3: STUN);
+#: the magic cookie is checked too, so that an application datagram that happens to begin
+#: with a small byte is still delivered as data.
+STUN_MAGIC = b"\x21\x12\xa4\x42"
 
 
 class Transport(Protocol):
