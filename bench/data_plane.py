@@ -1,6 +1,6 @@
 """Data plane: 1200-byte datagrams over a connected pair, beside raw trio sockets and aioice.
 
-Three paths are measured in the same run, on loopback, in one process each:
+Three paths are measured, on loopback:
 
 * **floor**: two raw non-blocking UDP sockets driven by trio, the least a correct trio
   program can do (``sendto``, waiting with ``wait_writable`` only when it would block;
@@ -9,12 +9,18 @@ Three paths are measured in the same run, on loopback, in one process each:
 * **trice**: two agents connected by ICE; ``Connection.send`` / ``Connection.receive``.
 * **aioice**: two aioice connections (asyncio), ``sendto`` / ``recvfrom``, each repeat in a
   fresh process with a fixed hash seed (aioice's speed depends on it; see
-  ``_aioice_in_process``).
+  ``_aioice_in_process``); the best repeat is kept.
+
+The floor and trice run in one trio run, in turns (``--rounds`` rounds, each a share of every
+figure for both), so that a slow spell of this shared machine falls on both and their ratio
+holds; each figure is the total over the rounds.
 
 Three figures each: one-way datagrams per second (sender and receiver in the same process;
 losses are counted, not hidden), ping-pong round trips per second, and the receive rate alone
-(a burst is queued in the kernel first, then timed while it is drained).  Ratios are against
-the floor and against aioice.  Run: ``python bench/data_plane.py [--count N] [--pings N]``.
+(a burst is queued in the kernel first, then timed while it is drained); for trice also the
+receive rate of a reader that takes what is queued with ``receive_nowait``.  Ratios are
+against the floor and against aioice.
+Run: ``python bench/data_plane.py [--count N] [--pings N] [--rounds N] [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -92,56 +98,160 @@ def _loopback() -> trice.NetworkConfig:
     )
 
 
-# ---------------------------------------------------------------- floor: raw trio sockets
+# ---------------------------------------------------------------- floor and trice, interleaved
 
 
-async def _floor(count: int, pings: int) -> Result:
+@dataclass
+class _Paths:
+    """One path's ends: a -> b and b -> a, and ``fill`` (a's send without yielding)."""
+
+    name: str
+    send_a: Callable[[bytes], Awaitable[None]]
+    receive_a: Callable[[], Awaitable[bytes]]
+    send_b: Callable[[bytes], Awaitable[None]]
+    receive_b: Callable[[], Awaitable[bytes]]
+    fill: Callable[[bytes], object]
+    receive_b_batched: Callable[[], Awaitable[bytes]] | None = None
+
+
+def _floor_paths(a: socket.socket, b: socket.socket) -> _Paths:
+    """Raw non-blocking UDP sockets driven by trio: each call a checkpoint, as trio's own
+    socket methods are."""
+    addr_a, addr_b = a.getsockname(), b.getsockname()
+
+    def sender(sock: socket.socket, addr: tuple[str, int]) -> Callable[[bytes], Awaitable[None]]:
+        async def send(data: bytes) -> None:
+            while True:
+                try:
+                    sock.sendto(data, addr)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+            await trio.lowlevel.checkpoint()
+
+        return send
+
+    def receiver(sock: socket.socket) -> Callable[[], Awaitable[bytes]]:
+        async def receive() -> bytes:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    try:
+                        return sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+        return receive
+
+    return _Paths(
+        "floor (raw trio sockets)",
+        sender(a, addr_b),
+        receiver(a),
+        sender(b, addr_a),
+        receiver(b),
+        lambda d: a.sendto(d, addr_b),
+    )
+
+
+def _trice_paths(ca: trice.Connection, cb: trice.Connection) -> _Paths:
+    return _Paths("trice", ca.send, ca.receive, cb.send, cb.receive, ca.send_nowait, _batched(cb))
+
+
+def _batched(conn: trice.Connection) -> Callable[[], Awaitable[bytes]]:
+    """A reader that takes what is already queued without a schedule point each
+    (``receive_nowait``), and awaits ``receive`` (a checkpoint, which then reads up to 64
+    datagrams from the socket at once) only when the queue is empty."""
+
+    async def receive() -> bytes:
+        try:
+            return conn.receive_nowait()
+        except trio.WouldBlock:
+            return await conn.receive()
+
+    return receive
+
+
+class _Totals:
+    """Sums over the rounds of one path: datagrams (or round trips) and the seconds they took."""
+
+    def __init__(self) -> None:
+        self.sent = self.got = 0
+        self.one_way: list[float] = [0, 0.0]
+        self.pings: list[float] = [0, 0.0]
+        self.drain: list[float] = [0, 0.0]
+        self.batched: list[float] = [0, 0.0]
+
+    @staticmethod
+    def add(total: list[float], count: int, rate: float) -> None:
+        if rate > 0:
+            total[0] += count
+            total[1] += count / rate
+
+    def result(self, name: str) -> Result:
+        def rate(total: list[float]) -> float:
+            return total[0] / total[1] if total[1] else 0.0
+
+        return Result(
+            name,
+            rate(self.one_way),
+            self.got / self.sent if self.sent else 0.0,
+            rate(self.pings),
+            rate(self.drain),
+            rate(self.batched),
+        )
+
+
+async def _floor_and_trice(count: int, pings: int, rounds: int) -> list[Result]:
+    """Both paths in one trio run, measured in turns (``rounds`` rounds of ``count/rounds``
+    datagrams each way, and so on), so that a slow spell of the machine falls on both and
+    the ratios hold; each figure is the total over the rounds."""
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for s in (a, b):
         s.setblocking(False)
         _big_buffer(s)
         s.bind(("127.0.0.1", 0))
-    addr_a, addr_b = a.getsockname(), b.getsockname()
-
-    async def send(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
-        while True:
-            try:
-                sock.sendto(data, addr)
-                break
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-        await trio.lowlevel.checkpoint()
-
-    async def receive(sock: socket.socket) -> bytes:
-        # A receive that is a checkpoint, as trio's own socket methods are: one yield a call.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            data = sock.recv(65536)
-        except BlockingIOError:
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    return sock.recv(65536)
-                except BlockingIOError:
-                    continue
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
-
+    per = max(1, count // rounds)
+    per_ping = max(1, pings // rounds)
+    burst = max(100, BURST // 2)
+    config = loopback_config(receive_buffer=max(per, burst) + 16)
     try:
-        pps, delivered = await _one_way(lambda d: send(a, d, addr_b), lambda: receive(b), count)
-        rtt = await _ping_pong(
-            lambda d: send(a, d, addr_b),
-            lambda: receive(a),
-            lambda d: send(b, d, addr_a),
-            lambda: receive(b),
-            pings,
-        )
-        drain = await _drain_rate(lambda d: a.sendto(d, addr_b), lambda: receive(b), BURST)
+        async with (
+            trice.open_agent(config, controlling=True) as ta,
+            trice.open_agent(config, controlling=False) as tb,
+        ):
+            await ta.wait_gathering_complete()
+            await tb.wait_gathering_complete()
+            signal(ta, tb)
+            ca, cb = await connect_both(ta, tb)
+            for agent in (ta, tb):  # the same kernel buffers as the floor
+                for t in agent._transports.values():
+                    if isinstance(t, UdpTransport):
+                        _big_buffer(t.sock)
+            paths = [_floor_paths(a, b), _trice_paths(ca, cb)]
+            totals = {p.name: _Totals() for p in paths}
+            for _ in range(rounds):
+                for p in paths:
+                    tot = totals[p.name]
+                    pps, delivered = await _one_way(p.send_a, p.receive_b, per)
+                    tot.add(tot.one_way, per, pps)
+                    tot.sent += per
+                    tot.got += round(delivered * per)
+                    rtt = await _ping_pong(p.send_a, p.receive_a, p.send_b, p.receive_b, per_ping)
+                    tot.add(tot.pings, per_ping, rtt)
+                    tot.add(tot.drain, burst, await _drain_rate(p.fill, p.receive_b, burst))
+                    if p.receive_b_batched is not None:
+                        rate = await _drain_rate(p.fill, p.receive_b_batched, burst)
+                        tot.add(tot.batched, burst, rate)
+            return [totals[p.name].result(p.name) for p in paths]
     finally:
         a.close()
         b.close()
-    return Result("floor (raw trio sockets)", pps, delivered, rtt, drain)
 
 
 async def _one_way(
@@ -170,7 +280,7 @@ async def _one_way(
             with trio.move_on_after(1.0):
                 await all_in.wait()
             nursery.cancel_scope.cancel()
-    return received / (end - start), received / count
+    return received / (end - start) if end > start else 0.0, received / count
 
 
 async def _ping_pong(
@@ -195,45 +305,6 @@ async def _ping_pong(
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
     return pings / elapsed
-
-
-# ---------------------------------------------------------------- trice
-
-
-async def _trice(count: int, pings: int) -> Result:
-    config = loopback_config(receive_buffer=max(count, BURST) + 16)
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
-        signal(a, b)
-        conns = dict(zip("ab", await connect_both(a, b), strict=True))
-        ca, cb = conns["a"], conns["b"]
-        for agent in (a, b):  # the same kernel buffers as the floor
-            for t in agent._transports.values():
-                if isinstance(t, UdpTransport):
-                    _big_buffer(t.sock)
-        pps, delivered = await _one_way(ca.send, cb.receive, count)
-        rtt = await _ping_pong(ca.send, ca.receive, cb.send, cb.receive, pings)
-        drain = await _drain_rate(ca.send_nowait, cb.receive, BURST)
-        batched = await _drain_rate(ca.send_nowait, _batched(cb), BURST)
-    return Result("trice", pps, delivered, rtt, drain, batched)
-
-
-def _batched(conn: trice.Connection) -> Callable[[], Awaitable[bytes]]:
-    """A reader that takes what is already queued without a schedule point each
-    (``receive_nowait``), and awaits ``receive`` (a checkpoint, which reads up to 64
-    datagrams from the socket at once) only when the queue is empty."""
-
-    async def receive() -> bytes:
-        try:
-            return conn.receive_nowait()
-        except trio.WouldBlock:
-            return await conn.receive()
-
-    return receive
 
 
 # ---------------------------------------------------------------- aioice
@@ -344,26 +415,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=20000, help="datagrams one way")
     parser.add_argument("--pings", type=int, default=3000, help="round trips")
-    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--rounds", type=int, default=10, help="turns of floor and trice")
+    parser.add_argument("--repeat", type=int, default=3, help="aioice: best of this many runs")
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--aioice-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.count, args.pings, args.repeat = 3000, 500, 1
+        args.count, args.pings, args.rounds, args.repeat = 3000, 500, 3, 1
     if args.aioice_only:  # one aioice measurement, as JSON (see _aioice_in_process)
         only = _aioice(args.count, args.pings)
         if only is not None:
             print(json.dumps(dataclasses.asdict(only)))
         return
     runs: dict[str, list[Result]] = {}
+    for result in trio.run(_floor_and_trice, args.count, args.pings, max(1, args.rounds)):
+        runs[result.name] = [result]
     for seed in range(1, args.repeat + 1):
-        for result in (
-            trio.run(_floor, args.count, args.pings),
-            trio.run(_trice, args.count, args.pings),
-            _aioice_in_process(args.count, args.pings, seed),
-        ):
-            if result is not None:
-                runs.setdefault(result.name, []).append(result)
+        aio_result = _aioice_in_process(args.count, args.pings, seed)
+        if aio_result is not None:
+            runs.setdefault(aio_result.name, []).append(aio_result)
     best = {
         name: Result(
             name,
@@ -377,7 +447,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     floor = best["floor (raw trio sockets)"]
     aio = best.get("aioice")
-    print(f"\nData plane: {SIZE}-byte datagrams on loopback, best of {args.repeat}")
+    print(
+        f"\nData plane: {SIZE}-byte datagrams on loopback; floor and trice in {args.rounds} "
+        f"rounds of turns, aioice best of {args.repeat}"
+    )
     print(f"one way: {args.count} datagrams; ping-pong: {args.pings} round trips\n")
     header = (
         f"{'path':<26} {'one-way pkt/s':>14} {'delivered':>10} {'rtt/s':>9} "

@@ -98,8 +98,9 @@ class Connection(trio.abc.Channel[bytes]):
         self._closed = False
         # (transport, remote address), looked up once per selected pair: the send path is hot.
         self._route: tuple[Transport, tuple[str, int]] | None = None
-        # Whether the reader takes queued datagrams with receive_nowait: then a receive that
-        # reads the socket queues all it holds (up to 64) for it; else a receive reads one.
+        # Whether receive_nowait was called since the last receive: a reader that takes
+        # queued datagrams that way gets a batch (up to 64) queued by a receive that reads the
+        # socket; a plain receive loop gets one datagram per read.
         self._batching = False
 
     @property
@@ -140,9 +141,9 @@ class Connection(trio.abc.Channel[bytes]):
     def receive_nowait(self) -> bytes:
         """The next received datagram, or raise :class:`trio.WouldBlock`.
 
-        It takes what is already queued (it reads no socket).  Once a reader uses it, each
-        :meth:`receive` that reads the socket queues all the socket holds, up to 64 datagrams,
-        for it to take (see the data guide, "Reading fast")."""
+        It takes what is already queued (it reads no socket).  The next :meth:`receive` that
+        reads the socket then queues all the socket holds, up to 64 datagrams, for it to take
+        (see the data guide, "Reading fast")."""
         self._batching = True
         self._check_open()
         if self._buffer.queue:
@@ -176,7 +177,8 @@ class Connection(trio.abc.Channel[bytes]):
                 if queue:
                     return queue.popleft()
         agent = self._agent
-        one = not self._batching
+        one = not self._batching  # (a reader that has just used receive_nowait takes batches)
+        self._batching = False
         look = True  # whether to read the socket before waiting on it
         if one:
             # The common case of a receive loop: one datagram straight from the socket, as a
