@@ -890,6 +890,38 @@ async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
                 nursery.cancel_scope.cancel()
 
 
+async def test_what_waits_on_the_socket_is_read_before_the_timers_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """In a busy process, the run's timer may end the agent task's wait while a datagram
+    waits unread on its socket: it is read before the core's timers run.  Here the
+    nomination waits there when the ping-back comes due: read first, it makes the ping
+    needless (with 1000 pairs in one process this was a ping for half the pairs)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            _face(b, peer.getsockname()[1], ufrag="peer")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.connect)
+                check, address = await _face_a_controlling_peer(b, peer)
+                peer.sendto(_answer(check, address), address)
+                for _ in range(50):  # b reads the answer; the process never goes idle
+                    await trio.lowlevel.checkpoint()
+                primary = b._primary
+                assert primary is not None and primary.reader_waiting
+                # The ping-back is due, the nomination waits unread, the timer wakes b:
+                peer.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+                autojump_clock.jump(0.01)
+                primary.kick()
+                for _ in range(50):
+                    await trio.lowlevel.checkpoint()
+                assert b.selected_pair is not None
+                assert b.statistics().checks_sent == 1  # its check, and no ping-back
+                nursery.cancel_scope.cancel()
+
+
 async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -587,7 +587,22 @@ class Agent:
                     primary.reader_waiting = False
                 due = self._sleeping_until
                 self._sleeping_until = -math.inf
-            if readable and primary is not None and not self._drain(primary):
+            # Read what came before the core's timers run, also when the timer ended the wait:
+            # in a busy process a datagram may wait there unread (a nomination, say, which
+            # must come before the ping-back it makes needless).
+            if (
+                primary is not None
+                and (
+                    readable
+                    or (
+                        read
+                        and not primary.held
+                        and not primary.closed
+                        and trio.current_time() >= due
+                    )
+                )
+                and not self._drain(primary)
+            ):
                 await trio.lowlevel.checkpoint()
 
     def _adopt_socket(self, transport: UdpTransport, name: str) -> None:
