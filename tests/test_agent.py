@@ -651,6 +651,57 @@ async def test_a_receive_reads_one_datagram_unless_the_reader_takes_batches() ->
         assert b.statistics().datagrams_received == 10
 
 
+async def test_two_receivers_share_a_burst() -> None:
+    """With two tasks receiving, the one that reads the socket queues what it holds and wakes
+    the other: the burst is shared at once, not left in the socket for whichever comes
+    back first."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        got: dict[str, bytes] = {}
+
+        async def worker(name: str) -> None:
+            got[name] = await cb.receive()
+            await trio.sleep_forever()  # busy with its datagram
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker, "one")
+            nursery.start_soon(worker, "two")
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(4):
+                assert ca.send_nowait(b"%d" % i)
+            await trio.testing.wait_all_tasks_blocked()  # (no time passes for the reader)
+            assert sorted(got.values()) == [b"0", b"1"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_stun_behind_a_backlog_is_read_before_the_reader_reaches_it() -> None:
+    """A receive loop reads one datagram at a time, but once the socket has not run dry for
+    a while (the reader is behind a backlog) a read takes a batch: a check waiting behind
+    100 datagrams is answered long before a one-at-a-time reader would reach it."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        transport, remote = ca._route or ca._get_route()
+        for i in range(100):
+            assert transport.send_nowait(b"d%d" % i, remote)
+        check = _peer_check(b, a.local_parameters.ufrag, controlling=True)
+        assert transport.send_nowait(check, remote)
+        for i in range(100):
+            assert transport.send_nowait(b"e%d" % i, remote)
+        before = b.statistics().requests_received
+        consumed = 0
+        with trio.fail_after(5):
+            while b.statistics().requests_received == before:
+                await cb.receive()
+                consumed += 1
+        assert consumed <= 80  # (a batch came after 64 single reads)
+
+
 async def test_a_receive_reading_the_socket_answers_stun_it_finds_there() -> None:
     """A receive that reads the socket itself hands STUN to the agent (the peer's check is
     answered) and returns the data behind it."""

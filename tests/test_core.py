@@ -374,6 +374,21 @@ def test_ping_back_now_after_a_nomination_sends_nothing() -> None:
     assert core.poll_check(0.014) is None
 
 
+def test_no_ping_back_is_pending_once_ice_failed() -> None:
+    """A ping-back still waiting when ICE fails is dropped: nothing is pending (the shell
+    would otherwise ask to hear of idleness again and again), and nothing is sent."""
+    core, pair = _proved_pair_core(controlling=False)
+    request = binding_request(core, controlling=True)
+    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
+    assert core.pingback_pending
+    late = core.timing.failed_timeout + 1.0
+    core.on_timer(late)
+    assert core.state is ConnectionState.FAILED
+    assert not core.pingback_pending
+    core.ping_back_now(late)
+    assert core.poll_check(late) is None
+
+
 def test_no_pingback_when_the_nomination_comes_in_time() -> None:
     core, pair = _proved_pair_core(controlling=False)
     request = binding_request(core, controlling=True)

@@ -69,8 +69,9 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent", "warm_up"]
 
 Address = tuple[str, int]
-#: How long the reader leaves a socket to a task that blocked in Connection.receive and has
-#: returned, before it takes the socket back; STUN waits at most this long while nobody reads.
+#: How long the reader leaves a socket to receivers (a task that waits in Connection.receive,
+#: or one that has read the socket itself) with none coming back, before it takes the socket
+#: back; STUN waits at most this long while nobody reads.
 _LEASE = 0.02
 _NO_LEASE: tuple[int, float] = (0, -math.inf)
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
@@ -141,6 +142,7 @@ class Agent:
         "_datagrams",
         "_gathering",
         "_hub",
+        "_idle_now",
         "_idle_wanted",
         "_lease",
         "_local",
@@ -192,6 +194,7 @@ class Agent:
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
         self._idle_wanted = False  # asked the run's timer to call _idle_came
+        self._idle_now = False  # it did: the agent task sends the ping-back
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
@@ -422,14 +425,14 @@ class Agent:
         """The run's timer: nothing else in the process can run (see ``_pump``).
 
         The core's pending ping-back (see ``AgentCore._want_pingback``) goes now, rather
-        than at its time: trio's timers round a wait up to a whole millisecond, while a
-        nomination from a peer in another process can only come over the socket, which an
-        idle process has read.  A peer in the same process (another trice agent) runs before
-        the process is idle, and its nomination, read first, makes the ping needless."""
+        than at its time: trio's timers round a wait up to a whole millisecond.  A peer in
+        the same process (another trice agent) runs before the process is idle, and its
+        nomination, read first, makes the ping needless.  The agent task sends it, in its
+        own context (not the timer's, a system task): this only wakes it."""
         self._idle_wanted = False
         if not self._closed:
-            self._core.ping_back_now(trio.current_time())
-            self._pump()
+            self._idle_now = True
+            self._time_came()
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""
@@ -544,6 +547,10 @@ class Agent:
         due = -math.inf  # when the last wait was due to end
         while not self._closed:
             now = trio.current_time()
+            if self._idle_now:
+                self._idle_now = False
+                core.ping_back_now(now)
+                self._pump()
             if now >= due:
                 # The core's time came (a datagram was handled as it was read).
                 core.on_timer(now)
@@ -868,6 +875,9 @@ class AgentContext:
                 raise leaves[0] from None
         finally:
             if agent is not None:
+                if agent._idle_wanted:
+                    agent._idle_wanted = False
+                    agent._hub.forget_idle(agent)
                 if self._joined:
                     self._joined = False
                     agent._hub.leave()

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Connection", "ReceiveBuffer"]
 
+#: Datagrams a receive loop reads one at a time in a row, the socket never running dry, before
+#: a read takes a batch (see ``Connection._streak``).
+_STREAK = 64
+
 
 class ReceiveBuffer:
     """Received datagrams waiting for :meth:`Connection.receive`.
@@ -102,6 +106,10 @@ class Connection(trio.abc.Channel[bytes]):
         # queued datagrams that way gets a batch (up to 64) queued by a receive that reads the
         # socket; a plain receive loop gets one datagram per read.
         self._batching = False
+        # Datagrams the fast path has read in a row without the socket running dry: past
+        # _STREAK the reader is behind a backlog, and a read takes a batch (so STUN in the
+        # backlog is answered soon, not when a slow reader reaches it).
+        self._streak = 0
 
     @property
     def selected_pair(self) -> CandidatePair:
@@ -177,9 +185,14 @@ class Connection(trio.abc.Channel[bytes]):
                 if queue:
                     return queue.popleft()
         agent = self._agent
-        one = not self._batching  # (a reader that has just used receive_nowait takes batches)
+        # One datagram per read, unless the reader has just used receive_nowait, or other
+        # tasks wait in receive too (then a read queues all the socket holds, and wakes them).
+        lot = buffer.lot
+        one = not self._batching and not lot and self._streak < _STREAK
         self._batching = False
         look = True  # whether to read the socket before waiting on it
+        if not one:
+            self._streak = 0
         if one:
             # The common case of a receive loop: one datagram straight from the socket, as a
             # plain trio socket would (reading on would cost a failed read, a system call
@@ -188,10 +201,11 @@ class Connection(trio.abc.Channel[bytes]):
             try:
                 data, source = transport.sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
-                pass  # nothing yet: wait for it
+                self._streak = 0  # caught up: nothing yet, wait for it
             except OSError:
                 look = True  # (an ICMP error, say: the reader's loop deals with it)
             else:
+                self._streak += 1
                 transport.holds += 1  # (a receiver keeps the socket's reader away...)
                 transport.kick()  # (... which, if it waits on the socket, looks again)
                 if transport.family == socket.AF_INET6:
@@ -215,7 +229,7 @@ class Connection(trio.abc.Channel[bytes]):
         try:
             while True:
                 if look:
-                    drain(transport, one)
+                    drain(transport, one and not buffer.lot)  # (others may have come to wait)
                     self._check_open()
                     if queue:
                         data = queue.popleft()

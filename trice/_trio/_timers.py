@@ -111,8 +111,8 @@ class TimerHub:
             self._scope.deadline = due
 
     def when_idle(self, sleeper: Sleeper) -> None:
-        """Call ``sleeper._idle_came()`` once nothing else in the run can run (and no
-        socket has anything to read): once, at the next such moment."""
+        """Call ``sleeper._idle_came()`` once nothing else in the run can run and no
+        socket that a task waits on has anything to read: once, at the next such moment."""
         if self._idle is None:
             self._idle = [sleeper]
         else:
@@ -120,6 +120,13 @@ class TimerHub:
         scope = self._scope
         if scope is not None and not self._waiting_idle:
             scope.cancel()  # the timer task goes to wait for idleness as well
+
+    def forget_idle(self, sleeper: Sleeper) -> None:
+        """``sleeper`` closed: drop its :meth:`when_idle` request (in a run that is never
+        idle, the list would otherwise keep closed agents)."""
+        idle = self._idle
+        if idle is not None and sleeper in idle:
+            idle.remove(sleeper)
 
     def _prune(self, *, keep: bool = True) -> None:
         """Drop the stale entries, and the copies: one entry per sleeper at most (none

@@ -646,9 +646,10 @@ class AgentCore:
         done so before the ping is due, and the ping is never sent.
 
         The shell may send it sooner, with :meth:`ping_back_now`, once its process is idle:
-        a timer shorter than a millisecond costs a whole one in trio, and a nomination from
-        a peer in another process can only come over the socket, so there is nothing
-        to gain by waiting once nothing else is left to run."""
+        a timer shorter than a millisecond costs a whole one in trio.  A trice peer in the
+        same process nominates before the process is idle; one in another process whose
+        check crossed ours may be a hop late, and then the ping goes needlessly (two
+        messages more)."""
         if self.selected is not None or pair.pinged_back or self._pingback is not None:
             return
         self._pingback = pair
@@ -657,16 +658,26 @@ class AgentCore:
     @property
     def pingback_pending(self) -> bool:
         """Whether a ping-back waits for its time (see ``_want_pingback``); the shell may
-        send it sooner with :meth:`ping_back_now`."""
-        return self._pingback is not None
+        send it sooner with :meth:`ping_back_now`.  Never once a pair is selected or the
+        checks are over (failed, closed)."""
+        if self._pingback is None:
+            return False
+        if self.selected is not None or not self._checking:
+            self._pingback = None
+            return False
+        return True
 
     def ping_back_now(self, now: float) -> None:
         """Send the pending ping-back now rather than at its time: the shell calls this when
         its process has nothing else to do, so that a nomination already on its way from
         a peer in the same process is read first (see ``_want_pingback``)."""
         pair = self._pingback
-        if pair is not None and self.selected is None and self._checking:
+        if pair is None:
+            return
+        if self.selected is None and self._checking:
             self._ping_back(pair, now)
+        else:
+            self._pingback = None
 
     def _ping_back(self, pair: Pair, now: float) -> None:
         self._pingback = None
