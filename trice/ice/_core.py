@@ -659,25 +659,16 @@ class AgentCore:
     def pingback_pending(self) -> bool:
         """Whether a ping-back waits for its time (see ``_want_pingback``); the shell may
         send it sooner with :meth:`ping_back_now`.  Never once a pair is selected or the
-        checks are over (failed, closed)."""
-        if self._pingback is None:
-            return False
-        if self.selected is not None or not self._checking:
-            self._pingback = None
-            return False
-        return True
+        checks are over (failed, closed): both drop it."""
+        return self._pingback is not None
 
     def ping_back_now(self, now: float) -> None:
         """Send the pending ping-back now rather than at its time: the shell calls this when
         its process has nothing else to do, so that a nomination already on its way from
         a peer in the same process is read first (see ``_want_pingback``)."""
         pair = self._pingback
-        if pair is None:
-            return
-        if self.selected is None and self._checking:
+        if pair is not None:
             self._ping_back(pair, now)
-        else:
-            self._pingback = None
 
     def _ping_back(self, pair: Pair, now: float) -> None:
         self._pingback = None
@@ -891,7 +882,9 @@ class AgentCore:
         self.finished = state is _STATE_FAILED or state is _STATE_CLOSED
         self._emit(ConnectionStateChanged(state))
         if self.finished:
-            self._templates = None  # checks are over (a pair's selection dropped them too)
+            # Checks are over (a pair's selection dropped these too).
+            self._templates = None
+            self._pingback = None
 
 
 @functools.lru_cache(maxsize=64)
