@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -824,40 +826,59 @@ async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> 
             nursery.cancel_scope.cancel()
 
 
-async def _recv_now(sock: socket.socket) -> bytes:
+async def _recvfrom_now(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:
     """The next datagram on a non-blocking socket, waiting without letting virtual time pass
     (a loaded kernel may deliver a loopback datagram a little late): at most a real second,
     during which nothing else in the process becomes idle."""
     give_up = time.monotonic() + 1.0
     while True:
         try:
-            return sock.recv(2048)
+            return sock.recvfrom(2048)
         except BlockingIOError:
             if time.monotonic() > give_up:
                 raise AssertionError("no datagram came") from None
             await trio.lowlevel.checkpoint()
 
 
-async def _face_a_controlling_peer(
-    b: trice.Agent, peer: socket.socket
-) -> tuple[stun.Message, tuple[str, int]]:
-    """``peer`` plays a controlling agent against ``b``, which is connecting: it reads
-    ``b``'s first check, checks the pair itself (``b`` answers), and returns ``b``'s check,
-    not yet answered, and the address it came from."""
+def _only_copies_of(check: stun.Message, peer: socket.socket) -> None:
+    """Read what waits on ``peer``: only copies of ``check`` (sent again because the peer's
+    own request crossed it) may be there."""
     while True:
         try:
-            data, address = peer.recvfrom(2048)
-            break
+            copy = stun.decode(peer.recv(2048))
         except BlockingIOError:
-            await trio.lowlevel.checkpoint()
-    check = stun.decode(data)  # b's own check
-    assert check.message_class is stun.MessageClass.REQUEST
-    peer.sendto(_peer_check(b, "peer", controlling=True), address)  # the peer checks the pair
-    while True:  # b's answer (and b's check again, if the peer's request made it go again)
-        message = stun.decode(await _recv_now(peer))
-        if message.message_class is stun.MessageClass.SUCCESS:
-            return check, address
-        assert message.transaction_id == check.transaction_id
+            return
+        assert copy.transaction_id == check.transaction_id
+
+
+@contextlib.asynccontextmanager
+async def _facing_a_controlling_peer() -> AsyncIterator[
+    tuple[trice.Agent, socket.socket, stun.Message, tuple[str, int]]
+]:
+    """A controlled agent ``b`` that is connecting, and the test's socket ``peer`` playing a
+    controlling agent that nominates only when told to: ``peer`` has read ``b``'s first check
+    and checked the pair itself (``b`` answered).  Yields ``b``, ``peer``, ``b``'s check (not
+    yet answered) and the address it came from.  For virtual-time tests (with a guard in
+    real time)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            _face(b, peer.getsockname()[1], ufrag="peer")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.connect)
+                data, address = await _recvfrom_now(peer)
+                check = stun.decode(data)  # b's own check
+                assert check.message_class is stun.MessageClass.REQUEST
+                peer.sendto(_peer_check(b, "peer", controlling=True), address)
+                while True:  # b's answer (and copies of b's check, which the request crossed)
+                    message = stun.decode((await _recvfrom_now(peer))[0])
+                    if message.message_class is stun.MessageClass.SUCCESS:
+                        break
+                    assert message.transaction_id == check.transaction_id
+                yield b, peer, check, address
+                nursery.cancel_scope.cancel()
 
 
 def _answer(check: stun.Message, address: tuple[str, int]) -> bytes:
@@ -878,33 +899,19 @@ async def test_controlled_agent_pings_back_once_idle_not_at_its_timer(
     time passes (its timer would wait at least half a millisecond, a whole one in trio).
     The test's socket plays a controlling peer that nominates only when a request comes on
     a pair it has proved (as Pion does)."""
-    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=False) as b:
-            await b.wait_gathering_complete()
-            _face(b, peer.getsockname()[1], ufrag="peer")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(b.connect)
-                check, address = await _face_a_controlling_peer(b, peer)
-                await trio.sleep(0.01)  # (so that a timer would have something to wait for)
-                while True:  # b's check again, if the peer's request made it go again
-                    try:
-                        copy = stun.decode(peer.recv(2048))
-                    except BlockingIOError:
-                        break
-                    assert copy.transaction_id == check.transaction_id
-                answered_at = trio.current_time()
-                peer.sendto(_answer(check, address), address)  # b's check succeeds...
-                for _ in range(3):  # ... no nomination comes; b's reader, its ping-back run
-                    await trio.testing.wait_all_tasks_blocked()
-                ping = stun.decode(await _recv_now(peer))
-                assert ping.message_class is stun.MessageClass.REQUEST
-                assert ping.transaction_id != check.transaction_id
-                assert ping.get(stun.UseCandidate) is None
-                assert trio.current_time() == answered_at  # no timer: no time passed
-                assert b.statistics().checks_sent == 2
-                nursery.cancel_scope.cancel()
+    async with _facing_a_controlling_peer() as (b, peer, check, address):
+        await trio.sleep(0.01)  # (so that a timer would have something to wait for)
+        _only_copies_of(check, peer)
+        answered_at = trio.current_time()
+        peer.sendto(_answer(check, address), address)  # b's check succeeds...
+        for _ in range(3):  # ... no nomination comes; b's reader, its ping-back run
+            await trio.testing.wait_all_tasks_blocked()
+        ping = stun.decode((await _recvfrom_now(peer))[0])
+        assert ping.message_class is stun.MessageClass.REQUEST
+        assert ping.transaction_id != check.transaction_id
+        assert ping.get(stun.UseCandidate) is None
+        assert trio.current_time() == answered_at  # no timer: no time passed
+        assert b.statistics().checks_sent == 2
 
 
 async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
@@ -914,31 +921,17 @@ async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
     comes right behind its answer to our check: read first, it makes the ping needless, and
     none is sent (two trice agents in one process: the peer's agent runs before ours is
     idle)."""
-    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=False) as b:
-            await b.wait_gathering_complete()
-            _face(b, peer.getsockname()[1], ufrag="peer")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(b.connect)
-                check, address = await _face_a_controlling_peer(b, peer)
-                nomination = _peer_check(b, "peer", controlling=True, nominate=True)
-                peer.sendto(_answer(check, address), address)
-                peer.sendto(nomination, address)
-                for _ in range(3):  # b's reader, and a ping-back if one were wanted, run
-                    await trio.testing.wait_all_tasks_blocked()
-                answer = stun.decode(await _recv_now(peer))
-                assert answer.message_class is stun.MessageClass.SUCCESS  # the nomination's
-                assert b.selected_pair is not None
-                while True:
-                    try:
-                        message = stun.decode(peer.recv(2048))
-                    except BlockingIOError:
-                        break
-                    assert message.transaction_id == check.transaction_id  # a copy at most
-                assert b.statistics().checks_sent == 1  # its check, and no ping-back
-                nursery.cancel_scope.cancel()
+    async with _facing_a_controlling_peer() as (b, peer, check, address):
+        nomination = _peer_check(b, "peer", controlling=True, nominate=True)
+        peer.sendto(_answer(check, address), address)
+        peer.sendto(nomination, address)
+        for _ in range(3):  # b's reader, and a ping-back if one were wanted, run
+            await trio.testing.wait_all_tasks_blocked()
+        answer = stun.decode((await _recvfrom_now(peer))[0])
+        assert answer.message_class is stun.MessageClass.SUCCESS  # the nomination's
+        assert b.selected_pair is not None
+        _only_copies_of(check, peer)
+        assert b.statistics().checks_sent == 1  # its check, and no ping-back
 
 
 async def test_what_waits_on_the_socket_is_read_before_the_timers_run(
@@ -948,29 +941,20 @@ async def test_what_waits_on_the_socket_is_read_before_the_timers_run(
     waits unread on its socket: it is read before the core's timers run.  Here the
     nomination waits there when the ping-back comes due: read first, it makes the ping
     needless (with 1000 pairs in one process this was a ping for half the pairs)."""
-    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=False) as b:
-            await b.wait_gathering_complete()
-            _face(b, peer.getsockname()[1], ufrag="peer")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(b.connect)
-                check, address = await _face_a_controlling_peer(b, peer)
-                peer.sendto(_answer(check, address), address)
-                for _ in range(50):  # b reads the answer; the process never goes idle
-                    await trio.lowlevel.checkpoint()
-                primary = b._primary
-                assert primary is not None and primary.reader_waiting
-                # The ping-back is due, the nomination waits unread, the timer wakes b:
-                peer.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
-                autojump_clock.jump(0.01)
-                primary.kick()
-                for _ in range(50):
-                    await trio.lowlevel.checkpoint()
-                assert b.selected_pair is not None
-                assert b.statistics().checks_sent == 1  # its check, and no ping-back
-                nursery.cancel_scope.cancel()
+    async with _facing_a_controlling_peer() as (b, peer, check, address):
+        peer.sendto(_answer(check, address), address)
+        for _ in range(50):  # b reads the answer; the process never goes idle
+            await trio.lowlevel.checkpoint()
+        primary = b._primary
+        assert primary is not None and primary.reader_waiting
+        # The ping-back is due, the nomination waits unread, the timer wakes b:
+        peer.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+        autojump_clock.jump(0.01)
+        primary.kick()
+        for _ in range(50):
+            await trio.lowlevel.checkpoint()
+        assert b.selected_pair is not None
+        assert b.statistics().checks_sent == 1  # its check, and no ping-back
 
 
 async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket(
