@@ -343,6 +343,14 @@ def test_controlled_pings_back_once_when_no_nomination_comes(controlling: bool) 
     assert core.poll_check(due + 0.01) is None  # once per pair
 
 
+def _peer_requests(core: AgentCore, pair: Pair, now: float, *, nominate: bool = False) -> None:
+    """The controlling peer checks ``pair`` (with USE-CANDIDATE if ``nominate``); the core
+    answers."""
+    tid = b"N" * 12 if nominate else b"T" * 12
+    request = binding_request(core, controlling=True, use_candidate=nominate, tid=tid)
+    assert core.on_request(0, pair.remote_address, request, now) is not None
+
+
 def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
     """The shell sends a pending ping-back as soon as its process is idle (ping_back_now),
     not at its timer; with nothing pending, or once a pair is selected, it does nothing."""
@@ -350,8 +358,7 @@ def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
     assert not core.pingback_pending
     core.ping_back_now(0.011)
     assert core.poll_check(0.011) is None  # nothing pending: nothing sent
-    request = binding_request(core, controlling=True)
-    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
+    _peer_requests(core, pair, 0.012)
     assert core.pingback_pending
     due = core.next_deadline()
     assert due is not None and due > 0.012  # its timer is later...
@@ -365,10 +372,8 @@ def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
 
 def test_ping_back_now_after_a_nomination_sends_nothing() -> None:
     core, pair = _proved_pair_core(controlling=False)
-    request = binding_request(core, controlling=True)
-    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
-    nomination = binding_request(core, controlling=True, use_candidate=True, tid=b"N" * 12)
-    assert core.on_request(0, pair.remote_address, nomination, 0.013) is not None
+    _peer_requests(core, pair, 0.012)
+    _peer_requests(core, pair, 0.013, nominate=True)
     assert core.selected is pair and not core.pingback_pending
     core.ping_back_now(0.014)
     assert core.poll_check(0.014) is None
@@ -378,8 +383,7 @@ def test_no_ping_back_is_pending_once_ice_failed() -> None:
     """A ping-back still waiting when ICE fails is dropped: nothing is pending (the shell
     would otherwise ask to hear of idleness again and again), and nothing is sent."""
     core, pair = _proved_pair_core(controlling=False)
-    request = binding_request(core, controlling=True)
-    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
+    _peer_requests(core, pair, 0.012)
     assert core.pingback_pending
     late = core.timing.failed_timeout + 1.0
     core.on_timer(late)
@@ -391,10 +395,8 @@ def test_no_ping_back_is_pending_once_ice_failed() -> None:
 
 def test_no_pingback_when_the_nomination_comes_in_time() -> None:
     core, pair = _proved_pair_core(controlling=False)
-    request = binding_request(core, controlling=True)
-    assert core.on_request(0, pair.remote_address, request, 0.015) is not None
-    nomination = binding_request(core, controlling=True, use_candidate=True, tid=b"N" * 12)
-    assert core.on_request(0, pair.remote_address, nomination, 0.02) is not None
+    _peer_requests(core, pair, 0.015)
+    _peer_requests(core, pair, 0.02, nominate=True)
     assert core.selected is pair
     core.on_timer(0.05)
     assert core.poll_check(0.05) is None
