@@ -948,11 +948,7 @@ async def warm_up(rounds: int = 3) -> bool:
                 if not a.local_candidates or not b.local_candidates:
                     return False
                 introduce(a, b)
-                connections: list[Connection | None] = []
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_connect_into, a, connections)
-                    nursery.start_soon(_connect_into, b, connections)
-                first, second = connections  # (in the order they connected)
+                first, second = await _connect_both(a, b)  # (in the order they connected)
                 if first is None or second is None:
                     return False
                 for i in range(4):
@@ -1011,13 +1007,9 @@ async def _warm_shell_once(config: AgentConfig) -> None:
                 host_candidate(transport.local_address, 0), transport.base, signal=True
             )
         introduce(a, b)
-        connections: list[Connection | None] = []
-        async with trio.open_nursery() as connecting:
-            connecting.start_soon(_connect_into, a, connections)
-            connecting.start_soon(_connect_into, b, connections)
-        # No data: the data path's own code is specialised by the interpreter for the
-        # transports it first meets, and it must meet UDP sockets first (the in-memory ones
-        # left the one-way data rate some 4% lower); it warms up in its first milliseconds.
+        await _connect_both(a, b)
+        # No data: the interpreter specialises the data path's code for the transports it
+        # meets first, which should be UDP sockets; it warms up in its first milliseconds.
         nursery.cancel_scope.cancel()
 
 
@@ -1030,6 +1022,16 @@ def introduce(a: Agent, b: Agent) -> None:
         for candidate in there.local_candidates:
             here.add_remote_candidate(candidate)
         here.add_remote_candidate(None)
+
+
+async def _connect_both(a: Agent, b: Agent) -> list[Connection | None]:
+    """Connect two agents introduced to each other; their connections in the order they
+    came (``None`` for an agent whose ICE failed)."""
+    connections: list[Connection | None] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_connect_into, a, connections)
+        nursery.start_soon(_connect_into, b, connections)
+    return connections
 
 
 async def _connect_into(agent: Agent, connections: list[Connection | None]) -> None:

@@ -193,7 +193,7 @@ class Connection(trio.abc.Channel[bytes]):
         look = True  # whether to read the socket before waiting on it
         if not one:
             self._streak = 0
-        if one:
+        else:
             # The common case of a receive loop: one datagram straight from the socket, as a
             # plain trio socket would (reading on would cost a failed read, a system call
             # and an exception, for each datagram that comes on its own).
