@@ -75,6 +75,8 @@ Address = tuple[str, int]
 _LEASE = 0.02
 _NO_LEASE: tuple[int, float] = (0, -math.inf)
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+#: Byte value -> an ice-char, by its low 6 bits (``bytes.translate`` maps a whole string at once).
+_TO_ICE_CHARS = bytes(ord(_ICE_CHARS[b & 63]) for b in range(256))
 
 
 def _wakes_waiters(event: Event) -> bool:
@@ -87,7 +89,7 @@ def _wakes_waiters(event: Event) -> bool:
 
 def _random_ice_string(length: int) -> str:
     """``length`` random ice-chars (RFC 8445 §5.3): 6 random bits each, from the OS."""
-    return "".join(_ICE_CHARS[b & 63] for b in secrets.token_bytes(length))
+    return secrets.token_bytes(length).translate(_TO_ICE_CHARS).decode("ascii")
 
 
 #: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
@@ -321,8 +323,9 @@ class Agent:
             StateError: different parameters were already set, or the agent is closed.
         """
         self._raise_if_closed(StateError)
-        self._core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), trio.current_time())
-        self._pump()
+        now = trio.current_time()
+        self._core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
+        self._pump(now)
 
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
         """Add a remote candidate from signaling, at any time; ``None`` means the peer sent
@@ -349,8 +352,9 @@ class Agent:
             IceFailedError: ICE failed: no pair works.
             trio.ClosedResourceError: the agent closed.
         """
-        self._core.want_connection(trio.current_time())
-        self._pump()
+        now = trio.current_time()
+        self._core.want_connection(now)
+        self._pump(now)
         waited = False
         while True:
             self._raise_if_closed()
@@ -402,13 +406,14 @@ class Agent:
             self._changed = None
             changed.set()
 
-    def _pump(self) -> None:
+    def _pump(self, now: float | None = None) -> None:
         """After any change of the core: deliver its events, start the checks it wants now
         (their first transmission goes out at once, not after a trip through the agent
-        task), and bring the agent task's wait forward if the core's deadline came nearer."""
+        task), and bring the agent task's wait forward if the core's deadline came nearer.
+        ``now`` saves asking the clock again, from a caller that just did."""
         # Checks first: their first transmission goes out before the events are handed to
         # subscribers and waiters (the core queues events in order either way).
-        self._start_checks(trio.current_time())
+        self._start_checks(trio.current_time() if now is None else now)
         for event in self._core.drain_events():
             self._emit(event)
         if self._core.pingback_pending and not self._idle_wanted and not self._closed:
@@ -491,7 +496,7 @@ class Agent:
                 for old in self._runs.values():
                     if old.check.pair is pair and not old.check.consent:
                         old.drop()
-            run = CheckRun(self, check, transport)
+            run = CheckRun(self, check, transport, now)
             run.transmit()
             self._nursery.start_soon(run.run, name=check_name(check))
 
@@ -550,11 +555,11 @@ class Agent:
             if self._idle_now:
                 self._idle_now = False
                 core.ping_back_now(now)
-                self._pump()
+                self._pump(now)
             if now >= due:
                 # The core's time came (a datagram was handled as it was read).
                 core.on_timer(now)
-                self._pump()
+                self._pump(now)
             deadline = core.next_deadline()
             wake_at = self._fire_timers(now)
             if deadline is not None and deadline < wake_at:
@@ -612,11 +617,13 @@ class Agent:
             ):
                 await trio.lowlevel.checkpoint()
 
-    def _adopt_socket(self, transport: UdpTransport, name: str) -> None:
-        """A new host socket: the agent task reads the first, a reader task each other."""
+    def _adopt_socket(self, transport: UdpTransport, address: str) -> None:
+        """A new host socket on ``address``: the agent task reads the first, a reader task
+        each other."""
         if self._primary is None and not transport.closed:
             self._primary = transport
         else:
+            name = f"receive {address}:{transport.local_address[1]}"
             self._nursery.start_soon(self._receive_loop, transport, name=name)
 
     def _report(self, report: GatherReport) -> None:
@@ -751,11 +758,11 @@ class Agent:
             response = self._core.on_request(transport.base, source, message, now)
             if response is not None:
                 transport.send_nowait(response, source)
-            self._pump()
+            self._pump(now)
             return
         run = self._runs.get(message.transaction_id)
         if run is not None:
-            run.on_response(message, source)
+            run.on_response(message, source, now)
             return
         pending = self._pending
         if pending is not None:

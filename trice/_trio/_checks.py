@@ -49,7 +49,7 @@ class CheckRun:
         "transport",
     )
 
-    def __init__(self, agent: Agent, check: Check, transport: Transport) -> None:
+    def __init__(self, agent: Agent, check: Check, transport: Transport, now: float) -> None:
         self.agent = agent
         self.check = check
         self.transport = transport
@@ -57,7 +57,7 @@ class CheckRun:
         self.dropped = False
         self.poked = False
         self.resend_at: float | None = None
-        self.start = trio.current_time()
+        self.start = now
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
         self.task: trio.lowlevel.Task | None = None  # set while the task is parked
         agent._runs[check.transaction_id] = self
@@ -73,12 +73,12 @@ class CheckRun:
         self.task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def on_response(self, message: stun.Message, source: Address) -> None:
+    def on_response(self, message: stun.Message, source: Address, now: float) -> None:
         agent = self.agent
-        if agent._core.on_response(self.check, message, source, trio.current_time()):
+        if agent._core.on_response(self.check, message, source, now):
             self.settled = True
             self.wake()
-            agent._pump()
+            agent._pump(now)
 
     def drop(self) -> None:
         """A new check on the same pair replaces this one: stop retransmitting."""

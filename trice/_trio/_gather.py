@@ -197,14 +197,15 @@ async def gather_host(agent: Agent) -> None:
         if i:
             await trio.lowlevel.checkpoint()  # others run between binds (not after the last)
         try:
-            sock = bind_udp(host.bind_address, network.port_range, secrets.randbelow(65536))
+            start = 0 if network.port_range is None else secrets.randbelow(65536)
+            sock = bind_udp(host.bind_address, network.port_range, start)
         except OSError as exc:  # (LimitError is no OSError: it propagates)
             logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
             continue
         base = agent._new_base()
         transport = UdpTransport(base, sock)
         agent._transports[base] = transport
-        agent._adopt_socket(transport, f"receive {host.address}:{transport.local_address[1]}")
+        agent._adopt_socket(transport, host.address)
         rank = interfaces.setdefault(host.interface, len(interfaces))
         candidate = host_candidate((host.address, transport.local_address[1]), rank)
         agent._add_local(candidate, base, signal=signal)

@@ -176,8 +176,12 @@ class MemoryTransport:
                 self._inbox.close()
 
 
-def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int) -> socket.socket:
-    """Bind a non-blocking UDP socket on ``address`` (IPv4 or IPv6 literal, scope allowed).
+_SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
+
+
+def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int = 0) -> socket.socket:
+    """Bind a non-blocking UDP socket on ``address`` (IPv4 or IPv6 literal, scope allowed);
+    with ``port_range``, the search for a free port starts ``rng_start`` ports into it.
 
     Raises:
         LimitError: the process ran out of file descriptors.
@@ -185,7 +189,8 @@ def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int) -
     """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        # Non-blocking from the start where the system can (one system call less a socket).
+        sock = socket.socket(family, socket.SOCK_DGRAM | _SOCK_NONBLOCK)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise LimitError(
@@ -194,7 +199,8 @@ def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int) -
             ) from exc
         raise
     try:
-        sock.setblocking(False)
+        if not _SOCK_NONBLOCK:
+            sock.setblocking(False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if port_range is None:

@@ -39,6 +39,7 @@ _VCHARS = re.compile(r"[\x21-\x7e]+")  # 1*VCHAR, RFC 5234 appendix B.1
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SEPARATOR = re.compile(r"[ \t]+")
 _RESERVED_NAMES = frozenset({"typ", "raddr", "rport", "tcptype"})
+_SET = object.__setattr__  # a frozen dataclass normalizes its own fields in __post_init__
 
 
 class CandidateType(str, enum.Enum):
@@ -233,23 +234,38 @@ class Candidate:
     extensions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        def put(name: str, value: object) -> None:
-            object.__setattr__(self, name, value)
-
-        _foundation(self.foundation, "foundation")
-        _uint(self.component, "component", 1, 256)
+        # Each check's fast path is a plain test; the helper it falls back to accepts what
+        # the test did not (an int subclass, an enum's string value...) or raises.
+        put = _SET
+        foundation = self.foundation
+        if type(foundation) is not str or not _FOUNDATION.fullmatch(foundation):
+            _foundation(foundation, "foundation")
+        component = self.component
+        if type(component) is not int or not 1 <= component <= 256:
+            _uint(component, "component", 1, 256)
         protocol = self.protocol
-        if not isinstance(protocol, str) or protocol.lower() not in ("udp", "tcp"):
-            raise CandidateError(
-                f"protocol must be 'udp' or 'tcp', got {protocol!r}", field="protocol"
-            )
-        put("protocol", protocol.lower())
-        _uint(self.priority, "priority", 1, MAX_PRIORITY)
-        put("address", _address(self.address, "address"))
-        _uint(self.port, "port", 0, 65535)
-        put("type", _enum(CandidateType, self.type, "type"))
+        if protocol != "udp":
+            if not isinstance(protocol, str) or protocol.lower() not in ("udp", "tcp"):
+                raise CandidateError(
+                    f"protocol must be 'udp' or 'tcp', got {protocol!r}", field="protocol"
+                )
+            put(self, "protocol", protocol.lower())
+        priority = self.priority
+        if type(priority) is not int or not 1 <= priority <= MAX_PRIORITY:
+            _uint(priority, "priority", 1, MAX_PRIORITY)
+        address = self.address
+        canonical = _canonical_ip(address) if type(address) is str else None
+        if canonical is None:
+            canonical = _address(address, "address")
+        if canonical is not address:
+            put(self, "address", canonical)
+        port = self.port
+        if type(port) is not int or not 0 <= port <= 65535:
+            _uint(port, "port", 0, 65535)
+        if type(self.type) is not CandidateType:
+            put(self, "type", _enum(CandidateType, self.type, "type"))
         if self.related_address is not None:
-            put("related_address", _address(self.related_address, "related_address"))
+            put(self, "related_address", _address(self.related_address, "related_address"))
         if self.related_port is not None:
             _uint(self.related_port, "related_port", 0, 65535)
         if (self.related_address is None) != (self.related_port is None):
@@ -260,17 +276,20 @@ class Candidate:
                 field=missing,
             )
         if self.tcp_type is not None:
-            put("tcp_type", _enum(TcpType, self.tcp_type, "tcp_type"))
+            put(self, "tcp_type", _enum(TcpType, self.tcp_type, "tcp_type"))
             if self.protocol != "tcp":
                 raise CandidateError(
                     f"tcp_type {self.tcp_type.value!r} needs protocol 'tcp', not {self.protocol!r}",
                     field="tcp_type",
                 )
-        _optional_str(self.sdp_mid, "sdp_mid")
+        if self.sdp_mid is not None:
+            _optional_str(self.sdp_mid, "sdp_mid")
         if self.sdp_mline_index is not None:
             _uint(self.sdp_mline_index, "sdp_mline_index", 0, 65535)
-        _optional_str(self.username_fragment, "username_fragment")
-        put("extensions", _extensions(self.extensions, "extensions"))
+        if self.username_fragment is not None:
+            _optional_str(self.username_fragment, "username_fragment")
+        if self.extensions != ():
+            put(self, "extensions", _extensions(self.extensions, "extensions"))
 
     # -- conveniences ----------------------------------------------------------------------------
 
