@@ -1019,11 +1019,11 @@ async def test_warm_up_without_loopback_says_so(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-async def test_the_shells_warm_up_connects_in_memory_and_opens_no_socket(
+async def test_the_shells_warm_up_connects_in_memory_and_binds_no_socket(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Once per process, the first agent to open first connects two throwaway agents over
-    in-memory transports: no socket is bound, every round connects, nothing is left."""
+    a local socket pair: no socket is bound, every round connects, nothing is left."""
     from trice._trio import _agent, _gather
 
     def no_socket(*args: object) -> socket.socket:

@@ -3,13 +3,14 @@ wakes that wait), and the in-memory pair the shell's warm-up uses."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 import trio
 import trio.testing
 
-from trice._trio._transport import MemoryTransport, UdpTransport
+from trice._trio._transport import UdpTransport, paired_sockets
 
 
 class _BlockedSocket:
@@ -106,28 +107,26 @@ def test_send_nowait_reports_a_datagram_not_taken(error: type[OSError]) -> None:
         assert transport.send_nowait(b"x", ("127.0.0.1", 9)) is False
 
 
-async def test_memory_transports_carry_datagrams_both_ways_and_drop_when_full() -> None:
-    """A pair of in-process transports (the shell's warm-up runs agents over them): what
-    one end sends, the other's reader hands on, with the sender's address; a full queue
-    drops, as UDP would; after close, nothing is sent and ``send`` raises."""
-    a, b = MemoryTransport.pair(0, ("192.0.2.1", 9), 1, ("192.0.2.2", 9))
-    got: list[tuple[int, bytes, tuple[str, int]]] = []
-
-    def deliver(end: MemoryTransport, data: bytes, source: tuple[str, int]) -> None:
-        got.append((end.base, data, source))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(a.run, deliver)
-        nursery.start_soon(b.run, deliver)
-        assert a.send_nowait(b"to b", ("192.0.2.2", 9))
-        await b.send(b"to a", ("192.0.2.1", 9))
-        await trio.testing.wait_all_tasks_blocked()
-        assert sorted(got) == [(0, b"to a", ("192.0.2.2", 9)), (1, b"to b", ("192.0.2.1", 9))]
-        nursery.cancel_scope.cancel()
-    sent = [a.send_nowait(b"x", ("192.0.2.2", 9)) for _ in range(100)]  # nobody reads
-    assert sent.count(True) == 64 and not any(sent[64:])
-    a.close()
-    b.close()
-    assert not a.send_nowait(b"late", ("192.0.2.2", 9))
-    with pytest.raises(trio.ClosedResourceError):
-        await a.send(b"late", ("192.0.2.2", 9))
+async def test_paired_sockets_pass_for_udp_sockets_on_documentation_addresses() -> None:
+    """The socket pair the shell's warm-up stands its agents on: each end reports its own
+    address and takes every datagram to come from the other's, as a UDP socket bound there
+    would; a UdpTransport and trio's waits work over it; closing frees both descriptors."""
+    here, there = ("192.0.2.1", 9), ("192.0.2.2", 9)
+    a, b = paired_sockets(here, there)
+    ta, tb = UdpTransport(0, a), UdpTransport(1, b)  # type: ignore[arg-type]
+    assert (ta.local_address, tb.local_address) == (here, there)
+    assert ta.family == socket.AF_INET
+    assert ta.send_nowait(b"to b", there)
+    with trio.fail_after(5):
+        await trio.lowlevel.wait_readable(b)
+    assert b.recvfrom(2048) == (b"to b", here)
+    with pytest.raises(BlockingIOError):
+        b.recvfrom(2048)  # non-blocking, as the agent's reads expect
+    await tb.send(b"to a", here)
+    assert a.recvfrom(2048) == (b"to a", there)
+    fds = (a.fileno(), b.fileno())
+    ta.close()
+    tb.close()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)

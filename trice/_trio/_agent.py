@@ -48,7 +48,7 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
-from trice._trio._transport import STUN_MAGIC, MemoryTransport, Transport, UdpTransport
+from trice._trio._transport import STUN_MAGIC, Transport, UdpTransport, paired_sockets
 from trice.ice._candidate import Candidate
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
@@ -972,18 +972,19 @@ _WARM_SHELL_LIMIT = 0.5
 
 
 async def _warm_shell(rounds: int = 3) -> None:
-    """Connect two throwaway agents over a pair of in-memory transports, ``rounds`` times:
+    """Connect two throwaway agents to each other, within the process, ``rounds`` times:
     once per process, when its first agent opens.
 
     :func:`~trice.ice._core.warm_core` warms the pure core; this warms the shell's own paths
-    (the agent task, checks as tasks, events, ``connect``), which a fresh
+    (the agent task reading its socket, checks as tasks, events, ``connect``), which a fresh
     process otherwise runs cold in its first real connection, at some 0.2-0.3 ms more
-    (``bench/connect_time.py``, two processes).  No socket is opened and nothing is sent:
-    the throwaway agents gather nothing, and their candidates are documentation addresses
-    (RFC 5737) on :class:`~trice._trio._transport.MemoryTransport` pairs.  It never fails
-    the agent being opened: any error ends it early (logged at debug level)."""
+    (``bench/connect_time.py``, two processes).  The agents gather nothing; each stands on
+    one end of an ``AF_UNIX`` socket pair that passes for a UDP socket
+    (:class:`~trice._trio._transport.PairedSocket`) with a documentation address (RFC 5737):
+    the UDP path runs as it will for real, and nothing goes over any network.  It never
+    fails the agent being opened: any error ends it early (logged at debug level)."""
     config = AgentConfig(network=NetworkConfig(interface_filter=_no_interface))
-    logger.debug("warming up: two throwaway agents connect in memory (no sockets)")
+    logger.debug("warming up: two throwaway agents connect over a local socket pair")
     try:
         with trio.move_on_after(_WARM_SHELL_LIMIT):
             for _ in range(rounds):
@@ -1000,24 +1001,22 @@ async def _warm_shell_once(config: AgentConfig) -> None:
     async with (
         open_agent(config, controlling=True) as a,
         open_agent(config, controlling=False) as b,
-        trio.open_nursery() as nursery,
     ):
         await a.wait_gathering_complete()  # (nothing to gather)
         await b.wait_gathering_complete()
-        ta, tb = MemoryTransport.pair(
-            a._new_base(), ("192.0.2.1", 9), b._new_base(), ("192.0.2.2", 9)
-        )
-        for agent, transport in ((a, ta), (b, tb)):
+        ends = paired_sockets(("192.0.2.1", 9), ("192.0.2.2", 9))
+        for agent, sock in zip((a, b), ends, strict=True):
+            # (a PairedSocket has what UdpTransport uses of a socket, not all of its type)
+            transport = UdpTransport(agent._new_base(), sock)  # type: ignore[arg-type]
             agent._transports[transport.base] = transport
-            nursery.start_soon(transport.run, agent._dispatch)
+            agent._adopt_socket(transport, sock.getsockname()[0])
+            agent._time_came()  # the agent task, parked without a socket, takes it up
             agent._add_local(
                 host_candidate(transport.local_address, 0), transport.base, signal=True
             )
         introduce(a, b)
         await _connect_both(a, b)
-        # No data: the interpreter specialises the data path's code for the transports it
-        # meets first, which should be UDP sockets; it warms up in its first milliseconds.
-        nursery.cancel_scope.cancel()
+        # No data: the data path warms up in its first milliseconds of real use.
 
 
 def introduce(a: Agent, b: Agent) -> None:

@@ -8,17 +8,22 @@ trio socket (see bench/data_plane.py), and it is the hot path of the data plane.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
-from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
 from trice._errors import LimitError
 
-__all__ = ["STUN_MAGIC", "MemoryTransport", "Transport", "UdpTransport", "bind_udp"]
+__all__ = [
+    "STUN_MAGIC",
+    "PairedSocket",
+    "Transport",
+    "UdpTransport",
+    "bind_udp",
+    "paired_sockets",
+]
 
 Address = tuple[str, int]
 
@@ -117,65 +122,6 @@ class UdpTransport:
             self.sock.close()
 
 
-class MemoryTransport:
-    """One end of a pair of in-process transports: what one end sends, the other end's
-    ``deliver`` gets, through a trio memory channel (no socket, nothing leaves the process).
-
-    trice uses a pair to warm its shell once per process (see ``_agent._warm_shell``);
-    ``run`` is the reader task of the receiving end."""
-
-    __slots__ = ("_inbox", "_outbox", "base", "closed", "local_address")
-
-    def __init__(self, base: int, local_address: Address) -> None:
-        self.base = base
-        self.local_address = local_address
-        self.closed = False
-        self._outbox: trio.MemorySendChannel[tuple[bytes, Address]] | None = None
-        self._inbox: trio.MemoryReceiveChannel[tuple[bytes, Address]] | None = None
-
-    @staticmethod
-    def pair(
-        base_a: int, address_a: Address, base_b: int, address_b: Address
-    ) -> tuple[MemoryTransport, MemoryTransport]:
-        """Two ends linked to each other (each with a queue of 64 datagrams)."""
-        a = MemoryTransport(base_a, address_a)
-        b = MemoryTransport(base_b, address_b)
-        a._outbox, b._inbox = trio.open_memory_channel[tuple[bytes, Address]](64)
-        b._outbox, a._inbox = trio.open_memory_channel[tuple[bytes, Address]](64)
-        return a, b
-
-    def send_nowait(self, data: bytes, address: Address) -> bool:
-        """Queue ``data`` for the other end (dropped, as UDP would, if its queue is full)."""
-        if self.closed or self._outbox is None:
-            return False
-        try:
-            self._outbox.send_nowait((bytes(data), self.local_address))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    async def send(self, data: bytes, address: Address) -> None:
-        if self.closed:
-            raise trio.ClosedResourceError("the transport is closed")
-        self.send_nowait(data, address)
-        await trio.lowlevel.checkpoint()
-
-    async def run(self, deliver: Callable[[MemoryTransport, bytes, Address], None]) -> None:
-        """Hand each datagram from the other end to ``deliver`` until this end closes."""
-        assert self._inbox is not None
-        with contextlib.suppress(trio.ClosedResourceError, trio.EndOfChannel):
-            async for data, source in self._inbox:
-                deliver(self, data, source)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self._outbox is not None:
-                self._outbox.close()
-            if self._inbox is not None:
-                self._inbox.close()
-
-
 _SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
@@ -222,3 +168,43 @@ def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int = 
         sock.close()
         raise
     return sock
+
+
+class PairedSocket:
+    """One end of an ``AF_UNIX`` datagram socket pair that passes for a UDP socket bound to
+    ``local`` whose every datagram comes from ``remote``: enough of a socket for
+    :class:`UdpTransport` and trio's waits.  Nothing goes over any network.
+
+    trice drives its UDP path with a pair of these once per process (see
+    ``_agent._warm_shell``)."""
+
+    __slots__ = ("_local", "_remote", "_sock", "family")
+
+    def __init__(self, sock: socket.socket, local: Address, remote: Address) -> None:
+        self._sock = sock
+        self._local = local
+        self._remote = remote
+        self.family = socket.AF_INET
+
+    def getsockname(self) -> Address:
+        return self._local
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recvfrom(self, size: int) -> tuple[bytes, Address]:
+        return self._sock.recv(size), self._remote
+
+    def sendto(self, data: bytes, address: Address) -> int:
+        return self._sock.send(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def paired_sockets(a: Address, b: Address) -> tuple[PairedSocket, PairedSocket]:
+    """Two :class:`PairedSocket` ends, linked, non-blocking: one at ``a``, one at ``b``."""
+    first, second = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    first.setblocking(False)
+    second.setblocking(False)
+    return PairedSocket(first, a, b), PairedSocket(second, b, a)
