@@ -1019,7 +1019,7 @@ async def test_warm_up_without_loopback_says_so(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-async def test_the_shells_warm_up_connects_in_memory_and_binds_no_socket(
+async def test_the_shells_warm_up_connects_over_a_socket_pair_and_binds_no_socket(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Once per process, the first agent to open first connects two throwaway agents over
@@ -1048,6 +1048,22 @@ async def test_the_shells_warm_up_connects_in_memory_and_binds_no_socket(
     assert root is not None
     names = [t.name for t in _walk(root)]
     assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_the_shells_warm_up_closes_its_socket_pair_when_it_fails_midway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trice._trio import _agent
+
+    def broken(self: trice.Agent, transport: object, address: str) -> None:
+        raise RuntimeError("a bug while taking up the socket")
+
+    monkeypatch.setattr(_agent.Agent, "_adopt_socket", broken)
+    monkeypatch.setattr(_agent, "_warm", True)  # (its own agents must not warm up again)
+    before = _open_fds()
+    await _agent._warm_shell(rounds=1)  # logs the failure, raises nothing
+    assert _open_fds() <= before
 
 
 async def test_the_shells_warm_up_never_fails_the_agent_being_opened(

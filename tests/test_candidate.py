@@ -689,6 +689,48 @@ def test_foundation_equality_rules() -> None:
         compute_foundation(HOST, 10, "udp")  # type: ignore[arg-type]
 
 
+def test_foundations_are_kept_only_for_plain_strings() -> None:
+    """Foundations are cached by their arguments; a str subclass that hashes and compares
+    like a plain string but lower-cases differently gets its own answer, before and after
+    the plain string's is kept."""
+
+    class Shouting(str):
+        def lower(self) -> str:
+            return self.upper()
+
+    plain = compute_foundation(HOST, "Host.Example", "udp")
+    assert compute_foundation(HOST, Shouting("Host.Example"), "udp") != plain
+    assert compute_foundation(HOST, "Host.Example", "udp") == plain
+    assert compute_foundation(HOST, "host.example", "udp") == plain
+
+
+class _EqualToAnything:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("field", ["protocol", "extensions"])
+def test_a_field_that_merely_compares_equal_to_a_valid_one_is_refused(field: str) -> None:
+    """The constructor's quick checks look at types, not only at equality."""
+    with pytest.raises(CandidateError) as caught:
+        Candidate(**{**BASE, field: _EqualToAnything()})
+    assert caught.value.field == field
+
+
+def test_str_subclasses_and_empty_lists_become_plain_values() -> None:
+    class Text(str):
+        pass
+
+    candidate = Candidate(**{**BASE, "protocol": Text("udp"), "extensions": []})
+    assert type(candidate.protocol) is str and candidate.protocol == "udp"
+    assert candidate.extensions == () and type(candidate.extensions) is tuple
+
+
 # -- purity -------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """Local transports: the UDP transport's send (waiting while the socket would block, and what
-wakes that wait), and the in-memory pair the shell's warm-up uses."""
+wakes that wait), and the socket pair the shell's warm-up stands its agents on."""
 
 from __future__ import annotations
 

@@ -835,7 +835,8 @@ class AgentContext:
         if not _warm:
             _warm = True
             warm_core()
-            await _warm_shell()
+            if hasattr(socket, "AF_UNIX"):  # (the shell's warm-up stands on a socket pair)
+                await _warm_shell()
         manager = self._manager = trio.open_nursery()
         nursery = await manager.__aenter__()
         try:
@@ -1005,11 +1006,15 @@ async def _warm_shell_once(config: AgentConfig) -> None:
         await a.wait_gathering_complete()  # (nothing to gather)
         await b.wait_gathering_complete()
         ends = paired_sockets(("192.0.2.1", 9), ("192.0.2.2", 9))
+        # Each agent closes its end when it closes: registered first, so nothing can leak.
+        transports = []
         for agent, sock in zip((a, b), ends, strict=True):
             # (a PairedSocket has what UdpTransport uses of a socket, not all of its type)
             transport = UdpTransport(agent._new_base(), sock)  # type: ignore[arg-type]
             agent._transports[transport.base] = transport
-            agent._adopt_socket(transport, sock.getsockname()[0])
+            transports.append(transport)
+        for agent, transport in zip((a, b), transports, strict=True):
+            agent._adopt_socket(transport, transport.local_address[0])
             agent._time_came()  # the agent task, parked without a socket, takes it up
             agent._add_local(
                 host_candidate(transport.local_address, 0), transport.base, signal=True

@@ -205,6 +205,11 @@ class PairedSocket:
 def paired_sockets(a: Address, b: Address) -> tuple[PairedSocket, PairedSocket]:
     """Two :class:`PairedSocket` ends, linked, non-blocking: one at ``a``, one at ``b``."""
     first, second = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    first.setblocking(False)
-    second.setblocking(False)
+    try:
+        first.setblocking(False)
+        second.setblocking(False)
+    except BaseException:
+        first.close()
+        second.close()
+        raise
     return PairedSocket(first, a, b), PairedSocket(second, b, a)

@@ -244,7 +244,7 @@ class Candidate:
         if type(component) is not int or not 1 <= component <= 256:
             _uint(component, "component", 1, 256)
         protocol = self.protocol
-        if protocol != "udp":
+        if type(protocol) is not str or protocol != "udp":
             if not isinstance(protocol, str) or protocol.lower() not in ("udp", "tcp"):
                 raise CandidateError(
                     f"protocol must be 'udp' or 'tcp', got {protocol!r}", field="protocol"
@@ -288,8 +288,9 @@ class Candidate:
             _uint(self.sdp_mline_index, "sdp_mline_index", 0, 65535)
         if self.username_fragment is not None:
             _optional_str(self.username_fragment, "username_fragment")
-        if self.extensions != ():
-            put(self, "extensions", _extensions(self.extensions, "extensions"))
+        extensions = self.extensions
+        if type(extensions) is not tuple or extensions:
+            put(self, "extensions", _extensions(extensions, "extensions"))
 
     # -- conveniences ----------------------------------------------------------------------------
 

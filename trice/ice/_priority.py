@@ -145,13 +145,26 @@ def compute_foundation(
             raise CandidateError(f"{name} must be a str, got {value!r}", field=name)
     if server is not None and not isinstance(server, str):
         raise CandidateError(f"server must be a str or None, got {server!r}", field="server")
+    if (
+        base_address.__class__ is str
+        and protocol.__class__ is str
+        and (server is None or server.__class__ is str)
+    ):
+        # Kept: an agent's candidates share a few bases and servers, and every agent of a
+        # process computes the same foundations for the same addresses.  (Plain strings only:
+        # a subclass may hash and compare like one, and lower-case differently.)
+        return _kept_foundation(type, base_address, protocol, server)
     return _foundation(type, base_address, protocol, server)
 
 
 @functools.lru_cache(maxsize=256)
+def _kept_foundation(
+    type: CandidateType, base_address: str, protocol: str, server: str | None
+) -> str:
+    return _foundation(type, base_address, protocol, server)
+
+
 def _foundation(type: CandidateType, base_address: str, protocol: str, server: str | None) -> str:
-    # Kept: an agent's candidates share a few bases and servers, and every agent of a process
-    # computes the same foundations for the same addresses.
     base = canonical_ip(base_address) or base_address.lower()
     server_key = "" if server is None else (canonical_ip(server) or server.lower())
     key = "\0".join((type.value, base, protocol.lower(), server_key))
