@@ -17,6 +17,7 @@ import trio.testing
 
 import trice
 from trice import stun
+from trice._trio._timers import TimerHub
 from trice._trio._transport import UdpTransport
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -852,19 +853,25 @@ def _only_copies_of(check: stun.Message, peer: socket.socket) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _facing_a_controlling_peer() -> AsyncIterator[
-    tuple[trice.Agent, socket.socket, stun.Message, tuple[str, int]]
-]:
+async def _facing_a_controlling_peer(
+    *, in_this_run: bool = True
+) -> AsyncIterator[tuple[trice.Agent, socket.socket, stun.Message, tuple[str, int]]]:
     """A controlled agent ``b`` that is connecting, and the test's socket ``peer`` playing a
     controlling agent that nominates only when told to: ``peer`` has read ``b``'s first check
     and checked the pair itself (``b`` answered).  Yields ``b``, ``peer``, ``b``'s check (not
     yet answered) and the address it came from.  For virtual-time tests (with a guard in
-    real time)."""
+    real time).
+
+    With ``in_this_run``, ``b`` takes the peer for an agent of its own trio run (the run's
+    timer knows its ufrag, as it knows every open agent's); else for one in another
+    process."""
     with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
         async with trice.open_agent(loopback_config(), controlling=False) as b:
             await b.wait_gathering_complete()
+            if in_this_run:
+                b._hub.join("peer")
             _face(b, peer.getsockname()[1], ufrag="peer")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(b.connect)
@@ -879,6 +886,8 @@ async def _facing_a_controlling_peer() -> AsyncIterator[
                     assert message.transaction_id == check.transaction_id
                 yield b, peer, check, address
                 nursery.cancel_scope.cancel()
+            if in_this_run:
+                b._hub.leave("peer")
 
 
 def _answer(check: stun.Message, address: tuple[str, int]) -> bytes:
@@ -891,26 +900,54 @@ def _answer(check: stun.Message, address: tuple[str, int]) -> bytes:
     ).encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
 
 
+async def _ping_from(b: trice.Agent, check: stun.Message, peer: socket.socket) -> stun.Message:
+    """The next request on ``peer`` that is not a copy of ``check``: ``b``'s ping-back (a
+    request without USE-CANDIDATE)."""
+    while True:
+        message = stun.decode((await _recvfrom_now(peer))[0])
+        if message.transaction_id != check.transaction_id:
+            assert message.message_class is stun.MessageClass.REQUEST
+            assert message.get(stun.UseCandidate) is None
+            return message
+
+
 async def test_controlled_agent_pings_back_once_idle_not_at_its_timer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A controlled agent whose check succeeded on a pair the peer has checked, with no
-    nomination yet, pings the peer back as soon as nothing else in the process can run: no
-    time passes (its timer would wait at least half a millisecond, a whole one in trio).
-    The test's socket plays a controlling peer that nominates only when a request comes on
-    a pair it has proved (as Pion does)."""
+    """A controlled agent that has answered the peer's check, with no nomination yet, pings
+    the peer back as soon as nothing else in the process can run, here before its own check
+    (which the peer's crossed) has even been answered: no time passes.  The test's socket
+    plays a controlling peer that nominates only when a request comes on a pair it has proved
+    (as Pion does); here b takes it for an agent of its own run, which would have nominated
+    before the process was idle."""
     async with _facing_a_controlling_peer() as (b, peer, check, address):
-        await trio.sleep(0.01)  # (so that a timer would have something to wait for)
-        _only_copies_of(check, peer)
-        answered_at = trio.current_time()
-        peer.sendto(_answer(check, address), address)  # b's check succeeds...
-        for _ in range(3):  # ... no nomination comes; b's reader, its ping-back run
+        started = trio.current_time()
+        assert b.statistics().checks_sent == 1  # not before the process is idle
+        for _ in range(3):  # b's ping-back runs
             await trio.testing.wait_all_tasks_blocked()
-        ping = stun.decode((await _recvfrom_now(peer))[0])
-        assert ping.message_class is stun.MessageClass.REQUEST
-        assert ping.transaction_id != check.transaction_id
-        assert ping.get(stun.UseCandidate) is None
-        assert trio.current_time() == answered_at  # no timer: no time passed
+        await _ping_from(b, check, peer)
+        assert trio.current_time() == started  # no timer: no time passed
+        assert b.statistics().checks_sent == 2
+        peer.sendto(_answer(check, address), address)  # b's check succeeds: no second ping
+        for _ in range(3):
+            await trio.testing.wait_all_tasks_blocked()
+        _only_copies_of(check, peer)
+        assert b.statistics().checks_sent == 2
+
+
+async def test_controlled_agent_facing_a_peer_in_another_process_pings_back_at_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that is not an agent of this run (Pion, say, in another process) gets the
+    ping-back right behind b's answer to its check, in the same step: waiting for the process
+    to be idle would cost several scheduling rounds and win nothing."""
+    asked: list[object] = []
+    monkeypatch.setattr(TimerHub, "when_idle", lambda hub, sleeper: asked.append(sleeper))
+    async with _facing_a_controlling_peer(in_this_run=False) as (b, peer, check, _address):
+        started = trio.current_time()
+        await _ping_from(b, check, peer)  # (its wait lets nothing become idle)
+        assert asked == []  # no wait for idleness
+        assert trio.current_time() == started
         assert b.statistics().checks_sent == 2
 
 

@@ -351,6 +351,42 @@ def _peer_requests(core: AgentCore, pair: Pair, now: float, *, nominate: bool = 
     assert core.on_request(0, pair.remote_address, request, now) is not None
 
 
+def test_a_check_crossing_ours_wants_a_ping_back_with_no_time_of_its_own() -> None:
+    """The controlling peer's check arrives while the controlled core's own check on the pair
+    is in flight: a ping-back is wanted at once (the shell sends it when its process is idle,
+    or at once for a peer in another process), but it has no time of its own until the
+    core's check succeeds; then the usual two round trips apply, and it goes once."""
+    net, a, b = two_agents(a_controlling=False, want=False)
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    assert check is not None
+    pair = check.pair
+    _peer_requests(core, pair, 0.005)  # crosses our check
+    assert pair.state is PairState.IN_PROGRESS
+    assert core.pingback_pending
+    deadline = core.next_deadline()
+    assert deadline is not None and deadline > 0.2  # no timer for it (only our check's own)
+    core.on_timer(0.006)
+    assert core.poll_check(0.006) is None  # its timer does not send it
+    assert core.pingback_pending
+    core.ping_back_now(0.007)
+    ping = core.poll_check(0.007)
+    assert ping is not None and ping.pair is pair and not ping.nominating
+    assert pair.transaction == check.transaction_id  # beside our check, not instead of it
+    assert not core.pingback_pending
+    response = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.SUCCESS,
+        transaction_id=check.transaction_id,
+        attributes=[stun.XorMappedAddress(pair.local.address, pair.local.port)],
+    ).encode(integrity_key=stun.short_term_key(b.core.local.pwd), fingerprint=True)
+    assert core.on_response(check, stun.decode(response), check.destination, 0.01)
+    assert pair.state is PairState.SUCCEEDED
+    assert not core.pingback_pending  # pinged once already
+
+
 def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
     """The shell sends a pending ping-back as soon as its process is idle (ping_back_now),
     not at its timer; with nothing pending, or once a pair is selected, it does nothing."""

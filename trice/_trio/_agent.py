@@ -411,14 +411,26 @@ class Agent:
         (their first transmission goes out at once, not after a trip through the agent
         task), and bring the agent task's wait forward if the core's deadline came nearer.
         ``now`` saves asking the clock again, from a caller that just did."""
+        if now is None:
+            now = trio.current_time()
         # Checks first: their first transmission goes out before the events are handed to
         # subscribers and waiters (the core queues events in order either way).
-        self._start_checks(trio.current_time() if now is None else now)
+        self._start_checks(now)
         for event in self._core.drain_events():
             self._emit(event)
-        if self._core.pingback_pending and not self._idle_wanted and not self._closed:
-            self._idle_wanted = True
-            self._hub.when_idle(self)
+        core = self._core
+        if core.pingback_pending and not self._idle_wanted and not self._closed:
+            remote = core.remote
+            if remote is not None and self._hub.has_agent(remote.ufrag):
+                # The peer is an agent of this run: it runs before the process is idle, and
+                # its nomination, read first, makes the ping needless (see _idle_came).
+                self._idle_wanted = True
+                self._hub.when_idle(self)
+            else:
+                # A peer in another process: waiting for idleness would only cost time
+                # (several scheduling rounds); ping now.
+                core.ping_back_now(now)
+                self._start_checks(now)
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
         # the deadline itself.
         if self._sleeping_until != -math.inf:
@@ -429,11 +441,12 @@ class Agent:
     def _idle_came(self) -> None:
         """The run's timer: nothing else in the process can run (see ``_pump``).
 
-        The core's pending ping-back (see ``AgentCore._want_pingback``) goes now, rather
-        than at its time: trio's timers round a wait up to a whole millisecond.  A peer in
-        the same process (another trice agent) runs before the process is idle, and its
-        nomination, read first, makes the ping needless.  The agent task sends it, in its
-        own context (not the timer's, a system task): this only wakes it."""
+        The core's pending ping-back for a peer in the same run (see
+        ``AgentCore._want_pingback``) goes now, rather than at its time: trio's timers round
+        a wait up to a whole millisecond.  That peer (another trice agent) runs before the
+        process is idle, and its nomination, read first, makes the ping needless.  The agent
+        task sends it, in its own context (not the timer's, a system task): this only wakes
+        it."""
         self._idle_wanted = False
         if not self._closed:
             self._idle_now = True
@@ -841,7 +854,7 @@ class AgentContext:
         nursery = await manager.__aenter__()
         try:
             agent = self._agent = Agent(self._config, self._controlling)
-            agent._hub.join()
+            agent._hub.join(agent._local.ufrag)
             self._joined = True
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
@@ -888,7 +901,7 @@ class AgentContext:
                     agent._hub.forget_idle(agent)
                 if self._joined:
                     self._joined = False
-                    agent._hub.leave()
+                    agent._hub.leave(agent._local.ufrag)
                 for transport in agent._transports.values():
                     transport.close()
 

@@ -63,7 +63,16 @@ _PRUNE_SLACK = 256
 class TimerHub:
     """The shared timer of one trio run (see the module docstring)."""
 
-    __slots__ = ("_heap", "_idle", "_members", "_running", "_scope", "_until", "_waiting_idle")
+    __slots__ = (
+        "_heap",
+        "_idle",
+        "_members",
+        "_running",
+        "_scope",
+        "_ufrags",
+        "_until",
+        "_waiting_idle",
+    )
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Sleeper]] = []
@@ -73,21 +82,32 @@ class TimerHub:
         self._until = -math.inf  # when that wait ends (-inf: the task is awake)
         self._idle: list[Sleeper] | None = None  # who waits to hear that the run is idle
         self._waiting_idle = False  # the timer task's wait is for idleness too
+        self._ufrags: dict[str, int] = {}  # the local ufrags of the run's open agents
 
     @property
     def running(self) -> bool:
         """Whether the ``trice timers`` task is alive."""
         return self._running
 
-    def join(self) -> None:
-        """An agent opens: start the timer task if it is not running."""
+    def join(self, ufrag: str | None = None) -> None:
+        """An agent (with local ``ufrag``) opens: start the timer task if it is not
+        running."""
         if not self._running:
             trio.lowlevel.spawn_system_task(self._run, name="trice timers")
             self._running = True  # (after the spawn: should it fail, nothing is counted)
         self._members += 1
+        if ufrag is not None:
+            self._ufrags[ufrag] = self._ufrags.get(ufrag, 0) + 1
 
-    def leave(self) -> None:
-        """An agent closes; the last one to go ends the timer task."""
+    def leave(self, ufrag: str | None = None) -> None:
+        """An agent (the one that joined with ``ufrag``) closes; the last one to go ends
+        the timer task."""
+        if ufrag is not None:
+            left = self._ufrags.get(ufrag, 0) - 1
+            if left > 0:
+                self._ufrags[ufrag] = left
+            else:
+                self._ufrags.pop(ufrag, None)
         self._members -= 1
         if self._members == 0:
             self._prune(keep=False)
@@ -109,6 +129,11 @@ class TimerHub:
             self._until = due
             assert self._scope is not None
             self._scope.deadline = due
+
+    def has_agent(self, ufrag: str) -> bool:
+        """Whether an open agent of this run has the local ufrag ``ufrag``: a peer with
+        that ufrag is (most likely) in this very process."""
+        return ufrag in self._ufrags
 
     def when_idle(self, sleeper: Sleeper) -> None:
         """Call ``sleeper._idle_came()`` once nothing else in the run can run and no

@@ -10,6 +10,7 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
@@ -638,18 +639,18 @@ class AgentCore:
         self._maybe_complete()
 
     def _want_pingback(self, pair: Pair, now: float) -> None:
-        """Not in RFC 8445: a controlled agent whose pair has succeeded, and on which the
-        peer has checked, sends the peer one check of its own if no nomination comes within
-        a couple of round trips.  A controlling peer that nominates when a request arrives on a
-        pair it has proved (Pion does) then nominates at once instead of at its next scheduled
-        round, which can be 200 ms away; a peer that nominates by itself (trice does) has
-        done so before the ping is due, and the ping is never sent.
+        """Not in RFC 8445: a controlled agent that has answered the peer's check on a pair,
+        and whose own check on it has succeeded or is in flight, sends the peer one check of
+        its own if no nomination comes.  A controlling peer that nominates when a request
+        arrives on a pair it has proved (Pion does) then nominates at once instead of at its
+        next scheduled round, which can be 200 ms away; a peer that nominates by itself
+        (trice does) has done so before the ping is due, and the ping is never sent.
 
-        The shell may send it sooner, with :meth:`ping_back_now`, once its process is idle:
-        a timer shorter than a millisecond costs a whole one in trio.  A trice peer in the
-        same process nominates before the process is idle; one in another process whose
-        check crossed ours may be a hop late, and then the ping goes needlessly (two
-        messages more)."""
+        Its time is a couple of round trips after our check succeeded (``pingback_at``,
+        infinite while the check is in flight).  The shell sends it sooner, with
+        :meth:`ping_back_now`: at once for a peer in another process, once its process is
+        idle for a peer in the same trio run (which nominates before the process is idle):
+        a timer shorter than a millisecond costs a whole one in trio."""
         if self.selected is not None or pair.pinged_back or self._pingback is not None:
             return
         self._pingback = pair
@@ -672,7 +673,9 @@ class AgentCore:
 
     def _ping_back(self, pair: Pair, now: float) -> None:
         self._pingback = None
-        if not self.controlling and pair.state is _PAIR_SUCCEEDED:
+        if not self.controlling and (
+            pair.state is _PAIR_SUCCEEDED or pair.state is _PAIR_IN_PROGRESS
+        ):
             pair.pinged_back = True
             self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
 
@@ -866,6 +869,11 @@ class AgentCore:
                         self._resend = [pair.transaction]
                     else:
                         self._resend.append(pair.transaction)
+                if not self.controlling and not use_candidate:
+                    # The peer's check crossed ours: a ping-back too, but no time of its
+                    # own until our check succeeds (see _want_pingback, _pair_succeeded).
+                    pair.pingback_at = math.inf
+                    self._want_pingback(pair, now)
                 return
             pair.state = _PAIR_WAITING
             if self._triggered is None or pair not in self._triggered:
