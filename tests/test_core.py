@@ -15,7 +15,7 @@ from trice import stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
 from trice.ice._checklist import Pair, PairState
-from trice.ice._core import AgentCore, IceParameters, check_schedule, two_cores
+from trice.ice._core import AgentCore, Check, IceParameters, check_schedule, two_cores
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
 from core_harness import (
@@ -293,22 +293,29 @@ def test_request_on_in_progress_pair_resends_it() -> None:
     assert again is None or again.pair is not first.pair
 
 
-def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
-    """A core whose single pair's own check has just succeeded at t=0.01, with an RTT of
-    0.01 s; the peer has not checked the pair."""
+def _checking_core(*, controlling: bool) -> tuple[AgentCore, Check, bytes]:
+    """A core whose single pair's own check went out at t=0 (the peer, absent, has not
+    answered it); returns the core, the check and the peer's answer to it."""
     net, a, b = two_agents(a_controlling=controlling, want=False)
     del net.endpoints["b"]
     core = a.core
     core.want_connection(0.0)
     check = core.poll_check(0.0)
     assert check is not None
-    response = stun.Message(
+    answer = stun.Message(
         stun.Method.BINDING,
         stun.MessageClass.SUCCESS,
         transaction_id=check.transaction_id,
         attributes=[stun.XorMappedAddress(check.pair.local.address, check.pair.local.port)],
     ).encode(integrity_key=stun.short_term_key(b.core.local.pwd), fingerprint=True)
-    assert core.on_response(check, stun.decode(response), check.destination, 0.01)
+    return core, check, answer
+
+
+def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
+    """A core whose single pair's own check has just succeeded at t=0.01, with an RTT of
+    0.01 s; the peer has not checked the pair."""
+    core, check, answer = _checking_core(controlling=controlling)
+    assert core.on_response(check, stun.decode(answer), check.destination, 0.01)
     # (a controlling core goes on to nominate the pair, which puts it back in progress)
     assert check.pair.state is (PairState.IN_PROGRESS if controlling else PairState.SUCCEEDED)
     return core, check.pair
@@ -356,12 +363,7 @@ def test_a_check_crossing_ours_wants_a_ping_back_with_no_time_of_its_own() -> No
     is in flight: a ping-back is wanted at once (the shell sends it when its process is idle,
     or at once for a peer in another process), but it has no time of its own until the
     core's check succeeds; then the usual two round trips apply, and it goes once."""
-    net, a, b = two_agents(a_controlling=False, want=False)
-    del net.endpoints["b"]
-    core = a.core
-    core.want_connection(0.0)
-    check = core.poll_check(0.0)
-    assert check is not None
+    core, check, answer = _checking_core(controlling=False)
     pair = check.pair
     _peer_requests(core, pair, 0.005)  # crosses our check
     assert pair.state is PairState.IN_PROGRESS
@@ -376,13 +378,7 @@ def test_a_check_crossing_ours_wants_a_ping_back_with_no_time_of_its_own() -> No
     assert ping is not None and ping.pair is pair and not ping.nominating
     assert pair.transaction == check.transaction_id  # beside our check, not instead of it
     assert not core.pingback_pending
-    response = stun.Message(
-        stun.Method.BINDING,
-        stun.MessageClass.SUCCESS,
-        transaction_id=check.transaction_id,
-        attributes=[stun.XorMappedAddress(pair.local.address, pair.local.port)],
-    ).encode(integrity_key=stun.short_term_key(b.core.local.pwd), fingerprint=True)
-    assert core.on_response(check, stun.decode(response), check.destination, 0.01)
+    assert core.on_response(check, stun.decode(answer), check.destination, 0.01)
     assert pair.state is PairState.SUCCEEDED
     assert not core.pingback_pending  # pinged once already
 
