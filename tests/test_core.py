@@ -383,6 +383,61 @@ def test_a_check_crossing_ours_wants_a_ping_back_with_no_time_of_its_own() -> No
     assert not core.pingback_pending  # pinged once already
 
 
+def _answer_to(check: Check, peer: AgentCore) -> stun.Message:
+    return stun.decode(
+        stun.Message(
+            stun.Method.BINDING,
+            stun.MessageClass.SUCCESS,
+            transaction_id=check.transaction_id,
+            attributes=[stun.XorMappedAddress(check.pair.local.address, check.pair.local.port)],
+        ).encode(integrity_key=stun.short_term_key(peer.local.pwd), fingerprint=True)
+    )
+
+
+def test_a_crossing_ping_back_gets_its_time_when_our_check_succeeds() -> None:
+    """Wanted when the peer's check crossed ours, the ping-back has no time of its own; once
+    our check succeeds, it comes due two round trips later (should the shell not have sent
+    it), and goes once."""
+    core, check, answer = _checking_core(controlling=False)
+    _peer_requests(core, check.pair, 0.005)  # crosses our check
+    assert core.on_response(check, stun.decode(answer), check.destination, 0.01)
+    due = core.next_deadline()
+    assert due is not None and due == pytest.approx(0.01 + 2 * 0.01)
+    core.on_timer(due)
+    ping = core.poll_check(due)
+    assert ping is not None and ping.pair is check.pair and not ping.nominating
+    core.on_timer(due + 0.1)
+    assert core.poll_check(due + 0.1) is None  # once per pair
+
+
+def test_a_ping_back_whose_pair_fails_leaves_the_way_to_another_pair() -> None:
+    """One ping-back is pending at a time: when its pair fails before it went, another pair
+    that succeeds, and on which the peer checks, gets one (at its time)."""
+    net, a, b = two_agents(
+        a_controlling=False, want=False, b_hosts=(("10.0.0.2", 6000), ("10.0.0.3", 6000))
+    )
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None
+    second = core.poll_check(1.0)  # (after Ta)
+    assert second is not None and second.pair is not first.pair
+    _peer_requests(core, first.pair, 1.001)  # crosses the first check: a ping-back wanted
+    assert core.pingback_pending
+    core.on_timeout(first, 1.002)  # ... and its pair fails before the ping went
+    assert first.pair.state is PairState.FAILED
+    assert not core.pingback_pending
+    assert core.on_response(second, _answer_to(second, b.core), second.destination, 1.01)
+    _peer_requests(core, second.pair, 1.02)
+    assert core.pingback_pending
+    due = core.next_deadline()
+    assert due is not None and due == pytest.approx(1.01 + 2 * 0.01)
+    core.on_timer(due)
+    ping = core.poll_check(due)
+    assert ping is not None and ping.pair is second.pair
+
+
 def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
     """The shell sends a pending ping-back as soon as its process is idle (ping_back_now),
     not at its timer; with nothing pending, or once a pair is selected, it does nothing."""

@@ -218,3 +218,23 @@ async def test_a_closed_agent_is_not_kept_by_the_timer() -> None:
         kept = {id(entry[2]) for entry in hub._heap}
         assert len(kept - {id(keeper)}) <= 16 + 2
         assert len(hub._heap) <= 2 * 1 + 16 + 1
+
+
+async def test_the_hub_knows_the_ufrags_of_the_runs_other_agents() -> None:
+    """An agent tells a peer of its own run by the peer's ufrag; its own ufrag does not count
+    (two ends configured alike in two processes must not take each other for neighbours)."""
+    hub = TimerHub()
+    hub.join("aaaa")
+    hub.join("bbbb")
+    try:
+        assert hub.has_other_agent("bbbb", own="aaaa")
+        assert not hub.has_other_agent("cccc", own="aaaa")
+        assert not hub.has_other_agent("aaaa", own="aaaa")  # only itself
+        hub.join("aaaa")  # a second agent with the same configured ufrag
+        assert hub.has_other_agent("aaaa", own="aaaa")
+        hub.leave("aaaa")
+        assert not hub.has_other_agent("aaaa", own="aaaa")
+    finally:
+        hub.leave("aaaa")
+        hub.leave("bbbb")
+    assert not hub.has_other_agent("bbbb", own="aaaa")

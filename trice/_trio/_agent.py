@@ -421,7 +421,7 @@ class Agent:
         core = self._core
         if core.pingback_pending and not self._idle_wanted and not self._closed:
             remote = core.remote
-            if remote is not None and self._hub.has_agent(remote.ufrag):
+            if remote is not None and self._hub.has_other_agent(remote.ufrag, self._local.ufrag):
                 # The peer is an agent of this run: it runs before the process is idle, and
                 # its nomination, read first, makes the ping needless (see _idle_came).
                 self._idle_wanted = True

@@ -130,10 +130,13 @@ class TimerHub:
             assert self._scope is not None
             self._scope.deadline = due
 
-    def has_agent(self, ufrag: str) -> bool:
-        """Whether an open agent of this run has the local ufrag ``ufrag``: a peer with
-        that ufrag is (most likely) in this very process."""
-        return ufrag in self._ufrags
+    def has_other_agent(self, ufrag: str, own: str) -> bool:
+        """Whether an open agent of this run, other than the caller (whose local ufrag is
+        ``own``), has the local ufrag ``ufrag``: a peer with that ufrag is most likely an
+        agent of this very run.  (Two ends configured with the same ufrag in different
+        runs do not find each other here.)"""
+        count = self._ufrags.get(ufrag, 0)
+        return count > 1 if ufrag == own else count > 0
 
     def when_idle(self, sleeper: Sleeper) -> None:
         """Call ``sleeper._idle_came()`` once nothing else in the run can run and no

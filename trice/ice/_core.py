@@ -583,6 +583,8 @@ class AgentCore:
                 if check.controlling == self.controlling:
                     self._switch_role()
                 pair.state = _PAIR_WAITING
+                if self._pingback is pair:
+                    self._pingback = None
                 self._push_triggered(pair)
                 return True
             self._pair_failed(pair, now)
@@ -640,17 +642,21 @@ class AgentCore:
 
     def _want_pingback(self, pair: Pair, now: float) -> None:
         """Not in RFC 8445: a controlled agent that has answered the peer's check on a pair,
-        and whose own check on it has succeeded or is in flight, sends the peer one check of
-        its own if no nomination comes.  A controlling peer that nominates when a request
-        arrives on a pair it has proved (Pion does) then nominates at once instead of at its
-        next scheduled round, which can be 200 ms away; a peer that nominates by itself
-        (trice does) has done so before the ping is due, and the ping is never sent.
+        and whose own check on it has succeeded (or was in flight when the peer's check
+        arrived), sends the peer one check of its own if no nomination comes.  A controlling
+        peer that nominates when a request arrives on a pair it has proved (Pion does) then
+        nominates at once instead of at its next scheduled round, which can be 200 ms away.
+        A peer that nominates by itself (trice does) needs no ping: between two agents of
+        one trio run it is never sent; with a trice peer in another process whose check
+        crossed ours, it costs two messages more.
 
         Its time is a couple of round trips after our check succeeded (``pingback_at``,
         infinite while the check is in flight).  The shell sends it sooner, with
         :meth:`ping_back_now`: at once for a peer in another process, once its process is
         idle for a peer in the same trio run (which nominates before the process is idle):
-        a timer shorter than a millisecond costs a whole one in trio."""
+        a timer shorter than a millisecond costs a whole one in trio.  Only one is pending
+        at a time; it is dropped when its pair fails or goes back to waiting, on a role
+        switch, on selection, and when checks end."""
         if self.selected is not None or pair.pinged_back or self._pingback is not None:
             return
         self._pingback = pair
@@ -664,9 +670,10 @@ class AgentCore:
         return self._pingback is not None
 
     def ping_back_now(self, now: float) -> None:
-        """Send the pending ping-back now rather than at its time: the shell calls this when
-        its process has nothing else to do, so that a nomination already on its way from
-        a peer in the same process is read first (see ``_want_pingback``)."""
+        """Send the pending ping-back now rather than at its time: the shell calls this at
+        once for a peer in another process, and, for a peer in the same trio run, when its
+        process has nothing else to do, so that a nomination already on its way from that
+        peer is read first (see ``_want_pingback``)."""
         pair = self._pingback
         if pair is not None:
             self._ping_back(pair, now)
@@ -698,6 +705,8 @@ class AgentCore:
         pair.state = _PAIR_FAILED
         if self._nominating is pair:
             self._nominating = None
+        if self._pingback is pair:
+            self._pingback = None  # (another pair may want one)
         if self.selected is pair:
             return
         self._maybe_nominate(now)
@@ -815,6 +824,7 @@ class AgentCore:
     def _switch_role(self) -> None:
         self.controlling = not self.controlling
         self.checklist.recompute_priorities(self.controlling)
+        self._pingback = None  # (a controlled agent's; and any role change starts afresh)
 
     def _learn_from_request(
         self, base: int, source: Address, priority: int, use_candidate: bool, now: float
