@@ -997,12 +997,18 @@ async def _warm_shell(rounds: int = 3) -> None:
     (:class:`~trice._trio._transport.PairedSocket`) with a documentation address (RFC 5737):
     the UDP path runs as it will for real, and nothing goes over any network.  It never
     fails the agent being opened: any error ends it early (logged at debug level)."""
-    config = AgentConfig(network=NetworkConfig(interface_filter=_no_interface))
+    network = NetworkConfig(interface_filter=_no_interface)
+    # Named ufrags, so that the throwaway agents' lines in a debug or trace log say what
+    # they are (their passwords are random).
+    configs = (
+        AgentConfig(network=network, ufrag="warmupA"),
+        AgentConfig(network=network, ufrag="warmupB"),
+    )
     logger.debug("warming up: two throwaway agents connect over a local socket pair")
     try:
         with trio.move_on_after(_WARM_SHELL_LIMIT):
             for _ in range(rounds):
-                await _warm_shell_once(config)
+                await _warm_shell_once(*configs)
     except Exception as exc:  # (a bug here must not stop anyone's agent from opening)
         logger.debug("the shell's warm-up stopped: %r", exc)
 
@@ -1011,10 +1017,10 @@ def _no_interface(name: str) -> bool:
     return False
 
 
-async def _warm_shell_once(config: AgentConfig) -> None:
+async def _warm_shell_once(config_a: AgentConfig, config_b: AgentConfig) -> None:
     async with (
-        open_agent(config, controlling=True) as a,
-        open_agent(config, controlling=False) as b,
+        open_agent(config_a, controlling=True) as a,
+        open_agent(config_b, controlling=False) as b,
     ):
         await a.wait_gathering_complete()  # (nothing to gather)
         await b.wait_gathering_complete()
