@@ -705,9 +705,11 @@ async def test_stun_behind_a_backlog_is_read_before_the_reader_reaches_it() -> N
         assert consumed <= 80  # (a batch came after 64 single reads)
 
 
-async def test_a_receive_reading_the_socket_answers_stun_it_finds_there() -> None:
+@pytest.mark.parametrize("waiting", [False, True], ids=["finds", "waits"])
+async def test_a_receive_reading_the_socket_answers_stun_it_finds_there(waiting: bool) -> None:
     """A receive that reads the socket itself hands STUN to the agent (the peer's check is
-    answered) and returns the data behind it."""
+    answered) and returns the data behind it: whether it finds them there, or waits on the
+    socket when they come."""
     async with (
         trice.open_agent(loopback_config(), controlling=True) as a,
         trice.open_agent(loopback_config(), controlling=False) as b,
@@ -717,14 +719,27 @@ async def test_a_receive_reading_the_socket_answers_stun_it_finds_there() -> Non
             stranger.bind(("127.0.0.1", 0))
             address = b.local_candidates[0].transport_address
             before = b.statistics()
-            # All three go out before anything else runs: it is the receive that reads them.
-            stranger.sendto(b"\x80junk", address)  # data from no remote candidate
-            transport, remote = ca._route or ca._get_route()
-            check = _peer_check(b, a.local_parameters.ufrag, controlling=True)
-            transport.send_nowait(check, remote)  # a's socket, with b's credentials
-            transport.send_nowait(b"data", remote)
+            got: list[bytes] = []
             with trio.fail_after(5):
-                assert await cb.receive() == b"data"
+                async with trio.open_nursery() as nursery:
+                    if waiting:
+
+                        async def receive() -> None:
+                            got.append(await cb.receive())
+
+                        nursery.start_soon(receive)
+                        await trio.testing.wait_all_tasks_blocked()  # cb waits on its socket
+                        primary = b._primary
+                        assert primary is not None and primary.held
+                    # All three go out before anything else runs: the receive reads them.
+                    stranger.sendto(b"\x80junk", address)  # data from no remote candidate
+                    transport, remote = ca._route or ca._get_route()
+                    check = _peer_check(b, a.local_parameters.ufrag, controlling=True)
+                    transport.send_nowait(check, remote)  # a's socket, with b's credentials
+                    transport.send_nowait(b"data", remote)
+                    if not waiting:
+                        got.append(await cb.receive())
+            assert got == [b"data"]
             after = b.statistics()
             assert after.requests_received == before.requests_received + 1
             assert after.unknown_source_dropped == before.unknown_source_dropped + 1

@@ -228,7 +228,28 @@ class Connection(trio.abc.Channel[bytes]):
         waited = False
         try:
             while True:
-                if look:
+                if look and one and waited and not buffer.lot and not queue:
+                    # Woken with the socket to itself: one datagram straight from it, as the
+                    # fast path above reads (no batch, no trip through the queue).
+                    try:
+                        data, source = sock.recvfrom(65536)
+                    except (BlockingIOError, InterruptedError):
+                        pass  # (a nudge, or a wake-up without data: wait again)
+                    except OSError:
+                        drain(transport, True)  # (an ICMP error, say: the reader's handling)
+                    else:
+                        if transport.family == socket.AF_INET6:
+                            source = (source[0], source[1])
+                        if (
+                            not data or data[0] > 3 or data[4:8] != STUN_MAGIC
+                        ) and source in agent._core.remote_addresses:
+                            self._streak += 1
+                            agent._datagrams += 1
+                            return data
+                        agent._dispatch(transport, data, source)  # STUN, or from a stranger
+                        continue  # (read again before waiting)
+                    self._check_open()
+                elif look:
                     drain(transport, one and not buffer.lot)  # (others may have come to wait)
                     self._check_open()
                     if queue:
