@@ -995,8 +995,9 @@ async def _warm_shell(rounds: int = 3) -> None:
     (``bench/connect_time.py``, two processes).  The agents gather nothing; each stands on
     one end of an ``AF_UNIX`` socket pair that passes for a UDP socket
     (:class:`~trice._trio._transport.PairedSocket`) with a documentation address (RFC 5737):
-    the UDP path runs as it will for real, and nothing goes over any network.  It never
-    fails the agent being opened: any error ends it early (logged at debug level)."""
+    the agent task's socket reads and sends run the same code as over a UDP socket (on a
+    stand-in one), and nothing goes over any network.  It never fails the agent being
+    opened: any error ends it early (logged at debug level)."""
     network = NetworkConfig(interface_filter=_no_interface)
     # Named ufrags, so that the throwaway agents' lines in a debug or trace log say what
     # they are (their passwords are random).
