@@ -208,15 +208,9 @@ class Connection(trio.abc.Channel[bytes]):
                 self._streak += 1
                 transport.holds += 1  # (a receiver keeps the socket's reader away...)
                 transport.kick()  # (... which, if it waits on the socket, looks again)
-                if transport.family == socket.AF_INET6:
-                    source = (source[0], source[1])
-                if (
-                    not data or data[0] > 3 or data[4:8] != STUN_MAGIC
-                ) and source in agent._core.remote_addresses:
-                    agent._datagrams += 1
+                if self._is_data(transport, data, source):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
-                agent._dispatch(transport, data, source)  # STUN, or from a stranger
                 look = True
         # Wait on the socket ourselves and read it, STUN included: the datagram reaches
         # this task straight from the kernel, not through the reader task.
@@ -238,15 +232,9 @@ class Connection(trio.abc.Channel[bytes]):
                     except OSError:
                         drain(transport, True)  # (an ICMP error, say: the reader's handling)
                     else:
-                        if transport.family == socket.AF_INET6:
-                            source = (source[0], source[1])
-                        if (
-                            not data or data[0] > 3 or data[4:8] != STUN_MAGIC
-                        ) and source in agent._core.remote_addresses:
+                        if self._is_data(transport, data, source):
                             self._streak += 1
-                            agent._datagrams += 1
                             return data
-                        agent._dispatch(transport, data, source)  # STUN, or from a stranger
                         continue  # (read again before waiting)
                     self._check_open()
                 elif look:
@@ -270,6 +258,20 @@ class Connection(trio.abc.Channel[bytes]):
         finally:
             buffer.waiting_on = None
             transport.held = False  # the reader takes the socket back after a lease
+
+    def _is_data(self, transport: UdpTransport, data: bytes, source: tuple[str, int]) -> bool:
+        """A datagram a receive read from the socket itself: data from the peer (counted)
+        is for the caller; STUN, or anything from a stranger, goes to the agent."""
+        if transport.family == socket.AF_INET6:
+            source = (source[0], source[1])
+        agent = self._agent
+        if (
+            not data or data[0] > 3 or data[4:8] != STUN_MAGIC
+        ) and source in agent._core.remote_addresses:
+            agent._datagrams += 1
+            return True
+        agent._dispatch(transport, data, source)  # STUN, or from a stranger
+        return False
 
     def _direct_transport(self) -> UdpTransport | None:
         """The selected pair's socket, if this task may wait on it itself."""
