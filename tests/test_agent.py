@@ -421,6 +421,16 @@ async def test_leaving_or_cancelling_closes_every_socket_and_task() -> None:
     assert not any(n.startswith(("gather", "receive ", "checks", "check ")) for n in names)
 
 
+async def _assert_no_agent_tasks_left() -> None:
+    """Once everything else has settled, no task of an agent (its own, a reader, a check,
+    the run's timer) is left in the run."""
+    await trio.testing.wait_all_tasks_blocked()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names = [t.name for t in _walk(root)]
+    assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
+
+
 def _walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
     out = [task]
     for nursery in task.child_nurseries:
@@ -1056,11 +1066,7 @@ async def test_warm_up_connects_on_loopback_and_leaves_nothing_open() -> None:
     before = _open_fds()
     assert await trice.warm_up(rounds=2)
     assert _open_fds() <= before
-    await trio.testing.wait_all_tasks_blocked()
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    names = [t.name for t in _walk(root)]
-    assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
+    await _assert_no_agent_tasks_left()
 
 
 async def test_warm_up_without_loopback_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1095,11 +1101,7 @@ async def test_the_shells_warm_up_connects_over_a_socket_pair_and_binds_no_socke
     await _agent._warm_shell(rounds=2)
     assert connected == [True] * 4
     assert _open_fds() <= before
-    await trio.testing.wait_all_tasks_blocked()
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    names = [t.name for t in _walk(root)]
-    assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
+    await _assert_no_agent_tasks_left()
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
