@@ -17,8 +17,8 @@ import trio.testing
 
 import trice
 from trice import stun
-from trice._trio._timers import TimerHub
 from trice._trio._transport import UdpTransport
+from trice.ice._core import PINGBACK_MIN
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -936,42 +936,43 @@ async def _ping_from(b: trice.Agent, check: stun.Message, peer: socket.socket) -
             return message
 
 
-async def test_controlled_agent_pings_back_once_idle_not_at_its_timer(
+async def test_controlled_agent_facing_an_agent_of_its_own_run_pings_back_only_at_its_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A controlled agent that has answered the peer's check, with no nomination yet, pings
-    the peer back as soon as nothing else in the process can run, here before its own check
-    (which the peer's crossed) has even been answered: no time passes.  The test's socket
-    plays a controlling peer that nominates only when a request comes on a pair it has proved
-    (as Pion does); here b takes it for an agent of its own run, which would have nominated
-    before the process was idle."""
+    the peer back (the test's socket plays a controlling peer that nominates only when a
+    request comes on a pair it has proved, as Pion does).  Here b takes the peer for an
+    agent of its own trio run, that is for trice, which nominates by itself: b sends no ping
+    at once, only at the ping's own time, a couple of round trips (at least PINGBACK_MIN)
+    after its own check (which the peer's crossed) succeeded, and once."""
     async with _facing_a_controlling_peer() as (b, peer, check, address):
-        started = trio.current_time()
-        assert b.statistics().checks_sent == 1  # not before the process is idle
-        for _ in range(3):  # b's ping-back runs
-            await trio.testing.wait_all_tasks_blocked()
-        await _ping_from(b, check, peer)
-        assert trio.current_time() == started  # no timer: no time passed
-        assert b.statistics().checks_sent == 2
-        peer.sendto(_answer(check, address), address)  # b's check succeeds: no second ping
         for _ in range(3):
             await trio.testing.wait_all_tasks_blocked()
         _only_copies_of(check, peer)
+        assert b.statistics().checks_sent == 1  # no ping at once
+        peer.sendto(_answer(check, address), address)
+        await trio.sleep(PINGBACK_MIN / 2)
+        answered = trio.current_time() - PINGBACK_MIN / 2
+        _only_copies_of(check, peer)
+        assert b.statistics().checks_sent == 1  # not before its time
+        await trio.sleep(1.0)
+        await _ping_from(b, check, peer)
         assert b.statistics().checks_sent == 2
+        await trio.sleep(1.0)
+        _only_copies_of(check, peer)
+        assert b.statistics().checks_sent == 2  # once
+        assert trio.current_time() - answered > PINGBACK_MIN
 
 
 async def test_controlled_agent_facing_a_peer_in_another_process_pings_back_at_once(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A peer that is not an agent of this run (Pion, say, in another process) gets the
-    ping-back right behind b's answer to its check, in the same step: waiting for the process
-    to be idle would cost several scheduling rounds and win nothing."""
-    asked: list[object] = []
-    monkeypatch.setattr(TimerHub, "when_idle", lambda hub, sleeper: asked.append(sleeper))
+    ping-back right behind b's answer to its check, in the same step, before b's own check
+    (which the peer's crossed) is even answered: no time passes."""
     async with _facing_a_controlling_peer(in_this_run=False) as (b, peer, check, _address):
         started = trio.current_time()
-        await _ping_from(b, check, peer)  # (its wait lets nothing become idle)
-        assert asked == []  # no wait for idleness
+        await _ping_from(b, check, peer)
         assert trio.current_time() == started
         assert b.statistics().checks_sent == 2
 
@@ -981,8 +982,7 @@ async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
 ) -> None:
     """A controlling trice agent nominates as soon as its check succeeds, so its nomination
     comes right behind its answer to our check: read first, it makes the ping needless, and
-    none is sent (two trice agents in one process: the peer's agent runs before ours is
-    idle)."""
+    none is sent (two trice agents in one process)."""
     async with _facing_a_controlling_peer() as (b, peer, check, address):
         nomination = _peer_check(b, "peer", controlling=True, nominate=True)
         peer.sendto(_answer(check, address), address)

@@ -360,9 +360,9 @@ def _peer_requests(core: AgentCore, pair: Pair, now: float, *, nominate: bool = 
 
 def test_a_check_crossing_ours_wants_a_ping_back_with_no_time_of_its_own() -> None:
     """The controlling peer's check arrives while the controlled core's own check on the pair
-    is in flight: a ping-back is wanted at once (the shell sends it when its process is idle,
-    or at once for a peer in another process), but it has no time of its own until the
-    core's check succeeds; then the usual two round trips apply, and it goes once."""
+    is in flight: a ping-back is wanted at once (the shell sends it at once to a peer in
+    another process), but it has no time of its own until the core's check succeeds; then
+    the usual two round trips apply, and it goes once."""
     core, check, answer = _checking_core(controlling=False)
     pair = check.pair
     _peer_requests(core, pair, 0.005)  # crosses our check
@@ -439,8 +439,9 @@ def test_a_ping_back_whose_pair_fails_leaves_the_way_to_another_pair() -> None:
 
 
 def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
-    """The shell sends a pending ping-back as soon as its process is idle (ping_back_now),
-    not at its timer; with nothing pending, or once a pair is selected, it does nothing."""
+    """The shell sends a pending ping-back to a peer in another process at once
+    (ping_back_now), not at its timer; with nothing pending, or once a pair is selected, it
+    does nothing."""
     core, pair = _proved_pair_core(controlling=False)
     assert not core.pingback_pending
     core.ping_back_now(0.011)
@@ -468,7 +469,7 @@ def test_ping_back_now_after_a_nomination_sends_nothing() -> None:
 
 def test_no_ping_back_is_pending_once_ice_failed() -> None:
     """A ping-back still waiting when ICE fails is dropped: nothing is pending (the shell
-    would otherwise ask to hear of idleness again and again), and nothing is sent."""
+    would otherwise try to send it again and again), and nothing is sent."""
     core, pair = _proved_pair_core(controlling=False)
     _peer_requests(core, pair, 0.012)
     assert core.pingback_pending

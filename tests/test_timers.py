@@ -104,13 +104,9 @@ class _Sleeper:
         self._sleeping_until = math.inf
         self._armed_at = -math.inf
         self.woken = 0
-        self.idle = 0
 
     def _time_came(self) -> None:
         self.woken += 1
-
-    def _idle_came(self) -> None:
-        self.idle += 1
 
 
 async def test_stale_entries_are_skipped_and_pruned(autojump_clock: trio.testing.MockClock) -> None:
@@ -164,37 +160,6 @@ async def test_the_same_time_armed_again_and_again_pushes_nothing(
             assert len(hub._heap) <= 2 * 1 + 256 + 1
             await trio.sleep(10)
             assert [s.woken for s in sleepers] == [1, 1, 1]
-        finally:
-            hub.leave()
-
-
-async def test_when_idle_calls_back_once_nothing_else_can_run(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """An agent asks the timer to tell it when the run is idle (a ping-back waits for that):
-    not while another task can still run, and without letting (virtual) time pass; once."""
-    hub = TimerHub()
-    hub.join()
-    with wall_clock_guard():
-        try:
-            sleepers = [_Sleeper() for _ in range(2)]
-            far = trio.current_time() + 100
-            sleepers[0]._sleeping_until = far
-            hub.arm(far, sleepers[0])  # the timer task sleeps, with a wait far ahead
-            await trio.testing.wait_all_tasks_blocked()
-            start = trio.current_time()
-            for sleeper in sleepers:
-                hub.when_idle(sleeper)
-            for _ in range(20):  # this task keeps running: the run is not idle
-                await trio.lowlevel.checkpoint()
-                assert [s.idle for s in sleepers] == [0, 0]
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.testing.wait_all_tasks_blocked()  # (the timer task's turn)
-            assert [s.idle for s in sleepers] == [1, 1]
-            assert trio.current_time() == start
-            await trio.sleep(200)
-            assert [s.idle for s in sleepers] == [1, 1]  # once
-            assert [s.woken for s in sleepers] == [1, 0]  # and the timed wait still fired
         finally:
             hub.leave()
 

@@ -144,8 +144,6 @@ class Agent:
         "_datagrams",
         "_gathering",
         "_hub",
-        "_idle_now",
-        "_idle_wanted",
         "_lease",
         "_local",
         "_malformed",
@@ -195,8 +193,6 @@ class Agent:
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
-        self._idle_wanted = False  # asked the run's timer to call _idle_came
-        self._idle_now = False  # it did: the agent task sends the ping-back
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
@@ -419,38 +415,22 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
-        if core.pingback_pending and not self._idle_wanted and not self._closed:
+        if core.pingback_pending and not self._closed:
             remote = core.remote
-            if remote is not None and self._hub.has_other_agent(remote.ufrag, self._local.ufrag):
-                # The peer is an agent of this run: it runs before the process is idle, and
-                # its nomination, read first, makes the ping needless (see _idle_came).
-                self._idle_wanted = True
-                self._hub.when_idle(self)
-            else:
-                # A peer in another process: waiting for idleness would only cost time
-                # (several scheduling rounds); ping now.
+            if remote is None or not self._hub.has_other_agent(remote.ufrag, self._local.ufrag):
+                # A peer in another process (Pion, say): ping now.  Waiting for the ping's
+                # time would only cost the peer's nomination that long.
                 core.ping_back_now(now)
                 self._start_checks(now)
+            # A peer that is an agent of this very run is trice, which nominates by itself:
+            # the ping waits for its time (the core's timer), and the nomination, which
+            # comes first, drops it.
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
         # the deadline itself.
         if self._sleeping_until != -math.inf:
             deadline = self._core.next_deadline()
             if deadline is not None:
                 self._wake_by(deadline)
-
-    def _idle_came(self) -> None:
-        """The run's timer: nothing else in the process can run (see ``_pump``).
-
-        The core's pending ping-back for a peer in the same run (see
-        ``AgentCore._want_pingback``) goes now, rather than at its time: trio's timers round
-        a wait up to a whole millisecond.  That peer (another trice agent) runs before the
-        process is idle, and its nomination, read first, makes the ping needless.  The agent
-        task sends it, in its own context (not the timer's, a system task): this only wakes
-        it."""
-        self._idle_wanted = False
-        if not self._closed:
-            self._idle_now = True
-            self._time_came()
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""
@@ -565,10 +545,6 @@ class Agent:
         due = -math.inf  # when the last wait was due to end
         while not self._closed:
             now = trio.current_time()
-            if self._idle_now:
-                self._idle_now = False
-                core.ping_back_now(now)
-                self._pump(now)
             if now >= due:
                 # The core's time came (a datagram was handled as it was read).
                 core.on_timer(now)
@@ -896,9 +872,6 @@ class AgentContext:
                 raise leaves[0] from None
         finally:
             if agent is not None:
-                if agent._idle_wanted:
-                    agent._idle_wanted = False
-                    agent._hub.forget_idle(agent)
                 if self._joined:
                     self._joined = False
                     agent._hub.leave(agent._local.ufrag)

@@ -18,10 +18,9 @@ earliest deadline of any agent and wakes the agents whose time has come.
   is pruned (stale entries and copies dropped) when it grows past twice the agents and some
   slack, so that a flood of datagrams waking an agent cannot grow it, nor keep closed agents
   alive.
-* It also tells agents that asked (:meth:`TimerHub.when_idle`) when nothing else in the
-  process can run: then it waits with the function ``trio.testing.wait_all_tasks_blocked``
-  exports (imported from ``trio._core``: importing ``trio.testing`` imports pytest), in the
-  same cancel scope as its timed wait.  One waiter for the run, however many agents ask.
+* It also knows the local ufrags of the run's open agents (:meth:`TimerHub.has_other_agent`):
+  an agent whose peer is another agent of the same run need not ping it back (see
+  ``Agent._pump``).
 """
 
 from __future__ import annotations
@@ -32,10 +31,6 @@ import math
 from typing import Protocol
 
 import trio
-
-# trio.testing exports this very function, but importing trio.testing imports pytest
-# (100 ms or more); trio._core is where it lives.
-from trio._core import wait_all_tasks_blocked  # type: ignore[attr-defined]
 
 __all__ = ["Sleeper", "TimerHub", "timer_hub"]
 
@@ -52,8 +47,6 @@ class Sleeper(Protocol):
 
     def _time_came(self) -> None: ...
 
-    def _idle_came(self) -> None: ...
-
 
 _SEQUENCE = itertools.count()
 #: Stale entries tolerated beyond two per member before the heap is pruned.
@@ -65,13 +58,11 @@ class TimerHub:
 
     __slots__ = (
         "_heap",
-        "_idle",
         "_members",
         "_running",
         "_scope",
         "_ufrags",
         "_until",
-        "_waiting_idle",
     )
 
     def __init__(self) -> None:
@@ -80,8 +71,6 @@ class TimerHub:
         self._running = False
         self._scope: trio.CancelScope | None = None  # the timer task's wait
         self._until = -math.inf  # when that wait ends (-inf: the task is awake)
-        self._idle: list[Sleeper] | None = None  # who waits to hear that the run is idle
-        self._waiting_idle = False  # the timer task's wait is for idleness too
         self._ufrags: dict[str, int] = {}  # the local ufrags of the run's open agents
 
     @property
@@ -138,24 +127,6 @@ class TimerHub:
         count = self._ufrags.get(ufrag, 0)
         return count > 1 if ufrag == own else count > 0
 
-    def when_idle(self, sleeper: Sleeper) -> None:
-        """Call ``sleeper._idle_came()`` once nothing else in the run can run and no
-        socket that a task waits on has anything to read: once, at the next such moment."""
-        if self._idle is None:
-            self._idle = [sleeper]
-        else:
-            self._idle.append(sleeper)
-        scope = self._scope
-        if scope is not None and not self._waiting_idle:
-            scope.cancel()  # the timer task goes to wait for idleness as well
-
-    def forget_idle(self, sleeper: Sleeper) -> None:
-        """``sleeper`` closed: drop its :meth:`when_idle` request (in a run that is never
-        idle, the list would otherwise keep closed agents)."""
-        idle = self._idle
-        if idle is not None and sleeper in idle:
-            idle.remove(sleeper)
-
     def _prune(self, *, keep: bool = True) -> None:
         """Drop the stale entries, and the copies: one entry per sleeper at most (none
         without ``keep``)."""
@@ -196,27 +167,15 @@ class TimerHub:
                 until = self._fire(trio.current_time())
                 if self._members == 0:
                     break
-                idle = self._idle is not None
                 with trio.CancelScope(deadline=until) as scope:
                     self._scope = scope
                     self._until = until
-                    self._waiting_idle = idle
-                    if idle:
-                        await wait_all_tasks_blocked()
-                    else:
-                        await trio.sleep_forever()
+                    await trio.sleep_forever()
                 self._scope = None
                 self._until = -math.inf
-                self._waiting_idle = False
-                if idle and not scope.cancelled_caught:
-                    waiting, self._idle = self._idle or [], None
-                    for sleeper in waiting:
-                        sleeper._idle_came()
         finally:
             self._scope = None
             self._until = -math.inf
-            self._waiting_idle = False
-            self._idle = None
             self._running = False
 
 

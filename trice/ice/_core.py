@@ -647,16 +647,16 @@ class AgentCore:
         peer that nominates when a request arrives on a pair it has proved (Pion does) then
         nominates at once instead of at its next scheduled round, which can be 200 ms away.
         A peer that nominates by itself (trice does) needs no ping: between two agents of
-        one trio run it is never sent; with a trice peer in another process whose check
-        crossed ours, it costs two messages more.
+        one trio run it waits for its time, and the nomination comes first and drops it;
+        with a trice peer in another process whose check crossed ours, it costs two
+        messages more.
 
         Its time is a couple of round trips after our check succeeded (``pingback_at``,
         infinite while the check is in flight).  The shell sends it sooner, with
-        :meth:`ping_back_now`: at once for a peer in another process, once its process is
-        idle for a peer in the same trio run (which nominates before the process is idle):
-        a timer shorter than a millisecond costs a whole one in trio.  Only one is pending
-        at a time; it is dropped when its pair fails or goes back to waiting, on a role
-        switch, on selection, and when checks end."""
+        :meth:`ping_back_now`, to a peer in another process: there, waiting wins nothing.  A
+        peer in the same trio run is trice, and its nomination comes before that time.
+        Only one is pending at a time; it is dropped when its pair fails or goes back to
+        waiting, on a role switch, on selection, and when checks end."""
         if self.selected is not None or pair.pinged_back or self._pingback is not None:
             return
         self._pingback = pair
@@ -671,9 +671,7 @@ class AgentCore:
 
     def ping_back_now(self, now: float) -> None:
         """Send the pending ping-back now rather than at its time: the shell calls this at
-        once for a peer in another process, and, for a peer in the same trio run, when its
-        process has nothing else to do, so that a nomination already on its way from that
-        peer is read first (see ``_want_pingback``)."""
+        once for a peer in another process (see ``_want_pingback``)."""
         pair = self._pingback
         if pair is not None:
             self._ping_back(pair, now)
