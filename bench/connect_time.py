@@ -4,6 +4,12 @@ Each run starts a fresh pair of peer processes, exchanges their parameters and c
 sends ``start`` to both and takes the later of the two ``connected`` times (so gathering and
 process start-up are excluded). Prints median, p10 and p90 of ``--runs`` runs per row.
 
+The rows are measured in rounds, one run of each row per round, rather than one row after
+the other: on a shared machine the load drifts, and a row measured during a busy minute
+would otherwise be compared with one measured during a quiet one.  Each ratio against a
+reference row (trice-pion against pion-pion, say) is also given as the median of the
+ratios within a round (``paired``), which that drift skews least.
+
 The row ``trice-trice (warm_up)`` is trice-trice with both peers calling
 :func:`trice.warm_up` at start-up, before anything is measured: a fresh process's first
 connection runs code the interpreter has not specialised yet, which this pays ahead.
@@ -18,6 +24,7 @@ starts once both hold each other's parameters and candidates and stops when both
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 from _peers import WARMED, Row, Stats, default_rows, measure_cmds, measure_in_process
@@ -39,18 +46,34 @@ def format_table(results: list[tuple[str, Stats]]) -> str:
 IN_PROCESS = "trice-trice (in-process)"
 
 
-def run(rows: list[Row], runs: int) -> list[tuple[str, Stats]]:
-    results = []
-    for row in rows:
-        print(f"measuring {row.label} ({runs} runs)...", file=sys.stderr)
-        results.append((row.label, Stats.of(measure_cmds(row.peer_a_cmd, row.peer_b_cmd, runs))))
-    return results
+def run(rows: list[Row], runs: int, *, in_process: bool = False, ipv6: bool = False) -> Results:
+    """``runs`` rounds, each one run of every row (and of the in-process pair, if asked)."""
+    labels = [row.label for row in rows]
+    if in_process:
+        labels.append(IN_PROCESS + (" ipv6" if ipv6 else ""))
+    print(f"measuring {', '.join(labels)} ({runs} rounds)...", file=sys.stderr)
+    rounds: list[dict[str, float]] = []
+    for _ in range(runs):
+        sample = {row.label: measure_cmds(row.peer_a_cmd, row.peer_b_cmd, 1)[0] for row in rows}
+        if in_process:
+            sample[labels[-1]] = measure_in_process(1, ipv6=ipv6)[0]
+        rounds.append(sample)
+    return Results(labels, rounds)
 
 
-def run_in_process(runs: int, ipv6: bool) -> tuple[str, Stats]:
-    label = IN_PROCESS + (" ipv6" if ipv6 else "")
-    print(f"measuring {label} ({runs} runs)...", file=sys.stderr)
-    return label, Stats.of(measure_in_process(runs, ipv6=ipv6))
+class Results:
+    """The samples of each row, by round."""
+
+    def __init__(self, labels: list[str], rounds: list[dict[str, float]]) -> None:
+        self.labels = labels
+        self.rounds = rounds
+
+    def stats(self) -> list[tuple[str, Stats]]:
+        return [(label, Stats.of([r[label] for r in self.rounds])) for label in self.labels]
+
+    def paired_ratio(self, label: str, reference: str) -> float:
+        """The median over rounds of ``label``'s time over ``reference``'s in that round."""
+        return statistics.median(r[label] / r[reference] for r in self.rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows and not in_process:
         print("no rows to measure", file=sys.stderr)
         return 1
-    results = run(rows, args.runs)
-    if in_process:
-        results.append(run_in_process(args.runs, args.ipv6))
-    print(format_table(results))
+    results = run(rows, args.runs, in_process=in_process, ipv6=args.ipv6)
+    print(format_table(results.stats()))
     verdicts = format_targets(results)
     if verdicts:
         print()
@@ -81,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def format_targets(results: list[tuple[str, Stats]]) -> str:
+def format_targets(results: Results) -> str:
     """The issue's targets, each against the row it is judged by (medians of this run):
-    trice-trice under 1 ms, and trice with a peer no slower than that peer with itself."""
-    medians = {label: s.median for label, s in results}
+    trice-trice under 1 ms, and trice with a peer no slower than that peer with itself (the
+    ratio of the medians; the median of the ratios within a round is printed beside it)."""
+    medians = {label: s.median for label, s in results.stats()}
     lines = []
     for label in ("trice-trice", "trice-trice" + WARMED, IN_PROCESS):
         if label in medians:
@@ -95,14 +117,15 @@ def format_targets(results: list[tuple[str, Stats]]) -> str:
         if len(kinds) != 2 or "trice" not in kinds or kinds[0] == kinds[1]:
             continue
         other = kinds[1] if kinds[0] == "trice" else kinds[0]
-        reference = medians.get(f"{other}-{other}")
-        if reference is None:
+        reference = f"{other}-{other}" + label[len(label.split()[0]) :]
+        if reference not in medians:
             continue
-        ratio = median / reference
+        ratio = median / medians[reference]
+        paired = results.paired_ratio(label, reference)
         verdict = "met" if ratio <= 1.0 else "not met"
         lines.append(
-            f"{label:<32} {median:>7.3f} ms  {ratio:5.2f}x {other}-{other} "
-            f"({reference:.3f} ms): {verdict}"
+            f"{label:<32} {median:>7.3f} ms  {ratio:5.2f}x {reference} "
+            f"({medians[reference]:.3f} ms; paired {paired:.2f}x): {verdict}"
         )
     return "\n".join(lines)
 
