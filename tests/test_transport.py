@@ -1,8 +1,10 @@
 """Local transports: the UDP transport's send (waiting while the socket would block, and what
-wakes that wait), and the socket pair the shell's warm-up stands its agents on."""
+wakes that wait), its lease to receivers, and the socket pair the shell's warm-up stands its
+agents on."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -10,7 +12,26 @@ import pytest
 import trio
 import trio.testing
 
-from trice._trio._transport import UdpTransport, paired_sockets
+from trice._trio._transport import LEASE, UdpTransport, paired_sockets
+
+
+def test_a_socket_is_leased_to_receivers_while_they_keep_coming_back() -> None:
+    """The socket's reader (the agent task, or a receive loop) leaves the socket to receivers
+    while one waits on it or has read it within the last lease, and takes it back after a
+    lease with none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        transport = UdpTransport(0, sock)
+        assert transport.leased_until(10.0) == -math.inf  # no receiver yet: the reader reads
+        transport.held = True  # a receiver waits on the socket
+        assert transport.leased_until(10.0) == 10.0 + LEASE
+        assert transport.leased_until(10.5) == 10.5 + LEASE  # ... renewed while it waits
+        transport.held = False
+        transport.holds += 1  # it has read, and gone back to its own work
+        assert transport.leased_until(10.6) == 10.6 + LEASE
+        assert transport.leased_until(10.6 + LEASE / 2) == 10.6 + LEASE  # nothing new
+        assert transport.leased_until(10.6 + LEASE) == -math.inf  # a lease without one
+        assert transport.leased_until(20.0) == -math.inf
 
 
 class _BlockedSocket:

@@ -69,11 +69,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent", "warm_up"]
 
 Address = tuple[str, int]
-#: How long the reader leaves a socket to receivers (a task that waits in Connection.receive,
-#: or one that has read the socket itself) with none coming back, before it takes the socket
-#: back; STUN waits at most this long while nobody reads.
-_LEASE = 0.02
-_NO_LEASE: tuple[int, float] = (0, -math.inf)
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 #: Byte value -> an ice-char, by its low 6 bits (``bytes.translate`` maps a whole string at once).
 _TO_ICE_CHARS = bytes(ord(_ICE_CHARS[b & 63]) for b in range(256))
@@ -144,7 +139,6 @@ class Agent:
         "_datagrams",
         "_gathering",
         "_hub",
-        "_lease",
         "_local",
         "_malformed",
         "_mapped",
@@ -200,9 +194,8 @@ class Agent:
         # its table when emptied, and an idle agent holds none in flight).
         self._runs: dict[bytes, CheckRun] = {}
         self._sleeping_until = -math.inf  # the agent task's planned wake-up time
-        # The socket the agent task reads itself, and its lease (see _run).
+        # The socket the agent task reads itself (see _run).
         self._primary: UdpTransport | None = None
-        self._lease = _NO_LEASE  # (receives seen, until when the socket is left to them)
         # When parked check tasks want waking: a heap of (due, sequence, run), fired by the
         # agent task; entries whose run has moved on are skipped.
         self._timers: list[tuple[float, int, CheckRun]] = []
@@ -556,16 +549,13 @@ class Agent:
             primary = self._primary
             read = False
             if primary is not None and not primary.closed:
-                # A receiver waits on the socket (held), or has read it since we last looked
-                # (holds changed): leave the socket to receivers until a lease passes with
-                # none (the same hand-off as _receive_loop's).
-                lease = self._lease
-                if primary.held or lease[0] != primary.holds:
-                    lease = self._lease = (primary.holds, now + _LEASE)
-                if now >= lease[1]:
+                # Leave the socket to receivers while they keep coming back (the same
+                # hand-off as _receive_loop's).
+                leased = primary.leased_until(now)
+                if leased == -math.inf:
                     read = True
-                elif lease[1] < wake_at:
-                    wake_at = lease[1]
+                elif leased < wake_at:
+                    wake_at = leased
             readable = False
             self._sleeping_until = wake_at
             if wake_at != math.inf:
@@ -687,20 +677,17 @@ class Agent:
         socket and reads it itself (one task switch less per datagram); the reader steps
         aside and takes the socket back when the receiver leaves."""
         sock = transport.sock
-        seen = transport.holds
         while True:
             if not self._drain(transport):
                 await trio.lowlevel.checkpoint()
                 continue
-            if transport.held or transport.holds != seen:
-                # A receiver waits on the socket, or has read it since we last looked.  Leave
-                # it to receivers for as long as they keep coming back (a receive loop does);
-                # take it back after a lease without one.
-                while True:
-                    seen = transport.holds
-                    await trio.sleep(_LEASE)
-                    if not transport.held and transport.holds == seen:
-                        break
+            leased = transport.leased_until(trio.current_time())
+            if leased != -math.inf:
+                # Leave the socket to receivers for as long as they keep coming back (a
+                # receive loop does); take it back after a lease without one.
+                while leased != -math.inf:
+                    await trio.sleep_until(leased)
+                    leased = transport.leased_until(trio.current_time())
                 continue
             transport.reader_waiting = True
             try:

@@ -9,6 +9,7 @@ trio socket (see bench/data_plane.py), and it is the hot path of the data plane.
 from __future__ import annotations
 
 import errno
+import math
 import socket
 from typing import Protocol
 
@@ -50,6 +51,14 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+#: How long a socket's reader leaves the socket to receivers (a task that waits in
+#: Connection.receive, or one that has read the socket itself) with none coming back, before
+#: it takes the socket back (see :meth:`UdpTransport.leased_until`); STUN waits at most this
+#: long while nobody reads.
+LEASE = 0.02
+_NO_LEASE: tuple[int, float] = (0, -math.inf)
+
+
 class UdpTransport:
     """A bound, non-blocking UDP socket with an id (the *base* the core talks about)."""
 
@@ -59,6 +68,7 @@ class UdpTransport:
         "family",
         "held",
         "holds",
+        "lease",
         "local_address",
         "reader_waiting",
         "sock",
@@ -76,6 +86,20 @@ class UdpTransport:
         self.held = False
         self.holds = 0
         self.reader_waiting = False
+        self.lease = _NO_LEASE  # (holds seen, until when the socket is left to receivers)
+
+    def leased_until(self, now: float) -> float:
+        """Until when the socket's reader leaves it to receivers, or ``-inf`` if the reader
+        may take it now.
+
+        While a receiver waits on the socket (``held``), or has read it since the reader
+        last looked (``holds`` changed), the socket is leased to receivers for
+        :data:`LEASE` more: a receive loop comes back within that.  The reader takes the
+        socket back once a lease passes with none."""
+        lease = self.lease
+        if self.held or lease[0] != self.holds:
+            lease = self.lease = (self.holds, now + LEASE)
+        return lease[1] if now < lease[1] else -math.inf
 
     def kick(self) -> None:
         """Make the socket's reader leave its wait (it looks again, and finds the socket
