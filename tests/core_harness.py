@@ -162,6 +162,8 @@ class Flight:
     start: float
     sent: int = 0
     answered: bool = False
+    resend_at: float | None = None
+    """When the check goes out once more before its RTO (see ``AgentCore.poll_resend``)."""
     superseded: bool = False
     """A newer check on the same pair replaced this one: it sends no more and never times
     out, but a late response is still handed to the core (RFC 8445 §7.3.1.4: a cancelled
@@ -170,7 +172,10 @@ class Flight:
     @property
     def next_time(self) -> float:
         # Offsets before the last are sends; the last is the give-up time.
-        return self.start + self.check.schedule[self.sent]
+        scheduled = self.start + self.check.schedule[self.sent]
+        if self.resend_at is not None and self.resend_at < scheduled:
+            return self.resend_at
+        return scheduled
 
 
 class Endpoint:
@@ -419,6 +424,12 @@ class Network:
         endpoint, check = flight.endpoint, flight.check
         if flight.superseded:
             del endpoint.flights[check.transaction_id]
+        elif flight.resend_at is not None and flight.resend_at <= self.now:
+            # Once more before its RTO, as the same transaction (the next scheduled
+            # transmission stays where it was).
+            flight.resend_at = None
+            endpoint.transmissions.append((self.now, check, flight.sent))
+            self.send(endpoint, check.base, check.destination, check.message)
         elif flight.sent < len(check.schedule) - 1:
             endpoint.transmissions.append((self.now, check, flight.sent))
             flight.sent += 1
@@ -439,13 +450,11 @@ class Network:
         for endpoint in self.endpoints.values():
             core = endpoint.core
             core.on_timer(self.now)
-            for tid in core.poll_resend():
-                # Poked: the check goes out again now, as the same transaction.
+            for tid, at in core.poll_resend():
+                # The check goes out once more at ``at``, as the same transaction.
                 flight = endpoint.flights.get(tid)
-                if flight is not None and not flight.superseded:
-                    poked = flight.check
-                    endpoint.transmissions.append((self.now, poked, flight.sent))
-                    self.send(endpoint, poked.base, poked.destination, poked.message)
+                if flight is not None and not flight.superseded and flight.resend_at is None:
+                    flight.resend_at = at
             while (check := core.poll_check(self.now)) is not None:
                 self._drain(endpoint)
                 self._start(endpoint, check)

@@ -15,7 +15,14 @@ from trice import stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
 from trice.ice._checklist import Pair, PairState
-from trice.ice._core import AgentCore, Check, IceParameters, check_schedule, two_cores
+from trice.ice._core import (
+    RESEND_MIN,
+    AgentCore,
+    Check,
+    IceParameters,
+    check_schedule,
+    two_cores,
+)
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
 from core_harness import (
@@ -278,8 +285,9 @@ def test_request_triggers_a_check(state: PairState) -> None:
 
 
 def test_request_on_in_progress_pair_resends_it() -> None:
-    """RFC 8445 §7.3.1.4: the in-progress check goes out again at once, as the same
-    transaction (so a response to any copy of it counts)."""
+    """RFC 8445 §7.3.1.4: the peer's request on a pair whose check is in flight sends that
+    check again, as the same transaction (so a response to any copy of it counts), at twice
+    the age the request found it: here 10 ms, so at 20 ms; and only once."""
     _net, a = three_pair_core()
     core = a.core
     core.want_connection(0.0)
@@ -287,8 +295,11 @@ def test_request_on_in_progress_pair_resends_it() -> None:
     assert first is not None
     assert list(core.poll_resend()) == []
     core.on_request(0, first.pair.remote_address, binding_request(core), 0.01)
-    assert list(core.poll_resend()) == [first.transaction_id]
+    ((tid, at),) = core.poll_resend()
+    assert tid == first.transaction_id and at == pytest.approx(0.02)
     assert list(core.poll_resend()) == []
+    core.on_request(0, first.pair.remote_address, binding_request(core, tid=b"U" * 12), 0.011)
+    assert list(core.poll_resend()) == []  # once per check
     again = core.poll_check(core.timing.ta)
     assert again is None or again.pair is not first.pair
 
@@ -381,6 +392,27 @@ def test_a_check_crossing_ours_wants_a_ping_back_with_no_time_of_its_own() -> No
     assert core.on_response(check, stun.decode(answer), check.destination, 0.01)
     assert pair.state is PairState.SUCCEEDED
     assert not core.pingback_pending  # pinged once already
+
+
+def test_a_check_crossed_early_goes_again_no_sooner_than_resend_min() -> None:
+    """A request that crosses our check at once (age 1 ms) sends it again at RESEND_MIN, not
+    at 2 ms: a loopback or LAN answer is not that quick in a loaded process."""
+    core, check, _answer = _checking_core(controlling=False)
+    _peer_requests(core, check.pair, 0.001)
+    ((tid, at),) = core.poll_resend()
+    assert tid == check.transaction_id and at == pytest.approx(RESEND_MIN)
+
+
+def test_a_nomination_in_flight_is_not_sent_again_for_a_peer_request() -> None:
+    """A nomination goes over a pair already proved: a peer's request on its pair sends no
+    copy of it."""
+    core, pair = _proved_pair_core(controlling=True)  # ... and nominating it now
+    nomination = core.poll_check(0.01)
+    assert nomination is not None and nomination.nominating and nomination.pair is pair
+    assert pair.state is PairState.IN_PROGRESS
+    request = binding_request(core, controlling=False)  # from the controlled peer
+    assert core.on_request(0, pair.remote_address, request, 0.012) is not None
+    assert list(core.poll_resend()) == []
 
 
 def _answer_to(check: Check, peer: AgentCore) -> stun.Message:

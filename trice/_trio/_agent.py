@@ -467,10 +467,10 @@ class Agent:
 
     def _start_checks(self, now: float) -> None:
         core = self._core
-        for tid in core.poll_resend():
+        for tid, at in core.poll_resend():
             pending = self._runs.get(tid)
             if pending is not None:
-                pending.poke()
+                pending.resend_at_time(at)
         while (check := core.poll_check(now)) is not None:
             transport = self._transports.get(check.base)
             if transport is None:

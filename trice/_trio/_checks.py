@@ -20,11 +20,6 @@ __all__ = ["CheckRun", "check_name"]
 Address = tuple[str, int]
 
 
-#: The soonest a check crossing the peer's goes out again (see :meth:`CheckRun.poke`): above a
-#: loopback or LAN round trip, far below any RTO.
-RESEND_MIN = 0.005
-
-
 class CheckRun:
     """One connectivity check in flight: its first transmission goes out when it is made,
     then its task retransmits on the check's schedule until a response settles it or the
@@ -41,7 +36,6 @@ class CheckRun:
         "check",
         "dropped",
         "due",
-        "poked",
         "resend_at",
         "settled",
         "start",
@@ -55,8 +49,7 @@ class CheckRun:
         self.transport = transport
         self.settled = False
         self.dropped = False
-        self.poked = False
-        self.resend_at: float | None = None
+        self.resend_at: float | None = None  # one more transmission, before the RTO
         self.start = now
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
         self.task: trio.lowlevel.Task | None = None  # set while the task is parked
@@ -85,30 +78,14 @@ class CheckRun:
         self.dropped = True
         self.wake()
 
-    def poke(self) -> None:
-        """The core asks for the check again: the peer's request came in on this pair,
-        which may mean the way has just opened (the peer's NAT now expects us).
-
-        Only an ordinary check is sent again, and once: a nomination goes over a pair already
-        proved (and the core never asks for a consent check, which is never a pair's check in
-        flight).  Nor at once: the peer's check most likely crossed ours on the wire, our
-        response on its way.  If the peer's check reached us at age A of
-        ours, ours (if it got through) is answered by about 2A; the check goes out again at
-        that age (at least :data:`RESEND_MIN`), should no response have come.  The rule
-        scales with the path and with the load of the process: a loaded process answers
-        late, and does not flood itself with copies; and a check that a TURN server dropped
-        (the peer had not yet installed the permission its own check now proves) goes out
-        again within milliseconds."""
-        check = self.check
-        if self.settled or self.dropped or self.poked or check.nominating:
+    def resend_at_time(self, at: float) -> None:
+        """The core asks for the check once more at ``at``, before its RTO (see
+        :meth:`AgentCore.poll_resend <trice.ice.AgentCore.poll_resend>`)."""
+        if self.settled or self.dropped or self.resend_at is not None:
             return
-        self.poked = True
-        age = trio.current_time() - self.start
-        due = self.start + max(RESEND_MIN, 2 * age)
-        if self.resend_at is None:
-            self.resend_at = due
-            if due < self.due:
-                self.wake()  # to wait for the resend instead
+        self.resend_at = at
+        if at < self.due:
+            self.wake()  # to wait for the resend instead
 
     def _answered_meanwhile(self) -> bool:
         """Before sending the check again, read what its socket already holds: in a busy

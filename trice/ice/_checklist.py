@@ -73,6 +73,8 @@ class Pair:
         pingback_at: when the controlled agent pings back on this pair if no nomination has
             come by then (see :meth:`trice.ice.AgentCore.on_timer`).
         pinged_back: a controlled agent has sent the peer its one ping-back on this pair.
+        resent: the transaction of the check in flight that the core has already asked the
+            shell to send again (see :meth:`trice.ice.AgentCore.poll_resend`), if any.
     """
 
     __slots__ = (
@@ -86,6 +88,7 @@ class Pair:
         "pinged_back",
         "priority",
         "remote",
+        "resent",
         "state",
         "transaction",
         "valid_local",
@@ -102,6 +105,7 @@ class Pair:
         self.nominated = False
         self.nominate_on_success = False
         self.transaction: bytes | None = None
+        self.resent: bytes | None = None
         self.peer_checked = False
         self.pinged_back = False
         self.pingback_at = 0.0

@@ -45,6 +45,10 @@ PINGBACK_RTTS = 2.0
 PINGBACK_MIN = 0.0005
 PINGBACK_MAX = 0.2
 
+#: The soonest a check that the peer's request crossed goes out again (see ``poll_resend``):
+#: above a loopback or LAN round trip, far below any RTO.
+RESEND_MIN = 0.005
+
 #: Enum members as module constants for the per-message paths: on CPython 3.11 reading a
 #: member off its class (``PairState.WAITING``) costs ~90 ns, a global ~10 ns.
 _PAIR_WAITING: Final = PairState.WAITING
@@ -170,7 +174,7 @@ class AgentCore:
         # Small FIFO queues: lists (an empty deque costs ~700 bytes, many agents hold these).
         self._triggered: list[Pair] | None = None
         self._urgent: list[Check] | None = None
-        self._resend: list[bytes] | None = None
+        self._resend: list[tuple[bytes, float]] | None = None
         #: The checks awaiting a response, by transaction id.
         self._live: dict[bytes, Check] | None = None
         #: Encoded-check templates, keyed by what changes their bytes; kept only until a pair
@@ -363,12 +367,21 @@ class AgentCore:
         nominating = self.controlling and self.nomination is _AGGRESSIVE
         return self._start_check(pair, nominating=nominating, now=now)
 
-    def poll_resend(self) -> Sequence[bytes]:
-        """Transactions to send again at once, without waiting for their RTO.
+    def poll_resend(self) -> Sequence[tuple[bytes, float]]:
+        """Checks to send again before their RTO: ``(transaction id, when)`` pairs.  The
+        shell sends that transaction once more at ``when``, unless a response came first
+        (it stays the same transaction, so a response to any copy of it counts).
 
-        A request from the peer on a pair whose check is in progress (RFC 8445 §7.3.1.4) means
-        the way may just have opened (the peer's NAT now expects us): the check goes out again
-        now.  It stays the same transaction, so a response to any copy of it counts.
+        A request from the peer on a pair whose ordinary check is in flight (RFC 8445
+        §7.3.1.4) may mean that the way has just opened (the peer's NAT, or the TURN server's
+        permission, now expects us).  Not at once, though: most likely the peer's check
+        crossed ours on the wire, our answer on its way.  If the peer's request reached us
+        at age A of our check, ours (if it got through) is answered by about 2A; the check
+        goes out again at that age (at least :data:`RESEND_MIN`), once per check.  The rule
+        scales with the path and with the load of the process: a loaded process answers
+        late, and does not flood itself with copies; and a check that a TURN server dropped
+        goes out again within milliseconds.  A nomination is never sent again this way: it
+        goes over a pair already proved.
         """
         resend = self._resend
         if resend is None:
@@ -872,11 +885,9 @@ class AgentCore:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True
             if pair.state is _PAIR_IN_PROGRESS:
-                if pair.transaction is not None:
-                    if self._resend is None:
-                        self._resend = [pair.transaction]
-                    else:
-                        self._resend.append(pair.transaction)
+                tid = pair.transaction
+                if tid is not None and pair.resent != tid:
+                    self._want_resend(pair, tid, now)
                 if not self.controlling and not use_candidate:
                     # The peer's check crossed ours: a ping-back too, but no time of its
                     # own until our check succeeds (see _want_pingback, _pair_succeeded).
@@ -886,6 +897,20 @@ class AgentCore:
             pair.state = _PAIR_WAITING
             if self._triggered is None or pair not in self._triggered:
                 self._push_triggered(pair)
+
+    def _want_resend(self, pair: Pair, tid: bytes, now: float) -> None:
+        """The peer's request crossed our check ``tid`` on ``pair``: send it again at twice
+        its age (see :meth:`poll_resend`)."""
+        live = self._live
+        check = None if live is None else live.get(tid)
+        if check is None or check.nominating:
+            return
+        pair.resent = tid
+        at = check.started + max(RESEND_MIN, 2 * (now - check.started))
+        if self._resend is None:
+            self._resend = [(tid, at)]
+        else:
+            self._resend.append((tid, at))
 
     # ------------------------------------------------------------------ state
 
