@@ -415,6 +415,7 @@ class Network:
                 if flight.check.pair is check.pair and not flight.check.consent:
                     flight.superseded = True
                     flight.sent = len(flight.check.schedule) - 1
+                    flight.resend_at = None
         endpoint.started.append((self.now, check))
         flight = Flight(endpoint, check, self.now)
         endpoint.flights[check.transaction_id] = flight
@@ -424,13 +425,19 @@ class Network:
         endpoint, check = flight.endpoint, flight.check
         if flight.superseded:
             del endpoint.flights[check.transaction_id]
-        elif flight.resend_at is not None and flight.resend_at <= self.now:
+        elif (
+            flight.resend_at is not None
+            and flight.resend_at <= self.now
+            and flight.resend_at < flight.start + check.schedule[flight.sent]
+        ):
             # Once more before its RTO, as the same transaction (the next scheduled
             # transmission stays where it was).
             flight.resend_at = None
             endpoint.transmissions.append((self.now, check, flight.sent))
             self.send(endpoint, check.base, check.destination, check.message)
         elif flight.sent < len(check.schedule) - 1:
+            # (A resend not yet sent is dropped: this transmission serves, as in the shell.)
+            flight.resend_at = None
             endpoint.transmissions.append((self.now, check, flight.sent))
             flight.sent += 1
             self.send(endpoint, check.base, check.destination, check.message)

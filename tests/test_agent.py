@@ -951,17 +951,36 @@ async def test_controlled_agent_facing_an_agent_of_its_own_run_pings_back_only_a
         _only_copies_of(check, peer)
         assert b.statistics().checks_sent == 1  # no ping at once
         peer.sendto(_answer(check, address), address)
-        await trio.sleep(PINGBACK_MIN / 2)
-        answered = trio.current_time() - PINGBACK_MIN / 2
+        answered = trio.current_time()  # (no time passes here: b's check took none)
+        await trio.sleep(PINGBACK_MIN * 0.9)
         _only_copies_of(check, peer)
         assert b.statistics().checks_sent == 1  # not before its time
-        await trio.sleep(1.0)
+        await trio.sleep(PINGBACK_MIN * 0.2)
         await _ping_from(b, check, peer)
-        assert b.statistics().checks_sent == 2
+        assert b.statistics().checks_sent == 2  # at its time
+        assert trio.current_time() - answered == pytest.approx(PINGBACK_MIN * 1.1)
         await trio.sleep(1.0)
         _only_copies_of(check, peer)
         assert b.statistics().checks_sent == 2  # once
-        assert trio.current_time() - answered > PINGBACK_MIN
+
+
+async def test_no_ping_back_when_the_nomination_of_an_agent_of_the_run_comes_before_its_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Facing an agent of its own run, b's ping waits for its time, and the nomination,
+    coming before that, makes it needless: none is sent."""
+    async with _facing_a_controlling_peer() as (b, peer, check, address):
+        peer.sendto(_answer(check, address), address)
+        await trio.sleep(PINGBACK_MIN / 2)
+        nomination = _peer_check(b, "peer", controlling=True, nominate=True)
+        peer.sendto(nomination, address)
+        await trio.sleep(1.0)
+        assert b.selected_pair is not None
+        answer = stun.decode((await _recvfrom_now(peer))[0])
+        assert answer.message_class is stun.MessageClass.SUCCESS
+        assert answer.transaction_id == stun.decode(nomination).transaction_id
+        _only_copies_of(check, peer)
+        assert b.statistics().checks_sent == 1  # its check, and no ping-back
 
 
 async def test_controlled_agent_facing_a_peer_in_another_process_pings_back_at_once(

@@ -184,6 +184,36 @@ def test_retransmissions_follow_the_schedule_then_give_up() -> None:
     assert check.pair.state is PairState.FAILED
 
 
+def test_a_check_the_peer_crossed_goes_once_more_at_twice_its_age() -> None:
+    """b's check reaches a 1 ms into a's own check, whose answer is slow (a to b takes
+    50 ms): a's check goes once more at 5 ms (RESEND_MIN; twice 1 ms is less), once."""
+
+    def latency(packet: Packet) -> float:
+        return 0.05 if packet.sender == "a" else 0.001
+
+    net, a, _b = two_agents(latency=latency)
+    net.run_for(0.3)
+    (start, check), *_ = a.started
+    assert check.pair.state is PairState.SUCCEEDED or check.pair.nominated
+    sends = [t - start for t, c, _ in a.transmissions if c is check]
+    assert sends == pytest.approx([0.0, RESEND_MIN])
+
+
+def test_a_resend_due_after_the_rto_gives_way_to_the_retransmission() -> None:
+    """b's check crosses a's late (at 0.31 s; a's checks never arrive): a's check would go
+    again at 0.62 s, but its retransmission at the RTO (0.5 s) comes first and serves
+    instead: no copy at 0.62 s."""
+    net, a, b = two_agents(want=False)
+    net.drop(lambda packet: packet.sender == "a" and packet.is_request)
+    a.core.want_connection(net.now)
+    net.run_for(0.3)
+    b.core.want_connection(net.now)
+    net.run_for(1.0)
+    (start, check), *_ = a.started
+    sends = [t - start for t, c, _ in a.transmissions if c is check]
+    assert sends == pytest.approx([0.0, 0.5])
+
+
 def test_lost_first_request_is_retransmitted_at_rto() -> None:
     timing = Timing(rto=0.3)
     net, a, _b = two_agents(timing=timing, want=False)

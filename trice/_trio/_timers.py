@@ -19,7 +19,7 @@ earliest deadline of any agent and wakes the agents whose time has come.
   slack, so that a flood of datagrams waking an agent cannot grow it, nor keep closed agents
   alive.
 * It also knows the local ufrags of the run's open agents (:meth:`TimerHub.has_other_agent`):
-  an agent whose peer is another agent of the same run need not ping it back (see
+  an agent whose peer is another agent of the same run need not ping it back at once (see
   ``Agent._pump``).
 """
 
