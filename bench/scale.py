@@ -8,7 +8,11 @@ the harness keeps nothing per pair alive, as in the aioice run).  Then, at the d
 limit of 1024 file descriptors, what happens when they run out: trice raises
 :class:`trice.LimitError`; aioice is reported as measured.
 
-Run: ``python bench/scale.py [--sizes 100 500 1000] [--quick]``.
+Each size is timed ``--repeat`` times (3 by default), trice and aioice in turns, each run in
+a fresh process; the table gives the medians, and the speed is the median of the ratios
+within a turn (on a shared machine the load drifts between turns).
+
+Run: ``python bench/scale.py [--sizes 100 500 1000] [--repeat 3] [--quick]``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import gc
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -236,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="N pairs of agents connecting at once")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--memory-size", type=int, default=200, help="pairs for the memory run")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each size")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -243,32 +249,54 @@ def main(argv: list[str] | None = None) -> None:
         _one(args.one[0], int(args.one[1]))
         return
     if args.quick:
-        args.sizes, args.memory_size = [100], 50
+        args.sizes, args.memory_size, args.repeat = [100], 50, 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     have_aioice = _aioice_setup()
     rows = []
     for n in args.sizes:
-        timed = _timed_alone("trice", n)
-        if timed is None:
+        trice_runs: list[float] = []
+        aio_runs: list[tuple[float, int]] = []
+        ratios: list[float] = []
+        for _ in range(max(1, args.repeat)):
+            timed = _timed_alone("trice", n)
+            if timed is None:
+                continue
+            trice_runs.append(timed[0])
+            aio = _timed_alone("aioice", n) if have_aioice else None
+            if aio is not None:
+                aio_runs.append(aio)
+                ratios.append(aio[0] / timed[0])
+        if not trice_runs:
             continue
-        aio = _timed_alone("aioice", n) if have_aioice else None
-        rows.append((n, timed[0], aio))
+        rows.append((n, trice_runs, aio_runs, ratios))
     _raise_fd_limit(4 * args.memory_size + 256)
     trice_kib = _trice_memory(args.memory_size)
     aio_kib = _aioice_memory(args.memory_size) if have_aioice else None
 
     print("\nScale: N pairs of agents in one process, host candidates on loopback\n")
     header = (
-        f"{'pairs':>6} {'trice all connected':>20} {'aioice':>12} {'aioice ok':>10} {'speed':>8}"
+        f"{'pairs':>6} {'runs':>5} {'trice all connected':>20} {'aioice':>12} {'aioice ok':>10}"
+        f" {'speed':>8} {'range':>12}"
     )
     print(header)
     print("-" * len(header))
-    for n, trice_s, aio in rows:
-        aio_s = f"{aio[0] * 1000:>10.0f}ms" if aio else "n/a"
-        ok = f"{aio[1]}/{n}" if aio else "n/a"
-        ratio = f"{aio[0] / trice_s:.2f}x" if aio else "n/a"
-        print(f"{n:>6} {trice_s * 1000:>18.0f}ms {aio_s:>12} {ok:>10} {ratio:>8}")
-    print("(speed: aioice's time / trice's; above 1x, trice connects them all sooner)")
+    for n, trice_runs, aio_runs, ratios in rows:
+        trice_ms = statistics.median(trice_runs) * 1000
+        if aio_runs:
+            aio_s = f"{statistics.median(a for a, _ in aio_runs) * 1000:>10.0f}ms"
+            ok = f"{min(k for _, k in aio_runs)}/{n}"
+            ratio = f"{statistics.median(ratios):.2f}x"
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
+        else:
+            aio_s = ok = ratio = spread = "n/a"
+        print(
+            f"{n:>6} {len(trice_runs):>5} {trice_ms:>18.0f}ms {aio_s:>12} {ok:>10} {ratio:>8}"
+            f" {spread:>12}"
+        )
+    print(
+        "(medians of the runs; speed: aioice's time / trice's, the median over turns, and its"
+        " range; above 1x, trice connects them all sooner)"
+    )
     print(f"\nmemory per agent ({args.memory_size} pairs, traced Python allocations):")
     print(f"  trice  {trice_kib:6.1f} KiB")
     if aio_kib is not None:
