@@ -4,6 +4,7 @@ TCP and TLS, and a refused allocation that costs nothing but its report."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import trio
 
 import trice
+from trice import stun
+from trice._trio._relay import RelayTransport
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from loopback import connect_both, loopback_config, signal
@@ -71,6 +74,43 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
             got_a = {await ca.receive() for _ in range(100)}
         assert got_b == {b"a%d" % i for i in range(100)}
         assert got_a == {b"b%d" % i for i in range(100)}
+
+
+async def test_a_stranger_at_a_permitted_address_gets_no_answer_over_the_relay(
+    coturn_tls: Coturn,
+) -> None:
+    """Over a relay only known peers are answered: a stranger on the peer's IP (which the
+    relay has a permission for) whose check fails gets no answer, which would cost the
+    relay a peer and a channel at the server for every port it sends from."""
+    config = _relay_config(_server(coturn_tls, "udp"))
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        (relayed,) = a.local_candidates
+        (relay,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+        peers = dict(relay._client._peers)
+        rejected = a.statistics().requests_rejected
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.1", 0))
+            stranger.setblocking(False)
+            for _ in range(3):  # no USERNAME: refused (400)
+                request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+                stranger.sendto(request.encode(fingerprint=True), relayed.transport_address)
+            # b's datagram reaches a's relay after them, and a through the same server: once
+            # a has it, it has read the stranger's requests too.
+            await cb.send(b"after the stranger")
+            with trio.fail_after(5):
+                assert await ca.receive() == b"after the stranger"
+            assert a.statistics().requests_rejected == rejected + 3
+            assert relay._client._peers == peers  # no peer, no channel for the stranger
+            with pytest.raises(BlockingIOError):
+                stranger.recv(2048)
 
 
 async def test_relay_candidate_beside_host_candidates(coturn_tls: Coturn) -> None:

@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 import trice
-from trice import stun
+from trice import ConfigError, stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
 from trice.ice._checklist import Pair, PairState
@@ -892,11 +892,51 @@ def test_missing_integrity_400() -> None:
     assert error is not None and error.code == 400
 
 
-def test_missing_priority_400() -> None:
+@pytest.mark.parametrize("priority", [None, 0])
+def test_missing_or_zero_priority_400_with_integrity(priority: int | None) -> None:
+    """An authenticated check without PRIORITY, or with a PRIORITY of 0 (a priority is at
+    least 1), is a 400 that carries MESSAGE-INTEGRITY, as every error answering an
+    authenticated request does (RFC 8489 §9.1.3): else the peer would discard it and wait
+    for its check to time out.  A peer-reflexive candidate of priority 0 cannot be learned
+    (it used to take the agent down)."""
     _net, _a, b = two_agents(want=False)
-    response = rejected(b.core, binding_request(b.core, priority=None), ("198.51.100.7", 4000))
+    request = binding_request(b.core, priority=priority)
+    response = rejected(b.core, request, ("198.51.100.7", 4000))
     error = response.get(stun.ErrorCode)
     assert error is not None and error.code == 400
+    assert response.verify_integrity(stun.short_term_key(b.core.local.pwd))
+
+
+@pytest.mark.parametrize("address", ["::1.2.3.4", "::ffff:198.51.100.7", "fe80::1%eth0"])
+def test_a_source_no_candidate_can_stand_for_is_answered_but_not_learned(address: str) -> None:
+    """A source address that a candidate would write otherwise ("::1.2.3.4" is "::102:304",
+    as the socket does not write it) or not at all (a scope): the check is answered, but no
+    peer-reflexive candidate or pair is made of it (no pair could be found by it); counted
+    in ``prflx_dropped``."""
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    before = list(core.remote_candidates), len(core.checklist)
+    data = core.on_request(0, (address, 4000), binding_request(core), 0.0)
+    assert data is not None
+    assert stun.decode(data).message_class is stun.MessageClass.SUCCESS
+    assert (list(core.remote_candidates), len(core.checklist)) == before
+    assert core.prflx_dropped == 1
+
+
+@pytest.mark.parametrize(
+    ("ufrag", "pwd"),
+    [("", "x" * 22), ("peer", ""), ("peer", "bad\x07pwd-of-22-characters"), ("u" * 257, "x" * 22)],
+)
+def test_unusable_remote_parameters_are_a_config_error_and_set_nothing(
+    ufrag: str, pwd: str
+) -> None:
+    net = Network()
+    core = net.add_endpoint("a", controlling=True, tiebreaker=1).core
+    with pytest.raises(ConfigError):
+        core.set_remote(IceParameters(ufrag, pwd), 0.0)
+    assert core.remote is None
+    core.set_remote(IceParameters("peer", "x" * 22), 0.0)  # and the right ones still go
+    assert core.remote is not None and core.remote.ufrag == "peer"
 
 
 def test_unknown_comprehension_required_attribute_420() -> None:

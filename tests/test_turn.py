@@ -242,6 +242,25 @@ def test_stale_nonce_loop_fails() -> None:
     assert "stale nonce 4 times" in str(client.error)
 
 
+def test_stale_nonce_with_an_unusable_realm_fails_the_allocation() -> None:
+    """A 438 whose new REALM no key can be made with (SASLprep refuses a control character)
+    fails the transaction, here the Allocate, with nothing changed: the client neither
+    waits for a transaction it dropped nor keeps the bad realm."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    challenge = request.error_response(401, "Unauthorized", stun.Realm(REALM), stun.Nonce("n1"))
+    client.on_server_data(challenge.encode(), 0.1)
+    request = stun.decode(client.poll_transmit(0.1) or b"")
+    stale = request.error_response(438, "Stale Nonce", stun.Realm("ev\u0007il"), stun.Nonce("n2"))
+    client.on_server_data(stale.encode(), 0.2)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 438
+    assert "unusable realm" in str(client.error)
+    assert client._realm == REALM
+    assert client.next_deadline() is None
+
+
 @pytest.mark.parametrize(
     ("code", "reason"),
     [(486, "Allocation Quota Reached"), (508, "Insufficient Capacity"), (300, "Try Alternate")],

@@ -37,7 +37,8 @@ class UsageError(TriceError):
 
 
 class ConfigError(UsageError, ValueError):
-    """A configuration value is invalid (raised when :class:`trice.AgentConfig` is built)."""
+    """A configuration value is invalid (raised when :class:`trice.AgentConfig` is built), or
+    so are the peer's ICE parameters given to :meth:`trice.Agent.set_remote_parameters`."""
 
 
 class CandidateError(UsageError, ValueError):

@@ -106,8 +106,10 @@ class AgentStatistics:
         stun_received: STUN messages received.
         checks_sent: connectivity checks started (each may be sent several times).
         requests_received: Binding requests received.
-        requests_rejected: requests answered with an error (400, 401, 420, 487).
-        prflx_dropped: peer-reflexive candidates not learned because of the cap.
+        requests_rejected: requests refused with an error (400, 401, 420, 487); over a
+            relay, one from an unknown peer is not answered at all.
+        prflx_dropped: peer-reflexive candidates not learned: past the cap, or from a source
+            address that no candidate can stand for as it is written.
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
     """
@@ -309,6 +311,8 @@ class Agent:
         """Give the peer's ICE parameters (from signaling).
 
         Raises:
+            ConfigError: the ufrag or pwd is not a string of 1 to 256 characters, or the pwd
+                cannot make a STUN key (control characters, say); nothing is set then.
             StateError: different parameters were already set, or the agent is closed.
         """
         self._raise_if_closed(StateError)
@@ -731,8 +735,14 @@ class Agent:
                 source[1],
             )
         if cls is stun.MessageClass.REQUEST or cls is stun.MessageClass.INDICATION:
-            response = self._core.on_request(transport.base, source, message, now)
-            if response is not None:
+            core = self._core
+            response = core.on_request(transport.base, source, message, now)
+            if response is not None and (
+                type(transport) is UdpTransport or core.is_remote_address(source)
+            ):
+                # Over a relay only a known peer is answered: each new peer address costs a
+                # permission and a channel at the TURN server, and a stranger (a failed
+                # check, or a peer-reflexive candidate past the cap) would use them up.
                 transport.send_nowait(response, source)
             self._pump(now)
             return

@@ -16,7 +16,7 @@ from typing import Final
 
 from trice import stun
 from trice._config import Nomination, Timing
-from trice._errors import LimitError, StateError
+from trice._errors import CandidateError, ConfigError, LimitError, StateError
 from trice.ice._candidate import Candidate, CandidateType
 from trice.ice._check import Check, IceParameters, check_schedule
 from trice.ice._checklist import CheckList, Pair, PairState
@@ -199,11 +199,28 @@ class AgentCore:
 
     def set_remote(self, remote: IceParameters, now: float) -> None:
         """Remote ICE parameters arrived (RFC 8445 §5.3); a full agent facing a lite one
-        takes the controlling role (RFC 8445 §6.1.1)."""
+        takes the controlling role (RFC 8445 §6.1.1).
+
+        Raises:
+            ConfigError: the ufrag or pwd is not a string of 1 to 256 characters, or the
+                pwd is not one that a STUN key can be made of (it has control characters,
+                say).  Nothing is set then.  (Liberal in what it takes: RFC 8445 asks for
+                ice-chars, at least 4 and 22 of them, of the side that makes them.)
+            StateError: different parameters were already set.
+        """
         if self.remote is not None and self.remote != remote:
             raise StateError("remote parameters are already set (ICE restart is not supported)")
+        for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
+            if not isinstance(value, str) or not 1 <= len(value) <= 256:
+                raise ConfigError(f"the remote {name} must be 1 to 256 characters, not {value!r}")
+        try:
+            key = stun.short_term_key(remote.pwd)
+        except ValueError as exc:
+            raise ConfigError(
+                f"the remote pwd {remote.pwd!r} cannot make a STUN key: {exc}"
+            ) from None
         self.remote = remote
-        self._remote_key = stun.short_term_key(remote.pwd)
+        self._remote_key = key
         if remote.lite and not self.local.lite and not self.controlling:
             self._switch_role()
         for candidate in self._base_candidates():
@@ -802,13 +819,14 @@ class AgentCore:
         refused = authenticate(request, self.local.ufrag, remote_ufrag, self._local_key)
         if refused is not None:
             self.requests_rejected += 1
-            code, reason = refused
+            code, reason, authenticated = refused
+            key = self._local_key if authenticated else None
             if code == 420:
                 unknown = stun.UnknownAttributes(tuple(request.unknown_required))
                 return request.error_response(code, reason, unknown).encode(
-                    integrity_key=self._local_key, fingerprint=True
+                    integrity_key=key, fingerprint=True
                 )
-            return request.error_response(code, reason).encode(fingerprint=True)
+            return request.error_response(code, reason).encode(integrity_key=key, fingerprint=True)
         decision = resolve_role_conflict(
             request, controlling=self.controlling, tiebreaker=self.tiebreaker, lite=self.local.lite
         )
@@ -848,9 +866,18 @@ class AgentCore:
             if len(self.remote_addresses) >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
-            prflx = prflx_candidate(
-                source, learned_from=source[0], component=local.component, priority=priority
-            )
+            try:
+                prflx: Candidate | None = prflx_candidate(
+                    source, learned_from=source[0], component=local.component, priority=priority
+                )
+            except CandidateError:
+                prflx = None  # (a scoped link-local source, say)
+            if prflx is None or prflx.transport_address != source:
+                # A source that no candidate can stand for as it is written (the candidate
+                # would write it otherwise: "::1.2.3.4" is "::102:304"), so no pair can be
+                # found by it: answered, but not learned.
+                self.prflx_dropped += 1
+                return
             self._add_remote(prflx)
         pair = self.checklist.find(base, source)
         if pair is None:

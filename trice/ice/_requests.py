@@ -12,27 +12,31 @@ __all__ = ["RoleDecision", "authenticate", "resolve_role_conflict"]
 
 def authenticate(
     request: stun.Message, local_ufrag: str, remote_ufrag: str | None, local_key: bytes
-) -> tuple[int, str] | None:
+) -> tuple[int, str, bool] | None:
     """Check a connectivity check's credentials; ``None`` if it may be processed, else the
-    error code and reason to answer with.
+    error code and reason to answer with, and whether the request was authenticated (its
+    MESSAGE-INTEGRITY verified): then the error response carries MESSAGE-INTEGRITY too
+    (RFC 8489 §9.1.3), else it carries none.
 
     A request without USERNAME or MESSAGE-INTEGRITY is a 400; a USERNAME that is not
     ``<our ufrag>:<their ufrag>`` (their part checked once known) or a MESSAGE-INTEGRITY that
     does not verify with our password is a 401; an unknown comprehension-required attribute
-    is a 420; a check without PRIORITY is a 400.
+    is a 420; a check without PRIORITY, or with a PRIORITY of 0 (a priority is at least 1,
+    RFC 8445 §5.1.2), is a 400.
     """
     username = request.get(stun.Username)
     if username is None or request.get(stun.MessageIntegrity) is None:
-        return 400, "Bad Request"
+        return 400, "Bad Request", False
     local_part, _, remote_part = username.value.partition(":")
     if local_part != local_ufrag or (remote_ufrag is not None and remote_part != remote_ufrag):
-        return 401, "Unauthorized"
+        return 401, "Unauthorized", False
     if not request.verify_integrity(local_key):
-        return 401, "Unauthorized"
+        return 401, "Unauthorized", False
     if request.unknown_required:
-        return 420, "Unknown Attribute"
-    if request.get(stun.Priority) is None:
-        return 400, "Bad Request"
+        return 420, "Unknown Attribute", True
+    priority = request.get(stun.Priority)
+    if priority is None or priority.value == 0:
+        return 400, "Bad Request", True
     return None
 
 

@@ -411,10 +411,17 @@ class TurnClient:
             return
         if code == 438 and nonce is not None and tx.stale < MAX_STALE_RETRIES:
             # RFC 8489 §9.2.5: Stale Nonce; retry with the new nonce (and realm, if given).
-            self._nonce = nonce.value
             if realm is not None and realm.value != self._realm:
+                # (The key first: a realm it cannot be made with fails the transaction, as
+                # in the 401 branch, and changes nothing.)
+                try:
+                    key = stun.long_term_key(self.username, realm.value, self._password)
+                except ValueError as exc:
+                    self._on_error(tx, now, 438, f"unusable realm {realm.value!r}: {exc}")
+                    return
                 self._realm = realm.value
-                self._key = stun.long_term_key(self.username, realm.value, self._password)
+                self._key = key
+            self._nonce = nonce.value
             if self._key is not None:
                 self._request(tx.kind, now, tx.target, tx.stale + 1)
                 return
