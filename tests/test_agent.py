@@ -347,6 +347,32 @@ async def test_slow_subscriber_never_stalls_and_learns_of_loss() -> None:
                 stream.receive_nowait()
 
 
+def test_a_gap_in_a_subscriber_stream_is_marked_where_it_was() -> None:
+    """Events lost to a full buffer are marked by one EventsLost where they were: after what
+    was queued before them and before what came after (which a subscriber could otherwise
+    take for what came last); consecutive losses make one mark."""
+    from trice._trio._streams import EventStream
+
+    S = trice.ConnectionState
+    stream = EventStream(2, lambda _stream: None)
+    for state in (S.CHECKING, S.CONNECTED, S.DISCONNECTED):  # DISCONNECTED is lost
+        stream._put(trice.ConnectionStateChanged(state))
+    assert stream.receive_nowait() == trice.ConnectionStateChanged(S.CHECKING)
+    stream._put(trice.ConnectionStateChanged(S.CONNECTED))  # room for the mark only: lost
+    stream._put(trice.ConnectionStateChanged(S.COMPLETED))  # lost too
+    got = []
+    with pytest.raises(trio.WouldBlock):
+        while True:
+            got.append(stream.receive_nowait())
+            if len(got) == 2:
+                stream._put(trice.ConnectionStateChanged(S.CLOSED))
+    assert got == [
+        trice.ConnectionStateChanged(S.CONNECTED),
+        trice.EventsLost(3),
+        trice.ConnectionStateChanged(S.CLOSED),
+    ]
+
+
 async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -19,7 +19,7 @@ import trio.testing
 from trice import ConfigError, ServerUrl, TurnError, stun
 from trice._trio import _relay
 from trice._trio._relay import RelayTransport, run_relay
-from trice.turn import AllocationError, TurnState
+from trice.turn import AllocationError, TurnClient, TurnState
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from virtual_time import wall_clock_guard
@@ -318,29 +318,97 @@ async def test_ending_deallocates(
             await trio.sleep(0.05)
 
 
-async def _allocate_only_server(sock: trio.socket.SocketType, seen: list[stun.Message]) -> None:
+async def _allocate_only_server(
+    sock: trio.socket.SocketType, seen: list[stun.Message], grant_delay: float = 0.0
+) -> None:
     """Just enough of a TURN server for one allocation (a 401 challenge, then the Allocate
-    granted) that answers nothing else: the deallocation goes unanswered."""
+    granted, ``grant_delay`` seconds late) that answers nothing else: the deallocation goes
+    unanswered."""
     realm = "example.org"
     key = stun.long_term_key(USER, realm, PASSWORD)
-    while True:
-        data, source = await sock.recvfrom(2048)
-        request = stun.decode(data)
-        seen.append(request)
-        if request.method is not stun.Method.ALLOCATE:
-            continue
-        if request.get(stun.Username) is None:
-            challenge = request.error_response(
-                401, "Unauthorized", stun.Realm(realm), stun.Nonce("nonce")
-            )
-            await sock.sendto(challenge.encode(), source)
-            continue
+
+    async def grant(request: stun.Message, source: Address) -> None:
+        await trio.sleep(grant_delay)
         granted = request.success_response(
             stun.XorRelayedAddress("198.51.100.1", 50000),
             stun.XorMappedAddress(source[0], source[1]),
             stun.Lifetime(600),
         )
         await sock.sendto(granted.encode(integrity_key=key), source)
+
+    async with trio.open_nursery() as nursery:
+        while True:
+            data, source = await sock.recvfrom(2048)
+            request = stun.decode(data)
+            seen.append(request)
+            if request.method is not stun.Method.ALLOCATE:
+                continue
+            if request.get(stun.Username) is None:
+                challenge = request.error_response(
+                    401, "Unauthorized", stun.Realm(realm), stun.Nonce("nonce")
+                )
+                await sock.sendto(challenge.encode(), source)
+                continue
+            nursery.start_soon(grant, request, source)
+
+
+def _stream_relay() -> tuple[RelayTransport, _relay._StreamConnection]:
+    """A relay transport over a TCP connection to the server that nothing drains (the
+    server's end of a lockstep pair is never read), its client not allocated."""
+    stream, _server_end = trio.testing.lockstep_stream_pair()
+    conn = _relay._StreamConnection(stream)
+    server = ServerUrl("turn", "127.0.0.1", port=3478, transport="tcp")
+    client = TurnClient(USER, PASSWORD, reliable=True)
+    return RelayTransport(7, server, client, conn, Inbox()), conn
+
+
+async def test_a_send_waiting_on_a_backed_up_stream_is_woken_by_close() -> None:
+    """A send waiting for a backed-up TCP or TLS connection to the server raises
+    ClosedResourceError when the relay closes (it used to wait for ever)."""
+    relay, conn = _stream_relay()
+    conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # backed up
+    raised: list[BaseException] = []
+
+    async def send() -> None:
+        try:
+            await relay.send(b"data", ("192.0.2.10", 6000))
+        except trio.ClosedResourceError as exc:
+            raised.append(exc)
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not raised  # waiting for the buffer to drain
+            relay.close()
+    assert len(raised) == 1
+
+
+async def test_a_relay_send_is_a_checkpoint_when_nothing_waits() -> None:
+    relay, _conn = _stream_relay()
+    with trio.testing.assert_checkpoints():
+        await relay.send(b"data", ("192.0.2.10", 6000))  # (dropped: not allocated)
+
+
+async def test_an_allocation_granted_after_the_timeout_is_deleted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server challenges us, then grants the authenticated Allocate only after
+    run_relay has given up (its timeout): the late grant is deleted (a Refresh with
+    LIFETIME 0) rather than left on the server for its lifetime."""
+    seen: list[stun.Message] = []
+    with wall_clock_guard(), trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        server = ServerUrl("turn", "127.0.0.1", port=sock.getsockname()[1])
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_allocate_only_server, sock, seen, 0.4)
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(AllocationError) as info:
+                    await start_relay(nursery, server, Inbox(), allocation_timeout=0.3)
+            outer.cancel_scope.cancel()
+    assert info.value.reason == "timeout"
+    refreshes = [m for m in seen if m.method is stun.Method.REFRESH]
+    assert refreshes and all(m.get(stun.Lifetime) == stun.Lifetime(0) for m in refreshes)
 
 
 def _state(relay: RelayTransport) -> TurnState:

@@ -191,6 +191,7 @@ def test_ice_server_hides_the_credential_from_repr() -> None:
         ([5], None, None, "each URL"),
         ("turn:t.example", 1, "pw", "username must be"),
         ("turn:t.example", "user", 1, "credential must be"),
+        ("turn:t.example", "user", "pass\x07word", "cannot make a TURN key"),
     ],
 )
 def test_ice_server_validation(urls: Any, username: Any, credential: Any, problem: str) -> None:

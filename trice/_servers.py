@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from trice._errors import ConfigError
 from trice.ice._candidate import CandidateType, canonical_ip, is_hostname
+from trice.stun._integrity import saslprep
 
 if TYPE_CHECKING:
     import ssl
@@ -251,7 +252,8 @@ class IceServer:
 
         Raises:
             ConfigError: no URLs, a malformed URL (the message quotes it), a TURN URL without
-                username and credential, or a value of the wrong type.
+                username and credential, a credential that SASLprep refuses (a control
+                character, say: no TURN key can be made of it), or a value of the wrong type.
         """
         items: list[str | ServerUrl]
         if isinstance(urls, (str, ServerUrl)):
@@ -278,6 +280,11 @@ class IceServer:
                 raise ConfigError(
                     f"ICE server URL {text!r}: a TURN server needs a username and a credential"
                 )
+        if credential:
+            try:
+                saslprep(credential)  # the TURN key is made of it (RFC 8489 §9.2.2)
+            except ValueError as exc:
+                raise ConfigError(f"the credential cannot make a TURN key: {exc}") from None
         object.__setattr__(self, "urls", tuple(url for _, url in parsed))
         object.__setattr__(self, "username", username)
         object.__setattr__(self, "credential", credential)

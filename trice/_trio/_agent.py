@@ -267,7 +267,11 @@ class Agent:
         )
 
     async def wait_gathering_complete(self) -> None:
-        """Wait until gathering is complete."""
+        """Wait until gathering is complete.
+
+        Raises:
+            trio.ClosedResourceError: the agent closed before gathering completed.
+        """
         waited = False
         while self._gathering is not GatheringState.COMPLETE:
             self._raise_if_closed()
@@ -339,7 +343,9 @@ class Agent:
         is selected.
 
         Returns:
-            the :class:`Connection` over the selected pair.
+            the :class:`Connection` over the selected pair: the agent's one connection, the
+            same object from every call (also after it was closed with
+            :meth:`Connection.aclose`, which is for good).
 
         Raises:
             IceFailedError: ICE failed: no pair works.

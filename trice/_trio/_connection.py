@@ -282,8 +282,9 @@ class Connection(trio.abc.Channel[bytes]):
         return None
 
     async def aclose(self) -> None:
-        """Close the connection: sends and receives raise from now on.  The agent itself
-        closes when its ``async with`` block ends."""
+        """Close the connection, for good: sends and receives raise from now on, and
+        :meth:`Agent.connect` returns this same closed connection.  The agent itself (and
+        the answering of STUN) closes when its ``async with`` block ends."""
         self._closed = True
         self._route = None
         if self._buffer.lot is not None:

@@ -113,6 +113,7 @@ class _StreamConnection:
         self.wake = trio.Event()
         self.drained = trio.Event()
         self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
+        self.closed = False  # lost or closed: waiting senders are woken, and told
 
     def write(self, data: bytes) -> bool:
         if len(self.pending) + len(data) > STREAM_BUFFER_LIMIT:
@@ -122,9 +123,25 @@ class _StreamConnection:
         return True
 
     async def wait_writable(self) -> None:
-        while len(self.pending) > STREAM_BUFFER_LIMIT // 2:
+        """Wait while the writer's buffer is more than half full (a checkpoint either way).
+
+        Raises:
+            trio.ClosedResourceError: the connection is (or gets) lost or closed.
+        """
+        waited = False
+        while len(self.pending) > STREAM_BUFFER_LIMIT // 2 and not self.closed:
             self.drained = trio.Event()
             await self.drained.wait()
+            waited = True
+        if self.closed:
+            raise trio.ClosedResourceError("the connection to the TURN server is closed")
+        if not waited:
+            await trio.lowlevel.checkpoint()
+
+    def _close_writers(self) -> None:
+        """Lost or closed: wake the senders waiting for the buffer to drain."""
+        self.closed = True
+        self.drained.set()
 
     async def flush(self) -> None:
         while self.pending:
@@ -134,6 +151,7 @@ class _StreamConnection:
             try:
                 await self.stream.send_all(chunk)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._close_writers()
                 raise _Lost("connection to the server lost", "connection lost") from exc
             self.sending = False
         self.drained.set()
@@ -157,6 +175,7 @@ class _StreamConnection:
             raise _Lost(f"the server's stream is out of step: {exc}", "garbled stream") from exc
 
     async def aclose(self) -> None:
+        self._close_writers()
         if self.sending:
             await trio.aclose_forcefully(self.stream)
         else:
@@ -226,17 +245,31 @@ class RelayTransport:
         return ok
 
     async def send(self, data: bytes, address: Address) -> None:
-        """Relay *data*, waiting while the connection to the server is backed up."""
+        """Relay *data*, waiting while the connection to the server is backed up (always a
+        checkpoint).
+
+        Raises:
+            trio.ClosedResourceError: the transport is closed, or closes while waiting.
+        """
         if self._closed:
             raise trio.ClosedResourceError("the relay transport is closed")
-        await self._conn.wait_writable()
+        await self._conn.wait_writable()  # (raises if the connection closes meanwhile)
+        if self._closed:
+            raise trio.ClosedResourceError("the relay transport is closed")
         self.send_nowait(data, address)
 
     def close(self) -> None:
-        """End :func:`run_relay`, which deletes the allocation and closes the connection."""
+        """End :func:`run_relay`, which deletes the allocation and closes the connection.
+        A :meth:`send` waiting for a backed-up connection raises ClosedResourceError."""
         if self._scope is not None:
             self._scope.cancel()
         self._closed = True
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        conn = self._conn
+        if isinstance(conn, _StreamConnection):
+            conn._close_writers()
 
     # --- inside run_relay ----------------------------------------------------------------
 
@@ -271,6 +304,7 @@ class RelayTransport:
             )
         self._settled.set()
         self._closed = True
+        self._wake_senders()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -314,7 +348,8 @@ class RelayTransport:
     async def _shutdown(self, *, deallocate: bool) -> None:
         """Delete the allocation (best effort, RFC 8656 §8) and close the connection.
 
-        With *deallocate* false (the allocation timed out), nothing is sent or awaited.
+        With *deallocate* false (the allocation timed out before the server even challenged
+        us, so nothing can have been allocated), nothing is sent or awaited.
         """
         self._closed = True
         client = self._client
@@ -485,7 +520,9 @@ async def run_relay(
             else:
                 nursery.cancel_scope.cancel()
     finally:
-        await relay._shutdown(deallocate=started or relay.error is None)
+        # After a timeout too, once the server has challenged us: the authenticated
+        # Allocate may still be granted, and the allocation must not be left behind.
+        await relay._shutdown(deallocate=started or relay.error is None or client.challenged)
     if relay.error is not None:
         if not started:
             raise relay.error

@@ -17,8 +17,10 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
 
     The agent puts events in without ever waiting.  When the subscriber is ``max_buffer``
     events behind, further events are dropped and counted, and the subscriber receives one
-    :class:`~trice.EventsLost` with the count as soon as it catches up: nothing is lost
-    silently.  Closing the stream (leaving ``async with``) unsubscribes it.
+    :class:`~trice.EventsLost` with the count where the gap is: after the events queued
+    before it and before any that came after it: nothing is lost silently, and the order of
+    what it reads is the order of what happened.  Closing the stream (leaving ``async
+    with``) unsubscribes it.
     """
 
     def __init__(self, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
@@ -33,10 +35,15 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
     def _put(self, event: Event) -> None:
         if self._closed:
             return
-        if len(self._queue) >= self._max:
+        queue = self._queue
+        if self._lost and len(queue) < self._max:
+            # Room again after a loss: the gap is marked where it was, before what follows.
+            queue.append(EventsLost(self._lost))
+            self._lost = 0
+        if len(queue) >= self._max:
             self._lost += 1
         else:
-            self._queue.append(event)
+            queue.append(event)
         self._lot.unpark_all()
 
     def _end(self) -> None:
@@ -51,8 +58,10 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
         if self._queue:
             event = self._queue.popleft()
             if not self._queue and self._lost:
-                self._queue.append(EventsLost(self._lost))
-                self._lost = 0
+                lost, self._lost = self._lost, 0
+                if isinstance(event, EventsLost):
+                    return EventsLost(event.count + lost)  # one gap, not two markers
+                self._queue.append(EventsLost(lost))
             return event
         if self._lost:
             lost, self._lost = self._lost, 0

@@ -141,6 +141,13 @@ class TurnClient:
         """The allocation's :class:`TurnState`."""
         return self._state
 
+    @property
+    def challenged(self) -> bool:
+        """Whether the server challenged us and requests now carry our credentials: from then
+        on an Allocate may be granted, even late (so an application that gives up waiting
+        should still :meth:`close`, which deletes what a late grant made)."""
+        return self._key is not None
+
     def statistics(self) -> TurnStatistics:
         """A snapshot of the counters (:class:`TurnStatistics`)."""
         return TurnStatistics(**self._counts)
