@@ -359,6 +359,21 @@ def test_refresh_refused_fails_the_allocation() -> None:
     assert not client.send_to_peer(PEER, b"x", 600.0)
 
 
+def test_a_refresh_granted_no_lifetime_fails_the_allocation() -> None:
+    """A Refresh answered with LIFETIME 0 (the server ended the allocation) fails it, rather
+    than refreshing again at once, a round trip at a time."""
+    client, server = allocated()
+    server.max_lifetime = 0
+    now = client.next_deadline()
+    assert now is not None
+    client.on_timer(now)
+    exchange(client, server, now)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.reason == "lifetime 0"
+    assert client.next_deadline() is None
+    assert client.poll_transmit(now) is None
+
+
 # --- permissions, channels, data ---------------------------------------------------------------
 
 

@@ -467,6 +467,16 @@ class TurnClient:
                 self._move(TurnEvent.GRANTED)
         elif kind is Kind.REFRESH:
             self._refreshing = False
+            granted = message.get(stun.Lifetime)
+            if granted is not None and granted.seconds == 0:
+                # The server ended the allocation (we asked for more): refreshing again at
+                # once would loop a round trip at a time.
+                self._fail(
+                    "TURN refresh failed: the server granted a lifetime of 0",
+                    code=None,
+                    reason="lifetime 0",
+                )
+                return
             self._granted(message, now)
         elif kind is Kind.DEALLOCATE:
             self.lifetime = 0
