@@ -347,6 +347,21 @@ async def test_slow_subscriber_never_stalls_and_learns_of_loss() -> None:
                 stream.receive_nowait()
 
 
+async def test_closed_is_the_last_event_even_when_the_agent_closes_before_it_ran() -> None:
+    """An agent whose block ends before its task first ran gathers nothing, and its
+    subscribers see nothing after closed (they saw its candidate and gathering complete,
+    after closed, before)."""
+    config = loopback_config()
+    async with trice.open_agent(config, controlling=True):
+        pass  # (the process's warm-up, once, out of the way)
+    async with trice.open_agent(config, controlling=True) as a:
+        stream = a.subscribe()
+    events = [event async for event in stream]
+    assert events == [trice.ConnectionStateChanged(trice.ConnectionState.CLOSED)]
+    assert a.local_candidates == ()
+    assert a.gathering_state is trice.GatheringState.NEW
+
+
 def test_a_gap_in_a_subscriber_stream_is_marked_where_it_was() -> None:
     """Events lost to a full buffer are marked by one EventsLost where they were: after what
     was queued before them and before what came after (which a subscriber could otherwise

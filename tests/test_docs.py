@@ -20,7 +20,7 @@ EXPECTED = {
     "trickle_json.py": "trickle: connected, bob got b'trickled'",
     "events.py": "slow: lost 3 events",
     "stun_codec.py": "client: the responder saw us at 127.0.0.1:",
-    "data.py": "6 dropped",
+    "data.py": "bob: 4 arrived, 6 dropped",
     "configuration.py": "configuration: every mistake refused",
     "errors.py": "errors: done",
     "lite.py": "checks sent by the lite agent: 0",
@@ -44,3 +44,19 @@ def test_example_runs(name: str) -> None:
     assert result.returncode == 0, result.stderr
     assert EXPECTED[name] in result.stdout, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_the_warm_up_says_one_line_in_a_trace_log() -> None:
+    """A process's first agent warms trice up with two throwaway agents: a trace log says so
+    in one line, without their own (some fifty) lines."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "logging_trace.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    log = result.stdout  # (the example logs to standard output)
+    assert log.count("warming up") == 1, log
+    assert "warmup" not in log.replace("warming up", "")
+    assert "send nominate" in log  # the example's own agents are traced

@@ -72,6 +72,10 @@ class StunDecodeError(ProtocolError, ValueError):
 class TransactionError(ProtocolError):
     """A STUN transaction failed: it timed out or got an error response.
 
+    Reserved for the STUN transaction API: this version of trice raises it nowhere (a TURN
+    transaction that fails raises :class:`~trice.turn.AllocationError`, a
+    :class:`TurnError`; a connectivity check that fails fails its pair).
+
     Attributes:
         code: the STUN error code of the response, or ``None`` for a timeout.
         reason: the reason phrase, or a description of what went wrong.

@@ -251,8 +251,9 @@ class IceServer:
             credential: required (non-empty) when any URL is ``turn:`` or ``turns:``.
 
         Raises:
-            ConfigError: no URLs, a malformed URL (the message quotes it), a TURN URL without
-                username and credential, a credential that SASLprep refuses (a control
+            ConfigError: no URLs, a malformed URL (the message quotes it), a URL trice cannot
+                use (``stuns:``, STUN over TLS; ``turns:`` over UDP, which is DTLS), a TURN URL
+                without username and credential, a credential that SASLprep refuses (a control
                 character, say: no TURN key can be made of it), or a value of the wrong type.
         """
         items: list[str | ServerUrl]
@@ -276,6 +277,16 @@ class IceServer:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a str or None, got a {type(value).__name__}")
         for text, url in parsed:
+            if url.scheme == "stuns":
+                raise ConfigError(
+                    f"ICE server URL {text!r}: STUN over TLS (stuns:) is not supported; "
+                    "use stun: (a TURN server over TLS is turns:)"
+                )
+            if url.scheme == "turns" and url.transport == "udp":
+                raise ConfigError(
+                    f"ICE server URL {text!r}: TURN over DTLS (RFC 7350) is not supported; "
+                    "use turns: over TCP (TLS), or turn: over UDP"
+                )
             if url.is_turn and not (username and credential):
                 raise ConfigError(
                     f"ICE server URL {text!r}: a TURN server needs a username and a credential"

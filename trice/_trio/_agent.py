@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import secrets
 import socket
@@ -383,6 +384,8 @@ class Agent:
             raise kind("the agent is closed")
 
     def _emit(self, event: Event) -> None:
+        if self._closed:
+            return  # "closed" was the last event (a gather step may still run after it)
         if isinstance(event, ConnectionStateChanged):
             logger.debug("%s: connection state %s", self._local.ufrag, event.state.value)
         elif isinstance(event, SelectedPairChanged):
@@ -982,12 +985,27 @@ async def _warm_shell(rounds: int = 3) -> None:
         AgentConfig(network=network, ufrag="warmupB"),
     )
     logger.debug("warming up: two throwaway agents connect over a local socket pair")
+    # Their own lines (some fifty at TRACE) would only bury the application's first agents
+    # in a debug log: this one line says that the warm-up ran.
+    logger.addFilter(_not_warming_up)
     try:
         with trio.move_on_after(_WARM_SHELL_LIMIT):
             for _ in range(rounds):
                 await _warm_shell_once(*configs)
     except Exception as exc:  # (a bug here must not stop anyone's agent from opening)
         logger.debug("the shell's warm-up stopped: %r", exc)
+    finally:
+        logger.removeFilter(_not_warming_up)
+
+
+_WARM_UFRAGS = frozenset({"warmupA", "warmupB"})
+
+
+def _not_warming_up(record: logging.LogRecord) -> bool:
+    """A logging filter: drop the lines of the warm-up's throwaway agents (each starts with
+    the agent's ufrag)."""
+    args = record.args
+    return not (isinstance(args, tuple) and args and args[0] in _WARM_UFRAGS)
 
 
 def _no_interface(name: str) -> bool:

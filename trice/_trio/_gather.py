@@ -133,6 +133,9 @@ class GatherReport:
 async def gather_local(agent: Agent) -> None:
     """Gathering starts: the host sockets, in the agent's own task (binding is quick and
     local, and server-reflexive gathering asks from these very sockets)."""
+    if agent._closed:
+        await trio.lowlevel.checkpoint()  # (closed before its task first ran: the cancel)
+        return
     agent._set_gathering(GatheringState.GATHERING)
     if agent.config.transport_policy is not TransportPolicy.RELAY:
         await gather_host(agent)

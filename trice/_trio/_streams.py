@@ -33,7 +33,7 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
         self._on_close = on_close
 
     def _put(self, event: Event) -> None:
-        if self._closed:
+        if self._closed or self._ended:
             return
         queue = self._queue
         if self._lost and len(queue) < self._max:
