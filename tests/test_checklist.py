@@ -239,6 +239,34 @@ def test_pair_cap_never_prunes_pairs_in_use() -> None:
     assert checklist.pruned == 1
 
 
+def test_pair_cap_keeps_a_pair_the_peer_checks_even_past_the_cap() -> None:
+    """A pair formed for the peer's check (``keep``) is never the one pruned (RFC 8445
+    §7.3.1.4: the agent adds it): with every other pair in use, the list goes past the cap
+    by it, rather than answer the check with success and keep no pair."""
+    checklist = CheckList(max_pairs=2)
+    for i in (1, 2):
+        pair = checklist.add(L4, cand(f"10.0.1.{i}", 6000, pref=100 + i), 0, controlling=True)
+        assert pair is not None
+        pair.state = PairState.IN_PROGRESS
+    prflx = cand("198.51.100.7", 4000, type=CandidateType.PRFLX, pref=1)
+    kept = checklist.add(L4, prflx, 0, controlling=True, keep=True)
+    assert kept is not None and kept in checklist
+    assert len(checklist) == 3 and checklist.pruned == 0
+
+
+def test_pair_cap_prunes_failed_pairs_before_waiting_ones() -> None:
+    """Failed pairs are done with: they go before pairs still to be checked, whatever their
+    priority."""
+    checklist = CheckList(max_pairs=2)
+    failed = checklist.add(L4, cand("10.0.1.9", 6000, pref=900), 0, controlling=True)
+    waiting = checklist.add(L4, cand("10.0.1.1", 6000, pref=100), 0, controlling=True)
+    assert failed is not None and waiting is not None
+    failed.state = PairState.FAILED
+    assert checklist.add(L4, cand("10.0.1.5", 6000, pref=500), 0, controlling=True) is not None
+    assert failed not in checklist and waiting in checklist
+    assert checklist.pruned == 1
+
+
 def test_many_pairs_are_indexed_and_found_alike() -> None:
     """Past INDEX_FROM pairs the list indexes them (a short one scans): finding, redundancy
     and pruning answer the same either way."""

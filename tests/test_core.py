@@ -768,6 +768,20 @@ def test_consent_lost_disconnected_then_failed() -> None:
     assert_valid_events(a, b)
 
 
+def test_a_long_keepalive_interval_does_not_make_a_healthy_pair_flap() -> None:
+    """Consent checks go at least twice per disconnected_timeout, whatever keepalive_interval
+    says: with a check every 6 s and 5.5 s without consent counting as disconnected, a
+    healthy pair went disconnected and back every 6 s."""
+    timing = Timing(keepalive_interval=6.0, disconnected_timeout=5.5)
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(30.0)
+    for endpoint in (a, b):
+        assert S.DISCONNECTED not in endpoint.states()
+        consents = [c for t, c in endpoint.started if c.consent]
+        assert len(consents) >= 30.0 / (timing.disconnected_timeout / 2) - 1
+
+
 def test_consent_restored_reconnects() -> None:
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)
@@ -805,6 +819,60 @@ def test_no_busy_loop_with_frozen_pairs_of_an_active_foundation() -> None:
     assert states.count(PairState.FROZEN) == 3  # one foundation for all four pairs
     net.run_for(1.0)
     assert a.stale_deadlines == []
+
+
+def test_the_highest_priority_pair_of_a_foundation_waits_whatever_came_first() -> None:
+    """RFC 8445 §6.1.2.6: of each foundation, the highest-priority pair starts waiting, the
+    rest frozen, whatever order the candidates came in.  Here the lite peer signals first a
+    lower-priority candidate on the same IP (the same foundation) that never answers: its
+    pair was the waiting one, and the good pair waited, frozen, for its check to time out
+    (15.5 s) before it was checked."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1, lite=True)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.0.0.2", 6000)
+    a.core.set_remote(b.core.local, 0.0)
+    a.core.add_remote_candidate(make_candidate("10.0.0.2", 6999, local_pref=100))  # no answer
+    for candidate in b.signalled:
+        a.core.add_remote_candidate(candidate)
+    good, ghost = list(a.core.checklist)
+    assert good.foundation == ghost.foundation and good.priority > ghost.priority
+    assert (good.state, ghost.state) == (PairState.WAITING, PairState.FROZEN)
+    b.core.set_remote(a.core.local, 0.0)
+    for candidate in a.signalled:
+        b.core.add_remote_candidate(candidate)
+    a.core.want_connection(0.0)
+    b.core.want_connection(0.0)
+    assert net.run_until(connected(a, b), max_time=1.0)
+
+
+def test_no_busy_loop_after_the_nomination_fails() -> None:
+    """The controlling agent's nomination never gets through and its only valid pair fails:
+    the nomination delay, long passed, does not stay due (which woke the shell over and over
+    until failed_timeout)."""
+    net, a, _b = two_agents(end_of_candidates=False)  # (no end: ICE waits for candidates)
+    net.drop(lambda packet: packet.is_request and packet.use_candidate)
+    net.run_for(30.0)
+    assert [p.state for p in a.core.checklist] == [PairState.FAILED]
+    assert a.stale_deadlines == []
+
+
+def test_a_pruned_pair_leaves_the_triggered_queue() -> None:
+    """A pair waiting in the triggered-check queue that the cap prunes is not checked (it was,
+    and could be selected while no longer in the check list)."""
+    _net, a, _b = two_agents(want=False, end_of_candidates=False)
+    core = a.core
+    (pair,) = list(core.checklist)
+    pair.priority = 1  # (the lowest there is: the one the cap prunes)
+    core._triggered = [pair]
+    core.checklist.max_pairs = 1
+    core.add_remote_candidate(make_candidate("10.0.0.3", 6001))
+    assert pair not in core.checklist
+    assert not core._triggered
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    assert check is not None and check.pair is not pair
 
 
 # -- latency ------------------------------------------------------------------------------------

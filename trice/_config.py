@@ -106,7 +106,9 @@ class Timing:
         max_binding_requests: transmissions of a check before its pair fails.
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
             better pairs still being checked before it nominates the best valid one.
-        keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter).
+        keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter),
+            and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
+            would otherwise flap to disconnected and back between two checks).
         disconnected_timeout: without consent for this long, the state becomes disconnected.
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long, the state becomes failed.

@@ -194,12 +194,19 @@ class CheckList:
         return family(local.address) == family(remote.address)
 
     def add(
-        self, local: Candidate, remote: Candidate, base: int, *, controlling: bool
+        self,
+        local: Candidate,
+        remote: Candidate,
+        base: int,
+        *,
+        controlling: bool,
+        keep: bool = False,
     ) -> Pair | None:
         """Form a pair, unless it is redundant or pruned; return the pair that stands for it.
 
         A pair with the same base and remote address as an existing one is redundant (RFC 8445
-        §6.1.2.4): the one with the higher priority is kept.
+        §6.1.2.4): the one with the higher priority is kept.  With ``keep`` (a pair that the
+        peer's check asks for, RFC 8445 §7.3.1.4) the new pair is never the one pruned.
         """
         if not self.pairable(local, remote):
             return None
@@ -230,7 +237,7 @@ class CheckList:
         elif len(pairs) > INDEX_FROM:
             self._index = {_key(p): p for p in pairs}
         if len(pairs) > self.max_pairs:
-            self._prune()
+            self._prune(pair if keep else None)
             if pair not in self._pairs:
                 return None
         return pair
@@ -238,18 +245,27 @@ class CheckList:
     def _sort(self) -> None:
         self._pairs = tuple(sorted(self._pairs, key=_PRIORITY, reverse=True))
 
-    def _prune(self) -> None:
-        """Drop the lowest-priority pairs that are not in use (RFC 8445 §6.1.2.5)."""
+    def _prune(self, keep: Pair | None = None) -> None:
+        """Drop pairs that are not in use, lowest priority first, until the list is within
+        the cap (RFC 8445 §6.1.2.5): failed ones first, then frozen and waiting ones.  A pair
+        with a check in flight, a succeeded or nominated one, and ``keep`` are never dropped:
+        the list may exceed the cap by as many (each is a check the peer made, or one of
+        ours that is running)."""
         kept = list(self._pairs)
-        for pair in reversed(self._pairs):
-            if len(kept) <= self.max_pairs:
-                break
-            if pair.state is _FROZEN or pair.state is _WAITING:
+        for states in ((_FAILED,), (_FROZEN, _WAITING)):
+            for pair in reversed(self._pairs):
+                if len(kept) <= self.max_pairs:
+                    break
+                if pair is keep or pair.nominated or pair.state not in states:
+                    continue
                 kept.remove(pair)
                 if self._index is not None:
                     del self._index[_key(pair)]
                 self.pruned += 1
         self._pairs = tuple(kept)
+
+    def __contains__(self, pair: object) -> bool:
+        return pair in self._pairs
 
     def replace_remote(self, old: Candidate, new: Candidate, *, controlling: bool) -> None:
         """Pairs formed with ``old`` take ``new`` (of the same transport address) as their

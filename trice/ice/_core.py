@@ -51,6 +51,7 @@ RESEND_MIN = 0.005
 
 #: Enum members as module constants for the per-message paths: on CPython 3.11 reading a
 #: member off its class (``PairState.WAITING``) costs ~90 ns, a global ~10 ns.
+_PAIR_FROZEN: Final = PairState.FROZEN
 _PAIR_WAITING: Final = PairState.WAITING
 _PAIR_IN_PROGRESS: Final = PairState.IN_PROGRESS
 _PAIR_SUCCEEDED: Final = PairState.SUCCEEDED
@@ -240,7 +241,7 @@ class AgentCore:
         if self.remote is not None and self._base_candidate(base) is candidate:
             self._prepare_checks(candidate)
         for remote in self.remote_addresses.values():
-            self.checklist.add(candidate, remote, base, controlling=self.controlling)
+            self._add_pair(candidate, remote, base)
 
     def _base_candidate(self, base: int) -> Candidate | None:
         """The candidate of transport ``base`` that checks and answers are for: its first
@@ -295,7 +296,7 @@ class AgentCore:
             return
         for local, base in self.local_candidates:
             if CheckList.is_local_pairable_type(local, nohost=self.nohost):
-                self.checklist.add(local, candidate, base, controlling=self.controlling)
+                self._add_pair(local, candidate, base)
 
     @property
     def remote_candidates(self) -> list[Candidate]:
@@ -518,7 +519,12 @@ class AgentCore:
                     if due < deadline:
                         deadline = due
             first_valid = self._first_valid_at
-            if first_valid is not None and self.controlling and self._nominating is None:
+            if (
+                first_valid is not None
+                and self.controlling
+                and self._nominating is None
+                and self.nomination is not _AGGRESSIVE
+            ):
                 due = first_valid + timing.nomination_delay
                 if deadline is None or due < deadline:
                     deadline = due
@@ -561,7 +567,7 @@ class AgentCore:
         if now >= last + self.timing.disconnected_timeout:
             self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
-            self._next_consent = now + self.timing.keepalive_interval
+            self._next_consent = now + self._consent_interval()
             if not self.local.lite:
                 self._push_urgent(
                     self._start_check(self.selected, nominating=False, consent=True, now=now)
@@ -763,6 +769,9 @@ class AgentCore:
             return
         best = self.checklist.best_valid()
         if best is None:
+            # Every valid pair has failed since (its nomination, say): the delay starts
+            # again with the next pair that succeeds, rather than stay due (a busy loop).
+            self._first_valid_at = None
             return
         waited = self._first_valid_at is not None and (
             now >= self._first_valid_at + self.timing.nomination_delay
@@ -778,10 +787,17 @@ class AgentCore:
         self.selected = pair
         self._pingback = None
         self._last_consent = now
-        self._next_consent = now + self.timing.keepalive_interval
+        self._next_consent = now + self._consent_interval()
         self._templates = None  # see _check_template
         self._emit(SelectedPairChanged(_public_pair(pair)))
         self._set_state(ConnectionState.CONNECTED)
+
+    def _consent_interval(self) -> float:
+        """Consent checks go every ``keepalive_interval``, and at least twice per
+        ``disconnected_timeout``: else a healthy pair would flap to disconnected and back
+        between two checks."""
+        timing = self.timing
+        return min(timing.keepalive_interval, timing.disconnected_timeout / 2)
 
     def _maybe_complete(self) -> None:
         if (
@@ -882,7 +898,7 @@ class AgentCore:
         pair = self.checklist.find(base, source)
         if pair is None:
             remote = self.remote_addresses[source]
-            pair = self.checklist.add(local, remote, base, controlling=self.controlling)
+            pair = self._add_pair(local, remote, base, keep=True)
             if pair is None:
                 return
         if self.local.lite:
@@ -924,6 +940,34 @@ class AgentCore:
             pair.state = _PAIR_WAITING
             if self._triggered is None or pair not in self._triggered:
                 self._push_triggered(pair)
+
+    def _add_pair(
+        self, local: Candidate, remote: Candidate, base: int, *, keep: bool = False
+    ) -> Pair | None:
+        """Form a pair (see :meth:`CheckList.add`); a pair the cap pruned leaves the
+        triggered-check queue too."""
+        checklist = self.checklist
+        pruned = checklist.pruned
+        pair = checklist.add(local, remote, base, controlling=self.controlling, keep=keep)
+        triggered = self._triggered
+        if checklist.pruned != pruned and triggered:
+            self._triggered = [p for p in triggered if p in checklist] or None
+        if pair is not None and pair.state is _PAIR_FROZEN:
+            # RFC 8445 §6.1.2.6: of each foundation, the highest-priority pair is the one
+            # waiting (whichever was signalled first); a lower one not yet checked, nor
+            # queued for a triggered check, goes back to frozen.
+            for other in checklist:
+                if (
+                    other.foundation == pair.foundation
+                    and other.state is _PAIR_WAITING
+                    and other.priority < pair.priority
+                    and other.transaction is None
+                    and not (triggered and other in triggered)
+                ):
+                    other.state = _PAIR_FROZEN
+                    pair.state = _PAIR_WAITING
+                    break
+        return pair
 
     def _want_resend(self, pair: Pair, tid: bytes, now: float) -> None:
         """The peer's request crossed our check ``tid`` on ``pair``: send it again at twice
