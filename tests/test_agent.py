@@ -420,6 +420,38 @@ async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest(
             assert received == [b"%d" % i for i in range(8)]  # the oldest were kept
 
 
+async def test_once_consent_expires_send_and_receive_raise_broken_resource_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer goes away: a's consent checks go unanswered, and at failed_timeout a fails.
+    RFC 7675 forbids sending more: send raises BrokenResourceError, and so does a receive
+    that was waiting, once it has returned what had arrived."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard():
+        async with trice.open_agent(config, controlling=True) as a:
+            async with trice.open_agent(config, controlling=False) as b:
+                ca, cb = await _connected_pair(a, b)
+                await cb.send(b"last words")
+                with trio.fail_after(1):
+                    assert await ca.receive() == b"last words"
+                await cb.send(b"unread")
+                await trio.sleep(0.01)
+            # b is gone.
+            await ca.send(b"still allowed")  # (not yet failed)
+            assert await ca.receive() == b"unread"  # what had arrived is still returned
+            with trio.fail_after(2), pytest.raises(trio.BrokenResourceError):
+                await ca.receive()  # waits, and is woken when consent expires
+            assert a.connection_state is trice.ConnectionState.FAILED
+            with pytest.raises(trio.BrokenResourceError):
+                await ca.send(b"too late")
+            with pytest.raises(trio.BrokenResourceError):
+                ca.send_nowait(b"too late")
+            await ca.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                await ca.send(b"closed")
+
+
 async def test_send_after_close_raises_closed_resource_error() -> None:
     config = loopback_config()
     async with (

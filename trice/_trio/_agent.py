@@ -346,10 +346,11 @@ class Agent:
         Returns:
             the :class:`Connection` over the selected pair: the agent's one connection, the
             same object from every call (also after it was closed with
-            :meth:`Connection.aclose`, which is for good).
+            :meth:`Connection.aclose`, which is for good), until ICE fails.
 
         Raises:
-            IceFailedError: ICE failed: no pair works.
+            IceFailedError: ICE failed: no pair works, or (after a connection) the peer's
+                consent expired.
             trio.ClosedResourceError: the agent closed.
         """
         now = trio.current_time()
@@ -397,8 +398,15 @@ class Agent:
                 event.pair.remote.address,
                 event.pair.remote.port,
             )
-        if isinstance(event, SelectedPairChanged) and self._connection is not None:
-            self._connection._route = None  # sends follow the new pair
+        connection = self._connection
+        if connection is not None:
+            if isinstance(event, SelectedPairChanged):
+                connection._route = None  # sends follow the new pair
+            elif (
+                isinstance(event, ConnectionStateChanged)
+                and event.state is ConnectionState.FAILED
+            ):
+                connection._broken()  # consent expired: no more data (RFC 7675)
         subscribers = self._subscribers
         if subscribers:
             for stream in subscribers:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trice._trio._transport import STUN_MAGIC, Transport, UdpTransport
-from trice.ice._events import CandidatePair
+from trice.ice._events import CandidatePair, ConnectionState
 
 if TYPE_CHECKING:
     from trice._trio._agent import Agent
@@ -19,6 +19,7 @@ __all__ = ["Connection", "ReceiveBuffer"]
 #: Datagrams a receive loop reads one at a time in a row, the socket never running dry, before
 #: a read takes a batch (see ``Connection._streak``).
 _STREAK = 64
+_FAILED = ConnectionState.FAILED
 
 
 class ReceiveBuffer:
@@ -94,6 +95,12 @@ class Connection(trio.abc.Channel[bytes]):
     :meth:`receive` one datagram from it (message boundaries are kept; nothing is
     retransmitted).  If ICE selects a better pair later, sends follow it.  After the agent
     or the connection closes, both raise :class:`trio.ClosedResourceError`.
+
+    If the peer's consent expires (no answer to consent checks for ``failed_timeout``: the
+    peer is gone, or the path broke; the state becomes ``failed``), RFC 7675 forbids sending
+    more: :meth:`send` raises :class:`trio.BrokenResourceError`, and so does :meth:`receive`
+    once it has returned what had arrived (a receive waiting then is woken with it).  While
+    only ``disconnected``, both go on: consent may come back.
     """
 
     def __init__(self, agent: Agent) -> None:
@@ -118,9 +125,26 @@ class Connection(trio.abc.Channel[bytes]):
         assert pair is not None
         return pair
 
-    def _check_open(self) -> None:
+    def _check_closed(self) -> None:
         if self._closed or self._agent._closed:
             raise trio.ClosedResourceError("the connection is closed")
+
+    def _check_open(self) -> None:
+        """Closed: ClosedResourceError; consent expired: BrokenResourceError."""
+        self._check_closed()
+        if self._agent._core.state is _FAILED:
+            raise trio.BrokenResourceError(
+                "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
+            )
+
+    def _broken(self) -> None:
+        """Consent expired (the agent's state became failed): sends stop, and receivers
+        waiting are woken to raise once they have taken what had arrived."""
+        self._route = None
+        buffer = self._buffer
+        if buffer.lot is not None:
+            buffer.lot.unpark_all()
+        buffer.nudge()
 
     def _get_route(self) -> tuple[Transport, tuple[str, int]]:
         self._check_open()
@@ -165,14 +189,14 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_open()
+        self._check_closed()
         buffer = self._buffer
         queue = buffer.queue if buffer.queue is not None else buffer.make_queue()
         if queue:
             data = queue.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        transport = self._direct_transport()
+        transport = self._direct_transport()  # (raises if consent expired)
         if transport is None:
             # Another task already waits on the socket, or the pair is relayed: wait for a
             # reader to hand a datagram over.  Parking is the schedule point: once woken with
@@ -181,9 +205,10 @@ class Connection(trio.abc.Channel[bytes]):
                 buffer.lot = trio.lowlevel.ParkingLot()
             while True:
                 await buffer.lot.park()
-                self._check_open()
+                self._check_closed()
                 if queue:
                     return queue.popleft()
+                self._check_open()
         agent = self._agent
         # One datagram per read, unless the reader has just used receive_nowait, or other
         # tasks wait in receive too (then a read queues all the socket holds, and wakes them).
@@ -239,12 +264,13 @@ class Connection(trio.abc.Channel[bytes]):
                     self._check_open()
                 elif look:
                     drain(transport, one and not buffer.lot)  # (others may have come to wait)
-                    self._check_open()
+                    self._check_closed()
                     if queue:
                         data = queue.popleft()
                         if not waited:
                             await trio.lowlevel.cancel_shielded_checkpoint()
                         return data
+                    self._check_open()
                 look = True
                 buffer.waiting_on = sock
                 try:
