@@ -362,6 +362,13 @@ async def test_closed_is_the_last_event_even_when_the_agent_closes_before_it_ran
     assert a.gathering_state is trice.GatheringState.NEW
 
 
+@pytest.mark.parametrize("max_buffer", [0, -1, 1.5, True])
+async def test_subscribe_needs_a_buffer_of_one_event_at_least(max_buffer: object) -> None:
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        with pytest.raises(trice.ConfigError, match="max_buffer"):
+            a.subscribe(max_buffer=max_buffer)  # type: ignore[arg-type]
+
+
 def test_a_gap_in_a_subscriber_stream_is_marked_where_it_was() -> None:
     """Events lost to a full buffer are marked by one EventsLost where they were: after what
     was queued before them and before what came after (which a subscriber could otherwise

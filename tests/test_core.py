@@ -847,6 +847,15 @@ def test_the_highest_priority_pair_of_a_foundation_waits_whatever_came_first() -
     assert net.run_until(connected(a, b), max_time=1.0)
 
 
+def test_a_role_switch_forgets_a_nomination_in_flight() -> None:
+    """A controlling agent that switches to controlled (a role conflict) no longer counts
+    the nomination it had in flight: switched back, it could otherwise never nominate."""
+    core, pair = _proved_pair_core(controlling=True)  # ... and nominating it now
+    assert core._nominating is pair
+    core._switch_role()
+    assert core._nominating is None
+
+
 def test_no_busy_loop_after_the_nomination_fails() -> None:
     """The controlling agent's nomination never gets through and its only valid pair fails:
     the nomination delay, long passed, does not stay due (which woke the shell over and over

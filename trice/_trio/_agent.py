@@ -291,7 +291,12 @@ class Agent:
         its own buffer of ``max_buffer`` events; a subscriber that falls further behind loses
         events and is told so by an :class:`~trice.EventsLost` event.  The agent never waits
         for a subscriber.
+
+        Raises:
+            ConfigError: ``max_buffer`` is not an integer of at least 1 (a ValueError too).
         """
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+            raise ConfigError(f"max_buffer must be an integer >= 1, not {max_buffer!r}")
         subscribers = self._subscribers
         if subscribers is None:
             subscribers = self._subscribers = []
@@ -403,8 +408,7 @@ class Agent:
             if isinstance(event, SelectedPairChanged):
                 connection._route = None  # sends follow the new pair
             elif (
-                isinstance(event, ConnectionStateChanged)
-                and event.state is ConnectionState.FAILED
+                isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED
             ):
                 connection._broken()  # consent expired: no more data (RFC 7675)
         subscribers = self._subscribers

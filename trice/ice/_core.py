@@ -870,6 +870,7 @@ class AgentCore:
         self.controlling = not self.controlling
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
+        self._nominating = None  # (a controlling agent's: one in flight no longer counts)
 
     def _learn_from_request(
         self, base: int, source: Address, priority: int, use_candidate: bool, now: float
