@@ -3,12 +3,13 @@ TCP and TLS, and a refused allocation that costs nothing but its report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -48,9 +49,11 @@ def _server(coturn: Coturn, transport: str) -> trice.IceServer:
     return trice.IceServer(url, USER, PASSWORD)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
-async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
-    config = _relay_config(_server(coturn_tls, transport))
+@contextlib.asynccontextmanager
+async def _gathered_pair(
+    config: trice.AgentConfig,
+) -> AsyncIterator[tuple[trice.Agent, trice.Agent]]:
+    """A controlling and a controlled agent, both done gathering (their relay allocated)."""
     async with (
         trice.open_agent(config, controlling=True) as a,
         trice.open_agent(config, controlling=False) as b,
@@ -58,6 +61,13 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
         with trio.fail_after(10):
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
+        yield a, b
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
+    config = _relay_config(_server(coturn_tls, transport))
+    async with _gathered_pair(config) as (a, b):
         for agent in (a, b):
             assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY]
             (relay,) = agent.local_candidates
@@ -83,13 +93,7 @@ async def test_a_stranger_at_a_permitted_address_gets_no_answer_over_the_relay(
     relay has a permission for) whose check fails gets no answer, which would cost the
     relay a peer and a channel at the server for every port it sends from."""
     config = _relay_config(_server(coturn_tls, "udp"))
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        with trio.fail_after(10):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
+    async with _gathered_pair(config) as (a, b):
         signal(a, b)
         ca, cb = await connect_both(a, b)
         (relayed,) = a.local_candidates
