@@ -7,11 +7,14 @@ from __future__ import annotations
 import math
 import os
 import socket
+import types
 
 import pytest
 import trio
 import trio.testing
 
+import trice
+from trice._trio._connection import Connection, ReceiveBuffer
 from trice._trio._transport import LEASE, UdpTransport, paired_sockets
 
 
@@ -115,6 +118,118 @@ async def test_a_blocked_send_survives_a_nudge_and_ends_on_close() -> None:
                 transport.closed = True
                 trio.lowlevel.notify_closing(a)
         assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
+
+
+def _filled_pair() -> tuple[socket.socket, socket.socket]:
+    """A Unix datagram pair whose first end is not writable (the other's queue is full)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    while True:
+        try:
+            a.send(b"x" * 512)
+        except BlockingIOError:
+            return a, b
+
+
+def _make_room(b: socket.socket) -> None:
+    while True:
+        try:
+            b.recv(1024)
+        except BlockingIOError:
+            return
+
+
+async def test_two_sends_waiting_on_a_full_socket_take_turns() -> None:
+    """Two tasks whose sends wait for the same full socket both get through once it has
+    room (trio lets one task at a time wait for writability: the second used to get
+    BusyResourceError)."""
+    a, b = _filled_pair()
+    with a, b:
+        fake = _BlockedSocket(a)
+        transport = UdpTransport(0, fake)  # type: ignore[arg-type]
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for data in (b"one", b"two"):
+                    nursery.start_soon(transport.send, data, ("127.0.0.1", 9))
+                await trio.testing.wait_all_tasks_blocked()
+                assert fake.sent == []
+                fake.free = True
+                _make_room(b)
+        assert sorted(fake.sent) == [b"one", b"two"]
+
+
+async def test_a_waiting_send_gives_up_when_its_check_says_so() -> None:
+    """A send waiting for a full socket, woken (a nudge, as a Connection that closes gives),
+    asks its ``check`` before it tries again: the connection's exception ends it."""
+    a, b = _filled_pair()
+    with a, b:
+        transport = UdpTransport(0, _BlockedSocket(a))  # type: ignore[arg-type]
+        closed = False
+        raised: list[BaseException] = []
+
+        def check() -> None:
+            if closed:
+                raise trio.ClosedResourceError("the connection is closed")
+
+        async def send() -> None:
+            try:
+                await transport.send(b"data", ("127.0.0.1", 9), check)
+            except trio.ClosedResourceError as exc:
+                raised.append(exc)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                closed = True
+                trio.lowlevel.notify_closing(a)
+        assert len(raised) == 1
+
+
+class _StubAgent:
+    """What a Connection uses of its agent, around one transport."""
+
+    def __init__(self, transport: UdpTransport) -> None:
+        self._buffer = ReceiveBuffer(8)
+        self._transports = {0: transport}
+        self._closed = False
+        self._core = types.SimpleNamespace(state=trice.ConnectionState.CONNECTED)
+
+    def _data_route(self) -> tuple[UdpTransport, tuple[str, int]]:
+        return self._transports[0], ("127.0.0.1", 9)
+
+
+@pytest.mark.parametrize("how", ["aclose", "consent expired"])
+async def test_a_send_waiting_on_a_full_socket_ends_when_its_connection_does(how: str) -> None:
+    """As with any trio channel, a send blocked when the connection closes raises
+    ClosedResourceError; when the peer's consent expires, BrokenResourceError (it waited on,
+    and sent after)."""
+    a, b = _filled_pair()
+    with a, b:
+        fake = _BlockedSocket(a)
+        agent = _StubAgent(UdpTransport(0, fake))  # type: ignore[arg-type]
+        conn = Connection(agent)  # type: ignore[arg-type]
+        raised: list[BaseException] = []
+
+        async def send() -> None:
+            try:
+                await conn.send(b"data")
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                raised.append(exc)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                if how == "aclose":
+                    await conn.aclose()
+                else:
+                    agent._core.state = trice.ConnectionState.FAILED
+                    conn._broken()
+        expected = trio.ClosedResourceError if how == "aclose" else trio.BrokenResourceError
+        assert len(raised) == 1 and type(raised[0]) is expected
+        assert fake.sent == []
 
 
 @pytest.mark.parametrize("error", [BlockingIOError, InterruptedError, OSError])

@@ -145,6 +145,16 @@ class Connection(trio.abc.Channel[bytes]):
         if buffer.lot is not None:
             buffer.lot.unpark_all()
         buffer.nudge()
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        """Wake the sends waiting for a full socket to take their datagram: they look at
+        the connection again (see ``UdpTransport.send``'s ``check``)."""
+        for transport in self._agent._transports.values():
+            if isinstance(transport, UdpTransport) and not transport.closed:
+                lock = transport.send_lock
+                if lock is not None and lock.locked():
+                    trio.lowlevel.notify_closing(transport.sock)
 
     def _get_route(self) -> tuple[Transport, tuple[str, int]]:
         self._check_open()
@@ -162,7 +172,7 @@ class Connection(trio.abc.Channel[bytes]):
         transport, address = route
         if not transport.send_nowait(data, address):  # type: ignore[arg-type]
             self._check_open()
-            await transport.send(bytes(data), address)
+            await transport.send(bytes(data), address, self._check_open)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
@@ -316,4 +326,5 @@ class Connection(trio.abc.Channel[bytes]):
         if self._buffer.lot is not None:
             self._buffer.lot.unpark_all()
         self._buffer.nudge()  # a receiver waiting on the socket itself
+        self._wake_senders()
         await trio.lowlevel.checkpoint()

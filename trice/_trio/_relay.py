@@ -244,9 +244,12 @@ class RelayTransport:
             self._wake.set()
         return ok
 
-    async def send(self, data: bytes, address: Address) -> None:
+    async def send(
+        self, data: bytes, address: Address, check: Callable[[], None] | None = None
+    ) -> None:
         """Relay *data*, waiting while the connection to the server is backed up (always a
-        checkpoint).
+        checkpoint); ``check``, called after the wait, raises to give up (see
+        ``UdpTransport.send``).
 
         Raises:
             trio.ClosedResourceError: the transport is closed, or closes while waiting.
@@ -256,6 +259,8 @@ class RelayTransport:
         await self._conn.wait_writable()  # (raises if the connection closes meanwhile)
         if self._closed:
             raise trio.ClosedResourceError("the relay transport is closed")
+        if check is not None:
+            check()
         self.send_nowait(data, address)
 
     def close(self) -> None:

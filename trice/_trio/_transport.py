@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -46,7 +47,11 @@ class Transport(Protocol):
 
     def send_nowait(self, data: bytes, address: Address) -> bool: ...
 
-    async def send(self, data: bytes, address: Address) -> None: ...
+    async def send(
+        self, data: bytes, address: Address, check: Callable[[], None] | None = None
+    ) -> None:
+        """Send, waiting while the transport would block; ``check``, called before each
+        new attempt after a wait, raises to give up (its caller closed, say)."""
 
     def close(self) -> None: ...
 
@@ -71,6 +76,7 @@ class UdpTransport:
         "lease",
         "local_address",
         "reader_waiting",
+        "send_lock",
         "sock",
     )
 
@@ -86,6 +92,7 @@ class UdpTransport:
         self.held = False
         self.holds = 0
         self.reader_waiting = False
+        self.send_lock: trio.Lock | None = None  # (made when a send first has to wait)
         self.lease = _NO_LEASE  # (holds seen, until when the socket is left to receivers)
 
     def leased_until(self, now: float) -> float:
@@ -118,26 +125,47 @@ class UdpTransport:
             return False
         return True
 
-    async def send(self, data: bytes, address: Address) -> None:
-        """Send one datagram, waiting only while the socket would block."""
+    async def send(
+        self, data: bytes, address: Address, check: Callable[[], None] | None = None
+    ) -> None:
+        """Send one datagram, waiting only while the socket would block.
+
+        ``check`` is called before each new attempt after a wait, and raises to give up: a
+        :class:`~trice.Connection` closed, or whose peer's consent expired, while its send
+        waited.  Several tasks may wait to send at once: they take turns on the socket (trio
+        lets one task at a time wait for it to become writable).
+        """
+        waited = False
         while True:
+            if waited and check is not None:
+                check()
             try:
                 self.sock.sendto(data, address)
                 return
             except (BlockingIOError, InterruptedError):
-                try:
-                    await trio.lowlevel.wait_writable(self.sock)
-                except trio.ClosedResourceError:
-                    # notify_closing also serves to nudge a receiver waiting on this socket
-                    # (see ReceiveBuffer.nudge), and wakes every waiter on it: only a real
-                    # close ends the send.
-                    if self.closed:
-                        raise
+                pass
             except OSError as exc:
                 if self.closed or exc.errno == errno.EBADF:
                     raise trio.ClosedResourceError("the transport is closed") from None
                 # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics.
                 return
+            lock = self.send_lock
+            if lock is None:
+                lock = self.send_lock = trio.Lock()
+            async with lock:
+                waited = True
+                if self.closed:
+                    raise trio.ClosedResourceError("the transport is closed")
+                if check is not None:
+                    check()
+                try:
+                    await trio.lowlevel.wait_writable(self.sock)
+                except trio.ClosedResourceError:
+                    # notify_closing also serves to nudge a receiver waiting on this socket
+                    # (see ReceiveBuffer.nudge), and wakes every waiter on it: only a real
+                    # close ends the send (or ``check``, at the next attempt).
+                    if self.closed:
+                        raise
 
     def close(self) -> None:
         if not self.closed:
