@@ -8,6 +8,7 @@ import math
 import os
 import socket
 import types
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -63,73 +64,13 @@ class _BlockedSocket:
         return len(data)
 
 
-async def test_a_blocked_send_survives_a_nudge_and_ends_on_close() -> None:
-    """``notify_closing`` nudges a receiver waiting on the socket (data came another way);
-    it wakes every waiter on that socket, a sender blocked in ``wait_writable`` too.  The
-    send must carry on, and fail only when the transport really closes."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    with a, b:
-        a.setblocking(False)
-        while True:  # fill b's queue: a is no longer writable
-            try:
-                a.send(b"x" * 512)
-            except BlockingIOError:
-                break
-        fake = _BlockedSocket(a)
-        transport = UdpTransport(0, fake)  # type: ignore[arg-type]
-        outcome: list[object] = []
-
-        async def send() -> None:
-            try:
-                await transport.send(b"data", ("127.0.0.1", 9))
-                outcome.append("sent")
-            except trio.ClosedResourceError as exc:
-                outcome.append(exc)
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
-                await trio.testing.wait_all_tasks_blocked()
-                trio.lowlevel.notify_closing(a)  # a nudge, as ReceiveBuffer.nudge gives
-                await trio.testing.wait_all_tasks_blocked()
-                assert outcome == []  # still waiting to send
-                fake.free = True
-                b.setblocking(False)
-                while True:  # make room: a is writable again
-                    try:
-                        b.recv(1024)
-                    except BlockingIOError:
-                        break
-        assert outcome == ["sent"]
-        assert fake.sent == [b"data"]
-
-        # A real close ends a blocked send with ClosedResourceError.
-        fake.free = False
-        while True:
-            try:
-                a.send(b"x" * 512)
-            except BlockingIOError:
-                break
-        outcome.clear()
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
-                await trio.testing.wait_all_tasks_blocked()
-                transport.closed = True
-                trio.lowlevel.notify_closing(a)
-        assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
-
-
 def _filled_pair() -> tuple[socket.socket, socket.socket]:
     """A Unix datagram pair whose first end is not writable (the other's queue is full)."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setblocking(False)
     b.setblocking(False)
-    while True:
-        try:
-            a.send(b"x" * 512)
-        except BlockingIOError:
-            return a, b
+    _fill(a)
+    return a, b
 
 
 def _make_room(b: socket.socket) -> None:
@@ -138,6 +79,64 @@ def _make_room(b: socket.socket) -> None:
             b.recv(1024)
         except BlockingIOError:
             return
+
+
+def _fill(a: socket.socket) -> None:
+    while True:  # fill the peer's queue: ``a`` is no longer writable
+        try:
+            a.send(b"x" * 512)
+        except BlockingIOError:
+            return
+
+
+def _sender(
+    transport: UdpTransport, outcome: list[object], check: Callable[[], None] | None = None
+) -> Callable[[], Awaitable[None]]:
+    """A task that sends one datagram and records "sent" or the ClosedResourceError."""
+
+    async def send() -> None:
+        try:
+            await transport.send(b"data", ("127.0.0.1", 9), check)
+            outcome.append("sent")
+        except trio.ClosedResourceError as exc:
+            outcome.append(exc)
+
+    return send
+
+
+async def test_a_blocked_send_survives_a_nudge_and_ends_on_close() -> None:
+    """``notify_closing`` nudges a receiver waiting on the socket (data came another way);
+    it wakes every waiter on that socket, a sender blocked in ``wait_writable`` too.  The
+    send must carry on, and fail only when the transport really closes."""
+    a, b = _filled_pair()
+    with a, b:
+        fake = _BlockedSocket(a)
+        transport = UdpTransport(0, fake)  # type: ignore[arg-type]
+        outcome: list[object] = []
+        send = _sender(transport, outcome)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                trio.lowlevel.notify_closing(a)  # a nudge, as ReceiveBuffer.nudge gives
+                await trio.testing.wait_all_tasks_blocked()
+                assert outcome == []  # still waiting to send
+                fake.free = True
+                _make_room(b)  # a is writable again
+        assert outcome == ["sent"]
+        assert fake.sent == [b"data"]
+
+        # A real close ends a blocked send with ClosedResourceError.
+        fake.free = False
+        _fill(a)
+        outcome.clear()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                transport.closed = True
+                trio.lowlevel.notify_closing(a)
+        assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
 
 
 async def test_two_sends_waiting_on_a_full_socket_take_turns() -> None:
@@ -166,25 +165,19 @@ async def test_a_waiting_send_gives_up_when_its_check_says_so() -> None:
     with a, b:
         transport = UdpTransport(0, _BlockedSocket(a))  # type: ignore[arg-type]
         closed = False
-        raised: list[BaseException] = []
+        outcome: list[object] = []
 
         def check() -> None:
             if closed:
                 raise trio.ClosedResourceError("the connection is closed")
 
-        async def send() -> None:
-            try:
-                await transport.send(b"data", ("127.0.0.1", 9), check)
-            except trio.ClosedResourceError as exc:
-                raised.append(exc)
-
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
+                nursery.start_soon(_sender(transport, outcome, check))
                 await trio.testing.wait_all_tasks_blocked()
                 closed = True
                 trio.lowlevel.notify_closing(a)
-        assert len(raised) == 1
+        assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
 
 
 class _StubAgent:
