@@ -120,7 +120,9 @@ class GatherReport:
         source: ``"host"``, or the STUN/TURN server URL (with the local address it was
             asked from, for STUN).
         elapsed: seconds the source took.
-        candidates: how many candidates it produced.
+        candidates: how many candidates it produced.  For ``host`` under the NOHOST policy:
+            how many sockets it bound (their host candidates are not signalled; each is the
+            base of the server-reflexive and relayed candidates gathered from it).
         error: why it produced none (timeout, an error response, unreachable...), or ``None``.
     """
 
