@@ -836,13 +836,12 @@ class AgentCore:
         if refused is not None:
             self.requests_rejected += 1
             code, reason, authenticated = refused
-            key = self._local_key if authenticated else None
+            extra: tuple[stun.Attribute, ...] = ()
             if code == 420:
-                unknown = stun.UnknownAttributes(tuple(request.unknown_required))
-                return request.error_response(code, reason, unknown).encode(
-                    integrity_key=key, fingerprint=True
-                )
-            return request.error_response(code, reason).encode(integrity_key=key, fingerprint=True)
+                extra = (stun.UnknownAttributes(tuple(request.unknown_required)),)
+            return request.error_response(code, reason, *extra).encode(
+                integrity_key=self._local_key if authenticated else None, fingerprint=True
+            )
         decision = resolve_role_conflict(
             request, controlling=self.controlling, tiebreaker=self.tiebreaker, lite=self.local.lite
         )
