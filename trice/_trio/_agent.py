@@ -507,7 +507,7 @@ class Agent:
                 for old in self._runs.values():
                     if old.check.pair is pair and not old.check.consent:
                         old.drop()
-            run = CheckRun(self, check, transport, now)
+            run = CheckRun(self, check, transport)
             run.transmit()
             self._nursery.start_soon(run.run, name=check_name(check))
 

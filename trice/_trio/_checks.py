@@ -38,19 +38,17 @@ class CheckRun:
         "due",
         "resend_at",
         "settled",
-        "start",
         "task",
         "transport",
     )
 
-    def __init__(self, agent: Agent, check: Check, transport: Transport, now: float) -> None:
+    def __init__(self, agent: Agent, check: Check, transport: Transport) -> None:
         self.agent = agent
         self.check = check
         self.transport = transport
         self.settled = False
         self.dropped = False
         self.resend_at: float | None = None  # one more transmission, before the RTO
-        self.start = now
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
         self.task: trio.lowlevel.Task | None = None  # set while the task is parked
         agent._runs[check.transaction_id] = self
@@ -119,7 +117,7 @@ class CheckRun:
                     if self._answered_meanwhile():
                         return
                     self.transmit()
-                deadline = self.start + schedule[i + 1]
+                deadline = check.started + schedule[i + 1]
                 while True:
                     if self.settled or self.dropped:
                         return  # (perhaps before this task even ran)
