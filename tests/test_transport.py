@@ -219,7 +219,7 @@ async def test_a_send_waiting_on_a_full_socket_ends_when_its_connection_does(how
                     await conn.aclose()
                 else:
                     agent._core.state = trice.ConnectionState.FAILED
-                    conn._broken()
+                    conn._stop_waiters()
         expected = trio.ClosedResourceError if how == "aclose" else trio.BrokenResourceError
         assert len(raised) == 1 and type(raised[0]) is expected
         assert fake.sent == []

@@ -410,7 +410,7 @@ class Agent:
             elif (
                 isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED
             ):
-                connection._broken()  # consent expired: no more data (RFC 7675)
+                connection._stop_waiters()  # consent expired: no more data (RFC 7675)
         subscribers = self._subscribers
         if subscribers:
             for stream in subscribers:

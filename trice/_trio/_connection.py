@@ -137,9 +137,10 @@ class Connection(trio.abc.Channel[bytes]):
                 "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
             )
 
-    def _broken(self) -> None:
-        """Consent expired (the agent's state became failed): sends stop, and receivers
-        waiting are woken to raise once they have taken what had arrived."""
+    def _stop_waiters(self) -> None:
+        """Consent expired (the agent's state became failed), or the connection closed:
+        sends stop, and the tasks waiting to send or receive are woken, to raise (a
+        receiver once it has taken what had arrived)."""
         self._route = None
         buffer = self._buffer
         if buffer.lot is not None:
@@ -322,9 +323,5 @@ class Connection(trio.abc.Channel[bytes]):
         :meth:`Agent.connect` returns this same closed connection.  The agent itself (and
         the answering of STUN) closes when its ``async with`` block ends."""
         self._closed = True
-        self._route = None
-        if self._buffer.lot is not None:
-            self._buffer.lot.unpark_all()
-        self._buffer.nudge()  # a receiver waiting on the socket itself
-        self._wake_senders()
+        self._stop_waiters()  # (the waiting tasks see it closed)
         await trio.lowlevel.checkpoint()

@@ -135,10 +135,7 @@ class UdpTransport:
         waited.  Several tasks may wait to send at once: they take turns on the socket (trio
         lets one task at a time wait for it to become writable).
         """
-        waited = False
         while True:
-            if waited and check is not None:
-                check()
             try:
                 self.sock.sendto(data, address)
                 return
@@ -153,7 +150,6 @@ class UdpTransport:
             if lock is None:
                 lock = self.send_lock = trio.Lock()
             async with lock:
-                waited = True
                 if self.closed:
                     raise trio.ClosedResourceError("the transport is closed")
                 if check is not None:
@@ -163,9 +159,11 @@ class UdpTransport:
                 except trio.ClosedResourceError:
                     # notify_closing also serves to nudge a receiver waiting on this socket
                     # (see ReceiveBuffer.nudge), and wakes every waiter on it: only a real
-                    # close ends the send (or ``check``, at the next attempt).
+                    # close ends the send (or ``check``, below).
                     if self.closed:
                         raise
+            if check is not None:
+                check()  # (before trying again)
 
     def close(self) -> None:
         if not self.closed:
