@@ -442,8 +442,7 @@ async def test_once_consent_expires_send_and_receive_raise_broken_resource_error
                 await cb.send(b"last words")
                 with trio.fail_after(1):
                     assert await ca.receive() == b"last words"
-                await cb.send(b"unread")
-                await trio.sleep(0.01)
+                await cb.send(b"unread")  # (in a's socket as the send returns: loopback)
             # b is gone.
             await ca.send(b"still allowed")  # (not yet failed)
             assert await ca.receive() == b"unread"  # what had arrived is still returned
