@@ -401,7 +401,7 @@ class Network:
         flight = endpoint.flights.get(message.transaction_id)
         if flight is None or flight.answered:
             return
-        if core.on_response(flight.check, message, packet.src, self.now):
+        if core.on_response(flight.check, message, packet.src, self.now, base=base):
             flight.answered = True
             del endpoint.flights[message.transaction_id]
 

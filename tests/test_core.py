@@ -362,6 +362,23 @@ def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
     return core, check.pair
 
 
+@pytest.mark.parametrize(
+    ("where", "accepted"),
+    [("as sent", True), ("from another address", False), ("on another transport", False)],
+)
+def test_a_response_must_be_symmetric(where: str, accepted: bool) -> None:
+    """RFC 8445 §7.2.5.2.1: a success response counts only if it came from where the check
+    went, to where it left from; otherwise the check's pair fails."""
+    core, check, answer = _checking_core(controlling=False)
+    source, base = check.destination, check.base
+    if where == "from another address":
+        source = (source[0], source[1] + 1)
+    elif where == "on another transport":
+        base += 1
+    assert core.on_response(check, stun.decode(answer), source, 0.01, base=base)
+    assert check.pair.state is (PairState.SUCCEEDED if accepted else PairState.FAILED)
+
+
 @pytest.mark.parametrize("controlling", [False, True])
 def test_controlled_pings_back_once_when_no_nomination_comes(controlling: bool) -> None:
     """A controlled agent whose pair succeeded and on which the peer has checked sends the
@@ -743,8 +760,13 @@ def test_end_of_candidates_after_all_pairs_failed_fails_at_once() -> None:
 
 
 def last_arrival(net: Network, endpoint: Endpoint) -> float:
-    """When the last packet reached ``endpoint`` (its last consent refresh, here)."""
-    return max(p.deliver_at for p in net.delivered if p.dst in endpoint.bases.values())
+    """When the last success response reached ``endpoint`` (its last consent refresh: the
+    peer's requests do not count, RFC 7675 §5.1)."""
+    return max(
+        p.deliver_at
+        for p in net.delivered
+        if p.dst in endpoint.bases.values() and p.message.message_class is stun.MessageClass.SUCCESS
+    )
 
 
 def test_consent_lost_disconnected_then_failed() -> None:
@@ -757,7 +779,8 @@ def test_consent_lost_disconnected_then_failed() -> None:
     timing = a.core.timing
     for endpoint in (a, b):
         refreshed = last_arrival(net, endpoint)
-        assert cut <= refreshed <= cut + 0.011  # the last packets in flight at the cut
+        # The last answer to one of its consent checks came before the cut (or in flight).
+        assert cut - timing.keepalive_interval <= refreshed <= cut + 0.011
         disconnected = endpoint.time_of(S.DISCONNECTED)
         failed = endpoint.time_of(S.FAILED)
         assert disconnected is not None and failed is not None

@@ -769,7 +769,7 @@ class Agent:
             return
         run = self._runs.get(message.transaction_id)
         if run is not None:
-            run.on_response(message, source, now)
+            run.on_response(message, source, now, transport)
             return
         pending = self._pending
         if pending is not None:

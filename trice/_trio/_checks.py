@@ -64,9 +64,12 @@ class CheckRun:
         self.task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def on_response(self, message: stun.Message, source: Address, now: float) -> None:
+    def on_response(
+        self, message: stun.Message, source: Address, now: float, transport: Transport
+    ) -> None:
+        """A response to the check came from ``source`` on ``transport``."""
         agent = self.agent
-        if agent._core.on_response(self.check, message, source, now):
+        if agent._core.on_response(self.check, message, source, now, base=transport.base):
             self.settled = True
             self.wake()
             agent._pump(now)

@@ -590,10 +590,21 @@ class AgentCore:
     # ------------------------------------------------------------------ outcomes of checks
 
     def on_response(
-        self, check: Check, response: stun.Message, source: Address, now: float
+        self,
+        check: Check,
+        response: stun.Message,
+        source: Address,
+        now: float,
+        *,
+        base: int | None = None,
     ) -> bool:
-        """A response to ``check`` arrived from ``source``.  Returns whether it was accepted
-        (a response that fails authentication is ignored, RFC 8445 §7.2.5.1)."""
+        """A response to ``check`` arrived from ``source``, on transport ``base`` (``None``:
+        the check's own).  Returns whether it was accepted (a response that fails
+        authentication is ignored, RFC 8445 §7.2.5.1).
+
+        A response that came from elsewhere than the check went to, or arrived on another
+        transport than the check left from, fails the pair: the addresses are not symmetric
+        (RFC 8445 §7.2.5.2.1)."""
         live = self._live
         if live is None or live.get(check.transaction_id) is not check or self.finished:
             return False
@@ -603,12 +614,13 @@ class AgentCore:
         if not live:
             self._live = None
         pair = check.pair
+        symmetric = source == check.destination and (base is None or base == check.base)
         if check.consent:
-            if response.message_class is _SUCCESS and source == check.destination:
+            if response.message_class is _SUCCESS and symmetric:
                 self._consent_refreshed(now)
             return True
         pair.transaction = None
-        if source != check.destination:
+        if not symmetric:
             # RFC 8445 §7.2.5.2.1: non-symmetric transport addresses.
             self._pair_failed(pair, now)
             return True
@@ -912,10 +924,12 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             if self.selected is pair:
+                # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
+                # the full peer's checks are what it goes by.
                 self._consent_refreshed(now)
             return
-        if self.selected is pair:
-            self._consent_refreshed(now)
+        # A full agent's consent comes from the answers to its own checks alone (RFC 7675
+        # §5.1): a request shows that the peer sends, not that it still wants our data.
         pair.peer_checked = True
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED:
