@@ -4,11 +4,12 @@ Two (or more) :class:`~trice.ice._core.AgentCore` objects are wired through an i
 :class:`Network`: a float clock, a queue of packets with per-packet latency, loss rules (drop by
 predicate) and optional NATs with endpoint-independent mapping and address-dependent filtering
 (RFC 4787).  The network drives each core the way the trio shell (``trice/_trio/_agent.py``)
-does: ``on_timer`` then ``poll_check`` after every change, each check transmitted at the offsets
-of ``Check.schedule`` and given up (``on_timeout``) at its last offset, a new check on a pair
-cancelling the one in flight, requests answered through ``on_request`` and responses handed to
-``on_response``.  Time jumps to the earliest of the cores' ``next_deadline()``, the next packet
-and the next retransmission, so a test of many virtual seconds runs in milliseconds.
+does: ``on_timer`` then ``poll_check`` (then ``prepare``) after every change, each check
+transmitted at the offsets of ``Check.schedule`` and given up (``on_timeout``) at its last
+offset, a new check on a pair cancelling the one in flight, requests answered through
+``on_request`` and responses handed to ``on_response``.  Time jumps to the earliest of the
+cores' ``next_deadline()``, the next packet and the next retransmission, so a test of many
+virtual seconds runs in milliseconds.
 
 Transaction ids come from a counter and tiebreakers are given, so every run is identical.
 """
@@ -466,6 +467,7 @@ class Network:
                 self._drain(endpoint)
                 self._start(endpoint, check)
             self._drain(endpoint)
+            core.prepare()  # spare work, once what was due is sent (as the shell does)
 
     def _due(self) -> Packet | Flight | None:
         packet = self._queue[0][2] if self._queue else None

@@ -30,6 +30,7 @@ from core_harness import (
     Nat,
     Network,
     Packet,
+    TidSource,
     connected,
     event_order_problems,
     make_candidate,
@@ -360,6 +361,106 @@ def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
     # (a controlling core goes on to nominate the pair, which puts it back in progress)
     assert check.pair.state is (PairState.IN_PROGRESS if controlling else PairState.SUCCEEDED)
     return core, check.pair
+
+
+# -- checks made ahead (AgentCore.prepare) --------------------------------------------------------
+
+
+def _attributes(message: bytes, key: bytes) -> list[str]:
+    """The attribute names of an encoded check, once its MESSAGE-INTEGRITY verified."""
+    decoded = stun.decode(message)
+    assert decoded.verify_integrity(key)
+    return [type(attribute).__name__ for attribute in decoded.attributes]
+
+
+def test_the_first_check_is_made_ahead_during_signaling() -> None:
+    """Signaling done (the harness lets the core prepare after each step), the first
+    check is already made: checks starting take no new transaction id, and the check is
+    the one a fresh core would have made."""
+    _net, a, b = two_agents(want=False)
+    tids = a.core._new_tid
+    assert isinstance(tids, TidSource)
+    made = tids.count
+    assert made >= 1
+    a.core.want_connection(0.0)
+    check = a.core.poll_check(0.0)
+    assert check is not None
+    assert tids.count == made  # (none taken now)
+    assert check.transaction_id == tids.prefix + made.to_bytes(8, "big")
+    key = stun.short_term_key(b.core.local.pwd)
+    assert _attributes(check.message, key) == [
+        "Username",
+        "Priority",
+        "IceControlling",
+        "MessageIntegrity",
+        "Fingerprint",
+    ]
+    a.core.prepare()
+    assert tids.count == made + 1  # the nomination of that pair, made ahead
+
+
+def test_a_nomination_made_ahead_goes_out_when_the_pair_succeeds() -> None:
+    net, a, b = two_agents()
+    tids = a.core._new_tid
+    assert isinstance(tids, TidSource)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    nominations = [c for _, c in a.started if c.nominating]
+    assert len(nominations) == 1
+    key = stun.short_term_key(b.core.local.pwd)
+    assert "UseCandidate" in _attributes(nominations[0].message, key)
+    # Each transaction id taken went out: nothing was made ahead for nothing.
+    assert tids.count == len(a.started)
+
+
+def test_under_aggressive_nomination_the_check_made_ahead_nominates() -> None:
+    _net, a, b = two_agents(nomination=AGGRESSIVE, want=False)
+    tids = a.core._new_tid
+    assert isinstance(tids, TidSource)
+    made = tids.count
+    a.core.want_connection(0.0)
+    check = a.core.poll_check(0.0)
+    assert check is not None and check.nominating
+    assert tids.count == made
+    key = stun.short_term_key(b.core.local.pwd)
+    assert "UseCandidate" in _attributes(check.message, key)
+    a.core.prepare()
+    assert tids.count == made  # no separate nomination to make
+
+
+def test_a_check_made_ahead_in_the_other_role_is_not_used() -> None:
+    """A role switch after a check was made ahead: the check goes out made afresh, in the
+    new role."""
+    _net, a, b = two_agents(a_controlling=False, want=False)  # both controlled
+    core = a.core
+    tids = core._new_tid
+    assert isinstance(tids, TidSource)
+    made = tids.count
+    core._switch_role()  # (as a 487, or the peer's ICE-CONTROLLED with a higher tie-breaker)
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    assert check is not None
+    assert tids.count == made + 1
+    key = stun.short_term_key(b.core.local.pwd)
+    assert "IceControlling" in _attributes(check.message, key)
+
+
+def test_nothing_is_made_ahead_once_a_pair_is_selected() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    for endpoint in (a, b):
+        tids = endpoint.core._new_tid
+        assert isinstance(tids, TidSource)
+        count = tids.count
+        endpoint.core.prepare()
+        assert tids.count == count
+
+
+def test_a_lite_agent_makes_no_checks_ahead() -> None:
+    _net, _a, b = two_agents(b_lite=True, want=False)
+    tids = b.core._new_tid
+    assert isinstance(tids, TidSource)
+    b.core.prepare()
+    assert tids.count == 0
 
 
 @pytest.mark.parametrize(

@@ -423,8 +423,10 @@ class Agent:
     def _pump(self, now: float | None = None) -> None:
         """After any change of the core: deliver its events, start the checks it wants now
         (their first transmission goes out at once, not after a trip through the agent
-        task), and bring the agent task's wait forward if the core's deadline came nearer.
-        ``now`` saves asking the clock again, from a caller that just did."""
+        task), bring the agent task's wait forward if the core's deadline came nearer, and
+        last let the core make its next checks ahead (:meth:`AgentCore.prepare
+        <trice.ice.AgentCore.prepare>`).  ``now`` saves asking the clock again, from a caller
+        that just did."""
         if now is None:
             now = trio.current_time()
         # Checks first: their first transmission goes out before the events are handed to
@@ -449,6 +451,8 @@ class Agent:
             deadline = self._core.next_deadline()
             if deadline is not None:
                 self._wake_by(deadline)
+        # Last, what was sent is on its way: make the next checks ahead.
+        core.prepare()
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""

@@ -304,6 +304,17 @@ class CheckList:
         """Whether :meth:`next_ordinary` would find a pair (without unfreezing it)."""
         return self._ordinary() is not None
 
+    def peek_ordinary(self) -> Pair | None:
+        """The pair :meth:`next_ordinary` would take now, left as it is."""
+        return self._ordinary()
+
+    def first_in_progress(self) -> Pair | None:
+        """The highest-priority pair whose check is in flight, if any."""
+        for pair in self._pairs:
+            if pair.state is _IN_PROGRESS:
+                return pair
+        return None
+
     def _ordinary(self) -> Pair | None:
         """The pair :meth:`next_ordinary` takes, left as it is."""
         active = None  # foundations of the pairs in progress (most often there are none)

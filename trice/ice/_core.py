@@ -37,6 +37,9 @@ __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
 Address = tuple[str, int]
 
+#: A check made ahead (see :meth:`AgentCore.prepare`): pair, role, transaction id, message.
+_Spare = tuple[Pair, bool, bytes, bytes]
+
 #: A controlled agent waits this many round trips of its own check (at least PINGBACK_MIN,
 #: at most PINGBACK_MAX seconds) for the peer to nominate before it pings back
 #: (``_want_pingback``).  The cap is Pion's own checking interval: waiting longer than that
@@ -102,6 +105,8 @@ class AgentCore:
         "_pingback",
         "_remote_key",
         "_resend",
+        "_spare_check",
+        "_spare_nomination",
         "_success_pads",
         "_templates",
         "_triggered",
@@ -182,6 +187,10 @@ class AgentCore:
         #: is selected (see ``_check_template``).
         self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] | None
         self._templates = None
+        #: Checks made ahead by :meth:`prepare` (see there): ``(pair, controlling,
+        #: transaction id, message)``, the next ordinary check and the next nomination.
+        self._spare_check: _Spare | None = None
+        self._spare_nomination: _Spare | None = None
         self._wanted = False
         self._checking_since: float | None = None
         self._next_paced = 0.0
@@ -411,17 +420,22 @@ class AgentCore:
         self, pair: Pair, *, nominating: bool, now: float, consent: bool = False
     ) -> Check:
         assert self.remote is not None
-        tid = self._new_tid()
-        # USERNAME, PRIORITY, ICE-CONTROLLING (+ USE-CANDIDATE) or ICE-CONTROLLED, then
-        # MESSAGE-INTEGRITY and FINGERPRINT (RFC 8445 §7.1.1-7.1.3, §7.2.2).
         local = pair.local
         controlling = self.controlling
         key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
-        templates = self._templates
-        template = None if templates is None else templates.get(key)
-        if template is None:
-            template = self._check_template(local, key)
-        message = template.encode(tid)
+        # A check made ahead (see prepare) for this pair in this role, if any.
+        if nominating and self.nomination is not _AGGRESSIVE:
+            spare = self._spare_nomination
+            if spare is not None:
+                self._spare_nomination = None
+        else:
+            spare = self._spare_check
+            if spare is not None:
+                self._spare_check = None
+        if spare is not None and spare[0] is pair and spare[1] is controlling:
+            tid, message = spare[2], spare[3]
+        else:
+            tid, message = self._encode_check(local, key)
         live = self._live
         if live is None:
             live = self._live = {}
@@ -448,6 +462,55 @@ class AgentCore:
         live[tid] = check
         self.checks_sent += 1
         return check
+
+    def _encode_check(
+        self, local: Candidate, key: tuple[int, int, bool, bool, int]
+    ) -> tuple[bytes, bytes]:
+        """A new transaction id, and the check from ``local`` with it: USERNAME, PRIORITY,
+        ICE-CONTROLLING (+ USE-CANDIDATE) or ICE-CONTROLLED, then MESSAGE-INTEGRITY and
+        FINGERPRINT (RFC 8445 §7.1.1-7.1.3, §7.2.2)."""
+        tid = self._new_tid()
+        templates = self._templates
+        template = None if templates is None else templates.get(key)
+        if template is None:
+            template = self._check_template(local, key)
+        return tid, template.encode(tid)
+
+    def prepare(self) -> None:
+        """Spare work, for the shell to do once it has sent what it had to send: make ahead
+        the checks most likely to go next, so that when one is due it goes out without
+        being built (a transaction id and a signed message) on the way.
+
+        They are the next ordinary check (also the likeliest triggered check: the peer
+        checks the same pair), and, for a controlling agent under regular nomination, the
+        nomination of the highest pair being checked.  Nothing is sent and no state
+        changes but this cache of at most two messages, dropped once a pair is selected;
+        a check made ahead that is not used costs only its making.
+        """
+        if self.remote is None or self.local.lite or self.selected is not None or self.finished:
+            return
+        controlling = self.controlling
+        regular = self.nomination is not _AGGRESSIVE
+        checklist = self.checklist
+        pair = checklist.peek_ordinary()
+        spare = self._spare_check
+        if pair is None:
+            self._spare_check = None
+        elif spare is None or spare[0] is not pair or spare[1] is not controlling:
+            self._spare_check = self._make_spare(pair, controlling and not regular)
+        if controlling and regular and self._nominating is None:
+            pair = checklist.first_in_progress()
+            spare = self._spare_nomination
+            if pair is None:
+                self._spare_nomination = None
+            elif spare is None or spare[0] is not pair or spare[1] is not controlling:
+                self._spare_nomination = self._make_spare(pair, True)
+
+    def _make_spare(self, pair: Pair, nominating: bool) -> _Spare:
+        local = pair.local
+        controlling = self.controlling
+        key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
+        return (pair, controlling, *self._encode_check(local, key))
 
     def _prepare_checks(self, local: Candidate) -> None:
         """Build the templates of the first checks from ``local`` now, while signaling is
@@ -801,6 +864,7 @@ class AgentCore:
         self._last_consent = now
         self._next_consent = now + self._consent_interval()
         self._templates = None  # see _check_template
+        self._spare_check = self._spare_nomination = None  # (see prepare)
         self._emit(SelectedPairChanged(_public_pair(pair)))
         self._set_state(ConnectionState.CONNECTED)
 
@@ -1010,6 +1074,7 @@ class AgentCore:
         if self.finished:
             # Checks are over (a pair's selection dropped these too).
             self._templates = None
+            self._spare_check = self._spare_nomination = None
             self._pingback = None
 
 
