@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from trice import stun
 from trice._errors import StunDecodeError
 from trice.ice._core import AgentCore, two_cores
+from trice.stun._attributes import _pack_ip
 from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success
 from trice.stun._message import _decode_tail
 
@@ -109,6 +112,40 @@ def test_success_response_matches_the_general_encoder(
     assert message.verify_integrity(k)
     assert not message.verify_integrity(k + b"x")
     assert message.get(stun.XorMappedAddress) == stun.XorMappedAddress(address, p)
+
+
+def _by_ipaddress(address: str) -> tuple[int, bytes] | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return (1 if ip.version == 4 else 2), ip.packed
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.lists(st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join),
+        st.lists(
+            st.sampled_from(["0", "00", "01", "1", "255", "256", "+1", " 1", "1_0", "٣", ""]),
+            min_size=4,
+            max_size=4,
+        ).map(".".join),
+        st.from_regex(r"[0-9.:a-fx%]{0,20}", fullmatch=True),
+        st.text(max_size=20),
+    )
+)
+def test_packing_an_address_agrees_with_the_ipaddress_module(address: str) -> None:
+    """Addresses are packed by a strict dotted-quad reader where it can (IPv4, as sockets
+    report them) and by :mod:`ipaddress` otherwise: the result is what :mod:`ipaddress`
+    alone gives, and so is a refusal."""
+    expected = _by_ipaddress(address)
+    if expected is None:
+        with pytest.raises(ValueError):
+            _pack_ip(address)
+    else:
+        assert _pack_ip(address) == expected
 
 
 @pytest.mark.parametrize("address", ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "::"])
