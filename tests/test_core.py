@@ -444,6 +444,26 @@ def test_a_check_made_ahead_in_the_other_role_is_not_used() -> None:
     assert "IceControlling" in _attributes(check.message, key)
 
 
+def test_a_check_on_another_pair_leaves_the_one_made_ahead() -> None:
+    """A check on another pair than the one made ahead for (a triggered check, say) is
+    made afresh, and the one made ahead waits for its own pair."""
+    _net, a, _b = two_agents(a_hosts=[("10.0.0.1", 5000), ("10.0.1.1", 5001)], want=False)
+    core = a.core
+    tids = core._new_tid
+    assert isinstance(tids, TidSource)
+    first, second = list(core.checklist)
+    assert core.checklist.peek_ordinary() is first
+    made = tids.count  # (the last one taken is first's check, made ahead)
+    core.want_connection(0.0)
+    other = core._start_check(second, nominating=False, now=0.0)
+    assert tids.count == made + 1
+    assert other.transaction_id == tids.prefix + (made + 1).to_bytes(8, "big")
+    check = core.poll_check(0.0)
+    assert check is not None and check.pair is first
+    assert check.transaction_id == tids.prefix + made.to_bytes(8, "big")
+    assert tids.count == made + 1
+
+
 def test_nothing_is_made_ahead_once_a_pair_is_selected() -> None:
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)

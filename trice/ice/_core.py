@@ -423,16 +423,14 @@ class AgentCore:
         local = pair.local
         controlling = self.controlling
         key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
-        # A check made ahead (see prepare) for this pair in this role, if any.
-        if nominating and self.nomination is not _AGGRESSIVE:
-            spare = self._spare_nomination
-            if spare is not None:
-                self._spare_nomination = None
-        else:
-            spare = self._spare_check
-            if spare is not None:
-                self._spare_check = None
+        # A check made ahead (see prepare) for this pair in this role, if any: used once.
+        nomination = nominating and self.nomination is not _AGGRESSIVE
+        spare = self._spare_nomination if nomination else self._spare_check
         if spare is not None and spare[0] is pair and spare[1] is controlling:
+            if nomination:
+                self._spare_nomination = None
+            else:
+                self._spare_check = None
             tid, message = spare[2], spare[3]
         else:
             tid, message = self._encode_check(local, key)
