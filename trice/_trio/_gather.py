@@ -57,10 +57,24 @@ class HostAddress:
 #: (a server, a test with hundreds of pairs) reads them once, not once an agent.
 _ADAPTERS_TTL = 1.0
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_adapters_cache: tuple[float, list[tuple[str, list[_Address]]]] | None = None
 
 
-def _adapters() -> list[tuple[str, list[_Address]]]:
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """One address of an interface, with what host gathering asks of it worked out once
+    (the ipaddress module's properties cost a microsecond or so each, for every agent)."""
+
+    address: _Address
+    literal: str
+    version: int
+    never: bool  # link-local, multicast or unspecified: never gathered
+    loopback: bool
+
+
+_adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
+
+
+def _adapters() -> list[tuple[str, list[_Found]]]:
     """(interface name, addresses) for every interface, cached for a second."""
     global _adapters_cache
     now = time.monotonic()
@@ -73,9 +87,13 @@ def _adapters() -> list[tuple[str, list[_Address]]]:
         for ip in adapter.ips:
             text = str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip)
             try:
-                addresses.append(ipaddress.ip_address(text.split("%", 1)[0]))
+                address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
                 continue
+            never = address.is_link_local or address.is_multicast or address.is_unspecified
+            addresses.append(
+                _Found(address, str(address), address.version, never, address.is_loopback)
+            )
         adapters.append((name, addresses))
     _adapters_cache = (now, adapters)
     return adapters
@@ -93,18 +111,14 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
     for name, addresses in _adapters():
         if network.interface_filter is not None and not network.interface_filter(name):
             continue
-        for address in addresses:
-            if address.version == 4 and not network.ipv4:
+        for entry in addresses:
+            if entry.never or (entry.loopback and not network.include_loopback):
                 continue
-            if address.version == 6 and not network.ipv6:
+            if not (network.ipv4 if entry.version == 4 else network.ipv6):
                 continue
-            if address.is_link_local or address.is_multicast or address.is_unspecified:
+            if network.ip_filter is not None and not network.ip_filter(entry.address):
                 continue
-            if address.is_loopback and not network.include_loopback:
-                continue
-            if network.ip_filter is not None and not network.ip_filter(address):
-                continue
-            literal = str(address)
+            literal = entry.literal
             if literal in seen:
                 continue
             seen.add(literal)
