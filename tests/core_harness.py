@@ -400,7 +400,11 @@ class Network:
                 self.send(endpoint, base, packet.src, response)
             return
         flight = endpoint.flights.get(message.transaction_id)
-        if flight is None or flight.answered:
+        if flight is None:
+            # No check in flight: perhaps the answer to a consent check past its RTO.
+            core.on_late_response(message, packet.src, self.now, base=base)
+            return
+        if flight.answered:
             return
         if core.on_response(flight.check, message, packet.src, self.now, base=base):
             flight.answered = True

@@ -1004,6 +1004,43 @@ def _answer(check: stun.Message, address: tuple[str, int]) -> bytes:
     ).encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
 
 
+async def test_a_consent_answer_after_its_check_gave_up_still_counts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that answers every consent check after the check's RTO (a path slower than
+    the RTO) and sends nothing of its own: its late answers keep consent (RFC 7675 §5.1
+    counts an answer to any consent request of the last 30 s), and ``a`` stays connected."""
+    timing = trice.Timing(
+        rto=0.1, keepalive_interval=0.2, disconnected_timeout=1.0, failed_timeout=2.0
+    )
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(timing=timing), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            async with a.subscribe() as stream, trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                while a.selected_pair is None:  # answer at once until a's nomination
+                    data, address = await _recvfrom_now(peer)
+                    peer.sendto(_answer(stun.decode(data), address), address)
+                    for _ in range(20):
+                        await trio.lowlevel.checkpoint()
+                late = 0
+                with trio.move_on_after(3 * timing.failed_timeout):
+                    while True:
+                        await trio.lowlevel.wait_readable(peer)
+                        data, address = peer.recvfrom(2048)
+                        await trio.sleep(1.5 * timing.rto)  # the check has given up
+                        peer.sendto(_answer(stun.decode(data), address), address)
+                        late += 1
+                assert late >= 20
+                states = states_so_far(stream)
+                assert trice.ConnectionState.DISCONNECTED not in states
+                assert a.connection_state is trice.ConnectionState.COMPLETED
+                nursery.cancel_scope.cancel()
+
+
 async def _ping_from(b: trice.Agent, check: stun.Message, peer: socket.socket) -> stun.Message:
     """The next request on ``peer`` that is not a copy of ``check``: ``b``'s ping-back (a
     request without USE-CANDIDATE)."""

@@ -775,6 +775,9 @@ class Agent:
         if run is not None:
             run.on_response(message, source, now, transport)
             return
+        if self._core.on_late_response(message, source, now, base=transport.base):
+            self._pump(now)  # (an answer to a consent check past its RTO)
+            return
         pending = self._pending
         if pending is not None:
             handler = pending.get(message.transaction_id)

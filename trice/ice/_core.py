@@ -95,7 +95,9 @@ class AgentCore:
         "_checking_since",
         "_events",
         "_first_valid_at",
+        "_last_alive",
         "_last_consent",
+        "_late",
         "_live",
         "_local_key",
         "_new_tid",
@@ -197,8 +199,16 @@ class AgentCore:
         self._first_valid_at: float | None = None
         self._nominating: Pair | None = None
         self._pingback: Pair | None = None
+        #: When consent was last refreshed: an answer to one of our checks on the selected
+        #: pair (RFC 7675).  Without one for ``failed_timeout``, the state is failed.
         self._last_consent = 0.0
+        #: When the peer was last heard on the selected pair: an answer, or a request of its
+        #: own.  Without either for ``disconnected_timeout``, the state is disconnected.
+        self._last_alive = 0.0
         self._next_consent: float | None = None
+        #: Consent checks past their RTO whose answer still counts if it comes (see
+        #: on_late_response), by transaction id.
+        self._late: dict[bytes, Check] | None = None
         # statistics
         self.checks_sent = 0
         self.requests_received = 0
@@ -591,13 +601,12 @@ class AgentCore:
                 if deadline is None or due < deadline:
                     deadline = due
             return deadline
-        # Connected: consent (RFC 7675).
-        last = self._last_consent
-        due = last + timing.failed_timeout
+        # Connected: consent (RFC 7675), and the peer heard from.
+        due = self._last_consent + timing.failed_timeout
         if deadline is None or due < deadline:
             deadline = due
         if self.state is not _STATE_DISCONNECTED:
-            due = last + timing.disconnected_timeout
+            due = self._last_alive + timing.disconnected_timeout
             if due < deadline:
                 deadline = due
         next_consent = self._next_consent
@@ -622,11 +631,10 @@ class AgentCore:
         # The same sums as next_deadline's (``last + timeout``), not ``now - last``: in
         # floating point the two can disagree, and a deadline that came while its test stays
         # false would have the shell wake again and again.
-        last = self._last_consent
-        if now >= last + self.timing.failed_timeout:
+        if now >= self._last_consent + self.timing.failed_timeout:
             self._set_state(ConnectionState.FAILED)
             return
-        if now >= last + self.timing.disconnected_timeout:
+        if now >= self._last_alive + self.timing.disconnected_timeout:
             self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self._consent_interval()
@@ -716,9 +724,52 @@ class AgentCore:
         if self.finished:
             return
         if check.consent:
+            if check.pair is self.selected:
+                self._keep_late(check, now)
             return
         check.pair.transaction = None
         self._pair_failed(check.pair, now)
+
+    def _keep_late(self, check: Check, now: float) -> None:
+        """Keep a consent check whose RTO passed: an answer to it still counts, as long as
+        it was sent within ``failed_timeout`` (RFC 7675 §5.1 counts an answer to any
+        consent request of the last 30 s).  On a path slower than the RTO every answer
+        comes late."""
+        late = self._late
+        if late is None:
+            late = self._late = {}
+        else:
+            horizon = now - self.timing.failed_timeout
+            for tid in [tid for tid, old in late.items() if old.started < horizon]:
+                del late[tid]
+        late[check.transaction_id] = check
+
+    def on_late_response(
+        self, response: stun.Message, source: Address, now: float, *, base: int | None = None
+    ) -> bool:
+        """A response came for no check in flight (the shell has none for its transaction
+        id).  If it answers a consent check whose RTO passed (see ``_keep_late``), from
+        where that check went, on the transport it left from, and authenticated, it
+        refreshes consent.  Returns whether it answered such a check."""
+        late = self._late
+        if late is None:
+            return False
+        check = late.get(response.transaction_id)
+        if check is None or self.finished:
+            return False
+        if not response.verify_integrity(self._remote_key):
+            return False
+        del late[response.transaction_id]
+        if not late:
+            self._late = None
+        if (
+            response.message_class is _SUCCESS
+            and source == check.destination
+            and (base is None or base == check.base)
+            and check.pair is self.selected
+        ):
+            self._consent_refreshed(now)
+        return True
 
     def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
         """RFC 8445 §7.2.5.3: discover peer-reflexive candidates, build the valid pair,
@@ -860,8 +911,9 @@ class AgentCore:
             return
         self.selected = pair
         self._pingback = None
-        self._last_consent = now
+        self._last_consent = self._last_alive = now
         self._next_consent = now + self._consent_interval()
+        self._late = None
         self._templates = None  # see _check_template
         self._spare_check = self._spare_nomination = None  # (see prepare)
         self._emit(SelectedPairChanged(_public_pair(pair)))
@@ -884,7 +936,14 @@ class AgentCore:
             self._set_state(ConnectionState.COMPLETED)
 
     def _consent_refreshed(self, now: float) -> None:
+        """An answer to our check on the selected pair: consent (RFC 7675), and a sign of
+        life."""
         self._last_consent = now
+        self._alive(now)
+
+    def _alive(self, now: float) -> None:
+        """The peer was heard on the selected pair."""
+        self._last_alive = now
         if self.state is _STATE_DISCONNECTED:
             self._set_state(ConnectionState.CONNECTED)
 
@@ -992,7 +1051,11 @@ class AgentCore:
                 self._consent_refreshed(now)
             return
         # A full agent's consent comes from the answers to its own checks alone (RFC 7675
-        # §5.1): a request shows that the peer sends, not that it still wants our data.
+        # §5.1): a request shows that the peer is there, not that it still wants our data.
+        # It keeps the pair from counting as disconnected, though: a lost answer or two
+        # should not make a live pair flap.
+        if self.selected is pair:
+            self._alive(now)
         pair.peer_checked = True
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED:
@@ -1074,6 +1137,7 @@ class AgentCore:
             # Checks are over (a pair's selection dropped these too).
             self._templates = None
             self._spare_check = self._spare_nomination = None
+            self._late = None
             self._pingback = None
 
 
