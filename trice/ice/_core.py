@@ -37,8 +37,12 @@ __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
 Address = tuple[str, int]
 
-#: A check made ahead (see :meth:`AgentCore.prepare`): pair, role, transaction id, message.
-_Spare = tuple[Pair, bool, bytes, bytes]
+#: What changes the bytes of a check: the local candidate's priority and component, the
+#: role, USE-CANDIDATE, and the tie-breaker (see ``AgentCore._check_template``).
+_TemplateKey = tuple[int, int, bool, bool, int]
+#: A check made ahead (see :meth:`AgentCore.prepare`): pair, template key, transaction id,
+#: message.
+_Spare = tuple[Pair, _TemplateKey, bytes, bytes]
 
 #: A controlled agent waits this many round trips of its own check (at least PINGBACK_MIN,
 #: at most PINGBACK_MAX seconds) for the peer to nominate before it pings back
@@ -189,7 +193,7 @@ class AgentCore:
         #: is selected (see ``_check_template``).
         self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] | None
         self._templates = None
-        #: Checks made ahead by :meth:`prepare` (see there): ``(pair, controlling,
+        #: Checks made ahead by :meth:`prepare` (see there): ``(pair, template key,
         #: transaction id, message)``, the next ordinary check and the next nomination.
         self._spare_check: _Spare | None = None
         self._spare_nomination: _Spare | None = None
@@ -436,7 +440,7 @@ class AgentCore:
         # A check made ahead (see prepare) for this pair in this role, if any: used once.
         nomination = nominating and self.nomination is not _AGGRESSIVE
         spare = self._spare_nomination if nomination else self._spare_check
-        if spare is not None and spare[0] is pair and spare[1] is controlling:
+        if spare is not None and spare[0] is pair and spare[1] == key:
             if nomination:
                 self._spare_nomination = None
             else:
@@ -472,9 +476,7 @@ class AgentCore:
         self.checks_sent += 1
         return check
 
-    def _encode_check(
-        self, local: Candidate, key: tuple[int, int, bool, bool, int]
-    ) -> tuple[bytes, bytes]:
+    def _encode_check(self, local: Candidate, key: _TemplateKey) -> tuple[bytes, bytes]:
         """A new transaction id, and the check from ``local`` with it: USERNAME, PRIORITY,
         ICE-CONTROLLING (+ USE-CANDIDATE) or ICE-CONTROLLED, then MESSAGE-INTEGRITY and
         FINGERPRINT (RFC 8445 §7.1.1-7.1.3, §7.2.2)."""
@@ -502,24 +504,28 @@ class AgentCore:
         regular = self.nomination is not _AGGRESSIVE
         checklist = self.checklist
         pair = checklist.peek_ordinary()
-        spare = self._spare_check
         if pair is None:
             self._spare_check = None
-        elif spare is None or spare[0] is not pair or spare[1] is not controlling:
-            self._spare_check = self._make_spare(pair, controlling and not regular)
+        else:
+            self._spare_check = self._spare_for(
+                self._spare_check, pair, controlling and not regular
+            )
         if controlling and regular and self._nominating is None:
             pair = checklist.first_in_progress()
-            spare = self._spare_nomination
             if pair is None:
                 self._spare_nomination = None
-            elif spare is None or spare[0] is not pair or spare[1] is not controlling:
-                self._spare_nomination = self._make_spare(pair, True)
+            else:
+                self._spare_nomination = self._spare_for(self._spare_nomination, pair, True)
+        elif not controlling:
+            self._spare_nomination = None  # (made before a role switch)
 
-    def _make_spare(self, pair: Pair, nominating: bool) -> _Spare:
+    def _spare_for(self, spare: _Spare | None, pair: Pair, nominating: bool) -> _Spare:
+        """``spare`` if it is the check ``pair`` would send now, else that check made anew."""
         local = pair.local
-        controlling = self.controlling
-        key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
-        return (pair, controlling, *self._encode_check(local, key))
+        key = (local.priority, local.component, self.controlling, nominating, self.tiebreaker)
+        if spare is not None and spare[0] is pair and spare[1] == key:
+            return spare
+        return (pair, key, *self._encode_check(local, key))
 
     def _prepare_checks(self, local: Candidate) -> None:
         """Build the templates of the first checks from ``local`` now, while signaling is
