@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+from types import SimpleNamespace
 
+import ifaddr
 import pytest
 import trio
 import trio.testing
 
 import trice
 from trice import stun
+from trice._trio import _gather
 
 from loopback import loopback_config
 from virtual_time import wall_clock_guard
@@ -172,3 +176,70 @@ async def test_filters_leave_nothing_and_gathering_still_completes() -> None:
 def test_bad_server_urls_fail_at_construction(url: str) -> None:
     with pytest.raises(trice.ConfigError):
         trice.IceServer(url)
+
+
+# -- which interface addresses host gathering binds ------------------------------------------
+
+
+def _fake_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interfaces as ifaddr would list them: nothing here is bound or sent to."""
+    adapters = [
+        SimpleNamespace(
+            nice_name="lo",
+            name="lo",
+            ips=[SimpleNamespace(ip="127.0.0.1"), SimpleNamespace(ip=("::1", 0, 0))],
+        ),
+        SimpleNamespace(
+            nice_name="eth0",
+            name="eth0",
+            ips=[
+                SimpleNamespace(ip="192.0.2.10"),
+                SimpleNamespace(ip=("fe80::1", 0, 2)),  # link-local: never
+                SimpleNamespace(ip=("2001:db8::10", 0, 0)),
+                SimpleNamespace(ip="192.0.2.10"),  # (listed twice: bound once)
+            ],
+        ),
+        SimpleNamespace(
+            nice_name="odd",
+            name="odd",
+            ips=[
+                SimpleNamespace(ip="0.0.0.0"),  # unspecified: never
+                SimpleNamespace(ip="224.0.0.1"),  # multicast: never
+                SimpleNamespace(ip="not an address"),
+            ],
+        ),
+    ]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+
+
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        (trice.NetworkConfig(), ["192.0.2.10", "2001:db8::10"]),
+        (trice.NetworkConfig(ipv6=False), ["192.0.2.10"]),
+        (trice.NetworkConfig(ipv4=False), ["2001:db8::10"]),
+        (
+            trice.NetworkConfig(include_loopback=True),
+            ["127.0.0.1", "::1", "192.0.2.10", "2001:db8::10"],
+        ),
+        (
+            trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo"),
+            ["127.0.0.1", "::1"],
+        ),
+        (
+            trice.NetworkConfig(ip_filter=lambda a: isinstance(a, ipaddress.IPv6Address)),
+            ["2001:db8::10"],
+        ),
+    ],
+)
+def test_host_addresses_follow_the_network_config(
+    monkeypatch: pytest.MonkeyPatch, network: trice.NetworkConfig, expected: list[str]
+) -> None:
+    """Link-local, multicast and unspecified addresses never; loopback only when asked; the
+    IPv4 and IPv6 switches; the interface filter gets the name, the IP filter the address
+    object; each address once."""
+    _fake_adapters(monkeypatch)
+    found = _gather.host_addresses(network)
+    assert [h.address for h in found] == expected
+    assert all(h.bind_address == h.address for h in found)
