@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trice import stun
 from trice._errors import StateError
@@ -325,3 +327,56 @@ def test_message_equality_and_repr() -> None:
     assert a != "not a message"
     assert "BINDING" in repr(a) and "Priority" in repr(a)
     assert a.raw is None and b.raw is not None
+
+
+_READ_TYPES = (0x0006, 0x0008, 0x0024, 0x0025, 0x8029, 0x802A, 0x7F00, 0xC0DE)
+_an_attribute = st.one_of(
+    st.text(max_size=40).map(stun.Username),
+    st.integers(0, 2**32 - 1).map(stun.Priority),
+    st.just(stun.UseCandidate()),
+    st.integers(0, 2**64 - 1).map(stun.IceControlled),
+    st.integers(0, 2**64 - 1).map(stun.IceControlling),
+    st.builds(
+        stun.UnknownAttribute,
+        st.sampled_from([0x7F00, 0xC0DE]),
+        st.binary(max_size=12),
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_an_attribute, max_size=8), st.booleans())
+def test_first_values_are_what_get_reads(attributes: list[stun.Attribute], signed: bool) -> None:
+    """``first_values`` gives, for each type, the wire value of the first such attribute
+    (``None`` where there is none), on a decoded message as on a built one, and agrees
+    with ``get``."""
+    built = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=attributes)
+    data = built.encode(integrity_key=b"k" if signed else None, fingerprint=True)
+    decoded = stun.decode(data)
+    tid = built.transaction_id
+    expected: list[bytes | None] = []
+    for t in _READ_TYPES:
+        first = next((a for a in attributes if _type_of(a) == t), None)
+        if first is None:
+            expected.append(None)
+        elif isinstance(first, stun.UnknownAttribute):
+            expected.append(first.value)
+        else:
+            expected.append(first._encode(tid))
+    got_decoded = decoded.first_values(_READ_TYPES)
+    if signed:
+        expected[1] = got_decoded[1]  # (MESSAGE-INTEGRITY: made by encode)
+        assert expected[1] is not None and len(expected[1]) == 20
+    assert got_decoded == expected
+    if not signed:
+        assert built.first_values(_READ_TYPES) == expected
+    for cls in (stun.Username, stun.Priority, stun.IceControlled, stun.IceControlling):
+        value = decoded.first_values((cls.TYPE,))[0]
+        attr = decoded.get(cls)
+        assert (value is None) == (attr is None)
+        if attr is not None:
+            assert type(attr)._decode(value, tid) == attr  # type: ignore[arg-type]
+
+
+def _type_of(attribute: stun.Attribute) -> int:
+    return attribute.type if isinstance(attribute, stun.UnknownAttribute) else attribute.TYPE

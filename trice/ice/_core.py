@@ -30,7 +30,7 @@ from trice.ice._events import (
 )
 from trice.ice._gathering import prflx_candidate
 from trice.ice._priority import candidate_priority
-from trice.ice._requests import RoleDecision, authenticate, resolve_role_conflict
+from trice.ice._requests import CHECK_TYPES, RoleDecision, authenticate, resolve_role_conflict
 from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success, success_pads
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
@@ -972,7 +972,8 @@ class AgentCore:
         if request.message_class is not _REQUEST:
             return None
         remote_ufrag = None if self.remote is None else self.remote.ufrag
-        refused = authenticate(request, self.local.ufrag, remote_ufrag, self._local_key)
+        values = request.first_values(CHECK_TYPES)  # (one pass for all that follows)
+        refused = authenticate(request, self.local.ufrag, remote_ufrag, self._local_key, values)
         if refused is not None:
             self.requests_rejected += 1
             code, reason, authenticated = refused
@@ -983,7 +984,11 @@ class AgentCore:
                 integrity_key=self._local_key if authenticated else None, fingerprint=True
             )
         decision = resolve_role_conflict(
-            request, controlling=self.controlling, tiebreaker=self.tiebreaker, lite=self.local.lite
+            request,
+            controlling=self.controlling,
+            tiebreaker=self.tiebreaker,
+            lite=self.local.lite,
+            values=values,
         )
         if decision is _REJECT:
             self.requests_rejected += 1
@@ -992,7 +997,7 @@ class AgentCore:
             )
         if decision is _SWITCH:
             self._switch_role()
-        priority = request.get(stun.Priority)
+        priority = values[2]  # PRIORITY
         assert priority is not None  # authenticate() saw to it
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
         response = encode_binding_success(
@@ -1001,7 +1006,11 @@ class AgentCore:
         if self.finished:
             return response
         self._learn_from_request(
-            base, source, priority.value, request.get(stun.UseCandidate) is not None, now
+            base,
+            source,
+            int.from_bytes(priority, "big"),
+            values[3] is not None,  # USE-CANDIDATE
+            now,
         )
         return response
 

@@ -4,14 +4,29 @@ and role conflicts (RFC 8445 §7.3.1.1).  Pure functions; :class:`AgentCore` app
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import Final
 
 from trice import stun
 
-__all__ = ["RoleDecision", "authenticate", "resolve_role_conflict"]
+__all__ = ["CHECK_TYPES", "RoleDecision", "authenticate", "resolve_role_conflict"]
+
+
+#: The attribute types an answer to a check reads, in one pass (see
+#: :meth:`trice.stun.Message.first_values`): USERNAME, MESSAGE-INTEGRITY, PRIORITY,
+#: USE-CANDIDATE, ICE-CONTROLLED, ICE-CONTROLLING.
+CHECK_TYPES: Final = (0x0006, 0x0008, 0x0024, 0x0025, 0x8029, 0x802A)
+_USERNAME, _INTEGRITY, _PRIORITY, _USE_CANDIDATE, _CONTROLLED, _CONTROLLING = range(6)
+
+CheckValues = Sequence[bytes | None]
 
 
 def authenticate(
-    request: stun.Message, local_ufrag: str, remote_ufrag: str | None, local_key: bytes
+    request: stun.Message,
+    local_ufrag: str,
+    remote_ufrag: str | None,
+    local_key: bytes,
+    values: CheckValues | None = None,
 ) -> tuple[int, str, bool] | None:
     """Check a connectivity check's credentials; ``None`` if it may be processed, else the
     error code and reason to answer with, and whether the request was authenticated (its
@@ -23,19 +38,24 @@ def authenticate(
     does not verify with our password is a 401; an unknown comprehension-required attribute
     is a 420; a check without PRIORITY, or with a PRIORITY of 0 (a priority is at least 1,
     RFC 8445 §5.1.2), is a 400.
+
+    ``values``: the request's :data:`CHECK_TYPES` values, if the caller has read them.
     """
-    username = request.get(stun.Username)
-    if username is None or request.get(stun.MessageIntegrity) is None:
+    if values is None:
+        values = request.first_values(CHECK_TYPES)
+    username = values[_USERNAME]
+    if username is None or values[_INTEGRITY] is None:
         return 400, "Bad Request", False
-    local_part, _, remote_part = username.value.partition(":")
+    # (decoded as stun.Username decodes it)
+    local_part, _, remote_part = username.decode("utf-8", "surrogateescape").partition(":")
     if local_part != local_ufrag or (remote_ufrag is not None and remote_part != remote_ufrag):
         return 401, "Unauthorized", False
     if not request.verify_integrity(local_key):
         return 401, "Unauthorized", False
     if request.unknown_required:
         return 420, "Unknown Attribute", True
-    priority = request.get(stun.Priority)
-    if priority is None or priority.value == 0:
+    priority = values[_PRIORITY]
+    if priority is None or not any(priority):
         return 400, "Bad Request", True
     return None
 
@@ -49,16 +69,29 @@ class RoleDecision(enum.Enum):
 
 
 def resolve_role_conflict(
-    request: stun.Message, *, controlling: bool, tiebreaker: int, lite: bool
+    request: stun.Message,
+    *,
+    controlling: bool,
+    tiebreaker: int,
+    lite: bool,
+    values: CheckValues | None = None,
 ) -> RoleDecision:
     """RFC 8445 §7.3.1.1: both sides think they control (or both that they are controlled);
-    the larger tie-breaker controls.  An ICE-lite agent never takes the controlling role."""
+    the larger tie-breaker controls.  An ICE-lite agent never takes the controlling role.
+
+    ``values``: the request's :data:`CHECK_TYPES` values, if the caller has read them."""
+    if values is None:
+        values = request.first_values(CHECK_TYPES)
     if controlling:
-        theirs = request.get(stun.IceControlling)
+        theirs = values[_CONTROLLING]
         if theirs is None:
             return RoleDecision.KEEP
-        return RoleDecision.REJECT if tiebreaker >= theirs.tiebreaker else RoleDecision.SWITCH
-    controlled = request.get(stun.IceControlled)
+        if tiebreaker >= int.from_bytes(theirs, "big"):
+            return RoleDecision.REJECT
+        return RoleDecision.SWITCH
+    controlled = values[_CONTROLLED]
     if controlled is None or lite:
         return RoleDecision.KEEP
-    return RoleDecision.SWITCH if tiebreaker >= controlled.tiebreaker else RoleDecision.REJECT
+    if tiebreaker >= int.from_bytes(controlled, "big"):
+        return RoleDecision.SWITCH
+    return RoleDecision.REJECT

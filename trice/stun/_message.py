@@ -197,6 +197,37 @@ class Message:
                 return a
         return None
 
+    def first_values(self, types: tuple[int, ...]) -> list[bytes | None]:
+        """The value of the first attribute of each type in *types*, as bytes on the wire
+        (``None`` for a type the message does not have), in the order of *types*.
+
+        One pass and no attribute objects: for a reader that wants a few plain values (an
+        ICE agent answering a check reads five).  A decoded message's values were checked
+        as :func:`decode` checks them (the length of every known attribute); what
+        :meth:`get` would see, this sees.
+        """
+        found: list[bytes | None] = [None] * len(types)
+        raw = self._raw
+        if self._attrs is None and raw is not None:
+            left = len(types)
+            for at, s, n in self._records:
+                if at in types:
+                    i = types.index(at)
+                    if found[i] is None:
+                        found[i] = raw[s : s + n]
+                        left -= 1
+                        if not left:
+                            break
+            return found
+        tid = self.transaction_id
+        for a in self.attributes:
+            at = a.type if isinstance(a, UnknownAttribute) else a.TYPE
+            if at in types:
+                i = types.index(at)
+                if found[i] is None:
+                    found[i] = a.value if isinstance(a, UnknownAttribute) else a._encode(tid)
+        return found
+
     def get_all(self, cls: type[_A]) -> tuple[_A, ...]:
         """Return every attribute of class *cls*, in order (RFC 8489 §14)."""
         return tuple(a for a in self.attributes if isinstance(a, cls))
