@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final
+from typing import Final, TypeGuard
 
 from trice import stun
 from trice._config import Nomination, Timing
@@ -440,7 +440,7 @@ class AgentCore:
         # A check made ahead (see prepare) for this pair in this role, if any: used once.
         nomination = nominating and self.nomination is not _AGGRESSIVE
         spare = self._spare_nomination if nomination else self._spare_check
-        if spare is not None and spare[0] is pair and spare[1] == key:
+        if _spare_fits(spare, pair, key):
             if nomination:
                 self._spare_nomination = None
             else:
@@ -523,7 +523,7 @@ class AgentCore:
         """``spare`` if it is the check ``pair`` would send now, else that check made anew."""
         local = pair.local
         key = (local.priority, local.component, self.controlling, nominating, self.tiebreaker)
-        if spare is not None and spare[0] is pair and spare[1] == key:
+        if _spare_fits(spare, pair, key):
             return spare
         return (pair, key, *self._encode_check(local, key))
 
@@ -690,7 +690,7 @@ class AgentCore:
         if not live:
             self._live = None
         pair = check.pair
-        symmetric = source == check.destination and (base is None or base == check.base)
+        symmetric = _symmetric(check, source, base)
         if check.consent:
             if response.message_class is _SUCCESS and symmetric:
                 self._consent_refreshed(now)
@@ -770,8 +770,7 @@ class AgentCore:
             self._late = None
         if (
             response.message_class is _SUCCESS
-            and source == check.destination
-            and (base is None or base == check.base)
+            and _symmetric(check, source, base)
             and check.pair is self.selected
         ):
             self._consent_refreshed(now)
@@ -1160,6 +1159,19 @@ class AgentCore:
 def _schedule(timing: Timing, sends: int | None) -> tuple[float, ...]:
     """:func:`check_schedule`, kept: every check of every agent asks for the same few."""
     return check_schedule(timing, sends)
+
+
+def _symmetric(check: Check, source: Address, base: int | None) -> bool:
+    """Whether a response to ``check`` from ``source``, on transport ``base`` (``None``: the
+    check's own), came from where the check went, to where it left from (RFC 8445
+    §7.2.5.2.1)."""
+    return source == check.destination and (base is None or base == check.base)
+
+
+def _spare_fits(spare: _Spare | None, pair: Pair, key: _TemplateKey) -> TypeGuard[_Spare]:
+    """Whether ``spare`` (see :meth:`AgentCore.prepare`) is the check ``pair`` would send
+    now, its bytes made as ``key`` says."""
+    return spare is not None and spare[0] is pair and spare[1] == key
 
 
 def _public_pair(pair: Pair) -> CandidatePair:
