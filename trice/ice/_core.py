@@ -30,7 +30,13 @@ from trice.ice._events import (
 )
 from trice.ice._gathering import prflx_candidate
 from trice.ice._priority import candidate_priority
-from trice.ice._requests import CHECK_TYPES, RoleDecision, authenticate, resolve_role_conflict
+from trice.ice._requests import (
+    CHECK_TYPES,
+    RoleDecision,
+    authenticate,
+    learned,
+    resolve_role_conflict,
+)
 from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success, success_pads
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
@@ -996,21 +1002,14 @@ class AgentCore:
             )
         if decision is _SWITCH:
             self._switch_role()
-        priority = values[2]  # PRIORITY
-        assert priority is not None  # authenticate() saw to it
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
         response = encode_binding_success(
             request.transaction_id, source[0], source[1], self._local_key, self._success_pads
         )
         if self.finished:
             return response
-        self._learn_from_request(
-            base,
-            source,
-            int.from_bytes(priority, "big"),
-            values[3] is not None,  # USE-CANDIDATE
-            now,
-        )
+        priority, use_candidate = learned(values)
+        self._learn_from_request(base, source, priority, use_candidate, now)
         return response
 
     def _switch_role(self) -> None:

@@ -9,7 +9,7 @@ from typing import Final
 
 from trice import stun
 
-__all__ = ["CHECK_TYPES", "RoleDecision", "authenticate", "resolve_role_conflict"]
+__all__ = ["CHECK_TYPES", "RoleDecision", "authenticate", "learned", "resolve_role_conflict"]
 
 
 #: The attribute types an answer to a check reads, in one pass (see
@@ -58,6 +58,14 @@ def authenticate(
     if priority is None or not any(priority):
         return 400, "Bad Request", True
     return None
+
+
+def learned(values: CheckValues) -> tuple[int, bool]:
+    """What an authenticated check tells (RFC 8445 §7.3.1.3-7.3.1.5): its PRIORITY, and
+    whether it carries USE-CANDIDATE, from its :data:`CHECK_TYPES` values."""
+    priority = values[_PRIORITY]
+    assert priority is not None  # authenticate() saw to it
+    return int.from_bytes(priority, "big"), values[_USE_CANDIDATE] is not None
 
 
 class RoleDecision(enum.Enum):
