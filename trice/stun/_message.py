@@ -225,7 +225,7 @@ class Message:
             if at in types:
                 i = types.index(at)
                 if found[i] is None:
-                    found[i] = a.value if isinstance(a, UnknownAttribute) else a._encode(tid)
+                    found[i] = a._encode(tid)  # (an unknown one's: its value)
         return found
 
     def get_all(self, cls: type[_A]) -> tuple[_A, ...]:
