@@ -1041,6 +1041,52 @@ async def test_a_consent_answer_after_its_check_gave_up_still_counts(
                 nursery.cancel_scope.cancel()
 
 
+async def test_data_from_the_peer_keeps_it_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that stops answering checks but goes on sending data (which nobody reads,
+    past the receive buffer) is still there: ``a`` stays connected while data comes (as
+    Pion does), goes disconnected no sooner than ``disconnected_timeout`` after the last of
+    it, and comes back at the next datagram.  Data is not consent: ``a`` fails all the
+    same, ``failed_timeout`` after the last answer."""
+    timing = trice.Timing(
+        rto=0.1, keepalive_interval=0.2, disconnected_timeout=1.0, failed_timeout=6.0
+    )
+    config = loopback_config(timing=timing, receive_buffer=4)
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(config, controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            async with a.subscribe() as stream, trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                while a.selected_pair is None:  # answer at once until a's nomination
+                    data, address = await _recvfrom_now(peer)
+                    peer.sendto(_answer(stun.decode(data), address), address)
+                    for _ in range(20):
+                        await trio.lowlevel.checkpoint()
+                answered = trio.current_time()
+                while trio.current_time() < answered + 3 * timing.disconnected_timeout:
+                    await trio.sleep(0.1)
+                    peer.sendto(b"data", address)
+                assert a.statistics().datagrams_received == 4  # (the rest dropped)
+                assert trice.ConnectionState.DISCONNECTED not in states_so_far(stream)
+                last_data = trio.current_time()
+                with trio.fail_after(3 * timing.disconnected_timeout):
+                    await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+                assert trio.current_time() >= last_data + timing.disconnected_timeout
+                peer.sendto(b"data", address)
+                with trio.fail_after(0.01):
+                    await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+                with trio.fail_after(timing.failed_timeout):
+                    await wait_for_state(stream, trice.ConnectionState.FAILED)
+                assert trio.current_time() == pytest.approx(
+                    answered + timing.failed_timeout, abs=2 * timing.keepalive_interval
+                )
+                nursery.cancel_scope.cancel()
+
+
 async def _ping_from(b: trice.Agent, check: stun.Message, peer: socket.socket) -> stun.Message:
     """The next request on ``peer`` that is not a copy of ``check``: ``b``'s ping-back (a
     request without USE-CANDIDATE)."""

@@ -942,6 +942,37 @@ def test_the_peers_requests_keep_it_connected_but_only_answers_keep_consent() ->
     assert S.FAILED not in b.states()  # (b's checks are answered)
 
 
+def test_data_from_the_peer_keeps_it_connected_but_is_not_consent() -> None:
+    """Once nothing of STUN reaches ``a``, data from the peer (which the shell tells with
+    ``on_data``) still shows the peer there: ``a`` stays connected while data comes, goes
+    disconnected ``disconnected_timeout`` after the last of it, and comes back with the next.
+    Data is not consent (RFC 7675 §5.1): ``a`` fails ``failed_timeout`` after the last answer
+    all the same."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(1.0)
+    a_addresses = set(a.bases.values())
+    net.drop(lambda p: p.dst in a_addresses)
+    timing = a.core.timing
+    until = net.now + 2 * timing.disconnected_timeout
+    while net.now < until:
+        net.run_for(0.5)
+        a.core.on_data(net.now)
+    assert S.DISCONNECTED not in a.states()
+    last_data = net.now
+    assert net.run_until(lambda: a.state is S.DISCONNECTED, max_time=60.0)
+    assert a.time_of(S.DISCONNECTED) == pytest.approx(
+        last_data + timing.disconnected_timeout, abs=net.spin_step
+    )
+    a.core.on_data(net.now)
+    assert a.core.state is S.CONNECTED
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=60.0)
+    answered = last_arrival(net, a, answers_only=True)
+    assert a.time_of(S.FAILED) == pytest.approx(answered + timing.failed_timeout, abs=net.spin_step)
+    a.core.on_data(net.now)
+    assert a.state is S.FAILED  # (and failed stays failed)
+
+
 def test_a_lite_agent_keeps_consent_by_the_peers_checks() -> None:
     """A lite agent sends no checks: the full peer's checks are what keeps it connected."""
     net, a, b = two_agents(b_lite=True)

@@ -109,9 +109,9 @@ class Timing:
         keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter),
             and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
             would otherwise flap to disconnected and back between two checks).
-        disconnected_timeout: without hearing from the peer on the selected pair for this
-            long (an answer to a check, or a check of the peer's own), the state becomes
-            disconnected.
+        disconnected_timeout: without hearing from the peer for this long (an answer to a
+            check, a check of the peer's own on the selected pair, or data), the state
+            becomes disconnected.
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long (an answer to one of our checks, RFC 7675), the state becomes failed.
         gather_timeout: the most a STUN or TURN server may hold up gathering.

@@ -88,6 +88,8 @@ def _random_ice_string(length: int) -> str:
     return secrets.token_bytes(length).translate(_TO_ICE_CHARS).decode("ascii")
 
 
+_DISCONNECTED = ConnectionState.DISCONNECTED
+
 #: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
 _SEQUENCE = itertools.count()
 
@@ -565,10 +567,27 @@ class Agent:
         # task at ``_sleeping_until`` (by notify_closing on the socket it waits on, or by
         # rescheduling it if it is parked); ``_pump`` brings that time forward.
         due = -math.inf  # when the last wait was due to end
+        # Data from the peer is a sign of life for the core (``AgentCore.on_data``).  Its
+        # readers only count it, queued or dropped (reading the clock would cost the data
+        # plane some 2 % a datagram); this loop, which wakes at least every lease while a
+        # receiver holds the socket and at each consent check otherwise, notices the count
+        # move and tells the core when its time comes, or at once if it took the peer for
+        # gone.
+        buffer = self._buffer
+        datagrams = 0
+        data_at = -math.inf
         while not self._closed:
             now = trio.current_time()
+            if self._datagrams + buffer.dropped != datagrams:
+                datagrams = self._datagrams + buffer.dropped
+                data_at = now
+                if core.state is _DISCONNECTED:
+                    core.on_data(now)
+                    self._pump(now)
             if now >= due:
                 # The core's time came (a datagram was handled as it was read).
+                if data_at != -math.inf:
+                    core.on_data(data_at)
                 core.on_timer(now)
                 self._pump(now)
             deadline = core.next_deadline()

@@ -212,8 +212,9 @@ class AgentCore:
         #: When consent was last refreshed: an answer to one of our checks on the selected
         #: pair (RFC 7675).  Without one for ``failed_timeout``, the state is failed.
         self._last_consent = 0.0
-        #: When the peer was last heard on the selected pair: an answer, or a request of its
-        #: own.  Without either for ``disconnected_timeout``, the state is disconnected.
+        #: When the peer was last heard on the selected pair: an answer, a request of its
+        #: own, or data (see on_data).  Without any for ``disconnected_timeout``, the state
+        #: is disconnected.
         self._last_alive = 0.0
         self._next_consent: float | None = None
         #: Consent checks past their RTO whose answer still counts if it comes (see
@@ -654,6 +655,18 @@ class AgentCore:
                 self._push_urgent(
                     self._start_check(self.selected, nominating=False, consent=True, now=now)
                 )
+
+    def on_data(self, now: float) -> None:
+        """Data (not STUN) came from the peer since the shell last said so; ``now`` is when
+        the shell noticed it, no earlier than it came.
+
+        Data is a sign of life, as a request of the peer's is: it keeps the state from
+        ``disconnected``, and brings it back from there (as Pion counts any packet).  It is
+        not consent, which only answers to our checks give (RFC 7675 §5.1): data does not
+        keep the state from ``failed``.
+        """
+        if self.selected is not None and now > self._last_alive:
+            self._alive(now)
 
     def _push_urgent(self, check: Check) -> None:
         urgent = self._urgent
