@@ -337,22 +337,41 @@ def test_request_on_in_progress_pair_resends_it() -> None:
     assert again is None or again.pair is not first.pair
 
 
-def _checking_core(*, controlling: bool) -> tuple[AgentCore, Check, bytes]:
+def _checking(*, controlling: bool) -> tuple[AgentCore, Check, bytes]:
     """A core whose single pair's own check went out at t=0 (the peer, absent, has not
-    answered it); returns the core, the check and the peer's answer to it."""
+    answered it); returns the core, the check and the peer's key (its password's)."""
     net, a, b = two_agents(a_controlling=controlling, want=False)
     del net.endpoints["b"]
     core = a.core
     core.want_connection(0.0)
     check = core.poll_check(0.0)
     assert check is not None
-    answer = stun.Message(
+    return core, check, stun.short_term_key(b.core.local.pwd)
+
+
+def _reply(
+    check: Check,
+    key: bytes | None,
+    message_class: stun.MessageClass = stun.MessageClass.SUCCESS,
+    attributes: list[stun.Attribute] | None = None,
+) -> bytes:
+    """A response to ``check``: by default a success with the address it came from (as the
+    peer sees it), signed with ``key`` (unsigned if None)."""
+    if attributes is None:
+        attributes = [stun.XorMappedAddress(check.pair.local.address, check.pair.local.port)]
+    return stun.Message(
         stun.Method.BINDING,
-        stun.MessageClass.SUCCESS,
+        message_class,
         transaction_id=check.transaction_id,
-        attributes=[stun.XorMappedAddress(check.pair.local.address, check.pair.local.port)],
-    ).encode(integrity_key=stun.short_term_key(b.core.local.pwd), fingerprint=True)
-    return core, check, answer
+        attributes=attributes,
+    ).encode(integrity_key=key, fingerprint=True)
+
+
+def _checking_core(*, controlling: bool) -> tuple[AgentCore, Check, bytes]:
+    """A core whose single pair's own check went out at t=0 (the peer, absent, has not
+    answered it); returns the core, the check and the peer's answer to it."""
+    core, check, key = _checking(controlling=controlling)
+    return core, check, _reply(check, key)
 
 
 def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
@@ -500,6 +519,121 @@ def test_a_response_must_be_symmetric(where: str, accepted: bool) -> None:
         base += 1
     assert core.on_response(check, stun.decode(answer), source, 0.01, base=base)
     assert check.pair.state is (PairState.SUCCEEDED if accepted else PairState.FAILED)
+
+
+@pytest.mark.parametrize(
+    ("answer", "accepted", "state"),
+    [
+        ("signed with another key", False, PairState.IN_PROGRESS),
+        ("unsigned", False, PairState.IN_PROGRESS),
+        ("an error other than 487", True, PairState.FAILED),
+        ("a success without XOR-MAPPED-ADDRESS", True, PairState.FAILED),
+    ],
+)
+def test_answers_that_prove_nothing(answer: str, accepted: bool, state: PairState) -> None:
+    """A response whose MESSAGE-INTEGRITY does not verify with the peer's password is
+    ignored (RFC 8445 §7.2.5.1): it changes no state, and the check still waits for its
+    real answer.  An authentic error response other than 487 (RFC 8489 §6.3.4), or a
+    success without the mapped address that every Binding success carries (RFC 8489
+    §6.3.1.2), ends the check, and its pair fails."""
+    core, check, key = _checking(controlling=False)
+    if answer == "signed with another key":
+        data = _reply(check, stun.short_term_key("y" * 22))
+    elif answer == "unsigned":
+        data = _reply(check, None)
+    elif answer == "an error other than 487":
+        data = _reply(check, key, stun.MessageClass.ERROR, [stun.ErrorCode(400, "Bad Request")])
+    else:
+        data = _reply(check, key, attributes=[])
+    source, base = check.destination, check.base
+    assert core.on_response(check, stun.decode(data), source, 0.01, base=base) is accepted
+    assert check.pair.state is state
+    good = stun.decode(_reply(check, key))
+    assert core.on_response(check, good, source, 0.02, base=base) is not accepted
+    if not accepted:
+        assert check.pair.state is PairState.SUCCEEDED  # the real answer still counts
+
+
+@pytest.mark.parametrize("message_class", [stun.MessageClass.INDICATION, stun.MessageClass.SUCCESS])
+def test_what_is_not_a_request_gets_no_answer_and_changes_nothing(
+    message_class: stun.MessageClass,
+) -> None:
+    """A Binding indication (a keepalive, RFC 8445 §11) or a stray response handed to
+    ``on_request`` is not answered, and triggers no check."""
+    _net, a = three_pair_core()
+    core = a.core
+    pairs = list(core.checklist)
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None and first.pair is pairs[0]
+    attributes: list[stun.Attribute] = [
+        stun.Username(f"{core.local.ufrag}:{core.remote.ufrag if core.remote else 'peer'}"),
+        stun.Priority(1_845_501_695),
+        stun.IceControlled(5),
+    ]
+    message = stun.decode(
+        stun.Message(stun.Method.BINDING, message_class, b"T" * 12, attributes).encode(
+            integrity_key=stun.short_term_key(core.local.pwd), fingerprint=True
+        )
+    )
+    assert core.on_request(0, pairs[2].remote_address, message, 0.01) is None
+    assert [p.state for p in pairs] == [PairState.IN_PROGRESS] + [PairState.WAITING] * 2
+    after = core.poll_check(core.timing.ta)
+    assert after is not None and after.pair is pairs[1]  # no check triggered on pairs[2]
+
+
+@pytest.mark.parametrize("best_pair", ["answers in time", "fails", "stays silent"])
+def test_regular_nomination_waits_for_a_better_pair_at_most_the_nomination_delay(
+    best_pair: str,
+) -> None:
+    """Regular nomination (RFC 8445 §8.1.1): the controlling agent nominates the best valid
+    pair once no better pair can still succeed, or ``Timing.nomination_delay`` after the
+    first valid pair.  Here the second-best pair succeeds while the best one's check is in
+    flight: if the best answers before the delay, it is nominated at once; if it fails, the
+    valid pair is nominated at once; if it stays silent, the valid pair is nominated when
+    the delay is up, a time that ``next_deadline`` names."""
+    net, a, b = two_agents(b_hosts=(), exchange=False)
+    for i, address in enumerate(("10.0.0.2", "10.0.0.3", "10.0.0.4")):
+        b.add_host(address, 6000, local_pref=65535 - i)  # (best first)
+    net.exchange(a, b, end_of_candidates=True, want=False)
+    del net.endpoints["b"]
+    core, key = a.core, stun.short_term_key(b.core.local.pwd)
+    pairs = list(core.checklist)
+    assert pairs[0].priority > pairs[1].priority > pairs[2].priority
+    ta, delay = core.timing.ta, core.timing.nomination_delay
+    core.want_connection(0.0)
+    best = core.poll_check(0.0)
+    second = core.poll_check(ta)
+    assert best is not None and best.pair is pairs[0]
+    assert second is not None and second.pair is pairs[1]
+    valid_at = ta + 0.01
+    answer = stun.decode(_reply(second, key))
+    assert core.on_response(second, answer, second.destination, valid_at, base=second.base)
+    assert pairs[1].state is PairState.SUCCEEDED
+    assert core.poll_check(valid_at) is None  # no nomination yet: the best may still work
+    now = valid_at + 0.01
+    if best_pair == "answers in time":
+        answer = stun.decode(_reply(best, key))
+        assert core.on_response(best, answer, best.destination, now, base=best.base)
+        expected = pairs[0]
+    elif best_pair == "fails":
+        core.on_timeout(best, now)
+        assert pairs[0].state is PairState.FAILED
+        expected = pairs[1]
+    else:
+        # Through the core's own deadlines (the third pair's check is among them) up to the
+        # one that nominates.
+        while (due := core.next_deadline()) is not None and due < valid_at + delay:
+            core.on_timer(due)
+            check = core.poll_check(due)
+            assert check is None or not check.nominating
+        assert due is not None and due == pytest.approx(valid_at + delay)
+        now = due
+        core.on_timer(now)
+        expected = pairs[1]
+    nomination = core.poll_check(now)
+    assert nomination is not None and nomination.nominating
+    assert nomination.pair is expected
 
 
 @pytest.mark.parametrize("controlling", [False, True])
