@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 import socket
@@ -639,6 +640,61 @@ async def test_custom_credentials_and_port_range() -> None:
         await a.wait_gathering_complete()
         assert a.local_parameters.ufrag == "user"
         assert all(40000 <= c.port <= 40100 for c in a.local_candidates)
+
+
+def _consecutive_udp_ports(count: int) -> list[socket.socket]:
+    """``count`` UDP sockets bound to consecutive ports of 127.0.0.1 (held by the test)."""
+    for _ in range(50):
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        first.bind(("127.0.0.1", 0))
+        held = [first]
+        try:
+            for i in range(1, count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", first.getsockname()[1] + i))
+            return held
+        except OSError:
+            for sock in held:
+                sock.close()
+    raise AssertionError("no run of free ports found")
+
+
+async def test_a_port_range_skips_ports_in_use_and_an_address_without_one_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With ``port_range``, a host socket takes the first free port of the range from a
+    random start, passing over ports in use; an address on which the whole range is in use
+    is logged and skipped, and gathering still completes (with the reason in
+    ``gather_reports``)."""
+    held = _consecutive_udp_ports(3)
+    try:
+        low = held[0].getsockname()[1]
+        network = trice.NetworkConfig(
+            interface_filter=lambda name: name == "lo",
+            ip_filter=lambda address: address.is_loopback,
+            include_loopback=True,
+            ipv6=False,
+            port_range=(low, low + 2),
+        )
+        held.pop(1).close()  # the one free port, in the middle
+        for _ in range(5):  # (each agent's search starts at a random port of the range)
+            async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as a:
+                await a.wait_gathering_complete()
+                assert [c.port for c in a.local_candidates] == [low + 1]
+        held.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        held[-1].bind(("127.0.0.1", low + 1))  # now the whole range is in use
+        with caplog.at_level(logging.WARNING, logger="trice"):
+            async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as a:
+                await a.wait_gathering_complete()
+                assert a.local_candidates == ()
+                (report,) = a.gather_reports
+                assert report.source == "host" and report.candidates == 0
+                assert report.error is not None and "no usable local address" in report.error
+        assert any("cannot bind 127.0.0.1" in r.getMessage() for r in caplog.records)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 _FD_SCRIPT = """
