@@ -1143,6 +1143,71 @@ async def test_data_from_the_peer_keeps_it_connected(
                 nursery.cancel_scope.cancel()
 
 
+async def _next_data(sock: socket.socket) -> bytes:
+    """The next datagram on ``sock`` that is not STUN (the agent's checks are skipped)."""
+    while True:
+        data = (await _recvfrom_now(sock))[0]
+        if not (data[0] < 4 and data[4:8] == b"\x21\x12\xa4\x42"):
+            return data
+
+
+async def test_sends_follow_a_better_pair_selected_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """ICE may select a better pair once connected: here the test's two sockets play a
+    controlling peer, which nominates its lower candidate first, then its higher one.  The
+    connection's sends follow the new pair at once, and the event says so."""
+    with (
+        wall_clock_guard(),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as high,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as low,
+    ):
+        for sock in (high, low):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            b.set_remote_parameters("peer", "x" * 22)
+            for foundation, sock, priority in ((1, high, 2130706431), (2, low, 2130706175)):
+                port = sock.getsockname()[1]
+                line = f"candidate:{foundation} 1 udp {priority} 127.0.0.1 {port} typ host"
+                b.add_remote_candidate(trice.Candidate.from_sdp(line))
+            b.add_remote_candidate(None)
+            connections: list[trice.Connection] = []
+            connected = trio.Event()
+
+            async def connect() -> None:
+                connections.append(await b.connect())
+                connected.set()
+
+            async with b.subscribe() as stream, trio.open_nursery() as nursery:
+                nursery.start_soon(connect)
+                address = ("", 0)
+                for sock in (high, low):  # b's checks (paced: the clock runs meanwhile)
+                    await trio.lowlevel.wait_readable(sock)
+                    data, address = sock.recvfrom(2048)
+                    sock.sendto(_answer(stun.decode(data), address), address)
+                low.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+                with trio.fail_after(1):
+                    await connected.wait()
+                (conn,) = connections
+                assert conn.selected_pair.remote.port == low.getsockname()[1]
+                await conn.send(b"one")
+                assert await _next_data(low) == b"one"
+                high.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+                with trio.fail_after(1):
+                    async for event in stream:
+                        if (
+                            isinstance(event, trice.SelectedPairChanged)
+                            and event.pair.remote.port == high.getsockname()[1]
+                        ):
+                            break
+                assert conn.selected_pair.remote.port == high.getsockname()[1]
+                await conn.send(b"two")
+                assert await _next_data(high) == b"two"
+                nursery.cancel_scope.cancel()
+
+
 async def _ping_from(b: trice.Agent, check: stun.Message, peer: socket.socket) -> stun.Message:
     """The next request on ``peer`` that is not a copy of ``check``: ``b``'s ping-back (a
     request without USE-CANDIDATE)."""
