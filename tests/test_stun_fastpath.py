@@ -10,9 +10,15 @@ from hypothesis import strategies as st
 
 from trice import stun
 from trice._errors import StunDecodeError
+from trice.ice import Candidate
 from trice.ice._core import AgentCore, two_cores
 from trice.stun._attributes import _pack_ip
-from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success
+from trice.stun._fastpath import (
+    BindingRequestTemplate,
+    _xor_mapped_v4,
+    encode_binding_success,
+    prime_success,
+)
 from trice.stun._message import _decode_tail
 
 tid = st.binary(min_size=12, max_size=12)
@@ -288,3 +294,25 @@ def test_core_success_response_is_the_general_encoding() -> None:
         assert response == general_success(
             request.transaction_id, source[0], source[1], stun.short_term_key("b" * 22)
         )
+
+
+def test_the_answer_to_a_signalled_peer_is_made_ready_while_signaling_goes_on() -> None:
+    """Once a host candidate is signalled, the XOR-MAPPED-ADDRESS of the answer to its first
+    check is worked out already (the answer only looks it up); priming is quiet about what
+    it cannot encode, and changes no bytes."""
+    a, _b = two_cores()
+    port = 40000 + _xor_mapped_v4.cache_info().misses % 20000  # (an address not seen yet)
+    a.add_remote_candidate(Candidate.from_sdp(f"candidate:9 1 udp 1 198.51.100.77 {port} typ host"))
+    before = _xor_mapped_v4.cache_info()
+    encode_binding_success(b"t" * 12, "198.51.100.77", port, b"k")
+    after = _xor_mapped_v4.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    for odd in ("::1", "not an address", "300.1.1.1"):
+        prime_success(odd, 1)
+    prime_success("192.0.2.7", 70000)  # (no port of UDP)
+    assert encode_binding_success(b"t" * 12, "192.0.2.8", 9, b"k") == stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.SUCCESS,
+        b"t" * 12,
+        [stun.XorMappedAddress("192.0.2.8", 9)],
+    ).encode(integrity_key=b"k", fingerprint=True)

@@ -37,7 +37,12 @@ from trice.ice._requests import (
     learned,
     resolve_role_conflict,
 )
-from trice.stun._fastpath import BindingRequestTemplate, encode_binding_success, success_pads
+from trice.stun._fastpath import (
+    BindingRequestTemplate,
+    encode_binding_success,
+    prime_success,
+    success_pads,
+)
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
@@ -309,6 +314,9 @@ class AgentCore:
                 "(AgentConfig.max_remote_candidates)"
             )
         self._add_remote(candidate)
+        # The answer to the peer's first check from this address (the check of a host
+        # candidate comes from it), made ready now, while signaling goes on.
+        prime_success(candidate.address, candidate.port)
 
     def _adopt_signalled(self, candidate: Candidate) -> None:
         """A signalled candidate whose address was learned first as peer-reflexive (its

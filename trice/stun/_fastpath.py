@@ -9,6 +9,7 @@ so a message costs two hash copies, one CRC-32 and a few concatenations.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 from typing import Any, Final
@@ -31,7 +32,7 @@ from ._wire import (
     U64,
 )
 
-__all__ = ["BindingRequestTemplate", "encode_binding_success"]
+__all__ = ["BindingRequestTemplate", "encode_binding_success", "prime_success"]
 
 _BINDING_REQUEST: Final = message_type(Method.BINDING, MessageClass.REQUEST)
 _BINDING_SUCCESS: Final = message_type(Method.BINDING, MessageClass.SUCCESS)
@@ -139,6 +140,15 @@ def _xor_mapped_v4(address: str, port: int) -> bytes | None:
         )
     except (struct.error, OverflowError, TypeError) as exc:
         raise ValueError(f"cannot encode XOR-MAPPED-ADDRESS {address}:{port}: {exc}") from exc
+
+
+def prime_success(address: str, port: int) -> None:
+    """Work out ahead the XOR-MAPPED-ADDRESS of :func:`encode_binding_success` for a peer
+    at ``(address, port)`` (an IPv4 one: IPv6 depends on each transaction ID), so that the
+    first answer to it costs no more than the next.  Quiet about an address it cannot
+    encode: the answer, if one comes, raises."""
+    with contextlib.suppress(ValueError, TypeError):
+        _xor_mapped_v4(address, port)
 
 
 def _xor_mapped_v6(transaction_id: bytes, address: str, port: int) -> bytes:
