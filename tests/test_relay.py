@@ -173,6 +173,38 @@ async def test_nobody_listening_is_unreachable(transport: str) -> None:
     assert str(server) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [("closes the connection", "connection closed"), ("writes no STUN", "garbled stream")],
+)
+async def test_a_tcp_server_that_breaks_the_stream_ends_the_allocation_at_once(
+    behaviour: str, reason: str
+) -> None:
+    """Over TCP, a server (here the test's) that closes the connection after the Allocate
+    request, or answers with what no STUN or ChannelData framing can read, ends the
+    allocation at once with an AllocationError naming the reason, not at the timeout."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)  # the Allocate request
+            if behaviour == "writes no STUN":
+                await stream.send_all(b"\xff" * 64)
+                await stream.receive_some(65536)  # (until the client hangs up)
+
+    async with trio.open_nursery() as servers:
+        servers.start_soon(trio.serve_listeners, serve, listeners)
+        server = ServerUrl("turn", "127.0.0.1", port=port, transport="tcp")
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(AllocationError) as info:
+                    await start_relay(nursery, server, Inbox(), allocation_timeout=SLOW_PATH)
+        servers.cancel_scope.cancel()
+    assert info.value.reason == reason
+    assert str(server) in str(info.value)
+
+
 async def test_silent_server_times_out(autojump_clock: trio.testing.MockClock) -> None:
     # Virtual time (tests/virtual_time.py): nothing ever answers, so the clock may jump
     # whenever every task waits, and the allocation timeout is met exactly however loaded
