@@ -261,6 +261,39 @@ def test_stale_nonce_with_an_unusable_realm_fails_the_allocation() -> None:
     assert client.next_deadline() is None
 
 
+def test_a_challenge_with_an_unusable_realm_fails_the_allocation() -> None:
+    """A 401 challenge whose REALM no key can be made with (SASLprep refuses a control
+    character) fails the Allocate with a clear error, rather than raising or retrying."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    challenge = request.error_response(
+        401, "Unauthorized", stun.Realm("ev\u0007il"), stun.Nonce("n1")
+    )
+    client.on_server_data(challenge.encode(), 0.1)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 401
+    assert "unusable realm" in str(client.error)
+    assert client.poll_transmit(0.1) is None and client.next_deadline() is None
+
+
+def test_an_allocation_granted_without_a_relayed_address_fails() -> None:
+    """A success to the Allocate without XOR-RELAYED-ADDRESS (RFC 8656 §7.3 makes it
+    mandatory) grants nothing usable: the allocation fails, and says why."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    server = FakeServer()
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    for reply in server.handle(request.encode(), 0.0):  # the challenge
+        client.on_server_data(reply, 0.0)
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    granted = request.success_response(stun.XorMappedAddress(*MAPPED), stun.Lifetime(600))
+    client.on_server_data(granted.encode(integrity_key=server.key), 0.1)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.reason == "no relayed address"
+    assert client.relayed_address is None
+
+
 @pytest.mark.parametrize(
     ("code", "reason"),
     [(486, "Allocation Quota Reached"), (508, "Insufficient Capacity"), (300, "Try Alternate")],
