@@ -1060,6 +1060,18 @@ def _answer(check: stun.Message, address: tuple[str, int]) -> bytes:
     ).encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
 
 
+async def _answer_until_selected(a: trice.Agent, peer: socket.socket) -> tuple[str, int]:
+    """The test's socket ``peer`` answers ``a``'s checks at once until ``a`` selects a pair
+    (its nomination answered); returns ``a``'s address."""
+    address = ("", 0)
+    while a.selected_pair is None:
+        data, address = await _recvfrom_now(peer)
+        peer.sendto(_answer(stun.decode(data), address), address)
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+    return address
+
+
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -1077,11 +1089,7 @@ async def test_a_consent_answer_after_its_check_gave_up_still_counts(
             _face(a, peer.getsockname()[1])
             async with a.subscribe() as stream, trio.open_nursery() as nursery:
                 nursery.start_soon(a.connect)
-                while a.selected_pair is None:  # answer at once until a's nomination
-                    data, address = await _recvfrom_now(peer)
-                    peer.sendto(_answer(stun.decode(data), address), address)
-                    for _ in range(20):
-                        await trio.lowlevel.checkpoint()
+                address = await _answer_until_selected(a, peer)
                 late = 0
                 with trio.move_on_after(3 * timing.failed_timeout):
                     while True:
@@ -1117,11 +1125,7 @@ async def test_data_from_the_peer_keeps_it_connected(
             _face(a, peer.getsockname()[1])
             async with a.subscribe() as stream, trio.open_nursery() as nursery:
                 nursery.start_soon(a.connect)
-                while a.selected_pair is None:  # answer at once until a's nomination
-                    data, address = await _recvfrom_now(peer)
-                    peer.sendto(_answer(stun.decode(data), address), address)
-                    for _ in range(20):
-                        await trio.lowlevel.checkpoint()
+                address = await _answer_until_selected(a, peer)
                 answered = trio.current_time()
                 while trio.current_time() < answered + 3 * timing.disconnected_timeout:
                     await trio.sleep(0.1)
