@@ -114,8 +114,9 @@ class Connection(trio.abc.Channel[bytes]):
         # socket; a plain receive loop gets one datagram per read.
         self._batching = False
         # Datagrams the fast path has read in a row without the socket running dry: past
-        # _STREAK the reader is behind a backlog, and a read takes a batch (so STUN in the
-        # backlog is answered soon, not when a slow reader reaches it).
+        # _STREAK the reader is behind a backlog, and reads take batches until the socket
+        # runs dry (so STUN in the backlog is answered soon, not when a slow reader reaches
+        # it, and a backlog costs less to read).
         self._streak = 0
 
     @property
@@ -221,15 +222,14 @@ class Connection(trio.abc.Channel[bytes]):
                     return queue.popleft()
                 self._check_open()
         agent = self._agent
-        # One datagram per read, unless the reader has just used receive_nowait, or other
-        # tasks wait in receive too (then a read queues all the socket holds, and wakes them).
+        # One datagram per read, unless the reader has just used receive_nowait, other
+        # tasks wait in receive too, or the reader is behind a backlog (then a read queues
+        # all the socket holds, up to 64, and wakes the others).
         lot = buffer.lot
         one = not self._batching and not lot and self._streak < _STREAK
         self._batching = False
         look = True  # whether to read the socket before waiting on it
-        if not one:
-            self._streak = 0
-        else:
+        if one:
             # The common case of a receive loop: one datagram straight from the socket, as a
             # plain trio socket would (reading on would cost a failed read, a system call
             # and an exception, for each datagram that comes on its own).
@@ -274,7 +274,9 @@ class Connection(trio.abc.Channel[bytes]):
                         continue  # (read again before waiting)
                     self._check_open()
                 elif look:
-                    drain(transport, one and not buffer.lot)  # (others may have come to wait)
+                    # (others may have come to wait)
+                    if drain(transport, one and not buffer.lot) and not one:
+                        self._streak = 0  # the backlog is read: one at a time again
                     self._check_closed()
                     if queue:
                         data = queue.popleft()
