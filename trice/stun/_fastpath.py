@@ -125,9 +125,12 @@ class BindingRequestTemplate:
         return data + _FP_TL + _U32_PACK(crc32(data) ^ FINGERPRINT_XOR)
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=4096)
 def _xor_mapped_v4(address: str, port: int) -> bytes | None:
-    """XOR-MAPPED-ADDRESS, type and length included, for an IPv4 *address*; else ``None``."""
+    """XOR-MAPPED-ADDRESS, type and length included, for an IPv4 *address*; else ``None``.
+
+    Cached for as many peers as a process is likely to answer at once (a thousand pairs of
+    agents: two thousand), since :func:`prime_success` fills it ahead of their answers."""
     family, packed = _pack_ip(address)
     if family != 1:
         return None
