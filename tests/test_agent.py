@@ -1001,6 +1001,39 @@ async def _recvfrom_now(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:
             await trio.lowlevel.checkpoint()
 
 
+async def test_a_check_the_peer_crossed_goes_once_more_at_twice_its_age(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer's request comes 10 ms after ``b``'s own check on the pair left: the check
+    goes out once more, as the same transaction, when it is twice as old (20 ms), and then
+    not again before its RTO (RFC 8445 §7.3.1.4, see ``AgentCore.poll_resend``)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            b._hub.join("peer")  # (taken for an agent of this run: no ping-back at once)
+            _face(b, peer.getsockname()[1], ufrag="peer")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.connect)
+                data, address = await _recvfrom_now(peer)
+                sent = trio.current_time()
+                check = stun.decode(data)
+                await trio.sleep(0.01)
+                peer.sendto(_peer_check(b, "peer", controlling=True), address)
+                answer = stun.decode((await _recvfrom_now(peer))[0])
+                assert answer.message_class is stun.MessageClass.SUCCESS
+                await trio.lowlevel.wait_readable(peer)  # (the clock runs meanwhile)
+                copy = stun.decode(peer.recv(2048))
+                assert copy.transaction_id == check.transaction_id
+                assert trio.current_time() - sent == pytest.approx(0.02, abs=1e-3)
+                await trio.sleep(0.4)  # (the RTO is 0.5 s)
+                with pytest.raises(BlockingIOError):
+                    peer.recv(2048)
+                nursery.cancel_scope.cancel()
+            b._hub.leave("peer")
+
+
 def _only_copies_of(check: stun.Message, peer: socket.socket) -> None:
     """Read what waits on ``peer``: only copies of ``check`` (sent again because the peer's
     own request crossed it) may be there."""

@@ -85,8 +85,12 @@ class CheckRun:
         if self.settled or self.dropped or self.resend_at is not None:
             return
         self.resend_at = at
-        if at < self.due:
-            self.wake()  # to wait for the resend instead
+        if at < self.due and self.task is not None:
+            # Parked until a later time: woken at ``at`` instead, by the agent's timer (no
+            # task switch now, while a crossing check's answer may be on its way).  A task
+            # that is not parked sees ``resend_at`` before it parks.
+            self.due = at
+            self.agent._arm(self, at)
 
     def _answered_meanwhile(self) -> bool:
         """Before sending the check again, read what its socket already holds: in a busy
