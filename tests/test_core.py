@@ -794,6 +794,40 @@ def test_ping_back_now_sends_the_pending_ping_back_before_its_time() -> None:
     assert core.poll_check(due) is None  # once per pair
 
 
+@pytest.mark.parametrize("ping", [True, False])
+def test_a_ping_back_is_made_ahead_when_the_shell_asks(ping: bool) -> None:
+    """With ``prepare(ping=True)`` (the shell asks so when the peer is in another process,
+    where a ping-back goes at once), a controlled agent makes ahead the ping-back of the pair
+    its check is in flight on: when the peer's check crosses ours, the ping goes out without
+    a new transaction id.  Without it, the ping is made when it is wanted."""
+    core, check, _answer = _checking_core(controlling=False)
+    tids = core._new_tid
+    assert isinstance(tids, TidSource)
+    core.prepare(ping=ping)
+    made = tids.count
+    _peer_requests(core, check.pair, 0.005)  # crosses our check: a ping-back is wanted
+    core.ping_back_now(0.005)
+    pingback = core.poll_check(0.005)
+    assert pingback is not None and pingback.pair is check.pair and not pingback.nominating
+    assert tids.count == (made if ping else made + 1)
+    core.prepare(ping=ping)
+    assert tids.count == (made if ping else made + 1)  # (once per pair: nothing more)
+
+
+def test_a_controlling_agent_makes_no_ping_back_ahead() -> None:
+    """Only a controlled agent pings back: ``prepare(ping=True)`` makes a controlling agent
+    nothing more than ``prepare()`` does (its nomination)."""
+    counts = []
+    for ping in (False, True):
+        core, _check, _answer = _checking_core(controlling=True)
+        tids = core._new_tid
+        assert isinstance(tids, TidSource)
+        before = tids.count
+        core.prepare(ping=ping)
+        counts.append(tids.count - before)
+    assert counts[0] == counts[1]
+
+
 def test_ping_back_now_after_a_nomination_sends_nothing() -> None:
     core, pair = _proved_pair_core(controlling=False)
     _peer_requests(core, pair, 0.012)

@@ -437,13 +437,11 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
-        if core.pingback_pending and not self._closed:
-            remote = core.remote
-            if remote is None or not self._hub.has_other_agent(remote.ufrag, self._local.ufrag):
-                # A peer in another process (Pion, say): ping now.  Waiting for the ping's
-                # time would only cost the peer's nomination that long.
-                core.ping_back_now(now)
-                self._start_checks(now)
+        if core.pingback_pending and not self._closed and self._peer_elsewhere():
+            # A peer in another process (Pion, say): ping now.  Waiting for the ping's time
+            # would only cost the peer's nomination that long.
+            core.ping_back_now(now)
+            self._start_checks(now)
             # A peer that is an agent of this very run is trice, which nominates by itself:
             # the ping waits for its time (the core's timer), and the nomination, which
             # comes first, drops it.
@@ -453,8 +451,15 @@ class Agent:
             deadline = self._core.next_deadline()
             if deadline is not None:
                 self._wake_by(deadline)
-        # Last, what was sent is on its way: make the next checks ahead.
-        core.prepare()
+        # Last, what was sent is on its way: make the next checks ahead (and a controlled
+        # agent's ping-back, for a peer in another process: see _on_stun).
+        core.prepare(ping=not core.controlling and self._peer_elsewhere())
+
+    def _peer_elsewhere(self) -> bool:
+        """Whether the peer is not an agent of this trio run (see ``TimerHub.has_other_agent``):
+        most likely in another process, which may be Pion."""
+        remote = self._core.remote
+        return remote is None or not self._hub.has_other_agent(remote.ufrag, self._local.ufrag)
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""
@@ -787,6 +792,11 @@ class Agent:
                 # Over a relay only a known peer is answered: each new peer address costs a
                 # permission and a channel at the TURN server, and a stranger (a failed
                 # check, or a peer-reflexive candidate past the cap) would use them up.
+                if core.pingback_pending and self._peer_elsewhere():
+                    # The ping-back this request asks for (made ahead) follows the answer as
+                    # closely as it can, as Pion's triggered check follows its answer: a
+                    # peer that nominates on it then finds both in one read.
+                    core.ping_back_now(now)
                 transport.send_nowait(response, source)
             self._pump(now)
             return

@@ -124,6 +124,7 @@ class AgentCore:
         "_resend",
         "_spare_check",
         "_spare_nomination",
+        "_spare_ping",
         "_success_pads",
         "_templates",
         "_triggered",
@@ -208,6 +209,7 @@ class AgentCore:
         #: transaction id, message)``, the next ordinary check and the next nomination.
         self._spare_check: _Spare | None = None
         self._spare_nomination: _Spare | None = None
+        self._spare_ping: _Spare | None = None
         self._wanted = False
         self._checking_since: float | None = None
         self._next_paced = 0.0
@@ -454,9 +456,14 @@ class AgentCore:
         key = (local.priority, local.component, controlling, nominating, self.tiebreaker)
         # A check made ahead (see prepare) for this pair in this role, if any: used once.
         nomination = nominating and self.nomination is not _AGGRESSIVE
-        spare = self._spare_nomination if nomination else self._spare_check
+        if consent:
+            spare = self._spare_ping
+        else:
+            spare = self._spare_nomination if nomination else self._spare_check
         if _spare_fits(spare, pair, key):
-            if nomination:
+            if consent:
+                self._spare_ping = None
+            elif nomination:
                 self._spare_nomination = None
             else:
                 self._spare_check = None
@@ -502,16 +509,19 @@ class AgentCore:
             template = self._check_template(local, key)
         return tid, template.encode(tid)
 
-    def prepare(self) -> None:
+    def prepare(self, *, ping: bool = False) -> None:
         """Spare work, for the shell to do once it has sent what it had to send: make ahead
         the checks most likely to go next, so that when one is due it goes out without
         being built (a transaction id and a signed message) on the way.
 
         They are the next ordinary check (also the likeliest triggered check: the peer
         checks the same pair), and, for a controlling agent under regular nomination, the
-        nomination of the highest pair being checked.  Nothing is sent and no state
-        changes but this cache of at most two messages, dropped once a pair is selected;
-        a check made ahead that is not used costs only its making.
+        nomination of the highest pair being checked.  With ``ping`` (the shell asks so
+        when the peer is not an agent of its own run, where a ping-back goes at once), a
+        controlled agent also makes ahead the ping-back of the highest pair being checked
+        (see :meth:`ping_back_now`).  Nothing is sent and no state changes but this cache
+        of at most three messages, dropped once a pair is selected; a check made ahead
+        that is not used costs only its making.
         """
         if self.remote is None or self.local.lite or self.selected is not None or self.finished:
             return
@@ -533,6 +543,14 @@ class AgentCore:
                 self._spare_nomination = self._spare_for(self._spare_nomination, pair, True)
         elif not controlling:
             self._spare_nomination = None  # (made before a role switch)
+        if ping and not controlling:
+            pair = checklist.first_in_progress()
+            if pair is None or pair.pinged_back:
+                self._spare_ping = None
+            else:
+                self._spare_ping = self._spare_for(self._spare_ping, pair, False)
+        else:
+            self._spare_ping = None
 
     def _spare_for(self, spare: _Spare | None, pair: Pair, nominating: bool) -> _Spare:
         """``spare`` if it is the check ``pair`` would send now, else that check made anew."""
@@ -947,7 +965,7 @@ class AgentCore:
         self._next_consent = now + self._consent_interval()
         self._late = None
         self._templates = None  # see _check_template
-        self._spare_check = self._spare_nomination = None  # (see prepare)
+        self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
         self._emit(SelectedPairChanged(_public_pair(pair)))
         self._set_state(ConnectionState.CONNECTED)
 
@@ -1170,7 +1188,7 @@ class AgentCore:
         if self.finished:
             # Checks are over (a pair's selection dropped these too).
             self._templates = None
-            self._spare_check = self._spare_nomination = None
+            self._spare_check = self._spare_nomination = self._spare_ping = None
             self._late = None
             self._pingback = None
 
