@@ -68,8 +68,9 @@ def measure_cmds(
 ) -> list[float]:
     """Connect fresh peers ``n`` times; each sample is the ms until *both* are connected.
 
-    The clock starts when a peer reads ``start``, both peers already holding each other's
-    parameters and candidates, so process start-up and gathering are not counted.
+    Each peer times its own connect call, made when it reads ``start``, both peers already
+    holding each other's parameters and candidates, so process start-up and gathering are
+    not counted (nor the peer program's timeout guard around the call).
     """
     samples = []
     for _ in range(n):

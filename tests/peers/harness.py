@@ -21,8 +21,9 @@ Output (peer -> harness), in this order::
     ... one per local candidate (RFC 8839 attribute value: "candidate:" prefix, no "a=")
     {"type": "end-of-candidates"}
     {"type": "connected", "elapsed_ms": 0.61, "local": "candidate:...", "remote": "candidate:..."}
-        once connected; elapsed_ms runs from receiving "start" to connected (``local`` and
-        ``remote``, the selected pair, are optional)
+        once connected; elapsed_ms is the time the connect call took, started on "start"
+        (measured inside the peer's timeout guard, whose cost is the program's, not the
+        agent's; ``local`` and ``remote``, the selected pair, are optional)
     {"type": "exchanged", "sent": N, "received": M}
         answer to each "exchange", see below
     {"type": "error", "message": "..."}
