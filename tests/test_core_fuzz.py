@@ -42,19 +42,24 @@ class Run:
     now: float = 0.0
     checks: list[Check] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    #: Whether the shell takes the peer for one in another process: it then has pings made
+    #: ahead (``prepare(ping=True)``) and sent at once (``ping_back_now``).
+    elsewhere: bool = False
 
     def serve(self) -> None:
         """What the shell does after every input: timers, resends, checks, events, spare
         work; then the core must not ask to be woken at once again."""
         core = self.core
         core.on_timer(self.now)
+        if self.elsewhere and core.pingback_pending:
+            core.ping_back_now(self.now)
         for _tid, at in core.poll_resend():
             assert at >= 0
         while (check := core.poll_check(self.now)) is not None:
             assert len(check.message) >= 20 and check.transaction_id
             self.checks.append(check)
         self.events.extend(core.drain_events())
-        core.prepare()
+        core.prepare(ping=self.elsewhere and not core.controlling)
         deadline = core.next_deadline()
         assert deadline is None or deadline > self.now, (deadline, self.now, core.state)
 
@@ -200,9 +205,9 @@ def _response(run: Run, step: tuple[object, ...]) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=steps, controlling=st.booleans(), lite=st.booleans())
+@given(steps=steps, controlling=st.booleans(), lite=st.booleans(), elsewhere=st.booleans())
 def test_a_hostile_peer_cannot_break_the_core(
-    steps: list[tuple[object, ...]], controlling: bool, lite: bool
+    steps: list[tuple[object, ...]], controlling: bool, lite: bool, elsewhere: bool
 ) -> None:
     a, b = two_cores(("fuzzA", "fuzzB"))
     core = a if controlling else b
@@ -220,7 +225,7 @@ def test_a_hostile_peer_cannot_break_the_core(
         lite_core.add_remote_candidate(peer.local_candidates[0][0])
         lite_core.want_connection(0.0)
         core = lite_core
-    run = Run(core, peer)
+    run = Run(core, peer, elsewhere=elsewhere)
     run.serve()
     for step in steps:
         kind = step[0]
