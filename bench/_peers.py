@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback import loopback_config, signal
 from peers.harness import (
     PEER_KINDS,
+    Connected,
     PeerUnavailable,
     connect_pair,
     peer_command,
@@ -42,6 +43,7 @@ __all__ = [
     "measure",
     "measure_cmds",
     "measure_in_process",
+    "measure_pair",
     "warmed",
 ]
 
@@ -72,11 +74,14 @@ def measure_cmds(
     holding each other's parameters and candidates, so process start-up and gathering are
     not counted (nor the peer program's timeout guard around the call).
     """
-    samples = []
-    for _ in range(n):
-        with peer_pair(cmd_a, cmd_b) as (a, b):
-            samples.append(connect_pair(a, b, timeout).elapsed_ms)
-    return samples
+    return [measure_pair(cmd_a, cmd_b, timeout).elapsed_ms for _ in range(n)]
+
+
+def measure_pair(cmd_a: Sequence[str], cmd_b: Sequence[str], timeout: float = 20.0) -> Connected:
+    """Connect a fresh pair of peers once; both sides' ``connected`` messages (see
+    :attr:`Connected.elapsed_ms` and :attr:`Connected.span_ms`)."""
+    with peer_pair(cmd_a, cmd_b) as (a, b):
+        return connect_pair(a, b, timeout)
 
 
 def measure(kind_a: str, kind_b: str, n: int, *, ipv6: bool = False) -> list[float]:

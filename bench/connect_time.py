@@ -30,7 +30,7 @@ import argparse
 import statistics
 import sys
 
-from _peers import WARMED, Row, Stats, default_rows, measure_cmds, measure_in_process
+from _peers import WARMED, Row, Stats, default_rows, measure_in_process, measure_pair
 
 
 def format_table(results: list[tuple[str, Stats]]) -> str:
@@ -59,28 +59,48 @@ def run(rows: list[Row], runs: int, *, in_process: bool = False, ipv6: bool = Fa
     row."""
     labels = [row.label for row in rows]
     rounds: list[dict[str, float]] = [{} for _ in range(runs)]
+    spans: list[dict[str, float]] = [{} for _ in range(runs)]
     if rows:
         print(f"measuring {', '.join(labels)} ({runs} rounds)...", file=sys.stderr)
-        for i, sample in enumerate(rounds):
+        for i, (sample, span) in enumerate(zip(rounds, spans, strict=True)):
             # The order turns by one row each round, so that no row always runs first (or
             # right after the same other row).
             for row in rows[i % len(rows) :] + rows[: i % len(rows)]:
-                sample[row.label] = measure_cmds(row.peer_a_cmd, row.peer_b_cmd, 1)[0]
+                connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd)
+                sample[row.label] = connected.elapsed_ms
+                if connected.span_ms is not None:
+                    span[row.label] = connected.span_ms
     if in_process:
         label = IN_PROCESS + (" ipv6" if ipv6 else "")
         print(f"measuring {label} ({runs} runs)...", file=sys.stderr)
         labels.append(label)
         for sample, ms in zip(rounds, measure_in_process(runs, ipv6=ipv6), strict=True):
             sample[label] = ms
-    return Results(labels, rounds)
+    return Results(labels, rounds, spans)
 
 
 class Results:
     """The samples of each row, by round."""
 
-    def __init__(self, labels: list[str], rounds: list[dict[str, float]]) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        rounds: list[dict[str, float]],
+        spans: list[dict[str, float]] | None = None,
+    ) -> None:
         self.labels = labels
         self.rounds = rounds
+        #: By round, each peer row's time from the later of its two starts (see
+        #: ``Connected.span_ms``), where both peers told their clock times.
+        self.spans = spans or []
+
+    def span_stats(self) -> list[tuple[str, Stats]]:
+        """The rows every round of which has a span."""
+        return [
+            (label, Stats.of([r[label] for r in self.spans]))
+            for label in self.labels
+            if self.spans and all(label in r for r in self.spans)
+        ]
 
     def stats(self) -> list[tuple[str, Stats]]:
         return [(label, Stats.of([r[label] for r in self.rounds])) for label in self.labels]
@@ -113,7 +133,37 @@ def main(argv: list[str] | None = None) -> int:
     if verdicts:
         print()
         print(verdicts)
+    spans = format_spans(results)
+    if spans:
+        print()
+        print(spans)
     return 0
+
+
+def format_spans(results: Results) -> str:
+    """A diagnostic beside the targets (which stay judged by the table above): the same runs
+    timed from the later of the two peers' starts, on the machine's clock.  The table above
+    takes each peer's own time, so the skew between the starts (the driver writes ``start``
+    to one pipe, then the other, and each program takes its own time to wake and read it) is
+    in the figure of the peer that started first, which waits for the other."""
+    stats = results.span_stats()
+    if not stats:
+        return ""
+    medians = {label: s.median for label, s in stats}
+    lines = ["from the later start (skew between the two starts left out; a diagnostic):"]
+    for label, s in stats:
+        line = f"  {label:<30} median {s.median:7.3f} ms  p10 {s.p10:7.3f}  p90 {s.p90:7.3f}"
+        kinds = label.split()[0].split("-")
+        if len(kinds) == 2 and "trice" in kinds and kinds[0] != kinds[1]:
+            other = kinds[1] if kinds[0] == "trice" else kinds[0]
+            reference = f"{other}-{other}" + label[len(label.split()[0]) :]
+            if reference in medians:
+                paired = statistics.median(
+                    r[label] / r[reference] for r in results.spans if r[reference] > 0
+                )
+                line += f"  {s.median / medians[reference]:.2f}x {reference} (paired {paired:.2f}x)"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def format_targets(results: Results) -> str:

@@ -204,13 +204,20 @@ class Peer:
         # trice peer).
         if sys.version_info >= (3, 11):
             async with asyncio.timeout(self.args.connect_timeout):
+                started_ns = time.time_ns()
                 t0 = time.perf_counter()
                 await self.conn.connect()
         else:  # pragma: no cover
+            started_ns = time.time_ns()
             t0 = time.perf_counter()
             await asyncio.wait_for(self.conn.connect(), self.args.connect_timeout)
         elapsed = (time.perf_counter() - t0) * 1000.0
-        out: dict[str, Any] = {"type": "connected", "elapsed_ms": elapsed}
+        out: dict[str, Any] = {
+            "type": "connected",
+            "elapsed_ms": elapsed,
+            "started_ns": started_ns,
+            "connected_ns": time.time_ns(),
+        }
         pair = self.conn._nominated.get(1)
         if pair is not None:
             out["local"] = candidate_line(pair.protocol.local_candidate)

@@ -23,7 +23,9 @@ Output (peer -> harness), in this order::
     {"type": "connected", "elapsed_ms": 0.61, "local": "candidate:...", "remote": "candidate:..."}
         once connected; elapsed_ms is the time the connect call took, started on "start"
         (measured inside the peer's timeout guard, whose cost is the program's, not the
-        agent's; ``local`` and ``remote``, the selected pair, are optional)
+        agent's); started_ns and connected_ns, optional, are the same two moments on the
+        machine's wall clock, in nanoseconds (``local`` and ``remote``, the selected pair,
+        are optional too)
     {"type": "exchanged", "sent": N, "received": M}
         answer to each "exchange", see below
     {"type": "error", "message": "..."}
@@ -345,6 +347,21 @@ class Connected:
     def elapsed_ms(self) -> float:
         """Time until both sides are connected (the max of the two)."""
         return max(float(self.a["elapsed_ms"]), float(self.b["elapsed_ms"]))
+
+    @property
+    def span_ms(self) -> float | None:
+        """Time from the later of the two starts until both are connected, on the machine's
+        clock (``started_ns`` and ``connected_ns``), or ``None`` if a peer did not say.
+
+        :attr:`elapsed_ms` also counts the skew between the two starts: the peer that reads
+        ``start`` first waits for the other, so each peer program's own time to wake up and
+        read its pipe ends up in the other's figure.  This leaves that skew out."""
+        try:
+            started = max(int(self.a["started_ns"]), int(self.b["started_ns"]))
+            connected = max(int(self.a["connected_ns"]), int(self.b["connected_ns"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return (connected - started) / 1e6
 
 
 def connect_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:

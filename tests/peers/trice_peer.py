@@ -142,9 +142,11 @@ class Peer:
         # in the aioice and Pion peers: the guard is this program's cost, not the agent's
         # (trio's fail_after took 18-45 µs here, entered in a process idle until "start").
         with trio.fail_after(self.args.connect_timeout):
+            started_ns = time.time_ns()
             t0 = time.perf_counter()
             conn = await self.agent.connect()
         elapsed = (time.perf_counter() - t0) * 1000.0
+        connected_ns = time.time_ns()
         pair = conn.selected_pair
         self.conn = conn
         self.connected.set()
@@ -152,6 +154,8 @@ class Peer:
             {
                 "type": "connected",
                 "elapsed_ms": elapsed,
+                "started_ns": started_ns,
+                "connected_ns": connected_ns,
                 "local": pair.local.to_sdp(),
                 "remote": pair.remote.to_sdp(),
             }

@@ -255,7 +255,12 @@ func main() {
 			fail("connect: %v", err)
 		}
 		elapsed := float64(time.Since(t0).Nanoseconds()) / 1e6
-		msg := map[string]interface{}{"type": "connected", "elapsed_ms": elapsed}
+		msg := map[string]interface{}{
+			"type":         "connected",
+			"elapsed_ms":   elapsed,
+			"started_ns":   t0.UnixNano(),
+			"connected_ns": time.Now().UnixNano(),
+		}
 		if pair, err := agent.GetSelectedCandidatePair(); err == nil && pair != nil {
 			msg["local"] = candidateLine(pair.Local)
 			msg["remote"] = candidateLine(pair.Remote)
