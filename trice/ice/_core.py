@@ -206,7 +206,8 @@ class AgentCore:
         self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] | None
         self._templates = None
         #: Checks made ahead by :meth:`prepare` (see there): ``(pair, template key,
-        #: transaction id, message)``, the next ordinary check and the next nomination.
+        #: transaction id, message)``, the next ordinary check, the next nomination and, if
+        #: the shell asks, the next ping-back.
         self._spare_check: _Spare | None = None
         self._spare_nomination: _Spare | None = None
         self._spare_ping: _Spare | None = None
