@@ -105,9 +105,22 @@ class Results:
     def stats(self) -> list[tuple[str, Stats]]:
         return [(label, Stats.of([r[label] for r in self.rounds])) for label in self.labels]
 
-    def paired_ratio(self, label: str, reference: str) -> float:
-        """The median over rounds of ``label``'s time over ``reference``'s in that round."""
-        return statistics.median(r[label] / r[reference] for r in self.rounds)
+    def paired_ratio(self, label: str, reference: str, *, spans: bool = False) -> float:
+        """The median over rounds of ``label``'s time over ``reference``'s in that round
+        (with ``spans``, of the times from the later start)."""
+        rounds = self.spans if spans else self.rounds
+        return statistics.median(r[label] / r[reference] for r in rounds if r[reference] > 0)
+
+
+def reference_row(label: str) -> str | None:
+    """The row a trice-with-another-peer row is judged against: that peer with itself
+    (``trice-pion ipv6`` -> ``pion-pion ipv6``); ``None`` for any other row."""
+    pair = label.split(" ", 1)[0]
+    kinds = pair.split("-")
+    if len(kinds) != 2 or "trice" not in kinds or kinds[0] == kinds[1]:
+        return None
+    other = kinds[1] if kinds[0] == "trice" else kinds[0]
+    return f"{other}-{other}" + label[len(pair) :]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,15 +166,10 @@ def format_spans(results: Results) -> str:
     lines = ["from the later start (skew between the two starts left out; a diagnostic):"]
     for label, s in stats:
         line = f"  {label:<30} median {s.median:7.3f} ms  p10 {s.p10:7.3f}  p90 {s.p90:7.3f}"
-        kinds = label.split()[0].split("-")
-        if len(kinds) == 2 and "trice" in kinds and kinds[0] != kinds[1]:
-            other = kinds[1] if kinds[0] == "trice" else kinds[0]
-            reference = f"{other}-{other}" + label[len(label.split()[0]) :]
-            if reference in medians:
-                paired = statistics.median(
-                    r[label] / r[reference] for r in results.spans if r[reference] > 0
-                )
-                line += f"  {s.median / medians[reference]:.2f}x {reference} (paired {paired:.2f}x)"
+        reference = reference_row(label)
+        if reference in medians:
+            paired = results.paired_ratio(label, reference, spans=True)
+            line += f"  {s.median / medians[reference]:.2f}x {reference} (paired {paired:.2f}x)"
         lines.append(line)
     return "\n".join(lines)
 
@@ -177,12 +185,8 @@ def format_targets(results: Results) -> str:
             verdict = "met" if medians[label] < 1.0 else "not met"
             lines.append(f"{label:<32} {medians[label]:>7.3f} ms  target < 1 ms: {verdict}")
     for label, median in medians.items():
-        kinds = label.split()[0].split("-")
-        if len(kinds) != 2 or "trice" not in kinds or kinds[0] == kinds[1]:
-            continue
-        other = kinds[1] if kinds[0] == "trice" else kinds[0]
-        reference = f"{other}-{other}" + label[len(label.split()[0]) :]
-        if reference not in medians:
+        reference = reference_row(label)
+        if reference is None or reference not in medians:
             continue
         ratio = median / medians[reference]
         paired = results.paired_ratio(label, reference)
