@@ -437,14 +437,8 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
-        if core.pingback_pending and not self._closed and self._peer_elsewhere():
-            # A peer in another process (Pion, say): ping now.  Waiting for the ping's time
-            # would only cost the peer's nomination that long.
-            core.ping_back_now(now)
+        if not self._closed and self._ping_back_now_if_elsewhere(now):
             self._start_checks(now)
-            # A peer that is an agent of this very run is trice, which nominates by itself:
-            # the ping waits for its time (the core's timer), and the nomination, which
-            # comes first, drops it.
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
         # the deadline itself.
         if self._sleeping_until != -math.inf:
@@ -454,6 +448,18 @@ class Agent:
         # Last, what was sent is on its way: make the next checks ahead (and a controlled
         # agent's ping-back, for a peer in another process: see _on_stun).
         core.prepare(ping=not core.controlling and self._peer_elsewhere())
+
+    def _ping_back_now_if_elsewhere(self, now: float) -> bool:
+        """Have the core queue a pending ping-back at once if the peer is in another
+        process (Pion, say): waiting for the ping's time would only cost the peer's
+        nomination that long.  A peer that is an agent of this very run is trice, which
+        nominates by itself: the ping waits for its time (the core's timer), and the
+        nomination, which comes first, drops it.  Returns whether a ping was queued."""
+        core = self._core
+        if core.pingback_pending and self._peer_elsewhere():
+            core.ping_back_now(now)
+            return True
+        return False
 
     def _peer_elsewhere(self) -> bool:
         """Whether the peer is not an agent of this trio run (see ``TimerHub.has_other_agent``):
@@ -792,11 +798,10 @@ class Agent:
                 # Over a relay only a known peer is answered: each new peer address costs a
                 # permission and a channel at the TURN server, and a stranger (a failed
                 # check, or a peer-reflexive candidate past the cap) would use them up.
-                if core.pingback_pending and self._peer_elsewhere():
-                    # The ping-back this request asks for (made ahead) follows the answer as
-                    # closely as it can, as Pion's triggered check follows its answer: a
-                    # peer that nominates on it then finds both in one read.
-                    core.ping_back_now(now)
+                # The ping-back this request asks for (made ahead) follows the answer as
+                # closely as it can (the pump sends it), as Pion's triggered check follows
+                # its answer: a peer that nominates on it then finds both in one read.
+                self._ping_back_now_if_elsewhere(now)
                 transport.send_nowait(response, source)
             self._pump(now)
             return
