@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -79,3 +82,25 @@ def states_so_far(stream: trice.EventStream) -> list[trice.ConnectionState]:
             return states
         if isinstance(event, trice.ConnectionStateChanged):
             states.append(event.state)
+
+
+@contextlib.contextmanager
+def cycle_collector_off() -> Iterator[None]:
+    """Python's cycle collector off (after one last collection) for the block: what a
+    reference cycle holds stays alive in it, for :func:`agents_alive` to find."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def agents_alive(*ufrags: str) -> list[trice.Agent]:
+    """The agents with these ufrags that are still alive: held by someone, or by a reference
+    cycle (see :func:`cycle_collector_off`)."""
+    return [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, trice.Agent) and o.local_parameters.ufrag in ufrags
+    ]

@@ -26,7 +26,9 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from loopback import (
     HAS_IPV6,
+    agents_alive,
     connect_both,
+    cycle_collector_off,
     loopback_config,
     signal,
     states_so_far,
@@ -499,6 +501,54 @@ async def test_leaving_or_cancelling_closes_every_socket_and_task() -> None:
     assert root is not None
     names = [t.name for t in _walk(root)]
     assert not any(n.startswith(("gather", "receive ", "checks", "check ")) for n in names)
+
+
+async def test_a_closed_agent_is_freed_without_the_cycle_collector() -> None:
+    """Nothing the agent makes holds it in a reference cycle: once the block is left and
+    nobody holds the agent or its connection, it is freed at once, with its core, sockets and
+    buffers (an application that opens and closes agents all day does not wait for the cycle
+    collector, or fill its oldest generation, to get their memory back)."""
+    ufrags = ("freedAAA", "freedBBB")
+
+    async def session() -> None:
+        async with (
+            trice.open_agent(loopback_config(ufrag=ufrags[0]), controlling=True) as a,
+            trice.open_agent(loopback_config(ufrag=ufrags[1]), controlling=False) as b,
+        ):
+            ca, cb = await _connected_pair(a, b)
+            await _exchange(ca, cb, count=2)
+            async with a.subscribe():
+                pass
+
+    with cycle_collector_off():
+        await session()
+        await trio.testing.wait_all_tasks_blocked()
+        assert agents_alive(*ufrags) == []
+
+
+async def test_an_agent_closed_mid_check_is_freed_without_the_cycle_collector(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A check in flight when the agent closes is on the agent's timer heap, which refers
+    back to the agent: the heap is let go of with the agent."""
+    config = loopback_config(ufrag="midcheck")
+
+    async def session(silent: socket.socket) -> None:
+        async with trice.open_agent(config, controlling=True) as a:
+            _face(a, silent.getsockname()[1])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                await trio.lowlevel.wait_readable(silent)  # the first check came
+                await trio.testing.wait_all_tasks_blocked()
+                assert a._timers  # (what this test is about)
+                nursery.cancel_scope.cancel()
+
+    with wall_clock_guard(), cycle_collector_off():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+            silent.bind(("127.0.0.1", 0))
+            await session(silent)
+        await trio.testing.wait_all_tasks_blocked()
+        assert agents_alive("midcheck") == []
 
 
 async def _assert_no_agent_tasks_left() -> None:

@@ -4,6 +4,7 @@ TCP and TLS, and a refused allocation that costs nothing but its report."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import ssl
@@ -14,13 +15,14 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trice
 from trice import stun
 from trice._trio._relay import RelayTransport
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
-from loopback import connect_both, loopback_config, signal
+from loopback import agents_alive, connect_both, cycle_collector_off, loopback_config, signal
 
 
 @pytest.fixture
@@ -84,6 +86,35 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
             got_a = {await ca.receive() for _ in range(100)}
         assert got_b == {b"a%d" % i for i in range(100)}
         assert got_a == {b"b%d" % i for i in range(100)}
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_closed_relay_agent_is_freed_without_the_cycle_collector(
+    coturn_tls: Coturn, transport: str
+) -> None:
+    """A relay transport hands what it reads to its agent: once the agents closed (their
+    allocations deleted), that link is let go of, and nothing holds them in a cycle."""
+    server = _server(coturn_tls, transport)
+    ufrags = ("relayAAA", "relayBBB")
+
+    async def session() -> None:
+        configs = [dataclasses.replace(_relay_config(server), ufrag=u) for u in ufrags]
+        async with (
+            trice.open_agent(configs[0], controlling=True) as a,
+            trice.open_agent(configs[1], controlling=False) as b,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            await ca.send(b"over the relay")
+            with trio.fail_after(5):
+                assert await cb.receive() == b"over the relay"
+
+    with cycle_collector_off():
+        await session()
+        await trio.testing.wait_all_tasks_blocked()
+        assert agents_alive(*ufrags) == []
 
 
 async def test_a_stranger_at_a_permitted_address_gets_no_answer_over_the_relay(

@@ -824,8 +824,13 @@ class Agent:
         self._core.close()
         self._pump()
         self._closed = True
-        if self._connection is not None:
-            self._connection._route = None
+        connection = self._connection
+        if connection is not None:
+            connection._route = None
+            # The connection keeps the agent (to say it is closed); the agent lets go of it,
+            # so that a closed agent is freed as soon as nobody holds either, not at the
+            # next collection of reference cycles.
+            self._connection = None
         self._buffer.close()
         for stream in list(self._subscribers or ()):
             stream._end()
@@ -936,6 +941,11 @@ class AgentContext:
                     agent._hub.leave(agent._local.ufrag)
                 for transport in agent._transports.values():
                     transport.close()
+                # Its tasks are over: let go of what refers back to the agent (a relay's
+                # delivery, the check runs on its timer heap), so that nothing holds it in a
+                # reference cycle once the application drops it.
+                agent._transports = {}
+                agent._timers = []
 
 
 def _same(seen: BaseException, raised: BaseException) -> bool:
