@@ -1,4 +1,4 @@
-"""nox sessions for trice: tests, interop, lint, typecheck, docs, bench."""
+"""nox sessions for trice: tests, interop, lint, typecheck, docs, bench, coverage."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ def interop(session: nox.Session) -> None:
     """Interop with real peers: aioice (PyPI) and Pion (Debian's golang-github-pion-ice.v2-dev)."""
     session.install("-e", ".", *TEST_DEPS)
     session.run("pytest", "-m", "interop", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def coverage(session: nox.Session) -> None:
+    """The whole suite (interop included) under coverage.py, lines and branches, subprocesses
+    (the CLI's tests) too; prints the report.  Not run by default: it is slower."""
+    session.install("-e", ".", *TEST_DEPS, "coverage>=7.10")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "-q")
+    session.run("coverage", "report")
 
 
 @nox.session(python=PYTHON)
