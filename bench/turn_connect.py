@@ -33,7 +33,7 @@ import trice
 
 from coturn import PASSWORD, TURNSERVER, USER, run_coturn
 from loopback import loopback_config, signal
-from peers.harness import connect_pair, peer_command, peer_pair
+from peers.harness import PeerError, connect_pair, peer_command, peer_pair
 
 #: (controlling, controlled) peer kinds, in table order.
 PAIRS = [
@@ -116,30 +116,48 @@ def measure_in_process_relay(port: int, n: int, timeout: float = TIMEOUT) -> lis
     return [trio.run(_in_process_once, port, timeout) for _ in range(n)]
 
 
-def measure_relayed(row: Row, n: int, timeout: float = TIMEOUT) -> list[float]:
+def measure_relayed(row: Row, n: int, timeout: float = TIMEOUT) -> tuple[list[float], list[str]]:
     """Like ``_peers.measure_cmds``, but each run must select a relayed pair on both sides.
 
     A peer's ``connected`` message names its selected pair when the peer knows it (``local``
-    and ``remote``); both must then be ``typ relay`` candidates.
+    and ``remote``); both must then be ``typ relay`` candidates.  A run whose peers fail (one
+    reports an error, exits, or is not connected within ``timeout``) is left out of the
+    samples and its reason returned with the others: one failed run (Pion's relay gathering
+    has come back empty here) does not end the whole benchmark.
     """
     samples = []
+    failures = []
     for _ in range(n):
-        with peer_pair(row.peer_a_cmd, row.peer_b_cmd) as (a, b):
-            connected = connect_pair(a, b, timeout)
+        try:
+            with peer_pair(row.peer_a_cmd, row.peer_b_cmd) as (a, b):
+                connected = connect_pair(a, b, timeout)
+        except PeerError as exc:
+            failures.append(str(exc).splitlines()[0])
+            continue
         for msg in (connected.a, connected.b):
             for key in ("local", "remote"):
                 if key in msg and " typ relay" not in str(msg[key]):
                     raise RuntimeError(f"{row.label}: selected pair is not relayed: {msg}")
         samples.append(connected.elapsed_ms)
-    return samples
+    return samples, failures
 
 
-def run(rows: list[Row], runs: int) -> list[tuple[str, Stats]]:
+def run(rows: list[Row], runs: int) -> tuple[list[tuple[str, Stats]], list[str]]:
+    """The rows' figures (of those with a run that connected), and a line for each row
+    some of whose runs failed."""
     results = []
+    notes = []
     for row in rows:
         print(f"measuring {row.label} ({runs} runs)...", file=sys.stderr)
-        results.append((row.label, Stats.of(measure_relayed(row, runs))))
-    return results
+        samples, failures = measure_relayed(row, runs)
+        if samples:
+            results.append((row.label, Stats.of(samples)))
+        if failures:
+            notes.append(
+                f"{row.label}: {len(failures)} of {runs} runs failed, left out"
+                f" (first: {failures[0]})"
+            )
+    return results, notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,13 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with run_coturn() as server:
         print(f"coturn pid {server.pid} on 127.0.0.1:{server.port}", file=sys.stderr)
-        results = run(relay_rows(server.port, pairs), runs)
+        results, notes = run(relay_rows(server.port, pairs), runs)
         if in_process:
             print(f"measuring {IN_PROCESS} ({runs} runs)...", file=sys.stderr)
             results.append((IN_PROCESS, Stats.of(measure_in_process_relay(server.port, runs))))
     table = format_table(results).splitlines()
     table[-1] = "(milliseconds from 'start' until both peers are connected; relay-only via coturn)"
-    print("\n".join(table))
+    print("\n".join(table + notes))
     return 0
 
 
