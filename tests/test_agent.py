@@ -1155,6 +1155,39 @@ async def _answer_until_selected(a: trice.Agent, peer: socket.socket) -> tuple[s
     return address
 
 
+async def test_connect_returns_before_the_agent_task_reads_on() -> None:
+    """For a peer in another process, the agent task that has just woken ``connect()`` (a
+    pair selected) steps aside until ``connect()`` has run: a request the peer sent right
+    behind its answer to our nomination (as Pion does) is answered after ``connect()``
+    returns, not before, and is answered all the same."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            request = _peer_check(a)
+
+            async def answer_until_nominated() -> None:
+                while True:
+                    data, address = await _recvfrom_now(peer)
+                    check = stun.decode(data)
+                    peer.sendto(_answer(check, address), address)
+                    if check.get(stun.UseCandidate) is not None:
+                        peer.sendto(request, address)  # right behind the answer
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer_until_nominated)
+                with trio.fail_after(5):
+                    await a.connect()
+                with pytest.raises(BlockingIOError):
+                    peer.recvfrom(2048)  # not answered yet
+                answer = stun.decode((await _recvfrom_now(peer))[0])
+                assert answer.message_class is stun.MessageClass.SUCCESS
+                assert answer.transaction_id == stun.decode(request).transaction_id
+
+
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -139,10 +139,12 @@ class Agent:
         "_buffer",
         "_changed",
         "_closed",
+        "_connect_waiters",
         "_connection",
         "_core",
         "_datagrams",
         "_gathering",
+        "_handoff",
         "_hub",
         "_local",
         "_malformed",
@@ -157,6 +159,7 @@ class Agent:
         "_sleeping_until",
         "_stun_received",
         "_subscribers",
+        "_task",
         "_timers",
         "_transports",
         "_unknown_source",
@@ -192,6 +195,11 @@ class Agent:
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
+        self._task: trio.lowlevel.Task | None = None  # the agent task (see _run)
+        # connect() calls waiting for a change, and whether the agent task, having just
+        # woken them, steps aside until one has run (see _step_aside).
+        self._connect_waiters = 0
+        self._handoff = False
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
@@ -375,7 +383,18 @@ class Agent:
                 if not waited:  # the wait below is a checkpoint; without it, take one
                     await trio.lowlevel.checkpoint()
                 return self._connection
-            await self._change().wait()
+            self._connect_waiters += 1
+            try:
+                await self._change().wait()
+            finally:
+                self._connect_waiters -= 1
+                if self._handoff:
+                    # The agent task stepped aside for this wake-up: it reads on now.
+                    self._handoff = False
+                    task = self._parked
+                    if task is not None:
+                        self._parked = None
+                        trio.lowlevel.reschedule(task)
             waited = True
 
     # ------------------------------------------------------------------ internals
@@ -421,6 +440,12 @@ class Agent:
         if changed is not None and _wakes_waiters(event):
             self._changed = None
             changed.set()
+            if (
+                self._connect_waiters
+                and trio.lowlevel.current_task() is self._task
+                and self._peer_elsewhere()
+            ):
+                self._handoff = True  # (see _step_aside)
 
     def _pump(self, now: float | None = None) -> None:
         """After any change of the core: deliver its events, start the checks it wants now
@@ -557,6 +582,7 @@ class Agent:
         and one wait in it for a datagram *or* the next deadline: with thousands of agents in a
         process, each task, nursery and pending wait is memory and scheduling that counts.
         """
+        self._task = trio.lowlevel.current_task()
         await gather_local(self)
         if has_server_sources(self):
             self._nursery.start_soon(gather_servers, self, name="gather")
@@ -616,6 +642,8 @@ class Agent:
                 elif leased < wake_at:
                     wake_at = leased
             readable = False
+            if self._handoff:
+                read = False  # (park: see _step_aside)
             self._sleeping_until = wake_at
             if wake_at != math.inf:
                 hub.arm(wake_at, self)
@@ -640,20 +668,34 @@ class Agent:
             # Read what came before the core's timers run, also when the timer ended the wait:
             # in a busy process a datagram may wait there unread (a nomination, say, which
             # must come before the ping-back it makes needless).
-            if (
-                primary is not None
-                and (
-                    readable
-                    or (
-                        read
-                        and not primary.held
-                        and not primary.closed
-                        and trio.current_time() >= due
-                    )
-                )
-                and not self._drain(primary)
+            if primary is not None and (
+                readable
+                or (read and not primary.held and not primary.closed and trio.current_time() >= due)
             ):
-                await trio.lowlevel.checkpoint()
+                empty = self._drain(primary)
+                if self._handoff:
+                    await self._step_aside()
+                elif not empty:
+                    await trio.lowlevel.checkpoint()
+
+    async def _step_aside(self) -> None:
+        """The agent task has just woken a :meth:`connect` (a pair selected, say) for a peer
+        in another process: it parks until that call has run (which reschedules it), before
+        it reads on or runs its timers.
+
+        Otherwise trio would run the two in either order (it turns each batch of runnable
+        tasks around at random), and a peer's next request read in the same batch (Pion
+        sends one right behind its answer to our nomination) would be answered, and the
+        agent task's loop run, while ``connect()`` waits to return.  The request's answer
+        waits one task switch instead.  A peer in this very run (many agents in one
+        process) gets no hand-off: a task step more per agent would cost more than it saves
+        there."""
+        self._parked = trio.lowlevel.current_task()
+        try:
+            await trio.lowlevel.wait_task_rescheduled(self._unpark)
+        finally:
+            self._parked = None
+            self._handoff = False
 
     def _adopt_socket(self, transport: UdpTransport, address: str) -> None:
         """A new host socket on ``address``: the agent task reads the first, a reader task
@@ -707,6 +749,8 @@ class Agent:
                 source = (source[0], source[1])
             if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
                 self._on_stun(transport, data, source)
+                if self._handoff and trio.lowlevel.current_task() is self._task:
+                    break  # a connect() goes first (see _step_aside)
             elif source in remotes:
                 if buffer.closed:
                     continue
