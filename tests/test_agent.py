@@ -1188,6 +1188,79 @@ async def test_connect_returns_before_the_agent_task_reads_on() -> None:
                 assert answer.transaction_id == stun.decode(request).transaction_id
 
 
+@pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
+async def test_a_pair_selected_on_another_socket_ends_connects_own_read() -> None:
+    """For a peer in another process ``connect()`` reads the agent's first socket itself
+    while it waits; a pair selected through another socket (read by that socket's reader)
+    still ends its wait at once."""
+    network = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: address.is_loopback,
+        include_loopback=True,
+        ipv4=True,
+        ipv6=True,
+    )
+    async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as a:
+        await a.wait_gathering_complete()
+        assert a._primary is not None and len(a.local_candidates) == 2
+        # The peer stands on the family the agent task does not read.
+        other = socket.AF_INET6 if a._primary.family == socket.AF_INET else socket.AF_INET
+        host = "::1" if other == socket.AF_INET6 else "127.0.0.1"
+        with socket.socket(other, socket.SOCK_DGRAM) as peer:
+            peer.bind((host, 0))
+            peer.setblocking(False)
+            a.set_remote_parameters("abcd", "x" * 22)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(
+                    f"candidate:1 1 udp 2130706431 {host} {peer.getsockname()[1]} typ host"
+                )
+            )
+            a.add_remote_candidate(None)
+
+            async def answer_until_nominated() -> None:
+                while True:
+                    data, address = await _recvfrom_now(peer)
+                    address = (address[0], address[1])
+                    check = stun.decode(data)
+                    peer.sendto(_answer(check, address), address)
+                    if check.get(stun.UseCandidate) is not None:
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer_until_nominated)
+                with trio.fail_after(5):
+                    conn = await a.connect()
+                assert conn.selected_pair.local.address == host
+
+
+async def test_data_read_by_connect_waits_in_the_receive_buffer() -> None:
+    """Data the peer sends right behind its answer to our nomination, read by ``connect()``
+    itself (a peer in another process), waits in the receive buffer for ``receive()``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+
+            async def answer_until_nominated() -> None:
+                while True:
+                    data, address = await _recvfrom_now(peer)
+                    check = stun.decode(data)
+                    peer.sendto(_answer(check, address), address)
+                    if check.get(stun.UseCandidate) is not None:
+                        peer.sendto(b"first", address)
+                        peer.sendto(b"second", address)
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer_until_nominated)
+                with trio.fail_after(5):
+                    conn = await a.connect()
+                    assert await conn.receive() == b"first"
+                    assert await conn.receive() == b"second"
+
+
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
