@@ -710,10 +710,10 @@ class Agent:
         change made elsewhere (another socket, the timers) ends the wait with
         :func:`trio.lowlevel.notify_closing` on the socket, which stays open.
 
-        With ``checkpoint``, it takes connect()'s checkpoint first, once it holds the socket:
-        while its first check is on its way, and the agent task cannot read meanwhile (taken
-        after the pair is selected, it could let the agent task answer what came next
-        first)."""
+        With ``checkpoint``, it takes connect()'s checkpoint while it holds the socket, once
+        it has read what the socket held (the peer's own check, often): while the first check
+        is on its way, and the agent task cannot read meanwhile (taken after the pair is
+        selected, it could let the agent task answer what came next first)."""
         changed = self._change()
         sock = transport.sock
         ipv6 = transport.family == socket.AF_INET6
@@ -721,12 +721,14 @@ class Agent:
         transport.kick()  # the agent task leaves the socket (and parks: see leased_until)
         self._connect_sock = sock
         try:
-            if checkpoint:
-                await trio.lowlevel.checkpoint()
             while not changed.is_set():
                 try:
                     data, source = sock.recvfrom(65536)
                 except (BlockingIOError, InterruptedError):
+                    if checkpoint:
+                        checkpoint = False
+                        await trio.lowlevel.checkpoint()
+                        continue
                     self._connect_blocked = True
                     try:
                         await trio.lowlevel.wait_readable(sock)
@@ -744,6 +746,8 @@ class Agent:
                 if ipv6:
                     source = (source[0], source[1])
                 self._dispatch(transport, data, source)
+            if checkpoint:
+                await trio.lowlevel.checkpoint()
         finally:
             # The agent task takes the socket back now (no lease), and reads on.
             self._connect_sock = None
