@@ -960,17 +960,21 @@ async def test_receive_blocked_on_the_socket_wakes_on_close() -> None:
                     await cb.aclose()
 
 
+#: Loopback only, a socket for 127.0.0.1 and one for ::1.
+_BOTH_FAMILIES = trice.NetworkConfig(
+    interface_filter=lambda name: name == "lo",
+    ip_filter=lambda address: address.is_loopback,
+    include_loopback=True,
+    ipv4=True,
+    ipv6=True,
+)
+
+
 @pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback (::1)")
 async def test_receiver_on_the_selected_socket_gets_data_from_another_socket() -> None:
     """A receiver blocked on the selected pair's socket is woken when data from the peer
     arrives on another local socket (read by that socket's reader)."""
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: address.is_loopback,
-        include_loopback=True,
-        ipv4=True,
-        ipv6=True,
-    )
+    network = _BOTH_FAMILIES
     # No consent traffic within the test's time: only the nudge can wake the receiver.
     timing = trice.Timing(keepalive_interval=30, disconnected_timeout=30, failed_timeout=60)
     config = trice.AgentConfig(network=network, timing=timing)
@@ -1155,11 +1159,25 @@ async def _answer_until_selected(a: trice.Agent, peer: socket.socket) -> tuple[s
     return address
 
 
-async def test_connect_returns_before_the_agent_task_reads_on() -> None:
-    """For a peer in another process, the agent task that has just woken ``connect()`` (a
-    pair selected) steps aside until ``connect()`` has run: a request the peer sent right
-    behind its answer to our nomination (as Pion does) is answered after ``connect()``
-    returns, not before, and is answered all the same."""
+async def _answer_until_nominated(peer: socket.socket, *after: bytes) -> None:
+    """The test's socket ``peer`` answers the agent's checks at once until one nominates;
+    right behind its answer to that one it sends ``after``."""
+    while True:
+        data, address = await _recvfrom_now(peer)
+        address = (address[0], address[1])
+        check = stun.decode(data)
+        peer.sendto(_answer(check, address), address)
+        if check.get(stun.UseCandidate) is not None:
+            for datagram in after:
+                peer.sendto(datagram, address)
+            return
+
+
+async def test_what_comes_behind_the_selecting_answer_waits_for_connect_to_return() -> None:
+    """For a peer in another process, ``connect()`` returns as soon as a pair is selected,
+    before anything read after that is dealt with: a request the peer sent right behind its
+    answer to our nomination (as Pion does) is answered after ``connect()`` returns, and is
+    answered all the same; data sent behind it waits in the receive buffer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
@@ -1167,25 +1185,18 @@ async def test_connect_returns_before_the_agent_task_reads_on() -> None:
             await a.wait_gathering_complete()
             _face(a, peer.getsockname()[1])
             request = _peer_check(a)
-
-            async def answer_until_nominated() -> None:
-                while True:
-                    data, address = await _recvfrom_now(peer)
-                    check = stun.decode(data)
-                    peer.sendto(_answer(check, address), address)
-                    if check.get(stun.UseCandidate) is not None:
-                        peer.sendto(request, address)  # right behind the answer
-                        return
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(answer_until_nominated)
+                nursery.start_soon(_answer_until_nominated, peer, request, b"first", b"second")
                 with trio.fail_after(5):
-                    await a.connect()
+                    conn = await a.connect()
                 with pytest.raises(BlockingIOError):
                     peer.recvfrom(2048)  # not answered yet
                 answer = stun.decode((await _recvfrom_now(peer))[0])
                 assert answer.message_class is stun.MessageClass.SUCCESS
                 assert answer.transaction_id == stun.decode(request).transaction_id
+                with trio.fail_after(5):
+                    assert await conn.receive() == b"first"
+                    assert await conn.receive() == b"second"
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
@@ -1193,13 +1204,7 @@ async def test_a_pair_selected_on_another_socket_ends_connects_own_read() -> Non
     """For a peer in another process ``connect()`` reads the agent's first socket itself
     while it waits; a pair selected through another socket (read by that socket's reader)
     still ends its wait at once."""
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: address.is_loopback,
-        include_loopback=True,
-        ipv4=True,
-        ipv6=True,
-    )
+    network = _BOTH_FAMILIES
     async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as a:
         await a.wait_gathering_complete()
         assert a._primary is not None and len(a.local_candidates) == 2
@@ -1216,49 +1221,11 @@ async def test_a_pair_selected_on_another_socket_ends_connects_own_read() -> Non
                 )
             )
             a.add_remote_candidate(None)
-
-            async def answer_until_nominated() -> None:
-                while True:
-                    data, address = await _recvfrom_now(peer)
-                    address = (address[0], address[1])
-                    check = stun.decode(data)
-                    peer.sendto(_answer(check, address), address)
-                    if check.get(stun.UseCandidate) is not None:
-                        return
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(answer_until_nominated)
+                nursery.start_soon(_answer_until_nominated, peer)
                 with trio.fail_after(5):
                     conn = await a.connect()
                 assert conn.selected_pair.local.address == host
-
-
-async def test_data_read_by_connect_waits_in_the_receive_buffer() -> None:
-    """Data the peer sends right behind its answer to our nomination, read by ``connect()``
-    itself (a peer in another process), waits in the receive buffer for ``receive()``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=True) as a:
-            await a.wait_gathering_complete()
-            _face(a, peer.getsockname()[1])
-
-            async def answer_until_nominated() -> None:
-                while True:
-                    data, address = await _recvfrom_now(peer)
-                    check = stun.decode(data)
-                    peer.sendto(_answer(check, address), address)
-                    if check.get(stun.UseCandidate) is not None:
-                        peer.sendto(b"first", address)
-                        peer.sendto(b"second", address)
-                        return
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(answer_until_nominated)
-                with trio.fail_after(5):
-                    conn = await a.connect()
-                    assert await conn.receive() == b"first"
-                    assert await conn.receive() == b"second"
 
 
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
