@@ -883,8 +883,9 @@ class Agent:
                 transport.reader_waiting = False
 
     def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
-        """One datagram from ``source`` arrived on ``transport`` (used by relays; the UDP
-        receive loop inlines the same steps)."""
+        """One datagram from ``source`` arrived on ``transport`` (used by relays, by a
+        ``connect()`` or ``receive()`` that reads its socket itself; the UDP receive loop
+        inlines the same steps)."""
         if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source):
