@@ -1228,6 +1228,36 @@ async def test_a_pair_selected_on_another_socket_ends_connects_own_read() -> Non
                 assert conn.selected_pair.local.address == host
 
 
+async def test_a_cancelled_connect_hands_its_socket_back() -> None:
+    """A ``connect()`` that reads its socket itself (a peer in another process) and is
+    cancelled gives the socket back to the agent task, which answers the peer from then on;
+    a later ``connect()`` takes it again and connects."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            primary = a._primary
+            assert primary is not None
+            with trio.move_on_after(0.05) as scope:
+                await a.connect()  # nobody answers its checks
+            assert scope.cancelled_caught
+            assert not primary.held and a._connect_sock is None
+            request = _peer_check(a)
+            peer.sendto(request, primary.local_address)
+            with trio.fail_after(5):
+                while True:  # (the agent's own checks come too)
+                    reply = stun.decode((await _recvfrom_now(peer))[0])
+                    if reply.transaction_id == stun.decode(request).transaction_id:
+                        break
+            assert reply.message_class is stun.MessageClass.SUCCESS
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_answer_until_nominated, peer)
+                with trio.fail_after(5):
+                    await a.connect()
+
+
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
