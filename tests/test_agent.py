@@ -1173,30 +1173,38 @@ async def _answer_until_nominated(peer: socket.socket, *after: bytes) -> None:
             return
 
 
-async def test_what_comes_behind_the_selecting_answer_waits_for_connect_to_return() -> None:
-    """For a peer in another process, ``connect()`` returns as soon as a pair is selected,
-    before anything read after that is dealt with: a request the peer sent right behind its
-    answer to our nomination (as Pion does) is answered after ``connect()`` returns, and is
-    answered all the same; data sent behind it waits in the receive buffer."""
+@contextlib.asynccontextmanager
+async def _facing_a_socket() -> AsyncIterator[tuple[trice.Agent, socket.socket]]:
+    """A controlling agent, done gathering, whose peer is the test's socket on 127.0.0.1
+    (see ``_face``): a peer in another process, as far as the agent can tell."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
         async with trice.open_agent(loopback_config(), controlling=True) as a:
             await a.wait_gathering_complete()
             _face(a, peer.getsockname()[1])
-            request = _peer_check(a)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_answer_until_nominated, peer, request, b"first", b"second")
-                with trio.fail_after(5):
-                    conn = await a.connect()
-                with pytest.raises(BlockingIOError):
-                    peer.recvfrom(2048)  # not answered yet
-                answer = stun.decode((await _recvfrom_now(peer))[0])
-                assert answer.message_class is stun.MessageClass.SUCCESS
-                assert answer.transaction_id == stun.decode(request).transaction_id
-                with trio.fail_after(5):
-                    assert await conn.receive() == b"first"
-                    assert await conn.receive() == b"second"
+            yield a, peer
+
+
+async def test_what_comes_behind_the_selecting_answer_waits_for_connect_to_return() -> None:
+    """For a peer in another process, ``connect()`` returns as soon as a pair is selected,
+    before anything read after that is dealt with: a request the peer sent right behind its
+    answer to our nomination (as Pion does) is answered after ``connect()`` returns, and is
+    answered all the same; data sent behind it waits in the receive buffer."""
+    async with _facing_a_socket() as (a, peer):
+        request = _peer_check(a)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_answer_until_nominated, peer, request, b"first", b"second")
+            with trio.fail_after(5):
+                conn = await a.connect()
+            with pytest.raises(BlockingIOError):
+                peer.recvfrom(2048)  # not answered yet
+            answer = stun.decode((await _recvfrom_now(peer))[0])
+            assert answer.message_class is stun.MessageClass.SUCCESS
+            assert answer.transaction_id == stun.decode(request).transaction_id
+            with trio.fail_after(5):
+                assert await conn.receive() == b"first"
+                assert await conn.receive() == b"second"
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
@@ -1232,30 +1240,25 @@ async def test_a_cancelled_connect_hands_its_socket_back() -> None:
     """A ``connect()`` that reads its socket itself (a peer in another process) and is
     cancelled gives the socket back to the agent task, which answers the peer from then on;
     a later ``connect()`` takes it again and connects."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=True) as a:
-            await a.wait_gathering_complete()
-            _face(a, peer.getsockname()[1])
-            primary = a._primary
-            assert primary is not None
-            with trio.move_on_after(0.05) as scope:
-                await a.connect()  # nobody answers its checks
-            assert scope.cancelled_caught
-            assert not primary.held and a._connect_sock is None
-            request = _peer_check(a)
-            peer.sendto(request, primary.local_address)
+    async with _facing_a_socket() as (a, peer):
+        primary = a._primary
+        assert primary is not None
+        with trio.move_on_after(0.05) as scope:
+            await a.connect()  # nobody answers its checks
+        assert scope.cancelled_caught
+        assert not primary.held and a._connect_sock is None
+        request = _peer_check(a)
+        peer.sendto(request, primary.local_address)
+        with trio.fail_after(5):
+            while True:  # (the agent's own checks come too)
+                reply = stun.decode((await _recvfrom_now(peer))[0])
+                if reply.transaction_id == stun.decode(request).transaction_id:
+                    break
+        assert reply.message_class is stun.MessageClass.SUCCESS
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_answer_until_nominated, peer)
             with trio.fail_after(5):
-                while True:  # (the agent's own checks come too)
-                    reply = stun.decode((await _recvfrom_now(peer))[0])
-                    if reply.transaction_id == stun.decode(request).transaction_id:
-                        break
-            assert reply.message_class is stun.MessageClass.SUCCESS
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_answer_until_nominated, peer)
-                with trio.fail_after(5):
-                    await a.connect()
+                await a.connect()
 
 
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
