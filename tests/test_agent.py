@@ -1261,6 +1261,33 @@ async def test_a_cancelled_connect_hands_its_socket_back() -> None:
                 await a.connect()
 
 
+async def test_the_agent_task_sleeps_while_connect_reads_its_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While ``connect()`` reads the socket itself, the agent task wakes only for its
+    deadlines (a check's next transmission, a timeout), not every lease as it does for a
+    blocked ``receive()``: a thousand agents checking at once cost nothing in between."""
+
+    class AgentSteps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task.name.startswith("trice agent"):
+                self.steps += 1
+
+    with wall_clock_guard():
+        async with _facing_a_socket() as (a, _peer):
+            counter = AgentSteps()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                with trio.move_on_after(1.0):
+                    await a.connect()  # nobody answers its checks
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            assert counter.steps <= 10, counter.steps  # (50 with a lease)
+
+
 async def test_a_consent_answer_after_its_check_gave_up_still_counts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -69,6 +69,7 @@ class UdpTransport:
 
     __slots__ = (
         "base",
+        "claimed",
         "closed",
         "family",
         "held",
@@ -91,6 +92,8 @@ class UdpTransport:
         # task blocked in Connection.receive (``held``; ``holds`` counts such receives).
         self.held = False
         self.holds = 0
+        # Held by a connect() until it lets go (see Agent._read_until_change): no lease.
+        self.claimed = False
         self.reader_waiting = False
         self.send_lock: trio.Lock | None = None  # (made when a send first has to wait)
         self.lease = _NO_LEASE  # (holds seen, until when the socket is left to receivers)
@@ -102,7 +105,10 @@ class UdpTransport:
         While a receiver waits on the socket (``held``), or has read it since the reader
         last looked (``holds`` changed), the socket is leased to receivers for
         :data:`LEASE` more: a receive loop comes back within that.  The reader takes the
-        socket back once a lease passes with none."""
+        socket back once a lease passes with none.  A socket ``claimed`` by a waiting
+        ``connect()`` is left to it until it lets go (``inf``): no lease to renew."""
+        if self.claimed:
+            return math.inf
         lease = self.lease
         if self.held or lease[0] != self.holds:
             lease = self.lease = (self.holds, now + LEASE)
