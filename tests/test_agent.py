@@ -788,6 +788,62 @@ def test_running_out_of_descriptors_is_a_clear_limit_error(tmp_path: pathlib.Pat
     assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts the steps of the tasks whose names start with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        self.prefixes = prefixes
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith(self.prefixes):
+            self.steps += 1
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6 beside ipv4"])
+async def test_an_idle_connection_waiting_in_receive_costs_no_wake_ups(
+    autojump_clock: trio.testing.MockClock, family: str
+) -> None:
+    """While the application waits in ``receive()`` and nothing comes, the socket's reader
+    (the agent task, or the receive task of a further socket) sleeps: it wakes for the
+    agent's deadlines (consent), not every lease.  A thousand idle connections cost no CPU
+    between their consent checks."""
+    if family != "ipv4" and not HAS_IPV6:
+        pytest.skip("needs an IPv6 loopback address (::1)")
+    timing = trice.Timing(keepalive_interval=30, disconnected_timeout=60, failed_timeout=120)
+    if family == "ipv4":
+        config = loopback_config(timing=timing)
+    else:
+        # Both families; the pair is on ::1, which a receive task reads (the agent task
+        # reads the first socket, 127.0.0.1).
+        config = trice.AgentConfig(network=_BOTH_FAMILIES, timing=timing)
+    with wall_clock_guard():
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            ca, cb = await _connected_pair(a, b)
+            if family != "ipv4":
+                assert ca.selected_pair.local.address == "::1"
+            counter = _StepCounter("trice agent", "receive ", "trice timers")
+            got: list[bytes] = []
+
+            async def receive(conn: trice.Connection) -> None:
+                got.append(await conn.receive())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive, ca)
+                nursery.start_soon(receive, cb)
+                await trio.sleep(0.1)
+                trio.lowlevel.add_instrument(counter)
+                await trio.sleep(10.0)  # (500 lease ends)
+                trio.lowlevel.remove_instrument(counter)
+                assert counter.steps <= 4, counter.steps
+                await ca.send(b"to b")
+                await cb.send(b"to a")
+            assert sorted(got) == [b"to a", b"to b"]
+
+
 async def test_stun_answered_while_a_receiver_holds_the_socket_and_after_it_leaves(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -20,22 +20,52 @@ from trice._trio._transport import LEASE, UdpTransport, paired_sockets
 
 
 def test_a_socket_is_leased_to_receivers_while_they_keep_coming_back() -> None:
-    """The socket's reader (the agent task, or a receive loop) leaves the socket to receivers
-    while one waits on it or has read it within the last lease, and takes it back after a
-    lease with none."""
+    """The socket's reader (the agent task, or a receive loop) leaves the socket to a
+    receiver for as long as one waits on it (no lease to renew: the reader sleeps), then
+    for a lease from when it let go or last read, and takes it back after a lease with
+    none."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         transport = UdpTransport(0, sock)
         assert transport.leased_until(10.0) == -math.inf  # no receiver yet: the reader reads
         transport.held = True  # a receiver waits on the socket
-        assert transport.leased_until(10.0) == 10.0 + LEASE
-        assert transport.leased_until(10.5) == 10.5 + LEASE  # ... renewed while it waits
-        transport.held = False
-        transport.holds += 1  # it has read, and gone back to its own work
-        assert transport.leased_until(10.6) == 10.6 + LEASE
-        assert transport.leased_until(10.6 + LEASE / 2) == 10.6 + LEASE  # nothing new
-        assert transport.leased_until(10.6 + LEASE) == -math.inf  # a lease without one
-        assert transport.leased_until(20.0) == -math.inf
+        assert transport.leased_until(10.0) == math.inf
+        assert transport.leased_until(500.0) == math.inf  # ... however long it waits
+        assert transport.release(500.5) == 500.5 + LEASE  # it lets go
+        assert not transport.held
+        t = 500.5 + LEASE / 2
+        assert transport.leased_until(t) == 500.5 + LEASE
+        transport.holds += 1  # it has read again (without waiting), and gone back to its work
+        assert transport.leased_until(t) == t + LEASE
+        assert transport.leased_until(t + LEASE / 2) == t + LEASE  # nothing new
+        assert transport.leased_until(t + LEASE) == -math.inf  # a lease without one
+        assert transport.leased_until(600.0) == -math.inf
+        transport.claimed = True  # a connect() reads it
+        assert transport.leased_until(600.0) == math.inf
+
+
+async def test_a_reader_parked_while_a_receiver_holds_the_socket_wakes_when_it_lets_go() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        transport = UdpTransport(0, sock)
+        transport.held = True
+        released = []
+
+        async def reader() -> None:
+            await transport.wait_released()
+            released.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.parked_reader is not None and not released
+            transport.release(trio.current_time())
+        assert released and transport.parked_reader is None
+        # A parked reader can be cancelled (the agent closing).
+        transport.held = True
+        with trio.move_on_after(0.01):
+            await transport.wait_released()
+        assert transport.parked_reader is None
 
 
 class _BlockedSocket:

@@ -867,9 +867,13 @@ class Agent:
             leased = transport.leased_until(trio.current_time())
             if leased != -math.inf:
                 # Leave the socket to receivers for as long as they keep coming back (a
-                # receive loop does); take it back after a lease without one.
+                # receive loop does); take it back after a lease without one.  While one
+                # waits on it, sleep until it lets go.
                 while leased != -math.inf:
-                    await trio.sleep_until(leased)
+                    if leased == math.inf:
+                        await transport.wait_released()
+                    else:
+                        await trio.sleep_until(leased)
                     leased = transport.leased_until(trio.current_time())
                 continue
             transport.reader_waiting = True

@@ -296,7 +296,10 @@ class Connection(trio.abc.Channel[bytes]):
                 waited = True
         finally:
             buffer.waiting_on = None
-            transport.held = False  # the reader takes the socket back after a lease
+            # The reader takes the socket back after a lease with no receiver.
+            end = transport.release(trio.current_time())
+            if transport is agent._primary:
+                agent._wake_by(end)
 
     def _is_data(self, transport: UdpTransport, data: bytes, source: tuple[str, int]) -> bool:
         """A datagram a receive read from the socket itself: data from the peer (counted)

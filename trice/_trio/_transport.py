@@ -76,6 +76,7 @@ class UdpTransport:
         "holds",
         "lease",
         "local_address",
+        "parked_reader",
         "reader_waiting",
         "send_lock",
         "sock",
@@ -94,6 +95,9 @@ class UdpTransport:
         self.holds = 0
         # Held by a connect() until it lets go (see Agent._read_until_change): no lease.
         self.claimed = False
+        # A reader task (Agent._receive_loop) parked while a receiver holds the socket: the
+        # receiver reschedules it when it lets go (see release).
+        self.parked_reader: trio.lowlevel.Task | None = None
         self.reader_waiting = False
         self.send_lock: trio.Lock | None = None  # (made when a send first has to wait)
         self.lease = _NO_LEASE  # (holds seen, until when the socket is left to receivers)
@@ -102,17 +106,43 @@ class UdpTransport:
         """Until when the socket's reader leaves it to receivers, or ``-inf`` if the reader
         may take it now.
 
-        While a receiver waits on the socket (``held``), or has read it since the reader
+        While a receiver waits on the socket (``held``), or a ``connect()`` does
+        (``claimed``), it reads STUN itself and the socket is its until it lets go
+        (``inf``): its reader sleeps meanwhile, with no lease to renew, so that an idle
+        connection whose application waits in ``receive()`` costs no wake-ups.  Once the
+        receiver lets go (:meth:`release`), or if it has read the socket since the reader
         last looked (``holds`` changed), the socket is leased to receivers for
         :data:`LEASE` more: a receive loop comes back within that.  The reader takes the
-        socket back once a lease passes with none.  A socket ``claimed`` by a waiting
-        ``connect()`` is left to it until it lets go (``inf``): no lease to renew."""
-        if self.claimed:
+        socket back once a lease passes with none."""
+        if self.held or self.claimed:
             return math.inf
         lease = self.lease
-        if self.held or lease[0] != self.holds:
+        if lease[0] != self.holds:
             lease = self.lease = (self.holds, now + LEASE)
         return lease[1] if now < lease[1] else -math.inf
+
+    def release(self, now: float) -> float:
+        """A receiver that waited on the socket lets go: the lease runs from ``now``, and a
+        reader task parked until then is rescheduled (to sleep until the lease ends).
+        Returns when the lease ends (the agent task, if it reads this socket, must wake by
+        then)."""
+        self.held = False
+        end = now + LEASE
+        self.lease = (self.holds, end)
+        task = self.parked_reader
+        if task is not None:
+            self.parked_reader = None
+            trio.lowlevel.reschedule(task)
+        return end
+
+    def _unpark_reader(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.parked_reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait_released(self) -> None:
+        """Park the socket's reader task until a receiver lets go (see :meth:`release`)."""
+        self.parked_reader = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._unpark_reader)
 
     def kick(self) -> None:
         """Make the socket's reader leave its wait (it looks again, and finds the socket
