@@ -1419,6 +1419,44 @@ async def test_data_from_the_peer_keeps_it_connected(
                 nursery.cancel_scope.cancel()
 
 
+@pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
+async def test_data_on_a_further_socket_brings_a_disconnected_peer_back_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Data on a socket that a receive task reads (not the agent task's own) counts as
+    heard too: once the peer seemed gone (disconnected), its next datagram brings the state
+    back within a lease, not at the next consent check."""
+    timing = trice.Timing(
+        rto=0.1, keepalive_interval=0.5, disconnected_timeout=1.0, failed_timeout=20.0
+    )
+    config = trice.AgentConfig(network=_BOTH_FAMILIES, timing=timing)
+    with wall_clock_guard(), socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as peer:
+        peer.bind(("::1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(config, controlling=True) as a:
+            await a.wait_gathering_complete()
+            assert a._primary is not None and a._primary.family == socket.AF_INET
+            a.set_remote_parameters("abcd", "x" * 22)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(
+                    f"candidate:1 1 udp 2130706431 ::1 {peer.getsockname()[1]} typ host"
+                )
+            )
+            a.add_remote_candidate(None)
+            async with a.subscribe() as stream, trio.open_nursery() as nursery:
+                nursery.start_soon(_answer_until_nominated, peer)
+                conn = await a.connect()
+                assert conn.selected_pair.local.address == "::1"
+                # The peer falls silent: no answers, no data.
+                with trio.fail_after(3 * timing.disconnected_timeout):
+                    await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+                peer.sendto(b"back", conn.selected_pair.local.transport_address)
+                sent = trio.current_time()
+                with trio.fail_after(timing.keepalive_interval):
+                    await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+                assert trio.current_time() - sent <= 0.03  # a lease, not a consent check
+
+
 async def _next_data(sock: socket.socket) -> bytes:
     """The next datagram on ``sock`` that is not STUN (the agent's checks are skipped)."""
     while True:

@@ -49,7 +49,13 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
-from trice._trio._transport import STUN_MAGIC, Transport, UdpTransport, paired_sockets
+from trice._trio._transport import (
+    LEASE,
+    STUN_MAGIC,
+    Transport,
+    UdpTransport,
+    paired_sockets,
+)
 from trice.ice._candidate import Candidate
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
@@ -629,10 +635,9 @@ class Agent:
         due = -math.inf  # when the last wait was due to end
         # Data from the peer is a sign of life for the core (``AgentCore.on_data``).  Its
         # readers only count it, queued or dropped (reading the clock would cost the data
-        # plane some 2 % a datagram); this loop, which wakes at least every lease while a
-        # receiver holds the socket and at each consent check otherwise, notices the count
-        # move and tells the core when its time comes, or at once if it took the peer for
-        # gone.
+        # plane some 2 % a datagram); this loop, which wakes at each consent check, and
+        # every lease while the peer seems gone (disconnected), notices the count move and
+        # tells the core when its time comes, or at once if it took the peer for gone.
         buffer = self._buffer
         datagrams = 0
         data_at = -math.inf
@@ -664,6 +669,10 @@ class Agent:
                     read = True
                 elif leased < wake_at:
                     wake_at = leased
+            if core.state is _DISCONNECTED and now + LEASE < wake_at:
+                # The peer seems gone, and data that a receiver reads (or a further socket's
+                # reader) would bring it back: look for it every lease meanwhile.
+                wake_at = now + LEASE
             readable = False
             if self._handoff:
                 read = False  # (park: see _step_aside)
