@@ -147,12 +147,10 @@ class Agent:
         "_closed",
         "_connect_blocked",
         "_connect_sock",
-        "_connect_waiters",
         "_connection",
         "_core",
         "_datagrams",
         "_gathering",
-        "_handoff",
         "_hub",
         "_local",
         "_malformed",
@@ -167,7 +165,6 @@ class Agent:
         "_sleeping_until",
         "_stun_received",
         "_subscribers",
-        "_task",
         "_timers",
         "_transports",
         "_unknown_source",
@@ -203,11 +200,6 @@ class Agent:
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
-        self._task: trio.lowlevel.Task | None = None  # the agent task (see _run)
-        # connect() calls waiting for a change, and whether the agent task, having just
-        # woken them, steps aside until one has run (see _step_aside).
-        self._connect_waiters = 0
-        self._handoff = False
         # The socket a connect() call reads itself, and whether it waits on it now (see
         # _read_until_change).
         self._connect_sock: socket.socket | None = None
@@ -405,18 +397,7 @@ class Agent:
                 await self._read_until_change(primary, checkpoint=not waited)
                 waited = True
                 continue
-            self._connect_waiters += 1
-            try:
-                await self._change().wait()
-            finally:
-                self._connect_waiters -= 1
-                if self._handoff:
-                    # The agent task stepped aside for this wake-up: it reads on now.
-                    self._handoff = False
-                    task = self._parked
-                    if task is not None:
-                        self._parked = None
-                        trio.lowlevel.reschedule(task)
+            await self._change().wait()
             waited = True
 
     # ------------------------------------------------------------------ internals
@@ -469,12 +450,6 @@ class Agent:
                     # connect() read this itself: it returns now and reschedules the agent
                     # task, which then looks at its deadline itself (no timer to arm).
                     self._sleeping_until = -math.inf
-            if (
-                self._connect_waiters
-                and trio.lowlevel.current_task() is self._task
-                and self._peer_elsewhere()
-            ):
-                self._handoff = True  # (see _step_aside)
 
     def _pump(self, now: float | None = None) -> None:
         """After any change of the core: deliver its events, start the checks it wants now
@@ -611,7 +586,6 @@ class Agent:
         and one wait in it for a datagram *or* the next deadline: with thousands of agents in a
         process, each task, nursery and pending wait is memory and scheduling that counts.
         """
-        self._task = trio.lowlevel.current_task()
         await gather_local(self)
         if has_server_sources(self):
             self._nursery.start_soon(gather_servers, self, name="gather")
@@ -674,8 +648,6 @@ class Agent:
                 # reader) would bring it back: look for it every lease meanwhile.
                 wake_at = now + LEASE
             readable = False
-            if self._handoff:
-                read = False  # (park: see _step_aside)
             self._sleeping_until = wake_at
             if wake_at != math.inf:
                 hub.arm(wake_at, self)
@@ -700,15 +672,20 @@ class Agent:
             # Read what came before the core's timers run, also when the timer ended the wait:
             # in a busy process a datagram may wait there unread (a nomination, say, which
             # must come before the ping-back it makes needless).
-            if primary is not None and (
-                readable
-                or (read and not primary.held and not primary.closed and trio.current_time() >= due)
+            if (
+                primary is not None
+                and (
+                    readable
+                    or (
+                        read
+                        and not primary.held
+                        and not primary.closed
+                        and trio.current_time() >= due
+                    )
+                )
+                and not self._drain(primary)
             ):
-                empty = self._drain(primary)
-                if self._handoff:
-                    await self._step_aside()
-                elif not empty:
-                    await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
 
     async def _read_until_change(self, transport: UdpTransport, *, checkpoint: bool) -> None:
         """For :meth:`connect`, with a peer in another process: wait for the next change it
@@ -767,25 +744,6 @@ class Agent:
                 self._parked = None
                 trio.lowlevel.reschedule(task)
 
-    async def _step_aside(self) -> None:
-        """The agent task has just woken a :meth:`connect` (a pair selected, say) for a peer
-        in another process: it parks until that call has run (which reschedules it), before
-        it reads on or runs its timers.
-
-        Otherwise trio would run the two in either order (it turns each batch of runnable
-        tasks around at random), and a peer's next request read in the same batch (Pion
-        sends one right behind its answer to our nomination) would be answered, and the
-        agent task's loop run, while ``connect()`` waits to return.  The request's answer
-        waits one task switch instead.  A peer in this very run (many agents in one
-        process) gets no hand-off: a task step more per agent would cost more than it saves
-        there."""
-        self._parked = trio.lowlevel.current_task()
-        try:
-            await trio.lowlevel.wait_task_rescheduled(self._unpark)
-        finally:
-            self._parked = None
-            self._handoff = False
-
     def _adopt_socket(self, transport: UdpTransport, address: str) -> None:
         """A new host socket on ``address``: the agent task reads the first, a reader task
         each other."""
@@ -838,8 +796,6 @@ class Agent:
                 source = (source[0], source[1])
             if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
                 self._on_stun(transport, data, source)
-                if self._handoff and trio.lowlevel.current_task() is self._task:
-                    break  # a connect() goes first (see _step_aside)
             elif source in remotes:
                 if buffer.closed:
                     continue
