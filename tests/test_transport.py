@@ -40,8 +40,6 @@ def test_a_socket_is_leased_to_receivers_while_they_keep_coming_back() -> None:
         assert transport.leased_until(t + LEASE / 2) == t + LEASE  # nothing new
         assert transport.leased_until(t + LEASE) == -math.inf  # a lease without one
         assert transport.leased_until(600.0) == -math.inf
-        transport.claimed = True  # a connect() reads it
-        assert transport.leased_until(600.0) == math.inf
 
 
 async def test_a_reader_parked_while_a_receiver_holds_the_socket_wakes_when_it_lets_go() -> None:

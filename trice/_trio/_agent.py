@@ -703,7 +703,7 @@ class Agent:
         changed = self._change()
         sock = transport.sock
         ipv6 = transport.family == socket.AF_INET6
-        transport.held = transport.claimed = True
+        transport.held = True
         transport.kick()  # the agent task leaves the socket (and parks: see leased_until)
         self._connect_sock = sock
         try:
@@ -737,7 +737,7 @@ class Agent:
         finally:
             # The agent task takes the socket back now (no lease), and reads on.
             self._connect_sock = None
-            transport.held = transport.claimed = False
+            transport.held = False
             transport.lease = (transport.holds, -math.inf)
             task = self._parked
             if task is not None:

@@ -69,7 +69,6 @@ class UdpTransport:
 
     __slots__ = (
         "base",
-        "claimed",
         "closed",
         "family",
         "held",
@@ -90,11 +89,10 @@ class UdpTransport:
         self.local_address: Address = (host.split("%", 1)[0], port)
         self.closed = False
         # Who waits on the socket: its reader (``reader_waiting`` while it does), or a
-        # task blocked in Connection.receive (``held``; ``holds`` counts such receives).
+        # task blocked in Connection.receive or Agent.connect (``held``; ``holds`` counts
+        # such receives).
         self.held = False
         self.holds = 0
-        # Held by a connect() until it lets go (see Agent._read_until_change): no lease.
-        self.claimed = False
         # A reader task (Agent._receive_loop) parked while a receiver holds the socket: the
         # receiver reschedules it when it lets go (see release).
         self.parked_reader: trio.lowlevel.Task | None = None
@@ -106,15 +104,15 @@ class UdpTransport:
         """Until when the socket's reader leaves it to receivers, or ``-inf`` if the reader
         may take it now.
 
-        While a receiver waits on the socket (``held``), or a ``connect()`` does
-        (``claimed``), it reads STUN itself and the socket is its until it lets go
+        While a receiver waits on the socket (``held``: a ``receive()``, or a
+        ``connect()``), it reads STUN itself and the socket is its until it lets go
         (``inf``): its reader sleeps meanwhile, with no lease to renew, so that an idle
         connection whose application waits in ``receive()`` costs no wake-ups.  Once the
         receiver lets go (:meth:`release`), or if it has read the socket since the reader
         last looked (``holds`` changed), the socket is leased to receivers for
         :data:`LEASE` more: a receive loop comes back within that.  The reader takes the
         socket back once a lease passes with none."""
-        if self.held or self.claimed:
+        if self.held:
             return math.inf
         lease = self.lease
         if lease[0] != self.holds:
