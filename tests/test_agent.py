@@ -1321,20 +1321,11 @@ async def test_the_agent_task_sleeps_while_connect_reads_its_socket(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """While ``connect()`` reads the socket itself, the agent task wakes only for its
-    deadlines (a check's next transmission, a timeout), not every lease as it does for a
-    blocked ``receive()``: a thousand agents checking at once cost nothing in between."""
-
-    class AgentSteps(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.steps = 0
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            if task.name.startswith("trice agent"):
-                self.steps += 1
-
+    deadlines (a check's next transmission, a timeout), not every lease: a thousand agents
+    checking at once cost nothing in between."""
     with wall_clock_guard():
         async with _facing_a_socket() as (a, _peer):
-            counter = AgentSteps()
+            counter = _StepCounter("trice agent")
             trio.lowlevel.add_instrument(counter)
             try:
                 with trio.move_on_after(1.0):
