@@ -508,6 +508,10 @@ class Agent:
         if primary is not None and primary.reader_waiting:
             primary.kick()  # the agent task's wait raises ClosedResourceError
             return
+        self._resume()
+
+    def _resume(self) -> None:
+        """Reschedule the agent task if it is parked: it looks at everything again."""
         task = self._parked
         if task is not None:
             self._parked = None
@@ -739,10 +743,7 @@ class Agent:
             self._connect_sock = None
             transport.held = False
             transport.lease = (transport.holds, -math.inf)
-            task = self._parked
-            if task is not None:
-                self._parked = None
-                trio.lowlevel.reschedule(task)
+            self._resume()
 
     def _adopt_socket(self, transport: UdpTransport, address: str) -> None:
         """A new host socket on ``address``: the agent task reads the first, a reader task
