@@ -131,6 +131,32 @@ async def test_trickle_candidates_before_parameters() -> None:
         await connect_both(a, b)
 
 
+@pytest.mark.parametrize("b_controlling", [False, True])
+async def test_the_peers_checks_start_ours_before_connect_is_called(b_controlling: bool) -> None:
+    """b holds a's parameters and candidates but nobody calls its connect(): a's checks
+    start b's (RFC 8445 §7.3.1.4), and b reaches connected all the same; its connect(),
+    called then, returns the selected pair at once."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=b_controlling) as b,
+        b.subscribe() as events,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        assert b.connection_state is trice.ConnectionState.NEW
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.connect)
+            with trio.fail_after(10):
+                await wait_for_state(events, trice.ConnectionState.CONNECTED)
+        assert b.statistics().checks_sent >= 1
+        assert b.selected_pair is not None
+        with trio.fail_after(1):
+            conn = await b.connect()
+        assert conn.selected_pair == b.selected_pair
+
+
 async def test_trickle_after_connect_starts_without_end_of_candidates() -> None:
     config = loopback_config()
     done: dict[str, trice.Connection] = {}

@@ -18,6 +18,9 @@ from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
 from trice.ice._checklist import Pair, PairState
 from trice.ice._core import (
+    PINGBACK_MAX,
+    PINGBACK_MIN,
+    PINGBACK_RTTS,
     RESEND_MIN,
     AgentCore,
     Check,
@@ -315,6 +318,59 @@ def test_request_triggers_a_check(state: PairState) -> None:
     assert triggered.pair is target  # before the higher-priority waiting pairs[1]
     ordinary = core.poll_check(2 * core.timing.ta)
     assert ordinary is not None and ordinary.pair is pairs[1]
+
+
+@pytest.mark.parametrize("b_controlling", [False, True])
+def test_the_peers_check_starts_ours_without_connect(b_controlling: bool) -> None:
+    """Only ``a`` is asked to connect (``want_connection``): ``b``'s checks begin with the
+    first check of ``a``'s it answers (RFC 8445 §7.3.1.4), its triggered check going back
+    at once, and both select a pair (in either role for ``b``: a role conflict included)."""
+    net, a, b = two_agents(b_controlling=b_controlling, want=False)
+    a.core.want_connection(net.now)
+    assert b.core.state is ConnectionState.NEW
+    assert net.run_until(connected(a, b), max_time=1.0)
+    first_in = net.packets(sender="a", requests=True)[0]
+    first_out = net.packets(sender="b", requests=True)[0]
+    assert first_out.sent_at == pytest.approx(first_in.deliver_at)
+    assert first_out.dst == first_in.src
+    pa, pb = a.core.selected_pair(), b.core.selected_pair()
+    assert pa is not None and pb is not None
+    assert pa.local.transport_address == pb.remote.transport_address
+    assert pa.remote.transport_address == pb.local.transport_address
+    assert_valid_events(a, b)
+
+
+def test_a_check_before_the_remote_parameters_starts_ours_once_they_come() -> None:
+    """A check that comes before the remote parameters is answered (it is addressed to our
+    ufrag and keyed with our password) but cannot be checked back; the checks begin when
+    the parameters come, with no ``want_connection``."""
+    _net, a, b = two_agents(want=False, exchange=False)
+    core = b.core
+    source = a.bases[0]
+    response = core.on_request(
+        0, source, binding_request(core, sender_ufrag=a.core.local.ufrag), 0.0
+    )
+    assert response is not None
+    assert stun.decode(response).message_class is stun.MessageClass.SUCCESS
+    assert core.poll_check(0.0) is None
+    assert core.state.value == "new"  # (by value: mypy would keep it narrowed below)
+    core.set_remote(a.core.local, 0.01)
+    check = core.poll_check(0.01)
+    assert check is not None and check.destination == source
+    assert core.state is ConnectionState.CHECKING
+
+
+def test_a_refused_check_starts_nothing() -> None:
+    """A check that fails authentication (a wrong password here) is refused and starts no
+    checks of ours."""
+    _net, a, b = two_agents(want=False)
+    core = b.core
+    request = binding_request(core, key=stun.short_term_key("not-the-password-at-all"))
+    response = core.on_request(0, a.bases[0], request, 0.0)
+    assert response is not None
+    assert stun.decode(response).message_class is stun.MessageClass.ERROR
+    assert core.poll_check(0.0) is None
+    assert core.state is ConnectionState.NEW
 
 
 def test_request_on_in_progress_pair_resends_it() -> None:
@@ -814,6 +870,36 @@ def test_a_ping_back_is_made_ahead_when_the_shell_asks(ping: bool) -> None:
     assert tids.count == (made if ping else made + 1)  # (once per pair: nothing more)
 
 
+def test_a_pair_the_peer_checked_before_ours_went_pings_back_only_at_its_time() -> None:
+    """The peer's check came first (it started ours) and ours went behind our answer: the
+    peer had proved the pair when ours reached it, so a peer that nominates on our check has
+    done so.  No ping-back soon (none made ahead, none for the shell to send at once); one
+    at its time, should no nomination come."""
+    net, a, b = two_agents(a_controlling=False, want=False)
+    del net.endpoints["b"]
+    core = a.core
+    tids = core._new_tid
+    assert isinstance(tids, TidSource)
+    (pair,) = list(core.checklist)
+    _peer_requests(core, pair, 0.0)
+    check = core.poll_check(0.0)
+    assert check is not None and check.pair is pair and not check.nominating
+    made = tids.count
+    core.prepare(ping=True)
+    assert tids.count == made  # no ping made ahead (and no other pair to check)
+    assert core.on_response(check, _answer_to(check, b.core), check.destination, 0.01)
+    assert pair.state is PairState.SUCCEEDED
+    assert not core.pingback_pending
+    core.ping_back_now(0.01)
+    assert core.poll_check(0.01) is None
+    due = core.next_deadline()
+    wait = min(max(PINGBACK_RTTS * 0.01, PINGBACK_MIN), PINGBACK_MAX)
+    assert due is not None and due == pytest.approx(0.01 + wait)
+    core.on_timer(due)
+    ping = core.poll_check(due)
+    assert ping is not None and ping.pair is pair and not ping.nominating
+
+
 def test_a_controlling_agent_makes_no_ping_back_ahead() -> None:
     """Only a controlled agent pings back: ``prepare(ping=True)`` makes a controlling agent
     nothing more than ``prepare()`` does (its nomination)."""
@@ -923,8 +1009,15 @@ def test_nat_filters_unsolicited_inbound() -> None:
     net.send(b, 1, public, binding_request(a.core).raw or b"")
     net.send(b, 0, public, binding_request(a.core).raw or b"")
     net.run_for(0.1)
-    assert [reason for reason, _ in net.dropped] == ["filtered"]
-    assert a.core.requests_received == 1
+    # The request from a source a never sent to is filtered; the other comes through.
+    assert [(reason, p.private_src) for reason, p in net.dropped] == [
+        ("filtered", ("10.0.0.9", 7000))
+    ]
+    # That request started a's own checks (connect() or not): a's first request is its
+    # triggered check back, through the mapping the request came in by.
+    first = net.packets(sender="a", requests=True)[0]
+    assert (first.private_src, first.dst) == (("192.168.1.10", 5000), ("10.0.0.2", 6000))
+    assert a.core.state is not ConnectionState.NEW
 
 
 # -- role conflicts (RFC 8445 §7.3.1.1, §7.2.5.1) -----------------------------------------------

@@ -362,6 +362,9 @@ class Agent:
         """Start connectivity checks (once remote parameters are known) and wait until a pair
         is selected.
 
+        The peer's first check starts them too, if it comes first (RFC 8445 §7.3.1.4): a
+        pair may then be selected before this is called, and it returns at once.
+
         Returns:
             the :class:`Connection` over the selected pair: the agent's one connection, the
             same object from every call (also after it was closed with

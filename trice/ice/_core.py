@@ -120,6 +120,7 @@ class AgentCore:
         "_next_paced",
         "_nominating",
         "_pingback",
+        "_pingback_soon",
         "_remote_key",
         "_resend",
         "_spare_check",
@@ -217,6 +218,7 @@ class AgentCore:
         self._first_valid_at: float | None = None
         self._nominating: Pair | None = None
         self._pingback: Pair | None = None
+        self._pingback_soon = False  # whether the shell may send it sooner (_want_pingback)
         #: When consent was last refreshed: an answer to one of our checks on the selected
         #: pair (RFC 7675).  Without one for ``failed_timeout``, the state is failed.
         self._last_consent = 0.0
@@ -267,7 +269,8 @@ class AgentCore:
         self._maybe_start(now)
 
     def want_connection(self, now: float) -> None:
-        """The user asked to connect: checks start once remote parameters are known."""
+        """The user asked to connect: checks start once remote parameters are known.  An
+        authenticated check from the peer does the same (see ``_learn_from_request``)."""
         self._wanted = True
         self._maybe_start(now)
 
@@ -546,7 +549,8 @@ class AgentCore:
             self._spare_nomination = None  # (made before a role switch)
         if ping and not controlling:
             pair = checklist.first_in_progress()
-            if pair is None or pair.pinged_back:
+            # (A pair the peer checked before ours went wants no ping soon: _pair_succeeded.)
+            if pair is None or pair.pinged_back or pair.peer_checked:
                 self._spare_ping = None
             else:
                 self._spare_ping = self._spare_for(self._spare_ping, pair, False)
@@ -847,12 +851,16 @@ class AgentCore:
             rtt = max(now - check.started, 0.0)
             pair.pingback_at = now + min(max(PINGBACK_RTTS * rtt, PINGBACK_MIN), PINGBACK_MAX)
             if pair.peer_checked:
-                self._want_pingback(pair, now)
+                # The peer's check came before ours went (a check that crossed ours has
+                # its ping-back already): ours, sent behind our answer, reached a peer that
+                # had proved the pair, so a peer that nominates on it has done so.  A ping
+                # at its time only, should that answer have been lost.
+                self._want_pingback(pair, now, soon=False)
         else:
             self._maybe_nominate(now)
         self._maybe_complete()
 
-    def _want_pingback(self, pair: Pair, now: float) -> None:
+    def _want_pingback(self, pair: Pair, now: float, *, soon: bool = True) -> None:
         """Not in RFC 8445: a controlled agent that has answered the peer's check on a pair,
         and whose own check on it has succeeded (or was in flight when the peer's check
         arrived), sends the peer one check of its own if no nomination comes.  A controlling
@@ -866,26 +874,33 @@ class AgentCore:
         Its time is a couple of round trips after our check succeeded (``pingback_at``,
         infinite while the check is in flight).  The shell sends it sooner, with
         :meth:`ping_back_now`, to a peer in another process: there, waiting wins nothing.  A
-        peer in the same trio run is trice, and its nomination comes before that time.
+        peer in the same trio run is trice, and its nomination comes before that time.  Not
+        ``soon``: the peer checked the pair before our check went, so our check, behind our
+        answer, found the pair proved at the peer, which has nominated on it if it does so;
+        the ping then goes only at its time (should that answer have been lost), to any
+        peer.
         Only one is pending at a time; it is dropped when its pair fails or goes back to
         waiting, on a role switch, on selection, and when checks end."""
         if self.selected is not None or pair.pinged_back or self._pingback is not None:
             return
         self._pingback = pair
+        self._pingback_soon = soon
         pair.pingback_at = max(pair.pingback_at, now)
 
     @property
     def pingback_pending(self) -> bool:
-        """Whether a ping-back waits for its time (see ``_want_pingback``); the shell may
-        send it sooner with :meth:`ping_back_now`.  Never once a pair is selected or the
-        checks are over (failed, closed): both drop it."""
-        return self._pingback is not None
+        """Whether a ping-back waits for its time that the shell may send sooner, with
+        :meth:`ping_back_now` (see ``_want_pingback``): not one whose pair the peer checked
+        before our own check went, which only waits for its time.  Never once a pair is
+        selected or the checks are over (failed, closed): both drop it."""
+        return self._pingback is not None and self._pingback_soon
 
     def ping_back_now(self, now: float) -> None:
         """Send the pending ping-back now rather than at its time: the shell calls this at
-        once for a peer in another process (see ``_want_pingback``)."""
+        once for a peer in another process (see ``_want_pingback``).  Nothing if none is
+        pending, or only one that waits for its time (see :attr:`pingback_pending`)."""
         pair = self._pingback
-        if pair is not None:
+        if pair is not None and self._pingback_soon:
             self._ping_back(pair, now)
 
     def _ping_back(self, pair: Pair, now: float) -> None:
@@ -1109,6 +1124,12 @@ class AgentCore:
         # should not make a live pair flap.
         if self.selected is pair:
             self._alive(now)
+        if not self._wanted:
+            # The peer's checks have begun, so ours begin too, connect() called or not:
+            # RFC 8445 §7.3.1.4 answers a check with a check of our own at once, and a
+            # peer that nominates when our check reaches it (Pion does) would otherwise
+            # wait for this application to call connect().
+            self.want_connection(now)
         pair.peer_checked = True
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED:
