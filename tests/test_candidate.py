@@ -522,9 +522,31 @@ _PIECES = [*GOOD.split(), "raddr", "rport", "tcptype", "tcp", "active", "::1", "
 @given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=6), max_size=16))
 def test_near_miss_lines_raise_only_candidate_error(pieces: list[str]) -> None:
     try:
-        Candidate.from_sdp(" ".join(pieces))
+        parsed = Candidate.from_sdp(" ".join(pieces))
     except CandidateError as exc:
         assert exc.field is not None
+    else:
+        _assert_as_constructed(parsed)
+
+
+def _assert_as_constructed(parsed: Candidate) -> None:
+    """The parser makes its candidate without the constructor's checks: what it makes must
+    pass them unchanged (every field valid and in its normal form)."""
+    assert dataclasses.replace(parsed) == parsed
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "A=CANDIDATE:1 1 UDP 2130706431 2001:DB8:0::1 5000 TYP HOST",
+        "candidate:x 2 TCP 7 ::FFFF:10.0.0.1 9 typ SRFLX RADDR 2001:DB8::0:2 RPORT 9 TCPTYPE so",
+        "candidate:1 1 udp 1 host.local 0 typ prflx generation 0 network-id 1 ufrag AbC+",
+    ],
+)
+def test_a_parsed_candidate_is_what_the_constructor_makes(line: str) -> None:
+    parsed = Candidate.from_sdp(line, sdp_mid="0", sdp_mline_index=0, username_fragment="u")
+    _assert_as_constructed(parsed)
+    assert parsed.protocol in ("udp", "tcp")
 
 
 @given(candidates(), st.data())
@@ -535,9 +557,11 @@ def test_mutated_lines_raise_only_candidate_error(
     index = data.draw(st.integers(0, len(parts) - 1))
     parts[index] = data.draw(st.text(max_size=8))
     try:
-        Candidate.from_sdp(" ".join(parts))
+        parsed = Candidate.from_sdp(" ".join(parts))
     except CandidateError as exc:
         assert exc.field is not None
+    else:
+        _assert_as_constructed(parsed)
 
 
 json_values = st.recursive(

@@ -40,6 +40,7 @@ _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SEPARATOR = re.compile(r"[ \t]+")
 _RESERVED_NAMES = frozenset({"typ", "raddr", "rport", "tcptype"})
 _SET = object.__setattr__  # a frozen dataclass normalizes its own fields in __post_init__
+_NEW = object.__new__
 
 
 class CandidateType(str, enum.Enum):
@@ -568,25 +569,43 @@ def _parse_tokens(
                     f"'tcptype {value}' on a {protocol.upper()} candidate", field="tcptype"
                 )
         else:
-            extensions.append(_extensions([(name, value)], "extension")[0])
+            # (A token has no blank in it, and cannot be a reserved name: those are above.)
+            if not _TOKEN.fullmatch(name):
+                raise CandidateError(f"extension name {name!r} is not a token", field=field)
+            if not _VCHARS.fullmatch(value):
+                raise CandidateError(
+                    f"extension {name!r} value {value!r} must be 1 or more visible ASCII"
+                    " characters",
+                    field=field,
+                )
+            extensions.append((name, value))
         index += 2
     if related_address is not None and related_port is None:
         raise CandidateError(f"'raddr {related_address}' without 'rport'", field="rport")
     if related_port is not None and related_address is None:
         raise CandidateError(f"'rport {related_port}' without 'raddr'", field="raddr")
-    return Candidate(
-        foundation=foundation,
-        component=component,
-        protocol=protocol,
-        priority=priority,
-        address=address,
-        port=port,
-        type=cand_type,
-        related_address=related_address,
-        related_port=related_port,
-        tcp_type=tcp_type,
-        sdp_mid=sdp_mid,
-        sdp_mline_index=sdp_mline_index,
-        username_fragment=username_fragment,
-        extensions=tuple(extensions),
-    )
+    if sdp_mid is not None:
+        _optional_str(sdp_mid, "sdp_mid")
+    if sdp_mline_index is not None:
+        _uint(sdp_mline_index, "sdp_mline_index", 0, 65535)
+    if username_fragment is not None:
+        _optional_str(username_fragment, "username_fragment")
+    # Every field is checked and in its normal form by now: the candidate is made without
+    # the constructor checking it all again (half the cost of a line; a remote candidate's
+    # line is parsed while the peer's first check may be on its way).
+    candidate = _NEW(Candidate)
+    _SET(candidate, "foundation", foundation)
+    _SET(candidate, "component", component)
+    _SET(candidate, "protocol", protocol)
+    _SET(candidate, "priority", priority)
+    _SET(candidate, "address", address)
+    _SET(candidate, "port", port)
+    _SET(candidate, "type", cand_type)
+    _SET(candidate, "related_address", related_address)
+    _SET(candidate, "related_port", related_port)
+    _SET(candidate, "tcp_type", tcp_type)
+    _SET(candidate, "sdp_mid", sdp_mid)
+    _SET(candidate, "sdp_mline_index", sdp_mline_index)
+    _SET(candidate, "username_fragment", username_fragment)
+    _SET(candidate, "extensions", tuple(extensions))
+    return candidate
