@@ -1550,6 +1550,34 @@ async def _ping_from(b: trice.Agent, check: stun.Message, peer: socket.socket) -
             return message
 
 
+@pytest.mark.parametrize("controlling", [False, True])
+async def test_connect_answers_a_check_waiting_on_its_socket_before_checking(
+    autojump_clock: trio.testing.MockClock, controlling: bool
+) -> None:
+    """The peer (here the test's socket, taken for one in another process) checked before
+    this process called connect(), and its check waits unread on the socket: connect()
+    answers it first, and b's own check follows the answer, rather than crossing the peer's
+    check (a peer that nominates when our check reaches a pair it has proved, as Pion does,
+    nominates on it at once)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=controlling) as b:
+            await b.wait_gathering_complete()
+            _face(b, peer.getsockname()[1], ufrag="peer")
+            (local,) = b.local_candidates
+            peer.sendto(
+                _peer_check(b, "peer", controlling=not controlling), local.transport_address
+            )
+            with trio.move_on_after(1.0):  # (nobody nominates or answers: cancelled)
+                await b.connect()  # its first step runs before b's own task reads the socket
+            first = stun.decode((await _recvfrom_now(peer))[0])
+            second = stun.decode((await _recvfrom_now(peer))[0])
+            assert first.message_class is stun.MessageClass.SUCCESS  # the answer
+            assert second.message_class is stun.MessageClass.REQUEST  # then b's check
+            assert b.statistics().checks_sent >= 1
+
+
 async def test_controlled_agent_facing_an_agent_of_its_own_run_pings_back_only_at_its_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

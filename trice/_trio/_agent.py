@@ -375,6 +375,20 @@ class Agent:
                 consent expired.
             trio.ClosedResourceError: the agent closed.
         """
+        primary = self._primary
+        if (
+            self._core.state is ConnectionState.NEW
+            and primary is not None
+            and not primary.closed
+            and self._peer_elsewhere()
+        ):
+            # A peer in another process may have sent its first check while this process
+            # was busy (with signaling, say): answer it first, which starts our checks on
+            # its pair right behind the answer (see AgentCore._learn_from_request).  Our
+            # check then reaches a peer that has proved the pair, which nominates on it if
+            # it does so (Pion does); sent first, it would cross the peer's check, and the
+            # peer would wait for a ping-back.  With nothing there: one failed read.
+            self._drain(primary)
         now = trio.current_time()
         self._core.want_connection(now)
         self._pump(now)
