@@ -593,19 +593,29 @@ def _parse_tokens(
     # Every field is checked and in its normal form by now: the candidate is made without
     # the constructor checking it all again (half the cost of a line; a remote candidate's
     # line is parsed while the peer's first check may be on its way).
+    return _checked(
+        foundation=foundation,
+        component=component,
+        protocol=protocol,
+        priority=priority,
+        address=address,
+        port=port,
+        type=cand_type,
+        related_address=related_address,
+        related_port=related_port,
+        tcp_type=tcp_type,
+        sdp_mid=sdp_mid,
+        sdp_mline_index=sdp_mline_index,
+        username_fragment=username_fragment,
+        extensions=tuple(extensions),
+    )
+
+
+def _checked(**fields: object) -> Candidate:
+    """A :class:`Candidate` of fields that are already checked and in their normal form (all
+    of them: a missing one would be an attribute never set), made without
+    ``__post_init__``."""
     candidate = _NEW(Candidate)
-    _SET(candidate, "foundation", foundation)
-    _SET(candidate, "component", component)
-    _SET(candidate, "protocol", protocol)
-    _SET(candidate, "priority", priority)
-    _SET(candidate, "address", address)
-    _SET(candidate, "port", port)
-    _SET(candidate, "type", cand_type)
-    _SET(candidate, "related_address", related_address)
-    _SET(candidate, "related_port", related_port)
-    _SET(candidate, "tcp_type", tcp_type)
-    _SET(candidate, "sdp_mid", sdp_mid)
-    _SET(candidate, "sdp_mline_index", sdp_mline_index)
-    _SET(candidate, "username_fragment", username_fragment)
-    _SET(candidate, "extensions", tuple(extensions))
+    for name, value in fields.items():
+        _SET(candidate, name, value)
     return candidate
