@@ -1,11 +1,13 @@
 """Time to connected between real ICE peers over loopback host candidates.
 
 Each run starts a fresh pair of peer processes, exchanges their parameters and candidates,
-sends ``start`` to both and takes the later of the two ``connected`` times: each peer times
-its own connect call, inside its timeout guard (so gathering, process start-up and the peer
-program's own timeout guard are excluded; until 2026-11-29 the trice and aioice peers'
-clocks included the guard, which in the trice peer took 18-45 µs). Prints median, p10 and
-p90 of ``--runs`` runs per row.
+waits until both have taken them in (each answers a ``sync`` sent behind them: since
+2026-11-29; before, ``start`` followed at once, and a peer still taking the other's
+description in was timed doing so), sends ``start`` to both and takes the later of the two
+``connected`` times: each peer times its own connect call, inside its timeout guard (so
+gathering, process start-up and the peer program's own timeout guard are excluded; until
+2026-11-29 the trice and aioice peers' clocks included the guard, which in the trice peer
+took 18-45 µs). Prints median, p10 and p90 of ``--runs`` runs per row.
 
 The rows are measured in rounds, one run of each row per round, rather than one row after
 the other: on a shared machine the load drifts, and a row measured during a busy minute

@@ -181,6 +181,8 @@ class Peer:
             await self.conn.add_remote_candidate(parse_candidate(msg["candidate"]))
         elif kind == "end-of-candidates":
             await self.conn.add_remote_candidate(None)
+        elif kind == "sync":
+            emit({"type": "synced"})
         elif kind == "start":
             if not self.started:
                 if self.conn.remote_username is None:

@@ -28,6 +28,8 @@ Output (peer -> harness), in this order::
         are optional too)
     {"type": "exchanged", "sent": N, "received": M}
         answer to each "exchange", see below
+    {"type": "synced"}
+        answer to each "sync": every message before it has been handled
     {"type": "error", "message": "..."}
         on failure, followed by a non-zero exit
 
@@ -36,6 +38,8 @@ Input (harness -> peer)::
     {"type": "parameters", "ufrag": ..., "pwd": ..., "lite": ...}   the remote's
     {"type": "candidate", "candidate": "..."}     a remote candidate ("a=" / "candidate:" optional)
     {"type": "end-of-candidates"}                 no more remote candidates
+    {"type": "sync"}                              answer "synced" once every message before
+                                                  it has been handled
     {"type": "start"}                             start connectivity checks now (remote
                                                   parameters must have been given; candidates
                                                   may still trickle in afterwards)
@@ -368,7 +372,10 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
     """Exchange the peers' descriptions, send ``start`` to both, wait until both connect.
 
     Both peers hold each other's parameters and all candidates (end-of-candidates included)
-    before ``start``, so ``elapsed_ms`` measures connectivity checks only.
+    before ``start``: each has answered a ``sync`` sent behind them, so ``elapsed_ms``
+    measures connectivity checks only, not a peer still taking the other's description in
+    (until 2026-11-29 ``start`` followed the descriptions at once, and a peer slow to take
+    them in, trice's or aioice's Python, was timed doing so while the other had started).
     """
     desc_a = a.local_description(timeout)
     desc_b = b.local_description(timeout)
@@ -376,6 +383,10 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
         a.send(msg)
     for msg in desc_a:
         b.send(msg)
+    a.send({"type": "sync"})
+    b.send({"type": "sync"})
+    a.expect("synced", timeout)
+    b.expect("synced", timeout)
     a.send({"type": "start"})
     b.send({"type": "start"})
     return Connected(a.expect("connected", timeout), b.expect("connected", timeout))

@@ -119,6 +119,8 @@ class Peer:
             self.agent.add_remote_candidate(trice.Candidate.from_sdp(msg["candidate"]))
         elif kind == "end-of-candidates":
             self.agent.add_remote_candidate(None)
+        elif kind == "sync":
+            emit({"type": "synced"})
         elif kind == "start":
             if not self.started:
                 if not self.have_remote:

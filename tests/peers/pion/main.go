@@ -334,6 +334,10 @@ func main() {
 			}
 		case "end-of-candidates":
 			// Pion has no end-of-candidates signal; nothing to do.
+		case "sync":
+			// Everything before it on stdin has been handled (AddRemoteCandidate hands a
+			// candidate to the agent's loop; that is Pion's own way).
+			emit(map[string]interface{}{"type": "synced"})
 		case "start":
 			if started {
 				continue
