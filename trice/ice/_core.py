@@ -123,6 +123,7 @@ class AgentCore:
         "_pingback_soon",
         "_remote_key",
         "_resend",
+        "_schedules",
         "_spare_check",
         "_spare_nomination",
         "_spare_ping",
@@ -170,6 +171,10 @@ class AgentCore:
         self.controlling = controlling and not local.lite
         self.tiebreaker = tiebreaker
         self.timing = timing
+        # The schedules of an ordinary check and of a consent check (sent once), shared by
+        # every agent of the same timing: looked up once here, not per check (the cache's
+        # key is the whole Timing, hashed and compared field by field at each lookup).
+        self._schedules = (_schedule(timing, None), _schedule(timing, 1))
         self.nomination = nomination
         self.max_remote_candidates = max_remote_candidates
         self.nohost = nohost
@@ -484,7 +489,6 @@ class AgentCore:
         if not consent:
             pair.state = _PAIR_IN_PROGRESS
             pair.transaction = tid
-        sends = 1 if consent else None
         # (Positional: a dataclass takes keywords at twice the cost, on every check.)
         check = Check(
             pair,  # pair
@@ -492,7 +496,7 @@ class AgentCore:
             message,  # message
             pair.remote_address,  # destination
             pair.base,  # base
-            _schedule(self.timing, sends),  # schedule
+            self._schedules[consent],  # schedule (sent once if consent)
             nominating,  # nominating
             consent,  # consent
             controlling,  # controlling
