@@ -375,13 +375,8 @@ class Agent:
                 consent expired.
             trio.ClosedResourceError: the agent closed.
         """
-        primary = self._primary
-        if (
-            self._core.state is ConnectionState.NEW
-            and primary is not None
-            and not primary.closed
-            and self._peer_elsewhere()
-        ):
+        primary = self._socket_to_read()
+        if primary is not None and self._core.state is ConnectionState.NEW:
             # A peer in another process may have sent its first check while this process
             # was busy (with signaling, say): answer it first, which starts our checks on
             # its pair right behind the answer (see AgentCore._learn_from_request).  Our
@@ -404,13 +399,8 @@ class Agent:
                 if not waited:  # the wait below is a checkpoint; without it, take one
                     await trio.lowlevel.checkpoint()
                 return self._connection
-            primary = self._primary
-            if (
-                primary is not None
-                and not primary.held
-                and not primary.closed
-                and self._peer_elsewhere()
-            ):
+            primary = self._socket_to_read()
+            if primary is not None:
                 await self._read_until_change(primary, checkpoint=not waited)
                 waited = True
                 continue
@@ -708,6 +698,19 @@ class Agent:
             ):
                 await trio.lowlevel.checkpoint()
 
+    def _socket_to_read(self) -> UdpTransport | None:
+        """The socket a :meth:`connect` call reads itself, if it should: the agent's first
+        socket, open and not held by another task, when the peer is in another process."""
+        primary = self._primary
+        if (
+            primary is not None
+            and not primary.held
+            and not primary.closed
+            and self._peer_elsewhere()
+        ):
+            return primary
+        return None
+
     async def _read_until_change(self, transport: UdpTransport, *, checkpoint: bool) -> None:
         """For :meth:`connect`, with a peer in another process: wait for the next change it
         waits for (a pair selected, ICE over, the agent closed) on the agent's first socket,
@@ -758,8 +761,7 @@ class Agent:
         finally:
             # The agent task takes the socket back now (no lease), and reads on.
             self._connect_sock = None
-            transport.held = False
-            transport.lease = (transport.holds, -math.inf)
+            transport.hand_back()
             self._resume()
 
     def _adopt_socket(self, transport: UdpTransport, address: str) -> None:

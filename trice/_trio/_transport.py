@@ -133,6 +133,12 @@ class UdpTransport:
             trio.lowlevel.reschedule(task)
         return end
 
+    def hand_back(self) -> None:
+        """A ``connect()`` that held the socket lets go: its reader (the agent task, which
+        ``connect()`` reschedules) takes it back at once, with no lease."""
+        self.held = False
+        self.lease = (self.holds, -math.inf)
+
     def _unpark_reader(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         self.parked_reader = None
         return trio.lowlevel.Abort.SUCCEEDED
