@@ -26,14 +26,14 @@ import argparse
 import sys
 
 import trio
-from _peers import PeerUnavailable, Row, Stats, timed_connect
+from _peers import PeerUnavailable, Row, Stats, measure_pair, timed_connect
 from connect_time import format_table
 
 import trice
 
 from coturn import PASSWORD, TURNSERVER, USER, run_coturn
 from loopback import loopback_config, signal
-from peers.harness import PeerError, connect_pair, peer_command, peer_pair
+from peers.harness import PeerError, peer_command
 
 #: (controlling, controlled) peer kinds, in table order.
 PAIRS = [
@@ -129,8 +129,7 @@ def measure_relayed(row: Row, n: int, timeout: float = TIMEOUT) -> tuple[list[fl
     failures = []
     for _ in range(n):
         try:
-            with peer_pair(row.peer_a_cmd, row.peer_b_cmd) as (a, b):
-                connected = connect_pair(a, b, timeout)
+            connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd, timeout)
         except PeerError as exc:
             failures.append(str(exc).splitlines()[0])
             continue
