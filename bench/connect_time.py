@@ -13,7 +13,9 @@ The rows are measured in rounds, one run of each row per round, rather than one 
 the other: on a shared machine the load drifts, and a row measured during a busy minute
 would otherwise be compared with one measured during a quiet one.  Each ratio against a
 reference row (trice-pion against pion-pion, say) is also given as the median of the
-ratios within a round (``paired``), which that drift skews least.
+ratios within a round (``paired``), which that drift skews least, with a 95 % interval for
+it (resampling the rounds) and the count of rounds in which the row was the sooner: an
+interval that holds 1x means that the run cannot tell the row from its reference.
 
 The row ``trice-trice (warm_up)`` is trice-trice with both peers calling
 :func:`trice.warm_up` at start-up, before anything is measured: a fresh process's first
@@ -29,6 +31,7 @@ starts once both hold each other's parameters and candidates and stops when both
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 
@@ -107,11 +110,35 @@ class Results:
     def stats(self) -> list[tuple[str, Stats]]:
         return [(label, Stats.of([r[label] for r in self.rounds])) for label in self.labels]
 
+    def ratios(self, label: str, reference: str, *, spans: bool = False) -> list[float]:
+        """``label``'s time over ``reference``'s, round by round (with ``spans``, of the
+        times from the later start)."""
+        rounds = self.spans if spans else self.rounds
+        return [r[label] / r[reference] for r in rounds if r[reference] > 0]
+
     def paired_ratio(self, label: str, reference: str, *, spans: bool = False) -> float:
         """The median over rounds of ``label``'s time over ``reference``'s in that round
         (with ``spans``, of the times from the later start)."""
-        rounds = self.spans if spans else self.rounds
-        return statistics.median(r[label] / r[reference] for r in rounds if r[reference] > 0)
+        return statistics.median(self.ratios(label, reference, spans=spans))
+
+
+#: Resamples for :func:`paired_interval`, and the seed that makes a run's output repeatable.
+_BOOTSTRAP = 2000
+_SEED = 8445
+
+
+def paired_interval(ratios: list[float]) -> tuple[float, float]:
+    """A 95 % interval for the median of ``ratios`` (a row's time over its reference's,
+    round by round): the 2.5th and 97.5th percentiles of the medians of
+    :data:`_BOOTSTRAP` resamples of the rounds, drawn with replacement.
+
+    On a shared machine two rows can differ by a tenth from one run to the next with no
+    change in either: an interval that holds 1x says that this run cannot tell the row from
+    its reference, whichever side of 1x its median fell."""
+    rng = random.Random(_SEED)
+    n = len(ratios)
+    medians = sorted(statistics.median(rng.choices(ratios, k=n)) for _ in range(_BOOTSTRAP))
+    return medians[int(0.025 * _BOOTSTRAP)], medians[int(0.975 * _BOOTSTRAP) - 1]
 
 
 def reference_row(label: str) -> str | None:
@@ -191,11 +218,21 @@ def format_targets(results: Results) -> str:
         if reference is None or reference not in medians:
             continue
         ratio = median / medians[reference]
-        paired = results.paired_ratio(label, reference)
+        ratios = results.ratios(label, reference)
+        low, high = paired_interval(ratios)
+        sooner = sum(r < 1.0 for r in ratios)
         verdict = "met" if ratio <= 1.0 else "not met"
         lines.append(
             f"{label:<32} {median:>7.3f} ms  {ratio:5.2f}x {reference} "
-            f"({medians[reference]:.3f} ms; paired {paired:.2f}x): {verdict}"
+            f"({medians[reference]:.3f} ms; paired {statistics.median(ratios):.2f}x, "
+            f"95% {low:.2f}-{high:.2f}x; sooner in {sooner} of {len(ratios)} rounds): {verdict}"
+        )
+    if any(reference_row(label) in medians for label in medians):
+        lines.append(
+            "(the target is judged by the ratio of the medians; paired: the median over rounds"
+            " of the ratio\n within a round, and a 95% interval for it by resampling the rounds:"
+            " an interval that holds\n 1x means that this run cannot tell the row from its"
+            " reference)"
         )
     return "\n".join(lines)
 
