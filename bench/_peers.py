@@ -72,16 +72,20 @@ def measure_cmds(
 
     Each peer times its own connect call, made when it reads ``start``, both peers already
     holding each other's parameters and candidates, so process start-up and gathering are
-    not counted (nor the peer program's timeout guard around the call).
+    not counted (nor the peer program's timeout guard around the call).  Which peer gets
+    ``start`` first alternates from run to run.
     """
-    return [measure_pair(cmd_a, cmd_b, timeout).elapsed_ms for _ in range(n)]
+    return [measure_pair(cmd_a, cmd_b, timeout, b_first=i % 2 == 1).elapsed_ms for i in range(n)]
 
 
-def measure_pair(cmd_a: Sequence[str], cmd_b: Sequence[str], timeout: float = 20.0) -> Connected:
+def measure_pair(
+    cmd_a: Sequence[str], cmd_b: Sequence[str], timeout: float = 20.0, *, b_first: bool = False
+) -> Connected:
     """Connect a fresh pair of peers once; both sides' ``connected`` messages (see
-    :attr:`Connected.elapsed_ms` and :attr:`Connected.span_ms`)."""
+    :attr:`Connected.elapsed_ms` and :attr:`Connected.span_ms`).  ``b_first``: ``start``
+    goes to peer B first (see :func:`connect_pair`; the benchmarks alternate it)."""
     with peer_pair(cmd_a, cmd_b) as (a, b):
-        return connect_pair(a, b, timeout)
+        return connect_pair(a, b, timeout, b_first=b_first)
 
 
 def measure(kind_a: str, kind_b: str, n: int, *, ipv6: bool = False) -> list[float]:

@@ -9,6 +9,11 @@ gathering, process start-up and the peer program's own timeout guard are exclude
 2026-11-29 the trice and aioice peers' clocks included the guard, which in the trice peer
 took 18-45 µs). Prints median, p10 and p90 of ``--runs`` runs per row.
 
+``start`` goes to the controlling peer first in even rounds and to the controlled peer first
+in odd ones: the peer that gets it first waits for the other to wake and read its own, and
+that wait is in its time.  (Until 2026-11-29 11:50 the controlling peer always came first,
+which put the skew on the controlled side's peer program every time.)
+
 The rows are measured in rounds, one run of each row per round, rather than one row after
 the other: on a shared machine the load drifts, and a row measured during a busy minute
 would otherwise be compared with one measured during a quiet one.  Each ratio against a
@@ -71,7 +76,8 @@ def run(rows: list[Row], runs: int, *, in_process: bool = False, ipv6: bool = Fa
             # The order turns by one row each round, so that no row always runs first (or
             # right after the same other row).
             for row in rows[i % len(rows) :] + rows[: i % len(rows)]:
-                connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd)
+                # Which peer gets ``start`` first alternates with the rounds.
+                connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd, b_first=i % 2 == 1)
                 sample[row.label] = connected.elapsed_ms
                 if connected.span_ms is not None:
                     span[row.label] = connected.span_ms

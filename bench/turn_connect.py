@@ -127,9 +127,9 @@ def measure_relayed(row: Row, n: int, timeout: float = TIMEOUT) -> tuple[list[fl
     """
     samples = []
     failures = []
-    for _ in range(n):
+    for i in range(n):
         try:
-            connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd, timeout)
+            connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd, timeout, b_first=i % 2 == 1)
         except PeerError as exc:
             failures.append(str(exc).splitlines()[0])
             continue

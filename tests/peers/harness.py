@@ -368,7 +368,7 @@ class Connected:
         return (connected - started) / 1e6
 
 
-def connect_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
+def connect_pair(a: Peer, b: Peer, timeout: float = 20.0, *, b_first: bool = False) -> Connected:
     """Exchange the peers' descriptions, send ``start`` to both, wait until both connect.
 
     Both peers hold each other's parameters and all candidates (end-of-candidates included)
@@ -376,6 +376,11 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
     measures connectivity checks only, not a peer still taking the other's description in
     (until 2026-11-29 ``start`` followed the descriptions at once, and a peer slow to take
     them in, trice's or aioice's Python, was timed doing so while the other had started).
+
+    ``start`` goes to ``a`` first, or with ``b_first`` to ``b`` first: the peer that gets it
+    first also waits for the other to wake and read its own, and times that wait.  The
+    benchmarks alternate the order from one run to the next, so that the skew falls on
+    either side alike.
     """
     desc_a = a.local_description(timeout)
     desc_b = b.local_description(timeout)
@@ -387,8 +392,8 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
     b.send({"type": "sync"})
     a.expect("synced", timeout)
     b.expect("synced", timeout)
-    a.send({"type": "start"})
-    b.send({"type": "start"})
+    for peer in (b, a) if b_first else (a, b):
+        peer.send({"type": "start"})
     return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
 
 
