@@ -20,7 +20,10 @@ nomination and its answer); with aggressive nomination four, as in the aioice ru
 aggressive row is the like-for-like comparison, and the regular row is what an application
 that keeps trice's defaults gets.
 
-Run: ``python bench/scale.py [--sizes 100 500 1000] [--repeat 3] [--quick]``.
+``--phases N`` prints only where a pair's CPU goes, phase by phase (opening the agents,
+host gathering, signaling, connecting, closing), for N pairs and both nomination modes.
+
+Run: ``python bench/scale.py [--sizes 100 500 1000] [--repeat 3] [--quick] [--phases N]``.
 """
 
 from __future__ import annotations
@@ -160,6 +163,67 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [leaf for e in inner for leaf in _leaves(e)]
 
 
+PHASES = ("open", "gather", "signal", "connect", "close")
+
+
+async def _trice_phases(n: int, nomination: trice.Nomination) -> dict[str, float]:
+    """Where a pair's CPU goes: n pairs opened one after the other, then each phase for all
+    of them (all connecting at once); microseconds of this process's CPU per pair."""
+    config = loopback_config(nomination=nomination)
+    spent: dict[str, float] = {}
+    mark = time.process_time()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.process_time()
+        spent[name] = (now - mark) * 1e6 / n
+        mark = now
+
+    async with AsyncExitStack() as stack:
+        pairs = []
+        for _ in range(n):
+            a = await stack.enter_async_context(trice.open_agent(config, controlling=True))
+            b = await stack.enter_async_context(trice.open_agent(config, controlling=False))
+            pairs.append((a, b))
+        phase("open")
+        for a, b in pairs:
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+        phase("gather")
+        for a, b in pairs:
+            signal(a, b)
+        phase("signal")
+        async with trio.open_nursery() as nursery:
+            for a, b in pairs:
+                nursery.start_soon(connect_both, a, b, 60)
+        phase("connect")
+    phase("close")
+    return spent
+
+
+def _phases(n: int) -> None:
+    """Print :func:`_trice_phases` for both nomination modes, each in a fresh process."""
+    print(f"\nWhere a pair's time goes: {n} pairs, CPU microseconds per pair (this process)\n")
+    header = f"{'nomination':<12}" + "".join(f"{name:>9}" for name in PHASES) + f"{'total':>9}"
+    print(header)
+    print("-" * len(header))
+    for mode in (trice.Nomination.REGULAR, trice.Nomination.AGGRESSIVE):
+        command = [sys.executable, __file__, "--phases-one", mode.value, str(n)]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            print(f"{mode.value}: failed: {out.stderr.strip()[-300:]}")
+            continue
+        spent = json.loads(lines[-1])
+        cells = "".join(f"{spent[name]:>9.0f}" for name in PHASES)
+        print(f"{mode.value:<12}{cells}{sum(spent.values()):>9.0f}")
+    print(
+        "(open: both agents of each pair, one pair after the other; gather: until each has its"
+        " host\n candidates; signal: each handed the other's; connect: all pairs at once, until"
+        " both\n connect() calls of every pair returned; close: leaving all the agents)"
+    )
+
+
 # ---------------------------------------------------------------- aioice
 
 
@@ -263,7 +327,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each size")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phases",
+        type=int,
+        metavar="N",
+        help="only print where a pair's CPU goes (open, gather, signal, connect, close), N pairs",
+    )
+    parser.add_argument("--phases-one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.phases_one:
+        mode, count = trice.Nomination(args.phases_one[0]), int(args.phases_one[1])
+        _raise_fd_limit(4 * count + 256)
+        print(json.dumps(trio.run(_trice_phases, count, mode)))
+        return
+    if args.phases:
+        _phases(args.phases)
+        return
     if args.one:
         _one(args.one[0], int(args.one[1]))
         return
