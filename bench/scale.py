@@ -99,6 +99,18 @@ async def _trice_pairs(
     return elapsed
 
 
+async def _open_pairs(
+    stack: AsyncExitStack, config: trice.AgentConfig, n: int
+) -> list[tuple[trice.Agent, trice.Agent]]:
+    """Open n pairs of agents one after the other, each held open by ``stack``."""
+    pairs = []
+    for _ in range(n):
+        a = await stack.enter_async_context(trice.open_agent(config, controlling=True))
+        b = await stack.enter_async_context(trice.open_agent(config, controlling=False))
+        pairs.append((a, b))
+    return pairs
+
+
 async def _trice_held_open(n: int, measure: Callable[[], None]) -> None:
     """Open n pairs, connect them all, and call ``measure`` while they are open and idle.
 
@@ -109,11 +121,7 @@ async def _trice_held_open(n: int, measure: Callable[[], None]) -> None:
     """
     config = loopback_config()
     async with AsyncExitStack() as stack:
-        pairs = []
-        for _ in range(n):
-            a = await stack.enter_async_context(trice.open_agent(config, controlling=True))
-            b = await stack.enter_async_context(trice.open_agent(config, controlling=False))
-            pairs.append((a, b))
+        pairs = await _open_pairs(stack, config, n)
 
         async def connect(a: trice.Agent, b: trice.Agent) -> None:
             await a.wait_gathering_complete()
@@ -180,11 +188,7 @@ async def _trice_phases(n: int, nomination: trice.Nomination) -> dict[str, float
         mark = now
 
     async with AsyncExitStack() as stack:
-        pairs = []
-        for _ in range(n):
-            a = await stack.enter_async_context(trice.open_agent(config, controlling=True))
-            b = await stack.enter_async_context(trice.open_agent(config, controlling=False))
-            pairs.append((a, b))
+        pairs = await _open_pairs(stack, config, n)
         phase("open")
         for a, b in pairs:
             await a.wait_gathering_complete()
