@@ -164,20 +164,25 @@ def _extensions(value: object, field: str) -> tuple[tuple[str, str], ...]:
         pair = tuple(item)
         if len(pair) != 2 or not all(isinstance(part, str) for part in pair):
             raise CandidateError(f"{field} item {item!r} is not a (name, value) pair", field=field)
-        name, text = pair
-        if not _TOKEN.fullmatch(name):
-            raise CandidateError(f"extension name {name!r} is not a token", field=field)
-        if name.lower() in _RESERVED_NAMES:
-            raise CandidateError(
-                f"extension name {name!r} is reserved: use the candidate's own field", field=field
-            )
-        if not _VCHARS.fullmatch(text):
-            raise CandidateError(
-                f"extension {name!r} value {text!r} must be 1 or more visible ASCII characters",
-                field=field,
-            )
-        pairs.append((name, text))
+        pairs.append(_extension(pair[0], pair[1], field))
     return tuple(pairs)
+
+
+def _extension(name: str, text: str, field: str) -> tuple[str, str]:
+    """One extension attribute, checked: a token name that is not reserved, and a value of
+    visible ASCII."""
+    if not _TOKEN.fullmatch(name):
+        raise CandidateError(f"extension name {name!r} is not a token", field=field)
+    if name.lower() in _RESERVED_NAMES:
+        raise CandidateError(
+            f"extension name {name!r} is reserved: use the candidate's own field", field=field
+        )
+    if not _VCHARS.fullmatch(text):
+        raise CandidateError(
+            f"extension {name!r} value {text!r} must be 1 or more visible ASCII characters",
+            field=field,
+        )
+    return name, text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -569,16 +574,8 @@ def _parse_tokens(
                     f"'tcptype {value}' on a {protocol.upper()} candidate", field="tcptype"
                 )
         else:
-            # (A token has no blank in it, and cannot be a reserved name: those are above.)
-            if not _TOKEN.fullmatch(name):
-                raise CandidateError(f"extension name {name!r} is not a token", field=field)
-            if not _VCHARS.fullmatch(value):
-                raise CandidateError(
-                    f"extension {name!r} value {value!r} must be 1 or more visible ASCII"
-                    " characters",
-                    field=field,
-                )
-            extensions.append((name, value))
+            # (A reserved name never gets here: each is taken above, in any case.)
+            extensions.append(_extension(name, value, field))
         index += 2
     if related_address is not None and related_port is None:
         raise CandidateError(f"'raddr {related_address}' without 'rport'", field="rport")
