@@ -683,20 +683,13 @@ class Agent:
             # Read what came before the core's timers run, also when the timer ended the wait:
             # in a busy process a datagram may wait there unread (a nomination, say, which
             # must come before the ping-back it makes needless).
-            if (
-                primary is not None
-                and (
-                    readable
-                    or (
-                        read
-                        and not primary.held
-                        and not primary.closed
-                        and trio.current_time() >= due
-                    )
-                )
-                and not self._drain(primary)
+            if primary is not None and (
+                readable
+                or (read and not primary.held and not primary.closed and trio.current_time() >= due)
             ):
-                await trio.lowlevel.checkpoint()
+                empty = self._drain(primary)
+                if not empty:
+                    await trio.lowlevel.checkpoint()
 
     def _socket_to_read(self) -> UdpTransport | None:
         """The socket a :meth:`connect` call reads itself, if it should: the agent's first
