@@ -212,13 +212,10 @@ def _phases(n: int) -> None:
     print(header)
     print("-" * len(header))
     for mode in (trice.Nomination.REGULAR, trice.Nomination.AGGRESSIVE):
-        command = [sys.executable, __file__, "--phases-one", mode.value, str(n)]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            print(f"{mode.value}: failed: {out.stderr.strip()[-300:]}")
+        spent = _in_fresh_process("--phases-one", mode.value, str(n))
+        if spent is None:
+            print(f"{mode.value:<12}failed (see above)")
             continue
-        spent = json.loads(lines[-1])
         cells = "".join(f"{spent[name]:>9.0f}" for name in PHASES)
         print(f"{mode.value:<12}{cells}{sum(spent.values()):>9.0f}")
     print(
@@ -302,13 +299,22 @@ def _timed_alone(kind: str, n: int) -> tuple[float, int] | None:
     first, whichever library ran first (the interpreter's arenas and the collector's
     thresholds carry over): a fresh process each keeps the comparison even.
     """
-    command = [sys.executable, __file__, "--one", kind, str(n)]
+    got = _in_fresh_process("--one", kind, str(n))
+    if got is None:
+        return None
+    return float(got["seconds"]), int(got["ok"])
+
+
+def _in_fresh_process(*args: str) -> dict[str, float] | None:
+    """Run this script with ``args`` in a process of its own and return the JSON object it
+    prints, or ``None`` (with a note on stderr) if it printed none."""
+    command = [sys.executable, __file__, *args]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     for line in out.stdout.splitlines():
         if line.startswith("{"):
-            got = json.loads(line)
-            return float(got["seconds"]), int(got["ok"])
-    print(f"{kind} x{n} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
+            got: dict[str, float] = json.loads(line)
+            return got
+    print(f"{' '.join(args)} failed: {out.stderr.strip()[-300:]}", file=sys.stderr)
     return None
 
 
