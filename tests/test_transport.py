@@ -215,7 +215,9 @@ class _StubAgent:
         self._buffer = ReceiveBuffer(8)
         self._transports = {0: transport}
         self._closed = False
-        self._core = types.SimpleNamespace(state=trice.ConnectionState.CONNECTED)
+        self._core = types.SimpleNamespace(
+            state=trice.ConnectionState.CONNECTED, remote_addresses={}
+        )
 
     def _data_route(self) -> tuple[UdpTransport, tuple[str, int]]:
         return self._transports[0], ("127.0.0.1", 9)

@@ -437,7 +437,7 @@ class Agent:
         connection = self._connection
         if connection is not None:
             if isinstance(event, SelectedPairChanged):
-                connection._route = None  # sends follow the new pair
+                connection._reroute()  # sends follow the new pair
             elif (
                 isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED
             ):
@@ -933,7 +933,7 @@ class Agent:
         self._closed = True
         connection = self._connection
         if connection is not None:
-            connection._route = None
+            connection._reroute()
             # The connection keeps the agent (to say it is closed); the agent lets go of it,
             # so that a closed agent is freed as soon as nobody holds either, not at the
             # next collection of reference cycles.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,6 +21,7 @@ __all__ = ["Connection", "ReceiveBuffer"]
 #: a read takes a batch (see ``Connection._streak``).
 _STREAK = 64
 _FAILED = ConnectionState.FAILED
+_AF_INET6 = socket.AF_INET6
 
 
 class ReceiveBuffer:
@@ -106,17 +108,23 @@ class Connection(trio.abc.Channel[bytes]):
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
         self._buffer = agent._buffer
+        # The core's own dict of remote addresses, kept up to date (see ``_is_data``).
+        self._remotes = agent._core.remote_addresses
         self._closed = False
-        # (transport, remote address), looked up once per selected pair: the send path is hot.
+        # (transport, remote address), looked up once per selected pair: the send path is
+        # hot.  When the transport is a host socket, ``_udp`` is it and ``_sendto`` its
+        # ``sendto``, so that a send or receive costs no lookup; all three are ``None`` again
+        # (``_reroute``) when the pair changes, the agent closes or consent expires.
         self._route: tuple[Transport, tuple[str, int]] | None = None
-        # Whether receive_nowait was called since the last receive: a reader that takes
-        # queued datagrams that way gets a batch (up to 64) queued by a receive that reads the
-        # socket; a plain receive loop gets one datagram per read.
-        self._batching = False
+        self._udp: UdpTransport | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], object] | None = None
+        self._to: tuple[str, int] = ("", 0)
         # Datagrams the fast path has read in a row without the socket running dry: past
         # _STREAK the reader is behind a backlog, and reads take batches until the socket
         # runs dry (so STUN in the backlog is answered soon, not when a slow reader reaches
-        # it, and a backlog costs less to read).
+        # it, and a backlog costs less to read).  ``receive_nowait`` sets it to _STREAK: a
+        # reader that takes queued datagrams that way gets a batch (up to 64) queued by the
+        # next receive that reads the socket; a plain receive loop gets one datagram a read.
         self._streak = 0
 
     @property
@@ -142,7 +150,7 @@ class Connection(trio.abc.Channel[bytes]):
         """Consent expired (the agent's state became failed), or the connection closed:
         sends stop, and the tasks waiting to send or receive are woken, to raise (a
         receiver once it has taken what had arrived)."""
-        self._route = None
+        self._reroute()
         buffer = self._buffer
         if buffer.lot is not None:
             buffer.lot.unpark_all()
@@ -158,9 +166,20 @@ class Connection(trio.abc.Channel[bytes]):
                 if lock is not None and lock.locked():
                     trio.lowlevel.notify_closing(transport.sock)
 
+    def _reroute(self) -> None:
+        """Forget the route: the selected pair changed, the agent closed, or sends stop."""
+        self._route = None
+        self._udp = None
+        self._sendto = None
+
     def _get_route(self) -> tuple[Transport, tuple[str, int]]:
         self._check_open()
         route = self._route = self._agent._data_route()
+        transport, address = route
+        if isinstance(transport, UdpTransport):
+            self._udp = transport
+            self._sendto = transport.sock.sendto
+            self._to = address
         return route
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
@@ -170,8 +189,18 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        route = self._route or self._get_route()
-        transport, address = route
+        sendto = self._sendto
+        if sendto is not None:
+            # A host socket: the kernel takes the datagram at once, or the slow path below
+            # (the transport's own send) sends it, waiting while the socket would block.
+            try:
+                sendto(data, self._to)  # type: ignore[arg-type]
+            except OSError:
+                pass
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+        transport, address = self._route or self._get_route()
         if not transport.send_nowait(data, address):  # type: ignore[arg-type]
             self._check_open()
             await transport.send(bytes(data), address, self._check_open)
@@ -188,7 +217,7 @@ class Connection(trio.abc.Channel[bytes]):
         It takes what is already queued (it reads no socket).  The next :meth:`receive` that
         reads the socket then queues all the socket holds, up to 64 datagrams, for it to take
         (see the data guide, "Reading fast")."""
-        self._batching = True
+        self._streak = _STREAK
         self._check_open()
         if self._buffer.queue:
             return self._buffer.queue.popleft()
@@ -201,15 +230,20 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_closed()
+        if self._closed or self._agent._closed:
+            raise trio.ClosedResourceError("the connection is closed")
         buffer = self._buffer
-        queue = buffer.queue if buffer.queue is not None else buffer.make_queue()
+        queue = buffer.queue
         if queue:
             data = queue.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        transport = self._direct_transport()  # (raises if consent expired)
+        transport = self._udp
         if transport is None:
+            if self._route is None:
+                self._get_route()  # (raises if consent expired)
+            transport = self._udp
+        if transport is None or transport.held or transport.closed:
             # Another task already waits on the socket, or the pair is relayed: wait for a
             # reader to hand a datagram over.  Parking is the schedule point: once woken with
             # data, return it at once, as trio's memory channels do.
@@ -218,82 +252,77 @@ class Connection(trio.abc.Channel[bytes]):
             while True:
                 await buffer.lot.park()
                 self._check_closed()
+                queue = buffer.queue
                 if queue:
                     return queue.popleft()
                 self._check_open()
-        agent = self._agent
         # One datagram per read, unless the reader has just used receive_nowait, other
         # tasks wait in receive too, or the reader is behind a backlog (then a read queues
         # all the socket holds, up to 64, and wakes the others).
-        lot = buffer.lot
-        one = not self._batching and not lot and self._streak < _STREAK
-        self._batching = False
+        one = self._streak < _STREAK and not buffer.lot
+        sock = transport.sock
         look = True  # whether to read the socket before waiting on it
         if one:
             # The common case of a receive loop: one datagram straight from the socket, as a
             # plain trio socket would (reading on would cost a failed read, a system call
             # and an exception, for each datagram that comes on its own).
-            look = False
             try:
-                data, source = transport.sock.recvfrom(65536)
+                data, source = sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 self._streak = 0  # caught up: nothing yet, wait for it
+                look = False
             except OSError:
-                look = True  # (an ICMP error, say: the reader's loop deals with it)
+                pass  # (an ICMP error, say: the reader's loop deals with it)
             else:
                 self._streak += 1
                 transport.holds += 1  # (a receiver keeps the socket's reader away...)
-                transport.kick()  # (... which, if it waits on the socket, looks again)
+                if transport.reader_waiting:
+                    transport.kick()  # (... which, if it waits on the socket, looks again)
                 if self._is_data(transport, data, source):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
-                look = True
         # Wait on the socket ourselves and read it, STUN included: the datagram reaches
         # this task straight from the kernel, not through the reader task.
         transport.held = True
         transport.holds += 1
-        transport.kick()  # frees the socket's read slot at once
-        drain = agent._drain
-        sock = transport.sock
-        waited = False
+        if transport.reader_waiting:
+            transport.kick()  # frees the socket's read slot at once
+        agent = self._agent
         try:
+            if look:
+                # Read what the socket holds first (a batch, or on after STUN).
+                data_or_none = self._drained(transport, one)
+                if data_or_none is not None:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data_or_none
             while True:
-                if look and one and waited and not buffer.lot and not queue:
-                    # Woken with the socket to itself: one datagram straight from it, as the
-                    # fast path above reads (no batch, no trip through the queue).
-                    try:
-                        data, source = sock.recvfrom(65536)
-                    except (BlockingIOError, InterruptedError):
-                        pass  # (a nudge, or a wake-up without data: wait again)
-                    except OSError:
-                        drain(transport, True)  # (an ICMP error, say: the reader's handling)
-                    else:
-                        if self._is_data(transport, data, source):
-                            self._streak += 1
-                            return data
-                        continue  # (read again before waiting)
-                    self._check_open()
-                elif look:
-                    # (others may have come to wait)
-                    if drain(transport, one and not buffer.lot) and not one:
-                        self._streak = 0  # the backlog is read: one at a time again
-                    self._check_closed()
-                    if queue:
-                        data = queue.popleft()
-                        if not waited:
-                            await trio.lowlevel.cancel_shielded_checkpoint()
-                        return data
-                    self._check_open()
-                look = True
                 buffer.waiting_on = sock
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:
                     if transport.closed:
                         raise trio.ClosedResourceError("the connection is closed") from None
-                    # nudged: look again
-                buffer.waiting_on = None
-                waited = True
+                    # nudged: look in the queue, and at the connection
+                else:
+                    buffer.waiting_on = None
+                    if one and not buffer.lot and not buffer.queue:
+                        # Woken with the socket to itself: one datagram straight from it,
+                        # as the fast path above reads (no batch, no trip through the queue).
+                        try:
+                            data, source = sock.recvfrom(65536)
+                        except (BlockingIOError, InterruptedError):
+                            self._check_open()  # (a wake-up without data: wait again)
+                            continue
+                        except OSError:
+                            pass  # (an ICMP error, say: the reader's handling, below)
+                        else:
+                            if self._is_data(transport, data, source):
+                                self._streak += 1
+                                return data
+                            # (STUN, answered: read on before waiting)
+                data_or_none = self._drained(transport, one)
+                if data_or_none is not None:
+                    return data_or_none
         finally:
             buffer.waiting_on = None
             # The reader takes the socket back after a lease with no receiver.
@@ -301,27 +330,31 @@ class Connection(trio.abc.Channel[bytes]):
             if transport is agent._primary:
                 agent._wake_by(end)
 
+    def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
+        """Read what the socket holds (data queued, STUN to the agent) and take the first
+        datagram queued, if any; raise if the connection closed, or consent expired with
+        nothing queued.  With ``one``, reading stops at the first data datagram (unless
+        others wait to receive too, who get a batch)."""
+        buffer = self._buffer
+        if self._agent._drain(transport, one and not buffer.lot) and not one:
+            self._streak = 0  # the backlog is read: one at a time again
+        self._check_closed()
+        queue = buffer.queue
+        if queue:
+            return queue.popleft()
+        self._check_open()
+        return None
+
     def _is_data(self, transport: UdpTransport, data: bytes, source: tuple[str, int]) -> bool:
         """A datagram a receive read from the socket itself: data from the peer (counted)
         is for the caller; STUN, or anything from a stranger, goes to the agent."""
-        if transport.family == socket.AF_INET6:
+        if transport.family == _AF_INET6:
             source = (source[0], source[1])
-        agent = self._agent
-        if (
-            not data or data[0] > 3 or data[4:8] != STUN_MAGIC
-        ) and source in agent._core.remote_addresses:
-            agent._datagrams += 1
+        if (not data or data[0] > 3 or data[4:8] != STUN_MAGIC) and source in self._remotes:
+            self._agent._datagrams += 1
             return True
-        agent._dispatch(transport, data, source)  # STUN, or from a stranger
+        self._agent._dispatch(transport, data, source)  # STUN, or from a stranger
         return False
-
-    def _direct_transport(self) -> UdpTransport | None:
-        """The selected pair's socket, if this task may wait on it itself."""
-        route = self._route or self._get_route()
-        transport = route[0]
-        if isinstance(transport, UdpTransport) and not transport.held and not transport.closed:
-            return transport
-        return None
 
     async def aclose(self) -> None:
         """Close the connection, for good: sends and receives raise from now on, and
