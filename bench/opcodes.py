@@ -1,0 +1,164 @@
+"""Data plane, counted: Python opcodes a datagram, trice beside raw trio sockets.
+
+``data_plane.py`` times the data path, and on a shared machine its ratios move by a tenth
+from run to run.  This counts instead what the interpreter executes for each datagram
+(``sys.settrace`` with opcode events), over the same paths and with the same drivers as
+``data_plane.py``: the floor (raw non-blocking UDP sockets driven by trio) and a connected
+pair of trice agents, on loopback, in one trio run.  A count does not move with the load:
+the same code gives the same figure, run after run, to within a few opcodes.
+
+What is counted is everything Python runs meanwhile: the benchmark's own loop, trio's
+scheduler and I/O manager, and trice.  trio's clock is a :class:`trio.testing.MockClock`,
+stopped while counting (it runs at real speed the rest of the time), so that no timer
+comes due under the tracer's slowness (the agents' leases, consent checks): the count is
+the data path's alone.  System calls and the C parts of trio and the interpreter are not
+counted; ``data_plane.py`` shows that both paths make the same system calls.
+
+Three figures, as ``data_plane.py``'s: one way (a datagram sent and received), ping-pong (a
+round trip: two sends, two receives), and receive alone (a burst queued in the kernel, then
+drained); for trice also the drain by a reader that takes what is queued with
+``receive_nowait``.
+Run: ``python bench/opcodes.py [--count N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import trio
+import trio.testing
+
+import trice
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import data_plane as dp
+
+from loopback import connect_both, loopback_config, signal
+
+
+class _Counter:
+    """Counts the opcodes Python executes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _trace(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any]:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            self.count += 1
+        return self._trace
+
+    def start(self) -> None:
+        self.count = 0
+        sys.settrace(self._trace)
+
+    def stop(self) -> int:
+        sys.settrace(None)
+        return self.count
+
+
+async def _counted(
+    clock: trio.testing.MockClock,
+    per: int,
+    run: Callable[..., Awaitable[object]],
+    *args: object,
+) -> float:
+    """Opcodes per datagram (or round trip) of ``run(*args)``, the clock stopped meanwhile."""
+    counter = _Counter()
+    clock.rate = 0.0
+    counter.start()
+    try:
+        await run(*args)
+    finally:
+        count = counter.stop()
+        clock.rate = 1.0
+    return count / per
+
+
+async def _measure(clock: trio.testing.MockClock, count: int) -> dict[str, dict[str, float]]:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.setblocking(False)
+        dp._big_buffer(s)
+        s.bind(("127.0.0.1", 0))
+    pings = max(1, count // 2)
+    figures: dict[str, dict[str, float]] = {}
+    try:
+        config = loopback_config(receive_buffer=count + 16)
+        async with (
+            trice.open_agent(config, controlling=True) as ta,
+            trice.open_agent(config, controlling=False) as tb,
+        ):
+            await ta.wait_gathering_complete()
+            await tb.wait_gathering_complete()
+            signal(ta, tb)
+            ca, cb = await connect_both(ta, tb)
+            for agent in (ta, tb):
+                if agent._primary is not None:
+                    dp._big_buffer(agent._primary.sock)
+            for p in (dp._floor_paths(a, b), dp._trice_paths(ca, cb)):
+                # Once untraced first: the same warm code for both paths.
+                await dp._ping_pong(p.send_a, p.receive_a, p.send_b, p.receive_b, 100)
+                await dp._one_way(p.send_a, p.receive_b, 100)
+                row = figures[p.name] = {}
+                row["one way"] = await _counted(
+                    clock, count, dp._one_way, p.send_a, p.receive_b, count
+                )
+                row["ping-pong"] = await _counted(
+                    clock, pings, dp._ping_pong, p.send_a, p.receive_a, p.send_b, p.receive_b, pings
+                )
+                row["receive"] = await _counted(
+                    clock, count, dp._drain_rate, p.fill, p.receive_b, count
+                )
+                if p.receive_b_batched is not None:
+                    row["receive_nowait"] = await _counted(
+                        clock, count, dp._drain_rate, p.fill, p.receive_b_batched, count
+                    )
+    finally:
+        a.close()
+        b.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=2000, help="datagrams a figure")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count = 500
+    clock = trio.testing.MockClock(rate=1.0)
+    figures = trio.run(_measure, clock, args.count, clock=clock)
+    floor = figures["floor (raw trio sockets)"]
+    print(
+        f"\nData plane, counted: Python opcodes a datagram ({dp.SIZE} bytes, loopback; a"
+        f" ping-pong figure is a round trip), {args.count} datagrams a figure\n"
+    )
+    kinds = ["one way", "ping-pong", "receive", "receive_nowait"]
+    header = f"{'path':<26}" + "".join(f"{k:>16}" for k in kinds)
+    print(header)
+    print("-" * len(header))
+    for name, row in figures.items():
+        cells = "".join(f"{row[k]:>16,.0f}" if k in row else f"{'':>16}" for k in kinds)
+        print(f"{name:<26}{cells}")
+    trice_row = figures["trice"]
+    # (receive_nowait against the floor's plain receive: the floor has no queue to take from)
+    against = {k: floor[k if k in floor else "receive"] for k in kinds}
+    cells = "".join(f"{trice_row[k] / against[k]:>15.2f}x" for k in kinds)
+    print(f"{'trice vs floor':<26}{cells}")
+    print(
+        "\n(receive_nowait: trice's reader that takes what is queued without a schedule point"
+        " each;\n its ratio is against the floor's plain receive)"
+    )
+
+
+if __name__ == "__main__":
+    main()
