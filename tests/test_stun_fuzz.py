@@ -115,6 +115,49 @@ def test_round_trip(
     assert stun.frame_length(data + b"\x00") == len(data)
 
 
+def _wire_attributes(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, value) of each attribute on the wire, up to FINGERPRINT (a plain walk)."""
+    out = []
+    pos = 20
+    while pos < len(data):
+        atype, alen = struct.unpack_from("!HH", data, pos)
+        out.append((atype, data[pos + 4 : pos + 4 + alen]))
+        if atype == 0x8028:
+            break
+        pos += 4 + alen + (-alen & 3)
+    return out
+
+
+_TYPE_CODES = st.sampled_from([0x0006, 0x0008, 0x0024, 0x0025, 0x8029, 0x802A, 0x8028, 0x7FFE])
+
+
+@given(message, st.none() | key, st.booleans(), st.lists(_TYPE_CODES, max_size=7).map(tuple))
+@settings(max_examples=300)
+def test_first_values_and_unknown_required_agree_with_the_wire(
+    msg: stun.Message, integrity_key: bytes | None, fingerprint: bool, types: tuple[int, ...]
+) -> None:
+    """``first_values`` (one pass over a decoded message's records) gives the wire value of
+    the first attribute of each type asked for, ``None`` where there is none, also when a
+    type is asked for twice (the second place stays ``None``); ``unknown_required`` lists
+    the comprehension-required types that trice does not know, before and after the
+    attributes are decoded."""
+    data = msg.encode(integrity_key=integrity_key, fingerprint=fingerprint)
+    decoded = stun.decode(data)
+    wire = _wire_attributes(data)
+    if integrity_key is not None:  # nothing after MESSAGE-INTEGRITY but FINGERPRINT counts
+        at = next(i for i, (t, _) in enumerate(wire) if t == 0x0008)
+        wire = wire[: at + 1] + [(t, v) for t, v in wire[at + 1 :] if t == 0x8028]
+    expected: list[bytes | None] = []
+    for i, t in enumerate(types):
+        first = next((v for wt, v in wire if wt == t), None)
+        expected.append(None if t in types[:i] else first)
+    assert decoded.first_values(types) == expected
+    unknown = tuple(t for t, _ in wire if t < 0x8000 and t not in ATTRIBUTE_TYPES)
+    assert decoded.unknown_required == unknown
+    decoded.attributes  # noqa: B018 - decoded eagerly now: the other path
+    assert decoded.unknown_required == unknown
+
+
 def _exercise(data: bytes) -> None:
     """Decode and touch everything; only StunDecodeError may escape."""
     try:

@@ -123,6 +123,7 @@ class Message:
         "_mi256",
         "_raw",
         "_records",
+        "_unknown",
         "message_class",
         "method",
         "transaction_id",
@@ -137,6 +138,7 @@ class Message:
     _mi: int
     _mi256: int
     _fp: int
+    _unknown: bool
 
     def __init__(
         self,
@@ -160,6 +162,7 @@ class Message:
         self._raw = None
         self._records = []
         self._mi = self._mi256 = self._fp = -1
+        self._unknown = False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -209,15 +212,17 @@ class Message:
         found: list[bytes | None] = [None] * len(types)
         raw = self._raw
         if self._attrs is None and raw is not None:
-            left = len(types)
+            index = _FIRST_INDEX.get(types)
+            if index is None:
+                index = _first_index(types)
+            left = len(index)
             for at, s, n in self._records:
-                if at in types:
-                    i = types.index(at)
-                    if found[i] is None:
-                        found[i] = raw[s : s + n]
-                        left -= 1
-                        if not left:
-                            break
+                i = index.get(at)
+                if i is not None and found[i] is None:
+                    found[i] = raw[s : s + n]
+                    left -= 1
+                    if not left:
+                        break
             return found
         tid = self.transaction_id
         for a in self.attributes:
@@ -241,6 +246,8 @@ class Message:
         """
         known = ATTRIBUTE_TYPES
         if self._attrs is None:
+            if not self._unknown:
+                return ()  # (decode saw no attribute below 0x8000 that it has no rule for)
             return tuple([t for t, _, _ in self._records if t < 0x8000 and t not in known])
         types = [a.type for a in self._attrs if isinstance(a, UnknownAttribute)]
         return tuple([t for t in types if t < 0x8000 and t not in known])
@@ -408,6 +415,23 @@ def _decode_value(t: int, value: bytes, tid: bytes) -> Attribute:
 
 
 _new = object.__new__
+
+#: For :meth:`Message.first_values`: each tuple of types asked for, mapped to where each
+#: type goes in the answer (its first place in the tuple).  A reader asks with a few fixed
+#: tuples; past _FIRST_INDEX_MAX of them, further ones are mapped anew on each call.
+_FIRST_INDEX: dict[tuple[int, ...], dict[int, int]] = {}
+_FIRST_INDEX_MAX = 64
+
+
+def _first_index(types: tuple[int, ...]) -> dict[int, int]:
+    index: dict[int, int] = {}
+    for i, t in enumerate(types):
+        index.setdefault(t, i)
+    if len(_FIRST_INDEX) < _FIRST_INDEX_MAX:
+        _FIRST_INDEX[types] = index
+    return index
+
+
 _HEADER_UNPACK = HEADER.unpack_from
 _TL_UNPACK = TL.unpack_from
 
@@ -485,6 +509,7 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     append = records.append
     rules = RULES
     mi = mi256 = fp = -1
+    unknown = False
     pos = 20
     while pos < n:
         atype, alen = _TL_UNPACK(data, pos)
@@ -492,7 +517,11 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         if end > n:
             raise StunDecodeError(f"attribute {atype:#06x} overruns the message")
         rule = rules.get(atype)
-        if rule is not None:
+        if rule is None:
+            # No rule: an attribute trice does not know (see Message.unknown_required).
+            if atype < 0x8000:
+                unknown = True
+        else:
             if not rule[0] <= alen <= rule[1]:
                 raise StunDecodeError(f"attribute {atype:#06x} has a bad length {alen}")
             kind = rule[2]
@@ -528,4 +557,5 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     msg._mi = mi
     msg._mi256 = mi256
     msg._fp = fp
+    msg._unknown = unknown
     return msg
