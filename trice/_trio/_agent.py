@@ -150,6 +150,8 @@ class Agent:
         "_connection",
         "_core",
         "_datagrams",
+        "_elsewhere",
+        "_elsewhere_seen",
         "_gathering",
         "_hub",
         "_local",
@@ -196,6 +198,9 @@ class Agent:
         self._subscribers: list[EventStream] | None = None  # made by the first subscribe
         self._changed: trio.Event | None = None  # made when someone waits for a change
         self._hub = timer_hub()
+        # _peer_elsewhere's answer, and the hub's roster version it was found at.
+        self._elsewhere = True
+        self._elsewhere_seen = -1
         self._armed_at = -math.inf  # the timer's own bookkeeping (see TimerHub.arm)
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
@@ -499,9 +504,16 @@ class Agent:
 
     def _peer_elsewhere(self) -> bool:
         """Whether the peer is not an agent of this trio run (see ``TimerHub.has_other_agent``):
-        most likely in another process, which may be Pion."""
-        remote = self._core.remote
-        return remote is None or not self._hub.has_other_agent(remote.ufrag, self._local.ufrag)
+        most likely in another process, which may be Pion.  (Asked at every pump: the answer
+        is kept until an agent of the run opens or closes; the remote ufrag, once set, stays.)"""
+        hub = self._hub
+        if self._elsewhere_seen != hub.roster:
+            remote = self._core.remote
+            if remote is None:
+                return True
+            self._elsewhere = not hub.has_other_agent(remote.ufrag, self._local.ufrag)
+            self._elsewhere_seen = hub.roster
+        return self._elsewhere
 
     def _wake_by(self, due: float) -> None:
         """Bring the agent task's wait forward to ``due`` if it planned to sleep longer."""

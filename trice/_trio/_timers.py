@@ -63,6 +63,7 @@ class TimerHub:
         "_scope",
         "_ufrags",
         "_until",
+        "roster",
     )
 
     def __init__(self) -> None:
@@ -72,6 +73,9 @@ class TimerHub:
         self._scope: trio.CancelScope | None = None  # the timer task's wait
         self._until = -math.inf  # when that wait ends (-inf: the task is awake)
         self._ufrags: dict[str, int] = {}  # the local ufrags of the run's open agents
+        #: Counts the changes of that roster (an agent opening or closing), so that an
+        #: agent can keep an answer of :meth:`has_other_agent` until the next change.
+        self.roster = 0
 
     @property
     def running(self) -> bool:
@@ -87,6 +91,7 @@ class TimerHub:
         self._members += 1
         if ufrag is not None:
             self._ufrags[ufrag] = self._ufrags.get(ufrag, 0) + 1
+            self.roster += 1
 
     def leave(self, ufrag: str | None = None) -> None:
         """An agent (the one that joined with ``ufrag``) closes; the last one to go ends
@@ -97,6 +102,7 @@ class TimerHub:
                 self._ufrags[ufrag] = left
             else:
                 self._ufrags.pop(ufrag, None)
+            self.roster += 1
         self._members -= 1
         if self._members == 0:
             self._prune(keep=False)
