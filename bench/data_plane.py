@@ -35,7 +35,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,20 +207,17 @@ class _Totals:
         )
 
 
-async def _floor_and_trice(count: int, pings: int, rounds: int) -> list[Result]:
-    """Both paths in one trio run, measured in turns (``rounds`` rounds of ``count/rounds``
-    datagrams each way, and so on), so that a slow spell of the machine falls on both and
-    the ratios hold; each figure is the total over the rounds."""
+@asynccontextmanager
+async def both_paths(receive_buffer: int) -> AsyncIterator[tuple[_Paths, _Paths]]:
+    """The floor's two raw sockets and a connected pair of trice agents on loopback, all with
+    the same large kernel buffers: ``(floor, trice)`` paths, closed on exit."""
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for s in (a, b):
         s.setblocking(False)
         _big_buffer(s)
         s.bind(("127.0.0.1", 0))
-    per = max(1, count // rounds)
-    per_ping = max(1, pings // rounds)
-    burst = max(100, BURST // 2)
-    config = loopback_config(receive_buffer=max(per, burst) + 16)
+    config = loopback_config(receive_buffer=receive_buffer)
     try:
         async with (
             trice.open_agent(config, controlling=True) as ta,
@@ -233,25 +231,35 @@ async def _floor_and_trice(count: int, pings: int, rounds: int) -> list[Result]:
                 for t in agent._transports.values():
                     if isinstance(t, UdpTransport):
                         _big_buffer(t.sock)
-            paths = [_floor_paths(a, b), _trice_paths(ca, cb)]
-            totals = {p.name: _Totals() for p in paths}
-            for _ in range(rounds):
-                for p in paths:
-                    tot = totals[p.name]
-                    pps, delivered = await _one_way(p.send_a, p.receive_b, per)
-                    tot.add(tot.one_way, per, pps)
-                    tot.sent += per
-                    tot.got += round(delivered * per)
-                    rtt = await _ping_pong(p.send_a, p.receive_a, p.send_b, p.receive_b, per_ping)
-                    tot.add(tot.pings, per_ping, rtt)
-                    tot.add(tot.drain, burst, await _drain_rate(p.fill, p.receive_b, burst))
-                    if p.receive_b_batched is not None:
-                        rate = await _drain_rate(p.fill, p.receive_b_batched, burst)
-                        tot.add(tot.batched, burst, rate)
-            return [totals[p.name].result(p.name) for p in paths]
+            yield _floor_paths(a, b), _trice_paths(ca, cb)
     finally:
         a.close()
         b.close()
+
+
+async def _floor_and_trice(count: int, pings: int, rounds: int) -> list[Result]:
+    """Both paths in one trio run, measured in turns (``rounds`` rounds of ``count/rounds``
+    datagrams each way, and so on), so that a slow spell of the machine falls on both and
+    the ratios hold; each figure is the total over the rounds."""
+    per = max(1, count // rounds)
+    per_ping = max(1, pings // rounds)
+    burst = max(100, BURST // 2)
+    async with both_paths(max(per, burst) + 16) as paths:
+        totals = {p.name: _Totals() for p in paths}
+        for _ in range(rounds):
+            for p in paths:
+                tot = totals[p.name]
+                pps, delivered = await _one_way(p.send_a, p.receive_b, per)
+                tot.add(tot.one_way, per, pps)
+                tot.sent += per
+                tot.got += round(delivered * per)
+                rtt = await _ping_pong(p.send_a, p.receive_a, p.send_b, p.receive_b, per_ping)
+                tot.add(tot.pings, per_ping, rtt)
+                tot.add(tot.drain, burst, await _drain_rate(p.fill, p.receive_b, burst))
+                if p.receive_b_batched is not None:
+                    rate = await _drain_rate(p.fill, p.receive_b_batched, burst)
+                    tot.add(tot.batched, burst, rate)
+        return [totals[p.name].result(p.name) for p in paths]
 
 
 async def _one_way(

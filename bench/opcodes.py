@@ -24,7 +24,6 @@ Run: ``python bench/opcodes.py [--count N]``.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,13 +33,9 @@ from typing import Any
 import trio
 import trio.testing
 
-import trice
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import data_plane as dp
-
-from loopback import connect_both, loopback_config, signal
 
 
 class _Counter:
@@ -83,48 +78,25 @@ async def _counted(
 
 
 async def _measure(clock: trio.testing.MockClock, count: int) -> dict[str, dict[str, float]]:
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for s in (a, b):
-        s.setblocking(False)
-        dp._big_buffer(s)
-        s.bind(("127.0.0.1", 0))
     pings = max(1, count // 2)
     figures: dict[str, dict[str, float]] = {}
-    try:
-        config = loopback_config(receive_buffer=count + 16)
-        async with (
-            trice.open_agent(config, controlling=True) as ta,
-            trice.open_agent(config, controlling=False) as tb,
-        ):
-            await ta.wait_gathering_complete()
-            await tb.wait_gathering_complete()
-            signal(ta, tb)
-            ca, cb = await connect_both(ta, tb)
-            for agent in (ta, tb):
-                if agent._primary is not None:
-                    dp._big_buffer(agent._primary.sock)
-            for p in (dp._floor_paths(a, b), dp._trice_paths(ca, cb)):
-                # Once untraced first: the same warm code for both paths.
-                await dp._ping_pong(p.send_a, p.receive_a, p.send_b, p.receive_b, 100)
-                await dp._one_way(p.send_a, p.receive_b, 100)
-                row = figures[p.name] = {}
-                row["one way"] = await _counted(
-                    clock, count, dp._one_way, p.send_a, p.receive_b, count
+    async with dp.both_paths(count + 16) as paths:
+        for p in paths:
+            # Once untraced first: the same warm code for both paths.
+            await dp._ping_pong(p.send_a, p.receive_a, p.send_b, p.receive_b, 100)
+            await dp._one_way(p.send_a, p.receive_b, 100)
+            row = figures[p.name] = {}
+            row["one way"] = await _counted(clock, count, dp._one_way, p.send_a, p.receive_b, count)
+            row["ping-pong"] = await _counted(
+                clock, pings, dp._ping_pong, p.send_a, p.receive_a, p.send_b, p.receive_b, pings
+            )
+            row["receive"] = await _counted(
+                clock, count, dp._drain_rate, p.fill, p.receive_b, count
+            )
+            if p.receive_b_batched is not None:
+                row["receive_nowait"] = await _counted(
+                    clock, count, dp._drain_rate, p.fill, p.receive_b_batched, count
                 )
-                row["ping-pong"] = await _counted(
-                    clock, pings, dp._ping_pong, p.send_a, p.receive_a, p.send_b, p.receive_b, pings
-                )
-                row["receive"] = await _counted(
-                    clock, count, dp._drain_rate, p.fill, p.receive_b, count
-                )
-                if p.receive_b_batched is not None:
-                    row["receive_nowait"] = await _counted(
-                        clock, count, dp._drain_rate, p.fill, p.receive_b_batched, count
-                    )
-    finally:
-        a.close()
-        b.close()
     return figures
 
 
