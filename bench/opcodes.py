@@ -34,7 +34,6 @@ import trio
 import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import data_plane as dp
 
 
