@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 
 import pytest
@@ -502,6 +503,38 @@ async def test_send_after_close_raises_closed_resource_error() -> None:
     with pytest.raises(trio.ClosedResourceError):
         await ca.send(b"x")
     assert a.connection_state is trice.ConnectionState.CLOSED
+
+
+@pytest.mark.parametrize("closing", ["the connection", "the agent"])
+async def test_a_closed_connection_raises_though_its_fast_path_was_ready(closing: str) -> None:
+    """Sends and receives on a host socket skip the lookups once the route is known (the
+    socket and its sendto kept with it); closing the connection, or its agent, forgets the
+    route: then both raise ClosedResourceError, with datagrams still queued."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        await _exchange(ca, cb, 3)  # (both ends' routes known, the fast path ready)
+        await _exchange(cb, ca, 3)
+        for i in range(3):
+            await ca.send(b"q%d" % i)
+        with pytest.raises(trio.WouldBlock):
+            cb.receive_nowait()  # (nothing queued yet: the next receive reads a batch)
+        assert await cb.receive() == b"q0"
+        assert b._buffer.queue == deque([b"q1", b"q2"])
+        if closing == "the connection":
+            await cb.aclose()
+        else:
+            b._close()
+        with pytest.raises(trio.ClosedResourceError):
+            await cb.receive()
+        with pytest.raises(trio.ClosedResourceError):
+            await cb.send(b"x")
+        with pytest.raises(trio.ClosedResourceError):
+            cb.send_nowait(b"x")
+        assert cb._udp is None and cb._sendto is None
 
 
 def _open_fds() -> set[str]:
