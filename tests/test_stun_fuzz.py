@@ -152,6 +152,7 @@ def test_first_values_and_unknown_required_agree_with_the_wire(
         first = next((v for wt, v in wire if wt == t), None)
         expected.append(None if t in types[:i] else first)
     assert decoded.first_values(types) == expected
+    assert decoded.first_values(list(types)) == expected  # type: ignore[arg-type]
     unknown = tuple(t for t, _ in wire if t < 0x8000 and t not in ATTRIBUTE_TYPES)
     assert decoded.unknown_required == unknown
     decoded.attributes  # noqa: B018 - decoded eagerly now: the other path

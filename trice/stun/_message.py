@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from enum import IntEnum
 from typing import Final, TypeVar
 from zlib import crc32
@@ -207,12 +207,16 @@ class Message:
         One pass and no attribute objects: for a reader that wants a few plain values (an
         ICE agent answering a check reads five).  A decoded message's values were checked
         as :func:`decode` checks them (the length of every known attribute); what
-        :meth:`get` would see, this sees.
+        :meth:`get` would see, this sees.  A type asked for twice has its value in its first
+        place only (``None`` in the later ones).
         """
         found: list[bytes | None] = [None] * len(types)
         raw = self._raw
         if self._attrs is None and raw is not None:
-            index = _FIRST_INDEX.get(types)
+            try:
+                index = _FIRST_INDEX.get(types)
+            except TypeError:  # (a list, say: mapped anew below)
+                index = None
             if index is None:
                 index = _first_index(types)
             left = len(index)
@@ -423,11 +427,11 @@ _FIRST_INDEX: dict[tuple[int, ...], dict[int, int]] = {}
 _FIRST_INDEX_MAX = 64
 
 
-def _first_index(types: tuple[int, ...]) -> dict[int, int]:
+def _first_index(types: Sequence[int]) -> dict[int, int]:
     index: dict[int, int] = {}
     for i, t in enumerate(types):
         index.setdefault(t, i)
-    if len(_FIRST_INDEX) < _FIRST_INDEX_MAX:
+    if type(types) is tuple and len(_FIRST_INDEX) < _FIRST_INDEX_MAX:
         _FIRST_INDEX[types] = index
     return index
 
