@@ -77,6 +77,15 @@ async def _connect_pair(a: trice.Agent, b: trice.Agent) -> None:
         nursery.start_soon(b.connect)
 
 
+async def _gather_and_connect(a: trice.Agent, b: trice.Agent) -> None:
+    """Wait until both agents have their host candidates, hand each the other's, and
+    connect them (:func:`_connect_pair`)."""
+    await a.wait_gathering_complete()
+    await b.wait_gathering_complete()
+    signal(a, b)
+    await _connect_pair(a, b)
+
+
 async def _trice_pairs(
     n: int,
     measure: Callable[[], None] | None = None,
@@ -94,10 +103,7 @@ async def _trice_pairs(
             trice.open_agent(config, controlling=True) as a,
             trice.open_agent(config, controlling=False) as b,
         ):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
-            signal(a, b)
-            await _connect_pair(a, b)
+            await _gather_and_connect(a, b)
             connected += 1
             if connected == n:
                 all_connected.set()
@@ -139,17 +145,10 @@ async def _trice_held_open(n: int, measure: Callable[[], None]) -> None:
     config = loopback_config()
     async with AsyncExitStack() as stack:
         pairs = await _open_pairs(stack, config, n)
-
-        async def connect(a: trice.Agent, b: trice.Agent) -> None:
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
-            signal(a, b)
-            await _connect_pair(a, b)
-
         with trio.fail_after(CONNECT_LIMIT):
             async with trio.open_nursery() as nursery:
                 for a, b in pairs:
-                    nursery.start_soon(connect, a, b)
+                    nursery.start_soon(_gather_and_connect, a, b)
         del pairs, a, b
         measure()
 
