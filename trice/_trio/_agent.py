@@ -157,6 +157,7 @@ class Agent:
         "_local",
         "_malformed",
         "_mapped",
+        "_now",
         "_nursery",
         "_parked",
         "_pending",
@@ -198,6 +199,9 @@ class Agent:
         self._subscribers: list[EventStream] | None = None  # made by the first subscribe
         self._changed: trio.Event | None = None  # made when someone waits for a change
         self._hub = timer_hub()
+        # The run's clock, read without trio.current_time()'s two calls on the way (the
+        # same clock: a run has one).
+        self._now: Callable[[], float] = trio.lowlevel.current_clock().current_time
         # _peer_elsewhere's answer, and the hub's roster version it was found at.
         self._elsewhere = True
         self._elsewhere_seen = -1
@@ -345,7 +349,7 @@ class Agent:
             StateError: different parameters were already set, or the agent is closed.
         """
         self._raise_if_closed(StateError)
-        now = trio.current_time()
+        now = self._now()
         self._core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
         self._pump(now)
 
@@ -389,7 +393,7 @@ class Agent:
             # it does so (Pion does); sent first, it would cross the peer's check, and the
             # peer would wait for a ping-back.  With nothing there: one failed read.
             self._drain(primary)
-        now = trio.current_time()
+        now = self._now()
         self._core.want_connection(now)
         self._pump(now)
         waited = False
@@ -471,7 +475,7 @@ class Agent:
         <trice.ice.AgentCore.prepare>`).  ``now`` saves asking the clock again, from a caller
         that just did."""
         if now is None:
-            now = trio.current_time()
+            now = self._now()
         # Checks first: their first transmission goes out before the events are handed to
         # subscribers and waiters (the core queues events in order either way).
         self._start_checks(now)
@@ -639,7 +643,7 @@ class Agent:
         datagrams = 0
         data_at = -math.inf
         while not self._closed:
-            now = trio.current_time()
+            now = self._now()
             if self._datagrams + buffer.dropped != datagrams:
                 datagrams = self._datagrams + buffer.dropped
                 data_at = now
@@ -697,7 +701,7 @@ class Agent:
             # must come before the ping-back it makes needless).
             if primary is not None and (
                 readable
-                or (read and not primary.held and not primary.closed and trio.current_time() >= due)
+                or (read and not primary.held and not primary.closed and self._now() >= due)
             ):
                 empty = self._drain(primary)
                 if not empty:
@@ -854,7 +858,7 @@ class Agent:
             if not self._drain(transport):
                 await trio.lowlevel.checkpoint()
                 continue
-            leased = transport.leased_until(trio.current_time())
+            leased = transport.leased_until(self._now())
             if leased != -math.inf:
                 # Leave the socket to receivers for as long as they keep coming back (a
                 # receive loop does); take it back after a lease without one.  While one
@@ -864,7 +868,7 @@ class Agent:
                         await transport.wait_released()
                     else:
                         await trio.sleep_until(leased)
-                    leased = transport.leased_until(trio.current_time())
+                    leased = transport.leased_until(self._now())
                 continue
             transport.reader_waiting = True
             try:
@@ -896,7 +900,7 @@ class Agent:
             self._malformed += 1
             return
         self._stun_received += 1
-        now = trio.current_time()
+        now = self._now()
         cls = message.message_class
         if logger.isEnabledFor(TRACE):
             logger.log(

@@ -130,7 +130,7 @@ class CheckRun:
                         return  # (perhaps before this task even ran)
                     resend_at = self.resend_at
                     due = deadline if resend_at is None else min(deadline, resend_at)
-                    if trio.current_time() < due:
+                    if agent._now() < due:
                         self.due = due
                         agent._arm(self, due)
                         self.task = trio.lowlevel.current_task()
@@ -138,7 +138,7 @@ class CheckRun:
                         self.due = math.inf
                         if self.settled or self.dropped:
                             return
-                    now = trio.current_time()
+                    now = agent._now()
                     if now >= deadline:
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
@@ -147,7 +147,7 @@ class CheckRun:
                             return
                         self.transmit()
                 self.resend_at = None
-            agent._core.on_timeout(check, trio.current_time())
+            agent._core.on_timeout(check, agent._now())
             agent._pump()
         finally:
             self.task = None

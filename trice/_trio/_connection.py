@@ -316,9 +316,16 @@ class Connection(trio.abc.Channel[bytes]):
                         except OSError:
                             pass  # (an ICMP error, say: the reader's handling, below)
                         else:
-                            if self._is_data(transport, data, source):
+                            # (_is_data, inline)
+                            if transport.family == _AF_INET6:
+                                source = (source[0], source[1])
+                            if (
+                                not data or data[0] > 3 or data[4:8] != STUN_MAGIC
+                            ) and source in self._remotes:
+                                agent._datagrams += 1
                                 self._streak += 1
                                 return data
+                            agent._dispatch(transport, data, source)  # STUN, or a stranger's
                             # (STUN, answered: read on before waiting)
                 data_or_none = self._drained(transport, one)
                 if data_or_none is not None:
@@ -326,8 +333,8 @@ class Connection(trio.abc.Channel[bytes]):
         finally:
             buffer.waiting_on = None
             # The reader takes the socket back after a lease with no receiver.
-            end = transport.release(trio.current_time())
-            if transport is agent._primary:
+            end = transport.release(agent._now())
+            if end < agent._sleeping_until and transport is agent._primary:
                 agent._wake_by(end)
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
