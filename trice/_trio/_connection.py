@@ -230,7 +230,9 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed or self._agent._closed:
+        transport = self._udp
+        if transport is None and (self._closed or self._agent._closed):
+            # (A kept socket means open: closing forgets it, see ``_reroute``.)
             raise trio.ClosedResourceError("the connection is closed")
         buffer = self._buffer
         queue = buffer.queue
@@ -238,7 +240,6 @@ class Connection(trio.abc.Channel[bytes]):
             data = queue.popleft()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        transport = self._udp
         if transport is None:
             if self._route is None:
                 self._get_route()  # (raises if consent expired)
