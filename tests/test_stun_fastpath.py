@@ -220,9 +220,9 @@ def test_decoder_shortcut_agrees_with_the_tail_walker(
     message = stun.decode(raw)
     mi = len(raw) - 32
     assert (message._mi, message._mi256, message._fp) == (mi, -1, len(raw) - 8)
-    records = message._records[:-2]  # what the main loop found before MESSAGE-INTEGRITY
+    records = list(message._records[:-2])  # what the main loop found before MESSAGE-INTEGRITY
     assert _decode_tail(raw, mi, records) == (mi, -1, len(raw) - 8)
-    assert records == message._records
+    assert records == list(message._records)
     # Any flipped bit, but in FINGERPRINT's type and length (it would become another,
     # ignored attribute), makes the message fail to decode.
     n = len(raw)

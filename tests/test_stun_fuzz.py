@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trice import stun
+from trice.stun import _message
 from trice.stun._attributes import ATTRIBUTE_TYPES
 
 u16 = st.integers(0, 0xFFFF)
@@ -268,3 +270,86 @@ def test_saslprep_only_value_error(value: str) -> None:
     except ValueError:
         return
     assert stun.saslprep(prepared) == prepared  # idempotent on its own output
+
+
+def _outcome(decode: Callable[[bytes], stun.Message], data: bytes) -> object:
+    """What a decoder makes of ``data``: its error's message, or everything the message
+    holds (what ``first_values`` sees for a few types included)."""
+    try:
+        msg = decode(data)
+    except stun.StunDecodeError as exc:
+        return ("error", str(exc))
+    types = (0x0006, 0x0008, 0x0020, 0x0024, 0x8029, 0x802A, 0x8028, 0x7FFE, 0x0006)
+    return (
+        msg.method,
+        msg.message_class,
+        msg.transaction_id,
+        list(msg._records),
+        (msg._mi, msg._mi256, msg._fp),
+        msg.unknown_required,
+        msg.first_values(types),
+        msg.first_values(list(types)),  # type: ignore[arg-type]
+        msg.attributes,
+    )
+
+
+@given(
+    message,
+    st.none() | key,
+    st.booleans(),
+    st.lists(st.lists(mutation, min_size=1, max_size=3), max_size=4),
+)
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_decode_of_a_shape_seen_before_agrees_with_the_walk(
+    msg: stun.Message,
+    integrity_key: bytes | None,
+    fingerprint: bool,
+    mutations: list[list[tuple[str, int, int]]],
+) -> None:
+    """``decode`` keeps the shape of each message it walked, and decodes a message of the
+    same shape without walking it (``_message._LAYOUTS``): for the message again, and for
+    variants of it (a flipped bit in a value, a family byte, the cookie or FINGERPRINT; a
+    length changed; cut or grown), the outcome is the walk's own, error messages included."""
+    data = msg.encode(integrity_key=integrity_key, fingerprint=fingerprint)
+    walked = _outcome(_message._decode_walk, data)
+    assert _outcome(stun.decode, data) == walked  # (the first time: walked, and kept)
+    assert _outcome(stun.decode, data) == walked  # (now from its shape, if it was kept)
+    for change in mutations:
+        variant = _mutate(data, change)
+        assert _outcome(stun.decode, variant) == _outcome(_message._decode_walk, variant)
+
+
+def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
+    """A message of a kept shape is decoded from it (it has a ``_layout``), also when two
+    shapes share a type and length; a shape with ERROR-CODE (whose value the walk checks)
+    is not kept; the cache never holds more than its bounds."""
+    integrity = stun.short_term_key("x" * 22)
+
+    def request(tid: bytes, controlling: bool) -> bytes:
+        role = stun.IceControlling(7) if controlling else stun.IceControlled(7)
+        attributes = (stun.Username("abcd:efgh"), stun.Priority(1), role)
+        msg = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, tid, attributes)
+        return msg.encode(integrity_key=integrity, fingerprint=True)
+
+    stun.decode(request(bytes(12), True))
+    controlling = stun.decode(request(b"\x01" * 12, True))
+    assert controlling._layout is not None
+    assert controlling.transaction_id == b"\x01" * 12
+    assert controlling.verify_integrity(integrity)
+    # ICE-CONTROLLED instead: the same type and length, a shape of its own.
+    stun.decode(request(b"\x02" * 12, False))
+    controlled = stun.decode(request(b"\x03" * 12, False))
+    assert controlled._layout is not None
+    assert controlled._layout is not controlling._layout
+    assert controlled.get(stun.IceControlled) == stun.IceControlled(7)
+    assert stun.decode(request(b"\x04" * 12, True))._layout is controlling._layout
+    error = stun.Message(
+        stun.Method.BINDING, stun.MessageClass.ERROR, bytes(12), (stun.ErrorCode(487, "x"),)
+    ).encode()
+    stun.decode(error)
+    assert stun.decode(error)._layout is None
+    for length in range(0, 600, 4):  # more keys than the cache holds
+        name = stun.Username("u" * length)
+        stun.decode(stun.Message(stun.Method.BINDING, 1, bytes(12), (name,)).encode())
+    assert 0 < len(_message._LAYOUTS) <= _message._LAYOUTS_MAX
+    assert all(len(shapes) <= _message._SHAPES_MAX for shapes in _message._LAYOUTS.values())
