@@ -306,22 +306,26 @@ def test_decode_of_a_shape_seen_before_agrees_with_the_walk(
     fingerprint: bool,
     mutations: list[list[tuple[str, int, int]]],
 ) -> None:
-    """``decode`` keeps the shape of each message it walked, and decodes a message of the
-    same shape without walking it (``_message._LAYOUTS``): for the message again, and for
-    variants of it (a flipped bit in a value, a family byte, the cookie or FINGERPRINT; a
-    length changed; cut or grown), the outcome is the walk's own, error messages included."""
+    """A message of a kept shape is decoded without the walk (``_message._LAYOUTS``): for
+    the message again, and for variants of it (a flipped bit in a value, a family byte, the
+    cookie or FINGERPRINT; a length changed; cut or grown), the outcome is the walk's own,
+    error messages included."""
     data = msg.encode(integrity_key=integrity_key, fingerprint=fingerprint)
     walked = _outcome(_message._decode_walk, data)
-    assert _outcome(stun.decode, data) == walked  # (the first time: walked, and kept)
-    assert _outcome(stun.decode, data) == walked  # (now from its shape, if it was kept)
+    assert _outcome(stun.decode, data) == walked
+    # Keep its shape (as a message that passed verify_integrity leaves it, but for any
+    # message here), then decode it from its shape, and its variants.
+    _message._remember(data, _message._decode_walk(data))
+    assert _outcome(stun.decode, data) == walked
     for change in mutations:
         variant = _mutate(data, change)
         assert _outcome(stun.decode, variant) == _outcome(_message._decode_walk, variant)
 
 
 def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
-    """A message of a kept shape is decoded from it (it has a ``_layout``), also when two
-    shapes share a type and length; a shape with ERROR-CODE (whose value the walk checks)
+    """An authenticated message leaves its shape, and a message of that shape is decoded
+    from it (it has a ``_layout``), also when two shapes share a type and length; an
+    unauthenticated one leaves none; a shape with ERROR-CODE (whose value the walk checks)
     is not kept; the cache never holds more than its bounds."""
     integrity = stun.short_term_key("x" * 22)
 
@@ -331,13 +335,17 @@ def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
         msg = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, tid, attributes)
         return msg.encode(integrity_key=integrity, fingerprint=True)
 
-    stun.decode(request(bytes(12), True))
+    _message._LAYOUTS.clear()
+    first = stun.decode(request(bytes(12), True))
+    assert not first.verify_integrity(b"not the key")
+    assert stun.decode(request(bytes(12), True))._layout is None  # (not authenticated yet)
+    assert first.verify_integrity(integrity)
     controlling = stun.decode(request(b"\x01" * 12, True))
     assert controlling._layout is not None
     assert controlling.transaction_id == b"\x01" * 12
     assert controlling.verify_integrity(integrity)
     # ICE-CONTROLLED instead: the same type and length, a shape of its own.
-    stun.decode(request(b"\x02" * 12, False))
+    assert stun.decode(request(b"\x02" * 12, False)).verify_integrity(integrity)
     controlled = stun.decode(request(b"\x03" * 12, False))
     assert controlled._layout is not None
     assert controlled._layout is not controlling._layout
@@ -345,11 +353,12 @@ def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
     assert stun.decode(request(b"\x04" * 12, True))._layout is controlling._layout
     error = stun.Message(
         stun.Method.BINDING, stun.MessageClass.ERROR, bytes(12), (stun.ErrorCode(487, "x"),)
-    ).encode()
-    stun.decode(error)
+    ).encode(integrity_key=integrity)
+    assert stun.decode(error).verify_integrity(integrity)
     assert stun.decode(error)._layout is None
     for length in range(0, 600, 4):  # more keys than the cache holds
         name = stun.Username("u" * length)
-        stun.decode(stun.Message(stun.Method.BINDING, 1, bytes(12), (name,)).encode())
+        built = stun.Message(stun.Method.BINDING, 1, bytes(12), (name,))
+        assert stun.decode(built.encode(integrity_key=integrity)).verify_integrity(integrity)
     assert 0 < len(_message._LAYOUTS) <= _message._LAYOUTS_MAX
     assert all(len(shapes) <= _message._SHAPES_MAX for shapes in _message._LAYOUTS.values())

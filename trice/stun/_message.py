@@ -303,12 +303,20 @@ class Message:
             n = U16.unpack_from(raw, pos + 2)[0]
             covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 4 + n) + raw[4:pos]
             mac = hmac_sha256(key, covered)[:n]
-            return hmac.compare_digest(mac, raw[pos + 4 : pos + 4 + n])
+            if not hmac.compare_digest(mac, raw[pos + 4 : pos + 4 + n]):
+                return False
+            if self._layout is None:
+                _remember(raw, self)
+            return True
         pos = self._mi
         if pos < 0:
             return False
         covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 24) + raw[4:pos]
-        return hmac.compare_digest(hmac_sha1(key, covered), raw[pos + 4 : pos + 24])
+        if not hmac.compare_digest(hmac_sha1(key, covered), raw[pos + 4 : pos + 24]):
+            return False
+        if self._layout is None:
+            _remember(raw, self)  # (a shape worth keeping: see decode)
+        return True
 
     # --- building ----------------------------------------------------------------------------
 
@@ -509,9 +517,11 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     Integrity is checked separately by :meth:`Message.verify_integrity`.
 
     Peers send the same few shapes of message again and again (an ICE agent's checks and
-    their answers): a message of a shape decoded lately (the same type, length, cookie,
-    attribute types and lengths, and address families) is checked against it in one step,
-    with the same outcome as the pass, in half its time (``bench/stun_codec.py``).
+    their answers): a message of the shape of one that passed :meth:`Message.verify_integrity`
+    lately (the same type, length, cookie, attribute types and lengths, and address
+    families) is checked against that shape in one step, with the same outcome as the pass,
+    in half its time (``bench/stun_codec.py``).  Only authenticated messages leave a shape:
+    a stranger's messages, however shaped, cost a pass each, never more.
 
     Raises:
         StunDecodeError: *data* is not a well-formed STUN message.  No other exception.
@@ -530,9 +540,7 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
                     # found then (see _Layout).
                     return _from_layout(data, layout)
                 break  # (FINGERPRINT does not match: the walk says so)
-    msg = _decode_walk(data)
-    _remember(data, msg)
-    return msg
+    return _decode_walk(data)
 
 
 def _from_layout(data: bytes, layout: _Layout) -> Message:
@@ -693,7 +701,8 @@ _SKIP_KINDS: Final = frozenset({KIND_INTEGRITY, KIND_INTEGRITY_SHA256, KIND_FING
 
 
 def _remember(data: bytes, msg: Message) -> None:
-    """Keep the shape of ``data``, which :func:`_decode_walk` just accepted as ``msg``."""
+    """Keep the shape of ``data``, which :func:`_decode_walk` accepted as ``msg`` (called
+    once ``msg`` passed :meth:`Message.verify_integrity`: whoever sent it holds the key)."""
     n = len(data)
     if msg._fp >= 0 and msg._fp + 8 != n:
         return  # (something after FINGERPRINT: ignored by the walk, not worth a shape)
