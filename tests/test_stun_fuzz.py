@@ -314,7 +314,9 @@ def test_decode_of_a_shape_seen_before_agrees_with_the_walk(
     walked = _outcome(_message._decode_walk, data)
     assert _outcome(stun.decode, data) == walked
     # Keep its shape (as a message that passed verify_integrity leaves it, but for any
-    # message here), then decode it from its shape, and its variants.
+    # message here, in a cache emptied first: a full one keeps no more), then decode it
+    # from its shape, and its variants.
+    _message._LAYOUTS.clear()
     _message._remember(data, _message._decode_walk(data))
     assert _outcome(stun.decode, data) == walked
     for change in mutations:
@@ -326,7 +328,7 @@ def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
     """An authenticated message leaves its shape, and a message of that shape is decoded
     from it (it has a ``_layout``), also when two shapes share a type and length; an
     unauthenticated one leaves none; a shape with ERROR-CODE (whose value the walk checks)
-    is not kept; the cache never holds more than its bounds."""
+    is not kept; once full, the cache keeps what it holds and takes no more."""
     integrity = stun.short_term_key("x" * 22)
 
     def request(tid: bytes, controlling: bool) -> bytes:
@@ -360,5 +362,11 @@ def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
         name = stun.Username("u" * length)
         built = stun.Message(stun.Method.BINDING, 1, bytes(12), (name,))
         assert stun.decode(built.encode(integrity_key=integrity)).verify_integrity(integrity)
-    assert 0 < len(_message._LAYOUTS) <= _message._LAYOUTS_MAX
+    assert len(_message._LAYOUTS) == _message._LAYOUTS_MAX
     assert all(len(shapes) <= _message._SHAPES_MAX for shapes in _message._LAYOUTS.values())
+    # Full: a new shape is not kept, and the kept ones stay.
+    assert stun.decode(request(b"\x05" * 12, True))._layout is controlling._layout
+    built = stun.Message(stun.Method.BINDING, 1, bytes(12), (stun.Username("v" * 999),))
+    assert stun.decode(built.encode(integrity_key=integrity)).verify_integrity(integrity)
+    assert stun.decode(built.encode(integrity_key=integrity))._layout is None
+    _message._LAYOUTS.clear()  # (the tests after this one start with an empty cache)

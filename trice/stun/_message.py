@@ -688,14 +688,15 @@ class _Layout:
         return found
 
 
-#: Shapes of messages decoded lately, by their first four bytes (type and length), the
+#: Shapes of authenticated messages, by their first four bytes (type and length), the
 #: latest first: peers send the same few shapes again and again (an ICE agent's checks
 #: and their answers; a check with ICE-CONTROLLING has the same type and length as one
-#: with ICE-CONTROLLED).  Bounded: _SHAPES_MAX shapes a key, _LAYOUTS_MAX keys (when full,
-#: it starts over).
+#: with ICE-CONTROLLED).  Bounded: _SHAPES_MAX shapes a key, _LAYOUTS_MAX keys; once full,
+#: no more are kept (none is dropped: a shape that keeps coming back is never walked
+#: again, and one not kept costs what every message cost before shapes were kept).
 _LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
 _LAYOUTS_MAX = 64
-_SHAPES_MAX = 4
+_SHAPES_MAX = 8
 _PLANS_MAX = 8
 _SKIP_KINDS: Final = frozenset({KIND_INTEGRITY, KIND_INTEGRITY_SHA256, KIND_FINGERPRINT})
 
@@ -703,6 +704,10 @@ _SKIP_KINDS: Final = frozenset({KIND_INTEGRITY, KIND_INTEGRITY_SHA256, KIND_FING
 def _remember(data: bytes, msg: Message) -> None:
     """Keep the shape of ``data``, which :func:`_decode_walk` accepted as ``msg`` (called
     once ``msg`` passed :meth:`Message.verify_integrity`: whoever sent it holds the key)."""
+    key = data[:4]
+    others = _LAYOUTS.get(key, ())
+    if len(others) >= _SHAPES_MAX or (not others and len(_LAYOUTS) >= _LAYOUTS_MAX):
+        return  # full: a shape not kept costs the pass, as before there were shapes
     n = len(data)
     if msg._fp >= 0 and msg._fp + 8 != n:
         return  # (something after FINGERPRINT: ignored by the walk, not worth a shape)
@@ -726,9 +731,6 @@ def _remember(data: bytes, msg: Message) -> None:
             fmt.append(f"HH{padded}x")
             expected += (atype, alen)
         pos += 4 + padded
-    key = data[:4]
-    others = _LAYOUTS.get(key, ())
-    if not others and len(_LAYOUTS) >= _LAYOUTS_MAX:
-        _LAYOUTS.clear()
     layout = _Layout("".join(fmt), tuple(expected), msg, n)
-    _LAYOUTS[key] = (layout, *others[: _SHAPES_MAX - 1])
+    if all(other.expected != layout.expected for other in others):
+        _LAYOUTS[key] = (layout, *others)
