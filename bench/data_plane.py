@@ -9,7 +9,9 @@ Three paths are measured, on loopback:
 * **trice**: two agents connected by ICE; ``Connection.send`` / ``Connection.receive``.
 * **aioice**: two aioice connections (asyncio), ``sendto`` / ``recvfrom``, each repeat in a
   fresh process with a fixed hash seed (aioice's speed depends on it; see
-  ``_aioice_in_process``); the best repeat is kept.
+  ``_aioice_in_process``); the best repeat is kept.  Then, as a second reference, the same
+  with Python's cyclic garbage collector off in aioice's process (``aioice, collector
+  off``), which gives aioice its fast speed every time: trice against aioice at its best.
 
 The floor and trice run in one trio run, in turns (``--rounds`` rounds, each a share of every
 figure for both), so that a slow spell of this shared machine falls on both and their ratio
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import socket
@@ -49,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback import connect_both, loopback_config, signal
 
 SIZE = 1200
+#: The name of the second aioice reference: aioice with Python's cyclic collector off.
+AIOICE_GC_OFF = "aioice, collector off"
 RCVBUF = 4 * 1024 * 1024
 BURST = 5000
 
@@ -400,7 +405,7 @@ def _aioice(count: int, pings: int) -> Result | None:
     return asyncio.run(main())
 
 
-def _aioice_in_process(count: int, pings: int, seed: int) -> Result | None:
+def _aioice_in_process(count: int, pings: int, seed: int, gc_off: bool = False) -> Result | None:
     """aioice in a fresh process with ``PYTHONHASHSEED=seed``.
 
     aioice's data path runs at one of two speeds, 2-3x apart (receive: about 25-30k or
@@ -411,6 +416,8 @@ def _aioice_in_process(count: int, pings: int, seed: int) -> Result | None:
     and the best run is kept: trice is compared with aioice at its best seen.
     """
     command = [sys.executable, __file__, "--aioice-only", f"--count={count}", f"--pings={pings}"]
+    if gc_off:
+        command.append("--gc-off")
     env = dict(os.environ, PYTHONHASHSEED=str(seed))
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     for line in out.stdout.splitlines():
@@ -424,13 +431,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=20000, help="datagrams one way")
     parser.add_argument("--pings", type=int, default=3000, help="round trips")
     parser.add_argument("--rounds", type=int, default=10, help="turns of floor and trice")
-    parser.add_argument("--repeat", type=int, default=3, help="aioice: best of this many runs")
+    parser.add_argument("--repeat", type=int, default=6, help="aioice: best of this many runs")
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--aioice-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.pings, args.rounds, args.repeat = 3000, 500, 3, 1
     if args.aioice_only:  # one aioice measurement, as JSON (see _aioice_in_process)
+        if args.gc_off:
+            gc.disable()
         only = _aioice(args.count, args.pings)
         if only is not None:
             print(json.dumps(dataclasses.asdict(only)))
@@ -442,6 +452,12 @@ def main(argv: list[str] | None = None) -> None:
         aio_result = _aioice_in_process(args.count, args.pings, seed)
         if aio_result is not None:
             runs.setdefault(aio_result.name, []).append(aio_result)
+    for seed in range(1, max(1, args.repeat // 2) + 1):
+        aio_result = _aioice_in_process(args.count, args.pings, seed, gc_off=True)
+        if aio_result is not None:
+            runs.setdefault(AIOICE_GC_OFF, []).append(
+                dataclasses.replace(aio_result, name=AIOICE_GC_OFF)
+            )
     best = {
         name: Result(
             name,
@@ -457,7 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     aio = best.get("aioice")
     print(
         f"\nData plane: {SIZE}-byte datagrams on loopback; floor and trice in {args.rounds} "
-        f"rounds of turns, aioice best of {args.repeat}"
+        f"rounds of turns, aioice best of {args.repeat} (with its collector off: best of"
+        f" {max(1, args.repeat // 2)})"
     )
     print(f"one way: {args.count} datagrams; ping-pong: {args.pings} round trips\n")
     header = (
@@ -482,6 +499,13 @@ def main(argv: list[str] | None = None) -> None:
             f"\ntrice, receive_nowait while datagrams are queued: {trice_best.batched_pps:,.0f} "
             f"receive pkt/s ({trice_best.batched_pps / floor.receive_pps:.0%} of the floor"
             f"{vs_aio})"
+        )
+    fast = best.get(AIOICE_GC_OFF)
+    if trice_best is not None and fast is not None:
+        print(
+            f"against aioice with its collector off (its fast speed): trice receive"
+            f" {trice_best.receive_pps / fast.receive_pps:.2f}x, receive_nowait"
+            f" {trice_best.batched_pps / fast.receive_pps:.2f}x"
         )
     print()
     sys.stdout.flush()
