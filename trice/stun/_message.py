@@ -518,10 +518,11 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
 
     Peers send the same few shapes of message again and again (an ICE agent's checks and
     their answers): a message of the shape of one that passed :meth:`Message.verify_integrity`
-    lately (the same type, length, cookie, attribute types and lengths, and address
-    families) is checked against that shape in one step, with the same outcome as the pass,
-    in half its time (``bench/stun_codec.py``).  Only authenticated messages leave a shape:
-    a stranger's messages, however shaped, cost a pass each, never more.
+    (the second of its type and length to pass; the same type, length, cookie, attribute
+    types and lengths, and address families) is checked against that shape in one step,
+    with the same outcome as the pass, in half its time (``bench/stun_codec.py``).  Only
+    authenticated messages leave a shape: a stranger's messages, however shaped, cost a
+    pass each, never more.
 
     Raises:
         StunDecodeError: *data* is not a well-formed STUN message.  No other exception.
@@ -696,6 +697,8 @@ class _Layout:
 #: again, and one not kept costs what every message cost before shapes were kept).
 _LAYOUTS: dict[bytes, tuple[_Layout, ...]] = {}
 _LAYOUTS_MAX = 64
+#: Types and lengths seen once in an authenticated message and not kept yet (see _remember).
+_SEEN: set[bytes] = set()
 _SHAPES_MAX = 8
 _PLANS_MAX = 8
 _SKIP_KINDS: Final = frozenset({KIND_INTEGRITY, KIND_INTEGRITY_SHA256, KIND_FINGERPRINT})
@@ -703,11 +706,19 @@ _SKIP_KINDS: Final = frozenset({KIND_INTEGRITY, KIND_INTEGRITY_SHA256, KIND_FING
 
 def _remember(data: bytes, msg: Message) -> None:
     """Keep the shape of ``data``, which :func:`_decode_walk` accepted as ``msg`` (called
-    once ``msg`` passed :meth:`Message.verify_integrity`: whoever sent it holds the key)."""
+    once ``msg`` passed :meth:`Message.verify_integrity`: whoever sent it holds the key), if
+    a message of its type and length passed before."""
     key = data[:4]
     others = _LAYOUTS.get(key, ())
     if len(others) >= _SHAPES_MAX or (not others and len(_LAYOUTS) >= _LAYOUTS_MAX):
         return  # full: a shape not kept costs the pass, as before there were shapes
+    if not others and key not in _SEEN:
+        # The first of its type and length: kept the next time, if there is one (keeping
+        # costs some 4 µs; a fresh process's first connection sees each shape once).
+        if len(_SEEN) >= _LAYOUTS_MAX:
+            _SEEN.clear()
+        _SEEN.add(key)
+        return
     n = len(data)
     if msg._fp >= 0 and msg._fp + 8 != n:
         return  # (something after FINGERPRINT: ignored by the walk, not worth a shape)
