@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -39,6 +40,7 @@ __all__ = [
     "Row",
     "WARMED",
     "Stats",
+    "aioice_signal",
     "default_rows",
     "measure",
     "measure_cmds",
@@ -46,6 +48,17 @@ __all__ = [
     "measure_pair",
     "warmed",
 ]
+
+
+async def aioice_signal(a: Any, b: Any) -> None:
+    """Hand each of two aioice connections in one process the other's parameters and
+    candidates, as signaling would (``data_plane.py`` and ``scale.py``)."""
+    for here, there in ((a, b), (b, a)):
+        here.remote_username = there.local_username
+        here.remote_password = there.local_password
+        for c in there.local_candidates:
+            await here.add_remote_candidate(c)
+        await here.add_remote_candidate(None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,6 +49,8 @@ import trice
 from trice._trio._transport import UdpTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _peers import aioice_signal
+
 from loopback import connect_both, loopback_config, signal
 
 SIZE = 1200
@@ -340,12 +342,7 @@ def _aioice(count: int, pings: int) -> Result | None:
         a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
         b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
         await asyncio.gather(a.gather_candidates(), b.gather_candidates())
-        for here, there in ((a, b), (b, a)):
-            here.remote_username = there.local_username
-            here.remote_password = there.local_password
-            for c in there.local_candidates:
-                await here.add_remote_candidate(c)
-            await here.add_remote_candidate(None)
+        await aioice_signal(a, b)
         await asyncio.gather(a.connect(), b.connect())
         for conn in (a, b):
             for protocol in conn._protocols:

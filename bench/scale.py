@@ -26,7 +26,8 @@ pair (until 2026-11-29 each trice pair had a ``trio.fail_after`` of its own, whi
 aioice run never had: some 5 % of a pair's Python work, in the harness, not in trice).
 
 ``--phases N`` prints only where a pair's CPU goes, phase by phase (opening the agents,
-host gathering, signaling, connecting, closing), for N pairs and both nomination modes.
+host gathering, signaling, connecting, closing), for N pairs and both nomination modes, and
+the same phases around aioice's own calls.
 
 Run: ``python bench/scale.py [--sizes 100 500 1000] [--repeat 3] [--quick] [--phases N]``.
 """
@@ -52,6 +53,8 @@ import trio
 import trice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _peers import aioice_signal
+
 from loopback import loopback_config, signal
 
 KIB = 1024
@@ -191,11 +194,9 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 PHASES = ("open", "gather", "signal", "connect", "close")
 
 
-async def _trice_phases(n: int, nomination: trice.Nomination) -> dict[str, float]:
-    """Where a pair's CPU goes: n pairs opened one after the other, then each phase for all
-    of them (all connecting at once); microseconds of this process's CPU per pair."""
-    config = loopback_config(nomination=nomination)
-    spent: dict[str, float] = {}
+def _phase_clock(n: int, spent: dict[str, float]) -> Callable[[str], None]:
+    """``phase(name)`` puts the CPU time since the last call (or since this one), in
+    microseconds per pair, into ``spent[name]``."""
     mark = time.process_time()
 
     def phase(name: str) -> None:
@@ -204,6 +205,15 @@ async def _trice_phases(n: int, nomination: trice.Nomination) -> dict[str, float
         spent[name] = (now - mark) * 1e6 / n
         mark = now
 
+    return phase
+
+
+async def _trice_phases(n: int, nomination: trice.Nomination) -> dict[str, float]:
+    """Where a pair's CPU goes: n pairs opened one after the other, then each phase for all
+    of them (all connecting at once); microseconds of this process's CPU per pair."""
+    config = loopback_config(nomination=nomination)
+    spent: dict[str, float] = {}
+    phase = _phase_clock(n, spent)
     async with AsyncExitStack() as stack:
         pairs = await _open_pairs(stack, config, n)
         phase("open")
@@ -224,22 +234,27 @@ async def _trice_phases(n: int, nomination: trice.Nomination) -> dict[str, float
 
 
 def _phases(n: int) -> None:
-    """Print :func:`_trice_phases` for both nomination modes, each in a fresh process."""
+    """Print :func:`_trice_phases` for both nomination modes, and :func:`_aioice_phases`,
+    each in a fresh process."""
     print(f"\nWhere a pair's time goes: {n} pairs, CPU microseconds per pair (this process)\n")
     header = f"{'nomination':<12}" + "".join(f"{name:>9}" for name in PHASES) + f"{'total':>9}"
     print(header)
     print("-" * len(header))
-    for mode in (trice.Nomination.REGULAR, trice.Nomination.AGGRESSIVE):
-        spent = _in_fresh_process("--phases-one", mode.value, str(n))
+    kinds = [trice.Nomination.REGULAR.value, trice.Nomination.AGGRESSIVE.value]
+    if _aioice_setup():
+        kinds.append(AIOICE)
+    for kind in kinds:
+        spent = _in_fresh_process("--phases-one", kind, str(n))
         if spent is None:
-            print(f"{mode.value:<12}failed (see above)")
+            print(f"{kind:<12}failed (see above)")
             continue
         cells = "".join(f"{spent[name]:>9.0f}" for name in PHASES)
-        print(f"{mode.value:<12}{cells}{sum(spent.values()):>9.0f}")
+        print(f"{kind:<12}{cells}{sum(spent.values()):>9.0f}")
     print(
         "(open: both agents of each pair, one pair after the other; gather: until each has its"
         " host\n candidates; signal: each handed the other's; connect: all pairs at once, until"
-        " both\n connect() calls of every pair returned; close: leaving all the agents)"
+        " both\n connect() calls of every pair returned; close: leaving all the agents;"
+        " aioice: the same\n phases around its own calls, nominating aggressively)"
     )
 
 
@@ -259,6 +274,35 @@ def _aioice_setup() -> bool:
     return True
 
 
+async def _aioice_phases(n: int) -> dict[str, float]:
+    """:func:`_trice_phases` for aioice (which nominates aggressively): the same phases,
+    timed around aioice's own calls."""
+    import aioice
+
+    spent: dict[str, float] = {}
+    phase = _phase_clock(n, spent)
+    pairs = [
+        (
+            aioice.Connection(ice_controlling=True, components=1, use_ipv6=False),
+            aioice.Connection(ice_controlling=False, components=1, use_ipv6=False),
+        )
+        for _ in range(n)
+    ]
+    phase("open")
+    await asyncio.gather(*(c.gather_candidates() for pair in pairs for c in pair))
+    phase("gather")
+    for a, b in pairs:
+        await aioice_signal(a, b)
+    phase("signal")
+    await asyncio.gather(*(asyncio.gather(a.connect(), b.connect()) for a, b in pairs))
+    phase("connect")
+    for a, b in pairs:
+        await a.close()
+        await b.close()
+    phase("close")
+    return spent
+
+
 async def _aioice_pairs(n: int, measure: Callable[[], None] | None = None) -> tuple[float, int]:
     import aioice
 
@@ -267,12 +311,7 @@ async def _aioice_pairs(n: int, measure: Callable[[], None] | None = None) -> tu
         b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
         await asyncio.gather(a.gather_candidates(), b.gather_candidates())
         ok = bool(a.local_candidates and b.local_candidates)
-        for here, there in ((a, b), (b, a)):
-            here.remote_username = there.local_username
-            here.remote_password = there.local_password
-            for c in there.local_candidates:
-                await here.add_remote_candidate(c)
-            await here.add_remote_candidate(None)
+        await aioice_signal(a, b)
         try:
             await asyncio.gather(a.connect(), b.connect())
         except ConnectionError:
@@ -361,12 +400,16 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="only print where a pair's CPU goes (open, gather, signal, connect, close), N pairs",
     )
-    parser.add_argument("--phases-one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--phases-one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phases_one:
-        mode, count = trice.Nomination(args.phases_one[0]), int(args.phases_one[1])
+        kind, count = args.phases_one[0], int(args.phases_one[1])
         _raise_fd_limit(4 * count + 256)
-        print(json.dumps(trio.run(_trice_phases, count, mode)))
+        if kind == AIOICE:
+            _aioice_setup()
+            print(json.dumps(asyncio.run(_aioice_phases(count))))
+        else:
+            print(json.dumps(trio.run(_trice_phases, count, trice.Nomination(kind))))
         return
     if args.phases:
         _phases(args.phases)
