@@ -562,7 +562,7 @@ def _from_layout(data: bytes, layout: _Layout) -> Message:
 
 
 def _decode_walk(data: bytes) -> Message:
-    """:func:`decode`'s one pass over the message (for one of a shape not seen lately)."""
+    """:func:`decode`'s one pass over the message (for one of a shape not kept)."""
     n = len(data)
     if n < 20:
         raise StunDecodeError("shorter than a STUN header")
