@@ -108,7 +108,7 @@ class Connection(trio.abc.Channel[bytes]):
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
         self._buffer = agent._buffer
-        # The core's own dict of remote addresses, kept up to date (see ``receive``).
+        # The core's own dict of remote addresses, kept up to date (see ``_is_data``).
         self._remotes = agent._core.remote_addresses
         self._closed = False
         # (transport, remote address), looked up once per selected pair: the send path is
@@ -279,16 +279,9 @@ class Connection(trio.abc.Channel[bytes]):
                 transport.holds += 1  # (a receiver keeps the socket's reader away...)
                 if transport.reader_waiting:
                     transport.kick()  # (... which, if it waits on the socket, looks again)
-                # Data from the peer is the caller's (and counted); STUN, or anything from a
-                # stranger, goes to the agent.  (Inline, here and below: a call costs as
-                # much as the test.)
-                if transport.family == _AF_INET6:
-                    source = (source[0], source[1])
-                if (not data or data[0] > 3 or data[4:8] != STUN_MAGIC) and source in self._remotes:
-                    self._agent._datagrams += 1
+                if self._is_data(transport, data, source):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
-                self._agent._dispatch(transport, data, source)
         # Wait on the socket ourselves and read it, STUN included: the datagram reaches
         # this task straight from the kernel, not through the reader task.
         transport.held = True
@@ -324,16 +317,9 @@ class Connection(trio.abc.Channel[bytes]):
                         except OSError:
                             pass  # (an ICMP error, say: the reader's handling, below)
                         else:
-                            # (data or not: as the fast path above tells, inline as there)
-                            if transport.family == _AF_INET6:
-                                source = (source[0], source[1])
-                            if (
-                                not data or data[0] > 3 or data[4:8] != STUN_MAGIC
-                            ) and source in self._remotes:
-                                agent._datagrams += 1
+                            if self._is_data(transport, data, source):
                                 self._streak += 1
                                 return data
-                            agent._dispatch(transport, data, source)  # STUN, or a stranger's
                             # (STUN, answered: read on before waiting)
                 data_or_none = self._drained(transport, one)
                 if data_or_none is not None:
@@ -342,7 +328,7 @@ class Connection(trio.abc.Channel[bytes]):
             buffer.waiting_on = None
             # The reader takes the socket back after a lease with no receiver.
             end = transport.release(agent._now())
-            if end < agent._sleeping_until and transport is agent._primary:
+            if transport is agent._primary:
                 agent._wake_by(end)
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
@@ -359,6 +345,17 @@ class Connection(trio.abc.Channel[bytes]):
             return queue.popleft()
         self._check_open()
         return None
+
+    def _is_data(self, transport: UdpTransport, data: bytes, source: tuple[str, int]) -> bool:
+        """A datagram a receive read from the socket itself: data from the peer (counted)
+        is for the caller; STUN, or anything from a stranger, goes to the agent."""
+        if transport.family == _AF_INET6:
+            source = (source[0], source[1])
+        if (not data or data[0] > 3 or data[4:8] != STUN_MAGIC) and source in self._remotes:
+            self._agent._datagrams += 1
+            return True
+        self._agent._dispatch(transport, data, source)  # STUN, or from a stranger
+        return False
 
     async def aclose(self) -> None:
         """Close the connection, for good: sends and receives raise from now on, and
