@@ -303,20 +303,16 @@ class Message:
             n = U16.unpack_from(raw, pos + 2)[0]
             covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 4 + n) + raw[4:pos]
             mac = hmac_sha256(key, covered)[:n]
-            if not hmac.compare_digest(mac, raw[pos + 4 : pos + 4 + n]):
+            ok = hmac.compare_digest(mac, raw[pos + 4 : pos + 4 + n])
+        else:
+            pos = self._mi
+            if pos < 0:
                 return False
-            if self._layout is None:
-                _remember(raw, self)
-            return True
-        pos = self._mi
-        if pos < 0:
-            return False
-        covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 24) + raw[4:pos]
-        if not hmac.compare_digest(hmac_sha1(key, covered), raw[pos + 4 : pos + 24]):
-            return False
-        if self._layout is None:
+            covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 24) + raw[4:pos]
+            ok = hmac.compare_digest(hmac_sha1(key, covered), raw[pos + 4 : pos + 24])
+        if ok and self._layout is None:
             _remember(raw, self)  # (a shape worth keeping: see decode)
-        return True
+        return ok
 
     # --- building ----------------------------------------------------------------------------
 
