@@ -488,6 +488,32 @@ async def test_once_consent_expires_send_and_receive_raise_broken_resource_error
                 await ca.send(b"closed")
 
 
+async def test_receive_nowait_returns_what_had_arrived_before_consent_expired(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Datagrams queued when consent expires are still the caller's: ``receive_nowait``
+    returns them, as ``receive`` does, and raises BrokenResourceError only once none is
+    left."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard():
+        async with trice.open_agent(config, controlling=True) as a:
+            async with a.subscribe() as stream:
+                async with trice.open_agent(config, controlling=False) as b:
+                    ca, cb = await _connected_pair(a, b)
+                    for i in range(3):
+                        await cb.send(b"left %d" % i)
+                # b is gone; a's agent task queues what b sent, and consent expires.
+                with trio.fail_after(2):
+                    await wait_for_state(stream, trice.ConnectionState.FAILED)
+            assert [ca.receive_nowait() for _ in range(3)] == [b"left 0", b"left 1", b"left 2"]
+            with pytest.raises(trio.BrokenResourceError):
+                ca.receive_nowait()
+            await ca.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                ca.receive_nowait()
+
+
 async def test_send_after_close_raises_closed_resource_error() -> None:
     config = loopback_config()
     async with (

@@ -216,11 +216,20 @@ class Connection(trio.abc.Channel[bytes]):
 
         It takes what is already queued (it reads no socket).  The next :meth:`receive` that
         reads the socket then queues all the socket holds, up to 64 datagrams, for it to take
-        (see the data guide, "Reading fast")."""
+        (see the data guide, "Reading fast").
+
+        Raises:
+            trio.WouldBlock: nothing is queued.
+            trio.ClosedResourceError: the connection or its agent is closed.
+            trio.BrokenResourceError: the peer's consent expired and nothing that had arrived
+                is left to take.
+        """
         self._streak = _STREAK
-        self._check_open()
+        self._check_closed()
         if self._buffer.queue:
+            # (after consent expired too: what had arrived is returned first, as by receive)
             return self._buffer.queue.popleft()
+        self._check_open()
         raise trio.WouldBlock
 
     async def receive(self) -> bytes:
