@@ -13,9 +13,11 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
+import hypothesis
 import pytest
 import trio
 import trio.testing
+from hypothesis import strategies as st
 
 import trice
 from trice import stun
@@ -423,6 +425,64 @@ def test_a_gap_in_a_subscriber_stream_is_marked_where_it_was() -> None:
         trice.EventsLost(3),
         trice.ConnectionStateChanged(S.CLOSED),
     ]
+
+
+def test_losses_after_a_mark_that_took_the_last_room_make_one_mark() -> None:
+    """A mark takes the room that a read made; events lost while it waits, up to the next
+    read, belong to the same gap: still one mark, with the whole count."""
+    from trice._trio._streams import EventStream
+
+    S = trice.ConnectionState
+    stream = EventStream(2, lambda _stream: None)
+    order = (S.CHECKING, S.CONNECTED, S.DISCONNECTED, S.CONNECTED, S.COMPLETED, S.FAILED)
+    events = [trice.ConnectionStateChanged(state) for state in order]
+    got = []
+    for i, event in enumerate(events):
+        stream._put(event)  # DISCONNECTED, CONNECTED, COMPLETED lost (the second to the mark)
+        if i in (2, 4):
+            got.append(stream.receive_nowait())  # room for one: the mark takes it
+    with pytest.raises(trio.WouldBlock):
+        while True:
+            got.append(stream.receive_nowait())
+    assert got == [events[0], events[1], trice.EventsLost(3), events[5]]
+
+
+@hypothesis.given(
+    max_buffer=st.integers(1, 4),
+    steps=st.lists(st.booleans(), max_size=60),  # True: an event comes; False: a read
+)
+def test_a_stream_loses_nothing_silently_and_marks_each_gap_once(
+    max_buffer: int, steps: list[bool]
+) -> None:
+    """Whatever the order of events and reads: what is read, with the marks' counts, is
+    every event in order; a mark stands only where events were lost, never two in a row."""
+    from trice._trio._streams import EventStream
+
+    stream = EventStream(max_buffer, lambda _stream: None)
+    sent: list[trice.Event] = []
+    got: list[trice.Event] = []
+
+    def read() -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            got.append(stream.receive_nowait())
+
+    for comes in steps:
+        if comes:
+            sent.append(trice.ConnectionStateChanged(trice.ConnectionState.CHECKING))
+            stream._put(sent[-1])
+        else:
+            read()
+    for _ in range(len(steps) + 2):
+        read()
+    seen = iter(sent)
+    for before, event in zip([None, *got], got, strict=False):
+        if isinstance(event, trice.EventsLost):
+            assert event.count >= 1 and not isinstance(before, trice.EventsLost)
+            for _ in range(event.count):
+                next(seen)
+        else:
+            assert event is next(seen)  # (identity: each event is its own object)
+    assert next(seen, None) is None  # nothing lost without a mark at the end
 
 
 async def test_stun_answered_while_nobody_reads_and_buffer_drops_newest(

@@ -38,8 +38,13 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
         queue = self._queue
         if self._lost and len(queue) < self._max:
             # Room again after a loss: the gap is marked where it was, before what follows.
-            queue.append(EventsLost(self._lost))
-            self._lost = 0
+            lost, self._lost = self._lost, 0
+            if queue and isinstance(queue[-1], EventsLost):
+                # Lost again right after the last mark (which took the last room): the same
+                # gap, so one mark for both.
+                queue[-1] = EventsLost(queue[-1].count + lost)
+            else:
+                queue.append(EventsLost(lost))
         if len(queue) >= self._max:
             self._lost += 1
         else:
