@@ -790,10 +790,16 @@ async def test_hostile_requests_get_errors_and_change_nothing() -> None:
             broken = b"\x00\x01\x00\x08\x21\x12\xa4\x42" + bytes(12) + b"\x00\x06"
             await sock.sendto(broken, target)
             await sock.sendto(b"not stun, not from a peer", target)
+            # STUN that is no Binding request: a Binding indication (a keepalive), an Allocate
+            # request and a request of a method nobody knows; none is answered or counted
+            # as a request (a reply would make ask() below take it for its own answer).
+            for kind in (0x0011, 0x0003, 0x02E2):
+                await sock.sendto(kind.to_bytes(2, "big") + bytes(2) + broken[4:20], target)
             # One socket, one reader, in order: once this answer is back, both were handled.
             assert await ask(request("nobody:peer", good_key, prio)) is not None
         stats = a.statistics()
-        assert stats.requests_rejected == 4
+        assert stats.requests_received == stats.requests_rejected == 4
+        assert stats.stun_received == 7
         assert stats.pairs == 0  # no peer-reflexive candidate was learned
         assert stats.unknown_source_dropped == 1
         assert a.connection_state is trice.ConnectionState.NEW

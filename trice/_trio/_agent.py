@@ -112,7 +112,9 @@ class AgentStatistics:
         datagrams_dropped: data datagrams dropped because the receive buffer was full.
         unknown_source_dropped: data datagrams from addresses that are no remote candidate.
         malformed_dropped: packets that looked like STUN but did not decode.
-        stun_received: STUN messages received.
+        stun_received: STUN messages received, of every method and class (other than a
+            Binding request or response, ICE reads none: a Binding indication is a
+            keepalive; the rest are dropped).
         checks_sent: connectivity checks started (each may be sent several times).
         requests_received: Binding requests received.
         requests_rejected: requests refused with an error (400, 401, 420, 487); over a

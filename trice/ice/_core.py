@@ -81,7 +81,6 @@ _STATE_FAILED: Final = ConnectionState.FAILED
 _STATE_NEW: Final = ConnectionState.NEW
 _BINDING: Final = stun.Method.BINDING
 _REQUEST: Final = stun.MessageClass.REQUEST
-_INDICATION: Final = stun.MessageClass.INDICATION
 _SUCCESS: Final = stun.MessageClass.SUCCESS
 _ERROR: Final = stun.MessageClass.ERROR
 _REJECT: Final = RoleDecision.REJECT
@@ -1028,12 +1027,10 @@ class AgentCore:
         RFC 8445 §7.3 (and RFC 8489 §6.3 for authentication errors).  A request that fails
         authentication changes no state.
         """
+        if request.method is not _BINDING or request.message_class is not _REQUEST:
+            return None  # (a Binding indication is a keepalive, RFC 8445 §11)
         self.requests_received += 1
-        if request.method is not _BINDING or self.state is _STATE_CLOSED:
-            return None
-        if request.message_class is _INDICATION:
-            return None  # keepalive (RFC 8445 §11)
-        if request.message_class is not _REQUEST:
+        if self.state is _STATE_CLOSED:
             return None
         remote_ufrag = None if self.remote is None else self.remote.ufrag
         values = request.first_values(CHECK_TYPES)  # (one pass for all that follows)
