@@ -817,6 +817,17 @@ async def test_remote_candidate_flood_stops_at_the_cap() -> None:
             )
 
 
+@pytest.mark.parametrize(
+    ("config", "controlling"),
+    [("x", True), ({"lite": True}, True), (5, False), (None, 1), (None, "yes"), (None, None)],
+)
+def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
+    config: object, controlling: object
+) -> None:
+    with pytest.raises(TypeError, match="open_agent"):
+        trice.open_agent(config, controlling=controlling)  # type: ignore[arg-type]
+
+
 def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="ufrag"):
         trice.AgentConfig(ufrag="ab")

@@ -974,7 +974,13 @@ def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> Agent
             controlled; a full agent facing a lite one becomes controlling.
 
     Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
-    task; the state becomes ``closed``.
+    task; the state becomes ``closed``.  An agent with TURN allocations deletes them first
+    (RFC 8656 §8), shielded from cancellation: leaving then waits for the servers' answers,
+    at most half a second.
+
+    Raises:
+        TypeError: ``config`` is not an :class:`~trice.AgentConfig` (or ``None``), or
+            ``controlling`` is not a :class:`bool`.
 
     Errors: an exception raised in the body propagates as itself (not wrapped in an
     exception group).  A failure inside the agent's own tasks (a bug, or
@@ -982,7 +988,13 @@ def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> Agent
     body and propagates as itself too; only several simultaneous failures come out as an
     :class:`ExceptionGroup`.
     """
-    return AgentContext(AgentConfig() if config is None else config, controlling)
+    if config is None:
+        config = AgentConfig()
+    elif not isinstance(config, AgentConfig):
+        raise TypeError(f"open_agent takes a trice.AgentConfig or None, not {config!r}")
+    if not isinstance(controlling, bool):
+        raise TypeError(f"open_agent's controlling is True or False, not {controlling!r}")
+    return AgentContext(config, controlling)
 
 
 class AgentContext:
