@@ -805,6 +805,37 @@ async def test_hostile_requests_get_errors_and_change_nothing() -> None:
         assert a.connection_state is trice.ConnectionState.NEW
 
 
+async def test_an_agent_with_no_pair_after_end_of_candidates_waits_for_the_peers_checks() -> None:
+    """a's only remote candidate is an mDNS name it cannot resolve, then end-of-candidates:
+    no pair, yet a does not fail.  b's checks reach a, which learns b as a peer-reflexive
+    candidate, and both connect (as a browser behind an mDNS name would)."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=False) as a,
+        trice.open_agent(config, controlling=True) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        b_params = b.local_parameters
+        a.set_remote_parameters(b_params.ufrag, b_params.pwd)
+        port = b.local_candidates[0].port
+        a.add_remote_candidate(
+            trice.Candidate.from_sdp(
+                f"candidate:1 1 udp 2122260223 2a0c9e6e-6f43-4d8e.local {port} typ host"
+            )
+        )
+        a.add_remote_candidate(None)
+        assert a.statistics().pairs == 0
+        a_params = a.local_parameters
+        b.set_remote_parameters(a_params.ufrag, a_params.pwd)
+        for candidate in a.local_candidates:
+            b.add_remote_candidate(candidate)
+        b.add_remote_candidate(None)
+        ca, cb = await connect_both(a, b)
+        assert ca.selected_pair.remote.type is trice.CandidateType.PRFLX
+        await _exchange(ca, cb, 3)
+
+
 async def test_remote_candidate_flood_stops_at_the_cap() -> None:
     async with trice.open_agent(loopback_config(max_remote_candidates=10), controlling=True) as a:
         for port in range(10):
