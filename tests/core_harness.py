@@ -16,6 +16,7 @@ Transaction ids come from a counter and tiebreakers are given, so every run is i
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Sequence
@@ -273,6 +274,8 @@ class Network:
         self.latency = latency
         self.endpoints: dict[str, Endpoint] = {}
         self.loss_rules: list[LossRule] = []
+        #: Packets for which this says yes arrive twice (the copy a millisecond later).
+        self.duplicate: LossRule | None = None
         self.sent: list[Packet] = []
         self.delivered: list[Packet] = []
         self.dropped: list[tuple[str, Packet]] = []
@@ -366,6 +369,11 @@ class Network:
             self.dropped.append(("lost", packet))
             return
         heapq.heappush(self._queue, (packet.deliver_at, packet.seq, packet))
+        if self.duplicate is not None and self.duplicate(packet):
+            copy = dataclasses.replace(
+                packet, seq=next(self._seq), deliver_at=packet.deliver_at + 0.001
+            )
+            heapq.heappush(self._queue, (copy.deliver_at, copy.seq, copy))
 
     def _route(self, packet: Packet) -> tuple[Endpoint, int] | None:
         for endpoint in self.endpoints.values():

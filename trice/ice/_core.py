@@ -978,6 +978,23 @@ class AgentCore:
     def _select(self, pair: Pair, now: float) -> None:
         if self.selected is not None and pair.priority <= self.selected.priority:
             return
+        self._make_selected(pair, now)
+        self._set_state(ConnectionState.CONNECTED)
+
+    def _follow(self, pair: Pair, now: float) -> None:
+        """A controlled agent: the controlling peer's check without USE-CANDIDATE came on
+        ``pair``, nominated earlier but not the pair selected here.  Only consent checks go
+        on a pair after its nomination, and only on the pair the peer selected, so the peer
+        uses ``pair``: select it too.  Several pairs are nominated only when the peer
+        nominates aggressively, and the highest-priority nominated pair, which both sides
+        should then select, may differ between them: equal priorities (aioice gives all
+        its host candidates one), or a nomination whose answer never reached the peer.
+        Without this, each side would keep its own pair, and a lite agent, which hears the
+        peer on its own pair only, would fail while the peer is there."""
+        self._make_selected(pair, now)
+        self._alive(now)
+
+    def _make_selected(self, pair: Pair, now: float) -> None:
         self.selected = pair
         self._pingback = None
         self._last_consent = self._last_alive = now
@@ -986,7 +1003,6 @@ class AgentCore:
         self._templates = None  # see _check_template
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
         self._emit(SelectedPairChanged(_public_pair(pair)))
-        self._set_state(ConnectionState.CONNECTED)
 
     def _consent_interval(self) -> float:
         """Consent checks go every ``keepalive_interval``, and at least twice per
@@ -1114,9 +1130,13 @@ class AgentCore:
                 if self.state is _STATE_NEW:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
-            if self.selected is pair:
+            elif pair.nominated and self.selected is not None and self.selected is not pair:
+                self._follow(pair, now)  # the peer's consent comes on another nominated pair
+            if pair.nominated and self.selected is not None:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
-                # the full peer's checks are what it goes by.
+                # the full peer's checks are what it goes by, on any pair it nominated (its
+                # nomination of one, which it will select, may still be going on while the
+                # pair selected here has gone quiet: see _follow).
                 self._consent_refreshed(now)
             return
         # A full agent's consent comes from the answers to its own checks alone (RFC 7675
@@ -1138,7 +1158,10 @@ class AgentCore:
                 pair.nominated = True
                 self._select(pair, now)
             elif not self.controlling:
-                self._want_pingback(pair, now)
+                if pair.nominated and self.selected is not None and self.selected is not pair:
+                    self._follow(pair, now)  # the peer's consent comes on this pair
+                else:
+                    self._want_pingback(pair, now)
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True

@@ -1,0 +1,250 @@
+"""Two honest cores over a bad network, drawn by hypothesis: any roles (both controlling or
+both controlled included), either nomination on each side, a lite side or none, one to three
+host candidates each (with priorities of their own, or all one, as aioice gives them), some
+paths blocked (from the start, or after the first check went through), and packets lost,
+delayed, reordered and duplicated for a while.
+
+Whatever is drawn, when a path works both sides connect, agree on one pair (each side's
+selected pair is the other's, mirrored), end in opposite roles, keep their event sequences
+valid and stay connected; when no path works both fail, and neither ever connects.  Virtual
+time (``core_harness``): each run is milliseconds.
+
+Its first draws found two ways for the sides to end on different pairs, both with
+aggressive nomination, which nominates several pairs: equal priorities, and a nomination
+whose answer was lost (a lite agent then failed, on a pair the peer no longer used).  The
+controlled agent now follows the controlling agent's consent checks (see the two tests at
+the end, and the design page).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trice._config import Nomination, Timing
+from trice.ice._events import ConnectionState, SelectedPairChanged
+
+from core_harness import Endpoint, Network, Packet, connected, event_order_problems, two_agents
+
+A_HOSTS = [("10.0.0.1", 5000), ("10.0.1.1", 5001), ("10.0.2.1", 5002)]
+B_HOSTS = [("10.1.0.2", 6000), ("10.1.1.2", 6001), ("10.1.2.2", 6002)]
+TIMING = Timing(failed_timeout=5.0)
+
+
+@dataclass
+class Draw:
+    a_controlling: bool
+    b_controlling: bool
+    a_nomination: Nomination
+    b_nomination: Nomination
+    lite: str  # "a", "b" or "none"
+    a_count: int
+    b_count: int
+    blocked: frozenset[tuple[int, int]]  # (a host, b host) paths that carry nothing
+    loss: float  # chance to lose a packet sent before ``bad_until``
+    duplicate: float  # chance to deliver a packet twice before ``bad_until``
+    jitter: float  # extra delay, up to, before ``bad_until`` (reorders)
+    bad_until: float
+    seed: int
+    equal_priorities: bool = False
+    block_from: float = 0.0  # blocked paths carry what is sent before this, then nothing
+
+
+@st.composite
+def draws(draw: st.DrawFn, *, some_path: bool) -> Draw:
+    a_count = draw(st.integers(1, 3))
+    b_count = draw(st.integers(1, 3))
+    paths = [(i, j) for i in range(a_count) for j in range(b_count)]
+    if some_path:
+        open_path = draw(st.sampled_from(paths))
+        blocked = draw(st.frozensets(st.sampled_from(paths))) - {open_path}
+    else:
+        blocked = frozenset(paths)
+    lite = draw(st.sampled_from(["none", "none", "a", "b"]))
+    return Draw(
+        a_controlling=draw(st.booleans()) and lite != "a",
+        b_controlling=draw(st.booleans()) and lite != "b",
+        a_nomination=draw(st.sampled_from(Nomination)),
+        b_nomination=draw(st.sampled_from(Nomination)),
+        lite=lite,
+        a_count=a_count,
+        b_count=b_count,
+        blocked=blocked,
+        loss=draw(st.sampled_from([0.0, 0.1, 0.3, 0.5])),
+        duplicate=draw(st.sampled_from([0.0, 0.2])),
+        jitter=draw(st.sampled_from([0.0, 0.05, 0.3])),
+        bad_until=draw(st.sampled_from([0.5, 2.0])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        equal_priorities=draw(st.booleans()),
+        block_from=draw(st.sampled_from([0.0, 0.0, 0.001])) if some_path else 0.0,
+    )
+
+
+def _build(d: Draw) -> tuple[Network, Endpoint, Endpoint]:
+    rng = random.Random(d.seed)
+    bad_until = d.bad_until
+
+    def latency(packet: Packet) -> float:
+        if packet.sent_at < bad_until:
+            return 0.01 + rng.uniform(0, d.jitter)
+        return 0.01
+
+    net, a, b = two_agents(
+        a_controlling=d.a_controlling,
+        b_controlling=d.b_controlling,
+        a_tiebreaker=rng.getrandbits(64),
+        b_tiebreaker=rng.getrandbits(64),
+        nomination=d.a_nomination,
+        b_nomination=d.b_nomination,
+        timing=TIMING,
+        a_hosts=(),
+        b_hosts=(),
+        a_lite=d.lite == "a",
+        b_lite=d.lite == "b",
+        latency=latency,
+        exchange=False,
+    )
+    # Each host its own local preference (RFC 8445 §5.1.2.1), or all the same, as some
+    # agents (aioice) give them.
+    for endpoint, hosts, count in ((a, A_HOSTS, d.a_count), (b, B_HOSTS, d.b_count)):
+        for k, (address, port) in enumerate(hosts[:count]):
+            endpoint.add_host(address, port, local_pref=65535 - (0 if d.equal_priorities else k))
+    a_index = {host: i for i, host in enumerate(A_HOSTS)}
+    b_index = {host: j for j, host in enumerate(B_HOSTS)}
+
+    def blocked(packet: Packet) -> bool:
+        if packet.sender == "a":
+            path = (a_index.get(packet.private_src), b_index.get(packet.dst))
+        else:
+            path = (a_index.get(packet.dst), b_index.get(packet.private_src))
+        return path in d.blocked and packet.sent_at >= d.block_from
+
+    net.drop(blocked)
+    net.drop(lambda packet: packet.sent_at < bad_until and rng.random() < d.loss)
+    net.duplicate = lambda packet: packet.sent_at < bad_until and rng.random() < d.duplicate
+    net.exchange(a, b)
+    return net, a, b
+
+
+def _addresses(endpoint: Endpoint) -> tuple[tuple[str, int], tuple[str, int]]:
+    pair = endpoint.core.selected_pair()
+    assert pair is not None
+    return pair.local.transport_address, pair.remote.transport_address
+
+
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+
+
+@SETTINGS
+@given(draws(some_path=True))
+def test_with_a_working_path_both_connect_on_one_pair_and_stay(d: Draw) -> None:
+    net, a, b = _build(d)
+    assert net.run_until(connected(a, b), max_time=40.0), (a.states(), b.states())
+    # Let the nomination settle, on a network that is good again by now.
+    net.run_for(10.0)
+    assert connected(a, b)()
+    a_local, a_remote = _addresses(a)
+    b_local, b_remote = _addresses(b)
+    assert (a_local, a_remote) == (b_remote, b_local)  # one pair, seen from both ends
+    i = A_HOSTS.index(a_local)
+    j = B_HOSTS.index(b_local)
+    assert (i, j) not in d.blocked
+    assert a.core.controlling != b.core.controlling
+    # Consent keeps both up; the pair stays.
+    net.run_for(60.0)
+    assert connected(a, b)()
+    assert _addresses(a) == (a_local, a_remote)
+    assert _addresses(b) == (b_local, b_remote)
+    for endpoint in (a, b):
+        assert event_order_problems(e for _, e in endpoint.events) == []
+
+
+@SETTINGS
+@given(draws(some_path=False))
+def test_with_every_path_blocked_both_fail_and_never_connect(d: Draw) -> None:
+    net, a, b = _build(d)
+    failed = ConnectionState.FAILED
+    assert net.run_until(lambda: a.state is failed and b.state is failed, max_time=60.0)
+    for endpoint in (a, b):
+        assert ConnectionState.CONNECTED not in endpoint.states()
+        assert endpoint.core.selected is None
+        assert event_order_problems(e for _, e in endpoint.events) == []
+
+
+def _selected_events(endpoint: Endpoint) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    return [
+        (e.pair.local.transport_address, e.pair.remote.transport_address)
+        for _, e in endpoint.events
+        if isinstance(e, SelectedPairChanged)
+    ]
+
+
+def test_a_lite_agent_follows_the_peer_to_the_pair_its_consent_comes_on() -> None:
+    """b nominates aggressively on both its pairs with lite a.  b's first check reaches a,
+    which selects that pair (the higher priority), but a's answer is lost and the path dies:
+    b selects its other pair, which a had seen nominated too.  b's consent checks come on
+    that one; a selects it, and stays connected, instead of failing on a silent pair."""
+    d = Draw(
+        a_controlling=False,
+        b_controlling=True,
+        a_nomination=Nomination.REGULAR,
+        b_nomination=Nomination.AGGRESSIVE,
+        lite="a",
+        a_count=1,
+        b_count=2,
+        blocked=frozenset({(0, 0)}),
+        loss=0.0,
+        duplicate=0.0,
+        jitter=0.0,
+        bad_until=0.0,
+        seed=0,
+        block_from=0.001,  # the first check, sent at once, gets through; nothing after it
+    )
+    net, a, b = _build(d)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    first = (A_HOSTS[0], B_HOSTS[0])
+    second = (A_HOSTS[0], B_HOSTS[1])
+    assert _selected_events(a) == [first]
+    assert _addresses(b) == (B_HOSTS[1], A_HOSTS[0])
+    net.run_for(30.0)
+    assert connected(a, b)()
+    assert _selected_events(a) == [first, second]  # at b's first consent check
+    assert event_order_problems(e for _, e in a.events) == []
+
+
+def test_with_equal_priorities_the_controlled_agent_ends_on_the_controlling_agents_pair() -> None:
+    """b's two host candidates have one priority (as aioice gives them), and b nominates
+    aggressively: a selects the first nominated pair that its own check proved, b the first
+    whose answer came back (the network reorders); these differ.  b's consent checks bring
+    a to b's pair."""
+    d = Draw(
+        a_controlling=False,
+        b_controlling=True,
+        a_nomination=Nomination.REGULAR,
+        b_nomination=Nomination.AGGRESSIVE,
+        lite="none",
+        a_count=1,
+        b_count=2,
+        blocked=frozenset(),
+        loss=0.0,
+        duplicate=0.0,
+        jitter=0.3,
+        bad_until=0.5,
+        seed=0,
+        equal_priorities=True,
+    )
+    net, a, b = _build(d)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(30.0)
+    a_local, a_remote = _addresses(a)
+    assert (a_remote, a_local) == _addresses(b)
+    assert len(_selected_events(a)) == 2  # it followed once
+    assert len(_selected_events(b)) == 1
