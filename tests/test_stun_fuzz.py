@@ -159,6 +159,7 @@ def test_first_values_and_unknown_required_agree_with_the_wire(
     assert decoded.unknown_required == unknown
     decoded.attributes  # noqa: B018 - decoded eagerly now: the other path
     assert decoded.unknown_required == unknown
+    assert decoded.first_values(types) == expected  # still the wire's bytes
 
 
 def _exercise(data: bytes) -> None:

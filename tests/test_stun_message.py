@@ -380,3 +380,25 @@ def test_first_values_are_what_get_reads(attributes: list[stun.Attribute], signe
 
 def _type_of(attribute: stun.Attribute) -> int:
     return attribute.type if isinstance(attribute, stun.UnknownAttribute) else attribute.TYPE
+
+
+def test_first_values_are_the_wire_bytes_also_after_the_attributes_were_decoded() -> None:
+    """Values that decode to attributes which encode otherwise (reserved bits set, an
+    EVEN-PORT of four bytes): ``first_values`` gives the bytes that came, before and after
+    anything (a repr, say) decoded the attributes."""
+    tid = bytes(range(12))
+    body = (
+        struct.pack("!HH", 0x0018, 4)
+        + b"\xff\x01\x02\x03"  # EVEN-PORT, 4 bytes
+        + struct.pack("!HH", 0x000C, 4)
+        + b"\x40\x00\xab\xcd"  # CHANNEL-NUMBER, RFFU set
+        + struct.pack("!HH", 0x0020, 8)
+        + b"\x7f\x01\x21\x13\x21\x12\xa4\x43"
+    )
+    data = struct.pack("!HHI", 0x0003, len(body), 0x2112A442) + tid + body
+    types = (0x0018, 0x000C, 0x0020)
+    message = stun.decode(data)
+    wire = [b"\xff\x01\x02\x03", b"\x40\x00\xab\xcd", b"\x7f\x01\x21\x13\x21\x12\xa4\x43"]
+    assert message.first_values(types) == wire
+    repr(message)
+    assert message.first_values(types) == wire

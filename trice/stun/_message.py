@@ -218,7 +218,7 @@ class Message:
         found: list[bytes | None] = [None] * len(types)
         raw = self._raw
         layout = self._layout
-        if layout is not None and self._attrs is None and raw is not None:
+        if layout is not None and raw is not None:
             # A message of a shape decoded before: where each value lies is known.
             plan = layout.plans.get(types) if type(types) is tuple else None
             if plan is None:
@@ -226,7 +226,8 @@ class Message:
             for place, start, end in plan:
                 found[place] = raw[start:end]
             return found
-        if self._attrs is None and raw is not None:
+        if raw is not None:
+            # (The wire's bytes, whether the attributes were decoded since or not.)
             try:
                 index = _FIRST_INDEX.get(types)
             except TypeError:  # (a list, say: mapped anew below)
