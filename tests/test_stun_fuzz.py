@@ -379,3 +379,23 @@ def test_a_kept_shape_is_used_and_the_cache_stays_bounded() -> None:
         assert stun.decode(built.encode(integrity_key=integrity)).verify_integrity(integrity)
     assert stun.decode(built.encode(integrity_key=integrity))._layout is None
     _message._LAYOUTS.clear()  # (the tests after this one start with an empty cache)
+
+
+def test_only_small_messages_leave_a_shape() -> None:
+    """An authenticated peer's big messages (many attributes, or many bytes) are walked every
+    time and leave no shape: what the cache holds stays small whatever is sent."""
+    integrity = stun.short_term_key("x" * 22)
+    many = [stun.UnknownAttribute(0x8100, b"") for _ in range(_message._SHAPE_ATTRIBUTES_MAX)]
+    big = [stun.Username("u" * 500), stun.Software("s" * 40)]
+    small = [stun.Username("abcd:efgh"), stun.Priority(1)]
+    _message._LAYOUTS.clear()
+    _message._SEEN.clear()
+    try:
+        for attributes, kept in ((many, False), (big, False), (small, True)):
+            built = stun.Message(stun.Method.BINDING, 1, bytes(12), attributes)
+            data = built.encode(integrity_key=integrity, fingerprint=True)
+            for _ in range(3):
+                assert stun.decode(data).verify_integrity(integrity)
+            assert (stun.decode(data)._layout is not None) is kept, (len(data), kept)
+    finally:
+        _message._LAYOUTS.clear()

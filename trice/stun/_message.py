@@ -518,8 +518,9 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     (the second of its type and length to pass; the same type, length, cookie, attribute
     types and lengths, and address families) is checked against that shape in one step,
     with the same outcome as the pass, in half its time (``bench/stun_codec.py``).  Only
-    authenticated messages leave a shape: a stranger's messages, however shaped, cost a
-    pass each, never more.
+    authenticated messages of at most 548 bytes and 16 attributes leave a shape, at most 8
+    shapes for each of 64 types and lengths: a stranger's message costs the pass, plus
+    the quick test of each shape kept for its type and length (at most 8).
 
     Raises:
         StunDecodeError: *data* is not a well-formed STUN message.  No other exception.
@@ -698,6 +699,12 @@ _LAYOUTS_MAX = 64
 _SEEN: set[bytes] = set()
 _SHAPES_MAX = 8
 _PLANS_MAX = 8
+#: Only small messages leave a shape (an ICE check is about 100 bytes and six attributes),
+#: so that what the cache holds stays small too (some 2 KB a shape at most), whatever an
+#: authenticated peer sends: a message of 64 KB or of 10,000 attributes is walked, as
+#: before there were shapes.
+_SHAPE_BYTES_MAX = 548
+_SHAPE_ATTRIBUTES_MAX = 16
 _SKIP_KINDS: Final = frozenset({KIND_INTEGRITY, KIND_INTEGRITY_SHA256, KIND_FINGERPRINT})
 
 
@@ -717,6 +724,8 @@ def _remember(data: bytes, msg: Message) -> None:
         _SEEN.add(key)
         return
     n = len(data)
+    if n > _SHAPE_BYTES_MAX or len(msg._records) > _SHAPE_ATTRIBUTES_MAX:
+        return  # (too big to be worth keeping: see _SHAPE_BYTES_MAX)
     if msg._fp >= 0 and msg._fp + 8 != n:
         return  # (something after FINGERPRINT: ignored by the walk, not worth a shape)
     fmt = [">4xI12x"]
