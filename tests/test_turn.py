@@ -49,6 +49,7 @@ class FakeServer:
     relayed: list[tuple[Address, bytes, str]] = field(default_factory=list)
     allocated: bool = False
     stale_count: int = 0
+    relayed_address: Address = RELAYED
 
     @property
     def key(self) -> bytes:
@@ -108,7 +109,7 @@ class FakeServer:
             seconds = min(lifetime.seconds if lifetime else 600, self.max_lifetime)
             self.allocated = True
             attrs = (
-                stun.XorRelayedAddress(*RELAYED),
+                stun.XorRelayedAddress(*self.relayed_address),
                 stun.XorMappedAddress(*MAPPED),
                 stun.Lifetime(seconds),
             )
@@ -523,6 +524,29 @@ def test_not_an_ip_or_wrong_family_is_dropped() -> None:
     assert not client.send_to_peer(("192.0.2.1", 0), b"x", 1.0)
     assert client.poll_transmit(1.0) is None
     assert client.statistics().dropped == 3
+
+
+def test_a_port_that_is_no_int_is_dropped_and_counted() -> None:
+    """A port given as text, a float or a bool is no port: dropped and counted, nothing sent
+    (it used to be queued, then lost when the permission came)."""
+    client, _ = allocated()
+    for port in ("5000", 5000.0, True):
+        assert not client.send_to_peer(("198.51.100.1", port), b"x", 1.0)  # type: ignore[arg-type]
+    assert client.poll_transmit(1.0) is None
+    assert client.statistics().dropped == 3
+
+
+def test_two_spellings_of_one_ipv6_address_are_one_peer() -> None:
+    client, server = allocated(server=FakeServer(relayed_address=("2001:db8::99", 5000)))
+    assert client.send_to_peer(("2001:db8::1", 7), b"a", 1.0)
+    assert client.send_to_peer(("2001:DB8:0::1", 7), b"b", 1.0)
+    exchange(client, server, 1.0)
+    asked = [m for _, m in server.requests if m.method is Method.CREATE_PERMISSION]
+    assert len(asked) == 1
+    assert server.permissions == {"2001:db8::1"}
+    assert client.permission_installed(("2001:DB8::1", 7))
+    relayed = [(peer, payload) for peer, payload, _how in server.relayed]
+    assert relayed == [(("2001:db8::1", 7), b"a"), (("2001:db8::1", 7), b"b")]
 
 
 # --- closing ----------------------------------------------------------------------------------

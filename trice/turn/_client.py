@@ -154,12 +154,12 @@ class TurnClient:
 
     def channel_bound(self, peer: Address) -> bool:
         """Whether data to *peer* now goes as ChannelData (RFC 8656 §12)."""
-        p = self._peers.get(peer)
+        p = self._peers.get(peer) or self._peers.get(_written(peer))
         return p is not None and p.bound
 
     def permission_installed(self, peer: Address) -> bool:
         """Whether the server has a permission for *peer*'s IP address (RFC 8656 §9)."""
-        perm = self._permissions.get(peer[0])
+        perm = self._permissions.get(peer[0]) or self._permissions.get(_written(peer)[0])
         return perm is not None and perm.installed
 
     # --- driving ---------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class TurnClient:
             if p is None:
                 self._counts["dropped"] += 1
                 return False
-        perm = self._permissions[peer[0]]
+        perm = self._permissions[p.address[0]]
         if perm.installed:
             self._send_indication(p.address, data)
             return True
@@ -545,21 +545,25 @@ class TurnClient:
     # --- peers --------------------------------------------------------------------------------
 
     def _new_peer(self, peer: Address, now: float) -> Peer | None:
-        try:
-            ip = ipaddress.ip_address(peer[0])
-            port = int(peer[1])
-        except (ValueError, TypeError, IndexError):
+        """The peer at *peer*, made if new (its permission asked for, or its channel bound),
+        or ``None`` if *peer* is no ``(IP address, port)`` of the relayed address's family.
+        Peers and permissions go by the address as :class:`ipaddress` writes it: two
+        spellings of one IPv6 address are one peer, with one permission."""
+        address = _written(peer)
+        port = address[1]
+        if type(port) is not int or not 0 < port <= 0xFFFF:
             return None
         relayed = self.relayed_address
-        if relayed is None or ip.version != ipaddress.ip_address(relayed[0]).version:
+        if relayed is None or (":" in address[0]) != (":" in relayed[0]):
             return None
-        if not 0 < port <= 0xFFFF:
-            return None
-        p = Peer(peer)
-        self._peers[peer] = p
-        perm = self._permissions.get(peer[0])
+        p = self._peers.get(address)
+        if p is not None:
+            return p  # (asked for by another spelling)
+        p = Peer(address)
+        self._peers[address] = p
+        perm = self._permissions.get(address[0])
         if perm is None:
-            perm = self._permissions[peer[0]] = Permission(peer[0])
+            perm = self._permissions[address[0]] = Permission(address[0])
             self._request(Kind.PERMISSION, now, perm)
         elif perm.installed:
             self._bind(p, now)
@@ -584,3 +588,13 @@ class TurnClient:
         )
         self._outbox.append(message.encode())
         self._counts["sent_indications"] += 1
+
+
+def _written(peer: Address) -> Address:
+    """*peer* with its IP address as :mod:`ipaddress` writes it (``("", 0)`` if *peer* is
+    no ``(IP address, port)``), so that every spelling of an address finds one peer."""
+    try:
+        host, port = peer
+        return (str(ipaddress.ip_address(host)), port)
+    except (ValueError, TypeError):
+        return ("", 0)
