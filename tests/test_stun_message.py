@@ -402,3 +402,13 @@ def test_first_values_are_the_wire_bytes_also_after_the_attributes_were_decoded(
     assert message.first_values(types) == wire
     repr(message)
     assert message.first_values(types) == wire
+
+
+def test_an_integrity_key_may_be_any_bytes_like_object() -> None:
+    message = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, bytes(12))
+    data = message.encode(integrity_key=b"key", fingerprint=True)
+    for key in (bytearray(b"key"), memoryview(b"key")):
+        assert message.encode(integrity_key=key, fingerprint=True) == data  # type: ignore[arg-type]
+        assert stun.decode(data).verify_integrity(key)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="integrity key is bytes"):
+        message.encode(integrity_key=[1, 2])  # type: ignore[arg-type]

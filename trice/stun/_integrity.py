@@ -176,7 +176,16 @@ def sha1_pads(key: bytes) -> tuple[Any, Any]:
 
     Shared and cached: copy them before updating.  The fast encoders prime them further.
     """
-    return _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")
+    try:
+        return _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")
+    except TypeError:  # (unhashable: a bytearray or memoryview, say)
+        return _prime(_sha1_pads, _key_bytes(key), "sha1")
+
+
+def _key_bytes(key: object) -> bytes:
+    if isinstance(key, (bytearray, memoryview)):
+        return bytes(key)
+    raise TypeError(f"a STUN integrity key is bytes, not {type(key).__name__}")
 
 
 def hmac_sha1(key: bytes, data: bytes) -> bytes:
@@ -192,7 +201,10 @@ def hmac_sha1(key: bytes, data: bytes) -> bytes:
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     """Return HMAC-SHA256(*key*, *data*), as used by MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6)."""
-    pads = _sha256_pads.get(key) or _prime(_sha256_pads, key, "sha256")
+    try:
+        pads = _sha256_pads.get(key) or _prime(_sha256_pads, key, "sha256")
+    except TypeError:  # (unhashable: a bytearray or memoryview, say)
+        pads = _prime(_sha256_pads, _key_bytes(key), "sha256")
     inner = pads[0].copy()
     inner.update(data)
     outer = pads[1].copy()
