@@ -4,10 +4,10 @@ host candidates each (with priorities of their own, or all one, as aioice gives 
 paths blocked (from the start, or after the first check went through), and packets lost,
 delayed, reordered and duplicated for a while.
 
-Whatever is drawn, when a path works both sides connect, agree on one pair (each side's
-selected pair is the other's, mirrored), end in opposite roles, keep their event sequences
-valid and stay connected; when no path works both fail, and neither ever connects.  Virtual
-time (``core_harness``): each run is milliseconds.
+a may sit behind a NAT.  Whatever is drawn, when a path works both sides connect, agree on
+one pair (each side's selected pair is the other's, mirrored), end in opposite roles, keep
+their event sequences valid and stay connected; when no path works both fail, and neither
+ever connects.  Virtual time (``core_harness``): each run is milliseconds.
 
 Its first draws found two ways for the sides to end on different pairs, both with
 aggressive nomination, which nominates several pairs: equal priorities, and a nomination
@@ -27,7 +27,15 @@ from hypothesis import strategies as st
 from trice._config import Nomination, Timing
 from trice.ice._events import ConnectionState, SelectedPairChanged
 
-from core_harness import Endpoint, Network, Packet, connected, event_order_problems, two_agents
+from core_harness import (
+    Endpoint,
+    Nat,
+    Network,
+    Packet,
+    connected,
+    event_order_problems,
+    two_agents,
+)
 
 A_HOSTS = [("10.0.0.1", 5000), ("10.0.1.1", 5001), ("10.0.2.1", 5002)]
 B_HOSTS = [("10.1.0.2", 6000), ("10.1.1.2", 6001), ("10.1.2.2", 6002)]
@@ -51,6 +59,8 @@ class Draw:
     seed: int
     equal_priorities: bool = False
     block_from: float = 0.0  # blocked paths carry what is sent before this, then nothing
+    nat: bool = False  # a behind a NAT (RFC 4787: mapping independent of the endpoint,
+    # filtering dependent on the address): b reaches a only where a sent first
 
 
 @st.composite
@@ -63,7 +73,9 @@ def draws(draw: st.DrawFn, *, some_path: bool) -> Draw:
         blocked = draw(st.frozensets(st.sampled_from(paths))) - {open_path}
     else:
         blocked = frozenset(paths)
-    lite = draw(st.sampled_from(["none", "none", "a", "b"]))
+    nat = draw(st.booleans())
+    # (A lite agent sends no checks: behind a NAT it can never be reached.)
+    lite = draw(st.sampled_from(["none", "none", "b"] if nat else ["none", "none", "a", "b"]))
     return Draw(
         a_controlling=draw(st.booleans()) and lite != "a",
         b_controlling=draw(st.booleans()) and lite != "b",
@@ -80,6 +92,7 @@ def draws(draw: st.DrawFn, *, some_path: bool) -> Draw:
         seed=draw(st.integers(0, 2**32 - 1)),
         equal_priorities=draw(st.booleans()),
         block_from=draw(st.sampled_from([0.0, 0.0, 0.001])) if some_path else 0.0,
+        nat=nat,
     )
 
 
@@ -106,6 +119,7 @@ def _build(d: Draw) -> tuple[Network, Endpoint, Endpoint]:
         b_lite=d.lite == "b",
         latency=latency,
         exchange=False,
+        a_nat=Nat("203.0.113.1") if d.nat else None,
     )
     # Each host its own local preference (RFC 8445 §5.1.2.1), or all the same, as some
     # agents (aioice) give them.
@@ -119,7 +133,8 @@ def _build(d: Draw) -> tuple[Network, Endpoint, Endpoint]:
         if packet.sender == "a":
             path = (a_index.get(packet.private_src), b_index.get(packet.dst))
         else:
-            path = (a_index.get(packet.dst), b_index.get(packet.private_src))
+            to = packet.dst if a.nat is None else a.nat._reverse.get(packet.dst, packet.dst)
+            path = (a_index.get(to), b_index.get(packet.private_src))
         return path in d.blocked and packet.sent_at >= d.block_from
 
     net.drop(blocked)
@@ -154,7 +169,7 @@ def test_with_a_working_path_both_connect_on_one_pair_and_stay(d: Draw) -> None:
     a_local, a_remote = _addresses(a)
     b_local, b_remote = _addresses(b)
     assert (a_local, a_remote) == (b_remote, b_local)  # one pair, seen from both ends
-    i = A_HOSTS.index(a_local)
+    i = A_HOSTS.index(a_local if a.nat is None else a.nat._reverse[a_local])
     j = B_HOSTS.index(b_local)
     assert (i, j) not in d.blocked
     assert a.core.controlling != b.core.controlling
