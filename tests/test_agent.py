@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pathlib
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 import hypothesis
 import pytest
@@ -857,6 +859,34 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
 ) -> None:
     with pytest.raises(TypeError, match="open_agent"):
         trice.open_agent(config, controlling=controlling)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (trice.AgentConfig, {"ufrag": 12345}),
+        (trice.AgentConfig, {"lite": "yes"}),
+        (trice.AgentConfig, {"max_pairs": True}),
+        (trice.AgentConfig, {"receive_buffer": 1.0}),
+        (trice.AgentConfig, {"ice_servers": "stun:127.0.0.1"}),
+        (trice.AgentConfig, {"ice_servers": None}),
+        (trice.NetworkConfig, {"port_range": (50010.5, 50012.5)}),
+        (trice.NetworkConfig, {"port_range": (1, 2, 3)}),
+        (trice.NetworkConfig, {"port_range": "ab"}),
+        (trice.NetworkConfig, {"ipv4": 0, "ipv6": 1}),
+        (trice.NetworkConfig, {"interface_filter": "lo"}),
+        (trice.Timing, {"ta": math.inf}),
+        (trice.Timing, {"rto": "1"}),
+        (trice.Timing, {"max_binding_requests": True}),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_config_error_at_once(
+    cls: type[object], kwargs: dict[str, Any]
+) -> None:
+    """Caught when the configuration is made, as a ConfigError, not later while gathering
+    (a float port range used to raise TypeError from inside the agent)."""
+    with pytest.raises(trice.ConfigError):
+        cls(**kwargs)
 
 
 def test_config_validation() -> None:

@@ -10,7 +10,7 @@ import enum
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from trice._errors import ConfigError
@@ -45,6 +45,8 @@ class Nomination(str, enum.Enum):
 
 
 def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a str, not {value!r}")
     if not (minimum <= len(value) <= maximum) or not _ICE_CHARS.match(value):
         raise ConfigError(
             f"{name} {value!r} must be {minimum} to {maximum} ice-chars "
@@ -52,8 +54,20 @@ def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
         )
 
 
+def _is_int(value: object) -> bool:
+    """An int, not a bool (``True`` is an int to Python, not a count to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_flags(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{type(owner).__name__}.{name} must be True or False, not {value!r}")
+
+
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         raise ConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}")
@@ -82,11 +96,21 @@ class NetworkConfig:
     port_range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        _check_flags(self, "include_loopback", "ipv4", "ipv6")
+        for name in ("interface_filter", "ip_filter"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ConfigError(f"NetworkConfig.{name} must be callable or None")
         if not (self.ipv4 or self.ipv6):
             raise ConfigError("NetworkConfig: at least one of ipv4 and ipv6 must be enabled")
         if self.port_range is not None:
-            low, high = self.port_range
-            if not (1 <= low <= high <= 65535):
+            bounds: object = self.port_range
+            if not (
+                isinstance(bounds, tuple)
+                and len(bounds) == 2
+                and _is_int(bounds[0])
+                and _is_int(bounds[1])
+                and 1 <= bounds[0] <= bounds[1] <= 65535
+            ):
                 raise ConfigError(
                     f"NetworkConfig.port_range {self.port_range!r} must be (low, high) "
                     "with 1 <= low <= high <= 65535"
@@ -128,7 +152,8 @@ class Timing:
     gather_timeout: float = 3.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.ta, (int, float)) and self.ta >= 0.005):
+        _positive("Timing.ta", self.ta)
+        if self.ta < 0.005:
             raise ConfigError("Timing.ta must be at least 0.005 s (RFC 8445 §14.2)")
         for name in (
             "rto",
@@ -142,7 +167,7 @@ class Timing:
         _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)
         if self.rto_max < self.rto:
             raise ConfigError("Timing.rto_max must be >= Timing.rto")
-        if not (isinstance(self.max_binding_requests, int) and self.max_binding_requests >= 1):
+        if not (_is_int(self.max_binding_requests) and self.max_binding_requests >= 1):
             raise ConfigError("Timing.max_binding_requests must be an integer >= 1")
         if self.failed_timeout < self.disconnected_timeout:
             raise ConfigError("Timing.failed_timeout must be >= Timing.disconnected_timeout")
@@ -183,6 +208,7 @@ class AgentConfig:
     receive_buffer: int = 1024
 
     def __post_init__(self) -> None:
+        _check_flags(self, "lite")
         if self.ufrag is not None:
             _check_ice_chars("ufrag", self.ufrag, 4, 256)
         if self.pwd is not None:
@@ -198,6 +224,11 @@ class AgentConfig:
             raise ConfigError(str(exc)) from None
         object.__setattr__(self, "nomination", nomination)
         object.__setattr__(self, "transport_policy", policy)
+        if isinstance(self.ice_servers, (str, bytes)) or not isinstance(self.ice_servers, Iterable):
+            raise ConfigError(
+                f"AgentConfig.ice_servers must be a sequence of trice.IceServer, not "
+                f"{self.ice_servers!r}"
+            )
         servers = tuple(self.ice_servers)
         for server in servers:
             if not isinstance(server, IceServer):
@@ -205,5 +236,5 @@ class AgentConfig:
         object.__setattr__(self, "ice_servers", servers)
         for name in ("max_pairs", "max_remote_candidates", "receive_buffer"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
+            if not (_is_int(value) and value >= 1):
                 raise ConfigError(f"AgentConfig.{name} must be an integer >= 1")
