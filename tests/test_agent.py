@@ -576,6 +576,24 @@ async def test_receive_nowait_returns_what_had_arrived_before_consent_expired(
                 ca.receive_nowait()
 
 
+async def test_a_datagram_longer_than_udp_carries_is_a_usage_error() -> None:
+    """Too long for UDP: both sends raise (the kernel's EMSGSIZE used to be swallowed, and the
+    datagram dropped without a word); the connection goes on."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        with pytest.raises(trice.UsageError, match="65508 bytes"):
+            await ca.send(bytes(65508))
+        with pytest.raises(trice.UsageError, match="more than UDP carries"):
+            ca.send_nowait(bytes(70000))
+        await ca.send(bytes(65507))  # (the most that IPv4 carries)
+        with trio.fail_after(5):
+            assert len(await cb.receive()) == 65507
+
+
 async def test_send_after_close_raises_closed_resource_error() -> None:
     config = loopback_config()
     async with (

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from trice import ConfigError, ServerUrl, TurnError, stun
+from trice import ConfigError, ServerUrl, TurnError, UsageError, stun
 from trice._trio import _relay
 from trice._trio._relay import RelayTransport, run_relay
 from trice.turn import AllocationError, TurnClient, TurnState
@@ -313,6 +313,11 @@ async def test_plain_udp_peer(coturn: Coturn) -> None:
             await relay.send(b"later", peer_address)
             data, _ = await peer.recvfrom(100)
             assert data == b"later"
+            # Longer than a relay carries: an error, not a silent drop.
+            with pytest.raises(UsageError, match="TURN relay"):
+                relay.send_nowait(bytes(65_460), peer_address)
+            with pytest.raises(UsageError, match="TURN relay"):
+                await relay.send(bytes(65_460), peer_address)
             await peer.sendto(b"reply", relay.local_address)
             assert await inbox.receive.receive() == (b"reply", peer_address)
             nursery.cancel_scope.cancel()

@@ -183,10 +183,12 @@ class Connection(trio.abc.Channel[bytes]):
         return route
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Send one datagram to the peer.
+        """Send one datagram to the peer, waiting only while the socket's buffer is full.
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675).
+            UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         sendto = self._sendto
@@ -207,7 +209,14 @@ class Connection(trio.abc.Channel[bytes]):
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
-        """Send one datagram if the socket takes it at once; returns whether it was sent."""
+        """Send one datagram if the socket takes it at once; returns whether it was sent
+        (``False``: the socket's buffer is full, and the datagram is dropped).
+
+        Raises:
+            trio.ClosedResourceError: the connection or its agent is closed.
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675).
+            UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
+        """
         transport, address = self._route or self._get_route()
         return transport.send_nowait(data, address)  # type: ignore[arg-type]
 
@@ -237,6 +246,8 @@ class Connection(trio.abc.Channel[bytes]):
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675), and what had
+                arrived before was all returned.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         transport = self._udp

@@ -22,6 +22,7 @@ from trice import stun
 from trice._errors import ConfigError
 from trice._servers import ServerUrl
 from trice._trio._log import logger
+from trice._trio._transport import datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 
 __all__ = ["RelayTransport", "run_relay"]
@@ -31,6 +32,9 @@ Deliver = Callable[["RelayTransport", bytes, Address], None]
 
 #: How long closing waits for the server to confirm the deallocation (RFC 8656 §8).
 DEALLOCATE_WAIT = 0.5
+#: The longest datagram a relay carries: what fits a UDP datagram to the server (65,507
+#: bytes) as a Send indication to an IPv6 peer (48 bytes more), and so as ChannelData too.
+RELAYED_MAX = 65_459
 #: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
 STREAM_BUFFER_LIMIT = 1 << 20
 
@@ -233,7 +237,14 @@ class RelayTransport:
         return self._client.statistics()
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
-        """Relay *data* to *address* if it can go now (see :meth:`TurnClient.send_to_peer`)."""
+        """Relay *data* to *address* if it can go now (see
+        :meth:`TurnClient.send_to_peer <trice.turn.TurnClient.send_to_peer>`).
+
+        Raises:
+            UsageError: *data* is longer than a relay carries (``RELAYED_MAX``).
+        """
+        if len(data) > RELAYED_MAX:
+            raise datagram_too_large(data, relayed=True)
         if self._closed:
             return False
         client = self._client
@@ -253,7 +264,10 @@ class RelayTransport:
 
         Raises:
             trio.ClosedResourceError: the transport is closed, or closes while waiting.
+            UsageError: *data* is longer than a relay carries (``RELAYED_MAX``).
         """
+        if len(data) > RELAYED_MAX:
+            raise datagram_too_large(data, relayed=True)
         if self._closed:
             raise trio.ClosedResourceError("the relay transport is closed")
         await self._conn.wait_writable()  # (raises if the connection closes meanwhile)

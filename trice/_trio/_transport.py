@@ -16,7 +16,7 @@ from typing import Protocol
 
 import trio
 
-from trice._errors import LimitError
+from trice._errors import LimitError, UsageError
 
 __all__ = [
     "STUN_MAGIC",
@@ -161,7 +161,9 @@ class UdpTransport:
             self.sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             return False
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                raise datagram_too_large(data) from None
             return False
         return True
 
@@ -184,6 +186,8 @@ class UdpTransport:
             except OSError as exc:
                 if self.closed or exc.errno == errno.EBADF:
                     raise trio.ClosedResourceError("the transport is closed") from None
+                if exc.errno == errno.EMSGSIZE:
+                    raise datagram_too_large(data) from None
                 # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics.
                 return
             lock = self.send_lock
@@ -303,3 +307,15 @@ def paired_sockets(a: Address, b: Address) -> tuple[PairedSocket, PairedSocket]:
         second.close()
         raise
     return PairedSocket(first, a, b), PairedSocket(second, b, a)
+
+
+def datagram_too_large(data: bytes, *, relayed: bool = False) -> UsageError:
+    limit = (
+        "65,459 bytes through a TURN relay"
+        if relayed
+        else ("65,507 bytes over IPv4, 65,527 over IPv6")
+    )
+    return UsageError(
+        f"a datagram of {len(data)} bytes is more than UDP carries ({limit}; keep to the "
+        "path's MTU, about 1,200 bytes, to avoid fragments)"
+    )
