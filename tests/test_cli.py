@@ -77,3 +77,21 @@ def test_bad_url_is_a_clear_error() -> None:
     )
     assert out.returncode == 2
     assert "turn:x" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_arguments_out_of_range_are_clear_errors() -> None:
+    """A count, size or number of pings that cannot work is refused by the parser (exit 2),
+    not met later with a traceback (``--pings 0`` used to crash on an empty median)."""
+    for args, said in (
+        (("--pings", "0"), "--pings: 0 is not at least 1"),
+        (("--count", "-1"), "--count: -1 is not at least 1"),
+        (("--size", "70000"), "--size: 70000 is not from 1 to 65507"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "trice", "demo", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, out.stderr
+        assert said in out.stderr and "Traceback" not in out.stderr

@@ -315,9 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="two agents connect on loopback; no server needed")
     demo.add_argument("--json", action="store_true", help="print JSON lines")
-    demo.add_argument("--count", type=int, default=5000, help="datagrams for the throughput run")
-    demo.add_argument("--size", type=int, default=1200, help="datagram size in bytes")
-    demo.add_argument("--pings", type=int, default=200, help="round trips to time")
+    demo.add_argument(
+        "--count", type=_at_least(1), default=5000, help="datagrams for the throughput run"
+    )
+    demo.add_argument(
+        "--size", type=_at_least(1, 65_507), default=1200, help="datagram size in bytes"
+    )
+    demo.add_argument("--pings", type=_at_least(1), default=200, help="round trips to time")
     gather = sub.add_parser("gather", help="gather candidates once and show how each source did")
     gather.add_argument("--stun", metavar="URL", help="a STUN server, e.g. stun:host:3478")
     gather.add_argument("--turn", metavar="URL", help="a TURN server, e.g. turn:host?transport=udp")
@@ -347,3 +351,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{value} is not {bound}")
+        return value
+
+    return parse
