@@ -541,6 +541,8 @@ async def test_once_consent_expires_send_and_receive_raise_broken_resource_error
             with trio.fail_after(2), pytest.raises(trio.BrokenResourceError):
                 await ca.receive()  # waits, and is woken when consent expires
             assert a.connection_state is trice.ConnectionState.FAILED
+            with pytest.raises(trice.IceFailedError, match="consent expired"):
+                await a.connect()
             with pytest.raises(trio.BrokenResourceError):
                 await ca.send(b"too late")
             with pytest.raises(trio.BrokenResourceError):

@@ -58,7 +58,9 @@ class StateError(UsageError, RuntimeError):
 
 
 class LimitError(UsageError):
-    """A documented limit was reached (remote candidates, pairs, file descriptors)."""
+    """A documented limit was reached: remote candidates (``max_remote_candidates``), or
+    file descriptors while gathering.  (Past ``max_pairs`` pairs are pruned and counted,
+    not refused.)"""
 
 
 class ProtocolError(TriceError):
@@ -92,4 +94,5 @@ class TurnError(ProtocolError):
 
 
 class IceFailedError(ProtocolError):
-    """ICE ended in the failed state: no candidate pair works."""
+    """ICE ended in the failed state: no candidate pair works, or the peer's consent expired
+    on the selected pair (RFC 7675)."""

@@ -37,7 +37,7 @@ class TransportPolicy(str, enum.Enum):
     ALL = "all"
     """Every candidate type."""
     RELAY = "relay"
-    """Relayed candidates only: the peer never learns a local or public address of ours."""
+    """Relayed candidates only (the peer never learns a local or public address of ours)."""
     NOHOST = "nohost"
     """Everything but host candidates."""
 

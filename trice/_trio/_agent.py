@@ -242,7 +242,7 @@ class Agent:
 
     @property
     def local_parameters(self) -> IceParameters:
-        """This agent's ICE parameters: ``.ufrag``, ``.pwd`` and ``.lite``."""
+        """This agent's ICE parameters (``.ufrag``, ``.pwd`` and ``.lite``)."""
         return self._local
 
     @property
@@ -403,6 +403,10 @@ class Agent:
             self._raise_if_closed()
             state = self._core.state
             if state is ConnectionState.FAILED:
+                if self._core.selected is not None:
+                    raise IceFailedError(
+                        "ICE failed: the peer's consent expired on the selected pair (RFC 7675)"
+                    )
                 raise IceFailedError("ICE failed: no candidate pair works")
             if self._core.selected is not None:
                 if self._connection is None:

@@ -49,11 +49,11 @@ class CandidateType(str, enum.Enum):
     HOST = "host"
     """A transport address on a local interface (RFC 8445 §5.1.1.1)."""
     SRFLX = "srflx"
-    """Server reflexive: the address a STUN server saw (RFC 8445 §5.1.1.2)."""
+    """Server reflexive, the address a STUN server saw (RFC 8445 §5.1.1.2)."""
     PRFLX = "prflx"
-    """Peer reflexive: learned from a connectivity check (RFC 8445 §7.2.5.3.1, §7.3.1.3)."""
+    """Peer reflexive, learned from a connectivity check (RFC 8445 §7.2.5.3.1, §7.3.1.3)."""
     RELAY = "relay"
-    """Relayed: allocated on a TURN server (RFC 8445 §5.1.1.2, RFC 8656)."""
+    """Relayed, allocated on a TURN server (RFC 8445 §5.1.1.2, RFC 8656)."""
 
     def __str__(self) -> str:
         return self.value
@@ -67,7 +67,7 @@ class TcpType(str, enum.Enum):
     PASSIVE = "passive"
     """Accepts incoming connections only."""
     SO = "so"
-    """Simultaneous open: both ends try to connect at once."""
+    """Simultaneous open, both ends trying to connect at once."""
 
     def __str__(self) -> str:
         return self.value

@@ -15,7 +15,13 @@ Address = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class IceParameters:
-    """ICE parameters of one side (RFC 8445 §5.3)."""
+    """ICE parameters of one side (RFC 8445 §5.3).
+
+    Attributes:
+        ufrag: the username fragment (4 to 256 ice-chars).
+        pwd: the password (22 to 256 ice-chars).
+        lite: whether this side is an ICE-lite agent (RFC 8445 §2.5).
+    """
 
     ufrag: str
     pwd: str

@@ -165,7 +165,7 @@ class AddressAttribute(Attribute):
 
     @property
     def family(self) -> int:
-        """The STUN address family: 1 for IPv4, 2 for IPv6 (RFC 8489 §14.1)."""
+        """The STUN address family, 1 for IPv4 and 2 for IPv6 (RFC 8489 §14.1)."""
         return _pack_ip(self.address)[0]
 
     def _encode(self, transaction_id: bytes) -> bytes:
@@ -196,7 +196,7 @@ class XorAddressAttribute(Attribute):
 
     @property
     def family(self) -> int:
-        """The STUN address family: 1 for IPv4, 2 for IPv6 (RFC 8489 §14.2)."""
+        """The STUN address family, 1 for IPv4 and 2 for IPv6 (RFC 8489 §14.2)."""
         return _pack_ip(self.address)[0]
 
     def _encode(self, transaction_id: bytes) -> bytes:

@@ -143,9 +143,9 @@ class TurnClient:
 
     @property
     def challenged(self) -> bool:
-        """Whether the server challenged us and requests now carry our credentials: from then
-        on an Allocate may be granted, even late (so an application that gives up waiting
-        should still :meth:`close`, which deletes what a late grant made)."""
+        """Whether the server challenged us and requests now carry our credentials.  From
+        then on an Allocate may be granted, even late, so an application that gives up
+        waiting should still :meth:`close`, which deletes what a late grant made."""
         return self._key is not None
 
     def statistics(self) -> TurnStatistics:
