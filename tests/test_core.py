@@ -6,6 +6,7 @@ clock; see its docstring for how it drives them.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import random
 from collections.abc import Callable
@@ -1504,6 +1505,10 @@ def test_a_source_no_candidate_can_stand_for_is_answered_but_not_learned(address
     as the socket does not write it) or not at all (a scope): the check is answered, but no
     peer-reflexive candidate or pair is made of it (no pair could be found by it); counted
     in ``prflx_dropped``."""
+    if "%" not in address and str(ipaddress.ip_address(address)) == address:
+        # Python 3.13 writes an IPv4-mapped address as the socket does: a candidate stands
+        # for it, and it is learned (the test below, with what this Python writes).
+        pytest.skip(f"this Python writes {address} as it is")
     _net, _a, b = two_agents(want=False)
     core = b.core
     before = list(core.remote_candidates), len(core.checklist)
@@ -1512,6 +1517,19 @@ def test_a_source_no_candidate_can_stand_for_is_answered_but_not_learned(address
     assert stun.decode(data).message_class is stun.MessageClass.SUCCESS
     assert (list(core.remote_candidates), len(core.checklist)) == before
     assert core.prflx_dropped == 1
+
+
+def test_a_source_a_candidate_writes_as_it_is_is_learned() -> None:
+    """The other side of the test above: an IPv4-mapped source as this Python's ipaddress
+    module writes it (3.13 keeps the dotted quad, earlier versions write hex) is learned."""
+    address = str(ipaddress.ip_address("::ffff:198.51.100.7"))
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    data = core.on_request(0, (address, 4000), binding_request(core), 0.0)
+    assert data is not None
+    assert stun.decode(data).message_class is stun.MessageClass.SUCCESS
+    assert core.prflx_dropped == 0
+    assert (address, 4000) in {c.transport_address for c in core.remote_candidates}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -223,12 +224,25 @@ class XorAddressAttribute(Attribute):
 # Decoding builds values with object.__new__ and the slot descriptors: the same result as the
 # frozen dataclass __init__, at about half the cost (this is the decoder's hot path).
 _new: Final[Any] = object.__new__
-_set_text: Final[Any] = TextAttribute.__dict__["value"].__set__
-_set_bytes: Final[Any] = BytesAttribute.__dict__["value"].__set__
-_set_address: Final[Any] = AddressAttribute.__dict__["address"].__set__
-_set_port: Final[Any] = AddressAttribute.__dict__["port"].__set__
-_set_xor_address: Final[Any] = XorAddressAttribute.__dict__["address"].__set__
-_set_xor_port: Final[Any] = XorAddressAttribute.__dict__["port"].__set__
+if sys.version_info >= (3, 11):
+    _set_text: Any = TextAttribute.__dict__["value"].__set__
+    _set_bytes: Any = BytesAttribute.__dict__["value"].__set__
+    _set_address: Any = AddressAttribute.__dict__["address"].__set__
+    _set_port: Any = AddressAttribute.__dict__["port"].__set__
+    _set_xor_address: Any = XorAddressAttribute.__dict__["address"].__set__
+    _set_xor_port: Any = XorAddressAttribute.__dict__["port"].__set__
+else:  # pragma: no cover - Python 3.10
+    # There, a slotted dataclass gives each subclass slots of its own for the fields it
+    # inherits, which hide the base class's: a value must go through the object's own.
+    def _setter(name: str) -> Any:
+        def set_field(obj: object, value: object) -> None:
+            object.__setattr__(obj, name, value)
+
+        return set_field
+
+    _set_text = _set_bytes = _setter("value")
+    _set_address = _set_xor_address = _setter("address")
+    _set_port = _set_xor_port = _setter("port")
 
 
 # --- RFC 8489 attributes -----------------------------------------------------------------------
