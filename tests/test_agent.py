@@ -596,6 +596,39 @@ async def test_a_datagram_longer_than_udp_carries_is_a_usage_error() -> None:
             assert len(await cb.receive()) == 65507
 
 
+async def test_an_agent_whose_peer_went_quiet_does_not_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Disconnected, with its own task waiting on the selected pair's socket, an agent wakes
+    for its consent checks and for data, not every 20 ms lease: a thousand agents whose peers
+    dropped at once used to poll at 50 Hz each until they failed."""
+
+    class Steps(trio.abc.Instrument):
+        count = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.count += 1
+
+    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard():
+        async with trice.open_agent(config, controlling=True) as a:
+            async with a.subscribe() as stream:
+                async with trice.open_agent(config, controlling=False) as b:
+                    await _connected_pair(a, b)
+                with trio.fail_after(10):
+                    await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+            steps = Steps()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await trio.sleep(10.0)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            assert a.connection_state is trice.ConnectionState.DISCONNECTED
+            assert steps.count < 150, steps.count  # (its consent checks; 1,050 when it
+            # polled every lease)
+
+
 async def test_send_after_close_raises_closed_resource_error() -> None:
     config = loopback_config()
     async with (

@@ -667,18 +667,23 @@ class Agent:
             if deadline is not None and deadline < wake_at:
                 wake_at = deadline
             primary = self._primary
-            read = False
+            read = read_selected = False
             if primary is not None and not primary.closed:
                 # Leave the socket to receivers while they keep coming back (the same
                 # hand-off as _receive_loop's).
                 leased = primary.leased_until(now)
                 if leased == -math.inf:
                     read = True
+                    selected = core.selected
+                    read_selected = selected is not None and selected.base == primary.base
                 elif leased < wake_at:
                     wake_at = leased
-            if core.state is _DISCONNECTED and now + LEASE < wake_at:
+            if core.state is _DISCONNECTED and now + LEASE < wake_at and not read_selected:
                 # The peer seems gone, and data that a receiver reads (or a further socket's
-                # reader) would bring it back: look for it every lease meanwhile.
+                # reader) would bring it back: look for it every lease meanwhile.  (Not when
+                # this task itself waits on the selected pair's socket: data there wakes it.
+                # A thousand agents whose peers dropped at once would otherwise poll at 50 Hz
+                # each until they fail.)
                 wake_at = now + LEASE
             readable = False
             self._sleeping_until = wake_at
