@@ -4,7 +4,9 @@ For N in (100, 500, 1000): the time until every pair is connected (from opening 
 so host gathering is included; each timed run in a fresh process of its own), and the
 memory each agent holds once connected (traced Python allocations, in a separate run so
 that tracing does not slow the timed one; the agents are held open from one task, so that
-the harness keeps nothing per pair alive, as in the aioice run).  Then, at the default
+the harness keeps nothing per pair alive, as in the aioice run), and the resident memory
+they add to a fresh process (``--rss-size`` pairs, 1000 by default: what an operator sees,
+allocator arenas and C memory included).  Then, at the default
 limit of 1024 file descriptors, what happens when they run out: trice raises
 :class:`trice.LimitError`; aioice is reported as measured.
 
@@ -344,6 +346,39 @@ def _aioice_memory(n: int) -> float:
     return result[0]
 
 
+def _rss() -> int:
+    """Bytes this process holds in memory (resident set size; Linux's /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def _rss_one(kind: str, n: int) -> None:
+    """Print, as JSON, the KiB of resident memory per agent that n connected pairs add to a
+    fresh process (after one pair was opened and closed, so that first use is not counted):
+    what the process holds, the Python allocator's arenas and the C library's heap included,
+    which traced allocations leave out (OpenSSL's hash states, arenas kept for objects freed
+    after connecting)."""
+    _raise_fd_limit(4 * n + 256)
+    after: list[int] = []
+
+    def measure() -> None:
+        gc.collect()
+        after.append(_rss())
+
+    if kind == AIOICE:
+        _aioice_setup()
+        asyncio.run(_aioice_pairs(1))
+        gc.collect()
+        base = _rss()
+        asyncio.run(_aioice_pairs(n, measure))
+    else:
+        trio.run(_trice_held_open, 1, lambda: None)
+        gc.collect()
+        base = _rss()
+        trio.run(_trice_held_open, n, measure)
+    print(json.dumps({"kib": (after[0] - base) / (2 * n) / KIB}))
+
+
 #: The kinds of timed run: trice with each nomination mode, and aioice.
 TRICE, TRICE_AGGRESSIVE, AIOICE = "trice", "trice-aggressive", "aioice"
 
@@ -391,6 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="N pairs of agents connecting at once")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--memory-size", type=int, default=200, help="pairs for the memory run")
+    parser.add_argument(
+        "--rss-size", type=int, default=1000, help="pairs for the resident-memory run"
+    )
+    parser.add_argument("--rss-one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each size")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
@@ -417,8 +456,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         _one(args.one[0], int(args.one[1]))
         return
+    if args.rss_one:
+        _rss_one(args.rss_one[0], int(args.rss_one[1]))
+        return
     if args.quick:
-        args.sizes, args.memory_size, args.repeat = [100], 50, 1
+        args.sizes, args.memory_size, args.rss_size, args.repeat = [100], 50, 200, 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     have_aioice = _aioice_setup()
     rows = []
@@ -454,6 +496,10 @@ def main(argv: list[str] | None = None) -> None:
     _raise_fd_limit(4 * args.memory_size + 256)
     trice_kib = _trice_memory(args.memory_size)
     aio_kib = _aioice_memory(args.memory_size) if have_aioice else None
+    rss_kib = {
+        kind: _in_fresh_process("--rss-one", kind, str(args.rss_size))
+        for kind in [TRICE] + ([AIOICE] if have_aioice else [])
+    }
 
     print("\nScale: N pairs of agents in one process, host candidates on loopback\n")
     header = (
@@ -475,10 +521,21 @@ def main(argv: list[str] | None = None) -> None:
         " aioice's time / trice's,\n the median over turns and its range; above 1x, trice"
         " connects them all sooner)"
     )
-    print(f"\nmemory per agent ({args.memory_size} pairs, traced Python allocations):")
-    print(f"  trice  {trice_kib:6.1f} KiB")
-    if aio_kib is not None:
-        print(f"  aioice {aio_kib:6.1f} KiB")
+    print(
+        f"\nmemory per agent, once connected: traced Python allocations ({args.memory_size}"
+        f" pairs), and resident memory ({args.rss_size} pairs, a fresh process each)"
+    )
+    for kind, traced in ((TRICE, trice_kib), (AIOICE, aio_kib)):
+        if traced is None:
+            continue
+        held = rss_kib.get(kind)
+        resident = f"{held['kib']:6.1f} KiB resident" if held else "resident n/a"
+        print(f"  {kind:<7}{traced:6.1f} KiB traced  {resident}")
+    print(
+        "(traced: what Python objects hold.  resident: what the process holds; it adds the\n"
+        " arenas Python keeps after objects of the connecting burst were freed, and C memory\n"
+        " such as OpenSSL's hash states, which tracing does not see)"
+    )
 
     # Descriptors running out: back to the limit the process started with (1024 by default).
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
