@@ -8,10 +8,14 @@ Three paths are measured, on loopback:
   checkpoint, as trio's own socket methods are).
 * **trice**: two agents connected by ICE; ``Connection.send`` / ``Connection.receive``.
 * **aioice**: two aioice connections (asyncio), ``sendto`` / ``recvfrom``, each repeat in a
-  fresh process with a fixed hash seed (aioice's speed depends on it; see
-  ``_aioice_in_process``); the best repeat is kept.  Then, as a second reference, the same
-  with Python's cyclic garbage collector off in aioice's process (``aioice, collector
-  off``), which gives aioice its fast speed every time: trice against aioice at its best.
+  fresh process with a fixed hash seed; the best repeat is kept.  Then, as a second
+  reference, the same with the C library's heap tuned (``aioice, malloc tuned``), which
+  gives aioice its fast speed every time: trice against aioice at its best.  (asyncio reads
+  each datagram into a fresh 256 KiB buffer.  Whether glibc takes that from the heap, or
+  maps and unmaps it, or trims the heap after it, for every datagram, depends on its
+  dynamic thresholds, which move with what the process allocated before: so aioice ran
+  2-3x apart from one process to the next.  ``MALLOC_MMAP_THRESHOLD_`` and
+  ``MALLOC_TRIM_THRESHOLD_`` fix them above that buffer; see ``_aioice_in_process``.)
 
 The floor and trice run in one trio run, in turns (``--rounds`` rounds, each a share of every
 figure for both), so that a slow spell of this shared machine falls on both and their ratio
@@ -30,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import gc
 import json
 import os
 import socket
@@ -54,8 +57,10 @@ from _peers import aioice_signal
 from loopback import connect_both, loopback_config, signal
 
 SIZE = 1200
-#: The name of the second aioice reference: aioice with Python's cyclic collector off.
-AIOICE_GC_OFF = "aioice, collector off"
+#: The name of the second aioice reference: aioice with glibc's heap thresholds fixed.
+AIOICE_TUNED = "aioice, malloc tuned"
+#: glibc settings that keep asyncio's 256 KiB receive buffer on the heap, untrimmed.
+MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "4194304"}
 RCVBUF = 4 * 1024 * 1024
 BURST = 5000
 
@@ -402,20 +407,25 @@ def _aioice(count: int, pings: int) -> Result | None:
     return asyncio.run(main())
 
 
-def _aioice_in_process(count: int, pings: int, seed: int, gc_off: bool = False) -> Result | None:
-    """aioice in a fresh process with ``PYTHONHASHSEED=seed``.
+def _aioice_in_process(count: int, pings: int, seed: int, tuned: bool = False) -> Result | None:
+    """aioice in a fresh process with ``PYTHONHASHSEED=seed`` (and, ``tuned``, glibc's heap
+    thresholds fixed: :data:`MALLOC_TUNED`).
 
-    aioice's data path runs at one of two speeds, 2-3x apart (receive: about 25-30k or
-    50-100k datagrams/s here), and which one a process gets is set when it starts: the same
-    hash seed and command line gave the same speed run after run, another command line
-    another mapping; with the cyclic GC off the slow speed goes.  So aioice is measured in
-    a fresh process per repeat, apart from trio's runs, with a fixed seed each (1, 2, 3...),
-    and the best run is kept: trice is compared with aioice at its best seen.
+    aioice's data path runs at one of two speeds, 2-3x apart (receive: about 40k or 110k
+    datagrams/s here), and which one a process gets is set by what it allocated before:
+    the same hash seed and command line gave the same speed run after run, another command
+    line or another day another one.  asyncio's datagram transport reads each datagram with
+    ``recvfrom(256 KiB)``: a fresh 256 KiB buffer, shrunk to the datagram.  With glibc's
+    default thresholds (128 KiB, raised as the process frees large blocks), that buffer is
+    mapped and unmapped for each datagram, or the heap trimmed after it, until the process
+    happens to have raised them: some 10 µs a datagram (cProfile: ``recvfrom`` 10.6 µs a
+    call in the slow runs).  With the thresholds fixed above it, every run is fast (receive
+    110k, one way 83k, ping-pong 32k round trips/s, on 2026-11-29, whatever the seed).
     """
     command = [sys.executable, __file__, "--aioice-only", f"--count={count}", f"--pings={pings}"]
-    if gc_off:
-        command.append("--gc-off")
     env = dict(os.environ, PYTHONHASHSEED=str(seed))
+    if tuned:
+        env.update(MALLOC_TUNED)
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     for line in out.stdout.splitlines():
         if line.startswith("{"):
@@ -431,13 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=6, help="aioice: best of this many runs")
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--aioice-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.pings, args.rounds, args.repeat = 3000, 500, 3, 1
     if args.aioice_only:  # one aioice measurement, as JSON (see _aioice_in_process)
-        if args.gc_off:
-            gc.disable()
         only = _aioice(args.count, args.pings)
         if only is not None:
             print(json.dumps(dataclasses.asdict(only)))
@@ -450,10 +457,10 @@ def main(argv: list[str] | None = None) -> None:
         if aio_result is not None:
             runs.setdefault(aio_result.name, []).append(aio_result)
     for seed in range(1, max(1, args.repeat // 2) + 1):
-        aio_result = _aioice_in_process(args.count, args.pings, seed, gc_off=True)
+        aio_result = _aioice_in_process(args.count, args.pings, seed, tuned=True)
         if aio_result is not None:
-            runs.setdefault(AIOICE_GC_OFF, []).append(
-                dataclasses.replace(aio_result, name=AIOICE_GC_OFF)
+            runs.setdefault(AIOICE_TUNED, []).append(
+                dataclasses.replace(aio_result, name=AIOICE_TUNED)
             )
     best = {
         name: Result(
@@ -470,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     aio = best.get("aioice")
     print(
         f"\nData plane: {SIZE}-byte datagrams on loopback; floor and trice in {args.rounds} "
-        f"rounds of turns, aioice best of {args.repeat} (with its collector off: best of"
+        f"rounds of turns, aioice best of {args.repeat} (malloc tuned: best of"
         f" {max(1, args.repeat // 2)})"
     )
     print(f"one way: {args.count} datagrams; ping-pong: {args.pings} round trips\n")
@@ -497,10 +504,10 @@ def main(argv: list[str] | None = None) -> None:
             f"receive pkt/s ({trice_best.batched_pps / floor.receive_pps:.0%} of the floor"
             f"{vs_aio})"
         )
-    fast = best.get(AIOICE_GC_OFF)
+    fast = best.get(AIOICE_TUNED)
     if trice_best is not None and fast is not None:
         print(
-            f"against aioice with its collector off (its fast speed): trice receive"
+            f"against aioice with malloc tuned (its fast speed): trice receive"
             f" {trice_best.receive_pps / fast.receive_pps:.2f}x, receive_nowait"
             f" {trice_best.batched_pps / fast.receive_pps:.2f}x"
         )
