@@ -95,3 +95,23 @@ def test_demo_arguments_out_of_range_are_clear_errors() -> None:
         )
         assert out.returncode == 2, out.stderr
         assert said in out.stderr and "Traceback" not in out.stderr
+
+
+def test_gather_with_no_candidate_says_so_once() -> None:
+    """Relay only, and the TURN server is not there: the output says there is no candidate
+    and why (the source's row), and stderr has nothing (the log's warning used to be
+    printed there too, bare)."""
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "trice", "gather", "--interface", "lo", "--policy", "relay",
+            "--turn", "turn:127.0.0.1:9", "--username", "u", "--credential", "c",
+            "--timeout", "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "no candidates (transport policy relay)" in out.stdout
+    assert "turn:127.0.0.1:9" in out.stdout
+    assert out.stderr == ""

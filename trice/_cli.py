@@ -266,6 +266,8 @@ async def _gather(args: argparse.Namespace, emit: Emit) -> int:
                     "sdp": candidate.to_sdp(),
                 }
             )
+        if not agent.local_candidates:
+            emit({"event": "none", "policy": policy.value})
         for report in agent.gather_reports:
             emit(
                 {
@@ -286,7 +288,9 @@ def _gather_emitter(as_json: bool) -> Emit:
 
     def emit(record: dict[str, Any]) -> None:
         kind = record["event"]
-        if kind == "candidate":
+        if kind == "none":
+            print(f"no candidates (transport policy {record['policy']})")
+        elif kind == "candidate":
             if not header["candidate"]:
                 header["candidate"] = True
                 print(f"{'TYPE':<6} {'PROTO':<5} {'ADDRESS':<40} {'RELATED':<46} PRIORITY")
@@ -337,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         level = trice.TRACE if args.verbose > 1 else logging.DEBUG
         logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
+    elif not logging.getLogger().handlers:
+        # What the log would warn of (a server that gave no candidate) is in the output
+        # already: Python's last-resort handler would print it again, bare, on stderr.
+        logging.getLogger("trice").addHandler(logging.NullHandler())
     try:
         if args.command == "demo":
             trio.run(
