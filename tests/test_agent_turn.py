@@ -88,6 +88,27 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
         assert got_a == {b"b%d" % i for i in range(100)}
 
 
+async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: Coturn) -> None:
+    """The selected pair's relay goes (as when the server refuses to refresh it): the
+    connection is open, its path is broken.  send raises BrokenResourceError, as after
+    consent expired, not the ClosedResourceError that means the connection was closed."""
+    config = _relay_config(_server(coturn_tls, "udp"))
+    async with _gathered_pair(config) as (a, b):
+        signal(a, b)
+        ca, _cb = await connect_both(a, b)
+        selected = a._core.selected
+        assert selected is not None
+        relay = a._transports[selected.base]
+        assert isinstance(relay, RelayTransport)
+        relay.close()  # (what run_relay does when the allocation ends)
+        with pytest.raises(trio.BrokenResourceError, match="relay is gone"):
+            await ca.send(b"nowhere")
+        assert not ca.send_nowait(b"nowhere either")
+        await ca.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await ca.send(b"closed")
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_a_closed_relay_agent_is_freed_without_the_cycle_collector(
     coturn_tls: Coturn, transport: str

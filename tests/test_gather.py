@@ -60,6 +60,35 @@ async def test_server_reflexive_candidate_from_each_host_socket() -> None:
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize(
+    ("mapped", "problem"),
+    [
+        (("2001:db8::5", 40000), "an IPv6 address for an IPv4 socket"),
+        (("0.0.0.0", 40000), "the unspecified address"),
+        (("203.0.113.7", 0), "port 0"),
+        (("224.0.0.1", 40000), "a multicast address"),
+    ],
+)
+async def test_a_mapping_no_peer_could_use_is_no_candidate(
+    mapped: tuple[str, int], problem: str
+) -> None:
+    """A STUN server's answer that no candidate can stand for is reported, not signalled."""
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_server, server, mapped)
+            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
+                (report,) = [r for r in agent.gather_reports if r.source != "host"]
+                assert report.candidates == 0
+                assert report.error is not None and "bad mapped address" in report.error
+                assert problem in report.error
+            nursery.cancel_scope.cancel()
+
+
 async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
     with await _server_socket() as server:
         port = server.getsockname()[1]

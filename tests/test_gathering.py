@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from trice.ice import CandidateType, compute_foundation
-from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
+from trice.ice._gathering import (
+    address_problem,
+    host_candidate,
+    relay_candidate,
+    srflx_candidate,
+)
 
 
 def test_host_candidates_rank_interfaces_then_prefer_ipv6() -> None:
@@ -36,3 +43,21 @@ def test_relay_candidate() -> None:
         CandidateType.RELAY, "203.0.113.2", "udp", "turn.example.org"
     )
     assert relay_candidate(("203.0.113.2", 50000), None, "t").related_address is None
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "ipv6", "problem"),
+    [
+        ("203.0.113.7", 40000, False, None),
+        ("2001:db8::5", 40000, True, None),
+        ("2001:db8::5", 40000, None, None),
+        ("203.0.113.7", 40000, True, "an IPv4 address for an IPv6 socket"),
+        ("example.org", 40000, False, "not an IP address"),
+        ("203.0.113.7", 0, False, "port 0"),
+        ("::", 40000, True, "the unspecified address"),
+        ("ff02::1", 40000, True, "a multicast address"),
+        ("::ffff:1.2.3.4", 40000, True, "an IPv4-mapped IPv6 address"),
+    ],
+)
+def test_address_problem(address: str, port: int, ipv6: bool | None, problem: str | None) -> None:
+    assert address_problem(address, port, ipv6=ipv6) == problem

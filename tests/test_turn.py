@@ -408,6 +408,18 @@ def test_a_refresh_granted_no_lifetime_fails_the_allocation() -> None:
     assert client.poll_transmit(now) is None
 
 
+def test_an_allocation_granted_a_lifetime_of_0_fails() -> None:
+    """An Allocate answered with LIFETIME 0 is over as it is granted: a failure, not a relay
+    signalled and dead at once."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    server = FakeServer(max_lifetime=0)
+    client.start(0.0)
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.reason == "lifetime 0"
+    assert client.relayed_address is None
+
+
 # --- permissions, channels, data ---------------------------------------------------------------
 
 

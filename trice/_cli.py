@@ -294,7 +294,8 @@ def _gather_emitter(as_json: bool) -> Emit:
             if not header["candidate"]:
                 header["candidate"] = True
                 print(f"{'TYPE':<6} {'PROTO':<5} {'ADDRESS':<40} {'RELATED':<46} PRIORITY")
-            address = f"{record['address']}:{record['port']}"
+            host = record["address"]
+            address = f"[{host}]:{record['port']}" if ":" in host else f"{host}:{record['port']}"
             print(
                 f"{record['type']:<6} {record['protocol']:<5} {address:<40} "
                 f"{record['related']:<46} {record['priority']}"
@@ -303,7 +304,7 @@ def _gather_emitter(as_json: bool) -> Emit:
             if not header["source"]:
                 header["source"] = True
                 print(f"\n{'SOURCE':<60} {'TIME':>10} {'CANDS':>5}  RESULT")
-            result = record["error"] or "ok"
+            result = _printable(record["error"] or "ok")
             print(
                 f"{record['source']:<60} {record['elapsed_ms']:>8.1f}ms "
                 f"{record['candidates']:>5}  {result}"
@@ -375,3 +376,11 @@ def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escapes, carriage returns, line breaks)
+    written out: an error's text may come from a server."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -187,7 +187,8 @@ class Connection(trio.abc.Channel[bytes]):
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
-            trio.BrokenResourceError: the peer's consent expired (RFC 7675).
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
+                pair's TURN relay is gone.
             UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -205,7 +206,15 @@ class Connection(trio.abc.Channel[bytes]):
         transport, address = self._route or self._get_route()
         if not transport.send_nowait(data, address):  # type: ignore[arg-type]
             self._check_open()
-            await transport.send(bytes(data), address, self._check_open)
+            try:
+                await transport.send(bytes(data), address, self._check_open)
+            except trio.ClosedResourceError:
+                self._check_open()  # (the connection or the agent closed: as it says)
+                # The selected pair's own transport is gone while the connection is open: a
+                # TURN allocation that ended (the server refused to refresh it, say).
+                raise trio.BrokenResourceError(
+                    "the selected pair's relay is gone (its TURN allocation ended)"
+                ) from None
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:

@@ -25,7 +25,12 @@ from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._transport import UdpTransport, bind_udp
 from trice.ice._events import GatheringState
-from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
+from trice.ice._gathering import (
+    address_problem,
+    host_candidate,
+    relay_candidate,
+    srflx_candidate,
+)
 from trice.turn import AllocationError
 
 if TYPE_CHECKING:
@@ -262,6 +267,11 @@ async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) ->
         agent._report(GatherReport(source, elapsed, 0, "no mapped address"))
         return
     address = (mapped.address, mapped.port)
+    problem = address_problem(*address, ipv6=transport.family == socket.AF_INET6)
+    if problem is not None:
+        text = f"bad mapped address {_written(address)}: {problem}"
+        agent._report(GatherReport(source, elapsed, 0, text))
+        return
     key = (transport.base, address)
     if agent._mapped is None:
         agent._mapped = set()
@@ -318,6 +328,13 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
         error = f"{code} {reason}" if code else reason
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
+    problem = address_problem(*transport.local_address, ipv6=None)
+    if problem is not None:
+        # (Closing deletes the allocation, in the relay's own task.)
+        transport.close()
+        error = f"bad relayed address {_written(transport.local_address)}: {problem}"
+        agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
+        return
     agent._transports[base] = transport
     candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
     agent._add_local(candidate, base, signal=True)
@@ -338,6 +355,8 @@ async def transact(
     done = trio.Event()
 
     def on_reply(message: stun.Message, source: Address) -> None:
+        if message.method != stun.Method.BINDING:
+            return  # (the right transaction ID on another method's message: not ours)
         if source == server or not box:
             box.append(message)
             done.set()
@@ -376,3 +395,9 @@ async def _resolve(host: str, port: int, family: int) -> Address:
         raise OSError(f"{host} has no address of the socket's family")
     sockaddr = infos[0][4]
     return (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def _written(address: Address) -> str:
+    """``host:port``, an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

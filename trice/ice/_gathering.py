@@ -7,13 +7,44 @@ address, so that every rule about candidates stays in the core.
 
 from __future__ import annotations
 
+import ipaddress
+
 from trice.ice._candidate import Candidate, CandidateType
 from trice.ice._check import prflx_foundation
 from trice.ice._priority import candidate_priority, compute_foundation, local_preference
 
-__all__ = ["host_candidate", "prflx_candidate", "relay_candidate", "srflx_candidate"]
+__all__ = [
+    "address_problem",
+    "host_candidate",
+    "prflx_candidate",
+    "relay_candidate",
+    "srflx_candidate",
+]
 
 Address = tuple[str, int]
+
+
+def address_problem(address: str, port: int, *, ipv6: bool | None) -> str | None:
+    """Why a server's answer ``(address, port)`` (a STUN mapping, a TURN relayed address)
+    cannot be signalled as a candidate, or ``None`` if it can: not an IP address, not of the
+    family of the socket it stands for (``ipv6``; ``None``: either), port 0, unspecified,
+    multicast, or an IPv4-mapped IPv6 address.  A peer could not use any of these."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "not an IP address"
+    if ipv6 is not None and (ip.version == 6) != ipv6:
+        return f"an IPv{ip.version} address for an IPv{6 if ipv6 else 4} socket"
+    if not 0 < port <= 0xFFFF:
+        return f"port {port}"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 address"
+    return None
+
 
 #: Relayed candidates of one agent come from at most a few servers: one local preference.
 _RELAY_PREFERENCE = 65535

@@ -456,6 +456,16 @@ class TurnClient:
                     reason="no relayed address",
                 )
                 return
+            granted = message.get(stun.Lifetime)
+            if granted is not None and granted.seconds == 0:
+                # An allocation that is over as it is granted: nothing to relay, nothing
+                # to delete.
+                self._fail(
+                    "TURN allocation failed: the server granted a lifetime of 0",
+                    code=None,
+                    reason="lifetime 0",
+                )
+                return
             self.relayed_address = (relayed.address, relayed.port)
             mapped = message.get(stun.XorMappedAddress)
             if mapped is not None:
