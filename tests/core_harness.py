@@ -436,7 +436,8 @@ class Network:
 
     def _fire(self, flight: Flight) -> None:
         endpoint, check = flight.endpoint, flight.check
-        if flight.superseded:
+        if flight.superseded or (endpoint.core.finished and flight.sent):
+            # (Superseded; or ICE is over, failed or closed: the shell sends no more.)
             del endpoint.flights[check.transaction_id]
         elif (
             flight.resend_at is not None

@@ -121,8 +121,8 @@ class CheckRun:
             schedule = check.schedule
             for i in range(len(schedule) - 1):
                 if i:
-                    if self._answered_meanwhile():
-                        return
+                    if self._answered_meanwhile() or agent._core.finished:
+                        return  # (answered; or ICE is over, failed or closed)
                     self.transmit()
                 deadline = check.started + schedule[i + 1]
                 while True:

@@ -7,6 +7,7 @@ Pure: no trio, no sockets, no clock.  The agent core (``_core.py``) drives it.
 from __future__ import annotations
 
 import enum
+import math
 import operator
 from collections.abc import Iterator
 from typing import Final
@@ -80,6 +81,7 @@ class Pair:
     __slots__ = (
         "base",
         "foundation",
+        "heard_at",
         "local",
         "nominate_on_success",
         "nominated",
@@ -107,6 +109,7 @@ class Pair:
         self.transaction: bytes | None = None
         self.resent: bytes | None = None
         self.peer_checked = False
+        self.heard_at = -math.inf  # when the peer's last check on this pair came
         self.pinged_back = False
         self.pingback_at = 0.0
 

@@ -786,8 +786,35 @@ class AgentCore:
             if check.pair is self.selected:
                 self._keep_late(check, now)
             return
-        check.pair.transaction = None
-        self._pair_failed(check.pair, now)
+        pair = check.pair
+        pair.transaction = None
+        if pair.heard_at >= check.started:
+            # Every answer to our check was lost, but the peer's checks on the pair kept
+            # coming meanwhile: the path works, at least the peer's way, and the peer may
+            # have nominated or selected the pair (it may be connected on it).  Failing the
+            # pair, and ICE with it once no pair is left, would leave this side failed and
+            # the peer connected: check again instead, as a request on a failed pair would
+            # have us do (RFC 8445 §7.3.1.4).  ICE still fails at failed_timeout without a
+            # selected pair.
+            if (
+                check.nominating
+                and self.controlling
+                and self.nomination is not _AGGRESSIVE
+                and pair.valid_local is not None
+            ):
+                # Our nomination of a pair that succeeded: nominate again.
+                pair.state = _PAIR_SUCCEEDED
+                if self._nominating is pair:
+                    self._nominating = None
+                self._maybe_nominate(now)
+                return
+            pair.state = _PAIR_WAITING
+            if self._pingback is pair:
+                self._pingback = None  # (the check again serves: see _want_pingback)
+            if self._triggered is None or pair not in self._triggered:
+                self._push_triggered(pair)
+            return
+        self._pair_failed(pair, now)
 
     def _keep_late(self, check: Check, now: float) -> None:
         """Keep a consent check whose RTO passed: an answer to it still counts, as long as
@@ -1152,6 +1179,7 @@ class AgentCore:
             # wait for this application to call connect().
             self.want_connection(now)
         pair.peer_checked = True
+        pair.heard_at = now
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED:
             if use_candidate and not self.controlling:
@@ -1167,8 +1195,10 @@ class AgentCore:
                 pair.nominate_on_success = True
             if pair.state is _PAIR_IN_PROGRESS:
                 tid = pair.transaction
-                if tid is not None and pair.resent != tid:
-                    self._want_resend(pair, tid, now)
+                if tid is not None and (pair.resent != tid or use_candidate):
+                    # (Once a transaction, or at each nomination, which a peer repeats only
+                    # while it gets no answer.)
+                    self._want_resend(pair, tid, now, nominated=use_candidate)
                 if not self.controlling and not use_candidate:
                     # The peer's check crossed ours: a ping-back too, but no time of its
                     # own until our check succeeds (see _want_pingback, _pair_succeeded).
@@ -1207,15 +1237,20 @@ class AgentCore:
                     break
         return pair
 
-    def _want_resend(self, pair: Pair, tid: bytes, now: float) -> None:
+    def _want_resend(self, pair: Pair, tid: bytes, now: float, *, nominated: bool) -> None:
         """The peer's request crossed our check ``tid`` on ``pair``: send it again at twice
-        its age (see :meth:`poll_resend`)."""
+        its age (see :meth:`poll_resend`), or at once if the request nominated the pair
+        (the peer waits for nothing more than our check's success: its answer may have
+        been lost, and the next retransmission may be seconds away)."""
         live = self._live
         check = None if live is None else live.get(tid)
         if check is None or check.nominating:
             return
         pair.resent = tid
-        at = check.started + max(RESEND_MIN, 2 * (now - check.started))
+        if nominated:
+            at = max(now, check.started + RESEND_MIN)
+        else:
+            at = check.started + max(RESEND_MIN, 2 * (now - check.started))
         if self._resend is None:
             self._resend = [(tid, at)]
         else:
