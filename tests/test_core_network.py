@@ -18,9 +18,11 @@ the end, and the design page).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -203,25 +205,35 @@ def _selected_events(endpoint: Endpoint) -> list[tuple[tuple[str, int], tuple[st
     ]
 
 
-def test_a_lite_agent_follows_the_peer_to_the_pair_its_consent_comes_on() -> None:
-    """b nominates aggressively on both its pairs with lite a.  b's first check reaches a,
-    which selects that pair (the higher priority), but a's answer is lost and the path dies:
-    b selects its other pair, which a had seen nominated too.  b's consent checks come on
-    that one; a selects it, and stays connected, instead of failing on a silent pair."""
-    d = Draw(
+def _aggressive_b(**changes: Any) -> Draw:
+    """a controlled, with one host; b controlling and nominating aggressively, with two:
+    a clean network unless ``changes`` say otherwise."""
+    base = Draw(
         a_controlling=False,
         b_controlling=True,
         a_nomination=Nomination.REGULAR,
         b_nomination=Nomination.AGGRESSIVE,
-        lite="a",
+        lite="none",
         a_count=1,
         b_count=2,
-        blocked=frozenset({(0, 0)}),
+        blocked=frozenset(),
         loss=0.0,
         duplicate=0.0,
         jitter=0.0,
         bad_until=0.0,
         seed=0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_a_lite_agent_follows_the_peer_to_the_pair_its_consent_comes_on() -> None:
+    """b nominates aggressively on both its pairs with lite a.  b's first check reaches a,
+    which selects that pair (the higher priority), but a's answer is lost and the path dies:
+    b selects its other pair, which a had seen nominated too.  b's consent checks come on
+    that one; a selects it, and stays connected, instead of failing on a silent pair."""
+    d = _aggressive_b(
+        lite="a",
+        blocked=frozenset({(0, 0)}),
         block_from=0.001,  # the first check, sent at once, gets through; nothing after it
     )
     net, a, b = _build(d)
@@ -241,22 +253,7 @@ def test_with_equal_priorities_the_controlled_agent_ends_on_the_controlling_agen
     aggressively: a selects the first nominated pair that its own check proved, b the first
     whose answer came back (the network reorders); these differ.  b's consent checks bring
     a to b's pair."""
-    d = Draw(
-        a_controlling=False,
-        b_controlling=True,
-        a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.AGGRESSIVE,
-        lite="none",
-        a_count=1,
-        b_count=2,
-        blocked=frozenset(),
-        loss=0.0,
-        duplicate=0.0,
-        jitter=0.3,
-        bad_until=0.5,
-        seed=5,
-        equal_priorities=True,
-    )
+    d = _aggressive_b(jitter=0.3, bad_until=0.5, seed=5, equal_priorities=True)
     net, a, b = _build(d)
     assert net.run_until(connected(a, b), max_time=1.0)
     net.run_for(30.0)

@@ -456,16 +456,8 @@ class TurnClient:
                     reason="no relayed address",
                 )
                 return
-            granted = message.get(stun.Lifetime)
-            if granted is not None and granted.seconds == 0:
-                # An allocation that is over as it is granted: nothing to relay, nothing
-                # to delete.
-                self._fail(
-                    "TURN allocation failed: the server granted a lifetime of 0",
-                    code=None,
-                    reason="lifetime 0",
-                )
-                return
+            if self._granted_nothing(message, "allocation"):
+                return  # (over as it is granted: nothing to relay, nothing to delete)
             self.relayed_address = (relayed.address, relayed.port)
             mapped = message.get(stun.XorMappedAddress)
             if mapped is not None:
@@ -477,15 +469,9 @@ class TurnClient:
                 self._move(TurnEvent.GRANTED)
         elif kind is Kind.REFRESH:
             self._refreshing = False
-            granted = message.get(stun.Lifetime)
-            if granted is not None and granted.seconds == 0:
+            if self._granted_nothing(message, "refresh"):
                 # The server ended the allocation (we asked for more): refreshing again at
                 # once would loop a round trip at a time.
-                self._fail(
-                    "TURN refresh failed: the server granted a lifetime of 0",
-                    code=None,
-                    reason="lifetime 0",
-                )
                 return
             self._granted(message, now)
         elif kind is Kind.DEALLOCATE:
@@ -508,6 +494,19 @@ class TurnClient:
             peer.busy = False
             peer.bound = True
             peer.refresh_at = now + CHANNEL_REFRESH
+
+    def _granted_nothing(self, message: Message, what: str) -> bool:
+        """A success that grants a LIFETIME of 0 fails the allocation; returns whether it
+        did."""
+        granted = message.get(stun.Lifetime)
+        if granted is None or granted.seconds != 0:
+            return False
+        self._fail(
+            f"TURN {what} failed: the server granted a lifetime of 0",
+            code=None,
+            reason="lifetime 0",
+        )
+        return True
 
     def _granted(self, message: Message, now: float) -> None:
         granted = message.get(stun.Lifetime)
