@@ -474,7 +474,11 @@ class Network:
             for tid, at in core.poll_resend():
                 # The check goes out once more at ``at``, as the same transaction.
                 flight = endpoint.flights.get(tid)
-                if flight is not None and not flight.superseded and flight.resend_at is None:
+                if (
+                    flight is not None
+                    and not flight.superseded
+                    and (flight.resend_at is None or at < flight.resend_at)
+                ):
                     flight.resend_at = at
             while (check := core.poll_check(self.now)) is not None:
                 self._drain(endpoint)

@@ -952,6 +952,8 @@ def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="port_range"):
         trice.NetworkConfig(port_range=(10, 5))
     assert trice.AgentConfig(ufrag="abcd", pwd="a" * 22).ufrag == "abcd"
+    # A port range as JSON gives it (a list) is taken, as a tuple.
+    assert trice.NetworkConfig(port_range=[50000, 50099]).port_range == (50000, 50099)  # type: ignore[arg-type]
 
 
 async def test_custom_credentials_and_port_range() -> None:

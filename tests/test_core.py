@@ -1760,3 +1760,68 @@ def test_a_consent_deadline_is_met_by_the_same_sum_it_was_set_by() -> None:
     a.on_timer(0.15 + 0.6)
     states.append(a.state)
     assert states == [ConnectionState.DISCONNECTED, ConnectionState.FAILED]
+
+
+def _pair_to(core: AgentCore, address: tuple[str, int]) -> Pair:
+    (pair,) = [p for p in core.checklist if p.remote_address == address]
+    return pair
+
+
+def _selections(endpoint: Endpoint) -> list[tuple[str, int]]:
+    return [
+        e.pair.remote.transport_address
+        for _, e in endpoint.events
+        if isinstance(e, SelectedPairChanged)
+    ]
+
+
+@pytest.mark.parametrize("lite", [True, False])
+def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite: bool) -> None:
+    """The peer nominates two pairs, and a selects the higher.  The peer goes on checking
+    the lower one beside it (a backup, without USE-CANDIDATE) while it still checks the
+    higher: a stays (no flip-flop).  Once the peer's checks on the higher stop for a consent
+    interval while they come on the lower (USE-CANDIDATE or not), a follows, and that
+    refreshes no consent (RFC 7675: only answers to a's own checks, or for a lite agent the
+    peer's checks on the selected pair, do)."""
+    hi, lo = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
+    net, a, b = two_agents(
+        a_controlling=False, b_controlling=True, a_lite=lite, want=False, b_hosts=(),
+        exchange=False,
+    )  # fmt: skip
+    for k, (address, port) in enumerate((hi, lo)):
+        b.add_host(address, port, local_pref=65535 - k)
+    net.exchange(a, b, want=False)
+    core = a.core
+    core.want_connection(0.0)
+
+    def peer_checks(pair: Pair, now: float, nominate: bool) -> None:
+        request = binding_request(core, controlling=True, use_candidate=nominate)
+        assert core.on_request(0, pair.remote_address, request, now) is not None
+        net.now = now
+        a_events = core.drain_events()
+        a.events.extend((now, e) for e in a_events)
+
+    if not lite:
+        for pair in list(core.checklist):  # (a full agent's own checks proved both pairs)
+            pair.state = PairState.SUCCEEDED
+            pair.valid_local = pair.local
+    else:  # (a lite agent makes its pairs as the peer's checks come)
+        for source in (hi, lo):
+            request = binding_request(core, controlling=True, use_candidate=False)
+            assert core.on_request(0, source, request, 0.0) is not None
+    pair_hi, pair_lo = _pair_to(core, hi), _pair_to(core, lo)
+    peer_checks(pair_hi, 0.0, True)
+    peer_checks(pair_lo, 0.1, True)
+    assert _selections(a) == [hi]
+    for second in range(1, 20):
+        peer_checks(pair_lo, second, False)  # a backup ping
+        peer_checks(pair_hi, second + 0.5, second % 2 == 0)  # the pair it uses
+    assert _selections(a) == [hi]  # no flip-flop
+    consent_before = core._last_consent
+    for second in range(20, 24):  # the peer moved: nothing on hi any more
+        peer_checks(pair_lo, second, True)
+    assert _selections(a) == [hi, lo]
+    if lite:
+        assert core._last_consent == 23  # (the peer's checks on the pair now selected)
+    else:
+        assert core._last_consent == consent_before  # following refreshed no consent

@@ -12,8 +12,8 @@ ever connects.  Virtual time (``core_harness``): each run is milliseconds.
 Its first draws found two ways for the sides to end on different pairs, both with
 aggressive nomination, which nominates several pairs: equal priorities, and a nomination
 whose answer was lost (a lite agent then failed, on a pair the peer no longer used).  The
-controlled agent now follows the controlling agent's consent checks (see the two tests at
-the end, and the design page).
+controlled agent now follows the controlling agent's checks to another nominated pair once
+its own went quiet (see the two tests after the properties, and the design page).
 """
 
 from __future__ import annotations

@@ -342,10 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         level = trice.TRACE if args.verbose > 1 else logging.DEBUG
         logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
-    elif not logging.getLogger().handlers:
+    elif args.command == "gather" and not logging.getLogger().handlers:
         # What the log would warn of (a server that gave no candidate) is in the output
         # already: Python's last-resort handler would print it again, bare, on stderr.
-        logging.getLogger("trice").addHandler(logging.NullHandler())
+        log = logging.getLogger("trice")
+        if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+            log.addHandler(logging.NullHandler())
     try:
         if args.command == "demo":
             trio.run(

@@ -104,6 +104,9 @@ class NetworkConfig:
             raise ConfigError("NetworkConfig: at least one of ipv4 and ipv6 must be enabled")
         if self.port_range is not None:
             bounds: object = self.port_range
+            if isinstance(bounds, list):  # (as JSON gives it)
+                bounds = tuple(bounds)
+                object.__setattr__(self, "port_range", bounds)
             if not (
                 isinstance(bounds, tuple)
                 and len(bounds) == 2

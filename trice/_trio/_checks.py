@@ -82,8 +82,8 @@ class CheckRun:
     def resend_at_time(self, at: float) -> None:
         """The core asks for the check once more at ``at``, before its RTO (see
         :meth:`AgentCore.poll_resend <trice.ice.AgentCore.poll_resend>`)."""
-        if self.settled or self.dropped or self.resend_at is not None:
-            return
+        if self.settled or self.dropped or (self.resend_at is not None and at >= self.resend_at):
+            return  # (one pending at a time; a sooner one, a nomination's, replaces it)
         self.resend_at = at
         if at < self.due and self.task is not None:
             # Parked until a later time: woken at ``at`` instead, by the agent's timer (no

@@ -210,11 +210,7 @@ class Connection(trio.abc.Channel[bytes]):
                 await transport.send(bytes(data), address, self._check_open)
             except trio.ClosedResourceError:
                 self._check_open()  # (the connection or the agent closed: as it says)
-                # The selected pair's own transport is gone while the connection is open: a
-                # TURN allocation that ended (the server refused to refresh it, say).
-                raise trio.BrokenResourceError(
-                    "the selected pair's relay is gone (its TURN allocation ended)"
-                ) from None
+                raise _relay_gone() from None
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
@@ -223,11 +219,17 @@ class Connection(trio.abc.Channel[bytes]):
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
-            trio.BrokenResourceError: the peer's consent expired (RFC 7675).
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
+                pair's TURN relay is gone.
             UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
         """
         transport, address = self._route or self._get_route()
-        return transport.send_nowait(data, address)  # type: ignore[arg-type]
+        if transport.send_nowait(data, address):  # type: ignore[arg-type]
+            return True
+        if transport.closed:
+            self._check_open()  # (the connection or the agent closed: as it says)
+            raise _relay_gone()
+        return False
 
     def receive_nowait(self) -> bytes:
         """The next received datagram, or raise :class:`trio.WouldBlock`.
@@ -393,3 +395,9 @@ class Connection(trio.abc.Channel[bytes]):
         self._closed = True
         self._stop_waiters()  # (the waiting tasks see it closed)
         await trio.lowlevel.checkpoint()
+
+
+def _relay_gone() -> trio.BrokenResourceError:
+    """The selected pair's own transport is gone while the connection is open: a TURN
+    allocation that ended (the server refused to refresh it, say)."""
+    return trio.BrokenResourceError("the selected pair's relay is gone (its TURN allocation ended)")

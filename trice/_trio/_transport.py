@@ -45,6 +45,10 @@ class Transport(Protocol):
     base: int
     local_address: Address
 
+    @property
+    def closed(self) -> bool:
+        """Whether the transport is closed (a relay whose allocation ended, say)."""
+
     def send_nowait(self, data: bytes, address: Address) -> bool: ...
 
     async def send(

@@ -446,8 +446,10 @@ class AgentCore:
         goes out again at that age (at least :data:`RESEND_MIN`), once per check.  The rule
         scales with the path and with the load of the process: a loaded process answers
         late, and does not flood itself with copies; and a check that a TURN server dropped
-        goes out again within milliseconds.  A nomination is never sent again this way: it
-        goes over a pair already proved.
+        goes out again within milliseconds.  A request that nominates the pair (the peer
+        waits for nothing but our check) has it sent again at once, at each such request.
+        Our own nomination is never sent again this way: it goes over a pair already
+        proved.
         """
         resend = self._resend
         if resend is None:
@@ -1005,27 +1007,40 @@ class AgentCore:
     def _select(self, pair: Pair, now: float) -> None:
         if self.selected is not None and pair.priority <= self.selected.priority:
             return
-        self._make_selected(pair, now)
-        self._set_state(ConnectionState.CONNECTED)
-
-    def _follow(self, pair: Pair, now: float) -> None:
-        """A controlled agent: the controlling peer's check without USE-CANDIDATE came on
-        ``pair``, nominated earlier but not the pair selected here.  Only consent checks go
-        on a pair after its nomination, and only on the pair the peer selected, so the peer
-        uses ``pair``: select it too.  Several pairs are nominated only when the peer
-        nominates aggressively, and the highest-priority nominated pair, which both sides
-        should then select, may differ between them: equal priorities (aioice gives all
-        its host candidates one), or a nomination whose answer never reached the peer.
-        Without this, each side would keep its own pair, and a lite agent, which hears the
-        peer on its own pair only, would fail while the peer is there."""
-        self._make_selected(pair, now)
-        self._alive(now)
-
-    def _make_selected(self, pair: Pair, now: float) -> None:
-        self.selected = pair
-        self._pingback = None
+        self._make_selected(pair)
         self._last_consent = self._last_alive = now
         self._next_consent = now + self._consent_interval()
+        self._set_state(ConnectionState.CONNECTED)
+
+    def _maybe_follow(self, pair: Pair, now: float) -> bool:
+        """A controlled agent: the peer's check came on ``pair``, nominated, while the pair
+        selected here is another, on which the peer has sent nothing for a consent interval.
+        The peer uses ``pair``: select it too, and return ``True``.
+
+        The highest-priority nominated pair, which both sides select, can differ between
+        them when several are nominated (aggressive nomination): equal priorities (aioice
+        gives all its host candidates one), or a nomination whose answer never reached the
+        peer.  Without this, each side would keep its own pair, and a lite agent, which
+        goes by the peer's checks on its own pair, would fail while the peer is there.  The
+        selected pair must have gone quiet first: a peer that checks a backup pair beside
+        the one it uses moves nothing.  Following refreshes no consent (RFC 7675): a full
+        agent checks the new pair at once."""
+        selected = self.selected
+        if (
+            selected is None
+            or selected is pair
+            or not pair.nominated
+            or now - selected.heard_at < self._consent_interval()
+        ):
+            return False
+        self._make_selected(pair)
+        self._next_consent = now  # (consent on the new pair, at once)
+        self._alive(now)
+        return True
+
+    def _make_selected(self, pair: Pair) -> None:
+        self.selected = pair
+        self._pingback = None
         self._late = None
         self._templates = None  # see _check_template
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
@@ -1157,13 +1172,11 @@ class AgentCore:
                 if self.state is _STATE_NEW:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
-            elif pair.nominated and self.selected is not None and self.selected is not pair:
-                self._follow(pair, now)  # the peer's consent comes on another nominated pair
-            if pair.nominated and self.selected is not None:
+            self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
+            pair.heard_at = now
+            if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
-                # the full peer's checks are what it goes by, on any pair it nominated (its
-                # nomination of one, which it will select, may still be going on while the
-                # pair selected here has gone quiet: see _follow).
+                # the full peer's checks on the selected pair are what it goes by.
                 self._consent_refreshed(now)
             return
         # A full agent's consent comes from the answers to its own checks alone (RFC 7675
@@ -1179,17 +1192,15 @@ class AgentCore:
             # wait for this application to call connect().
             self.want_connection(now)
         pair.peer_checked = True
-        pair.heard_at = now
+        pair.heard_at = now  # (the selected pair's tells _maybe_follow whether it went quiet)
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED:
             if use_candidate and not self.controlling:
                 pair.nominated = True
                 self._select(pair, now)
-            elif not self.controlling:
-                if pair.nominated and self.selected is not None and self.selected is not pair:
-                    self._follow(pair, now)  # the peer's consent comes on this pair
-                else:
-                    self._want_pingback(pair, now)
+                self._maybe_follow(pair, now)  # (a lower pair the peer moved to)
+            elif not self.controlling and not self._maybe_follow(pair, now):
+                self._want_pingback(pair, now)
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True

@@ -107,8 +107,8 @@ class ConnectionStateChanged:
 class SelectedPairChanged:
     """A (new) pair was selected for data: the first, and after it a nominated pair of
     higher priority, or, on a controlled agent, the nominated pair that the controlling
-    agent's consent checks come on (see the design page, "Following the controlling
-    agent").  Sends follow the selected pair."""
+    agent's checks come on once the selected pair went quiet (see the design page,
+    "Following the controlling agent").  Sends follow the selected pair."""
 
     pair: CandidatePair
 
