@@ -761,10 +761,7 @@ class AgentCore:
                 # RFC 8445 §7.2.5.1: role conflict; switch and check again.
                 if check.controlling == self.controlling:
                     self._switch_role()
-                pair.state = _PAIR_WAITING
-                if self._pingback is pair:
-                    self._pingback = None
-                self._push_triggered(pair)
+                self._check_again(pair)
                 return True
             self._pair_failed(pair, now)
             return True
@@ -810,11 +807,7 @@ class AgentCore:
                     self._nominating = None
                 self._maybe_nominate(now)
                 return
-            pair.state = _PAIR_WAITING
-            if self._pingback is pair:
-                self._pingback = None  # (the check again serves: see _want_pingback)
-            if self._triggered is None or pair not in self._triggered:
-                self._push_triggered(pair)
+            self._check_again(pair)
             return
         self._pair_failed(pair, now)
 
@@ -1216,9 +1209,17 @@ class AgentCore:
                     pair.pingback_at = math.inf
                     self._want_pingback(pair, now)
                 return
-            pair.state = _PAIR_WAITING
-            if self._triggered is None or pair not in self._triggered:
-                self._push_triggered(pair)
+            self._check_again(pair)
+
+    def _check_again(self, pair: Pair) -> None:
+        """Send ``pair`` a triggered check (RFC 8445 §7.3.1.4): back to waiting, in the
+        triggered-check queue once; a ping-back pending on it goes (the check serves)."""
+        pair.state = _PAIR_WAITING
+        if self._pingback is pair:
+            self._pingback = None
+        triggered = self._triggered
+        if triggered is None or pair not in triggered:
+            self._push_triggered(pair)
 
     def _add_pair(
         self, local: Candidate, remote: Candidate, base: int, *, keep: bool = False

@@ -712,6 +712,9 @@ def _remember(data: bytes, msg: Message) -> None:
     """Keep the shape of ``data``, which :func:`_decode_walk` accepted as ``msg`` (called
     once ``msg`` passed :meth:`Message.verify_integrity`: whoever sent it holds the key), if
     a message of its type and length passed before."""
+    n = len(data)
+    if n > _SHAPE_BYTES_MAX or len(msg._records) > _SHAPE_ATTRIBUTES_MAX:
+        return  # (too big to be worth keeping: see _SHAPE_BYTES_MAX)
     key = data[:4]
     others = _LAYOUTS.get(key, ())
     if len(others) >= _SHAPES_MAX or (not others and len(_LAYOUTS) >= _LAYOUTS_MAX):
@@ -723,9 +726,6 @@ def _remember(data: bytes, msg: Message) -> None:
             _SEEN.clear()
         _SEEN.add(key)
         return
-    n = len(data)
-    if n > _SHAPE_BYTES_MAX or len(msg._records) > _SHAPE_ATTRIBUTES_MAX:
-        return  # (too big to be worth keeping: see _SHAPE_BYTES_MAX)
     if msg._fp >= 0 and msg._fp + 8 != n:
         return  # (something after FINGERPRINT: ignored by the walk, not worth a shape)
     fmt = [">4xI12x"]
