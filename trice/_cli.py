@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 import trice
+from trice._servers import host_port
 from trice._trio._agent import introduce
 
 __all__ = ["main"]
@@ -294,8 +295,7 @@ def _gather_emitter(as_json: bool) -> Emit:
             if not header["candidate"]:
                 header["candidate"] = True
                 print(f"{'TYPE':<6} {'PROTO':<5} {'ADDRESS':<40} {'RELATED':<46} PRIORITY")
-            host = record["address"]
-            address = f"[{host}]:{record['port']}" if ":" in host else f"{host}:{record['port']}"
+            address = host_port(record["address"], record["port"])
             print(
                 f"{record['type']:<6} {record['protocol']:<5} {address:<40} "
                 f"{record['related']:<46} {record['priority']}"

@@ -126,8 +126,7 @@ class ServerUrl:
         return self.scheme in ("turn", "turns")
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        text = f"{self.scheme}:{host}:{self.port}"
+        text = f"{self.scheme}:{host_port(self.host, self.port)}"
         if self.is_turn:
             text += f"?transport={self.transport}"
         return text
@@ -305,3 +304,8 @@ class IceServer:
             if not isinstance(ssl_context, ssl.SSLContext):
                 raise ConfigError("ssl_context must be an ssl.SSLContext or None")
         object.__setattr__(self, "ssl_context", ssl_context)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URI writes it (RFC 3986 §3.2.2): an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

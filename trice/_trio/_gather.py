@@ -20,7 +20,7 @@ import trio
 from trice import stun
 from trice._config import NetworkConfig
 from trice._errors import TurnError
-from trice._servers import IceServer, ServerUrl, TransportPolicy
+from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._transport import UdpTransport, bind_udp
@@ -269,7 +269,7 @@ async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) ->
     address = (mapped.address, mapped.port)
     problem = address_problem(*address, ipv6=transport.family == socket.AF_INET6)
     if problem is not None:
-        text = f"bad mapped address {_written(address)}: {problem}"
+        text = f"bad mapped address {host_port(*address)}: {problem}"
         agent._report(GatherReport(source, elapsed, 0, text))
         return
     key = (transport.base, address)
@@ -332,7 +332,7 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
     if problem is not None:
         # (Closing deletes the allocation, in the relay's own task.)
         transport.close()
-        error = f"bad relayed address {_written(transport.local_address)}: {problem}"
+        error = f"bad relayed address {host_port(*transport.local_address)}: {problem}"
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
     agent._transports[base] = transport
@@ -395,9 +395,3 @@ async def _resolve(host: str, port: int, family: int) -> Address:
         raise OSError(f"{host} has no address of the socket's family")
     sockaddr = infos[0][4]
     return (str(sockaddr[0]), int(sockaddr[1]))
-
-
-def _written(address: Address) -> str:
-    """``host:port``, an IPv6 host in brackets."""
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -8,13 +8,13 @@ and the time (every method takes ``now``, a monotonic float in seconds), and sen
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields
 
 from .. import stun
 from .._errors import StateError
+from ..ice._candidate import canonical_ip
 from ..stun import Message, MessageClass, Method
 from ._records import (
     CHANNEL_REFRESH,
@@ -556,7 +556,7 @@ class TurnClient:
     def _new_peer(self, peer: Address, now: float) -> Peer | None:
         """The peer at *peer*, made if new (its permission asked for, or its channel bound),
         or ``None`` if *peer* is no ``(IP address, port)`` of the relayed address's family.
-        Peers and permissions go by the address as :class:`ipaddress` writes it: two
+        Peers and permissions go by the address in canonical form (``canonical_ip``): two
         spellings of one IPv6 address are one peer, with one permission."""
         address = _written(peer)
         port = address[1]
@@ -600,10 +600,11 @@ class TurnClient:
 
 
 def _written(peer: Address) -> Address:
-    """*peer* with its IP address as :mod:`ipaddress` writes it (``("", 0)`` if *peer* is
-    no ``(IP address, port)``), so that every spelling of an address finds one peer."""
+    """*peer* with its IP address in canonical form (``("", 0)`` if *peer* is no ``(IP
+    address, port)``), so that every spelling of an address finds one peer."""
     try:
         host, port = peer
-        return (str(ipaddress.ip_address(host)), port)
     except (ValueError, TypeError):
         return ("", 0)
+    canonical = canonical_ip(host)
+    return ("", 0) if canonical is None else (canonical, port)
