@@ -205,17 +205,17 @@ def _selected_events(endpoint: Endpoint) -> list[tuple[tuple[str, int], tuple[st
     ]
 
 
-def _aggressive_b(**changes: Any) -> Draw:
-    """a controlled, with one host; b controlling and nominating aggressively, with two:
-    a clean network unless ``changes`` say otherwise."""
+def _draw(**changes: Any) -> Draw:
+    """A draw written out: a controlling and b controlled, both nominating regularly, one
+    host each, a clean network, unless ``changes`` say otherwise."""
     base = Draw(
-        a_controlling=False,
-        b_controlling=True,
+        a_controlling=True,
+        b_controlling=False,
         a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.AGGRESSIVE,
+        b_nomination=Nomination.REGULAR,
         lite="none",
         a_count=1,
-        b_count=2,
+        b_count=1,
         blocked=frozenset(),
         loss=0.0,
         duplicate=0.0,
@@ -224,6 +224,18 @@ def _aggressive_b(**changes: Any) -> Draw:
         seed=0,
     )
     return dataclasses.replace(base, **changes)
+
+
+def _aggressive_b(**changes: Any) -> Draw:
+    """a controlled, with one host; b controlling and nominating aggressively, with two:
+    a clean network unless ``changes`` say otherwise."""
+    aggressive_b = {
+        "a_controlling": False,
+        "b_controlling": True,
+        "b_nomination": Nomination.AGGRESSIVE,
+        "b_count": 2,
+    }
+    return _draw(**{**aggressive_b, **changes})
 
 
 def test_a_lite_agent_follows_the_peer_to_the_pair_its_consent_comes_on() -> None:
@@ -283,21 +295,7 @@ def test_under_lasting_loss_no_side_gives_up_early_on_a_pair_the_peer_uses(
     whose answers were all lost while the peer's checks on its pair kept coming is made
     again.  (300 runs of one pair each, to 40 s: at 35 % loss, 9 ended with one side
     connected and the other never before, none after; at 50 %, 71 and 24.)"""
-    d = Draw(
-        a_controlling=True,
-        b_controlling=False,
-        a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.REGULAR,
-        lite="none",
-        a_count=a_count,
-        b_count=b_count,
-        blocked=frozenset(),
-        loss=loss,
-        duplicate=0.0,
-        jitter=0.0,
-        bad_until=math.inf,
-        seed=seed,
-    )
+    d = _draw(a_count=a_count, b_count=b_count, loss=loss, bad_until=math.inf, seed=seed)
     net, a, b = _build(d, timing=Timing())
     net.run_until(lambda: False, 40.0)
     connected_ever = [ConnectionState.CONNECTED in e.states() for e in (a, b)]
