@@ -50,6 +50,17 @@ __all__ = [
 ]
 
 
+def aioice_pair() -> tuple[Any, Any]:
+    """A controlling and a controlled aioice connection, one component, IPv4 (as the
+    benchmarks run them)."""
+    import aioice
+
+    return (
+        aioice.Connection(ice_controlling=True, components=1, use_ipv6=False),
+        aioice.Connection(ice_controlling=False, components=1, use_ipv6=False),
+    )
+
+
 async def aioice_signal(a: Any, b: Any) -> None:
     """Hand each of two aioice connections in one process the other's parameters and
     candidates, as signaling would (``data_plane.py`` and ``scale.py``)."""

@@ -52,7 +52,7 @@ import trice
 from trice._trio._transport import UdpTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _peers import aioice_signal
+from _peers import aioice_pair, aioice_signal
 
 from loopback import connect_both, loopback_config, signal
 
@@ -344,8 +344,7 @@ def _aioice(count: int, pings: int) -> Result | None:
     payload = b"\x80" + bytes(SIZE - 1)
 
     async def main() -> Result:
-        a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-        b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+        a, b = aioice_pair()
         await asyncio.gather(a.gather_candidates(), b.gather_candidates())
         await aioice_signal(a, b)
         await asyncio.gather(a.connect(), b.connect())

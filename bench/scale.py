@@ -55,7 +55,7 @@ import trio
 import trice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _peers import aioice_signal
+from _peers import aioice_pair, aioice_signal
 
 from loopback import loopback_config, signal
 
@@ -279,17 +279,10 @@ def _aioice_setup() -> bool:
 async def _aioice_phases(n: int) -> dict[str, float]:
     """:func:`_trice_phases` for aioice (which nominates aggressively): the same phases,
     timed around aioice's own calls."""
-    import aioice
 
     spent: dict[str, float] = {}
     phase = _phase_clock(n, spent)
-    pairs = [
-        (
-            aioice.Connection(ice_controlling=True, components=1, use_ipv6=False),
-            aioice.Connection(ice_controlling=False, components=1, use_ipv6=False),
-        )
-        for _ in range(n)
-    ]
+    pairs = [aioice_pair() for _ in range(n)]
     phase("open")
     await asyncio.gather(*(c.gather_candidates() for pair in pairs for c in pair))
     phase("gather")
@@ -306,11 +299,9 @@ async def _aioice_phases(n: int) -> dict[str, float]:
 
 
 async def _aioice_pairs(n: int, measure: Callable[[], None] | None = None) -> tuple[float, int]:
-    import aioice
 
     async def one_pair() -> tuple[object, object, bool]:
-        a = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-        b = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+        a, b = aioice_pair()
         await asyncio.gather(a.gather_candidates(), b.gather_candidates())
         ok = bool(a.local_candidates and b.local_candidates)
         await aioice_signal(a, b)
