@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import signal as signals
 import socket
 import ssl
 import subprocess
@@ -20,9 +22,17 @@ import trio.testing
 import trice
 from trice import stun
 from trice._trio._relay import RelayTransport
+from trice.ice._checklist import PairState
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
-from loopback import agents_alive, connect_both, cycle_collector_off, loopback_config, signal
+from loopback import (
+    agents_alive,
+    connect_both,
+    cycle_collector_off,
+    loopback_config,
+    signal,
+    wait_for_state,
+)
 
 
 @pytest.fixture
@@ -88,6 +98,15 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
         assert got_a == {b"b%d" % i for i in range(100)}
 
 
+def _selected_relay(agent: trice.Agent) -> RelayTransport:
+    """The transport of ``agent``'s selected pair, a relay."""
+    selected = agent._core.selected
+    assert selected is not None
+    relay = agent._transports[selected.base]
+    assert isinstance(relay, RelayTransport)
+    return relay
+
+
 async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: Coturn) -> None:
     """The selected pair's relay goes (as when the server refuses to refresh it): the
     connection is open, its path is broken.  send raises BrokenResourceError, as after
@@ -96,10 +115,7 @@ async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: C
     async with _gathered_pair(config) as (a, b):
         signal(a, b)
         ca, _cb = await connect_both(a, b)
-        selected = a._core.selected
-        assert selected is not None
-        relay = a._transports[selected.base]
-        assert isinstance(relay, RelayTransport)
+        relay = _selected_relay(a)
         relay.close()  # (what run_relay does when the allocation ends)
         with pytest.raises(trio.BrokenResourceError, match="relay is gone"):
             await ca.send(b"nowhere")
@@ -108,6 +124,32 @@ async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: C
         await ca.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await ca.send(b"closed")
+
+
+async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn) -> None:
+    """The TURN server goes away under a relay-only session over TCP (it is killed, and the
+    connection to it drops).  The state becomes failed as the relay ends, not when consent
+    would have expired (``failed_timeout``, 30 s here), and send and connect say why."""
+    config = loopback_config(
+        ice_servers=[_server(coturn_tls, "tcp")],
+        transport_policy=trice.TransportPolicy.RELAY,
+        timing=trice.Timing(gather_timeout=3.0, failed_timeout=30.0),
+    )
+    async with _gathered_pair(config) as (a, b):
+        signal(a, b)
+        ca, _cb = await connect_both(a, b)
+        relay = _selected_relay(a)
+        async with a.subscribe() as events:
+            os.kill(coturn_tls.pid, signals.SIGKILL)
+            with trio.fail_after(5):
+                await wait_for_state(events, trice.ConnectionState.FAILED)
+        assert relay.closed and relay.error is not None
+        assert a.connection_state is trice.ConnectionState.FAILED
+        assert all(pair.state is PairState.FAILED for pair in a._core.checklist)
+        with pytest.raises(trio.BrokenResourceError, match="relay is gone"):
+            await ca.send(b"nowhere")
+        with pytest.raises(trice.IceFailedError, match="relay is gone"):
+            await a.connect()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -1825,3 +1825,96 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
         assert core._last_consent == 23  # (the peer's checks on the pair now selected)
     else:
         assert core._last_consent == consent_before  # following refreshed no consent
+
+
+# -- a transport lost for good (a TURN allocation that ended) --------------------------------------
+
+
+def _lose(net: Network, endpoint: Endpoint, base: int) -> None:
+    """``endpoint``'s transport ``base`` is gone: nothing goes or comes through it any more,
+    and its core is told (as the shell does when a relay ends on its own)."""
+    address = endpoint.bases[base]
+    net.drop(lambda p: p.src == address or p.dst == address)
+    endpoint.core.transport_lost(base, net.now)
+    net._service()
+
+
+def test_losing_the_selected_pairs_transport_fails_ice_at_once() -> None:
+    """Not ``failed_timeout`` later, when consent would expire: no data can go that way
+    again, and no other pair may be selected once one was nominated (RFC 8445 §8.1.1)."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(3.0)
+    lost_at = net.now
+    _lose(net, a, 0)
+    assert a.state is S.FAILED
+    assert a.time_of(S.FAILED) == lost_at
+    assert a.core.next_deadline() is None
+    assert a.core.poll_check(net.now) is None
+    assert all(pair.state is PairState.FAILED for pair in a.core.checklist)
+    started = len(a.started)
+    net.run_for(5.0)
+    assert len(a.started) == started  # (no consent checks: ICE is over)
+    assert_valid_events(a, b)
+
+
+def test_losing_another_transport_fails_its_pairs_and_nothing_else() -> None:
+    net, a, b = two_agents(
+        a_hosts=(("10.0.0.1", 5000), ("10.0.1.1", 5001)), end_of_candidates=False
+    )
+    assert net.run_until(connected(a, b), max_time=1.0)
+    selected = a.core.selected
+    assert selected is not None
+    other = 1 - selected.base
+    _lose(net, a, other)
+    net.run_for(3.0)
+    assert a.state in (S.CONNECTED, S.COMPLETED)
+    assert a.core.selected is selected
+    assert [p.state for p in a.core.checklist if p.base == other] == [PairState.FAILED]
+    # A candidate the peer signals afterwards pairs with the transports that are left only.
+    a.core.add_remote_candidate(make_candidate("10.0.0.2", 6001, local_pref=100))
+    assert {p.base for p in a.core.checklist if p.remote.port == 6001} == {selected.base}
+    assert all(base != other for _, base in a.core.local_candidates)
+    assert_valid_events(a, b)
+
+
+def test_losing_a_transport_while_checking_fails_its_pairs_at_once() -> None:
+    """The preferred transport's checks get nowhere; when it is lost its pair fails at
+    once (not after the check's retransmissions), and ICE goes on with the other."""
+    net, a, b = two_agents(timing=FAST, exchange=False)
+    a.add_host("10.0.1.1", 5001, local_pref=100)  # (base 1, below base 0)
+    lost = a.bases[0]
+    net.drop(lambda p: p.src == lost or p.dst == lost)
+    net.exchange(a, b)
+    net.run_for(0.02)
+    pair = next(p for p in a.core.checklist if p.base == 0)
+    states = [pair.state]
+    _lose(net, a, 0)
+    states.append(pair.state)
+    assert states == [PairState.IN_PROGRESS, PairState.FAILED]
+    lost_at = net.now
+    assert net.run_until(connected(a, b), max_time=5.0)
+    assert a.core.selected is not None and a.core.selected.base == 1
+    assert not [t for t, check in a.started if check.pair.base == 0 and t >= lost_at]
+    assert_valid_events(a, b)
+
+
+def test_losing_the_only_transport_before_any_pair_works_fails_ice() -> None:
+    net, a, b = two_agents(timing=FAST, exchange=False)
+    net.drop(lambda p: p.src == ("10.0.0.1", 5000) or p.dst == ("10.0.0.1", 5000))
+    net.exchange(a, b)
+    net.run_for(0.05)
+    assert a.states() == [S.CHECKING]
+    _lose(net, a, 0)
+    assert a.states() == [S.CHECKING, S.FAILED]
+    assert a.time_of(S.FAILED) == net.now
+
+
+def test_a_lost_transport_after_ice_ended_changes_nothing() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.core.close()
+    net._service()
+    _lose(net, a, 0)
+    assert a.states()[-1] is S.CLOSED
+    assert_valid_events(a, b)

@@ -222,6 +222,9 @@ class _StubAgent:
     def _data_route(self) -> tuple[UdpTransport, tuple[str, int]]:
         return self._transports[0], ("127.0.0.1", 9)
 
+    def _selected_transport_closed(self) -> bool:
+        return False  # (a host socket: its relay cannot be gone)
+
 
 @pytest.mark.parametrize("how", ["aclose", "consent expired"])
 async def test_a_send_waiting_on_a_full_socket_ends_when_its_connection_does(how: str) -> None:

@@ -383,7 +383,7 @@ class Agent:
 
         Raises:
             IceFailedError: ICE failed: no pair works, or (after a connection) the peer's
-                consent expired.
+                consent expired, or the selected pair's TURN relay is gone.
             trio.ClosedResourceError: the agent closed.
         """
         primary = self._socket_to_read()
@@ -403,6 +403,10 @@ class Agent:
             self._raise_if_closed()
             state = self._core.state
             if state is ConnectionState.FAILED:
+                if self._selected_transport_closed():
+                    raise IceFailedError(
+                        "ICE failed: the selected pair's relay is gone (its TURN allocation ended)"
+                    )
                 if self._core.selected is not None:
                     raise IceFailedError(
                         "ICE failed: the peer's consent expired on the selected pair (RFC 7675)"
@@ -589,6 +593,14 @@ class Agent:
             run = CheckRun(self, check, transport)
             run.transmit()
             self._nursery.start_soon(run.run, name=check_name(check))
+
+    def _selected_transport_closed(self) -> bool:
+        """Whether the selected pair's transport (a relay) has ended."""
+        pair = self._core.selected
+        if pair is None:
+            return False
+        transport = self._transports.get(pair.base)
+        return transport is not None and transport.closed
 
     def _data_route(self) -> tuple[Transport, Address]:
         pair = self._core.selected
@@ -792,6 +804,20 @@ class Agent:
         else:
             name = f"receive {address}:{transport.local_address[1]}"
             self._nursery.start_soon(self._receive_loop, transport, name=name)
+
+    def _transport_lost(self, base: int) -> None:
+        """Transport ``base`` (a relay) ended on its own while the agent is open: its
+        checks stop, and the core fails its pairs, and ICE if the selected pair was one
+        (:meth:`AgentCore.transport_lost <trice.ice.AgentCore.transport_lost>`)."""
+        transport = self._transports.get(base)
+        if self._closed or transport is None or not transport.closed:
+            return
+        for run in list(self._runs.values()):
+            if run.transport is transport:
+                run.drop()
+        now = self._now()
+        self._core.transport_lost(base, now)
+        self._pump(now)
 
     def _report(self, report: GatherReport) -> None:
         self._reports += (report,)

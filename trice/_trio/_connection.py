@@ -142,6 +142,8 @@ class Connection(trio.abc.Channel[bytes]):
         """Closed: ClosedResourceError; consent expired: BrokenResourceError."""
         self._check_closed()
         if self._agent._core.state is _FAILED:
+            if self._agent._selected_transport_closed():
+                raise _relay_gone()
             raise trio.BrokenResourceError(
                 "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
             )
@@ -399,5 +401,7 @@ class Connection(trio.abc.Channel[bytes]):
 
 def _relay_gone() -> trio.BrokenResourceError:
     """The selected pair's own transport is gone while the connection is open: a TURN
-    allocation that ended (the server refused to refresh it, say)."""
-    return trio.BrokenResourceError("the selected pair's relay is gone (its TURN allocation ended)")
+    allocation that ended (the server refused to refresh it, say), which fails ICE."""
+    return trio.BrokenResourceError(
+        "the selected pair's relay is gone (its TURN allocation ended): ICE failed"
+    )

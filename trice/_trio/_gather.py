@@ -302,13 +302,11 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
             try:
                 transport: RelayTransport = await agent._nursery.start(
                     functools.partial(
-                        run_relay,
+                        _serve_relay,
+                        agent,
                         url,
-                        server.username,
-                        server.credential,
+                        server,
                         base=base,
-                        deliver=agent._dispatch,
-                        ssl_context=server.ssl_context,
                         timeout=max(deadline - trio.current_time(), 0.001),
                     ),
                     name=f"relay {url}",
@@ -328,6 +326,11 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
         error = f"{code} {reason}" if code else reason
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
+    if transport.closed:
+        # Lost between its allocation and now (the relay's tasks ran first).
+        error = str(transport.error) if transport.error is not None else "closed"
+        agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
+        return
     problem = address_problem(*transport.local_address, ipv6=None)
     if problem is not None:
         # (Closing deletes the allocation, in the relay's own task.)
@@ -339,6 +342,33 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
     candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
     agent._add_local(candidate, base, signal=True)
     agent._report(GatherReport(str(url), trio.current_time() - started, 1))
+
+
+async def _serve_relay(
+    agent: Agent,
+    url: ServerUrl,
+    server: IceServer,
+    *,
+    base: int,
+    timeout: float,  # noqa: ASYNC109 (bounds the allocation only, as run_relay's)
+    task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`run_relay` as a task of ``agent``.  When the allocation ends on its own (the
+    server refused to refresh it, or the connection to it was lost), the agent hears of it
+    (``Agent._transport_lost``): the pairs on the relay fail, and ICE with them if one was
+    selected.  (Closing the agent ends the relay by cancellation, which goes past this.)"""
+    assert server.username is not None and server.credential is not None
+    await run_relay(
+        url,
+        server.username,
+        server.credential,
+        base=base,
+        deliver=agent._dispatch,
+        ssl_context=server.ssl_context,
+        timeout=timeout,
+        task_status=task_status,
+    )
+    agent._transport_lost(base)
 
 
 async def transact(

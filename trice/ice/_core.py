@@ -356,6 +356,53 @@ class AgentCore:
         self.local_complete = True
         self._maybe_fail()
 
+    def transport_lost(self, base: int, now: float) -> None:
+        """Transport ``base`` is gone for good: a TURN allocation that ended after it was
+        granted (the server refused to refresh it, or the connection to it was lost).
+
+        Its candidates pair no more, and its pairs fail with their checks.  If the selected
+        pair was one of them, ICE fails now: no data can go that way again, nor can consent
+        be refreshed there (RFC 7675), and once nominated no other pair may be selected
+        without an ICE restart (RFC 8445 §8.1.1).  Without this the state would stay
+        connected until consent expired, ``failed_timeout`` later."""
+        if self.finished:
+            return
+        self.local_candidates = tuple(entry for entry in self.local_candidates if entry[1] != base)
+        live = self._live
+        if live:
+            for tid in [tid for tid, check in live.items() if check.pair.base == base]:
+                del live[tid]
+            self._live = live or None
+        late = self._late
+        if late:
+            for tid in [tid for tid, check in late.items() if check.pair.base == base]:
+                del late[tid]
+            self._late = late or None
+        if self._urgent:
+            self._urgent = [c for c in self._urgent if c.pair.base != base] or None
+        if self._triggered:
+            self._triggered = [p for p in self._triggered if p.base != base] or None
+        if self._resend:
+            self._resend = [
+                (tid, at) for tid, at in self._resend if live is None or tid in live
+            ] or None
+        for name in ("_spare_check", "_spare_nomination", "_spare_ping"):
+            spare: _Spare | None = getattr(self, name)
+            if spare is not None and spare[0].base == base:
+                setattr(self, name, None)
+        lost = [pair for pair in self.checklist if pair.base == base]
+        selected = self.selected
+        if selected is not None and selected.base == base:
+            for pair in lost:
+                pair.state = _PAIR_FAILED
+                pair.transaction = None
+            self._set_state(ConnectionState.FAILED)
+            return
+        for pair in lost:
+            pair.transaction = None
+            if pair.state is not _PAIR_FAILED:
+                self._pair_failed(pair, now)
+
     def close(self) -> None:
         """The agent closes: every check stops."""
         self._set_state(ConnectionState.CLOSED)
