@@ -491,6 +491,38 @@ def test_refused_permission_drops_the_queue() -> None:
     assert state(client) is TurnState.ALLOCATED  # the allocation itself is fine
 
 
+def test_a_failed_permission_is_asked_again_after_a_growing_pause() -> None:
+    """Data for the peer is dropped meanwhile; the first data 5 s after the failure asks
+    again, then 10 s after the next failure; once granted, data flows."""
+    server = FakeServer(errors={Method.CREATE_PERMISSION: (508, "Insufficient Capacity")})
+    client, server = allocated(server=server)
+
+    def asked() -> list[float]:
+        return [t for t, m in server.requests if m.method is Method.CREATE_PERMISSION]
+
+    assert client.send_to_peer(PEER, b"a", 1.0)
+    exchange(client, server, 1.0)
+    assert not client.send_to_peer(PEER, b"b", 5.9)
+    assert client.send_to_peer(PEER, b"c", 6.0)  # queued behind the new request
+    exchange(client, server, 6.0)
+    assert asked() == [1.0, 6.0]
+    assert not client.send_to_peer(PEER, b"d", 15.9)
+    del server.errors[Method.CREATE_PERMISSION]
+    assert client.send_to_peer(PEER, b"e", 16.0)
+    exchange(client, server, 16.0)
+    assert asked() == [1.0, 6.0, 16.0]
+    assert client.permission_installed(PEER)
+    assert [d for _, d, _ in server.relayed] == [b"e"]
+    assert client.statistics().dropped == 4  # a and c with their refusals, b and d
+    # Refused again later (at its refresh), the pause starts over from 5 s.
+    server.errors[Method.CREATE_PERMISSION] = (403, "Forbidden")
+    run_until(client, server, 260.0, now=16.0)
+    assert asked()[-1] == 256.0
+    assert not client.permission_installed(PEER)
+    assert not client.send_to_peer(PEER2, b"f", 260.0)
+    assert client.send_to_peer(PEER2, b"g", 261.0)
+
+
 def test_refused_channel_keeps_send_indications() -> None:
     client, server = allocated(
         server=FakeServer(errors={Method.CHANNEL_BIND: (400, "Bad Request")})

@@ -23,6 +23,8 @@ from ._records import (
     MAX_STALE_RETRIES,
     METHOD,
     PERMISSION_REFRESH,
+    PERMISSION_RETRY_MAX,
+    PERMISSION_RETRY_MIN,
     Address,
     Kind,
     Peer,
@@ -61,7 +63,10 @@ class TurnClient:
 
     **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
     waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
-    until the permission is installed, because servers drop relayed data before that.  Then
+    until the permission is installed, because servers drop relayed data before that.  Data
+    for a peer whose permission failed (refused, or unanswered) is dropped and counted; the
+    first data 5 s later asks again, then 10, 20, 40 and at most 60 s after each failure in a
+    row.  Then
     it goes in Send indications while a ChannelBind for the peer runs, and as ChannelData
     (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.
 
@@ -230,8 +235,9 @@ class TurnClient:
 
         Returns ``True`` when the data was queued for :meth:`poll_transmit` (possibly behind a
         pending permission), ``False`` when it was dropped (and counted): the client is not
-        allocated, the queue for the peer's permission is full, the permission failed, or
-        *peer* is not an IP address of the relayed address's family.
+        allocated, the queue for the peer's permission is full, the permission failed and
+        may not be asked again yet (see the class's **Data**), or *peer* is not an IP address
+        of the relayed address's family.
         """
         p = self._peers.get(peer)
         if p is not None and p.bound and self._state is TurnState.ALLOCATED:
@@ -250,7 +256,13 @@ class TurnClient:
         if perm.installed:
             self._send_indication(p.address, data)
             return True
-        if perm.failed or len(perm.queue) >= self._queue_limit:
+        if perm.failed:
+            if now < perm.retry_at:
+                self._counts["dropped"] += 1
+                return False
+            perm.failed = False  # ask again (see PERMISSION_RETRY_MIN), this data queued
+            self._request(Kind.PERMISSION, now, perm)
+        if len(perm.queue) >= self._queue_limit:
             self._counts["dropped"] += 1
             return False
         perm.queue.append((p.address, bytes(data)))
@@ -482,6 +494,7 @@ class TurnClient:
             assert isinstance(perm, Permission)
             perm.busy = False
             perm.installed = True
+            perm.failures = 0
             perm.refresh_at = now + PERMISSION_REFRESH
             while perm.queue:
                 self._send_indication(*perm.queue.popleft())
@@ -537,6 +550,9 @@ class TurnClient:
             perm.busy = False
             perm.installed = False
             perm.failed = True
+            perm.failures += 1
+            backoff = PERMISSION_RETRY_MIN * 2 ** min(perm.failures - 1, 8)
+            perm.retry_at = now + min(backoff, PERMISSION_RETRY_MAX)
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
         else:

@@ -17,6 +17,8 @@ __all__ = [
     "MAX_STALE_RETRIES",
     "METHOD",
     "PERMISSION_REFRESH",
+    "PERMISSION_RETRY_MAX",
+    "PERMISSION_RETRY_MIN",
     "Address",
     "Kind",
     "Peer",
@@ -28,6 +30,12 @@ Address = tuple[str, int]
 
 #: A permission lasts 300 s (RFC 8656 §9); it is refreshed 60 s before.
 PERMISSION_REFRESH: Final = 240.0
+#: A CreatePermission that failed (refused, or unanswered) is asked again by the next data for
+#: the peer after this many seconds, doubling with each failure in a row up to the maximum: a
+#: server's refusal may be passing (508 Insufficient Capacity, a restart), and the ICE agent
+#: keeps sending its checks and consent checks meanwhile, which would never go again.
+PERMISSION_RETRY_MIN: Final = 5.0
+PERMISSION_RETRY_MAX: Final = 60.0
 #: A channel binding lasts 600 s (RFC 8656 §12); it is refreshed 60 s before.
 CHANNEL_REFRESH: Final = 540.0
 #: Channel numbers (RFC 8656 §12).
@@ -64,6 +72,8 @@ class Permission:
     failed: bool = False
     busy: bool = False  # a CreatePermission transaction is running
     refresh_at: float = float("inf")
+    failures: int = 0  # failed CreatePermissions in a row
+    retry_at: float = float("inf")  # once failed: when data may ask again
     queue: deque[tuple[Address, bytes]] = field(default_factory=deque)
 
 
