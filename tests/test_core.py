@@ -1918,3 +1918,19 @@ def test_a_lost_transport_after_ice_ended_changes_nothing() -> None:
     _lose(net, a, 0)
     assert a.states()[-1] is S.CLOSED
     assert_valid_events(a, b)
+
+
+def test_checks_in_flight_when_ice_fails_are_forgotten_then() -> None:
+    """Not kept until the agent closes: their answers count for nothing once ICE is over."""
+    timing = Timing(
+        rto=0.1, rto_max=1.0, max_binding_requests=7, failed_timeout=0.5, disconnected_timeout=0.5
+    )
+    net, a, b = two_agents(timing=timing, exchange=False)
+    net.drop_all()
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.core.state is S.FAILED, max_time=60.0)
+    assert net.now == pytest.approx(0.5)  # (failed_timeout, the check still retransmitting)
+    assert a.core._live is None
+    assert a.core.poll_check(net.now) is None
+    net.run_for(5.0)  # (the harness's flights time out: nothing to find, nothing to change)
+    assert a.states() == [S.CHECKING, S.FAILED]

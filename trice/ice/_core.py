@@ -406,9 +406,6 @@ class AgentCore:
     def close(self) -> None:
         """The agent closes: every check stops."""
         self._set_state(ConnectionState.CLOSED)
-        self._triggered = None
-        self._urgent = None
-        self._live = None
 
     # ------------------------------------------------------------------ queries
 
@@ -1326,10 +1323,13 @@ class AgentCore:
         self.finished = state is _STATE_FAILED or state is _STATE_CLOSED
         self._emit(ConnectionStateChanged(state))
         if self.finished:
-            # Checks are over (a pair's selection dropped these too).
+            # Checks are over (a pair's selection dropped the templates and spares too): the
+            # checks in flight are forgotten now (their answers count for nothing), not when
+            # the agent closes.
             self._templates = None
             self._spare_check = self._spare_nomination = self._spare_ping = None
-            self._late = None
+            self._live = self._late = None
+            self._triggered = self._urgent = self._resend = None
             self._pingback = None
 
 
