@@ -1934,3 +1934,49 @@ def test_checks_in_flight_when_ice_fails_are_forgotten_then() -> None:
     assert a.core.poll_check(net.now) is None
     net.run_for(5.0)  # (the harness's flights time out: nothing to find, nothing to change)
     assert a.states() == [S.CHECKING, S.FAILED]
+
+
+def test_losing_a_transport_while_nominating_on_it_nominates_on_no_other_pair_of_it() -> None:
+    """The controlling agent's nomination is in flight on the lost transport, and another
+    pair of that transport has succeeded: the nomination must not move on to that pair (the
+    pairs of the transport fail together), but to a pair elsewhere."""
+    net, a, b = two_agents(timing=FAST, a_hosts=(), b_hosts=(), exchange=False)
+    a.add_host("10.0.0.1", 5000)  # base 0, preferred
+    a.add_host("10.0.1.1", 5001, local_pref=100)  # base 1
+    b.add_host("10.0.0.2", 6000)
+    b.add_host("10.0.0.3", 6001, local_pref=1000)
+    # a's checks from base 0 to b's first address are lost until a lower pair of base 0 has
+    # succeeded: the nomination then waits for, and goes on, the higher pair.
+    rule = net.drop(lambda p: p.src == ("10.0.0.1", 5000) and p.dst == ("10.0.0.2", 6000))
+    net.exchange(a, b)
+
+    def nominating_beside_a_succeeded_pair() -> bool:
+        core = a.core
+        if rule in net.loss_rules and any(
+            p.base == 0 and p.state is PairState.SUCCEEDED for p in core.checklist
+        ):
+            net.loss_rules.remove(rule)
+        nominating = core._nominating
+        return (
+            nominating is not None
+            and nominating.base == 0
+            and any(
+                p is not nominating and p.base == 0 and p.state is PairState.SUCCEEDED
+                for p in core.checklist
+            )
+        )
+
+    assert net.run_until(nominating_beside_a_succeeded_pair, max_time=5.0)
+    lost_at = net.now
+    started = len(a.started)
+    _lose(net, a, 0)
+    assert not [c for _, c in a.started[started:] if c.pair.base == 0]
+    assert not [c for c in (a.core._live or {}).values() if c.pair.base == 0]
+    assert net.run_until(connected(a, b), max_time=10.0)
+    assert a.core.selected is not None and a.core.selected.base == 1
+    # (No check from there, that is: the harness may still hand the core a request that
+    # was on its way at the loss, which a shell's closed transport would not.)
+    assert not [
+        p for p in net.sent if p.src == ("10.0.0.1", 5000) and p.is_request and p.sent_at > lost_at
+    ]
+    assert_valid_events(a, b)

@@ -215,15 +215,13 @@ class _StubAgent:
         self._buffer = ReceiveBuffer(8)
         self._transports = {0: transport}
         self._closed = False
+        self._selected_relay_lost = False
         self._core = types.SimpleNamespace(
             state=trice.ConnectionState.CONNECTED, remote_addresses={}
         )
 
     def _data_route(self) -> tuple[UdpTransport, tuple[str, int]]:
         return self._transports[0], ("127.0.0.1", 9)
-
-    def _selected_transport_closed(self) -> bool:
-        return False  # (a host socket: its relay cannot be gone)
 
 
 @pytest.mark.parametrize("how", ["aclose", "consent expired"])

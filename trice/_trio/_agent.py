@@ -166,6 +166,7 @@ class Agent:
         "_primary",
         "_reports",
         "_runs",
+        "_selected_relay_lost",
         "_signalled",
         "_sleeping_until",
         "_stun_received",
@@ -230,6 +231,8 @@ class Agent:
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
         self._closed = False
+        # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
+        self._selected_relay_lost = False
         self._unknown_source = 0
         self._malformed = 0
         self._stun_received = 0
@@ -403,7 +406,7 @@ class Agent:
             self._raise_if_closed()
             state = self._core.state
             if state is ConnectionState.FAILED:
-                if self._selected_transport_closed():
+                if self._selected_relay_lost:
                     raise IceFailedError(
                         "ICE failed: the selected pair's relay is gone (its TURN allocation ended)"
                     )
@@ -593,14 +596,6 @@ class Agent:
             run = CheckRun(self, check, transport)
             run.transmit()
             self._nursery.start_soon(run.run, name=check_name(check))
-
-    def _selected_transport_closed(self) -> bool:
-        """Whether the selected pair's transport (a relay) has ended."""
-        pair = self._core.selected
-        if pair is None:
-            return False
-        transport = self._transports.get(pair.base)
-        return transport is not None and transport.closed
 
     def _data_route(self) -> tuple[Transport, Address]:
         pair = self._core.selected
@@ -815,8 +810,12 @@ class Agent:
         for run in list(self._runs.values()):
             if run.transport is transport:
                 run.drop()
+        core = self._core
+        selected = core.selected
+        if not core.finished and selected is not None and selected.base == base:
+            self._selected_relay_lost = True  # (what fails ICE now: connect and send say so)
         now = self._now()
-        self._core.transport_lost(base, now)
+        core.transport_lost(base, now)
         self._pump(now)
 
     def _report(self, report: GatherReport) -> None:

@@ -142,7 +142,7 @@ class Connection(trio.abc.Channel[bytes]):
         """Closed: ClosedResourceError; consent expired: BrokenResourceError."""
         self._check_closed()
         if self._agent._core.state is _FAILED:
-            if self._agent._selected_transport_closed():
+            if self._agent._selected_relay_lost:
                 raise _relay_gone()
             raise trio.BrokenResourceError(
                 "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"

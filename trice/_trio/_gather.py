@@ -321,14 +321,11 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
                 logger.info("%s: %s; again from another port", agent._local.ufrag, exc)
     except TurnError as exc:
         logger.warning("%s: no relay candidate from %s: %s", agent._local.ufrag, url, exc)
-        reason = getattr(exc, "reason", "") or str(exc)
-        code = getattr(exc, "code", None)
-        error = f"{code} {reason}" if code else reason
-        agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
+        agent._report(GatherReport(str(url), trio.current_time() - started, 0, _why(exc)))
         return
     if transport.closed:
         # Lost between its allocation and now (the relay's tasks ran first).
-        error = str(transport.error) if transport.error is not None else "closed"
+        error = "closed" if transport.error is None else _why(transport.error)
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
     problem = address_problem(*transport.local_address, ipv6=None)
@@ -342,6 +339,13 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
     candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
     agent._add_local(candidate, base, signal=True)
     agent._report(GatherReport(str(url), trio.current_time() - started, 1))
+
+
+def _why(error: TurnError) -> str:
+    """A gather report's error: the server's code and reason, or what went wrong."""
+    reason = getattr(error, "reason", "") or str(error)
+    code = getattr(error, "code", None)
+    return f"{code} {reason}" if code else reason
 
 
 async def _serve_relay(

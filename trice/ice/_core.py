@@ -390,18 +390,24 @@ class AgentCore:
             spare: _Spare | None = getattr(self, name)
             if spare is not None and spare[0].base == base:
                 setattr(self, name, None)
-        lost = [pair for pair in self.checklist if pair.base == base]
-        selected = self.selected
-        if selected is not None and selected.base == base:
-            for pair in lost:
+        # Every pair of the base fails first, and only then is the rest looked at: failing
+        # them one by one would let a nomination, say, move on to the next pair of the same
+        # base, not failed yet.
+        for pair in self.checklist:
+            if pair.base == base:
                 pair.state = _PAIR_FAILED
                 pair.transaction = None
+                if self._nominating is pair:
+                    self._nominating = None
+                if self._pingback is pair:
+                    self._pingback = None
+        selected = self.selected
+        if selected is not None and selected.base == base:
             self._set_state(ConnectionState.FAILED)
             return
-        for pair in lost:
-            pair.transaction = None
-            if pair.state is not _PAIR_FAILED:
-                self._pair_failed(pair, now)
+        self._maybe_nominate(now)
+        self._maybe_fail()
+        self._maybe_complete()
 
     def close(self) -> None:
         """The agent closes: every check stops."""
