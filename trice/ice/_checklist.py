@@ -359,10 +359,18 @@ class CheckList:
 
     def all_failed(self) -> bool:
         """Every pair failed (an empty list has not failed: candidates may still come)."""
-        return bool(self._pairs) and all(p.state is _FAILED for p in self._pairs)
+        # (Loops, not all()/any() over a generator: asked after every change, and a
+        # generator left early is closed with an exception.)
+        for pair in self._pairs:
+            if pair.state is not _FAILED:
+                return False
+        return bool(self._pairs)
 
     def in_progress(self) -> bool:
-        return any(p.state is _IN_PROGRESS for p in self._pairs)
+        for pair in self._pairs:
+            if pair.state is _IN_PROGRESS:
+                return True
+        return False
 
     @staticmethod
     def is_local_pairable_type(candidate: Candidate, *, nohost: bool) -> bool:
