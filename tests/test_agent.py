@@ -22,6 +22,7 @@ import trio.testing
 from hypothesis import strategies as st
 
 import trice
+import trice._trio._timers
 from trice import stun
 from trice._trio._transport import UdpTransport
 from trice.ice._core import PINGBACK_MIN
@@ -2051,3 +2052,72 @@ async def test_the_shells_warm_up_never_fails_the_agent_being_opened(
         assert agent.local_candidates
     assert called == [True]  # the first agent of a process warmed up, the warm-up failed...
     assert _agent._warm  # ... and it is not tried again
+
+
+# -- who reads an agent's first socket ------------------------------------------------------
+
+
+@pytest.mark.parametrize("epoll", [True, False], ids=["the run's timer", "the agent's task"])
+async def test_the_first_socket_is_read_either_way(
+    monkeypatch: pytest.MonkeyPatch, epoll: bool
+) -> None:
+    """Where the system has epoll, the run's timer task reads an agent's first socket while
+    the agent's task is parked; elsewhere the agent's task waits on it itself.  Both answer
+    checks, take data for a receiver and hand the socket to one and back."""
+    monkeypatch.setattr(trice._trio._timers, "HAS_EPOLL", epoll)
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        await trio.testing.wait_all_tasks_blocked()
+        for agent in (a, b):
+            assert agent._primary is not None
+            assert agent._primary.armed is epoll
+            assert agent._primary.reader_waiting
+        with trio.fail_after(5):
+            # Data with nobody receiving: the reader queues it.
+            for i in range(10):
+                await ca.send(b"a%d" % i)
+            while b.statistics().datagrams_received < 10:
+                await trio.testing.wait_all_tasks_blocked()
+            assert [await cb.receive() for _ in range(10)] == [b"a%d" % i for i in range(10)]
+            # A check with nobody receiving: answered.
+            before = b.statistics().requests_received
+            transport, remote = ca._route or ca._get_route()
+            assert transport.send_nowait(_peer_check(b, a.local_parameters.ufrag), remote)
+            while b.statistics().requests_received == before:
+                await trio.testing.wait_all_tasks_blocked()
+            # A receiver that waits on the socket, then lets it go.
+            async with trio.open_nursery() as nursery:
+                got: list[bytes] = []
+
+                async def receive() -> None:
+                    got.append(await cb.receive())
+
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                await ca.send(b"waited for")
+            assert got == [b"waited for"]
+
+
+async def test_an_error_while_the_timer_reads_for_an_agent_is_the_agents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure in reading the first socket, which the run's timer task does for a parked
+    agent, is raised where the agent's own errors are: from its ``open_agent`` block."""
+
+    def broken(self: trice.Agent, transport: UdpTransport, one: bool = False) -> bool:
+        raise RuntimeError("a bug in reading")
+
+    with pytest.raises(RuntimeError, match="a bug in reading"):
+        async with trice.open_agent(loopback_config(), controlling=False) as agent:
+            await agent.wait_gathering_complete()
+            await trio.testing.wait_all_tasks_blocked()
+            primary = agent._primary
+            assert primary is not None and primary.armed
+            monkeypatch.setattr(trice.Agent, "_drain", broken)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"anything", primary.local_address)
+            with trio.fail_after(5):
+                await trio.sleep_forever()

@@ -154,6 +154,7 @@ class Agent:
         "_datagrams",
         "_elsewhere",
         "_elsewhere_seen",
+        "_failure",
         "_gathering",
         "_hub",
         "_local",
@@ -231,6 +232,9 @@ class Agent:
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
         self._closed = False
+        # An error raised while the run's timer task read the first socket for this agent
+        # (see _readable): the agent's task raises it.
+        self._failure: Exception | None = None
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
         self._selected_relay_lost = False
         self._unknown_source = 0
@@ -540,11 +544,35 @@ class Agent:
 
     def _time_came(self) -> None:
         """The run's timer: the agent task's planned wake-up time has come (see _run)."""
+        if self._parked is not None:
+            self._resume()
+            return
         primary = self._primary
         if primary is not None and primary.reader_waiting:
             primary.kick()  # the agent task's wait raises ClosedResourceError
-            return
-        self._resume()
+
+    def _readable(self, transport: UdpTransport) -> bool:
+        """The run's timer task found the first socket readable while this agent's task is
+        parked waiting for it (see ``TimerHub.arm_read``): read it here, as that task would,
+        without waking it.  Returns whether the socket was emptied.
+
+        The task is woken only if it has something to do: data from a peer taken for gone
+        (it tells the core), or an error (it raises it, in the agent's nursery, where an
+        error of the agent's belongs)."""
+        if self._closed:
+            return True
+        buffer = self._buffer
+        seen = self._datagrams + buffer.dropped
+        try:
+            empty = self._drain(transport)
+        except Exception as exc:
+            self._failure = exc
+            transport.reader_waiting = False
+            self._resume()
+            return True
+        if self._core.state is _DISCONNECTED and self._datagrams + buffer.dropped != seen:
+            self._resume()
+        return empty
 
     def _resume(self) -> None:
         """Reschedule the agent task if it is parked: it looks at everything again."""
@@ -619,7 +647,8 @@ class Agent:
 
     async def _run(self) -> None:
         """The agent's own task: it gathers the host candidates, keeps the core's time, and
-        reads the first host socket itself.
+        reads the first host socket itself (or, where the system has epoll, has the run's
+        timer task read it while it is parked: see ``TimerHub.arm_read``).
 
         Every other task of the agent (checks, readers of further sockets, server gathering)
         runs in ``self._nursery``, :func:`open_agent`'s own.  One task and one nursery per agent,
@@ -699,12 +728,19 @@ class Agent:
             try:
                 if read:
                     assert primary is not None
-                    primary.reader_waiting = True
-                    try:
-                        await trio.lowlevel.wait_readable(primary.sock)
-                        readable = True
-                    except trio.ClosedResourceError:
-                        pass  # the timer, a nudge (see ReceiveBuffer.nudge), a receiver
+                    if primary.armed or hub.arm_read(primary, self):
+                        # The run's timer task reads the socket for us while we are parked
+                        # (see _readable): we wake for our time, or what concerns us.
+                        primary.reader_waiting = True
+                        self._parked = trio.lowlevel.current_task()
+                        await trio.lowlevel.wait_task_rescheduled(self._unpark)
+                    else:
+                        primary.reader_waiting = True
+                        try:
+                            await trio.lowlevel.wait_readable(primary.sock)
+                            readable = True
+                        except trio.ClosedResourceError:
+                            pass  # the timer, a nudge (see ReceiveBuffer.nudge), a receiver
                 else:
                     self._parked = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(self._unpark)
@@ -714,12 +750,21 @@ class Agent:
                     primary.reader_waiting = False
                 due = self._sleeping_until
                 self._sleeping_until = -math.inf
+            failure = self._failure
+            if failure is not None:
+                self._failure = None
+                raise failure
             # Read what came before the core's timers run, also when the timer ended the wait:
             # in a busy process a datagram may wait there unread (a nomination, say, which
             # must come before the ping-back it makes needless).
             if primary is not None and (
                 readable
-                or (read and not primary.held and not primary.closed and self._now() >= due)
+                or (
+                    read
+                    and not primary.closed
+                    and (now := self._now()) >= due
+                    and primary.leased_until(now) == -math.inf  # (not a receiver's now)
+                )
             ):
                 empty = self._drain(primary)
                 if not empty:

@@ -21,18 +21,38 @@ earliest deadline of any agent and wakes the agents whose time has come.
 * It also knows the local ufrags of the run's open agents (:meth:`TimerHub.has_other_agent`):
   an agent whose peer is another agent of the same run need not ping it back at once (see
   ``Agent._pump``).
+* Where the system has ``epoll`` (Linux), the same task also waits for the agents' first
+  sockets (:meth:`TimerHub.arm_read`): one run-wide epoll set, edge-triggered, which the task
+  waits on with its timer.  When an agent's first socket becomes readable while the agent's
+  task is parked waiting for it (``reader_waiting``), this task reads it for the agent
+  (``Agent._readable``: the same reading, answering and counting the agent's task would do)
+  without waking that task: with a thousand agents connecting at once, a task step and a
+  wait on each socket fewer per datagram (some 10 % of the CPU of connecting them).  A socket
+  whose reader is not waiting (a receiver holds it) is taken out of the set at its next
+  report, and put back when the agent's task waits for it again (a socket with data pending
+  is reported at once then).  Elsewhere, each agent's task waits on its socket itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
-from typing import Protocol
+import select
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-__all__ = ["Sleeper", "TimerHub", "timer_hub"]
+if TYPE_CHECKING:
+    from trice._trio._transport import UdpTransport
+
+__all__ = ["Reader", "Sleeper", "TimerHub", "timer_hub"]
+
+#: Whether the system has ``epoll`` (Linux): then the timer task also reads the agents' first
+#: sockets (see the module docstring).
+HAS_EPOLL = hasattr(select, "epoll")
+_READ = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLET", 0)
 
 
 class Sleeper(Protocol):
@@ -48,6 +68,16 @@ class Sleeper(Protocol):
     def _time_came(self) -> None: ...
 
 
+class Reader(Protocol):
+    """What reads a socket that the timer task reports readable: an agent."""
+
+    def _readable(self, transport: UdpTransport) -> bool:
+        """Read ``transport`` now (its reader waits for it); return whether it was emptied."""
+        ...
+
+    def _resume(self) -> None: ...
+
+
 _SEQUENCE = itertools.count()
 #: Stale entries tolerated beyond two per member before the heap is pruned.
 _PRUNE_SLACK = 256
@@ -57,16 +87,22 @@ class TimerHub:
     """The shared timer of one trio run (see the module docstring)."""
 
     __slots__ = (
+        "_epoll",
         "_heap",
         "_members",
         "_running",
         "_scope",
         "_ufrags",
         "_until",
+        "_watched",
         "roster",
     )
 
     def __init__(self) -> None:
+        # The agents' first sockets, by descriptor, with their readers (see arm_read), in an
+        # epoll set made with the first (and closed when the task ends).
+        self._epoll: select.epoll | None = None
+        self._watched: dict[int, tuple[UdpTransport, Reader]] = {}
         self._heap: list[tuple[float, int, Sleeper]] = []
         self._members = 0
         self._running = False
@@ -106,6 +142,7 @@ class TimerHub:
         self._members -= 1
         if self._members == 0:
             self._prune(keep=False)
+            self._close_epoll()  # (now: the last agent leaves no descriptor behind)
             if self._scope is not None:
                 self._scope.cancel()
         elif len(self._heap) > 2 * self._members + 16:
@@ -124,6 +161,99 @@ class TimerHub:
             self._until = due
             assert self._scope is not None
             self._scope.deadline = due
+
+    def arm_read(self, transport: UdpTransport, reader: Reader) -> bool:
+        """Report ``transport`` readable from now on: while ``transport.reader_waiting``,
+        this task then calls ``reader._readable(transport)``.  Returns ``False`` where the
+        system has no epoll: the caller waits on the socket itself.
+
+        Arming a socket that has data pending reports it at once (epoll looks again when a
+        socket is armed), so nothing that came while it was not armed is missed."""
+        if not HAS_EPOLL or not self._running:
+            return False
+        epoll = self._epoll
+        if epoll is None:
+            epoll = self._epoll = select.epoll()
+            if self._scope is not None:
+                self._scope.cancel()  # (the task sleeps without it: it waits on it now)
+        fd = transport.sock.fileno()
+        entry = self._watched.get(fd)
+        try:
+            if entry is not None and entry[0] is transport:
+                epoll.modify(fd, _READ)
+            else:
+                if entry is not None:  # (a closed socket's descriptor, used again)
+                    self._unregister(fd)
+                epoll.register(fd, _READ)
+                self._watched[fd] = (transport, reader)
+                transport.read_hub = self
+        except (OSError, ValueError):
+            return False  # (a socket closed meanwhile: the caller finds it closed)
+        transport.armed = True
+        return True
+
+    def forget(self, transport: UdpTransport) -> None:
+        """``transport`` closes: take it out of the set (before its descriptor goes), and
+        wake its reader if it was waiting for it."""
+        transport.armed = False
+        transport.read_hub = None
+        fd = transport.sock.fileno()
+        entry = self._watched.get(fd)
+        if entry is None or entry[0] is not transport:
+            return
+        self._unregister(fd)
+        if transport.reader_waiting:
+            transport.reader_waiting = False
+            entry[1]._resume()
+
+    def wake_reader(self, transport: UdpTransport) -> None:
+        """Reschedule the reader parked for ``transport`` (see ``UdpTransport.kick``)."""
+        entry = self._watched.get(transport.sock.fileno())
+        if entry is not None and entry[0] is transport:
+            entry[1]._resume()
+
+    def _close_epoll(self) -> None:
+        epoll, self._epoll = self._epoll, None
+        for transport, _reader in self._watched.values():
+            transport.armed = False
+            transport.read_hub = None
+        self._watched = {}
+        if epoll is not None:
+            trio.lowlevel.notify_closing(epoll)  # (the task may wait on it)
+            epoll.close()
+
+    def _unregister(self, fd: int) -> None:
+        self._watched.pop(fd, None)
+        epoll = self._epoll
+        if epoll is not None:
+            # (Already gone with its descriptor, or the set is closed: nothing to undo.)
+            with contextlib.suppress(OSError, ValueError):
+                epoll.unregister(fd)
+
+    def _read_ready(self, epoll: select.epoll) -> None:
+        """Read the sockets the set reports, for their readers (see arm_read)."""
+        watched = self._watched
+        for fd, _events in epoll.poll(0):
+            entry = watched.get(fd)
+            if entry is None:
+                continue
+            transport, reader = entry
+            if transport.reader_waiting and not transport.closed:
+                if reader._readable(transport) or transport.closed:
+                    continue
+                # More than one read takes (a burst): report it again, for the next round
+                # (after other tasks had their turn).
+            elif transport.closed:
+                continue
+            else:
+                # Its reader does not wait for it now (a receiver holds the socket): no more
+                # reports until the reader arms it again.
+                transport.armed = False
+                with contextlib.suppress(OSError, ValueError):
+                    epoll.modify(fd, 0)
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                epoll.modify(fd, _READ)
 
     def has_other_agent(self, ufrag: str, own: str) -> bool:
         """Whether an open agent of this run, other than the caller (whose local ufrag is
@@ -176,13 +306,25 @@ class TimerHub:
                 with trio.CancelScope(deadline=until) as scope:
                     self._scope = scope
                     self._until = until
-                    await trio.sleep_forever()
+                    epoll = self._epoll
+                    if epoll is None:
+                        await trio.sleep_forever()
+                    # Read what the sockets bring until the next timer is due (this scope's
+                    # deadline, which arm() brings forward) or the set changes: one scope
+                    # for many reads.
+                    while epoll is self._epoll:
+                        try:
+                            await trio.lowlevel.wait_readable(epoll)
+                        except trio.ClosedResourceError:
+                            break  # (closed: the last agent left)
+                        self._read_ready(epoll)
                 self._scope = None
                 self._until = -math.inf
         finally:
             self._scope = None
             self._until = -math.inf
             self._running = False
+            self._close_epoll()
 
 
 _HUB: trio.lowlevel.RunVar[TimerHub] = trio.lowlevel.RunVar("trice_timer_hub")

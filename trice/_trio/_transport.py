@@ -12,11 +12,14 @@ import errno
 import math
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from trice._errors import LimitError, UsageError
+
+if TYPE_CHECKING:
+    from trice._trio._timers import TimerHub
 
 __all__ = [
     "STUN_MAGIC",
@@ -72,6 +75,7 @@ class UdpTransport:
     """A bound, non-blocking UDP socket with an id (the *base* the core talks about)."""
 
     __slots__ = (
+        "armed",
         "base",
         "closed",
         "family",
@@ -80,6 +84,7 @@ class UdpTransport:
         "lease",
         "local_address",
         "parked_reader",
+        "read_hub",
         "reader_waiting",
         "send_lock",
         "sock",
@@ -101,6 +106,10 @@ class UdpTransport:
         # receiver reschedules it when it lets go (see release).
         self.parked_reader: trio.lowlevel.Task | None = None
         self.reader_waiting = False
+        # The run's timer, if it reports this socket readable to its reader (see
+        # TimerHub.arm_read), and whether it does so now.
+        self.read_hub: TimerHub | None = None
+        self.armed = False
         self.send_lock: trio.Lock | None = None  # (made when a send first has to wait)
         self.lease = _NO_LEASE  # (holds seen, until when the socket is left to receivers)
 
@@ -154,10 +163,16 @@ class UdpTransport:
 
     def kick(self) -> None:
         """Make the socket's reader leave its wait (it looks again, and finds the socket
-        held): :func:`trio.lowlevel.notify_closing` without closing the socket."""
+        held): :func:`trio.lowlevel.notify_closing` without closing the socket.  A reader
+        that the run's timer reads for (see ``TimerHub.arm_read``) is parked, not waiting on
+        the socket: it is rescheduled."""
         if self.reader_waiting and not self.closed:
             self.reader_waiting = False
-            trio.lowlevel.notify_closing(self.sock)
+            hub = self.read_hub
+            if hub is None:
+                trio.lowlevel.notify_closing(self.sock)
+            else:
+                hub.wake_reader(self)
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         """Send if the kernel takes it now; UDP may drop, so a full buffer drops too."""
@@ -216,6 +231,9 @@ class UdpTransport:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            hub = self.read_hub
+            if hub is not None:
+                hub.forget(self)  # (before the descriptor goes; wakes a waiting reader)
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
