@@ -19,6 +19,7 @@ made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps ti
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 import logging
@@ -150,6 +151,7 @@ class Agent:
         "_connect_blocked",
         "_connect_sock",
         "_connection",
+        "_context",
         "_core",
         "_datagrams",
         "_elsewhere",
@@ -234,7 +236,10 @@ class Agent:
         self._closed = False
         # An error raised while the run's timer task read the first socket for this agent
         # (see _readable): the agent's task raises it.
-        self._failure: Exception | None = None
+        self._failure: BaseException | None = None
+        # The agent task's context, in which the run's timer task reads for it (the check
+        # tasks that reading starts copy it, as they would from the agent task).
+        self._context: contextvars.Context | None = None
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
         self._selected_relay_lost = False
         self._unknown_source = 0
@@ -563,9 +568,13 @@ class Agent:
             return True
         buffer = self._buffer
         seen = self._datagrams + buffer.dropped
+        context = self._context
         try:
-            empty = self._drain(transport)
-        except Exception as exc:
+            if context is None:
+                empty = self._drain(transport)
+            else:
+                empty = context.run(self._drain, transport)
+        except BaseException as exc:  # (the agent's, even KeyboardInterrupt: never the run's)
             self._failure = exc
             transport.reader_waiting = False
             self._resume()
@@ -655,6 +664,7 @@ class Agent:
         and one wait in it for a datagram *or* the next deadline: with thousands of agents in a
         process, each task, nursery and pending wait is memory and scheduling that counts.
         """
+        self._context = trio.lowlevel.current_task().context
         await gather_local(self)
         if has_server_sources(self):
             self._nursery.start_soon(gather_servers, self, name="gather")

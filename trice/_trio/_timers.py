@@ -188,7 +188,13 @@ class TimerHub:
                 self._watched[fd] = (transport, reader)
                 transport.read_hub = self
         except (OSError, ValueError):
-            return False  # (a socket closed meanwhile: the caller finds it closed)
+            # (A socket closed meanwhile, which the caller finds closed; or the system
+            # refused: its reader waits on it itself, then.)
+            if self._watched.get(fd, (None,))[0] is transport:
+                self._unregister(fd)
+            transport.read_hub = None
+            transport.armed = False
+            return False
         transport.armed = True
         return True
 
@@ -233,7 +239,11 @@ class TimerHub:
     def _read_ready(self, epoll: select.epoll) -> None:
         """Read the sockets the set reports, for their readers (see arm_read)."""
         watched = self._watched
-        for fd, _events in epoll.poll(0):
+        try:
+            ready = epoll.poll(0)
+        except (OSError, ValueError):
+            return  # (closed meanwhile: nothing left to read for)
+        for fd, _events in ready:
             entry = watched.get(fd)
             if entry is None:
                 continue
@@ -317,6 +327,10 @@ class TimerHub:
                             await trio.lowlevel.wait_readable(epoll)
                         except trio.ClosedResourceError:
                             break  # (closed: the last agent left)
+                        if epoll is not self._epoll:
+                            # Closed (or replaced) after it was reported readable, before this
+                            # task ran: the last agent left in that round.
+                            break
                         self._read_ready(epoll)
                 self._scope = None
                 self._until = -math.inf
