@@ -2067,9 +2067,13 @@ async def test_the_first_socket_is_read_either_way(
     the agent's task is parked; elsewhere the agent's task waits on it itself.  Both answer
     checks, take data for a receiver and hand the socket to one and back."""
     monkeypatch.setattr(trice._trio._timers, "HAS_EPOLL", epoll)
+    # Timers too far off for the agent task's own timed wake-ups (consent) to stand in for
+    # the reader within the test's time.
+    timing = trice.Timing(keepalive_interval=30, disconnected_timeout=60, failed_timeout=120)
+    config = loopback_config(timing=timing)
     async with (
-        trice.open_agent(loopback_config(), controlling=True) as a,
-        trice.open_agent(loopback_config(), controlling=False) as b,
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
     ):
         ca, cb = await _connected_pair(a, b)
         await trio.testing.wait_all_tasks_blocked()
@@ -2077,7 +2081,7 @@ async def test_the_first_socket_is_read_either_way(
             assert agent._primary is not None
             assert agent._primary.armed is epoll
             assert agent._primary.reader_waiting
-        with trio.fail_after(5):
+        with trio.fail_after(1):
             # Data with nobody receiving: the reader queues it.
             for i in range(10):
                 await ca.send(b"a%d" % i)
@@ -2183,3 +2187,68 @@ async def test_tasks_started_while_the_timer_reads_see_the_applications_context(
         ):
             await _connected_pair(a, b)
     assert seen and set(seen) == {"app-42"}
+
+
+@pytest.mark.parametrize("epoll", [True, False], ids=["the run's timer", "the agent's task"])
+async def test_disconnected_counts_from_the_last_data_whoever_reads_it(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock, epoll: bool
+) -> None:
+    """The peer's checks go unanswered and only its data comes: the state becomes
+    disconnected ``disconnected_timeout`` after the last datagram, also when the run's
+    timer task read it (which does not wake the agent task) between two of the agent's
+    own wake-ups."""
+    monkeypatch.setattr(trice._trio._timers, "HAS_EPOLL", epoll)
+    timing = trice.Timing(
+        rto=0.1, keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0
+    )
+    config = loopback_config(timing=timing, receive_buffer=4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(config, controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            async with a.subscribe() as stream, trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                address = await _answer_until_selected(a, peer)
+                await trio.sleep(1.45)  # (virtual time: halfway between two consent checks)
+                peer.sendto(b"data", address)
+                last = trio.current_time()
+                with trio.fail_after(10):
+                    await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+                assert trio.current_time() - last == pytest.approx(2.0, abs=0.02)
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_crossed_checks_resend_due_after_ice_failed_is_not_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer's request crossed our check, which is then due to go once more (at twice
+    its age); ICE fails before that: nothing more goes out."""
+    timing = trice.Timing(rto=0.5, disconnected_timeout=0.3, failed_timeout=0.3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(timing=timing), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            assert a._primary is not None
+
+            async def connect() -> None:
+                with pytest.raises(trice.IceFailedError):
+                    await a.connect()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connect)
+                await trio.lowlevel.wait_readable(peer)  # our first check
+                await trio.sleep(0.2)  # (virtual time) our check is 0.2 s old, unanswered
+                peer.sendto(_peer_check(a), a._primary.local_address)
+            assert a.connection_state is trice.ConnectionState.FAILED
+            while True:  # what went before ICE failed
+                try:
+                    peer.recvfrom(2048)
+                except BlockingIOError:
+                    break
+            with trio.move_on_after(1.0):
+                await trio.lowlevel.wait_readable(peer)
+                pytest.fail("a check went out after ICE failed")

@@ -153,6 +153,7 @@ class Agent:
         "_connection",
         "_context",
         "_core",
+        "_data_seen",
         "_datagrams",
         "_elsewhere",
         "_elsewhere_seen",
@@ -237,6 +238,8 @@ class Agent:
         # An error raised while the run's timer task read the first socket for this agent
         # (see _readable): the agent's task raises it.
         self._failure: BaseException | None = None
+        # The data count after the run's timer task last read data for this agent, and when.
+        self._data_seen: tuple[int, float] = (-1, -math.inf)
         # The agent task's context, in which the run's timer task reads for it (the check
         # tasks that reading starts copy it, as they would from the agent task).
         self._context: contextvars.Context | None = None
@@ -579,8 +582,13 @@ class Agent:
             transport.reader_waiting = False
             self._resume()
             return True
-        if self._core.state is _DISCONNECTED and self._datagrams + buffer.dropped != seen:
-            self._resume()
+        count = self._datagrams + buffer.dropped
+        if count != seen:
+            # Data, which the agent task tells the core of when it next wakes: when it came
+            # (one clock read a report, not a datagram), and at once if the peer seemed gone.
+            self._data_seen = (count, self._now())
+            if self._core.state is _DISCONNECTED:
+                self._resume()
         return empty
 
     def _resume(self) -> None:
@@ -698,7 +706,10 @@ class Agent:
             now = self._now()
             if self._datagrams + buffer.dropped != datagrams:
                 datagrams = self._datagrams + buffer.dropped
-                data_at = now
+                # When the last of it came, if the run's timer task read it (see _readable);
+                # else now, when this task notices it (a receiver's reads are not timed).
+                seen_count, seen_at = self._data_seen
+                data_at = seen_at if seen_count == datagrams else now
                 if core.state is _DISCONNECTED:
                     core.on_data(now)
                     self._pump(now)

@@ -143,8 +143,8 @@ class CheckRun:
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
                         self.resend_at = None
-                        if self._answered_meanwhile():
-                            return
+                        if self._answered_meanwhile() or agent._core.finished:
+                            return  # (answered; or ICE is over)
                         self.transmit()
                 self.resend_at = None
             agent._core.on_timeout(check, agent._now())

@@ -402,6 +402,4 @@ class Connection(trio.abc.Channel[bytes]):
 def _relay_gone() -> trio.BrokenResourceError:
     """The selected pair's own transport is gone while the connection is open: a TURN
     allocation that ended (the server refused to refresh it, say), which fails ICE."""
-    return trio.BrokenResourceError(
-        "the selected pair's relay is gone (its TURN allocation ended): ICE failed"
-    )
+    return trio.BrokenResourceError("the selected pair's relay is gone (its TURN allocation ended)")

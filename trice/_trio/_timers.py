@@ -28,9 +28,9 @@ earliest deadline of any agent and wakes the agents whose time has come.
   (``Agent._readable``: the same reading, answering and counting the agent's task would do)
   without waking that task: with a thousand agents connecting at once, a task step and a
   wait on each socket fewer per datagram (some 10 % of the CPU of connecting them).  A socket
-  whose reader is not waiting (a receiver holds it) is taken out of the set at its next
-  report, and put back when the agent's task waits for it again (a socket with data pending
-  is reported at once then).  Elsewhere, each agent's task waits on its socket itself.
+  whose reader is not waiting (a receiver holds it) is masked in the set at its next report,
+  and armed again when the agent's task waits for it again (a socket with data pending is
+  reported at once then).  Elsewhere, each agent's task waits on its socket itself.
 """
 
 from __future__ import annotations
