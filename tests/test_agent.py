@@ -1660,8 +1660,37 @@ async def test_data_from_the_peer_keeps_it_connected(
     timing = trice.Timing(
         rto=0.1, keepalive_interval=0.2, disconnected_timeout=1.0, failed_timeout=6.0
     )
+    with wall_clock_guard():
+        async with _a_peer_that_stops_answering(timing) as (a, peer, stream, address):
+            answered = trio.current_time()
+            while trio.current_time() < answered + 3 * timing.disconnected_timeout:
+                await trio.sleep(0.1)
+                peer.sendto(b"data", address)
+            assert a.statistics().datagrams_received == 4  # (the rest dropped)
+            assert trice.ConnectionState.DISCONNECTED not in states_so_far(stream)
+            last_data = trio.current_time()
+            with trio.fail_after(3 * timing.disconnected_timeout):
+                await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+            assert trio.current_time() >= last_data + timing.disconnected_timeout
+            peer.sendto(b"data", address)
+            with trio.fail_after(0.01):
+                await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+            with trio.fail_after(timing.failed_timeout):
+                await wait_for_state(stream, trice.ConnectionState.FAILED)
+            assert trio.current_time() == pytest.approx(
+                answered + timing.failed_timeout, abs=2 * timing.keepalive_interval
+            )
+
+
+@contextlib.asynccontextmanager
+async def _a_peer_that_stops_answering(
+    timing: trice.Timing,
+) -> AsyncIterator[tuple[trice.Agent, socket.socket, trice.EventStream, tuple[str, int]]]:
+    """A controlling agent (a receive buffer of 4) whose peer is the test's socket: it
+    answers the agent's checks until a pair is selected, then nothing (the test makes it
+    send data).  Yields the agent, the socket, the agent's events and its address."""
     config = loopback_config(timing=timing, receive_buffer=4)
-    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
         async with trice.open_agent(config, controlling=True) as a:
@@ -1670,24 +1699,7 @@ async def test_data_from_the_peer_keeps_it_connected(
             async with a.subscribe() as stream, trio.open_nursery() as nursery:
                 nursery.start_soon(a.connect)
                 address = await _answer_until_selected(a, peer)
-                answered = trio.current_time()
-                while trio.current_time() < answered + 3 * timing.disconnected_timeout:
-                    await trio.sleep(0.1)
-                    peer.sendto(b"data", address)
-                assert a.statistics().datagrams_received == 4  # (the rest dropped)
-                assert trice.ConnectionState.DISCONNECTED not in states_so_far(stream)
-                last_data = trio.current_time()
-                with trio.fail_after(3 * timing.disconnected_timeout):
-                    await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
-                assert trio.current_time() >= last_data + timing.disconnected_timeout
-                peer.sendto(b"data", address)
-                with trio.fail_after(0.01):
-                    await wait_for_state(stream, trice.ConnectionState.CONNECTED)
-                with trio.fail_after(timing.failed_timeout):
-                    await wait_for_state(stream, trice.ConnectionState.FAILED)
-                assert trio.current_time() == pytest.approx(
-                    answered + timing.failed_timeout, abs=2 * timing.keepalive_interval
-                )
+                yield a, peer, stream, address
                 nursery.cancel_scope.cancel()
 
 
@@ -2201,23 +2213,13 @@ async def test_disconnected_counts_from_the_last_data_whoever_reads_it(
     timing = trice.Timing(
         rto=0.1, keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0
     )
-    config = loopback_config(timing=timing, receive_buffer=4)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        async with trice.open_agent(config, controlling=True) as a:
-            await a.wait_gathering_complete()
-            _face(a, peer.getsockname()[1])
-            async with a.subscribe() as stream, trio.open_nursery() as nursery:
-                nursery.start_soon(a.connect)
-                address = await _answer_until_selected(a, peer)
-                await trio.sleep(1.45)  # (virtual time: halfway between two consent checks)
-                peer.sendto(b"data", address)
-                last = trio.current_time()
-                with trio.fail_after(10):
-                    await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
-                assert trio.current_time() - last == pytest.approx(2.0, abs=0.02)
-                nursery.cancel_scope.cancel()
+    async with _a_peer_that_stops_answering(timing) as (_a, peer, stream, address):
+        await trio.sleep(1.45)  # (virtual time: halfway between two consent checks)
+        peer.sendto(b"data", address)
+        last = trio.current_time()
+        with trio.fail_after(10):
+            await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+        assert trio.current_time() - last == pytest.approx(2.0, abs=0.02)
 
 
 async def test_a_crossed_checks_resend_due_after_ice_failed_is_not_sent(
