@@ -95,4 +95,4 @@ class TurnError(ProtocolError):
 
 class IceFailedError(ProtocolError):
     """ICE ended in the failed state: no candidate pair works, or the peer's consent expired
-    on the selected pair (RFC 7675)."""
+    on the selected pair (RFC 7675), or the selected pair's TURN relay is gone."""

@@ -749,14 +749,14 @@ class Agent:
             try:
                 if read:
                     assert primary is not None
-                    if primary.armed or hub.arm_read(primary, self):
+                    armed = primary.armed or hub.arm_read(primary, self)
+                    primary.reader_waiting = True
+                    if armed:
                         # The run's timer task reads the socket for us while we are parked
                         # (see _readable): we wake for our time, or what concerns us.
-                        primary.reader_waiting = True
                         self._parked = trio.lowlevel.current_task()
                         await trio.lowlevel.wait_task_rescheduled(self._unpark)
                     else:
-                        primary.reader_waiting = True
                         try:
                             await trio.lowlevel.wait_readable(primary.sock)
                             readable = True

@@ -203,20 +203,25 @@ class TimerHub:
         wake its reader if it was waiting for it."""
         transport.armed = False
         transport.read_hub = None
-        fd = transport.sock.fileno()
-        entry = self._watched.get(fd)
-        if entry is None or entry[0] is not transport:
+        reader = self._reader_of(transport)
+        if reader is None:
             return
-        self._unregister(fd)
+        self._unregister(transport.sock.fileno())
         if transport.reader_waiting:
             transport.reader_waiting = False
-            entry[1]._resume()
+            reader._resume()
 
     def wake_reader(self, transport: UdpTransport) -> None:
         """Reschedule the reader parked for ``transport`` (see ``UdpTransport.kick``)."""
+        reader = self._reader_of(transport)
+        if reader is not None:
+            reader._resume()
+
+    def _reader_of(self, transport: UdpTransport) -> Reader | None:
+        """The reader ``transport`` is watched for, if it is (its descriptor, not another
+        socket's that took the number after it closed)."""
         entry = self._watched.get(transport.sock.fileno())
-        if entry is not None and entry[0] is transport:
-            entry[1]._resume()
+        return entry[1] if entry is not None and entry[0] is transport else None
 
     def _close_epoll(self) -> None:
         epoll, self._epoll = self._epoll, None
@@ -248,22 +253,21 @@ class TimerHub:
             if entry is None:
                 continue
             transport, reader = entry
-            if transport.reader_waiting and not transport.closed:
-                if reader._readable(transport) or transport.closed:
-                    continue
-                # More than one read takes (a burst): report it again, for the next round
-                # (after other tasks had their turn).
-            elif transport.closed:
+            if transport.closed:
                 continue
-            else:
+            if not transport.reader_waiting:
                 # Its reader does not wait for it now (a receiver holds the socket): no more
                 # reports until the reader arms it again.
                 transport.armed = False
-                with contextlib.suppress(OSError, ValueError):
-                    epoll.modify(fd, 0)
+                events = 0
+            elif reader._readable(transport) or transport.closed:
                 continue
+            else:
+                # More than one read takes (a burst): report it again, for the next round
+                # (after other tasks had their turn).
+                events = _READ
             with contextlib.suppress(OSError, ValueError):
-                epoll.modify(fd, _READ)
+                epoll.modify(fd, events)
 
     def has_other_agent(self, ufrag: str, own: str) -> bool:
         """Whether an open agent of this run, other than the caller (whose local ufrag is

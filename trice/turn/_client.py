@@ -63,12 +63,12 @@ class TurnClient:
 
     **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
     waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
-    until the permission is installed, because servers drop relayed data before that.  Data
-    for a peer whose permission failed (refused, or unanswered), and that has no channel
-    bound, is dropped and counted; the first such data 5 s later asks again, then 10, 20, 40
-    and at most 60 s after each failure in a row.  Then
+    until the permission is installed, because servers drop relayed data before that.  Then
     it goes in Send indications while a ChannelBind for the peer runs, and as ChannelData
-    (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.
+    (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.  Data for a peer
+    whose permission failed (refused, or unanswered), and that has no channel bound, is
+    dropped and counted; the first such data 5 s later asks again, then 10, 20, 40 and at
+    most 60 s after each failure in a row.
 
     **Closing** (RFC 8656 §8): :meth:`close` sends a Refresh with LIFETIME 0; closing while
     the Allocate is still running deallocates as soon as it succeeds.
