@@ -233,6 +233,7 @@ def format_targets(results: Results) -> str:
             f"({medians[reference]:.3f} ms; paired {statistics.median(ratios):.2f}x, "
             f"95% {low:.2f}-{high:.2f}x; sooner in {sooner} of {len(ratios)} rounds): {verdict}"
         )
+    lines.extend(_same_rule_for_others(results, medians))
     if any(reference_row(label) in medians for label in medians):
         lines.append(
             "(the target is judged by the ratio of the medians; paired: the median over rounds"
@@ -241,6 +242,33 @@ def format_targets(results: Results) -> str:
             " reference)"
         )
     return "\n".join(lines)
+
+
+def _same_rule_for_others(results: Results, medians: dict[str, float]) -> list[str]:
+    """For comparison, not a target: the same rule applied to two other peers with each
+    other (``aioice-pion`` against aioice-aioice and against pion-pion).
+
+    aioice's ``connect()`` takes its 20 ms pacing sleep whatever its peer does, and that
+    sleep ends on asyncio's millisecond tick counted from the last datagram it read: a peer
+    that answers sooner can make it end later.  These lines show how a peer as fast as
+    Pion fares by the rule that the trice-aioice rows are judged by."""
+    lines = []
+    for label in medians:
+        pair = label.split(" ", 1)[0]
+        kinds = pair.split("-")
+        if len(kinds) != 2 or "trice" in kinds or kinds[0] == kinds[1]:
+            continue
+        for kind in kinds:
+            reference = f"{kind}-{kind}" + label[len(pair) :]
+            if reference not in medians:
+                continue
+            ratio = medians[label] / medians[reference]
+            paired = results.paired_ratio(label, reference)
+            lines.append(
+                f"{label:<32} {medians[label]:>7.3f} ms  {ratio:5.2f}x {reference} "
+                f"(paired {paired:.2f}x; for comparison, not a target)"
+            )
+    return lines
 
 
 if __name__ == "__main__":
