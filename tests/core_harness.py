@@ -163,6 +163,8 @@ class Flight:
     check: Check
     start: float
     sent: int = 0
+    sent_again: bool = False
+    """It went more than once (a retransmission, or a resend before its RTO)."""
     answered: bool = False
     resend_at: float | None = None
     """When the check goes out once more before its RTO (see ``AgentCore.poll_resend``)."""
@@ -414,7 +416,9 @@ class Network:
             return
         if flight.answered:
             return
-        if core.on_response(flight.check, message, packet.src, self.now, base=base):
+        if core.on_response(
+            flight.check, message, packet.src, self.now, base=base, sent_again=flight.sent_again
+        ):
             flight.answered = True
             del endpoint.flights[message.transaction_id]
 
@@ -447,11 +451,13 @@ class Network:
             # Once more before its RTO, as the same transaction (the next scheduled
             # transmission stays where it was).
             flight.resend_at = None
+            flight.sent_again = True
             endpoint.transmissions.append((self.now, check, flight.sent))
             self.send(endpoint, check.base, check.destination, check.message)
         elif flight.sent < len(check.schedule) - 1:
             # (A resend not yet sent is dropped: this transmission serves, as in the shell.)
             flight.resend_at = None
+            flight.sent_again = flight.sent > 0
             endpoint.transmissions.append((self.now, check, flight.sent))
             flight.sent += 1
             self.send(endpoint, check.base, check.destination, check.message)

@@ -81,6 +81,29 @@ async def test_connect_and_exchange(ipv6: bool, a_controlling: bool) -> None:
         await _exchange(ca, cb)
 
 
+async def test_pair_statistics_show_the_selected_pair_and_its_round_trip() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        assert a.pair_statistics() == ()  # (no remote candidate yet, so no pair)
+        ca, cb = await _connected_pair(a, b)
+        for agent, conn in ((a, ca), (b, cb)):
+            stats = agent.pair_statistics()
+            (selected,) = (s for s in stats if s.selected)
+            assert selected.pair == conn.selected_pair
+            assert selected.state is trice.PairState.SUCCEEDED and selected.nominated
+            assert selected.checks_sent >= 1 and selected.responses_received >= 1
+            assert selected.requests_received >= 1
+            assert selected.round_trip_time is not None and 0 < selected.round_trip_time < 1.0
+            assert selected.round_trip_time_samples >= 1
+            assert selected.total_round_trip_time >= selected.round_trip_time
+            assert sum(s.checks_sent for s in stats) == agent.statistics().checks_sent
+        pairs = [s.pair for s in a.pair_statistics()]
+    assert [s.pair for s in a.pair_statistics()] == pairs  # (still there once closed)
+
+
 @pytest.mark.parametrize("nomination", list(trice.Nomination))
 async def test_nomination_modes(nomination: trice.Nomination) -> None:
     config = loopback_config(nomination=nomination)

@@ -40,6 +40,7 @@ def test_demo_json_shows_candidates_states_tree_pair_rtt_and_throughput() -> Non
     assert sum(n.startswith("trice timers") for n in names) == 1  # one, shared by both
     (rtt,) = [r for r in records if r["event"] == "rtt"]
     assert rtt["count"] == 20 and rtt["median_us"] > 0
+    assert 0 < rtt["ice_us"] < 1e6  # (the selected pair's round trip, from its checks)
     (throughput,) = [r for r in records if r["event"] == "throughput"]
     assert throughput["received"] == throughput["sent"] == 300
 

@@ -1980,3 +1980,70 @@ def test_losing_a_transport_while_nominating_on_it_nominates_on_no_other_pair_of
         p for p in net.sent if p.src == ("10.0.0.1", 5000) and p.is_request and p.sent_at > lost_at
     ]
     assert_valid_events(a, b)
+
+
+# -- pair statistics ------------------------------------------------------------------------------
+
+
+def test_pair_statistics_count_the_checks_and_time_the_round_trips() -> None:
+    """Each side's one pair, once connected: the checks it started and the peer's (as many
+    as crossed the wire), the answers, and each answer timed at the path's round trip
+    (twice the 10 ms one-way delay)."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    for endpoint, peer in ((a, b), (b, a)):
+        (stats,) = endpoint.core.pair_statistics()
+        assert stats.selected and stats.nominated and stats.state is PairState.SUCCEEDED
+        assert stats.pair == endpoint.core.selected_pair()
+        assert stats.checks_sent == len(net.packets(sender=endpoint.name, requests=True)) >= 1
+        delivered = [p for p in net.delivered if p.sender == peer.name]
+        assert stats.requests_received == sum(p.is_request for p in delivered) >= 1
+        assert stats.responses_received == sum(p.is_response for p in delivered) >= 1
+        assert stats.round_trip_time == pytest.approx(0.02)
+        assert stats.round_trip_time_samples == stats.responses_received
+        assert stats.total_round_trip_time == pytest.approx(0.02 * stats.responses_received)
+
+
+def test_consent_checks_keep_the_selected_pairs_round_trip_current() -> None:
+    delay = [0.01]
+    net, a, b = two_agents(latency=lambda packet: delay[0])
+    assert net.run_until(connected(a, b), max_time=1.0)
+    (before,) = a.core.pair_statistics()
+    delay[0] = 0.05
+    net.run_for(10.0)
+    (after,) = a.core.pair_statistics()
+    assert after.round_trip_time == pytest.approx(0.1)
+    answers = after.responses_received - before.responses_received
+    assert answers >= 10.0 / a.core.timing.keepalive_interval - 1  # (consent checks')
+    assert after.round_trip_time_samples - before.round_trip_time_samples == answers
+    assert after.total_round_trip_time == pytest.approx(
+        before.total_round_trip_time + 0.1 * answers
+    )
+
+
+def test_an_answer_to_a_check_sent_again_is_counted_not_timed() -> None:
+    """Karn's rule: a's first check is lost and goes again, so its answer may be to either
+    copy; it is counted, but no round trip is taken from it (else it would say the time
+    since the first copy, more than the path's 20 ms)."""
+    net, a, b = two_agents()
+    lost: list[Packet] = []
+
+    def first_check_of_a(packet: Packet) -> bool:
+        if not lost and packet.sender == "a" and packet.is_request:
+            lost.append(packet)
+            return True
+        return False
+
+    net.drop(first_check_of_a)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    transaction = lost[0].message.transaction_id
+    again = [
+        p for p in net.packets(sender="a", requests=True) if p.message.transaction_id == transaction
+    ]
+    assert len(again) >= 2  # (it did go again, and was answered)
+    assert any(
+        p.message.transaction_id == transaction for p in net.packets(sender="b") if p.is_response
+    )
+    (stats,) = a.core.pair_statistics()
+    assert stats.round_trip_time_samples == stats.responses_received - 1
+    assert stats.total_round_trip_time == pytest.approx(0.02 * stats.round_trip_time_samples)

@@ -20,7 +20,7 @@ EXPECTED = {
     "trickle_json.py": "trickle: connected, bob got b'trickled'",
     "events.py": "slow: lost 3 events",
     "stun_codec.py": "client: the responder saw us at 127.0.0.1:",
-    "data.py": "bob: 4 arrived, 6 dropped",
+    "data.py": "alice: the selected pair's round trip timed: yes\nbob: 4 arrived, 6 dropped",
     "configuration.py": "configuration: every mistake refused",
     "errors.py": "errors: done",
     "lite.py": "checks sent by the lite agent: 0",

@@ -26,6 +26,7 @@ from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
 from trice._trio._streams import EventStream
 from trice.ice._candidate import Candidate, CandidateType, TcpType, end_of_candidates_json
+from trice.ice._checklist import PairState, PairStatistics
 from trice.ice._core import IceParameters
 from trice.ice._events import (
     CandidateGathered,
@@ -69,6 +70,8 @@ __all__ = [
     "LimitError",
     "NetworkConfig",
     "Nomination",
+    "PairState",
+    "PairStatistics",
     "ProtocolError",
     "SelectedPairChanged",
     "ServerUrl",

@@ -42,6 +42,12 @@ async def main() -> None:
                 to_bob = await alice.connect()
             from_alice = await bob.connect()  # the same Connection again
 
+        # ICE timed the round trip of each check it sent: the selected pair's latest.
+        selected = next(s for s in alice.pair_statistics() if s.selected)
+        assert selected.pair == to_bob.selected_pair
+        timed = selected.round_trip_time is not None
+        print("alice: the selected pair's round trip timed:", "yes" if timed else "no")
+
         # Ten datagrams while Bob is not reading: four fit, six are dropped.
         for i in range(10):
             await to_bob.send(b"datagram %d" % i)

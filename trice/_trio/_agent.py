@@ -58,6 +58,7 @@ from trice._trio._transport import (
     paired_sockets,
 )
 from trice.ice._candidate import Candidate
+from trice.ice._checklist import PairStatistics
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
     CandidateGathered,
@@ -306,6 +307,21 @@ class Agent:
             pairs=len(core.checklist),
             pairs_pruned=core.checklist.pruned,
         )
+
+    def pair_statistics(self) -> tuple[PairStatistics, ...]:
+        """A snapshot of each candidate pair's counters and round-trip times, highest
+        priority first (still readable once the agent closed).
+
+        The selected pair's entry says ``selected=True``; its ``round_trip_time`` is the
+        path's latest round trip, which its consent checks measure every few seconds
+        (:attr:`Timing.keepalive_interval <trice.Timing.keepalive_interval>`) at no cost to
+        the data::
+
+            for stats in agent.pair_statistics():
+                if stats.selected:
+                    print("round trip:", stats.round_trip_time)
+        """
+        return self._core.pair_statistics()
 
     async def wait_gathering_complete(self) -> None:
         """Wait until gathering is complete.

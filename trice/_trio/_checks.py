@@ -37,6 +37,7 @@ class CheckRun:
         "dropped",
         "due",
         "resend_at",
+        "sent_again",
         "settled",
         "task",
         "transport",
@@ -49,6 +50,7 @@ class CheckRun:
         self.settled = False
         self.dropped = False
         self.resend_at: float | None = None  # one more transmission, before the RTO
+        self.sent_again = False  # (then its answer is not timed: Karn's rule)
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
         self.task: trio.lowlevel.Task | None = None  # set while the task is parked
         agent._runs[check.transaction_id] = self
@@ -69,7 +71,9 @@ class CheckRun:
     ) -> None:
         """A response to the check came from ``source`` on ``transport``."""
         agent = self.agent
-        if agent._core.on_response(self.check, message, source, now, base=transport.base):
+        if agent._core.on_response(
+            self.check, message, source, now, base=transport.base, sent_again=self.sent_again
+        ):
             self.settled = True
             self.wake()
             agent._pump(now)
@@ -123,6 +127,7 @@ class CheckRun:
                 if i:
                     if self._answered_meanwhile() or agent._core.finished:
                         return  # (answered; or ICE is over, failed or closed)
+                    self.sent_again = True
                     self.transmit()
                 deadline = check.started + schedule[i + 1]
                 while True:
@@ -145,6 +150,7 @@ class CheckRun:
                         self.resend_at = None
                         if self._answered_meanwhile() or agent._core.finished:
                             return  # (answered; or ICE is over)
+                        self.sent_again = True
                         self.transmit()
                 self.resend_at = None
             agent._core.on_timeout(check, agent._now())

@@ -10,12 +10,14 @@ import enum
 import math
 import operator
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from trice.ice._candidate import Candidate, CandidateType, canonical_ip
+from trice.ice._events import CandidatePair
 from trice.ice._priority import pair_priority
 
-__all__ = ["CheckList", "Pair", "PairState"]
+__all__ = ["CheckList", "Pair", "PairState", "PairStatistics"]
 
 
 class PairState(str, enum.Enum):
@@ -56,6 +58,47 @@ def family(address: str) -> int:
     return 6 if ":" in address else 4
 
 
+@dataclass(frozen=True, slots=True)
+class PairStatistics:
+    """Counters and round-trip times of one candidate pair: a snapshot (see
+    :meth:`trice.Agent.pair_statistics`).  The names follow the W3C's
+    ``RTCIceCandidatePairStats``.
+
+    Attributes:
+        pair: the pair as :attr:`trice.Connection.selected_pair` gives it (``local`` is the
+            candidate the peer sees, once a check succeeded).
+        state: its state in the check list (RFC 8445 §6.1.2.6).
+        nominated: the pair is nominated.
+        selected: the pair is the selected one, which carries data.
+        checks_sent: connectivity checks started on it, consent checks included (each may
+            be transmitted more than once).
+        requests_received: checks the peer sent on it (authenticated ones).
+        responses_received: answers to our checks on it (authenticated ones, errors
+            included).
+        round_trip_time: the latest round trip a check measured, in seconds, or ``None``
+            before the first.  The checks on the selected pair (its consent checks, RFC
+            7675, every few seconds) keep it current.
+        total_round_trip_time: the sum of all the round trips measured, in seconds.
+        round_trip_time_samples: how many were measured: ``total_round_trip_time /
+            round_trip_time_samples`` is the mean.
+
+    Only an answer to a check's first transmission is timed: when one is answered after
+    it was sent again, no one can tell which copy the answer is for (Karn's rule), so that
+    answer is counted but not timed.
+    """
+
+    pair: CandidatePair
+    state: PairState
+    nominated: bool
+    selected: bool
+    checks_sent: int
+    requests_received: int
+    responses_received: int
+    round_trip_time: float | None
+    total_round_trip_time: float
+    round_trip_time_samples: int
+
+
 class Pair:
     """One candidate pair of the check list (mutable, compared by identity).
 
@@ -76,10 +119,13 @@ class Pair:
         pinged_back: a controlled agent has sent the peer its one ping-back on this pair.
         resent: the transaction of the check in flight that the core has already asked the
             shell to send again (see :meth:`trice.ice.AgentCore.poll_resend`), if any.
+        checks_sent, requests_received, responses_received, rtt, rtt_total, rtt_samples:
+            what :class:`PairStatistics` reports.
     """
 
     __slots__ = (
         "base",
+        "checks_sent",
         "foundation",
         "heard_at",
         "local",
@@ -90,7 +136,12 @@ class Pair:
         "pinged_back",
         "priority",
         "remote",
+        "requests_received",
         "resent",
+        "responses_received",
+        "rtt",
+        "rtt_samples",
+        "rtt_total",
         "state",
         "transaction",
         "valid_local",
@@ -112,10 +163,43 @@ class Pair:
         self.heard_at = -math.inf  # when the peer's last check on this pair came
         self.pinged_back = False
         self.pingback_at = 0.0
+        self.checks_sent = 0
+        self.requests_received = 0
+        self.responses_received = 0
+        self.rtt: float | None = None
+        self.rtt_total = 0.0
+        self.rtt_samples = 0
 
     @property
     def remote_address(self) -> tuple[str, int]:
         return (self.remote.address, self.remote.port)
+
+    def public(self) -> CandidatePair:
+        """The pair as the user sees it: ``local`` is the candidate the peer sees, once a
+        check succeeded (a peer-reflexive one, say)."""
+        return CandidatePair(local=self.valid_local or self.local, remote=self.remote)
+
+    def timed(self, rtt: float) -> None:
+        """A check on the pair measured a round trip of ``rtt`` seconds."""
+        rtt = max(rtt, 0.0)  # (a clock that a test sets by hand)
+        self.rtt = rtt
+        self.rtt_total += rtt
+        self.rtt_samples += 1
+
+    def statistics(self, *, selected: bool) -> PairStatistics:
+        """A snapshot of the pair's counters (``selected``: it is the selected pair)."""
+        return PairStatistics(
+            pair=self.public(),
+            state=self.state,
+            nominated=self.nominated,
+            selected=selected,
+            checks_sent=self.checks_sent,
+            requests_received=self.requests_received,
+            responses_received=self.responses_received,
+            round_trip_time=self.rtt,
+            total_round_trip_time=self.rtt_total,
+            round_trip_time_samples=self.rtt_samples,
+        )
 
     def __repr__(self) -> str:
         return (

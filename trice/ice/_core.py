@@ -19,7 +19,7 @@ from trice._config import Nomination, Timing
 from trice._errors import CandidateError, ConfigError, LimitError, StateError
 from trice.ice._candidate import Candidate, CandidateType
 from trice.ice._check import Check, IceParameters, check_schedule
-from trice.ice._checklist import CheckList, Pair, PairState
+from trice.ice._checklist import CheckList, Pair, PairState, PairStatistics
 from trice.ice._events import (
     CONNECTION_TRANSITIONS,
     CandidatePair,
@@ -436,7 +436,15 @@ class AgentCore:
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it."""
-        return None if self.selected is None else _public_pair(self.selected)
+        return None if self.selected is None else self.selected.public()
+
+    def pair_statistics(self) -> tuple[PairStatistics, ...]:
+        """Each pair's counters and round-trip times, highest priority first."""
+        selected = self.selected
+        pairs = tuple(self.checklist)
+        if selected is not None and selected not in pairs:
+            pairs += (selected,)  # (pruned from the list, it still carries the data)
+        return tuple(pair.statistics(selected=pair is selected) for pair in pairs)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -555,6 +563,7 @@ class AgentCore:
         )
         live[tid] = check
         self.checks_sent += 1
+        pair.checks_sent += 1
         return check
 
     def _encode_check(self, local: Candidate, key: _TemplateKey) -> tuple[bytes, bytes]:
@@ -778,10 +787,15 @@ class AgentCore:
         now: float,
         *,
         base: int | None = None,
+        sent_again: bool = False,
     ) -> bool:
         """A response to ``check`` arrived from ``source``, on transport ``base`` (``None``:
         the check's own).  Returns whether it was accepted (a response that fails
         authentication is ignored, RFC 8445 §7.2.5.1).
+
+        A success is timed, as the pair's round trip (see :meth:`pair_statistics`), unless
+        the shell says that the check went more than once (``sent_again``): then nobody can
+        tell which copy it answers (Karn's rule).
 
         A response that came from elsewhere than the check went to, or arrived on another
         transport than the check left from, fails the pair: the addresses are not symmetric
@@ -795,9 +809,12 @@ class AgentCore:
         if not live:
             self._live = None
         pair = check.pair
+        pair.responses_received += 1
         symmetric = _symmetric(check, source, base)
         if check.consent:
             if response.message_class is _SUCCESS and symmetric:
+                if not sent_again:
+                    pair.timed(now - check.started)
                 self._consent_refreshed(now)
             return True
         pair.transaction = None
@@ -819,6 +836,8 @@ class AgentCore:
         if mapped is None:
             self._pair_failed(pair, now)
             return True
+        if not sent_again:
+            pair.timed(now - check.started)
         self._pair_succeeded(pair, (mapped.address, mapped.port), check, now)
         return True
 
@@ -893,11 +912,14 @@ class AgentCore:
         del late[response.transaction_id]
         if not late:
             self._late = None
+        pair = check.pair
+        pair.responses_received += 1
         if (
             response.message_class is _SUCCESS
             and _symmetric(check, source, base)
-            and check.pair is self.selected
+            and pair is self.selected
         ):
+            pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
             self._consent_refreshed(now)
         return True
 
@@ -1087,7 +1109,7 @@ class AgentCore:
         self._late = None
         self._templates = None  # see _check_template
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
-        self._emit(SelectedPairChanged(_public_pair(pair)))
+        self._emit(SelectedPairChanged(pair.public()))
 
     def _consent_interval(self) -> float:
         """Consent checks go every ``keepalive_interval``, and at least twice per
@@ -1205,6 +1227,7 @@ class AgentCore:
             pair = self._add_pair(local, remote, base, keep=True)
             if pair is None:
                 return
+        pair.requests_received += 1
         if self.local.lite:
             # A lite agent does no checks: the peer's check proves the pair (RFC 8445 §7.3.2).
             pair.state = _PAIR_SUCCEEDED
@@ -1308,11 +1331,11 @@ class AgentCore:
         check = None if live is None else live.get(tid)
         if check is None or check.nominating:
             return
-        pair.resent = tid
         if nominated:
             at = max(now, check.started + RESEND_MIN)
         else:
             at = check.started + max(RESEND_MIN, 2 * (now - check.started))
+        pair.resent = tid
         if self._resend is None:
             self._resend = [(tid, at)]
         else:
@@ -1356,10 +1379,6 @@ def _spare_fits(spare: _Spare | None, pair: Pair, key: _TemplateKey) -> TypeGuar
     """Whether ``spare`` (see :meth:`AgentCore.prepare`) is the check ``pair`` would send
     now, its bytes made as ``key`` says."""
     return spare is not None and spare[0] is pair and spare[1] == key
-
-
-def _public_pair(pair: Pair) -> CandidatePair:
-    return CandidatePair(local=pair.valid_local or pair.local, remote=pair.remote)
 
 
 def warm_core(rounds: int = 10) -> None:
