@@ -457,7 +457,7 @@ class Network:
         elif flight.sent < len(check.schedule) - 1:
             # (A resend not yet sent is dropped: this transmission serves, as in the shell.)
             flight.resend_at = None
-            flight.sent_again = flight.sent > 0
+            flight.sent_again |= flight.sent > 0
             endpoint.transmissions.append((self.now, check, flight.sent))
             flight.sent += 1
             self.send(endpoint, check.base, check.destination, check.message)

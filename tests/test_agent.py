@@ -104,6 +104,37 @@ async def test_pair_statistics_show_the_selected_pair_and_its_round_trip() -> No
     assert [s.pair for s in a.pair_statistics()] == pairs  # (still there once closed)
 
 
+async def test_an_answer_to_a_check_that_went_twice_is_counted_not_timed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Karn's rule, in the shell: a's first check is lost on its way out, and goes again (at
+    once when b's check crosses it, or at its RTO); the answer may be to either copy, so it
+    is counted but not timed (else it would count from the first copy, lost)."""
+    lost: list[bytes] = []
+    send_nowait = UdpTransport.send_nowait
+    a_transports: set[UdpTransport] = set()
+
+    def losing_send(self: UdpTransport, data: bytes, address: tuple[str, int]) -> bool:
+        if not lost and self in a_transports and data[:2] == b"\x00\x01":  # a Binding request
+            lost.append(data[8:20])
+            return True
+        return send_nowait(self, data, address)
+
+    monkeypatch.setattr(UdpTransport, "send_nowait", losing_send)
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        a_transports.update(t for t in a._transports.values() if isinstance(t, UdpTransport))
+        await _connected_pair(a, b)
+        (selected,) = (s for s in a.pair_statistics() if s.selected)
+    assert lost  # (the first check did go missing)
+    assert selected.round_trip_time_samples == selected.responses_received - 1
+    assert selected.round_trip_time is not None and selected.round_trip_time < 0.4
+
+
 @pytest.mark.parametrize("nomination", list(trice.Nomination))
 async def test_nomination_modes(nomination: trice.Nomination) -> None:
     config = loopback_config(nomination=nomination)

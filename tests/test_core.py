@@ -2047,3 +2047,21 @@ def test_an_answer_to_a_check_sent_again_is_counted_not_timed() -> None:
     (stats,) = a.core.pair_statistics()
     assert stats.round_trip_time_samples == stats.responses_received - 1
     assert stats.total_round_trip_time == pytest.approx(0.02 * stats.round_trip_time_samples)
+
+
+def test_a_late_consent_answer_is_counted_and_timed() -> None:
+    """A path slower than the RTO: no check is answered in time, but a consent check goes
+    once, so its answer, late as it is, can only be to that copy: timed (and consent holds)."""
+    delay = [0.01]
+    net, a, b = two_agents(latency=lambda packet: delay[0])
+    assert net.run_until(connected(a, b), max_time=1.0)
+    (before,) = a.core.pair_statistics()
+    delay[0] = 0.4  # a round trip of 0.8 s, past the 0.5 s RTO
+    assert a.core.timing.rto < 0.8
+    net.run_for(10.0)
+    (after,) = a.core.pair_statistics()
+    assert after.responses_received > before.responses_received
+    assert after.round_trip_time == pytest.approx(0.8)
+    answers = after.responses_received - before.responses_received
+    assert after.round_trip_time_samples - before.round_trip_time_samples == answers
+    assert a.state in (S.CONNECTED, S.COMPLETED)

@@ -193,8 +193,8 @@ async def _demo(emit: Emit, *, count: int, size: int, pings: int) -> None:
                 await cb.send(b"pong %d" % i)
                 await ca.receive()
                 rtts.append(trio.current_time() - t0)
-            # ICE's own figure: the latest round trip that a check on the selected pair took.
-            ice_rtt = next(s.round_trip_time for s in a.pair_statistics() if s.selected)
+            # ICE's own figure: the selected pair's latest timed check.
+            ice_rtt = next((s.round_trip_time for s in a.pair_statistics() if s.selected), None)
             emit(
                 {
                     "event": "rtt",

@@ -42,7 +42,7 @@ async def main() -> None:
                 to_bob = await alice.connect()
             from_alice = await bob.connect()  # the same Connection again
 
-        # ICE timed the round trip of each check it sent: the selected pair's latest.
+        # ICE times its checks' round trips (each check that went once): the latest.
         selected = next(s for s in alice.pair_statistics() if s.selected)
         assert selected.pair == to_bob.selected_pair
         timed = selected.round_trip_time is not None

@@ -313,9 +313,9 @@ class Agent:
         priority first (still readable once the agent closed).
 
         The selected pair's entry says ``selected=True``; its ``round_trip_time`` is the
-        path's latest round trip, which its consent checks measure every few seconds
-        (:attr:`Timing.keepalive_interval <trice.Timing.keepalive_interval>`) at no cost to
-        the data::
+        path's latest round trip, which a full agent's consent checks measure every few
+        seconds (:attr:`Timing.keepalive_interval <trice.Timing.keepalive_interval>`) at no
+        cost to the data (an ICE-lite agent sends no checks, and measures none)::
 
             for stats in agent.pair_statistics():
                 if stats.selected:

@@ -67,24 +67,32 @@ class PairStatistics:
     Attributes:
         pair: the pair as :attr:`trice.Connection.selected_pair` gives it (``local`` is the
             candidate the peer sees, once a check succeeded).
-        state: its state in the check list (RFC 8445 §6.1.2.6).
+        state: its state in the check list (RFC 8445 §6.1.2.6).  Once ICE is over (failed,
+            or the agent closed) the states stay as they were: a pair still being checked
+            then says ``in-progress``.
         nominated: the pair is nominated.
         selected: the pair is the selected one, which carries data.
-        checks_sent: connectivity checks started on it, consent checks included (each may
-            be transmitted more than once).
-        requests_received: checks the peer sent on it (authenticated ones).
-        responses_received: answers to our checks on it (authenticated ones, errors
-            included).
-        round_trip_time: the latest round trip a check measured, in seconds, or ``None``
-            before the first.  The checks on the selected pair (its consent checks, RFC
-            7675, every few seconds) keep it current.
+        checks_sent: connectivity checks the agent started on it, consent checks included
+            (each may be transmitted more than once).
+        requests_received: the peer's checks on it that the agent took in: authenticated,
+            and while ICE runs (not one refused for a role conflict).
+        responses_received: authenticated answers to the agent's checks on it, errors
+            included, and a consent check's answer that came after its RTO; not an answer
+            to a check that a newer check of the pair replaced.
+        round_trip_time: the latest round trip that a check measured, in seconds, or
+            ``None`` before the first.  A full agent's consent checks on the selected pair
+            (RFC 7675, every ``keepalive_interval`` seconds, or every half
+            ``disconnected_timeout`` if that is shorter) keep it current.  An ICE-lite agent
+            sends no checks, so it measures none.
         total_round_trip_time: the sum of all the round trips measured, in seconds.
         round_trip_time_samples: how many were measured: ``total_round_trip_time /
             round_trip_time_samples`` is the mean.
 
-    Only an answer to a check's first transmission is timed: when one is answered after
-    it was sent again, no one can tell which copy the answer is for (Karn's rule), so that
-    answer is counted but not timed.
+    A round trip runs from when the agent started the check to its answer.  Only an answer
+    to a check that went once is timed: when a check was sent again, the answer may be to
+    either copy (Karn's rule), so it is counted but not timed.  Over a TURN relay, the
+    first check to a new peer address waits for the server's permission (one more round
+    trip to the server), and its figure includes that wait; the next check's does not.
     """
 
     pair: CandidatePair

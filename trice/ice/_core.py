@@ -440,11 +440,8 @@ class AgentCore:
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
         """Each pair's counters and round-trip times, highest priority first."""
-        selected = self.selected
-        pairs = tuple(self.checklist)
-        if selected is not None and selected not in pairs:
-            pairs += (selected,)  # (pruned from the list, it still carries the data)
-        return tuple(pair.statistics(selected=pair is selected) for pair in pairs)
+        selected = self.selected  # (nominated, so never pruned: it is in the list)
+        return tuple(pair.statistics(selected=pair is selected) for pair in self.checklist)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -1331,11 +1328,11 @@ class AgentCore:
         check = None if live is None else live.get(tid)
         if check is None or check.nominating:
             return
+        pair.resent = tid
         if nominated:
             at = max(now, check.started + RESEND_MIN)
         else:
             at = check.started + max(RESEND_MIN, 2 * (now - check.started))
-        pair.resent = tid
         if self._resend is None:
             self._resend = [(tid, at)]
         else:
