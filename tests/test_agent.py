@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 import os
@@ -2308,3 +2309,106 @@ async def test_a_crossed_checks_resend_due_after_ice_failed_is_not_sent(
             with trio.move_on_after(1.0):
                 await trio.lowlevel.wait_readable(peer)
                 pytest.fail("a check went out after ICE failed")
+
+
+# -- ICE restart ----------------------------------------------------------------------------------
+
+
+def _events_so_far(stream: trice.EventStream) -> list[trice.Event]:
+    events: list[trice.Event] = []
+    while True:
+        try:
+            events.append(stream.receive_nowait())
+        except trio.WouldBlock:
+            return events
+
+
+async def test_a_restart_checks_again_while_data_keeps_flowing() -> None:
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        old_a, old_b = a.local_parameters, b.local_parameters
+        pair_before = a.selected_pair
+        async with a.subscribe() as stream:
+            _events_so_far(stream)  # (what it replays)
+            new_a = a.restart()
+            new_b = b.restart(ufrag="restartB", pwd="b" * 22)
+            assert new_a == a.local_parameters and new_a.ufrag != old_a.ufrag
+            assert new_a.pwd != old_a.pwd and new_a.lite is old_a.lite
+            assert (new_b.ufrag, new_b.pwd) == ("restartB", "b" * 22)
+            assert old_b != new_b
+            assert a.connection_state is trice.ConnectionState.CHECKING
+            # Until the new checks select a pair, data goes over the old one, both ways.
+            assert a.selected_pair == pair_before
+            with trio.fail_after(5):
+                await _exchange(ca, cb, 3)
+            signal(a, b)  # (the new parameters, and the same candidates again)
+            ca2, cb2 = await connect_both(a, b)
+            assert ca2 is ca and cb2 is cb  # (the agent's one connection, over the new pair)
+            events = _events_so_far(stream)
+        states = [e.state for e in events if isinstance(e, trice.ConnectionStateChanged)]
+        assert states[:2] == [trice.ConnectionState.CHECKING, trice.ConnectionState.CONNECTED]
+        assert any(isinstance(e, trice.SelectedPairChanged) for e in events)
+        with trio.fail_after(5):
+            await _exchange(ca, cb, 3)
+        # The two agents of this run still know each other by their new ufrags.
+        hub = trice._trio._timers.timer_hub()
+        assert hub.has_other_agent(new_b.ufrag, own=new_a.ufrag)
+        assert not hub.has_other_agent(old_b.ufrag, own=new_a.ufrag)
+        assert not a._peer_elsewhere() and not b._peer_elsewhere()
+
+
+async def test_a_restart_tries_again_after_failing() -> None:
+    """a fails (its one remote candidate leads nowhere); a restart with the right
+    candidates connects it."""
+    timing = trice.Timing(rto=0.02, max_binding_requests=2, failed_timeout=5.0)
+    config = loopback_config(timing=timing)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        nowhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        nowhere.bind(("127.0.0.1", 0))  # (bound and never read: checks there go unanswered)
+        with nowhere:
+            params = b.local_parameters
+            a.set_remote_parameters(params.ufrag, params.pwd)
+            (good,) = b.local_candidates
+            a.add_remote_candidate(dataclasses.replace(good, port=nowhere.getsockname()[1]))
+            a.add_remote_candidate(None)
+            with trio.fail_after(5), pytest.raises(trice.IceFailedError):
+                await a.connect()
+        before = a.connection_state
+        assert before is trice.ConnectionState.FAILED
+        a.restart()
+        b.restart()
+        assert a.connection_state is trice.ConnectionState.CHECKING
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        with trio.fail_after(5):
+            await _exchange(ca, cb, 3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_restart_refuses_what_it_cannot_take() -> None:
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        params = a.local_parameters
+        with pytest.raises(trice.ConfigError, match="new ufrag and a new pwd"):
+            a.restart(ufrag=params.ufrag)
+        with pytest.raises(trice.ConfigError, match="new ufrag and a new pwd"):
+            a.restart(pwd=params.pwd)
+        with pytest.raises(trice.ConfigError, match="ice-chars"):
+            a.restart(ufrag="bad!")
+        with pytest.raises(trice.ConfigError, match="ice-chars"):
+            a.restart(pwd="short")
+        assert a.local_parameters == params  # (nothing changed)
+        assert a.connection_state is trice.ConnectionState.NEW
+        a.restart()
+        assert a.connection_state is trice.ConnectionState.NEW  # (no check yet: stays new)
+    with pytest.raises(trice.StateError):
+        a.restart()

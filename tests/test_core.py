@@ -6,6 +6,7 @@ clock; see its docstring for how it drives them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import random
@@ -2065,3 +2066,178 @@ def test_a_late_consent_answer_is_counted_and_timed() -> None:
     answers = after.responses_received - before.responses_received
     assert after.round_trip_time_samples - before.round_trip_time_samples == answers
     assert a.state in (S.CONNECTED, S.COMPLETED)
+
+
+# -- ICE restart (RFC 8445 §9) --------------------------------------------------------------------
+
+
+def _restart(net: Network, *endpoints: Endpoint, round_: int = 1) -> None:
+    """Each endpoint restarts with new parameters of its own."""
+    for endpoint in endpoints:
+        name = endpoint.name
+        endpoint.core.restart(
+            IceParameters(f"{name}ufrag{round_}", f"{name}-password-{round_}-0123456789abcdef"),
+            net.now,
+        )
+
+
+def test_a_restart_checks_afresh_with_new_credentials_while_data_keeps_its_pair() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    old = a.core.selected
+    assert old is not None
+    old_public = a.core.selected_pair()
+    _restart(net, a, b)
+    for endpoint in (a, b):
+        core = endpoint.core
+        assert core.state is S.CHECKING and core.selected is None and core.remote is None
+        assert len(core.checklist) == 0
+        # Data still goes over the pair of before, and still comes from its peer.
+        assert core.data_pair is not None and core.selected_pair() is not None
+        assert core.is_remote_address(core.data_pair.remote_address)
+    assert a.core.data_pair is old and a.core.selected_pair() == old_public
+    net.run_for(5.0)
+    assert a.state is S.CHECKING  # nothing without the peer's new parameters
+    assert a.core.selected is None and a.core.data_pair is old
+    restarted_at = net.now
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=net.now + 1.0)
+    for endpoint, peer in ((a, b), (b, a)):
+        core = endpoint.core
+        assert core.selected is not None and core.selected is not old
+        assert core.data_pair is core.selected
+        states = endpoint.states()
+        assert states[states.index(S.CHECKING, 1) :][:2] == [S.CHECKING, S.CONNECTED]
+        # Every check since carries the new user name (peer's ufrag : own ufrag).
+        since = [c for t, c in endpoint.started if t >= restarted_at]
+        assert since
+        username = f"{peer.core.local.ufrag}:{core.local.ufrag}"
+        for check in since:
+            sent = stun.decode(check.message).get(stun.Username)
+            assert sent is not None and sent.value == username
+    assert_valid_events(a, b)
+    (stats,) = a.core.pair_statistics()
+    assert stats.selected and stats.pair == old_public
+
+
+def test_after_a_restart_the_peers_old_checks_are_refused_and_old_answers_ignored() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    _, old_check = b.started[0]  # (signed with a's old password, to a's old ufrag)
+    _restart(net, a)
+    response = a.core.on_request(0, b.bases[0], stun.decode(old_check.message), net.now)
+    assert response is not None
+    error = stun.decode(response).get(stun.ErrorCode)
+    assert error is not None and error.code == 401  # (RFC 8489 §9.1.3: the old ufrag)
+    assert len(a.core.checklist) == 0  # learned nothing
+    # An answer to one of a's checks from before comes late: it is no answer to anything now.
+    _, a_check = a.started[-1]
+    answer = _answer_to(a_check, b.core)
+    assert not a.core.on_response(a_check, answer, a_check.destination, net.now)
+
+
+def test_a_restart_brings_a_failed_agent_back() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    rule = net.drop_all()
+    assert net.run_until(lambda: a.state is S.FAILED and b.state is S.FAILED, max_time=60.0)
+    assert a.core.data_pair is not None  # (the failed pair: still the one it had)
+    net.loss_rules.remove(rule)
+    _restart(net, a, b)
+    # Consent had expired: no data may go over the failed pair (RFC 7675).
+    assert a.core.data_pair is None and b.core.data_pair is None
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=net.now + 1.0)
+    states = a.states()
+    failed = states.index(S.FAILED)
+    assert states[failed : failed + 3] == [S.FAILED, S.CHECKING, S.CONNECTED]
+    assert_valid_events(a, b)
+
+
+def test_a_restart_that_finds_no_pair_fails_and_ends_the_old_pairs_data() -> None:
+    timing = Timing(disconnected_timeout=2.0, failed_timeout=3.0)
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    _restart(net, a, b)
+    assert a.core.data_pair is not None
+    # The peer's new parameters never come: the new checks fail, failed_timeout later.
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 10.0)
+    assert a.core.data_pair is None
+    assert not a.core.is_remote_address(b.bases[0])
+
+
+def test_a_peer_address_not_signalled_anew_is_no_data_source_once_a_new_pair_is_selected() -> None:
+    """b moves to a new address (it gives up its old one): a's data from the old address
+    counts until the new pair is selected, then no more."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    old_address = b.bases[0]
+    _restart(net, a, b)
+    b.core.transport_lost(0, net.now)  # (its old socket gone)
+    b.signalled.clear()
+    b.add_host("10.0.0.3", 6001)
+    assert a.core.is_remote_address(old_address)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=net.now + 1.0)
+    assert a.core.selected is not None
+    assert a.core.selected.remote_address == ("10.0.0.3", 6001)
+    assert not a.core.is_remote_address(old_address)
+    assert all(p.remote_address != old_address for p in a.core.checklist)
+
+
+def test_a_restart_while_checking_starts_over() -> None:
+    net, a, b = two_agents(want=False)
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    net.run_until(lambda: bool(a.started), max_time=1.0)
+    assert a.state is S.CHECKING and a.core.selected is None
+    _restart(net, a, b)
+    assert a.core.data_pair is None and len(a.core.checklist) == 0
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=net.now + 1.0)
+    assert_valid_events(a, b)
+
+
+def test_a_restart_before_any_check_stays_new() -> None:
+    net, a, b = two_agents(exchange=False)
+    _restart(net, a)
+    assert a.state is S.NEW and a.core.local.ufrag == "aufrag1"
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=1.0)
+
+
+def test_a_restart_needs_new_credentials_and_an_open_agent() -> None:
+    net, a, _b = two_agents()
+    assert net.run_until(connected(a, _b), max_time=1.0)
+    same_ufrag = IceParameters(a.core.local.ufrag, "another-password-0123456789")
+    same_pwd = IceParameters("another", a.core.local.pwd)
+    for params in (same_ufrag, same_pwd):
+        with pytest.raises(ConfigError, match="new ufrag and a new pwd"):
+            a.core.restart(params, net.now)
+    assert a.state in (S.CONNECTED, S.COMPLETED)  # (nothing changed)
+    a.core.close()
+    with pytest.raises(trice.StateError, match="closed"):
+        _restart(net, a)
+
+
+def test_a_candidate_of_another_ice_generation_is_left_out() -> None:
+    """A candidate that says it belongs to another ufrag than the peer's of now (trickled
+    late, from before a restart) forms no pair; one of the peer's ufrag, or that says none,
+    does."""
+    net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, net.now)
+    old_ufrag = b.core.local.ufrag
+    (candidate,) = b.signalled
+    _restart(net, b)
+    a.core.restart(IceParameters("aufrag1", "a-password-1-0123456789abcdef"), net.now)
+    a.core.set_remote(b.core.local, net.now)
+    stale = dataclasses.replace(candidate, username_fragment=old_ufrag)
+    assert a.core.add_remote_candidate(stale) is False
+    assert len(a.core.checklist) == 0 and not a.core.is_remote_address(b.bases[0])
+    fresh = dataclasses.replace(candidate, username_fragment=b.core.local.ufrag)
+    assert a.core.add_remote_candidate(fresh) is True
+    assert len(a.core.checklist) == 1
+    # Without a ufrag it is taken as the peer's (the SDP line says none).
+    b.add_host("10.0.0.3", 6001)
+    assert a.core.add_remote_candidate(b.signalled[-1]) is True
+    assert len(a.core.checklist) == 2

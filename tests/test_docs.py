@@ -25,6 +25,7 @@ EXPECTED = {
     "errors.py": "errors: done",
     "lite.py": "checks sent by the lite agent: 0",
     "logging_trace.py": "logging: connected",
+    "restart.py": "connected again, same connection: True\nbob got: after the restart",
 }
 
 

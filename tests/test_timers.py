@@ -203,3 +203,19 @@ async def test_the_hub_knows_the_ufrags_of_the_runs_other_agents() -> None:
         hub.leave("aaaa")
         hub.leave("bbbb")
     assert not hub.has_other_agent("bbbb", own="aaaa")
+
+
+async def test_an_ice_restart_renames_an_agent_for_the_hub() -> None:
+    hub = TimerHub()
+    hub.join("aaaa")
+    hub.join("bbbb")
+    try:
+        roster = hub.roster
+        hub.rename("bbbb", "cccc")  # (b restarted)
+        assert hub.roster != roster  # (the agents' cached answers are asked again)
+        assert hub.has_other_agent("cccc", own="aaaa")
+        assert not hub.has_other_agent("bbbb", own="aaaa")
+    finally:
+        hub.leave("aaaa")
+        hub.leave("cccc")
+    assert not hub.has_other_agent("cccc", own="aaaa")

@@ -54,6 +54,15 @@ def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
         )
 
 
+def check_credentials(ufrag: str | None, pwd: str | None) -> None:
+    """A local ufrag and pwd as RFC 8445 §5.3 makes them (``None``: not given): 4 and 22
+    to 256 ice-chars.  Raises :class:`ConfigError` otherwise."""
+    if ufrag is not None:
+        _check_ice_chars("ufrag", ufrag, 4, 256)
+    if pwd is not None:
+        _check_ice_chars("pwd", pwd, 22, 256)
+
+
 def _is_int(value: object) -> bool:
     """An int, not a bool (``True`` is an int to Python, not a count to a user)."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -212,10 +221,7 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         _check_flags(self, "lite")
-        if self.ufrag is not None:
-            _check_ice_chars("ufrag", self.ufrag, 4, 256)
-        if self.pwd is not None:
-            _check_ice_chars("pwd", self.pwd, 22, 256)
+        check_credentials(self.ufrag, self.pwd)
         if not isinstance(self.network, NetworkConfig):
             raise ConfigError("AgentConfig.network must be a trice.NetworkConfig")
         if not isinstance(self.timing, Timing):

@@ -35,7 +35,7 @@ from types import TracebackType
 import trio
 
 from trice import stun
-from trice._config import AgentConfig, NetworkConfig
+from trice._config import AgentConfig, NetworkConfig, check_credentials
 from trice._errors import ConfigError, IceFailedError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
@@ -390,6 +390,10 @@ class Agent:
         """Add a remote candidate from signaling, at any time; ``None`` means the peer sent
         end-of-candidates.
 
+        A candidate whose ufrag (the W3C ``usernameFragment``, or a ``ufrag`` extension of
+        its line) is not the peer's ufrag of now is left out, with a debug log line: it
+        belongs to another ICE generation (one trickled late, from before an ICE restart).
+
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates.
             StateError: a candidate after end-of-candidates, or the agent is closed.
@@ -397,8 +401,63 @@ class Agent:
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError("add_remote_candidate takes a trice.Candidate or None")
-        self._core.add_remote_candidate(candidate)
+        if not self._core.add_remote_candidate(candidate):
+            assert candidate is not None
+            logger.debug(
+                "%s: remote candidate of ufrag %s left out (the peer's is now another)",
+                self._local.ufrag,
+                candidate.ufrag,
+            )
+            return
         self._pump()
+
+    def restart(self, ufrag: str | None = None, pwd: str | None = None) -> IceParameters:
+        """ICE restart (RFC 8445 §9): take new local parameters, and check afresh.
+
+        Signal the new parameters to the peer, with the local candidates (the same ones:
+        they stay, as do the sockets and relays; signal end-of-candidates too), and hand
+        this agent the peer's new parameters and candidates once the peer has restarted
+        as well (:meth:`set_remote_parameters`, :meth:`add_remote_candidate`).  The peer's
+        old parameters and candidates, and every check, are forgotten; the role stays.
+
+        The state becomes ``checking`` (from ``new`` it stays ``new``), also after
+        ``failed``: a restart is how a failed agent tries again.  Until the new checks
+        select a pair, data keeps going over the pair selected before (RFC 8445 §9 lets it:
+        :attr:`selected_pair` still says which), unless consent had expired on it;
+        :meth:`connect` waits for the new pair, and returns the same :class:`Connection`,
+        which then carries data over it.  If the new checks fail, so does the agent, and
+        data stops.
+
+        Args:
+            ufrag: the new ufrag (4 to 256 ice-chars), or ``None`` for a random one.
+            pwd: the new pwd (22 to 256 ice-chars), or ``None`` for a random one.
+
+        Returns:
+            the new :attr:`local_parameters`.
+
+        Raises:
+            ConfigError: ``ufrag`` or ``pwd`` is no valid one, or the same as before (a
+                restart changes both); nothing changes then.
+            StateError: the agent is closed.
+        """
+        self._raise_if_closed(StateError)
+        old = self._local
+        local = IceParameters(
+            ufrag=_random_ice_string(8) if ufrag is None else ufrag,
+            pwd=_random_ice_string(24) if pwd is None else pwd,
+            lite=old.lite,
+        )
+        check_credentials(local.ufrag, local.pwd)
+        now = self._now()
+        self._core.restart(local, now)
+        self._local = local
+        self._hub.rename(old.ufrag, local.ufrag)
+        self._selected_relay_lost = False
+        for run in list(self._runs.values()):
+            run.drop()  # (the core has forgotten them)
+        logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
+        self._pump(now)
+        return local
 
     async def connect(self) -> Connection:
         """Start connectivity checks (once remote parameters are known) and wait until a pair
@@ -659,9 +718,12 @@ class Agent:
             self._nursery.start_soon(run.run, name=check_name(check))
 
     def _data_route(self) -> tuple[Transport, Address]:
-        pair = self._core.selected
+        pair = self._core.data_pair
         if pair is None:
-            raise StateError("no selected pair")
+            # (Only after an ICE restart from failed, until the new checks select a pair.)
+            raise trio.BrokenResourceError(
+                "no pair carries data now: ICE restarted and has selected no pair yet"
+            )
         return self._transports[pair.base], pair.remote_address
 
     def _set_gathering(self, state: GatheringState) -> None:

@@ -126,19 +126,26 @@ class TimerHub:
             self._running = True  # (after the spawn: should it fail, nothing is counted)
         self._members += 1
         if ufrag is not None:
-            self._ufrags[ufrag] = self._ufrags.get(ufrag, 0) + 1
-            self.roster += 1
+            self._count_ufrag(ufrag, 1)
+
+    def rename(self, old: str, new: str) -> None:
+        """An open agent's local ufrag changed from ``old`` to ``new`` (an ICE restart)."""
+        self._count_ufrag(old, -1)
+        self._count_ufrag(new, 1)
+
+    def _count_ufrag(self, ufrag: str, change: int) -> None:
+        count = self._ufrags.get(ufrag, 0) + change
+        if count > 0:
+            self._ufrags[ufrag] = count
+        else:
+            self._ufrags.pop(ufrag, None)
+        self.roster += 1
 
     def leave(self, ufrag: str | None = None) -> None:
         """An agent (the one that joined with ``ufrag``) closes; the last one to go ends
         the timer task."""
         if ufrag is not None:
-            left = self._ufrags.get(ufrag, 0) - 1
-            if left > 0:
-                self._ufrags[ufrag] = left
-            else:
-                self._ufrags.pop(ufrag, None)
-            self.roster += 1
+            self._count_ufrag(ufrag, -1)
         self._members -= 1
         if self._members == 0:
             self._prune(keep=False)

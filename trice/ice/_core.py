@@ -120,12 +120,14 @@ class AgentCore:
         "_nominating",
         "_pingback",
         "_pingback_soon",
+        "_previous",
         "_remote_key",
         "_resend",
         "_schedules",
         "_spare_check",
         "_spare_nomination",
         "_spare_ping",
+        "_stale",
         "_success_pads",
         "_templates",
         "_triggered",
@@ -197,6 +199,11 @@ class AgentCore:
         #: ``state`` is failed or closed (kept as a field: it is asked on every packet).
         self.finished = False
         self.selected: Pair | None = None
+        #: After an ICE restart, until a new pair is selected: the pair selected before,
+        #: which data still goes over (see :meth:`restart`); and its remote address, kept
+        #: among ``remote_addresses`` for that data until the peer signals it anew.
+        self._previous: Pair | None = None
+        self._stale: Address | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -254,7 +261,10 @@ class AgentCore:
             StateError: different parameters were already set.
         """
         if self.remote is not None and self.remote != remote:
-            raise StateError("remote parameters are already set (ICE restart is not supported)")
+            raise StateError(
+                "different remote parameters are already set (an ICE restart, restart(), "
+                "makes room for new ones)"
+            )
         for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
             if not isinstance(value, str) or not 1 <= len(value) <= 256:
                 raise ConfigError(f"the remote {name} must be 1 to 256 characters, not {value!r}")
@@ -272,6 +282,72 @@ class AgentCore:
             self._prepare_checks(candidate)
         self._maybe_start(now)
 
+    def restart(self, local: IceParameters, now: float) -> None:
+        """ICE restart (RFC 8445 §9): new local parameters (``local``; the lite flag stays
+        as it was).  The peer's parameters, its candidates and the check list are
+        forgotten; checks start afresh once the peer's new parameters come
+        (:meth:`set_remote`) and its candidates with them.  The role, the tiebreaker and
+        the local candidates stay (signal them again, with the new parameters).
+
+        The state becomes ``checking`` (it stays ``new`` before any check), also after
+        ``failed``.  Until a new pair is selected, data keeps going over the pair selected
+        before (:attr:`data_pair`), as §9 allows, unless consent had expired on it; no
+        consent check goes on it meanwhile, and it ends with the new checks, when they
+        select a pair or fail (``failed_timeout`` after the restart at the latest).
+
+        Raises:
+            StateError: the agent is closed.
+            ConfigError: ``local`` keeps the ufrag or the pwd of before (§9 changes both),
+                or its pwd cannot make a STUN key.  Nothing changes then.
+        """
+        if self.state is _STATE_CLOSED:
+            raise StateError("the agent is closed")
+        if local.ufrag == self.local.ufrag or local.pwd == self.local.pwd:
+            raise ConfigError("an ICE restart needs a new ufrag and a new pwd (RFC 8445 §9)")
+        try:
+            key = stun.short_term_key(local.pwd)
+        except ValueError as exc:
+            raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
+        if self.selected is not None and not self.finished:
+            self._previous = self.selected  # (else any from an earlier restart stays)
+        elif self.finished:
+            self._previous = None  # (failed: no data may go, RFC 7675)
+        previous = self._previous
+        self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
+        self._local_key = key
+        self._success_pads = success_pads(key)
+        self.remote = None
+        self._remote_key = b""
+        checklist = CheckList(max_pairs=self.checklist.max_pairs)
+        checklist.pruned = self.checklist.pruned
+        self.checklist = checklist
+        remotes = self.remote_addresses  # (emptied in place: the shell holds this dict)
+        remotes.clear()
+        self._stale = None
+        if previous is not None:
+            remotes[previous.remote_address] = previous.remote
+            self._stale = previous.remote_address
+        self.remote_complete = False
+        self.selected = None
+        self._templates = None
+        self._spare_check = self._spare_nomination = self._spare_ping = None
+        self._live = self._late = None
+        self._triggered = self._urgent = self._resend = None
+        self._nominating = self._pingback = None
+        self._first_valid_at = None
+        self._next_consent = None
+        if self.state is _STATE_NEW:
+            return
+        self._checking_since = now
+        self._next_paced = now
+        self._set_state(ConnectionState.CHECKING)
+
+    @property
+    def data_pair(self) -> Pair | None:
+        """The pair data goes over: the selected pair, or after an ICE restart, until a new
+        one is selected, the pair selected before (see :meth:`restart`)."""
+        return self.selected or self._previous
+
     def want_connection(self, now: float) -> None:
         """The user asked to connect: checks start once remote parameters are known.  An
         authenticated check from the peer does the same (see ``_learn_from_request``)."""
@@ -285,8 +361,10 @@ class AgentCore:
             return
         if self.remote is not None and self._base_candidate(base) is candidate:
             self._prepare_checks(candidate)
-        for remote in self.remote_addresses.values():
-            self._add_pair(candidate, remote, base)
+        stale = self._stale
+        for address, remote in self.remote_addresses.items():
+            if address != stale:  # (not the pair of before a restart: not signalled anew)
+                self._add_pair(candidate, remote, base)
 
     def _base_candidate(self, base: int) -> Candidate | None:
         """The candidate of transport ``base`` that checks and answers are for: its first
@@ -306,18 +384,26 @@ class AgentCore:
                 seen.add(base)
                 yield candidate
 
-    def add_remote_candidate(self, candidate: Candidate | None) -> None:
-        """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4)."""
+    def add_remote_candidate(self, candidate: Candidate | None) -> bool:
+        """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4).
+
+        Returns ``False`` for a candidate of another ICE generation, which it leaves out:
+        one whose ufrag (:attr:`Candidate.ufrag <trice.ice.Candidate.ufrag>`, when signaling
+        gives one) is not the peer's ufrag of now, once that is known (a candidate of before
+        an ICE restart, trickled late, say; W3C's ``addIceCandidate`` refuses those too)."""
         if candidate is None:
             self.remote_complete = True
             self._maybe_fail()
-            return
+            return True
         if self.remote_complete:
             raise StateError("a remote candidate came after end-of-candidates")
+        ufrag = candidate.ufrag
+        if ufrag is not None and self.remote is not None and ufrag != self.remote.ufrag:
+            return False
         address = (candidate.address, candidate.port)
-        if address in self.remote_addresses:
+        if address in self.remote_addresses and address != self._stale:
             self._adopt_signalled(candidate)
-            return
+            return True
         if len(self.remote_addresses) >= self.max_remote_candidates:
             raise LimitError(
                 f"more than {self.max_remote_candidates} remote candidates "
@@ -327,6 +413,7 @@ class AgentCore:
         # The answer to the peer's first check from this address (the check of a host
         # candidate comes from it), made ready now, while signaling goes on.
         prime_success(candidate.address, candidate.port)
+        return True
 
     def _adopt_signalled(self, candidate: Candidate) -> None:
         """A signalled candidate whose address was learned first as peer-reflexive (its
@@ -339,7 +426,10 @@ class AgentCore:
             self.checklist.replace_remote(known, candidate, controlling=self.controlling)
 
     def _add_remote(self, candidate: Candidate) -> None:
-        self.remote_addresses[(candidate.address, candidate.port)] = candidate
+        address = (candidate.address, candidate.port)
+        if address == self._stale:
+            self._stale = None  # (signalled, or learned, anew: a candidate of these checks)
+        self.remote_addresses[address] = candidate
         if self.local.lite:
             return
         for local, base in self.local_candidates:
@@ -367,6 +457,9 @@ class AgentCore:
         connected until consent expired, ``failed_timeout`` later."""
         if self.finished:
             return
+        previous = self._previous
+        if previous is not None and previous.base == base:
+            self._forget_previous()  # (the pair of before a restart: data goes there no more)
         self.local_candidates = tuple(entry for entry in self.local_candidates if entry[1] != base)
         live = self._live
         if live:
@@ -436,12 +529,16 @@ class AgentCore:
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it."""
-        return None if self.selected is None else self.selected.public()
+        pair = self.data_pair
+        return None if pair is None else pair.public()
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
         """Each pair's counters and round-trip times, highest priority first."""
-        selected = self.selected  # (nominated, so never pruned: it is in the list)
-        return tuple(pair.statistics(selected=pair is selected) for pair in self.checklist)
+        selected = self.data_pair
+        pairs = tuple(self.checklist)
+        if selected is not None and selected not in pairs:
+            pairs += (selected,)  # (the pair of before an ICE restart, which data still takes)
+        return tuple(pair.statistics(selected=pair is selected) for pair in pairs)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -1102,11 +1199,22 @@ class AgentCore:
 
     def _make_selected(self, pair: Pair) -> None:
         self.selected = pair
+        if self._previous is not None:
+            self._forget_previous()
         self._pingback = None
         self._late = None
         self._templates = None  # see _check_template
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
         self._emit(SelectedPairChanged(pair.public()))
+
+    def _forget_previous(self) -> None:
+        """The pair of before an ICE restart carries data no more (see :meth:`restart`):
+        data from its remote address counts no more either, unless signalled anew."""
+        self._previous = None
+        stale = self._stale
+        if stale is not None:
+            self._stale = None
+            self.remote_addresses.pop(stale, None)
 
     def _consent_interval(self) -> float:
         """Consent checks go every ``keepalive_interval``, and at least twice per
@@ -1200,7 +1308,7 @@ class AgentCore:
         local = self._base_candidate(base)
         if local is None:
             return
-        if source not in self.remote_addresses:
+        if source not in self.remote_addresses or source == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
             if len(self.remote_addresses) >= self.max_remote_candidates:
                 self.prflx_dropped += 1
@@ -1357,6 +1465,8 @@ class AgentCore:
             self._live = self._late = None
             self._triggered = self._urgent = self._resend = None
             self._pingback = None
+            if self._previous is not None:
+                self._forget_previous()
 
 
 @functools.lru_cache(maxsize=64)

@@ -58,14 +58,16 @@ GATHERING_TRANSITIONS: Mapping[GatheringState, frozenset[GatheringState]] = {
     _G.COMPLETE: frozenset(),
 }
 
-#: Allowed connection-state transitions.  ``closed`` can be reached from every state.
+#: Allowed connection-state transitions.  ``closed`` can be reached from every state, and
+#: ``checking`` from every state but ``new`` and ``closed`` by an ICE restart (and only so
+#: from ``connected``, ``completed``, ``disconnected`` and ``failed``).
 CONNECTION_TRANSITIONS: Mapping[ConnectionState, frozenset[ConnectionState]] = {
     _C.NEW: frozenset({_C.CHECKING, _C.CONNECTED, _C.FAILED, _C.CLOSED}),
     _C.CHECKING: frozenset({_C.CONNECTED, _C.FAILED, _C.CLOSED}),
-    _C.CONNECTED: frozenset({_C.COMPLETED, _C.DISCONNECTED, _C.FAILED, _C.CLOSED}),
-    _C.COMPLETED: frozenset({_C.CONNECTED, _C.DISCONNECTED, _C.FAILED, _C.CLOSED}),
-    _C.DISCONNECTED: frozenset({_C.CONNECTED, _C.COMPLETED, _C.FAILED, _C.CLOSED}),
-    _C.FAILED: frozenset({_C.CLOSED}),
+    _C.CONNECTED: frozenset({_C.CHECKING, _C.COMPLETED, _C.DISCONNECTED, _C.FAILED, _C.CLOSED}),
+    _C.COMPLETED: frozenset({_C.CHECKING, _C.CONNECTED, _C.DISCONNECTED, _C.FAILED, _C.CLOSED}),
+    _C.DISCONNECTED: frozenset({_C.CHECKING, _C.CONNECTED, _C.COMPLETED, _C.FAILED, _C.CLOSED}),
+    _C.FAILED: frozenset({_C.CHECKING, _C.CLOSED}),
     _C.CLOSED: frozenset(),
 }
 
