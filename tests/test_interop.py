@@ -9,7 +9,6 @@ harness, as the benchmarks do.
 from __future__ import annotations
 
 import ipaddress
-from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +24,7 @@ from peers.harness import (
     exchange,
     peer_command,
     peer_pair,
+    restart_pair,
 )
 
 pytestmark = pytest.mark.interop
@@ -75,6 +75,61 @@ async def _in_thread_expect(peer: Peer, kind: str) -> Message:
     return await trio.to_thread.run_sync(peer.expect, kind, TIMEOUT)
 
 
+def _state_of(agent: trice.Agent) -> trice.ConnectionState:
+    """The agent's state now (a call: a type checker keeps no narrowing across it)."""
+    return agent.connection_state
+
+
+def _describe_to(peer: Peer, agent: trice.Agent, version: int) -> None:
+    """Signal the agent's parameters, candidates and end-of-candidates to the peer."""
+    ours = agent.local_parameters
+    peer.send({"type": "parameters", "ufrag": ours.ufrag, "pwd": ours.pwd, "lite": ours.lite})
+    for candidate in agent.local_candidates:
+        _assert_loopback(candidate.to_sdp(), version)
+        peer.send({"type": "candidate", "candidate": candidate.to_sdp()})
+    peer.send({"type": "end-of-candidates"})
+
+
+def _take_description(agent: trice.Agent, theirs: list[Message]) -> None:
+    """Hand the agent the peer's description (as ``Peer.local_description`` read it)."""
+    params, *candidates = theirs
+    agent.set_remote_parameters(params["ufrag"], params["pwd"], lite=params["lite"])
+    for msg in candidates:
+        if msg["type"] == "candidate":
+            agent.add_remote_candidate(trice.Candidate.from_sdp(msg["candidate"]))
+        else:
+            agent.add_remote_candidate(None)
+
+
+async def _exchange_round(conn: trice.Connection, peer: Peer, kind: str, round_: int) -> None:
+    """Data round ``round_``: ``COUNT`` datagrams each way; every one must arrive."""
+    received = 0
+    all_in = trio.Event()
+    prefix = b"x%d" % round_
+
+    async def count_received() -> None:
+        nonlocal received
+        async for data in conn:
+            if data.partition(b"-")[0] == prefix:
+                received += 1
+                if received >= COUNT:
+                    all_in.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_received)
+        peer.send({"type": "exchange", "count": COUNT})
+        for i in range(COUNT):
+            await conn.send(b"%s-%d" % (prefix, i))
+        with trio.move_on_after(5):
+            await all_in.wait()
+        exchanged = await _in_thread_expect(peer, "exchanged")
+        nursery.cancel_scope.cancel()
+    assert exchanged == {"type": "exchanged", "sent": COUNT, "received": COUNT}, (
+        f"{kind} got {exchanged['received']}/{COUNT} datagrams from trice in round {round_}"
+    )
+    assert received == COUNT, f"trice got {received}/{COUNT} datagrams from {kind}"
+
+
 async def _run_with_peer(
     kind: str,
     *,
@@ -84,9 +139,11 @@ async def _run_with_peer(
     peer_lite: bool = False,
     aggressive: bool = False,
     peer_controlling: bool | None = None,
+    restart: bool = False,
 ) -> None:
     """trice (in process) against a ``kind`` peer (subprocess): connect, then exchange
-    ``COUNT`` datagrams each way and check that every one arrived on both sides.
+    ``COUNT`` datagrams each way and check that every one arrived on both sides.  With
+    ``restart``, both then restart ICE, signal anew, connect again and exchange again.
 
     The peer takes the other role than trice unless ``peer_controlling`` says otherwise.
     """
@@ -100,23 +157,9 @@ async def _run_with_peer(
             theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
             with trio.fail_after(TIMEOUT):
                 await agent.wait_gathering_complete()
-            ours = agent.local_parameters
             assert agent.local_candidates, "trice gathered no candidate"
-            peer.send(
-                {"type": "parameters", "ufrag": ours.ufrag, "pwd": ours.pwd, "lite": ours.lite}
-            )
-            for candidate in agent.local_candidates:
-                _assert_loopback(candidate.to_sdp(), version)
-                peer.send({"type": "candidate", "candidate": candidate.to_sdp()})
-            peer.send({"type": "end-of-candidates"})
-
-            params, *candidates = theirs
-            agent.set_remote_parameters(params["ufrag"], params["pwd"], lite=params["lite"])
-            for msg in candidates:
-                if msg["type"] == "candidate":
-                    agent.add_remote_candidate(trice.Candidate.from_sdp(msg["candidate"]))
-                else:
-                    agent.add_remote_candidate(None)
+            _describe_to(peer, agent, version)
+            _take_description(agent, theirs)
             peer.send({"type": "start"})
 
             with trio.fail_after(TIMEOUT):
@@ -135,31 +178,25 @@ async def _run_with_peer(
             for key in ("local", "remote"):
                 if key in connected:
                     _assert_loopback(connected[key], version)
+            await _exchange_round(conn, peer, kind, 0)
 
-            received: defaultdict[int, int] = defaultdict(int)
-            all_in = trio.Event()
-
-            async def count_received() -> None:
-                async for data in conn:
-                    head, sep, _ = data.partition(b"-")
-                    if sep and head.startswith(b"x") and head[1:].isdigit():
-                        received[int(head[1:])] += 1
-                        if received[0] >= COUNT:
-                            all_in.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(count_received)
-                peer.send({"type": "exchange", "count": COUNT})
-                for i in range(COUNT):
-                    await conn.send(b"x0-%d" % i)
-                with trio.move_on_after(5):
-                    await all_in.wait()
-                exchanged = await _in_thread_expect(peer, "exchanged")
-                nursery.cancel_scope.cancel()
-            assert exchanged == {"type": "exchanged", "sent": COUNT, "received": COUNT}, (
-                f"{kind} got {exchanged['received']}/{COUNT} datagrams from trice"
-            )
-            assert received[0] == COUNT, f"trice got {received[0]}/{COUNT} datagrams from {kind}"
+            if restart:
+                before = agent.local_parameters
+                agent.restart()
+                assert _state_of(agent) is trice.ConnectionState.CHECKING
+                peer.send({"type": "restart"})
+                theirs_again = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+                assert theirs_again[0]["ufrag"] != theirs[0]["ufrag"]
+                _describe_to(peer, agent, version)
+                _take_description(agent, theirs_again)
+                with trio.fail_after(TIMEOUT):
+                    again = await agent.connect()
+                assert again is conn and agent.local_parameters.ufrag != before.ufrag
+                reconnected = await _in_thread_expect(peer, "connected")
+                if "remote" in reconnected:
+                    # (the peer's view of the new pair: its remote is trice's candidate)
+                    _assert_loopback(reconnected["remote"], version)
+                await _exchange_round(conn, peer, kind, 1)
             assert agent.statistics().datagrams_dropped == 0
 
 
@@ -219,6 +256,35 @@ def test_trice_peer_to_trice_peer() -> None:
         assert (ex_a["received"], ex_b["received"]) == (5, 5)
 
 
+@pytest.mark.parametrize(
+    ("kind_a", "kind_b"),
+    [("trice", "pion"), ("pion", "trice"), ("trice", "trice"), ("pion", "pion")],
+    ids=["trice-pion", "pion-trice", "trice-trice", "pion-pion"],
+)
+def test_restart_through_the_harness(
+    kind_a: str, kind_b: str, request: pytest.FixtureRequest
+) -> None:
+    """Both peer programs restart ICE (``restart_pair``) and carry data again: trice's and
+    Pion's, each way round (Pion with itself shows the harness's own restart works)."""
+    if "pion" in (kind_a, kind_b):
+        request.getfixturevalue("pion_available")
+    cmd_a = peer_command(kind_a, controlling=True)
+    cmd_b = peer_command(kind_b, controlling=False)
+    with peer_pair(cmd_a, cmd_b) as (a, b):
+        connect_pair(a, b)
+        assert (
+            exchange(a, b, COUNT) == ({"type": "exchanged", "sent": COUNT, "received": COUNT},) * 2
+        )
+        again = restart_pair(a, b)
+        for msg in (again.a, again.b):
+            assert msg["elapsed_ms"] > 0
+            if "local" in msg:
+                _assert_loopback(msg["local"], 4)
+        assert (
+            exchange(a, b, COUNT) == ({"type": "exchanged", "sent": COUNT, "received": COUNT},) * 2
+        )
+
+
 @pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 def test_trice_peer_gathers_only_loopback(ipv6: bool) -> None:
     if ipv6 and not HAS_IPV6:
@@ -232,3 +298,11 @@ def test_trice_peer_gathers_only_loopback(ipv6: bool) -> None:
     for msg in candidates:
         assert _address(msg["candidate"]) == ipaddress.ip_address("::1" if ipv6 else "127.0.0.1")
         assert " typ host" in msg["candidate"]
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize("kind", ["pion"], indirect=True)
+async def test_ice_restart(kind: str, trice_controlling: bool) -> None:
+    """Both sides restart ICE (Pion's Agent.Restart, which gathers anew, so its candidates
+    change), signal anew and connect again; data flows over the new pair."""
+    await _run_with_peer(kind, trice_controlling=trice_controlling, restart=True)

@@ -194,6 +194,8 @@ class Peer:
                 raise RuntimeError("exchange before start")
             self.spawn(self.exchange(self.rounds, int(msg["count"])))
             self.rounds += 1
+        elif kind == "restart":
+            raise RuntimeError("aioice has no ICE restart")
         elif kind == "close":
             log.info("close requested")
             return False

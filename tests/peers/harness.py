@@ -44,6 +44,13 @@ Input (harness -> peer)::
                                                   parameters must have been given; candidates
                                                   may still trickle in afterwards)
     {"type": "exchange", "count": N}              data phase, see below
+    {"type": "restart"}                           ICE restart (after start): the peer takes new
+                                                  parameters and describes itself again, as at
+                                                  the start (parameters, candidates, end-of-
+                                                  candidates); it then takes the other's new
+                                                  description, and says "connected" again once
+                                                  the new checks select a pair (Pion and trice;
+                                                  aioice answers with an "error")
     {"type": "close"}                             clean exit (so is EOF on stdin)
 
 Data phase: exchange rounds are numbered 0, 1, 2... by each peer in the order it receives
@@ -394,6 +401,21 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0, *, b_first: bool = Fal
     b.expect("synced", timeout)
     for peer in (b, a) if b_first else (a, b):
         peer.send({"type": "start"})
+    return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
+
+
+def restart_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
+    """ICE restart on both peers: each restarts and describes itself anew, takes the
+    other's new description, and both connect again (``elapsed_ms``: from each one's
+    restart)."""
+    a.send({"type": "restart"})
+    b.send({"type": "restart"})
+    desc_a = a.local_description(timeout)
+    desc_b = b.local_description(timeout)
+    for msg in desc_b:
+        a.send(msg)
+    for msg in desc_a:
+        b.send(msg)
     return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
 
 

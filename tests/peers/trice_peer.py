@@ -132,12 +132,40 @@ class Peer:
                 raise PeerFailed("exchange before start")
             nursery.start_soon(self.exchange, self.rounds, int(msg["count"]))
             self.rounds += 1
+        elif kind == "restart":
+            if not self.started:
+                raise PeerFailed("restart before start")
+            self.restart(nursery)
         elif kind == "close":
             log.info("close requested")
             return False
         else:
             log.warning("ignoring unknown message type %r", kind)
         return True
+
+    def restart(self, nursery: trio.Nursery) -> None:
+        """ICE restart: new parameters, the same candidates, described as at the start; a
+        task reports the next connection as ``connected`` again."""
+        t0 = time.perf_counter()
+        params = self.agent.restart()
+        emit({"type": "parameters", "ufrag": params.ufrag, "pwd": params.pwd, "lite": params.lite})
+        for candidate in self.agent.local_candidates:
+            emit({"type": "candidate", "candidate": candidate.to_sdp()})
+        emit({"type": "end-of-candidates"})
+        nursery.start_soon(self.reconnect, t0)
+
+    async def reconnect(self, t0: float) -> None:
+        with trio.fail_after(self.args.connect_timeout):
+            conn = await self.agent.connect()
+        pair = conn.selected_pair
+        emit(
+            {
+                "type": "connected",
+                "elapsed_ms": (time.perf_counter() - t0) * 1000.0,
+                "local": pair.local.to_sdp(),
+                "remote": pair.remote.to_sdp(),
+            }
+        )
 
     async def connect(self) -> None:
         # The clock runs around the connect call alone, inside the peer's timeout guard, as

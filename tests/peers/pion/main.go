@@ -213,8 +213,33 @@ func main() {
 	}); err != nil {
 		fail("OnCandidate: %v", err)
 	}
+	// After an ICE restart (the "restart" message), the next "connected" state is
+	// reported as a "connected" message again; restartedAt is when the restart began.
+	var (
+		restartMu   sync.Mutex
+		restartedAt time.Time
+	)
 	if err := agent.OnConnectionStateChange(func(s ice.ConnectionState) {
 		logf("connection state %s", s)
+		if s != ice.ConnectionStateConnected {
+			return
+		}
+		restartMu.Lock()
+		t0 := restartedAt
+		restartedAt = time.Time{}
+		restartMu.Unlock()
+		if t0.IsZero() {
+			return
+		}
+		msg := map[string]interface{}{
+			"type":       "connected",
+			"elapsed_ms": float64(time.Since(t0).Nanoseconds()) / 1e6,
+		}
+		if pair, err := agent.GetSelectedCandidatePair(); err == nil && pair != nil {
+			msg["local"] = candidateLine(pair.Local)
+			msg["remote"] = candidateLine(pair.Remote)
+		}
+		emit(msg)
 	}); err != nil {
 		fail("OnConnectionStateChange: %v", err)
 	}
@@ -353,6 +378,27 @@ func main() {
 			}
 			go exchange(rounds, m.Count)
 			rounds++
+		case "restart":
+			// ICE restart: new credentials, and (Pion drops its candidates on a restart)
+			// a new gathering; the description goes out as at the start, and the next
+			// "connected" state is reported again.
+			if !started {
+				fail("restart before start")
+			}
+			restartMu.Lock()
+			restartedAt = time.Now()
+			restartMu.Unlock()
+			if err := agent.Restart("", ""); err != nil {
+				fail("Restart: %v", err)
+			}
+			ufrag, pwd, err := agent.GetLocalUserCredentials()
+			if err != nil {
+				fail("GetLocalUserCredentials: %v", err)
+			}
+			emit(map[string]interface{}{"type": "parameters", "ufrag": ufrag, "pwd": pwd, "lite": *lite})
+			if err := agent.GatherCandidates(); err != nil {
+				fail("GatherCandidates: %v", err)
+			}
 		case "close":
 			logf("close requested")
 			return
