@@ -198,6 +198,7 @@ class Endpoint:
         self.flights: dict[bytes, Flight] = {}
         self.responses_sent: list[tuple[float, stun.Message]] = []
         self.stale_deadlines: list[float] = []
+        self.restarts = 0
 
     # -- setting up
 
@@ -211,6 +212,16 @@ class Endpoint:
         self.core.add_local_candidate(candidate, base)
         self.signalled.append(candidate)
         return candidate
+
+    def restart(self, now: float) -> None:
+        """An ICE restart, with new parameters of this endpoint's own (counted: see
+        :func:`event_order_problems`)."""
+        self.restarts += 1
+        n = self.restarts
+        self.core.restart(
+            IceParameters(f"{self.name}ufrag{n}", f"{self.name}-password-{n}-0123456789abcdef"),
+            now,
+        )
 
     def base_of(self, address: Address) -> int | None:
         for base, local in self.bases.items():
@@ -239,22 +250,28 @@ class Endpoint:
         return [t for t, c in self.started if not c.consent and not c.nominating]
 
 
-def event_order_problems(events: Iterable[Event]) -> list[str]:
+def event_order_problems(events: Iterable[Event], *, restarts: int = 0) -> list[str]:
     """What is wrong with an event sequence, or ``[]``.
 
     Every :class:`ConnectionStateChanged` must follow ``CONNECTION_TRANSITIONS`` from ``NEW``;
     a pair must be selected (a :class:`SelectedPairChanged`) before, or with, the first
-    ``CONNECTED``.
+    ``CONNECTED``.  A move back to ``CHECKING`` (from any state but ``NEW``) is an ICE
+    restart's: there are at most ``restarts`` of them.
     """
     problems: list[str] = []
     state = ConnectionState.NEW
     selected = False
+    back = 0
     for event in events:
         if isinstance(event, SelectedPairChanged):
             selected = True
         elif isinstance(event, ConnectionStateChanged):
             if event.state not in CONNECTION_TRANSITIONS[state]:
                 problems.append(f"{state.value} -> {event.state.value} is not allowed")
+            elif event.state is ConnectionState.CHECKING and state is not ConnectionState.NEW:
+                back += 1
+                if back > restarts:
+                    problems.append(f"{state.value} -> checking without an ICE restart")
             if event.state is ConnectionState.CONNECTED and not selected:
                 problems.append("connected before any SelectedPairChanged")
             state = event.state

@@ -40,6 +40,7 @@ from loopback import (
     cycle_collector_off,
     loopback_config,
     signal,
+    state_of,
     states_so_far,
     wait_for_state,
 )
@@ -2412,3 +2413,52 @@ async def test_restart_refuses_what_it_cannot_take() -> None:
         assert a.connection_state is trice.ConnectionState.NEW  # (no check yet: stays new)
     with pytest.raises(trice.StateError):
         a.restart()
+
+
+async def test_during_a_restart_data_stops_when_the_old_pairs_consent_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """b goes away; a restarts while it is disconnected.  Its data goes on over the old
+    pair until that pair's consent is failed_timeout old (RFC 7675), then send raises
+    while the new checks still run; those fail later, and a restart from failed, with
+    nobody there, fails again on its own time."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard():
+        async with trice.open_agent(config, controlling=True) as a:
+            async with trice.open_agent(config, controlling=False) as b:
+                ca, _cb = await _connected_pair(a, b)
+            # b is gone.
+            await trio.sleep(0.35)  # (virtual time: a is disconnected, consent not expired)
+            assert a.connection_state is trice.ConnectionState.DISCONNECTED
+            async with a.subscribe() as stream:
+                a.restart()
+                await ca.send(b"still allowed")  # (over the pair of before)
+                await trio.sleep(0.3)  # (its consent now expired; the new checks go on)
+                assert state_of(a) is trice.ConnectionState.CHECKING
+                with pytest.raises(trio.BrokenResourceError, match="ICE restart"):
+                    await ca.send(b"not any more")
+                with trio.fail_after(1):
+                    await wait_for_state(stream, trice.ConnectionState.FAILED)
+                a.restart()  # (from failed, with nobody there: it fails again, in time)
+                with trio.fail_after(1):
+                    await wait_for_state(stream, trice.ConnectionState.CHECKING)
+                    await wait_for_state(stream, trice.ConnectionState.FAILED)
+
+
+async def test_a_restart_ends_the_check_tasks_in_flight() -> None:
+    timing = trice.Timing(rto=1.0, failed_timeout=30.0)
+    config = loopback_config(timing=timing)
+    async with trice.open_agent(config, controlling=True) as a, trio.open_nursery() as nursery:
+        await a.wait_gathering_complete()
+        nowhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with nowhere:
+            nowhere.bind(("127.0.0.1", 0))  # (never read: checks there go unanswered)
+            _face(a, nowhere.getsockname()[1])
+            nursery.start_soon(a.connect)
+            await trio.testing.wait_all_tasks_blocked()
+            assert a._runs  # (a check in flight, waiting for its RTO)
+            a.restart()
+            await trio.testing.wait_all_tasks_blocked()
+            assert a._runs == {}
+            nursery.cancel_scope.cancel()

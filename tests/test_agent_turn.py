@@ -31,6 +31,7 @@ from loopback import (
     cycle_collector_off,
     loopback_config,
     signal,
+    state_of,
     wait_for_state,
 )
 
@@ -150,6 +151,13 @@ async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn
             await ca.send(b"nowhere")
         with pytest.raises(trice.IceFailedError, match="relay is gone"):
             await a.connect()
+        # A restart tries again: no pair carries data until the new checks select one, and
+        # what failed before (the relay) is no reason given for what comes next.
+        a.restart()
+        assert state_of(a) is trice.ConnectionState.CHECKING
+        assert not a._selected_relay_lost
+        with pytest.raises(trio.BrokenResourceError, match="ICE restart"):
+            await ca.send(b"nowhere yet")
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

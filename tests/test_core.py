@@ -30,7 +30,13 @@ from trice.ice._core import (
     check_schedule,
     two_cores,
 )
-from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
+from trice.ice._events import (
+    CandidatePair,
+    ConnectionState,
+    ConnectionStateChanged,
+    Event,
+    SelectedPairChanged,
+)
 
 from core_harness import (
     Endpoint,
@@ -51,7 +57,7 @@ FAST = Timing(rto=0.1, rto_max=0.4, max_binding_requests=4, failed_timeout=10.0)
 
 def assert_valid_events(*endpoints: Endpoint) -> None:
     for endpoint in endpoints:
-        problems = event_order_problems(e for _, e in endpoint.events)
+        problems = event_order_problems((e for _, e in endpoint.events), restarts=endpoint.restarts)
         assert problems == [], f"{endpoint.name}: {problems}"
 
 
@@ -138,6 +144,15 @@ def test_event_order_checker_catches_mistakes() -> None:
         )
         != []
     )
+    pair = CandidatePair(make_candidate("10.0.0.1", 1), make_candidate("10.0.0.2", 2))
+    restarted: list[Event] = [
+        ConnectionStateChanged(S.CHECKING),
+        SelectedPairChanged(pair),
+        ConnectionStateChanged(S.CONNECTED),
+        ConnectionStateChanged(S.CHECKING),
+    ]
+    assert event_order_problems(restarted) != []  # (back to checking, with no restart)
+    assert event_order_problems(restarted, restarts=1) == []
 
 
 # -- pacing and retransmission --------------------------------------------------------------------
@@ -2071,14 +2086,10 @@ def test_a_late_consent_answer_is_counted_and_timed() -> None:
 # -- ICE restart (RFC 8445 §9) --------------------------------------------------------------------
 
 
-def _restart(net: Network, *endpoints: Endpoint, round_: int = 1) -> None:
+def _restart(net: Network, *endpoints: Endpoint) -> None:
     """Each endpoint restarts with new parameters of its own."""
     for endpoint in endpoints:
-        name = endpoint.name
-        endpoint.core.restart(
-            IceParameters(f"{name}ufrag{round_}", f"{name}-password-{round_}-0123456789abcdef"),
-            net.now,
-        )
+        endpoint.restart(net.now)
 
 
 def test_a_restart_checks_afresh_with_new_credentials_while_data_keeps_its_pair() -> None:
@@ -2241,3 +2252,78 @@ def test_a_candidate_of_another_ice_generation_is_left_out() -> None:
     b.add_host("10.0.0.3", 6001)
     assert a.core.add_remote_candidate(b.signalled[-1]) is True
     assert len(a.core.checklist) == 2
+
+
+def test_a_restarted_agent_waits_for_the_peers_parameters_without_spinning() -> None:
+    """After a restart the peer, restarted too, may check first, or trickle its candidates
+    before its parameters come: the checks they queue wait for those parameters, and the
+    core asks for no wake-up it cannot use (a busy loop in the shell)."""
+    for peer_checks_first in (True, False):
+        net, a, b = two_agents()
+        assert net.run_until(connected(a, b), max_time=1.0)
+        _restart(net, a, b)
+        if peer_checks_first:
+            b.core.set_remote(a.core.local, net.now)  # (b took a's answer, a has not yet)
+            for candidate in a.signalled:
+                b.core.add_remote_candidate(candidate)
+        else:
+            for candidate in b.signalled:
+                a.core.add_remote_candidate(candidate)
+        net.run_for(0.3)
+        assert a.stale_deadlines == [] and b.stale_deadlines == []
+        assert a.core.selected is None
+        net.exchange(a, b)
+        assert net.run_until(connected(a, b), max_time=net.now + 1.0)
+        assert_valid_events(a, b)
+
+
+def test_the_pair_of_before_a_restart_carries_data_only_while_its_consent_lasts() -> None:
+    """RFC 7675: the old pair stops carrying data when its consent, last refreshed before
+    the restart, is ``failed_timeout`` old, though the new checks have time left."""
+    timing = Timing(keepalive_interval=0.5, disconnected_timeout=1.0, failed_timeout=3.0)
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.drop_all()
+    net.run_for(2.0)
+    assert a.state is S.DISCONNECTED
+    last_consent = last_arrival(net, a, answers_only=True)
+    _restart(net, a)
+    assert a.core.data_pair is not None  # (consent has not expired yet)
+    assert net.run_until(lambda: a.core.data_pair is None, max_time=net.now + 5.0)
+    assert net.now == pytest.approx(last_consent + timing.failed_timeout, abs=net.spin_step)
+    assert a.core.state is S.CHECKING  # (the new checks go on, and fail on their own time)
+    assert not a.core.is_remote_address(b.bases[0])
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 5.0)
+
+
+def test_the_address_of_before_a_restart_takes_no_room_from_the_cap() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.core.max_remote_candidates = 1
+    _restart(net, a, b)
+    net.exchange(a, b)  # (b's one candidate again: no LimitError)
+    assert net.run_until(connected(a, b), max_time=net.now + 1.0)
+    assert a.core.remote_candidates == list(b.signalled)
+
+
+def test_candidates_wait_for_the_parameters_of_their_generation() -> None:
+    """After a restart, before the peer's new parameters: a candidate naming the peer's
+    old ufrag is left out at once; one naming another waits, and is taken if the
+    parameters then say it is the peer's, else left out."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    old_ufrag = b.core.local.ufrag
+    _restart(net, a, b)
+    (candidate,) = b.signalled
+    b.add_host("10.0.0.3", 6001)
+    late = dataclasses.replace(candidate, username_fragment=old_ufrag)
+    fresh = dataclasses.replace(b.signalled[1], username_fragment=b.core.local.ufrag)
+    unknown = dataclasses.replace(b.signalled[0], port=6002, username_fragment="someone")
+    assert a.core.add_remote_candidate(late) is False
+    assert a.core.add_remote_candidate(fresh) is True
+    assert a.core.add_remote_candidate(unknown) is True
+    assert a.core.remote_candidates == [] and len(a.core.checklist) == 0  # (held)
+    assert a.core.remote_candidates_dropped == 1
+    a.core.set_remote(b.core.local, net.now)
+    assert a.core.remote_candidates == [fresh]
+    assert a.core.remote_candidates_dropped == 2

@@ -16,7 +16,7 @@ import trio
 
 import trice
 
-from loopback import HAS_IPV6, loopback_config
+from loopback import HAS_IPV6, loopback_config, state_of
 from peers.harness import (
     Message,
     Peer,
@@ -73,11 +73,6 @@ def _config(
 
 async def _in_thread_expect(peer: Peer, kind: str) -> Message:
     return await trio.to_thread.run_sync(peer.expect, kind, TIMEOUT)
-
-
-def _state_of(agent: trice.Agent) -> trice.ConnectionState:
-    """The agent's state now (a call: a type checker keeps no narrowing across it)."""
-    return agent.connection_state
 
 
 def _describe_to(peer: Peer, agent: trice.Agent, version: int) -> None:
@@ -183,7 +178,7 @@ async def _run_with_peer(
             if restart:
                 before = agent.local_parameters
                 agent.restart()
-                assert _state_of(agent) is trice.ConnectionState.CHECKING
+                assert state_of(agent) is trice.ConnectionState.CHECKING
                 peer.send({"type": "restart"})
                 theirs_again = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
                 assert theirs_again[0]["ufrag"] != theirs[0]["ufrag"]

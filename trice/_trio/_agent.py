@@ -58,7 +58,7 @@ from trice._trio._transport import (
     paired_sockets,
 )
 from trice.ice._candidate import Candidate
-from trice.ice._checklist import PairStatistics
+from trice.ice._checklist import Pair, PairStatistics
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
     CandidateGathered,
@@ -123,6 +123,8 @@ class AgentStatistics:
             relay, one from an unknown peer is not answered at all.
         prflx_dropped: peer-reflexive candidates not learned: past the cap, or from a source
             address that no candidate can stand for as it is written.
+        remote_candidates_dropped: signalled candidates left out as another ICE generation's
+            (see :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
     """
@@ -136,6 +138,7 @@ class AgentStatistics:
     requests_received: int
     requests_rejected: int
     prflx_dropped: int
+    remote_candidates_dropped: int
     pairs: int
     pairs_pruned: int
 
@@ -170,6 +173,7 @@ class Agent:
         "_pending",
         "_primary",
         "_reports",
+        "_route_pair",
         "_runs",
         "_selected_relay_lost",
         "_signalled",
@@ -235,6 +239,8 @@ class Agent:
         self._timers: list[tuple[float, int, CheckRun]] = []
         self._buffer = ReceiveBuffer(config.receive_buffer)
         self._connection: Connection | None = None
+        # The core's pair that the connection's route was looked up for (see _data_route).
+        self._route_pair: Pair | None = None
         self._closed = False
         # An error raised while the run's timer task read the first socket for this agent
         # (see _readable): the agent's task raises it.
@@ -304,6 +310,7 @@ class Agent:
             requests_received=core.requests_received,
             requests_rejected=core.requests_rejected,
             prflx_dropped=core.prflx_dropped,
+            remote_candidates_dropped=core.remote_candidates_dropped,
             pairs=len(core.checklist),
             pairs_pruned=core.checklist.pruned,
         )
@@ -390,9 +397,13 @@ class Agent:
         """Add a remote candidate from signaling, at any time; ``None`` means the peer sent
         end-of-candidates.
 
-        A candidate whose ufrag (the W3C ``usernameFragment``, or a ``ufrag`` extension of
-        its line) is not the peer's ufrag of now is left out, with a debug log line: it
-        belongs to another ICE generation (one trickled late, from before an ICE restart).
+        A candidate that names a ufrag (the W3C ``usernameFragment``, or a ``ufrag``
+        extension of its line) belongs to that ufrag's ICE generation.  One of another
+        generation than the peer's of now (one trickled late, from before an ICE restart) is
+        left out, with a debug log line, and counted in
+        :attr:`AgentStatistics.remote_candidates_dropped`.  While the peer's parameters of
+        this generation are not known yet, one that names a ufrag not seen before waits
+        for them, and is then taken or left out.
 
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates.
@@ -404,7 +415,7 @@ class Agent:
         if not self._core.add_remote_candidate(candidate):
             assert candidate is not None
             logger.debug(
-                "%s: remote candidate of ufrag %s left out (the peer's is now another)",
+                "%s: remote candidate of ufrag %s left out (another ICE generation's)",
                 self._local.ufrag,
                 candidate.ufrag,
             )
@@ -582,6 +593,14 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
+        routed = self._route_pair
+        if routed is not None and routed is not core.data_pair:
+            # The pair data went over changed without a new selection (an ICE restart's
+            # pair of before ended): the connection looks its route up again.
+            self._route_pair = None
+            connection = self._connection
+            if connection is not None:
+                connection._reroute()
         if not self._closed and self._ping_back_now_if_elsewhere(now):
             self._start_checks(now)
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
@@ -718,11 +737,12 @@ class Agent:
             self._nursery.start_soon(run.run, name=check_name(check))
 
     def _data_route(self) -> tuple[Transport, Address]:
-        pair = self._core.data_pair
+        pair = self._route_pair = self._core.data_pair
         if pair is None:
-            # (Only after an ICE restart from failed, until the new checks select a pair.)
+            # (Only during an ICE restart: after failing, or once the pair of before ended.)
             raise trio.BrokenResourceError(
-                "no pair carries data now: ICE restarted and has selected no pair yet"
+                "no pair carries data now: an ICE restart is under way, and the pair of "
+                "before it failed or ended"
             )
         return self._transports[pair.base], pair.remote_address
 

@@ -109,8 +109,10 @@ class AgentCore:
         "_checking_since",
         "_events",
         "_first_valid_at",
+        "_held",
         "_last_alive",
         "_last_consent",
+        "_last_selected",
         "_late",
         "_live",
         "_local_key",
@@ -118,6 +120,7 @@ class AgentCore:
         "_next_consent",
         "_next_paced",
         "_nominating",
+        "_old_ufrags",
         "_pingback",
         "_pingback_soon",
         "_previous",
@@ -146,6 +149,7 @@ class AgentCore:
         "prflx_dropped",
         "remote",
         "remote_addresses",
+        "remote_candidates_dropped",
         "remote_complete",
         "requests_received",
         "requests_rejected",
@@ -204,6 +208,12 @@ class AgentCore:
         #: among ``remote_addresses`` for that data until the peer signals it anew.
         self._previous: Pair | None = None
         self._stale: Address | None = None
+        #: The last pair selected, which :meth:`selected_pair` names once none carries data.
+        self._last_selected: Pair | None = None
+        #: The peer's ufrags before ICE restarts (a candidate that names one is stale), and
+        #: the candidates that name a ufrag, held while the peer's is not known yet.
+        self._old_ufrags: frozenset[str] = frozenset()
+        self._held: list[Candidate] | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -246,6 +256,7 @@ class AgentCore:
         self.requests_received = 0
         self.requests_rejected = 0
         self.prflx_dropped = 0
+        self.remote_candidates_dropped = 0
 
     # ------------------------------------------------------------------ inputs from the user
 
@@ -278,6 +289,14 @@ class AgentCore:
         self._remote_key = key
         if remote.lite and not self.local.lite and not self.controlling:
             self._switch_role()
+        held = self._held
+        if held is not None:
+            self._held = None
+            for candidate in held:
+                if candidate.ufrag == remote.ufrag:
+                    self._take_remote(candidate)
+                else:
+                    self.remote_candidates_dropped += 1  # (another generation's)
         for candidate in self._base_candidates():
             self._prepare_checks(candidate)
         self._maybe_start(now)
@@ -313,6 +332,9 @@ class AgentCore:
         elif self.finished:
             self._previous = None  # (failed: no data may go, RFC 7675)
         previous = self._previous
+        if self.remote is not None:
+            self._old_ufrags |= {self.remote.ufrag}
+        self._held = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
         self._success_pads = success_pads(key)
@@ -387,10 +409,14 @@ class AgentCore:
     def add_remote_candidate(self, candidate: Candidate | None) -> bool:
         """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4).
 
-        Returns ``False`` for a candidate of another ICE generation, which it leaves out:
-        one whose ufrag (:attr:`Candidate.ufrag <trice.ice.Candidate.ufrag>`, when signaling
-        gives one) is not the peer's ufrag of now, once that is known (a candidate of before
-        an ICE restart, trickled late, say; W3C's ``addIceCandidate`` refuses those too)."""
+        A candidate that names a ufrag (:attr:`Candidate.ufrag <trice.ice.Candidate.ufrag>`:
+        the W3C ``usernameFragment``, or a ``ufrag`` extension of its line) is of the ICE
+        generation of that ufrag.  Returns ``False`` for one of another generation than the
+        peer's of now, which it leaves out and counts (``remote_candidates_dropped``): its
+        ufrag is not the peer's, or was the peer's before an ICE restart (one trickled late,
+        say; W3C's ``addIceCandidate`` refuses those too).  One that names a ufrag that may
+        yet be the peer's (its parameters of this generation are not known yet) is held
+        until they are (:meth:`set_remote`)."""
         if candidate is None:
             self.remote_complete = True
             self._maybe_fail()
@@ -398,22 +424,47 @@ class AgentCore:
         if self.remote_complete:
             raise StateError("a remote candidate came after end-of-candidates")
         ufrag = candidate.ufrag
-        if ufrag is not None and self.remote is not None and ufrag != self.remote.ufrag:
-            return False
+        if ufrag is not None:
+            remote = self.remote
+            if ufrag in self._old_ufrags or (remote is not None and ufrag != remote.ufrag):
+                self.remote_candidates_dropped += 1
+                return False
+            if remote is None:
+                self._check_room()
+                if self._held is None:
+                    self._held = [candidate]
+                else:
+                    self._held.append(candidate)
+                return True
         address = (candidate.address, candidate.port)
-        if address in self.remote_addresses and address != self._stale:
-            self._adopt_signalled(candidate)
-            return True
-        if len(self.remote_addresses) >= self.max_remote_candidates:
+        if address not in self.remote_addresses or address == self._stale:
+            self._check_room()
+        self._take_remote(candidate)
+        return True
+
+    def _check_room(self) -> None:
+        """Raise :class:`LimitError` if no remote candidate more may come: the cap counts
+        the candidates held (see :meth:`add_remote_candidate`), not the address of before
+        an ICE restart that stays for its data (see :meth:`restart`)."""
+        count = len(self.remote_addresses) + len(self._held or ())
+        if self._stale is not None:
+            count -= 1
+        if count >= self.max_remote_candidates:
             raise LimitError(
                 f"more than {self.max_remote_candidates} remote candidates "
                 "(AgentConfig.max_remote_candidates)"
             )
+
+    def _take_remote(self, candidate: Candidate) -> None:
+        """A signalled candidate of the peer's generation of now: learned and paired."""
+        address = (candidate.address, candidate.port)
+        if address in self.remote_addresses and address != self._stale:
+            self._adopt_signalled(candidate)
+            return
         self._add_remote(candidate)
         # The answer to the peer's first check from this address (the check of a host
         # candidate comes from it), made ready now, while signaling goes on.
         prime_success(candidate.address, candidate.port)
-        return True
 
     def _adopt_signalled(self, candidate: Candidate) -> None:
         """A signalled candidate whose address was learned first as peer-reflexive (its
@@ -438,8 +489,10 @@ class AgentCore:
 
     @property
     def remote_candidates(self) -> list[Candidate]:
-        """The remote candidates, signalled or peer-reflexive, in the order learned."""
-        return list(self.remote_addresses.values())
+        """The remote candidates, signalled or peer-reflexive, in the order learned (not the
+        address of before an ICE restart that stays for its data: see :meth:`restart`)."""
+        stale = self._stale
+        return [c for address, c in self.remote_addresses.items() if address != stale]
 
     def set_local_complete(self) -> None:
         """Local gathering is complete."""
@@ -529,7 +582,7 @@ class AgentCore:
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it."""
-        pair = self.data_pair
+        pair = self.data_pair or self._last_selected
         return None if pair is None else pair.public()
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
@@ -779,6 +832,7 @@ class AgentCore:
         deadline: float | None = None
         if (
             since is not None
+            and self.remote is not None  # (after a restart, checks wait for it)
             and not self.local.lite
             and (self._triggered or (selected is None and self.checklist.has_ordinary_work()))
         ):
@@ -792,6 +846,11 @@ class AgentCore:
                     due = self._pingback.pingback_at
                     if due < deadline:
                         deadline = due
+            if self._previous is not None:
+                # The pair of before a restart carries data until its consent expires.
+                due = self._last_consent + timing.failed_timeout
+                if deadline is None or due < deadline:
+                    deadline = due
             first_valid = self._first_valid_at
             if (
                 first_valid is not None
@@ -825,6 +884,11 @@ class AgentCore:
             if now >= self._checking_since + self.timing.failed_timeout:
                 self._set_state(ConnectionState.FAILED)
                 return
+            if (
+                self._previous is not None
+                and now >= self._last_consent + self.timing.failed_timeout
+            ):
+                self._forget_previous()  # (its consent expired: RFC 7675)
             pair = self._pingback
             if pair is not None and now >= pair.pingback_at:
                 self._ping_back(pair, now)
@@ -1198,7 +1262,7 @@ class AgentCore:
         return True
 
     def _make_selected(self, pair: Pair) -> None:
-        self.selected = pair
+        self.selected = self._last_selected = pair
         if self._previous is not None:
             self._forget_previous()
         self._pingback = None
@@ -1310,7 +1374,7 @@ class AgentCore:
             return
         if source not in self.remote_addresses or source == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
-            if len(self.remote_addresses) >= self.max_remote_candidates:
+            if len(self.remote_addresses) - (self._stale is not None) >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
             try:
