@@ -72,16 +72,19 @@ async def wait_for_state(stream: trice.EventStream, state: trice.ConnectionState
     raise AssertionError(f"the agent closed before reaching {state.value}")
 
 
-def states_so_far(stream: trice.EventStream) -> list[trice.ConnectionState]:
-    """The connection states queued on ``stream`` now, without waiting."""
-    states: list[trice.ConnectionState] = []
+def events_so_far(stream: trice.EventStream) -> list[trice.Event]:
+    """The events queued on ``stream`` now, without waiting."""
+    events: list[trice.Event] = []
     while True:
         try:
-            event = stream.receive_nowait()
+            events.append(stream.receive_nowait())
         except trio.WouldBlock:
-            return states
-        if isinstance(event, trice.ConnectionStateChanged):
-            states.append(event.state)
+            return events
+
+
+def states_so_far(stream: trice.EventStream) -> list[trice.ConnectionState]:
+    """The connection states queued on ``stream`` now, without waiting."""
+    return [e.state for e in events_so_far(stream) if isinstance(e, trice.ConnectionStateChanged)]
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from loopback import (
     agents_alive,
     connect_both,
     cycle_collector_off,
+    events_so_far,
     loopback_config,
     signal,
     state_of,
@@ -2315,15 +2316,6 @@ async def test_a_crossed_checks_resend_due_after_ice_failed_is_not_sent(
 # -- ICE restart ----------------------------------------------------------------------------------
 
 
-def _events_so_far(stream: trice.EventStream) -> list[trice.Event]:
-    events: list[trice.Event] = []
-    while True:
-        try:
-            events.append(stream.receive_nowait())
-        except trio.WouldBlock:
-            return events
-
-
 async def test_a_restart_checks_again_while_data_keeps_flowing() -> None:
     config = loopback_config()
     async with (
@@ -2334,7 +2326,7 @@ async def test_a_restart_checks_again_while_data_keeps_flowing() -> None:
         old_a, old_b = a.local_parameters, b.local_parameters
         pair_before = a.selected_pair
         async with a.subscribe() as stream:
-            _events_so_far(stream)  # (what it replays)
+            events_so_far(stream)  # (what it replays)
             new_a = a.restart()
             new_b = b.restart(ufrag="restartB", pwd="b" * 22)
             assert new_a == a.local_parameters and new_a.ufrag != old_a.ufrag
@@ -2349,7 +2341,7 @@ async def test_a_restart_checks_again_while_data_keeps_flowing() -> None:
             signal(a, b)  # (the new parameters, and the same candidates again)
             ca2, cb2 = await connect_both(a, b)
             assert ca2 is ca and cb2 is cb  # (the agent's one connection, over the new pair)
-            events = _events_so_far(stream)
+            events = events_so_far(stream)
         states = [e.state for e in events if isinstance(e, trice.ConnectionStateChanged)]
         assert states[:2] == [trice.ConnectionState.CHECKING, trice.ConnectionState.CONNECTED]
         assert any(isinstance(e, trice.SelectedPairChanged) for e in events)

@@ -389,12 +389,7 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0, *, b_first: bool = Fal
     benchmarks alternate the order from one run to the next, so that the skew falls on
     either side alike.
     """
-    desc_a = a.local_description(timeout)
-    desc_b = b.local_description(timeout)
-    for msg in desc_b:
-        a.send(msg)
-    for msg in desc_a:
-        b.send(msg)
+    _swap_descriptions(a, b, timeout)
     a.send({"type": "sync"})
     b.send({"type": "sync"})
     a.expect("synced", timeout)
@@ -404,18 +399,24 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0, *, b_first: bool = Fal
     return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
 
 
-def restart_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
-    """ICE restart on both peers: each restarts and describes itself anew, takes the
-    other's new description, and both connect again (``elapsed_ms``: from each one's
-    restart)."""
-    a.send({"type": "restart"})
-    b.send({"type": "restart"})
+def _swap_descriptions(a: Peer, b: Peer, timeout: float) -> None:
+    """Read each peer's description (parameters, candidates, end-of-candidates) and hand
+    it to the other."""
     desc_a = a.local_description(timeout)
     desc_b = b.local_description(timeout)
     for msg in desc_b:
         a.send(msg)
     for msg in desc_a:
         b.send(msg)
+
+
+def restart_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
+    """ICE restart on both peers: each restarts and describes itself anew, takes the
+    other's new description, and both connect again (``elapsed_ms``: from each one's
+    restart)."""
+    a.send({"type": "restart"})
+    b.send({"type": "restart"})
+    _swap_descriptions(a, b, timeout)
     return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
 
 

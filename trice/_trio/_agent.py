@@ -289,7 +289,11 @@ class Agent:
 
     @property
     def selected_pair(self) -> CandidatePair | None:
-        """The pair data goes over, or ``None`` before one is selected."""
+        """The pair data goes over, or ``None`` before one is selected.
+
+        During an ICE restart (:meth:`restart`) it is the pair selected before, until the
+        new checks select one.  Once no pair carries data (ICE failed; or a restart came
+        after that, or outlived the old pair's consent) it is the last pair selected."""
         return self._core.selected_pair()
 
     @property
@@ -434,10 +438,11 @@ class Agent:
         The state becomes ``checking`` (from ``new`` it stays ``new``), also after
         ``failed``: a restart is how a failed agent tries again.  Until the new checks
         select a pair, data keeps going over the pair selected before (RFC 8445 §9 lets it:
-        :attr:`selected_pair` still says which), unless consent had expired on it;
+        :attr:`selected_pair` still says which), while its consent, last refreshed before
+        the restart, is younger than ``Timing.failed_timeout`` (RFC 7675); meanwhile, with
+        no pair for data, ``send`` and ``receive`` raise :class:`trio.BrokenResourceError`.
         :meth:`connect` waits for the new pair, and returns the same :class:`Connection`,
-        which then carries data over it.  If the new checks fail, so does the agent, and
-        data stops.
+        which then carries data over it.  If the new checks fail, so does the agent.
 
         Args:
             ufrag: the new ufrag (4 to 256 ice-chars), or ``None`` for a random one.

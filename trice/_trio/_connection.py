@@ -129,7 +129,8 @@ class Connection(trio.abc.Channel[bytes]):
 
     @property
     def selected_pair(self) -> CandidatePair:
-        """The pair data goes over now (``.local`` and ``.remote`` candidates)."""
+        """The pair data goes over now (``.local`` and ``.remote`` candidates): see
+        :attr:`Agent.selected_pair <trice.Agent.selected_pair>`."""
         pair = self._agent.selected_pair
         assert pair is not None
         return pair

@@ -71,7 +71,8 @@ class PairStatistics:
             or the agent closed) the states stay as they were: a pair still being checked
             then says ``in-progress``.
         nominated: the pair is nominated.
-        selected: the pair is the selected one, which carries data.
+        selected: the pair is the one data goes over: the selected one (during an ICE
+            restart, the one selected before, until the new checks select one).
         checks_sent: connectivity checks the agent started on it, consent checks included
             (each may be transmitted more than once).
         requests_received: the peer's checks on it that the agent took in: authenticated,

@@ -311,8 +311,9 @@ class AgentCore:
         The state becomes ``checking`` (it stays ``new`` before any check), also after
         ``failed``.  Until a new pair is selected, data keeps going over the pair selected
         before (:attr:`data_pair`), as §9 allows, unless consent had expired on it; no
-        consent check goes on it meanwhile, and it ends with the new checks, when they
-        select a pair or fail (``failed_timeout`` after the restart at the latest).
+        consent check goes on it meanwhile, so it ends when its consent, last refreshed
+        before the restart, is ``failed_timeout`` old (RFC 7675), or earlier, when the new
+        checks select a pair or fail.
 
         Raises:
             StateError: the agent is closed.
@@ -327,10 +328,10 @@ class AgentCore:
             key = stun.short_term_key(local.pwd)
         except ValueError as exc:
             raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
-        if self.selected is not None and not self.finished:
-            self._previous = self.selected  # (else any from an earlier restart stays)
-        elif self.finished:
+        if self.finished:
             self._previous = None  # (failed: no data may go, RFC 7675)
+        elif self.selected is not None:
+            self._previous = self.selected  # (else any from an earlier restart stays)
         previous = self._previous
         if self.remote is not None:
             self._old_ufrags |= {self.remote.ufrag}
@@ -442,14 +443,15 @@ class AgentCore:
         self._take_remote(candidate)
         return True
 
+    def _remote_count(self) -> int:
+        """The remote candidates that count against ``max_remote_candidates``: those held
+        too (see :meth:`add_remote_candidate`), not the address of before an ICE restart
+        that stays for its data (see :meth:`restart`)."""
+        return len(self.remote_addresses) + len(self._held or ()) - (self._stale is not None)
+
     def _check_room(self) -> None:
-        """Raise :class:`LimitError` if no remote candidate more may come: the cap counts
-        the candidates held (see :meth:`add_remote_candidate`), not the address of before
-        an ICE restart that stays for its data (see :meth:`restart`)."""
-        count = len(self.remote_addresses) + len(self._held or ())
-        if self._stale is not None:
-            count -= 1
-        if count >= self.max_remote_candidates:
+        """Raise :class:`LimitError` if no remote candidate more may come."""
+        if self._remote_count() >= self.max_remote_candidates:
             raise LimitError(
                 f"more than {self.max_remote_candidates} remote candidates "
                 "(AgentConfig.max_remote_candidates)"
@@ -1374,7 +1376,7 @@ class AgentCore:
             return
         if source not in self.remote_addresses or source == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
-            if len(self.remote_addresses) - (self._stale is not None) >= self.max_remote_candidates:
+            if self._remote_count() >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
             try:
