@@ -2420,16 +2420,27 @@ async def test_during_a_restart_data_stops_when_the_old_pairs_consent_expires(
         async with trice.open_agent(config, controlling=True) as a:
             async with trice.open_agent(config, controlling=False) as b:
                 ca, _cb = await _connected_pair(a, b)
+                pair = ca.selected_pair
             # b is gone.
             await trio.sleep(0.35)  # (virtual time: a is disconnected, consent not expired)
             assert a.connection_state is trice.ConnectionState.DISCONNECTED
-            async with a.subscribe() as stream:
+            async with a.subscribe() as stream, trio.open_nursery() as nursery:
                 a.restart()
                 await ca.send(b"still allowed")  # (over the pair of before)
+                woken: list[float] = []
+
+                async def receiver() -> None:
+                    with pytest.raises(trio.BrokenResourceError, match="ICE restart"):
+                        await ca.receive()  # (waiting when the old pair ends: woken to raise)
+                    woken.append(trio.current_time())
+
+                nursery.start_soon(receiver)
                 await trio.sleep(0.3)  # (its consent now expired; the new checks go on)
                 assert state_of(a) is trice.ConnectionState.CHECKING
+                assert woken  # (at once, not at the new checks' end)
                 with pytest.raises(trio.BrokenResourceError, match="ICE restart"):
                     await ca.send(b"not any more")
+                assert ca.selected_pair == pair  # (none carries data: the last one selected)
                 with trio.fail_after(1):
                     await wait_for_state(stream, trice.ConnectionState.FAILED)
                 a.restart()  # (from failed, with nobody there: it fails again, in time)

@@ -2307,9 +2307,10 @@ def test_the_address_of_before_a_restart_takes_no_room_from_the_cap() -> None:
 
 
 def test_candidates_wait_for_the_parameters_of_their_generation() -> None:
-    """After a restart, before the peer's new parameters: a candidate naming the peer's
-    old ufrag is left out at once; one naming another waits, and is taken if the
-    parameters then say it is the peer's, else left out."""
+    """After a restart, before the peer's new parameters, a candidate that names a ufrag
+    waits: taken if the parameters then say it is the peer's, else left out (counted), be
+    it one of before the restart trickled late or a stranger's.  An end-of-candidates then
+    is taken for the earlier generation's, and ignored."""
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)
     old_ufrag = b.core.local.ufrag
@@ -2319,11 +2320,77 @@ def test_candidates_wait_for_the_parameters_of_their_generation() -> None:
     late = dataclasses.replace(candidate, username_fragment=old_ufrag)
     fresh = dataclasses.replace(b.signalled[1], username_fragment=b.core.local.ufrag)
     unknown = dataclasses.replace(b.signalled[0], port=6002, username_fragment="someone")
-    assert a.core.add_remote_candidate(late) is False
-    assert a.core.add_remote_candidate(fresh) is True
-    assert a.core.add_remote_candidate(unknown) is True
+    for held in (late, fresh, unknown):
+        assert a.core.add_remote_candidate(held) is True
+    assert a.core.add_remote_candidate(None) is False  # (the old generation's, late)
+    assert not a.core.remote_complete
     assert a.core.remote_candidates == [] and len(a.core.checklist) == 0  # (held)
-    assert a.core.remote_candidates_dropped == 1
     a.core.set_remote(b.core.local, net.now)
     assert a.core.remote_candidates == [fresh]
     assert a.core.remote_candidates_dropped == 2
+    # Now the peer's ufrag is known: one that names another is left out at once.
+    assert a.core.add_remote_candidate(late) is False
+    assert a.core.remote_candidates_dropped == 3
+    assert a.core.add_remote_candidate(None) is True and a.core.remote_complete
+
+
+def test_a_peer_that_keeps_its_ufrag_through_a_restart_keeps_its_candidates() -> None:
+    """Not compliant (RFC 8445 §9 changes both), but seen: the peer's new parameters keep
+    its ufrag; candidates that name it are its own, before and after they come."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    ufrag = b.core.local.ufrag
+    a.restart(net.now)
+    (candidate,) = b.signalled
+    tagged = dataclasses.replace(candidate, username_fragment=ufrag)
+    assert a.core.add_remote_candidate(tagged) is True
+    a.core.set_remote(IceParameters(ufrag, "b-another-password-0123456789"), net.now)
+    assert a.core.remote_candidates == [tagged]
+    assert a.core.remote_candidates_dropped == 0
+
+
+def test_held_candidates_count_once_against_the_cap() -> None:
+    """A candidate held twice (the same address), and a peer's check from a held address,
+    take one place under ``max_remote_candidates`` between them."""
+    _net, a, b = two_agents(exchange=False)
+    a.core.max_remote_candidates = 1
+    (candidate,) = b.signalled
+    tagged = dataclasses.replace(candidate, username_fragment=b.core.local.ufrag)
+    assert a.core.add_remote_candidate(tagged) is True
+    assert a.core.add_remote_candidate(tagged) is True  # (no LimitError: the same one)
+    with pytest.raises(trice.LimitError):
+        a.core.add_remote_candidate(
+            dataclasses.replace(tagged, port=candidate.port + 1)  # (a second address)
+        )
+    request = binding_request(a.core, sender_ufrag=b.core.local.ufrag, controlling=True)
+    assert a.core.on_request(0, candidate.transport_address, request, 0.0) is not None
+    assert a.core.prflx_dropped == 0  # (learned: its address has its place already)
+    a.core.set_remote(b.core.local, 0.0)
+    assert a.core.remote_candidates == [tagged]  # (the signalled one takes the learned one's place)
+
+
+def test_a_restart_after_consent_ran_out_keeps_no_pair_for_data() -> None:
+    """Consent's time ran out, but the timer has not run yet: a restart then keeps no pair
+    for data (RFC 7675), and names the last selected one."""
+    timing = Timing(disconnected_timeout=1.0, failed_timeout=2.0)
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    named = a.core.selected_pair()
+    net.drop_all()
+    last = a.core._last_consent
+    a.restart(last + timing.failed_timeout)  # (before on_timer has seen it)
+    assert a.core.data_pair is None
+    assert a.core.selected_pair() == named  # (the last one selected)
+    (stats,) = [s for s in a.core.pair_statistics() if s.selected]
+    assert stats.pair == named
+
+
+def test_a_restart_whose_old_pair_loses_its_transport_has_no_pair_for_data() -> None:
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    _restart(net, a, b)
+    previous = a.core.data_pair
+    assert previous is not None
+    a.core.transport_lost(previous.base, net.now)
+    assert a.core.data_pair is None
+    assert not a.core.is_remote_address(previous.remote_address)

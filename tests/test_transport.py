@@ -217,7 +217,7 @@ class _StubAgent:
         self._closed = False
         self._selected_relay_lost = False
         self._core = types.SimpleNamespace(
-            state=trice.ConnectionState.CONNECTED, remote_addresses={}
+            state=trice.ConnectionState.CONNECTED, remote_addresses={}, data_pair=object()
         )
 
     def _data_route(self) -> tuple[UdpTransport, tuple[str, int]]:

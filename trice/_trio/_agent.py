@@ -394,7 +394,16 @@ class Agent:
         """
         self._raise_if_closed(StateError)
         now = self._now()
-        self._core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
+        core = self._core
+        dropped = core.remote_candidates_dropped
+        core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
+        if core.remote_candidates_dropped != dropped:
+            logger.debug(
+                "%s: %d remote candidates that waited for these parameters left out (another "
+                "ICE generation's)",
+                self._local.ufrag,
+                core.remote_candidates_dropped - dropped,
+            )
         self._pump(now)
 
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
@@ -417,12 +426,18 @@ class Agent:
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError("add_remote_candidate takes a trice.Candidate or None")
         if not self._core.add_remote_candidate(candidate):
-            assert candidate is not None
-            logger.debug(
-                "%s: remote candidate of ufrag %s left out (another ICE generation's)",
-                self._local.ufrag,
-                candidate.ufrag,
-            )
+            if candidate is None:
+                logger.debug(
+                    "%s: end-of-candidates before the peer's new parameters ignored (taken "
+                    "for the generation of before the ICE restart)",
+                    self._local.ufrag,
+                )
+            else:
+                logger.debug(
+                    "%s: remote candidate of ufrag %s left out (another ICE generation's)",
+                    self._local.ufrag,
+                    candidate.ufrag,
+                )
             return
         self._pump()
 
@@ -601,11 +616,12 @@ class Agent:
         routed = self._route_pair
         if routed is not None and routed is not core.data_pair:
             # The pair data went over changed without a new selection (an ICE restart's
-            # pair of before ended): the connection looks its route up again.
+            # pair of before ended): the connection looks its route up again, and the
+            # tasks waiting to send or receive look at it again (to raise: no pair now).
             self._route_pair = None
             connection = self._connection
             if connection is not None:
-                connection._reroute()
+                connection._stop_waiters()
         if not self._closed and self._ping_back_now_if_elsewhere(now):
             self._start_checks(now)
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
@@ -743,12 +759,7 @@ class Agent:
 
     def _data_route(self) -> tuple[Transport, Address]:
         pair = self._route_pair = self._core.data_pair
-        if pair is None:
-            # (Only during an ICE restart: after failing, or once the pair of before ended.)
-            raise trio.BrokenResourceError(
-                "no pair carries data now: an ICE restart is under way, and the pair of "
-                "before it failed or ended"
-            )
+        assert pair is not None  # (Connection._check_open said so)
         return self._transports[pair.base], pair.remote_address
 
     def _set_gathering(self, state: GatheringState) -> None:

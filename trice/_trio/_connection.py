@@ -140,14 +140,18 @@ class Connection(trio.abc.Channel[bytes]):
             raise trio.ClosedResourceError("the connection is closed")
 
     def _check_open(self) -> None:
-        """Closed: ClosedResourceError; consent expired: BrokenResourceError."""
+        """Closed: ClosedResourceError; consent expired, or no pair for data during an ICE
+        restart: BrokenResourceError."""
         self._check_closed()
-        if self._agent._core.state is _FAILED:
+        core = self._agent._core
+        if core.state is _FAILED:
             if self._agent._selected_relay_lost:
                 raise _relay_gone()
             raise trio.BrokenResourceError(
                 "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
             )
+        if core.data_pair is None:
+            raise _no_pair_yet()
 
     def _stop_waiters(self) -> None:
         """Consent expired (the agent's state became failed), or the connection closed:
@@ -398,6 +402,14 @@ class Connection(trio.abc.Channel[bytes]):
         self._closed = True
         self._stop_waiters()  # (the waiting tasks see it closed)
         await trio.lowlevel.checkpoint()
+
+
+def _no_pair_yet() -> trio.BrokenResourceError:
+    """Only during an ICE restart: after failing, or once the pair of before ended."""
+    return trio.BrokenResourceError(
+        "no pair carries data now: an ICE restart is under way, and the pair of before it "
+        "failed or ended"
+    )
 
 
 def _relay_gone() -> trio.BrokenResourceError:

@@ -71,8 +71,10 @@ class PairStatistics:
             or the agent closed) the states stay as they were: a pair still being checked
             then says ``in-progress``.
         nominated: the pair is nominated.
-        selected: the pair is the one data goes over: the selected one (during an ICE
-            restart, the one selected before, until the new checks select one).
+        selected: the pair is the one :attr:`trice.Agent.selected_pair` names: the one data
+            goes over (during an ICE restart, the one selected before, until the new checks
+            select one, and listed beside their pairs, which may join the same two
+            candidates), or if none does, the last one selected.
         checks_sent: connectivity checks the agent started on it, consent checks included
             (each may be transmitted more than once).
         requests_received: the peer's checks on it that the agent took in: authenticated,

@@ -120,12 +120,12 @@ class AgentCore:
         "_next_consent",
         "_next_paced",
         "_nominating",
-        "_old_ufrags",
         "_pingback",
         "_pingback_soon",
         "_previous",
         "_remote_key",
         "_resend",
+        "_restarted",
         "_schedules",
         "_spare_check",
         "_spare_nomination",
@@ -210,10 +210,10 @@ class AgentCore:
         self._stale: Address | None = None
         #: The last pair selected, which :meth:`selected_pair` names once none carries data.
         self._last_selected: Pair | None = None
-        #: The peer's ufrags before ICE restarts (a candidate that names one is stale), and
-        #: the candidates that name a ufrag, held while the peer's is not known yet.
-        self._old_ufrags: frozenset[str] = frozenset()
-        self._held: list[Candidate] | None = None
+        #: The candidates that name a ufrag, held (by address) while the peer's ufrag is
+        #: not known (see :meth:`add_remote_candidate`).
+        self._held: dict[Address, Candidate] | None = None
+        self._restarted = False  # (ICE restarted at least once)
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -292,7 +292,7 @@ class AgentCore:
         held = self._held
         if held is not None:
             self._held = None
-            for candidate in held:
+            for candidate in held.values():
                 if candidate.ufrag == remote.ufrag:
                     self._take_remote(candidate)
                 else:
@@ -328,13 +328,14 @@ class AgentCore:
             key = stun.short_term_key(local.pwd)
         except ValueError as exc:
             raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
-        if self.finished:
-            self._previous = None  # (failed: no data may go, RFC 7675)
+        if self.finished or now >= self._last_consent + self.timing.failed_timeout:
+            self._previous = None  # (failed, or consent expired: no data may go, RFC 7675)
         elif self.selected is not None:
             self._previous = self.selected  # (else any from an earlier restart stays)
         previous = self._previous
-        if self.remote is not None:
-            self._old_ufrags |= {self.remote.ufrag}
+        self._restarted = True
+        if self._held:
+            self.remote_candidates_dropped += len(self._held)  # (no generation of now's)
         self._held = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
@@ -413,41 +414,62 @@ class AgentCore:
         A candidate that names a ufrag (:attr:`Candidate.ufrag <trice.ice.Candidate.ufrag>`:
         the W3C ``usernameFragment``, or a ``ufrag`` extension of its line) is of the ICE
         generation of that ufrag.  Returns ``False`` for one of another generation than the
-        peer's of now, which it leaves out and counts (``remote_candidates_dropped``): its
-        ufrag is not the peer's, or was the peer's before an ICE restart (one trickled late,
-        say; W3C's ``addIceCandidate`` refuses those too).  One that names a ufrag that may
-        yet be the peer's (its parameters of this generation are not known yet) is held
-        until they are (:meth:`set_remote`)."""
+        peer's of now, which it leaves out and counts (``remote_candidates_dropped``): one
+        of before an ICE restart, trickled late, say (W3C's ``addIceCandidate`` refuses
+        those too).  While the peer's ufrag is not known, such a candidate is held until it
+        is (:meth:`set_remote`), and then taken or left out.
+
+        After an ICE restart, an end-of-candidates that comes before the peer's new
+        parameters is taken for the earlier generation's (it names no ufrag, and a late one
+        would end the new generation before it began): it is ignored, and ``False`` is
+        returned.  Signal the new parameters first."""
         if candidate is None:
+            if self.remote is None and self._restarted:
+                return False
             self.remote_complete = True
             self._maybe_fail()
             return True
         if self.remote_complete:
             raise StateError("a remote candidate came after end-of-candidates")
+        address = (candidate.address, candidate.port)
         ufrag = candidate.ufrag
         if ufrag is not None:
             remote = self.remote
-            if ufrag in self._old_ufrags or (remote is not None and ufrag != remote.ufrag):
+            if remote is not None and ufrag != remote.ufrag:
                 self.remote_candidates_dropped += 1
                 return False
             if remote is None:
-                self._check_room()
+                if not self._counted(address):
+                    self._check_room()
                 if self._held is None:
-                    self._held = [candidate]
+                    self._held = {address: candidate}
                 else:
-                    self._held.append(candidate)
+                    self._held[address] = candidate  # (the latest of one address)
                 return True
-        address = (candidate.address, candidate.port)
-        if address not in self.remote_addresses or address == self._stale:
+        if not self._counted(address):
             self._check_room()
         self._take_remote(candidate)
         return True
 
+    def _counted(self, address: Address) -> bool:
+        """Whether a remote candidate at ``address`` is counted against
+        ``max_remote_candidates`` already (a candidate for it is known, or held)."""
+        held = self._held
+        return (address in self.remote_addresses and address != self._stale) or (
+            held is not None and address in held
+        )
+
     def _remote_count(self) -> int:
         """The remote candidates that count against ``max_remote_candidates``: those held
-        too (see :meth:`add_remote_candidate`), not the address of before an ICE restart
-        that stays for its data (see :meth:`restart`)."""
-        return len(self.remote_addresses) + len(self._held or ()) - (self._stale is not None)
+        (see :meth:`add_remote_candidate`) at an address not known, and not the address of
+        before an ICE restart that stays for its data (see :meth:`restart`)."""
+        remotes = self.remote_addresses
+        stale = self._stale
+        count = len(remotes) - (stale is not None)
+        held = self._held
+        if held:
+            count += sum(1 for a in held if a not in remotes or a == stale)
+        return count
 
     def _check_room(self) -> None:
         """Raise :class:`LimitError` if no remote candidate more may come."""
@@ -583,16 +605,19 @@ class AgentCore:
         return address in self.remote_addresses
 
     def selected_pair(self) -> CandidatePair | None:
-        """The selected pair as the user sees it."""
+        """The selected pair as the user sees it: the pair data goes over (see
+        :attr:`data_pair`), or if none does, the last one selected."""
         pair = self.data_pair or self._last_selected
         return None if pair is None else pair.public()
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
-        """Each pair's counters and round-trip times, highest priority first."""
-        selected = self.data_pair
+        """Each pair's counters and round-trip times, highest priority first; the pair that
+        :meth:`selected_pair` names is flagged, and listed last if the check list no longer
+        holds it (from before an ICE restart)."""
+        selected = self.data_pair or self._last_selected
         pairs = tuple(self.checklist)
         if selected is not None and selected not in pairs:
-            pairs += (selected,)  # (the pair of before an ICE restart, which data still takes)
+            pairs += (selected,)
         return tuple(pair.statistics(selected=pair is selected) for pair in pairs)
 
     # ------------------------------------------------------------------ scheduling
@@ -1376,7 +1401,7 @@ class AgentCore:
             return
         if source not in self.remote_addresses or source == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
-            if self._remote_count() >= self.max_remote_candidates:
+            if not self._counted(source) and self._remote_count() >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
             try:
