@@ -432,7 +432,9 @@ class AgentCore:
         if self.remote_complete:
             raise StateError("a remote candidate came after end-of-candidates")
         address = (candidate.address, candidate.port)
-        ufrag = candidate.ufrag
+        ufrag = candidate.username_fragment  # (Candidate.ufrag, without a call when unnamed)
+        if ufrag is None and candidate.extensions:
+            ufrag = candidate.extension("ufrag")
         if ufrag is not None:
             remote = self.remote
             if remote is not None and ufrag != remote.ufrag:
@@ -446,9 +448,20 @@ class AgentCore:
                 else:
                     self._held[address] = candidate  # (the latest of one address)
                 return True
-        if not self._counted(address):
-            self._check_room()
-        self._take_remote(candidate)
+        remotes = self.remote_addresses
+        stale = self._stale
+        if address in remotes and address != stale:
+            self._adopt_signalled(candidate)
+            return True
+        if stale is not None or self._held is not None:
+            if not self._counted(address):
+                self._check_room()
+        elif len(remotes) >= self.max_remote_candidates:
+            self._check_room()  # (raises)
+        self._add_remote(candidate)
+        # The answer to the peer's first check from this address (the check of a host
+        # candidate comes from it), made ready now, while signaling goes on.
+        prime_success(candidate.address, candidate.port)
         return True
 
     def _counted(self, address: Address) -> bool:
