@@ -2309,29 +2309,45 @@ def test_the_address_of_before_a_restart_takes_no_room_from_the_cap() -> None:
 def test_candidates_wait_for_the_parameters_of_their_generation() -> None:
     """After a restart, before the peer's new parameters, a candidate that names a ufrag
     waits: taken if the parameters then say it is the peer's, else left out (counted), be
-    it one of before the restart trickled late or a stranger's.  An end-of-candidates then
-    is taken for the earlier generation's, and ignored."""
-    net, a, b = two_agents()
+    it one of before the restart trickled late or a stranger's.  The old generation had
+    not ended: an end-of-candidates then is taken for its own, late, and ignored."""
+    net, a, b = two_agents(end_of_candidates=False)
     assert net.run_until(connected(a, b), max_time=1.0)
     old_ufrag = b.core.local.ufrag
     _restart(net, a, b)
     (candidate,) = b.signalled
     b.add_host("10.0.0.3", 6001)
+    fresh = dataclasses.replace(candidate, username_fragment=b.core.local.ufrag)
+    # (b kept its socket: its candidate of before has the same address, trickled late.)
     late = dataclasses.replace(candidate, username_fragment=old_ufrag)
-    fresh = dataclasses.replace(b.signalled[1], username_fragment=b.core.local.ufrag)
-    unknown = dataclasses.replace(b.signalled[0], port=6002, username_fragment="someone")
-    for held in (late, fresh, unknown):
+    unknown = dataclasses.replace(b.signalled[1], username_fragment="someone")
+    for held in (fresh, late, unknown):
         assert a.core.add_remote_candidate(held) is True
     assert a.core.add_remote_candidate(None) is False  # (the old generation's, late)
     assert not a.core.remote_complete
     assert a.core.remote_candidates == [] and len(a.core.checklist) == 0  # (held)
     a.core.set_remote(b.core.local, net.now)
-    assert a.core.remote_candidates == [fresh]
+    assert a.core.remote_candidates == [fresh]  # (not replaced by the late one)
     assert a.core.remote_candidates_dropped == 2
     # Now the peer's ufrag is known: one that names another is left out at once.
     assert a.core.add_remote_candidate(late) is False
     assert a.core.remote_candidates_dropped == 3
     assert a.core.add_remote_candidate(None) is True and a.core.remote_complete
+
+
+def test_an_end_of_candidates_before_the_parameters_counts_when_none_can_be_late() -> None:
+    """The old generation had ended before the restart (as it does in any whole
+    session): an end-of-candidates before the peer's new parameters is the new one's.  The
+    same before any restart, or after a restart that came before the peer's parameters."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    _restart(net, a, b)
+    for candidate in b.signalled:
+        assert a.core.add_remote_candidate(candidate)
+    assert a.core.add_remote_candidate(None) is True and a.core.remote_complete
+    net2, c, _d = two_agents(exchange=False)
+    c.restart(net2.now)  # (before any parameters of the peer)
+    assert c.core.add_remote_candidate(None) is True and c.core.remote_complete
 
 
 def test_a_peer_that_keeps_its_ufrag_through_a_restart_keeps_its_candidates() -> None:
@@ -2362,11 +2378,16 @@ def test_held_candidates_count_once_against_the_cap() -> None:
         a.core.add_remote_candidate(
             dataclasses.replace(tagged, port=candidate.port + 1)  # (a second address)
         )
-    request = binding_request(a.core, sender_ufrag=b.core.local.ufrag, controlling=True)
-    assert a.core.on_request(0, candidate.transport_address, request, 0.0) is not None
+    request = binding_request(a.core, sender_ufrag=b.core.local.ufrag, controlling=False)
+    answer = a.core.on_request(0, candidate.transport_address, request, 0.0)
+    assert answer is not None and stun.decode(answer).message_class is stun.MessageClass.SUCCESS
     assert a.core.prflx_dropped == 0  # (learned: its address has its place already)
+    (learned,) = a.core.remote_candidates
+    assert learned.type is CandidateType.PRFLX
     a.core.set_remote(b.core.local, 0.0)
     assert a.core.remote_candidates == [tagged]  # (the signalled one takes the learned one's place)
+    (pair,) = a.core.checklist
+    assert pair.remote == tagged
 
 
 def test_a_restart_after_consent_ran_out_keeps_no_pair_for_data() -> None:
@@ -2394,3 +2415,41 @@ def test_a_restart_whose_old_pair_loses_its_transport_has_no_pair_for_data() -> 
     a.core.transport_lost(previous.base, net.now)
     assert a.core.data_pair is None
     assert not a.core.is_remote_address(previous.remote_address)
+
+
+def test_a_chrome_style_candidate_line_names_its_ufrag() -> None:
+    """Chrome writes the ufrag into the candidate line (``ufrag X``): it counts as the
+    candidate's generation, as ``usernameFragment`` does."""
+    net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, net.now)
+    (candidate,) = b.signalled
+    line = candidate.to_sdp()
+    ours = Candidate.from_sdp(f"{line} generation 0 ufrag {b.core.local.ufrag}")
+    theirs = Candidate.from_sdp(f"{line.replace('6000', '6001')} ufrag someone")
+    assert a.core.add_remote_candidate(theirs) is False
+    assert a.core.add_remote_candidate(ours) is True
+    assert a.core.remote_candidates == [ours]
+
+
+def test_a_restart_counts_the_candidates_it_held_as_dropped() -> None:
+    """Candidates held for parameters that never came, when the agent restarts again: no
+    generation of now's, counted."""
+    net, a, b = two_agents(exchange=False)
+    (candidate,) = b.signalled
+    assert a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="x1y2"))
+    a.restart(net.now)
+    assert a.core.remote_candidates_dropped == 1
+    a.core.set_remote(b.core.local, net.now)
+    assert a.core.remote_candidates == []
+
+
+def test_a_local_candidate_after_a_restart_pairs_with_no_old_address() -> None:
+    """A local candidate gathered during a restart pairs with the new generation's
+    candidates only, not with the address the old pair's data still comes from."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    _restart(net, a, b)
+    a.add_host("10.0.0.9", 5009)
+    assert len(a.core.checklist) == 0
+    net.exchange(a, b)
+    assert len(a.core.checklist) == 2  # (both local candidates, with b's one, signalled anew)

@@ -173,6 +173,7 @@ class Agent:
         "_pending",
         "_primary",
         "_reports",
+        "_restarted",
         "_route_pair",
         "_runs",
         "_selected_relay_lost",
@@ -252,6 +253,7 @@ class Agent:
         self._context: contextvars.Context | None = None
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
         self._selected_relay_lost = False
+        self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
         self._malformed = 0
         self._stun_received = 0
@@ -411,12 +413,15 @@ class Agent:
         end-of-candidates.
 
         A candidate that names a ufrag (the W3C ``usernameFragment``, or a ``ufrag``
-        extension of its line) belongs to that ufrag's ICE generation.  One of another
-        generation than the peer's of now (one trickled late, from before an ICE restart) is
-        left out, with a debug log line, and counted in
-        :attr:`AgentStatistics.remote_candidates_dropped`.  While the peer's parameters of
-        this generation are not known yet, one that names a ufrag not seen before waits
-        for them, and is then taken or left out.
+        extension of its line) belongs to that ufrag's ICE generation.  While the peer's
+        parameters are not known, it waits for them; then (or at once, once they are known)
+        it is taken if the ufrag is the peer's, else left out (one trickled late, from
+        before an ICE restart, say), with a log line (debug after a restart, else a
+        warning: a signaling mistake) and counted in
+        :attr:`AgentStatistics.remote_candidates_dropped`.  After an ICE restart, an
+        end-of-candidates that comes before the peer's new parameters, while the earlier
+        generation's may still be on its way, is taken for that one and ignored: signal
+        the new parameters first.
 
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates.
@@ -433,10 +438,15 @@ class Agent:
                     self._local.ufrag,
                 )
             else:
-                logger.debug(
-                    "%s: remote candidate of ufrag %s left out (another ICE generation's)",
+                # Expected after an ICE restart (a late one from before); a signaling
+                # mistake most likely without one.
+                logger.log(
+                    logging.DEBUG if self._restarted else logging.WARNING,
+                    "%s: remote candidate of ufrag %s left out (the peer's is %s: another "
+                    "ICE generation's)",
                     self._local.ufrag,
                     candidate.ufrag,
+                    self._core.remote.ufrag if self._core.remote is not None else None,
                 )
             return
         self._pump()
@@ -484,6 +494,7 @@ class Agent:
         self._local = local
         self._hub.rename(old.ufrag, local.ufrag)
         self._selected_relay_lost = False
+        self._restarted = True
         for run in list(self._runs.values()):
             run.drop()  # (the core has forgotten them)
         logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
@@ -613,11 +624,10 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
-        routed = self._route_pair
-        if routed is not None and routed is not core.data_pair:
-            # The pair data went over changed without a new selection (an ICE restart's
-            # pair of before ended): the connection looks its route up again, and the
-            # tasks waiting to send or receive look at it again (to raise: no pair now).
+        if self._route_pair is not None and core.data_pair is None:
+            # No pair carries data now (an ICE restart's pair of before ended; a new
+            # selection reroutes on its event): the connection looks its route up again,
+            # and the tasks waiting to send or receive look at it again, to raise.
             self._route_pair = None
             connection = self._connection
             if connection is not None:

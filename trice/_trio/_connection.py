@@ -103,6 +103,11 @@ class Connection(trio.abc.Channel[bytes]):
     more: :meth:`send` raises :class:`trio.BrokenResourceError`, and so does :meth:`receive`
     once it has returned what had arrived (a receive waiting then is woken with it).  While
     only ``disconnected``, both go on: consent may come back.
+
+    During an ICE restart (:meth:`Agent.restart <trice.Agent.restart>`) both go over the
+    pair selected before, while its consent lasts; when no pair carries data they raise
+    :class:`trio.BrokenResourceError` in the same way, until the new checks select a pair,
+    which the connection then uses.
     """
 
     def __init__(self, agent: Agent) -> None:
@@ -154,9 +159,10 @@ class Connection(trio.abc.Channel[bytes]):
             raise _no_pair_yet()
 
     def _stop_waiters(self) -> None:
-        """Consent expired (the agent's state became failed), or the connection closed:
-        sends stop, and the tasks waiting to send or receive are woken, to raise (a
-        receiver once it has taken what had arrived)."""
+        """Consent expired (the agent's state became failed), no pair carries data (during
+        an ICE restart), or the connection closed: sends stop, and the tasks waiting to
+        send or receive are woken, to raise (a receiver once it has taken what had
+        arrived)."""
         self._reroute()
         buffer = self._buffer
         if buffer.lot is not None:
@@ -195,7 +201,7 @@ class Connection(trio.abc.Channel[bytes]):
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
-                pair's TURN relay is gone.
+                pair's TURN relay is gone, or no pair carries data during an ICE restart.
             UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -227,7 +233,7 @@ class Connection(trio.abc.Channel[bytes]):
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
-                pair's TURN relay is gone.
+                pair's TURN relay is gone, or no pair carries data during an ICE restart.
             UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
         """
         transport, address = self._route or self._get_route()
@@ -248,8 +254,8 @@ class Connection(trio.abc.Channel[bytes]):
         Raises:
             trio.WouldBlock: nothing is queued.
             trio.ClosedResourceError: the connection or its agent is closed.
-            trio.BrokenResourceError: the peer's consent expired and nothing that had arrived
-                is left to take.
+            trio.BrokenResourceError: the peer's consent expired, or no pair carries data
+                during an ICE restart, and nothing that had arrived is left to take.
         """
         self._streak = _STREAK
         self._check_closed()
@@ -264,8 +270,9 @@ class Connection(trio.abc.Channel[bytes]):
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed.
-            trio.BrokenResourceError: the peer's consent expired (RFC 7675), and what had
-                arrived before was all returned.
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675), or no pair
+                carries data during an ICE restart, and what had arrived before was all
+                returned.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         transport = self._udp

@@ -114,6 +114,7 @@ class AgentCore:
         "_last_consent",
         "_last_selected",
         "_late",
+        "_late_end_possible",
         "_live",
         "_local_key",
         "_new_tid",
@@ -125,7 +126,6 @@ class AgentCore:
         "_previous",
         "_remote_key",
         "_resend",
-        "_restarted",
         "_schedules",
         "_spare_check",
         "_spare_nomination",
@@ -212,8 +212,11 @@ class AgentCore:
         self._last_selected: Pair | None = None
         #: The candidates that name a ufrag, held (by address) while the peer's ufrag is
         #: not known (see :meth:`add_remote_candidate`).
-        self._held: dict[Address, Candidate] | None = None
-        self._restarted = False  # (ICE restarted at least once)
+        self._held: dict[tuple[Address, str], Candidate] | None = None
+        #: After an ICE restart: the earlier generation's end-of-candidates may still come
+        #: (it had not before the restart), and one before the peer's new parameters is
+        #: taken for it (see :meth:`add_remote_candidate`).
+        self._late_end_possible = False
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -292,8 +295,8 @@ class AgentCore:
         held = self._held
         if held is not None:
             self._held = None
-            for candidate in held.values():
-                if candidate.ufrag == remote.ufrag:
+            for (_, ufrag), candidate in held.items():
+                if ufrag == remote.ufrag:
                     self._take_remote(candidate)
                 else:
                     self.remote_candidates_dropped += 1  # (another generation's)
@@ -333,7 +336,8 @@ class AgentCore:
         elif self.selected is not None:
             self._previous = self.selected  # (else any from an earlier restart stays)
         previous = self._previous
-        self._restarted = True
+        if self.remote is not None:
+            self._late_end_possible = not self.remote_complete
         if self._held:
             self.remote_candidates_dropped += len(self._held)  # (no generation of now's)
         self._held = None
@@ -424,7 +428,7 @@ class AgentCore:
         would end the new generation before it began): it is ignored, and ``False`` is
         returned.  Signal the new parameters first."""
         if candidate is None:
-            if self.remote is None and self._restarted:
+            if self.remote is None and self._late_end_possible:
                 return False
             self.remote_complete = True
             self._maybe_fail()
@@ -443,24 +447,25 @@ class AgentCore:
             if remote is None:
                 if not self._counted(address):
                     self._check_room()
+                # (By address and ufrag: a peer that kept its sockets through a restart
+                # signals the same address in both generations.)
                 if self._held is None:
-                    self._held = {address: candidate}
+                    self._held = {(address, ufrag): candidate}
                 else:
-                    self._held[address] = candidate  # (the latest of one address)
+                    self._held[address, ufrag] = candidate
                 return True
         remotes = self.remote_addresses
         stale = self._stale
         if address in remotes and address != stale:
             self._adopt_signalled(candidate)
             return True
-        if stale is not None or self._held is not None:
+        if self._held is not None:
             if not self._counted(address):
                 self._check_room()
-        elif len(remotes) >= self.max_remote_candidates:
+        elif len(remotes) - (stale is not None) >= self.max_remote_candidates:
             self._check_room()  # (raises)
+        # (What _take_remote does, inlined: the common way, once per candidate signalled.)
         self._add_remote(candidate)
-        # The answer to the peer's first check from this address (the check of a host
-        # candidate comes from it), made ready now, while signaling goes on.
         prime_success(candidate.address, candidate.port)
         return True
 
@@ -469,7 +474,7 @@ class AgentCore:
         ``max_remote_candidates`` already (a candidate for it is known, or held)."""
         held = self._held
         return (address in self.remote_addresses and address != self._stale) or (
-            held is not None and address in held
+            held is not None and any(key[0] == address for key in held)
         )
 
     def _remote_count(self) -> int:
@@ -481,7 +486,7 @@ class AgentCore:
         count = len(remotes) - (stale is not None)
         held = self._held
         if held:
-            count += sum(1 for a in held if a not in remotes or a == stale)
+            count += sum(1 for a in {key[0] for key in held} if a not in remotes or a == stale)
         return count
 
     def _check_room(self) -> None:
