@@ -214,7 +214,10 @@ func main() {
 		fail("OnCandidate: %v", err)
 	}
 	// After an ICE restart (the "restart" message), the next "connected" state is
-	// reported as a "connected" message again; restartedAt is when the restart began.
+	// reported as a "connected" message again; restartedAt is when the restart began,
+	// set once Restart has returned.  Pion delivers state changes from a goroutine of its
+	// own, in order but late: the first connection's "connected" may come after the
+	// restart, when Restart has cleared the selected pair; only one with a pair counts.
 	var (
 		restartMu   sync.Mutex
 		restartedAt time.Time
@@ -224,6 +227,10 @@ func main() {
 		if s != ice.ConnectionStateConnected {
 			return
 		}
+		pair, err := agent.GetSelectedCandidatePair()
+		if err != nil || pair == nil {
+			return
+		}
 		restartMu.Lock()
 		t0 := restartedAt
 		restartedAt = time.Time{}
@@ -231,15 +238,12 @@ func main() {
 		if t0.IsZero() {
 			return
 		}
-		msg := map[string]interface{}{
+		emit(map[string]interface{}{
 			"type":       "connected",
 			"elapsed_ms": float64(time.Since(t0).Nanoseconds()) / 1e6,
-		}
-		if pair, err := agent.GetSelectedCandidatePair(); err == nil && pair != nil {
-			msg["local"] = candidateLine(pair.Local)
-			msg["remote"] = candidateLine(pair.Remote)
-		}
-		emit(msg)
+			"local":      candidateLine(pair.Local),
+			"remote":     candidateLine(pair.Remote),
+		})
 	}); err != nil {
 		fail("OnConnectionStateChange: %v", err)
 	}
@@ -385,12 +389,13 @@ func main() {
 			if !started {
 				fail("restart before start")
 			}
-			restartMu.Lock()
-			restartedAt = time.Now()
-			restartMu.Unlock()
+			t0 := time.Now()
 			if err := agent.Restart("", ""); err != nil {
 				fail("Restart: %v", err)
 			}
+			restartMu.Lock()
+			restartedAt = t0
+			restartMu.Unlock()
 			ufrag, pwd, err := agent.GetLocalUserCredentials()
 			if err != nil {
 				fail("GetLocalUserCredentials: %v", err)
