@@ -357,11 +357,8 @@ class AgentCore:
             self._stale = previous.remote_address
         self.remote_complete = False
         self.selected = None
-        self._templates = None
-        self._spare_check = self._spare_nomination = self._spare_ping = None
-        self._live = self._late = None
-        self._triggered = self._urgent = self._resend = None
-        self._nominating = self._pingback = None
+        self._drop_checks()
+        self._nominating = None
         self._first_valid_at = None
         self._next_consent = None
         if self.state is _STATE_NEW:
@@ -375,6 +372,12 @@ class AgentCore:
         """The pair data goes over: the selected pair, or after an ICE restart, until a new
         one is selected, the pair selected before (see :meth:`restart`)."""
         return self.selected or self._previous
+
+    @property
+    def _named_pair(self) -> Pair | None:
+        """The pair :meth:`selected_pair` names (and :meth:`pair_statistics` flags): the
+        one data goes over, or if none does, the last one selected."""
+        return self.data_pair or self._last_selected
 
     def want_connection(self, now: float) -> None:
         """The user asked to connect: checks start once remote parameters are known.  An
@@ -625,14 +628,14 @@ class AgentCore:
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it: the pair data goes over (see
         :attr:`data_pair`), or if none does, the last one selected."""
-        pair = self.data_pair or self._last_selected
+        pair = self._named_pair
         return None if pair is None else pair.public()
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
         """Each pair's counters and round-trip times, highest priority first; the pair that
         :meth:`selected_pair` names is flagged, and listed last if the check list no longer
         holds it (from before an ICE restart)."""
-        selected = self.data_pair or self._last_selected
+        selected = self._named_pair
         pairs = tuple(self.checklist)
         if selected is not None and selected not in pairs:
             pairs += (selected,)
@@ -1316,6 +1319,16 @@ class AgentCore:
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
         self._emit(SelectedPairChanged(pair.public()))
 
+    def _drop_checks(self) -> None:
+        """Forget every check: those in flight (their answers count for nothing now), those
+        queued, made ahead or wanted (a resend, a ping-back), and the templates.  When ICE
+        is over, and at an ICE restart."""
+        self._templates = None
+        self._spare_check = self._spare_nomination = self._spare_ping = None
+        self._live = self._late = None
+        self._triggered = self._urgent = self._resend = None
+        self._pingback = None
+
     def _forget_previous(self) -> None:
         """The pair of before an ICE restart carries data no more (see :meth:`restart`):
         data from its remote address counts no more either, unless signalled anew."""
@@ -1569,11 +1582,7 @@ class AgentCore:
             # Checks are over (a pair's selection dropped the templates and spares too): the
             # checks in flight are forgotten now (their answers count for nothing), not when
             # the agent closes.
-            self._templates = None
-            self._spare_check = self._spare_nomination = self._spare_ping = None
-            self._live = self._late = None
-            self._triggered = self._urgent = self._resend = None
-            self._pingback = None
+            self._drop_checks()
             if self._previous is not None:
                 self._forget_previous()
 
