@@ -26,6 +26,7 @@ EXPECTED = {
     "lite.py": "checks sent by the lite agent: 0",
     "logging_trace.py": "logging: connected",
     "restart.py": "connected again, same connection: True\nbob got: after the restart",
+    "mdns.py": "mdns: bob's pair is alice's host candidate at 127.0.0.1",
 }
 
 

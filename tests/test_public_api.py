@@ -24,12 +24,21 @@ from pathlib import Path
 import pytest
 
 import trice
+import trice.mdns
 import trice.stun
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference"
 
-PURE = ["trice.stun", "trice.ice", "trice.turn", "trice._config", "trice._servers", "trice._errors"]
+PURE = [
+    "trice.stun",
+    "trice.ice",
+    "trice.turn",
+    "trice.mdns",
+    "trice._config",
+    "trice._servers",
+    "trice._errors",
+]
 
 
 def _public_names(module: types.ModuleType) -> list[str]:
@@ -137,7 +146,8 @@ _MISSING = object()
 @pytest.mark.parametrize(
     ("module", "name"),
     [(trice, n) for n in _public_names(trice)]
-    + [(trice.stun, n) for n in _public_names(trice.stun)],
+    + [(trice.stun, n) for n in _public_names(trice.stun)]
+    + [(trice.mdns, n) for n in _public_names(trice.mdns)],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
 )
 def test_public_name_has_a_docstring(module: types.ModuleType, name: str) -> None:
@@ -193,7 +203,8 @@ def _documented() -> tuple[list[tuple[str, object]], list[str]]:
 @pytest.mark.parametrize(
     ("module", "name"),
     [(trice, n) for n in _public_names(trice)]
-    + [(trice.stun, n) for n in _public_names(trice.stun)],
+    + [(trice.stun, n) for n in _public_names(trice.stun)]
+    + [(trice.mdns, n) for n in _public_names(trice.mdns)],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
 )
 def test_public_name_is_in_the_reference(module: types.ModuleType, name: str) -> None:

@@ -5,12 +5,13 @@ This module only re-exports; see the documentation for the guides.
 
 from __future__ import annotations
 
-from trice._config import AgentConfig, IPAddress, NetworkConfig, Nomination, Timing
+from trice._config import AgentConfig, IPAddress, MdnsMode, NetworkConfig, Nomination, Timing
 from trice._errors import (
     CandidateError,
     ConfigError,
     IceFailedError,
     LimitError,
+    MdnsDecodeError,
     ProtocolError,
     StateError,
     StunDecodeError,
@@ -68,6 +69,8 @@ __all__ = [
     "IceParameters",
     "IceServer",
     "LimitError",
+    "MdnsDecodeError",
+    "MdnsMode",
     "NetworkConfig",
     "Nomination",
     "PairState",

@@ -19,6 +19,7 @@ from trice._servers import IceServer, TransportPolicy
 __all__ = [
     "AgentConfig",
     "IPAddress",
+    "MdnsMode",
     "Nomination",
     "NetworkConfig",
     "Timing",
@@ -42,6 +43,25 @@ class Nomination(str, enum.Enum):
 
     REGULAR = "regular"
     AGGRESSIVE = "aggressive"
+
+
+class MdnsMode(str, enum.Enum):
+    """What the agent does with multicast DNS (RFC 6762) names for host candidates, the
+    ``<uuid>.local`` names that browsers signal in place of their addresses (the modes and
+    their names are Pion's).
+
+    ``QUERY_ONLY`` (the default): a remote candidate named by a ``.local`` name is resolved by
+    an mDNS query on the agent's own interfaces, then paired; the agent's own candidates show
+    their addresses.  ``QUERY_AND_GATHER``: the same, and the agent signals each host
+    candidate under a random ``.local`` name of its own (and srflx candidates without their
+    related address), answering the queries for them: peers on the link resolve the names,
+    others never learn the host addresses.  ``DISABLED``: no mDNS; ``.local`` candidates are
+    kept but never paired.
+    """
+
+    DISABLED = "disabled"
+    QUERY_ONLY = "query"
+    QUERY_AND_GATHER = "gather"
 
 
 def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
@@ -95,6 +115,9 @@ class NetworkConfig:
         ipv6: gather IPv6 addresses (link-local IPv6 is always left out).
         port_range: ``(low, high)`` inclusive UDP port range for host sockets, or ``None`` for
             ports chosen by the kernel.
+        mdns: :class:`MdnsMode`: resolve the peer's ``.local`` candidates (the default), also
+            name the agent's own host candidates so, or neither.  mDNS runs on the interfaces
+            and IPv4 addresses that the filters above accept, and only once needed.
     """
 
     interface_filter: Callable[[str], bool] | None = None
@@ -103,9 +126,14 @@ class NetworkConfig:
     ipv4: bool = True
     ipv6: bool = True
     port_range: tuple[int, int] | None = None
+    mdns: MdnsMode = MdnsMode.QUERY_ONLY
 
     def __post_init__(self) -> None:
         _check_flags(self, "include_loopback", "ipv4", "ipv6")
+        try:
+            object.__setattr__(self, "mdns", MdnsMode(self.mdns))
+        except ValueError as exc:
+            raise ConfigError(f"NetworkConfig.mdns: {exc}") from None
         for name in ("interface_filter", "ip_filter"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(f"NetworkConfig.{name} must be callable or None")
@@ -151,6 +179,8 @@ class Timing:
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long (an answer to one of our checks, RFC 7675), the state becomes failed.
         gather_timeout: the most a STUN or TURN server may hold up gathering.
+        mdns_timeout: how long a peer's ``.local`` name is queried for (RFC 6762 §5.2's
+            retries, 1 s apart and doubling) before its candidate is dropped.
     """
 
     ta: float = 0.05
@@ -162,6 +192,7 @@ class Timing:
     disconnected_timeout: float = 5.0
     failed_timeout: float = 25.0
     gather_timeout: float = 3.0
+    mdns_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         _positive("Timing.ta", self.ta)
@@ -174,6 +205,7 @@ class Timing:
             "disconnected_timeout",
             "failed_timeout",
             "gather_timeout",
+            "mdns_timeout",
         ):
             _positive(f"Timing.{name}", getattr(self, name))
         _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)

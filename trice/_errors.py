@@ -8,7 +8,8 @@ Two families sit under :class:`TriceError`:
 * *Protocol failures*: the network or the peer did not do what ICE needs (ICE failed,
   a transaction timed out, a TURN allocation was refused).  Garbage *received* from the
   network is counted and dropped by the agent; it is never raised into user code.  Only the
-  pure codecs raise :class:`StunDecodeError` to whoever calls them directly.
+  pure codecs raise :class:`StunDecodeError` (and :class:`MdnsDecodeError`) to whoever
+  calls them directly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigError",
     "IceFailedError",
     "LimitError",
+    "MdnsDecodeError",
     "ProtocolError",
     "StateError",
     "StunDecodeError",
@@ -69,6 +71,10 @@ class ProtocolError(TriceError):
 
 class StunDecodeError(ProtocolError, ValueError):
     """Bytes are not a well-formed STUN message (or ChannelData frame)."""
+
+
+class MdnsDecodeError(ProtocolError, ValueError):
+    """Bytes are not a well-formed DNS message, as multicast DNS (RFC 6762) carries them."""
 
 
 class TransactionError(ProtocolError):

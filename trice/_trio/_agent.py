@@ -20,6 +20,7 @@ made by :class:`trice.ice._core.AgentCore`; this module moves bytes and keeps ti
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -31,12 +32,13 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 
 import trio
 
 from trice import stun
-from trice._config import AgentConfig, NetworkConfig, check_credentials
-from trice._errors import ConfigError, IceFailedError, StateError
+from trice._config import AgentConfig, MdnsMode, NetworkConfig, check_credentials
+from trice._errors import ConfigError, IceFailedError, LimitError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import Connection, ReceiveBuffer
@@ -48,6 +50,7 @@ from trice._trio._gather import (
     has_server_sources,
 )
 from trice._trio._log import TRACE, logger
+from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
 from trice._trio._transport import (
@@ -57,7 +60,7 @@ from trice._trio._transport import (
     UdpTransport,
     paired_sockets,
 )
-from trice.ice._candidate import Candidate
+from trice.ice._candidate import Candidate, CandidateType
 from trice.ice._checklist import Pair, PairStatistics
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
@@ -71,6 +74,7 @@ from trice.ice._events import (
     SelectedPairChanged,
 )
 from trice.ice._gathering import host_candidate
+from trice.mdns import is_mdns_name
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -123,8 +127,9 @@ class AgentStatistics:
             relay, one from an unknown peer is not answered at all.
         prflx_dropped: peer-reflexive candidates not learned: past the cap, or from a source
             address that no candidate can stand for as it is written.
-        remote_candidates_dropped: signalled candidates left out as another ICE generation's
-            (see :meth:`Agent.add_remote_candidate`).
+        remote_candidates_dropped: signalled candidates left out: another ICE generation's,
+            or a ``.local`` name that multicast DNS did not resolve (see
+            :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
     """
@@ -167,6 +172,7 @@ class Agent:
         "_local",
         "_malformed",
         "_mapped",
+        "_mdns",
         "_now",
         "_nursery",
         "_parked",
@@ -261,6 +267,8 @@ class Agent:
         self._reports: tuple[GatherReport, ...] = ()
         self._bases_made = 0
         self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
+        # Multicast DNS (see _mdns.py): None until needed, False if it could not start.
+        self._mdns: Mdns | Literal[False] | None = None
 
     # ------------------------------------------------------------------ public face
 
@@ -423,13 +431,34 @@ class Agent:
         generation's may still be on its way, is taken for that one and ignored: signal
         the new parameters first.
 
+        A candidate whose address is a ``.local`` name is resolved by multicast DNS first
+        (unless :attr:`NetworkConfig.mdns <trice.NetworkConfig.mdns>` is ``DISABLED``), then
+        taken under the address found; meanwhile an end-of-candidates waits, and one left
+        unanswered for ``Timing.mdns_timeout`` is left out, logged and counted in
+        :attr:`AgentStatistics.remote_candidates_dropped`.
+
         Raises:
-            LimitError: more than ``AgentConfig.max_remote_candidates`` candidates.
+            LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names
+                being resolved count).
             StateError: a candidate after end-of-candidates, or the agent is closed.
         """
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError("add_remote_candidate takes a trice.Candidate or None")
+        mdns = self._mdns
+        if candidate is None:
+            if isinstance(mdns, Mdns) and mdns.resolving:
+                mdns.end_held = True  # (passed on once the names are resolved)
+                return
+        elif is_mdns_name(candidate.address) and self.config.network.mdns is not MdnsMode.DISABLED:
+            self._resolve_later(candidate)
+            return
+        elif isinstance(mdns, Mdns) and mdns.end_held:
+            raise StateError("a remote candidate came after end-of-candidates")
+        self._take_remote(candidate)
+
+    def _take_remote(self, candidate: Candidate | None) -> None:
+        """Hand a signalled candidate (or end-of-candidates) to the core."""
         if not self._core.add_remote_candidate(candidate):
             if candidate is None:
                 logger.debug(
@@ -495,6 +524,11 @@ class Agent:
         self._hub.rename(old.ufrag, local.ufrag)
         self._selected_relay_lost = False
         self._restarted = True
+        mdns = self._mdns
+        if isinstance(mdns, Mdns):  # names still being resolved are of the old generation
+            mdns.generation += 1
+            mdns.resolving = 0
+            mdns.end_held = False
         for run in list(self._runs.values()):
             run.drop()  # (the core has forgotten them)
         logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
@@ -780,8 +814,75 @@ class Agent:
     def _add_local(self, candidate: Candidate, base: int, *, signal: bool) -> None:
         self._core.add_local_candidate(candidate, base)
         if signal:
+            mdns = self._mdns
+            if isinstance(mdns, Mdns) and self.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
+                candidate = _named(candidate, mdns)
             self._signalled.append(candidate)
             self._emit(CandidateGathered(candidate))
+        self._pump()
+
+    # ------------------------------------------------------------------ multicast DNS
+
+    def _open_mdns(self) -> Mdns | None:
+        """The agent's :class:`Mdns`, opened (and its task started) on first need; ``None``
+        if it cannot be (logged once)."""
+        mdns = self._mdns
+        if mdns is None:
+            opened = open_mdns(self.config.network, self._now)
+            self._mdns = False if opened is None else opened
+            if opened is not None:
+                self._nursery.start_soon(opened.serve, name=f"mdns {self._local.ufrag}")
+            return opened
+        return mdns if isinstance(mdns, Mdns) else None
+
+    def _resolve_later(self, candidate: Candidate) -> None:
+        """A ``.local`` candidate: resolved by mDNS in a task of its own, then taken."""
+        mdns = self._open_mdns()
+        if mdns is None:
+            self._core.remote_candidates_dropped += 1
+            logger.warning(
+                "%s: remote candidate %s left out: mDNS is off",
+                self._local.ufrag,
+                candidate.address,
+            )
+            return
+        if mdns.end_held or self._core.remote_complete:
+            raise StateError("a remote candidate came after end-of-candidates")
+        self._core.check_room(pending=mdns.resolving)
+        mdns.resolving += 1
+        self._nursery.start_soon(
+            self._resolve, mdns, candidate, name=f"mdns resolve {candidate.address}"
+        )
+
+    async def _resolve(self, mdns: Mdns, candidate: Candidate) -> None:
+        generation = mdns.generation
+        addresses: tuple[str, ...] = ()
+        with trio.move_on_after(self.config.timing.mdns_timeout):
+            addresses = await mdns.resolve(candidate.address)
+        if generation != mdns.generation or self._closed:
+            return  # (an ICE restart came meanwhile: the candidate was of the old generation)
+        mdns.resolving -= 1
+        if addresses:
+            address = addresses[0]
+            logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
+            try:
+                self._take_remote(dataclasses.replace(candidate, address=address))
+            except LimitError as exc:  # (learned peer-reflexive candidates took the room)
+                self._core.remote_candidates_dropped += 1
+                logger.warning(
+                    "%s: remote candidate %s left out: %s", self._local.ufrag, address, exc
+                )
+        else:
+            self._core.remote_candidates_dropped += 1
+            logger.warning(
+                "%s: remote candidate %s left out: no mDNS answer in %g s",
+                self._local.ufrag,
+                candidate.address,
+                self.config.timing.mdns_timeout,
+            )
+        if not mdns.resolving and mdns.end_held:
+            mdns.end_held = False
+            self._take_remote(None)
         self._pump()
 
     # ------------------------------------------------------------------ tasks
@@ -1302,11 +1403,24 @@ class AgentContext:
                     agent._hub.leave(agent._local.ufrag)
                 for transport in agent._transports.values():
                     transport.close()
+                if isinstance(agent._mdns, Mdns):
+                    agent._mdns.close()
                 # Its tasks are over: let go of what refers back to the agent (a relay's
                 # delivery, the check runs on its timer heap), so that nothing holds it in a
                 # reference cycle once the application drops it.
                 agent._transports = {}
                 agent._timers = []
+
+
+def _named(candidate: Candidate, mdns: Mdns) -> Candidate:
+    """``candidate`` as signalled under :attr:`MdnsMode.QUERY_AND_GATHER`: a host candidate
+    under a ``.local`` name of its own; the address a server-reflexive one came from hidden
+    (``0.0.0.0``, port 0, as browsers signal it)."""
+    if candidate.type is CandidateType.HOST:
+        return dataclasses.replace(candidate, address=mdns.name(candidate.address))
+    if candidate.related_address is not None and candidate.related_address in mdns.names.values():
+        return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
+    return candidate
 
 
 def _same(seen: BaseException, raised: BaseException) -> bool:

@@ -18,7 +18,7 @@ import ifaddr
 import trio
 
 from trice import stun
-from trice._config import NetworkConfig
+from trice._config import MdnsMode, NetworkConfig
 from trice._errors import TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
@@ -46,6 +46,7 @@ __all__ = [
     "gather_servers",
     "has_server_sources",
     "host_addresses",
+    "mdns_interfaces",
 ]
 
 
@@ -128,6 +129,26 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
                 continue
             seen.add(literal)
             found.append(HostAddress(name, literal, literal))
+    return found
+
+
+def mdns_interfaces(network: NetworkConfig) -> list[str]:
+    """For multicast DNS: the first IPv4 address of each interface that the filters accept
+    (loopback only with ``include_loopback``; the ``ipv4`` switch aside: mDNS runs over IPv4
+    whichever family the candidates are)."""
+    found = []
+    for name, addresses in _adapters():
+        if network.interface_filter is not None and not network.interface_filter(name):
+            continue
+        for entry in addresses:
+            if entry.version != 4 or entry.never:
+                continue
+            if entry.loopback and not network.include_loopback:
+                continue
+            if network.ip_filter is not None and not network.ip_filter(entry.address):
+                continue
+            found.append(entry.literal)
+            break
     return found
 
 
@@ -216,6 +237,8 @@ async def gather_host(agent: Agent) -> None:
     policy = agent.config.transport_policy
     signal = policy is TransportPolicy.ALL
     addresses = host_addresses(network)
+    if signal and addresses and network.mdns is MdnsMode.QUERY_AND_GATHER:
+        agent._open_mdns()  # (first: the candidates are signalled under names it answers for)
     interfaces: dict[str, int] = {}
     for i, host in enumerate(addresses):
         if i:

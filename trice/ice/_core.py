@@ -449,7 +449,7 @@ class AgentCore:
                 return False
             if remote is None:
                 if not self._counted(address):
-                    self._check_room()
+                    self.check_room()
                 # (By address and ufrag: a peer that kept its sockets through a restart
                 # signals the same address in both generations.)
                 if self._held is None:
@@ -464,9 +464,9 @@ class AgentCore:
             return True
         if self._held is not None:
             if not self._counted(address):
-                self._check_room()
+                self.check_room()
         elif len(remotes) - (stale is not None) >= self.max_remote_candidates:
-            self._check_room()  # (raises)
+            self.check_room()  # (raises)
         # (What _take_remote does, inlined: the common way, once per candidate signalled.)
         self._add_remote(candidate)
         prime_success(candidate.address, candidate.port)
@@ -492,9 +492,10 @@ class AgentCore:
             count += sum(1 for a in {key[0] for key in held} if a not in remotes or a == stale)
         return count
 
-    def _check_room(self) -> None:
-        """Raise :class:`LimitError` if no remote candidate more may come."""
-        if self._remote_count() >= self.max_remote_candidates:
+    def check_room(self, pending: int = 0) -> None:
+        """Raise :class:`LimitError` if no remote candidate more may come, counting
+        ``pending`` more that the caller holds (``.local`` names being resolved, say)."""
+        if self._remote_count() + pending >= self.max_remote_candidates:
             raise LimitError(
                 f"more than {self.max_remote_candidates} remote candidates "
                 "(AgentConfig.max_remote_candidates)"

@@ -1,0 +1,335 @@
+"""Multicast DNS on loopback: ``.local`` host candidates named, answered for and resolved.
+
+Every socket here sends from 127.0.0.1 only (the agents' filters accept loopback alone, and
+the mDNS socket sends from the interfaces they accept): multicast on ``lo`` never leaves the
+machine.  Peers of other makes (Pion, aioice) are in ``test_mdns_interop.py``, in a network
+namespace of their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import trice
+from trice import mdns
+from trice._trio._mdns import Mdns, open_mdns
+
+from loopback import connect_both, loopback_config, signal
+
+GATHER = trice.MdnsMode.QUERY_AND_GATHER
+QUERY = trice.MdnsMode.QUERY_ONLY
+
+
+def _config(mode: trice.MdnsMode, **kwargs: Any) -> trice.AgentConfig:
+    config = loopback_config(**kwargs)
+    return dataclasses.replace(config, network=dataclasses.replace(config.network, mdns=mode))
+
+
+def _timing(**kwargs: Any) -> trice.Timing:
+    return trice.Timing(**kwargs)
+
+
+def _mdns_of(agent: trice.Agent) -> Mdns:
+    found = agent._mdns
+    assert isinstance(found, Mdns)
+    return found
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A plain socket on 5353 in the group on loopback: it hears what the agents multicast."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("0.0.0.0", mdns.MDNS_PORT))
+    membership = socket.inet_aton(mdns.MDNS_IPV4_GROUP) + socket.inet_aton("127.0.0.1")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    sock.setblocking(False)
+    with sock:
+        yield sock
+
+
+async def _next_message(
+    sock: socket.socket, want: Any = lambda m: True
+) -> tuple[mdns.DnsMessage, tuple[str, int]]:
+    """The next message on ``sock`` that ``want`` accepts (others skipped)."""
+    trio_sock = trio.socket.from_stdlib_socket(sock)
+    with trio.fail_after(5):
+        while True:
+            data, source = await trio_sock.recvfrom(9000)
+            message = mdns.decode_message(data)
+            if want(message):
+                return message, source
+
+
+async def test_two_agents_that_name_their_candidates_connect_over_resolved_addresses() -> None:
+    """Both sides signal only ``.local`` names, answer for them and resolve the other's:
+    the pair selected is of host candidates at the real addresses, not learned ones."""
+    async with (
+        trice.open_agent(_config(GATHER), controlling=True) as a,
+        trice.open_agent(_config(GATHER), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        for agent in (a, b):
+            (candidate,) = agent.local_candidates
+            assert mdns.is_mdns_name(candidate.address)
+            assert "127.0.0.1" not in candidate.to_sdp()
+            assert _mdns_of(agent).interfaces == ["127.0.0.1"]  # loopback alone
+        signal(a, b)  # (end-of-candidates at once: held while the names resolve)
+        ca, cb = await connect_both(a, b)
+        for conn in (ca, cb):
+            pair = conn.selected_pair
+            assert pair.remote.type is trice.CandidateType.HOST
+            assert pair.remote.address == "127.0.0.1"
+        assert ca.selected_pair.remote.port == b.local_candidates[0].port
+        await ca.send(b"over mDNS")
+        with trio.fail_after(5):
+            assert await cb.receive() == b"over mDNS"
+
+
+async def test_the_default_resolves_a_peers_names_and_shows_its_own_addresses() -> None:
+    """``QUERY_ONLY`` (the default) signals addresses and resolves the peer's names."""
+    assert trice.NetworkConfig().mdns is QUERY
+    async with (
+        trice.open_agent(_config(GATHER), controlling=False) as named,
+        trice.open_agent(loopback_config(), controlling=True) as plain,
+    ):
+        await named.wait_gathering_complete()
+        await plain.wait_gathering_complete()
+        assert plain.local_candidates[0].address == "127.0.0.1"
+        assert plain._mdns is None  # (opened only once needed)
+        signal(named, plain)
+        await connect_both(named, plain)
+        pair = plain.selected_pair
+        assert pair is not None
+        assert pair.remote.type is trice.CandidateType.HOST
+        assert pair.remote.address == "127.0.0.1"
+        assert plain.statistics().remote_candidates_dropped == 0
+
+
+async def test_without_mdns_a_name_is_not_resolved_and_the_peer_is_learned_instead() -> None:
+    """``DISABLED``: the peer's ``.local`` candidate is never paired; its checks still reach
+    us, and the pair is made with the address they came from (peer-reflexive)."""
+    off = _config(trice.MdnsMode.DISABLED)
+    async with (
+        trice.open_agent(_config(GATHER), controlling=True) as named,
+        trice.open_agent(off, controlling=False) as plain,
+    ):
+        await named.wait_gathering_complete()
+        await plain.wait_gathering_complete()
+        signal(named, plain)
+        await connect_both(named, plain)
+        pair = plain.selected_pair
+        assert pair is not None
+        assert pair.remote.type is trice.CandidateType.PRFLX
+        assert plain._mdns is None
+
+
+async def test_a_name_nobody_answers_for_is_dropped_and_holds_failure_back_until_then(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The end-of-candidates waits for the name: the one other pair fails within some
+    0.15 s, but ICE fails only once ``mdns_timeout`` (0.3 s) has passed without an answer
+    and the name's candidate is left out (counted, logged)."""
+    timing = _timing(mdns_timeout=0.3, rto=0.05, rto_max=0.05, max_binding_requests=2)
+    config = _config(QUERY, timing=timing)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("abcd", "a" * 22)
+        started = trio.current_time()
+        for line in (
+            "candidate:1 1 udp 2130706431 nobody-here.local 9 typ host",
+            "candidate:2 1 udp 2130706430 127.0.0.1 9 typ host",  # (nobody there)
+        ):
+            agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        agent.add_remote_candidate(None)
+        with caplog.at_level(logging.WARNING, logger="trice"), trio.fail_after(5):
+            with pytest.raises(trice.IceFailedError):
+                await agent.connect()
+        assert trio.current_time() - started >= 0.3
+        assert agent.statistics().remote_candidates_dropped == 1
+        assert "nobody-here.local left out: no mDNS answer" in caplog.text
+
+
+async def test_names_being_resolved_count_against_the_cap() -> None:
+    """A flood of ``.local`` names stops at ``max_remote_candidates`` like any other."""
+    config = _config(QUERY, max_remote_candidates=2)
+    async with trice.open_agent(config, controlling=True) as agent:
+        agent.set_remote_parameters("abcd", "a" * 22)
+        for i in range(2):
+            agent.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 1 n{i}.local 9 typ host")
+            )
+        with pytest.raises(trice.LimitError):
+            agent.add_remote_candidate(
+                trice.Candidate.from_sdp("candidate:1 1 udp 1 n2.local 9 typ host")
+            )
+        assert _mdns_of(agent).resolving == 2
+
+
+async def test_a_candidate_after_a_held_end_of_candidates_is_refused() -> None:
+    config = _config(QUERY)
+    async with trice.open_agent(config, controlling=True) as agent:
+        agent.set_remote_parameters("abcd", "a" * 22)
+        agent.add_remote_candidate(
+            trice.Candidate.from_sdp("candidate:1 1 udp 1 n.local 9 typ host")
+        )
+        agent.add_remote_candidate(None)
+        for line in (
+            "candidate:1 1 udp 1 m.local 9 typ host",
+            "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+        ):
+            with pytest.raises(trice.StateError):
+                agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+
+
+async def test_an_answer_that_comes_after_an_ice_restart_is_not_taken(
+    listener: socket.socket,
+) -> None:
+    """A name asked for before a restart belongs to the old generation: its answer, coming
+    after, adds no candidate."""
+    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("abcd", "a" * 22)
+        agent.add_remote_candidate(
+            trice.Candidate.from_sdp("candidate:1 1 udp 1 late-one.local 40000 typ host")
+        )
+        query, _ = await _next_message(listener, lambda m: not m.is_response)
+        assert [q.name for q in query.questions] == ["late-one.local", "late-one.local"]
+        agent.restart()
+        assert _mdns_of(agent).resolving == 0
+        listener.sendto(
+            mdns.encode_answer("late-one.local", ["127.0.0.1"]),
+            (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT),
+        )
+        agent.set_remote_parameters("efgh", "b" * 22)
+        await trio.testing.wait_all_tasks_blocked(0.05)  # (the agent's mDNS task read it)
+        assert "late-one.local" in _mdns_of(agent)._found  # (the answer did come)
+        assert agent.pair_statistics() == ()
+
+
+async def test_the_agent_answers_a_query_once_a_second_and_a_legacy_query_by_unicast(
+    listener: socket.socket,
+) -> None:
+    """RFC 6762 §6: a multicast answer at most once a second per name; §6.7: a query from
+    a port other than 5353 gets a unicast answer with its ID and question, TTL 10."""
+    async with trice.open_agent(_config(GATHER), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        name = agent.local_candidates[0].address
+        for _ in range(3):
+            listener.sendto(mdns.encode_query(name), (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
+        answer, _ = await _next_message(listener, lambda m: m.is_response)
+        (record,) = answer.records
+        assert (record.name, record.address, record.ttl, record.cache_flush) == (
+            name,
+            "127.0.0.1",
+            120,
+            True,
+        )
+        # A query for another name, then nothing more about ours within the second.
+        listener.sendto(mdns.encode_query("other.local"), (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
+        query, _ = await _next_message(listener, lambda m: True)
+        assert not query.is_response  # (the next message seen was not a second answer)
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as legacy:
+            legacy.bind(("127.0.0.1", 0))
+            legacy.setblocking(False)
+            legacy.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
+            )
+            question = bytes.fromhex("1234 0000 0001 0000 0000 0000".replace(" ", ""))
+            question += mdns.encode_query(name, (mdns.TYPE_A,))[12:]
+            legacy.sendto(question, (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
+            reply, source = await _next_message(legacy)
+        assert reply.id == 0x1234 and reply.is_response
+        assert [q.name for q in reply.questions] == [name]
+        (record,) = reply.records
+        assert (record.address, record.ttl, record.cache_flush) == ("127.0.0.1", 10, False)
+        assert source[0] == "127.0.0.1"
+
+
+async def test_malformed_mdns_is_counted_and_changes_nothing(listener: socket.socket) -> None:
+    async with (
+        trice.open_agent(_config(GATHER), controlling=True) as a,
+        trice.open_agent(_config(GATHER), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        for garbage in (b"", b"\x00" * 11, b"\x00\x00\x84\x00\x00\x00\x00\x05", b"\xff" * 40):
+            listener.sendto(garbage, (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
+        await trio.testing.wait_all_tasks_blocked(0.05)  # (the agents' mDNS tasks read them)
+        assert _mdns_of(a).malformed == _mdns_of(b).malformed == 4
+        signal(a, b)
+        ca, _ = await connect_both(a, b)
+        assert ca.selected_pair.remote.address == "127.0.0.1"
+        assert b.selected_pair is not None
+        assert b.selected_pair.remote.address == "127.0.0.1"
+
+
+async def test_answers_with_an_opcode_or_an_error_code_are_ignored(
+    listener: socket.socket,
+) -> None:
+    """RFC 6762 §18.3 and §18.11: such answers are not taken; the plain one after them is."""
+    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("abcd", "a" * 22)
+        line = "candidate:1 1 udp 1 asked.local 40000 typ host"
+        agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        await _next_message(listener, lambda m: not m.is_response)
+        group = (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT)
+        for flags, address in ((0x8400 | 0x0800, "127.0.0.2"), (0x8400 | 0x0003, "127.0.0.3")):
+            forged = bytearray(mdns.encode_answer("asked.local", [address]))
+            forged[2:4] = flags.to_bytes(2, "big")
+            listener.sendto(bytes(forged), group)
+        await trio.testing.wait_all_tasks_blocked(0.05)  # (the agent's mDNS task read them)
+        assert "asked.local" not in _mdns_of(agent)._found
+        listener.sendto(mdns.encode_answer("asked.local", ["127.0.0.4"]), group)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        (pair,) = agent.pair_statistics()
+        assert pair.pair.remote.address == "127.0.0.4"
+
+
+async def test_the_mdns_socket_closes_with_the_agent() -> None:
+    async with trice.open_agent(_config(GATHER), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        sock = _mdns_of(agent)._sock
+        assert sock.fileno() >= 0
+    assert sock.fileno() == -1
+
+
+def test_a_server_reflexive_candidate_hides_the_host_address_it_came_from() -> None:
+    """Under ``QUERY_AND_GATHER`` a srflx candidate's related address is 0.0.0.0 port 0, as
+    browsers signal it; a relayed one keeps its (public, mapped) related address."""
+    from trice._trio._agent import _named
+
+    found = open_mdns(loopback_config().network, lambda: 0.0)
+    assert found is not None
+    with found._sock:
+        srflx = trice.Candidate.from_sdp(
+            "candidate:2 1 udp 1 203.0.113.5 4000 typ srflx raddr 127.0.0.1 rport 5000"
+        )
+        relay = trice.Candidate.from_sdp(
+            "candidate:3 1 udp 1 198.51.100.7 4000 typ relay raddr 203.0.113.5 rport 4000"
+        )
+        host = trice.Candidate.from_sdp("candidate:1 1 udp 1 127.0.0.1 5000 typ host")
+        name = _named(host, found).address
+        assert found.names == {name: "127.0.0.1"}
+        hidden = _named(srflx, found)
+        assert (hidden.address, hidden.related_address, hidden.related_port) == (
+            "203.0.113.5",
+            "0.0.0.0",
+            0,
+        )
+        assert _named(relay, found) == relay
