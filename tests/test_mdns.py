@@ -277,10 +277,11 @@ async def test_malformed_mdns_is_counted_and_changes_nothing(listener: socket.so
         assert b.selected_pair.remote.address == "127.0.0.1"
 
 
-async def test_answers_with_an_opcode_or_an_error_code_are_ignored(
+async def test_answers_with_an_opcode_an_error_code_or_no_ttl_are_not_taken(
     listener: socket.socket,
 ) -> None:
-    """RFC 6762 §18.3 and §18.11: such answers are not taken; the plain one after them is."""
+    """RFC 6762 §18.3, §18.11 and §10.1: such answers are not taken; the plain one after
+    them is."""
     config = _config(QUERY, timing=_timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
@@ -293,6 +294,8 @@ async def test_answers_with_an_opcode_or_an_error_code_are_ignored(
             forged = bytearray(mdns.encode_answer("asked.local", [address]))
             forged[2:4] = flags.to_bytes(2, "big")
             listener.sendto(bytes(forged), group)
+        # A goodbye (TTL 0, RFC 6762 §10.1) says the name is going away: not an answer.
+        listener.sendto(mdns.encode_answer("asked.local", ["127.0.0.5"], ttl=0), group)
         await trio.testing.wait_all_tasks_blocked(0.05)  # (the agent's mDNS task read them)
         assert "asked.local" not in _mdns_of(agent)._found
         listener.sendto(mdns.encode_answer("asked.local", ["127.0.0.4"]), group)

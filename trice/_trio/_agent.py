@@ -450,7 +450,11 @@ class Agent:
             if isinstance(mdns, Mdns) and mdns.resolving:
                 mdns.end_held = True  # (passed on once the names are resolved)
                 return
-        elif is_mdns_name(candidate.address) and self.config.network.mdns is not MdnsMode.DISABLED:
+        elif (
+            candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
+            and is_mdns_name(candidate.address)
+            and self.config.network.mdns is not MdnsMode.DISABLED
+        ):
             self._resolve_later(candidate)
             return
         elif isinstance(mdns, Mdns) and mdns.end_held:

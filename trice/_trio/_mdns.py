@@ -204,8 +204,8 @@ class Mdns:
         waiting = self._waiting
         for record in records:
             name = record.name
-            if name not in waiting:
-                continue
+            if name not in waiting or not record.ttl:
+                continue  # (TTL 0: a goodbye, RFC 6762 §10.1: the name is going away)
             found.setdefault(name, []).append(record.address)
             ttls[name] = min(ttls.get(name, 1 << 31), record.ttl)
         now = self._now()
