@@ -114,7 +114,11 @@ def test_query_vector() -> None:
     assert msg == DnsMessage(0, 0, (Question("abc.local", TYPE_A, False),), ())
     assert not msg.is_response
     assert encode_query("abc.local", (TYPE_A,)) == QUERY_A
-    assert encode_query("ABC.local.", (TYPE_A,)) == QUERY_A
+    assert encode_query("abc.local.", (TYPE_A,)) == QUERY_A  # (the final dot dropped)
+    # The name goes as written: some responders (Pion's) match it with its case.
+    mixed = encode_query("Abc.local", (TYPE_A,))
+    assert mixed == QUERY_A.replace(b"abc", b"Abc")
+    assert decode_message(mixed).questions[0].name == "abc.local"
 
 
 def test_response_a_aaaa_vector() -> None:

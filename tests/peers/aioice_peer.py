@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tests/peers/aioice_peer.py --controlling|--controlled [--ipv6]
+    python tests/peers/aioice_peer.py --controlling|--controlled [--ipv6] [--mdns query]
         [--turn turn:HOST:PORT?transport=udp --username U --credential P --relay-only]
 
 JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for
@@ -10,6 +10,19 @@ the protocol. It only ever gathers a loopback host candidate (127.0.0.1, or ::1
 with ``--ipv6``): aioice enumerates every interface *and* deliberately skips
 127.0.0.1 / ::1, so this script replaces ``aioice.ice.get_host_addresses`` in
 its own process. aioice cannot be an ICE lite agent, so ``--lite`` is an error.
+
+Multicast DNS: aioice always resolves a remote ``<name>.local`` host candidate itself (one
+mDNS query of type A to 224.0.0.251, from a socket on port 5353 that joined the group on
+whichever interface the kernel's route to 224.0.0.251 takes, as neither the join nor the
+send names one; the candidate is dropped if no answer comes within 1 s) and has no switch
+to turn that off; it never names its own candidates (``aioice.mdns`` can publish a name, but
+``aioice.Connection`` does not use it). So ``--mdns query`` (the default) is all it does,
+and ``--mdns off`` or ``--mdns gather`` is answered with an ``error``. As aioice's mDNS
+would use the host's real links, a ``.local`` candidate is answered with an ``error``
+unless lo is the only interface (a network namespace of the test's own, with a route for
+224.0.0.0/4 on lo). A resolved candidate keeps its ``.local`` name in aioice's lists, so in
+``connected`` too (``remote``, and ``remote_candidates``: ``{"address", "port", "type"}``
+of each remote candidate aioice holds, resolved or peer-reflexive).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -28,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aioice
 import aioice.ice
+import aioice.mdns
 
 log = logging.getLogger("aioice_peer")
 
@@ -53,6 +68,11 @@ def restrict_to_loopback(ipv6: bool) -> None:
         return [address]
 
     aioice.ice.get_host_addresses = loopback_only
+
+
+def only_loopback() -> bool:
+    """Whether lo is this network namespace's only interface."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 def parse_turn(url: str) -> tuple[tuple[str, int], str, bool]:
@@ -178,7 +198,14 @@ class Peer:
             self.conn.remote_password = msg["pwd"]
             self.conn.remote_is_lite = bool(msg.get("lite", False))
         elif kind == "candidate":
-            await self.conn.add_remote_candidate(parse_candidate(msg["candidate"]))
+            candidate = parse_candidate(msg["candidate"])
+            if aioice.mdns.is_mdns_hostname(candidate.host) and not only_loopback():
+                raise RuntimeError(
+                    f"{candidate.host}: aioice's mDNS would use this host's real interfaces;"
+                    " give .local candidates only inside a network namespace whose only link"
+                    " is lo"
+                )
+            await self.conn.add_remote_candidate(candidate)
         elif kind == "end-of-candidates":
             await self.conn.add_remote_candidate(None)
         elif kind == "sync":
@@ -226,6 +253,10 @@ class Peer:
         if pair is not None:
             out["local"] = candidate_line(pair.protocol.local_candidate)
             out["remote"] = candidate_line(pair.remote_candidate)
+        # (a resolved .local candidate keeps its name here: aioice only lists it once resolved)
+        out["remote_candidates"] = [
+            {"address": c.host, "port": c.port, "type": c.type} for c in self.conn.remote_candidates
+        ]
         self.connected.set()
         emit(out)
         self.spawn(self.receive())
@@ -269,6 +300,13 @@ def main() -> int:
     role.add_argument("--controlled", action="store_true")
     parser.add_argument("--ipv6", action="store_true", help="gather ::1 instead of 127.0.0.1")
     parser.add_argument("--lite", action="store_true", help="unsupported by aioice (error)")
+    parser.add_argument(
+        "--mdns",
+        choices=["off", "query", "gather"],
+        default="query",
+        help="multicast DNS: aioice always resolves .local candidates (query, the default)"
+        " and never names its own: off and gather are errors",
+    )
     parser.add_argument("--turn", help="TURN URL, e.g. turn:127.0.0.1:3478?transport=udp")
     parser.add_argument("--username", help="TURN username")
     parser.add_argument("--credential", help="TURN password")
@@ -285,6 +323,12 @@ def main() -> int:
     )
     if args.lite:
         emit({"type": "error", "message": "aioice cannot be an ICE lite agent"})
+        return 2
+    if args.mdns == "off":
+        emit({"type": "error", "message": "aioice always resolves .local candidates"})
+        return 2
+    if args.mdns == "gather":
+        emit({"type": "error", "message": "aioice cannot name its candidates by mDNS"})
         return 2
     if args.relay_only and not args.turn:
         emit({"type": "error", "message": "--relay-only needs --turn"})

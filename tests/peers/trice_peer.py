@@ -3,13 +3,18 @@
 Usage::
 
     python tests/peers/trice_peer.py --controlling|--controlled [--ipv6] [--lite]
-        [--aggressive] [--warm] [-v | --trace]
+        [--aggressive] [--warm] [--mdns off|query|gather] [-v | --trace]
 
 JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for the
 protocol. It only ever gathers loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``)
 through ``trice.NetworkConfig(interface_filter=lambda n: n == "lo", include_loopback=True)``.
 ``--aggressive`` makes a controlling agent nominate aggressively; ``--warm`` calls
-:func:`trice.warm_up` before the agent opens. TURN options are accepted
+:func:`trice.warm_up` before the agent opens. ``--mdns`` sets ``NetworkConfig.mdns``:
+``off`` (``MdnsMode.DISABLED``), ``query`` (``QUERY_ONLY``, the library's default and this
+peer's) or ``gather`` (``QUERY_AND_GATHER``: the host candidates go out under ``.local``
+names, and the agent answers mDNS queries for them on lo). Its ``connected`` messages also
+carry ``remote_candidates``: ``{"address", "port", "type"}`` of each remote candidate in the
+check list (a ``.local`` one resolved shows the address found). TURN options are accepted
 but answered with an ``error`` (not supported yet). ``--trace`` (or the environment variable
 ``TRICE_PEER_TRACE=1``) logs every check and STUN message at trice's TRACE level.
 """
@@ -42,19 +47,30 @@ def emit(msg: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def network_config(ipv6: bool, namespace: bool = False) -> trice.NetworkConfig:
+#: ``--mdns`` values and the modes they stand for.
+MDNS_MODES = {
+    "off": trice.MdnsMode.DISABLED,
+    "query": trice.MdnsMode.QUERY_ONLY,
+    "gather": trice.MdnsMode.QUERY_AND_GATHER,
+}
+
+
+def network_config(
+    ipv6: bool, namespace: bool = False, mdns: trice.MdnsMode = trice.MdnsMode.QUERY_ONLY
+) -> trice.NetworkConfig:
     """Loopback-only gathering: 127.0.0.1, or ::1 with ``ipv6``.
 
     With ``namespace`` (the NAT lab runs the peer inside a network namespace that the test
     made, whose only links are the lab's own), every non-loopback IPv4 address is used.
     """
     if namespace:
-        return trice.NetworkConfig(ipv6=False)
+        return trice.NetworkConfig(ipv6=False, mdns=mdns)
     return trice.NetworkConfig(
         interface_filter=lambda name: name == LOOPBACK,
         include_loopback=True,
         ipv4=not ipv6,
         ipv6=ipv6,
+        mdns=mdns,
     )
 
 
@@ -73,6 +89,16 @@ async def stdin_lines() -> AsyncIterator[str]:
             while b"\n" in buffer:
                 line, _, buffer = buffer.partition(b"\n")
                 yield line.decode()
+
+
+def remote_candidates(agent: trice.Agent) -> list[dict[str, Any]]:
+    """The remote candidates of the agent's check list (signalled, resolved from a
+    ``.local`` name, or peer-reflexive), for the ``remote_candidates`` of ``connected``."""
+    seen: dict[tuple[str, int, str], None] = {}
+    for stats in agent.pair_statistics():
+        remote = stats.pair.remote
+        seen[(remote.address, remote.port, remote.type.value)] = None
+    return [{"address": a, "port": p, "type": t} for a, p, t in seen]
 
 
 class PeerFailed(Exception):
@@ -164,6 +190,7 @@ class Peer:
                 "elapsed_ms": (time.perf_counter() - t0) * 1000.0,
                 "local": pair.local.to_sdp(),
                 "remote": pair.remote.to_sdp(),
+                "remote_candidates": remote_candidates(self.agent),
             }
         )
 
@@ -188,6 +215,7 @@ class Peer:
                 "connected_ns": connected_ns,
                 "local": pair.local.to_sdp(),
                 "remote": pair.remote.to_sdp(),
+                "remote_candidates": remote_candidates(self.agent),
             }
         )
         await self.receive(conn)
@@ -236,7 +264,7 @@ async def amain(args: argparse.Namespace) -> int:
         gather_timeout=args.gather_timeout,
     )
     config = trice.AgentConfig(
-        network=network_config(args.ipv6, args.namespace),
+        network=network_config(args.ipv6, args.namespace, MDNS_MODES[args.mdns]),
         lite=args.lite,
         nomination=trice.Nomination.AGGRESSIVE if args.aggressive else trice.Nomination.REGULAR,
         ice_servers=servers,
@@ -292,6 +320,13 @@ def main() -> int:
         "--namespace",
         action="store_true",
         help="gather on every non-loopback IPv4 address (only inside a test's own netns)",
+    )
+    parser.add_argument(
+        "--mdns",
+        choices=sorted(MDNS_MODES),
+        default="query",
+        help="multicast DNS: off (DISABLED), query (QUERY_ONLY, the default) or gather"
+        " (QUERY_AND_GATHER: signal the host candidates under .local names)",
     )
     parser.add_argument("--failed-timeout", type=float, default=25.0)
     parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")

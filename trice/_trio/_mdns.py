@@ -119,6 +119,9 @@ class Mdns:
     async def resolve(self, name: str) -> tuple[str, ...]:
         """The addresses ``name`` stands for, asked for on every interface at once and again
         1, 3, 7... s later until an answer comes (the caller bounds the wait)."""
+        # Asked for as written (Pion's responder matches names with their case, where RFC
+        # 6762 §16 says without), and known by the normalized name.
+        query = encode_query(name[:-1] if name.endswith(".") else name)
         name = normalize_name(name)
         found = self._found.get(name)
         if found is not None and found[1] > self._now():
@@ -128,7 +131,7 @@ class Mdns:
         try:
             interval = QUERY_INTERVAL
             while not event.is_set():
-                self._multicast(encode_query(name))
+                self._multicast(query)
                 with trio.move_on_after(interval):
                     await event.wait()
                 interval *= 2

@@ -123,7 +123,8 @@ def is_mdns_name(name: str) -> bool:
 
 def encode_query(name: str, qtypes: Sequence[int] = (TYPE_A, TYPE_AAAA)) -> bytes:
     """A multicast DNS query for ``name``'s addresses of the types ``qtypes``: ID 0, one
-    question for each type, no unicast-response bit (RFC 6762 §18)."""
+    question for each type, no unicast-response bit (RFC 6762 §18).  The name goes as
+    written, its case kept (some responders match it with its case)."""
     labels = _encode_name(name)
     body = b"".join(labels + _FIXED.pack(qtype, CLASS_IN) for qtype in qtypes)
     return _HEADER.pack(0, 0, len(qtypes), 0, 0, 0) + body
@@ -160,9 +161,9 @@ def encode_answer(
 
 
 def _encode_name(name: str) -> bytes:
-    normal = normalize_name(name)
+    """``name`` in labels, as written (its case kept), without a final dot."""
     out = bytearray()
-    for label in normal.split("."):
+    for label in (name[:-1] if name.endswith(".") else name).split("."):
         raw = label.encode("utf-8")
         if not 0 < len(raw) <= 63:
             raise ValueError(f"DNS name {name!r} has an empty label or one over 63 bytes")

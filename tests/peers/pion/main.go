@@ -7,6 +7,16 @@
 // --ipv6), or -- with --turn ... --relay-only -- relayed candidates from the
 // given TURN server.
 //
+// --mdns off|query|gather sets AgentConfig.MulticastDNSMode (Disabled, the
+// default here, QueryOnly or QueryAndGather). Pion's mDNS joins 224.0.0.251
+// and sends on EVERY interface of the host (net.Interfaces()), whatever the
+// interface filter says, so query and gather are refused unless every
+// interface is a loopback one (a network namespace whose only link is lo, as
+// tests/test_mdns_interop.py makes). With gather, every host candidate
+// carries the agent's one random <uuid>.local name (or --mdns-name's). Its
+// "connected" messages also carry "remote_candidates": {"address", "port",
+// "type"} of each remote candidate the agent holds.
+//
 // Build offline (GOPATH mode, Debian's golang-github-pion-ice.v2-dev):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o pion-peer .
@@ -81,6 +91,22 @@ func parseCandidate(line string) (ice.Candidate, error) {
 	return ice.UnmarshalCandidate(s)
 }
 
+// remoteCandidates lists the agent's remote candidates (signalled, resolved from
+// an mDNS name, or peer-reflexive) for the "remote_candidates" of "connected".
+// Pion keeps a resolved candidate under its .local name, and lists it only once
+// resolved.
+func remoteCandidates(agent *ice.Agent) []map[string]interface{} {
+	out := []map[string]interface{}{}
+	for _, s := range agent.GetRemoteCandidatesStats() {
+		out = append(out, map[string]interface{}{
+			"address": s.IP,
+			"port":    s.Port,
+			"type":    s.CandidateType.String(),
+		})
+	}
+	return out
+}
+
 // received counts data datagrams per exchange round. Payloads are
 // "x<round>-<index>"; see harness.py.
 type counter struct {
@@ -125,6 +151,9 @@ func main() {
 	relayOnly := flag.Bool("relay-only", false, "only gather relayed candidates (needs --turn)")
 	exchangeTimeout := flag.Duration("exchange-timeout", 5*time.Second, "how long to wait for the peer's datagrams")
 	connectTimeout := flag.Duration("connect-timeout", 30*time.Second, "how long to wait for connectivity")
+	mdnsName := flag.String("mdns-name", "", "with --mdns gather: the agent's .local name (AgentConfig.MulticastDNSHostName; default: a random <uuid>.local)")
+	mdnsFlag := flag.String("mdns", "off", "multicast DNS: off (Disabled), query (QueryOnly) or gather (QueryAndGather); "+
+		"query and gather use every interface of the host: only inside a network namespace of its own")
 	flag.Int("count", 0, "ignored (datagram count comes with the exchange message)")
 	flag.Parse()
 
@@ -136,6 +165,33 @@ func main() {
 	}
 	if *lite && *relayOnly {
 		fail("a lite agent only has host candidates")
+	}
+	mdnsModes := map[string]ice.MulticastDNSMode{
+		"off":    ice.MulticastDNSModeDisabled,
+		"query":  ice.MulticastDNSModeQueryOnly,
+		"gather": ice.MulticastDNSModeQueryAndGather,
+	}
+	mdnsMode, ok := mdnsModes[*mdnsFlag]
+	if !ok {
+		fail("--mdns must be off, query or gather, not %q", *mdnsFlag)
+	}
+	if mdnsMode != ice.MulticastDNSModeDisabled {
+		// Pion's mDNS joins the group and sends on every interface, whatever the
+		// interface filter says: only where lo is the only one.
+		ifaces, err := net.Interfaces()
+		if err != nil {
+			fail("--mdns %s: cannot list the interfaces: %v", *mdnsFlag, err)
+		}
+		for _, ifc := range ifaces {
+			if ifc.Flags&net.FlagLoopback == 0 {
+				fail("--mdns %s: Pion's mDNS would use interface %s too; run it in a network namespace whose only link is lo", *mdnsFlag, ifc.Name)
+			}
+		}
+	}
+	if mdnsMode == ice.MulticastDNSModeQueryAndGather && *ipv6 {
+		// (the --ipv6 host candidate comes from our UDP mux, which Pion signals under its
+		// address, not under the mDNS name)
+		fail("--mdns gather does not name the --ipv6 candidate (it comes from a UDP mux)")
 	}
 
 	netType := ice.NetworkTypeUDP4
@@ -152,17 +208,18 @@ func main() {
 		lf.DefaultLogLevel = logging.LogLevelTrace
 	}
 	cfg := &ice.AgentConfig{
-		NetworkTypes:        []ice.NetworkType{netType},
-		CandidateTypes:      []ice.CandidateType{ice.CandidateTypeHost},
-		MulticastDNSMode:    ice.MulticastDNSModeDisabled,
-		IncludeLoopback:     true,
-		InterfaceFilter:     func(name string) bool { return name == "lo" },
-		IPFilter:            func(ip net.IP) bool { return ip.IsLoopback() },
-		Lite:                *lite,
-		DisconnectedTimeout: &disconnected,
-		FailedTimeout:       &failed,
-		KeepaliveInterval:   &keepalive,
-		LoggerFactory:       lf,
+		NetworkTypes:         []ice.NetworkType{netType},
+		CandidateTypes:       []ice.CandidateType{ice.CandidateTypeHost},
+		MulticastDNSMode:     mdnsMode,
+		MulticastDNSHostName: *mdnsName,
+		IncludeLoopback:      true,
+		InterfaceFilter:      func(name string) bool { return name == "lo" },
+		IPFilter:             func(ip net.IP) bool { return ip.IsLoopback() },
+		Lite:                 *lite,
+		DisconnectedTimeout:  &disconnected,
+		FailedTimeout:        &failed,
+		KeepaliveInterval:    &keepalive,
+		LoggerFactory:        lf,
 	}
 	if *turnURL != "" {
 		u, err := ice.ParseURL(*turnURL)
@@ -239,10 +296,11 @@ func main() {
 			return
 		}
 		emit(map[string]interface{}{
-			"type":       "connected",
-			"elapsed_ms": float64(time.Since(t0).Nanoseconds()) / 1e6,
-			"local":      candidateLine(pair.Local),
-			"remote":     candidateLine(pair.Remote),
+			"type":              "connected",
+			"elapsed_ms":        float64(time.Since(t0).Nanoseconds()) / 1e6,
+			"local":             candidateLine(pair.Local),
+			"remote":            candidateLine(pair.Remote),
+			"remote_candidates": remoteCandidates(agent),
 		})
 	}); err != nil {
 		fail("OnConnectionStateChange: %v", err)
@@ -294,6 +352,7 @@ func main() {
 			msg["local"] = candidateLine(pair.Local)
 			msg["remote"] = candidateLine(pair.Remote)
 		}
+		msg["remote_candidates"] = remoteCandidates(agent)
 		connMu.Lock()
 		conn = c
 		connMu.Unlock()
