@@ -25,7 +25,8 @@ Output (peer -> harness), in this order::
         (measured inside the peer's timeout guard, whose cost is the program's, not the
         agent's); started_ns and connected_ns, optional, are the same two moments on the
         machine's wall clock, in nanoseconds (``local`` and ``remote``, the selected pair,
-        are optional too)
+        are optional too, as is ``remote_candidates``: ``{"address", "port", "type"}`` of
+        each remote candidate the agent holds, a ``.local`` one as its peer shows it)
     {"type": "exchanged", "sent": N, "received": M}
         answer to each "exchange", see below
     {"type": "synced"}
