@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from types import SimpleNamespace
+from typing import Any
 
 import ifaddr
 import pytest
@@ -216,25 +217,28 @@ def _fake_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
         SimpleNamespace(
             nice_name="lo",
             name="lo",
-            ips=[SimpleNamespace(ip="127.0.0.1"), SimpleNamespace(ip=("::1", 0, 0))],
+            ips=[
+                SimpleNamespace(ip="127.0.0.1", network_prefix=8),
+                SimpleNamespace(ip=("::1", 0, 0), network_prefix=64),
+            ],
         ),
         SimpleNamespace(
             nice_name="eth0",
             name="eth0",
             ips=[
-                SimpleNamespace(ip="192.0.2.10"),
-                SimpleNamespace(ip=("fe80::1", 0, 2)),  # link-local: never
-                SimpleNamespace(ip=("2001:db8::10", 0, 0)),
-                SimpleNamespace(ip="192.0.2.10"),  # (listed twice: bound once)
+                SimpleNamespace(ip="192.0.2.10", network_prefix=24),
+                SimpleNamespace(ip=("fe80::1", 0, 2), network_prefix=64),  # link-local: never
+                SimpleNamespace(ip=("2001:db8::10", 0, 0), network_prefix=64),
+                SimpleNamespace(ip="192.0.2.10", network_prefix=24),  # (listed twice: bound once)
             ],
         ),
         SimpleNamespace(
             nice_name="odd",
             name="odd",
             ips=[
-                SimpleNamespace(ip="0.0.0.0"),  # unspecified: never
-                SimpleNamespace(ip="224.0.0.1"),  # multicast: never
-                SimpleNamespace(ip="not an address"),
+                SimpleNamespace(ip="0.0.0.0", network_prefix=32),  # unspecified: never
+                SimpleNamespace(ip="224.0.0.1", network_prefix=32),  # multicast: never
+                SimpleNamespace(ip="not an address", network_prefix=32),
             ],
         ),
     ]
@@ -272,3 +276,31 @@ def test_host_addresses_follow_the_network_config(
     found = _gather.host_addresses(network)
     assert [h.address for h in found] == expected
     assert all(h.bind_address == h.address for h in found)
+
+
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        (trice.NetworkConfig(), [("eth0", "192.0.2.10", "192.0.2.0/24")]),
+        (
+            trice.NetworkConfig(include_loopback=True, ipv4=False),
+            [("lo", "127.0.0.1", "127.0.0.0/8"), ("eth0", "192.0.2.10", "192.0.2.0/24")],
+        ),
+        (
+            trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo"),
+            [("lo", "127.0.0.1", "127.0.0.0/8")],
+        ),
+        (
+            trice.NetworkConfig(include_loopback=True, ip_filter=lambda a: a.is_loopback),
+            [("lo", "127.0.0.1", "127.0.0.0/8")],
+        ),
+    ],
+)
+def test_mdns_runs_on_one_ipv4_address_of_each_interface_the_filters_accept(
+    monkeypatch: pytest.MonkeyPatch, network: trice.NetworkConfig, expected: list[Any]
+) -> None:
+    """mDNS's links: the first IPv4 address of each interface (whatever the ``ipv4``
+    switch: mDNS runs over IPv4), with its network; loopback only when asked; both filters."""
+    _fake_adapters(monkeypatch)
+    found = _gather.mdns_interfaces(network)
+    assert [(name, address, str(link)) for name, address, link in found] == expected

@@ -530,9 +530,7 @@ class Agent:
         self._restarted = True
         mdns = self._mdns
         if isinstance(mdns, Mdns):  # names still being resolved are of the old generation
-            mdns.generation += 1
-            mdns.resolving = 0
-            mdns.end_held = False
+            mdns.forget_resolutions()
         for run in list(self._runs.values()):
             run.drop()  # (the core has forgotten them)
         logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
@@ -841,6 +839,9 @@ class Agent:
 
     def _resolve_later(self, candidate: Candidate) -> None:
         """A ``.local`` candidate: resolved by mDNS in a task of its own, then taken."""
+        mdns = self._mdns
+        if (isinstance(mdns, Mdns) and mdns.end_held) or self._core.remote_complete:
+            raise StateError("a remote candidate came after end-of-candidates")
         mdns = self._open_mdns()
         if mdns is None:
             self._core.remote_candidates_dropped += 1
@@ -850,19 +851,27 @@ class Agent:
                 candidate.address,
             )
             return
-        if mdns.end_held or self._core.remote_complete:
-            raise StateError("a remote candidate came after end-of-candidates")
         self._core.check_room(pending=mdns.resolving)
         mdns.resolving += 1
         self._nursery.start_soon(
-            self._resolve, mdns, candidate, name=f"mdns resolve {candidate.address}"
+            self._resolve,
+            mdns,
+            candidate,
+            mdns.generation,  # (a restart may come before the task runs)
+            name=f"mdns resolve {candidate.address}",
         )
 
-    async def _resolve(self, mdns: Mdns, candidate: Candidate) -> None:
-        generation = mdns.generation
+    async def _resolve(self, mdns: Mdns, candidate: Candidate, generation: int) -> None:
+        if generation != mdns.generation:
+            return  # (an ICE restart came before this task ran)
         addresses: tuple[str, ...] = ()
-        with trio.move_on_after(self.config.timing.mdns_timeout):
-            addresses = await mdns.resolve(candidate.address)
+        with trio.CancelScope() as scope:  # (cancelled by an ICE restart)
+            mdns.scopes.add(scope)
+            try:
+                with trio.move_on_after(self.config.timing.mdns_timeout):
+                    addresses = await mdns.resolve(candidate.address)
+            finally:
+                mdns.scopes.discard(scope)
         if generation != mdns.generation or self._closed:
             return  # (an ICE restart came meanwhile: the candidate was of the old generation)
         mdns.resolving -= 1

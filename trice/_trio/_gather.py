@@ -75,6 +75,7 @@ class _Found:
     version: int
     never: bool  # link-local, multicast or unspecified: never gathered
     loopback: bool
+    prefix: int  # the length of the interface's network prefix
 
 
 _adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
@@ -98,7 +99,14 @@ def _adapters() -> list[tuple[str, list[_Found]]]:
                 continue
             never = address.is_link_local or address.is_multicast or address.is_unspecified
             addresses.append(
-                _Found(address, str(address), address.version, never, address.is_loopback)
+                _Found(
+                    address,
+                    str(address),
+                    address.version,
+                    never,
+                    address.is_loopback,
+                    int(ip.network_prefix),
+                )
             )
         adapters.append((name, addresses))
     _adapters_cache = (now, adapters)
@@ -132,10 +140,10 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
     return found
 
 
-def mdns_interfaces(network: NetworkConfig) -> list[str]:
-    """For multicast DNS: the first IPv4 address of each interface that the filters accept
-    (loopback only with ``include_loopback``; the ``ipv4`` switch aside: mDNS runs over IPv4
-    whichever family the candidates are)."""
+def mdns_interfaces(network: NetworkConfig) -> list[tuple[str, str, ipaddress.IPv4Network]]:
+    """For multicast DNS: the name and first IPv4 address of each interface that the filters
+    accept (loopback only with ``include_loopback``; the ``ipv4`` switch aside: mDNS runs over
+    IPv4 whichever family the candidates are), with the interface's network (its link)."""
     found = []
     for name, addresses in _adapters():
         if network.interface_filter is not None and not network.interface_filter(name):
@@ -147,7 +155,8 @@ def mdns_interfaces(network: NetworkConfig) -> list[str]:
                 continue
             if network.ip_filter is not None and not network.ip_filter(entry.address):
                 continue
-            found.append(entry.literal)
+            link = ipaddress.IPv4Network(f"{entry.literal}/{entry.prefix}", strict=False)
+            found.append((name, entry.literal, link))
             break
     return found
 

@@ -56,6 +56,9 @@ _AA = 0x0400  # authoritative
 _TOP = 0x8000  # in a class: unicast response wanted (question), cache flush (record)
 _MAX_NAME = 255  # bytes on the wire (RFC 1035 §2.3.4)
 _MAX_JUMPS = 32  # compression pointers followed in one name
+#: Labels and pointers read in one message, all its names together: names that point at a
+#: long one cannot make a small message cost many times its size to decode.
+_MAX_STEPS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +188,10 @@ def decode_message(data: bytes) -> DnsMessage:
         raise MdnsDecodeError(f"a DNS message has a 12-byte header, got {len(data)} bytes")
     message_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     offset = _HEADER.size
+    steps = [0]  # (labels and pointers read so far: see _MAX_STEPS)
     questions = []
     for _ in range(qdcount):
-        name, offset = _decode_name(data, offset)
+        name, offset = _decode_name(data, offset, steps)
         if offset + _FIXED.size > len(data):
             raise MdnsDecodeError("a DNS question ends early")
         qtype, qclass = _FIXED.unpack_from(data, offset)
@@ -195,7 +199,7 @@ def decode_message(data: bytes) -> DnsMessage:
         questions.append(Question(name, qtype, bool(qclass & _TOP)))
     records = []
     for _ in range(ancount + nscount + arcount):
-        name, offset = _decode_name(data, offset)
+        name, offset = _decode_name(data, offset, steps)
         if offset + _RECORD.size > len(data):
             raise MdnsDecodeError("a DNS record ends early")
         rtype, rclass, ttl, length = _RECORD.unpack_from(data, offset)
@@ -213,15 +217,18 @@ def decode_message(data: bytes) -> DnsMessage:
     return DnsMessage(message_id, flags, tuple(questions), tuple(records))
 
 
-def _decode_name(data: bytes, offset: int) -> tuple[str, int]:
+def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:
     """The name at ``offset`` and the offset after it (compression pointers followed only
-    backwards, so that no loop can form)."""
+    backwards, so that no loop can form); ``steps`` counts the labels and pointers read."""
     labels: list[str] = []
     size = 1
     end = -1  # where the name ends in the message, once a pointer was followed
     jumps = 0
     floor = offset  # a pointer must point before this
     while True:
+        steps[0] += 1
+        if steps[0] > _MAX_STEPS:
+            raise MdnsDecodeError(f"a DNS message with over {_MAX_STEPS} labels to read")
         if offset >= len(data):
             raise MdnsDecodeError("a DNS name runs past the message")
         length = data[offset]
