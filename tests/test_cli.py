@@ -45,6 +45,23 @@ def test_demo_json_shows_candidates_states_tree_pair_rtt_and_throughput() -> Non
     assert throughput["received"] == throughput["sent"] == 300
 
 
+def test_demo_with_mdns_signals_names_and_selects_the_addresses_behind_them() -> None:
+    """``trice demo --mdns``: every candidate goes out under a ``.local`` name, each agent
+    resolves the other's (on loopback), and the pair selected is of host candidates at
+    loopback addresses; the resolving tasks show in the task tree."""
+    records = _run("demo", "--mdns", "--json", "--count", "50", "--pings", "5")
+    candidates = [r["candidate"] for r in records if r["event"] == "candidate"]
+    assert candidates and all(".local " in c and "127.0.0.1" not in c for c in candidates)
+    selected = [r for r in records if r["event"] == "selected"]
+    assert {r["agent"] for r in selected} == {"a", "b"}
+    for record in selected:
+        for end in ("local", "remote"):
+            kind, _, address = record[end].partition(" ")
+            assert kind == "host" and address.rsplit(":", 1)[0] in ("127.0.0.1", "::1")
+    (throughput,) = [r for r in records if r["event"] == "throughput"]
+    assert throughput["received"] == 50
+
+
 def test_demo_text_output() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "trice", "demo", "--count", "50", "--pings", "5"],

@@ -113,12 +113,13 @@ def _has_ipv6() -> bool:
     return True
 
 
-def _loopback_network(ipv6: bool) -> trice.NetworkConfig:
+def _loopback_network(ipv6: bool, mdns: bool = False) -> trice.NetworkConfig:
     return trice.NetworkConfig(
         interface_filter=lambda name: name == "lo",
         ip_filter=lambda address: address.is_loopback,
         include_loopback=True,
         ipv6=ipv6,
+        mdns=trice.MdnsMode.QUERY_AND_GATHER if mdns else trice.MdnsMode.QUERY_ONLY,
     )
 
 
@@ -145,9 +146,9 @@ async def _watch(name: str, stream: trice.EventStream, emit: Emit) -> None:
                 emit({"event": "events-lost", "agent": name, "count": event.count})
 
 
-async def _demo(emit: Emit, *, count: int, size: int, pings: int) -> None:
+async def _demo(emit: Emit, *, count: int, size: int, pings: int, mdns: bool = False) -> None:
     ipv6 = _has_ipv6()
-    config = trice.AgentConfig(network=_loopback_network(ipv6))
+    config = trice.AgentConfig(network=_loopback_network(ipv6, mdns))
     emit({"event": "start", "families": "IPv4 and IPv6" if ipv6 else "IPv4"})
     me = trio.lowlevel.current_task()
     async with trio.open_nursery() as watchers:
@@ -332,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--size", type=_at_least(1, 65_507), default=1200, help="datagram size in bytes"
     )
     demo.add_argument("--pings", type=_at_least(1), default=200, help="round trips to time")
+    demo.add_argument(
+        "--mdns",
+        action="store_true",
+        help="signal host candidates under .local names, resolved by mDNS (on loopback)",
+    )
     gather = sub.add_parser("gather", help="gather candidates once and show how each source did")
     gather.add_argument("--stun", metavar="URL", help="a STUN server, e.g. stun:host:3478")
     gather.add_argument("--turn", metavar="URL", help="a TURN server, e.g. turn:host?transport=udp")
@@ -357,7 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             trio.run(
                 lambda: _demo(
-                    _emitter(args.json), count=args.count, size=args.size, pings=args.pings
+                    _emitter(args.json),
+                    count=args.count,
+                    size=args.size,
+                    pings=args.pings,
+                    mdns=args.mdns,
                 )
             )
             return 0
