@@ -988,6 +988,21 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.NetworkConfig, {"port_range": "ab"}),
         (trice.NetworkConfig, {"ipv4": 0, "ipv6": 1}),
         (trice.NetworkConfig, {"interface_filter": "lo"}),
+        (trice.NetworkConfig, {"mdns": "sometimes"}),
+        (trice.NetworkConfig, {"external_addresses": "203.0.113.7"}),
+        (trice.NetworkConfig, {"external_addresses": ["somewhere"]}),
+        (trice.NetworkConfig, {"external_addresses": [b"203.0.113.7"]}),
+        (trice.NetworkConfig, {"external_addresses": ["203.0.113.7", "203.0.113.8"]}),
+        (trice.NetworkConfig, {"external_addresses": ["203.0.113.7/::1"]}),
+        (trice.NetworkConfig, {"external_addresses": ["0.0.0.0"]}),
+        (trice.NetworkConfig, {"external_addresses": ["224.0.0.1"]}),
+        (
+            trice.NetworkConfig,
+            {"external_addresses": ["203.0.113.7/10.0.0.1", "203.0.113.8/10.0.0.1"]},
+        ),
+        (trice.NetworkConfig, {"external_candidate": "relay"}),
+        (trice.NetworkConfig, {"external_candidate": "nonsense"}),
+        (trice.Timing, {"mdns_timeout": 0}),
         (trice.Timing, {"ta": math.inf}),
         (trice.Timing, {"rto": "1"}),
         (trice.Timing, {"max_binding_requests": True}),
@@ -1012,6 +1027,15 @@ def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="port_range"):
         trice.NetworkConfig(port_range=(10, 5))
     assert trice.AgentConfig(ufrag="abcd", pwd="a" * 22).ufrag == "abcd"
+    # External addresses: canonical text, one bare address a family, explicit ones winning.
+    network = trice.NetworkConfig(
+        external_addresses=["203.0.113.5", "2001:DB8::5", "198.51.100.9/10.0.0.5"]
+    )
+    assert network.external_addresses == ("203.0.113.5", "2001:db8::5", "198.51.100.9/10.0.0.5")
+    assert network.external_address("10.0.0.5") == "198.51.100.9"
+    assert network.external_address("10.0.0.6") == "203.0.113.5"
+    assert network.external_address("2001:db8::1") == "2001:db8::5"
+    assert trice.NetworkConfig().external_address("10.0.0.5") is None
     # A port range as JSON gives it (a list) is taken, as a tuple.
     assert trice.NetworkConfig(port_range=[50000, 50099]).port_range == (50000, 50099)  # type: ignore[arg-type]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 from types import SimpleNamespace
@@ -182,6 +183,72 @@ async def test_nohost_policy_signals_no_host_candidate() -> None:
                     await agent.wait_gathering_complete()
                 assert [c.type for c in agent.local_candidates] == [trice.CandidateType.SRFLX]
             nursery.cancel_scope.cancel()
+
+
+def _external(mode: trice.CandidateType, *addresses: str, **kwargs: Any) -> trice.AgentConfig:
+    config = loopback_config(**kwargs)
+    network = dataclasses.replace(
+        config.network, external_addresses=addresses, external_candidate=mode
+    )
+    return dataclasses.replace(config, network=network)
+
+
+async def test_a_1to1_nats_address_is_a_srflx_candidate_and_a_stun_server_adds_no_copy() -> None:
+    """``external_addresses`` (``SRFLX``, the default): a server-reflexive candidate at the
+    external address and the host socket's port, related to the host candidate; a STUN
+    server that finds the same mapping adds nothing."""
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+
+        async def same_mapping() -> None:
+            while True:
+                data, source = await server.recvfrom(2048)
+                reply = stun.decode(data).success_response(
+                    stun.XorMappedAddress("203.0.113.7", source[1])
+                )
+                await server.sendto(reply.encode(fingerprint=True), source)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(same_mapping)
+            config = _external(
+                trice.CandidateType.SRFLX,
+                "203.0.113.7/127.0.0.1",
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                host, srflx = agent.local_candidates
+                assert (host.type, host.address) == (trice.CandidateType.HOST, "127.0.0.1")
+                assert srflx.type is trice.CandidateType.SRFLX
+                assert (srflx.address, srflx.port) == ("203.0.113.7", host.port)
+                assert (srflx.related_address, srflx.related_port) == (host.address, host.port)
+                reports = {r.source.split(" ")[0]: r for r in agent.gather_reports}
+                assert reports[f"stun:127.0.0.1:{port}"].candidates == 0  # (known already)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_1to1_nats_address_in_the_host_candidates_place() -> None:
+    """``external_candidate=HOST``: the host candidate goes out with the external address
+    (the local one is signalled nowhere); a bare external address stands for every local
+    address of its family."""
+    config = _external(trice.CandidateType.HOST, "203.0.113.7")
+    async with trice.open_agent(config, controlling=True) as agent:
+        with trio.fail_after(5):
+            await agent.wait_gathering_complete()
+        (host,) = agent.local_candidates
+        assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")
+
+
+async def test_nohost_policy_signals_the_1to1_srflx_alone() -> None:
+    config = _external(
+        trice.CandidateType.SRFLX, "203.0.113.7", transport_policy=trice.TransportPolicy.NOHOST
+    )
+    async with trice.open_agent(config, controlling=True) as agent:
+        with trio.fail_after(5):
+            await agent.wait_gathering_complete()
+        (srflx,) = agent.local_candidates
+        assert (srflx.type, srflx.address) == (trice.CandidateType.SRFLX, "203.0.113.7")
 
 
 async def test_lite_agent_gathers_host_only() -> None:

@@ -41,13 +41,20 @@ def _typ(line: str) -> str:
     return tokens[tokens.index("typ") + 1]
 
 
-def _peer(lab: Lab, host: Host, controlling: bool, *extra: str, turn: str | None = None) -> Peer:
+def _peer(
+    lab: Lab,
+    host: Host,
+    controlling: bool,
+    *extra: str,
+    turn: str | None = None,
+    stun: bool = True,
+) -> Peer:
     argv = [
         sys.executable,
         str(TRICE_PEER),
         "--controlling" if controlling else "--controlled",
         "--namespace",
-        f"--stun={lab.stun_url}",
+        *([f"--stun={lab.stun_url}"] if stun else []),
         f"--failed-timeout={FAILED_TIMEOUT}",
         "--connect-timeout=30",
         *extra,
@@ -213,3 +220,52 @@ def test_turn_over_tcp_and_tls_carry_a_relay_only_session(kind: str) -> None:
                 ca, cb = a.expect("connected", 30), b.expect("connected", 30)
                 types = (_typ(ca["local"]), _typ(ca["remote"]), _typ(cb["local"]))
     assert set(types) == {"relay"}
+
+
+@pytest.mark.parametrize("kind", ["srflx", "host"])
+def test_a_1to1_nats_public_address_from_the_config_connects_without_stun(kind: str) -> None:
+    """A host behind a 1:1 NAT (full cone here), told its public address
+    (``NetworkConfig.external_addresses``, as Pion's ``NAT1To1IPs``), is reached with no STUN
+    server at all: the peer behind its own NAT checks that address, and the pair is made
+    with it, as a srflx candidate or in the host candidate's place."""
+    with nat_lab(FULL, EIM) as lab:
+        external = f"--external={lab.host_a.public_address}/{lab.host_a.address}"
+        with _peers(
+            _peer(lab, lab.host_a, True, external, f"--external-candidate={kind}", stun=False),
+            _peer(lab, lab.host_b, False, stun=False),
+        ) as (a, b):
+            description = a.local_description(15)
+            lines = [m["candidate"] for m in description if m["type"] == "candidate"]
+            assert any(
+                line.split()[4] == lab.host_a.public_address and _typ(line) == kind
+                for line in lines
+            ), lines
+            hidden = [line for line in lines if line.split()[4] == lab.host_a.address]
+            assert bool(hidden) == (kind == "srflx"), lines  # (HOST: in the host's place)
+            for msg in b.local_description(15):
+                a.send(msg)
+            for msg in description:
+                b.send(msg)
+            a.send({"type": "start"})
+            b.send({"type": "start"})
+            a.expect("connected", 30)
+            cb = b.expect("connected", 30)
+            got_a, got_b = exchange(a, b, COUNT)
+            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+        assert cb["remote"].split()[4] == lab.host_a.public_address
+        assert _typ(cb["remote"]) == kind
+
+
+def test_without_stun_or_its_public_address_a_host_behind_a_nat_is_not_reached() -> None:
+    """The same two NATs, neither side told a public address and no STUN server: each
+    signals only its private address, and ICE fails (the contrast to the test above)."""
+    with nat_lab(FULL, EIM) as lab:
+        checks = f"--max-binding-requests={FAIL_CHECKS}"
+        with _peers(
+            _peer(lab, lab.host_a, True, checks, stun=False),
+            _peer(lab, lab.host_b, False, checks, stun=False),
+        ) as (a, b):
+            _signal(a, b)
+            for peer in (a, b):
+                with pytest.raises(PeerError, match="IceFailedError"):
+                    peer.recv(FAIL_GUARD)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from trice._errors import ConfigError
 from trice._servers import IceServer, TransportPolicy
+from trice.ice._candidate import CandidateType
 
 __all__ = [
     "AgentConfig",
@@ -118,6 +119,16 @@ class NetworkConfig:
         mdns: :class:`MdnsMode`: resolve the peer's ``.local`` candidates (the default), also
             name the agent's own host candidates so, or neither.  mDNS runs on the interfaces
             and IPv4 addresses that the filters above accept, and only once needed.
+        external_addresses: the public addresses of a 1:1 NAT in front of this host (a cloud
+            server's "elastic" address, say), which the agent signals without asking a STUN
+            server (Pion's ``NAT1To1IPs``): each ``"external"`` (for every local address of
+            its family) or ``"external/local"`` (for that local address; it wins over the
+            other form).  The port is the host socket's own: a 1:1 NAT keeps it.
+        external_candidate: how an external address is signalled: :attr:`CandidateType.SRFLX`
+            (the default), a server-reflexive candidate beside the host one; or
+            :attr:`CandidateType.HOST`, in the host candidate's place (the local address is
+            then signalled nowhere, and peers on the same network reach the host through the
+            NAT, if it lets them).
     """
 
     interface_filter: Callable[[str], bool] | None = None
@@ -127,13 +138,19 @@ class NetworkConfig:
     ipv6: bool = True
     port_range: tuple[int, int] | None = None
     mdns: MdnsMode = MdnsMode.QUERY_ONLY
+    external_addresses: Sequence[str] = ()
+    external_candidate: CandidateType = CandidateType.SRFLX
 
     def __post_init__(self) -> None:
         _check_flags(self, "include_loopback", "ipv4", "ipv6")
         try:
             object.__setattr__(self, "mdns", MdnsMode(self.mdns))
+            object.__setattr__(self, "external_candidate", CandidateType(self.external_candidate))
         except ValueError as exc:
-            raise ConfigError(f"NetworkConfig.mdns: {exc}") from None
+            raise ConfigError(f"NetworkConfig: {exc}") from None
+        if self.external_candidate not in (CandidateType.SRFLX, CandidateType.HOST):
+            raise ConfigError("NetworkConfig.external_candidate must be SRFLX or HOST")
+        object.__setattr__(self, "external_addresses", _external_addresses(self.external_addresses))
         for name in ("interface_filter", "ip_filter"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(f"NetworkConfig.{name} must be callable or None")
@@ -155,6 +172,58 @@ class NetworkConfig:
                     f"NetworkConfig.port_range {self.port_range!r} must be (low, high) "
                     "with 1 <= low <= high <= 65535"
                 )
+
+    def external_address(self, local: str) -> str | None:
+        """The external address :attr:`external_addresses` gives the local address ``local``
+        (an IP literal as gathering has it), or ``None``."""
+        bare = None
+        ip = ipaddress.ip_address(local)
+        for entry in self.external_addresses:
+            external, _, mapped = entry.partition("/")
+            if mapped:
+                if ipaddress.ip_address(mapped) == ip:
+                    return external
+            elif ipaddress.ip_address(external).version == ip.version:
+                bare = external
+        return bare
+
+
+def _external_addresses(value: object) -> tuple[str, ...]:
+    """``NetworkConfig.external_addresses`` checked and in canonical form (see there)."""
+    name = "NetworkConfig.external_addresses"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a sequence of strings, not {value!r}")
+    entries = []
+    locals_seen: set[IPAddress] = set()
+    families: set[int] = set()
+    for entry in value:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{name}: {entry!r} is not a string")
+        external_text, slash, local_text = entry.partition("/")
+        try:
+            external = ipaddress.ip_address(external_text)
+            local = ipaddress.ip_address(local_text) if slash else None
+        except ValueError:
+            raise ConfigError(
+                f"{name}: {entry!r} is neither an address nor address/local-address"
+            ) from None
+        if external.is_unspecified or external.is_multicast:
+            raise ConfigError(f"{name}: {entry!r}: {external} cannot be a candidate's address")
+        if local is None:
+            if external.version in families:
+                raise ConfigError(
+                    f"{name}: two external IPv{external.version} addresses for every local one"
+                )
+            families.add(external.version)
+            entries.append(str(external))
+            continue
+        if local.version != external.version:
+            raise ConfigError(f"{name}: {entry!r} maps one family to the other")
+        if local in locals_seen:
+            raise ConfigError(f"{name}: {local} is mapped twice")
+        locals_seen.add(local)
+        entries.append(f"{external}/{local}")
+    return tuple(entries)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

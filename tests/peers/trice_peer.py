@@ -3,7 +3,8 @@
 Usage::
 
     python tests/peers/trice_peer.py --controlling|--controlled [--ipv6] [--lite]
-        [--aggressive] [--warm] [--mdns off|query|gather] [-v | --trace]
+        [--aggressive] [--warm] [--mdns off|query|gather]
+        [--external ADDRESS[/LOCAL] ...] [--external-candidate srflx|host] [-v | --trace]
 
 JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for the
 protocol. It only ever gathers loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``)
@@ -14,7 +15,9 @@ through ``trice.NetworkConfig(interface_filter=lambda n: n == "lo", include_loop
 peer's) or ``gather`` (``QUERY_AND_GATHER``: the host candidates go out under ``.local``
 names, and the agent answers mDNS queries for them on lo). Its ``connected`` messages also
 carry ``remote_candidates``: ``{"address", "port", "type"}`` of each remote candidate in the
-check list (a ``.local`` one resolved shows the address found). TURN options are accepted
+check list (a ``.local`` one resolved shows the address found). ``--external ADDRESS[/LOCAL]``
+(repeatable) and ``--external-candidate srflx|host`` set ``NetworkConfig.external_addresses``
+and ``external_candidate`` (a 1:1 NAT's public address). TURN options are accepted
 but answered with an ``error`` (not supported yet). ``--trace`` (or the environment variable
 ``TRICE_PEER_TRACE=1``) logs every check and STUN message at trice's TRACE level.
 """
@@ -22,6 +25,7 @@ but answered with an ``error`` (not supported yet). ``--trace`` (or the environm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -263,8 +267,15 @@ async def amain(args: argparse.Namespace) -> int:
         disconnected_timeout=min(5.0, args.failed_timeout),
         gather_timeout=args.gather_timeout,
     )
+    network = network_config(args.ipv6, args.namespace, MDNS_MODES[args.mdns])
+    if args.external:
+        network = dataclasses.replace(
+            network,
+            external_addresses=args.external,
+            external_candidate=trice.CandidateType(args.external_candidate),
+        )
     config = trice.AgentConfig(
-        network=network_config(args.ipv6, args.namespace, MDNS_MODES[args.mdns]),
+        network=network,
         lite=args.lite,
         nomination=trice.Nomination.AGGRESSIVE if args.aggressive else trice.Nomination.REGULAR,
         ice_servers=servers,
@@ -327,6 +338,18 @@ def main() -> int:
         default="query",
         help="multicast DNS: off (DISABLED), query (QUERY_ONLY, the default) or gather"
         " (QUERY_AND_GATHER: signal the host candidates under .local names)",
+    )
+    parser.add_argument(
+        "--external",
+        action="append",
+        metavar="ADDRESS[/LOCAL]",
+        help="a 1:1 NAT's public address (NetworkConfig.external_addresses; repeatable)",
+    )
+    parser.add_argument(
+        "--external-candidate",
+        choices=["srflx", "host"],
+        default="srflx",
+        help="signal it as a srflx candidate (the default) or in the host's place",
     )
     parser.add_argument("--failed-timeout", type=float, default=25.0)
     parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")

@@ -816,8 +816,18 @@ class Agent:
     def _add_local(self, candidate: Candidate, base: int, *, signal: bool) -> None:
         self._core.add_local_candidate(candidate, base)
         if signal:
+            network = self.config.network
+            external = None
+            if (
+                network.external_addresses
+                and network.external_candidate is CandidateType.HOST
+                and candidate.type is CandidateType.HOST
+            ):
+                external = network.external_address(candidate.address)
             mdns = self._mdns
-            if isinstance(mdns, Mdns) and self.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
+            if external is not None:  # (a 1:1 NAT's public address, in the host's place)
+                candidate = dataclasses.replace(candidate, address=external)
+            elif isinstance(mdns, Mdns) and network.mdns is MdnsMode.QUERY_AND_GATHER:
                 candidate = _named(candidate, mdns)
             self._signalled.append(candidate)
             self._emit(CandidateGathered(candidate))

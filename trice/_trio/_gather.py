@@ -24,6 +24,7 @@ from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._transport import UdpTransport, bind_udp
+from trice.ice._candidate import CandidateType
 from trice.ice._events import GatheringState
 from trice.ice._gathering import (
     address_problem,
@@ -265,6 +266,15 @@ async def gather_host(agent: Agent) -> None:
         rank = interfaces.setdefault(host.interface, len(interfaces))
         candidate = host_candidate((host.address, transport.local_address[1]), rank)
         agent._add_local(candidate, base, signal=signal)
+        external = network.external_address(host.address) if network.external_addresses else None
+        if external is not None and network.external_candidate is CandidateType.SRFLX:
+            # A 1:1 NAT's public address, known without a STUN server: what one would find.
+            mapped = (external, transport.local_address[1])
+            if agent._mapped is None:
+                agent._mapped = set()
+            agent._mapped.add((base, mapped))  # (a STUN server that finds it adds nothing)
+            srflx = srflx_candidate(candidate, mapped, "1:1")
+            agent._add_local(srflx, base, signal=policy is not TransportPolicy.RELAY)
     count = len(agent._signalled) - before if signal else len(agent._transports)
     error = None if agent._transports else "no usable local address (check the filters)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
