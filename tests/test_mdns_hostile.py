@@ -135,10 +135,10 @@ def test_an_answer_from_off_the_link_is_not_taken() -> None:
     assert found.ignored == 1
 
 
-def test_an_answer_is_multicast_only_on_the_link_asked_from() -> None:
-    """A query is answered on the link it came from, not on every link the agent joined:
-    the address a name stands for is told only to that link (RFC 6762 §11), and the
-    once-a-second rule (§6) holds on each link apart."""
+def test_a_name_is_answered_for_only_on_its_addresss_link() -> None:
+    """A query is answered by multicast on the link it came from, and only if that is the
+    link of the name's address: the address is told to no other link (RFC 6762 §11); the
+    once-a-second rule (§6) holds there."""
     links = [
         ("127.0.0.1", ipaddress.IPv4Network("127.0.0.0/8"), 1),
         ("192.0.2.1", ipaddress.IPv4Network("192.0.2.0/24"), 7),  # (recorded, never sent)
@@ -154,8 +154,7 @@ def test_an_answer_is_multicast_only_on_the_link_asked_from() -> None:
     found.on_datagram(query, ("192.0.2.8", mdns.MDNS_PORT), group_on=7)  # (same second)
     found.on_datagram(query, ("127.0.0.1", mdns.MDNS_PORT), group_on=1)  # (another link)
     assert [(destination, interface) for _, destination, interface in fake.sent] == [
-        (GROUP, "192.0.2.1"),
-        (GROUP, "127.0.0.1"),
+        (GROUP, "192.0.2.1")
     ]
 
 
@@ -255,9 +254,10 @@ def test_a_qu_question_soon_after_a_multicast_answer_gets_a_unicast_one() -> Non
     qu = bytearray(plain)
     qu[-2] |= 0x80  # (the top bit of the question's class)
     assert mdns.decode_message(bytes(qu)).questions[0].unicast_response
-    found.on_datagram(plain, ("127.0.0.2", mdns.MDNS_PORT))
-    found.on_datagram(plain, ("127.0.0.3", mdns.MDNS_PORT))
-    found.on_datagram(bytes(qu), ("127.0.0.4", mdns.MDNS_PORT))
+    ((_, _, index),) = found._links
+    found.on_datagram(plain, ("127.0.0.2", mdns.MDNS_PORT), group_on=index)
+    found.on_datagram(plain, ("127.0.0.3", mdns.MDNS_PORT), group_on=index)
+    found.on_datagram(bytes(qu), ("127.0.0.4", mdns.MDNS_PORT), group_on=index)
     assert [destination for _, destination, _ in fake.sent] == [
         GROUP,
         ("127.0.0.4", mdns.MDNS_PORT),
@@ -265,7 +265,7 @@ def test_a_qu_question_soon_after_a_multicast_answer_gets_a_unicast_one() -> Non
     (record,) = mdns.decode_message(fake.sent[1][0]).records
     assert (record.name, record.address, record.ttl) == (name, "127.0.0.1", 120)
     clock[0] += 1.0  # (a second later: multicast again, QU or not)
-    found.on_datagram(bytes(qu), ("127.0.0.4", mdns.MDNS_PORT))
+    found.on_datagram(bytes(qu), ("127.0.0.4", mdns.MDNS_PORT), group_on=index)
     assert fake.sent[-1][1] == GROUP and len(fake.sent) == 3
 
 

@@ -162,6 +162,7 @@ def test_other_records_skipped() -> None:
         Record("abc.local", TYPE_A, 120, "192.0.2.1", True),
         Record("abc.local", TYPE_A, 120, "198.51.100.7", False),
     )
+    assert msg.answer_records == 1  # (the first record alone is of the answer section)
 
 
 def test_unicast_response_bit_and_case() -> None:
@@ -190,7 +191,7 @@ def test_pion_answer() -> None:
     """Pion's answer (ID 0, flags 0x8400, uncompressed "<uuid>.local.") decodes."""
     msg = decode_message(PION_ANSWER)
     assert msg == DnsMessage(
-        0, 0x8400, (), (Record(f"{PION_UUID}.local", TYPE_A, 120, "192.168.1.5", False),)
+        0, 0x8400, (), (Record(f"{PION_UUID}.local", TYPE_A, 120, "192.168.1.5", False),), 1
     )
     assert is_mdns_name(msg.records[0].name)
 

@@ -5,7 +5,8 @@ One UDP socket on port 5353, shared with whatever else on the host speaks mDNS (
 with ``SO_REUSEADDR`` and ``SO_REUSEPORT``, as Pion and aioice do), joined to 224.0.0.251
 on each interface the agent's filters accept and sending only there.  What comes from
 outside those interfaces' links is dropped (RFC 6762 §11): the socket is bound to every
-address, and a host address named under ``QUERY_AND_GATHER`` is told only on its link.
+address, and a host address named under ``QUERY_AND_GATHER`` is told only on its own link
+(unicast replies go only to a source on the link asked from).
 It is opened once needed: when host gathering names a candidate, or when the first
 ``.local`` candidate comes.
 Its task (:meth:`Mdns.serve`) reads the socket, in the agent's nursery, and closes it when
@@ -31,7 +32,7 @@ import trio
 
 from trice._config import NetworkConfig
 from trice._errors import MdnsDecodeError
-from trice._trio._gather import mdns_interfaces
+from trice._trio._gather import _adapters, mdns_interfaces
 from trice._trio._log import TRACE
 from trice.ice._gathering import address_problem
 from trice.mdns import (
@@ -93,6 +94,7 @@ class Mdns:
         "_closed",
         "_found",
         "_links",
+        "_name_links",
         "_now",
         "_sock",
         "_unicast",
@@ -113,11 +115,13 @@ class Mdns:
         self._closed = False
         #: The agent's own names (normalized) and the address each stands for.
         self.names: dict[str, str] = {}
+        # The link of each name's address: where it is answered for, and nowhere else.
+        self._name_links: dict[str, Link | None] = {}
         # Names being resolved: the events of the tasks waiting for each.
         self._waiting: dict[str, list[trio.Event]] = {}
-        # When a query for each name being resolved last went (one loop a name, however
-        # many candidates wait for it).
-        self._asked: dict[str, float] = {}
+        # When a query for each name being resolved last went, and the interval to the next
+        # (one schedule a name, however many candidates wait for it).
+        self._asked: dict[str, tuple[float, float]] = {}
         # Names found: their addresses, and until when they hold (the records' TTL).
         self._found: dict[str, tuple[tuple[str, ...], float]] = {}
         # When each of our names was last multicast on each link (RFC 6762 §6).
@@ -125,8 +129,7 @@ class Mdns:
         # The second the unicast answers are counted in, and the count.
         self._unicast = (-math.inf, 0)
         self.malformed = 0
-        #: Datagrams dropped whole: from off the links, or answers that name no usable
-        #: address.
+        #: Datagrams from off the links, and records that name no usable address, dropped.
         self.ignored = 0
         #: ``.local`` candidates of the peer being resolved now.
         self.resolving = 0
@@ -150,14 +153,31 @@ class Mdns:
             return
         self._closed = True
         for name, address in self.names.items():
-            self._multicast(encode_answer(name, [address], ttl=0), self._links)
+            link = self._name_links.get(name)
+            if link is not None:
+                self._multicast(encode_answer(name, [address], ttl=0), [link])
         self._sock.close()
 
     def name(self, address: str) -> str:
-        """A new random ``<uuid>.local`` name of this agent's, standing for ``address``."""
+        """A new random ``<uuid>.local`` name of this agent's, standing for ``address``, and
+        answered for on that address's link only (none: the name is never answered)."""
         name = f"{uuid.uuid4()}.local"
         self.names[name] = address
+        self._name_links[name] = self._link_of_own(address)
         return name
+
+    def _link_of_own(self, address: str) -> Link | None:
+        """The link of one of the host's own addresses: an IPv4 one by its network, an IPv6
+        one by its interface."""
+        if ":" not in address:
+            return self._link_of(address)
+        for interface, entries in _adapters():
+            if any(entry.literal == address for entry in entries):
+                try:
+                    return self._link_at(socket.if_nametoindex(interface))
+                except OSError:
+                    return None
+        return None
 
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""
@@ -167,6 +187,7 @@ class Mdns:
         for scope in self.scopes:
             scope.cancel()
         self.scopes.clear()
+        self._found.clear()  # (the peer may have moved: what it restarts with is asked anew)
 
     # ------------------------------------------------------------------ resolving
 
@@ -183,15 +204,17 @@ class Mdns:
         event = trio.Event()
         self._waiting.setdefault(name, []).append(event)
         try:
-            interval = QUERY_INTERVAL
             while not event.is_set():
                 now = self._now()
-                if now - self._asked.get(name, -math.inf) >= interval / 2:
-                    self._asked[name] = now
+                last, interval = self._asked.get(name, (-math.inf, QUERY_INTERVAL / 2))
+                due = last + interval
+                if now >= due:
+                    interval = QUERY_INTERVAL if last == -math.inf else interval * 2
+                    self._asked[name] = (now, interval)
                     self._multicast(query, self._links)
-                with trio.move_on_after(interval):
+                    due = now + interval
+                with trio.move_on_at(due):
                     await event.wait()
-                interval *= 2
         finally:
             events = self._waiting[name]
             events.remove(event)
@@ -223,7 +246,11 @@ class Mdns:
                         logger.debug("mDNS: %s", exc)
                         continue
                     for level, kind, value in ancillary:
-                        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO:
+                        if (
+                            level == socket.IPPROTO_IP
+                            and kind == _IP_PKTINFO
+                            and len(value) >= _PKTINFO.size
+                        ):
                             index, _, destination = _PKTINFO.unpack_from(value)
                             if destination == _GROUP:
                                 self.on_datagram(data, source, group_on=index)
@@ -278,43 +305,51 @@ class Mdns:
         names = self.names
         if not names:
             return
-        # Known answers (RFC 6762 §7.1): the querier has them, with half their TTL or more.
+        # Known answers (RFC 6762 §7.1, the answer section): the querier has them, with half
+        # their TTL or more.
         known = {
             (record.name, record.address)
-            for record in message.records
+            for record in message.records[: message.answer_records]
             if record.ttl >= ANSWER_TTL // 2
         }
+        # Unicast goes only to a source on the link asked from (RFC 6762 §11), and at most
+        # once a message (the answer to its first question it gets one for).
+        on_link = self._link_of(source[0]) == link
+        unicast: bytes | None = None
         for question in message.questions:
             address = names.get(question.name)
             if address is None or (question.name, address) in known:
                 continue
             if question.qtype not in (ANY, TYPE_AAAA if ":" in address else TYPE_A):
                 continue
+            if self._name_links.get(question.name) != link:
+                continue  # (its address is not on this link: not told here)
             if source[1] != MDNS_PORT:
-                # A legacy unicast query (RFC 6762 §6.7): one reply to the message, with
-                # its ID and question, by unicast.
-                if self._may_unicast():
-                    reply = encode_answer(
+                # A legacy unicast query (RFC 6762 §6.7): one reply, with its ID and
+                # question, by unicast.
+                if on_link and unicast is None:
+                    unicast = encode_answer(
                         question.name,
                         [address],
                         ttl=LEGACY_TTL,
                         message_id=message.id,
                         question=question,
                     )
-                    self._send(reply, source)
-                return
+                continue
             answer = encode_answer(question.name, [address], ttl=ANSWER_TTL)
             key = (question.name, link[0])
             now = self._now()
             if now - self._answered.get(key, -math.inf) < ANSWER_INTERVAL:
                 # Multicast a moment ago; a querier that asked for a unicast answer (the QU
-                # bit, RFC 6762 §5.4) gets one.
-                if question.unicast_response and self._may_unicast():
-                    self._send(answer, source)
+                # bit, RFC 6762 §5.4), or asked us directly (§5.5), gets one.
+                if (question.unicast_response or group_on is None) and on_link:
+                    unicast = unicast or answer
                 continue
             self._answered[key] = now
             logger.debug("mDNS: answering for %s (asked by %s)", question.name, source[0])
             self._multicast(answer, [link])  # (on the link asked from, not the others)
+        if unicast is not None and self._may_unicast():
+            self._send(unicast, source)
 
     def _may_unicast(self) -> bool:
         """Whether a unicast answer may go now (at most ``UNICAST_PER_SECOND`` a second)."""
@@ -328,23 +363,33 @@ class Mdns:
         return True
 
     def _take_answers(self, records: tuple[Record, ...]) -> None:
+        """Answers: for names being resolved, or already found (a cache-flush record
+        updates what is kept, a goodbye removes it); the rest are not kept."""
         found: dict[str, list[str]] = {}
         ttls: dict[str, int] = {}
         waiting = self._waiting
+        kept = self._found
         for record in records:
             name = record.name
-            if name not in waiting or not record.ttl:
-                continue  # (TTL 0: a goodbye, RFC 6762 §10.1: the name is going away)
+            if name not in waiting and name not in kept:
+                continue
+            if not record.ttl:  # a goodbye (RFC 6762 §10.1): the name is going away
+                kept.pop(name, None)
+                continue
             if address_problem(record.address, 1, ipv6=None) is not None:
                 self.ignored += 1  # (0.0.0.0, a multicast address: no one to check)
                 continue
+            if name not in waiting and not record.cache_flush:
+                continue  # (a shared record adds to what is kept: no change to make)
             found.setdefault(name, []).append(record.address)
-            ttls[name] = min(ttls.get(name, 1 << 31), record.ttl)
+            ttls[name] = min(ttls.get(name, ANSWER_TTL), record.ttl)
         now = self._now()
+        for stale in [n for n, (_, until) in kept.items() if until <= now]:
+            del kept[stale]
         for name, addresses in found.items():
             # IPv4 first: the family more peers can reach.
             addresses.sort(key=lambda a: ":" in a)
-            self._found[name] = (tuple(addresses), now + ttls[name])
+            kept[name] = (tuple(addresses), now + ttls[name])
             logger.debug("mDNS: %s is %s", name, ", ".join(addresses))
             for event in waiting.get(name, ()):
                 event.set()
@@ -386,6 +431,7 @@ def open_mdns(network: NetworkConfig, now: Callable[[], float]) -> Mdns | None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)  # (RFC 6762 §11, unicast too)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
         joined = []
         if _LINUX:  # the interface and destination of each datagram (see serve)

@@ -85,12 +85,14 @@ class Record:
 @dataclass(frozen=True, slots=True)
 class DnsMessage:
     """A decoded message: the header's fields, the questions, and the address records of
-    its answer and additional sections (records of other types or classes left out)."""
+    its answer, authority and additional sections (records of other types or classes left
+    out), the first ``answer_records`` of them from the answer section."""
 
     id: int
     flags: int
     questions: tuple[Question, ...] = ()
     records: tuple[Record, ...] = ()
+    answer_records: int = 0
 
     @property
     def is_response(self) -> bool:
@@ -198,7 +200,8 @@ def decode_message(data: bytes) -> DnsMessage:
         offset += _FIXED.size
         questions.append(Question(name, qtype, bool(qclass & _TOP)))
     records = []
-    for _ in range(ancount + nscount + arcount):
+    answer_records = 0
+    for index in range(ancount + nscount + arcount):
         name, offset = _decode_name(data, offset, steps)
         if offset + _RECORD.size > len(data):
             raise MdnsDecodeError("a DNS record ends early")
@@ -213,8 +216,9 @@ def decode_message(data: bytes) -> DnsMessage:
                 raise MdnsDecodeError(f"an address record of type {rtype} has {length} bytes")
             address = str(ipaddress.ip_address(data[offset:end]))
             records.append(Record(name, rtype, ttl, address, bool(rclass & _TOP)))
+            answer_records += index < ancount
         offset = end
-    return DnsMessage(message_id, flags, tuple(questions), tuple(records))
+    return DnsMessage(message_id, flags, tuple(questions), tuple(records), answer_records)
 
 
 def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:

@@ -1,0 +1,222 @@
+"""Multicast DNS by link: what the agent tells each link and answers from it (unicast
+replies, QU and direct queries, goodbyes), the query schedule of a name, IP TTLs, and what it
+keeps of the answers.
+
+Loopback only: the tests that need other links, or sources off the link, call
+``Mdns.on_datagram`` directly with a socket that records what would be sent (nothing is);
+the one that sends does so from 127.0.0.1 to the group on ``lo``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from typing import Any
+
+import trio
+import trio.testing
+from test_mdns import GATHER, _config
+from test_mdns_hostile import GROUP, _legacy_socket, _recording_mdns, _RecordingSocket, _with_id
+
+import trice
+from trice import mdns
+from trice._trio._mdns import Mdns
+
+_LO = ("127.0.0.1", ipaddress.IPv4Network("127.0.0.0/8"), 1)
+_OTHER = ("192.0.2.1", ipaddress.IPv4Network("192.0.2.0/24"), 7)  # (recorded, never sent)
+
+
+def _qu(query: bytes) -> bytes:
+    """``query`` (one question) with the unicast-response bit set."""
+    out = bytearray(query)
+    out[-2] |= 0x80
+    return bytes(out)
+
+
+def _unicast(fake: _RecordingSocket) -> list[Any]:
+    return [destination for _, destination, _ in fake.sent if destination != GROUP]
+
+
+# ---------------------------------------------------------------- unicast replies
+
+
+def test_a_multicast_legacy_query_from_off_link_gets_no_unicast_reply() -> None:
+    """A query taken in by multicast on a joined interface is heard whatever its source
+    (Pion's come from 0.0.0.0), but a unicast reply goes only to a source on that link's
+    network (RFC 6762 §11): not out through the routing table to a party off the link."""
+    found, fake = _recording_mdns()
+    ((_, _, index),) = found._links
+    name = found.name("127.0.0.1")
+    query = _with_id(mdns.encode_query(name, (mdns.TYPE_A,)), 0x1234)
+    found.on_datagram(query, ("203.0.113.9", 40000), group_on=index)
+    assert _unicast(fake) == []
+
+
+def test_a_multicast_qu_question_from_off_link_gets_no_unicast_answer() -> None:
+    """The same for a QU question (RFC 6762 §5.4) within the second after a multicast
+    answer: no unicast answer to a source off the link."""
+    found, fake = _recording_mdns()
+    ((_, _, index),) = found._links
+    name = found.name("127.0.0.1")
+    plain = mdns.encode_query(name, (mdns.TYPE_A,))
+    found.on_datagram(plain, ("127.0.0.2", mdns.MDNS_PORT), group_on=index)  # (multicast)
+    found.on_datagram(_qu(plain), ("203.0.113.9", mdns.MDNS_PORT), group_on=index)
+    assert _unicast(fake) == []
+
+
+# ---------------------------------------------------------------- names and links
+
+
+def test_the_goodbye_for_a_name_goes_only_to_the_link_of_its_address() -> None:
+    """When the agent closes, each name's goodbye (RFC 6762 §10.1) goes to the link of
+    its address only: a name's address is told to no other link."""
+    fake = _RecordingSocket()
+    found = Mdns(fake, [_LO, _OTHER], lambda: 100.0)  # type: ignore[arg-type]
+    found.name("192.0.2.1")
+    found.close()
+    assert [interface for _, _, interface in fake.sent] == ["192.0.2.1"]
+
+
+def test_a_name_is_not_told_on_a_link_its_address_is_not_on() -> None:
+    """A query on one link for the name of an address on another link is not answered."""
+    fake = _RecordingSocket()
+    found = Mdns(fake, [_LO, _OTHER], lambda: 100.0)  # type: ignore[arg-type]
+    name = found.name("192.0.2.1")
+    found.on_datagram(mdns.encode_query(name, (mdns.TYPE_A,)), ("127.0.0.1", 5353), group_on=1)
+    assert fake.sent == []
+
+
+# ---------------------------------------------------------------- QU questions
+
+
+def test_one_query_repeating_a_qu_question_draws_one_unicast_answer() -> None:
+    """A multicast query that repeats a QU question for our name (40 times, over
+    compression pointers, in under 300 bytes) draws one unicast answer, as a legacy query
+    gets one reply: it cannot use up the second's unicast answers."""
+    found, fake = _recording_mdns()
+    ((_, _, index),) = found._links
+    name = found.name("127.0.0.1")
+    plain = mdns.encode_query(name, (mdns.TYPE_A,))
+    found.on_datagram(plain, ("127.0.0.2", mdns.MDNS_PORT), group_on=index)  # (multicast)
+    first = _qu(plain)[12:]
+    again = b"\xc0\x0c" + struct.pack("!HH", mdns.TYPE_A, mdns.CLASS_IN | 0x8000)
+    query = struct.pack("!6H", 0, 0, 40, 0, 0, 0) + first + again * 39
+    assert len(query) < 300 and all(
+        q.unicast_response for q in mdns.decode_message(query).questions
+    )
+    found.on_datagram(query, ("127.0.0.4", mdns.MDNS_PORT), group_on=index)
+    assert len(_unicast(fake)) == 1
+
+
+# ---------------------------------------------------------------- direct queries
+
+
+def test_a_direct_unicast_query_is_answered_by_unicast() -> None:
+    """RFC 6762 §5.5: a query sent straight to the host's address on port 5353 is
+    answered as a QU one is: by unicast, within the second after a multicast answer."""
+    found, fake = _recording_mdns()
+    ((_, _, index),) = found._links
+    name = found.name("127.0.0.1")
+    plain = mdns.encode_query(name, (mdns.TYPE_A,))
+    found.on_datagram(plain, ("127.0.0.2", mdns.MDNS_PORT), group_on=index)  # (multicast)
+    found.on_datagram(plain, ("127.0.0.3", mdns.MDNS_PORT))  # (unicast: no group_on)
+    assert _unicast(fake) == [("127.0.0.3", mdns.MDNS_PORT)]
+
+
+# ---------------------------------------------------------------- query schedule
+
+
+async def test_the_first_two_queries_for_a_shared_name_are_a_second_apart(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 6762 §5.2: the first two queries for a name go at least a second apart, also
+    when two candidates of the name are signalled 0.6 s apart: the name has one schedule."""
+    times: list[float] = []
+
+    class Timed(_RecordingSocket):
+        def sendto(self, data: bytes, destination: Any) -> int:
+            times.append(trio.current_time())
+            return super().sendto(data, destination)
+
+    found = Mdns(Timed(), [_LO], trio.current_time)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(found.resolve, "peer.local")
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(0.6)
+        nursery.start_soon(found.resolve, "peer.local")
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(40):  # (4 s of queries, in steps of 0.1)
+            mock_clock.jump(0.1)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    start = times[0]
+    times = [round(t - start, 3) for t in times]
+    assert times[1] >= 1.0, f"queries at {times}"
+
+
+# ---------------------------------------------------------------- IP TTL
+
+
+async def test_a_unicast_reply_goes_with_ip_ttl_255() -> None:
+    """RFC 6762 §11: mDNS responses go with IP TTL 255, unicast ones too (how older
+    queriers tell that they come from the link)."""
+    async with trice.open_agent(_config(GATHER), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        name = agent.local_candidates[0].address
+        with _legacy_socket() as legacy:
+            legacy.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTTL", 12), 1)
+            legacy.sendto(mdns.encode_query(name, (mdns.TYPE_A,)), GROUP)
+            with trio.fail_after(5):
+                await trio.lowlevel.wait_readable(legacy)
+            data, ancillary, _, _ = legacy.recvmsg(9000, socket.CMSG_SPACE(4))
+    assert mdns.decode_message(data).is_response
+    ((level, kind, value),) = ancillary
+    assert (level, kind) == (socket.IPPROTO_IP, socket.IP_TTL)
+    assert int.from_bytes(value[:4], "little") == 255
+
+
+# ---------------------------------------------------------------- the answers kept
+
+
+async def test_an_ice_restart_asks_again_for_a_name_resolved_before() -> None:
+    """After an ICE restart (the usual answer to a peer that moved) a name signalled again
+    (Pion keeps its name across restarts) is asked for anew, not taken from what was
+    found before."""
+    found, fake = _recording_mdns(trio.current_time)
+    ((_, _, index),) = found._links
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(found.resolve, "peer.local")
+        await trio.testing.wait_all_tasks_blocked()
+        found.on_datagram(
+            mdns.encode_answer("peer.local", ["127.0.0.7"]), ("127.0.0.7", 5353), group_on=index
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert "peer.local" not in found._waiting
+        # The peer moves: it announces its new address (cache flush), then restarts ICE.
+        found.on_datagram(
+            mdns.encode_answer("peer.local", ["127.0.0.8"]), ("127.0.0.8", 5353), group_on=index
+        )
+        found.forget_resolutions()
+        before = len(fake.sent)
+        nursery.start_soon(found.resolve, "peer.local")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert len(fake.sent) > before, f"resolved from the stale cache {found._found}, no query"
+
+
+async def test_a_goodbye_forgets_the_cached_answer() -> None:
+    """RFC 6762 §10.1: a goodbye (TTL 0) removes the name's cached answer, whatever TTL the
+    answer had."""
+    found, _ = _recording_mdns(trio.current_time)
+    ((_, _, index),) = found._links
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(found.resolve, "peer.local")
+        await trio.testing.wait_all_tasks_blocked()
+        answer = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0x7FFFFFFF)
+        found.on_datagram(answer, ("127.0.0.7", 5353), group_on=index)
+        await trio.testing.wait_all_tasks_blocked()
+        goodbye = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0)
+        found.on_datagram(goodbye, ("127.0.0.7", 5353), group_on=index)
+        nursery.cancel_scope.cancel()
+    assert "peer.local" not in found._found
