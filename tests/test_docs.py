@@ -27,6 +27,7 @@ EXPECTED = {
     "logging_trace.py": "logging: connected",
     "restart.py": "connected again, same connection: True\nbob got: after the restart",
     "mdns.py": "mdns: bob's pair is alice's host candidate at 127.0.0.1",
+    "mux.py": "carol got: echo: hello from carol",
 }
 
 

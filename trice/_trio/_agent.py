@@ -28,7 +28,7 @@ import math
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -51,6 +51,7 @@ from trice._trio._gather import (
 )
 from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
+from trice._trio._mux import MuxTransport, UdpMux
 from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
 from trice._trio._transport import (
@@ -173,6 +174,7 @@ class Agent:
         "_malformed",
         "_mapped",
         "_mdns",
+        "_muxes",
         "_now",
         "_nursery",
         "_parked",
@@ -269,6 +271,8 @@ class Agent:
         self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
         # Multicast DNS (see _mdns.py): None until needed, False if it could not start.
         self._mdns: Mdns | Literal[False] | None = None
+        # The agent's shares of UDP muxes (open_agent's mux=), in place of host sockets.
+        self._muxes: tuple[MuxTransport, ...] = ()
 
     # ------------------------------------------------------------------ public face
 
@@ -522,10 +526,14 @@ class Agent:
             lite=old.lite,
         )
         check_credentials(local.ufrag, local.pwd)
+        if any(local.ufrag in t.mux._by_ufrag for t in self._muxes):
+            raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same UDP mux")
         now = self._now()
         self._core.restart(local, now)
         self._local = local
         self._hub.rename(old.ufrag, local.ufrag)
+        for transport in self._muxes:
+            transport.rename(local.ufrag)
         self._selected_relay_lost = False
         self._restarted = True
         mdns = self._mdns
@@ -1311,7 +1319,12 @@ class Agent:
             self._changed.set()
 
 
-def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> AgentContext:
+def open_agent(
+    config: AgentConfig | None = None,
+    *,
+    controlling: bool,
+    mux: UdpMux | Sequence[UdpMux] | None = None,
+) -> AgentContext:
     """Open an ICE agent; it gathers at once and closes when the block ends.
 
     Use it as ``async with trice.open_agent(config, controlling=True) as agent:``.
@@ -1320,6 +1333,12 @@ def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> Agent
         config: an :class:`~trice.AgentConfig` (defaults if ``None``).
         controlling: the initial role (RFC 8445 §6.1.1).  An ICE-lite agent is always
             controlled; a full agent facing a lite one becomes controlling.
+        mux: one or more :class:`~trice.UdpMux` (see :func:`~trice.open_udp_mux`): the agent
+            signals a host candidate at each one's address, which it shares with the other
+            agents of the mux, instead of binding host sockets of its own (the network
+            filters then do not apply; server-reflexive and relayed candidates are gathered
+            as usual, but no STUN request goes from a mux: give a 1:1 NAT's public address
+            in ``NetworkConfig.external_addresses``).
 
     Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
     task; the state becomes ``closed``.  An agent with TURN allocations deletes them first
@@ -1342,7 +1361,10 @@ def open_agent(config: AgentConfig | None = None, *, controlling: bool) -> Agent
         raise TypeError(f"open_agent takes a trice.AgentConfig or None, not {config!r}")
     if not isinstance(controlling, bool):
         raise TypeError(f"open_agent's controlling is True or False, not {controlling!r}")
-    return AgentContext(config, controlling)
+    muxes = () if mux is None else (mux,) if isinstance(mux, UdpMux) else tuple(mux)
+    if not all(isinstance(m, UdpMux) for m in muxes):
+        raise TypeError(f"open_agent's mux is a trice.UdpMux or a sequence of them, not {mux!r}")
+    return AgentContext(config, controlling, muxes)
 
 
 class AgentContext:
@@ -1357,11 +1379,14 @@ class AgentContext:
     thousands of agents in a process is memory that counts.
     """
 
-    __slots__ = ("_agent", "_config", "_controlling", "_joined", "_manager")
+    __slots__ = ("_agent", "_config", "_controlling", "_joined", "_manager", "_muxes")
 
-    def __init__(self, config: AgentConfig, controlling: bool) -> None:
+    def __init__(
+        self, config: AgentConfig, controlling: bool, muxes: tuple[UdpMux, ...] = ()
+    ) -> None:
         self._config = config
         self._controlling = controlling
+        self._muxes = muxes
         self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._agent: Agent | None = None
         self._joined = False  # counted by the run's timer (see TimerHub.join)
@@ -1379,11 +1404,15 @@ class AgentContext:
         nursery = await manager.__aenter__()
         try:
             agent = self._agent = Agent(self._config, self._controlling)
-            agent._hub.join(agent._local.ufrag)
-            self._joined = True
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
+            agent._hub.join(agent._local.ufrag)
+            self._joined = True
+            for mux in self._muxes:  # (before any task: a mux refuses a ufrag it has)
+                share = MuxTransport(agent._new_base(), mux, agent._local.ufrag, agent._dispatch)
+                agent._transports[share.base] = share
+                agent._muxes += (share,)
             nursery.start_soon(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)

@@ -24,7 +24,7 @@ from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._transport import UdpTransport, bind_udp
-from trice.ice._candidate import CandidateType
+from trice.ice._candidate import Candidate, CandidateType
 from trice.ice._events import GatheringState
 from trice.ice._gathering import (
     address_problem,
@@ -246,6 +246,15 @@ async def gather_host(agent: Agent) -> None:
     network = agent.config.network
     policy = agent.config.transport_policy
     signal = policy is TransportPolicy.ALL
+    if agent._muxes:
+        # Host candidates at the muxes' addresses, shared with their other agents.
+        for rank, share in enumerate(agent._muxes):
+            candidate = host_candidate(share.local_address, rank)
+            agent._add_local(candidate, share.base, signal=signal)
+            _add_external(agent, candidate, share.base)
+        count = len(agent._signalled) - before
+        agent._report(GatherReport("host", trio.current_time() - started, count, None))
+        return
     addresses = host_addresses(network)
     if signal and addresses and network.mdns is MdnsMode.QUERY_AND_GATHER:
         agent._open_mdns()  # (first: the candidates are signalled under names it answers for)
@@ -266,18 +275,29 @@ async def gather_host(agent: Agent) -> None:
         rank = interfaces.setdefault(host.interface, len(interfaces))
         candidate = host_candidate((host.address, transport.local_address[1]), rank)
         agent._add_local(candidate, base, signal=signal)
-        external = network.external_address(host.address) if network.external_addresses else None
-        if external is not None and network.external_candidate is CandidateType.SRFLX:
-            # A 1:1 NAT's public address, known without a STUN server: what one would find.
-            mapped = (external, transport.local_address[1])
-            if agent._mapped is None:
-                agent._mapped = set()
-            agent._mapped.add((base, mapped))  # (a STUN server that finds it adds nothing)
-            srflx = srflx_candidate(candidate, mapped, "1:1")
-            agent._add_local(srflx, base, signal=policy is not TransportPolicy.RELAY)
+        _add_external(agent, candidate, base)
     count = len(agent._signalled) - before if signal else len(agent._transports)
     error = None if agent._transports else "no usable local address (check the filters)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
+
+
+def _add_external(agent: Agent, host: Candidate, base: int) -> None:
+    """The srflx candidate of a 1:1 NAT's public address for ``host``, if the network config
+    gives one (``NetworkConfig.external_addresses``, ``external_candidate=SRFLX``): known
+    without a STUN server, it is what one would find."""
+    network = agent.config.network
+    if not network.external_addresses or network.external_candidate is not CandidateType.SRFLX:
+        return
+    external = network.external_address(host.address)
+    if external is None:
+        return
+    mapped = (external, host.port)
+    if agent._mapped is None:
+        agent._mapped = set()
+    agent._mapped.add((base, mapped))  # (a STUN server that finds it adds nothing)
+    srflx = srflx_candidate(host, mapped, "1:1")
+    signal = agent.config.transport_policy is not TransportPolicy.RELAY
+    agent._add_local(srflx, base, signal=signal)
 
 
 async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) -> None:

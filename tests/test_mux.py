@@ -1,0 +1,183 @@
+"""Many agents on one UDP socket (``trice.open_udp_mux``), on loopback: each connects with its
+own peer, gets its own datagrams, and holds no socket of its own."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+import trice
+from trice import stun
+
+from loopback import HAS_IPV6, connect_both, loopback_config, signal
+
+
+async def _pair_through(
+    mux: trice.UdpMux, i: int, *, server_controlling: bool = False, lite: bool = False
+) -> tuple[trice.Candidate, trice.CandidatePair]:
+    """A server agent on ``mux`` and a client of its own connect and exchange two datagrams
+    that name ``i`` each way; returns the server's host candidate and selected pair."""
+    server_config = loopback_config(lite=lite)
+    async with (
+        trice.open_agent(server_config, controlling=server_controlling, mux=mux) as server,
+        trice.open_agent(loopback_config(), controlling=not server_controlling) as client,
+    ):
+        await server.wait_gathering_complete()
+        await client.wait_gathering_complete()
+        signal(server, client)
+        to_client, to_server = await connect_both(server, client)
+        for n in range(2):
+            await to_server.send(b"%d up %d" % (i, n))
+            await to_client.send(b"%d down %d" % (i, n))
+        with trio.fail_after(5):
+            got_up = [await to_client.receive() for _ in range(2)]
+            got_down = [await to_server.receive() for _ in range(2)]
+        assert got_up == [b"%d up 0" % i, b"%d up 1" % i]
+        assert got_down == [b"%d down 0" % i, b"%d down 1" % i]
+        (host,) = server.local_candidates
+        return host, to_client.selected_pair
+
+
+async def test_thirty_agents_on_one_socket_each_get_their_own_datagrams() -> None:
+    """Thirty server agents share one mux: one host candidate (the mux's address and port)
+    for all; each connects with its own client, concurrently, and gets only its datagrams;
+    once they close, the mux routes nothing more."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        results: list[tuple[trice.Candidate, trice.CandidatePair]] = []
+
+        async def one(i: int) -> None:
+            results.append(await _pair_through(mux, i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(one, i)
+        assert len(results) == 30
+        for host, pair in results:
+            assert (host.address, host.port) == mux.local_address
+            assert (pair.local.address, pair.local.port) == mux.local_address
+        stats = mux.statistics()
+        assert (stats.agents, stats.addresses, stats.unroutable) == (0, 0, 0)
+        assert stats.delivered >= 30 * 4  # (a check, an answer, a nomination and data, each)
+
+
+@pytest.mark.parametrize(
+    ("server_controlling", "lite"),
+    [(True, False), (False, True)],
+    ids=["server-controlling", "lite-server"],
+)
+async def test_a_mux_agent_in_either_role_and_as_ice_lite(
+    server_controlling: bool, lite: bool
+) -> None:
+    """The agent on the mux controls (its own checks' answers come back by their source), or
+    is an ICE-lite server (it sends no check: the address is its once it answers one)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        host, _ = await _pair_through(mux, 0, server_controlling=server_controlling, lite=lite)
+        assert (host.address, host.port) == mux.local_address
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) here")
+async def test_a_mux_on_ipv6_loopback() -> None:
+    async with trice.open_udp_mux("::1") as mux:
+        server_config = loopback_config(ipv6=True)
+        async with (
+            trice.open_agent(server_config, controlling=False, mux=mux) as server,
+            trice.open_agent(loopback_config(ipv6=True), controlling=True) as client,
+        ):
+            await server.wait_gathering_complete()
+            await client.wait_gathering_complete()
+            signal(server, client)
+            to_client, _ = await connect_both(server, client)
+            assert to_client.selected_pair.local.address == "::1"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_agents_on_a_mux_hold_no_socket_of_their_own() -> None:
+    """A hundred agents on one mux add no file descriptor (each would bind a socket of its
+    own without one)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with trio.open_nursery() as nursery:
+            opened = trio.Event()
+            release = trio.Event()
+            count = 0
+            before = len(os.listdir("/proc/self/fd"))
+
+            async def hold() -> None:
+                nonlocal count
+                async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as a:
+                    await a.wait_gathering_complete()
+                    count += 1
+                    if count == 100:
+                        opened.set()
+                    await release.wait()
+
+            for _ in range(100):
+                nursery.start_soon(hold)
+            with trio.fail_after(10):
+                await opened.wait()
+            assert len(os.listdir("/proc/self/fd")) == before
+            assert mux.statistics().agents == 100
+            release.set()
+        assert mux.statistics().agents == 0
+
+
+async def test_what_the_mux_cannot_route_is_dropped_and_counted() -> None:
+    """A Binding request for a ufrag no agent of the mux has, and a datagram from an address
+    no agent sent to, go nowhere: counted, unanswered."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
+            await agent.wait_gathering_complete()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+                stranger.bind(("127.0.0.1", 0))
+                stranger.setblocking(False)
+                request = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.REQUEST,
+                    attributes=(stun.Username("nobody:xyz"),),
+                ).encode()
+                stranger.sendto(request, mux.local_address)
+                stranger.sendto(b"\x80data from a stranger", mux.local_address)
+                await trio.testing.wait_all_tasks_blocked(0.05)
+                assert mux.statistics().unroutable == 2
+                with pytest.raises(BlockingIOError):
+                    stranger.recv(2048)  # (nothing came back)
+
+
+async def test_one_ufrag_per_mux_and_a_restart_moves_the_agent_to_its_new_one() -> None:
+    """Two agents of one ufrag cannot share a mux, and an ICE restart refuses a ufrag that
+    another agent of the mux has; a restarted agent takes requests for its new ufrag."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        config = loopback_config(ufrag="same", pwd="p" * 22)
+        async with trice.open_agent(config, controlling=False, mux=mux) as server:
+            with pytest.raises(trice.UsageError, match="ufrag same"):
+                async with trice.open_agent(config, controlling=True, mux=mux):
+                    pass
+            other_config = loopback_config(ufrag="othr", pwd="q" * 22)
+            async with trice.open_agent(other_config, controlling=False, mux=mux):
+                with pytest.raises(trice.ConfigError, match="ufrag othr"):
+                    server.restart(ufrag="othr")
+            assert server.local_parameters.ufrag == "same"  # (nothing changed)
+            async with trice.open_agent(loopback_config(), controlling=True) as client:
+                await server.wait_gathering_complete()
+                await client.wait_gathering_complete()
+                signal(server, client)
+                await connect_both(server, client)
+                server.restart()
+                client.restart()
+                signal(server, client)
+                to_client, to_server = await connect_both(server, client)
+                assert "same" not in {t.ufrag for t in mux._by_ufrag.values()}
+                await to_server.send(b"after the restart")
+                with trio.fail_after(5):
+                    assert await to_client.receive() == b"after the restart"
+
+
+async def test_open_agent_takes_only_muxes() -> None:
+    with pytest.raises(TypeError, match="mux"):
+        trice.open_agent(loopback_config(), controlling=True, mux="127.0.0.1:3478")  # type: ignore[arg-type]
+    with pytest.raises(trice.UsageError, match="port"):
+        async with trice.open_udp_mux("127.0.0.1", 70000):
+            pass

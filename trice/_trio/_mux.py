@@ -1,0 +1,267 @@
+"""One UDP socket shared by many agents (Pion's ``UDPMux``): :func:`open_udp_mux`.
+
+A server that talks to many peers (a media server, a game server) gives them all the same
+host candidate, one address and port, which one firewall rule opens; and it holds one file
+descriptor, not one an agent.  The mux's task reads the socket and hands each datagram to
+the agent it is for:
+
+* a Binding request by its USERNAME, whose first part is the ufrag of the agent it asks
+  (RFC 8445 §7.2.2);
+* anything else (answers to the agent's checks, the peer's data) by where it comes from: an
+  address is the agent's once the agent has sent to it (a check, or an answer that is no
+  error).
+
+An agent opened with ``mux=`` signals a host candidate at the mux's address instead of
+binding sockets of its own, and is otherwise the same agent.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from trice._errors import LimitError, UsageError
+from trice._trio._log import logger
+from trice._trio._transport import STUN_MAGIC, Address, bind_udp, datagram_too_large
+
+__all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "open_udp_mux"]
+
+#: Datagrams read in a row before the mux's task lets others run.
+READ_BATCH = 64
+
+#: An agent's handler of a datagram (``Agent._dispatch``).
+Deliver = Callable[["MuxTransport", bytes, Address], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MuxStatistics:
+    """A :class:`UdpMux`'s counters.
+
+    Attributes:
+        agents: agents that use the mux now.
+        addresses: peer addresses it routes now.
+        delivered: datagrams handed to an agent.
+        unroutable: datagrams for no agent it knows (a Binding request for an unknown ufrag,
+            anything else from an address no agent has sent to), dropped.
+    """
+
+    agents: int
+    addresses: int
+    delivered: int
+    unroutable: int
+
+
+class UdpMux:
+    """A UDP socket that many agents share; made by :func:`open_udp_mux`.
+
+    Pass it to :func:`trice.open_agent` (``mux=``); leave the agents before the mux.
+    """
+
+    __slots__ = ("_by_source", "_by_ufrag", "_closed", "_delivered", "_unroutable", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._by_ufrag: dict[str, MuxTransport] = {}
+        self._by_source: dict[Address, MuxTransport] = {}
+        self._delivered = 0
+        self._unroutable = 0
+        self._closed = False
+
+    @property
+    def local_address(self) -> Address:
+        """The address and port the mux is bound to: every agent's host candidate."""
+        host, port = self.sock.getsockname()[:2]
+        return (host.split("%", 1)[0], port)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> MuxStatistics:
+        """The mux's counters now."""
+        return MuxStatistics(
+            agents=len(self._by_ufrag),
+            addresses=len(self._by_source),
+            delivered=self._delivered,
+            unroutable=self._unroutable,
+        )
+
+    def _attach(self, ufrag: str, transport: MuxTransport) -> None:
+        if self._closed:
+            raise UsageError("the UDP mux is closed")
+        if ufrag in self._by_ufrag:
+            raise UsageError(f"an agent of ufrag {ufrag} uses this UDP mux already")
+        self._by_ufrag[ufrag] = transport
+
+    def _detach(self, transport: MuxTransport) -> None:
+        if self._by_ufrag.get(transport.ufrag) is transport:
+            del self._by_ufrag[transport.ufrag]
+        for source in [s for s, t in self._by_source.items() if t is transport]:
+            del self._by_source[source]
+
+    async def _serve(self) -> None:
+        sock = self.sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)  # (also where others get their turn)
+            for _ in range(READ_BATCH):
+                try:
+                    data, source = sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # (an ICMP error for an earlier send, say)
+                    logger.debug("UDP mux %s: %s", self.local_address, exc)
+                    continue
+                self._route(data, source[:2])
+
+    def _route(self, data: bytes, source: Address) -> None:
+        transport = None
+        if len(data) >= 20 and data[0] == 0 and data[1] == 1 and data[4:8] == STUN_MAGIC:
+            ufrag = _asked_ufrag(data)
+            if ufrag is not None:
+                transport = self._by_ufrag.get(ufrag)
+        else:
+            transport = self._by_source.get(source)
+        if transport is None:
+            self._unroutable += 1
+            return
+        self._delivered += 1
+        transport.deliver(transport, data, source)
+
+    def _close(self) -> None:
+        self._closed = True
+        for transport in list(self._by_ufrag.values()):
+            transport.closed = True
+        self._by_ufrag.clear()
+        self._by_source.clear()
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+def _asked_ufrag(data: bytes) -> str | None:
+    """The first part of a Binding request's USERNAME (the ufrag of the agent it asks),
+    found without decoding the rest (the agent decodes and checks the whole message)."""
+    end = min(len(data), 20 + int.from_bytes(data[2:4], "big"))
+    i = 20
+    while i + 4 <= end:
+        kind = int.from_bytes(data[i : i + 2], "big")
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if kind == 0x0006:  # USERNAME
+            name, sep, _ = data[i + 4 : i + 4 + length].partition(b":")
+            return name.decode("utf-8", "replace") if sep else None
+        i += 4 + ((length + 3) & ~3)
+    return None
+
+
+class MuxTransport:
+    """An agent's share of a :class:`UdpMux`: the agent's ``Transport`` for its host
+    candidate at the mux's address."""
+
+    __slots__ = ("base", "closed", "deliver", "local_address", "mux", "send_lock", "ufrag")
+
+    def __init__(self, base: int, mux: UdpMux, ufrag: str, deliver: Deliver) -> None:
+        self.base = base
+        self.mux = mux
+        self.ufrag = ufrag
+        self.deliver = deliver
+        self.local_address = mux.local_address
+        self.closed = False
+        self.send_lock: trio.Lock | None = None
+        mux._attach(ufrag, self)
+
+    def rename(self, ufrag: str) -> None:
+        """The agent's ufrag changed (an ICE restart)."""
+        mux = self.mux
+        if mux._by_ufrag.get(self.ufrag) is self:
+            del mux._by_ufrag[self.ufrag]
+        self.ufrag = ufrag
+        if not self.closed:
+            mux._attach(ufrag, self)
+
+    def _claim(self, data: bytes, address: Address) -> None:
+        """What this agent sends to ``address`` makes the address its (an error response
+        excepted: a stranger's request with our ufrag must not take a peer's address)."""
+        if not (len(data) > 1 and data[0] & 0x01 and data[1] & 0x10 and data[4:8] == STUN_MAGIC):
+            self.mux._by_source[address] = self
+
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        if self.closed:
+            return False
+        self._claim(data, address)
+        try:
+            self.mux.sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                raise datagram_too_large(data) from None
+            return False
+        return True
+
+    async def send(
+        self, data: bytes, address: Address, check: Callable[[], None] | None = None
+    ) -> None:
+        """Send one datagram, waiting only while the socket would block (see
+        ``UdpTransport.send``)."""
+        while True:
+            if self.closed:
+                raise trio.ClosedResourceError("the UDP mux is closed")
+            self._claim(data, address)
+            try:
+                self.mux.sock.sendto(data, address)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                if self.closed or exc.errno == errno.EBADF:
+                    raise trio.ClosedResourceError("the UDP mux is closed") from None
+                if exc.errno == errno.EMSGSIZE:
+                    raise datagram_too_large(data) from None
+                return  # (ICMP errors and EPERM: UDP semantics)
+            lock = self.send_lock
+            if lock is None:
+                lock = self.send_lock = trio.Lock()
+            async with lock:
+                await trio.lowlevel.wait_writable(self.mux.sock)
+            if check is not None:
+                check()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.mux._detach(self)
+
+
+@asynccontextmanager
+async def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[UdpMux]:
+    """Open one UDP socket, bound to ``host`` (an IP literal) and ``port``, for many agents
+    to share; it closes when the block ends.
+
+    Use it as ``async with trice.open_udp_mux("192.0.2.1", 3478) as mux:``, and open each
+    agent inside with ``trice.open_agent(config, controlling=..., mux=mux)``.  Agents still
+    open when the block ends can send and receive no more.
+
+    Raises:
+        OSError: the address cannot be bound.
+        LimitError: the process ran out of file descriptors.
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise UsageError(f"open_udp_mux's port must be 0..65535, not {port!r}")
+    sock = bind_udp(host, (port, port) if port else None)
+    mux = UdpMux(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mux._serve, name=f"udp mux {host}:{mux.local_address[1]}")
+            try:
+                yield mux
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        mux._close()
+
+
+_ = LimitError  # (documented above: bind_udp raises it)
