@@ -4,7 +4,8 @@ Usage::
 
     python tests/peers/trice_peer.py --controlling|--controlled [--ipv6] [--lite]
         [--aggressive] [--warm] [--mdns off|query|gather]
-        [--external ADDRESS[/LOCAL] ...] [--external-candidate srflx|host] [-v | --trace]
+        [--external ADDRESS[/LOCAL] ...] [--external-candidate srflx|host] [--mux]
+        [-v | --trace]
 
 JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for the
 protocol. It only ever gathers loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``)
@@ -17,7 +18,11 @@ names, and the agent answers mDNS queries for them on lo). Its ``connected`` mes
 carry ``remote_candidates``: ``{"address", "port", "type"}`` of each remote candidate in the
 check list (a ``.local`` one resolved shows the address found). ``--external ADDRESS[/LOCAL]``
 (repeatable) and ``--external-candidate srflx|host`` set ``NetworkConfig.external_addresses``
-and ``external_candidate`` (a 1:1 NAT's public address). TURN options are accepted
+and ``external_candidate`` (a 1:1 NAT's public address). ``--mux`` opens a UDP mux
+(:func:`trice.open_udp_mux`) on 127.0.0.1 (``::1`` with ``--ipv6``) around the agent, which
+is opened on it (``mux=``): the host candidate is then the mux's address and port, and the
+``connected`` messages also carry ``mux``, that address and port as ``"ADDRESS PORT"``. TURN
+options are accepted
 but answered with an ``error`` (not supported yet). ``--trace`` (or the environment variable
 ``TRICE_PEER_TRACE=1``) logs every check and STUN message at trice's TRACE level.
 """
@@ -25,6 +30,7 @@ but answered with an ``error`` (not supported yet). ``--trace`` (or the environm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -110,9 +116,12 @@ class PeerFailed(Exception):
 
 
 class Peer:
-    def __init__(self, args: argparse.Namespace, agent: trice.Agent) -> None:
+    def __init__(
+        self, args: argparse.Namespace, agent: trice.Agent, mux: trice.UdpMux | None = None
+    ) -> None:
         self.args = args
         self.agent = agent
+        self.mux = mux
         self.conn: trice.Connection | None = None
         self.connected = trio.Event()
         self.received: defaultdict[int, int] = defaultdict(int)
@@ -195,8 +204,16 @@ class Peer:
                 "local": pair.local.to_sdp(),
                 "remote": pair.remote.to_sdp(),
                 "remote_candidates": remote_candidates(self.agent),
+                **self.mux_field(),
             }
         )
+
+    def mux_field(self) -> dict[str, str]:
+        """``{"mux": "ADDRESS PORT"}`` with ``--mux``, else nothing."""
+        if self.mux is None:
+            return {}
+        host, port = self.mux.local_address
+        return {"mux": f"{host} {port}"}
 
     async def connect(self) -> None:
         # The clock runs around the connect call alone, inside the peer's timeout guard, as
@@ -220,6 +237,7 @@ class Peer:
                 "local": pair.local.to_sdp(),
                 "remote": pair.remote.to_sdp(),
                 "remote_candidates": remote_candidates(self.agent),
+                **self.mux_field(),
             }
         )
         await self.receive(conn)
@@ -286,11 +304,16 @@ async def amain(args: argparse.Namespace) -> int:
     )
     if args.warm:
         await trice.warm_up()
-    async with (
-        trice.open_agent(config, controlling=args.controlling) as agent,
-        trio.open_nursery() as nursery,
-    ):
-        await Peer(args, agent).run(nursery)
+    async with contextlib.AsyncExitStack() as stack:
+        mux = None
+        if args.mux:
+            host = "::1" if args.ipv6 else "127.0.0.1"
+            mux = await stack.enter_async_context(trice.open_udp_mux(host))
+        agent = await stack.enter_async_context(
+            trice.open_agent(config, controlling=args.controlling, mux=mux)
+        )
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await Peer(args, agent, mux).run(nursery)
         nursery.cancel_scope.cancel()
     return 0
 
@@ -350,6 +373,12 @@ def main() -> int:
         choices=["srflx", "host"],
         default="srflx",
         help="signal it as a srflx candidate (the default) or in the host's place",
+    )
+    parser.add_argument(
+        "--mux",
+        action="store_true",
+        help="open the agent on a UDP mux (trice.open_udp_mux) on 127.0.0.1 (::1 with --ipv6):"
+        " its host candidate is the mux's address",
     )
     parser.add_argument("--failed-timeout", type=float, default=25.0)
     parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")

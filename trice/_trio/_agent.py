@@ -526,7 +526,7 @@ class Agent:
             lite=old.lite,
         )
         check_credentials(local.ufrag, local.pwd)
-        if any(local.ufrag in t.mux._by_ufrag for t in self._muxes):
+        if any(t.mux._by_ufrag.get(local.ufrag, t) is not t for t in self._muxes):
             raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same UDP mux")
         now = self._now()
         self._core.restart(local, now)
@@ -580,6 +580,8 @@ class Agent:
             state = self._core.state
             if state is ConnectionState.FAILED:
                 if self._selected_relay_lost:
+                    if self._mux_closed():
+                        raise IceFailedError("ICE failed: the selected pair's UDP mux closed")
                     raise IceFailedError(
                         "ICE failed: the selected pair's relay is gone (its TURN allocation ended)"
                     )
@@ -929,6 +931,8 @@ class Agent:
         process, each task, nursery and pending wait is memory and scheduling that counts.
         """
         self._context = trio.lowlevel.current_task().context
+        for share in self._muxes:  # (datagrams from a mux are handled in this context)
+            share.hooks.context = self._context
         await gather_local(self)
         if has_server_sources(self):
             self._nursery.start_soon(gather_servers, self, name="gather")
@@ -991,7 +995,12 @@ class Agent:
                     read_selected = selected is not None and selected.base == primary.base
                 elif leased < wake_at:
                     wake_at = leased
-            if core.state is _DISCONNECTED and now + LEASE < wake_at and not read_selected:
+            if (
+                core.state is _DISCONNECTED
+                and now + LEASE < wake_at
+                and not read_selected
+                and not self._selected_on_mux()
+            ):
                 # The peer seems gone, and data that a receiver reads (or a further socket's
                 # reader) would bring it back: look for it every lease meanwhile.  (Not when
                 # this task itself waits on the selected pair's socket: data there wakes it.
@@ -1140,6 +1149,29 @@ class Agent:
         core.transport_lost(base, now)
         self._pump(now)
 
+    def _mux_closed(self) -> bool:
+        """Whether one of the agent's muxes closed (while the agent is open)."""
+        return any(share.mux.closed for share in self._muxes)
+
+    def _selected_on_mux(self) -> bool:
+        """Whether the selected pair is on a mux, whose datagrams wake this task (see
+        ``_dispatch``): nothing to look for while the peer seems gone."""
+        selected = self._core.selected
+        return selected is not None and type(self._transports.get(selected.base)) is MuxTransport
+
+    def _mux_failed(self, exc: BaseException) -> None:
+        """Handling a datagram from a mux raised: this agent's task raises it."""
+        self._failure = exc
+        self._resume()
+
+    def _mux_lost(self, base: int) -> None:
+        """A mux closed while this agent is open: its pairs there fail (ICE too, if the
+        selected pair was one), and the tasks waiting to send or receive are told."""
+        self._transport_lost(base)
+        connection = self._connection
+        if connection is not None:
+            connection._stop_waiters()
+
     def _report(self, report: GatherReport) -> None:
         self._reports += (report,)
 
@@ -1248,6 +1280,8 @@ class Agent:
             buffer = self._buffer
             if not buffer.closed and buffer.put(data):
                 self._datagrams += 1
+                if self._core.state is _DISCONNECTED and type(transport) is MuxTransport:
+                    self._resume()  # (the peer is back: this task tells the core)
         else:
             self._unknown_source += 1
 
@@ -1336,9 +1370,10 @@ def open_agent(
         mux: one or more :class:`~trice.UdpMux` (see :func:`~trice.open_udp_mux`): the agent
             signals a host candidate at each one's address, which it shares with the other
             agents of the mux, instead of binding host sockets of its own (the network
-            filters then do not apply; server-reflexive and relayed candidates are gathered
-            as usual, but no STUN request goes from a mux: give a 1:1 NAT's public address
-            in ``NetworkConfig.external_addresses``).
+            filters then do not apply; no STUN request goes from a mux, so no
+            server-reflexive candidate is gathered: give a 1:1 NAT's public address in
+            ``NetworkConfig.external_addresses``; relayed candidates are gathered as
+            usual).  Under the ``RELAY`` transport policy the muxes are not used.
 
     Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
     task; the state becomes ``closed``.  An agent with TURN allocations deletes them first
@@ -1409,8 +1444,11 @@ class AgentContext:
             agent._nursery = nursery
             agent._hub.join(agent._local.ufrag)
             self._joined = True
-            for mux in self._muxes:  # (before any task: a mux refuses a ufrag it has)
+            relay_only = self._config.transport_policy is TransportPolicy.RELAY
+            for mux in () if relay_only else self._muxes:  # (before any task: see _attach)
                 share = MuxTransport(agent._new_base(), mux, agent._local.ufrag, agent._dispatch)
+                share.hooks.failed = agent._mux_failed
+                share.hooks.lost = agent._mux_lost
                 agent._transports[share.base] = share
                 agent._muxes += (share,)
             nursery.start_soon(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")

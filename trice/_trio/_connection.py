@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trice._trio._mux import MuxTransport
 from trice._trio._transport import STUN_MAGIC, Transport, UdpTransport
 from trice.ice._events import CandidatePair, ConnectionState
 
@@ -151,6 +152,8 @@ class Connection(trio.abc.Channel[bytes]):
         core = self._agent._core
         if core.state is _FAILED:
             if self._agent._selected_relay_lost:
+                if self._agent._mux_closed():
+                    raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
                 raise _relay_gone()
             raise trio.BrokenResourceError(
                 "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
@@ -178,6 +181,8 @@ class Connection(trio.abc.Channel[bytes]):
                 lock = transport.send_lock
                 if lock is not None and lock.locked():
                     trio.lowlevel.notify_closing(transport.sock)
+            elif isinstance(transport, MuxTransport):
+                transport.wake()
 
     def _reroute(self) -> None:
         """Forget the route: the selected pair changed, the agent closed, or sends stop."""

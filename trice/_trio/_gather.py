@@ -252,7 +252,7 @@ async def gather_host(agent: Agent) -> None:
             candidate = host_candidate(share.local_address, rank)
             agent._add_local(candidate, share.base, signal=signal)
             _add_external(agent, candidate, share.base)
-        count = len(agent._signalled) - before
+        count = len(agent._signalled) - before if signal else len(agent._muxes)
         agent._report(GatherReport("host", trio.current_time() - started, count, None))
         return
     addresses = host_addresses(network)

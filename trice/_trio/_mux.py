@@ -7,9 +7,10 @@ the agent it is for:
 
 * a Binding request by its USERNAME, whose first part is the ufrag of the agent it asks
   (RFC 8445 §7.2.2);
-* anything else (answers to the agent's checks, the peer's data) by where it comes from: an
-  address is the agent's once the agent has sent to it (a check, or an answer that is no
-  error).
+* anything else (answers to the agent's checks, the peer's data, consent) by where it comes
+  from: an address is the agent's once the agent has sent to it, and is kept for it once it
+  has answered a check from there with success (the proof that the peer there knows the
+  agent's credentials): another agent's check to that address does not take it.
 
 An agent opened with ``mux=`` signals a host candidate at the mux's address instead of
 binding sockets of its own, and is otherwise the same agent.
@@ -17,17 +18,23 @@ binding sockets of its own, and is otherwise the same agent.
 
 from __future__ import annotations
 
+import contextvars
 import errno
+import ipaddress
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 
-from trice._errors import LimitError, UsageError
+from trice._errors import UsageError
 from trice._trio._log import logger
 from trice._trio._transport import STUN_MAGIC, Address, bind_udp, datagram_too_large
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "open_udp_mux"]
 
@@ -36,6 +43,20 @@ READ_BATCH = 64
 
 #: An agent's handler of a datagram (``Agent._dispatch``).
 Deliver = Callable[["MuxTransport", bytes, Address], None]
+
+
+class MuxHooks:
+    """What a mux tells the agent of a share besides datagrams (set by the agent)."""
+
+    __slots__ = ("context", "failed", "lost")
+
+    def __init__(self) -> None:
+        #: The agent task's context, in which its datagrams are handled.
+        self.context: contextvars.Context | None = None
+        #: Handling a datagram raised: the agent's task raises it (not the mux's).
+        self.failed: Callable[[BaseException], None] | None = None
+        #: The mux closed while the agent is open: the transport is lost.
+        self.lost: Callable[[int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +83,28 @@ class UdpMux:
     Pass it to :func:`trice.open_agent` (``mux=``); leave the agents before the mux.
     """
 
-    __slots__ = ("_by_source", "_by_ufrag", "_closed", "_delivered", "_unroutable", "sock")
+    __slots__ = (
+        "_by_source",
+        "_by_ufrag",
+        "_closed",
+        "_delivered",
+        "_unroutable",
+        "send_lock",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._by_ufrag: dict[str, MuxTransport] = {}
-        self._by_source: dict[Address, MuxTransport] = {}
+        # Each peer address: the share it is routed to, and whether that share proved it
+        # (answered a check from there with success).
+        self._by_source: dict[Address, tuple[MuxTransport, bool]] = {}
         self._delivered = 0
         self._unroutable = 0
         self._closed = False
+        # The sends waiting for the socket to take a datagram take turns (one task at a time
+        # may wait on a socket in trio).
+        self.send_lock: trio.Lock | None = None
 
     @property
     def local_address(self) -> Address:
@@ -101,8 +135,12 @@ class UdpMux:
     def _detach(self, transport: MuxTransport) -> None:
         if self._by_ufrag.get(transport.ufrag) is transport:
             del self._by_ufrag[transport.ufrag]
-        for source in [s for s, t in self._by_source.items() if t is transport]:
-            del self._by_source[source]
+        by_source = self._by_source
+        for source in transport.claimed:
+            held = by_source.get(source)
+            if held is not None and held[0] is transport:
+                del by_source[source]
+        transport.claimed.clear()
 
     async def _serve(self) -> None:
         sock = self.sock
@@ -125,19 +163,36 @@ class UdpMux:
             if ufrag is not None:
                 transport = self._by_ufrag.get(ufrag)
         else:
-            transport = self._by_source.get(source)
+            held = self._by_source.get(source)
+            if held is not None:
+                transport = held[0]
         if transport is None:
             self._unroutable += 1
             return
         self._delivered += 1
-        transport.deliver(transport, data, source)
+        hooks = transport.hooks
+        try:
+            if hooks.context is not None:
+                hooks.context.run(transport.deliver, transport, data, source)
+            else:
+                transport.deliver(transport, data, source)
+        except Exception as exc:
+            # One agent's failure is that agent's: its task raises it, the mux goes on.
+            transport.close()
+            if hooks.failed is None:
+                raise
+            hooks.failed(exc)
 
     def _close(self) -> None:
         self._closed = True
-        for transport in list(self._by_ufrag.values()):
-            transport.closed = True
+        shares = list(self._by_ufrag.values())
         self._by_ufrag.clear()
         self._by_source.clear()
+        for share in shares:
+            share.closed = True
+            share.claimed.clear()
+            if share.hooks.lost is not None:
+                share.hooks.lost(share.base)  # (its agent's pairs on the mux fail)
         trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
 
@@ -161,16 +216,28 @@ class MuxTransport:
     """An agent's share of a :class:`UdpMux`: the agent's ``Transport`` for its host
     candidate at the mux's address."""
 
-    __slots__ = ("base", "closed", "deliver", "local_address", "mux", "send_lock", "ufrag")
+    __slots__ = (
+        "base",
+        "claimed",
+        "closed",
+        "deliver",
+        "hooks",
+        "local_address",
+        "mux",
+        "ufrag",
+        "waiting",
+    )
 
     def __init__(self, base: int, mux: UdpMux, ufrag: str, deliver: Deliver) -> None:
         self.base = base
         self.mux = mux
         self.ufrag = ufrag
         self.deliver = deliver
+        self.hooks = MuxHooks()
         self.local_address = mux.local_address
         self.closed = False
-        self.send_lock: trio.Lock | None = None
+        self.claimed: set[Address] = set()  # (the addresses routed to it)
+        self.waiting: set[trio.CancelScope] | None = None  # (sends waiting for the socket)
         mux._attach(ufrag, self)
 
     def rename(self, ufrag: str) -> None:
@@ -183,10 +250,25 @@ class MuxTransport:
             mux._attach(ufrag, self)
 
     def _claim(self, data: bytes, address: Address) -> None:
-        """What this agent sends to ``address`` makes the address its (an error response
-        excepted: a stranger's request with our ufrag must not take a peer's address)."""
-        if not (len(data) > 1 and data[0] & 0x01 and data[1] & 0x10 and data[4:8] == STUN_MAGIC):
-            self.mux._by_source[address] = self
+        """What this agent sends to ``address`` routes the address to it: for good if it is
+        a success response (the agent checked the request's integrity: the peer there knows
+        its credentials), else only if no other agent proved the address.  An error response
+        claims nothing (a stranger's request with our ufrag must not take a peer's
+        address)."""
+        by_source = self.mux._by_source
+        held = by_source.get(address)
+        if held is not None and held[0] is self and held[1]:
+            return  # (the common case: the agent's own peer, proven)
+        stun = len(data) >= 20 and data[0] < 4 and data[4:8] == STUN_MAGIC
+        if stun and data[0] & 0x01 and data[1] & 0x10:
+            return  # (an error response)
+        proves = stun and data[0] & 0x01 == 0x01 and not data[1] & 0x10  # (a success)
+        if held is not None and held[0] is not self:
+            if held[1] and not proves:
+                return  # (another agent's proven peer: a mere check does not take it)
+            held[0].claimed.discard(address)
+        by_source[address] = (self, bool(proves))
+        self.claimed.add(address)
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         if self.closed:
@@ -222,13 +304,28 @@ class MuxTransport:
                 if exc.errno == errno.EMSGSIZE:
                     raise datagram_too_large(data) from None
                 return  # (ICMP errors and EPERM: UDP semantics)
-            lock = self.send_lock
+            mux = self.mux
+            lock = mux.send_lock
             if lock is None:
-                lock = self.send_lock = trio.Lock()
-            async with lock:
-                await trio.lowlevel.wait_writable(self.mux.sock)
+                lock = mux.send_lock = trio.Lock()
+            waiting = self.waiting
+            if waiting is None:
+                waiting = self.waiting = set()
+            with trio.CancelScope() as scope:  # (woken by wake(): the connection closed, say)
+                waiting.add(scope)
+                try:
+                    async with lock:
+                        await trio.lowlevel.wait_writable(mux.sock)
+                finally:
+                    waiting.discard(scope)
             if check is not None:
                 check()
+
+    def wake(self) -> None:
+        """Wake the sends waiting for the socket: they look at their connection again (the
+        socket is shared: closing it, as a host socket's sends are woken, is no way)."""
+        for scope in self.waiting or ():
+            scope.cancel()
 
     def close(self) -> None:
         if not self.closed:
@@ -251,17 +348,30 @@ async def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UsageError(f"open_udp_mux's port must be 0..65535, not {port!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"open_udp_mux's host must be an IP address, not {host!r}") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise UsageError(
+            f"open_udp_mux's host must be one address of the host (it is every agent's host "
+            f"candidate), not {host}"
+        )
     sock = bind_udp(host, (port, port) if port else None)
     mux = UdpMux(sock)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(mux._serve, name=f"udp mux {host}:{mux.local_address[1]}")
-            try:
-                yield mux
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(mux._serve, name=f"udp mux {host}:{mux.local_address[1]}")
+                try:
+                    yield mux
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The body's exception goes on as itself (the mux's task raises none of its
+            # own), not wrapped by the nursery.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
     finally:
         mux._close()
-
-
-_ = LimitError  # (documented above: bind_udp raises it)

@@ -1,0 +1,133 @@
+"""Agents on a UDP mux (``trice.open_udp_mux``) against agents on sockets of their own.
+
+Three figures, each measured for both in turns in one run (a server agent on a mux and one
+with its own socket, each with a client agent of its own socket, on loopback):
+
+* one way: 1200-byte datagrams from the client to the server, per second;
+* ping-pong: round trips per second (each side waits for the other's datagram);
+* connect: ms until a hundred server agents on one mux, or on their own sockets, are all
+  connected with their clients.
+
+::
+
+    .venv/bin/python bench/mux.py [--repeat 5 | --quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+import trice
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from loopback import connect_both, loopback_config, signal
+
+SIZE = 1200
+
+
+@asynccontextmanager
+async def _maybe_mux(on_mux: bool) -> AsyncIterator[trice.UdpMux | None]:
+    if not on_mux:
+        yield None
+        return
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        yield mux
+
+
+async def _data(on_mux: bool, count: int, rounds: int) -> tuple[float, float]:
+    """(datagrams a second one way, round trips a second)."""
+    async with _maybe_mux(on_mux) as mux:
+        async with (
+            trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
+            trice.open_agent(loopback_config(), controlling=True) as client,
+        ):
+            await server.wait_gathering_complete()
+            await client.wait_gathering_complete()
+            signal(server, client)
+            to_client, to_server = await connect_both(server, client)
+            payload = bytes(SIZE)
+            got = 0
+
+            async def sink() -> None:
+                nonlocal got
+                while got < count:
+                    await to_client.receive()
+                    got += 1
+
+            started = time.perf_counter()
+            with trio.move_on_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sink)
+                    for _ in range(count):
+                        await to_server.send(payload)
+            one_way = got / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for _ in range(rounds):
+                await to_server.send(b"ping")
+                await to_client.receive()
+                await to_client.send(b"pong")
+                await to_server.receive()
+            return one_way, rounds / (time.perf_counter() - started)
+
+
+async def _connect_many(on_mux: bool, n: int) -> float:
+    """ms until n server agents (on one mux, or not) are connected with their clients."""
+    async with _maybe_mux(on_mux) as mux:
+        started = time.perf_counter()
+
+        async def one() -> None:
+            async with (
+                trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
+                trice.open_agent(loopback_config(), controlling=True) as client,
+            ):
+                await server.wait_gathering_complete()
+                await client.wait_gathering_complete()
+                signal(server, client)
+                await connect_both(server, client, within=60)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(one)
+        return (time.perf_counter() - started) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=5, help="turns of each measurement")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    args = parser.parse_args()
+    count, rounds, agents, repeat = 20_000, 3_000, 100, args.repeat
+    if args.quick:
+        count, rounds, agents, repeat = 2_000, 300, 20, 1
+    rows: dict[str, list[tuple[float, float, float]]] = {"own socket": [], "mux": []}
+    for _ in range(repeat):
+        for name, on_mux in (("own socket", False), ("mux", True)):
+            one_way, ping = trio.run(_data, on_mux, count, rounds)
+            connect = trio.run(_connect_many, on_mux, agents)
+            rows[name].append((one_way, ping, connect))
+    print(f"\nAgents on a UDP mux, loopback, medians of {repeat} turns\n")
+    print(f"{'server agent':<14}{'one way /s':>12}{'ping-pong /s':>14}{'connect ms':>12}")
+    print("-" * 52)
+    medians = {}
+    for name, samples in rows.items():
+        med = tuple(statistics.median(s[i] for s in samples) for i in range(3))
+        medians[name] = med
+        print(f"{name:<14}{med[0]:>12,.0f}{med[1]:>14,.0f}{med[2]:>12.1f}")
+    own, mux = medians["own socket"], medians["mux"]
+    print(
+        f"\nmux / own socket: one way {mux[0] / own[0]:.2f}x, ping-pong {mux[1] / own[1]:.2f}x,"
+        f" connect time of {agents} agents {mux[2] / own[2]:.2f}x"
+    )
+    print("(the mux's task hands each datagram to its agent: a task step more a datagram)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""The UDP mux under stress, on loopback only: hostile and malformed input, a full socket,
+the mux closing first, a failing agent, a peer that moves or signals another's address, a
+quiet peer."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+
+import pytest
+import trio
+import trio.testing
+
+import trice
+from trice import stun
+from trice.ice._core import AgentCore
+
+from loopback import connect_both, loopback_config, signal, wait_for_state
+from virtual_time import wall_clock_guard
+
+#: How long every task must have been blocked before a test looks (datagrams on loopback
+#: arrive at once; this leaves the mux's task its turn to read them).
+CUSHION = 0.05
+
+
+async def _settle() -> None:
+    await trio.testing.wait_all_tasks_blocked(CUSHION)
+
+
+@asynccontextmanager
+async def _connected_through(
+    mux: trice.UdpMux, *, server_controlling: bool = False
+) -> AsyncIterator[tuple[trice.Agent, trice.Connection, trice.Agent, trice.Connection]]:
+    """A server agent on ``mux`` connected with a client of its own (own socket): yields
+    (server, its connection, client, its connection)."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=server_controlling, mux=mux) as server,
+        trice.open_agent(loopback_config(), controlling=not server_controlling) as client,
+    ):
+        await server.wait_gathering_complete()
+        await client.wait_gathering_complete()
+        signal(server, client)
+        to_client, to_server = await connect_both(server, client)
+        yield server, to_client, client, to_server
+
+
+@asynccontextmanager
+async def _mux_in_a_task() -> AsyncIterator[tuple[trice.UdpMux, trio.CancelScope]]:
+    """A mux whose block runs in a task of its own: cancelling the scope closes the mux while
+    the caller's agents are still open (the mux closing first)."""
+    scope = trio.CancelScope()
+
+    async def run(task_status: trio.TaskStatus[trice.UdpMux]) -> None:
+        with scope:
+            async with trice.open_udp_mux("127.0.0.1") as mux:
+                task_status.started(mux)
+                await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        mux = await nursery.start(run)
+        yield mux, scope
+        scope.cancel()
+
+
+class _FullSocket:
+    """Stands in for the mux's socket on the send side: ``sendto`` would block until ``free``,
+    and its descriptor is one end of a Unix datagram pair whose peer's queue is full, so that
+    trio really waits for it to become writable (as ``tests/test_transport.py`` does)."""
+
+    def __init__(self, real: socket.socket, fd_sock: socket.socket) -> None:
+        self.real = real
+        self.fd_sock = fd_sock
+        self.free = False
+
+    def fileno(self) -> int:
+        return self.fd_sock.fileno()
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.real.getsockname()  # type: ignore[no-any-return]
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        if not self.free:
+            raise BlockingIOError
+        return self.real.sendto(data, address)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@contextmanager
+def _full_send_buffer(mux: trice.UdpMux) -> Iterator[_FullSocket]:
+    """The mux's sends would block (its socket's send buffer full) inside the block; on
+    leaving, the real socket is back, with room."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    while True:
+        try:
+            a.send(b"x" * 512)
+        except BlockingIOError:
+            break
+    real = mux.sock
+    fake = _FullSocket(real, a)
+    mux.sock = fake  # type: ignore[assignment]
+    try:
+        yield fake
+    finally:
+        fake.free = True
+        while True:  # room again: a send still waiting goes on
+            try:
+                b.recv(1024)
+            except BlockingIOError:
+                break
+        mux.sock = real
+        a.close()
+        b.close()
+
+
+def _candidate_at(address: tuple[str, int]) -> trice.Candidate:
+    return trice.Candidate.from_sdp(
+        f"candidate:1 1 udp 2130706431 {address[0]} {address[1]} typ host"
+    )
+
+
+def _stranger() -> socket.socket:
+    """A non-blocking UDP socket on 127.0.0.1 (its reads raise BlockingIOError when nothing
+    came)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _binding_request(username: bytes, key: bytes | None = None) -> bytes:
+    """A Binding request whose USERNAME is ``username`` (raw bytes, unchecked)."""
+    attributes: list[stun.Attribute] = [stun.UnknownAttribute(0x0006, username)]
+    return stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=tuple(attributes)
+    ).encode(integrity_key=key, fingerprint=key is not None)
+
+
+# --------------------------------------------------------------------------- the mux under stress
+
+
+async def test_an_exception_in_the_mux_block_propagates_as_itself() -> None:
+    """An exception raised in the mux's block comes out as itself, not wrapped in an
+    exception group by the mux's nursery."""
+    with pytest.raises(ValueError, match="the body's"):
+        async with trice.open_udp_mux("127.0.0.1"):
+            raise ValueError("the body's own error")
+
+
+async def test_a_mux_refuses_the_unspecified_address() -> None:
+    """A mux is every agent's host candidate: it must be bound to one address of the host;
+    0.0.0.0 (or ::) is refused with UsageError."""
+    try:
+        manager = trice.open_udp_mux("0.0.0.0")
+        mux = await manager.__aenter__()
+    except trice.UsageError:
+        return  # (refused: fine)
+    try:
+        async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
+            await agent.wait_gathering_complete()
+            addresses = [c.address for c in agent.local_candidates]
+            assert "0.0.0.0" not in addresses, f"signalled {addresses}"
+    finally:
+        await manager.__aexit__(None, None, None)
+
+
+async def test_two_agents_sends_waiting_on_the_full_mux_socket_take_turns() -> None:
+    """Sends of two agents that wait for room on the shared socket take turns (one lock a
+    mux): neither raises trio.BusyResourceError."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            _connected_through(mux) as (_, first, _c1, _t1),
+            _connected_through(mux) as (_, second, _c2, _t2),
+        ):
+            outcome: list[object] = []
+
+            async def send(conn: trice.Connection, data: bytes) -> None:
+                try:
+                    await conn.send(data)
+                    outcome.append("sent")
+                except Exception as exc:  # (what is raised is the finding)
+                    outcome.append(exc)
+
+            with trio.fail_after(10), _full_send_buffer(mux):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send, first, b"one")
+                    nursery.start_soon(send, second, b"two")
+                    await trio.testing.wait_all_tasks_blocked()
+                    busy = [o for o in outcome if isinstance(o, trio.BusyResourceError)]
+                    nursery.cancel_scope.cancel()
+            assert not busy, f"a send on the full mux socket raised {busy[0]!r}"
+
+
+async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_connection_closes() -> None:
+    """A send waiting for room on the mux's socket is woken when its connection closes, and
+    raises ClosedResourceError at once."""
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        _connected_through(mux) as (_, to_client, _, _),
+    ):
+        outcome: list[object] = []
+
+        async def send() -> None:
+            try:
+                await to_client.send(b"waits for room")
+                outcome.append("sent")
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(10), _full_send_buffer(mux):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                assert outcome == []  # (waiting for room)
+                await to_client.aclose()
+                await trio.testing.wait_all_tasks_blocked()
+                ended = list(outcome)
+                nursery.cancel_scope.cancel()
+        assert len(ended) == 1 and isinstance(ended[0], trio.ClosedResourceError), (
+            f"the send waiting on the mux's socket did not end when its connection closed: {ended}"
+        )
+
+
+async def test_when_the_mux_closes_first_a_send_says_so() -> None:
+    """The mux closes while an agent on it is connected: Connection.send and send_nowait
+    raise ClosedResourceError saying the mux closed (not that a relay is gone)."""
+    async with (
+        _mux_in_a_task() as (mux, mux_scope),
+        _connected_through(mux) as (_, to_client, _, _),
+    ):
+        mux_scope.cancel()
+        await _settle()
+        assert mux.closed
+        with pytest.raises(trio.ClosedResourceError, match="mux"):
+            await to_client.send(b"after the mux closed")
+        with pytest.raises(trio.ClosedResourceError, match="mux"):
+            to_client.send_nowait(b"after the mux closed")
+
+
+async def test_when_the_mux_closes_first_its_agents_hear_of_it() -> None:
+    """The mux closes while an agent on it is connected: the agent's pairs there fail, ICE
+    with them, and a task waiting in receive() is woken (not left until consent expires)."""
+    async with (
+        _mux_in_a_task() as (mux, mux_scope),
+        _connected_through(mux) as (server, to_client, _, _),
+    ):
+        outcome: list[object] = []
+
+        async def receive() -> None:
+            try:
+                outcome.append(await to_client.receive())
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await _settle()
+            mux_scope.cancel()
+            await _settle()
+            ended = list(outcome)
+            state = server.connection_state
+            nursery.cancel_scope.cancel()
+        assert state not in (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED), (
+            f"the agent is still {state.value} on a closed mux"
+        )
+        assert ended, "a receive on a closed mux's agent still waits"
+
+
+async def test_a_peer_cannot_divert_another_agents_traffic_by_signalling_its_address() -> None:
+    """An agent's peer that signals another agent's peer's address as its own candidate
+    cannot take that address: the other agent answered checks from there with success (the
+    proof), and a mere check to it does not take it away."""
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        _connected_through(mux) as (_, to_p, p_agent, p_to_b),
+    ):
+        (p_candidate,) = p_agent.local_candidates
+        p_address = (p_candidate.address, p_candidate.port)
+        async with trice.open_agent(loopback_config(), controlling=True, mux=mux) as a:
+            await a.wait_gathering_complete()
+            # A's (hostile) peer's signaling: made-up parameters, P's address as candidate.
+            a.set_remote_parameters("evil", "e" * 22)
+            a.add_remote_candidate(_candidate_at(p_address))
+            a.add_remote_candidate(None)
+
+            async def a_connects() -> None:
+                with suppress(trice.IceFailedError):
+                    await a.connect()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a_connects)
+                await _settle()  # (A's first check has gone to P, and P's 401 came back)
+                await p_to_b.send(b"for B only")
+                await _settle()
+                a_got = a.statistics().datagrams_received
+                try:
+                    b_got: bytes | None = to_p.receive_nowait()
+                except trio.WouldBlock:
+                    b_got = None
+                nursery.cancel_scope.cancel()
+        assert a_got == 0, "agent A received a datagram that P sent to agent B"
+        assert b_got == b"for B only", "B did not get what its peer sent it"
+
+
+async def test_one_agents_failure_does_not_take_down_the_mux(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error raised while one agent handles a datagram from the mux is that agent's: its
+    task raises it, and the mux and its other agents go on."""
+    original = AgentCore.on_request
+    broken: set[int] = set()
+
+    def on_request(self: AgentCore, *args: object) -> bytes | None:
+        if id(self) in broken:
+            raise RuntimeError("agent A's bug")
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AgentCore, "on_request", on_request)
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        _connected_through(mux) as (_, to_p, _, p_to_b),
+    ):
+        with pytest.raises(RuntimeError, match="agent A's bug"):
+            async with (
+                trice.open_agent(loopback_config(), controlling=False, mux=mux) as a,
+                trice.open_agent(loopback_config(), controlling=True) as a_peer,
+            ):
+                await a.wait_gathering_complete()
+                await a_peer.wait_gathering_complete()
+                broken.add(id(a._core))
+                signal(a, a_peer)
+                with trio.fail_after(10):
+                    await a_peer.connect()  # (its check makes A's core raise)
+        await p_to_b.send(b"B still works")
+        with trio.fail_after(5):
+            assert await to_p.receive() == b"B still works"
+
+
+# --------------------------------------------------------------------------- what holds
+
+
+async def test_requests_for_unknown_or_malformed_usernames_are_dropped_and_counted() -> None:
+    """A flood of Binding requests for ufrags no agent has, with USERNAMEs long, empty,
+    without a colon, not UTF-8, or whose length runs past the message, and of garbage that
+    looks like STUN: all dropped or refused, nothing answered, no address taken, and the
+    agent on the mux still connects and carries data after it."""
+    rng = random.Random(8445)
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        with _stranger() as stranger:
+            names = [
+                b"x" * 60000 + b":y",
+                b"",
+                b"nocolon",
+                b"\xff\xfe:\x00",
+                b":",
+                b"a" * 513 + b":" + b"b" * 513,
+            ]
+            for i in range(300):
+                stranger.sendto(
+                    _binding_request(b"u%d:v" % i if i >= len(names) else names[i]),
+                    mux.local_address,
+                )
+                if i % 3 == 0:
+                    garbage = bytearray(_binding_request(b"u%d:v" % i))
+                    garbage[2:4] = (0xFFFF).to_bytes(2, "big")  # (length past the end)
+                    garbage[22:24] = rng.randbytes(2)  # (USERNAME's length, any)
+                    stranger.sendto(bytes(garbage), mux.local_address)
+                if i % 50 == 0:
+                    await _settle()
+            await _settle()
+            stats = mux.statistics()
+            assert (stats.delivered, stats.addresses) == (0, 0)
+            assert stats.unroutable == 400
+            with pytest.raises(BlockingIOError):
+                stranger.recv(2048)  # (nothing came back)
+        async with _connected_through(mux) as (_, to_client, _, to_server):
+            await to_client.send(b"after the flood")
+            with trio.fail_after(5):
+                assert await to_server.receive() == b"after the flood"
+
+
+async def test_a_request_that_draws_an_error_claims_no_address() -> None:
+    """Someone who knows an agent's ufrag (it is in the signaling) sends requests with a wrong
+    MESSAGE-INTEGRITY, or none, from one of the agent's remote candidates' addresses (spoofed,
+    say): the agent answers with an error (401, 400), and that answer does not make the
+    address the agent's (a datagram from it is still nobody's)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
+            await agent.wait_gathering_complete()
+            with _stranger() as stranger:
+                agent.set_remote_parameters("peer", "q" * 22)
+                agent.add_remote_candidate(_candidate_at(stranger.getsockname()))
+                username = f"{agent.local_parameters.ufrag}:peer".encode()
+                stranger.sendto(_binding_request(username, b"w" * 22), mux.local_address)
+                stranger.sendto(_binding_request(username), mux.local_address)
+                await _settle()
+                assert agent.statistics().requests_rejected == 2
+                answers = [stun.decode(stranger.recv(2048)) for _ in range(2)]
+                assert {a.message_class for a in answers} == {stun.MessageClass.ERROR}
+                assert mux.statistics().addresses == 0
+                stranger.sendto(b"\x80data", mux.local_address)
+                await _settle()
+                assert agent.statistics().datagrams_received == 0
+                assert mux.statistics().unroutable == 1
+
+
+async def test_a_connection_over_the_mux_carries_a_burst_in_order() -> None:
+    """The connection's generic path (no host socket of its own: the mux's task reads, the
+    receiver is woken through the receive buffer) carries a burst each way, none lost."""
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        _connected_through(mux, server_controlling=True) as (_, to_client, _, to_server),
+    ):
+        count = 200
+        with trio.fail_after(10):
+            for i in range(count):
+                await to_client.send(b"down %d" % i)
+                await to_server.send(b"up %d" % i)
+                if i % 20 == 19:  # (within the receive buffers)
+                    for j in range(i - 19, i + 1):
+                        assert await to_server.receive() == b"down %d" % j
+                        assert await to_client.receive() == b"up %d" % j
+
+
+async def test_a_peer_that_moves_is_answered_and_followed() -> None:
+    """The peer's address changes (a NAT rebinding): its next check, from the new address,
+    finds the agent by its USERNAME, is answered there (the answer takes the address for the
+    agent), the new address is learned (peer-reflexive), and data from it reaches the agent;
+    a Binding indication (a keepalive) from it too."""
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        _connected_through(mux) as (server, to_client, client, _),
+    ):
+        ours = server.local_parameters
+        theirs = client.local_parameters
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as moved:
+            await moved.bind(("127.0.0.1", 0))
+            request = stun.Message(
+                stun.Method.BINDING,
+                stun.MessageClass.REQUEST,
+                attributes=(
+                    stun.Username(f"{ours.ufrag}:{theirs.ufrag}"),
+                    stun.Priority(1853824767),
+                    stun.IceControlling(2**63 + 1),
+                ),
+            )
+            await moved.sendto(
+                request.encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True),
+                mux.local_address,
+            )
+            with trio.fail_after(5):
+                answer = stun.decode(await moved.recv(2048))
+            assert answer.message_class is stun.MessageClass.SUCCESS
+            assert answer.transaction_id == request.transaction_id
+            stun_before = server.statistics().stun_received
+            keepalive = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION)
+            await moved.sendto(keepalive.encode(fingerprint=True), mux.local_address)
+            await moved.sendto(b"\x80from the new address", mux.local_address)
+            with trio.fail_after(5):
+                assert await to_client.receive() == b"\x80from the new address"
+            assert server.statistics().stun_received == stun_before + 1
+
+
+async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A disconnected agent on a mux waits for its peer's datagrams without polling (they
+    wake it, through the mux), as one on a socket of its own does."""
+
+    class Steps(trio.abc.Instrument):
+        count = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.count += 1
+
+    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard():
+        async with (
+            trice.open_udp_mux("127.0.0.1") as mux,
+            trice.open_agent(config, controlling=True, mux=mux) as a,
+            a.subscribe() as stream,
+        ):
+            async with trice.open_agent(config, controlling=False) as b:
+                await a.wait_gathering_complete()
+                await b.wait_gathering_complete()
+                signal(a, b)
+                await connect_both(a, b)
+                peer = b.local_candidates[0].transport_address
+            with trio.fail_after(10):
+                await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+            steps = Steps()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await trio.sleep(10.0)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            assert a.connection_state is trice.ConnectionState.DISCONNECTED
+            assert steps.count < 150, f"{steps.count} task steps in 10 s (50 Hz polling: ~500+)"
+            # The peer's data, when it comes back (from its address), wakes the agent at once:
+            # connected again well before its next timer (a consent check, 1 s).
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
+                back.bind(peer)
+                sent_at = trio.current_time()
+                back.sendto(b"\x80I am back", mux.local_address)
+                with trio.fail_after(10):
+                    await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+            assert trio.current_time() - sent_at < 0.5  # (virtual time)
