@@ -228,6 +228,35 @@ async def test_a_1to1_nats_address_is_a_srflx_candidate_and_a_stun_server_adds_n
             nursery.cancel_scope.cancel()
 
 
+async def test_a_1to1_nats_address_in_the_host_candidates_place_and_no_stun_copy() -> None:
+    """Under ``external_candidate=HOST`` too, a STUN server that finds the external address
+    adds no srflx candidate: the host candidate signals it already."""
+    with await _server_socket() as server:
+        port = server.getsockname()[1]
+
+        async def same_mapping() -> None:
+            while True:
+                data, source = await server.recvfrom(2048)
+                reply = stun.decode(data).success_response(
+                    stun.XorMappedAddress("203.0.113.7", source[1])
+                )
+                await server.sendto(reply.encode(fingerprint=True), source)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(same_mapping)
+            config = _external(
+                trice.CandidateType.HOST,
+                "203.0.113.7",
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                (host,) = agent.local_candidates
+                assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_1to1_nats_address_in_the_host_candidates_place() -> None:
     """``external_candidate=HOST``: the host candidate goes out with the external address
     (the local one is signalled nowhere); a bare external address stands for every local

@@ -216,7 +216,30 @@ async def test_a_goodbye_forgets_the_cached_answer() -> None:
         answer = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0x7FFFFFFF)
         found.on_datagram(answer, ("127.0.0.7", 5353), group_on=index)
         await trio.testing.wait_all_tasks_blocked()
+        assert found._found["peer.local"][0] == ("127.0.0.7",)  # (kept: at most 120 s)
+        assert found._found["peer.local"][1] <= trio.current_time() + 120
         goodbye = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0)
         found.on_datagram(goodbye, ("127.0.0.7", 5353), group_on=index)
         nursery.cancel_scope.cancel()
     assert "peer.local" not in found._found
+
+
+async def test_an_answer_and_its_goodbye_in_one_read_resolve_nothing_and_raise_nothing() -> None:
+    """An answer, then at once a goodbye for the same name (both read before the waiting
+    task runs again): the name resolves to nothing (the candidate is dropped), and no
+    error reaches the agent."""
+    found, _ = _recording_mdns(trio.current_time)
+    ((_, _, index),) = found._links
+    result: list[tuple[str, ...]] = []
+
+    async def resolve() -> None:
+        result.append(await found.resolve("peer.local"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resolve)
+        await trio.testing.wait_all_tasks_blocked()
+        source = ("127.0.0.7", 5353)
+        found.on_datagram(mdns.encode_answer("peer.local", ["127.0.0.7"]), source, group_on=index)
+        goodbye = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0)
+        found.on_datagram(goodbye, source, group_on=index)
+    assert result == [()]

@@ -3,6 +3,7 @@ own peer, gets its own datagrams, and holds no socket of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -181,3 +182,26 @@ async def test_open_agent_takes_only_muxes() -> None:
     with pytest.raises(trice.UsageError, match="port"):
         async with trice.open_udp_mux("127.0.0.1", 70000):
             pass
+
+
+async def test_an_agent_on_a_mux_names_its_candidate_under_query_and_gather() -> None:
+    """mDNS works on a mux as off it: under ``QUERY_AND_GATHER`` the mux's host candidate is
+    signalled under a ``.local`` name, which the peer resolves to the mux's address."""
+    config = loopback_config()
+    network = dataclasses.replace(config.network, mdns=trice.MdnsMode.QUERY_AND_GATHER)
+    named = dataclasses.replace(config, network=network)
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        trice.open_agent(named, controlling=False, mux=mux) as server,
+        trice.open_agent(loopback_config(), controlling=True) as client,
+    ):
+        await server.wait_gathering_complete()
+        await client.wait_gathering_complete()
+        (host,) = server.local_candidates
+        assert host.address.endswith(".local") and host.port == mux.local_address[1]
+        signal(server, client)
+        await connect_both(server, client)
+        pair = client.selected_pair
+        assert pair is not None
+        assert (pair.remote.address, pair.remote.port) == mux.local_address
+        assert pair.remote.type is trice.CandidateType.HOST

@@ -152,21 +152,43 @@ async def test_an_exception_in_the_mux_block_propagates_as_itself() -> None:
             raise ValueError("the body's own error")
 
 
-async def test_a_mux_refuses_the_unspecified_address() -> None:
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "224.0.0.251", "localhost"])
+async def test_a_mux_refuses_an_address_that_is_not_one_of_the_hosts(host: str) -> None:
     """A mux is every agent's host candidate: it must be bound to one address of the host;
-    0.0.0.0 (or ::) is refused with UsageError."""
-    try:
-        manager = trice.open_udp_mux("0.0.0.0")
-        mux = await manager.__aenter__()
-    except trice.UsageError:
-        return  # (refused: fine)
-    try:
-        async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
-            await agent.wait_gathering_complete()
-            addresses = [c.address for c in agent.local_candidates]
-            assert "0.0.0.0" not in addresses, f"signalled {addresses}"
-    finally:
-        await manager.__aexit__(None, None, None)
+    the unspecified address, a multicast one or a name is refused with UsageError."""
+    with pytest.raises(trice.UsageError, match="open_udp_mux's host"):
+        async with trice.open_udp_mux(host):
+            pass
+
+
+async def test_an_agent_on_two_muxes_stays_connected_when_the_other_one_closes() -> None:
+    """An agent may use several muxes (a host candidate on each); one of them closing fails
+    only the pairs on it: with the selected pair on the other, the agent stays connected
+    and data goes on."""
+    async with (
+        trice.open_udp_mux("127.0.0.1") as kept,
+        _mux_in_a_task() as (closing, closing_scope),
+        trice.open_agent(loopback_config(), controlling=False, mux=(kept, closing)) as server,
+        trice.open_agent(loopback_config(), controlling=True) as client,
+    ):
+        await server.wait_gathering_complete()
+        await client.wait_gathering_complete()
+        ports = {c.port for c in server.local_candidates}
+        assert ports == {kept.local_address[1], closing.local_address[1]}
+        signal(server, client)
+        to_client, to_server = await connect_both(server, client)
+        # (The first mux's candidate ranks first: its pair is the best, and selected.)
+        assert to_client.selected_pair.local.port == kept.local_address[1]
+        closing_scope.cancel()
+        await _settle()
+        assert closing.closed
+        assert server.connection_state in (
+            trice.ConnectionState.CONNECTED,
+            trice.ConnectionState.COMPLETED,
+        )
+        await to_server.send(b"still here")
+        with trio.fail_after(5):
+            assert await to_client.receive() == b"still here"
 
 
 async def test_two_agents_sends_waiting_on_the_full_mux_socket_take_turns() -> None:
@@ -191,9 +213,11 @@ async def test_two_agents_sends_waiting_on_the_full_mux_socket_take_turns() -> N
                     nursery.start_soon(send, first, b"one")
                     nursery.start_soon(send, second, b"two")
                     await trio.testing.wait_all_tasks_blocked()
+                    waited = list(outcome)
                     busy = [o for o in outcome if isinstance(o, trio.BusyResourceError)]
                     nursery.cancel_scope.cancel()
             assert not busy, f"a send on the full mux socket raised {busy[0]!r}"
+            assert waited == []  # (both waited for room: neither went, neither raised)
 
 
 async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_connection_closes() -> None:
@@ -265,10 +289,9 @@ async def test_when_the_mux_closes_first_its_agents_hear_of_it() -> None:
             ended = list(outcome)
             state = server.connection_state
             nursery.cancel_scope.cancel()
-        assert state not in (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED), (
-            f"the agent is still {state.value} on a closed mux"
-        )
-        assert ended, "a receive on a closed mux's agent still waits"
+        assert state is trice.ConnectionState.FAILED, f"the agent is {state.value}"
+        assert len(ended) == 1 and isinstance(ended[0], trio.ClosedResourceError), ended
+        assert "mux" in str(ended[0])
 
 
 async def test_a_peer_cannot_divert_another_agents_traffic_by_signalling_its_address() -> None:

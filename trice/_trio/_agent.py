@@ -184,6 +184,7 @@ class Agent:
         "_restarted",
         "_route_pair",
         "_runs",
+        "_selected_mux_closed",
         "_selected_relay_lost",
         "_signalled",
         "_sleeping_until",
@@ -261,6 +262,7 @@ class Agent:
         self._context: contextvars.Context | None = None
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
         self._selected_relay_lost = False
+        self._selected_mux_closed = False  # (a mux closed under the selected pair)
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
         self._malformed = 0
@@ -535,6 +537,7 @@ class Agent:
         for transport in self._muxes:
             transport.rename(local.ufrag)
         self._selected_relay_lost = False
+        self._selected_mux_closed = False  # (a mux closed under the selected pair)
         self._restarted = True
         mdns = self._mdns
         if isinstance(mdns, Mdns):  # names still being resolved are of the old generation
@@ -580,7 +583,7 @@ class Agent:
             state = self._core.state
             if state is ConnectionState.FAILED:
                 if self._selected_relay_lost:
-                    if self._mux_closed():
+                    if self._selected_mux_closed:
                         raise IceFailedError("ICE failed: the selected pair's UDP mux closed")
                     raise IceFailedError(
                         "ICE failed: the selected pair's relay is gone (its TURN allocation ended)"
@@ -1149,10 +1152,6 @@ class Agent:
         core.transport_lost(base, now)
         self._pump(now)
 
-    def _mux_closed(self) -> bool:
-        """Whether one of the agent's muxes closed (while the agent is open)."""
-        return any(share.mux.closed for share in self._muxes)
-
     def _selected_on_mux(self) -> bool:
         """Whether the selected pair is on a mux, whose datagrams wake this task (see
         ``_dispatch``): nothing to look for while the peer seems gone."""
@@ -1167,6 +1166,9 @@ class Agent:
     def _mux_lost(self, base: int) -> None:
         """A mux closed while this agent is open: its pairs there fail (ICE too, if the
         selected pair was one), and the tasks waiting to send or receive are told."""
+        selected = self._core.selected
+        if selected is not None and selected.base == base and not self._core.finished:
+            self._selected_mux_closed = True  # (what connect and send say ICE failed of)
         self._transport_lost(base)
         connection = self._connection
         if connection is not None:
@@ -1271,9 +1273,9 @@ class Agent:
                 transport.reader_waiting = False
 
     def _dispatch(self, transport: Transport, data: bytes, source: Address) -> None:
-        """One datagram from ``source`` arrived on ``transport`` (used by relays, by a
-        ``connect()`` or ``receive()`` that reads its socket itself; the UDP receive loop
-        inlines the same steps)."""
+        """One datagram from ``source`` arrived on ``transport`` (used by relays, by UDP
+        muxes, by a ``connect()`` or ``receive()`` that reads its socket itself; the UDP
+        receive loop inlines the same steps)."""
         if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source):

@@ -152,7 +152,7 @@ class Connection(trio.abc.Channel[bytes]):
         core = self._agent._core
         if core.state is _FAILED:
             if self._agent._selected_relay_lost:
-                if self._agent._mux_closed():
+                if self._agent._selected_mux_closed:
                     raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
                 raise _relay_gone()
             raise trio.BrokenResourceError(
@@ -204,7 +204,8 @@ class Connection(trio.abc.Channel[bytes]):
         """Send one datagram to the peer, waiting only while the socket's buffer is full.
 
         Raises:
-            trio.ClosedResourceError: the connection or its agent is closed.
+            trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
+                of the selected pair (see :func:`~trice.open_udp_mux`).
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
                 pair's TURN relay is gone, or no pair carries data during an ICE restart.
             UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
@@ -236,7 +237,8 @@ class Connection(trio.abc.Channel[bytes]):
         (``False``: the socket's buffer is full, and the datagram is dropped).
 
         Raises:
-            trio.ClosedResourceError: the connection or its agent is closed.
+            trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
+                of the selected pair (see :func:`~trice.open_udp_mux`).
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
                 pair's TURN relay is gone, or no pair carries data during an ICE restart.
             UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
@@ -258,7 +260,8 @@ class Connection(trio.abc.Channel[bytes]):
 
         Raises:
             trio.WouldBlock: nothing is queued.
-            trio.ClosedResourceError: the connection or its agent is closed.
+            trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
+                of the selected pair (see :func:`~trice.open_udp_mux`).
             trio.BrokenResourceError: the peer's consent expired, or no pair carries data
                 during an ICE restart, and nothing that had arrived is left to take.
         """
@@ -274,7 +277,8 @@ class Connection(trio.abc.Channel[bytes]):
         """Wait for the next datagram from the peer.
 
         Raises:
-            trio.ClosedResourceError: the connection or its agent is closed.
+            trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
+                of the selected pair (see :func:`~trice.open_udp_mux`).
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or no pair
                 carries data during an ICE restart, and what had arrived before was all
                 returned.

@@ -248,6 +248,8 @@ async def gather_host(agent: Agent) -> None:
     signal = policy is TransportPolicy.ALL
     if agent._muxes:
         # Host candidates at the muxes' addresses, shared with their other agents.
+        if signal and network.mdns is MdnsMode.QUERY_AND_GATHER:
+            agent._open_mdns()  # (first: the candidates are signalled under names)
         for rank, share in enumerate(agent._muxes):
             candidate = host_candidate(share.local_address, rank)
             agent._add_local(candidate, share.base, signal=signal)
@@ -282,11 +284,13 @@ async def gather_host(agent: Agent) -> None:
 
 
 def _add_external(agent: Agent, host: Candidate, base: int) -> None:
-    """The srflx candidate of a 1:1 NAT's public address for ``host``, if the network config
-    gives one (``NetworkConfig.external_addresses``, ``external_candidate=SRFLX``): known
-    without a STUN server, it is what one would find."""
+    """A 1:1 NAT's public address for ``host``, if the network config gives one
+    (``NetworkConfig.external_addresses``): known without a STUN server, it is what one would
+    find (so that one that finds it adds nothing), and under ``external_candidate=SRFLX`` a
+    srflx candidate of its own (under ``HOST``, ``Agent._add_local`` signals it in the host
+    candidate's place)."""
     network = agent.config.network
-    if not network.external_addresses or network.external_candidate is not CandidateType.SRFLX:
+    if not network.external_addresses:
         return
     external = network.external_address(host.address)
     if external is None:
@@ -294,10 +298,11 @@ def _add_external(agent: Agent, host: Candidate, base: int) -> None:
     mapped = (external, host.port)
     if agent._mapped is None:
         agent._mapped = set()
-    agent._mapped.add((base, mapped))  # (a STUN server that finds it adds nothing)
-    srflx = srflx_candidate(host, mapped, "1:1")
-    signal = agent.config.transport_policy is not TransportPolicy.RELAY
-    agent._add_local(srflx, base, signal=signal)
+    agent._mapped.add((base, mapped))
+    if network.external_candidate is CandidateType.SRFLX:
+        srflx = srflx_candidate(host, mapped, "1:1")
+        signal = agent.config.transport_policy is not TransportPolicy.RELAY
+        agent._add_local(srflx, base, signal=signal)
 
 
 async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) -> None:

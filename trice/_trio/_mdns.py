@@ -221,7 +221,9 @@ class Mdns:
             if not events:
                 del self._waiting[name]
                 self._asked.pop(name, None)
-        return self._found[name][0]
+        # (Gone again if a goodbye, or an ICE restart, came before this task ran: no answer.)
+        found = self._found.get(name)
+        return found[0] if found is not None else ()
 
     # ------------------------------------------------------------------ the socket
 

@@ -291,7 +291,7 @@ class MuxTransport:
         ``UdpTransport.send``)."""
         while True:
             if self.closed:
-                raise trio.ClosedResourceError("the UDP mux is closed")
+                raise trio.ClosedResourceError("the agent's share of the UDP mux is closed")
             self._claim(data, address)
             try:
                 self.mux.sock.sendto(data, address)
@@ -300,7 +300,9 @@ class MuxTransport:
                 pass
             except OSError as exc:
                 if self.closed or exc.errno == errno.EBADF:
-                    raise trio.ClosedResourceError("the UDP mux is closed") from None
+                    raise trio.ClosedResourceError(
+                        "the agent's share of the UDP mux is closed"
+                    ) from None
                 if exc.errno == errno.EMSGSIZE:
                     raise datagram_too_large(data) from None
                 return  # (ICMP errors and EPERM: UDP semantics)
@@ -343,6 +345,8 @@ async def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[
     open when the block ends can send and receive no more.
 
     Raises:
+        UsageError: ``host`` is no IP address, or not one address of the host (the
+            unspecified address, a multicast one), or ``port`` is out of range.
         OSError: the address cannot be bound.
         LimitError: the process ran out of file descriptors.
     """
