@@ -30,6 +30,7 @@ import trice
 from trice import mdns
 from trice._trio import _mdns as mdns_shell
 from trice._trio._mdns import Mdns, open_mdns
+from trice._trio._transport import READ_BATCH
 
 from loopback import loopback_config
 
@@ -168,7 +169,7 @@ async def test_the_mdns_task_lets_other_tasks_run_while_it_reads_a_backlog(
     of the trio run go: a flood from anyone on the link cannot hold the run, and every
     agent of the process with it.  A backlog of four batches is queued on the agent's
     socket before its task runs; this task counts its own turns meanwhile."""
-    batch = mdns_shell.READ_BATCH
+    batch = READ_BATCH
     count = 4 * batch
     turns = 0
     seen: list[int] = []  # (this task's turns so far, at each datagram of the backlog)

@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from trice import stun
 from trice._errors import StateError
@@ -310,3 +312,33 @@ def test_public_surface() -> None:
         obj = getattr(stun, name)
         if callable(obj) and name != "StunDecodeError":  # re-exported from trice._errors
             assert obj.__doc__ and "RFC" in obj.__doc__, name
+
+
+def test_peek_type_and_username_read_a_request_without_decoding_it() -> None:
+    """``peek_type`` gives the message type of what looks like STUN; ``peek_username`` the
+    USERNAME value, past other attributes, or None; neither looks at anything else."""
+    request = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.REQUEST,
+        attributes=(stun.Software("x"), stun.Username("abcd:efgh")),
+    ).encode(integrity_key=b"k" * 16, fingerprint=True)
+    assert stun.peek_type(request) == 0x0001
+    assert stun.peek_username(request) == b"abcd:efgh"
+    plain = stun.Message(stun.Method.BINDING, stun.MessageClass.SUCCESS).encode()
+    assert stun.peek_type(plain) == 0x0101
+    assert stun.peek_username(plain) is None
+    for not_stun in (b"", b"\x80" * 40, request[:19]):
+        assert stun.peek_type(not_stun) is None
+        assert stun.peek_username(not_stun) is None
+
+
+@hypothesis.given(st.binary(max_size=200))
+def test_peek_username_takes_any_bytes(data: bytes) -> None:
+    """On arbitrary bytes, and on a STUN header over arbitrary attributes, the peeks return
+    and never raise; what they return is a slice of the input."""
+    header = b"\x00\x01" + len(data).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12)
+    for candidate in (data, header + data):
+        found = stun.peek_username(candidate)
+        assert found is None or found in candidate
+        kind = stun.peek_type(candidate)
+        assert kind is None or 0 <= kind <= 0x3FFF

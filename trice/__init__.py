@@ -25,7 +25,7 @@ from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent,
 from trice._trio._connection import Connection
 from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
-from trice._trio._mux import MuxStatistics, UdpMux, open_udp_mux
+from trice._trio._mux import MuxStatistics, UdpMux, UdpMuxContext, open_udp_mux
 from trice._trio._streams import EventStream
 from trice.ice._candidate import Candidate, CandidateType, TcpType, end_of_candidates_json
 from trice.ice._checklist import PairState, PairStatistics
@@ -89,6 +89,7 @@ __all__ = [
     "TriceError",
     "TurnError",
     "UdpMux",
+    "UdpMuxContext",
     "UsageError",
     "end_of_candidates_json",
     "open_agent",

@@ -42,6 +42,7 @@ from trice._errors import ConfigError, IceFailedError, LimitError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import Connection, ReceiveBuffer
+from trice._trio._exits import exit_nursery
 from trice._trio._gather import (
     GatherReport,
     finish_gathering,
@@ -56,6 +57,7 @@ from trice._trio._streams import EventStream
 from trice._trio._timers import timer_hub
 from trice._trio._transport import (
     LEASE,
+    READ_BATCH,
     STUN_MAGIC,
     Transport,
     UdpTransport,
@@ -78,7 +80,7 @@ from trice.ice._gathering import host_candidate
 from trice.mdns import is_mdns_name
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    pass
 
 __all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent", "warm_up"]
 
@@ -528,7 +530,7 @@ class Agent:
             lite=old.lite,
         )
         check_credentials(local.ufrag, local.pwd)
-        if any(t.mux._by_ufrag.get(local.ufrag, t) is not t for t in self._muxes):
+        if any(t.mux.owner(local.ufrag) not in (None, t) for t in self._muxes):
             raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same UDP mux")
         now = self._now()
         self._core.restart(local, now)
@@ -1204,7 +1206,7 @@ class Agent:
         remotes = self._core.remote_addresses  # the core's own dict of them, kept up to date
         ipv6 = transport.family == socket.AF_INET6
         added = False
-        for _ in range(64):
+        for _ in range(READ_BATCH):
             try:
                 data, source = recv(65536)
             except (BlockingIOError, InterruptedError):
@@ -1472,22 +1474,7 @@ class AgentContext:
             if agent is not None:
                 agent._close()
                 agent._nursery.cancel_scope.cancel()
-            try:
-                return bool(await manager.__aexit__(exc_type, exc, tb))
-            except BaseExceptionGroup as group:
-                if (
-                    exc is not None
-                    and len(group.exceptions) == 1
-                    and _same(group.exceptions[0], exc)
-                ):
-                    # trio wrapped the body's own exception (perhaps a group itself, which
-                    # must not be flattened, and which trio hands on as a copy): it goes on
-                    # as itself.
-                    return False
-                leaves = _leaves(group)
-                if len(leaves) != 1:
-                    raise
-                raise leaves[0] from None
+            return await exit_nursery(manager, exc_type, exc, tb)
         finally:
             if agent is not None:
                 if self._joined:
@@ -1513,30 +1500,6 @@ def _named(candidate: Candidate, mdns: Mdns) -> Candidate:
     if candidate.related_address is not None and candidate.related_address in mdns.names.values():
         return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
     return candidate
-
-
-def _same(seen: BaseException, raised: BaseException) -> bool:
-    """Whether ``seen`` is ``raised``, or a copy trio made of that group (same message, the
-    same exceptions in it)."""
-    if seen is raised:
-        return True
-    if not (isinstance(seen, BaseExceptionGroup) and isinstance(raised, BaseExceptionGroup)):
-        return False
-    return (
-        seen.message == raised.message
-        and len(seen.exceptions) == len(raised.exceptions)
-        and all(_same(a, b) for a, b in zip(seen.exceptions, raised.exceptions, strict=True))
-    )
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
 
 
 async def warm_up(rounds: int = 3) -> bool:

@@ -47,6 +47,7 @@ __all__ = [
     "gather_servers",
     "has_server_sources",
     "host_addresses",
+    "interface_of",
     "mdns_interfaces",
 ]
 
@@ -139,6 +140,14 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
             seen.add(literal)
             found.append(HostAddress(name, literal, literal))
     return found
+
+
+def interface_of(address: str) -> str | None:
+    """The name of the interface that has the local address ``address``, or ``None``."""
+    for name, addresses in _adapters():
+        if any(entry.literal == address for entry in addresses):
+            return name
+    return None
 
 
 def mdns_interfaces(network: NetworkConfig) -> list[tuple[str, str, ipaddress.IPv4Network]]:

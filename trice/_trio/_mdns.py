@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import math
 import socket
 import struct
@@ -32,8 +31,9 @@ import trio
 
 from trice._config import NetworkConfig
 from trice._errors import MdnsDecodeError
-from trice._trio._gather import _adapters, mdns_interfaces
-from trice._trio._log import TRACE
+from trice._trio._gather import interface_of, mdns_interfaces
+from trice._trio._log import TRACE, logger
+from trice._trio._transport import READ_BATCH
 from trice.ice._gathering import address_problem
 from trice.mdns import (
     ANY,
@@ -50,7 +50,6 @@ from trice.mdns import (
 
 __all__ = ["Mdns", "open_mdns"]
 
-logger = logging.getLogger("trice")
 
 #: How long answers for the agent's names say to keep them (RFC 6762 §10: host records).
 ANSWER_TTL = 120
@@ -63,8 +62,6 @@ ANSWER_INTERVAL = 1.0
 UNICAST_PER_SECOND = 10
 #: The first interval between queries for a name; it doubles (RFC 6762 §5.2).
 QUERY_INTERVAL = 1.0
-#: Datagrams read in a row before the task lets others run (a flood cannot stall the run).
-READ_BATCH = 64
 _LINUX = sys.platform.startswith("linux")
 #: Linux's IP_MULTICAST_ALL and IP_PKTINFO (Python 3.11 names neither; other systems lack
 #: the first, and have the second under other numbers).
@@ -171,13 +168,13 @@ class Mdns:
         one by its interface."""
         if ":" not in address:
             return self._link_of(address)
-        for interface, entries in _adapters():
-            if any(entry.literal == address for entry in entries):
-                try:
-                    return self._link_at(socket.if_nametoindex(interface))
-                except OSError:
-                    return None
-        return None
+        interface = interface_of(address)
+        if interface is None:
+            return None
+        try:
+            return self._link_at(socket.if_nametoindex(interface))
+        except OSError:
+            return None
 
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""
@@ -196,7 +193,7 @@ class Mdns:
         1, 3, 7... s later until an answer comes (the caller bounds the wait)."""
         # Asked for as written (Pion's responder matches names with their case, where RFC
         # 6762 §16 says without), and known by the normalized name.
-        query = encode_query(name[:-1] if name.endswith(".") else name)
+        query = encode_query(name)
         name = normalize_name(name)
         found = self._found.get(name)
         if found is not None and found[1] > self._now():
@@ -209,7 +206,7 @@ class Mdns:
                 last, interval = self._asked.get(name, (-math.inf, QUERY_INTERVAL / 2))
                 due = last + interval
                 if now >= due:
-                    interval = QUERY_INTERVAL if last == -math.inf else interval * 2
+                    interval *= 2  # (1 s first: the default above is half of it)
                     self._asked[name] = (now, interval)
                     self._multicast(query, self._links)
                     due = now + interval
@@ -316,7 +313,7 @@ class Mdns:
         }
         # Unicast goes only to a source on the link asked from (RFC 6762 §11), and at most
         # once a message (the answer to its first question it gets one for).
-        on_link = self._link_of(source[0]) == link
+        on_link = group_on is None or self._link_of(source[0]) == link
         unicast: bytes | None = None
         for question in message.questions:
             address = names.get(question.name)
@@ -439,7 +436,7 @@ def open_mdns(network: NetworkConfig, now: Callable[[], float]) -> Mdns | None:
         if _LINUX:  # the interface and destination of each datagram (see serve)
             sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
         for interface, address, network_ in links:
-            membership = socket.inet_aton(MDNS_IPV4_GROUP) + socket.inet_aton(address)
+            membership = _GROUP + socket.inet_aton(address)
             try:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
             except OSError as exc:

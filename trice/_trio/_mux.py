@@ -22,24 +22,25 @@ import contextvars
 import errno
 import ipaddress
 import socket
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import TracebackType
 
 import trio
 
+from trice import stun
 from trice._errors import UsageError
+from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
-from trice._trio._transport import STUN_MAGIC, Address, bind_udp, datagram_too_large
+from trice._trio._transport import READ_BATCH, Address, bind_udp, datagram_too_large
 
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+__all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "UdpMuxContext", "open_udp_mux"]
 
-__all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "open_udp_mux"]
-
-#: Datagrams read in a row before the mux's task lets others run.
-READ_BATCH = 64
+_BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUEST)
+_CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
+_SUCCESS = stun.message_type(0, stun.MessageClass.SUCCESS)
+_ERROR = stun.message_type(0, stun.MessageClass.ERROR)
 
 #: An agent's handler of a datagram (``Agent._dispatch``).
 Deliver = Callable[["MuxTransport", bytes, Address], None]
@@ -125,6 +126,10 @@ class UdpMux:
             unroutable=self._unroutable,
         )
 
+    def owner(self, ufrag: str) -> MuxTransport | None:
+        """The share of the agent of ``ufrag`` on this mux, or ``None``."""
+        return self._by_ufrag.get(ufrag)
+
     def _attach(self, ufrag: str, transport: MuxTransport) -> None:
         if self._closed:
             raise UsageError("the UDP mux is closed")
@@ -158,7 +163,7 @@ class UdpMux:
 
     def _route(self, data: bytes, source: Address) -> None:
         transport = None
-        if len(data) >= 20 and data[0] == 0 and data[1] == 1 and data[4:8] == STUN_MAGIC:
+        if stun.peek_type(data) == _BINDING_REQUEST:
             ufrag = _asked_ufrag(data)
             if ufrag is not None:
                 transport = self._by_ufrag.get(ufrag)
@@ -199,17 +204,12 @@ class UdpMux:
 
 def _asked_ufrag(data: bytes) -> str | None:
     """The first part of a Binding request's USERNAME (the ufrag of the agent it asks),
-    found without decoding the rest (the agent decodes and checks the whole message)."""
-    end = min(len(data), 20 + int.from_bytes(data[2:4], "big"))
-    i = 20
-    while i + 4 <= end:
-        kind = int.from_bytes(data[i : i + 2], "big")
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if kind == 0x0006:  # USERNAME
-            name, sep, _ = data[i + 4 : i + 4 + length].partition(b":")
-            return name.decode("utf-8", "replace") if sep else None
-        i += 4 + ((length + 3) & ~3)
-    return None
+    decoded as the agent decodes it (the agent checks the whole message)."""
+    username = stun.peek_username(data)
+    if username is None:
+        return None
+    name, sep, _ = username.partition(b":")
+    return name.decode("utf-8", "surrogateescape") if sep else None
 
 
 class MuxTransport:
@@ -259,15 +259,15 @@ class MuxTransport:
         held = by_source.get(address)
         if held is not None and held[0] is self and held[1]:
             return  # (the common case: the agent's own peer, proven)
-        stun = len(data) >= 20 and data[0] < 4 and data[4:8] == STUN_MAGIC
-        if stun and data[0] & 0x01 and data[1] & 0x10:
+        kind = stun.peek_type(data)
+        if kind is not None and kind & _CLASS_BITS == _ERROR:
             return  # (an error response)
-        proves = stun and data[0] & 0x01 == 0x01 and not data[1] & 0x10  # (a success)
+        proves = kind is not None and kind & _CLASS_BITS == _SUCCESS
         if held is not None and held[0] is not self:
             if held[1] and not proves:
                 return  # (another agent's proven peer: a mere check does not take it)
             held[0].claimed.discard(address)
-        by_source[address] = (self, bool(proves))
+        by_source[address] = (self, proves)
         self.claimed.add(address)
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
@@ -335,20 +335,19 @@ class MuxTransport:
             self.mux._detach(self)
 
 
-@asynccontextmanager
-async def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[UdpMux]:
+def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> UdpMuxContext:
     """Open one UDP socket, bound to ``host`` (an IP literal) and ``port``, for many agents
     to share; it closes when the block ends.
 
     Use it as ``async with trice.open_udp_mux("192.0.2.1", 3478) as mux:``, and open each
     agent inside with ``trice.open_agent(config, controlling=..., mux=mux)``.  Agents still
-    open when the block ends can send and receive no more.
+    open when the block ends hear that their pairs on it are gone.
 
     Raises:
         UsageError: ``host`` is no IP address, or not one address of the host (the
             unspecified address, a multicast one), or ``port`` is out of range.
-        OSError: the address cannot be bound.
-        LimitError: the process ran out of file descriptors.
+        OSError: the address cannot be bound (when the block is entered).
+        LimitError: the process ran out of file descriptors (when the block is entered).
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UsageError(f"open_udp_mux's port must be 0..65535, not {port!r}")
@@ -361,21 +360,48 @@ async def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[
             f"open_udp_mux's host must be one address of the host (it is every agent's host "
             f"candidate), not {host}"
         )
-    sock = bind_udp(host, (port, port) if port else None)
-    mux = UdpMux(sock)
-    try:
+    return UdpMuxContext(host, port)
+
+
+class UdpMuxContext:
+    """What :func:`open_udp_mux` returns: an async context manager that binds the socket and
+    starts the mux's task on entry, and closes both on exit (an exception of the block goes
+    on as itself, as :func:`~trice.open_agent`'s does).  Made by :func:`open_udp_mux`."""
+
+    __slots__ = ("_host", "_manager", "_mux", "_nursery", "_port")
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host = host
+        self._port = port
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._mux: UdpMux | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> UdpMux:
+        if self._manager is not None:
+            raise UsageError("an open_udp_mux(...) context can be entered only once")
+        sock = bind_udp(self._host, (self._port, self._port) if self._port else None)
+        mux = self._mux = UdpMux(sock)
+        manager = self._manager = trio.open_nursery()
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(mux._serve, name=f"udp mux {host}:{mux.local_address[1]}")
-                try:
-                    yield mux
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The body's exception goes on as itself (the mux's task raises none of its
-            # own), not wrapped by the nursery.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+            nursery = await manager.__aenter__()
+        except BaseException:
+            mux._close()
             raise
-    finally:
-        mux._close()
+        self._nursery = nursery
+        nursery.start_soon(mux._serve, name=f"udp mux {self._host}:{mux.local_address[1]}")
+        return mux
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        manager, mux, nursery = self._manager, self._mux, self._nursery
+        assert manager and mux and nursery, "__aexit__ without __aenter__"
+        try:
+            nursery.cancel_scope.cancel()  # (the mux's task: the block is over)
+            return await exit_nursery(manager, exc_type, exc, tb)
+        finally:
+            mux._close()

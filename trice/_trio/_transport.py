@@ -63,6 +63,10 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+#: Datagrams a reader takes from a socket in a row before it lets the other tasks run (a
+#: flood cannot stall the run): the agent's readers, the mDNS socket's and a UDP mux's.
+READ_BATCH = 64
+
 #: How long a socket's reader leaves the socket to receivers (a task that waits in
 #: Connection.receive, or one that has read the socket itself) with none coming back, before
 #: it takes the socket back (see :meth:`UdpTransport.leased_until`); STUN waits at most this

@@ -61,6 +61,8 @@ from ._framing import (
     encode_channel_data,
     frame_length,
     is_stun,
+    peek_type,
+    peek_username,
 )
 from ._integrity import PasswordAlgorithmId, long_term_key, saslprep, short_term_key, user_hash
 from ._message import Message, MessageClass, Method, decode, message_type, new_transaction_id
@@ -136,6 +138,8 @@ __all__ = [
     "encode_channel_data",
     "frame_length",
     "is_stun",
+    "peek_type",
+    "peek_username",
     # transactions (RFC 8489 §6.2)
     "RetransmissionSchedule",
 ]

@@ -17,6 +17,8 @@ __all__ = [
     "encode_channel_data",
     "frame_length",
     "is_stun",
+    "peek_type",
+    "peek_username",
 ]
 
 #: Lowest and highest valid TURN channel numbers (RFC 8656 §12).
@@ -67,6 +69,28 @@ def is_stun(data: bytes) -> bool:
     magic cookie.  Cheap; :func:`decode` does the full check.
     """
     return len(data) >= 20 and data[0] < 4 and data[4:8] == MAGIC_COOKIE_BYTES
+
+
+def peek_type(data: bytes) -> int | None:
+    """The 16-bit message type (method and class, RFC 8489 §5) of what :func:`is_stun` takes
+    for a STUN message, or ``None``; nothing else is looked at."""
+    return (data[0] << 8) | data[1] if is_stun(data) else None
+
+
+def peek_username(data: bytes) -> bytes | None:
+    """The value of a STUN-looking message's USERNAME attribute (RFC 8489 §14.3), found by
+    walking the attributes' headers (§14) without decoding them: a demultiplexer's look,
+    before the agent decodes and checks the whole message; ``None`` if there is none."""
+    if not is_stun(data):
+        return None
+    end = min(len(data), 20 + U16.unpack_from(data, 2)[0])
+    i = 20
+    while i + 4 <= end:
+        kind, length = U16.unpack_from(data, i)[0], U16.unpack_from(data, i + 2)[0]
+        if kind == 0x0006:  # USERNAME
+            return data[i + 4 : min(i + 4 + length, end)]
+        i += 4 + ((length + 3) & ~3)
+    return None
 
 
 def encode_channel_data(channel: int, data: bytes, *, pad: bool = False) -> bytes:
