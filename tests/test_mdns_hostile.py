@@ -31,6 +31,7 @@ from trice import mdns
 from trice._trio import _mdns as mdns_shell
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._transport import READ_BATCH
+from trice.mdns._responder import UNICAST_PER_SECOND
 
 from loopback import loopback_config
 
@@ -232,7 +233,7 @@ def test_unicast_answers_go_at_most_ten_a_second() -> None:
     query = mdns.encode_query(name, (mdns.TYPE_A,))
     for i in range(30):
         found.on_datagram(_with_id(query, i), (f"127.0.0.{i + 2}", 40000))
-    assert len(fake.sent) == mdns_shell.UNICAST_PER_SECOND == 10
+    assert len(fake.sent) == UNICAST_PER_SECOND == 10
     assert [destination for _, destination, _ in fake.sent] == [
         (f"127.0.0.{i + 2}", 40000) for i in range(10)
     ]

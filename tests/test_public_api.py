@@ -35,6 +35,7 @@ PURE = [
     "trice.ice",
     "trice.turn",
     "trice.mdns",
+    "trice.mdns._responder",
     "trice._config",
     "trice._servers",
     "trice._errors",

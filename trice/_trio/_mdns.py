@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import math
 import socket
 import struct
 import sys
@@ -34,34 +33,12 @@ from trice._errors import MdnsDecodeError
 from trice._trio._gather import interface_of, mdns_interfaces
 from trice._trio._log import TRACE, logger
 from trice._trio._transport import READ_BATCH
-from trice.ice._gathering import address_problem
-from trice.mdns import (
-    ANY,
-    MDNS_IPV4_GROUP,
-    MDNS_PORT,
-    TYPE_A,
-    TYPE_AAAA,
-    Record,
-    decode_message,
-    encode_answer,
-    encode_query,
-    normalize_name,
-)
+from trice.mdns import MDNS_IPV4_GROUP, MDNS_PORT, encode_query, normalize_name
+from trice.mdns._responder import MdnsResponder, Send
 
 __all__ = ["Mdns", "open_mdns"]
 
 
-#: How long answers for the agent's names say to keep them (RFC 6762 §10: host records).
-ANSWER_TTL = 120
-#: The TTL of an answer to a legacy unicast query (RFC 6762 §6.7: at most 10 s).
-LEGACY_TTL = 10
-#: The least time between two multicasts of the same name's answer on a link (RFC 6762 §6).
-ANSWER_INTERVAL = 1.0
-#: The most unicast answers (to legacy and QU queries) in a second, all sources together: a
-#: query with a forged source cannot turn the agent into a reflector.
-UNICAST_PER_SECOND = 10
-#: The first interval between queries for a name; it doubles (RFC 6762 §5.2).
-QUERY_INTERVAL = 1.0
 _LINUX = sys.platform.startswith("linux")
 #: Linux's IP_MULTICAST_ALL and IP_PKTINFO (Python 3.11 names neither; other systems lack
 #: the first, and have the second under other numbers).
@@ -76,8 +53,8 @@ Link = tuple[str, ipaddress.IPv4Network, int]
 
 
 class Mdns:
-    """An agent's mDNS socket and what it knows: its own names, the peer's names being
-    resolved and those found.  Made by :func:`open_mdns`.
+    """An agent's mDNS socket and links, and the tasks waiting for names; what it decides is
+    its ``MdnsResponder``'s (``trice/mdns/_responder.py``, pure).  Made by :func:`open_mdns`.
 
     It also keeps the agent's bookkeeping of the ``.local`` candidates being resolved (their
     count, the ICE generation they belong to, their cancel scopes, and an end-of-candidates
@@ -86,22 +63,15 @@ class Mdns:
     """
 
     __slots__ = (
-        "_answered",
-        "_asked",
         "_closed",
-        "_found",
         "_links",
-        "_name_links",
         "_now",
         "_sock",
-        "_unicast",
         "_waiting",
         "end_held",
         "generation",
-        "ignored",
-        "malformed",
-        "names",
         "resolving",
+        "responder",
         "scopes",
     )
 
@@ -110,24 +80,9 @@ class Mdns:
         self._links = links
         self._now = now
         self._closed = False
-        #: The agent's own names (normalized) and the address each stands for.
-        self.names: dict[str, str] = {}
-        # The link of each name's address: where it is answered for, and nowhere else.
-        self._name_links: dict[str, Link | None] = {}
+        self.responder = MdnsResponder()
         # Names being resolved: the events of the tasks waiting for each.
         self._waiting: dict[str, list[trio.Event]] = {}
-        # When a query for each name being resolved last went, and the interval to the next
-        # (one schedule a name, however many candidates wait for it).
-        self._asked: dict[str, tuple[float, float]] = {}
-        # Names found: their addresses, and until when they hold (the records' TTL).
-        self._found: dict[str, tuple[tuple[str, ...], float]] = {}
-        # When each of our names was last multicast on each link (RFC 6762 §6).
-        self._answered: dict[tuple[str, str], float] = {}
-        # The second the unicast answers are counted in, and the count.
-        self._unicast = (-math.inf, 0)
-        self.malformed = 0
-        #: Datagrams from off the links, and records that name no usable address, dropped.
-        self.ignored = 0
         #: ``.local`` candidates of the peer being resolved now.
         self.resolving = 0
         #: The agent's ICE generation (it changes at each restart): a name resolved for an
@@ -140,6 +95,24 @@ class Mdns:
         self.end_held = False
 
     @property
+    def names(self) -> dict[str, str]:
+        """The agent's own names (normalized) and the address each stands for."""
+        return self.responder.names
+
+    @property
+    def malformed(self) -> int:
+        return self.responder.malformed
+
+    @property
+    def ignored(self) -> int:
+        """Datagrams from off the links, and records that name no usable address, dropped."""
+        return self.responder.ignored
+
+    @property
+    def _found(self) -> dict[str, tuple[tuple[str, ...], float]]:
+        return self.responder.found
+
+    @property
     def interfaces(self) -> list[str]:
         """The IPv4 addresses of the interfaces it joined the group on, and sends from."""
         return [link[0] for link in self._links]
@@ -149,18 +122,14 @@ class Mdns:
         if self._closed:
             return
         self._closed = True
-        for name, address in self.names.items():
-            link = self._name_links.get(name)
-            if link is not None:
-                self._multicast(encode_answer(name, [address], ttl=0), [link])
+        self._send_all(self.responder.goodbyes())
         self._sock.close()
 
     def name(self, address: str) -> str:
         """A new random ``<uuid>.local`` name of this agent's, standing for ``address``, and
         answered for on that address's link only (none: the name is never answered)."""
         name = f"{uuid.uuid4()}.local"
-        self.names[name] = address
-        self._name_links[name] = self._link_of_own(address)
+        self.responder.add_name(name, address, self._link_of_own(address))
         return name
 
     def _link_of_own(self, address: str) -> Link | None:
@@ -184,7 +153,7 @@ class Mdns:
         for scope in self.scopes:
             scope.cancel()
         self.scopes.clear()
-        self._found.clear()  # (the peer may have moved: what it restarts with is asked anew)
+        self.responder.forget_found()  # (the peer may have moved: it is asked anew)
 
     # ------------------------------------------------------------------ resolving
 
@@ -195,21 +164,17 @@ class Mdns:
         # 6762 §16 says without), and known by the normalized name.
         query = encode_query(name)
         name = normalize_name(name)
-        found = self._found.get(name)
-        if found is not None and found[1] > self._now():
-            return found[0]
+        responder = self.responder
+        found = responder.lookup(name, self._now())
+        if found is not None:
+            return found
         event = trio.Event()
         self._waiting.setdefault(name, []).append(event)
         try:
             while not event.is_set():
-                now = self._now()
-                last, interval = self._asked.get(name, (-math.inf, QUERY_INTERVAL / 2))
-                due = last + interval
-                if now >= due:
-                    interval *= 2  # (1 s first: the default above is half of it)
-                    self._asked[name] = (now, interval)
+                send, due = responder.query_due(name, self._now())
+                if send:
                     self._multicast(query, self._links)
-                    due = now + interval
                 with trio.move_on_at(due):
                     await event.wait()
         finally:
@@ -217,10 +182,10 @@ class Mdns:
             events.remove(event)
             if not events:
                 del self._waiting[name]
-                self._asked.pop(name, None)
+                responder.stop_asking(name)
         # (Gone again if a goodbye, or an ICE restart, came before this task ran: no answer.)
-        found = self._found.get(name)
-        return found[0] if found is not None else ()
+        kept = responder.found.get(name)
+        return kept[0] if kept is not None else ()
 
     # ------------------------------------------------------------------ the socket
 
@@ -287,111 +252,37 @@ class Mdns:
         (Pion's, on ``lo``, come from 0.0.0.0)."""
         link = self._link_of(source[0]) if group_on is None else self._link_at(group_on)
         if link is None:  # (RFC 6762 §11: off the link; unicast to one of our addresses)
-            self.ignored += 1
+            self.responder.ignored += 1
             logger.log(TRACE, "mDNS: datagram from %s, off our links, dropped", source[0])
             return
+        waiting = self._waiting
         try:
-            message = decode_message(data)
+            sends, resolved = self.responder.on_datagram(
+                data,
+                source,
+                link,
+                direct=group_on is None,
+                on_link=group_on is None or self._link_of(source[0]) == link,
+                wanted=waiting,
+                now=self._now(),
+            )
         except MdnsDecodeError as exc:
-            self.malformed += 1
             logger.log(TRACE, "mDNS: malformed message from %s dropped: %s", source, exc)
             return
-        if message.opcode or message.rcode:
-            return  # (RFC 6762 §18.3, §18.11)
-        if message.is_response:
-            self._take_answers(message.records)
-            return
-        names = self.names
-        if not names:
-            return
-        # Known answers (RFC 6762 §7.1, the answer section): the querier has them, with half
-        # their TTL or more.
-        known = {
-            (record.name, record.address)
-            for record in message.records[: message.answer_records]
-            if record.ttl >= ANSWER_TTL // 2
-        }
-        # Unicast goes only to a source on the link asked from (RFC 6762 §11), and at most
-        # once a message (the answer to its first question it gets one for).
-        on_link = group_on is None or self._link_of(source[0]) == link
-        unicast: bytes | None = None
-        for question in message.questions:
-            address = names.get(question.name)
-            if address is None or (question.name, address) in known:
-                continue
-            if question.qtype not in (ANY, TYPE_AAAA if ":" in address else TYPE_A):
-                continue
-            if self._name_links.get(question.name) != link:
-                continue  # (its address is not on this link: not told here)
-            if source[1] != MDNS_PORT:
-                # A legacy unicast query (RFC 6762 §6.7): one reply, with its ID and
-                # question, by unicast.
-                if on_link and unicast is None:
-                    unicast = encode_answer(
-                        question.name,
-                        [address],
-                        ttl=LEGACY_TTL,
-                        message_id=message.id,
-                        question=question,
-                    )
-                continue
-            answer = encode_answer(question.name, [address], ttl=ANSWER_TTL)
-            key = (question.name, link[0])
-            now = self._now()
-            if now - self._answered.get(key, -math.inf) < ANSWER_INTERVAL:
-                # Multicast a moment ago; a querier that asked for a unicast answer (the QU
-                # bit, RFC 6762 §5.4), or asked us directly (§5.5), gets one.
-                if (question.unicast_response or group_on is None) and on_link:
-                    unicast = unicast or answer
-                continue
-            self._answered[key] = now
-            logger.debug("mDNS: answering for %s (asked by %s)", question.name, source[0])
-            self._multicast(answer, [link])  # (on the link asked from, not the others)
-        if unicast is not None and self._may_unicast():
-            self._send(unicast, source)
-
-    def _may_unicast(self) -> bool:
-        """Whether a unicast answer may go now (at most ``UNICAST_PER_SECOND`` a second)."""
-        start, count = self._unicast
-        now = self._now()
-        if now - start >= 1.0:
-            start, count = now, 0
-        if count >= UNICAST_PER_SECOND:
-            return False
-        self._unicast = (start, count + 1)
-        return True
-
-    def _take_answers(self, records: tuple[Record, ...]) -> None:
-        """Answers: for names being resolved, or already found (a cache-flush record
-        updates what is kept, a goodbye removes it); the rest are not kept."""
-        found: dict[str, list[str]] = {}
-        ttls: dict[str, int] = {}
-        waiting = self._waiting
-        kept = self._found
-        for record in records:
-            name = record.name
-            if name not in waiting and name not in kept:
-                continue
-            if not record.ttl:  # a goodbye (RFC 6762 §10.1): the name is going away
-                kept.pop(name, None)
-                continue
-            if address_problem(record.address, 1, ipv6=None) is not None:
-                self.ignored += 1  # (0.0.0.0, a multicast address: no one to check)
-                continue
-            if name not in waiting and not record.cache_flush:
-                continue  # (a shared record adds to what is kept: no change to make)
-            found.setdefault(name, []).append(record.address)
-            ttls[name] = min(ttls.get(name, ANSWER_TTL), record.ttl)
-        now = self._now()
-        for stale in [n for n, (_, until) in kept.items() if until <= now]:
-            del kept[stale]
-        for name, addresses in found.items():
-            # IPv4 first: the family more peers can reach.
-            addresses.sort(key=lambda a: ":" in a)
-            kept[name] = (tuple(addresses), now + ttls[name])
-            logger.debug("mDNS: %s is %s", name, ", ".join(addresses))
+        for name in resolved:
+            logger.debug("mDNS: %s is %s", name, ", ".join(self.responder.found[name][0]))
             for event in waiting.get(name, ()):
                 event.set()
+        if sends:
+            logger.debug("mDNS: answering %s", source[0])
+            self._send_all(sends)
+
+    def _send_all(self, sends: list[Send]) -> None:
+        for send in sends:
+            if send.to is not None:
+                self._send(send.data, send.to)
+            elif send.link is not None:
+                self._multicast(send.data, [send.link])  # type: ignore[list-item]
 
     def _multicast(self, data: bytes, links: list[Link]) -> None:
         """Send ``data`` to the group from each of ``links`` (best effort: mDNS asks again,
