@@ -1612,6 +1612,52 @@ def test_remote_candidate_limit() -> None:
     assert len(core.remote_candidates) == 3
 
 
+def _held_core(max_remote_candidates: int = 3) -> AgentCore:
+    core = AgentCore(
+        local=IceParameters("ufrag", "password-0123456789abcdef"),
+        controlling=True,
+        tiebreaker=1,
+        timing=Timing(),
+        max_remote_candidates=max_remote_candidates,
+    )
+    core.set_remote(IceParameters("peer", "password-0123456789abcdef"), 0.0)
+    return core
+
+
+def test_held_candidates_count_against_the_cap_and_end_of_candidates_waits_for_them() -> None:
+    """A candidate the shell holds back (a .local name it resolves) counts against the cap;
+    an end-of-candidates waits until every held one is back, taken or left out."""
+    core = _held_core()
+    first, second = core.hold_remote(), core.hold_remote()
+    core.add_remote_candidate(make_candidate("10.0.0.1", 6000))
+    with pytest.raises(trice.LimitError):
+        core.hold_remote()  # (two held and one known: the cap of 3 is reached)
+    assert core.add_remote_candidate(None)
+    assert core.remote_end_held and not core.remote_complete
+    with pytest.raises(trice.StateError):
+        core.add_remote_candidate(make_candidate("10.0.0.9", 6000))  # (after the end)
+    with pytest.raises(trice.StateError):
+        core.hold_remote()
+    assert core.release_remote(make_candidate("10.0.0.2", 6000), first)
+    assert core.remote_end_held and not core.remote_complete  # (one still held)
+    assert not core.release_remote(None, second)  # (left out: no answer)
+    assert core.remote_complete and not core.remote_end_held
+    assert core.remote_candidates_dropped == 1
+    assert core.pending_remote == 0
+    assert ("10.0.0.2", 6000) in core.remote_addresses
+
+
+def test_a_restart_forgets_what_was_held_and_its_late_return_is_not_taken() -> None:
+    core = _held_core()
+    held = core.hold_remote()
+    core.add_remote_candidate(None)
+    core.restart(IceParameters("ufr2", "password-0123456789abcdeg"), 1.0)
+    assert (core.pending_remote, core.remote_end_held) == (0, False)
+    assert not core.release_remote(make_candidate("10.0.0.2", 6000), held)
+    assert ("10.0.0.2", 6000) not in core.remote_addresses
+    assert core.pending_remote == 0
+
+
 def test_prflx_past_the_limit_is_dropped_and_counted() -> None:
     _net, _a, b = two_agents(want=False)
     core = b.core

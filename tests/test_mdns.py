@@ -174,7 +174,7 @@ async def test_names_being_resolved_count_against_the_cap() -> None:
             agent.add_remote_candidate(
                 trice.Candidate.from_sdp("candidate:1 1 udp 1 n2.local 9 typ host")
             )
-        assert _mdns_of(agent).resolving == 2
+        assert agent._core.pending_remote == 2
 
 
 async def test_a_candidate_after_a_held_end_of_candidates_is_refused() -> None:
@@ -208,7 +208,7 @@ async def test_an_answer_that_comes_after_an_ice_restart_is_not_taken(
         query, _ = await _next_message(listener, lambda m: not m.is_response)
         assert [q.name for q in query.questions] == ["late-one.local", "late-one.local"]
         agent.restart()
-        assert _mdns_of(agent).resolving == 0
+        assert agent._core.pending_remote == 0
         listener.sendto(
             mdns.encode_answer("late-one.local", ["127.0.0.1"]),
             (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT),

@@ -402,7 +402,7 @@ async def test_a_name_signalled_just_before_a_restart_belongs_to_the_old_generat
         listener.sendto(mdns.encode_answer("old-gen.local", ["127.0.0.1"]), GROUP)
         await trio.testing.wait_all_tasks_blocked(0.05)
         assert agent.pair_statistics() == ()  # old-gen.local is the old generation's
-        assert _mdns_of(agent).resolving == 1  # new-gen.local still is
+        assert agent._core.pending_remote == 1  # new-gen.local still is
         assert not agent._core.remote_complete  # the end still waits for it
         listener.sendto(mdns.encode_answer("new-gen.local", ["127.0.0.1"]), GROUP)
         await trio.testing.wait_all_tasks_blocked(0.05)
@@ -504,7 +504,7 @@ async def test_closing_the_agent_while_names_resolve_leaves_nothing_behind() -> 
         await trio.testing.wait_all_tasks_blocked(0.05)
         state = _mdns_of(agent)
         sock = state._sock
-        assert state.resolving == 3 and state.end_held
+        assert agent._core.pending_remote == 3 and agent._core.remote_end_held
     assert sock.fileno() == -1
     assert state._waiting == {}
 
@@ -540,8 +540,8 @@ async def test_end_of_candidates_twice_while_resolving_is_passed_once(
         assert not agent._core.remote_complete
         listener.sendto(mdns.encode_answer("twice.local", ["127.0.0.1"]), GROUP)
         await trio.testing.wait_all_tasks_blocked(0.05)
-        assert agent._core.remote_complete and not _mdns_of(agent).end_held
-        assert _mdns_of(agent).resolving == 0
+        assert agent._core.remote_complete and not agent._core.remote_end_held
+        assert agent._core.pending_remote == 0
         assert len(agent.pair_statistics()) == 1
 
 
@@ -583,7 +583,7 @@ async def test_one_name_signalled_for_two_ports_resolves_both(listener: socket.s
         await trio.testing.wait_all_tasks_blocked(0.05)
         ports = sorted(stats.pair.remote.port for stats in agent.pair_statistics())
         assert ports == [40000, 40001]
-        assert agent._core.remote_complete and _mdns_of(agent).resolving == 0
+        assert agent._core.remote_complete and agent._core.pending_remote == 0
 
 
 async def test_answers_for_names_nobody_waits_for_are_not_kept(listener: socket.socket) -> None:

@@ -453,20 +453,14 @@ class Agent:
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError("add_remote_candidate takes a trice.Candidate or None")
-        mdns = self._mdns
-        if candidate is None:
-            if isinstance(mdns, Mdns) and mdns.resolving:
-                mdns.end_held = True  # (passed on once the names are resolved)
-                return
-        elif (
-            candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
+        if (
+            candidate is not None
+            and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
             and is_mdns_name(candidate.address)
             and self.config.network.mdns is not MdnsMode.DISABLED
         ):
             self._resolve_later(candidate)
             return
-        elif isinstance(mdns, Mdns) and mdns.end_held:
-            raise StateError("a remote candidate came after end-of-candidates")
         self._take_remote(candidate)
 
     def _take_remote(self, candidate: Candidate | None) -> None:
@@ -863,31 +857,32 @@ class Agent:
         return mdns if isinstance(mdns, Mdns) else None
 
     def _resolve_later(self, candidate: Candidate) -> None:
-        """A ``.local`` candidate: resolved by mDNS in a task of its own, then taken."""
-        mdns = self._mdns
-        if (isinstance(mdns, Mdns) and mdns.end_held) or self._core.remote_complete:
-            raise StateError("a remote candidate came after end-of-candidates")
+        """A ``.local`` candidate: held by the core (it counts against the cap, and an
+        end-of-candidates waits for it), resolved by mDNS in a task of its own, then given
+        back to the core, under the address found or as left out."""
+        core = self._core
+        generation = core.hold_remote()  # (raises StateError, LimitError)
         mdns = self._open_mdns()
         if mdns is None:
-            self._core.remote_candidates_dropped += 1
             logger.warning(
                 "%s: remote candidate %s left out: mDNS is off",
                 self._local.ufrag,
                 candidate.address,
             )
+            core.release_remote(None, generation)
+            self._pump()
             return
-        self._core.check_room(pending=mdns.resolving)
-        mdns.resolving += 1
         self._nursery.start_soon(
             self._resolve,
             mdns,
             candidate,
-            mdns.generation,  # (a restart may come before the task runs)
+            generation,  # (a restart may come before the task runs)
             name=f"mdns resolve {candidate.address}",
         )
 
     async def _resolve(self, mdns: Mdns, candidate: Candidate, generation: int) -> None:
-        if generation != mdns.generation:
+        core = self._core
+        if generation != core.generation:
             return  # (an ICE restart came before this task ran)
         addresses: tuple[str, ...] = ()
         with trio.CancelScope() as scope:  # (cancelled by an ICE restart)
@@ -897,30 +892,31 @@ class Agent:
                     addresses = await mdns.resolve(candidate.address)
             finally:
                 mdns.scopes.discard(scope)
-        if generation != mdns.generation or self._closed:
+        if generation != core.generation or self._closed:
             return  # (an ICE restart came meanwhile: the candidate was of the old generation)
-        mdns.resolving -= 1
-        if addresses:
-            address = addresses[0]
-            logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
-            try:
-                self._take_remote(dataclasses.replace(candidate, address=address))
-            except LimitError as exc:  # (learned peer-reflexive candidates took the room)
-                self._core.remote_candidates_dropped += 1
-                logger.warning(
-                    "%s: remote candidate %s left out: %s", self._local.ufrag, address, exc
-                )
-        else:
-            self._core.remote_candidates_dropped += 1
+        if not addresses:
             logger.warning(
                 "%s: remote candidate %s left out: no mDNS answer in %g s",
                 self._local.ufrag,
                 candidate.address,
                 self.config.timing.mdns_timeout,
             )
-        if not mdns.resolving and mdns.end_held:
-            mdns.end_held = False
-            self._take_remote(None)
+            core.release_remote(None, generation)
+            self._pump()
+            return
+        address = addresses[0]
+        logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
+        try:
+            if not core.release_remote(dataclasses.replace(candidate, address=address), generation):
+                logger.log(
+                    logging.DEBUG if self._restarted else logging.WARNING,
+                    "%s: remote candidate of ufrag %s left out (another ICE generation's)",
+                    self._local.ufrag,
+                    candidate.ufrag,
+                )
+        except LimitError as exc:  # (learned peer-reflexive candidates took the room)
+            core.remote_candidates_dropped += 1
+            logger.warning("%s: remote candidate %s left out: %s", self._local.ufrag, address, exc)
         self._pump()
 
     # ------------------------------------------------------------------ tasks

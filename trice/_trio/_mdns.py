@@ -56,10 +56,8 @@ class Mdns:
     """An agent's mDNS socket and links, and the tasks waiting for names; what it decides is
     its ``MdnsResponder``'s (``trice/mdns/_responder.py``, pure).  Made by :func:`open_mdns`.
 
-    It also keeps the agent's bookkeeping of the ``.local`` candidates being resolved (their
-    count, the ICE generation they belong to, their cancel scopes, and an end-of-candidates
-    held back until they are done: see ``Agent.add_remote_candidate``), so that an agent
-    that never meets mDNS holds one empty slot for all of it.
+    The cancel scopes of the agent's resolutions are kept here too (an ICE restart cancels
+    them); what the agent holds back while names resolve is its core's (``hold_remote``).
     """
 
     __slots__ = (
@@ -68,9 +66,6 @@ class Mdns:
         "_now",
         "_sock",
         "_waiting",
-        "end_held",
-        "generation",
-        "resolving",
         "responder",
         "scopes",
     )
@@ -83,16 +78,8 @@ class Mdns:
         self.responder = MdnsResponder()
         # Names being resolved: the events of the tasks waiting for each.
         self._waiting: dict[str, list[trio.Event]] = {}
-        #: ``.local`` candidates of the peer being resolved now.
-        self.resolving = 0
-        #: The agent's ICE generation (it changes at each restart): a name resolved for an
-        #: earlier one is not added.
-        self.generation = 0
         #: The cancel scopes of the resolutions running (a restart cancels them).
         self.scopes: set[trio.CancelScope] = set()
-        #: An end-of-candidates came while names were being resolved: the agent passes it on
-        #: once they are done.
-        self.end_held = False
 
     @property
     def names(self) -> dict[str, str]:
@@ -147,9 +134,6 @@ class Mdns:
 
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""
-        self.generation += 1
-        self.resolving = 0
-        self.end_held = False
         for scope in self.scopes:
             scope.cancel()
         self.scopes.clear()

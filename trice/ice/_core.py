@@ -140,17 +140,20 @@ class AgentCore:
         "checks_sent",
         "controlling",
         "finished",
+        "generation",
         "local",
         "local_candidates",
         "local_complete",
         "max_remote_candidates",
         "nohost",
         "nomination",
+        "pending_remote",
         "prflx_dropped",
         "remote",
         "remote_addresses",
         "remote_candidates_dropped",
         "remote_complete",
+        "remote_end_held",
         "requests_received",
         "requests_rejected",
         "selected",
@@ -198,6 +201,14 @@ class AgentCore:
         #: every datagram, holding on to this very dict: it is never replaced.
         self.remote_addresses: dict[Address, Candidate] = {}
         self.remote_complete = False
+        #: Signalled candidates the shell holds back (``.local`` names it resolves, see
+        #: :meth:`hold_remote`): they count against the cap, and an end-of-candidates waits
+        #: for them (``remote_end_held``).
+        self.pending_remote = 0
+        self.remote_end_held = False
+        #: The ICE generation: one more at each :meth:`restart` (what a held candidate
+        #: belongs to).
+        self.generation = 0
         self.local_complete = False
         self.state = ConnectionState.NEW
         #: ``state`` is failed or closed (kept as a field: it is asked on every packet).
@@ -337,7 +348,7 @@ class AgentCore:
             self._previous = self.selected  # (else any from an earlier restart stays)
         previous = self._previous
         if self.remote is not None:
-            self._late_end_possible = not self.remote_complete
+            self._late_end_possible = not (self.remote_complete or self.remote_end_held)
         if self._held:
             self.remote_candidates_dropped += len(self._held)  # (no generation of now's)
         self._held = None
@@ -356,6 +367,9 @@ class AgentCore:
             remotes[previous.remote_address] = previous.remote
             self._stale = previous.remote_address
         self.remote_complete = False
+        self.generation += 1  # (what the shell held is the old generation's)
+        self.pending_remote = 0
+        self.remote_end_held = False
         self.selected = None
         self._drop_checks()
         self._nominating = None
@@ -433,10 +447,13 @@ class AgentCore:
         if candidate is None:
             if self.remote is None and self._late_end_possible:
                 return False
+            if self.pending_remote:
+                self.remote_end_held = True  # (taken once the held candidates are back)
+                return True
             self.remote_complete = True
             self._maybe_fail()
             return True
-        if self.remote_complete:
+        if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
         address = (candidate.address, candidate.port)
         ufrag = candidate.username_fragment  # (Candidate.ufrag, without a call when unnamed)
@@ -492,10 +509,45 @@ class AgentCore:
             count += sum(1 for a in {key[0] for key in held} if a not in remotes or a == stale)
         return count
 
-    def check_room(self, pending: int = 0) -> None:
-        """Raise :class:`LimitError` if no remote candidate more may come, counting
-        ``pending`` more that the caller holds (``.local`` names being resolved, say)."""
-        if self._remote_count() + pending >= self.max_remote_candidates:
+    def hold_remote(self) -> int:
+        """The shell holds a signalled candidate back (a ``.local`` name it resolves, say):
+        it counts against ``max_remote_candidates``, and an end-of-candidates waits for it.
+        Returns the ICE generation it belongs to (give it to :meth:`release_remote`).
+
+        Raises:
+            StateError: it came after end-of-candidates.
+            LimitError: no remote candidate more may come.
+        """
+        if self.remote_complete or self.remote_end_held:
+            raise StateError("a remote candidate came after end-of-candidates")
+        self.check_room()
+        self.pending_remote += 1
+        return self.generation
+
+    def release_remote(self, candidate: Candidate | None, generation: int) -> bool:
+        """A candidate held (:meth:`hold_remote`) comes back: taken as
+        :meth:`add_remote_candidate` takes one (what it returns is returned; it may raise
+        :class:`LimitError`), or, ``None``, left out and counted in
+        ``remote_candidates_dropped``.  Then an end-of-candidates held for it is taken, once
+        none is held.  Nothing is done for a candidate of an earlier generation (an ICE
+        restart came meanwhile): ``False``."""
+        if generation != self.generation:
+            return False
+        self.pending_remote -= 1
+        end_held, self.remote_end_held = self.remote_end_held, False  # (it came before this)
+        try:
+            if candidate is None:
+                self.remote_candidates_dropped += 1
+                return False
+            return self.add_remote_candidate(candidate)
+        finally:
+            if end_held:
+                self.add_remote_candidate(None)  # (held again while others are pending)
+
+    def check_room(self) -> None:
+        """Raise :class:`LimitError` if no remote candidate more may come (those held by
+        the shell counted)."""
+        if self._remote_count() + self.pending_remote >= self.max_remote_candidates:
             raise LimitError(
                 f"more than {self.max_remote_candidates} remote candidates "
                 "(AgentConfig.max_remote_candidates)"
