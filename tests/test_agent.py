@@ -45,7 +45,7 @@ from loopback import (
     states_so_far,
     wait_for_state,
 )
-from virtual_time import wall_clock_guard
+from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
 
 async def _connected_pair(
@@ -663,12 +663,6 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll(
     for its consent checks and for data, not every 20 ms lease: a thousand agents whose peers
     dropped at once used to poll at 50 Hz each until they failed."""
 
-    class Steps(trio.abc.Instrument):
-        count = 0
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            self.count += 1
-
     timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
     config = loopback_config(timing=timing)
     with wall_clock_guard():
@@ -678,14 +672,9 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll(
                     await _connected_pair(a, b)
                 with trio.fail_after(10):
                     await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
-            steps = Steps()
-            trio.lowlevel.add_instrument(steps)
-            try:
-                await trio.sleep(10.0)
-            finally:
-                trio.lowlevel.remove_instrument(steps)
+            steps = await task_steps_while_sleeping(10.0)
             assert a.connection_state is trice.ConnectionState.DISCONNECTED
-            assert steps.count < 150, steps.count  # (its consent checks; 1,050 when it
+            assert steps < 150, steps  # (its consent checks; 1,050 when it
             # polled every lease)
 
 

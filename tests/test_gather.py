@@ -22,9 +22,12 @@ from virtual_time import wall_clock_guard
 
 
 async def _stun_server(
-    sock: trio.socket.SocketType, mapped: tuple[str, int] | None, error: int | None = None
+    sock: trio.socket.SocketType,
+    mapped: tuple[str, int | None] | None,
+    error: int | None = None,
 ) -> None:
-    """Answers Binding requests; reports ``mapped`` (or the real source) as the mapping."""
+    """Answers Binding requests; reports ``mapped`` (or the real source) as the mapping (a
+    port of ``None``: the source's port, as a 1:1 NAT maps it)."""
     while True:
         data, source = await sock.recvfrom(2048)
         request = stun.decode(data)
@@ -32,6 +35,7 @@ async def _stun_server(
             reply = request.error_response(error, "Nope")
         else:
             address, port = mapped or source[:2]
+            port = source[1] if port is None else port
             reply = request.success_response(stun.XorMappedAddress(address, port))
         await sock.sendto(reply.encode(fingerprint=True), source)
 
@@ -200,16 +204,8 @@ async def test_a_1to1_nats_address_is_a_srflx_candidate_and_a_stun_server_adds_n
     with await _server_socket() as server:
         port = server.getsockname()[1]
 
-        async def same_mapping() -> None:
-            while True:
-                data, source = await server.recvfrom(2048)
-                reply = stun.decode(data).success_response(
-                    stun.XorMappedAddress("203.0.113.7", source[1])
-                )
-                await server.sendto(reply.encode(fingerprint=True), source)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(same_mapping)
+            nursery.start_soon(_stun_server, server, ("203.0.113.7", None))
             config = _external(
                 trice.CandidateType.SRFLX,
                 "203.0.113.7/127.0.0.1",
@@ -234,16 +230,8 @@ async def test_a_1to1_nats_address_in_the_host_candidates_place_and_no_stun_copy
     with await _server_socket() as server:
         port = server.getsockname()[1]
 
-        async def same_mapping() -> None:
-            while True:
-                data, source = await server.recvfrom(2048)
-                reply = stun.decode(data).success_response(
-                    stun.XorMappedAddress("203.0.113.7", source[1])
-                )
-                await server.sendto(reply.encode(fingerprint=True), source)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(same_mapping)
+            nursery.start_soon(_stun_server, server, ("203.0.113.7", None))
             config = _external(
                 trice.CandidateType.HOST,
                 "203.0.113.7",

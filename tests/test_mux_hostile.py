@@ -18,7 +18,7 @@ from trice import stun
 from trice.ice._core import AgentCore
 
 from loopback import connect_both, loopback_config, signal, wait_for_state
-from virtual_time import wall_clock_guard
+from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
 #: How long every task must have been blocked before a test looks (datagrams on loopback
 #: arrive at once; this leaves the mux's task its turn to read them).
@@ -495,12 +495,6 @@ async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
     """A disconnected agent on a mux waits for its peer's datagrams without polling (they
     wake it, through the mux), as one on a socket of its own does."""
 
-    class Steps(trio.abc.Instrument):
-        count = 0
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            self.count += 1
-
     timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
     config = loopback_config(timing=timing)
     with wall_clock_guard():
@@ -517,14 +511,9 @@ async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
                 peer = b.local_candidates[0].transport_address
             with trio.fail_after(10):
                 await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
-            steps = Steps()
-            trio.lowlevel.add_instrument(steps)
-            try:
-                await trio.sleep(10.0)
-            finally:
-                trio.lowlevel.remove_instrument(steps)
+            steps = await task_steps_while_sleeping(10.0)
             assert a.connection_state is trice.ConnectionState.DISCONNECTED
-            assert steps.count < 150, f"{steps.count} task steps in 10 s (50 Hz polling: ~500+)"
+            assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~500+)"
             # The peer's data, when it comes back (from its address), wakes the agent at once:
             # connected again well before its next timer (a consent check, 1 s).
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:

@@ -42,3 +42,22 @@ def wall_clock_guard(seconds: float = WALL_CLOCK_GUARD) -> Iterator[None]:
             timer.cancel()
     if scope.cancelled_caught:
         pytest.fail(f"still running after {seconds} s of real time (a task that never waits?)")
+
+
+async def task_steps_while_sleeping(seconds: float) -> int:
+    """Sleep ``seconds`` (virtual, with ``autojump_clock``) and return how many task steps
+    the run took meanwhile: how busy the agents are while nothing happens."""
+
+    class Steps(trio.abc.Instrument):
+        count = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.count += 1
+
+    steps = Steps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await trio.sleep(seconds)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    return steps.count

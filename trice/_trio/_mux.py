@@ -33,7 +33,13 @@ from trice import stun
 from trice._errors import UsageError
 from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
-from trice._trio._transport import READ_BATCH, Address, bind_udp, datagram_too_large
+from trice._trio._transport import (
+    READ_BATCH,
+    Address,
+    bind_udp,
+    datagram_too_large,
+    sendto_nowait,
+)
 
 __all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "UdpMuxContext", "open_udp_mux"]
 
@@ -274,15 +280,7 @@ class MuxTransport:
         if self.closed:
             return False
         self._claim(data, address)
-        try:
-            self.mux.sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            if exc.errno == errno.EMSGSIZE:
-                raise datagram_too_large(data) from None
-            return False
-        return True
+        return sendto_nowait(self.mux.sock, data, address)
 
     async def send(
         self, data: bytes, address: Address, check: Callable[[], None] | None = None

@@ -180,15 +180,7 @@ class UdpTransport:
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         """Send if the kernel takes it now; UDP may drop, so a full buffer drops too."""
-        try:
-            self.sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            if exc.errno == errno.EMSGSIZE:
-                raise datagram_too_large(data) from None
-            return False
-        return True
+        return sendto_nowait(self.sock, data, address)
 
     async def send(
         self, data: bytes, address: Address, check: Callable[[], None] | None = None
@@ -240,6 +232,24 @@ class UdpTransport:
                 hub.forget(self)  # (before the descriptor goes; wakes a waiting reader)
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
+
+
+def sendto_nowait(sock: socket.socket, data: bytes, address: Address) -> bool:
+    """Send ``data`` on ``sock`` if the kernel takes it now; whether it did (UDP may drop:
+    a full buffer, an ICMP error for an earlier send, a firewall's EPERM drop it too).
+
+    Raises:
+        UsageError: ``data`` is longer than UDP carries.
+    """
+    try:
+        sock.sendto(data, address)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError as exc:
+        if exc.errno == errno.EMSGSIZE:
+            raise datagram_too_large(data) from None
+        return False
+    return True
 
 
 _SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
