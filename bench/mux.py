@@ -42,17 +42,26 @@ async def _maybe_mux(on_mux: bool) -> AsyncIterator[trice.UdpMux | None]:
         yield mux
 
 
+@asynccontextmanager
+async def _server_and_client(
+    mux: trice.UdpMux | None,
+) -> AsyncIterator[tuple[trice.Connection, trice.Connection]]:
+    """A server agent (on ``mux``, or on its own socket) and a client agent of its own
+    socket, connected: (the server's connection to the client, the client's to it)."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
+        trice.open_agent(loopback_config(), controlling=True) as client,
+    ):
+        await server.wait_gathering_complete()
+        await client.wait_gathering_complete()
+        signal(server, client)
+        yield await connect_both(server, client, within=60)
+
+
 async def _data(on_mux: bool, count: int, rounds: int) -> tuple[float, float]:
     """(datagrams a second one way, round trips a second)."""
     async with _maybe_mux(on_mux) as mux:
-        async with (
-            trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
-            trice.open_agent(loopback_config(), controlling=True) as client,
-        ):
-            await server.wait_gathering_complete()
-            await client.wait_gathering_complete()
-            signal(server, client)
-            to_client, to_server = await connect_both(server, client)
+        async with _server_and_client(mux) as (to_client, to_server):
             payload = bytes(SIZE)
             got = 0
 
@@ -84,14 +93,8 @@ async def _connect_many(on_mux: bool, n: int) -> float:
         started = time.perf_counter()
 
         async def one() -> None:
-            async with (
-                trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
-                trice.open_agent(loopback_config(), controlling=True) as client,
-            ):
-                await server.wait_gathering_complete()
-                await client.wait_gathering_complete()
-                signal(server, client)
-                await connect_both(server, client, within=60)
+            async with _server_and_client(mux):
+                pass
 
         async with trio.open_nursery() as nursery:
             for _ in range(n):

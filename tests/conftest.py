@@ -14,3 +14,13 @@ def pion_available() -> None:
         pion_binary()
     except PeerUnavailable as exc:
         pytest.skip(f"Pion peer unavailable: {exc}")
+
+
+@pytest.fixture
+def kind(request: pytest.FixtureRequest) -> str:
+    """The other peer's kind, from an indirect parametrization (``"pion"`` skips, with the
+    reason, where the Pion peer cannot be built)."""
+    value: str = request.param
+    if value == "pion":
+        request.getfixturevalue("pion_available")
+    return value

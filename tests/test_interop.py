@@ -36,14 +36,6 @@ ROLES = [True, False]
 ROLE_IDS = ["trice-controlling", "trice-controlled"]
 
 
-@pytest.fixture
-def kind(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    if value == "pion":
-        request.getfixturevalue("pion_available")
-    return value
-
-
 @pytest.fixture(autouse=True)
 def trace_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every check and STUN message of trice lands in the report of a failing test."""

@@ -33,10 +33,6 @@ def _config(mode: trice.MdnsMode, **kwargs: Any) -> trice.AgentConfig:
     return dataclasses.replace(config, network=dataclasses.replace(config.network, mdns=mode))
 
 
-def _timing(**kwargs: Any) -> trice.Timing:
-    return trice.Timing(**kwargs)
-
-
 def _mdns_of(agent: trice.Agent) -> Mdns:
     found = agent._mdns
     assert isinstance(found, Mdns)
@@ -141,7 +137,7 @@ async def test_a_name_nobody_answers_for_is_dropped_and_holds_failure_back_until
     """The end-of-candidates waits for the name: the one other pair fails within some
     0.15 s, but ICE fails only once ``mdns_timeout`` (0.3 s) has passed without an answer
     and the name's candidate is left out (counted, logged)."""
-    timing = _timing(mdns_timeout=0.3, rto=0.05, rto_max=0.05, max_binding_requests=2)
+    timing = trice.Timing(mdns_timeout=0.3, rto=0.05, rto_max=0.05, max_binding_requests=2)
     config = _config(QUERY, timing=timing)
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
@@ -198,7 +194,7 @@ async def test_an_answer_that_comes_after_an_ice_restart_is_not_taken(
 ) -> None:
     """A name asked for before a restart belongs to the old generation: its answer, coming
     after, adds no candidate."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -282,7 +278,7 @@ async def test_answers_with_an_opcode_an_error_code_or_no_ttl_are_not_taken(
 ) -> None:
     """RFC 6762 §18.3, §18.11 and §10.1: such answers are not taken; the plain one after
     them is."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_mdns import GATHER, QUERY, _config, _mdns_of, _next_message, _timing, listener
+from test_mdns import GATHER, QUERY, _config, _mdns_of, _next_message, listener
 
 import trice
 from trice import mdns
@@ -323,7 +323,7 @@ async def test_a_forged_unusable_answer_does_not_shut_out_the_real_one(
     """An answer that names no address a peer could be at (unspecified, multicast, an
     IPv4-mapped IPv6 address: ``address_problem``, as for STUN and TURN servers' answers)
     is dropped, and does not count as the name's answer: the real one after it is taken."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -389,7 +389,7 @@ async def test_a_name_signalled_just_before_a_restart_belongs_to_the_old_generat
     checkpoint): its answer adds no candidate, and the new generation's count of names
     being resolved, and its held end-of-candidates, wait for the new generation's names
     alone."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -417,7 +417,7 @@ async def test_a_restart_stops_asking_for_the_old_generations_names(
     """An ICE restart forgets the names being resolved: their queries stop at once, not at
     ``mdns_timeout``, so that restarts cannot pile up query loops beyond
     ``max_remote_candidates``."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -434,7 +434,7 @@ async def test_a_name_shared_by_several_candidates_is_asked_for_once(
 ) -> None:
     """Candidates that share a name (RTP and RTCP, UDP and TCP) share its query loop: the
     name is asked for once, not once a candidate."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -529,7 +529,7 @@ async def test_end_of_candidates_twice_while_resolving_is_passed_once(
 ) -> None:
     """End-of-candidates signalled twice while a name resolves is held, then passed on once
     the name is resolved, once."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -550,7 +550,7 @@ async def test_a_named_candidate_with_a_ufrag_waits_for_the_parameters(
 ) -> None:
     """Resolved before the peer's parameters, a candidate naming a ufrag is held by the
     core, then taken (its ufrag) or left out (another's) once they come."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.add_remote_candidate(_host("mine.local", 40000, " ufrag good"))
@@ -571,7 +571,7 @@ async def test_a_named_candidate_with_a_ufrag_waits_for_the_parameters(
 async def test_one_name_signalled_for_two_ports_resolves_both(listener: socket.socket) -> None:
     """One answer resolves every candidate of the name, whatever the case it was written in
     (RFC 6762 §16)."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)
@@ -589,7 +589,7 @@ async def test_one_name_signalled_for_two_ports_resolves_both(listener: socket.s
 async def test_answers_for_names_nobody_waits_for_are_not_kept(listener: socket.socket) -> None:
     """Answers for names not being resolved are not kept: unsolicited answers cannot fill
     the agent's memory."""
-    config = _config(QUERY, timing=_timing(mdns_timeout=10))
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters("abcd", "a" * 22)

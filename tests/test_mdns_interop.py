@@ -53,7 +53,7 @@ from trice.mdns import (
 )
 
 from natlab import Namespace
-from peers.harness import Message, Peer, exchange, peer_command
+from peers.harness import Message, Peer, candidate_fields, exchange, peer_command
 
 pytestmark = pytest.mark.interop
 
@@ -239,14 +239,8 @@ class Capture:
 # --------------------------------------------------------------------------- the cases
 
 
-def _fields(line: str) -> tuple[str, int, str]:
-    """Address, port and type of a candidate line."""
-    parts = line.removeprefix("a=").removeprefix("candidate:").split()
-    return parts[4], int(parts[5]), parts[parts.index("typ") + 1]
-
-
 def _candidates(description: list[Message]) -> list[tuple[str, int, str]]:
-    return [_fields(m["candidate"]) for m in description if m["type"] == "candidate"]
+    return [candidate_fields(m["candidate"]) for m in description if m["type"] == "candidate"]
 
 
 def _is_ip(address: str) -> bool:
@@ -330,11 +324,11 @@ def _run_case(
         (namer_kind, namer_connected, {LOOPBACK, *names}, {LOOPBACK}),
         (resolver_kind, resolver_connected, {LOOPBACK}, {LOOPBACK, *names}),
     ):
-        local, remote = _fields(connected["local"]), _fields(connected["remote"])
+        local, remote = candidate_fields(connected["local"]), candidate_fields(connected["remote"])
         assert normalize_name(local[0]) in local_ok, (side, connected)
         assert normalize_name(remote[0]) in remote_ok, (side, connected)
-    assert _fields(namer_connected["local"])[1] in ports, namer_connected
-    assert _fields(resolver_connected["remote"])[1] in ports, resolver_connected
+    assert candidate_fields(namer_connected["local"])[1] in ports, namer_connected
+    assert candidate_fields(resolver_connected["remote"])[1] in ports, resolver_connected
     # The resolver holds a named candidate as a host candidate (under its name, as Pion and
     # aioice keep it, or under the address found, as trice does): it was resolved, not only
     # learned as peer-reflexive from the namer's checks.
@@ -364,7 +358,7 @@ def test_pion_names_trice_resolves(netns: Namespace, pion: None, namer_controlli
     # Pion names all its host candidates with one random <uuid>.local name.
     assert len(out.names) == 1
     # trice pairs the resolved candidate under the address found, as a host candidate.
-    address, _, kind = _fields(out.resolver["remote"])
+    address, _, kind = candidate_fields(out.resolver["remote"])
     assert (address, kind) == (LOOPBACK, "host"), out.resolver
     # trice asks for A and AAAA records in one query; Pion answers each question (the AAAA
     # one too) with its A record.
@@ -385,7 +379,7 @@ def test_trice_names_pion_resolves(netns: Namespace, pion: None, namer_controlli
     # on that pair are dropped ("discard success message ... no such remote"), and the
     # connection goes over the peer-reflexive candidate that trice's checks make, at the same
     # address.  A Pion that matched by the resolved address would select the host candidate.
-    assert _fields(out.resolver["remote"])[2] in ("host", "prflx"), out.resolver
+    assert candidate_fields(out.resolver["remote"])[2] in ("host", "prflx"), out.resolver
     # trice answered Pion's queries (type A, from 0.0.0.0:5353) by multicast.
     for name in out.names:
         answers = [d for d in out.wire if d.answers(name)]
@@ -396,7 +390,7 @@ def test_trice_names_pion_resolves(netns: Namespace, pion: None, namer_controlli
 def test_trice_names_aioice_resolves(netns: Namespace, namer_controlling: bool) -> None:
     out = _run_case(netns, "trice", "aioice", namer_controlling=namer_controlling)
     # aioice keeps the name on the resolved candidate, and pairs it as a host candidate.
-    address, _, kind = _fields(out.resolver["remote"])
+    address, _, kind = candidate_fields(out.resolver["remote"])
     assert (normalize_name(address), kind) in {(n, "host") for n in out.names}, out.resolver
     # aioice only takes answers with RFC 6762's cache-flush bit: trice's have it.
     for name in out.names:

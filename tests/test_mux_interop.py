@@ -16,7 +16,15 @@ from __future__ import annotations
 import pytest
 
 from loopback import HAS_IPV6
-from peers.harness import Message, Peer, exchange, peer_command, peer_pair, restart_pair
+from peers.harness import (
+    Message,
+    candidate_fields,
+    connect_pair,
+    exchange,
+    peer_command,
+    peer_pair,
+    restart_pair,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -28,39 +36,6 @@ ROLE_IDS = ["trice-controlling", "trice-controlled"]
 ALL_IN: Message = {"type": "exchanged", "sent": COUNT, "received": COUNT}
 
 
-@pytest.fixture
-def kind(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    if value == "pion":
-        request.getfixturevalue("pion_available")
-    return value
-
-
-def _fields(candidate_line: str) -> tuple[str, int, str]:
-    """(address, port, type) of ``candidate:<foundation> <component> <transport>
-    <priority> <address> <port> typ <type> ...``."""
-    parts = candidate_line.removeprefix("a=").removeprefix("candidate:").split()
-    return parts[4], int(parts[5]), parts[7]
-
-
-def _connect(trice_peer: Peer, other: Peer) -> tuple[list[Message], Message, Message]:
-    """Swap the two descriptions, sync, start both; returns trice's description and both
-    ``connected`` messages (as ``harness.connect_pair``, which keeps the descriptions)."""
-    ours = trice_peer.local_description(TIMEOUT)
-    theirs = other.local_description(TIMEOUT)
-    for msg in theirs:
-        trice_peer.send(msg)
-    for msg in ours:
-        other.send(msg)
-    for peer in (trice_peer, other):
-        peer.send({"type": "sync"})
-    for peer in (trice_peer, other):
-        peer.expect("synced", TIMEOUT)
-    for peer in (trice_peer, other):
-        peer.send({"type": "start"})
-    return ours, trice_peer.expect("connected", TIMEOUT), other.expect("connected", TIMEOUT)
-
-
 def _assert_on_the_mux(
     ours: list[Message], trice_connected: Message, other_connected: Message
 ) -> None:
@@ -68,11 +43,11 @@ def _assert_on_the_mux(
     stands on it."""
     host, port = trice_connected["mux"].split()
     mux = (host, int(port))
-    candidates = [_fields(m["candidate"]) for m in ours if m["type"] == "candidate"]
+    candidates = [candidate_fields(m["candidate"]) for m in ours if m["type"] == "candidate"]
     assert candidates == [(*mux, "host")], f"trice signalled {candidates}, its mux is {mux}"
-    assert _fields(trice_connected["local"])[:2] == mux
+    assert candidate_fields(trice_connected["local"])[:2] == mux
     if "remote" in other_connected:  # (the other peer's view of the pair: trice's side)
-        assert _fields(other_connected["remote"])[:2] == mux
+        assert candidate_fields(other_connected["remote"])[:2] == mux
 
 
 def _session(
@@ -90,14 +65,15 @@ def _session(
     )
     cmd_other = peer_command(kind, controlling=not trice_controlling, ipv6=ipv6)
     with peer_pair(cmd_trice, cmd_other) as (trice_peer, other):
-        ours, trice_connected, other_connected = _connect(trice_peer, other)
+        connected = connect_pair(trice_peer, other, TIMEOUT)
+        ours, trice_connected, other_connected = connected.descriptions[0], connected.a, connected.b
         _assert_on_the_mux(ours, trice_connected, other_connected)
         assert exchange(trice_peer, other, COUNT, TIMEOUT) == (ALL_IN, ALL_IN)
         if restart:
             again = restart_pair(trice_peer, other, TIMEOUT)
             host, port = trice_connected["mux"].split()
             assert again.a["mux"] == trice_connected["mux"]  # (the same mux, a new ufrag)
-            assert _fields(again.a["local"])[:2] == (host, int(port))
+            assert candidate_fields(again.a["local"])[:2] == (host, int(port))
             assert exchange(trice_peer, other, COUNT, TIMEOUT) == (ALL_IN, ALL_IN)
 
 

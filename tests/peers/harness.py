@@ -85,6 +85,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import trice
+
 HERE = Path(__file__).resolve().parent
 PION_SRC = HERE / "pion"
 PION_BUILD_DIR = PION_SRC / ".build"
@@ -354,6 +356,8 @@ class Connected:
 
     a: Message
     b: Message
+    #: What each side described itself with (parameters, candidates, end-of-candidates).
+    descriptions: tuple[list[Message], list[Message]] = ([], [])
 
     @property
     def elapsed_ms(self) -> float:
@@ -390,25 +394,33 @@ def connect_pair(a: Peer, b: Peer, timeout: float = 20.0, *, b_first: bool = Fal
     benchmarks alternate the order from one run to the next, so that the skew falls on
     either side alike.
     """
-    _swap_descriptions(a, b, timeout)
+    descriptions = _swap_descriptions(a, b, timeout)
     a.send({"type": "sync"})
     b.send({"type": "sync"})
     a.expect("synced", timeout)
     b.expect("synced", timeout)
     for peer in (b, a) if b_first else (a, b):
         peer.send({"type": "start"})
-    return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
+    return Connected(a.expect("connected", timeout), b.expect("connected", timeout), descriptions)
 
 
-def _swap_descriptions(a: Peer, b: Peer, timeout: float) -> None:
-    """Read each peer's description (parameters, candidates, end-of-candidates) and hand
-    it to the other."""
+def _swap_descriptions(a: Peer, b: Peer, timeout: float) -> tuple[list[Message], list[Message]]:
+    """Read each peer's description (parameters, candidates, end-of-candidates), hand it
+    to the other, and return both."""
     desc_a = a.local_description(timeout)
     desc_b = b.local_description(timeout)
     for msg in desc_b:
         a.send(msg)
     for msg in desc_a:
         b.send(msg)
+    return desc_a, desc_b
+
+
+def candidate_fields(line: str) -> tuple[str, int, str]:
+    """(address, port, type) of a candidate line, as ``trice.Candidate.from_sdp`` reads
+    it (a ``.local`` name is an address too)."""
+    candidate = trice.Candidate.from_sdp(line)
+    return candidate.address, candidate.port, candidate.type.value
 
 
 def restart_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
