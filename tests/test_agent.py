@@ -2101,7 +2101,7 @@ async def test_the_shells_warm_up_connects_over_a_socket_pair_and_binds_no_socke
         await connect_into(agent, out)
         connected.append(out[-1] is not None)
 
-    monkeypatch.setattr(_gather, "bind_udp", no_socket)
+    monkeypatch.setattr(_gather, "bind_socket", no_socket)
     monkeypatch.setattr(_agent, "_connect_into", counting)
     monkeypatch.setattr(_agent, "_warm", True)  # (its own agents must not warm up again)
     before = _open_fds()

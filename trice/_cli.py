@@ -44,7 +44,8 @@ def _render(record: dict[str, Any]) -> str:
     if kind == "state":
         return f"{who}connection {record['state']}"
     if kind == "selected":
-        return f"{who}selected  {record['local']}  ->  {record['remote']}"
+        over = " (over TCP)" if record.get("protocol") == "tcp" else ""
+        return f"{who}selected  {record['local']}  ->  {record['remote']}{over}"
     if kind == "tree":
         return "task tree while checks run:\n" + "\n".join(_tree_lines(record["tree"]))
     if kind == "rtt":
@@ -113,13 +114,16 @@ def _has_ipv6() -> bool:
     return True
 
 
-def _loopback_network(ipv6: bool, mdns: bool = False) -> trice.NetworkConfig:
+def _loopback_network(
+    ipv6: bool, mdns: bool = False, tcp: tuple[trice.TcpType, ...] = ()
+) -> trice.NetworkConfig:
     return trice.NetworkConfig(
         interface_filter=lambda name: name == "lo",
         ip_filter=lambda address: address.is_loopback,
         include_loopback=True,
         ipv6=ipv6,
         mdns=trice.MdnsMode.QUERY_AND_GATHER if mdns else trice.MdnsMode.QUERY_ONLY,
+        tcp_candidates=tcp,
     )
 
 
@@ -140,28 +144,38 @@ async def _watch(name: str, stream: trice.EventStream, emit: Emit) -> None:
                         "agent": name,
                         "local": f"{local.type.value} {local.address}:{local.port}",
                         "remote": f"{remote.type.value} {remote.address}:{remote.port}",
+                        "protocol": local.protocol,
                     }
                 )
             elif isinstance(event, trice.EventsLost):
                 emit({"event": "events-lost", "agent": name, "count": event.count})
 
 
-async def _demo(emit: Emit, *, count: int, size: int, pings: int, mdns: bool = False) -> None:
+async def _demo(
+    emit: Emit, *, count: int, size: int, pings: int, mdns: bool = False, tcp: bool = False
+) -> None:
     ipv6 = _has_ipv6()
-    config = trice.AgentConfig(network=_loopback_network(ipv6, mdns))
+    # With ``tcp``, a gathers an active ICE-TCP candidate, b a passive one, and only those
+    # are signalled: as if a firewall let nothing but TCP through.
+    config_a = trice.AgentConfig(
+        network=_loopback_network(ipv6, mdns, (trice.TcpType.ACTIVE,) if tcp else ())
+    )
+    config_b = trice.AgentConfig(
+        network=_loopback_network(ipv6, mdns, (trice.TcpType.PASSIVE,) if tcp else ())
+    )
     emit({"event": "start", "families": "IPv4 and IPv6" if ipv6 else "IPv4"})
     me = trio.lowlevel.current_task()
     async with trio.open_nursery() as watchers:
         async with (
-            trice.open_agent(config, controlling=True) as a,
-            trice.open_agent(config, controlling=False) as b,
+            trice.open_agent(config_a, controlling=True) as a,
+            trice.open_agent(config_b, controlling=False) as b,
         ):
             watchers.start_soon(_watch, "a", a.subscribe(), emit, name="watch a")
             watchers.start_soon(_watch, "b", b.subscribe(), emit, name="watch b")
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
             # Signaling, in-process: each side learns the other's parameters and candidates.
-            introduce(a, b)
+            introduce(a, b, (lambda c: c.protocol == "tcp") if tcp else None)
             best: dict[str, Any] = {"name": "trice demo", "children": []}
             conns: dict[str, trice.Connection] = {}
             started = trio.current_time()
@@ -338,6 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="signal host candidates under .local names, resolved by mDNS (on loopback)",
     )
+    demo.add_argument(
+        "--tcp",
+        action="store_true",
+        help="connect over ICE-TCP only (RFC 6544): a active, b passive, no UDP signalled",
+    )
     gather = sub.add_parser("gather", help="gather candidates once and show how each source did")
     gather.add_argument("--stun", metavar="URL", help="a STUN server, e.g. stun:host:3478")
     gather.add_argument("--turn", metavar="URL", help="a TURN server, e.g. turn:host?transport=udp")
@@ -368,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     size=args.size,
                     pings=args.pings,
                     mdns=args.mdns,
+                    tcp=args.tcp,
                 )
             )
             return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from trice._errors import ConfigError
 from trice._servers import IceServer, TransportPolicy
-from trice.ice._candidate import CandidateType
+from trice.ice._candidate import CandidateType, TcpType
 
 __all__ = [
     "AgentConfig",
@@ -129,6 +129,14 @@ class NetworkConfig:
             :attr:`CandidateType.HOST`, in the host candidate's place (the local address is
             then signalled nowhere, and peers on the same network reach the host through the
             NAT, if it lets them).
+        tcp_candidates: the ICE-TCP host candidates (RFC 6544) to gather beside the UDP ones,
+            on each address host gathering uses: :attr:`TcpType.PASSIVE` (a listening
+            socket, in ``port_range`` if given, which peers connect to: what a server behind
+            a firewall that lets only TCP in offers), :attr:`TcpType.ACTIVE` (connections
+            opened to the peer's passive candidates: what a client behind a firewall that
+            lets only TCP out needs), both, or none (the default).  They rank below the UDP
+            host candidates of the same address.  Not on a UDP mux, nor under the ``NOHOST``
+            and ``RELAY`` transport policies; an ICE-lite agent gathers the passive one only.
     """
 
     interface_filter: Callable[[str], bool] | None = None
@@ -140,6 +148,7 @@ class NetworkConfig:
     mdns: MdnsMode = MdnsMode.QUERY_ONLY
     external_addresses: Sequence[str] = ()
     external_candidate: CandidateType = CandidateType.SRFLX
+    tcp_candidates: Sequence[TcpType] = ()
 
     def __post_init__(self) -> None:
         _check_flags(self, "include_loopback", "ipv4", "ipv6")
@@ -151,6 +160,7 @@ class NetworkConfig:
         if self.external_candidate not in (CandidateType.SRFLX, CandidateType.HOST):
             raise ConfigError("NetworkConfig.external_candidate must be SRFLX or HOST")
         object.__setattr__(self, "external_addresses", _external_addresses(self.external_addresses))
+        object.__setattr__(self, "tcp_candidates", _tcp_candidates(self.tcp_candidates))
         for name in ("interface_filter", "ip_filter"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(f"NetworkConfig.{name} must be callable or None")
@@ -186,6 +196,23 @@ class NetworkConfig:
             elif ipaddress.ip_address(external).version == ip.version:
                 bare = external
         return bare
+
+
+def _tcp_candidates(value: object) -> tuple[TcpType, ...]:
+    """``NetworkConfig.tcp_candidates`` checked, in canonical order (active, passive)."""
+    name = "NetworkConfig.tcp_candidates"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a sequence of TcpType, not {value!r}")
+    wanted = set()
+    for entry in value:
+        try:
+            tcp_type = TcpType(entry)
+        except ValueError:
+            raise ConfigError(f"{name}: {entry!r} is not a TcpType") from None
+        if tcp_type is TcpType.SO:
+            raise ConfigError(f"{name}: simultaneous-open (so) candidates are not supported")
+        wanted.add(tcp_type)
+    return tuple(t for t in (TcpType.ACTIVE, TcpType.PASSIVE) if t in wanted)
 
 
 def _external_addresses(value: object) -> tuple[str, ...]:

@@ -65,6 +65,14 @@ MDNS_MODES = {
 }
 
 
+#: ``--tcp`` values and the ICE-TCP candidates they stand for.
+TCP_CANDIDATES = {
+    "active": (trice.TcpType.ACTIVE,),
+    "passive": (trice.TcpType.PASSIVE,),
+    "both": (trice.TcpType.ACTIVE, trice.TcpType.PASSIVE),
+}
+
+
 def network_config(
     ipv6: bool, namespace: bool = False, mdns: trice.MdnsMode = trice.MdnsMode.QUERY_ONLY
 ) -> trice.NetworkConfig:
@@ -292,6 +300,8 @@ async def amain(args: argparse.Namespace) -> int:
             external_addresses=args.external,
             external_candidate=trice.CandidateType(args.external_candidate),
         )
+    if args.tcp:
+        network = dataclasses.replace(network, tcp_candidates=TCP_CANDIDATES[args.tcp])
     config = trice.AgentConfig(
         network=network,
         lite=args.lite,
@@ -379,6 +389,12 @@ def main() -> int:
         action="store_true",
         help="open the agent on a UDP mux (trice.open_udp_mux) on 127.0.0.1 (::1 with --ipv6):"
         " its host candidate is the mux's address",
+    )
+    parser.add_argument(
+        "--tcp",
+        choices=sorted(TCP_CANDIDATES),
+        help="gather ICE-TCP host candidates too (NetworkConfig.tcp_candidates): active,"
+        " passive or both",
     )
     parser.add_argument("--failed-timeout", type=float, default=25.0)
     parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")

@@ -54,6 +54,7 @@ from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._mux import MuxTransport, UdpMux
 from trice._trio._streams import EventStream
+from trice._trio._tcp import TcpTransport
 from trice._trio._timers import timer_hub
 from trice._trio._transport import (
     LEASE,
@@ -104,6 +105,9 @@ def _random_ice_string(length: int) -> str:
 
 
 _DISCONNECTED = ConnectionState.DISCONNECTED
+#: Transports whose datagrams come in other tasks than the agent's: data on them tells the
+#: agent's task that a disconnected peer is back (see ``_dispatch``).
+_WOKEN_BY_DATA = (MuxTransport, TcpTransport)
 
 #: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
 _SEQUENCE = itertools.count()
@@ -135,6 +139,12 @@ class AgentStatistics:
             :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
+        tcp_accepted: TCP connections peers opened to the passive ICE-TCP candidates
+            (``NetworkConfig.tcp_candidates``).
+        tcp_refused: such connections closed at once: one more than ``max_pairs`` to a
+            candidate, or a second from the same address.
+        tcp_unproven: such connections closed because no check the agent accepted came over
+            them within 10 seconds.
     """
 
     datagrams_received: int
@@ -149,6 +159,9 @@ class AgentStatistics:
     remote_candidates_dropped: int
     pairs: int
     pairs_pruned: int
+    tcp_accepted: int = 0
+    tcp_refused: int = 0
+    tcp_unproven: int = 0
 
 
 class Agent:
@@ -322,6 +335,7 @@ class Agent:
     def statistics(self) -> AgentStatistics:
         """A snapshot of this agent's counters."""
         core = self._core
+        tcp = [t for t in self._transports.values() if type(t) is TcpTransport]
         return AgentStatistics(
             datagrams_received=self._datagrams,
             datagrams_dropped=self._buffer.dropped,
@@ -335,6 +349,9 @@ class Agent:
             remote_candidates_dropped=core.remote_candidates_dropped,
             pairs=len(core.checklist),
             pairs_pruned=core.checklist.pruned,
+            tcp_accepted=sum(t.accepted for t in tcp),
+            tcp_refused=sum(t.refused for t in tcp),
+            tcp_unproven=sum(t.unproven for t in tcp),
         )
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
@@ -1150,6 +1167,15 @@ class Agent:
         core.transport_lost(base, now)
         self._pump(now)
 
+    def _tcp_failed(self, transport: TcpTransport, address: Address) -> None:
+        """A connection of ``transport`` to ``address`` could not open, or closed: the
+        checks waiting for an answer over it fail now."""
+        if self._closed:
+            return
+        for run in list(self._runs.values()):
+            if run.transport is transport and run.check.destination == address:
+                run.fail()
+
     def _selected_on_mux(self) -> bool:
         """Whether the selected pair is on a mux, whose datagrams wake this task (see
         ``_dispatch``): nothing to look for while the peer seems gone."""
@@ -1276,11 +1302,11 @@ class Agent:
         receive loop inlines the same steps)."""
         if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
             self._on_stun(transport, data, source)
-        elif self._core.is_remote_address(source):
+        elif self._core.is_remote_address(source, tcp=type(transport) is TcpTransport):
             buffer = self._buffer
             if not buffer.closed and buffer.put(data):
                 self._datagrams += 1
-                if self._core.state is _DISCONNECTED and type(transport) is MuxTransport:
+                if self._core.state is _DISCONNECTED and type(transport) in _WOKEN_BY_DATA:
                     self._resume()  # (the peer is back: this task tells the core)
         else:
             self._unknown_source += 1
@@ -1307,8 +1333,9 @@ class Agent:
         if cls is stun.MessageClass.REQUEST or cls is stun.MessageClass.INDICATION:
             core = self._core
             response = core.on_request(transport.base, source, message, now)
+            tcp = type(transport) is TcpTransport
             if response is not None and (
-                type(transport) is UdpTransport or core.is_remote_address(source)
+                type(transport) is UdpTransport or tcp or core.is_remote_address(source)
             ):
                 # Over a relay only a known peer is answered: each new peer address costs a
                 # permission and a channel at the TURN server, and a stranger (a failed
@@ -1317,6 +1344,9 @@ class Agent:
                 # closely as it can (the pump sends it), as Pion's triggered check follows
                 # its answer: a peer that nominates on it then finds both in one read.
                 self._ping_back_now_if_elsewhere(now)
+                if isinstance(transport, TcpTransport) and transport.proves(response):
+                    # (A connection the peer opened stays once a check over it is accepted.)
+                    transport.prove(source)
                 transport.send_nowait(response, source)
             self._pump(now)
             return
@@ -1627,14 +1657,16 @@ async def _warm_shell_once(config_a: AgentConfig, config_b: AgentConfig) -> None
         # No data: the data path warms up in its first milliseconds of real use.
 
 
-def introduce(a: Agent, b: Agent) -> None:
-    """Signaling within one process: each agent gets the other's parameters and candidates,
-    then end-of-candidates (used by :func:`warm_up` and ``trice demo``)."""
+def introduce(a: Agent, b: Agent, keep: Callable[[Candidate], bool] | None = None) -> None:
+    """Signaling within one process: each agent gets the other's parameters and candidates
+    (those ``keep`` accepts, if given), then end-of-candidates (used by :func:`warm_up` and
+    ``trice demo``)."""
     for here, there in ((a, b), (b, a)):
         params = there.local_parameters
         here.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
         for candidate in there.local_candidates:
-            here.add_remote_candidate(candidate)
+            if keep is None or keep(candidate):
+                here.add_remote_candidate(candidate)
         here.add_remote_candidate(None)
 
 

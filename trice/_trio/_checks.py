@@ -9,6 +9,7 @@ import trio
 
 from trice import stun
 from trice._trio._log import TRACE, logger
+from trice._trio._tcp import TcpTransport
 from trice._trio._transport import Transport, UdpTransport
 from trice.ice._core import Check
 
@@ -36,6 +37,8 @@ class CheckRun:
         "check",
         "dropped",
         "due",
+        "failed",
+        "once",
         "resend_at",
         "sent_again",
         "settled",
@@ -49,6 +52,10 @@ class CheckRun:
         self.transport = transport
         self.settled = False
         self.dropped = False
+        self.failed = False  # its path failed before the schedule ran out (see fail)
+        # Over a reliable transport (ICE-TCP) a check goes once and waits its schedule out:
+        # the connection carries it or fails (RFC 6544 §7.1, RFC 8489 §6.2.2).
+        self.once = type(transport) is TcpTransport
         self.resend_at: float | None = None  # one more transmission, before the RTO
         self.sent_again = False  # (then its answer is not timed: Karn's rule)
         self.due = math.inf  # when the parked task wants waking (the agent's timer)
@@ -78,6 +85,12 @@ class CheckRun:
             self.wake()
             agent._pump(now)
 
+    def fail(self) -> None:
+        """The check's path failed (its TCP connection could not open, or closed): the
+        check fails now rather than when its schedule runs out."""
+        self.failed = True
+        self.wake()
+
     def drop(self) -> None:
         """A new check on the same pair replaces this one: stop retransmitting."""
         self.dropped = True
@@ -106,6 +119,12 @@ class CheckRun:
             self.agent._drain(transport)
         return self.settled or self.dropped
 
+    def _again(self) -> None:
+        """Send the check once more (not over a reliable transport: see ``once``)."""
+        if not self.once:
+            self.sent_again = True
+            self.transmit()
+
     def transmit(self) -> None:
         check = self.check
         if logger.isEnabledFor(TRACE):
@@ -127,10 +146,9 @@ class CheckRun:
                 if i:
                     if self._answered_meanwhile() or agent._core.finished:
                         return  # (answered; or ICE is over, failed or closed)
-                    self.sent_again = True
-                    self.transmit()
+                    self._again()
                 deadline = check.started + schedule[i + 1]
-                while True:
+                while not self.failed:
                     if self.settled or self.dropped:
                         return  # (perhaps before this task even ran)
                     resend_at = self.resend_at
@@ -143,6 +161,8 @@ class CheckRun:
                         self.due = math.inf
                         if self.settled or self.dropped:
                             return
+                        if self.failed:
+                            break
                     now = agent._now()
                     if now >= deadline:
                         break  # the RTO passed: the next transmission
@@ -150,8 +170,9 @@ class CheckRun:
                         self.resend_at = None
                         if self._answered_meanwhile() or agent._core.finished:
                             return  # (answered; or ICE is over)
-                        self.sent_again = True
-                        self.transmit()
+                        self._again()
+                if self.failed:
+                    break
                 self.resend_at = None
             agent._core.on_timeout(check, agent._now())
             agent._pump()

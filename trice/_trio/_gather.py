@@ -23,14 +23,17 @@ from trice._errors import TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
-from trice._trio._transport import UdpTransport, bind_udp
-from trice.ice._candidate import Candidate, CandidateType
+from trice._trio._tcp import TcpTransport
+from trice._trio._transport import UdpTransport, bind_socket
+from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._events import GatheringState
 from trice.ice._gathering import (
+    ACTIVE_PORT,
     address_problem,
     host_candidate,
     relay_candidate,
     srflx_candidate,
+    tcp_host_candidate,
 )
 from trice.turn import AllocationError
 
@@ -275,7 +278,7 @@ async def gather_host(agent: Agent) -> None:
             await trio.lowlevel.checkpoint()  # others run between binds (not after the last)
         try:
             start = 0 if network.port_range is None else secrets.randbelow(65536)
-            sock = bind_udp(host.bind_address, network.port_range, start)
+            sock = bind_socket(host.bind_address, network.port_range, start)
         except OSError as exc:  # (LimitError is no OSError: it propagates)
             logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
             continue
@@ -287,9 +290,65 @@ async def gather_host(agent: Agent) -> None:
         candidate = host_candidate((host.address, transport.local_address[1]), rank)
         agent._add_local(candidate, base, signal=signal)
         _add_external(agent, candidate, base)
+    if signal and network.tcp_candidates:
+        _gather_tcp(agent, addresses)
     count = len(agent._signalled) - before if signal else len(agent._transports)
     error = None if agent._transports else "no usable local address (check the filters)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
+
+
+#: Connections a passive ICE-TCP candidate's listener holds before they are accepted.
+_BACKLOG = 32
+
+
+def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
+    """ICE-TCP host candidates (RFC 6544 §5.1): for each address, a listening socket for a
+    passive candidate, and an active candidate, as ``NetworkConfig.tcp_candidates`` asks
+    (an ICE-lite agent opens no connection: passive only).  Each runs as a task."""
+    network = agent.config.network
+    kinds = network.tcp_candidates
+    if agent.config.lite:
+        kinds = tuple(kind for kind in kinds if kind is TcpType.PASSIVE)
+    interfaces: dict[str, int] = {}
+    for host in addresses:
+        rank = interfaces.setdefault(host.interface, len(interfaces))
+        for kind in kinds:
+            listener = None
+            port = ACTIVE_PORT
+            if kind is TcpType.PASSIVE:
+                try:
+                    start = 0 if network.port_range is None else secrets.randbelow(65536)
+                    listener = bind_socket(
+                        host.bind_address, network.port_range, start, kind=socket.SOCK_STREAM
+                    )
+                    try:
+                        listener.listen(_BACKLOG)
+                    except BaseException:
+                        listener.close()
+                        raise
+                except OSError as exc:  # (LimitError is no OSError: it propagates)
+                    logger.warning(
+                        "cannot listen on %s (%s) for TCP: %s; skipped",
+                        host.address,
+                        host.interface,
+                        exc,
+                    )
+                    continue
+                port = listener.getsockname()[1]
+            base = agent._new_base()
+            transport = TcpTransport(
+                base,
+                (host.address, port),
+                kind,
+                deliver=agent._dispatch,
+                failed=agent._tcp_failed,
+                max_links=agent.config.max_pairs,
+                listener=listener,
+            )
+            agent._transports[base] = transport
+            agent._nursery.start_soon(transport.run, name=f"tcp {kind.value} {host.address}")
+            candidate = tcp_host_candidate((host.address, port), kind, rank)
+            agent._add_local(candidate, base, signal=True)
 
 
 def _add_external(agent: Agent, host: Candidate, base: int) -> None:

@@ -36,7 +36,7 @@ from trice._trio._log import logger
 from trice._trio._transport import (
     READ_BATCH,
     Address,
-    bind_udp,
+    bind_socket,
     datagram_too_large,
     sendto_nowait,
 )
@@ -378,7 +378,7 @@ class UdpMuxContext:
     async def __aenter__(self) -> UdpMux:
         if self._manager is not None:
             raise UsageError("an open_udp_mux(...) context can be entered only once")
-        sock = bind_udp(self._host, (self._port, self._port) if self._port else None)
+        sock = bind_socket(self._host, (self._port, self._port) if self._port else None)
         mux = self._mux = UdpMux(sock)
         manager = self._manager = trio.open_nursery()
         try:

@@ -26,7 +26,7 @@ __all__ = [
     "PairedSocket",
     "Transport",
     "UdpTransport",
-    "bind_udp",
+    "bind_socket",
     "paired_sockets",
 ]
 
@@ -267,9 +267,16 @@ def sendto_nowait(sock: socket.socket, data: bytes, address: Address) -> bool:
 _SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
-def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int = 0) -> socket.socket:
-    """Bind a non-blocking UDP socket on ``address`` (IPv4 or IPv6 literal, scope allowed);
-    with ``port_range``, the search for a free port starts ``rng_start`` ports into it.
+def bind_socket(
+    address: str,
+    port_range: tuple[int, int] | None,
+    rng_start: int = 0,
+    *,
+    kind: int = socket.SOCK_DGRAM,
+) -> socket.socket:
+    """Bind a non-blocking UDP socket (or of ``kind``: a TCP listener's) on ``address`` (IPv4
+    or IPv6 literal, scope allowed); with ``port_range``, the search for a free port starts
+    ``rng_start`` ports into it.
 
     Raises:
         LimitError: the process ran out of file descriptors.
@@ -278,7 +285,7 @@ def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int = 
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
         # Non-blocking from the start where the system can (one system call less a socket).
-        sock = socket.socket(family, socket.SOCK_DGRAM | _SOCK_NONBLOCK)
+        sock = socket.socket(family, kind | _SOCK_NONBLOCK)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise LimitError(
@@ -291,6 +298,9 @@ def bind_udp(address: str, port_range: tuple[int, int] | None, rng_start: int = 
             sock.setblocking(False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            # (A listener's port in TIME_WAIT from an earlier agent is free to listen on.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if port_range is None:
             sock.bind((address, 0))
         else:

@@ -67,6 +67,8 @@ def check_schedule(timing: Timing, sends: int | None = None) -> tuple[float, ...
     return tuple(offsets)
 
 
-def prflx_foundation(address: str) -> str:
-    """A foundation for a peer-reflexive candidate learned from ``address``."""
-    return "p" + hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()[:8]
+def prflx_foundation(address: str, protocol: str = "udp") -> str:
+    """A foundation for a peer-reflexive candidate learned from ``address`` (over TCP, one
+    of its own: the transport protocol is part of a foundation, RFC 8445 §5.1.1.3)."""
+    key = address if protocol == "udp" else f"{address} {protocol}"
+    return "p" + hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:8]

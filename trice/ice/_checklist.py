@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from trice.ice._candidate import Candidate, CandidateType, canonical_ip
+from trice.ice._candidate import Candidate, CandidateType, TcpType, canonical_ip
 from trice.ice._events import CandidatePair
 from trice.ice._priority import pair_priority
 
@@ -278,14 +278,23 @@ class CheckList:
 
     @staticmethod
     def pairable(local: Candidate, remote: Candidate) -> bool:
-        """Same component, UDP on both sides, same IP family (RFC 8445 §6.1.2.2).
+        """Same component, same transport protocol, same IP family (RFC 8445 §6.1.2.2).
+
+        Over TCP (RFC 6544 §6.2) a local active candidate pairs with a remote passive one,
+        and simultaneous-open with simultaneous-open.  A local passive candidate pairs only
+        with the peer-reflexive active candidate of a connection the peer opened (learned
+        from its check, RFC 6544 §7.2): it opens no connection, so checks from it go only
+        over one that the peer opened.
 
         Only IP literals pair: host names (mDNS ``.local`` names among them) are not paired
         until resolved.
         """
         if local.component != remote.component:
             return False
-        if local.protocol != "udp" or remote.protocol != "udp":
+        protocol = local.protocol
+        if protocol != remote.protocol:
+            return False
+        if protocol != "udp" and not _tcp_pairable(local, remote):
             return False
         if canonical_ip(remote.address) is None:
             return False
@@ -480,6 +489,17 @@ class CheckList:
         if nohost:
             return candidate.type is _SRFLX
         return candidate.type is _HOST
+
+
+def _tcp_pairable(local: Candidate, remote: Candidate) -> bool:
+    """The tcptypes that pair (RFC 6544 §6.2; see :meth:`CheckList.pairable`)."""
+    mine = local.tcp_type
+    theirs = remote.tcp_type
+    if mine is TcpType.ACTIVE:
+        return theirs is TcpType.PASSIVE
+    if mine is TcpType.PASSIVE:
+        return theirs is TcpType.ACTIVE and remote.type is CandidateType.PRFLX
+    return mine is TcpType.SO and theirs is TcpType.SO
 
 
 def _key(pair: Pair) -> _Key:

@@ -17,7 +17,7 @@ from typing import Final, TypeGuard
 from trice import stun
 from trice._config import Nomination, Timing
 from trice._errors import CandidateError, ConfigError, LimitError, StateError
-from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._check import Check, IceParameters, check_schedule
 from trice.ice._checklist import CheckList, Pair, PairState, PairStatistics
 from trice.ice._events import (
@@ -29,7 +29,7 @@ from trice.ice._events import (
     SelectedPairChanged,
 )
 from trice.ice._gathering import prflx_candidate
-from trice.ice._priority import candidate_priority
+from trice.ice._priority import candidate_priority, tcp_local_preference
 from trice.ice._requests import (
     CHECK_TYPES,
     RoleDecision,
@@ -47,6 +47,29 @@ from trice.stun._fastpath import (
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
 
 Address = tuple[str, int]
+
+#: Remote candidates are kept by transport address (``remote_addresses``); a TCP candidate's
+#: port is moved past the UDP ports (``TCP_KEY + port``), so that a UDP and a TCP candidate at
+#: one address and port stay two, and a datagram's source, which the shell looks up, never
+#: finds a TCP candidate (see :func:`remote_key`).
+TCP_KEY: Final = 1 << 16
+
+
+def remote_key(candidate: Candidate) -> Address:
+    """The key of a remote candidate in ``AgentCore.remote_addresses`` (see :data:`TCP_KEY`)."""
+    if candidate.protocol == "udp":
+        return (candidate.address, candidate.port)
+    return (candidate.address, candidate.port + TCP_KEY)
+
+
+def _opposite(tcp_type: TcpType | None) -> TcpType | None:
+    """The tcptype of the other end of a TCP connection (RFC 6544 §7.1.1, §7.2)."""
+    if tcp_type is TcpType.ACTIVE:
+        return TcpType.PASSIVE
+    if tcp_type is TcpType.PASSIVE:
+        return TcpType.ACTIVE
+    return tcp_type
+
 
 #: What changes the bytes of a check: the local candidate's priority and component, the
 #: role, USE-CANDIDATE, and the tie-breaker (see ``AgentCore._check_template``).
@@ -364,8 +387,9 @@ class AgentCore:
         remotes.clear()
         self._stale = None
         if previous is not None:
-            remotes[previous.remote_address] = previous.remote
-            self._stale = previous.remote_address
+            stale = remote_key(previous.remote)
+            remotes[stale] = previous.remote
+            self._stale = stale
         self.remote_complete = False
         self.generation += 1  # (what the shell held is the old generation's)
         self.pending_remote = 0
@@ -455,7 +479,7 @@ class AgentCore:
             return True
         if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
-        address = (candidate.address, candidate.port)
+        address = remote_key(candidate)
         ufrag = candidate.username_fragment  # (Candidate.ufrag, without a call when unnamed)
         if ufrag is None and candidate.extensions:
             ufrag = candidate.extension("ufrag")
@@ -555,7 +579,7 @@ class AgentCore:
 
     def _take_remote(self, candidate: Candidate) -> None:
         """A signalled candidate of the peer's generation of now: learned and paired."""
-        address = (candidate.address, candidate.port)
+        address = remote_key(candidate)
         if address in self.remote_addresses and address != self._stale:
             self._adopt_signalled(candidate)
             return
@@ -568,14 +592,14 @@ class AgentCore:
         """A signalled candidate whose address was learned first as peer-reflexive (its
         check outran signaling) takes the learned one's place, with its own type, priority
         and foundation (RFC 8838 §11.4)."""
-        address = (candidate.address, candidate.port)
+        address = remote_key(candidate)
         known = self.remote_addresses[address]
         if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
             self.remote_addresses[address] = candidate  # in its place: the order is kept
             self.checklist.replace_remote(known, candidate, controlling=self.controlling)
 
     def _add_remote(self, candidate: Candidate) -> None:
-        address = (candidate.address, candidate.port)
+        address = remote_key(candidate)
         if address == self._stale:
             self._stale = None  # (signalled, or learned, anew: a candidate of these checks)
         self.remote_addresses[address] = candidate
@@ -674,8 +698,11 @@ class AgentCore:
         else:
             events.append(event)
 
-    def is_remote_address(self, address: Address) -> bool:
-        """Whether data from ``address`` comes from a known remote candidate."""
+    def is_remote_address(self, address: Address, *, tcp: bool = False) -> bool:
+        """Whether data from ``address`` (over a TCP connection: ``tcp``) comes from a known
+        remote candidate."""
+        if tcp:
+            address = (address[0], address[1] + TCP_KEY)
         return address in self.remote_addresses
 
     def selected_pair(self) -> CandidatePair | None:
@@ -918,10 +945,14 @@ class AgentCore:
         return template
 
     def _prflx_priority(self, local: Candidate) -> int:
-        """PRIORITY of a check from ``local``: as if it were peer-reflexive (§7.1.1)."""
-        return candidate_priority(
-            CandidateType.PRFLX, (local.priority >> 8) & 0xFFFF, local.component
-        )
+        """PRIORITY of a check from ``local``: as if it were peer-reflexive (§7.1.1; over
+        TCP with the direction preference of a peer-reflexive candidate, RFC 6544 §4.2)."""
+        preference = (local.priority >> 8) & 0xFFFF
+        if local.tcp_type is not None:
+            preference = tcp_local_preference(
+                CandidateType.PRFLX, local.tcp_type, preference & 0x1FFF
+            )
+        return candidate_priority(CandidateType.PRFLX, preference, local.component)
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` (or :meth:`poll_check`) next has something to do."""
@@ -1272,12 +1303,14 @@ class AgentCore:
             if (candidate.address, candidate.port) == mapped:
                 return candidate
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
+        local = pair.local
         prflx = prflx_candidate(
             mapped,
-            learned_from=pair.local.address,
-            component=pair.local.component,
-            priority=self._prflx_priority(pair.local),
-            related=(pair.local.address, pair.local.port),
+            learned_from=local.address,
+            component=local.component,
+            priority=self._prflx_priority(local),
+            related=(local.address, local.port),
+            tcp_type=local.tcp_type,
         )
         self.local_candidates += ((prflx, pair.base),)
         return prflx
@@ -1483,14 +1516,20 @@ class AgentCore:
         local = self._base_candidate(base)
         if local is None:
             return
-        if source not in self.remote_addresses or source == self._stale:
-            # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate.
-            if not self._counted(source) and self._remote_count() >= self.max_remote_candidates:
+        key = source if local.protocol == "udp" else (source[0], source[1] + TCP_KEY)
+        if key not in self.remote_addresses or key == self._stale:
+            # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
+            # tcptype of the connection's other end, RFC 6544 §7.2).
+            if not self._counted(key) and self._remote_count() >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
             try:
                 prflx: Candidate | None = prflx_candidate(
-                    source, learned_from=source[0], component=local.component, priority=priority
+                    source,
+                    learned_from=source[0],
+                    component=local.component,
+                    priority=priority,
+                    tcp_type=_opposite(local.tcp_type),
                 )
             except CandidateError:
                 prflx = None  # (a scoped link-local source, say)
@@ -1503,7 +1542,7 @@ class AgentCore:
             self._add_remote(prflx)
         pair = self.checklist.find(base, source)
         if pair is None:
-            remote = self.remote_addresses[source]
+            remote = self.remote_addresses[key]
             pair = self._add_pair(local, remote, base, keep=True)
             if pair is None:
                 return

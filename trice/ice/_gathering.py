@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import ipaddress
 
-from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._check import prflx_foundation
-from trice.ice._priority import candidate_priority, compute_foundation, local_preference
+from trice.ice._priority import (
+    candidate_priority,
+    compute_foundation,
+    local_preference,
+    tcp_local_preference,
+)
 
 __all__ = [
+    "ACTIVE_PORT",
     "address_problem",
     "host_candidate",
     "prflx_candidate",
     "relay_candidate",
     "srflx_candidate",
+    "tcp_host_candidate",
 ]
 
 Address = tuple[str, int]
@@ -68,6 +75,35 @@ def host_candidate(address: Address, interface_rank: int, component: int = 1) ->
     )
 
 
+#: The port an active ICE-TCP candidate is signalled with (RFC 6544 §4.5: it connects
+#: from ports of its own choosing, and accepts no connection).
+ACTIVE_PORT = 9
+
+
+def tcp_host_candidate(
+    address: Address, tcp_type: TcpType, interface_rank: int, component: int = 1
+) -> Candidate:
+    """An ICE-TCP host candidate (RFC 6544 §4.5): passive at the listening ``address``, or
+    active (``address``'s port is then ignored: it is signalled as :data:`ACTIVE_PORT`).
+
+    Its foundation differs from the UDP host candidate's of the same address (the transport
+    protocol is part of it), and its local preference is RFC 6544 §4.2's: the direction
+    preference above the address's rank (as :func:`host_candidate` ranks it, in 13 bits).
+    """
+    rank = local_preference(address[0], interface_preference=255 - min(interface_rank, 255))
+    preference = tcp_local_preference(CandidateType.HOST, tcp_type, rank >> 3)
+    return Candidate(
+        foundation=compute_foundation(CandidateType.HOST, address[0], "tcp"),
+        component=component,
+        protocol="tcp",
+        priority=candidate_priority(CandidateType.HOST, preference, component),
+        address=address[0],
+        port=ACTIVE_PORT if tcp_type is TcpType.ACTIVE else address[1],
+        type=CandidateType.HOST,
+        tcp_type=tcp_type,
+    )
+
+
 def srflx_candidate(base: Candidate, mapped: Address, server: str) -> Candidate:
     """The server-reflexive candidate a STUN server reported for ``base`` (RFC 8445 §5.1.1.2):
     its local preference is the base's, its related address the base's address."""
@@ -111,19 +147,22 @@ def prflx_candidate(
     component: int,
     priority: int,
     related: Address | None = None,
+    tcp_type: TcpType | None = None,
 ) -> Candidate:
     """A peer-reflexive candidate (RFC 8445 §7.2.5.3.1, §7.3.1.3): an address a check
     revealed, never signalled.  ``learned_from`` is the address its foundation derives from
     (the base's, for a local one; the source's, for a remote one); ``priority`` is the one the
-    check carried (remote) or would carry (local)."""
+    check carried (remote) or would carry (local).  With ``tcp_type`` it is an ICE-TCP
+    candidate (RFC 6544 §7.1.1)."""
     return Candidate(
-        foundation=prflx_foundation(learned_from),
+        foundation=prflx_foundation(learned_from, "udp" if tcp_type is None else "tcp"),
         component=component,
-        protocol="udp",
+        protocol="udp" if tcp_type is None else "tcp",
         priority=priority,
         address=address[0],
         port=address[1],
         type=CandidateType.PRFLX,
         related_address=None if related is None else related[0],
         related_port=None if related is None else related[1],
+        tcp_type=tcp_type,
     )

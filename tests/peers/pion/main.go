@@ -17,6 +17,19 @@
 // "connected" messages also carry "remote_candidates": {"address", "port",
 // "type"} of each remote candidate the agent holds.
 //
+// --tcp makes it an ICE-TCP agent (RFC 6544) instead of a UDP one: network type
+// TCP4 and a TCPMux listening on 127.0.0.1:0, so it gathers one passive TCP host
+// candidate ("... tcp ... typ host tcptype passive") on the listener's port. Pion
+// 2.3 only does passive: it ignores remote "tcptype active" candidates (it learns
+// the other side as a peer-reflexive tcp candidate, without tcptype, when its
+// check arrives over an accepted connection); it pairs remote passive ones too but
+// never dials, so their checks are never sent. The first packet on an accepted
+// connection must be an RFC 4571 framed (2-byte length) STUN Binding message whose
+// USERNAME starts with this agent's ufrag. Once any accepted connection ends (EOF
+// or error), the candidate stops reading altogether. --tcp --ipv6 is refused:
+// Pion 2.3 gathers TCP host candidates only on the addresses of its interface
+// enumeration, which drops ::1 (see --ipv6 below), so it would gather none.
+//
 // Build offline (GOPATH mode, Debian's golang-github-pion-ice.v2-dev):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o pion-peer .
@@ -91,6 +104,24 @@ func parseCandidate(line string) (ice.Candidate, error) {
 	return ice.UnmarshalCandidate(s)
 }
 
+// closeTCPMux closes the TCPMux (and its listener), waiting at most a second:
+// TCPMuxDefault.Close waits for every connection handler, and one still reading
+// the first packet of an accepted connection is not woken up by it.
+func closeTCPMux(m *ice.TCPMuxDefault) {
+	done := make(chan struct{})
+	go func() {
+		if err := m.Close(); err != nil {
+			logf("closing the TCP mux: %v", err)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		logf("closing the TCP mux: still waiting for a connection after 1 s; exiting anyway")
+	}
+}
+
 // remoteCandidates lists the agent's remote candidates (signalled, resolved from
 // an mDNS name, or peer-reflexive) for the "remote_candidates" of "connected".
 // Pion keeps a resolved candidate under its .local name, and lists it only once
@@ -154,6 +185,7 @@ func main() {
 	mdnsName := flag.String("mdns-name", "", "with --mdns gather: the agent's .local name (AgentConfig.MulticastDNSHostName; default: a random <uuid>.local)")
 	mdnsFlag := flag.String("mdns", "off", "multicast DNS: off (Disabled), query (QueryOnly) or gather (QueryAndGather); "+
 		"query and gather use every interface of the host: only inside a network namespace of its own")
+	tcp := flag.Bool("tcp", false, "ICE-TCP: gather a passive TCP host candidate (a TCPMux on 127.0.0.1) instead of UDP")
 	flag.Int("count", 0, "ignored (datagram count comes with the exchange message)")
 	flag.Parse()
 
@@ -165,6 +197,15 @@ func main() {
 	}
 	if *lite && *relayOnly {
 		fail("a lite agent only has host candidates")
+	}
+	if *tcp && *relayOnly {
+		fail("--tcp gathers TCP host candidates only; it cannot go with --relay-only")
+	}
+	if *tcp && *ipv6 {
+		// Pion gathers a TCP host candidate for each address its interface enumeration
+		// yields, and that drops ::1 (the UDP workaround, a mux, has no TCP counterpart:
+		// a TCPMux does not announce its listen address).
+		fail("--tcp --ipv6: Pion 2.3 drops ::1 from its interfaces, so it would gather no TCP candidate")
 	}
 	mdnsModes := map[string]ice.MulticastDNSMode{
 		"off":    ice.MulticastDNSModeDisabled,
@@ -195,7 +236,10 @@ func main() {
 	}
 
 	netType := ice.NetworkTypeUDP4
-	if *ipv6 {
+	switch {
+	case *tcp:
+		netType = ice.NetworkTypeTCP4
+	case *ipv6:
 		netType = ice.NetworkTypeUDP6
 	}
 	disconnected := 10 * time.Second
@@ -235,7 +279,24 @@ func main() {
 			cfg.CandidateTypes = append(cfg.CandidateTypes, ice.CandidateTypeRelay)
 		}
 	}
-	if *ipv6 && !*relayOnly {
+	if *tcp {
+		// ICE-TCP: Pion's host candidate of network type TCP is the listening port of
+		// the TCPMux (one per local IP the interface/IP filters let through: loopback
+		// only), announced as "tcptype passive".
+		l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0})
+		if err != nil {
+			fail("cannot listen on TCP 127.0.0.1: %v", err)
+		}
+		tcpMux := ice.NewTCPMuxDefault(ice.TCPMuxParams{
+			Listener:       l,
+			Logger:         lf.NewLogger("tcpmux"),
+			ReadBufferSize: 20,
+		})
+		cfg.TCPMux = tcpMux
+		// Closed after the agent (defers run last first); the mux's Close also closes
+		// the listener.
+		defer closeTCPMux(tcpMux)
+	} else if *ipv6 && !*relayOnly {
 		// Pion 2.3's interface enumeration rejects ::1 (it treats it as an
 		// "IPv4-compatible IPv6" address), so bind ::1 ourselves and hand it
 		// over as a UDP mux, whose listen address becomes the host candidate.

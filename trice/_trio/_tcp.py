@@ -1,0 +1,354 @@
+"""ICE-TCP (RFC 6544): the transports of an agent's TCP host candidates.
+
+A passive candidate listens, and each connection a peer opens to it is a path to that peer;
+an active candidate opens a connection to a peer's passive candidate when a check first goes
+there.  Either way the agent sees what it sees of a UDP socket: datagrams to and from
+addresses (each connection's far end), framed on the wire (RFC 4571, see
+:mod:`trice.ice._framing`).
+
+The task tree shows the structure: a task per candidate (``tcp passive ...``), holding a
+task that accepts connections (passive) and a task per connection, which reads it and holds
+a task that writes it.
+
+Limits, against a peer that does not play along: at most ``max_links`` connections per
+candidate (``AgentConfig.max_pairs``: one a pair); a connection a peer opened must carry a
+check the agent accepts (authenticated, for this agent) within :data:`PROVE_WITHIN`
+seconds, or it is closed; at most :data:`LINK_BUFFER` bytes wait to be written per
+connection (beyond, a datagram is dropped, as a full UDP socket drops it, or a send waits).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from trice._servers import host_port
+from trice._trio._log import logger
+from trice._trio._transport import Address
+from trice.ice._candidate import TcpType
+from trice.ice._framing import FrameReader, frame
+
+__all__ = ["CONNECT_TIMEOUT", "LINK_BUFFER", "PROVE_WITHIN", "TcpTransport"]
+
+#: Seconds a connection a peer opened has to carry a check that the agent accepts.
+PROVE_WITHIN: Final = 10.0
+#: Seconds an active candidate waits for a connection to open.
+CONNECT_TIMEOUT: Final = 5.0
+#: Bytes that may wait to be written on one connection.
+LINK_BUFFER: Final = 256 * 1024
+#: The first bytes of a STUN Binding success response (what proves a connection).
+_BINDING_SUCCESS: Final = b"\x01\x01"
+
+#: The agent's handler of a datagram (``Agent._dispatch``), and of a path that failed.
+Deliver = Callable[["TcpTransport", bytes, Address], None]
+Failed = Callable[["TcpTransport", Address], None]
+
+
+class _Link:
+    """One TCP connection of a candidate: to (or from) ``address``."""
+
+    __slots__ = ("address", "closed", "pending", "proven", "ready", "scope", "stream")
+
+    def __init__(self, address: Address, *, proven: bool) -> None:
+        self.address = address
+        self.stream: trio.SocketStream | None = None  # (None while an active one connects)
+        self.pending = bytearray()  # frames waiting for the writer
+        self.ready = trio.Event()  # set when there is something to write
+        self.proven = proven
+        self.closed = False
+        self.scope: trio.CancelScope | None = None
+
+
+class TcpTransport:
+    """An ICE-TCP host candidate's transport: passive (with a listening socket) or active.
+
+    Implements the agent's ``Transport`` protocol; the address a datagram goes to, or came
+    from, is the far end of one of its connections.  ``local_address`` is the candidate's
+    (for an active one, the address and port 9 it is signalled with).
+    """
+
+    def __init__(
+        self,
+        base: int,
+        local_address: Address,
+        tcp_type: TcpType,
+        *,
+        deliver: Deliver,
+        failed: Failed,
+        max_links: int,
+        listener: socket.socket | None = None,
+    ) -> None:
+        self.base = base
+        self.local_address = local_address
+        self.tcp_type = tcp_type
+        self.closed = False
+        self._deliver = deliver
+        self._failed = failed
+        self._max_links = max_links
+        self._listener = None if listener is None else trio.socket.from_stdlib_socket(listener)
+        self._links: dict[Address, _Link] = {}
+        #: Addresses whose connection opened and then closed: an active candidate does not
+        #: open another to them (the pair's path is gone; a new one would be another pair's,
+        #: from another port, which the peer learns anew).
+        self._gone: set[Address] = set()
+        self._nursery: trio.Nursery | None = None
+        self._senders = trio.lowlevel.ParkingLot()
+        #: Counters: connections accepted, refused (past ``max_links``), and closed
+        #: unproven (see :data:`PROVE_WITHIN`).
+        self.accepted = 0
+        self.refused = 0
+        self.unproven = 0
+
+    def __repr__(self) -> str:
+        return f"<TcpTransport {self.tcp_type.value} {host_port(*self.local_address)}>"
+
+    @property
+    def links(self) -> int:
+        """Connections open (or opening) now."""
+        return len(self._links)
+
+    # ------------------------------------------------------------------ the Transport protocol
+
+    def send_nowait(self, data: bytes, address: Address) -> bool:
+        link = self._links.get(address)
+        if link is None:
+            link = self._open(address)
+            if link is None:
+                return False
+        framed = frame(data)
+        if link.closed or len(link.pending) + len(framed) > LINK_BUFFER:
+            return False
+        link.pending += framed
+        link.ready.set()
+        return True
+
+    async def send(
+        self, data: bytes, address: Address, check: Callable[[], None] | None = None
+    ) -> None:
+        """Send, waiting while the connection's buffer is full.
+
+        Raises:
+            trio.BrokenResourceError: no connection to ``address`` is open (it closed, or
+                none was ever made).
+        """
+        framed = frame(data)
+        while True:
+            link = self._links.get(address)
+            if link is None or link.closed or self.closed:
+                raise trio.BrokenResourceError(
+                    f"the TCP connection of {host_port(*self.local_address)} to "
+                    f"{host_port(*address)} is closed"
+                )
+            if len(link.pending) + len(framed) <= LINK_BUFFER:
+                link.pending += framed
+                link.ready.set()
+                return
+            await self._senders.park()
+            if check is not None:
+                check()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        if self._listener is not None:
+            self._listener.close()
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the sends waiting for room: they look at the connection again."""
+        self._senders.unpark_all()
+
+    # ------------------------------------------------------------------ from the agent
+
+    def prove(self, address: Address) -> None:
+        """The agent accepted a check that came over the connection from ``address``."""
+        link = self._links.get(address)
+        if link is not None:
+            link.proven = True
+
+    @staticmethod
+    def proves(response: bytes) -> bool:
+        """Whether the agent's ``response`` to a check accepts it (a Binding success)."""
+        return response[:2] == _BINDING_SUCCESS
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self) -> None:
+        """The candidate's task, until the transport closes (or the agent does)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.closed:
+                    nursery.cancel_scope.cancel()
+                if self._listener is not None:
+                    nursery.start_soon(
+                        self._accept_loop, name=f"accept {host_port(*self.local_address)}"
+                    )
+                for link in list(self._links.values()):
+                    self._start_connect(link)  # (checks that went before this task ran)
+                await trio.sleep_forever()
+        finally:
+            self.closed = True
+            if self._listener is not None:
+                self._listener.close()
+            self._links.clear()
+            self.wake()
+
+    def _open(self, address: Address) -> _Link | None:
+        """An active candidate's new connection to ``address``, opening; ``None`` if none
+        may open (a passive candidate, closed, at the cap, or a path that is gone)."""
+        if (
+            self.tcp_type is not TcpType.ACTIVE
+            or self.closed
+            or len(self._links) >= self._max_links
+            or address in self._gone
+        ):
+            return None
+        link = _Link(address, proven=True)
+        self._links[address] = link
+        if self._nursery is not None:
+            self._start_connect(link)
+        return link
+
+    def _start_connect(self, link: _Link) -> None:
+        assert self._nursery is not None
+        name = f"tcp {self.local_address[0]} -> {host_port(*link.address)}"
+        self._nursery.start_soon(self._connect, link, name=name)
+
+    async def _connect(self, link: _Link) -> None:
+        address = link.address
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        stream: trio.SocketStream | None = None
+        try:
+            with trio.move_on_after(CONNECT_TIMEOUT):
+                await sock.bind((self.local_address[0], 0))
+                await sock.connect(address)
+                stream = trio.SocketStream(sock)
+            if stream is None:
+                raise OSError(errno.ETIMEDOUT, f"no connection within {CONNECT_TIMEOUT} s")
+        except OSError as exc:
+            sock.close()
+            logger.debug("%r: cannot connect to %s: %s", self, host_port(*address), exc)
+            self._end(link, opened=False)
+            return
+        except BaseException:
+            sock.close()
+            self._end(link, opened=False)
+            raise
+        link.stream = stream
+        await self._serve(link)
+
+    async def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None and self._nursery is not None
+        while True:
+            try:
+                sock, source = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: the connection waits in the backlog;
+                    # try again shortly (as trio's own listeners do).
+                    logger.warning("%r: cannot accept a connection: %s", self, exc)
+                    await trio.sleep(0.1)
+                continue  # (a connection reset before it was accepted, say)
+            address: Address = (source[0].split("%", 1)[0], source[1])
+            if self.closed or len(self._links) >= self._max_links or address in self._links:
+                self.refused += 1
+                sock.close()
+                logger.debug("%r: refused a connection from %s", self, host_port(*address))
+                continue
+            self.accepted += 1
+            link = _Link(address, proven=False)
+            link.stream = trio.SocketStream(sock)
+            self._links[address] = link
+            name = f"tcp {host_port(*self.local_address)} <- {host_port(*address)}"
+            self._nursery.start_soon(self._serve, link, name=name)
+
+    async def _serve(self, link: _Link) -> None:
+        """Read the connection (this task) and write it (a task of its own) until it
+        closes, either end closes it, or the transport closes."""
+        stream = link.stream
+        assert stream is not None
+        try:
+            async with trio.open_nursery() as nursery:
+                link.scope = nursery.cancel_scope
+                nursery.start_soon(self._write_loop, link, name="write")
+                await self._read_loop(link, stream)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._end(link, opened=True)
+            await trio.aclose_forcefully(stream)
+
+    async def _read_loop(self, link: _Link, stream: trio.SocketStream) -> None:
+        reader = FrameReader()
+        if not link.proven:
+            with trio.move_on_after(PROVE_WITHIN):
+                while not link.proven:
+                    if not await self._read(link, stream, reader):
+                        return
+            if not link.proven:
+                self.unproven += 1
+                logger.debug(
+                    "%r: no accepted check from %s within %s s; closed",
+                    self,
+                    host_port(*link.address),
+                    PROVE_WITHIN,
+                )
+                return
+        while await self._read(link, stream, reader):
+            pass
+
+    async def _read(self, link: _Link, stream: trio.SocketStream, reader: FrameReader) -> bool:
+        """Read once; hand over the datagrams it completes.  False once the stream ends."""
+        try:
+            data = await stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        if not data:
+            return False
+        deliver = self._deliver
+        for datagram in reader.feed(data):
+            deliver(self, datagram, link.address)
+            if link.closed:
+                return False
+        return True
+
+    async def _write_loop(self, link: _Link) -> None:
+        stream = link.stream
+        assert stream is not None
+        while True:
+            await link.ready.wait()
+            link.ready = trio.Event()
+            while link.pending:
+                chunk = bytes(link.pending)
+                link.pending.clear()
+                try:
+                    await stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    if link.scope is not None:
+                        link.scope.cancel()
+                    return
+            self._senders.unpark_all()
+
+    def _end(self, link: _Link, *, opened: bool) -> None:
+        """A connection closed (``opened``) or could not open: the agent's checks to its
+        address stop waiting."""
+        if link.closed:
+            return
+        link.closed = True
+        link.pending.clear()
+        if self._links.get(link.address) is link:
+            del self._links[link.address]
+        if opened and self.tcp_type is TcpType.ACTIVE:
+            self._gone.add(link.address)
+        self.wake()
+        if not self.closed:
+            self._failed(self, link.address)
