@@ -143,9 +143,7 @@ class Peer:
         params = agent.local_parameters
         emit({"type": "parameters", "ufrag": params.ufrag, "pwd": params.pwd, "lite": params.lite})
         await agent.wait_gathering_complete()
-        for candidate in agent.local_candidates:
-            emit({"type": "candidate", "candidate": candidate.to_sdp()})
-        emit({"type": "end-of-candidates"})
+        self.describe_candidates()
         async for raw in stdin_lines():
             line = raw.strip()
             if not line:
@@ -196,10 +194,15 @@ class Peer:
         t0 = time.perf_counter()
         params = self.agent.restart()
         emit({"type": "parameters", "ufrag": params.ufrag, "pwd": params.pwd, "lite": params.lite})
-        for candidate in self.agent.local_candidates:
-            emit({"type": "candidate", "candidate": candidate.to_sdp()})
-        emit({"type": "end-of-candidates"})
+        self.describe_candidates()
         nursery.start_soon(self.reconnect, t0)
+
+    def describe_candidates(self) -> None:
+        """The local candidates (not the UDP ones with ``--no-udp``), then their end."""
+        for candidate in self.agent.local_candidates:
+            if not (self.args.no_udp and candidate.protocol == "udp"):
+                emit({"type": "candidate", "candidate": candidate.to_sdp()})
+        emit({"type": "end-of-candidates"})
 
     async def reconnect(self, t0: float) -> None:
         with trio.fail_after(self.args.connect_timeout):
@@ -395,6 +398,11 @@ def main() -> int:
         choices=sorted(TCP_CANDIDATES),
         help="gather ICE-TCP host candidates too (NetworkConfig.tcp_candidates): active,"
         " passive or both",
+    )
+    parser.add_argument(
+        "--no-udp",
+        action="store_true",
+        help="describe no UDP candidate (as if a firewall dropped UDP: with --tcp, TCP only)",
     )
     parser.add_argument("--failed-timeout", type=float, default=25.0)
     parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")

@@ -1299,8 +1299,9 @@ class AgentCore:
             self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
 
     def _local_for_mapped(self, pair: Pair, mapped: Address) -> Candidate:
+        protocol = pair.local.protocol  # (a UDP and a TCP socket may share a port number)
         for candidate, _ in self.local_candidates:
-            if (candidate.address, candidate.port) == mapped:
+            if (candidate.address, candidate.port) == mapped and candidate.protocol == protocol:
                 return candidate
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
         local = pair.local

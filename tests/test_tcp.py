@@ -1,0 +1,250 @@
+"""ICE-TCP (RFC 6544) between two trice agents on loopback: ``NetworkConfig.tcp_candidates``.
+
+One agent offers an active candidate, the other a passive one (a listening socket); only
+those are signalled, as if a firewall let nothing but TCP through, and the pair found must
+carry data both ways.  With UDP signalled too, UDP wins.  Hostile and unlucky peers are in
+``test_tcp_hostile.py``, the pure core's rules in ``test_tcp_core.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+import trio
+
+import trice
+
+from loopback import HAS_IPV6, connect_both, loopback_config
+
+ACTIVE = (trice.TcpType.ACTIVE,)
+PASSIVE = (trice.TcpType.PASSIVE,)
+BOTH = (trice.TcpType.ACTIVE, trice.TcpType.PASSIVE)
+COUNT = 100
+FAMILIES = [
+    pytest.param(False, id="ipv4"),
+    pytest.param(
+        True, id="ipv6", marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
+    ),
+]
+
+
+def tcp_config(
+    tcp: tuple[trice.TcpType, ...], *, ipv6: bool = False, **kwargs: object
+) -> trice.AgentConfig:
+    config = loopback_config(ipv6=ipv6, **kwargs)
+    network = dataclasses.replace(config.network, tcp_candidates=tcp)
+    return dataclasses.replace(config, network=network)
+
+
+def is_tcp(candidate: trice.Candidate) -> bool:
+    return candidate.protocol == "tcp"
+
+
+def signal_only(a: trice.Agent, b: trice.Agent, keep: object = is_tcp) -> None:
+    """Hand each agent the other's parameters and the candidates ``keep`` accepts."""
+    assert callable(keep)
+    for here, there in ((a, b), (b, a)):
+        params = there.local_parameters
+        here.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
+        for candidate in there.local_candidates:
+            if keep(candidate):
+                here.add_remote_candidate(candidate)
+        here.add_remote_candidate(None)
+
+
+async def exchange(ca: trice.Connection, cb: trice.Connection, count: int = COUNT) -> None:
+    """``count`` datagrams each way, each received in order and intact."""
+    with trio.fail_after(10):
+        for i in range(count):
+            await ca.send(b"a%d" % i)
+            await cb.send(b"b%d" % i)
+        assert [await cb.receive() for _ in range(count)] == [b"a%d" % i for i in range(count)]
+        assert [await ca.receive() for _ in range(count)] == [b"b%d" % i for i in range(count)]
+
+
+@pytest.mark.parametrize("ipv6", FAMILIES)
+@pytest.mark.parametrize(
+    "active_controls", [True, False], ids=["active-controls", "passive-controls"]
+)
+async def test_an_active_and_a_passive_candidate_connect_and_carry_data(
+    ipv6: bool, active_controls: bool
+) -> None:
+    async with (
+        trice.open_agent(tcp_config(ACTIVE, ipv6=ipv6), controlling=active_controls) as a,
+        trice.open_agent(tcp_config(PASSIVE, ipv6=ipv6), controlling=not active_controls) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        loopback = "::1" if ipv6 else "127.0.0.1"
+        (a_tcp,) = [c for c in a.local_candidates if is_tcp(c)]
+        (b_tcp,) = [c for c in b.local_candidates if is_tcp(c)]
+        assert (a_tcp.tcp_type, a_tcp.address, a_tcp.port) == (trice.TcpType.ACTIVE, loopback, 9)
+        assert (b_tcp.tcp_type, b_tcp.address) == (trice.TcpType.PASSIVE, loopback)
+        assert b_tcp.port != 9
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+
+        # a's side: its check came from a port of its own, so its valid candidate is a
+        # peer-reflexive one (the active candidate it came from as the related address).
+        pair = ca.selected_pair
+        assert pair.local.protocol == "tcp" and pair.local.type is trice.CandidateType.PRFLX
+        assert pair.local.tcp_type is trice.TcpType.ACTIVE
+        assert (pair.local.related_address, pair.local.related_port) == (loopback, 9)
+        assert pair.remote == b_tcp
+        # b's side: its own passive candidate, and a's as learned from the connection.
+        pair_b = cb.selected_pair
+        assert pair_b.local == b_tcp
+        assert pair_b.remote.type is trice.CandidateType.PRFLX
+        assert pair_b.remote.tcp_type is trice.TcpType.ACTIVE
+        assert pair_b.remote.transport_address == pair.local.transport_address
+        await exchange(ca, cb)
+        stats = b.statistics()
+        assert (stats.tcp_accepted, stats.tcp_refused, stats.tcp_unproven) == (1, 0, 0)
+        assert a.statistics().tcp_accepted == 0
+
+
+async def test_udp_is_preferred_when_it_works_too() -> None:
+    """Both agents offer UDP and both kinds of TCP candidate: the UDP pair is selected (a
+    TCP host candidate ranks below the UDP one of its address)."""
+    async with (
+        trice.open_agent(tcp_config(BOTH), controlling=True) as a,
+        trice.open_agent(tcp_config(BOTH), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        kinds = sorted((c.protocol, c.tcp_type) for c in a.local_candidates)
+        assert kinds == [
+            ("tcp", trice.TcpType.ACTIVE),
+            ("tcp", trice.TcpType.PASSIVE),
+            ("udp", None),
+        ]
+        (udp,) = [c for c in a.local_candidates if not is_tcp(c)]
+        assert all(c.priority < udp.priority for c in a.local_candidates if is_tcp(c))
+        signal_only(a, b, keep=lambda c: True)
+        ca, cb = await connect_both(a, b)
+        assert ca.selected_pair.local.protocol == cb.selected_pair.local.protocol == "udp"
+        await exchange(ca, cb, 10)
+
+
+@pytest.mark.parametrize("active_controls", [True, False], ids=["a-controls", "b-controls"])
+async def test_both_kinds_on_both_sides_over_tcp_only(active_controls: bool) -> None:
+    """Each agent offers an active and a passive candidate: whichever pair wins carries the
+    data (both directions of connection are possible)."""
+    async with (
+        trice.open_agent(tcp_config(BOTH), controlling=active_controls) as a,
+        trice.open_agent(tcp_config(BOTH), controlling=not active_controls) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+        for conn in (ca, cb):
+            assert conn.selected_pair.local.protocol == "tcp"
+            assert conn.selected_pair.remote.protocol == "tcp"
+        assert ca.selected_pair.local.transport_address == cb.selected_pair.remote.transport_address
+        await exchange(ca, cb)
+
+
+async def test_an_ice_lite_agent_offers_a_passive_candidate_only() -> None:
+    """A lite server behind a TCP-only firewall: it listens (it opens no connection, so asked
+    for both kinds it gathers the passive one), and a full active peer connects to it."""
+    async with (
+        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
+        trice.open_agent(tcp_config(BOTH, lite=True), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        assert [c.tcp_type for c in b.local_candidates if is_tcp(c)] == [trice.TcpType.PASSIVE]
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+        assert cb.selected_pair.local.tcp_type is trice.TcpType.PASSIVE
+        await exchange(ca, cb)
+
+
+async def test_the_passive_listener_takes_a_port_of_the_port_range() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tcp_config(PASSIVE)
+    config = dataclasses.replace(
+        config, network=dataclasses.replace(config.network, port_range=(port, port))
+    )
+    async with trice.open_agent(config, controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        (passive,) = [c for c in agent.local_candidates if is_tcp(c)]
+        assert passive.port == port
+        # Listening there: a connection opens.
+        with trio.fail_after(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.aclose()
+
+
+async def test_tcp_candidates_are_not_gathered_under_the_nohost_policy() -> None:
+    config = tcp_config(BOTH, transport_policy=trice.TransportPolicy.NOHOST)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        assert not [c for c in agent.local_candidates if is_tcp(c)]
+
+
+async def test_tcp_candidates_go_out_under_mdns_names_and_connect() -> None:
+    """Under ``QUERY_AND_GATHER`` the TCP host candidates are named too; the peer resolves
+    the passive one's name and connects to it."""
+
+    def named(tcp: tuple[trice.TcpType, ...]) -> trice.AgentConfig:
+        config = tcp_config(tcp)
+        network = dataclasses.replace(config.network, mdns=trice.MdnsMode.QUERY_AND_GATHER)
+        return dataclasses.replace(config, network=network)
+
+    async with (
+        trice.open_agent(named(ACTIVE), controlling=True) as a,
+        trice.open_agent(named(PASSIVE), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        (b_tcp,) = [c for c in b.local_candidates if is_tcp(c)]
+        assert b_tcp.address.endswith(".local")
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+        assert ca.selected_pair.remote.address == "127.0.0.1"
+        assert ca.selected_pair.remote.tcp_type is trice.TcpType.PASSIVE
+        await exchange(ca, cb, 10)
+
+
+def test_config_rejects_simultaneous_open_and_other_values() -> None:
+    with pytest.raises(trice.ConfigError, match="simultaneous-open"):
+        trice.NetworkConfig(tcp_candidates=[trice.TcpType.SO])
+    with pytest.raises(trice.ConfigError, match="not a TcpType"):
+        trice.NetworkConfig(tcp_candidates=["listen"])  # type: ignore[list-item]
+    with pytest.raises(trice.ConfigError, match="sequence"):
+        trice.NetworkConfig(tcp_candidates="passive")  # type: ignore[arg-type]
+    # (The enum's values do too, as JSON gives them.)
+    network = trice.NetworkConfig(
+        tcp_candidates=["passive", trice.TcpType.ACTIVE, "passive"]  # type: ignore[list-item]
+    )
+    assert network.tcp_candidates == BOTH
+
+
+async def test_an_ice_restart_over_tcp_keeps_the_connection_and_carries_data_again() -> None:
+    """After a restart the checks go over the connection already open (the active candidate
+    opens no second one to the same address), and data flows over the pair selected anew."""
+    async with (
+        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
+        trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+        before = ca.selected_pair
+        a.restart()
+        b.restart()
+        await exchange(ca, cb, 3)  # (over the pair of before, meanwhile)
+        signal_only(a, b)
+        ca2, cb2 = await connect_both(a, b)
+        assert (ca2, cb2) == (ca, cb)
+        assert ca.selected_pair.local.transport_address == before.local.transport_address
+        assert ca.selected_pair.remote == before.remote
+        await exchange(ca, cb)
+        assert b.statistics().tcp_accepted == 1  # (one connection, from start to end)
