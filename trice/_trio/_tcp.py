@@ -20,6 +20,7 @@ connection (beyond, a datagram is dropped, as a full UDP socket drops it, or a s
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Callable
 from typing import Final
@@ -28,7 +29,7 @@ import trio
 
 from trice._servers import host_port
 from trice._trio._log import logger
-from trice._trio._transport import Address
+from trice._trio._transport import READ_BATCH, Address
 from trice.ice._candidate import TcpType
 from trice.ice._framing import FrameReader, frame
 
@@ -51,12 +52,13 @@ Failed = Callable[["TcpTransport", Address], None]
 class _Link:
     """One TCP connection of a candidate: to (or from) ``address``."""
 
-    __slots__ = ("address", "closed", "pending", "proven", "ready", "scope", "stream")
+    __slots__ = ("address", "closed", "pending", "proven", "ready", "scope", "sock")
 
     def __init__(self, address: Address, *, proven: bool) -> None:
         self.address = address
-        self.stream: trio.SocketStream | None = None  # (None while an active one connects)
-        self.pending = bytearray()  # frames waiting for the writer
+        self.sock: socket.socket | None = None  # (None while an active one connects)
+        #: What waits for the writer (the socket would block, or is still connecting).
+        self.pending = bytearray()
         self.ready = trio.Event()  # set when there is something to write
         self.proven = proven
         self.closed = False
@@ -69,6 +71,9 @@ class TcpTransport:
     Implements the agent's ``Transport`` protocol; the address a datagram goes to, or came
     from, is the far end of one of its connections.  ``local_address`` is the candidate's
     (for an active one, the address and port 9 it is signalled with).
+
+    As a host socket's transport does, it writes with plain non-blocking calls, and leaves
+    what the kernel does not take at once to the connection's writer task.
     """
 
     def __init__(
@@ -89,7 +94,7 @@ class TcpTransport:
         self._deliver = deliver
         self._failed = failed
         self._max_links = max_links
-        self._listener = None if listener is None else trio.socket.from_stdlib_socket(listener)
+        self._listener = listener
         self._links: dict[Address, _Link] = {}
         #: Addresses whose connection opened and then closed: an active candidate does not
         #: open another to them (the pair's path is gone; a new one would be another pair's,
@@ -120,10 +125,27 @@ class TcpTransport:
             if link is None:
                 return False
         framed = frame(data)
-        if link.closed or len(link.pending) + len(framed) > LINK_BUFFER:
+        if link.closed:
             return False
-        link.pending += framed
-        link.ready.set()
+        sock = link.sock
+        if link.pending or sock is None:
+            # Behind what waits (or still connecting): queued, if there is room.
+            if len(link.pending) + len(framed) > LINK_BUFFER:
+                return False
+            link.pending += framed
+            link.ready.set()
+            return True
+        try:
+            sent = sock.send(framed)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._break(link)  # (reset by the peer, say: its task ends it)
+            return False
+        if sent < len(framed):
+            # (The rest of a frame is queued whatever the room: the stream stays in step.)
+            link.pending += framed[sent:]
+            link.ready.set()
         return True
 
     async def send(
@@ -135,7 +157,6 @@ class TcpTransport:
             trio.BrokenResourceError: no connection to ``address`` is open (it closed, or
                 none was ever made).
         """
-        framed = frame(data)
         while True:
             link = self._links.get(address)
             if link is None or link.closed or self.closed:
@@ -143,9 +164,7 @@ class TcpTransport:
                     f"the TCP connection of {host_port(*self.local_address)} to "
                     f"{host_port(*address)} is closed"
                 )
-            if len(link.pending) + len(framed) <= LINK_BUFFER:
-                link.pending += framed
-                link.ready.set()
+            if self.send_nowait(data, address):
                 return
             await self._senders.park()
             if check is not None:
@@ -157,8 +176,7 @@ class TcpTransport:
         self.closed = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-        if self._listener is not None:
-            self._listener.close()
+        _close(self._listener)
         self.wake()
 
     def wake(self) -> None:
@@ -189,15 +207,16 @@ class TcpTransport:
                     nursery.cancel_scope.cancel()
                 if self._listener is not None:
                     nursery.start_soon(
-                        self._accept_loop, name=f"accept {host_port(*self.local_address)}"
+                        self._accept_loop,
+                        self._listener,
+                        name=f"accept {host_port(*self.local_address)}",
                     )
                 for link in list(self._links.values()):
                     self._start_connect(link)  # (checks that went before this task ran)
                 await trio.sleep_forever()
         finally:
             self.closed = True
-            if self._listener is not None:
-                self._listener.close()
+            _close(self._listener)
             self._links.clear()
             self.wake()
 
@@ -225,74 +244,88 @@ class TcpTransport:
     async def _connect(self, link: _Link) -> None:
         address = link.address
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        stream: trio.SocketStream | None = None
+        sock = None
         try:
-            with trio.move_on_after(CONNECT_TIMEOUT):
-                await sock.bind((self.local_address[0], 0))
-                await sock.connect(address)
-                stream = trio.SocketStream(sock)
-            if stream is None:
-                raise OSError(errno.ETIMEDOUT, f"no connection within {CONNECT_TIMEOUT} s")
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.bind((self.local_address[0], 0))
+            code = sock.connect_ex(address)
+            if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                with trio.move_on_after(CONNECT_TIMEOUT):
+                    await trio.lowlevel.wait_writable(sock)
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                    code = errno.ETIMEDOUT
+            if code:
+                raise OSError(code, os.strerror(code))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
-            sock.close()
+            _close(sock)
             logger.debug("%r: cannot connect to %s: %s", self, host_port(*address), exc)
             self._end(link, opened=False)
             return
         except BaseException:
-            sock.close()
+            _close(sock)
             self._end(link, opened=False)
             raise
-        link.stream = stream
-        await self._serve(link)
+        link.sock = sock
+        await self._serve(link, sock)
 
-    async def _accept_loop(self) -> None:
-        listener = self._listener
-        assert listener is not None and self._nursery is not None
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        assert self._nursery is not None
         while True:
             try:
-                sock, source = await listener.accept()
+                sock, source = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                try:
+                    await trio.lowlevel.wait_readable(listener)
+                except trio.ClosedResourceError:
+                    return  # (the transport closed)
+                continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # Out of descriptors or memory: the connection waits in the backlog;
                     # try again shortly (as trio's own listeners do).
                     logger.warning("%r: cannot accept a connection: %s", self, exc)
                     await trio.sleep(0.1)
+                elif self.closed:
+                    return
                 continue  # (a connection reset before it was accepted, say)
             address: Address = (source[0].split("%", 1)[0], source[1])
             if self.closed or len(self._links) >= self._max_links or address in self._links:
                 self.refused += 1
                 sock.close()
                 logger.debug("%r: refused a connection from %s", self, host_port(*address))
-                continue
-            self.accepted += 1
-            link = _Link(address, proven=False)
-            link.stream = trio.SocketStream(sock)
-            self._links[address] = link
-            name = f"tcp {host_port(*self.local_address)} <- {host_port(*address)}"
-            self._nursery.start_soon(self._serve, link, name=name)
+            else:
+                self.accepted += 1
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                link = _Link(address, proven=False)
+                link.sock = sock
+                self._links[address] = link
+                name = f"tcp {host_port(*self.local_address)} <- {host_port(*address)}"
+                self._nursery.start_soon(self._serve, link, sock, name=name)
+            await trio.lowlevel.checkpoint()  # (a flood of connections lets others run)
 
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: _Link, sock: socket.socket) -> None:
         """Read the connection (this task) and write it (a task of its own) until it
         closes, either end closes it, or the transport closes."""
-        stream = link.stream
-        assert stream is not None
         try:
             async with trio.open_nursery() as nursery:
                 link.scope = nursery.cancel_scope
-                nursery.start_soon(self._write_loop, link, name="write")
-                await self._read_loop(link, stream)
+                nursery.start_soon(self._write_loop, link, sock, name="write")
+                await self._read_loop(link, sock)
                 nursery.cancel_scope.cancel()
         finally:
             self._end(link, opened=True)
-            await trio.aclose_forcefully(stream)
+            _close(sock)
 
-    async def _read_loop(self, link: _Link, stream: trio.SocketStream) -> None:
+    async def _read_loop(self, link: _Link, sock: socket.socket) -> None:
         reader = FrameReader()
         if not link.proven:
             with trio.move_on_after(PROVE_WITHIN):
                 while not link.proven:
-                    if not await self._read(link, stream, reader):
+                    if not await self._read(link, sock, reader):
                         return
             if not link.proven:
                 self.unproven += 1
@@ -303,40 +336,51 @@ class TcpTransport:
                     PROVE_WITHIN,
                 )
                 return
-        while await self._read(link, stream, reader):
+        while await self._read(link, sock, reader):
             pass
 
-    async def _read(self, link: _Link, stream: trio.SocketStream, reader: FrameReader) -> bool:
-        """Read once; hand over the datagrams it completes.  False once the stream ends."""
-        try:
-            data = await stream.receive_some(65536)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return False
-        if not data:
-            return False
+    async def _read(self, link: _Link, sock: socket.socket, reader: FrameReader) -> bool:
+        """Read what the connection holds (at most ``READ_BATCH`` reads before the other
+        tasks run); hand over the datagrams it completes.  False once the stream ends."""
         deliver = self._deliver
-        for datagram in reader.feed(data):
-            deliver(self, datagram, link.address)
-            if link.closed:
+        for _ in range(READ_BATCH):
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                await trio.lowlevel.wait_readable(sock)
+                return True
+            except OSError:
                 return False
+            if not data:
+                return False
+            for datagram in reader.feed(data):
+                deliver(self, datagram, link.address)
+                if link.closed:
+                    return False
+        await trio.lowlevel.checkpoint()
         return True
 
-    async def _write_loop(self, link: _Link) -> None:
-        stream = link.stream
-        assert stream is not None
+    async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
         while True:
             await link.ready.wait()
             link.ready = trio.Event()
-            while link.pending:
-                chunk = bytes(link.pending)
-                link.pending.clear()
+            pending = link.pending
+            while pending:
                 try:
-                    await stream.send_all(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    if link.scope is not None:
-                        link.scope.cancel()
+                    sent = sock.send(pending)
+                except (BlockingIOError, InterruptedError):
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                except OSError:
+                    self._break(link)
                     return
+                del pending[:sent]
             self._senders.unpark_all()
+
+    def _break(self, link: _Link) -> None:
+        """Writing to the connection failed: its task ends it."""
+        if link.scope is not None:
+            link.scope.cancel()
 
     def _end(self, link: _Link, *, opened: bool) -> None:
         """A connection closed (``opened``) or could not open: the agent's checks to its
@@ -352,3 +396,10 @@ class TcpTransport:
         self.wake()
         if not self.closed:
             self._failed(self, link.address)
+
+
+def _close(sock: socket.socket | None) -> None:
+    """Close a socket that a task may be waiting on (it is told: ClosedResourceError)."""
+    if sock is not None and sock.fileno() != -1:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
