@@ -222,6 +222,14 @@ class Lab:
     def turn_log_path(self) -> Path:
         return self.directory / "turnserver.log"
 
+    def drop_udp(self, host: Host) -> None:
+        """A firewall in front of ``host`` that lets no UDP in (what a network that allows
+        only TCP does): IPv4 UDP arriving at its NAT router's WAN (or at the host itself, on
+        the internet) is dropped, on ingress."""
+        target: Namespace = host.router if host.router is not None else host
+        device = "wan" if host.router is not None else "eth0"
+        target.nft(_udp_rules(device))
+
     def echo_endpoints(self) -> tuple[Endpoint, ...]:
         """Start (once) the probe echo server in the internet namespace; its endpoints.
 
@@ -355,6 +363,18 @@ table netdev trice_loss {{
     chain ingress_{device.replace("-", "_")} {{
         type filter hook ingress device "{device}" priority filter; policy accept;
         meta protocol ip numgen random mod 100 < {percent} drop
+    }}
+}}
+"""
+
+
+def _udp_rules(device: str) -> str:
+    # As _loss_rules: on ingress, in the receiving namespace, IPv4 only.
+    return f"""
+table netdev trice_no_udp {{
+    chain ingress_{device.replace("-", "_")} {{
+        type filter hook ingress device "{device}" priority filter; policy accept;
+        meta protocol ip ip protocol udp drop
     }}
 }}
 """

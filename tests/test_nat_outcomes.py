@@ -269,3 +269,42 @@ def test_without_stun_or_its_public_address_a_host_behind_a_nat_is_not_reached()
             for peer in (a, b):
                 with pytest.raises(PeerError, match="IceFailedError"):
                     peer.recv(FAIL_GUARD)
+
+
+def test_where_udp_is_blocked_an_active_tcp_candidate_reaches_a_passive_one() -> None:
+    """ICE-TCP (``NetworkConfig.tcp_candidates``): a host behind a NAT whose network lets no
+    UDP in connects over TCP to a public host's passive candidate; its connection comes from
+    the NAT's address, which both learn as a peer-reflexive candidate."""
+    with nat_lab(EIM, NONE, turn=False) as lab:
+        lab.drop_udp(lab.host_a)
+        with _peers(
+            _peer(lab, lab.host_a, True, "--tcp=active", stun=False),
+            _peer(lab, lab.host_b, False, "--tcp=passive", stun=False),
+        ) as (a, b):
+            _signal(a, b)
+            ca, cb = a.expect("connected", 30), b.expect("connected", 30)
+            got_a, got_b = exchange(a, b, COUNT)
+            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+    public_a = lab.host_a.public_address
+    for line in (ca["local"], ca["remote"], cb["local"], cb["remote"]):
+        assert line.split()[2] == "tcp", line
+    assert ca["local"].split()[4] == public_a and _typ(ca["local"]) == "prflx"
+    assert ca["local"].endswith("tcptype active")
+    assert ca["remote"].split()[4] == lab.host_b.address and ca["remote"].endswith("passive")
+    assert cb["remote"].split()[4:6] == ca["local"].split()[4:6]
+
+
+def test_where_udp_is_blocked_ice_fails_without_tcp_candidates() -> None:
+    """The same lab without ICE-TCP: the UDP checks find nothing (the contrast to the test
+    above)."""
+    with nat_lab(EIM, NONE, turn=False) as lab:
+        lab.drop_udp(lab.host_a)
+        checks = f"--max-binding-requests={FAIL_CHECKS}"
+        with _peers(
+            _peer(lab, lab.host_a, True, checks, stun=False),
+            _peer(lab, lab.host_b, False, checks, stun=False),
+        ) as (a, b):
+            _signal(a, b)
+            for peer in (a, b):
+                with pytest.raises(PeerError, match="IceFailedError"):
+                    peer.recv(FAIL_GUARD)
