@@ -385,8 +385,12 @@ def _nat_rules(kind: NatKind, wan_address: str, host_address: str) -> str:
     dnat = ""
     if kind is NatKind.FULL_CONE:
         # Endpoint-independent filtering: any new inbound UDP to the WAN address goes to the
-        # host, same port (masquerade preserves the host's port when it can).
-        dnat = f'iifname "wan" ip daddr {wan_address} meta l4proto udp dnat to {host_address}'
+        # host, same port (masquerade preserves the host's port when it can); TCP too, as a
+        # 1:1 NAT forwards it (what a passive ICE-TCP candidate behind one needs).
+        dnat = (
+            f'iifname "wan" ip daddr {wan_address} meta l4proto {{ udp, tcp }} '
+            f"dnat to {host_address}"
+        )
     return f"""
 table ip trice_nat {{
     chain prerouting {{

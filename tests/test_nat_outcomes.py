@@ -308,3 +308,49 @@ def test_where_udp_is_blocked_ice_fails_without_tcp_candidates() -> None:
             for peer in (a, b):
                 with pytest.raises(PeerError, match="IceFailedError"):
                     peer.recv(FAIL_GUARD)
+
+
+@pytest.mark.parametrize("kind", ["srflx", "host"])
+def test_a_passive_tcp_candidate_behind_a_1to1_nat_is_reached_at_its_public_address(
+    kind: str,
+) -> None:
+    """A server behind a 1:1 NAT (full cone here, which forwards TCP too) that lets no UDP
+    in, told its public address, offers its passive TCP candidate there (as a srflx
+    candidate beside the host one, or in its place): a client behind its own NAT connects
+    to it over TCP."""
+    with nat_lab(FULL, EIM, turn=False) as lab:
+        lab.drop_udp(lab.host_a)
+        external = f"--external={lab.host_a.public_address}/{lab.host_a.address}"
+        with _peers(
+            _peer(
+                lab,
+                lab.host_a,
+                False,
+                "--tcp=passive",
+                external,
+                f"--external-candidate={kind}",
+                stun=False,
+            ),
+            _peer(lab, lab.host_b, True, "--tcp=active", stun=False),
+        ) as (a, b):
+            description = a.local_description(15)
+            lines = [m["candidate"] for m in description if m["type"] == "candidate"]
+            public = [
+                line
+                for line in lines
+                if line.split()[2] == "tcp" and line.split()[4] == lab.host_a.public_address
+            ]
+            assert len(public) == 1 and _typ(public[0]) == kind, lines
+            assert public[0].endswith("tcptype passive")
+            for msg in b.local_description(15):
+                a.send(msg)
+            for msg in description:
+                b.send(msg)
+            a.send({"type": "start"})
+            b.send({"type": "start"})
+            a.expect("connected", 30)
+            cb = b.expect("connected", 30)
+            got_a, got_b = exchange(a, b, COUNT)
+            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+    assert cb["remote"].split()[2] == "tcp"
+    assert cb["remote"].split()[4:6] == public[0].split()[4:6]

@@ -18,7 +18,13 @@ from trice.ice._check import prflx_foundation
 from trice.ice._checklist import CheckList, PairState
 from trice.ice._core import TCP_KEY, AgentCore, remote_key
 from trice.ice._framing import MAX_FRAME, FrameReader, frame
-from trice.ice._gathering import ACTIVE_PORT, host_candidate, prflx_candidate, tcp_host_candidate
+from trice.ice._gathering import (
+    ACTIVE_PORT,
+    host_candidate,
+    prflx_candidate,
+    srflx_candidate,
+    tcp_host_candidate,
+)
 from trice.ice._priority import tcp_local_preference
 
 from core_harness import Address, Endpoint, Network, connected, event_order_problems, two_agents
@@ -170,6 +176,23 @@ def test_a_tcp_host_candidate_of_another_component() -> None:
     candidate = tcp_host_candidate(("10.0.0.1", 5000), PASSIVE, 0, component=2)
     assert candidate.component == 2
     assert candidate.priority & 0xFF == 256 - 2
+
+
+def test_a_passive_candidates_public_address_is_a_tcp_srflx_candidate() -> None:
+    """A 1:1 NAT's address of a passive candidate: a srflx candidate of the same tcptype,
+    with the direction preference of a server-reflexive passive one (2, RFC 6544 §4.2) and
+    the host's other-pref; a UDP base still gives a UDP one."""
+    host = tcp_host_candidate(("10.0.0.5", 4443), PASSIVE, 0)
+    srflx = srflx_candidate(host, ("203.0.113.5", 4443), "1:1")
+    assert (srflx.protocol, srflx.tcp_type, srflx.type) == ("tcp", PASSIVE, CandidateType.SRFLX)
+    other = ((host.priority >> 8) & 0xFFFF) & 0x1FFF
+    expected = candidate_priority(CandidateType.SRFLX, (2 << 13) | other, 1)
+    assert srflx.priority == expected
+    assert (srflx.related_address, srflx.related_port) == ("10.0.0.5", 4443)
+    udp = srflx_candidate(host_candidate(("10.0.0.5", 4443), 0), ("203.0.113.5", 4443), "1:1")
+    assert (udp.protocol, udp.tcp_type) == ("udp", None)
+    assert udp.foundation != srflx.foundation
+    assert Candidate.from_sdp(srflx.to_sdp()) == srflx
 
 
 def test_tcp_prflx_candidates_and_foundations() -> None:

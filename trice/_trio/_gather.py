@@ -349,6 +349,8 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
             agent._nursery.start_soon(transport.run, name=f"tcp {kind.value} {host.address}")
             candidate = tcp_host_candidate((host.address, port), kind, rank)
             agent._add_local(candidate, base, signal=True)
+            if kind is TcpType.PASSIVE:
+                _add_external(agent, candidate, base)  # (a 1:1 NAT forwards TCP too)
 
 
 def _add_external(agent: Agent, host: Candidate, base: int) -> None:

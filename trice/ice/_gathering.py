@@ -106,19 +106,23 @@ def tcp_host_candidate(
 
 def srflx_candidate(base: Candidate, mapped: Address, server: str) -> Candidate:
     """The server-reflexive candidate a STUN server reported for ``base`` (RFC 8445 §5.1.1.2):
-    its local preference is the base's, its related address the base's address."""
+    its local preference is the base's, its related address the base's address.  For an
+    ICE-TCP base (a 1:1 NAT's address of a passive candidate), of its tcptype, with the
+    direction preference of a server-reflexive candidate (RFC 6544 §4.2)."""
+    preference = (base.priority >> 8) & 0xFFFF
+    if base.tcp_type is not None:
+        preference = tcp_local_preference(CandidateType.SRFLX, base.tcp_type, preference & 0x1FFF)
     return Candidate(
-        foundation=compute_foundation(CandidateType.SRFLX, base.address, "udp", server),
+        foundation=compute_foundation(CandidateType.SRFLX, base.address, base.protocol, server),
         component=base.component,
-        protocol="udp",
-        priority=candidate_priority(
-            CandidateType.SRFLX, (base.priority >> 8) & 0xFFFF, base.component
-        ),
+        protocol=base.protocol,
+        priority=candidate_priority(CandidateType.SRFLX, preference, base.component),
         address=mapped[0],
         port=mapped[1],
         type=CandidateType.SRFLX,
         related_address=base.address,
         related_port=base.port,
+        tcp_type=base.tcp_type,
     )
 
 
