@@ -155,7 +155,7 @@ async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn
         # what failed before (the relay) is no reason given for what comes next.
         a.restart()
         assert state_of(a) is trice.ConnectionState.CHECKING
-        assert not a._selected_relay_lost
+        assert a._selected_lost is None
         with pytest.raises(trio.BrokenResourceError, match="ICE restart"):
             await ca.send(b"nowhere yet")
 

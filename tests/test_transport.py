@@ -215,7 +215,7 @@ class _StubAgent:
         self._buffer = ReceiveBuffer(8)
         self._transports = {0: transport}
         self._closed = False
-        self._selected_relay_lost = False
+        self._selected_lost = None
         self._core = types.SimpleNamespace(
             state=trice.ConnectionState.CONNECTED, remote_addresses={}, data_pair=object()
         )

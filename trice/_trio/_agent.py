@@ -41,7 +41,7 @@ from trice._config import AgentConfig, MdnsMode, NetworkConfig, check_credential
 from trice._errors import ConfigError, IceFailedError, LimitError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
-from trice._trio._connection import Connection, ReceiveBuffer
+from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
 from trice._trio._exits import exit_nursery
 from trice._trio._gather import (
     GatherReport,
@@ -54,7 +54,7 @@ from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._mux import MuxTransport, UdpMux
 from trice._trio._streams import EventStream
-from trice._trio._tcp import TcpTransport
+from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._timers import timer_hub
 from trice._trio._transport import (
     LEASE,
@@ -64,7 +64,7 @@ from trice._trio._transport import (
     UdpTransport,
     paired_sockets,
 )
-from trice.ice._candidate import Candidate, CandidateType
+from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._checklist import Pair, PairStatistics
 from trice.ice._core import AgentCore, IceParameters, warm_core
 from trice.ice._events import (
@@ -199,12 +199,12 @@ class Agent:
         "_restarted",
         "_route_pair",
         "_runs",
-        "_selected_mux_closed",
-        "_selected_relay_lost",
+        "_selected_lost",
         "_signalled",
         "_sleeping_until",
         "_stun_received",
         "_subscribers",
+        "_tcp_counters",
         "_timers",
         "_transports",
         "_unknown_source",
@@ -276,8 +276,8 @@ class Agent:
         # tasks that reading starts copy it, as they would from the agent task).
         self._context: contextvars.Context | None = None
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
-        self._selected_relay_lost = False
-        self._selected_mux_closed = False  # (a mux closed under the selected pair)
+        self._selected_lost: Lost | None = None  # (what failed ICE under the selected pair)
+        self._tcp_counters: TcpCounters | None = None  # (made with the first TCP candidate)
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
         self._malformed = 0
@@ -335,7 +335,7 @@ class Agent:
     def statistics(self) -> AgentStatistics:
         """A snapshot of this agent's counters."""
         core = self._core
-        tcp = [t for t in self._transports.values() if type(t) is TcpTransport]
+        tcp = self._tcp_counters or TcpCounters()
         return AgentStatistics(
             datagrams_received=self._datagrams,
             datagrams_dropped=self._buffer.dropped,
@@ -349,9 +349,9 @@ class Agent:
             remote_candidates_dropped=core.remote_candidates_dropped,
             pairs=len(core.checklist),
             pairs_pruned=core.checklist.pruned,
-            tcp_accepted=sum(t.accepted for t in tcp),
-            tcp_refused=sum(t.refused for t in tcp),
-            tcp_unproven=sum(t.unproven for t in tcp),
+            tcp_accepted=tcp.accepted,
+            tcp_refused=tcp.refused,
+            tcp_unproven=tcp.unproven,
         )
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
@@ -549,8 +549,10 @@ class Agent:
         self._hub.rename(old.ufrag, local.ufrag)
         for transport in self._muxes:
             transport.rename(local.ufrag)
-        self._selected_relay_lost = False
-        self._selected_mux_closed = False  # (a mux closed under the selected pair)
+        for kept in self._transports.values():
+            if isinstance(kept, TcpTransport):
+                kept.restarted()
+        self._selected_lost = None
         self._restarted = True
         mdns = self._mdns
         if isinstance(mdns, Mdns):  # names still being resolved are of the old generation
@@ -595,12 +597,8 @@ class Agent:
             self._raise_if_closed()
             state = self._core.state
             if state is ConnectionState.FAILED:
-                if self._selected_relay_lost:
-                    if self._selected_mux_closed:
-                        raise IceFailedError("ICE failed: the selected pair's UDP mux closed")
-                    raise IceFailedError(
-                        "ICE failed: the selected pair's relay is gone (its TURN allocation ended)"
-                    )
+                if self._selected_lost is not None:
+                    raise IceFailedError(f"ICE failed: {LOST_REASONS[self._selected_lost]}")
                 if self._core.selected is not None:
                     raise IceFailedError(
                         "ICE failed: the peer's consent expired on the selected pair (RFC 7675)"
@@ -1149,7 +1147,7 @@ class Agent:
             name = f"receive {address}:{transport.local_address[1]}"
             self._nursery.start_soon(self._receive_loop, transport, name=name)
 
-    def _transport_lost(self, base: int) -> None:
+    def _transport_lost(self, base: int, reason: Lost = "relay") -> None:
         """Transport ``base`` (a relay) ended on its own while the agent is open: its
         checks stop, and the core fails its pairs, and ICE if the selected pair was one
         (:meth:`AgentCore.transport_lost <trice.ice.AgentCore.transport_lost>`)."""
@@ -1162,19 +1160,46 @@ class Agent:
         core = self._core
         selected = core.selected
         if not core.finished and selected is not None and selected.base == base:
-            self._selected_relay_lost = True  # (what fails ICE now: connect and send say so)
+            self._selected_lost = reason  # (what fails ICE now: connect and send say so)
         now = self._now()
         core.transport_lost(base, now)
         self._pump(now)
 
-    def _tcp_failed(self, transport: TcpTransport, address: Address) -> None:
+    def _tcp_failed(self, transport: TcpTransport, address: Address, stale: bool) -> None:
         """A connection of ``transport`` to ``address`` could not open, or closed: the
-        checks waiting for an answer over it fail now."""
+        checks waiting for an answer over it fail now, and so does its pair (ICE too, if it
+        was the selected pair: see :meth:`AgentCore.path_lost
+        <trice.ice.AgentCore.path_lost>`).
+
+        Unless it was ``stale``, kept from before an ICE restart: then an active candidate's
+        checks of the new generation that went over it go again, over a new connection (the
+        old one may have died unnoticed before the restart: a peer that rebooted, say)."""
         if self._closed:
             return
-        for run in list(self._runs.values()):
-            if run.transport is transport and run.check.destination == address:
-                run.fail()
+        runs = [
+            run
+            for run in self._runs.values()
+            if run.transport is transport and run.check.destination == address
+        ]
+        if stale and transport.tcp_type is TcpType.ACTIVE:
+            for run in runs:
+                run.transmit()  # (opens the new connection; fails the run if none can open)
+            return
+        for run in runs:
+            run.fail()
+        core = self._core
+        selected = core.selected
+        base = transport.base
+        if (
+            not core.finished
+            and selected is not None
+            and selected.base == base
+            and selected.remote_address == address
+        ):
+            self._selected_lost = "tcp"  # (what fails ICE now: connect and send say so)
+        now = self._now()
+        core.path_lost(base, address, now)
+        self._pump(now)
 
     def _selected_on_mux(self) -> bool:
         """Whether the selected pair is on a mux, whose datagrams wake this task (see
@@ -1190,10 +1215,7 @@ class Agent:
     def _mux_lost(self, base: int) -> None:
         """A mux closed while this agent is open: its pairs there fail (ICE too, if the
         selected pair was one), and the tasks waiting to send or receive are told."""
-        selected = self._core.selected
-        if selected is not None and selected.base == base and not self._core.finished:
-            self._selected_mux_closed = True  # (what connect and send say ICE failed of)
-        self._transport_lost(base)
+        self._transport_lost(base, "mux")
         connection = self._connection
         if connection is not None:
             connection._stop_waiters()

@@ -11,6 +11,7 @@ from trice import stun
 from trice._trio._log import TRACE, logger
 from trice._trio._tcp import TcpTransport
 from trice._trio._transport import Transport, UdpTransport
+from trice.ice._checklist import PairState
 from trice.ice._core import Check
 
 if TYPE_CHECKING:
@@ -135,7 +136,10 @@ class CheckRun:
                 check_name(check),
                 " USE-CANDIDATE" if check.nominating else "",
             )
-        self.transport.send_nowait(check.message, check.destination)
+        if not self.transport.send_nowait(check.message, check.destination) and self.once:
+            # Over TCP the check goes once, and this was it: no connection could take it (at
+            # the cap, say).  It fails now rather than at the end of its schedule.
+            self.failed = True
 
     async def run(self) -> None:
         agent = self.agent
@@ -178,6 +182,11 @@ class CheckRun:
             agent._pump()
         finally:
             self.task = None
+            transport = self.transport
+            if isinstance(transport, TcpTransport) and check.pair.state is PairState.FAILED:
+                # (By an error response, a timeout, or its connection: the connection is of
+                # no use now, and holds a place, see TcpTransport.)
+                transport.drop(check.destination)
             runs = agent._runs
             runs.pop(check.transaction_id, None)
             if not runs:

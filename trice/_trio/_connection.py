@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
@@ -17,7 +17,7 @@ from trice.ice._events import CandidatePair, ConnectionState
 if TYPE_CHECKING:
     from trice._trio._agent import Agent
 
-__all__ = ["Connection", "ReceiveBuffer"]
+__all__ = ["LOST_REASONS", "Connection", "Lost", "ReceiveBuffer"]
 
 #: Datagrams a receive loop reads one at a time in a row, the socket never running dry, before
 #: a read takes a batch (see ``Connection._streak``).
@@ -152,10 +152,11 @@ class Connection(trio.abc.Channel[bytes]):
         self._check_closed()
         core = self._agent._core
         if core.state is _FAILED:
-            if self._agent._selected_relay_lost:
-                if self._agent._selected_mux_closed:
-                    raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
-                raise _relay_gone()
+            lost = self._agent._selected_lost
+            if lost == "mux":
+                raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
+            if lost is not None:
+                raise trio.BrokenResourceError(LOST_REASONS[lost])
             raise trio.BrokenResourceError(
                 "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
             )
@@ -429,7 +430,17 @@ def _no_pair_yet() -> trio.BrokenResourceError:
     )
 
 
+#: What went from under the selected pair, failing ICE (``Agent._selected_lost``): a TURN
+#: allocation, the UDP mux, or the pair's TCP connection; and how errors say it.
+Lost = Literal["relay", "mux", "tcp"]
+LOST_REASONS: dict[Lost, str] = {
+    "relay": "the selected pair's relay is gone (its TURN allocation ended)",
+    "mux": "the selected pair's UDP mux closed",
+    "tcp": "the selected pair's TCP connection closed",
+}
+
+
 def _relay_gone() -> trio.BrokenResourceError:
     """The selected pair's own transport is gone while the connection is open: a TURN
     allocation that ended (the server refused to refresh it, say), which fails ICE."""
-    return trio.BrokenResourceError("the selected pair's relay is gone (its TURN allocation ended)")
+    return trio.BrokenResourceError(LOST_REASONS["relay"])

@@ -23,7 +23,7 @@ from trice._errors import TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._relay import RelayTransport, run_relay
-from trice._trio._tcp import TcpTransport
+from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._transport import UdpTransport, bind_socket
 from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._events import GatheringState
@@ -310,6 +310,9 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
     if agent.config.lite:
         kinds = tuple(kind for kind in kinds if kind is TcpType.PASSIVE)
     interfaces: dict[str, int] = {}
+    counters = agent._tcp_counters
+    if counters is None:
+        counters = agent._tcp_counters = TcpCounters()
     for host in addresses:
         rank = interfaces.setdefault(host.interface, len(interfaces))
         for kind in kinds:
@@ -343,6 +346,7 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
                 deliver=agent._dispatch,
                 failed=agent._tcp_failed,
                 max_links=agent.config.max_pairs,
+                counters=counters,
                 listener=listener,
             )
             agent._transports[base] = transport

@@ -10,11 +10,17 @@ The task tree shows the structure: a task per candidate (``tcp passive ...``), h
 task that accepts connections (passive) and a task per connection, which reads it and holds
 a task that writes it.
 
+A connection is one pair's path: it closes when the pair's check fails, and when it closes
+(or cannot open) the agent fails the pair (``AgentCore.path_lost``), which no check opens
+again (an ICE restart's may).
+
 Limits, against a peer that does not play along: at most ``max_links`` connections per
-candidate (``AgentConfig.max_pairs``: one a pair); a connection a peer opened must carry a
-check the agent accepts (authenticated, for this agent) within :data:`PROVE_WITHIN`
-seconds, or it is closed; at most :data:`LINK_BUFFER` bytes wait to be written per
-connection (beyond, a datagram is dropped, as a full UDP socket drops it, or a send waits).
+candidate (``AgentConfig.max_pairs``: one a pair), of which a new one a peer opens takes the
+place of the oldest one not yet proven; a connection a peer opened must carry a check the
+agent accepts (authenticated, for this agent) within :data:`PROVE_WITHIN` seconds, or it is
+closed; at most :data:`LINK_BUFFER` bytes of data wait to be written per connection (beyond,
+a datagram is dropped, as a full UDP socket drops it, or a send waits), and as much again of
+STUN, which is never dropped for data's sake.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import trio
 
 from trice._servers import host_port
 from trice._trio._log import logger
-from trice._trio._transport import READ_BATCH, Address
+from trice._trio._transport import READ_BATCH, STUN_MAGIC, Address
 from trice.ice._candidate import TcpType
 from trice.ice._framing import FrameReader, frame
 
@@ -39,23 +45,39 @@ __all__ = ["CONNECT_TIMEOUT", "LINK_BUFFER", "PROVE_WITHIN", "TcpTransport"]
 PROVE_WITHIN: Final = 10.0
 #: Seconds an active candidate waits for a connection to open.
 CONNECT_TIMEOUT: Final = 5.0
-#: Bytes that may wait to be written on one connection.
+#: Bytes of data that may wait to be written on one connection (and as many again of STUN).
 LINK_BUFFER: Final = 256 * 1024
 #: The first bytes of a STUN Binding success response (what proves a connection).
 _BINDING_SUCCESS: Final = b"\x01\x01"
 
-#: The agent's handler of a datagram (``Agent._dispatch``), and of a path that failed.
+#: The agent's handler of a datagram (``Agent._dispatch``), and of a connection that could
+#: not open or closed (``Agent._tcp_failed``): with ``True`` for one opened before the last
+#: ICE restart (kept for the new checks, it may turn out dead only under them: a peer that
+#: rebooted, say).
 Deliver = Callable[["TcpTransport", bytes, Address], None]
-Failed = Callable[["TcpTransport", Address], None]
+Failed = Callable[["TcpTransport", Address, bool], None]
+
+
+class TcpCounters:
+    """What an agent's passive candidates saw (kept by the agent, so that they outlast the
+    transports): see ``AgentStatistics.tcp_accepted``, ``tcp_refused``, ``tcp_unproven``."""
+
+    __slots__ = ("accepted", "refused", "unproven")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused = 0
+        self.unproven = 0
 
 
 class _Link:
     """One TCP connection of a candidate: to (or from) ``address``."""
 
-    __slots__ = ("address", "closed", "pending", "proven", "ready", "scope", "sock")
+    __slots__ = ("address", "closed", "epoch", "pending", "proven", "ready", "scope", "sock")
 
-    def __init__(self, address: Address, *, proven: bool) -> None:
+    def __init__(self, address: Address, *, proven: bool, epoch: int) -> None:
         self.address = address
+        self.epoch = epoch  # (the ICE generation it opened in: see TcpTransport.restarted)
         self.sock: socket.socket | None = None  # (None while an active one connects)
         #: What waits for the writer (the socket would block, or is still connecting).
         self.pending = bytearray()
@@ -85,6 +107,7 @@ class TcpTransport:
         deliver: Deliver,
         failed: Failed,
         max_links: int,
+        counters: TcpCounters,
         listener: socket.socket | None = None,
     ) -> None:
         self.base = base
@@ -95,18 +118,11 @@ class TcpTransport:
         self._failed = failed
         self._max_links = max_links
         self._listener = listener
-        self._links: dict[Address, _Link] = {}
-        #: Addresses whose connection opened and then closed: an active candidate does not
-        #: open another to them (the pair's path is gone; a new one would be another pair's,
-        #: from another port, which the peer learns anew).
-        self._gone: set[Address] = set()
+        self._links: dict[Address, _Link] = {}  # (in the order opened)
         self._nursery: trio.Nursery | None = None
         self._senders = trio.lowlevel.ParkingLot()
-        #: Counters: connections accepted, refused (past ``max_links``), and closed
-        #: unproven (see :data:`PROVE_WITHIN`).
-        self.accepted = 0
-        self.refused = 0
-        self.unproven = 0
+        self.counters = counters
+        self._epoch = 0  # (ICE restarts so far)
 
     def __repr__(self) -> str:
         return f"<TcpTransport {self.tcp_type.value} {host_port(*self.local_address)}>"
@@ -129,8 +145,11 @@ class TcpTransport:
             return False
         sock = link.sock
         if link.pending or sock is None:
-            # Behind what waits (or still connecting): queued, if there is room.
-            if len(link.pending) + len(framed) > LINK_BUFFER:
+            # Behind what waits (or still connecting): queued, if there is room (STUN has
+            # room of its own: a check or an answer is not dropped because data filled up).
+            stun = data[:1] < b"\x04" and data[4:8] == STUN_MAGIC
+            room = 2 * LINK_BUFFER if stun else LINK_BUFFER
+            if len(link.pending) + len(framed) > room:
                 return False
             link.pending += framed
             link.ready.set()
@@ -140,8 +159,11 @@ class TcpTransport:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            self._break(link)  # (reset by the peer, say: its task ends it)
-            return False
+            # (Reset by the peer, say.)  One kept from before an ICE restart that turns out
+            # dead under the new checks: the datagram goes over a new connection instead.
+            reopen = self.tcp_type is TcpType.ACTIVE and link.epoch != self._epoch
+            self._close_link(link, tell=not reopen)
+            return reopen and self.send_nowait(data, address)
         if sent < len(framed):
             # (The rest of a frame is queued whatever the room: the stream stays in step.)
             link.pending += framed[sent:]
@@ -185,6 +207,17 @@ class TcpTransport:
 
     # ------------------------------------------------------------------ from the agent
 
+    def restarted(self) -> None:
+        """An ICE restart: the connections open now are of the generation before (see
+        ``Failed``: one that ends under the new checks is not their path's end)."""
+        self._epoch += 1
+
+    def drop(self, address: Address) -> None:
+        """Close the connection to ``address`` (its pair failed: the path is of no use)."""
+        link = self._links.get(address)
+        if link is not None:
+            self._close_link(link)
+
     def prove(self, address: Address) -> None:
         """The agent accepted a check that came over the connection from ``address``."""
         link = self._links.get(address)
@@ -222,15 +255,14 @@ class TcpTransport:
 
     def _open(self, address: Address) -> _Link | None:
         """An active candidate's new connection to ``address``, opening; ``None`` if none
-        may open (a passive candidate, closed, at the cap, or a path that is gone)."""
+        may open (a passive candidate, closed, or at the cap)."""
         if (
             self.tcp_type is not TcpType.ACTIVE
             or self.closed
             or len(self._links) >= self._max_links
-            or address in self._gone
         ):
             return None
-        link = _Link(address, proven=True)
+        link = _Link(address, proven=True, epoch=self._epoch)
         self._links[address] = link
         if self._nursery is not None:
             self._start_connect(link)
@@ -262,11 +294,11 @@ class TcpTransport:
         except OSError as exc:
             _close(sock)
             logger.debug("%r: cannot connect to %s: %s", self, host_port(*address), exc)
-            self._end(link, opened=False)
+            self._end(link)
             return
         except BaseException:
             _close(sock)
-            self._end(link, opened=False)
+            self._end(link)
             raise
         link.sock = sock
         await self._serve(link, sock)
@@ -292,15 +324,21 @@ class TcpTransport:
                     return
                 continue  # (a connection reset before it was accepted, say)
             address: Address = (source[0].split("%", 1)[0], source[1])
-            if self.closed or len(self._links) >= self._max_links or address in self._links:
-                self.refused += 1
-                sock.close()
-                logger.debug("%r: refused a connection from %s", self, host_port(*address))
-            else:
-                self.accepted += 1
+            if address not in self._links and len(self._links) >= self._max_links:
+                self._evict_unproven()
+            try:
+                if self.closed or len(self._links) >= self._max_links or address in self._links:
+                    raise OSError(errno.ECONNREFUSED, "no room")
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                link = _Link(address, proven=False)
+            except OSError as exc:
+                # (No room; or reset before it was set up: some systems say EINVAL then.)
+                self.counters.refused += 1
+                sock.close()
+                logger.debug("%r: refused a connection from %s: %s", self, host_port(*address), exc)
+            else:
+                self.counters.accepted += 1
+                link = _Link(address, proven=False, epoch=self._epoch)
                 link.sock = sock
                 self._links[address] = link
                 name = f"tcp {host_port(*self.local_address)} <- {host_port(*address)}"
@@ -310,6 +348,9 @@ class TcpTransport:
     async def _serve(self, link: _Link, sock: socket.socket) -> None:
         """Read the connection (this task) and write it (a task of its own) until it
         closes, either end closes it, or the transport closes."""
+        if link.closed:  # (closed before this task ran, see _close_link)
+            _close(sock)
+            return
         try:
             async with trio.open_nursery() as nursery:
                 link.scope = nursery.cancel_scope
@@ -317,7 +358,7 @@ class TcpTransport:
                 await self._read_loop(link, sock)
                 nursery.cancel_scope.cancel()
         finally:
-            self._end(link, opened=True)
+            self._end(link)
             _close(sock)
 
     async def _read_loop(self, link: _Link, sock: socket.socket) -> None:
@@ -328,7 +369,7 @@ class TcpTransport:
                     if not await self._read(link, sock, reader):
                         return
             if not link.proven:
-                self.unproven += 1
+                self.counters.unproven += 1
                 logger.debug(
                     "%r: no accepted check from %s within %s s; closed",
                     self,
@@ -372,30 +413,45 @@ class TcpTransport:
                     await trio.lowlevel.wait_writable(sock)
                     continue
                 except OSError:
-                    self._break(link)
+                    self._close_link(link)
                     return
                 del pending[:sent]
             self._senders.unpark_all()
 
-    def _break(self, link: _Link) -> None:
-        """Writing to the connection failed: its task ends it."""
+    def _evict_unproven(self) -> None:
+        """At the cap, a new connection takes the place of the oldest that no accepted check
+        has proven yet (counted refused): a stranger's idle connections cannot keep the peer
+        out, whose connection is proven by its first check, a round trip after it opens."""
+        for link in self._links.values():
+            if not link.proven:
+                self.counters.refused += 1
+                logger.debug(
+                    "%r: closed %s, unproven, for a newer connection",
+                    self,
+                    host_port(*link.address),
+                )
+                self._close_link(link)
+                return
+
+    def _close_link(self, link: _Link, *, tell: bool = True) -> None:
+        """Close a connection: ended now (the agent is told, if ``tell``), its task ends it
+        (or, not running yet, does not serve it)."""
+        self._end(link, tell=tell)
         if link.scope is not None:
             link.scope.cancel()
 
-    def _end(self, link: _Link, *, opened: bool) -> None:
-        """A connection closed (``opened``) or could not open: the agent's checks to its
-        address stop waiting."""
+    def _end(self, link: _Link, *, tell: bool = True) -> None:
+        """A connection closed or could not open: the agent is told (its checks to the
+        address stop waiting, its pair fails), if ``tell``."""
         if link.closed:
             return
         link.closed = True
         link.pending.clear()
         if self._links.get(link.address) is link:
             del self._links[link.address]
-        if opened and self.tcp_type is TcpType.ACTIVE:
-            self._gone.add(link.address)
         self.wake()
-        if not self.closed:
-            self._failed(self, link.address)
+        if tell and not self.closed:
+            self._failed(self, link.address, link.epoch != self._epoch)
 
 
 def _close(sock: socket.socket | None) -> None:

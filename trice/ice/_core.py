@@ -632,37 +632,51 @@ class AgentCore:
         connected until consent expired, ``failed_timeout`` later."""
         if self.finished:
             return
-        previous = self._previous
-        if previous is not None and previous.base == base:
-            self._forget_previous()  # (the pair of before a restart: data goes there no more)
         self.local_candidates = tuple(entry for entry in self.local_candidates if entry[1] != base)
+        self._lose(lambda pair: pair.base == base, now)
+
+    def path_lost(self, base: int, address: Address, now: float) -> None:
+        """The path from transport ``base`` to ``address`` is gone for good: an ICE-TCP
+        connection that could not open, or closed (it is not opened again).  Its pair fails
+        with its checks; the transport's other pairs are left alone.  If the pair was the
+        selected one, ICE fails now, as :meth:`transport_lost` says."""
+        if self.finished:
+            return
+        self._lose(lambda pair: pair.base == base and pair.remote_address == address, now)
+
+    def _lose(self, lost: Callable[[Pair], bool], now: float) -> None:
+        """The pairs ``lost`` picks fail with their checks, for good (see
+        :meth:`transport_lost`)."""
+        previous = self._previous
+        if previous is not None and lost(previous):
+            self._forget_previous()  # (the pair of before a restart: data goes there no more)
         live = self._live
         if live:
-            for tid in [tid for tid, check in live.items() if check.pair.base == base]:
+            for tid in [tid for tid, check in live.items() if lost(check.pair)]:
                 del live[tid]
             self._live = live or None
         late = self._late
         if late:
-            for tid in [tid for tid, check in late.items() if check.pair.base == base]:
+            for tid in [tid for tid, check in late.items() if lost(check.pair)]:
                 del late[tid]
             self._late = late or None
         if self._urgent:
-            self._urgent = [c for c in self._urgent if c.pair.base != base] or None
+            self._urgent = [c for c in self._urgent if not lost(c.pair)] or None
         if self._triggered:
-            self._triggered = [p for p in self._triggered if p.base != base] or None
+            self._triggered = [p for p in self._triggered if not lost(p)] or None
         if self._resend:
             self._resend = [
                 (tid, at) for tid, at in self._resend if live is None or tid in live
             ] or None
         for name in ("_spare_check", "_spare_nomination", "_spare_ping"):
             spare: _Spare | None = getattr(self, name)
-            if spare is not None and spare[0].base == base:
+            if spare is not None and lost(spare[0]):
                 setattr(self, name, None)
-        # Every pair of the base fails first, and only then is the rest looked at: failing
-        # them one by one would let a nomination, say, move on to the next pair of the same
-        # base, not failed yet.
+        # Every pair lost fails first, and only then is the rest looked at: failing them
+        # one by one would let a nomination, say, move on to the next pair of the same base,
+        # not failed yet.
         for pair in self.checklist:
-            if pair.base == base:
+            if lost(pair):
                 pair.state = _PAIR_FAILED
                 pair.transaction = None
                 if self._nominating is pair:
@@ -670,7 +684,7 @@ class AgentCore:
                 if self._pingback is pair:
                     self._pingback = None
         selected = self.selected
-        if selected is not None and selected.base == base:
+        if selected is not None and lost(selected):
             self._set_state(ConnectionState.FAILED)
             return
         self._maybe_nominate(now)

@@ -1,0 +1,951 @@
+"""ICE-TCP (RFC 6544) with a hostile or unlucky peer, on loopback only: the test's own
+sockets stand in for the peer, so that they can send what no agent would (nothing, garbage,
+half a frame, a frame in 65,537 pieces, wrong credentials), open too many connections,
+stop reading, close or reset a connection at a bad moment; and the agent is left (or
+cancelled) with connections open, opening and accepted.  Each was written against a defect
+of the first cut of the TCP transport (the test failed with it), or as a regression test of
+behaviour that was right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import socket
+import struct
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import ClassVar
+
+import pytest
+import trio
+import trio.testing
+
+import trice
+from trice import stun
+from trice._trio import _checks, _gather, _tcp
+from trice._trio._tcp import LINK_BUFFER, TcpTransport
+from trice._trio._transport import bind_socket
+from trice.ice._framing import MAX_FRAME, FrameReader, frame
+
+from loopback import HAS_IPV6, loopback_config
+
+ACTIVE = trice.TcpType.ACTIVE
+PASSIVE = trice.TcpType.PASSIVE
+#: The credentials of the peer the test plays (and of that peer after an ICE restart).
+PEER_UFRAG, PEER_PWD = "peer", "p" * 22
+PEER_UFRAG2, PEER_PWD2 = "peer2", "q" * 22
+#: PROVE_WITHIN for the tests that wait it out (see ``short_prove``).
+PROVE = 0.2
+#: A long retransmission schedule: a check that fails within a second did not wait for it.
+SLOW = trice.Timing(rto=5.0, rto_max=5.0)
+#: The PRIORITY of the test peer's checks (an active peer-reflexive candidate's, roughly).
+PRIORITY = 1_845_000_000
+_REQUEST = stun.MessageClass.REQUEST
+
+
+def tcp_config(*kinds: trice.TcpType, ipv6: bool = False, **kwargs: object) -> trice.AgentConfig:
+    """A loopback-only agent configuration with these ICE-TCP candidates."""
+    config = loopback_config(ipv6=ipv6, **kwargs)
+    network = dataclasses.replace(config.network, tcp_candidates=kinds)
+    return dataclasses.replace(config, network=network)
+
+
+def _transport(agent: trice.Agent, kind: trice.TcpType) -> TcpTransport:
+    (transport,) = [
+        t for t in agent._transports.values() if isinstance(t, TcpTransport) and t.tcp_type is kind
+    ]
+    return transport
+
+
+def _passive_candidate(port: int, foundation: str = "1") -> trice.Candidate:
+    return trice.Candidate.from_sdp(
+        f"candidate:{foundation} 1 tcp 2124414975 127.0.0.1 {port} typ host tcptype passive"
+    )
+
+
+@pytest.fixture
+def short_prove(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection a peer opened must carry an accepted check within PROVE seconds."""
+    monkeypatch.setattr(_tcp, "PROVE_WITHIN", PROVE)
+
+
+async def _until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Wait (at most ``within`` seconds) until ``condition()``, looking each time every
+    task has been blocked a moment (what the agent does follows what a socket brought)."""
+    with trio.fail_after(within):
+        while not condition():
+            await trio.testing.wait_all_tasks_blocked(0.005)
+
+
+# --------------------------------------------------------------------------- the test's peer
+
+
+#: The test's peers not closed yet (see ``_close_peers``).
+_PEERS: list[_Peer] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_peers() -> AsyncIterator[None]:
+    """Every peer a test opened is closed when it ends, however it ends."""
+    yield
+    while _PEERS:
+        await _PEERS.pop().aclose()
+
+
+class _Peer:
+    """The test's end of one TCP connection with an agent: datagrams framed (RFC 4571)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        _PEERS.append(self)
+        self._reader = FrameReader()
+        self._queue: deque[bytes] = deque()
+
+    @classmethod
+    async def connect(cls, address: tuple[str, int], *, rcvbuf: int | None = None) -> _Peer:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if rcvbuf is not None:  # (before connecting: the window it offers stays small)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            await sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(trio.SocketStream(sock))
+
+    @classmethod
+    async def accept(cls, listener: trio.socket.SocketType) -> _Peer:
+        sock, _ = await listener.accept()
+        return cls(trio.SocketStream(sock))
+
+    @property
+    def agent_address(self) -> tuple[str, int]:
+        """The agent's end, as this end sees it (a check's mapped address)."""
+        name = self.stream.socket.getpeername()
+        return (name[0], name[1])
+
+    async def send(self, datagram: bytes) -> None:
+        await self.stream.send_all(frame(datagram))
+
+    async def receive(self) -> bytes | None:
+        """The next datagram; ``None`` once the agent closed (or reset) the connection."""
+        while not self._queue:
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return None
+            if not data:
+                return None
+            self._queue.extend(self._reader.feed(data))
+        return self._queue.popleft()
+
+    async def closed_by_agent(self) -> None:
+        """Read (and drop) what comes, until the agent closes the connection."""
+        while await self.receive() is not None:
+            pass
+
+    async def reset(self) -> None:
+        """Close with a reset (SO_LINGER 0), as a crashed peer or a middlebox does."""
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await self.stream.aclose()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def _request(
+    agent: trice.Agent,
+    *,
+    username: str | None = None,
+    key: bytes | None = b"",
+    controlling: bool = True,
+    nominate: bool = False,
+) -> bytes:
+    """A Binding request from the test's peer to ``agent``: by default a check the agent
+    accepts (its ufrag, signed with its password); ``key=None``: no MESSAGE-INTEGRITY."""
+    role: stun.Attribute = stun.IceControlling(2) if controlling else stun.IceControlled(1)
+    attributes: list[stun.Attribute] = [
+        stun.Username(username or f"{agent.local_parameters.ufrag}:{PEER_UFRAG}"),
+        stun.Priority(PRIORITY),
+        role,
+    ]
+    if nominate:
+        attributes.append(stun.UseCandidate())
+    if key == b"":
+        key = stun.short_term_key(agent.local_parameters.pwd)
+    message = stun.Message(stun.Method.BINDING, _REQUEST, attributes=attributes)
+    return message.encode(integrity_key=key, fingerprint=key is not None)
+
+
+def _success(request: stun.Message, peer: _Peer, pwd: str = PEER_PWD) -> bytes:
+    """The peer's answer to the agent's check: a Binding success with the mapped address."""
+    response = request.success_response(stun.XorMappedAddress(*peer.agent_address))
+    return response.encode(integrity_key=stun.short_term_key(pwd), fingerprint=True)
+
+
+async def _answer_requests(peer: _Peer, pwd: str = PEER_PWD) -> None:
+    """Answer every check that comes over ``peer`` with a success, until it closes."""
+    while (datagram := await peer.receive()) is not None:
+        message = stun.decode(datagram)
+        if message.message_class is _REQUEST:
+            await peer.send(_success(message, peer, pwd))
+
+
+async def _handshake(agent: trice.Agent, peer: _Peer) -> trice.Connection:
+    """The test's peer, controlling, connects ``agent`` (controlled, passive) over the
+    connection ``peer``: a nominating check, then the answer to the agent's own check."""
+    agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+    connected: list[trice.Connection] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def connect() -> None:
+                connected.append(await agent.connect())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(connect)
+            await peer.send(_request(agent, nominate=True))
+            while True:
+                datagram = await peer.receive()
+                assert datagram is not None, "the agent closed the connection"
+                message = stun.decode(datagram)
+                if message.message_class is _REQUEST:
+                    await peer.send(_success(message, peer))
+    (connection,) = connected
+    assert connection.selected_pair.local.tcp_type is PASSIVE
+    return connection
+
+
+async def _connect_answering(
+    agent: trice.Agent, listener: trio.socket.SocketType, pwd: str = PEER_PWD
+) -> _Peer:
+    """``agent.connect()`` while the test's peer accepts the connection the agent's active
+    candidate opens to ``listener`` and answers every check over it; returns that peer."""
+    peers: list[_Peer] = []
+    async with trio.open_nursery() as nursery:
+
+        async def connect() -> None:
+            await agent.connect()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(connect)
+        peers.append(await _Peer.accept(listener))
+        await _answer_requests(peers[0], pwd)
+    return peers[0]
+
+
+async def _proven(agent: trice.Agent, address: tuple[str, int]) -> _Peer:
+    """A connection of the test's peer to ``agent``'s passive candidate, proven (its check
+    answered with a success)."""
+    peer = await _Peer.connect(address)
+    await peer.send(_request(agent))
+    with trio.fail_after(2):
+        answer = await peer.receive()
+    assert answer is not None
+    assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+    return peer
+
+
+async def _fail_by_an_error(agent: trice.Agent, listener: trio.socket.SocketType) -> _Peer:
+    """The agent (active, controlling, checking) connects to ``listener``, whose peer
+    answers its check with a 400 error: the pair fails at once.  Returns that peer."""
+    first = await _Peer.accept(listener)
+    with trio.fail_after(2):
+        check = await _read_until_stun(first)
+    error = check.error_response(400, "Bad Request")
+    await first.send(error.encode(integrity_key=stun.short_term_key(PEER_PWD), fingerprint=True))
+    await _until(lambda: agent.pair_statistics()[0].state is trice.PairState.FAILED)
+    return first
+
+
+async def _read_until_stun(peer: _Peer) -> stun.Message:
+    """The next STUN message over ``peer`` (data skipped)."""
+    while True:
+        datagram = await peer.receive()
+        assert datagram is not None, "the agent closed the connection"
+        if datagram[:1] in (b"\x00", b"\x01") and datagram[4:8] == b"\x21\x12\xa4\x42":
+            return stun.decode(datagram)
+
+
+@asynccontextmanager
+async def _listener(backlog: int = 8) -> AsyncIterator[trio.socket.SocketType]:
+    """A listening socket of the test's on 127.0.0.1 (a passive candidate of the peer's)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        await sock.bind(("127.0.0.1", 0))
+        sock.listen(backlog)
+        yield sock
+    finally:
+        sock.close()
+
+
+@contextmanager
+def _full_listener() -> Iterator[int]:
+    """A port whose listener's accept queue is full: a connection to it stays opening (the
+    kernel drops the SYNs), as to an address that swallows packets."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())  # (the one connection the queue holds)
+        yield listener.getsockname()[1]
+    finally:
+        filler.close()
+        listener.close()
+
+
+@contextmanager
+def _closed_port() -> Iterator[int]:
+    """A port bound by nobody's listener (kept bound, so that nobody else takes it): a
+    connection to it is refused at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    out = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            out.extend(_walk(child))
+    return out
+
+
+# --------------------------------------------------------------------------- a stranger's input
+
+
+async def test_a_connection_that_carries_no_check_is_closed_after_prove_within(
+    short_prove: None,
+) -> None:
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, PASSIVE)
+        peer = await _Peer.connect(transport.local_address)
+        opened = trio.current_time()
+        with trio.fail_after(PROVE + 2):
+            assert await peer.receive() is None
+        assert trio.current_time() - opened >= PROVE * 0.9  # (not before its time)
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_refused, stats.tcp_unproven) == (1, 0, 1)
+        assert transport.links == 0
+        await peer.aclose()
+
+
+async def test_garbage_frames_change_nothing_and_the_connection_is_closed_unproven(
+    short_prove: None,
+) -> None:
+    """Empty frames, data, bytes that look like STUN and are not, a STUN indication: none is
+    a check the agent accepts; nothing is delivered, learned or paired, nothing crashes."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
+        indication = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION)
+        for datagram in (
+            b"",
+            b"\x00",
+            b"application data from a stranger",
+            b"\x00\x01\x00\x08\x21\x12\xa4\x42" + bytes(12),  # (a header whose body is missing)
+            bytes(range(256)) * 4,
+            indication.encode(fingerprint=True),
+        ):
+            await peer.send(datagram)
+        with trio.fail_after(PROVE + 2):
+            assert await peer.receive() is None  # (no answer to any of it, then closed)
+        stats = agent.statistics()
+        assert stats.datagrams_received == 0
+        assert stats.malformed_dropped >= 1 and stats.unknown_source_dropped >= 1
+        assert stats.requests_received == 0
+        assert (stats.tcp_accepted, stats.tcp_unproven) == (1, 1)
+        assert agent.pair_statistics() == ()
+        await peer.aclose()
+
+
+@pytest.mark.parametrize("wrong", ["ufrag", "key", "no-integrity"])
+async def test_a_check_with_wrong_credentials_gets_an_error_and_proves_nothing(
+    short_prove: None, wrong: str
+) -> None:
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
+        if wrong == "ufrag":
+            request = _request(agent, username=f"nobody:{PEER_UFRAG}")
+        elif wrong == "key":
+            request = _request(agent, key=stun.short_term_key("w" * 22))
+        else:
+            request = _request(agent, key=None)
+        await peer.send(request)
+        with trio.fail_after(PROVE + 2):
+            response = await peer.receive()
+            assert response is not None
+            message = stun.decode(response)
+            assert message.message_class is stun.MessageClass.ERROR
+            error = message.get(stun.ErrorCode)
+            assert error is not None and error.code in (400, 401)
+            assert await peer.receive() is None  # closed, unproven
+        stats = agent.statistics()
+        assert stats.requests_rejected == 1
+        assert (stats.tcp_accepted, stats.tcp_unproven) == (1, 1)
+        assert agent.pair_statistics() == ()  # (no peer-reflexive candidate learned)
+        assert agent.connection_state is trice.ConnectionState.NEW
+        await peer.aclose()
+
+
+async def test_half_a_frame_then_the_end_of_the_stream_closes_the_connection_at_once() -> None:
+    """(PROVE_WITHIN is the real one, 10 s: the connection ends because the peer's did.)"""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        peer = await _Peer.connect(transport.local_address)
+        await peer.stream.send_all(frame(_request(agent))[:30])
+        await peer.stream.send_eof()
+        with trio.fail_after(2):
+            assert await peer.receive() is None
+        assert transport.links == 0
+        stats = agent.statistics()
+        assert (stats.requests_received, stats.tcp_unproven) == (0, 0)
+        await peer.aclose()
+        # The agent is none the worse: the next connection's check is answered.
+        again = await _Peer.connect(transport.local_address)
+        await again.send(_request(agent))
+        with trio.fail_after(2):
+            answer = await again.receive()
+        assert answer is not None
+        assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+        await again.aclose()
+
+
+async def test_the_largest_frame_sent_byte_by_byte_keeps_the_stream_in_step() -> None:
+    """A 65,535-byte frame (STUN-looking junk: malformed), each byte in a send of its own,
+    then a check in the same stream: the check is read whole and answered."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        raw = socket.create_connection(_transport(agent, PASSIVE).local_address)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.setblocking(False)
+        peer = _Peer(trio.SocketStream(trio.socket.from_stdlib_socket(raw)))
+        junk = b"\x00\x01" + (MAX_FRAME - 20).to_bytes(2, "big") + b"\x21\x12\xa4\x42" + bytes(12)
+        junk += bytes(MAX_FRAME - len(junk))
+        wire = frame(junk) + frame(_request(agent))
+        with trio.fail_after(10):
+            for i in range(len(wire)):
+                while True:
+                    try:
+                        raw.send(wire[i : i + 1])  # (one byte a call)
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(raw)
+                if i % 4096 == 0:
+                    await trio.lowlevel.checkpoint()  # (the agent reads along the way)
+            answer = await peer.receive()
+        assert answer is not None
+        assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+        stats = agent.statistics()
+        assert (stats.malformed_dropped, stats.requests_received) == (1, 1)
+        await peer.aclose()
+
+
+async def test_past_max_pairs_proven_connections_stay_and_a_new_one_is_refused() -> None:
+    """At the cap (max_pairs connections, all proven), a new connection is closed at once
+    and counted; once one of the others closes, its place is free again."""
+    async with trice.open_agent(tcp_config(PASSIVE, max_pairs=2), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        first = await _proven(agent, address)
+        second = await _proven(agent, address)
+        third = await _Peer.connect(address)
+        with trio.fail_after(2):
+            assert await third.receive() is None  # closed at once
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_refused) == (2, 1)
+        assert transport.links == 2
+        await first.aclose()
+        await _until(lambda: transport.links == 1)
+        await _proven(agent, address)
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_refused, stats.tcp_unproven) == (3, 1, 0)
+        assert transport.links == 2  # (the second one, and the new one)
+        await second.aclose()
+
+
+async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
+    """At the cap with connections nobody proved, a new one takes the oldest one's place
+    (counted refused): the peer's connection, whose check proves it, gets in."""
+    async with trice.open_agent(tcp_config(PASSIVE, max_pairs=2), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        strangers = [await _Peer.connect(transport.local_address) for _ in range(2)]
+        await _until(lambda: transport.links == 2)
+        await _proven(agent, transport.local_address)
+        with trio.fail_after(2):
+            assert await strangers[0].receive() is None  # (the oldest one made room)
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_refused) == (3, 1)
+        # A connection at the cap whose check is answered is not the next to go: a new one
+        # takes the place of the other stranger's.
+        await _proven(agent, transport.local_address)
+        with trio.fail_after(2):
+            assert await strangers[1].receive() is None
+        assert agent.statistics().tcp_refused == 2
+
+
+class _ResetSocket(socket.socket):
+    """An accepted connection that the peer reset before it was set up: as on macOS and
+    the BSDs, where setsockopt on it then fails with EINVAL."""
+
+    def setsockopt(self, *args: object) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+class _ListenerOfResetConnections(socket.socket):
+    """A listening socket whose first accepted connection is a :class:`_ResetSocket`."""
+
+    resets: ClassVar[list[_ResetSocket]] = []  # (the ones made: the test closes them)
+
+    def accept(self) -> tuple[socket.socket, object]:
+        fd, address = self._accept()  # type: ignore[attr-defined]
+        if not self.resets:
+            reset = _ResetSocket(self.family, self.type, self.proto, fileno=fd)
+            self.resets.append(reset)
+            return reset, address
+        return socket.socket(self.family, self.type, self.proto, fileno=fd), address
+
+
+async def test_a_connection_reset_before_it_is_set_up_does_not_crash_the_agent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """setsockopt on an accepted connection can fail (EINVAL on macOS and the BSDs when
+    the peer reset it already): that connection is lost, the agent is not, and the next
+    connection is served."""
+
+    def bind(
+        address: str, port_range: tuple[int, int] | None, start: int = 0, *, kind: int = 0
+    ) -> socket.socket:
+        if kind != socket.SOCK_STREAM:
+            return bind_socket(address, port_range, start)
+        sock = bind_socket(address, port_range, start, kind=kind)
+        listener = _ListenerOfResetConnections(fileno=sock.detach())
+        listener.setblocking(False)
+        return listener
+
+    monkeypatch.setattr(_gather, "bind_socket", bind)
+    resets: list[_ResetSocket] = []
+    monkeypatch.setattr(_ListenerOfResetConnections, "resets", resets)
+    try:
+        async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+            await agent.wait_gathering_complete()
+            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+            address = _transport(agent, PASSIVE).local_address
+            reset = await _Peer.connect(address)
+            with trio.fail_after(2):
+                assert await reset.receive() is None  # (closed: it could not be set up)
+            await _proven(agent, address)
+        assert [sock.fileno() for sock in resets] == [-1]  # (closed by the agent)
+    finally:
+        for sock in resets:
+            sock.close()
+
+
+# --------------------------------------------------------------------------- a connected peer
+
+
+@pytest.mark.parametrize(
+    "ipv6",
+    [
+        pytest.param(False, id="ipv4"),
+        pytest.param(
+            True, id="ipv6", marks=pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
+        ),
+    ],
+)
+async def test_a_proven_connection_outlives_prove_within_and_carries_data(
+    short_prove: None, ipv6: bool
+) -> None:
+    async with trice.open_agent(tcp_config(PASSIVE, ipv6=ipv6), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        address = _transport(agent, PASSIVE).local_address
+        peer = await _Peer.connect(address)
+        connection = await _handshake(agent, peer)
+        # A silent connection opened after it is closed after PROVE_WITHIN: by then the
+        # proven one's deadline has passed too.
+        silent = await _Peer.connect(address)
+        with trio.fail_after(PROVE + 2):
+            assert await silent.receive() is None
+        await connection.send(b"still here")
+        await peer.send(b"and here")
+        with trio.fail_after(2):
+            assert await connection.receive() == b"and here"
+            while (datagram := await peer.receive()) != b"still here":
+                assert datagram is not None, "the proven connection was closed"
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_unproven) == (2, 1)
+        await silent.aclose()
+        await peer.aclose()
+
+
+async def test_a_peer_that_never_reads_fills_a_bounded_buffer_and_a_waiting_send_breaks() -> None:
+    """The peer stops reading: ``send_nowait`` says False once the kernel's buffers and
+    LINK_BUFFER are full (nothing grows without bound); ``send`` waits, and can be
+    cancelled; when the peer resets the connection, a waiting ``send`` raises
+    BrokenResourceError at once."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        connection = await _handshake(agent, peer)
+        transport = _transport(agent, PASSIVE)
+        (link,) = transport._links.values()
+        datagram = b"x" * 1200
+        for _ in range(50_000):  # (60 MB: far more than the kernel and LINK_BUFFER hold)
+            if not connection.send_nowait(datagram):
+                break
+        else:
+            raise AssertionError("send_nowait never said the connection is full")
+        assert LINK_BUFFER - len(frame(datagram)) < len(link.pending) <= LINK_BUFFER
+        with trio.move_on_after(0.2) as waited:
+            await connection.send(datagram)
+        assert waited.cancelled_caught  # (it waited for room, and cancelling it worked)
+        assert len(link.pending) <= LINK_BUFFER
+        outcome: list[BaseException] = []
+
+        async def send() -> None:
+            try:
+                await connection.send(datagram)
+            except trio.BrokenResourceError as exc:
+                outcome.append(exc)
+
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                await peer.reset()
+        assert len(outcome) == 1
+        assert transport.links == 0
+
+
+async def test_a_refused_connection_fails_the_check_at_once() -> None:
+    """RFC 6544 §7.1: the connection cannot open, the check has failed; with a long
+    retransmission schedule, ICE fails right after end-of-candidates all the same."""
+    with _closed_port() as port:
+        config = tcp_config(ACTIVE, timing=SLOW)
+        async with trice.open_agent(config, controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+            agent.add_remote_candidate(_passive_candidate(port))
+            agent.add_remote_candidate(None)
+            with trio.fail_after(1), pytest.raises(trice.IceFailedError):
+                await agent.connect()
+            assert _transport(agent, ACTIVE).links == 0
+
+
+async def test_a_connection_that_does_not_open_in_time_fails_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_tcp, "CONNECT_TIMEOUT", 0.2)
+    with _full_listener() as port:
+        config = tcp_config(ACTIVE, timing=SLOW)
+        async with trice.open_agent(config, controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+            agent.add_remote_candidate(_passive_candidate(port))
+            agent.add_remote_candidate(None)
+            with trio.fail_after(2), pytest.raises(trice.IceFailedError):
+                await agent.connect()
+            assert _transport(agent, ACTIVE).links == 0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_leaving_closes_every_connection_open_opening_or_accepted_and_every_task() -> None:
+    """Cancelled mid-session, with a connection open to a peer that answers nothing, one
+    still opening (SYNs dropped), and one a stranger opened to the passive candidate:
+    every socket is closed (the far ends see it) and no task of the agent is left."""
+    async with _listener() as silent:
+        with _full_listener() as opening_port:
+            before = _open_fds()
+            with trio.CancelScope() as scope:
+                async with trice.open_agent(tcp_config(ACTIVE, PASSIVE), controlling=True) as a:
+                    await a.wait_gathering_complete()
+                    a.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+                    a.add_remote_candidate(_passive_candidate(silent.getsockname()[1], "1"))
+                    a.add_remote_candidate(_passive_candidate(opening_port, "2"))
+                    stranger = await _Peer.connect(_transport(a, PASSIVE).local_address)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(a.connect)
+                        answerless = await _Peer.accept(silent)
+                        active, passive = _transport(a, ACTIVE), _transport(a, PASSIVE)
+                        await _until(lambda: (active.links, passive.links) == (2, 1))
+                        assert sorted(link.sock is None for link in active._links.values()) == [
+                            False,
+                            True,  # (the one still opening)
+                        ]
+                        scope.cancel()
+            ours = {str(p.stream.socket.fileno()) for p in (answerless, stranger)}
+            assert _open_fds() - before == ours  # (only the test's own ends are left)
+            with trio.fail_after(2):
+                await answerless.closed_by_agent()
+                await stranger.closed_by_agent()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names = [t.name for t in _walk(root)]
+    assert not [n for n in names if n.startswith(("tcp ", "accept ", "write"))]
+
+
+async def test_a_hostile_authenticated_peer_cannot_crash_the_agent(short_prove: None) -> None:
+    """A peer with the credentials (the signalled one, misbehaving) sends checks with odd
+    priorities and roles, data, and drops connections mid-check, over several connections:
+    the agent answers, and stays open."""
+    async with trice.open_agent(tcp_config(ACTIVE, PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        address = _transport(agent, PASSIVE).local_address
+        for priority in (0, 1, 2**31, 2**32 - 1):
+            peer = await _Peer.connect(address)
+            for controlling in (True, False):
+                message = stun.Message(
+                    stun.Method.BINDING,
+                    _REQUEST,
+                    attributes=[
+                        stun.Username(f"{agent.local_parameters.ufrag}:{PEER_UFRAG}"),
+                        stun.Priority(priority),
+                        stun.IceControlling(priority) if controlling else stun.IceControlled(1),
+                        stun.UseCandidate(),
+                    ],
+                )
+                key = stun.short_term_key(agent.local_parameters.pwd)
+                await peer.send(message.encode(integrity_key=key, fingerprint=True))
+                await peer.send(b"data before any pair is selected")
+            with trio.fail_after(2):
+                assert await peer.receive() is not None  # (answered)
+            await peer.reset()  # (mid-check: the agent's own check over it is in flight)
+        await _until(lambda: _transport(agent, PASSIVE).links == 0)
+        assert agent.connection_state is not trice.ConnectionState.CLOSED
+        assert agent.statistics().requests_received == 8
+
+
+# --------------------------------------------------------------------------- a connection ends
+
+
+async def test_the_selected_pairs_connection_closing_ends_the_connection_promptly() -> None:
+    """The peer closes the selected pair's connection: the path is gone for good (nothing
+    opens it again), so ICE fails at once, not when consent expires (failed_timeout, 25 s
+    by default): a waiting receive, and send, raise BrokenResourceError."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
+        connection = await _handshake(agent, peer)
+        with trio.fail_after(1.5):
+            async with trio.open_nursery() as nursery:
+
+                async def receive() -> None:
+                    with pytest.raises(trio.BrokenResourceError, match="TCP connection"):
+                        await connection.receive()
+
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                await peer.aclose()
+        with pytest.raises(trio.BrokenResourceError, match="TCP connection"):
+            await connection.send(b"x")
+        assert agent.connection_state is trice.ConnectionState.FAILED
+        with pytest.raises(trice.IceFailedError, match="TCP connection"):
+            await agent.connect()
+
+
+async def test_a_send_into_a_connection_the_peer_just_reset_fails_ice_cleanly() -> None:
+    """The peer resets the selected pair's connection and the application sends before
+    the agent has read the reset: the send meets it (ECONNRESET), and the agent fails the
+    pair there and then, without raising out of send_nowait."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
+        connection = await _handshake(agent, peer)
+        await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
+        assert connection.send_nowait(b"x" * 1200) is False
+        assert agent.connection_state is trice.ConnectionState.FAILED
+        assert _transport(agent, PASSIVE).links == 0
+        with pytest.raises(trio.BrokenResourceError, match="TCP connection"):
+            connection.send_nowait(b"x")
+        with pytest.raises(trio.BrokenResourceError, match="TCP connection"):
+            await connection.receive()
+
+
+async def test_an_ice_restart_reaches_a_passive_candidate_whose_connection_closed() -> None:
+    """The selected pair's connection closes (ICE fails); after an ICE restart the active
+    candidate opens a new connection to the same passive candidate, and connects."""
+    fast = trice.Timing(rto=0.1, rto_max=0.1)
+    async with (
+        _listener() as listener,
+        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        candidate = _passive_candidate(listener.getsockname()[1])
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(2):
+            peer = await _connect_answering(agent, listener)
+        await peer.aclose()  # (the peer's end of the selected pair's connection closes)
+        await _until(lambda: _transport(agent, ACTIVE).links == 0)
+        agent.restart()
+        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)  # (the peer restarted too)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(1):
+            again = await _connect_answering(agent, listener, PEER_PWD2)
+        await again.aclose()
+
+
+async def test_an_ice_restart_over_a_connection_that_died_unnoticed_opens_a_new_one() -> None:
+    """The peer's end of the selected pair's connection is gone (reset) and the agent has
+    not read it yet when the application restarts ICE (as after a peer that rebooted: the
+    reset only comes back to the restart's check).  The restart must still connect."""
+    fast = trice.Timing(rto=0.1, rto_max=0.1)
+    async with (
+        _listener() as listener,
+        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        candidate = _passive_candidate(listener.getsockname()[1])
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(2):
+            peer = await _connect_answering(agent, listener)
+        await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
+        agent.restart()
+        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(2):
+            await _connect_answering(agent, listener, PEER_PWD2)
+
+
+# --------------------------------------------------------------------------- slots, back-pressure
+
+
+async def test_a_failed_pairs_connection_does_not_keep_a_later_candidate_unreachable() -> None:
+    """A pair failed by an error response: its connection is closed (RFC 6544 §7.1: one
+    connection a pair), and frees its place (max_links) for the next candidate's."""
+    config = tcp_config(ACTIVE, max_pairs=1)
+    async with (
+        _listener() as refusing,
+        _listener() as answering,
+        trice.open_agent(config, controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(_passive_candidate(refusing.getsockname()[1], "1"))
+        async with trio.open_nursery() as nursery:
+
+            async def connect() -> None:
+                await agent.connect()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(connect)
+            first = await _fail_by_an_error(agent, refusing)
+            with trio.fail_after(1):
+                await first.closed_by_agent()
+            # The peer's other candidate, trickled: the first pair failed, checks go there.
+            agent.add_remote_candidate(_passive_candidate(answering.getsockname()[1], "2"))
+            agent.add_remote_candidate(None)
+            with trio.fail_after(1):
+                second = await _Peer.accept(answering)
+            await _answer_requests(second)  # (until connect() returns)
+
+
+async def test_a_check_that_no_connection_can_carry_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A check over TCP goes once: if the transport cannot take it (here, the only place
+    for a connection is held), it fails then, not at the end of its (long) schedule."""
+    monkeypatch.setattr(TcpTransport, "drop", lambda self, address: None)  # (held: see above)
+    config = tcp_config(ACTIVE, max_pairs=1, timing=SLOW)
+    async with _listener() as refusing, trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(_passive_candidate(refusing.getsockname()[1], "1"))
+        async with trio.open_nursery() as nursery:
+
+            async def connect() -> None:
+                with pytest.raises(trice.IceFailedError):
+                    await agent.connect()
+
+            nursery.start_soon(connect)
+            await _fail_by_an_error(agent, refusing)
+            with _closed_port() as port:
+                agent.add_remote_candidate(_passive_candidate(port, "2"))
+                agent.add_remote_candidate(None)
+                with trio.fail_after(1):
+                    await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
+
+
+@pytest.mark.parametrize(
+    "first_byte",
+    [
+        pytest.param(b"d", id="data"),
+        pytest.param(b"\x00", id="data-whose-first-byte-is-below-4"),  # (as STUN's is)
+    ],
+)
+async def test_a_consent_check_made_while_the_connection_is_backed_up_still_goes(
+    monkeypatch: pytest.MonkeyPatch, first_byte: bytes
+) -> None:
+    """The application keeps the connection's buffer full while the peer is slow (here:
+    stops reading for a moment); a consent check made meanwhile must reach the peer once
+    it reads again, as TCP would carry it (over TCP a check is not sent again): STUN has
+    room of its own, which data never takes, whatever its first byte."""
+    consent: list[bytes] = []  # the transaction IDs of the consent checks made
+    made: list[trio.Event] = [trio.Event()]
+    transmit = _checks.CheckRun.transmit
+
+    def recording(run: _checks.CheckRun) -> None:
+        transmit(run)
+        if run.check.consent:
+            consent.append(run.check.transaction_id)
+            made[-1].set()
+
+    monkeypatch.setattr(_checks.CheckRun, "transmit", recording)
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=5, failed_timeout=10)
+    async with trice.open_agent(tcp_config(PASSIVE, timing=timing), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        connection = await _handshake(agent, peer)
+        # Small datagrams: what is left of the room is less than a check's frame.
+        datagram = first_byte + b"d" * 39
+        for _ in range(1_000_000):
+            if not connection.send_nowait(datagram):
+                break
+        else:
+            raise AssertionError("send_nowait never said the connection is full")
+        consent.clear()
+        made.append(trio.Event())
+        with trio.fail_after(2):
+            await made[-1].wait()
+        wanted = consent[0]
+        with trio.fail_after(1):
+            while (await _read_until_stun(peer)).transaction_id != wanted:
+                pass
+
+
+async def test_the_tcp_counters_survive_the_agent_closing() -> None:
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
+        await _until(lambda: agent.statistics().tcp_accepted == 1)
+    await peer.aclose()
+    assert agent.statistics().tcp_accepted == 1
