@@ -15,7 +15,7 @@ import trice
 from trice import stun
 from trice.ice import Candidate, CandidateType, TcpType, candidate_priority, local_preference
 from trice.ice._check import prflx_foundation
-from trice.ice._checklist import CheckList, PairState
+from trice.ice._checklist import CheckList, Pair, PairState
 from trice.ice._core import TCP_KEY, AgentCore, remote_key
 from trice.ice._framing import MAX_FRAME, FrameReader, frame
 from trice.ice._gathering import (
@@ -528,3 +528,37 @@ def test_a_tcp_check_maps_to_a_tcp_local_candidate_whatever_udp_has_the_port(sid
     local = check.pair.valid_local
     assert local is not None
     assert local.protocol == "tcp"
+
+
+def _state(pair: Pair) -> PairState:
+    """(A call: a type checker keeps no narrowing of ``pair.state`` across it.)"""
+    return pair.state
+
+
+def test_a_lost_path_fails_its_pair_only_and_ice_if_it_was_selected() -> None:
+    """``AgentCore.path_lost``: the pair of a TCP connection that closed fails with its
+    checks; another pair of the same transport is left alone; and when the pair lost is the
+    selected one, ICE fails at once (as for a relay that is gone)."""
+    net, a, b = two_agents(a_hosts=[], b_hosts=[], timing=FAST, exchange=False)
+    active = tcp_host_candidate(("10.0.0.1", 0), ACTIVE, 0)
+    passive = tcp_host_candidate(B_LISTENER, PASSIVE, 0)
+    a_base = _add_tcp(a, active, A_CONNECTION)
+    _add_tcp(b, passive, B_LISTENER)
+    other_listener = ("10.0.0.2", 7777)  # (a second passive candidate, never answered)
+    a.core.add_remote_candidate(tcp_host_candidate(other_listener, PASSIVE, 1))
+    net.exchange(a, b)
+    other = a.core.checklist.find(a_base, other_listener)
+    assert other is not None and other.state is not PairState.FAILED
+    assert net.run_until(connected(a, b), max_time=5.0)
+    selected = a.core.selected
+    assert selected is not None and selected.remote_address == B_LISTENER
+
+    a.core.path_lost(a_base, other_listener, net.now)
+    assert _state(other) is PairState.FAILED
+    state = a.core.state  # (not the selected pair's path: ICE goes on)
+    assert state in (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED)
+    assert selected.state is PairState.SUCCEEDED
+
+    a.core.path_lost(a_base, B_LISTENER, net.now)
+    assert _state(selected) is PairState.FAILED
+    assert a.core.state is trice.ConnectionState.FAILED
