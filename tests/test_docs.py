@@ -28,6 +28,7 @@ EXPECTED = {
     "restart.py": "connected again, same connection: True\nbob got: after the restart",
     "mdns.py": "mdns: bob's pair is alice's host candidate at 127.0.0.1",
     "mux.py": "carol got: echo: hello from carol",
+    "tcp.py": "alice got: hello back\nbob's listener: 1 accepted, 0 refused, 0 closed unproven",
 }
 
 

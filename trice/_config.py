@@ -135,8 +135,10 @@ class NetworkConfig:
             a firewall that lets only TCP in offers), :attr:`TcpType.ACTIVE` (connections
             opened to the peer's passive candidates: what a client behind a firewall that
             lets only TCP out needs), both, or none (the default).  They rank below the UDP
-            host candidates of the same address.  Not on a UDP mux, nor under the ``NOHOST``
-            and ``RELAY`` transport policies; an ICE-lite agent gathers the passive one only.
+            host candidate of the same address (on a host's first 36 interfaces).  A passive
+            one's address behind a 1:1 NAT (``external_addresses``) is signalled too.  Not on
+            a UDP mux, nor under the ``NOHOST`` and ``RELAY`` transport policies; an ICE-lite
+            agent gathers the passive one only.  See the guide, "ICE over TCP".
     """
 
     interface_filter: Callable[[str], bool] | None = None

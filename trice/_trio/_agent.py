@@ -141,8 +141,9 @@ class AgentStatistics:
         pairs_pruned: pairs dropped by the pair cap.
         tcp_accepted: TCP connections peers opened to the passive ICE-TCP candidates
             (``NetworkConfig.tcp_candidates``).
-        tcp_refused: such connections closed at once: one more than ``max_pairs`` to a
-            candidate, or a second from the same address.
+        tcp_refused: such connections closed at the cap (``max_pairs`` a candidate): the
+            oldest one not yet proven, for a newer one, or the newer one when all are proven;
+            and one from an address that has one open, or that could not be set up.
         tcp_unproven: such connections closed because no check the agent accepted came over
             them within 10 seconds.
     """

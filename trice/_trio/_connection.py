@@ -209,8 +209,10 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
                 of the selected pair (see :func:`~trice.open_udp_mux`).
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
-                pair's TURN relay is gone, or no pair carries data during an ICE restart.
-            UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
+                pair's TURN relay or TCP connection is gone, or no pair carries data during
+                an ICE restart.
+            UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
+                IPv4; ICE-TCP: 65,535).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         sendto = self._sendto
@@ -242,8 +244,10 @@ class Connection(trio.abc.Channel[bytes]):
             trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
                 of the selected pair (see :func:`~trice.open_udp_mux`).
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
-                pair's TURN relay is gone, or no pair carries data during an ICE restart.
-            UsageError: *data* is longer than UDP carries (65,507 bytes over IPv4).
+                pair's TURN relay or TCP connection is gone, or no pair carries data during
+                an ICE restart.
+            UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
+                IPv4; ICE-TCP: 65,535).
         """
         transport, address = self._route or self._get_route()
         if transport.send_nowait(data, address):  # type: ignore[arg-type]
@@ -281,9 +285,9 @@ class Connection(trio.abc.Channel[bytes]):
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
                 of the selected pair (see :func:`~trice.open_udp_mux`).
-            trio.BrokenResourceError: the peer's consent expired (RFC 7675), or no pair
-                carries data during an ICE restart, and what had arrived before was all
-                returned.
+            trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
+                pair's TURN relay or TCP connection is gone, or no pair carries data during
+                an ICE restart, and what had arrived before was all returned.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         transport = self._udp
