@@ -27,6 +27,7 @@ from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
 from trice._trio._mux import MuxStatistics, UdpMux, UdpMuxContext, open_udp_mux
 from trice._trio._streams import EventStream
+from trice._trio._tcpmux import TcpMux, TcpMuxContext, TcpMuxStatistics, open_tcp_mux
 from trice.ice._candidate import Candidate, CandidateType, TcpType, end_of_candidates_json
 from trice.ice._checklist import PairState, PairStatistics
 from trice.ice._core import IceParameters
@@ -82,6 +83,9 @@ __all__ = [
     "ServerUrl",
     "StateError",
     "StunDecodeError",
+    "TcpMux",
+    "TcpMuxContext",
+    "TcpMuxStatistics",
     "TcpType",
     "Timing",
     "TransactionError",
@@ -93,6 +97,7 @@ __all__ = [
     "UsageError",
     "end_of_candidates_json",
     "open_agent",
+    "open_tcp_mux",
     "open_udp_mux",
     "warm_up",
 ]

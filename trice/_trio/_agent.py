@@ -55,6 +55,7 @@ from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._mux import MuxTransport, UdpMux
 from trice._trio._streams import EventStream
 from trice._trio._tcp import TcpCounters, TcpTransport
+from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import timer_hub
 from trice._trio._transport import (
     LEASE,
@@ -206,6 +207,7 @@ class Agent:
         "_stun_received",
         "_subscribers",
         "_tcp_counters",
+        "_tcp_shares",
         "_timers",
         "_transports",
         "_unknown_source",
@@ -291,6 +293,8 @@ class Agent:
         self._mdns: Mdns | Literal[False] | None = None
         # The agent's shares of UDP muxes (open_agent's mux=), in place of host sockets.
         self._muxes: tuple[MuxTransport, ...] = ()
+        # Its passive TCP candidates' transports on TCP muxes, with their muxes.
+        self._tcp_shares: tuple[tuple[TcpMux, TcpTransport], ...] = ()
 
     # ------------------------------------------------------------------ public face
 
@@ -544,12 +548,16 @@ class Agent:
         check_credentials(local.ufrag, local.pwd)
         if any(t.mux.owner(local.ufrag) not in (None, t) for t in self._muxes):
             raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same UDP mux")
+        if any(mux.owner(local.ufrag) not in (None, t) for mux, t in self._tcp_shares):
+            raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same TCP mux")
         now = self._now()
         self._core.restart(local, now)
         self._local = local
         self._hub.rename(old.ufrag, local.ufrag)
         for transport in self._muxes:
             transport.rename(local.ufrag)
+        for tcp_mux, share in self._tcp_shares:
+            tcp_mux._rename(share, local.ufrag)
         for kept in self._transports.values():
             if isinstance(kept, TcpTransport):
                 kept.restarted()
@@ -1202,6 +1210,26 @@ class Agent:
         core.path_lost(base, address, now)
         self._pump(now)
 
+    def _share_tcp_mux(self, mux: TcpMux) -> TcpTransport:
+        """The transport of a passive TCP candidate at a TCP mux's address, attached to
+        the mux (which hands it the connections whose first check asks this agent)."""
+        counters = self._tcp_counters
+        if counters is None:
+            counters = self._tcp_counters = TcpCounters()
+        transport = TcpTransport(
+            self._new_base(),
+            mux.local_address,
+            TcpType.PASSIVE,
+            deliver=self._dispatch,
+            failed=self._tcp_failed,
+            max_links=self.config.max_pairs,
+            counters=counters,
+        )
+        mux._attach(self._local.ufrag, transport)
+        self._transports[transport.base] = transport
+        self._tcp_shares += ((mux, transport),)
+        return transport
+
     def _selected_on_mux(self) -> bool:
         """Whether the selected pair is on a mux, whose datagrams wake this task (see
         ``_dispatch``): nothing to look for while the peer seems gone."""
@@ -1410,7 +1438,7 @@ def open_agent(
     config: AgentConfig | None = None,
     *,
     controlling: bool,
-    mux: UdpMux | Sequence[UdpMux] | None = None,
+    mux: UdpMux | TcpMux | Sequence[UdpMux | TcpMux] | None = None,
 ) -> AgentContext:
     """Open an ICE agent; it gathers at once and closes when the block ends.
 
@@ -1420,11 +1448,13 @@ def open_agent(
         config: an :class:`~trice.AgentConfig` (defaults if ``None``).
         controlling: the initial role (RFC 8445 §6.1.1).  An ICE-lite agent is always
             controlled; a full agent facing a lite one becomes controlling.
-        mux: one or more :class:`~trice.UdpMux` (see :func:`~trice.open_udp_mux`): the agent
-            signals a host candidate at each one's address, which it shares with the other
-            agents of the mux, instead of binding host sockets of its own (the network
-            filters then do not apply; no STUN request goes from a mux, so no
-            server-reflexive candidate is gathered: give a 1:1 NAT's public address in
+        mux: one or more :class:`~trice.UdpMux` (see :func:`~trice.open_udp_mux`) and
+            :class:`~trice.TcpMux` (see :func:`~trice.open_tcp_mux`): the agent signals a
+            host candidate at each UDP mux's address, and a passive ICE-TCP one at each TCP
+            mux's, which it shares with the other agents of the mux, instead of binding
+            host sockets of its own (the network filters and ``tcp_candidates`` then do not
+            apply; no STUN request goes from a mux, so no server-reflexive candidate is
+            gathered: give a 1:1 NAT's public address in
             ``NetworkConfig.external_addresses``; relayed candidates are gathered as
             usual).  Under the ``RELAY`` transport policy the muxes are not used.
 
@@ -1449,9 +1479,12 @@ def open_agent(
         raise TypeError(f"open_agent takes a trice.AgentConfig or None, not {config!r}")
     if not isinstance(controlling, bool):
         raise TypeError(f"open_agent's controlling is True or False, not {controlling!r}")
-    muxes = () if mux is None else (mux,) if isinstance(mux, UdpMux) else tuple(mux)
-    if not all(isinstance(m, UdpMux) for m in muxes):
-        raise TypeError(f"open_agent's mux is a trice.UdpMux or a sequence of them, not {mux!r}")
+    muxes = () if mux is None else (mux,) if isinstance(mux, (UdpMux, TcpMux)) else tuple(mux)
+    if not all(isinstance(m, (UdpMux, TcpMux)) for m in muxes):
+        raise TypeError(
+            f"open_agent's mux is a trice.UdpMux or trice.TcpMux, or a sequence of them, not "
+            f"{mux!r}"
+        )
     return AgentContext(config, controlling, muxes)
 
 
@@ -1470,7 +1503,7 @@ class AgentContext:
     __slots__ = ("_agent", "_config", "_controlling", "_joined", "_manager", "_muxes")
 
     def __init__(
-        self, config: AgentConfig, controlling: bool, muxes: tuple[UdpMux, ...] = ()
+        self, config: AgentConfig, controlling: bool, muxes: tuple[UdpMux | TcpMux, ...] = ()
     ) -> None:
         self._config = config
         self._controlling = controlling
@@ -1499,6 +1532,10 @@ class AgentContext:
             self._joined = True
             relay_only = self._config.transport_policy is TransportPolicy.RELAY
             for mux in () if relay_only else self._muxes:  # (before any task: see _attach)
+                if isinstance(mux, TcpMux):
+                    tcp = agent._share_tcp_mux(mux)
+                    nursery.start_soon(tcp.run, name=f"tcp mux passive {mux.local_address[0]}")
+                    continue
                 share = MuxTransport(agent._new_base(), mux, agent._local.ufrag, agent._dispatch)
                 share.hooks.failed = agent._mux_failed
                 share.hooks.lost = agent._mux_lost
@@ -1531,6 +1568,8 @@ class AgentContext:
                     agent._hub.leave(agent._local.ufrag)
                 for transport in agent._transports.values():
                     transport.close()
+                for tcp_mux, tcp in agent._tcp_shares:
+                    tcp_mux._detach(tcp)
                 if isinstance(agent._mdns, Mdns):
                     agent._mdns.close()
                 # Its tasks are over: let go of what refers back to the agent (a relay's

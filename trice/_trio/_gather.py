@@ -258,15 +258,22 @@ async def gather_host(agent: Agent) -> None:
     network = agent.config.network
     policy = agent.config.transport_policy
     signal = policy is TransportPolicy.ALL
-    if agent._muxes:
-        # Host candidates at the muxes' addresses, shared with their other agents.
+    if agent._muxes or agent._tcp_shares:
+        # Host candidates at the muxes' addresses, shared with their other agents (a passive
+        # TCP one at a TCP mux's).
         if signal and network.mdns is MdnsMode.QUERY_AND_GATHER:
             agent._open_mdns()  # (first: the candidates are signalled under names)
         for rank, share in enumerate(agent._muxes):
             candidate = host_candidate(share.local_address, rank)
             agent._add_local(candidate, share.base, signal=signal)
             _add_external(agent, candidate, share.base)
-        count = len(agent._signalled) - before if signal else len(agent._muxes)
+        for rank, (_, tcp) in enumerate(agent._tcp_shares):
+            candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank)
+            agent._add_local(candidate, tcp.base, signal=signal)
+            _add_external(agent, candidate, tcp.base)
+        count = (
+            len(agent._signalled) - before if signal else len(agent._muxes) + len(agent._tcp_shares)
+        )
         agent._report(GatherReport("host", trio.current_time() - started, count, None))
         return
     addresses = host_addresses(network)

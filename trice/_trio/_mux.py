@@ -43,7 +43,7 @@ from trice._trio._transport import (
 
 __all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "UdpMuxContext", "open_udp_mux"]
 
-_BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUEST)
+BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUEST)
 _CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
 _SUCCESS = stun.message_type(0, stun.MessageClass.SUCCESS)
 _ERROR = stun.message_type(0, stun.MessageClass.ERROR)
@@ -169,8 +169,8 @@ class UdpMux:
 
     def _route(self, data: bytes, source: Address) -> None:
         transport = None
-        if stun.peek_type(data) == _BINDING_REQUEST:
-            ufrag = _asked_ufrag(data)
+        if stun.peek_type(data) == BINDING_REQUEST:
+            ufrag = asked_ufrag(data)
             if ufrag is not None:
                 transport = self._by_ufrag.get(ufrag)
         else:
@@ -208,7 +208,7 @@ class UdpMux:
         self.sock.close()
 
 
-def _asked_ufrag(data: bytes) -> str | None:
+def asked_ufrag(data: bytes) -> str | None:
     """The first part of a Binding request's USERNAME (the ufrag of the agent it asks),
     decoded as the agent decodes it (the agent checks the whole message)."""
     username = stun.peek_username(data)

@@ -39,7 +39,14 @@ from trice._trio._transport import READ_BATCH, STUN_MAGIC, Address
 from trice.ice._candidate import TcpType
 from trice.ice._framing import FrameReader, frame
 
-__all__ = ["CONNECT_TIMEOUT", "LINK_BUFFER", "PROVE_WITHIN", "TcpTransport"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "LINK_BUFFER",
+    "PROVE_WITHIN",
+    "TcpCounters",
+    "TcpTransport",
+    "close_socket",
+]
 
 #: Seconds a connection a peer opened has to carry a check that the agent accepts.
 PROVE_WITHIN: Final = 10.0
@@ -198,7 +205,7 @@ class TcpTransport:
         self.closed = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-        _close(self._listener)
+        close_socket(self._listener)
         self.wake()
 
     def wake(self) -> None:
@@ -206,6 +213,26 @@ class TcpTransport:
         self._senders.unpark_all()
 
     # ------------------------------------------------------------------ from the agent
+
+    def adopt(self, sock: socket.socket, address: Address, received: bytes) -> bool:
+        """A passive candidate on a TCP mux: a connection from ``address`` that the mux
+        accepted and read ``received`` of (its first frame, at least), handed over as if
+        this candidate had accepted it.  Whether it took it (``False``: no room, or closed;
+        the caller keeps the socket)."""
+        if self.closed or self._nursery is None or address in self._links:
+            return False
+        if len(self._links) >= self._max_links:
+            self._evict_unproven()
+            if len(self._links) >= self._max_links:
+                self.counters.refused += 1
+                return False
+        self.counters.accepted += 1
+        link = _Link(address, proven=False, epoch=self._epoch)
+        link.sock = sock
+        self._links[address] = link
+        name = f"tcp {host_port(*self.local_address)} <- {host_port(*address)}"
+        self._nursery.start_soon(self._serve, link, sock, received, name=name)
+        return True
 
     def restarted(self) -> None:
         """An ICE restart: the connections open now are of the generation before (see
@@ -249,7 +276,7 @@ class TcpTransport:
                 await trio.sleep_forever()
         finally:
             self.closed = True
-            _close(self._listener)
+            close_socket(self._listener)
             self._links.clear()
             self.wake()
 
@@ -292,12 +319,12 @@ class TcpTransport:
                 raise OSError(code, os.strerror(code))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
-            _close(sock)
+            close_socket(sock)
             logger.debug("%r: cannot connect to %s: %s", self, host_port(*address), exc)
             self._end(link)
             return
         except BaseException:
-            _close(sock)
+            close_socket(sock)
             self._end(link)
             raise
         link.sock = sock
@@ -345,24 +372,28 @@ class TcpTransport:
                 self._nursery.start_soon(self._serve, link, sock, name=name)
             await trio.lowlevel.checkpoint()  # (a flood of connections lets others run)
 
-    async def _serve(self, link: _Link, sock: socket.socket) -> None:
+    async def _serve(self, link: _Link, sock: socket.socket, received: bytes = b"") -> None:
         """Read the connection (this task) and write it (a task of its own) until it
         closes, either end closes it, or the transport closes."""
         if link.closed:  # (closed before this task ran, see _close_link)
-            _close(sock)
+            close_socket(sock)
             return
         try:
             async with trio.open_nursery() as nursery:
                 link.scope = nursery.cancel_scope
                 nursery.start_soon(self._write_loop, link, sock, name="write")
-                await self._read_loop(link, sock)
+                await self._read_loop(link, sock, received)
                 nursery.cancel_scope.cancel()
         finally:
             self._end(link)
-            _close(sock)
+            close_socket(sock)
 
-    async def _read_loop(self, link: _Link, sock: socket.socket) -> None:
+    async def _read_loop(self, link: _Link, sock: socket.socket, received: bytes) -> None:
         reader = FrameReader()
+        for datagram in reader.feed(received):  # (what a TCP mux read of it)
+            self._deliver(self, datagram, link.address)
+            if link.closed:
+                return
         if not link.proven:
             with trio.move_on_after(PROVE_WITHIN):
                 while not link.proven:
@@ -454,7 +485,7 @@ class TcpTransport:
             self._failed(self, link.address, link.epoch != self._epoch)
 
 
-def _close(sock: socket.socket | None) -> None:
+def close_socket(sock: socket.socket | None) -> None:
     """Close a socket that a task may be waiting on (it is told: ClosedResourceError)."""
     if sock is not None and sock.fileno() != -1:
         trio.lowlevel.notify_closing(sock)

@@ -1,0 +1,251 @@
+"""One TCP port for many agents' passive ICE-TCP candidates (``trice.open_tcp_mux``,
+``open_agent(mux=...)``), on loopback: server agents on one mux, each with a client agent
+of its own that opens a connection from an active candidate; only TCP candidates are
+signalled.  The mux hands each connection to the agent its first check asks."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.lowlevel
+
+import trice
+from trice import stun
+from trice._trio import _tcp
+
+from loopback import connect_both, loopback_config
+
+ACTIVE = (trice.TcpType.ACTIVE,)
+
+
+def _client_config() -> trice.AgentConfig:
+    config = loopback_config()
+    return dataclasses.replace(
+        config, network=dataclasses.replace(config.network, tcp_candidates=ACTIVE)
+    )
+
+
+def _signal_tcp(a: trice.Agent, b: trice.Agent) -> None:
+    for here, there in ((a, b), (b, a)):
+        params = there.local_parameters
+        here.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
+        for candidate in there.local_candidates:
+            if candidate.protocol == "tcp":
+                here.add_remote_candidate(candidate)
+        here.add_remote_candidate(None)
+
+
+@asynccontextmanager
+async def _server_and_client(
+    mux: trice.TcpMux | trice.UdpMux | tuple[trice.UdpMux | trice.TcpMux, ...],
+    **server: object,
+) -> AsyncIterator[tuple[trice.Agent, trice.Connection, trice.Connection]]:
+    """A server agent on ``mux`` and a client agent with an active TCP candidate, connected
+    over TCP: (the server agent, its connection, the client's)."""
+    async with (
+        trice.open_agent(loopback_config(**server), controlling=False, mux=mux) as s,  # type: ignore[arg-type]
+        trice.open_agent(_client_config(), controlling=True) as c,
+    ):
+        await s.wait_gathering_complete()
+        await c.wait_gathering_complete()
+        _signal_tcp(s, c)
+        cs, cc = await connect_both(s, c, within=20)
+        yield s, cs, cc
+
+
+async def test_thirty_agents_on_one_tcp_mux_each_get_their_own_connection() -> None:
+    async with trice.open_tcp_mux("127.0.0.1") as mux:
+        address = mux.local_address
+        results: dict[int, tuple[list[bytes], list[bytes]]] = {}
+
+        async def one(i: int) -> None:
+            async with _server_and_client(mux) as (server, to_client, to_server):
+                (candidate,) = server.local_candidates
+                assert (candidate.protocol, candidate.tcp_type) == ("tcp", trice.TcpType.PASSIVE)
+                assert candidate.transport_address == address
+                assert to_client.selected_pair.local == candidate
+                with trio.fail_after(10):
+                    for n in range(5):
+                        await to_server.send(b"%d to server %d" % (i, n))
+                        await to_client.send(b"%d to client %d" % (i, n))
+                    got_server = [await to_client.receive() for _ in range(5)]
+                    got_client = [await to_server.receive() for _ in range(5)]
+                results[i] = (got_server, got_client)
+                assert mux.owner(server.local_parameters.ufrag) is not None
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(one, i)
+        for i, (got_server, got_client) in results.items():
+            assert got_server == [b"%d to server %d" % (i, n) for n in range(5)]
+            assert got_client == [b"%d to client %d" % (i, n) for n in range(5)]
+        assert len(results) == 30
+        stats = mux.statistics()
+        assert (stats.agents, stats.waiting, stats.routed, stats.unroutable) == (0, 0, 30, 0)
+
+
+async def test_an_agent_on_a_udp_and_a_tcp_mux_signals_one_candidate_on_each() -> None:
+    async with trice.open_udp_mux("127.0.0.1") as udp, trice.open_tcp_mux("127.0.0.1") as tcp:
+        async with _server_and_client((udp, tcp)) as (server, to_client, to_server):
+            candidates = sorted(
+                (c.protocol, c.transport_address, c.tcp_type) for c in server.local_candidates
+            )
+            assert candidates == [
+                ("tcp", tcp.local_address, trice.TcpType.PASSIVE),
+                ("udp", udp.local_address, None),
+            ]
+            assert to_client.selected_pair.local.protocol == "tcp"
+            await to_server.send(b"over the tcp mux")
+            with trio.fail_after(5):
+                assert await to_client.receive() == b"over the tcp mux"
+
+
+async def test_connections_a_tcp_mux_handed_over_outlast_it() -> None:
+    """The mux's block ends (in a task of its own) while its agents are open: the
+    connections it handed them go on."""
+    opened: trio.MemorySendChannel[trice.TcpMux]
+    opened, take = trio.open_memory_channel(1)
+    done = trio.Event()
+    closed = trio.Event()
+
+    async def serve_mux() -> None:
+        async with trice.open_tcp_mux("127.0.0.1") as mux:
+            await opened.send(mux)
+            await done.wait()
+        closed.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_mux)
+        mux = await take.receive()
+        async with _server_and_client(mux) as (_, to_client, to_server):
+            done.set()
+            with trio.fail_after(5):
+                while not mux.closed:
+                    await trio.lowlevel.checkpoint()
+                await to_server.send(b"after the mux closed")
+                assert await to_client.receive() == b"after the mux closed"
+
+
+async def test_an_ice_restart_moves_the_agent_to_its_new_ufrag_on_the_mux() -> None:
+    async with trice.open_tcp_mux("127.0.0.1") as mux:
+        async with _server_and_client(mux) as (server, _, _):
+            old = server.local_parameters.ufrag
+            share = mux.owner(old)
+            assert share is not None
+            new = server.restart()
+            assert mux.owner(old) is None and mux.owner(new.ufrag) is share
+
+
+async def test_two_agents_may_not_share_a_ufrag_on_a_tcp_mux() -> None:
+    config = loopback_config(ufrag="sameUfrag", pwd="p" * 22)
+    async with trice.open_tcp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(config, controlling=False, mux=mux):
+            with pytest.raises(trice.UsageError, match="uses this TCP mux already"):
+                async with trice.open_agent(config, controlling=False, mux=mux):
+                    pass
+
+
+def test_open_tcp_mux_refuses_what_it_cannot_listen_on() -> None:
+    for host, port in (("localhost", 0), ("0.0.0.0", 0), ("127.0.0.1", 70000)):
+        with pytest.raises(trice.UsageError):
+            trice.open_tcp_mux(host, port)
+    with pytest.raises(TypeError, match="TcpMux"):
+        trice.open_agent(controlling=True, mux=[object()])  # type: ignore[list-item]
+
+
+# ------------------------------------------------------------------ what the mux does not route
+
+
+def _frame(data: bytes) -> bytes:
+    return struct.pack("!H", len(data)) + data
+
+
+async def _closed_by_mux(address: tuple[str, int], data: bytes) -> None:
+    """A raw connection to the mux that sends ``data``: the mux closes it."""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            if data:
+                await stream.send_all(data)
+            while True:
+                try:
+                    chunk = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return
+                if not chunk:
+                    return
+
+
+def _request(ufrag: str) -> bytes:
+    message = stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=[stun.Username(ufrag + ":peer")]
+    )
+    return message.encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
+
+
+@pytest.fixture
+def quick_prove(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tcp, "PROVE_WITHIN", 0.2)
+
+
+async def test_the_mux_closes_what_it_cannot_route(quick_prove: None) -> None:
+    async with trice.open_tcp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
+            ufrag = agent.local_parameters.ufrag
+            address = mux.local_address
+            await _closed_by_mux(address, _frame(_request("nobodyHere")))  # (unknown ufrag)
+            await _closed_by_mux(address, _frame(b"\x80" + bytes(30)))  # (not STUN)
+            response = stun.Message(stun.Method.BINDING, stun.MessageClass.SUCCESS).encode()
+            await _closed_by_mux(address, _frame(response))  # (STUN, but no request)
+            await _closed_by_mux(address, b"")  # (silence, past PROVE_WITHIN)
+            await _closed_by_mux(address, _frame(_request(ufrag))[:5])  # (half, then silence)
+            stats = mux.statistics()
+            assert (stats.routed, stats.unroutable, stats.waiting) == (0, 5, 0)
+            # A request for the agent whose integrity is wrong is routed, and the agent
+            # answers it with an error (and closes the connection, unproven, later).
+            with trio.fail_after(5):
+                stream = await trio.open_tcp_stream(*address)
+                async with stream:
+                    await stream.send_all(_frame(_request(ufrag)))
+                    answer = await stream.receive_some(65536)
+            assert stun.decode(answer[2:]).message_class is stun.MessageClass.ERROR
+            assert mux.statistics().routed == 1
+            assert agent.statistics().tcp_accepted == 1
+
+
+async def test_past_max_waiting_a_new_connection_is_closed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trice._trio import _tcpmux
+
+    monkeypatch.setattr(_tcpmux, "MAX_WAITING", 2)
+    async with trice.open_tcp_mux("127.0.0.1") as mux:
+        address = mux.local_address
+        with trio.fail_after(5):
+            idle = [await trio.open_tcp_stream(*address) for _ in range(2)]
+            while mux.statistics().waiting < 2:
+                await trio.lowlevel.checkpoint()
+            await _closed_by_mux(address, b"")
+        assert mux.statistics().unroutable == 1
+        for stream in idle:
+            await stream.aclose()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_leaving_closes_the_mux_and_every_connection_it_held() -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    async with trice.open_tcp_mux("127.0.0.1") as mux:
+        async with _server_and_client(mux):
+            pass
+        raw = socket.create_connection(mux.local_address)
+        while mux.statistics().waiting < 1:
+            await trio.lowlevel.checkpoint()
+    raw.close()
+    assert set(os.listdir("/proc/self/fd")) <= before

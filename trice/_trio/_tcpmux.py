@@ -1,0 +1,276 @@
+"""One TCP port for many agents (Pion's ``TCPMux``): :func:`open_tcp_mux`.
+
+A server that offers ICE-TCP to many peers gives them all the same passive candidate, one
+address and port that one firewall rule opens, and listens once.  The mux accepts each
+connection, reads its first frame, which must be a Binding request (RFC 6544: the active
+side's first check), and hands the connection to the agent whose ufrag is the first part of
+the request's USERNAME (RFC 8445 §7.2.2).  From then on the connection is that agent's (it
+checks the request as it checks any, and must find it right within ``PROVE_WITHIN``): the
+mux is done with it, and closing the mux does not close it.
+
+An agent opened with ``mux=`` a :class:`TcpMux` signals a passive TCP host candidate at the
+mux's address (see :func:`trice.open_agent`).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+import trio
+
+from trice import stun
+from trice._errors import UsageError
+from trice._trio._exits import exit_nursery
+from trice._trio._log import logger
+from trice._trio._mux import BINDING_REQUEST, asked_ufrag
+from trice._trio import _tcp
+from trice._trio._tcp import TcpTransport, close_socket
+from trice._trio._transport import Address, bind_socket
+from trice.ice._framing import FrameReader
+
+__all__ = ["TcpMux", "TcpMuxContext", "TcpMuxStatistics", "open_tcp_mux"]
+
+#: Connections the mux holds at once while it waits for their first frame; past it, a new
+#: one is closed at once (counted unroutable).
+MAX_WAITING: Final = 128
+#: Connections waiting in the listener's backlog.
+_BACKLOG: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class TcpMuxStatistics:
+    """A :class:`TcpMux`'s counters.
+
+    Attributes:
+        agents: agents that use the mux now.
+        waiting: connections accepted whose first frame has not come yet.
+        routed: connections handed to an agent.
+        unroutable: connections closed instead: their first frame was no Binding request
+            for an agent of the mux (or did not come within 10 seconds), the agent had no
+            room for it, or too many were waiting.
+    """
+
+    agents: int
+    waiting: int
+    routed: int
+    unroutable: int
+
+
+class TcpMux:
+    """A TCP listening socket that many agents share; made by :func:`open_tcp_mux`.
+
+    Pass it to :func:`trice.open_agent` (``mux=``), as a :class:`~trice.UdpMux` is.
+    """
+
+    __slots__ = ("_by_ufrag", "_closed", "_routed", "_unroutable", "_waiting", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._by_ufrag: dict[str, TcpTransport] = {}
+        self._waiting = 0
+        self._routed = 0
+        self._unroutable = 0
+        self._closed = False
+
+    @property
+    def local_address(self) -> Address:
+        """The address and port the mux listens on: every agent's passive candidate."""
+        host, port = self.sock.getsockname()[:2]
+        return (host.split("%", 1)[0], port)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> TcpMuxStatistics:
+        """The mux's counters now."""
+        return TcpMuxStatistics(
+            agents=len(self._by_ufrag),
+            waiting=self._waiting,
+            routed=self._routed,
+            unroutable=self._unroutable,
+        )
+
+    def owner(self, ufrag: str) -> TcpTransport | None:
+        """The passive candidate's transport of the agent of ``ufrag`` on this mux, or
+        ``None``."""
+        return self._by_ufrag.get(ufrag)
+
+    def _attach(self, ufrag: str, transport: TcpTransport) -> None:
+        if self._closed:
+            raise UsageError("the TCP mux is closed")
+        if ufrag in self._by_ufrag:
+            raise UsageError(f"an agent of ufrag {ufrag} uses this TCP mux already")
+        self._by_ufrag[ufrag] = transport
+
+    def _detach(self, transport: TcpTransport) -> None:
+        for ufrag, held in list(self._by_ufrag.items()):
+            if held is transport:
+                del self._by_ufrag[ufrag]
+
+    def _rename(self, transport: TcpTransport, ufrag: str) -> None:
+        """The agent's ufrag changed (an ICE restart)."""
+        self._detach(transport)
+        if not (self._closed or transport.closed):
+            self._attach(ufrag, transport)
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        listener = self.sock
+        while True:
+            try:
+                sock, source = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                await trio.lowlevel.wait_readable(listener)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.warning("TCP mux %s: cannot accept: %s", self.local_address, exc)
+                    await trio.sleep(0.1)  # (it waits in the backlog; as trio's listeners do)
+                continue
+            address: Address = (source[0].split("%", 1)[0], source[1])
+            if self._waiting >= MAX_WAITING:
+                self._unroutable += 1
+                sock.close()
+            else:
+                self._waiting += 1
+                nursery.start_soon(self._route, sock, address, name=f"tcp mux <- {address}")
+            await trio.lowlevel.checkpoint()  # (a flood of connections lets others run)
+
+    async def _route(self, sock: socket.socket, address: Address) -> None:
+        """Read a connection's first frame, and hand the connection to its agent."""
+        handed = False
+        try:
+            sock.setblocking(False)
+            received = await _first_frame(sock)
+            first = None if received is None else received[0]
+            transport = None
+            if first is not None and stun.peek_type(first) == BINDING_REQUEST:
+                ufrag = asked_ufrag(first)
+                if ufrag is not None:
+                    transport = self._by_ufrag.get(ufrag)
+            if transport is not None and received is not None:
+                handed = transport.adopt(sock, address, received[1])
+            if handed:
+                self._routed += 1
+            else:
+                self._unroutable += 1
+                logger.debug("TCP mux %s: no agent for %s", self.local_address, address)
+        except OSError:
+            self._unroutable += 1
+        finally:
+            self._waiting -= 1
+            if not handed:
+                close_socket(sock)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._by_ufrag.clear()
+        close_socket(self.sock)
+
+
+async def _first_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """The first frame a connection carries and every byte read so far (the frame's own
+    included), or ``None`` if the connection ends, or none comes within ``PROVE_WITHIN``
+    (the time an agent gives a connection it accepted itself)."""
+    reader = FrameReader()
+    received = bytearray()
+    with trio.move_on_after(_tcp.PROVE_WITHIN):
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if not data:
+                return None
+            received += data
+            frames = reader.feed(data)
+            if frames:
+                return frames[0], bytes(received)
+    return None
+
+
+def open_tcp_mux(host: str = "127.0.0.1", port: int = 0) -> TcpMuxContext:
+    """Open one TCP listening socket, on ``host`` (an IP literal) and ``port``, for many
+    agents' passive ICE-TCP candidates to share; it closes when the block ends.
+
+    Use it as ``async with trice.open_tcp_mux("192.0.2.1", 443) as mux:``, and open each
+    agent inside with ``trice.open_agent(config, controlling=..., mux=mux)`` (with a UDP
+    mux too: ``mux=(udp_mux, tcp_mux)``).  The connections it handed to agents are theirs:
+    they outlast the mux.
+
+    Raises:
+        UsageError: ``host`` is no IP address, or not one address of the host (the
+            unspecified address, a multicast one), or ``port`` is out of range.
+        OSError: the address cannot be bound (when the block is entered).
+        LimitError: the process ran out of file descriptors (when the block is entered).
+    """
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise UsageError(f"open_tcp_mux's port must be 0..65535, not {port!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"open_tcp_mux's host must be an IP address, not {host!r}") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise UsageError(
+            f"open_tcp_mux's host must be one address of the host (it is every agent's "
+            f"passive candidate), not {host}"
+        )
+    return TcpMuxContext(host, port)
+
+
+class TcpMuxContext:
+    """What :func:`open_tcp_mux` returns: an async context manager that listens and starts
+    the mux's task on entry, and closes both on exit (an exception of the block goes on as
+    itself).  Made by :func:`open_tcp_mux`."""
+
+    __slots__ = ("_host", "_manager", "_mux", "_nursery", "_port")
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host = host
+        self._port = port
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._mux: TcpMux | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> TcpMux:
+        if self._manager is not None:
+            raise UsageError("an open_tcp_mux(...) context can be entered only once")
+        port_range = (self._port, self._port) if self._port else None
+        sock = bind_socket(self._host, port_range, kind=socket.SOCK_STREAM)
+        try:
+            sock.listen(_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        mux = self._mux = TcpMux(sock)
+        manager = self._manager = trio.open_nursery()
+        try:
+            nursery = await manager.__aenter__()
+        except BaseException:
+            mux._close()
+            raise
+        self._nursery = nursery
+        name = f"tcp mux {self._host}:{mux.local_address[1]}"
+        nursery.start_soon(mux._serve, nursery, name=name)
+        return mux
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        manager, mux, nursery = self._manager, self._mux, self._nursery
+        assert manager and mux and nursery, "__aexit__ without __aenter__"
+        try:
+            nursery.cancel_scope.cancel()  # (the mux's tasks: the block is over)
+            return await exit_nursery(manager, exc_type, exc, tb)
+        finally:
+            mux._close()
