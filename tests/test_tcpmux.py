@@ -245,7 +245,8 @@ async def test_leaving_closes_the_mux_and_every_connection_it_held() -> None:
         async with _server_and_client(mux):
             pass
         raw = socket.create_connection(mux.local_address)
-        while mux.statistics().waiting < 1:
-            await trio.lowlevel.checkpoint()
+        with trio.fail_after(5):  # (the mux holds it, waiting for its first frame)
+            while mux.statistics().waiting < 1:
+                await trio.lowlevel.checkpoint()
     raw.close()
     assert set(os.listdir("/proc/self/fd")) <= before
