@@ -127,8 +127,8 @@ async def test_connections_a_tcp_mux_handed_over_outlast_it() -> None:
         async with _server_and_client(mux) as (_, to_client, to_server):
             done.set()
             with trio.fail_after(5):
-                while not mux.closed:
-                    await trio.lowlevel.checkpoint()
+                await closed.wait()
+                assert mux.closed and mux.statistics().agents == 0
                 await to_server.send(b"after the mux closed")
                 assert await to_client.receive() == b"after the mux closed"
 
