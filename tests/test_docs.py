@@ -29,6 +29,7 @@ EXPECTED = {
     "mdns.py": "mdns: bob's pair is alice's host candidate at 127.0.0.1",
     "mux.py": "carol got: echo: hello from carol",
     "tcp.py": "alice got: hello back\nbob's listener: 1 accepted, 0 refused, 0 closed unproven",
+    "tcp_mux.py": "connections routed: 3, unroutable: 0",
 }
 
 

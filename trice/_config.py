@@ -136,9 +136,11 @@ class NetworkConfig:
             opened to the peer's passive candidates: what a client behind a firewall that
             lets only TCP out needs), both, or none (the default).  They rank below the UDP
             host candidate of the same address (on a host's first 36 interfaces).  A passive
-            one's address behind a 1:1 NAT (``external_addresses``) is signalled too.  Not on
-            a UDP mux, nor under the ``NOHOST`` and ``RELAY`` transport policies; an ICE-lite
-            agent gathers the passive one only.  See the guide, "ICE over TCP".
+            one's address behind a 1:1 NAT (``external_addresses``) is signalled too.  Not for
+            an agent on a mux (a TCP mux gives it its passive candidate: see
+            :func:`~trice.open_tcp_mux`), nor under the ``NOHOST`` and ``RELAY`` transport
+            policies; an ICE-lite agent gathers the passive one only.  See the guide, "ICE
+            over TCP".
     """
 
     interface_filter: Callable[[str], bool] | None = None

@@ -26,10 +26,10 @@ import trio
 
 from trice import stun
 from trice._errors import UsageError
+from trice._trio import _tcp
 from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
 from trice._trio._mux import BINDING_REQUEST, asked_ufrag
-from trice._trio import _tcp
 from trice._trio._tcp import TcpTransport, close_socket
 from trice._trio._transport import Address, bind_socket
 from trice.ice._framing import FrameReader
