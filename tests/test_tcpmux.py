@@ -220,21 +220,28 @@ async def test_the_mux_closes_what_it_cannot_route(quick_prove: None) -> None:
             assert agent.statistics().tcp_accepted == 1
 
 
-async def test_past_max_waiting_a_new_connection_is_closed_at_once(
+async def test_past_max_waiting_a_new_connection_takes_the_oldest_ones_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """At ``MAX_WAITING`` connections waiting for their first frame, the oldest is closed
+    (counted unroutable) and the new one waits in its place."""
     from trice._trio import _tcpmux
 
     monkeypatch.setattr(_tcpmux, "MAX_WAITING", 2)
     async with trice.open_tcp_mux("127.0.0.1") as mux:
         address = mux.local_address
         with trio.fail_after(5):
-            idle = [await trio.open_tcp_stream(*address) for _ in range(2)]
+            first = await trio.open_tcp_stream(*address)
+            while mux.statistics().waiting < 1:
+                await trio.lowlevel.checkpoint()
+            second = await trio.open_tcp_stream(*address)
             while mux.statistics().waiting < 2:
                 await trio.lowlevel.checkpoint()
-            await _closed_by_mux(address, b"")
-        assert mux.statistics().unroutable == 1
-        for stream in idle:
+            third = await trio.open_tcp_stream(*address)
+            assert await first.receive_some(1) == b""  # (the oldest: closed)
+        stats = mux.statistics()
+        assert (stats.unroutable, stats.waiting) == (1, 2)
+        for stream in (first, second, third):
             await stream.aclose()
 
 

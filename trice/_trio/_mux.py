@@ -96,12 +96,16 @@ class UdpMux:
         "_closed",
         "_delivered",
         "_unroutable",
+        "local_address",
         "send_lock",
         "sock",
     )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        host, port = sock.getsockname()[:2]
+        #: The address and port the mux is bound to: every agent's host candidate.
+        self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, MuxTransport] = {}
         # Each peer address: the share it is routed to, and whether that share proved it
         # (answered a check from there with success).
@@ -112,12 +116,6 @@ class UdpMux:
         # The sends waiting for the socket to take a datagram take turns (one task at a time
         # may wait on a socket in trio).
         self.send_lock: trio.Lock | None = None
-
-    @property
-    def local_address(self) -> Address:
-        """The address and port the mux is bound to: every agent's host candidate."""
-        host, port = self.sock.getsockname()[:2]
-        return (host.split("%", 1)[0], port)
 
     @property
     def closed(self) -> bool:
@@ -350,6 +348,8 @@ def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> UdpMuxContext:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UsageError(f"open_udp_mux's port must be 0..65535, not {port!r}")
     try:
+        if not isinstance(host, str):
+            raise ValueError(host)
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise UsageError(f"open_udp_mux's host must be an IP address, not {host!r}") from None

@@ -127,6 +127,7 @@ class TcpTransport:
         self._listener = listener
         self._links: dict[Address, _Link] = {}  # (in the order opened)
         self._nursery: trio.Nursery | None = None
+        self._early: list[tuple[_Link, bytes]] = []  # (see adopt)
         self._senders = trio.lowlevel.ParkingLot()
         self.counters = counters
         self._epoch = 0  # (ICE restarts so far)
@@ -219,7 +220,7 @@ class TcpTransport:
         accepted and read ``received`` of (its first frame, at least), handed over as if
         this candidate had accepted it.  Whether it took it (``False``: no room, or closed;
         the caller keeps the socket)."""
-        if self.closed or self._nursery is None or address in self._links:
+        if self.closed or address in self._links:
             return False
         if len(self._links) >= self._max_links:
             self._evict_unproven()
@@ -230,9 +231,17 @@ class TcpTransport:
         link = _Link(address, proven=False, epoch=self._epoch)
         link.sock = sock
         self._links[address] = link
-        name = f"tcp {host_port(*self.local_address)} <- {host_port(*address)}"
-        self._nursery.start_soon(self._serve, link, sock, received, name=name)
+        if self._nursery is None:
+            # (The agent has just opened: its task starts serving it, see run.)
+            self._early.append((link, received))
+        else:
+            self._start_serve(link, received)
         return True
+
+    def _start_serve(self, link: _Link, received: bytes) -> None:
+        assert self._nursery is not None and link.sock is not None
+        name = f"tcp {host_port(*self.local_address)} <- {host_port(*link.address)}"
+        self._nursery.start_soon(self._serve, link, link.sock, received, name=name)
 
     def restarted(self) -> None:
         """An ICE restart: the connections open now are of the generation before (see
@@ -271,9 +280,18 @@ class TcpTransport:
                         self._listener,
                         name=f"accept {host_port(*self.local_address)}",
                     )
+                # What came before this task ran: checks to send (an active candidate's
+                # connections to open), connections a TCP mux handed over.
                 for link in list(self._links.values()):
-                    self._start_connect(link)  # (checks that went before this task ran)
-                await trio.sleep_forever()
+                    if link.sock is None:
+                        self._start_connect(link)
+                for link, received in self._early:
+                    self._start_serve(link, received)
+                self._early = []
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self.closed = True  # (before the nursery closes: adopt takes none now)
         finally:
             self.closed = True
             close_socket(self._listener)

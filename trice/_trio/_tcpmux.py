@@ -68,21 +68,27 @@ class TcpMux:
     Pass it to :func:`trice.open_agent` (``mux=``), as a :class:`~trice.UdpMux` is.
     """
 
-    __slots__ = ("_by_ufrag", "_closed", "_routed", "_unroutable", "_waiting", "sock")
+    __slots__ = (
+        "_by_ufrag",
+        "_closed",
+        "_routed",
+        "_unroutable",
+        "_waiting",
+        "local_address",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        host, port = sock.getsockname()[:2]
+        #: The address and port the mux listens on: every agent's passive candidate.
+        self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, TcpTransport] = {}
-        self._waiting = 0
+        #: The connections waiting for their first frame, oldest first (their tasks' scopes).
+        self._waiting: dict[trio.CancelScope, None] = {}
         self._routed = 0
         self._unroutable = 0
         self._closed = False
-
-    @property
-    def local_address(self) -> Address:
-        """The address and port the mux listens on: every agent's passive candidate."""
-        host, port = self.sock.getsockname()[:2]
-        return (host.split("%", 1)[0], port)
 
     @property
     def closed(self) -> bool:
@@ -92,7 +98,7 @@ class TcpMux:
         """The mux's counters now."""
         return TcpMuxStatistics(
             agents=len(self._by_ufrag),
-            waiting=self._waiting,
+            waiting=len(self._waiting),
             routed=self._routed,
             unroutable=self._unroutable,
         )
@@ -134,20 +140,27 @@ class TcpMux:
                     await trio.sleep(0.1)  # (it waits in the backlog; as trio's listeners do)
                 continue
             address: Address = (source[0].split("%", 1)[0], source[1])
-            if self._waiting >= MAX_WAITING:
-                self._unroutable += 1
-                sock.close()
-            else:
-                self._waiting += 1
-                nursery.start_soon(self._route, sock, address, name=f"tcp mux <- {address}")
+            if len(self._waiting) >= MAX_WAITING:
+                # The oldest waiting gives its place (a stranger's idle connections cannot
+                # keep the peers out: a peer's first check comes a round trip after it opens).
+                oldest = next(iter(self._waiting))
+                del self._waiting[oldest]
+                oldest.cancel()
+            scope = trio.CancelScope()
+            self._waiting[scope] = None
+            nursery.start_soon(self._route, sock, address, scope, name=f"tcp mux <- {address}")
             await trio.lowlevel.checkpoint()  # (a flood of connections lets others run)
 
-    async def _route(self, sock: socket.socket, address: Address) -> None:
-        """Read a connection's first frame, and hand the connection to its agent."""
+    async def _route(self, sock: socket.socket, address: Address, scope: trio.CancelScope) -> None:
+        """Read a connection's first frame, and hand the connection to its agent (unless
+        ``scope`` is cancelled first: too many waited)."""
         handed = False
         try:
             sock.setblocking(False)
-            received = await _first_frame(sock)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            received = None
+            with scope:
+                received = await _first_frame(sock)
             first = None if received is None else received[0]
             transport = None
             if first is not None and stun.peek_type(first) == BINDING_REQUEST:
@@ -164,7 +177,7 @@ class TcpMux:
         except OSError:
             self._unroutable += 1
         finally:
-            self._waiting -= 1
+            self._waiting.pop(scope, None)
             if not handed:
                 close_socket(sock)
 
@@ -214,6 +227,8 @@ def open_tcp_mux(host: str = "127.0.0.1", port: int = 0) -> TcpMuxContext:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UsageError(f"open_tcp_mux's port must be 0..65535, not {port!r}")
     try:
+        if not isinstance(host, str):
+            raise ValueError(host)
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise UsageError(f"open_tcp_mux's host must be an IP address, not {host!r}") from None
