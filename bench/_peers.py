@@ -215,3 +215,34 @@ def measure_in_process(n: int, *, ipv6: bool = False, timeout: float = 20.0) -> 
     (end-of-candidates included) and stops when both ``connect()`` calls returned.
     """
     return [trio.run(_in_process_once, ipv6, timeout) for _ in range(n)]
+
+
+async def one_way_and_ping_pong(
+    sender: trice.Connection, receiver: trice.Connection, count: int, rounds: int, size: int
+) -> tuple[float, float]:
+    """Over a connected pair, in one trio run: datagrams of ``size`` bytes a second from
+    ``sender`` to ``receiver`` (``count`` sent, counted as received, 20 s at most), then
+    round trips a second (``rounds`` ping-pongs of small datagrams)."""
+    payload = bytes(size)
+    got = 0
+
+    async def sink() -> None:
+        nonlocal got
+        while got < count:
+            await receiver.receive()
+            got += 1
+
+    started = time.perf_counter()
+    with trio.move_on_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sink)
+            for _ in range(count):
+                await sender.send(payload)
+    one_way = got / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        await sender.send(b"ping")
+        await receiver.receive()
+        await receiver.send(b"pong")
+        await sender.receive()
+    return one_way, rounds / (time.perf_counter() - started)

@@ -28,6 +28,8 @@ import trio
 import trice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _peers import one_way_and_ping_pong
+
 from loopback import connect_both, loopback_config, signal
 
 SIZE = 1200
@@ -62,29 +64,7 @@ async def _data(on_mux: bool, count: int, rounds: int) -> tuple[float, float]:
     """(datagrams a second one way, round trips a second)."""
     async with _maybe_mux(on_mux) as mux:
         async with _server_and_client(mux) as (to_client, to_server):
-            payload = bytes(SIZE)
-            got = 0
-
-            async def sink() -> None:
-                nonlocal got
-                while got < count:
-                    await to_client.receive()
-                    got += 1
-
-            started = time.perf_counter()
-            with trio.move_on_after(20):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(sink)
-                    for _ in range(count):
-                        await to_server.send(payload)
-            one_way = got / (time.perf_counter() - started)
-            started = time.perf_counter()
-            for _ in range(rounds):
-                await to_server.send(b"ping")
-                await to_client.receive()
-                await to_client.send(b"pong")
-                await to_server.receive()
-            return one_way, rounds / (time.perf_counter() - started)
+            return await one_way_and_ping_pong(to_server, to_client, count, rounds, SIZE)
 
 
 async def _connect_many(on_mux: bool, n: int) -> float:

@@ -34,6 +34,8 @@ import trice
 from trice.ice._framing import FrameReader, frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _peers import one_way_and_ping_pong
+
 from loopback import connect_both, loopback_config
 
 SIZE = 1200
@@ -77,29 +79,7 @@ async def _agents(tcp: bool, connects: int, count: int, rounds: int) -> tuple[fl
         async with _pair(tcp) as (elapsed, _, _):
             times.append(elapsed)
     async with _pair(tcp) as (_, ca, cb):
-        payload = bytes(SIZE)
-        got = 0
-
-        async def sink() -> None:
-            nonlocal got
-            while got < count:
-                await cb.receive()
-                got += 1
-
-        started = time.perf_counter()
-        with trio.move_on_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(sink)
-                for _ in range(count):
-                    await ca.send(payload)
-        one_way = got / (time.perf_counter() - started)
-        started = time.perf_counter()
-        for _ in range(rounds):
-            await ca.send(b"ping")
-            await cb.receive()
-            await cb.send(b"pong")
-            await ca.receive()
-        ping = rounds / (time.perf_counter() - started)
+        one_way, ping = await one_way_and_ping_pong(ca, cb, count, rounds, SIZE)
     return statistics.median(times), one_way, ping
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import socket
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
 
 import trio
 
@@ -113,3 +115,43 @@ def state_of(agent: trice.Agent) -> trice.ConnectionState:
     """The agent's state now.  (A call: a type checker keeps no narrowing of
     ``agent.connection_state`` across it, as it does across a method call that changes it.)"""
     return agent.connection_state
+
+
+def open_fds() -> set[str]:
+    """The process's open file descriptors (Linux: ``/proc/self/fd``)."""
+    return set(os.listdir("/proc/self/fd"))
+
+
+def walk_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    """``task`` and every task under it, depth first."""
+    out = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            out.extend(walk_tasks(child))
+    return out
+
+
+_M = TypeVar("_M")
+
+
+@contextlib.asynccontextmanager
+async def mux_in_a_task(
+    open_mux: Callable[[], AbstractAsyncContextManager[_M]],
+) -> AsyncIterator[tuple[_M, trio.CancelScope, trio.Event]]:
+    """A mux (``open_mux()``: ``trice.open_udp_mux(...)`` or ``open_tcp_mux(...)``) whose
+    block runs in a task of its own: cancelling the scope ends the block while the caller's
+    agents are open (the mux closing first); the event is set once it has ended."""
+    scope = trio.CancelScope()
+    ended = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[_M]) -> None:
+        with scope:
+            async with open_mux() as mux:
+                task_status.started(mux)
+                await trio.sleep_forever()
+        ended.set()
+
+    async with trio.open_nursery() as nursery:
+        mux = await nursery.start(run)
+        yield mux, scope, ended
+        scope.cancel()

@@ -40,10 +40,12 @@ from loopback import (
     cycle_collector_off,
     events_so_far,
     loopback_config,
+    open_fds,
     signal,
     state_of,
     states_so_far,
     wait_for_state,
+    walk_tasks,
 )
 from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
@@ -736,13 +738,9 @@ async def test_a_closed_connection_raises_though_its_fast_path_was_ready(closing
         assert cb._udp is None and cb._sendto is None
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_leaving_or_cancelling_closes_every_socket_and_task() -> None:
-    before = _open_fds()
+    before = open_fds()
     config = loopback_config()
     with trio.move_on_after(0.5) as scope:
         async with (
@@ -753,11 +751,11 @@ async def test_leaving_or_cancelling_closes_every_socket_and_task() -> None:
             await trio.sleep_forever()  # cancelled from outside, mid-session
     assert scope.cancelled_caught
     assert a.connection_state is trice.ConnectionState.CLOSED
-    assert _open_fds() <= before
+    assert open_fds() <= before
     # No task of the agents outlives them.
     root = trio.lowlevel.current_root_task()
     assert root is not None
-    names = [t.name for t in _walk(root)]
+    names = [t.name for t in walk_tasks(root)]
     assert not any(n.startswith(("gather", "receive ", "checks", "check ")) for n in names)
 
 
@@ -815,16 +813,8 @@ async def _assert_no_agent_tasks_left() -> None:
     await trio.testing.wait_all_tasks_blocked()
     root = trio.lowlevel.current_root_task()
     assert root is not None
-    names = [t.name for t in _walk(root)]
+    names = [t.name for t in walk_tasks(root)]
     assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
-
-
-def _walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
-    out = [task]
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            out.extend(_walk(child))
-    return out
 
 
 async def test_body_exception_propagates_unwrapped() -> None:
@@ -2070,9 +2060,9 @@ async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket(
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_warm_up_connects_on_loopback_and_leaves_nothing_open() -> None:
-    before = _open_fds()
+    before = open_fds()
     assert await trice.warm_up(rounds=2)
-    assert _open_fds() <= before
+    assert open_fds() <= before
     await _assert_no_agent_tasks_left()
 
 
@@ -2104,10 +2094,10 @@ async def test_the_shells_warm_up_connects_over_a_socket_pair_and_binds_no_socke
     monkeypatch.setattr(_gather, "bind_socket", no_socket)
     monkeypatch.setattr(_agent, "_connect_into", counting)
     monkeypatch.setattr(_agent, "_warm", True)  # (its own agents must not warm up again)
-    before = _open_fds()
+    before = open_fds()
     await _agent._warm_shell(rounds=2)
     assert connected == [True] * 4
-    assert _open_fds() <= before
+    assert open_fds() <= before
     await _assert_no_agent_tasks_left()
 
 
@@ -2122,9 +2112,9 @@ async def test_the_shells_warm_up_closes_its_socket_pair_when_it_fails_midway(
 
     monkeypatch.setattr(_agent.Agent, "_adopt_socket", broken)
     monkeypatch.setattr(_agent, "_warm", True)  # (its own agents must not warm up again)
-    before = _open_fds()
+    before = open_fds()
     await _agent._warm_shell(rounds=1)  # logs the failure, raises nothing
-    assert _open_fds() <= before
+    assert open_fds() <= before
 
 
 async def test_the_shells_warm_up_never_fails_the_agent_being_opened(

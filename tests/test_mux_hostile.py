@@ -17,7 +17,7 @@ import trice
 from trice import stun
 from trice.ice._core import AgentCore
 
-from loopback import connect_both, loopback_config, signal, wait_for_state
+from loopback import connect_both, loopback_config, mux_in_a_task, signal, wait_for_state
 from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
 #: How long every task must have been blocked before a test looks (datagrams on loopback
@@ -44,24 +44,6 @@ async def _connected_through(
         signal(server, client)
         to_client, to_server = await connect_both(server, client)
         yield server, to_client, client, to_server
-
-
-@asynccontextmanager
-async def _mux_in_a_task() -> AsyncIterator[tuple[trice.UdpMux, trio.CancelScope]]:
-    """A mux whose block runs in a task of its own: cancelling the scope closes the mux while
-    the caller's agents are still open (the mux closing first)."""
-    scope = trio.CancelScope()
-
-    async def run(task_status: trio.TaskStatus[trice.UdpMux]) -> None:
-        with scope:
-            async with trice.open_udp_mux("127.0.0.1") as mux:
-                task_status.started(mux)
-                await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        mux = await nursery.start(run)
-        yield mux, scope
-        scope.cancel()
 
 
 class _FullSocket:
@@ -167,7 +149,7 @@ async def test_an_agent_on_two_muxes_stays_connected_when_the_other_one_closes()
     and data goes on."""
     async with (
         trice.open_udp_mux("127.0.0.1") as kept,
-        _mux_in_a_task() as (closing, closing_scope),
+        mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (closing, closing_scope, _),
         trice.open_agent(loopback_config(), controlling=False, mux=(kept, closing)) as server,
         trice.open_agent(loopback_config(), controlling=True) as client,
     ):
@@ -254,7 +236,7 @@ async def test_when_the_mux_closes_first_a_send_says_so() -> None:
     """The mux closes while an agent on it is connected: Connection.send and send_nowait
     raise ClosedResourceError saying the mux closed (not that a relay is gone)."""
     async with (
-        _mux_in_a_task() as (mux, mux_scope),
+        mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (mux, mux_scope, _),
         _connected_through(mux) as (_, to_client, _, _),
     ):
         mux_scope.cancel()
@@ -270,7 +252,7 @@ async def test_when_the_mux_closes_first_its_agents_hear_of_it() -> None:
     """The mux closes while an agent on it is connected: the agent's pairs there fail, ICE
     with them, and a task waiting in receive() is woken (not left until consent expires)."""
     async with (
-        _mux_in_a_task() as (mux, mux_scope),
+        mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (mux, mux_scope, _),
         _connected_through(mux) as (server, to_client, _, _),
     ):
         outcome: list[object] = []

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from natlab import Host, Lab, NatKind, nat_lab, require_natlab
-from peers.harness import TRICE_PEER, Peer, PeerError, exchange
+from peers.harness import TRICE_PEER, Message, Peer, PeerError, exchange
 
 pytestmark = pytest.mark.natlab
 
@@ -73,14 +73,26 @@ def _peers(a: Peer, b: Peer) -> Iterator[tuple[Peer, Peer]]:
         yield a, b
 
 
-def _signal(a: Peer, b: Peer) -> None:
-    desc_a, desc_b = a.local_description(15), b.local_description(15)
+def _signal(a: Peer, b: Peer, desc_a: list[Message] | None = None) -> None:
+    """Relay the two peers' descriptions (``a``'s as already read, if given), then start."""
+    if desc_a is None:
+        desc_a = a.local_description(15)
+    desc_b = b.local_description(15)
     for msg in desc_b:
         a.send(msg)
     for msg in desc_a:
         b.send(msg)
     a.send({"type": "start"})
     b.send({"type": "start"})
+
+
+def _connected_and_exchanged(a: Peer, b: Peer) -> tuple[Message, Message]:
+    """Both peers say they are connected (their ``connected`` messages, returned), and
+    ``COUNT`` datagrams go each way."""
+    ca, cb = a.expect("connected", 30), b.expect("connected", 30)
+    got_a, got_b = exchange(a, b, COUNT)
+    assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+    return ca, cb
 
 
 def _connect(lab: Lab, *, turn: str | None = None, relay_only: bool = False) -> tuple[str, ...]:
@@ -99,9 +111,7 @@ def _connect_lines(
         _peer(lab, lab.host_b, False, *extra, turn=turn),
     ) as (a, b):
         _signal(a, b)
-        ca, cb = a.expect("connected", 30), b.expect("connected", 30)
-        got_a, got_b = exchange(a, b, COUNT)
-        assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+        ca, cb = _connected_and_exchanged(a, b)
         return (ca["local"], ca["remote"], cb["local"], cb["remote"])
 
 
@@ -242,16 +252,8 @@ def test_a_1to1_nats_public_address_from_the_config_connects_without_stun(kind: 
             ), lines
             hidden = [line for line in lines if line.split()[4] == lab.host_a.address]
             assert bool(hidden) == (kind == "srflx"), lines  # (HOST: in the host's place)
-            for msg in b.local_description(15):
-                a.send(msg)
-            for msg in description:
-                b.send(msg)
-            a.send({"type": "start"})
-            b.send({"type": "start"})
-            a.expect("connected", 30)
-            cb = b.expect("connected", 30)
-            got_a, got_b = exchange(a, b, COUNT)
-            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+            _signal(a, b, description)
+            _, cb = _connected_and_exchanged(a, b)
         assert cb["remote"].split()[4] == lab.host_a.public_address
         assert _typ(cb["remote"]) == kind
 
@@ -282,9 +284,7 @@ def test_where_udp_is_blocked_an_active_tcp_candidate_reaches_a_passive_one() ->
             _peer(lab, lab.host_b, False, "--tcp=passive", stun=False),
         ) as (a, b):
             _signal(a, b)
-            ca, cb = a.expect("connected", 30), b.expect("connected", 30)
-            got_a, got_b = exchange(a, b, COUNT)
-            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+            ca, cb = _connected_and_exchanged(a, b)
     public_a = lab.host_a.public_address
     for line in (ca["local"], ca["remote"], cb["local"], cb["remote"]):
         assert line.split()[2] == "tcp", line
@@ -342,15 +342,7 @@ def test_a_passive_tcp_candidate_behind_a_1to1_nat_is_reached_at_its_public_addr
             ]
             assert len(public) == 1 and _typ(public[0]) == kind, lines
             assert public[0].endswith("tcptype passive")
-            for msg in b.local_description(15):
-                a.send(msg)
-            for msg in description:
-                b.send(msg)
-            a.send({"type": "start"})
-            b.send({"type": "start"})
-            a.expect("connected", 30)
-            cb = b.expect("connected", 30)
-            got_a, got_b = exchange(a, b, COUNT)
-            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
+            _signal(a, b, description)
+            _, cb = _connected_and_exchanged(a, b)
     assert cb["remote"].split()[2] == "tcp"
     assert cb["remote"].split()[4:6] == public[0].split()[4:6]

@@ -13,24 +13,23 @@ import dataclasses
 import errno
 import os
 import socket
-import struct
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import ClassVar
 
 import pytest
 import trio
 import trio.testing
+from tcp_peer import FramedPeer
 
 import trice
 from trice import stun
 from trice._trio import _checks, _gather, _tcp
 from trice._trio._tcp import LINK_BUFFER, TcpTransport
 from trice._trio._transport import bind_socket
-from trice.ice._framing import MAX_FRAME, FrameReader, frame
+from trice.ice._framing import MAX_FRAME, frame
 
-from loopback import HAS_IPV6, loopback_config
+from loopback import HAS_IPV6, loopback_config, open_fds, walk_tasks
 
 ACTIVE = trice.TcpType.ACTIVE
 PASSIVE = trice.TcpType.PASSIVE
@@ -95,66 +94,12 @@ async def _close_peers() -> AsyncIterator[None]:
         await _PEERS.pop().aclose()
 
 
-class _Peer:
-    """The test's end of one TCP connection with an agent: datagrams framed (RFC 4571)."""
+class _Peer(FramedPeer):
+    """A :class:`FramedPeer` that the test closes when it ends (see ``_close_peers``)."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+        super().__init__(stream)
         _PEERS.append(self)
-        self._reader = FrameReader()
-        self._queue: deque[bytes] = deque()
-
-    @classmethod
-    async def connect(cls, address: tuple[str, int], *, rcvbuf: int | None = None) -> _Peer:
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if rcvbuf is not None:  # (before connecting: the window it offers stays small)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            await sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(trio.SocketStream(sock))
-
-    @classmethod
-    async def accept(cls, listener: trio.socket.SocketType) -> _Peer:
-        sock, _ = await listener.accept()
-        return cls(trio.SocketStream(sock))
-
-    @property
-    def agent_address(self) -> tuple[str, int]:
-        """The agent's end, as this end sees it (a check's mapped address)."""
-        name = self.stream.socket.getpeername()
-        return (name[0], name[1])
-
-    async def send(self, datagram: bytes) -> None:
-        await self.stream.send_all(frame(datagram))
-
-    async def receive(self) -> bytes | None:
-        """The next datagram; ``None`` once the agent closed (or reset) the connection."""
-        while not self._queue:
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return None
-            if not data:
-                return None
-            self._queue.extend(self._reader.feed(data))
-        return self._queue.popleft()
-
-    async def closed_by_agent(self) -> None:
-        """Read (and drop) what comes, until the agent closes the connection."""
-        while await self.receive() is not None:
-            pass
-
-    async def reset(self) -> None:
-        """Close with a reset (SO_LINGER 0), as a crashed peer or a middlebox does."""
-        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        await self.stream.aclose()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 def _request(
@@ -309,18 +254,6 @@ def _closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
-
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def _walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
-    out = [task]
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            out.extend(_walk(child))
-    return out
 
 
 # --------------------------------------------------------------------------- a stranger's input
@@ -678,7 +611,7 @@ async def test_leaving_closes_every_connection_open_opening_or_accepted_and_ever
     every socket is closed (the far ends see it) and no task of the agent is left."""
     async with _listener() as silent:
         with _full_listener() as opening_port:
-            before = _open_fds()
+            before = open_fds()
             with trio.CancelScope() as scope:
                 async with trice.open_agent(tcp_config(ACTIVE, PASSIVE), controlling=True) as a:
                     await a.wait_gathering_complete()
@@ -697,13 +630,13 @@ async def test_leaving_closes_every_connection_open_opening_or_accepted_and_ever
                         ]
                         scope.cancel()
             ours = {str(p.stream.socket.fileno()) for p in (answerless, stranger)}
-            assert _open_fds() - before == ours  # (only the test's own ends are left)
+            assert open_fds() - before == ours  # (only the test's own ends are left)
             with trio.fail_after(2):
                 await answerless.closed_by_agent()
                 await stranger.closed_by_agent()
     root = trio.lowlevel.current_root_task()
     assert root is not None
-    names = [t.name for t in _walk(root)]
+    names = [t.name for t in walk_tasks(root)]
     assert not [n for n in names if n.startswith(("tcp ", "accept ", "write"))]
 
 
@@ -785,9 +718,11 @@ async def test_a_send_into_a_connection_the_peer_just_reset_fails_ice_cleanly() 
             await connection.receive()
 
 
-async def test_an_ice_restart_reaches_a_passive_candidate_whose_connection_closed() -> None:
-    """The selected pair's connection closes (ICE fails); after an ICE restart the active
-    candidate opens a new connection to the same passive candidate, and connects."""
+async def _restart_once_the_connection_ends(
+    end: Callable[[trice.Agent, _Peer], Awaitable[None]],
+) -> None:
+    """An active agent connects to the test's passive candidate; ``end`` ends the selected
+    pair's connection; the agent and the peer restart ICE: the agent must connect again."""
     fast = trice.Timing(rto=0.1, rto_max=0.1)
     async with (
         _listener() as listener,
@@ -800,40 +735,36 @@ async def test_an_ice_restart_reaches_a_passive_candidate_whose_connection_close
         agent.add_remote_candidate(None)
         with trio.fail_after(2):
             peer = await _connect_answering(agent, listener)
-        await peer.aclose()  # (the peer's end of the selected pair's connection closes)
-        await _until(lambda: _transport(agent, ACTIVE).links == 0)
+        await end(agent, peer)
         agent.restart()
         agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)  # (the peer restarted too)
         agent.add_remote_candidate(candidate)
         agent.add_remote_candidate(None)
-        with trio.fail_after(1):
+        with trio.fail_after(2):
             again = await _connect_answering(agent, listener, PEER_PWD2)
         await again.aclose()
+
+
+async def test_an_ice_restart_reaches_a_passive_candidate_whose_connection_closed() -> None:
+    """The selected pair's connection closes (ICE fails); after an ICE restart the active
+    candidate opens a new connection to the same passive candidate, and connects."""
+
+    async def closed(agent: trice.Agent, peer: _Peer) -> None:
+        await peer.aclose()  # (the peer's end of the selected pair's connection closes)
+        await _until(lambda: _transport(agent, ACTIVE).links == 0)
+
+    await _restart_once_the_connection_ends(closed)
 
 
 async def test_an_ice_restart_over_a_connection_that_died_unnoticed_opens_a_new_one() -> None:
     """The peer's end of the selected pair's connection is gone (reset) and the agent has
     not read it yet when the application restarts ICE (as after a peer that rebooted: the
     reset only comes back to the restart's check).  The restart must still connect."""
-    fast = trice.Timing(rto=0.1, rto_max=0.1)
-    async with (
-        _listener() as listener,
-        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
-    ):
-        await agent.wait_gathering_complete()
-        candidate = _passive_candidate(listener.getsockname()[1])
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
-        with trio.fail_after(2):
-            peer = await _connect_answering(agent, listener)
+
+    async def reset(_: trice.Agent, peer: _Peer) -> None:
         await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
-        agent.restart()
-        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
-        with trio.fail_after(2):
-            await _connect_answering(agent, listener, PEER_PWD2)
+
+    await _restart_once_the_connection_ends(reset)
 
 
 # --------------------------------------------------------------------------- slots, back-pressure

@@ -20,7 +20,7 @@ import trice
 from trice import stun
 from trice._trio import _tcp
 
-from loopback import connect_both, loopback_config
+from loopback import connect_both, loopback_config, mux_in_a_task, open_fds
 
 ACTIVE = (trice.TcpType.ACTIVE,)
 
@@ -110,24 +110,11 @@ async def test_an_agent_on_a_udp_and_a_tcp_mux_signals_one_candidate_on_each() -
 async def test_connections_a_tcp_mux_handed_over_outlast_it() -> None:
     """The mux's block ends (in a task of its own) while its agents are open: the
     connections it handed them go on."""
-    opened: trio.MemorySendChannel[trice.TcpMux]
-    opened, take = trio.open_memory_channel(1)
-    done = trio.Event()
-    closed = trio.Event()
-
-    async def serve_mux() -> None:
-        async with trice.open_tcp_mux("127.0.0.1") as mux:
-            await opened.send(mux)
-            await done.wait()
-        closed.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_mux)
-        mux = await take.receive()
+    async with mux_in_a_task(lambda: trice.open_tcp_mux("127.0.0.1")) as (mux, scope, ended):
         async with _server_and_client(mux) as (_, to_client, to_server):
-            done.set()
+            scope.cancel()
             with trio.fail_after(5):
-                await closed.wait()
+                await ended.wait()
                 assert mux.closed and mux.statistics().agents == 0
                 await to_server.send(b"after the mux closed")
                 assert await to_client.receive() == b"after the mux closed"
@@ -247,7 +234,7 @@ async def test_past_max_waiting_a_new_connection_takes_the_oldest_ones_place(
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_leaving_closes_the_mux_and_every_connection_it_held() -> None:
-    before = set(os.listdir("/proc/self/fd"))
+    before = open_fds()
     async with trice.open_tcp_mux("127.0.0.1") as mux:
         async with _server_and_client(mux):
             pass
@@ -256,4 +243,4 @@ async def test_leaving_closes_the_mux_and_every_connection_it_held() -> None:
             while mux.statistics().waiting < 1:
                 await trio.lowlevel.checkpoint()
     raw.close()
-    assert set(os.listdir("/proc/self/fd")) <= before
+    assert open_fds() <= before

@@ -10,21 +10,21 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
+from tcp_peer import FramedPeer
 
 import trice
 from trice import stun
 from trice._trio import _tcp, _tcpmux
 from trice._trio._tcp import TcpTransport
-from trice.ice._framing import FrameReader, frame
+from trice.ice._framing import frame
 
-from loopback import HAS_IPV6, loopback_config
+from loopback import HAS_IPV6, loopback_config, mux_in_a_task, open_fds
 
 PEER_UFRAG, PEER_PWD = "peer", "p" * 22
 #: PROVE_WITHIN for the tests that wait it out (see ``quick_prove``).
@@ -74,40 +74,9 @@ def _for(agent: trice.Agent, **kwargs: object) -> bytes:
     return _request(params.ufrag, params.pwd, **kwargs)  # type: ignore[arg-type]
 
 
-class _Peer:
-    """The test's end of one connection to the mux: datagrams framed (RFC 4571)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self._reader = FrameReader()
-        self._queue: deque[bytes] = deque()
-
-    @classmethod
-    async def connect(cls, address: tuple[str, int]) -> _Peer:
-        return cls(await trio.open_tcp_stream(*address))
-
-    async def send_raw(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def receive(self) -> bytes | None:
-        """The next datagram; ``None`` once the other end closed (or reset) the connection."""
-        while not self._queue:
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return None
-            if not data:
-                return None
-            self._queue.extend(self._reader.feed(data))
-        return self._queue.popleft()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
 @asynccontextmanager
-async def _peer(address: tuple[str, int]) -> AsyncIterator[_Peer]:
-    peer = await _Peer.connect(address)
+async def _peer(address: tuple[str, int]) -> AsyncIterator[FramedPeer]:
+    peer = await FramedPeer.connect(address)
     try:
         yield peer
     finally:
@@ -120,34 +89,10 @@ def _share(mux: trice.TcpMux, agent: trice.Agent) -> TcpTransport:
     return share
 
 
-@asynccontextmanager
-async def _mux_in_a_task() -> AsyncIterator[tuple[trice.TcpMux, trio.CancelScope, trio.Event]]:
-    """A mux whose block runs in a task of its own: cancelling the scope ends the block while
-    the caller's agents are open; the event is set once it has ended."""
-    scope = trio.CancelScope()
-    ended = trio.Event()
-
-    async def run(task_status: trio.TaskStatus[trice.TcpMux]) -> None:
-        with scope:
-            async with trice.open_tcp_mux("127.0.0.1") as mux:
-                task_status.started(mux)
-                await trio.sleep_forever()
-        ended.set()
-
-    async with trio.open_nursery() as nursery:
-        mux = await nursery.start(run)
-        yield mux, scope, ended
-        scope.cancel()
-
-
 async def _open_and_close_an_agent() -> None:
     """The process's first agent warms trice up (with checkpoints); later ones do not."""
     async with trice.open_agent(loopback_config(), controlling=False):
         pass
-
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 # --------------------------------------------------------------------------- defects
@@ -249,7 +194,7 @@ async def test_idle_connections_at_max_waiting_do_not_keep_a_peer_out(
 
 
 async def test_open_agent_on_a_closed_tcp_mux_is_a_usage_error() -> None:
-    async with _mux_in_a_task() as (mux, scope, ended):
+    async with mux_in_a_task(lambda: trice.open_tcp_mux("127.0.0.1")) as (mux, scope, ended):
         scope.cancel()
         with trio.fail_after(2):
             await ended.wait()
@@ -387,7 +332,7 @@ async def test_a_check_for_a_ufrag_given_up_in_an_ice_restart_is_not_routed() ->
 
 
 async def test_the_mux_closing_closes_the_connections_that_wait_at_once() -> None:
-    async with _mux_in_a_task() as (mux, scope, ended):
+    async with mux_in_a_task(lambda: trice.open_tcp_mux("127.0.0.1")) as (mux, scope, ended):
         async with _peer(mux.local_address) as idle, _peer(mux.local_address) as half:
             await half.send_raw(frame(_request("nobodyHere"))[:10])
             await _until(lambda: mux.statistics().waiting == 2)
@@ -401,7 +346,7 @@ async def test_the_mux_closing_closes_the_connections_that_wait_at_once() -> Non
 
 
 async def test_an_agent_outlives_its_mux_and_restarts_and_leaves_cleanly() -> None:
-    async with _mux_in_a_task() as (mux, scope, ended):
+    async with mux_in_a_task(lambda: trice.open_tcp_mux("127.0.0.1")) as (mux, scope, ended):
         async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
             await agent.wait_gathering_complete()
             assert mux.statistics().agents == 1
@@ -453,7 +398,7 @@ async def test_an_agent_leaving_closes_what_the_mux_handed_it_and_nothing_is_lef
     while another waits at the mux for its first check's last bytes (for that agent: not
     routed once they come); then the mux's block ends: no descriptor, no task is left."""
     await _open_and_close_an_agent()
-    before = _open_fds()
+    before = open_fds()
     root = trio.lowlevel.current_root_task()
     assert root is not None
     async with trice.open_tcp_mux("127.0.0.1") as mux:
@@ -475,7 +420,7 @@ async def test_an_agent_leaving_closes_what_the_mux_handed_it_and_nothing_is_lef
         assert (stats.agents, stats.waiting, stats.routed, stats.unroutable) == (0, 0, 1, 1)
         assert not [t.name for t in _tasks(root) if "<-" in t.name or "passive" in t.name]
     assert not [t.name for t in _tasks(root) if "tcp" in t.name]
-    assert _open_fds() <= before
+    assert open_fds() <= before
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")

@@ -106,6 +106,7 @@ def _random_ice_string(length: int) -> str:
 
 
 _DISCONNECTED = ConnectionState.DISCONNECTED
+_SUCCESS = stun.message_type(stun.Method.BINDING, stun.MessageClass.SUCCESS)
 #: Transports whose datagrams come in other tasks than the agent's: data on them tells the
 #: agent's task that a disconnected peer is back (see ``_dispatch``).
 _WOKEN_BY_DATA = (MuxTransport, TcpTransport)
@@ -1395,7 +1396,7 @@ class Agent:
                 # closely as it can (the pump sends it), as Pion's triggered check follows
                 # its answer: a peer that nominates on it then finds both in one read.
                 self._ping_back_now_if_elsewhere(now)
-                if isinstance(transport, TcpTransport) and transport.proves(response):
+                if isinstance(transport, TcpTransport) and stun.peek_type(response) == _SUCCESS:
                     # (A connection the peer opened stays once a check over it is accepted.)
                     transport.prove(source)
                 transport.send_nowait(response, source)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 import trio
 
@@ -41,7 +42,15 @@ from trice._trio._transport import (
     sendto_nowait,
 )
 
-__all__ = ["MuxStatistics", "MuxTransport", "UdpMux", "UdpMuxContext", "open_udp_mux"]
+__all__ = [
+    "MuxContext",
+    "MuxStatistics",
+    "MuxTransport",
+    "UdpMux",
+    "UdpMuxContext",
+    "check_mux_address",
+    "open_udp_mux",
+]
 
 BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUEST)
 _CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
@@ -345,41 +354,65 @@ def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> UdpMuxContext:
         OSError: the address cannot be bound (when the block is entered).
         LimitError: the process ran out of file descriptors (when the block is entered).
     """
+    check_mux_address("open_udp_mux", host, port, "host candidate")
+    return UdpMuxContext(host, port)
+
+
+def check_mux_address(opener: str, host: object, port: object, candidate: str) -> None:
+    """Raise :class:`UsageError` unless ``host`` is one IP address of the host's (a mux's
+    address is every agent's ``candidate``) and ``port`` is in 0..65535."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise UsageError(f"open_udp_mux's port must be 0..65535, not {port!r}")
+        raise UsageError(f"{opener}'s port must be 0..65535, not {port!r}")
     try:
         if not isinstance(host, str):
             raise ValueError(host)
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise UsageError(f"open_udp_mux's host must be an IP address, not {host!r}") from None
+        raise UsageError(f"{opener}'s host must be an IP address, not {host!r}") from None
     if ip.is_unspecified or ip.is_multicast:
         raise UsageError(
-            f"open_udp_mux's host must be one address of the host (it is every agent's host "
-            f"candidate), not {host}"
+            f"{opener}'s host must be one address of the host (it is every agent's "
+            f"{candidate}), not {host}"
         )
-    return UdpMuxContext(host, port)
 
 
-class UdpMuxContext:
-    """What :func:`open_udp_mux` returns: an async context manager that binds the socket and
-    starts the mux's task on entry, and closes both on exit (an exception of the block goes
-    on as itself, as :func:`~trice.open_agent`'s does).  Made by :func:`open_udp_mux`."""
+class _Mux(Protocol):
+    local_address: Address
+
+    async def _serve(self) -> None: ...
+
+    def _close(self) -> None: ...
+
+
+_M = TypeVar("_M", bound=_Mux)
+
+
+class MuxContext(Generic[_M]):
+    """An async context manager that opens a mux's socket and starts the mux's task on
+    entry, and closes both on exit (an exception of the block goes on as itself, as
+    :func:`~trice.open_agent`'s does): what :func:`open_udp_mux` and
+    :func:`~trice.open_tcp_mux` return, each of its kind."""
 
     __slots__ = ("_host", "_manager", "_mux", "_nursery", "_port")
+
+    #: ``"udp"`` or ``"tcp"``: the kind of mux, as its opener and its task name it.
+    kind: ClassVar[str]
 
     def __init__(self, host: str, port: int) -> None:
         self._host = host
         self._port = port
         self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._mux: UdpMux | None = None
+        self._mux: _M | None = None
         self._nursery: trio.Nursery | None = None
 
-    async def __aenter__(self) -> UdpMux:
+    def _open(self, port_range: tuple[int, int] | None) -> _M:
+        """The mux, on a socket bound to the host and ``port_range`` (one port, or any)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> _M:
         if self._manager is not None:
-            raise UsageError("an open_udp_mux(...) context can be entered only once")
-        sock = bind_socket(self._host, (self._port, self._port) if self._port else None)
-        mux = self._mux = UdpMux(sock)
+            raise UsageError(f"an open_{self.kind}_mux(...) context can be entered only once")
+        mux = self._mux = self._open((self._port, self._port) if self._port else None)
         manager = self._manager = trio.open_nursery()
         try:
             nursery = await manager.__aenter__()
@@ -387,7 +420,8 @@ class UdpMuxContext:
             mux._close()
             raise
         self._nursery = nursery
-        nursery.start_soon(mux._serve, name=f"udp mux {self._host}:{mux.local_address[1]}")
+        name = f"{self.kind} mux {self._host}:{mux.local_address[1]}"
+        nursery.start_soon(mux._serve, name=name)
         return mux
 
     async def __aexit__(
@@ -403,3 +437,15 @@ class UdpMuxContext:
             return await exit_nursery(manager, exc_type, exc, tb)
         finally:
             mux._close()
+
+
+class UdpMuxContext(MuxContext[UdpMux]):
+    """What :func:`open_udp_mux` returns: an async context manager that binds the socket and
+    starts the mux's task on entry, and closes both on exit (an exception of the block goes
+    on as itself, as :func:`~trice.open_agent`'s does).  Made by :func:`open_udp_mux`."""
+
+    __slots__ = ()
+    kind = "udp"
+
+    def _open(self, port_range: tuple[int, int] | None) -> UdpMux:
+        return UdpMux(bind_socket(self._host, port_range))

@@ -45,6 +45,7 @@ __all__ = [
     "PROVE_WITHIN",
     "TcpCounters",
     "TcpTransport",
+    "accept",
     "close_socket",
 ]
 
@@ -54,8 +55,6 @@ PROVE_WITHIN: Final = 10.0
 CONNECT_TIMEOUT: Final = 5.0
 #: Bytes of data that may wait to be written on one connection (and as many again of STUN).
 LINK_BUFFER: Final = 256 * 1024
-#: The first bytes of a STUN Binding success response (what proves a connection).
-_BINDING_SUCCESS: Final = b"\x01\x01"
 
 #: The agent's handler of a datagram (``Agent._dispatch``), and of a connection that could
 #: not open or closed (``Agent._tcp_failed``): with ``True`` for one opened before the last
@@ -260,11 +259,6 @@ class TcpTransport:
         if link is not None:
             link.proven = True
 
-    @staticmethod
-    def proves(response: bytes) -> bool:
-        """Whether the agent's ``response`` to a check accepts it (a Binding success)."""
-        return response[:2] == _BINDING_SUCCESS
-
     # ------------------------------------------------------------------ tasks
 
     async def run(self) -> None:
@@ -350,25 +344,8 @@ class TcpTransport:
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         assert self._nursery is not None
-        while True:
-            try:
-                sock, source = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                try:
-                    await trio.lowlevel.wait_readable(listener)
-                except trio.ClosedResourceError:
-                    return  # (the transport closed)
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors or memory: the connection waits in the backlog;
-                    # try again shortly (as trio's own listeners do).
-                    logger.warning("%r: cannot accept a connection: %s", self, exc)
-                    await trio.sleep(0.1)
-                elif self.closed:
-                    return
-                continue  # (a connection reset before it was accepted, say)
-            address: Address = (source[0].split("%", 1)[0], source[1])
+        while (accepted := await accept(listener, self)) is not None:
+            sock, address = accepted
             if address not in self._links and len(self._links) >= self._max_links:
                 self._evict_unproven()
             try:
@@ -501,6 +478,30 @@ class TcpTransport:
         self.wake()
         if tell and not self.closed:
             self._failed(self, link.address, link.epoch != self._epoch)
+
+
+async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, Address] | None:
+    """The next connection on a non-blocking ``listener`` (waited for as trio waits), with
+    its far end; ``None`` once the listener is closed.  Out of file descriptors or memory,
+    it logs (as ``who``) and tries again shortly, the connection waiting in the backlog, as
+    trio's own listeners do."""
+    while True:
+        try:
+            sock, source = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            try:
+                await trio.lowlevel.wait_readable(listener)
+            except trio.ClosedResourceError:
+                return None
+            continue
+        except OSError as exc:
+            if listener.fileno() == -1:
+                return None
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                logger.warning("%s: cannot accept a connection: %s", who, exc)
+                await trio.sleep(0.1)
+            continue  # (a connection reset before it was accepted, say)
+        return sock, (source[0].split("%", 1)[0], source[1])
 
 
 def close_socket(sock: socket.socket | None) -> None:

@@ -14,12 +14,8 @@ mux's address (see :func:`trice.open_agent`).
 
 from __future__ import annotations
 
-import errno
-import ipaddress
 import socket
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final
 
 import trio
@@ -27,10 +23,9 @@ import trio
 from trice import stun
 from trice._errors import UsageError
 from trice._trio import _tcp
-from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
-from trice._trio._mux import BINDING_REQUEST, asked_ufrag
-from trice._trio._tcp import TcpTransport, close_socket
+from trice._trio._mux import BINDING_REQUEST, MuxContext, asked_ufrag, check_mux_address
+from trice._trio._tcp import TcpTransport, accept, close_socket
 from trice._trio._transport import Address, bind_socket
 from trice.ice._framing import FrameReader
 
@@ -126,20 +121,13 @@ class TcpMux:
         if not (self._closed or transport.closed):
             self._attach(ufrag, transport)
 
-    async def _serve(self, nursery: trio.Nursery) -> None:
-        listener = self.sock
-        while True:
-            try:
-                sock, source = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_readable(listener)
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.warning("TCP mux %s: cannot accept: %s", self.local_address, exc)
-                    await trio.sleep(0.1)  # (it waits in the backlog; as trio's listeners do)
-                continue
-            address: Address = (source[0].split("%", 1)[0], source[1])
+    async def _serve(self) -> None:
+        async with trio.open_nursery() as nursery:  # (a task per connection that waits)
+            await self._accept_loop(nursery)
+
+    async def _accept_loop(self, nursery: trio.Nursery) -> None:
+        while (accepted := await accept(self.sock, f"TCP mux {self.local_address}")) is not None:
+            sock, address = accepted
             if len(self._waiting) >= MAX_WAITING:
                 # The oldest waiting gives its place (a stranger's idle connections cannot
                 # keep the peers out: a peer's first check comes a round trip after it opens).
@@ -224,68 +212,23 @@ def open_tcp_mux(host: str = "127.0.0.1", port: int = 0) -> TcpMuxContext:
         OSError: the address cannot be bound (when the block is entered).
         LimitError: the process ran out of file descriptors (when the block is entered).
     """
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise UsageError(f"open_tcp_mux's port must be 0..65535, not {port!r}")
-    try:
-        if not isinstance(host, str):
-            raise ValueError(host)
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"open_tcp_mux's host must be an IP address, not {host!r}") from None
-    if ip.is_unspecified or ip.is_multicast:
-        raise UsageError(
-            f"open_tcp_mux's host must be one address of the host (it is every agent's "
-            f"passive candidate), not {host}"
-        )
+    check_mux_address("open_tcp_mux", host, port, "passive candidate")
     return TcpMuxContext(host, port)
 
 
-class TcpMuxContext:
+class TcpMuxContext(MuxContext[TcpMux]):
     """What :func:`open_tcp_mux` returns: an async context manager that listens and starts
     the mux's task on entry, and closes both on exit (an exception of the block goes on as
     itself).  Made by :func:`open_tcp_mux`."""
 
-    __slots__ = ("_host", "_manager", "_mux", "_nursery", "_port")
+    __slots__ = ()
+    kind = "tcp"
 
-    def __init__(self, host: str, port: int) -> None:
-        self._host = host
-        self._port = port
-        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._mux: TcpMux | None = None
-        self._nursery: trio.Nursery | None = None
-
-    async def __aenter__(self) -> TcpMux:
-        if self._manager is not None:
-            raise UsageError("an open_tcp_mux(...) context can be entered only once")
-        port_range = (self._port, self._port) if self._port else None
+    def _open(self, port_range: tuple[int, int] | None) -> TcpMux:
         sock = bind_socket(self._host, port_range, kind=socket.SOCK_STREAM)
         try:
             sock.listen(_BACKLOG)
         except BaseException:
             sock.close()
             raise
-        mux = self._mux = TcpMux(sock)
-        manager = self._manager = trio.open_nursery()
-        try:
-            nursery = await manager.__aenter__()
-        except BaseException:
-            mux._close()
-            raise
-        self._nursery = nursery
-        name = f"tcp mux {self._host}:{mux.local_address[1]}"
-        nursery.start_soon(mux._serve, nursery, name=name)
-        return mux
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        manager, mux, nursery = self._manager, self._mux, self._nursery
-        assert manager and mux and nursery, "__aexit__ without __aenter__"
-        try:
-            nursery.cancel_scope.cancel()  # (the mux's tasks: the block is over)
-            return await exit_nursery(manager, exc_type, exc, tb)
-        finally:
-            mux._close()
+        return TcpMux(sock)
