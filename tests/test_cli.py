@@ -135,6 +135,25 @@ def test_demo_arguments_out_of_range_are_clear_errors() -> None:
         assert said in out.stderr and "Traceback" not in out.stderr
 
 
+def test_gather_with_tcp_lists_the_ice_tcp_candidates() -> None:
+    """``trice gather --tcp``: an active (port 9) and a passive TCP host candidate beside the
+    UDP one, on loopback."""
+    records = _run("gather", "--interface", "lo", "--tcp", "--json")
+    candidates = [r for r in records if r["event"] == "candidate"]
+    by_kind = {(r["protocol"], r["tcp_type"]) for r in candidates}
+    assert by_kind == {("udp", None), ("tcp", "active"), ("tcp", "passive")}
+    assert all(r["port"] == 9 for r in candidates if r["tcp_type"] == "active")
+    assert all(r["sdp"].endswith("tcptype " + r["tcp_type"]) for r in candidates if r["tcp_type"])
+    text = subprocess.run(
+        [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--tcp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "tcp passive" in text and "tcp active" in text
+
+
 def test_gather_with_no_candidate_says_so_once() -> None:
     """Relay only, and the TURN server is not there: the output says there is no candidate
     and why (the source's row), and stderr has nothing (the log's warning used to be

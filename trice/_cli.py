@@ -258,6 +258,7 @@ async def _gather(args: argparse.Namespace, emit: Emit) -> int:
     network = trice.NetworkConfig(
         interface_filter=(lambda name: name in args.interface) if args.interface else None,
         include_loopback=bool(args.interface) and "lo" in args.interface,
+        tcp_candidates=(trice.TcpType.ACTIVE, trice.TcpType.PASSIVE) if args.tcp else (),
     )
     policy = trice.TransportPolicy(args.policy)
     config = trice.AgentConfig(
@@ -279,6 +280,7 @@ async def _gather(args: argparse.Namespace, emit: Emit) -> int:
                     "event": "candidate",
                     "type": candidate.type.value,
                     "protocol": candidate.protocol,
+                    "tcp_type": None if candidate.tcp_type is None else candidate.tcp_type.value,
                     "address": candidate.address,
                     "port": candidate.port,
                     "related": related,
@@ -314,10 +316,11 @@ def _gather_emitter(as_json: bool) -> Emit:
         elif kind == "candidate":
             if not header["candidate"]:
                 header["candidate"] = True
-                print(f"{'TYPE':<6} {'PROTO':<5} {'ADDRESS':<40} {'RELATED':<46} PRIORITY")
+                print(f"{'TYPE':<6} {'PROTO':<11} {'ADDRESS':<40} {'RELATED':<46} PRIORITY")
             address = host_port(record["address"], record["port"])
+            proto = " ".join(filter(None, (record["protocol"], record.get("tcp_type"))))
             print(
-                f"{record['type']:<6} {record['protocol']:<5} {address:<40} "
+                f"{record['type']:<6} {proto:<11} {address:<40} "
                 f"{record['related']:<46} {record['priority']}"
             )
         else:
@@ -367,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gather.add_argument("--policy", choices=[p.value for p in trice.TransportPolicy], default="all")
     gather.add_argument("--timeout", type=float, default=3.0, help="gather timeout per server")
+    gather.add_argument(
+        "--tcp", action="store_true", help="ICE-TCP host candidates too (active and passive)"
+    )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)
     if args.verbose:
