@@ -15,8 +15,9 @@ import pytest
 import trio
 
 import trice
+from trice._trio._tcp import TcpTransport
 
-from loopback import HAS_IPV6, connect_both, loopback_config
+from loopback import HAS_IPV6, connect_both, loopback_config, wait_for_state
 
 ACTIVE = (trice.TcpType.ACTIVE,)
 PASSIVE = (trice.TcpType.PASSIVE,)
@@ -248,3 +249,38 @@ async def test_an_ice_restart_over_tcp_keeps_the_connection_and_carries_data_aga
         assert ca.selected_pair.remote == before.remote
         await exchange(ca, cb)
         assert b.statistics().tcp_accepted == 1  # (one connection, from start to end)
+
+
+def _tcp_links(agent: trice.Agent) -> int:
+    """The TCP connections the agent's candidates hold open now."""
+    return sum(t.links for t in agent._transports.values() if isinstance(t, TcpTransport))
+
+
+@pytest.mark.parametrize("active_controls", [True, False], ids=["a-controls", "b-controls"])
+async def test_once_ice_completes_only_the_selected_pairs_connection_stays_open(
+    active_controls: bool,
+) -> None:
+    """Both agents offer both kinds, so a connection may open each way; once ICE has
+    completed, the one the selected pair does not use is closed, on both sides, and the
+    data goes on over the other (and after an ICE restart too)."""
+    async with (
+        trice.open_agent(tcp_config(BOTH), controlling=active_controls) as a,
+        trice.open_agent(tcp_config(BOTH), controlling=not active_controls) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        async with a.subscribe() as events_a, b.subscribe() as events_b:
+            signal_only(a, b)
+            ca, cb = await connect_both(a, b)
+            with trio.fail_after(5):
+                await wait_for_state(events_a, trice.ConnectionState.COMPLETED)
+                await wait_for_state(events_b, trice.ConnectionState.COMPLETED)
+                while _tcp_links(a) + _tcp_links(b) > 2:  # (the far ends see the close)
+                    await trio.lowlevel.checkpoint()
+        assert (_tcp_links(a), _tcp_links(b)) == (1, 1)
+        await exchange(ca, cb, 10)
+        a.restart()
+        b.restart()
+        signal_only(a, b)
+        await connect_both(a, b)
+        await exchange(ca, cb, 10)

@@ -655,6 +655,12 @@ class Agent:
                 event.pair.remote.address,
                 event.pair.remote.port,
             )
+        if (
+            self._tcp_counters is not None  # (the agent has TCP candidates)
+            and isinstance(event, ConnectionStateChanged)
+            and event.state is ConnectionState.COMPLETED
+        ):
+            self._close_idle_tcp()
         connection = self._connection
         if connection is not None:
             if isinstance(event, SelectedPairChanged):
@@ -1210,6 +1216,18 @@ class Agent:
         now = self._now()
         core.path_lost(base, address, now)
         self._pump(now)
+
+    def _close_idle_tcp(self) -> None:
+        """ICE completed: the TCP connections of the pairs not selected carry nothing more
+        (until an ICE restart, whose checks open them again): closed, each a descriptor and
+        two tasks fewer.  The peer's side of each sees it close, and fails that pair."""
+        selected = self._core.selected
+        for transport in self._transports.values():
+            if isinstance(transport, TcpTransport):
+                keep = None
+                if selected is not None and selected.base == transport.base:
+                    keep = selected.remote_address
+                transport.close_idle(keep)
 
     def _share_tcp_mux(self, mux: TcpMux) -> TcpTransport:
         """The transport of a passive TCP candidate at a TCP mux's address, attached to

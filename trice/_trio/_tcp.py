@@ -247,6 +247,13 @@ class TcpTransport:
         ``Failed``: one that ends under the new checks is not their path's end)."""
         self._epoch += 1
 
+    def close_idle(self, keep: Address | None) -> None:
+        """Close every connection but the one to ``keep`` (the selected pair's), quietly:
+        their pairs are done with (see ``Agent._close_idle_tcp``)."""
+        for link in list(self._links.values()):
+            if link.address != keep:
+                self._close_link(link, tell=False)
+
     def drop(self, address: Address) -> None:
         """Close the connection to ``address`` (its pair failed: the path is of no use)."""
         link = self._links.get(address)
