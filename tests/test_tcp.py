@@ -9,6 +9,7 @@ carry data both ways.  With UDP signalled too, UDP wins.  Hostile and unlucky pe
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 
 import pytest
@@ -182,11 +183,15 @@ async def test_the_passive_listener_takes_a_port_of_the_port_range() -> None:
             await stream.aclose()
 
 
-async def test_tcp_candidates_are_not_gathered_under_the_nohost_policy() -> None:
+async def test_tcp_candidates_are_not_gathered_under_the_nohost_policy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     config = tcp_config(BOTH, transport_policy=trice.TransportPolicy.NOHOST)
-    async with trice.open_agent(config, controlling=True) as agent:
-        await agent.wait_gathering_complete()
-        assert not [c for c in agent.local_candidates if is_tcp(c)]
+    with caplog.at_level(logging.INFO, logger="trice"):
+        async with trice.open_agent(config, controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            assert not [c for c in agent.local_candidates if is_tcp(c)]
+    assert "no ICE-TCP candidates of its own (policy nohost)" in caplog.text  # (not silent)
 
 
 async def test_tcp_candidates_go_out_under_mdns_names_and_connect() -> None:

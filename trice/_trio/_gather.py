@@ -201,7 +201,13 @@ async def gather_local(agent: Agent) -> None:
         await trio.lowlevel.checkpoint()  # (closed before its task first ran: the cancel)
         return
     agent._set_gathering(GatheringState.GATHERING)
-    if agent.config.transport_policy is not TransportPolicy.RELAY:
+    policy = agent.config.transport_policy
+    if agent.config.network.tcp_candidates and (
+        policy is not TransportPolicy.ALL or agent._muxes or agent._tcp_shares
+    ):
+        why = "the agent is on a mux" if policy is TransportPolicy.ALL else f"policy {policy.value}"
+        logger.info("%s: no ICE-TCP candidates of its own (%s)", agent._local.ufrag, why)
+    if policy is not TransportPolicy.RELAY:
         await gather_host(agent)
 
 
