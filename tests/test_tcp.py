@@ -289,3 +289,26 @@ async def test_once_ice_completes_only_the_selected_pairs_connection_stays_open(
         signal_only(a, b)
         await connect_both(a, b)
         await exchange(ca, cb, 10)
+
+
+async def test_under_aggressive_nomination_no_connection_is_closed() -> None:
+    """Aggressive nomination: each side may select the connection it opened (it ranks it
+    higher, the other's end of it being peer-reflexive); so none is closed once ICE
+    completes, which would cut the other side's path, and data flows both ways."""
+    config = tcp_config(BOTH, nomination=trice.Nomination.AGGRESSIVE)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        async with a.subscribe() as events_a, b.subscribe() as events_b:
+            signal_only(a, b)
+            ca, cb = await connect_both(a, b)
+            with trio.fail_after(5):
+                await wait_for_state(events_a, trice.ConnectionState.COMPLETED)
+                await wait_for_state(events_b, trice.ConnectionState.COMPLETED)
+        await exchange(ca, cb, 10)
+        assert (_tcp_links(a), _tcp_links(b)) == (2, 2)
+        for agent in (a, b):
+            assert agent.connection_state is trice.ConnectionState.COMPLETED

@@ -37,7 +37,7 @@ from typing import Literal
 import trio
 
 from trice import stun
-from trice._config import AgentConfig, MdnsMode, NetworkConfig, check_credentials
+from trice._config import AgentConfig, MdnsMode, NetworkConfig, Nomination, check_credentials
 from trice._errors import ConfigError, IceFailedError, LimitError, StateError
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
@@ -659,6 +659,8 @@ class Agent:
             self._tcp_counters is not None  # (the agent has TCP candidates)
             and isinstance(event, ConnectionStateChanged)
             and event.state is ConnectionState.COMPLETED
+            and self._core.controlling
+            and self.config.nomination is Nomination.REGULAR
         ):
             self._close_idle_tcp()
         connection = self._connection
@@ -1218,9 +1220,16 @@ class Agent:
         self._pump(now)
 
     def _close_idle_tcp(self) -> None:
-        """ICE completed: the TCP connections of the pairs not selected carry nothing more
-        (until an ICE restart, whose checks open them again): closed, each a descriptor and
-        two tasks fewer.  The peer's side of each sees it close, and fails that pair."""
+        """ICE completed, nominated by this agent (regular nomination): the TCP connections
+        of the pairs not selected carry nothing more (until an ICE restart, whose checks
+        open them again): closed, each a descriptor and two tasks fewer.  The peer's side of
+        each sees it close, and fails that pair.
+
+        Only the controlling agent closes them, and only after regular nomination, which
+        both agents follow: the pair selected is then the same on both sides.  Under
+        aggressive nomination each side may select another connection (each ranks the one
+        it opened higher: the other's end of it is peer-reflexive), and closing one would
+        cut the other side's path."""
         selected = self._core.selected
         for transport in self._transports.values():
             if isinstance(transport, TcpTransport):
