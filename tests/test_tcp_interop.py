@@ -90,3 +90,25 @@ def test_trice_active_connects_to_trice_passive_in_another_process(
         assert candidate_fields(connected.b["local"]) == candidate_fields(offered_passive)
         assert candidate_fields(connected.b["remote"])[:2] == candidate_fields(local)[:2]
         assert exchange(active, passive, COUNT, TIMEOUT) == (ALL_IN, ALL_IN)
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+def test_with_pion_offering_udp_and_tcp_the_udp_pair_is_selected(
+    trice_controlling: bool, pion_available: None
+) -> None:
+    """A mixed deployment: trice offers UDP and an active TCP candidate, Pion UDP and a
+    passive TCP one; both work on loopback, and both agents select the UDP pair (TCP ranks
+    below), which carries the data."""
+    cmd_trice = peer_command("trice", controlling=trice_controlling, extra=["--tcp", "active"])
+    cmd_pion = peer_command(
+        "pion", controlling=not trice_controlling, extra=["--tcp", "--also-udp"]
+    )
+    with peer_pair(cmd_trice, cmd_pion) as (trice_peer, pion):
+        connected = connect_pair(trice_peer, pion, TIMEOUT)
+        ours, theirs = connected.descriptions
+        assert len(_tcp_candidates(ours)) == len(_tcp_candidates(theirs)) == 1
+        assert len(_candidates(theirs)) == 2  # (Pion's UDP and TCP host candidates)
+        for end in ("local", "remote"):
+            assert connected.a[end].split()[2] == "udp", connected.a
+            assert connected.b[end].split()[2] == "udp", connected.b
+        assert exchange(trice_peer, pion, COUNT, TIMEOUT) == (ALL_IN, ALL_IN)

@@ -14,7 +14,8 @@ candidates from the given TURN server. ``--lite`` makes an ICE lite agent (Pion 
 aioice answers with an ``error``). trice's peer also takes ``--aggressive`` (aggressive
 nomination when controlling) and answers TURN options with an ``error`` (not supported yet).
 Pion's peer also takes ``--tcp`` (ICE-TCP, IPv4 only: one passive TCP host candidate on
-127.0.0.1 instead of UDP); pass it, as any kind's own options, through ``extra``, e.g.
+127.0.0.1 instead of UDP; with ``--also-udp``, beside the UDP one); pass it, as any kind's
+own options, through ``extra``, e.g.
 ``peer_command("pion", False, extra=["--tcp"])``.
 
 Output (peer -> harness), in this order::

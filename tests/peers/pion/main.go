@@ -186,6 +186,7 @@ func main() {
 	mdnsFlag := flag.String("mdns", "off", "multicast DNS: off (Disabled), query (QueryOnly) or gather (QueryAndGather); "+
 		"query and gather use every interface of the host: only inside a network namespace of its own")
 	tcp := flag.Bool("tcp", false, "ICE-TCP: gather a passive TCP host candidate (a TCPMux on 127.0.0.1) instead of UDP")
+	alsoUDP := flag.Bool("also-udp", false, "with --tcp: gather the UDP host candidate too (network types udp4 and tcp4)")
 	flag.Int("count", 0, "ignored (datagram count comes with the exchange message)")
 	flag.Parse()
 
@@ -197,6 +198,9 @@ func main() {
 	}
 	if *lite && *relayOnly {
 		fail("a lite agent only has host candidates")
+	}
+	if *alsoUDP && !*tcp {
+		fail("--also-udp goes with --tcp")
 	}
 	if *tcp && *relayOnly {
 		fail("--tcp gathers TCP host candidates only; it cannot go with --relay-only")
@@ -251,8 +255,12 @@ func main() {
 	if os.Getenv("PION_PEER_DEBUG") != "" {
 		lf.DefaultLogLevel = logging.LogLevelTrace
 	}
+	networkTypes := []ice.NetworkType{netType}
+	if *tcp && *alsoUDP {
+		networkTypes = []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeTCP4}
+	}
 	cfg := &ice.AgentConfig{
-		NetworkTypes:         []ice.NetworkType{netType},
+		NetworkTypes:         networkTypes,
 		CandidateTypes:       []ice.CandidateType{ice.CandidateTypeHost},
 		MulticastDNSMode:     mdnsMode,
 		MulticastDNSHostName: *mdnsName,
