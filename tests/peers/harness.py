@@ -12,13 +12,11 @@ Command line (every peer)::
 Peers gather ONLY loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``), or relayed
 candidates from the given TURN server. ``--lite`` makes an ICE lite agent (Pion and trice;
 aioice answers with an ``error``). trice's peer also takes ``--aggressive`` (aggressive
-nomination when controlling) and answers TURN options with an ``error`` (not supported yet);
-its ``--help`` lists the rest (``--mdns``, ``--mux``, ``--tcp active|passive|both``,
-``--no-udp``, ``--external``...).
-Pion's peer also takes ``--tcp`` (ICE-TCP, IPv4 only: one passive TCP host candidate on
-127.0.0.1 instead of UDP; with ``--also-udp``, beside the UDP one); pass it, as any kind's
-own options, through ``extra``, e.g.
-``peer_command("pion", False, extra=["--tcp"])``.
+nomination when controlling); its ``--help`` lists the rest (``--mdns``, ``--mux``,
+``--tcp active|passive|both``, ``--no-udp``, ``--external``...). Pion's peer also takes
+``--tcp`` (ICE-TCP, IPv4 only: one passive TCP host candidate on 127.0.0.1 instead of UDP;
+with ``--also-udp``, beside the UDP one); pass it, as any kind's own options, through
+``extra``, e.g. ``peer_command("pion", False, extra=["--tcp"])``.
 
 Output (peer -> harness), in this order::
 
