@@ -149,15 +149,20 @@ async def test_both_kinds_on_both_sides_over_tcp_only(active_controls: bool) -> 
         await exchange(ca, cb)
 
 
-async def test_an_ice_lite_agent_offers_a_passive_candidate_only() -> None:
+async def test_an_ice_lite_agent_offers_a_passive_candidate_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A lite server behind a TCP-only firewall: it listens (it opens no connection, so asked
-    for both kinds it gathers the passive one), and a full active peer connects to it."""
+    for both kinds it gathers the passive one, and says so), and a full active peer connects
+    to it."""
+    caplog.set_level(logging.INFO, logger="trice")
     async with (
         trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
         trice.open_agent(tcp_config(BOTH, lite=True), controlling=False) as b,
     ):
         await a.wait_gathering_complete()
         await b.wait_gathering_complete()
+        assert "ICE-lite opens no connection: no active ICE-TCP candidate" in caplog.text
         assert [c.tcp_type for c in b.local_candidates if is_tcp(c)] == [trice.TcpType.PASSIVE]
         signal_only(a, b)
         ca, cb = await connect_both(a, b)
@@ -312,3 +317,31 @@ async def test_under_aggressive_nomination_no_connection_is_closed() -> None:
         assert (_tcp_links(a), _tcp_links(b)) == (2, 2)
         for agent in (a, b):
             assert agent.connection_state is trice.ConnectionState.COMPLETED
+
+
+async def test_a_connection_kept_through_a_restart_that_closes_later_fails_ice() -> None:
+    """After an ICE restart over the connection of before, that connection is the new
+    selected pair's: when the peer drops it later (the peer's agent staying open), ICE
+    fails at once on this side too, and no new connection is opened in its place (as one
+    is for checks a restart sends over a connection that turns out dead)."""
+    async with (
+        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
+        trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+        a.restart()
+        b.restart()
+        signal_only(a, b)
+        await connect_both(a, b)
+        await exchange(ca, cb, 3)
+        async with a.subscribe() as events:
+            (passive,) = [t for t in b._transports.values() if isinstance(t, TcpTransport)]
+            passive.drop(cb.selected_pair.remote.transport_address)  # (b drops it)
+            with trio.fail_after(5):
+                await wait_for_state(events, trice.ConnectionState.FAILED)
+        with pytest.raises(trio.BrokenResourceError, match="TCP connection closed"):
+            await ca.send(b"nowhere")
+        assert b.statistics().tcp_accepted == 1  # (a opened no connection in its place)

@@ -29,7 +29,8 @@ from trice._trio._tcp import LINK_BUFFER, TcpTransport
 from trice._trio._transport import bind_socket
 from trice.ice._framing import MAX_FRAME, frame
 
-from loopback import HAS_IPV6, loopback_config, open_fds, walk_tasks
+from loopback import HAS_IPV6, loopback_config, open_fds, wait_for_state, walk_tasks
+from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
 ACTIVE = trice.TcpType.ACTIVE
 PASSIVE = trice.TcpType.PASSIVE
@@ -198,8 +199,8 @@ async def _proven(agent: trice.Agent, address: tuple[str, int]) -> _Peer:
 async def _fail_by_an_error(agent: trice.Agent, listener: trio.socket.SocketType) -> _Peer:
     """The agent (active, controlling, checking) connects to ``listener``, whose peer
     answers its check with a 400 error: the pair fails at once.  Returns that peer."""
-    first = await _Peer.accept(listener)
     with trio.fail_after(2):
+        first = await _Peer.accept(listener)
         check = await _read_until_stun(first)
     error = check.error_response(400, "Bad Request")
     await first.send(error.encode(integrity_key=stun.short_term_key(PEER_PWD), fingerprint=True))
@@ -621,7 +622,8 @@ async def test_leaving_closes_every_connection_open_opening_or_accepted_and_ever
                     stranger = await _Peer.connect(_transport(a, PASSIVE).local_address)
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(a.connect)
-                        answerless = await _Peer.accept(silent)
+                        with trio.fail_after(5):
+                            answerless = await _Peer.accept(silent)
                         active, passive = _transport(a, ACTIVE), _transport(a, PASSIVE)
                         await _until(lambda: (active.links, passive.links) == (2, 1))
                         assert sorted(link.sock is None for link in active._links.values()) == [
@@ -797,7 +799,8 @@ async def test_a_failed_pairs_connection_does_not_keep_a_later_candidate_unreach
             agent.add_remote_candidate(None)
             with trio.fail_after(1):
                 second = await _Peer.accept(answering)
-            await _answer_requests(second)  # (until connect() returns)
+            with trio.fail_after(5):
+                await _answer_requests(second)  # (until connect() returns)
 
 
 async def test_a_check_that_no_connection_can_carry_fails_at_once(
@@ -880,3 +883,26 @@ async def test_the_tcp_counters_survive_the_agent_closing() -> None:
         await _until(lambda: agent.statistics().tcp_accepted == 1)
     await peer.aclose()
     assert agent.statistics().tcp_accepted == 1
+
+
+async def test_an_agent_whose_tcp_peer_went_quiet_does_not_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The selected pair is over TCP and the peer stops answering (its connection stays
+    open): the disconnected agent waits for the peer's datagrams without polling (they wake
+    it, from the connection's task), as one on a socket of its own does."""
+    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
+    with wall_clock_guard():
+        async with (
+            trice.open_agent(tcp_config(PASSIVE, timing=timing), controlling=False) as agent,
+            agent.subscribe() as stream,
+        ):
+            await agent.wait_gathering_complete()
+            peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
+            await _handshake(agent, peer)  # (then the peer answers no more)
+            with trio.fail_after(10):
+                await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+            steps = await task_steps_while_sleeping(10.0)
+            assert agent.connection_state is trice.ConnectionState.DISCONNECTED
+            assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~500+)"
+            await peer.aclose()

@@ -24,7 +24,7 @@ from trice._trio import _tcp, _tcpmux
 from trice._trio._tcp import TcpTransport
 from trice.ice._framing import frame
 
-from loopback import HAS_IPV6, loopback_config, mux_in_a_task, open_fds
+from loopback import HAS_IPV6, loopback_config, mux_in_a_task, open_fds, walk_tasks
 
 PEER_UFRAG, PEER_PWD = "peer", "p" * 22
 #: PROVE_WITHIN for the tests that wait it out (see ``quick_prove``).
@@ -384,14 +384,6 @@ async def test_an_agent_that_fails_to_open_on_a_tcp_mux_leaves_nothing_attached(
             assert mux.statistics().agents == 1
 
 
-def _tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
-    out = [task]
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            out.extend(_tasks(child))
-    return out
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_an_agent_leaving_closes_what_the_mux_handed_it_and_nothing_is_left() -> None:
     """The agent leaves holding a connection the mux handed it (its peer sees the end),
@@ -418,8 +410,8 @@ async def test_an_agent_leaving_closes_what_the_mux_handed_it_and_nothing_is_lef
                 assert await waiting.receive() is None
         stats = mux.statistics()
         assert (stats.agents, stats.waiting, stats.routed, stats.unroutable) == (0, 0, 1, 1)
-        assert not [t.name for t in _tasks(root) if "<-" in t.name or "passive" in t.name]
-    assert not [t.name for t in _tasks(root) if "tcp" in t.name]
+        assert not [t.name for t in walk_tasks(root) if "<-" in t.name or "passive" in t.name]
+    assert not [t.name for t in walk_tasks(root) if "tcp" in t.name]
     assert open_fds() <= before
 
 

@@ -114,8 +114,9 @@ class NetworkConfig:
             advises).  Tests and the demo use loopback only.
         ipv4: gather IPv4 addresses.
         ipv6: gather IPv6 addresses (link-local IPv6 is always left out).
-        port_range: ``(low, high)`` inclusive UDP port range for host sockets, or ``None`` for
-            ports chosen by the kernel.
+        port_range: ``(low, high)`` inclusive port range for host sockets (UDP, and a
+            passive ICE-TCP candidate's listener), or ``None`` for ports chosen by the
+            kernel.
         mdns: :class:`MdnsMode`: resolve the peer's ``.local`` candidates (the default), also
             name the agent's own host candidates so, or neither.  mDNS runs on the interfaces
             and IPv4 addresses that the filters above accept, and only once needed.

@@ -1033,7 +1033,7 @@ class Agent:
                 core.state is _DISCONNECTED
                 and now + LEASE < wake_at
                 and not read_selected
-                and not self._selected_on_mux()
+                and not self._selected_wakes_on_data()
             ):
                 # The peer seems gone, and data that a receiver reads (or a further socket's
                 # reader) would bring it back: look for it every lease meanwhile.  (Not when
@@ -1189,9 +1189,10 @@ class Agent:
         was the selected pair: see :meth:`AgentCore.path_lost
         <trice.ice.AgentCore.path_lost>`).
 
-        Unless it was ``stale``, kept from before an ICE restart: then an active candidate's
-        checks of the new generation that went over it go again, over a new connection (the
-        old one may have died unnoticed before the restart: a peer that rebooted, say)."""
+        Unless it was ``stale``, kept from before an ICE restart and not yet used by the new
+        checks, and new checks wait on it: then an active candidate sends them again, over a
+        new connection (the old one may have died unnoticed before the restart: a peer that
+        rebooted, say)."""
         if self._closed:
             return
         runs = [
@@ -1199,7 +1200,7 @@ class Agent:
             for run in self._runs.values()
             if run.transport is transport and run.check.destination == address
         ]
-        if stale and transport.tcp_type is TcpType.ACTIVE:
+        if stale and runs and transport.tcp_type is TcpType.ACTIVE:
             for run in runs:
                 run.transmit()  # (opens the new connection; fails the run if none can open)
             return
@@ -1258,11 +1259,11 @@ class Agent:
         self._tcp_shares += ((mux, transport),)
         return transport
 
-    def _selected_on_mux(self) -> bool:
-        """Whether the selected pair is on a mux, whose datagrams wake this task (see
-        ``_dispatch``): nothing to look for while the peer seems gone."""
+    def _selected_wakes_on_data(self) -> bool:
+        """Whether the selected pair is on a mux or a TCP connection, whose datagrams wake
+        this task (see ``_dispatch``): nothing to look for while the peer seems gone."""
         selected = self._core.selected
-        return selected is not None and type(self._transports.get(selected.base)) is MuxTransport
+        return selected is not None and type(self._transports.get(selected.base)) in _WOKEN_BY_DATA
 
     def _mux_failed(self, exc: BaseException) -> None:
         """Handling a datagram from a mux raised: this agent's task raises it."""

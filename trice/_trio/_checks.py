@@ -139,7 +139,7 @@ class CheckRun:
         if not self.transport.send_nowait(check.message, check.destination) and self.once:
             # Over TCP the check goes once, and this was it: no connection could take it (at
             # the cap, say).  It fails now rather than at the end of its schedule.
-            self.failed = True
+            self.fail()
 
     async def run(self) -> None:
         agent = self.agent

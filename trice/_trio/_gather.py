@@ -320,7 +320,10 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
     (an ICE-lite agent opens no connection: passive only).  Each runs as a task."""
     network = agent.config.network
     kinds = network.tcp_candidates
-    if agent.config.lite:
+    if agent.config.lite and TcpType.ACTIVE in kinds:
+        logger.info(
+            "%s: ICE-lite opens no connection: no active ICE-TCP candidate", agent._local.ufrag
+        )
         kinds = tuple(kind for kind in kinds if kind is TcpType.PASSIVE)
     interfaces: dict[str, int] = {}
     counters = agent._tcp_counters

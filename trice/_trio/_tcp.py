@@ -261,10 +261,12 @@ class TcpTransport:
             self._close_link(link)
 
     def prove(self, address: Address) -> None:
-        """The agent accepted a check that came over the connection from ``address``."""
+        """The agent accepted a check that came over the connection from ``address``: the
+        connection is proven, and of this ICE generation (the check had its credentials)."""
         link = self._links.get(address)
         if link is not None:
             link.proven = True
+            link.epoch = self._epoch
 
     # ------------------------------------------------------------------ tasks
 

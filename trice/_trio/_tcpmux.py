@@ -31,8 +31,8 @@ from trice.ice._framing import FrameReader
 
 __all__ = ["TcpMux", "TcpMuxContext", "TcpMuxStatistics", "open_tcp_mux"]
 
-#: Connections the mux holds at once while it waits for their first frame; past it, a new
-#: one is closed at once (counted unroutable).
+#: Connections the mux holds at once while it waits for their first frame; at it, the
+#: oldest is closed (counted unroutable) to make room for a new one.
 MAX_WAITING: Final = 128
 #: Connections waiting in the listener's backlog.
 _BACKLOG: Final = 128
