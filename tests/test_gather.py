@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -197,52 +199,51 @@ def _external(mode: trice.CandidateType, *addresses: str, **kwargs: Any) -> tric
     return dataclasses.replace(config, network=network)
 
 
+@asynccontextmanager
+async def _gathered_with_a_stun_server(
+    mode: trice.CandidateType, external: str
+) -> AsyncIterator[tuple[trice.Agent, str]]:
+    """An agent on loopback told ``external`` (as ``mode``), gathered with a STUN server of
+    the test's on loopback that maps it to 203.0.113.7 (the source's port): (the agent, the
+    server's URL)."""
+    with await _server_socket() as server:
+        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_server, server, ("203.0.113.7", None))
+            config = _external(mode, external, ice_servers=[trice.IceServer(url)])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                yield agent, url
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_1to1_nats_address_is_a_srflx_candidate_and_a_stun_server_adds_no_copy() -> None:
     """``external_addresses`` (``SRFLX``, the default): a server-reflexive candidate at the
     external address and the host socket's port, related to the host candidate; a STUN
     server that finds the same mapping adds nothing."""
-    with await _server_socket() as server:
-        port = server.getsockname()[1]
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, ("203.0.113.7", None))
-            config = _external(
-                trice.CandidateType.SRFLX,
-                "203.0.113.7/127.0.0.1",
-                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
-            )
-            async with trice.open_agent(config, controlling=True) as agent:
-                with trio.fail_after(5):
-                    await agent.wait_gathering_complete()
-                host, srflx = agent.local_candidates
-                assert (host.type, host.address) == (trice.CandidateType.HOST, "127.0.0.1")
-                assert srflx.type is trice.CandidateType.SRFLX
-                assert (srflx.address, srflx.port) == ("203.0.113.7", host.port)
-                assert (srflx.related_address, srflx.related_port) == (host.address, host.port)
-                reports = {r.source.split(" ")[0]: r for r in agent.gather_reports}
-                assert reports[f"stun:127.0.0.1:{port}"].candidates == 0  # (known already)
-            nursery.cancel_scope.cancel()
+    async with _gathered_with_a_stun_server(trice.CandidateType.SRFLX, "203.0.113.7/127.0.0.1") as (
+        agent,
+        stun_url,
+    ):
+        host, srflx = agent.local_candidates
+        assert (host.type, host.address) == (trice.CandidateType.HOST, "127.0.0.1")
+        assert srflx.type is trice.CandidateType.SRFLX
+        assert (srflx.address, srflx.port) == ("203.0.113.7", host.port)
+        assert (srflx.related_address, srflx.related_port) == (host.address, host.port)
+        reports = {r.source.split(" ")[0]: r for r in agent.gather_reports}
+        assert reports[stun_url].candidates == 0  # (known already)
 
 
 async def test_a_1to1_nats_address_in_the_host_candidates_place_and_no_stun_copy() -> None:
     """Under ``external_candidate=HOST`` too, a STUN server that finds the external address
     adds no srflx candidate: the host candidate signals it already."""
-    with await _server_socket() as server:
-        port = server.getsockname()[1]
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, ("203.0.113.7", None))
-            config = _external(
-                trice.CandidateType.HOST,
-                "203.0.113.7",
-                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
-            )
-            async with trice.open_agent(config, controlling=True) as agent:
-                with trio.fail_after(5):
-                    await agent.wait_gathering_complete()
-                (host,) = agent.local_candidates
-                assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")
-            nursery.cancel_scope.cancel()
+    async with _gathered_with_a_stun_server(trice.CandidateType.HOST, "203.0.113.7") as (
+        agent,
+        _,
+    ):
+        (host,) = agent.local_candidates
+        assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")
 
 
 async def test_a_1to1_nats_address_in_the_host_candidates_place() -> None:

@@ -18,6 +18,8 @@ import trice
 
 from loopback import HAS_IPV6, loopback_config, state_of
 from peers.harness import (
+    ROLE_IDS,
+    ROLES,
     Message,
     Peer,
     connect_pair,
@@ -32,8 +34,6 @@ pytestmark = pytest.mark.interop
 COUNT = 100
 TIMEOUT = 20.0
 KINDS = ["aioice", "pion"]
-ROLES = [True, False]
-ROLE_IDS = ["trice-controlling", "trice-controlled"]
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,10 @@ import pytest
 
 from loopback import HAS_IPV6
 from peers.harness import (
+    ROLE_IDS,
+    ROLES,
     Message,
+    all_exchanged,
     candidate_fields,
     connect_pair,
     exchange,
@@ -31,9 +34,7 @@ pytestmark = pytest.mark.interop
 COUNT = 100
 TIMEOUT = 20.0
 KINDS = ["aioice", "pion"]
-ROLES = [True, False]
-ROLE_IDS = ["trice-controlling", "trice-controlled"]
-ALL_IN: Message = {"type": "exchanged", "sent": COUNT, "received": COUNT}
+ALL_IN = all_exchanged(COUNT)
 
 
 def _assert_on_the_mux(

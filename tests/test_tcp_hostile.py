@@ -574,19 +574,25 @@ async def test_a_peer_that_never_reads_fills_a_bounded_buffer_and_a_waiting_send
         assert transport.links == 0
 
 
+async def _fails_with_no_connection_to(port: int, *, within: float) -> None:
+    """An active agent, with a long retransmission schedule, whose one remote candidate is
+    a passive one at ``port`` on 127.0.0.1: ICE fails within ``within`` seconds (the check
+    fails as its connection does), and no connection is left."""
+    async with trice.open_agent(tcp_config(ACTIVE, timing=SLOW), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(_passive_candidate(port))
+        agent.add_remote_candidate(None)
+        with trio.fail_after(within), pytest.raises(trice.IceFailedError):
+            await agent.connect()
+        assert _transport(agent, ACTIVE).links == 0
+
+
 async def test_a_refused_connection_fails_the_check_at_once() -> None:
     """RFC 6544 §7.1: the connection cannot open, the check has failed; with a long
     retransmission schedule, ICE fails right after end-of-candidates all the same."""
     with _closed_port() as port:
-        config = tcp_config(ACTIVE, timing=SLOW)
-        async with trice.open_agent(config, controlling=True) as agent:
-            await agent.wait_gathering_complete()
-            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-            agent.add_remote_candidate(_passive_candidate(port))
-            agent.add_remote_candidate(None)
-            with trio.fail_after(1), pytest.raises(trice.IceFailedError):
-                await agent.connect()
-            assert _transport(agent, ACTIVE).links == 0
+        await _fails_with_no_connection_to(port, within=1)
 
 
 async def test_a_connection_that_does_not_open_in_time_fails_the_check(
@@ -594,15 +600,7 @@ async def test_a_connection_that_does_not_open_in_time_fails_the_check(
 ) -> None:
     monkeypatch.setattr(_tcp, "CONNECT_TIMEOUT", 0.2)
     with _full_listener() as port:
-        config = tcp_config(ACTIVE, timing=SLOW)
-        async with trice.open_agent(config, controlling=True) as agent:
-            await agent.wait_gathering_complete()
-            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-            agent.add_remote_candidate(_passive_candidate(port))
-            agent.add_remote_candidate(None)
-            with trio.fail_after(2), pytest.raises(trice.IceFailedError):
-                await agent.connect()
-            assert _transport(agent, ACTIVE).links == 0
+        await _fails_with_no_connection_to(port, within=2)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")

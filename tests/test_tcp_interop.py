@@ -14,7 +14,10 @@ from __future__ import annotations
 import pytest
 
 from peers.harness import (
+    ROLE_IDS,
+    ROLES,
     Message,
+    all_exchanged,
     candidate_fields,
     connect_pair,
     exchange,
@@ -26,9 +29,7 @@ pytestmark = pytest.mark.interop
 
 COUNT = 100
 TIMEOUT = 20.0
-ROLES = [True, False]
-ROLE_IDS = ["trice-controlling", "trice-controlled"]
-ALL_IN: Message = {"type": "exchanged", "sent": COUNT, "received": COUNT}
+ALL_IN = all_exchanged(COUNT)
 
 
 def _candidates(description: list[Message]) -> list[str]:

@@ -89,6 +89,17 @@ def _share(mux: trice.TcpMux, agent: trice.Agent) -> TcpTransport:
     return share
 
 
+async def _handed_over(mux: trice.TcpMux, agent: trice.Agent, peer: FramedPeer) -> socket.socket:
+    """``peer`` sends a check for ``agent`` as its first frame: the mux hands the connection
+    over; the agent's socket of it."""
+    share = _share(mux, agent)
+    await peer.send_raw(frame(_for(agent)))
+    await _until(lambda: share.links == 1)
+    (link,) = share._links.values()
+    assert link.sock is not None
+    return link.sock
+
+
 async def _open_and_close_an_agent() -> None:
     """The process's first agent warms trice up (with checkpoints); later ones do not."""
     async with trice.open_agent(loopback_config(), controlling=False):
@@ -136,15 +147,11 @@ async def _leave_as_a_check_completes(
         _peer(mux.local_address) as first,
     ):
         await agent.wait_gathering_complete()
-        share = _share(mux, agent)
-        await first.send_raw(frame(_for(agent)))
-        await _until(lambda: share.links == 1)
-        (link,) = share._links.values()
-        assert link.sock is not None
+        handed = await _handed_over(mux, agent, first)
         request = frame(_for(agent))
         late.sendall(request[:-1])
         await _until(lambda: mux.statistics().waiting == 1)
-        trigger.append((link.sock, request[-1:], late))
+        trigger.append((handed, request[-1:], late))
     await _until(lambda: mux.statistics().waiting == 0)
     assert not trigger, "the first connection was not closed as the agent left"
 
@@ -210,12 +217,8 @@ async def test_a_connection_the_mux_hands_over_has_nodelay() -> None:
         _peer(mux.local_address) as peer,
     ):
         await agent.wait_gathering_complete()
-        share = _share(mux, agent)
-        await peer.send_raw(frame(_for(agent)))
-        await _until(lambda: share.links == 1)
-        (link,) = share._links.values()
-        assert link.sock is not None
-        assert link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        handed = await _handed_over(mux, agent, peer)
+        assert handed.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def test_open_tcp_mux_refuses_a_host_that_is_no_string() -> None:

@@ -200,6 +200,16 @@ PEER_KINDS: dict[str, Callable[[], list[str]]] = {
 }
 
 
+#: The two roles of the trice side of an interop test, and their test ids.
+ROLES = [True, False]
+ROLE_IDS = ["trice-controlling", "trice-controlled"]
+
+
+def all_exchanged(count: int) -> Message:
+    """The ``exchanged`` message of a peer that sent and received ``count`` datagrams."""
+    return {"type": "exchanged", "sent": count, "received": count}
+
+
 def peer_command(
     kind: str,
     controlling: bool,
