@@ -378,6 +378,29 @@ def test_next_ordinary_empty() -> None:
     assert CheckList(max_pairs=10).next_ordinary() is None
 
 
+def test_the_best_valid_pair_goes_by_the_candidate_the_peer_saw() -> None:
+    """RFC 8445 §7.2.5.3.2: a valid pair whose local candidate is the peer-reflexive one the
+    peer saw ranks by that candidate's priority, for either role, not by the checked pair's;
+    so a direct path below it in the check list comes first once both succeeded."""
+    checklist = CheckList(max_pairs=10)
+    natted = checklist.add(cand("10.0.0.1", 5000, pref=60000), R4, 0, controlling=True)
+    direct = checklist.add(cand("10.0.0.3", 5000, pref=50000), R4, 1, controlling=True)
+    assert natted is not None and direct is not None
+    assert natted.priority > direct.priority
+    seen = cand("203.0.113.9", 40000, type=PRFLX, pref=60000)
+    for pair in (natted, direct):
+        pair.state = PairState.SUCCEEDED
+    natted.valid_local = seen
+    for controlling in (True, False, True):
+        checklist.recompute_priorities(controlling=controlling)
+        assert natted.valid_priority == compute_pair_priority(seen, R4, controlling)
+        assert direct.valid_priority == direct.priority
+        assert natted.valid_priority < direct.valid_priority < natted.priority
+        assert checklist.best_valid() is direct
+    direct.state = PairState.FAILED
+    assert checklist.best_valid() is natted
+
+
 def test_best_valid_pending_above_all_failed() -> None:
     checklist = CheckList(max_pairs=10)
     assert not checklist.all_failed()

@@ -297,9 +297,11 @@ async def test_once_ice_completes_only_the_selected_pairs_connection_stays_open(
 
 
 async def test_under_aggressive_nomination_no_connection_is_closed() -> None:
-    """Aggressive nomination: each side may select the connection it opened (it ranks it
-    higher, the other's end of it being peer-reflexive); so none is closed once ICE
-    completes, which would cut the other side's path, and data flows both ways."""
+    """Aggressive nomination, both kinds on both sides: two connections open, both are
+    nominated, and both sides select the same one (each ranks a valid pair by the candidate
+    the peer saw).  Neither is closed once ICE completes: under aggressive nomination the
+    controlled side may still move to another nominated pair then, and data flows both
+    ways."""
     config = tcp_config(BOTH, nomination=trice.Nomination.AGGRESSIVE)
     async with (
         trice.open_agent(config, controlling=True) as a,
@@ -315,6 +317,9 @@ async def test_under_aggressive_nomination_no_connection_is_closed() -> None:
                 await wait_for_state(events_b, trice.ConnectionState.COMPLETED)
         await exchange(ca, cb, 10)
         assert (_tcp_links(a), _tcp_links(b)) == (2, 2)
+        pa, pb = ca.selected_pair, cb.selected_pair
+        assert pa.local.transport_address == pb.remote.transport_address
+        assert pa.remote.transport_address == pb.local.transport_address
         for agent in (a, b):
             assert agent.connection_state is trice.ConnectionState.COMPLETED
 

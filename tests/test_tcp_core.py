@@ -562,3 +562,48 @@ def test_a_lost_path_fails_its_pair_only_and_ice_if_it_was_selected() -> None:
     a.core.path_lost(a_base, B_LISTENER, net.now)
     assert _state(selected) is PairState.FAILED
     assert a.core.state is trice.ConnectionState.FAILED
+
+
+# -- both kinds on both sides: one connection each way --------------------------------------------
+
+A_LISTENER: Address = ("10.0.0.1", 5001)
+B_CONNECTION: Address = ("10.0.0.2", 60123)  # where b's active candidate connects from
+
+
+def _path(endpoint: Endpoint) -> tuple[Address, Address]:
+    """The selected pair as the two ends of its path: this side's, then the peer's."""
+    pair = endpoint.core.selected
+    assert pair is not None
+    return endpoint.bases[pair.base], pair.remote_address
+
+
+@pytest.mark.parametrize("nomination", list(trice.Nomination), ids=lambda n: n.value)
+def test_both_sides_select_the_same_connection_of_two(nomination: trice.Nomination) -> None:
+    """Each side has an active and a passive candidate, so two connections open, one each
+    way.  Each side's end of the connection it opened is peer-reflexive, at the other side
+    and in its own valid pair (RFC 8445 §7.2.5.3.2: a valid pair is ranked by the candidate
+    the peer saw, the PRIORITY its check carried); so both rank the two alike and select
+    the same one, even when both are nominated (aggressive nomination).  Ranked by the
+    checked pair instead, each side ranked its own connection first, and under aggressive
+    nomination each selected that."""
+    net, a, b = two_agents(
+        a_hosts=[], b_hosts=[], timing=FAST, exchange=False, nomination=nomination
+    )
+    _add_tcp(a, tcp_host_candidate(("10.0.0.1", 0), ACTIVE, 0), A_CONNECTION)
+    _add_tcp(a, tcp_host_candidate(A_LISTENER, PASSIVE, 0), A_LISTENER)
+    _add_tcp(b, tcp_host_candidate(("10.0.0.2", 0), ACTIVE, 0), B_CONNECTION)
+    _add_tcp(b, tcp_host_candidate(B_LISTENER, PASSIVE, 0), B_LISTENER)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    net.run_for(2.0)  # (every check answered, every nomination made)
+    for endpoint in (a, b):
+        # Both connections were proved, in their two pairs on each side.
+        assert sum(p.state is PairState.SUCCEEDED for p in endpoint.core.checklist) == 2
+        assert event_order_problems(e for _, e in endpoint.events) == []
+    a_end, b_end = _path(a)
+    assert _path(b) == (b_end, a_end)
+    a_pair, b_pair = a.core.selected, b.core.selected
+    assert a_pair is not None and b_pair is not None
+    assert a_pair.valid_priority == b_pair.valid_priority
+    if nomination is trice.Nomination.AGGRESSIVE:
+        assert sum(p.nominated for p in b.core.checklist) == 2

@@ -1226,11 +1226,11 @@ class Agent:
         open them again): closed, each a descriptor and two tasks fewer.  The peer's side of
         each sees it close, and fails that pair.
 
-        Only the controlling agent closes them, and only after regular nomination, which
-        both agents follow: the pair selected is then the same on both sides.  Under
-        aggressive nomination each side may select another connection (each ranks the one
-        it opened higher: the other's end of it is peer-reflexive), and closing one would
-        cut the other side's path."""
+        Only the controlling agent closes them, and only after regular nomination, where the
+        one pair nominated is the one both sides select.  Under aggressive nomination both
+        rank the pairs alike (by the candidate the peer saw) but the controlled side moves
+        to a better pair nominated after the one it selected, and closing one could cut its
+        path before that."""
         selected = self._core.selected
         for transport in self._transports.values():
             if isinstance(transport, TcpTransport):

@@ -121,6 +121,12 @@ class Pair:
         priority: pair priority (RFC 8445 §6.1.2.3), recomputed on a role change.
         state: a :class:`PairState`.
         valid_local: the local candidate the peer saw (mapped address), once it succeeded.
+        valid_priority: the priority of the valid pair (RFC 8445 §7.2.5.3.2): the pair's
+            priority with ``valid_local`` in place of ``local``, which is lower when the peer
+            saw a peer-reflexive or server-reflexive address (a NAT's, or a TCP connection's
+            own port).  Which valid pair is nominated or selected goes by it, so that both
+            agents rank a path alike: the peer ranks it by the candidate it saw, too.  Equal
+            to ``priority`` until a check succeeds.
         nominated: the pair is nominated (RFC 8445 §8.1).
         nominate_on_success: controlled agent saw USE-CANDIDATE before the pair succeeded.
         transaction: the transaction id of the check in flight, if any.
@@ -156,6 +162,7 @@ class Pair:
         "state",
         "transaction",
         "valid_local",
+        "valid_priority",
     )
 
     def __init__(self, local: Candidate, remote: Candidate, base: int, priority: int) -> None:
@@ -163,7 +170,7 @@ class Pair:
         self.remote = remote
         self.base = base
         self.foundation = f"{local.foundation}:{remote.foundation}"
-        self.priority = priority
+        self.priority = self.valid_priority = priority
         self.state = _FROZEN
         self.valid_local: Candidate | None = None
         self.nominated = False
@@ -189,6 +196,17 @@ class Pair:
         """The pair as the user sees it: ``local`` is the candidate the peer sees, once a
         check succeeded (a peer-reflexive one, say)."""
         return CandidatePair(local=self.valid_local or self.local, remote=self.remote)
+
+    def rank(self, controlling: bool) -> None:
+        """Compute ``priority`` and ``valid_priority`` again (RFC 8445 §6.1.2.3), from the
+        point of view of an agent of this role."""
+        self.priority = compute_pair_priority(self.local, self.remote, controlling)
+        valid = self.valid_local
+        self.valid_priority = (
+            self.priority
+            if valid is None or valid is self.local
+            else compute_pair_priority(valid, self.remote, controlling)
+        )
 
     def timed(self, rtt: float) -> None:
         """A check on the pair measured a round trip of ``rtt`` seconds."""
@@ -325,7 +343,7 @@ class CheckList:
             ):
                 existing.local = local
                 existing.remote = remote
-                existing.priority = priority
+                existing.priority = existing.valid_priority = priority
                 existing.foundation = f"{local.foundation}:{remote.foundation}"
                 self._sort()
             return existing
@@ -381,13 +399,13 @@ class CheckList:
             if pair.remote is old:
                 pair.remote = new
                 pair.foundation = f"{pair.local.foundation}:{new.foundation}"
-                pair.priority = compute_pair_priority(pair.local, new, controlling)
+                pair.rank(controlling)
         self._sort()
 
     def recompute_priorities(self, controlling: bool) -> None:
         """After a role change (RFC 8445 §7.3.1.1), pair priorities change too."""
         for pair in self._pairs:
-            pair.priority = compute_pair_priority(pair.local, pair.remote, controlling)
+            pair.rank(controlling)
         self._sort()
 
     def unfreeze_foundation(self, foundation: str) -> None:
@@ -445,11 +463,15 @@ class CheckList:
         return None
 
     def best_valid(self) -> Pair | None:
-        """The highest-priority succeeded pair."""
+        """The succeeded pair of the highest valid priority (``Pair.valid_priority``; of
+        equals, the first in priority order)."""
+        best = None
         for pair in self._pairs:
-            if pair.state is _SUCCEEDED:
-                return pair
-        return None
+            if pair.state is _SUCCEEDED and (
+                best is None or pair.valid_priority > best.valid_priority
+            ):
+                best = pair
+        return best
 
     def pending_above(self, priority: int) -> bool:
         """Whether a pair of higher priority may still succeed."""

@@ -1231,7 +1231,9 @@ class AgentCore:
         """RFC 8445 §7.2.5.3: discover peer-reflexive candidates, build the valid pair,
         unfreeze the foundation, and handle nomination."""
         pair.state = _PAIR_SUCCEEDED
-        pair.valid_local = self._local_for_mapped(pair, mapped)
+        valid = pair.valid_local = self._local_for_mapped(pair, mapped)
+        if valid is not pair.local:
+            pair.rank(self.controlling)  # (the valid pair's priority: see Pair.valid_priority)
         triggered = self._triggered
         if triggered is not None and pair in triggered:
             triggered.remove(pair)
@@ -1371,13 +1373,13 @@ class AgentCore:
         waited = self._first_valid_at is not None and (
             now >= self._first_valid_at + self.timing.nomination_delay
         )
-        if self.checklist.pending_above(best.priority) and not waited:
+        if self.checklist.pending_above(best.valid_priority) and not waited:
             return
         self._nominating = best
         self._push_urgent(self._start_check(best, nominating=True, now=now))
 
     def _select(self, pair: Pair, now: float) -> None:
-        if self.selected is not None and pair.priority <= self.selected.priority:
+        if self.selected is not None and pair.valid_priority <= self.selected.valid_priority:
             return
         self._make_selected(pair)
         self._last_consent = self._last_alive = now
