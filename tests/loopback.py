@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import trio
 
 import trice
+from trice import stun
 
 
 def _has_ipv6_loopback() -> bool:
@@ -25,6 +26,47 @@ def _has_ipv6_loopback() -> bool:
 
 
 HAS_IPV6 = _has_ipv6_loopback()
+
+
+async def server_socket() -> trio.socket.SocketType:
+    """A UDP socket on 127.0.0.1, for a server of the test's own (:func:`stun_server`)."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def stun_server(
+    sock: trio.socket.SocketType,
+    mapped: tuple[str, int | None] | None,
+    error: int | None = None,
+    *,
+    seen: list[tuple[tuple[str, int], bytes]] | None = None,
+    gate: trio.Event | None = None,
+    garble_first: bool = False,
+) -> None:
+    """A STUN server of the test's own on ``sock``: answers Binding requests with ``mapped``
+    (or the real source) as the mapping (a port of ``None``: the source's port, as a 1:1
+    NAT maps it), or with the error ``error``.  Each request's source and transaction ID are
+    appended to ``seen``; requests that come before ``gate`` is set are not answered; with
+    ``garble_first``, the first answer goes with its FINGERPRINT broken, then as it is."""
+    while True:
+        data, source = await sock.recvfrom(2048)
+        request = stun.decode(data)
+        if seen is not None:
+            seen.append((source[:2], request.transaction_id))
+        if gate is not None and not gate.is_set():
+            continue
+        if error is not None:
+            reply = request.error_response(error, "Nope")
+        else:
+            address, port = mapped or source[:2]
+            port = source[1] if port is None else port
+            reply = request.success_response(stun.XorMappedAddress(address, port))
+        answer = reply.encode(fingerprint=True)
+        if garble_first:
+            garble_first = False
+            await sock.sendto(answer[:-1] + bytes([answer[-1] ^ 1]), source)
+        await sock.sendto(answer, source)
 
 
 def loopback_config(*, ipv6: bool = False, **kwargs: Any) -> trice.AgentConfig:

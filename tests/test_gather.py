@@ -16,43 +16,17 @@ import trio
 import trio.testing
 
 import trice
-from trice import stun
 from trice._trio import _gather
 
-from loopback import loopback_config
+from loopback import loopback_config, server_socket, stun_server
 from virtual_time import wall_clock_guard
 
 
-async def _stun_server(
-    sock: trio.socket.SocketType,
-    mapped: tuple[str, int | None] | None,
-    error: int | None = None,
-) -> None:
-    """Answers Binding requests; reports ``mapped`` (or the real source) as the mapping (a
-    port of ``None``: the source's port, as a 1:1 NAT maps it)."""
-    while True:
-        data, source = await sock.recvfrom(2048)
-        request = stun.decode(data)
-        if error is not None:
-            reply = request.error_response(error, "Nope")
-        else:
-            address, port = mapped or source[:2]
-            port = source[1] if port is None else port
-            reply = request.success_response(stun.XorMappedAddress(address, port))
-        await sock.sendto(reply.encode(fingerprint=True), source)
-
-
-async def _server_socket() -> trio.socket.SocketType:
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    await sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 async def test_server_reflexive_candidate_from_each_host_socket() -> None:
-    with await _server_socket() as server:
+    with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, ("203.0.113.7", 40000))
+            nursery.start_soon(stun_server, server, ("203.0.113.7", 40000))
             config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
@@ -81,10 +55,10 @@ async def test_a_mapping_no_peer_could_use_is_no_candidate(
     mapped: tuple[str, int], problem: str
 ) -> None:
     """A STUN server's answer that no candidate can stand for is reported, not signalled."""
-    with await _server_socket() as server:
+    with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, mapped)
+            nursery.start_soon(stun_server, server, mapped)
             config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
@@ -98,10 +72,10 @@ async def test_a_mapping_no_peer_could_use_is_no_candidate(
 
 
 async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
-    with await _server_socket() as server:
+    with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, None)
+            nursery.start_soon(stun_server, server, None)
             servers = [trice.IceServer([f"stun:127.0.0.1:{port}", f"stun:localhost:{port}"])]
             async with trice.open_agent(
                 loopback_config(ice_servers=servers), controlling=True
@@ -162,10 +136,10 @@ async def test_dead_server_costs_at_most_the_gather_timeout(
 
 
 async def test_error_response_is_reported() -> None:
-    with await _server_socket() as server:
+    with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, None, 401)
+            nursery.start_soon(stun_server, server, None, 401)
             config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
@@ -176,10 +150,10 @@ async def test_error_response_is_reported() -> None:
 
 
 async def test_nohost_policy_signals_no_host_candidate() -> None:
-    with await _server_socket() as server:
+    with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, ("203.0.113.7", 40000))
+            nursery.start_soon(stun_server, server, ("203.0.113.7", 40000))
             config = loopback_config(
                 ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
                 transport_policy=trice.TransportPolicy.NOHOST,
@@ -200,16 +174,16 @@ def _external(mode: trice.CandidateType, *addresses: str, **kwargs: Any) -> tric
 
 
 @asynccontextmanager
-async def _gathered_with_a_stun_server(
+async def _gathered_with_astun_server(
     mode: trice.CandidateType, external: str
 ) -> AsyncIterator[tuple[trice.Agent, str]]:
     """An agent on loopback told ``external`` (as ``mode``), gathered with a STUN server of
     the test's on loopback that maps it to 203.0.113.7 (the source's port): (the agent, the
     server's URL)."""
-    with await _server_socket() as server:
+    with await server_socket() as server:
         url = f"stun:127.0.0.1:{server.getsockname()[1]}"
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_server, server, ("203.0.113.7", None))
+            nursery.start_soon(stun_server, server, ("203.0.113.7", None))
             config = _external(mode, external, ice_servers=[trice.IceServer(url)])
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
@@ -218,11 +192,11 @@ async def _gathered_with_a_stun_server(
             nursery.cancel_scope.cancel()
 
 
-async def test_a_1to1_nats_address_is_a_srflx_candidate_and_a_stun_server_adds_no_copy() -> None:
+async def test_a_1to1_nats_address_is_a_srflx_candidate_and_astun_server_adds_no_copy() -> None:
     """``external_addresses`` (``SRFLX``, the default): a server-reflexive candidate at the
     external address and the host socket's port, related to the host candidate; a STUN
     server that finds the same mapping adds nothing."""
-    async with _gathered_with_a_stun_server(trice.CandidateType.SRFLX, "203.0.113.7/127.0.0.1") as (
+    async with _gathered_with_astun_server(trice.CandidateType.SRFLX, "203.0.113.7/127.0.0.1") as (
         agent,
         stun_url,
     ):
@@ -238,7 +212,7 @@ async def test_a_1to1_nats_address_is_a_srflx_candidate_and_a_stun_server_adds_n
 async def test_a_1to1_nats_address_in_the_host_candidates_place_and_no_stun_copy() -> None:
     """Under ``external_candidate=HOST`` too, a STUN server that finds the external address
     adds no srflx candidate: the host candidate signals it already."""
-    async with _gathered_with_a_stun_server(trice.CandidateType.HOST, "203.0.113.7") as (
+    async with _gathered_with_astun_server(trice.CandidateType.HOST, "203.0.113.7") as (
         agent,
         _,
     ):

@@ -258,6 +258,29 @@ def test_a_1to1_nats_public_address_from_the_config_connects_without_stun(kind: 
         assert _typ(cb["remote"]) == kind
 
 
+def test_an_agent_on_a_mux_behind_a_nat_is_reached_at_the_muxs_server_reflexive_address() -> None:
+    """A host behind a NAT runs its agent on a UDP mux (Pion's ``UniversalUDPMux``): the
+    mux asks the STUN server from its own socket, and the agent signals the mux's public
+    address as a srflx candidate related to the mux's.  The peer, behind a NAT of its own,
+    checks that address and the pair is made with it."""
+    with nat_lab(EIM, EIM) as lab:
+        with _peers(_peer(lab, lab.host_a, True, "--mux"), _peer(lab, lab.host_b, False)) as (a, b):
+            description = a.local_description(15)
+            lines = [m["candidate"] for m in description if m["type"] == "candidate"]
+            srflx = [line for line in lines if _typ(line) == "srflx"]
+            assert len(srflx) == 1, lines
+            tokens = srflx[0].split()
+            assert tokens[4] == lab.host_a.public_address, lines
+            assert tokens[tokens.index("raddr") + 1] == lab.host_a.address, lines
+            _signal(a, b, description)
+            ca, cb = _connected_and_exchanged(a, b)
+        mux_address, mux_port = ca["mux"].split()
+        assert mux_address == lab.host_a.address
+        assert tokens[tokens.index("rport") + 1] == mux_port
+        assert cb["remote"].split()[4:6] == tokens[4:6]
+        assert _typ(cb["remote"]) == "srflx"
+
+
 def test_without_stun_or_its_public_address_a_host_behind_a_nat_is_not_reached() -> None:
     """The same two NATs, neither side told a public address and no STUN server: each
     signals only its private address, and ICE fails (the contrast to the test above)."""

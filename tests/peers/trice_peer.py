@@ -19,11 +19,13 @@ carry ``remote_candidates``: ``{"address", "port", "type"}`` of each remote cand
 check list (a ``.local`` one resolved shows the address found). ``--external ADDRESS[/LOCAL]``
 (repeatable) and ``--external-candidate srflx|host`` set ``NetworkConfig.external_addresses``
 and ``external_candidate`` (a 1:1 NAT's public address). ``--mux`` opens a UDP mux
-(:func:`trice.open_udp_mux`) on 127.0.0.1 (``::1`` with ``--ipv6``) around the agent, which
-is opened on it (``mux=``): the host candidate is then the mux's address and port, and the
-``connected`` messages also carry ``mux``, that address and port as ``"ADDRESS PORT"``. TURN
-options are accepted
-but answered with an ``error`` (not supported yet). ``--trace`` (or the environment variable
+(:func:`trice.open_udp_mux`) on 127.0.0.1 (``::1`` with ``--ipv6``; with ``--namespace``, on
+the namespace's first IPv4 address) around the agent, which is opened on it (``mux=``): the
+host candidate is then the mux's address and port (and ``--stun`` gives it the mux's
+server-reflexive one), and the ``connected`` messages also carry ``mux``, that address and
+port as ``"ADDRESS PORT"``. ``--stun``, ``--turn`` (with ``--username``, ``--credential``
+and, for ``turns:``, ``--cafile``) and ``--relay-only`` name the servers and the policy.
+``--trace`` (or the environment variable
 ``TRICE_PEER_TRACE=1``) logs every check and STUN message at trice's TRACE level.
 """
 
@@ -42,6 +44,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ifaddr
 import trio
 
 import trice
@@ -320,7 +323,7 @@ async def amain(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         mux = None
         if args.mux:
-            host = "::1" if args.ipv6 else "127.0.0.1"
+            host = _namespace_address() if args.namespace else "::1" if args.ipv6 else "127.0.0.1"
             mux = await stack.enter_async_context(trice.open_udp_mux(host))
         agent = await stack.enter_async_context(
             trice.open_agent(config, controlling=args.controlling, mux=mux)
@@ -329,6 +332,16 @@ async def amain(args: argparse.Namespace) -> int:
         await Peer(args, agent, mux).run(nursery)
         nursery.cancel_scope.cancel()
     return 0
+
+
+def _namespace_address() -> str:
+    """The first non-loopback IPv4 address of the network namespace this runs in (the NAT
+    lab's: its only links are the lab's own)."""
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                return ip.ip
+    raise SystemExit("no IPv4 address outside loopback in this network namespace")
 
 
 def _describe(exc: BaseException) -> str:
@@ -390,8 +403,8 @@ def main() -> int:
     parser.add_argument(
         "--mux",
         action="store_true",
-        help="open the agent on a UDP mux (trice.open_udp_mux) on 127.0.0.1 (::1 with --ipv6):"
-        " its host candidate is the mux's address",
+        help="open the agent on a UDP mux (trice.open_udp_mux) on 127.0.0.1 (::1 with --ipv6;"
+        " the namespace's address with --namespace): its host candidate is the mux's address",
     )
     parser.add_argument(
         "--tcp",

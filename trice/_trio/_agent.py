@@ -1482,10 +1482,10 @@ def open_agent(
             host candidate at each UDP mux's address, and a passive ICE-TCP one at each TCP
             mux's, which it shares with the other agents of the mux, instead of binding
             host sockets of its own (the network filters and ``tcp_candidates`` then do not
-            apply; no STUN request goes from a mux, so no server-reflexive candidate is
-            gathered: give a 1:1 NAT's public address in
-            ``NetworkConfig.external_addresses``; relayed candidates are gathered as
-            usual).  Under the ``RELAY`` transport policy the muxes are not used.
+            apply).  Its STUN servers are asked by the UDP mux, from the mux's socket, once
+            for all the mux's agents: the answer is the mux's server-reflexive address, a
+            srflx candidate of each.  Relayed candidates are gathered as usual.  Under the
+            ``RELAY`` transport policy the muxes are not used.
 
     Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
     task; the state becomes ``closed``.  An agent with TURN allocations deletes them first

@@ -22,9 +22,10 @@ from trice._config import MdnsMode, NetworkConfig
 from trice._errors import TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
+from trice._trio._mux import MuxTransport
 from trice._trio._relay import RelayTransport, run_relay
 from trice._trio._tcp import TcpCounters, TcpTransport
-from trice._trio._transport import UdpTransport, bind_socket
+from trice._trio._transport import UdpTransport, bind_socket, stun_transaction
 from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._events import GatheringState
 from trice.ice._gathering import (
@@ -232,7 +233,8 @@ async def gather_servers(agent: Agent) -> None:
                     if url.is_turn or url.secure or url.transport != "udp":
                         continue
                     for transport in list(agent._transports.values()):
-                        if isinstance(transport, UdpTransport) and _may_reach(
+                        # (A host socket, or a UDP mux: the mux asks for all its agents.)
+                        if isinstance(transport, (UdpTransport, MuxTransport)) and _may_reach(
                             url.host, transport.family
                         ):
                             nursery.start_soon(
@@ -395,23 +397,37 @@ def _add_external(agent: Agent, host: Candidate, base: int) -> None:
         agent._add_local(srflx, base, signal=signal)
 
 
-async def gather_srflx(agent: Agent, url: ServerUrl, transport: UdpTransport) -> None:
+async def gather_srflx(
+    agent: Agent, url: ServerUrl, transport: UdpTransport | MuxTransport
+) -> None:
     """Server-reflexive gathering (RFC 8445 §5.1.1.2): a Binding request to the STUN
     server from a host socket, retransmitted as RFC 8489 §6.2.1 says, for at most
-    ``Timing.gather_timeout``."""
+    ``Timing.gather_timeout``; or, for an agent on a UDP mux, the mux's answer (which asks
+    from its socket for all its agents: see ``UdpMux._server_reflexive``)."""
     started = trio.current_time()
     source = f"{url} from {transport.local_address[0]}"
     timing = agent.config.timing
     try:
         with trio.fail_after(timing.gather_timeout):
             server = await _resolve(url.host, url.port, transport.family)
-            request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
-            reply = await transact(agent, transport, server, request)
+            if isinstance(transport, MuxTransport):
+                reply = await transport.mux._server_reflexive(server, timing)
+            else:
+                pending = agent._pending
+                if pending is None:
+                    pending = agent._pending = {}
+                request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+                reply = await stun_transaction(
+                    transport.send_nowait, pending, timing, server, request
+                )
     except trio.TooSlowError:
         agent._report(GatherReport(source, trio.current_time() - started, 0, "timeout"))
         return
     except OSError as exc:
         agent._report(GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}"))
+        return
+    except trio.ClosedResourceError:
+        agent._report(GatherReport(source, trio.current_time() - started, 0, "the mux closed"))
         return
     elapsed = trio.current_time() - started
     if reply.message_class is stun.MessageClass.ERROR:
@@ -530,44 +546,6 @@ async def _serve_relay(
         task_status=task_status,
     )
     agent._transport_lost(base)
-
-
-async def transact(
-    agent: Agent, transport: UdpTransport, server: Address, request: stun.Message
-) -> stun.Message:
-    """One STUN transaction from a host socket, retransmitted per RFC 8489 §6.2.1 (the
-    caller bounds it in time)."""
-    timing = agent.config.timing
-    # RFC 8489 §6.2.1's doubling RTO, capped at Timing.rto_max, for as long as the caller
-    # allows (the gather timeout): on a lossy path every extra try counts.
-    schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
-    data = request.encode(fingerprint=True)
-    box: list[stun.Message] = []
-    done = trio.Event()
-
-    def on_reply(message: stun.Message, source: Address) -> None:
-        if message.method != stun.Method.BINDING:
-            return  # (the right transaction ID on another method's message: not ours)
-        if source == server or not box:
-            box.append(message)
-            done.set()
-
-    pending = agent._pending
-    if pending is None:
-        pending = agent._pending = {}
-    pending[request.transaction_id] = on_reply
-    try:
-        deadline: float | None = schedule.start(trio.current_time())
-        while deadline is not None:
-            transport.send_nowait(data, server)
-            with trio.move_on_at(deadline):
-                await done.wait()
-            if box:
-                return box[0]
-            deadline = schedule.on_timeout(trio.current_time())
-        raise trio.TooSlowError
-    finally:
-        del pending[request.transaction_id]
 
 
 def _may_reach(host: str, family: int) -> bool:

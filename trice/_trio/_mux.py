@@ -13,7 +13,9 @@ the agent it is for:
   agent's credentials): another agent's check to that address does not take it.
 
 An agent opened with ``mux=`` signals a host candidate at the mux's address instead of
-binding sockets of its own, and is otherwise the same agent.
+binding sockets of its own, and is otherwise the same agent.  Its STUN servers are asked
+from the mux's socket, by the mux, once for all its agents (Pion's ``UniversalUDPMux``): the
+answer is the mux's server-reflexive address, a candidate of each agent.
 """
 
 from __future__ import annotations
@@ -26,21 +28,26 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 import trio
 
 from trice import stun
-from trice._errors import UsageError
+from trice._errors import StunDecodeError, UsageError
 from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
 from trice._trio._transport import (
     READ_BATCH,
     Address,
+    OnReply,
     bind_socket,
     datagram_too_large,
     sendto_nowait,
+    stun_transaction,
 )
+
+if TYPE_CHECKING:
+    from trice._config import Timing
 
 __all__ = [
     "MuxContext",
@@ -56,9 +63,27 @@ BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUE
 _CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
 _SUCCESS = stun.message_type(0, stun.MessageClass.SUCCESS)
 _ERROR = stun.message_type(0, stun.MessageClass.ERROR)
+_ANSWERS = (_SUCCESS, _ERROR)
 
 #: An agent's handler of a datagram (``Agent._dispatch``).
 Deliver = Callable[["MuxTransport", bytes, Address], None]
+
+#: How long a STUN server's answer to the mux is given to the agents that ask for it, in
+#: seconds (as long as Pion's ``UniversalUDPMux`` keeps it); an agent that asks later has the
+#: mux ask again, and finds the mapping of then.
+ANSWER_KEPT = 25.0
+
+
+class _Question:
+    """A Binding request the mux has in flight to one STUN server, which the agents that
+    ask meanwhile wait for."""
+
+    __slots__ = ("answer", "done", "scope")
+
+    def __init__(self) -> None:
+        self.answer: stun.Message | None = None
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()  # (cancelled when the mux closes)
 
 
 class MuxHooks:
@@ -100,11 +125,15 @@ class UdpMux:
     """
 
     __slots__ = (
+        "_answers",
+        "_asking",
         "_by_source",
         "_by_ufrag",
         "_closed",
         "_delivered",
+        "_pending",
         "_unroutable",
+        "family",
         "local_address",
         "send_lock",
         "sock",
@@ -112,6 +141,7 @@ class UdpMux:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.family = sock.family
         host, port = sock.getsockname()[:2]
         #: The address and port the mux is bound to: every agent's host candidate.
         self.local_address: Address = (host.split("%", 1)[0], port)
@@ -125,6 +155,12 @@ class UdpMux:
         # The sends waiting for the socket to take a datagram take turns (one task at a time
         # may wait on a socket in trio).
         self.send_lock: trio.Lock | None = None
+        # STUN, for the agents' server-reflexive candidates (see _server_reflexive): the
+        # mux's transactions in flight, the question to each server, and the answers kept
+        # (each with the time it came).
+        self._pending: dict[bytes, OnReply] = {}
+        self._asking: dict[Address, _Question] = {}
+        self._answers: dict[Address, tuple[stun.Message, float]] = {}
 
     @property
     def closed(self) -> bool:
@@ -174,12 +210,80 @@ class UdpMux:
                     continue
                 self._route(data, source[:2])
 
+    async def _server_reflexive(self, server: Address, timing: Timing) -> stun.Message:
+        """The answer of the STUN server at ``server`` to a Binding request from the mux's
+        socket: its mapped address is the mux's server-reflexive address, for every agent
+        of the mux.  Retransmitted per RFC 8489 §6.2.1 (``timing``'s RTO) until it comes;
+        the caller bounds the wait.
+
+        One request at a time goes to a server: an agent that asks while one is in flight
+        waits for its answer (and asks itself only if the asker gave up first).  A success
+        is kept for :data:`ANSWER_KEPT` seconds and is every agent's answer meanwhile: a
+        thousand agents opened together on one mux cost the server one request.
+
+        Raises:
+            trio.ClosedResourceError: the mux is closed, or closed while this waited.
+        """
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the UDP mux is closed")
+            kept = self._answers.get(server)
+            if kept is not None and trio.current_time() - kept[1] < ANSWER_KEPT:
+                await trio.lowlevel.checkpoint()
+                return kept[0]
+            question = self._asking.get(server)
+            if question is None:
+                break
+            await question.done.wait()
+            if question.answer is not None:
+                return question.answer
+        question = self._asking[server] = _Question()
+        try:
+            with question.scope:
+                request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+                answer = await stun_transaction(
+                    self._send_nowait, self._pending, timing, server, request
+                )
+                question.answer = answer
+                if answer.message_class is stun.MessageClass.SUCCESS:
+                    self._answers[server] = (answer, trio.current_time())
+                return answer
+            raise trio.ClosedResourceError("the UDP mux closed")  # (its close ended the question)
+        finally:
+            del self._asking[server]
+            question.done.set()
+
+    def _answered(self, data: bytes, source: Address) -> bool:
+        """Whether ``data``, a STUN answer, is one to the mux's own request (see
+        :meth:`_server_reflexive`); if so it is handled here (or dropped, and counted, if
+        malformed)."""
+        handler = self._pending.get(data[8:20])  # (the transaction ID, RFC 8489 §5)
+        if handler is None:
+            return False
+        try:
+            message = stun.decode(data)
+        except StunDecodeError:
+            self._unroutable += 1
+            return True
+        handler(message, source)
+        return True
+
+    def _send_nowait(self, data: bytes, address: Address) -> bool:
+        return sendto_nowait(self.sock, data, address)
+
     def _route(self, data: bytes, source: Address) -> None:
         transport = None
-        if stun.peek_type(data) == BINDING_REQUEST:
+        kind = stun.peek_type(data)
+        if kind == BINDING_REQUEST:
             ufrag = asked_ufrag(data)
             if ufrag is not None:
                 transport = self._by_ufrag.get(ufrag)
+        elif self._pending and kind is not None and kind & _CLASS_BITS in _ANSWERS:
+            if self._answered(data, source):
+                return
+            held = self._by_source.get(source)
+            if held is not None:
+                transport = held[0]
         else:
             held = self._by_source.get(source)
             if held is not None:
@@ -203,6 +307,8 @@ class UdpMux:
 
     def _close(self) -> None:
         self._closed = True
+        for question in self._asking.values():
+            question.scope.cancel()  # (its asker and the agents waiting for it hear at once)
         shares = list(self._by_ufrag.values())
         self._by_ufrag.clear()
         self._by_source.clear()
@@ -234,6 +340,7 @@ class MuxTransport:
         "claimed",
         "closed",
         "deliver",
+        "family",
         "hooks",
         "local_address",
         "mux",
@@ -248,6 +355,7 @@ class MuxTransport:
         self.deliver = deliver
         self.hooks = MuxHooks()
         self.local_address = mux.local_address
+        self.family = mux.family
         self.closed = False
         self.claimed: set[Address] = set()  # (the addresses routed to it)
         self.waiting: set[trio.CancelScope] | None = None  # (sends waiting for the socket)

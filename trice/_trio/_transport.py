@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from trice import stun
 from trice._errors import LimitError, UsageError
 
 if TYPE_CHECKING:
+    from trice._config import Timing
     from trice._trio._timers import TimerHub
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "UdpTransport",
     "bind_socket",
     "paired_sockets",
+    "stun_transaction",
 ]
 
 Address = tuple[str, int]
@@ -36,6 +39,9 @@ Address = tuple[str, int]
 #: the magic cookie is checked too, so that an application datagram that happens to begin
 #: with a small byte is still delivered as data.
 STUN_MAGIC = b"\x21\x12\xa4\x42"
+
+#: What hears the answer to a STUN transaction of ours: the message and where it came from.
+OnReply = Callable[[stun.Message, Address], None]
 
 
 class Transport(Protocol):
@@ -377,3 +383,42 @@ def datagram_too_large(data: bytes, *, relayed: bool = False) -> UsageError:
         f"a datagram of {len(data)} bytes is more than UDP carries ({limit}; keep to the "
         "path's MTU, about 1,200 bytes, to avoid fragments)"
     )
+
+
+async def stun_transaction(
+    send: Callable[[bytes, Address], object],
+    pending: dict[bytes, OnReply],
+    timing: Timing,
+    server: Address,
+    request: stun.Message,
+) -> stun.Message:
+    """One STUN transaction with ``server``: ``request`` sent with ``send`` and
+    retransmitted per RFC 8489 §6.2.1 (a doubling RTO capped at ``Timing.rto_max``) until
+    an answer comes, for as long as the caller allows (it bounds this in time: on a lossy
+    path every extra try counts).  Whoever reads the socket hands the answers of the
+    transaction ids in ``pending`` to their handler there."""
+    schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
+    data = request.encode(fingerprint=True)
+    box: list[stun.Message] = []
+    done = trio.Event()
+
+    def on_reply(message: stun.Message, source: Address) -> None:
+        if message.method != stun.Method.BINDING:
+            return  # (the right transaction ID on another method's message: not ours)
+        if source == server or not box:
+            box.append(message)
+            done.set()
+
+    pending[request.transaction_id] = on_reply
+    try:
+        deadline: float | None = schedule.start(trio.current_time())
+        while deadline is not None:
+            send(data, server)
+            with trio.move_on_at(deadline):
+                await done.wait()
+            if box:
+                return box[0]
+            deadline = schedule.on_timeout(trio.current_time())
+        raise trio.TooSlowError
+    finally:
+        del pending[request.transaction_id]
