@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +64,7 @@ class Coturn:
             return ""
 
 
-def _free_port(*, pair: bool = False) -> int:
+def free_port(*, pair: bool = False) -> int:
     """A port free for UDP and TCP on 127.0.0.1 (and the next one too with ``pair``)."""
     for _ in range(200):
         port = random.randrange(20000, 40000, 2)
@@ -96,7 +96,7 @@ def _answers_binding(port: int) -> bool:
         return False
 
 
-def _accepts_tcp(port: int) -> bool:
+def accepts_tcp(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -120,7 +120,7 @@ def run_coturn(
     binary = require_turnserver()
     with tempfile.TemporaryDirectory(prefix="trice-coturn-") as tmp:
         tmpdir = Path(tmp)
-        port = _free_port(pair=True)  # coturn also binds the "alternative" port + 1
+        port = free_port(pair=True)  # coturn also binds the "alternative" port + 1
         relay_low = random.randrange(41000, 60000, 100)
         log = tmpdir / "turn.log"
         argv = [
@@ -155,7 +155,7 @@ def run_coturn(
             key_file = tmpdir / "key.pem"
             cert.cert_chain_pems[0].write_to_path(str(cert_file))
             cert.private_key_pem.write_to_path(str(key_file))
-            tls_port = _free_port(pair=True)
+            tls_port = free_port(pair=True)
             ca_pem = ca.cert_pem.bytes()
             argv += [
                 f"--cert={cert_file}",
@@ -164,26 +164,41 @@ def run_coturn(
             ]
         else:
             argv.append("--no-tls")
-        stderr_path = tmpdir / "stderr.txt"
-        with stderr_path.open("wb") as stderr:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-            )
-        try:
-            deadline = time.monotonic() + 10
-            while not (_answers_binding(port) and (tls_port is None or _accepts_tcp(tls_port))):
-                if proc.poll() is not None:
-                    err = stderr_path.read_text(errors="replace")
-                    raise RuntimeError(f"turnserver exited with {proc.returncode}: {err}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("turnserver did not start listening within 10 s")
-                time.sleep(0.05)
-            yield Coturn(port, tls_port, ca_pem, log, proc.pid)
-        finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
+
+        def ready() -> bool:
+            return _answers_binding(port) and (tls_port is None or accepts_tcp(tls_port))
+
+        with running_process(argv, ready, tmpdir, "turnserver") as pid:
+            yield Coturn(port, tls_port, ca_pem, log, pid)
+
+
+@contextlib.contextmanager
+def running_process(
+    argv: list[str], ready: Callable[[], bool], tmpdir: Path, name: str
+) -> Iterator[int]:
+    """Run ``argv`` (its stderr kept in ``tmpdir``) until the block exits, once ``ready()``
+    says it serves (within 10 s); yields its PID.  Ended by that PID: SIGTERM, then SIGKILL
+    if it has not exited 5 s later."""
+    stderr_path = tmpdir / "stderr.txt"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not ready():
+            if proc.poll() is not None:
+                err = stderr_path.read_text(errors="replace")
+                raise RuntimeError(f"{name} exited with {proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start listening within 10 s")
+            time.sleep(0.05)
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()

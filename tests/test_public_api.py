@@ -38,6 +38,7 @@ PURE = [
     "trice.mdns._responder",
     "trice._config",
     "trice._servers",
+    "trice._proxy",
     "trice._errors",
 ]
 

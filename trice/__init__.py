@@ -20,6 +20,7 @@ from trice._errors import (
     TurnError,
     UsageError,
 )
+from trice._proxy import ProxyUrl
 from trice._servers import IceServer, ServerUrl, TransportPolicy
 from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent, warm_up
 from trice._trio._connection import Connection
@@ -79,6 +80,7 @@ __all__ = [
     "PairState",
     "PairStatistics",
     "ProtocolError",
+    "ProxyUrl",
     "SelectedPairChanged",
     "ServerUrl",
     "StateError",

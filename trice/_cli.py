@@ -259,6 +259,7 @@ async def _gather(args: argparse.Namespace, emit: Emit) -> int:
         interface_filter=(lambda name: name in args.interface) if args.interface else None,
         include_loopback=bool(args.interface) and "lo" in args.interface,
         tcp_candidates=(trice.TcpType.ACTIVE, trice.TcpType.PASSIVE) if args.tcp else (),
+        proxy=args.proxy,
     )
     policy = trice.TransportPolicy(args.policy)
     config = trice.AgentConfig(
@@ -372,6 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     gather.add_argument("--timeout", type=float, default=3.0, help="gather timeout per server")
     gather.add_argument(
         "--tcp", action="store_true", help="ICE-TCP host candidates too (active and passive)"
+    )
+    gather.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="an HTTP proxy for TURN over TCP and TLS, e.g. http://proxy:3128",
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)

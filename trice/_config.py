@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from trice._errors import ConfigError
+from trice._proxy import ProxyUrl
 from trice._servers import IceServer, TransportPolicy
 from trice.ice._candidate import CandidateType, TcpType
 
@@ -142,6 +143,13 @@ class NetworkConfig:
             :func:`~trice.open_tcp_mux`), nor under the ``NOHOST`` and ``RELAY`` transport
             policies; an ICE-lite agent gathers the passive one only.  See the guide, "ICE
             over TCP".
+        proxy: an HTTP proxy that TURN over TCP and TLS goes through (``turn:...?transport=tcp``
+            and ``turns:`` servers): a :class:`~trice.ProxyUrl`, or its text
+            ``"http://[user:password@]host:port"`` (made a :class:`~trice.ProxyUrl` when the
+            config is), or ``None`` (the default: connect directly).  The agent asks the
+            proxy for a tunnel to the TURN server (HTTP CONNECT), as browsers do behind a
+            corporate proxy (Pion's ``ProxyDialer``); STUN, TURN over UDP and the
+            peer-to-peer paths do not use it.  See the guide, "NATs and TURN".
     """
 
     interface_filter: Callable[[str], bool] | None = None
@@ -154,9 +162,12 @@ class NetworkConfig:
     external_addresses: Sequence[str] = ()
     external_candidate: CandidateType = CandidateType.SRFLX
     tcp_candidates: Sequence[TcpType] = ()
+    proxy: ProxyUrl | str | None = None
 
     def __post_init__(self) -> None:
         _check_flags(self, "include_loopback", "ipv4", "ipv6")
+        if self.proxy is not None and not isinstance(self.proxy, ProxyUrl):
+            object.__setattr__(self, "proxy", ProxyUrl.parse(self.proxy))
         try:
             object.__setattr__(self, "mdns", MdnsMode(self.mdns))
             object.__setattr__(self, "external_candidate", CandidateType(self.external_candidate))

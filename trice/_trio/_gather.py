@@ -20,6 +20,7 @@ import trio
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
 from trice._errors import TurnError
+from trice._proxy import ProxyUrl
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -535,6 +536,7 @@ async def _serve_relay(
     (``Agent._transport_lost``): the pairs on the relay fail, and ICE with them if one was
     selected.  (Closing the agent ends the relay by cancellation, which goes past this.)"""
     assert server.username is not None and server.credential is not None
+    proxy = agent.config.network.proxy  # (a ProxyUrl: NetworkConfig parses a str given)
     await run_relay(
         url,
         server.username,
@@ -543,6 +545,7 @@ async def _serve_relay(
         deliver=agent._dispatch,
         ssl_context=server.ssl_context,
         timeout=timeout,
+        proxy=ProxyUrl.parse(proxy) if isinstance(proxy, str) else proxy,
         task_status=task_status,
     )
     agent._transport_lost(base)

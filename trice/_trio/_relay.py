@@ -19,7 +19,8 @@ from collections.abc import Callable
 import trio
 
 from trice import stun
-from trice._errors import ConfigError
+from trice._errors import ConfigError, ProtocolError
+from trice._proxy import ProxyUrl, connect_request, read_connect_reply
 from trice._servers import ServerUrl
 from trice._trio._log import logger
 from trice._trio._transport import datagram_too_large
@@ -40,7 +41,8 @@ STREAM_BUFFER_LIMIT = 1 << 20
 
 
 class _Lost(Exception):
-    """The connection to the server failed; ``reason`` is a short word for the error."""
+    """The connection to the server failed; ``reason`` is a short word for the error (for a
+    proxy's, what it did)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -399,9 +401,13 @@ class RelayTransport:
 
 
 async def _connect(
-    server: ServerUrl, ssl_context: ssl.SSLContext | None, bind_address: str | None
+    server: ServerUrl,
+    ssl_context: ssl.SSLContext | None,
+    bind_address: str | None,
+    proxy: ProxyUrl | None = None,
 ) -> _Connection:
-    """Open the connection to the server: UDP, TCP, or TLS for ``turns:`` (RFC 8656 §3.1)."""
+    """Open the connection to the server: UDP, TCP, or TLS for ``turns:`` (RFC 8656 §3.1);
+    TCP and TLS through ``proxy``'s tunnel, if given."""
     if server.transport == "udp":
         try:
             infos = await trio.socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
@@ -423,12 +429,13 @@ async def _connect(
             sock.close()
             raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
         return _UdpConnection(sock)
-    try:
-        tcp: trio.abc.Stream = await trio.open_tcp_stream(
-            server.host, server.port, local_address=bind_address
-        )
-    except OSError as exc:
-        raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+    if proxy is not None:
+        tcp = await _tunnel(proxy, server, bind_address)
+    else:
+        try:
+            tcp = await trio.open_tcp_stream(server.host, server.port, local_address=bind_address)
+        except OSError as exc:
+            raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
     if not server.secure:
         return _StreamConnection(tcp)
     context = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -449,6 +456,47 @@ async def _connect(
     return _StreamConnection(tls)
 
 
+async def _tunnel(
+    proxy: ProxyUrl, server: ServerUrl, bind_address: str | None
+) -> trio.SocketStream:
+    """A TCP connection to ``proxy``, made a tunnel to ``server`` by HTTP CONNECT (RFC 9110
+    §9.3.6): what goes over it afterwards reaches the server.  The proxy's errors have a
+    reason that begins with ``"proxy"`` and says what it did: it cannot be reached, refuses
+    (a status that is not 2xx: 407 when it wants credentials, 403 when its rules forbid the
+    server's port, 502 when it cannot reach the server), closes, or answers what is not
+    HTTP."""
+
+    def lost(what: str) -> _Lost:
+        return _Lost(f"proxy {proxy}: {what}", f"proxy {what}")
+
+    try:
+        stream = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
+    except OSError as exc:
+        raise lost(f"unreachable ({exc.strerror or exc})") from exc
+    try:
+        await stream.send_all(connect_request(proxy, server.host, server.port))
+        data = b""
+        while (reply := read_connect_reply(data)) is None:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                raise lost("closed the connection")
+            data += chunk
+        if not reply.ok:
+            raise lost(f"refused: {reply.status} {reply.reason}".rstrip())
+        if reply.rest:
+            raise lost("sent data before the tunnel was used")
+    except ProtocolError as exc:
+        await trio.aclose_forcefully(stream)
+        raise lost(f"answered {exc}") from exc
+    except (OSError, trio.BrokenResourceError) as exc:
+        await trio.aclose_forcefully(stream)
+        raise lost(f"connection lost ({exc})") from exc
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
 async def run_relay(
     server: ServerUrl,
     username: str,
@@ -460,6 +508,7 @@ async def run_relay(
     lifetime: int = 600,
     timeout: float = 3.0,  # noqa: ASYNC109 (bounds the allocation only; runs until cancelled)
     bind_address: str | None = None,
+    proxy: ProxyUrl | None = None,
     task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Allocate a relayed address on *server* and serve it until cancelled (RFC 8656).
@@ -486,13 +535,17 @@ async def run_relay(
         lifetime: the allocation lifetime to ask for, in seconds.
         timeout: seconds allowed for the whole allocation.
         bind_address: a local IP address to send from (for a relay per interface).
+        proxy: an HTTP proxy to reach a TCP or TLS server through (HTTP CONNECT); UDP
+            servers are reached directly.
 
     Raises:
         AllocationError: before the transport is handed out, naming the server and the
             reason: ``reason`` is ``"timeout"``, ``"unreachable"``, ``"unresolvable"``,
-            ``"certificate"``, ``"tls"``, ``"connection lost"``/``"connection closed"``, or
-            the server's reason phrase with ``code`` (401 wrong credentials, 438 stale nonce
-            loop, 300 with ``alternate_server``, 486 quota...).
+            ``"certificate"``, ``"tls"``, ``"connection lost"``/``"connection
+            closed"``, or the server's reason phrase with ``code`` (401 wrong credentials,
+            438 stale nonce loop, 300 with ``alternate_server``, 486 quota...); through a
+            proxy, what the proxy did, after ``"proxy "`` (``"proxy refused: 407 Proxy
+            Authentication Required"``, ``"proxy unreachable (...)"``...).
         ConfigError: *server* is not a TURN URL, or asks for DTLS (``turns:`` over UDP).
     """
     if not server.is_turn:
@@ -505,7 +558,7 @@ async def run_relay(
     relay: RelayTransport | None = None
     with trio.move_on_after(timeout) as connect_scope:
         try:
-            conn = await _connect(server, ssl_context, bind_address)
+            conn = await _connect(server, ssl_context, bind_address, proxy)
         except _Lost as exc:
             raise AllocationError(f"{label}: {exc}", reason=exc.reason) from exc
     if connect_scope.cancelled_caught:

@@ -1,0 +1,459 @@
+"""TURN through an HTTP proxy (``NetworkConfig.proxy``): the proxy URL and the CONNECT
+handshake as pure code (with property tests of the answer's parser), proxies of the test's
+own that misbehave, and a real tinyproxy in front of a real coturn, all on loopback."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from tinyproxy import Tinyproxy, require_tinyproxy, run_tinyproxy
+
+import trice
+from trice._errors import ProtocolError
+from trice._proxy import MAX_REPLY_HEAD, ConnectReply, connect_request, read_connect_reply
+
+from coturn import PASSWORD, USER, Coturn, free_port, require_turnserver, run_coturn
+from loopback import connect_both, loopback_config, signal
+
+# -- the proxy's URL ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "username", "password"),
+    [
+        ("http://127.0.0.1:3128", "127.0.0.1", 3128, None, None),
+        (" HTTP://Proxy.Corp.Example:8080/ ", "proxy.corp.example", 8080, None, None),
+        ("http://[2001:DB8::1]:3128", "2001:db8::1", 3128, None, None),
+        ("http://alice:s%40cret%3A@proxy:3128", "proxy", 3128, "alice", "s@cret:"),
+        ("http://alice@proxy:3128", "proxy", 3128, "alice", ""),
+        ("http://al%C3%AFce:p@proxy:1", "proxy", 1, "alïce", "p"),
+    ],
+)
+def test_proxy_urls(
+    text: str, host: str, port: int, username: str | None, password: str | None
+) -> None:
+    proxy = trice.ProxyUrl.parse(text)
+    assert (proxy.host, proxy.port, proxy.username, proxy.password) == (
+        host,
+        port,
+        username,
+        password,
+    )
+    assert trice.NetworkConfig(proxy=text).proxy == proxy
+    assert trice.NetworkConfig(proxy=proxy).proxy is proxy
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("proxy:3128", "expected http://host:port"),
+        ("https://proxy:3128", "only an HTTP proxy"),
+        ("socks5://proxy:1080", "only an HTTP proxy"),
+        ("http://proxy", "no port"),
+        ("http://proxy:", "no port"),
+        ("http://proxy:0", "not in 1..65535"),
+        ("http://proxy:65536", "not in 1..65535"),
+        ("http://proxy:31x8", "not a number"),
+        ("http://proxy:3128/path", "no path, query or fragment"),
+        ("http://proxy:3128?x=1", "no path, query or fragment"),
+        ("http://:secret@proxy:3128", "user name must be non-empty"),
+        ("http://a%3Ab:secret@proxy:3128", "no ':'"),
+        ("http://a%0A:secret@proxy:3128", "control characters"),
+        ("http://a:%FF%FE@proxy:3128", "not UTF-8"),
+        ("http://bad_host!:3128", "neither an IP address nor a DNS name"),
+        ("http://[fe80::1%25eth0]:3128", "zone index"),
+        ("http://2001:db8::1:3128", "in brackets"),
+    ],
+)
+def test_bad_proxy_urls_are_config_errors_that_never_show_the_password(
+    text: str, problem: str
+) -> None:
+    with pytest.raises(trice.ConfigError, match=problem) as caught:
+        trice.ProxyUrl.parse(text)
+    assert "secret" not in str(caught.value)
+    with pytest.raises(trice.ConfigError):
+        trice.NetworkConfig(proxy=text)
+
+
+def test_a_proxy_url_is_a_str() -> None:
+    with pytest.raises(trice.ConfigError, match="must be a str"):
+        trice.NetworkConfig(proxy=3128)  # type: ignore[arg-type]
+
+
+def test_a_proxy_urls_password_shows_nowhere() -> None:
+    proxy = trice.ProxyUrl.parse("http://alice:secret@proxy:3128")
+    assert str(proxy) == "http://alice@proxy:3128"
+    assert "secret" not in repr(proxy)
+    assert "secret" not in repr(trice.NetworkConfig(proxy=proxy))
+    assert str(trice.ProxyUrl.parse("http://[::1]:8080")) == "http://[::1]:8080"
+
+
+# -- the CONNECT handshake (RFC 9110 §9.3.6) ----------------------------------------------------
+
+
+def test_the_connect_request() -> None:
+    plain = trice.ProxyUrl.parse("http://proxy:3128")
+    assert connect_request(plain, "turn.example.org", 443) == (
+        b"CONNECT turn.example.org:443 HTTP/1.1\r\nHost: turn.example.org:443\r\n\r\n"
+    )
+    assert connect_request(plain, "2001:db8::2", 3478).startswith(
+        b"CONNECT [2001:db8::2]:3478 HTTP/1.1\r\nHost: [2001:db8::2]:3478\r\n"
+    )
+    with_user = trice.ProxyUrl.parse("http://alice:s%40cret@proxy:3128")
+    token = base64.b64encode(b"alice:s@cret").decode()
+    assert connect_request(with_user, "198.51.100.2", 3478) == (
+        b"CONNECT 198.51.100.2:3478 HTTP/1.1\r\nHost: 198.51.100.2:3478\r\n"
+        + f"Proxy-Authorization: Basic {token}\r\n\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"HTTP/1.1 200 Connection established\r\n\r\n", (200, "Connection established", b"")),
+        (
+            b"HTTP/1.0 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n<x",
+            (407, "Proxy Authentication Required", b"<x"),
+        ),
+        (b"HTTP/1.1 204\r\n\r\n", (204, "", b"")),
+        (b"HTTP/1.1 502 Bad\x01\xffGateway\r\n\r\n", (502, "BadGateway", b"")),
+    ],
+)
+def test_the_proxys_answer(data: bytes, expected: tuple[int, str, bytes]) -> None:
+    reply = read_connect_reply(data)
+    assert reply is not None
+    assert (reply.status, reply.reason, reply.rest) == expected
+    assert reply.ok == (200 <= expected[0] < 300)
+    for cut in range(data.index(b"\r\n\r\n") + 3):
+        assert read_connect_reply(data[:cut]) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "not HTTP"),
+        (b"HTTP/2 200\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * (MAX_REPLY_HEAD // 6), "no end of its head"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X" * MAX_REPLY_HEAD + b"\r\n\r\n", "no end of its head"),
+    ],
+)
+def test_what_is_not_an_answer_to_connect(data: bytes, problem: str) -> None:
+    with pytest.raises(ProtocolError, match=problem):
+        read_connect_reply(data)
+
+
+@given(st.binary(max_size=300) | st.binary(max_size=40).map(lambda b: b"HTTP/1.1 " + b))
+def test_any_bytes_are_an_answer_more_to_come_or_a_protocol_error(data: bytes) -> None:
+    try:
+        reply = read_connect_reply(data)
+    except ProtocolError:
+        return
+    assert reply is None or isinstance(reply, ConnectReply)
+
+
+_HEADER = st.tuples(
+    st.text("abcXYZ-", min_size=1, max_size=10), st.text("abc 123/;=", max_size=20)
+).map(lambda kv: f"{kv[0]}: {kv[1]}\r\n".encode())
+
+
+@given(
+    status=st.integers(100, 999),
+    reason=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    headers=st.lists(_HEADER, max_size=5),
+    rest=st.binary(max_size=20),
+    cut=st.integers(0, 400),
+)
+def test_an_answer_read_in_any_two_parts_is_the_same(
+    status: int, reason: str, headers: list[bytes], rest: bytes, cut: int
+) -> None:
+    head = f"HTTP/1.1 {status} {reason}\r\n".encode() + b"".join(headers) + b"\r\n"
+    data = head + rest
+    whole = read_connect_reply(data)
+    assert whole == ConnectReply(status, reason, rest)
+    part = read_connect_reply(data[:cut])
+    if cut < len(head):
+        assert part is None
+    else:
+        assert part == ConnectReply(status, reason, data[len(head) : cut])
+
+
+# -- proxies of the test's own that misbehave ---------------------------------------------------
+
+Behaviour = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def _answer(data: bytes, stream: trio.SocketStream) -> None:
+    await stream.send_all(data)
+    await trio.sleep_forever()
+
+
+async def _close(stream: trio.SocketStream) -> None:
+    await stream.aclose()
+
+
+async def _silent(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def _fake_proxy(behave: Behaviour) -> AsyncIterator[tuple[int, list[bytes], trio.Event]]:
+    """A proxy that reads the request's head, then does ``behave``: its port, the heads it
+    read, and an event set once a client closed its side."""
+    heads: list[bytes] = []
+    closed = trio.Event()
+
+    async def serve(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            data += chunk
+        heads.append(data)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(behave, stream)
+            try:
+                while await stream.receive_some(4096):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+            except trio.ClosedResourceError:
+                return  # (behave closed it)
+            closed.set()
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        yield listener.socket.getsockname()[1], heads, closed
+        nursery.cancel_scope.cancel()
+
+
+def _relay_only(proxy: str, turn: str, *, gather_timeout: float = 3.0) -> trice.AgentConfig:
+    config = loopback_config(
+        ice_servers=[trice.IceServer(turn, USER, PASSWORD)],
+        transport_policy=trice.TransportPolicy.RELAY,
+        timing=trice.Timing(gather_timeout=gather_timeout),
+    )
+    network = config.network
+    return trice.AgentConfig(
+        network=trice.NetworkConfig(
+            interface_filter=network.interface_filter,
+            ip_filter=network.ip_filter,
+            include_loopback=True,
+            ipv6=False,
+            proxy=proxy,
+        ),
+        ice_servers=config.ice_servers,
+        transport_policy=config.transport_policy,
+        timing=config.timing,
+    )
+
+
+async def _relay_report(config: trice.AgentConfig) -> trice.GatherReport:
+    """Gather with ``config`` (one TURN server): the relay's report, once gathering is
+    complete (within the gather timeout and a second)."""
+    async with trice.open_agent(config, controlling=True) as agent:
+        with trio.fail_after(config.timing.gather_timeout + 1):
+            await agent.wait_gathering_complete()
+        (report,) = [r for r in agent.gather_reports if r.source != "host"]
+        assert [c.type for c in agent.local_candidates] == []
+        return report
+
+
+@pytest.mark.parametrize(
+    ("behave", "error"),
+    [
+        (
+            functools.partial(_answer, b"HTTP/1.1 403 Forbidden\r\nX: y\r\n\r\n"),
+            "proxy refused: 403 Forbidden",
+        ),
+        (functools.partial(_answer, b"SSH-2.0-OpenSSH_9.2\r\n"), "proxy answered what is not HTTP"),
+        (_close, "proxy closed the connection"),
+        (
+            functools.partial(_answer, b"HTTP/1.1 200 OK\r\n\r\nHELLO"),
+            "proxy sent data before the tunnel was used",
+        ),
+        (
+            functools.partial(_answer, b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 4000),
+            "proxy answered with no end of its head",
+        ),
+        (_silent, "timeout"),
+    ],
+    ids=["refuses", "not-http", "closes", "data-first", "endless-head", "silent"],
+)
+async def test_a_proxy_that_misbehaves_costs_the_relay_only(behave: Behaviour, error: str) -> None:
+    """The proxy refuses, answers what is not HTTP, closes, sends data before the tunnel is
+    used, sends a head with no end, or says nothing: no relay candidate, a report that says
+    what the proxy did (or the timeout), within the gather timeout; the agent asked for a
+    tunnel to the TURN server, and closed its connection to the proxy."""
+    turn_port = free_port()
+    async with _fake_proxy(behave) as (port, heads, closed):
+        config = _relay_only(
+            f"http://127.0.0.1:{port}",
+            f"turn:127.0.0.1:{turn_port}?transport=tcp",
+            gather_timeout=1.0,
+        )
+        report = await _relay_report(config)
+        assert report.error is not None and report.error.startswith(error), report
+        assert [h.split(b"\r\n")[0] for h in heads] == [
+            b"CONNECT 127.0.0.1:%d HTTP/1.1" % turn_port
+        ]
+        if behave is not _close:
+            with trio.fail_after(2):
+                await closed.wait()
+
+
+async def test_a_proxy_that_is_not_there() -> None:
+    config = _relay_only(
+        f"http://127.0.0.1:{free_port()}", f"turn:127.0.0.1:{free_port()}?transport=tcp"
+    )
+    report = await _relay_report(config)
+    assert report.error is not None and report.error.startswith("proxy unreachable"), report
+
+
+# -- a real proxy (tinyproxy) in front of a real TURN server (coturn) ---------------------------
+
+
+def _server(coturn: Coturn, transport: str) -> trice.IceServer:
+    if transport == "tls":
+        assert coturn.ca_pem is not None and coturn.tls_port is not None
+        context = ssl.create_default_context()
+        context.load_verify_locations(cadata=coturn.ca_pem.decode())
+        url = f"turns:127.0.0.1:{coturn.tls_port}?transport=tcp"
+        return trice.IceServer(url, USER, PASSWORD, ssl_context=context)
+    return trice.IceServer(f"turn:127.0.0.1:{coturn.port}?transport={transport}", USER, PASSWORD)
+
+
+def _through(proxy: Tinyproxy, server: trice.IceServer, credentials: str = "") -> trice.AgentConfig:
+    base = loopback_config()
+    network = base.network
+    return trice.AgentConfig(
+        network=trice.NetworkConfig(
+            interface_filter=network.interface_filter,
+            ip_filter=network.ip_filter,
+            include_loopback=True,
+            ipv6=False,
+            proxy=proxy.url(credentials),
+        ),
+        ice_servers=[server],
+        transport_policy=trice.TransportPolicy.RELAY,
+        timing=trice.Timing(gather_timeout=5.0),
+    )
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls", "udp"])
+async def test_a_relay_only_session_through_tinyproxy(transport: str) -> None:
+    """Both agents reach coturn through tinyproxy, over TCP or TLS (the TLS handshake runs
+    inside the tunnel, and checks coturn's certificate), and 100 datagrams go each way
+    through the relays.  TURN over UDP goes to coturn directly: the proxy reads nothing."""
+    require_turnserver()
+    require_tinyproxy()
+    with run_coturn(tls=True) as coturn:
+        server = _server(coturn, transport)
+        target = (server.urls[0].host, server.urls[0].port)
+        with run_tinyproxy([target[1]]) as proxy:
+            config = _through(proxy, server)
+            async with (
+                trice.open_agent(config, controlling=True) as a,
+                trice.open_agent(config, controlling=False) as b,
+            ):
+                with trio.fail_after(10):
+                    await a.wait_gathering_complete()
+                    await b.wait_gathering_complete()
+                for agent in (a, b):
+                    assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY]
+                signal(a, b)
+                ca, cb = await connect_both(a, b)
+                for i in range(100):
+                    await ca.send(b"a%d" % i)
+                    await cb.send(b"b%d" % i)
+                with trio.fail_after(5):
+                    got_b = {await cb.receive() for _ in range(100)}
+                    got_a = {await ca.receive() for _ in range(100)}
+                assert got_b == {b"a%d" % i for i in range(100)}
+                assert got_a == {b"b%d" % i for i in range(100)}
+            tunnels = proxy.requests()
+    assert tunnels == ([] if transport == "udp" else [f"{target[0]}:{target[1]}"] * 2)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "error"),
+    [
+        ("", "proxy refused: 407 Proxy Authentication Required"),
+        ("alice:wrong@", "proxy refused: 401 Unauthorized"),  # (tinyproxy's answer)
+        ("alice:%73esame42@", None),  # (percent-encoded: "s")
+    ],
+    ids=["none", "wrong", "right"],
+)
+async def test_a_proxy_that_wants_credentials(credentials: str, error: str | None) -> None:
+    """tinyproxy with Basic authentication: without credentials it answers 407, with wrong
+    ones 401, which the report names; with the right ones, the relay is allocated through
+    it."""
+    require_turnserver()
+    require_tinyproxy()
+    with run_coturn() as coturn:
+        server = _server(coturn, "tcp")
+        with run_tinyproxy([coturn.port], basic_auth=("alice", "sesame42")) as proxy:
+            async with trice.open_agent(
+                _through(proxy, server, credentials), controlling=True
+            ) as agent:
+                with trio.fail_after(7):
+                    await agent.wait_gathering_complete()
+                (report,) = [r for r in agent.gather_reports if r.source != "host"]
+                if error is None:
+                    assert (report.candidates, report.error) == (1, None)
+                else:
+                    assert (report.candidates, report.error) == (0, error)
+
+
+async def test_a_proxy_whose_rules_forbid_the_port() -> None:
+    """tinyproxy opens tunnels only to the ports it allows (``ConnectPort``): to any other,
+    it refuses, and the report says so."""
+    require_turnserver()
+    require_tinyproxy()
+    with run_coturn() as coturn, run_tinyproxy([443]) as proxy:
+        async with trice.open_agent(
+            _through(proxy, _server(coturn, "tcp")), controlling=True
+        ) as agent:
+            with trio.fail_after(7):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source != "host"]
+            assert report.candidates == 0
+            assert report.error is not None and report.error.startswith("proxy refused: 403")
+
+
+def test_trice_gather_through_a_proxy() -> None:
+    """``trice gather --proxy``: the relay comes through tinyproxy; a URL that is not a
+    proxy's is refused with the reason, before anything is gathered."""
+    require_turnserver()
+    require_tinyproxy()
+    with run_coturn() as coturn, run_tinyproxy([coturn.port]) as proxy:
+        url = f"turn:127.0.0.1:{coturn.port}?transport=tcp"
+        argv = [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--json"]
+        argv += ["--turn", url, "--username", USER, "--credential", PASSWORD]
+        out = subprocess.run(
+            [*argv, "--proxy", proxy.url()], capture_output=True, text=True, timeout=60, check=True
+        )
+        records = [json.loads(line) for line in out.stdout.splitlines()]
+        (source,) = [r for r in records if r["event"] == "source" and r["source"] == url]
+        assert (source["candidates"], source["error"]) == (1, None)
+        assert proxy.requests() == [f"127.0.0.1:{coturn.port}"]
+    bad = subprocess.run(
+        [*argv, "--proxy", "socks5://127.0.0.1:1080"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "only an HTTP proxy" in bad.stderr
