@@ -1,27 +1,38 @@
-"""TURN through an HTTP proxy (``NetworkConfig.proxy``): the proxy URL and the CONNECT
-handshake as pure code (with property tests of the answer's parser), proxies of the test's
-own that misbehave, and a real tinyproxy in front of a real coturn, all on loopback."""
+"""TURN through a proxy (``NetworkConfig.proxy``): the proxy URL and the HTTP CONNECT and
+SOCKS5 handshakes as pure code (with property tests of the parsers), proxies of the test's
+own that misbehave, and real ones (tinyproxy, microsocks) in front of a real coturn, all on
+loopback."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
-from tinyproxy import Tinyproxy, require_tinyproxy, run_tinyproxy
+from proxies import OUTBOUND, Microsocks, Tinyproxy, run_microsocks, run_tinyproxy
 
 import trice
 from trice._errors import ProtocolError
-from trice._proxy import MAX_REPLY_HEAD, ConnectReply, connect_request, read_connect_reply
+from trice._proxy import (
+    MAX_REPLY_HEAD,
+    ConnectReply,
+    HttpConnect,
+    ProxyRefused,
+    Socks5Connect,
+    connect_request,
+    read_connect_reply,
+    tunnel_handshake,
+)
 
 from coturn import PASSWORD, USER, Coturn, free_port, require_turnserver, run_coturn
 from loopback import connect_both, loopback_config, signal
@@ -30,26 +41,21 @@ from loopback import connect_both, loopback_config, signal
 
 
 @pytest.mark.parametrize(
-    ("text", "host", "port", "username", "password"),
+    ("text", "parts"),
     [
-        ("http://127.0.0.1:3128", "127.0.0.1", 3128, None, None),
-        (" HTTP://Proxy.Corp.Example:8080/ ", "proxy.corp.example", 8080, None, None),
-        ("http://[2001:DB8::1]:3128", "2001:db8::1", 3128, None, None),
-        ("http://alice:s%40cret%3A@proxy:3128", "proxy", 3128, "alice", "s@cret:"),
-        ("http://alice@proxy:3128", "proxy", 3128, "alice", ""),
-        ("http://al%C3%AFce:p@proxy:1", "proxy", 1, "alïce", "p"),
+        ("http://127.0.0.1:3128", ("http", "127.0.0.1", 3128, None, None)),
+        (" HTTP://Proxy.Corp.Example:8080/ ", ("http", "proxy.corp.example", 8080, None, None)),
+        ("http://[2001:DB8::1]:3128", ("http", "2001:db8::1", 3128, None, None)),
+        ("http://alice:s%40cret%3A@proxy:3128", ("http", "proxy", 3128, "alice", "s@cret:")),
+        ("http://alice@proxy:3128", ("http", "proxy", 3128, "alice", "")),
+        ("http://al%C3%AFce:p@proxy:1", ("http", "proxy", 1, "alïce", "p")),
+        ("socks5://127.0.0.1:1080", ("socks5", "127.0.0.1", 1080, None, None)),
+        ("SOCKS5H://bob:pw@socks.example:1080", ("socks5", "socks.example", 1080, "bob", "pw")),
     ],
 )
-def test_proxy_urls(
-    text: str, host: str, port: int, username: str | None, password: str | None
-) -> None:
+def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | None]) -> None:
     proxy = trice.ProxyUrl.parse(text)
-    assert (proxy.host, proxy.port, proxy.username, proxy.password) == (
-        host,
-        port,
-        username,
-        password,
-    )
+    assert (proxy.scheme, proxy.host, proxy.port, proxy.username, proxy.password) == parts
     assert trice.NetworkConfig(proxy=text).proxy == proxy
     assert trice.NetworkConfig(proxy=proxy).proxy is proxy
 
@@ -57,9 +63,12 @@ def test_proxy_urls(
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("proxy:3128", "expected http://host:port"),
-        ("https://proxy:3128", "only an HTTP proxy"),
-        ("socks5://proxy:1080", "only an HTTP proxy"),
+        ("proxy:3128", "expected http://host:port or socks5://host:port"),
+        ("https://proxy:3128", "an HTTP \\(http://\\) or SOCKS5 proxy"),
+        ("socks4://proxy:1080", "is not supported"),
+        ("socks5://alice@proxy:1080", "SOCKS5 wants a password"),
+        ("socks5://alice:" + "x" * 256 + "@proxy:1080", "at most 255 bytes"),
+        ("socks5://proxy", "no port: write socks5://host:port"),
         ("http://proxy", "no port"),
         ("http://proxy:", "no port"),
         ("http://proxy:0", "not in 1..65535"),
@@ -97,6 +106,7 @@ def test_a_proxy_urls_password_shows_nowhere() -> None:
     assert "secret" not in repr(proxy)
     assert "secret" not in repr(trice.NetworkConfig(proxy=proxy))
     assert str(trice.ProxyUrl.parse("http://[::1]:8080")) == "http://[::1]:8080"
+    assert str(trice.ProxyUrl.parse("socks5h://bob:secret@p:1")) == "socks5://bob@p:1"
 
 
 # -- the CONNECT handshake (RFC 9110 §9.3.6) ----------------------------------------------------
@@ -187,6 +197,118 @@ def test_an_answer_read_in_any_two_parts_is_the_same(
         assert part is None
     else:
         assert part == ConnectReply(status, reason, data[len(head) : cut])
+
+
+# -- the SOCKS5 handshake (RFC 1928, RFC 1929) --------------------------------------------------
+
+
+def _socks(credentials: str = "") -> trice.ProxyUrl:
+    return trice.ProxyUrl.parse(f"socks5://{credentials}127.0.0.1:1080")
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("198.51.100.2", b"\x01\xc6\x33\x64\x02"),
+        ("2001:db8::2", b"\x04" + bytes.fromhex("20010db8000000000000000000000002")),
+        ("turn.example.org", b"\x03\x10turn.example.org"),
+    ],
+)
+def test_a_socks5_connect_without_credentials(host: str, address: bytes) -> None:
+    """The greeting offers no authentication; once the proxy picks it, the CONNECT request
+    names the server by address (IPv4, IPv6) or by name, for the proxy to resolve."""
+    handshake = Socks5Connect(_socks(), host, 3478)
+    assert handshake.start() == b"\x05\x01\x00"
+    assert handshake.receive_data(b"\x05") == b""  # (half an answer: wait)
+    assert handshake.receive_data(b"\x00") == b"\x05\x01\x00" + address + b"\x0d\x96"
+    assert not handshake.open
+    assert handshake.receive_data(b"\x05\x00\x00\x01\x7f\x00\x00\x01\x04") == b""
+    assert not handshake.open
+    assert handshake.receive_data(b"\x38") == b""
+    assert handshake.open and handshake.rest == b""
+
+
+def test_a_socks5_connect_with_credentials_and_a_named_bound_address() -> None:
+    handshake = Socks5Connect(_socks("bob:s%40cret@"), "198.51.100.2", 443)
+    assert handshake.start() == b"\x05\x01\x02"
+    assert handshake.receive_data(b"\x05\x02") == b"\x01\x03bob\x06s@cret"
+    connect = handshake.receive_data(b"\x01\x00")
+    assert connect == b"\x05\x01\x00\x01\xc6\x33\x64\x02\x01\xbb"
+    answer = b"\x05\x00\x00\x03\x05proxy\x12\x34" + b"early"
+    assert handshake.receive_data(answer) == b""
+    assert handshake.open and handshake.rest == b"early"
+
+
+@pytest.mark.parametrize(
+    ("answers", "error", "problem"),
+    [
+        ([b"\x05\xff"], ProxyRefused, "no authentication method"),
+        ([b"\x04\x00"], ProtocolError, "not SOCKS5"),
+        ([b"\x05\x02"], ProtocolError, "a method that was not offered"),
+        ([b"\x05\x00", b"\x05\x02\x00\x01" + bytes(6)], ProxyRefused, "not allowed by ruleset"),
+        ([b"\x05\x00", b"\x05\x05\x00\x01" + bytes(6)], ProxyRefused, "connection refused"),
+        ([b"\x05\x00", b"\x05\x63\x00\x01" + bytes(6)], ProxyRefused, "SOCKS5 reply 99"),
+        ([b"\x05\x00", b"\x05\x00\x00\x09" + bytes(6)], ProtocolError, "address type 9"),
+        ([b"\x05\x00", b"HTTP/1.1 400 Bad"], ProtocolError, "not a SOCKS5 reply"),
+    ],
+)
+def test_what_a_socks5_proxy_refuses_or_garbles(
+    answers: list[bytes], error: type[Exception], problem: str
+) -> None:
+    handshake = Socks5Connect(_socks(), "198.51.100.2", 3478)
+    handshake.start()
+    with pytest.raises(error, match=problem):
+        for answer in answers:
+            handshake.receive_data(answer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [(b"\x01\x01", "were refused"), (b"\x05\x00", "not a SOCKS5 authentication answer")],
+)
+def test_a_socks5_proxy_that_refuses_the_credentials(answer: bytes, problem: str) -> None:
+    handshake = Socks5Connect(_socks("bob:pw@"), "198.51.100.2", 3478)
+    handshake.start()
+    handshake.receive_data(b"\x05\x02")
+    with pytest.raises(ProtocolError, match=problem):
+        handshake.receive_data(answer)
+
+
+@given(
+    st.lists(st.binary(max_size=12), max_size=6),
+    st.sampled_from(["", "bob:pw@"]),
+)
+def test_any_socks5_answers_open_the_tunnel_wait_or_are_a_protocol_error(
+    answers: list[bytes], credentials: str
+) -> None:
+    handshake = Socks5Connect(_socks(credentials), "turn.example.org", 3478)
+    handshake.start()
+    try:
+        for answer in answers:
+            assert isinstance(handshake.receive_data(answer), bytes)
+    except ProtocolError:
+        return
+
+
+@given(st.integers(0, 30), st.binary(max_size=5))
+def test_socks5_answers_read_in_any_two_parts_are_the_same(cut: int, rest: bytes) -> None:
+    answers = b"\x05\x02" + b"\x01\x00" + b"\x05\x00\x00\x04" + bytes(16) + b"\x00\x50" + rest
+    sent = []
+    handshake = Socks5Connect(_socks("bob:pw@"), "198.51.100.2", 3478)
+    handshake.start()
+    for part in (answers[:cut], answers[cut:]):
+        sent.append(handshake.receive_data(part))
+    assert b"".join(sent) == b"\x01\x03bob\x02pw" + b"\x05\x01\x00\x01\xc6\x33\x64\x02\x0d\x96"
+    assert handshake.open and handshake.rest == rest
+
+
+def test_the_handshake_follows_the_scheme() -> None:
+    assert isinstance(tunnel_handshake(_socks(), "h", 1), Socks5Connect)
+    http = tunnel_handshake(trice.ProxyUrl.parse("http://p:1"), "h", 1)
+    assert isinstance(http, HttpConnect)
+    assert http.start() == b"CONNECT h:1 HTTP/1.1\r\nHost: h:1\r\n\r\n"
+    with pytest.raises(ProxyRefused, match=r"^407 Nope$"):
+        http.receive_data(b"HTTP/1.1 407 Nope\r\n\r\n")
 
 
 # -- proxies of the test's own that misbehave ---------------------------------------------------
@@ -338,7 +460,9 @@ def _server(coturn: Coturn, transport: str) -> trice.IceServer:
     return trice.IceServer(f"turn:127.0.0.1:{coturn.port}?transport={transport}", USER, PASSWORD)
 
 
-def _through(proxy: Tinyproxy, server: trice.IceServer, credentials: str = "") -> trice.AgentConfig:
+def _through(
+    proxy: Tinyproxy | Microsocks, server: trice.IceServer, credentials: str = ""
+) -> trice.AgentConfig:
     base = loopback_config()
     network = base.network
     return trice.AgentConfig(
@@ -355,17 +479,33 @@ def _through(proxy: Tinyproxy, server: trice.IceServer, credentials: str = "") -
     )
 
 
-@pytest.mark.parametrize("transport", ["tcp", "tls", "udp"])
-async def test_a_relay_only_session_through_tinyproxy(transport: str) -> None:
-    """Both agents reach coturn through tinyproxy, over TCP or TLS (the TLS handshake runs
-    inside the tunnel, and checks coturn's certificate), and 100 datagrams go each way
-    through the relays.  TURN over UDP goes to coturn directly: the proxy reads nothing."""
+@contextlib.contextmanager
+def _proxy(kind: str, port: int) -> Iterator[Tinyproxy | Microsocks]:
+    """A real proxy of ``kind`` (``"http"``: tinyproxy, ``"socks5"``: microsocks) that
+    lets clients reach ``port``."""
+    if kind == "http":
+        with run_tinyproxy([port]) as tinyproxy:
+            yield tinyproxy
+    else:
+        with run_microsocks() as microsocks:
+            yield microsocks
+
+
+@pytest.mark.parametrize(
+    ("kind", "transport"),
+    [("http", "tcp"), ("http", "tls"), ("http", "udp"), ("socks5", "tcp"), ("socks5", "tls")],
+)
+async def test_a_relay_only_session_through_a_real_proxy(kind: str, transport: str) -> None:
+    """Both agents reach coturn through tinyproxy (HTTP CONNECT) or microsocks (SOCKS5),
+    over TCP or TLS (the TLS handshake runs inside the tunnel, and checks coturn's
+    certificate), and 100 datagrams go each way through the relays.  coturn saw them at the
+    proxy's outbound address (their relays' related address).  TURN over UDP goes to coturn
+    directly: the proxy reads nothing."""
     require_turnserver()
-    require_tinyproxy()
     with run_coturn(tls=True) as coturn:
         server = _server(coturn, transport)
         target = (server.urls[0].host, server.urls[0].port)
-        with run_tinyproxy([target[1]]) as proxy:
+        with _proxy(kind, target[1]) as proxy:
             config = _through(proxy, server)
             async with (
                 trice.open_agent(config, controlling=True) as a,
@@ -375,7 +515,10 @@ async def test_a_relay_only_session_through_tinyproxy(transport: str) -> None:
                     await a.wait_gathering_complete()
                     await b.wait_gathering_complete()
                 for agent in (a, b):
-                    assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY]
+                    (relay,) = agent.local_candidates
+                    assert relay.type is trice.CandidateType.RELAY
+                    via = "127.0.0.1" if transport == "udp" else OUTBOUND
+                    assert relay.related_address == via  # (where coturn saw the agent)
                 signal(a, b)
                 ca, cb = await connect_both(a, b)
                 for i in range(100):
@@ -386,61 +529,79 @@ async def test_a_relay_only_session_through_tinyproxy(transport: str) -> None:
                     got_a = {await ca.receive() for _ in range(100)}
                 assert got_b == {b"a%d" % i for i in range(100)}
                 assert got_a == {b"b%d" % i for i in range(100)}
-            tunnels = proxy.requests()
-    assert tunnels == ([] if transport == "udp" else [f"{target[0]}:{target[1]}"] * 2)
+            if isinstance(proxy, Tinyproxy):
+                tunnels = proxy.requests()
+                assert tunnels == ([] if transport == "udp" else [f"{target[0]}:{target[1]}"] * 2)
+
+
+async def _relay_through(
+    proxy: Tinyproxy | Microsocks, server: trice.IceServer, credentials: str = ""
+) -> trice.GatherReport:
+    """The relay's gather report of an agent that reaches ``server`` through ``proxy``."""
+    async with trice.open_agent(_through(proxy, server, credentials), controlling=True) as agent:
+        with trio.fail_after(7):
+            await agent.wait_gathering_complete()
+        (report,) = [r for r in agent.gather_reports if r.source != "host"]
+        return report
 
 
 @pytest.mark.parametrize(
-    ("credentials", "error"),
+    ("kind", "credentials", "error"),
     [
-        ("", "proxy refused: 407 Proxy Authentication Required"),
-        ("alice:wrong@", "proxy refused: 401 Unauthorized"),  # (tinyproxy's answer)
-        ("alice:%73esame42@", None),  # (percent-encoded: "s")
+        ("http", "", "proxy refused: 407 Proxy Authentication Required"),
+        ("http", "alice:wrong@", "proxy refused: 401 Unauthorized"),  # (tinyproxy's answer)
+        ("http", "alice:%73esame42@", None),  # (percent-encoded: "s")
+        ("socks5", "", "proxy refused: no authentication method offered is acceptable"),
+        ("socks5", "alice:wrong@", "proxy refused: the user name and password were refused"),
+        ("socks5", "alice:%73esame42@", None),
     ],
-    ids=["none", "wrong", "right"],
+    ids=["http-none", "http-wrong", "http-right", "socks5-none", "socks5-wrong", "socks5-right"],
 )
-async def test_a_proxy_that_wants_credentials(credentials: str, error: str | None) -> None:
-    """tinyproxy with Basic authentication: without credentials it answers 407, with wrong
-    ones 401, which the report names; with the right ones, the relay is allocated through
-    it."""
+async def test_a_proxy_that_wants_credentials(
+    kind: str, credentials: str, error: str | None
+) -> None:
+    """tinyproxy with Basic authentication (without credentials it answers 407, with wrong
+    ones 401) and microsocks with RFC 1929's (no method acceptable without them; wrong ones
+    refused): the report names the refusal; with the right credentials, the relay is
+    allocated through the proxy."""
     require_turnserver()
-    require_tinyproxy()
-    with run_coturn() as coturn:
-        server = _server(coturn, "tcp")
-        with run_tinyproxy([coturn.port], basic_auth=("alice", "sesame42")) as proxy:
-            async with trice.open_agent(
-                _through(proxy, server, credentials), controlling=True
-            ) as agent:
-                with trio.fail_after(7):
-                    await agent.wait_gathering_complete()
-                (report,) = [r for r in agent.gather_reports if r.source != "host"]
-                if error is None:
-                    assert (report.candidates, report.error) == (1, None)
-                else:
-                    assert (report.candidates, report.error) == (0, error)
+    with contextlib.ExitStack() as stack:
+        coturn = stack.enter_context(run_coturn())
+        proxy: Tinyproxy | Microsocks
+        if kind == "http":
+            proxy = stack.enter_context(
+                run_tinyproxy([coturn.port], basic_auth=("alice", "sesame42"))
+            )
+        else:
+            proxy = stack.enter_context(run_microsocks(credentials=("alice", "sesame42")))
+        report = await _relay_through(proxy, _server(coturn, "tcp"), credentials)
+    assert (report.candidates, report.error) == ((1, None) if error is None else (0, error))
 
 
 async def test_a_proxy_whose_rules_forbid_the_port() -> None:
     """tinyproxy opens tunnels only to the ports it allows (``ConnectPort``): to any other,
     it refuses, and the report says so."""
     require_turnserver()
-    require_tinyproxy()
     with run_coturn() as coturn, run_tinyproxy([443]) as proxy:
-        async with trice.open_agent(
-            _through(proxy, _server(coturn, "tcp")), controlling=True
-        ) as agent:
-            with trio.fail_after(7):
-                await agent.wait_gathering_complete()
-            (report,) = [r for r in agent.gather_reports if r.source != "host"]
-            assert report.candidates == 0
-            assert report.error is not None and report.error.startswith("proxy refused: 403")
+        report = await _relay_through(proxy, _server(coturn, "tcp"))
+    assert report.candidates == 0
+    assert report.error is not None and report.error.startswith("proxy refused: 403")
+
+
+async def test_a_socks5_proxy_that_cannot_reach_the_server() -> None:
+    """microsocks finds nothing listening at the TURN server's address: it replies so
+    (RFC 1928 §6), and the report says what it replied."""
+    with run_microsocks() as proxy:
+        dead = trice.IceServer(f"turn:127.0.0.1:{free_port()}?transport=tcp", USER, PASSWORD)
+        report = await _relay_through(proxy, dead)
+    assert report.candidates == 0
+    assert report.error == "proxy refused: connection refused", report  # (REP 5)
 
 
 def test_trice_gather_through_a_proxy() -> None:
     """``trice gather --proxy``: the relay comes through tinyproxy; a URL that is not a
     proxy's is refused with the reason, before anything is gathered."""
     require_turnserver()
-    require_tinyproxy()
     with run_coturn() as coturn, run_tinyproxy([coturn.port]) as proxy:
         url = f"turn:127.0.0.1:{coturn.port}?transport=tcp"
         argv = [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--json"]
@@ -453,7 +614,7 @@ def test_trice_gather_through_a_proxy() -> None:
         assert (source["candidates"], source["error"]) == (1, None)
         assert proxy.requests() == [f"127.0.0.1:{coturn.port}"]
     bad = subprocess.run(
-        [*argv, "--proxy", "socks5://127.0.0.1:1080"], capture_output=True, text=True, timeout=60
+        [*argv, "--proxy", "socks4://127.0.0.1:1080"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2
-    assert "only an HTTP proxy" in bad.stderr
+    assert "'socks4' is not supported" in bad.stderr

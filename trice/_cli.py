@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gather.add_argument(
         "--proxy",
         metavar="URL",
-        help="an HTTP proxy for TURN over TCP and TLS, e.g. http://proxy:3128",
+        help="a proxy for TURN over TCP and TLS: http://proxy:3128 or socks5://proxy:1080",
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)

@@ -143,13 +143,15 @@ class NetworkConfig:
             :func:`~trice.open_tcp_mux`), nor under the ``NOHOST`` and ``RELAY`` transport
             policies; an ICE-lite agent gathers the passive one only.  See the guide, "ICE
             over TCP".
-        proxy: an HTTP proxy that TURN over TCP and TLS goes through (``turn:...?transport=tcp``
-            and ``turns:`` servers): a :class:`~trice.ProxyUrl`, or its text
-            ``"http://[user:password@]host:port"`` (made a :class:`~trice.ProxyUrl` when the
-            config is), or ``None`` (the default: connect directly).  The agent asks the
-            proxy for a tunnel to the TURN server (HTTP CONNECT), as browsers do behind a
-            corporate proxy (Pion's ``ProxyDialer``); STUN, TURN over UDP and the
-            peer-to-peer paths do not use it.  See the guide, "NATs and TURN".
+        proxy: a proxy that TURN over TCP and TLS goes through (``turn:...?transport=tcp``
+            and ``turns:`` servers): a :class:`~trice.ProxyUrl`, or its text,
+            ``"http://[user:password@]host:port"`` (an HTTP proxy) or
+            ``"socks5://[user:password@]host:port"`` (a SOCKS5 one), made a
+            :class:`~trice.ProxyUrl` when the config is; or ``None`` (the default: connect
+            directly).  The agent asks the proxy for a tunnel to the TURN server (HTTP
+            CONNECT, or SOCKS5's CONNECT), as browsers do behind a corporate proxy (Pion's
+            ``ProxyDialer``); STUN, TURN over UDP and the peer-to-peer paths do not use it.
+            See the guide, "NATs and TURN".
     """
 
     interface_filter: Callable[[str], bool] | None = None

@@ -20,7 +20,7 @@ import trio
 
 from trice import stun
 from trice._errors import ConfigError, ProtocolError
-from trice._proxy import ProxyUrl, connect_request, read_connect_reply
+from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl
 from trice._trio._log import logger
 from trice._trio._transport import datagram_too_large
@@ -459,12 +459,12 @@ async def _connect(
 async def _tunnel(
     proxy: ProxyUrl, server: ServerUrl, bind_address: str | None
 ) -> trio.SocketStream:
-    """A TCP connection to ``proxy``, made a tunnel to ``server`` by HTTP CONNECT (RFC 9110
-    §9.3.6): what goes over it afterwards reaches the server.  The proxy's errors have a
-    reason that begins with ``"proxy"`` and says what it did: it cannot be reached, refuses
-    (a status that is not 2xx: 407 when it wants credentials, 403 when its rules forbid the
-    server's port, 502 when it cannot reach the server), closes, or answers what is not
-    HTTP."""
+    """A TCP connection to ``proxy``, made a tunnel to ``server`` (HTTP CONNECT or SOCKS5:
+    see :mod:`trice._proxy`): what goes over it afterwards reaches the server.  The proxy's
+    errors have a reason that begins with ``"proxy"`` and says what it did: it cannot be
+    reached, refuses (an HTTP status that is not 2xx, such as 407 when it wants
+    credentials, 403 when its rules forbid the server's port, 502 when it cannot reach the
+    server; or a SOCKS5 refusal), closes, or answers in another protocol."""
 
     def lost(what: str) -> _Lost:
         return _Lost(f"proxy {proxy}: {what}", f"proxy {what}")
@@ -473,18 +473,21 @@ async def _tunnel(
         stream = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
     except OSError as exc:
         raise lost(f"unreachable ({exc.strerror or exc})") from exc
+    handshake = tunnel_handshake(proxy, server.host, server.port)
     try:
-        await stream.send_all(connect_request(proxy, server.host, server.port))
-        data = b""
-        while (reply := read_connect_reply(data)) is None:
+        await stream.send_all(handshake.start())
+        while not handshake.open:
             chunk = await stream.receive_some(4096)
             if not chunk:
                 raise lost("closed the connection")
-            data += chunk
-        if not reply.ok:
-            raise lost(f"refused: {reply.status} {reply.reason}".rstrip())
-        if reply.rest:
+            reply = handshake.receive_data(chunk)
+            if reply:
+                await stream.send_all(reply)
+        if handshake.rest:
             raise lost("sent data before the tunnel was used")
+    except ProxyRefused as exc:
+        await trio.aclose_forcefully(stream)
+        raise lost(f"refused: {exc}") from exc
     except ProtocolError as exc:
         await trio.aclose_forcefully(stream)
         raise lost(f"answered {exc}") from exc
@@ -535,8 +538,8 @@ async def run_relay(
         lifetime: the allocation lifetime to ask for, in seconds.
         timeout: seconds allowed for the whole allocation.
         bind_address: a local IP address to send from (for a relay per interface).
-        proxy: an HTTP proxy to reach a TCP or TLS server through (HTTP CONNECT); UDP
-            servers are reached directly.
+        proxy: a proxy to reach a TCP or TLS server through (HTTP CONNECT or SOCKS5);
+            UDP servers are reached directly.
 
     Raises:
         AllocationError: before the transport is handed out, naming the server and the

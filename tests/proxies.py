@@ -1,10 +1,12 @@
-"""Start and stop a private tinyproxy (an HTTP proxy, Debian's ``tinyproxy``) on loopback for
-one test: the corporate proxy that TURN over TCP and TLS goes through
-(``NetworkConfig.proxy``).
+"""Start and stop private proxies on loopback for one test: tinyproxy (an HTTP proxy) and
+microsocks (a SOCKS5 proxy), both Debian's: the proxies that TURN over TCP and TLS goes
+through (``NetworkConfig.proxy``).
 
-Each instance listens on a free 127.0.0.1 port, takes clients from 127.0.0.1 only, opens
-tunnels (CONNECT) to the given ports only, and keeps its configuration and log in a
-temporary directory; its log records each CONNECT.  It is ended by its PID, never by name.
+Each listens on a free 127.0.0.1 port, connects onwards from :data:`OUTBOUND` (127.0.0.2:
+so a server behind it sees its clients there, which proves they came through it), and keeps
+what it writes in a temporary directory; tinyproxy takes clients from 127.0.0.1 only, opens
+tunnels (CONNECT) to the given ports only, and its log records each CONNECT.  Each is ended
+by its PID, never by name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import pytest
 from coturn import accepts_tcp, free_port, running_process
 
 TINYPROXY = shutil.which("tinyproxy")
+MICROSOCKS = shutil.which("microsocks")
+#: The address the proxies connect onwards from.
+OUTBOUND = "127.0.0.2"
 
 
 def require_tinyproxy() -> str:
@@ -84,6 +89,7 @@ def run_tinyproxy(
             "LogLevel Connect",
             "MaxClients 50",
             "Allow 127.0.0.1",
+            f"Bind {OUTBOUND}",
             f'PidFile "{tmpdir / "tinyproxy.pid"}"',
             *(f"ConnectPort {p}" for p in connect_ports),
         ]
@@ -94,3 +100,36 @@ def run_tinyproxy(
         argv = [binary, "-d", "-c", str(config)]
         with running_process(argv, lambda: accepts_tcp(port), tmpdir, "tinyproxy"):
             yield Tinyproxy(port, log)
+
+
+@dataclass(frozen=True)
+class Microsocks:
+    """A running microsocks.
+
+    Attributes:
+        port: its listening port on 127.0.0.1.
+    """
+
+    port: int
+
+    def url(self, credentials: str = "") -> str:
+        """Its URL for ``NetworkConfig.proxy`` (``credentials``: ``"user:password@"``)."""
+        return f"socks5://{credentials}127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def run_microsocks(*, credentials: tuple[str, str] | None = None) -> Iterator[Microsocks]:
+    """Run microsocks on loopback until the block exits (see the module docstring).
+
+    Args:
+        credentials: ``(user, password)`` that clients must give (RFC 1929).
+    """
+    if MICROSOCKS is None:
+        pytest.skip("microsocks is not installed (apt-get install microsocks)")
+    with tempfile.TemporaryDirectory(prefix="trice-microsocks-") as tmp:
+        port = free_port()
+        argv = [MICROSOCKS, "-i", "127.0.0.1", "-p", str(port), "-b", OUTBOUND]
+        if credentials is not None:
+            argv += ["-u", credentials[0], "-P", credentials[1]]
+        with running_process(argv, lambda: accepts_tcp(port), Path(tmp), "microsocks"):
+            yield Microsocks(port)
