@@ -168,3 +168,28 @@ async def test_a_malformed_answer_is_dropped_and_counted_and_the_question_goes_o
             _assert_srflx_of(await _gathered(agent), mux)
         assert _requests(seen) == 1
         assert mux.statistics().unroutable == 1
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_a_mux_that_closes_as_its_kept_answer_is_handed_over(steps: int) -> None:
+    """The mux holds a kept answer; an agent opens on it and the mux closes ``steps``
+    scheduling steps later, as the answer is handed over or just after: the agent's
+    gathering ends quietly ("the mux closed", or "closed"), never with a srflx candidate on
+    a transport that is gone, and never by crashing the agent (as it did: its base was
+    gone when the answer came)."""
+    async with _stun() as (url, _):
+        async with mux_in_a_task(trice.open_udp_mux) as (mux, scope, ended):
+            async with trice.open_agent(_config(url), controlling=True, mux=mux) as first:
+                await _gathered(first)  # (the answer is kept now)
+            async with trice.open_agent(_config(url), controlling=True, mux=mux) as agent:
+                for _ in range(steps):
+                    await trio.lowlevel.checkpoint()
+                scope.cancel()
+                with trio.fail_after(3):
+                    await ended.wait()
+                    await agent.wait_gathering_complete()
+                srflx = [c for c in agent.local_candidates if c.type is trice.CandidateType.SRFLX]
+                reports = [r for r in agent.gather_reports if r.source != "host"]
+                if reports and reports[0].candidates == 0:
+                    assert reports[0].error in ("the mux closed", "closed"), reports
+                    assert srflx == []

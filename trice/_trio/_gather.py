@@ -412,7 +412,12 @@ async def gather_srflx(
         with trio.fail_after(timing.gather_timeout):
             server = await _resolve(url.host, url.port, transport.family)
             if isinstance(transport, MuxTransport):
-                reply = await transport.mux._server_reflexive(server, timing)
+                try:
+                    reply = await transport.mux._server_reflexive(server, timing)
+                except trio.ClosedResourceError:
+                    elapsed = trio.current_time() - started
+                    agent._report(GatherReport(source, elapsed, 0, "the mux closed"))
+                    return
             else:
                 pending = agent._pending
                 if pending is None:
@@ -426,9 +431,6 @@ async def gather_srflx(
         return
     except OSError as exc:
         agent._report(GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}"))
-        return
-    except trio.ClosedResourceError:
-        agent._report(GatherReport(source, trio.current_time() - started, 0, "the mux closed"))
         return
     elapsed = trio.current_time() - started
     if reply.message_class is stun.MessageClass.ERROR:
@@ -453,8 +455,13 @@ async def gather_srflx(
         # No NAT in between, or a mapping another server already found: nothing new.
         agent._report(GatherReport(source, elapsed, 0))
         return
+    base_candidate = next((c for c, b in agent._core.local_candidates if b == transport.base), None)
+    if base_candidate is None:
+        # The transport was lost while the server answered (its mux closed, say): nothing
+        # to stand on.
+        agent._report(GatherReport(source, elapsed, 0, "closed"))
+        return
     agent._mapped.add(key)
-    base_candidate = next(c for c, b in agent._core.local_candidates if b == transport.base)
     candidate = srflx_candidate(base_candidate, address, url.host)
     agent._add_local(candidate, transport.base, signal=True)
     agent._report(GatherReport(source, elapsed, 1))

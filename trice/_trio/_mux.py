@@ -213,17 +213,24 @@ class UdpMux:
     async def _server_reflexive(self, server: Address, timing: Timing) -> stun.Message:
         """The answer of the STUN server at ``server`` to a Binding request from the mux's
         socket: its mapped address is the mux's server-reflexive address, for every agent
-        of the mux.  Retransmitted per RFC 8489 §6.2.1 (``timing``'s RTO) until it comes;
-        the caller bounds the wait.
+        of the mux that asks.  Retransmitted per RFC 8489 §6.2.1 (``timing``'s RTO) until it
+        comes; the caller bounds the wait.
 
         One request at a time goes to a server: an agent that asks while one is in flight
         waits for its answer (and asks itself only if the asker gave up first).  A success
-        is kept for :data:`ANSWER_KEPT` seconds and is every agent's answer meanwhile: a
-        thousand agents opened together on one mux cost the server one request.
+        that holds a mapped address is kept for :data:`ANSWER_KEPT` seconds and is every
+        asking agent's answer meanwhile: agents opened together on one mux cost the server
+        one request.  Errors are not kept.
 
         Raises:
             trio.ClosedResourceError: the mux is closed, or closed while this waited.
         """
+        answer = await self._ask(server, timing)
+        if self._closed:  # (closed as the answer came: the mux's address is no more)
+            raise trio.ClosedResourceError("the UDP mux closed")
+        return answer
+
+    async def _ask(self, server: Address, timing: Timing) -> stun.Message:
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the UDP mux is closed")
@@ -245,7 +252,9 @@ class UdpMux:
                     self._send_nowait, self._pending, timing, server, request
                 )
                 question.answer = answer
-                if answer.message_class is stun.MessageClass.SUCCESS:
+                if answer.message_class is stun.MessageClass.SUCCESS and (
+                    answer.get(stun.XorMappedAddress) or answer.get(stun.MappedAddress)
+                ):
                     self._answers[server] = (answer, trio.current_time())
                 return answer
             raise trio.ClosedResourceError("the UDP mux closed")  # (its close ended the question)
@@ -278,13 +287,14 @@ class UdpMux:
             ufrag = asked_ufrag(data)
             if ufrag is not None:
                 transport = self._by_ufrag.get(ufrag)
-        elif self._pending and kind is not None and kind & _CLASS_BITS in _ANSWERS:
-            if self._answered(data, source):
-                return
-            held = self._by_source.get(source)
-            if held is not None:
-                transport = held[0]
         else:
+            if (
+                self._pending
+                and kind is not None
+                and kind & _CLASS_BITS in _ANSWERS
+                and self._answered(data, source)
+            ):
+                return
             held = self._by_source.get(source)
             if held is not None:
                 transport = held[0]
