@@ -412,11 +412,11 @@ def test_best_valid_pending_above_all_failed() -> None:
     assert checklist.best_valid() is None
     lo.state = PairState.SUCCEEDED
     assert checklist.best_valid() is lo
-    assert checklist.pending_above(lo.priority)
+    assert checklist.pending_above(lo.priority, True)
     hi.state = PairState.FAILED
     mid.state = PairState.SUCCEEDED
     assert checklist.best_valid() is mid
-    assert not checklist.pending_above(mid.priority)
+    assert not checklist.pending_above(mid.priority, True)
     assert not checklist.all_failed()
     for pair in (hi, mid, lo):
         pair.state = PairState.FAILED

@@ -18,7 +18,7 @@ import trice
 from trice import ConfigError, stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, candidate_priority
-from trice.ice._checklist import Pair, PairState
+from trice.ice._checklist import Pair, PairState, compute_pair_priority
 from trice.ice._core import (
     PINGBACK_MAX,
     PINGBACK_MIN,
@@ -37,6 +37,7 @@ from trice.ice._events import (
     Event,
     SelectedPairChanged,
 )
+from trice.ice._gathering import srflx_candidate
 
 from core_harness import (
     Endpoint,
@@ -1020,6 +1021,56 @@ def test_prflx_through_nat() -> None:
     # b's checks to a's private address went nowhere.
     assert any(reason == "unroutable" and p.sender == "b" for reason, p in net.dropped)
     assert_valid_events(a, b)
+
+
+def test_both_sides_rank_a_path_behind_a_nat_by_the_same_candidate() -> None:
+    """RFC 8445 §7.2.5.3.2: a's valid pair is ranked by the peer-reflexive candidate b saw
+    (its check's PRIORITY), as b ranks it.  When a's server-reflexive candidate of that
+    address comes later (its STUN answer was slow), a's valid pair takes it in the
+    peer-reflexive one's place, as b does once it is signalled: both rank the path by the
+    srflx candidate then."""
+    nat = Nat("203.0.113.1")
+    net, a, b = two_agents(a_nat=nat, a_hosts=[("192.168.1.10", 5000)], end_of_candidates=False)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    pa, pb = a.core.selected, b.core.selected
+    assert pa is not None and pb is not None and pa.valid_local is not None
+    assert pa.valid_local.type is CandidateType.PRFLX
+    assert pa.valid_priority == pb.valid_priority < pa.priority
+
+    host = a.signalled[0]
+    srflx = srflx_candidate(host, pa.valid_local.transport_address, "stun")
+    a.core.add_local_candidate(srflx, 0)
+    assert pa.valid_local is srflx and a.core.selected_pair() == CandidatePair(srflx, pb.local)
+    assert b.core.add_remote_candidate(srflx)
+    assert pb.remote == srflx
+    assert pa.valid_priority == pb.valid_priority
+    assert pa.valid_priority == compute_pair_priority(srflx, pb.local, controlling=True)
+
+
+def test_regular_nomination_behind_a_nat_waits_for_no_pair_that_cannot_be_better() -> None:
+    """a is behind a NAT; b has two more host candidates, ranked below its first.  Once a's
+    check to b's first succeeds, seen through the NAT (peer-reflexive), the pairs still to
+    check, which the NAT will show the same way, cannot beat it: a nominates at once (at
+    0.04 s), not after checking them too (at 0.14 s, as when a pending pair was taken to
+    rank as its host candidate, above the peer-reflexive one of the valid pair)."""
+    nat = Nat("203.0.113.1")
+    timing = dataclasses.replace(FAST, nomination_delay=1.0)
+    net, a, b = two_agents(
+        a_nat=nat,
+        a_hosts=[("192.168.1.10", 5000)],
+        b_hosts=[("198.51.100.2", 6000)],
+        timing=timing,
+        exchange=False,
+        latency=0.02,
+    )
+    b.add_host("172.17.0.1", 6001, local_pref=60000)
+    b.add_host("172.18.0.1", 6002, local_pref=50000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    nominations = [t for t, check in a.started if check.nominating]
+    assert nominations and nominations[0] < 0.1
+    selected = a.core.selected
+    assert selected is not None and selected.remote_address == ("198.51.100.2", 6000)
 
 
 def test_nat_filters_unsolicited_inbound() -> None:

@@ -1484,8 +1484,9 @@ def open_agent(
             host sockets of its own (the network filters and ``tcp_candidates`` then do not
             apply).  Its STUN servers are asked by the UDP mux, from the mux's socket, one
             request at a time for all the mux's agents (an answer is kept 25 s): the answer
-            is the mux's server-reflexive address, a srflx candidate of the agent.  Relayed candidates are gathered as usual.  Under the
-            ``RELAY`` transport policy the muxes are not used.
+            is the mux's server-reflexive address, a srflx candidate of the agent.
+            Relayed candidates are gathered as usual.  Under the ``RELAY`` transport policy
+            the muxes are not used.
 
     Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
     task; the state becomes ``closed``.  An agent with TURN allocations deletes them first

@@ -343,6 +343,7 @@ class CheckList:
             ):
                 existing.local = local
                 existing.remote = remote
+                existing.valid_local = None
                 existing.priority = existing.valid_priority = priority
                 existing.foundation = f"{local.foundation}:{remote.foundation}"
                 self._sort()
@@ -473,14 +474,32 @@ class CheckList:
                 best = pair
         return best
 
-    def pending_above(self, priority: int) -> bool:
-        """Whether a pair of higher priority may still succeed."""
+    def pending_above(self, priority: int, controlling: bool) -> bool:
+        """Whether a pair not yet done may still succeed with a valid priority (see
+        ``Pair.valid_priority``) above ``priority``.  A pending pair's valid priority is
+        not known before it succeeds: where a pair of its base has succeeded with another
+        local candidate (the peer saw the base behind a NAT, say), the pair is taken to be
+        seen as that one too; else its own priority stands for it.  (A valid pair ranks at
+        most as its checked pair, the candidate the peer sees, peer-reflexive or
+        server-reflexive, being below the host or relay one checks go from; so the pairs are
+        looked at in priority order until one cannot beat ``priority``.)"""
+        seen: dict[int, Candidate] | None = None
+        for pair in self._pairs:
+            valid = pair.valid_local
+            if pair.state is _SUCCEEDED and valid is not None and valid is not pair.local:
+                if seen is None:
+                    seen = {}
+                seen.setdefault(pair.base, valid)
         for pair in self._pairs:
             if pair.priority <= priority:
-                return False
+                return False  # (nor can any after it)
             state = pair.state
             if state is _FROZEN or state is _WAITING or state is _IN_PROGRESS:
-                return True
+                valid = seen.get(pair.base) if seen is not None else None
+                if valid is None or compute_pair_priority(valid, pair.remote, controlling) > (
+                    priority
+                ):
+                    return True
         return False
 
     def all_failed(self) -> bool:

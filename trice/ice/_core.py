@@ -426,6 +426,8 @@ class AgentCore:
     def add_local_candidate(self, candidate: Candidate, base: int) -> None:
         """A local candidate was gathered on transport ``base``; form its pairs."""
         self.local_candidates += ((candidate, base),)
+        if candidate.type is CandidateType.SRFLX:
+            self._adopt_local(candidate, base)
         if self.local.lite or not CheckList.is_local_pairable_type(candidate, nohost=self.nohost):
             return
         if self.remote is not None and self._base_candidate(base) is candidate:
@@ -434,6 +436,25 @@ class AgentCore:
         for address, remote in self.remote_addresses.items():
             if address != stale:  # (not the pair of before a restart: not signalled anew)
                 self._add_pair(candidate, remote, base)
+
+    def _adopt_local(self, candidate: Candidate, base: int) -> None:
+        """A server-reflexive candidate gathered after a check from ``base`` found its
+        address as peer-reflexive: the valid pairs of that address take it in the learned
+        one's place (as the peer, once the candidate reaches it, takes it in place of the
+        peer-reflexive candidate it learned: RFC 8838 §11.4), so that both rank the path
+        by the same candidate (see ``Pair.valid_priority``)."""
+        address = candidate.transport_address
+        for pair in self.checklist:
+            valid = pair.valid_local
+            if (
+                pair.base == base
+                and valid is not None
+                and valid.type is CandidateType.PRFLX
+                and valid.transport_address == address
+                and valid.protocol == candidate.protocol
+            ):
+                pair.valid_local = candidate
+                pair.rank(self.controlling)
 
     def _base_candidate(self, base: int) -> Candidate | None:
         """The candidate of transport ``base`` that checks and answers are for: its first
@@ -1234,6 +1255,8 @@ class AgentCore:
         valid = pair.valid_local = self._local_for_mapped(pair, mapped)
         if valid is not pair.local:
             pair.rank(self.controlling)  # (the valid pair's priority: see Pair.valid_priority)
+        else:
+            pair.valid_priority = pair.priority
         triggered = self._triggered
         if triggered is not None and pair in triggered:
             triggered.remove(pair)
@@ -1373,7 +1396,7 @@ class AgentCore:
         waited = self._first_valid_at is not None and (
             now >= self._first_valid_at + self.timing.nomination_delay
         )
-        if self.checklist.pending_above(best.valid_priority) and not waited:
+        if self.checklist.pending_above(best.valid_priority, self.controlling) and not waited:
             return
         self._nominating = best
         self._push_urgent(self._start_check(best, nominating=True, now=now))
