@@ -106,13 +106,18 @@ def accepts_tcp(port: int) -> bool:
 
 @contextlib.contextmanager
 def run_coturn(
-    *, tls: bool = False, user: str = USER, password: str = PASSWORD, extra: tuple[str, ...] = ()
+    *,
+    tls: bool = False,
+    tls_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    user: str = USER,
+    password: str = PASSWORD,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Coturn]:
     """Run coturn on loopback until the block exits (see the module docstring).
 
     Args:
-        tls: also listen for TLS, with a certificate for ``127.0.0.1`` and ``localhost``
-            signed by a fresh trustme CA (:attr:`Coturn.ca_pem`).
+        tls: also listen for TLS, with a certificate for ``tls_names`` (``127.0.0.1`` and
+            ``localhost`` by default) signed by a fresh trustme CA (:attr:`Coturn.ca_pem`).
         user, password: the one long-term credential the server accepts (realm
             :data:`REALM`).
         extra: more ``turnserver`` options.
@@ -150,7 +155,7 @@ def run_coturn(
             import trustme
 
             ca = trustme.CA()
-            cert = ca.issue_cert("127.0.0.1", "localhost")
+            cert = ca.issue_cert(*tls_names)
             cert_file = tmpdir / "cert.pem"
             key_file = tmpdir / "key.pem"
             cert.cert_chain_pems[0].write_to_path(str(cert_file))

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import functools
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -66,8 +67,8 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         ("proxy:3128", "expected http://host:port or socks5://host:port"),
         ("https://proxy:3128", "an HTTP \\(http://\\) or SOCKS5 proxy"),
         ("socks4://proxy:1080", "is not supported"),
-        ("socks5://alice@proxy:1080", "SOCKS5 wants a password"),
-        ("socks5://alice:" + "x" * 256 + "@proxy:1080", "at most 255 bytes"),
+        ("socks5://alice@proxy:1080", "a user name and a password of 1 to 255 bytes"),
+        ("socks5://alice:" + "x" * 256 + "@proxy:1080", "of 1 to 255 bytes"),
         ("socks5://proxy", "no port: write socks5://host:port"),
         ("http://proxy", "no port"),
         ("http://proxy:", "no port"),
@@ -83,6 +84,9 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         ("http://bad_host!:3128", "neither an IP address nor a DNS name"),
         ("http://[fe80::1%25eth0]:3128", "zone index"),
         ("http://2001:db8::1:3128", "in brackets"),
+        ("http://alice:top@secret@proxy", "'http://...@proxy': no port"),
+        ("http://alice:secret", "'http://alice': the port is not a number"),
+        ("http://alice:secret@[::1", "without a closing"),
     ],
 )
 def test_bad_proxy_urls_are_config_errors_that_never_show_the_password(
@@ -96,8 +100,39 @@ def test_bad_proxy_urls_are_config_errors_that_never_show_the_password(
 
 
 def test_a_proxy_url_is_a_str() -> None:
-    with pytest.raises(trice.ConfigError, match="must be a str"):
+    with pytest.raises(trice.ConfigError, match="must be a str, not int"):
         trice.NetworkConfig(proxy=3128)  # type: ignore[arg-type]
+    with pytest.raises(trice.ConfigError, match="must be a str, not bytes") as caught:
+        trice.NetworkConfig(proxy=b"http://alice:secret@proxy:1")  # type: ignore[arg-type]
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("parts", "problem"),
+    [
+        (("ftp", "proxy", 1), "scheme 'ftp' is not supported"),
+        (("http", "proxy", 0), "1..65535"),
+        (("http", "proxy", True), "1..65535"),
+        (("http", "proxy\r\nX-Evil: 1", 3128), "neither an IP address nor a DNS name"),
+        (("http", "proxy", 3128, "a:b", "secret"), "no ':'"),
+        (("http", "proxy", 3128, "a", "sec\nret"), "password must have no control"),
+        (("socks5", "proxy", 1080, "a", None), "1 to 255 bytes"),
+        (("socks5", "proxy", 1080, "a" * 300, "secret"), "1 to 255 bytes"),
+        (("http", "proxy", 3128, None, "secret"), "must be str"),
+    ],
+)
+def test_a_proxy_url_made_from_its_parts_is_checked_as_a_parsed_one(
+    parts: tuple[object, ...], problem: str
+) -> None:
+    with pytest.raises(trice.ConfigError, match=problem) as caught:
+        trice.ProxyUrl(*parts)  # type: ignore[arg-type]
+    assert "secret" not in str(caught.value)
+
+
+def test_a_proxy_url_made_from_its_parts_is_normalised() -> None:
+    proxy = trice.ProxyUrl("SOCKS5H", "Proxy.Example", 1080, "bob", "pw")
+    assert (proxy.scheme, proxy.host) == ("socks5", "proxy.example")
+    assert trice.ProxyUrl("http", "proxy", 3128, "alice").password == ""
 
 
 def test_a_proxy_urls_password_shows_nowhere() -> None:
@@ -147,6 +182,23 @@ def test_the_proxys_answer(data: bytes, expected: tuple[int, str, bytes]) -> Non
     assert reply.ok == (200 <= expected[0] < 300)
     for cut in range(data.index(b"\r\n\r\n") + 3):
         assert read_connect_reply(data[:cut]) is None
+
+
+def test_interim_answers_are_read_past_and_bare_lf_ends_lines() -> None:
+    """RFC 9110 §15.2: 1xx answers before the final one are read past (a 101 to CONNECT is
+    nonsense); RFC 9112 §2.2: a bare LF may end a line."""
+    proxy = trice.ProxyUrl.parse("http://p:1")
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\nX: y\n\nHTTP/1.1 200 OK\n\n"
+    for size in (1, 7, len(answer)):
+        handshake = HttpConnect(proxy, "h", 1)
+        for i in range(0, len(answer), size):
+            assert not handshake.open
+            handshake.receive_data(answer[i : i + size])
+        assert handshake.open and handshake.rest == b""
+    with pytest.raises(ProtocolError, match="101 Switching Protocols"):
+        HttpConnect(proxy, "h", 1).receive_data(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    with pytest.raises(ProxyRefused, match=r"^403 No$"):
+        HttpConnect(proxy, "h", 1).receive_data(b"HTTP/1.1 100 Go\r\n\r\nHTTP/1.1 403 No\r\n\r\n")
 
 
 @pytest.mark.parametrize(
@@ -228,9 +280,15 @@ def test_a_socks5_connect_without_credentials(host: str, address: bytes) -> None
     assert handshake.open and handshake.rest == b""
 
 
+def test_a_socks5_proxy_that_wants_no_credentials_though_offered_them() -> None:
+    handshake = Socks5Connect(_socks("bob:pw@"), "198.51.100.2", 443)
+    handshake.start()
+    assert handshake.receive_data(b"\x05\x00") == b"\x05\x01\x00\x01\xc6\x33\x64\x02\x01\xbb"
+
+
 def test_a_socks5_connect_with_credentials_and_a_named_bound_address() -> None:
     handshake = Socks5Connect(_socks("bob:s%40cret@"), "198.51.100.2", 443)
-    assert handshake.start() == b"\x05\x01\x02"
+    assert handshake.start() == b"\x05\x02\x00\x02"  # (no authentication, or these)
     assert handshake.receive_data(b"\x05\x02") == b"\x01\x03bob\x06s@cret"
     connect = handshake.receive_data(b"\x01\x00")
     assert connect == b"\x05\x01\x00\x01\xc6\x33\x64\x02\x01\xbb"
@@ -244,7 +302,8 @@ def test_a_socks5_connect_with_credentials_and_a_named_bound_address() -> None:
     [
         ([b"\x05\xff"], ProxyRefused, "no authentication method"),
         ([b"\x04\x00"], ProtocolError, "not SOCKS5"),
-        ([b"\x05\x02"], ProtocolError, "a method that was not offered"),
+        ([b"\x05\x02"], ProtocolError, "method 2, which was not offered"),
+        ([b"\x05\x01"], ProtocolError, "method 1, which was not offered"),
         ([b"\x05\x00", b"\x05\x02\x00\x01" + bytes(6)], ProxyRefused, "not allowed by ruleset"),
         ([b"\x05\x00", b"\x05\x05\x00\x01" + bytes(6)], ProxyRefused, "connection refused"),
         ([b"\x05\x00", b"\x05\x63\x00\x01" + bytes(6)], ProxyRefused, "SOCKS5 reply 99"),
@@ -439,6 +498,47 @@ async def test_a_proxy_that_misbehaves_costs_the_relay_only(behave: Behaviour, e
                 await closed.wait()
 
 
+async def _socks_answers(answers: list[bytes], stream: trio.SocketStream) -> None:
+    """A SOCKS5 proxy of the test's own: to each message of the client (the greeting, then
+    the request), the next of ``answers``; when they run out, it closes once the client's
+    next message came (or the client closed: a close before would race that message, and
+    the client could see a reset instead)."""
+    for answer in answers:
+        if not await stream.receive_some(4096):
+            return
+        await stream.send_all(answer)
+    with contextlib.suppress(trio.BrokenResourceError):
+        await stream.receive_some(4096)
+    await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("answers", "error"),
+    [
+        ([b"\x05\x00", b"\x05\x02\x00\x01" + bytes(6)], "proxy refused: connection not allowed"),
+        ([b"\x05\xff"], "proxy refused: no authentication method offered is acceptable"),
+        ([b"\x05\x00"], "proxy closed the connection"),
+        ([b"\x05\x00", b"\x05\x00\x00\x07" + bytes(6)], "proxy answered a SOCKS5 reply of"),
+        ([b"HTTP/1.1 400 Bad Request\r\n\r\n"], "proxy answered what is not SOCKS5"),
+    ],
+    ids=["refuses", "no-method", "closes", "bad-address-type", "http"],
+)
+async def test_a_socks5_proxy_that_misbehaves_costs_the_relay_only(
+    answers: list[bytes], error: str
+) -> None:
+    """What a SOCKS5 proxy does wrong is reported as it was, and costs the relay only."""
+    turn = f"turn:127.0.0.1:{free_port()}?transport=tcp"
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(_socks_answers, answers)
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        port = listener.socket.getsockname()[1]
+        report = await _relay_report(_relay_only(f"socks5://127.0.0.1:{port}", turn))
+        assert report.error is not None and report.error.startswith(error), report
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_proxy_that_is_not_there() -> None:
     config = _relay_only(
         f"http://127.0.0.1:{free_port()}", f"turn:127.0.0.1:{free_port()}?transport=tcp"
@@ -455,7 +555,9 @@ def _server(coturn: Coturn, transport: str) -> trice.IceServer:
         assert coturn.ca_pem is not None and coturn.tls_port is not None
         context = ssl.create_default_context()
         context.load_verify_locations(cadata=coturn.ca_pem.decode())
-        url = f"turns:127.0.0.1:{coturn.tls_port}?transport=tcp"
+        # (By name: the certificate is checked against the TURN server's name, which the
+        # session test's coturn has the only certificate for, not against the proxy's.)
+        url = f"turns:localhost:{coturn.tls_port}?transport=tcp"
         return trice.IceServer(url, USER, PASSWORD, ssl_context=context)
     return trice.IceServer(f"turn:127.0.0.1:{coturn.port}?transport={transport}", USER, PASSWORD)
 
@@ -502,7 +604,7 @@ async def test_a_relay_only_session_through_a_real_proxy(kind: str, transport: s
     proxy's outbound address (their relays' related address).  TURN over UDP goes to coturn
     directly: the proxy reads nothing."""
     require_turnserver()
-    with run_coturn(tls=True) as coturn:
+    with run_coturn(tls=True, tls_names=("localhost",)) as coturn:
         server = _server(coturn, transport)
         target = (server.urls[0].host, server.urls[0].port)
         with _proxy(kind, target[1]) as proxy:
@@ -618,3 +720,9 @@ def test_trice_gather_through_a_proxy() -> None:
     )
     assert bad.returncode == 2
     assert "'socks4' is not supported" in bad.stderr
+    # From the environment (where a password stays out of ps), and never shown in an error.
+    env = {**os.environ, "TRICE_PROXY": "http://alice:top@secret@127.0.0.1"}
+    hidden = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert hidden.returncode == 2
+    assert "proxy URL 'http://...@127.0.0.1': no port" in hidden.stderr
+    assert "secret" not in hidden.stderr + hidden.stdout

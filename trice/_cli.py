@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import statistics
 import sys
@@ -377,7 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     gather.add_argument(
         "--proxy",
         metavar="URL",
-        help="a proxy for TURN over TCP and TLS: http://proxy:3128 or socks5://proxy:1080",
+        default=os.environ.get("TRICE_PROXY"),
+        help="a proxy for TURN over TCP and TLS: http://proxy:3128 or socks5://proxy:1080"
+        " (by default $TRICE_PROXY, where a password in it stays out of ps and history)",
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from trice._errors import ConfigError, ProtocolError
-from trice._servers import _split_host_port, host_port
+from trice._servers import _split_host_port, host_port, parse_port
 from trice.ice._candidate import canonical_ip, is_hostname
 
 __all__ = [
@@ -38,10 +38,14 @@ __all__ = [
 #: status line and header fields, up to the empty line).
 MAX_REPLY_HEAD = 16 * 1024
 
-#: The URL schemes of the proxies trice speaks to (``socks5h``, curl's name for a SOCKS5
-#: proxy that resolves names, is the same here: a server's name always goes to the proxy).
-SCHEMES = ("http", "socks5", "socks5h")
+#: The URL schemes of the proxies trice speaks to, and the kind of each (``socks5h``, curl's
+#: name for a SOCKS5 proxy that resolves names, is SOCKS5 here: a server's name always goes
+#: to the proxy).
+_SCHEMES = {"http": "http", "socks5": "socks5", "socks5h": "socks5"}
 
+#: Where a head ends: an empty line (RFC 9112 §2.2 lets a recipient take a bare LF for a
+#: line's end).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?")
 #: Characters a user name or password may not hold once percent-decoded (RFC 7617 §2:
 #: no control characters; a user name holds no colon).
@@ -54,16 +58,20 @@ class ProxyUrl:
     :attr:`trice.NetworkConfig.proxy`): ``http://[user[:password]@]host:port`` (HTTP
     CONNECT) or ``socks5://[user:password@]host:port`` (SOCKS5).
 
-    Build one with :meth:`parse`.  ``str()`` writes it without the password, as logs and
-    reports show it.
+    Build one with :meth:`parse`, or from its parts, which are checked the same way.
+    ``str()`` writes it without the password, as logs and reports show it.
 
     Attributes:
         scheme: ``"http"`` or ``"socks5"``.
         host: an IP address (canonical form) or a DNS name (lower case).
         port: the proxy's port.
         username: the user name the proxy asks for (HTTP Basic, RFC 7617; SOCKS5, RFC
-            1929), or ``None``.
-        password: the password that goes with ``username`` (not shown by ``repr``).
+            1929), or ``None``: non-empty, with no ``:`` and no control characters.
+        password: the password that goes with ``username`` (no control characters; for
+            SOCKS5 1 to 255 bytes, as the user name); not shown by ``repr``.
+
+    Raises:
+        ConfigError: a part is invalid; the message never holds the password.
     """
 
     scheme: str
@@ -71,6 +79,46 @@ class ProxyUrl:
     port: int
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        scheme = self.scheme.lower() if isinstance(self.scheme, str) else None
+        if scheme not in _SCHEMES:
+            raise ConfigError(
+                f"proxy scheme {self.scheme!r} is not supported: an HTTP (http://) or SOCKS5 "
+                "(socks5://) proxy"
+            )
+        host = self.host if isinstance(self.host, str) else ""
+        canonical = canonical_ip(host)
+        if canonical is None:
+            if not is_hostname(host):
+                raise ConfigError(
+                    f"proxy host {self.host!r} is neither an IP address nor a DNS name"
+                )
+            canonical = host.lower()
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ConfigError("the proxy's port must be an int in 1..65535")
+        username, password = self.username, self.password
+        if username is not None or password is not None:
+            if not isinstance(username, str) or not isinstance(password, (str, type(None))):
+                raise ConfigError("the proxy's user name and password must be str")
+            password = password or ""
+            if not username or ":" in username or _CONTROL.search(username):
+                raise ConfigError(
+                    "the proxy's user name must be non-empty, with no ':' or control characters"
+                )
+            if _CONTROL.search(password):
+                raise ConfigError("the proxy's password must have no control characters")
+            if _SCHEMES[scheme] == "socks5" and not (
+                len(username.encode()) <= 255 and 0 < len(password.encode()) <= 255
+            ):
+                raise ConfigError(
+                    "a SOCKS5 proxy wants a user name and a password of 1 to 255 bytes each "
+                    "(RFC 1929)"
+                )
+        object.__setattr__(self, "scheme", _SCHEMES[scheme])
+        object.__setattr__(self, "host", canonical)
+        object.__setattr__(self, "password", password)
 
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username is not None else ""
@@ -85,28 +133,27 @@ class ProxyUrl:
         IPv6 literals go in brackets.  The port must be given: proxies listen on many.
 
         Raises:
-            ConfigError: the URL is malformed, or of another scheme; the message says what
-                (and never holds the password).
+            ConfigError: the URL is malformed, or of another scheme; the message says what,
+                and quotes the URL without its user info (a password may be there, or in
+                what was meant as a port).
         """
         if not isinstance(url, str):
-            raise ConfigError(f"a proxy URL must be a str, got {url!r}")
+            raise ConfigError(f"a proxy URL must be a str, not {type(url).__name__}")
+        scheme, sep, rest = url.strip(" \t\r\n").partition("://")
+        userinfo, at, authority = rest.rpartition("@")
+        shown = _redacted(scheme, sep, bool(at), authority)
 
         def fail(problem: str) -> ConfigError:
-            shown = url.split("@", 1)[-1] if "@" in url else url  # (no password in errors)
             return ConfigError(f"proxy URL {shown!r}: {problem}")
 
-        scheme, sep, rest = url.strip(" \t\r\n").partition("://")
         if not sep:
             raise fail("expected http://host:port or socks5://host:port")
-        scheme = scheme.lower()
-        if scheme not in SCHEMES:
+        if scheme.lower() not in _SCHEMES:
             raise fail(f"scheme {scheme!r} is not supported: an HTTP (http://) or SOCKS5 proxy")
-        scheme = scheme[:6]  # (socks5h: socks5)
-        if rest.endswith("/"):
-            rest = rest[:-1]
-        if any(mark in rest for mark in "/?#"):
+        if authority.endswith("/"):
+            authority = authority[:-1]
+        if any(mark in authority for mark in "/?#"):
             raise fail("a proxy URL has no path, query or fragment")
-        userinfo, at, authority = rest.rpartition("@")
         username = password = None
         if at:
             user, colon, secret = userinfo.partition(":")
@@ -115,26 +162,28 @@ class ProxyUrl:
                 password = unquote(secret, errors="strict") if colon else ""
             except UnicodeDecodeError:
                 raise fail("the user name or password is not UTF-8 once decoded") from None
-            if not username or ":" in username or _CONTROL.search(username + password):
-                raise fail("the user name must be non-empty, with no ':' or control characters")
-            if scheme == "socks5" and not (
-                len(username.encode()) <= 255 and 0 < len(password.encode()) <= 255
-            ):
-                raise fail("SOCKS5 wants a password, and both at most 255 bytes (RFC 1929)")
         host, port_text = _split_host_port(authority, fail)
         if not port_text:
-            raise fail(f"no port: write {scheme}://host:port")
-        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
-            raise fail(f"port {port_text!r} is not a number")
-        port = int(port_text)
-        if not 1 <= port <= 65535:
-            raise fail(f"port {port} is not in 1..65535")
-        canonical = canonical_ip(host)
-        if canonical is None:
-            if not is_hostname(host):
-                raise fail(f"host {host!r} is neither an IP address nor a DNS name")
-            canonical = host.lower()
-        return cls(scheme, canonical, port, username, password)
+            raise fail(f"no port: write {scheme.lower()}://host:port")
+        try:
+            port = parse_port(port_text)
+        except ValueError as exc:
+            raise fail(f"the port is {exc}") from None  # (not quoted: it may be a password)
+        try:
+            return cls(scheme, host, port, username, password)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+
+
+def _redacted(scheme: str, sep: str, userinfo: bool, authority: str) -> str:
+    """A proxy URL as an error quotes it: the user info left out, and of the authority the
+    host only (a password may stand where the port should, in ``http://alice:secret``)."""
+    host = authority.split("/", 1)[0]
+    if host.startswith("["):
+        host = host[: host.find("]") + 1] if "]" in host else "["
+    else:
+        host = host.split(":", 1)[0]
+    return f"{scheme}{sep}{'...@' if userinfo else ''}{host}"
 
 
 class ProxyRefused(ProtocolError):
@@ -182,7 +231,8 @@ def read_connect_reply(data: bytes) -> ConnectReply | None:
         ProtocolError: the answer is not HTTP/1.x, or its head runs past
             :data:`MAX_REPLY_HEAD` bytes; the message completes "the proxy answered".
     """
-    end = data.find(b"\r\n\r\n")
+    found = _HEAD_END.search(data)
+    end = -1 if found is None else found.start()
     if end < 0:
         if len(data) > MAX_REPLY_HEAD:
             raise ProtocolError(f"with no end of its head within {MAX_REPLY_HEAD} bytes")
@@ -191,14 +241,15 @@ def read_connect_reply(data: bytes) -> ConnectReply | None:
         return None
     if end > MAX_REPLY_HEAD:
         raise ProtocolError(f"with no end of its head within {MAX_REPLY_HEAD} bytes")
-    status_line = data[: data.find(b"\r\n")]
+    status_line = data[: data.find(b"\n")].removesuffix(b"\r")
     match = _STATUS_LINE.fullmatch(status_line)
     if match is None:
         shown = status_line[:60].decode("ascii", "replace")
         raise ProtocolError(f"{shown!r}, not an HTTP/1.x status line")
     reason = (match.group(2) or b"").decode("latin-1")
     reason = "".join(c for c in reason if " " <= c <= "~")[:100]
-    return ConnectReply(int(match.group(1)), reason, data[end + 4 :])
+    assert found is not None
+    return ConnectReply(int(match.group(1)), reason, data[found.end() :])
 
 
 class HttpConnect:
@@ -222,8 +273,10 @@ class HttpConnect:
     def receive_data(self, data: bytes) -> bytes:
         """More of the proxy's answer; returns what to send next (nothing, here).
 
+        Interim answers (1xx, RFC 9110 §15.2) are read past.
+
         Raises:
-            ProxyRefused: the proxy answered a status that is not 2xx.
+            ProxyRefused: the proxy answered a final status that is not 2xx.
             ProtocolError: the answer is not an HTTP/1.x one (see
                 :func:`read_connect_reply`).
         """
@@ -231,12 +284,17 @@ class HttpConnect:
             self.rest += data
             return b""
         self._data += data
-        reply = read_connect_reply(self._data)
-        if reply is not None:
+        while (reply := read_connect_reply(self._data)) is not None:
+            if 100 <= reply.status < 200 and reply.status != 101:
+                self._data = reply.rest  # (an interim answer: the final one follows, §15.2)
+                continue
+            if reply.status == 101:
+                raise ProtocolError("101 Switching Protocols, to a CONNECT")
             if not reply.ok:
                 raise ProxyRefused(f"{reply.status} {reply.reason}".rstrip())
             self.open = True
             self.rest = reply.rest
+            break
         return b""
 
 
@@ -277,10 +335,11 @@ class Socks5Connect:
         self.rest = b""
 
     def start(self) -> bytes:
-        """What to send first: the greeting, which offers the one method the URL allows
-        (none, or a user name and password)."""
-        method = _NO_AUTH if self._proxy.username is None else _USER_PASSWORD
-        return bytes([5, 1, method])
+        """What to send first: the greeting, which offers no authentication, and a user
+        name and password too if the URL has them (as curl does)."""
+        if self._proxy.username is None:
+            return bytes([5, 1, _NO_AUTH])
+        return bytes([5, 2, _NO_AUTH, _USER_PASSWORD])
 
     def receive_data(self, data: bytes) -> bytes:
         """More of the proxy's answers; returns what to send next (possibly nothing, while
@@ -312,13 +371,13 @@ class Socks5Connect:
             self._data = data[2:]
             if data[0] != 5:
                 raise ProtocolError("what is not SOCKS5")
-            if data[1] == _NO_METHOD or data[1] not in (_NO_AUTH, _USER_PASSWORD):
+            if data[1] == _NO_METHOD:
                 raise ProxyRefused("no authentication method offered is acceptable")
             if data[1] == _NO_AUTH:
                 self._step = "reply"
                 return self._request
-            if self._proxy.username is None:
-                raise ProtocolError("a method that was not offered")
+            if data[1] != _USER_PASSWORD or self._proxy.username is None:
+                raise ProtocolError(f"method {data[1]}, which was not offered")
             user = self._proxy.username.encode()
             secret = (self._proxy.password or "").encode()
             self._step = "auth"

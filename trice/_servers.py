@@ -178,15 +178,29 @@ class ServerUrl:
         host, port_text = _split_host_port(rest, fail)
         port: int | None = None
         if port_text:
-            if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
-                raise fail(f"port {port_text!r} is not a number")
-            port = int(port_text)
-            if not 1 <= port <= 65535:
-                raise fail(f"port {port} is not in 1..65535")
+            try:
+                port = parse_port(port_text)
+            except ValueError as exc:
+                raise fail(f"port {port_text!r} is {exc}") from None
         try:
             return cls(scheme, host, port=port, transport=transport)
         except ConfigError as exc:
             raise fail(str(exc)) from None
+
+
+def parse_port(text: str) -> int:
+    """The port a URL writes as ``text``.
+
+    Raises:
+        ValueError: ``text`` is not digits (``"not a number"``), or not in 1..65535 (``"not
+            in 1..65535"``).
+    """
+    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+        raise ValueError("not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError("not in 1..65535")
+    return port
 
 
 def _split_host_port(text: str, fail: Callable[[str], ConfigError]) -> tuple[str, str]:

@@ -469,11 +469,11 @@ async def _tunnel(
     def lost(what: str) -> _Lost:
         return _Lost(f"proxy {proxy}: {what}", f"proxy {what}")
 
+    handshake = tunnel_handshake(proxy, server.host, server.port)
     try:
         stream = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
     except OSError as exc:
         raise lost(f"unreachable ({exc.strerror or exc})") from exc
-    handshake = tunnel_handshake(proxy, server.host, server.port)
     try:
         await stream.send_all(handshake.start())
         while not handshake.open:
