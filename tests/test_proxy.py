@@ -472,7 +472,7 @@ async def _relay_report(config: trice.AgentConfig) -> trice.GatherReport:
             functools.partial(_answer, b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 4000),
             "proxy answered with no end of its head",
         ),
-        (_silent, "timeout"),
+        (_silent, "proxy timeout"),
     ],
     ids=["refuses", "not-http", "closes", "data-first", "endless-head", "silent"],
 )

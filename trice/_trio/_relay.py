@@ -405,9 +405,11 @@ async def _connect(
     ssl_context: ssl.SSLContext | None,
     bind_address: str | None,
     proxy: ProxyUrl | None = None,
+    in_tunnel: list[bool] | None = None,
 ) -> _Connection:
     """Open the connection to the server: UDP, TCP, or TLS for ``turns:`` (RFC 8656 §3.1);
-    TCP and TLS through ``proxy``'s tunnel, if given."""
+    TCP and TLS through ``proxy``'s tunnel, if given (``in_tunnel[0]`` is true while the
+    proxy makes it: a timeout then is the proxy's)."""
     if server.transport == "udp":
         try:
             infos = await trio.socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
@@ -430,7 +432,11 @@ async def _connect(
             raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
         return _UdpConnection(sock)
     if proxy is not None:
+        if in_tunnel is not None:
+            in_tunnel[0] = True
         tcp = await _tunnel(proxy, server, bind_address)
+        if in_tunnel is not None:
+            in_tunnel[0] = False
     else:
         try:
             tcp = await trio.open_tcp_stream(server.host, server.port, local_address=bind_address)
@@ -559,12 +565,17 @@ async def run_relay(
     label = f"TURN server {server}"
     started = False
     relay: RelayTransport | None = None
+    in_tunnel = [False]
     with trio.move_on_after(timeout) as connect_scope:
         try:
-            conn = await _connect(server, ssl_context, bind_address, proxy)
+            conn = await _connect(server, ssl_context, bind_address, proxy, in_tunnel)
         except _Lost as exc:
             raise AllocationError(f"{label}: {exc}", reason=exc.reason) from exc
     if connect_scope.cancelled_caught:
+        if in_tunnel[0]:
+            raise AllocationError(
+                f"{label}: no tunnel from proxy {proxy} within {timeout} s", reason="proxy timeout"
+            )
         raise AllocationError(f"{label}: no connection within {timeout} s", reason="timeout")
     relay = RelayTransport(base, server, client, conn, deliver)
     try:
