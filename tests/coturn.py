@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import trice
 from trice import stun
 
 TURNSERVER = shutil.which("turnserver")
@@ -55,6 +57,22 @@ class Coturn:
     ca_pem: bytes | None
     log: Path
     pid: int
+
+    def ice_server(self, transport: str, *, host: str = "127.0.0.1") -> trice.IceServer:
+        """This server as an agent's TURN server, reached at ``host`` over ``transport``:
+        ``"udp"``, ``"tcp"``, or ``"tls"`` (``turns:``, trusting :attr:`ca_pem`)."""
+        if transport == "tls":
+            assert self.tls_port is not None
+            url = f"turns:{host}:{self.tls_port}?transport=tcp"
+            return trice.IceServer(url, USER, PASSWORD, ssl_context=self.tls_context())
+        return trice.IceServer(f"turn:{host}:{self.port}?transport={transport}", USER, PASSWORD)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client's TLS context that trusts this server's certificate (:attr:`ca_pem`)."""
+        assert self.ca_pem is not None
+        context = ssl.create_default_context()
+        context.load_verify_locations(cadata=self.ca_pem.decode())
+        return context
 
     def log_text(self) -> str:
         """The log so far (for assertions and failure messages)."""

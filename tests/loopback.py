@@ -197,3 +197,32 @@ async def mux_in_a_task(
         mux = await nursery.start(run)
         yield mux, scope, ended
         scope.cancel()
+
+
+async def exchange_each_way(ca: trice.Connection, cb: trice.Connection, count: int = 100) -> None:
+    """``count`` datagrams each way, all of them received (in any order: UDP keeps none),
+    within 5 s."""
+    for i in range(count):
+        await ca.send(b"a%d" % i)
+        await cb.send(b"b%d" % i)
+    with trio.fail_after(5):
+        got_b = {await cb.receive() for _ in range(count)}
+        got_a = {await ca.receive() for _ in range(count)}
+    assert got_b == {b"a%d" % i for i in range(count)}
+    assert got_a == {b"b%d" % i for i in range(count)}
+
+
+@contextlib.asynccontextmanager
+async def gathered_pair(
+    config: trice.AgentConfig,
+) -> AsyncIterator[tuple[trice.Agent, trice.Agent]]:
+    """A controlling and a controlled agent of ``config``, both done gathering (within 10 s:
+    a relay allocated, say)."""
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+        yield a, b

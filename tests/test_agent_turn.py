@@ -3,16 +3,14 @@ TCP and TLS, and a refused allocation that costs nothing but its report."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import signal as signals
 import socket
-import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +27,8 @@ from loopback import (
     agents_alive,
     connect_both,
     cycle_collector_off,
+    exchange_each_way,
+    gathered_pair,
     loopback_config,
     signal,
     state_of,
@@ -51,36 +51,10 @@ def _relay_config(server: trice.IceServer) -> trice.AgentConfig:
     )
 
 
-def _server(coturn: Coturn, transport: str) -> trice.IceServer:
-    if transport == "tls":
-        assert coturn.ca_pem is not None and coturn.tls_port is not None
-        context = ssl.create_default_context()
-        context.load_verify_locations(cadata=coturn.ca_pem.decode())
-        url = f"turns:127.0.0.1:{coturn.tls_port}?transport=tcp"
-        return trice.IceServer(url, USER, PASSWORD, ssl_context=context)
-    url = f"turn:127.0.0.1:{coturn.port}?transport={transport}"
-    return trice.IceServer(url, USER, PASSWORD)
-
-
-@contextlib.asynccontextmanager
-async def _gathered_pair(
-    config: trice.AgentConfig,
-) -> AsyncIterator[tuple[trice.Agent, trice.Agent]]:
-    """A controlling and a controlled agent, both done gathering (their relay allocated)."""
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        with trio.fail_after(10):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
-        yield a, b
-
-
 @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
-    config = _relay_config(_server(coturn_tls, transport))
-    async with _gathered_pair(config) as (a, b):
+    config = _relay_config(coturn_tls.ice_server(transport))
+    async with gathered_pair(config) as (a, b):
         for agent in (a, b):
             assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY]
             (relay,) = agent.local_candidates
@@ -89,14 +63,7 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
         ca, cb = await connect_both(a, b)
         assert ca.selected_pair.local.type is trice.CandidateType.RELAY
         assert ca.selected_pair.remote.type is trice.CandidateType.RELAY
-        for i in range(100):
-            await ca.send(b"a%d" % i)
-            await cb.send(b"b%d" % i)
-        with trio.fail_after(5):
-            got_b = {await cb.receive() for _ in range(100)}
-            got_a = {await ca.receive() for _ in range(100)}
-        assert got_b == {b"a%d" % i for i in range(100)}
-        assert got_a == {b"b%d" % i for i in range(100)}
+        await exchange_each_way(ca, cb)
 
 
 def _selected_relay(agent: trice.Agent) -> RelayTransport:
@@ -112,8 +79,8 @@ async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: C
     """The selected pair's relay goes (as when the server refuses to refresh it): the
     connection is open, its path is broken.  send raises BrokenResourceError, as after
     consent expired, not the ClosedResourceError that means the connection was closed."""
-    config = _relay_config(_server(coturn_tls, "udp"))
-    async with _gathered_pair(config) as (a, b):
+    config = _relay_config(coturn_tls.ice_server("udp"))
+    async with gathered_pair(config) as (a, b):
         signal(a, b)
         ca, _cb = await connect_both(a, b)
         relay = _selected_relay(a)
@@ -132,11 +99,11 @@ async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn
     connection to it drops).  The state becomes failed as the relay ends, not when consent
     would have expired (``failed_timeout``, 30 s here), and send and connect say why."""
     config = loopback_config(
-        ice_servers=[_server(coturn_tls, "tcp")],
+        ice_servers=[coturn_tls.ice_server("tcp")],
         transport_policy=trice.TransportPolicy.RELAY,
         timing=trice.Timing(gather_timeout=3.0, failed_timeout=30.0),
     )
-    async with _gathered_pair(config) as (a, b):
+    async with gathered_pair(config) as (a, b):
         signal(a, b)
         ca, _cb = await connect_both(a, b)
         relay = _selected_relay(a)
@@ -166,7 +133,7 @@ async def test_a_closed_relay_agent_is_freed_without_the_cycle_collector(
 ) -> None:
     """A relay transport hands what it reads to its agent: once the agents closed (their
     allocations deleted), that link is let go of, and nothing holds them in a cycle."""
-    server = _server(coturn_tls, transport)
+    server = coturn_tls.ice_server(transport)
     ufrags = ("relayAAA", "relayBBB")
 
     async def session() -> None:
@@ -195,8 +162,8 @@ async def test_a_stranger_at_a_permitted_address_gets_no_answer_over_the_relay(
     """Over a relay only known peers are answered: a stranger on the peer's IP (which the
     relay has a permission for) whose check fails gets no answer, which would cost the
     relay a peer and a channel at the server for every port it sends from."""
-    config = _relay_config(_server(coturn_tls, "udp"))
-    async with _gathered_pair(config) as (a, b):
+    config = _relay_config(coturn_tls.ice_server("udp"))
+    async with gathered_pair(config) as (a, b):
         signal(a, b)
         ca, cb = await connect_both(a, b)
         (relayed,) = a.local_candidates
@@ -221,7 +188,7 @@ async def test_a_stranger_at_a_permitted_address_gets_no_answer_over_the_relay(
 
 
 async def test_relay_candidate_beside_host_candidates(coturn_tls: Coturn) -> None:
-    config = loopback_config(ice_servers=[_server(coturn_tls, "udp")])
+    config = loopback_config(ice_servers=[coturn_tls.ice_server("udp")])
     async with trice.open_agent(config, controlling=True) as a:
         with trio.fail_after(10):
             await a.wait_gathering_complete()
@@ -295,7 +262,7 @@ async def test_an_allocation_mismatch_is_tried_again_from_a_new_connection(
     coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _mismatch_first(monkeypatch, 1)
-    async with trice.open_agent(_relay_config(_server(coturn_tls, "udp")), controlling=True) as a:
+    async with trice.open_agent(_relay_config(coturn_tls.ice_server("udp")), controlling=True) as a:
         with trio.fail_after(10):
             await a.wait_gathering_complete()
         assert [c.type for c in a.local_candidates] == [trice.CandidateType.RELAY]
@@ -308,7 +275,7 @@ async def test_an_allocation_mismatch_that_persists_is_reported(
     coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _mismatch_first(monkeypatch, 10)
-    async with trice.open_agent(_relay_config(_server(coturn_tls, "udp")), controlling=True) as a:
+    async with trice.open_agent(_relay_config(coturn_tls.ice_server("udp")), controlling=True) as a:
         with trio.fail_after(10):
             await a.wait_gathering_complete()
         assert a.local_candidates == ()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import json
 import os
-import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -35,8 +35,8 @@ from trice._proxy import (
     tunnel_handshake,
 )
 
-from coturn import PASSWORD, USER, Coturn, free_port, require_turnserver, run_coturn
-from loopback import connect_both, loopback_config, signal
+from coturn import PASSWORD, USER, free_port, require_turnserver, run_coturn
+from loopback import connect_both, exchange_each_way, gathered_pair, loopback_config, signal
 
 # -- the proxy's URL ----------------------------------------------------------------------------
 
@@ -423,25 +423,21 @@ async def _fake_proxy(behave: Behaviour) -> AsyncIterator[tuple[int, list[bytes]
         nursery.cancel_scope.cancel()
 
 
-def _relay_only(proxy: str, turn: str, *, gather_timeout: float = 3.0) -> trice.AgentConfig:
+def _proxied(
+    proxy: str, server: trice.IceServer, *, gather_timeout: float = 3.0
+) -> trice.AgentConfig:
+    """A relay-only agent on loopback whose TURN server is ``server``, through ``proxy``."""
     config = loopback_config(
-        ice_servers=[trice.IceServer(turn, USER, PASSWORD)],
+        ice_servers=[server],
         transport_policy=trice.TransportPolicy.RELAY,
         timing=trice.Timing(gather_timeout=gather_timeout),
     )
-    network = config.network
-    return trice.AgentConfig(
-        network=trice.NetworkConfig(
-            interface_filter=network.interface_filter,
-            ip_filter=network.ip_filter,
-            include_loopback=True,
-            ipv6=False,
-            proxy=proxy,
-        ),
-        ice_servers=config.ice_servers,
-        transport_policy=config.transport_policy,
-        timing=config.timing,
-    )
+    return dataclasses.replace(config, network=dataclasses.replace(config.network, proxy=proxy))
+
+
+def _dead_turn() -> trice.IceServer:
+    """A TURN server over TCP where nothing listens."""
+    return trice.IceServer(f"turn:127.0.0.1:{free_port()}?transport=tcp", USER, PASSWORD)
 
 
 async def _relay_report(config: trice.AgentConfig) -> trice.GatherReport:
@@ -481,17 +477,13 @@ async def test_a_proxy_that_misbehaves_costs_the_relay_only(behave: Behaviour, e
     used, sends a head with no end, or says nothing: no relay candidate, a report that says
     what the proxy did (or the timeout), within the gather timeout; the agent asked for a
     tunnel to the TURN server, and closed its connection to the proxy."""
-    turn_port = free_port()
+    turn = _dead_turn()
     async with _fake_proxy(behave) as (port, heads, closed):
-        config = _relay_only(
-            f"http://127.0.0.1:{port}",
-            f"turn:127.0.0.1:{turn_port}?transport=tcp",
-            gather_timeout=1.0,
-        )
+        config = _proxied(f"http://127.0.0.1:{port}", turn, gather_timeout=1.0)
         report = await _relay_report(config)
         assert report.error is not None and report.error.startswith(error), report
         assert [h.split(b"\r\n")[0] for h in heads] == [
-            b"CONNECT 127.0.0.1:%d HTTP/1.1" % turn_port
+            b"CONNECT 127.0.0.1:%d HTTP/1.1" % turn.urls[0].port
         ]
         if behave is not _close:
             with trio.fail_after(2):
@@ -527,58 +519,29 @@ async def test_a_socks5_proxy_that_misbehaves_costs_the_relay_only(
     answers: list[bytes], error: str
 ) -> None:
     """What a SOCKS5 proxy does wrong is reported as it was, and costs the relay only."""
-    turn = f"turn:127.0.0.1:{free_port()}?transport=tcp"
     async with trio.open_nursery() as nursery:
         serve = functools.partial(_socks_answers, answers)
         (listener,) = await nursery.start(
             functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
         )
         port = listener.socket.getsockname()[1]
-        report = await _relay_report(_relay_only(f"socks5://127.0.0.1:{port}", turn))
+        report = await _relay_report(_proxied(f"socks5://127.0.0.1:{port}", _dead_turn()))
         assert report.error is not None and report.error.startswith(error), report
         nursery.cancel_scope.cancel()
 
 
 async def test_a_proxy_that_is_not_there() -> None:
-    config = _relay_only(
-        f"http://127.0.0.1:{free_port()}", f"turn:127.0.0.1:{free_port()}?transport=tcp"
-    )
-    report = await _relay_report(config)
+    report = await _relay_report(_proxied(f"http://127.0.0.1:{free_port()}", _dead_turn()))
     assert report.error is not None and report.error.startswith("proxy unreachable"), report
 
 
 # -- a real proxy (tinyproxy) in front of a real TURN server (coturn) ---------------------------
 
 
-def _server(coturn: Coturn, transport: str) -> trice.IceServer:
-    if transport == "tls":
-        assert coturn.ca_pem is not None and coturn.tls_port is not None
-        context = ssl.create_default_context()
-        context.load_verify_locations(cadata=coturn.ca_pem.decode())
-        # (By name: the certificate is checked against the TURN server's name, which the
-        # session test's coturn has the only certificate for, not against the proxy's.)
-        url = f"turns:localhost:{coturn.tls_port}?transport=tcp"
-        return trice.IceServer(url, USER, PASSWORD, ssl_context=context)
-    return trice.IceServer(f"turn:127.0.0.1:{coturn.port}?transport={transport}", USER, PASSWORD)
-
-
 def _through(
     proxy: Tinyproxy | Microsocks, server: trice.IceServer, credentials: str = ""
 ) -> trice.AgentConfig:
-    base = loopback_config()
-    network = base.network
-    return trice.AgentConfig(
-        network=trice.NetworkConfig(
-            interface_filter=network.interface_filter,
-            ip_filter=network.ip_filter,
-            include_loopback=True,
-            ipv6=False,
-            proxy=proxy.url(credentials),
-        ),
-        ice_servers=[server],
-        transport_policy=trice.TransportPolicy.RELAY,
-        timing=trice.Timing(gather_timeout=5.0),
-    )
+    return _proxied(proxy.url(credentials), server, gather_timeout=5.0)
 
 
 @contextlib.contextmanager
@@ -605,17 +568,15 @@ async def test_a_relay_only_session_through_a_real_proxy(kind: str, transport: s
     directly: the proxy reads nothing."""
     require_turnserver()
     with run_coturn(tls=True, tls_names=("localhost",)) as coturn:
-        server = _server(coturn, transport)
+        # (By name: the certificate, of that name only, is checked against the TURN
+        # server's name, not against the proxy's address.)
+        server = coturn.ice_server(
+            transport, host="localhost" if transport == "tls" else "127.0.0.1"
+        )
         target = (server.urls[0].host, server.urls[0].port)
         with _proxy(kind, target[1]) as proxy:
             config = _through(proxy, server)
-            async with (
-                trice.open_agent(config, controlling=True) as a,
-                trice.open_agent(config, controlling=False) as b,
-            ):
-                with trio.fail_after(10):
-                    await a.wait_gathering_complete()
-                    await b.wait_gathering_complete()
+            async with gathered_pair(config) as (a, b):
                 for agent in (a, b):
                     (relay,) = agent.local_candidates
                     assert relay.type is trice.CandidateType.RELAY
@@ -623,14 +584,7 @@ async def test_a_relay_only_session_through_a_real_proxy(kind: str, transport: s
                     assert relay.related_address == via  # (where coturn saw the agent)
                 signal(a, b)
                 ca, cb = await connect_both(a, b)
-                for i in range(100):
-                    await ca.send(b"a%d" % i)
-                    await cb.send(b"b%d" % i)
-                with trio.fail_after(5):
-                    got_b = {await cb.receive() for _ in range(100)}
-                    got_a = {await ca.receive() for _ in range(100)}
-                assert got_b == {b"a%d" % i for i in range(100)}
-                assert got_a == {b"b%d" % i for i in range(100)}
+                await exchange_each_way(ca, cb)
             if isinstance(proxy, Tinyproxy):
                 tunnels = proxy.requests()
                 assert tunnels == ([] if transport == "udp" else [f"{target[0]}:{target[1]}"] * 2)
@@ -676,7 +630,7 @@ async def test_a_proxy_that_wants_credentials(
             )
         else:
             proxy = stack.enter_context(run_microsocks(credentials=("alice", "sesame42")))
-        report = await _relay_through(proxy, _server(coturn, "tcp"), credentials)
+        report = await _relay_through(proxy, coturn.ice_server("tcp"), credentials)
     assert (report.candidates, report.error) == ((1, None) if error is None else (0, error))
 
 
@@ -685,7 +639,7 @@ async def test_a_proxy_whose_rules_forbid_the_port() -> None:
     it refuses, and the report says so."""
     require_turnserver()
     with run_coturn() as coturn, run_tinyproxy([443]) as proxy:
-        report = await _relay_through(proxy, _server(coturn, "tcp"))
+        report = await _relay_through(proxy, coturn.ice_server("tcp"))
     assert report.candidates == 0
     assert report.error is not None and report.error.startswith("proxy refused: 403")
 
@@ -694,8 +648,7 @@ async def test_a_socks5_proxy_that_cannot_reach_the_server() -> None:
     """microsocks finds nothing listening at the TURN server's address: it replies so
     (RFC 1928 §6), and the report says what it replied."""
     with run_microsocks() as proxy:
-        dead = trice.IceServer(f"turn:127.0.0.1:{free_port()}?transport=tcp", USER, PASSWORD)
-        report = await _relay_through(proxy, dead)
+        report = await _relay_through(proxy, _dead_turn())
     assert report.candidates == 0
     assert report.error == "proxy refused: connection refused", report  # (REP 5)
 

@@ -47,13 +47,6 @@ def coturn_tls() -> Iterator[Coturn]:
         yield server
 
 
-def tls_context(server: Coturn) -> ssl.SSLContext:
-    assert server.ca_pem is not None
-    context = ssl.create_default_context()
-    context.load_verify_locations(cadata=server.ca_pem.decode())
-    return context
-
-
 def url(server: Coturn, transport: str) -> ServerUrl:
     if transport == "tls":
         assert server.tls_port is not None
@@ -111,7 +104,7 @@ def port_is_free(port: int) -> bool:
 async def test_allocate(transport: str) -> None:
     require_turnserver()
     with run_coturn(tls=transport == "tls") as server:
-        context = tls_context(server) if transport == "tls" else None
+        context = server.tls_context() if transport == "tls" else None
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 relay = await start_relay(
@@ -258,7 +251,7 @@ async def exchange_until(
 async def test_two_relays_both_ways(transports: tuple[str, str]) -> None:
     require_turnserver()
     with run_coturn(tls=True) as server:
-        context = tls_context(server)
+        context = server.tls_context()
         inbox_a, inbox_b = Inbox(), Inbox()
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
