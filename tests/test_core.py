@@ -1047,6 +1047,42 @@ def test_both_sides_rank_a_path_behind_a_nat_by_the_same_candidate() -> None:
     assert pa.valid_priority == compute_pair_priority(srflx, pb.local, controlling=True)
 
 
+def test_checks_after_the_srflx_candidate_came_take_it_too() -> None:
+    """The srflx candidate comes after a's first check succeeded through the NAT: the
+    peer-reflexive candidate it replaces is gone from a's local candidates, so a check that
+    succeeds later (b's second address here, or any after an ICE restart) takes the srflx
+    one too, as b ranks it; and both sides agree on the best valid pair."""
+    nat = Nat("203.0.113.1")
+    timing = dataclasses.replace(FAST, nomination_delay=5.0)
+    net, a, b = two_agents(
+        a_nat=nat,
+        a_hosts=[("192.168.1.10", 5000)],
+        b_hosts=[("198.51.100.2", 6000)],
+        timing=timing,
+        exchange=False,
+        latency=0.02,
+    )
+    b.add_host("198.51.100.3", 6001, local_pref=60000)
+    net.exchange(a, b, end_of_candidates=False)
+
+    def succeeded(endpoint: Endpoint) -> list[Pair]:
+        return [p for p in endpoint.core.checklist if p.state is PairState.SUCCEEDED]
+
+    assert net.run_until(lambda: bool(succeeded(a)), max_time=5.0)
+    (first,) = succeeded(a)
+    assert first.valid_local is not None and first.valid_local.type is CandidateType.PRFLX
+    srflx = srflx_candidate(a.signalled[0], first.valid_local.transport_address, "stun")
+    a.core.add_local_candidate(srflx, 0)
+    assert b.core.add_remote_candidate(srflx)
+    assert all(c.type is not CandidateType.PRFLX for c, _ in a.core.local_candidates)
+    assert net.run_until(lambda: len(succeeded(a)) == 2, max_time=5.0)
+    assert all(p.valid_local is srflx for p in succeeded(a))
+    best_a, best_b = a.core.checklist.best_valid(), b.core.checklist.best_valid()
+    assert best_a is not None and best_b is not None
+    assert best_a.remote_address == b.bases[best_b.base]
+    assert best_a.valid_priority == best_b.valid_priority
+
+
 def test_regular_nomination_behind_a_nat_waits_for_no_pair_that_cannot_be_better() -> None:
     """a is behind a NAT; b has two more host candidates, ranked below its first.  Once a's
     check to b's first succeeds, seen through the NAT (peer-reflexive), the pairs still to

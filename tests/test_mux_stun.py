@@ -82,7 +82,6 @@ async def test_agents_opened_together_on_a_mux_cost_the_server_one_request() -> 
                 assert (report.candidates, report.error) == (1, None)
         assert _requests(seen) == 1
         assert {source for source, _ in seen} == {mux.local_address}
-        assert mux.statistics().unroutable == 0
 
 
 async def test_the_answer_is_kept_a_while_then_asked_for_again(
@@ -193,3 +192,17 @@ async def test_a_mux_that_closes_as_its_kept_answer_is_handed_over(steps: int) -
                 if reports and reports[0].candidates == 0:
                     assert reports[0].error in ("the mux closed", "closed"), reports
                     assert srflx == []
+
+
+@pytest.mark.parametrize("on_mux", [True, False], ids=["mux", "host-socket"])
+async def test_a_loopback_socket_asks_no_server_elsewhere(on_mux: bool) -> None:
+    """A mux (or a host socket) on a loopback address cannot reach a STUN server elsewhere:
+    it is not asked (no datagram goes), and gathering ends at once, not at the gather
+    timeout (5 s here)."""
+    config = _config("stun:203.0.113.1:3478")
+    async with trice.open_udp_mux() as mux:
+        async with trice.open_agent(config, controlling=True, mux=mux if on_mux else None) as a:
+            with trio.fail_after(1):
+                await a.wait_gathering_complete()
+            (report,) = [r for r in a.gather_reports if r.source != "host"]
+            assert (report.candidates, report.error) == (0, "unreachable from loopback")

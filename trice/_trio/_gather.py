@@ -20,7 +20,6 @@ import trio
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
 from trice._errors import TurnError
-from trice._proxy import ProxyUrl
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -411,6 +410,11 @@ async def gather_srflx(
     try:
         with trio.fail_after(timing.gather_timeout):
             server = await _resolve(url.host, url.port, transport.family)
+            if _is_loopback(transport.local_address[0]) and not _is_loopback(server[0]):
+                # (A loopback socket reaches no other address: no waiting for the timeout.)
+                elapsed = trio.current_time() - started
+                agent._report(GatherReport(source, elapsed, 0, "unreachable from loopback"))
+                return
             if isinstance(transport, MuxTransport):
                 try:
                     reply = await transport.mux._server_reflexive(server, timing)
@@ -543,7 +547,8 @@ async def _serve_relay(
     (``Agent._transport_lost``): the pairs on the relay fail, and ICE with them if one was
     selected.  (Closing the agent ends the relay by cancellation, which goes past this.)"""
     assert server.username is not None and server.credential is not None
-    proxy = agent.config.network.proxy  # (a ProxyUrl: NetworkConfig parses a str given)
+    proxy = agent.config.network.proxy
+    assert not isinstance(proxy, str)  # (NetworkConfig makes a str given a ProxyUrl)
     await run_relay(
         url,
         server.username,
@@ -552,10 +557,14 @@ async def _serve_relay(
         deliver=agent._dispatch,
         ssl_context=server.ssl_context,
         timeout=timeout,
-        proxy=ProxyUrl.parse(proxy) if isinstance(proxy, str) else proxy,
+        proxy=proxy,
         task_status=task_status,
     )
     agent._transport_lost(base)
+
+
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
 
 
 def _may_reach(host: str, family: int) -> bool:

@@ -480,9 +480,10 @@ class CheckList:
         not known before it succeeds: where a pair of its base has succeeded with another
         local candidate (the peer saw the base behind a NAT, say), the pair is taken to be
         seen as that one too; else its own priority stands for it.  (A valid pair ranks at
-        most as its checked pair, the candidate the peer sees, peer-reflexive or
-        server-reflexive, being below the host or relay one checks go from; so the pairs are
-        looked at in priority order until one cannot beat ``priority``.)"""
+        most as its checked pair: the candidate the peer sees is the host candidate a check
+        went from, or a peer-reflexive or server-reflexive one below it, or for a relayed
+        check the relay itself; so the pairs are looked at in priority order until one
+        cannot beat ``priority``.)"""
         seen: dict[int, Candidate] | None = None
         for pair in self._pairs:
             valid = pair.valid_local

@@ -439,20 +439,32 @@ class AgentCore:
 
     def _adopt_local(self, candidate: Candidate, base: int) -> None:
         """A server-reflexive candidate gathered after a check from ``base`` found its
-        address as peer-reflexive: the valid pairs of that address take it in the learned
-        one's place (as the peer, once the candidate reaches it, takes it in place of the
-        peer-reflexive candidate it learned: RFC 8838 §11.4), so that both rank the path
-        by the same candidate (see ``Pair.valid_priority``)."""
+        address as peer-reflexive takes the learned one's place (as the peer, once the
+        candidate reaches it, takes it in place of the peer-reflexive candidate it learned:
+        RFC 8838 §11.4), so that both rank the path by the same candidate (see
+        ``Pair.valid_priority``): in the valid pairs of now, and, the peer-reflexive one
+        gone from the local candidates, in those of later checks (after an ICE restart
+        too)."""
         address = candidate.transport_address
+
+        def replaced(local: Candidate, local_base: int) -> bool:
+            return (
+                local_base == base
+                and local.type is CandidateType.PRFLX
+                and local.transport_address == address
+                and local.protocol == candidate.protocol
+            )
+
+        if not any(replaced(local, local_base) for local, local_base in self.local_candidates):
+            return
+        self.local_candidates = tuple(
+            (local, local_base)
+            for local, local_base in self.local_candidates
+            if not replaced(local, local_base)
+        )
         for pair in self.checklist:
             valid = pair.valid_local
-            if (
-                pair.base == base
-                and valid is not None
-                and valid.type is CandidateType.PRFLX
-                and valid.transport_address == address
-                and valid.protocol == candidate.protocol
-            ):
+            if valid is not None and replaced(valid, pair.base):
                 pair.valid_local = candidate
                 pair.rank(self.controlling)
 
