@@ -299,3 +299,22 @@ async def test_other_allocation_errors_are_not_tried_again(
         (report,) = a.gather_reports
         assert report.error is not None and report.error.startswith("401")
     assert len(calls) == 1
+
+
+async def test_gathering_anew_keeps_a_relay_that_lives(coturn_tls: Coturn) -> None:
+    """An ICE restart that gathers anew keeps the relay (no second allocation): its
+    candidate is gathered again, the same; the peers connect again through it."""
+    config = _relay_config(coturn_tls.ice_server("udp"))
+    async with gathered_pair(config) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        (relay,) = a.local_candidates
+        a.restart(regather=True)
+        b.restart()
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert a.local_candidates == (relay,)
+        assert sum(isinstance(t, RelayTransport) for t in a._transports.values()) == 1
+        signal(a, b)
+        await connect_both(a, b)
+        await exchange_each_way(ca, cb, 10)

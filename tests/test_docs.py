@@ -28,6 +28,7 @@ EXPECTED = {
     "restart.py": "connected again, same connection: True\nbob got: after the restart",
     "mdns.py": "mdns: bob's pair is alice's host candidate at 127.0.0.1",
     "mux.py": "carol got: echo: hello from carol",
+    "regather.py": "127.0.0.1 kept: True\nconnected again, same connection: True",
     "mux_stun.py": "carol: srflx 203.0.113.7 (raddr 127.0.0.1)\nrequests to the STUN server: 1",
     "tcp.py": "alice got: hello back\nbob's listener: 1 accepted, 0 refused, 0 closed unproven",
     "tcp_mux.py": "connections routed: 3, unroutable: 0",

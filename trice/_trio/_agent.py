@@ -46,6 +46,7 @@ from trice._trio._exits import exit_nursery
 from trice._trio._gather import (
     GatherReport,
     finish_gathering,
+    gather_anew,
     gather_local,
     gather_servers,
     has_server_sources,
@@ -509,7 +510,9 @@ class Agent:
             return
         self._pump()
 
-    def restart(self, ufrag: str | None = None, pwd: str | None = None) -> IceParameters:
+    def restart(
+        self, ufrag: str | None = None, pwd: str | None = None, *, regather: bool = False
+    ) -> IceParameters:
         """ICE restart (RFC 8445 §9): take new local parameters, and check afresh.
 
         Signal the new parameters to the peer, with the local candidates (the same ones:
@@ -517,6 +520,17 @@ class Agent:
         this agent the peer's new parameters and candidates once the peer has restarted
         as well (:meth:`set_remote_parameters`, :meth:`add_remote_candidate`).  The peer's
         old parameters and candidates, and every check, are forgotten; the role stays.
+
+        With ``regather``, the local candidates are gathered anew, as Pion's ``Restart``
+        and a browser's ``restartIce()`` do, for a host whose network changed (a robot
+        that roamed from one access point to another, a laptop whose Wi-Fi gave way to a
+        tethered phone): the interfaces are read again; an address still there keeps its
+        socket and host candidate, a new address gets a socket, and one gone is signalled
+        no more; the STUN servers are asked again (the NAT's mapping may have changed), and
+        relays that live are kept.  The gathering state goes back to ``gathering``, each
+        candidate is gathered (again) as it comes (:class:`~trice.CandidateGathered`), and
+        :meth:`wait_gathering_complete` waits for the new gathering: signal what it gathers,
+        as at the start.
 
         The state becomes ``checking`` (from ``new`` it stays ``new``), also after
         ``failed``: a restart is how a failed agent tries again.  Until the new checks
@@ -537,9 +551,12 @@ class Agent:
         Raises:
             ConfigError: ``ufrag`` or ``pwd`` is no valid one, or the same as before (a
                 restart changes both); nothing changes then.
-            StateError: the agent is closed.
+            StateError: the agent is closed; or, with ``regather``, gathering is not
+                complete (a restart may gather anew once the gathering before it is done).
         """
         self._raise_if_closed(StateError)
+        if regather and self._gathering is not GatheringState.COMPLETE:
+            raise StateError("gathering is not complete: a restart gathers anew only after it")
         old = self._local
         local = IceParameters(
             ufrag=_random_ice_string(8) if ufrag is None else ufrag,
@@ -570,6 +587,8 @@ class Agent:
         for run in list(self._runs.values()):
             run.drop()  # (the core has forgotten them)
         logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
+        if regather:
+            gather_anew(self)
         self._pump(now)
         return local
 

@@ -87,6 +87,12 @@ class _Found:
 _adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
 
 
+def _forget_adapters() -> None:
+    """Read the interfaces afresh next time (a gathering anew must see what changed)."""
+    global _adapters_cache
+    _adapters_cache = None
+
+
 def _adapters() -> list[tuple[str, list[_Found]]]:
     """(interface name, addresses) for every interface, cached for a second."""
     global _adapters_cache
@@ -226,6 +232,12 @@ async def gather_servers(agent: Agent) -> None:
     server, then gathering is complete."""
     policy = agent.config.transport_policy
     servers = _servers(agent)
+    signalled = {base for _, base in agent._core.local_candidates}
+    relayed = {  # (a gathering anew keeps the relays that live)
+        t.server
+        for t in agent._transports.values()
+        if isinstance(t, RelayTransport) and not t.closed
+    }
     async with trio.open_nursery() as nursery:
         if policy is not TransportPolicy.RELAY:
             for server in servers:
@@ -233,9 +245,12 @@ async def gather_servers(agent: Agent) -> None:
                     if url.is_turn or url.secure or url.transport != "udp":
                         continue
                     for transport in list(agent._transports.values()):
-                        # (A host socket, or a UDP mux: the mux asks for all its agents.)
-                        if isinstance(transport, (UdpTransport, MuxTransport)) and _may_reach(
-                            url.host, transport.family
+                        # (A host socket, or a UDP mux: the mux asks for all its agents.
+                        # Not a socket whose address is signalled no more: see gather_anew.)
+                        if (
+                            isinstance(transport, (UdpTransport, MuxTransport))
+                            and transport.base in signalled
+                            and _may_reach(url.host, transport.family)
                         ):
                             nursery.start_soon(
                                 gather_srflx,
@@ -246,7 +261,7 @@ async def gather_servers(agent: Agent) -> None:
                             )
         for server in servers:
             for url in server.urls:
-                if url.is_turn:
+                if url.is_turn and url not in relayed:
                     nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
     finish_gathering(agent)
 
@@ -264,21 +279,9 @@ async def gather_host(agent: Agent) -> None:
     started = trio.current_time()
     before = len(agent._signalled)
     network = agent.config.network
-    policy = agent.config.transport_policy
-    signal = policy is TransportPolicy.ALL
+    signal = agent.config.transport_policy is TransportPolicy.ALL
     if agent._muxes or agent._tcp_shares:
-        # Host candidates at the muxes' addresses, shared with their other agents (a passive
-        # TCP one at a TCP mux's).
-        if signal and network.mdns is MdnsMode.QUERY_AND_GATHER:
-            agent._open_mdns()  # (first: the candidates are signalled under names)
-        for rank, share in enumerate(agent._muxes):
-            candidate = host_candidate(share.local_address, rank)
-            agent._add_local(candidate, share.base, signal=signal)
-            _add_external(agent, candidate, share.base)
-        for rank, (_, tcp) in enumerate(agent._tcp_shares):
-            candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank)
-            agent._add_local(candidate, tcp.base, signal=signal)
-            _add_external(agent, candidate, tcp.base)
+        _mux_hosts(agent, signal)
         count = (
             len(agent._signalled) - before if signal else len(agent._muxes) + len(agent._tcp_shares)
         )
@@ -291,25 +294,103 @@ async def gather_host(agent: Agent) -> None:
     for i, host in enumerate(addresses):
         if i:
             await trio.lowlevel.checkpoint()  # others run between binds (not after the last)
-        try:
-            start = 0 if network.port_range is None else secrets.randbelow(65536)
-            sock = bind_socket(host.bind_address, network.port_range, start)
-        except OSError as exc:  # (LimitError is no OSError: it propagates)
-            logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
-            continue
-        base = agent._new_base()
-        transport = UdpTransport(base, sock)
-        agent._transports[base] = transport
-        agent._adopt_socket(transport, host.address)
-        rank = interfaces.setdefault(host.interface, len(interfaces))
-        candidate = host_candidate((host.address, transport.local_address[1]), rank)
-        agent._add_local(candidate, base, signal=signal)
-        _add_external(agent, candidate, base)
+        _udp_host(agent, host, interfaces.setdefault(host.interface, len(interfaces)), None)
     if signal and network.tcp_candidates:
         _gather_tcp(agent, addresses)
     count = len(agent._signalled) - before if signal else len(agent._transports)
     error = None if agent._transports else "no usable local address (check the filters)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
+
+
+def _mux_hosts(agent: Agent, signal: bool) -> None:
+    """Host candidates at the muxes' addresses, shared with their other agents (a passive
+    TCP one at a TCP mux's)."""
+    if signal and agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
+        agent._open_mdns()  # (first: the candidates are signalled under names)
+    for rank, share in enumerate(agent._muxes):
+        candidate = host_candidate(share.local_address, rank)
+        agent._add_local(candidate, share.base, signal=signal)
+        _add_external(agent, candidate, share.base)
+    for rank, (_, tcp) in enumerate(agent._tcp_shares):
+        candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank)
+        agent._add_local(candidate, tcp.base, signal=signal)
+        _add_external(agent, candidate, tcp.base)
+
+
+def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | None) -> None:
+    """The host candidate of ``host`` (its interface's ``rank``): on ``kept``, the socket
+    the agent has there already (a gathering anew), or on a new socket (logged and skipped
+    if the address cannot bind)."""
+    network = agent.config.network
+    if kept is None:
+        try:
+            start = 0 if network.port_range is None else secrets.randbelow(65536)
+            sock = bind_socket(host.bind_address, network.port_range, start)
+        except OSError as exc:  # (LimitError is no OSError: it propagates)
+            logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
+            return
+        kept = UdpTransport(agent._new_base(), sock)
+        agent._transports[kept.base] = kept
+        agent._adopt_socket(kept, host.address)
+    candidate = host_candidate((host.address, kept.local_address[1]), rank)
+    signal = agent.config.transport_policy is TransportPolicy.ALL
+    agent._add_local(candidate, kept.base, signal=signal)
+    _add_external(agent, candidate, kept.base)
+
+
+def gather_anew(agent: Agent) -> None:
+    """Gathering anew, for an ICE restart that asks for it (``Agent.restart(regather=True)``).
+
+    The interfaces are read again.  An address still there keeps its socket, and its host
+    candidate, the same; a new address gets a socket; an address gone is signalled no more
+    (its socket stays, unused, until the agent closes: the pair of before the restart may
+    still carry data there, RFC 8445 §9).  ICE-TCP host candidates likewise.  Relays that
+    live keep their candidates.  Then the STUN servers are asked again from every socket
+    signalled, and a TURN server with no live relay is asked for another allocation.
+    Gathering goes back to ``gathering`` and on to ``complete``, each candidate gathered
+    (again) as it comes."""
+    started = trio.current_time()
+    core = agent._core
+    relays = [
+        (candidate, base)
+        for candidate, base in core.local_candidates
+        if candidate.type is CandidateType.RELAY and not agent._transports[base].closed
+    ]
+    core.gather_anew()
+    agent._signalled.clear()
+    agent._mapped = None
+    agent._reports = ()
+    agent._set_gathering(GatheringState.GATHERING)
+    policy = agent.config.transport_policy
+    if policy is not TransportPolicy.RELAY:
+        signal = policy is TransportPolicy.ALL
+        if agent._muxes or agent._tcp_shares:
+            _mux_hosts(agent, signal)
+        else:
+            network = agent.config.network
+            _forget_adapters()
+            addresses = host_addresses(network)
+            if signal and addresses and network.mdns is MdnsMode.QUERY_AND_GATHER:
+                agent._open_mdns()
+            sockets = {
+                t.local_address[0]: t
+                for t in agent._transports.values()
+                if isinstance(t, UdpTransport) and not t.closed
+            }
+            interfaces: dict[str, int] = {}
+            for host in addresses:
+                rank = interfaces.setdefault(host.interface, len(interfaces))
+                _udp_host(agent, host, rank, sockets.get(host.address))
+            if signal and network.tcp_candidates:
+                _gather_tcp(agent, addresses)
+        count = len(agent._signalled) if signal else len(core.local_candidates)
+        agent._report(GatherReport("host", trio.current_time() - started, count, None))
+    for candidate, base in relays:
+        agent._add_local(candidate, base, signal=True)
+    if has_server_sources(agent):
+        agent._nursery.start_soon(gather_servers, agent, name="gather")
+    else:
+        finish_gathering(agent)
 
 
 #: Connections a passive ICE-TCP candidate's listener holds before they are accepted.
@@ -331,9 +412,21 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
     counters = agent._tcp_counters
     if counters is None:
         counters = agent._tcp_counters = TcpCounters()
+    kept = {
+        (t.local_address[0], t.tcp_type): t
+        for t in agent._transports.values()
+        if isinstance(t, TcpTransport) and not t.closed
+    }
     for host in addresses:
         rank = interfaces.setdefault(host.interface, len(interfaces))
         for kind in kinds:
+            existing = kept.get((host.address, kind))
+            if existing is not None:  # (gathering anew: the candidate of before, again)
+                candidate = tcp_host_candidate(existing.local_address, kind, rank)
+                agent._add_local(candidate, existing.base, signal=True)
+                if kind is TcpType.PASSIVE:
+                    _add_external(agent, candidate, existing.base)
+                continue
             listener = None
             port = ACTIVE_PORT
             if kind is TcpType.PASSIVE:

@@ -649,6 +649,13 @@ class AgentCore:
         stale = self._stale
         return [c for address, c in self.remote_addresses.items() if address != stale]
 
+    def gather_anew(self) -> None:
+        """Local gathering starts again (an ICE restart that gathers anew): the local
+        candidates are forgotten (the shell adds those it keeps again, with the new ones,
+        by :meth:`add_local_candidate`), and gathering is no longer complete."""
+        self.local_candidates = ()
+        self.local_complete = False
+
     def set_local_complete(self) -> None:
         """Local gathering is complete."""
         self.local_complete = True

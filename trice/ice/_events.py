@@ -51,11 +51,12 @@ class ConnectionState(str, enum.Enum):
 _G = GatheringState
 _C = ConnectionState
 
-#: Allowed gathering transitions (anything may also stay where it is).
+#: Allowed gathering transitions (anything may also stay where it is).  ``complete`` goes
+#: back to ``gathering`` only by an ICE restart that gathers anew (``restart(regather=True)``).
 GATHERING_TRANSITIONS: Mapping[GatheringState, frozenset[GatheringState]] = {
     _G.NEW: frozenset({_G.GATHERING}),
     _G.GATHERING: frozenset({_G.COMPLETE}),
-    _G.COMPLETE: frozenset(),
+    _G.COMPLETE: frozenset({_G.GATHERING}),
 }
 
 #: Allowed connection-state transitions.  ``closed`` can be reached from every state, and

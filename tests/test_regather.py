@@ -1,0 +1,213 @@
+"""An ICE restart that gathers anew (``Agent.restart(regather=True)``), for a host whose
+network changed: the interfaces are read again, an address still there keeps its socket and
+candidate, a new one gets a socket, one gone is signalled no more; STUN servers are asked
+again, relays that live are kept.  On loopback: a network change is an IP filter that
+accepts other addresses than before (127.0.0.1, then ::1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+import trice
+
+from loopback import (
+    HAS_IPV6,
+    connect_both,
+    events_so_far,
+    loopback_config,
+    mux_in_a_task,
+    open_fds,
+    server_socket,
+    signal,
+    stun_server,
+)
+
+HOST, SRFLX = trice.CandidateType.HOST, trice.CandidateType.SRFLX
+
+
+async def _exchange(ca: trice.Connection, cb: trice.Connection, tag: bytes) -> None:
+    await ca.send(b"a " + tag)
+    await cb.send(b"b " + tag)
+    with trio.fail_after(5):
+        assert await cb.receive() == b"a " + tag
+        assert await ca.receive() == b"b " + tag
+
+
+async def _restart_both(a: trice.Agent, b: trice.Agent, *, a_regather: bool = True) -> None:
+    """Both restart (``a`` gathering anew), wait for their gathering, and signal."""
+    a.restart(regather=a_regather)
+    b.restart()
+    with trio.fail_after(5):
+        await a.wait_gathering_complete()
+    signal(a, b)
+
+
+def _gathering_events(events: list[trice.Event]) -> list[object]:
+    return [
+        e.state if isinstance(e, trice.GatheringStateChanged) else e.candidate
+        for e in events
+        if isinstance(e, (trice.GatheringStateChanged, trice.CandidateGathered))
+    ]
+
+
+async def test_gathering_anew_keeps_what_is_still_there() -> None:
+    """Nothing changed: the same host candidate (the same socket) is gathered again, with
+    the events of a gathering (``gathering``, the candidate, ``complete``); no socket is
+    opened; the peers connect again and the same connection carries data."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        before = a.local_candidates
+        fds = open_fds()
+        async with a.subscribe() as events:
+            events_so_far(events)  # (what happened before)
+            await _restart_both(a, b)
+            assert _gathering_events(events_so_far(events)) == [
+                trice.GatheringState.GATHERING,
+                *before,
+                trice.GatheringState.COMPLETE,
+            ]
+        assert a.local_candidates == before
+        assert open_fds() == fds
+        assert await connect_both(a, b) == (ca, cb)
+        await _exchange(ca, cb, b"after")
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_new_address_is_gathered_and_one_gone_is_signalled_no_more() -> None:
+    """``a`` had 127.0.0.1 only; then its network "changes" (its IP filter takes ::1
+    only): gathering anew binds a socket on ::1 and signals it, and 127.0.0.1 is signalled
+    no more (its socket stays open, unused, until the agent closes).  The peers connect
+    again over ::1, and the same connection carries data."""
+    allowed = {"127.0.0.1"}
+    both = dataclasses.replace(loopback_config().network, ipv6=True)
+    a_config = dataclasses.replace(
+        loopback_config(),
+        network=dataclasses.replace(both, ip_filter=lambda ip: str(ip) in allowed),
+    )
+    b_config = dataclasses.replace(loopback_config(), network=both)
+    async with (
+        trice.open_agent(a_config, controlling=True) as a,
+        trice.open_agent(b_config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        assert [c.address for c in a.local_candidates] == ["127.0.0.1"]
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        allowed.clear()
+        allowed.add("::1")
+        fds = open_fds()
+        await _restart_both(a, b)
+        assert [(c.type, c.address) for c in a.local_candidates] == [(HOST, "::1")]
+        assert len(open_fds() - fds) == 1  # (the new socket; the old one stays)
+        await connect_both(a, b)
+        assert ca.selected_pair.local.address == "::1"
+        assert ca.selected_pair.remote.address == "::1"
+        await _exchange(ca, cb, b"over ::1")
+        (report,) = a.gather_reports
+        assert (report.source, report.candidates, report.error) == ("host", 1, None)
+
+
+@asynccontextmanager
+async def _stun(seen: list[tuple[tuple[str, int], bytes]]) -> AsyncIterator[str]:
+    """A STUN server of the test's own that maps to 203.0.113.7 (the source's port): its
+    URL."""
+    with await server_socket() as sock:
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(stun_server, sock, ("203.0.113.7", None), seen=seen)
+            nursery.start_soon(serve)
+            yield f"stun:127.0.0.1:{sock.getsockname()[1]}"
+            nursery.cancel_scope.cancel()
+
+
+async def test_gathering_anew_asks_the_stun_servers_again() -> None:
+    """The NAT's mapping may have changed: the STUN server is asked again, and the srflx
+    candidate is gathered again from its answer; the reports are the new gathering's."""
+    seen: list[tuple[tuple[str, int], bytes]] = []
+    async with _stun(seen) as url:
+        config = loopback_config(ice_servers=[trice.IceServer(url)])
+        async with trice.open_agent(config, controlling=True) as a:
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            first = a.local_candidates
+            assert [c.type for c in first] == [HOST, SRFLX]
+            a.restart(regather=True)
+            assert a.gathering_state is trice.GatheringState.GATHERING
+            assert [c.type for c in a.local_candidates] == [HOST]
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            assert a.local_candidates == first
+            assert len({tid for _, tid in seen}) == 2
+            assert sorted(r.source.split(" ")[0] for r in a.gather_reports) == ["host", url]
+
+
+async def test_gathering_anew_waits_for_the_gathering_before_it() -> None:
+    """A restart that would gather anew while gathering goes on is refused, and changes
+    nothing (the ufrag stays)."""
+    gate = trio.Event()
+    with await server_socket() as sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(stun_server, sock, None, gate=gate))
+            url = f"stun:127.0.0.1:{sock.getsockname()[1]}"
+            config = loopback_config(ice_servers=[trice.IceServer(url)])
+            async with trice.open_agent(config, controlling=True) as a:
+                ufrag = a.local_parameters.ufrag
+                with pytest.raises(trice.StateError, match="gathering is not complete"):
+                    a.restart(regather=True)
+                assert a.local_parameters.ufrag == ufrag
+                gate.set()
+                with trio.fail_after(5):
+                    await a.wait_gathering_complete()
+                a.restart(regather=True)
+                assert a.local_parameters.ufrag != ufrag
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_on_a_mux_gathers_its_mux_candidates_anew() -> None:
+    """On a UDP mux: the mux's host candidate again, and its srflx one from the mux's kept
+    STUN answer (no new request within 25 s)."""
+    seen: list[tuple[tuple[str, int], bytes]] = []
+    async with _stun(seen) as url, mux_in_a_task(trice.open_udp_mux) as (mux, _, _):
+        config = loopback_config(ice_servers=[trice.IceServer(url)])
+        async with trice.open_agent(config, controlling=True, mux=mux) as a:
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            first = a.local_candidates
+            a.restart(regather=True)
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            assert a.local_candidates == first
+            assert [c.type for c in first] == [HOST, SRFLX]
+            assert len({tid for _, tid in seen}) == 1
+
+
+async def test_ice_tcp_candidates_are_gathered_anew_on_their_sockets() -> None:
+    """ICE-TCP: the passive candidate keeps its listener (the same port), the active one is
+    gathered again."""
+    network = dataclasses.replace(
+        loopback_config().network, tcp_candidates=(trice.TcpType.ACTIVE, trice.TcpType.PASSIVE)
+    )
+    config = dataclasses.replace(loopback_config(), network=network)
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        first = a.local_candidates
+        fds = open_fds()
+        a.restart(regather=True)
+        await a.wait_gathering_complete()
+        assert a.local_candidates == first
+        assert sorted(c.tcp_type.value for c in first if c.tcp_type) == ["active", "passive"]
+        assert open_fds() == fds
