@@ -19,6 +19,7 @@ import trio.testing
 
 import trice
 from trice import stun
+from trice._trio import _gather
 from trice._trio._relay import RelayTransport
 from trice.ice._checklist import PairState
 
@@ -238,7 +239,6 @@ def _mismatch_first(monkeypatch: pytest.MonkeyPatch, mismatches: int) -> list[tr
     """Make the first ``mismatches`` allocations fail with 437, as coturn answers when it
     still holds an allocation for the local port (a client before us that never deleted
     its own); the calls are recorded."""
-    from trice._trio import _gather
     from trice.turn import AllocationError
 
     real = _gather.run_relay  # type: ignore[attr-defined]
@@ -318,3 +318,38 @@ async def test_gathering_anew_keeps_a_relay_that_lives(coturn_tls: Coturn) -> No
         signal(a, b)
         await connect_both(a, b)
         await exchange_each_way(ca, cb, 10)
+
+
+async def test_gathering_anew_replaces_a_relay_whose_address_went(
+    coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address a relay's connection leaves from is gone (the interfaces, as read, have
+    it no more): the relay is not signalled again, and the server is asked for another.
+    The old relay, over which the pair of before goes, stays until the next gathering anew,
+    which closes it."""
+    config = _relay_config(coturn_tls.ice_server("udp"))
+    async with gathered_pair(config) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        (old,) = a.local_candidates
+        monkeypatch.setattr(_gather, "_adapters", list)  # (no address on the machine)
+        a.restart(regather=True)
+        b.restart()
+        monkeypatch.undo()
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        (new,) = a.local_candidates
+        assert new.type is trice.CandidateType.RELAY and new != old
+        live = [t for t in a._transports.values() if isinstance(t, RelayTransport) and not t.closed]
+        assert len(live) == 2
+        signal(a, b)
+        await connect_both(a, b)
+        await exchange_each_way(ca, cb, 10)
+        assert ca.selected_pair.local == new
+        a.restart(regather=True)
+        b.restart()
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert a.local_candidates == (new,)
+        live = [t for t in a._transports.values() if isinstance(t, RelayTransport) and not t.closed]
+        assert len(live) == 1

@@ -16,6 +16,8 @@ import trio
 import trio.testing
 
 import trice
+from trice._trio import _gather
+from trice._trio._transport import UdpTransport
 
 from loopback import (
     HAS_IPV6,
@@ -211,3 +213,121 @@ async def test_ice_tcp_candidates_are_gathered_anew_on_their_sockets() -> None:
         assert a.local_candidates == first
         assert sorted(c.tcp_type.value for c in first if c.tcp_type) == ["active", "passive"]
         assert open_fds() == fds
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_socket_that_cannot_be_bound_anew_is_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of descriptors as a gathering anew binds a new socket: the restart has happened,
+    so the error is reported (and logged), gathering still completes, and the next
+    gathering anew, with descriptors again, binds it."""
+    allowed = {"127.0.0.1"}
+    network = dataclasses.replace(
+        loopback_config().network, ipv6=True, ip_filter=lambda ip: str(ip) in allowed
+    )
+    config = dataclasses.replace(loopback_config(), network=network)
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        allowed.add("::1")
+
+        def no_descriptors(*_: object, **__: object) -> object:
+            raise trice.LimitError("out of file descriptors (test)")
+
+        monkeypatch.setattr(_gather, "bind_socket", no_descriptors)
+        a.restart(regather=True)
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        (report,) = a.gather_reports
+        assert report.error == "out of file descriptors (test)"
+        assert [c.address for c in a.local_candidates] == ["127.0.0.1"]
+        monkeypatch.undo()
+        a.restart(regather=True)
+        await a.wait_gathering_complete()
+        assert sorted(c.address for c in a.local_candidates) == ["127.0.0.1", "::1"]
+
+
+async def test_a_filter_that_raises_leaves_the_agent_as_it_was() -> None:
+    """The interfaces are read before the restart changes anything: a filter that raises
+    raises from ``restart``, and the ufrag, the gathering state and the candidates stay;
+    a later gathering anew works."""
+    broken = [False]
+
+    def ip_filter(ip: object) -> bool:
+        if broken[0]:
+            raise RuntimeError("the filter broke")
+        return str(ip) == "127.0.0.1"
+
+    network = dataclasses.replace(loopback_config().network, ip_filter=ip_filter)
+    config = dataclasses.replace(loopback_config(), network=network)
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        ufrag, before = a.local_parameters.ufrag, a.local_candidates
+        broken[0] = True
+        with pytest.raises(RuntimeError, match="the filter broke"):
+            a.restart(regather=True)
+        assert a.local_parameters.ufrag == ufrag
+        assert a.gathering_state is trice.GatheringState.COMPLETE
+        assert a.local_candidates == before
+        broken[0] = False
+        a.restart(regather=True)
+        await a.wait_gathering_complete()
+        assert a.local_candidates == before
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_the_socket_of_an_address_gone_is_closed_once_no_pair_needs_it() -> None:
+    """127.0.0.1 goes and ::1 comes: the old socket carries the pair of before until the
+    new checks select one, so the gathering anew leaves it open; the next one closes it
+    (and the open descriptors are as many as at the start).  So a network that keeps
+    changing costs no socket more than one a change."""
+    allowed = {"127.0.0.1"}
+    both = dataclasses.replace(loopback_config().network, ipv6=True)
+    a_config = dataclasses.replace(
+        loopback_config(),
+        network=dataclasses.replace(both, ip_filter=lambda ip: str(ip) in allowed),
+    )
+    b_config = dataclasses.replace(loopback_config(), network=both)
+    async with (
+        trice.open_agent(a_config, controlling=True) as a,
+        trice.open_agent(b_config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        start = len(open_fds())
+
+        def open_sockets() -> list[str]:
+            return sorted(
+                t.local_address[0]
+                for t in a._transports.values()
+                if isinstance(t, UdpTransport) and not t.closed
+            )
+
+        allowed.clear()
+        allowed.add("::1")
+        await _restart_both(a, b)
+        assert open_sockets() == ["127.0.0.1", "::1"]  # (the pair of before is on the first)
+        await connect_both(a, b)
+        await _exchange(ca, cb, b"over ::1")
+        await _restart_both(a, b)
+        assert open_sockets() == ["::1"]
+        assert len(open_fds()) == start
+        await connect_both(a, b)
+        await _exchange(ca, cb, b"still over ::1")
+
+
+async def test_an_agent_that_names_its_candidates_keeps_their_names() -> None:
+    """Under ``QUERY_AND_GATHER`` a host candidate kept by a gathering anew keeps its
+    ``.local`` name (no new name a gathering)."""
+    network = dataclasses.replace(loopback_config().network, mdns=trice.MdnsMode.QUERY_AND_GATHER)
+    config = dataclasses.replace(loopback_config(), network=network)
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        before = a.local_candidates
+        assert before and before[0].address.endswith(".local")
+        for _ in range(3):
+            a.restart(regather=True)
+            await a.wait_gathering_complete()
+        assert a.local_candidates == before

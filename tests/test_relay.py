@@ -386,7 +386,7 @@ def _stream_relay() -> tuple[RelayTransport, _relay._StreamConnection]:
     """A relay transport over a TCP connection to the server that nothing drains (the
     server's end of a lockstep pair is never read), its client not allocated."""
     stream, _server_end = trio.testing.lockstep_stream_pair()
-    conn = _relay._StreamConnection(stream)
+    conn = _relay._StreamConnection(stream, "127.0.0.1")
     server = ServerUrl("turn", "127.0.0.1", port=3478, transport="tcp")
     client = TurnClient(USER, PASSWORD, reliable=True)
     return RelayTransport(7, server, client, conn, Inbox()), conn

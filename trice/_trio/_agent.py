@@ -50,6 +50,7 @@ from trice._trio._gather import (
     gather_local,
     gather_servers,
     has_server_sources,
+    read_surroundings,
 )
 from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
@@ -553,10 +554,16 @@ class Agent:
                 restart changes both); nothing changes then.
             StateError: the agent is closed; or, with ``regather``, gathering is not
                 complete (a restart may gather anew once the gathering before it is done).
+
+        With ``regather``, what the network config's filters raise as the interfaces are
+        read comes from here too, before anything changes.
         """
         self._raise_if_closed(StateError)
-        if regather and self._gathering is not GatheringState.COMPLETE:
-            raise StateError("gathering is not complete: a restart gathers anew only after it")
+        surroundings = None
+        if regather:
+            if self._gathering is not GatheringState.COMPLETE:
+                raise StateError("gathering is not complete: a restart gathers anew only after it")
+            surroundings = read_surroundings(self)  # (first: a filter that raises changes nothing)
         old = self._local
         local = IceParameters(
             ufrag=_random_ice_string(8) if ufrag is None else ufrag,
@@ -587,8 +594,8 @@ class Agent:
         for run in list(self._runs.values()):
             run.drop()  # (the core has forgotten them)
         logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
-        if regather:
-            gather_anew(self)
+        if surroundings is not None:
+            gather_anew(self, surroundings)
         self._pump(now)
         return local
 

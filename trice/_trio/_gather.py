@@ -19,7 +19,7 @@ import trio
 
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
-from trice._errors import TurnError
+from trice._errors import LimitError, TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -233,10 +233,10 @@ async def gather_servers(agent: Agent) -> None:
     policy = agent.config.transport_policy
     servers = _servers(agent)
     signalled = {base for _, base in agent._core.local_candidates}
-    relayed = {  # (a gathering anew keeps the relays that live)
+    relayed = {  # (a gathering anew keeps the relays that live, with their candidates)
         t.server
         for t in agent._transports.values()
-        if isinstance(t, RelayTransport) and not t.closed
+        if isinstance(t, RelayTransport) and not t.closed and t.base in signalled
     }
     async with trio.open_nursery() as nursery:
         if policy is not TransportPolicy.RELAY:
@@ -338,24 +338,66 @@ def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | N
     _add_external(agent, candidate, kept.base)
 
 
-def gather_anew(agent: Agent) -> None:
-    """Gathering anew, for an ICE restart that asks for it (``Agent.restart(regather=True)``).
+@dataclass(frozen=True, slots=True)
+class Surroundings:
+    """What a gathering anew reads before the ICE restart changes anything (so that a
+    filter that raises leaves the agent as it was): the host addresses the config's filters
+    take now, and every address the machine has (a relay is of use only while the address
+    its connection leaves from is one of them)."""
 
-    The interfaces are read again.  An address still there keeps its socket, and its host
-    candidate, the same; a new address gets a socket; an address gone is signalled no more
-    (its socket stays, unused, until the agent closes: the pair of before the restart may
-    still carry data there, RFC 8445 §9).  ICE-TCP host candidates likewise.  Relays that
-    live keep their candidates.  Then the STUN servers are asked again from every socket
-    signalled, and a TURN server with no live relay is asked for another allocation.
-    Gathering goes back to ``gathering`` and on to ``complete``, each candidate gathered
-    (again) as it comes."""
+    hosts: tuple[HostAddress, ...]
+    machine: frozenset[str]
+
+
+def read_surroundings(agent: Agent) -> Surroundings:
+    """The interfaces read afresh, for :func:`gather_anew`.
+
+    Raises:
+        whatever the config's filters raise.
+    """
+    _forget_adapters()
+    machine = frozenset(entry.literal for _, entries in _adapters() for entry in entries)
+    if agent._muxes or agent._tcp_shares or agent.config.transport_policy is TransportPolicy.RELAY:
+        return Surroundings((), machine)
+    return Surroundings(tuple(host_addresses(agent.config.network)), machine)
+
+
+def gather_anew(agent: Agent, now: Surroundings) -> None:
+    """Gathering anew, for an ICE restart that asks for it (``Agent.restart(regather=True)``),
+    on the interfaces as ``now`` found them.
+
+    An address still there keeps its socket, and its host candidate, the same; a new address
+    gets a socket; an address gone is signalled no more, and its socket is closed, unless
+    the pair of before the restart goes over it (RFC 8445 §9: data may go on there until the
+    new checks select a pair), and then at the next gathering anew.  ICE-TCP host candidates
+    likewise.  A relay whose connection leaves from an address the machine still has keeps
+    its candidate; another is closed (deallocated; if the pair of before goes over it, at
+    the next gathering anew), and the server asked for a new one.  Then
+    the STUN servers are asked again from every socket signalled.  Gathering goes back to
+    ``gathering`` and on to ``complete``, each candidate gathered (again) as it comes.  A
+    socket that cannot be bound (no descriptor left, say) is reported, not raised: the
+    restart has happened."""
     started = trio.current_time()
     core = agent._core
+    data_pair = core.data_pair
+    carrying = None if data_pair is None else data_pair.base
     relays = [
         (candidate, base)
         for candidate, base in core.local_candidates
-        if candidate.type is CandidateType.RELAY and not agent._transports[base].closed
+        if candidate.type is CandidateType.RELAY
+        and isinstance(transport := agent._transports[base], RelayTransport)
+        and not transport.closed
+        and transport.source_address in now.machine
     ]
+    kept = {base for _, base in relays}
+    for transport in list(agent._transports.values()):
+        if (
+            isinstance(transport, RelayTransport)
+            and not transport.closed
+            and transport.base not in kept
+            and transport.base != carrying
+        ):
+            transport.close()  # (its task deallocates it; a new one is asked for below)
     core.gather_anew()
     agent._signalled.clear()
     agent._mapped = None
@@ -367,10 +409,9 @@ def gather_anew(agent: Agent) -> None:
         if agent._muxes or agent._tcp_shares:
             _mux_hosts(agent, signal)
         else:
+            _close_gone(agent, now.hosts, carrying)
             network = agent.config.network
-            _forget_adapters()
-            addresses = host_addresses(network)
-            if signal and addresses and network.mdns is MdnsMode.QUERY_AND_GATHER:
+            if signal and now.hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
                 agent._open_mdns()
             sockets = {
                 t.local_address[0]: t
@@ -378,19 +419,43 @@ def gather_anew(agent: Agent) -> None:
                 if isinstance(t, UdpTransport) and not t.closed
             }
             interfaces: dict[str, int] = {}
-            for host in addresses:
-                rank = interfaces.setdefault(host.interface, len(interfaces))
-                _udp_host(agent, host, rank, sockets.get(host.address))
-            if signal and network.tcp_candidates:
-                _gather_tcp(agent, addresses)
-        count = len(agent._signalled) if signal else len(core.local_candidates)
-        agent._report(GatherReport("host", trio.current_time() - started, count, None))
+            error = None
+            try:
+                for host in now.hosts:
+                    rank = interfaces.setdefault(host.interface, len(interfaces))
+                    _udp_host(agent, host, rank, sockets.get(host.address))
+                if signal and network.tcp_candidates:
+                    _gather_tcp(agent, now.hosts)
+            except LimitError as exc:
+                logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
+                error = str(exc)
+            count = len(agent._signalled) if signal else len(core.local_candidates)
+            if error is None and not core.local_candidates:
+                error = "no usable local address (check the filters)"
+            agent._report(GatherReport("host", trio.current_time() - started, count, error))
     for candidate, base in relays:
         agent._add_local(candidate, base, signal=True)
     if has_server_sources(agent):
         agent._nursery.start_soon(gather_servers, agent, name="gather")
     else:
         finish_gathering(agent)
+
+
+def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None) -> None:
+    """Close the host transports (UDP sockets, ICE-TCP candidates) of addresses the agent
+    gathers no more, but for the one the pair of before the restart goes over
+    (``carrying``), which waits for the next gathering anew, or the agent's end.  (The first
+    socket, which the agent's task reads, stays its first, closed: the new sockets get
+    readers of their own.)"""
+    present = {host.address for host in hosts}
+    for transport in list(agent._transports.values()):
+        if (
+            isinstance(transport, (UdpTransport, TcpTransport))
+            and not transport.closed
+            and transport.local_address[0] not in present
+            and transport.base != carrying
+        ):
+            transport.close()  # (no pair is on it: the restart dropped them all)
 
 
 #: Connections a passive ICE-TCP candidate's listener holds before they are accepted.

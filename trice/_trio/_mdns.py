@@ -113,8 +113,12 @@ class Mdns:
         self._sock.close()
 
     def name(self, address: str) -> str:
-        """A new random ``<uuid>.local`` name of this agent's, standing for ``address``, and
-        answered for on that address's link only (none: the name is never answered)."""
+        """The ``<uuid>.local`` name of this agent's that stands for ``address``: the one
+        given it before (a gathering anew), or a new random one, answered for on that
+        address's link only (none: the name is never answered)."""
+        for known, standing_for in self.responder.names.items():
+            if standing_for == address:
+                return known
         name = f"{uuid.uuid4()}.local"
         self.responder.add_name(name, address, self._link_of_own(address))
         return name

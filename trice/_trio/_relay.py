@@ -56,6 +56,7 @@ class _UdpConnection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.source: str = sock.getsockname()[0].split("%", 1)[0]
         self.closed = False
 
     def write(self, data: bytes) -> bool:
@@ -112,8 +113,9 @@ class _StreamConnection:
 
     reliable = True
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, source: str) -> None:
         self.stream = stream
+        self.source = source
         self.framer = StreamFramer()
         self.pending = bytearray()
         self.wake = trio.Event()
@@ -223,6 +225,12 @@ class RelayTransport:
         self._settled = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._closed = False
+
+    @property
+    def source_address(self) -> str:
+        """The local address the connection to the server leaves from (a relay is of use
+        only while the machine still has it)."""
+        return self._conn.source
 
     @property
     def state(self) -> TurnState:
@@ -442,8 +450,9 @@ async def _connect(
             tcp = await trio.open_tcp_stream(server.host, server.port, local_address=bind_address)
         except OSError as exc:
             raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+    source = tcp.socket.getsockname()[0].split("%", 1)[0]
     if not server.secure:
-        return _StreamConnection(tcp)
+        return _StreamConnection(tcp, source)
     context = ssl_context if ssl_context is not None else ssl.create_default_context()
     tls = trio.SSLStream(tcp, context, server_hostname=server.host, https_compatible=False)
     try:
@@ -459,7 +468,7 @@ async def _connect(
     except BaseException:
         await trio.aclose_forcefully(tcp)
         raise
-    return _StreamConnection(tls)
+    return _StreamConnection(tls, source)
 
 
 async def _tunnel(
