@@ -331,3 +331,94 @@ async def test_an_agent_that_names_its_candidates_keeps_their_names() -> None:
             a.restart(regather=True)
             await a.wait_gathering_complete()
         assert a.local_candidates == before
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+@pytest.mark.parametrize("first", ["127.0.0.1", "::1"], ids=["first-socket", "other-socket"])
+async def test_a_receiver_waiting_across_network_changes_gets_the_next_datagram(
+    first: str,
+) -> None:
+    """An application's receive waits (an idle connection) on the selected pair's socket,
+    the agent's first one or another; the network changes twice, and the second gathering
+    anew closes that socket, the pair long moved to the other address: the receive is not
+    told the connection closed (nor does the agent crash, as a reader of a closed socket
+    did), and the next datagram the peer sends reaches it."""
+    other = "::1" if first == "127.0.0.1" else "127.0.0.1"
+    allowed = {"127.0.0.1", "::1"}
+    b_allowed = {first}
+    both = dataclasses.replace(loopback_config().network, ipv6=True)
+    a_config = dataclasses.replace(
+        loopback_config(),
+        network=dataclasses.replace(both, ip_filter=lambda ip: str(ip) in allowed),
+    )
+    b_config = dataclasses.replace(
+        loopback_config(),
+        network=dataclasses.replace(both, ip_filter=lambda ip: str(ip) in b_allowed),
+    )
+    got: list[bytes] = []
+    arrived = trio.Event()
+    async with (
+        trice.open_agent(a_config, controlling=True) as a,
+        trice.open_agent(b_config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        assert ca.selected_pair.local.address == first
+
+        async def application() -> None:
+            got.append(await ca.receive())
+            arrived.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(application)
+            await trio.testing.wait_all_tasks_blocked()
+            allowed.discard(first)  # (the network changes: the address goes)
+            b_allowed.clear()
+            b_allowed.add(other)
+            for regather_b in (True, False):
+                a.restart(regather=True)
+                b.restart(regather=regather_b)
+                with trio.fail_after(5):
+                    await a.wait_gathering_complete()
+                    await b.wait_gathering_complete()
+                signal(a, b)
+                await connect_both(a, b)
+            assert ca.selected_pair.local.address == other
+            assert all(
+                t.closed or t.local_address[0] != first
+                for t in a._transports.values()
+                if isinstance(t, UdpTransport)
+            )
+            await cb.send(b"after two changes")
+            with trio.fail_after(5):
+                await arrived.wait()
+        assert got == [b"after two changes"]
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_socket_that_cannot_be_bound_costs_only_its_own_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The new address comes first in the interface's order and cannot be bound: the
+    socket kept for the other address still gives its candidate."""
+    allowed = {"::1"}
+    network = dataclasses.replace(
+        loopback_config().network, ipv6=True, ip_filter=lambda ip: str(ip) in allowed
+    )
+    config = dataclasses.replace(loopback_config(), network=network)
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        allowed.add("127.0.0.1")
+
+        def no_descriptors(*_: object, **__: object) -> object:
+            raise trice.LimitError("out of file descriptors (test)")
+
+        monkeypatch.setattr(_gather, "bind_socket", no_descriptors)
+        a.restart(regather=True)
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert [c.address for c in a.local_candidates] == ["::1"]
+        (report,) = a.gather_reports
+        assert (report.candidates, report.error) == (1, "out of file descriptors (test)")

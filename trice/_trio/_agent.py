@@ -1376,7 +1376,7 @@ class Agent:
         socket and reads it itself (one task switch less per datagram); the reader steps
         aside and takes the socket back when the receiver leaves."""
         sock = transport.sock
-        while True:
+        while not transport.closed:  # (a gathering anew closes the socket of an address gone)
             if not self._drain(transport):
                 await trio.lowlevel.checkpoint()
                 continue

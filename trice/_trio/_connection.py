@@ -233,7 +233,12 @@ class Connection(trio.abc.Channel[bytes]):
                 await transport.send(bytes(data), address, self._check_open)
             except trio.ClosedResourceError:
                 self._check_open()  # (the connection or the agent closed: as it says)
-                raise _relay_gone() from None
+                if self._route is not None or not isinstance(transport, UdpTransport):
+                    raise _relay_gone() from None
+                # The pair moved while this waited, and a gathering anew closed the old
+                # socket: the datagram goes the new way.
+                await self.send(data)
+                return
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
@@ -306,17 +311,8 @@ class Connection(trio.abc.Channel[bytes]):
             transport = self._udp
         if transport is None or transport.held or transport.closed:
             # Another task already waits on the socket, or the pair is relayed: wait for a
-            # reader to hand a datagram over.  Parking is the schedule point: once woken with
-            # data, return it at once, as trio's memory channels do.
-            if buffer.lot is None:
-                buffer.lot = trio.lowlevel.ParkingLot()
-            while True:
-                await buffer.lot.park()
-                self._check_closed()
-                queue = buffer.queue
-                if queue:
-                    return queue.popleft()
-                self._check_open()
+            # reader to hand a datagram over.
+            return await self._handed_over()
         # One datagram per read, unless the reader has just used receive_nowait, other
         # tasks wait in receive too, or the reader is behind a backlog (then a read queues
         # all the socket holds, up to 64, and wakes the others).
@@ -357,12 +353,18 @@ class Connection(trio.abc.Channel[bytes]):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data_or_none
             while True:
+                if transport.closed:
+                    # The socket closed under us, the connection open: a gathering anew
+                    # closed it, the pair having moved to another (see Agent.restart).  Wait
+                    # for that one's reader to hand a datagram over.
+                    self._check_closed()
+                    return await self._handed_over()
                 buffer.waiting_on = sock
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:
                     if transport.closed:
-                        raise trio.ClosedResourceError("the connection is closed") from None
+                        continue  # (the connection's own close, or a socket closed: above)
                     # nudged: look in the queue, and at the connection
                 else:
                     buffer.waiting_on = None
@@ -390,6 +392,20 @@ class Connection(trio.abc.Channel[bytes]):
             end = transport.release(agent._now())
             if transport is agent._primary:
                 agent._wake_by(end)
+
+    async def _handed_over(self) -> bytes:
+        """Wait for a reader to hand a datagram over.  Parking is the schedule point: once
+        woken with data, return it at once, as trio's memory channels do."""
+        buffer = self._buffer
+        if buffer.lot is None:
+            buffer.lot = trio.lowlevel.ParkingLot()
+        while True:
+            await buffer.lot.park()
+            self._check_closed()
+            queue = buffer.queue
+            if queue:
+                return queue.popleft()
+            self._check_open()
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
         """Read what the socket holds (data queued, STUN to the agent) and take the first

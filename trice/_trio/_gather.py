@@ -420,15 +420,19 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
             }
             interfaces: dict[str, int] = {}
             error = None
-            try:
-                for host in now.hosts:
-                    rank = interfaces.setdefault(host.interface, len(interfaces))
+            for host in now.hosts:
+                rank = interfaces.setdefault(host.interface, len(interfaces))
+                try:
                     _udp_host(agent, host, rank, sockets.get(host.address))
-                if signal and network.tcp_candidates:
+                except LimitError as exc:  # (the others, kept or new, go on)
+                    logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
+                    error = str(exc)
+            if signal and network.tcp_candidates:
+                try:
                     _gather_tcp(agent, now.hosts)
-            except LimitError as exc:
-                logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
-                error = str(exc)
+                except LimitError as exc:
+                    logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
+                    error = str(exc)
             count = len(agent._signalled) if signal else len(core.local_candidates)
             if error is None and not core.local_candidates:
                 error = "no usable local address (check the filters)"
@@ -456,6 +460,7 @@ def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None
             and transport.base != carrying
         ):
             transport.close()  # (no pair is on it: the restart dropped them all)
+            del agent._transports[transport.base]
 
 
 #: Connections a passive ICE-TCP candidate's listener holds before they are accepted.
