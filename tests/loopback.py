@@ -214,13 +214,13 @@ async def exchange_each_way(ca: trice.Connection, cb: trice.Connection, count: i
 
 @contextlib.asynccontextmanager
 async def gathered_pair(
-    config: trice.AgentConfig,
+    config: trice.AgentConfig, b_config: trice.AgentConfig | None = None
 ) -> AsyncIterator[tuple[trice.Agent, trice.Agent]]:
-    """A controlling and a controlled agent of ``config``, both done gathering (within 10 s:
-    a relay allocated, say)."""
+    """A controlling agent of ``config`` and a controlled one (of ``b_config``, if given),
+    both done gathering (within 10 s: a relay allocated, say)."""
     async with (
         trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
+        trice.open_agent(config if b_config is None else b_config, controlling=False) as b,
     ):
         with trio.fail_after(10):
             await a.wait_gathering_complete()

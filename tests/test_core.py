@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -1047,22 +1047,31 @@ def test_both_sides_rank_a_path_behind_a_nat_by_the_same_candidate() -> None:
     assert pa.valid_priority == compute_pair_priority(srflx, pb.local, controlling=True)
 
 
-def test_checks_after_the_srflx_candidate_came_take_it_too() -> None:
-    """The srflx candidate comes after a's first check succeeded through the NAT: the
-    peer-reflexive candidate it replaces is gone from a's local candidates, so a check that
-    succeeds later (b's second address here, or any after an ICE restart) takes the srflx
-    one too, as b ranks it; and both sides agree on the best valid pair."""
-    nat = Nat("203.0.113.1")
-    timing = dataclasses.replace(FAST, nomination_delay=5.0)
+def _behind_a_nat_to_more_hosts(
+    nomination_delay: float, b_more: Sequence[tuple[str, int, int]]
+) -> tuple[Network, Endpoint, Endpoint]:
+    """``a`` behind a NAT, with one host; ``b`` with a public host and ``b_more`` (address,
+    port, local preference: ranked below it); 20 ms each way; not signalled yet."""
+    timing = dataclasses.replace(FAST, nomination_delay=nomination_delay)
     net, a, b = two_agents(
-        a_nat=nat,
+        a_nat=Nat("203.0.113.1"),
         a_hosts=[("192.168.1.10", 5000)],
         b_hosts=[("198.51.100.2", 6000)],
         timing=timing,
         exchange=False,
         latency=0.02,
     )
-    b.add_host("198.51.100.3", 6001, local_pref=60000)
+    for address, port, preference in b_more:
+        b.add_host(address, port, local_pref=preference)
+    return net, a, b
+
+
+def test_checks_after_the_srflx_candidate_came_take_it_too() -> None:
+    """The srflx candidate comes after a's first check succeeded through the NAT: the
+    peer-reflexive candidate it replaces is gone from a's local candidates, so a check that
+    succeeds later (b's second address here, or any after an ICE restart) takes the srflx
+    one too, as b ranks it; and both sides agree on the best valid pair."""
+    net, a, b = _behind_a_nat_to_more_hosts(5.0, [("198.51.100.3", 6001, 60000)])
     net.exchange(a, b, end_of_candidates=False)
 
     def succeeded(endpoint: Endpoint) -> list[Pair]:
@@ -1089,18 +1098,8 @@ def test_regular_nomination_behind_a_nat_waits_for_no_pair_that_cannot_be_better
     check, which the NAT will show the same way, cannot beat it: a nominates at once (at
     0.04 s), not after checking them too (at 0.14 s, as when a pending pair was taken to
     rank as its host candidate, above the peer-reflexive one of the valid pair)."""
-    nat = Nat("203.0.113.1")
-    timing = dataclasses.replace(FAST, nomination_delay=1.0)
-    net, a, b = two_agents(
-        a_nat=nat,
-        a_hosts=[("192.168.1.10", 5000)],
-        b_hosts=[("198.51.100.2", 6000)],
-        timing=timing,
-        exchange=False,
-        latency=0.02,
-    )
-    b.add_host("172.17.0.1", 6001, local_pref=60000)
-    b.add_host("172.18.0.1", 6002, local_pref=50000)
+    more = [("172.17.0.1", 6001, 60000), ("172.18.0.1", 6002, 50000)]
+    net, a, b = _behind_a_nat_to_more_hosts(1.0, more)
     net.exchange(a, b)
     assert net.run_until(connected(a, b), max_time=5.0)
     nominations = [t for t, check in a.started if check.nominating]
