@@ -24,7 +24,7 @@ from trice._proxy import ProxyUrl
 from trice._servers import IceServer, ServerUrl, TransportPolicy
 from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent, warm_up
 from trice._trio._connection import Connection
-from trice._trio._gather import GatherReport
+from trice._trio._gather import GatherReport, address_changes
 from trice._trio._log import TRACE
 from trice._trio._mux import MuxStatistics, UdpMux, UdpMuxContext, open_udp_mux
 from trice._trio._streams import EventStream
@@ -97,6 +97,7 @@ __all__ = [
     "UdpMux",
     "UdpMuxContext",
     "UsageError",
+    "address_changes",
     "end_of_candidates_json",
     "open_agent",
     "open_tcp_mux",

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import trio
 
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
-from trice._errors import LimitError, TurnError
+from trice._errors import ConfigError, LimitError, TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -150,6 +151,42 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
             seen.add(literal)
             found.append(HostAddress(name, literal, literal))
     return found
+
+
+async def address_changes(
+    network: NetworkConfig | None = None, *, interval: float = 2.0
+) -> AsyncIterator[tuple[str, ...]]:
+    """The host addresses an agent of ``network`` would gather (after its filters), each
+    time they change: the cue for an ICE restart that gathers anew
+    (:meth:`Agent.restart(regather=True) <trice.Agent.restart>`).
+
+    The interfaces are read every ``interval`` seconds (portably: a poll, not the system's
+    notices); the first value comes with the first change, not at once.  Use it as
+    ``async for addresses in trice.address_changes(config.network): ...``, in a task of its
+    own.
+
+    Raises:
+        ConfigError: ``interval`` is not a finite number above 0.
+    """
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0 < interval < math.inf
+    ):
+        raise ConfigError(f"address_changes' interval must be a number > 0, not {interval!r}")
+    network = NetworkConfig() if network is None else network
+
+    def now() -> tuple[str, ...]:
+        _forget_adapters()
+        return tuple(host.address for host in host_addresses(network))
+
+    before = now()
+    while True:
+        await trio.sleep(interval)
+        addresses = now()
+        if addresses != before:
+            before = addresses
+            yield addresses
 
 
 def interface_of(address: str) -> str | None:
