@@ -11,7 +11,7 @@ import math
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -324,18 +324,51 @@ async def gather_host(agent: Agent) -> None:
         )
         agent._report(GatherReport("host", trio.current_time() - started, count, None))
         return
-    addresses = host_addresses(network)
-    if signal and addresses and network.mdns is MdnsMode.QUERY_AND_GATHER:
+    _hosts(agent, host_addresses(network), started, anew=False)
+
+
+def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: bool) -> None:
+    """The host candidates of ``hosts`` (each on the socket the agent has at its address: a
+    gathering anew; or on a new one), and their ICE-TCP ones; then the host report.
+
+    At the first gathering, a socket that cannot be bound for want of descriptors raises
+    :class:`~trice.LimitError` (out of :func:`~trice.open_agent`); anew, the restart has
+    happened: it is reported (and logged), and costs only its own candidate."""
+    network = agent.config.network
+    signal = agent.config.transport_policy is TransportPolicy.ALL
+    before = len(agent._signalled)
+    if signal and hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
         agent._open_mdns()  # (first: the candidates are signalled under names it answers for)
+    sockets = {
+        t.local_address[0]: t
+        for t in agent._transports.values()
+        if isinstance(t, UdpTransport) and not t.closed
+    }
+    error = None
+
+    def adding(add: Callable[[], bool | None]) -> bool:
+        """``add()``, and whether it added a candidate, a descriptor short raising or not."""
+        nonlocal error
+        try:
+            return bool(add())
+        except LimitError as exc:
+            if not anew:
+                raise
+            logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
+            error = str(exc)
+            return False
+
     interfaces: dict[str, int] = {}
-    for i, host in enumerate(addresses):
-        if i:
-            await trio.lowlevel.checkpoint()  # others run between binds (not after the last)
-        _udp_host(agent, host, interfaces.setdefault(host.interface, len(interfaces)), None)
+    bound = 0
+    for host in hosts:
+        rank = interfaces.setdefault(host.interface, len(interfaces))
+        kept = sockets.get(host.address)
+        bound += adding(functools.partial(_udp_host, agent, host, rank, kept))
     if signal and network.tcp_candidates:
-        _gather_tcp(agent, addresses)
-    count = len(agent._signalled) - before if signal else len(agent._transports)
-    error = None if agent._transports else "no usable local address (check the filters)"
+        adding(functools.partial(_gather_tcp, agent, hosts))
+    count = len(agent._signalled) - before if signal else bound
+    if error is None and not agent._core.local_candidates:
+        error = "no usable local address (check the filters)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
@@ -354,10 +387,14 @@ def _mux_hosts(agent: Agent, signal: bool) -> None:
         _add_external(agent, candidate, tcp.base)
 
 
-def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | None) -> None:
+def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | None) -> bool:
     """The host candidate of ``host`` (its interface's ``rank``): on ``kept``, the socket
-    the agent has there already (a gathering anew), or on a new socket (logged and skipped
-    if the address cannot bind)."""
+    the agent has there already (a gathering anew), or on a new socket; whether it was
+    added (an address that cannot bind is logged and skipped).
+
+    Raises:
+        LimitError: no descriptor is left for the socket.
+    """
     network = agent.config.network
     if kept is None:
         try:
@@ -365,7 +402,7 @@ def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | N
             sock = bind_socket(host.bind_address, network.port_range, start)
         except OSError as exc:  # (LimitError is no OSError: it propagates)
             logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
-            return
+            return False
         kept = UdpTransport(agent._new_base(), sock)
         agent._transports[kept.base] = kept
         agent._adopt_socket(kept, host.address)
@@ -373,6 +410,7 @@ def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | N
     signal = agent.config.transport_policy is TransportPolicy.ALL
     agent._add_local(candidate, kept.base, signal=signal)
     _add_external(agent, candidate, kept.base)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,33 +485,7 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
             _mux_hosts(agent, signal)
         else:
             _close_gone(agent, now.hosts, carrying)
-            network = agent.config.network
-            if signal and now.hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
-                agent._open_mdns()
-            sockets = {
-                t.local_address[0]: t
-                for t in agent._transports.values()
-                if isinstance(t, UdpTransport) and not t.closed
-            }
-            interfaces: dict[str, int] = {}
-            error = None
-            for host in now.hosts:
-                rank = interfaces.setdefault(host.interface, len(interfaces))
-                try:
-                    _udp_host(agent, host, rank, sockets.get(host.address))
-                except LimitError as exc:  # (the others, kept or new, go on)
-                    logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
-                    error = str(exc)
-            if signal and network.tcp_candidates:
-                try:
-                    _gather_tcp(agent, now.hosts)
-                except LimitError as exc:
-                    logger.warning("%s: gathering anew: %s", agent._local.ufrag, exc)
-                    error = str(exc)
-            count = len(agent._signalled) if signal else len(core.local_candidates)
-            if error is None and not core.local_candidates:
-                error = "no usable local address (check the filters)"
-            agent._report(GatherReport("host", trio.current_time() - started, count, error))
+            _hosts(agent, now.hosts, started, anew=True)
     for candidate, base in relays:
         agent._add_local(candidate, base, signal=True)
     if has_server_sources(agent):
