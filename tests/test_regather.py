@@ -396,8 +396,142 @@ async def test_address_changes_says_when_the_addresses_change(
     assert seen == [(4.0, ()), (6.0, ("127.0.0.1",))]
 
 
-@pytest.mark.parametrize("interval", [0, -1, float("inf"), float("nan"), True, "2"])
-async def test_address_changes_wants_a_positive_interval(interval: object) -> None:
-    with pytest.raises(trice.ConfigError, match="interval must be a number > 0"):
+@pytest.mark.parametrize("interval", [0, 0.01, -1, float("inf"), float("nan"), True, "2"])
+async def test_address_changes_wants_an_interval_of_a_tenth_or_more(interval: object) -> None:
+    with pytest.raises(trice.ConfigError, match=r"interval must be a number >= 0\.1"):
         async for _ in trice.address_changes(interval=interval):  # type: ignore[arg-type]
             pass
+
+
+async def _moved_to(
+    a: trice.Agent, b: trice.Agent, allowed: set[str], b_allowed: set[str], address: str
+) -> None:
+    """The network changes: each side's filter takes ``address`` only; both restart, ``a``
+    gathering anew (``b`` too), and connect again."""
+    for filter_set in (allowed, b_allowed):
+        filter_set.clear()
+        filter_set.add(address)
+    a.restart(regather=True)
+    b.restart(regather=True)
+    with trio.fail_after(5):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+    signal(a, b)
+    await connect_both(a, b)
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+@pytest.mark.parametrize("refresh", [False, True], ids=["alone", "route-looked-up-again"])
+async def test_a_send_blocked_on_a_socket_closed_under_it_goes_the_new_way(
+    refresh: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send waits on the first pair's socket (its buffer full); the pair moves to ::1,
+    and the next gathering anew closes the old socket: the datagram goes the new way,
+    whether or not another send looked the route up meanwhile (it was told the relay was
+    gone, and lost, when one had)."""
+    allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
+    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, cb):
+        core = a._core
+        assert core.data_pair is not None
+        old = a._transports[core.data_pair.base]
+        assert isinstance(old, UdpTransport)
+        closed = trio.Event()
+        real_send = UdpTransport.send
+
+        async def send(self: UdpTransport, data: bytes, *args: object) -> None:
+            if self is old and data == b"blocked":
+                await closed.wait()  # (the buffer stays full until the socket closes)
+                raise trio.ClosedResourceError("closed")
+            await real_send(self, data, *args)  # type: ignore[arg-type]
+
+        real_nowait = UdpTransport.send_nowait
+
+        def send_nowait(self: UdpTransport, data: bytes, address: tuple[str, int]) -> bool:
+            return not (self is old and data == b"blocked") and real_nowait(self, data, address)
+
+        monkeypatch.setattr(UdpTransport, "send", send)
+        monkeypatch.setattr(UdpTransport, "send_nowait", send_nowait)
+
+        def full(data: bytes, address: object) -> None:
+            raise BlockingIOError
+
+        ca._sendto = full  # (the kernel would block)
+        sent = trio.Event()
+
+        async def blocked_sender() -> None:
+            await ca.send(b"blocked")
+            sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocked_sender)
+            await trio.testing.wait_all_tasks_blocked()
+            await _moved_to(a, b, allowed, b_allowed, "::1")
+            if refresh:
+                await ca.send(b"another send")  # (looks the route up: the new pair)
+                assert await cb.receive() == b"another send"
+            await _restart_both(a, b)  # (closes the old socket)
+            assert old.closed
+            closed.set()
+            with trio.fail_after(5):
+                await sent.wait()
+                assert await cb.receive() == b"blocked"
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_datagram_queued_as_the_receivers_socket_closes_is_received() -> None:
+    """The gathering anew closes the socket a receive waits on, and in the same step the
+    new pair's reader queues a datagram: the receive takes it (it parked, and waited for
+    the next, before)."""
+    allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
+    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, _):
+        got: list[bytes] = []
+        arrived = trio.Event()
+
+        async def application() -> None:
+            got.append(await ca.receive())
+            arrived.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(application)
+            await trio.testing.wait_all_tasks_blocked()
+            await _moved_to(a, b, allowed, b_allowed, "::1")
+            pair = a._core.data_pair
+            assert pair is not None
+            a.restart(regather=True)  # (closes the old socket, waking the receive)
+            b.restart()
+            a._dispatch(a._transports[pair.base], b"only one", pair.remote_address)
+            with trio.fail_after(2):
+                await arrived.wait()
+        assert got == [b"only one"]
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_receive_whose_socket_closes_with_no_pair_left_is_told_so() -> None:
+    """The gathering anew closes the socket a receive waits on, and in the same step the
+    pair of before ends (no pair carries data): the receive raises BrokenResourceError
+    (it parked, and waited, before)."""
+    allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
+    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, _):
+        errors: list[BaseException] = []
+        told = trio.Event()
+
+        async def application() -> None:
+            try:
+                await ca.receive()
+            except trio.BrokenResourceError as exc:
+                errors.append(exc)
+            told.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(application)
+            await trio.testing.wait_all_tasks_blocked()
+            await _moved_to(a, b, allowed, b_allowed, "::1")
+            pair = a._core.data_pair
+            assert pair is not None
+            a.restart(regather=True)  # (closes the old socket, waking the receive)
+            a._transports[pair.base].close()
+            a._transport_lost(pair.base)  # (the pair of before ends in the same step)
+            assert a._core.data_pair is None
+            with trio.fail_after(2):
+                await told.wait()
+        assert len(errors) == 1

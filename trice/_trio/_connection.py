@@ -233,12 +233,17 @@ class Connection(trio.abc.Channel[bytes]):
                 await transport.send(bytes(data), address, self._check_open)
             except trio.ClosedResourceError:
                 self._check_open()  # (the connection or the agent closed: as it says)
-                if self._route is not None or not isinstance(transport, UdpTransport):
+                moved, address = self._route or self._get_route()
+                if moved is transport:
                     raise _relay_gone() from None
                 # The pair moved while this waited, and a gathering anew closed the old
-                # socket: the datagram goes the new way.
-                await self.send(data)
-                return
+                # transport: the datagram goes the new way (once).
+                if not moved.send_nowait(data, address):  # type: ignore[arg-type]
+                    try:
+                        await moved.send(bytes(data), address, self._check_open)
+                    except trio.ClosedResourceError:
+                        self._check_open()
+                        raise _relay_gone() from None
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
@@ -353,18 +358,19 @@ class Connection(trio.abc.Channel[bytes]):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data_or_none
             while True:
-                if transport.closed:
-                    # The socket closed under us, the connection open: a gathering anew
-                    # closed it, the pair having moved to another (see Agent.restart).  Wait
-                    # for that one's reader to hand a datagram over.
-                    self._check_closed()
-                    return await self._handed_over()
                 buffer.waiting_on = sock
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:
                     if transport.closed:
-                        continue  # (the connection's own close, or a socket closed: above)
+                        # A gathering anew closed the socket, the pair having moved on:
+                        # take what came meanwhile, or wait for the new pair's reader.
+                        buffer.waiting_on = None
+                        self._check_closed()
+                        if buffer.queue:
+                            return buffer.queue.popleft()
+                        self._check_open()
+                        return await self._handed_over()
                     # nudged: look in the queue, and at the connection
                 else:
                     buffer.waiting_on = None

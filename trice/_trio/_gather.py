@@ -161,24 +161,24 @@ async def address_changes(
     (:meth:`Agent.restart(regather=True) <trice.Agent.restart>`).
 
     The interfaces are read every ``interval`` seconds (portably: a poll, not the system's
-    notices); the first value comes with the first change, not at once.  Use it as
-    ``async for addresses in trice.address_changes(config.network): ...``, in a task of its
-    own.
+    notices; the process reads them at most once a second, whoever asks); the first value
+    comes with the first change, not at once, and the addresses in another order are no
+    change.  Use it as ``async for addresses in trice.address_changes(config.network):
+    ...``, in a task of its own: one for the process is enough.
 
     Raises:
-        ConfigError: ``interval`` is not a finite number above 0.
+        ConfigError: ``interval`` is not a finite number of at least 0.1.
     """
     if (
         isinstance(interval, bool)
         or not isinstance(interval, (int, float))
-        or not 0 < interval < math.inf
+        or not 0.1 <= interval < math.inf
     ):
-        raise ConfigError(f"address_changes' interval must be a number > 0, not {interval!r}")
+        raise ConfigError(f"address_changes' interval must be a number >= 0.1, not {interval!r}")
     network = NetworkConfig() if network is None else network
 
     def now() -> tuple[str, ...]:
-        _forget_adapters()
-        return tuple(host.address for host in host_addresses(network))
+        return tuple(sorted(host.address for host in host_addresses(network)))
 
     before = now()
     while True:
