@@ -478,49 +478,23 @@ async def test_a_send_blocked_on_a_socket_closed_under_it_goes_the_new_way(
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
-async def test_a_datagram_queued_as_the_receivers_socket_closes_is_received() -> None:
-    """The gathering anew closes the socket a receive waits on, and in the same step the
-    new pair's reader queues a datagram: the receive takes it (it parked, and waited for
-    the next, before)."""
+@pytest.mark.parametrize("meanwhile", ["datagram-queued", "no-pair-left"])
+async def test_a_receive_whose_socket_closes_takes_what_came_or_is_told(meanwhile: str) -> None:
+    """The gathering anew closes the socket a receive waits on, and in the same step either
+    the new pair's reader queues a datagram, which the receive takes, or the pair of before
+    ends (no pair carries data), and the receive raises BrokenResourceError.  (It parked,
+    and waited for the next datagram, before.)"""
     allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
     async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, _):
-        got: list[bytes] = []
-        arrived = trio.Event()
-
-        async def application() -> None:
-            got.append(await ca.receive())
-            arrived.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(application)
-            await trio.testing.wait_all_tasks_blocked()
-            await _moved_to(a, b, allowed, b_allowed, "::1")
-            pair = a._core.data_pair
-            assert pair is not None
-            a.restart(regather=True)  # (closes the old socket, waking the receive)
-            b.restart()
-            a._dispatch(a._transports[pair.base], b"only one", pair.remote_address)
-            with trio.fail_after(2):
-                await arrived.wait()
-        assert got == [b"only one"]
-
-
-@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
-async def test_a_receive_whose_socket_closes_with_no_pair_left_is_told_so() -> None:
-    """The gathering anew closes the socket a receive waits on, and in the same step the
-    pair of before ends (no pair carries data): the receive raises BrokenResourceError
-    (it parked, and waited, before)."""
-    allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
-    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, _):
-        errors: list[BaseException] = []
-        told = trio.Event()
+        outcome: list[object] = []
+        done = trio.Event()
 
         async def application() -> None:
             try:
-                await ca.receive()
+                outcome.append(await ca.receive())
             except trio.BrokenResourceError as exc:
-                errors.append(exc)
-            told.set()
+                outcome.append(exc)
+            done.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(application)
@@ -529,9 +503,16 @@ async def test_a_receive_whose_socket_closes_with_no_pair_left_is_told_so() -> N
             pair = a._core.data_pair
             assert pair is not None
             a.restart(regather=True)  # (closes the old socket, waking the receive)
-            a._transports[pair.base].close()
-            a._transport_lost(pair.base)  # (the pair of before ends in the same step)
-            assert a._core.data_pair is None
+            if meanwhile == "datagram-queued":
+                b.restart()
+                a._dispatch(a._transports[pair.base], b"only one", pair.remote_address)
+            else:
+                a._transports[pair.base].close()
+                a._transport_lost(pair.base)  # (the pair of before ends in the same step)
+                assert a._core.data_pair is None
             with trio.fail_after(2):
-                await told.wait()
-        assert len(errors) == 1
+                await done.wait()
+        if meanwhile == "datagram-queued":
+            assert outcome == [b"only one"]
+        else:
+            assert len(outcome) == 1 and isinstance(outcome[0], trio.BrokenResourceError)
