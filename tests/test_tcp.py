@@ -18,7 +18,7 @@ import trio
 import trice
 from trice._trio._tcp import TcpTransport
 
-from loopback import HAS_IPV6, connect_both, loopback_config, wait_for_state
+from loopback import HAS_IPV6, connect_both, gathered_pair, loopback_config, wait_for_state
 
 ACTIVE = (trice.TcpType.ACTIVE,)
 PASSIVE = (trice.TcpType.PASSIVE,)
@@ -110,12 +110,7 @@ async def test_an_active_and_a_passive_candidate_connect_and_carry_data(
 async def test_udp_is_preferred_when_it_works_too() -> None:
     """Both agents offer UDP and both kinds of TCP candidate: the UDP pair is selected (a
     TCP host candidate ranks below the UDP one of its address)."""
-    async with (
-        trice.open_agent(tcp_config(BOTH), controlling=True) as a,
-        trice.open_agent(tcp_config(BOTH), controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(tcp_config(BOTH)) as (a, b):
         kinds = sorted((c.protocol, c.tcp_type) for c in a.local_candidates)
         assert kinds == [
             ("tcp", trice.TcpType.ACTIVE),
@@ -156,12 +151,7 @@ async def test_an_ice_lite_agent_offers_a_passive_candidate_only(
     for both kinds it gathers the passive one, and says so), and a full active peer connects
     to it."""
     caplog.set_level(logging.INFO, logger="trice")
-    async with (
-        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
-        trice.open_agent(tcp_config(BOTH, lite=True), controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(tcp_config(ACTIVE), tcp_config(BOTH, lite=True)) as (a, b):
         assert "ICE-lite opens no connection: no active ICE-TCP candidate" in caplog.text
         assert [c.tcp_type for c in b.local_candidates if is_tcp(c)] == [trice.TcpType.PASSIVE]
         signal_only(a, b)
@@ -240,12 +230,7 @@ def test_config_rejects_simultaneous_open_and_other_values() -> None:
 async def test_an_ice_restart_over_tcp_keeps_the_connection_and_carries_data_again() -> None:
     """After a restart the checks go over the connection already open (the active candidate
     opens no second one to the same address), and data flows over the pair selected anew."""
-    async with (
-        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
-        trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(tcp_config(ACTIVE), tcp_config(PASSIVE)) as (a, b):
         signal_only(a, b)
         ca, cb = await connect_both(a, b)
         before = ca.selected_pair
@@ -329,12 +314,7 @@ async def test_a_connection_kept_through_a_restart_that_closes_later_fails_ice()
     selected pair's: when the peer drops it later (the peer's agent staying open), ICE
     fails at once on this side too, and no new connection is opened in its place (as one
     is for checks a restart sends over a connection that turns out dead)."""
-    async with (
-        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
-        trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(tcp_config(ACTIVE), tcp_config(PASSIVE)) as (a, b):
         signal_only(a, b)
         ca, cb = await connect_both(a, b)
         a.restart()
