@@ -41,6 +41,7 @@ __all__ = [
     "Namespace",
     "lab_fixture",
     "leftover_namespaces",
+    "lone_namespace",
     "nat_lab",
     "natlab_available",
     "require_natlab",
@@ -596,6 +597,20 @@ def nat_lab(
     finally:
         _teardown(created, processes)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def lone_namespace(role: str = "lone") -> Iterator[Namespace]:
+    """One network namespace of its own, with ``lo`` up and nothing else, for a test that
+    changes its links and addresses; torn down on exit (with what was started in it)."""
+    processes: list[subprocess.Popen[Any]] = []
+    ns = Namespace(f"{_new_prefix()}{role}", processes)
+    _run(["ip", "netns", "add", ns.name])
+    try:
+        ns.ip("link", "set", "lo", "up")
+        yield ns
+    finally:
+        _teardown([ns.name], processes)
 
 
 def leftover_namespaces(prefix: str) -> list[str]:

@@ -24,9 +24,10 @@ from trice._proxy import ProxyUrl
 from trice._servers import IceServer, ServerUrl, TransportPolicy
 from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent, warm_up
 from trice._trio._connection import Connection
-from trice._trio._gather import GatherReport, address_changes
+from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
 from trice._trio._mux import MuxStatistics, UdpMux, UdpMuxContext, open_udp_mux
+from trice._trio._netwatch import address_changes
 from trice._trio._streams import EventStream
 from trice._trio._tcpmux import TcpMux, TcpMuxContext, TcpMuxStatistics, open_tcp_mux
 from trice.ice._candidate import Candidate, CandidateType, TcpType, end_of_candidates_json

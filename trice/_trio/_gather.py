@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ import trio
 
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
-from trice._errors import ConfigError, LimitError, TurnError
+from trice._errors import LimitError, TurnError
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -48,6 +47,7 @@ __all__ = [
     "GatherReport",
     "HostAddress",
     "finish_gathering",
+    "forget_adapters",
     "gather_local",
     "gather_servers",
     "has_server_sources",
@@ -88,7 +88,7 @@ class _Found:
 _adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
 
 
-def _forget_adapters() -> None:
+def forget_adapters() -> None:
     """Read the interfaces afresh next time (a gathering anew must see what changed)."""
     global _adapters_cache
     _adapters_cache = None
@@ -151,42 +151,6 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
             seen.add(literal)
             found.append(HostAddress(name, literal, literal))
     return found
-
-
-async def address_changes(
-    network: NetworkConfig | None = None, *, interval: float = 2.0
-) -> AsyncIterator[tuple[str, ...]]:
-    """The host addresses an agent of ``network`` would gather (after its filters), each
-    time they change: the cue for an ICE restart that gathers anew
-    (:meth:`Agent.restart(regather=True) <trice.Agent.restart>`).
-
-    The interfaces are read every ``interval`` seconds (portably: a poll, not the system's
-    notices; the process reads them at most once a second, whoever asks); the first value
-    comes with the first change, not at once, and the addresses in another order are no
-    change.  Use it as ``async for addresses in trice.address_changes(config.network):
-    ...``, in a task of its own: one for the process is enough.
-
-    Raises:
-        ConfigError: ``interval`` is not a finite number of at least 0.1.
-    """
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, (int, float))
-        or not 0.1 <= interval < math.inf
-    ):
-        raise ConfigError(f"address_changes' interval must be a number >= 0.1, not {interval!r}")
-    network = NetworkConfig() if network is None else network
-
-    def now() -> tuple[str, ...]:
-        return tuple(sorted(host.address for host in host_addresses(network)))
-
-    before = now()
-    while True:
-        await trio.sleep(interval)
-        addresses = now()
-        if addresses != before:
-            before = addresses
-            yield addresses
 
 
 def interface_of(address: str) -> str | None:
@@ -430,7 +394,7 @@ def read_surroundings(agent: Agent) -> Surroundings:
     Raises:
         whatever the config's filters raise.
     """
-    _forget_adapters()
+    forget_adapters()
     machine = frozenset(entry.literal for _, entries in _adapters() for entry in entries)
     if agent._muxes or agent._tcp_shares or agent.config.transport_policy is TransportPolicy.RELAY:
         return Surroundings((), machine)

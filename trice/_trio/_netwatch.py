@@ -1,0 +1,147 @@
+"""Watching the machine's addresses: :func:`address_changes`, the cue for an ICE restart that
+gathers anew.
+
+Where the kernel tells of address changes (Linux's rtnetlink: a socket that joins the
+multicast groups of IPv4 and IPv6 address notices), a change is seen as it happens; elsewhere
+(or where that socket cannot be had) the interfaces are read every ``interval`` seconds.
+Either way the interfaces themselves are read with ifaddr, as host gathering reads them
+(``_gather.host_addresses``): a notice only says when to read them again.
+
+A new address counts once a socket can be bound to it: an IPv6 address stays *tentative*
+until duplicate address detection is over (RFC 4862 §5.4, a second or two), and a bind to it
+fails meanwhile (``EADDRNOTAVAIL``); the kernel's notice that detection is over is the cue to
+read again.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import socket
+from collections.abc import AsyncGenerator
+
+import trio
+
+from trice._config import NetworkConfig
+from trice._errors import ConfigError
+from trice._trio._gather import forget_adapters, host_addresses
+from trice._trio._log import logger
+
+__all__ = ["address_changes"]
+
+#: The rtnetlink multicast groups of IPv4 and IPv6 address notices (``RTMGRP_IPV4_IFADDR``
+#: and ``RTMGRP_IPV6_IFADDR``, linux/rtnetlink.h).
+_ADDRESS_GROUPS = 0x10 | 0x100
+
+#: After a first notice, how long to let the others of a burst come (an interface that comes
+#: up, or a DHCP lease, changes several addresses at once) before reading the interfaces.
+SETTLE = 0.05
+
+
+def address_notices() -> socket.socket | None:
+    """A non-blocking socket on which the kernel tells of each address added or removed, or
+    ``None`` where there is none (not Linux, or netlink not allowed here)."""
+    family = getattr(socket, "AF_NETLINK", None)
+    protocol = getattr(socket, "NETLINK_ROUTE", None)
+    if family is None or protocol is None:
+        return None
+    try:
+        sock = socket.socket(family, socket.SOCK_RAW, protocol)
+    except OSError as exc:
+        logger.debug("address changes: no netlink socket (%s); polling", exc)
+        return None
+    try:
+        sock.setblocking(False)
+        sock.bind((0, _ADDRESS_GROUPS))
+    except OSError as exc:
+        sock.close()
+        logger.debug("address changes: cannot join netlink's address groups (%s); polling", exc)
+        return None
+    return sock
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read every notice queued (what they say does not matter: the interfaces are read
+    again).  ``ENOBUFS`` says that the kernel dropped some, which is a change too."""
+    while True:
+        try:
+            sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                return
+
+
+def bindable(address: str) -> bool:
+    """Whether a socket can be bound to ``address`` now: ``False`` only for the error that
+    says the address is not (yet) usable here (``EADDRNOTAVAIL``, as for a tentative IPv6
+    address).  Another error (no descriptor left, say) is host gathering's to report."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((address, 0))
+    except OSError as exc:
+        return exc.errno != errno.EADDRNOTAVAIL
+    return True
+
+
+async def address_changes(
+    network: NetworkConfig | None = None, *, interval: float = 2.0
+) -> AsyncGenerator[tuple[str, ...], None]:
+    """The host addresses an agent of ``network`` would gather (after its filters), each
+    time they change: the cue for an ICE restart that gathers anew
+    (:meth:`Agent.restart(regather=True) <trice.Agent.restart>`).
+
+    On Linux the kernel says when an address comes or goes (rtnetlink), and the change is
+    seen within a few hundredths of a second; the interfaces are read every ``interval``
+    seconds besides, and that poll is all there is where the kernel's notices cannot be
+    had.  A new address counts once a socket can be bound to it (an IPv6 address, once its
+    duplicate address detection is over: a second or two after it appears).  The first
+    value comes with the first change, not at once; the addresses in another order are no
+    change.
+
+    Use it as ``async for addresses in trice.address_changes(config.network): ...``, in a
+    task of its own (one for the process is enough).  It holds a socket while it runs: end
+    it by cancelling that task, or leave the loop inside ``async with
+    contextlib.aclosing(trice.address_changes(...)) as changes:``, which closes it at once.
+
+    Raises:
+        ConfigError: ``interval`` is not a finite number of at least 0.1.
+    """
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0.1 <= interval < math.inf
+    ):
+        raise ConfigError(f"address_changes' interval must be a number >= 0.1, not {interval!r}")
+    network = NetworkConfig() if network is None else network
+
+    def usable(before: tuple[str, ...]) -> tuple[str, ...]:
+        found = {host.address for host in host_addresses(network)}
+        return tuple(sorted(address for address in found if address in before or bindable(address)))
+
+    notices = address_notices()
+    try:
+        before = usable(())
+        while True:
+            if notices is None:
+                await trio.sleep(interval)
+            else:
+                with trio.move_on_after(interval):
+                    await trio.lowlevel.wait_readable(notices)
+                    await trio.sleep(SETTLE)
+                    _drain(notices)
+                    forget_adapters()  # (read within the second: the cache would hide it)
+            addresses = usable(before)
+            if addresses != before:
+                logger.debug(
+                    "address changes: %s came, %s went",
+                    sorted(set(addresses) - set(before)),
+                    sorted(set(before) - set(addresses)),
+                )
+                before = addresses
+                yield addresses
+    finally:
+        if notices is not None:
+            notices.close()
