@@ -14,6 +14,7 @@ import socket
 import struct
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from test_mdns import GATHER, _config
@@ -21,6 +22,7 @@ from test_mdns_hostile import GROUP, _legacy_socket, _recording_mdns, _Recording
 
 import trice
 from trice import mdns
+from trice._trio import _gather
 from trice._trio._mdns import Mdns
 
 _LO = ("127.0.0.1", ipaddress.IPv4Network("127.0.0.0/8"), 1)
@@ -243,3 +245,74 @@ async def test_an_answer_and_its_goodbye_in_one_read_resolve_nothing_and_raise_n
         goodbye = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0)
         found.on_datagram(goodbye, source, group_on=index)
     assert result == [()]
+
+
+# ---------------------------------------------------------------- links that change
+
+
+class _MembershipSocket(_RecordingSocket):
+    """A :class:`_RecordingSocket` that also records the group memberships asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memberships: list[tuple[str, str]] = []
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        super().setsockopt(level, option, value)
+        kinds = {socket.IP_ADD_MEMBERSHIP: "join", socket.IP_DROP_MEMBERSHIP: "leave"}
+        if level == socket.IPPROTO_IP and option in kinds:
+            self.memberships.append((kinds[option], socket.inet_ntoa(value[4:8])))
+
+
+def test_a_gathering_anew_joins_the_links_that_came_and_leaves_those_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Mdns.follow_links`` (a gathering anew, before it names the new candidates): the
+    group is joined on an interface that came (eth7, 192.0.2.1/24), a name of its address
+    is answered there; when it goes, the group is left there, and that name is answered
+    nowhere, while loopback's goes on being answered."""
+    interfaces = [("lo", [("127.0.0.1", 8)])]
+
+    def adapters() -> list[tuple[str, list[_gather._Found]]]:
+        return [
+            (
+                name,
+                [
+                    _gather._Found(ipaddress.ip_address(a), a, 4, False, a == "127.0.0.1", p)
+                    for a, p in found
+                ],
+            )
+            for name, found in interfaces
+        ]
+
+    monkeypatch.setattr(_gather, "_adapters", adapters)
+    monkeypatch.setattr(socket, "if_nametoindex", {"lo": 1, "eth7": 7}.__getitem__)
+    network = trice.NetworkConfig(include_loopback=True, mdns=GATHER)
+    fake = _MembershipSocket()
+    clock = [100.0]
+    found = Mdns(fake, [_LO], lambda: clock[0])  # type: ignore[arg-type]
+    lo_name = found.name("127.0.0.1")
+
+    def answered(name: str, index: int) -> bool:
+        clock[0] += 2.0  # (a name is multicast at most once a second on a link)
+        fake.sent.clear()
+        query = mdns.encode_query(name, (mdns.TYPE_A,))
+        found.on_datagram(query, ("127.0.0.1", 5353), group_on=index)
+        return bool(fake.sent)
+
+    interfaces.append(("eth7", [("192.0.2.1", 24)]))
+    found.follow_links(network)
+    assert fake.memberships == [("join", "192.0.2.1")]
+    assert found._links == [_LO, _OTHER]
+    other_name = found.name("192.0.2.1")
+    assert answered(other_name, 7)
+    assert answered(lo_name, 1)
+
+    interfaces.pop()
+    found.follow_links(network)
+    assert fake.memberships == [("join", "192.0.2.1"), ("leave", "192.0.2.1")]
+    assert found._links == [_LO]
+    assert not answered(other_name, 7)
+    assert not answered(other_name, 1)
+    assert answered(lo_name, 1)
+    assert found.names[other_name] == "192.0.2.1"  # (kept: the same name if it comes back)

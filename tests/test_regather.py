@@ -322,6 +322,30 @@ async def test_an_agent_that_names_its_candidates_keeps_their_names() -> None:
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_names_are_answered_on_a_link_that_came_with_a_gathering_anew() -> None:
+    """Under ``QUERY_AND_GATHER``, an agent whose first gathering found no IPv4 link for
+    mDNS (its filter took ::1 only) signals its candidate unnamed; the network changes
+    (127.0.0.1 comes) and a gathering anew opens mDNS on that link: the new candidate is
+    named, and a peer resolves the name and connects over it."""
+    allowed = {"::1"}
+    named = _filtered(allowed)
+    named = dataclasses.replace(
+        named, network=dataclasses.replace(named.network, mdns=trice.MdnsMode.QUERY_AND_GATHER)
+    )
+    async with _connected(named, _filtered()) as (a, b, ca, cb):
+        assert [c.address for c in a.local_candidates] == ["::1"]
+        allowed.clear()
+        allowed.add("127.0.0.1")
+        await _restart_both(a, b)
+        (candidate,) = a.local_candidates
+        assert candidate.address.endswith(".local")
+        await connect_both(a, b)
+        assert ca.selected_pair.local.address == "127.0.0.1"
+        assert cb.selected_pair.remote.address == "127.0.0.1"  # (resolved by mDNS)
+        await _exchange(ca, cb, b"over the named candidate")
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
 @pytest.mark.parametrize("first", ["127.0.0.1", "::1"], ids=["first-socket", "other-socket"])
 async def test_a_receiver_waiting_across_network_changes_gets_the_next_datagram(
     first: str,

@@ -302,7 +302,13 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
     signal = agent.config.transport_policy is TransportPolicy.ALL
     before = len(agent._signalled)
     if signal and hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
-        agent._open_mdns()  # (first: the candidates are signalled under names it answers for)
+        if anew and agent._mdns is False:
+            agent._mdns = None  # (it could not be opened: an interface may have come since)
+        # First: the candidates are signalled under names it answers for (anew, on the
+        # links of now).
+        mdns = agent._open_mdns()
+        if anew and mdns is not None:
+            mdns.follow_links(network)
     sockets = {
         t.local_address[0]: t
         for t in agent._transports.values()

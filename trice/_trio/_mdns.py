@@ -136,6 +136,30 @@ class Mdns:
         except OSError:
             return None
 
+    def follow_links(self, network: NetworkConfig) -> None:
+        """A gathering anew: the interfaces ``network`` accepts now.  The group is joined on
+        each one that came, and left on each one gone; then each of the agent's names is
+        answered on the link its address is on now (an address gone: nowhere).  Call it
+        before naming the new host candidates (:meth:`name`)."""
+        have = {link[0]: link for link in self._links}
+        links = []
+        for found in mdns_interfaces(network):
+            link = have.pop(found[1], None)
+            if link is None:
+                link = _join(self._sock, *found)
+            if link is not None:
+                links.append(link)
+        for address, _, _ in have.values():
+            with contextlib.suppress(OSError):  # (the interface may be gone with it)
+                self._sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _GROUP + socket.inet_aton(address)
+                )
+        if [link[0] for link in links] != [link[0] for link in self._links]:
+            logger.debug("mDNS: links %s, before %s", links, self._links)
+        self._links = links
+        for name, address in list(self.responder.names.items()):
+            self.responder.add_name(name, address, self._link_of_own(address))
+
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""
         for scope in self.scopes:
@@ -291,6 +315,24 @@ class Mdns:
             logger.debug("mDNS: cannot send to %s: %s", destination, exc)
 
 
+def _join(
+    sock: socket.socket, interface: str, address: str, network: ipaddress.IPv4Network
+) -> Link | None:
+    """Join the group on ``interface`` (by its address ``address``): its link, or ``None``
+    (logged) if it cannot be joined."""
+    membership = _GROUP + socket.inet_aton(address)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    except OSError as exc:
+        logger.debug("mDNS: cannot join the group on %s: %s", address, exc)
+        return None
+    try:
+        index = socket.if_nametoindex(interface)
+    except OSError:
+        index = 0
+    return (address, network, index)
+
+
 def open_mdns(network: NetworkConfig, now: Callable[[], float]) -> Mdns | None:
     """An :class:`Mdns` on the interfaces ``network`` accepts, or ``None`` (logged) if none
     has an IPv4 address or the socket cannot be made."""
@@ -311,21 +353,9 @@ def open_mdns(network: NetworkConfig, now: Callable[[], float]) -> Mdns | None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)  # (RFC 6762 §11, unicast too)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        joined = []
         if _LINUX:  # the interface and destination of each datagram (see serve)
             sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-        for interface, address, network_ in links:
-            membership = _GROUP + socket.inet_aton(address)
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-            except OSError as exc:
-                logger.debug("mDNS: cannot join the group on %s: %s", address, exc)
-                continue
-            try:
-                index = socket.if_nametoindex(interface)
-            except OSError:
-                index = 0
-            joined.append((address, network_, index))
+        joined = [link for link in (_join(sock, *found) for found in links) if link is not None]
         if not joined:
             raise OSError("could not join 224.0.0.251 on any interface")
         sock.setblocking(False)
