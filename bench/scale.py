@@ -40,10 +40,13 @@ import argparse
 import asyncio
 import gc
 import json
+import os
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -343,6 +346,30 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+def _python_arenas() -> tuple[int, int]:
+    """Bytes of Python's own allocator (pymalloc): held by objects, and free in its arenas
+    (free blocks of pools in use, and pools unused), from ``sys._debugmallocstats`` (CPython
+    writes it to the C stderr: read back through a temporary file)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode()
+
+    def figure(label: str) -> int:
+        match = re.search(rf"{label}\s*=\s*([\d,]+)", text)
+        return int(match.group(1).replace(",", "")) if match else 0
+
+    free = figure("# bytes in available blocks") + figure(r"unused pools \* \d+ bytes")
+    return figure("# bytes in allocated blocks"), free
+
+
 def _rss_one(kind: str, n: int) -> None:
     """Print, as JSON, the KiB of resident memory per agent that n connected pairs add to a
     fresh process (after one pair was opened and closed, so that first use is not counted):
@@ -350,24 +377,25 @@ def _rss_one(kind: str, n: int) -> None:
     which traced allocations leave out (OpenSSL's hash states, arenas kept for objects freed
     after connecting)."""
     _raise_fd_limit(4 * n + 256)
-    after: list[int] = []
+    after: list[tuple[int, int, int]] = []
 
     def measure() -> None:
         gc.collect()
-        after.append(_rss())
+        after.append((_rss(), *_python_arenas()))
 
     if kind == AIOICE:
         _aioice_setup()
         asyncio.run(_aioice_pairs(1))
         gc.collect()
-        base = _rss()
+        base = (_rss(), *_python_arenas())
         asyncio.run(_aioice_pairs(n, measure))
     else:
         trio.run(_trice_held_open, 1, lambda: None)
         gc.collect()
-        base = _rss()
+        base = (_rss(), *_python_arenas())
         trio.run(_trice_held_open, n, measure)
-    print(json.dumps({"kib": (after[0] - base) / (2 * n) / KIB}))
+    kib = [(now - then) / (2 * n) / KIB for now, then in zip(after[0], base, strict=True)]
+    print(json.dumps({"kib": kib[0], "objects": kib[1], "free": kib[2]}))
 
 
 #: The kinds of timed run: trice with each nomination mode, and aioice.
@@ -520,12 +548,18 @@ def main(argv: list[str] | None = None) -> None:
         if traced is None:
             continue
         held = rss_kib.get(kind)
-        resident = f"{held['kib']:6.1f} KiB resident" if held else "resident n/a"
+        resident = "resident n/a"
+        if held:
+            resident = (
+                f"{held['kib']:6.1f} KiB resident (Python's arenas: {held['objects']:.1f} in"
+                f" objects, {held['free']:.1f} free)"
+            )
         print(f"  {kind:<7}{traced:6.1f} KiB traced  {resident}")
     print(
         "(traced: what Python objects hold.  resident: what the process holds; it adds the\n"
-        " arenas Python keeps after objects of the connecting burst were freed, and C memory\n"
-        " such as OpenSSL's hash states, which tracing does not see)"
+        " space Python's allocator keeps free in its arenas after objects of the connecting\n"
+        " burst were freed (CPython 3.11 gives an arena back only once all of it is free),\n"
+        " and C memory such as OpenSSL's hash states, which tracing does not see)"
     )
 
     # Descriptors running out: back to the limit the process started with (1024 by default).
