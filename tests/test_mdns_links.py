@@ -273,7 +273,7 @@ def test_a_gathering_anew_joins_the_links_that_came_and_leaves_those_gone(
     nowhere, while loopback's goes on being answered."""
     interfaces = [("lo", [("127.0.0.1", 8)])]
 
-    def adapters() -> list[tuple[str, list[_gather._Found]]]:
+    def adapters(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
         return [
             (
                 name,

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import ifaddr
 import pytest
 import trio
 import trio.testing
@@ -146,11 +147,11 @@ async def test_a_new_address_that_cannot_be_bound_yet_is_held_back(
     """An address the interfaces list but no socket can be bound to (198.51.100.99 is on no
     interface of this machine: ``EADDRNOTAVAIL``, as for a tentative IPv6 address) is not
     said to have come, while another that came with it (127.0.0.2) is; it comes once it
-    can be bound."""
+    can be bound.  One still listed that can no longer be bound is said gone."""
     listed = ["127.0.0.1"]
     can_bind = {"127.0.0.1", "127.0.0.2"}
 
-    def adapters() -> list[tuple[str, list[_Found]]]:
+    def adapters(newer_than: float = 0.0) -> list[tuple[str, list[_Found]]]:
         found = []
         for literal in listed:
             address = ipaddress.ip_address(literal)
@@ -179,10 +180,13 @@ async def test_a_new_address_that_cannot_be_bound_yet_is_held_back(
         await trio.sleep(2.0)  # (read at 1 s and 2 s)
         can_bind.add("198.51.100.99")  # (as when detection is over)
         await trio.sleep(1.0)  # (read at 3 s)
+        can_bind.discard("127.0.0.2")  # (still listed: as when detection starts again)
+        await trio.sleep(1.0)  # (read at 4 s)
         nursery.cancel_scope.cancel()
     assert seen == [
         (1.0, ("127.0.0.1", "127.0.0.2")),
         (3.0, ("127.0.0.1", "127.0.0.2", "198.51.100.99")),
+        (4.0, ("127.0.0.1", "198.51.100.99")),
     ]
 
 
@@ -199,12 +203,14 @@ def test_bindable_is_false_only_for_an_address_that_is_not_here(
     assert _netwatch.bindable("198.51.100.99")  # (host gathering reports that one)
 
 
-@pytest.mark.parametrize("how", ["aclosing", "cancel"])
+@pytest.mark.parametrize("how", ["break", "cancel-while-it-waits", "cancel-in-the-loop"])
 async def test_the_notice_socket_is_closed_when_the_watch_ends(
     how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The socket the watch holds is closed when the loop is left (``break``) inside
-    ``contextlib.aclosing``, and when its task is cancelled while it waits."""
+    """The socket the watch holds is closed when its loop is left inside
+    ``contextlib.aclosing``: by a ``break``, or by a cancellation while the loop's body
+    waits (the generator paused at its ``yield``); and when its task is cancelled while the
+    watch itself waits."""
     opened: list[socket.socket | None] = []
     real = _netwatch.address_notices
 
@@ -219,30 +225,171 @@ async def test_the_notice_socket_is_closed_when_the_watch_ends(
         ip_filter=lambda address: str(address) in allowed,
         include_loopback=True,
     )
-    if how == "aclosing":
 
-        async def change() -> None:
-            await trio.testing.wait_all_tasks_blocked()  # (the watch waits)
-            allowed.clear()  # (seen at the next poll)
+    async def change() -> None:
+        await trio.testing.wait_all_tasks_blocked()  # (the watch waits)
+        allowed.clear()  # (seen at the next poll)
 
+    async def watch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         changes = trice.address_changes(network, interval=0.1)
-        with trio.fail_after(10):
-            async with contextlib.aclosing(changes), trio.open_nursery() as nursery:
-                nursery.start_soon(change)
-                async for addresses in changes:
-                    assert addresses == ()
-                    assert opened[0] is None or opened[0].fileno() != -1
+        async with contextlib.aclosing(changes):
+            async for addresses in changes:
+                assert addresses == ()
+                assert opened[0] is None or opened[0].fileno() != -1
+                if how == "break":
                     break
-    else:
+                task_status.started()
+                await trio.sleep_forever()
+
+    with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(change)
+            if how == "break":
+                await watch()
+            elif how == "cancel-in-the-loop":
+                await nursery.start(watch)
+                nursery.cancel_scope.cancel()
+            else:
 
-            async def watch() -> None:
-                async for _ in trice.address_changes(network):
-                    pass
+                async def waiting() -> None:
+                    async for _ in trice.address_changes(network):
+                        pass
 
-            nursery.start_soon(watch)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.cancel_scope.cancel()
+                nursery.start_soon(waiting)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
     if sys.platform.startswith("linux"):
         assert opened and opened[0] is not None
     assert all(sock is None or sock.fileno() == -1 for sock in opened)
+
+
+def _socketpair_notices(
+    monkeypatch: pytest.MonkeyPatch, kind: type[socket.socket] = socket.socket
+) -> list[socket.socket]:
+    """Each watch's notice socket becomes one end of a socket pair (of ``kind``); the other
+    ends, listed, stand for the kernel: a datagram sent there is a notice."""
+    kernel: list[socket.socket] = []
+
+    def notices() -> socket.socket:
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        watched = kind(fileno=here.detach())
+        watched.setblocking(False)
+        kernel.append(there)
+        return watched
+
+    monkeypatch.setattr(_netwatch, "address_notices", notices)
+    return kernel
+
+
+async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten watches woken by the same notice read the interfaces once between them (each
+    wants a read made after it was woken; the first one made serves all)."""
+    kernel = _socketpair_notices(monkeypatch)
+    reads = 0
+    real = ifaddr.get_adapters
+
+    def get_adapters() -> Any:
+        nonlocal reads
+        reads += 1
+        return real()
+
+    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
+
+    async def watch() -> None:
+        async for _ in trice.address_changes(network):
+            pass
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            reads = 0
+            for end in kernel:
+                end.send(b"notice")
+            await trio.sleep(1.0)  # (the poll is 2 s off)
+            assert reads == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        for end in kernel:
+            end.close()
+
+
+class _Failing(socket.socket):
+    """A notice socket whose every read fails (``EIO``)."""
+
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+async def test_a_notice_socket_whose_reads_keep_failing_is_given_up_for_the_poll(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A notice socket that stays readable while each read fails would wake the watch for
+    good: after three such wake-ups (at 0.05, 0.10 and 0.15 s) the watch closes it and
+    polls, and sees a change at the next poll (1.15 s)."""
+    kernel = _socketpair_notices(monkeypatch, _Failing)
+    allowed = {"127.0.0.1"}
+    network = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: str(address) in allowed,
+        include_loopback=True,
+    )
+    seen: list[tuple[float, tuple[str, ...]]] = []
+
+    async def watch() -> None:
+        async for addresses in trice.address_changes(network, interval=1.0):
+            seen.append((trio.current_time(), addresses))
+
+    try:
+        kernel_end = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            (kernel_end,) = kernel
+            kernel_end.send(b"readable for good")
+            await trio.sleep(0.5)
+            allowed.clear()
+            await trio.sleep(1.0)
+            nursery.cancel_scope.cancel()
+    finally:
+        for end in kernel:
+            end.close()
+    assert [(round(at, 6), addresses) for at, addresses in seen] == [(1.15, ())]
+    assert "the kernel's notices cannot be read; polling" in caplog.text
+
+
+class _Reads:
+    """A notice socket whose reads do as told: raise the error given, or take a notice."""
+
+    def __init__(self, *outcomes: int | None) -> None:
+        self.outcomes = list(outcomes)
+
+    def recv_into(self, buffer: bytearray) -> int:
+        outcome = self.outcomes.pop(0)
+        if outcome is None:
+            return 20
+        if outcome == errno.EAGAIN:
+            raise BlockingIOError(outcome, "would block")
+        raise OSError(outcome, "failed")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "healthy"),
+    [
+        ((None, None, errno.EAGAIN), True),
+        ((errno.ENOBUFS, None, errno.EAGAIN), True),  # (notices dropped: a change too)
+        ((None, errno.EIO), False),
+    ],
+)
+def test_drain_reads_what_is_queued_and_says_whether_the_socket_works(
+    outcomes: tuple[int | None, ...], healthy: bool
+) -> None:
+    reads = _Reads(*outcomes)
+    assert _netwatch._drain(reads) is healthy  # type: ignore[arg-type]
+    assert reads.outcomes == []

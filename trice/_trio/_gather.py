@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import secrets
 import socket
 import time
@@ -94,12 +95,15 @@ def forget_adapters() -> None:
     _adapters_cache = None
 
 
-def _adapters() -> list[tuple[str, list[_Found]]]:
-    """(interface name, addresses) for every interface, cached for a second."""
+def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
+    """(interface name, addresses) for every interface, cached for a second; read afresh if
+    the cache was read before ``newer_than`` (a ``time.monotonic()`` value: when a change
+    was noticed, say)."""
     global _adapters_cache
     now = time.monotonic()
-    if _adapters_cache is not None and now - _adapters_cache[0] < _ADAPTERS_TTL:
-        return _adapters_cache[1]
+    cache = _adapters_cache
+    if cache is not None and now - cache[0] < _ADAPTERS_TTL and cache[0] >= newer_than:
+        return cache[1]
     adapters = []
     for adapter in ifaddr.get_adapters():
         name = str(adapter.nice_name or adapter.name)
@@ -126,8 +130,9 @@ def _adapters() -> list[tuple[str, list[_Found]]]:
     return adapters
 
 
-def host_addresses(network: NetworkConfig) -> list[HostAddress]:
-    """The addresses host gathering binds, after the config's filters.
+def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> list[HostAddress]:
+    """The addresses host gathering binds, after the config's filters (the interfaces as
+    read at ``newer_than`` or later: see ``_adapters``).
 
     Link-local IPv6 is always left out (it cannot reach peers off the link and needs scope
     handling every peer gets wrong); loopback only when ``include_loopback`` is set; IPv4 and
@@ -135,7 +140,7 @@ def host_addresses(network: NetworkConfig) -> list[HostAddress]:
     """
     found: list[HostAddress] = []
     seen: set[str] = set()
-    for name, addresses in _adapters():
+    for name, addresses in _adapters(newer_than):
         if network.interface_filter is not None and not network.interface_filter(name):
             continue
         for entry in addresses:

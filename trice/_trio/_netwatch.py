@@ -5,12 +5,15 @@ Where the kernel tells of address changes (Linux's rtnetlink: a socket that join
 multicast groups of IPv4 and IPv6 address notices), a change is seen as it happens; elsewhere
 (or where that socket cannot be had) the interfaces are read every ``interval`` seconds.
 Either way the interfaces themselves are read with ifaddr, as host gathering reads them
-(``_gather.host_addresses``): a notice only says when to read them again.
+(``_gather.host_addresses``): a notice only says when to read them again, and one read
+after it serves every watch it woke.  A socket whose reads keep failing is given up for the
+poll.
 
-A new address counts once a socket can be bound to it: an IPv6 address stays *tentative*
+An address counts while a socket can be bound to it: an IPv6 address stays *tentative*
 until duplicate address detection is over (RFC 4862 §5.4, a second or two), and a bind to it
 fails meanwhile (``EADDRNOTAVAIL``); the kernel's notice that detection is over is the cue to
-read again.
+read again.  (Where the system lets a socket bind any address, ``ip_nonlocal_bind``, the
+tentative address counts at once.)
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import errno
 import math
 import socket
+import time
 from collections.abc import AsyncGenerator
 
 import trio
 
 from trice._config import NetworkConfig
 from trice._errors import ConfigError
-from trice._trio._gather import forget_adapters, host_addresses
+from trice._trio._gather import host_addresses
 from trice._trio._log import logger
 
 __all__ = ["address_changes"]
@@ -60,17 +64,31 @@ def address_notices() -> socket.socket | None:
     return sock
 
 
-def _drain(sock: socket.socket) -> None:
-    """Read every notice queued (what they say does not matter: the interfaces are read
-    again).  ``ENOBUFS`` says that the kernel dropped some, which is a change too."""
-    while True:
+#: Where notices are read to (their content does not matter: see :func:`_drain`).
+_SINK = bytearray(65536)
+
+#: Notices read at most at one wake-up (a flood of them is read at the next).
+_DRAIN_MAX = 256
+
+#: Wake-ups in a row whose reads all failed before the watch gives the socket up and polls.
+FAILURES_BEFORE_POLLING = 3
+
+
+def _drain(sock: socket.socket) -> bool:
+    """Read the notices queued (what they say does not matter: the interfaces are read
+    again); ``False`` if a read failed.  ``ENOBUFS`` says that the kernel dropped some,
+    which is a change too, not a failure."""
+    for _ in range(_DRAIN_MAX):
         try:
-            sock.recv(65536)
+            sock.recv_into(_SINK)
         except (BlockingIOError, InterruptedError):
-            return
+            return True
         except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
-                return
+            if exc.errno == errno.ENOBUFS:
+                continue
+            logger.debug("address changes: reading the notices failed: %s", exc)
+            return False
+    return True
 
 
 def bindable(address: str) -> bool:
@@ -96,15 +114,20 @@ async def address_changes(
     On Linux the kernel says when an address comes or goes (rtnetlink), and the change is
     seen within a few hundredths of a second; the interfaces are read every ``interval``
     seconds besides, and that poll is all there is where the kernel's notices cannot be
-    had.  A new address counts once a socket can be bound to it (an IPv6 address, once its
-    duplicate address detection is over: a second or two after it appears).  The first
-    value comes with the first change, not at once; the addresses in another order are no
-    change.
+    had.  An address counts while a socket can be bound to it: a new IPv6 address, once
+    its duplicate address detection is over, a second or two after it appears.  The first
+    value comes with the first change, not at once (start the watch before the agents
+    gather, so that what they could not bind then is said when it can be); the addresses in
+    another order are no change.
 
-    Use it as ``async for addresses in trice.address_changes(config.network): ...``, in a
-    task of its own (one for the process is enough).  It holds a socket while it runs: end
-    it by cancelling that task, or leave the loop inside ``async with
-    contextlib.aclosing(trice.address_changes(...)) as changes:``, which closes it at once.
+    It holds a socket while it runs, which it closes when it ends.  An async generator ends
+    when its loop is left only if it is closed then: use it as::
+
+        async with contextlib.aclosing(trice.address_changes(config.network)) as changes:
+            async for addresses in changes:
+                ...
+
+    in a task of its own (one for the process is enough), which may be cancelled anywhere.
 
     Raises:
         ConfigError: ``interval`` is not a finite number of at least 0.1.
@@ -117,23 +140,31 @@ async def address_changes(
         raise ConfigError(f"address_changes' interval must be a number >= 0.1, not {interval!r}")
     network = NetworkConfig() if network is None else network
 
-    def usable(before: tuple[str, ...]) -> tuple[str, ...]:
-        found = {host.address for host in host_addresses(network)}
-        return tuple(sorted(address for address in found if address in before or bindable(address)))
+    def usable(newer_than: float = -math.inf) -> tuple[str, ...]:
+        found = host_addresses(network, newer_than=newer_than)
+        return tuple(sorted(host.address for host in found if bindable(host.address)))
 
     notices = address_notices()
+    failures = 0
     try:
-        before = usable(())
+        before = usable()
         while True:
+            noticed = -math.inf
             if notices is None:
                 await trio.sleep(interval)
             else:
                 with trio.move_on_after(interval):
                     await trio.lowlevel.wait_readable(notices)
+                    # The interfaces are read after this (by this watch, or another woken
+                    # by the same notice: one read serves them all).
+                    noticed = time.monotonic()
                     await trio.sleep(SETTLE)
-                    _drain(notices)
-                    forget_adapters()  # (read within the second: the cache would hide it)
-            addresses = usable(before)
+                    failures = 0 if _drain(notices) else failures + 1
+                if failures >= FAILURES_BEFORE_POLLING:
+                    logger.warning("address changes: the kernel's notices cannot be read; polling")
+                    notices.close()
+                    notices = None
+            addresses = usable(noticed)
             if addresses != before:
                 logger.debug(
                     "address changes: %s came, %s went",
