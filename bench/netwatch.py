@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_netwatch import _next_line, _watcher
+from test_netwatch import _watcher
 
 from natlab import lone_namespace, natlab_available
 
@@ -41,7 +41,7 @@ def measure(rounds: int, *, poll_only: bool) -> list[float]:
                 for change in ("add", "del"):
                     ns.ip("addr", change, "198.51.100.7/24", "dev", "v0")
                     start = time.monotonic()
-                    _next_line(watcher, 10)
+                    watcher.next(10)
                     taken.append((time.monotonic() - start) * 1000)
     return taken
 

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import ipaddress
 import json
+import os
 import selectors
 import socket
 import subprocess
@@ -61,30 +62,42 @@ BIND_IPV6 = (
 )
 
 
-def _next_line(proc: subprocess.Popen[str], within: float) -> Any:
-    """The watcher's next line, as JSON; fails the test if none comes ``within`` seconds."""
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(within):
-            pytest.fail(f"the watcher said nothing within {within} s")
-    line = proc.stdout.readline()
-    assert line, f"the watcher ended: {proc.stderr.read() if proc.stderr else ''}"
-    return json.loads(line)
+class JsonLines:
+    """A process's standard output, line by line as JSON, each line waited for with a time
+    limit (read unbuffered: a line that came with the one before is not left in a buffer
+    that the wait does not see)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self._fd = proc.stdout.fileno()
+        self._pending = b""
+
+    def next(self, within: float) -> Any:
+        """The next line, as JSON; fails the test if none comes ``within`` seconds."""
+        deadline = time.monotonic() + within
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._fd, selectors.EVENT_READ)
+            while b"\n" not in self._pending:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    pytest.fail(f"the process said nothing within {within} s")
+                chunk = os.read(self._fd, 65536)
+                if not chunk:
+                    errors = self.proc.stderr.read() if self.proc.stderr else b""
+                    pytest.fail(f"the process ended: {errors.decode(errors='replace')}")
+                self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return json.loads(line)
 
 
 @contextlib.contextmanager
 def _watcher(ns: Namespace, *, prelude: str = "", interval: float = 3600) -> Any:
-    """The watcher, started in ``ns`` (``prelude`` runs first) and ready."""
+    """The watcher, started in ``ns`` (``prelude`` runs first) and ready: its lines."""
     script = WATCHER.replace("PRELUDE", prelude).replace("INTERVAL", repr(interval))
-    proc = ns.run(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert _next_line(proc, 20) == "ready"
-    yield proc
+    proc = ns.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = JsonLines(proc)
+    assert lines.next(20) == "ready"
+    yield lines
 
 
 def test_the_kernels_notices_say_at_once_when_an_address_comes_or_goes() -> None:
@@ -99,19 +112,19 @@ def test_the_kernels_notices_say_at_once_when_an_address_comes_or_goes() -> None
         ns.ip("link", "set", "v1", "up")
         with _watcher(ns) as watcher:
             ns.ip("addr", "add", "198.51.100.7/24", "dev", "v0")
-            assert _next_line(watcher, 10) == {"198.51.100.7": True}
+            assert watcher.next(10) == {"198.51.100.7": True}
 
             added = time.monotonic()
             ns.ip("addr", "add", "2001:db8::7/64", "dev", "v0")
             # (As the address is added, no socket can be bound to it yet.)
             with pytest.raises(LabError, match="Cannot assign requested address"):
                 ns.check_output([sys.executable, "-c", BIND_IPV6])
-            seen = _next_line(watcher, 10)
+            seen = watcher.next(10)
             assert seen == {"198.51.100.7": True, "2001:db8::7": True}
             assert time.monotonic() - added > 0.5  # (detection takes a second or so)
 
             ns.ip("addr", "del", "198.51.100.7/24", "dev", "v0")
-            assert _next_line(watcher, 10) == {"2001:db8::7": True}
+            assert watcher.next(10) == {"2001:db8::7": True}
 
 
 async def test_without_the_kernels_notices_the_interfaces_are_polled(
@@ -393,3 +406,69 @@ def test_drain_reads_what_is_queued_and_says_whether_the_socket_works(
     reads = _Reads(*outcomes)
     assert _netwatch._drain(reads) is healthy  # type: ignore[arg-type]
     assert reads.outcomes == []
+
+
+async def test_with_initial_the_first_value_is_the_addresses_now(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``initial=True``: the first value comes at once (at 0 s), with the addresses as the
+    watch starts; then only changes."""
+    allowed = {"127.0.0.1"}
+    network = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: str(address) in allowed,
+        include_loopback=True,
+    )
+    seen: list[tuple[float, tuple[str, ...]]] = []
+
+    async def watch() -> None:
+        changes = trice.address_changes(network, interval=1.0, initial=True)
+        async with contextlib.aclosing(changes):
+            async for addresses in changes:
+                seen.append((trio.current_time(), addresses))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.sleep(2.5)
+        allowed.clear()
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert seen == [(0.0, ("127.0.0.1",)), (3.0, ())]
+
+
+def test_trice_gather_watch_gathers_anew_when_an_address_comes_or_goes() -> None:
+    """``trice gather --watch`` on an interface with no address yet (in a namespace of the
+    test's own): nothing gathered; an address comes, and it gathers anew, a host candidate
+    there; the address goes, and it gathers anew, nothing."""
+    require_natlab(turn=False)
+    with lone_namespace("gather-watch") as ns:
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.ip("link", "set", "v0", "up")
+        ns.ip("link", "set", "v1", "up")
+        command = [sys.executable, "-m", "trice", "gather", "--interface", "v0", "--watch"]
+        lines = JsonLines(
+            ns.run([*command, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
+
+        def gathered() -> list[Any]:
+            """The events of one gathering, to its host report."""
+            events: list[Any] = []
+            while not events or events[-1]["event"] != "source":
+                events.append(lines.next(20))
+            return events
+
+        first = gathered()
+        assert [e["event"] for e in first] == ["none", "source"]
+        assert first[-1]["error"] == "no usable local address (check the filters)"
+
+        ns.ip("addr", "add", "198.51.100.7/24", "dev", "v0")
+        anew = gathered()
+        assert anew[0] == {"event": "addresses", "addresses": ["198.51.100.7"]}
+        candidates = [e for e in anew if e["event"] == "candidate"]
+        assert [(c["type"], c["address"]) for c in candidates] == [("host", "198.51.100.7")]
+        assert anew[-1]["candidates"] == 1 and anew[-1]["error"] is None
+
+        ns.ip("addr", "del", "198.51.100.7/24", "dev", "v0")
+        gone = gathered()
+        assert gone[0] == {"event": "addresses", "addresses": []}
+        assert [e["event"] for e in gone[1:]] == ["none", "source"]

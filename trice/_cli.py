@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -269,41 +270,60 @@ async def _gather(args: argparse.Namespace, emit: Emit) -> int:
         transport_policy=policy,
         timing=trice.Timing(gather_timeout=args.timeout),
     )
-    async with trice.open_agent(config, controlling=True) as agent:
-        await agent.wait_gathering_complete()
-        for candidate in agent.local_candidates:
-            related = (
-                f"{candidate.related_address}:{candidate.related_port}"
-                if candidate.related_address
-                else ""
-            )
-            emit(
-                {
-                    "event": "candidate",
-                    "type": candidate.type.value,
-                    "protocol": candidate.protocol,
-                    "tcp_type": None if candidate.tcp_type is None else candidate.tcp_type.value,
-                    "address": candidate.address,
-                    "port": candidate.port,
-                    "related": related,
-                    "priority": candidate.priority,
-                    "foundation": candidate.foundation,
-                    "sdp": candidate.to_sdp(),
-                }
-            )
-        if not agent.local_candidates:
-            emit({"event": "none", "policy": policy.value})
-        for report in agent.gather_reports:
-            emit(
-                {
-                    "event": "source",
-                    "source": report.source,
-                    "elapsed_ms": round(report.elapsed * 1000, 2),
-                    "candidates": report.candidates,
-                    "error": report.error,
-                }
-            )
+    if not args.watch:
+        async with trice.open_agent(config, controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            _emit_gathered(agent, emit)
+        return 0
+    # The watch is live once its first value is in: no change after that is missed, those
+    # made while the agent gathers included.
+    async with contextlib.aclosing(trice.address_changes(network, initial=True)) as changes:
+        await anext(changes)
+        async with trice.open_agent(config, controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            _emit_gathered(agent, emit)
+            async for addresses in changes:
+                emit({"event": "addresses", "addresses": list(addresses)})
+                agent.restart(regather=True)
+                await agent.wait_gathering_complete()
+                _emit_gathered(agent, emit)
     return 0
+
+
+def _emit_gathered(agent: trice.Agent, emit: Emit) -> None:
+    """Emit the agent's candidates and the reports of its gather sources."""
+    for candidate in agent.local_candidates:
+        related = (
+            f"{candidate.related_address}:{candidate.related_port}"
+            if candidate.related_address
+            else ""
+        )
+        emit(
+            {
+                "event": "candidate",
+                "type": candidate.type.value,
+                "protocol": candidate.protocol,
+                "tcp_type": None if candidate.tcp_type is None else candidate.tcp_type.value,
+                "address": candidate.address,
+                "port": candidate.port,
+                "related": related,
+                "priority": candidate.priority,
+                "foundation": candidate.foundation,
+                "sdp": candidate.to_sdp(),
+            }
+        )
+    if not agent.local_candidates:
+        emit({"event": "none", "policy": agent.config.transport_policy.value})
+    for report in agent.gather_reports:
+        emit(
+            {
+                "event": "source",
+                "source": report.source,
+                "elapsed_ms": round(report.elapsed * 1000, 2),
+                "candidates": report.candidates,
+                "error": report.error,
+            }
+        )
 
 
 def _gather_emitter(as_json: bool) -> Emit:
@@ -313,7 +333,10 @@ def _gather_emitter(as_json: bool) -> Emit:
 
     def emit(record: dict[str, Any]) -> None:
         kind = record["event"]
-        if kind == "none":
+        if kind == "addresses":
+            header["candidate"] = header["source"] = False
+            print(f"\naddresses now: {', '.join(record['addresses']) or 'none'}; gathering anew")
+        elif kind == "none":
             print(f"no candidates (transport policy {record['policy']})")
         elif kind == "candidate":
             if not header["candidate"]:
@@ -381,6 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("TRICE_PROXY") or None,
         help="a proxy for TURN over TCP and TLS: http://proxy:3128 or socks5://proxy:1080"
         " (by default $TRICE_PROXY, where a password in it stays out of ps and history)",
+    )
+    gather.add_argument(
+        "--watch",
+        action="store_true",
+        help="then watch the addresses, and gather anew (an ICE restart) each time they change",
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)

@@ -337,7 +337,8 @@ class Agent:
 
     @property
     def gather_reports(self) -> tuple[GatherReport, ...]:
-        """One :class:`GatherReport` per gather source that has finished."""
+        """One :class:`GatherReport` per gather source of the latest gathering that has
+        finished (a gathering anew, ``restart(regather=True)``, starts them afresh)."""
         return self._reports
 
     def statistics(self) -> AgentStatistics:

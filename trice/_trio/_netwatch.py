@@ -105,7 +105,7 @@ def bindable(address: str) -> bool:
 
 
 async def address_changes(
-    network: NetworkConfig | None = None, *, interval: float = 2.0
+    network: NetworkConfig | None = None, *, interval: float = 2.0, initial: bool = False
 ) -> AsyncGenerator[tuple[str, ...], None]:
     """The host addresses an agent of ``network`` would gather (after its filters), each
     time they change: the cue for an ICE restart that gathers anew
@@ -115,10 +115,13 @@ async def address_changes(
     seen within a few hundredths of a second; the interfaces are read every ``interval``
     seconds besides, and that poll is all there is where the kernel's notices cannot be
     had.  An address counts while a socket can be bound to it: a new IPv6 address, once
-    its duplicate address detection is over, a second or two after it appears.  The first
-    value comes with the first change, not at once (start the watch before the agents
-    gather, so that what they could not bind then is said when it can be); the addresses in
-    another order are no change.
+    its duplicate address detection is over, a second or two after it appears.  The
+    addresses in another order are no change.
+
+    The first value comes with the first change; with ``initial``, it is the addresses as
+    the watch starts, at once.  The watch sees every change from then on: take that first
+    value before the agents gather (then a change while they gather, or an address they
+    could not bind yet, is said when it comes), as ``trice gather --watch`` does.
 
     It holds a socket while it runs, which it closes when it ends.  An async generator ends
     when its loop is left only if it is closed then: use it as::
@@ -148,6 +151,8 @@ async def address_changes(
     failures = 0
     try:
         before = usable()
+        if initial:
+            yield before
         while True:
             noticed = -math.inf
             if notices is None:
