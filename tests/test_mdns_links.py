@@ -251,17 +251,56 @@ async def test_an_answer_and_its_goodbye_in_one_read_resolve_nothing_and_raise_n
 
 
 class _MembershipSocket(_RecordingSocket):
-    """A :class:`_RecordingSocket` that also records the group memberships asked for."""
+    """A :class:`_RecordingSocket` that also records the group memberships asked for: join
+    or leave, the address and the interface index (0 if given by address only)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.memberships: list[tuple[str, str]] = []
+        self.memberships: list[tuple[str, str, int]] = []
 
     def setsockopt(self, level: int, option: int, value: Any) -> None:
         super().setsockopt(level, option, value)
         kinds = {socket.IP_ADD_MEMBERSHIP: "join", socket.IP_DROP_MEMBERSHIP: "leave"}
         if level == socket.IPPROTO_IP and option in kinds:
-            self.memberships.append((kinds[option], socket.inet_ntoa(value[4:8])))
+            index = struct.unpack("=i", value[8:12])[0] if len(value) == 12 else 0
+            self.memberships.append((kinds[option], socket.inet_ntoa(value[4:8]), index))
+
+
+class _World:
+    """The machine's interfaces as the test sets them (name -> index and addresses with
+    their prefix lengths), an ``Mdns`` joined on loopback that sends nothing, and the
+    clock it reads."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.interfaces: dict[str, tuple[int, list[tuple[str, int]]]] = {
+            "lo": (1, [("127.0.0.1", 8)])
+        }
+        monkeypatch.setattr(_gather, "_adapters", self._adapters)
+        monkeypatch.setattr(socket, "if_nametoindex", lambda name: self.interfaces[name][0])
+        self.network = trice.NetworkConfig(include_loopback=True, mdns=GATHER)
+        self.sock = _MembershipSocket()
+        self.clock = 100.0
+        self.mdns = Mdns(self.sock, [_LO], lambda: self.clock)  # type: ignore[arg-type]
+
+    def _adapters(self, newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
+        return [
+            (
+                name,
+                [
+                    _gather._Found(ipaddress.ip_address(a), a, 4, False, a == "127.0.0.1", p)
+                    for a, p in addresses
+                ],
+            )
+            for name, (_, addresses) in self.interfaces.items()
+        ]
+
+    def answered(self, name: str, index: int) -> bool:
+        """Whether a query for ``name`` taken in on interface ``index`` is answered."""
+        self.clock += 2.0  # (a name is multicast at most once a second on a link)
+        self.sock.sent.clear()
+        query = mdns.encode_query(name, (mdns.TYPE_A,))
+        self.mdns.on_datagram(query, ("127.0.0.1", 5353), group_on=index)
+        return bool(self.sock.sent)
 
 
 def test_a_gathering_anew_joins_the_links_that_came_and_leaves_those_gone(
@@ -271,48 +310,88 @@ def test_a_gathering_anew_joins_the_links_that_came_and_leaves_those_gone(
     group is joined on an interface that came (eth7, 192.0.2.1/24), a name of its address
     is answered there; when it goes, the group is left there, and that name is answered
     nowhere, while loopback's goes on being answered."""
-    interfaces = [("lo", [("127.0.0.1", 8)])]
-
-    def adapters(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
-        return [
-            (
-                name,
-                [
-                    _gather._Found(ipaddress.ip_address(a), a, 4, False, a == "127.0.0.1", p)
-                    for a, p in found
-                ],
-            )
-            for name, found in interfaces
-        ]
-
-    monkeypatch.setattr(_gather, "_adapters", adapters)
-    monkeypatch.setattr(socket, "if_nametoindex", {"lo": 1, "eth7": 7}.__getitem__)
-    network = trice.NetworkConfig(include_loopback=True, mdns=GATHER)
-    fake = _MembershipSocket()
-    clock = [100.0]
-    found = Mdns(fake, [_LO], lambda: clock[0])  # type: ignore[arg-type]
+    world = _World(monkeypatch)
+    found = world.mdns
     lo_name = found.name("127.0.0.1")
-
-    def answered(name: str, index: int) -> bool:
-        clock[0] += 2.0  # (a name is multicast at most once a second on a link)
-        fake.sent.clear()
-        query = mdns.encode_query(name, (mdns.TYPE_A,))
-        found.on_datagram(query, ("127.0.0.1", 5353), group_on=index)
-        return bool(fake.sent)
-
-    interfaces.append(("eth7", [("192.0.2.1", 24)]))
-    found.follow_links(network)
-    assert fake.memberships == [("join", "192.0.2.1")]
+    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
+    found.follow_links(world.network)
+    assert world.sock.memberships == [("join", "192.0.2.1", 7)]
     assert found._links == [_LO, _OTHER]
     other_name = found.name("192.0.2.1")
-    assert answered(other_name, 7)
-    assert answered(lo_name, 1)
+    assert world.answered(other_name, 7)
+    assert world.answered(lo_name, 1)
 
-    interfaces.pop()
-    found.follow_links(network)
-    assert fake.memberships == [("join", "192.0.2.1"), ("leave", "192.0.2.1")]
+    del world.interfaces["eth7"]
+    found.follow_links(world.network)
+    assert world.sock.memberships[1:] == [("leave", "192.0.2.1", 7)]
     assert found._links == [_LO]
-    assert not answered(other_name, 7)
-    assert not answered(other_name, 1)
-    assert answered(lo_name, 1)
+    assert not world.answered(other_name, 7)
+    assert not world.answered(other_name, 1)
+    assert world.answered(lo_name, 1)
     assert found.names[other_name] == "192.0.2.1"  # (kept: the same name if it comes back)
+
+
+def test_a_name_whose_address_went_says_goodbye_and_is_answered_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """eth7 has two addresses, each named; one goes while eth7 stays joined: its name says
+    goodbye there (TTL 0, RFC 6762 §10.1) and is answered no more, though its address is
+    still in eth7's network; the other's name goes on being answered."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    world.interfaces["eth7"] = (7, [("192.0.2.1", 24), ("192.0.2.2", 24)])
+    found.follow_links(world.network)
+    staying, going = found.name("192.0.2.1"), found.name("192.0.2.2")
+    assert world.answered(going, 7)
+
+    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
+    world.sock.sent.clear()
+    found.follow_links(world.network)
+    ((data, destination, interface),) = world.sock.sent
+    assert (destination, interface) == (GROUP, "192.0.2.1")
+    goodbye = mdns.decode_message(data)
+    assert [(r.name, r.ttl) for r in goodbye.records] == [(going, 0)]
+    assert world.sock.memberships == [("join", "192.0.2.1", 7)]  # (eth7 stays joined)
+    assert not world.answered(going, 7)
+    assert world.answered(staying, 7)
+
+
+def test_a_renumbered_interface_keeps_its_membership(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eth7 is renumbered (192.0.2.1/24 -> 198.51.100.1/24, the same interface): its
+    membership stays (a second join by the new address would fail on Linux: the
+    interface is in the group already), its link takes the new address and network; the
+    new address's name is answered there, the old one's no more."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
+    found.follow_links(world.network)
+    old_name = found.name("192.0.2.1")
+
+    world.interfaces["eth7"] = (7, [("198.51.100.1", 24)])
+    found.follow_links(world.network)
+    assert world.sock.memberships == [("join", "192.0.2.1", 7)]
+    assert found._links == [_LO, ("198.51.100.1", ipaddress.IPv4Network("198.51.100.0/24"), 7)]
+    new_name = found.name("198.51.100.1")
+    assert world.answered(new_name, 7)
+    assert not world.answered(old_name, 7)
+
+
+def test_an_interface_made_anew_is_joined_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eth7 is made anew with the same address (an adapter plugged in again: a new index,
+    9): the old membership is left first, by its index (the interface it was on is gone),
+    then the new interface is joined; the name is answered on the new one only."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
+    found.follow_links(world.network)
+    name = found.name("192.0.2.1")
+
+    world.interfaces["eth7"] = (9, [("192.0.2.1", 24)])
+    found.follow_links(world.network)
+    assert world.sock.memberships == [
+        ("join", "192.0.2.1", 7),
+        ("leave", "192.0.2.1", 7),
+        ("join", "192.0.2.1", 9),
+    ]
+    assert world.answered(name, 9)
+    assert not world.answered(name, 7)

@@ -322,9 +322,12 @@ async def test_an_agent_that_names_its_candidates_keeps_their_names() -> None:
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
-async def test_names_are_answered_on_a_link_that_came_with_a_gathering_anew() -> None:
+async def test_names_are_answered_on_a_link_that_came_with_a_gathering_anew(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Under ``QUERY_AND_GATHER``, an agent whose first gathering found no IPv4 link for
-    mDNS (its filter took ::1 only) signals its candidate unnamed; the network changes
+    mDNS (its filter took ::1 only) signals its candidate unnamed, with a warning; a
+    gathering anew that finds none either does not warn again; then the network changes
     (127.0.0.1 comes) and a gathering anew opens mDNS on that link: the new candidate is
     named, and a peer resolves the name and connects over it."""
     allowed = {"::1"}
@@ -334,6 +337,10 @@ async def test_names_are_answered_on_a_link_that_came_with_a_gathering_anew() ->
     )
     async with _connected(named, _filtered()) as (a, b, ca, cb):
         assert [c.address for c in a.local_candidates] == ["::1"]
+        await _restart_both(a, b)
+        await connect_both(a, b)
+        assert [c.address for c in a.local_candidates] == ["::1"]
+        assert caplog.text.count("mDNS off") == 1
         allowed.clear()
         allowed.add("127.0.0.1")
         await _restart_both(a, b)

@@ -194,6 +194,7 @@ class Agent:
         "_malformed",
         "_mapped",
         "_mdns",
+        "_mdns_quiet",
         "_muxes",
         "_now",
         "_nursery",
@@ -292,8 +293,10 @@ class Agent:
         self._reports: tuple[GatherReport, ...] = ()
         self._bases_made = 0
         self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
-        # Multicast DNS (see _mdns.py): None until needed, False if it could not start.
+        # Multicast DNS (see _mdns.py): None until needed, False if it could not start
+        # (tried again after a gathering anew, quietly: it warned once).
         self._mdns: Mdns | Literal[False] | None = None
+        self._mdns_quiet = False
         # The agent's shares of UDP muxes (open_agent's mux=), in place of host sockets.
         self._muxes: tuple[MuxTransport, ...] = ()
         # Its passive TCP candidates' transports on TCP muxes, with their muxes.
@@ -906,10 +909,10 @@ class Agent:
 
     def _open_mdns(self) -> Mdns | None:
         """The agent's :class:`Mdns`, opened (and its task started) on first need; ``None``
-        if it cannot be (logged once)."""
+        if it cannot be (a warning, the first time)."""
         mdns = self._mdns
         if mdns is None:
-            opened = open_mdns(self.config.network, self._now)
+            opened = open_mdns(self.config.network, self._now, warn=not self._mdns_quiet)
             self._mdns = False if opened is None else opened
             if opened is not None:
                 self._nursery.start_soon(opened.serve, name=f"mdns {self._local.ufrag}")

@@ -54,6 +54,7 @@ __all__ = [
     "has_server_sources",
     "host_addresses",
     "interface_of",
+    "machine_addresses",
     "mdns_interfaces",
 ]
 
@@ -128,6 +129,11 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
         adapters.append((name, addresses))
     _adapters_cache = (now, adapters)
     return adapters
+
+
+def machine_addresses() -> frozenset[str]:
+    """Every address the machine's interfaces have (as read within the second)."""
+    return frozenset(entry.literal for _, entries in _adapters() for entry in entries)
 
 
 def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> list[HostAddress]:
@@ -307,13 +313,7 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
     signal = agent.config.transport_policy is TransportPolicy.ALL
     before = len(agent._signalled)
     if signal and hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
-        if anew and agent._mdns is False:
-            agent._mdns = None  # (it could not be opened: an interface may have come since)
-        # First: the candidates are signalled under names it answers for (anew, on the
-        # links of now).
-        mdns = agent._open_mdns()
-        if anew and mdns is not None:
-            mdns.follow_links(network)
+        agent._open_mdns()  # (first: the candidates are signalled under names it answers for)
     sockets = {
         t.local_address[0]: t
         for t in agent._transports.values()
@@ -406,7 +406,7 @@ def read_surroundings(agent: Agent) -> Surroundings:
         whatever the config's filters raise.
     """
     forget_adapters()
-    machine = frozenset(entry.literal for _, entries in _adapters() for entry in entries)
+    machine = machine_addresses()
     if agent._muxes or agent._tcp_shares or agent.config.transport_policy is TransportPolicy.RELAY:
         return Surroundings((), machine)
     return Surroundings(tuple(host_addresses(agent.config.network)), machine)
@@ -448,6 +448,7 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
             and transport.base != carrying
         ):
             transport.close()  # (its task deallocates it; a new one is asked for below)
+    _follow_links(agent)
     core.gather_anew()
     agent._signalled.clear()
     agent._mapped = None
@@ -467,6 +468,18 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
         agent._nursery.start_soon(gather_servers, agent, name="gather")
     else:
         finish_gathering(agent)
+
+
+def _follow_links(agent: Agent) -> None:
+    """mDNS at a gathering anew, whatever the mode: an open one follows the links of now
+    (before the new candidates are named); one that could not be opened is tried again
+    when next needed (an interface may have come; that try does not warn again)."""
+    mdns = agent._mdns
+    if mdns is False:
+        agent._mdns = None
+        agent._mdns_quiet = True
+    elif mdns is not None:
+        mdns.follow_links(agent.config.network)
 
 
 def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None) -> None:

@@ -30,7 +30,7 @@ import trio
 
 from trice._config import NetworkConfig
 from trice._errors import MdnsDecodeError
-from trice._trio._gather import interface_of, mdns_interfaces
+from trice._trio._gather import interface_of, machine_addresses, mdns_interfaces
 from trice._trio._log import TRACE, logger
 from trice._trio._transport import READ_BATCH
 from trice.mdns import MDNS_IPV4_GROUP, MDNS_PORT, encode_query, normalize_name
@@ -46,6 +46,7 @@ _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: interface index, local, destination
 _GROUP = socket.inet_aton(MDNS_IPV4_GROUP)
+_MREQN = struct.Struct("=4s4si")  # struct ip_mreqn: group, local address, interface index
 
 #: A link: the address the socket joined the group on, that interface's network, and its
 #: index (0 if unknown).
@@ -123,42 +124,69 @@ class Mdns:
         self.responder.add_name(name, address, self._link_of_own(address))
         return name
 
-    def _link_of_own(self, address: str) -> Link | None:
-        """The link of one of the host's own addresses: an IPv4 one by its network, an IPv6
-        one by its interface."""
+    def _link_of_own(self, address: str, links: list[Link] | None = None) -> Link | None:
+        """The link (of ``links``, by default those joined) of one of the host's own
+        addresses: an IPv4 one by its network, an IPv6 one by its interface."""
+        links = self._links if links is None else links
         if ":" not in address:
-            return self._link_of(address)
+            return _link_of(address, links)
         interface = interface_of(address)
         if interface is None:
             return None
-        try:
-            return self._link_at(socket.if_nametoindex(interface))
-        except OSError:
-            return None
+        index = _index(interface)
+        return next((link for link in links if index and link[2] == index), None)
 
     def follow_links(self, network: NetworkConfig) -> None:
-        """A gathering anew: the interfaces ``network`` accepts now.  The group is joined on
-        each one that came, and left on each one gone; then each of the agent's names is
-        answered on the link its address is on now (an address gone: nowhere).  Call it
-        before naming the new host candidates (:meth:`name`)."""
-        have = {link[0]: link for link in self._links}
-        links = []
-        for found in mdns_interfaces(network):
-            link = have.pop(found[1], None)
-            if link is None:
-                link = _join(self._sock, *found)
-            if link is not None:
-                links.append(link)
-        for address, _, _ in have.values():
+        """A gathering anew: the interfaces ``network`` accepts now, told apart by their
+        index (a membership belongs to an interface, not to an address).
+
+        An interface still there keeps its membership (its address and network are taken
+        as they are now: a renumbering); one gone is left, and one that came (a new index:
+        re-created, even with the same address) is joined.  A name whose address went, or
+        moved to another link, says goodbye on its old link (RFC 6762 §10.1) while that
+        is still joined; then each name is answered on the link its address is on now,
+        nowhere if the host has it no more.  Call it before naming the new candidates
+        (:meth:`name`)."""
+        wanted = [(*found, _index(found[0])) for found in mdns_interfaces(network)]
+        have = {link[2]: link for link in self._links}
+        links: list[Link] = []
+        came = []
+        for interface, address, network_, index in wanted:
+            if index and index in have:
+                have.pop(index)
+                links.append((address, network_, index))
+            else:
+                came.append((interface, address, network_))
+        present = machine_addresses()
+        relinked = {}
+        for name, address in self.responder.names.items():
+            link = None
+            if address in present:
+                link = self._link_of_own(address, links)
+            relinked[name] = link
+        moved = []
+        for name, link in relinked.items():
+            old = self.responder.link(name)
+            if isinstance(old, tuple) and (link is None or link[2] != old[2]):
+                moved.append(name)
+        self._send_all(self.responder.goodbyes(moved))
+        for gone in have.values():  # (left first: a re-created interface may reuse it)
             with contextlib.suppress(OSError):  # (the interface may be gone with it)
                 self._sock.setsockopt(
-                    socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _GROUP + socket.inet_aton(address)
+                    socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _membership(gone[0], gone[2])
                 )
-        if [link[0] for link in links] != [link[0] for link in self._links]:
+        for found in came:
+            link = _join(self._sock, *found)
+            if link is not None:
+                links.append(link)
+        if links != self._links:
             logger.debug("mDNS: links %s, before %s", links, self._links)
         self._links = links
-        for name, address in list(self.responder.names.items()):
-            self.responder.add_name(name, address, self._link_of_own(address))
+        for name, address in self.responder.names.items():
+            link = relinked[name]
+            if link is None and address in present:  # (on an interface that just came)
+                link = self._link_of_own(address, links)
+            self.responder.add_name(name, address, link)
 
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""
@@ -245,14 +273,7 @@ class Mdns:
 
     def _link_of(self, address: str) -> Link | None:
         """The link ``address`` is on, of those the socket joined; ``None`` if none."""
-        try:
-            ip = ipaddress.IPv4Address(address)
-        except ValueError:
-            return None
-        for link in self._links:
-            if ip in link[1]:
-                return link
-        return None
+        return _link_of(address, self._links)
 
     def on_datagram(
         self, data: bytes, source: tuple[str, int], group_on: int | None = None
@@ -315,30 +336,58 @@ class Mdns:
             logger.debug("mDNS: cannot send to %s: %s", destination, exc)
 
 
+def _link_of(address: str, links: list[Link]) -> Link | None:
+    """The link of ``links`` whose network holds the IPv4 ``address``, or ``None``."""
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return None
+    return next((link for link in links if ip in link[1]), None)
+
+
+def _index(interface: str) -> int:
+    """The interface's index, or 0 if the system cannot say."""
+    try:
+        return socket.if_nametoindex(interface)
+    except OSError:
+        return 0
+
+
+def _membership(address: str, index: int) -> bytes:
+    """The group on the interface of index ``index`` (``struct ip_mreqn``, on Linux: the
+    interface is found by its index, also once ``address`` has gone from it), or else on
+    the interface that has ``address`` (``struct ip_mreq``)."""
+    if _LINUX and index:
+        return _MREQN.pack(_GROUP, socket.inet_aton(address), index)
+    return _GROUP + socket.inet_aton(address)
+
+
 def _join(
     sock: socket.socket, interface: str, address: str, network: ipaddress.IPv4Network
 ) -> Link | None:
-    """Join the group on ``interface`` (by its address ``address``): its link, or ``None``
+    """Join the group on ``interface`` (whose address is ``address``): its link, or ``None``
     (logged) if it cannot be joined."""
-    membership = _GROUP + socket.inet_aton(address)
+    index = _index(interface)
     try:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _membership(address, index))
     except OSError as exc:
-        logger.debug("mDNS: cannot join the group on %s: %s", address, exc)
+        logger.warning(
+            "mDNS: cannot join the group on %s (%s): %s; not on that link", interface, address, exc
+        )
         return None
-    try:
-        index = socket.if_nametoindex(interface)
-    except OSError:
-        index = 0
     return (address, network, index)
 
 
-def open_mdns(network: NetworkConfig, now: Callable[[], float]) -> Mdns | None:
-    """An :class:`Mdns` on the interfaces ``network`` accepts, or ``None`` (logged) if none
-    has an IPv4 address or the socket cannot be made."""
+def open_mdns(
+    network: NetworkConfig, now: Callable[[], float], *, warn: bool = True
+) -> Mdns | None:
+    """An :class:`Mdns` on the interfaces ``network`` accepts, or ``None`` (logged: a
+    warning, or with ``warn`` false a debug message) if none has an IPv4 address or the
+    socket cannot be made."""
+    log = logger.warning if warn else logger.debug
     links = mdns_interfaces(network)
     if not links:
-        logger.warning("mDNS: no interface with an IPv4 address passes the filters; mDNS off")
+        log("mDNS: no interface with an IPv4 address passes the filters; mDNS off")
         return None
     sock = None
     try:
@@ -362,6 +411,6 @@ def open_mdns(network: NetworkConfig, now: Callable[[], float]) -> Mdns | None:
     except OSError as exc:
         if sock is not None:
             sock.close()
-        logger.warning("mDNS: cannot open port %d: %s; mDNS off", MDNS_PORT, exc)
+        log("mDNS: cannot open port %d: %s; mDNS off", MDNS_PORT, exc)
         return None
     return Mdns(sock, joined, now)

@@ -11,7 +11,7 @@ shell uses for one (anything hashable); this module only compares them.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Hashable
+from collections.abc import Container, Hashable, Iterable
 from dataclasses import dataclass
 
 from .._errors import MdnsDecodeError
@@ -105,12 +105,18 @@ class MdnsResponder:
         self.names[name] = address
         self._name_links[name] = link
 
-    def goodbyes(self) -> list[Send]:
-        """The goodbyes (TTL 0, RFC 6762 §10.1) for our names, each on its link."""
+    def link(self, name: str) -> Hashable:
+        """The link ``name`` (one of ours) is answered on, ``None`` if nowhere."""
+        return self._name_links.get(name)
+
+    def goodbyes(self, names: Iterable[str] | None = None) -> list[Send]:
+        """The goodbyes (TTL 0, RFC 6762 §10.1) for our names (those of ``names``, or all),
+        each on its link."""
+        chosen = self.names if names is None else names
         return [
-            Send(encode_answer(name, [address], ttl=0), link=self._name_links[name])
-            for name, address in self.names.items()
-            if self._name_links[name] is not None
+            Send(encode_answer(name, [self.names[name]], ttl=0), link=self._name_links[name])
+            for name in chosen
+            if self._name_links.get(name) is not None
         ]
 
     # ------------------------------------------------------------------ resolving

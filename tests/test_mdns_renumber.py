@@ -1,0 +1,135 @@
+"""mDNS across network changes, with the kernel's own group memberships: two namespaces of
+the test's own joined by a veth pair, an ``Mdns`` answering in one (as an agent's does),
+another asking from the other.  The interface is renumbered, then made anew with the same
+address; after each, ``Mdns.follow_links`` (what a gathering anew calls) keeps the names
+answered, and no membership outlives the socket.  (Links in the small, with a socket that
+only records: ``test_mdns_links.py``.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from test_netwatch import JsonLines
+
+from natlab import Namespace, lone_namespace, require_natlab
+
+# Answers for names, and follows the links when told (standard input: "name ADDRESS",
+# "follow"); each command's result is a JSON line.
+ANSWERING = """
+import json, trio, trice
+from trice._trio._gather import forget_adapters
+from trice._trio._mdns import open_mdns
+
+network = trice.NetworkConfig(interface_filter=lambda name: name == "v0")
+
+async def main():
+    mdns = open_mdns(network, trio.current_time)
+    stdin = trio.lowlevel.FdStream(0)
+    pending = b""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mdns.serve)
+        print(json.dumps([link[0] for link in mdns._links]), flush=True)
+        while True:
+            while b"\\n" not in pending:
+                chunk = await stdin.receive_some()
+                if not chunk:
+                    nursery.cancel_scope.cancel()
+                    return
+                pending += chunk
+            line, pending = pending.split(b"\\n", 1)
+            command, *args = line.decode().split()
+            if command == "name":
+                print(json.dumps(mdns.name(args[0])), flush=True)
+            else:
+                forget_adapters()
+                mdns.follow_links(network)
+                print(json.dumps([link[0] for link in mdns._links]), flush=True)
+
+trio.run(main)
+"""
+
+# Resolves one name from interface v1, for up to 3 s: the addresses found, as JSON.
+ASKING = """
+import json, sys, trio, trice
+from trice._trio._mdns import open_mdns
+
+async def main():
+    network = trice.NetworkConfig(interface_filter=lambda name: name == "v1")
+    mdns = open_mdns(network, trio.current_time)
+    found = ()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mdns.serve)
+        with trio.move_on_after(3):
+            found = await mdns.resolve(sys.argv[1])
+        nursery.cancel_scope.cancel()
+    print(json.dumps(list(found)))
+
+trio.run(main)
+"""
+
+
+def _link(a: Namespace, b: Namespace, a_address: str, b_address: str) -> None:
+    """A veth pair: v0 in ``a``, v1 in ``b``, with these addresses, up."""
+    a.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", b.name)
+    a.ip("addr", "add", a_address, "dev", "v0")
+    b.ip("addr", "add", b_address, "dev", "v1")
+    a.ip("link", "set", "v0", "up")
+    b.ip("link", "set", "v1", "up")
+
+
+def _resolve(b: Namespace, name: str) -> list[str]:
+    out = b.check_output([sys.executable, "-c", ASKING, name], timeout=20)
+    result: list[str] = json.loads(out)
+    return result
+
+
+def test_names_stay_answered_when_the_interface_is_renumbered_or_made_anew() -> None:
+    require_natlab(turn=False)
+    with lone_namespace("mdns-a") as a, lone_namespace("mdns-b") as b:
+        _link(a, b, "10.0.0.5/24", "10.0.0.6/24")
+        proc = a.run(
+            [sys.executable, "-c", ANSWERING],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        out = JsonLines(proc)
+
+        def tell(command: str) -> object:
+            assert proc.stdin is not None
+            proc.stdin.write(command.encode() + b"\n")
+            proc.stdin.flush()
+            return out.next(20)
+
+        assert out.next(20) == ["10.0.0.5"]
+        first = tell("name 10.0.0.5")
+        assert _resolve(b, str(first)) == ["10.0.0.5"]
+
+        # Renumbered: the same interface, another address and network.
+        a.ip("addr", "del", "10.0.0.5/24", "dev", "v0")
+        a.ip("addr", "add", "10.1.0.5/24", "dev", "v0")
+        b.ip("addr", "add", "10.1.0.6/24", "dev", "v1")
+        assert tell("follow") == ["10.1.0.5"]
+        second = tell("name 10.1.0.5")
+        assert _resolve(b, str(second)) == ["10.1.0.5"]
+        assert _resolve(b, str(first)) == []  # (its address went)
+
+        # Made anew (another index), with the same address.
+        a.ip("link", "del", "v0")
+        _link(a, b, "10.1.0.5/24", "10.1.0.6/24")
+        assert tell("follow") == ["10.1.0.5"]
+        assert _resolve(b, str(second)) == ["10.1.0.5"]
+
+        proc.stdin.close()
+        proc.wait(10)
+        # No membership of 224.0.0.251 (FB0000E0 in /proc/net/igmp) is left on v0.
+        igmp = a.check_output(["cat", "/proc/net/igmp"])
+        device = ""
+        for line in igmp.splitlines():
+            if not line.startswith("\t"):
+                device = line.split()[1] if len(line.split()) > 1 else ""
+            elif device == "v0":
+                assert "FB0000E0" not in line, igmp
