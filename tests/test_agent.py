@@ -340,6 +340,24 @@ async def test_all_pairs_failed_with_end_of_candidates_fails_early() -> None:
                 await a.connect()  # well before the 25 s failed timeout
 
 
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_no_pair_of_a_family_in_common_fails_at_once() -> None:
+    """An agent with 127.0.0.1 only and one with ::1 only: no pair can be formed, and with
+    both sides' candidates complete ``connect()`` fails on both at once (RFC 8838 §8), not
+    after the 25 s failed timeout."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(ipv6=True), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        with trio.fail_after(3):
+            for agent in (a, b):
+                with pytest.raises(trice.IceFailedError, match="no candidate pair works"):
+                    await agent.connect()
+
+
 async def test_stun_is_still_answered_after_ice_failed() -> None:
     timing = trice.Timing(ta=0.01, rto=0.05, rto_max=0.1, max_binding_requests=2)
     config = loopback_config(timing=timing)

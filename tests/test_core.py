@@ -1248,6 +1248,40 @@ def test_end_of_candidates_after_all_pairs_failed_fails_at_once() -> None:
     assert a.states()[-1] is S.FAILED
 
 
+def test_a_check_list_with_no_pairs_fails_once_no_candidate_can_come() -> None:
+    """The peer offers IPv6 only and this agent has IPv4 only: no pair can be formed.  Once
+    both sides' candidates are complete and checks have begun, ICE fails at once (RFC 8838
+    §8), not at ``failed_timeout``; without end-of-candidates it waits (a candidate may come)."""
+    net, a, b = two_agents(timing=FAST, b_hosts=(("fd00::2", 6000),))
+    net.run_for(0.1)
+    assert len(a.core.checklist) == 0
+    assert a.states() == [S.CHECKING, S.FAILED]
+    assert a.time_of(S.FAILED) == 0.0
+    assert b.states() == [S.CHECKING, S.FAILED]
+
+    net, a, b = two_agents(timing=FAST, exchange=False, b_hosts=(("fd00::2", 6000),))
+    net.exchange(a, b, end_of_candidates=False)
+    net.run_for(1.0)
+    assert a.states() == [S.CHECKING]
+    a.core.add_remote_candidate(None)
+    net.run_for(0.1)
+    assert a.states() == [S.CHECKING]  # (a local candidate may still come)
+    a.core.set_local_complete()
+    net.run_for(0.1)
+    assert a.states() == [S.CHECKING, S.FAILED]
+
+
+def test_an_ice_lite_agent_with_no_pairs_does_not_fail() -> None:
+    """An ICE-lite agent forms no pairs (the peer's checks prove them): its empty check list
+    is no failure."""
+    net, a, b = two_agents(timing=FAST, b_lite=True, exchange=False)
+    net.drop_all()
+    net.exchange(a, b)
+    net.run_for(1.0)
+    assert len(b.core.checklist) == 0
+    assert S.FAILED not in b.states()
+
+
 # -- consent freshness (RFC 7675) -----------------------------------------------------------------
 
 

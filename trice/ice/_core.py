@@ -781,6 +781,7 @@ class AgentCore:
         if self._wanted and self.remote is not None and self.state is _STATE_NEW:
             self._checking_since = now
             self._set_state(ConnectionState.CHECKING)
+            self._maybe_fail()  # (nothing to check, and nothing can come)
 
     @property
     def _checking(self) -> bool:
@@ -1387,13 +1388,19 @@ class AgentCore:
         self._maybe_complete()
 
     def _maybe_fail(self) -> None:
-        """ICE fails once every pair failed and no candidate can still come (RFC 8445 §8.1.2)."""
+        """ICE fails once every pair failed and no candidate can still come (RFC 8445 §8.1.2);
+        or, checks begun, when no pair could be formed at all (RFC 8838 §8: the peer's
+        candidates are all of a family or protocol this agent has none of, say).  Not an
+        ICE-lite agent, which forms no pairs: the peer's checks prove them."""
         if (
             self.selected is None
             and self.remote_complete
             and self.local_complete
             and not self._triggered
-            and self.checklist.all_failed()
+            and (
+                self.checklist.all_failed()
+                or (not self.checklist and self._checking_since is not None and not self.local.lite)
+            )
         ):
             self._set_state(ConnectionState.FAILED)
 
