@@ -1850,6 +1850,40 @@ def test_closed_core_does_nothing() -> None:
     assert a.core.on_request(0, ("10.0.0.2", 6000), binding_request(a.core), net.now) is None
 
 
+def test_a_prflx_remote_candidate_is_paired_only_with_the_base_its_check_came_on() -> None:
+    """RFC 8445 §7.3.1.3: a peer-reflexive remote candidate joins the remote candidates but
+    is paired with no local candidate; only the pair its check came on (§7.3.1.4) is
+    formed: not one from the agent's other host, nor from a local candidate gathered later.
+    Signalled after all (RFC 8838 §11.4), it is paired as any signalled candidate."""
+    _net, a, _b = two_agents(a_hosts=(("10.0.0.1", 5000), ("10.0.0.9", 5009)), want=False)
+    core = a.core
+    source = ("10.0.0.77", 7777)
+    assert core.on_request(0, source, binding_request(core), 0.0) is not None
+    assert [p.base for p in core.checklist if p.remote_address == source] == [0]
+    later = make_candidate("10.0.0.10", 5010)
+    core.add_local_candidate(later, 2)
+    assert [p.base for p in core.checklist if p.remote_address == source] == [0]
+
+    signalled = Candidate.from_sdp("candidate:sig 1 udp 2130706431 10.0.0.77 7777 typ host")
+    core.remote_complete = False  # (the harness signalled end-of-candidates already)
+    core.add_remote_candidate(signalled)
+    pairs = sorted((p.base, p.remote.type) for p in core.checklist if p.remote_address == source)
+    assert pairs == [(0, CandidateType.HOST), (1, CandidateType.HOST), (2, CandidateType.HOST)]
+
+
+def test_prflx_remote_candidates_from_one_address_have_foundations_of_their_own() -> None:
+    """RFC 8445 §7.3.1.3: a peer-reflexive remote candidate's foundation differs from every
+    other remote candidate's, also one learned from another port of the same address (two
+    NAT mappings), so that neither pair waits frozen behind the other's."""
+    _net, a, _b = two_agents(want=False)
+    core = a.core
+    core.on_request(0, ("10.0.0.77", 7777), binding_request(core, tid=b"1" * 12), 0.0)
+    core.on_request(0, ("10.0.0.77", 7778), binding_request(core, tid=b"2" * 12), 0.0)
+    prflx = [c for c in core.remote_candidates if c.type is CandidateType.PRFLX]
+    assert len(prflx) == 2
+    assert len({c.foundation for c in core.remote_candidates}) == len(core.remote_candidates)
+
+
 def test_signalled_candidate_replaces_the_learned_prflx() -> None:
     """RFC 8838 §11.4: a check may outrun signaling; the signalled candidate then wins."""
     _net, a = three_pair_core()

@@ -10,6 +10,7 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, TypeGuard
@@ -434,7 +435,11 @@ class AgentCore:
             self._prepare_checks(candidate)
         stale = self._stale
         for address, remote in self.remote_addresses.items():
-            if address != stale:  # (not the pair of before a restart: not signalled anew)
+            # Not the pair of before a restart (not signalled anew), nor a peer-reflexive
+            # remote candidate (paired with no local one, RFC 8445 §7.3.1.3).
+            if address != stale and (
+                remote.type is not CandidateType.PRFLX or remote.protocol != "udp"
+            ):
                 self._add_pair(candidate, remote, base)
 
     def _adopt_local(self, candidate: Candidate, base: int) -> None:
@@ -630,13 +635,18 @@ class AgentCore:
         if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
             self.remote_addresses[address] = candidate  # in its place: the order is kept
             self.checklist.replace_remote(known, candidate, controlling=self.controlling)
+            if not self.local.lite:  # (signalled: paired with every local candidate now)
+                for local, base in self.local_candidates:
+                    if CheckList.is_local_pairable_type(local, nohost=self.nohost):
+                        self._add_pair(local, candidate, base)
 
-    def _add_remote(self, candidate: Candidate) -> None:
+    def _add_remote(self, candidate: Candidate, *, pair: bool = True) -> None:
+        """A remote candidate; with ``pair``, paired with every local candidate."""
         address = remote_key(candidate)
         if address == self._stale:
             self._stale = None  # (signalled, or learned, anew: a candidate of these checks)
         self.remote_addresses[address] = candidate
-        if self.local.lite:
+        if self.local.lite or not pair:
             return
         for local, base in self.local_candidates:
             if CheckList.is_local_pairable_type(local, nohost=self.nohost):
@@ -1399,10 +1409,35 @@ class AgentCore:
             and not self._triggered
             and (
                 self.checklist.all_failed()
-                or (not self.checklist and self._checking_since is not None and not self.local.lite)
+                or (
+                    not self.checklist
+                    and self._checking_since is not None
+                    and not self.local.lite
+                    and not self._peer_may_check()
+                )
             )
         ):
             self._set_state(ConnectionState.FAILED)
+
+    def _peer_may_check(self) -> bool:
+        """With an empty check list: whether the peer may still have a pair with this agent,
+        and check it (the pair is formed then): a passive ICE-TCP candidate here faces an
+        active one there (the peer connects, RFC 6544 §6.2); or some remote candidate is
+        one whose address is unknown here (a ``.local`` name with mDNS off or unanswered,
+        left out): the peer may pair it with ours, and our address is learned from its
+        check.  Only with neither does the empty list mean that no pair can be (a family
+        or protocol in common with none of the peer's candidates)."""
+        if self.remote_candidates_dropped:
+            return True
+        remotes = self.remote_addresses.values()
+        for remote in remotes:
+            try:
+                ipaddress.ip_address(remote.address)
+            except ValueError:
+                return True  # (a name)
+        if not any(local.tcp_type is TcpType.PASSIVE for local, _ in self.local_candidates):
+            return False
+        return any(remote.tcp_type is TcpType.ACTIVE for remote in remotes)
 
     # ------------------------------------------------------------------ nomination
 
@@ -1592,7 +1627,9 @@ class AgentCore:
             try:
                 prflx: Candidate | None = prflx_candidate(
                     source,
-                    learned_from=source[0],
+                    # (Its own foundation, unlike any other remote candidate's: two sources
+                    # of one address are two candidates, RFC 8445 §7.3.1.3.)
+                    learned_from=f"{source[0]} {source[1]}",
                     component=local.component,
                     priority=priority,
                     tcp_type=_opposite(local.tcp_type),
@@ -1605,7 +1642,10 @@ class AgentCore:
                 # found by it: answered, but not learned.
                 self.prflx_dropped += 1
                 return
-            self._add_remote(prflx)
+            # Paired with no local candidate (RFC 8445 §7.3.1.3): only the pair this check
+            # came on is formed, below (§7.3.1.4).  (Over TCP it is paired as the peer's
+            # active candidate would be, with the passive ones: RFC 6544 §7.2.)
+            self._add_remote(prflx, pair=local.protocol != "udp")
         pair = self.checklist.find(base, source)
         if pair is None:
             remote = self.remote_addresses[key]

@@ -154,10 +154,10 @@ def prflx_candidate(
     tcp_type: TcpType | None = None,
 ) -> Candidate:
     """A peer-reflexive candidate (RFC 8445 §7.2.5.3.1, §7.3.1.3): an address a check
-    revealed, never signalled.  ``learned_from`` is the address its foundation derives from
-    (the base's, for a local one; the source's, for a remote one); ``priority`` is the one the
-    check carried (remote) or would carry (local).  With ``tcp_type`` it is an ICE-TCP
-    candidate (RFC 6544 §7.1.1)."""
+    revealed, never signalled.  ``learned_from`` is what its foundation derives from (the
+    base's address, for a local one; the source's address and port, for a remote one);
+    ``priority`` is the one the check carried (remote) or would carry (local).  With
+    ``tcp_type`` it is an ICE-TCP candidate (RFC 6544 §7.1.1)."""
     return Candidate(
         foundation=prflx_foundation(learned_from, "udp" if tcp_type is None else "tcp"),
         component=component,
