@@ -331,6 +331,7 @@ class Network:
             max_pairs=max_pairs,
             max_remote_candidates=max_remote_candidates,
             new_transaction_id=TidSource(name.encode()),
+            consent_jitter=lambda: 1.0,  # (deterministic: RFC 7675's jitter has its own test)
         )
         endpoint = Endpoint(name, core, nat)
         self.endpoints[name] = endpoint

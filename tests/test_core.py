@@ -1438,6 +1438,34 @@ def test_a_long_keepalive_interval_does_not_make_a_healthy_pair_flap() -> None:
         assert len(consents) >= 30.0 / (timing.disconnected_timeout / 2) - 1
 
 
+def test_consent_checks_go_at_jittered_intervals() -> None:
+    """RFC 7675 §5.1: each interval between consent checks is the base one (the keep-alive
+    interval, 2 s) times a factor drawn from 0.8-1.2, so that agents do not send in step
+    (here the factors are given: 0.8, then 1.2, in turn); and even at 1.2 consent is checked
+    twice per ``disconnected_timeout`` (a long keep-alive interval: 4 s, 5 s disconnected
+    timeout; the base interval is 5 / 2.4 s, so 2.5 s at most)."""
+    for timing, base in ((Timing(), 2.0), (Timing(keepalive_interval=4.0), 5.0 / 2.4)):
+        net, a, b = two_agents(timing=timing)
+        factors = itertools.cycle((0.8, 1.2))
+        a.core._jitter = factors.__next__
+        assert net.run_until(connected(a, b), max_time=1.0)
+        net.run_for(20.0)
+        times = [t for t, c in a.started if c.consent]
+        gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(times)]
+        assert len(gaps) > 4
+        assert set(gaps) == {round(0.8 * base, 6), round(1.2 * base, 6)}
+        assert max(gaps) <= timing.disconnected_timeout / 2
+        assert S.DISCONNECTED not in a.states()
+
+
+def test_consent_jitter_by_default_is_drawn_from_0_8_to_1_2() -> None:
+    core = AgentCore(
+        local=IceParameters("abcd", "a" * 22), controlling=True, tiebreaker=1, timing=Timing()
+    )
+    factors = [core._jitter() for _ in range(1000)]
+    assert 0.8 <= min(factors) < 0.85 and 1.15 < max(factors) <= 1.2
+
+
 def test_consent_restored_reconnects() -> None:
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)

@@ -286,7 +286,9 @@ class Timing:
             better pairs still being checked before it nominates the best valid one.
         keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter),
             and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
-            would otherwise flap to disconnected and back between two checks).
+            would otherwise flap to disconnected and back between two checks); each interval
+            is this times a factor drawn from 0.8-1.2 (RFC 7675 §5.1: agents do not send in
+            step).
         disconnected_timeout: without hearing from the peer for this long (an answer to a
             check, a check of the peer's own on the selected pair, or data), the state
             becomes disconnected.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
+import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, TypeGuard
 
@@ -46,6 +47,14 @@ from trice.stun._fastpath import (
 )
 
 __all__ = ["AgentCore", "Check", "IceParameters", "check_schedule"]
+
+#: The range of the factor of each interval between consent checks (RFC 7675 §5.1).
+JITTER_MIN, JITTER_MAX = 0.8, 1.2
+
+
+def _consent_jitter() -> float:
+    return random.uniform(JITTER_MIN, JITTER_MAX)
+
 
 Address = tuple[str, int]
 
@@ -127,6 +136,9 @@ class AgentCore:
         max_remote_candidates: cap on remote candidates.
         nohost: the NOHOST transport policy (server-reflexive candidates stand for their base).
         new_transaction_id: source of transaction ids (injected so tests are deterministic).
+        consent_jitter: the factor of each interval between consent checks, by default
+            drawn from 0.8-1.2 (RFC 7675 §5.1: agents do not send in step); injected so
+            tests are deterministic.
     """
 
     __slots__ = (
@@ -134,6 +146,7 @@ class AgentCore:
         "_events",
         "_first_valid_at",
         "_held",
+        "_jitter",
         "_last_alive",
         "_last_consent",
         "_last_selected",
@@ -198,6 +211,7 @@ class AgentCore:
         max_remote_candidates: int = 200,
         nohost: bool = False,
         new_transaction_id: Callable[[], bytes] = stun.new_transaction_id,
+        consent_jitter: Callable[[], float] = _consent_jitter,
     ) -> None:
         self.local = local
         self.controlling = controlling and not local.lite
@@ -211,6 +225,7 @@ class AgentCore:
         self.max_remote_candidates = max_remote_candidates
         self.nohost = nohost
         self._new_tid = new_transaction_id
+        self._jitter = consent_jitter
         self._local_key = stun.short_term_key(local.pwd)
         self._success_pads = success_pads(self._local_key)  # kept: see success_pads
         self.remote: IceParameters | None = None
@@ -1100,7 +1115,7 @@ class AgentCore:
         if now >= self._last_alive + self.timing.disconnected_timeout:
             self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
-            self._next_consent = now + self._consent_interval()
+            self._next_consent = now + self._consent_interval() * self._jitter()
             if not self.local.lite:
                 self._push_urgent(
                     self._start_check(self.selected, nominating=False, consent=True, now=now)
@@ -1467,7 +1482,7 @@ class AgentCore:
             return
         self._make_selected(pair)
         self._last_consent = self._last_alive = now
-        self._next_consent = now + self._consent_interval()
+        self._next_consent = now + self._consent_interval() * self._jitter()
         self._set_state(ConnectionState.CONNECTED)
 
     def _maybe_follow(self, pair: Pair, now: float) -> bool:
@@ -1526,11 +1541,11 @@ class AgentCore:
             self.remote_addresses.pop(stale, None)
 
     def _consent_interval(self) -> float:
-        """Consent checks go every ``keepalive_interval``, and at least twice per
-        ``disconnected_timeout``: else a healthy pair would flap to disconnected and back
-        between two checks."""
+        """Consent checks go every ``keepalive_interval`` (each interval times the jitter,
+        0.8-1.2), and at least twice per ``disconnected_timeout`` however the jitter falls:
+        else a healthy pair would flap to disconnected and back between two checks."""
         timing = self.timing
-        return min(timing.keepalive_interval, timing.disconnected_timeout / 2)
+        return min(timing.keepalive_interval, timing.disconnected_timeout / (2 * JITTER_MAX))
 
     def _maybe_complete(self) -> None:
         if (
