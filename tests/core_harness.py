@@ -462,6 +462,13 @@ class Network:
             # (Superseded; or ICE is over, failed or closed: the shell sends no more.)
             del endpoint.flights[check.transaction_id]
         elif (
+            flight.sent and flight.sent < len(check.schedule) - 1 and endpoint.core.cancelled(check)
+        ) or (flight.resend_at is not None and endpoint.core.cancelled(check)):
+            # Cancelled (a pair is selected, RFC 8445 §8.1.2): not sent again, as in the
+            # shell; its answer is still awaited until its give-up time.
+            flight.resend_at = None
+            flight.sent = len(check.schedule) - 1  # (next: the give-up time)
+        elif (
             flight.resend_at is not None
             and flight.resend_at <= self.now
             and flight.resend_at < flight.start + check.schedule[flight.sent]

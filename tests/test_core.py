@@ -1282,6 +1282,33 @@ def test_an_ice_lite_agent_with_no_pairs_does_not_fail() -> None:
     assert S.FAILED not in b.states()
 
 
+def test_a_controlling_agents_nomination_cancels_its_checks_on_other_pairs() -> None:
+    """RFC 8445 §8.1.2: once the controlling agent's regular nomination has selected a
+    pair, its ordinary checks in flight on other pairs are cancelled: not sent again (here
+    the best pair's, whose host is cut off), though a late answer would count; and they no
+    longer hold ``completed`` back (it came 15 s later, when the dead pair's schedule ran
+    out).  The controlled agent, which follows the peer's nominations, keeps its own."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)  # (the best pair's, cut off)
+    a.add_host("10.0.1.1", 5001, local_pref=60000)
+    b.add_host("10.0.0.2", 6000)
+    net.drop(lambda p: "10.0.0.1" in (p.src[0], p.dst[0]))
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    selected = a.time_of(S.CONNECTED)
+    assert selected is not None
+    net.run_for(20.0)
+    assert a.time_of(S.COMPLETED) == selected
+    dead = [c for t, c, _ in a.transmissions if t > selected and not c.consent]
+    assert dead == []
+    ((_, timed_out),) = [(t, c) for t, c in a.timeouts if not c.consent]
+    assert timed_out.pair.local.address == "10.0.0.1"  # (waited out, then failed as any)
+    assert a.states()[-1] is S.COMPLETED
+    assert (b.time_of(S.COMPLETED) or 0.0) > selected + 10.0  # (its checks ran their course)
+
+
 # -- consent freshness (RFC 7675) -----------------------------------------------------------------
 
 

@@ -146,11 +146,13 @@ class CheckRun:
         check = self.check
         try:
             schedule = check.schedule
+            core = agent._core
             for i in range(len(schedule) - 1):
                 if i:
-                    if self._answered_meanwhile() or agent._core.finished:
+                    if self._answered_meanwhile() or core.finished:
                         return  # (answered; or ICE is over, failed or closed)
-                    self._again()
+                    if not core.cancelled(check):  # (else it only waits for a late answer)
+                        self._again()
                 deadline = check.started + schedule[i + 1]
                 while not self.failed:
                     if self.settled or self.dropped:
@@ -172,13 +174,14 @@ class CheckRun:
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
                         self.resend_at = None
-                        if self._answered_meanwhile() or agent._core.finished:
+                        if self._answered_meanwhile() or core.finished:
                             return  # (answered; or ICE is over)
-                        self._again()
+                        if not core.cancelled(check):
+                            self._again()
                 if self.failed:
                     break
                 self.resend_at = None
-            agent._core.on_timeout(check, agent._now())
+            core.on_timeout(check, agent._now())
             agent._pump()
         finally:
             self.task = None

@@ -1548,13 +1548,36 @@ class AgentCore:
         return min(timing.keepalive_interval, timing.disconnected_timeout / (2 * JITTER_MAX))
 
     def _maybe_complete(self) -> None:
+        """``completed`` once a pair is selected, no triggered check waits, and no check is in
+        flight on another pair but those cancelled (see :meth:`cancelled`)."""
         if (
             self.selected is not None
             and self.state is _STATE_CONNECTED
             and not self._triggered
-            and not self.checklist.in_progress()
+            and (self._selection_final() or not self.checklist.in_progress())
         ):
             self._set_state(ConnectionState.COMPLETED)
+
+    def _selection_final(self) -> bool:
+        """Whether the selected pair is this agent's own nomination, which is final (RFC
+        8445 §8.1.1): a controlling agent's, nominating regularly.  (A controlled agent
+        follows the peer, which may nominate again: aggressively, or a pair whose answer
+        it never had.)"""
+        return self.controlling and self.nomination is not _AGGRESSIVE
+
+    def cancelled(self, check: Check) -> bool:
+        """Whether ``check`` is cancelled (RFC 8445 §8.1.2): once a controlling agent that
+        nominates regularly has its pair selected, its ordinary checks on other pairs.  The
+        shell sends them no more, but waits their schedules out for a late answer (a
+        timeout fails the pair as any); they hold ``completed`` back no more."""
+        selected = self.selected
+        return (
+            selected is not None
+            and check.pair is not selected
+            and not check.consent
+            and not check.nominating
+            and self._selection_final()
+        )
 
     def _consent_refreshed(self, now: float) -> None:
         """An answer to our check on the selected pair: consent (RFC 7675), and a sign of

@@ -37,7 +37,16 @@ class GatheringState(str, enum.Enum):
 
 
 class ConnectionState(str, enum.Enum):
-    """The agent's connection state: the seven states of Pion's ``ICEConnectionState``."""
+    """The agent's connection state: the seven states of Pion's ``ICEConnectionState``.
+
+    ``checking`` once checks begin; ``connected`` once a pair is selected; ``completed``
+    once, besides, no check is left to wait for: a controlling agent that nominates
+    regularly is there at once, its own nomination being final (its checks still in flight
+    on other pairs are cancelled, RFC 8445 §8.1.2); a controlled agent, which follows the
+    peer's nominations, once its own checks are all answered or given up.
+    ``disconnected`` while the peer is not heard on the selected pair; ``failed`` when no
+    pair works, or consent expired (RFC 7675); ``closed`` when the agent closed.
+    """
 
     NEW = "new"
     CHECKING = "checking"
