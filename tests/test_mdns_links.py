@@ -294,6 +294,17 @@ class _World:
             for name, (_, addresses) in self.interfaces.items()
         ]
 
+    def change(
+        self, name: str, index: int = 0, addresses: list[tuple[str, int]] | None = None
+    ) -> None:
+        """Interface ``name`` comes (or changes) with ``index`` and ``addresses``, or goes
+        (``addresses`` ``None``); then a gathering anew: ``Mdns.follow_links``."""
+        if addresses is None:
+            del self.interfaces[name]
+        else:
+            self.interfaces[name] = (index, addresses)
+        self.mdns.follow_links(self.network)
+
     def answered(self, name: str, index: int) -> bool:
         """Whether a query for ``name`` taken in on interface ``index`` is answered."""
         self.clock += 2.0  # (a name is multicast at most once a second on a link)
@@ -313,16 +324,14 @@ def test_a_gathering_anew_joins_the_links_that_came_and_leaves_those_gone(
     world = _World(monkeypatch)
     found = world.mdns
     lo_name = found.name("127.0.0.1")
-    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
-    found.follow_links(world.network)
+    world.change("eth7", 7, [("192.0.2.1", 24)])
     assert world.sock.memberships == [("join", "192.0.2.1", 7)]
     assert found._links == [_LO, _OTHER]
     other_name = found.name("192.0.2.1")
     assert world.answered(other_name, 7)
     assert world.answered(lo_name, 1)
 
-    del world.interfaces["eth7"]
-    found.follow_links(world.network)
+    world.change("eth7")
     assert world.sock.memberships[1:] == [("leave", "192.0.2.1", 7)]
     assert found._links == [_LO]
     assert not world.answered(other_name, 7)
@@ -339,14 +348,12 @@ def test_a_name_whose_address_went_says_goodbye_and_is_answered_no_more(
     still in eth7's network; the other's name goes on being answered."""
     world = _World(monkeypatch)
     found = world.mdns
-    world.interfaces["eth7"] = (7, [("192.0.2.1", 24), ("192.0.2.2", 24)])
-    found.follow_links(world.network)
+    world.change("eth7", 7, [("192.0.2.1", 24), ("192.0.2.2", 24)])
     staying, going = found.name("192.0.2.1"), found.name("192.0.2.2")
     assert world.answered(going, 7)
 
-    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
     world.sock.sent.clear()
-    found.follow_links(world.network)
+    world.change("eth7", 7, [("192.0.2.1", 24)])
     ((data, destination, interface),) = world.sock.sent
     assert (destination, interface) == (GROUP, "192.0.2.1")
     goodbye = mdns.decode_message(data)
@@ -363,12 +370,10 @@ def test_a_renumbered_interface_keeps_its_membership(monkeypatch: pytest.MonkeyP
     new address's name is answered there, the old one's no more."""
     world = _World(monkeypatch)
     found = world.mdns
-    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
-    found.follow_links(world.network)
+    world.change("eth7", 7, [("192.0.2.1", 24)])
     old_name = found.name("192.0.2.1")
 
-    world.interfaces["eth7"] = (7, [("198.51.100.1", 24)])
-    found.follow_links(world.network)
+    world.change("eth7", 7, [("198.51.100.1", 24)])
     assert world.sock.memberships == [("join", "192.0.2.1", 7)]
     assert found._links == [_LO, ("198.51.100.1", ipaddress.IPv4Network("198.51.100.0/24"), 7)]
     new_name = found.name("198.51.100.1")
@@ -382,12 +387,10 @@ def test_an_interface_made_anew_is_joined_anew(monkeypatch: pytest.MonkeyPatch) 
     then the new interface is joined; the name is answered on the new one only."""
     world = _World(monkeypatch)
     found = world.mdns
-    world.interfaces["eth7"] = (7, [("192.0.2.1", 24)])
-    found.follow_links(world.network)
+    world.change("eth7", 7, [("192.0.2.1", 24)])
     name = found.name("192.0.2.1")
 
-    world.interfaces["eth7"] = (9, [("192.0.2.1", 24)])
-    found.follow_links(world.network)
+    world.change("eth7", 9, [("192.0.2.1", 24)])
     assert world.sock.memberships == [
         ("join", "192.0.2.1", 7),
         ("leave", "192.0.2.1", 7),

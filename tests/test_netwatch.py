@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import json
 import os
@@ -127,6 +128,54 @@ def test_the_kernels_notices_say_at_once_when_an_address_comes_or_goes() -> None
             assert watcher.next(10) == {"2001:db8::7": True}
 
 
+def _lo(allowed: set[str]) -> trice.NetworkConfig:
+    """Loopback, whose IP filter takes the addresses in ``allowed`` as they are when it asks
+    (a "network change" here is a change of the set)."""
+    return trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda address: str(address) in allowed,
+        include_loopback=True,
+    )
+
+
+async def _watch(
+    seen: list[tuple[float, tuple[str, ...]]], network: trice.NetworkConfig, **kwargs: Any
+) -> None:
+    """Each value of ``address_changes(network, **kwargs)``, with the time it came."""
+    changes = trice.address_changes(network, **kwargs)
+    async with contextlib.aclosing(changes):
+        async for addresses in changes:
+            seen.append((trio.current_time(), addresses))
+
+
+async def test_address_changes_says_when_the_addresses_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``trice.address_changes`` reads the interfaces every ``interval`` (virtual seconds
+    here) and says nothing while nothing changes; once the addresses the filters take
+    change (127.0.0.1 goes, then comes back), the next reading says so, with the
+    addresses of then."""
+    allowed = {"127.0.0.1"}
+    seen: list[tuple[float, tuple[str, ...]]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(_watch, seen, _lo(allowed), interval=1.0))
+        await trio.sleep(3.5)
+        assert seen == []
+        allowed.clear()  # (at 3.5 s: read at 4 s)
+        await trio.sleep(2.0)
+        allowed.add("127.0.0.1")  # (at 5.5 s: read at 6 s)
+        await trio.sleep(2.0)
+        nursery.cancel_scope.cancel()
+    assert seen == [(4.0, ()), (6.0, ("127.0.0.1",))]
+
+
+@pytest.mark.parametrize("interval", [0, 0.01, -1, float("inf"), float("nan"), True, "2"])
+async def test_address_changes_wants_an_interval_of_a_tenth_or_more(interval: object) -> None:
+    with pytest.raises(trice.ConfigError, match=r"interval must be a number >= 0\.1"):
+        async for _ in trice.address_changes(interval=interval):  # type: ignore[arg-type]
+            pass
+
+
 async def test_without_the_kernels_notices_the_interfaces_are_polled(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,19 +183,9 @@ async def test_without_the_kernels_notices_the_interfaces_are_polled(
     read every ``interval``: a change made at 2.5 s is seen at 3 s."""
     monkeypatch.setattr(_netwatch, "address_notices", lambda: None)
     allowed = {"127.0.0.1"}
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: str(address) in allowed,
-        include_loopback=True,
-    )
     seen: list[tuple[float, tuple[str, ...]]] = []
-
-    async def watch() -> None:
-        async for addresses in trice.address_changes(network, interval=1.0):
-            seen.append((trio.current_time(), addresses))
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
+        nursery.start_soon(functools.partial(_watch, seen, _lo(allowed), interval=1.0))
         await trio.sleep(2.5)
         allowed.clear()
         await trio.sleep(2.0)
@@ -181,13 +220,8 @@ async def test_a_new_address_that_cannot_be_bound_yet_is_held_back(
     monkeypatch.setattr(_netwatch, "bindable", bindable)
     network = trice.NetworkConfig(include_loopback=True)
     seen: list[tuple[float, tuple[str, ...]]] = []
-
-    async def watch() -> None:
-        async for addresses in trice.address_changes(network, interval=1.0):
-            seen.append((trio.current_time(), addresses))
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
+        nursery.start_soon(functools.partial(_watch, seen, network, interval=1.0))
         await trio.sleep(0.5)
         listed.extend(["198.51.100.99", "127.0.0.2"])
         await trio.sleep(2.0)  # (read at 1 s and 2 s)
@@ -233,11 +267,7 @@ async def test_the_notice_socket_is_closed_when_the_watch_ends(
 
     monkeypatch.setattr(_netwatch, "address_notices", notices)
     allowed = {"127.0.0.1"}
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: str(address) in allowed,
-        include_loopback=True,
-    )
+    network = _lo(allowed)
 
     async def change() -> None:
         await trio.testing.wait_all_tasks_blocked()  # (the watch waits)
@@ -348,21 +378,10 @@ async def test_a_notice_socket_whose_reads_keep_failing_is_given_up_for_the_poll
     polls, and sees a change at the next poll (1.15 s)."""
     kernel = _socketpair_notices(monkeypatch, _Failing)
     allowed = {"127.0.0.1"}
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: str(address) in allowed,
-        include_loopback=True,
-    )
     seen: list[tuple[float, tuple[str, ...]]] = []
-
-    async def watch() -> None:
-        async for addresses in trice.address_changes(network, interval=1.0):
-            seen.append((trio.current_time(), addresses))
-
     try:
-        kernel_end = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
+            nursery.start_soon(functools.partial(_watch, seen, _lo(allowed), interval=1.0))
             await trio.testing.wait_all_tasks_blocked()
             (kernel_end,) = kernel
             kernel_end.send(b"readable for good")
@@ -414,20 +433,9 @@ async def test_with_initial_the_first_value_is_the_addresses_now(
     """``initial=True``: the first value comes at once (at 0 s), with the addresses as the
     watch starts; then only changes."""
     allowed = {"127.0.0.1"}
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: str(address) in allowed,
-        include_loopback=True,
-    )
     seen: list[tuple[float, tuple[str, ...]]] = []
-
-    async def watch() -> None:
-        changes = trice.address_changes(network, interval=1.0, initial=True)
-        async with contextlib.aclosing(changes):
-            async for addresses in changes:
-                seen.append((trio.current_time(), addresses))
-
     async with trio.open_nursery() as nursery:
+        watch = functools.partial(_watch, seen, _lo(allowed), interval=1.0, initial=True)
         nursery.start_soon(watch)
         await trio.sleep(2.5)
         allowed.clear()

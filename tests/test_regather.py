@@ -400,40 +400,6 @@ async def test_a_receiver_waiting_across_network_changes_gets_the_next_datagram(
         assert got == [b"after two changes"]
 
 
-async def test_address_changes_says_when_the_addresses_change(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """``trice.address_changes`` reads the interfaces every ``interval`` (virtual seconds
-    here) and says nothing while nothing changes; once the addresses the filters take
-    change (127.0.0.1 goes, then comes back), the next reading says so, with the
-    addresses of then."""
-    allowed = {"127.0.0.1"}
-    network = _filtered(allowed).network
-    seen: list[tuple[float, tuple[str, ...]]] = []
-
-    async def watch() -> None:
-        async for addresses in trice.address_changes(network, interval=1.0):
-            seen.append((trio.current_time(), addresses))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        await trio.sleep(3.5)
-        assert seen == []
-        allowed.clear()  # (at 3.5 s: read at 4 s)
-        await trio.sleep(2.0)
-        allowed.add("127.0.0.1")  # (at 5.5 s: read at 6 s)
-        await trio.sleep(2.0)
-        nursery.cancel_scope.cancel()
-    assert seen == [(4.0, ()), (6.0, ("127.0.0.1",))]
-
-
-@pytest.mark.parametrize("interval", [0, 0.01, -1, float("inf"), float("nan"), True, "2"])
-async def test_address_changes_wants_an_interval_of_a_tenth_or_more(interval: object) -> None:
-    with pytest.raises(trice.ConfigError, match=r"interval must be a number >= 0\.1"):
-        async for _ in trice.address_changes(interval=interval):  # type: ignore[arg-type]
-            pass
-
-
 async def _moved_to(
     a: trice.Agent, b: trice.Agent, allowed: set[str], b_allowed: set[str], address: str
 ) -> None:
