@@ -124,17 +124,14 @@ class Mdns:
         self.responder.add_name(name, address, self._link_of_own(address))
         return name
 
-    def _link_of_own(self, address: str, links: list[Link] | None = None) -> Link | None:
-        """The link (of ``links``, by default those joined) of one of the host's own
-        addresses: an IPv4 one by its network, an IPv6 one by its interface."""
-        links = self._links if links is None else links
+    def _link_of_own(self, address: str) -> Link | None:
+        """The joined link of one of the host's own addresses: an IPv4 one by its network,
+        an IPv6 one by its interface."""
         if ":" not in address:
-            return _link_of(address, links)
+            return self._link_of(address)
         interface = interface_of(address)
-        if interface is None:
-            return None
-        index = _index(interface)
-        return next((link for link in links if index and link[2] == index), None)
+        index = 0 if interface is None else _index(interface)
+        return self._link_at(index) if index else None
 
     def follow_links(self, network: NetworkConfig) -> None:
         """A gathering anew: the interfaces ``network`` accepts now, told apart by their
@@ -142,51 +139,42 @@ class Mdns:
 
         An interface still there keeps its membership (its address and network are taken
         as they are now: a renumbering); one gone is left, and one that came (a new index:
-        re-created, even with the same address) is joined.  A name whose address went, or
-        moved to another link, says goodbye on its old link (RFC 6762 §10.1) while that
-        is still joined; then each name is answered on the link its address is on now,
-        nowhere if the host has it no more.  Call it before naming the new candidates
-        (:meth:`name`)."""
-        wanted = [(*found, _index(found[0])) for found in mdns_interfaces(network)]
+        made anew, even with the same address) is joined.  Then each of the agent's names
+        is answered on the link its address is on now, nowhere if the host has it no more;
+        one whose address went, or moved to another link, says goodbye on its old link
+        first (RFC 6762 §10.1).  Call it before naming the new candidates (:meth:`name`)."""
         have = {link[2]: link for link in self._links}
         links: list[Link] = []
         came = []
-        for interface, address, network_, index in wanted:
-            if index and index in have:
-                have.pop(index)
+        for interface, address, network_ in mdns_interfaces(network):
+            index = _index(interface)
+            if index and have.pop(index, None) is not None:
                 links.append((address, network_, index))
             else:
                 came.append((interface, address, network_))
-        present = machine_addresses()
-        relinked = {}
-        for name, address in self.responder.names.items():
-            link = None
-            if address in present:
-                link = self._link_of_own(address, links)
-            relinked[name] = link
-        moved = []
-        for name, link in relinked.items():
-            old = self.responder.link(name)
-            if isinstance(old, tuple) and (link is None or link[2] != old[2]):
-                moved.append(name)
-        self._send_all(self.responder.goodbyes(moved))
-        for gone in have.values():  # (left first: a re-created interface may reuse it)
+        for gone in have.values():  # (left first: an interface made anew may reuse it)
             with contextlib.suppress(OSError):  # (the interface may be gone with it)
                 self._sock.setsockopt(
                     socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _membership(gone[0], gone[2])
                 )
-        for found in came:
-            link = _join(self._sock, *found)
-            if link is not None:
-                links.append(link)
+        links.extend(link for link in (_join(self._sock, *found) for found in came) if link)
         if links != self._links:
             logger.debug("mDNS: links %s, before %s", links, self._links)
         self._links = links
-        for name, address in self.responder.names.items():
-            link = relinked[name]
-            if link is None and address in present:  # (on an interface that just came)
-                link = self._link_of_own(address, links)
-            self.responder.add_name(name, address, link)
+        present = machine_addresses()
+        responder = self.responder
+        now_on = {
+            name: self._link_of_own(address) if address in present else None
+            for name, address in responder.names.items()
+        }
+        moved = []
+        for name, link in now_on.items():
+            before = responder.link(name)
+            if isinstance(before, tuple) and (link is None or link[2] != before[2]):
+                moved.append(name)
+        self._send_all(responder.goodbyes(moved))  # (on the links they were answered on)
+        for name, link in now_on.items():
+            responder.add_name(name, responder.names[name], link)
 
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""
