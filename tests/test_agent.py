@@ -39,6 +39,7 @@ from loopback import (
     connect_both,
     cycle_collector_off,
     events_so_far,
+    gathered_pair,
     loopback_config,
     open_fds,
     signal,
@@ -356,6 +357,37 @@ async def test_no_pair_of_a_family_in_common_fails_at_once() -> None:
             for agent in (a, b):
                 with pytest.raises(trice.IceFailedError, match="no candidate pair works"):
                     await agent.connect()
+
+
+async def test_a_nomination_cancels_the_checks_in_flight_on_other_pairs() -> None:
+    """A controlling agent (regular nomination) facing a peer with one more candidate, of
+    higher priority, that never answers (a socket that only listens): it nominates the
+    working pair once the nomination delay has passed, and its check in flight to the
+    silent one is cancelled then (RFC 8445 §8.1.2): not sent again (at its RTO, 0.5 s after
+    its first transmission, it would have been), and ``completed`` comes with the
+    selection, not when that check would give up (15.5 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.setblocking(False)
+        port = silent.getsockname()[1]
+        async with gathered_pair(loopback_config()) as (a, b):
+            signal(a, b, end=False)
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(
+                    f"candidate:silent 1 udp 2130706431 127.0.0.1 {port} typ host"
+                )
+            )
+            a.add_remote_candidate(None)
+            b.add_remote_candidate(None)
+            async with a.subscribe() as events:
+                await connect_both(a, b)
+                with trio.fail_after(3):  # (before, it came at 15.5 s)
+                    await wait_for_state(events, trice.ConnectionState.COMPLETED)
+            first = silent.recv(2048)  # (the check's first transmission, before the choice)
+            assert stun.decode(first).message_class is stun.MessageClass.REQUEST
+            await trio.sleep(1.0)  # (past the check's RTO: a retransmission would be here)
+            with pytest.raises(BlockingIOError):
+                silent.recv(2048)
 
 
 async def test_stun_is_still_answered_after_ice_failed() -> None:

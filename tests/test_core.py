@@ -17,7 +17,7 @@ import pytest
 import trice
 from trice import ConfigError, stun
 from trice._config import Nomination, Timing
-from trice.ice import Candidate, CandidateType, candidate_priority
+from trice.ice import Candidate, CandidateType, TcpType, candidate_priority
 from trice.ice._checklist import Pair, PairState, compute_pair_priority
 from trice.ice._core import (
     PINGBACK_MAX,
@@ -37,7 +37,7 @@ from trice.ice._events import (
     Event,
     SelectedPairChanged,
 )
-from trice.ice._gathering import srflx_candidate
+from trice.ice._gathering import srflx_candidate, tcp_host_candidate
 
 from core_harness import (
     Endpoint,
@@ -1271,6 +1271,78 @@ def test_a_check_list_with_no_pairs_fails_once_no_candidate_can_come() -> None:
     assert a.states() == [S.CHECKING, S.FAILED]
 
 
+def _v4_core() -> AgentCore:
+    """A controlling core with one IPv4 host candidate, gathered, facing a peer whose
+    parameters it has (ufrag ``peer2``)."""
+    core = AgentCore(
+        local=IceParameters("ufrag", "password-0123456789abcdef"),
+        controlling=True,
+        tiebreaker=1,
+        timing=FAST,
+    )
+    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
+    core.set_local_complete()
+    return core
+
+
+def _peer2() -> IceParameters:
+    return IceParameters("peer2", "password-0123456789abcdef")
+
+
+@pytest.mark.parametrize("how", ["late", "held"])
+def test_an_earlier_generations_dropped_candidate_does_not_hold_failure_back(how: str) -> None:
+    """An IPv6-only peer, an IPv4-only agent: ICE fails at once, also when a candidate of
+    an earlier ICE generation was dropped (one trickled late, naming the old ufrag; or one
+    held for the peer's parameters when the agent restarted): the peer cannot check from
+    those.  (A candidate of this generation left out does hold it back: next test.)"""
+    core = _v4_core()
+    if how == "late":
+        core.set_remote(_peer2(), 0.0)
+        old = Candidate.from_sdp("candidate:1 1 udp 2130706431 fd00::2 6000 typ host ufrag peer1")
+        assert core.add_remote_candidate(old) is False
+    else:
+        held = Candidate.from_sdp("candidate:1 1 udp 2130706431 10.0.0.2 6000 typ host ufrag peer1")
+        core.add_remote_candidate(held)
+        core.want_connection(0.0)
+        core.restart(IceParameters("ufrag2", "password-2123456789abcdef"), 1.0)
+        core.set_remote(_peer2(), 1.0)
+    assert core.remote_candidates_dropped == 1
+    core.add_remote_candidate(make_candidate("fd00::2", 6002))
+    core.add_remote_candidate(None)
+    core.want_connection(1.0)
+    assert core.state is S.FAILED
+
+
+def test_a_candidate_of_this_generation_left_out_holds_failure_back() -> None:
+    """A ``.local`` candidate that no mDNS answer came for is left out (the shell gives it
+    back as ``None``): the peer may pair it with ours and check, so an empty check list is
+    no failure yet (the failed timeout decides, as before)."""
+    core = _v4_core()
+    core.set_remote(_peer2(), 0.0)
+    generation = core.hold_remote()
+    core.add_remote_candidate(make_candidate("fd00::2", 6002))
+    core.add_remote_candidate(None)
+    core.release_remote(None, generation)
+    core.want_connection(0.0)
+    assert core.remote_complete and len(core.checklist) == 0
+    assert core.state is S.CHECKING
+
+
+def test_ice_tcp_of_another_family_does_not_hold_failure_back() -> None:
+    """A passive ICE-TCP candidate here holds an empty check list's failure back only for
+    an active one there of its family (the peer connects to it): an IPv6-only peer's
+    active candidate does not, and ICE fails at once."""
+    core = _v4_core()
+    core.add_local_candidate(tcp_host_candidate(("10.0.0.1", 5001), TcpType.PASSIVE, 0), 1)
+    core.set_remote(_peer2(), 0.0)
+    active = Candidate.from_sdp("candidate:2 1 tcp 1015023870 fd00::2 9 typ host tcptype active")
+    core.add_remote_candidate(make_candidate("fd00::2", 6000))
+    core.add_remote_candidate(active)
+    core.add_remote_candidate(None)
+    core.want_connection(0.0)
+    assert core.state is S.FAILED
+
+
 def test_an_ice_lite_agent_with_no_pairs_does_not_fail() -> None:
     """An ICE-lite agent forms no pairs (the peer's checks prove them): its empty check list
     is no failure."""
@@ -1478,7 +1550,11 @@ def test_consent_checks_go_at_jittered_intervals() -> None:
         assert net.run_until(connected(a, b), max_time=1.0)
         net.run_for(20.0)
         times = [t for t, c in a.started if c.consent]
+        selected = a.time_of(S.CONNECTED)
+        assert selected is not None
+        times.insert(0, selected)  # (the first interval runs from the selection)
         gaps = [round(later - earlier, 6) for earlier, later in itertools.pairwise(times)]
+        assert gaps[:2] == [round(0.8 * base, 6), round(1.2 * base, 6)]
         assert len(gaps) > 4
         assert set(gaps) == {round(0.8 * base, 6), round(1.2 * base, 6)}
         assert max(gaps) <= timing.disconnected_timeout / 2

@@ -979,6 +979,7 @@ class Agent:
                 )
         except LimitError as exc:  # (learned peer-reflexive candidates took the room)
             core.remote_candidates_dropped += 1
+            core.left_out += 1
             logger.warning("%s: remote candidate %s left out: %s", self._local.ufrag, address, exc)
         self._pump()
 

@@ -178,6 +178,7 @@ class AgentCore:
         "controlling",
         "finished",
         "generation",
+        "left_out",
         "local",
         "local_candidates",
         "local_complete",
@@ -245,6 +246,10 @@ class AgentCore:
         #: for them (``remote_end_held``).
         self.pending_remote = 0
         self.remote_end_held = False
+        #: This generation's remote candidates left out (a name no mDNS answer came for, no
+        #: room left): the peer may still check from them, so an empty check list is no
+        #: failure yet (see ``_peer_may_check``).
+        self.left_out = 0
         #: The ICE generation: one more at each :meth:`restart` (what a held candidate
         #: belongs to).
         self.generation = 0
@@ -407,6 +412,7 @@ class AgentCore:
             remotes[stale] = previous.remote
             self._stale = stale
         self.remote_complete = False
+        self.left_out = 0
         self.generation += 1  # (what the shell held is the old generation's)
         self.pending_remote = 0
         self.remote_end_held = False
@@ -615,6 +621,7 @@ class AgentCore:
         try:
             if candidate is None:
                 self.remote_candidates_dropped += 1
+                self.left_out += 1
                 return False
             return self.add_remote_candidate(candidate)
         finally:
@@ -1442,17 +1449,26 @@ class AgentCore:
         left out): the peer may pair it with ours, and our address is learned from its
         check.  Only with neither does the empty list mean that no pair can be (a family
         or protocol in common with none of the peer's candidates)."""
-        if self.remote_candidates_dropped:
+        if self.left_out:
             return True
-        remotes = self.remote_addresses.values()
+        stale = self._stale
+        remotes = [c for key, c in self.remote_addresses.items() if key != stale]
         for remote in remotes:
             try:
                 ipaddress.ip_address(remote.address)
             except ValueError:
                 return True  # (a name)
-        if not any(local.tcp_type is TcpType.PASSIVE for local, _ in self.local_candidates):
-            return False
-        return any(remote.tcp_type is TcpType.ACTIVE for remote in remotes)
+        for local, _ in self.local_candidates:
+            if local.tcp_type is TcpType.PASSIVE:
+                family = ":" in local.address
+                for remote in remotes:
+                    if (
+                        remote.tcp_type is TcpType.ACTIVE
+                        and (":" in remote.address) == family
+                        and remote.component == local.component
+                    ):
+                        return True
+        return False
 
     # ------------------------------------------------------------------ nomination
 
@@ -1503,7 +1519,8 @@ class AgentCore:
             selected is None
             or selected is pair
             or not pair.nominated
-            or now - selected.heard_at < self._consent_interval()
+            # (Quiet: longer than the peer's consent checks may be apart, jitter included.)
+            or now - selected.heard_at < self._consent_interval() * JITTER_MAX
         ):
             return False
         self._make_selected(pair)
