@@ -56,6 +56,14 @@ def _consent_jitter() -> float:
     return random.uniform(JITTER_MIN, JITTER_MAX)
 
 
+def _paired_with_every_local(remote: Candidate) -> bool:
+    """Whether a remote candidate is paired with every local candidate: all are but a
+    peer-reflexive one learned over UDP, paired with none (RFC 8445 §7.3.1.3; only the pair
+    its check came on is formed, §7.3.1.4).  Over TCP it is paired as the peer's active
+    candidate would be, with the passive ones (RFC 6544 §7.2)."""
+    return remote.type is not CandidateType.PRFLX or remote.protocol != "udp"
+
+
 Address = tuple[str, int]
 
 #: Remote candidates are kept by transport address (``remote_addresses``); a TCP candidate's
@@ -456,11 +464,8 @@ class AgentCore:
             self._prepare_checks(candidate)
         stale = self._stale
         for address, remote in self.remote_addresses.items():
-            # Not the pair of before a restart (not signalled anew), nor a peer-reflexive
-            # remote candidate (paired with no local one, RFC 8445 §7.3.1.3).
-            if address != stale and (
-                remote.type is not CandidateType.PRFLX or remote.protocol != "udp"
-            ):
+            # (Not the pair of before a restart: not signalled anew.)
+            if address != stale and _paired_with_every_local(remote):
                 self._add_pair(candidate, remote, base)
 
     def _adopt_local(self, candidate: Candidate, base: int) -> None:
@@ -657,18 +662,16 @@ class AgentCore:
         if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
             self.remote_addresses[address] = candidate  # in its place: the order is kept
             self.checklist.replace_remote(known, candidate, controlling=self.controlling)
-            if not self.local.lite:  # (signalled: paired with every local candidate now)
-                for local, base in self.local_candidates:
-                    if CheckList.is_local_pairable_type(local, nohost=self.nohost):
-                        self._add_pair(local, candidate, base)
+            self._add_remote(candidate)  # (signalled: paired with every local candidate now)
 
-    def _add_remote(self, candidate: Candidate, *, pair: bool = True) -> None:
-        """A remote candidate; with ``pair``, paired with every local candidate."""
+    def _add_remote(self, candidate: Candidate) -> None:
+        """A remote candidate (in the place of the one at its address, if any), paired with
+        every local candidate (see ``_paired_with_every_local``)."""
         address = remote_key(candidate)
         if address == self._stale:
             self._stale = None  # (signalled, or learned, anew: a candidate of these checks)
         self.remote_addresses[address] = candidate
-        if self.local.lite or not pair:
+        if self.local.lite or not _paired_with_every_local(candidate):
             return
         for local, base in self.local_candidates:
             if CheckList.is_local_pairable_type(local, nohost=self.nohost):
@@ -1697,10 +1700,7 @@ class AgentCore:
                 # found by it: answered, but not learned.
                 self.prflx_dropped += 1
                 return
-            # Paired with no local candidate (RFC 8445 §7.3.1.3): only the pair this check
-            # came on is formed, below (§7.3.1.4).  (Over TCP it is paired as the peer's
-            # active candidate would be, with the passive ones: RFC 6544 §7.2.)
-            self._add_remote(prflx, pair=local.protocol != "udp")
+            self._add_remote(prflx)  # (only the pair this check came on, below: §7.3.1.4)
         pair = self.checklist.find(base, source)
         if pair is None:
             remote = self.remote_addresses[key]
