@@ -61,3 +61,16 @@ def test_relay_candidate() -> None:
 )
 def test_address_problem(address: str, port: int, ipv6: bool | None, problem: str | None) -> None:
     assert address_problem(address, port, ipv6=ipv6) == problem
+
+
+def test_relays_of_one_server_reached_over_other_transports_have_other_foundations() -> None:
+    """RFC 8445 §5.1.1.3: candidates share a foundation only if obtained over the same
+    transport from the same server; the gathering names the server with its transport."""
+    relayed = ("203.0.113.2", 50000)
+    over = {
+        transport: relay_candidate(relayed, None, f"turn.example.org turn {transport}")
+        for transport in ("udp", "tcp")
+    }
+    assert over["udp"].foundation != over["tcp"].foundation
+    same = relay_candidate(("203.0.113.2", 50001), None, "turn.example.org turn udp")
+    assert same.foundation == over["udp"].foundation

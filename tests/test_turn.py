@@ -370,6 +370,56 @@ def test_integrity_failure_is_dropped_and_the_transaction_goes_on() -> None:
     assert client.statistics().stray == 1
 
 
+def _refresh_due(reliable: bool = False) -> tuple[TurnClient, stun.Message]:
+    """An allocated client whose Refresh is out: the client and the request."""
+    client, _server = allocated(reliable=reliable)
+    client.on_timer(540.0)
+    request = stun.decode(client.poll_transmit(540.0) or b"")
+    assert request.method is Method.REFRESH
+    return client, request
+
+
+KEY = stun.long_term_key(USER, REALM, PASSWORD)
+
+
+def test_an_error_that_fails_the_integrity_check_is_discarded() -> None:
+    """RFC 8489 §9.2.5: an error response to an authenticated request whose
+    MESSAGE-INTEGRITY does not match is discarded (the transaction waits on, as for a lost
+    answer: a forged 437 would have ended the allocation); one that comes unsigned, as
+    coturn's 437 does, is taken."""
+    client, request = _refresh_due()
+    forged = request.error_response(437, "Allocation Mismatch").encode(integrity_key=b"no")
+    client.on_server_data(forged, 540.1)
+    assert state(client) is TurnState.ALLOCATED
+    assert client.statistics().malformed == 1
+    unsigned = request.error_response(437, "Allocation Mismatch").encode()
+    client.on_server_data(unsigned, 540.2)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 437
+
+
+def test_over_a_stream_an_answer_that_fails_the_integrity_check_ends_the_transaction() -> None:
+    """RFC 8489 §9.2.5: over TCP or TLS no other copy of the answer can come, so a success
+    that fails the integrity check ends the transaction at once (it waited for Ti, 39.5 s)."""
+    client, request = _refresh_due(reliable=True)
+    unsigned = request.success_response(stun.Lifetime(600)).encode()
+    client.on_server_data(unsigned, 540.1)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and "integrity" in str(client.error)
+
+
+def test_a_success_with_an_unknown_comprehension_required_attribute_fails() -> None:
+    """RFC 8489 §6.3.4: a success response with an unknown comprehension-required attribute
+    fails its transaction (here the Refresh, and so the allocation)."""
+    client, request = _refresh_due()
+    odd = request.success_response(
+        stun.Lifetime(600), stun.UnknownAttribute(0x7FFE, b"????")
+    ).encode(integrity_key=KEY)
+    client.on_server_data(odd, 540.1)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and "comprehension-required" in str(client.error)
+
+
 # --- refreshes --------------------------------------------------------------------------------
 
 
@@ -546,9 +596,13 @@ def test_channel_data_is_padded_over_streams() -> None:
 
 
 def test_receiving_data_indications_and_channel_data() -> None:
+    """A Data indication from a peer no permission was asked for is dropped (RFC 8656
+    §11.6: the server relays none; forged, or a server gone wrong); once one is asked for
+    (the first send to the peer), it is delivered, and so is ChannelData on its channel."""
     client, server = allocated()
-    assert client.on_server_data(server.data_indication(PEER, b"hi"), 1.0) == [(PEER, b"hi")]
+    assert client.on_server_data(server.data_indication(PEER, b"early"), 1.0) == []
     client.send_to_peer(PEER, b"x", 1.0)
+    assert client.on_server_data(server.data_indication(PEER, b"hi"), 1.0) == [(PEER, b"hi")]
     exchange(client, server, 1.0)
     assert client.on_server_data(stun.encode_channel_data(0x4000, b"chan"), 2.0) == [
         (PEER, b"chan")
@@ -558,7 +612,7 @@ def test_receiving_data_indications_and_channel_data() -> None:
     ]
     assert client.on_server_data(stun.encode_channel_data(0x4001, b"?"), 2.0) == []
     assert client.statistics().received == 3
-    assert client.statistics().malformed == 1
+    assert client.statistics().malformed == 2
 
 
 def test_not_an_ip_or_wrong_family_is_dropped() -> None:

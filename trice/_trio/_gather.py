@@ -721,7 +721,10 @@ async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
     agent._transports[base] = transport
-    candidate = relay_candidate(transport.local_address, transport.mapped_address, url.host)
+    # (The foundation tells apart relays of one server reached over UDP, TCP and TLS: the
+    # transport to the server is part of it, RFC 8445 §5.1.1.3.)
+    obtained_from = f"{url.host} {url.scheme} {url.transport}"
+    candidate = relay_candidate(transport.local_address, transport.mapped_address, obtained_from)
     agent._add_local(candidate, base, signal=True)
     agent._report(GatherReport(str(url), trio.current_time() - started, 1))
 

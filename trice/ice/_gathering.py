@@ -130,7 +130,8 @@ def relay_candidate(
     relayed: Address, mapped: Address | None, server: str, component: int = 1
 ) -> Candidate:
     """A relayed candidate from a TURN allocation (RFC 8445 §5.1.1.2); its related address
-    is the mapped address the TURN server saw, when known (RFC 8839 §5.1)."""
+    is the mapped address the TURN server saw, when known (RFC 8839 §5.1).  ``server`` names
+    the server and the transport it was reached over (its foundation's part, §5.1.1.3)."""
     return Candidate(
         foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", server),
         component=component,

@@ -303,6 +303,11 @@ class TurnClient:
                 if address is None or payload_attr is None:
                     self._counts["malformed"] += 1
                     return []
+                if _written((address.address, address.port))[0] not in self._permissions:
+                    # RFC 8656 §11.6: from a peer no permission was asked for (the server
+                    # relays no such data): forged, or a server gone wrong.  Dropped.
+                    self._counts["malformed"] += 1
+                    return []
                 self._counts["received"] += 1
                 return [((address.address, address.port), payload_attr.value)]
             if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
@@ -397,20 +402,32 @@ class TurnClient:
         if tx is None or message.method != METHOD[tx.kind]:
             self._counts["stray"] += 1
             return
-        if message.message_class is MessageClass.SUCCESS:
-            if tx.authenticated:
-                assert self._key is not None
-                if not message.verify_integrity(self._key):
-                    self._counts["malformed"] += 1  # RFC 8489 §9.2.5: discard, keep waiting
-                    return
-            del self._transactions[message.transaction_id]
-            self._dirty = True
-            self._on_success(tx, message, now)
-            return
-        del self._transactions[message.transaction_id]
-        self._dirty = True
         error = message.get(stun.ErrorCode)
         code = error.code if error is not None else 0
+        if tx.authenticated and (
+            message.message_class is MessageClass.SUCCESS
+            or (code not in (401, 438) and message.has_integrity)
+        ):
+            # RFC 8489 §9.2.5: an answer to an authenticated request that fails the integrity
+            # check is discarded.  (An error may come unsigned, as coturn's 437 does: taken.)
+            assert self._key is not None
+            if not message.verify_integrity(self._key):
+                self._counts["malformed"] += 1
+                if self.reliable:  # (no copy of the answer can come: the transaction ends)
+                    del self._transactions[message.transaction_id]
+                    self._dirty = True
+                    self._on_error(tx, now, None, "response failed the integrity check")
+                return  # (else it waits for another copy, as for a lost answer)
+        del self._transactions[message.transaction_id]
+        self._dirty = True
+        if message.message_class is MessageClass.SUCCESS:
+            if message.unknown_required:
+                # RFC 8489 §6.3.4: a success with an unknown comprehension-required
+                # attribute fails the transaction.
+                self._on_error(tx, now, None, "unknown comprehension-required attribute")
+                return
+            self._on_success(tx, message, now)
+            return
         reason = error.reason if error is not None else "error response without ERROR-CODE"
         if self._state is TurnState.CLOSING and tx.kind is Kind.ALLOCATE:
             self._move(TurnEvent.DONE)  # closed while allocating, and nothing was allocated
@@ -536,7 +553,10 @@ class TurnClient:
         alternate: Address | None = None,
     ) -> None:
         kind = tx.kind
-        what = "no answer" if code is None else f"{code} {reason}".strip()
+        if code is not None:
+            what = f"{code} {reason}".strip()
+        else:
+            what = "no answer" if reason == "timeout" else reason
         if kind is Kind.ALLOCATE or kind is Kind.REFRESH:
             extra = {} if alternate is None else {"alternate_server": alternate}
             if alternate is not None:
