@@ -67,6 +67,22 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
         await exchange_each_way(ca, cb)
 
 
+async def test_relays_of_one_server_over_each_transport_have_foundations_of_their_own(
+    coturn_tls: Coturn,
+) -> None:
+    """One coturn reached over UDP, TCP and TLS: three relayed candidates, each with a
+    foundation of its own (RFC 8445 §5.1.1.3: the transport to the server is part of it;
+    they shared one)."""
+    servers = [coturn_tls.ice_server(transport) for transport in ("udp", "tcp", "tls")]
+    config = dataclasses.replace(_relay_config(servers[0]), ice_servers=servers)
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+        relays = [c for c in a.local_candidates if c.type is trice.CandidateType.RELAY]
+        assert len(relays) == 3
+        assert len({c.foundation for c in relays}) == 3
+
+
 def _selected_relay(agent: trice.Agent) -> RelayTransport:
     """The transport of ``agent``'s selected pair, a relay."""
     selected = agent._core.selected

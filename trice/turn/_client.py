@@ -421,11 +421,9 @@ class TurnClient:
         del self._transactions[message.transaction_id]
         self._dirty = True
         if message.message_class is MessageClass.SUCCESS:
-            if message.unknown_required:
-                # RFC 8489 §6.3.4: a success with an unknown comprehension-required
-                # attribute fails the transaction.
-                self._on_error(tx, now, None, "unknown comprehension-required attribute")
-                return
+            # (Taken even with an unknown comprehension-required attribute, which RFC 8489
+            # §6.3.4 would have fail the transaction: the server has made the allocation,
+            # permission or channel, and failing here would leave it there unknown to us.)
             self._on_success(tx, message, now)
             return
         reason = error.reason if error is not None else "error response without ERROR-CODE"

@@ -102,8 +102,9 @@ class TurnStatistics:
 
     Attributes:
         malformed: datagrams or frames from the server that were not well-formed STUN or
-            ChannelData, Data indications without a peer or data, ChannelData on an unknown
-            channel, and responses whose MESSAGE-INTEGRITY did not check: counted and dropped.
+            ChannelData, Data indications without a peer or data or from a peer no
+            permission was asked for, ChannelData on an unknown channel, and responses whose
+            MESSAGE-INTEGRITY did not check: counted and dropped.
         stray: responses that match no running transaction (late or duplicate).
         retransmissions: requests sent again after a timeout (UDP only, RFC 8489 §6.2.1).
         dropped: data handed to :meth:`TurnClient.send_to_peer` and not sent: the queue behind
