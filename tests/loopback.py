@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import socket
@@ -79,6 +80,16 @@ def loopback_config(*, ipv6: bool = False, **kwargs: Any) -> trice.AgentConfig:
         ipv6=ipv6,
     )
     return trice.AgentConfig(network=network, **kwargs)
+
+
+def filtered_config(allowed: set[str] | None = None) -> trice.AgentConfig:
+    """A loopback config of both families whose IP filter takes the addresses in
+    ``allowed`` (as they are when it asks: a "network change" is a change of the set), or
+    every loopback address."""
+    network = dataclasses.replace(loopback_config().network, ipv6=True)
+    if allowed is not None:
+        network = dataclasses.replace(network, ip_filter=lambda ip: str(ip) in allowed)
+    return dataclasses.replace(loopback_config(), network=network)
 
 
 def signal(a: trice.Agent, b: trice.Agent, *, end: bool = True) -> None:

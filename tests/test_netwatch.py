@@ -26,6 +26,7 @@ import trice
 from trice._trio import _gather, _netwatch
 from trice._trio._gather import _Found
 
+from loopback import filtered_config
 from natlab import LabError, Namespace, lone_namespace, require_natlab
 
 # A watcher in the namespace: the addresses of interface ``v0`` as they change, each with
@@ -128,16 +129,6 @@ def test_the_kernels_notices_say_at_once_when_an_address_comes_or_goes() -> None
             assert watcher.next(10) == {"2001:db8::7": True}
 
 
-def _lo(allowed: set[str]) -> trice.NetworkConfig:
-    """Loopback, whose IP filter takes the addresses in ``allowed`` as they are when it asks
-    (a "network change" here is a change of the set)."""
-    return trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
-        ip_filter=lambda address: str(address) in allowed,
-        include_loopback=True,
-    )
-
-
 async def _watch(
     seen: list[tuple[float, tuple[str, ...]]], network: trice.NetworkConfig, **kwargs: Any
 ) -> None:
@@ -158,7 +149,9 @@ async def test_address_changes_says_when_the_addresses_change(
     allowed = {"127.0.0.1"}
     seen: list[tuple[float, tuple[str, ...]]] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(_watch, seen, _lo(allowed), interval=1.0))
+        nursery.start_soon(
+            functools.partial(_watch, seen, filtered_config(allowed).network, interval=1.0)
+        )
         await trio.sleep(3.5)
         assert seen == []
         allowed.clear()  # (at 3.5 s: read at 4 s)
@@ -185,7 +178,9 @@ async def test_without_the_kernels_notices_the_interfaces_are_polled(
     allowed = {"127.0.0.1"}
     seen: list[tuple[float, tuple[str, ...]]] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(_watch, seen, _lo(allowed), interval=1.0))
+        nursery.start_soon(
+            functools.partial(_watch, seen, filtered_config(allowed).network, interval=1.0)
+        )
         await trio.sleep(2.5)
         allowed.clear()
         await trio.sleep(2.0)
@@ -267,7 +262,7 @@ async def test_the_notice_socket_is_closed_when_the_watch_ends(
 
     monkeypatch.setattr(_netwatch, "address_notices", notices)
     allowed = {"127.0.0.1"}
-    network = _lo(allowed)
+    network = filtered_config(allowed).network
 
     async def change() -> None:
         await trio.testing.wait_all_tasks_blocked()  # (the watch waits)
@@ -381,7 +376,9 @@ async def test_a_notice_socket_whose_reads_keep_failing_is_given_up_for_the_poll
     seen: list[tuple[float, tuple[str, ...]]] = []
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(_watch, seen, _lo(allowed), interval=1.0))
+            nursery.start_soon(
+                functools.partial(_watch, seen, filtered_config(allowed).network, interval=1.0)
+            )
             await trio.testing.wait_all_tasks_blocked()
             (kernel_end,) = kernel
             kernel_end.send(b"readable for good")
@@ -435,7 +432,9 @@ async def test_with_initial_the_first_value_is_the_addresses_now(
     allowed = {"127.0.0.1"}
     seen: list[tuple[float, tuple[str, ...]]] = []
     async with trio.open_nursery() as nursery:
-        watch = functools.partial(_watch, seen, _lo(allowed), interval=1.0, initial=True)
+        watch = functools.partial(
+            _watch, seen, filtered_config(allowed).network, interval=1.0, initial=True
+        )
         nursery.start_soon(watch)
         await trio.sleep(2.5)
         allowed.clear()

@@ -23,6 +23,7 @@ from loopback import (
     HAS_IPV6,
     connect_both,
     events_so_far,
+    filtered_config,
     gathered_pair,
     loopback_config,
     mux_in_a_task,
@@ -43,12 +44,16 @@ async def _exchange(ca: trice.Connection, cb: trice.Connection, tag: bytes) -> N
         assert await ca.receive() == b"b " + tag
 
 
-async def _restart_both(a: trice.Agent, b: trice.Agent, *, a_regather: bool = True) -> None:
-    """Both restart (``a`` gathering anew), wait for their gathering, and signal."""
+async def _restart_both(
+    a: trice.Agent, b: trice.Agent, *, a_regather: bool = True, b_regather: bool = False
+) -> None:
+    """Both restart (``a`` gathering anew, and ``b`` if asked), wait for their gathering,
+    and signal."""
     a.restart(regather=a_regather)
-    b.restart()
+    b.restart(regather=b_regather)
     with trio.fail_after(5):
         await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
     signal(a, b)
 
 
@@ -58,16 +63,6 @@ def _gathering_events(events: list[trice.Event]) -> list[object]:
         for e in events
         if isinstance(e, (trice.GatheringStateChanged, trice.CandidateGathered))
     ]
-
-
-def _filtered(allowed: set[str] | None = None) -> trice.AgentConfig:
-    """A loopback config of both families whose IP filter takes the addresses in
-    ``allowed`` (as they are when it asks: a "network change" is a change of the set), or
-    every loopback address."""
-    network = dataclasses.replace(loopback_config().network, ipv6=True)
-    if allowed is not None:
-        network = dataclasses.replace(network, ip_filter=lambda ip: str(ip) in allowed)
-    return dataclasses.replace(loopback_config(), network=network)
 
 
 @asynccontextmanager
@@ -110,7 +105,7 @@ async def test_a_new_address_is_gathered_and_one_gone_is_signalled_no_more() -> 
     no more (its socket stays open, unused, until the agent closes).  The peers connect
     again over ::1, and the same connection carries data."""
     allowed = {"127.0.0.1"}
-    async with _connected(_filtered(allowed), _filtered()) as (a, b, ca, cb):
+    async with _connected(filtered_config(allowed), filtered_config()) as (a, b, ca, cb):
         assert [c.address for c in a.local_candidates] == ["127.0.0.1"]
         allowed.clear()
         allowed.add("::1")
@@ -228,7 +223,7 @@ async def test_a_socket_that_cannot_be_bound_anew_is_reported_not_raised(
     socket still giving its own; gathering completes; and the next gathering anew, with
     descriptors again, binds it."""
     allowed = {kept}
-    async with trice.open_agent(_filtered(allowed), controlling=True) as a:
+    async with trice.open_agent(filtered_config(allowed), controlling=True) as a:
         await a.wait_gathering_complete()
         allowed.add("::1" if kept == "127.0.0.1" else "127.0.0.1")
 
@@ -283,7 +278,7 @@ async def test_the_socket_of_an_address_gone_is_closed_once_no_pair_needs_it() -
     (and the open descriptors are as many as at the start).  So a network that keeps
     changing costs no socket more than one a change."""
     allowed = {"127.0.0.1"}
-    async with _connected(_filtered(allowed), _filtered()) as (a, b, ca, cb):
+    async with _connected(filtered_config(allowed), filtered_config()) as (a, b, ca, cb):
         start = len(open_fds())
 
         def open_sockets() -> list[str]:
@@ -331,11 +326,11 @@ async def test_names_are_answered_on_a_link_that_came_with_a_gathering_anew(
     (127.0.0.1 comes) and a gathering anew opens mDNS on that link: the new candidate is
     named, and a peer resolves the name and connects over it."""
     allowed = {"::1"}
-    named = _filtered(allowed)
+    named = filtered_config(allowed)
     named = dataclasses.replace(
         named, network=dataclasses.replace(named.network, mdns=trice.MdnsMode.QUERY_AND_GATHER)
     )
-    async with _connected(named, _filtered()) as (a, b, ca, cb):
+    async with _connected(named, filtered_config()) as (a, b, ca, cb):
         assert [c.address for c in a.local_candidates] == ["::1"]
         await _restart_both(a, b)
         await connect_both(a, b)
@@ -367,7 +362,7 @@ async def test_a_receiver_waiting_across_network_changes_gets_the_next_datagram(
     b_allowed = {first}
     got: list[bytes] = []
     arrived = trio.Event()
-    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, cb):
+    async with _connected(filtered_config(allowed), filtered_config(b_allowed)) as (a, b, ca, cb):
         assert ca.selected_pair.local.address == first
 
         async def application() -> None:
@@ -381,12 +376,7 @@ async def test_a_receiver_waiting_across_network_changes_gets_the_next_datagram(
             b_allowed.clear()
             b_allowed.add(other)
             for regather_b in (True, False):
-                a.restart(regather=True)
-                b.restart(regather=regather_b)
-                with trio.fail_after(5):
-                    await a.wait_gathering_complete()
-                    await b.wait_gathering_complete()
-                signal(a, b)
+                await _restart_both(a, b, b_regather=regather_b)
                 await connect_both(a, b)
             assert ca.selected_pair.local.address == other
             assert all(
@@ -408,12 +398,7 @@ async def _moved_to(
     for filter_set in (allowed, b_allowed):
         filter_set.clear()
         filter_set.add(address)
-    a.restart(regather=True)
-    b.restart(regather=True)
-    with trio.fail_after(5):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
-    signal(a, b)
+    await _restart_both(a, b, b_regather=True)
     await connect_both(a, b)
 
 
@@ -427,7 +412,7 @@ async def test_a_send_blocked_on_a_socket_closed_under_it_goes_the_new_way(
     whether or not another send looked the route up meanwhile (it was told the relay was
     gone, and lost, when one had)."""
     allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
-    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, cb):
+    async with _connected(filtered_config(allowed), filtered_config(b_allowed)) as (a, b, ca, cb):
         core = a._core
         assert core.data_pair is not None
         old = a._transports[core.data_pair.base]
@@ -482,7 +467,7 @@ async def test_a_receive_whose_socket_closes_takes_what_came_or_is_told(meanwhil
     ends (no pair carries data), and the receive raises BrokenResourceError.  (It parked,
     and waited for the next datagram, before.)"""
     allowed, b_allowed = {"127.0.0.1"}, {"127.0.0.1"}
-    async with _connected(_filtered(allowed), _filtered(b_allowed)) as (a, b, ca, _):
+    async with _connected(filtered_config(allowed), filtered_config(b_allowed)) as (a, b, ca, _):
         outcome: list[object] = []
         done = trio.Event()
 
