@@ -9,6 +9,7 @@ import trio.testing
 
 import trice
 from trice._trio._timers import TimerHub, timer_hub
+from trice.ice._core import JITTER_MAX
 
 from loopback import connect_both, loopback_config, signal
 from virtual_time import wall_clock_guard
@@ -88,13 +89,12 @@ async def _two_pairs_then_silence(config: trice.AgentConfig, timing: trice.Timin
                         seen.setdefault(event.state, trio.current_time() - start)
                         if event.state is trice.ConnectionState.FAILED:
                             break
-        # c's last consent came at most a keepalive interval before the cut.
-        low, high = (
-            timing.disconnected_timeout - timing.keepalive_interval,
-            timing.disconnected_timeout,
-        )
+        # c's last consent came at most one jittered interval (RFC 7675 §5.1: up to
+        # JITTER_MAX times keepalive_interval) before the cut.
+        longest = timing.keepalive_interval * JITTER_MAX
+        low, high = timing.disconnected_timeout - longest, timing.disconnected_timeout
         assert low <= seen[trice.ConnectionState.DISCONNECTED] <= high
-        low, high = timing.failed_timeout - timing.keepalive_interval, timing.failed_timeout
+        low, high = timing.failed_timeout - longest, timing.failed_timeout
         assert low <= seen[trice.ConnectionState.FAILED] <= high
         assert a.connection_state in alive and b.connection_state in alive
 
