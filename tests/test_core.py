@@ -1376,9 +1376,41 @@ def test_a_controlling_agents_nomination_cancels_its_checks_on_other_pairs() -> 
     dead = [c for t, c, _ in a.transmissions if t > selected and not c.consent]
     assert dead == []
     ((_, timed_out),) = [(t, c) for t, c in a.timeouts if not c.consent]
-    assert timed_out.pair.local.address == "10.0.0.1"  # (waited out, then failed as any)
+    assert timed_out.pair.local.address == "10.0.0.1"  # (waited out)
+    # Its silence is no failure: the pair is back to waiting, and is not checked again.
+    assert timed_out.pair.state is PairState.WAITING
     assert a.states()[-1] is S.COMPLETED
     assert (b.time_of(S.COMPLETED) or 0.0) > selected + 10.0  # (its checks ran their course)
+
+
+def test_a_late_role_conflict_on_a_cancelled_check_switches_no_role() -> None:
+    """A 487 that answers a check the controlling agent's final nomination cancelled comes
+    too late to matter: the peer took the nomination as the controlled agent.  The role
+    stays (switching made both sides controlled) and the pair goes back to waiting, not
+    failed; consent goes on."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)  # (the best pair's, cut off)
+    a.add_host("10.0.1.1", 5001, local_pref=60000)
+    b.add_host("10.0.0.2", 6000)
+    net.drop(lambda p: "10.0.0.1" in (p.src[0], p.dst[0]))
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.state is S.COMPLETED, max_time=5.0)
+    (flight,) = [f for f in a.flights.values() if not f.check.consent]
+    check = flight.check
+    assert check.pair.local.address == "10.0.0.1" and a.core.cancelled(check)
+    request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, check.transaction_id)
+    conflict = request.error_response(487, "Role Conflict").encode(
+        integrity_key=b.core.local.pwd.encode(), fingerprint=True
+    )
+    remote = (check.pair.remote.address, check.pair.remote.port)
+    assert a.core.on_response(check, stun.decode(conflict), remote, net.now)
+    assert a.core.controlling
+    assert check.pair.state is PairState.WAITING
+    net.run_for(20.0)
+    assert a.state is S.COMPLETED and b.state is S.COMPLETED
+    assert a.core.controlling and not b.core.controlling
 
 
 # -- consent freshness (RFC 7675) -----------------------------------------------------------------

@@ -1205,6 +1205,12 @@ class AgentCore:
         if response.message_class is _ERROR:
             error = response.get(stun.ErrorCode)
             if error is not None and error.code == 487:
+                if self.cancelled(check):
+                    # A late conflict on a check our final nomination cancelled: the peer
+                    # took that nomination as the controlled agent, so the roles are
+                    # settled; switching now would leave both sides controlled.
+                    pair.state = _PAIR_WAITING
+                    return True
                 # RFC 8445 §7.2.5.1: role conflict; switch and check again.
                 if check.controlling == self.controlling:
                     self._switch_role()
@@ -1236,6 +1242,12 @@ class AgentCore:
             return
         pair = check.pair
         pair.transaction = None
+        if self.cancelled(check):
+            # RFC 8445 §8.1.2: a cancelled check's silence is no failure.  Its pair goes
+            # back to waiting, which no ordinary check picks once a pair is selected (a
+            # check of the peer's on it still triggers one).
+            pair.state = _PAIR_WAITING
+            return
         if pair.heard_at >= check.started:
             # Every answer to our check was lost, but the peer's checks on the pair kept
             # coming meanwhile: the path works, at least the peer's way, and the peer may
@@ -1588,8 +1600,10 @@ class AgentCore:
     def cancelled(self, check: Check) -> bool:
         """Whether ``check`` is cancelled (RFC 8445 §8.1.2): once a controlling agent that
         nominates regularly has its pair selected, its ordinary checks on other pairs.  The
-        shell sends them no more, but waits their schedules out for a late answer (a
-        timeout fails the pair as any); they hold ``completed`` back no more."""
+        shell sends them no more, but waits their schedules out for a late answer; they
+        hold ``completed`` back no more.  A cancelled check's timeout, or a late role
+        conflict (487) on it, puts its pair back to waiting: neither fails the pair, nor
+        does the conflict switch the role (see :meth:`on_response`)."""
         selected = self.selected
         return (
             selected is not None
