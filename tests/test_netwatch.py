@@ -129,6 +129,26 @@ def test_the_kernels_notices_say_at_once_when_an_address_comes_or_goes() -> None
             assert watcher.next(10) == {"2001:db8::7": True}
 
 
+def test_an_interface_renamed_into_the_filter_is_seen_at_once() -> None:
+    """A rename changes no address, only what the interface filter takes (``v0`` here):
+    the kernel's link notices say when, and the poll is an hour off.  (An IPv4 address
+    renamed with its interface gets an address notice of its own; an IPv6 one does not.)
+    The interface makes no link-local address, and keeps its addresses while down (a
+    rename wants it down), so that no address notice comes with the rename."""
+    require_natlab(turn=False)
+    with lone_namespace("netwatch-rename") as ns:
+        ns.sysctl("net.ipv6.conf.all.keep_addr_on_down=1")
+        ns.ip("link", "add", "w0", "type", "veth", "peer", "name", "w1")
+        ns.ip("link", "set", "w0", "addrgenmode", "none")
+        ns.ip("link", "set", "w1", "up")
+        ns.ip("addr", "add", "2001:db8::9/64", "dev", "w0", "nodad")
+        with _watcher(ns) as watcher:
+            ns.ip("link", "set", "w0", "name", "v0")
+            assert watcher.next(10) == {"2001:db8::9": True}
+            ns.ip("link", "set", "v0", "name", "w0")
+            assert watcher.next(10) == {}
+
+
 async def _watch(
     seen: list[tuple[float, tuple[str, ...]]], network: trice.NetworkConfig, **kwargs: Any
 ) -> None:

@@ -34,8 +34,9 @@ from trice._trio._log import logger
 __all__ = ["address_changes"]
 
 #: The rtnetlink multicast groups of IPv4 and IPv6 address notices (``RTMGRP_IPV4_IFADDR``
-#: and ``RTMGRP_IPV6_IFADDR``, linux/rtnetlink.h).
-_ADDRESS_GROUPS = 0x10 | 0x100
+#: and ``RTMGRP_IPV6_IFADDR``, linux/rtnetlink.h), and of link notices (``RTMGRP_LINK``): an
+#: interface renamed changes no address, but it may change what an interface filter takes.
+_ADDRESS_GROUPS = 0x10 | 0x100 | 0x1
 
 #: After a first notice, how long to let the others of a burst come (an interface that comes
 #: up, or a DHCP lease, changes several addresses at once) before reading the interfaces.
@@ -43,8 +44,9 @@ SETTLE = 0.05
 
 
 def address_notices() -> socket.socket | None:
-    """A non-blocking socket on which the kernel tells of each address added or removed, or
-    ``None`` where there is none (not Linux, or netlink not allowed here)."""
+    """A non-blocking socket on which the kernel tells of each address added or removed
+    (and of each change to an interface: renamed, up, down), or ``None`` where there is
+    none (not Linux, or netlink not allowed here)."""
     family = getattr(socket, "AF_NETLINK", None)
     protocol = getattr(socket, "NETLINK_ROUTE", None)
     if family is None or protocol is None:
@@ -114,9 +116,10 @@ async def address_changes(
     On Linux the kernel says when an address comes or goes (rtnetlink), and the change is
     seen within a few hundredths of a second; the interfaces are read every ``interval``
     seconds besides, and that poll is all there is where the kernel's notices cannot be
-    had.  An address counts while a socket can be bound to it: a new IPv6 address, once
-    its duplicate address detection is over, a second or two after it appears.  The
-    addresses in another order are no change.
+    had.  An interface renamed, which may change what ``network``'s interface filter
+    takes, is seen as soon, from the kernel's link notices.  An address counts while a
+    socket can be bound to it: a new IPv6 address, once its duplicate address detection is
+    over, a second or two after it appears.  The addresses in another order are no change.
 
     The first value comes with the first change; with ``initial``, it is the addresses as
     the watch starts, at once.  The watch sees every change from then on: take that first
