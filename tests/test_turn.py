@@ -506,21 +506,116 @@ def test_permission_then_indications_then_channel_data() -> None:
     assert (stats.sent_indications, stats.sent_channel_data, stats.dropped) == (3, 1, 0)
 
 
-def test_permission_and_channel_refresh_timing() -> None:
-    client, server = allocated()
-    client.send_to_peer(PEER, b"x", 10.0)
-    exchange(client, server, 10.0)
-    run_until(client, server, 1100.0, now=10.0)
-    times = {
+def _asked(server: FakeServer) -> dict[str, list[float]]:
+    """When the server was asked for a permission, and for a channel."""
+    return {
         name: [t for t, m in server.requests if m.method is method]
         for name, method in (("perm", Method.CREATE_PERMISSION), ("chan", Method.CHANNEL_BIND))
     }
-    assert times["perm"] == [10.0, 250.0, 490.0, 730.0, 970.0]
-    assert times["chan"] == [10.0, 550.0, 1090.0]
-    channel_numbers = {
-        m.get(stun.ChannelNumber) for _, m in server.requests if m.method is Method.CHANNEL_BIND
+
+
+def _channel_numbers(server: FakeServer) -> set[int]:
+    return {
+        number.channel
+        for _, m in server.requests
+        if m.method is Method.CHANNEL_BIND and (number := m.get(stun.ChannelNumber)) is not None
     }
-    assert channel_numbers == {stun.ChannelNumber(0x4000)}
+
+
+def test_permission_and_channel_refresh_timing() -> None:
+    """While data goes to the peer, its permission is refreshed every 240 s and its channel
+    every 540 s, with the one number."""
+    client, server = allocated()
+    for now in range(10, 1100, 100):
+        client.send_to_peer(PEER, b"x", float(now))
+        run_until(client, server, now + 100.0, now=float(now))
+    assert _asked(server) == {
+        "perm": [10.0, 250.0, 490.0, 730.0, 970.0],
+        "chan": [10.0, 550.0, 1090.0],
+    }
+    assert _channel_numbers(server) == {0x4000}
+
+
+def test_data_from_the_peer_keeps_its_permission_and_channel() -> None:
+    """Data that only comes from the peer (on the channel, or in a Data indication from
+    its IP) keeps them too."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 10.0)
+    exchange(client, server, 10.0)
+    for now in range(10, 1100, 100):
+        if now % 200 == 10:
+            frame = stun.encode_channel_data(0x4000, b"in", pad=False)
+        else:
+            frame = server.data_indication(("192.0.2.10", 7000), b"in")
+        assert client.on_server_data(frame, float(now)) != []
+        run_until(client, server, now + 100.0, now=float(now))
+    assert _asked(server) == {
+        "perm": [10.0, 250.0, 490.0, 730.0, 970.0],
+        "chan": [10.0, 550.0, 1090.0],
+    }
+
+
+def test_an_idle_permission_and_channel_lapse_and_data_asks_again() -> None:
+    """A permission that no data went to or came from for 240 s when its refresh is due
+    lapses, and its IP's channels with it; data for the peer later asks again, and binds
+    the channel again with its number (the server may hold it for the peer still)."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 11.0)
+    run_until(client, server, 1000.0, now=11.0)
+    assert _asked(server) == {"perm": [11.0, 251.0], "chan": [11.0]}  # (lapsed at 491)
+    assert not client.permission_installed(PEER) and not client.channel_bound(PEER)
+    deadline = client.next_deadline()
+    assert deadline is not None and deadline > 1000.0  # (the allocation's refresh only)
+    assert client.send_to_peer(PEER, b"y", 1000.0)
+    exchange(client, server, 1000.0)
+    assert _asked(server) == {"perm": [11.0, 251.0, 1000.0], "chan": [11.0, 1000.0]}
+    assert server.relayed[-1] == (PEER, b"y", "indication")
+    assert client.channel_bound(PEER)
+    assert _channel_numbers(server) == {0x4000}
+
+
+def test_a_peer_without_a_channel_is_forgotten_when_its_permission_lapses() -> None:
+    server = FakeServer(errors={Method.CHANNEL_BIND: (400, "Bad Request")})
+    client, server = allocated(server=server)
+    client.send_to_peer(PEER, b"x", 11.0)
+    run_until(client, server, 1000.0, now=11.0)
+    assert client._peers == {}
+    assert client.send_to_peer(PEER, b"y", 1000.0)
+    exchange(client, server, 1000.0)
+    assert server.relayed[-1] == (PEER, b"y", "indication")
+
+
+def test_a_channel_bind_that_got_no_answer_keeps_its_number_and_binds_again() -> None:
+    """The server bound the channel, but its answers were lost: the server relays the
+    peer's data on the channel, which is taken; data to the peer goes in Send indications
+    meanwhile, and the bind goes again 5 s after the timeout, with the same number."""
+    client, server = allocated()
+    now = 1.0
+    client.send_to_peer(PEER, b"x", now)
+
+    def exchange_losing_bind_answers() -> None:
+        while (data := client.poll_transmit(now)) is not None:
+            replies = server.handle(data, now)
+            if data[0] < 4 and stun.decode(data).method is Method.CHANNEL_BIND:
+                continue
+            for reply in replies:
+                client.on_server_data(reply, now)
+
+    exchange_losing_bind_answers()
+    while (deadline := client.next_deadline()) is not None and deadline <= 42.0:
+        now = deadline
+        client.on_timer(now)
+        exchange_losing_bind_answers()
+    assert server.channels == {0x4000: PEER} and not client.channel_bound(PEER)
+    frame = stun.encode_channel_data(0x4000, b"from the peer", pad=False)
+    assert client.on_server_data(frame, 42.0) == [(PEER, b"from the peer")]
+    assert client.send_to_peer(PEER, b"to the peer", 42.0)
+    exchange(client, server, 42.0)
+    assert server.relayed[-1] == (PEER, b"to the peer", "indication")
+    run_until(client, server, 60.0, now=42.0)
+    assert client.channel_bound(PEER)
+    assert _asked(server)["chan"][-1] == pytest.approx(1.0 + 39.5 + 5.0)
+    assert _channel_numbers(server) == {0x4000}
 
 
 def test_queue_behind_a_permission_is_bounded() -> None:

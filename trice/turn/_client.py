@@ -19,6 +19,7 @@ from ..stun import Message, MessageClass, Method
 from ._records import (
     CHANNEL_REFRESH,
     FIRST_CHANNEL,
+    IDLE,
     LAST_CHANNEL,
     MAX_STALE_RETRIES,
     METHOD,
@@ -59,13 +60,19 @@ class TurnClient:
 
     **Keeping it alive**: a Refresh goes ``min(60, lifetime / 5)`` seconds before the
     granted lifetime ends (RFC 8656 §8); permissions are refreshed every 240 s (they last
-    300 s, §9) and channel bindings every 540 s (they last 600 s, §12).
+    300 s, §9) and channel bindings every 540 s (they last 600 s, §12), while they are in
+    use: one that no data went to or came from for 240 s lapses instead (an ICE agent checks
+    many peers through the relay and keeps one).  Data for it later asks again.
 
     **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
     waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
     until the permission is installed, because servers drop relayed data before that.  Then
     it goes in Send indications while a ChannelBind for the peer runs, and as ChannelData
-    (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.  Data for a peer
+    (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.  A ChannelBind
+    that got no answer may still have bound the channel on the server: its number stays the
+    peer's (ChannelData on it is taken), data goes in Send indications, and the bind is
+    tried again with the number 5 s later, then 10, 20, 40 and at most 60 s after each
+    silence in a row.  Data for a peer
     whose permission failed (refused, or unanswered), and that has no channel bound, is
     dropped and counted; the first such data 5 s later asks again, then 10, 20, 40 and at
     most 60 s after each failure in a row.
@@ -199,7 +206,7 @@ class TurnClient:
                     p.refresh_at for p in self._permissions.values() if p.installed and not p.busy
                 )
                 deadlines.extend(
-                    p.refresh_at for p in self._peers.values() if p.bound and not p.busy
+                    p.refresh_at for p in self._peers.values() if p.channel and not p.busy
                 )
             deadline = min(deadlines, default=float("inf"))
             self._deadline = None if deadline == float("inf") else deadline
@@ -223,12 +230,22 @@ class TurnClient:
         if not self._refreshing and self._refresh_at <= now:
             self._refreshing = True
             self._request(Kind.REFRESH, now)
+        idle = now - IDLE
         for perm in self._permissions.values():
             if perm.installed and not perm.busy and perm.refresh_at <= now:
-                self._request(Kind.PERMISSION, now, perm)
+                if perm.used_at < idle and not any(
+                    p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
+                ):
+                    self._lapse(perm)
+                else:
+                    self._request(Kind.PERMISSION, now, perm)
         for peer in self._peers.values():
-            if peer.bound and not peer.busy and peer.refresh_at <= now:
-                self._request(Kind.CHANNEL, now, peer)
+            if peer.channel and not peer.busy and peer.refresh_at <= now:
+                if peer.used_at < idle:
+                    peer.bound = False  # (it lapses: see _lapse)
+                    peer.refresh_at = float("inf")
+                else:
+                    self._request(Kind.CHANNEL, now, peer)  # a refresh, or a bind again
 
     def send_to_peer(self, peer: Address, data: bytes, now: float) -> bool:
         """Relay *data* to *peer* through the allocation (RFC 8656 §9-§12).
@@ -241,6 +258,7 @@ class TurnClient:
         """
         p = self._peers.get(peer)
         if p is not None and p.bound and self._state is TurnState.ALLOCATED:
+            p.used_at = now
             self._outbox.append(stun.encode_channel_data(p.channel, data, pad=self.reliable))
             self._counts["sent_channel_data"] += 1
             return True
@@ -252,10 +270,15 @@ class TurnClient:
             if p is None:
                 self._counts["dropped"] += 1
                 return False
+        p.used_at = now
         perm = self._permissions[p.address[0]]
         if perm.installed:
             self._send_indication(p.address, data)
+            if p.channel and not p.busy and p.refresh_at == float("inf"):
+                self._bind(p, now)  # its channel lapsed: bind it again, with its number
             return True
+        if not perm.busy and not perm.failed:
+            self._request(Kind.PERMISSION, now, perm)  # it lapsed: ask again
         if perm.failed:
             if now < perm.retry_at:
                 self._counts["dropped"] += 1
@@ -289,6 +312,7 @@ class TurnClient:
             if p is None:
                 self._counts["malformed"] += 1
                 return []
+            p.used_at = now
             self._counts["received"] += 1
             return [(p.address, payload)]
         if first > 3:
@@ -303,11 +327,13 @@ class TurnClient:
                 if address is None or payload_attr is None:
                     self._counts["malformed"] += 1
                     return []
-                if _written((address.address, address.port))[0] not in self._permissions:
+                perm = self._permissions.get(_written((address.address, address.port))[0])
+                if perm is None:
                     # RFC 8656 §11.6: from a peer no permission was asked for (the server
                     # relays no such data): forged, or a server gone wrong.  Dropped.
                     self._counts["malformed"] += 1
                     return []
+                perm.used_at = now
                 self._counts["received"] += 1
                 return [((address.address, address.port), payload_attr.value)]
             if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
@@ -513,14 +539,22 @@ class TurnClient:
             perm.refresh_at = now + PERMISSION_REFRESH
             while perm.queue:
                 self._send_indication(*perm.queue.popleft())
+            idle = now - IDLE
             for p in self._peers.values():
-                if p.address[0] == perm.ip and not p.channel:
-                    self._bind(p, now)
+                if (
+                    p.address[0] == perm.ip
+                    and not p.bound
+                    and not p.busy
+                    and p.used_at >= idle
+                    and (not p.channel or p.refresh_at == float("inf"))
+                ):
+                    self._bind(p, now)  # (with a bind again pending, it waits its time)
         else:
             peer = tx.target
             assert isinstance(peer, Peer)
             peer.busy = False
             peer.bound = True
+            peer.failures = 0
             peer.refresh_at = now + CHANNEL_REFRESH
 
     def _granted_nothing(self, message: Message, what: str) -> bool:
@@ -579,6 +613,14 @@ class TurnClient:
             # RFC 8656 §12: without the channel, Send indications still work.
             p.busy = False
             p.bound = False
+            if code is None:
+                # No answer (or none that checked): the server may have bound the channel,
+                # and would send its peer's data on it.  The number stays the peer's (no
+                # other may have it, §12.1), and the bind goes again, with a pause.
+                p.failures += 1
+                backoff = PERMISSION_RETRY_MIN * 2 ** min(p.failures - 1, 8)
+                p.refresh_at = now + min(backoff, PERMISSION_RETRY_MAX)
+                return
             self._channels.pop(p.channel, None)
             p.channel = 0
 
@@ -613,13 +655,32 @@ class TurnClient:
         return p
 
     def _bind(self, p: Peer, now: float) -> None:
-        """Give *p* a channel and bind it (RFC 8656 §12.1); without free numbers, do nothing."""
-        if self._next_channel > LAST_CHANNEL:
-            return
-        p.channel = self._next_channel
-        self._next_channel += 1
-        self._channels[p.channel] = p
+        """Bind *p*'s channel (RFC 8656 §12.1), giving it a number first if it has none;
+        without free numbers, do nothing."""
+        if not p.channel:
+            if self._next_channel > LAST_CHANNEL:
+                return
+            p.channel = self._next_channel
+            self._next_channel += 1
+            self._channels[p.channel] = p
         self._request(Kind.CHANNEL, now, p)
+
+    def _lapse(self, perm: Permission) -> None:
+        """Let an idle permission lapse, and the channels of its IP with it (data on a
+        channel needs the permission too).  The record stays, not installed: data for the
+        IP asks again, and the channels keep their numbers (the server holds a number for
+        its peer until the binding's lifetime ends, §12), bound again when data goes.  Peers
+        without a channel are forgotten."""
+        perm.installed = False
+        perm.refresh_at = float("inf")
+        for address, p in list(self._peers.items()):
+            if address[0] != perm.ip:
+                continue
+            if p.channel:
+                p.bound = False
+                p.refresh_at = float("inf")
+            else:
+                del self._peers[address]
 
     def _send_indication(self, peer: Address, data: bytes) -> None:
         """Send indication with XOR-PEER-ADDRESS and DATA (RFC 8656 §11.1)."""

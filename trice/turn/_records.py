@@ -13,6 +13,7 @@ from ..stun import Method
 __all__ = [
     "CHANNEL_REFRESH",
     "FIRST_CHANNEL",
+    "IDLE",
     "LAST_CHANNEL",
     "MAX_STALE_RETRIES",
     "METHOD",
@@ -38,6 +39,10 @@ PERMISSION_RETRY_MIN: Final = 5.0
 PERMISSION_RETRY_MAX: Final = 60.0
 #: A channel binding lasts 600 s (RFC 8656 §12); it is refreshed 60 s before.
 CHANNEL_REFRESH: Final = 540.0
+#: A permission or channel that no data went to or came from for this long is not refreshed
+#: when its refresh is due: it lapses (the server forgets it when its lifetime ends).  An ICE
+#: agent checks many peers through a relay, and goes on with one of them at most.
+IDLE: Final = 240.0
 #: Channel numbers (RFC 8656 §12).
 FIRST_CHANNEL: Final = 0x4000
 LAST_CHANNEL: Final = 0x4FFF
@@ -72,6 +77,7 @@ class Permission:
     failed: bool = False
     busy: bool = False  # a CreatePermission transaction is running
     refresh_at: float = float("inf")
+    used_at: float = float("-inf")  # data last came from the IP (data to it: its peers')
     failures: int = 0  # failed CreatePermissions in a row
     retry_at: float = float("inf")  # once failed: when data may ask again
     queue: deque[tuple[Address, bytes]] = field(default_factory=deque)
@@ -85,7 +91,11 @@ class Peer:
     channel: int = 0  # 0: none
     bound: bool = False
     busy: bool = False  # a ChannelBind transaction is running
+    # Bound: when to refresh.  A number, unbound: when to bind again (a ChannelBind that got
+    # no answer, which the server may have bound), or never (``inf``: the channel lapsed).
     refresh_at: float = float("inf")
+    failures: int = 0  # ChannelBinds in a row that got no answer
+    used_at: float = float("-inf")  # data last went to the peer or came from it
 
 
 @dataclass(slots=True, eq=False)
