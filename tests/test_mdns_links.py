@@ -24,6 +24,7 @@ import trice
 from trice import mdns
 from trice._trio import _gather
 from trice._trio._mdns import Mdns
+from trice.mdns._responder import GONE_KEPT
 
 _LO = ("127.0.0.1", ipaddress.IPv4Network("127.0.0.0/8"), 1)
 _OTHER = ("192.0.2.1", ipaddress.IPv4Network("192.0.2.0/24"), 7)  # (recorded, never sent)
@@ -361,6 +362,30 @@ def test_a_name_whose_address_went_says_goodbye_and_is_answered_no_more(
     assert world.sock.memberships == [("join", "192.0.2.1", 7)]  # (eth7 stays joined)
     assert not world.answered(going, 7)
     assert world.answered(staying, 7)
+
+
+def test_a_roaming_host_keeps_only_the_last_names_whose_address_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """eth7 takes a new address at each of 40 networks, named and answered for each: the
+    names of addresses gone are kept, for an address that comes back to get its name back,
+    but only the last ``GONE_KEPT``; the others, and when they were last told, are
+    forgotten.  A name whose address is still the host's is never forgotten."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    lo_name = found.name("127.0.0.1")
+    names = []
+    for i in range(1, 41):
+        world.change("eth7", 7, [(f"192.0.2.{i}", 24)])
+        names.append(found.name(f"192.0.2.{i}"))
+        assert world.answered(names[-1], 7)
+    assert set(found.names) == {lo_name, *names[-1 - GONE_KEPT :]}
+    assert {name for name, _ in found.responder._answered} <= set(found.names)
+    assert world.answered(lo_name, 1)
+    # The last address gone comes back: its name with it, answered again.
+    world.change("eth7", 7, [("192.0.2.39", 24)])
+    assert found.name("192.0.2.39") == names[-2]
+    assert world.answered(names[-2], 7)
 
 
 def test_a_renumbered_interface_keeps_its_membership(monkeypatch: pytest.MonkeyPatch) -> None:

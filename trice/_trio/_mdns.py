@@ -142,7 +142,9 @@ class Mdns:
         made anew, even with the same address) is joined.  Then each of the agent's names
         is answered on the link its address is on now, nowhere if the host has it no more;
         one whose address went, or moved to another link, says goodbye on its old link
-        first (RFC 6762 §10.1).  Call it before naming the new candidates (:meth:`name`)."""
+        first (RFC 6762 §10.1).  Names whose address went are kept, for the address to get
+        its name back if it comes back, but only the last ``GONE_KEPT`` (16) of them.  Call
+        it before naming the new candidates (:meth:`name`)."""
         have = {link[2]: link for link in self._links}
         links: list[Link] = []
         came = []
@@ -175,6 +177,7 @@ class Mdns:
         self._send_all(responder.goodbyes(moved))  # (on the links they were answered on)
         for name, link in now_on.items():
             responder.add_name(name, responder.names[name], link)
+        responder.mark_gone([n for n, address in responder.names.items() if address not in present])
 
     def forget_resolutions(self) -> None:
         """An ICE restart: the names being resolved were the old generation's."""

@@ -11,7 +11,7 @@ shell uses for one (anything hashable); this module only compares them.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Hashable, Iterable
+from collections.abc import Collection, Container, Hashable, Iterable
 from dataclasses import dataclass
 
 from .._errors import MdnsDecodeError
@@ -48,6 +48,10 @@ ANSWER_INTERVAL = 1.0
 UNICAST_PER_SECOND = 10
 #: The first interval between queries for a name; it doubles (RFC 6762 §5.2).
 QUERY_INTERVAL = 1.0
+#: Names of ours whose address the host has no more, kept (answered nowhere) so that an
+#: address that comes back gets its name back; past this many, the longest gone are
+#: forgotten (a host that roams takes a new address at each network).
+GONE_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,7 @@ class MdnsResponder:
     __slots__ = (
         "_answered",
         "_asked",
+        "_gone",
         "_name_links",
         "_unicast",
         "found",
@@ -92,6 +97,8 @@ class MdnsResponder:
         # When a query for each name being resolved last went, and the interval to the next
         # (one schedule a name, however many candidates wait for it).
         self._asked: dict[str, tuple[float, float]] = {}
+        # Our names whose address the host has no more, the longest gone first.
+        self._gone: dict[str, None] = {}
         # The second the unicast answers are counted in, and the count.
         self._unicast = (-math.inf, 0)
         self.malformed = 0
@@ -102,8 +109,29 @@ class MdnsResponder:
     def add_name(self, name: str, address: str, link: Hashable) -> None:
         """``name`` (normalized) stands for ``address``, answered for on ``link`` only
         (``None``: never)."""
+        if self._name_links.get(name, link) != link:
+            self._forget_answered(name)  # (when it was told on its old link: no matter now)
         self.names[name] = address
         self._name_links[name] = link
+
+    def mark_gone(self, gone: Collection[str]) -> None:
+        """Of our names, those of ``gone`` stand for addresses the host has no more; the
+        others, for addresses it has (again).  The ``GONE_KEPT`` names gone most recently
+        are kept; older ones are forgotten."""
+        kept = self._gone
+        for name in [name for name in kept if name not in gone]:
+            del kept[name]
+        for name in gone:
+            if name in self.names:
+                kept.setdefault(name, None)
+        while len(kept) > GONE_KEPT:
+            name = next(iter(kept))
+            del kept[name], self.names[name], self._name_links[name]
+            self._forget_answered(name)
+
+    def _forget_answered(self, name: str) -> None:
+        for key in [key for key in self._answered if key[0] == name]:
+            del self._answered[key]
 
     def link(self, name: str) -> Hashable:
         """The link ``name`` (one of ours) is answered on, ``None`` if nowhere."""
