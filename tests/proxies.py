@@ -1,5 +1,6 @@
-"""Start and stop private proxies on loopback for one test: tinyproxy (an HTTP proxy) and
-microsocks (a SOCKS5 proxy), both Debian's: the proxies that TURN over TCP and TLS goes
+"""Start and stop private proxies on loopback for one test: tinyproxy (an HTTP proxy),
+tinyproxy behind stunnel (an HTTPS proxy: TLS to the proxy, HTTP CONNECT inside) and
+microsocks (a SOCKS5 proxy), all Debian's: the proxies that TURN over TCP and TLS goes
 through (``NetworkConfig.proxy``).
 
 Each listens on a free 127.0.0.1 port, connects onwards from :data:`OUTBOUND` (127.0.0.2:
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from coturn import accepts_tcp, free_port, running_process
 
 TINYPROXY = shutil.which("tinyproxy")
 MICROSOCKS = shutil.which("microsocks")
+STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 #: The address the proxies connect onwards from.
 OUTBOUND = "127.0.0.2"
 
@@ -100,6 +103,75 @@ def run_tinyproxy(
         argv = [binary, "-d", "-c", str(config)]
         with running_process(argv, lambda: accepts_tcp(port), tmpdir, "tinyproxy"):
             yield Tinyproxy(port, log)
+
+
+@dataclass(frozen=True)
+class HttpsProxy:
+    """A running HTTPS proxy: stunnel, its TLS end, in front of a tinyproxy.
+
+    Attributes:
+        port: stunnel's listening port on 127.0.0.1.
+        tinyproxy: the tinyproxy behind it (its log records the CONNECTs).
+        ca_pem: the trustme CA certificate (PEM) that signed stunnel's certificate, for
+            127.0.0.1 and ``localhost``.
+    """
+
+    port: int
+    tinyproxy: Tinyproxy
+    ca_pem: bytes
+
+    def url(self, credentials: str = "", host: str = "127.0.0.1") -> str:
+        """Its URL for ``NetworkConfig.proxy``."""
+        return f"https://{credentials}{host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client's TLS context that trusts stunnel's certificate."""
+        context = ssl.create_default_context()
+        context.load_verify_locations(cadata=self.ca_pem.decode())
+        return context
+
+    def requests(self) -> list[str]:
+        return self.tinyproxy.requests()
+
+
+@contextlib.contextmanager
+def run_https_proxy(connect_ports: Sequence[int]) -> Iterator[HttpsProxy]:
+    """Run tinyproxy (see :func:`run_tinyproxy`) with stunnel in front of it on loopback,
+    until the block exits."""
+    if STUNNEL is None:
+        pytest.skip("stunnel is not installed (apt-get install stunnel4)")
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    with (
+        run_tinyproxy(connect_ports) as tinyproxy,
+        tempfile.TemporaryDirectory(prefix="trice-stunnel-") as tmp,
+    ):
+        tmpdir = Path(tmp)
+        cert_file, key_file = tmpdir / "cert.pem", tmpdir / "key.pem"
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+        port = free_port()
+        config = tmpdir / "stunnel.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "foreground = yes",
+                    "pid =",
+                    f"output = {tmpdir / 'stunnel.log'}",
+                    "[https-proxy]",
+                    f"accept = 127.0.0.1:{port}",
+                    f"connect = 127.0.0.1:{tinyproxy.port}",
+                    f"cert = {cert_file}",
+                    f"key = {key_file}",
+                ]
+            )
+            + "\n"
+        )
+        argv = [STUNNEL, str(config)]
+        with running_process(argv, lambda: accepts_tcp(port), tmpdir, "stunnel"):
+            yield HttpsProxy(port, tinyproxy, ca.cert_pem.bytes())
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,7 +21,15 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
-from proxies import OUTBOUND, Microsocks, Tinyproxy, run_microsocks, run_tinyproxy
+from proxies import (
+    OUTBOUND,
+    HttpsProxy,
+    Microsocks,
+    Tinyproxy,
+    run_https_proxy,
+    run_microsocks,
+    run_tinyproxy,
+)
 
 import trice
 from trice._errors import ProtocolError
@@ -50,6 +59,7 @@ from loopback import connect_both, exchange_each_way, gathered_pair, loopback_co
         ("http://alice:s%40cret%3A@proxy:3128", ("http", "proxy", 3128, "alice", "s@cret:")),
         ("http://alice@proxy:3128", ("http", "proxy", 3128, "alice", "")),
         ("http://al%C3%AFce:p@proxy:1", ("http", "proxy", 1, "alïce", "p")),
+        ("https://alice:pw@Proxy.Example:443", ("https", "proxy.example", 443, "alice", "pw")),
         ("socks5://127.0.0.1:1080", ("socks5", "127.0.0.1", 1080, None, None)),
         ("SOCKS5H://bob:pw@socks.example:1080", ("socks5", "socks.example", 1080, "bob", "pw")),
     ],
@@ -64,9 +74,9 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("proxy:3128", "expected http://host:port or socks5://host:port"),
-        ("https://proxy:3128", "an HTTP \\(http://\\) or SOCKS5 proxy"),
-        ("socks4://proxy:1080", "is not supported"),
+        ("proxy:3128", "expected http://host:port, https://host:port or socks5://host:port"),
+        ("socks4://proxy:1080", "an HTTP \\(http://\\), HTTPS \\(https://\\) or SOCKS5"),
+        ("ftp://proxy:21", "is not supported"),
         ("socks5://alice@proxy:1080", "a user name and a password of 1 to 255 bytes"),
         ("socks5://alice:" + "x" * 256 + "@proxy:1080", "of 1 to 255 bytes"),
         ("socks5://proxy", "no port: write socks5://host:port"),
@@ -424,7 +434,7 @@ async def _fake_proxy(behave: Behaviour) -> AsyncIterator[tuple[int, list[bytes]
 
 
 def _proxied(
-    proxy: str, server: trice.IceServer, *, gather_timeout: float = 3.0
+    proxy: str | trice.ProxyUrl, server: trice.IceServer, *, gather_timeout: float = 3.0
 ) -> trice.AgentConfig:
     """A relay-only agent on loopback whose TURN server is ``server``, through ``proxy``."""
     config = loopback_config(
@@ -538,19 +548,26 @@ async def test_a_proxy_that_is_not_there() -> None:
 # -- a real proxy (tinyproxy) in front of a real TURN server (coturn) ---------------------------
 
 
-def _through(
-    proxy: Tinyproxy | Microsocks, server: trice.IceServer, credentials: str = ""
-) -> trice.AgentConfig:
-    return _proxied(proxy.url(credentials), server, gather_timeout=5.0)
+Proxy = Tinyproxy | HttpsProxy | Microsocks
+
+
+def _through(proxy: Proxy, server: trice.IceServer, credentials: str = "") -> trice.AgentConfig:
+    url: str | trice.ProxyUrl = proxy.url(credentials)
+    if isinstance(proxy, HttpsProxy):
+        url = trice.ProxyUrl.parse(proxy.url(credentials), ssl_context=proxy.tls_context())
+    return _proxied(url, server, gather_timeout=5.0)
 
 
 @contextlib.contextmanager
-def _proxy(kind: str, port: int) -> Iterator[Tinyproxy | Microsocks]:
-    """A real proxy of ``kind`` (``"http"``: tinyproxy, ``"socks5"``: microsocks) that
-    lets clients reach ``port``."""
+def _proxy(kind: str, port: int) -> Iterator[Proxy]:
+    """A real proxy of ``kind`` (``"http"``: tinyproxy, ``"https"``: tinyproxy behind
+    stunnel, ``"socks5"``: microsocks) that lets clients reach ``port``."""
     if kind == "http":
         with run_tinyproxy([port]) as tinyproxy:
             yield tinyproxy
+    elif kind == "https":
+        with run_https_proxy([port]) as https_proxy:
+            yield https_proxy
     else:
         with run_microsocks() as microsocks:
             yield microsocks
@@ -558,14 +575,24 @@ def _proxy(kind: str, port: int) -> Iterator[Tinyproxy | Microsocks]:
 
 @pytest.mark.parametrize(
     ("kind", "transport"),
-    [("http", "tcp"), ("http", "tls"), ("http", "udp"), ("socks5", "tcp"), ("socks5", "tls")],
+    [
+        ("http", "tcp"),
+        ("http", "tls"),
+        ("http", "udp"),
+        ("https", "tcp"),
+        ("https", "tls"),
+        ("socks5", "tcp"),
+        ("socks5", "tls"),
+    ],
 )
 async def test_a_relay_only_session_through_a_real_proxy(kind: str, transport: str) -> None:
-    """Both agents reach coturn through tinyproxy (HTTP CONNECT) or microsocks (SOCKS5),
-    over TCP or TLS (the TLS handshake runs inside the tunnel, and checks coturn's
-    certificate), and 100 datagrams go each way through the relays.  coturn saw them at the
-    proxy's outbound address (their relays' related address).  TURN over UDP goes to coturn
-    directly: the proxy reads nothing."""
+    """Both agents reach coturn through tinyproxy (HTTP CONNECT), tinyproxy behind stunnel
+    (an HTTPS proxy: TLS to the proxy, whose certificate is checked, then CONNECT inside)
+    or microsocks (SOCKS5), over TCP or TLS (the TLS handshake runs inside the tunnel, and
+    checks coturn's certificate: TLS inside TLS through the HTTPS proxy), and 100 datagrams
+    go each way through the relays.  coturn saw them at the proxy's outbound address (their
+    relays' related address).  TURN over UDP goes to coturn directly: the proxy reads
+    nothing."""
     require_turnserver()
     with run_coturn(tls=True, tls_names=("localhost",)) as coturn:
         # (By name: the certificate, of that name only, is checked against the TURN
@@ -585,16 +612,18 @@ async def test_a_relay_only_session_through_a_real_proxy(kind: str, transport: s
                 signal(a, b)
                 ca, cb = await connect_both(a, b)
                 await exchange_each_way(ca, cb)
-            if isinstance(proxy, Tinyproxy):
+            if isinstance(proxy, (Tinyproxy, HttpsProxy)):
                 tunnels = proxy.requests()
                 assert tunnels == ([] if transport == "udp" else [f"{target[0]}:{target[1]}"] * 2)
 
 
 async def _relay_through(
-    proxy: Tinyproxy | Microsocks, server: trice.IceServer, credentials: str = ""
+    proxy: Proxy | trice.AgentConfig, server: trice.IceServer, credentials: str = ""
 ) -> trice.GatherReport:
-    """The relay's gather report of an agent that reaches ``server`` through ``proxy``."""
-    async with trice.open_agent(_through(proxy, server, credentials), controlling=True) as agent:
+    """The relay's gather report of an agent that reaches ``server`` through ``proxy`` (or
+    of an agent of that configuration)."""
+    config = proxy if isinstance(proxy, trice.AgentConfig) else _through(proxy, server, credentials)
+    async with trice.open_agent(config, controlling=True) as agent:
         with trio.fail_after(7):
             await agent.wait_gathering_complete()
         (report,) = [r for r in agent.gather_reports if r.source != "host"]
@@ -632,6 +661,34 @@ async def test_a_proxy_that_wants_credentials(
             proxy = stack.enter_context(run_microsocks(credentials=("alice", "sesame42")))
         report = await _relay_through(proxy, coturn.ice_server("tcp"), credentials)
     assert (report.candidates, report.error) == ((1, None) if error is None else (0, error))
+
+
+async def test_an_https_proxy_whose_certificate_is_not_trusted() -> None:
+    """An HTTPS proxy is checked as a TLS server is: with the system's authorities only
+    (no ``ssl_context``), stunnel's certificate from a test CA is rejected, and the report
+    says so; the relay is lost, the agent not."""
+    require_turnserver()
+    with run_coturn() as coturn, run_https_proxy([coturn.port]) as proxy:
+        server = coturn.ice_server("tcp")
+        report = await _relay_through(_proxied(proxy.url(), server), server)
+        assert proxy.requests() == []  # (no CONNECT went)
+    assert report.candidates == 0
+    assert report.error is not None
+    assert report.error.startswith("proxy TLS certificate rejected: "), report
+
+
+def test_an_https_proxys_tls_context() -> None:
+    """``ssl_context`` checks an HTTPS proxy's certificate: for that scheme only, an
+    ``ssl.SSLContext``; neither shown nor compared."""
+    context = ssl.create_default_context()
+    proxy = trice.ProxyUrl.parse("https://proxy.example:443", ssl_context=context)
+    assert proxy.ssl_context is context
+    assert proxy == trice.ProxyUrl.parse("https://proxy.example:443")
+    assert "ssl_context" not in repr(proxy) and str(proxy) == "https://proxy.example:443"
+    with pytest.raises(trice.ConfigError, match="for an https:// proxy only"):
+        trice.ProxyUrl.parse("http://proxy.example:3128", ssl_context=context)
+    with pytest.raises(trice.ConfigError, match=r"must be an ssl\.SSLContext"):
+        trice.ProxyUrl("https", "proxy.example", 443, ssl_context="yes")  # type: ignore[arg-type]
 
 
 async def test_a_proxy_whose_rules_forbid_the_port() -> None:

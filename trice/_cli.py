@@ -402,8 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--proxy",
         metavar="URL",
         default=os.environ.get("TRICE_PROXY") or None,
-        help="a proxy for TURN over TCP and TLS: http://proxy:3128 or socks5://proxy:1080"
-        " (by default $TRICE_PROXY, where a password in it stays out of ps and history)",
+        help=(
+            "a proxy for TURN over TCP and TLS: http://proxy:3128, https://proxy:443 or "
+            "socks5://proxy:1080 (by default $TRICE_PROXY, where a password in it stays out "
+            "of ps and history)"
+        ),
     )
     gather.add_argument(
         "--watch",

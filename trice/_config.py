@@ -145,7 +145,8 @@ class NetworkConfig:
             over TCP".
         proxy: a proxy that TURN over TCP and TLS goes through (``turn:...?transport=tcp``
             and ``turns:`` servers): a :class:`~trice.ProxyUrl`, or its text,
-            ``"http://[user:password@]host:port"`` (an HTTP proxy) or
+            ``"http://[user:password@]host:port"`` (an HTTP proxy), the same with
+            ``https://`` (an HTTP proxy reached over TLS, its certificate checked) or
             ``"socks5://[user:password@]host:port"`` (a SOCKS5 one), made a
             :class:`~trice.ProxyUrl` when the config is; or ``None`` (the default: connect
             directly).  The agent asks the proxy for a tunnel to the TURN server (HTTP

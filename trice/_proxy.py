@@ -1,6 +1,7 @@
 """TURN through a proxy: the proxy's URL, and the handshakes that make a connection to it a
 tunnel to the TURN server, as pure values and state machines: HTTP CONNECT (RFC 9110
-§9.3.6) and SOCKS5 CONNECT (RFC 1928, with RFC 1929's user name and password).
+§9.3.6; to an HTTPS proxy, inside TLS) and SOCKS5 CONNECT (RFC 1928, with RFC 1929's user
+name and password).
 
 Behind a firewall that lets nothing out but a proxy's connections, a TURN server over TCP
 or TLS is reached through a tunnel that the proxy opens on request: once it has, the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import ssl
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -40,8 +42,9 @@ MAX_REPLY_HEAD = 16 * 1024
 
 #: The URL schemes of the proxies trice speaks to, and the kind of each (``socks5h``, curl's
 #: name for a SOCKS5 proxy that resolves names, is SOCKS5 here: a server's name always goes
-#: to the proxy).
-_SCHEMES = {"http": "http", "socks5": "socks5", "socks5h": "socks5"}
+#: to the proxy).  An ``https`` proxy is an HTTP proxy reached over TLS.
+_SCHEMES = {"http": "http", "https": "https", "socks5": "socks5", "socks5h": "socks5"}
+_SUPPORTED = "an HTTP (http://), HTTPS (https://) or SOCKS5 (socks5://) proxy"
 
 #: Where a head ends: an empty line (RFC 9112 §2.2 lets a recipient take a bare LF for a
 #: line's end).
@@ -56,19 +59,24 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class ProxyUrl:
     """A proxy that TURN over TCP and TLS goes through (see
     :attr:`trice.NetworkConfig.proxy`): ``http://[user[:password]@]host:port`` (HTTP
-    CONNECT) or ``socks5://[user:password@]host:port`` (SOCKS5).
+    CONNECT), ``https://[user[:password]@]host:port`` (HTTP CONNECT inside TLS to the proxy,
+    whose certificate is checked against ``host``) or ``socks5://[user:password@]host:port``
+    (SOCKS5).
 
     Build one with :meth:`parse`, or from its parts, which are checked the same way.
     ``str()`` writes it without the password, as logs and reports show it.
 
     Attributes:
-        scheme: ``"http"`` or ``"socks5"``.
+        scheme: ``"http"``, ``"https"`` or ``"socks5"``.
         host: an IP address (canonical form) or a DNS name (lower case).
         port: the proxy's port.
         username: the user name the proxy asks for (HTTP Basic, RFC 7617; SOCKS5, RFC
             1929), or ``None``: non-empty, with no ``:`` and no control characters.
         password: the password that goes with ``username`` (no control characters; for
             SOCKS5 1 to 255 bytes, as the user name); not shown by ``repr``.
+        ssl_context: for an HTTPS proxy, the :class:`ssl.SSLContext` that checks its
+            certificate (``None``: :func:`ssl.create_default_context`, the system's
+            authorities).  Not compared, not shown.
 
     Raises:
         ConfigError: a part is invalid; the message never holds the password.
@@ -79,14 +87,17 @@ class ProxyUrl:
     port: int
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         scheme = self.scheme.lower() if isinstance(self.scheme, str) else None
         if scheme not in _SCHEMES:
-            raise ConfigError(
-                f"proxy scheme {self.scheme!r} is not supported: an HTTP (http://) or SOCKS5 "
-                "(socks5://) proxy"
-            )
+            raise ConfigError(f"proxy scheme {self.scheme!r} is not supported: {_SUPPORTED}")
+        if self.ssl_context is not None:
+            if not isinstance(self.ssl_context, ssl.SSLContext):
+                raise ConfigError("the proxy's ssl_context must be an ssl.SSLContext or None")
+            if _SCHEMES[scheme] != "https":
+                raise ConfigError("an ssl_context is for an https:// proxy only")
         host = self.host if isinstance(self.host, str) else ""
         canonical = canonical_ip(host)
         if canonical is None:
@@ -125,10 +136,11 @@ class ProxyUrl:
         return f"{self.scheme}://{user}{host_port(self.host, self.port)}"
 
     @classmethod
-    def parse(cls, url: str) -> ProxyUrl:
-        """Parse ``http://[user[:password]@]host:port`` or
+    def parse(cls, url: str, *, ssl_context: ssl.SSLContext | None = None) -> ProxyUrl:
+        """Parse ``http://[user[:password]@]host:port``, the same with ``https://``, or
         ``socks5://[user:password@]host:port`` (``socks5h://`` is taken for ``socks5://``:
-        a server's name always goes to the proxy, which resolves it).  A trailing ``/`` is
+        a server's name always goes to the proxy, which resolves it).  ``ssl_context``
+        checks an HTTPS proxy's certificate (see the class).  A trailing ``/`` is
         allowed.  The user name and password may be percent-encoded (``%40`` for ``@``);
         IPv6 literals go in brackets.  The port must be given: proxies listen on many.
 
@@ -147,9 +159,9 @@ class ProxyUrl:
             return ConfigError(f"proxy URL {shown!r}: {problem}")
 
         if not sep:
-            raise fail("expected http://host:port or socks5://host:port")
+            raise fail("expected http://host:port, https://host:port or socks5://host:port")
         if scheme.lower() not in _SCHEMES:
-            raise fail(f"scheme {scheme!r} is not supported: an HTTP (http://) or SOCKS5 proxy")
+            raise fail(f"scheme {scheme!r} is not supported: {_SUPPORTED}")
         if authority.endswith("/"):
             authority = authority[:-1]
         if any(mark in authority for mark in "/?#"):
@@ -170,7 +182,7 @@ class ProxyUrl:
         except ValueError as exc:
             raise fail(f"the port is {exc}") from None  # (not quoted: it may be a password)
         try:
-            return cls(scheme, host, port, username, password)
+            return cls(scheme, host, port, username, password, ssl_context)
         except ConfigError as exc:
             raise fail(str(exc)) from None
 

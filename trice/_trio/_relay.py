@@ -439,63 +439,97 @@ async def _connect(
             sock.close()
             raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
         return _UdpConnection(sock)
+    tcp: trio.abc.Stream
     if proxy is not None:
         if in_tunnel is not None:
             in_tunnel[0] = True
-        tcp = await _tunnel(proxy, server, bind_address)
+        tcp, source = await _tunnel(proxy, server, bind_address)
         if in_tunnel is not None:
             in_tunnel[0] = False
     else:
         try:
-            tcp = await trio.open_tcp_stream(server.host, server.port, local_address=bind_address)
+            direct = await trio.open_tcp_stream(
+                server.host, server.port, local_address=bind_address
+            )
         except OSError as exc:
             raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
-    source = tcp.socket.getsockname()[0].split("%", 1)[0]
+        tcp, source = direct, _source(direct)
     if not server.secure:
         return _StreamConnection(tcp, source)
+    tls = await _tls(tcp, ssl_context, server.host, _Lost)
+    return _StreamConnection(tls, source)
+
+
+def _source(sock: trio.SocketStream) -> str:
+    """The local address of a TCP connection (without a zone index)."""
+    address: str = sock.socket.getsockname()[0]
+    return address.split("%", 1)[0]
+
+
+async def _tls(
+    stream: trio.abc.Stream,
+    ssl_context: ssl.SSLContext | None,
+    hostname: str,
+    lost: Callable[[str, str], _Lost],
+    *,
+    https_compatible: bool = False,
+) -> trio.SSLStream[trio.abc.Stream]:
+    """``stream`` with TLS on it, the peer's certificate checked against ``hostname``
+    (``ssl_context``, else the system's authorities).  A failed handshake closes ``stream``
+    and raises ``lost(what, reason)``: reason ``"certificate"`` or ``"tls"``."""
     context = ssl_context if ssl_context is not None else ssl.create_default_context()
-    tls = trio.SSLStream(tcp, context, server_hostname=server.host, https_compatible=False)
+    tls = trio.SSLStream(
+        stream, context, server_hostname=hostname, https_compatible=https_compatible
+    )
     try:
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(tcp)
+        await trio.aclose_forcefully(stream)
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLCertVerificationError):
-            raise _Lost(
+            raise lost(
                 f"TLS certificate rejected: {cause.verify_message or cause}", "certificate"
             ) from exc
-        raise _Lost(f"TLS handshake failed: {cause or exc}", "tls") from exc
+        raise lost(f"TLS handshake failed: {cause or exc}", "tls") from exc
     except BaseException:
-        await trio.aclose_forcefully(tcp)
+        await trio.aclose_forcefully(stream)
         raise
-    return _StreamConnection(tls, source)
+    return tls
 
 
 async def _tunnel(
     proxy: ProxyUrl, server: ServerUrl, bind_address: str | None
-) -> trio.SocketStream:
-    """A TCP connection to ``proxy``, made a tunnel to ``server`` (HTTP CONNECT or SOCKS5:
-    see :mod:`trice._proxy`): what goes over it afterwards reaches the server.  The proxy's
-    errors have a reason that begins with ``"proxy"`` and says what it did: it cannot be
-    reached, refuses (an HTTP status that is not 2xx, such as 407 when it wants
-    credentials, 403 when its rules forbid the server's port, 502 when it cannot reach the
-    server; or a SOCKS5 refusal), closes, or answers in another protocol."""
+) -> tuple[trio.abc.Stream, str]:
+    """A TCP connection to ``proxy`` (with TLS on it, for an HTTPS proxy), made a tunnel to
+    ``server`` (HTTP CONNECT or SOCKS5: see :mod:`trice._proxy`): what goes over it
+    afterwards reaches the server.  Returns it, and its local address.  The proxy's errors
+    have a reason that begins with ``"proxy"`` and says what it did: it cannot be reached,
+    its TLS fails (``"proxy TLS certificate rejected: ..."``), it refuses (an HTTP status that
+    is not 2xx, such as 407 when it wants credentials, 403 when its rules forbid the
+    server's port, 502 when it cannot reach the server; or a SOCKS5 refusal), closes, or
+    answers in another protocol."""
 
     def lost(what: str) -> _Lost:
         return _Lost(f"proxy {proxy}: {what}", f"proxy {what}")
 
     handshake = tunnel_handshake(proxy, server.host, server.port)
     try:
-        stream = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
+        sock = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
     except OSError as exc:
         raise lost(f"unreachable ({exc.strerror or exc})") from exc
+    source = _source(sock)
+    stream: trio.abc.Stream = sock
+    if proxy.scheme == "https":
+        stream = await _tls(
+            sock, proxy.ssl_context, proxy.host, lambda what, _: lost(what), https_compatible=True
+        )
     try:
         await stream.send_all(handshake.start())
         while not handshake.open:
             chunk = await stream.receive_some(4096)
             if not chunk:
                 raise lost("closed the connection")
-            reply = handshake.receive_data(chunk)
+            reply = handshake.receive_data(bytes(chunk))
             if reply:
                 await stream.send_all(reply)
         if handshake.rest:
@@ -512,7 +546,7 @@ async def _tunnel(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    return stream
+    return stream, source
 
 
 async def run_relay(
