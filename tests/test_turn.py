@@ -6,6 +6,7 @@ import itertools
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from trice import StateError, stun
 from trice.stun import Message, MessageClass, Method
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
+from trice.turn._records import PERMISSION_LIFETIME
 
 USER = "alice"
 PASSWORD = "wonderland"
@@ -616,6 +618,122 @@ def test_a_channel_bind_that_got_no_answer_keeps_its_number_and_binds_again() ->
     assert client.channel_bound(PEER)
     assert _asked(server)["chan"][-1] == pytest.approx(1.0 + 39.5 + 5.0)
     assert _channel_numbers(server) == {0x4000}
+
+
+class _Relayed:
+    """A client and server driven through time, the application sending to ``PEER`` at the
+    times given.  ``lose(now, message)`` drops a request on its way to the server;
+    ``hold(now, message)`` keeps the server's answer to it back until :meth:`release`.
+    Records when ChannelData went, and when the server installed a permission for
+    ``PEER``'s IP (a CreatePermission or ChannelBind it took: RFC 8656 §9, §12.2)."""
+
+    def __init__(
+        self,
+        lose: Callable[[float, Message], bool] = lambda now, message: False,
+        hold: Callable[[float, Message], bool] = lambda now, message: False,
+    ) -> None:
+        self.client, self.server = allocated()
+        self.lose, self.hold = lose, hold
+        self.held: list[bytes] = []
+        self.channel_data: list[float] = []
+        self.installs: list[float] = []
+
+    def _exchange(self, now: float) -> None:
+        client = self.client
+        while (data := client.poll_transmit(now)) is not None:
+            if 0x40 <= data[0] <= 0x4F:
+                self.channel_data.append(now)
+                self.server.handle(data, now)
+                continue
+            message = stun.decode(data)
+            if message.message_class is MessageClass.REQUEST and self.lose(now, message):
+                continue
+            replies = self.server.handle(data, now)
+            if message.method in (Method.CREATE_PERMISSION, Method.CHANNEL_BIND):
+                self.installs.append(now)
+            if message.message_class is MessageClass.REQUEST and self.hold(now, message):
+                self.held += replies
+                continue
+            for reply in replies:
+                client.on_server_data(reply, now)
+
+    def release(self, now: float) -> None:
+        for reply in self.held:
+            self.client.on_server_data(reply, now)
+        self.held = []
+        self._exchange(now)
+
+    def run(self, end: float, sends: Sequence[float] = (), peer: Address = PEER) -> None:
+        """From the last time run to ``end``: the client's deadlines, and a send to
+        ``peer`` at each of ``sends``."""
+        pending = sorted(sends)
+        while True:
+            deadline = self.client.next_deadline()
+            upcoming = [t for t in (deadline, pending[0] if pending else None) if t is not None]
+            if not upcoming or min(upcoming) > end:
+                return
+            now = min(upcoming)
+            if pending and pending[0] == now:
+                pending.pop(0)
+                self.client.send_to_peer(peer, b"data", now)
+            else:
+                self.client.on_timer(now)
+            self._exchange(now)
+
+    def unpermitted(self) -> list[float]:
+        """When ChannelData went with no permission held on the server."""
+        return [
+            t
+            for t in self.channel_data
+            if not any(t - PERMISSION_LIFETIME < i <= t for i in self.installs)
+        ]
+
+
+def test_a_permission_refresh_that_gets_no_answer_is_asked_again_in_time() -> None:
+    """The refresh of a permission whose channel carries data is lost (three times over,
+    each transmission): while the server still holds the permission the client asks again
+    (5 s after), instead of giving it up, which left the channel's data to a permission
+    that only the ChannelBind refreshes renewed, 300 s out of each 540."""
+
+    def lose(now: float, message: Message) -> bool:
+        return message.method is Method.CREATE_PERMISSION and 240.0 <= now < 285.0
+
+    relayed = _Relayed(lose=lose)
+    relayed.run(1200.0, sends=[1.0 + 20 * i for i in range(60)])
+    assert relayed.client.permission_installed(PEER) and relayed.client.channel_bound(PEER)
+    assert relayed.unpermitted() == []
+    assert [t for t in relayed.installs if 280 < t < 300] == [pytest.approx(1 + 240 + 39.5 + 5)]
+
+
+def test_a_channel_bound_while_its_permission_lapsed_holds_the_permission_again() -> None:
+    """PEER2's permission (the IP's) lapses at 721 while PEER's ChannelBind refresh, sent
+    at 700, waits for its answer; the answer comes at 725.  The binding installed the
+    permission on the server (RFC 8656 §12.2): the client holds it again and refreshes it
+    in its time, as PEER's data goes on, rather than sending ChannelData that the server
+    drops from 1025 on."""
+    relayed = _Relayed(hold=lambda now, m: m.method is Method.CHANNEL_BIND and 699 < now < 722)
+    relayed.run(1.0, sends=[1.0], peer=PEER2)
+    relayed.run(699.0, sends=[160.0, 470.0])
+    relayed.run(722.0)
+    assert not relayed.client.permission_installed(PEER)  # (lapsed at 721)
+    relayed.release(725.0)
+    relayed.run(1300.0, sends=[730.0 + 20 * i for i in range(28)])
+    assert relayed.client.permission_installed(PEER) and relayed.client.channel_bound(PEER)
+    assert relayed.unpermitted() == []
+
+
+def test_a_data_indication_from_an_ip_whose_permission_ended_is_dropped() -> None:
+    """A lapsed permission's record stays (for its channels' numbers): a Data indication
+    from its IP is taken while the server may still hold the permission (300 s from the
+    last grant), and dropped after (RFC 8656 §11.6)."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 11.0)
+    run_until(client, server, 1000.0, now=11.0)  # (refreshed at 251; lapsed at 491)
+    indication = server.data_indication(("192.0.2.10", 9999), b"late")
+    assert client.on_server_data(indication, 500.0) == [(("192.0.2.10", 9999), b"late")]
+    malformed = client.statistics().malformed
+    assert client.on_server_data(indication, 551.0) == []
+    assert client.statistics().malformed == malformed + 1
 
 
 def test_queue_behind_a_permission_is_bounded() -> None:

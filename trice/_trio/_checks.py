@@ -186,9 +186,12 @@ class CheckRun:
         finally:
             self.task = None
             transport = self.transport
-            if isinstance(transport, TcpTransport) and check.pair.state is PairState.FAILED:
-                # (By an error response, a timeout, or its connection: the connection is of
-                # no use now, and holds a place, see TcpTransport.)
+            if isinstance(transport, TcpTransport) and (
+                check.pair.state is PairState.FAILED or agent._core.cancelled(check)
+            ):
+                # (By an error response, a timeout, or its connection; or cancelled by the
+                # final nomination, whose pair took the place of this one: the connection is
+                # of no use now, and holds a place, see TcpTransport.)
                 transport.drop(check.destination)
             runs = agent._runs
             runs.pop(check.transaction_id, None)

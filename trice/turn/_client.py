@@ -23,6 +23,7 @@ from ._records import (
     LAST_CHANNEL,
     MAX_STALE_RETRIES,
     METHOD,
+    PERMISSION_LIFETIME,
     PERMISSION_REFRESH,
     PERMISSION_RETRY_MAX,
     PERMISSION_RETRY_MIN,
@@ -328,9 +329,12 @@ class TurnClient:
                     self._counts["malformed"] += 1
                     return []
                 perm = self._permissions.get(_written((address.address, address.port))[0])
-                if perm is None:
-                    # RFC 8656 §11.6: from a peer no permission was asked for (the server
-                    # relays no such data): forged, or a server gone wrong.  Dropped.
+                if perm is None or (
+                    not perm.installed and not perm.busy and now >= perm.expires_at
+                ):
+                    # RFC 8656 §11.6: from a peer no permission was asked for, or none is
+                    # held for now (it lapsed, or failed): the server relays no such data.
+                    # Forged, or a server gone wrong: dropped.
                     self._counts["malformed"] += 1
                     return []
                 perm.used_at = now
@@ -535,8 +539,10 @@ class TurnClient:
             assert isinstance(perm, Permission)
             perm.busy = False
             perm.installed = True
+            perm.failed = False
             perm.failures = 0
             perm.refresh_at = now + PERMISSION_REFRESH
+            perm.expires_at = now + PERMISSION_LIFETIME
             while perm.queue:
                 self._send_indication(*perm.queue.popleft())
             idle = now - IDLE
@@ -556,6 +562,17 @@ class TurnClient:
             peer.bound = True
             peer.failures = 0
             peer.refresh_at = now + CHANNEL_REFRESH
+            # RFC 8656 §12.2: the binding installed (or refreshed) the permission for the
+            # peer's IP too: it is held, and refreshed in its time, though it lapsed or its
+            # own request failed (the channel's data goes only while it is held).
+            perm = self._permissions.get(peer.address[0])
+            if perm is not None:
+                perm.expires_at = max(perm.expires_at, now + PERMISSION_LIFETIME)
+                if not perm.busy:
+                    if not perm.installed:
+                        perm.refresh_at = now + PERMISSION_REFRESH
+                    perm.installed = True
+                    perm.failed = False
 
     def _granted_nothing(self, message: Message, what: str) -> bool:
         """A success that grants a LIFETIME of 0 fails the allocation; returns whether it
@@ -600,13 +617,25 @@ class TurnClient:
             perm = tx.target
             assert isinstance(perm, Permission)
             perm.busy = False
-            perm.installed = False
-            perm.failed = True
             perm.failures += 1
             backoff = PERMISSION_RETRY_MIN * 2 ** min(perm.failures - 1, 8)
-            perm.retry_at = now + min(backoff, PERMISSION_RETRY_MAX)
+            pause = min(backoff, PERMISSION_RETRY_MAX)
+            if code is None and perm.installed and now < perm.expires_at:
+                # A refresh that got no answer, while the server still holds the permission:
+                # it stays ours (its channels' data goes on), and is refreshed again soon.
+                perm.refresh_at = now + pause
+                return
+            perm.installed = False
+            perm.failed = True
+            perm.retry_at = now + pause
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
+            for p in self._peers.values():
+                if p.address[0] == perm.ip and p.bound:
+                    # Its data would go unchecked on a channel the server drops it from
+                    # once the permission ends: by the permission's path, asked again.
+                    p.bound = False
+                    p.refresh_at = float("inf")
         else:
             p = tx.target
             assert isinstance(p, Peer)

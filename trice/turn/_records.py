@@ -17,6 +17,7 @@ __all__ = [
     "LAST_CHANNEL",
     "MAX_STALE_RETRIES",
     "METHOD",
+    "PERMISSION_LIFETIME",
     "PERMISSION_REFRESH",
     "PERMISSION_RETRY_MAX",
     "PERMISSION_RETRY_MIN",
@@ -30,6 +31,7 @@ __all__ = [
 Address = tuple[str, int]
 
 #: A permission lasts 300 s (RFC 8656 §9); it is refreshed 60 s before.
+PERMISSION_LIFETIME: Final = 300.0
 PERMISSION_REFRESH: Final = 240.0
 #: A CreatePermission that failed (refused, or unanswered) is asked again by the next data for
 #: the peer after this many seconds, doubling with each failure in a row up to the maximum: a
@@ -78,6 +80,9 @@ class Permission:
     busy: bool = False  # a CreatePermission transaction is running
     refresh_at: float = float("inf")
     used_at: float = float("-inf")  # data last came from the IP (data to it: its peers')
+    # When the server's permission ends, by the last CreatePermission or ChannelBind for
+    # the IP that succeeded (RFC 8656 §9, §12.2: a ChannelBind installs it too).
+    expires_at: float = float("-inf")
     failures: int = 0  # failed CreatePermissions in a row
     retry_at: float = float("inf")  # once failed: when data may ask again
     queue: deque[tuple[Address, bytes]] = field(default_factory=deque)
