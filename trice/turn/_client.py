@@ -630,12 +630,12 @@ class TurnClient:
             perm.retry_at = now + pause
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
-            for p in self._peers.values():
-                if p.address[0] == perm.ip and p.bound:
+            for peer in self._peers.values():
+                if peer.address[0] == perm.ip and peer.bound:
                     # Its data would go unchecked on a channel the server drops it from
                     # once the permission ends: by the permission's path, asked again.
-                    p.bound = False
-                    p.refresh_at = float("inf")
+                    peer.bound = False
+                    peer.refresh_at = float("inf")
         else:
             p = tx.target
             assert isinstance(p, Peer)
