@@ -16,13 +16,16 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from trice._errors import ConfigError, ProtocolError
 from trice._servers import _split_host_port, host_port, parse_port
 from trice.ice._candidate import canonical_ip, is_hostname
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "MAX_REPLY_HEAD",
@@ -94,6 +97,8 @@ class ProxyUrl:
         if scheme not in _SCHEMES:
             raise ConfigError(f"proxy scheme {self.scheme!r} is not supported: {_SUPPORTED}")
         if self.ssl_context is not None:
+            import ssl  # here, not at the top: this module stays free of sockets
+
             if not isinstance(self.ssl_context, ssl.SSLContext):
                 raise ConfigError("the proxy's ssl_context must be an ssl.SSLContext or None")
             if _SCHEMES[scheme] != "https":
