@@ -130,6 +130,7 @@ def run_coturn(
     user: str = USER,
     password: str = PASSWORD,
     extra: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Iterator[Coturn]:
     """Run coturn on loopback until the block exits (see the module docstring).
 
@@ -139,11 +140,14 @@ def run_coturn(
         user, password: the one long-term credential the server accepts (realm
             :data:`REALM`).
         extra: more ``turnserver`` options.
+        port: the port to listen on (and the next), as an earlier coturn's (a server
+            restarted); by default a free one.
     """
     binary = require_turnserver()
     with tempfile.TemporaryDirectory(prefix="trice-coturn-") as tmp:
         tmpdir = Path(tmp)
-        port = free_port(pair=True)  # coturn also binds the "alternative" port + 1
+        if port is None:
+            port = free_port(pair=True)  # coturn also binds the "alternative" port + 1
         relay_low = random.randrange(41000, 60000, 100)
         log = tmpdir / "turn.log"
         argv = [

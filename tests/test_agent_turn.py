@@ -3,6 +3,7 @@ TCP and TLS, and a refused allocation that costs nothing but its report."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -334,6 +335,36 @@ async def test_gathering_anew_keeps_a_relay_that_lives(coturn_tls: Coturn) -> No
         signal(a, b)
         await connect_both(a, b)
         await exchange_each_way(ca, cb, 10)
+
+
+async def test_gathering_anew_replaces_a_relay_the_server_lost() -> None:
+    """The TURN server restarted on its address (over UDP: the relays' sockets do not
+    notice), and holds no allocation now.  At a gathering anew each relay is asked whether
+    it lives (a Refresh, answered 437 Allocation Mismatch), and replaced: the new relays
+    are signalled, and the peers connect through them.  (Before, the dead relays were
+    signalled again, and the checks through them went nowhere.)"""
+    require_turnserver()
+    with contextlib.ExitStack() as first:
+        coturn = first.enter_context(run_coturn())
+        port, server = coturn.port, coturn.ice_server("udp")
+        async with gathered_pair(_relay_config(server)) as (a, b):
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            old = {a.local_candidates, b.local_candidates}
+            first.close()
+            with run_coturn(port=port):
+                a.restart(regather=True)
+                b.restart(regather=True)
+                with trio.fail_after(10):
+                    await a.wait_gathering_complete()
+                    await b.wait_gathering_complete()
+                for agent in (a, b):
+                    (relay,) = agent.local_candidates
+                    assert relay.type is trice.CandidateType.RELAY
+                assert not {a.local_candidates, b.local_candidates} & old
+                signal(a, b)
+                await connect_both(a, b)
+                await exchange_each_way(ca, cb, 10)
 
 
 async def test_gathering_anew_replaces_a_relay_whose_address_went(

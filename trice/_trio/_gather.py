@@ -239,16 +239,16 @@ def has_server_sources(agent: Agent) -> bool:
     return bool(_servers(agent))
 
 
-async def gather_servers(agent: Agent) -> None:
+async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = ()) -> None:
     """The ``gather`` task: a task per STUN source (server and host socket) and per TURN
-    server, then gathering is complete."""
+    server, then gathering is complete.  A gathering anew passes the relays it would keep
+    (``kept``, with their candidates): each is probed (:func:`_probe_relay`) rather than
+    its server asked for another."""
     policy = agent.config.transport_policy
     servers = _servers(agent)
     signalled = {base for _, base in agent._core.local_candidates}
-    relayed = {  # (a gathering anew keeps the relays that live, with their candidates)
-        t.server
-        for t in agent._transports.values()
-        if isinstance(t, RelayTransport) and not t.closed and t.base in signalled
+    relayed = {
+        t.server for _, base in kept if isinstance(t := agent._transports[base], RelayTransport)
     }
     async with trio.open_nursery() as nursery:
         if policy is not TransportPolicy.RELAY:
@@ -273,9 +273,49 @@ async def gather_servers(agent: Agent) -> None:
                             )
         for server in servers:
             for url in server.urls:
-                if url.is_turn and url not in relayed:
+                if not url.is_turn:
+                    continue
+                if url not in relayed:
                     nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
+                    continue
+                for candidate, base in kept:
+                    transport = agent._transports[base]
+                    if isinstance(transport, RelayTransport) and transport.server == url:
+                        nursery.start_soon(
+                            _probe_relay,
+                            agent,
+                            server,
+                            candidate,
+                            transport,
+                            name=f"probe relay {url}",
+                        )
     finish_gathering(agent)
+
+
+async def _probe_relay(
+    agent: Agent, server: IceServer, candidate: Candidate, transport: RelayTransport
+) -> None:
+    """A relay kept by a gathering anew: if the server still holds its allocation (a
+    Refresh answered within ``gather_timeout``), its candidate is gathered again, the same;
+    else it is closed (but for the pair of before's, which goes on until the next
+    gathering anew) and the server asked for a new one (which has a ``gather_timeout`` of
+    its own)."""
+    with trio.move_on_after(agent.config.timing.gather_timeout):
+        if await transport.probe():
+            agent._add_local(candidate, transport.base, signal=True)
+            return
+    why = "no answer" if transport.error is None else _why(transport.error)
+    logger.info(
+        "%s: relay %s from %s lost (%s): asking for another",
+        agent._local.ufrag,
+        host_port(*transport.local_address),
+        transport.server,
+        why,
+    )
+    data_pair = agent._core.data_pair
+    if not transport.closed and (data_pair is None or data_pair.base != transport.base):
+        transport.close()
+    await gather_relay(agent, server, transport.server)
 
 
 def finish_gathering(agent: Agent) -> None:
@@ -420,9 +460,12 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
     gets a socket; an address gone is signalled no more, and its socket is closed, unless
     the pair of before the restart goes over it (RFC 8445 §9: data may go on there until the
     new checks select a pair), and then at the next gathering anew.  ICE-TCP host candidates
-    likewise.  A relay whose connection leaves from an address the machine still has keeps
-    its candidate; another is closed (deallocated; if the pair of before goes over it, at
-    the next gathering anew), and the server asked for a new one.  Then
+    likewise.  A relay whose connection leaves from an address the machine still has is
+    asked whether the server still holds it (a Refresh now: the path to the server may
+    have changed under the same address, as through a proxy on this machine, or the server
+    lost it), and keeps its candidate if so; another is closed (deallocated; if the pair of
+    before goes over it, at the next gathering anew), and the server asked for a new one.
+    Then
     the STUN servers are asked again from every socket signalled.  Gathering goes back to
     ``gathering`` and on to ``complete``, each candidate gathered (again) as it comes.  A
     socket that cannot be bound (no descriptor left, say) is reported, not raised: the
@@ -462,10 +505,8 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
         else:
             _close_gone(agent, now.hosts, carrying)
             _hosts(agent, now.hosts, started, anew=True)
-    for candidate, base in relays:
-        agent._add_local(candidate, base, signal=True)
     if has_server_sources(agent):
-        agent._nursery.start_soon(gather_servers, agent, name="gather")
+        agent._nursery.start_soon(gather_servers, agent, relays, name="gather")
     else:
         finish_gathering(agent)
 

@@ -225,6 +225,7 @@ class RelayTransport:
         self._settled = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._closed = False
+        self._probing: trio.Event | None = None  # set when the Refresh of probe() is over
 
     @property
     def source_address(self) -> str:
@@ -287,6 +288,25 @@ class RelayTransport:
             check()
         self.send_nowait(data, address)
 
+    async def probe(self) -> bool:
+        """Whether the server still holds the allocation: a Refresh goes now (see
+        :meth:`TurnClient.refresh_now <trice.turn.TurnClient.refresh_now>`), and this waits
+        for its answer, or its timeout (39.5 s over UDP: the caller bounds the wait).  A
+        refusal (437 Allocation Mismatch, from a server that lost the allocation or sees
+        the client at another address now) closes the transport, as a failed refresh
+        does."""
+        if self._closed:
+            return False
+        client = self._client
+        client.refresh_now(trio.current_time())
+        if self._probing is None:
+            self._probing = trio.Event()
+        probing = self._probing
+        self._pump()
+        self._wake.set()  # (the timer loop arms the Refresh's retransmissions)
+        await probing.wait()
+        return not self._closed and client.state is TurnState.ALLOCATED
+
     def close(self) -> None:
         """End :func:`run_relay`, which deletes the allocation and closes the connection.
         A :meth:`send` waiting for a backed-up connection raises ClosedResourceError."""
@@ -294,6 +314,7 @@ class RelayTransport:
             self._scope.cancel()
         self._closed = True
         self._wake_senders()
+        self._probed()
 
     def _wake_senders(self) -> None:
         conn = self._conn
@@ -310,10 +331,19 @@ class RelayTransport:
             ok = conn.write(data)
         return ok
 
+    def _probed(self) -> None:
+        """Wake :meth:`probe`'s wait."""
+        if self._probing is not None:
+            self._probing.set()
+            self._probing = None
+
     def _pump(self) -> None:
-        """Send what the client queued and notice allocation and failure."""
+        """Send what the client queued and notice allocation, failure and the end of a
+        probe's Refresh."""
         self._drain()
         client = self._client
+        if self._probing is not None and not client.refreshing:
+            self._probed()
         state = client.state
         if state is TurnState.ALLOCATED and not self._settled.is_set():
             assert client.relayed_address is not None
@@ -334,6 +364,7 @@ class RelayTransport:
         self._settled.set()
         self._closed = True
         self._wake_senders()
+        self._probed()
         if self._scope is not None:
             self._scope.cancel()
 

@@ -248,6 +248,20 @@ class TurnClient:
                 else:
                     self._request(Kind.CHANNEL, now, peer)  # a refresh, or a bind again
 
+    @property
+    def refreshing(self) -> bool:
+        """Whether a Refresh of the allocation is waiting for its answer."""
+        return self._refreshing
+
+    def refresh_now(self, now: float) -> None:
+        """Refresh the allocation now, not when it is due (RFC 8656 §8): the question whether
+        the server still holds it, after the network changed (its answer comes as any
+        Refresh's, and a refusal fails the client).  A no-op unless allocated, or while a
+        Refresh is waiting for its answer."""
+        if self._state is TurnState.ALLOCATED and not self._refreshing:
+            self._refreshing = True
+            self._request(Kind.REFRESH, now)
+
     def send_to_peer(self, peer: Address, data: bytes, now: float) -> bool:
         """Relay *data* to *peer* through the allocation (RFC 8656 §9-§12).
 
