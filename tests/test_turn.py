@@ -438,6 +438,27 @@ def test_refresh_before_the_lifetime_ends(granted: int, interval: float) -> None
     assert all(m.get(stun.Lifetime) == stun.Lifetime(3600) for _, m in server.requests[2:])
 
 
+def test_refresh_now_asks_at_once_and_a_mismatch_fails_the_client() -> None:
+    """``refresh_now`` (after a network change: does the server still hold it?) sends a
+    Refresh at once, one at a time; the next comes in its time after the answer.  A 437
+    (the server holds no allocation for this 5-tuple) fails the client."""
+    client, server = allocated()
+    client.refresh_now(10.0)
+    client.refresh_now(10.0)  # (one is waiting: no second)
+    assert client.refreshing
+    exchange(client, server, 10.0)
+    assert server.methods() == ["ALLOCATE", "ALLOCATE", "REFRESH"]
+    assert not client.refreshing
+    assert client.next_deadline() == pytest.approx(10.0 + 600 - 60)
+    server.errors[Method.REFRESH] = (437, "Allocation Mismatch")
+    client.refresh_now(20.0)
+    exchange(client, server, 20.0)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 437
+    client.refresh_now(30.0)  # (a no-op unless allocated)
+    assert client.poll_transmit(30.0) is None
+
+
 def test_refresh_refused_fails_the_allocation() -> None:
     client, server = allocated()
     server.errors[Method.REFRESH] = (437, "Allocation Mismatch")
