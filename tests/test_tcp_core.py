@@ -404,6 +404,54 @@ def test_a_request_to_an_active_candidate_learns_a_passive_peer() -> None:
     assert pair.state is PairState.WAITING
 
 
+def _passive_side(*listeners: Address) -> tuple[AgentCore, AgentCore]:
+    """A controlled core with a passive TCP candidate at each of ``listeners`` (bases 1,
+    2...), facing a controlling peer with two active candidates, all signalled."""
+    net = Network()
+    endpoint = net.add_endpoint("b", controlling=False, tiebreaker=1)
+    peer = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    core = endpoint.core
+    for base, listener in enumerate(listeners, start=1):
+        core.add_local_candidate(tcp_host_candidate(listener, PASSIVE, base), base)
+    core.set_local_complete()
+    core.set_remote(peer.core.local, 0.0)
+    for rank in (0, 1):
+        core.add_remote_candidate(tcp_host_candidate((f"10.0.0.{1 + 2 * rank}", 0), ACTIVE, rank))
+    core.add_remote_candidate(None)
+    return core, peer.core
+
+
+def test_a_connections_peer_reflexive_candidate_is_paired_on_its_listener_only() -> None:
+    """RFC 6544 §7.2: a check over a connection to one passive candidate learns the
+    connection's far end, which no other passive candidate can reach (it opens no
+    connection): the one pair formed is on the listener the connection came to."""
+    core, _ = _passive_side(B_LISTENER, ("10.0.0.4", 6002))
+    source = ("10.0.0.1", 50123)
+    request = binding_request(core, controlling=True)
+    assert core.on_request(1, source, request, 0.0) is not None
+    assert [(p.base, p.remote_address) for p in core.checklist] == [(1, source)]
+
+
+def test_a_passive_side_waits_for_the_next_connection_when_its_pairs_failed() -> None:
+    """A passive candidate's pairs are the connections come so far: when they have all
+    failed (a's first connection dropped), the peer's other active candidate may still
+    connect, so ICE goes on (it failed at once, while the peer went on to connect and
+    held consent with a failed agent); it fails at ``failed_timeout``."""
+    core, _ = _passive_side(B_LISTENER)
+    first = ("10.0.0.1", 50123)
+    assert core.on_request(1, first, binding_request(core, controlling=True), 0.0) is not None
+    core.path_lost(1, first, 0.1)
+    assert core.checklist.all_failed()
+    assert _ice_state(core) is not trice.ConnectionState.FAILED
+    core.on_timer(core.timing.failed_timeout + 0.01)
+    assert _ice_state(core) is trice.ConnectionState.FAILED
+
+
+def _ice_state(core: AgentCore) -> trice.ConnectionState:
+    """(A call: a type checker keeps no narrowing of ``core.state`` across it.)"""
+    return core.state
+
+
 # -- two cores over TCP ---------------------------------------------------------------------------
 
 A_CONNECTION: Address = ("10.0.0.1", 50123)  # where a's active candidate connects from

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import select
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -765,6 +766,81 @@ async def test_an_ice_restart_over_a_connection_that_died_unnoticed_opens_a_new_
         await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
 
     await _restart_once_the_connection_ends(reset)
+
+
+async def test_the_connection_of_before_closing_fails_no_pair_of_the_restarts_checks() -> None:
+    """After an ICE restart the connection of before closes while the new pair to the
+    same passive candidate waits its turn (a UDP pair that nobody answers goes first, Ta
+    apart): only the pair of before goes with it.  The new pair's check opens a connection
+    of its own, and ICE connects (the new pair failed with the old connection, unchecked,
+    and the restart failed)."""
+    timing = trice.Timing(ta=0.5, rto=0.1, rto_max=0.1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        nobody = trice.Candidate.from_sdp(
+            f"candidate:9 1 udp 2130706431 127.0.0.1 {silent.getsockname()[1]} typ host"
+        )
+        async with (
+            _listener() as listener,
+            trice.open_agent(tcp_config(ACTIVE, timing=timing), controlling=True) as agent,
+        ):
+            await agent.wait_gathering_complete()
+            candidate = _passive_candidate(listener.getsockname()[1])
+            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+            agent.add_remote_candidate(candidate)
+            agent.add_remote_candidate(None)
+            with trio.fail_after(2):
+                peer = await _connect_answering(agent, listener)
+            agent.restart()
+            agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+            for remote in (nobody, candidate, None):
+                agent.add_remote_candidate(remote)
+            await peer.aclose()  # (before the new checks reach the TCP pair)
+            await _until(lambda: _transport(agent, ACTIVE).links == 0)
+            with trio.fail_after(3):
+                again = await _connect_answering(agent, listener, PEER_PWD2)
+            await again.aclose()
+
+
+async def test_after_a_restart_the_connection_the_new_checks_use_is_their_path() -> None:
+    """An ICE restart whose checks go over the connection of before: once they are
+    answered over it, it is the new generation's path, and a reset of it fails ICE at
+    once, as before any restart.  (It stayed of the generation before for good: a consent
+    check then went over a new connection, quietly, and ICE stayed connected to a peer
+    that had reset; data sent into the reset opened a connection that began with it.)"""
+    fast = trice.Timing(rto=0.1, rto_max=0.1, keepalive_interval=0.05)
+    async with (
+        _listener() as listener,
+        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        candidate = _passive_candidate(listener.getsockname()[1])
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(2):
+            peer = await _connect_answering(agent, listener)
+        agent.restart()
+        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        connections: list[trice.Connection] = []
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+
+                async def connect() -> None:
+                    connections.append(await agent.connect())
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(connect)
+                await _answer_requests(peer, PEER_PWD2)  # (over the connection of before)
+        (connection,) = connections
+        assert _transport(agent, ACTIVE).links == 1
+        await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
+        assert connection.send_nowait(b"application data") is False
+        await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
+        readable, _, _ = select.select([listener.fileno()], [], [], 0)
+        assert readable == []  # (no new connection was opened)
 
 
 # --------------------------------------------------------------------------- slots, back-pressure

@@ -1221,9 +1221,11 @@ class Agent:
         <trice.ice.AgentCore.path_lost>`).
 
         Unless it was ``stale``, kept from before an ICE restart and not yet used by the new
-        checks, and new checks wait on it: then an active candidate sends them again, over a
-        new connection (the old one may have died unnoticed before the restart: a peer that
-        rebooted, say)."""
+        checks (see ``TcpTransport.prove``): then only the pair of before on it goes (see
+        :meth:`AgentCore.previous_path_lost <trice.ice.AgentCore.previous_path_lost>`), and
+        new checks that wait on it, an active candidate sends again over a new connection
+        (the old one may have died unnoticed before the restart: a peer that rebooted,
+        say)."""
         if self._closed:
             return
         runs = [
@@ -1234,6 +1236,11 @@ class Agent:
         if stale and runs and transport.tcp_type is TcpType.ACTIVE:
             for run in runs:
                 run.transmit()  # (opens the new connection; fails the run if none can open)
+            return
+        if stale and not runs:
+            # (No check of these went over it: theirs is not the path that ended.)
+            self._core.previous_path_lost(transport.base, address)
+            self._pump(self._now())
             return
         for run in runs:
             run.fail()

@@ -82,6 +82,10 @@ class CheckRun:
         if agent._core.on_response(
             self.check, message, source, now, base=transport.base, sent_again=self.sent_again
         ):
+            if isinstance(transport, TcpTransport):
+                # (An answer of this generation's over the connection: its path now, which
+                # an end fails, not one kept from before a restart.)
+                transport.prove(source)
             self.settled = True
             self.wake()
             agent._pump(now)

@@ -167,8 +167,14 @@ class TcpTransport:
             sent = 0
         except OSError:
             # (Reset by the peer, say.)  One kept from before an ICE restart that turns out
-            # dead under the new checks: the datagram goes over a new connection instead.
-            reopen = self.tcp_type is TcpType.ACTIVE and link.epoch != self._epoch
+            # dead under the new checks: a check goes over a new connection instead (not
+            # data, which a peer takes on no connection before its first check).
+            reopen = (
+                self.tcp_type is TcpType.ACTIVE
+                and link.epoch != self._epoch
+                and data[:1] < b"\x04"
+                and data[4:8] == STUN_MAGIC
+            )
             self._close_link(link, tell=not reopen)
             return reopen and self.send_nowait(data, address)
         if sent < len(framed):
@@ -261,8 +267,9 @@ class TcpTransport:
             self._close_link(link)
 
     def prove(self, address: Address) -> None:
-        """The agent accepted a check that came over the connection from ``address``: the
-        connection is proven, and of this ICE generation (the check had its credentials)."""
+        """A check of this ICE generation went over the connection to ``address`` (the
+        agent accepted one that came over it, or an answer to one of its own): the
+        connection is proven, and of this generation (the check had its credentials)."""
         link = self._links.get(address)
         if link is not None:
             link.proven = True

@@ -58,10 +58,10 @@ def _consent_jitter() -> float:
 
 def _paired_with_every_local(remote: Candidate) -> bool:
     """Whether a remote candidate is paired with every local candidate: all are but a
-    peer-reflexive one learned over UDP, paired with none (RFC 8445 §7.3.1.3; only the pair
-    its check came on is formed, §7.3.1.4).  Over TCP it is paired as the peer's active
-    candidate would be, with the passive ones (RFC 6544 §7.2)."""
-    return remote.type is not CandidateType.PRFLX or remote.protocol != "udp"
+    peer-reflexive one, paired with none (RFC 8445 §7.3.1.3; only the pair its check came
+    on is formed, §7.3.1.4).  Over TCP too: it is the far end of one connection, to one
+    passive candidate, and another passive candidate can open none (RFC 6544 §7.2)."""
+    return remote.type is not CandidateType.PRFLX
 
 
 Address = tuple[str, int]
@@ -718,6 +718,15 @@ class AgentCore:
         if self.finished:
             return
         self._lose(lambda pair: pair.base == base and pair.remote_address == address, now)
+
+    def previous_path_lost(self, base: int, address: Address) -> None:
+        """An ICE-TCP connection kept from before an ICE restart closed, and no check of
+        this generation went over it: the pair of before on it (if it was that) carries data
+        no more; this generation's pairs are left alone (their first check opens a
+        connection of its own, or the peer does)."""
+        previous = self._previous
+        if previous is not None and previous.base == base and previous.remote_address == address:
+            self._forget_previous()
 
     def _lose(self, lost: Callable[[Pair], bool], now: float) -> None:
         """The pairs ``lost`` picks fail with their checks, for good (see
@@ -1437,15 +1446,19 @@ class AgentCore:
     def _maybe_fail(self) -> None:
         """ICE fails once every pair failed and no candidate can still come (RFC 8445 §8.1.2);
         or, checks begun, when no pair could be formed at all (RFC 8838 §8: the peer's
-        candidates are all of a family or protocol this agent has none of, say).  Not an
-        ICE-lite agent, which forms no pairs: the peer's checks prove them."""
+        candidates are all of a family or protocol this agent has none of, say).  Not while
+        the peer may still form a pair and check it (see :meth:`_peer_may_check`; with
+        pairs that all failed, while it may still connect: a passive ICE-TCP candidate's
+        pairs are those of the connections come so far), and not an ICE-lite agent, which
+        forms no pairs: the peer's checks prove them.  Else ICE fails at
+        ``failed_timeout``."""
         if (
             self.selected is None
             and self.remote_complete
             and self.local_complete
             and not self._triggered
             and (
-                self.checklist.all_failed()
+                (self.checklist.all_failed() and not self._peer_may_connect())
                 or (
                     not self.checklist
                     and self._checking_since is not None
@@ -1458,27 +1471,37 @@ class AgentCore:
 
     def _peer_may_check(self) -> bool:
         """With an empty check list: whether the peer may still have a pair with this agent,
-        and check it (the pair is formed then): a passive ICE-TCP candidate here faces an
-        active one there (the peer connects, RFC 6544 §6.2); or some remote candidate is
-        one whose address is unknown here (a ``.local`` name with mDNS off or unanswered,
-        left out): the peer may pair it with ours, and our address is learned from its
-        check.  Only with neither does the empty list mean that no pair can be (a family
-        or protocol in common with none of the peer's candidates)."""
+        and check it (the pair is formed then): it may connect (see
+        :meth:`_peer_may_connect`); or some remote candidate is one whose address is unknown
+        here (a ``.local`` name with mDNS off or unanswered, left out): the peer may pair it
+        with ours, and our address is learned from its check.  Only with neither does the
+        empty list mean that no pair can be (a family or protocol in common with none of
+        the peer's candidates)."""
         if self.left_out:
             return True
         stale = self._stale
-        remotes = [c for key, c in self.remote_addresses.items() if key != stale]
-        for remote in remotes:
+        for key, remote in self.remote_addresses.items():
+            if key == stale:
+                continue
             try:
                 ipaddress.ip_address(remote.address)
             except ValueError:
                 return True  # (a name)
+        return self._peer_may_connect()
+
+    def _peer_may_connect(self) -> bool:
+        """Whether a passive ICE-TCP candidate here faces an active one there, of its family
+        and component: the peer may open a connection to it, and each connection that comes
+        is a pair (RFC 6544 §6.2, §7.2), though every pair so far failed."""
+        stale = self._stale
+        remotes = [c for key, c in self.remote_addresses.items() if key != stale]
         for local, _ in self.local_candidates:
             if local.tcp_type is TcpType.PASSIVE:
                 family = ":" in local.address
                 for remote in remotes:
                     if (
                         remote.tcp_type is TcpType.ACTIVE
+                        and remote.type is not CandidateType.PRFLX  # (signalled)
                         and (":" in remote.address) == family
                         and remote.component == local.component
                     ):
@@ -1639,7 +1662,9 @@ class AgentCore:
         if request.method is not _BINDING or request.message_class is not _REQUEST:
             return None  # (a Binding indication is a keepalive, RFC 8445 §11)
         self.requests_received += 1
-        if self.state is _STATE_CLOSED:
+        if self.state is _STATE_CLOSED or self.state is _STATE_FAILED:
+            # (Failed, this agent sends nothing, and answers no check: a peer that still
+            # holds a pair with it loses consent, RFC 7675, and fails too.)
             return None
         remote_ufrag = None if self.remote is None else self.remote.ufrag
         values = request.first_values(CHECK_TYPES)  # (one pass for all that follows)
