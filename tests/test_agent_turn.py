@@ -367,6 +367,55 @@ async def test_gathering_anew_replaces_a_relay_the_server_lost() -> None:
                 await exchange_each_way(ca, cb, 10)
 
 
+async def test_gathering_anew_probes_each_relay_once_whichever_servers_name_it(
+    coturn_tls: Coturn,
+) -> None:
+    """A TURN URL named by two ICE servers: two relays, and at a gathering anew each is
+    asked once and signalled once again (each was probed, and signalled, once for each
+    server that names its URL)."""
+    server = coturn_tls.ice_server("udp")
+    config = loopback_config(
+        ice_servers=[server, server],
+        transport_policy=trice.TransportPolicy.RELAY,
+        timing=trice.Timing(gather_timeout=3.0),
+    )
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        before = sorted(c.port for c in a.local_candidates)
+        assert len(before) == 2
+        a.restart(regather=True)
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert sorted(c.port for c in a.local_candidates) == before
+        assert sum(isinstance(t, RelayTransport) for t in a._transports.values()) == 2
+
+
+async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing() -> None:
+    """The TURN server is stopped (SIGSTOP) at a gathering anew: the probe gets no answer
+    within gather_timeout, and the relay is kept (a silent server would grant no new one
+    either; its own refreshes decide later).  Gathering takes the gather_timeout once (it
+    took two: the probe's, then a new allocation's, which failed, and the relay was lost)."""
+    require_turnserver()
+    timing = trice.Timing(gather_timeout=1.0)
+    with run_coturn() as coturn:
+        config = dataclasses.replace(_relay_config(coturn.ice_server("udp")), timing=timing)
+        async with trice.open_agent(config, controlling=True) as a:
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            (relay,) = a.local_candidates
+            os.kill(coturn.pid, signals.SIGSTOP)
+            try:
+                started = trio.current_time()
+                a.restart(regather=True)
+                with trio.fail_after(5):
+                    await a.wait_gathering_complete()
+                assert trio.current_time() - started < 1.5 * timing.gather_timeout
+                assert a.local_candidates == (relay,)
+            finally:
+                os.kill(coturn.pid, signals.SIGCONT)
+
+
 async def test_gathering_anew_replaces_a_relay_whose_address_went(
     coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
 ) -> None:

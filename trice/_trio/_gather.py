@@ -273,22 +273,21 @@ async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = (
                             )
         for server in servers:
             for url in server.urls:
-                if not url.is_turn:
-                    continue
-                if url not in relayed:
+                if url.is_turn and url not in relayed:
                     nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
-                    continue
-                for candidate, base in kept:
-                    transport = agent._transports[base]
-                    if isinstance(transport, RelayTransport) and transport.server == url:
-                        nursery.start_soon(
-                            _probe_relay,
-                            agent,
-                            server,
-                            candidate,
-                            transport,
-                            name=f"probe relay {url}",
-                        )
+        for candidate, base in kept:  # (one probe a relay, whichever servers name its URL)
+            transport = agent._transports[base]
+            if not isinstance(transport, RelayTransport):
+                continue
+            owner = next(s for s in servers if transport.server in s.urls)
+            nursery.start_soon(
+                _probe_relay,
+                agent,
+                owner,
+                candidate,
+                transport,
+                name=f"probe relay {transport.server}",
+            )
     finish_gathering(agent)
 
 
@@ -296,26 +295,26 @@ async def _probe_relay(
     agent: Agent, server: IceServer, candidate: Candidate, transport: RelayTransport
 ) -> None:
     """A relay kept by a gathering anew: if the server still holds its allocation (a
-    Refresh answered within ``gather_timeout``), its candidate is gathered again, the same;
-    else it is closed (but for the pair of before's, which goes on until the next
-    gathering anew) and the server asked for a new one (which has a ``gather_timeout`` of
-    its own)."""
-    with trio.move_on_after(agent.config.timing.gather_timeout):
-        if await transport.probe():
-            agent._add_local(candidate, transport.base, signal=True)
-            return
-    why = "no answer" if transport.error is None else _why(transport.error)
+    Refresh answered), or says nothing within ``gather_timeout`` (a server that says
+    nothing would grant no new one either: the relay's own refreshes decide later), its
+    candidate is gathered again, the same.  If the server refused it (437: it holds no
+    allocation for us now), the server is asked for a new one, in what is left of the
+    ``gather_timeout``.  (A refused relay is closed already, as any whose refresh fails.)"""
+    started = trio.current_time()
+    alive = False
+    with trio.move_on_at(started + agent.config.timing.gather_timeout) as probing:
+        alive = await transport.probe()
+    if alive or probing.cancelled_caught:
+        agent._add_local(candidate, transport.base, signal=True)
+        return
     logger.info(
         "%s: relay %s from %s lost (%s): asking for another",
         agent._local.ufrag,
         host_port(*transport.local_address),
         transport.server,
-        why,
+        "closed" if transport.error is None else _why(transport.error),
     )
-    data_pair = agent._core.data_pair
-    if not transport.closed and (data_pair is None or data_pair.base != transport.base):
-        transport.close()
-    await gather_relay(agent, server, transport.server)
+    await gather_relay(agent, server, transport.server, started=started)
 
 
 def finish_gathering(agent: Agent) -> None:
@@ -463,10 +462,10 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
     likewise.  A relay whose connection leaves from an address the machine still has is
     asked whether the server still holds it (a Refresh now: the path to the server may
     have changed under the same address, as through a proxy on this machine, or the server
-    lost it), and keeps its candidate if so; another is closed (deallocated; if the pair of
-    before goes over it, at the next gathering anew), and the server asked for a new one.
-    Then
-    the STUN servers are asked again from every socket signalled.  Gathering goes back to
+    lost it), and keeps its candidate unless the server refused it (see
+    :func:`_probe_relay`); another is closed (deallocated; if the pair of before goes over
+    it, at the next gathering anew), and the server asked for a new one.  Then the STUN
+    servers are asked again from every socket signalled.  Gathering goes back to
     ``gathering`` and on to ``complete``, each candidate gathered (again) as it comes.  A
     socket that cannot be bound (no descriptor left, say) is reported, not raised: the
     restart has happened."""
@@ -716,10 +715,13 @@ async def gather_srflx(
 _MISMATCH_RETRIES = 2
 
 
-async def gather_relay(agent: Agent, server: IceServer, url: ServerUrl) -> None:
+async def gather_relay(
+    agent: Agent, server: IceServer, url: ServerUrl, *, started: float | None = None
+) -> None:
     """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
-    as a task of the agent until the agent closes, which deallocates it."""
-    started = trio.current_time()
+    as a task of the agent until the agent closes, which deallocates it.  The server has
+    ``gather_timeout`` from ``started`` (by default, now)."""
+    started = trio.current_time() if started is None else started
     base = agent._new_base()
     assert server.username is not None and server.credential is not None
     deadline = started + agent.config.timing.gather_timeout
