@@ -26,7 +26,7 @@ from test_netwatch import _watcher
 
 from natlab import lone_namespace, natlab_available
 
-POLL_ONLY = "import trice._trio._netwatch as w; w.address_notices = lambda: None\n"
+POLL_ONLY = "import trice._trio._netwatch as w; w.address_notices = lambda **_: None\n"
 
 
 def measure(rounds: int, *, poll_only: bool) -> list[float]:

@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -194,7 +195,7 @@ async def test_without_the_kernels_notices_the_interfaces_are_polled(
 ) -> None:
     """Where no notice socket can be had (not Linux, netlink not allowed), the interfaces are
     read every ``interval``: a change made at 2.5 s is seen at 3 s."""
-    monkeypatch.setattr(_netwatch, "address_notices", lambda: None)
+    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
     allowed = {"127.0.0.1"}
     seen: list[tuple[float, tuple[str, ...]]] = []
     async with trio.open_nursery() as nursery:
@@ -276,8 +277,8 @@ async def test_the_notice_socket_is_closed_when_the_watch_ends(
     opened: list[socket.socket | None] = []
     real = _netwatch.address_notices
 
-    def notices() -> socket.socket | None:
-        opened.append(real())
+    def notices(*, links: bool = False) -> socket.socket | None:
+        opened.append(real(links=links))
         return opened[-1]
 
     monkeypatch.setattr(_netwatch, "address_notices", notices)
@@ -328,7 +329,7 @@ def _socketpair_notices(
     ends, listed, stand for the kernel: a datagram sent there is a notice."""
     kernel: list[socket.socket] = []
 
-    def notices() -> socket.socket:
+    def notices(*, links: bool = False) -> socket.socket:
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         watched = kind(fileno=here.detach())
         watched.setblocking(False)
@@ -369,6 +370,48 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
             for end in kernel:
                 end.send(b"notice")
             await trio.sleep(1.0)  # (the poll is 2 s off)
+            assert reads == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        for end in kernel:
+            end.close()
+
+
+async def test_link_notices_that_rename_nothing_read_no_interfaces(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy link (a hundred notices of loopback's, its name unchanged) wakes the watch
+    but reads the interfaces not once (each read them: some 20 reads a second); a notice
+    that renames an interface does."""
+    kernel = _socketpair_notices(monkeypatch)
+    reads = 0
+    real = ifaddr.get_adapters
+
+    def get_adapters() -> Any:
+        nonlocal reads
+        reads += 1
+        return real()
+
+    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
+    lo = socket.if_nametoindex("lo")
+
+    async def watch() -> None:
+        async for _ in trice.address_changes(network, interval=3600):
+            pass
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            (end,) = kernel
+            reads = 0
+            for _ in range(100):
+                end.send(_link_notice(lo, "lo"))
+                await trio.sleep(0.1)
+            assert reads == 0
+            end.send(_link_notice(lo, "renamed"))
+            await trio.sleep(0.1)
             assert reads == 1
             nursery.cancel_scope.cancel()
     finally:
@@ -440,8 +483,47 @@ def test_drain_reads_what_is_queued_and_says_whether_the_socket_works(
     outcomes: tuple[int | None, ...], healthy: bool
 ) -> None:
     reads = _Reads(*outcomes)
-    assert _netwatch._drain(reads) is healthy  # type: ignore[arg-type]
+    assert _netwatch._drain(reads) == (healthy, True)  # type: ignore[arg-type]
     assert reads.outcomes == []
+
+
+def _link_notice(index: int, name: str, kind: int = 16) -> bytes:
+    """An RTM_NEWLINK (or ``kind``) notice for interface ``index`` named ``name``."""
+    value = name.encode() + b"\0"
+    attribute = struct.pack("=HH", 4 + len(value), 3) + value
+    attribute += b"\0" * (-len(attribute) % 4)
+    body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + attribute
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def _address_notice() -> bytes:
+    """An RTM_NEWADDR notice (what it says does not matter)."""
+    body = struct.pack("=BBBBi", 2, 24, 0, 0, 7)
+    return struct.pack("=IHHII", 16 + len(body), 20, 0, 0, 0) + body
+
+
+@pytest.mark.parametrize(
+    ("notices", "news", "after"),
+    [
+        ([_link_notice(7, "v0")], False, {7: "v0", 8: "w0"}),  # (flags, MTU: same name)
+        ([_link_notice(7, "lan")], True, {7: "lan", 8: "w0"}),  # (renamed)
+        ([_link_notice(9, "new")], True, {7: "v0", 8: "w0", 9: "new"}),  # (new here)
+        ([_link_notice(8, "w0", kind=17)], False, {7: "v0"}),  # (gone: addresses tell)
+        ([_address_notice()], True, {7: "v0", 8: "w0"}),
+        ([_link_notice(7, "v0"), _address_notice()], True, {7: "v0", 8: "w0"}),
+        ([_link_notice(7, "v0")[:20]], True, {7: "v0", 8: "w0"}),  # (truncated: news)
+        ([b"notice"], True, {7: "v0", 8: "w0"}),
+    ],
+)
+def test_with_an_interface_filter_a_link_notice_is_news_only_if_it_renames(
+    notices: list[bytes], news: bool, after: dict[int, str]
+) -> None:
+    """Link notices come often (carrier, MTU, flags): the watch reads the interfaces again
+    only for one that renames an interface (or names one new), as a rename may change what
+    the filter takes.  Several notices in one read count together."""
+    names = {7: "v0", 8: "w0"}
+    assert _netwatch._renames(memoryview(b"".join(notices)), names) is news
+    assert names == after
 
 
 async def test_with_initial_the_first_value_is_the_addresses_now(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
+import struct
 import time
 from collections.abc import AsyncGenerator
 
@@ -34,19 +35,31 @@ from trice._trio._log import logger
 __all__ = ["address_changes"]
 
 #: The rtnetlink multicast groups of IPv4 and IPv6 address notices (``RTMGRP_IPV4_IFADDR``
-#: and ``RTMGRP_IPV6_IFADDR``, linux/rtnetlink.h), and of link notices (``RTMGRP_LINK``): an
-#: interface renamed changes no address, but it may change what an interface filter takes.
-_ADDRESS_GROUPS = 0x10 | 0x100 | 0x1
+#: and ``RTMGRP_IPV6_IFADDR``, linux/rtnetlink.h).
+_ADDRESS_GROUPS = 0x10 | 0x100
+#: The group of link notices (``RTMGRP_LINK``): an interface renamed changes no address, but
+#: it may change what an interface filter takes.  Joined only with such a filter, and only
+#: a rename wakes the watch (links change often: carrier, MTU, flags).
+_LINK_GROUP = 0x1
+#: Link notices (``RTM_NEWLINK``, ``RTM_DELLINK``) and their interface name attribute
+#: (``IFLA_IFNAME``), linux/rtnetlink.h and linux/if_link.h.
+_RTM_NEWLINK, _RTM_DELLINK = 16, 17
+_IFLA_IFNAME = 3
+#: ``struct nlmsghdr`` (length, type, flags, sequence, port), then ``struct ifinfomsg``
+#: (family, padding, type, index, flags, change) for a link notice; then ``struct rtattr``s.
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+_RTATTR = struct.Struct("=HH")
 
 #: After a first notice, how long to let the others of a burst come (an interface that comes
 #: up, or a DHCP lease, changes several addresses at once) before reading the interfaces.
 SETTLE = 0.05
 
 
-def address_notices() -> socket.socket | None:
+def address_notices(*, links: bool = False) -> socket.socket | None:
     """A non-blocking socket on which the kernel tells of each address added or removed
-    (and of each change to an interface: renamed, up, down), or ``None`` where there is
-    none (not Linux, or netlink not allowed here)."""
+    (and, with ``links``, of each change to an interface: renamed, up, down...), or
+    ``None`` where there is none (not Linux, or netlink not allowed here)."""
     family = getattr(socket, "AF_NETLINK", None)
     protocol = getattr(socket, "NETLINK_ROUTE", None)
     if family is None or protocol is None:
@@ -58,7 +71,7 @@ def address_notices() -> socket.socket | None:
         return None
     try:
         sock.setblocking(False)
-        sock.bind((0, _ADDRESS_GROUPS))
+        sock.bind((0, _ADDRESS_GROUPS | (_LINK_GROUP if links else 0)))
     except OSError as exc:
         sock.close()
         logger.debug("address changes: cannot join netlink's address groups (%s); polling", exc)
@@ -76,21 +89,81 @@ _DRAIN_MAX = 256
 FAILURES_BEFORE_POLLING = 3
 
 
-def _drain(sock: socket.socket) -> bool:
-    """Read the notices queued (what they say does not matter: the interfaces are read
-    again); ``False`` if a read failed.  ``ENOBUFS`` says that the kernel dropped some,
-    which is a change too, not a failure."""
+def _drain(sock: socket.socket, names: dict[int, str] | None = None) -> tuple[bool, bool]:
+    """Read the notices queued: ``(healthy, news)``.  ``healthy`` is ``False`` if a read
+    failed; ``news``, whether any may change the addresses: any notice, but where the link
+    notices come too (``names``: the interfaces' names by index, kept up to date), a link
+    notice only if it renamed an interface.  (What an address notice says does not
+    matter: the interfaces are read again.)  ``ENOBUFS`` says that the kernel dropped some,
+    which is news too, not a failure."""
+    news = False
     for _ in range(_DRAIN_MAX):
         try:
-            sock.recv_into(_SINK)
+            size = sock.recv_into(_SINK)
         except (BlockingIOError, InterruptedError):
-            return True
+            return True, news
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
+                news = True
                 continue
             logger.debug("address changes: reading the notices failed: %s", exc)
-            return False
-    return True
+            return False, True
+        if names is None or _renames(memoryview(_SINK)[:size], names):
+            news = True
+    return True, news
+
+
+def _renames(data: memoryview, names: dict[int, str]) -> bool:
+    """Whether the notices of one read may change the addresses: any but a link notice
+    that leaves its interface's name as ``names`` has it (which it updates).  What does not
+    parse counts as news."""
+    news = False
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < _NLMSGHDR.size:
+            return True
+        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            return True
+        if kind in (_RTM_NEWLINK, _RTM_DELLINK):
+            body = data[offset + _NLMSGHDR.size : offset + length]
+            if len(body) < _IFINFOMSG.size:
+                return True
+            index = _IFINFOMSG.unpack_from(body)[2]
+            if kind == _RTM_DELLINK:
+                names.pop(index, None)  # (its addresses go with notices of their own)
+            else:
+                name = _link_name(body[_IFINFOMSG.size :])
+                if name is None or names.get(index) != name:
+                    news = True  # (renamed, or an interface new here)
+                    if name is not None:
+                        names[index] = name
+        else:
+            news = True
+        offset += (length + 3) & ~3
+    return news
+
+
+def _link_name(attributes: memoryview) -> str | None:
+    """The ``IFLA_IFNAME`` of a link notice's attributes, if there."""
+    offset = 0
+    while len(attributes) - offset >= _RTATTR.size:
+        length, kind = _RTATTR.unpack_from(attributes, offset)
+        if length < _RTATTR.size or offset + length > len(attributes):
+            return None
+        if kind == _IFLA_IFNAME:
+            value = bytes(attributes[offset + _RTATTR.size : offset + length])
+            return value.split(b"\0", 1)[0].decode(errors="replace")
+        offset += (length + 3) & ~3
+    return None
+
+
+def _link_names() -> dict[int, str]:
+    """The interfaces' names by index now."""
+    try:
+        return dict(socket.if_nameindex())
+    except OSError:
+        return {}
 
 
 def bindable(address: str) -> bool:
@@ -150,28 +223,37 @@ async def address_changes(
         found = host_addresses(network, newer_than=newer_than)
         return tuple(sorted(host.address for host in found if bindable(host.address)))
 
-    notices = address_notices()
+    # (Link notices, for renames, only where a rename can change what the filter takes.)
+    links = network.interface_filter is not None
+    notices = address_notices(links=links)
+    names = _link_names() if links and notices is not None else None
     failures = 0
     try:
         before = usable()
         if initial:
             yield before
+        poll_at = trio.current_time() + interval
         while True:
             noticed = -math.inf
+            news = True
             if notices is None:
-                await trio.sleep(interval)
+                await trio.sleep_until(poll_at)
             else:
-                with trio.move_on_after(interval):
+                with trio.move_on_at(poll_at):
                     await trio.lowlevel.wait_readable(notices)
                     # The interfaces are read after this (by this watch, or another woken
                     # by the same notice: one read serves them all).
                     noticed = time.monotonic()
                     await trio.sleep(SETTLE)
-                    failures = 0 if _drain(notices) else failures + 1
+                    healthy, news = _drain(notices, names)
+                    failures = 0 if healthy else failures + 1
                 if failures >= FAILURES_BEFORE_POLLING:
                     logger.warning("address changes: the kernel's notices cannot be read; polling")
                     notices.close()
                     notices = None
+            if not news:
+                continue  # (a link notice that renamed nothing; the poll keeps its time)
+            poll_at = trio.current_time() + interval
             addresses = usable(noticed)
             if addresses != before:
                 logger.debug(
