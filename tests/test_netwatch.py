@@ -22,6 +22,8 @@ import ifaddr
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trice
 from trice._trio import _gather, _netwatch
@@ -375,6 +377,23 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
     finally:
         for end in kernel:
             end.close()
+
+
+@given(st.binary(max_size=200), st.dictionaries(st.integers(-5, 20), st.text(max_size=5)))
+def test_any_bytes_are_news_or_not_and_never_raise(data: bytes, names: dict[int, str]) -> None:
+    """Whatever a read brings (the kernel's, truncated or garbled), parsing it says news or
+    not, and raises nothing."""
+    assert _netwatch._renames(memoryview(data), dict(names)) in (True, False)
+
+
+@given(st.lists(st.tuples(st.integers(1, 9), st.sampled_from(["v0", "w0", "lan"])), max_size=6))
+def test_link_notices_read_together_are_news_if_any_renames(
+    links: list[tuple[int, str]],
+) -> None:
+    names = {i: "v0" for i in range(1, 10)}
+    expected = any(name != "v0" for _, name in links)
+    data = b"".join(_link_notice(index, name) for index, name in links)
+    assert _netwatch._renames(memoryview(data), names) is expected
 
 
 async def test_link_notices_that_rename_nothing_read_no_interfaces(
