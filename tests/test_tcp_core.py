@@ -432,19 +432,19 @@ def test_a_connections_peer_reflexive_candidate_is_paired_on_its_listener_only()
     assert [(p.base, p.remote_address) for p in core.checklist] == [(1, source)]
 
 
-def test_a_passive_side_waits_for_the_next_connection_when_its_pairs_failed() -> None:
+def test_a_passive_side_whose_pairs_failed_answers_the_next_connection_no_more() -> None:
     """A passive candidate's pairs are the connections come so far: when they have all
-    failed (a's first connection dropped), the peer's other active candidate may still
-    connect, so ICE goes on (it failed at once, while the peer went on to connect and
-    held consent with a failed agent); it fails at ``failed_timeout``."""
+    failed (a's first connection dropped), ICE fails, though the peer's other active
+    candidate may still connect.  Then the agent answers no check: the peer's next
+    connection is not answered, so the peer fails too (it connected and held consent with
+    an agent that had failed)."""
     core, _ = _passive_side(B_LISTENER)
-    first = ("10.0.0.1", 50123)
+    first, second = ("10.0.0.1", 50123), ("10.0.0.3", 50124)
     assert core.on_request(1, first, binding_request(core, controlling=True), 0.0) is not None
     core.path_lost(1, first, 0.1)
-    assert core.checklist.all_failed()
-    assert _ice_state(core) is not trice.ConnectionState.FAILED
-    core.on_timer(core.timing.failed_timeout + 0.01)
     assert _ice_state(core) is trice.ConnectionState.FAILED
+    request = binding_request(core, controlling=True, use_candidate=True)
+    assert core.on_request(1, second, request, 0.2) is None
 
 
 def _ice_state(core: AgentCore) -> trice.ConnectionState:

@@ -843,6 +843,75 @@ async def test_after_a_restart_the_connection_the_new_checks_use_is_their_path()
         assert readable == []  # (no new connection was opened)
 
 
+async def test_a_check_the_restart_dropped_does_not_reopen_the_connection_of_before() -> None:
+    """A consent check waits on the connection when the peer resets it and the application
+    restarts ICE (the reset not read yet); then data is sent into the reset.  Only the pair
+    of before goes with the connection: the check the restart dropped opens no new one (it
+    was still listed as waiting, so it went again over a new connection, with the old
+    generation's credentials, and the pair of before stayed)."""
+    fast = trice.Timing(rto=0.1, rto_max=0.1, keepalive_interval=0.05)
+    async with (
+        _listener() as listener,
+        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        candidate = _passive_candidate(listener.getsockname()[1])
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        connections: list[trice.Connection] = []
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+
+                async def connect() -> None:
+                    connections.append(await agent.connect())
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(connect)
+                peer = await _Peer.accept(listener)
+                await _answer_requests(peer)
+        (connection,) = connections
+        with trio.fail_after(2):
+            await _read_until_stun(peer)  # (a consent check, left unanswered)
+        await peer.reset()  # (no checkpoint from here: the agent's reader has not run)
+        agent.restart()
+        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+        connection.send_nowait(b"application data")  # (meets the reset)
+        assert agent._core.data_pair is None
+        assert _transport(agent, ACTIVE).links == 0
+        readable, _, _ = select.select([listener.fileno()], [], [], 0)
+        assert readable == []
+
+
+async def test_a_check_unanswered_over_the_connection_of_before_opens_no_other() -> None:
+    """After an ICE restart the peer takes the new check over the connection of before and
+    never answers: the check times out, its pair fails and the connection is closed, and
+    ICE fails.  No connection is opened again (the ended check, still listed, was sent
+    again over a new one, which then stayed open after ICE had failed)."""
+    fast = trice.Timing(rto=0.05, rto_max=0.05, max_binding_requests=3)
+    async with (
+        _listener() as listener,
+        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        candidate = _passive_candidate(listener.getsockname()[1])
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(2):
+            peer = await _connect_answering(agent, listener)
+        agent.restart()
+        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        with trio.fail_after(3):
+            await _read_until_stun(peer)  # (a check, never answered)
+        await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED, 3.0)
+        await _until(lambda: _transport(agent, ACTIVE).links == 0)
+        readable, _, _ = select.select([listener.fileno()], [], [], 0)
+        assert readable == []
+
+
 # --------------------------------------------------------------------------- slots, back-pressure
 
 

@@ -1231,7 +1231,9 @@ class Agent:
         runs = [
             run
             for run in self._runs.values()
-            if run.transport is transport and run.check.destination == address
+            if run.transport is transport
+            and run.check.destination == address
+            and not (run.dropped or run.settled or run.failed)  # (still waiting on it)
         ]
         if stale and runs and transport.tcp_type is TcpType.ACTIVE:
             for run in runs:

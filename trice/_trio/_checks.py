@@ -189,6 +189,10 @@ class CheckRun:
             agent._pump()
         finally:
             self.task = None
+            runs = agent._runs
+            runs.pop(check.transaction_id, None)  # (first: the drop below must not see it)
+            if not runs:
+                agent._runs = {}
             transport = self.transport
             if isinstance(transport, TcpTransport) and (
                 check.pair.state is PairState.FAILED or agent._core.cancelled(check)
@@ -197,10 +201,6 @@ class CheckRun:
                 # final nomination, whose pair took the place of this one: the connection is
                 # of no use now, and holds a place, see TcpTransport.)
                 transport.drop(check.destination)
-            runs = agent._runs
-            runs.pop(check.transaction_id, None)
-            if not runs:
-                agent._runs = {}
 
 
 def check_name(check: Check) -> str:

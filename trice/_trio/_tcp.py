@@ -49,6 +49,9 @@ __all__ = [
     "close_socket",
 ]
 
+#: The first two bytes of a Binding request (RFC 8489 §5: its message type).
+_BINDING_REQUEST = b"\x00\x01"
+
 #: Seconds a connection a peer opened has to carry a check that the agent accepts.
 PROVE_WITHIN: Final = 10.0
 #: Seconds an active candidate waits for a connection to open.
@@ -168,11 +171,11 @@ class TcpTransport:
         except OSError:
             # (Reset by the peer, say.)  One kept from before an ICE restart that turns out
             # dead under the new checks: a check goes over a new connection instead (not
-            # data, which a peer takes on no connection before its first check).
+            # data, nor an answer: a peer takes nothing but a check first on a connection).
             reopen = (
                 self.tcp_type is TcpType.ACTIVE
                 and link.epoch != self._epoch
-                and data[:1] < b"\x04"
+                and data[:2] == _BINDING_REQUEST
                 and data[4:8] == STUN_MAGIC
             )
             self._close_link(link, tell=not reopen)

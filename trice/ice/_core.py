@@ -1446,19 +1446,15 @@ class AgentCore:
     def _maybe_fail(self) -> None:
         """ICE fails once every pair failed and no candidate can still come (RFC 8445 §8.1.2);
         or, checks begun, when no pair could be formed at all (RFC 8838 §8: the peer's
-        candidates are all of a family or protocol this agent has none of, say).  Not while
-        the peer may still form a pair and check it (see :meth:`_peer_may_check`; with
-        pairs that all failed, while it may still connect: a passive ICE-TCP candidate's
-        pairs are those of the connections come so far), and not an ICE-lite agent, which
-        forms no pairs: the peer's checks prove them.  Else ICE fails at
-        ``failed_timeout``."""
+        candidates are all of a family or protocol this agent has none of, say).  Not an
+        ICE-lite agent, which forms no pairs: the peer's checks prove them."""
         if (
             self.selected is None
             and self.remote_complete
             and self.local_complete
             and not self._triggered
             and (
-                (self.checklist.all_failed() and not self._peer_may_connect())
+                self.checklist.all_failed()
                 or (
                     not self.checklist
                     and self._checking_since is not None
@@ -1471,37 +1467,27 @@ class AgentCore:
 
     def _peer_may_check(self) -> bool:
         """With an empty check list: whether the peer may still have a pair with this agent,
-        and check it (the pair is formed then): it may connect (see
-        :meth:`_peer_may_connect`); or some remote candidate is one whose address is unknown
-        here (a ``.local`` name with mDNS off or unanswered, left out): the peer may pair it
-        with ours, and our address is learned from its check.  Only with neither does the
-        empty list mean that no pair can be (a family or protocol in common with none of
-        the peer's candidates)."""
+        and check it (the pair is formed then): a passive ICE-TCP candidate here faces an
+        active one there (the peer connects, RFC 6544 §6.2); or some remote candidate is
+        one whose address is unknown here (a ``.local`` name with mDNS off or unanswered,
+        left out): the peer may pair it with ours, and our address is learned from its
+        check.  Only with neither does the empty list mean that no pair can be (a family
+        or protocol in common with none of the peer's candidates)."""
         if self.left_out:
             return True
         stale = self._stale
-        for key, remote in self.remote_addresses.items():
-            if key == stale:
-                continue
+        remotes = [c for key, c in self.remote_addresses.items() if key != stale]
+        for remote in remotes:
             try:
                 ipaddress.ip_address(remote.address)
             except ValueError:
                 return True  # (a name)
-        return self._peer_may_connect()
-
-    def _peer_may_connect(self) -> bool:
-        """Whether a passive ICE-TCP candidate here faces an active one there, of its family
-        and component: the peer may open a connection to it, and each connection that comes
-        is a pair (RFC 6544 §6.2, §7.2), though every pair so far failed."""
-        stale = self._stale
-        remotes = [c for key, c in self.remote_addresses.items() if key != stale]
         for local, _ in self.local_candidates:
             if local.tcp_type is TcpType.PASSIVE:
                 family = ":" in local.address
                 for remote in remotes:
                     if (
                         remote.tcp_type is TcpType.ACTIVE
-                        and remote.type is not CandidateType.PRFLX  # (signalled)
                         and (":" in remote.address) == family
                         and remote.component == local.component
                     ):
