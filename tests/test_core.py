@@ -1354,20 +1354,27 @@ def test_an_ice_lite_agent_with_no_pairs_does_not_fail() -> None:
     assert S.FAILED not in b.states()
 
 
+def _best_pair_cut_off() -> tuple[Network, Endpoint, Endpoint]:
+    """``a`` (controlling, regular nomination) with two hosts, ``b`` with one, signalled to
+    each other; every packet of the best pair's host (10.0.0.1) is lost."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=60000)
+    b.add_host("10.0.0.2", 6000)
+    net.drop(lambda p: "10.0.0.1" in (p.src[0], p.dst[0]))
+    net.exchange(a, b)
+    return net, a, b
+
+
 def test_a_controlling_agents_nomination_cancels_its_checks_on_other_pairs() -> None:
     """RFC 8445 §8.1.2: once the controlling agent's regular nomination has selected a
     pair, its ordinary checks in flight on other pairs are cancelled: not sent again (here
     the best pair's, whose host is cut off), though a late answer would count; and they no
     longer hold ``completed`` back (it came 15 s later, when the dead pair's schedule ran
     out).  The controlled agent, which follows the peer's nominations, keeps its own."""
-    net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
-    a.add_host("10.0.0.1", 5000, local_pref=65535)  # (the best pair's, cut off)
-    a.add_host("10.0.1.1", 5001, local_pref=60000)
-    b.add_host("10.0.0.2", 6000)
-    net.drop(lambda p: "10.0.0.1" in (p.src[0], p.dst[0]))
-    net.exchange(a, b)
+    net, a, b = _best_pair_cut_off()
     assert net.run_until(connected(a, b), max_time=5.0)
     selected = a.time_of(S.CONNECTED)
     assert selected is not None
@@ -1388,14 +1395,7 @@ def test_a_late_role_conflict_on_a_cancelled_check_switches_no_role() -> None:
     too late to matter: the peer took the nomination as the controlled agent.  The role
     stays (switching made both sides controlled) and the pair goes back to waiting, not
     failed; consent goes on."""
-    net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
-    a.add_host("10.0.0.1", 5000, local_pref=65535)  # (the best pair's, cut off)
-    a.add_host("10.0.1.1", 5001, local_pref=60000)
-    b.add_host("10.0.0.2", 6000)
-    net.drop(lambda p: "10.0.0.1" in (p.src[0], p.dst[0]))
-    net.exchange(a, b)
+    net, a, b = _best_pair_cut_off()
     assert net.run_until(lambda: a.state is S.COMPLETED, max_time=5.0)
     (flight,) = [f for f in a.flights.values() if not f.check.consent]
     check = flight.check

@@ -342,21 +342,33 @@ def _socketpair_notices(
     return kernel
 
 
+class _ReadCount:
+    """How many times the interfaces were read (``ifaddr.get_adapters``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> _ReadCount:
+    """Count each read of the interfaces from now on."""
+    reads = _ReadCount()
+    real = ifaddr.get_adapters
+
+    def get_adapters() -> Any:
+        reads.count += 1
+        return real()
+
+    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    return reads
+
+
 async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ten watches woken by the same notice read the interfaces once between them (each
     wants a read made after it was woken; the first one made serves all)."""
     kernel = _socketpair_notices(monkeypatch)
-    reads = 0
-    real = ifaddr.get_adapters
-
-    def get_adapters() -> Any:
-        nonlocal reads
-        reads += 1
-        return real()
-
-    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    reads = _counted_reads(monkeypatch)
     network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
 
     async def watch() -> None:
@@ -368,11 +380,11 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
             for _ in range(10):
                 nursery.start_soon(watch)
             await trio.testing.wait_all_tasks_blocked()
-            reads = 0
+            reads.count = 0
             for end in kernel:
                 end.send(b"notice")
             await trio.sleep(1.0)  # (the poll is 2 s off)
-            assert reads == 1
+            assert reads.count == 1
             nursery.cancel_scope.cancel()
     finally:
         for end in kernel:
@@ -403,15 +415,7 @@ async def test_link_notices_that_rename_nothing_read_no_interfaces(
     but reads the interfaces not once (each read them: some 20 reads a second); a notice
     that renames an interface does."""
     kernel = _socketpair_notices(monkeypatch)
-    reads = 0
-    real = ifaddr.get_adapters
-
-    def get_adapters() -> Any:
-        nonlocal reads
-        reads += 1
-        return real()
-
-    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    reads = _counted_reads(monkeypatch)
     network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
     lo = socket.if_nametoindex("lo")
 
@@ -424,14 +428,14 @@ async def test_link_notices_that_rename_nothing_read_no_interfaces(
             nursery.start_soon(watch)
             await trio.testing.wait_all_tasks_blocked()
             (end,) = kernel
-            reads = 0
+            reads.count = 0
             for _ in range(100):
                 end.send(_link_notice(lo, "lo"))
                 await trio.sleep(0.1)
-            assert reads == 0
+            assert reads.count == 0
             end.send(_link_notice(lo, "renamed"))
             await trio.sleep(0.1)
-            assert reads == 1
+            assert reads.count == 1
             nursery.cancel_scope.cancel()
     finally:
         for end in kernel:

@@ -172,17 +172,58 @@ async def _connect_answering(
 ) -> _Peer:
     """``agent.connect()`` while the test's peer accepts the connection the agent's active
     candidate opens to ``listener`` and answers every check over it; returns that peer."""
-    peers: list[_Peer] = []
+    return (await _connect_answering_over(agent, listener, pwd))[0]
+
+
+async def _connect_answering_over(
+    agent: trice.Agent, over: trio.socket.SocketType | _Peer, pwd: str = PEER_PWD
+) -> tuple[_Peer, trice.Connection]:
+    """``agent.connect()`` while the test's peer answers every check over a connection:
+    ``over`` itself (one open already), or the one the agent opens to the listener
+    ``over``.  Returns that peer and the agent's connection."""
+    peers: list[_Peer] = [over] if isinstance(over, _Peer) else []
+    connections: list[trice.Connection] = []
     async with trio.open_nursery() as nursery:
 
         async def connect() -> None:
-            await agent.connect()
+            connections.append(await agent.connect())
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(connect)
-        peers.append(await _Peer.accept(listener))
+        if not peers:
+            assert not isinstance(over, _Peer)
+            peers.append(await _Peer.accept(over))
         await _answer_requests(peers[0], pwd)
-    return peers[0]
+    return peers[0], connections[0]
+
+
+@asynccontextmanager
+async def _active_agent(
+    timing: trice.Timing,
+) -> AsyncIterator[tuple[trice.Agent, trio.socket.SocketType, trice.Candidate]]:
+    """A controlling agent of ``timing`` with an active candidate, and the test's listener
+    (a passive candidate of the peer's): the agent has the peer's parameters and that
+    candidate (then end-of-candidates), ready to connect to it."""
+    async with (
+        _listener() as listener,
+        trice.open_agent(tcp_config(ACTIVE, timing=timing), controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        candidate = _passive_candidate(listener.getsockname()[1])
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(candidate)
+        agent.add_remote_candidate(None)
+        yield agent, listener, candidate
+
+
+def _restarted(agent: trice.Agent, *remotes: trice.Candidate) -> None:
+    """An ICE restart on both sides: the agent takes the peer's new parameters and
+    ``remotes``, then end-of-candidates."""
+    agent.restart()
+    agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+    for remote in remotes:
+        agent.add_remote_candidate(remote)
+    agent.add_remote_candidate(None)
 
 
 async def _proven(agent: trice.Agent, address: tuple[str, int]) -> _Peer:
@@ -724,23 +765,11 @@ async def _restart_once_the_connection_ends(
 ) -> None:
     """An active agent connects to the test's passive candidate; ``end`` ends the selected
     pair's connection; the agent and the peer restart ICE: the agent must connect again."""
-    fast = trice.Timing(rto=0.1, rto_max=0.1)
-    async with (
-        _listener() as listener,
-        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
-    ):
-        await agent.wait_gathering_complete()
-        candidate = _passive_candidate(listener.getsockname()[1])
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
+    async with _active_agent(trice.Timing(rto=0.1, rto_max=0.1)) as (agent, listener, candidate):
         with trio.fail_after(2):
             peer = await _connect_answering(agent, listener)
         await end(agent, peer)
-        agent.restart()
-        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)  # (the peer restarted too)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
+        _restarted(agent, candidate)
         with trio.fail_after(2):
             again = await _connect_answering(agent, listener, PEER_PWD2)
         await again.aclose()
@@ -780,21 +809,10 @@ async def test_the_connection_of_before_closing_fails_no_pair_of_the_restarts_ch
         nobody = trice.Candidate.from_sdp(
             f"candidate:9 1 udp 2130706431 127.0.0.1 {silent.getsockname()[1]} typ host"
         )
-        async with (
-            _listener() as listener,
-            trice.open_agent(tcp_config(ACTIVE, timing=timing), controlling=True) as agent,
-        ):
-            await agent.wait_gathering_complete()
-            candidate = _passive_candidate(listener.getsockname()[1])
-            agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-            agent.add_remote_candidate(candidate)
-            agent.add_remote_candidate(None)
+        async with _active_agent(timing) as (agent, listener, candidate):
             with trio.fail_after(2):
                 peer = await _connect_answering(agent, listener)
-            agent.restart()
-            agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
-            for remote in (nobody, candidate, None):
-                agent.add_remote_candidate(remote)
+            _restarted(agent, nobody, candidate)
             await peer.aclose()  # (before the new checks reach the TCP pair)
             await _until(lambda: _transport(agent, ACTIVE).links == 0)
             with trio.fail_after(3):
@@ -809,32 +827,12 @@ async def test_after_a_restart_the_connection_the_new_checks_use_is_their_path()
     check then went over a new connection, quietly, and ICE stayed connected to a peer
     that had reset; data sent into the reset opened a connection that began with it.)"""
     fast = trice.Timing(rto=0.1, rto_max=0.1, keepalive_interval=0.05)
-    async with (
-        _listener() as listener,
-        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
-    ):
-        await agent.wait_gathering_complete()
-        candidate = _passive_candidate(listener.getsockname()[1])
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
+    async with _active_agent(fast) as (agent, listener, candidate):
         with trio.fail_after(2):
             peer = await _connect_answering(agent, listener)
-        agent.restart()
-        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
-        connections: list[trice.Connection] = []
-        with trio.fail_after(2):
-            async with trio.open_nursery() as nursery:
-
-                async def connect() -> None:
-                    connections.append(await agent.connect())
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(connect)
-                await _answer_requests(peer, PEER_PWD2)  # (over the connection of before)
-        (connection,) = connections
+        _restarted(agent, candidate)
+        with trio.fail_after(2):  # (over the connection of before)
+            _, connection = await _connect_answering_over(agent, peer, PEER_PWD2)
         assert _transport(agent, ACTIVE).links == 1
         await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
         assert connection.send_nowait(b"application data") is False
@@ -850,27 +848,9 @@ async def test_a_check_the_restart_dropped_does_not_reopen_the_connection_of_bef
     was still listed as waiting, so it went again over a new connection, with the old
     generation's credentials, and the pair of before stayed)."""
     fast = trice.Timing(rto=0.1, rto_max=0.1, keepalive_interval=0.05)
-    async with (
-        _listener() as listener,
-        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
-    ):
-        await agent.wait_gathering_complete()
-        candidate = _passive_candidate(listener.getsockname()[1])
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
-        connections: list[trice.Connection] = []
+    async with _active_agent(fast) as (agent, listener, _):
         with trio.fail_after(2):
-            async with trio.open_nursery() as nursery:
-
-                async def connect() -> None:
-                    connections.append(await agent.connect())
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(connect)
-                peer = await _Peer.accept(listener)
-                await _answer_requests(peer)
-        (connection,) = connections
+            peer, connection = await _connect_answering_over(agent, listener)
         with trio.fail_after(2):
             await _read_until_stun(peer)  # (a consent check, left unanswered)
         await peer.reset()  # (no checkpoint from here: the agent's reader has not run)
@@ -889,21 +869,10 @@ async def test_a_check_unanswered_over_the_connection_of_before_opens_no_other()
     ICE fails.  No connection is opened again (the ended check, still listed, was sent
     again over a new one, which then stayed open after ICE had failed)."""
     fast = trice.Timing(rto=0.05, rto_max=0.05, max_binding_requests=3)
-    async with (
-        _listener() as listener,
-        trice.open_agent(tcp_config(ACTIVE, timing=fast), controlling=True) as agent,
-    ):
-        await agent.wait_gathering_complete()
-        candidate = _passive_candidate(listener.getsockname()[1])
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
+    async with _active_agent(fast) as (agent, listener, candidate):
         with trio.fail_after(2):
             peer = await _connect_answering(agent, listener)
-        agent.restart()
-        agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
-        agent.add_remote_candidate(candidate)
-        agent.add_remote_candidate(None)
+        _restarted(agent, candidate)
         with trio.fail_after(3):
             await _read_until_stun(peer)  # (a check, never answered)
         await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED, 3.0)
