@@ -4,10 +4,11 @@ quiet peer."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import socket
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 
 import pytest
 import trio
@@ -17,7 +18,14 @@ import trice
 from trice import stun
 from trice.ice._core import AgentCore
 
-from loopback import connect_both, loopback_config, mux_in_a_task, signal, wait_for_state
+from loopback import (
+    connect_both,
+    events_so_far,
+    loopback_config,
+    mux_in_a_task,
+    signal,
+    wait_for_state,
+)
 from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
 #: How long every task must have been blocked before a test looks (datagrams on loopback
@@ -505,3 +513,172 @@ async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
                 with trio.fail_after(10):
                     await wait_for_state(stream, trice.ConnectionState.CONNECTED)
             assert trio.current_time() - sent_at < 0.5  # (virtual time)
+
+
+# -- whose address: proof by a round trip, answers by transaction ID ------------------------------
+
+
+def _receive_all(connection: trice.Connection) -> list[bytes]:
+    got = []
+    with suppress(trio.WouldBlock):
+        while True:
+            got.append(connection.receive_nowait())
+    return got
+
+
+async def test_an_ice_lite_peers_address_is_not_taken_by_another_agents_check() -> None:
+    """A (full, on the mux) connects with P, an ICE-lite peer, which sends no check: A's
+    claim on P's address is proven by the round trip of A's own check, which P answered.
+    X, another agent on the mux, whose hostile peer signals P's address, checks it: the
+    check does not take the address, and P's data goes to A (it went to X: A had answered
+    no check from P, so its claim was not proven)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            trice.open_agent(loopback_config(), controlling=True, mux=mux) as a,
+            trice.open_agent(loopback_config(lite=True), controlling=False) as p,
+            trice.open_agent(loopback_config(), controlling=True, mux=mux) as x,
+        ):
+            for agent in (a, p, x):
+                await agent.wait_gathering_complete()
+            signal(a, p)
+            a_conn, p_conn = await connect_both(a, p)
+            x.set_remote_parameters("evil", "e" * 22)
+            x.add_remote_candidate(_candidate_at(p.local_candidates[0].transport_address))
+            x.add_remote_candidate(None)
+            async with trio.open_nursery() as nursery:
+
+                async def x_connects() -> None:
+                    with suppress(trice.IceFailedError):
+                        await x.connect()
+
+                nursery.start_soon(x_connects)
+                await _settle()
+                await p_conn.send(b"for A only")
+                await _settle()
+                nursery.cancel_scope.cancel()
+            assert _receive_all(a_conn) == [b"for A only"]
+            assert x.statistics().datagrams_received == 0
+
+
+async def test_a_forged_check_answered_by_another_agent_takes_no_proven_address() -> None:
+    """E, the peer of X (on the mux), knows X's credentials and sends X a valid check from
+    P's address (forged: here it leaves P's own socket), P being A's proven peer.  X
+    answers it, which proves nothing (it proved the address for X, and P's data went to
+    X): P's data goes to A."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            _connected_through(mux) as (_, a_conn, p, p_conn),
+            trice.open_agent(loopback_config(), controlling=False, mux=mux) as x,
+        ):
+            await x.wait_gathering_complete()
+            x.set_remote_parameters("evil", "e" * 22)
+            x.add_remote_candidate(None)
+            ours = x.local_parameters
+            check = stun.Message(
+                stun.Method.BINDING,
+                stun.MessageClass.REQUEST,
+                attributes=(
+                    stun.Username(f"{ours.ufrag}:evil"),
+                    stun.Priority(1853824767),
+                    stun.IceControlling(2**63 + 1),
+                ),
+            ).encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True)
+            (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
+            p_socket.sock.sendto(check, mux.local_address)
+            await _settle()
+            await p_conn.send(b"secret for A")
+            await _settle()
+            assert _receive_all(a_conn) == [b"secret for A"]
+            assert x.statistics().datagrams_received == 0
+
+
+async def test_two_agents_whose_peers_share_an_address_get_no_data_of_the_others() -> None:
+    """Two muxes facing each other, two agents on each (a1 with a2, b1 with b2): on each
+    mux both agents' peers are at one address.  The answers to each agent's checks find it
+    by their transaction ID (consent holds for all four; before, one agent's answers went
+    to the other, and its ICE failed), and data from that address, which could be for
+    either, is dropped and counted, never handed to the other agent (b1 got a1's data)."""
+    timing = trice.Timing(keepalive_interval=0.2, disconnected_timeout=0.6, failed_timeout=1.5)
+    async with trice.open_udp_mux("127.0.0.1") as m1, trice.open_udp_mux("127.0.0.1") as m2:
+        async with (
+            trice.open_agent(loopback_config(timing=timing), controlling=True, mux=m1) as a1,
+            trice.open_agent(loopback_config(timing=timing), controlling=False, mux=m2) as a2,
+            trice.open_agent(loopback_config(timing=timing), controlling=True, mux=m1) as b1,
+            trice.open_agent(loopback_config(timing=timing), controlling=False, mux=m2) as b2,
+        ):
+            for agent in (a1, a2, b1, b2):
+                await agent.wait_gathering_complete()
+            signal(a1, a2)
+            a1c, a2c = await connect_both(a1, a2)
+            signal(b1, b2)
+            b1c, b2c = await connect_both(b1, b2)
+            await a2c.send(b"for a1")
+            await b2c.send(b"for b1")
+            await _settle()
+            assert _receive_all(a1c) == [] and _receive_all(b1c) == []
+            assert m1.statistics().ambiguous == 2
+            async with a1.subscribe() as e1, b1.subscribe() as e2:
+                await trio.sleep(3 * timing.failed_timeout)  # (consent must hold meanwhile)
+                failed = trice.ConnectionStateChanged(trice.ConnectionState.FAILED)
+                assert failed not in events_so_far(e1) + events_so_far(e2)
+            alive = (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED)
+            assert all(x.connection_state in alive for x in (a1, a2, b1, b2))
+
+
+async def test_an_agent_whose_ice_failed_lets_its_addresses_go() -> None:
+    """A (on the mux) proved P's address; P goes, and A's ICE fails (A stays open).  Q, an
+    ICE-lite peer of B's (on the same mux), comes at the same address (a NAT reusing the
+    mapping): B's checks reach it and B connects (A's proven claim kept the address, and
+    Q's answers went to A)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def at_port(*, lite: bool = False) -> trice.AgentConfig:
+        config = loopback_config(lite=lite)
+        network = dataclasses.replace(config.network, port_range=(port, port))
+        return dataclasses.replace(config, network=network)
+
+    quick = trice.Timing(keepalive_interval=0.2, disconnected_timeout=0.5, failed_timeout=1.0)
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(loopback_config(timing=quick), controlling=False, mux=mux) as a:
+            async with a.subscribe() as events:
+                async with trice.open_agent(at_port(), controlling=True) as p:
+                    await a.wait_gathering_complete()
+                    await p.wait_gathering_complete()
+                    signal(a, p)
+                    await connect_both(a, p)
+                with trio.fail_after(5):
+                    await wait_for_state(events, trice.ConnectionState.FAILED)
+            async with (
+                trice.open_agent(loopback_config(), controlling=True, mux=mux) as b,
+                trice.open_agent(at_port(lite=True), controlling=False) as q,
+            ):
+                await b.wait_gathering_complete()
+                await q.wait_gathering_complete()
+                signal(b, q)
+                await connect_both(b, q)
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+async def test_a_gathering_anew_after_the_mux_closed_signals_no_candidate_there(
+    kind: str,
+) -> None:
+    """The mux closed under the agent: a gathering anew signals no candidate at the mux's
+    address (its port may be anybody's now)."""
+    opener: Callable[[], AbstractAsyncContextManager[trice.UdpMux | trice.TcpMux]] = (
+        (lambda: trice.open_udp_mux("127.0.0.1"))
+        if kind == "udp"
+        else (lambda: trice.open_tcp_mux("127.0.0.1"))
+    )
+    async with mux_in_a_task(opener) as (mux, scope, ended):
+        async with trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent:
+            await agent.wait_gathering_complete()
+            assert any(c.port == mux.local_address[1] for c in agent.local_candidates)
+            scope.cancel()
+            with trio.fail_after(2):
+                await ended.wait()
+            agent.restart(regather=True)
+            with trio.fail_after(5):
+                await agent.wait_gathering_complete()
+            assert [c for c in agent.local_candidates if c.port == mux.local_address[1]] == []

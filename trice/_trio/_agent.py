@@ -701,6 +701,9 @@ class Agent:
                 isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED
             ):
                 connection._stop_waiters()  # consent expired: no more data (RFC 7675)
+        if isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED:
+            for share in self._muxes:
+                share.release()  # (a peer that comes back there may be another agent's)
         subscribers = self._subscribers
         if subscribers:
             for stream in subscribers:
@@ -1609,6 +1612,7 @@ class AgentContext:
                 share = MuxTransport(agent._new_base(), mux, agent._local.ufrag, agent._dispatch)
                 share.hooks.failed = agent._mux_failed
                 share.hooks.lost = agent._mux_lost
+                share.answers_prove = self._config.lite
                 agent._transports[share.base] = share
                 agent._muxes += (share,)
             nursery.start_soon(agent._run, name=f"trice agent {agent.local_parameters.ufrag}")

@@ -392,10 +392,14 @@ def _mux_hosts(agent: Agent, signal: bool) -> None:
     if signal and agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
         agent._open_mdns()  # (first: the candidates are signalled under names)
     for rank, share in enumerate(agent._muxes):
+        if share.closed:
+            continue  # (its mux closed: the address may be anybody's now)
         candidate = host_candidate(share.local_address, rank)
         agent._add_local(candidate, share.base, signal=signal)
         _add_external(agent, candidate, share.base)
-    for rank, (_, tcp) in enumerate(agent._tcp_shares):
+    for rank, (tcp_mux, tcp) in enumerate(agent._tcp_shares):
+        if tcp_mux.closed or tcp.closed:
+            continue
         candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank)
         agent._add_local(candidate, tcp.base, signal=signal)
         _add_external(agent, candidate, tcp.base)

@@ -7,10 +7,16 @@ the agent it is for:
 
 * a Binding request by its USERNAME, whose first part is the ufrag of the agent it asks
   (RFC 8445 §7.2.2);
-* anything else (answers to the agent's checks, the peer's data, consent) by where it comes
-  from: an address is the agent's once the agent has sent to it, and is kept for it once it
-  has answered a check from there with success (the proof that the peer there knows the
-  agent's credentials): another agent's check to that address does not take it.
+* an answer to an agent's check by its transaction ID, which the mux noted as the check
+  went out;
+* anything else (the peer's data) by where it comes from: an address is the agent's once
+  the agent has sent to it, and is kept for it once the peer there answered one of its
+  checks (a round trip: the proof that the peer there holds the agent's credentials, and is
+  there): another agent's check to that address does not take it.  An address that two
+  agents proved (two agents whose peers share an address: two of one peer's agents, muxes
+  facing each other) is routed by answers only: its data, which could be for either, is
+  dropped and counted (``MuxStatistics.ambiguous``), never handed to the other agent.  An
+  agent whose ICE failed lets its addresses go.
 
 An agent opened with ``mux=`` signals a host candidate at the mux's address instead of
 binding sockets of its own, and is otherwise the same agent.  Its STUN servers are asked
@@ -38,6 +44,7 @@ from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
 from trice._trio._transport import (
     READ_BATCH,
+    STUN_MAGIC,
     Address,
     OnReply,
     bind_socket,
@@ -64,6 +71,10 @@ _CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
 _SUCCESS = stun.message_type(0, stun.MessageClass.SUCCESS)
 _ERROR = stun.message_type(0, stun.MessageClass.ERROR)
 _ANSWERS = (_SUCCESS, _ERROR)
+
+#: Transaction IDs of the agents' checks kept for routing their answers, at most (the
+#: oldest go first; an answer that finds none goes by its source, as data does).
+TRANSACTIONS_KEPT = 4096
 
 #: An agent's handler of a datagram (``Agent._dispatch``).
 Deliver = Callable[["MuxTransport", bytes, Address], None]
@@ -110,12 +121,15 @@ class MuxStatistics:
         delivered: datagrams handed to an agent.
         unroutable: datagrams for no agent it knows (a Binding request for an unknown ufrag,
             anything else from an address no agent has sent to), dropped.
+        ambiguous: datagrams (not STUN) from an address that two agents proved, which could
+            be for either: dropped.
     """
 
     agents: int
     addresses: int
     delivered: int
     unroutable: int
+    ambiguous: int = 0
 
 
 class UdpMux:
@@ -125,9 +139,11 @@ class UdpMux:
     """
 
     __slots__ = (
+        "_ambiguous",
         "_answers",
         "_asking",
         "_by_source",
+        "_by_tid",
         "_by_ufrag",
         "_closed",
         "_delivered",
@@ -146,11 +162,14 @@ class UdpMux:
         #: The address and port the mux is bound to: every agent's host candidate.
         self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, MuxTransport] = {}
-        # Each peer address: the share it is routed to, and whether that share proved it
-        # (answered a check from there with success).
-        self._by_source: dict[Address, tuple[MuxTransport, bool]] = {}
+        # Each peer address: the share it is routed to (``None``: two proved it), and whether
+        # it is proven (a success answer from there to the share's check).
+        self._by_source: dict[Address, tuple[MuxTransport | None, bool]] = {}
+        # The shares' checks in flight, by transaction ID (see TRANSACTIONS_KEPT).
+        self._by_tid: dict[bytes, MuxTransport] = {}
         self._delivered = 0
         self._unroutable = 0
+        self._ambiguous = 0
         self._closed = False
         # The sends waiting for the socket to take a datagram take turns (one task at a time
         # may wait on a socket in trio).
@@ -173,6 +192,7 @@ class UdpMux:
             addresses=len(self._by_source),
             delivered=self._delivered,
             unroutable=self._unroutable,
+            ambiguous=self._ambiguous,
         )
 
     def owner(self, ufrag: str) -> MuxTransport | None:
@@ -189,12 +209,53 @@ class UdpMux:
     def _detach(self, transport: MuxTransport) -> None:
         if self._by_ufrag.get(transport.ufrag) is transport:
             del self._by_ufrag[transport.ufrag]
+        self._release(transport)
+        by_tid = self._by_tid
+        for tid in [tid for tid, share in by_tid.items() if share is transport]:
+            del by_tid[tid]
+
+    def _release(self, transport: MuxTransport) -> None:
+        """``transport`` routes its addresses no more; one that two agents proved goes to
+        the other."""
         by_source = self._by_source
         for source in transport.claimed:
             held = by_source.get(source)
-            if held is not None and held[0] is transport:
+            if held is None:
+                continue
+            if held[0] is transport:
                 del by_source[source]
+            elif held[0] is None:
+                others = [
+                    share
+                    for share in self._by_ufrag.values()
+                    if share is not transport and source in share.claimed
+                ]
+                if len(others) == 1:
+                    by_source[source] = (others[0], True)
+                elif not others:
+                    del by_source[source]
         transport.claimed.clear()
+
+    def _proved(self, transport: MuxTransport, source: Address) -> None:
+        """The peer at ``source`` answered a check of ``transport``'s with success: the
+        address is its, unless another agent proved it too (then it is both's: ``None``)."""
+        by_source = self._by_source
+        held = by_source.get(source)
+        if held is not None and held[1] and held[0] is not transport:
+            if held[0] is not None:
+                logger.warning(
+                    "UDP mux %s: two agents (%s, %s) talk to %s: its data is dropped",
+                    self.local_address,
+                    held[0].ufrag,
+                    transport.ufrag,
+                    source,
+                )
+            by_source[source] = (None, True)
+        else:
+            if held is not None and held[0] is not None and held[0] is not transport:
+                held[0].claimed.discard(source)
+            by_source[source] = (transport, True)
+        transport.claimed.add(source)
 
     async def _serve(self) -> None:
         sock = self.sock
@@ -288,16 +349,22 @@ class UdpMux:
             if ufrag is not None:
                 transport = self._by_ufrag.get(ufrag)
         else:
-            if (
-                self._pending
-                and kind is not None
-                and kind & _CLASS_BITS in _ANSWERS
-                and self._answered(data, source)
-            ):
-                return
-            held = self._by_source.get(source)
-            if held is not None:
-                transport = held[0]
+            if kind is not None and kind & _CLASS_BITS in _ANSWERS:
+                if self._pending and self._answered(data, source):
+                    return
+                transport = self._by_tid.pop(data[8:20], None)  # (an agent's check's)
+                if transport is not None and not transport.closed:
+                    if kind & _CLASS_BITS == _SUCCESS:
+                        self._proved(transport, source)
+                else:
+                    transport = None
+            if transport is None:
+                held = self._by_source.get(source)
+                if held is not None:
+                    transport = held[0]
+                    if transport is None:
+                        self._ambiguous += 1
+                        return
         if transport is None:
             self._unroutable += 1
             return
@@ -346,6 +413,7 @@ class MuxTransport:
     candidate at the mux's address."""
 
     __slots__ = (
+        "answers_prove",
         "base",
         "claimed",
         "closed",
@@ -368,6 +436,8 @@ class MuxTransport:
         self.family = mux.family
         self.closed = False
         self.claimed: set[Address] = set()  # (the addresses routed to it)
+        #: Its success answers prove an address (an ICE-lite agent's: see ``_claim``).
+        self.answers_prove = False
         self.waiting: set[trio.CancelScope] | None = None  # (sends waiting for the socket)
         mux._attach(ufrag, self)
 
@@ -381,25 +451,43 @@ class MuxTransport:
             mux._attach(ufrag, self)
 
     def _claim(self, data: bytes, address: Address) -> None:
-        """What this agent sends to ``address`` routes the address to it: for good if it is
-        a success response (the agent checked the request's integrity: the peer there knows
-        its credentials), else only if no other agent proved the address.  An error response
-        claims nothing (a stranger's request with our ufrag must not take a peer's
-        address)."""
-        by_source = self.mux._by_source
+        """What this agent sends to ``address``: a check's transaction ID is noted, for its
+        answer (which proves the address, see ``UdpMux._proved``); a check or data routes
+        the address to this agent unless another agent proved it.  A success answer takes
+        only an address nobody has (a peer that moved, whose data may come before the
+        agent's check: answering shows nothing of who is there, a check's source may be
+        forged), and an error answer none; but an ICE-lite agent's success answer proves the
+        address: a lite agent sends no check, and has no other proof (``answers_prove``)."""
+        mux = self.mux
+        if data[:1] == b"\x00" and data[1:2] == b"\x01" and data[4:8] == STUN_MAGIC:
+            by_tid = mux._by_tid
+            by_tid[data[8:20]] = self  # (a Binding request)
+            if len(by_tid) > TRANSACTIONS_KEPT:
+                del by_tid[next(iter(by_tid))]
+        by_source = mux._by_source
         held = by_source.get(address)
         if held is not None and held[0] is self and held[1]:
-            return  # (the common case: the agent's own peer, proven)
+            return  # (the common case: its own peer, proven)
         kind = stun.peek_type(data)
-        if kind is not None and kind & _CLASS_BITS == _ERROR:
-            return  # (an error response)
-        proves = kind is not None and kind & _CLASS_BITS == _SUCCESS
-        if held is not None and held[0] is not self:
-            if held[1] and not proves:
-                return  # (another agent's proven peer: a mere check does not take it)
+        if kind is not None and kind & _CLASS_BITS in _ANSWERS:
+            if kind & _CLASS_BITS == _ERROR:
+                return  # (a stranger's request with our ufrag must not take an address)
+            if self.answers_prove:
+                mux._proved(self, address)
+                return
+            if held is not None:
+                return  # (a success answer takes only an address nobody has)
+        if held is not None and (held[0] is self or held[1]):
+            return  # (its own already; or proven by another, or by two)
+        if held is not None and held[0] is not None:
             held[0].claimed.discard(address)
-        by_source[address] = (self, proves)
+        by_source[address] = (self, False)
         self.claimed.add(address)
+
+    def release(self) -> None:
+        """The agent's ICE failed: its addresses are routed to it no more (a peer that comes
+        back at one of them, for another agent, is not kept from it)."""
+        self.mux._release(self)
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         if self.closed:
