@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -514,6 +515,21 @@ async def test_closed_is_the_last_event_even_when_the_agent_closes_before_it_ran
     assert events == [trice.ConnectionStateChanged(trice.ConnectionState.CLOSED)]
     assert a.local_candidates == ()
     assert a.gathering_state is trice.GatheringState.NEW
+
+
+async def test_a_stream_dropped_unclosed_is_unsubscribed() -> None:
+    """An ``async for`` over a stream left by a ``break``, without ``async with``: once the
+    stream is collected it is no subscriber any more (it was held, and fed every event,
+    until the agent closed)."""
+    config = loopback_config()
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        async for _ in a.subscribe():
+            break
+        gc.collect()
+        assert not a._subscribers
+        async with a.subscribe() as kept:
+            assert a._subscribers is not None and set(a._subscribers) == {kept}
 
 
 @pytest.mark.parametrize("max_buffer", [0, -1, 1.5, True])
@@ -1337,6 +1353,31 @@ async def test_two_receivers_share_a_burst() -> None:
             await trio.testing.wait_all_tasks_blocked()  # (no time passes for the reader)
             assert sorted(got.values()) == [b"0", b"1"]
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("receivers", [3, 5])
+async def test_each_of_many_receivers_gets_one_datagram_of_a_burst(receivers: int) -> None:
+    """As many datagrams as tasks waiting in receive, sent at once: each task gets one (the
+    task that read the socket queued the burst and woke one other; the rest slept on with
+    datagrams queued for them, until the next datagram came)."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        got: list[bytes] = []
+
+        async def worker() -> None:
+            got.append(await cb.receive())
+
+        with trio.fail_after(2):
+            async with trio.open_nursery() as nursery:
+                for _ in range(receivers):
+                    nursery.start_soon(worker)
+                await trio.testing.wait_all_tasks_blocked()
+                for i in range(receivers):
+                    assert ca.send_nowait(b"%d" % i)
+        assert sorted(got) == sorted(b"%d" % i for i in range(receivers))
 
 
 async def test_stun_behind_a_backlog_is_read_before_the_reader_reaches_it() -> None:

@@ -98,6 +98,23 @@ async def test_gathering_anew_keeps_what_is_still_there() -> None:
         await _exchange(ca, cb, b"after")
 
 
+async def test_a_restart_that_gathers_anew_says_so_before_what_the_gathering_finds() -> None:
+    """The restart's ``checking`` (the new generation) comes before the new gathering's
+    events: an application that starts its list of candidates to signal anew at that
+    ``checking`` keeps what the gathering finds (it came first, and was lost so)."""
+    async with _connected(loopback_config(), loopback_config()) as (a, _, _, _):
+        async with a.subscribe() as events:
+            events_so_far(events)  # (what happened before)
+            a.restart(regather=True)
+            seen = events_so_far(events)
+        checking = seen.index(trice.ConnectionStateChanged(trice.ConnectionState.CHECKING))
+        gathering = seen.index(trice.GatheringStateChanged(trice.GatheringState.GATHERING))
+        first_candidate = next(
+            i for i, e in enumerate(seen) if isinstance(e, trice.CandidateGathered)
+        )
+        assert checking < gathering < first_candidate
+
+
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
 async def test_a_new_address_is_gathered_and_one_gone_is_signalled_no_more() -> None:
     """``a`` had 127.0.0.1 only; then its network "changes" (its IP filter takes ::1

@@ -28,6 +28,7 @@ import math
 import secrets
 import socket
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -240,7 +241,9 @@ class Agent:
         self._transports: dict[int, Transport] = {}
         self._signalled: list[Candidate] = []
         self._gathering = GatheringState.NEW
-        self._subscribers: list[EventStream] | None = None  # made by the first subscribe
+        # Made by the first subscribe; weak, so that a stream its subscriber dropped without
+        # closing it (an ``async for`` left by a ``break``) is unsubscribed when collected.
+        self._subscribers: weakref.WeakSet[EventStream] | None = None
         self._changed: trio.Event | None = None  # made when someone waits for a change
         self._hub = timer_hub()
         # The run's clock, read without trio.current_time()'s two calls on the way (the
@@ -413,8 +416,8 @@ class Agent:
             raise ConfigError(f"max_buffer must be an integer >= 1, not {max_buffer!r}")
         subscribers = self._subscribers
         if subscribers is None:
-            subscribers = self._subscribers = []
-        stream = EventStream(max_buffer, subscribers.remove)
+            subscribers = self._subscribers = weakref.WeakSet()
+        stream = EventStream(max_buffer, subscribers.discard)
         if self._gathering is not GatheringState.NEW:
             stream._put(GatheringStateChanged(GatheringState.GATHERING))
         for candidate in self._signalled:
@@ -426,7 +429,7 @@ class Agent:
             stream._put(SelectedPairChanged(pair))
         if self._core.state is not ConnectionState.NEW:
             stream._put(ConnectionStateChanged(self._core.state))
-        subscribers.append(stream)
+        subscribers.add(stream)
         if self._closed:
             stream._end()
         return stream
@@ -599,6 +602,9 @@ class Agent:
             run.drop()  # (the core has forgotten them)
         logger.debug("%s: ICE restart (was %s)", local.ufrag, old.ufrag)
         if surroundings is not None:
+            # (The restart's own events first: the new generation's state before what its
+            # gathering finds.)
+            self._pump(now)
             gather_anew(self, surroundings)
         self._pump(now)
         return local

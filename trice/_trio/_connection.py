@@ -410,7 +410,10 @@ class Connection(trio.abc.Channel[bytes]):
             self._check_closed()
             queue = buffer.queue
             if queue:
-                return queue.popleft()
+                data = queue.popleft()
+                if queue:
+                    buffer.wake()  # (more came at once: the next receiver waiting takes one)
+                return data
             self._check_open()
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
@@ -424,7 +427,10 @@ class Connection(trio.abc.Channel[bytes]):
         self._check_closed()
         queue = buffer.queue
         if queue:
-            return queue.popleft()
+            data = queue.popleft()
+            if queue and buffer.lot:
+                buffer.lot.unpark()  # (a batch: the next receiver waiting takes one)
+            return data
         self._check_open()
         return None
 

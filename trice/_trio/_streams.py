@@ -20,7 +20,8 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
     :class:`~trice.EventsLost` with the count where the gap is: after the events queued
     before it and before any that came after it: nothing is lost silently, and the order of
     what it reads is the order of what happened.  Closing the stream (leaving ``async
-    with``) unsubscribes it.
+    with``) unsubscribes it; so does dropping it unclosed, once it is collected (the agent
+    holds its subscribers weakly).
     """
 
     def __init__(self, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
