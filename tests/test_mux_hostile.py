@@ -8,7 +8,13 @@ import dataclasses
 import random
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
 
 import pytest
 import trio
@@ -238,6 +244,32 @@ async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_connection_cl
         assert len(ended) == 1 and isinstance(ended[0], trio.ClosedResourceError), (
             f"the send waiting on the mux's socket did not end when its connection closed: {ended}"
         )
+
+
+async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_agent_closes() -> None:
+    """A send waiting for room on the mux's socket, in a task outside the agent's block, is
+    woken when the agent closes, and raises ClosedResourceError at once."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        outcome: list[object] = []
+        with trio.fail_after(10), ExitStack() as full:
+            async with trio.open_nursery() as nursery:
+                async with _connected_through(mux) as (_, to_client, _, _):
+                    full.enter_context(_full_send_buffer(mux))  # (until after the agent)
+
+                    async def send() -> None:
+                        try:
+                            await to_client.send(b"waits for room")
+                            outcome.append("sent")
+                        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                            outcome.append(exc)
+
+                    nursery.start_soon(send)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert outcome == []  # (waiting for room)
+                await trio.testing.wait_all_tasks_blocked()
+                ended = list(outcome)
+                nursery.cancel_scope.cancel()
+        assert len(ended) == 1 and isinstance(ended[0], trio.ClosedResourceError), ended
 
 
 async def test_when_the_mux_closes_first_a_send_says_so() -> None:

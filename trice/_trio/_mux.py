@@ -544,6 +544,7 @@ class MuxTransport:
         if not self.closed:
             self.closed = True
             self.mux._detach(self)
+            self.wake()  # (a send waiting for room on the socket raises now)
 
 
 def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> UdpMuxContext:
