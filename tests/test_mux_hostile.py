@@ -714,3 +714,102 @@ async def test_a_gathering_anew_after_the_mux_closed_signals_no_candidate_there(
             with trio.fail_after(5):
                 await agent.wait_gathering_complete()
             assert [c for c in agent.local_candidates if c.port == mux.local_address[1]] == []
+
+
+def _answer(request: bytes, pwd: str, mapped: tuple[str, int]) -> bytes:
+    """A success answer to ``request`` signed with ``pwd`` (the answerer's password)."""
+    response = stun.decode(request).success_response(stun.XorMappedAddress(*mapped))
+    return response.encode(integrity_key=stun.short_term_key(pwd), fingerprint=True)
+
+
+async def _check_from_a_stranger(
+    mux: trice.UdpMux, agent: trice.Agent, stranger: trio.socket.SocketType
+) -> bytes:
+    """``agent`` (on ``mux``) is given a peer at ``stranger``'s address (ufrag ``e``; more
+    candidates may come: ICE does not fail when that pair does) and starts checking: the
+    first check that reaches ``stranger``."""
+    agent.set_remote_parameters("e", "e" * 22)
+    agent.add_remote_candidate(_candidate_at(stranger.getsockname()))
+    agent._core.want_connection(agent._now())
+    agent._pump(agent._now())
+    with trio.fail_after(2):
+        return await stranger.recv(2048)
+
+
+async def test_an_answer_from_elsewhere_than_the_check_went_proves_nothing() -> None:
+    """A checks E (a stranger's socket here); the answer, signed right, comes from P's
+    address (forged), P being B's proven peer.  It reaches A (whose core fails the pair:
+    not symmetric) but proves no address: P's data still goes to B (the address became
+    both's, and P's data was dropped)."""
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as stranger:
+        async with (
+            trice.open_udp_mux("127.0.0.1") as mux,
+            _connected_through(mux) as (_, b_conn, p, p_conn),
+            trice.open_agent(loopback_config(), controlling=True, mux=mux) as a,
+        ):
+            await a.wait_gathering_complete()
+            await stranger.bind(("127.0.0.1", 0))
+            check = await _check_from_a_stranger(mux, a, stranger)
+            (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
+            p_socket.sock.sendto(_answer(check, "e" * 22, mux.local_address), mux.local_address)
+            await _settle()
+            await p_conn.send(b"for B")
+            await _settle()
+            assert _receive_all(b_conn) == [b"for B"]
+            assert mux.statistics().ambiguous == 0
+
+
+async def test_a_forged_check_answered_by_an_ice_lite_agent_contests_no_proven_address() -> None:
+    """X is an ICE-lite agent on the mux (it proves addresses by answering checks: it sends
+    none).  A check signed with X's credentials comes from P's address (forged), P being
+    A's proven peer: X answers it, and that takes nothing from A (the address became both's,
+    and P's data for A was dropped)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            _connected_through(mux) as (_, a_conn, p, p_conn),
+            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as x,
+        ):
+            await x.wait_gathering_complete()
+            x.set_remote_parameters("evil", "e" * 22)
+            x.add_remote_candidate(None)
+            ours = x.local_parameters
+            check = stun.Message(
+                stun.Method.BINDING,
+                stun.MessageClass.REQUEST,
+                attributes=(
+                    stun.Username(f"{ours.ufrag}:evil"),
+                    stun.Priority(1853824767),
+                    stun.IceControlling(2**63 + 1),
+                ),
+            ).encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True)
+            (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
+            p_socket.sock.sendto(check, mux.local_address)
+            await _settle()
+            await p_conn.send(b"for A")
+            await _settle()
+            assert _receive_all(a_conn) == [b"for A"]
+            assert mux.statistics().ambiguous == 0
+
+
+async def test_a_late_answer_to_a_failed_agents_check_takes_no_address() -> None:
+    """A's ICE fails while an answer to one of its checks is on its way: A let its
+    addresses go, and the late answer takes none for it again (its transaction was still
+    noted, and it proved the address for a failed agent, against whoever had it next)."""
+    quick = trice.Timing(
+        rto=0.05, rto_max=0.05, max_binding_requests=2, disconnected_timeout=0.5, failed_timeout=0.5
+    )
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as stranger:
+        async with (
+            trice.open_udp_mux("127.0.0.1") as mux,
+            trice.open_agent(loopback_config(timing=quick), controlling=True, mux=mux) as a,
+        ):
+            await a.wait_gathering_complete()
+            await stranger.bind(("127.0.0.1", 0))
+            async with a.subscribe() as events:
+                check = await _check_from_a_stranger(mux, a, stranger)
+                with trio.fail_after(5):
+                    await wait_for_state(events, trice.ConnectionState.FAILED)
+            assert mux.statistics().addresses == 0
+            await stranger.sendto(_answer(check, "e" * 22, mux.local_address), mux.local_address)
+            await _settle()
+            assert mux.statistics().addresses == 0

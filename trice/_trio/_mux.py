@@ -165,8 +165,9 @@ class UdpMux:
         # Each peer address: the share it is routed to (``None``: two proved it), and whether
         # it is proven (a success answer from there to the share's check).
         self._by_source: dict[Address, tuple[MuxTransport | None, bool]] = {}
-        # The shares' checks in flight, by transaction ID (see TRANSACTIONS_KEPT).
-        self._by_tid: dict[bytes, MuxTransport] = {}
+        # The shares' checks in flight, by transaction ID, with where each went (see
+        # TRANSACTIONS_KEPT).
+        self._by_tid: dict[bytes, tuple[MuxTransport, Address]] = {}
         self._delivered = 0
         self._unroutable = 0
         self._ambiguous = 0
@@ -210,13 +211,14 @@ class UdpMux:
         if self._by_ufrag.get(transport.ufrag) is transport:
             del self._by_ufrag[transport.ufrag]
         self._release(transport)
-        by_tid = self._by_tid
-        for tid in [tid for tid, share in by_tid.items() if share is transport]:
-            del by_tid[tid]
 
     def _release(self, transport: MuxTransport) -> None:
-        """``transport`` routes its addresses no more; one that two agents proved goes to
-        the other."""
+        """``transport`` routes its addresses no more, nor the answers to its checks in
+        flight (a late one would prove an address again); one that two agents proved goes
+        to the other."""
+        by_tid = self._by_tid
+        for tid in [tid for tid, (share, _) in by_tid.items() if share is transport]:
+            del by_tid[tid]
         by_source = self._by_source
         for source in transport.claimed:
             held = by_source.get(source)
@@ -236,12 +238,16 @@ class UdpMux:
                     del by_source[source]
         transport.claimed.clear()
 
-    def _proved(self, transport: MuxTransport, source: Address) -> None:
+    def _proved(self, transport: MuxTransport, source: Address, *, contest: bool = True) -> None:
         """The peer at ``source`` answered a check of ``transport``'s with success: the
-        address is its, unless another agent proved it too (then it is both's: ``None``)."""
+        address is its, unless another agent proved it too (then it is both's: ``None``).
+        Without ``contest`` (a proof by answering a check, whose source may be forged), an
+        address another agent proved is left as it is."""
         by_source = self._by_source
         held = by_source.get(source)
         if held is not None and held[1] and held[0] is not transport:
+            if not contest:
+                return
             if held[0] is not None:
                 logger.warning(
                     "UDP mux %s: two agents (%s, %s) talk to %s: its data is dropped",
@@ -352,12 +358,13 @@ class UdpMux:
             if kind is not None and kind & _CLASS_BITS in _ANSWERS:
                 if self._pending and self._answered(data, source):
                     return
-                transport = self._by_tid.pop(data[8:20], None)  # (an agent's check's)
-                if transport is not None and not transport.closed:
-                    if kind & _CLASS_BITS == _SUCCESS:
+                asked = self._by_tid.pop(data[8:20], None)  # (an agent's check's)
+                if asked is not None and not asked[0].closed:
+                    transport = asked[0]
+                    if kind & _CLASS_BITS == _SUCCESS and source == asked[1]:
+                        # (From where the check went: a round trip.  From elsewhere, it is
+                        # delivered, and the agent's core fails the pair as asymmetric.)
                         self._proved(transport, source)
-                else:
-                    transport = None
             if transport is None:
                 held = self._by_source.get(source)
                 if held is not None:
@@ -457,23 +464,24 @@ class MuxTransport:
         only an address nobody has (a peer that moved, whose data may come before the
         agent's check: answering shows nothing of who is there, a check's source may be
         forged), and an error answer none; but an ICE-lite agent's success answer proves the
-        address: a lite agent sends no check, and has no other proof (``answers_prove``)."""
+        address, unless another agent proved it: a lite agent sends no check, and has no
+        other proof (``answers_prove``)."""
         mux = self.mux
-        if data[:1] == b"\x00" and data[1:2] == b"\x01" and data[4:8] == STUN_MAGIC:
-            by_tid = mux._by_tid
-            by_tid[data[8:20]] = self  # (a Binding request)
-            if len(by_tid) > TRANSACTIONS_KEPT:
-                del by_tid[next(iter(by_tid))]
         by_source = mux._by_source
         held = by_source.get(address)
         if held is not None and held[0] is self and held[1]:
-            return  # (the common case: its own peer, proven)
+            return  # (the common case: its own peer, proven; its answers come from there)
+        if data[:1] == b"\x00" and data[1:2] == b"\x01" and data[4:8] == STUN_MAGIC:
+            by_tid = mux._by_tid
+            by_tid[data[8:20]] = (self, address)  # (a Binding request)
+            if len(by_tid) > TRANSACTIONS_KEPT:
+                del by_tid[next(iter(by_tid))]
         kind = stun.peek_type(data)
         if kind is not None and kind & _CLASS_BITS in _ANSWERS:
             if kind & _CLASS_BITS == _ERROR:
                 return  # (a stranger's request with our ufrag must not take an address)
             if self.answers_prove:
-                mux._proved(self, address)
+                mux._proved(self, address, contest=False)
                 return
             if held is not None:
                 return  # (a success answer takes only an address nobody has)
