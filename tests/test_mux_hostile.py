@@ -120,6 +120,20 @@ def _candidate_at(address: tuple[str, int]) -> trice.Candidate:
     )
 
 
+def _signed_check(ours: trice.IceParameters, theirs: str) -> bytes:
+    """A check to the agent of ``ours`` from its peer of ufrag ``theirs``, as it accepts it
+    (signed with its password)."""
+    return stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.REQUEST,
+        attributes=(
+            stun.Username(f"{ours.ufrag}:{theirs}"),
+            stun.Priority(1853824767),
+            stun.IceControlling(2**63 + 1),
+        ),
+    ).encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True)
+
+
 def _stranger() -> socket.socket:
     """A non-blocking UDP socket on 127.0.0.1 (its reads raise BlockingIOError when nothing
     came)."""
@@ -216,6 +230,15 @@ async def test_two_agents_sends_waiting_on_the_full_mux_socket_take_turns() -> N
             assert waited == []  # (both waited for room: neither went, neither raised)
 
 
+async def _send_noting(connection: trice.Connection, outcome: list[object]) -> None:
+    """Send a datagram over ``connection``; note ``"sent"``, or what it raised."""
+    try:
+        await connection.send(b"waits for room")
+        outcome.append("sent")
+    except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+        outcome.append(exc)
+
+
 async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_connection_closes() -> None:
     """A send waiting for room on the mux's socket is woken when its connection closes, and
     raises ClosedResourceError at once."""
@@ -224,17 +247,9 @@ async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_connection_cl
         _connected_through(mux) as (_, to_client, _, _),
     ):
         outcome: list[object] = []
-
-        async def send() -> None:
-            try:
-                await to_client.send(b"waits for room")
-                outcome.append("sent")
-            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-                outcome.append(exc)
-
         with trio.fail_after(10), _full_send_buffer(mux):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(send)
+                nursery.start_soon(_send_noting, to_client, outcome)
                 await trio.testing.wait_all_tasks_blocked()
                 assert outcome == []  # (waiting for room)
                 await to_client.aclose()
@@ -255,15 +270,7 @@ async def test_a_send_waiting_on_the_full_mux_socket_ends_when_the_agent_closes(
             async with trio.open_nursery() as nursery:
                 async with _connected_through(mux) as (_, to_client, _, _):
                     full.enter_context(_full_send_buffer(mux))  # (until after the agent)
-
-                    async def send() -> None:
-                        try:
-                            await to_client.send(b"waits for room")
-                            outcome.append("sent")
-                        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-                            outcome.append(exc)
-
-                    nursery.start_soon(send)
+                    nursery.start_soon(_send_noting, to_client, outcome)
                     await trio.testing.wait_all_tasks_blocked()
                     assert outcome == []  # (waiting for room)
                 await trio.testing.wait_all_tasks_blocked()
@@ -485,23 +492,12 @@ async def test_a_peer_that_moves_is_answered_and_followed() -> None:
         theirs = client.local_parameters
         with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as moved:
             await moved.bind(("127.0.0.1", 0))
-            request = stun.Message(
-                stun.Method.BINDING,
-                stun.MessageClass.REQUEST,
-                attributes=(
-                    stun.Username(f"{ours.ufrag}:{theirs.ufrag}"),
-                    stun.Priority(1853824767),
-                    stun.IceControlling(2**63 + 1),
-                ),
-            )
-            await moved.sendto(
-                request.encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True),
-                mux.local_address,
-            )
+            request = _signed_check(ours, theirs.ufrag)
+            await moved.sendto(request, mux.local_address)
             with trio.fail_after(5):
                 answer = stun.decode(await moved.recv(2048))
             assert answer.message_class is stun.MessageClass.SUCCESS
-            assert answer.transaction_id == request.transaction_id
+            assert answer.transaction_id == stun.decode(request).transaction_id
             stun_before = server.statistics().stun_received
             keepalive = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION)
             await moved.sendto(keepalive.encode(fingerprint=True), mux.local_address)
@@ -592,36 +588,37 @@ async def test_an_ice_lite_peers_address_is_not_taken_by_another_agents_check() 
             assert x.statistics().datagrams_received == 0
 
 
-async def test_a_forged_check_answered_by_another_agent_takes_no_proven_address() -> None:
+def _forge_a_check_from(p: trice.Agent, *, to: trice.Agent, at: trice.UdpMux) -> None:
+    """A check to agent ``to`` (on the mux ``at``), signed with its credentials (its peer
+    ``evil`` knows them), from ``p``'s address (forged: it leaves ``p``'s own socket)."""
+    to.set_remote_parameters("evil", "e" * 22)
+    to.add_remote_candidate(None)
+    (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
+    p_socket.sock.sendto(_signed_check(to.local_parameters, "evil"), at.local_address)
+
+
+@pytest.mark.parametrize("lite", [False, True], ids=["full", "ice-lite"])
+async def test_a_forged_check_answered_by_another_agent_takes_no_proven_address(
+    lite: bool,
+) -> None:
     """E, the peer of X (on the mux), knows X's credentials and sends X a valid check from
     P's address (forged: here it leaves P's own socket), P being A's proven peer.  X
-    answers it, which proves nothing (it proved the address for X, and P's data went to
-    X): P's data goes to A."""
+    answers it, which takes nothing from A: P's data goes to A.  (It proved the address
+    for X, and P's data went to X; then, for an ICE-lite X, whose answers prove addresses,
+    it made the address both's, and P's data was dropped.)"""
     async with trice.open_udp_mux("127.0.0.1") as mux:
         async with (
             _connected_through(mux) as (_, a_conn, p, p_conn),
-            trice.open_agent(loopback_config(), controlling=False, mux=mux) as x,
+            trice.open_agent(loopback_config(lite=lite), controlling=False, mux=mux) as x,
         ):
             await x.wait_gathering_complete()
-            x.set_remote_parameters("evil", "e" * 22)
-            x.add_remote_candidate(None)
-            ours = x.local_parameters
-            check = stun.Message(
-                stun.Method.BINDING,
-                stun.MessageClass.REQUEST,
-                attributes=(
-                    stun.Username(f"{ours.ufrag}:evil"),
-                    stun.Priority(1853824767),
-                    stun.IceControlling(2**63 + 1),
-                ),
-            ).encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True)
-            (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
-            p_socket.sock.sendto(check, mux.local_address)
+            _forge_a_check_from(p, to=x, at=mux)
             await _settle()
-            await p_conn.send(b"secret for A")
+            await p_conn.send(b"for A")
             await _settle()
-            assert _receive_all(a_conn) == [b"secret for A"]
+            assert _receive_all(a_conn) == [b"for A"]
             assert x.statistics().datagrams_received == 0
+            assert mux.statistics().ambiguous == 0
 
 
 async def test_two_agents_whose_peers_share_an_address_get_no_data_of_the_others() -> None:
@@ -756,38 +753,6 @@ async def test_an_answer_from_elsewhere_than_the_check_went_proves_nothing() -> 
             await p_conn.send(b"for B")
             await _settle()
             assert _receive_all(b_conn) == [b"for B"]
-            assert mux.statistics().ambiguous == 0
-
-
-async def test_a_forged_check_answered_by_an_ice_lite_agent_contests_no_proven_address() -> None:
-    """X is an ICE-lite agent on the mux (it proves addresses by answering checks: it sends
-    none).  A check signed with X's credentials comes from P's address (forged), P being
-    A's proven peer: X answers it, and that takes nothing from A (the address became both's,
-    and P's data for A was dropped)."""
-    async with trice.open_udp_mux("127.0.0.1") as mux:
-        async with (
-            _connected_through(mux) as (_, a_conn, p, p_conn),
-            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as x,
-        ):
-            await x.wait_gathering_complete()
-            x.set_remote_parameters("evil", "e" * 22)
-            x.add_remote_candidate(None)
-            ours = x.local_parameters
-            check = stun.Message(
-                stun.Method.BINDING,
-                stun.MessageClass.REQUEST,
-                attributes=(
-                    stun.Username(f"{ours.ufrag}:evil"),
-                    stun.Priority(1853824767),
-                    stun.IceControlling(2**63 + 1),
-                ),
-            ).encode(integrity_key=stun.short_term_key(ours.pwd), fingerprint=True)
-            (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
-            p_socket.sock.sendto(check, mux.local_address)
-            await _settle()
-            await p_conn.send(b"for A")
-            await _settle()
-            assert _receive_all(a_conn) == [b"for A"]
             assert mux.statistics().ambiguous == 0
 
 
