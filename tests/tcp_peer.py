@@ -25,12 +25,22 @@ class FramedPeer:
         self._queue: deque[bytes] = deque()
 
     @classmethod
-    async def connect(cls: type[_P], address: tuple[str, int], *, rcvbuf: int | None = None) -> _P:
+    async def connect(
+        cls: type[_P],
+        address: tuple[str, int],
+        *,
+        rcvbuf: int | None = None,
+        source: str | None = None,
+    ) -> _P:
+        """A connection to ``address`` (from ``source``, if given: another loopback
+        address, say)."""
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
             if rcvbuf is not None:  # (before connecting: the window it offers stays small)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source is not None:
+                await sock.bind((source, 0))
             await sock.connect(address)
         except BaseException:
             sock.close()

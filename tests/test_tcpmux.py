@@ -170,11 +170,12 @@ async def _closed_by_mux(address: tuple[str, int], data: bytes) -> None:
                     return
 
 
-def _request(ufrag: str) -> bytes:
+def _request(ufrag: str, pwd: str = "x" * 22) -> bytes:
+    """A check for the agent of ``ufrag``, signed with ``pwd`` (by default, not its own)."""
     message = stun.Message(
         stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=[stun.Username(ufrag + ":peer")]
     )
-    return message.encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
+    return message.encode(integrity_key=stun.short_term_key(pwd), fingerprint=True)
 
 
 @pytest.fixture
@@ -193,16 +194,21 @@ async def test_the_mux_closes_what_it_cannot_route(quick_prove: None) -> None:
             await _closed_by_mux(address, _frame(response))  # (STUN, but no request)
             await _closed_by_mux(address, b"")  # (silence, past PROVE_WITHIN)
             await _closed_by_mux(address, _frame(_request(ufrag))[:5])  # (half, then silence)
+            # A request for the agent that is not signed with its password: the ufrag travels
+            # in clear, and a stranger must not hold the agent's places for connections.
+            await _closed_by_mux(address, _frame(_request(ufrag)))
             stats = mux.statistics()
-            assert (stats.routed, stats.unroutable, stats.waiting) == (0, 5, 0)
-            # A request for the agent whose integrity is wrong is routed, and the agent
-            # answers it with an error (and closes the connection, unproven, later).
+            assert (stats.routed, stats.unroutable, stats.waiting) == (0, 6, 0)
+            assert agent.statistics().tcp_accepted == 0
+            # Signed right, it is routed, and the agent answers it.
             with trio.fail_after(5):
                 stream = await trio.open_tcp_stream(*address)
                 async with stream:
-                    await stream.send_all(_frame(_request(ufrag)))
+                    request = _request(ufrag, agent.local_parameters.pwd)
+                    await stream.send_all(_frame(request))
                     answer = await stream.receive_some(65536)
-            assert stun.decode(answer[2:]).message_class is stun.MessageClass.ERROR
+            assert stun.decode(answer[2:]).message_class is not stun.MessageClass.REQUEST
+            assert stun.decode(answer[2:]).transaction_id == stun.decode(request).transaction_id
             assert mux.statistics().routed == 1
             assert agent.statistics().tcp_accepted == 1
 

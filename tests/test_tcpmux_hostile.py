@@ -200,6 +200,69 @@ async def test_idle_connections_at_max_waiting_do_not_keep_a_peer_out(
         del idle1, idle2
 
 
+async def test_checks_not_signed_for_the_agent_hold_none_of_its_places(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ufrag travels in clear: connections whose first check asks for the agent but is
+    not signed with its password are closed by the mux (they were handed over, and each
+    held one of the agent's ``max_pairs`` places for ``PROVE_WITHIN``, past ``MAX_WAITING``,
+    for any number of agents); a check signed right still gets in."""
+    monkeypatch.setattr(_tcpmux, "MAX_WAITING", 4)
+    async with (
+        trice.open_tcp_mux("127.0.0.1") as mux,
+        trice.open_agent(loopback_config(max_pairs=10), controlling=False, mux=mux) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        strangers = [await FramedPeer.connect(mux.local_address) for _ in range(10)]
+        try:
+            for stranger in strangers:
+                await stranger.send_raw(frame(_request(agent.local_parameters.ufrag, "w" * 22)))
+            await _until(lambda: mux.statistics().unroutable == 10)
+            assert _share(mux, agent).links == 0
+            async with _peer(mux.local_address) as peer:
+                await peer.send_raw(frame(_for(agent)))
+                with trio.fail_after(2):
+                    answer = await peer.receive()
+            assert answer is not None
+            assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+        finally:
+            for stranger in strangers:
+                await stranger.aclose()
+
+
+async def test_one_sources_idle_connections_do_not_push_a_waiting_peer_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peer's connection waits for its first check when one stranger (from 127.0.0.2)
+    opens ``MAX_WAITING`` idle connections: the stranger holds at most
+    ``MAX_WAITING_PER_SOURCE`` of the places, and the peer's check gets in (the stranger's
+    flood pushed the oldest waiting out: the peer's)."""
+    monkeypatch.setattr(_tcpmux, "MAX_WAITING", 8)
+    monkeypatch.setattr(_tcpmux, "MAX_WAITING_PER_SOURCE", 2)
+    async with (
+        trice.open_tcp_mux("127.0.0.1") as mux,
+        trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent,
+        _peer(mux.local_address) as peer,
+    ):
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        await _until(lambda: mux.statistics().waiting == 1)
+        strangers = [
+            await FramedPeer.connect(mux.local_address, source="127.0.0.2") for _ in range(8)
+        ]
+        try:
+            await _until(lambda: mux.statistics().waiting == 3)
+            await peer.send_raw(frame(_for(agent)))
+            with trio.fail_after(2):
+                answer = await peer.receive()
+            assert answer is not None, "the peer's connection was pushed out"
+            assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+        finally:
+            for stranger in strangers:
+                await stranger.aclose()
+
+
 async def test_open_agent_on_a_closed_tcp_mux_is_a_usage_error() -> None:
     async with mux_in_a_task(lambda: trice.open_tcp_mux("127.0.0.1")) as (mux, scope, ended):
         scope.cancel()

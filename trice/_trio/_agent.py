@@ -1288,6 +1288,16 @@ class Agent:
                     keep = selected.remote_address
                 transport.close_idle(keep)
 
+    def _signed_for_us(self, data: bytes) -> bool:
+        """Whether ``data`` (the first frame of a connection a TCP mux routes here by its
+        ufrag) is a STUN message signed with this agent's password: the mux gives the
+        connection a place here only then (the ufrag travels in clear)."""
+        try:
+            message = stun.decode(data)
+        except stun.StunDecodeError:
+            return False
+        return message.verify_integrity(stun.short_term_key(self._local.pwd))
+
     def _share_tcp_mux(self, mux: TcpMux) -> TcpTransport:
         """The transport of a passive TCP candidate at a TCP mux's address, attached to
         the mux (which hands it the connections whose first check asks this agent)."""
@@ -1303,6 +1313,7 @@ class Agent:
             max_links=self.config.max_pairs,
             counters=counters,
         )
+        transport.vet = self._signed_for_us
         mux._attach(self._local.ufrag, transport)
         self._transports[transport.base] = transport
         self._tcp_shares += ((mux, transport),)

@@ -223,6 +223,10 @@ class TcpTransport:
 
     # ------------------------------------------------------------------ from the agent
 
+    #: For a passive candidate on a TCP mux: whether a connection's first frame is a check
+    #: signed for this agent (set by the agent; see ``TcpMux``).
+    vet: Callable[[bytes], bool] | None = None
+
     def adopt(self, sock: socket.socket, address: Address, received: bytes) -> bool:
         """A passive candidate on a TCP mux: a connection from ``address`` that the mux
         accepted and read ``received`` of (its first frame, at least), handed over as if

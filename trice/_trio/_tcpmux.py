@@ -4,9 +4,12 @@ A server that offers ICE-TCP to many peers gives them all the same passive candi
 address and port that one firewall rule opens, and listens once.  The mux accepts each
 connection, reads its first frame, which must be a Binding request (RFC 6544: the active
 side's first check), and hands the connection to the agent whose ufrag is the first part of
-the request's USERNAME (RFC 8445 §7.2.2).  From then on the connection is that agent's (it
-checks the request as it checks any, and must find it right within ``PROVE_WITHIN``): the
-mux is done with it, and closing the mux does not close it.
+the request's USERNAME (RFC 8445 §7.2.2), if the request is signed with that agent's
+password (the ufrag travels in clear: a stranger who knows it must not hold the agent's
+places for connections).  From then on the connection is that agent's: the mux is done
+with it, and closing the mux does not close it.  One source address holds at most
+``MAX_WAITING_PER_SOURCE`` of the connections waiting for their first frame, so that a
+stranger's flood does not push out the peers'.
 
 An agent opened with ``mux=`` a :class:`TcpMux` signals a passive TCP host candidate at the
 mux's address (see :func:`trice.open_agent`).
@@ -32,8 +35,12 @@ from trice.ice._framing import FrameReader
 __all__ = ["TcpMux", "TcpMuxContext", "TcpMuxStatistics", "open_tcp_mux"]
 
 #: Connections the mux holds at once while it waits for their first frame; at it, the
-#: oldest is closed (counted unroutable) to make room for a new one.
+#: oldest of the source address that holds the most is closed (counted unroutable) to make
+#: room for a new one.
 MAX_WAITING: Final = 128
+#: Of those, the most one source address holds: a new connection from a source that holds
+#: this many already is closed (counted unroutable).
+MAX_WAITING_PER_SOURCE: Final = 16
 #: Connections waiting in the listener's backlog.
 _BACKLOG: Final = 128
 
@@ -47,8 +54,9 @@ class TcpMuxStatistics:
         waiting: connections accepted whose first frame has not come yet.
         routed: connections handed to an agent.
         unroutable: connections closed instead: their first frame was no Binding request
-            for an agent of the mux (or did not come within 10 seconds), the agent had no
-            room for it, or too many were waiting.
+            for an agent of the mux, signed with its password (or did not come within 10
+            seconds), the agent had no room for it, or too many were waiting (from their
+            source, or in all).
     """
 
     agents: int
@@ -80,7 +88,8 @@ class TcpMux:
         self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, TcpTransport] = {}
         #: The connections waiting for their first frame, oldest first (their tasks' scopes).
-        self._waiting: dict[trio.CancelScope, None] = {}
+        # The connections waiting for their first frame, oldest first, with their source.
+        self._waiting: dict[trio.CancelScope, str] = {}
         self._routed = 0
         self._unroutable = 0
         self._closed = False
@@ -128,14 +137,23 @@ class TcpMux:
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         while (accepted := await accept(self.sock, f"TCP mux {self.local_address}")) is not None:
             sock, address = accepted
-            if len(self._waiting) >= MAX_WAITING:
-                # The oldest waiting gives its place (a stranger's idle connections cannot
-                # keep the peers out: a peer's first check comes a round trip after it opens).
-                oldest = next(iter(self._waiting))
-                del self._waiting[oldest]
+            waiting = self._waiting
+            sources = list(waiting.values())
+            if sources.count(address[0]) >= MAX_WAITING_PER_SOURCE:
+                self._unroutable += 1
+                close_socket(sock)
+                await trio.lowlevel.checkpoint()
+                continue
+            if len(waiting) >= MAX_WAITING:
+                # The oldest waiting of the source that holds the most gives its place (a
+                # stranger's idle connections cannot keep the peers out: a peer's first
+                # check comes a round trip after it opens).
+                most = max(set(sources), key=sources.count)
+                oldest = next(scope for scope, source in waiting.items() if source == most)
+                del waiting[oldest]
                 oldest.cancel()
             scope = trio.CancelScope()
-            self._waiting[scope] = None
+            waiting[scope] = address[0]
             nursery.start_soon(self._route, sock, address, scope, name=f"tcp mux <- {address}")
             await trio.lowlevel.checkpoint()  # (a flood of connections lets others run)
 
@@ -155,7 +173,12 @@ class TcpMux:
                 ufrag = asked_ufrag(first)
                 if ufrag is not None:
                     transport = self._by_ufrag.get(ufrag)
-            if transport is not None and received is not None:
+            if (
+                transport is not None
+                and received is not None
+                and first is not None
+                and (transport.vet is None or transport.vet(first))
+            ):
                 handed = transport.adopt(sock, address, received[1])
             if handed:
                 self._routed += 1
