@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 import trice
+from trice import stun
 from trice._trio import _gather
 
 from loopback import loopback_config, server_socket, stun_server
@@ -49,6 +50,9 @@ async def test_server_reflexive_candidate_from_each_host_socket() -> None:
         (("0.0.0.0", 40000), "the unspecified address"),
         (("203.0.113.7", 0), "port 0"),
         (("224.0.0.1", 40000), "a multicast address"),
+        (("169.254.1.1", 40000), "a link-local address"),
+        (("240.0.0.1", 40000), "a reserved IPv4 address"),
+        (("255.255.255.255", 40000), "a reserved IPv4 address"),
     ],
 )
 async def test_a_mapping_no_peer_could_use_is_no_candidate(
@@ -163,6 +167,72 @@ async def test_nohost_policy_signals_no_host_candidate() -> None:
                     await agent.wait_gathering_complete()
                 assert [c.type for c in agent.local_candidates] == [trice.CandidateType.SRFLX]
             nursery.cancel_scope.cancel()
+
+
+async def test_under_nohost_a_mapping_that_is_the_host_address_is_signalled() -> None:
+    """No NAT in between, under NOHOST: the server finds the host's own address, and that is
+    signalled as a srflx candidate (it was left out as the host candidate's copy, and the
+    agent signalled nothing at all, with no error said)."""
+    with await server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, None)  # (the real source)
+            config = loopback_config(
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
+                transport_policy=trice.TransportPolicy.NOHOST,
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                (srflx,) = agent.local_candidates
+                assert srflx.type is trice.CandidateType.SRFLX
+                assert srflx.transport_address == (srflx.related_address, srflx.related_port)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_success_with_an_unknown_required_attribute_is_no_mapping() -> None:
+    """RFC 8489 §6.3.4: a success that carries a comprehension-required attribute the
+    client does not know is no answer to take: reported, not signalled (it was taken)."""
+
+    async def serve(sock: trio.socket.SocketType) -> None:
+        while True:
+            data, source = await sock.recvfrom(2048)
+            answer = stun.decode(data).success_response(
+                stun.XorMappedAddress("203.0.113.5", 1005), stun.UnknownAttribute(0x0077, b"abcd")
+            )
+            await sock.sendto(answer.encode(fingerprint=True), source)
+
+    with await server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, server)
+            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
+                (report,) = [r for r in agent.gather_reports if r.source != "host"]
+                assert report.error == "unknown comprehension-required attribute 0x0077"
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_address_that_cannot_be_bound_is_in_the_host_report() -> None:
+    """The port range holds one port, which another socket has: the host report says why
+    nothing was bound (it blamed the filters)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        config = loopback_config()
+        network = dataclasses.replace(config.network, port_range=(port, port))
+        config = dataclasses.replace(config, network=network)
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(2):
+                await agent.wait_gathering_complete()
+            (report,) = agent.gather_reports
+            assert report.candidates == 0
+            assert report.error == (
+                f"cannot bind 127.0.0.1: no free port in ({port}, {port}) on 127.0.0.1"
+            )
 
 
 def _external(mode: trice.CandidateType, *addresses: str, **kwargs: Any) -> trice.AgentConfig:

@@ -9,6 +9,7 @@ from trice.ice._gathering import (
     address_problem,
     host_candidate,
     relay_candidate,
+    server_address_problem,
     srflx_candidate,
 )
 
@@ -61,6 +62,31 @@ def test_relay_candidate() -> None:
 )
 def test_address_problem(address: str, port: int, ipv6: bool | None, problem: str | None) -> None:
     assert address_problem(address, port, ipv6=ipv6) == problem
+
+
+@pytest.mark.parametrize(
+    ("address", "base", "problem"),
+    [
+        ("203.0.113.7", "192.0.2.2", None),
+        ("127.0.0.1", "127.0.0.1", None),  # (a server on this machine, asked from loopback)
+        ("::1", "::1", None),
+        ("127.0.0.1", "192.0.2.2", "a loopback address"),
+        ("::1", "fd00::2", "a loopback address"),
+        ("169.254.1.1", "192.0.2.2", "a link-local address"),
+        ("fe80::1", "fd00::2", "a link-local address"),
+        ("0.1.2.3", "192.0.2.2", "a reserved IPv4 address"),
+        ("240.0.0.1", "192.0.2.2", "a reserved IPv4 address"),
+        ("255.255.255.255", "192.0.2.2", "a reserved IPv4 address"),
+        ("224.0.0.1", "192.0.2.2", "a multicast address"),  # (address_problem's)
+    ],
+)
+def test_a_servers_answer_is_no_address_a_peer_could_not_reach(
+    address: str, base: str, problem: str | None
+) -> None:
+    """What a STUN or TURN server answers, asked from ``base``: besides what no candidate
+    can be (``address_problem``), what no peer could reach."""
+    ipv6 = ":" in base
+    assert server_address_problem(address, 40000, ipv6=ipv6, base=base) == problem
 
 
 def test_relays_of_one_server_reached_over_other_transports_have_other_foundations() -> None:

@@ -31,9 +31,9 @@ from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._events import GatheringState
 from trice.ice._gathering import (
     ACTIVE_PORT,
-    address_problem,
     host_candidate,
     relay_candidate,
+    server_address_problem,
     srflx_candidate,
     tcp_host_candidate,
 )
@@ -374,14 +374,17 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
 
     interfaces: dict[str, int] = {}
     bound = 0
+    unbound: list[str] = []  # (why addresses could not be bound, for the report)
     for host in hosts:
         rank = interfaces.setdefault(host.interface, len(interfaces))
         kept = sockets.get(host.address)
-        bound += adding(functools.partial(_udp_host, agent, host, rank, kept))
+        bound += adding(functools.partial(_udp_host, agent, host, rank, kept, unbound))
     if signal and network.tcp_candidates:
         adding(functools.partial(_gather_tcp, agent, hosts))
     count = len(agent._signalled) - before if signal else bound
-    if error is None and not agent._core.local_candidates:
+    if error is None and unbound:
+        error = "; ".join(unbound)
+    elif error is None and not agent._core.local_candidates:
         error = "no usable local address (check the filters)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
@@ -405,10 +408,17 @@ def _mux_hosts(agent: Agent, signal: bool) -> None:
         _add_external(agent, candidate, tcp.base)
 
 
-def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | None) -> bool:
+def _udp_host(
+    agent: Agent,
+    host: HostAddress,
+    rank: int,
+    kept: UdpTransport | None,
+    unbound: list[str],
+) -> bool:
     """The host candidate of ``host`` (its interface's ``rank``): on ``kept``, the socket
     the agent has there already (a gathering anew), or on a new socket; whether it was
-    added (an address that cannot bind is logged and skipped).
+    added (an address that cannot bind is logged and skipped, and why noted in
+    ``unbound``).
 
     Raises:
         LimitError: no descriptor is left for the socket.
@@ -420,6 +430,7 @@ def _udp_host(agent: Agent, host: HostAddress, rank: int, kept: UdpTransport | N
             sock = bind_socket(host.bind_address, network.port_range, start)
         except OSError as exc:  # (LimitError is no OSError: it propagates)
             logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
+            unbound.append(f"cannot bind {host.address}: {exc.strerror or exc}")
             return False
         kept = UdpTransport(agent._new_base(), sock)
         agent._transports[kept.base] = kept
@@ -690,8 +701,18 @@ async def gather_srflx(
     if mapped is None:
         agent._report(GatherReport(source, elapsed, 0, "no mapped address"))
         return
+    if reply.unknown_required:
+        # RFC 8489 §6.3.4: a success with an attribute it does not know, and must, is no
+        # answer to take.
+        text = "unknown comprehension-required attribute " + ", ".join(
+            f"0x{kind:04x}" for kind in reply.unknown_required
+        )
+        agent._report(GatherReport(source, elapsed, 0, text))
+        return
     address = (mapped.address, mapped.port)
-    problem = address_problem(*address, ipv6=transport.family == socket.AF_INET6)
+    problem = server_address_problem(
+        *address, ipv6=transport.family == socket.AF_INET6, base=transport.local_address[0]
+    )
     if problem is not None:
         text = f"bad mapped address {host_port(*address)}: {problem}"
         agent._report(GatherReport(source, elapsed, 0, text))
@@ -699,8 +720,11 @@ async def gather_srflx(
     key = (transport.base, address)
     if agent._mapped is None:
         agent._mapped = set()
-    if address == transport.local_address or key in agent._mapped:
-        # No NAT in between, or a mapping another server already found: nothing new.
+    hosts_signalled = agent.config.transport_policy is TransportPolicy.ALL
+    if (address == transport.local_address and hosts_signalled) or key in agent._mapped:
+        # No NAT in between (the host candidate is the address), or a mapping another
+        # server already found: nothing new.  (Under NOHOST no host candidate is signalled:
+        # then the address is signalled as this one, or the agent would signal nothing.)
         agent._report(GatherReport(source, elapsed, 0))
         return
     base_candidate = next((c for c, b in agent._core.local_candidates if b == transport.base), None)
@@ -760,7 +784,9 @@ async def gather_relay(
         error = "closed" if transport.error is None else _why(transport.error)
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
         return
-    problem = address_problem(*transport.local_address, ipv6=None)
+    problem = server_address_problem(
+        *transport.local_address, ipv6=None, base=transport.source_address
+    )
     if problem is not None:
         # (Closing deletes the allocation, in the relay's own task.)
         transport.close()

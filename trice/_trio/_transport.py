@@ -318,8 +318,8 @@ def bind_socket(
                     sock.bind((address, port))
                     break
                 except OSError as exc:
-                    if exc.errno != errno.EADDRINUSE:
-                        raise
+                    if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                        raise  # (a port taken, or privileged: the next one is tried)
             else:
                 raise OSError(errno.EADDRINUSE, f"no free port in {port_range} on {address}")
     except BaseException:

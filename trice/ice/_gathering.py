@@ -24,6 +24,7 @@ __all__ = [
     "host_candidate",
     "prflx_candidate",
     "relay_candidate",
+    "server_address_problem",
     "srflx_candidate",
     "tcp_host_candidate",
 ]
@@ -50,6 +51,35 @@ def address_problem(address: str, port: int, *, ipv6: bool | None) -> str | None
         return "a multicast address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address"
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_RESERVED = ipaddress.ip_network("240.0.0.0/4")  # (255.255.255.255, the broadcast, within)
+
+
+def server_address_problem(address: str, port: int, *, ipv6: bool | None, base: str) -> str | None:
+    """Why a server's answer ``(address, port)`` (a STUN mapping, a TURN relayed address),
+    asked from the local address ``base``, cannot be signalled (see
+    :func:`address_problem`), or ``None``: besides, a server on the way to a peer gives no
+    loopback address (unless asked from one: a server on this machine), no link-local one
+    (it has no scope), and no IPv4 address of 0.0.0.0/8 or 240.0.0.0/4 (reserved, and the
+    broadcast address): a peer could reach none of them."""
+    problem = address_problem(address, port, ipv6=ipv6)
+    if problem is not None:
+        return problem
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        try:
+            asked_from_loopback = ipaddress.ip_address(base.split("%", 1)[0]).is_loopback
+        except ValueError:
+            asked_from_loopback = False
+        if not asked_from_loopback:
+            return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if isinstance(ip, ipaddress.IPv4Address) and (ip in _THIS_NETWORK or ip in _RESERVED):
+        return "a reserved IPv4 address"
     return None
 
 
