@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -59,20 +60,30 @@ async def test_a_mapping_no_peer_could_use_is_no_candidate(
     mapped: tuple[str, int], problem: str
 ) -> None:
     """A STUN server's answer that no candidate can stand for is reported, not signalled."""
+    candidates, report = await _gathered_against(functools.partial(stun_server, mapped=mapped))
+    assert [c.type for c in candidates] == [trice.CandidateType.HOST]
+    assert report.candidates == 0
+    assert report.error is not None and "bad mapped address" in report.error
+    assert problem in report.error
+
+
+async def _gathered_against(
+    serve: Callable[[trio.socket.SocketType], Awaitable[None]],
+) -> tuple[tuple[trice.Candidate, ...], trice.GatherReport]:
+    """An agent on loopback gathers with a STUN server of the test's (``serve``, on a socket
+    of its own): its candidates, and the server's report."""
     with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stun_server, server, mapped)
+            nursery.start_soon(serve, server)
             config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
                     await agent.wait_gathering_complete()
-                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
                 (report,) = [r for r in agent.gather_reports if r.source != "host"]
-                assert report.candidates == 0
-                assert report.error is not None and "bad mapped address" in report.error
-                assert problem in report.error
+                candidates = agent.local_candidates
             nursery.cancel_scope.cancel()
+    return candidates, report
 
 
 async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
@@ -153,30 +164,17 @@ async def test_error_response_is_reported() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_nohost_policy_signals_no_host_candidate() -> None:
+@pytest.mark.parametrize(
+    "mapped", [("203.0.113.7", 40000), None], ids=["behind-a-nat", "no-nat-in-between"]
+)
+async def test_nohost_policy_signals_no_host_candidate(mapped: tuple[str, int] | None) -> None:
+    """Under NOHOST the one candidate is the srflx one.  With no NAT in between the server
+    finds the host's own address, and that is signalled as the srflx candidate (it was left
+    out as the host candidate's copy, and the agent signalled nothing, with no error said)."""
     with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stun_server, server, ("203.0.113.7", 40000))
-            config = loopback_config(
-                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
-                transport_policy=trice.TransportPolicy.NOHOST,
-            )
-            async with trice.open_agent(config, controlling=True) as agent:
-                with trio.fail_after(5):
-                    await agent.wait_gathering_complete()
-                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.SRFLX]
-            nursery.cancel_scope.cancel()
-
-
-async def test_under_nohost_a_mapping_that_is_the_host_address_is_signalled() -> None:
-    """No NAT in between, under NOHOST: the server finds the host's own address, and that is
-    signalled as a srflx candidate (it was left out as the host candidate's copy, and the
-    agent signalled nothing at all, with no error said)."""
-    with await server_socket() as server:
-        port = server.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stun_server, server, None)  # (the real source)
+            nursery.start_soon(stun_server, server, mapped)  # (None: the real source)
             config = loopback_config(
                 ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
                 transport_policy=trice.TransportPolicy.NOHOST,
@@ -186,7 +184,8 @@ async def test_under_nohost_a_mapping_that_is_the_host_address_is_signalled() ->
                     await agent.wait_gathering_complete()
                 (srflx,) = agent.local_candidates
                 assert srflx.type is trice.CandidateType.SRFLX
-                assert srflx.transport_address == (srflx.related_address, srflx.related_port)
+                base = (srflx.related_address, srflx.related_port)
+                assert (srflx.transport_address == base) is (mapped is None)
             nursery.cancel_scope.cancel()
 
 
@@ -202,18 +201,9 @@ async def test_a_success_with_an_unknown_required_attribute_is_no_mapping() -> N
             )
             await sock.sendto(answer.encode(fingerprint=True), source)
 
-    with await server_socket() as server:
-        port = server.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, server)
-            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
-            async with trice.open_agent(config, controlling=True) as agent:
-                with trio.fail_after(5):
-                    await agent.wait_gathering_complete()
-                assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
-                (report,) = [r for r in agent.gather_reports if r.source != "host"]
-                assert report.error == "unknown comprehension-required attribute 0x0077"
-            nursery.cancel_scope.cancel()
+    candidates, report = await _gathered_against(serve)
+    assert [c.type for c in candidates] == [trice.CandidateType.HOST]
+    assert report.error == "unknown comprehension-required attribute 0x0077"
 
 
 async def test_an_address_that_cannot_be_bound_is_in_the_host_report() -> None:

@@ -83,6 +83,20 @@ async def _peer(address: tuple[str, int]) -> AsyncIterator[FramedPeer]:
         await peer.aclose()
 
 
+@asynccontextmanager
+async def _mux_agent_and_peer() -> AsyncIterator[tuple[trice.TcpMux, trice.Agent, FramedPeer]]:
+    """A TCP mux, an agent on it that has the peer's parameters, and a connection of the
+    peer's to the mux (no frame sent yet)."""
+    async with (
+        trice.open_tcp_mux("127.0.0.1") as mux,
+        trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent,
+        _peer(mux.local_address) as peer,
+    ):
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        yield mux, agent, peer
+
+
 def _share(mux: trice.TcpMux, agent: trice.Agent) -> TcpTransport:
     share = mux.owner(agent.local_parameters.ufrag)
     assert share is not None
@@ -240,13 +254,7 @@ async def test_one_sources_idle_connections_do_not_push_a_waiting_peer_out(
     flood pushed the oldest waiting out: the peer's)."""
     monkeypatch.setattr(_tcpmux, "MAX_WAITING", 8)
     monkeypatch.setattr(_tcpmux, "MAX_WAITING_PER_SOURCE", 2)
-    async with (
-        trice.open_tcp_mux("127.0.0.1") as mux,
-        trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent,
-        _peer(mux.local_address) as peer,
-    ):
-        await agent.wait_gathering_complete()
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+    async with _mux_agent_and_peer() as (mux, agent, peer):
         await _until(lambda: mux.statistics().waiting == 1)
         strangers = [
             await FramedPeer.connect(mux.local_address, source="127.0.0.2") for _ in range(8)
@@ -297,13 +305,7 @@ async def test_frames_behind_a_first_check_in_pieces_are_all_delivered_in_order(
     """A first check of some 60 KB in 1 KB pieces (each read by the mux on its own), the
     last piece carrying a second check and half a third: the agent answers all three, in
     order (the bytes the mux read past the first frame are the agent's)."""
-    async with (
-        trice.open_tcp_mux("127.0.0.1") as mux,
-        trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent,
-        _peer(mux.local_address) as peer,
-    ):
-        await agent.wait_gathering_complete()
-        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+    async with _mux_agent_and_peer() as (mux, agent, peer):
         ids = [bytes([i]) * 12 for i in (1, 2, 3)]
         first = frame(_for(agent, padding=60_000, transaction_id=ids[0]))
         second = frame(_for(agent, transaction_id=ids[1]))
