@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ifaddr
@@ -162,6 +163,19 @@ async def _watch(
             seen.append((trio.current_time(), addresses))
 
 
+@contextlib.asynccontextmanager
+async def _watching(
+    network: trice.NetworkConfig, **kwargs: Any
+) -> AsyncIterator[list[tuple[float, tuple[str, ...]]]]:
+    """A watch of ``network`` (``interval=1.0`` unless given) in a task of its own while the
+    block runs: yields the list of what it says (see :func:`_watch`)."""
+    seen: list[tuple[float, tuple[str, ...]]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(_watch, seen, network, **{"interval": 1.0, **kwargs}))
+        yield seen
+        nursery.cancel_scope.cancel()
+
+
 async def test_address_changes_says_when_the_addresses_change(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -170,18 +184,13 @@ async def test_address_changes_says_when_the_addresses_change(
     change (127.0.0.1 goes, then comes back), the next reading says so, with the
     addresses of then."""
     allowed = {"127.0.0.1"}
-    seen: list[tuple[float, tuple[str, ...]]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            functools.partial(_watch, seen, filtered_config(allowed).network, interval=1.0)
-        )
+    async with _watching(filtered_config(allowed).network) as seen:
         await trio.sleep(3.5)
         assert seen == []
         allowed.clear()  # (at 3.5 s: read at 4 s)
         await trio.sleep(2.0)
         allowed.add("127.0.0.1")  # (at 5.5 s: read at 6 s)
         await trio.sleep(2.0)
-        nursery.cancel_scope.cancel()
     assert seen == [(4.0, ()), (6.0, ("127.0.0.1",))]
 
 
@@ -199,15 +208,10 @@ async def test_without_the_kernels_notices_the_interfaces_are_polled(
     read every ``interval``: a change made at 2.5 s is seen at 3 s."""
     monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
     allowed = {"127.0.0.1"}
-    seen: list[tuple[float, tuple[str, ...]]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            functools.partial(_watch, seen, filtered_config(allowed).network, interval=1.0)
-        )
+    async with _watching(filtered_config(allowed).network) as seen:
         await trio.sleep(2.5)
         allowed.clear()
         await trio.sleep(2.0)
-        nursery.cancel_scope.cancel()
     assert seen == [(3.0, ())]
 
 
@@ -237,9 +241,7 @@ async def test_a_new_address_that_cannot_be_bound_yet_is_held_back(
     monkeypatch.setattr(_gather, "_adapters", adapters)
     monkeypatch.setattr(_netwatch, "bindable", bindable)
     network = trice.NetworkConfig(include_loopback=True)
-    seen: list[tuple[float, tuple[str, ...]]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(_watch, seen, network, interval=1.0))
+    async with _watching(network) as seen:
         await trio.sleep(0.5)
         listed.extend(["198.51.100.99", "127.0.0.2"])
         await trio.sleep(2.0)  # (read at 1 s and 2 s)
@@ -247,7 +249,6 @@ async def test_a_new_address_that_cannot_be_bound_yet_is_held_back(
         await trio.sleep(1.0)  # (read at 3 s)
         can_bind.discard("127.0.0.2")  # (still listed: as when detection starts again)
         await trio.sleep(1.0)  # (read at 4 s)
-        nursery.cancel_scope.cancel()
     assert seen == [
         (1.0, ("127.0.0.1", "127.0.0.2")),
         (3.0, ("127.0.0.1", "127.0.0.2", "198.51.100.99")),
@@ -459,19 +460,14 @@ async def test_a_notice_socket_whose_reads_keep_failing_is_given_up_for_the_poll
     polls, and sees a change at the next poll (1.15 s)."""
     kernel = _socketpair_notices(monkeypatch, _Failing)
     allowed = {"127.0.0.1"}
-    seen: list[tuple[float, tuple[str, ...]]] = []
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                functools.partial(_watch, seen, filtered_config(allowed).network, interval=1.0)
-            )
+        async with _watching(filtered_config(allowed).network) as seen:
             await trio.testing.wait_all_tasks_blocked()
             (kernel_end,) = kernel
             kernel_end.send(b"readable for good")
             await trio.sleep(0.5)
             allowed.clear()
             await trio.sleep(1.0)
-            nursery.cancel_scope.cancel()
     finally:
         for end in kernel:
             end.close()
@@ -555,16 +551,10 @@ async def test_with_initial_the_first_value_is_the_addresses_now(
     """``initial=True``: the first value comes at once (at 0 s), with the addresses as the
     watch starts; then only changes."""
     allowed = {"127.0.0.1"}
-    seen: list[tuple[float, tuple[str, ...]]] = []
-    async with trio.open_nursery() as nursery:
-        watch = functools.partial(
-            _watch, seen, filtered_config(allowed).network, interval=1.0, initial=True
-        )
-        nursery.start_soon(watch)
+    async with _watching(filtered_config(allowed).network, initial=True) as seen:
         await trio.sleep(2.5)
         allowed.clear()
         await trio.sleep(1.0)
-        nursery.cancel_scope.cancel()
     assert seen == [(0.0, ("127.0.0.1",)), (3.0, ())]
 
 

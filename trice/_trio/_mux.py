@@ -43,8 +43,8 @@ from trice._errors import StunDecodeError, UsageError
 from trice._trio._exits import exit_nursery
 from trice._trio._log import logger
 from trice._trio._transport import (
+    BINDING_REQUEST,
     READ_BATCH,
-    STUN_MAGIC,
     Address,
     OnReply,
     bind_socket,
@@ -66,7 +66,6 @@ __all__ = [
     "open_udp_mux",
 ]
 
-BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUEST)
 _CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
 _SUCCESS = stun.message_type(0, stun.MessageClass.SUCCESS)
 _ERROR = stun.message_type(0, stun.MessageClass.ERROR)
@@ -471,12 +470,12 @@ class MuxTransport:
         held = by_source.get(address)
         if held is not None and held[0] is self and held[1]:
             return  # (the common case: its own peer, proven; its answers come from there)
-        if data[:1] == b"\x00" and data[1:2] == b"\x01" and data[4:8] == STUN_MAGIC:
+        kind = stun.peek_type(data)
+        if kind == BINDING_REQUEST:
             by_tid = mux._by_tid
-            by_tid[data[8:20]] = (self, address)  # (a Binding request)
+            by_tid[data[8:20]] = (self, address)
             if len(by_tid) > TRANSACTIONS_KEPT:
                 del by_tid[next(iter(by_tid))]
-        kind = stun.peek_type(data)
         if kind is not None and kind & _CLASS_BITS in _ANSWERS:
             if kind & _CLASS_BITS == _ERROR:
                 return  # (a stranger's request with our ufrag must not take an address)

@@ -35,9 +35,10 @@ import trio
 
 from trice._servers import host_port
 from trice._trio._log import logger
-from trice._trio._transport import READ_BATCH, STUN_MAGIC, Address
+from trice._trio._transport import BINDING_REQUEST, READ_BATCH, STUN_MAGIC, Address
 from trice.ice._candidate import TcpType
 from trice.ice._framing import FrameReader, frame
+from trice.stun import peek_type
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -48,9 +49,6 @@ __all__ = [
     "accept",
     "close_socket",
 ]
-
-#: The first two bytes of a Binding request (RFC 8489 §5: its message type).
-_BINDING_REQUEST = b"\x00\x01"
 
 #: Seconds a connection a peer opened has to carry a check that the agent accepts.
 PROVE_WITHIN: Final = 10.0
@@ -175,8 +173,7 @@ class TcpTransport:
             reopen = (
                 self.tcp_type is TcpType.ACTIVE
                 and link.epoch != self._epoch
-                and data[:2] == _BINDING_REQUEST
-                and data[4:8] == STUN_MAGIC
+                and peek_type(data) == BINDING_REQUEST
             )
             self._close_link(link, tell=not reopen)
             return reopen and self.send_nowait(data, address)

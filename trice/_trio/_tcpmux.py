@@ -27,9 +27,9 @@ from trice import stun
 from trice._errors import UsageError
 from trice._trio import _tcp
 from trice._trio._log import logger
-from trice._trio._mux import BINDING_REQUEST, MuxContext, asked_ufrag, check_mux_address
+from trice._trio._mux import MuxContext, asked_ufrag, check_mux_address
 from trice._trio._tcp import TcpTransport, accept, close_socket
-from trice._trio._transport import Address, bind_socket
+from trice._trio._transport import BINDING_REQUEST, Address, bind_socket
 from trice.ice._framing import FrameReader
 
 __all__ = ["TcpMux", "TcpMuxContext", "TcpMuxStatistics", "open_tcp_mux"]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from trice._trio._timers import TimerHub
 
 __all__ = [
+    "BINDING_REQUEST",
     "STUN_MAGIC",
     "PairedSocket",
     "Transport",
@@ -39,6 +40,9 @@ Address = tuple[str, int]
 #: the magic cookie is checked too, so that an application datagram that happens to begin
 #: with a small byte is still delivered as data.
 STUN_MAGIC = b"\x21\x12\xa4\x42"
+
+#: The message type of a Binding request (a check), as :func:`trice.stun.peek_type` reads it.
+BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUEST)
 
 #: What hears the answer to a STUN transaction of ours: the message and where it came from.
 OnReply = Callable[[stun.Message, Address], None]
