@@ -208,6 +208,46 @@ def test_retransmissions_follow_the_schedule_then_give_up() -> None:
     assert check.pair.state is PairState.FAILED
 
 
+def test_the_rto_grows_with_the_pairs_being_checked() -> None:
+    """RFC 8445 §14.3: a check's RTO is MAX(rto, Ta x (Num-Waiting + Num-In-Progress)).
+    Thirty unanswered pairs at Ta 50 ms: the first check's RTO is 1.5 s (it is one of the
+    thirty), and each check's RTO is Ta times the pairs still busy as it starts, never
+    below ``rto``; the doubling stops at ``rto_max`` or at that RTO."""
+    timing = Timing(failed_timeout=60.0)
+    hosts = [(f"10.0.{i}.2", 6000) for i in range(30)]
+    net, a, b = two_agents(timing=timing, b_hosts=hosts, exchange=False)
+    net.drop_all()
+    net.exchange(a, b)
+    net.run_for(0.001)
+    (_, first), *_ = a.started
+    assert first.schedule == check_schedule(timing, None, 1.5)
+    assert first.schedule[:3] == pytest.approx((0.0, 1.5, 4.5))
+    assert [round(y - x, 6) for x, y in itertools.pairwise(first.schedule)][-1] == 3.0
+    # Twelve pairs of the waiting ones leave (as if failed): the next check is one of 18.
+    waiting = [p for p in a.core.checklist if p.state is PairState.WAITING]
+    for pair in waiting[:12]:
+        pair.state = PairState.FAILED
+    net.run_for(0.05)
+    (_, second) = a.started[1]
+    assert second.schedule[1] == pytest.approx(18 * timing.ta)
+    for pair in waiting[12:24]:
+        pair.state = PairState.FAILED
+    net.run_for(0.05)
+    (_, third) = a.started[2]
+    assert third.schedule == check_schedule(timing)  # (6 busy: 300 ms, below rto)
+
+
+def test_a_few_pairs_keep_the_configured_rto() -> None:
+    """Ten pairs at Ta 50 ms cannot make more than 500 ms: every check has ``rto``."""
+    hosts = [(f"10.0.{i}.2", 6000) for i in range(10)]
+    net, a, b = two_agents(b_hosts=hosts, exchange=False)
+    net.drop_all()
+    net.exchange(a, b)
+    net.run_for(20.0)
+    assert len(a.started) == 10
+    assert {c.schedule for _, c in a.started} == {check_schedule(a.core.timing)}
+
+
 def test_a_check_the_peer_crossed_goes_once_more_at_twice_its_age() -> None:
     """b's check reaches a 1 ms into a's own check, whose answer is slow (a to b takes
     50 ms): a's check goes once more at 5 ms (RESEND_MIN; twice 1 ms is less), once."""

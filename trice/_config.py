@@ -279,8 +279,10 @@ class Timing:
     Attributes:
         ta: pacing of connectivity checks (RFC 8445 §14.2 recommends 50 ms; it must not go
             below 5 ms).  The first check, and the nomination check, go out at once.
-        rto: initial retransmission timeout of a check (RFC 8445 §14.3); it doubles up to
-            ``rto_max``.
+        rto: least initial retransmission timeout of a check.  A check's first RTO is
+            ``ta`` times the pairs waiting or in progress as it starts, or this if that is
+            less (RFC 8445 §14.3); it doubles up to ``rto_max`` (or up to that first RTO if
+            it is more).
         rto_max: upper bound of the doubling retransmission timeout.
         max_binding_requests: transmissions of a check before its pair fails.
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for

@@ -50,19 +50,23 @@ class Check:
     started: float = 0.0
 
 
-def check_schedule(timing: Timing, sends: int | None = None) -> tuple[float, ...]:
+def check_schedule(
+    timing: Timing, sends: int | None = None, rto: float | None = None
+) -> tuple[float, ...]:
     """Send offsets and the give-up time of a check (RFC 8445 §14.3, RFC 8489 §6.2.1).
 
-    The RTO starts at ``timing.rto`` and doubles up to ``timing.rto_max``.
+    The RTO starts at ``rto`` (by default ``timing.rto``) and doubles up to
+    ``timing.rto_max``, or up to ``rto`` itself if that is more.
     """
     count = timing.max_binding_requests if sends is None else sends
+    interval = timing.rto if rto is None else rto
+    cap = max(timing.rto_max, interval)
     offsets = []
     t = 0.0
-    rto = timing.rto
     for _ in range(count):
         offsets.append(t)
-        t += rto
-        rto = min(rto * 2, timing.rto_max)
+        t += interval
+        interval = min(interval * 2, cap)
     offsets.append(t)
     return tuple(offsets)
 

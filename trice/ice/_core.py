@@ -929,7 +929,7 @@ class AgentCore:
             message,  # message
             pair.remote_address,  # destination
             pair.base,  # base
-            self._schedules[consent],  # schedule (sent once if consent)
+            self._schedules[1] if consent else self._check_schedule(),  # schedule
             nominating,  # nominating
             consent,  # consent
             controlling,  # controlling
@@ -939,6 +939,26 @@ class AgentCore:
         self.checks_sent += 1
         pair.checks_sent += 1
         return check
+
+    def _check_schedule(self) -> tuple[float, ...]:
+        """The schedule of a check starting now.  Its RTO is the larger of ``Timing.rto``
+        and ``Timing.ta`` times the pairs waiting or in progress, this one included (RFC
+        8445 §14.3: with many pairs to check, each is sent again about once per round of
+        the pacing, and the checks' retransmissions stay within the pacing's rate)."""
+        timing = self.timing
+        checklist = self.checklist
+        ta = timing.ta
+        if len(checklist) * ta <= timing.rto:  # (however many are busy: most often)
+            return self._schedules[0]
+        busy = 0
+        for pair in checklist:
+            state = pair.state
+            if state is _PAIR_WAITING or state is _PAIR_IN_PROGRESS:
+                busy += 1
+        rto = busy * ta
+        if rto <= timing.rto:
+            return self._schedules[0]
+        return _scaled_schedule(timing, round(rto, 3))
 
     def _encode_check(self, local: Candidate, key: _TemplateKey) -> tuple[bytes, bytes]:
         """A new transaction id, and the check from ``local`` with it: USERNAME, PRIORITY,
@@ -1869,6 +1889,12 @@ class AgentCore:
 def _schedule(timing: Timing, sends: int | None) -> tuple[float, ...]:
     """:func:`check_schedule`, kept: every check of every agent asks for the same few."""
     return check_schedule(timing, sends)
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled_schedule(timing: Timing, rto: float) -> tuple[float, ...]:
+    """:func:`check_schedule` from an RTO scaled to the pairs being checked, kept."""
+    return check_schedule(timing, None, rto)
 
 
 def _symmetric(check: Check, source: Address, base: int | None) -> bool:
