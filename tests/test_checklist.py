@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any, ClassVar
+
 import pytest
 
+import trice.ice._checklist as checklist_module
+from trice._config import Nomination, Timing
 from trice.ice import (
     Candidate,
     CandidateType,
@@ -13,11 +18,14 @@ from trice.ice import (
 )
 from trice.ice._checklist import (
     INDEX_FROM,
+    PAIR_TRANSITIONS,
     CheckList,
     Pair,
     PairState,
     compute_pair_priority,
 )
+
+from core_harness import Nat, two_agents
 
 HOST, SRFLX, PRFLX, RELAY = (
     CandidateType.HOST,
@@ -422,3 +430,89 @@ def test_best_valid_pending_above_all_failed() -> None:
         pair.state = PairState.FAILED
     assert checklist.all_failed()
     assert checklist.best_valid() is None
+
+
+# -- every pair-state change is in the table ------------------------------------------------------
+
+
+class _TracedPair(Pair):
+    """A pair that records each change of its state (the check list makes these when the
+    module's ``Pair`` is this class)."""
+
+    __slots__ = ()
+    changes: ClassVar[set[tuple[PairState, PairState]]] = set()
+
+    @property
+    def state(self) -> PairState:
+        return _STATE_SLOT.__get__(self, Pair)  # type: ignore[no-any-return]
+
+    @state.setter
+    def state(self, value: PairState) -> None:
+        try:
+            old = _STATE_SLOT.__get__(self, Pair)
+        except AttributeError:  # (the first state, set as the pair is made)
+            old = None
+        if old is not None and old is not value:
+            _TracedPair.changes.add((old, value))
+        _STATE_SLOT.__set__(self, value)
+
+
+_STATE_SLOT: Any = Pair.__dict__["state"]
+
+
+def _drive(rng: random.Random) -> None:
+    """One run of two cores in virtual time, drawn from ``rng``: lite or full, NAT or none,
+    either nomination, peer candidates that share a foundation signalled in any order,
+    loss, a role conflict, a lost socket, a restart, and checks that fail before the peer's
+    come."""
+    lite = rng.random() < 0.2
+    late_peer = rng.random() < 0.2
+    timing = Timing(failed_timeout=8.0)
+    if late_peer:  # (a's checks fail within 0.7 s, and b's arrive 1 s after they went)
+        timing = Timing(rto=0.1, rto_max=0.2, max_binding_requests=3, failed_timeout=8.0)
+    net, a, b = two_agents(
+        nomination=rng.choice(list(Nomination)),
+        a_hosts=[(f"10.0.{k}.1", 5000) for k in range(rng.randint(1, 3))],
+        b_hosts=[],
+        b_lite=lite,
+        b_controlling=not lite and rng.random() < 0.3,
+        a_nat=Nat("203.0.113.5") if rng.random() < 0.3 else None,
+        timing=timing,
+        latency=(lambda packet: 1.0 if packet.sender == "b" else 0.01) if late_peer else 0.01,
+        exchange=False,
+    )
+    for k in range(rng.randint(1, 3)):  # (one foundation: the first pair of it waits)
+        b.add_host("10.1.0.2", 6000 + k, local_pref=rng.randint(1, 65535))
+    for k in range(1, rng.randint(1, 3)):
+        b.add_host(f"10.1.{k}.2", 6000)
+    rng.shuffle(b.signalled)
+    net.exchange(a, b)
+    if late_peer:
+        rule = net.drop(lambda packet: packet.sender == "a" and packet.is_request)
+    else:
+        loss = rng.random() * 0.5
+        rule = net.drop(lambda _packet: rng.random() < loss)
+    net.run_for(rng.random() * 2)
+    if rng.random() < 0.5:
+        net.loss_rules.remove(rule)
+    if rng.random() < 0.3:
+        a.core.transport_lost(0, net.now)
+    if not lite and rng.random() < 0.3:
+        net.run_for(1.0)
+        a.restart(net.now)
+        b.restart(net.now)
+        net.exchange(a, b)
+    net.run_for(15.0)
+
+
+def test_every_change_of_a_pairs_state_is_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two hundred drawn runs of two cores: each pair-state change they make is one that
+    ``PAIR_TRANSITIONS`` (which the design page draws) lists, and each one it lists is made."""
+    monkeypatch.setattr(checklist_module, "Pair", _TracedPair)
+    _TracedPair.changes = set()
+    rng = random.Random(8445)
+    for _ in range(200):
+        _drive(rng)
+    table = {(old, new) for old, news in PAIR_TRANSITIONS.items() for new in news}
+    assert _TracedPair.changes - table == set()
+    assert table - _TracedPair.changes == set()

@@ -1882,16 +1882,26 @@ def test_a_source_a_candidate_writes_as_it_is_is_learned() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ufrag", "pwd"),
-    [("", "x" * 22), ("peer", ""), ("peer", "bad\x07pwd-of-22-characters"), ("u" * 257, "x" * 22)],
+    ("ufrag", "pwd", "lite"),
+    [
+        ("", "x" * 22, False),
+        ("peer", "", False),
+        ("peer", "bad\x07pwd-of-22-characters", False),
+        ("u" * 257, "x" * 22, False),
+        ("\ud800peer", "x" * 22, False),  # (what JSON's "\ud800peer" gives: no UTF-8)
+        ("peer", "x" * 22, "false"),
+    ],
 )
 def test_unusable_remote_parameters_are_a_config_error_and_set_nothing(
-    ufrag: str, pwd: str
+    ufrag: str, pwd: str, lite: bool
 ) -> None:
+    """Also with local candidates, whose checks are made as the parameters come."""
     net = Network()
-    core = net.add_endpoint("a", controlling=True, tiebreaker=1).core
+    endpoint = net.add_endpoint("a", controlling=True, tiebreaker=1)
+    endpoint.add_host("10.0.0.1", 5000)
+    core = endpoint.core
     with pytest.raises(ConfigError):
-        core.set_remote(IceParameters(ufrag, pwd), 0.0)
+        core.set_remote(IceParameters(ufrag, pwd, lite), 0.0)
     assert core.remote is None
     core.set_remote(IceParameters("peer", "x" * 22), 0.0)  # and the right ones still go
     assert core.remote is not None and core.remote.ufrag == "peer"
@@ -1955,6 +1965,8 @@ def test_held_candidates_count_against_the_cap_and_end_of_candidates_waits_for_t
     core.add_remote_candidate(make_candidate("10.0.0.1", 6000))
     with pytest.raises(trice.LimitError):
         core.hold_remote()  # (two held and one known: the cap of 3 is reached)
+    with pytest.raises(trice.LimitError):
+        core.add_remote_candidate(make_candidate("10.0.0.3", 6000))  # (nor signalled)
     assert core.add_remote_candidate(None)
     assert core.remote_end_held and not core.remote_complete
     with pytest.raises(trice.StateError):
@@ -2697,6 +2709,29 @@ def test_the_pair_of_before_a_restart_carries_data_only_while_its_consent_lasts(
     assert a.core.state is S.CHECKING  # (the new checks go on, and fail on their own time)
     assert not a.core.is_remote_address(b.bases[0])
     assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 5.0)
+
+
+def test_an_answer_on_another_pair_refreshes_no_consent_of_the_pair_of_before() -> None:
+    """After a restart, the controlled side's ping-backs (consent-like checks) on the new
+    pairs are answered: those answers prove the new path, not the old one, whose consent
+    still ends ``failed_timeout`` after its last answer."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    previous = b.core.data_pair
+    old = ("10.0.0.1", 5000)
+    net.drop(lambda p: old in (p.src, p.dst))  # (the old path dies)
+    net.run_for(10.0)
+    last_consent = last_arrival(net, b, answers_only=True)
+    net.drop(lambda p: p.sender == "a" and p.is_request and p.use_candidate)
+    _restart(net, a, b)
+    a.signalled = [a.add_host("10.0.0.1", 5001)]
+    net.exchange(a, b)
+    net.run_for(2.0)
+    assert b.core.selected is None and b.core.data_pair is previous
+    assert any(p.sender == "a" and not p.is_request for p in net.packets() if p.dst != old)
+    assert net.run_until(lambda: b.core.data_pair is None, max_time=net.now + 30.0)
+    # (Not the restart's time, 10 s later, plus failed_timeout.)
+    assert net.now == pytest.approx(last_consent + b.core.timing.failed_timeout, abs=0.05)
 
 
 def test_the_address_of_before_a_restart_takes_no_room_from_the_cap() -> None:

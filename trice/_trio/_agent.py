@@ -438,8 +438,9 @@ class Agent:
         """Give the peer's ICE parameters (from signaling).
 
         Raises:
-            ConfigError: the ufrag or pwd is not a string of 1 to 256 characters, or the pwd
-                cannot make a STUN key (control characters, say); nothing is set then.
+            ConfigError: the ufrag or pwd is not a string of 1 to 256 characters that UTF-8
+                can carry, the pwd cannot make a STUN key (control characters, say), or
+                ``lite`` is not a bool; nothing is set then.
             StateError: different parameters were already set, or the agent is closed.
         """
         self._raise_if_closed(StateError)

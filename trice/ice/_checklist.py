@@ -30,12 +30,15 @@ class PairState(str, enum.Enum):
     FAILED = "failed"
 
 
-#: Pair-state transitions the check list makes (the docs draw this table).
+#: Pair-state transitions the agent makes (the docs draw this table; a test drives the core
+#: through many runs and checks every change against it).
 PAIR_TRANSITIONS: dict[PairState, frozenset[PairState]] = {
-    PairState.FROZEN: frozenset({PairState.WAITING}),
-    PairState.WAITING: frozenset({PairState.IN_PROGRESS}),
+    PairState.FROZEN: frozenset({PairState.WAITING, PairState.SUCCEEDED, PairState.FAILED}),
+    PairState.WAITING: frozenset(
+        {PairState.IN_PROGRESS, PairState.FROZEN, PairState.SUCCEEDED, PairState.FAILED}
+    ),
     PairState.IN_PROGRESS: frozenset({PairState.SUCCEEDED, PairState.FAILED, PairState.WAITING}),
-    PairState.SUCCEEDED: frozenset({PairState.IN_PROGRESS}),
+    PairState.SUCCEEDED: frozenset({PairState.IN_PROGRESS, PairState.FAILED}),
     PairState.FAILED: frozenset({PairState.WAITING}),
 }
 

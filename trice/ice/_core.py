@@ -331,10 +331,11 @@ class AgentCore:
         takes the controlling role (RFC 8445 §6.1.1).
 
         Raises:
-            ConfigError: the ufrag or pwd is not a string of 1 to 256 characters, or the
-                pwd is not one that a STUN key can be made of (it has control characters,
-                say).  Nothing is set then.  (Liberal in what it takes: RFC 8445 asks for
-                ice-chars, at least 4 and 22 of them, of the side that makes them.)
+            ConfigError: the ufrag or pwd is not a string of 1 to 256 characters that
+                UTF-8 can carry, the pwd is not one that a STUN key can be made of (it has
+                control characters, say), or ``lite`` is not a bool.  Nothing is set
+                then.  (Liberal in what it takes: RFC 8445 asks for ice-chars, at least 4
+                and 22 of them, of the side that makes them.)
             StateError: different parameters were already set.
         """
         if self.remote is not None and self.remote != remote:
@@ -345,6 +346,15 @@ class AgentCore:
         for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
             if not isinstance(value, str) or not 1 <= len(value) <= 256:
                 raise ConfigError(f"the remote {name} must be 1 to 256 characters, not {value!r}")
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:  # (a lone surrogate, from JSON's "\ud800")
+                    raise ConfigError(
+                        f"the remote {name} {value!r} is not text that UTF-8 can carry"
+                    ) from None
+        if not isinstance(remote.lite, bool):
+            raise ConfigError(f"the remote lite flag must be True or False, not {remote.lite!r}")
         try:
             key = stun.short_term_key(remote.pwd)
         except ValueError as exc:
@@ -570,7 +580,7 @@ class AgentCore:
         if self._held is not None:
             if not self._counted(address):
                 self.check_room()
-        elif len(remotes) - (stale is not None) >= self.max_remote_candidates:
+        elif len(remotes) - (stale is not None) + self.pending_remote >= self.max_remote_candidates:
             self.check_room()  # (raises)
         # (What _take_remote does, inlined: the common way, once per candidate signalled.)
         self._add_remote(candidate)
@@ -1224,7 +1234,10 @@ class AgentCore:
             if response.message_class is _SUCCESS and symmetric:
                 if not sent_again:
                     pair.timed(now - check.started)
-                self._consent_refreshed(now)
+                if pair is self.selected:
+                    # (A ping-back is sent as a consent check too, on any pair: its answer
+                    # proves that path, not the one data goes over.)
+                    self._consent_refreshed(now)
             return True
         pair.transaction = None
         if not symmetric:
