@@ -1058,6 +1058,8 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.NetworkConfig, {"external_addresses": ["203.0.113.7/::1"]}),
         (trice.NetworkConfig, {"external_addresses": ["0.0.0.0"]}),
         (trice.NetworkConfig, {"external_addresses": ["224.0.0.1"]}),
+        (trice.NetworkConfig, {"external_addresses": ["2001:db8::7%eth0"]}),
+        (trice.NetworkConfig, {"external_addresses": ["2001:db8::7/fe80::1%1"]}),
         (
             trice.NetworkConfig,
             {"external_addresses": ["203.0.113.7/10.0.0.1", "203.0.113.8/10.0.0.1"]},
@@ -1068,6 +1070,9 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.Timing, {"ta": math.inf}),
         (trice.Timing, {"rto": "1"}),
         (trice.Timing, {"max_binding_requests": True}),
+        (trice.Timing, {"max_binding_requests": 10**9}),
+        (trice.Timing, {"ta": 10**400}),
+        (trice.Timing, {"keepalive_interval": 2**1024}),
     ],
 )
 def test_a_value_of_the_wrong_type_is_a_config_error_at_once(

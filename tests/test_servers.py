@@ -192,6 +192,8 @@ def test_ice_server_hides_the_credential_from_repr() -> None:
         ("turn:t.example", 1, "pw", "username must be"),
         ("turn:t.example", "user", 1, "credential must be"),
         ("turn:t.example", "user", "pass\x07word", "cannot make a TURN key"),
+        ("turn:t.example", "\ud800user", "pw", "not text UTF-8 can carry"),
+        ("turn:t.example", "é" * 255, "pw", "510 bytes in UTF-8"),
         ("stuns:s.example", None, None, "STUN over TLS"),
         ("turns:t.example?transport=udp", "user", "pw", "TURN over DTLS"),
     ],

@@ -199,6 +199,20 @@ def test_bad_values_raise_value_error_like_the_general_encoder() -> None:
         encode_binding_success(bytes(12), "not an address", 1, k)
     with pytest.raises(ValueError):
         encode_binding_success(bytes(13), "192.0.2.1", 1, k)
+    # What is refused stays refused after its like was encoded (the attribute is cached).
+    encode_binding_success(bytes(12), "192.0.2.1", 5000, k)
+    for port in (5000.0, "5000"):
+        with pytest.raises(ValueError):
+            encode_binding_success(bytes(12), "192.0.2.1", port, k)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            general_success(bytes(12), "192.0.2.1", port, k)  # type: ignore[arg-type]
+
+
+def test_a_bytearray_key_signs_as_its_bytes() -> None:
+    key = bytearray(b"0123456789abcdefghijkl")
+    tid = bytes(range(12))
+    data = encode_binding_success(tid, "192.0.2.1", 5000, key)  # type: ignore[arg-type]
+    assert data == general_success(tid, "192.0.2.1", 5000, bytes(key))
 
 
 # -- the decoder's shortcut for a message ending in MESSAGE-INTEGRITY and FINGERPRINT ----------

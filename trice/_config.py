@@ -98,7 +98,11 @@ def _check_flags(owner: object, *names: str) -> None:
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        ok = ok and math.isfinite(value)
+    except OverflowError:  # (an int beyond any float)
+        ok = False
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         raise ConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}")
@@ -246,6 +250,8 @@ def _external_addresses(value: object) -> tuple[str, ...]:
         if not isinstance(entry, str):
             raise ConfigError(f"{name}: {entry!r} is not a string")
         external_text, slash, local_text = entry.partition("/")
+        if "%" in entry:
+            raise ConfigError(f"{name}: {entry!r}: a candidate's address has no zone index")
         try:
             external = ipaddress.ip_address(external_text)
             local = ipaddress.ip_address(local_text) if slash else None
@@ -284,7 +290,8 @@ class Timing:
             less (RFC 8445 §14.3); it doubles up to ``rto_max`` (or up to that first RTO if
             it is more).
         rto_max: upper bound of the doubling retransmission timeout.
-        max_binding_requests: transmissions of a check before its pair fails.
+        max_binding_requests: transmissions of a check before its pair fails (1 to 100;
+            RFC 8489 §6.2.1's Rc is 7).
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
             better pairs still being checked before it nominates the best valid one.
         keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter),
@@ -330,8 +337,8 @@ class Timing:
         _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)
         if self.rto_max < self.rto:
             raise ConfigError("Timing.rto_max must be >= Timing.rto")
-        if not (_is_int(self.max_binding_requests) and self.max_binding_requests >= 1):
-            raise ConfigError("Timing.max_binding_requests must be an integer >= 1")
+        if not (_is_int(self.max_binding_requests) and 1 <= self.max_binding_requests <= 100):
+            raise ConfigError("Timing.max_binding_requests must be an integer from 1 to 100")
         if self.failed_timeout < self.disconnected_timeout:
             raise ConfigError("Timing.failed_timeout must be >= Timing.disconnected_timeout")
 

@@ -251,10 +251,7 @@ def read_connect_reply(data: bytes) -> ConnectReply | None:
     found = _HEAD_END.search(data)
     end = -1 if found is None else found.start()
     if end < 0:
-        if len(data) > MAX_REPLY_HEAD:
-            raise ProtocolError(f"with no end of its head within {MAX_REPLY_HEAD} bytes")
-        if len(data) >= 5 and not data.startswith(b"HTTP/"):
-            raise ProtocolError("what is not HTTP")
+        _check_partial(data)
         return None
     if end > MAX_REPLY_HEAD:
         raise ProtocolError(f"with no end of its head within {MAX_REPLY_HEAD} bytes")
@@ -269,6 +266,14 @@ def read_connect_reply(data: bytes) -> ConnectReply | None:
     return ConnectReply(int(match.group(1)), reason, data[found.end() :])
 
 
+def _check_partial(data: bytes | bytearray) -> None:
+    """Raise :class:`ProtocolError` if ``data``, a head not yet whole, cannot become one."""
+    if len(data) > MAX_REPLY_HEAD:
+        raise ProtocolError(f"with no end of its head within {MAX_REPLY_HEAD} bytes")
+    if len(data) >= 5 and not data.startswith(b"HTTP/"):
+        raise ProtocolError("what is not HTTP")
+
+
 class HttpConnect:
     """The client side of HTTP CONNECT (RFC 9110 §9.3.6) to ``proxy``, for a tunnel to
     ``host`` and ``port``: send :meth:`start`'s bytes, then feed the proxy's answer to
@@ -276,7 +281,7 @@ class HttpConnect:
 
     def __init__(self, proxy: ProxyUrl, host: str, port: int) -> None:
         self._request = connect_request(proxy, host, port)
-        self._data = b""
+        self._data = bytearray()
         #: Whether the tunnel is open (the proxy answered 2xx).
         self.open = False
         #: What came after the proxy's answer (nothing, from a proxy that waits for the
@@ -300,10 +305,20 @@ class HttpConnect:
         if self.open:
             self.rest += data
             return b""
+        # (Only the new bytes, and the three before them, can end the head: a proxy that
+        # sends its head a byte at a time costs no search of all of it each time.)
+        searched = max(0, len(self._data) - 3)
         self._data += data
-        while (reply := read_connect_reply(self._data)) is not None:
+        while True:
+            if _HEAD_END.search(self._data, searched) is None:
+                _check_partial(self._data)
+                break
+            reply = read_connect_reply(bytes(self._data))
+            assert reply is not None
             if 100 <= reply.status < 200 and reply.status != 101:
-                self._data = reply.rest  # (an interim answer: the final one follows, §15.2)
+                # (An interim answer: the final one follows, §15.2.)
+                self._data = bytearray(reply.rest)
+                searched = 0
                 continue
             if reply.status == 101:
                 raise ProtocolError("101 Switching Protocols, to a CONNECT")

@@ -266,8 +266,9 @@ class IceServer:
         Raises:
             ConfigError: no URLs, a malformed URL (the message quotes it), a URL trice cannot
                 use (``stuns:``, STUN over TLS; ``turns:`` over UDP, which is DTLS), a TURN URL
-                without username and credential, a credential that SASLprep refuses (a control
-                character, say: no TURN key can be made of it), or a value of the wrong type.
+                without username and credential, a username that is not UTF-8 text of at most
+                508 bytes, a credential that SASLprep refuses (a control character, say: no
+                TURN key can be made of it), or a value of the wrong type.
         """
         items: list[str | ServerUrl]
         if isinstance(urls, (str, ServerUrl)):
@@ -303,6 +304,18 @@ class IceServer:
             if url.is_turn and not (username and credential):
                 raise ConfigError(
                     f"ICE server URL {text!r}: a TURN server needs a username and a credential"
+                )
+        if username:
+            try:
+                size = len(username.encode())
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"the username {username!r} is not text UTF-8 can carry"
+                ) from None
+            if size > 508:
+                raise ConfigError(
+                    f"the username is {size} bytes in UTF-8; STUN's USERNAME holds at most 508 "
+                    "(RFC 8489 §14.3)"
                 )
         if credential:
             try:

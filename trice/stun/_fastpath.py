@@ -125,12 +125,14 @@ class BindingRequestTemplate:
         return data + _FP_TL + _U32_PACK(crc32(data) ^ FINGERPRINT_XOR)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def _xor_mapped_v4(address: str, port: int) -> bytes | None:
     """XOR-MAPPED-ADDRESS, type and length included, for an IPv4 *address*; else ``None``.
 
     Cached for as many peers as a process is likely to answer at once (a thousand pairs of
-    agents: two thousand), since :func:`prime_success` fills it ahead of their answers."""
+    agents: two thousand), since :func:`prime_success` fills it ahead of their answers.
+    (Typed: a port of 5000.0 is refused, as the general encoder refuses it, even after 5000
+    was cached.)"""
     family, packed = _pack_ip(address)
     if family != 1:
         return None
@@ -193,6 +195,8 @@ def success_pads(key: bytes) -> tuple[Any, Any, Any]:
     """The primed hash objects :func:`encode_binding_success` signs with for ``key``: an
     agent keeps its own (``pads=``), so that thousands of agents in a process do not evict
     one another from the shared cache."""
+    if type(key) is not bytes:  # (a bytearray, which the general encoder takes too)
+        key = bytes(key)
     return _success_pads.get(key) or _prime_success(key)
 
 
