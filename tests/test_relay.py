@@ -8,6 +8,8 @@ coturn by making the slow path's timeout far longer than the test's hang guard.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,12 +18,22 @@ import pytest
 import trio
 import trio.testing
 
-from trice import ConfigError, ServerUrl, TurnError, UsageError, stun
+from trice import (
+    ConfigError,
+    IceServer,
+    ServerUrl,
+    TransportPolicy,
+    TurnError,
+    UsageError,
+    open_agent,
+    stun,
+)
 from trice._trio import _relay
 from trice._trio._relay import RelayTransport, run_relay
-from trice.turn import AllocationError, TurnClient, TurnState
+from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+from loopback import loopback_config
 from virtual_time import wall_clock_guard
 
 Address = tuple[str, int]
@@ -349,18 +361,21 @@ async def test_ending_deallocates(
 
 
 async def _allocate_only_server(
-    sock: trio.socket.SocketType, seen: list[stun.Message], grant_delay: float = 0.0
+    sock: trio.socket.SocketType,
+    seen: list[stun.Message],
+    grant_delay: float = 0.0,
+    relayed: Address | None = ("198.51.100.1", 50000),
 ) -> None:
     """Just enough of a TURN server for one allocation (a 401 challenge, then the Allocate
-    granted, ``grant_delay`` seconds late) that answers nothing else: the deallocation goes
-    unanswered."""
+    granted, ``grant_delay`` seconds late, with ``relayed`` for its relayed address, if
+    any) that answers nothing else: the deallocation goes unanswered."""
     realm = "example.org"
     key = stun.long_term_key(USER, realm, PASSWORD)
 
     async def grant(request: stun.Message, source: Address) -> None:
         await trio.sleep(grant_delay)
         granted = request.success_response(
-            stun.XorRelayedAddress("198.51.100.1", 50000),
+            *([] if relayed is None else [stun.XorRelayedAddress(*relayed)]),
             stun.XorMappedAddress(source[0], source[1]),
             stun.Lifetime(600),
         )
@@ -439,6 +454,107 @@ async def test_an_allocation_granted_after_the_timeout_is_deleted(
     assert info.value.reason == "timeout"
     refreshes = [m for m in seen if m.method is stun.Method.REFRESH]
     assert refreshes and all(m.get(stun.Lifetime) == stun.Lifetime(0) for m in refreshes)
+
+
+async def test_an_allocation_granted_without_a_relayed_address_is_deleted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A grant without XOR-RELAYED-ADDRESS is no relay, but the server holds an allocation:
+    it is deleted (a Refresh with LIFETIME 0), not left for its lifetime."""
+    seen: list[stun.Message] = []
+    with wall_clock_guard(), trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        server = ServerUrl("turn", "127.0.0.1", port=sock.getsockname()[1])
+        async with trio.open_nursery() as outer:
+            outer.start_soon(functools.partial(_allocate_only_server, sock, seen, relayed=None))
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(AllocationError) as info:
+                    await start_relay(nursery, server, Inbox())
+            await trio.sleep(0.1)
+            outer.cancel_scope.cancel()
+    assert info.value.reason == "no relayed address"
+    assert [m.method for m in seen][-1] is stun.Method.REFRESH
+    assert seen[-1].get(stun.Lifetime) == stun.Lifetime(0)
+
+
+async def test_a_relay_of_a_family_the_agent_does_not_use_is_deleted_not_signalled() -> None:
+    """Asked for no family, a server owes an IPv4 relayed address (RFC 8656 §7.2): an IPv6
+    one, to an agent without IPv6, is reported and deleted, and no candidate is signalled."""
+    seen: list[stun.Message] = []
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = loopback_config(
+            ice_servers=[IceServer(f"turn:127.0.0.1:{port}", USER, PASSWORD)],
+            transport_policy=TransportPolicy.RELAY,
+        )
+        assert not config.network.ipv6
+        async with trio.open_nursery() as outer:
+            serve = functools.partial(
+                _allocate_only_server, sock, seen, relayed=("2001:db8::1", 50000)
+            )
+            outer.start_soon(serve)
+            async with open_agent(config, controlling=True) as agent:
+                with trio.fail_after(HANG_GUARD):
+                    await agent.wait_gathering_complete()
+                assert agent.local_candidates == ()
+                (report,) = agent.gather_reports
+            with trio.fail_after(HANG_GUARD):
+                while seen[-1].method is not stun.Method.REFRESH:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            outer.cancel_scope.cancel()
+    assert report.error is not None and "an IPv6 address, turned off" in report.error
+    assert seen[-1].get(stun.Lifetime) == stun.Lifetime(0)
+
+
+async def test_a_tcp_connection_lost_after_the_grant_fails_the_allocation() -> None:
+    """Over TCP the allocation lives with its connection (RFC 8656 §3.1): the server closing
+    it fails the relay, which sends nothing more (it sent a deletion into the broken stream
+    and stayed closing for good)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    realm = "example.org"
+    key = stun.long_term_key(USER, realm, PASSWORD)
+    granted = trio.Event()
+    after_grant: list[bytes] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            framer = StreamFramer()
+            while not granted.is_set():
+                for frame in framer.feed(await stream.receive_some(65536)):
+                    request = stun.decode(frame)
+                    if request.get(stun.Username) is None:
+                        answer = request.error_response(
+                            401, "Unauthorized", stun.Realm(realm), stun.Nonce("n")
+                        )
+                        await stream.send_all(answer.encode())
+                    else:
+                        answer = request.success_response(
+                            stun.XorRelayedAddress("198.51.100.1", 50000),
+                            stun.XorMappedAddress("127.0.0.1", 1),
+                            stun.Lifetime(600),
+                        )
+                        await stream.send_all(answer.encode(integrity_key=key))
+                        granted.set()
+            await stream.send_eof()
+            with contextlib.suppress(trio.BrokenResourceError):
+                while data := await stream.receive_some(65536):
+                    after_grant.append(data)
+
+    async with trio.open_nursery() as servers:
+        servers.start_soon(trio.serve_listeners, serve, listeners)
+        server = ServerUrl("turn", "127.0.0.1", port=port, transport="tcp")
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(nursery, server, Inbox())
+                while not relay.closed:  # noqa: ASYNC110 (the relay's own task ends it)
+                    await trio.sleep(0.01)
+        await trio.sleep(0.1)
+        servers.cancel_scope.cancel()
+    assert _state(relay) is TurnState.FAILED
+    assert relay.error is not None and relay.error.reason == "connection closed"
+    assert after_grant == []
 
 
 def _state(relay: RelayTransport) -> TurnState:

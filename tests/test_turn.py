@@ -295,6 +295,64 @@ def test_an_allocation_granted_without_a_relayed_address_fails() -> None:
     assert state(client) is TurnState.FAILED
     assert client.error is not None and client.error.reason == "no relayed address"
     assert client.relayed_address is None
+    # The server made an allocation all the same: it is deleted, once, with no wait.
+    request = stun.decode(client.poll_transmit(0.1) or b"")
+    assert request.method is Method.REFRESH and request.get(stun.Lifetime) == stun.Lifetime(0)
+    assert request.verify_integrity(server.key)
+    assert client.poll_transmit(0.1) is None and client.next_deadline() is None
+
+
+@pytest.mark.parametrize("code", [401, 438])
+@pytest.mark.parametrize(
+    ("realm", "nonce"), [(REALM, "n" * 128), ("r" * 128, "n2"), (REALM, "é" * 127 * 3)]
+)
+def test_a_realm_or_nonce_too_long_to_send_back_fails_the_allocation(
+    code: int, realm: str, nonce: str
+) -> None:
+    """RFC 8489 §14.9-14.10: a REALM or NONCE has under 128 characters, at most 763 bytes.
+    One far longer, sent back in every request, would make them too long to encode (a
+    65,000-byte nonce raised ValueError out of the client and stopped its refreshes): the
+    transaction fails, with a reason, and the client raises nothing."""
+    client = TurnClient(USER, PASSWORD, reliable=True)
+    client.start(0.0)
+    server = FakeServer()
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    if code == 438:
+        for reply in server.handle(request.encode(), 0.0):  # the challenge
+            client.on_server_data(reply, 0.0)
+        request = stun.decode(client.poll_transmit(0.0) or b"")
+    answer = request.error_response(code, "No", stun.Realm(realm), stun.Nonce(nonce))
+    client.on_server_data(answer.encode(), 0.1)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == code
+    assert "longer than RFC 8489" in str(client.error)
+    assert client.poll_transmit(0.1) is None and client.next_deadline() is None
+
+
+def test_a_request_too_long_to_encode_fails_the_allocation_and_raises_nothing() -> None:
+    """Whatever makes a request too long to encode (a very long username, here: the client
+    does not check it; IceServer does) fails the allocation rather than raising."""
+    client = TurnClient("u" * 65_500, PASSWORD, reliable=True)
+    client.start(0.0)
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    challenge = request.error_response(401, "Unauthorized", stun.Realm(REALM), stun.Nonce("n1"))
+    client.on_server_data(challenge.encode(), 0.1)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.reason == "request too long"
+
+
+@pytest.mark.parametrize("closing", [False, True])
+def test_a_lost_connection_fails_the_allocation_or_ends_its_closing(closing: bool) -> None:
+    """Over TCP or TLS the allocation lives as long as the connection (RFC 8656 §3.1): once
+    it is lost the client fails, or, closing, is closed; it sends nothing more."""
+    client, _server = allocated(reliable=True)
+    if closing:
+        client.close(5.0)
+    client.connection_lost("connection closed")
+    assert state(client) is (TurnState.CLOSED if closing else TurnState.FAILED)
+    assert client.poll_transmit(5.0) is None and client.next_deadline() is None
+    if not closing:
+        assert client.error is not None and client.error.reason == "connection closed"
 
 
 @pytest.mark.parametrize(
@@ -775,6 +833,20 @@ def test_refused_permission_drops_the_queue() -> None:
     assert not client.send_to_peer(PEER, b"y", 2.0)
     assert client.statistics().dropped == 2
     assert state(client) is TurnState.ALLOCATED  # the allocation itself is fine
+
+
+@pytest.mark.parametrize("method", [Method.CREATE_PERMISSION, Method.CHANNEL_BIND])
+def test_an_allocation_mismatch_to_a_permission_or_channel_fails_the_allocation(
+    method: Method,
+) -> None:
+    """437 to a CreatePermission or ChannelBind says the server holds no allocation for
+    the client: the allocation fails now, rather than at its next refresh."""
+    client, server = allocated(server=FakeServer(errors={method: (437, "Allocation Mismatch")}))
+    assert client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    exchange(client, server, 1.0)  # (the ChannelBind follows the permission)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 437
 
 
 def test_a_failed_permission_is_asked_again_after_a_growing_pause() -> None:

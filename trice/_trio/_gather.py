@@ -787,6 +787,12 @@ async def gather_relay(
     problem = server_address_problem(
         *transport.local_address, ipv6=None, base=transport.source_address
     )
+    network = agent.config.network
+    ipv6 = ":" in transport.local_address[0]
+    if problem is None and not (network.ipv6 if ipv6 else network.ipv4):
+        # (Asked for no family, the server owes an IPv4 one, RFC 8656 §7.2; either way the
+        # agent uses only the families it is configured for.)
+        problem = f"an IPv{6 if ipv6 else 4} address, turned off"
     if problem is not None:
         # (Closing deletes the allocation, in the relay's own task.)
         transport.close()

@@ -377,7 +377,7 @@ class RelayTransport:
             except _Lost as exc:
                 if exc.reason == "unreachable" and client.state is TurnState.ALLOCATED:
                     continue  # an ICMP error once allocated: UDP carries on, refreshes tell
-                self._stop(AllocationError(str(exc), reason=exc.reason))
+                self._lost(exc)
                 return
             now = trio.current_time()
             for frame in frames:
@@ -403,7 +403,15 @@ class RelayTransport:
         try:
             await self._conn.run_writer()
         except _Lost as exc:
-            self._stop(AllocationError(str(exc), reason=exc.reason))
+            self._lost(exc)
+
+    def _lost(self, exc: _Lost) -> None:
+        """The connection failed: the relay stops.  A TCP or TLS connection took the
+        allocation with it (the server deletes it), and the client is told so: nothing is
+        sent to delete it."""
+        self._stop(AllocationError(str(exc), reason=exc.reason))
+        if isinstance(self._conn, _StreamConnection):
+            self._client.connection_lost(exc.reason)
 
     async def _shutdown(self, *, deallocate: bool) -> None:
         """Delete the allocation (best effort, RFC 8656 §8) and close the connection.
@@ -432,8 +440,8 @@ class RelayTransport:
                         client.on_timer(trio.current_time())
                     self._drain()
                     await conn.flush()
-            except _Lost:
-                pass
+            except _Lost as exc:
+                client.connection_lost(exc.reason)  # (closing: given up, closed)
             finally:
                 await conn.aclose()
         logger.debug("TURN %s: relay %s closed (%s)", self.server, self.local_address, client.state)

@@ -362,6 +362,15 @@ class TurnClient:
             self._counts["malformed"] += 1
         return []
 
+    def connection_lost(self, reason: str) -> None:
+        """The TCP or TLS connection to the server is gone, and the allocation with it (RFC
+        8656 §3.1: the server deletes it): an allocation allocating or allocated fails
+        (:attr:`error` says ``reason``), one closing is closed.  Nothing is sent."""
+        self._fail(f"TURN allocation lost: {reason}", code=None, reason=reason)
+        self._transactions.clear()
+        self._outbox.clear()
+        self._dirty = True
+
     def close(self, now: float) -> None:
         """Delete the allocation: a Refresh with LIFETIME 0 (RFC 8656 §8).
 
@@ -434,7 +443,13 @@ class TurnClient:
             attrs.append(stun.Realm(self._realm))
             attrs.append(stun.Nonce(self._nonce))
         tid = self._new_tid()
-        wire = Message(METHOD[kind], MessageClass.REQUEST, tid, attrs).encode(integrity_key=key)
+        try:
+            wire = Message(METHOD[kind], MessageClass.REQUEST, tid, attrs).encode(integrity_key=key)
+        except ValueError as exc:  # (too long to send: no request can go, now or later)
+            if target is not None:
+                target.busy = False
+            self._fail(f"TURN {kind.value} failed: {exc}", code=None, reason="request too long")
+            return
         schedule = stun.RetransmissionSchedule(self._rto, reliable=self.reliable, ti=self._ti)
         schedule.start(now)
         self._transactions[tid] = Transaction(kind, wire, schedule, key is not None, stale, target)
@@ -476,6 +491,14 @@ class TurnClient:
             return
         realm = message.get(stun.Realm)
         nonce = message.get(stun.Nonce)
+        if code in (401, 438):
+            for what, attribute in (("realm", realm), ("nonce", nonce)):
+                if attribute is not None and not _fits(attribute.value):
+                    # (Sent back in every request, it would make them too long to send.)
+                    self._on_error(
+                        tx, now, code, f"unusable {what}: longer than RFC 8489 §14.9-14.10 allow"
+                    )
+                    return
         if code == 401 and not tx.authenticated and realm is not None and nonce is not None:
             # RFC 8489 §9.2.3: the challenge; retry with the long-term credentials.
             self._realm = realm.value
@@ -519,6 +542,8 @@ class TurnClient:
     def _on_success(self, tx: Transaction, message: Message, now: float) -> None:
         kind = tx.kind
         if kind is Kind.ALLOCATE:
+            if self._granted_nothing(message, "allocation"):
+                return  # (over as it is granted: nothing to relay, nothing to delete)
             relayed = message.get(stun.XorRelayedAddress)
             if relayed is None:
                 self._fail(
@@ -526,9 +551,11 @@ class TurnClient:
                     code=None,
                     reason="no relayed address",
                 )
+                # (The server made an allocation all the same: deleted, not left to expire.
+                # Sent once; the client has failed and waits for no answer.)
+                self._request(Kind.DEALLOCATE, now)
+                self._transactions.clear()
                 return
-            if self._granted_nothing(message, "allocation"):
-                return  # (over as it is granted: nothing to relay, nothing to delete)
             self.relayed_address = (relayed.address, relayed.port)
             mapped = message.get(stun.XorMappedAddress)
             if mapped is not None:
@@ -627,6 +654,10 @@ class TurnClient:
             self._fail(f"TURN {kind.value} failed: {what}", code=code, reason=reason, **extra)
         elif kind is Kind.DEALLOCATE:
             self._move(TurnEvent.DONE)
+        elif code == 437:
+            # Allocation Mismatch to a CreatePermission or ChannelBind: the server holds no
+            # allocation for us (it lost it, or sees us at another address now).
+            self._fail(f"TURN allocation lost: {what}", code=code, reason=reason)
         elif kind is Kind.PERMISSION:
             perm = tx.target
             assert isinstance(perm, Permission)
@@ -735,6 +766,12 @@ class TurnClient:
         )
         self._outbox.append(message.encode())
         self._counts["sent_indications"] += 1
+
+
+def _fits(text: str) -> bool:
+    """Whether a REALM or NONCE is as short as RFC 8489 §14.9-14.10 ask: under 128
+    characters, at most 763 bytes."""
+    return len(text) < 128 and len(text.encode("utf-8", "surrogateescape")) <= 763
 
 
 def _written(peer: Address) -> Address:
