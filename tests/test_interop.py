@@ -8,6 +8,7 @@ harness, as the benchmarks do.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import trio
 
 import trice
 
+from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from loopback import HAS_IPV6, loopback_config, state_of
 from peers.harness import (
     ROLE_IDS,
@@ -34,6 +36,9 @@ pytestmark = pytest.mark.interop
 COUNT = 100
 TIMEOUT = 20.0
 KINDS = ["aioice", "pion"]
+_UP = (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED)
+#: Consent refreshed every 0.25 s or so, lost after a second without an answer.
+_SHORT_CONSENT = trice.Timing(keepalive_interval=0.25, disconnected_timeout=0.6, failed_timeout=1.0)
 
 
 @pytest.fixture(autouse=True)
@@ -127,18 +132,36 @@ async def _run_with_peer(
     aggressive: bool = False,
     peer_controlling: bool | None = None,
     restart: bool = False,
+    relay: Coturn | None = None,
+    linger: float = 0.0,
 ) -> None:
     """trice (in process) against a ``kind`` peer (subprocess): connect, then exchange
     ``COUNT`` datagrams each way and check that every one arrived on both sides.  With
     ``restart``, both then restart ICE, signal anew, connect again and exchange again.
 
     The peer takes the other role than trice unless ``peer_controlling`` says otherwise.
+    With ``relay``, both sides gather only relayed candidates, from that coturn over UDP.
+    With ``linger``, trice's consent expires within a second (``_SHORT_CONSENT``), and the
+    session must stay up ``linger`` seconds on the peer's answers alone (connected or
+    completed throughout) before a second round of data.
     """
     version = 6 if ipv6 else 4
     if peer_controlling is None:
         peer_controlling = not trice_controlling
-    cmd = peer_command(kind, controlling=peer_controlling, ipv6=ipv6, lite=peer_lite)
+    extra: list[str] = []
     config = _config(ipv6=ipv6, lite=trice_lite, aggressive=aggressive)
+    if relay is not None:
+        url = f"turn:127.0.0.1:{relay.port}?transport=udp"
+        extra = [f"--turn={url}", f"--username={USER}", f"--credential={PASSWORD}"]
+        extra.append("--relay-only")
+        config = dataclasses.replace(
+            config,
+            ice_servers=[relay.ice_server("udp")],
+            transport_policy=trice.TransportPolicy.RELAY,
+        )
+    if linger:
+        config = dataclasses.replace(config, timing=_SHORT_CONSENT)
+    cmd = peer_command(kind, controlling=peer_controlling, ipv6=ipv6, lite=peer_lite, extra=extra)
     with Peer(cmd, name=kind) as peer:
         async with trice.open_agent(config, controlling=trice_controlling) as agent:
             theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
@@ -161,11 +184,24 @@ async def _run_with_peer(
             )
             _assert_loopback(conn.selected_pair.local.to_sdp(), version)
             _assert_loopback(conn.selected_pair.remote.to_sdp(), version)
+            if relay is not None:
+                assert conn.selected_pair.local.type is trice.CandidateType.RELAY
+                assert conn.selected_pair.remote.type is trice.CandidateType.RELAY
             connected = await _in_thread_expect(peer, "connected")
             for key in ("local", "remote"):
                 if key in connected:
                     _assert_loopback(connected[key], version)
             await _exchange_round(conn, peer, kind, 0)
+
+            if linger:
+                async with agent.subscribe() as events:
+                    with trio.move_on_after(linger):
+                        async for event in events:
+                            if isinstance(event, trice.ConnectionStateChanged):
+                                # (The stream starts with the state of now.)
+                                assert event.state in _UP, event
+                assert state_of(agent) in _UP
+                await _exchange_round(conn, peer, kind, 1)
 
             if restart:
                 before = agent.local_parameters
@@ -293,3 +329,27 @@ async def test_ice_restart(kind: str, trice_controlling: bool) -> None:
     """Both sides restart ICE (Pion's Agent.Restart, which gathers anew, so its candidates
     change), signal anew and connect again; data flows over the new pair."""
     await _run_with_peer(kind, trice_controlling=trice_controlling, restart=True)
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize("kind", KINDS, indirect=True)
+async def test_the_peer_answers_consent(kind: str, trice_controlling: bool) -> None:
+    """RFC 7675 with another agent: trice's consent checks, every quarter second, are
+    answered on the selected pair for three seconds (three times the consent trice allows
+    itself here), never disconnected, and data flows after."""
+    await _run_with_peer(kind, trice_controlling=trice_controlling, linger=3.0)
+
+
+@pytest.fixture
+def coturn() -> Iterator[Coturn]:
+    require_turnserver()
+    with run_coturn() as server:
+        yield server
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize("kind", KINDS, indirect=True)
+async def test_relay_to_relay(kind: str, trice_controlling: bool, coturn: Coturn) -> None:
+    """Both sides relay-only through one coturn: the pair selected is relay to relay on
+    either side, and every datagram arrives, each way."""
+    await _run_with_peer(kind, trice_controlling=trice_controlling, relay=coturn)
