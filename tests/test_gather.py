@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -9,7 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import ifaddr
 import pytest
@@ -84,6 +85,90 @@ async def _gathered_against(
                 candidates = agent.local_candidates
             nursery.cancel_scope.cancel()
     return candidates, report
+
+
+_AddrInfo = (
+    tuple[Literal[socket.AddressFamily.AF_INET], socket.SocketKind, int, str, tuple[str, int]]
+    | tuple[
+        Literal[socket.AddressFamily.AF_INET6],
+        socket.SocketKind,
+        int,
+        str,
+        tuple[str, int, int, int] | tuple[int, bytes],
+    ]
+)
+
+
+class _Names(trio.abc.HostnameResolver):
+    """A resolver of the test's own: ``stun.test`` stands for the UDP addresses given (the
+    URL's port is not used), any other name is looked up as usual."""
+
+    def __init__(self, addresses: list[tuple[str, int]]) -> None:
+        self.addresses = addresses
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[_AddrInfo]:
+        if host == b"stun.test":
+            inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
+            return [
+                (inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", address)
+                for address in self.addresses
+            ]
+        name = None if host is None else host.decode()
+        found: list[_AddrInfo] = socket.getaddrinfo(name, port, family, type, proto, flags)
+        return found
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        return socket.getnameinfo(sockaddr, flags)
+
+
+@pytest.mark.parametrize("live_first", [False, True])
+async def test_a_stun_name_of_several_addresses_is_asked_at_each_in_turn(
+    live_first: bool,
+) -> None:
+    """A STUN server's name that stands for several addresses (RFC 8489 §8): the next
+    address is asked an RTO after the last, until one answers; one that answers first
+    leaves the rest unasked."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead,  # bound, never answers
+        await server_socket() as live,
+    ):
+        dead.bind(("127.0.0.1", 0))
+        dead.setblocking(False)
+        addresses = [dead.getsockname(), live.getsockname()]
+        if live_first:
+            addresses.reverse()
+        trio.socket.set_custom_hostname_resolver(_Names(addresses))
+        try:
+            timing = trice.Timing(rto=0.1, gather_timeout=10.0)
+            config = loopback_config(timing=timing, ice_servers=[trice.IceServer("stun:stun.test")])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stun_server, live, ("203.0.113.7", 40000))
+                async with trice.open_agent(config, controlling=True) as agent:
+                    with trio.fail_after(5):
+                        await agent.wait_gathering_complete()
+                    candidates = agent.local_candidates
+                    (report,) = [r for r in agent.gather_reports if r.source != "host"]
+                nursery.cancel_scope.cancel()
+        finally:
+            trio.socket.set_custom_hostname_resolver(None)
+        asked_dead = 0
+        with contextlib.suppress(BlockingIOError):
+            while dead.recv(2048):
+                asked_dead += 1
+    assert report.error is None and report.candidates == 1
+    assert [c.type for c in candidates] == [trice.CandidateType.HOST, trice.CandidateType.SRFLX]
+    assert (candidates[1].address, candidates[1].port) == ("203.0.113.7", 40000)
+    assert (asked_dead > 0) is not live_first
 
 
 async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:

@@ -11,7 +11,7 @@ import math
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -662,29 +662,34 @@ async def gather_srflx(
     started = trio.current_time()
     source = f"{url} from {transport.local_address[0]}"
     timing = agent.config.timing
+    ask: Callable[[Address], Awaitable[stun.Message]]
+    if isinstance(transport, MuxTransport):
+        ask = functools.partial(transport.mux._server_reflexive, timing=timing)
+    else:
+        pending = agent._pending
+        if pending is None:
+            pending = agent._pending = {}
+
+        async def ask(server: Address) -> stun.Message:
+            request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+            return await stun_transaction(transport.send_nowait, pending, timing, server, request)
+
     try:
         with trio.fail_after(timing.gather_timeout):
-            server = await _resolve(url.host, url.port, transport.family)
-            if _is_loopback(transport.local_address[0]) and not _is_loopback(server[0]):
+            servers = await _resolve_all(url.host, url.port, transport.family)
+            if _is_loopback(transport.local_address[0]):
                 # (A loopback socket reaches no other address: no waiting for the timeout.)
-                elapsed = trio.current_time() - started
-                agent._report(GatherReport(source, elapsed, 0, "unreachable from loopback"))
-                return
-            if isinstance(transport, MuxTransport):
-                try:
-                    reply = await transport.mux._server_reflexive(server, timing)
-                except trio.ClosedResourceError:
+                servers = [server for server in servers if _is_loopback(server[0])]
+                if not servers:
                     elapsed = trio.current_time() - started
-                    agent._report(GatherReport(source, elapsed, 0, "the mux closed"))
+                    agent._report(GatherReport(source, elapsed, 0, "unreachable from loopback"))
                     return
-            else:
-                pending = agent._pending
-                if pending is None:
-                    pending = agent._pending = {}
-                request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
-                reply = await stun_transaction(
-                    transport.send_nowait, pending, timing, server, request
-                )
+            try:
+                reply = await _first_answer(ask, servers, timing.rto)
+            except trio.ClosedResourceError:
+                elapsed = trio.current_time() - started
+                agent._report(GatherReport(source, elapsed, 0, "the mux closed"))
+                return
     except trio.TooSlowError:
         agent._report(GatherReport(source, trio.current_time() - started, 0, "timeout"))
         return
@@ -858,10 +863,53 @@ def _may_reach(host: str, family: int) -> bool:
     return (literal.version == 6) == (family == socket.AF_INET6)
 
 
-async def _resolve(host: str, port: int, family: int) -> Address:
-    """A server's address in the family of the socket that will talk to it."""
+async def _resolve_all(host: str, port: int, family: int) -> list[Address]:
+    """A server's addresses in the family of the socket that will talk to it, in the
+    resolver's order, each once."""
     infos = await trio.socket.getaddrinfo(host, port, family=family, type=trio.socket.SOCK_DGRAM)
-    if not infos:
+    addresses: list[Address] = []
+    for info in infos:
+        sockaddr = info[4]
+        address = (str(sockaddr[0]), int(sockaddr[1]))
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
         raise OSError(f"{host} has no address of the socket's family")
-    sockaddr = infos[0][4]
-    return (str(sockaddr[0]), int(sockaddr[1]))
+    return addresses
+
+
+async def _first_answer(
+    ask: Callable[[Address], Awaitable[stun.Message]], servers: Sequence[Address], stagger: float
+) -> stun.Message:
+    """The first answer of a server that has several addresses (RFC 8489 §8: a name may
+    stand for several; RFC 8305's way with them): ``ask`` each in turn, the next one
+    ``stagger`` seconds after the last began, or at once when it failed, until one
+    answers.  The caller bounds the whole in time.
+
+    Raises:
+        OSError, trio.ClosedResourceError: every address failed (the first one's error).
+    """
+    if len(servers) == 1:
+        return await ask(servers[0])
+    answers: list[stun.Message] = []
+    errors: list[OSError | trio.ClosedResourceError] = []
+    async with trio.open_nursery() as nursery:
+
+        async def one(server: Address, failed: trio.Event) -> None:
+            try:
+                answer = await ask(server)
+            except (OSError, trio.ClosedResourceError) as exc:
+                errors.append(exc)
+                failed.set()
+                return
+            answers.append(answer)
+            nursery.cancel_scope.cancel()
+
+        for server in servers:
+            failed = trio.Event()
+            nursery.start_soon(one, server, failed)
+            with trio.move_on_after(stagger):
+                await failed.wait()
+    if answers:
+        return answers[0]
+    raise errors[0]
