@@ -1468,6 +1468,19 @@ def last_arrival(net: Network, endpoint: Endpoint, *, answers_only: bool = False
     )
 
 
+def test_consent_lasts_30_s_at_most_whatever_failed_timeout_says() -> None:
+    """RFC 7675 §5.1: consent expires 30 s after the last answer; a failed_timeout of 60 s
+    holds checking up that long, but not the data of a pair the peer stopped answering."""
+    timing = Timing(failed_timeout=60.0)
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(5.0)
+    net.drop_all()
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 90.0)
+    answered = last_arrival(net, a, answers_only=True)
+    assert a.time_of(S.FAILED) == pytest.approx(answered + 30.0, abs=net.spin_step)
+
+
 def test_consent_lost_disconnected_then_failed() -> None:
     """Disconnected ``disconnected_timeout`` after the peer was last heard (any packet),
     failed ``failed_timeout`` after consent was last refreshed (an answer to our check)."""

@@ -303,7 +303,8 @@ class Timing:
             check, a check of the peer's own on the selected pair, or data), the state
             becomes disconnected.
         failed_timeout: without a selected pair this long after checks start, or without consent
-            this long (an answer to one of our checks, RFC 7675), the state becomes failed.
+            this long (an answer to one of our checks, RFC 7675), the state becomes failed;
+            consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.
         gather_timeout: the most a STUN or TURN server may hold up gathering.
         mdns_timeout: how long a peer's ``.local`` name is queried for (RFC 6762 §5.2's
             retries, 1 s apart and doubling) before its candidate is dropped.

@@ -104,6 +104,10 @@ PINGBACK_RTTS = 2.0
 PINGBACK_MIN = 0.0005
 PINGBACK_MAX = 0.2
 
+#: The longest consent lasts without an answer (RFC 7675 §5.1), whatever
+#: ``Timing.failed_timeout`` says.
+CONSENT_EXPIRY = 30.0
+
 #: The soonest a check that the peer's request crossed goes out again (see ``poll_resend``):
 #: above a loopback or LAN round trip, far below any RTO.
 RESEND_MIN = 0.005
@@ -151,6 +155,7 @@ class AgentCore:
 
     __slots__ = (
         "_checking_since",
+        "_consent_for",
         "_events",
         "_first_valid_at",
         "_held",
@@ -230,6 +235,9 @@ class AgentCore:
         # every agent of the same timing: looked up once here, not per check (the cache's
         # key is the whole Timing, hashed and compared field by field at each lookup).
         self._schedules = (_schedule(timing, None), _schedule(timing, 1))
+        # How long consent lasts without an answer: failed_timeout, never past RFC 7675's
+        # 30 s (§5.1: the agent must stop sending then).
+        self._consent_for = min(timing.failed_timeout, CONSENT_EXPIRY)
         self.nomination = nomination
         self.max_remote_candidates = max_remote_candidates
         self.nohost = nohost
@@ -404,7 +412,7 @@ class AgentCore:
             key = stun.short_term_key(local.pwd)
         except ValueError as exc:
             raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
-        if self.finished or now >= self._last_consent + self.timing.failed_timeout:
+        if self.finished or now >= self._last_consent + self._consent_for:
             self._previous = None  # (failed, or consent expired: no data may go, RFC 7675)
         elif self.selected is not None:
             self._previous = self.selected  # (else any from an earlier restart stays)
@@ -1109,7 +1117,7 @@ class AgentCore:
                         deadline = due
             if self._previous is not None:
                 # The pair of before a restart carries data until its consent expires.
-                due = self._last_consent + timing.failed_timeout
+                due = self._last_consent + self._consent_for
                 if deadline is None or due < deadline:
                     deadline = due
             first_valid = self._first_valid_at
@@ -1124,7 +1132,7 @@ class AgentCore:
                     deadline = due
             return deadline
         # Connected: consent (RFC 7675), and the peer heard from.
-        due = self._last_consent + timing.failed_timeout
+        due = self._last_consent + self._consent_for
         if deadline is None or due < deadline:
             deadline = due
         if self.state is not _STATE_DISCONNECTED:
@@ -1145,10 +1153,7 @@ class AgentCore:
             if now >= self._checking_since + self.timing.failed_timeout:
                 self._set_state(ConnectionState.FAILED)
                 return
-            if (
-                self._previous is not None
-                and now >= self._last_consent + self.timing.failed_timeout
-            ):
+            if self._previous is not None and now >= self._last_consent + self._consent_for:
                 self._forget_previous()  # (its consent expired: RFC 7675)
             pair = self._pingback
             if pair is not None and now >= pair.pingback_at:
@@ -1158,7 +1163,7 @@ class AgentCore:
         # The same sums as next_deadline's (``last + timeout``), not ``now - last``: in
         # floating point the two can disagree, and a deadline that came while its test stays
         # false would have the shell wake again and again.
-        if now >= self._last_consent + self.timing.failed_timeout:
+        if now >= self._last_consent + self._consent_for:
             self._set_state(ConnectionState.FAILED)
             return
         if now >= self._last_alive + self.timing.disconnected_timeout:
@@ -1323,7 +1328,7 @@ class AgentCore:
         if late is None:
             late = self._late = {}
         else:
-            horizon = now - self.timing.failed_timeout
+            horizon = now - self._consent_for
             for tid in [tid for tid, old in late.items() if old.started < horizon]:
                 del late[tid]
         late[check.transaction_id] = check
