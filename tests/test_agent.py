@@ -854,6 +854,13 @@ async def test_a_closed_agent_is_freed_without_the_cycle_collector() -> None:
         await session()
         await trio.testing.wait_all_tasks_blocked()
         assert agents_alive(*ufrags) == []
+        # The same while another agent of the run stays open (the run's timer lives on, its
+        # heap with entries of the closed agents in it).
+        async with trice.open_agent(loopback_config(), controlling=True) as keeper:
+            await keeper.wait_gathering_complete()
+            await session()
+            await trio.testing.wait_all_tasks_blocked()
+            assert agents_alive(*ufrags) == []
 
 
 async def test_an_agent_closed_mid_check_is_freed_without_the_cycle_collector(
@@ -911,6 +918,39 @@ async def test_a_body_raising_a_group_gets_it_back_as_it_was() -> None:
             async with trice.open_agent(loopback_config(), controlling=True):
                 raise mine
         assert caught.value is mine
+
+
+async def test_one_failure_comes_out_as_itself_while_an_enclosing_scope_is_cancelled() -> None:
+    """The body's exception, or the agent's own single failure (a filter of the user's that
+    raises), as an enclosing scope is cancelled (a timeout that expires then): it comes out
+    as itself, not in a group beside the scope's Cancelled (``except KeyError`` works)."""
+    mine = KeyError("mine")
+    with trio.CancelScope() as outer:
+        with pytest.raises(KeyError) as caught:
+            async with trice.open_agent(loopback_config(), controlling=True) as agent:
+                await agent.wait_gathering_complete()
+                outer.cancel()
+                raise mine
+    assert caught.value is mine
+
+    def refuse(address: object) -> bool:
+        raise ValueError("the filter's own")
+
+    base = loopback_config()
+    config = dataclasses.replace(base, network=dataclasses.replace(base.network, ip_filter=refuse))
+    with trio.CancelScope() as outer:
+        with pytest.raises(ValueError, match="the filter's own"):
+            async with trice.open_agent(config, controlling=True):
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    outer.cancel()
+    with trio.CancelScope() as outer:
+        with pytest.raises(KeyError) as caught:
+            async with trice.open_udp_mux("127.0.0.1") as mux:
+                outer.cancel()
+                raise mine
+    assert caught.value is mine and mux.closed
 
 
 async def test_warm_up_needs_a_round() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -172,3 +173,38 @@ def test_gather_with_no_candidate_says_so_once() -> None:
     assert "no candidates (transport policy relay)" in out.stdout
     assert "turn:127.0.0.1:9" in out.stdout
     assert out.stderr == ""
+
+
+def test_ctrl_c_during_the_demo_exits_130_quietly() -> None:
+    """Ctrl-C (SIGINT) while the demo runs: exit status 130, as a shell reports it, and no
+    traceback (the demo's nurseries raised it in an exception group, which went out as one)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "trice", "demo", "--json", "--count", "100000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # (until the agents are connected and the data goes)
+            if json.loads(line)["event"] == "rtt":
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err, err
+
+
+def test_a_reader_that_goes_ends_the_demo_quietly() -> None:
+    """``trice demo --json | head -1``: the pipe's reader goes after a line, and the demo
+    ends at its next line, quietly, with 141 (128 + SIGPIPE, as a shell's tools)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "trice", "demo", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "Error" not in err, err

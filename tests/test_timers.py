@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 import trice
-from trice._trio._timers import TimerHub, timer_hub
+from trice._trio._timers import TimerCell, TimerHub, timer_hub
 from trice.ice._core import JITTER_MAX
 
 from loopback import connect_both, loopback_config, signal
@@ -103,6 +103,8 @@ class _Sleeper:
     def __init__(self) -> None:
         self._sleeping_until = math.inf
         self._armed_at = -math.inf
+        self._timer_cell = TimerCell()
+        self._timer_cell.sleeper = self
         self.woken = 0
 
     def _time_came(self) -> None:

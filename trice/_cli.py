@@ -18,6 +18,10 @@ import trio
 import trice
 from trice._servers import host_port
 from trice._trio._agent import introduce
+from trice._trio._exits import leaves as _leaves
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["main"]
 
@@ -438,11 +442,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         return trio.run(_gather, args, _gather_emitter(args.json))
-    except trice.TriceError as exc:
-        print(f"trice: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        # (What the demo's own nurseries raise comes in a group: looked at leaf by leaf.)
+        leaves = _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return 130
+        if all(isinstance(leaf, BrokenPipeError) for leaf in leaves):
+            # The reader went (``trice demo --json | head``): quietly, as a shell's tools do
+            # on SIGPIPE; and nothing more goes to the closed pipe as the interpreter exits.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 141
+        if all(isinstance(leaf, trice.TriceError) for leaf in leaves):
+            for leaf in leaves:
+                print(f"trice: {leaf}", file=sys.stderr)
+            return 2
+        raise
 
 
 def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -59,7 +59,7 @@ from trice._trio._mux import MuxTransport, UdpMux
 from trice._trio._streams import EventStream
 from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
-from trice._trio._timers import timer_hub
+from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
     LEASE,
     READ_BATCH,
@@ -213,6 +213,7 @@ class Agent:
         "_subscribers",
         "_tcp_counters",
         "_tcp_shares",
+        "_timer_cell",
         "_timers",
         "_transports",
         "_unknown_source",
@@ -253,6 +254,7 @@ class Agent:
         self._elsewhere = True
         self._elsewhere_seen = -1
         self._armed_at = -math.inf  # the timer's own bookkeeping (see TimerHub.arm)
+        self._timer_cell = TimerCell()  # (holds the agent while it is open: see __aenter__)
         # The agent task while it is parked (a receiver holds its socket): the run's timer
         # reschedules it; while it waits on the socket, the timer kicks the socket instead.
         self._parked: trio.lowlevel.Task | None = None
@@ -1620,6 +1622,7 @@ class AgentContext:
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
             agent._hub.join(agent._local.ufrag)
+            agent._timer_cell.sleeper = agent
             self._joined = True
             relay_only = self._config.transport_policy is TransportPolicy.RELAY
             for mux in () if relay_only else self._muxes:  # (before any task: see _attach)
@@ -1655,6 +1658,7 @@ class AgentContext:
             return await exit_nursery(manager, exc_type, exc, tb)
         finally:
             if agent is not None:
+                agent._timer_cell.sleeper = None  # (its entries in the timer's heap let go)
                 if self._joined:
                     self._joined = False
                     agent._hub.leave(agent._local.ufrag)

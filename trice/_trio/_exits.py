@@ -12,7 +12,7 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["exit_nursery"]
+__all__ = ["exit_nursery", "leaves"]
 
 
 async def exit_nursery(
@@ -27,16 +27,24 @@ async def exit_nursery(
     own exception alone (perhaps a group itself, which must not be flattened, and which trio
     hands on as a copy), it goes on as itself (``False`` is returned); a failure of one of
     the nursery's tasks, alone, is raised as itself too; only several come out as a group.
+    Cancellations of an enclosing scope beside the one failure do not count.
     """
     try:
         return bool(await manager.__aexit__(exc_type, exc, tb))
     except BaseExceptionGroup as group:
-        if exc is not None and len(group.exceptions) == 1 and _same(group.exceptions[0], exc):
+        failed = group
+        cancelled, rest = group.split(trio.Cancelled)
+        if cancelled is not None and rest is not None:
+            # An enclosing scope was cancelled as the block or a task failed: the failure
+            # goes on, and the cancellation comes again at the next checkpoint in that scope
+            # (as trio does with one exception and a cancellation in a non-strict nursery).
+            failed = rest
+        if exc is not None and len(failed.exceptions) == 1 and _same(failed.exceptions[0], exc):
             return False
-        leaves = _leaves(group)
-        if len(leaves) != 1:
+        alone = leaves(failed)
+        if len(alone) != 1:
             raise
-        raise leaves[0] from None
+        raise alone[0] from None
 
 
 def _same(seen: BaseException, raised: BaseException) -> bool:
@@ -53,11 +61,12 @@ def _same(seen: BaseException, raised: BaseException) -> bool:
     )
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of ``group`` that are not groups, however deep."""
     out: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
+            out.extend(leaves(exc))
         else:
             out.append(exc)
     return out

@@ -16,8 +16,9 @@ earliest deadline of any agent and wakes the agents whose time has come.
 * Entries are checked when they come due: an entry whose agent has since planned another
   wake-up is stale and skipped.  Arming the time already armed pushes nothing, and the heap
   is pruned (stale entries and copies dropped) when it grows past twice the agents and some
-  slack, so that a flood of datagrams waking an agent cannot grow it, nor keep closed agents
-  alive.
+  slack, so that a flood of datagrams waking an agent cannot grow it.  The heap holds an
+  agent through a cell (:class:`TimerCell`) that the agent empties as it closes, so that its
+  entries left in the heap do not keep it alive.
 * It also knows the local ufrags of the run's open agents (:meth:`TimerHub.has_other_agent`):
   an agent whose peer is another agent of the same run need not ping it back at once (see
   ``Agent._pump``).
@@ -47,7 +48,7 @@ import trio
 if TYPE_CHECKING:
     from trice._trio._transport import UdpTransport
 
-__all__ = ["Reader", "Sleeper", "TimerHub", "timer_hub"]
+__all__ = ["Reader", "Sleeper", "TimerCell", "TimerHub", "timer_hub"]
 
 #: Whether the system has ``epoll`` (Linux): then the timer task also reads the agents' first
 #: sockets (see the module docstring).
@@ -64,8 +65,20 @@ class Sleeper(Protocol):
 
     _sleeping_until: float
     _armed_at: float
+    _timer_cell: TimerCell
 
     def _time_came(self) -> None: ...
+
+
+class TimerCell:
+    """What the timer's heap holds for a sleeper: the sleeper, until it closes (then
+    ``None``).  An agent that closes empties its cell, so that entries of it still in the
+    heap hold it no longer: it is freed at once, not when they come due."""
+
+    __slots__ = ("sleeper",)
+
+    def __init__(self) -> None:
+        self.sleeper: Sleeper | None = None
 
 
 class Reader(Protocol):
@@ -103,7 +116,7 @@ class TimerHub:
         # epoll set made with the first (and closed when the task ends).
         self._epoll: select.epoll | None = None
         self._watched: dict[int, tuple[UdpTransport, Reader]] = {}
-        self._heap: list[tuple[float, int, Sleeper]] = []
+        self._heap: list[tuple[float, int, TimerCell]] = []
         self._members = 0
         self._running = False
         self._scope: trio.CancelScope | None = None  # the timer task's wait
@@ -161,7 +174,7 @@ class TimerHub:
             return  # its entry for that time is in the heap already
         sleeper._armed_at = due
         heap = self._heap
-        heapq.heappush(heap, (due, next(_SEQUENCE), sleeper))
+        heapq.heappush(heap, (due, next(_SEQUENCE), sleeper._timer_cell))
         if len(heap) > 2 * self._members + _PRUNE_SLACK:
             self._prune()
         if due < self._until:
@@ -287,13 +300,20 @@ class TimerHub:
     def _prune(self, *, keep: bool = True) -> None:
         """Drop the stale entries, and the copies: one entry per sleeper at most (none
         without ``keep``)."""
-        kept: list[tuple[float, int, Sleeper]] = []
+        kept: list[tuple[float, int, TimerCell]] = []
         for entry in self._heap:
-            entry[2]._armed_at = -math.inf
+            sleeper = entry[2].sleeper
+            if sleeper is not None:
+                sleeper._armed_at = -math.inf
         if keep:
             for entry in self._heap:
-                due, _, sleeper = entry
-                if sleeper._sleeping_until == due and sleeper._armed_at != due:
+                due, _, cell = entry
+                sleeper = cell.sleeper
+                if (
+                    sleeper is not None
+                    and sleeper._sleeping_until == due
+                    and sleeper._armed_at != due
+                ):
                     sleeper._armed_at = due
                     kept.append(entry)
             heapq.heapify(kept)
@@ -303,7 +323,11 @@ class TimerHub:
         """Wake the sleepers whose time has come; return the next due time."""
         heap = self._heap
         while heap:
-            due, _, sleeper = heap[0]
+            due, _, cell = heap[0]
+            sleeper = cell.sleeper
+            if sleeper is None:
+                heapq.heappop(heap)  # (its agent closed)
+                continue
             if sleeper._sleeping_until != due or sleeper._armed_at != due:
                 # Stale (it woke, or planned another time), or a copy of an entry that has
                 # fired already.
