@@ -1281,7 +1281,8 @@ async def test_an_idle_connection_waiting_in_receive_costs_no_wake_ups(
     between their consent checks."""
     if family != "ipv4" and not HAS_IPV6:
         pytest.skip("needs an IPv6 loopback address (::1)")
-    timing = trice.Timing(keepalive_interval=30, disconnected_timeout=60, failed_timeout=120)
+    # (Consent checks every 12 s or so, jitter included no sooner than 9.6 s.)
+    timing = trice.Timing(keepalive_interval=25, disconnected_timeout=29, failed_timeout=30)
     if family == "ipv4":
         config = loopback_config(timing=timing)
     else:
@@ -1307,7 +1308,7 @@ async def test_an_idle_connection_waiting_in_receive_costs_no_wake_ups(
                 nursery.start_soon(receive, cb)
                 await trio.sleep(0.1)
                 trio.lowlevel.add_instrument(counter)
-                await trio.sleep(10.0)  # (500 lease ends)
+                await trio.sleep(8.0)  # (400 lease ends)
                 trio.lowlevel.remove_instrument(counter)
                 assert counter.steps <= 4, counter.steps
                 await ca.send(b"to b")

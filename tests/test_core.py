@@ -1481,6 +1481,35 @@ def test_consent_lasts_30_s_at_most_whatever_failed_timeout_says() -> None:
     assert a.time_of(S.FAILED) == pytest.approx(answered + 30.0, abs=net.spin_step)
 
 
+@pytest.mark.parametrize(
+    "timing",
+    [
+        Timing(keepalive_interval=50.0, disconnected_timeout=100.0, failed_timeout=100.0),
+        Timing(disconnected_timeout=40.0, failed_timeout=60.0),
+    ],
+)
+def test_with_timeouts_past_30_s_a_live_pair_keeps_consent_and_a_lost_one_disconnects_first(
+    timing: Timing,
+) -> None:
+    """Consent's 30 s cuts disconnected_timeout down in step (40 of 60 s: 20 s), and the
+    consent checks go often enough for it: a peer that answers keeps the pair for good; one
+    that goes makes the agent failed at 30 s, disconnected before if disconnected_timeout
+    is the shorter."""
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(300.0)
+    assert a.state is S.COMPLETED and b.state is S.COMPLETED
+    net.drop_all()
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 60.0)
+    answered = last_arrival(net, a, answers_only=True)
+    assert a.time_of(S.FAILED) == pytest.approx(answered + 30.0, abs=net.spin_step)
+    if timing.disconnected_timeout < timing.failed_timeout:
+        assert a.states()[-2:] == [S.DISCONNECTED, S.FAILED]
+        ratio = timing.disconnected_timeout / timing.failed_timeout
+        disconnected = last_arrival(net, a) + 30.0 * ratio
+        assert a.time_of(S.DISCONNECTED) == pytest.approx(disconnected, abs=net.spin_step)
+
+
 def test_consent_lost_disconnected_then_failed() -> None:
     """Disconnected ``disconnected_timeout`` after the peer was last heard (any packet),
     failed ``failed_timeout`` after consent was last refreshed (an answer to our check)."""
@@ -2605,12 +2634,15 @@ def test_a_restart_that_finds_no_pair_fails_and_ends_the_old_pairs_data() -> Non
     assert not a.core.is_remote_address(b.bases[0])
 
 
-def test_a_peer_address_not_signalled_anew_is_no_data_source_once_a_new_pair_is_selected() -> None:
+def test_a_peer_address_not_signalled_anew_is_a_data_source_a_while_after_a_new_pair() -> None:
     """b moves to a new address (it gives up its old one): a's data from the old address
-    counts until the new pair is selected, then no more."""
+    counts until the new pair is selected, and then while the old pair's consent would
+    have lasted (b may send there until it selects too: its nomination's answer may be
+    lost, and data in flight comes still); then no more."""
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)
     old_address = b.bases[0]
+    last_consent = last_arrival(net, a, answers_only=True)
     _restart(net, a, b)
     b.core.transport_lost(0, net.now)  # (its old socket gone)
     b.signalled.clear()
@@ -2620,8 +2652,13 @@ def test_a_peer_address_not_signalled_anew_is_no_data_source_once_a_new_pair_is_
     assert net.run_until(connected(a, b), max_time=net.now + 1.0)
     assert a.core.selected is not None
     assert a.core.selected.remote_address == ("10.0.0.3", 6001)
-    assert not a.core.is_remote_address(old_address)
+    assert a.core.data_pair is a.core.selected
+    assert a.core.is_remote_address(old_address)
+    ends = last_consent + a.core.timing.failed_timeout
+    assert net.run_until(lambda: not a.core.is_remote_address(old_address), max_time=ends + 1)
+    assert net.now == pytest.approx(ends, abs=net.spin_step)
     assert all(p.remote_address != old_address for p in a.core.checklist)
+    assert a.state is S.COMPLETED
 
 
 def test_a_restart_while_checking_starts_over() -> None:
@@ -2755,6 +2792,25 @@ def test_the_address_of_before_a_restart_takes_no_room_from_the_cap() -> None:
     net.exchange(a, b)  # (b's one candidate again: no LimitError)
     assert net.run_until(connected(a, b), max_time=net.now + 1.0)
     assert a.core.remote_candidates == list(b.signalled)
+
+
+def test_a_candidate_of_before_a_restart_after_the_new_end_is_left_out() -> None:
+    """Signaling may bring a candidate of the generation before the restart after the new
+    generation's end-of-candidates: it is left out and counted, as before that end (it
+    raised StateError, which the application's signaling took for its own mistake)."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    old_ufrag = b.core.local.ufrag
+    _restart(net, a, b)
+    net.exchange(a, b)
+    assert a.core.remote_complete
+    (candidate,) = b.signalled
+    late = dataclasses.replace(candidate, port=candidate.port + 1, username_fragment=old_ufrag)
+    dropped = a.core.remote_candidates_dropped
+    assert a.core.add_remote_candidate(late) is False
+    assert a.core.remote_candidates_dropped == dropped + 1
+    with pytest.raises(trice.StateError):  # (one of this generation's, after its end)
+        a.core.add_remote_candidate(dataclasses.replace(late, username_fragment=None))
 
 
 def test_candidates_wait_for_the_parameters_of_their_generation() -> None:

@@ -547,8 +547,9 @@ class Agent:
         ``failed``: a restart is how a failed agent tries again.  Until the new checks
         select a pair, data keeps going over the pair selected before (RFC 8445 §9 lets it:
         :attr:`selected_pair` still says which), while its consent, last refreshed before
-        the restart, is younger than ``Timing.failed_timeout`` (RFC 7675); meanwhile, with
-        no pair for data, ``send`` and ``receive`` raise :class:`trio.BrokenResourceError`.
+        the restart, is younger than ``Timing.failed_timeout`` (30 s at most: RFC 7675);
+        then, with no pair for data, ``send`` and ``receive`` raise
+        :class:`trio.BrokenResourceError`.
         :meth:`connect` waits for the new pair, and returns the same :class:`Connection`,
         which then carries data over it.  If the new checks fail, so does the agent.
 

@@ -156,6 +156,7 @@ class AgentCore:
     __slots__ = (
         "_checking_since",
         "_consent_for",
+        "_disconnected_for",
         "_events",
         "_first_valid_at",
         "_held",
@@ -181,6 +182,7 @@ class AgentCore:
         "_spare_nomination",
         "_spare_ping",
         "_stale",
+        "_stale_until",
         "_success_pads",
         "_templates",
         "_triggered",
@@ -236,8 +238,13 @@ class AgentCore:
         # key is the whole Timing, hashed and compared field by field at each lookup).
         self._schedules = (_schedule(timing, None), _schedule(timing, 1))
         # How long consent lasts without an answer: failed_timeout, never past RFC 7675's
-        # 30 s (§5.1: the agent must stop sending then).
+        # 30 s (§5.1: the agent must stop sending then); and how long without hearing from
+        # the peer makes it disconnected: disconnected_timeout, or, if that is no shorter
+        # than consent, cut down in step with failed_timeout (disconnected comes first).
         self._consent_for = min(timing.failed_timeout, CONSENT_EXPIRY)
+        self._disconnected_for = timing.disconnected_timeout
+        if self._disconnected_for >= self._consent_for:
+            self._disconnected_for *= self._consent_for / timing.failed_timeout
         self.nomination = nomination
         self.max_remote_candidates = max_remote_candidates
         self.nohost = nohost
@@ -279,6 +286,9 @@ class AgentCore:
         #: among ``remote_addresses`` for that data until the peer signals it anew.
         self._previous: Pair | None = None
         self._stale: Address | None = None
+        #: Once a pair of the new generation is selected, until when data from ``_stale``
+        #: still counts (see _make_selected); ``None`` while the pair of before carries data.
+        self._stale_until: float | None = None
         #: The last pair selected, which :meth:`selected_pair` names once none carries data.
         self._last_selected: Pair | None = None
         #: The candidates that name a ufrag, held (by address) while the peer's ufrag is
@@ -433,6 +443,7 @@ class AgentCore:
         remotes = self.remote_addresses  # (emptied in place: the shell holds this dict)
         remotes.clear()
         self._stale = None
+        self._stale_until = None
         if previous is not None:
             stale = remote_key(previous.remote)
             remotes[stale] = previous.remote
@@ -559,27 +570,27 @@ class AgentCore:
             self.remote_complete = True
             self._maybe_fail()
             return True
-        if self.remote_complete or self.remote_end_held:
-            raise StateError("a remote candidate came after end-of-candidates")
-        address = remote_key(candidate)
         ufrag = candidate.username_fragment  # (Candidate.ufrag, without a call when unnamed)
         if ufrag is None and candidate.extensions:
             ufrag = candidate.extension("ufrag")
-        if ufrag is not None:
-            remote = self.remote
-            if remote is not None and ufrag != remote.ufrag:
-                self.remote_candidates_dropped += 1
-                return False
-            if remote is None:
-                if not self._counted(address):
-                    self.check_room()
-                # (By address and ufrag: a peer that kept its sockets through a restart
-                # signals the same address in both generations.)
-                if self._held is None:
-                    self._held = {(address, ufrag): candidate}
-                else:
-                    self._held[address, ufrag] = candidate
-                return True
+        remote = self.remote
+        if ufrag is not None and remote is not None and ufrag != remote.ufrag:
+            # (Another generation's, trickled late: left out even after this one's end.)
+            self.remote_candidates_dropped += 1
+            return False
+        if self.remote_complete or self.remote_end_held:
+            raise StateError("a remote candidate came after end-of-candidates")
+        address = remote_key(candidate)
+        if ufrag is not None and remote is None:
+            if not self._counted(address):
+                self.check_room()
+            # (By address and ufrag: a peer that kept its sockets through a restart signals
+            # the same address in both generations.)
+            if self._held is None:
+                self._held = {(address, ufrag): candidate}
+            else:
+                self._held[address, ufrag] = candidate
+            return True
         remotes = self.remote_addresses
         stale = self._stale
         if address in remotes and address != stale:
@@ -687,7 +698,8 @@ class AgentCore:
         every local candidate (see ``_paired_with_every_local``)."""
         address = remote_key(candidate)
         if address == self._stale:
-            self._stale = None  # (signalled, or learned, anew: a candidate of these checks)
+            # (Signalled, or learned, anew: a candidate of these checks.)
+            self._stale = self._stale_until = None
         self.remote_addresses[address] = candidate
         if self.local.lite or not _paired_with_every_local(candidate):
             return
@@ -1136,12 +1148,15 @@ class AgentCore:
         if deadline is None or due < deadline:
             deadline = due
         if self.state is not _STATE_DISCONNECTED:
-            due = self._last_alive + timing.disconnected_timeout
+            due = self._last_alive + self._disconnected_for
             if due < deadline:
                 deadline = due
         next_consent = self._next_consent
         if next_consent is not None and next_consent < deadline:
             deadline = next_consent
+        stale_until = self._stale_until
+        if stale_until is not None and stale_until < deadline:
+            deadline = stale_until
         return deadline
 
     def on_timer(self, now: float) -> None:
@@ -1166,7 +1181,9 @@ class AgentCore:
         if now >= self._last_consent + self._consent_for:
             self._set_state(ConnectionState.FAILED)
             return
-        if now >= self._last_alive + self.timing.disconnected_timeout:
+        if self._stale_until is not None and now >= self._stale_until:
+            self._forget_previous()  # (data from the pair of before counts no more)
+        if now >= self._last_alive + self._disconnected_for:
             self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self._consent_interval() * self._jitter()
@@ -1593,7 +1610,13 @@ class AgentCore:
     def _make_selected(self, pair: Pair) -> None:
         self.selected = self._last_selected = pair
         if self._previous is not None:
-            self._forget_previous()
+            # Data goes over the new pair now; but the peer may send over the pair of
+            # before until it selects too (its nomination's answer may be lost, and data in
+            # flight comes still): what comes from there counts while the pair's consent
+            # would have lasted.
+            self._previous = None
+            if self._stale is not None:
+                self._stale_until = self._last_consent + self._consent_for
         self._pingback = None
         self._late = None
         self._templates = None  # see _check_template
@@ -1615,16 +1638,17 @@ class AgentCore:
         data from its remote address counts no more either, unless signalled anew."""
         self._previous = None
         stale = self._stale
+        self._stale_until = None
         if stale is not None:
             self._stale = None
             self.remote_addresses.pop(stale, None)
 
     def _consent_interval(self) -> float:
         """Consent checks go every ``keepalive_interval`` (each interval times the jitter,
-        0.8-1.2), and at least twice per ``disconnected_timeout`` however the jitter falls:
-        else a healthy pair would flap to disconnected and back between two checks."""
-        timing = self.timing
-        return min(timing.keepalive_interval, timing.disconnected_timeout / (2 * JITTER_MAX))
+        0.8-1.2), and at least twice per ``disconnected_timeout`` (cut down with consent's
+        30 s, see __init__) however the jitter falls: else a healthy pair would flap to
+        disconnected and back between two checks, or lose consent."""
+        return min(self.timing.keepalive_interval, self._disconnected_for / (2 * JITTER_MAX))
 
     def _maybe_complete(self) -> None:
         """``completed`` once a pair is selected, no triggered check waits, and no check is in
@@ -1899,7 +1923,7 @@ class AgentCore:
             # checks in flight are forgotten now (their answers count for nothing), not when
             # the agent closes.
             self._drop_checks()
-            if self._previous is not None:
+            if self._previous is not None or self._stale is not None:
                 self._forget_previous()
 
 
