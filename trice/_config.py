@@ -130,11 +130,12 @@ class NetworkConfig:
             server (Pion's ``NAT1To1IPs``): each ``"external"`` (for every local address of
             its family) or ``"external/local"`` (for that local address; it wins over the
             other form).  The port is the host socket's own: a 1:1 NAT keeps it.
-        external_candidate: how an external address is signalled: :attr:`CandidateType.SRFLX`
-            (the default), a server-reflexive candidate beside the host one; or
-            :attr:`CandidateType.HOST`, in the host candidate's place (the local address is
-            then signalled nowhere, and peers on the same network reach the host through the
-            NAT, if it lets them).
+        external_candidate: how an external address is signalled:
+            :attr:`CandidateType.SRFLX <trice.ice.CandidateType.SRFLX>` (the default), a
+            server-reflexive candidate beside the host one; or
+            :attr:`CandidateType.HOST <trice.ice.CandidateType.HOST>`, in the host
+            candidate's place (the local address is then signalled nowhere, and peers on
+            the same network reach the host through the NAT, if it lets them).
         tcp_candidates: the ICE-TCP host candidates (RFC 6544) to gather beside the UDP ones,
             on each address host gathering uses: :attr:`TcpType.PASSIVE` (a listening
             socket, in ``port_range`` if given, which peers connect to: what a server behind

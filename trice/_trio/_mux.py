@@ -158,7 +158,7 @@ class UdpMux:
         self.sock = sock
         self.family = sock.family
         host, port = sock.getsockname()[:2]
-        #: The address and port the mux is bound to: every agent's host candidate.
+        #: The address and port the mux is bound to, which is every agent's host candidate.
         self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, MuxTransport] = {}
         # Each peer address: the share it is routed to (``None``: two proved it), and whether

@@ -179,7 +179,7 @@ def bindable(address: str) -> bool:
     return True
 
 
-async def address_changes(
+def address_changes(
     network: NetworkConfig | None = None, *, interval: float = 2.0, initial: bool = False
 ) -> AsyncGenerator[tuple[str, ...], None]:
     """The host addresses an agent of ``network`` would gather (after its filters), each
@@ -209,7 +209,8 @@ async def address_changes(
     in a task of its own (one for the process is enough), which may be cancelled anywhere.
 
     Raises:
-        ConfigError: ``interval`` is not a finite number of at least 0.1.
+        ConfigError: ``interval`` is not a finite number of at least 0.1 (at the call, not
+            at the first value).
     """
     if (
         isinstance(interval, bool)
@@ -217,8 +218,12 @@ async def address_changes(
         or not 0.1 <= interval < math.inf
     ):
         raise ConfigError(f"address_changes' interval must be a number >= 0.1, not {interval!r}")
-    network = NetworkConfig() if network is None else network
+    return _address_changes(NetworkConfig() if network is None else network, interval, initial)
 
+
+async def _address_changes(
+    network: NetworkConfig, interval: float, initial: bool
+) -> AsyncGenerator[tuple[str, ...], None]:
     def usable(newer_than: float = -math.inf) -> tuple[str, ...]:
         found = host_addresses(network, newer_than=newer_than)
         return tuple(sorted(host.address for host in found if bindable(host.address)))

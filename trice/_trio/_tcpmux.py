@@ -84,7 +84,7 @@ class TcpMux:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         host, port = sock.getsockname()[:2]
-        #: The address and port the mux listens on: every agent's passive candidate.
+        #: The address and port the mux listens on, which is every agent's passive candidate.
         self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, TcpTransport] = {}
         #: The connections waiting for their first frame, oldest first (their tasks' scopes).

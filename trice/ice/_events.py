@@ -86,8 +86,10 @@ CONNECTION_TRANSITIONS: Mapping[ConnectionState, frozenset[ConnectionState]] = {
 class CandidatePair:
     """A local and a remote candidate that ICE found to work together.
 
-    ``local`` is the candidate the peer sees (a server-reflexive or peer-reflexive candidate
-    when a NAT sits in between, RFC 8445 §7.2.5.3.2); ``remote`` is the peer's.
+    Attributes:
+        local: the candidate the peer sees (a server-reflexive or peer-reflexive candidate
+            when a NAT sits in between, RFC 8445 §7.2.5.3.2).
+        remote: the peer's candidate.
     """
 
     local: Candidate
