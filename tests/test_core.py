@@ -1243,6 +1243,23 @@ def test_full_facing_lite(nomination: Nomination, full_starts_controlling: bool)
     assert_valid_events(a, b)
 
 
+def test_a_role_conflict_from_a_lite_peer_switches_no_role() -> None:
+    """A lite peer is always controlled (RFC 8445 §6.1.1): a 487 from one (broken, or
+    hostile) fails the pair, and the full agent stays controlling (switching would leave no
+    one to nominate)."""
+    _net, a, b = two_agents(b_lite=True, want=False)
+    core = a.core
+    assert core.controlling
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    assert check is not None
+    key = stun.short_term_key(b.core.local.pwd)
+    conflict = _reply(check, key, stun.MessageClass.ERROR, [stun.ErrorCode(487, "Role Conflict")])
+    assert core.on_response(check, stun.decode(conflict), check.destination, 0.01)
+    assert core.controlling
+    assert check.pair.state is PairState.FAILED
+
+
 # -- failure ------------------------------------------------------------------------------------
 
 

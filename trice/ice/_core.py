@@ -1275,6 +1275,13 @@ class AgentCore:
                     # settled; switching now would leave both sides controlled.
                     pair.state = _PAIR_WAITING
                     return True
+                remote = self.remote
+                if remote is not None and remote.lite and not self.local.lite:
+                    # A lite peer is always controlled, and the full agent controls (RFC
+                    # 8445 §6.1.1): one that claims otherwise cannot be followed, or no one
+                    # would nominate.  Its pair fails as any refused check's does.
+                    self._pair_failed(pair, now)
+                    return True
                 # RFC 8445 §7.2.5.1: role conflict; switch and check again.
                 if check.controlling == self.controlling:
                     self._switch_role()
