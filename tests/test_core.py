@@ -1503,28 +1503,33 @@ def test_consent_lasts_30_s_at_most_whatever_failed_timeout_says() -> None:
     [
         Timing(keepalive_interval=50.0, disconnected_timeout=100.0, failed_timeout=100.0),
         Timing(disconnected_timeout=40.0, failed_timeout=60.0),
+        Timing(disconnected_timeout=30.0, failed_timeout=1000.0),
+        Timing(disconnected_timeout=19.0, failed_timeout=1000.0),
     ],
 )
 def test_with_timeouts_past_30_s_a_live_pair_keeps_consent_and_a_lost_one_disconnects_first(
     timing: Timing,
 ) -> None:
-    """Consent's 30 s cuts disconnected_timeout down in step (40 of 60 s: 20 s), and the
-    consent checks go often enough for it: a peer that answers keeps the pair for good; one
-    that goes makes the agent failed at 30 s, disconnected before if disconnected_timeout
-    is the shorter."""
+    """With failed_timeout over consent's 30 s, disconnected_timeout counts 20 s at most
+    (disconnected still comes first), and the consent checks go often enough for it, but
+    no more often than keepalive_interval asks: a peer that answers keeps the pair for
+    good; one that goes makes the agent disconnected, then failed at 30 s."""
     net, a, b = two_agents(timing=timing)
     assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(10.0)
+    checks = len(net.packets(sender="a", requests=True))
     net.run_for(300.0)
+    consent_checks = len(net.packets(sender="a", requests=True)) - checks
+    interval = min(timing.keepalive_interval, min(timing.disconnected_timeout, 20.0) / 2.4)
+    assert consent_checks <= 300.0 / (interval * 0.8) + 1
     assert a.state is S.COMPLETED and b.state is S.COMPLETED
     net.drop_all()
     assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 60.0)
     answered = last_arrival(net, a, answers_only=True)
     assert a.time_of(S.FAILED) == pytest.approx(answered + 30.0, abs=net.spin_step)
-    if timing.disconnected_timeout < timing.failed_timeout:
-        assert a.states()[-2:] == [S.DISCONNECTED, S.FAILED]
-        ratio = timing.disconnected_timeout / timing.failed_timeout
-        disconnected = last_arrival(net, a) + 30.0 * ratio
-        assert a.time_of(S.DISCONNECTED) == pytest.approx(disconnected, abs=net.spin_step)
+    assert a.states()[-2:] == [S.DISCONNECTED, S.FAILED]
+    disconnected = last_arrival(net, a) + min(timing.disconnected_timeout, 20.0)
+    assert a.time_of(S.DISCONNECTED) == pytest.approx(disconnected, abs=net.spin_step)
 
 
 def test_consent_lost_disconnected_then_failed() -> None:

@@ -171,6 +171,29 @@ async def test_a_stun_name_of_several_addresses_is_asked_at_each_in_turn(
     assert (asked_dead > 0) is not live_first
 
 
+async def test_a_stun_name_of_several_silent_addresses_is_reported_as_a_timeout() -> None:
+    """Each address's transaction gives up (its sends run out within gather_timeout, with
+    an RTO this short): the server is reported, nothing is raised (the asks' nursery let
+    the TooSlowError out in a group, through open_agent)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))  # bound, never answers
+            sock.setblocking(False)
+        trio.socket.set_custom_hostname_resolver(_Names([s.getsockname() for s in socks]))
+        timing = trice.Timing(rto=0.001, rto_max=0.001, gather_timeout=5.0)
+        config = loopback_config(timing=timing, ice_servers=[trice.IceServer("stun:stun.test")])
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source != "host"]
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+        for sock in socks:
+            sock.close()
+    assert report.candidates == 0 and report.error == "timeout"
+
+
 async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
     with await server_socket() as server:
         port = server.getsockname()[1]

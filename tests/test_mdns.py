@@ -157,6 +157,24 @@ async def test_a_name_nobody_answers_for_is_dropped_and_holds_failure_back_until
         assert "nobody-here.local left out: no mDNS answer" in caplog.text
 
 
+@pytest.mark.parametrize("address", ["192.0.2.7", "1f2e3d4c-aaaa-bbbb-cccc-1234567890ab.local"])
+async def test_a_name_of_before_a_restart_is_left_out_unresolved(address: str) -> None:
+    """A candidate of the generation before an ICE restart, trickled late (after the new
+    generation's end-of-candidates, here), is left out and counted: a ``.local`` one too,
+    without an mDNS query (it raised StateError, and before the end it was resolved, held
+    against the cap and held the end back, all to be left out)."""
+    async with trice.open_agent(_config(QUERY), controlling=True) as agent:
+        agent.set_remote_parameters("peerufragA", "p" * 22)
+        agent.restart()
+        agent.set_remote_parameters("peerufragB", "q" * 22)
+        agent.add_remote_candidate(None)  # (the new generation's end)
+        line = f"candidate:1 1 udp 2130706431 {address} 5000 typ host"
+        late = dataclasses.replace(trice.Candidate.from_sdp(line), username_fragment="peerufragA")
+        agent.add_remote_candidate(late)
+        assert agent.statistics().remote_candidates_dropped == 1
+        assert agent._mdns is None  # (never opened: nothing to resolve)
+
+
 async def test_names_being_resolved_count_against_the_cap() -> None:
     """A flood of ``.local`` names stops at ``max_remote_candidates`` like any other."""
     config = _config(QUERY, max_remote_candidates=2)

@@ -302,8 +302,8 @@ class Timing:
             step).
         disconnected_timeout: without hearing from the peer for this long (an answer to a
             check, a check of the peer's own on the selected pair, or data), the state
-            becomes disconnected (if it is 30 s or more, and consent's 30 s cuts
-            ``failed_timeout`` down, it is cut down in step: 40 s of 60 becomes 20 s).
+            becomes disconnected (20 s at most when ``failed_timeout`` is over 30 s, which
+            consent's 30 s cuts down: disconnected comes first).
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long (an answer to one of our checks, RFC 7675), the state becomes failed;
             consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.

@@ -493,6 +493,7 @@ class Agent:
             and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
             and is_mdns_name(candidate.address)
             and self.config.network.mdns is not MdnsMode.DISABLED
+            and not self._core.of_another_generation(candidate)  # (left out, not resolved)
         ):
             self._resolve_later(candidate)
             return

@@ -100,8 +100,9 @@ class Connection(trio.abc.Channel[bytes]):
     retransmitted).  If ICE selects a better pair later, sends follow it.  After the agent
     or the connection closes, both raise :class:`trio.ClosedResourceError`.
 
-    If the peer's consent expires (no answer to consent checks for ``failed_timeout``: the
-    peer is gone, or the path broke; the state becomes ``failed``), RFC 7675 forbids sending
+    If the peer's consent expires (no answer to consent checks for ``failed_timeout``, or
+    30 s if that is less: the peer is gone, or the path broke; the state becomes
+    ``failed``), RFC 7675 forbids sending
     more: :meth:`send` raises :class:`trio.BrokenResourceError`, and so does :meth:`receive`
     once it has returned what had arrived (a receive waiting then is woken with it).  While
     only ``disconnected``, both go on: consent may come back.

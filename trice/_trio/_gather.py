@@ -792,12 +792,6 @@ async def gather_relay(
     problem = server_address_problem(
         *transport.local_address, ipv6=None, base=transport.source_address
     )
-    network = agent.config.network
-    ipv6 = ":" in transport.local_address[0]
-    if problem is None and not (network.ipv6 if ipv6 else network.ipv4):
-        # (Asked for no family, the server owes an IPv4 one, RFC 8656 §7.2; either way the
-        # agent uses only the families it is configured for.)
-        problem = f"an IPv{6 if ipv6 else 4} address, turned off"
     if problem is not None:
         # (Closing deletes the allocation, in the relay's own task.)
         transport.close()
@@ -887,18 +881,19 @@ async def _first_answer(
     answers.  The caller bounds the whole in time.
 
     Raises:
-        OSError, trio.ClosedResourceError: every address failed (the first one's error).
+        OSError, trio.ClosedResourceError, trio.TooSlowError: every address failed (the
+            first error that came).
     """
     if len(servers) == 1:
         return await ask(servers[0])
     answers: list[stun.Message] = []
-    errors: list[OSError | trio.ClosedResourceError] = []
+    errors: list[OSError | trio.ClosedResourceError | trio.TooSlowError] = []
     async with trio.open_nursery() as nursery:
 
         async def one(server: Address, failed: trio.Event) -> None:
             try:
                 answer = await ask(server)
-            except (OSError, trio.ClosedResourceError) as exc:
+            except (OSError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 errors.append(exc)
                 failed.set()
                 return

@@ -239,12 +239,13 @@ class AgentCore:
         self._schedules = (_schedule(timing, None), _schedule(timing, 1))
         # How long consent lasts without an answer: failed_timeout, never past RFC 7675's
         # 30 s (§5.1: the agent must stop sending then); and how long without hearing from
-        # the peer makes it disconnected: disconnected_timeout, or, if that is no shorter
-        # than consent, cut down in step with failed_timeout (disconnected comes first).
+        # the peer makes it disconnected: disconnected_timeout, but when consent is cut
+        # down so, at most two thirds of it (disconnected comes first, and the consent
+        # checks, twice per that at least, keep a live pair's consent).
         self._consent_for = min(timing.failed_timeout, CONSENT_EXPIRY)
         self._disconnected_for = timing.disconnected_timeout
-        if self._disconnected_for >= self._consent_for:
-            self._disconnected_for *= self._consent_for / timing.failed_timeout
+        if timing.failed_timeout > CONSENT_EXPIRY:
+            self._disconnected_for = min(self._disconnected_for, CONSENT_EXPIRY * 2 / 3)
         self.nomination = nomination
         self.max_remote_candidates = max_remote_candidates
         self.nohost = nohost
@@ -605,6 +606,13 @@ class AgentCore:
         self._add_remote(candidate)
         prime_success(candidate.address, candidate.port)
         return True
+
+    def of_another_generation(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` names a ufrag, and the peer's of now is known and another:
+        :meth:`add_remote_candidate` leaves it out (the shell asks before it holds a
+        ``.local`` one back for resolving)."""
+        remote = self.remote
+        return remote is not None and candidate.ufrag not in (None, remote.ufrag)
 
     def _counted(self, address: Address) -> bool:
         """Whether a remote candidate at ``address`` is counted against
