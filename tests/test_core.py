@@ -1243,6 +1243,26 @@ def test_full_facing_lite(nomination: Nomination, full_starts_controlling: bool)
     assert_valid_events(a, b)
 
 
+def test_under_nohost_the_valid_pair_stands_on_the_srflx_candidate_at_the_hosts_address() -> None:
+    """NOHOST with no NAT in between: the srflx candidate signalled is the host's own
+    address; a check's mapped address is that address, and the valid pair's local candidate
+    is the srflx one (it was the host candidate, never signalled, ranked by its own priority
+    where the peer ranks the pair by the srflx one's)."""
+    net, a, b = two_agents(exchange=False)
+    a.core.nohost = True
+    (host,) = a.signalled
+    srflx = srflx_candidate(host, host.transport_address, "stun.example.org")
+    a.core.add_local_candidate(srflx, 0)
+    a.signalled = [srflx]
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    assert_mirrored(a, b)
+    selected = a.core.selected_pair()
+    assert selected is not None and selected.local.type is CandidateType.SRFLX
+    assert a.core.selected is not None
+    assert a.core.selected.valid_priority == b.core.selected.valid_priority  # type: ignore[union-attr]
+
+
 def test_a_role_conflict_from_a_lite_peer_switches_no_role() -> None:
     """A lite peer is always controlled (RFC 8445 §6.1.1): a 487 from one (broken, or
     hostile) fails the pair, and the full agent stays controlling (switching would leave no

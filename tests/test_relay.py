@@ -408,6 +408,27 @@ def _stream_relay() -> tuple[RelayTransport, _relay._StreamConnection]:
     return RelayTransport(7, server, client, conn, Inbox()), conn
 
 
+def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:
+    """Data filled the buffer of the stream to the server (an application's send_nowait
+    loop): ChannelData and Send indications are refused, the client's own requests are
+    still taken (over a stream a request refused is never sent again: a Refresh lost so
+    ended the allocation, with a healthy server)."""
+    stream, _server_end = trio.testing.lockstep_stream_pair()
+    conn = _relay._StreamConnection(stream, "127.0.0.1")
+    for size in (1000, 0):  # (to the brim)
+        while conn.write(stun.encode_channel_data(0x4000, b"x" * size, pad=True)):
+            pass
+    assert len(conn.pending) > _relay.STREAM_BUFFER_LIMIT - 4
+    indication = stun.Message(
+        stun.Method.SEND,
+        stun.MessageClass.INDICATION,
+        attributes=(stun.XorPeerAddress("192.0.2.1", 9), stun.Data(b"x" * 1000)),
+    ).encode()
+    assert not conn.write(indication)
+    refresh = stun.Message(stun.Method.REFRESH, stun.MessageClass.REQUEST).encode()
+    assert conn.write(refresh)
+
+
 async def test_a_send_waiting_on_a_backed_up_stream_is_woken_by_close() -> None:
     """A send waiting for a backed-up TCP or TLS connection to the server raises
     ClosedResourceError when the relay closes (it used to wait for ever)."""

@@ -9,6 +9,7 @@ behaviour that was right.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -27,7 +28,7 @@ import trice
 from trice import stun
 from trice._trio import _checks, _gather, _tcp
 from trice._trio._tcp import LINK_BUFFER, TcpTransport
-from trice._trio._transport import bind_socket
+from trice._trio._transport import READ_BATCH, bind_socket
 from trice.ice._framing import MAX_FRAME, frame
 
 from loopback import HAS_IPV6, loopback_config, open_fds, wait_for_state, walk_tasks
@@ -347,6 +348,65 @@ async def test_garbage_frames_change_nothing_and_the_connection_is_closed_unprov
         assert (stats.tcp_accepted, stats.tcp_unproven) == (1, 1)
         assert agent.pair_statistics() == ()
         await peer.aclose()
+
+
+class _MostPerStep(trio.abc.Instrument):
+    """The most datagrams a transport delivered within one task step (see below)."""
+
+    def __init__(self) -> None:
+        self.count = self.most = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.most = max(self.most, self.count)
+
+
+async def test_a_flood_of_empty_frames_lets_the_other_tasks_run() -> None:
+    """A stranger streams empty frames (32,768 in each 64 KiB read): the reader hands over
+    at most READ_BATCH reads and datagrams, and a read's worth, before the other tasks run
+    (it read 64 reads' worth, two million datagrams, in one step: the run stalled 1.7 s)."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, PASSIVE)
+        steps = _MostPerStep()
+        deliver = transport._deliver
+
+        def counted(*args: object) -> None:
+            steps.count += 1
+            deliver(*args)  # type: ignore[arg-type]
+
+        transport._deliver = counted
+        with socket.create_connection(transport.local_address) as flood:
+            flood.setblocking(False)
+            chunk = b"\x00\x00" * 32768
+            queued = 0
+            with contextlib.suppress(BlockingIOError):  # (until the kernel holds no more)
+                while queued < 8 << 20:
+                    queued += flood.send(chunk)
+            frames = queued // 2
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await _until(lambda: agent.statistics().unknown_source_dropped >= frames, within=30)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+        assert frames > 4 * 32768  # (what one step took before)
+        assert steps.most <= READ_BATCH + 32768
+
+
+async def test_a_memoryview_goes_over_a_backed_up_connection() -> None:
+    """``send_nowait`` takes a memoryview as it takes bytes, also once data waits to be
+    written (a TypeError came out of its test for STUN then)."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        connection = await _handshake(agent, peer)
+        (link,) = _transport(agent, PASSIVE)._links.values()
+        while not link.pending:
+            connection.send_nowait(b"x" * 1200)
+        assert connection.send_nowait(memoryview(b"\x80 hello")) in (True, False)
+        assert connection.send_nowait(memoryview(b"\x00\x01 looks like STUN")) in (True, False)
 
 
 @pytest.mark.parametrize("wrong", ["ufrag", "key", "no-integrity"])

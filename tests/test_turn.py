@@ -603,6 +603,25 @@ def _channel_numbers(server: FakeServer) -> set[int]:
     }
 
 
+def test_data_the_transport_could_not_take_counts_as_dropped_not_sent() -> None:
+    """A stream's buffer full, the shell hands back what it could not send (``unsent``):
+    ChannelData and a Send indication count as dropped, not as sent."""
+    client, server = allocated()
+    assert client.send_to_peer(PEER, b"one", 1.0)
+    exchange(client, server, 1.0)
+    exchange(client, server, 1.0)
+    assert client.channel_bound(PEER)
+    before = client.statistics()
+    assert client.send_to_peer(PEER, b"two", 2.0)  # (ChannelData)
+    assert client.send_to_peer(PEER2, b"three", 2.0)  # (a Send indication, then its bind)
+    while (frame := client.poll_transmit(2.0)) is not None:
+        client.unsent(frame)
+    after = client.statistics()
+    assert after.sent_channel_data == before.sent_channel_data
+    assert after.sent_indications == before.sent_indications
+    assert after.dropped == before.dropped + 2
+
+
 def test_permission_and_channel_refresh_timing() -> None:
     """While data goes to the peer, its permission is refreshed every 240 s and its channel
     every 540 s, with the one number."""

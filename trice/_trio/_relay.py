@@ -15,6 +15,7 @@ import math
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Final
 
 import trio
 
@@ -38,6 +39,8 @@ DEALLOCATE_WAIT = 0.5
 RELAYED_MAX = 65_459
 #: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
 STREAM_BUFFER_LIMIT = 1 << 20
+#: The type of a Send indication (RFC 8656 §11.1), data like ChannelData.
+_SEND_INDICATION: Final = b"\x00\x16"
 
 
 class _Lost(Exception):
@@ -124,7 +127,14 @@ class _StreamConnection:
         self.closed = False  # lost or closed: waiting senders are woken, and told
 
     def write(self, data: bytes) -> bool:
-        if len(self.pending) + len(data) > STREAM_BUFFER_LIMIT:
+        """Queue ``data`` (one frame) if there is room: the client's own requests (a
+        Refresh, a permission, a channel) have room of their own beyond what data fills,
+        as ICE-TCP gives STUN (over a stream a request lost here is never sent again, and a
+        lost Refresh would end the allocation)."""
+        room = STREAM_BUFFER_LIMIT
+        if data[0] < 0x40 and data[:2] != _SEND_INDICATION:
+            room *= 2
+        if len(self.pending) + len(data) > room:
             return False
         self.pending += data
         self.wake.set()
@@ -324,11 +334,15 @@ class RelayTransport:
     # --- inside run_relay ----------------------------------------------------------------
 
     def _drain(self) -> bool:
+        """Hand the connection what the client queued; returns whether all of it went
+        (what did not is dropped, and the client counts it so: see ``TurnClient.unsent``)."""
         client = self._client
         conn = self._conn
         ok = True
         while (data := client.poll_transmit(0.0)) is not None:
-            ok = conn.write(data)
+            if not conn.write(data):
+                ok = False
+                client.unsent(data)
         return ok
 
     def _probed(self) -> None:

@@ -155,7 +155,7 @@ class TcpTransport:
         if link.pending or sock is None:
             # Behind what waits (or still connecting): queued, if there is room (STUN has
             # room of its own: a check or an answer is not dropped because data filled up).
-            stun = data[:1] < b"\x04" and data[4:8] == STUN_MAGIC
+            stun = bytes(data[:1]) < b"\x04" and data[4:8] == STUN_MAGIC
             room = 2 * LINK_BUFFER if stun else LINK_BUFFER
             if len(link.pending) + len(framed) > room:
                 return False
@@ -427,10 +427,12 @@ class TcpTransport:
             pass
 
     async def _read(self, link: _Link, sock: socket.socket, reader: FrameReader) -> bool:
-        """Read what the connection holds (at most ``READ_BATCH`` reads before the other
-        tasks run); hand over the datagrams it completes.  False once the stream ends."""
+        """Read what the connection holds (at most ``READ_BATCH`` reads and datagrams before
+        the other tasks run: a read may complete thousands of small frames); hand over the
+        datagrams it completes.  False once the stream ends."""
         deliver = self._deliver
-        for _ in range(READ_BATCH):
+        budget = READ_BATCH
+        while budget > 0:
             try:
                 data = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
@@ -440,7 +442,9 @@ class TcpTransport:
                 return False
             if not data:
                 return False
-            for datagram in reader.feed(data):
+            datagrams = reader.feed(data)
+            budget -= 1 + len(datagrams)
+            for datagram in datagrams:
                 deliver(self, datagram, link.address)
                 if link.closed:
                     return False
