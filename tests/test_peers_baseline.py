@@ -6,17 +6,11 @@ This proves the peer programs and the line protocol before trice's own peer is w
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
-import socket
-import struct
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from coturn import PASSWORD, USER, run_coturn
 from loopback import HAS_IPV6
 from peers.harness import (
     Message,
@@ -122,64 +116,17 @@ def test_aioice_refuses_lite() -> None:
         assert peer.proc.wait(10) != 0
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _stun_answers(port: int, timeout: float) -> bool:
-    # A bare STUN Binding request (RFC 8489): type 0x0001, length 0, magic cookie, txid.
-    request = struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, os.urandom(12))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s.sendto(request, ("127.0.0.1", port))
-            try:
-                if s.recv(2048)[8:20] == request[8:20]:
-                    return True
-            except OSError:
-                pass
-    return False
-
-
 @pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[list[str]]:
-    """A coturn on 127.0.0.1 (relaying to loopback peers); yields the peers' TURN options."""
-    binary = shutil.which("turnserver")
-    if binary is None:
-        pytest.skip("coturn (turnserver) is not installed")
-    port = _free_udp_port()
-    relay_min = 20000 + (port % 20000)
-    cmd = [
-        binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
-        f"--listening-port={port}", f"--min-port={relay_min}", f"--max-port={relay_min + 200}",
-        "--realm=trice", "--lt-cred-mech", "--user=trice:secret", "--allow-loopback-peers",
-        "--no-tls", "--no-dtls", "--no-cli", f"--userdb={tmp_path / 'turndb'}",
-        f"--pidfile={tmp_path / 'turnserver.pid'}", f"--log-file={tmp_path / 'turn.log'}",
-        "--simple-log",
-    ]  # fmt: skip
-    with subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
-    ) as proc:
-        try:
-            if not _stun_answers(port, timeout=10):
-                pytest.fail("coturn did not answer STUN within 10 s")
-            yield [
-                f"--turn=turn:127.0.0.1:{port}?transport=udp",
-                "--username=trice",
-                "--credential=secret",
-                "--relay-only",
-            ]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+def coturn() -> Iterator[list[str]]:
+    """A coturn on 127.0.0.1 (relaying to loopback peers, tests/coturn.py: free ports for
+    it and its relays); yields the peers' TURN options."""
+    with run_coturn() as server:
+        yield [
+            f"--turn=turn:127.0.0.1:{server.port}?transport=udp",
+            f"--username={USER}",
+            f"--credential={PASSWORD}",
+            "--relay-only",
+        ]
 
 
 #: Relay-only through coturn: the third-party pairs, and trice with each peer in both roles.
