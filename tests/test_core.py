@@ -1263,6 +1263,22 @@ def test_under_nohost_the_valid_pair_stands_on_the_srflx_candidate_at_the_hosts_
     assert a.core.selected.valid_priority == b.core.selected.valid_priority  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0", "224.0.0.1", "255.255.255.255", "240.0.0.1", "0.1.2.3", "ff02::1", "::"]
+)
+def test_a_signalled_candidate_no_check_may_go_to_is_left_out(address: str) -> None:
+    """A peer (or its signaling) that names an unspecified, multicast or broadcast address:
+    the candidate is left out and counted, and no check goes there (ours would have been
+    multicast on our network)."""
+    _net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, 0.0)
+    bad = make_candidate(address, 6000)
+    assert a.core.add_remote_candidate(bad) is False
+    assert a.core.remote_candidates_dropped == 1
+    assert not a.core.is_remote_address((address, 6000))
+    assert len(a.core.checklist) == 0
+
+
 def test_a_role_conflict_from_a_lite_peer_switches_no_role() -> None:
     """A lite peer is always controlled (RFC 8445 §6.1.1): a 487 from one (broken, or
     hostile) fails the pair, and the full agent stays controlling (switching would leave no

@@ -341,9 +341,12 @@ def test_a_server_reflexive_candidate_hides_the_host_address_it_came_from() -> N
             "candidate:3 1 udp 1 198.51.100.7 4000 typ relay raddr 203.0.113.5 rport 4000"
         )
         host = trice.Candidate.from_sdp("candidate:1 1 udp 1 127.0.0.1 5000 typ host")
-        name = _named(host, found).address
+        named = _named(host, found)
+        assert named is not None
+        name = named.address
         assert found.names == {name: "127.0.0.1"}
         hidden = _named(srflx, found)
+        assert hidden is not None
         assert (hidden.address, hidden.related_address, hidden.related_port) == (
             "203.0.113.5",
             "0.0.0.0",

@@ -29,11 +29,12 @@ from test_mdns import GATHER, QUERY, _config, _mdns_of, _next_message, listener
 import trice
 from trice import mdns
 from trice._trio import _mdns as mdns_shell
+from trice._trio._agent import _named
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._transport import READ_BATCH
 from trice.mdns._responder import UNICAST_PER_SECOND
 
-from loopback import loopback_config
+from loopback import loopback_config, server_socket, stun_server
 
 __all__ = ["listener"]  # (the fixture, imported for the tests below)
 
@@ -611,3 +612,149 @@ async def test_the_mdns_socket_sends_multicast_only_from_loopback() -> None:
         state._multicast(mdns.encode_query("x.local"), state._links)
         chosen = state._sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
         assert socket.inet_ntoa(chosen) == "127.0.0.1"
+
+
+# -- answers as RFC 6762 has them read; restarts; names not answered -------------------------
+
+
+async def test_a_response_from_a_port_other_than_5353_is_not_taken() -> None:
+    """RFC 6762 §6: a response whose source port is not 5353 MUST be ignored (a forged
+    one, from anyone on the link, resolved the name)."""
+    found, _ = _recording_mdns(trio.current_time)
+    ((_, _, index),) = found._links
+    result: list[tuple[str, ...]] = []
+
+    async def resolve() -> None:
+        with trio.move_on_after(0.5):
+            result.append(await found.resolve("peer.local"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resolve)
+        await trio.testing.wait_all_tasks_blocked()
+        answer = mdns.encode_answer("peer.local", ["127.0.0.7"])
+        found.on_datagram(answer, ("127.0.0.7", 40000), group_on=index)
+        await trio.testing.wait_all_tasks_blocked()
+    assert result == []
+
+
+async def test_a_goodbye_removes_its_record_only_and_in_the_order_records_come() -> None:
+    """RFC 6762 §10.1: a goodbye is for the record it names: a name with two addresses
+    keeps the other (the whole name went); and a goodbye after the answer in one message
+    is not lost (it was)."""
+    found, _ = _recording_mdns(trio.current_time)
+    ((_, _, index),) = found._links
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(found.resolve, "two.local")
+        nursery.start_soon(found.resolve, "one.local")
+        await trio.testing.wait_all_tasks_blocked()
+        answer = mdns.encode_answer("two.local", ["127.0.0.7", "127.0.0.8"])
+        found.on_datagram(answer, ("127.0.0.7", 5353), group_on=index)
+        goodbye = mdns.encode_answer("two.local", ["127.0.0.8"], ttl=0)
+        found.on_datagram(goodbye, ("127.0.0.8", 5353), group_on=index)
+        live = mdns.encode_answer("one.local", ["127.0.0.9"])
+        dead = mdns.encode_answer("one.local", ["127.0.0.9"], ttl=0)
+        both = bytearray(live)
+        both[7] = 2  # (two answers: the record, then its goodbye)
+        both += dead[12:]
+        assert [r.ttl for r in mdns.decode_message(bytes(both)).records] == [120, 0]
+        found.on_datagram(bytes(both), ("127.0.0.9", 5353), group_on=index)
+        nursery.cancel_scope.cancel()
+    assert found._found["two.local"][0] == ("127.0.0.7",)
+    assert "one.local" not in found._found
+
+
+async def test_an_answer_naming_the_broadcast_address_resolves_nothing() -> None:
+    found, _ = _recording_mdns(trio.current_time)
+    ((_, _, index),) = found._links
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(found.resolve, "peer.local")
+        await trio.testing.wait_all_tasks_blocked()
+        for address in ("255.255.255.255", "240.0.0.1", "0.1.2.3"):
+            answer = mdns.encode_answer("peer.local", [address])
+            found.on_datagram(answer, ("127.0.0.7", 5353), group_on=index)
+        nursery.cancel_scope.cancel()
+    assert "peer.local" not in found._found
+
+
+async def test_a_name_being_resolved_at_an_ice_restart_is_counted_as_left_out() -> None:
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("abcd", "a" * 22)
+        agent.add_remote_candidate(_host("pending.local", 40000))
+        assert agent._core.pending_remote == 1
+        agent.restart()
+        assert agent._core.pending_remote == 0
+        assert agent.statistics().remote_candidates_dropped == 1
+
+
+async def _asked_again_after_a_restart() -> float | None:
+    """peer.local is asked at 0 and 1 s; at 1.5 s a restart forgets it, and the new
+    generation asks for it again at once: when its first query goes (None: not in 10 s)."""
+    found, sock = _recording_mdns(trio.current_time)
+    async with trio.open_nursery() as nursery:
+        old = trio.CancelScope()
+
+        async def resolve_old() -> None:
+            with old:
+                await found.resolve("peer.local")
+
+        nursery.start_soon(resolve_old)
+        await trio.sleep(1.5)
+        assert len(sock.sent) == 2
+        found.scopes.add(old)
+        found.forget_resolutions()
+        started = trio.current_time()
+        before = len(sock.sent)
+        nursery.start_soon(found.resolve, "peer.local")  # (the same tick: no checkpoint)
+        with trio.move_on_after(10):
+            while len(sock.sent) == before:  # noqa: ASYNC110 (virtual time)
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    return None if len(sock.sent) == before else trio.current_time() - started
+
+
+def test_a_name_signalled_again_after_a_restart_is_asked_at_once() -> None:
+    """The old task's end, which ended the name's schedule, runs after the new one's start
+    or before it, as trio picks: the new generation was asked on the old schedule (or not
+    at all before its timeout) in about half the runs.  Twenty runs, in virtual time."""
+    delays = [
+        trio.run(_asked_again_after_a_restart, clock=trio.testing.MockClock(autojump_threshold=0))
+        for _ in range(20)
+    ]
+    assert all(delay is not None and delay < 0.1 for delay in delays), delays
+
+
+@pytest.mark.parametrize("policy", [trice.TransportPolicy.ALL, trice.TransportPolicy.NOHOST])
+async def test_query_and_gather_hides_the_host_address_a_srflx_candidate_came_from(
+    policy: trice.TransportPolicy,
+) -> None:
+    """Under QUERY_AND_GATHER a srflx candidate's raddr is 0.0.0.0 under any policy (under
+    NOHOST, where no host candidate is named, the host's address showed there)."""
+    with await server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, ("203.0.113.7", 40000))
+            config = _config(
+                GATHER,
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
+                transport_policy=policy,
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                srflx = [c for c in agent.local_candidates if c.type is trice.CandidateType.SRFLX]
+            nursery.cancel_scope.cancel()
+    assert srflx and all((c.related_address, c.related_port) == ("0.0.0.0", 0) for c in srflx)
+
+
+def test_a_host_candidate_whose_name_no_link_answers_is_not_signalled() -> None:
+    """An IPv6 host address on an interface with no IPv4 link joined: its name would be
+    answered nowhere (the peer would ask for it until mdns_timeout, holding its end of
+    candidates back, then leave it out); it is not signalled, nor shown as an address."""
+    found, _ = _recording_mdns()
+    ipv6 = trice.Candidate.from_sdp("candidate:1 1 udp 2130706431 2001:db8::9 5000 typ host")
+    assert _named(ipv6, found) is None
+    ipv4 = trice.Candidate.from_sdp("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host")
+    named = _named(ipv4, found)
+    assert named is not None and named.address.endswith(".local")

@@ -392,6 +392,25 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
             end.close()
 
 
+async def test_the_watch_reads_the_interfaces_afresh_as_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent read the interfaces a moment ago (a read is kept a second), then an address
+    came, then the watch starts: its first value is read afresh (it was the read of a
+    moment ago, and the address went unsaid until the next poll: never, with a long
+    interval)."""
+    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
+    _gather.forget_adapters()
+    _gather._adapters()  # (what the agent read)
+    reads = _counted_reads(monkeypatch)
+    network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
+    async with contextlib.aclosing(
+        trice.address_changes(network, initial=True, interval=3600)
+    ) as changes:
+        await changes.__anext__()
+    assert reads.count == 1
+
+
 @given(st.binary(max_size=200), st.dictionaries(st.integers(-5, 20), st.text(max_size=5)))
 def test_any_bytes_are_news_or_not_and_never_raise(data: bytes, names: dict[int, str]) -> None:
     """Whatever a read brings (the kernel's, truncated or garbled), parsing it says news or

@@ -139,9 +139,10 @@ class AgentStatistics:
             relay, one from an unknown peer is not answered at all.
         prflx_dropped: peer-reflexive candidates not learned: past the cap, or from a source
             address that no candidate can stand for as it is written.
-        remote_candidates_dropped: signalled candidates left out: another ICE generation's,
-            or a ``.local`` name that multicast DNS did not resolve (see
-            :meth:`Agent.add_remote_candidate`).
+        remote_candidates_dropped: signalled candidates left out: another ICE generation's
+            (those held for the peer's parameters, or being resolved, at a restart too), a
+            ``.local`` name that multicast DNS did not resolve, or an address no check may
+            go to (multicast, broadcast...; see :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
         tcp_accepted: TCP connections peers opened to the passive ICE-TCP candidates
@@ -913,8 +914,18 @@ class Agent:
             mdns = self._mdns
             if external is not None:  # (a 1:1 NAT's public address, in the host's place)
                 candidate = dataclasses.replace(candidate, address=external)
-            elif isinstance(mdns, Mdns) and network.mdns is MdnsMode.QUERY_AND_GATHER:
-                candidate = _named(candidate, mdns)
+            elif network.mdns is MdnsMode.QUERY_AND_GATHER:
+                named = _named(candidate, mdns if isinstance(mdns, Mdns) else None)
+                if named is None:
+                    logger.info(
+                        "%s: host candidate %s not signalled: no link its .local name is "
+                        "answered on (mDNS runs on IPv4 links)",
+                        self._local.ufrag,
+                        candidate.address,
+                    )
+                    self._pump()
+                    return
+                candidate = named
             self._signalled.append(candidate)
             self._emit(CandidateGathered(candidate))
         self._pump()
@@ -1677,13 +1688,25 @@ class AgentContext:
                 agent._timers = []
 
 
-def _named(candidate: Candidate, mdns: Mdns) -> Candidate:
+def _named(candidate: Candidate, mdns: Mdns | None) -> Candidate | None:
     """``candidate`` as signalled under :attr:`MdnsMode.QUERY_AND_GATHER`: a host candidate
-    under a ``.local`` name of its own; the address a server-reflexive one came from hidden
-    (``0.0.0.0``, port 0, as browsers signal it)."""
+    under a ``.local`` name of its own, or ``None`` if its name would be answered on no
+    link (the draft has such a candidate not signalled rather than its address shown; if
+    mDNS could not be opened at all, which a warning said, it goes as it is); the host
+    address a server-reflexive one came from hidden (``0.0.0.0``, port 0, as browsers
+    signal it), under any policy."""
     if candidate.type is CandidateType.HOST:
-        return dataclasses.replace(candidate, address=mdns.name(candidate.address))
-    if candidate.related_address is not None and candidate.related_address in mdns.names.values():
+        if mdns is None:
+            return candidate
+        name = mdns.name(candidate.address)
+        return (
+            None
+            if mdns.responder.link(name) is None
+            else (dataclasses.replace(candidate, address=name))
+        )
+    if candidate.type is CandidateType.SRFLX and candidate.related_address is not None:
+        return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
+    if mdns is not None and candidate.related_address in mdns.names.values():
         return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
     return candidate
 

@@ -248,7 +248,7 @@ async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = (
     servers = _servers(agent)
     signalled = {base for _, base in agent._core.local_candidates}
     relayed = {
-        t.server for _, base in kept if isinstance(t := agent._transports[base], RelayTransport)
+        t.server for _, base in kept if isinstance(t := agent._transports.get(base), RelayTransport)
     }
     async with trio.open_nursery() as nursery:
         if policy is not TransportPolicy.RELAY:
@@ -276,17 +276,17 @@ async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = (
                 if url.is_turn and url not in relayed:
                     nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
         for candidate, base in kept:  # (one probe a relay, whichever servers name its URL)
-            transport = agent._transports[base]
-            if not isinstance(transport, RelayTransport):
+            relay = agent._transports.get(base)
+            if not isinstance(relay, RelayTransport):
                 continue
-            owner = next(s for s in servers if transport.server in s.urls)
+            owner = next(s for s in servers if relay.server in s.urls)
             nursery.start_soon(
                 _probe_relay,
                 agent,
                 owner,
                 candidate,
-                transport,
-                name=f"probe relay {transport.server}",
+                relay,
+                name=f"probe relay {relay.server}",
             )
     finish_gathering(agent)
 
@@ -492,7 +492,7 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
         (candidate, base)
         for candidate, base in core.local_candidates
         if candidate.type is CandidateType.RELAY
-        and isinstance(transport := agent._transports[base], RelayTransport)
+        and isinstance(transport := agent._transports.get(base), RelayTransport)
         and not transport.closed
         and transport.source_address in now.machine
     ]
@@ -842,6 +842,9 @@ async def _serve_relay(
         task_status=task_status,
     )
     agent._transport_lost(base)
+    transport = agent._transports.get(base)
+    if isinstance(transport, RelayTransport) and transport.closed and not agent._closed:
+        del agent._transports[base]  # (ended: nothing goes over it any more)
 
 
 def _is_loopback(address: str) -> bool:

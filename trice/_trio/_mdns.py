@@ -180,10 +180,14 @@ class Mdns:
         responder.mark_gone([n for n, address in responder.names.items() if address not in present])
 
     def forget_resolutions(self) -> None:
-        """An ICE restart: the names being resolved were the old generation's."""
+        """An ICE restart: the names being resolved were the old generation's.  Their
+        schedules end now, not as their tasks end: a name the new generation signals
+        again at once (Pion keeps its names) is asked at once."""
         for scope in self.scopes:
             scope.cancel()
         self.scopes.clear()
+        for name in self._waiting:
+            self.responder.stop_asking(name)
         self.responder.forget_found()  # (the peer may have moved: it is asked anew)
 
     # ------------------------------------------------------------------ resolving

@@ -234,7 +234,9 @@ async def _address_changes(
     names = _link_names() if links and notices is not None else None
     failures = 0
     try:
-        before = usable()
+        # (Read afresh, not from a read of the last second: a change before the watch began
+        # gets no notice, and would go unsaid.)
+        before = usable(time.monotonic())
         if initial:
             yield before
         poll_at = trio.current_time() + interval

@@ -30,7 +30,7 @@ from trice.ice._events import (
     Event,
     SelectedPairChanged,
 )
-from trice.ice._gathering import prflx_candidate
+from trice.ice._gathering import no_destination, prflx_candidate
 from trice.ice._priority import candidate_priority, tcp_local_preference
 from trice.ice._requests import (
     CHECK_TYPES,
@@ -430,8 +430,9 @@ class AgentCore:
         previous = self._previous
         if self.remote is not None:
             self._late_end_possible = not (self.remote_complete or self.remote_end_held)
-        if self._held:
-            self.remote_candidates_dropped += len(self._held)  # (no generation of now's)
+        # (Held for the peer's parameters, or by the shell for a name being resolved: of no
+        # generation of now's.)
+        self.remote_candidates_dropped += len(self._held or ()) + self.pending_remote
         self._held = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
@@ -581,6 +582,9 @@ class AgentCore:
             return False
         if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
+        if no_destination(candidate.address):
+            self.remote_candidates_dropped += 1
+            return False
         address = remote_key(candidate)
         if ufrag is not None and remote is None:
             if not self._counted(address):
@@ -681,6 +685,9 @@ class AgentCore:
 
     def _take_remote(self, candidate: Candidate) -> None:
         """A signalled candidate of the peer's generation of now: learned and paired."""
+        if no_destination(candidate.address):
+            self.remote_candidates_dropped += 1
+            return
         address = remote_key(candidate)
         if address in self.remote_addresses and address != self._stale:
             self._adopt_signalled(candidate)

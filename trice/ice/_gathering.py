@@ -7,6 +7,7 @@ address, so that every rule about candidates stays in the core.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from trice.ice._candidate import Candidate, CandidateType, TcpType
@@ -19,6 +20,7 @@ from trice.ice._priority import (
 )
 
 __all__ = [
+    "no_destination",
     "ACTIVE_PORT",
     "address_problem",
     "host_candidate",
@@ -56,6 +58,21 @@ def address_problem(address: str, port: int, *, ipv6: bool | None) -> str | None
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _RESERVED = ipaddress.ip_network("240.0.0.0/4")  # (255.255.255.255, the broadcast, within)
+
+
+@functools.lru_cache(maxsize=1024)
+def no_destination(address: str) -> bool:
+    """Whether ``address`` is an IP address no check may go to: unspecified, multicast, or
+    (IPv4) in 0.0.0.0/8 or 240.0.0.0/4, the broadcast address included.  A peer that
+    signals one (by mistake, or to have our checks multicast on our network) has it left
+    out; a name (``.local``) is not one, and is looked at once resolved."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_unspecified or ip.is_multicast:
+        return True
+    return isinstance(ip, ipaddress.IPv4Address) and (ip in _THIS_NETWORK or ip in _RESERVED)
 
 
 def server_address_problem(address: str, port: int, *, ipv6: bool | None, base: str) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Collection, Container, Hashable, Iterable
 from dataclasses import dataclass
 
 from .._errors import MdnsDecodeError
-from ..ice._gathering import address_problem
+from ..ice._gathering import address_problem, no_destination
 from ._message import (
     ANY,
     MDNS_PORT,
@@ -199,6 +199,12 @@ class MdnsResponder:
         if message.opcode or message.rcode:
             return [], []  # (RFC 6762 §18.3, §18.11)
         if message.is_response:
+            if source[1] != MDNS_PORT:
+                # RFC 6762 §6: a response from another port is no Multicast DNS response
+                # (it MUST be ignored); a querier of ours asks from 5353, not as a legacy
+                # one, so no answer to it comes from elsewhere.
+                self.ignored += 1
+                return [], []
             return [], self._take_answers(message.records, wanted, now)
         names = self.names
         if not names:
@@ -262,20 +268,27 @@ class MdnsResponder:
         self, records: tuple[Record, ...], wanted: Container[str], now: float
     ) -> list[str]:
         """Answers: for names being resolved, or already found (a cache-flush record
-        updates what is kept, a goodbye removes it); the rest are not kept.  Returns the
-        names resolved."""
+        updates what is kept); a goodbye (TTL 0, RFC 6762 §10.1) removes its record (that
+        address of the name), in the order the records come.  The rest are not kept.
+        Returns the names resolved."""
         found: dict[str, list[str]] = {}
         ttls: dict[str, int] = {}
+        gone: dict[str, set[str]] = {}
         kept = self.found
         for record in records:
             name = record.name
             if name not in wanted and name not in kept:
                 continue
-            if not record.ttl:  # a goodbye (RFC 6762 §10.1): the name is going away
-                kept.pop(name, None)
+            if not record.ttl:  # a goodbye: this address of the name is going away
+                gone.setdefault(name, set()).add(record.address)
+                said = found.get(name)
+                if said is not None:
+                    said[:] = [a for a in said if a != record.address]
                 continue
-            if address_problem(record.address, 1, ipv6=None) is not None:
-                self.ignored += 1  # (0.0.0.0, a multicast address: no one to check)
+            if address_problem(record.address, 1, ipv6=None) is not None or no_destination(
+                record.address
+            ):
+                self.ignored += 1  # (0.0.0.0, multicast, broadcast: no one to check)
                 continue
             if name not in wanted and not record.cache_flush:
                 continue  # (a shared record adds to what is kept: no change to make)
@@ -283,8 +296,20 @@ class MdnsResponder:
             ttls[name] = min(ttls.get(name, ANSWER_TTL), record.ttl)
         for stale in [n for n, (_, until) in kept.items() if until <= now]:
             del kept[stale]
+        for name, leaving in gone.items():
+            entry = kept.get(name)
+            if entry is not None:
+                left = tuple(a for a in entry[0] if a not in leaving)
+                if left:
+                    kept[name] = (left, entry[1])
+                else:
+                    del kept[name]
+        resolved = []
         for name, addresses in found.items():
+            if not addresses:
+                continue  # (said, and said goodbye to, in one message)
             # IPv4 first: the family more peers can reach.
             addresses.sort(key=lambda a: ":" in a)
             kept[name] = (tuple(addresses), now + ttls[name])
-        return list(found)
+            resolved.append(name)
+        return resolved
