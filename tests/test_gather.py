@@ -131,6 +131,32 @@ class _Names(trio.abc.HostnameResolver):
         return socket.getnameinfo(sockaddr, flags)
 
 
+async def _gathered_through_a_name(
+    addresses: list[tuple[str, int]], timing: trice.Timing
+) -> tuple[tuple[trice.Candidate, ...], trice.GatherReport]:
+    """An agent on loopback gathers from ``stun:stun.test``, a name that stands for
+    ``addresses`` (a resolver of the test's own, see :class:`_Names`): its candidates, and
+    the server's report."""
+    trio.socket.set_custom_hostname_resolver(_Names(addresses))
+    try:
+        config = loopback_config(timing=timing, ice_servers=[trice.IceServer("stun:stun.test")])
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source != "host"]
+            return agent.local_candidates, report
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+
+
+def _silent_socket(stack: contextlib.ExitStack) -> socket.socket:
+    """A UDP socket on 127.0.0.1, bound and never read: requests to it vanish."""
+    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
 @pytest.mark.parametrize("live_first", [False, True])
 async def test_a_stun_name_of_several_addresses_is_asked_at_each_in_turn(
     live_first: bool,
@@ -138,29 +164,16 @@ async def test_a_stun_name_of_several_addresses_is_asked_at_each_in_turn(
     """A STUN server's name that stands for several addresses (RFC 8489 §8): the next
     address is asked an RTO after the last, until one answers; one that answers first
     leaves the rest unasked."""
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead,  # bound, never answers
-        await server_socket() as live,
-    ):
-        dead.bind(("127.0.0.1", 0))
-        dead.setblocking(False)
+    with contextlib.ExitStack() as stack, await server_socket() as live:
+        dead = _silent_socket(stack)
         addresses = [dead.getsockname(), live.getsockname()]
         if live_first:
             addresses.reverse()
-        trio.socket.set_custom_hostname_resolver(_Names(addresses))
-        try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, live, ("203.0.113.7", 40000))
             timing = trice.Timing(rto=0.1, gather_timeout=10.0)
-            config = loopback_config(timing=timing, ice_servers=[trice.IceServer("stun:stun.test")])
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stun_server, live, ("203.0.113.7", 40000))
-                async with trice.open_agent(config, controlling=True) as agent:
-                    with trio.fail_after(5):
-                        await agent.wait_gathering_complete()
-                    candidates = agent.local_candidates
-                    (report,) = [r for r in agent.gather_reports if r.source != "host"]
-                nursery.cancel_scope.cancel()
-        finally:
-            trio.socket.set_custom_hostname_resolver(None)
+            candidates, report = await _gathered_through_a_name(addresses, timing)
+            nursery.cancel_scope.cancel()
         asked_dead = 0
         with contextlib.suppress(BlockingIOError):
             while dead.recv(2048):
@@ -175,22 +188,10 @@ async def test_a_stun_name_of_several_silent_addresses_is_reported_as_a_timeout(
     """Each address's transaction gives up (its sends run out within gather_timeout, with
     an RTO this short): the server is reported, nothing is raised (the asks' nursery let
     the TooSlowError out in a group, through open_agent)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))  # bound, never answers
-            sock.setblocking(False)
-        trio.socket.set_custom_hostname_resolver(_Names([s.getsockname() for s in socks]))
+    with contextlib.ExitStack() as stack:
+        addresses = [_silent_socket(stack).getsockname() for _ in range(2)]
         timing = trice.Timing(rto=0.001, rto_max=0.001, gather_timeout=5.0)
-        config = loopback_config(timing=timing, ice_servers=[trice.IceServer("stun:stun.test")])
-        async with trice.open_agent(config, controlling=True) as agent:
-            with trio.fail_after(10):
-                await agent.wait_gathering_complete()
-            (report,) = [r for r in agent.gather_reports if r.source != "host"]
-    finally:
-        trio.socket.set_custom_hostname_resolver(None)
-        for sock in socks:
-            sock.close()
+        _, report = await _gathered_through_a_name(addresses, timing)
     assert report.candidates == 0 and report.error == "timeout"
 
 

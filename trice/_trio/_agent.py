@@ -1699,11 +1699,9 @@ def _named(candidate: Candidate, mdns: Mdns | None) -> Candidate | None:
         if mdns is None:
             return candidate
         name = mdns.name(candidate.address)
-        return (
-            None
-            if mdns.responder.link(name) is None
-            else (dataclasses.replace(candidate, address=name))
-        )
+        if mdns.responder.link(name) is None:
+            return None
+        return dataclasses.replace(candidate, address=name)
     if candidate.type is CandidateType.SRFLX and candidate.related_address is not None:
         return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
     if mdns is not None and candidate.related_address in mdns.names.values():
