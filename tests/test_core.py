@@ -1264,7 +1264,18 @@ def test_under_nohost_the_valid_pair_stands_on_the_srflx_candidate_at_the_hosts_
 
 
 @pytest.mark.parametrize(
-    "address", ["0.0.0.0", "224.0.0.1", "255.255.255.255", "240.0.0.1", "0.1.2.3", "ff02::1", "::"]
+    "address",
+    [
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "240.0.0.1",
+        "0.1.2.3",
+        "ff02::1",
+        "::",
+        "::ffff:224.0.0.1",  # (what a dual-stack socket would send to 224.0.0.1)
+        "::ffff:255.255.255.255",
+    ],
 )
 def test_a_signalled_candidate_no_check_may_go_to_is_left_out(address: str) -> None:
     """A peer (or its signaling) that names an unspecified, multicast or broadcast address:

@@ -293,8 +293,10 @@ async def test_nohost_policy_signals_no_host_candidate(mapped: tuple[str, int] |
                     await agent.wait_gathering_complete()
                 (srflx,) = agent.local_candidates
                 assert srflx.type is trice.CandidateType.SRFLX
-                base = (srflx.related_address, srflx.related_port)
-                assert (srflx.transport_address == base) is (mapped is None)
+                # (Signalled without where it came from: the policy keeps that private.)
+                assert (srflx.related_address, srflx.related_port) == ("0.0.0.0", 0)
+                host = next(c for c, _ in agent._core.local_candidates if c.type.value == "host")
+                assert (srflx.transport_address == host.transport_address) is (mapped is None)
             nursery.cancel_scope.cancel()
 
 

@@ -725,18 +725,26 @@ def test_a_name_signalled_again_after_a_restart_is_asked_at_once() -> None:
     assert all(delay is not None and delay < 0.1 for delay in delays), delays
 
 
-@pytest.mark.parametrize("policy", [trice.TransportPolicy.ALL, trice.TransportPolicy.NOHOST])
-async def test_query_and_gather_hides_the_host_address_a_srflx_candidate_came_from(
-    policy: trice.TransportPolicy,
+@pytest.mark.parametrize(
+    ("mode", "policy"),
+    [
+        (GATHER, trice.TransportPolicy.ALL),
+        (GATHER, trice.TransportPolicy.NOHOST),
+        (QUERY, trice.TransportPolicy.NOHOST),
+    ],
+)
+async def test_no_host_address_shows_where_a_srflx_candidate_came_from(
+    mode: trice.MdnsMode, policy: trice.TransportPolicy
 ) -> None:
-    """Under QUERY_AND_GATHER a srflx candidate's raddr is 0.0.0.0 under any policy (under
-    NOHOST, where no host candidate is named, the host's address showed there)."""
+    """Under QUERY_AND_GATHER, or a policy that signals no host candidate, a srflx
+    candidate's raddr is 0.0.0.0 (under NOHOST the host's address showed there, which the
+    policy is to keep private)."""
     with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stun_server, server, ("203.0.113.7", 40000))
             config = _config(
-                GATHER,
+                mode,
                 ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")],
                 transport_policy=policy,
             )

@@ -61,4 +61,6 @@ def test_answers_are_kept_for_names_wanted_and_goodbyes_remove_them() -> None:
     assert responder.lookup("peer.local", 5.0 + ANSWER_TTL) is None  # (120 s at most)
     goodbye = mdns.encode_answer("peer.local", ["127.0.0.7"], ttl=0)
     responder.on_datagram(goodbye, ("127.0.0.7", 5353), LINK, wanted=(), **kw)
-    assert responder.found == {}
+    # (RFC 6762 §10.1: kept one second more, then gone.)
+    assert responder.lookup("peer.local", 5.5) == ("127.0.0.7",)
+    assert responder.lookup("peer.local", 6.0) is None

@@ -37,9 +37,10 @@ class TransportPolicy(str, enum.Enum):
     ALL = "all"
     """Every candidate type."""
     RELAY = "relay"
-    """Relayed candidates only (the peer never learns a local or public address of ours)."""
+    """Relayed candidates only (the peer never learns a local or public address of ours:
+    they are signalled without the address they came from, ``raddr 0.0.0.0 rport 0``)."""
     NOHOST = "nohost"
-    """Everything but host candidates."""
+    """Everything but host candidates (signalled without the address they came from)."""
 
     def __str__(self) -> str:
         return self.value

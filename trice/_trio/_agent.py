@@ -926,6 +926,16 @@ class Agent:
                     self._pump()
                     return
                 candidate = named
+            if candidate.related_address is not None and (
+                network.mdns is MdnsMode.QUERY_AND_GATHER
+                or self.config.transport_policy is not TransportPolicy.ALL
+            ):
+                # (No host address is signalled then, nor is one shown where a
+                # server-reflexive or relayed candidate came from, as browsers do.)
+                unspecified = "::" if ":" in candidate.address else "0.0.0.0"
+                candidate = dataclasses.replace(
+                    candidate, related_address=unspecified, related_port=0
+                )
             self._signalled.append(candidate)
             self._emit(CandidateGathered(candidate))
         self._pump()
@@ -1692,21 +1702,14 @@ def _named(candidate: Candidate, mdns: Mdns | None) -> Candidate | None:
     """``candidate`` as signalled under :attr:`MdnsMode.QUERY_AND_GATHER`: a host candidate
     under a ``.local`` name of its own, or ``None`` if its name would be answered on no
     link (the draft has such a candidate not signalled rather than its address shown; if
-    mDNS could not be opened at all, which a warning said, it goes as it is); the host
-    address a server-reflexive one came from hidden (``0.0.0.0``, port 0, as browsers
-    signal it), under any policy."""
-    if candidate.type is CandidateType.HOST:
-        if mdns is None:
-            return candidate
-        name = mdns.name(candidate.address)
-        if mdns.responder.link(name) is None:
-            return None
-        return dataclasses.replace(candidate, address=name)
-    if candidate.type is CandidateType.SRFLX and candidate.related_address is not None:
-        return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
-    if mdns is not None and candidate.related_address in mdns.names.values():
-        return dataclasses.replace(candidate, related_address="0.0.0.0", related_port=0)
-    return candidate
+    mDNS could not be opened at all, which a warning said, it goes as it is).  Other
+    candidates are left as they are (their related address is hidden by the caller)."""
+    if candidate.type is not CandidateType.HOST or mdns is None:
+        return candidate
+    name = mdns.name(candidate.address)
+    if mdns.responder.link(name) is None:
+        return None
+    return dataclasses.replace(candidate, address=name)
 
 
 async def warm_up(rounds: int = 3) -> bool:

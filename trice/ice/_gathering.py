@@ -70,6 +70,8 @@ def no_destination(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # (a dual-stack socket sends to the IPv4 address it spells)
     if ip.is_unspecified or ip.is_multicast:
         return True
     return isinstance(ip, ipaddress.IPv4Address) and (ip in _THIS_NETWORK or ip in _RESERVED)

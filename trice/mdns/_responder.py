@@ -48,6 +48,8 @@ ANSWER_INTERVAL = 1.0
 UNICAST_PER_SECOND = 10
 #: The first interval between queries for a name; it doubles (RFC 6762 §5.2).
 QUERY_INTERVAL = 1.0
+#: How long a record stays once its goodbye came (RFC 6762 §10.1: a TTL of 1 s).
+GOODBYE_GRACE = 1.0
 #: Names of ours whose address the host has no more, kept (answered nowhere) so that an
 #: address that comes back gets its name back; past this many, the longest gone are
 #: forgotten (a host that roams takes a new address at each network).
@@ -303,7 +305,10 @@ class MdnsResponder:
                 if left:
                     kept[name] = (left, entry[1])
                 else:
-                    del kept[name]
+                    # §10.1: kept one second more, not dropped at once (another responder
+                    # may answer for the record meanwhile, and anyone on the link can send
+                    # a goodbye).
+                    kept[name] = (entry[0], min(entry[1], now + GOODBYE_GRACE))
         resolved = []
         for name, addresses in found.items():
             if not addresses:
