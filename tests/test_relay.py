@@ -410,9 +410,9 @@ def _stream_relay() -> tuple[RelayTransport, _relay._StreamConnection]:
 
 def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:
     """Data filled the buffer of the stream to the server (an application's send_nowait
-    loop): ChannelData and Send indications are refused, the client's own requests are
-    still taken (over a stream a request refused is never sent again: a Refresh lost so
-    ended the allocation, with a healthy server)."""
+    loop): ChannelData and Send indications are refused, the client's own requests, and
+    the agent's checks on a channel, are still taken (over a stream a request refused is
+    never sent again: a Refresh lost so ended the allocation, with a healthy server)."""
     stream, _server_end = trio.testing.lockstep_stream_pair()
     conn = _relay._StreamConnection(stream, "127.0.0.1")
     for size in (1000, 0):  # (to the brim)
@@ -427,6 +427,10 @@ def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:
     assert not conn.write(indication)
     refresh = stun.Message(stun.Method.REFRESH, stun.MessageClass.REQUEST).encode()
     assert conn.write(refresh)
+    # A check (or its answer) on a channel has that room too; data that looks alike does not.
+    check = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode()
+    assert conn.write(stun.encode_channel_data(0x4000, check, pad=True))
+    assert not conn.write(stun.encode_channel_data(0x4000, b"\x00" * 20, pad=True))
 
 
 async def test_a_send_waiting_on_a_backed_up_stream_is_woken_by_close() -> None:

@@ -24,7 +24,7 @@ from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl
 from trice._trio._log import logger
-from trice._trio._transport import datagram_too_large
+from trice._trio._transport import STUN_MAGIC, datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 
 __all__ = ["RelayTransport", "run_relay"]
@@ -130,9 +130,14 @@ class _StreamConnection:
         """Queue ``data`` (one frame) if there is room: the client's own requests (a
         Refresh, a permission, a channel) have room of their own beyond what data fills,
         as ICE-TCP gives STUN (over a stream a request lost here is never sent again, and a
-        lost Refresh would end the allocation)."""
+        lost Refresh would end the allocation); so do the agent's checks and their answers
+        on a channel (ChannelData whose payload is STUN: consent must not starve behind
+        data)."""
         room = STREAM_BUFFER_LIMIT
-        if data[0] < 0x40 and data[:2] != _SEND_INDICATION:
+        if data[0] < 0x40:
+            if data[:2] != _SEND_INDICATION:
+                room *= 2
+        elif data[4:5] < b"\x04" and data[8:12] == STUN_MAGIC:
             room *= 2
         if len(self.pending) + len(data) > room:
             return False
