@@ -427,10 +427,16 @@ def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:
     assert not conn.write(indication)
     refresh = stun.Message(stun.Method.REFRESH, stun.MessageClass.REQUEST).encode()
     assert conn.write(refresh)
-    # A check (or its answer) on a channel has that room too; data that looks alike does not.
+    # A check (or its answer) on a channel has room beyond data's too, but less than the
+    # requests' (an application's data shaped as STUN would take it): once it is full, a
+    # request still goes.
     check = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode()
-    assert conn.write(stun.encode_channel_data(0x4000, check, pad=True))
     assert not conn.write(stun.encode_channel_data(0x4000, b"\x00" * 20, pad=True))
+    while conn.write(stun.encode_channel_data(0x4000, check, pad=True)):
+        pass
+    limit = _relay.STREAM_BUFFER_LIMIT
+    assert limit * 3 // 2 - 24 < len(conn.pending) <= limit * 3 // 2
+    assert conn.write(refresh)
 
 
 async def test_a_send_waiting_on_a_backed_up_stream_is_woken_by_close() -> None:

@@ -218,7 +218,8 @@ class Mdns:
             if not events:
                 del self._waiting[name]
                 responder.stop_asking(name)
-        # (Gone again if a goodbye, or an ICE restart, came before this task ran: no answer.)
+        # (Gone again if an ICE restart came before this task ran: no answer.  A goodbye
+        # keeps the record a second: RFC 6762 §10.1.)
         kept = responder.found.get(name)
         return kept[0] if kept is not None else ()
 

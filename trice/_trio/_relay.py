@@ -127,18 +127,19 @@ class _StreamConnection:
         self.closed = False  # lost or closed: waiting senders are woken, and told
 
     def write(self, data: bytes) -> bool:
-        """Queue ``data`` (one frame) if there is room: the client's own requests (a
-        Refresh, a permission, a channel) have room of their own beyond what data fills,
-        as ICE-TCP gives STUN (over a stream a request lost here is never sent again, and a
-        lost Refresh would end the allocation); so do the agent's checks and their answers
-        on a channel (ChannelData whose payload is STUN: consent must not starve behind
-        data)."""
+        """Queue ``data`` (one frame) if there is room.  Data fills the buffer up to
+        ``STREAM_BUFFER_LIMIT``; the agent's checks and their answers on a channel
+        (ChannelData whose payload is STUN: consent must not starve behind data) up to half
+        as much again; the client's own requests (a Refresh, a permission, a channel) up to
+        twice the limit, a reserve nothing else reaches (over a stream a request lost here
+        is never sent again, and a lost Refresh would end the allocation; an application's
+        data shaped as STUN can take no more than the checks' share)."""
         room = STREAM_BUFFER_LIMIT
         if data[0] < 0x40:
             if data[:2] != _SEND_INDICATION:
                 room *= 2
         elif data[4:5] < b"\x04" and data[8:12] == STUN_MAGIC:
-            room *= 2
+            room += STREAM_BUFFER_LIMIT // 2
         if len(self.pending) + len(data) > room:
             return False
         self.pending += data
