@@ -15,7 +15,6 @@ import math
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Final
 
 import trio
 
@@ -24,8 +23,9 @@ from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl
 from trice._trio._log import logger
-from trice._trio._transport import STUN_MAGIC, datagram_too_large
+from trice._trio._transport import datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
+from trice.turn._client import SEND_INDICATION
 
 __all__ = ["RelayTransport", "run_relay"]
 
@@ -39,8 +39,6 @@ DEALLOCATE_WAIT = 0.5
 RELAYED_MAX = 65_459
 #: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
 STREAM_BUFFER_LIMIT = 1 << 20
-#: The type of a Send indication (RFC 8656 §11.1), data like ChannelData.
-_SEND_INDICATION: Final = b"\x00\x16"
 
 
 class _Lost(Exception):
@@ -136,9 +134,9 @@ class _StreamConnection:
         data shaped as STUN can take no more than the checks' share)."""
         room = STREAM_BUFFER_LIMIT
         if data[0] < 0x40:
-            if data[:2] != _SEND_INDICATION:
+            if stun.peek_type(data) != SEND_INDICATION:
                 room *= 2
-        elif data[4:5] < b"\x04" and data[8:12] == STUN_MAGIC:
+        elif stun.is_stun(memoryview(data)[4:]):  # (ChannelData: its payload after 4 bytes)
             room += STREAM_BUFFER_LIMIT // 2
         if len(self.pending) + len(data) > room:
             return False

@@ -35,10 +35,10 @@ import trio
 
 from trice._servers import host_port
 from trice._trio._log import logger
-from trice._trio._transport import BINDING_REQUEST, READ_BATCH, STUN_MAGIC, Address
+from trice._trio._transport import BINDING_REQUEST, READ_BATCH, Address
 from trice.ice._candidate import TcpType
 from trice.ice._framing import FrameReader, frame
-from trice.stun import peek_type
+from trice.stun import is_stun, peek_type
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -155,8 +155,7 @@ class TcpTransport:
         if link.pending or sock is None:
             # Behind what waits (or still connecting): queued, if there is room (STUN has
             # room of its own: a check or an answer is not dropped because data filled up).
-            stun = bytes(data[:1]) < b"\x04" and data[4:8] == STUN_MAGIC
-            room = 2 * LINK_BUFFER if stun else LINK_BUFFER
+            room = 2 * LINK_BUFFER if is_stun(data) else LINK_BUFFER
             if len(link.pending) + len(framed) > room:
                 return False
             link.pending += framed

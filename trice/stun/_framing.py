@@ -62,7 +62,7 @@ def classify(data: bytes) -> PacketKind:
     return _KINDS[data[0]] if data else PacketKind.OTHER
 
 
-def is_stun(data: bytes) -> bool:
+def is_stun(data: bytes | bytearray | memoryview) -> bool:
     """Whether *data* looks like an RFC 5389/8489 STUN message (RFC 8489 §5, RFC 7983 §7).
 
     True when it is at least 20 bytes, the top two bits are zero and bytes 4..7 hold the

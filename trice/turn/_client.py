@@ -35,6 +35,9 @@ from ._records import (
 )
 from ._state import TRANSITIONS, AllocationError, TurnEvent, TurnState, TurnStatistics
 
+#: The message type of a Send indication (RFC 8656 §11.1): data, as ChannelData is.
+SEND_INDICATION = stun.message_type(Method.SEND, MessageClass.INDICATION)
+
 __all__ = ["TurnClient"]
 
 
@@ -313,7 +316,7 @@ class TurnClient:
         if 0x40 <= frame[0] <= 0x7F:
             self._counts["sent_channel_data"] -= 1
             self._counts["dropped"] += 1
-        elif frame[:2] == b"\x00\x16":  # (a Send indication, RFC 8656 §11.1)
+        elif stun.peek_type(frame) == SEND_INDICATION:
             self._counts["sent_indications"] -= 1
             self._counts["dropped"] += 1
 
