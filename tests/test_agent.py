@@ -343,21 +343,25 @@ async def test_all_pairs_failed_with_end_of_candidates_fails_early() -> None:
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
-async def test_no_pair_of_a_family_in_common_fails_at_once() -> None:
+async def test_no_pair_of_a_family_in_common_fails_when_the_pac_timer_ends() -> None:
     """An agent with 127.0.0.1 only and one with ::1 only: no pair can be formed, and with
-    both sides' candidates complete ``connect()`` fails on both at once (RFC 8838 §8), not
-    after the 25 s failed timeout."""
+    both sides' candidates complete ``connect()`` fails on both (RFC 8838 §8) when the PAC
+    timer ends (RFC 8863: a check of the peer's might still have come), not after the
+    failed timeout."""
+    timing = trice.Timing(rto=0.1, rto_max=0.2, max_binding_requests=3)  # (PAC: 0.5 s)
     async with (
-        trice.open_agent(loopback_config(), controlling=True) as a,
-        trice.open_agent(loopback_config(ipv6=True), controlling=False) as b,
+        trice.open_agent(loopback_config(timing=timing), controlling=True) as a,
+        trice.open_agent(loopback_config(ipv6=True, timing=timing), controlling=False) as b,
     ):
         await a.wait_gathering_complete()
         await b.wait_gathering_complete()
         signal(a, b)
         with trio.fail_after(3):
             for agent in (a, b):
+                start = trio.current_time()
                 with pytest.raises(trice.IceFailedError, match="no candidate pair works"):
                     await agent.connect()
+                assert trio.current_time() - start >= 0.5
 
 
 async def test_a_nomination_cancels_the_checks_in_flight_on_other_pairs() -> None:
@@ -1113,6 +1117,9 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.Timing, {"max_binding_requests": 10**9}),
         (trice.Timing, {"ta": 10**400}),
         (trice.Timing, {"keepalive_interval": 2**1024}),
+        (trice.Timing, {"pac_timeout": -1}),
+        (trice.Timing, {"pac_timeout": math.nan}),
+        (trice.Timing, {"pac_timeout": "15"}),
     ],
 )
 def test_a_value_of_the_wrong_type_is_a_config_error_at_once(

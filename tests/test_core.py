@@ -54,6 +54,8 @@ from core_harness import (
 S = ConnectionState
 REGULAR, AGGRESSIVE = Nomination.REGULAR, Nomination.AGGRESSIVE
 FAST = Timing(rto=0.1, rto_max=0.4, max_binding_requests=4, failed_timeout=10.0)
+#: RFC 8863's PAC timer under FAST: a check's sends at 0, 0.1, 0.3, 0.7, given up at 1.1.
+FAST_PAC = 1.1
 
 
 def assert_valid_events(*endpoints: Endpoint) -> None:
@@ -1352,16 +1354,58 @@ def test_end_of_candidates_after_all_pairs_failed_fails_at_once() -> None:
     assert a.states()[-1] is S.FAILED
 
 
+@pytest.mark.parametrize("pac", [None, 0.0])
+def test_a_peer_without_candidates_connects_within_the_pac_timer(pac: float | None) -> None:
+    """RFC 8863 §3.1: ``b`` signals no candidate at all, only end-of-candidates, and starts
+    its checks half a second after ``a`` (its signaling was slow).  ``a``'s check list is
+    empty and nothing can come, yet ``a`` waits for the PAC timer, learns ``b``'s
+    peer-reflexive candidate from its check, and both connect.  With ``pac_timeout=0``
+    ``a`` fails at once and answers nothing, and ``b`` fails too."""
+    timing = dataclasses.replace(FAST, pac_timeout=pac)
+    net, a, b = two_agents(timing=timing, exchange=False)
+    a.core.set_remote(b.core.local, 0.0)
+    a.core.add_remote_candidate(None)
+    a.core.set_local_complete()
+    a.core.want_connection(0.0)
+    net.run_for(0.5)
+    b.core.set_remote(a.core.local, net.now)
+    for candidate in a.signalled:
+        b.core.add_remote_candidate(candidate)
+    b.core.add_remote_candidate(None)
+    b.core.set_local_complete()
+    b.core.want_connection(net.now)
+    if pac is None:
+        assert net.run_until(connected(a, b), max_time=FAST_PAC)
+        assert a.core.selected is not None
+        assert a.core.selected.remote.type is CandidateType.PRFLX
+        assert_valid_events(a, b)
+    else:
+        net.run_for(FAST_PAC)
+        assert a.states() == [S.CHECKING, S.FAILED]
+        assert a.time_of(S.FAILED) == 0.0
+        assert b.states() == [S.CHECKING, S.FAILED]
+
+
 def test_a_check_list_with_no_pairs_fails_once_no_candidate_can_come() -> None:
     """The peer offers IPv6 only and this agent has IPv4 only: no pair can be formed.  Once
-    both sides' candidates are complete and checks have begun, ICE fails at once (RFC 8838
-    §8), not at ``failed_timeout``; without end-of-candidates it waits (a candidate may come)."""
+    both sides' candidates are complete and checks have begun, ICE fails (RFC 8838 §8) when
+    the PAC timer ends (RFC 8863 §3.2: a check of the peer's may still come), not at
+    ``failed_timeout``; with ``pac_timeout=0``, at once; without end-of-candidates it waits
+    (a candidate may come)."""
     net, a, b = two_agents(timing=FAST, b_hosts=(("fd00::2", 6000),))
-    net.run_for(0.1)
+    net.run_for(FAST_PAC - 0.01)
     assert len(a.core.checklist) == 0
+    assert a.states() == [S.CHECKING]
+    net.run_for(0.1)
+    assert a.states() == [S.CHECKING, S.FAILED]
+    assert a.time_of(S.FAILED) == pytest.approx(FAST_PAC)
+    assert b.states() == [S.CHECKING, S.FAILED]
+
+    impatient = dataclasses.replace(FAST, pac_timeout=0)
+    net, a, b = two_agents(timing=impatient, b_hosts=(("fd00::2", 6000),))
+    net.run_for(0.1)
     assert a.states() == [S.CHECKING, S.FAILED]
     assert a.time_of(S.FAILED) == 0.0
-    assert b.states() == [S.CHECKING, S.FAILED]
 
     net, a, b = two_agents(timing=FAST, exchange=False, b_hosts=(("fd00::2", 6000),))
     net.exchange(a, b, end_of_candidates=False)
@@ -1372,7 +1416,19 @@ def test_a_check_list_with_no_pairs_fails_once_no_candidate_can_come() -> None:
     assert a.states() == [S.CHECKING]  # (a local candidate may still come)
     a.core.set_local_complete()
     net.run_for(0.1)
-    assert a.states() == [S.CHECKING, S.FAILED]
+    assert a.states() == [S.CHECKING, S.FAILED]  # (the PAC timer had ended)
+
+
+def _fails_when_the_pac_timer_ends(core: AgentCore, *, since: float) -> None:
+    """``core``, whose checks started at ``since`` with nothing to check and nothing to
+    come, fails when RFC 8863's PAC timer ends, not before (and no later)."""
+    states = [core.state]
+    assert core.next_deadline() == since + FAST_PAC
+    core.on_timer(since + FAST_PAC - 0.001)
+    states.append(core.state)
+    core.on_timer(since + FAST_PAC)
+    states.append(core.state)
+    assert states == [S.CHECKING, S.CHECKING, S.FAILED]
 
 
 def _v4_core() -> AgentCore:
@@ -1395,7 +1451,8 @@ def _peer2() -> IceParameters:
 
 @pytest.mark.parametrize("how", ["late", "held"])
 def test_an_earlier_generations_dropped_candidate_does_not_hold_failure_back(how: str) -> None:
-    """An IPv6-only peer, an IPv4-only agent: ICE fails at once, also when a candidate of
+    """An IPv6-only peer, an IPv4-only agent: ICE fails when the PAC timer ends (RFC 8863),
+    not at ``failed_timeout``, also when a candidate of
     an earlier ICE generation was dropped (one trickled late, naming the old ufrag; or one
     held for the peer's parameters when the agent restarted): the peer cannot check from
     those.  (A candidate of this generation left out does hold it back: next test.)"""
@@ -1414,7 +1471,7 @@ def test_an_earlier_generations_dropped_candidate_does_not_hold_failure_back(how
     core.add_remote_candidate(make_candidate("fd00::2", 6002))
     core.add_remote_candidate(None)
     core.want_connection(1.0)
-    assert core.state is S.FAILED
+    _fails_when_the_pac_timer_ends(core, since=1.0)
 
 
 def test_a_candidate_of_this_generation_left_out_holds_failure_back() -> None:
@@ -1435,7 +1492,8 @@ def test_a_candidate_of_this_generation_left_out_holds_failure_back() -> None:
 def test_ice_tcp_of_another_family_does_not_hold_failure_back() -> None:
     """A passive ICE-TCP candidate here holds an empty check list's failure back only for
     an active one there of its family (the peer connects to it): an IPv6-only peer's
-    active candidate does not, and ICE fails at once."""
+    active candidate does not, and ICE fails when the PAC timer ends (RFC 8863), not at
+    ``failed_timeout``."""
     core = _v4_core()
     core.add_local_candidate(tcp_host_candidate(("10.0.0.1", 5001), TcpType.PASSIVE, 0), 1)
     core.set_remote(_peer2(), 0.0)
@@ -1444,7 +1502,7 @@ def test_ice_tcp_of_another_family_does_not_hold_failure_back() -> None:
     core.add_remote_candidate(active)
     core.add_remote_candidate(None)
     core.want_connection(0.0)
-    assert core.state is S.FAILED
+    _fails_when_the_pac_timer_ends(core, since=0.0)
 
 
 def test_an_ice_lite_agent_with_no_pairs_does_not_fail() -> None:
@@ -2448,8 +2506,10 @@ def test_losing_the_only_transport_before_any_pair_works_fails_ice() -> None:
     net.run_for(0.05)
     assert a.states() == [S.CHECKING]
     _lose(net, a, 0)
+    assert a.states() == [S.CHECKING]  # (RFC 8863: not before the PAC timer ends)
+    net.run_for(FAST_PAC)
     assert a.states() == [S.CHECKING, S.FAILED]
-    assert a.time_of(S.FAILED) == net.now
+    assert a.time_of(S.FAILED) == pytest.approx(FAST_PAC)
 
 
 def test_a_lost_transport_after_ice_ended_changes_nothing() -> None:

@@ -14,7 +14,7 @@ from test_core import FAST, _reply, binding_request
 import trice
 from trice import stun
 from trice.ice import Candidate, CandidateType, TcpType, candidate_priority, local_preference
-from trice.ice._check import prflx_foundation
+from trice.ice._check import check_schedule, prflx_foundation
 from trice.ice._checklist import CheckList, Pair, PairState
 from trice.ice._core import TCP_KEY, AgentCore, remote_key
 from trice.ice._framing import MAX_FRAME, FrameReader, frame
@@ -434,17 +434,23 @@ def test_a_connections_peer_reflexive_candidate_is_paired_on_its_listener_only()
 
 def test_a_passive_side_whose_pairs_failed_answers_the_next_connection_no_more() -> None:
     """A passive candidate's pairs are the connections come so far: when they have all
-    failed (a's first connection dropped), ICE fails, though the peer's other active
-    candidate may still connect.  Then the agent answers no check: the peer's next
-    connection is not answered, so the peer fails too (it connected and held consent with
-    an agent that had failed)."""
+    failed (a's first connection dropped), the peer's other active candidate may still
+    connect, and until the PAC timer ends (RFC 8863) ICE waits for it: its check is
+    answered.  When the timer ends with every pair failed, ICE fails.  Then the agent
+    answers no check: the peer's next connection is not answered, so the peer fails too (it
+    connected and held consent with an agent that had failed)."""
+    pac = check_schedule(trice.Timing())[-1]
     core, _ = _passive_side(B_LISTENER)
-    first, second = ("10.0.0.1", 50123), ("10.0.0.3", 50124)
+    first, second, third = ("10.0.0.1", 50123), ("10.0.0.3", 50124), ("10.0.0.3", 50125)
     assert core.on_request(1, first, binding_request(core, controlling=True), 0.0) is not None
     core.path_lost(1, first, 0.1)
+    assert _ice_state(core) is trice.ConnectionState.CHECKING
+    assert core.on_request(1, second, binding_request(core, controlling=True), 0.2) is not None
+    core.path_lost(1, second, 0.3)
+    core.on_timer(pac)
     assert _ice_state(core) is trice.ConnectionState.FAILED
     request = binding_request(core, controlling=True, use_candidate=True)
-    assert core.on_request(1, second, request, 0.2) is None
+    assert core.on_request(1, third, request, pac + 0.1) is None
 
 
 def _ice_state(core: AgentCore) -> trice.ConnectionState:

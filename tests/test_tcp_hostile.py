@@ -42,7 +42,9 @@ PEER_UFRAG2, PEER_PWD2 = "peer2", "q" * 22
 #: PROVE_WITHIN for the tests that wait it out (see ``short_prove``).
 PROVE = 0.2
 #: A long retransmission schedule: a check that fails within a second did not wait for it.
-SLOW = trice.Timing(rto=5.0, rto_max=5.0)
+#: A long retransmission schedule, and no PAC wait (RFC 8863): the tests that use it time a
+#: check's failure, which ICE follows at once then.
+SLOW = trice.Timing(rto=5.0, rto_max=5.0, pac_timeout=0)
 #: The PRIORITY of the test peer's checks (an active peer-reflexive candidate's, roughly).
 PRIORITY = 1_845_000_000
 _REQUEST = stun.MessageClass.REQUEST

@@ -307,6 +307,13 @@ class Timing:
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long (an answer to one of our checks, RFC 7675), the state becomes failed;
             consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.
+        pac_timeout: how long after checks start ICE may not yet fail, though every pair has
+            failed or none could be formed (RFC 8863, "patiently awaiting connectivity": the
+            peer's checks may still come and teach a peer-reflexive pair that works).
+            ``None``, the default, is the time one check takes to give up with all its
+            retransmissions (15.5 s with the defaults), as RFC 8863 §4 recommends; ``0``
+            lets ICE fail as soon as the last pair has.  It never delays failure past
+            ``failed_timeout``.
         gather_timeout: the most a STUN or TURN server may hold up gathering.
         mdns_timeout: how long a peer's ``.local`` name is queried for (RFC 6762 §5.2's
             retries, 1 s apart and doubling) before its candidate is dropped.
@@ -320,6 +327,7 @@ class Timing:
     keepalive_interval: float = 2.0
     disconnected_timeout: float = 5.0
     failed_timeout: float = 25.0
+    pac_timeout: float | None = None
     gather_timeout: float = 3.0
     mdns_timeout: float = 5.0
 
@@ -338,6 +346,8 @@ class Timing:
         ):
             _positive(f"Timing.{name}", getattr(self, name))
         _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)
+        if self.pac_timeout is not None:
+            _positive("Timing.pac_timeout", self.pac_timeout, allow_zero=True)
         if self.rto_max < self.rto:
             raise ConfigError("Timing.rto_max must be >= Timing.rto")
         if not (_is_int(self.max_binding_requests) and 1 <= self.max_binding_requests <= 100):

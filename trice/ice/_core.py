@@ -158,6 +158,7 @@ class AgentCore:
         "_consent_for",
         "_disconnected_for",
         "_events",
+        "_fail_held",
         "_first_valid_at",
         "_held",
         "_jitter",
@@ -243,6 +244,9 @@ class AgentCore:
         # down so, at most two thirds of it (disconnected comes first, and the consent
         # checks, twice per that at least, keep a live pair's consent).
         self._consent_for = min(timing.failed_timeout, CONSENT_EXPIRY)
+        #: Every pair failed (or none can be) while RFC 8863's PAC timer still ran: ICE
+        #: fails when it ends, if nothing changed meanwhile (see ``_maybe_fail``).
+        self._fail_held = False
         self._disconnected_for = timing.disconnected_timeout
         if timing.failed_timeout > CONSENT_EXPIRY:
             self._disconnected_for = min(self._disconnected_for, CONSENT_EXPIRY * 2 / 3)
@@ -460,6 +464,7 @@ class AgentCore:
         self._nominating = None
         self._first_valid_at = None
         self._next_consent = None
+        self._fail_held = False
         if self.state is _STATE_NEW:
             return
         self._checking_since = now
@@ -817,7 +822,7 @@ class AgentCore:
             self._set_state(ConnectionState.FAILED)
             return
         self._maybe_nominate(now)
-        self._maybe_fail()
+        self._maybe_fail(now)
         self._maybe_complete()
 
     def close(self) -> None:
@@ -870,7 +875,7 @@ class AgentCore:
         if self._wanted and self.remote is not None and self.state is _STATE_NEW:
             self._checking_since = now
             self._set_state(ConnectionState.CHECKING)
-            self._maybe_fail()  # (nothing to check, and nothing can come)
+            self._maybe_fail(now)  # (nothing to check, and nothing can come)
 
     @property
     def _checking(self) -> bool:
@@ -1136,6 +1141,8 @@ class AgentCore:
         if selected is None:
             if since is not None:
                 due = since + timing.failed_timeout
+                if self._fail_held:
+                    due = since + self._pac_for()  # (RFC 8863: when the held failure comes)
                 if deadline is None or due < deadline:
                     deadline = due
                 if self._pingback is not None:
@@ -1183,6 +1190,11 @@ class AgentCore:
             if now >= self._checking_since + self.timing.failed_timeout:
                 self._set_state(ConnectionState.FAILED)
                 return
+            if self._fail_held and now >= self._checking_since + self._pac_for():
+                self._maybe_fail(now)  # (the PAC timer ended: fail, if nothing changed)
+                if self.finished:
+                    return
+                self._fail_held = False
             if self._previous is not None and now >= self._last_consent + self._consent_for:
                 self._forget_previous()  # (its consent expired: RFC 7675)
             pair = self._pingback
@@ -1522,14 +1534,21 @@ class AgentCore:
         if self.selected is pair:
             return
         self._maybe_nominate(now)
-        self._maybe_fail()
+        self._maybe_fail(now)
         self._maybe_complete()
 
-    def _maybe_fail(self) -> None:
+    def _maybe_fail(self, now: float | None = None) -> None:
         """ICE fails once every pair failed and no candidate can still come (RFC 8445 §8.1.2);
         or, checks begun, when no pair could be formed at all (RFC 8838 §8: the peer's
         candidates are all of a family or protocol this agent has none of, say).  Not an
-        ICE-lite agent, which forms no pairs: the peer's checks prove them."""
+        ICE-lite agent, which forms no pairs: the peer's checks prove them.
+
+        Not before the PAC timer ends, though (RFC 8863 §4: ``Timing.pac_timeout`` after
+        checks start): the peer's checks may still teach a peer-reflexive pair.  Till then
+        the failure is held, and :meth:`on_timer` looks again when the timer ends.  Called
+        without ``now`` (from signaling, which has no time), a failure is held whenever the
+        timer is on at all, and the next :meth:`on_timer` (due at once, if the timer has
+        ended) decides."""
         if (
             self.selected is None
             and self.remote_complete
@@ -1545,7 +1564,22 @@ class AgentCore:
                 )
             )
         ):
+            since = self._checking_since
+            pac = self._pac_for()
+            if pac and since is not None and (now is None or now < since + pac):
+                self._fail_held = True
+                return
+            self._fail_held = False
             self._set_state(ConnectionState.FAILED)
+
+    def _pac_for(self) -> float:
+        """How long after checks start ICE may not fail (RFC 8863's PAC timer): see
+        ``Timing.pac_timeout``; by default the time a check takes to give up."""
+        timing = self.timing
+        pac = timing.pac_timeout
+        if pac is None:
+            pac = self._schedules[0][-1]
+        return min(pac, timing.failed_timeout)
 
     def _peer_may_check(self) -> bool:
         """With an empty check list: whether the peer may still have a pair with this agent,
