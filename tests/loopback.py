@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import gc
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+import pytest
 import trio
 
 import trice
@@ -221,6 +223,22 @@ async def exchange_each_way(ca: trice.Connection, cb: trice.Connection, count: i
         got_a = {await ca.receive() for _ in range(count)}
     assert got_b == {b"a%d" % i for i in range(count)}
     assert got_a == {b"b%d" % i for i in range(count)}
+
+
+async def send_wide_views(ca: trice.Connection, cb: trice.Connection) -> None:
+    """A memoryview of 4-byte items goes whole (its bytes, not as many bytes as it has
+    items: the ICE-TCP and TURN framings had written their lengths from ``len()``), by
+    ``send`` and by ``send_nowait``, and the datagram after it too; what is not bytes-like
+    is a TypeError, as a UDP socket makes it."""
+    view = memoryview(array.array("I", range(100)))
+    await ca.send(view)
+    assert ca.send_nowait(view)
+    await ca.send(b"after")
+    with trio.fail_after(5):
+        got = [await cb.receive() for _ in range(3)]
+    assert got == [view.tobytes(), view.tobytes(), b"after"]
+    with pytest.raises(TypeError):
+        await ca.send([1, 2, 3])  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,7 @@ from loopback import (
     exchange_each_way,
     gathered_pair,
     loopback_config,
+    send_wide_views,
     signal,
     state_of,
     wait_for_state,
@@ -71,6 +72,7 @@ async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
         assert ca.selected_pair.local.type is trice.CandidateType.RELAY
         assert ca.selected_pair.remote.type is trice.CandidateType.RELAY
         await exchange_each_way(ca, cb)
+        await send_wide_views(ca, cb)
 
 
 async def test_relays_of_one_server_over_each_transport_have_foundations_of_their_own(

@@ -18,7 +18,14 @@ import trio
 import trice
 from trice._trio._tcp import TcpTransport
 
-from loopback import HAS_IPV6, connect_both, gathered_pair, loopback_config, wait_for_state
+from loopback import (
+    HAS_IPV6,
+    connect_both,
+    gathered_pair,
+    loopback_config,
+    send_wide_views,
+    wait_for_state,
+)
 
 ACTIVE = (trice.TcpType.ACTIVE,)
 PASSIVE = (trice.TcpType.PASSIVE,)
@@ -102,6 +109,7 @@ async def test_an_active_and_a_passive_candidate_connect_and_carry_data(
         assert pair_b.remote.tcp_type is trice.TcpType.ACTIVE
         assert pair_b.remote.transport_address == pair.local.transport_address
         await exchange(ca, cb)
+        await send_wide_views(ca, cb)
         stats = b.statistics()
         assert (stats.tcp_accepted, stats.tcp_refused, stats.tcp_unproven) == (1, 0, 0)
         assert a.statistics().tcp_accepted == 0

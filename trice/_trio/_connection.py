@@ -228,10 +228,12 @@ class Connection(trio.abc.Channel[bytes]):
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         transport, address = self._route or self._get_route()
-        if not transport.send_nowait(data, address):  # type: ignore[arg-type]
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        if not transport.send_nowait(data, address):
             self._check_open()
             try:
-                await transport.send(bytes(data), address, self._check_open)
+                await transport.send(data, address, self._check_open)
             except trio.ClosedResourceError:
                 self._check_open()  # (the connection or the agent closed: as it says)
                 moved, address = self._route or self._get_route()
@@ -239,9 +241,9 @@ class Connection(trio.abc.Channel[bytes]):
                     raise _relay_gone() from None
                 # The pair moved while this waited, and a gathering anew closed the old
                 # transport: the datagram goes the new way (once).
-                if not moved.send_nowait(data, address):  # type: ignore[arg-type]
+                if not moved.send_nowait(data, address):
                     try:
-                        await moved.send(bytes(data), address, self._check_open)
+                        await moved.send(data, address, self._check_open)
                     except trio.ClosedResourceError:
                         self._check_open()
                         raise _relay_gone() from None
@@ -261,7 +263,9 @@ class Connection(trio.abc.Channel[bytes]):
                 IPv4; ICE-TCP: 65,535).
         """
         transport, address = self._route or self._get_route()
-        if transport.send_nowait(data, address):  # type: ignore[arg-type]
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        if transport.send_nowait(data, address):
             return True
         if transport.closed:
             self._check_open()  # (the connection or the agent closed: as it says)
@@ -477,3 +481,11 @@ def _relay_gone() -> trio.BrokenResourceError:
     """The selected pair's own transport is gone while the connection is open: a TURN
     allocation that ended (the server refused to refresh it, say), which fails ICE."""
     return trio.BrokenResourceError(LOST_REASONS["relay"])
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    """A datagram given as a bytearray or memoryview, as the transports take it: its bytes
+    (of a memoryview of wider items too: ``len()`` counts its items, and the ICE-TCP and
+    TURN framings write their length fields from it).  Anything else not bytes-like is a
+    :class:`TypeError`, as a UDP socket's ``sendto`` makes it."""
+    return memoryview(data).tobytes()
