@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import signal as signals
 import socket
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,7 @@ import trio.testing
 
 import trice
 from trice import stun
-from trice._trio import _gather
+from trice._trio import _gather, _relay
 from trice._trio._relay import RelayTransport
 from trice.ice._checklist import PairState
 
@@ -323,6 +325,36 @@ async def test_other_allocation_errors_are_not_tried_again(
         (report,) = a.gather_reports
         assert report.error is not None and report.error.startswith("401")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (errno.EAFNOSUPPORT, "unreachable"),
+        (errno.EMFILE, "out of file descriptors"),
+    ],
+)
+async def test_a_relay_socket_that_cannot_be_made_costs_only_its_relay(
+    monkeypatch: pytest.MonkeyPatch, code: int, error: str
+) -> None:
+    """The socket to a TURN server over UDP cannot be made (a family the kernel lacks, or
+    no descriptor left): the server's report says why, and the agent goes on (the
+    OSError had come out of ``open_agent``)."""
+
+    def refuse(*args: object, **kwargs: object) -> socket.socket:
+        raise OSError(code, os.strerror(code))
+
+    fake = types.SimpleNamespace(
+        **{name: getattr(socket, name) for name in dir(socket) if not name.startswith("__")}
+    )
+    fake.socket = refuse
+    monkeypatch.setattr(_relay, "socket", fake)
+    config = _relay_config(trice.IceServer("turn:127.0.0.1:3478", USER, PASSWORD))
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        (report,) = a.gather_reports
+        assert (report.candidates, report.error) == (0, error)
 
 
 async def test_gathering_anew_keeps_a_relay_that_lives(coturn_tls: Coturn) -> None:

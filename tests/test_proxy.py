@@ -97,6 +97,11 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         ("http://alice:top@secret@proxy", "'http://...@proxy': no port"),
         ("http://alice:secret", "'http://alice': the port is not a number"),
         ("http://alice:secret@[::1", "without a closing"),
+        # No "://": the user info is still left out of the message.
+        ("alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
+        ("http:/alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
+        ("http//alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
+        ("alice:secret", "'alice': expected http://host:port"),
     ],
 )
 def test_bad_proxy_urls_are_config_errors_that_never_show_the_password(

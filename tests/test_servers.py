@@ -85,7 +85,6 @@ BAD_URLS: list[tuple[str, str]] = [
     ("turn:t.example?proto=udp", "only query"),
     ("turn:t.example?transport", "only query"),
     ("turn:t.example?transport=udp&x=1", "unsupported transport"),
-    ("turn:user@t.example", "user info"),
     ("stun:stun.example.org#frag", "fragment"),
     ("stun:2001:db8::1", "brackets"),
     ("stun:2001:db8::1:3478", "brackets"),
@@ -113,6 +112,26 @@ def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> N
     message = str(info.value)
     assert repr(text) in message
     assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("text", "shown", "problem"),
+    [
+        ("turn:user@t.example", "turn:...@t.example", "user info is not allowed"),
+        ("turn:alice:secret@t.example:3478?transport=tcp", "turn:...@t.example:3478", "user info"),
+        ("turns://alice:secret@t.example", "turns://...@t.example", "'//'"),
+        ("alice:secret@t.example", "alice:...@t.example", "unknown scheme"),
+    ],
+)
+def test_parse_errors_quote_the_url_without_its_user_info(
+    text: str, shown: str, problem: str
+) -> None:
+    """A password put in the URL (trice takes none there) is not quoted back."""
+    with pytest.raises(ConfigError) as info:
+        ServerUrl.parse(text)
+    message = str(info.value)
+    assert shown in message and problem in message
+    assert "secret" not in message
 
 
 def test_parse_non_str() -> None:

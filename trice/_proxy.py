@@ -156,7 +156,10 @@ class ProxyUrl:
         """
         if not isinstance(url, str):
             raise ConfigError(f"a proxy URL must be a str, not {type(url).__name__}")
-        scheme, sep, rest = url.strip(" \t\r\n").partition("://")
+        text = url.strip(" \t\r\n")
+        scheme, sep, rest = text.partition("://")
+        if not sep:  # (all of it is the authority, as a redaction goes: see _redacted)
+            scheme, rest = "", text
         userinfo, at, authority = rest.rpartition("@")
         shown = _redacted(scheme, sep, bool(at), authority)
 

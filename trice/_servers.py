@@ -151,7 +151,7 @@ class ServerUrl:
             raise ConfigError(f"an ICE server URL must be a str, got {url!r}")
 
         def fail(problem: str) -> ConfigError:
-            return ConfigError(f"ICE server URL {url!r}: {problem}")
+            return ConfigError(f"ICE server URL {_redacted(url)!r}: {problem}")
 
         scheme, colon, rest = url.strip(" \t\r\n").partition(":")
         if not colon:
@@ -337,3 +337,15 @@ class IceServer:
 def host_port(host: str, port: int) -> str:
     """``host:port`` as a URI writes it (RFC 3986 §3.2.2): an IPv6 literal in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _redacted(url: str) -> str:
+    """An ICE server URL as an error quotes it: without user info, where a password may
+    have been put (``turn:alice:secret@host``; trice takes none there)."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, colon, rest = head.partition(":")
+    if not colon:
+        return f"...@{tail}"
+    return f"{scheme}:{'//' if rest.startswith('//') else ''}...@{tail}"

@@ -11,6 +11,7 @@ it deletes the allocation (best effort, 0.5 s at most) and closes its socket.
 
 from __future__ import annotations
 
+import errno
 import math
 import socket
 import ssl
@@ -486,7 +487,10 @@ async def _connect(
             if not infos:
                 raise _Lost(f"no address of {server.host!r} to reach from {bind_address}", "family")
         family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:  # (out of descriptors; or a family the kernel lacks)
+            raise _unreachable(exc) from exc
         try:
             sock.setblocking(False)
             if bind_address is not None:
@@ -494,7 +498,7 @@ async def _connect(
             sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
-            raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+            raise _unreachable(exc) from exc
         return _UdpConnection(sock)
     tcp: trio.abc.Stream
     if proxy is not None:
@@ -509,12 +513,27 @@ async def _connect(
                 server.host, server.port, local_address=bind_address
             )
         except OSError as exc:
-            raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc
+            raise _unreachable(exc) from exc
         tcp, source = direct, _source(direct)
     if not server.secure:
         return _StreamConnection(tcp, source)
     tls = await _tls(tcp, ssl_context, server.host, _Lost)
     return _StreamConnection(tls, source)
+
+
+_NO_DESCRIPTOR = (errno.EMFILE, errno.ENFILE)
+
+
+def _unreachable(exc: OSError) -> _Lost:
+    """The server cannot be reached from here: ``exc`` from making, binding or connecting
+    the socket (or the process ran out of file descriptors, which says so)."""
+    if exc.errno in _NO_DESCRIPTOR:
+        return _Lost(
+            "out of file descriptors: raise the limit (ulimit -n / resource.setrlimit) or run "
+            "fewer agents",
+            "out of file descriptors",
+        )
+    return _Lost(f"unreachable ({exc.strerror or exc})", "unreachable")
 
 
 def _source(sock: trio.SocketStream) -> str:
@@ -573,6 +592,8 @@ async def _tunnel(
     try:
         sock = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
     except OSError as exc:
+        if exc.errno in _NO_DESCRIPTOR:
+            raise _unreachable(exc) from exc  # (this process's want, not the proxy's)
         raise lost(f"unreachable ({exc.strerror or exc})") from exc
     source = _source(sock)
     stream: trio.abc.Stream = sock
