@@ -147,6 +147,12 @@ class Nat:
         self._permissions.add((private, destination[0]))
         return public
 
+    def rebind(self) -> None:
+        """The NAT forgets every mapping (a rebinding): the next packets get new ports."""
+        self.mappings.clear()
+        self._reverse.clear()
+        self._permissions.clear()
+
     def inbound(self, public: Address, source: Address) -> Address | None:
         private = self._reverse.get(public)
         if private is None or (private, source[0]) not in self._permissions:

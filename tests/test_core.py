@@ -2733,6 +2733,27 @@ def test_after_a_restart_the_peers_old_checks_are_refused_and_old_answers_ignore
     assert not a.core.on_response(a_check, answer, a_check.destination, net.now)
 
 
+def test_restarts_behind_a_nat_that_maps_afresh_each_time_keep_no_old_prflx() -> None:
+    """Behind a NAT that maps ``a`` afresh for each generation (a rebinding, or a peer that
+    reports a new address each time), each restart's checks learn a new peer-reflexive
+    local candidate, and the restart after forgets it with the checks that learned it
+    (RFC 8445 §7.2.5.3.1): the local candidates do not grow with the restarts."""
+    nat = Nat("203.0.113.7")
+    net, a, b = two_agents(a_nat=nat)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    before = len(a.core.local_candidates)
+    for _ in range(30):
+        nat.rebind()
+        a.restart(net.now)
+        b.restart(net.now)
+        net.exchange(a, b)
+        assert net.run_until(connected(a, b), max_time=net.now + 5.0)
+    selected = a.core.selected
+    assert selected is not None
+    assert len(a.core.local_candidates) == before
+    assert selected.local in [c for c, _ in a.core.local_candidates]
+
+
 def test_a_restart_brings_a_failed_agent_back() -> None:
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)

@@ -443,6 +443,12 @@ class AgentCore:
         self._success_pads = success_pads(key)
         self.remote = None
         self._remote_key = b""
+        # Peer-reflexive local candidates were learned by checks (RFC 8445 §7.2.5.3.1), and
+        # go with them: the new checks learn theirs (kept, a NAT that maps afresh, or a
+        # peer that reports a new address each generation, would grow the tuple for ever).
+        self.local_candidates = tuple(
+            entry for entry in self.local_candidates if entry[0].type is not CandidateType.PRFLX
+        )
         checklist = CheckList(max_pairs=self.checklist.max_pairs)
         checklist.pruned = self.checklist.pruned
         self.checklist = checklist
