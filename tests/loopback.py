@@ -46,12 +46,14 @@ async def stun_server(
     seen: list[tuple[tuple[str, int], bytes]] | None = None,
     gate: trio.Event | None = None,
     garble_first: bool = False,
+    reason: str = "Nope",
 ) -> None:
     """A STUN server of the test's own on ``sock``: answers Binding requests with ``mapped``
     (or the real source) as the mapping (a port of ``None``: the source's port, as a 1:1
-    NAT maps it), or with the error ``error``.  Each request's source and transaction ID are
-    appended to ``seen``; requests that come before ``gate`` is set are not answered; with
-    ``garble_first``, the first answer goes with its FINGERPRINT broken, then as it is."""
+    NAT maps it), or with the error ``error`` (its reason phrase ``reason``).  Each
+    request's source and transaction ID are appended to ``seen``; requests that come before
+    ``gate`` is set are not answered; with ``garble_first``, the first answer goes with its
+    FINGERPRINT broken, then as it is."""
     while True:
         data, source = await sock.recvfrom(2048)
         request = stun.decode(data)
@@ -60,7 +62,7 @@ async def stun_server(
         if gate is not None and not gate.is_set():
             continue
         if error is not None:
-            reply = request.error_response(error, "Nope")
+            reply = request.error_response(error, reason)
         else:
             address, port = mapped or source[:2]
             port = source[1] if port is None else port

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
 from typing import Any
+
+import pytest
+
+import trice
+from trice import _cli
 
 
 def _run(*args: str) -> list[dict[str, Any]]:
@@ -83,16 +90,43 @@ def test_demo_over_tcp_selects_tcp_pairs_and_shows_the_tcp_tasks() -> None:
     assert throughput["received"] == 50
 
 
-def test_demo_text_output() -> None:
+@pytest.mark.parametrize(("encoding", "branch"), [("utf-8", "└── "), ("cp1252", "`-- ")])
+def test_demo_text_output(encoding: str, branch: str) -> None:
+    """The task tree in box-drawing characters, or in ASCII where standard output's
+    encoding has none (a Windows code page: they had raised UnicodeEncodeError)."""
     out = subprocess.run(
         [sys.executable, "-m", "trice", "demo", "--count", "50", "--pings", "5"],
         capture_output=True,
-        text=True,
         timeout=60,
         check=True,
-    ).stdout
+        env={**os.environ, "PYTHONIOENCODING": encoding},
+    ).stdout.decode(encoding)
     assert "task tree while checks run:" in out
     assert "connection connected" in out and "throughput:" in out
+    assert f"{branch}trice demo" in out
+
+
+def test_a_throughput_run_cut_short_says_what_was_sent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The throughput run stops at its time cap: ``sent`` is what went by then, not
+    ``--count`` (the text line had read as heavy loss)."""
+    sends = 0
+    send = trice.Connection.send
+
+    async def counted(self: trice.Connection, data: bytes | bytearray | memoryview) -> None:
+        nonlocal sends
+        sends += len(data) == 1200
+        await send(self, data)
+
+    monkeypatch.setattr(trice.Connection, "send", counted)
+    monkeypatch.setattr(_cli, "_THROUGHPUT_CAP", 0.2)
+    assert _cli.main(["demo", "--json", "--count", "100000000", "--pings", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (throughput,) = [r for r in records if r["event"] == "throughput"]
+    # (The send under way when the cap came may or may not have gone.)
+    assert 0 < sends - 1 <= throughput["sent"] <= sends < 100_000_000
+    assert throughput["received"] <= throughput["sent"]
 
 
 def test_gather_on_loopback_with_a_dead_stun_server() -> None:
@@ -208,3 +242,44 @@ def test_a_reader_that_goes_ends_the_demo_quietly() -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err and "Error" not in err, err
+
+
+def _unbuffered_off() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED (set where these tests run, it would hide
+    output that is not flushed)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def test_gather_text_lines_reach_a_pipe_as_they_come() -> None:
+    """``trice gather --watch | tee log``: the first gathering's table is on the pipe while
+    the command stays to watch (it had waited in the buffer until the command ended)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_unbuffered_off(),
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 10.0)
+            got = os.read(proc.stdout.fileno(), 65536) if ready else b""
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    assert b"TYPE" in got and b"host" in got
+
+
+def test_a_reader_that_goes_ends_gather_quietly() -> None:
+    """As for the demo: the pipe's reader gone, ``gather`` (text) ends quietly with 141
+    (the error had come at the interpreter's exit: a message, and status 120)."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "trice", "gather", "--interface", "lo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_unbuffered_off(),
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert err == ""

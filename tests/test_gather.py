@@ -260,16 +260,19 @@ async def test_dead_server_costs_at_most_the_gather_timeout(
 
 
 async def test_error_response_is_reported() -> None:
+    """With its reason phrase made printable (a hostile server's escapes and line breaks
+    would drive the terminal that shows the report, or forge lines of a log)."""
     with await server_socket() as server:
         port = server.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stun_server, server, None, 401)
+            reason = "Nope\x1b[2J\r\nX"
+            nursery.start_soon(functools.partial(stun_server, server, None, 401, reason=reason))
             config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
                     await agent.wait_gathering_complete()
                 (report,) = [r for r in agent.gather_reports if r.source != "host"]
-                assert report.error is not None and report.error.startswith("401")
+                assert report.error == "401 Nope\\x1b[2J\\r\\nX"
             nursery.cancel_scope.cancel()
 
 

@@ -374,6 +374,20 @@ def test_error_response_fails_the_allocation(code: int, reason: str) -> None:
         assert error.alternate_server is None
 
 
+def test_a_servers_reason_is_made_printable_in_the_error() -> None:
+    """A reason phrase with a terminal's escapes and line breaks (a hostile server's) is
+    written out in the error, which goes into logs: it can neither drive the terminal that
+    shows the log nor forge a line of it."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    evil = "Forbidden\x1b]0;owned\x07\x1b[2J\r\nX"
+    exchange(client, FakeServer(errors={Method.ALLOCATE: (403, evil)}), 0.0)
+    error = client.error
+    assert error is not None
+    assert error.reason == "Forbidden\\x1b]0;owned\\x07\\x1b[2J\\r\\nX"
+    assert str(error).isprintable()
+
+
 def test_udp_timeout_after_retransmissions() -> None:
     server = FakeServer(silent=True)
     client = TurnClient(USER, PASSWORD, reliable=False)

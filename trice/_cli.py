@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 import trice
+from trice._errors import printable
 from trice._servers import host_port
 from trice._trio._agent import introduce
 from trice._trio._exits import leaves as _leaves
@@ -26,6 +27,9 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["main"]
 
 Emit = Callable[[dict[str, Any]], None]
+
+#: The demo's throughput run stops after this many seconds, ``--count`` sent or not.
+_THROUGHPUT_CAP = 5.0
 
 
 def _emitter(as_json: bool) -> Emit:
@@ -75,14 +79,28 @@ def _render(record: dict[str, Any]) -> str:
 
 
 def _tree_lines(node: dict[str, Any], prefix: str = "", last: bool = True) -> list[str]:
-    branch = "└── " if last else "├── "
-    lines = [f"{prefix}{branch}{node['name']}"]
+    last_branch, branch, stem = _GLYPHS if _boxes_print() else _ASCII_GLYPHS
+    lines = [f"{prefix}{last_branch if last else branch}{node['name']}"]
     children = node["children"]
     for i, child in enumerate(children):
         lines.extend(
-            _tree_lines(child, prefix + ("    " if last else "│   "), i == len(children) - 1)
+            _tree_lines(child, prefix + ("    " if last else stem), i == len(children) - 1)
         )
     return lines
+
+
+_GLYPHS = ("└── ", "├── ", "│   ")
+_ASCII_GLYPHS = ("`-- ", "|-- ", "|   ")
+
+
+def _boxes_print() -> bool:
+    """Whether standard output's encoding has the tree's box-drawing characters (a
+    Windows code page, or ``PYTHONIOENCODING=latin-1``, has not: ASCII then)."""
+    try:
+        "".join(_GLYPHS).encode(getattr(sys.stdout, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _task_tree(task: trio.lowlevel.Task) -> dict[str, Any]:
@@ -226,7 +244,7 @@ async def _demo(
                 }
             )
             payload = bytes(size)
-            received = 0
+            sent = received = 0
             t0 = trio.current_time()
 
             async def sink() -> None:
@@ -235,16 +253,17 @@ async def _demo(
                     await cb.receive()
                     received += 1
 
-            with trio.move_on_after(5):
+            with trio.move_on_after(_THROUGHPUT_CAP):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(sink)
                     for _ in range(count):
                         await ca.send(payload)
+                        sent += 1
             seconds = trio.current_time() - t0
             emit(
                 {
                     "event": "throughput",
-                    "sent": count,
+                    "sent": sent,
                     "received": received,
                     "size": size,
                     "seconds": seconds,
@@ -356,11 +375,12 @@ def _gather_emitter(as_json: bool) -> Emit:
             if not header["source"]:
                 header["source"] = True
                 print(f"\n{'SOURCE':<60} {'TIME':>10} {'CANDS':>5}  RESULT")
-            result = _printable(record["error"] or "ok")
+            result = printable(record["error"] or "ok")
             print(
                 f"{record['source']:<60} {record['elapsed_ms']:>8.1f}ms "
                 f"{record['candidates']:>5}  {result}"
             )
+        sys.stdout.flush()  # (each line as it comes, to a pipe too: ``--watch | tee``)
 
     return emit
 
@@ -421,7 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         level = trice.TRACE if args.verbose > 1 else logging.DEBUG
-        logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
+        logging.basicConfig(
+            level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+        )
     elif args.command == "gather" and not logging.getLogger().handlers:
         # What the log would warn of (a server that gave no candidate) is in the output
         # already: Python's last-resort handler would print it again, bare, on stderr.
@@ -475,11 +497,3 @@ def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
-
-
-def _printable(text: str) -> str:
-    """``text`` with what a terminal would act on (escapes, carriage returns, line breaks)
-    written out: an error's text may come from a server."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

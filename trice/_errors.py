@@ -102,3 +102,12 @@ class TurnError(ProtocolError):
 class IceFailedError(ProtocolError):
     """ICE ended in the failed state: no candidate pair works, or the peer's consent expired
     on the selected pair (RFC 7675), or the selected pair's TURN relay is gone."""
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escapes, carriage returns, line breaks)
+    written out as Python escapes: for text from a server or a peer (a reason phrase) that
+    goes into an error's message, and so into logs."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from trice._errors import ConfigError, ProtocolError
+from trice._errors import ConfigError, ProtocolError, printable
 from trice._servers import _split_host_port, host_port, parse_port
 from trice.ice._candidate import canonical_ip, is_hostname
 
@@ -326,7 +326,7 @@ class HttpConnect:
             if reply.status == 101:
                 raise ProtocolError("101 Switching Protocols, to a CONNECT")
             if not reply.ok:
-                raise ProxyRefused(f"{reply.status} {reply.reason}".rstrip())
+                raise ProxyRefused(f"{reply.status} {printable(reply.reason)}".rstrip())
             self.open = True
             self.rest = reply.rest
             break

@@ -20,7 +20,7 @@ import trio
 
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
-from trice._errors import LimitError, TurnError
+from trice._errors import LimitError, TurnError, printable
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -699,7 +699,7 @@ async def gather_srflx(
     elapsed = trio.current_time() - started
     if reply.message_class is stun.MessageClass.ERROR:
         err = reply.get(stun.ErrorCode)
-        text = f"{err.code} {err.reason}" if err else "error response"
+        text = f"{err.code} {printable(err.reason)}" if err else "error response"
         agent._report(GatherReport(source, elapsed, 0, text))
         return
     mapped = reply.get(stun.XorMappedAddress) or reply.get(stun.MappedAddress)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import fields
 
 from .. import stun
-from .._errors import StateError
+from .._errors import StateError, printable
 from ..ice._candidate import canonical_ip
 from ..stun import Message, MessageClass, Method
 from ._records import (
@@ -499,7 +499,10 @@ class TurnClient:
             # permission or channel, and failing here would leave it there unknown to us.)
             self._on_success(tx, message, now)
             return
-        reason = error.reason if error is not None else "error response without ERROR-CODE"
+        # (The server's words, made printable: they go into the error, and so into logs.)
+        reason = (
+            printable(error.reason) if error is not None else "error response without ERROR-CODE"
+        )
         if self._state is TurnState.CLOSING and tx.kind is Kind.ALLOCATE:
             self._move(TurnEvent.DONE)  # closed while allocating, and nothing was allocated
             return
