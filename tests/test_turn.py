@@ -688,6 +688,57 @@ def test_an_idle_permission_and_channel_lapse_and_data_asks_again() -> None:
     assert _channel_numbers(server) == {0x4000}
 
 
+def _binds(server: FakeServer) -> list[tuple[float, Address, int]]:
+    """Each ChannelBind the server was asked: when, for which peer, with which number."""
+    binds = []
+    for t, m in server.requests:
+        peer, number = m.get(stun.XorPeerAddress), m.get(stun.ChannelNumber)
+        if m.method is Method.CHANNEL_BIND and peer is not None and number is not None:
+            binds.append((t, (peer.address, peer.port), number.channel))
+    return binds
+
+
+def test_a_lapsed_channels_number_goes_to_another_peer_five_minutes_after_it_expired() -> None:
+    """A lapsed channel keeps its number and its peer while the server may hold the
+    binding (600 s from its last bind) and 300 s more (RFC 8656 §12); then both are
+    forgotten, and the number is the next new peer's."""
+    client, server = allocated()
+    a, b, c = ("192.0.2.10", 6000), ("192.0.2.11", 6000), ("192.0.2.12", 6000)
+    client.send_to_peer(a, b"x", 11.0)  # (bound at 11: held by the server to 611 at most)
+    run_until(client, server, 1000.0, now=11.0)  # (lapsed at 491)
+    assert client.send_to_peer(b, b"x", 1000.0)  # (no pass since 911 yet: a's number held)
+    run_until(client, server, 1100.0, now=1000.0)  # (a pass at 1080 forgets a)
+    assert a not in client._peers and a[0] not in client._permissions
+    assert client.send_to_peer(c, b"x", 1100.0)
+    exchange(client, server, 1100.0)
+    assert [(peer, number) for _, peer, number in _binds(server)] == [
+        (a, 0x4000),
+        (b, 0x4001),
+        (c, 0x4000),
+    ]
+
+
+def test_a_relay_that_checks_new_peers_for_hours_keeps_records_of_the_last_ones_only() -> None:
+    """Every 5 minutes 20 new peer addresses are checked through the relay (each ICE
+    generation's, say), then fall idle: the records of the idle ones go, with their
+    permissions, and their channel numbers serve new peers (they had been kept for the
+    allocation's life, and the numbers had run out after 4096 peers).  With permissions
+    refused, the peers' records go too."""
+    for refuse in (False, True):
+        errors = {Method.CREATE_PERMISSION: (403, "Forbidden")} if refuse else {}
+        client, server = allocated(server=FakeServer(errors=errors))
+        now, ip = 1.0, 0
+        while now < 3 * 3600:
+            for _ in range(20):
+                ip += 1
+                client.send_to_peer((f"10.0.{ip >> 8}.{ip & 255}", 5000), b"check", now)
+            exchange(client, server, now)
+            now = run_until(client, server, now + 300.0, now=now)
+        assert ip == 720
+        assert len(client._permissions) <= 80 and len(client._peers) <= 80
+        assert len(_channel_numbers(server)) <= (0 if refuse else 80)
+
+
 def test_a_peer_without_a_channel_is_forgotten_when_its_permission_lapses() -> None:
     server = FakeServer(errors={Method.CHANNEL_BIND: (400, "Bad Request")})
     client, server = allocated(server=server)

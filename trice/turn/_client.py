@@ -17,7 +17,9 @@ from .._errors import StateError, printable
 from ..ice._candidate import canonical_ip
 from ..stun import Message, MessageClass, Method
 from ._records import (
+    CHANNEL_LIFETIME,
     CHANNEL_REFRESH,
+    CHANNEL_REUSE,
     FIRST_CHANNEL,
     IDLE,
     LAST_CHANNEL,
@@ -66,7 +68,10 @@ class TurnClient:
     granted lifetime ends (RFC 8656 §8); permissions are refreshed every 240 s (they last
     300 s, §9) and channel bindings every 540 s (they last 600 s, §12), while they are in
     use: one that no data went to or came from for 240 s lapses instead (an ICE agent checks
-    many peers through the relay and keeps one).  Data for it later asks again.
+    many peers through the relay and keeps one).  Data for it later asks again.  Records that
+    nothing used for 240 s and the server holds no more are forgotten (a relay lives through
+    ICE restarts, and each generation checks new peers); a channel's number goes to a new
+    peer 5 minutes after its binding expired (§12).
 
     **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
     waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
@@ -136,6 +141,7 @@ class TurnClient:
         self._peers: dict[Address, Peer] = {}
         self._channels: dict[int, Peer] = {}
         self._next_channel = FIRST_CHANNEL
+        self._free_channels: list[int] = []  # numbers bound no more, reusable (§12)
         self._refresh_at = float("inf")
         self._refreshing = False
         self._deadline: float | None = None
@@ -250,6 +256,7 @@ class TurnClient:
                     peer.refresh_at = float("inf")
                 else:
                     self._request(Kind.CHANNEL, now, peer)  # a refresh, or a bind again
+        self._forget_idle(now, idle)
 
     @property
     def refreshing(self) -> bool:
@@ -620,6 +627,7 @@ class TurnClient:
             peer.bound = True
             peer.failures = 0
             peer.refresh_at = now + CHANNEL_REFRESH
+            peer.expires_at = now + CHANNEL_LIFETIME
             # RFC 8656 §12.2: the binding installed (or refreshed) the permission for the
             # peer's IP too: it is held, and refreshed in its time, though it lapsed or its
             # own request failed (the channel's data goes only while it is held).
@@ -711,9 +719,9 @@ class TurnClient:
                 p.failures += 1
                 backoff = PERMISSION_RETRY_MIN * 2 ** min(p.failures - 1, 8)
                 p.refresh_at = now + min(backoff, PERMISSION_RETRY_MAX)
+                p.expires_at = now + CHANNEL_LIFETIME  # (if one of its copies bound it)
                 return
-            self._channels.pop(p.channel, None)
-            p.channel = 0
+            self._release_channel(p)
 
     def _on_timeout(self, tx: Transaction, now: float) -> None:
         self._on_error(tx, now, None, "timeout")
@@ -749,19 +757,55 @@ class TurnClient:
         """Bind *p*'s channel (RFC 8656 §12.1), giving it a number first if it has none;
         without free numbers, do nothing."""
         if not p.channel:
-            if self._next_channel > LAST_CHANNEL:
+            if self._free_channels:
+                p.channel = self._free_channels.pop()
+            elif self._next_channel > LAST_CHANNEL:
                 return
-            p.channel = self._next_channel
-            self._next_channel += 1
+            else:
+                p.channel = self._next_channel
+                self._next_channel += 1
             self._channels[p.channel] = p
         self._request(Kind.CHANNEL, now, p)
+
+    def _release_channel(self, p: Peer) -> None:
+        """*p*'s channel number is bound no more (refused, or long expired): free for
+        another peer."""
+        if self._channels.pop(p.channel, None) is p:
+            self._free_channels.append(p.channel)
+        p.channel = 0
+
+    def _forget_idle(self, now: float, idle: float) -> None:
+        """Forget the peers and permissions that nothing has used for ``IDLE`` and the
+        server holds no more: a relay lives through ICE restarts, and checks a new set of
+        peer addresses in each, so that their records would otherwise grow for its life.
+        A channel's number (and its peer) is kept until ``CHANNEL_REUSE`` after the server's
+        binding expired (RFC 8656 §12), then freed for another peer; a permission's record
+        goes once no peer of its IP is left and no request for it runs."""
+        peers = self._peers
+        gone: set[str] = set()
+        for address, p in list(peers.items()):
+            if p.busy or p.bound or p.used_at >= idle:
+                continue
+            if p.channel:
+                if p.refresh_at != float("inf") or now < p.expires_at + CHANNEL_REUSE:
+                    continue  # (a bind again pending; or the server may still hold it)
+                self._release_channel(p)
+            del peers[address]
+            gone.add(address[0])
+        if not gone:
+            return
+        held = {address[0] for address in peers}
+        for ip in gone - held:
+            perm = self._permissions.get(ip)
+            if perm is not None and not perm.busy and not perm.installed and not perm.queue:
+                del self._permissions[ip]
 
     def _lapse(self, perm: Permission) -> None:
         """Let an idle permission lapse, and the channels of its IP with it (data on a
         channel needs the permission too).  The record stays, not installed: data for the
         IP asks again, and the channels keep their numbers (the server holds a number for
-        its peer until the binding's lifetime ends, §12), bound again when data goes.  Peers
-        without a channel are forgotten."""
+        its peer until the binding's lifetime ends, §12), bound again when data goes, until
+        :meth:`_forget_idle` lets them go.  Peers without a channel are forgotten."""
         perm.installed = False
         perm.refresh_at = float("inf")
         for address, p in list(self._peers.items()):

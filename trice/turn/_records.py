@@ -12,6 +12,8 @@ from ..stun import Method
 
 __all__ = [
     "CHANNEL_REFRESH",
+    "CHANNEL_LIFETIME",
+    "CHANNEL_REUSE",
     "FIRST_CHANNEL",
     "IDLE",
     "LAST_CHANNEL",
@@ -40,7 +42,11 @@ PERMISSION_REFRESH: Final = 240.0
 PERMISSION_RETRY_MIN: Final = 5.0
 PERMISSION_RETRY_MAX: Final = 60.0
 #: A channel binding lasts 600 s (RFC 8656 §12); it is refreshed 60 s before.
+CHANNEL_LIFETIME: Final = 600.0
 CHANNEL_REFRESH: Final = 540.0
+#: A channel number, or a peer, is bound anew to another only this long after the binding
+#: expired (RFC 8656 §12: against races with data still on the way).
+CHANNEL_REUSE: Final = 300.0
 #: A permission or channel that no data went to or came from for this long is not refreshed
 #: when its refresh is due: it lapses (the server forgets it when its lifetime ends).  An ICE
 #: agent checks many peers through a relay, and goes on with one of them at most.
@@ -101,6 +107,9 @@ class Peer:
     refresh_at: float = float("inf")
     failures: int = 0  # ChannelBinds in a row that got no answer
     used_at: float = float("-inf")  # data last went to the peer or came from it
+    # When the server's binding of the channel ends at the latest (its last bind or refresh
+    # that succeeded, or that got no answer and may have bound it, plus its lifetime).
+    expires_at: float = float("-inf")
 
 
 @dataclass(slots=True, eq=False)
