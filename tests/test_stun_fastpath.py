@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +20,7 @@ from trice.stun._fastpath import (
     _xor_mapped_v4,
     encode_binding_success,
     prime_success,
+    success_pads,
 )
 from trice.stun._message import _decode_tail
 
@@ -330,3 +333,35 @@ def test_the_answer_to_a_signalled_peer_is_made_ready_while_signaling_goes_on() 
         b"t" * 12,
         [stun.XorMappedAddress("192.0.2.8", 9)],
     ).encode(integrity_key=b"k", fingerprint=True)
+
+
+def test_the_key_caches_are_shared_safely_by_threads() -> None:
+    """Threads (each with a trio run and its agents, or using the codec alone) prime keys
+    in the process-wide caches, full (4096 keys seen): the oldest goes out once, never
+    twice (two threads evicting at once had raised KeyError, out of ``open_agent`` too)."""
+    errors: list[BaseException] = []
+
+    def prime(tag: str) -> None:
+        try:
+            for i in range(3000):
+                key = stun.short_term_key(f"{tag}-{i}")
+                success_pads(key)  # (the fast path's cache, and sha1_pads' under it)
+                stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode(
+                    integrity_key=key, fingerprint=False
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    for i in range(4096):
+        success_pads(stun.short_term_key(f"fill-{i}"))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (threads switch all the time: the race, every run)
+    try:
+        threads = [threading.Thread(target=prime, args=(f"t{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []

@@ -17,7 +17,7 @@ from zlib import crc32
 
 from ._attributes import Username, XorMappedAddress, _pack_ip
 from ._attributes_ext import IceControlled, IceControlling, Priority, UseCandidate
-from ._integrity import sha1_pads
+from ._integrity import cache_key, sha1_pads
 from ._message import MessageClass, Method, message_type
 from ._wire import (
     FINGERPRINT_XOR,
@@ -170,7 +170,6 @@ def _xor_mapped_v6(transaction_id: bytes, address: str, port: int) -> bytes:
         raise ValueError(f"cannot encode XOR-MAPPED-ADDRESS {address}:{port}: {exc}") from exc
 
 
-_CACHE_LIMIT: Final = 4096  # keys: a process may hold thousands of agents
 # key -> (inner state primed for an IPv4 answer, the same for IPv6, outer state)
 _success_pads: dict[bytes, tuple[Any, Any, Any]] = {}
 _HEAD4_MI: Final = HEADER.pack(_BINDING_SUCCESS, 12 + 24, MAGIC_COOKIE)
@@ -185,10 +184,7 @@ def _prime_success(key: bytes) -> tuple[Any, Any, Any]:
     inner4.update(_HEAD4_MI)
     inner6 = inner.copy()
     inner6.update(_HEAD6_MI)
-    if len(_success_pads) >= _CACHE_LIMIT:
-        del _success_pads[next(iter(_success_pads))]  # the oldest
-    pads = _success_pads[key] = (inner4, inner6, outer)
-    return pads
+    return cache_key(_success_pads, key, (inner4, inner6, outer))
 
 
 def success_pads(key: bytes) -> tuple[Any, Any, Any]:

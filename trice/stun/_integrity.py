@@ -7,11 +7,12 @@ MESSAGE-INTEGRITY (§14.5), MESSAGE-INTEGRITY-SHA256 (§14.6) and FINGERPRINT (�
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import stringprep
 import unicodedata
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 __all__ = [
     "PasswordAlgorithmId",
@@ -162,13 +163,28 @@ _sha1_pads: dict[bytes, tuple[Any, Any]] = {}
 _sha256_pads: dict[bytes, tuple[Any, Any]] = {}
 
 
+_caching = _thread.allocate_lock()  # (not threading: it imports time, which the core does not)
+_V = TypeVar("_V")
+
+
+def cache_key(cache: dict[bytes, _V], key: bytes, value: _V) -> _V:
+    """Put ``value`` in a cache of keys' primed hashes, the oldest key out at the cap.
+
+    Under a lock: threads (each with its trio run, or using the codec alone) share these
+    caches, and two that evicted at once could both pick the same oldest key (a KeyError
+    out of whatever primed a key, ``open_agent`` too).  Only a miss gets here; a hit is a
+    plain ``dict.get``."""
+    with _caching:
+        if len(cache) >= _CACHE_LIMIT:
+            del cache[next(iter(cache))]  # the oldest
+        cache[key] = value
+    return value
+
+
 def _prime(cache: dict[bytes, tuple[Any, Any]], key: bytes, name: str) -> tuple[Any, Any]:
     block = (hashlib.new(name, key).digest() if len(key) > 64 else key).ljust(64, b"\0")
     pads = (hashlib.new(name, block.translate(_IPAD)), hashlib.new(name, block.translate(_OPAD)))
-    if len(cache) >= _CACHE_LIMIT:
-        del cache[next(iter(cache))]  # the oldest
-    cache[key] = pads
-    return pads
+    return cache_key(cache, key, pads)
 
 
 def sha1_pads(key: bytes) -> tuple[Any, Any]:
