@@ -778,3 +778,33 @@ async def test_a_late_answer_to_a_failed_agents_check_takes_no_address() -> None
             await stranger.sendto(_answer(check, "e" * 22, mux.local_address), mux.local_address)
             await _settle()
             assert mux.statistics().addresses == 0
+
+
+async def test_a_restart_lets_go_of_the_addresses_of_before_but_the_one_data_goes_to() -> None:
+    """An agent on a mux, connected, is checked from 30 more addresses by its peer (or one
+    with its password: a roaming peer, a hostile one).  An ICE restart lets go of them all
+    but the address of the pair that carries data until the new checks select one, whose
+    data still comes (the mux had kept every address a peer ever used, a generation after
+    another, for the agent's life)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
+            trice.open_agent(loopback_config(), controlling=True) as client,
+        ):
+            await server.wait_gathering_complete()
+            await client.wait_gathering_complete()
+            signal(server, client)
+            to_client, to_server = await connect_both(server, client)
+            assert mux.statistics().addresses == 1
+            check = _signed_check(server.local_parameters, client.local_parameters.ufrag)
+            for i in range(30):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as roamer:
+                    roamer.bind((f"127.0.9.{i + 1}", 0))
+                    roamer.sendto(check, mux.local_address)
+            await trio.testing.wait_all_tasks_blocked(CUSHION)
+            assert mux.statistics().addresses == 31
+            server.restart()
+            assert mux.statistics().addresses == 1
+            await to_server.send(b"over the pair of before")
+            with trio.fail_after(5):
+                assert await to_client.receive() == b"over the pair of before"

@@ -592,8 +592,10 @@ class Agent:
         self._core.restart(local, now)
         self._local = local
         self._hub.rename(old.ufrag, local.ufrag)
+        data_pair = self._core.data_pair  # (its address still carries data: kept)
         for transport in self._muxes:
-            transport.rename(local.ufrag)
+            keep = () if data_pair is None else (data_pair.remote_address,)
+            transport.rename(local.ufrag, keep=keep)
         for tcp_mux, share in self._tcp_shares:
             tcp_mux._rename(share, local.ufrag)
         for kept in self._transports.values():

@@ -30,7 +30,7 @@ import contextvars
 import errno
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -211,15 +211,16 @@ class UdpMux:
             del self._by_ufrag[transport.ufrag]
         self._release(transport)
 
-    def _release(self, transport: MuxTransport) -> None:
-        """``transport`` routes its addresses no more, nor the answers to its checks in
-        flight (a late one would prove an address again); one that two agents proved goes
-        to the other."""
+    def _release(self, transport: MuxTransport, *, keep: Collection[Address] = ()) -> None:
+        """``transport`` routes its addresses no more (but those in ``keep``), nor the
+        answers to its checks in flight (a late one would prove an address again); one that
+        two agents proved goes to the other."""
         by_tid = self._by_tid
         for tid in [tid for tid, (share, _) in by_tid.items() if share is transport]:
             del by_tid[tid]
         by_source = self._by_source
-        for source in transport.claimed:
+        kept = transport.claimed & set(keep)
+        for source in transport.claimed - kept:
             held = by_source.get(source)
             if held is None:
                 continue
@@ -235,7 +236,7 @@ class UdpMux:
                     by_source[source] = (others[0], True)
                 elif not others:
                     del by_source[source]
-        transport.claimed.clear()
+        transport.claimed = kept
 
     def _proved(self, transport: MuxTransport, source: Address, *, contest: bool = True) -> None:
         """The peer at ``source`` answered a check of ``transport``'s with success: the
@@ -447,14 +448,19 @@ class MuxTransport:
         self.waiting: set[trio.CancelScope] | None = None  # (sends waiting for the socket)
         mux._attach(ufrag, self)
 
-    def rename(self, ufrag: str) -> None:
-        """The agent's ufrag changed (an ICE restart)."""
+    def rename(self, ufrag: str, *, keep: Collection[Address] = ()) -> None:
+        """The agent's ufrag changed (an ICE restart): its addresses are routed to it no
+        more, but for those in ``keep`` (the pair selected before, which carries data until
+        the new checks select one), nor the answers to its checks of before.  The new
+        generation's checks claim theirs again (kept, every address a peer ever used, a
+        generation after another, would stay in the table for the agent's life)."""
         mux = self.mux
         if mux._by_ufrag.get(self.ufrag) is self:
             del mux._by_ufrag[self.ufrag]
         self.ufrag = ufrag
         if not self.closed:
             mux._attach(ufrag, self)
+            mux._release(self, keep=keep)
 
     def _claim(self, data: bytes, address: Address) -> None:
         """What this agent sends to ``address``: a check's transaction ID is noted, for its
