@@ -744,8 +744,12 @@ class Agent:
         if now is None:
             now = self._now()
         # Checks first: their first transmission goes out before the events are handed to
-        # subscribers and waiters (the core queues events in order either way).
+        # subscribers and waiters (the core queues events in order either way).  A ping-back
+        # too, before the events are drained: starting a check can fail its pair (its
+        # transport gone), and the events that makes must not wait for a later pump.
         self._start_checks(now)
+        if not self._closed and self._ping_back_now_if_elsewhere(now):
+            self._start_checks(now)
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
@@ -757,8 +761,6 @@ class Agent:
             connection = self._connection
             if connection is not None:
                 connection._stop_waiters()
-        if not self._closed and self._ping_back_now_if_elsewhere(now):
-            self._start_checks(now)
         # If the agent task is not waiting (this may be it, reading its socket), it looks at
         # the deadline itself.
         if self._sleeping_until != -math.inf:
