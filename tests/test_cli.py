@@ -48,6 +48,7 @@ def test_demo_json_shows_candidates_states_tree_pair_rtt_and_throughput() -> Non
     assert sum(n.startswith("trice timers") for n in names) == 1  # one, shared by both
     (rtt,) = [r for r in records if r["event"] == "rtt"]
     assert rtt["count"] == 20 and rtt["median_us"] > 0
+    assert records[-1] == {"event": "done", "open_sockets": 0, "tasks_left": []}
     assert 0 < rtt["ice_us"] < 1e6  # (the selected pair's round trip, from its checks)
     (throughput,) = [r for r in records if r["event"] == "throughput"]
     assert throughput["received"] == throughput["sent"] == 300
@@ -283,3 +284,15 @@ def test_a_reader_that_goes_ends_gather_quietly() -> None:
         err = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+def test_the_last_line_says_what_the_agents_left_behind() -> None:
+    """``done`` says every socket and task is gone only when the demo found so (it had
+    said so whatever was left)."""
+    clean = {"event": "done", "open_sockets": 0, "tasks_left": []}
+    assert _cli._render(clean) == "done: both agents closed, every socket and task is gone"
+    left = {"event": "done", "open_sockets": 2, "tasks_left": ["receive 127.0.0.1:5000"]}
+    assert _cli._render(left) == (
+        "done: both agents closed, but 2 sockets are open and these tasks left: "
+        "receive 127.0.0.1:5000"
+    )

@@ -20,6 +20,7 @@ from trice._errors import printable
 from trice._servers import host_port
 from trice._trio._agent import introduce
 from trice._trio._exits import leaves as _leaves
+from trice._trio._mdns import Mdns
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -74,6 +75,11 @@ def _render(record: dict[str, Any]) -> str:
     if kind == "connected":
         return f"connected in {record['ms']:.2f} ms (both sides)"
     if kind == "done":
+        if record["open_sockets"] or record["tasks_left"]:
+            return (
+                f"done: both agents closed, but {record['open_sockets']} sockets are open and "
+                f"these tasks left: {', '.join(record['tasks_left']) or 'none'}"
+            )
         return "done: both agents closed, every socket and task is gone"
     return json.dumps(record)
 
@@ -122,6 +128,11 @@ def _shared_timers() -> list[dict[str, Any]]:
         for task in nursery.child_tasks
         if task.name == "trice timers"
     ]
+
+
+def _names(tree: dict[str, Any]) -> list[str]:
+    """The names of a task tree's tasks, its root's first."""
+    return [str(tree["name"])] + [name for child in tree["children"] for name in _names(child)]
 
 
 def _count(tree: dict[str, Any], prefix: str) -> int:
@@ -271,7 +282,11 @@ async def _demo(
                     "pps": received / seconds,
                 }
             )
-    emit({"event": "done"})
+    # The agents closed: what they leave behind is nothing, or the line says what.
+    open_sockets = sum(
+        not transport.closed for agent in (a, b) for transport in agent._transports.values()
+    ) + sum(isinstance(agent._mdns, Mdns) and not agent._mdns.closed for agent in (a, b))
+    emit({"event": "done", "open_sockets": open_sockets, "tasks_left": _names(_task_tree(me))[1:]})
 
 
 async def _gather(args: argparse.Namespace, emit: Emit) -> int:

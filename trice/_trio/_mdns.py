@@ -105,6 +105,11 @@ class Mdns:
         """The IPv4 addresses of the interfaces it joined the group on, and sends from."""
         return [link[0] for link in self._links]
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the socket is closed)."""
+        return self._closed
+
     def close(self) -> None:
         """Say goodbye for the agent's names (TTL 0, RFC 6762 §10.1) and close the socket."""
         if self._closed:
