@@ -1309,6 +1309,69 @@ def test_a_role_conflict_from_a_lite_peer_switches_no_role() -> None:
     assert check.pair.state is PairState.FAILED
 
 
+def _claiming(receiver: AgentCore, sender_ufrag: str, role: stun.Attribute) -> stun.Message:
+    """A check to ``receiver`` from its peer of ufrag ``sender_ufrag`` (signed as the peer
+    signs), with ``role`` (ICE-CONTROLLING or ICE-CONTROLLED and a tie-breaker)."""
+    attributes = [
+        stun.Username(f"{receiver.local.ufrag}:{sender_ufrag}"),
+        stun.Priority(2130706431),
+        role,
+    ]
+    message = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=attributes)
+    return stun.decode(
+        message.encode(integrity_key=stun.short_term_key(receiver.local.pwd), fingerprint=True)
+    )
+
+
+@pytest.mark.parametrize("nomination", list(Nomination))
+def test_a_lite_peers_claim_to_control_is_answered_487_and_takes_no_role(
+    nomination: Nomination,
+) -> None:
+    """A full agent facing a lite one controls (RFC 8445 §6.1.1), whatever tie-breaker a
+    check that claims ICE-CONTROLLING from there carries (a broken lite peer, a hostile
+    one with its password): it is answered 487, and the session connects.  (It had made
+    the full agent controlled for good: no one nominated, and both sides failed.)"""
+    net, a, b = two_agents(b_lite=True, nomination=nomination, want=False)
+    claim = _claiming(a.core, b.core.local.ufrag, stun.IceControlling(2**64 - 1))
+    answer = a.core.on_request(0, ("10.0.0.2", 6000), claim, 0.0)
+    assert answer is not None
+    error = stun.decode(answer).get(stun.ErrorCode)
+    assert error is not None and error.code == 487
+    assert a.core.controlling
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a, b), max_time=5.0)
+
+
+@pytest.mark.parametrize("nomination", list(Nomination))
+def test_an_agent_that_takes_control_after_its_pair_succeeded_nominates_it(
+    nomination: Nomination,
+) -> None:
+    """``a``, controlled, has checked (and selected) the pair while ``b``'s checks were
+    lost; then ``b`` says it is controlled, with the smaller tie-breaker, and ``a`` takes
+    control (RFC 8445 §7.3.1.1).  ``a`` checks the pair again with USE-CANDIDATE, and both
+    connect on it: under aggressive nomination none had gone (every later check of a
+    controlling agent nominates, but no later check went to a pair already valid), and ICE
+    failed."""
+    net, a, b = two_agents(
+        a_controlling=False, b_controlling=True, nomination=nomination, a_tiebreaker=2000
+    )
+    net.drop(lambda p: p.sender == "b" and p.is_request)
+    net.run_for(0.2)
+    (pair,) = a.core.checklist
+    assert pair.state is PairState.SUCCEEDED and not a.core.controlling
+    claim = _claiming(a.core, b.core.local.ufrag, stun.IceControlled(1000))
+    a.core.on_request(0, ("10.0.0.2", 6000), claim, net.now)
+    assert a.core.controlling
+    net.loss_rules.clear()
+    b.core._switch_role()  # (as b would on the 487 that its next check gets)
+    sent = len(net.packets(sender="a", requests=True))
+    net.run_for(5.0)
+    assert any(p.use_candidate for p in net.packets(sender="a", requests=True)[sent:])
+    assert connected(a, b)()
+    assert_valid_events(a, b)
+
+
 # -- failure ------------------------------------------------------------------------------------
 
 

@@ -1618,18 +1618,41 @@ class AgentCore:
 
     # ------------------------------------------------------------------ nomination
 
+    def _nominate_after_switch(self, now: float) -> None:
+        """This agent took the controlling role in a role conflict (RFC 8445 §7.3.1.1),
+        with pairs it checked, or even selected, as the controlled agent: the peer, now
+        controlled, waits for a nomination.  The selected pair is checked again with
+        USE-CANDIDATE (the peer may not hold it as nominated); else, with a valid pair in
+        hand, nomination goes as usual (at once under aggressive nomination, whose later
+        checks would not go to a pair already valid)."""
+        selected = self.selected
+        if selected is None:
+            self._maybe_nominate(now)
+        elif self._checking:
+            self._nominating = selected
+            self._push_urgent(self._start_check(selected, nominating=True, now=now))
+
     def _maybe_nominate(self, now: float) -> None:
         """Regular nomination (RFC 8445 §8.1.1): once the best valid pair is known, or the
-        nomination delay has passed, check it again with USE-CANDIDATE."""
+        nomination delay has passed, check it again with USE-CANDIDATE.
+
+        Under aggressive nomination every check of a controlling agent nominates, so a
+        valid pair not selected is one whose check went while the agent was controlled
+        (it took the controlling role since, in a role conflict): it is nominated at once,
+        as no later check of it would go."""
         if not self.controlling or self.selected is not None or self._nominating is not None:
             return
-        if self.nomination is _AGGRESSIVE or not self._checking:
+        if not self._checking:
             return
         best = self.checklist.best_valid()
         if best is None:
             # Every valid pair has failed since (its nomination, say): the delay starts
             # again with the next pair that succeeds, rather than stay due (a busy loop).
             self._first_valid_at = None
+            return
+        if self.nomination is _AGGRESSIVE:
+            self._nominating = best
+            self._push_urgent(self._start_check(best, nominating=True, now=now))
             return
         waited = self._first_valid_at is not None and (
             now >= self._first_valid_at + self.timing.nomination_delay
@@ -1799,6 +1822,7 @@ class AgentCore:
             tiebreaker=self.tiebreaker,
             lite=self.local.lite,
             values=values,
+            peer_lite=self.remote is not None and self.remote.lite,
         )
         if decision is _REJECT:
             self.requests_rejected += 1
@@ -1807,6 +1831,8 @@ class AgentCore:
             )
         if decision is _SWITCH:
             self._switch_role()
+            if self.controlling:
+                self._nominate_after_switch(now)
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
         response = encode_binding_success(
             request.transaction_id, source[0], source[1], self._local_key, self._success_pads

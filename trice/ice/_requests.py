@@ -83,9 +83,12 @@ def resolve_role_conflict(
     tiebreaker: int,
     lite: bool,
     values: CheckValues | None = None,
+    peer_lite: bool = False,
 ) -> RoleDecision:
     """RFC 8445 §7.3.1.1: both sides think they control (or both that they are controlled);
-    the larger tie-breaker controls.  An ICE-lite agent never takes the controlling role.
+    the larger tie-breaker controls.  An ICE-lite agent never takes the controlling role,
+    and a full agent facing one (``peer_lite``) never gives it up (§6.1.1): a request that
+    claims it from there is answered 487, whatever its tie-breaker.
 
     ``values``: the request's :data:`CHECK_TYPES` values, if the caller has read them."""
     if values is None:
@@ -94,7 +97,7 @@ def resolve_role_conflict(
         theirs = values[_CONTROLLING]
         if theirs is None:
             return RoleDecision.KEEP
-        if tiebreaker >= int.from_bytes(theirs, "big"):
+        if peer_lite or tiebreaker >= int.from_bytes(theirs, "big"):
             return RoleDecision.REJECT
         return RoleDecision.SWITCH
     controlled = values[_CONTROLLED]
