@@ -1449,6 +1449,29 @@ def test_a_peer_without_candidates_connects_within_the_pac_timer(pac: float | No
         assert b.states() == [S.CHECKING, S.FAILED]
 
 
+def test_after_a_restart_the_pac_timer_runs_from_the_peers_new_parameters() -> None:
+    """RFC 8863 §4 starts the PAC timer once the peer's values are received: after an ICE
+    restart whose answer comes 2 s late (no candidate in it, and the peer's checks half a
+    second after), the checks and the timer start then, and the pair the peer's checks
+    teach connects (it had failed the moment the parameters came: the timer had run from
+    the restart)."""
+    net, a, b = two_agents(timing=FAST)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    net.run_for(2.0)
+    a.core.set_remote(b.core.local, net.now)
+    a.core.add_remote_candidate(None)
+    net.run_for(0.5)
+    b.core.set_remote(a.core.local, net.now)
+    for candidate in a.signalled:
+        b.core.add_remote_candidate(candidate)
+    b.core.add_remote_candidate(None)
+    assert net.run_until(connected(a, b), max_time=net.now + FAST_PAC)
+    assert S.FAILED not in a.states()
+    assert_valid_events(a, b)
+
+
 def test_a_check_list_with_no_pairs_fails_once_no_candidate_can_come() -> None:
     """The peer offers IPv6 only and this agent has IPv4 only: no pair can be formed.  Once
     both sides' candidates are complete and checks have begun, ICE fails (RFC 8838 §8) when

@@ -366,6 +366,7 @@ class AgentCore:
                 "different remote parameters are already set (an ICE restart, restart(), "
                 "makes room for new ones)"
             )
+        first = self.remote is None
         for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
             if not isinstance(value, str) or not 1 <= len(value) <= 256:
                 raise ConfigError(f"the remote {name} must be 1 to 256 characters, not {value!r}")
@@ -398,13 +399,20 @@ class AgentCore:
                     self.remote_candidates_dropped += 1  # (another generation's)
         for candidate in self._base_candidates():
             self._prepare_checks(candidate)
+        if first and self.state is ConnectionState.CHECKING and self._checking_since is not None:
+            # After an ICE restart the checks start now, with the peer's new parameters:
+            # ``failed_timeout`` and the PAC timer count from here (RFC 8863 §4: once the
+            # peer's values are received), not from the restart.
+            self._checking_since = now
+            self._fail_held = False
         self._maybe_start(now)
 
     def restart(self, local: IceParameters, now: float) -> None:
         """ICE restart (RFC 8445 §9): new local parameters (``local``; the lite flag stays
         as it was).  The peer's parameters, its candidates and the check list are
         forgotten; checks start afresh once the peer's new parameters come
-        (:meth:`set_remote`) and its candidates with them.  The role, the tiebreaker and
+        (:meth:`set_remote`) and its candidates with them (``failed_timeout`` and the PAC
+        timer count from then).  The role, the tiebreaker and
         the local candidates stay (signal them again, with the new parameters).
 
         The state becomes ``checking`` (it stays ``new`` before any check), also after
