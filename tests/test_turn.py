@@ -718,14 +718,45 @@ def test_a_lapsed_channels_number_goes_to_another_peer_five_minutes_after_it_exp
     ]
 
 
+def test_a_number_whose_refresh_was_refused_waits_five_minutes_past_its_binding() -> None:
+    """``a``'s channel is bound at 1 s (the server holds it to 601 s); its refresh at 541 s
+    is refused.  The number goes to no other peer before 5 minutes after that binding's end
+    (RFC 8656 §12: ChannelData the server still sends on it is ``a``'s, and had come out as
+    the new peer's), then it does."""
+    client, server = allocated()
+    a, b, c = ("192.0.2.10", 6000), ("192.0.2.20", 6000), ("192.0.2.30", 6000)
+    client.send_to_peer(a, b"x", 1.0)
+    now = run_until(client, server, 1.0, now=1.0)
+    assert client.channel_bound(a)
+    for t in range(60, 541, 60):  # (a in use: its channel is refreshed at 541)
+        now = run_until(client, server, float(t), now=now)
+        client.send_to_peer(a, b"x", float(t))
+    server.errors[Method.CHANNEL_BIND] = (403, "Forbidden")
+    now = run_until(client, server, 545.0, now=now)
+    assert _binds(server)[-1][1:] == (a, 0x4000)  # (the refused refresh)
+    del server.errors[Method.CHANNEL_BIND]
+    client.send_to_peer(b, b"y", 546.0)
+    exchange(client, server, 546.0)
+    exchange(client, server, 546.0)
+    assert _binds(server)[-1][1:] == (b, 0x4001)
+    on_a = client.on_server_data(stun.encode_channel_data(0x4000, b"a's", pad=False), 547.0)
+    assert on_a != [(b, b"a's")]
+    client.send_to_peer(c, b"z", 901.0)  # (601 + 300: the number is free)
+    exchange(client, server, 901.0)
+    exchange(client, server, 901.0)
+    assert _binds(server)[-1][1:] == (c, 0x4000)
+
+
 def test_a_relay_that_checks_new_peers_for_hours_keeps_records_of_the_last_ones_only() -> None:
     """Every 5 minutes 20 new peer addresses are checked through the relay (each ICE
     generation's, say), then fall idle: the records of the idle ones go, with their
     permissions, and their channel numbers serve new peers (they had been kept for the
     allocation's life, and the numbers had run out after 4096 peers).  With permissions
-    refused, the peers' records go too."""
-    for refuse in (False, True):
-        errors = {Method.CREATE_PERMISSION: (403, "Forbidden")} if refuse else {}
+    refused, or channels, the records go too."""
+    for refused in (None, Method.CREATE_PERMISSION, Method.CHANNEL_BIND):
+        errors: dict[Method, tuple[int, str]] = {}
+        if refused is not None:
+            errors[refused] = (403, "Forbidden")
         client, server = allocated(server=FakeServer(errors=errors))
         now, ip = 1.0, 0
         while now < 3 * 3600:
@@ -736,7 +767,9 @@ def test_a_relay_that_checks_new_peers_for_hours_keeps_records_of_the_last_ones_
             now = run_until(client, server, now + 300.0, now=now)
         assert ip == 720
         assert len(client._permissions) <= 80 and len(client._peers) <= 80
-        assert len(_channel_numbers(server)) <= (0 if refuse else 80)
+        # (Refused binds give their numbers back at once: 20 go at a time.)
+        numbers = {None: 80, Method.CREATE_PERMISSION: 0, Method.CHANNEL_BIND: 20}[refused]
+        assert len(_channel_numbers(server)) <= numbers
 
 
 def test_a_peer_without_a_channel_is_forgotten_when_its_permission_lapses() -> None:

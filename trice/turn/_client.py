@@ -8,6 +8,7 @@ and the time (every method takes ``now``, a monotonic float in seconds), and sen
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields
@@ -142,6 +143,9 @@ class TurnClient:
         self._channels: dict[int, Peer] = {}
         self._next_channel = FIRST_CHANNEL
         self._free_channels: list[int] = []  # numbers bound no more, reusable (§12)
+        # Numbers taken from their peer that the server may still bind to it: reusable from
+        # the time given (its binding's end, plus CHANNEL_REUSE).
+        self._quarantined: list[tuple[float, int]] = []
         self._refresh_at = float("inf")
         self._refreshing = False
         self._deadline: float | None = None
@@ -721,7 +725,7 @@ class TurnClient:
                 p.refresh_at = now + min(backoff, PERMISSION_RETRY_MAX)
                 p.expires_at = now + CHANNEL_LIFETIME  # (if one of its copies bound it)
                 return
-            self._release_channel(p)
+            self._release_channel(p, now)
 
     def _on_timeout(self, tx: Transaction, now: float) -> None:
         self._on_error(tx, now, None, "timeout")
@@ -757,6 +761,9 @@ class TurnClient:
         """Bind *p*'s channel (RFC 8656 §12.1), giving it a number first if it has none;
         without free numbers, do nothing."""
         if not p.channel:
+            quarantined = self._quarantined
+            while quarantined and quarantined[0][0] <= now:
+                self._free_channels.append(heapq.heappop(quarantined)[1])
             if self._free_channels:
                 p.channel = self._free_channels.pop()
             elif self._next_channel > LAST_CHANNEL:
@@ -767,12 +774,21 @@ class TurnClient:
             self._channels[p.channel] = p
         self._request(Kind.CHANNEL, now, p)
 
-    def _release_channel(self, p: Peer) -> None:
-        """*p*'s channel number is bound no more (refused, or long expired): free for
-        another peer."""
-        if self._channels.pop(p.channel, None) is p:
-            self._free_channels.append(p.channel)
+    def _release_channel(self, p: Peer, now: float) -> None:
+        """*p* gives up its channel number (the server refused to bind or refresh it, or
+        the binding expired long ago): free for another peer once the server can bind it
+        no more, ``CHANNEL_REUSE`` after the binding's end (RFC 8656 §12; a refused refresh
+        leaves the binding until then), or at once if it was never bound."""
+        number = p.channel
         p.channel = 0
+        if self._channels.get(number) is not p:
+            return
+        del self._channels[number]
+        reusable_at = p.expires_at + CHANNEL_REUSE
+        if reusable_at <= now:
+            self._free_channels.append(number)
+        else:
+            heapq.heappush(self._quarantined, (reusable_at, number))
 
     def _forget_idle(self, now: float, idle: float) -> None:
         """Forget the peers and permissions that nothing has used for ``IDLE`` and the
@@ -782,22 +798,21 @@ class TurnClient:
         binding expired (RFC 8656 §12), then freed for another peer; a permission's record
         goes once no peer of its IP is left and no request for it runs."""
         peers = self._peers
-        gone: set[str] = set()
         for address, p in list(peers.items()):
             if p.busy or p.bound or p.used_at >= idle:
                 continue
             if p.channel:
                 if p.refresh_at != float("inf") or now < p.expires_at + CHANNEL_REUSE:
                     continue  # (a bind again pending; or the server may still hold it)
-                self._release_channel(p)
+                self._release_channel(p, now)
             del peers[address]
-            gone.add(address[0])
-        if not gone:
-            return
         held = {address[0] for address in peers}
-        for ip in gone - held:
-            perm = self._permissions.get(ip)
-            if perm is not None and not perm.busy and not perm.installed and not perm.queue:
+        for ip, perm in list(self._permissions.items()):
+            if (
+                ip not in held
+                and perm.used_at < idle
+                and not (perm.busy or perm.installed or perm.queue)
+            ):
                 del self._permissions[ip]
 
     def _lapse(self, perm: Permission) -> None:
