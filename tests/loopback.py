@@ -230,15 +230,19 @@ async def exchange_each_way(ca: trice.Connection, cb: trice.Connection, count: i
 async def send_wide_views(ca: trice.Connection, cb: trice.Connection) -> None:
     """A memoryview of 4-byte items goes whole (its bytes, not as many bytes as it has
     items: the ICE-TCP and TURN framings had written their lengths from ``len()``), by
-    ``send`` and by ``send_nowait``, and the datagram after it too; what is not bytes-like
-    is a TypeError, as a UDP socket makes it."""
+    ``send`` and by ``send_nowait``, and the datagram after it too; so does a view that is
+    not contiguous (``send`` over a host socket had raised BufferError); what is not
+    bytes-like is a TypeError, as a UDP socket makes it."""
     view = memoryview(array.array("I", range(100)))
+    strided = memoryview(b"abcdef")[::2]  # (not contiguous: a socket takes it not)
     await ca.send(view)
     assert ca.send_nowait(view)
+    await ca.send(strided)
+    assert ca.send_nowait(strided)
     await ca.send(b"after")
     with trio.fail_after(5):
-        got = [await cb.receive() for _ in range(3)]
-    assert got == [view.tobytes(), view.tobytes(), b"after"]
+        got = [await cb.receive() for _ in range(5)]
+    assert got == [view.tobytes(), view.tobytes(), b"ace", b"ace", b"after"]
     with pytest.raises(TypeError):
         await ca.send([1, 2, 3])  # type: ignore[arg-type]
 

@@ -43,6 +43,7 @@ from loopback import (
     gathered_pair,
     loopback_config,
     open_fds,
+    send_wide_views,
     signal,
     state_of,
     states_so_far,
@@ -86,6 +87,7 @@ async def test_connect_and_exchange(ipv6: bool, a_controlling: bool) -> None:
         assert ca.selected_pair.remote == cb.selected_pair.local
         assert a.controlling is a_controlling
         await _exchange(ca, cb)
+        await send_wide_views(ca, cb)
 
 
 async def test_pair_statistics_show_the_selected_pair_and_its_round_trip() -> None:

@@ -357,6 +357,25 @@ async def test_a_relay_socket_that_cannot_be_made_costs_only_its_relay(
         assert (report.candidates, report.error) == (0, error)
 
 
+async def test_a_tcp_relay_out_of_descriptors_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No descriptor left for the TCP connection to a TURN server: the report says so,
+    not "unreachable" (trio's ``open_tcp_stream`` raises an OSError of its own, without
+    an errno, whose cause holds the attempts' errors)."""
+    from trio import _highlevel_open_tcp_stream as opener
+
+    def refuse(*args: object, **kwargs: object) -> trio.socket.SocketType:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(opener, "socket", refuse)
+    url = "turn:127.0.0.1:3478?transport=tcp"
+    config = _relay_config(trice.IceServer(url, USER, PASSWORD))
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        (report,) = a.gather_reports
+        assert (report.candidates, report.error) == (0, "out of file descriptors")
+
+
 async def test_gathering_anew_keeps_a_relay_that_lives(coturn_tls: Coturn) -> None:
     """An ICE restart that gathers anew keeps the relay (no second allocation): its
     candidate is gathered again, the same; the peers connect again through it."""

@@ -91,10 +91,14 @@ def test_demo_over_tcp_selects_tcp_pairs_and_shows_the_tcp_tasks() -> None:
     assert throughput["received"] == 50
 
 
-@pytest.mark.parametrize(("encoding", "branch"), [("utf-8", "└── "), ("cp1252", "`-- ")])
+@pytest.mark.parametrize(
+    ("encoding", "branch"),
+    [("utf-8", "└── "), ("cp1252", "`-- "), ("cp932", "└── "), ("ascii", "`-- ")],
+)
 def test_demo_text_output(encoding: str, branch: str) -> None:
     """The task tree in box-drawing characters, or in ASCII where standard output's
-    encoding has none (a Windows code page: they had raised UnicodeEncodeError)."""
+    encoding has none (a Windows code page: they had raised UnicodeEncodeError), and 'µs'
+    as 'us' where it lacks 'µ' (cp932 has the tree's characters, not that one)."""
     out = subprocess.run(
         [sys.executable, "-m", "trice", "demo", "--count", "50", "--pings", "5"],
         capture_output=True,
@@ -105,6 +109,7 @@ def test_demo_text_output(encoding: str, branch: str) -> None:
     assert "task tree while checks run:" in out
     assert "connection connected" in out and "throughput:" in out
     assert f"{branch}trice demo" in out
+    assert (" µs," if encoding in ("utf-8", "cp1252") else " us,") in out
 
 
 def test_a_throughput_run_cut_short_says_what_was_sent(

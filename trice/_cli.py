@@ -62,9 +62,10 @@ def _render(record: dict[str, Any]) -> str:
     if kind == "rtt":
         checks = record.get("ice_us")
         return (
-            f"round trip: median {record['median_us']:.0f} µs, min {record['min_us']:.0f} µs "
+            f"round trip: median {record['median_us']:.0f} {_us()}, "
+            f"min {record['min_us']:.0f} {_us()} "
             f"over {record['count']} pings"
-            + ("" if checks is None else f"; the pair's last ICE check: {checks:.0f} µs")
+            + ("" if checks is None else f"; the pair's last ICE check: {checks:.0f} {_us()}")
         )
     if kind == "throughput":
         return (
@@ -85,7 +86,7 @@ def _render(record: dict[str, Any]) -> str:
 
 
 def _tree_lines(node: dict[str, Any], prefix: str = "", last: bool = True) -> list[str]:
-    last_branch, branch, stem = _GLYPHS if _boxes_print() else _ASCII_GLYPHS
+    last_branch, branch, stem = _GLYPHS if _prints("".join(_GLYPHS)) else _ASCII_GLYPHS
     lines = [f"{prefix}{last_branch if last else branch}{node['name']}"]
     children = node["children"]
     for i, child in enumerate(children):
@@ -99,14 +100,19 @@ _GLYPHS = ("└── ", "├── ", "│   ")
 _ASCII_GLYPHS = ("`-- ", "|-- ", "|   ")
 
 
-def _boxes_print() -> bool:
-    """Whether standard output's encoding has the tree's box-drawing characters (a
-    Windows code page, or ``PYTHONIOENCODING=latin-1``, has not: ASCII then)."""
+def _prints(text: str) -> bool:
+    """Whether standard output's encoding has ``text``'s characters (a Windows code page,
+    or ``PYTHONIOENCODING=ascii``, may lack the tree's box-drawing characters, or 'µ')."""
     try:
-        "".join(_GLYPHS).encode(getattr(sys.stdout, "encoding", None) or "ascii")
+        text.encode(getattr(sys.stdout, "encoding", None) or "ascii")
     except (UnicodeEncodeError, LookupError):
         return False
     return True
+
+
+def _us() -> str:
+    """Microseconds' unit, as standard output can print it."""
+    return "µs" if _prints("µ") else "us"
 
 
 def _task_tree(task: trio.lowlevel.Task) -> dict[str, Any]:
@@ -454,6 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        # A character standard output's encoding lacks (in a name, in a server's words) is
+        # written out as an escape, not raised.
+        reconfigure(errors="backslashreplace")
     if args.verbose:
         level = trice.TRACE if args.verbose > 1 else logging.DEBUG
         logging.basicConfig(

@@ -222,7 +222,7 @@ class Connection(trio.abc.Channel[bytes]):
             # (the transport's own send) sends it, waiting while the socket would block.
             try:
                 sendto(data, self._to)  # type: ignore[arg-type]
-            except OSError:
+            except (OSError, BufferError):  # (a non-contiguous view: the path below copies it)
                 pass
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()

@@ -15,6 +15,7 @@ import errno
 import math
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 
 import trio
@@ -27,6 +28,9 @@ from trice._trio._log import logger
 from trice._trio._transport import datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 from trice.turn._client import SEND_INDICATION
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["RelayTransport", "run_relay"]
 
@@ -524,10 +528,22 @@ async def _connect(
 _NO_DESCRIPTOR = (errno.EMFILE, errno.ENFILE)
 
 
+def _out_of_descriptors(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or came of, running out of file descriptors: trio's
+    ``open_tcp_stream`` raises an OSError of its own, without an errno, whose cause is
+    a group of each attempt's error."""
+    if isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTOR:
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_out_of_descriptors(leaf) for leaf in exc.exceptions)
+    cause = exc.__cause__
+    return cause is not None and _out_of_descriptors(cause)
+
+
 def _unreachable(exc: OSError) -> _Lost:
     """The server cannot be reached from here: ``exc`` from making, binding or connecting
     the socket (or the process ran out of file descriptors, which says so)."""
-    if exc.errno in _NO_DESCRIPTOR:
+    if _out_of_descriptors(exc):
         return _Lost(
             "out of file descriptors: raise the limit (ulimit -n / resource.setrlimit) or run "
             "fewer agents",
@@ -592,7 +608,7 @@ async def _tunnel(
     try:
         sock = await trio.open_tcp_stream(proxy.host, proxy.port, local_address=bind_address)
     except OSError as exc:
-        if exc.errno in _NO_DESCRIPTOR:
+        if _out_of_descriptors(exc):
             raise _unreachable(exc) from exc  # (this process's want, not the proxy's)
         raise lost(f"unreachable ({exc.strerror or exc})") from exc
     source = _source(sock)
