@@ -1343,6 +1343,26 @@ def test_a_lite_peers_claim_to_control_is_answered_487_and_takes_no_role(
     assert net.run_until(connected(a, b), max_time=5.0)
 
 
+def test_a_full_peer_that_does_not_know_the_agent_is_lite_is_told_to_take_control() -> None:
+    """The full peer's signaling lost the ice-lite flag, and it was opened controlled: the
+    lite agent answers its checks 487 (RFC 8445 §7.3.1.1: it cannot switch, the peer must),
+    the peer takes control and nominates, and both connect (the lite agent had answered
+    them, and neither nominated)."""
+    net, a, b = two_agents(a_controlling=False, b_lite=True, exchange=False)
+    unflagged = IceParameters(b.core.local.ufrag, b.core.local.pwd, lite=False)
+    a.core.set_remote(unflagged, 0.0)
+    b.core.set_remote(a.core.local, 0.0)
+    for here, there in ((a, b), (b, a)):
+        for candidate in there.signalled:
+            here.core.add_remote_candidate(candidate)
+        here.core.add_remote_candidate(None)
+        here.core.set_local_complete()
+        here.core.want_connection(0.0)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    assert a.core.controlling and not b.core.controlling
+    assert_valid_events(a, b)
+
+
 @pytest.mark.parametrize("nomination", list(Nomination))
 def test_an_agent_that_takes_control_after_its_pair_succeeded_nominates_it(
     nomination: Nomination,
@@ -2376,7 +2396,8 @@ def test_signalled_candidate_replaces_the_learned_prflx() -> None:
         (True, 5, 10, False, "switch"),
         (False, 10, 5, False, "switch"),  # both controlled, ours larger: we control
         (False, 5, 10, False, "reject"),
-        (False, 10, 5, True, "keep"),  # a lite agent never takes control
+        (False, 10, 5, True, "reject"),  # a lite agent never takes control: the peer must
+        (False, 5, 10, True, "reject"),
     ],
 )
 def test_role_conflict_table(

@@ -86,8 +86,9 @@ def resolve_role_conflict(
     peer_lite: bool = False,
 ) -> RoleDecision:
     """RFC 8445 §7.3.1.1: both sides think they control (or both that they are controlled);
-    the larger tie-breaker controls.  An ICE-lite agent never takes the controlling role,
-    and a full agent facing one (``peer_lite``) never gives it up (§6.1.1): a request that
+    the larger tie-breaker controls.  An ICE-lite agent never takes the controlling role
+    (a controlled peer is answered 487, whatever its tie-breaker, so that it takes it), and
+    a full agent facing one (``peer_lite``) never gives it up (§6.1.1): a request that
     claims it from there is answered 487, whatever its tie-breaker.
 
     ``values``: the request's :data:`CHECK_TYPES` values, if the caller has read them."""
@@ -101,8 +102,13 @@ def resolve_role_conflict(
             return RoleDecision.REJECT
         return RoleDecision.SWITCH
     controlled = values[_CONTROLLED]
-    if controlled is None or lite:
+    if controlled is None:
         return RoleDecision.KEEP
+    if lite:
+        # (It cannot take control: the peer must, and a 487 tells it so.  A full peer
+        # whose signaling lost the ice-lite flag had stayed controlled, and no one
+        # nominated.)
+        return RoleDecision.REJECT
     if tiebreaker >= int.from_bytes(controlled, "big"):
         return RoleDecision.SWITCH
     return RoleDecision.REJECT
