@@ -1363,6 +1363,52 @@ def test_a_full_peer_that_does_not_know_the_agent_is_lite_is_told_to_take_contro
     assert_valid_events(a, b)
 
 
+@pytest.mark.parametrize("both", ["controlling", "controlled"])
+def test_an_agent_that_switches_role_checks_again_with_its_new_role(both: str) -> None:
+    """Both agents open in one role; ``a`` (of the smaller tie-breaker if both control, of
+    the larger if both are controlled) takes the other when ``b``'s check comes (RFC 8445
+    §7.3.1.1), while its own first check, claiming the role
+    of before, is in flight.  ``b`` drops requests that claim its own role (as Pion does,
+    rather than answer 487): ``a`` checks again with its new role, and both connect at
+    once (every copy of the check of before had claimed the old role, until it gave up
+    15.5 s on)."""
+    controlling = both == "controlling"
+    net, a, b = two_agents(
+        a_controlling=controlling,
+        b_controlling=controlling,
+        a_tiebreaker=1000 if controlling else 2000,
+        b_tiebreaker=2000 if controlling else 1000,
+        want=False,
+    )
+    claim = stun.IceControlling if controlling else stun.IceControlled
+
+    def same_role_as_b(p: Packet) -> bool:
+        return p.sender == "a" and p.is_request and p.message.get(claim) is not None
+
+    net.drop(lambda p: same_role_as_b(p) and b.core.controlling is controlling)
+    a.core.want_connection(net.now)
+    net.run_for(0.01)  # (a's first check goes, and is dropped)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a, b), max_time=2.0)
+    assert a.core.controlling is not controlling and b.core.controlling is controlling
+
+
+def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> None:
+    """A lite agent hears the peer only through its checks, which RFC 7675 paces 4-6 s
+    apart: 8 s without one (one missed) is not disconnected (5 s had been, and a healthy
+    idle pair with aioice flapped); 13 s is."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    net.drop(lambda p: p.sender == "a" and p.is_request)
+    net.run_for(8.0)
+    net.loss_rules.clear()
+    net.run_for(3.0)
+    assert S.DISCONNECTED not in b.states()
+    net.drop(lambda p: p.sender == "a" and p.is_request)
+    net.run_for(13.0)
+    assert S.DISCONNECTED in b.states()
+
+
 @pytest.mark.parametrize("nomination", list(Nomination))
 def test_an_agent_that_takes_control_after_its_pair_succeeded_nominates_it(
     nomination: Nomination,

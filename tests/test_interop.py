@@ -353,3 +353,34 @@ async def test_relay_to_relay(kind: str, trice_controlling: bool, coturn: Coturn
     """Both sides relay-only through one coturn: the pair selected is relay to relay on
     either side, and every datagram arrives, each way."""
     await _run_with_peer(kind, trice_controlling=trice_controlling, relay=coturn)
+
+
+@pytest.mark.parametrize("both_controlling", [True, False], ids=["both-ctl", "both-ctd"])
+async def test_a_role_switch_on_pions_check_connects_at_once(
+    both_controlling: bool, request: pytest.FixtureRequest
+) -> None:
+    """trice and Pion open in one role, and trice is the one to switch (its tie-breaker
+    set so), on Pion's first check, while its own first check is in flight.  Pion drops
+    requests that claim its own role (it answers no 487): trice checks again with its new
+    role and connects well before that first check would have given up (15.5 s), which
+    it had waited for."""
+    request.getfixturevalue("pion_available")
+    with Peer(peer_command("pion", controlling=both_controlling), name="pion") as peer:
+        async with trice.open_agent(loopback_config(), controlling=both_controlling) as agent:
+            agent._core.tiebreaker = 0 if both_controlling else 2**64 - 1
+            theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+            await agent.wait_gathering_complete()
+            ours = agent.local_parameters
+            peer.send({"type": "parameters", "ufrag": ours.ufrag, "pwd": ours.pwd, "lite": False})
+            for candidate in agent.local_candidates:
+                peer.send({"type": "candidate", "candidate": candidate.to_sdp()})
+            peer.send({"type": "end-of-candidates"})
+            parameters, *rest = theirs
+            agent.set_remote_parameters(parameters["ufrag"], parameters["pwd"])
+            for message in rest:
+                line = message.get("candidate")
+                agent.add_remote_candidate(None if line is None else trice.Candidate.from_sdp(line))
+            peer.send({"type": "start"})
+            with trio.fail_after(8):
+                await agent.connect()
+            assert agent.controlling is not both_controlling

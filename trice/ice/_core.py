@@ -108,6 +108,11 @@ PINGBACK_MAX = 0.2
 #: ``Timing.failed_timeout`` says.
 CONSENT_EXPIRY = 30.0
 
+#: The least silence of the peer that makes an ICE-lite agent disconnected: two of RFC
+#: 7675 §5.1's longest intervals between consent checks (5 s, +20 %), whatever
+#: ``Timing.disconnected_timeout`` says (see ``AgentCore.__init__``).
+LITE_SILENCE = 12.0
+
 #: The soonest a check that the peer's request crossed goes out again (see ``poll_resend``):
 #: above a loopback or LAN round trip, far below any RTO.
 RESEND_MIN = 0.005
@@ -244,12 +249,18 @@ class AgentCore:
         # down so, at most two thirds of it (disconnected comes first, and the consent
         # checks, twice per that at least, keep a live pair's consent).
         self._consent_for = min(timing.failed_timeout, CONSENT_EXPIRY)
-        #: Every pair failed (or none can be) while RFC 8863's PAC timer still ran: ICE
-        #: fails when it ends, if nothing changed meanwhile (see ``_maybe_fail``).
-        self._fail_held = False
         self._disconnected_for = timing.disconnected_timeout
         if timing.failed_timeout > CONSENT_EXPIRY:
             self._disconnected_for = min(self._disconnected_for, CONSENT_EXPIRY * 2 / 3)
+        if local.lite:
+            # A lite agent hears the peer only through its checks, which RFC 7675 §5.1
+            # paces 4-6 s apart (aioice does): disconnected once two are missed, not at
+            # one gap longer than ``disconnected_timeout`` (a healthy idle pair flapped).
+            cap = max(self._disconnected_for, self._consent_for * 2 / 3)
+            self._disconnected_for = min(max(self._disconnected_for, LITE_SILENCE), cap)
+        #: Every pair failed (or none can be) while RFC 8863's PAC timer still ran: ICE
+        #: fails when it ends, if nothing changed meanwhile (see ``_maybe_fail``).
+        self._fail_held = False
         self.nomination = nomination
         self.max_remote_candidates = max_remote_candidates
         self.nohost = nohost
@@ -1852,10 +1863,17 @@ class AgentCore:
         return response
 
     def _switch_role(self) -> None:
+        """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1).  The checks in flight claim
+        the role of before, and every copy of one would: each pair is checked again, with
+        the new role (a peer that drops a request claiming its own role, as Pion does, had
+        answered none of them until the old check gave up, 15.5 s on)."""
         self.controlling = not self.controlling
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
         self._nominating = None  # (a controlling agent's: one in flight no longer counts)
+        for pair in self.checklist:
+            if pair.state is _PAIR_IN_PROGRESS:
+                self._check_again(pair)
 
     def _learn_from_request(
         self, base: int, source: Address, priority: int, use_candidate: bool, now: float
