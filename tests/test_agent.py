@@ -2633,3 +2633,25 @@ async def test_a_restart_ends_the_check_tasks_in_flight() -> None:
             await trio.testing.wait_all_tasks_blocked()
             assert a._runs == {}
             nursery.cancel_scope.cancel()
+
+
+async def test_a_peers_ufrag_in_a_log_line_has_its_control_characters_written_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ufrag the peer signalled (in JSON, any text) is logged with a candidate left out:
+    with its escapes and line breaks written out, it can neither drive the terminal that
+    shows the log nor forge a line of it."""
+    caplog.set_level(logging.WARNING, logger="trice")
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        await a.wait_gathering_complete()
+        a.set_remote_parameters("peer\x1b[2J\rWARNING trice forged", "p" * 22)
+        init = {
+            "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+            "sdpMid": "0",
+            "sdpMLineIndex": 0,
+            "usernameFragment": "old\nWARNING trice forged line",
+        }
+        a.add_remote_candidate(trice.Candidate.from_json(init))
+    (line,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert "old\\nWARNING" in line and "peer\\x1b[2J\\rWARNING" in line
+    assert line.isprintable()

@@ -39,7 +39,7 @@ import trio
 
 from trice import stun
 from trice._config import AgentConfig, MdnsMode, NetworkConfig, Nomination, check_credentials
-from trice._errors import ConfigError, IceFailedError, LimitError, StateError
+from trice._errors import ConfigError, IceFailedError, LimitError, StateError, printable
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
@@ -517,8 +517,8 @@ class Agent:
                     "%s: remote candidate of ufrag %s left out (the peer's is %s: another "
                     "ICE generation's)",
                     self._local.ufrag,
-                    candidate.ufrag,
-                    self._core.remote.ufrag if self._core.remote is not None else None,
+                    _peer_text(candidate.ufrag),
+                    _peer_text(self._core.remote.ufrag if self._core.remote else None),
                 )
             return
         self._pump()
@@ -1014,7 +1014,7 @@ class Agent:
                     logging.DEBUG if self._restarted else logging.WARNING,
                     "%s: remote candidate of ufrag %s left out (another ICE generation's)",
                     self._local.ufrag,
-                    candidate.ufrag,
+                    _peer_text(candidate.ufrag),
                 )
         except LimitError as exc:  # (learned peer-reflexive candidates took the room)
             core.remote_candidates_dropped += 1
@@ -1873,3 +1873,9 @@ async def _connect_into(agent: Agent, connections: list[Connection | None]) -> N
         connections.append(await agent.connect())
     except IceFailedError:
         connections.append(None)
+
+
+def _peer_text(text: str | None) -> str:
+    """A ufrag the peer signalled, as a log line shows it: its control characters written
+    out (it could otherwise drive the terminal that shows the log, or forge a line)."""
+    return "None" if text is None else printable(text)

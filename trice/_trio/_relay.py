@@ -687,11 +687,12 @@ async def run_relay(
     Raises:
         AllocationError: before the transport is handed out, naming the server and the
             reason: ``reason`` is ``"timeout"``, ``"unreachable"``, ``"unresolvable"``,
-            ``"certificate"``, ``"tls"``, ``"connection lost"``/``"connection
-            closed"``, or the server's reason phrase with ``code`` (401 wrong credentials,
-            438 stale nonce loop, 300 with ``alternate_server``, 486 quota...); through a
-            proxy, what the proxy did, after ``"proxy "`` (``"proxy refused: 407 Proxy
-            Authentication Required"``, ``"proxy unreachable (...)"``...).
+            ``"family"``, ``"out of file descriptors"``, ``"certificate"``, ``"tls"``,
+            ``"connection lost"``/``"connection closed"``, or the server's reason phrase
+            with ``code`` (401 wrong credentials, 438 stale nonce loop, 300 with
+            ``alternate_server``, 486 quota...); through a proxy, what the proxy did,
+            after ``"proxy "`` (``"proxy refused: 407 Proxy Authentication Required"``,
+            ``"proxy unreachable (...)"``...).
         ConfigError: *server* is not a TURN URL, or asks for DTLS (``turns:`` over UDP).
     """
     if not server.is_turn:
