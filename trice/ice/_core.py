@@ -451,8 +451,9 @@ class AgentCore:
         elif self.selected is not None:
             self._previous = self.selected  # (else any from an earlier restart stays)
         previous = self._previous
-        if self.remote is not None:
-            self._late_end_possible = not (self.remote_complete or self.remote_end_held)
+        # (Also when no parameters of the peer's came before: its end-of-candidates may have
+        # been on its way all the same.)
+        self._late_end_possible = not (self.remote_complete or self.remote_end_held)
         # (Held for the peer's parameters, or by the shell for a name being resolved: of no
         # generation of now's.)
         self.remote_candidates_dropped += len(self._held or ()) + self.pending_remote
