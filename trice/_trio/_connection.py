@@ -262,6 +262,18 @@ class Connection(trio.abc.Channel[bytes]):
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
                 IPv4; ICE-TCP: 65,535).
         """
+        sendto = self._sendto
+        if sendto is not None:
+            # A host socket, as for ``send``: the kernel takes the datagram at once (any
+            # buffer, a memoryview of wide items too), or the path below says why not (a
+            # full socket, a datagram too long, a closed agent; or copies a view that is
+            # not contiguous).
+            try:
+                sendto(data, self._to)  # type: ignore[arg-type]
+            except (OSError, BufferError):
+                pass
+            else:
+                return True
         transport, address = self._route or self._get_route()
         if type(data) is not bytes:
             data = _as_bytes(data)

@@ -192,8 +192,8 @@ class UdpTransport:
         """Send if the kernel takes it now; UDP may drop, so a full buffer drops too.
 
         (:func:`sendto_nowait`'s steps, written out: ``Connection.send_nowait`` comes here
-        for each datagram, and the call would cost it 7 Python opcodes, ``bench/opcodes.py``
-        measured.)"""
+        for a datagram its own call to the socket did not send, and the agent for its
+        checks, and the call would cost 7 Python opcodes, ``bench/opcodes.py`` measured.)"""
         try:
             self.sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
