@@ -1649,8 +1649,7 @@ class AgentCore:
         if selected is None:
             self._maybe_nominate(now)
         elif self._checking:
-            self._nominating = selected
-            self._push_urgent(self._start_check(selected, nominating=True, now=now))
+            self._nominate(selected, now)
 
     def _maybe_nominate(self, now: float) -> None:
         """Regular nomination (RFC 8445 §8.1.1): once the best valid pair is known, or the
@@ -1671,16 +1670,19 @@ class AgentCore:
             self._first_valid_at = None
             return
         if self.nomination is _AGGRESSIVE:
-            self._nominating = best
-            self._push_urgent(self._start_check(best, nominating=True, now=now))
+            self._nominate(best, now)
             return
         waited = self._first_valid_at is not None and (
             now >= self._first_valid_at + self.timing.nomination_delay
         )
         if self.checklist.pending_above(best.valid_priority, self.controlling) and not waited:
             return
-        self._nominating = best
-        self._push_urgent(self._start_check(best, nominating=True, now=now))
+        self._nominate(best, now)
+
+    def _nominate(self, pair: Pair, now: float) -> None:
+        """Check ``pair`` again with USE-CANDIDATE, at once (RFC 8445 §8.1.1)."""
+        self._nominating = pair
+        self._push_urgent(self._start_check(pair, nominating=True, now=now))
 
     def _select(self, pair: Pair, now: float) -> None:
         if self.selected is not None and pair.valid_priority <= self.selected.valid_priority:

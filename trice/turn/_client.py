@@ -70,9 +70,9 @@ class TurnClient:
     300 s, §9) and channel bindings every 540 s (they last 600 s, §12), while they are in
     use: one that no data went to or came from for 240 s lapses instead (an ICE agent checks
     many peers through the relay and keeps one).  Data for it later asks again.  Records that
-    nothing used for 240 s and the server holds no more are forgotten (a relay lives through
-    ICE restarts, and each generation checks new peers); a channel's number goes to a new
-    peer 5 minutes after its binding expired (§12).
+    nothing used for 240 s are forgotten (a relay lives through ICE restarts, and each
+    generation checks new peers), but a channel's, whose number goes to a new peer only 5
+    minutes after its binding expired (§12).
 
     **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
     waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
@@ -142,10 +142,9 @@ class TurnClient:
         self._peers: dict[Address, Peer] = {}
         self._channels: dict[int, Peer] = {}
         self._next_channel = FIRST_CHANNEL
-        self._free_channels: list[int] = []  # numbers bound no more, reusable (§12)
-        # Numbers taken from their peer that the server may still bind to it: reusable from
-        # the time given (its binding's end, plus CHANNEL_REUSE).
-        self._quarantined: list[tuple[float, int]] = []
+        # Numbers given back by their peers, a heap by the time each may serve another peer
+        # (its binding's end plus CHANNEL_REUSE, RFC 8656 §12; -inf: never bound).
+        self._released: list[tuple[float, int]] = []
         self._refresh_at = float("inf")
         self._refreshing = False
         self._deadline: float | None = None
@@ -725,7 +724,7 @@ class TurnClient:
                 p.refresh_at = now + min(backoff, PERMISSION_RETRY_MAX)
                 p.expires_at = now + CHANNEL_LIFETIME  # (if one of its copies bound it)
                 return
-            self._release_channel(p, now)
+            self._release_channel(p)
 
     def _on_timeout(self, tx: Transaction, now: float) -> None:
         self._on_error(tx, now, None, "timeout")
@@ -761,11 +760,9 @@ class TurnClient:
         """Bind *p*'s channel (RFC 8656 §12.1), giving it a number first if it has none;
         without free numbers, do nothing."""
         if not p.channel:
-            quarantined = self._quarantined
-            while quarantined and quarantined[0][0] <= now:
-                self._free_channels.append(heapq.heappop(quarantined)[1])
-            if self._free_channels:
-                p.channel = self._free_channels.pop()
+            released = self._released
+            if released and released[0][0] <= now:
+                p.channel = heapq.heappop(released)[1]
             elif self._next_channel > LAST_CHANNEL:
                 return
             else:
@@ -774,21 +771,16 @@ class TurnClient:
             self._channels[p.channel] = p
         self._request(Kind.CHANNEL, now, p)
 
-    def _release_channel(self, p: Peer, now: float) -> None:
+    def _release_channel(self, p: Peer) -> None:
         """*p* gives up its channel number (the server refused to bind or refresh it, or
         the binding expired long ago): free for another peer once the server can bind it
         no more, ``CHANNEL_REUSE`` after the binding's end (RFC 8656 §12; a refused refresh
         leaves the binding until then), or at once if it was never bound."""
         number = p.channel
         p.channel = 0
-        if self._channels.get(number) is not p:
-            return
-        del self._channels[number]
-        reusable_at = p.expires_at + CHANNEL_REUSE
-        if reusable_at <= now:
-            self._free_channels.append(number)
-        else:
-            heapq.heappush(self._quarantined, (reusable_at, number))
+        if self._channels.get(number) is p:
+            del self._channels[number]
+            heapq.heappush(self._released, (p.expires_at + CHANNEL_REUSE, number))
 
     def _forget_idle(self, now: float, idle: float) -> None:
         """Forget the peers and permissions that nothing has used for ``IDLE`` and the
@@ -804,7 +796,7 @@ class TurnClient:
             if p.channel:
                 if p.refresh_at != float("inf") or now < p.expires_at + CHANNEL_REUSE:
                     continue  # (a bind again pending; or the server may still hold it)
-                self._release_channel(p, now)
+                self._release_channel(p)
             del peers[address]
         held = {address[0] for address in peers}
         for ip, perm in list(self._permissions.items()):
