@@ -1409,6 +1409,27 @@ def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> N
     assert S.DISCONNECTED in b.states()
 
 
+@pytest.mark.parametrize("from_the_pair", [True, False], ids=["from-the-pair", "from-elsewhere"])
+def test_binding_indications_on_the_selected_pair_are_a_sign_of_life(from_the_pair: bool) -> None:
+    """RFC 8445 §11's keepalive, a Binding indication (what an older peer sends between
+    its checks): on the selected pair it keeps an ICE-lite agent, which hears the peer only
+    through its checks, from ``disconnected`` for 20 s without one, as data does (it had
+    been ignored).  One from another address is not taken: disconnected after 12 s."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    selected = b.core.selected
+    assert selected is not None
+    keepalive = stun.decode(
+        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
+    )
+    source = selected.remote_address if from_the_pair else ("10.9.9.9", 6000)
+    net.drop(lambda p: p.sender == "a" and p.is_request)
+    for _ in range(10):
+        net.run_for(2.0)
+        assert b.core.on_request(selected.base, source, keepalive, net.now) is None
+    assert (S.DISCONNECTED in b.states()) is not from_the_pair
+
+
 @pytest.mark.parametrize("nomination", list(Nomination))
 def test_an_agent_that_takes_control_after_its_pair_succeeded_nominates_it(
     nomination: Nomination,

@@ -131,6 +131,7 @@ _STATE_FAILED: Final = ConnectionState.FAILED
 _STATE_NEW: Final = ConnectionState.NEW
 _BINDING: Final = stun.Method.BINDING
 _REQUEST: Final = stun.MessageClass.REQUEST
+_INDICATION: Final = stun.MessageClass.INDICATION
 _SUCCESS: Final = stun.MessageClass.SUCCESS
 _ERROR: Final = stun.MessageClass.ERROR
 _REJECT: Final = RoleDecision.REJECT
@@ -1820,7 +1821,20 @@ class AgentCore:
         authentication changes no state.
         """
         if request.method is not _BINDING or request.message_class is not _REQUEST:
-            return None  # (a Binding indication is a keepalive, RFC 8445 §11)
+            if request.method is _BINDING and request.message_class is _INDICATION:
+                # RFC 8445 §11's keepalive (an older peer's, RFC 5245): on the selected
+                # pair, a sign of life, as data is (not consent, which only answers to our
+                # checks give; an ICE-lite agent had not heard its peer at all between its
+                # checks).  It carries no integrity, so it is nothing more.
+                selected = self.selected
+                if (
+                    selected is not None
+                    and selected.base == base
+                    and selected.remote_address == source
+                    and now > self._last_alive
+                ):
+                    self._alive(now)
+            return None
         self.requests_received += 1
         if self.state is _STATE_CLOSED or self.state is _STATE_FAILED:
             # (Failed, this agent sends nothing, and answers no check: a peer that still
