@@ -1393,6 +1393,24 @@ def test_an_agent_that_switches_role_checks_again_with_its_new_role(both: str) -
     assert a.core.controlling is not controlling and b.core.controlling is controlling
 
 
+def test_a_check_of_the_role_before_that_times_out_fails_no_pair_checked_again() -> None:
+    """``a`` switches role while its check is in flight, and its pair waits for a new
+    check, with the new role, behind the pacing; if the old check's schedule runs out first
+    (many pairs in the queue), its silence fails nothing: the new check decides."""
+    _net, a, b = two_agents(a_tiebreaker=1000, b_controlling=True, b_tiebreaker=2000, want=False)
+    core = a.core
+    core.want_connection(0.0)
+    old = core.poll_check(0.0)
+    assert old is not None and old.controlling
+    claim = _claiming(core, b.core.local.ufrag, stun.IceControlling(2000))
+    elsewhere = (old.destination[0], old.destination[1] + 1)  # (not the pair's: no sign of it)
+    core.on_request(0, elsewhere, claim, 0.01)
+    assert not core.controlling
+    core.on_timeout(old, 20.0)
+    assert old.pair.state is PairState.WAITING
+    assert old.pair in [check.pair for check in iter(lambda: core.poll_check(20.0), None)]
+
+
 def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> None:
     """A lite agent hears the peer only through its checks, which RFC 7675 paces 4-6 s
     apart: 8 s without one (one missed) is not disconnected (5 s had been, and a healthy

@@ -1367,6 +1367,8 @@ class AgentCore:
             return
         pair = check.pair
         pair.transaction = None
+        if pair.state is _PAIR_WAITING:
+            return  # (checked again since, as after a role switch: the new check decides)
         if self.cancelled(check):
             # RFC 8445 §8.1.2: a cancelled check's silence is no failure.  Its pair goes
             # back to waiting, which no ordinary check picks once a pair is selected (a
