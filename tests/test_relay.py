@@ -502,7 +502,9 @@ async def test_an_allocation_granted_without_a_relayed_address_is_deleted(
             async with trio.open_nursery() as nursery:
                 with pytest.raises(AllocationError) as info:
                     await start_relay(nursery, server, Inbox())
-            await trio.sleep(0.1)
+            with trio.fail_after(HANG_GUARD):  # (until the server has the deletion)
+                while not seen or seen[-1].method is stun.Method.ALLOCATE:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
             outer.cancel_scope.cancel()
     assert info.value.reason == "no relayed address"
     assert [m.method for m in seen][-1] is stun.Method.REFRESH
@@ -551,6 +553,7 @@ async def test_a_tcp_connection_lost_after_the_grant_fails_the_allocation() -> N
     realm = "example.org"
     key = stun.long_term_key(USER, realm, PASSWORD)
     granted = trio.Event()
+    read_to_the_end = trio.Event()  # (the client closed its end: nothing more can come)
     after_grant: list[bytes] = []
 
     async def serve(stream: trio.SocketStream) -> None:
@@ -576,6 +579,7 @@ async def test_a_tcp_connection_lost_after_the_grant_fails_the_allocation() -> N
             with contextlib.suppress(trio.BrokenResourceError):
                 while data := await stream.receive_some(65536):
                     after_grant.append(data)
+            read_to_the_end.set()
 
     async with trio.open_nursery() as servers:
         servers.start_soon(trio.serve_listeners, serve, listeners)
@@ -585,7 +589,7 @@ async def test_a_tcp_connection_lost_after_the_grant_fails_the_allocation() -> N
                 relay = await start_relay(nursery, server, Inbox())
                 while not relay.closed:  # noqa: ASYNC110 (the relay's own task ends it)
                     await trio.sleep(0.01)
-        await trio.sleep(0.1)
+            await read_to_the_end.wait()
         servers.cancel_scope.cancel()
     assert _state(relay) is TurnState.FAILED
     assert relay.error is not None and relay.error.reason == "connection closed"
