@@ -1411,6 +1411,24 @@ def test_a_check_of_the_role_before_that_times_out_fails_no_pair_checked_again()
     assert old.pair in [check.pair for check in iter(lambda: core.poll_check(20.0), None)]
 
 
+@pytest.mark.parametrize("nomination", list(Nomination))
+def test_a_lite_agent_is_completed_once_it_has_its_pair(nomination: Nomination) -> None:
+    """RFC 8445 §8.2: a lite agent, which makes no checks, is done once it has selected
+    a pair: ``completed`` then (it stayed ``connected``), and again once the peer is back
+    after a silence that made it ``disconnected``."""
+    net, a, b = two_agents(nomination=nomination, b_lite=True)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    assert b.states() == [S.CHECKING, S.CONNECTED, S.COMPLETED]
+    assert b.time_of(S.COMPLETED) == b.time_of(S.CONNECTED)
+    silence = net.drop_all()
+    net.run_for(13.0)
+    assert b.state is S.DISCONNECTED
+    net.loss_rules.remove(silence)
+    assert net.run_until(lambda: b.state is S.COMPLETED, max_time=net.now + 10.0)
+    assert b.states()[-3:] == [S.DISCONNECTED, S.CONNECTED, S.COMPLETED]
+    assert_valid_events(a, b)
+
+
 def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> None:
     """A lite agent hears the peer only through its checks, which RFC 7675 paces 4-6 s
     apart: 8 s without one (one missed) is not disconnected (5 s had been, and a healthy

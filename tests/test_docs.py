@@ -23,7 +23,7 @@ EXPECTED = {
     "data.py": "alice: the selected pair's round trip timed: yes\nbob: 4 arrived, 6 dropped",
     "configuration.py": "configuration: every mistake refused",
     "errors.py": "errors: done",
-    "lite.py": "checks sent by the lite agent: 0",
+    "lite.py": "checks sent by the lite agent: 0\nlite: completed",
     "logging_trace.py": "logging: connected",
     "restart.py": "connected again, same connection: True\nbob got: after the restart",
     "mdns.py": "mdns: bob's pair is alice's host candidate at 127.0.0.1",

@@ -51,7 +51,8 @@ async def main() -> None:
         await connections["full"].send(b"hi lite")
         print("lite got:", await connections["lite"].receive())
         print("checks sent by the lite agent:", lite.statistics().checks_sent)
-        print("lite: connected")
+        # With no checks of its own, the lite agent is done once it has its pair (§8.2).
+        print("lite:", lite.connection_state.value)
 
 
 if __name__ == "__main__":

@@ -1949,6 +1949,9 @@ class AgentCore:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
                 self._consent_refreshed(now)
+            # With no checks of its own, a lite agent is done once it has selected a pair
+            # (RFC 8445 §8.2): ``completed``, as a full agent once its checks are over.
+            self._maybe_complete()
             return
         # A full agent's consent comes from the answers to its own checks alone (RFC 7675
         # §5.1): a request shows that the peer is there, not that it still wants our data.

@@ -43,7 +43,8 @@ class ConnectionState(str, enum.Enum):
     once, besides, no check is left to wait for: a controlling agent that nominates
     regularly is there at once, its own nomination being final (its checks still in flight
     on other pairs are cancelled, RFC 8445 §8.1.2); a controlled agent, which follows the
-    peer's nominations, once its own checks are all answered or given up.
+    peer's nominations, once its own checks are all answered or given up; an ICE-lite
+    agent, which makes no checks, as soon as it has selected a pair (RFC 8445 §8.2).
     ``disconnected`` while the peer is not heard on the selected pair; ``failed`` when no
     pair works, or consent expired (RFC 7675); ``closed`` when the agent closed.
     """
