@@ -3279,6 +3279,23 @@ def test_held_candidates_count_once_against_the_cap() -> None:
     assert pair.remote == tagged
 
 
+def test_held_candidates_naming_other_ufrags_at_one_address_each_count() -> None:
+    """Held candidates at one address naming ever new ufrags each take a place: they are
+    held by address and ufrag, and a peer (or its signaling) could otherwise have the
+    agent hold any number of them past ``max_remote_candidates`` (they counted once)."""
+    _net, a, b = two_agents(exchange=False)
+    a.core.max_remote_candidates = 10
+    (candidate,) = b.signalled
+    for i in range(10):
+        assert a.core.add_remote_candidate(
+            dataclasses.replace(candidate, username_fragment=f"gen{i}")
+        )
+    with pytest.raises(trice.LimitError):
+        a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="gen10"))
+    assert len(a.core._held or ()) == 10
+    assert a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="gen3"))
+
+
 def test_a_restart_after_consent_ran_out_keeps_no_pair_for_data() -> None:
     """Consent's time ran out, but the timer has not run yet: a restart then keeps no pair
     for data (RFC 7675), and names the last selected one."""

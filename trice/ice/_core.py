@@ -619,14 +619,18 @@ class AgentCore:
             return False
         address = remote_key(candidate)
         if ufrag is not None and remote is None:
-            if not self._counted(address):
-                self.check_room()
             # (By address and ufrag: a peer that kept its sockets through a restart signals
-            # the same address in both generations.)
-            if self._held is None:
+            # the same address in both generations.  Each counts, or candidates naming
+            # ever new ufrags at one address would be held past the cap.)
+            held = self._held
+            if (held is None or (address, ufrag) not in held) and not (
+                address in self.remote_addresses and address != self._stale
+            ):
+                self.check_room()
+            if held is None:
                 self._held = {(address, ufrag): candidate}
             else:
-                self._held[address, ufrag] = candidate
+                held[address, ufrag] = candidate
             return True
         remotes = self.remote_addresses
         stale = self._stale
@@ -660,14 +664,15 @@ class AgentCore:
 
     def _remote_count(self) -> int:
         """The remote candidates that count against ``max_remote_candidates``: those held
-        (see :meth:`add_remote_candidate`) at an address not known, and not the address of
+        (see :meth:`add_remote_candidate`; one for each address and ufrag) at an address not
+        known, and not the address of
         before an ICE restart that stays for its data (see :meth:`restart`)."""
         remotes = self.remote_addresses
         stale = self._stale
         count = len(remotes) - (stale is not None)
         held = self._held
         if held:
-            count += sum(1 for a in {key[0] for key in held} if a not in remotes or a == stale)
+            count += sum(1 for a, _ufrag in held if a not in remotes or a == stale)
         return count
 
     def hold_remote(self) -> int:
