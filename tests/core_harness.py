@@ -301,6 +301,9 @@ class Network:
         self.loss_rules: list[LossRule] = []
         #: Packets for which this says yes arrive twice (the copy a millisecond later).
         self.duplicate: LossRule | None = None
+        #: What a sender puts on the wire instead of what its core made (a hostile peer's
+        #: answers, say): given the sender's name and the bytes, returns the bytes to send.
+        self.rewrite: Callable[[str, bytes], bytes] | None = None
         self.sent: list[Packet] = []
         self.delivered: list[Packet] = []
         self.dropped: list[tuple[str, Packet]] = []
@@ -377,6 +380,8 @@ class Network:
     def send(self, endpoint: Endpoint, base: int, destination: Address, data: bytes) -> None:
         private = endpoint.bases[base]
         source = private if endpoint.nat is None else endpoint.nat.outbound(private, destination)
+        if self.rewrite is not None:
+            data = self.rewrite(endpoint.name, data)
         packet = Packet(
             seq=next(self._seq),
             sent_at=self.now,

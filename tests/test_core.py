@@ -320,8 +320,11 @@ def binding_request(
     use_candidate: bool = False,
     extra: tuple[stun.Attribute, ...] = (),
     tid: bytes = b"T" * 12,
+    integrity: str = "sha1",
 ) -> stun.Message:
-    """A Binding request to ``receiver`` as its peer would send it (decoded, as received)."""
+    """A Binding request to ``receiver`` as its peer would send it (decoded, as received),
+    signed with MESSAGE-INTEGRITY (``integrity="sha1"``), MESSAGE-INTEGRITY-SHA256
+    (``"sha256"``) or both (``"both"``)."""
     if sender_ufrag is None:
         sender_ufrag = "peer" if receiver.remote is None else receiver.remote.ufrag
     attributes: list[stun.Attribute] = [
@@ -336,10 +339,13 @@ def binding_request(
     if use_candidate:
         attributes.append(stun.UseCandidate())
     attributes.extend(extra)
+    if key is None:
+        key = stun.short_term_key(receiver.local.pwd)
     data = stun.Message(
         stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id=tid, attributes=attributes
     ).encode(
-        integrity_key=stun.short_term_key(receiver.local.pwd) if key is None else key,
+        integrity_key=key if integrity != "sha256" else None,
+        integrity_sha256_key=key if integrity != "sha1" else None,
         fingerprint=True,
     )
     return stun.decode(data)
@@ -644,26 +650,38 @@ def test_a_response_must_be_symmetric(where: str, accepted: bool) -> None:
         ("unsigned", False, PairState.IN_PROGRESS),
         ("an error other than 487", True, PairState.FAILED),
         ("a success without XOR-MAPPED-ADDRESS", True, PairState.FAILED),
+        ("a success with an unknown comprehension-required attribute", True, PairState.FAILED),
+        ("a 487 with an unknown comprehension-required attribute", True, PairState.FAILED),
     ],
 )
 def test_answers_that_prove_nothing(answer: str, accepted: bool, state: PairState) -> None:
     """A response whose MESSAGE-INTEGRITY does not verify with the peer's password is
     ignored (RFC 8445 §7.2.5.1): it changes no state, and the check still waits for its
-    real answer.  An authentic error response other than 487 (RFC 8489 §6.3.4), or a
+    real answer.  An authentic error response other than 487 (RFC 8489 §6.3.4), a
     success without the mapped address that every Binding success carries (RFC 8489
-    §6.3.1.2), ends the check, and its pair fails."""
+    §6.3.1.2), or any response with an unknown comprehension-required attribute (RFC 8489
+    §6.3.3, §6.3.4: the transaction failed; a 487 then switches no role), ends the
+    check, and its pair fails."""
     core, check, key = _checking(controlling=False)
+    unknown = stun.UnknownAttribute(0x7F01, b"\x00\x01\x02\x03")
     if answer == "signed with another key":
         data = _reply(check, stun.short_term_key("y" * 22))
     elif answer == "unsigned":
         data = _reply(check, None)
     elif answer == "an error other than 487":
         data = _reply(check, key, stun.MessageClass.ERROR, [stun.ErrorCode(400, "Bad Request")])
+    elif answer == "a success with an unknown comprehension-required attribute":
+        mapped = stun.XorMappedAddress(check.pair.local.address, check.pair.local.port)
+        data = _reply(check, key, attributes=[mapped, unknown])
+    elif answer == "a 487 with an unknown comprehension-required attribute":
+        conflict = stun.ErrorCode(487, "Role Conflict")
+        data = _reply(check, key, stun.MessageClass.ERROR, [conflict, unknown])
     else:
         data = _reply(check, key, attributes=[])
     source, base = check.destination, check.base
     assert core.on_response(check, stun.decode(data), source, 0.01, base=base) is accepted
     assert check.pair.state is state
+    assert not core.controlling  # (no role switch)
     good = stun.decode(_reply(check, key))
     assert core.on_response(check, good, source, 0.02, base=base) is not accepted
     if not accepted:
@@ -1947,6 +1965,35 @@ def test_a_path_slower_than_the_rto_keeps_consent() -> None:
         assert any(c.consent for _, c in endpoint.timeouts)  # (they did give up first)
 
 
+@pytest.mark.parametrize("latency", [0.01, 0.3], ids=["in-time", "late"])
+def test_answers_with_an_unknown_comprehension_required_attribute_keep_no_consent(
+    latency: float,
+) -> None:
+    """Once connected, the peer answers every consent check with an unknown
+    comprehension-required attribute beside its mapped address: each transaction failed
+    (RFC 8489 §6.3.3), in time or late (past the RTO), so consent runs out (RFC 7675)."""
+    net, a, b = two_agents(latency=latency)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    key = stun.short_term_key(b.core.local.pwd)
+    unknown = stun.UnknownAttribute(0x7F01, b"\x00\x01\x02\x03")
+
+    def tainted(sender: str, data: bytes) -> bytes:
+        message = stun.decode(data)
+        if sender != "b" or message.message_class is not stun.MessageClass.SUCCESS:
+            return data
+        kept = [a for a in message.attributes if isinstance(a, stun.XorMappedAddress)]
+        return stun.Message(
+            message.method,
+            message.message_class,
+            transaction_id=message.transaction_id,
+            attributes=[*kept, unknown],
+        ).encode(integrity_key=key, fingerprint=True)
+
+    net.rewrite = tainted
+    net.run_for(40.0)
+    assert S.FAILED in a.states()
+
+
 def _random_loss(rng: random.Random, share: float) -> Callable[[Packet], bool]:
     """A loss rule that drops ``share`` of the packets at random."""
 
@@ -2244,6 +2291,30 @@ def test_a_source_no_candidate_can_stand_for_is_answered_but_not_learned(address
     assert stun.decode(data).message_class is stun.MessageClass.SUCCESS
     assert (list(core.remote_candidates), len(core.checklist)) == before
     assert core.prflx_dropped == 1
+
+
+@pytest.mark.parametrize("integrity", ["sha1", "sha256", "both"])
+@pytest.mark.parametrize("answer", ["success", "487"])
+def test_a_check_signed_with_message_integrity_sha256_is_taken_and_answered_so(
+    integrity: str, answer: str
+) -> None:
+    """RFC 8489 §9.1.3: a check needs MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 (one
+    with only the latter had a 400), and the answer to one with MESSAGE-INTEGRITY-SHA256
+    carries it too (beside MESSAGE-INTEGRITY, which RFC 8445 peers read), a role conflict's
+    as a success's."""
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    request = binding_request(  # (controlled too, with the larger tie-breaker: a 487)
+        core, integrity=integrity, controlling=answer == "success", tiebreaker=2**64 - 1
+    )
+    data = core.on_request(0, ("10.0.0.9", 4000), request, 0.0)
+    assert data is not None
+    response = stun.decode(data)
+    expected = stun.MessageClass.SUCCESS if answer == "success" else stun.MessageClass.ERROR
+    assert response.message_class is expected
+    assert response.has_integrity_sha256 is (integrity != "sha1")
+    assert response.get(stun.MessageIntegrity) is not None
+    assert response.verify_integrity(stun.short_term_key(core.local.pwd))
 
 
 def test_a_source_a_candidate_writes_as_it_is_is_learned() -> None:

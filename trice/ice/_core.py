@@ -1310,6 +1310,17 @@ class AgentCore:
             self._live = None
         pair = check.pair
         pair.responses_received += 1
+        if response.unknown_required:
+            # RFC 8489 §6.3.3, §6.3.4: an unknown comprehension-required attribute in a
+            # response means the transaction failed: no success, no role conflict, no
+            # consent.
+            if not check.consent:
+                pair.transaction = None
+                if self.cancelled(check):
+                    pair.state = _PAIR_WAITING  # (as its timeout would: see on_timeout)
+                else:
+                    self._pair_failed(pair, now)
+            return True
         symmetric = _symmetric(check, source, base)
         if check.consent:
             if response.message_class is _SUCCESS and symmetric:
@@ -1442,6 +1453,7 @@ class AgentCore:
             response.message_class is _SUCCESS
             and _symmetric(check, source, base)
             and pair is self.selected
+            and not response.unknown_required  # (a failed transaction: see on_response)
         ):
             pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
             self._consent_refreshed(now)
@@ -1856,9 +1868,9 @@ class AgentCore:
             extra: tuple[stun.Attribute, ...] = ()
             if code == 420:
                 extra = (stun.UnknownAttributes(tuple(request.unknown_required)),)
-            return request.error_response(code, reason, *extra).encode(
-                integrity_key=self._local_key if authenticated else None, fingerprint=True
-            )
+            if not authenticated:
+                return request.error_response(code, reason).encode(fingerprint=True)
+            return self._signed(request, request.error_response(code, reason, *extra))
         decision = resolve_role_conflict(
             request,
             controlling=self.controlling,
@@ -1869,22 +1881,32 @@ class AgentCore:
         )
         if decision is _REJECT:
             self.requests_rejected += 1
-            return request.error_response(487, "Role Conflict").encode(
-                integrity_key=self._local_key, fingerprint=True
-            )
+            return self._signed(request, request.error_response(487, "Role Conflict"))
         if decision is _SWITCH:
             self._switch_role()
             if self.controlling:
                 self._nominate_after_switch(now)
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
-        response = encode_binding_success(
-            request.transaction_id, source[0], source[1], self._local_key, self._success_pads
-        )
+        if request.has_integrity_sha256:
+            mapped = stun.XorMappedAddress(source[0], source[1])
+            response = self._signed(request, request.success_response(mapped))
+        else:
+            response = encode_binding_success(
+                request.transaction_id, source[0], source[1], self._local_key, self._success_pads
+            )
         if self.finished:
             return response
         priority, use_candidate = learned(values)
         self._learn_from_request(base, source, priority, use_candidate, now)
         return response
+
+    def _signed(self, request: stun.Message, response: stun.Message) -> bytes:
+        """``response`` to the authenticated ``request``, encoded with MESSAGE-INTEGRITY
+        and, if the request has it, MESSAGE-INTEGRITY-SHA256 (RFC 8489 §9.1.3), and
+        FINGERPRINT."""
+        key = self._local_key
+        sha256 = key if request.has_integrity_sha256 else None
+        return response.encode(integrity_key=key, integrity_sha256_key=sha256, fingerprint=True)
 
     def _switch_role(self) -> None:
         """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1).  The checks in flight claim

@@ -33,7 +33,8 @@ def authenticate(
     MESSAGE-INTEGRITY verified): then the error response carries MESSAGE-INTEGRITY too
     (RFC 8489 §9.1.3), else it carries none.
 
-    A request without USERNAME or MESSAGE-INTEGRITY is a 400; a USERNAME that is not
+    A request without USERNAME, or without both MESSAGE-INTEGRITY and
+    MESSAGE-INTEGRITY-SHA256, is a 400; a USERNAME that is not
     ``<our ufrag>:<their ufrag>`` (their part checked once known) or a MESSAGE-INTEGRITY that
     does not verify with our password is a 401; an unknown comprehension-required attribute
     is a 420; a check without PRIORITY, or with a PRIORITY of 0 (a priority is at least 1,
@@ -44,7 +45,7 @@ def authenticate(
     if values is None:
         values = request.first_values(CHECK_TYPES)
     username = values[_USERNAME]
-    if username is None or values[_INTEGRITY] is None:
+    if username is None or (values[_INTEGRITY] is None and not request.has_integrity_sha256):
         return 400, "Bad Request", False
     # (decoded as stun.Username decodes it)
     local_part, _, remote_part = username.decode("utf-8", "surrogateescape").partition(":")

@@ -277,6 +277,12 @@ class Message:
         return self._mi >= 0 or self._mi256 >= 0
 
     @property
+    def has_integrity_sha256(self) -> bool:
+        """Whether the decoded message carries MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6):
+        a response to such a request must carry it too (§9.1.3)."""
+        return self._mi256 >= 0
+
+    @property
     def has_fingerprint(self) -> bool:
         """Whether the decoded message carried a (valid) FINGERPRINT (RFC 8489 §14.7)."""
         return self._fp >= 0
