@@ -1817,17 +1817,39 @@ def last_arrival(net: Network, endpoint: Endpoint, *, answers_only: bool = False
     )
 
 
+def last_consent(net: Network, endpoint: Endpoint) -> float:
+    """When the check went whose answer last reached ``endpoint``: consent runs from there
+    (RFC 7675 §5.1 counts the answers to the requests of the last 30 s), or from the pair's
+    selection (connected), if that came later."""
+    answer = max(
+        (
+            p
+            for p in net.delivered
+            if p.dst in endpoint.bases.values()
+            and p.message.message_class is stun.MessageClass.SUCCESS
+        ),
+        key=lambda p: p.deliver_at,
+    )
+    tid = answer.message.transaction_id
+    sent = min(
+        p.sent_at
+        for p in net.sent
+        if p.sender == endpoint.name and p.is_request and p.message.transaction_id == tid
+    )
+    return max(sent, endpoint.time_of(S.CONNECTED) or 0.0)
+
+
 def test_consent_lasts_30_s_at_most_whatever_failed_timeout_says() -> None:
-    """RFC 7675 §5.1: consent expires 30 s after the last answer; a failed_timeout of 60 s
-    holds checking up that long, but not the data of a pair the peer stopped answering."""
+    """RFC 7675 §5.1: consent expires 30 s after the last answered check went; a
+    failed_timeout of 60 s holds checking up that long, but not the data of a pair the peer
+    stopped answering."""
     timing = Timing(failed_timeout=60.0)
     net, a, b = two_agents(timing=timing)
     assert net.run_until(connected(a, b), max_time=1.0)
     net.run_for(5.0)
     net.drop_all()
     assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 90.0)
-    answered = last_arrival(net, a, answers_only=True)
-    assert a.time_of(S.FAILED) == pytest.approx(answered + 30.0, abs=net.spin_step)
+    assert a.time_of(S.FAILED) == pytest.approx(last_consent(net, a) + 30.0, abs=net.spin_step)
 
 
 @pytest.mark.parametrize(
@@ -1857,8 +1879,7 @@ def test_with_timeouts_past_30_s_a_live_pair_keeps_consent_and_a_lost_one_discon
     assert a.state is S.COMPLETED and b.state is S.COMPLETED
     net.drop_all()
     assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 60.0)
-    answered = last_arrival(net, a, answers_only=True)
-    assert a.time_of(S.FAILED) == pytest.approx(answered + 30.0, abs=net.spin_step)
+    assert a.time_of(S.FAILED) == pytest.approx(last_consent(net, a) + 30.0, abs=net.spin_step)
     assert a.states()[-2:] == [S.DISCONNECTED, S.FAILED]
     disconnected = last_arrival(net, a) + min(timing.disconnected_timeout, 20.0)
     assert a.time_of(S.DISCONNECTED) == pytest.approx(disconnected, abs=net.spin_step)
@@ -1885,7 +1906,8 @@ def test_consent_lost_disconnected_then_failed() -> None:
         assert disconnected is not None and failed is not None
         assert disconnected == pytest.approx(heard + timing.disconnected_timeout)
         # The harness would poll a spinning core every spin_step; a past deadline would show.
-        assert failed == pytest.approx(answered + timing.failed_timeout, abs=net.spin_step)
+        consent = last_consent(net, endpoint)
+        assert failed == pytest.approx(consent + timing.failed_timeout, abs=net.spin_step)
         assert endpoint.states()[-2:] == [S.DISCONNECTED, S.FAILED]
     assert_valid_events(a, b)
 
@@ -1906,7 +1928,7 @@ def test_the_peers_requests_keep_it_connected_but_only_answers_keep_consent() ->
     answered = last_arrival(net, a, answers_only=True)
     assert answered <= cut + 0.011
     assert a.time_of(S.FAILED) == pytest.approx(
-        answered + a.core.timing.failed_timeout, abs=net.spin_step
+        last_consent(net, a) + a.core.timing.failed_timeout, abs=net.spin_step
     )
     assert S.DISCONNECTED not in a.states()
     assert S.FAILED not in b.states()  # (b's checks are answered)
@@ -1937,8 +1959,8 @@ def test_data_from_the_peer_keeps_it_connected_but_is_not_consent() -> None:
     a.core.on_data(net.now)
     assert a.core.state is S.CONNECTED
     assert net.run_until(lambda: a.state is S.FAILED, max_time=60.0)
-    answered = last_arrival(net, a, answers_only=True)
-    assert a.time_of(S.FAILED) == pytest.approx(answered + timing.failed_timeout, abs=net.spin_step)
+    consent = last_consent(net, a)
+    assert a.time_of(S.FAILED) == pytest.approx(consent + timing.failed_timeout, abs=net.spin_step)
     a.core.on_data(net.now)
     assert a.state is S.FAILED  # (and failed stays failed)
 
@@ -1963,6 +1985,33 @@ def test_a_path_slower_than_the_rto_keeps_consent() -> None:
         assert S.DISCONNECTED not in endpoint.states()
         assert S.FAILED not in endpoint.states()
         assert any(c.consent for _, c in endpoint.timeouts)  # (they did give up first)
+
+
+def test_consent_runs_from_when_the_answered_check_went() -> None:
+    """RFC 7675 §5.1 counts answers to the consent requests sent in the last 30 s: with
+    everything from the peer lost but one answer, which comes 25 s late, consent ends 30 s
+    after that check went (it ran 30 s from the answer: 25 s more of sending)."""
+    timing = Timing(failed_timeout=60.0)  # (consent: 30 s)
+    net, a, b = two_agents(timing=timing)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(5.0)
+    cut = net.now
+
+    def the_answered_one(packet: Packet) -> bool:
+        first = next((c for t, c in a.started if t > cut and c.consent), None)
+        return (
+            first is not None
+            and packet.message.message_class is stun.MessageClass.SUCCESS
+            and packet.message.transaction_id == first.transaction_id
+        )
+
+    net.latency = lambda packet: 25.0 if the_answered_one(packet) else 0.01
+    net.drop(lambda p: p.sent_at > cut and p.sender == "b" and not the_answered_one(p))
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 120.0)
+    sent = next(t for t, c in a.started if t > cut and c.consent)
+    answered = [p for p in net.delivered if p.sender == "b" and p.sent_at > cut]
+    assert len(answered) == 1 and answered[0].deliver_at > sent + 25.0  # (it came, and late)
+    assert a.time_of(S.FAILED) == pytest.approx(sent + 30.0, abs=0.05)
 
 
 @pytest.mark.parametrize("latency", [0.01, 0.3], ids=["in-time", "late"])

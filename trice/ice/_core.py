@@ -1329,7 +1329,7 @@ class AgentCore:
                 if pair is self.selected:
                     # (A ping-back is sent as a consent check too, on any pair: its answer
                     # proves that path, not the one data goes over.)
-                    self._consent_refreshed(now)
+                    self._consent_refreshed(now, check.started)
             return True
         pair.transaction = None
         if not symmetric:
@@ -1456,7 +1456,7 @@ class AgentCore:
             and not response.unknown_required  # (a failed transaction: see on_response)
         ):
             pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
-            self._consent_refreshed(now)
+            self._consent_refreshed(now, check.started)
         return True
 
     def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
@@ -1816,10 +1816,15 @@ class AgentCore:
             and self._selection_final()
         )
 
-    def _consent_refreshed(self, now: float) -> None:
-        """An answer to our check on the selected pair: consent (RFC 7675), and a sign of
-        life."""
-        self._last_consent = now
+    def _consent_refreshed(self, now: float, sent: float | None = None) -> None:
+        """An answer to our check on the selected pair, sent at ``sent``: consent (RFC
+        7675), from when the check went (§5.1 counts answers to the requests sent in the
+        last 30 s: a late answer must not stretch it), and a sign of life now.  (An ICE-lite
+        agent's consent comes from the peer's check, now.)"""
+        if sent is None:
+            self._last_consent = now
+        elif sent > self._last_consent:
+            self._last_consent = sent
         self._alive(now)
 
     def _alive(self, now: float) -> None:
