@@ -1928,6 +1928,42 @@ async def _a_peer_that_stops_answering(
                 nursery.cancel_scope.cancel()
 
 
+async def test_after_failed_what_the_peer_still_sends_is_dropped_and_a_receive_loop_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer stops answering but streams data (every 10 ms), to a reader slower than
+    that: once consent expires (failed), ``async for`` ends with BrokenResourceError after
+    what had arrived, and ``receive`` keeps raising while the data keeps coming (it had
+    been queued on: the loop never ended, and a receive after the error returned data)."""
+    timing = trice.Timing(
+        rto=0.1, keepalive_interval=0.2, disconnected_timeout=1.0, failed_timeout=2.0
+    )
+    with wall_clock_guard():
+        async with _a_peer_that_stops_answering(timing) as (a, peer, _stream, address):
+            conn = await a.connect()
+
+            async def stream_data() -> None:
+                while True:
+                    peer.sendto(b"data", address)
+                    await trio.sleep(0.01)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream_data)
+                received = 0
+                with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+                    async for _data in conn:
+                        received += 1
+                        await trio.sleep(0.02)  # (a reader slower than the peer)
+                assert a.connection_state is trice.ConnectionState.FAILED
+                assert received > 50
+                await trio.sleep(0.5)  # (virtual time: 50 more datagrams come meanwhile)
+                with pytest.raises(trio.BrokenResourceError):
+                    conn.receive_nowait()
+                with pytest.raises(trio.BrokenResourceError):
+                    await conn.receive()
+                nursery.cancel_scope.cancel()
+
+
 @pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
 async def test_data_on_a_further_socket_brings_a_disconnected_peer_back_at_once(
     autojump_clock: trio.testing.MockClock,

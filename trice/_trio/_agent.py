@@ -602,6 +602,7 @@ class Agent:
             if isinstance(kept, TcpTransport):
                 kept.restarted()
         self._selected_lost = None
+        self._buffer.closed = False  # (data is taken again, if ICE had failed)
         self._restarted = True
         mdns = self._mdns
         if isinstance(mdns, Mdns):  # names still being resolved are of the old generation
@@ -716,6 +717,10 @@ class Agent:
             ):
                 connection._stop_waiters()  # consent expired: no more data (RFC 7675)
         if isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED:
+            # No more data either way: what the peer still sends is dropped, so that
+            # receive, once it has returned what had come, raises for good (until an ICE
+            # restart), and a receive loop ends.
+            self._buffer.closed = True
             for share in self._muxes:
                 share.release()  # (a peer that comes back there may be another agent's)
         subscribers = self._subscribers

@@ -42,6 +42,7 @@ class ReceiveBuffer:
         self.maxlen = maxlen
         self.dropped = 0
         self.lot: trio.lowlevel.ParkingLot | None = None
+        # No more data is queued: the agent closed, or ICE failed (until a restart).
         self.closed = False
         # The socket a receiver waits on itself, while it does (see ``nudge``).
         self.waiting_on: socket.socket | None = None
@@ -104,8 +105,9 @@ class Connection(trio.abc.Channel[bytes]):
     30 s if that is less: the peer is gone, or the path broke; the state becomes
     ``failed``), RFC 7675 forbids sending
     more: :meth:`send` raises :class:`trio.BrokenResourceError`, and so does :meth:`receive`
-    once it has returned what had arrived (a receive waiting then is woken with it).  While
-    only ``disconnected``, both go on: consent may come back.
+    once it has returned what had arrived (a receive waiting then is woken with it); what
+    the peer still sends is dropped, until an ICE restart.  While only ``disconnected``,
+    both go on: consent may come back.
 
     During an ICE restart (:meth:`Agent.restart <trice.Agent.restart>`) both go over the
     pair selected before, while its consent lasts; when no pair carries data they raise
