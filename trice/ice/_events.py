@@ -45,7 +45,8 @@ class ConnectionState(str, enum.Enum):
     on other pairs are cancelled, RFC 8445 §8.1.2); a controlled agent, which follows the
     peer's nominations, once its own checks are all answered or given up; an ICE-lite
     agent, which makes no checks, as soon as it has selected a pair (RFC 8445 §8.2).
-    ``disconnected`` while the peer is not heard on the selected pair; ``failed`` when no
+    ``disconnected`` while the peer is not heard (an answer or a check on the selected
+    pair, or data from any of its addresses: see the design notes); ``failed`` when no
     pair works, or consent expired (RFC 7675); ``closed`` when the agent closed.
     """
 
