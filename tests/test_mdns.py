@@ -22,7 +22,7 @@ import trice
 from trice import mdns
 from trice._trio._mdns import Mdns, open_mdns
 
-from loopback import connect_both, loopback_config, signal
+from loopback import connect_both, loopback_config, server_socket, signal, stun_server
 
 GATHER = trice.MdnsMode.QUERY_AND_GATHER
 QUERY = trice.MdnsMode.QUERY_ONLY
@@ -91,6 +91,28 @@ async def test_two_agents_that_name_their_candidates_connect_over_resolved_addre
         await ca.send(b"over mDNS")
         with trio.fail_after(5):
             assert await cb.receive() == b"over mDNS"
+
+
+async def test_with_no_nat_the_address_a_stun_server_sees_is_signalled_beside_the_name() -> None:
+    """Host candidates go out under .local names only, which a peer off the link cannot
+    resolve; with no NAT in between, the STUN server sees the socket's own address: it is
+    signalled as the srflx candidate (as under NOHOST; libwebrtc keeps it too).  It had been
+    dropped as the host candidate's copy, and no address went out at all."""
+    with await server_socket() as server:
+        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, None)  # (None: the real source, no NAT)
+            config = _config(GATHER, ice_servers=[trice.IceServer(url)])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                kinds = {c.type: c for c in agent.local_candidates}
+                assert len(kinds) == len(agent.local_candidates) == 2
+                named = kinds[trice.CandidateType.HOST]
+                srflx = kinds[trice.CandidateType.SRFLX]
+            nursery.cancel_scope.cancel()
+    assert named.address.endswith(".local")
+    assert srflx.address == "127.0.0.1" and srflx.port == named.port
 
 
 async def test_the_default_resolves_a_peers_names_and_shows_its_own_addresses() -> None:

@@ -725,11 +725,16 @@ async def gather_srflx(
     key = (transport.base, address)
     if agent._mapped is None:
         agent._mapped = set()
-    hosts_signalled = agent.config.transport_policy is TransportPolicy.ALL
+    hosts_signalled = (
+        agent.config.transport_policy is TransportPolicy.ALL
+        and agent.config.network.mdns is not MdnsMode.QUERY_AND_GATHER
+    )
     if (address == transport.local_address and hosts_signalled) or key in agent._mapped:
         # No NAT in between (the host candidate is the address), or a mapping another
-        # server already found: nothing new.  (Under NOHOST no host candidate is signalled:
-        # then the address is signalled as this one, or the agent would signal nothing.)
+        # server already found: nothing new.  (Under NOHOST no host candidate is signalled,
+        # and under mDNS gathering only its .local name, which a peer off the link cannot
+        # resolve: then the address is signalled as this one, or the agent would signal
+        # none, as libwebrtc keeps it when mDNS hides the host.)
         agent._report(GatherReport(source, elapsed, 0))
         return
     base_candidate = next((c for c, b in agent._core.local_candidates if b == transport.base), None)
