@@ -57,6 +57,11 @@ GOOD_URLS: list[tuple[str, tuple[str, str, int, str], str | None]] = [
         "turns:[2001:db8::2]:5349?transport=udp",
     ),
     (" turn:t.example?transport=tcp\n", ("turn", "t.example", 3478, "tcp"), None),
+    # RFC 3986's forms, which RFC 7064 takes its host and port from: a trailing dot (the
+    # DNS root), percent-escapes in a name, and leading zeros in a port.
+    ("stun:stun.example.org.:3478", ("stun", "stun.example.org", 3478, "udp"), None),
+    ("stun:stun.ex%61mple.org", ("stun", "stun.example.org", 3478, "udp"), None),
+    ("stun:192.0.2.1:003478", ("stun", "192.0.2.1", 3478, "udp"), "stun:192.0.2.1:3478"),
 ]
 
 
@@ -102,6 +107,13 @@ BAD_URLS: list[tuple[str, str]] = [
     ("stun:bad_name.example", "neither an IP address nor a DNS name"),
     ("stun:1.2.3.256", "neither an IP address nor a DNS name"),
     ("stun:-bad.example", "neither an IP address nor a DNS name"),
+    ("stun:ex%zzample.org", "neither an IP address nor a DNS name"),
+    ("stun:%C3%28.example", "not UTF-8"),
+    ("stun:example.org:0000000", "not in 1..65535"),
+    # (No socket could use one: an IPv4 socket takes no IPv6 literal, an IPv6 one cannot
+    # send to a mapped address.)
+    ("stun:[::ffff:192.0.2.1]:3478", "IPv4-mapped IPv6 address: write 192.0.2.1"),
+    ("turn:[::ffff:c000:201]", "IPv4-mapped IPv6 address: write 192.0.2.1"),
 ]
 
 

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from trice._errors import ConfigError
 from trice.ice._candidate import CandidateType, canonical_ip, is_hostname
@@ -93,9 +94,19 @@ class ServerUrl:
             raise ConfigError(f"host must be a str, got {host!r}")
         canonical = canonical_ip(host)
         if canonical is None:
-            if not is_hostname(host):
+            # (A trailing dot, the DNS root, names the same host: RFC 3986's reg-name.)
+            name = host[:-1] if host.endswith(".") else host
+            if not is_hostname(name):
                 raise ConfigError(f"host {host!r} is neither an IP address nor a DNS name")
-            canonical = host.lower()
+            canonical = name.lower()
+        elif ":" in canonical:
+            mapped = ipaddress.IPv6Address(canonical).ipv4_mapped
+            if mapped is not None:
+                # (No socket could use it: an IPv4 socket takes no IPv6 literal, and an
+                # IPv6 socket, V6ONLY, cannot send to a mapped address.)
+                raise ConfigError(
+                    f"host {host!r} is an IPv4-mapped IPv6 address: write {mapped} instead"
+                )
         if port is None:
             port = _DEFAULT_PORT[scheme]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -177,6 +188,13 @@ class ServerUrl:
         if "@" in rest:
             raise fail("user info is not allowed: give IceServer a username and credential")
         host, port_text = _split_host_port(rest, fail)
+        if "%" in host and not rest.startswith("["):
+            # RFC 3986's reg-name may hold percent-escapes (a zone index in a bracketed IPv6
+            # literal is refused by _split_host_port).
+            try:
+                host = unquote(host, errors="strict")
+            except UnicodeDecodeError:
+                raise fail(f"host {host!r} is not UTF-8 once decoded") from None
         port: int | None = None
         if port_text:
             try:
@@ -194,9 +212,9 @@ def parse_port(text: str) -> int:
 
     Raises:
         ValueError: ``text`` is not digits (``"not a number"``), or not in 1..65535 (``"not
-            in 1..65535"``).
+            in 1..65535"``).  Leading zeros are taken (RFC 3986's port is any digits).
     """
-    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+    if not (text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 5):
         raise ValueError("not a number")
     port = int(text)
     if not 1 <= port <= 65535:
