@@ -407,6 +407,15 @@ def test_json_missing_optional_keys_and_unknown_keys() -> None:
     assert candidate == Candidate.from_sdp(GOOD)
 
 
+def test_an_empty_username_fragment_means_none() -> None:
+    """Go structs whose UsernameFragment is a plain string write ``""`` for none: no ufrag
+    is empty, so it names none (it had been taken as a ufrag, and the agent dropped the
+    candidate as another ICE generation's)."""
+    candidate = Candidate.from_json({"candidate": GOOD, "usernameFragment": ""})
+    assert candidate is not None and candidate.username_fragment is None
+    assert candidate == Candidate.from_sdp(GOOD)
+
+
 def test_end_of_candidates() -> None:
     obj = end_of_candidates_json(sdp_mid="0", sdp_mline_index=0, username_fragment="abcd")
     assert obj == {"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}

@@ -218,8 +218,9 @@ class Candidate:
         sdp_mid: signaling only: the media stream identification tag (W3C ``sdpMid``).
         sdp_mline_index: signaling only: the m-line index, 0..65535 (W3C ``sdpMLineIndex``).
         username_fragment: signaling only: the ICE ufrag the candidate belongs to (W3C
-            ``usernameFragment``).  It is not written in the SDP line; a ``ufrag`` extension
-            attribute stays in ``extensions`` — :attr:`ufrag` looks in both.
+            ``usernameFragment``; ``""`` is taken for ``None``, as no ufrag is empty).  It is
+            not written in the SDP line; a ``ufrag`` extension attribute stays in
+            ``extensions`` — :attr:`ufrag` looks in both.
         extensions: further ``name value`` attributes (``generation``, ``network-id``,
             ``network-cost``, ``ufrag``, unknown ones), kept in order and written back.
     """
@@ -294,6 +295,8 @@ class Candidate:
             _uint(self.sdp_mline_index, "sdp_mline_index", 0, 65535)
         if self.username_fragment is not None:
             _optional_str(self.username_fragment, "username_fragment")
+            if not self.username_fragment:
+                put(self, "username_fragment", None)  # (no ufrag is empty: none named)
         extensions = self.extensions
         if type(extensions) is not tuple or extensions:
             put(self, "extensions", _extensions(extensions, "extensions"))
@@ -421,10 +424,12 @@ class Candidate:
     def from_json(cls, obj: Mapping[str, object] | str) -> Candidate | None:
         """Read a W3C ``RTCIceCandidateInit`` dictionary, or its JSON text.
 
-        Missing ``sdpMid``, ``sdpMLineIndex`` and ``usernameFragment`` mean ``None``; unknown
-        keys are ignored.  Unlike the W3C default, a missing ``candidate`` key is an error, to
-        catch signaling mistakes.  ``"candidate": ""`` is the end-of-candidates indication
-        (RFC 8838 §4.3, see :func:`end_of_candidates_json`) and gives ``None``.
+        Missing ``sdpMid``, ``sdpMLineIndex`` and ``usernameFragment`` mean ``None``, and so
+        does an empty ``usernameFragment`` (no ufrag is empty; encoders of a plain string
+        field write ``""`` for none); unknown keys are ignored.  Unlike the W3C default, a
+        missing ``candidate`` key is an error, to catch signaling mistakes.
+        ``"candidate": ""`` is the end-of-candidates indication (RFC 8838 §4.3, see
+        :func:`end_of_candidates_json`) and gives ``None``.
 
         Raises:
             CandidateError: ``field`` is ``"json"`` when the text is not a JSON object, the JSON
@@ -501,7 +506,7 @@ def _json_signaling(obj: Mapping[str, object]) -> tuple[str | None, int | None, 
     raw_index = obj.get("sdpMLineIndex")
     index = None if raw_index is None else _uint(raw_index, "sdpMLineIndex", 0, 65535)
     ufrag = _optional_str(obj.get("usernameFragment"), "usernameFragment")
-    return sdp_mid, index, ufrag
+    return sdp_mid, index, ufrag or None
 
 
 def _number(tokens: list[str], index: int, field: str, digits: int, low: int, high: int) -> int:
