@@ -1059,6 +1059,34 @@ async def test_an_agent_with_no_pair_after_end_of_candidates_waits_for_the_peers
         await _exchange(ca, cb, 3)
 
 
+@pytest.mark.parametrize(
+    ("address", "mode"),
+    [("localhost", trice.MdnsMode.QUERY_ONLY), ("peer.local", trice.MdnsMode.DISABLED)],
+)
+async def test_a_candidate_named_by_dns_is_left_out_logged_and_counted(
+    address: str, mode: trice.MdnsMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 8839 §5.1: a candidate whose address is a name (one that is not an mDNS
+    ``.local`` one, or with mDNS disabled) is ignored: it is left out, logged and counted,
+    where it had sat among the remote candidates, never paired nor reported."""
+    config = loopback_config()
+    config = dataclasses.replace(config, network=dataclasses.replace(config.network, mdns=mode))
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        a.set_remote_parameters("abcd", "x" * 22)
+        with caplog.at_level(logging.WARNING, logger="trice"):
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 {address} 4000 typ host")
+            )
+        assert a.statistics().remote_candidates_dropped == 1
+        assert a._core.remote_candidates == []
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{a.local_parameters.ufrag}: remote candidate at {address} left out: no check "
+            "may go there (a name other than an mDNS .local one, or an unspecified, "
+            "multicast or broadcast address)"
+        ]
+
+
 async def test_remote_candidate_flood_stops_at_the_cap() -> None:
     async with trice.open_agent(loopback_config(max_remote_candidates=10), controlling=True) as a:
         for port in range(10):

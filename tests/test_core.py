@@ -1295,12 +1295,16 @@ def test_under_nohost_the_valid_pair_stands_on_the_srflx_candidate_at_the_hosts_
         "::",
         "::ffff:224.0.0.1",  # (what a dual-stack socket would send to 224.0.0.1)
         "::ffff:255.255.255.255",
+        "stun.example.org",
+        "host1",
+        "peer.local",  # (the shell resolves these first, unless mDNS is disabled)
     ],
 )
 def test_a_signalled_candidate_no_check_may_go_to_is_left_out(address: str) -> None:
     """A peer (or its signaling) that names an unspecified, multicast or broadcast address:
     the candidate is left out and counted, and no check goes there (ours would have been
-    multicast on our network)."""
+    multicast on our network).  So is a name (RFC 8839 §5.1 ignores FQDN candidates): it
+    had been kept, and never paired, nor counted."""
     _net, a, b = two_agents(exchange=False)
     a.core.set_remote(b.core.local, 0.0)
     bad = make_candidate(address, 6000)

@@ -141,8 +141,9 @@ class AgentStatistics:
             address that no candidate can stand for as it is written.
         remote_candidates_dropped: signalled candidates left out: another ICE generation's
             (those held for the peer's parameters, or being resolved, at a restart too), a
-            ``.local`` name that multicast DNS did not resolve, or an address no check may
-            go to (multicast, broadcast...; see :meth:`Agent.add_remote_candidate`).
+            ``.local`` name that multicast DNS did not resolve, another name, or an address
+            no check may go to (multicast, broadcast...; see
+            :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
         tcp_accepted: TCP connections peers opened to the passive ICE-TCP candidates
@@ -479,7 +480,9 @@ class Agent:
         (unless :attr:`NetworkConfig.mdns <trice.NetworkConfig.mdns>` is ``DISABLED``), then
         taken under the address found; meanwhile an end-of-candidates waits, and one left
         unanswered for ``Timing.mdns_timeout`` is left out, logged and counted in
-        :attr:`AgentStatistics.remote_candidates_dropped`.
+        :attr:`AgentStatistics.remote_candidates_dropped`.  Any other name (or a ``.local``
+        one with mDNS disabled) is left out, logged and counted at once (RFC 8839 §5.1), and
+        so is an address no check may go to (unspecified, multicast, broadcast).
 
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names
@@ -508,6 +511,14 @@ class Agent:
                     "%s: end-of-candidates before the peer's new parameters ignored (taken "
                     "for the generation of before the ICE restart)",
                     self._local.ufrag,
+                )
+            elif not self._core.of_another_generation(candidate):
+                logger.warning(
+                    "%s: remote candidate at %s left out: no check may go there (a name "
+                    "other than an mDNS .local one, or an unspecified, multicast or broadcast "
+                    "address)",
+                    self._local.ufrag,
+                    _peer_text(candidate.address),
                 )
             else:
                 # Expected after an ICE restart (a late one from before); a signaling

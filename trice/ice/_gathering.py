@@ -62,14 +62,16 @@ _RESERVED = ipaddress.ip_network("240.0.0.0/4")  # (255.255.255.255, the broadca
 
 @functools.lru_cache(maxsize=1024)
 def no_destination(address: str) -> bool:
-    """Whether ``address`` is an IP address no check may go to: unspecified, multicast, or
-    (IPv4) in 0.0.0.0/8 or 240.0.0.0/4, the broadcast address included.  A peer that
-    signals one (by mistake, or to have our checks multicast on our network) has it left
-    out; a name (``.local``) is not one, and is looked at once resolved."""
+    """Whether no check may go to ``address``: an IP address unspecified, multicast, or
+    (IPv4) in 0.0.0.0/8 or 240.0.0.0/4, the broadcast address included, or no IP address at
+    all (a DNS name).  A peer that signals one (by mistake, or to have our checks multicast
+    on our network) has it left out.  A signalled name is left out too (RFC 8839 §5.1: an
+    agent ignores FQDN candidates, which no extension it knows defines): the shell resolves
+    an mDNS ``.local`` one first, and hands over the address found."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return True
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # (a dual-stack socket sends to the IPv4 address it spells)
     if ip.is_unspecified or ip.is_multicast:
