@@ -537,3 +537,45 @@ def test_mdns_runs_on_one_ipv4_address_of_each_interface_the_filters_accept(
     _fake_adapters(monkeypatch)
     found = _gather.mdns_interfaces(network)
     assert [(name, address, str(link)) for name, address, link in found] == expected
+
+
+async def test_two_addresses_of_one_kind_on_one_interface_get_priorities_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 8445 §5.1.2.1: candidates of one type and component each have their own local
+    preference.  Two IPv4 addresses on one interface had one (the interface's rank and the
+    family's precedence): the second found takes one less."""
+    hosts = [
+        _gather.HostAddress("lo", "127.0.0.1", "127.0.0.1"),
+        _gather.HostAddress("lo", "127.0.0.2", "127.0.0.2"),
+    ]
+    monkeypatch.setattr(_gather, "host_addresses", lambda network: hosts)
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        first, second = agent.local_candidates
+    assert (first.address, second.address) == ("127.0.0.1", "127.0.0.2")
+    assert second.priority == first.priority - 256  # (one less local preference)
+    assert trice.Candidate.from_sdp(second.to_sdp()) == second
+
+
+def test_relays_of_one_preference_and_mappings_of_one_base_get_priorities_of_their_own() -> None:
+    """The same rule for relayed candidates (one preference for every server) and
+    server-reflexive ones (two mappings of one base, from two servers behind a NAT that
+    maps by destination); a candidate found again (a gathering anew's) keeps its own."""
+    from trice._trio._agent import _unique_priority
+    from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
+
+    one = relay_candidate(("203.0.113.1", 5000), None, "turn-a:3478")
+    two = relay_candidate(("198.51.100.9", 6000), None, "turn-b:3478")
+    assert one.priority == two.priority
+    known = [(one, 1)]
+    assert _unique_priority(two, 2, known).priority == one.priority - 256
+    assert _unique_priority(one, 1, known) is one  # (itself again)
+    host = host_candidate(("192.0.2.1", 5000), 0)
+    a = srflx_candidate(host, ("203.0.113.7", 40000), "stun-a")
+    b = srflx_candidate(host, ("203.0.113.7", 40001), "stun-b")
+    known = [(host, 0), (a, 0), (one, 1)]
+    assert _unique_priority(b, 0, known).priority == a.priority - 256
+    c = relay_candidate(("203.0.113.9", 7000), None, "turn-c:3478")
+    known = [(one, 1), (dataclasses.replace(two, priority=one.priority - 256), 2)]
+    assert _unique_priority(c, 3, known).priority == one.priority - 512
