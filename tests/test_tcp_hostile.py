@@ -639,6 +639,59 @@ async def test_a_proven_connection_outlives_prove_within_and_carries_data(
         await peer.aclose()
 
 
+async def test_a_send_waiting_for_room_follows_the_pair_selected_anew() -> None:
+    """A send waits for room on the selected pair's connection, whose peer stopped reading;
+    an ICE restart's checks come over a new connection and select its pair: the waiting
+    send goes over the new one.  It had stayed on the old connection until that closed, and
+    then raised BrokenResourceError with the agent completed on the new pair."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        address = _transport(agent, PASSIVE).local_address
+        old = await _Peer.connect(address, rcvbuf=4096)
+        connection = await _handshake(agent, old)
+        datagram = b"x" * 1200
+        for _ in range(50_000):
+            if not connection.send_nowait(datagram):
+                break
+        else:
+            raise AssertionError("send_nowait never said the connection is full")
+        outcome: list[BaseException | None] = []
+
+        async def send() -> None:
+            try:
+                await connection.send(datagram)
+                outcome.append(None)
+            except trio.BrokenResourceError as exc:
+                outcome.append(exc)
+
+        async def answer(peer: _Peer) -> None:
+            while (received := await peer.receive()) is not None:
+                if received[4:8] == b"\x21\x12\xa4\x42":
+                    message = stun.decode(received)
+                    if message.message_class is _REQUEST:
+                        await peer.send(_success(message, peer, PEER_PWD2))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == []  # (it waits for room)
+            agent.restart()
+            agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+            new = await _Peer.connect(address)
+            nursery.start_soon(answer, new)
+            username = f"{agent.local_parameters.ufrag}:{PEER_UFRAG2}"
+            await new.send(_request(agent, username=username, nominate=True))
+            port = new.stream.socket.getsockname()[1]
+            await _until(lambda: connection.selected_pair.remote.port == port)
+            await _until(lambda: bool(outcome))
+            assert outcome == [None]
+            await old.aclose()  # (the old path ends now: nothing waits on it)
+            await trio.testing.wait_all_tasks_blocked()
+            assert agent.connection_state is trice.ConnectionState.COMPLETED
+            await connection.send(b"after")  # (over the new connection at once)
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_peer_that_never_reads_fills_a_bounded_buffer_and_a_waiting_send_breaks() -> None:
     """The peer stops reading: ``send_nowait`` says False once the kernel's buffers and
     LINK_BUFFER are full (nothing grows without bound); ``send`` waits, and can be

@@ -722,7 +722,8 @@ class Agent:
         connection = self._connection
         if connection is not None:
             if isinstance(event, SelectedPairChanged):
-                connection._reroute()  # sends follow the new pair
+                connection._reroute()  # sends follow the new pair,
+                connection._wake_senders()  # those waiting for room on the old one too
             elif (
                 isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED
             ):

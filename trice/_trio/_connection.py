@@ -206,7 +206,8 @@ class Connection(trio.abc.Channel[bytes]):
         return route
 
     async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Send one datagram to the peer, waiting only while the socket's buffer is full.
+        """Send one datagram to the peer, waiting only while the socket's buffer is full
+        (if another pair is selected meanwhile, the datagram goes over it).
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
@@ -233,23 +234,38 @@ class Connection(trio.abc.Channel[bytes]):
         if type(data) is not bytes:
             data = _as_bytes(data)
         if not transport.send_nowait(data, address):
+            await self._send_when_room(data, (transport, address))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _send_when_room(self, data: bytes, route: tuple[Transport, tuple[str, int]]) -> None:
+        """Wait for room on ``route`` (the selected pair's transport and peer address) to
+        send ``data``.  If the pair moves meanwhile (another is selected, an ICE restart's
+        say; the agent wakes the waiting sends), or a gathering anew closes the transport,
+        the datagram goes the new way (once), as a send made then would: it had stayed on
+        the old one, a TCP connection that its peer no longer read, until that closed, and
+        then raised."""
+
+        def check() -> None:
             self._check_open()
+            if (self._route or self._get_route()) != route:
+                raise _Moved
+
+        while True:
+            self._check_open()
+            transport, address = route
             try:
-                await transport.send(data, address, self._check_open)
+                await transport.send(data, address, check)
+                return
+            except _Moved:
+                pass
             except trio.ClosedResourceError:
                 self._check_open()  # (the connection or the agent closed: as it says)
-                moved, address = self._route or self._get_route()
-                if moved is transport:
+                if (self._route or self._get_route()) == route:
                     raise _relay_gone() from None
-                # The pair moved while this waited, and a gathering anew closed the old
-                # transport: the datagram goes the new way (once).
-                if not moved.send_nowait(data, address):
-                    try:
-                        await moved.send(data, address, self._check_open)
-                    except trio.ClosedResourceError:
-                        self._check_open()
-                        raise _relay_gone() from None
-        await trio.lowlevel.cancel_shielded_checkpoint()
+            route = self._route or self._get_route()
+            transport, address = route
+            if transport.send_nowait(data, address):
+                return
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
         """Send one datagram if the socket takes it at once; returns whether it was sent
@@ -471,6 +487,10 @@ class Connection(trio.abc.Channel[bytes]):
         self._closed = True
         self._stop_waiters()  # (the waiting tasks see it closed)
         await trio.lowlevel.checkpoint()
+
+
+class _Moved(Exception):
+    """A send waiting for room: the selected pair moved (see ``Connection._send_when_room``)."""
 
 
 def _no_pair_yet() -> trio.BrokenResourceError:
