@@ -1112,6 +1112,50 @@ async def test_the_tcp_counters_survive_the_agent_closing() -> None:
     assert agent.statistics().tcp_accepted == 1
 
 
+async def test_connections_of_generations_gone_are_closed_and_leave_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlled agent (passive, two places): at each ICE restart the peer connects
+    anew and leaves its older connections open, with nothing over them (its network moved
+    on: half-open here).  Each is closed once the new generation has its pair and data
+    from the pair of before counts no more; the places stay free, and every restart
+    connects.  They had stayed open for good, and the third restart's connection was
+    refused."""
+    timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=1.0, failed_timeout=2.0)
+    config = tcp_config(PASSIVE, max_pairs=2, timing=timing)
+    with wall_clock_guard():
+        async with trice.open_agent(config, controlling=False) as agent:
+            await agent.wait_gathering_complete()
+            transport = _transport(agent, PASSIVE)
+            for generation in range(5):
+                ufrag, pwd = f"peer{generation}", f"{generation:04d}" + "p" * 20
+                if generation:
+                    agent.restart()
+                agent.set_remote_parameters(ufrag, pwd)
+                peer = await _Peer.connect(transport.local_address)
+                port = peer.stream.socket.getsockname()[1]
+
+                async def answer(peer: _Peer = peer, pwd: str = pwd) -> None:
+                    while (received := await peer.receive()) is not None:
+                        message = stun.decode(received)
+                        if message.message_class is _REQUEST:
+                            await peer.send(_success(message, peer, pwd))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(answer)
+                    username = f"{agent.local_parameters.ufrag}:{ufrag}"
+                    await peer.send(_request(agent, username=username, nominate=True))
+                    for _ in range(100):  # (virtual time: 10 s at most)
+                        pair = agent.selected_pair
+                        if pair is not None and pair.remote.port == port and transport.links == 1:
+                            break
+                        await trio.sleep(0.1)
+                    else:
+                        raise AssertionError(f"generation {generation}: {transport.links} held")
+                    nursery.cancel_scope.cancel()
+            assert agent.statistics().tcp_refused == 0
+
+
 async def test_an_agent_whose_tcp_peer_went_quiet_does_not_poll(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

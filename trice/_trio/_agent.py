@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import heapq
 import itertools
 import logging
@@ -1101,6 +1102,8 @@ class Agent:
                     core.on_data(data_at)
                 core.on_timer(now)
                 self._pump(now)
+                if self._restarted and self._tcp_counters is not None:
+                    self._close_stale_tcp()
             deadline = core.next_deadline()
             wake_at = self._fire_timers(now)
             if deadline is not None and deadline < wake_at:
@@ -1335,6 +1338,18 @@ class Agent:
                 if selected is not None and selected.base == transport.base:
                     keep = selected.remote_address
                 transport.close_idle(keep)
+
+    def _close_stale_tcp(self) -> None:
+        """After an ICE restart: close the TCP connections of the generations before that
+        carry nothing now (see :meth:`TcpTransport.close_stale`)."""
+        core = self._core
+        pair = core.data_pair
+        for transport in self._transports.values():
+            if isinstance(transport, TcpTransport):
+                keep = None
+                if pair is not None and pair.base == transport.base:
+                    keep = pair.remote_address
+                transport.close_stale(keep, functools.partial(core.is_remote_address, tcp=True))
 
     def _signed_for_us(self, data: bytes) -> bool:
         """Whether ``data`` (the first frame of a connection a TCP mux routes here by its

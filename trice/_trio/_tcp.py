@@ -263,6 +263,19 @@ class TcpTransport:
             if link.address != keep:
                 self._close_link(link, tell=False)
 
+    def close_stale(self, keep: Address | None, known: Callable[[Address], bool]) -> None:
+        """Close, quietly, the connections of an earlier ICE generation (see
+        :meth:`restarted`) that this one's checks did not take up: but the one to ``keep``
+        (the pair data goes over), and those to an address ``known`` still knows (the pair
+        of before a restart, while data from there counts).  Nothing else would close them
+        on a controlled agent (see ``Agent._close_idle_tcp``): a peer that moved on and left
+        them open (half-open, its network gone) filled the candidate's places, one a
+        restart, until its new connections were refused."""
+        epoch = self._epoch
+        for link in list(self._links.values()):
+            if link.epoch != epoch and link.address != keep and not known(link.address):
+                self._close_link(link, tell=False)
+
     def drop(self, address: Address) -> None:
         """Close the connection to ``address`` (its pair failed: the path is of no use)."""
         link = self._links.get(address)
