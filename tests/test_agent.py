@@ -40,6 +40,7 @@ from loopback import (
     connect_both,
     cycle_collector_off,
     events_so_far,
+    exchange_each_way,
     gathered_pair,
     loopback_config,
     open_fds,
@@ -2618,6 +2619,59 @@ async def test_a_restart_tries_again_after_failing() -> None:
         with trio.fail_after(5):
             await _exchange(ca, cb, 3)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("kind", ["udp", "udp-mux", "tcp"])
+async def test_after_failing_a_restart_with_a_new_peer_carries_data_again(kind: str) -> None:
+    """The peer goes, and consent expires (failed: what comes is dropped from then on);
+    a restart with another peer carries data again over the same connection, whichever the
+    transport: the receive buffer takes data again."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+
+    def config(passive: bool) -> trice.AgentConfig:
+        base = loopback_config(timing=timing)
+        if kind != "tcp":
+            return base
+        tcp = (trice.TcpType.PASSIVE if passive else trice.TcpType.ACTIVE,)
+        return dataclasses.replace(
+            base, network=dataclasses.replace(base.network, tcp_candidates=tcp)
+        )
+
+    def introduce(x: trice.Agent, peer: trice.Agent) -> None:
+        for here, there in ((x, peer), (peer, x)):
+            params = there.local_parameters
+            here.set_remote_parameters(params.ufrag, params.pwd)
+            for candidate in there.local_candidates:
+                if kind != "tcp" or candidate.protocol == "tcp":
+                    here.add_remote_candidate(candidate)
+            here.add_remote_candidate(None)
+
+    async with contextlib.AsyncExitStack() as stack:
+        mux = None
+        if kind == "udp-mux":
+            mux = await stack.enter_async_context(trice.open_udp_mux("127.0.0.1"))
+        x = await stack.enter_async_context(
+            trice.open_agent(config(True), controlling=False, mux=mux)
+        )
+        await x.wait_gathering_complete()
+        stream = await stack.enter_async_context(x.subscribe())
+        async with trice.open_agent(config(False), controlling=True) as first:
+            await first.wait_gathering_complete()
+            introduce(x, first)
+            conn, theirs = await connect_both(x, first)
+            await exchange_each_way(conn, theirs, 5)
+        with trio.fail_after(5):
+            await wait_for_state(stream, trice.ConnectionState.FAILED)
+        with pytest.raises(trio.BrokenResourceError):
+            await conn.receive()
+        async with trice.open_agent(config(False), controlling=True) as second:
+            await second.wait_gathering_complete()
+            x.restart()
+            introduce(x, second)
+            again, theirs = await connect_both(x, second)
+            assert again is conn
+            with trio.fail_after(5):
+                await exchange_each_way(conn, theirs, 5)
 
 
 async def test_restart_refuses_what_it_cannot_take() -> None:

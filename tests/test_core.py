@@ -1451,6 +1451,19 @@ def test_a_lite_agent_is_completed_once_it_has_its_pair(nomination: Nomination) 
     assert_valid_events(a, b)
 
 
+def test_a_lite_agent_back_from_disconnected_by_data_is_completed_at_once() -> None:
+    """Data from the peer brings a disconnected lite agent back: to ``completed`` at once,
+    as a full agent goes (it stayed ``connected`` until the peer's next check)."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    net.drop_all()
+    net.run_for(13.0)
+    assert b.state is S.DISCONNECTED
+    b.core.on_data(net.now)
+    net.run_for(0.001)  # (the harness takes the events)
+    assert b.states()[-3:] == [S.DISCONNECTED, S.CONNECTED, S.COMPLETED]
+
+
 def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> None:
     """A lite agent hears the peer only through its checks, which RFC 7675 paces 4-6 s
     apart: 8 s without one (one missed) is not disconnected (5 s had been, and a healthy
@@ -1961,7 +1974,7 @@ def test_data_from_the_peer_keeps_it_connected_but_is_not_consent() -> None:
         last_data + timing.disconnected_timeout, abs=net.spin_step
     )
     a.core.on_data(net.now)
-    assert a.core.state is S.CONNECTED
+    assert a.core.state is S.COMPLETED  # (back, and done at once: nothing is left to check)
     assert net.run_until(lambda: a.state is S.FAILED, max_time=60.0)
     consent = last_consent(net, a)
     assert a.time_of(S.FAILED) == pytest.approx(consent + timing.failed_timeout, abs=net.spin_step)
@@ -3418,6 +3431,26 @@ def test_held_candidates_naming_other_ufrags_at_one_address_each_count() -> None
         a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="gen10"))
     assert len(a.core._held or ()) == 10
     assert a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="gen3"))
+
+
+@pytest.mark.parametrize("known_by", ["a candidate naming no ufrag", "a check of the peer's"])
+def test_held_candidates_at_a_known_address_count_but_one(known_by: str) -> None:
+    """Before the peer's parameters, its address is known (a candidate that names no ufrag,
+    or a check of the peer's, learned): candidates there naming ever new ufrags are held,
+    and each but the first counts (they had all been held past the cap, uncounted)."""
+    _net, a, b = two_agents(exchange=False)
+    a.core.max_remote_candidates = 10
+    (candidate,) = b.signalled
+    if known_by == "a candidate naming no ufrag":
+        assert a.core.add_remote_candidate(candidate)
+    else:
+        request = binding_request(a.core, sender_ufrag=b.core.local.ufrag, controlling=False)
+        assert a.core.on_request(0, candidate.transport_address, request, 0.0) is not None
+    assert len(a.core.remote_addresses) == 1
+    with pytest.raises(trice.LimitError):
+        for i in range(1000):
+            a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment=f"g{i}"))
+    assert len(a.core._held or ()) == 10  # (the known address's own place, and nine more)
 
 
 def test_a_restart_after_consent_ran_out_keeps_no_pair_for_data() -> None:

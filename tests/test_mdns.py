@@ -115,6 +115,26 @@ async def test_with_no_nat_the_address_a_stun_server_sees_is_signalled_beside_th
     assert srflx.address == "127.0.0.1" and srflx.port == named.port
 
 
+async def test_with_mdns_unable_to_open_no_srflx_copy_of_the_host_address_goes_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same, but mDNS cannot open: the host candidate goes out under its own address,
+    and the STUN mapping equal to it is a copy (RFC 8445 §5.1.3: the same address and
+    base), left out as without mDNS gathering (it had gone out too)."""
+    monkeypatch.setattr(trice._trio._agent, "open_mdns", lambda *args, **kwargs: None)
+    with await server_socket() as server:
+        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, None)
+            config = _config(GATHER, ice_servers=[trice.IceServer(url)])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                (host,) = agent.local_candidates
+            nursery.cancel_scope.cancel()
+    assert host.type is trice.CandidateType.HOST and host.address == "127.0.0.1"
+
+
 async def test_the_default_resolves_a_peers_names_and_shows_its_own_addresses() -> None:
     """``QUERY_ONLY`` (the default) signals addresses and resolves the peer's names."""
     assert trice.NetworkConfig().mdns is QUERY

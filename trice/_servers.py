@@ -195,6 +195,8 @@ class ServerUrl:
                 host = unquote(host, errors="strict")
             except UnicodeDecodeError:
                 raise fail(f"host {host!r} is not UTF-8 once decoded") from None
+            if ":" in host:  # (no name has one, and an IPv6 literal goes in brackets)
+                raise fail("an IPv6 address must be written in brackets, e.g. [2001:db8::1]")
         port: int | None = None
         if port_text:
             try:

@@ -725,11 +725,13 @@ async def gather_srflx(
     key = (transport.base, address)
     if agent._mapped is None:
         agent._mapped = set()
-    hosts_signalled = (
-        agent.config.transport_policy is TransportPolicy.ALL
-        and agent.config.network.mdns is not MdnsMode.QUERY_AND_GATHER
-    )
-    if (address == transport.local_address and hosts_signalled) or key in agent._mapped:
+    if key in agent._mapped or (
+        address == transport.local_address
+        and any(  # (the host candidate went out as it is)
+            c.type is CandidateType.HOST and c.protocol == "udp" and c.transport_address == address
+            for c in agent._signalled
+        )
+    ):
         # No NAT in between (the host candidate is the address), or a mapping another
         # server already found: nothing new.  (Under NOHOST no host candidate is signalled,
         # and under mDNS gathering only its .local name, which a peer off the link cannot

@@ -623,10 +623,11 @@ class AgentCore:
             # the same address in both generations.  Each counts, or candidates naming
             # ever new ufrags at one address would be held past the cap.)
             held = self._held
-            if (held is None or (address, ufrag) not in held) and not (
-                address in self.remote_addresses and address != self._stale
-            ):
-                self.check_room()
+            if held is None or (address, ufrag) not in held:
+                # (A known address takes one held candidate in its place: see _remote_count.)
+                known = address in self.remote_addresses and address != self._stale
+                if not known or (held is not None and any(a == address for a, _u in held)):
+                    self.check_room()
             if held is None:
                 self._held = {(address, ufrag): candidate}
             else:
@@ -664,15 +665,17 @@ class AgentCore:
 
     def _remote_count(self) -> int:
         """The remote candidates that count against ``max_remote_candidates``: those held
-        (see :meth:`add_remote_candidate`; one for each address and ufrag) at an address not
-        known, and not the address of
+        (see :meth:`add_remote_candidate`; one for each address and ufrag, but one of them at
+        an address known, which has its place already), and the known ones but the address of
         before an ICE restart that stays for its data (see :meth:`restart`)."""
         remotes = self.remote_addresses
         stale = self._stale
         count = len(remotes) - (stale is not None)
         held = self._held
         if held:
-            count += sum(1 for a, _ufrag in held if a not in remotes or a == stale)
+            # Each held candidate counts, but one at each known address, which has its place.
+            known = {a for a, _ufrag in held if a in remotes and a != stale}
+            count += len(held) - len(known)
         return count
 
     def hold_remote(self) -> int:
@@ -1832,6 +1835,7 @@ class AgentCore:
         self._last_alive = now
         if self.state is _STATE_DISCONNECTED:
             self._set_state(ConnectionState.CONNECTED)
+            self._maybe_complete()  # (an ICE-lite agent's checks never come to do it)
 
     # ------------------------------------------------------------------ incoming requests
 
