@@ -3469,6 +3469,20 @@ def test_a_restart_after_consent_ran_out_keeps_no_pair_for_data() -> None:
     assert stats.pair == named
 
 
+def test_a_transport_lost_after_ice_failed_takes_its_candidates_away_all_the_same() -> None:
+    """ICE failed first, then a transport ends (a relay): its candidates go all the same
+    (they stayed, and the restart that followed paired them, on a base with no transport)."""
+    timing = Timing(disconnected_timeout=1.0, failed_timeout=2.0, pac_timeout=0)
+    net, a, _b = two_agents(timing=timing)
+    net.drop_all()
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=10.0)
+    ((_, base),) = a.core.local_candidates
+    a.core.transport_lost(base, net.now)
+    assert a.core.local_candidates == ()
+    a.restart(net.now)
+    assert len(a.core.checklist) == 0
+
+
 def test_a_restart_whose_old_pair_loses_its_transport_has_no_pair_for_data() -> None:
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)

@@ -14,7 +14,7 @@ import trio.testing
 import trice
 from trice import stun
 
-from loopback import HAS_IPV6, connect_both, loopback_config, signal
+from loopback import HAS_IPV6, connect_both, loopback_config, mux_in_a_task, signal
 
 
 async def _pair_through(
@@ -205,3 +205,27 @@ async def test_an_agent_on_a_mux_names_its_candidate_under_query_and_gather() ->
         assert pair is not None
         assert (pair.remote.address, pair.remote.port) == mux.local_address
         assert pair.remote.type is trice.CandidateType.HOST
+
+
+async def test_a_gathering_anew_reports_the_mux_host_and_a_closed_mux_is_listed_no_more() -> None:
+    """A gathering anew on a mux reports its host source, as the first one does (it
+    reported none); once the mux closes, its candidate leaves ``local_candidates`` (a
+    restart had signalled it again, dead), and a gathering anew says why it found none."""
+    async with mux_in_a_task(trice.open_udp_mux) as (mux, scope, ended):
+        async with trice.open_agent(loopback_config(), controlling=True, mux=mux) as agent:
+            await agent.wait_gathering_complete()
+            (host,) = agent.local_candidates
+            assert [(r.source, r.candidates) for r in agent.gather_reports] == [("host", 1)]
+            agent.restart(regather=True)
+            await agent.wait_gathering_complete()
+            assert agent.local_candidates == (host,)
+            assert [(r.source, r.candidates) for r in agent.gather_reports] == [("host", 1)]
+            scope.cancel()
+            await ended.wait()
+            assert not agent.local_candidates
+            agent.restart(regather=True)
+            await agent.wait_gathering_complete()
+            assert not agent.local_candidates
+            (report,) = agent.gather_reports
+            assert (report.source, report.candidates) == ("host", 0)
+            assert report.error == "no usable local address (every mux is closed)"

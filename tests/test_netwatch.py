@@ -613,3 +613,81 @@ def test_trice_gather_watch_gathers_anew_when_an_address_comes_or_goes() -> None
         gone = gathered()
         assert gone[0] == {"event": "addresses", "addresses": []}
         assert [e["event"] for e in gone[1:]] == ["none", "source"]
+
+
+def _listed_adapters(
+    monkeypatch: pytest.MonkeyPatch, listed: list[str], failures: list[int]
+) -> None:
+    """The interfaces are ``lo`` with the addresses ``listed`` (as they are when read);
+    while ``failures[0]`` is above 0, a read fails for want of descriptors (and counts it
+    down), as ifaddr's netlink socket does then."""
+
+    def get_adapters(**_: object) -> list[ifaddr.Adapter]:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return [ifaddr.Adapter("lo", "lo", [ifaddr.IP(a, 8, "lo") for a in listed], index=1)]
+
+    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    _gather.forget_adapters()
+
+
+async def test_a_poll_reads_the_interfaces_afresh_within_its_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the kernel's notices, a watch polls every ``interval``: a read older than
+    that does not serve (a read is kept a second, here for an hour: with an interval of a
+    tenth, a change had been seen only once the kept read expired)."""
+    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
+    monkeypatch.setattr(_gather, "_ADAPTERS_TTL", 3600.0)
+    listed = ["127.0.0.1"]
+    _listed_adapters(monkeypatch, listed, [0])
+    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
+    async with contextlib.aclosing(
+        trice.address_changes(network, interval=0.1, initial=True)
+    ) as changes:
+        assert await changes.__anext__() == ("127.0.0.1",)
+        listed.append("127.0.0.2")
+        with trio.fail_after(5):
+            assert await changes.__anext__() == ("127.0.0.1", "127.0.0.2")
+
+
+async def test_a_watch_goes_on_through_a_moment_without_descriptors(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading the interfaces takes a descriptor (a netlink socket): three polls find none,
+    each logged, and the watch goes on to say the change (it had ended, with a bare
+    OSError)."""
+    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
+    listed = ["127.0.0.1"]
+    failures = [0]
+    _listed_adapters(monkeypatch, listed, failures)
+    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
+    async with contextlib.aclosing(
+        trice.address_changes(network, interval=0.1, initial=True)
+    ) as changes:
+        assert await changes.__anext__() == ("127.0.0.1",)
+        listed.append("127.0.0.2")
+        failures[0] = 3
+        with trio.fail_after(5):
+            assert await changes.__anext__() == ("127.0.0.1", "127.0.0.2")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    said = "address changes: out of file descriptors: the interfaces cannot be read; trying again"
+    assert warnings == [said] * 3
+
+
+async def test_a_restart_that_cannot_read_the_interfaces_raises_limit_error_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failures = [0]
+    _listed_adapters(monkeypatch, ["127.0.0.1"], failures)
+    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
+    async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        before = agent.local_parameters
+        failures[0] = 1
+        _gather.forget_adapters()
+        with pytest.raises(trice.LimitError, match="out of file descriptors"):
+            agent.restart(regather=True)
+        assert agent.local_parameters == before
+        assert agent.connection_state is trice.ConnectionState.NEW

@@ -243,7 +243,8 @@ class Agent:
             nohost=config.transport_policy is TransportPolicy.NOHOST,
         )
         self._transports: dict[int, Transport] = {}
-        self._signalled: list[Candidate] = []
+        # (Each with its transport's base: a transport that ends takes its candidates away.)
+        self._signalled: list[tuple[Candidate, int]] = []
         self._gathering = GatheringState.NEW
         # Made by the first subscribe; weak, so that a stream its subscriber dropped without
         # closing it (an ``async for`` left by a ``break``) is unsubscribed when collected.
@@ -319,8 +320,9 @@ class Agent:
 
     @property
     def local_candidates(self) -> tuple[Candidate, ...]:
-        """The local candidates gathered so far, as signalled to the peer."""
-        return tuple(self._signalled)
+        """The local candidates gathered so far, as signalled to the peer, but those of a
+        TURN relay or UDP mux that has ended since."""
+        return tuple(candidate for candidate, _base in self._signalled)
 
     @property
     def gathering_state(self) -> GatheringState:
@@ -425,7 +427,7 @@ class Agent:
         stream = EventStream(max_buffer, subscribers.discard)
         if self._gathering is not GatheringState.NEW:
             stream._put(GatheringStateChanged(GatheringState.GATHERING))
-        for candidate in self._signalled:
+        for candidate, _base in self._signalled:
             stream._put(CandidateGathered(candidate))
         if self._gathering is GatheringState.COMPLETE:
             stream._put(GatheringStateChanged(GatheringState.COMPLETE))
@@ -579,6 +581,8 @@ class Agent:
                 restart changes both); nothing changes then.
             StateError: the agent is closed; or, with ``regather``, gathering is not
                 complete (a restart may gather anew once the gathering before it is done).
+            LimitError: with ``regather``, no file descriptor is left to read the
+                interfaces with; nothing changes then.
 
         With ``regather``, what the network config's filters raise as the interfaces are
         read comes from here too, before anything changes.
@@ -959,7 +963,7 @@ class Agent:
                 candidate = dataclasses.replace(
                     candidate, related_address=unspecified, related_port=0
                 )
-            self._signalled.append(candidate)
+            self._signalled.append((candidate, base))
             self._emit(CandidateGathered(candidate))
         self._pump()
 
@@ -1272,6 +1276,8 @@ class Agent:
             self._selected_lost = reason  # (what fails ICE now: connect and send say so)
         now = self._now()
         core.transport_lost(base, now)
+        # (Not signalled again, at a restart say: the address is dead.)
+        self._signalled = [entry for entry in self._signalled if entry[1] != base]
         self._pump(now)
 
     def _tcp_failed(self, transport: TcpTransport, address: Address, stale: bool) -> None:
@@ -1754,7 +1760,8 @@ def _unique_priority(
     }
     if priority not in taken:
         return candidate
-    while priority in taken:
+    lowest = priority & 0xFF00_00FF  # (a local preference of 0: it never runs past it)
+    while priority in taken and priority > lowest:
         priority -= 256  # (the local preference, in bits 8-23, one less)
     return dataclasses.replace(candidate, priority=priority)
 

@@ -5,6 +5,7 @@ relayed candidates from TURN servers.  The candidates themselves are made by the
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import math
@@ -105,8 +106,14 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     cache = _adapters_cache
     if cache is not None and now - cache[0] < _ADAPTERS_TTL and cache[0] >= newer_than:
         return cache[1]
+    try:
+        found = ifaddr.get_adapters()  # (through a netlink socket: it needs a descriptor)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
+        raise
     adapters = []
-    for adapter in ifaddr.get_adapters():
+    for adapter in found:
         name = str(adapter.nice_name or adapter.name)
         addresses = []
         for ip in adapter.ips:
@@ -328,17 +335,10 @@ async def gather_host(agent: Agent) -> None:
     """Host gathering (RFC 8445 §5.1.1.1): a socket for each address, read by the agent task
     (the first) or a receive task of its own (each other)."""
     started = trio.current_time()
-    before = len(agent._signalled)
-    network = agent.config.network
-    signal = agent.config.transport_policy is TransportPolicy.ALL
     if agent._muxes or agent._tcp_shares:
-        _mux_hosts(agent, signal)
-        count = (
-            len(agent._signalled) - before if signal else len(agent._muxes) + len(agent._tcp_shares)
-        )
-        agent._report(GatherReport("host", trio.current_time() - started, count, None))
+        _mux_hosts(agent, started)
         return
-    _hosts(agent, host_addresses(network), started, anew=False)
+    _hosts(agent, host_addresses(agent.config.network), started, anew=False)
 
 
 def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: bool) -> None:
@@ -389,23 +389,31 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
-def _mux_hosts(agent: Agent, signal: bool) -> None:
+def _mux_hosts(agent: Agent, started: float) -> None:
     """Host candidates at the muxes' addresses, shared with their other agents (a passive
-    TCP one at a TCP mux's)."""
+    TCP one at a TCP mux's), and the host report (for a gathering anew too)."""
+    signal = agent.config.transport_policy is TransportPolicy.ALL
     if signal and agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
         agent._open_mdns()  # (first: the candidates are signalled under names)
+    before = len(agent._signalled)
+    added = 0
     for rank, share in enumerate(agent._muxes):
         if share.closed:
             continue  # (its mux closed: the address may be anybody's now)
         candidate = host_candidate(share.local_address, rank)
         agent._add_local(candidate, share.base, signal=signal)
         _add_external(agent, candidate, share.base)
+        added += 1
     for rank, (tcp_mux, tcp) in enumerate(agent._tcp_shares):
         if tcp_mux.closed or tcp.closed:
             continue
         candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank)
         agent._add_local(candidate, tcp.base, signal=signal)
         _add_external(agent, candidate, tcp.base)
+        added += 1
+    count = len(agent._signalled) - before if signal else added
+    error = None if added else "no usable local address (every mux is closed)"
+    agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
 def _udp_host(
@@ -513,9 +521,8 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
     agent._set_gathering(GatheringState.GATHERING)
     policy = agent.config.transport_policy
     if policy is not TransportPolicy.RELAY:
-        signal = policy is TransportPolicy.ALL
         if agent._muxes or agent._tcp_shares:
-            _mux_hosts(agent, signal)
+            _mux_hosts(agent, started)
         else:
             _close_gone(agent, now.hosts, carrying)
             _hosts(agent, now.hosts, started, anew=True)
@@ -729,7 +736,7 @@ async def gather_srflx(
         address == transport.local_address
         and any(  # (the host candidate went out as it is)
             c.type is CandidateType.HOST and c.protocol == "udp" and c.transport_address == address
-            for c in agent._signalled
+            for c, _base in agent._signalled
         )
     ):
         # No NAT in between (the host candidate is the address), or a mapping another

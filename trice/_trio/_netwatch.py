@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator
 import trio
 
 from trice._config import NetworkConfig
-from trice._errors import ConfigError
+from trice._errors import ConfigError, LimitError
 from trice._trio._gather import host_addresses
 from trice._trio._log import logger
 
@@ -211,6 +211,9 @@ def address_changes(
     Raises:
         ConfigError: ``interval`` is not a finite number of at least 0.1 (at the call, not
             at the first value).
+        LimitError: no file descriptor is left to read the interfaces with as the watch
+            starts.  Later, a read that finds none is logged and tried again (at the next
+            poll or notice), and the watch goes on.
     """
     if (
         isinstance(interval, bool)
@@ -261,7 +264,17 @@ async def _address_changes(
             if not news:
                 continue  # (a link notice that renamed nothing; the poll keeps its time)
             poll_at = trio.current_time() + interval
-            addresses = usable(noticed)
+            if noticed == -math.inf:
+                # The poll's time: a read of another watch's within the interval serves, an
+                # older one not (the cache keeps a read for a second).
+                noticed = time.monotonic() - interval
+            try:
+                addresses = usable(noticed)
+            except LimitError as exc:
+                # (No descriptor to read the interfaces with, for now: the next poll or
+                # notice tries again, rather than the watch ending.)
+                logger.warning("address changes: %s; trying again", exc)
+                continue
             if addresses != before:
                 logger.debug(
                     "address changes: %s came, %s went",

@@ -789,10 +789,11 @@ class AgentCore:
         pair was one of them, ICE fails now: no data can go that way again, nor can consent
         be refreshed there (RFC 7675), and once nominated no other pair may be selected
         without an ICE restart (RFC 8445 §8.1.1).  Without this the state would stay
-        connected until consent expired, ``failed_timeout`` later."""
+        connected until consent expired, ``failed_timeout`` later.  (Its candidates go
+        even when ICE is over: a restart pairs them no more.)"""
+        self.local_candidates = tuple(entry for entry in self.local_candidates if entry[1] != base)
         if self.finished:
             return
-        self.local_candidates = tuple(entry for entry in self.local_candidates if entry[1] != base)
         self._lose(lambda pair: pair.base == base, now)
 
     def path_lost(self, base: int, address: Address, now: float) -> None:
