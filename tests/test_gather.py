@@ -579,3 +579,27 @@ def test_relays_of_one_preference_and_mappings_of_one_base_get_priorities_of_the
     c = relay_candidate(("203.0.113.9", 7000), None, "turn-c:3478")
     known = [(one, 1), (dataclasses.replace(two, priority=one.priority - 256), 2)]
     assert _unique_priority(c, 3, known).priority == one.priority - 512
+
+
+async def test_under_an_external_host_address_a_stun_mapping_of_the_local_one_stays_out() -> None:
+    """A 1:1 NAT's address stands in the host's place (``external_candidate=HOST``): the
+    local address is signalled nowhere, even when a STUN server on this side of the NAT
+    sees it as it is (it came back as a srflx candidate once mDNS gathering had made such
+    a mapping count)."""
+    with await server_socket() as server:
+        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, None)  # (no NAT: the socket's own address)
+            config = loopback_config(ice_servers=[trice.IceServer(url)])
+            network = dataclasses.replace(
+                config.network,
+                external_addresses=("203.0.113.7",),
+                external_candidate=trice.CandidateType.HOST,
+            )
+            config = dataclasses.replace(config, network=network)
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                (host,) = agent.local_candidates
+            nursery.cancel_scope.cancel()
+    assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")

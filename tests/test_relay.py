@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+import trice
 from trice import (
     CandidateType,
     ConfigError,
@@ -34,7 +35,7 @@ from trice._trio._relay import RelayTransport, run_relay
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
-from loopback import HAS_IPV6, loopback_config
+from loopback import HAS_IPV6, connect_both, loopback_config, signal
 from virtual_time import wall_clock_guard
 
 Address = tuple[str, int]
@@ -406,6 +407,55 @@ def _stream_relay() -> tuple[RelayTransport, _relay._StreamConnection]:
     server = ServerUrl("turn", "127.0.0.1", port=3478, transport="tcp")
     client = TurnClient(USER, PASSWORD, reliable=True)
     return RelayTransport(7, server, client, conn, Inbox()), conn
+
+
+async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The selected pair goes through a relay whose stream to the server is backed up
+    (the path to it half-open, say), and a send waits for room; another pair is selected:
+    the agent wakes the waiting sends (as for a UDP mux or an ICE-TCP connection), and the
+    datagram goes the new way.  It had waited on the relay until that drained or closed."""
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        relay, conn = _stream_relay()
+        conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
+        real_route = trice.Agent._data_route
+        on_relay = True
+
+        def route(agent: trice.Agent) -> tuple[object, tuple[str, int]]:
+            if agent is a and on_relay:
+                return relay, ("192.0.2.10", 6000)
+            return real_route(agent)
+
+        monkeypatch.setattr(trice.Agent, "_data_route", route)
+        a._transports[relay.base] = relay  # (the agent's, as one gathered)
+        try:
+            ca._reroute()
+            sent = trio.Event()
+
+            async def send() -> None:
+                await ca.send(b"follows the pair")
+                sent.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not sent.is_set()  # (it waits for room on the relay)
+                on_relay = False
+                ca._reroute()  # (what the agent does when another pair is selected)
+                ca._wake_senders()
+                with trio.fail_after(2):
+                    await sent.wait()
+                    assert await cb.receive() == b"follows the pair"
+        finally:
+            del a._transports[relay.base]
 
 
 def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:

@@ -1156,6 +1156,32 @@ async def test_connections_of_generations_gone_are_closed_and_leave_room(
             assert agent.statistics().tcp_refused == 0
 
 
+async def test_after_a_restart_the_connections_of_before_stay_until_a_new_pair_is_selected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An ICE restart keeps the connections for the new checks, whichever the peer takes
+    up: with no new pair selected, 3 s on, both proven connections of before are open, and
+    the peer's new check over the one not selected is answered (it had been closed at the
+    agent's first timer tick after the restart)."""
+    with wall_clock_guard():
+        async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+            await agent.wait_gathering_complete()
+            transport = _transport(agent, PASSIVE)
+            first = await _Peer.connect(transport.local_address)
+            await _handshake(agent, first)
+            second = await _proven(agent, transport.local_address)
+            assert transport.links == 2
+            agent.restart()
+            agent.set_remote_parameters(PEER_UFRAG2, PEER_PWD2)
+            await trio.sleep(3.0)  # (virtual time: the agent's timers run meanwhile)
+            assert agent._core.selected is None and transport.links == 2
+            username = f"{agent.local_parameters.ufrag}:{PEER_UFRAG2}"
+            await second.send(_request(agent, username=username))
+            with trio.fail_after(2):
+                answer = await second.receive()
+            assert answer is not None and stun.decode(answer).message_class is not _REQUEST
+
+
 async def test_an_agent_whose_tcp_peer_went_quiet_does_not_poll(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

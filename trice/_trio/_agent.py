@@ -1346,9 +1346,13 @@ class Agent:
                 transport.close_idle(keep)
 
     def _close_stale_tcp(self) -> None:
-        """After an ICE restart: close the TCP connections of the generations before that
-        carry nothing now (see :meth:`TcpTransport.close_stale`)."""
+        """After an ICE restart, once the new checks have selected a pair: close the TCP
+        connections of the generations before that carry nothing now (see
+        :meth:`TcpTransport.close_stale`).  Not before: the new checks go over the
+        connections kept, whichever the peer takes up."""
         core = self._core
+        if core.selected is None:
+            return
         pair = core.data_pair
         for transport in self._transports.values():
             if isinstance(transport, TcpTransport):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import trio
 
 from trice._trio._mux import MuxTransport
+from trice._trio._relay import RelayTransport
 from trice._trio._tcp import TcpTransport
 from trice._trio._transport import STUN_MAGIC, Transport, UdpTransport
 from trice.ice._events import CandidatePair, ConnectionState
@@ -186,7 +187,7 @@ class Connection(trio.abc.Channel[bytes]):
                 lock = transport.send_lock
                 if lock is not None and lock.locked():
                     trio.lowlevel.notify_closing(transport.sock)
-            elif isinstance(transport, (MuxTransport, TcpTransport)):
+            elif isinstance(transport, (MuxTransport, TcpTransport, RelayTransport)):
                 transport.wake()
 
     def _reroute(self) -> None:

@@ -245,6 +245,7 @@ class RelayTransport:
         self._scope: trio.CancelScope | None = None
         self._closed = False
         self._probing: trio.Event | None = None  # set when the Refresh of probe() is over
+        self._senders: set[trio.CancelScope] = set()  # (the sends waiting: see wake)
 
     @property
     def source_address(self) -> str:
@@ -300,12 +301,26 @@ class RelayTransport:
             raise datagram_too_large(data, relayed=True)
         if self._closed:
             raise trio.ClosedResourceError("the relay transport is closed")
-        await self._conn.wait_writable()  # (raises if the connection closes meanwhile)
-        if self._closed:
-            raise trio.ClosedResourceError("the relay transport is closed")
-        if check is not None:
-            check()
+        while True:
+            with trio.CancelScope() as scope:  # (cancelled by wake(): look at ``check``)
+                self._senders.add(scope)
+                try:
+                    await self._conn.wait_writable()  # (raises if the connection closes)
+                finally:
+                    self._senders.discard(scope)
+            if self._closed:
+                raise trio.ClosedResourceError("the relay transport is closed")
+            if check is not None:
+                check()
+            if not scope.cancelled_caught:
+                break
         self.send_nowait(data, address)
+
+    def wake(self) -> None:
+        """Wake the sends waiting for the connection to the server: they look at their
+        connection again (its selected pair may have moved)."""
+        for scope in self._senders:
+            scope.cancel()
 
     async def probe(self) -> bool:
         """Whether the server still holds the allocation: a Refresh goes now (see
