@@ -791,3 +791,33 @@ print("pure")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "pure"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("".join(f" x{i} y" for i in range(33)), "extension"),  # (one more than 32)
+        (" x " + "y" * 257, "extension"),
+        (" " + "x" * 257 + " y", "extension"),
+    ],
+)
+def test_a_candidate_line_carries_a_bounded_load(extra: str, field: str) -> None:
+    """A peer's candidates are kept for the agent's life, and max_remote_candidates bounds
+    only how many come: one line had any number of extensions, of any length (megabytes
+    held for a few candidates).  32 of 256 characters are taken."""
+    with pytest.raises(CandidateError) as info:
+        Candidate.from_sdp(GOOD + extra)
+    assert info.value.field == field
+    kept = Candidate.from_sdp(GOOD + "".join(f" x{i} {'y' * 256}" for i in range(32)))
+    assert len(kept.extensions) == 32
+    with pytest.raises(CandidateError):
+        dataclasses.replace(kept, extensions=(*kept.extensions, ("one", "more")))
+
+
+@pytest.mark.parametrize("key", ["sdpMid", "usernameFragment"])
+def test_signaling_strings_are_256_characters_at_most(key: str) -> None:
+    assert Candidate.from_json({"candidate": GOOD, key: "a" * 256}) is not None
+    with pytest.raises(CandidateError) as info:
+        Candidate.from_json({"candidate": GOOD, key: "a" * 257})
+    assert info.value.field == key
+    assert Candidate.from_sdp(GOOD, username_fragment="").username_fragment is None

@@ -34,6 +34,13 @@ MAX_PRIORITY = 2**32 - 1
 """Largest priority the grammar carries (``1*10DIGIT``, an unsigned 32-bit value)."""
 
 _FOUNDATION = re.compile(r"[A-Za-z0-9+/]{1,32}")  # 1*32ice-char, RFC 8839 §5.1
+#: What one candidate may carry beyond its fields: at most this many extension pairs, each
+#: name and value, and each signaling string (``sdp_mid``, ``username_fragment``: a ufrag
+#: is at most 256 characters, RFC 8839 §5.4), at most ``MAX_TEXT`` characters.  A peer's
+#: candidates are kept for the agent's life, and ``max_remote_candidates`` bounds only how
+#: many come.
+MAX_EXTENSIONS = 32
+MAX_TEXT = 256
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")  # token, RFC 3261 §25.1
 _VCHARS = re.compile(r"[\x21-\x7e]+")  # 1*VCHAR, RFC 5234 appendix B.1
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -131,6 +138,10 @@ def _uint(value: object, field: str, low: int, high: int) -> int:
 def _optional_str(value: object, field: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise CandidateError(f"{field} must be a str or None, got {value!r}", field=field)
+    if value is not None and len(value) > MAX_TEXT:
+        raise CandidateError(
+            f"{field} is {len(value)} characters long: at most {MAX_TEXT}", field=field
+        )
     return value
 
 
@@ -164,6 +175,8 @@ def _extensions(value: object, field: str) -> tuple[tuple[str, str], ...]:
         pair = tuple(item)
         if len(pair) != 2 or not all(isinstance(part, str) for part in pair):
             raise CandidateError(f"{field} item {item!r} is not a (name, value) pair", field=field)
+        if len(pairs) == MAX_EXTENSIONS:
+            raise CandidateError(f"more than {MAX_EXTENSIONS} extensions", field=field)
         pairs.append(_extension(pair[0], pair[1], field))
     return tuple(pairs)
 
@@ -171,6 +184,11 @@ def _extensions(value: object, field: str) -> tuple[tuple[str, str], ...]:
 def _extension(name: str, text: str, field: str) -> tuple[str, str]:
     """One extension attribute, checked: a token name that is not reserved, and a value of
     visible ASCII."""
+    if len(name) > MAX_TEXT or len(text) > MAX_TEXT:
+        raise CandidateError(
+            f"extension {name[:40]!r} is longer than {MAX_TEXT} characters (name or value)",
+            field=field,
+        )
     if not _TOKEN.fullmatch(name):
         raise CandidateError(f"extension name {name!r} is not a token", field=field)
     if name.lower() in _RESERVED_NAMES:
@@ -223,6 +241,11 @@ class Candidate:
             ``extensions`` — :attr:`ufrag` looks in both.
         extensions: further ``name value`` attributes (``generation``, ``network-id``,
             ``network-cost``, ``ufrag``, unknown ones), kept in order and written back.
+
+    A candidate is small, whoever signals it: at most 32 extensions, and each name and
+    value of one, and ``sdp_mid`` and ``username_fragment``, at most 256 characters
+    (a :class:`~trice.CandidateError` says which is too long or too many).  The peer's
+    candidates are kept for the agent's life; ``max_remote_candidates`` bounds how many.
     """
 
     foundation: str
@@ -580,6 +603,8 @@ def _parse_tokens(
                 )
         else:
             # (A reserved name never gets here: each is taken above, in any case.)
+            if len(extensions) == MAX_EXTENSIONS:
+                raise CandidateError(f"more than {MAX_EXTENSIONS} extensions", field=field)
             extensions.append(_extension(name, value, field))
         index += 2
     if related_address is not None and related_port is None:
@@ -592,6 +617,7 @@ def _parse_tokens(
         _uint(sdp_mline_index, "sdp_mline_index", 0, 65535)
     if username_fragment is not None:
         _optional_str(username_fragment, "username_fragment")
+        username_fragment = username_fragment or None  # (no ufrag is empty: none named)
     # Every field is checked and in its normal form by now: the candidate is made without
     # the constructor checking it all again (half the cost of a line; a remote candidate's
     # line is parsed while the peer's first check may be on its way).
