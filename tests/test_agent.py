@@ -1985,7 +1985,9 @@ async def test_after_failed_what_the_peer_still_sends_is_dropped_and_a_receive_l
                         await trio.sleep(0.02)  # (a reader slower than the peer)
                 assert a.connection_state is trice.ConnectionState.FAILED
                 assert received > 50
+                dropped = a.statistics().datagrams_dropped
                 await trio.sleep(0.5)  # (virtual time: 50 more datagrams come meanwhile)
+                assert a.statistics().datagrams_dropped >= dropped + 45  # (counted)
                 with pytest.raises(trio.BrokenResourceError):
                     conn.receive_nowait()
                 with pytest.raises(trio.BrokenResourceError):

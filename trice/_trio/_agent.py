@@ -128,7 +128,8 @@ class AgentStatistics:
 
     Attributes:
         datagrams_received: data datagrams delivered to the receive buffer.
-        datagrams_dropped: data datagrams dropped because the receive buffer was full.
+        datagrams_dropped: data datagrams dropped because the receive buffer was full, or
+            because ICE had failed (no data is taken then, until an ICE restart).
         unknown_source_dropped: data datagrams from addresses that are no remote candidate.
         malformed_dropped: packets that looked like STUN but did not decode.
         stun_received: STUN messages received, of every method and class (other than a
@@ -1456,6 +1457,7 @@ class Agent:
                 self._on_stun(transport, data, source)
             elif source in remotes:
                 if buffer.closed:
+                    buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
                     continue
                 if queue is None:
                     queue = buffer.make_queue()
@@ -1517,7 +1519,9 @@ class Agent:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source, tcp=type(transport) is TcpTransport):
             buffer = self._buffer
-            if not buffer.closed and buffer.put(data):
+            if buffer.closed:
+                buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
+            elif buffer.put(data):
                 self._datagrams += 1
                 if self._core.state is _DISCONNECTED and type(transport) in _WOKEN_BY_DATA:
                     self._resume()  # (the peer is back: this task tells the core)
