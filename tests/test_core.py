@@ -2405,6 +2405,7 @@ def test_a_source_a_candidate_writes_as_it_is_is_learned() -> None:
         ("u" * 257, "x" * 22, False),
         ("\ud800peer", "x" * 22, False),  # (what JSON's "\ud800peer" gives: no UTF-8)
         ("peer", "x" * 22, "false"),
+        ("peer", "\u200b" * 30, False),  # (SASLprep maps each to nothing: an empty key)
     ],
 )
 def test_unusable_remote_parameters_are_a_config_error_and_set_nothing(

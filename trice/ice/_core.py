@@ -368,7 +368,8 @@ class AgentCore:
         Raises:
             ConfigError: the ufrag or pwd is not a string of 1 to 256 characters that
                 UTF-8 can carry, the pwd is not one that a STUN key can be made of (it has
-                control characters, say), or ``lite`` is not a bool.  Nothing is set
+                control characters, say, or only characters SASLprep maps to nothing), or
+                ``lite`` is not a bool.  Nothing is set
                 then.  (Liberal in what it takes: RFC 8445 asks for ice-chars, at least 4
                 and 22 of them, of the side that makes them.)
             StateError: different parameters were already set.
@@ -397,6 +398,8 @@ class AgentCore:
             raise ConfigError(
                 f"the remote pwd {remote.pwd!r} cannot make a STUN key: {exc}"
             ) from None
+        if not key:  # (characters SASLprep maps to nothing, zero-width ones: no secret)
+            raise ConfigError(f"the remote pwd {remote.pwd!r} makes an empty STUN key")
         self.remote = remote
         self._remote_key = key
         if remote.lite and not self.local.lite and not self.controlling:
