@@ -384,12 +384,15 @@ async def test_gathering_anew_keeps_a_relay_that_lives(coturn_tls: Coturn) -> No
         signal(a, b)
         ca, cb = await connect_both(a, b)
         (relay,) = a.local_candidates
+        reports = [(r.source, r.candidates) for r in a.gather_reports]
         a.restart(regather=True)
         b.restart()
         with trio.fail_after(5):
             await a.wait_gathering_complete()
         assert a.local_candidates == (relay,)
         assert sum(isinstance(t, RelayTransport) for t in a._transports.values()) == 1
+        # (Reported as the first gathering reported it: it had no report at all.)
+        assert [(r.source, r.candidates) for r in a.gather_reports] == reports
         signal(a, b)
         await connect_both(a, b)
         await exchange_each_way(ca, cb, 10)

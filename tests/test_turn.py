@@ -355,6 +355,21 @@ def test_a_lost_connection_fails_the_allocation_or_ends_its_closing(closing: boo
         assert client.error is not None and client.error.reason == "connection closed"
 
 
+def test_data_a_lost_connection_never_sent_is_counted_dropped_not_sent() -> None:
+    """Data queued for the server when the connection is lost never goes: it counts as
+    dropped (the sent counters had kept it, as if relayed)."""
+    client, server = allocated(reliable=True)
+    client.send_to_peer(PEER, b"first", 1.0)
+    exchange(client, server, 1.0)  # (the permission installed, "first" relayed)
+    assert [payload for _, payload, _ in server.relayed] == [b"first"]
+    for i in range(3):
+        assert client.send_to_peer(PEER, b"later %d" % i, 2.0)
+    client.connection_lost("connection closed")
+    assert client.poll_transmit(2.0) is None
+    stats = client.statistics()
+    assert (stats.sent_indications + stats.sent_channel_data, stats.dropped) == (1, 3)
+
+
 @pytest.mark.parametrize(
     ("code", "reason"),
     [(486, "Allocation Quota Reached"), (508, "Insufficient Capacity"), (300, "Try Alternate")],

@@ -313,6 +313,7 @@ async def _probe_relay(
         alive = await transport.probe()
     if alive or probing.cancelled_caught:
         agent._add_local(candidate, transport.base, signal=True)
+        agent._report(GatherReport(str(transport.server), trio.current_time() - started, 1))
         return
     logger.info(
         "%s: relay %s from %s lost (%s): asking for another",

@@ -120,8 +120,9 @@ class MuxStatistics:
         delivered: datagrams handed to an agent.
         unroutable: datagrams for no agent it knows (a Binding request for an unknown ufrag,
             anything else from an address no agent has sent to), dropped.
-        ambiguous: datagrams (not STUN) from an address that two agents proved, which could
-            be for either: dropped.
+        ambiguous: datagrams from an address that two agents proved, which could be for
+            either: dropped (data, and STUN that is neither a Binding request nor an answer
+            to an agent's check: a keepalive indication, a late or repeated answer).
     """
 
     agents: int

@@ -392,6 +392,8 @@ class TurnClient:
         (:attr:`error` says ``reason``), one closing is closed.  Nothing is sent."""
         self._fail(f"TURN allocation lost: {reason}", code=None, reason=reason)
         self._transactions.clear()
+        for frame in self._outbox:
+            self.unsent(frame)  # (data queued and never sent: dropped, not sent)
         self._outbox.clear()
         self._dirty = True
 
