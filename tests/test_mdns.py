@@ -21,8 +21,16 @@ import trio.testing
 import trice
 from trice import mdns
 from trice._trio._mdns import Mdns, open_mdns
+from trice.mdns._responder import MdnsResponder
 
-from loopback import connect_both, loopback_config, server_socket, signal, stun_server
+from loopback import (
+    HAS_IPV6,
+    connect_both,
+    loopback_config,
+    server_socket,
+    signal,
+    stun_server,
+)
 
 GATHER = trice.MdnsMode.QUERY_AND_GATHER
 QUERY = trice.MdnsMode.QUERY_ONLY
@@ -113,6 +121,39 @@ async def test_with_no_nat_the_address_a_stun_server_sees_is_signalled_beside_th
             nursery.cancel_scope.cancel()
     assert named.address.endswith(".local")
     assert srflx.address == "127.0.0.1" and srflx.port == named.port
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
+async def test_a_host_address_no_link_names_goes_out_as_its_stun_mapping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An address whose .local name no link answers (an IPv6-only interface, say) goes
+    out as no host candidate at all: a STUN mapping equal to it (no NAT) is then the only
+    way it goes out, and is kept (it had been taken for the copy of a host candidate that
+    was never signalled)."""
+    real_link = MdnsResponder.link
+
+    def link(self: MdnsResponder, name: str) -> object:
+        return None if ":" in self.names.get(name, "") else real_link(self, name)
+
+    monkeypatch.setattr(MdnsResponder, "link", link)
+    server = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
+    await server.bind(("::1", 0))
+    with server:
+        url = f"stun:[::1]:{server.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, None)  # (no NAT: the socket's own)
+            config = _config(GATHER, ice_servers=[trice.IceServer(url)])
+            config = dataclasses.replace(
+                config, network=dataclasses.replace(config.network, ipv6=True)
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                signalled = [(c.type, c.address) for c in agent.local_candidates]
+            nursery.cancel_scope.cancel()
+    assert (trice.CandidateType.SRFLX, "::1") in signalled
+    assert not any(t is trice.CandidateType.HOST and a == "::1" for t, a in signalled)
 
 
 async def test_with_mdns_unable_to_open_no_srflx_copy_of_the_host_address_goes_out(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import pathlib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -456,6 +457,77 @@ async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_ane
                     assert await cb.receive() == b"follows the pair"
         finally:
             del a._transports[relay.base]
+
+
+@pytest.mark.parametrize("then", ["drains", "closes"])
+async def test_every_send_waiting_on_a_backed_up_stream_is_woken(then: str) -> None:
+    """Two sends wait for room on a backed-up TURN stream; it drains (both go), or the
+    relay closes (both raise ClosedResourceError).  Each waiter had made an event of its
+    own, and only the last one's was set: the first waited for good."""
+    relay, conn = _stream_relay()
+    conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
+    outcomes: list[str] = []
+
+    async def send() -> None:
+        try:
+            await relay.send(b"data", ("192.0.2.10", 6000))  # (not allocated: dropped)
+            outcomes.append("sent")
+        except trio.ClosedResourceError:
+            outcomes.append("closed")
+
+    with trio.fail_after(3):
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+            assert outcomes == []
+            if then == "drains":
+                conn.pending.clear()  # (what flush does once the stream took it all)
+                conn.drained.set()
+            else:
+                relay.close()
+    assert outcomes == ["sent" if then == "drains" else "closed"] * 2
+
+
+async def test_two_sends_waiting_on_a_full_socket_to_the_server_take_turns(
+    tmp_path: pathlib.Path,
+) -> None:
+    """TURN over UDP, the socket to the server full (an AF_UNIX datagram socket whose
+    server reads nothing stands in for it): two sends wait at once, and raise nothing but
+    ClosedResourceError when the relay closes (the second had raised BusyResourceError:
+    trio lets one task at a time wait for a socket)."""
+    mine = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    theirs = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with mine, theirs:
+        theirs.bind(str(tmp_path / "server"))
+        mine.bind(str(tmp_path / "client"))
+        mine.connect(str(tmp_path / "server"))
+        mine.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                mine.send(b"x" * 1000)
+        server = ServerUrl("turn", "127.0.0.1", port=3478)
+        client = TurnClient(USER, PASSWORD, reliable=False)
+        relay = RelayTransport(7, server, client, _relay._UdpConnection(mine), Inbox())
+        outcomes: list[str] = []
+
+        async def send() -> None:
+            try:
+                await relay.send(b"data", ("192.0.2.10", 6000))
+                outcomes.append("sent")
+            except trio.ClosedResourceError:
+                outcomes.append("closed")
+
+        with trio.fail_after(3):
+            async with trio.open_nursery() as nursery:
+                for _ in range(2):
+                    nursery.start_soon(send)
+                    await trio.testing.wait_all_tasks_blocked()
+                assert outcomes == []
+                relay.close()
+                relay.wake()
+                theirs.recv(2000)  # (room again: whoever waits looks, and finds it closed)
+    assert outcomes == ["closed", "closed"]
 
 
 def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:

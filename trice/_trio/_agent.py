@@ -129,7 +129,8 @@ class AgentStatistics:
     Attributes:
         datagrams_received: data datagrams delivered to the receive buffer.
         datagrams_dropped: data datagrams dropped because the receive buffer was full, or
-            because ICE had failed (no data is taken then, until an ICE restart).
+            because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
+            routes the peer's address to a failed agent no more, and counts it there).
         unknown_source_dropped: data datagrams from addresses that are no remote candidate.
         malformed_dropped: packets that looked like STUN but did not decode.
         stun_received: STUN messages received, of every method and class (other than a

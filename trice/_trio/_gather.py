@@ -733,17 +733,18 @@ async def gather_srflx(
     key = (transport.base, address)
     if agent._mapped is None:
         agent._mapped = set()
-    hidden = agent.config.transport_policy is not TransportPolicy.ALL or any(
-        base == transport.base and c.type is CandidateType.HOST and c.address.endswith(".local")
+    shown = any(  # (a host candidate of this socket went out under an address)
+        base == transport.base and c.type is CandidateType.HOST and not c.address.endswith(".local")
         for c, base in agent._signalled
     )
-    if key in agent._mapped or (address == transport.local_address and not hidden):
+    if key in agent._mapped or (address == transport.local_address and shown):
         # No NAT in between (the host candidate is the address), or a mapping another
         # server already found: nothing new.  (Under NOHOST no host candidate is signalled,
         # and under mDNS gathering only its .local name, which a peer off the link cannot
-        # resolve: then the address is signalled as this one, or the agent would signal
-        # none, as libwebrtc keeps it when mDNS hides the host.  Where a 1:1 NAT's address
-        # stands in the host's place, the local one is signalled nowhere: left out.)
+        # resolve, or none, if no link answers it: then the address is signalled as this
+        # one, or the agent would signal none, as libwebrtc keeps it when mDNS hides the
+        # host.  Where a 1:1 NAT's address stands in the host's place, the local one is
+        # signalled nowhere: left out.)
         agent._report(GatherReport(source, elapsed, 0))
         return
     base_candidate = next((c for c, b in agent._core.local_candidates if b == transport.base), None)

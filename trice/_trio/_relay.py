@@ -64,6 +64,9 @@ class _UdpConnection:
         self.sock = sock
         self.source: str = sock.getsockname()[0].split("%", 1)[0]
         self.closed = False
+        # (trio lets one task at a time wait for a socket to become writable: the sends
+        # that wait for room take turns, as on a host socket.)
+        self._writable = trio.Lock()
 
     def write(self, data: bytes) -> bool:
         try:
@@ -73,7 +76,8 @@ class _UdpConnection:
         return True
 
     async def wait_writable(self) -> None:
-        await trio.lowlevel.wait_writable(self.sock)
+        async with self._writable:
+            await trio.lowlevel.wait_writable(self.sock)
 
     async def flush(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -157,8 +161,10 @@ class _StreamConnection:
         """
         waited = False
         while len(self.pending) > STREAM_BUFFER_LIMIT // 2 and not self.closed:
-            self.drained = trio.Event()
-            await self.drained.wait()
+            drained = self.drained
+            if drained.is_set():  # (one event for every waiter: each is woken by the drain)
+                drained = self.drained = trio.Event()
+            await drained.wait()
             waited = True
         if self.closed:
             raise trio.ClosedResourceError("the connection to the TURN server is closed")
