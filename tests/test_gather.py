@@ -562,23 +562,27 @@ def test_relays_of_one_preference_and_mappings_of_one_base_get_priorities_of_the
     """The same rule for relayed candidates (one preference for every server) and
     server-reflexive ones (two mappings of one base, from two servers behind a NAT that
     maps by destination); a candidate found again (a gathering anew's) keeps its own."""
-    from trice._trio._agent import _unique_priority
-    from trice.ice._gathering import host_candidate, relay_candidate, srflx_candidate
+    from trice.ice._gathering import (
+        host_candidate,
+        relay_candidate,
+        srflx_candidate,
+        unique_priority,
+    )
 
     one = relay_candidate(("203.0.113.1", 5000), None, "turn-a:3478")
     two = relay_candidate(("198.51.100.9", 6000), None, "turn-b:3478")
     assert one.priority == two.priority
     known = [(one, 1)]
-    assert _unique_priority(two, 2, known).priority == one.priority - 256
-    assert _unique_priority(one, 1, known) is one  # (itself again)
+    assert unique_priority(two, 2, known).priority == one.priority - 256
+    assert unique_priority(one, 1, known) is one  # (itself again)
     host = host_candidate(("192.0.2.1", 5000), 0)
     a = srflx_candidate(host, ("203.0.113.7", 40000), "stun-a")
     b = srflx_candidate(host, ("203.0.113.7", 40001), "stun-b")
     known = [(host, 0), (a, 0), (one, 1)]
-    assert _unique_priority(b, 0, known).priority == a.priority - 256
+    assert unique_priority(b, 0, known).priority == a.priority - 256
     c = relay_candidate(("203.0.113.9", 7000), None, "turn-c:3478")
     known = [(one, 1), (dataclasses.replace(two, priority=one.priority - 256), 2)]
-    assert _unique_priority(c, 3, known).priority == one.priority - 512
+    assert unique_priority(c, 3, known).priority == one.priority - 512
 
 
 async def test_under_an_external_host_address_a_stun_mapping_of_the_local_one_stays_out() -> None:

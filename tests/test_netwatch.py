@@ -16,7 +16,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import ifaddr
@@ -632,20 +632,26 @@ def _listed_adapters(
     _gather.forget_adapters()
 
 
+def _polled_lo(
+    monkeypatch: pytest.MonkeyPatch, listed: list[str], failures: list[int]
+) -> AsyncGenerator[tuple[str, ...], None]:
+    """A watch of ``lo`` (as :func:`_listed_adapters` fakes it) without the kernel's
+    notices, polling every tenth of a second, with its first value at once."""
+    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
+    _listed_adapters(monkeypatch, listed, failures)
+    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
+    return trice.address_changes(network, interval=0.1, initial=True)
+
+
 async def test_a_poll_reads_the_interfaces_afresh_within_its_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without the kernel's notices, a watch polls every ``interval``: a read older than
     that does not serve (a read is kept a second, here for an hour: with an interval of a
     tenth, a change had been seen only once the kept read expired)."""
-    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
     monkeypatch.setattr(_gather, "_ADAPTERS_TTL", 3600.0)
     listed = ["127.0.0.1"]
-    _listed_adapters(monkeypatch, listed, [0])
-    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
-    async with contextlib.aclosing(
-        trice.address_changes(network, interval=0.1, initial=True)
-    ) as changes:
+    async with contextlib.aclosing(_polled_lo(monkeypatch, listed, [0])) as changes:
         assert await changes.__anext__() == ("127.0.0.1",)
         listed.append("127.0.0.2")
         with trio.fail_after(5):
@@ -658,14 +664,9 @@ async def test_a_watch_goes_on_through_a_moment_without_descriptors(
     """Reading the interfaces takes a descriptor (a netlink socket): three polls find none,
     each logged, and the watch goes on to say the change (it had ended, with a bare
     OSError)."""
-    monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
     listed = ["127.0.0.1"]
     failures = [0]
-    _listed_adapters(monkeypatch, listed, failures)
-    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
-    async with contextlib.aclosing(
-        trice.address_changes(network, interval=0.1, initial=True)
-    ) as changes:
+    async with contextlib.aclosing(_polled_lo(monkeypatch, listed, failures)) as changes:
         assert await changes.__anext__() == ("127.0.0.1",)
         listed.append("127.0.0.2")
         failures[0] = 3

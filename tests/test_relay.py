@@ -13,7 +13,7 @@ import functools
 import pathlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import trio
@@ -459,13 +459,9 @@ async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_ane
             del a._transports[relay.base]
 
 
-@pytest.mark.parametrize("then", ["drains", "closes"])
-async def test_every_send_waiting_on_a_backed_up_stream_is_woken(then: str) -> None:
-    """Two sends wait for room on a backed-up TURN stream; it drains (both go), or the
-    relay closes (both raise ClosedResourceError).  Each waiter had made an event of its
-    own, and only the last one's was set: the first waited for good."""
-    relay, conn = _stream_relay()
-    conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
+async def _two_sends_waiting(relay: RelayTransport, then: Callable[[], None]) -> list[str]:
+    """Two sends wait on ``relay`` at once (neither done yet), then ``then()``: what each
+    came to, ``"sent"`` or ``"closed"`` (ClosedResourceError), within 3 s."""
     outcomes: list[str] = []
 
     async def send() -> None:
@@ -481,11 +477,26 @@ async def test_every_send_waiting_on_a_backed_up_stream_is_woken(then: str) -> N
                 nursery.start_soon(send)
                 await trio.testing.wait_all_tasks_blocked()
             assert outcomes == []
-            if then == "drains":
-                conn.pending.clear()  # (what flush does once the stream took it all)
-                conn.drained.set()
-            else:
-                relay.close()
+            then()
+    return outcomes
+
+
+@pytest.mark.parametrize("then", ["drains", "closes"])
+async def test_every_send_waiting_on_a_backed_up_stream_is_woken(then: str) -> None:
+    """Two sends wait for room on a backed-up TURN stream; it drains (both go), or the
+    relay closes (both raise ClosedResourceError).  Each waiter had made an event of its
+    own, and only the last one's was set: the first waited for good."""
+    relay, conn = _stream_relay()
+    conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
+
+    def drain_or_close() -> None:
+        if then == "drains":
+            conn.pending.clear()  # (what flush does once the stream took it all)
+            conn.drained.set()
+        else:
+            relay.close()
+
+    outcomes = await _two_sends_waiting(relay, drain_or_close)
     assert outcomes == ["sent" if then == "drains" else "closed"] * 2
 
 
@@ -509,24 +520,13 @@ async def test_two_sends_waiting_on_a_full_socket_to_the_server_take_turns(
         server = ServerUrl("turn", "127.0.0.1", port=3478)
         client = TurnClient(USER, PASSWORD, reliable=False)
         relay = RelayTransport(7, server, client, _relay._UdpConnection(mine), Inbox())
-        outcomes: list[str] = []
 
-        async def send() -> None:
-            try:
-                await relay.send(b"data", ("192.0.2.10", 6000))
-                outcomes.append("sent")
-            except trio.ClosedResourceError:
-                outcomes.append("closed")
+        def close() -> None:
+            relay.close()
+            relay.wake()
+            theirs.recv(2000)  # (room again: whoever waits looks, and finds it closed)
 
-        with trio.fail_after(3):
-            async with trio.open_nursery() as nursery:
-                for _ in range(2):
-                    nursery.start_soon(send)
-                    await trio.testing.wait_all_tasks_blocked()
-                assert outcomes == []
-                relay.close()
-                relay.wake()
-                theirs.recv(2000)  # (room again: whoever waits looks, and finds it closed)
+        outcomes = await _two_sends_waiting(relay, close)
     assert outcomes == ["closed", "closed"]
 
 

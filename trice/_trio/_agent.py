@@ -82,7 +82,7 @@ from trice.ice._events import (
     GatheringStateChanged,
     SelectedPairChanged,
 )
-from trice.ice._gathering import host_candidate
+from trice.ice._gathering import host_candidate, unique_priority
 from trice.mdns import is_mdns_name
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -930,7 +930,7 @@ class Agent:
             self._emit(GatheringStateChanged(state))
 
     def _add_local(self, candidate: Candidate, base: int, *, signal: bool) -> None:
-        candidate = _unique_priority(candidate, base, self._core.local_candidates)
+        candidate = unique_priority(candidate, base, self._core.local_candidates)
         self._core.add_local_candidate(candidate, base)
         if signal:
             network = self.config.network
@@ -1749,31 +1749,6 @@ class AgentContext:
                 # reference cycle once the application drops it.
                 agent._transports = {}
                 agent._timers = []
-
-
-def _unique_priority(
-    candidate: Candidate, base: int, known: Sequence[tuple[Candidate, int]]
-) -> Candidate:
-    """``candidate``, with a local preference none of ``known`` of its type and component has
-    (RFC 8445 §5.1.2.1: each its own, the same type and component): one less than its own
-    for each taken, in the order found.  Two addresses of one kind on one interface get
-    the same from :func:`~trice.ice.local_preference`, and so do two relays of one
-    preference, or two mappings of one base.  (The same candidate found again, a gathering
-    anew's, keeps its own.)"""
-    priority = candidate.priority
-    taken = {
-        c.priority
-        for c, b in known
-        if c.type is candidate.type
-        and c.component == candidate.component
-        and not (b == base and c.transport_address == candidate.transport_address)
-    }
-    if priority not in taken:
-        return candidate
-    lowest = priority & 0xFF00_00FF  # (a local preference of 0: it never runs past it)
-    while priority in taken and priority > lowest:
-        priority -= 256  # (the local preference, in bits 8-23, one less)
-    return dataclasses.replace(candidate, priority=priority)
 
 
 def _named(candidate: Candidate, mdns: Mdns | None) -> Candidate | None:

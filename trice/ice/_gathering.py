@@ -7,8 +7,10 @@ address, so that every rule about candidates stays in the core.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
+from collections.abc import Sequence
 
 from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._check import prflx_foundation
@@ -29,6 +31,7 @@ __all__ = [
     "server_address_problem",
     "srflx_candidate",
     "tcp_host_candidate",
+    "unique_priority",
 ]
 
 Address = tuple[str, int]
@@ -222,3 +225,28 @@ def prflx_candidate(
         related_port=None if related is None else related[1],
         tcp_type=tcp_type,
     )
+
+
+def unique_priority(
+    candidate: Candidate, base: int, known: Sequence[tuple[Candidate, int]]
+) -> Candidate:
+    """``candidate``, with a local preference none of ``known`` of its type and component has
+    (RFC 8445 §5.1.2.1: each its own, the same type and component): one less than its own
+    for each taken, in the order found.  Two addresses of one kind on one interface get
+    the same from :func:`~trice.ice.local_preference`, and so do two relays of one
+    preference, or two mappings of one base.  (The same candidate found again, a gathering
+    anew's, keeps its own.)"""
+    priority = candidate.priority
+    taken = {
+        c.priority
+        for c, b in known
+        if c.type is candidate.type
+        and c.component == candidate.component
+        and not (b == base and c.transport_address == candidate.transport_address)
+    }
+    if priority not in taken:
+        return candidate
+    lowest = priority & 0xFF00_00FF  # (a local preference of 0: it never runs past it)
+    while priority in taken and priority > lowest:
+        priority -= 256  # (the local preference, in bits 8-23, one less)
+    return dataclasses.replace(candidate, priority=priority)
