@@ -3531,3 +3531,16 @@ def test_a_local_candidate_after_a_restart_pairs_with_no_old_address() -> None:
     assert len(a.core.checklist) == 0
     net.exchange(a, b)
     assert len(a.core.checklist) == 2  # (both local candidates, with b's one, signalled anew)
+
+
+def test_a_local_pwd_that_makes_an_empty_key_is_a_config_error() -> None:
+    """The local side too (the public API allows only ice-chars; the core is public to
+    embedders): a pwd SASLprep maps to nothing makes no secret, at the start or a restart."""
+    nothing = "\u200b" * 30
+    with pytest.raises(ConfigError, match="empty STUN key"):
+        AgentCore(
+            local=IceParameters("abcd", nothing), controlling=True, tiebreaker=1, timing=Timing()
+        )
+    _net, a, _b = two_agents()
+    with pytest.raises(ConfigError, match="empty STUN key"):
+        a.core.restart(IceParameters("efgh", nothing), 0.0)

@@ -607,3 +607,28 @@ async def test_under_an_external_host_address_a_stun_mapping_of_the_local_one_st
                 (host,) = agent.local_candidates
             nursery.cancel_scope.cancel()
     assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")
+
+
+async def test_under_nohost_a_1to1_address_in_the_hosts_place_goes_out_as_its_mapping() -> None:
+    """NOHOST, and a 1:1 NAT's address to stand in the host candidate's place (which NOHOST
+    keeps from going out): the STUN server finds that address, and it goes out as the srflx
+    candidate (it was taken as known already, and nothing went out at all)."""
+    with await server_socket() as server:
+        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stun_server, server, ("127.0.0.2", None))  # (the NAT's)
+            config = loopback_config(
+                transport_policy=trice.TransportPolicy.NOHOST, ice_servers=[trice.IceServer(url)]
+            )
+            network = dataclasses.replace(
+                config.network,
+                external_addresses=("127.0.0.2",),
+                external_candidate=trice.CandidateType.HOST,
+            )
+            config = dataclasses.replace(config, network=network)
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                (srflx,) = agent.local_candidates
+            nursery.cancel_scope.cancel()
+    assert (srflx.type, srflx.address) == (trice.CandidateType.SRFLX, "127.0.0.2")

@@ -13,11 +13,12 @@ import functools
 import pathlib
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
 import trio.testing
+from test_turn import PEER, allocated, exchange
 
 import trice
 from trice import (
@@ -459,7 +460,9 @@ async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_ane
             del a._transports[relay.base]
 
 
-async def _two_sends_waiting(relay: RelayTransport, then: Callable[[], None]) -> list[str]:
+async def _two_sends_waiting(
+    relay: RelayTransport, then: Callable[[], Awaitable[None]]
+) -> list[str]:
     """Two sends wait on ``relay`` at once (neither done yet), then ``then()``: what each
     came to, ``"sent"`` or ``"closed"`` (ClosedResourceError), within 3 s."""
     outcomes: list[str] = []
@@ -477,7 +480,7 @@ async def _two_sends_waiting(relay: RelayTransport, then: Callable[[], None]) ->
                 nursery.start_soon(send)
                 await trio.testing.wait_all_tasks_blocked()
             assert outcomes == []
-            then()
+            await then()
     return outcomes
 
 
@@ -489,7 +492,7 @@ async def test_every_send_waiting_on_a_backed_up_stream_is_woken(then: str) -> N
     relay, conn = _stream_relay()
     conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
 
-    def drain_or_close() -> None:
+    async def drain_or_close() -> None:
         if then == "drains":
             conn.pending.clear()  # (what flush does once the stream took it all)
             conn.drained.set()
@@ -500,13 +503,15 @@ async def test_every_send_waiting_on_a_backed_up_stream_is_woken(then: str) -> N
     assert outcomes == ["sent" if then == "drains" else "closed"] * 2
 
 
+@pytest.mark.parametrize("end", ["closed", "connection lost"])
 async def test_two_sends_waiting_on_a_full_socket_to_the_server_take_turns(
-    tmp_path: pathlib.Path,
+    end: str, tmp_path: pathlib.Path
 ) -> None:
     """TURN over UDP, the socket to the server full (an AF_UNIX datagram socket whose
     server reads nothing stands in for it): two sends wait at once, and raise nothing but
-    ClosedResourceError when the relay closes (the second had raised BusyResourceError:
-    trio lets one task at a time wait for a socket)."""
+    ClosedResourceError when the relay closes, or its connection to the server does (the
+    second had raised BusyResourceError: trio lets one task at a time wait for a socket;
+    then, taking turns, ValueError, waiting on the closed socket)."""
     mine = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     theirs = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     with mine, theirs:
@@ -519,12 +524,16 @@ async def test_two_sends_waiting_on_a_full_socket_to_the_server_take_turns(
                 mine.send(b"x" * 1000)
         server = ServerUrl("turn", "127.0.0.1", port=3478)
         client = TurnClient(USER, PASSWORD, reliable=False)
-        relay = RelayTransport(7, server, client, _relay._UdpConnection(mine), Inbox())
+        conn = _relay._UdpConnection(mine)
+        relay = RelayTransport(7, server, client, conn, Inbox())
 
-        def close() -> None:
-            relay.close()
-            relay.wake()
-            theirs.recv(2000)  # (room again: whoever waits looks, and finds it closed)
+        async def close() -> None:
+            if end == "closed":
+                relay.close()
+                relay.wake()
+                theirs.recv(2000)  # (room again: whoever waits looks, and finds it closed)
+            else:
+                await conn.aclose()  # (what the relay's end does, nobody woken first)
 
         outcomes = await _two_sends_waiting(relay, close)
     assert outcomes == ["closed", "closed"]
@@ -750,3 +759,28 @@ async def test_ending_waits_for_a_silent_server_at_most_the_deallocate_wait(
     assert _state(relay) is TurnState.CLOSING  # never answered; given up on
     refreshes = [m for m in seen if m.method is stun.Method.REFRESH]
     assert refreshes and all(m.get(stun.Lifetime) == stun.Lifetime(0) for m in refreshes)
+
+
+async def test_data_left_in_the_stream_when_the_connection_is_lost_counts_as_dropped() -> None:
+    """Over TCP, data waits in the stream's buffer behind a send the server does not take;
+    the connection is lost: what waited never went, and counts as dropped, not sent (the
+    client had counted it sent as it left the client for the buffer)."""
+    client, server = allocated(reliable=True)
+    client.send_to_peer(PEER, b"first", 1.0)
+    exchange(client, server, 1.0)  # (the permission installed, "first" relayed)
+    stream, server_end = trio.testing.lockstep_stream_pair()
+    conn = _relay._StreamConnection(stream, "127.0.0.1")
+    url = ServerUrl("turn", "127.0.0.1", port=3478, transport="tcp")
+    relay = RelayTransport(7, url, client, conn, Inbox())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay._write_loop)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(10):
+            assert relay.send_nowait(b"data %d" % i, PEER)
+            await trio.testing.wait_all_tasks_blocked()  # (the writer takes what it can)
+        assert conn.pending  # (behind the first, which the stream's send holds)
+        await server_end.aclose()
+    assert relay.closed and client.error is not None
+    stats = client.statistics()
+    # (Of the 10, only the one the stream's send held may have gone.)
+    assert (stats.sent_indications + stats.sent_channel_data, stats.dropped) == (2, 9)

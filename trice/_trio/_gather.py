@@ -651,12 +651,19 @@ def _add_external(agent: Agent, host: Candidate, base: int) -> None:
     if external is None:
         return
     mapped = (external, host.port)
-    if agent._mapped is None:
-        agent._mapped = set()
-    agent._mapped.add((base, mapped))
+    policy = agent.config.transport_policy
+    if network.external_candidate is CandidateType.SRFLX:
+        signal = policy is not TransportPolicy.RELAY
+    else:
+        signal = policy is TransportPolicy.ALL  # (in the host candidate's place)
+    if signal:
+        # (Known only if it goes out: under NOHOST a host candidate carries it nowhere,
+        # and a STUN server that finds it is then what signals it.)
+        if agent._mapped is None:
+            agent._mapped = set()
+        agent._mapped.add((base, mapped))
     if network.external_candidate is CandidateType.SRFLX:
         srflx = srflx_candidate(host, mapped, "1:1")
-        signal = agent.config.transport_policy is not TransportPolicy.RELAY
         agent._add_local(srflx, base, signal=signal)
 
 

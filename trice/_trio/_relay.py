@@ -77,6 +77,8 @@ class _UdpConnection:
 
     async def wait_writable(self) -> None:
         async with self._writable:
+            if self.closed:  # (closed while this waited its turn: as a host socket's sends)
+                raise trio.ClosedResourceError("the connection to the TURN server is closed")
             await trio.lowlevel.wait_writable(self.sock)
 
     async def flush(self) -> None:
@@ -454,7 +456,13 @@ class RelayTransport:
         allocation with it (the server deletes it), and the client is told so: nothing is
         sent to delete it."""
         self._stop(AllocationError(str(exc), reason=exc.reason))
-        if isinstance(self._conn, _StreamConnection):
+        conn = self._conn
+        if isinstance(conn, _StreamConnection):
+            # What waits in the stream's buffer never goes: its data counts as dropped,
+            # not sent (the frames start at the buffer's start: a flush takes it whole).
+            for frame in StreamFramer().feed(conn.pending):
+                self._client.unsent(frame)
+            conn.pending.clear()
             self._client.connection_lost(exc.reason)
 
     async def _shutdown(self, *, deallocate: bool) -> None:

@@ -268,6 +268,8 @@ class AgentCore:
         self._new_tid = new_transaction_id
         self._jitter = consent_jitter
         self._local_key = stun.short_term_key(local.pwd)
+        if not self._local_key:  # (characters SASLprep maps to nothing: no secret)
+            raise ConfigError(f"the pwd {local.pwd!r} makes an empty STUN key")
         self._success_pads = success_pads(self._local_key)  # kept: see success_pads
         self.remote: IceParameters | None = None
         self._remote_key = b""
@@ -450,6 +452,8 @@ class AgentCore:
             key = stun.short_term_key(local.pwd)
         except ValueError as exc:
             raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
+        if not key:
+            raise ConfigError(f"the pwd {local.pwd!r} makes an empty STUN key")
         if self.finished or now >= self._last_consent + self._consent_for:
             self._previous = None  # (failed, or consent expired: no data may go, RFC 7675)
         elif self.selected is not None:
