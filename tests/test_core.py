@@ -3544,3 +3544,19 @@ def test_a_local_pwd_that_makes_an_empty_key_is_a_config_error() -> None:
     _net, a, _b = two_agents()
     with pytest.raises(ConfigError, match="empty STUN key"):
         a.core.restart(IceParameters("efgh", nothing), 0.0)
+
+
+@pytest.mark.parametrize("nomination", list(Nomination))
+def test_a_controlled_agent_whose_checks_are_answered_is_completed_as_it_selects(
+    nomination: Nomination,
+) -> None:
+    """Its one check answered before the nomination comes, a controlled agent has no check
+    left to wait for when it selects: ``completed`` then (it stayed ``connected`` until
+    its first consent check was answered, a keepalive interval later, under regular
+    nomination)."""
+    net, a, b = two_agents(nomination=nomination)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    net.run_for(0.5)
+    assert not b.core.controlling
+    assert b.time_of(S.COMPLETED) == b.time_of(S.CONNECTED)
+    assert a.time_of(S.COMPLETED) == a.time_of(S.CONNECTED)

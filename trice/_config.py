@@ -58,7 +58,7 @@ class MdnsMode(str, enum.Enum):
     candidate under a random ``.local`` name of its own (and srflx candidates without their
     related address), answering the queries for them: peers on the link resolve the names,
     others never learn the host addresses.  ``DISABLED``: no mDNS; ``.local`` candidates are
-    kept but never paired.
+    left out, logged and counted (``remote_candidates_dropped``), as any name is.
     """
 
     DISABLED = "disabled"

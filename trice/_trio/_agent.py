@@ -353,8 +353,9 @@ class Agent:
 
     @property
     def gather_reports(self) -> tuple[GatherReport, ...]:
-        """One :class:`GatherReport` per gather source of the latest gathering that has
-        finished (a gathering anew, ``restart(regather=True)``, starts them afresh)."""
+        """One :class:`GatherReport` per gather source of the latest gathering, each as its
+        source finishes (while a gathering runs, those done so far; a gathering anew,
+        ``restart(regather=True)``, starts them afresh)."""
         return self._reports
 
     def statistics(self) -> AgentStatistics:

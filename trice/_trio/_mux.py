@@ -184,6 +184,7 @@ class UdpMux:
 
     @property
     def closed(self) -> bool:
+        """Whether the mux is closed (its block has ended, or it was cancelled)."""
         return self._closed
 
     def statistics(self) -> MuxStatistics:

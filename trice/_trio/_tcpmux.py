@@ -96,6 +96,7 @@ class TcpMux:
 
     @property
     def closed(self) -> bool:
+        """Whether the mux is closed (its block has ended, or it was cancelled)."""
         return self._closed
 
     def statistics(self) -> TcpMuxStatistics:

@@ -2017,6 +2017,7 @@ class AgentCore:
                 pair.nominated = True
                 self._select(pair, now)
                 self._maybe_follow(pair, now)  # (a lower pair the peer moved to)
+                self._maybe_complete()  # (its own checks may all be answered already)
             elif not self.controlling and not self._maybe_follow(pair, now):
                 self._want_pingback(pair, now)
         else:
