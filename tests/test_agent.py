@@ -2775,3 +2775,51 @@ async def test_a_peers_ufrag_in_a_log_line_has_its_control_characters_written_ou
     (line,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert "old\\nWARNING" in line and "peer\\x1b[2J\\rWARNING" in line
     assert line.isprintable()
+
+
+@pytest.mark.parametrize("how", ["failed", "aclose"])
+async def test_a_receive_woken_by_a_datagram_as_ice_fails_or_it_closes_takes_nothing(
+    how: str,
+) -> None:
+    """A receive waiting on its socket is made runnable by a datagram, and in that very
+    round ICE fails (a path lost) or the connection closes: the receive raises, and takes
+    no data after either (it returned the datagram)."""
+    races = 0
+    for _ in range(10):
+        async with (
+            trice.open_agent(loopback_config(), controlling=True) as a,
+            trice.open_agent(loopback_config(), controlling=False) as b,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            got: list[object] = []
+
+            async def receive(ca: trice.Connection = ca, got: list[object] = got) -> None:
+                try:
+                    got.append(await ca.receive())
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    got.append(exc)
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(receive)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert cb.send_nowait(b"sent before")
+                    await trio.lowlevel.checkpoint()  # (the receive is made runnable)
+                    if got:
+                        continue  # (it ran first: no race this time)
+                    races += 1
+                    if how == "failed":
+                        now = a._now()  # (what a lost path does: a TCP connection, a relay)
+                        selected = a._core.selected
+                        assert selected is not None
+                        a._core.path_lost(selected.base, selected.remote_address, now)
+                        a._pump(now)
+                        assert a.connection_state is trice.ConnectionState.FAILED
+                    else:
+                        await ca.aclose()
+            (outcome,) = got
+            assert not isinstance(outcome, bytes), outcome
+    assert races > 0

@@ -3536,6 +3536,13 @@ def test_a_local_candidate_after_a_restart_pairs_with_no_old_address() -> None:
 def test_a_local_pwd_that_makes_an_empty_key_is_a_config_error() -> None:
     """The local side too (the public API allows only ice-chars; the core is public to
     embedders): a pwd SASLprep maps to nothing makes no secret, at the start or a restart."""
+    with pytest.raises(ConfigError, match="cannot make a STUN key"):
+        AgentCore(
+            local=IceParameters("abcd", "\x07" * 22),
+            controlling=True,
+            tiebreaker=1,
+            timing=Timing(),
+        )
     nothing = "\u200b" * 30
     with pytest.raises(ConfigError, match="empty STUN key"):
         AgentCore(

@@ -3,6 +3,7 @@ own peer, gets its own datagrams, and holds no socket of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -13,6 +14,7 @@ import trio.testing
 
 import trice
 from trice import stun
+from trice._trio._mux import MuxTransport, UdpMux
 
 from loopback import HAS_IPV6, connect_both, loopback_config, mux_in_a_task, signal
 
@@ -229,3 +231,52 @@ async def test_a_gathering_anew_reports_the_mux_host_and_a_closed_mux_is_listed_
             (report,) = agent.gather_reports
             assert (report.source, report.candidates) == ("host", 0)
             assert report.error == "no usable local address (every mux is closed)"
+
+
+async def test_sends_waiting_their_turn_on_a_full_mux_socket_that_closes_raise_closed() -> None:
+    """Three agents' sends wait on a mux's full socket (trio lets one task at a time wait
+    on it; the others wait their turn), and the mux closes: each raises
+    ClosedResourceError (the next in turn waited on the closed socket: ValueError, then
+    BusyResourceError)."""
+    full, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with full, other:
+        full.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                full.send(b"x" * 512)
+
+        class Blocked:  # (the mux's socket: it never takes a datagram, until closed)
+            family = socket.AF_INET
+
+            def fileno(self) -> int:
+                return full.fileno()
+
+            def getsockname(self) -> tuple[str, int]:
+                return ("127.0.0.1", 9)
+
+            def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+                if full.fileno() == -1:
+                    raise OSError(9, "Bad file descriptor")
+                raise BlockingIOError
+
+            def close(self) -> None:
+                full.close()
+
+        mux = UdpMux(Blocked())  # type: ignore[arg-type]
+        shares = [MuxTransport(i, mux, f"agent{i}", lambda *args: None) for i in range(3)]
+        outcomes: list[str] = []
+
+        async def send(share: MuxTransport) -> None:
+            try:
+                await share.send(b"data", ("127.0.0.1", 9))
+                outcomes.append("sent")
+            except trio.ClosedResourceError:
+                outcomes.append("closed")
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for share in shares:
+                    nursery.start_soon(send, share)
+                await trio.testing.wait_all_tasks_blocked()
+                mux._close()
+    assert outcomes == ["closed"] * 3

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import trio
 import trio.testing
-from test_turn import PEER, allocated, exchange
+from test_turn import PEER, FakeServer, allocated, exchange
 
 import trice
 from trice import (
@@ -35,6 +35,7 @@ from trice import (
 from trice._trio import _relay
 from trice._trio._relay import RelayTransport, run_relay
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
+from trice.turn._client import SEND_INDICATION
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from loopback import HAS_IPV6, connect_both, loopback_config, signal
@@ -311,9 +312,10 @@ async def test_plain_udp_peer(coturn: Coturn) -> None:
     with peer, trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             relay = await start_relay(nursery, url(coturn, "udp"), inbox)
-            # The first 8 wait for the permission; the rest are dropped (UDP semantics).
+            # The first 8 wait for the permission; the rest are dropped (UDP semantics),
+            # and counted, as lost on the way: no room to wait for (send_nowait says True).
             sent = [relay.send_nowait(b"hello %d" % i, peer_address) for i in range(12)]
-            assert sent == [True] * 8 + [False] * 4
+            assert sent == [True] * 12
             assert relay.statistics().dropped == 4
             for i in range(8):
                 data, source = await peer.recvfrom(100)
@@ -428,6 +430,9 @@ async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_ane
         ca, cb = await connect_both(a, b)
         relay, conn = _stream_relay()
         conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
+        # (Its client is not allocated, and would drop the datagram: the stream had no
+        # room for it, as an allocated one's would have none.)
+        monkeypatch.setattr(relay, "send_nowait", lambda data, address: False)
         real_route = trice.Agent._data_route
         on_relay = True
 
@@ -784,3 +789,58 @@ async def test_data_left_in_the_stream_when_the_connection_is_lost_counts_as_dro
     stats = client.statistics()
     # (Of the 10, only the one the stream's send held may have gone.)
     assert (stats.sent_indications + stats.sent_channel_data, stats.dropped) == (2, 9)
+
+
+class _OneMoreRoom:
+    """A UDP connection to the server whose socket takes ``room`` more datagrams, then is
+    full."""
+
+    reliable = False
+    source = "127.0.0.1"
+    closed = False
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> bool:
+        if self.room <= 0:
+            return False
+        self.room -= 1
+        self.written.append(data)
+        return True
+
+
+async def test_send_nowait_says_whether_the_datagram_went_not_whether_all_the_queue_did() -> None:
+    """The peer's channel lapsed: the datagram goes as a Send indication, and a ChannelBind
+    queues behind it, for which the socket has no room.  The datagram went: True (it was
+    False, and Connection.send sent the datagram again once there was room)."""
+    client, server = allocated()
+    assert client.send_to_peer(PEER, b"first", 0.0)
+    exchange(client, server, 0.0)  # (the permission installed, the channel bound)
+    peer = client._peers[PEER]
+    peer.bound = False  # (its channel lapsed, as the client's timer says of an idle one)
+    peer.refresh_at = float("inf")
+    conn = _OneMoreRoom(1)
+    server_url = ServerUrl("turn", "127.0.0.1", port=3478)
+    relay = RelayTransport(7, server_url, client, conn, Inbox())  # type: ignore[arg-type]
+    assert relay.send_nowait(b"once", PEER) is True
+    (sent,) = conn.written
+    assert stun.peek_type(sent) == SEND_INDICATION
+
+
+async def test_data_the_client_refuses_is_dropped_once_and_not_tried_again() -> None:
+    """The peer's permission was refused: the datagram is dropped and counted, and
+    send_nowait says True (a datagram lost on the way: no room to wait for).  It said
+    False, and Connection.send tried again, and counted it dropped twice."""
+    client, server = allocated(
+        server=FakeServer(errors={stun.Method.CREATE_PERMISSION: (403, "Forbidden")})
+    )
+    now = trio.current_time()  # (the relay's clock, which send_nowait reads)
+    assert client.send_to_peer(PEER, b"first", now)
+    exchange(client, server, now)  # (the permission refused: not asked again for a while)
+    before = client.statistics().dropped
+    server_url = ServerUrl("turn", "127.0.0.1", port=3478)
+    relay = RelayTransport(7, server_url, client, _OneMoreRoom(100), Inbox())  # type: ignore[arg-type]
+    assert relay.send_nowait(b"refused", PEER) is True
+    assert client.statistics().dropped == before + 1

@@ -422,6 +422,11 @@ class Connection(trio.abc.Channel[bytes]):
                             pass  # (an ICMP error, say: the reader's handling, below)
                         else:
                             if self._is_data(transport, data, source):
+                                if self._udp is None:
+                                    # (Rerouted since this woke: another pair, which is
+                                    # fine, or the connection closed or failed, which
+                                    # raises: no data after either.)
+                                    self._check_open()
                                 self._streak += 1
                                 return data
                             # (STUN, answered: read on before waiting)

@@ -543,6 +543,10 @@ class MuxTransport:
                 waiting.add(scope)
                 try:
                     async with lock:
+                        if self.closed or mux.closed:  # (closed while this waited its turn)
+                            raise trio.ClosedResourceError(
+                                "the agent's share of the UDP mux is closed"
+                            )
                         await trio.lowlevel.wait_writable(mux.sock)
                 finally:
                     waiting.discard(scope)

@@ -55,6 +55,12 @@ class _Lost(Exception):
         self.reason = reason
 
 
+def _is_data(frame: bytes) -> bool:
+    """Whether ``frame``, which the TURN client gave to send, carries data: ChannelData
+    (its first byte 0x40-0x7F, RFC 8656 §12.4) or a Send indication."""
+    return 0x40 <= frame[0] <= 0x7F or stun.peek_type(frame) == SEND_INDICATION
+
+
 class _UdpConnection:
     """A connected, non-blocking UDP socket to the server."""
 
@@ -277,7 +283,11 @@ class RelayTransport:
 
     def send_nowait(self, data: bytes, address: Address) -> bool:
         """Relay *data* to *address* if it can go now (see
-        :meth:`TurnClient.send_to_peer <trice.turn.TurnClient.send_to_peer>`).
+        :meth:`TurnClient.send_to_peer <trice.turn.TurnClient.send_to_peer>`); ``False``
+        only if the connection to the server had no room for it (a send may wait for room
+        and try again).  Data the client refuses (no permission, a full queue) is dropped
+        and counted in :attr:`TurnStatistics.dropped <trice.turn.TurnStatistics>`, as a
+        datagram lost on the way: waiting would not help, and ``True`` is returned.
 
         Raises:
             UsageError: *data* is longer than a relay carries (``RELAYED_MAX``).
@@ -287,8 +297,7 @@ class RelayTransport:
         if self._closed:
             return False
         client = self._client
-        if not client.send_to_peer(address, data, trio.current_time()):
-            return False
+        client.send_to_peer(address, data, trio.current_time())  # (refused: counted)
         ok = self._drain()
         if client.next_deadline() != self._armed:
             self._wake.set()
@@ -366,15 +375,18 @@ class RelayTransport:
     # --- inside run_relay ----------------------------------------------------------------
 
     def _drain(self) -> bool:
-        """Hand the connection what the client queued; returns whether all of it went
-        (what did not is dropped, and the client counts it so: see ``TurnClient.unsent``)."""
+        """Hand the connection what the client queued; returns whether all its data went
+        (data that did not is dropped, and the client counts it so: see
+        ``TurnClient.unsent``; a request that did not is left to its retransmissions, and
+        says nothing of the data's fate)."""
         client = self._client
         conn = self._conn
         ok = True
         while (data := client.poll_transmit(0.0)) is not None:
             if not conn.write(data):
-                ok = False
                 client.unsent(data)
+                if _is_data(data):
+                    ok = False
         return ok
 
     def _probed(self) -> None:

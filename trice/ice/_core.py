@@ -267,7 +267,10 @@ class AgentCore:
         self.nohost = nohost
         self._new_tid = new_transaction_id
         self._jitter = consent_jitter
-        self._local_key = stun.short_term_key(local.pwd)
+        try:
+            self._local_key = stun.short_term_key(local.pwd)
+        except ValueError as exc:
+            raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
         if not self._local_key:  # (characters SASLprep maps to nothing: no secret)
             raise ConfigError(f"the pwd {local.pwd!r} makes an empty STUN key")
         self._success_pads = success_pads(self._local_key)  # kept: see success_pads
