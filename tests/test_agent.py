@@ -2786,12 +2786,7 @@ async def test_a_receive_woken_by_a_datagram_as_ice_fails_or_it_closes_takes_not
     no data after either (it returned the datagram)."""
     races = 0
     for _ in range(10):
-        async with (
-            trice.open_agent(loopback_config(), controlling=True) as a,
-            trice.open_agent(loopback_config(), controlling=False) as b,
-        ):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
+        async with gathered_pair(loopback_config()) as (a, b):
             signal(a, b)
             ca, cb = await connect_both(a, b)
             got: list[object] = []

@@ -585,27 +585,38 @@ def test_relays_of_one_preference_and_mappings_of_one_base_get_priorities_of_the
     assert unique_priority(c, 3, known).priority == one.priority - 512
 
 
-async def test_under_an_external_host_address_a_stun_mapping_of_the_local_one_stays_out() -> None:
-    """A 1:1 NAT's address stands in the host's place (``external_candidate=HOST``): the
-    local address is signalled nowhere, even when a STUN server on this side of the NAT
-    sees it as it is (it came back as a srflx candidate once mDNS gathering had made such
-    a mapping count)."""
+async def _gathered_with_a_host_address_of(
+    external: str, mapped: tuple[str, int | None] | None, policy: trice.TransportPolicy
+) -> tuple[trice.Candidate, ...]:
+    """The candidates an agent of ``policy`` gathers whose host address a 1:1 NAT's
+    ``external`` one stands in for (``external_candidate=HOST``), from a STUN server that
+    maps it to ``mapped`` (see :func:`stun_server`)."""
     with await server_socket() as server:
         url = f"stun:127.0.0.1:{server.getsockname()[1]}"
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stun_server, server, None)  # (no NAT: the socket's own address)
-            config = loopback_config(ice_servers=[trice.IceServer(url)])
+            nursery.start_soon(stun_server, server, mapped)
+            config = loopback_config(transport_policy=policy, ice_servers=[trice.IceServer(url)])
             network = dataclasses.replace(
                 config.network,
-                external_addresses=("203.0.113.7",),
+                external_addresses=(external,),
                 external_candidate=trice.CandidateType.HOST,
             )
             config = dataclasses.replace(config, network=network)
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
                     await agent.wait_gathering_complete()
-                (host,) = agent.local_candidates
+                gathered = agent.local_candidates
             nursery.cancel_scope.cancel()
+    return gathered
+
+
+async def test_under_an_external_host_address_a_stun_mapping_of_the_local_one_stays_out() -> None:
+    """A 1:1 NAT's address stands in the host's place (``external_candidate=HOST``): the
+    local address is signalled nowhere, even when a STUN server on this side of the NAT
+    sees it as it is (it came back as a srflx candidate once mDNS gathering had made such
+    a mapping count)."""
+    # (No NAT between the agent and the STUN server: it sees the socket's own address.)
+    (host,) = await _gathered_with_a_host_address_of("203.0.113.7", None, trice.TransportPolicy.ALL)
     assert (host.type, host.address) == (trice.CandidateType.HOST, "203.0.113.7")
 
 
@@ -613,22 +624,9 @@ async def test_under_nohost_a_1to1_address_in_the_hosts_place_goes_out_as_its_ma
     """NOHOST, and a 1:1 NAT's address to stand in the host candidate's place (which NOHOST
     keeps from going out): the STUN server finds that address, and it goes out as the srflx
     candidate (it was taken as known already, and nothing went out at all)."""
-    with await server_socket() as server:
-        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stun_server, server, ("127.0.0.2", None))  # (the NAT's)
-            config = loopback_config(
-                transport_policy=trice.TransportPolicy.NOHOST, ice_servers=[trice.IceServer(url)]
-            )
-            network = dataclasses.replace(
-                config.network,
-                external_addresses=("127.0.0.2",),
-                external_candidate=trice.CandidateType.HOST,
-            )
-            config = dataclasses.replace(config, network=network)
-            async with trice.open_agent(config, controlling=True) as agent:
-                with trio.fail_after(5):
-                    await agent.wait_gathering_complete()
-                (srflx,) = agent.local_candidates
-            nursery.cancel_scope.cancel()
+    (srflx,) = await _gathered_with_a_host_address_of(
+        "127.0.0.2",
+        ("127.0.0.2", None),
+        trice.TransportPolicy.NOHOST,  # (the NAT's)
+    )
     assert (srflx.type, srflx.address) == (trice.CandidateType.SRFLX, "127.0.0.2")

@@ -38,7 +38,7 @@ from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
 from trice.turn._client import SEND_INDICATION
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
-from loopback import HAS_IPV6, connect_both, loopback_config, signal
+from loopback import HAS_IPV6, connect_both, gathered_pair, loopback_config, signal
 from virtual_time import wall_clock_guard
 
 Address = tuple[str, int]
@@ -420,12 +420,7 @@ async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_ane
     (the path to it half-open, say), and a send waits for room; another pair is selected:
     the agent wakes the waiting sends (as for a UDP mux or an ICE-TCP connection), and the
     datagram goes the new way.  It had waited on the relay until that drained or closed."""
-    async with (
-        trice.open_agent(loopback_config(), controlling=True) as a,
-        trice.open_agent(loopback_config(), controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(loopback_config()) as (a, b):
         signal(a, b)
         ca, cb = await connect_both(a, b)
         relay, conn = _stream_relay()
