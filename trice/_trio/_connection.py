@@ -270,7 +270,10 @@ class Connection(trio.abc.Channel[bytes]):
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
         """Send one datagram if the socket takes it at once; returns whether it was sent
-        (``False``: the socket's buffer is full, and the datagram is dropped).
+        (``False``: the socket's buffer is full, and the datagram is dropped).  Over a TURN
+        relay, data the TURN client refuses (no permission for the peer, a full queue) is
+        dropped on the way, as a network may drop it: counted in the relay's
+        :attr:`TurnStatistics.dropped <trice.turn.TurnStatistics>`, and ``True``.
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
@@ -426,7 +429,7 @@ class Connection(trio.abc.Channel[bytes]):
                                     # (Rerouted since this woke: another pair, which is
                                     # fine, or the connection closed or failed, which
                                     # raises: no data after either.)
-                                    self._check_open()
+                                    self._checked_after_reroute()
                                 self._streak += 1
                                 return data
                             # (STUN, answered: read on before waiting)
@@ -474,6 +477,16 @@ class Connection(trio.abc.Channel[bytes]):
             return data
         self._check_open()
         return None
+
+    def _checked_after_reroute(self) -> None:
+        """A datagram just read, and counted received, while the connection was rerouted:
+        if it is closed or failed, the datagram is dropped (counted so) and this raises."""
+        try:
+            self._check_open()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._agent._datagrams -= 1
+            self._buffer.dropped += 1
+            raise
 
     def _is_data(self, transport: UdpTransport, data: bytes, source: tuple[str, int]) -> bool:
         """A datagram a receive read from the socket itself: data from the peer (counted)
