@@ -55,12 +55,6 @@ class _Lost(Exception):
         self.reason = reason
 
 
-def _is_data(frame: bytes) -> bool:
-    """Whether ``frame``, which the TURN client gave to send, carries data: ChannelData
-    (its first byte 0x40-0x7F, RFC 8656 §12.4) or a Send indication."""
-    return 0x40 <= frame[0] <= 0x7F or stun.peek_type(frame) == SEND_INDICATION
-
-
 class _UdpConnection:
     """A connected, non-blocking UDP socket to the server."""
 
@@ -383,10 +377,8 @@ class RelayTransport:
         conn = self._conn
         ok = True
         while (data := client.poll_transmit(0.0)) is not None:
-            if not conn.write(data):
-                client.unsent(data)
-                if _is_data(data):
-                    ok = False
+            if not conn.write(data) and client.unsent(data):
+                ok = False
         return ok
 
     def _probed(self) -> None:

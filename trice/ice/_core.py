@@ -141,6 +141,19 @@ _HOST: Final = CandidateType.HOST
 _RELAY: Final = CandidateType.RELAY
 
 
+def _key_of(pwd: str, whose: str) -> bytes:
+    """The short-term STUN key of ``pwd`` (RFC 8489 §9.1.1), for ``whose`` it is in a
+    ConfigError: one SASLprep refuses, or maps to nothing (zero-width characters: no
+    secret), cannot make one."""
+    try:
+        key = stun.short_term_key(pwd)
+    except ValueError as exc:
+        raise ConfigError(f"{whose} {pwd!r} cannot make a STUN key: {exc}") from None
+    if not key:
+        raise ConfigError(f"{whose} {pwd!r} makes an empty STUN key")
+    return key
+
+
 class AgentCore:
     """Pure ICE agent logic for one data stream with one component.
 
@@ -267,12 +280,7 @@ class AgentCore:
         self.nohost = nohost
         self._new_tid = new_transaction_id
         self._jitter = consent_jitter
-        try:
-            self._local_key = stun.short_term_key(local.pwd)
-        except ValueError as exc:
-            raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
-        if not self._local_key:  # (characters SASLprep maps to nothing: no secret)
-            raise ConfigError(f"the pwd {local.pwd!r} makes an empty STUN key")
+        self._local_key = _key_of(local.pwd, "the pwd")
         self._success_pads = success_pads(self._local_key)  # kept: see success_pads
         self.remote: IceParameters | None = None
         self._remote_key = b""
@@ -397,14 +405,7 @@ class AgentCore:
                     ) from None
         if not isinstance(remote.lite, bool):
             raise ConfigError(f"the remote lite flag must be True or False, not {remote.lite!r}")
-        try:
-            key = stun.short_term_key(remote.pwd)
-        except ValueError as exc:
-            raise ConfigError(
-                f"the remote pwd {remote.pwd!r} cannot make a STUN key: {exc}"
-            ) from None
-        if not key:  # (characters SASLprep maps to nothing, zero-width ones: no secret)
-            raise ConfigError(f"the remote pwd {remote.pwd!r} makes an empty STUN key")
+        key = _key_of(remote.pwd, "the remote pwd")
         self.remote = remote
         self._remote_key = key
         if remote.lite and not self.local.lite and not self.controlling:
@@ -451,12 +452,7 @@ class AgentCore:
             raise StateError("the agent is closed")
         if local.ufrag == self.local.ufrag or local.pwd == self.local.pwd:
             raise ConfigError("an ICE restart needs a new ufrag and a new pwd (RFC 8445 §9)")
-        try:
-            key = stun.short_term_key(local.pwd)
-        except ValueError as exc:
-            raise ConfigError(f"the pwd {local.pwd!r} cannot make a STUN key: {exc}") from None
-        if not key:
-            raise ConfigError(f"the pwd {local.pwd!r} makes an empty STUN key")
+        key = _key_of(local.pwd, "the pwd")
         if self.finished or now >= self._last_consent + self._consent_for:
             self._previous = None  # (failed, or consent expired: no data may go, RFC 7675)
         elif self.selected is not None:
