@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import trio
+import trio.testing
 
 import trice
 from trice import stun
@@ -128,6 +129,14 @@ async def wait_for_state(stream: trice.EventStream, state: trice.ConnectionState
         if isinstance(event, trice.ConnectionStateChanged) and event.state is state:
             return
     raise AssertionError(f"the agent closed before reaching {state.value}")
+
+
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Wait (at most ``within`` seconds) until ``condition()``, looking each time every
+    task has been blocked a moment (what an agent does follows what a socket brought)."""
+    with trio.fail_after(within):
+        while not condition():
+            await trio.testing.wait_all_tasks_blocked(0.005)
 
 
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:

@@ -48,6 +48,7 @@ from loopback import (
     signal,
     state_of,
     states_so_far,
+    until,
     wait_for_state,
     walk_tasks,
 )
@@ -2821,3 +2822,28 @@ async def test_a_receive_woken_by_a_datagram_as_ice_fails_or_it_closes_takes_not
                 stats = a.statistics()  # (the datagram read and dropped: counted so)
                 assert (stats.datagrams_received, stats.datagrams_dropped) == (0, 1)
     assert races > 0
+
+
+async def test_data_that_comes_after_the_connection_closed_is_dropped_not_held() -> None:
+    """The connection is closed and its agent still open (it answers STUN): what the peer
+    still sends is dropped and counted so, as nothing can receive it now; it was counted
+    received, and kept in the buffer for the agent's life.  What had come is let go."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        await cb.send(b"unread")
+        await until(lambda: a.statistics().datagrams_received == 1)  # (no receive waits)
+        await ca.aclose()
+        assert not a._buffer.queue
+        before = a.statistics()
+        for _ in range(5):
+            await cb.send(b"after close")
+        await until(lambda: a.statistics().datagrams_dropped == before.datagrams_dropped + 5)
+        after = a.statistics()
+        assert after.datagrams_received == before.datagrams_received
+        assert after.datagrams_dropped == before.datagrams_dropped + 5
+        assert not a._buffer.queue
+        a.restart()  # (an ICE restart opens no closed connection to data)
+        await cb.send(b"after the restart")
+        await until(lambda: a.statistics().datagrams_dropped == before.datagrams_dropped + 6)
+        assert not a._buffer.queue

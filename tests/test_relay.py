@@ -839,3 +839,42 @@ async def test_data_the_client_refuses_is_dropped_once_and_not_tried_again() -> 
     relay = RelayTransport(7, server_url, client, _OneMoreRoom(100), Inbox())  # type: ignore[arg-type]
     assert relay.send_nowait(b"refused", PEER) is True
     assert client.statistics().dropped == before + 1
+
+
+class _RoomAfterAWait(_OneMoreRoom):
+    """A UDP connection to the server whose socket is full, and has room again once a
+    send has waited for it (or never, with ``room_later=0``)."""
+
+    def __init__(self, room_later: int) -> None:
+        super().__init__(0)
+        self.room_later = room_later
+
+    async def wait_writable(self) -> None:
+        self.room = self.room_later
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("room_later", [10, 0])
+async def test_a_relayed_datagram_that_waits_for_room_is_counted_once(room_later: int) -> None:
+    """The socket to the server has no room: send_nowait says False, and the datagram is
+    counted neither sent nor dropped (its sender waits and tries again, or knows).  The
+    send that waited for room counts it sent if it went, dropped if there was no room
+    still.  It was counted dropped at the first try, and sent as well at the second."""
+    client, server = allocated()
+    assert client.send_to_peer(PEER, b"first", 0.0)
+    exchange(client, server, 0.0)  # (the permission installed, the channel bound)
+    conn = _RoomAfterAWait(room_later)
+    server_url = ServerUrl("turn", "127.0.0.1", port=3478)
+    relay = RelayTransport(7, server_url, client, conn, Inbox())  # type: ignore[arg-type]
+
+    def sent_and_dropped() -> tuple[int, int]:
+        stats = client.statistics()
+        return stats.sent_channel_data + stats.sent_indications, stats.dropped
+
+    sent, dropped = sent_and_dropped()
+    assert relay.send_nowait(b"waits", PEER) is False
+    assert sent_and_dropped() == (sent, dropped)
+    await relay.send(b"waits", PEER)
+    went = len(conn.written)
+    assert went == (1 if room_later else 0)
+    assert sent_and_dropped() == (sent + went, dropped + 1 - went)

@@ -31,7 +31,7 @@ from trice._trio._tcp import LINK_BUFFER, TcpTransport
 from trice._trio._transport import READ_BATCH, bind_socket
 from trice.ice._framing import MAX_FRAME, frame
 
-from loopback import HAS_IPV6, loopback_config, open_fds, wait_for_state, walk_tasks
+from loopback import HAS_IPV6, loopback_config, open_fds, until, wait_for_state, walk_tasks
 from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
 ACTIVE = trice.TcpType.ACTIVE
@@ -74,14 +74,6 @@ def _passive_candidate(port: int, foundation: str = "1") -> trice.Candidate:
 def short_prove(monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection a peer opened must carry an accepted check within PROVE seconds."""
     monkeypatch.setattr(_tcp, "PROVE_WITHIN", PROVE)
-
-
-async def _until(condition: Callable[[], bool], within: float = 2.0) -> None:
-    """Wait (at most ``within`` seconds) until ``condition()``, looking each time every
-    task has been blocked a moment (what the agent does follows what a socket brought)."""
-    with trio.fail_after(within):
-        while not condition():
-            await trio.testing.wait_all_tasks_blocked(0.005)
 
 
 # --------------------------------------------------------------------------- the test's peer
@@ -249,7 +241,7 @@ async def _fail_by_an_error(agent: trice.Agent, listener: trio.socket.SocketType
         check = await _read_until_stun(first)
     error = check.error_response(400, "Bad Request")
     await first.send(error.encode(integrity_key=stun.short_term_key(PEER_PWD), fingerprint=True))
-    await _until(lambda: agent.pair_statistics()[0].state is trice.PairState.FAILED)
+    await until(lambda: agent.pair_statistics()[0].state is trice.PairState.FAILED)
     return first
 
 
@@ -390,7 +382,7 @@ async def test_a_flood_of_empty_frames_lets_the_other_tasks_run() -> None:
             frames = queued // 2
             trio.lowlevel.add_instrument(steps)
             try:
-                await _until(lambda: agent.statistics().unknown_source_dropped >= frames, within=30)
+                await until(lambda: agent.statistics().unknown_source_dropped >= frames, within=30)
             finally:
                 trio.lowlevel.remove_instrument(steps)
         assert frames > 4 * 32768  # (what one step took before)
@@ -515,7 +507,7 @@ async def test_past_max_pairs_proven_connections_stay_and_a_new_one_is_refused()
         assert (stats.tcp_accepted, stats.tcp_refused) == (2, 1)
         assert transport.links == 2
         await first.aclose()
-        await _until(lambda: transport.links == 1)
+        await until(lambda: transport.links == 1)
         await _proven(agent, address)
         stats = agent.statistics()
         assert (stats.tcp_accepted, stats.tcp_refused, stats.tcp_unproven) == (3, 1, 0)
@@ -531,7 +523,7 @@ async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
         agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
         transport = _transport(agent, PASSIVE)
         strangers = [await _Peer.connect(transport.local_address) for _ in range(2)]
-        await _until(lambda: transport.links == 2)
+        await until(lambda: transport.links == 2)
         await _proven(agent, transport.local_address)
         with trio.fail_after(2):
             assert await strangers[0].receive() is None  # (the oldest one made room)
@@ -682,8 +674,8 @@ async def test_a_send_waiting_for_room_follows_the_pair_selected_anew() -> None:
             username = f"{agent.local_parameters.ufrag}:{PEER_UFRAG2}"
             await new.send(_request(agent, username=username, nominate=True))
             port = new.stream.socket.getsockname()[1]
-            await _until(lambda: connection.selected_pair.remote.port == port)
-            await _until(lambda: bool(outcome))
+            await until(lambda: connection.selected_pair.remote.port == port)
+            await until(lambda: bool(outcome))
             assert outcome == [None]
             await old.aclose()  # (the old path ends now: nothing waits on it)
             await trio.testing.wait_all_tasks_blocked()
@@ -780,7 +772,7 @@ async def test_leaving_closes_every_connection_open_opening_or_accepted_and_ever
                         with trio.fail_after(5):
                             answerless = await _Peer.accept(silent)
                         active, passive = _transport(a, ACTIVE), _transport(a, PASSIVE)
-                        await _until(lambda: (active.links, passive.links) == (2, 1))
+                        await until(lambda: (active.links, passive.links) == (2, 1))
                         assert sorted(link.sock is None for link in active._links.values()) == [
                             False,
                             True,  # (the one still opening)
@@ -824,7 +816,7 @@ async def test_a_hostile_authenticated_peer_cannot_crash_the_agent(short_prove: 
             with trio.fail_after(2):
                 assert await peer.receive() is not None  # (answered)
             await peer.reset()  # (mid-check: the agent's own check over it is in flight)
-        await _until(lambda: _transport(agent, PASSIVE).links == 0)
+        await until(lambda: _transport(agent, PASSIVE).links == 0)
         assert agent.connection_state is not trice.ConnectionState.CLOSED
         assert agent.statistics().requests_received == 8
 
@@ -896,7 +888,7 @@ async def test_an_ice_restart_reaches_a_passive_candidate_whose_connection_close
 
     async def closed(agent: trice.Agent, peer: _Peer) -> None:
         await peer.aclose()  # (the peer's end of the selected pair's connection closes)
-        await _until(lambda: _transport(agent, ACTIVE).links == 0)
+        await until(lambda: _transport(agent, ACTIVE).links == 0)
 
     await _restart_once_the_connection_ends(closed)
 
@@ -929,7 +921,7 @@ async def test_the_connection_of_before_closing_fails_no_pair_of_the_restarts_ch
                 peer = await _connect_answering(agent, listener)
             _restarted(agent, nobody, candidate)
             await peer.aclose()  # (before the new checks reach the TCP pair)
-            await _until(lambda: _transport(agent, ACTIVE).links == 0)
+            await until(lambda: _transport(agent, ACTIVE).links == 0)
             with trio.fail_after(3):
                 again = await _connect_answering(agent, listener, PEER_PWD2)
             await again.aclose()
@@ -951,7 +943,7 @@ async def test_after_a_restart_the_connection_the_new_checks_use_is_their_path()
         assert _transport(agent, ACTIVE).links == 1
         await peer.reset()  # (no checkpoint after it: the agent's reader has not run)
         assert connection.send_nowait(b"application data") is False
-        await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
+        await until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
         readable, _, _ = select.select([listener.fileno()], [], [], 0)
         assert readable == []  # (no new connection was opened)
 
@@ -990,8 +982,8 @@ async def test_a_check_unanswered_over_the_connection_of_before_opens_no_other()
         _restarted(agent, candidate)
         with trio.fail_after(3):
             await _read_until_stun(peer)  # (a check, never answered)
-        await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED, 3.0)
-        await _until(lambda: _transport(agent, ACTIVE).links == 0)
+        await until(lambda: agent.connection_state is trice.ConnectionState.FAILED, 3.0)
+        await until(lambda: _transport(agent, ACTIVE).links == 0)
         readable, _, _ = select.select([listener.fileno()], [], [], 0)
         assert readable == []
 
@@ -1053,7 +1045,7 @@ async def test_a_check_that_no_connection_can_carry_fails_at_once(
                 agent.add_remote_candidate(_passive_candidate(port, "2"))
                 agent.add_remote_candidate(None)
                 with trio.fail_after(1):
-                    await _until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
+                    await until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
 
 
 @pytest.mark.parametrize(
@@ -1107,7 +1099,7 @@ async def test_the_tcp_counters_survive_the_agent_closing() -> None:
     async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
         await agent.wait_gathering_complete()
         peer = await _Peer.connect(_transport(agent, PASSIVE).local_address)
-        await _until(lambda: agent.statistics().tcp_accepted == 1)
+        await until(lambda: agent.statistics().tcp_accepted == 1)
     await peer.aclose()
     assert agent.statistics().tcp_accepted == 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -24,7 +24,7 @@ from trice._trio import _tcp, _tcpmux
 from trice._trio._tcp import TcpTransport
 from trice.ice._framing import frame
 
-from loopback import HAS_IPV6, loopback_config, mux_in_a_task, open_fds, walk_tasks
+from loopback import HAS_IPV6, loopback_config, mux_in_a_task, open_fds, until, walk_tasks
 
 PEER_UFRAG, PEER_PWD = "peer", "p" * 22
 #: PROVE_WITHIN for the tests that wait it out (see ``quick_prove``).
@@ -37,14 +37,6 @@ _REQUEST = stun.MessageClass.REQUEST
 @pytest.fixture
 def quick_prove(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_tcp, "PROVE_WITHIN", PROVE)
-
-
-async def _until(condition: Callable[[], bool], within: float = 2.0) -> None:
-    """Wait (at most ``within`` seconds) until ``condition()``, looking each time every task
-    has been blocked a moment."""
-    with trio.fail_after(within):
-        while not condition():
-            await trio.testing.wait_all_tasks_blocked(0.002)
 
 
 def _request(
@@ -108,7 +100,7 @@ async def _handed_over(mux: trice.TcpMux, agent: trice.Agent, peer: FramedPeer) 
     over; the agent's socket of it."""
     share = _share(mux, agent)
     await peer.send_raw(frame(_for(agent)))
-    await _until(lambda: share.links == 1)
+    await until(lambda: share.links == 1)
     (link,) = share._links.values()
     assert link.sock is not None
     return link.sock
@@ -164,9 +156,9 @@ async def _leave_as_a_check_completes(
         handed = await _handed_over(mux, agent, first)
         request = frame(_for(agent))
         late.sendall(request[:-1])
-        await _until(lambda: mux.statistics().waiting == 1)
+        await until(lambda: mux.statistics().waiting == 1)
         trigger.append((handed, request[-1:], late))
-    await _until(lambda: mux.statistics().waiting == 0)
+    await until(lambda: mux.statistics().waiting == 0)
     assert not trigger, "the first connection was not closed as the agent left"
 
 
@@ -182,11 +174,11 @@ async def test_a_check_that_comes_as_the_agent_opens_is_routed() -> None:
             raw = socket.create_connection(mux.local_address)
             try:
                 raw.sendall(request[:-1])
-                await _until(lambda: mux.statistics().waiting == 1)
+                await until(lambda: mux.statistics().waiting == 1)
                 raw.send(request[-1:])
                 config = loopback_config(ufrag=ufrag, pwd=pwd)
                 async with trice.open_agent(config, controlling=False, mux=mux) as agent:
-                    await _until(lambda: mux.statistics().waiting == 0)
+                    await until(lambda: mux.statistics().waiting == 0)
                     assert agent.statistics().tcp_accepted == 1, f"try {i}: refused"
             finally:
                 raw.close()
@@ -204,7 +196,7 @@ async def test_idle_connections_at_max_waiting_do_not_keep_a_peer_out(
     ):
         await agent.wait_gathering_complete()
         agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
-        await _until(lambda: mux.statistics().waiting == 2)
+        await until(lambda: mux.statistics().waiting == 2)
         async with _peer(mux.local_address) as peer:
             await peer.send_raw(frame(_for(agent)))
             with trio.fail_after(2):
@@ -232,7 +224,7 @@ async def test_checks_not_signed_for_the_agent_hold_none_of_its_places(
         try:
             for stranger in strangers:
                 await stranger.send_raw(frame(_request(agent.local_parameters.ufrag, "w" * 22)))
-            await _until(lambda: mux.statistics().unroutable == 10)
+            await until(lambda: mux.statistics().unroutable == 10)
             assert _share(mux, agent).links == 0
             async with _peer(mux.local_address) as peer:
                 await peer.send_raw(frame(_for(agent)))
@@ -255,12 +247,12 @@ async def test_one_sources_idle_connections_do_not_push_a_waiting_peer_out(
     monkeypatch.setattr(_tcpmux, "MAX_WAITING", 8)
     monkeypatch.setattr(_tcpmux, "MAX_WAITING_PER_SOURCE", 2)
     async with _mux_agent_and_peer() as (mux, agent, peer):
-        await _until(lambda: mux.statistics().waiting == 1)
+        await until(lambda: mux.statistics().waiting == 1)
         strangers = [
             await FramedPeer.connect(mux.local_address, source="127.0.0.2") for _ in range(8)
         ]
         try:
-            await _until(lambda: mux.statistics().waiting == 3)
+            await until(lambda: mux.statistics().waiting == 3)
             await peer.send_raw(frame(_for(agent)))
             with trio.fail_after(2):
                 answer = await peer.receive()
@@ -384,7 +376,7 @@ async def test_a_check_for_a_ufrag_given_up_in_an_ice_restart_is_not_routed() ->
         await agent.wait_gathering_complete()
         request = frame(_for(agent))
         await old.send_raw(request[:40])
-        await _until(lambda: mux.statistics().waiting == 1)
+        await until(lambda: mux.statistics().waiting == 1)
         agent.restart()
         await old.send_raw(request[40:])
         with trio.fail_after(2):
@@ -403,7 +395,7 @@ async def test_the_mux_closing_closes_the_connections_that_wait_at_once() -> Non
     async with mux_in_a_task(lambda: trice.open_tcp_mux("127.0.0.1")) as (mux, scope, ended):
         async with _peer(mux.local_address) as idle, _peer(mux.local_address) as half:
             await half.send_raw(frame(_request("nobodyHere"))[:10])
-            await _until(lambda: mux.statistics().waiting == 2)
+            await until(lambda: mux.statistics().waiting == 2)
             scope.cancel()
             with trio.fail_after(1):  # (not PROVE_WITHIN, 10 s, later)
                 await ended.wait()
@@ -467,10 +459,10 @@ async def test_an_agent_leaving_closes_what_the_mux_handed_it_and_nothing_is_lef
                 await agent.wait_gathering_complete()
                 share = _share(mux, agent)
                 await handed.send_raw(frame(_for(agent)))
-                await _until(lambda: share.links == 1)
+                await until(lambda: share.links == 1)
                 late = frame(_for(agent))
                 await waiting.send_raw(late[:20])
-                await _until(lambda: mux.statistics().waiting == 1)
+                await until(lambda: mux.statistics().waiting == 1)
             with trio.fail_after(2):
                 while await handed.receive() is not None:  # (the agent's answer, then the end)
                     pass

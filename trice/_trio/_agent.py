@@ -622,7 +622,8 @@ class Agent:
             if isinstance(kept, TcpTransport):
                 kept.restarted()
         self._selected_lost = None
-        self._buffer.closed = False  # (data is taken again, if ICE had failed)
+        # Data is taken again, if ICE had failed (not if the connection was closed).
+        self._buffer.closed = self._connection is not None and self._connection._closed
         self._restarted = True
         mdns = self._mdns
         if isinstance(mdns, Mdns):  # names still being resolved are of the old generation

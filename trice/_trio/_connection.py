@@ -501,9 +501,17 @@ class Connection(trio.abc.Channel[bytes]):
 
     async def aclose(self) -> None:
         """Close the connection, for good: sends and receives raise from now on, and
-        :meth:`Agent.connect` returns this same closed connection.  The agent itself (and
-        the answering of STUN) closes when its ``async with`` block ends."""
+        :meth:`Agent.connect` returns this same closed connection.  Datagrams not read are
+        let go, and what the peer still sends is dropped (counted in ``datagrams_dropped``).
+        The agent itself (and the answering of STUN) closes when its ``async with`` block
+        ends."""
         self._closed = True
+        # What had come is let go, and what the peer still sends is dropped, and counted so:
+        # no receive takes it now.
+        buffer = self._buffer
+        buffer.closed = True
+        if buffer.queue:
+            buffer.queue.clear()
         self._stop_waiters()  # (the waiting tasks see it closed)
         await trio.lowlevel.checkpoint()
 

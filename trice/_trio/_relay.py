@@ -286,13 +286,20 @@ class RelayTransport:
         Raises:
             UsageError: *data* is longer than a relay carries (``RELAYED_MAX``).
         """
+        return self._relay(data, address, last_try=False)
+
+    def _relay(self, data: bytes, address: Address, *, last_try: bool) -> bool:
+        """:meth:`send_nowait`; when this is not the ``last_try``, a datagram the connection
+        had no room for is not counted as dropped (nor as sent): the caller waits for room
+        and tries again, or gives up knowing it (``False``)."""
         if len(data) > RELAYED_MAX:
             raise datagram_too_large(data, relayed=True)
         if self._closed:
             return False
         client = self._client
+        self._drain()  # (what was queued before: this datagram's frame, if any, comes next)
         client.send_to_peer(address, data, trio.current_time())  # (refused: counted)
-        ok = self._drain()
+        ok = self._drain(own=not last_try)
         if client.next_deadline() != self._armed:
             self._wake.set()
         return ok
@@ -325,7 +332,7 @@ class RelayTransport:
                 check()
             if not scope.cancelled_caught:
                 break
-        self.send_nowait(data, address)
+        self._relay(data, address, last_try=True)  # (no room still: dropped, counted)
 
     def wake(self) -> None:
         """Wake the sends waiting for the connection to the server: they look at their
@@ -368,16 +375,18 @@ class RelayTransport:
 
     # --- inside run_relay ----------------------------------------------------------------
 
-    def _drain(self) -> bool:
+    def _drain(self, own: bool = False) -> bool:
         """Hand the connection what the client queued; returns whether all its data went
         (data that did not is dropped, and the client counts it so: see
         ``TurnClient.unsent``; a request that did not is left to its retransmissions, and
-        says nothing of the data's fate)."""
+        says nothing of the data's fate).  With ``own``, the first data frame is the
+        caller's datagram, which is not counted as dropped if it does not go (see
+        :meth:`_relay`)."""
         client = self._client
         conn = self._conn
         ok = True
         while (data := client.poll_transmit(0.0)) is not None:
-            if not conn.write(data) and client.unsent(data):
+            if not conn.write(data) and client.unsent(data, dropped=not (own and ok)):
                 ok = False
         return ok
 

@@ -319,18 +319,20 @@ class TurnClient:
         perm.queue.append((p.address, bytes(data)))
         return True
 
-    def unsent(self, frame: bytes) -> bool:
+    def unsent(self, frame: bytes, dropped: bool = True) -> bool:
         """The transport could not take ``frame``, which :meth:`poll_transmit` gave (a
         stream's buffer was full): data (ChannelData, a Send indication) is counted as
-        dropped, not sent.  (A request not sent is left to its transaction's timeout.)
-        Returns whether ``frame`` was data."""
+        not sent, and as dropped unless ``dropped`` is false (its sender will try again,
+        or knows).  (A request not sent is left to its transaction's timeout.) Returns
+        whether ``frame`` was data."""
         if 0x40 <= frame[0] <= 0x7F:
             self._counts["sent_channel_data"] -= 1
         elif stun.peek_type(frame) == SEND_INDICATION:
             self._counts["sent_indications"] -= 1
         else:
             return False
-        self._counts["dropped"] += 1
+        if dropped:
+            self._counts["dropped"] += 1
         return True
 
     def on_server_data(self, data: bytes, now: float) -> list[tuple[Address, bytes]]:
