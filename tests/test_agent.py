@@ -41,6 +41,7 @@ from loopback import (
     cycle_collector_off,
     events_so_far,
     exchange_each_way,
+    filtered_config,
     gathered_pair,
     loopback_config,
     open_fds,
@@ -2847,3 +2848,74 @@ async def test_data_that_comes_after_the_connection_closed_is_dropped_not_held()
         await cb.send(b"after the restart")
         await until(lambda: a.statistics().datagrams_dropped == before.datagrams_dropped + 6)
         assert not a._buffer.queue
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
+@pytest.mark.parametrize("then", ["data", "aclose"])
+async def test_a_receive_waiting_on_the_old_pairs_socket_follows_the_pair(then: str) -> None:
+    """A receive waits on the selected pair's socket (IPv4); the peer nominates another
+    pair (IPv6), and a second receive comes: data over the new pair reaches both, and
+    aclose wakes both.  The first was left on the old socket, and the second took over
+    the buffer's one ``waiting_on``: nothing woke the first again."""
+    low = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    high = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with low, high:
+        await low.bind(("127.0.0.1", 0))
+        await high.bind(("::1", 0))
+        async with trice.open_agent(filtered_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            b.set_remote_parameters("peer", "x" * 22)
+            nominate = _peer_check(b, "peer", controlling=True, nominate=True)
+            for sock, priority in ((high, 2130706431), (low, 2130706175)):
+                host, port = sock.getsockname()[:2]
+                line = f"candidate:{priority} 1 udp {priority} {host} {port} typ host"
+                b.add_remote_candidate(trice.Candidate.from_sdp(line))
+            b.add_remote_candidate(None)
+            seen: dict[object, tuple[str, int]] = {}
+
+            async def answer(sock: trio.socket.SocketType) -> None:
+                while True:  # (every check of b's answered; where it came from kept)
+                    data, source = await sock.recvfrom(65536)
+                    message = stun.decode(data)
+                    source = seen[sock] = source[:2]
+                    if message.message_class is stun.MessageClass.REQUEST:
+                        await sock.sendto(_answer(message, source), source)
+
+            got: list[object] = []
+
+            async def receive(conn: trice.Connection) -> None:
+                try:
+                    got.append(await conn.receive())
+                except trio.ClosedResourceError as exc:
+                    got.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer, low)
+                nursery.start_soon(answer, high)
+                nursery.start_soon(b.connect)  # (b checks)
+                await until(lambda: len(seen) == 2)
+                async with b.subscribe() as stream:
+                    await low.sendto(nominate, seen[low])  # (the IPv4 pair first)
+                    conn = await b.connect()
+                    assert conn.selected_pair.local.address == "127.0.0.1"
+                    nursery.start_soon(receive, conn)  # (waits on b's IPv4 socket)
+                    await trio.testing.wait_all_tasks_blocked()
+                    events_so_far(stream)
+                    await high.sendto(nominate, seen[high])  # (then the IPv6 one)
+                    with trio.fail_after(5):
+                        async for event in stream:
+                            if isinstance(event, trice.SelectedPairChanged):
+                                break
+                assert conn.selected_pair.local.address == "::1"
+                nursery.start_soon(receive, conn)
+                await trio.testing.wait_all_tasks_blocked()
+                if then == "data":
+                    await high.sendto(b"one", seen[high])
+                    await high.sendto(b"two", seen[high])
+                    await until(lambda: len(got) == 2)
+                    assert sorted(got) == [b"one", b"two"]  # type: ignore[type-var]
+                else:
+                    await conn.aclose()
+                    await until(lambda: len(got) == 2)
+                    assert all(isinstance(x, trio.ClosedResourceError) for x in got)
+                nursery.cancel_scope.cancel()

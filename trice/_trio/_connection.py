@@ -172,11 +172,10 @@ class Connection(trio.abc.Channel[bytes]):
         an ICE restart), or the connection closed: sends stop, and the tasks waiting to
         send or receive are woken, to raise (a receiver once it has taken what had
         arrived)."""
-        self._reroute()
+        self._reroute()  # (which wakes a receiver waiting on a socket)
         buffer = self._buffer
         if buffer.lot is not None:
             buffer.lot.unpark_all()
-        buffer.nudge()
         self._wake_senders()
 
     def _wake_senders(self) -> None:
@@ -191,10 +190,13 @@ class Connection(trio.abc.Channel[bytes]):
                 transport.wake()
 
     def _reroute(self) -> None:
-        """Forget the route: the selected pair changed, the agent closed, or sends stop."""
+        """Forget the route: the selected pair changed, the agent closed, or sends stop.  A
+        receiver waiting on the old pair's socket is woken, to look again (see
+        :meth:`receive`)."""
         self._route = None
         self._udp = None
         self._sendto = None
+        self._buffer.nudge()
 
     def _get_route(self) -> tuple[Transport, tuple[str, int]]:
         self._check_open()
@@ -397,6 +399,12 @@ class Connection(trio.abc.Channel[bytes]):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return data_or_none
             while True:
+                if self._udp is not transport:
+                    # Rerouted (another pair selected): the receive starts again, on the
+                    # new pair's socket, or waits for its reader.  (Left waiting here, it
+                    # heard only this socket, and a receive on the new one took over the
+                    # buffer's ``waiting_on``: data and closing no longer woke it.)
+                    break
                 buffer.waiting_on = sock
                 try:
                     await trio.lowlevel.wait_readable(sock)
@@ -404,7 +412,8 @@ class Connection(trio.abc.Channel[bytes]):
                     if transport.closed:
                         # A gathering anew closed the socket, the pair having moved on:
                         # take what came meanwhile, or wait for the new pair's reader.
-                        buffer.waiting_on = None
+                        if buffer.waiting_on is sock:
+                            buffer.waiting_on = None
                         self._check_closed()
                         if buffer.queue:
                             return buffer.queue.popleft()
@@ -412,7 +421,8 @@ class Connection(trio.abc.Channel[bytes]):
                         return await self._handed_over()
                     # nudged: look in the queue, and at the connection
                 else:
-                    buffer.waiting_on = None
+                    if buffer.waiting_on is sock:
+                        buffer.waiting_on = None
                     if one and not buffer.lot and not buffer.queue:
                         # Woken with the socket to itself: one datagram straight from it,
                         # as the fast path above reads (no batch, no trip through the queue).
@@ -437,11 +447,13 @@ class Connection(trio.abc.Channel[bytes]):
                 if data_or_none is not None:
                     return data_or_none
         finally:
-            buffer.waiting_on = None
+            if buffer.waiting_on is sock:  # (not another receiver's, on the new pair's)
+                buffer.waiting_on = None
             # The reader takes the socket back after a lease with no receiver.
             end = transport.release(agent._now())
             if transport is agent._primary:
                 agent._wake_by(end)
+        return await self.receive()
 
     async def _handed_over(self) -> bytes:
         """Wait for a reader to hand a datagram over.  Parking is the schedule point: once
