@@ -962,6 +962,37 @@ async def test_one_failure_comes_out_as_itself_while_an_enclosing_scope_is_cance
     assert caught.value is mine and mux.closed
 
 
+@pytest.mark.parametrize("where", ["agent", "mux"])
+@pytest.mark.parametrize("when", ["in the block", "on the way out"])
+async def test_a_cancellation_of_an_enclosing_scope_comes_out_as_one_cancelled(
+    where: str, when: str
+) -> None:
+    """An enclosing scope is cancelled, in the block or as it is left: a single
+    ``trio.Cancelled`` comes out (the block's own, if it raised one), not a group of the
+    block's and the tasks' (``except trio.Cancelled`` around the block works)."""
+    seen: list[BaseException] = []
+    with trio.CancelScope() as outer:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                mux = None
+                if where == "mux":
+                    mux = await stack.enter_async_context(trice.open_udp_mux("127.0.0.1"))
+                agent = await stack.enter_async_context(
+                    trice.open_agent(loopback_config(), controlling=True, mux=mux)
+                )
+                await agent.wait_gathering_complete()
+                if when == "in the block":
+                    outer.cancel()
+                    await trio.sleep_forever()
+                stack.callback(outer.cancel)  # (cancelled as the agent or the mux closes)
+        except BaseException as exc:
+            seen.append(exc)
+            raise
+    assert outer.cancelled_caught
+    (out,) = seen
+    assert type(out) is trio.Cancelled, repr(out)
+
+
 async def test_warm_up_needs_a_round() -> None:
     with pytest.raises(trice.ConfigError):
         await trice.warm_up(rounds=0)

@@ -27,13 +27,20 @@ async def exit_nursery(
     own exception alone (perhaps a group itself, which must not be flattened, and which trio
     hands on as a copy), it goes on as itself (``False`` is returned); a failure of one of
     the nursery's tasks, alone, is raised as itself too; only several come out as a group.
-    Cancellations of an enclosing scope beside the one failure do not count.
+    Cancellations of an enclosing scope beside the one failure do not count, and alone they
+    go on as one :class:`trio.Cancelled`.
     """
     try:
         return bool(await manager.__aexit__(exc_type, exc, tb))
     except BaseExceptionGroup as group:
         failed = group
         cancelled, rest = group.split(trio.Cancelled)
+        if rest is None:
+            # Only an enclosing scope's cancellation, of the block and the tasks: it goes on
+            # as one Cancelled (the block's own, if it raised one), which that scope catches.
+            if isinstance(exc, trio.Cancelled):
+                return False
+            raise leaves(group)[0] from None
         if cancelled is not None and rest is not None:
             # An enclosing scope was cancelled as the block or a task failed: the failure
             # goes on, and the cancellation comes again at the next checkpoint in that scope
