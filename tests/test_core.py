@@ -3123,6 +3123,38 @@ def test_a_late_end_of_candidates_after_a_restart_before_any_parameters_is_ignor
     assert not core.remote_complete
 
 
+def test_after_the_late_end_of_candidates_came_the_next_is_the_new_generations() -> None:
+    """The end-of-candidates of before the restart comes late, and is ignored; there is one
+    a generation, so the next, before the new parameters too, is the new generation's, and
+    is taken (it was ignored as well: the new generation never ended, RFC 8838 §8)."""
+    net, a, b = two_agents(end_of_candidates=False)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    assert a.core.add_remote_candidate(None) is False  # (the old generation's, late)
+    for candidate in b.signalled:
+        assert a.core.add_remote_candidate(candidate) is True
+    assert a.core.add_remote_candidate(None) is True
+
+
+def test_without_the_peers_new_parameters_ice_fails_only_at_failed_timeout() -> None:
+    """Both restart, and the peer's new candidates (naming its new ufrag, as W3C's
+    usernameFragment does: held) and end-of-candidates come before its parameters: ICE
+    does not fail at the PAC timer on its empty check list (docs/guide/restart.rst: without
+    the peer's parameters, failed_timeout after the restart), and the old pair carries
+    data meanwhile."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    for candidate in b.signalled:
+        named = dataclasses.replace(candidate, username_fragment=b.core.local.ufrag)
+        assert a.core.add_remote_candidate(named) is True  # (held)
+    assert a.core.add_remote_candidate(None) is True  # (the old generation's had come)
+    net.run_for(a.core.timing.failed_timeout - 1.0)
+    assert a.state is S.CHECKING, a.states()
+
+
 def test_a_restart_brings_a_failed_agent_back() -> None:
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)
@@ -3567,3 +3599,87 @@ def test_a_controlled_agent_whose_checks_are_answered_is_completed_as_it_selects
     assert not b.core.controlling
     assert b.time_of(S.COMPLETED) == b.time_of(S.CONNECTED)
     assert a.time_of(S.COMPLETED) == a.time_of(S.CONNECTED)
+
+
+def test_a_pair_an_old_check_refuses_after_a_role_switch_is_checked_again() -> None:
+    """The role switches while the one pair's check is in flight (the pair waits for its
+    check in the new role); then the old check gets a refusal (400): the new check
+    decides, and goes.  The pair had failed while still queued, which held the failure of
+    ICE back, and its check never went: ICE failed only at failed_timeout."""
+    net, a, b = two_agents(
+        a_tiebreaker=1000,
+        b_controlling=True,
+        b_tiebreaker=2000,
+        want=False,
+        timing=Timing(pac_timeout=0.0),
+    )
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    old = core.poll_check(0.0)
+    assert old is not None and old.controlling
+    claim = _claiming(core, b.core.local.ufrag, stun.IceControlling(2000))
+    core.on_request(0, old.destination, claim, 0.01)
+    assert not core.controlling and old.pair.state is PairState.WAITING
+    key = stun.short_term_key(b.core.local.pwd)
+    refusal = _reply(old, key, stun.MessageClass.ERROR, [stun.ErrorCode(400, "Bad Request")])
+    assert core.on_response(old, stun.decode(refusal), old.destination, 0.02)
+    again = core.poll_check(0.02 + core.timing.ta)
+    assert again is not None and again.pair is old.pair and not again.controlling
+    core.on_response(
+        again,
+        stun.decode(
+            _reply(again, key, stun.MessageClass.ERROR, [stun.ErrorCode(400, "Bad Request")])
+        ),
+        again.destination,
+        0.1,
+    )
+    assert core.state is S.FAILED  # (every pair failed, both ends came, no PAC timer)
+
+
+def test_a_failed_pair_leaves_the_triggered_check_queue() -> None:
+    """A pair waiting in the triggered-check queue fails (an answer to its check of before
+    the role switch, which was a success elsewhere: not symmetric): it leaves the queue,
+    which held the failure of ICE back."""
+    net, a, b = two_agents(
+        a_tiebreaker=1000,
+        b_controlling=True,
+        b_tiebreaker=2000,
+        want=False,
+        timing=Timing(pac_timeout=0.0),
+    )
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    old = core.poll_check(0.0)
+    assert old is not None
+    claim = _claiming(core, b.core.local.ufrag, stun.IceControlling(2000))
+    core.on_request(0, old.destination, claim, 0.01)
+    core._pair_failed(old.pair, 0.02)  # (as any failure of it would, the pair queued)
+    assert not core._triggered
+    assert core.state is S.FAILED
+
+
+def test_a_controlling_agent_is_completed_once_its_last_triggered_check_started() -> None:
+    """Regular nomination: the pair is selected while a triggered check waits (the peer
+    checked another pair), so the agent is connected; once that check started (cancelled
+    at birth: the selection is final), nothing holds completion back.  It stayed
+    connected till the next consent check, 2 s on."""
+    net, a, b = two_agents(b_hosts=[("10.0.0.2", 6000), ("10.0.0.3", 6000)], want=False)
+    del net.endpoints["b"]
+    core = a.core
+    key = stun.short_term_key(b.core.local.pwd)
+    core.want_connection(0.0)
+    c1 = core.poll_check(0.0)
+    assert c1 is not None
+    p1, p2 = list(core.checklist)
+    assert c1.pair is p1
+    core.on_response(c1, stun.decode(_reply(c1, key)), c1.destination, 0.01)
+    n1 = core.poll_check(0.01)
+    assert n1 is not None and n1.nominating
+    core.on_request(0, p2.remote_address, binding_request(core, controlling=False), 0.02)
+    core.on_response(n1, stun.decode(_reply(n1, key)), n1.destination, 0.03)
+    assert core.selected is p1 and core.state is S.CONNECTED  # (a triggered check waits)
+    c2 = core.poll_check(core.timing.ta)
+    assert c2 is not None and c2.pair is p2 and core.cancelled(c2)
+    assert a.states()[-1] is S.COMPLETED

@@ -603,6 +603,7 @@ class AgentCore:
         returned.  Signal the new parameters first."""
         if candidate is None:
             if self.remote is None and self._late_end_possible:
+                self._late_end_possible = False  # (there was one: the next is this one's)
                 return False
             if self.pending_remote:
                 self.remote_end_held = True  # (taken once the held candidates are back)
@@ -955,7 +956,10 @@ class AgentCore:
             return None
         self._next_paced = now + self.timing.ta
         nominating = self.controlling and self.nomination is _AGGRESSIVE
-        return self._start_check(pair, nominating=nominating, now=now)
+        check = self._start_check(pair, nominating=nominating, now=now)
+        if self.selected is not None and self._triggered is None:
+            self._maybe_complete()  # (the last triggered check started: cancelled, it may be)
+        return check
 
     def poll_resend(self) -> Sequence[tuple[bytes, float]]:
         """Checks to send again before their RTO: ``(transaction id, when)`` pairs.  The
@@ -1320,6 +1324,17 @@ class AgentCore:
             self._live = None
         pair = check.pair
         pair.responses_received += 1
+        if (
+            check.controlling != self.controlling
+            and pair.state is _PAIR_WAITING
+            and not check.consent
+            and not _answered(response)
+        ):
+            # The role switched since this check went, and its pair waits to be checked
+            # again in the new role (see _switch_role): a refusal of the old check says
+            # nothing of the new one, which decides (as in on_timeout).
+            pair.transaction = None
+            return True
         if response.unknown_required:
             # RFC 8489 §6.3.3, §6.3.4: an unknown comprehension-required attribute in a
             # response means the transaction failed: no success, no role conflict, no
@@ -1583,6 +1598,11 @@ class AgentCore:
 
     def _pair_failed(self, pair: Pair, now: float) -> None:
         pair.state = _PAIR_FAILED
+        triggered = self._triggered
+        if triggered is not None and pair in triggered:
+            triggered.remove(pair)  # (else it held the failure of ICE back: see _maybe_fail)
+            if not triggered:
+                self._triggered = None
         if self._nominating is pair:
             self._nominating = None
         if self._pingback is pair:
@@ -1607,6 +1627,7 @@ class AgentCore:
         ended) decides."""
         if (
             self.selected is None
+            and self.remote is not None  # (after an ICE restart: only failed_timeout, till then)
             and self.remote_complete
             and self.local_complete
             and not self._triggered
@@ -2122,6 +2143,11 @@ def _schedule(timing: Timing, sends: int | None) -> tuple[float, ...]:
 def _scaled_schedule(timing: Timing, rto: float) -> tuple[float, ...]:
     """:func:`check_schedule` from an RTO scaled to the pairs being checked, kept."""
     return check_schedule(timing, None, rto)
+
+
+def _answered(response: stun.Message) -> bool:
+    """Whether ``response`` is a success (one with no attribute it must not ignore)."""
+    return response.message_class is _SUCCESS and not response.unknown_required
 
 
 def _symmetric(check: Check, source: Address, base: int | None) -> bool:
