@@ -1792,7 +1792,7 @@ def test_a_controlling_agents_nomination_cancels_its_checks_on_other_pairs() -> 
     assert timed_out.pair.local.address == "10.0.0.1"  # (waited out)
     # Its silence is no failure: the pair is back to waiting, and is not checked again.
     assert timed_out.pair.state is PairState.WAITING
-    assert a.states()[-1] is S.COMPLETED
+    assert a.core.state is S.COMPLETED
     assert (b.time_of(S.COMPLETED) or 0.0) > selected + 10.0  # (its checks ran their course)
 
 
@@ -3682,4 +3682,4 @@ def test_a_controlling_agent_is_completed_once_its_last_triggered_check_started(
     assert core.selected is p1 and core.state is S.CONNECTED  # (a triggered check waits)
     c2 = core.poll_check(core.timing.ta)
     assert c2 is not None and c2.pair is p2 and core.cancelled(c2)
-    assert a.states()[-1] is S.COMPLETED
+    assert a.core.state is S.COMPLETED
