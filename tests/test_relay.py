@@ -878,3 +878,19 @@ async def test_a_relayed_datagram_that_waits_for_room_is_counted_once(room_later
     went = len(conn.written)
     assert went == (1 if room_later else 0)
     assert sent_and_dropped() == (sent + went, dropped + 1 - went)
+
+
+def test_the_longest_relayed_datagram_fits_a_udp_datagram_to_the_server() -> None:
+    """``RELAYED_MAX`` bytes to an IPv6 peer, as a Send indication, fit a UDP datagram to
+    an IPv4 server, and a byte more does not (DATA is padded to a multiple of 4: it was 3
+    bytes too many, and the kernel refused the datagram)."""
+
+    def indication(size: int) -> bytes:
+        return stun.Message(
+            stun.Method.SEND,
+            stun.MessageClass.INDICATION,
+            stun.new_transaction_id(),
+            (stun.XorPeerAddress("2001:db8::2", 6000), stun.Data(b"x" * size)),
+        ).encode()
+
+    assert len(indication(_relay.RELAYED_MAX)) <= 65_507 < len(indication(_relay.RELAYED_MAX + 1))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from trice import StateError, stun
 from trice.stun import Message, MessageClass, Method
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
+from trice.turn._client import PEER_DATA_MAX
 from trice.turn._records import PERMISSION_LIFETIME
 
 USER = "alice"
@@ -947,6 +948,22 @@ def test_a_data_indication_from_an_ip_whose_permission_ended_is_dropped() -> Non
     assert client.statistics().malformed == malformed + 1
 
 
+def test_a_data_indication_while_a_lapsed_permission_lasts_is_taken_without_a_channel() -> None:
+    """As above, the peer without a channel (the server refused the ChannelBind): the
+    lapsed permission's record stays while the server may still hold it, and a Data
+    indication it relays then is taken.  The record went as the permission lapsed, and
+    the data was dropped, counted malformed."""
+    server = FakeServer(errors={stun.Method.CHANNEL_BIND: (403, "Forbidden")})
+    client, server = allocated(server=server)
+    client.send_to_peer(PEER, b"x", 11.0)
+    run_until(client, server, 495.0, now=11.0)  # (refreshed at 251; lapsed at 491)
+    assert client.permission_installed(PEER) is False
+    indication = server.data_indication(("192.0.2.10", 9999), b"late")
+    assert client.on_server_data(indication, 500.0) == [(("192.0.2.10", 9999), b"late")]
+    run_until(client, server, 560.0, now=500.0)
+    assert client.on_server_data(indication, 560.0) == []  # (it ended at 551)
+
+
 def test_queue_behind_a_permission_is_bounded() -> None:
     client, server = allocated(queue_limit=3)
     assert [client.send_to_peer(PEER, b"%d" % i, 1.0) for i in range(5)] == [True] * 3 + [False] * 2
@@ -1242,3 +1259,26 @@ def test_turn_imports_without_trio_socket_or_time() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "pure"
+
+
+def test_data_longer_than_a_send_indication_carries_is_refused_at_once() -> None:
+    """Too long for a Send indication: ValueError at once, also while the permission is
+    being asked for.  Queued then, it raised when the grant came, inside on_server_data:
+    the grant was counted malformed, and the data queued behind it never went."""
+    client, server = allocated()
+    with pytest.raises(ValueError, match="more than TURN relays"):
+        client.send_to_peer(PEER, b"x" * (PEER_DATA_MAX + 1), 0.0)
+    assert client.send_to_peer(PEER, b"x" * PEER_DATA_MAX, 0.0)
+    assert client.send_to_peer(PEER, b"small", 0.0)
+    exchange(client, server, 0.0)
+    assert client.statistics().malformed == 0
+    assert (PEER, b"small", "indication") in server.relayed
+    with pytest.raises(ValueError, match="more than TURN relays"):
+        client.send_to_peer(PEER, b"x" * (PEER_DATA_MAX + 1), 0.0)
+    indication = stun.Message(
+        stun.Method.SEND,
+        stun.MessageClass.INDICATION,
+        stun.new_transaction_id(),
+        (stun.XorPeerAddress("2001:db8::2", 6000), stun.Data(b"x" * PEER_DATA_MAX)),
+    )
+    indication.encode()  # (the longest there is)

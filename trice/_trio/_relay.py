@@ -40,8 +40,9 @@ Deliver = Callable[["RelayTransport", bytes, Address], None]
 #: How long closing waits for the server to confirm the deallocation (RFC 8656 §8).
 DEALLOCATE_WAIT = 0.5
 #: The longest datagram a relay carries: what fits a UDP datagram to the server (65,507
-#: bytes) as a Send indication to an IPv6 peer (48 bytes more), and so as ChannelData too.
-RELAYED_MAX = 65_459
+#: bytes) as a Send indication to an IPv6 peer (48 bytes more, and DATA's padding to a
+#: multiple of 4), and so as ChannelData too.
+RELAYED_MAX = 65_456
 #: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
 STREAM_BUFFER_LIMIT = 1 << 20
 

@@ -379,7 +379,7 @@ def paired_sockets(a: Address, b: Address) -> tuple[PairedSocket, PairedSocket]:
 
 def datagram_too_large(data: bytes, *, relayed: bool = False) -> UsageError:
     limit = (
-        "65,459 bytes through a TURN relay"
+        "65,456 bytes through a TURN relay"
         if relayed
         else ("65,507 bytes over IPv4, 65,527 over IPv6")
     )

@@ -40,6 +40,9 @@ from ._state import TRANSITIONS, AllocationError, TurnEvent, TurnState, TurnStat
 
 #: The message type of a Send indication (RFC 8656 §11.1): data, as ChannelData is.
 SEND_INDICATION = stun.message_type(Method.SEND, MessageClass.INDICATION)
+#: The longest data :meth:`TurnClient.send_to_peer` takes: what a Send indication to an IPv6
+#: peer carries (STUN's length field; ChannelData carries more).
+PEER_DATA_MAX = 65_504
 
 __all__ = ["TurnClient"]
 
@@ -283,7 +286,14 @@ class TurnClient:
         allocated, the queue for the peer's permission is full, the permission failed and
         may not be asked again yet (see the class's **Data**), or *peer* is not an IP address
         of the relayed address's family.
+
+        Raises:
+            ValueError: *data* is longer than a Send indication carries (65,504 bytes), at
+                once, also while the peer's permission is being asked for (queued, it
+                spoiled the permission's grant, and the data queued behind it).
         """
+        if len(data) > PEER_DATA_MAX:
+            raise ValueError(f"{len(data)} bytes is more than TURN relays ({PEER_DATA_MAX})")
         p = self._peers.get(peer)
         if p is not None and p.bound and self._state is TurnState.ALLOCATED:
             p.used_at = now
@@ -795,7 +805,8 @@ class TurnClient:
         peer addresses in each, so that their records would otherwise grow for its life.
         A channel's number (and its peer) is kept until ``CHANNEL_REUSE`` after the server's
         binding expired (RFC 8656 §12), then freed for another peer; a permission's record
-        goes once no peer of its IP is left and no request for it runs."""
+        goes once no peer of its IP is left, no request for it runs, and the server holds
+        it no more (data it relays until then is taken)."""
         peers = self._peers
         for address, p in list(peers.items()):
             if p.busy or p.bound or p.used_at >= idle:
@@ -811,6 +822,7 @@ class TurnClient:
                 ip not in held
                 and perm.used_at < idle
                 and not (perm.busy or perm.installed or perm.queue)
+                and now >= perm.expires_at
             ):
                 del self._permissions[ip]
 
