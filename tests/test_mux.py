@@ -16,7 +16,7 @@ import trice
 from trice import stun
 from trice._trio._mux import MuxTransport, UdpMux
 
-from loopback import HAS_IPV6, connect_both, loopback_config, mux_in_a_task, signal
+from loopback import HAS_IPV6, connect_both, loopback_config, mux_in_a_task, signal, until
 
 
 async def _pair_through(
@@ -280,3 +280,98 @@ async def test_sends_waiting_their_turn_on_a_full_mux_socket_that_closes_raise_c
                 await trio.testing.wait_all_tasks_blocked()
                 mux._close()
     assert outcomes == ["closed"] * 3
+
+
+async def test_the_address_kept_over_a_restart_is_let_go_with_the_pair_of_before() -> None:
+    """An agent on a mux restarts, and its new checks select a pair with another peer
+    address: the address of before stays routed to it while data from there counts (the
+    pair of before's consent), then is let go.  It stayed the agent's for its life, and
+    another agent's peer there (a NAT mapping reused) had its data dropped as ambiguous."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.3, failed_timeout=0.6)
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(
+            loopback_config(timing=timing), controlling=False, mux=mux
+        ) as a:
+            await a.wait_gathering_complete()
+            async with trice.open_agent(loopback_config(timing=timing), controlling=True) as p1:
+                await p1.wait_gathering_complete()
+                signal(a, p1)
+                await connect_both(a, p1)
+                (before,) = [c.transport_address for c in p1.local_candidates]
+                a.restart()
+                async with trice.open_agent(loopback_config(), controlling=True) as p2:
+                    await p2.wait_gathering_complete()
+                    signal(a, p2)
+                    await connect_both(a, p2)
+                    (after,) = [c.transport_address for c in p2.local_candidates]
+                    assert before in mux._by_source  # (still counts: the pair of before's)
+                    await until(lambda: before not in mux._by_source)
+                    assert after in mux._by_source
+
+
+async def test_a_mux_closing_during_an_ice_restart_is_said_by_send_and_receive() -> None:
+    """The mux of the pair of before closes during an ICE restart: send and receive raise
+    ClosedResourceError saying so (as when it closes under the selected pair), not that
+    a restart is under way, which no pair on that mux can ever end."""
+    async with mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (mux, scope, ended):
+        async with (
+            trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
+            trice.open_agent(loopback_config(), controlling=True) as client,
+        ):
+            await server.wait_gathering_complete()
+            await client.wait_gathering_complete()
+            signal(server, client)
+            to_client, _ = await connect_both(server, client)
+            server.restart()
+            await to_client.send(b"still over the pair of before")
+            scope.cancel()
+            with trio.fail_after(2):
+                await ended.wait()
+            with pytest.raises(trio.ClosedResourceError, match="mux"):
+                await to_client.send(b"x")
+            with pytest.raises(trio.ClosedResourceError, match="mux"):
+                await to_client.receive()
+
+
+async def test_a_closed_mux_refers_to_no_agent() -> None:
+    """An agent's check is in flight when its mux closes: the closed mux keeps no
+    reference to the agent (its table of transaction IDs held it, for as long as the
+    application kept the mux)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        async with mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (mux, scope, ended):
+            async with trice.open_agent(loopback_config(), controlling=True, mux=mux) as agent:
+                await agent.wait_gathering_complete()
+                agent.set_remote_parameters("peer", "q" * 22)
+                port = silent.getsockname()[1]
+                line = f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
+                agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(agent.connect)
+                    await until(lambda: bool(mux._by_tid))  # (a check in flight)
+                    scope.cancel()
+                    with trio.fail_after(2):
+                        await ended.wait()
+                    nursery.cancel_scope.cancel()
+            assert not mux._by_tid
+
+
+async def test_two_agents_of_one_mux_never_connect() -> None:
+    """Two agents of one mux, signalled to each other: their checks, from the mux's own
+    address, are dropped (counted unroutable), and ICE fails.  They connected, and every
+    datagram between them was dropped as ambiguous."""
+    timing = trice.Timing(pac_timeout=0.0, disconnected_timeout=0.5, failed_timeout=1.0)
+    config = loopback_config(timing=timing)
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            trice.open_agent(config, controlling=True, mux=mux) as a,
+            trice.open_agent(config, controlling=False, mux=mux) as b,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b)
+            with trio.fail_after(5):
+                for agent in (a, b):
+                    with pytest.raises(trice.IceFailedError):
+                        await agent.connect()
+            assert mux.statistics().unroutable > 0

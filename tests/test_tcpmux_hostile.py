@@ -7,6 +7,7 @@ with it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -496,3 +497,42 @@ async def test_a_tcp_mux_on_ipv6_loopback_routes_and_signals_its_address() -> No
         assert answer is not None
         assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
         assert mux.statistics().routed == 1
+
+
+async def test_at_max_waiting_the_oldest_of_the_sources_that_hold_most_gives_its_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Strangers hold one idle connection an address each (any IPv6 host has a /64), and a
+    peer connects among them: every source holds as many, and the oldest connection
+    gives its place, never the peer's, newer than three.  The mux took a source of the
+    most by set (hash) order, not by age: the peer was pushed out in most tries."""
+    monkeypatch.setattr(_tcpmux, "MAX_WAITING", 4)
+    async with (
+        trice.open_tcp_mux("127.0.0.1") as mux,
+        trice.open_agent(loopback_config(), controlling=False, mux=mux) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        for trial in range(8):
+            async with contextlib.AsyncExitStack() as stack:
+
+                async def stranger(group: int, i: int, trial: int = trial) -> None:
+                    address = f"127.{group}.{trial}.{i + 1}"
+                    peer = await FramedPeer.connect(mux.local_address, source=address)
+                    stack.push_async_callback(peer.aclose)
+
+                for i in range(3):
+                    await stranger(1, i)
+                await until(lambda: mux.statistics().waiting == 3)
+                peer = await stack.enter_async_context(_peer(mux.local_address))
+                await until(lambda: mux.statistics().waiting == 4)
+                pushed_out = mux.statistics().unroutable
+                for i in range(3):  # (fewer than MAX_WAITING: the peer's is not the oldest)
+                    await stranger(2, i)
+                    pushed_out += 1
+                    await until(lambda: mux.statistics().unroutable == pushed_out)  # noqa: B023
+                await peer.send_raw(frame(_for(agent)))
+                with trio.fail_after(2):
+                    answer = await peer.receive()
+                assert answer is not None, f"the peer was pushed out (try {trial})"
+            await until(lambda: mux.statistics().waiting == 0)

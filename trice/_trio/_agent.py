@@ -202,6 +202,7 @@ class Agent:
         "_mapped",
         "_mdns",
         "_mdns_quiet",
+        "_mux_kept",
         "_muxes",
         "_now",
         "_nursery",
@@ -285,6 +286,7 @@ class Agent:
         self._connection: Connection | None = None
         # The core's pair that the connection's route was looked up for (see _data_route).
         self._route_pair: Pair | None = None
+        self._mux_kept = False  # (an address kept on a UDP mux over an ICE restart)
         self._closed = False
         # An error raised while the run's timer task read the first socket for this agent
         # (see _readable): the agent's task raises it.
@@ -616,6 +618,7 @@ class Agent:
         for transport in self._muxes:
             keep = () if data_pair is None else (data_pair.remote_address,)
             transport.rename(local.ufrag, keep=keep)
+            self._mux_kept = self._mux_kept or bool(transport.kept)  # (see _pump)
         for tcp_mux, share in self._tcp_shares:
             tcp_mux._rename(share, local.ufrag)
         for kept in self._transports.values():
@@ -732,6 +735,7 @@ class Agent:
         connection = self._connection
         if connection is not None:
             if isinstance(event, SelectedPairChanged):
+                self._selected_lost = None  # (a transport lost under the pair of before)
                 connection._reroute()  # sends follow the new pair,
                 connection._wake_senders()  # those waiting for room on the old one too
             elif (
@@ -780,6 +784,12 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
+        if self._mux_kept and core.previous_remote is None:
+            # The pair of before an ICE restart carries data no more: the UDP muxes let
+            # its address go (unless the new generation's too).
+            self._mux_kept = False
+            for share in self._muxes:
+                share.forget_kept(core.remote_addresses)
         if self._route_pair is not None and core.data_pair is None:
             # No pair carries data now (an ICE restart's pair of before ended; a new
             # selection reroutes on its event): the connection looks its route up again,
@@ -1276,9 +1286,9 @@ class Agent:
             if run.transport is transport:
                 run.drop()
         core = self._core
-        selected = core.selected
-        if not core.finished and selected is not None and selected.base == base:
-            self._selected_lost = reason  # (what fails ICE now: connect and send say so)
+        carrier = core.data_pair  # (the selected pair; during an ICE restart, the one before)
+        if not core.finished and carrier is not None and carrier.base == base:
+            self._selected_lost = reason  # (what fails ICE, or data: connect and send say so)
         now = self._now()
         core.transport_lost(base, now)
         # (Not signalled again, at a restart say: the address is dead.)

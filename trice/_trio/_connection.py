@@ -155,16 +155,17 @@ class Connection(trio.abc.Channel[bytes]):
         restart: BrokenResourceError."""
         self._check_closed()
         core = self._agent._core
-        if core.state is _FAILED:
-            lost = self._agent._selected_lost
+        failed = core.state is _FAILED
+        if failed or core.data_pair is None:
+            lost = self._agent._selected_lost  # (also the pair of before an ICE restart's)
             if lost == "mux":
                 raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
             if lost is not None:
                 raise trio.BrokenResourceError(LOST_REASONS[lost])
-            raise trio.BrokenResourceError(
-                "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
-            )
-        if core.data_pair is None:
+            if failed:
+                raise trio.BrokenResourceError(
+                    "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
+                )
             raise _no_pair_yet()
 
     def _stop_waiters(self) -> None:

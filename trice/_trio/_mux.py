@@ -220,9 +220,14 @@ class UdpMux:
         by_tid = self._by_tid
         for tid in [tid for tid, (share, _) in by_tid.items() if share is transport]:
             del by_tid[tid]
-        by_source = self._by_source
         kept = transport.claimed & set(keep)
-        for source in transport.claimed - kept:
+        self._let_go(transport, transport.claimed - kept)
+
+    def _let_go(self, transport: MuxTransport, sources: Collection[Address]) -> None:
+        """``transport`` routes ``sources`` (of its claimed addresses) no more; one that two
+        agents proved goes to the other."""
+        by_source = self._by_source
+        for source in sources:
             held = by_source.get(source)
             if held is None:
                 continue
@@ -238,7 +243,7 @@ class UdpMux:
                     by_source[source] = (others[0], True)
                 elif not others:
                     del by_source[source]
-        transport.claimed = kept
+        transport.claimed.difference_update(sources)
 
     def _proved(self, transport: MuxTransport, source: Address, *, contest: bool = True) -> None:
         """The peer at ``source`` answered a check of ``transport``'s with success: the
@@ -354,7 +359,9 @@ class UdpMux:
         kind = stun.peek_type(data)
         if kind == BINDING_REQUEST:
             ufrag = asked_ufrag(data)
-            if ufrag is not None:
+            if ufrag is not None and source != self.local_address:
+                # (A check from the mux's own address is an agent's of this mux: two agents
+                # of one mux never reach each other, see open_udp_mux.)
                 transport = self._by_ufrag.get(ufrag)
         else:
             if kind is not None and kind & _CLASS_BITS in _ANSWERS:
@@ -398,6 +405,7 @@ class UdpMux:
         shares = list(self._by_ufrag.values())
         self._by_ufrag.clear()
         self._by_source.clear()
+        self._by_tid.clear()  # (else its agents, gone, stayed referenced from the mux)
         for share in shares:
             share.closed = True
             share.claimed.clear()
@@ -429,6 +437,7 @@ class MuxTransport:
         "deliver",
         "family",
         "hooks",
+        "kept",
         "local_address",
         "mux",
         "ufrag",
@@ -445,6 +454,8 @@ class MuxTransport:
         self.family = mux.family
         self.closed = False
         self.claimed: set[Address] = set()  # (the addresses routed to it)
+        #: Kept over an ICE restart for the pair of before (see ``rename``, ``forget_kept``).
+        self.kept: tuple[Address, ...] = ()
         #: Its success answers prove an address (an ICE-lite agent's: see ``_claim``).
         self.answers_prove = False
         self.waiting: set[trio.CancelScope] | None = None  # (sends waiting for the socket)
@@ -463,6 +474,16 @@ class MuxTransport:
         if not self.closed:
             mux._attach(ufrag, self)
             mux._release(self, keep=keep)
+            self.kept = tuple(self.claimed)
+
+    def forget_kept(self, still: Collection[Address]) -> None:
+        """The pair of before the ICE restart carries data no more: the addresses kept for
+        it (see :meth:`rename`) are let go, but for those in ``still`` (the new generation's
+        remote addresses).  Kept, an address stayed this agent's for its life, and another
+        agent's peer there (a NAT that maps afresh) was dropped as ambiguous."""
+        kept, self.kept = self.kept, ()
+        if not self.closed:
+            self.mux._let_go(self, [address for address in kept if address not in still])
 
     def _claim(self, data: bytes, address: Address) -> None:
         """What this agent sends to ``address``: a check's transaction ID is noted, for its

@@ -18,6 +18,7 @@ mux's address (see :func:`trice.open_agent`).
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
@@ -149,8 +150,9 @@ class TcpMux:
                 # The oldest waiting of the source that holds the most gives its place (a
                 # stranger's idle connections cannot keep the peers out: a peer's first
                 # check comes a round trip after it opens).
-                most = max(set(sources), key=sources.count)
-                oldest = next(scope for scope, source in waiting.items() if source == most)
+                counts = Counter(sources)
+                most = max(counts.values())
+                oldest = next(scope for scope, source in waiting.items() if counts[source] == most)
                 del waiting[oldest]
                 oldest.cancel()
             scope = trio.CancelScope()

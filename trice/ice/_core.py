@@ -889,6 +889,12 @@ class AgentCore:
         else:
             events.append(event)
 
+    @property
+    def previous_remote(self) -> Address | None:
+        """After an ICE restart, the remote address of the pair of before, while data from
+        it still counts (see :meth:`restart`); else ``None``."""
+        return self._stale
+
     def is_remote_address(self, address: Address, *, tcp: bool = False) -> bool:
         """Whether data from ``address`` (over a TCP connection: ``tcp``) comes from a known
         remote candidate."""
