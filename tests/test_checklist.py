@@ -68,6 +68,9 @@ R6 = cand("2001:db8::2", 6000)
 def test_pairable_same_component_udp_family() -> None:
     assert CheckList.pairable(L4, R4)
     assert CheckList.pairable(L6, R6)
+    # IPv6 link-local with link-local only (§6.1.2.2 MUST); fec0:: is not in fe80::/10.
+    assert CheckList.pairable(cand("fe80::1", 5000), cand("FE80::2", 6000))
+    assert CheckList.pairable(cand("fec0::1", 5000), R6)
 
 
 @pytest.mark.parametrize(
@@ -79,8 +82,10 @@ def test_pairable_same_component_udp_family() -> None:
         (L4, cand("10.0.0.2", 6000, protocol="tcp")),
         (cand("10.0.0.1", 5000, protocol="tcp"), R4),
         (L4, cand("f3e2a9b1-5c6d-4e7f-8a9b-0c1d2e3f4a5b.local", 6000)),
+        (L6, cand("fe80::7", 6000)),
+        (cand("febf::1", 5000), R6),
     ],
-    ids=["v4-v6", "v6-v4", "component", "remote-tcp", "local-tcp", "mdns"],
+    ids=["v4-v6", "v6-v4", "component", "remote-tcp", "local-tcp", "mdns", "to-link", "from-link"],
 )
 def test_unpairable(local: Candidate, remote: Candidate) -> None:
     assert not CheckList.pairable(local, remote)

@@ -30,6 +30,7 @@ from loopback import (
     server_socket,
     signal,
     stun_server,
+    until,
 )
 
 GATHER = trice.MdnsMode.QUERY_AND_GATHER
@@ -430,3 +431,27 @@ def test_a_host_candidate_is_named_and_the_others_left_to_the_caller() -> None:
         assert found.names == {named.address: "127.0.0.1"}
         assert _named(srflx, found) == srflx
         assert _named(relay, found) == relay
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
+async def test_an_agent_of_ipv6_only_takes_the_ipv6_address_of_a_name_that_has_both(
+    listener: socket.socket,
+) -> None:
+    """A peer's name is answered with an A and an AAAA record; the agent gathers IPv6 only
+    (mDNS itself runs over IPv4): it pairs the IPv6 address.  It took the first, IPv4,
+    which nothing of its own pairs with."""
+    config = loopback_config(ipv6=True, timing=trice.Timing(mdns_timeout=10))
+    network = dataclasses.replace(config.network, mdns=trice.MdnsMode.QUERY_ONLY)
+    async with trice.open_agent(
+        dataclasses.replace(config, network=network), controlling=True
+    ) as agent:
+        await agent.wait_gathering_complete()
+        assert {c.address for c in agent.local_candidates} == {"::1"}
+        agent.set_remote_parameters("abcd", "a" * 22)
+        line = "candidate:1 1 udp 2130706431 dual.local 40000 typ host"
+        agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        await _next_message(listener, lambda m: not m.is_response)
+        group = (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT)
+        listener.sendto(mdns.encode_answer("dual.local", ["127.0.0.1", "::1"]), group)
+        await until(lambda: not agent._core.pending_remote)
+        assert [s.pair.remote.address for s in agent.pair_statistics()] == ["::1"]

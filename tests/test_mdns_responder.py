@@ -3,6 +3,7 @@ trio shell sends and keeps, decided without a socket or a clock."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from trice import mdns
@@ -64,3 +65,65 @@ def test_answers_are_kept_for_names_wanted_and_goodbyes_remove_them() -> None:
     # (RFC 6762 §10.1: kept one second more, then gone.)
     assert responder.lookup("peer.local", 5.5) == ("127.0.0.7",)
     assert responder.lookup("peer.local", 6.0) is None
+
+
+def _one_label(name: str) -> bytes:
+    """``name`` as ONE DNS label, dots and all (RFC 1035 §3.1 allows any byte in one)."""
+    raw = name.encode()
+    return bytes([len(raw)]) + raw + b"\x00"
+
+
+def test_a_name_of_one_label_with_dots_is_not_one_of_two() -> None:
+    """The one label ``<uuid>.local`` is no ``<uuid>`` . ``local``: a question for it is not
+    answered, and a record of it does not resolve the two-label name.  Labels were joined
+    with dots as they came, and it was answered for and taken."""
+    name = "1f4712db-ea17-4bcf-a596-105139dfd8bf.local"
+    responder = MdnsResponder()
+    responder.add_name(name, "127.0.0.1", LINK)
+    query = struct.pack("!6H", 0, 0, 1, 0, 0, 0) + _one_label(name) + struct.pack("!HH", 1, 1)
+    asked: dict[str, Any] = {"direct": False, "on_link": True, "wanted": (), "now": 10.0}
+    assert responder.on_datagram(query, ("127.0.0.2", 5353), LINK, **asked)[0] == []
+    record = (
+        _one_label("peer.local") + struct.pack("!HHIH", 1, 0x8001, 120, 4) + b"\xc0\x00\x02\x09"
+    )
+    answer = struct.pack("!6H", 0, 0x8400, 0, 1, 0, 0) + record
+    told: dict[str, Any] = {"direct": False, "on_link": True, "now": 10.0}
+    assert (
+        responder.on_datagram(answer, ("192.0.2.9", 5353), LINK, wanted={"peer.local"}, **told)[1]
+        == []
+    )
+
+
+def test_a_question_of_another_class_than_in_or_any_is_not_answered() -> None:
+    """RFC 6762 §6: a question of class CH (3) for the agent's name is not one for its IN
+    record (it was answered with it); one of class ANY (255) is."""
+    responder = MdnsResponder()
+    responder.add_name("me.local", "127.0.0.1", LINK)
+    asked: dict[str, Any] = {"direct": False, "on_link": True, "wanted": (), "now": 10.0}
+    for qclass, answered in ((3, False), (255, True)):
+        query = bytearray(_query("me.local"))
+        struct.pack_into("!H", query, len(query) - 2, qclass)
+        sends, _ = responder.on_datagram(bytes(query), ("127.0.0.2", 5353), LINK, **asked)
+        assert bool(sends) is answered, qclass
+
+
+def test_a_cache_flush_record_replaces_only_its_type_heard_over_a_second_ago() -> None:
+    """RFC 6762 §10.2: an AAAA answer (cache flush) in a second packet keeps the A address
+    of the first (both kept, IPv4 first); one of the same type replaces the kept one once
+    that is over a second old, and adds to it within the second; a shared record (no
+    flush bit) adds.  A flush, or any answer for a name being resolved, replaced all."""
+    responder = MdnsResponder()
+    told: dict[str, Any] = {"direct": False, "on_link": True, "wanted": {"peer.local"}}
+
+    def answer(address: str, now: float, *, flush: bool = True) -> tuple[str, ...] | None:
+        data = bytearray(mdns.encode_answer("peer.local", [address]))
+        if not flush:
+            data[12 + len(b"\x04peer\x05local\x00") + 2] &= 0x7F
+        responder.on_datagram(bytes(data), ("192.0.2.5", 5353), LINK, now=now, **told)
+        return responder.lookup("peer.local", now)
+
+    assert answer("192.0.2.5", 10.0) == ("192.0.2.5",)
+    assert answer("2001:db8::5", 10.01) == ("192.0.2.5", "2001:db8::5")
+    assert answer("192.0.2.6", 10.5) == ("192.0.2.5", "192.0.2.6", "2001:db8::5")
+    assert answer("192.0.2.7", 12.0) == ("192.0.2.7", "2001:db8::5")
+    assert answer("192.0.2.8", 14.0, flush=False) == ("192.0.2.7", "192.0.2.8", "2001:db8::5")

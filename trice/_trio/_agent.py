@@ -1044,7 +1044,10 @@ class Agent:
             core.release_remote(None, generation)
             self._pump()
             return
-        address = addresses[0]
+        # (IPv4 first, of the families this agent gathers: mDNS itself runs over IPv4.)
+        network = self.config.network
+        usable = [a for a in addresses if (network.ipv6 if ":" in a else network.ipv4)]
+        address = (usable or addresses)[0]
         logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
         try:
             if not core.release_remote(dataclasses.replace(candidate, address=address), generation):

@@ -308,7 +308,8 @@ class CheckList:
         over one that the peer opened.
 
         Only IP literals pair: host names (mDNS ``.local`` names among them) are not paired
-        until resolved.
+        until resolved; and an IPv6 link-local address only with a link-local one (§6.1.2.2:
+        a check from one to a global address, or back, cannot be routed).
         """
         if local.component != remote.component:
             return False
@@ -319,7 +320,10 @@ class CheckList:
             return False
         if canonical_ip(remote.address) is None:
             return False
-        return family(local.address) == family(remote.address)
+        if family(local.address) != family(remote.address):
+            return False
+        # (An IPv6 link-local address pairs only with a link-local one: §6.1.2.2.)
+        return _link_local_v6(local.address) == _link_local_v6(remote.address)
 
     def add(
         self,
@@ -549,3 +553,9 @@ def _tcp_pairable(local: Candidate, remote: Candidate) -> bool:
 
 def _key(pair: Pair) -> _Key:
     return (pair.base, pair.remote.address, pair.remote.port)
+
+
+def _link_local_v6(address: str) -> bool:
+    """Whether ``address`` (an IP literal, perhaps with a ``%`` zone) is in fe80::/10."""
+    head = address.split(":", 1)[0]
+    return len(head) == 4 and head[:3].lower() in ("fe8", "fe9", "fea", "feb")

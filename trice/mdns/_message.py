@@ -53,6 +53,7 @@ _FIXED = struct.Struct("!HH")  # a question's type and class
 _RECORD = struct.Struct("!HHIH")  # a record's type, class, TTL and data length
 _QR = 0x8000  # a response
 _AA = 0x0400  # authoritative
+_CLASS_ANY = 255
 _TOP = 0x8000  # in a class: unicast response wanted (question), cache flush (record)
 _MAX_NAME = 255  # bytes on the wire (RFC 1035 §2.3.4)
 _MAX_JUMPS = 32  # compression pointers followed in one name
@@ -183,8 +184,10 @@ def _encode_name(name: str) -> bytes:
 def decode_message(data: bytes) -> DnsMessage:
     """Decode a DNS message; raises :class:`~trice.MdnsDecodeError` if it is malformed.
 
-    Questions are kept whatever their type; of the records (answer, authority and
-    additional sections) only the A and AAAA records of class IN, the rest skipped.
+    Questions of class IN or ANY are kept, whatever their type (RFC 6762 §6: no other
+    class is asked for here); of the records (answer, authority and additional sections)
+    only the A and AAAA records of class IN, the rest skipped.  A label with a dot in it is
+    kept escaped (``\\.``), so that a name of one label never passes for one of two.
     """
     if len(data) < _HEADER.size:
         raise MdnsDecodeError(f"a DNS message has a 12-byte header, got {len(data)} bytes")
@@ -198,7 +201,8 @@ def decode_message(data: bytes) -> DnsMessage:
             raise MdnsDecodeError("a DNS question ends early")
         qtype, qclass = _FIXED.unpack_from(data, offset)
         offset += _FIXED.size
-        questions.append(Question(name, qtype, bool(qclass & _TOP)))
+        if qclass & ~_TOP in (CLASS_IN, _CLASS_ANY):
+            questions.append(Question(name, qtype, bool(qclass & _TOP)))
     records = []
     answer_records = 0
     for index in range(ancount + nscount + arcount):
@@ -257,6 +261,9 @@ def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:
         size += length + 1
         if size > _MAX_NAME:
             raise MdnsDecodeError("a DNS name is over 255 bytes")
-        labels.append(data[offset : offset + length].decode("utf-8", "replace"))
+        label = data[offset : offset + length].decode("utf-8", "replace")
+        if "." in label or "\\" in label:
+            label = label.replace("\\", "\\\\").replace(".", "\\.")
+        labels.append(label)
         offset += length
     return normalize_name(".".join(labels)), offset if end < 0 else end

@@ -81,6 +81,7 @@ class MdnsResponder:
         "_answered",
         "_asked",
         "_gone",
+        "_heard",
         "_name_links",
         "_unicast",
         "found",
@@ -94,6 +95,10 @@ class MdnsResponder:
         # The link of each name's address: where it is answered for, and nowhere else.
         self._name_links: dict[str, Hashable] = {}
         self.found: dict[str, tuple[tuple[str, ...], float]] = {}
+        # When the A (False) or AAAA (True) records of a name found were last taken: a
+        # cache-flush record flushes only those of its type heard over a second ago (RFC
+        # 6762 §10.2: a responder's answer may come in several packets).
+        self._heard: dict[tuple[str, bool], float] = {}
         # When each of our names was last multicast on each link (RFC 6762 §6).
         self._answered: dict[tuple[str, Hashable], float] = {}
         # When a query for each name being resolved last went, and the interval to the next
@@ -175,6 +180,7 @@ class MdnsResponder:
         """An ICE restart: what was found is asked for anew (a peer that restarts has often
         moved)."""
         self.found.clear()
+        self._heard.clear()
 
     # ------------------------------------------------------------------ datagrams
 
@@ -272,8 +278,10 @@ class MdnsResponder:
         """Answers: for names being resolved, or already found (a cache-flush record
         updates what is kept); a goodbye (TTL 0, RFC 6762 §10.1) removes its record (that
         address of the name), in the order the records come.  The rest are not kept.
+        A cache-flush record replaces the addresses of its type (A or AAAA) kept for the name,
+        but those heard within the last second (§10.2); other records add to them.
         Returns the names resolved."""
-        found: dict[str, list[str]] = {}
+        found: dict[str, list[tuple[str, bool]]] = {}
         ttls: dict[str, int] = {}
         gone: dict[str, set[str]] = {}
         kept = self.found
@@ -285,7 +293,7 @@ class MdnsResponder:
                 gone.setdefault(name, set()).add(record.address)
                 said = found.get(name)
                 if said is not None:
-                    said[:] = [a for a in said if a != record.address]
+                    said[:] = [a for a in said if a[0] != record.address]
                 continue
             if address_problem(record.address, 1, ipv6=None) is not None or no_destination(
                 record.address
@@ -294,10 +302,13 @@ class MdnsResponder:
                 continue
             if name not in wanted and not record.cache_flush:
                 continue  # (a shared record adds to what is kept: no change to make)
-            found.setdefault(name, []).append(record.address)
+            found.setdefault(name, []).append((record.address, record.cache_flush))
             ttls[name] = min(ttls.get(name, ANSWER_TTL), record.ttl)
+        heard = self._heard
         for stale in [n for n, (_, until) in kept.items() if until <= now]:
             del kept[stale]
+            heard.pop((stale, False), None)
+            heard.pop((stale, True), None)
         for name, leaving in gone.items():
             entry = kept.get(name)
             if entry is not None:
@@ -310,9 +321,21 @@ class MdnsResponder:
                     # a goodbye).
                     kept[name] = (entry[0], min(entry[1], now + GOODBYE_GRACE))
         resolved = []
-        for name, addresses in found.items():
-            if not addresses:
+        for name, answers in found.items():
+            if not answers:
                 continue  # (said, and said goodbye to, in one message)
+            addresses: list[str] = []
+            entry = kept.get(name)
+            if entry is not None:
+                flushed = {":" in a for a, flush in answers if flush}
+                for address in entry[0]:
+                    v6 = ":" in address
+                    if v6 not in flushed or now - heard.get((name, v6), -math.inf) < 1.0:
+                        addresses.append(address)
+            for address, _ in answers:
+                if address not in addresses:
+                    addresses.append(address)
+                heard[name, ":" in address] = now
             # IPv4 first: the family more peers can reach.
             addresses.sort(key=lambda a: ":" in a)
             kept[name] = (tuple(addresses), now + ttls[name])
