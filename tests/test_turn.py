@@ -1282,3 +1282,63 @@ def test_data_longer_than_a_send_indication_carries_is_refused_at_once() -> None
         (stun.XorPeerAddress("2001:db8::2", 6000), stun.Data(b"x" * PEER_DATA_MAX)),
     )
     indication.encode()  # (the longest there is)
+
+
+def test_a_refused_channel_refresh_keeps_the_number_while_the_server_holds_it() -> None:
+    """The peer's channel (bound at 1 s, refreshed at 541 s: held to 1141 s) has its next
+    refresh refused (508): the server holds the binding to its end and relays the peer's
+    data on it (RFC 8656 §12.5), which is taken; the bind goes again with the same number
+    (a peer may not take another number till 5 minutes after its binding's end, §12).
+    The number was given up at once: the data was dropped (counted malformed), and the
+    peer bound to a new number 4 minutes early."""
+    client, server = allocated()
+    now = 1.0
+    client.send_to_peer(PEER, b"x", now)
+    exchange(client, server, now)
+    (number,) = server.channels
+    while now < 1070.0:  # (in use: refreshed at 541, not lapsing)
+        now += 10.0
+        client.send_to_peer(PEER, b"x", now)
+        run_until(client, server, now, now=now - 10.0)
+    server.errors[stun.Method.CHANNEL_BIND] = (508, "Insufficient Capacity")
+    run_until(client, server, 1085.0, now=now)  # (the refresh at 1081: refused)
+    assert not client.channel_bound(PEER)
+    data = stun.encode_channel_data(number, b"from the peer")
+    assert client.on_server_data(data, 1090.0) == [(PEER, b"from the peer")]
+    assert client.statistics().malformed == 0
+    del server.errors[stun.Method.CHANNEL_BIND]
+    now = 1090.0
+    while now < 1300.0:
+        now += 10.0
+        client.send_to_peer(PEER, b"x", now)
+        run_until(client, server, now, now=now - 10.0)
+    binds = [
+        m.get(stun.ChannelNumber)
+        for _, m in server.requests
+        if m.method is stun.Method.CHANNEL_BIND
+    ]
+    assert {b.channel for b in binds if b is not None} == {number}
+    assert client.channel_bound(PEER)
+
+
+def test_a_peer_whose_binding_ended_takes_another_number_only_5_minutes_on() -> None:
+    """The server refuses to bind a peer's channel again after its binding ended: the
+    number is given up, and the peer (its data going as Send indications) takes another
+    only 5 minutes after the binding's end (RFC 8656 §12)."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    (number,) = server.channels
+    peer = client._peers[PEER]
+    ended = peer.expires_at
+    server.errors[stun.Method.CHANNEL_BIND] = (403, "Forbidden")
+    peer.bound = False  # (lapsed: bound again when data goes, after its end)
+    peer.refresh_at = float("inf")
+    client.send_to_peer(PEER, b"x", ended + 1.0)
+    exchange(client, server, ended + 1.0)
+    assert peer.channel == 0  # (refused after the end: given up)
+    del server.errors[stun.Method.CHANNEL_BIND]
+    client._bind(peer, ended + 100.0)  # (as a permission's grant would)
+    assert peer.channel == 0
+    client._bind(peer, ended + 301.0)
+    assert peer.channel == number  # (its number of before: free again by then)

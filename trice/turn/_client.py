@@ -82,10 +82,12 @@ class TurnClient:
     until the permission is installed, because servers drop relayed data before that.  Then
     it goes in Send indications while a ChannelBind for the peer runs, and as ChannelData
     (padded to 4 bytes over TCP and TLS, §12.5) once the channel is bound.  A ChannelBind
-    that got no answer may still have bound the channel on the server: its number stays the
-    peer's (ChannelData on it is taken), data goes in Send indications, and the bind is
-    tried again with the number 5 s later, then 10, 20, 40 and at most 60 s after each
-    silence in a row.  Data for a peer
+    that got no answer may still have bound the channel on the server, and a refused
+    refresh leaves the binding there till its end: its number stays the peer's (ChannelData
+    on it is taken), data goes in Send indications, and the bind is tried again with the
+    number 5 s later, then 10, 20, 40 and at most 60 s after each failure in a row.  A bind
+    refused once the binding ended gives the number up; the peer takes another (or the
+    same) only 5 minutes after that end (§12).  Data for a peer
     whose permission failed (refused, or unanswered), and that has no channel bound, is
     dropped and counted; the first such data 5 s later asks again, then 10, 20, 40 and at
     most 60 s after each failure in a row.
@@ -732,14 +734,17 @@ class TurnClient:
             # RFC 8656 §12: without the channel, Send indications still work.
             p.busy = False
             p.bound = False
-            if code is None:
-                # No answer (or none that checked): the server may have bound the channel,
-                # and would send its peer's data on it.  The number stays the peer's (no
-                # other may have it, §12.1), and the bind goes again, with a pause.
+            if code is None or now < p.expires_at:
+                # No answer (or none that checked): the server may have bound the channel;
+                # or a refresh refused, and the server holds the binding to its end.  It
+                # sends the peer's data on it meanwhile (§12.5): the number stays the
+                # peer's (no other may have it, nor the peer another, §12), and the bind
+                # goes again, with a pause.
                 p.failures += 1
                 backoff = PERMISSION_RETRY_MIN * 2 ** min(p.failures - 1, 8)
                 p.refresh_at = now + min(backoff, PERMISSION_RETRY_MAX)
-                p.expires_at = now + CHANNEL_LIFETIME  # (if one of its copies bound it)
+                if code is None:
+                    p.expires_at = now + CHANNEL_LIFETIME  # (if one of its copies bound it)
                 return
             self._release_channel(p)
 
@@ -775,8 +780,11 @@ class TurnClient:
 
     def _bind(self, p: Peer, now: float) -> None:
         """Bind *p*'s channel (RFC 8656 §12.1), giving it a number first if it has none;
-        without free numbers, do nothing."""
+        without free numbers, or while the peer may not take another number yet (for
+        ``CHANNEL_REUSE`` after its last binding's end, §12), do nothing."""
         if not p.channel:
+            if now < p.expires_at + CHANNEL_REUSE:
+                return  # (Send indications meanwhile)
             released = self._released
             if released and released[0][0] <= now:
                 p.channel = heapq.heappop(released)[1]
