@@ -734,11 +734,12 @@ def test_a_lapsed_channels_number_goes_to_another_peer_five_minutes_after_it_exp
     ]
 
 
-def test_a_number_whose_refresh_was_refused_waits_five_minutes_past_its_binding() -> None:
+def test_a_number_whose_refresh_was_refused_goes_to_no_other_peer() -> None:
     """``a``'s channel is bound at 1 s (the server holds it to 601 s); its refresh at 541 s
-    is refused.  The number goes to no other peer before 5 minutes after that binding's end
-    (RFC 8656 §12: ChannelData the server still sends on it is ``a``'s, and had come out as
-    the new peer's), then it does."""
+    is refused.  The number goes to no other peer (RFC 8656 §12: ChannelData the server
+    still sends on it is ``a``'s, and had come out as the new peer's): ``a`` keeps it, and
+    binds it again once the server takes it (the number was given up, and went to another
+    peer at 901 s, ``a``'s binding's end plus 5 minutes)."""
     client, server = allocated()
     a, b, c = ("192.0.2.10", 6000), ("192.0.2.20", 6000), ("192.0.2.30", 6000)
     client.send_to_peer(a, b"x", 1.0)
@@ -756,11 +757,13 @@ def test_a_number_whose_refresh_was_refused_waits_five_minutes_past_its_binding(
     exchange(client, server, 546.0)
     assert _binds(server)[-1][1:] == (b, 0x4001)
     on_a = client.on_server_data(stun.encode_channel_data(0x4000, b"a's", pad=False), 547.0)
-    assert on_a != [(b, b"a's")]
-    client.send_to_peer(c, b"z", 901.0)  # (601 + 300: the number is free)
+    assert on_a == [(a, b"a's")]
+    now = run_until(client, server, 560.0, now=547.0)
+    assert _binds(server)[-1][1:] == (a, 0x4000) and client.channel_bound(a)
+    client.send_to_peer(c, b"z", 901.0)
     exchange(client, server, 901.0)
     exchange(client, server, 901.0)
-    assert _binds(server)[-1][1:] == (c, 0x4000)
+    assert _binds(server)[-1][1:] == (c, 0x4002)
 
 
 def test_a_relay_that_checks_new_peers_for_hours_keeps_records_of_the_last_ones_only() -> None:
