@@ -2950,3 +2950,27 @@ async def test_a_receive_waiting_on_the_old_pairs_socket_follows_the_pair(then: 
                     await until(lambda: len(got) == 2)
                     assert all(isinstance(x, trio.ClosedResourceError) for x in got)
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_receive_outlives_many_reroutes() -> None:
+    """A receive waits on the selected pair's socket while the pair is rerouted again and
+    again (a controlled agent following the peer's nominations, one each consent
+    interval, for as long as the receive waits): it returns the peer's datagram.  Each
+    reroute nested one more call, and 1200 of them broke trio's run."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        got: list[object] = []
+
+        async def receive() -> None:
+            got.append(await cb.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(1200):
+                cb._reroute()  # (what b does at each SelectedPairChanged)
+                await trio.testing.wait_all_tasks_blocked()
+            await ca.send(b"hello")
+            await until(lambda: bool(got))
+        assert got == [b"hello"]

@@ -3683,3 +3683,22 @@ def test_a_controlling_agent_is_completed_once_its_last_triggered_check_started(
     c2 = core.poll_check(core.timing.ta)
     assert c2 is not None and c2.pair is p2 and core.cancelled(c2)
     assert a.core.state is S.COMPLETED
+
+
+def test_after_a_restart_parameters_that_bring_no_pair_fail_ice_at_the_pac_timer() -> None:
+    """After an ICE restart the peer's new candidates (named with its new ufrag: held) and
+    end-of-candidates come before its parameters, and pair with none of ours (IPv6; we
+    have IPv4): once the parameters come, ICE fails at the PAC timer, as at the first
+    start.  It failed at failed_timeout (nothing looked again when the parameters came)."""
+    net, a, b = two_agents(timing=FAST)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    v6 = make_candidate("2001:db8::2", 6000)
+    v6 = dataclasses.replace(v6, username_fragment=b.core.local.ufrag)
+    assert a.core.add_remote_candidate(v6) is True  # (held)
+    assert a.core.add_remote_candidate(None) is True
+    a.core.set_remote(b.core.local, net.now)
+    assert not list(a.core.checklist)
+    net.run_for(FAST_PAC + 1.0)
+    assert a.state is S.FAILED, a.states()

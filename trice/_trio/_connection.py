@@ -342,119 +342,120 @@ class Connection(trio.abc.Channel[bytes]):
                 an ICE restart, and what had arrived before was all returned.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        transport = self._udp
-        if transport is None and (self._closed or self._agent._closed):
-            # (A kept socket means open: closing forgets it, see ``_reroute``.)
-            raise trio.ClosedResourceError("the connection is closed")
-        buffer = self._buffer
-        queue = buffer.queue
-        if queue:
-            data = queue.popleft()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
-        if transport is None:
-            if self._route is None:
-                self._get_route()  # (raises if consent expired)
+        while True:  # (once more only if rerouted while waiting on a socket: below)
             transport = self._udp
-        if transport is None or transport.held or transport.closed:
-            # Another task already waits on the socket, or the pair is relayed: wait for a
-            # reader to hand a datagram over.
-            return await self._handed_over()
-        # One datagram per read, unless the reader has just used receive_nowait, other
-        # tasks wait in receive too, or the reader is behind a backlog (then a read queues
-        # all the socket holds, up to 64, and wakes the others).
-        one = self._streak < _STREAK and not buffer.lot
-        sock = transport.sock
-        look = True  # whether to read the socket before waiting on it
-        if one:
-            # The common case of a receive loop: one datagram straight from the socket, as a
-            # plain trio socket would (reading on would cost a failed read, a system call
-            # and an exception, for each datagram that comes on its own).
-            try:
-                data, source = sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                self._streak = 0  # caught up: nothing yet, wait for it
-                look = False
-            except OSError:
-                pass  # (an ICMP error, say: the reader's loop deals with it)
-            else:
-                self._streak += 1
-                transport.holds += 1  # (a receiver keeps the socket's reader away...)
-                if transport.reader_waiting:
-                    transport.kick()  # (... which, if it waits on the socket, looks again)
-                if self._is_data(transport, data, source):
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return data
-        # Wait on the socket ourselves and read it, STUN included: the datagram reaches
-        # this task straight from the kernel, not through the reader task.
-        transport.held = True
-        transport.holds += 1
-        if transport.reader_waiting:
-            transport.kick()  # frees the socket's read slot at once
-        agent = self._agent
-        try:
-            if look:
-                # Read what the socket holds first (a batch, or on after STUN).
-                data_or_none = self._drained(transport, one)
-                if data_or_none is not None:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return data_or_none
-            while True:
-                if self._udp is not transport:
-                    # Rerouted (another pair selected): the receive starts again, on the
-                    # new pair's socket, or waits for its reader.  (Left waiting here, it
-                    # heard only this socket, and a receive on the new one took over the
-                    # buffer's ``waiting_on``: data and closing no longer woke it.)
-                    break
-                buffer.waiting_on = sock
+            if transport is None and (self._closed or self._agent._closed):
+                # (A kept socket means open: closing forgets it, see ``_reroute``.)
+                raise trio.ClosedResourceError("the connection is closed")
+            buffer = self._buffer
+            queue = buffer.queue
+            if queue:
+                data = queue.popleft()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            if transport is None:
+                if self._route is None:
+                    self._get_route()  # (raises if consent expired)
+                transport = self._udp
+            if transport is None or transport.held or transport.closed:
+                # Another task already waits on the socket, or the pair is relayed: wait for a
+                # reader to hand a datagram over.
+                return await self._handed_over()
+            # One datagram per read, unless the reader has just used receive_nowait, other
+            # tasks wait in receive too, or the reader is behind a backlog (then a read queues
+            # all the socket holds, up to 64, and wakes the others).
+            one = self._streak < _STREAK and not buffer.lot
+            sock = transport.sock
+            look = True  # whether to read the socket before waiting on it
+            if one:
+                # The common case of a receive loop: one datagram straight from the socket, as a
+                # plain trio socket would (reading on would cost a failed read, a system call
+                # and an exception, for each datagram that comes on its own).
                 try:
-                    await trio.lowlevel.wait_readable(sock)
-                except trio.ClosedResourceError:
-                    if transport.closed:
-                        # A gathering anew closed the socket, the pair having moved on:
-                        # take what came meanwhile, or wait for the new pair's reader.
+                    data, source = sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    self._streak = 0  # caught up: nothing yet, wait for it
+                    look = False
+                except OSError:
+                    pass  # (an ICMP error, say: the reader's loop deals with it)
+                else:
+                    self._streak += 1
+                    transport.holds += 1  # (a receiver keeps the socket's reader away...)
+                    if transport.reader_waiting:
+                        transport.kick()  # (... which, if it waits on the socket, looks again)
+                    if self._is_data(transport, data, source):
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        return data
+            # Wait on the socket ourselves and read it, STUN included: the datagram reaches
+            # this task straight from the kernel, not through the reader task.
+            transport.held = True
+            transport.holds += 1
+            if transport.reader_waiting:
+                transport.kick()  # frees the socket's read slot at once
+            agent = self._agent
+            try:
+                if look:
+                    # Read what the socket holds first (a batch, or on after STUN).
+                    data_or_none = self._drained(transport, one)
+                    if data_or_none is not None:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        return data_or_none
+                while True:
+                    if self._udp is not transport:
+                        # Rerouted (another pair selected): the receive starts again, on the
+                        # new pair's socket, or waits for its reader.  (Left waiting here, it
+                        # heard only this socket, and a receive on the new one took over the
+                        # buffer's ``waiting_on``: data and closing no longer woke it.)
+                        break
+                    buffer.waiting_on = sock
+                    try:
+                        await trio.lowlevel.wait_readable(sock)
+                    except trio.ClosedResourceError:
+                        if transport.closed:
+                            # A gathering anew closed the socket, the pair having moved on:
+                            # take what came meanwhile, or wait for the new pair's reader.
+                            if buffer.waiting_on is sock:
+                                buffer.waiting_on = None
+                            self._check_closed()
+                            if buffer.queue:
+                                return buffer.queue.popleft()
+                            self._check_open()
+                            return await self._handed_over()
+                        # nudged: look in the queue, and at the connection
+                    else:
                         if buffer.waiting_on is sock:
                             buffer.waiting_on = None
-                        self._check_closed()
-                        if buffer.queue:
-                            return buffer.queue.popleft()
-                        self._check_open()
-                        return await self._handed_over()
-                    # nudged: look in the queue, and at the connection
-                else:
-                    if buffer.waiting_on is sock:
-                        buffer.waiting_on = None
-                    if one and not buffer.lot and not buffer.queue:
-                        # Woken with the socket to itself: one datagram straight from it,
-                        # as the fast path above reads (no batch, no trip through the queue).
-                        try:
-                            data, source = sock.recvfrom(65536)
-                        except (BlockingIOError, InterruptedError):
-                            self._check_open()  # (a wake-up without data: wait again)
-                            continue
-                        except OSError:
-                            pass  # (an ICMP error, say: the reader's handling, below)
-                        else:
-                            if self._is_data(transport, data, source):
-                                if self._udp is None:
-                                    # (Rerouted since this woke: another pair, which is
-                                    # fine, or the connection closed or failed, which
-                                    # raises: no data after either.)
-                                    self._checked_after_reroute()
-                                self._streak += 1
-                                return data
-                            # (STUN, answered: read on before waiting)
-                data_or_none = self._drained(transport, one)
-                if data_or_none is not None:
-                    return data_or_none
-        finally:
-            if buffer.waiting_on is sock:  # (not another receiver's, on the new pair's)
-                buffer.waiting_on = None
-            # The reader takes the socket back after a lease with no receiver.
-            end = transport.release(agent._now())
-            if transport is agent._primary:
-                agent._wake_by(end)
-        return await self.receive()
+                        if one and not buffer.lot and not buffer.queue:
+                            # Woken with the socket to itself: one datagram straight from it,
+                            # as the fast path above reads (no batch, no trip through the queue).
+                            try:
+                                data, source = sock.recvfrom(65536)
+                            except (BlockingIOError, InterruptedError):
+                                self._check_open()  # (a wake-up without data: wait again)
+                                continue
+                            except OSError:
+                                pass  # (an ICMP error, say: the reader's handling, below)
+                            else:
+                                if self._is_data(transport, data, source):
+                                    if self._udp is None:
+                                        # (Rerouted since this woke: another pair, which is
+                                        # fine, or the connection closed or failed, which
+                                        # raises: no data after either.)
+                                        self._checked_after_reroute()
+                                    self._streak += 1
+                                    return data
+                                # (STUN, answered: read on before waiting)
+                    data_or_none = self._drained(transport, one)
+                    if data_or_none is not None:
+                        return data_or_none
+            finally:
+                if buffer.waiting_on is sock:  # (not another receiver's, on the new pair's)
+                    buffer.waiting_on = None
+                # The reader takes the socket back after a lease with no receiver.
+                end = transport.release(agent._now())
+                if transport is agent._primary:
+                    agent._wake_by(end)
+            # Rerouted: look again, on the new pair's way.
 
     async def _handed_over(self) -> bytes:
         """Wait for a reader to hand a datagram over.  Parking is the schedule point: once

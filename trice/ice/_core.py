@@ -426,6 +426,7 @@ class AgentCore:
             # peer's values are received), not from the restart.
             self._checking_since = now
             self._fail_held = False
+            self._maybe_fail(now)  # (what came before them may pair with nothing: as at first)
         self._maybe_start(now)
 
     def restart(self, local: IceParameters, now: float) -> None:
