@@ -313,10 +313,11 @@ async def test_a_mux_closing_during_an_ice_restart_is_said_by_send_and_receive()
     """The mux of the pair of before closes during an ICE restart: send and receive raise
     ClosedResourceError saying so (as when it closes under the selected pair), not that
     a restart is under way, which no pair on that mux can ever end."""
+    config = loopback_config(timing=trice.Timing(pac_timeout=0.0))
     async with mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (mux, scope, ended):
         async with (
-            trice.open_agent(loopback_config(), controlling=False, mux=mux) as server,
-            trice.open_agent(loopback_config(), controlling=True) as client,
+            trice.open_agent(config, controlling=False, mux=mux) as server,
+            trice.open_agent(config, controlling=True) as client,
         ):
             await server.wait_gathering_complete()
             await client.wait_gathering_complete()
@@ -331,6 +332,13 @@ async def test_a_mux_closing_during_an_ice_restart_is_said_by_send_and_receive()
                 await to_client.send(b"x")
             with pytest.raises(trio.ClosedResourceError, match="mux"):
                 await to_client.receive()
+            # The new checks then fail (no candidate is left here): connect says so, not
+            # that the mux closed under a selected pair (there was none).
+            client.restart()
+            signal(server, client)
+            with trio.fail_after(5), pytest.raises(trice.IceFailedError) as failed:
+                await server.connect()
+            assert "mux" not in str(failed.value)
 
 
 async def test_a_closed_mux_refers_to_no_agent() -> None:

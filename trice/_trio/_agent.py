@@ -208,6 +208,7 @@ class Agent:
         "_nursery",
         "_parked",
         "_pending",
+        "_previous_lost",
         "_primary",
         "_reports",
         "_restarted",
@@ -298,6 +299,7 @@ class Agent:
         self._context: contextvars.Context | None = None
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
         self._selected_lost: Lost | None = None  # (what failed ICE under the selected pair)
+        self._previous_lost: Lost | None = None  # (under the pair of before an ICE restart)
         self._tcp_counters: TcpCounters | None = None  # (made with the first TCP candidate)
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
@@ -624,7 +626,7 @@ class Agent:
         for kept in self._transports.values():
             if isinstance(kept, TcpTransport):
                 kept.restarted()
-        self._selected_lost = None
+        self._selected_lost = self._previous_lost = None
         # Data is taken again, if ICE had failed (not if the connection was closed).
         self._buffer.closed = self._connection is not None and self._connection._closed
         self._restarted = True
@@ -735,7 +737,7 @@ class Agent:
         connection = self._connection
         if connection is not None:
             if isinstance(event, SelectedPairChanged):
-                self._selected_lost = None  # (a transport lost under the pair of before)
+                self._previous_lost = None  # (a transport lost under the pair of before)
                 connection._reroute()  # sends follow the new pair,
                 connection._wake_senders()  # those waiting for room on the old one too
             elif (
@@ -1289,9 +1291,7 @@ class Agent:
             if run.transport is transport:
                 run.drop()
         core = self._core
-        carrier = core.data_pair  # (the selected pair; during an ICE restart, the one before)
-        if not core.finished and carrier is not None and carrier.base == base:
-            self._selected_lost = reason  # (what fails ICE, or data: connect and send say so)
+        self._note_lost(reason, base)
         now = self._now()
         core.transport_lost(base, now)
         # (Not signalled again, at a restart say: the address is dead.)
@@ -1325,24 +1325,35 @@ class Agent:
             return
         if stale and not runs:
             # (No check of these went over it: theirs is not the path that ended.)
+            self._note_lost("tcp", transport.base, address)
             self._core.previous_path_lost(transport.base, address)
             self._pump(self._now())
             return
         for run in runs:
             run.fail()
-        core = self._core
-        selected = core.selected
-        base = transport.base
-        if (
-            not core.finished
-            and selected is not None
-            and selected.base == base
-            and selected.remote_address == address
-        ):
-            self._selected_lost = "tcp"  # (what fails ICE now: connect and send say so)
+        self._note_lost("tcp", transport.base, address)
         now = self._now()
-        core.path_lost(base, address, now)
+        self._core.path_lost(transport.base, address, now)
         self._pump(now)
+
+    def _note_lost(self, reason: Lost, base: int, address: Address | None = None) -> None:
+        """The transport ``base`` (or its path to ``address``) is gone: if the selected pair
+        went over it, which fails ICE, ``connect`` and the connection say so; if, during an
+        ICE restart, the pair of before did, the connection says so (no pair carries data
+        now, and none on that transport will)."""
+        core = self._core
+        if core.finished:
+            return
+        selected = core.selected
+        pair = selected if selected is not None else core.data_pair
+        if pair is None or pair.base != base:
+            return
+        if address is not None and pair.remote_address != address:
+            return
+        if selected is not None:
+            self._selected_lost = reason
+        else:
+            self._previous_lost = reason
 
     def _close_idle_tcp(self) -> None:
         """ICE completed, nominated by this agent (regular nomination): the TCP connections

@@ -157,7 +157,8 @@ class Connection(trio.abc.Channel[bytes]):
         core = self._agent._core
         failed = core.state is _FAILED
         if failed or core.data_pair is None:
-            lost = self._agent._selected_lost  # (also the pair of before an ICE restart's)
+            agent = self._agent
+            lost = agent._selected_lost if failed else agent._previous_lost
             if lost == "mux":
                 raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
             if lost is not None:
