@@ -126,11 +126,13 @@ async def test_an_answer_to_a_check_that_went_twice_is_counted_not_timed(
     send_nowait = UdpTransport.send_nowait
     a_transports: set[UdpTransport] = set()
 
-    def losing_send(self: UdpTransport, data: bytes, address: tuple[str, int]) -> bool:
+    def losing_send(
+        self: UdpTransport, data: bytes, address: tuple[str, int], *, retry: bool = False
+    ) -> bool:
         if not lost and self in a_transports and data[:2] == b"\x00\x01":  # a Binding request
             lost.append(data[8:20])
             return True
-        return send_nowait(self, data, address)
+        return send_nowait(self, data, address, retry=retry)
 
     monkeypatch.setattr(UdpTransport, "send_nowait", losing_send)
     config = loopback_config()

@@ -445,8 +445,11 @@ async def test_a_send_blocked_on_a_socket_closed_under_it_goes_the_new_way(
 
         real_nowait = UdpTransport.send_nowait
 
-        def send_nowait(self: UdpTransport, data: bytes, address: tuple[str, int]) -> bool:
-            return not (self is old and data == b"blocked") and real_nowait(self, data, address)
+        def send_nowait(
+            self: UdpTransport, data: bytes, address: tuple[str, int], *, retry: bool = False
+        ) -> bool:
+            blocked = self is old and data == b"blocked"
+            return not blocked and real_nowait(self, data, address, retry=retry)
 
         monkeypatch.setattr(UdpTransport, "send", send)
         monkeypatch.setattr(UdpTransport, "send_nowait", send_nowait)

@@ -427,7 +427,7 @@ async def test_a_send_waiting_on_a_backed_up_relay_follows_the_pair_selected_ane
         conn.pending += b"x" * (_relay.STREAM_BUFFER_LIMIT // 2 + 1)  # (backed up)
         # (Its client is not allocated, and would drop the datagram: the stream had no
         # room for it, as an allocated one's would have none.)
-        monkeypatch.setattr(relay, "send_nowait", lambda data, address: False)
+        monkeypatch.setattr(relay, "send_nowait", lambda data, address, retry=False: False)
         real_route = trice.Agent._data_route
         on_relay = True
 
@@ -857,7 +857,7 @@ class _RoomAfterAWait(_OneMoreRoom):
 @pytest.mark.parametrize("room_later", [10, 0])
 async def test_a_relayed_datagram_that_waits_for_room_is_counted_once(room_later: int) -> None:
     """The socket to the server has no room: send_nowait says False, and the datagram is
-    counted neither sent nor dropped (its sender waits and tries again, or knows).  The
+    counted neither sent nor dropped if its sender waits and tries again (``retry``).  The
     send that waited for room counts it sent if it went, dropped if there was no room
     still.  It was counted dropped at the first try, and sent as well at the second."""
     client, server = allocated()
@@ -872,12 +872,17 @@ async def test_a_relayed_datagram_that_waits_for_room_is_counted_once(room_later
         return stats.sent_channel_data + stats.sent_indications, stats.dropped
 
     sent, dropped = sent_and_dropped()
-    assert relay.send_nowait(b"waits", PEER) is False
+    assert relay.send_nowait(b"waits", PEER, retry=True) is False
     assert sent_and_dropped() == (sent, dropped)
     await relay.send(b"waits", PEER)
     went = len(conn.written)
     assert went == (1 if room_later else 0)
     assert sent_and_dropped() == (sent + went, dropped + 1 - went)
+    # A caller that does not try again (a check, an answer, Connection.send_nowait):
+    # the datagram is dropped, and counted so.
+    conn.room = 0
+    assert relay.send_nowait(b"given up", PEER) is False
+    assert sent_and_dropped() == (sent + went, dropped + 2 - went)
 
 
 def test_the_longest_relayed_datagram_fits_a_udp_datagram_to_the_server() -> None:

@@ -238,7 +238,7 @@ class Connection(trio.abc.Channel[bytes]):
         transport, address = self._route or self._get_route()
         if type(data) is not bytes:
             data = _as_bytes(data)
-        if not transport.send_nowait(data, address):
+        if not transport.send_nowait(data, address, retry=True):
             await self._send_when_room(data, (transport, address))
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -269,7 +269,7 @@ class Connection(trio.abc.Channel[bytes]):
                     raise _relay_gone() from None
             route = self._route or self._get_route()
             transport, address = route
-            if transport.send_nowait(data, address):
+            if transport.send_nowait(data, address, retry=True):
                 return
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:

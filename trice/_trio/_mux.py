@@ -525,7 +525,7 @@ class MuxTransport:
         back at one of them, for another agent, is not kept from it)."""
         self.mux._release(self)
 
-    def send_nowait(self, data: bytes, address: Address) -> bool:
+    def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
         if self.closed:
             return False
         self._claim(data, address)

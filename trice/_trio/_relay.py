@@ -276,23 +276,18 @@ class RelayTransport:
         """The TURN client's counters."""
         return self._client.statistics()
 
-    def send_nowait(self, data: bytes, address: Address) -> bool:
+    def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
         """Relay *data* to *address* if it can go now (see
         :meth:`TurnClient.send_to_peer <trice.turn.TurnClient.send_to_peer>`); ``False``
-        only if the connection to the server had no room for it (a send may wait for room
-        and try again).  Data the client refuses (no permission, a full queue) is dropped
-        and counted in :attr:`TurnStatistics.dropped <trice.turn.TurnStatistics>`, as a
-        datagram lost on the way: waiting would not help, and ``True`` is returned.
+        only if the connection to the server had no room for it: counted dropped in
+        :attr:`TurnStatistics.dropped <trice.turn.TurnStatistics>`, unless the caller will
+        wait for room and try again (``retry``).  Data the client refuses (no permission, a
+        full queue) is dropped and counted, as a datagram lost on the way: waiting would
+        not help, and ``True`` is returned.
 
         Raises:
             UsageError: *data* is longer than a relay carries (``RELAYED_MAX``).
         """
-        return self._relay(data, address, last_try=False)
-
-    def _relay(self, data: bytes, address: Address, *, last_try: bool) -> bool:
-        """:meth:`send_nowait`; when this is not the ``last_try``, a datagram the connection
-        had no room for is not counted as dropped (nor as sent): the caller waits for room
-        and tries again, or gives up knowing it (``False``)."""
         if len(data) > RELAYED_MAX:
             raise datagram_too_large(data, relayed=True)
         if self._closed:
@@ -300,7 +295,7 @@ class RelayTransport:
         client = self._client
         self._drain()  # (what was queued before: this datagram's frame, if any, comes next)
         client.send_to_peer(address, data, trio.current_time())  # (refused: counted)
-        ok = self._drain(own=not last_try)
+        ok = self._drain(own=retry)
         if client.next_deadline() != self._armed:
             self._wake.set()
         return ok
@@ -333,7 +328,7 @@ class RelayTransport:
                 check()
             if not scope.cancelled_caught:
                 break
-        self._relay(data, address, last_try=True)  # (no room still: dropped, counted)
+        self.send_nowait(data, address)  # (no room still: dropped, counted)
 
     def wake(self) -> None:
         """Wake the sends waiting for the connection to the server: they look at their
@@ -382,7 +377,7 @@ class RelayTransport:
         ``TurnClient.unsent``; a request that did not is left to its retransmissions, and
         says nothing of the data's fate).  With ``own``, the first data frame is the
         caller's datagram, which is not counted as dropped if it does not go (see
-        :meth:`_relay`)."""
+        :meth:`send_nowait`'s ``retry``)."""
         client = self._client
         conn = self._conn
         ok = True

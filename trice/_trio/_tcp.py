@@ -142,7 +142,7 @@ class TcpTransport:
 
     # ------------------------------------------------------------------ the Transport protocol
 
-    def send_nowait(self, data: bytes, address: Address) -> bool:
+    def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
         link = self._links.get(address)
         if link is None:
             link = self._open(address)

@@ -62,7 +62,10 @@ class Transport(Protocol):
     def closed(self) -> bool:
         """Whether the transport is closed (a relay whose allocation ended, say)."""
 
-    def send_nowait(self, data: bytes, address: Address) -> bool: ...
+    def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
+        """Send if it can go now; ``False`` if it could not (``retry``: the caller waits for
+        room and tries again, so a relay counts it neither sent nor dropped)."""
+        ...
 
     async def send(
         self, data: bytes, address: Address, check: Callable[[], None] | None = None
@@ -188,7 +191,7 @@ class UdpTransport:
             else:
                 hub.wake_reader(self)
 
-    def send_nowait(self, data: bytes, address: Address) -> bool:
+    def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
         """Send if the kernel takes it now; UDP may drop, so a full buffer drops too.
 
         (:func:`sendto_nowait`'s steps, written out: ``Connection.send_nowait`` comes here
