@@ -2976,3 +2976,33 @@ async def test_a_receive_outlives_many_reroutes() -> None:
             await ca.send(b"hello")
             await until(lambda: bool(got))
         assert got == [b"hello"]
+
+
+async def test_an_end_of_candidates_from_json_names_its_generation() -> None:
+    """The JSON end-of-candidates carries a usernameFragment, which add_remote_candidate
+    takes with it: one of the peer's generation before its restart, come after the new
+    parameters, is ignored, and the new candidates are taken (each raised StateError); a
+    usernameFragment that contradicts the candidate's own is a UsageError."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        await connect_both(a, b)
+        late = trice.end_of_candidates_json(username_fragment=b.local_parameters.ufrag)
+        a.restart()
+        b.restart()
+        params = a.local_parameters
+        b.set_remote_parameters(params.ufrag, params.pwd)
+        for candidate in a.local_candidates:
+            b.add_remote_candidate(candidate)
+        b.add_remote_candidate(None)
+        params = b.local_parameters
+        a.set_remote_parameters(params.ufrag, params.pwd)
+        ufrag = late["usernameFragment"]
+        assert isinstance(ufrag, str)
+        a.add_remote_candidate(trice.Candidate.from_json(late), username_fragment=ufrag)
+        for candidate in b.local_candidates:
+            a.add_remote_candidate(candidate)
+        a.add_remote_candidate(None, username_fragment=params.ufrag)
+        await connect_both(a, b)
+        candidate = dataclasses.replace(b.local_candidates[0], username_fragment="abcd")
+        with pytest.raises(trice.UsageError):
+            a.add_remote_candidate(candidate, username_fragment="efgh")

@@ -3702,3 +3702,29 @@ def test_after_a_restart_parameters_that_bring_no_pair_fail_ice_at_the_pac_timer
     assert not list(a.core.checklist)
     net.run_for(FAST_PAC + 1.0)
     assert a.state is S.FAILED, a.states()
+
+
+def test_an_end_of_candidates_that_names_a_ufrag_ends_that_generation_only() -> None:
+    """An end-of-candidates may name its generation's ufrag (W3C usernameFragment): the
+    new generation's, come before the new parameters, waits for them and ends it then;
+    the late one of before a restart, come after the new parameters, is ignored (it ended
+    the new generation, and every new candidate raised StateError)."""
+    net, a, b = two_agents(end_of_candidates=False)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    assert a.core.add_remote_candidate(None, b.core.local.ufrag) is True  # (waits)
+    assert not a.core.remote_complete
+    a.core.set_remote(b.core.local, net.now)
+    assert a.core.remote_complete  # (it named them)
+    net, c, d = two_agents(end_of_candidates=False)
+    assert net.run_until(connected(c, d), max_time=1.0)
+    old = d.core.local.ufrag
+    c.restart(net.now)
+    d.restart(net.now)
+    c.core.set_remote(d.core.local, net.now)
+    assert c.core.add_remote_candidate(None, old) is False  # (late, of before: ignored)
+    for candidate in d.signalled:
+        assert c.core.add_remote_candidate(candidate) is True
+    assert c.core.add_remote_candidate(None, d.core.local.ufrag) is True
+    assert c.core.remote_complete

@@ -40,7 +40,14 @@ import trio
 
 from trice import stun
 from trice._config import AgentConfig, MdnsMode, NetworkConfig, Nomination, check_credentials
-from trice._errors import ConfigError, IceFailedError, LimitError, StateError, printable
+from trice._errors import (
+    ConfigError,
+    IceFailedError,
+    LimitError,
+    StateError,
+    UsageError,
+    printable,
+)
 from trice._servers import TransportPolicy
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
@@ -472,9 +479,16 @@ class Agent:
             )
         self._pump(now)
 
-    def add_remote_candidate(self, candidate: Candidate | None) -> None:
+    def add_remote_candidate(
+        self, candidate: Candidate | None, *, username_fragment: str | None = None
+    ) -> None:
         """Add a remote candidate from signaling, at any time; ``None`` means the peer sent
-        end-of-candidates.
+        end-of-candidates.  ``username_fragment`` is the ufrag signalled with it (the W3C
+        ``usernameFragment`` of an ``RTCIceCandidateInit``, which
+        :meth:`Candidate.from_json <trice.Candidate.from_json>` reads into a candidate but
+        has no candidate to put in for end-of-candidates): an end-of-candidates that names
+        the ufrag of another generation is ignored (logged), and one that comes before the
+        peer's parameters waits for them.
 
         A candidate that names a ufrag (the W3C ``usernameFragment``, or a ``ufrag``
         extension of its line) belongs to that ufrag's ICE generation.  While the peer's
@@ -484,8 +498,8 @@ class Agent:
         warning: a signaling mistake) and counted in
         :attr:`AgentStatistics.remote_candidates_dropped`.  After an ICE restart, an
         end-of-candidates that comes before the peer's new parameters, while the earlier
-        generation's may still be on its way, is taken for that one and ignored: signal
-        the new parameters first.
+        generation's may still be on its way, is taken for that one and ignored, unless
+        it names the new ufrag: signal the new parameters first.
 
         A candidate whose address is a ``.local`` name is resolved by multicast DNS first
         (unless :attr:`NetworkConfig.mdns <trice.NetworkConfig.mdns>` is ``DISABLED``), then
@@ -499,10 +513,22 @@ class Agent:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names
                 being resolved count).
             StateError: a candidate after end-of-candidates, or the agent is closed.
+            UsageError: ``username_fragment`` is not the one the candidate names.
         """
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError("add_remote_candidate takes a trice.Candidate or None")
+        if username_fragment is not None:
+            if not isinstance(username_fragment, str):
+                raise TypeError("username_fragment must be a str or None")
+            username_fragment = username_fragment or None  # (an empty one names none)
+        if username_fragment is not None and candidate is not None:
+            named = candidate.ufrag
+            if named is None:
+                candidate = dataclasses.replace(candidate, username_fragment=username_fragment)
+            elif named != username_fragment:
+                raise UsageError(f"the candidate names ufrag {named!r}, not {username_fragment!r}")
+            username_fragment = None
         if (
             candidate is not None
             and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
@@ -512,16 +538,19 @@ class Agent:
         ):
             self._resolve_later(candidate)
             return
-        self._take_remote(candidate)
+        self._take_remote(candidate, username_fragment)
 
-    def _take_remote(self, candidate: Candidate | None) -> None:
-        """Hand a signalled candidate (or end-of-candidates) to the core."""
-        if not self._core.add_remote_candidate(candidate):
+    def _take_remote(self, candidate: Candidate | None, ufrag: str | None = None) -> None:
+        """Hand a signalled candidate (or end-of-candidates, of ``ufrag``'s generation if
+        named) to the core."""
+        if not self._core.add_remote_candidate(candidate, ufrag):
             if candidate is None:
                 logger.debug(
-                    "%s: end-of-candidates before the peer's new parameters ignored (taken "
-                    "for the generation of before the ICE restart)",
+                    "%s: end-of-candidates ignored (%s)",
                     self._local.ufrag,
+                    "taken for the generation of before the ICE restart"
+                    if ufrag is None
+                    else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
             elif not self._core.of_another_generation(candidate):
                 logger.warning(

@@ -188,6 +188,7 @@ class AgentCore:
         "_late_end_possible",
         "_live",
         "_local_key",
+        "_named_end",
         "_new_tid",
         "_next_consent",
         "_next_paced",
@@ -195,6 +196,7 @@ class AgentCore:
         "_pingback",
         "_pingback_soon",
         "_previous",
+        "_previous_ufrag",
         "_remote_key",
         "_resend",
         "_schedules",
@@ -328,6 +330,10 @@ class AgentCore:
         #: (it had not before the restart), and one before the peer's new parameters is
         #: taken for it (see :meth:`add_remote_candidate`).
         self._late_end_possible = False
+        # After an ICE restart: the peer's ufrag of before, and an end-of-candidates that
+        # named a ufrag before the peer's new parameters came (see add_remote_candidate).
+        self._previous_ufrag: str | None = None
+        self._named_end: str | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -418,6 +424,9 @@ class AgentCore:
                     self._take_remote(candidate)
                 else:
                     self.remote_candidates_dropped += 1  # (another generation's)
+        named, self._named_end = self._named_end, None
+        if named == remote.ufrag:
+            self.add_remote_candidate(None, named)  # (an end that named it came first)
         for candidate in self._base_candidates():
             self._prepare_checks(candidate)
         if first and self.state is ConnectionState.CHECKING and self._checking_since is not None:
@@ -462,6 +471,9 @@ class AgentCore:
         # (Also when no parameters of the peer's came before: its end-of-candidates may have
         # been on its way all the same.)
         self._late_end_possible = not (self.remote_complete or self.remote_end_held)
+        if self.remote is not None:
+            self._previous_ufrag = self.remote.ufrag
+        self._named_end = None
         # (Held for the peer's parameters, or by the shell for a name being resolved: of no
         # generation of now's.)
         self.remote_candidates_dropped += len(self._held or ()) + self.pending_remote
@@ -587,7 +599,7 @@ class AgentCore:
                 seen.add(base)
                 yield candidate
 
-    def add_remote_candidate(self, candidate: Candidate | None) -> bool:
+    def add_remote_candidate(self, candidate: Candidate | None, ufrag: str | None = None) -> bool:
         """A remote candidate was signalled; ``None`` means end-of-candidates (RFC 8838 §4).
 
         A candidate that names a ufrag (:attr:`Candidate.ufrag <trice.ice.Candidate.ufrag>`:
@@ -598,11 +610,24 @@ class AgentCore:
         those too).  While the peer's ufrag is not known, such a candidate is held until it
         is (:meth:`set_remote`), and then taken or left out.
 
-        After an ICE restart, an end-of-candidates that comes before the peer's new
-        parameters is taken for the earlier generation's (it names no ufrag, and a late one
-        would end the new generation before it began): it is ignored, and ``False`` is
-        returned.  Signal the new parameters first."""
+        An end-of-candidates may name its generation's ufrag (``ufrag``, the W3C
+        ``usernameFragment``): one of another generation's is ignored (``False``), and one
+        that comes before the peer's parameters waits for them.  After an ICE restart, one
+        that names no ufrag and comes before the peer's new parameters is taken for the
+        earlier generation's (a late one would end the new generation before it began): it
+        is ignored, and ``False`` is returned; the next one is the new generation's.
+        Signal the new parameters first."""
         if candidate is None:
+            if ufrag is not None:
+                remote = self.remote
+                if remote is None:
+                    if ufrag == self._previous_ufrag:
+                        self._late_end_possible = False  # (the late one: it came)
+                        return False
+                    self._named_end = ufrag  # (taken if the parameters say it is the peer's)
+                    return True
+                if ufrag != remote.ufrag:
+                    return False  # (another generation's)
             if self.remote is None and self._late_end_possible:
                 self._late_end_possible = False  # (there was one: the next is this one's)
                 return False
