@@ -423,3 +423,38 @@ def test_an_interface_made_anew_is_joined_anew(monkeypatch: pytest.MonkeyPatch) 
     ]
     assert world.answered(name, 9)
     assert not world.answered(name, 7)
+
+
+def test_an_address_on_a_second_subnet_of_a_joined_interface_is_answered_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interface's second IPv4 address, on another subnet than the one the interface
+    was joined with, is on that link too: its name is answered there.  It was answered
+    nowhere (matched by the first address's network), and under QUERY_AND_GATHER its host
+    candidate went out under no address at all."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    world.change("eth7", 7, [("192.0.2.1", 24), ("198.51.100.1", 24)])
+    first, second = found.name("192.0.2.1"), found.name("198.51.100.1")
+    assert world.answered(first, 7)
+    assert world.answered(second, 7)
+
+
+def test_the_goodbye_of_a_renumbered_address_goes_from_the_interface_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interface is renumbered: the goodbye for the name of the address that went goes
+    out on its link, from the address the interface has now.  It was sent from the address
+    that went, which Linux refuses (EADDRNOTAVAIL): the goodbye never went."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    world.change("eth7", 7, [("192.0.2.1", 24)])
+    old_name = found.name("192.0.2.1")
+    world.sock.sent.clear()
+    world.change("eth7", 7, [("198.51.100.1", 24)])  # (renumbered: the same interface)
+    goodbyes = [
+        (destination, interface)
+        for data, destination, interface in world.sock.sent
+        if [(r.name, r.ttl) for r in mdns.decode_message(data).records] == [(old_name, 0)]
+    ]
+    assert goodbyes == [(GROUP, "198.51.100.1")]

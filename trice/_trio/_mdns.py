@@ -130,13 +130,15 @@ class Mdns:
         return name
 
     def _link_of_own(self, address: str) -> Link | None:
-        """The joined link of one of the host's own addresses: an IPv4 one by its network,
-        an IPv6 one by its interface."""
-        if ":" not in address:
-            return self._link_of(address)
+        """The joined link of one of the host's own addresses: the link of its interface
+        (an IPv4 address on another subnet than the one the interface was joined with is
+        on that link too); failing that, an IPv4 one by its network."""
         interface = interface_of(address)
         index = 0 if interface is None else _index(interface)
-        return self._link_at(index) if index else None
+        link = self._link_at(index) if index else None
+        if link is None and ":" not in address:
+            link = self._link_of(address)
+        return link
 
     def follow_links(self, network: NetworkConfig) -> None:
         """A gathering anew: the interfaces ``network`` accepts now, told apart by their
@@ -322,7 +324,11 @@ class Mdns:
         """Send ``data`` to the group from each of ``links`` (best effort: mDNS asks again,
         and a full socket buffer here means a flood, not a loss to recover)."""
         sock = self._sock
-        for address, _, _ in links:
+        now = {index: address for address, _, index in self._links}
+        for address, _, index in links:
+            # (From the interface's address of now: a goodbye goes on the link its name was
+            # answered on, whose address may have gone in a renumbering.)
+            address = now.get(index, address)
             try:
                 interface = socket.inet_aton(address)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
