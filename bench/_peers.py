@@ -14,9 +14,9 @@ import dataclasses
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -35,7 +35,9 @@ from peers.harness import (
 )
 
 __all__ = [
+    "IDLE",
     "PEER_KINDS",
+    "Flow",
     "PeerUnavailable",
     "Row",
     "WARMED",
@@ -46,6 +48,7 @@ __all__ = [
     "measure_cmds",
     "measure_in_process",
     "measure_pair",
+    "one_way_and_ping_pong",
     "warmed",
 ]
 
@@ -217,32 +220,96 @@ def measure_in_process(n: int, *, ipv6: bool = False, timeout: float = 20.0) -> 
     return [trio.run(_in_process_once, ipv6, timeout) for _ in range(n)]
 
 
+class Flow(NamedTuple):
+    """What :func:`one_way_and_ping_pong` measured."""
+
+    #: Datagrams a second one way, from the first sent to the last received.
+    one_way: float
+    #: Datagrams sent one way, and received (the rest lost, or cut off by the cap).
+    sent: int
+    received: int
+    #: Round trips a second, to the last one completed.
+    round_trips: float
+    #: Round trips completed (of ``rounds``: the ping-pong stops at a lost ping or pong).
+    pongs: int
+
+    @property
+    def delivered(self) -> float:
+        """The share of the datagrams sent one way that came."""
+        return self.received / self.sent if self.sent else 1.0
+
+
+#: Seconds with nothing received after which the datagrams (or the ping, or its pong)
+#: still awaited count as lost.
+IDLE = 1.0
+
+
+async def _stop_when_idle(scope: trio.CancelScope, last: Callable[[], float], idle: float) -> None:
+    """Cancel ``scope`` once ``last()`` (the ``perf_counter`` time of the latest datagram
+    received) is ``idle`` seconds old."""
+    while True:
+        await trio.sleep(idle / 4)
+        if time.perf_counter() - last() > idle:
+            scope.cancel()
+            return
+
+
 async def one_way_and_ping_pong(
-    sender: trice.Connection, receiver: trice.Connection, count: int, rounds: int, size: int
-) -> tuple[float, float]:
+    sender: trice.Connection,
+    receiver: trice.Connection,
+    count: int,
+    rounds: int,
+    size: int,
+    *,
+    cap: float = 20.0,
+    idle: float | None = None,
+) -> Flow:
     """Over a connected pair, in one trio run: datagrams of ``size`` bytes a second from
-    ``sender`` to ``receiver`` (``count`` sent, counted as received, 20 s at most), then
-    round trips a second (``rounds`` ping-pongs of small datagrams)."""
+    ``sender`` to ``receiver`` (``count`` sent, ``cap`` seconds at most, timed to the last
+    one received and counted as received: those still missing when nothing came for
+    ``idle`` seconds, :data:`IDLE` by default, are lost), then round trips a second
+    (``rounds`` ping-pongs of small datagrams, timed to the last one completed: a ping or
+    pong that does not come within ``idle`` seconds ends them)."""
+    idle = IDLE if idle is None else idle
     payload = bytes(size)
-    got = 0
+    clock = time.perf_counter
+    sent = got = 0
+    started = last = clock()
+
+    all_in = trio.Event()
 
     async def sink() -> None:
-        nonlocal got
+        nonlocal got, last
         while got < count:
             await receiver.receive()
             got += 1
+            last = clock()
+        all_in.set()
 
-    started = time.perf_counter()
-    with trio.move_on_after(20):
+    with trio.move_on_after(cap):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sink)
+            nursery.start_soon(_stop_when_idle, nursery.cancel_scope, lambda: last, idle)
             for _ in range(count):
                 await sender.send(payload)
-    one_way = got / (time.perf_counter() - started)
-    started = time.perf_counter()
-    for _ in range(rounds):
-        await sender.send(b"ping")
-        await receiver.receive()
-        await receiver.send(b"pong")
-        await sender.receive()
-    return one_way, rounds / (time.perf_counter() - started)
+                sent += 1
+            await all_in.wait()
+            nursery.cancel_scope.cancel()
+    one_way = got / (last - started) if got and last > started else 0.0
+    pongs = 0
+    started = last = clock()
+    with trio.move_on_after(cap):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_when_idle, nursery.cancel_scope, lambda: last, idle)
+            for _ in range(rounds):
+                await sender.send(b"ping")
+                # (A datagram of the one-way run still on its way is not a ping.)
+                while await receiver.receive() != b"ping":
+                    pass
+                await receiver.send(b"pong")
+                await sender.receive()
+                pongs += 1
+                last = clock()
+            nursery.cancel_scope.cancel()
+    round_trips = pongs / (last - started) if pongs and last > started else 0.0
+    return Flow(one_way, sent, got, round_trips, pongs)

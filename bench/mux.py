@@ -3,8 +3,10 @@
 Three figures, each measured for both in turns in one run (a server agent on a mux and one
 with its own socket, each with a client agent of its own socket, on loopback):
 
-* one way: 1200-byte datagrams from the client to the server, per second;
-* ping-pong: round trips per second (each side waits for the other's datagram);
+* one way: 1200-byte datagrams from the client to the server, per second (timed to the last
+  one received; ``delivered`` is the share of those sent that came, the worst turn's);
+* ping-pong: round trips per second (each side waits for the other's datagram; a ping or
+  pong lost ends them, and a note says how many were done);
 * connect: ms until a hundred server agents on one mux, or on their own sockets, are all
   connected with their clients.
 
@@ -28,7 +30,7 @@ import trio
 import trice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _peers import one_way_and_ping_pong
+from _peers import Flow, one_way_and_ping_pong
 
 from loopback import connect_both, loopback_config, signal
 
@@ -60,8 +62,8 @@ async def _server_and_client(
         yield await connect_both(server, client, within=60)
 
 
-async def _data(on_mux: bool, count: int, rounds: int) -> tuple[float, float]:
-    """(datagrams a second one way, round trips a second)."""
+async def _data(on_mux: bool, count: int, rounds: int) -> Flow:
+    """Datagrams a second one way, round trips a second (and what came of them)."""
     async with _maybe_mux(on_mux) as mux:
         async with _server_and_client(mux) as (to_client, to_server):
             return await one_way_and_ping_pong(to_server, to_client, count, rounds, SIZE)
@@ -91,19 +93,34 @@ def main() -> None:
     if args.quick:
         count, rounds, agents, repeat = 2_000, 300, 20, 1
     rows: dict[str, list[tuple[float, float, float]]] = {"own socket": [], "mux": []}
+    flows: dict[str, list[Flow]] = {"own socket": [], "mux": []}
     for _ in range(repeat):
         for name, on_mux in (("own socket", False), ("mux", True)):
-            one_way, ping = trio.run(_data, on_mux, count, rounds)
+            flow = trio.run(_data, on_mux, count, rounds)
             connect = trio.run(_connect_many, on_mux, agents)
-            rows[name].append((one_way, ping, connect))
+            rows[name].append((flow.one_way, flow.round_trips, connect))
+            flows[name].append(flow)
     print(f"\nAgents on a UDP mux, loopback, medians of {repeat} turns\n")
-    print(f"{'server agent':<14}{'one way /s':>12}{'ping-pong /s':>14}{'connect ms':>12}")
-    print("-" * 52)
+    print(
+        f"{'server agent':<14}{'one way /s':>12}{'delivered':>11}{'ping-pong /s':>14}"
+        f"{'connect ms':>12}"
+    )
+    print("-" * 63)
     medians = {}
+    notes = []
     for name, samples in rows.items():
         med = tuple(statistics.median(s[i] for s in samples) for i in range(3))
         medians[name] = med
-        print(f"{name:<14}{med[0]:>12,.0f}{med[1]:>14,.0f}{med[2]:>12.1f}")
+        delivered = min(f.delivered for f in flows[name])
+        print(f"{name:<14}{med[0]:>12,.0f}{delivered:>11.1%}{med[1]:>14,.0f}{med[2]:>12.1f}")
+        done = [f.pongs for f in flows[name] if f.pongs < rounds]
+        if done:
+            notes.append(
+                f"{name}: a ping or pong lost, the ping-pong ended after"
+                f" {', '.join(map(str, done))} of {rounds} round trips"
+            )
+    for note in notes:
+        print(note)
     own, mux = medians["own socket"], medians["mux"]
     print(
         f"\nmux / own socket: one way {mux[0] / own[0]:.2f}x, ping-pong {mux[1] / own[1]:.2f}x,"

@@ -5,8 +5,10 @@ Three figures, each measured in turns in one run, two agents of one process on l
 
 * connect: ms from both agents holding each other's description until both are connected
   (median of ``--connects`` pairs);
-* one way: 1200-byte datagrams per second from one agent to the other;
-* ping-pong: round trips per second (each side waits for the other's datagram).
+* one way: 1200-byte datagrams per second from one agent to the other (timed to the last
+  one received; ``delivered`` is the share of those sent that came, the worst turn's);
+* ping-pong: round trips per second (each side waits for the other's datagram; a ping or
+  pong lost ends them, and a note says how many were done).
 
 The floor for TCP is a plain trio TCP stream carrying the same datagrams framed as ICE-TCP
 frames them (a two-byte length, RFC 4571): ``send_all`` a datagram, and a reader that
@@ -73,18 +75,20 @@ async def _pair(tcp: bool) -> AsyncIterator[tuple[float, trice.Connection, trice
 
 
 async def _agents(tcp: bool, connects: int, count: int, rounds: int) -> tuple[float, ...]:
-    """(connect ms, datagrams a second one way, round trips a second)."""
+    """(connect ms, datagrams a second one way, round trips a second, the share of the
+    datagrams delivered one way, the round trips completed)."""
     times = []
     for _ in range(connects):
         async with _pair(tcp) as (elapsed, _, _):
             times.append(elapsed)
     async with _pair(tcp) as (_, ca, cb):
-        one_way, ping = await one_way_and_ping_pong(ca, cb, count, rounds, SIZE)
-    return statistics.median(times), one_way, ping
+        flow = await one_way_and_ping_pong(ca, cb, count, rounds, SIZE)
+    return statistics.median(times), flow.one_way, flow.round_trips, flow.delivered, flow.pongs
 
 
 async def _floor(count: int, rounds: int) -> tuple[float, ...]:
-    """The same datagrams over a plain trio TCP stream, framed: (nan, one way, ping-pong)."""
+    """The same datagrams over a plain trio TCP stream, framed: (nan, one way, ping-pong,
+    delivered, round trips completed), as :func:`_agents`."""
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
     port = listener.socket.getsockname()[1]
     async with listener:
@@ -123,7 +127,7 @@ async def _floor(count: int, rounds: int) -> tuple[float, ...]:
                 while not back.feed(await client.receive_some(65536)):
                     pass
             ping = rounds / (time.perf_counter() - started)
-    return float("nan"), one_way, ping
+    return float("nan"), one_way, ping, got / count, rounds
 
 
 def main() -> None:
@@ -141,14 +145,24 @@ def main() -> None:
         rows["TCP"].append(trio.run(_agents, True, connects, count, rounds))
         rows["TCP stream (floor)"].append(trio.run(_floor, count, rounds))
     print(f"\nTwo agents on loopback over ICE-TCP and over UDP, medians of {repeat} turns\n")
-    print(f"{'path':<20}{'connect ms':>12}{'one way /s':>12}{'ping-pong /s':>14}")
-    print("-" * 58)
+    print(f"{'path':<20}{'connect ms':>12}{'one way /s':>12}{'delivered':>11}{'ping-pong /s':>14}")
+    print("-" * 69)
     medians = {}
+    notes = []
     for name, samples in rows.items():
         med = tuple(statistics.median(s[i] for s in samples) for i in range(3))
         medians[name] = med
         connect = "" if med[0] != med[0] else f"{med[0]:.2f}"
-        print(f"{name:<20}{connect:>12}{med[1]:>12,.0f}{med[2]:>14,.0f}")
+        delivered = min(s[3] for s in samples)
+        print(f"{name:<20}{connect:>12}{med[1]:>12,.0f}{delivered:>11.1%}{med[2]:>14,.0f}")
+        done = [int(s[4]) for s in samples if s[4] < rounds]
+        if done:
+            notes.append(
+                f"{name}: a ping or pong lost, the ping-pong ended after"
+                f" {', '.join(map(str, done))} of {rounds} round trips"
+            )
+    for note in notes:
+        print(note)
     udp, tcp, floor = medians["UDP"], medians["TCP"], medians["TCP stream (floor)"]
     print(
         f"\nTCP / UDP: connect time {tcp[0] / udp[0]:.2f}x, one way {tcp[1] / udp[1]:.2f}x, "

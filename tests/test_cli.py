@@ -8,12 +8,14 @@ import select
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+import trio
 
 import trice
 from trice import _cli
+from trice._trio import _timers
 
 
 def _run(*args: str) -> list[dict[str, Any]]:
@@ -301,3 +303,125 @@ def test_the_last_line_says_what_the_agents_left_behind() -> None:
         "done: both agents closed, but 2 sockets are open and these tasks left: "
         "receive 127.0.0.1:5000"
     )
+
+
+def test_the_throughput_is_timed_to_the_last_datagram_received(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One datagram of the throughput run lost: the sink waited for it until the cap, and
+    ``seconds`` (and Mbit/s, datagrams/s) was the cap, not the time the datagrams took."""
+    send = trice.Connection.send
+    sends = 0
+
+    async def lossy(self: trice.Connection, data: bytes | bytearray | memoryview) -> None:
+        nonlocal sends
+        if len(data) == 1200:
+            sends += 1
+            if sends == 100:
+                await trio.lowlevel.checkpoint()
+                return  # (lost on the way)
+        await send(self, data)
+
+    monkeypatch.setattr(trice.Connection, "send", lossy)
+    monkeypatch.setattr(_cli, "_THROUGHPUT_CAP", 3.0)
+    monkeypatch.setattr(_cli, "_LOSS_WAIT", 0.3, raising=False)
+    assert _cli.main(["demo", "--json", "--count", "1000", "--pings", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (throughput,) = [r for r in records if r["event"] == "throughput"]
+    assert (throughput["sent"], throughput["received"]) == (1000, 999)
+    assert 0 < throughput["seconds"] < 0.3, throughput  # (the wait for the lost one: not in)
+    assert throughput["pps"] == pytest.approx(999 / throughput["seconds"])
+    assert "throughput: 999/1000 datagrams" in _cli._render(throughput)
+
+
+async def test_a_lost_ping_is_counted_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round trips had no time limit: one ping lost and ``trice demo`` waited for ever.
+    Each has its deadline now, and the line says how many were lost."""
+    send = trice.Connection.send
+
+    async def lossy(self: trice.Connection, data: bytes | bytearray | memoryview) -> None:
+        if bytes(data) == b"ping 3":
+            await trio.lowlevel.checkpoint()
+            return  # (lost on the way)
+        await send(self, data)
+
+    monkeypatch.setattr(trice.Connection, "send", lossy)
+    monkeypatch.setattr(_cli, "_LOSS_WAIT", 0.3, raising=False)
+    records: list[dict[str, Any]] = []
+    with trio.fail_after(20):
+        await _cli._demo(records.append, count=10, size=100, pings=10)
+    (rtt,) = [r for r in records if r["event"] == "rtt"]
+    assert (rtt["count"], rtt["lost"]) == (10, 1)
+    assert 0 < rtt["min_us"] <= rtt["median_us"] < 300_000, rtt
+    assert " over 10 pings, 1 lost" in _cli._render(rtt)
+    (throughput,) = [r for r in records if r["event"] == "throughput"]
+    assert throughput["received"] == 10  # (no ping nor pong taken for the run's data)
+    all_lost = {"event": "rtt", "count": 3, "lost": 3, "median_us": None, "min_us": None}
+    assert _cli._render(all_lost) == "round trip: all 3 pings lost"
+
+
+@pytest.mark.parametrize(
+    "command", [["demo", "--count", "10", "--pings", "2"], ["gather", "--interface", "lo"]]
+)
+def test_a_write_error_on_stdout_is_one_line_not_a_traceback(command: list[str]) -> None:
+    """Standard output on a full disk (``> /dev/full``): a traceback, exit 1.  Now a line
+    ``trice: ...`` on stderr, status 1, and nothing more as the interpreter exits."""
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(
+            [sys.executable, "-m", "trice", *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert out.stderr == "trice: standard output: [Errno 28] No space left on device\n"
+
+
+async def test_done_says_so_when_the_timer_task_outlives_the_agents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``done``'s task check walked the demo's own task after its nurseries closed (empty by
+    construction), and said "every task is gone" whatever was left: the run's ``trice
+    timers`` system task (outside the agents' nurseries) is looked at too.  Here the last
+    agent's leave does not end it."""
+    leave = _timers.TimerHub.leave
+
+    def leaky(self: _timers.TimerHub, ufrag: str | None = None) -> None:
+        if self._members == 1:
+            self._members = 0
+            return  # (the timer task is left running)
+        leave(self, ufrag)
+
+    monkeypatch.setattr(_timers.TimerHub, "leave", leaky)
+    records: list[dict[str, Any]] = []
+    await _cli._demo(records.append, count=10, size=100, pings=1)
+    done = records[-1]
+    assert done == {"event": "done", "open_sockets": 0, "tasks_left": ["trice timers"]}
+    assert _cli._render(done).endswith("these tasks left: trice timers")
+
+
+def test_gather_brackets_an_ipv6_related_address(capsys: pytest.CaptureFixture[str]) -> None:
+    """``trice gather``'s RELATED column (and the JSON ``related``) was
+    ``f"{address}:{port}"``: ``::1:50000`` for an IPv6 base, which reads as the address
+    ``::1:50000``.  Now as the ADDRESS column, ``[::1]:50000``; and the JSON has it as it
+    has the candidate's own, address and port apart."""
+    candidate = trice.Candidate.from_sdp(
+        "candidate:1 1 udp 1694498815 2001:db8::5 40000 typ srflx raddr ::1 rport 50000"
+    )
+    host = trice.Candidate.from_sdp("candidate:2 1 udp 2130706431 ::1 50000 typ host")
+
+    class Agent:
+        local_candidates: ClassVar[list[trice.Candidate]] = [host, candidate]
+        gather_reports: ClassVar[list[Any]] = []
+
+    _cli._emit_gathered(Agent(), _cli._gather_emitter(False))  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["srflx", "udp", "[2001:db8::5]:40000", "[::1]:50000", "1694498815"]
+    assert lines[1].split() == ["host", "udp", "[::1]:50000", "2130706431"]
+    _cli._emit_gathered(Agent(), _cli._gather_emitter(True))  # type: ignore[arg-type]
+    host_record, srflx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (srflx["address"], srflx["port"]) == ("2001:db8::5", 40000)
+    assert (srflx["related_address"], srflx["related_port"]) == ("::1", 50000)
+    assert srflx["related"] == "[::1]:50000"
+    assert (host_record["related"], host_record["related_address"]) == ("", None)

@@ -31,6 +31,28 @@ Emit = Callable[[dict[str, Any]], None]
 
 #: The demo's throughput run stops after this many seconds, ``--count`` sent or not.
 _THROUGHPUT_CAP = 5.0
+#: Seconds the demo waits for a datagram (a pong, the rest of the throughput run) before it
+#: counts it lost: on loopback, one that has not come by then never will.
+_LOSS_WAIT = 1.0
+
+
+class _OutputError(Exception):
+    """Standard output could not be written (``trice demo > /dev/full``: no space left)."""
+
+
+def _writes(emit: Emit) -> Emit:
+    """``emit``, with a write error on standard output (but a closed pipe, said apart) as an
+    :class:`_OutputError`, told from the errors of the agents' own sockets."""
+
+    def guarded(record: dict[str, Any]) -> None:
+        try:
+            emit(record)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(f"standard output: {exc}") from exc
+
+    return guarded
 
 
 def _emitter(as_json: bool) -> Emit:
@@ -40,7 +62,7 @@ def _emitter(as_json: bool) -> Emit:
         else:
             print(_render(record), flush=True)
 
-    return emit
+    return _writes(emit)
 
 
 def _render(record: dict[str, Any]) -> str:
@@ -61,13 +83,17 @@ def _render(record: dict[str, Any]) -> str:
         return "task tree while checks run:\n" + "\n".join(_tree_lines(record["tree"]))
     if kind == "rtt":
         checks = record.get("ice_us")
+        lost = record.get("lost", 0)
+        ice = "" if checks is None else f"; the pair's last ICE check: {checks:.0f} {_us()}"
+        if lost == record["count"]:
+            return f"round trip: all {lost} pings lost{ice}"
+        over = f"{record['count']} pings" + (f", {lost} lost" if lost else "")
         return (
             f"round trip: median {record['median_us']:.0f} {_us()}, "
-            f"min {record['min_us']:.0f} {_us()} "
-            f"over {record['count']} pings"
-            + ("" if checks is None else f"; the pair's last ICE check: {checks:.0f} {_us()}")
+            f"min {record['min_us']:.0f} {_us()} over {over}{ice}"
         )
     if kind == "throughput":
+        # (timed to the last datagram received: what was lost is waited for, not timed)
         return (
             f"throughput: {record['received']}/{record['sent']} datagrams of {record['size']} B "
             f"in {record['seconds'] * 1000:.1f} ms = {record['mbit_s']:.0f} Mbit/s "
@@ -243,32 +269,42 @@ async def _demo(
             ca, cb = conns["a"], conns["b"]
             rtts = []
             for i in range(pings):
+                ping, pong = b"ping %d" % i, b"pong %d" % i
                 t0 = trio.current_time()
-                await ca.send(b"ping %d" % i)
-                await cb.receive()
-                await cb.send(b"pong %d" % i)
-                await ca.receive()
-                rtts.append(trio.current_time() - t0)
+                # A ping (or its pong) not back within _LOSS_WAIT is lost; one that comes
+                # late is not taken for a later round's.
+                with trio.move_on_after(_LOSS_WAIT):
+                    await ca.send(ping)
+                    while await cb.receive() != ping:
+                        pass
+                    await cb.send(pong)
+                    while await ca.receive() != pong:
+                        pass
+                    rtts.append(trio.current_time() - t0)
             # ICE's own figure: the selected pair's latest timed check.
             ice_rtt = next((s.round_trip_time for s in a.pair_statistics() if s.selected), None)
             emit(
                 {
                     "event": "rtt",
                     "count": pings,
-                    "median_us": statistics.median(rtts) * 1e6,
-                    "min_us": min(rtts) * 1e6,
+                    "lost": pings - len(rtts),
+                    "median_us": statistics.median(rtts) * 1e6 if rtts else None,
+                    "min_us": min(rtts) * 1e6 if rtts else None,
                     "ice_us": None if ice_rtt is None else ice_rtt * 1e6,
                 }
             )
             payload = bytes(size)
             sent = received = 0
-            t0 = trio.current_time()
+            t0 = last = trio.current_time()
+            all_in = trio.Event()
 
             async def sink() -> None:
-                nonlocal received
+                nonlocal received, last
                 while received < count:
                     await cb.receive()
                     received += 1
+                    last = trio.current_time()
+                all_in.set()
 
             with trio.move_on_after(_THROUGHPUT_CAP):
                 async with trio.open_nursery() as nursery:
@@ -276,7 +312,15 @@ async def _demo(
                     for _ in range(count):
                         await ca.send(payload)
                         sent += 1
-            seconds = trio.current_time() - t0
+                    # What was lost never comes: wait for the rest while datagrams come in.
+                    before = -1
+                    while received != before:
+                        before = received
+                        with trio.move_on_after(_LOSS_WAIT):
+                            await all_in.wait()
+                    nursery.cancel_scope.cancel()
+            # Timed to the last datagram received (not over the wait for those lost).
+            seconds = last - t0
             emit(
                 {
                     "event": "throughput",
@@ -284,15 +328,35 @@ async def _demo(
                     "received": received,
                     "size": size,
                     "seconds": seconds,
-                    "mbit_s": received * size * 8 / seconds / 1e6,
-                    "pps": received / seconds,
+                    "mbit_s": received * size * 8 / seconds / 1e6 if seconds > 0 else 0.0,
+                    "pps": received / seconds if seconds > 0 else 0.0,
                 }
             )
-    # The agents closed: what they leave behind is nothing, or the line says what.
+    # The agents closed: what they leave behind is nothing, or the line says what: their
+    # sockets, the tasks of the demo's tree, and the run's system task the agents share
+    # (``trice timers``, outside their nurseries), given a moment to end.
     open_sockets = sum(
         not transport.closed for agent in (a, b) for transport in agent._transports.values()
     ) + sum(isinstance(agent._mdns, Mdns) and not agent._mdns.closed for agent in (a, b))
-    emit({"event": "done", "open_sockets": open_sockets, "tasks_left": _names(_task_tree(me))[1:]})
+    for _ in range(100):  # (a task cancelled ends at its next step: a few checkpoints)
+        if not _system_tasks_left():
+            break
+        await trio.lowlevel.checkpoint()
+    tasks_left = _names(_task_tree(me))[1:] + _system_tasks_left()
+    emit({"event": "done", "open_sockets": open_sockets, "tasks_left": tasks_left})
+
+
+def _system_tasks_left() -> list[str]:
+    """The names of trice's tasks among the run's system tasks (``trice timers``)."""
+    root = trio.lowlevel.current_root_task()
+    if root is None:
+        return []
+    return [
+        task.name
+        for nursery in root.child_nurseries
+        for task in nursery.child_tasks
+        if task.name.startswith("trice ")
+    ]
 
 
 async def _gather(args: argparse.Namespace, emit: Emit) -> int:
@@ -335,13 +399,13 @@ async def _gather(args: argparse.Namespace, emit: Emit) -> int:
 
 
 def _emit_gathered(agent: trice.Agent, emit: Emit) -> None:
-    """Emit the agent's candidates and the reports of its gather sources."""
+    """Emit the agent's candidates and the reports of its gather sources.  A related address
+    goes as ``related_address`` and ``related_port`` (as ``address`` and ``port``), and as
+    ``related``, ``host:port`` with an IPv6 address in brackets (as the text's columns)."""
     for candidate in agent.local_candidates:
-        related = (
-            f"{candidate.related_address}:{candidate.related_port}"
-            if candidate.related_address
-            else ""
-        )
+        related_address = candidate.related_address or None
+        related_port = candidate.related_port if related_address else None
+        related = host_port(related_address, candidate.related_port or 0) if related_address else ""
         emit(
             {
                 "event": "candidate",
@@ -351,6 +415,8 @@ def _emit_gathered(agent: trice.Agent, emit: Emit) -> None:
                 "address": candidate.address,
                 "port": candidate.port,
                 "related": related,
+                "related_address": related_address,
+                "related_port": related_port,
                 "priority": candidate.priority,
                 "foundation": candidate.foundation,
                 "sdp": candidate.to_sdp(),
@@ -373,6 +439,10 @@ def _emit_gathered(agent: trice.Agent, emit: Emit) -> None:
 def _gather_emitter(as_json: bool) -> Emit:
     if as_json:
         return _emitter(True)
+    return _writes(_gather_table())
+
+
+def _gather_table() -> Emit:
     header = {"candidate": False, "source": False}
 
     def emit(record: dict[str, Any]) -> None:
@@ -506,6 +576,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for leaf in leaves:
                 print(f"trice: {leaf}", file=sys.stderr)
             return 2
+        if all(isinstance(leaf, _OutputError) for leaf in leaves):
+            # (``trice demo > /dev/full``.)  What is still buffered for standard output goes
+            # nowhere, not into a second error as the interpreter exits.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            print(f"trice: {leaves[0]}", file=sys.stderr)
+            return 1
         raise
 
 

@@ -1,0 +1,376 @@
+"""The benchmarks' own arithmetic (``bench/``): what they report when datagrams go missing,
+and which runs a row is made of.  Nothing here measures: each test is a fraction of a
+second (the benchmarks run with ``nox -s bench``)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _peers  # noqa: E402
+import data_plane  # noqa: E402
+import mux  # noqa: E402
+import tcp  # noqa: E402
+
+FLOOR = "floor (raw trio sockets)"
+
+
+def _lossy_fill(
+    lost: int,
+) -> tuple[Callable[[bytes], None], trio.MemoryReceiveChannel[bytes]]:
+    """A ``fill`` that queues datagrams on a memory channel but its ``lost``-th, and the
+    channel's receiving end."""
+    send, receive = trio.open_memory_channel[bytes](100_000)
+    filled = 0
+
+    def fill(data: bytes) -> None:
+        nonlocal filled
+        filled += 1
+        if filled != lost:
+            send.send_nowait(data)
+
+    return fill, receive
+
+
+async def test_drain_rate_is_timed_to_the_last_datagram_and_counts_the_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One datagram of the burst lost: the rate is over the time the drain took to the last
+    datagram received (it was the burst over the drain's time limit), and the drain says
+    how many came."""
+    monkeypatch.setattr(data_plane, "DRAIN_LIMIT", 0.3, raising=False)
+    fill, channel = _lossy_fill(50)
+    last = 0.0
+
+    async def take() -> bytes:
+        nonlocal last
+        data = await channel.receive()
+        last = time.perf_counter()
+        return data
+
+    start = time.perf_counter()
+    rate, got = await data_plane._drain_rate(fill, take, 1000)
+    assert got == 999
+    assert rate > 999 / (last - start) / 2, (rate, 999 / (last - start))
+
+
+def test_aioices_drain_is_timed_to_the_last_datagram_and_counts_the_lost() -> None:
+    """The same for aioice's drain (asyncio)."""
+    times: list[float] = []
+
+    async def main() -> tuple[float, int]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        filled = 0
+
+        def fill(data: bytes) -> None:
+            nonlocal filled
+            filled += 1
+            if filled != 50:
+                queue.put_nowait(data)
+
+        async def take() -> bytes:
+            data = await queue.get()
+            times.append(time.perf_counter())
+            return data
+
+        times.append(time.perf_counter())
+        return await data_plane._aioice_drain(fill, take, 1000, 0.3)
+
+    rate, got = asyncio.run(main())
+    assert got == 999
+    assert rate > 999 / (times[-1] - times[0]) / 2, (rate, times[-1] - times[0])
+
+
+async def test_floor_and_trice_report_the_loss_of_a_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel buffer that cannot hold the burst (not root: ``SO_RCVBUFFORCE`` refused):
+    the drains lose datagrams, and the rows say so (``drained``), with receive rates of the
+    datagrams that came, not of those over the drain's time limit (``delivered`` still
+    said 100 % and the rates were some 40 datagrams a second: "100 % of the floor")."""
+
+    def small(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+
+    monkeypatch.setattr(data_plane, "_big_buffer", small)
+    monkeypatch.setattr(data_plane, "BURST", 400)
+    monkeypatch.setattr(data_plane, "DRAIN_LIMIT", 0.3, raising=False)
+    floor, trice_row = await data_plane._floor_and_trice(40, 4, 1)
+    assert 0 < floor.drained < 1 and 0 < trice_row.drained < 1, (floor, trice_row)
+    assert 0 < trice_row.batched_drained < 1, trice_row
+    # A drain of what the kernel queued runs at tens of thousands a second.
+    for rate in (floor.receive_pps, trice_row.receive_pps, trice_row.batched_pps):
+        assert rate > 2000, (floor, trice_row)
+
+
+def _table(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    rows: list[data_plane.Result],
+    aioice: list[data_plane.Result],
+) -> dict[str, list[str]]:
+    """``data_plane.main``'s table for these floor and trice rows and aioice repeats (two):
+    its rows' cells by path, and its lines under ``"lines"``."""
+
+    async def floor_and_trice(count: int, pings: int, rounds: int) -> list[data_plane.Result]:
+        return rows
+
+    repeats = iter(aioice)
+
+    def in_process(
+        count: int, pings: int, seed: int, tuned: bool = False
+    ) -> data_plane.Result | None:
+        return None if tuned else next(repeats)
+
+    monkeypatch.setattr(data_plane, "_floor_and_trice", floor_and_trice)
+    monkeypatch.setattr(data_plane, "_aioice_in_process", in_process)
+    data_plane.main(["--repeat", str(len(aioice))])
+    lines = capsys.readouterr().out.splitlines()
+    cells = {}
+    for name in (FLOOR, "trice", "aioice"):
+        (line,) = [line for line in lines if line.startswith(name + "  ")]
+        cells[name] = line[len(name) :].split()
+    cells["lines"] = lines
+    return cells
+
+
+def test_the_table_says_what_a_drain_lost(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = data_plane.Result("x", 100_000.0, 1.0, 30_000.0, 100_000.0, 300_000.0)
+    floor = dataclasses.replace(result, name=FLOOR)
+    trice_row = dataclasses.replace(result, name="trice", drained=0.5)
+    aioice = data_plane.Result("aioice", 90_000.0, 1.0, 10_000.0, 40_000.0)
+    table = _table(monkeypatch, capsys, [floor, trice_row], [aioice])
+    header = next(line for line in table["lines"] if line.startswith("path "))
+    assert "receive pkt/s  drained" in header
+    assert table[FLOOR][4] == "100.0%" and table["trice"][4] == "50.0%"
+    assert any("DATAGRAMS LOST in the receive drains" in line for line in table["lines"])
+
+
+def test_the_aioice_row_is_one_whole_repeat(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The best repeat (its receive rate) is the row, every column of it: not each column's
+    best over the repeats, a row no repeat measured."""
+    result = data_plane.Result("x", 100_000.0, 1.0, 30_000.0, 100_000.0, 100_000.0)
+    rows = [dataclasses.replace(result, name=FLOOR), dataclasses.replace(result, name="trice")]
+    repeats = [
+        data_plane.Result("aioice", 90_000.0, 1.0, 10_000.0, 40_000.0),
+        data_plane.Result("aioice", 40_000.0, 0.99, 30_000.0, 110_000.0),
+    ]
+    cells = _table(monkeypatch, capsys, rows, repeats)["aioice"]
+    assert cells[:4] == ["40,000", "99.0%", "30,000", "110,000"], cells
+
+
+def test_the_floor_trice_and_aioice_drain_the_same_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receive rates compared (``recv vs aioice``) are of bursts of one size: the floor
+    and trice drained ``BURST // 2`` datagrams, aioice ``BURST``."""
+    bursts: list[tuple[str, int]] = []
+
+    async def trio_drain(
+        fill: object, receive: object, burst: int, limit: float | None = None
+    ) -> tuple[float, int]:
+        bursts.append(("trio", burst))
+        return 1.0, burst
+
+    async def asyncio_drain(
+        fill: object, receive: object, burst: int, limit: float | None = None
+    ) -> tuple[float, int]:
+        bursts.append(("aioice", burst))
+        return 1.0, burst
+
+    import aioice.ice
+
+    # (``_aioice`` puts its own in; this puts the original back after the test.)
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    monkeypatch.setattr(data_plane, "_drain_rate", trio_drain)
+    monkeypatch.setattr(data_plane, "_aioice_drain", asyncio_drain, raising=False)
+    trio.run(data_plane._floor_and_trice, 20, 2, 1)
+    result = data_plane._aioice(20, 2)
+    assert result is not None
+    assert [b for kind, b in bursts if kind == "trio"] == [data_plane.BURST] * 3
+    assert [b for kind, b in bursts if kind == "aioice"] == [data_plane.BURST]
+
+
+class _Ends:
+    """Two ends of a datagram path over memory channels; the sender's ``lost``-th datagram
+    is lost on the way.  ``a`` sends to ``b`` and ``b`` to ``a``."""
+
+    def __init__(self, lost: int) -> None:
+        self.to_b = trio.open_memory_channel[bytes](100_000)
+        self.to_a = trio.open_memory_channel[bytes](100_000)
+        self.lost = lost
+        self.sent = 0
+        self.last = 0.0
+        ends = self
+
+        class A:
+            async def send(self, data: bytes) -> None:
+                ends.sent += 1
+                if ends.sent != ends.lost:
+                    ends.to_b[0].send_nowait(data)
+                await trio.lowlevel.checkpoint()
+
+            async def receive(self) -> bytes:
+                return await ends.to_a[1].receive()
+
+        class B:
+            async def send(self, data: bytes) -> None:
+                ends.to_a[0].send_nowait(data)
+                await trio.lowlevel.checkpoint()
+
+            async def receive(self) -> bytes:
+                data = await ends.to_b[1].receive()
+                ends.last = time.perf_counter()
+                return data
+
+        self.a, self.b = A(), B()
+
+
+async def test_one_way_is_timed_to_the_last_datagram_and_says_what_came(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``bench/_peers.py``'s one-way figure (``tcp.py``, ``mux.py``): one datagram of 2000
+    lost, and the figure was the datagrams over the 20 s cap, with no loss said."""
+    monkeypatch.setattr(_peers, "IDLE", 0.2, raising=False)
+    ends = _Ends(lost=1000)
+    start = time.perf_counter()
+    with trio.fail_after(30):
+        flow = await _peers.one_way_and_ping_pong(ends.a, ends.b, 2000, 5, 1200)  # type: ignore[arg-type]
+    took = ends.last - start
+    assert (flow.sent, flow.received) == (2000, 1999)
+    assert flow.delivered == 1999 / 2000
+    assert flow.one_way > 1999 / took / 2, (flow, 1999 / took)
+    assert flow.pongs == 5 and flow.round_trips > 0
+
+
+async def test_a_lost_ping_ends_the_ping_pong(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ping lost: the ping-pong had no time limit and waited for ever; now it ends, says
+    how many round trips were done, and times those."""
+    monkeypatch.setattr(_peers, "IDLE", 0.2, raising=False)
+    ends = _Ends(lost=3)  # (the one datagram one way, then the first ping, then the second)
+    with trio.fail_after(10):
+        flow = await _peers.one_way_and_ping_pong(ends.a, ends.b, 1, 10, 1200)  # type: ignore[arg-type]
+    assert (flow.received, flow.pongs) == (1, 1)
+    assert flow.round_trips > 100  # (one round trip over memory channels, not over 0.2 s)
+
+
+def test_tcp_and_mux_print_what_was_delivered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tcp.py`` and ``mux.py`` print the share of the datagrams delivered one way, and say
+    so when a lost ping ended a ping-pong."""
+
+    async def agents(tcp_: bool, connects: int, count: int, rounds: int) -> tuple[float, ...]:
+        return 0.5, 60_000.0, 20_000.0, 0.75 if tcp_ else 1.0, 120 if tcp_ else rounds
+
+    async def floor(count: int, rounds: int) -> tuple[float, ...]:
+        return float("nan"), 60_000.0, 30_000.0, 1.0, rounds
+
+    monkeypatch.setattr(tcp, "_agents", agents)
+    monkeypatch.setattr(tcp, "_floor", floor)
+    monkeypatch.setattr(sys, "argv", ["tcp.py", "--quick"])
+    tcp.main()
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("TCP  ")]
+    assert line.split()[1:] == ["0.50", "60,000", "75.0%", "20,000"]
+    assert "TCP: a ping or pong lost, the ping-pong ended after 120 of 300 round trips" in out
+
+    async def data(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
+        return _peers.Flow(50_000.0, count, count - on_mux, 20_000.0, rounds - on_mux)
+
+    async def connect_many(on_mux: bool, n: int) -> float:
+        return 10.0
+
+    monkeypatch.setattr(mux, "_data", data)
+    monkeypatch.setattr(mux, "_connect_many", connect_many)
+    monkeypatch.setattr(sys, "argv", ["mux.py", "--quick"])
+    mux.main()
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("mux  ")]
+    assert line.split()[1:] == ["50,000", "100.0%", "20,000", "10.0"]  # (1999 of 2000)
+    assert "mux: a ping or pong lost, the ping-pong ended after 299 of 300 round trips" in out
+
+
+_OPCODES = textwrap.dedent(
+    """
+    import contextlib, sys
+    sys.path.insert(0, {bench!r})
+    import trio
+    import data_plane, opcodes
+
+    opcodes.STALL = 0.3
+    LOST = {lost}  # (the fill's datagram lost, 0: none)
+
+
+    @contextlib.asynccontextmanager
+    async def both_paths(receive_buffer):
+        paths = []
+        for name in ("floor (raw trio sockets)", "trice"):
+            to_b = trio.open_memory_channel(100_000)
+            to_a = trio.open_memory_channel(100_000)
+            filled = 0
+
+            def fill(data, to_b=to_b):
+                global filled
+                filled += 1
+                if filled != LOST:
+                    to_b[0].send_nowait(data)
+
+            async def send(data, channel=to_b[0]):
+                channel.send_nowait(data)
+                await trio.lowlevel.checkpoint()
+
+            async def send_back(data, channel=to_a[0]):
+                channel.send_nowait(data)
+                await trio.lowlevel.checkpoint()
+
+            batched = to_b[1].receive if name == "trice" else None
+            paths.append(
+                data_plane._Paths(
+                    name, send, to_a[1].receive, send_back, to_b[1].receive, fill, batched
+                )
+            )
+        yield tuple(paths)
+
+    filled = 0
+    data_plane.both_paths = both_paths
+    opcodes.main(["--count", "50"])
+    """
+)
+
+
+@pytest.mark.parametrize("lost", [0, 7])
+def test_opcodes_stops_with_an_error_when_a_datagram_is_lost(lost: int) -> None:
+    """``bench/opcodes.py`` stops trio's clock while it counts: a drain that lost a datagram
+    (a kernel buffer that could not be forced) waited for it for ever, its time limit
+    never coming.  Now a run without progress is stopped, and the loss is an error; and
+    a run that loses nothing prints its table."""
+    script = _OPCODES.format(bench=str(BENCH), lost=lost)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("bench/opcodes.py hung on a lost datagram") from None
+    if not lost:
+        assert out.returncode == 0, out.stderr
+        assert "trice vs floor" in out.stdout
+        return
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith(
+        "bench/opcodes.py: floor (raw trio sockets), receive: nothing came for 0.3 s"
+    ), out.stderr
