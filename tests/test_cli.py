@@ -389,8 +389,7 @@ async def test_done_says_so_when_the_timer_task_outlives_the_agents(
 
     def leaky(self: _timers.TimerHub, ufrag: str | None = None) -> None:
         if self._members == 1:
-            self._members = 0
-            return  # (the timer task is left running)
+            return  # (the last member stays: the timer task is left running, for good)
         leave(self, ufrag)
 
     monkeypatch.setattr(_timers.TimerHub, "leave", leaky)
