@@ -127,3 +127,44 @@ def test_a_cache_flush_record_replaces_only_its_type_heard_over_a_second_ago() -
     assert answer("192.0.2.6", 10.5) == ("192.0.2.5", "192.0.2.6", "2001:db8::5")
     assert answer("192.0.2.7", 12.0) == ("192.0.2.7", "2001:db8::5")
     assert answer("192.0.2.8", 14.0, flush=False) == ("192.0.2.7", "192.0.2.8", "2001:db8::5")
+
+
+def _tell(responder: MdnsResponder, now: float, *records: tuple[str, int]) -> None:
+    """An answer for ``peer.local`` (being resolved) in one packet a record: ``(address,
+    ttl)``, the cache-flush bit set, as responders send them."""
+    told: dict[str, Any] = {"direct": False, "on_link": True, "wanted": {"peer.local"}}
+    for address, ttl in records:
+        data = mdns.encode_answer("peer.local", [address], ttl=ttl)
+        responder.on_datagram(data, ("192.0.2.5", 5353), LINK, now=now, **told)
+
+
+def test_each_address_keeps_its_own_age_and_ttl() -> None:
+    """Each address of a name is kept for its own record's TTL, and a cache flush goes by
+    each record's own age (RFC 6762 §10.2): a flush at 11.5 s drops the address heard at
+    10 s, keeps the one of 10.9 s; an AAAA record of TTL 5 does not cut the A record's
+    120 s short.  (The age and the TTL were the last answer's, for every address.)"""
+    responder = MdnsResponder()
+    _tell(responder, 10.0, ("192.0.2.1", 120))
+    _tell(responder, 10.9, ("192.0.2.2", 120))
+    _tell(responder, 11.5, ("192.0.2.3", 120))
+    assert responder.lookup("peer.local", 11.5) == ("192.0.2.2", "192.0.2.3")
+    _tell(responder, 20.0, ("2001:db8::5", 5))
+    assert responder.lookup("peer.local", 30.0) == ("192.0.2.2", "192.0.2.3")
+
+
+def test_a_goodbye_address_stays_gone_and_what_is_kept_stays_bounded() -> None:
+    """A goodbye for the only A address keeps it a second (§10.1), and an AAAA answer in
+    that second does not bring it back (it had, for the AAAA record's 120 s).  A new
+    address every 0.9 s, each a cache flush, keeps a few (it grew without end: each
+    answer made its type's age new, and nothing was flushed)."""
+    responder = MdnsResponder()
+    _tell(responder, 10.0, ("192.0.2.5", 120))
+    _tell(responder, 20.0, ("192.0.2.5", 0))  # (a goodbye)
+    _tell(responder, 20.2, ("2001:db8::5", 120))
+    assert responder.lookup("peer.local", 30.0) == ("2001:db8::5",)
+    now = 40.0
+    for i in range(300):
+        _tell(responder, now, (f"10.{i // 250}.{i % 250}.1", 120))
+        now += 0.9
+    kept = responder.lookup("peer.local", now)
+    assert kept is not None and len(kept) <= 3

@@ -50,6 +50,8 @@ UNICAST_PER_SECOND = 10
 QUERY_INTERVAL = 1.0
 #: How long a record stays once its goodbye came (RFC 6762 §10.1: a TTL of 1 s).
 GOODBYE_GRACE = 1.0
+#: The most addresses kept for one name (the newest).
+KEPT_PER_NAME = 16
 #: Names of ours whose address the host has no more, kept (answered nowhere) so that an
 #: address that comes back gets its name back; past this many, the longest gone are
 #: forgotten (a host that roams takes a new address at each network).
@@ -81,8 +83,8 @@ class MdnsResponder:
         "_answered",
         "_asked",
         "_gone",
-        "_heard",
         "_name_links",
+        "_records",
         "_unicast",
         "found",
         "ignored",
@@ -95,10 +97,9 @@ class MdnsResponder:
         # The link of each name's address: where it is answered for, and nowhere else.
         self._name_links: dict[str, Hashable] = {}
         self.found: dict[str, tuple[tuple[str, ...], float]] = {}
-        # When the A (False) or AAAA (True) records of a name found were last taken: a
-        # cache-flush record flushes only those of its type heard over a second ago (RFC
-        # 6762 §10.2: a responder's answer may come in several packets).
-        self._heard: dict[tuple[str, bool], float] = {}
+        # Each address of each name found: when its record was last heard, and until when
+        # it holds (see _take_answers); ``found`` is what they make.
+        self._records: dict[str, dict[str, list[float]]] = {}
         # When each of our names was last multicast on each link (RFC 6762 §6).
         self._answered: dict[tuple[str, Hashable], float] = {}
         # When a query for each name being resolved last went, and the interval to the next
@@ -157,9 +158,8 @@ class MdnsResponder:
     # ------------------------------------------------------------------ resolving
 
     def lookup(self, name: str, now: float) -> tuple[str, ...] | None:
-        """The addresses kept for ``name`` (normalized), if they still hold."""
-        found = self.found.get(name)
-        return found[0] if found is not None and found[1] > now else None
+        """The addresses kept for ``name`` (normalized) whose records still hold, if any."""
+        return self._live(name, now) or None
 
     def query_due(self, name: str, now: float) -> tuple[bool, float]:
         """Whether a query for ``name`` goes now (its schedule then moves on: 1, 2, 4... s
@@ -180,7 +180,7 @@ class MdnsResponder:
         """An ICE restart: what was found is asked for anew (a peer that restarts has often
         moved)."""
         self.found.clear()
-        self._heard.clear()
+        self._records.clear()
 
     # ------------------------------------------------------------------ datagrams
 
@@ -277,67 +277,75 @@ class MdnsResponder:
     ) -> list[str]:
         """Answers: for names being resolved, or already found (a cache-flush record
         updates what is kept); a goodbye (TTL 0, RFC 6762 §10.1) removes its record (that
-        address of the name), in the order the records come.  The rest are not kept.
-        A cache-flush record replaces the addresses of its type (A or AAAA) kept for the name,
-        but those heard within the last second (§10.2); other records add to them.
-        Returns the names resolved."""
-        found: dict[str, list[tuple[str, bool]]] = {}
-        ttls: dict[str, int] = {}
-        gone: dict[str, set[str]] = {}
+        address of the name; the last one a second later), in the order the records come.
+        The rest are not kept.  Each address is kept for its own record's TTL; a
+        cache-flush record replaces the addresses of its type (A or AAAA) heard over a
+        second ago (§10.2: one answer may come in several packets), and other records add
+        (at most ``KEPT_PER_NAME`` addresses, the newest).  Returns the names resolved."""
         kept = self.found
+        books = self._records
+        for stale in [n for n, (_, until) in kept.items() if until <= now]:
+            del kept[stale]
+            books.pop(stale, None)
+        touched: dict[str, bool] = {}  # (each name changed: whether it has a new address)
+        fresh: set[tuple[str, str]] = set()  # (heard in this message)
         for record in records:
             name = record.name
             if name not in wanted and name not in kept:
                 continue
+            address = record.address
+            book = books.get(name)
             if not record.ttl:  # a goodbye: this address of the name is going away
-                gone.setdefault(name, set()).add(record.address)
-                said = found.get(name)
-                if said is not None:
-                    said[:] = [a for a in said if a[0] != record.address]
+                entry = None if book is None else book.get(address)
+                if book is not None and entry is not None:
+                    holding = [a for a, (_, until) in book.items() if until > now]
+                    if (name, address) in fresh or holding != [address]:
+                        del book[address]
+                    else:
+                        # §10.1: the last one is kept a second more, not dropped at once
+                        # (another responder may answer for it meanwhile, and anyone on
+                        # the link can send a goodbye).
+                        entry[1] = min(entry[1], now + GOODBYE_GRACE)
+                    touched.setdefault(name, False)
                 continue
-            if address_problem(record.address, 1, ipv6=None) is not None or no_destination(
-                record.address
-            ):
+            if address_problem(address, 1, ipv6=None) is not None or no_destination(address):
                 self.ignored += 1  # (0.0.0.0, multicast, broadcast: no one to check)
                 continue
             if name not in wanted and not record.cache_flush:
                 continue  # (a shared record adds to what is kept: no change to make)
-            found.setdefault(name, []).append((record.address, record.cache_flush))
-            ttls[name] = min(ttls.get(name, ANSWER_TTL), record.ttl)
-        heard = self._heard
-        for stale in [n for n, (_, until) in kept.items() if until <= now]:
-            del kept[stale]
-            heard.pop((stale, False), None)
-            heard.pop((stale, True), None)
-        for name, leaving in gone.items():
-            entry = kept.get(name)
-            if entry is not None:
-                left = tuple(a for a in entry[0] if a not in leaving)
-                if left:
-                    kept[name] = (left, entry[1])
-                else:
-                    # §10.1: kept one second more, not dropped at once (another responder
-                    # may answer for the record meanwhile, and anyone on the link can send
-                    # a goodbye).
-                    kept[name] = (entry[0], min(entry[1], now + GOODBYE_GRACE))
+            if book is None:
+                book = books[name] = {}
+            if record.cache_flush:
+                v6 = ":" in address
+                for old in [
+                    a for a, (heard, _) in book.items() if (":" in a) == v6 and heard < now - 1.0
+                ]:
+                    del book[old]
+            book.pop(address, None)  # (the newest last)
+            book[address] = [now, now + min(record.ttl, ANSWER_TTL)]
+            fresh.add((name, address))
+            while len(book) > KEPT_PER_NAME:
+                del book[next(iter(book))]
+            touched[name] = True
         resolved = []
-        for name, answers in found.items():
-            if not answers:
-                continue  # (said, and said goodbye to, in one message)
-            addresses: list[str] = []
-            entry = kept.get(name)
-            if entry is not None:
-                flushed = {":" in a for a, flush in answers if flush}
-                for address in entry[0]:
-                    v6 = ":" in address
-                    if v6 not in flushed or now - heard.get((name, v6), -math.inf) < 1.0:
-                        addresses.append(address)
-            for address, _ in answers:
-                if address not in addresses:
-                    addresses.append(address)
-                heard[name, ":" in address] = now
-            # IPv4 first: the family more peers can reach.
-            addresses.sort(key=lambda a: ":" in a)
-            kept[name] = (tuple(addresses), now + ttls[name])
-            resolved.append(name)
+        for name, new in touched.items():
+            live = self._live(name, now)
+            if not live:
+                kept.pop(name, None)
+                books.pop(name, None)
+                continue
+            book = books[name]
+            kept[name] = (live, max(until for _, until in book.values()))
+            if new:
+                resolved.append(name)
         return resolved
+
+    def _live(self, name: str, now: float) -> tuple[str, ...]:
+        """The addresses of ``name`` whose records still hold, IPv4 first (the family more
+        peers can reach), then as they came."""
+        book = self._records.get(name)
+        if not book:
+            return ()
+        live = [address for address, (_, until) in book.items() if until > now]
+        live.sort(key=lambda a: ":" in a)
+        return tuple(live)
