@@ -3728,3 +3728,26 @@ def test_an_end_of_candidates_that_names_a_ufrag_ends_that_generation_only() -> 
         assert c.core.add_remote_candidate(candidate) is True
     assert c.core.add_remote_candidate(None, d.core.local.ufrag) is True
     assert c.core.remote_complete
+
+
+def test_a_late_named_end_of_an_older_generation_leaves_the_new_ones_held_end() -> None:
+    """Two ICE restarts; the new generation's end-of-candidates (naming its ufrag) comes
+    before the peer's new parameters and waits for them; then late ones of the generations
+    before come, the first's and the middle's (whose parameters never came here): the new
+    generation's still ends it once its parameters come.  One named end was held, and a
+    late one took its place: the generation never ended."""
+    for late_of in ("first", "middle"):
+        net, a, b = two_agents(end_of_candidates=False)
+        assert net.run_until(connected(a, b), max_time=1.0)
+        first = b.core.local.ufrag
+        a.restart(net.now)
+        b.restart(net.now)
+        middle = b.core.local.ufrag
+        if late_of == "first":
+            a.core.set_remote(b.core.local, net.now)
+        a.restart(net.now)
+        b.restart(net.now)
+        assert a.core.add_remote_candidate(None, b.core.local.ufrag) is True  # (waits)
+        a.core.add_remote_candidate(None, first if late_of == "first" else middle)
+        a.core.set_remote(b.core.local, net.now)
+        assert a.core.remote_complete, late_of

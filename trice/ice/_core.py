@@ -116,6 +116,9 @@ LITE_SILENCE = 12.0
 #: The soonest a check that the peer's request crossed goes out again (see ``poll_resend``):
 #: above a loopback or LAN round trip, far below any RTO.
 RESEND_MIN = 0.005
+#: The end-of-candidates naming a ufrag held for the peer's parameters (see
+#: ``AgentCore.add_remote_candidate``): more are ignored.
+MAX_NAMED_ENDS = 8
 
 #: Enum members as module constants for the per-message paths: on CPython 3.11 reading a
 #: member off its class (``PairState.WAITING``) costs ~90 ns, a global ~10 ns.
@@ -188,7 +191,7 @@ class AgentCore:
         "_late_end_possible",
         "_live",
         "_local_key",
-        "_named_end",
+        "_named_ends",
         "_new_tid",
         "_next_consent",
         "_next_paced",
@@ -333,7 +336,7 @@ class AgentCore:
         # After an ICE restart: the peer's ufrag of before, and an end-of-candidates that
         # named a ufrag before the peer's new parameters came (see add_remote_candidate).
         self._previous_ufrag: str | None = None
-        self._named_end: str | None = None
+        self._named_ends: set[str] | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -424,9 +427,9 @@ class AgentCore:
                     self._take_remote(candidate)
                 else:
                     self.remote_candidates_dropped += 1  # (another generation's)
-        named, self._named_end = self._named_end, None
-        if named == remote.ufrag:
-            self.add_remote_candidate(None, named)  # (an end that named it came first)
+        named, self._named_ends = self._named_ends, None
+        if named is not None and remote.ufrag in named:
+            self.add_remote_candidate(None, remote.ufrag)  # (an end that named it came first)
         for candidate in self._base_candidates():
             self._prepare_checks(candidate)
         if first and self.state is ConnectionState.CHECKING and self._checking_since is not None:
@@ -473,7 +476,7 @@ class AgentCore:
         self._late_end_possible = not (self.remote_complete or self.remote_end_held)
         if self.remote is not None:
             self._previous_ufrag = self.remote.ufrag
-        self._named_end = None
+        self._named_ends = None
         # (Held for the peer's parameters, or by the shell for a name being resolved: of no
         # generation of now's.)
         self.remote_candidates_dropped += len(self._held or ()) + self.pending_remote
@@ -624,7 +627,15 @@ class AgentCore:
                     if ufrag == self._previous_ufrag:
                         self._late_end_possible = False  # (the late one: it came)
                         return False
-                    self._named_end = ufrag  # (taken if the parameters say it is the peer's)
+                    # Taken if the parameters say it is the peer's.  (Every one, of as many
+                    # generations as there were restarts, bounded: one late of an older
+                    # generation must not take the place of the new one's.)
+                    named = self._named_ends
+                    if named is None:
+                        named = self._named_ends = set()
+                    if len(named) >= MAX_NAMED_ENDS:
+                        return False
+                    named.add(ufrag)
                     return True
                 if ufrag != remote.ufrag:
                     return False  # (another generation's)
