@@ -46,7 +46,11 @@ def to_json_messages(event: trice.Event, agent: trice.Agent) -> list[str]:
             params = agent.local_parameters
             return [json.dumps({"ufrag": params.ufrag, "pwd": params.pwd})]
         if event.state is trice.GatheringState.COMPLETE:
-            return [json.dumps(trice.end_of_candidates_json(sdp_mid="0", sdp_mline_index=0))]
+            ufrag = agent.local_parameters.ufrag  # (its generation: see the restart guide)
+            end = trice.end_of_candidates_json(
+                sdp_mid="0", sdp_mline_index=0, username_fragment=ufrag
+            )
+            return [json.dumps(end)]
     if isinstance(event, trice.CandidateGathered):
         init = event.candidate.to_json() | {"sdpMid": "0", "sdpMLineIndex": 0}
         return [json.dumps(init)]
@@ -67,8 +71,12 @@ class Receiver:
             if "ufrag" in obj:
                 self.agent.set_remote_parameters(obj["ufrag"], obj["pwd"])
             else:
-                # None for {"candidate": ""}: end-of-candidates.
-                self.agent.add_remote_candidate(trice.Candidate.from_json(obj))
+                # None for {"candidate": ""}: end-of-candidates, of the generation its
+                # usernameFragment names (if it names one).
+                self.agent.add_remote_candidate(
+                    trice.Candidate.from_json(obj),
+                    username_fragment=obj.get("usernameFragment"),
+                )
         elif message.startswith("a=ice-ufrag:"):
             self.ufrag = message.removeprefix("a=ice-ufrag:")
         elif message.startswith("a=ice-pwd:"):
