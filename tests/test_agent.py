@@ -1168,6 +1168,14 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.NetworkConfig, {"external_addresses": ["203.0.113.7/::1"]}),
         (trice.NetworkConfig, {"external_addresses": ["0.0.0.0"]}),
         (trice.NetworkConfig, {"external_addresses": ["224.0.0.1"]}),
+        # (No peer could check these: broadcast, reserved, 0/8, IPv4-mapped, link-local.)
+        (trice.NetworkConfig, {"external_addresses": ["255.255.255.255"]}),
+        (trice.NetworkConfig, {"external_addresses": ["240.0.0.1"]}),
+        (trice.NetworkConfig, {"external_addresses": ["0.1.2.3"]}),
+        (trice.NetworkConfig, {"external_addresses": ["::ffff:203.0.113.1"]}),
+        (trice.NetworkConfig, {"external_addresses": ["169.254.1.1"]}),
+        (trice.AgentConfig, {"lite": True, "transport_policy": "relay"}),
+        (trice.AgentConfig, {"lite": True, "transport_policy": "nohost"}),
         (trice.NetworkConfig, {"external_addresses": ["2001:db8::7%eth0"]}),
         (trice.NetworkConfig, {"external_addresses": ["2001:db8::7/fe80::1%1"]}),
         (
@@ -1182,6 +1190,8 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.Timing, {"max_binding_requests": True}),
         (trice.Timing, {"max_binding_requests": 10**9}),
         (trice.Timing, {"ta": 10**400}),
+        (trice.Timing, {"ta": 10**308}),  # (finite, and overflowed the sums of times)
+        (trice.Timing, {"failed_timeout": 10**9}),
         (trice.Timing, {"keepalive_interval": 2**1024}),
         (trice.Timing, {"pac_timeout": -1}),
         (trice.Timing, {"pac_timeout": math.nan}),
@@ -3006,3 +3016,16 @@ async def test_an_end_of_candidates_from_json_names_its_generation() -> None:
         candidate = dataclasses.replace(b.local_candidates[0], username_fragment="abcd")
         with pytest.raises(trice.UsageError):
             a.add_remote_candidate(candidate, username_fragment="efgh")
+
+
+async def test_warm_up_and_address_changes_refuse_bad_arguments_with_config_errors() -> None:
+    """A fraction, a bool, None, NaN or a huge number of warm-up rounds, a huge poll
+    interval, or an AgentConfig where the NetworkConfig goes: ConfigError at the call (they
+    were TypeError, ValueError, OverflowError, or an AttributeError at the first value)."""
+    for rounds in (2.5, None, True, "3", math.nan, 10**400, 0):
+        with pytest.raises(trice.ConfigError):
+            await trice.warm_up(rounds)  # type: ignore[arg-type]
+    with pytest.raises(trice.ConfigError):
+        trice.address_changes(trice.AgentConfig())  # type: ignore[arg-type]
+    with pytest.raises(trice.ConfigError):
+        trice.address_changes(interval=10**400)

@@ -630,3 +630,35 @@ async def test_under_nohost_a_1to1_address_in_the_hosts_place_goes_out_as_its_ma
         trice.TransportPolicy.NOHOST,  # (the NAT's)
     )
     assert (srflx.type, srflx.address) == (trice.CandidateType.SRFLX, "127.0.0.2")
+
+
+async def test_a_server_url_listed_twice_is_asked_once() -> None:
+    """The same STUN URL in two IceServer entries: one request a socket, one report (it
+    was asked twice, and the second report said 0 candidates and no error)."""
+    sock = await server_socket()
+    port = sock.getsockname()[1]
+    seen: list[tuple[tuple[str, int], bytes]] = []
+    url = f"stun:127.0.0.1:{port}"
+    servers = [trice.IceServer(urls=[url]), trice.IceServer(urls=[url, url])]
+    config = dataclasses.replace(loopback_config(), ice_servers=servers)
+    with sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(stun_server, sock, ("203.0.113.9", None), seen=seen)
+            )
+            async with trice.open_agent(config, controlling=True) as agent:
+                await agent.wait_gathering_complete()
+                reports = [r for r in agent.gather_reports if r.source.startswith("stun")]
+            nursery.cancel_scope.cancel()
+    assert len(seen) == 1 and len(reports) == 1, (seen, reports)
+
+
+def test_an_ipv4_link_local_address_is_gathered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cable between two machines with no DHCP gives each a 169.254/16 address (RFC
+    3927): gathered, as the docs say (only link-local IPv6 is left out); it was not."""
+    ips = [SimpleNamespace(ip="169.254.7.8", network_prefix=16)]
+    adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
+    assert [h.address for h in found] == ["169.254.7.8"]

@@ -383,3 +383,14 @@ async def test_two_agents_of_one_mux_never_connect() -> None:
                     with pytest.raises(trice.IceFailedError):
                         await agent.connect()
             assert mux.statistics().unroutable > 0
+
+
+@pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "::1%lo", "::1%1"])
+def test_a_mux_host_no_candidate_can_carry_is_a_usage_error(host: str) -> None:
+    """An IPv4-mapped address (IPv6 sockets here are IPv6-only: EINVAL at bind), or a zone
+    index (a candidate carries none; gaierror at bind, or signalled without it):
+    UsageError at the call."""
+    with pytest.raises(trice.UsageError):
+        trice.open_udp_mux(host)
+    with pytest.raises(trice.UsageError):
+        trice.open_tcp_mux(host)

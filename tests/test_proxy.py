@@ -769,3 +769,13 @@ def test_trice_gather_through_a_proxy() -> None:
     assert hidden.returncode == 2
     assert "proxy URL 'http://...@127.0.0.1': no port" in hidden.stderr
     assert "secret" not in hidden.stderr + hidden.stdout
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+def test_proxy_credentials_utf8_cannot_carry_are_a_config_error(scheme: str) -> None:
+    """A lone surrogate (what os.environ makes of non-UTF-8 bytes in $TRICE_PROXY) in the
+    user name or password: ConfigError (SOCKS5 raised UnicodeEncodeError; HTTP took it,
+    and the agent's gathering raised it later)."""
+    for username, password in (("u\udcff", "p"), ("u", "p\udcff")):
+        with pytest.raises(trice.ConfigError, match="UTF-8"):
+            trice.ProxyUrl(scheme, "127.0.0.1", 1080, username=username, password=password)

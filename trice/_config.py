@@ -97,15 +97,23 @@ def _check_flags(owner: object, *names: str) -> None:
             raise ConfigError(f"{type(owner).__name__}.{name} must be True or False, not {value!r}")
 
 
+#: The longest any timer may be, in seconds (a year): longer is a mistake, and a huge int
+#: would overflow the sums of times inside the agent.
+MAX_SECONDS = 365 * 24 * 3600
+
+
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     try:
         ok = ok and math.isfinite(value)
     except OverflowError:  # (an int beyond any float)
         ok = False
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and value <= MAX_SECONDS
     if not ok:
-        raise ConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}")
+        raise ConfigError(
+            f"{name} must be a number {'>= 0' if allow_zero else '> 0'} of at most a year "
+            f"of seconds ({MAX_SECONDS}), not {value!r:.40}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,7 +137,9 @@ class NetworkConfig:
             server's "elastic" address, say), which the agent signals without asking a STUN
             server (Pion's ``NAT1To1IPs``): each ``"external"`` (for every local address of
             its family) or ``"external/local"`` (for that local address; it wins over the
-            other form).  The port is the host socket's own: a 1:1 NAT keeps it.
+            other form).  The port is the host socket's own: a 1:1 NAT keeps it.  An address
+            no peer could send a check to (unspecified, multicast, broadcast or reserved
+            IPv4, IPv4-mapped, link-local) is a :class:`ConfigError`.
         external_candidate: how an external address is signalled:
             :attr:`CandidateType.SRFLX <trice.ice.CandidateType.SRFLX>` (the default), a
             server-reflexive candidate beside the host one; or
@@ -260,7 +270,12 @@ def _external_addresses(value: object) -> tuple[str, ...]:
             raise ConfigError(
                 f"{name}: {entry!r} is neither an address nor address/local-address"
             ) from None
-        if external.is_unspecified or external.is_multicast:
+        from trice.ice._gathering import no_destination  # (which imports this module)
+
+        mapped = isinstance(external, ipaddress.IPv6Address) and external.ipv4_mapped
+        if no_destination(str(external)) or external.is_link_local or mapped:
+            # (Unspecified, multicast, reserved or broadcast IPv4, IPv4-mapped, link-local:
+            # a peer could send no check there.)
             raise ConfigError(f"{name}: {entry!r}: {external} cannot be a candidate's address")
         if local is None:
             if external.version in families:
@@ -281,7 +296,7 @@ def _external_addresses(value: object) -> tuple[str, ...]:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Timing:
-    """Every timer of the agent, in seconds.
+    """Every timer of the agent, in seconds (each at most a year).
 
     Attributes:
         ta: pacing of connectivity checks (RFC 8445 §14.2 recommends 50 ms; it must not go
@@ -365,7 +380,8 @@ class AgentConfig:
 
     Attributes:
         lite: be an ICE-lite agent (RFC 8445 §2.5): host candidates only, no checks of its own;
-            it answers checks and accepts nomination.
+            it answers checks and accepts nomination (so only with the ``ALL`` transport
+            policy: another leaves it no candidate, a :class:`ConfigError`).
         ufrag: the local username fragment; random (8 chars) when ``None``.
         pwd: the local password; random (24 chars) when ``None``.
         network: which local addresses to gather (:class:`NetworkConfig`).
@@ -407,6 +423,11 @@ class AgentConfig:
             raise ConfigError(str(exc)) from None
         object.__setattr__(self, "nomination", nomination)
         object.__setattr__(self, "transport_policy", policy)
+        if self.lite and policy is not TransportPolicy.ALL:
+            raise ConfigError(
+                f"an ICE-lite agent has host candidates only: transport policy {policy.name} "
+                f"would leave it none"
+            )
         if isinstance(self.ice_servers, (str, bytes)) or not isinstance(self.ice_servers, Iterable):
             raise ConfigError(
                 f"AgentConfig.ice_servers must be a sequence of trice.IceServer, not "

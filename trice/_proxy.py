@@ -119,6 +119,13 @@ class ProxyUrl:
             if not isinstance(username, str) or not isinstance(password, (str, type(None))):
                 raise ConfigError("the proxy's user name and password must be str")
             password = password or ""
+            try:
+                username.encode()
+                password.encode()
+            except UnicodeEncodeError:  # (a lone surrogate: $TRICE_PROXY of non-UTF-8 bytes)
+                raise ConfigError(
+                    "the proxy's user name and password must be text UTF-8 can carry"
+                ) from None
             if not username or ":" in username or _CONTROL.search(username):
                 raise ConfigError(
                     "the proxy's user name must be non-empty, with no ':' or control characters"

@@ -1833,17 +1833,20 @@ async def warm_up(rounds: int = 3) -> bool:
     leaves the machine.
 
     Args:
-        rounds: connections to make, one after the other (at least 1).
+        rounds: connections to make, one after the other (1 to 1000).
 
     Returns:
         whether the warm-up connected (``False`` without an IPv4 loopback address, or if
         it did not finish within ``rounds`` seconds); it never raises for that.
 
     Raises:
-        ConfigError: ``rounds`` is less than 1 (a :class:`ValueError` too).
+        ConfigError: ``rounds`` is not a whole number from 1 to 1000 (a
+            :class:`ValueError` too).
     """
-    if rounds < 1:
-        raise ConfigError(f"warm_up needs at least one round, not {rounds}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 1000:
+        raise ConfigError(
+            f"warm_up needs a whole number of rounds from 1 to 1000, not {rounds!r:.40}"
+        )
     network = NetworkConfig(
         ip_filter=lambda address: address.is_loopback, include_loopback=True, ipv6=False
     )

@@ -122,7 +122,10 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
                 address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
                 continue
-            never = address.is_link_local or address.is_multicast or address.is_unspecified
+            # (IPv6 link-local needs a zone no candidate carries; IPv4 link-local, RFC 3927,
+            # is a cable between two machines with no DHCP: kept.)
+            link_local = address.version == 6 and address.is_link_local
+            never = link_local or address.is_multicast or address.is_unspecified
             addresses.append(
                 _Found(
                     address,
@@ -257,12 +260,14 @@ async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = (
     relayed = {
         t.server for _, base in kept if isinstance(t := agent._transports.get(base), RelayTransport)
     }
+    asked: set[ServerUrl] = set()  # (a URL listed twice is asked once)
     async with trio.open_nursery() as nursery:
         if policy is not TransportPolicy.RELAY:
             for server in servers:
                 for url in server.urls:
-                    if url.is_turn or url.secure or url.transport != "udp":
+                    if url.is_turn or url.secure or url.transport != "udp" or url in asked:
                         continue
+                    asked.add(url)
                     for transport in list(agent._transports.values()):
                         # (A host socket, or a UDP mux: the mux asks for all its agents.
                         # Not a socket whose address is signalled no more: see gather_anew.)
@@ -281,6 +286,7 @@ async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = (
         for server in servers:
             for url in server.urls:
                 if url.is_turn and url not in relayed:
+                    relayed.add(url)  # (the first server that lists it: its credentials)
                     nursery.start_soon(gather_relay, agent, server, url, name=f"gather relay {url}")
         for candidate, base in kept:  # (one probe a relay, whichever servers name its URL)
             relay = agent._transports.get(base)

@@ -621,6 +621,12 @@ def check_mux_address(opener: str, host: object, port: object, candidate: str) -
             f"{opener}'s host must be one address of the host (it is every agent's "
             f"{candidate}), not {host}"
         )
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped is not None or ip.scope_id):
+        # (IPv6 sockets here are IPv6-only, and a candidate's address has no zone.)
+        raise UsageError(
+            f"{opener}'s host must be an IPv4 or a plain IPv6 address (no IPv4-mapped one, "
+            f"no zone index), not {host}"
+        )
 
 
 class _Mux(Protocol):

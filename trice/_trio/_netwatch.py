@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator
 
 import trio
 
-from trice._config import NetworkConfig
+from trice._config import MAX_SECONDS, NetworkConfig
 from trice._errors import ConfigError, LimitError
 from trice._trio._gather import host_addresses
 from trice._trio._log import logger
@@ -209,18 +209,26 @@ def address_changes(
     in a task of its own (one for the process is enough), which may be cancelled anywhere.
 
     Raises:
-        ConfigError: ``interval`` is not a finite number of at least 0.1 (at the call, not
-            at the first value).
+        ConfigError: ``interval`` is not a number of seconds from 0.1 to a year, or
+            ``network`` is no :class:`NetworkConfig` (at the call, not at the first value).
         LimitError: no file descriptor is left to read the interfaces with as the watch
             starts.  Later, a read that finds none is logged and tried again (at the next
             poll or notice), and the watch goes on.
     """
+    if network is not None and not isinstance(network, NetworkConfig):
+        raise ConfigError(
+            f"address_changes' network must be a trice.NetworkConfig (an AgentConfig's "
+            f".network), not {type(network).__name__}"
+        )
     if (
         isinstance(interval, bool)
         or not isinstance(interval, (int, float))
-        or not 0.1 <= interval < math.inf
+        or not 0.1 <= interval <= MAX_SECONDS
     ):
-        raise ConfigError(f"address_changes' interval must be a number >= 0.1, not {interval!r}")
+        raise ConfigError(
+            f"address_changes' interval must be a number >= 0.1 (seconds, at most a year), "
+            f"not {interval!r:.40}"
+        )
     return _address_changes(NetworkConfig() if network is None else network, interval, initial)
 
 
