@@ -15,6 +15,7 @@ import enum
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -256,7 +257,42 @@ class Lab:
 
 
 def _new_prefix() -> str:
-    return f"{NS_PREFIX}{secrets.token_hex(3)}-"
+    """A lab's names: ``trice-<pid>-<hex>-``, the pid of the process that makes the lab (see
+    :func:`reap_stale`)."""
+    return f"{NS_PREFIX}{os.getpid()}-{secrets.token_hex(2)}-"
+
+
+#: A lab's namespace (or its temporary directory) and the pid of the process that made it.
+_OURS = re.compile(rf"^{re.escape(NS_PREFIX)}(\d+)-[0-9a-f]+-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale() -> list[str]:
+    """Tear down the labs whose maker is gone: a test run ended by a signal (SIGTERM from a
+    job's timeout, say) never ran its teardown, and left namespaces (with coturn running in
+    one) and a temporary directory.  Only names of this module's own form are touched.
+    Returns the namespaces deleted."""
+    stale = []
+    for name in _lab_namespaces():
+        match = _OURS.match(name)
+        if match and not _alive(int(match.group(1))):
+            stale.append(name)
+    _teardown(stale, [])
+    root = Path(tempfile.gettempdir())
+    for path in root.glob(f"{NS_PREFIX}*"):
+        match = _OURS.match(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _lab_namespaces() -> list[str]:
@@ -504,6 +540,7 @@ def nat_lab(
         raise ValueError("loss_percent must be within 0..100")
     if turn_tls and not turn:
         raise ValueError("turn_tls needs turn")
+    reap_stale()
     prefix = _new_prefix()
     created: list[str] = []
     processes: list[subprocess.Popen[Any]] = []
@@ -604,6 +641,7 @@ def lone_namespace(role: str = "lone") -> Iterator[Namespace]:
     """One network namespace of its own, with ``lo`` up and nothing else, for a test that
     changes its links and addresses; torn down on exit (with what was started in it)."""
     processes: list[subprocess.Popen[Any]] = []
+    reap_stale()
     ns = Namespace(f"{_new_prefix()}{role}", processes)
     _run(["ip", "netns", "add", ns.name])
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from natlab import (
     leftover_namespaces,
     nat_lab,
     natlab_available,
+    reap_stale,
     require_natlab,
 )
 
@@ -235,7 +237,8 @@ def test_teardown_even_when_the_body_raises() -> None:
         raise RuntimeError("boom")
     assert prefix and leftover_namespaces(prefix) == []
     assert [pid for pid in pids if _alive(pid)] == []
-    assert not any(p.name.startswith(prefix) for p in Path("/tmp").iterdir()), "temp dir left"
+    temp = Path(tempfile.gettempdir())
+    assert not any(p.name.startswith(prefix) for p in temp.iterdir()), "temp dir left"
     assert build_time < BUILD_GUARD, build_time
 
 
@@ -254,3 +257,35 @@ def test_build_and_teardown_with_and_without_turn() -> None:
             assert lab.host_a.address == lab.public_address_a or lab.host_a.router is not None
         assert leftover_namespaces(prefix) == [], kinds
         assert built < BUILD_GUARD, (kinds, built)
+
+
+def test_a_lab_whose_maker_died_is_reaped_by_the_next() -> None:
+    """A test run ended by SIGTERM (a job's timeout) never tears its lab down: the next lab
+    (or ``reap_stale``) deletes the namespaces whose maker is gone, and ends what runs in
+    them.  They were left for good, coturn running."""
+    require_natlab()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.path.insert(0, 'tests'); from natlab import lone_namespace\n"
+            "with lone_namespace('stale') as ns:\n"
+            "    p = ns.run(['sleep', '60'])\n"
+            "    print(ns.name, p.pid, flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    name, pid = child.stdout.readline().split()
+    child.terminate()  # (SIGTERM: no teardown runs)
+    child.wait(10)
+    child.stdout.close()
+    assert name in leftover_namespaces(name)
+    assert name in reap_stale()
+    assert leftover_namespaces(name) == []
+    deadline = time.monotonic() + 5
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # (a process killed is gone a moment later)
+    assert not _alive(int(pid))
