@@ -102,6 +102,10 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         ("http:/alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
         ("http//alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
         ("alice:secret", "'alice': expected http://host:port"),
+        # What comes before "://" is no scheme (RFC 3986 §3.1): never quoted as one.
+        ("alice:secret@http://proxy:3128", "expected http://host:port"),
+        ("alice:secret://x@proxy:3128", "expected http://host:port"),
+        ("http:/alice:secret@proxy:3128/?via=http://x", "expected http://host:port"),
     ],
 )
 def test_bad_proxy_urls_are_config_errors_that_never_show_the_password(

@@ -55,6 +55,7 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?")
 #: Characters a user name or password may not hold once percent-decoded (RFC 7617 §2:
 #: no control characters; a user name holds no colon).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -165,8 +166,11 @@ class ProxyUrl:
             raise ConfigError(f"a proxy URL must be a str, not {type(url).__name__}")
         text = url.strip(" \t\r\n")
         scheme, sep, rest = text.partition("://")
-        if not sep:  # (all of it is the authority, as a redaction goes: see _redacted)
-            scheme, rest = "", text
+        if not sep or not _SCHEME.fullmatch(scheme):
+            # (No scheme, or what comes before "://" cannot be one, RFC 3986 §3.1: user info
+            # written first, a password holding "://".  All of it is the authority, as a
+            # redaction goes: see _redacted; never quoted as a scheme.)
+            scheme, sep, rest = "", "", text
         userinfo, at, authority = rest.rpartition("@")
         shown = _redacted(scheme, sep, bool(at), authority)
 
