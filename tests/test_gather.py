@@ -6,7 +6,10 @@ import contextlib
 import dataclasses
 import functools
 import ipaddress
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -22,6 +25,7 @@ from trice import stun
 from trice._trio import _gather
 
 from loopback import loopback_config, server_socket, stun_server
+from natlab import lone_namespace, require_natlab
 from virtual_time import wall_clock_guard
 
 
@@ -662,3 +666,78 @@ def test_an_ipv4_link_local_address_is_gathered(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(_gather, "_adapters_cache", None)
     found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
     assert [h.address for h in found] == ["169.254.7.8"]
+
+
+def test_mdns_takes_an_interfaces_routable_address_before_its_link_local_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interface with a 169.254/16 address listed before its DHCP one (APIPA first, as
+    avahi-autoipd adds it): mDNS's link is the routable network, whose peers are on the
+    link.  It was the first address's, 169.254.0.0/16: a peer on 10.0.0.0/24 was off the
+    link, and its direct queries dropped."""
+    ips = [
+        SimpleNamespace(ip="169.254.7.7", network_prefix=16),
+        SimpleNamespace(ip="10.0.0.5", network_prefix=24),
+    ]
+    adapters = [SimpleNamespace(nice_name="v0", name="v0", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    found = _gather.mdns_interfaces(trice.NetworkConfig())
+    assert [(name, address, str(link)) for name, address, link in found] == [
+        ("v0", "10.0.0.5", "10.0.0.0/24")
+    ]
+
+
+_STUN_SERVER = """
+import socket
+from trice import stun
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 3478))
+print("ready", flush=True)
+while True:
+    data, source = s.recvfrom(2048)
+    reply = stun.decode(data).success_response(stun.XorMappedAddress(*source[:2]))
+    try:
+        s.sendto(reply.encode(fingerprint=True), source)
+    except OSError:
+        pass  # (no route back)
+"""
+
+_GATHERER = """
+import json, trio, trice
+
+async def main():
+    config = trice.AgentConfig(
+        network=trice.NetworkConfig(interface_filter=lambda n: n == "v0", ipv6=False),
+        ice_servers=[trice.IceServer("stun:198.51.100.1:3478")],
+    )
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        reports = [[r.source, r.candidates, r.error] for r in agent.gather_reports]
+        print(json.dumps(reports), flush=True)
+
+trio.run(main)
+"""
+
+
+def test_a_link_local_socket_asks_no_stun_server_off_its_link() -> None:
+    """A host with a 169.254/16 address beside its routable one, in a namespace of the
+    test's own: the link-local socket asks no STUN server off its link (no answer can come
+    back to it, RFC 3927), reported at once as unreachable, as a loopback socket is; it
+    asked, and gathering waited for its timeout."""
+    require_natlab(turn=False)
+    with lone_namespace("llstun") as a, lone_namespace("llsrv") as b:
+        a.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", b.name)
+        a.ip("addr", "add", "10.0.0.5/24", "dev", "v0")
+        a.ip("addr", "add", "169.254.7.7/16", "dev", "v0")
+        b.ip("addr", "add", "10.0.0.1/24", "dev", "v1")
+        b.ip("addr", "add", "198.51.100.1/32", "dev", "lo")
+        a.ip("link", "set", "v0", "up")
+        b.ip("link", "set", "v1", "up")
+        a.ip("route", "add", "default", "via", "10.0.0.1")
+        server = b.run([sys.executable, "-c", _STUN_SERVER], stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        reports = json.loads(a.check_output([sys.executable, "-c", _GATHERER], timeout=30))
+    by_source = {source.rsplit(" from ", 1)[-1]: (n, error) for source, n, error in reports}
+    assert by_source["169.254.7.7"] == (0, "unreachable from link-local"), reports
+    assert by_source["10.0.0.5"] == (0, None), reports  # (answered: no NAT, no srflx)

@@ -190,16 +190,21 @@ def mdns_interfaces(network: NetworkConfig) -> list[tuple[str, str, ipaddress.IP
     for name, addresses in _adapters():
         if network.interface_filter is not None and not network.interface_filter(name):
             continue
-        for entry in addresses:
-            if entry.version != 4 or entry.never:
-                continue
-            if entry.loopback and not network.include_loopback:
-                continue
-            if network.ip_filter is not None and not network.ip_filter(entry.address):
-                continue
+        usable = [
+            entry
+            for entry in addresses
+            if entry.version == 4
+            and not entry.never
+            and (network.include_loopback or not entry.loopback)
+            and (network.ip_filter is None or network.ip_filter(entry.address))
+        ]
+        # (A routable address first: an interface that had a link-local one before DHCP
+        # gave it another is on the routable network, whose peers count as on the link.)
+        usable.sort(key=lambda entry: entry.address.is_link_local)
+        if usable:
+            entry = usable[0]
             link = ipaddress.IPv4Network(f"{entry.literal}/{entry.prefix}", strict=False)
             found.append((name, entry.literal, link))
-            break
     return found
 
 
@@ -698,13 +703,16 @@ async def gather_srflx(
     try:
         with trio.fail_after(timing.gather_timeout):
             servers = await _resolve_all(url.host, url.port, transport.family)
-            if _is_loopback(transport.local_address[0]):
-                # (A loopback socket reaches no other address: no waiting for the timeout.)
-                servers = [server for server in servers if _is_loopback(server[0])]
-                if not servers:
-                    elapsed = trio.current_time() - started
-                    agent._report(GatherReport(source, elapsed, 0, "unreachable from loopback"))
-                    return
+            for scope, within in (("loopback", _is_loopback), ("link-local", _is_link_local)):
+                if within(transport.local_address[0]):
+                    # (A loopback socket reaches no other address, and a link-local one,
+                    # RFC 3927, nothing off its link: no waiting for the timeout.)
+                    servers = [server for server in servers if within(server[0])]
+                    if not servers:
+                        elapsed = trio.current_time() - started
+                        report = GatherReport(source, elapsed, 0, f"unreachable from {scope}")
+                        agent._report(report)
+                        return
             try:
                 reply = await _first_answer(ask, servers, timing.rto)
             except trio.ClosedResourceError:
@@ -877,6 +885,10 @@ async def _serve_relay(
 
 def _is_loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
+
+
+def _is_link_local(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%", 1)[0]).is_link_local
 
 
 def _may_reach(host: str, family: int) -> bool:
