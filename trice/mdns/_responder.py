@@ -312,7 +312,7 @@ class MdnsResponder:
                 self.ignored += 1  # (0.0.0.0, multicast, broadcast: no one to check)
                 continue
             if name not in wanted and not record.cache_flush:
-                continue  # (a shared record adds to what is kept: no change to make)
+                continue  # (a shared record of a name no one resolves now: not taken)
             if book is None:
                 book = books[name] = {}
             if record.cache_flush:
