@@ -11,6 +11,7 @@ or pipes in between.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -242,6 +243,19 @@ class Flow(NamedTuple):
 #: Seconds with nothing received after which the datagrams (or the ping, or its pong)
 #: still awaited count as lost.
 IDLE = 1.0
+
+
+def share(received: int | float, of: int | float) -> str:
+    """What share of ``of`` was received, for a table: ``100%`` only when nothing was lost
+    (a loss is never rounded away: 1999 of 2000 is ``99.95%``)."""
+    if not of or received >= of:
+        return "100%"
+    return f"{math.floor(received / of * 10_000) / 100:.2f}%"
+
+
+def ratio(value: float, of: float) -> str:
+    """``value / of`` as ``1.23x``, or ``n/a`` where ``of`` is nothing (a run lost)."""
+    return f"{value / of:.2f}x" if of else "n/a"
 
 
 async def _stop_when_idle(scope: trio.CancelScope, last: Callable[[], float], idle: float) -> None:

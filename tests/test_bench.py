@@ -155,7 +155,7 @@ def test_the_table_says_what_a_drain_lost(
     table = _table(monkeypatch, capsys, [floor, trice_row], [aioice])
     header = next(line for line in table["lines"] if line.startswith("path "))
     assert "receive pkt/s  drained" in header
-    assert table[FLOOR][4] == "100.0%" and table["trice"][4] == "50.0%"
+    assert table[FLOOR][4] == "100%" and table["trice"][4] == "50.00%"
     assert any("DATAGRAMS LOST in the receive drains" in line for line in table["lines"])
 
 
@@ -171,7 +171,7 @@ def test_the_aioice_row_is_one_whole_repeat(
         data_plane.Result("aioice", 40_000.0, 0.99, 30_000.0, 110_000.0),
     ]
     cells = _table(monkeypatch, capsys, rows, repeats)["aioice"]
-    assert cells[:4] == ["40,000", "99.0%", "30,000", "110,000"], cells
+    assert cells[:4] == ["40,000", "99.00%", "30,000", "110,000"], cells
 
 
 def test_the_floor_trice_and_aioice_drain_the_same_burst(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,7 +285,7 @@ def test_tcp_and_mux_print_what_was_delivered(
     tcp.main()
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.startswith("TCP  ")]
-    assert line.split()[1:] == ["0.50", "60,000", "75.0%", "20,000"]
+    assert line.split()[1:] == ["0.50", "60,000", "75.00%", "20,000"]
     assert "TCP: a ping or pong lost, the ping-pong ended after 120 of 300 round trips" in out
 
     async def data(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
@@ -300,7 +300,8 @@ def test_tcp_and_mux_print_what_was_delivered(
     mux.main()
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.startswith("mux  ")]
-    assert line.split()[1:] == ["50,000", "100.0%", "20,000", "10.0"]  # (1999 of 2000)
+    assert line.split()[1:] == ["50,000", "99.95%", "20,000", "10.0"]  # (1999 of 2000)
+    assert "mux: DATAGRAMS LOST one way" in out
     assert "mux: a ping or pong lost, the ping-pong ended after 299 of 300 round trips" in out
 
 
@@ -374,3 +375,48 @@ def test_opcodes_stops_with_an_error_when_a_datagram_is_lost(lost: int) -> None:
     assert out.stderr.startswith(
         "bench/opcodes.py: floor (raw trio sockets), receive: nothing came for 0.3 s"
     ), out.stderr
+
+
+async def test_data_planes_ping_pong_stops_with_an_error_on_a_lost_ping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The third ping is lost: the ping-pong stops with Lost at its limit (main says so in
+    one line, exit status 1), where it waited for the pong for good."""
+    monkeypatch.setattr(data_plane, "PING_PONG_LIMIT", 0.5)
+    to_b = trio.open_memory_channel[bytes](1000)
+    to_a = trio.open_memory_channel[bytes](1000)
+    sent = 0
+
+    async def send_a(data: bytes) -> None:
+        nonlocal sent
+        sent += 1
+        if sent != 3:
+            to_b[0].send_nowait(data)
+        await trio.lowlevel.checkpoint()
+
+    async def send_b(data: bytes) -> None:
+        to_a[0].send_nowait(data)
+        await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(5), pytest.raises(data_plane.Lost, match="after 2 of 10"):
+        await data_plane._ping_pong(send_a, to_a[1].receive, send_b, to_b[1].receive, 10)
+
+
+def test_a_ping_pong_lost_whole_gives_no_ratio_but_n_a(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The own socket's ping-pong lost at its first ping (0 round trips): the ratio line
+    says n/a (it raised ZeroDivisionError, and the run ended in a traceback)."""
+
+    async def data(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
+        lost = not on_mux
+        return _peers.Flow(50_000.0, count, count, 0.0 if lost else 20_000.0, 0 if lost else rounds)
+
+    async def connect_many(on_mux: bool, n: int) -> float:
+        return 10.0
+
+    monkeypatch.setattr(mux, "_data", data)
+    monkeypatch.setattr(mux, "_connect_many", connect_many)
+    monkeypatch.setattr(sys, "argv", ["mux.py", "--quick"])
+    mux.main()
+    assert "one way 1.00x, ping-pong n/a," in capsys.readouterr().out

@@ -424,3 +424,12 @@ def test_gather_brackets_an_ipv6_related_address(capsys: pytest.CaptureFixture[s
     assert (srflx["related_address"], srflx["related_port"]) == ("::1", 50000)
     assert srflx["related"] == "[::1]:50000"
     assert (host_record["related"], host_record["related_address"]) == ("", None)
+
+
+@pytest.mark.parametrize("command", ["demo", "gather --interface lo"])
+def test_with_standard_output_closed_a_command_says_so_in_one_line(command: str) -> None:
+    """``trice gather >&-``: one line on stderr and exit status 1 (gather printed a
+    traceback, of sys.stdout being None; the demo said nothing and exited 0)."""
+    shell = f"exec {sys.executable} -m trice {command} >&-"
+    out = subprocess.run(["sh", "-c", shell], stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (1, "trice: standard output: closed\n")

@@ -530,6 +530,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # (``trice gather >&-``: Python has no standard output at all)
+        if sys.stderr is not None:
+            print("trice: standard output: closed", file=sys.stderr)
+        return 1
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         # A character standard output's encoding lacks (in a name, in a server's words) is
