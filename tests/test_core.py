@@ -3751,3 +3751,19 @@ def test_a_late_named_end_of_an_older_generation_leaves_the_new_ones_held_end() 
         a.core.add_remote_candidate(None, first if late_of == "first" else middle)
         a.core.set_remote(b.core.local, net.now)
         assert a.core.remote_complete, late_of
+
+
+def test_named_ends_held_are_bounded_and_a_repeat_is_still_taken() -> None:
+    """Ends naming ever new ufrags before the peer's parameters: 8 are held, more are
+    ignored (False); one already held, repeated, is still taken (True), and the one of the
+    parameters that come ends the generation."""
+    net, a, b = two_agents(end_of_candidates=False)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    assert all(a.core.add_remote_candidate(None, f"u{i:03}") for i in range(7))
+    assert a.core.add_remote_candidate(None, b.core.local.ufrag) is True  # (the 8th)
+    assert a.core.add_remote_candidate(None, "u999") is False
+    assert a.core.add_remote_candidate(None, b.core.local.ufrag) is True  # (held: a repeat)
+    a.core.set_remote(b.core.local, net.now)
+    assert a.core.remote_complete

@@ -633,7 +633,7 @@ class AgentCore:
                     named = self._named_ends
                     if named is None:
                         named = self._named_ends = set()
-                    if len(named) >= MAX_NAMED_ENDS:
+                    if ufrag not in named and len(named) >= MAX_NAMED_ENDS:
                         return False
                     named.add(ufrag)
                     return True
