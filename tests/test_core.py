@@ -1991,6 +1991,23 @@ def test_a_lite_agent_keeps_consent_by_the_peers_checks() -> None:
     assert S.DISCONNECTED not in b.states() and S.FAILED not in b.states()
 
 
+def test_a_lite_agent_keeps_consent_by_the_peers_data_when_it_checks_no_more() -> None:
+    """A full peer that checks only a pair gone idle (Pion) sends no check while data
+    flows both ways: the lite agent's consent is kept by the data (it went ``failed`` at
+    failed_timeout, with data coming every 20 ms, and the session ended).  Without data
+    or checks it still fails."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.drop(lambda p: p.sender == "a" and p.is_request)  # (no more checks from the peer)
+    end = net.now + 60.0
+    while net.now < end:
+        net.run_for(0.02)
+        b.core.on_data(net.now)
+    assert S.DISCONNECTED not in b.states() and S.FAILED not in b.states()
+    net.run_for(b.core.timing.failed_timeout + 1.0)
+    assert b.states()[-1] is S.FAILED
+
+
 def test_a_path_slower_than_the_rto_keeps_consent() -> None:
     """With a round trip of 0.6 s every answer to a consent check comes after the check
     gave up (its RTO is 0.5 s): it still refreshes consent (RFC 7675 §5.1 counts an answer to

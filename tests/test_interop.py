@@ -384,3 +384,47 @@ async def test_a_role_switch_on_pions_check_connects_at_once(
             with trio.fail_after(8):
                 await agent.connect()
             assert agent.controlling is not both_controlling
+
+
+@pytest.mark.parametrize("kind", ["pion"], indirect=True)
+async def test_a_lite_trice_stays_up_under_steady_data(kind: str) -> None:
+    """A lite trice (which sends no checks), Pion controlling, datagrams each way every
+    20 ms for three times the consent the short timing allows: Pion checks only a pair
+    gone idle, so none of its checks come, and the data keeps consent (trice went
+    ``failed`` at failed_timeout, on a healthy session)."""
+    config = dataclasses.replace(_config(lite=True), timing=_SHORT_CONSENT)
+    cmd = peer_command(kind, controlling=True, extra=["--echo"])
+    with Peer(cmd, name=kind) as peer:
+        async with trice.open_agent(config, controlling=False) as agent:
+            theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+            with trio.fail_after(TIMEOUT):
+                await agent.wait_gathering_complete()
+            _describe_to(peer, agent, 4)
+            _take_description(agent, theirs)
+            peer.send({"type": "start"})
+            with trio.fail_after(TIMEOUT):
+                conn = await agent.connect()
+            await _in_thread_expect(peer, "connected")
+            echoed = 0
+
+            async def count_echoes() -> None:
+                nonlocal echoed
+                async for _ in conn:
+                    echoed += 1
+
+            async with agent.subscribe() as events, trio.open_nursery() as nursery:
+                nursery.start_soon(count_echoes)
+                with trio.move_on_after(3 * _SHORT_CONSENT.failed_timeout):
+                    async with trio.open_nursery() as sending:
+
+                        async def send() -> None:
+                            for i in range(10**6):
+                                await conn.send(b"steady-%d" % i)
+                                await trio.sleep(0.02)  # (the pace of the traffic)
+
+                        sending.start_soon(send)
+                        async for event in events:
+                            if isinstance(event, trice.ConnectionStateChanged):
+                                assert event.state in _UP, event
+                nursery.cancel_scope.cancel()
+            assert state_of(agent) in _UP and echoed > 50

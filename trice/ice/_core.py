@@ -1313,12 +1313,18 @@ class AgentCore:
         the shell noticed it, no earlier than it came.
 
         Data is a sign of life, as a request of the peer's is: it keeps the state from
-        ``disconnected``, and brings it back from there (as Pion counts any packet).  It is
-        not consent, which only answers to our checks give (RFC 7675 §5.1): data does not
-        keep the state from ``failed``.
+        ``disconnected``, and brings it back from there (as Pion counts any packet).  For a
+        full agent it is not consent, which only answers to its checks give (RFC 7675
+        §5.1): data does not keep the state from ``failed``.  An ICE-lite agent sends no
+        checks, and the full peer's keep its consent: but a peer that checks only an idle
+        pair (Pion) sends none while data flows both ways, and then data from the peer is
+        what shows it still wants the session.
         """
         if self.selected is not None and now > self._last_alive:
-            self._alive(now)
+            if self.local.lite:
+                self._consent_refreshed(now)
+            else:
+                self._alive(now)
 
     def _push_urgent(self, check: Check) -> None:
         urgent = self._urgent

@@ -188,6 +188,7 @@ func main() {
 	tcp := flag.Bool("tcp", false, "ICE-TCP: gather a passive TCP host candidate (a TCPMux on 127.0.0.1) instead of UDP")
 	alsoUDP := flag.Bool("also-udp", false, "with --tcp: gather the UDP host candidate too (network types udp4 and tcp4)")
 	flag.Int("count", 0, "ignored (datagram count comes with the exchange message)")
+	echo := flag.Bool("echo", false, "send every datagram received back (steady two-way data)")
 	flag.Parse()
 
 	if *controlling == *controlled {
@@ -433,6 +434,12 @@ func main() {
 			n, err := c.Read(buf)
 			if err != nil {
 				return
+			}
+			if *echo {
+				if _, err := c.Write(buf[:n]); err != nil {
+					logf("echo: %v", err)
+				}
+				continue
 			}
 			var round, idx int
 			if _, err := fmt.Sscanf(string(buf[:n]), "x%d-%d", &round, &idx); err == nil {
