@@ -250,7 +250,8 @@ def share(received: int | float, of: int | float) -> str:
     (a loss is never rounded away: 1999 of 2000 is ``99.95%``)."""
     if not of or received >= of:
         return "100%"
-    return f"{math.floor(received / of * 10_000) / 100:.2f}%"
+    # (A hair over the floor: 1,634 / 2,000 * 10,000 is 8169.999... in floating point.)
+    return f"{math.floor(received / of * 10_000 + 1e-6) / 100:.2f}%"
 
 
 def ratio(value: float, of: float) -> str:

@@ -420,3 +420,13 @@ def test_a_ping_pong_lost_whole_gives_no_ratio_but_n_a(
     monkeypatch.setattr(sys, "argv", ["mux.py", "--quick"])
     mux.main()
     assert "one way 1.00x, ping-pong n/a," in capsys.readouterr().out
+
+
+def test_an_exact_share_is_shown_exactly() -> None:
+    """1,634 of 2,000 is 81.70 %, 43 of 1,000 4.30 % (floored in floating point they
+    showed 81.69 % and 4.29 %); a loss is still never rounded up to 100 %."""
+    assert _peers.share(1634, 2000) == "81.70%"
+    assert _peers.share(43, 1000) == "4.30%"
+    assert _peers.share(1634 / 2000, 1.0) == "81.70%"
+    assert _peers.share(1999, 2000) == "99.95%"
+    assert _peers.share(19999, 20000) == "99.99%"

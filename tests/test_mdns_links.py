@@ -458,3 +458,20 @@ def test_the_goodbye_of_a_renumbered_address_goes_from_the_interface_as_it_is_no
         if [(r.name, r.ttl) for r in mdns.decode_message(data).records] == [(old_name, 0)]
     ]
     assert goodbyes == [(GROUP, "198.51.100.1")]
+
+
+def test_a_peer_of_link_local_address_only_is_on_the_link_of_an_interface_with_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interface with a routable address and a 169.254/16 one is joined with the
+    routable one's network; a peer on the cable with a link-local address only (RFC 3927)
+    is on that link too: its direct query is answered (it was dropped as off the link)."""
+    world = _World(monkeypatch)
+    found = world.mdns
+    world.change("eth7", 7, [("192.0.2.1", 24), ("169.254.7.7", 16)])
+    assert found._link_of("169.254.9.9") == found._link_at(7)
+    assert found._link_of("198.51.100.9") is None  # (off every link still)
+    name = found.name("169.254.7.7")
+    world.sock.sent.clear()
+    found.on_datagram(mdns.encode_query(name, (mdns.TYPE_A,)), ("169.254.9.9", 5353))
+    assert world.sock.sent

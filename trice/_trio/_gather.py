@@ -174,6 +174,15 @@ def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> 
     return found
 
 
+def link_local_interfaces() -> list[str]:
+    """The names of the interfaces that have an IPv4 link-local address (169.254/16)."""
+    return [
+        name
+        for name, addresses in _adapters()
+        if any(entry.version == 4 and entry.address.is_link_local for entry in addresses)
+    ]
+
+
 def interface_of(address: str) -> str | None:
     """The name of the interface that has the local address ``address``, or ``None``."""
     for name, addresses in _adapters():

@@ -30,7 +30,12 @@ import trio
 
 from trice._config import NetworkConfig
 from trice._errors import MdnsDecodeError
-from trice._trio._gather import interface_of, machine_addresses, mdns_interfaces
+from trice._trio._gather import (
+    interface_of,
+    link_local_interfaces,
+    machine_addresses,
+    mdns_interfaces,
+)
 from trice._trio._log import TRACE, logger
 from trice._trio._transport import READ_BATCH
 from trice.mdns import MDNS_IPV4_GROUP, MDNS_PORT, encode_query, normalize_name
@@ -275,8 +280,17 @@ class Mdns:
         return None
 
     def _link_of(self, address: str) -> Link | None:
-        """The link ``address`` is on, of those the socket joined; ``None`` if none."""
-        return _link_of(address, self._links)
+        """The link ``address`` is on, of those the socket joined; ``None`` if none.  An
+        IPv4 link-local one (169.254/16) is on the link of an interface that has such an
+        address of its own (RFC 3927: on the link by what it is), whatever the network the
+        link was joined with."""
+        link = _link_of(address, self._links)
+        if link is None and address.startswith("169.254."):
+            for interface in link_local_interfaces():
+                link = self._link_at(_index(interface))
+                if link is not None:
+                    break
+        return link
 
     def on_datagram(
         self, data: bytes, source: tuple[str, int], group_on: int | None = None
