@@ -500,7 +500,9 @@ def _aioice_in_process(count: int, pings: int, seed: int, tuned: bool = False) -
     env = dict(os.environ, PYTHONHASHSEED=str(seed))
     if tuned:
         env.update(MALLOC_TUNED)
-    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    # (Longer than the child's own limits, which say what was lost: see Lost.)
+    limit = 300 + max(PING_PONG_LIMIT, pings / 100) + max(5.0, count / 2000) + DRAIN_LIMIT
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=limit)
     for line in out.stdout.splitlines():
         if line.startswith("{"):
             return Result(**json.loads(line))

@@ -3029,3 +3029,56 @@ async def test_warm_up_and_address_changes_refuse_bad_arguments_with_config_erro
         trice.address_changes(trice.AgentConfig())  # type: ignore[arg-type]
     with pytest.raises(trice.ConfigError):
         trice.address_changes(interval=10**400)
+
+
+_SHORT_LITE = trice.Timing(keepalive_interval=0.25, disconnected_timeout=0.6, failed_timeout=1.0)
+
+
+async def test_a_lite_agents_consent_is_kept_by_data_over_the_selected_pair_only() -> None:
+    """The full peer closes (no check, no data from it: RFC 7675 says stop sending), but a
+    candidate it signalled, never checked, keeps sending plain datagrams: the lite agent
+    fails at failed_timeout, as such data is no consent (any data from the peer's known
+    addresses had kept it up for good)."""
+    full = loopback_config(timing=_SHORT_LITE)
+    lite = loopback_config(lite=True, timing=_SHORT_LITE)
+    stranger = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await stranger.bind(("127.0.0.1", 0))
+    port = stranger.getsockname()[1]
+    async with trice.open_agent(lite, controlling=False) as b:
+        async with trice.open_agent(full, controlling=True) as a:
+            with trio.fail_after(10):
+                await a.wait_gathering_complete()
+                await b.wait_gathering_complete()
+            signal(a, b, end=False)
+            # The peer also signals a candidate no check ever goes to or from.
+            b.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:9 1 udp 1 127.0.0.1 {port} typ host")
+            )
+            a.add_remote_candidate(None)
+            b.add_remote_candidate(None)
+            await connect_both(a, b)
+            pair = b.selected_pair
+            assert pair is not None
+            target = (pair.local.address, pair.local.port)
+            assert target != ("127.0.0.1", port)
+        # The full peer is closed: no check, no data from it.
+        async with b.subscribe() as events, trio.open_nursery() as nursery:
+
+            async def spray() -> None:
+                while True:
+                    await stranger.sendto(b"not-stun", target)
+                    await trio.sleep(0.05)
+
+            nursery.start_soon(spray)
+            failed = False
+            with trio.move_on_after(4 * _SHORT_LITE.failed_timeout):
+                async for event in events:
+                    if (
+                        isinstance(event, trice.ConnectionStateChanged)
+                        and event.state is trice.ConnectionState.FAILED
+                    ):
+                        failed = True
+                        break
+            nursery.cancel_scope.cancel()
+        stranger.close()
+        assert failed, f"lite agent still {state_of(b)} 4 s after its peer closed"

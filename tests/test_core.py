@@ -1993,18 +1993,21 @@ def test_a_lite_agent_keeps_consent_by_the_peers_checks() -> None:
 
 def test_a_lite_agent_keeps_consent_by_the_peers_data_when_it_checks_no_more() -> None:
     """A full peer that checks only a pair gone idle (Pion) sends no check while data
-    flows both ways: the lite agent's consent is kept by the data (it went ``failed`` at
-    failed_timeout, with data coming every 20 ms, and the session ended).  Without data
-    or checks it still fails."""
+    flows both ways: the lite agent's consent is kept by the data over the selected pair
+    (it went ``failed`` at failed_timeout, with data coming every 20 ms, and the session
+    ended).  Data from the peer's other addresses keeps it alive, not consenting."""
     net, a, b = two_agents(b_lite=True)
     assert net.run_until(connected(a, b), max_time=1.0)
     net.drop(lambda p: p.sender == "a" and p.is_request)  # (no more checks from the peer)
     end = net.now + 60.0
     while net.now < end:
         net.run_for(0.02)
-        b.core.on_data(net.now)
+        b.core.on_data(net.now, selected=True)
     assert S.DISCONNECTED not in b.states() and S.FAILED not in b.states()
-    net.run_for(b.core.timing.failed_timeout + 1.0)
+    end = net.now + b.core.timing.failed_timeout + 1.0
+    while net.now < end:  # (data from elsewhere than the selected pair: no consent)
+        net.run_for(0.02)
+        b.core.on_data(net.now)
     assert b.states()[-1] is S.FAILED
 
 

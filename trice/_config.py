@@ -319,11 +319,13 @@ class Timing:
             check, a check of the peer's own on the selected pair, or data), the state
             becomes disconnected (20 s at most when ``failed_timeout`` is over 30 s, which
             consent's 30 s cuts down: disconnected comes first).  An ICE-lite agent hears
-            the peer only through its checks, which RFC 7675 paces 4-6 s apart: it waits
-            12 s at least (but not past two thirds of ``failed_timeout``), so that one check
-            missed is no disconnection.
+            the peer through its checks, which RFC 7675 paces 4-6 s apart, and its data: it
+            waits 12 s at least (but not past two thirds of ``failed_timeout``), so that one
+            check missed on an idle pair is no disconnection.
         failed_timeout: without a selected pair this long after checks start, or without consent
-            this long (an answer to one of our checks, RFC 7675), the state becomes failed;
+            this long (an answer to one of our checks, RFC 7675; for an ICE-lite agent, which
+            sends none, the peer's checks or its data over the selected pair), the state
+            becomes failed;
             consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.
         pac_timeout: how long after checks start ICE may not yet fail, though every pair has
             failed or none could be formed (RFC 8863, "patiently awaiting connectivity": the

@@ -204,6 +204,8 @@ class Agent:
         "_failure",
         "_gathering",
         "_hub",
+        "_lite_data",
+        "_lite_source",
         "_local",
         "_malformed",
         "_mapped",
@@ -307,6 +309,10 @@ class Agent:
         # Whether ICE failed because the selected pair's relay ended (see _transport_lost).
         self._selected_lost: Lost | None = None  # (what failed ICE under the selected pair)
         self._previous_lost: Lost | None = None  # (under the pair of before an ICE restart)
+        # An ICE-lite agent's: the selected pair's remote address, and the data from there,
+        # counted (its consent: see AgentCore.on_data).  ``None`` for a full agent.
+        self._lite_source: Address | None = None
+        self._lite_data = 0
         self._tcp_counters: TcpCounters | None = None  # (made with the first TCP candidate)
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
@@ -656,6 +662,7 @@ class Agent:
             if isinstance(kept, TcpTransport):
                 kept.restarted()
         self._selected_lost = self._previous_lost = None
+        self._follow_lite_source()  # (none selected now)
         # Data is taken again, if ICE had failed (not if the connection was closed).
         self._buffer.closed = self._connection is not None and self._connection._closed
         self._restarted = True
@@ -763,10 +770,12 @@ class Agent:
             and self.config.nomination is Nomination.REGULAR
         ):
             self._close_idle_tcp()
+        if isinstance(event, SelectedPairChanged):
+            self._previous_lost = None  # (a transport lost under the pair of before)
+            self._follow_lite_source()
         connection = self._connection
         if connection is not None:
             if isinstance(event, SelectedPairChanged):
-                self._previous_lost = None  # (a transport lost under the pair of before)
                 connection._reroute()  # sends follow the new pair,
                 connection._wake_senders()  # those waiting for room on the old one too
             elif (
@@ -1138,6 +1147,8 @@ class Agent:
         buffer = self._buffer
         datagrams = 0
         data_at = -math.inf
+        lite_seen = 0  # (an ICE-lite agent's data over the selected pair: its consent too)
+        lite_fresh = False
         while not self._closed:
             now = self._now()
             if self._datagrams + buffer.dropped != datagrams:
@@ -1146,13 +1157,18 @@ class Agent:
                 # else now, when this task notices it (a receiver's reads are not timed).
                 seen_count, seen_at = self._data_seen
                 data_at = seen_at if seen_count == datagrams else now
+                if self._lite_data != lite_seen:
+                    lite_seen = self._lite_data
+                    lite_fresh = True
                 if core.state is _DISCONNECTED:
-                    core.on_data(now)
+                    core.on_data(now, selected=lite_fresh)
+                    lite_fresh = False
                     self._pump(now)
             if now >= due:
                 # The core's time came (a datagram was handled as it was read).
                 if data_at != -math.inf:
-                    core.on_data(data_at)
+                    core.on_data(data_at, selected=lite_fresh)
+                    lite_fresh = False
                 core.on_timer(now)
                 self._pump(now)
                 if self._restarted and self._tcp_counters is not None:
@@ -1365,6 +1381,15 @@ class Agent:
         self._core.path_lost(transport.base, address, now)
         self._pump(now)
 
+    def _follow_lite_source(self) -> None:
+        """An ICE-lite agent's selected pair changed (or went): the address whose data is
+        its consent follows it."""
+        selected = self._core.selected
+        if self.config.lite and selected is not None:
+            self._lite_source = selected.remote_address
+        else:
+            self._lite_source = None
+
     def _note_lost(self, reason: Lost, base: int, address: Address | None = None) -> None:
         """The transport ``base`` (or its path to ``address``) is gone: if the selected pair
         went over it, which fails ICE, ``connect`` and the connection say so; if, during an
@@ -1497,6 +1522,7 @@ class Agent:
         queue = buffer.queue
         maxlen = buffer.maxlen
         remotes = self._core.remote_addresses  # the core's own dict of them, kept up to date
+        lite_source = self._lite_source
         ipv6 = transport.family == socket.AF_INET6
         added = False
         for _ in range(READ_BATCH):
@@ -1516,6 +1542,8 @@ class Agent:
                 if buffer.closed:
                     buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
                     continue
+                if source == lite_source:
+                    self._lite_data += 1
                 if queue is None:
                     queue = buffer.make_queue()
                 if len(queue) < maxlen:
@@ -1576,6 +1604,8 @@ class Agent:
             self._on_stun(transport, data, source)
         elif self._core.is_remote_address(source, tcp=type(transport) is TcpTransport):
             buffer = self._buffer
+            if source == self._lite_source:
+                self._lite_data += 1
             if buffer.closed:
                 buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
             elif buffer.put(data):

@@ -509,7 +509,10 @@ class Connection(trio.abc.Channel[bytes]):
         if transport.family == _AF_INET6:
             source = (source[0], source[1])
         if (not data or data[0] > 3 or data[4:8] != STUN_MAGIC) and source in self._remotes:
-            self._agent._datagrams += 1
+            agent = self._agent
+            agent._datagrams += 1
+            if source == agent._lite_source:
+                agent._lite_data += 1  # (an ICE-lite agent's consent: see AgentCore.on_data)
             return True
         self._agent._dispatch(transport, data, source)  # STUN, or from a stranger
         return False

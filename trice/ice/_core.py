@@ -1308,7 +1308,7 @@ class AgentCore:
                     self._start_check(self.selected, nominating=False, consent=True, now=now)
                 )
 
-    def on_data(self, now: float) -> None:
+    def on_data(self, now: float, *, selected: bool = False) -> None:
         """Data (not STUN) came from the peer since the shell last said so; ``now`` is when
         the shell noticed it, no earlier than it came.
 
@@ -1317,11 +1317,12 @@ class AgentCore:
         full agent it is not consent, which only answers to its checks give (RFC 7675
         §5.1): data does not keep the state from ``failed``.  An ICE-lite agent sends no
         checks, and the full peer's keep its consent: but a peer that checks only an idle
-        pair (Pion) sends none while data flows both ways, and then data from the peer is
-        what shows it still wants the session.
+        pair (Pion) sends none while data flows both ways, and then its data over the
+        selected pair (``selected``: some came from the pair's remote address) is what
+        shows it still wants the session: consent, for a lite agent.
         """
         if self.selected is not None and now > self._last_alive:
-            if self.local.lite:
+            if selected and self.local.lite:
                 self._consent_refreshed(now)
             else:
                 self._alive(now)
