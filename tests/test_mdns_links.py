@@ -475,3 +475,49 @@ def test_a_peer_of_link_local_address_only_is_on_the_link_of_an_interface_with_o
     world.sock.sent.clear()
     found.on_datagram(mdns.encode_query(name, (mdns.TYPE_A,)), ("169.254.9.9", 5353))
     assert world.sock.sent
+
+
+def test_a_link_local_peer_is_on_the_link_of_the_interface_it_came_in_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two cables, each interface with a routable address and a 169.254/16 one (or only
+    the latter): a link-local-only peer's direct query, or QU question, taken in on the
+    second is on that one's link, and answered there.  It was put on the first interface
+    with a link-local address, or the one whose network is 169.254/16: not answered."""
+    for second in ([("198.51.100.1", 24), ("169.254.8.8", 16)], [("169.254.8.8", 16)]):
+        world = _World(monkeypatch)
+        world.change("eth7", 7, [("192.0.2.1", 24), ("169.254.7.7", 16)])
+        world.change("eth8", 8, second)
+        found = world.mdns
+        for index, address in ((8, "169.254.8.8"), (7, "169.254.7.7")):
+            name = found.name(address)
+            query = mdns.encode_query(name, (mdns.TYPE_A,))
+            world.clock += 5.0
+            world.sock.sent.clear()
+            found.on_datagram(query, ("169.254.9.9", 5353), arrived_on=index)
+            assert world.sock.sent, (second, index)
+            qu = bytearray(query)
+            qu[-2] |= 0x80  # (unicast response wanted, RFC 6762 §5.4)
+            world.sock.sent.clear()
+            found.on_datagram(bytes(qu), ("169.254.9.9", 5353), group_on=index)
+            assert [to for _, to, _ in world.sock.sent] == [("169.254.9.9", 5353)], second
+
+
+def test_a_datagram_of_a_link_local_source_reads_no_interface(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What interfaces have a link-local address is read as the links are joined: a
+    datagram from a 169.254 source reads none (it read them, and a descriptor shortage
+    then raised out of the mDNS task, taking the agent down)."""
+    world = _World(monkeypatch)
+    world.change("eth7", 7, [("192.0.2.1", 24), ("169.254.7.7", 16)])
+    found = world.mdns
+    name = found.name("169.254.7.7")
+
+    def unreadable(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
+        raise trice.LimitError("no file descriptor left")
+
+    monkeypatch.setattr(_gather, "_adapters", unreadable)
+    world.sock.sent.clear()
+    found.on_datagram(mdns.encode_query(name, (mdns.TYPE_A,)), ("169.254.9.9", 5353))
+    assert world.sock.sent

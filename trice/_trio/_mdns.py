@@ -68,6 +68,7 @@ class Mdns:
 
     __slots__ = (
         "_closed",
+        "_link_local",
         "_links",
         "_now",
         "_sock",
@@ -81,6 +82,9 @@ class Mdns:
         self._links = links
         self._now = now
         self._closed = False
+        # The indexes of the interfaces that have an IPv4 link-local address (see _link_of),
+        # read as the links are joined: no datagram reads the interfaces.
+        self._link_local = self._link_local_indexes()
         self.responder = MdnsResponder()
         # Names being resolved: the events of the tasks waiting for each.
         self._waiting: dict[str, list[trio.Event]] = {}
@@ -175,6 +179,7 @@ class Mdns:
         if links != self._links:
             logger.debug("mDNS: links %s, before %s", links, self._links)
         self._links = links
+        self._link_local = self._link_local_indexes()
         present = machine_addresses()
         responder = self.responder
         now_on = {
@@ -266,7 +271,9 @@ class Mdns:
                             index, _, destination = _PKTINFO.unpack_from(value)
                             if destination == _GROUP:
                                 self.on_datagram(data, source, group_on=index)
-                                break
+                            else:
+                                self.on_datagram(data, source, arrived_on=index)
+                            break
                     else:
                         self.on_datagram(data, source)
         finally:
@@ -279,28 +286,43 @@ class Mdns:
                 return link
         return None
 
-    def _link_of(self, address: str) -> Link | None:
+    @staticmethod
+    def _link_local_indexes() -> frozenset[int]:
+        return frozenset(_index(name) for name in link_local_interfaces())
+
+    def _link_of(self, address: str, arrived_on: int | None = None) -> Link | None:
         """The link ``address`` is on, of those the socket joined; ``None`` if none.  An
-        IPv4 link-local one (169.254/16) is on the link of an interface that has such an
-        address of its own (RFC 3927: on the link by what it is), whatever the network the
-        link was joined with."""
-        link = _link_of(address, self._links)
-        if link is None and address.startswith("169.254."):
-            for interface in link_local_interfaces():
-                link = self._link_at(_index(interface))
-                if link is not None:
-                    break
-        return link
+        IPv4 link-local one (169.254/16: on the link by what it is, RFC 3927) is on the link
+        of the interface it came in on (``arrived_on``), if that has such an address of its
+        own, whatever network the link was joined with; not knowing that interface, on the
+        link whose network holds it, or else that of an interface with such an address."""
+        if address.startswith("169.254."):
+            if arrived_on is not None:
+                if arrived_on in self._link_local:
+                    return self._link_at(arrived_on)
+                return _link_of(address, self._links)
+            link = _link_of(address, self._links)
+            if link is None:
+                link = next((link for link in self._links if link[2] in self._link_local), None)
+            return link
+        return _link_of(address, self._links)
 
     def on_datagram(
-        self, data: bytes, source: tuple[str, int], group_on: int | None = None
+        self,
+        data: bytes,
+        source: tuple[str, int],
+        group_on: int | None = None,
+        arrived_on: int | None = None,
     ) -> None:
         """A datagram from ``source``: sent to the group and taken in on the interface of
-        index ``group_on`` (Linux says so), or else sent to one of the host's addresses.
-        Only the first kind, from a joined interface, or the second from the network of one,
-        is on our links (RFC 6762 §11); a multicast one may come from any source address
-        (Pion's, on ``lo``, come from 0.0.0.0)."""
-        link = self._link_of(source[0]) if group_on is None else self._link_at(group_on)
+        index ``group_on`` (Linux says so), or else sent to one of the host's addresses
+        (taken in on the interface of index ``arrived_on``, where Linux says so).  Only the
+        first kind, from a joined interface, or the second from the network of one, is on
+        our links (RFC 6762 §11); a multicast one may come from any source address (Pion's,
+        on ``lo``, come from 0.0.0.0)."""
+        link = self._link_of(source[0], arrived_on) if group_on is None else None
+        if group_on is not None:
+            link = self._link_at(group_on)
         if link is None:  # (RFC 6762 §11: off the link; unicast to one of our addresses)
             self.responder.ignored += 1
             logger.log(TRACE, "mDNS: datagram from %s, off our links, dropped", source[0])
@@ -312,7 +334,7 @@ class Mdns:
                 source,
                 link,
                 direct=group_on is None,
-                on_link=group_on is None or self._link_of(source[0]) == link,
+                on_link=group_on is None or self._link_of(source[0], group_on) == link,
                 wanted=waiting,
                 now=self._now(),
             )
