@@ -6,11 +6,13 @@ import contextlib
 import contextvars
 import dataclasses
 import gc
+import itertools
 import logging
 import math
 import os
 import pathlib
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -28,7 +30,7 @@ import trice
 import trice._trio._checks
 import trice._trio._timers
 from trice import stun
-from trice._trio._transport import UdpTransport
+from trice._trio._transport import READ_BATCH, UdpTransport
 from trice.ice._core import PINGBACK_MIN
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -1192,6 +1194,10 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.Timing, {"ta": 10**400}),
         (trice.Timing, {"ta": 10**308}),  # (finite, and overflowed the sums of times)
         (trice.Timing, {"failed_timeout": 10**9}),
+        # (Consent checks every 1e-300 s never moved the clock on; every 1e-4 s flooded.)
+        (trice.Timing, {"keepalive_interval": 1e-300}),
+        (trice.Timing, {"keepalive_interval": 1e-4}),
+        (trice.Timing, {"disconnected_timeout": 1e-4, "failed_timeout": 1.0}),
         (trice.Timing, {"keepalive_interval": 2**1024}),
         (trice.Timing, {"pac_timeout": -1}),
         (trice.Timing, {"pac_timeout": math.nan}),
@@ -3082,3 +3088,63 @@ async def test_a_lite_agents_consent_is_kept_by_data_over_the_selected_pair_only
             nursery.cancel_scope.cancel()
         stranger.close()
         assert failed, f"lite agent still {state_of(b)} 4 s after its peer closed"
+
+
+async def _steps_while_flooded(agent: trice.Agent, count: int = 1000) -> list[int]:
+    """``count`` datagrams of a stranger's put on the agent's first socket at once: how
+    many the agent handles between two of this task's checkpoints, each time."""
+    primary = agent._primary
+    assert primary is not None
+    primary.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.setblocking(False)
+        before = agent.statistics().unknown_source_dropped
+        for _ in range(count):
+            stranger.sendto(b"\xffgarbage", primary.local_address)
+        counts = [0]
+        with trio.fail_after(5):
+            while counts[-1] < count:
+                await trio.lowlevel.checkpoint()
+                counts.append(agent.statistics().unknown_source_dropped - before)
+    return [b - a for a, b in itertools.pairwise(counts)]
+
+
+async def test_a_flood_while_connect_reads_the_socket_lets_other_tasks_run() -> None:
+    """connect() reads the agent's first socket itself (the peer in another process): a
+    flood is read a batch at a time, other tasks running between batches (it read all
+    1,000 at once, and a flood of bad checks held the run for as long as it lasted)."""
+    async with trice.open_agent(loopback_config(), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("elsewhere", "p" * 24)
+        line = "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"
+        agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.connect)
+            await until(lambda: agent._connect_blocked)  # (connect() waits on the socket)
+            steps = await _steps_while_flooded(agent)
+            nursery.cancel_scope.cancel()
+    assert max(steps) <= 2 * READ_BATCH, steps
+
+
+async def test_stun_longer_than_any_check_is_dropped_undecoded() -> None:
+    """A Binding request of 3,000 bytes (hundreds of empty attributes: a flood of such
+    cost a batch of reads a second of the run to decode) is dropped, counted malformed,
+    and not answered; one of ICE's size is answered."""
+    async with trice.open_agent(loopback_config(), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        (candidate,) = agent.local_candidates
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.settimeout(0.5)
+            for attributes, answered in ((740, False), (10, True)):
+                body = b"".join(struct.pack("!HH", 0x8030, 0) for _ in range(attributes))
+                request = struct.pack("!HHI", 1, len(body), 0x2112A442) + b"T" * 12 + body
+                before = agent.statistics().malformed_dropped
+                peer.sendto(request, (candidate.address, candidate.port))
+                try:
+                    got = await trio.to_thread.run_sync(peer.recv, 2048)
+                except TimeoutError:
+                    got = b""
+                assert bool(got) is answered, attributes
+                assert agent.statistics().malformed_dropped == before + (not answered)

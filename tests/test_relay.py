@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import os
 import pathlib
 import socket
 import ssl
@@ -899,3 +901,45 @@ def test_the_longest_relayed_datagram_fits_a_udp_datagram_to_the_server() -> Non
         ).encode()
 
     assert len(indication(_relay.RELAYED_MAX)) <= 65_507 < len(indication(_relay.RELAYED_MAX + 1))
+
+
+async def test_the_relay_reader_lets_other_tasks_run_between_batches() -> None:
+    """1,000 datagrams waiting on the client's socket to the TURN server (a flood) are read
+    64 at a time, other tasks running between batches, as from the agent's readers, the
+    mux's and the mDNS socket's (READ_BATCH).  They were all read at once: a flood of Data
+    indications held the run for as long as it lasted."""
+
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        seen: list[trice.stun.Message] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_allocate_only_server, sock, seen)
+            with trio.fail_after(5):
+                relay = await nursery.start(
+                    lambda task_status: run_relay(
+                        trice.ServerUrl("turn", "127.0.0.1", port=port, transport="udp"),
+                        USER,
+                        PASSWORD,
+                        base=7,
+                        deliver=Inbox(),
+                        task_status=task_status,
+                    )
+                )
+            client_sock = relay._conn.sock
+            client_sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+            client = client_sock.getsockname()
+            raw = socket.socket(fileno=os.dup(sock.fileno()))
+            with raw:
+                raw.setblocking(False)
+                for _ in range(1000):
+                    raw.sendto(b"\x40\x01\x00\x04abcd", client)  # (an unknown channel)
+            counts = [relay.statistics().malformed]
+            with trio.fail_after(5):
+                while counts[-1] < 1000:
+                    await trio.lowlevel.checkpoint()
+                    counts.append(relay.statistics().malformed)
+            steps = [b - a for a, b in itertools.pairwise(counts)]
+            nursery.cancel_scope.cancel()
+    assert max(steps) <= 2 * 64, f"{max(steps)} datagrams handled while no other task ran"

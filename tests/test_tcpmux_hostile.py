@@ -295,15 +295,16 @@ def test_open_tcp_mux_refuses_a_host_that_is_no_string() -> None:
 
 
 async def test_frames_behind_a_first_check_in_pieces_are_all_delivered_in_order() -> None:
-    """A first check of some 60 KB in 1 KB pieces (each read by the mux on its own), the
-    last piece carrying a second check and half a third: the agent answers all three, in
-    order (the bytes the mux read past the first frame are the agent's)."""
+    """A first check of some 1.9 KB in 100-byte pieces (each read by the mux on its own;
+    a longer one the agent drops: see MAX_STUN), the last piece carrying a second check and
+    half a third: the agent answers all three, in order (the bytes the mux read past the
+    first frame are the agent's)."""
     async with _mux_agent_and_peer() as (mux, agent, peer):
         ids = [bytes([i]) * 12 for i in (1, 2, 3)]
-        first = frame(_for(agent, padding=60_000, transaction_id=ids[0]))
+        first = frame(_for(agent, padding=1_800, transaction_id=ids[0]))
         second = frame(_for(agent, transaction_id=ids[1]))
         third = frame(_for(agent, transaction_id=ids[2]))
-        pieces = [first[i : i + 1000] for i in range(0, len(first), 1000)]
+        pieces = [first[i : i + 100] for i in range(0, len(first), 100)]
         pieces[-1] += second + third[:30]
         for piece in pieces:
             await peer.send_raw(piece)

@@ -314,14 +314,14 @@ class Timing:
             and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
             would otherwise flap to disconnected and back between two checks); each interval
             is this times a factor drawn from 0.8-1.2 (RFC 7675 §5.1: agents do not send in
-            step).
+            step).  At least 5 ms.
         disconnected_timeout: without hearing from the peer for this long (an answer to a
             check, a check of the peer's own on the selected pair, or data), the state
             becomes disconnected (20 s at most when ``failed_timeout`` is over 30 s, which
             consent's 30 s cuts down: disconnected comes first).  An ICE-lite agent hears
             the peer through its checks, which RFC 7675 paces 4-6 s apart, and its data: it
             waits 12 s at least (but not past two thirds of ``failed_timeout``), so that one
-            check missed on an idle pair is no disconnection.
+            check missed on an idle pair is no disconnection.  At least 12 ms.
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long (an answer to one of our checks, RFC 7675; for an ICE-lite agent, which
             sends none, the peer's checks or its data over the selected pair), the state
@@ -365,6 +365,12 @@ class Timing:
             "mdns_timeout",
         ):
             _positive(f"Timing.{name}", getattr(self, name))
+        # (Consent checks go every keepalive_interval, and at least twice per
+        # disconnected_timeout: a tinier one flooded the peer, or never moved the clock on.)
+        if self.keepalive_interval < 0.005:
+            raise ConfigError("Timing.keepalive_interval must be at least 0.005 s")
+        if self.disconnected_timeout < 0.012:
+            raise ConfigError("Timing.disconnected_timeout must be at least 0.012 s")
         _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)
         if self.pac_timeout is not None:
             _positive("Timing.pac_timeout", self.pac_timeout, allow_zero=True)

@@ -64,6 +64,7 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._mux import MuxTransport, UdpMux
+from trice._trio._relay import RelayTransport
 from trice._trio._streams import EventStream
 from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
@@ -120,7 +121,11 @@ _DISCONNECTED = ConnectionState.DISCONNECTED
 _SUCCESS = stun.message_type(stun.Method.BINDING, stun.MessageClass.SUCCESS)
 #: Transports whose datagrams come in other tasks than the agent's: data on them tells the
 #: agent's task that a disconnected peer is back (see ``_dispatch``).
-_WOKEN_BY_DATA = (MuxTransport, TcpTransport)
+_WOKEN_BY_DATA = (MuxTransport, TcpTransport, RelayTransport)
+
+#: The longest STUN message an agent decodes (a check with the longest USERNAME, RFC 8489's
+#: 513 bytes, and every ICE attribute is some 650): longer ones are dropped as malformed.
+MAX_STUN = 2048
 
 #: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
 _SEQUENCE = itertools.count()
@@ -1282,8 +1287,15 @@ class Agent:
         transport.held = True
         transport.kick()  # the agent task leaves the socket (and parks: see leased_until)
         self._connect_sock = sock
+        read = 0
         try:
             while not changed.is_set():
+                if read >= READ_BATCH:
+                    # (A flood: the other tasks get their turn between batches, as from the
+                    # agent's readers; the socket stays held.)
+                    read = 0
+                    await trio.lowlevel.checkpoint()
+                    continue
                 try:
                     data, source = sock.recvfrom(65536)
                 except (BlockingIOError, InterruptedError):
@@ -1305,6 +1317,7 @@ class Agent:
                     if transport.closed:
                         break
                     continue  # (an ICMP error, say)
+                read += 1
                 if ipv6:
                     source = (source[0], source[1])
                 self._dispatch(transport, data, source)
@@ -1476,8 +1489,9 @@ class Agent:
         return transport
 
     def _selected_wakes_on_data(self) -> bool:
-        """Whether the selected pair is on a mux or a TCP connection, whose datagrams wake
-        this task (see ``_dispatch``): nothing to look for while the peer seems gone."""
+        """Whether the selected pair is on a mux, a TCP connection or a TURN relay, whose
+        datagrams wake this task (see ``_dispatch``): nothing to look for while the peer
+        seems gone."""
         selected = self._core.selected
         return selected is not None and type(self._transports.get(selected.base)) in _WOKEN_BY_DATA
 
@@ -1616,6 +1630,11 @@ class Agent:
             self._unknown_source += 1
 
     def _on_stun(self, transport: Transport, data: bytes, source: Address) -> None:
+        if len(data) > MAX_STUN:
+            # (No check or answer of ICE's comes near: a flood of big ones, each thousands of
+            # attributes to decode, would cost a batch of reads a second of the run.)
+            self._malformed += 1
+            return
         try:
             message = stun.decode(data)
         except stun.StunDecodeError:

@@ -25,7 +25,7 @@ from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl
 from trice._trio._log import logger
-from trice._trio._transport import datagram_too_large
+from trice._trio._transport import READ_BATCH, datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 from trice.turn._client import SEND_INDICATION
 
@@ -110,7 +110,7 @@ class _UdpConnection:
                 await trio.lowlevel.checkpoint()  # other ICMP errors: UDP carries on
                 continue
             out.append(data)
-            if len(out) >= 64:
+            if len(out) >= READ_BATCH:
                 return out
 
     async def aclose(self) -> None:
@@ -441,6 +441,10 @@ class RelayTransport:
             self._pump()
             if client.next_deadline() != self._armed:
                 self._wake.set()
+            if len(frames) >= READ_BATCH:
+                # (A full batch: more may wait, a flood's; the other tasks get their turn
+                # first, as the agent's readers give it.)
+                await trio.lowlevel.checkpoint()
 
     async def _timer_loop(self) -> None:
         client = self._client
