@@ -254,6 +254,23 @@ def share(received: int | float, of: int | float) -> str:
     return f"{math.floor(received / of * 10_000 + 1e-6) / 100:.2f}%"
 
 
+def loss_notes(name: str, delivered: float, pongs: Sequence[int], rounds: int) -> list[str]:
+    """The notes under a table for row ``name``: what its worst run delivered one way, if
+    not all, and where lost pings or pongs ended its ping-pongs (``pongs``: the round trips
+    of each run, of ``rounds``)."""
+    notes = []
+    if delivered < 1.0:
+        shown = share(delivered, 1.0)
+        notes.append(f"{name}: DATAGRAMS LOST one way ({shown} delivered in the worst run)")
+    done = [pong for pong in pongs if pong < rounds]
+    if done:
+        notes.append(
+            f"{name}: a ping or pong lost, the ping-pong ended after"
+            f" {', '.join(map(str, done))} of {rounds} round trips"
+        )
+    return notes
+
+
 def ratio(value: float, of: float) -> str:
     """``value / of`` as ``1.23x``, or ``n/a`` where ``of`` is nothing (a run lost)."""
     return f"{value / of:.2f}x" if of else "n/a"

@@ -30,7 +30,7 @@ import trio
 import trice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _peers import Flow, one_way_and_ping_pong, ratio, share
+from _peers import Flow, loss_notes, one_way_and_ping_pong, ratio, share
 
 from loopback import connect_both, loopback_config, signal
 
@@ -114,14 +114,7 @@ def main() -> None:
         delivered = min(f.delivered for f in flows[name])
         shown = share(delivered, 1.0)
         print(f"{name:<14}{med[0]:>12,.0f}{shown:>11}{med[1]:>14,.0f}{med[2]:>12.1f}")
-        if delivered < 1.0:
-            notes.append(f"{name}: DATAGRAMS LOST one way ({shown} delivered in the worst run)")
-        done = [f.pongs for f in flows[name] if f.pongs < rounds]
-        if done:
-            notes.append(
-                f"{name}: a ping or pong lost, the ping-pong ended after"
-                f" {', '.join(map(str, done))} of {rounds} round trips"
-            )
+        notes += loss_notes(name, delivered, [f.pongs for f in flows[name]], rounds)
     for note in notes:
         print(note)
     own, mux = medians["own socket"], medians["mux"]

@@ -36,7 +36,7 @@ import trice
 from trice.ice._framing import FrameReader, frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _peers import one_way_and_ping_pong, ratio, share
+from _peers import loss_notes, one_way_and_ping_pong, ratio, share
 
 from loopback import connect_both, loopback_config
 
@@ -156,14 +156,7 @@ def main() -> None:
         delivered = min(s[3] for s in samples)
         shown = share(delivered, 1.0)
         print(f"{name:<20}{connect:>12}{med[1]:>12,.0f}{shown:>11}{med[2]:>14,.0f}")
-        if delivered < 1.0:
-            notes.append(f"{name}: DATAGRAMS LOST one way ({shown} delivered in the worst run)")
-        done = [int(s[4]) for s in samples if s[4] < rounds]
-        if done:
-            notes.append(
-                f"{name}: a ping or pong lost, the ping-pong ended after"
-                f" {', '.join(map(str, done))} of {rounds} round trips"
-            )
+        notes += loss_notes(name, delivered, [int(s[4]) for s in samples], rounds)
     for note in notes:
         print(note)
     udp, tcp, floor = medians["UDP"], medians["TCP"], medians["TCP stream (floor)"]

@@ -267,6 +267,27 @@ async def test_a_lost_ping_ends_the_ping_pong(monkeypatch: pytest.MonkeyPatch) -
     assert flow.round_trips > 100  # (one round trip over memory channels, not over 0.2 s)
 
 
+def _mux_table(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flow: Callable[[bool, int, int], _peers.Flow],
+) -> str:
+    """What ``mux.py --quick`` prints when each data run gives ``flow(on_mux, count,
+    rounds)`` and connecting takes 10 ms."""
+
+    async def data(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
+        return flow(on_mux, count, rounds)
+
+    async def connect_many(on_mux: bool, n: int) -> float:
+        return 10.0
+
+    monkeypatch.setattr(mux, "_data", data)
+    monkeypatch.setattr(mux, "_connect_many", connect_many)
+    monkeypatch.setattr(sys, "argv", ["mux.py", "--quick"])
+    mux.main()
+    return capsys.readouterr().out
+
+
 def test_tcp_and_mux_print_what_was_delivered(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -288,17 +309,10 @@ def test_tcp_and_mux_print_what_was_delivered(
     assert line.split()[1:] == ["0.50", "60,000", "75.00%", "20,000"]
     assert "TCP: a ping or pong lost, the ping-pong ended after 120 of 300 round trips" in out
 
-    async def data(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
+    def flow(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
         return _peers.Flow(50_000.0, count, count - on_mux, 20_000.0, rounds - on_mux)
 
-    async def connect_many(on_mux: bool, n: int) -> float:
-        return 10.0
-
-    monkeypatch.setattr(mux, "_data", data)
-    monkeypatch.setattr(mux, "_connect_many", connect_many)
-    monkeypatch.setattr(sys, "argv", ["mux.py", "--quick"])
-    mux.main()
-    out = capsys.readouterr().out
+    out = _mux_table(monkeypatch, capsys, flow)
     (line,) = [line for line in out.splitlines() if line.startswith("mux  ")]
     assert line.split()[1:] == ["50,000", "99.95%", "20,000", "10.0"]  # (1999 of 2000)
     assert "mux: DATAGRAMS LOST one way" in out
@@ -408,18 +422,11 @@ def test_a_ping_pong_lost_whole_gives_no_ratio_but_n_a(
     """The own socket's ping-pong lost at its first ping (0 round trips): the ratio line
     says n/a (it raised ZeroDivisionError, and the run ended in a traceback)."""
 
-    async def data(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
+    def flow(on_mux: bool, count: int, rounds: int) -> _peers.Flow:
         lost = not on_mux
         return _peers.Flow(50_000.0, count, count, 0.0 if lost else 20_000.0, 0 if lost else rounds)
 
-    async def connect_many(on_mux: bool, n: int) -> float:
-        return 10.0
-
-    monkeypatch.setattr(mux, "_data", data)
-    monkeypatch.setattr(mux, "_connect_many", connect_many)
-    monkeypatch.setattr(sys, "argv", ["mux.py", "--quick"])
-    mux.main()
-    assert "one way 1.00x, ping-pong n/a," in capsys.readouterr().out
+    assert "one way 1.00x, ping-pong n/a," in _mux_table(monkeypatch, capsys, flow)
 
 
 def test_an_exact_share_is_shown_exactly() -> None:

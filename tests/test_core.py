@@ -3621,11 +3621,10 @@ def test_a_controlled_agent_whose_checks_are_answered_is_completed_as_it_selects
     assert a.time_of(S.COMPLETED) == a.time_of(S.CONNECTED)
 
 
-def test_a_pair_an_old_check_refuses_after_a_role_switch_is_checked_again() -> None:
-    """The role switches while the one pair's check is in flight (the pair waits for its
-    check in the new role); then the old check gets a refusal (400): the new check
-    decides, and goes.  The pair had failed while still queued, which held the failure of
-    ICE back, and its check never went: ICE failed only at failed_timeout."""
+def _switched_mid_check() -> tuple[AgentCore, Check, bytes]:
+    """A controlling agent facing one silent peer (no PAC timer) whose one pair's check is
+    in flight when the peer's claim to control switches it to controlled (the pair waits
+    for its check in the new role); the check, and the peer's key."""
     net, a, b = two_agents(
         a_tiebreaker=1000,
         b_controlling=True,
@@ -3640,8 +3639,16 @@ def test_a_pair_an_old_check_refuses_after_a_role_switch_is_checked_again() -> N
     assert old is not None and old.controlling
     claim = _claiming(core, b.core.local.ufrag, stun.IceControlling(2000))
     core.on_request(0, old.destination, claim, 0.01)
+    return core, old, stun.short_term_key(b.core.local.pwd)
+
+
+def test_a_pair_an_old_check_refuses_after_a_role_switch_is_checked_again() -> None:
+    """The role switches while the one pair's check is in flight (the pair waits for its
+    check in the new role); then the old check gets a refusal (400): the new check
+    decides, and goes.  The pair had failed while still queued, which held the failure of
+    ICE back, and its check never went: ICE failed only at failed_timeout."""
+    core, old, key = _switched_mid_check()
     assert not core.controlling and old.pair.state is PairState.WAITING
-    key = stun.short_term_key(b.core.local.pwd)
     refusal = _reply(old, key, stun.MessageClass.ERROR, [stun.ErrorCode(400, "Bad Request")])
     assert core.on_response(old, stun.decode(refusal), old.destination, 0.02)
     again = core.poll_check(0.02 + core.timing.ta)
@@ -3661,20 +3668,7 @@ def test_a_failed_pair_leaves_the_triggered_check_queue() -> None:
     """A pair waiting in the triggered-check queue fails (an answer to its check of before
     the role switch, which was a success elsewhere: not symmetric): it leaves the queue,
     which held the failure of ICE back."""
-    net, a, b = two_agents(
-        a_tiebreaker=1000,
-        b_controlling=True,
-        b_tiebreaker=2000,
-        want=False,
-        timing=Timing(pac_timeout=0.0),
-    )
-    del net.endpoints["b"]
-    core = a.core
-    core.want_connection(0.0)
-    old = core.poll_check(0.0)
-    assert old is not None
-    claim = _claiming(core, b.core.local.ufrag, stun.IceControlling(2000))
-    core.on_request(0, old.destination, claim, 0.01)
+    core, old, _ = _switched_mid_check()
     core._pair_failed(old.pair, 0.02)  # (as any failure of it would, the pair queued)
     assert not core._triggered
     assert core.state is S.FAILED
