@@ -31,7 +31,7 @@ import trice._trio._checks
 import trice._trio._timers
 from trice import stun
 from trice._trio._transport import READ_BATCH, UdpTransport
-from trice.ice._core import PINGBACK_MIN
+from trice.ice._core import PINGBACK_MIN, AgentCore
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -3148,3 +3148,78 @@ async def test_stun_longer_than_any_check_is_dropped_undecoded() -> None:
                     got = b""
                 assert bool(got) is answered, attributes
                 assert agent.statistics().malformed_dropped == before + (not answered)
+
+
+async def test_a_lite_agents_consent_is_dated_by_its_data_over_the_selected_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Data over the selected pair, then later data from another address of the peer's
+    (never checked): the lite agent's consent is dated by the first (it was dated by the
+    latest datagram from anywhere, consent stretched by up to a wake-up)."""
+    told: list[tuple[float, bool]] = []
+    on_data = AgentCore.on_data
+
+    def recording(self: AgentCore, now: float, *, selected: bool = False) -> None:
+        told.append((now, selected))
+        on_data(self, now, selected=selected)
+
+    monkeypatch.setattr(AgentCore, "on_data", recording)
+    stranger = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await stranger.bind(("127.0.0.1", 0))
+    port = stranger.getsockname()[1]
+    full = trice.Timing(keepalive_interval=30, disconnected_timeout=20, failed_timeout=30)
+    lite = trice.Timing(keepalive_interval=0.3, disconnected_timeout=0.6, failed_timeout=1.0)
+    with stranger:
+        async with (
+            trice.open_agent(loopback_config(timing=full), controlling=True) as a,
+            trice.open_agent(loopback_config(lite=True, timing=lite), controlling=False) as b,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b, end=False)
+            line = f"candidate:9 1 udp 1 127.0.0.1 {port} typ host"
+            b.add_remote_candidate(trice.Candidate.from_sdp(line))
+            a.add_remote_candidate(None)
+            b.add_remote_candidate(None)
+            ca, _ = await connect_both(a, b)
+            pair = b.selected_pair
+            assert pair is not None
+            target = pair.local.transport_address
+            await until(lambda: b.connection_state is trice.ConnectionState.COMPLETED)
+            told.clear()
+            await ca.send(b"over the selected pair")
+            await until(lambda: b._lite_data == 1)
+            selected_at = b._lite_at
+            await trio.sleep(0.05)  # (a later datagram, from elsewhere)
+            await stranger.sendto(b"from another address", target)
+            await until(lambda: any(selected for _, selected in told))
+    ((at, _),) = [entry for entry in told if entry[1]]
+    assert at == selected_at
+
+
+async def test_resume_wakes_an_agent_task_that_waits_on_its_first_socket_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without epoll the agent task waits on its first socket itself, not parked: data
+    that comes another way (a relay, a TCP connection: _dispatch resumes the agent) wakes
+    it all the same.  It woke only at its next timer: a disconnected relayed agent, which
+    no longer polls, came back a consent interval late."""
+    monkeypatch.setattr(trice._trio._timers, "HAS_EPOLL", False)
+    quiet = trice.Timing(keepalive_interval=30, disconnected_timeout=20, failed_timeout=30)
+    async with gathered_pair(loopback_config(timing=quiet)) as (a, b):
+        signal(a, b)
+        await connect_both(a, b)
+        primary = a._primary
+        assert primary is not None
+        await until(lambda: primary.reader_waiting and a._parked is None)
+        looked = 0
+        next_deadline = AgentCore.next_deadline
+
+        def counting(core: AgentCore) -> float | None:
+            nonlocal looked
+            looked += core is a._core
+            return next_deadline(core)
+
+        monkeypatch.setattr(AgentCore, "next_deadline", counting)
+        a._resume()
+        await until(lambda: looked > 0)

@@ -209,6 +209,7 @@ class Agent:
         "_failure",
         "_gathering",
         "_hub",
+        "_lite_at",
         "_lite_data",
         "_lite_source",
         "_local",
@@ -318,6 +319,7 @@ class Agent:
         # counted (its consent: see AgentCore.on_data).  ``None`` for a full agent.
         self._lite_source: Address | None = None
         self._lite_data = 0
+        self._lite_at = -math.inf  # (when the last of that data came)
         self._tcp_counters: TcpCounters | None = None  # (made with the first TCP candidate)
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
@@ -886,12 +888,7 @@ class Agent:
 
     def _time_came(self) -> None:
         """The run's timer: the agent task's planned wake-up time has come (see _run)."""
-        if self._parked is not None:
-            self._resume()
-            return
-        primary = self._primary
-        if primary is not None and primary.reader_waiting:
-            primary.kick()  # the agent task's wait raises ClosedResourceError
+        self._resume()
 
     def _readable(self, transport: UdpTransport) -> bool:
         """The run's timer task found the first socket readable while this agent's task is
@@ -926,11 +923,16 @@ class Agent:
         return empty
 
     def _resume(self) -> None:
-        """Reschedule the agent task if it is parked: it looks at everything again."""
+        """Wake the agent task, parked or waiting on its first socket itself (no epoll, or
+        the run's timer task would not read it): it looks at everything again."""
         task = self._parked
         if task is not None:
             self._parked = None
             trio.lowlevel.reschedule(task)
+            return
+        primary = self._primary
+        if primary is not None and primary.reader_waiting:
+            primary.kick()  # the agent task's wait raises ClosedResourceError
 
     def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         self._parked = None
@@ -1166,14 +1168,18 @@ class Agent:
                     lite_seen = self._lite_data
                     lite_fresh = True
                 if core.state is _DISCONNECTED:
-                    core.on_data(now, selected=lite_fresh)
-                    lite_fresh = False
+                    if lite_fresh:  # (first: on_data takes no time before one it was told)
+                        core.on_data(self._lite_at, selected=True)
+                        lite_fresh = False
+                    core.on_data(now)
                     self._pump(now)
             if now >= due:
                 # The core's time came (a datagram was handled as it was read).
-                if data_at != -math.inf:
-                    core.on_data(data_at, selected=lite_fresh)
+                if lite_fresh:
+                    core.on_data(self._lite_at, selected=True)  # (dated by its own data)
                     lite_fresh = False
+                if data_at != -math.inf:
+                    core.on_data(data_at)
                 core.on_timer(now)
                 self._pump(now)
                 if self._restarted and self._tcp_counters is not None:
@@ -1558,6 +1564,7 @@ class Agent:
                     continue
                 if source == lite_source:
                     self._lite_data += 1
+                    self._lite_at = self._now()
                 if queue is None:
                     queue = buffer.make_queue()
                 if len(queue) < maxlen:
@@ -1620,6 +1627,7 @@ class Agent:
             buffer = self._buffer
             if source == self._lite_source:
                 self._lite_data += 1
+                self._lite_at = self._now()
             if buffer.closed:
                 buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
             elif buffer.put(data):

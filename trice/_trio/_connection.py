@@ -513,6 +513,7 @@ class Connection(trio.abc.Channel[bytes]):
             agent._datagrams += 1
             if source == agent._lite_source:
                 agent._lite_data += 1  # (an ICE-lite agent's consent: see AgentCore.on_data)
+                agent._lite_at = agent._now()
             return True
         self._agent._dispatch(transport, data, source)  # STUN, or from a stranger
         return False
