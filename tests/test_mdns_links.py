@@ -521,3 +521,19 @@ def test_a_datagram_of_a_link_local_source_reads_no_interface(
     world.sock.sent.clear()
     found.on_datagram(mdns.encode_query(name, (mdns.TYPE_A,)), ("169.254.9.9", 5353))
     assert world.sock.sent
+
+
+def test_joining_with_no_descriptor_to_read_the_interfaces_leaves_no_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading which interfaces have a link-local address finds no descriptor left: mDNS
+    opens all the same, with none (it raised out of open_mdns, the bound socket left to
+    the garbage collector)."""
+    world = _World(monkeypatch)
+
+    def unreadable(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
+        raise trice.LimitError("no file descriptor left")
+
+    monkeypatch.setattr(_gather, "_adapters", unreadable)
+    found = Mdns(world.sock, [_LO], lambda: world.clock)  # type: ignore[arg-type]
+    assert found._link_local == frozenset()

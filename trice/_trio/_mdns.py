@@ -29,7 +29,7 @@ from collections.abc import Callable
 import trio
 
 from trice._config import NetworkConfig
-from trice._errors import MdnsDecodeError
+from trice._errors import LimitError, MdnsDecodeError
 from trice._trio._gather import (
     interface_of,
     link_local_interfaces,
@@ -288,7 +288,10 @@ class Mdns:
 
     @staticmethod
     def _link_local_indexes() -> frozenset[int]:
-        return frozenset(_index(name) for name in link_local_interfaces())
+        try:
+            return frozenset(_index(name) for name in link_local_interfaces())
+        except (LimitError, OSError):  # (no descriptor to read the interfaces with: none)
+            return frozenset()
 
     def _link_of(self, address: str, arrived_on: int | None = None) -> Link | None:
         """The link ``address`` is on, of those the socket joined; ``None`` if none.  An
