@@ -3781,3 +3781,24 @@ def test_named_ends_held_are_bounded_and_a_repeat_is_still_taken() -> None:
     assert a.core.add_remote_candidate(None, b.core.local.ufrag) is True  # (held: a repeat)
     a.core.set_remote(b.core.local, net.now)
     assert a.core.remote_complete
+
+
+def test_a_lite_agents_consent_by_data_holds_when_a_keepalive_came_after_it() -> None:
+    """Data over the selected pair at t1, told to the core after a Binding indication of
+    t2 > t1 was handled: consent is refreshed all the same (it was thrown away, the data
+    taken for stale, and the lite agent failed while the peer kept sending)."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    selected = b.core.selected
+    assert selected is not None
+    keepalive = stun.decode(
+        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
+    )
+    net.drop(lambda p: p.sender == "a" and p.is_request)  # (no more checks from the peer)
+    end = net.now + 60.0
+    while net.now < end:
+        net.run_for(0.1)
+        data_at = net.now - 0.05
+        assert b.core.on_request(selected.base, selected.remote_address, keepalive, net.now) is None
+        b.core.on_data(data_at, selected=True)
+    assert S.FAILED not in b.states()

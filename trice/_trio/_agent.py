@@ -1632,8 +1632,10 @@ class Agent:
                 buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
             elif buffer.put(data):
                 self._datagrams += 1
-                if self._core.state is _DISCONNECTED and type(transport) in _WOKEN_BY_DATA:
-                    self._resume()  # (the peer is back: this task tells the core)
+            if self._core.state is _DISCONNECTED and type(transport) in _WOKEN_BY_DATA:
+                # The peer is back (its datagram queued, or dropped by a full buffer, a
+                # sign of life all the same): this task tells the core.
+                self._resume()
         else:
             self._unknown_source += 1
 

@@ -1321,11 +1321,14 @@ class AgentCore:
         selected pair (``selected``: some came from the pair's remote address) is what
         shows it still wants the session: consent, for a lite agent.
         """
-        if self.selected is not None and now > self._last_alive:
-            if selected and self.local.lite:
-                self._consent_refreshed(now)
-            else:
-                self._alive(now)
+        if self.selected is None:
+            return
+        if selected and self.local.lite and now > self._last_consent:
+            # (Dated when it came: a sign of life told since, a keepalive indication, may
+            # be later, and does not make it stale.)
+            self._last_consent = now
+        if now > self._last_alive:
+            self._alive(now)
 
     def _push_urgent(self, check: Check) -> None:
         urgent = self._urgent
