@@ -23,9 +23,7 @@ from loopback import (
     mux_in_a_task,
     signal,
     until,
-    wait_for_state,
 )
-from virtual_time import wall_clock_guard
 
 
 async def _pair_through(
@@ -403,41 +401,3 @@ def test_a_mux_host_no_candidate_can_carry_is_a_usage_error(host: str) -> None:
         trice.open_udp_mux(host)
     with pytest.raises(trice.UsageError):
         trice.open_tcp_mux(host)
-
-
-@pytest.mark.parametrize("full_buffer", [False, True])
-async def test_peer_back_over_a_mux_wakes_the_agent_even_with_a_full_buffer(
-    autojump_clock: trio.testing.MockClock, full_buffer: bool
-) -> None:
-    """A disconnected agent on a mux whose application has not read what came before
-    (receive_buffer full): the peer's data, dropped and counted, brings it back at once,
-    a sign of life as on the agent's own socket (it waited for its next consent check)."""
-    timing = trice.Timing(keepalive_interval=5.0, disconnected_timeout=10.0, failed_timeout=60.0)
-    config = loopback_config(timing=timing, receive_buffer=1)
-    with wall_clock_guard():
-        async with (
-            trice.open_udp_mux("127.0.0.1") as mux,
-            trice.open_agent(config, controlling=True, mux=mux) as a,
-            a.subscribe() as stream,
-        ):
-            async with trice.open_agent(config, controlling=False) as b:
-                await a.wait_gathering_complete()
-                await b.wait_gathering_complete()
-                signal(a, b)
-                _, cb = await connect_both(a, b)
-                peer = b.local_candidates[0].transport_address
-                if full_buffer:
-                    await cb.send(b"\x80unread")
-                    await until(lambda: a.statistics().datagrams_received == 1)
-            with trio.fail_after(30):
-                await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
-            dropped = a.statistics().datagrams_dropped
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
-                back.bind(peer)
-                sent_at = trio.current_time()
-                back.sendto(b"\x80I am back", mux.local_address)
-                with trio.move_on_after(30):
-                    await wait_for_state(stream, trice.ConnectionState.CONNECTED)
-            assert a.statistics().datagrams_dropped == dropped + full_buffer
-            assert a.connection_state is not trice.ConnectionState.DISCONNECTED
-            assert trio.current_time() - sent_at < 0.01  # (virtual time: at once)

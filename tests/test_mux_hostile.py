@@ -30,6 +30,7 @@ from loopback import (
     loopback_config,
     mux_in_a_task,
     signal,
+    until,
     wait_for_state,
 )
 from virtual_time import task_steps_while_sleeping, wall_clock_guard
@@ -507,14 +508,14 @@ async def test_a_peer_that_moves_is_answered_and_followed() -> None:
             assert server.statistics().stun_received == stun_before + 1
 
 
-async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A disconnected agent on a mux waits for its peer's datagrams without polling (they
-    wake it, through the mux), as one on a socket of its own does."""
-
-    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
-    config = loopback_config(timing=timing)
+@asynccontextmanager
+async def _a_mux_agent_whose_peer_left(
+    config: trice.AgentConfig, *, unread: bool = False
+) -> AsyncIterator[tuple[trice.Agent, trice.EventStream, Callable[[], float]]]:
+    """An agent on a mux, connected with a peer on a socket of its own, which left (with
+    ``unread``, after one datagram the application did not read): the agent, once
+    disconnected, its events, and a way for the peer to come back (a datagram from its
+    address; returns when it went)."""
     with wall_clock_guard():
         async with (
             trice.open_udp_mux("127.0.0.1") as mux,
@@ -525,22 +526,59 @@ async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
                 await a.wait_gathering_complete()
                 await b.wait_gathering_complete()
                 signal(a, b)
-                await connect_both(a, b)
+                _, cb = await connect_both(a, b)
                 peer = b.local_candidates[0].transport_address
-            with trio.fail_after(10):
+                if unread:
+                    await cb.send(b"\x80unread")
+                    await until(lambda: a.statistics().datagrams_received == 1)
+            with trio.fail_after(30):
                 await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
-            steps = await task_steps_while_sleeping(10.0)
-            assert a.connection_state is trice.ConnectionState.DISCONNECTED
-            assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~500+)"
-            # The peer's data, when it comes back (from its address), wakes the agent at once:
-            # connected again well before its next timer (a consent check, 1 s).
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
-                back.bind(peer)
-                sent_at = trio.current_time()
-                back.sendto(b"\x80I am back", mux.local_address)
-                with trio.fail_after(10):
-                    await wait_for_state(stream, trice.ConnectionState.CONNECTED)
-            assert trio.current_time() - sent_at < 0.5  # (virtual time)
+
+            def come_back() -> float:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
+                    back.bind(peer)
+                    back.sendto(b"\x80I am back", mux.local_address)
+                return trio.current_time()
+
+            yield a, stream, come_back
+
+
+async def test_an_agent_on_a_mux_whose_peer_went_quiet_does_not_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A disconnected agent on a mux waits for its peer's datagrams without polling (they
+    wake it, through the mux), as one on a socket of its own does."""
+
+    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
+    async with _a_mux_agent_whose_peer_left(loopback_config(timing=timing)) as (a, stream, back):
+        steps = await task_steps_while_sleeping(10.0)
+        assert a.connection_state is trice.ConnectionState.DISCONNECTED
+        assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~500+)"
+        # The peer's data, when it comes back (from its address), wakes the agent at once:
+        # connected again well before its next timer (a consent check, 1 s).
+        sent_at = back()
+        with trio.fail_after(10):
+            await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+        assert trio.current_time() - sent_at < 0.5  # (virtual time)
+
+
+@pytest.mark.parametrize("full_buffer", [False, True])
+async def test_peer_back_over_a_mux_wakes_the_agent_even_with_a_full_buffer(
+    autojump_clock: trio.testing.MockClock, full_buffer: bool
+) -> None:
+    """A disconnected agent on a mux whose application has not read what came before
+    (receive_buffer full): the peer's data, dropped and counted, brings it back at once,
+    a sign of life as on the agent's own socket (it waited for its next consent check)."""
+    timing = trice.Timing(keepalive_interval=5.0, disconnected_timeout=10.0, failed_timeout=60.0)
+    config = loopback_config(timing=timing, receive_buffer=1)
+    async with _a_mux_agent_whose_peer_left(config, unread=full_buffer) as (a, stream, back):
+        dropped = a.statistics().datagrams_dropped
+        sent_at = back()
+        with trio.move_on_after(30):
+            await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+        assert a.statistics().datagrams_dropped == dropped + full_buffer
+        assert a.connection_state is not trice.ConnectionState.DISCONNECTED
+        assert trio.current_time() - sent_at < 0.01  # (virtual time: at once)
 
 
 # -- whose address: proof by a round trip, answers by transaction ID ------------------------------
