@@ -1480,6 +1480,13 @@ def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> N
     assert S.DISCONNECTED in b.states()
 
 
+def _keepalive_indication() -> stun.Message:
+    """RFC 8445 §11's keepalive: a Binding indication, as a peer's would arrive."""
+    return stun.decode(
+        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
+    )
+
+
 @pytest.mark.parametrize("from_the_pair", [True, False], ids=["from-the-pair", "from-elsewhere"])
 def test_binding_indications_on_the_selected_pair_are_a_sign_of_life(from_the_pair: bool) -> None:
     """RFC 8445 §11's keepalive, a Binding indication (what an older peer sends between
@@ -1490,9 +1497,7 @@ def test_binding_indications_on_the_selected_pair_are_a_sign_of_life(from_the_pa
     assert net.run_until(connected(a, b), max_time=5.0)
     selected = b.core.selected
     assert selected is not None
-    keepalive = stun.decode(
-        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
-    )
+    keepalive = _keepalive_indication()
     source = selected.remote_address if from_the_pair else ("10.9.9.9", 6000)
     net.drop(lambda p: p.sender == "a" and p.is_request)
     for _ in range(10):
@@ -3791,9 +3796,7 @@ def test_a_lite_agents_consent_by_data_holds_when_a_keepalive_came_after_it() ->
     assert net.run_until(connected(a, b), max_time=1.0)
     selected = b.core.selected
     assert selected is not None
-    keepalive = stun.decode(
-        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
-    )
+    keepalive = _keepalive_indication()
     net.drop(lambda p: p.sender == "a" and p.is_request)  # (no more checks from the peer)
     end = net.now + 60.0
     while net.now < end:

@@ -503,6 +503,11 @@ def test_a_link_local_peer_is_on_the_link_of_the_interface_it_came_in_on(
             assert [to for _, to, _ in world.sock.sent] == [("169.254.9.9", 5353)], second
 
 
+def _no_descriptor_left(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
+    """``_gather._adapters`` when no file descriptor is left to read the interfaces."""
+    raise trice.LimitError("no file descriptor left")
+
+
 def test_a_datagram_of_a_link_local_source_reads_no_interface(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -514,10 +519,7 @@ def test_a_datagram_of_a_link_local_source_reads_no_interface(
     found = world.mdns
     name = found.name("169.254.7.7")
 
-    def unreadable(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
-        raise trice.LimitError("no file descriptor left")
-
-    monkeypatch.setattr(_gather, "_adapters", unreadable)
+    monkeypatch.setattr(_gather, "_adapters", _no_descriptor_left)
     world.sock.sent.clear()
     found.on_datagram(mdns.encode_query(name, (mdns.TYPE_A,)), ("169.254.9.9", 5353))
     assert world.sock.sent
@@ -531,9 +533,6 @@ def test_joining_with_no_descriptor_to_read_the_interfaces_leaves_no_socket(
     the garbage collector)."""
     world = _World(monkeypatch)
 
-    def unreadable(newer_than: float = 0.0) -> list[tuple[str, list[_gather._Found]]]:
-        raise trice.LimitError("no file descriptor left")
-
-    monkeypatch.setattr(_gather, "_adapters", unreadable)
+    monkeypatch.setattr(_gather, "_adapters", _no_descriptor_left)
     found = Mdns(world.sock, [_LO], lambda: world.clock)  # type: ignore[arg-type]
     assert found._link_local == frozenset()
