@@ -767,6 +767,62 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll(
             # polled every lease)
 
 
+@pytest.mark.parametrize("reader", ["a receive loop", "a further socket's reader"])
+async def test_an_agent_whose_peer_went_quiet_does_not_poll_whoever_reads(
+    autojump_clock: trio.testing.MockClock, reader: str
+) -> None:
+    """Disconnected while another task reads the selected pair's socket (a receive loop on
+    the first socket, or the reader of a further one: dual stack, the pair on ::1), the
+    agent does not poll for data every 20 ms lease: the peer's data, read by that task,
+    wakes it at once (it polled at 50 Hz until it failed or the peer came back)."""
+    further = reader != "a receive loop"
+    if further and not HAS_IPV6:
+        pytest.skip("the host has no IPv6 loopback (::1)")
+    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=60.0)
+    config = loopback_config(timing=timing)
+    peer_config = loopback_config(ipv6=True, timing=timing) if further else config
+    if further:
+        config = dataclasses.replace(filtered_config(), timing=timing)
+    received: list[bytes] = []
+
+    async def receive_loop(connection: trice.Connection) -> None:
+        async for data in connection:
+            received.append(data)
+
+    with wall_clock_guard():
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            a.subscribe() as stream,
+            trio.open_nursery() as nursery,
+        ):
+            async with trice.open_agent(peer_config, controlling=False) as b:
+                ca, _ = await _connected_pair(a, b)
+                pair = ca.selected_pair
+                if further:  # (the premise: the pair is not on the agent's first socket)
+                    assert a.local_candidates[0].transport_address[0] == "127.0.0.1"
+                    assert pair.local.transport_address[0] == "::1"
+                else:
+                    nursery.start_soon(receive_loop, ca)
+            with trio.fail_after(10):
+                await wait_for_state(stream, trice.ConnectionState.DISCONNECTED)
+            steps = await task_steps_while_sleeping(10.0)
+            assert a.connection_state is trice.ConnectionState.DISCONNECTED
+            assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~1,000)"
+            # The peer comes back (a datagram from its address): connected again at once,
+            # well before the next consent check (1 s).
+            family = socket.AF_INET6 if further else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as back:
+                back.bind(pair.remote.transport_address)
+                back.sendto(b"\x80I am back", pair.local.transport_address)
+            sent_at = trio.current_time()
+            with trio.fail_after(10):
+                await wait_for_state(stream, trice.ConnectionState.CONNECTED)
+            assert trio.current_time() - sent_at < 0.5  # (virtual time)
+            if not further:
+                await until(lambda: received == [b"\x80I am back"])
+            nursery.cancel_scope.cancel()
+
+
 async def test_send_after_close_raises_closed_resource_error() -> None:
     config = loopback_config()
     async with (

@@ -64,13 +64,11 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._mux import MuxTransport, UdpMux
-from trice._trio._relay import RelayTransport
 from trice._trio._streams import EventStream
 from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
-    LEASE,
     READ_BATCH,
     STUN_MAGIC,
     Transport,
@@ -119,10 +117,6 @@ def _random_ice_string(length: int) -> str:
 
 _DISCONNECTED = ConnectionState.DISCONNECTED
 _SUCCESS = stun.message_type(stun.Method.BINDING, stun.MessageClass.SUCCESS)
-#: Transports whose datagrams come in other tasks than the agent's: data on them tells the
-#: agent's task that a disconnected peer is back (see ``_dispatch``).
-_WOKEN_BY_DATA = (MuxTransport, TcpTransport, RelayTransport)
-
 #: The longest STUN message an agent decodes (a check with the longest USERNAME, RFC 8489's
 #: 513 bytes, and every ICE attribute is some 650): longer ones are dropped as malformed.
 MAX_STUN = 2048
@@ -1148,9 +1142,10 @@ class Agent:
         due = -math.inf  # when the last wait was due to end
         # Data from the peer is a sign of life for the core (``AgentCore.on_data``).  Its
         # readers only count it, queued or dropped (reading the clock would cost the data
-        # plane some 2 % a datagram); this loop, which wakes at each consent check, and
-        # every lease while the peer seems gone (disconnected), notices the count move and
-        # tells the core when its time comes, or at once if it took the peer for gone.
+        # plane some 2 % a datagram); this loop, which wakes at each consent check, notices
+        # the count move and tells the core when its time comes.  While the peer seems gone
+        # (disconnected), the task that reads its data (whichever it is) wakes this one at
+        # once.
         buffer = self._buffer
         datagrams = 0
         data_at = -math.inf
@@ -1189,29 +1184,15 @@ class Agent:
             if deadline is not None and deadline < wake_at:
                 wake_at = deadline
             primary = self._primary
-            read = read_selected = False
+            read = False
             if primary is not None and not primary.closed:
                 # Leave the socket to receivers while they keep coming back (the same
                 # hand-off as _receive_loop's).
                 leased = primary.leased_until(now)
                 if leased == -math.inf:
                     read = True
-                    selected = core.selected
-                    read_selected = selected is not None and selected.base == primary.base
                 elif leased < wake_at:
                     wake_at = leased
-            if (
-                core.state is _DISCONNECTED
-                and now + LEASE < wake_at
-                and not read_selected
-                and not self._selected_wakes_on_data()
-            ):
-                # The peer seems gone, and data that a receiver reads (or a further socket's
-                # reader) would bring it back: look for it every lease meanwhile.  (Not when
-                # this task itself waits on the selected pair's socket: data there wakes it.
-                # A thousand agents whose peers dropped at once would otherwise poll at 50 Hz
-                # each until they fail.)
-                wake_at = now + LEASE
             readable = False
             self._sleeping_until = wake_at
             if wake_at != math.inf:
@@ -1494,13 +1475,6 @@ class Agent:
         self._tcp_shares += ((mux, transport),)
         return transport
 
-    def _selected_wakes_on_data(self) -> bool:
-        """Whether the selected pair is on a mux, a TCP connection or a TURN relay, whose
-        datagrams wake this task (see ``_dispatch``): nothing to look for while the peer
-        seems gone."""
-        selected = self._core.selected
-        return selected is not None and type(self._transports.get(selected.base)) in _WOKEN_BY_DATA
-
     def _mux_failed(self, exc: BaseException) -> None:
         """Handling a datagram from a mux raised: this agent's task raises it."""
         self._failure = exc
@@ -1575,14 +1549,22 @@ class Agent:
                         break
                 else:
                     buffer.dropped += 1
+                    if self._core.state is _DISCONNECTED:
+                        self._resume()  # (a sign of life all the same: see below)
             else:
                 self._unknown_source += 1
         else:
             if added:
                 buffer.wake()
+                if self._core.state is _DISCONNECTED:
+                    self._resume()
             return False
         if added:
             buffer.wake()
+            if self._core.state is _DISCONNECTED:
+                # The peer seemed gone, and this task is not the agent's (a receiver, a
+                # further socket's reader, a check task): the agent task tells the core.
+                self._resume()
         return True
 
     async def _receive_loop(self, transport: UdpTransport) -> None:
@@ -1632,9 +1614,9 @@ class Agent:
                 buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
             elif buffer.put(data):
                 self._datagrams += 1
-            if self._core.state is _DISCONNECTED and type(transport) in _WOKEN_BY_DATA:
+            if self._core.state is _DISCONNECTED:
                 # The peer is back (its datagram queued, or dropped by a full buffer, a
-                # sign of life all the same): this task tells the core.
+                # sign of life all the same): the agent task tells the core.
                 self._resume()
         else:
             self._unknown_source += 1

@@ -24,6 +24,7 @@ __all__ = ["LOST_REASONS", "Connection", "Lost", "ReceiveBuffer"]
 #: a read takes a batch (see ``Connection._streak``).
 _STREAK = 64
 _FAILED = ConnectionState.FAILED
+_DISCONNECTED = ConnectionState.DISCONNECTED
 _AF_INET6 = socket.AF_INET6
 
 
@@ -514,6 +515,8 @@ class Connection(trio.abc.Channel[bytes]):
             if source == agent._lite_source:
                 agent._lite_data += 1  # (an ICE-lite agent's consent: see AgentCore.on_data)
                 agent._lite_at = agent._now()
+            if agent._core.state is _DISCONNECTED:
+                agent._resume()  # (the peer is back: the agent task tells the core)
             return True
         self._agent._dispatch(transport, data, source)  # STUN, or from a stranger
         return False
