@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import itertools
+import math
 import random
 from collections.abc import Callable, Sequence
 
@@ -768,6 +769,50 @@ def test_regular_nomination_waits_for_a_better_pair_at_most_the_nomination_delay
     nomination = core.poll_check(now)
     assert nomination is not None and nomination.nominating
     assert nomination.pair is expected
+
+
+@pytest.mark.parametrize("direct_path", ["slow", "dead"])
+def test_a_relayed_pair_waits_the_relay_nomination_delay_for_a_direct_one(
+    direct_path: str,
+) -> None:
+    """A relayed pair is valid while the direct one's first check was lost (each side's,
+    as a router resolving ARP drops): with the short ``nomination_delay`` (0.25 s, less
+    than the RTO) the relay was nominated, for the session's life.  A relayed best waits
+    ``relay_nomination_delay`` (1 s) for a better pair still being checked, so the direct
+    path, valid at its retransmission, wins; a dead one costs that second, not the time its
+    checks take to fail (15.5 s)."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
+    a.add_host("10.0.0.1", 5000)
+    relay_base = len(a.bases)
+    a.bases[relay_base] = ("198.51.100.1", 7000)
+    relay = make_candidate(
+        "198.51.100.1",
+        7000,
+        type=CandidateType.RELAY,
+        server="198.51.100.1",
+        related=("203.0.113.1", 40000),
+    )
+    a.core.add_local_candidate(relay, relay_base)
+    a.signalled.append(relay)
+    b.add_host("10.0.0.2", 6000)
+    direct = {("10.0.0.1", 5000), ("10.0.0.2", 6000)}
+    lost_until = 0.005 if direct_path == "slow" else math.inf
+    net.drop(lambda p: net.now < lost_until and p.src in direct and p.dst in direct)
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.core.selected is not None, max_time=20)
+    selected = a.core.selected
+    assert selected is not None
+    selected_at = net.now
+    net.run_for(2)
+    assert a.core.selected is selected  # (final)
+    if direct_path == "slow":
+        assert selected.local.type is CandidateType.HOST
+    else:
+        assert selected.local.type is CandidateType.RELAY
+        delay = a.core.timing.relay_nomination_delay
+        assert delay <= selected_at < delay + 0.2, selected_at
 
 
 @pytest.mark.parametrize("controlling", [False, True])

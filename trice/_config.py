@@ -310,6 +310,12 @@ class Timing:
             RFC 8489 §6.2.1's Rc is 7).
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
             better pairs still being checked before it nominates the best valid one.
+        relay_nomination_delay: the same wait when the best valid pair is relayed (a TURN
+            candidate on either side): long enough for a better pair's first
+            retransmission (``rto``) to succeed, since a nomination is final and a session
+            nominated onto a relay stays there.  Pion waits 2 s for a relayed pair
+            (``RelayAcceptanceMinWait``), counted from the start of checks and whether or
+            not a better pair is still being checked; trice only while one is.
         keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter),
             and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
             would otherwise flap to disconnected and back between two checks); each interval
@@ -344,6 +350,7 @@ class Timing:
     rto_max: float = 3.0
     max_binding_requests: int = 7
     nomination_delay: float = 0.25
+    relay_nomination_delay: float = 1.0
     keepalive_interval: float = 2.0
     disconnected_timeout: float = 5.0
     failed_timeout: float = 25.0
@@ -372,6 +379,7 @@ class Timing:
         if self.disconnected_timeout < 0.012:
             raise ConfigError("Timing.disconnected_timeout must be at least 0.012 s")
         _positive("Timing.nomination_delay", self.nomination_delay, allow_zero=True)
+        _positive("Timing.relay_nomination_delay", self.relay_nomination_delay, allow_zero=True)
         if self.pac_timeout is not None:
             _positive("Timing.pac_timeout", self.pac_timeout, allow_zero=True)
         if self.rto_max < self.rto:

@@ -1250,9 +1250,11 @@ class AgentCore:
                 and self._nominating is None
                 and self.nomination is not _AGGRESSIVE
             ):
-                due = first_valid + timing.nomination_delay
-                if deadline is None or due < deadline:
-                    deadline = due
+                best = self.checklist.best_valid()
+                if best is not None:
+                    due = first_valid + self._nomination_delay(best)
+                    if deadline is None or due < deadline:
+                        deadline = due
             return deadline
         # Connected: consent (RFC 7675), and the peer heard from.
         due = self._last_consent + self._consent_for
@@ -1777,11 +1779,21 @@ class AgentCore:
             self._nominate(best, now)
             return
         waited = self._first_valid_at is not None and (
-            now >= self._first_valid_at + self.timing.nomination_delay
+            now >= self._first_valid_at + self._nomination_delay(best)
         )
         if self.checklist.pending_above(best.valid_priority, self.controlling) and not waited:
             return
         self._nominate(best, now)
+
+    def _nomination_delay(self, best: Pair) -> float:
+        """How long after the first valid pair ``best`` waits for better pairs still being
+        checked: ``Timing.relay_nomination_delay`` if it is relayed (either candidate), so
+        that a direct path whose first check was lost has its retransmission's time (a
+        nomination is final: a session nominated onto a relay stays there), else
+        ``Timing.nomination_delay``."""
+        if best.remote.type is _RELAY or (best.valid_local or best.local).type is _RELAY:
+            return self.timing.relay_nomination_delay
+        return self.timing.nomination_delay
 
     def _nominate(self, pair: Pair, now: float) -> None:
         """Check ``pair`` again with USE-CANDIDATE, at once (RFC 8445 §8.1.1)."""
