@@ -1525,30 +1525,35 @@ def test_a_lite_agent_is_not_disconnected_by_one_check_of_the_peer_missed() -> N
     assert S.DISCONNECTED in b.states()
 
 
-def _keepalive_indication() -> stun.Message:
+def _keepalive_indication(*attributes: stun.Attribute) -> stun.Message:
     """RFC 8445 §11's keepalive: a Binding indication, as a peer's would arrive."""
     return stun.decode(
-        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
+        stun.Message(
+            stun.Method.BINDING, stun.MessageClass.INDICATION, attributes=attributes
+        ).encode(fingerprint=True)
     )
 
 
-@pytest.mark.parametrize("from_the_pair", [True, False], ids=["from-the-pair", "from-elsewhere"])
-def test_binding_indications_on_the_selected_pair_are_a_sign_of_life(from_the_pair: bool) -> None:
+@pytest.mark.parametrize("which", ["from-the-pair", "from-elsewhere", "unknown-required"])
+def test_binding_indications_on_the_selected_pair_are_a_sign_of_life(which: str) -> None:
     """RFC 8445 §11's keepalive, a Binding indication (what an older peer sends between
     its checks): on the selected pair it keeps an ICE-lite agent, which hears the peer only
     through its checks, from ``disconnected`` for 20 s without one, as data does (it had
-    been ignored).  One from another address is not taken: disconnected after 12 s."""
+    been ignored).  One from another address is not taken: disconnected after 12 s; nor
+    one with an unknown comprehension-required attribute, which is discarded (RFC 8489
+    §6.3.2; it was taken)."""
     net, a, b = two_agents(b_lite=True)
     assert net.run_until(connected(a, b), max_time=5.0)
     selected = b.core.selected
     assert selected is not None
-    keepalive = _keepalive_indication()
-    source = selected.remote_address if from_the_pair else ("10.9.9.9", 6000)
+    unknown = (stun.UnknownAttribute(0x7F00, bytes(4)),) if which == "unknown-required" else ()
+    keepalive = _keepalive_indication(*unknown)
+    source = ("10.9.9.9", 6000) if which == "from-elsewhere" else selected.remote_address
     net.drop(lambda p: p.sender == "a" and p.is_request)
     for _ in range(10):
         net.run_for(2.0)
         assert b.core.on_request(selected.base, source, keepalive, net.now) is None
-    assert (S.DISCONNECTED in b.states()) is not from_the_pair
+    assert (S.DISCONNECTED in b.states()) is (which != "from-the-pair")
 
 
 @pytest.mark.parametrize("nomination", list(Nomination))

@@ -330,6 +330,15 @@ def test_peek_type_and_username_read_a_request_without_decoding_it() -> None:
     for not_stun in (b"", b"\x80" * 40, request[:19]):
         assert stun.peek_type(not_stun) is None
         assert stun.peek_username(not_stun) is None
+    # A USERNAME after MESSAGE-INTEGRITY does not count (RFC 8489 §14.5), for the peek as
+    # for the decoder (the peek took it, and a mux handed the check to that agent).
+    signed = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode(
+        integrity_key=b"k" * 16
+    )
+    late = bytearray(signed + b"\x00\x06\x00\x09abcd:efgh\x00\x00\x00")
+    late[2:4] = (len(late) - 20).to_bytes(2, "big")
+    assert stun.decode(bytes(late)).first_values((0x0006,))[0] is None
+    assert stun.peek_username(bytes(late)) is None
 
 
 @hypothesis.given(st.binary(max_size=200))

@@ -1075,6 +1075,25 @@ def test_receiving_data_indications_and_channel_data() -> None:
     assert client.statistics().malformed == 2
 
 
+def test_a_data_indication_with_an_unknown_required_attribute_is_dropped() -> None:
+    """RFC 8489 §6.3.2: an indication with an unknown comprehension-required attribute is
+    discarded, its data with it (counted malformed; it was delivered)."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 1.0)
+    indication = stun.Message(
+        Method.DATA,
+        MessageClass.INDICATION,
+        attributes=(
+            stun.XorPeerAddress(*PEER),
+            stun.Data(b"payload"),
+            stun.UnknownAttribute(0x7F00, bytes(4)),
+        ),
+    ).encode()
+    assert client.on_server_data(indication, 2.0) == []
+    assert client.statistics().malformed == 1
+    assert client.on_server_data(server.data_indication(PEER, b"hi"), 2.0) == [(PEER, b"hi")]
+
+
 def test_not_an_ip_or_wrong_family_is_dropped() -> None:
     client, _ = allocated()
     assert not client.send_to_peer(("example.org", 1), b"x", 1.0)

@@ -1950,6 +1950,7 @@ class AgentCore:
                 selected = self.selected
                 if (
                     selected is not None
+                    and not request.unknown_required  # (discarded: RFC 8489 §6.3.2)
                     and selected.base == base
                     and selected.remote_address == source
                     and now > self._last_alive

@@ -80,7 +80,9 @@ def peek_type(data: bytes) -> int | None:
 def peek_username(data: bytes) -> bytes | None:
     """The value of a STUN-looking message's USERNAME attribute (RFC 8489 §14.3), found by
     walking the attributes' headers (§14) without decoding them: a demultiplexer's look,
-    before the agent decodes and checks the whole message; ``None`` if there is none."""
+    before the agent decodes and checks the whole message; ``None`` if there is none
+    before MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256 or FINGERPRINT (what follows them
+    does not count, §14.5-14.7, as for the decoder)."""
     if not is_stun(data):
         return None
     end = min(len(data), 20 + U16.unpack_from(data, 2)[0])
@@ -89,6 +91,8 @@ def peek_username(data: bytes) -> bytes | None:
         kind, length = U16.unpack_from(data, i)[0], U16.unpack_from(data, i + 2)[0]
         if kind == 0x0006:  # USERNAME
             return data[i + 4 : min(i + 4 + length, end)]
+        if kind == 0x0008 or kind == 0x001C or kind == 0x8028:
+            return None  # (MESSAGE-INTEGRITY(-SHA256), FINGERPRINT: nothing after counts)
         i += 4 + ((length + 3) & ~3)
     return None
 

@@ -297,7 +297,9 @@ class Message:
 
         The HMAC covers the header, with its length field counting up to the end of the
         integrity attribute, and every attribute before it.  Returns ``False`` when the
-        message has no integrity attribute or the HMAC does not match.
+        message has no integrity attribute, or the HMAC does not match, or a
+        MESSAGE-INTEGRITY-SHA256 value is truncated (under 32 bytes: no usage of trice's
+        allows that, §14.6).
 
         Raises:
             StateError: the message was built, not decoded.
@@ -309,8 +311,10 @@ class Message:
         if pos >= 0:
             n = U16.unpack_from(raw, pos + 2)[0]
             covered = raw[:2] + U16.pack(pos - HEADER_SIZE + 4 + n) + raw[4:pos]
-            mac = hmac_sha256(key, covered)[:n]
-            ok = hmac.compare_digest(mac, raw[pos + 4 : pos + 4 + n])
+            # (A truncated HMAC, 16 to 28 bytes, decodes but does not verify: its value
+            # "MUST be the full 32 bytes unless the STUN Usage explicitly specifies that
+            # truncation is allowed", §14.6, and neither ICE nor TURN does.)
+            ok = n == 32 and hmac.compare_digest(hmac_sha256(key, covered), raw[pos + 4 : pos + 36])
         else:
             pos = self._mi
             if pos < 0:

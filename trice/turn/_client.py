@@ -378,6 +378,11 @@ class TurnClient:
             message = stun.decode(data)
             klass = message.message_class
             if klass is MessageClass.INDICATION and message.method is Method.DATA:
+                if message.unknown_required:
+                    # RFC 8489 §6.3.2: an indication with an unknown comprehension-required
+                    # attribute is discarded, its data with it.
+                    self._counts["malformed"] += 1
+                    return []
                 address = message.get(stun.XorPeerAddress)
                 payload_attr = message.get(stun.Data)
                 if address is None or payload_attr is None:
