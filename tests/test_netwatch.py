@@ -138,7 +138,8 @@ def test_an_interface_renamed_into_the_filter_is_seen_at_once() -> None:
     the kernel's link notices say when, and the poll is an hour off.  (An IPv4 address
     renamed with its interface gets an address notice of its own; an IPv6 one does not.)
     The interface makes no link-local address, and keeps its addresses while down (a
-    rename wants it down), so that no address notice comes with the rename."""
+    rename wants it down), so that no address notice comes with the rename or the link
+    set up or down; an interface's addresses count while it is up."""
     require_natlab(turn=False)
     with lone_namespace("netwatch-rename") as ns:
         ns.sysctl("net.ipv6.conf.all.keep_addr_on_down=1")
@@ -148,9 +149,35 @@ def test_an_interface_renamed_into_the_filter_is_seen_at_once() -> None:
         ns.ip("addr", "add", "2001:db8::9/64", "dev", "w0", "nodad")
         with _watcher(ns) as watcher:
             ns.ip("link", "set", "w0", "name", "v0")
+            ns.ip("link", "set", "v0", "up")
             assert watcher.next(10) == {"2001:db8::9": True}
-            ns.ip("link", "set", "v0", "name", "w0")
+            ns.ip("link", "set", "v0", "down")
             assert watcher.next(10) == {}
+            ns.ip("link", "set", "v0", "name", "w0")
+            ns.ip("link", "set", "w0", "up")  # (up, out of the filter: no change)
+            ns.ip("link", "set", "w0", "down")
+            ns.ip("link", "set", "w0", "name", "v0")
+            ns.ip("link", "set", "v0", "up")
+            assert watcher.next(10) == {"2001:db8::9": True}
+
+
+def test_an_interface_set_down_takes_its_addresses_with_it() -> None:
+    """An interface set down keeps its IPv4 address, which reaches nobody: gathering took
+    it (first, and anew), and the watch, which heard only renames in the link notices,
+    said nothing, so the guide's "follow the network" never restarted the agent.  Now the
+    address goes when the interface is set down, and comes back with it, each seen at once
+    (the poll is an hour off)."""
+    require_natlab(turn=False)
+    with lone_namespace("netwatch-down") as ns:
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.ip("link", "set", "v0", "up")
+        ns.ip("link", "set", "v1", "up")
+        ns.ip("addr", "add", "198.51.100.7/24", "dev", "v0")
+        with _watcher(ns) as watcher:
+            ns.ip("link", "set", "v0", "down")
+            assert watcher.next(10) == {}
+            ns.ip("link", "set", "v0", "up")
+            assert watcher.next(10) == {"198.51.100.7": True}
 
 
 async def _watch(
@@ -415,7 +442,7 @@ async def test_the_watch_reads_the_interfaces_afresh_as_it_starts(
 def test_any_bytes_are_news_or_not_and_never_raise(data: bytes, names: dict[int, str]) -> None:
     """Whatever a read brings (the kernel's, truncated or garbled), parsing it says news or
     not, and raises nothing."""
-    assert _netwatch._renames(memoryview(data), dict(names)) in (True, False)
+    assert _netwatch._link_news(memoryview(data), dict(names)) in (True, False)
 
 
 @given(st.lists(st.tuples(st.integers(1, 9), st.sampled_from(["v0", "w0", "lan"])), max_size=6))
@@ -425,7 +452,7 @@ def test_link_notices_read_together_are_news_if_any_renames(
     names = {i: "v0" for i in range(1, 10)}
     expected = any(name != "v0" for _, name in links)
     data = b"".join(_link_notice(index, name) for index, name in links)
-    assert _netwatch._renames(memoryview(data), names) is expected
+    assert _netwatch._link_news(memoryview(data), names) is expected
 
 
 async def test_link_notices_that_rename_nothing_read_no_interfaces(
@@ -525,12 +552,14 @@ def test_drain_reads_what_is_queued_and_says_whether_the_socket_works(
     assert reads.outcomes == []
 
 
-def _link_notice(index: int, name: str, kind: int = 16) -> bytes:
-    """An RTM_NEWLINK (or ``kind``) notice for interface ``index`` named ``name``."""
+def _link_notice(index: int, name: str, kind: int = 16, *, up: bool = True) -> bytes:
+    """An RTM_NEWLINK (or ``kind``) notice for interface ``index`` named ``name``, up and
+    running (``IFF_UP | IFF_RUNNING``) or, with ``up=False``, set down."""
     value = name.encode() + b"\0"
     attribute = struct.pack("=HH", 4 + len(value), 3) + value
     attribute += b"\0" * (-len(attribute) % 4)
-    body = struct.pack("=BxHiII", 0, 1, index, 0, 0) + attribute
+    flags = 0x41 if up else 0
+    body = struct.pack("=BxHiII", 0, 1, index, flags, 0) + attribute
     return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
 
 
@@ -560,8 +589,30 @@ def test_with_an_interface_filter_a_link_notice_is_news_only_if_it_renames(
     only for one that renames an interface (or names one new), as a rename may change what
     the filter takes.  Several notices in one read count together."""
     names = {7: "v0", 8: "w0"}
-    assert _netwatch._renames(memoryview(b"".join(notices)), names) is news
+    assert _netwatch._link_news(memoryview(b"".join(notices)), names) is news
     assert names == after
+
+
+@pytest.mark.parametrize(
+    ("notices", "news", "down_after"),
+    [
+        ([_link_notice(7, "v0")], False, {8}),  # (up, as it was)
+        ([_link_notice(7, "v0", up=False)], True, {7, 8}),  # (set down)
+        ([_link_notice(8, "w0")], True, set()),  # (up again)
+        ([_link_notice(8, "w0", up=False)], False, {8}),  # (still down)
+        ([_link_notice(8, "w0", kind=17)], False, set()),  # (gone)
+    ],
+)
+def test_a_link_notice_that_takes_an_interface_up_or_down_is_news(
+    notices: list[bytes], news: bool, down_after: set[int]
+) -> None:
+    """An interface down keeps its IPv4 addresses, which gathering no longer takes: a link
+    notice that sets one down, or up again (``IFF_UP``), is news; one that leaves it as it
+    was is not."""
+    down = {8}
+    names = {7: "v0", 8: "w0"}
+    assert _netwatch._link_news(memoryview(b"".join(notices)), names, down) is news
+    assert down == down_after
 
 
 async def test_with_initial_the_first_value_is_the_addresses_now(

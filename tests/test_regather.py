@@ -10,7 +10,9 @@ import dataclasses
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
+import ifaddr
 import pytest
 import trio
 import trio.testing
@@ -96,6 +98,32 @@ async def test_gathering_anew_keeps_what_is_still_there() -> None:
         assert open_fds() == fds
         assert await connect_both(a, b) == (ca, cb)
         await _exchange(ca, cb, b"after")
+
+
+async def test_an_address_kept_keeps_its_candidate_though_an_interface_before_it_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two interfaces (as ifaddr lists them; their addresses on loopback): the first one's
+    address goes, and a gathering anew keeps the second one's host candidate as it was,
+    priority and all (its interface's rank, and so its local preference, was counted
+    afresh: the candidate changed under a peer that holds it)."""
+    adapters = [
+        SimpleNamespace(nice_name=name, name=name, ips=[SimpleNamespace(ip=ip, network_prefix=8)])
+        for name, ip in (("first", "127.0.0.1"), ("second", "127.0.0.2"))
+    ]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: list(adapters))
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    network = dataclasses.replace(
+        loopback_config().network, interface_filter=lambda name: name in ("first", "second")
+    )
+    async with trice.open_agent(trice.AgentConfig(network=network), controlling=True) as a:
+        await a.wait_gathering_complete()
+        (kept,) = [c for c in a.local_candidates if c.address == "127.0.0.2"]
+        del adapters[0]
+        a.restart(regather=True)
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert a.local_candidates == (kept,)
 
 
 async def test_a_restart_that_gathers_anew_says_so_before_what_the_gathering_finds() -> None:

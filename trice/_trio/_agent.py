@@ -203,6 +203,7 @@ class Agent:
         "_failure",
         "_gathering",
         "_hub",
+        "_interfaces",
         "_lite_at",
         "_lite_data",
         "_lite_source",
@@ -315,6 +316,9 @@ class Agent:
         self._lite_data = 0
         self._lite_at = -math.inf  # (when the last of that data came)
         self._tcp_counters: TcpCounters | None = None  # (made with the first TCP candidate)
+        # The interfaces host gathering found, in the order first found (an interface's
+        # place is its rank in host candidates' priorities: kept across gatherings anew).
+        self._interfaces: tuple[str, ...] = ()
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
         self._malformed = 0

@@ -115,6 +115,8 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     adapters = []
     for adapter in found:
         name = str(adapter.nice_name or adapter.name)
+        if getattr(adapter, "index", None) is not None and not link_up(str(adapter.name)):
+            continue  # (set down: its addresses reach nobody for now)
         addresses = []
         for ip in adapter.ips:
             text = str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip)
@@ -139,6 +141,23 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
         adapters.append((name, addresses))
     _adapters_cache = (now, adapters)
     return adapters
+
+
+#: ``IFF_UP`` (linux/if.h).
+_IFF_UP = 0x1
+
+
+def link_up(name: str) -> bool:
+    """Whether interface ``name`` is up (set so: ``IFF_UP``), where the system says (Linux's
+    ``/sys/class/net``); ``True`` where it does not.  An interface set down keeps its IPv4
+    addresses, which reach nobody: Pion, too, leaves out interfaces that are not up.  (Not
+    whether it has carrier: an interface just set up has none for a moment, up to a second,
+    till the kernel's link watch says so.)"""
+    try:
+        with open(f"/sys/class/net/{name}/flags") as flags:
+            return bool(int(flags.read(), 16) & _IFF_UP)
+    except (OSError, ValueError):
+        return True
 
 
 def machine_addresses() -> frozenset[str]:
@@ -393,11 +412,10 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
             error = str(exc)
             return False
 
-    interfaces: dict[str, int] = {}
     bound = 0
     unbound: list[str] = []  # (why addresses could not be bound, for the report)
     for host in hosts:
-        rank = interfaces.setdefault(host.interface, len(interfaces))
+        rank = _interface_rank(agent, host.interface)
         kept = sockets.get(host.address)
         bound += adding(functools.partial(_udp_host, agent, host, rank, kept, unbound))
     if signal and network.tcp_candidates:
@@ -435,6 +453,18 @@ def _mux_hosts(agent: Agent, started: float) -> None:
     count = len(agent._signalled) - before if signal else added
     error = None if added else "no usable local address (every mux is closed)"
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
+
+
+def _interface_rank(agent: Agent, interface: str) -> int:
+    """``interface``'s rank in the agent's host candidates' priorities: its place in the
+    order the agent first found its interfaces, so that an address kept by a gathering
+    anew keeps its host candidate, priority and all, though an interface found before it
+    went (``Agent.restart`` says it keeps it).  (A tuple, not a dict: memory a thousand
+    agents hold.)"""
+    interfaces = agent._interfaces
+    if interface not in interfaces:
+        interfaces = agent._interfaces = (*interfaces, interface)
+    return interfaces.index(interface)
 
 
 def _udp_host(
@@ -598,7 +628,6 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
             "%s: ICE-lite opens no connection: no active ICE-TCP candidate", agent._local.ufrag
         )
         kinds = tuple(kind for kind in kinds if kind is TcpType.PASSIVE)
-    interfaces: dict[str, int] = {}
     counters = agent._tcp_counters
     if counters is None:
         counters = agent._tcp_counters = TcpCounters()
@@ -608,7 +637,7 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
         if isinstance(t, TcpTransport) and not t.closed
     }
     for host in addresses:
-        rank = interfaces.setdefault(host.interface, len(interfaces))
+        rank = _interface_rank(agent, host.interface)
         for kind in kinds:
             existing = kept.get((host.address, kind))
             if existing is not None:  # (gathering anew: the candidate of before, again)

@@ -29,7 +29,7 @@ import trio
 
 from trice._config import MAX_SECONDS, NetworkConfig
 from trice._errors import ConfigError, LimitError
-from trice._trio._gather import host_addresses
+from trice._trio._gather import host_addresses, link_up
 from trice._trio._log import logger
 
 __all__ = ["address_changes"]
@@ -38,9 +38,12 @@ __all__ = ["address_changes"]
 #: and ``RTMGRP_IPV6_IFADDR``, linux/rtnetlink.h).
 _ADDRESS_GROUPS = 0x10 | 0x100
 #: The group of link notices (``RTMGRP_LINK``): an interface renamed changes no address, but
-#: it may change what an interface filter takes.  Joined only with such a filter, and only
-#: a rename wakes the watch (links change often: carrier, MTU, flags).
+#: it may change what an interface filter takes; one set down keeps its IPv4 addresses,
+#: which host gathering no longer takes (``_gather.link_up``).  Only a rename or such a
+#: change wakes the watch (links change often: carrier, MTU, statistics...).
 _LINK_GROUP = 0x1
+#: ``IFF_UP`` (linux/if.h), in a link notice's flags.
+_IFF_UP = 0x1
 #: Link notices (``RTM_NEWLINK``, ``RTM_DELLINK``) and their interface name attribute
 #: (``IFLA_IFNAME``), linux/rtnetlink.h and linux/if_link.h.
 _RTM_NEWLINK, _RTM_DELLINK = 16, 17
@@ -89,11 +92,14 @@ _DRAIN_MAX = 256
 FAILURES_BEFORE_POLLING = 3
 
 
-def _drain(sock: socket.socket, names: dict[int, str] | None = None) -> tuple[bool, bool]:
+def _drain(
+    sock: socket.socket, names: dict[int, str] | None = None, down: set[int] | None = None
+) -> tuple[bool, bool]:
     """Read the notices queued: ``(healthy, news)``.  ``healthy`` is ``False`` if a read
     failed; ``news``, whether any may change the addresses: any notice, but where the link
-    notices come too (``names``: the interfaces' names by index, kept up to date), a link
-    notice only if it renamed an interface.  (What an address notice says does not
+    notices come too (``names``: the interfaces' names by index, and ``down``: the indexes
+    of those down, both kept up to date), a link notice only if it renamed an interface or
+    took it up or down (see :func:`_link_news`).  (What an address notice says does not
     matter: the interfaces are read again.)  ``ENOBUFS`` says that the kernel dropped some,
     which is news too, not a failure."""
     news = False
@@ -108,15 +114,16 @@ def _drain(sock: socket.socket, names: dict[int, str] | None = None) -> tuple[bo
                 continue
             logger.debug("address changes: reading the notices failed: %s", exc)
             return False, True
-        if names is None or _renames(memoryview(_SINK)[:size], names):
+        if names is None or _link_news(memoryview(_SINK)[:size], names, down):
             news = True
     return True, news
 
 
-def _renames(data: memoryview, names: dict[int, str]) -> bool:
+def _link_news(data: memoryview, names: dict[int, str], down: set[int] | None = None) -> bool:
     """Whether the notices of one read may change the addresses: any but a link notice
-    that leaves its interface's name as ``names`` has it (which it updates).  What does not
-    parse counts as news."""
+    that leaves its interface's name as ``names`` has it and (given ``down``, the indexes of
+    the interfaces set down) its state, up or down (both of which it updates).  What does
+    not parse counts as news."""
     news = False
     offset = 0
     while offset < len(data):
@@ -129,10 +136,20 @@ def _renames(data: memoryview, names: dict[int, str]) -> bool:
             body = data[offset + _NLMSGHDR.size : offset + length]
             if len(body) < _IFINFOMSG.size:
                 return True
-            index = _IFINFOMSG.unpack_from(body)[2]
+            index, flags = _IFINFOMSG.unpack_from(body)[2:4]
             if kind == _RTM_DELLINK:
                 names.pop(index, None)  # (its addresses go with notices of their own)
+                if down is not None:
+                    down.discard(index)
             else:
+                if down is not None:
+                    up = bool(flags & _IFF_UP)
+                    if up is (index in down):
+                        news = True  # (set up or down: its addresses count or not)
+                        if up:
+                            down.discard(index)
+                        else:
+                            down.add(index)
                 name = _link_name(body[_IFINFOMSG.size :])
                 if name is None or names.get(index) != name:
                     news = True  # (renamed, or an interface new here)
@@ -189,10 +206,11 @@ def address_changes(
     On Linux the kernel says when an address comes or goes (rtnetlink), and the change is
     seen within a few hundredths of a second; the interfaces are read every ``interval``
     seconds besides, and that poll is all there is where the kernel's notices cannot be
-    had.  An interface renamed, which may change what ``network``'s interface filter
-    takes, is seen as soon, from the kernel's link notices.  An address counts while a
-    socket can be bound to it: a new IPv6 address, once its duplicate address detection is
-    over, a second or two after it appears.  The addresses in another order are no change.
+    had.  An interface set down or up (whose addresses count only while it is up), or
+    renamed (which may change what ``network``'s interface filter takes), is seen as soon,
+    from the kernel's link notices.  An address counts while a socket can be bound to it:
+    a new IPv6 address, once its duplicate address detection is over, a second or two
+    after it appears.  The addresses in another order are no change.
 
     The first value comes with the first change; with ``initial``, it is the addresses as
     the watch starts, at once.  The watch sees every change from then on: take that first
@@ -239,10 +257,11 @@ async def _address_changes(
         found = host_addresses(network, newer_than=newer_than)
         return tuple(sorted(host.address for host in found if bindable(host.address)))
 
-    # (Link notices, for renames, only where a rename can change what the filter takes.)
-    links = network.interface_filter is not None
-    notices = address_notices(links=links)
-    names = _link_names() if links and notices is not None else None
+    # (Link notices too: a rename can change what an interface filter takes, and an
+    # interface gone down keeps its IPv4 addresses, which gathering no longer takes.)
+    notices = address_notices(links=True)
+    names = _link_names() if notices is not None else None
+    down = None if names is None else {i for i, name in names.items() if not link_up(name)}
     failures = 0
     try:
         # (Read afresh, not from a read of the last second: a change before the watch began
@@ -263,14 +282,14 @@ async def _address_changes(
                     # by the same notice: one read serves them all).
                     noticed = time.monotonic()
                     await trio.sleep(SETTLE)
-                    healthy, news = _drain(notices, names)
+                    healthy, news = _drain(notices, names, down)
                     failures = 0 if healthy else failures + 1
                 if failures >= FAILURES_BEFORE_POLLING:
                     logger.warning("address changes: the kernel's notices cannot be read; polling")
                     notices.close()
                     notices = None
             if not news:
-                continue  # (a link notice that renamed nothing; the poll keeps its time)
+                continue  # (a link notice that changed nothing; the poll keeps its time)
             poll_at = trio.current_time() + interval
             if noticed == -math.inf:
                 # The poll's time: a read of another watch's within the interval serves, an
