@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -745,6 +746,27 @@ async def test_a_datagram_longer_than_udp_carries_is_a_usage_error() -> None:
             assert len(await cb.receive()) == 65507
 
 
+async def test_a_datagram_that_looks_like_stun_is_refused() -> None:
+    """A datagram whose first byte is 0-3 and whose bytes 4-8 are STUN's magic cookie is
+    STUN to the peer (RFC 7983), which dropped it: both sends refuse it (as Pion's Write
+    does; it went, and was lost without a word).  With the first byte 0-3 alone, it is
+    data."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        stun_like = b"\x00\x01\x00\x00" + stun.MAGIC_COOKIE.to_bytes(4, "big") + bytes(12)
+        with pytest.raises(trice.UsageError, match="taken for STUN"):
+            await ca.send(stun_like)
+        with pytest.raises(trice.UsageError, match="taken for STUN"):
+            ca.send_nowait(memoryview(stun_like))
+        await ca.send(b"\x00\x01\x00\x00 not the cookie")
+        with trio.fail_after(5):
+            assert await cb.receive() == b"\x00\x01\x00\x00 not the cookie"
+
+
 async def test_an_agent_whose_peer_went_quiet_does_not_poll(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -821,6 +843,39 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll_whoever_reads(
             if not further:
                 await until(lambda: received == [b"\x80I am back"])
             nursery.cancel_scope.cancel()
+
+
+async def test_the_peers_parameters_and_candidates_are_readable() -> None:
+    """``remote_parameters`` and ``remote_candidates`` (Pion's GetRemoteUserCredentials
+    and GetRemoteCandidatesStats): nothing before signaling; what was signalled after it,
+    and a peer-reflexive candidate learned from the peer's check (``b`` signals nothing
+    to ``a`` but its parameters); nothing again after an ICE restart."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+
+        def peer_of(agent: trice.Agent) -> tuple[object, tuple[trice.Candidate, ...]]:
+            return agent.remote_parameters, agent.remote_candidates
+
+        assert peer_of(a) == (None, ())
+        theirs = b.local_parameters
+        a.set_remote_parameters(theirs.ufrag, theirs.pwd)
+        ours = a.local_parameters
+        b.set_remote_parameters(ours.ufrag, ours.pwd)
+        for candidate in a.local_candidates:
+            b.add_remote_candidate(candidate)
+        assert a.remote_parameters == theirs
+        assert b.remote_candidates == a.local_candidates
+        await connect_both(a, b)
+        (learned,) = a.remote_candidates
+        assert learned.type is trice.CandidateType.PRFLX
+        assert learned.transport_address == b.local_candidates[0].transport_address
+        a.restart()
+        assert peer_of(a) == (None, ())
 
 
 async def test_send_after_close_raises_closed_resource_error() -> None:
@@ -906,14 +961,18 @@ async def test_a_closed_agent_is_freed_without_the_cycle_collector() -> None:
     """Nothing the agent makes holds it in a reference cycle: once the block is left and
     nobody holds the agent or its connection, it is freed at once, with its core, sockets and
     buffers (an application that opens and closes agents all day does not wait for the cycle
-    collector, or fill its oldest generation, to get their memory back)."""
+    collector, or fill its oldest generation, to get their memory back).  An agent can be
+    referred to weakly (it could not: no ``__weakref__`` slot), and the reference dies with
+    it."""
     ufrags = ("freedAAA", "freedBBB")
+    refs: list[weakref.ref[trice.Agent]] = []
 
     async def session() -> None:
         async with (
             trice.open_agent(loopback_config(ufrag=ufrags[0]), controlling=True) as a,
             trice.open_agent(loopback_config(ufrag=ufrags[1]), controlling=False) as b,
         ):
+            refs.extend((weakref.ref(a), weakref.ref(b)))
             ca, cb = await _connected_pair(a, b)
             await _exchange(ca, cb, count=2)
             async with a.subscribe():
@@ -923,6 +982,7 @@ async def test_a_closed_agent_is_freed_without_the_cycle_collector() -> None:
         await session()
         await trio.testing.wait_all_tasks_blocked()
         assert agents_alive(*ufrags) == []
+        assert [ref() for ref in refs] == [None, None]
         # The same while another agent of the run stays open (the run's timer lives on, its
         # heap with entries of the closed agents in it).
         async with trice.open_agent(loopback_config(), controlling=True) as keeper:

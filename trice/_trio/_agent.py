@@ -186,6 +186,7 @@ class Agent:
     """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
 
     __slots__ = (
+        "__weakref__",  # (an application's WeakSet or weakref.finalize of its agents)
         "_armed_at",
         "_bases_made",
         "_buffer",
@@ -348,6 +349,20 @@ class Agent:
         """The local candidates gathered so far, as signalled to the peer, but those of a
         TURN relay or UDP mux that has ended since."""
         return tuple(candidate for candidate, _base in self._signalled)
+
+    @property
+    def remote_parameters(self) -> IceParameters | None:
+        """The peer's ICE parameters as :meth:`set_remote_parameters` last gave them, or
+        ``None`` before (and after an ICE restart, until the peer's new ones are given)."""
+        return self._core.remote
+
+    @property
+    def remote_candidates(self) -> tuple[Candidate, ...]:
+        """The peer's candidates known now, in the order learned: those signalled (with
+        ``.local`` names resolved) and the peer-reflexive ones learned from its checks and
+        answers (as Pion's ``GetRemoteCandidatesStats`` lists them).  After an ICE restart,
+        the new generation's only."""
+        return tuple(self._core.remote_candidates)
 
     @property
     def gathering_state(self) -> GatheringState:

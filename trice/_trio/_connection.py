@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 import trio
 
+from trice._errors import UsageError
 from trice._trio._mux import MuxTransport
 from trice._trio._relay import RelayTransport
 from trice._trio._tcp import TcpTransport
@@ -222,9 +223,13 @@ class Connection(trio.abc.Channel[bytes]):
                 pair's TURN relay or TCP connection is gone, or no pair carries data during
                 an ICE restart.
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
-                IPv4; ICE-TCP: 65,535).
+                IPv4; ICE-TCP: 65,535), or looks like STUN (its first byte 0 to 3, bytes 4
+                to 8 STUN's magic cookie), which the peer takes for STUN, not data (RFC
+                7983), and drops.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+            raise _stun_like()
         sendto = self._sendto
         if sendto is not None:
             # A host socket: the kernel takes the datagram at once, or the slow path below
@@ -287,8 +292,10 @@ class Connection(trio.abc.Channel[bytes]):
                 pair's TURN relay or TCP connection is gone, or no pair carries data during
                 an ICE restart.
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
-                IPv4; ICE-TCP: 65,535).
+                IPv4; ICE-TCP: 65,535), or looks like STUN (see :meth:`send`).
         """
+        if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+            raise _stun_like()
         sendto = self._sendto
         if sendto is not None:
             # A host socket, as for ``send``: the kernel takes the datagram at once (any
@@ -564,6 +571,16 @@ def _relay_gone() -> trio.BrokenResourceError:
     """The selected pair's own transport is gone while the connection is open: a TURN
     allocation that ended (the server refused to refresh it, say), which fails ICE."""
     return trio.BrokenResourceError(LOST_REASONS["relay"])
+
+
+def _stun_like() -> UsageError:
+    """A datagram to send looks like STUN: the peer would take it for STUN (RFC 7983's
+    first byte, and STUN's magic cookie), not data, and drop it (Pion refuses it too)."""
+    return UsageError(
+        "a datagram whose first byte is 0 to 3 and whose bytes 4 to 8 are STUN's magic "
+        "cookie (21 12 a4 42) is taken for STUN by the peer, not data (RFC 7983): it would "
+        "be dropped"
+    )
 
 
 def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
