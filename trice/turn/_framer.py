@@ -28,7 +28,9 @@ class StreamFramer:
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._buffer = b""
+        # (A bytearray, grown in place: a frame that comes a byte at a time costs a byte's
+        # work a read, where a bytes buffer copied all of it each time.)
+        self._buffer = bytearray()
 
     @property
     def buffered(self) -> int:
@@ -42,18 +44,20 @@ class StreamFramer:
             StunDecodeError: the stream is out of step (see the class docstring); the framer
                 keeps the offending bytes and raises again on the next call.
         """
-        buffer = self._buffer + bytes(data) if self._buffer else bytes(data)
-        view = memoryview(buffer)
+        buffer = self._buffer
+        buffer += data
         frames: list[bytes] = []
         start = 0
-        end = len(buffer)
         try:
-            while start < end:
-                size = frame_length(view[start:])
-                if size is None:
-                    break
-                frames.append(buffer[start : start + size])
-                start += size
+            with memoryview(buffer) as view:
+                end = len(buffer)
+                while start < end:
+                    size = frame_length(view[start:])
+                    if size is None:
+                        break
+                    frames.append(bytes(view[start : start + size]))
+                    start += size
         finally:
-            self._buffer = buffer[start:]
+            if start:
+                del buffer[:start]
         return frames
