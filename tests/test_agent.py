@@ -746,6 +746,36 @@ async def test_a_datagram_longer_than_udp_carries_is_a_usage_error() -> None:
             assert len(await cb.receive()) == 65507
 
 
+async def test_statistics_count_the_datagrams_and_bytes_sent_and_received() -> None:
+    """``datagrams_sent``, ``bytes_sent`` and ``bytes_received`` (Pion's Conn.BytesSent and
+    BytesReceived; the W3C stats' bytesSent/packetsSent): by both sends, on the fast path
+    and through a copy (a memoryview of wide items counts its bytes, not its items); a
+    send refused counts nothing.  The receiver counts the bytes it took."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        before = a.statistics()
+        assert (before.datagrams_sent, before.bytes_sent, before.bytes_received) == (0, 0, 0)
+        ca, cb = await _connected_pair(a, b)
+        for _ in range(5):
+            await ca.send(b"x" * 100)
+        assert ca.send_nowait(bytearray(50))
+        wide = memoryview(bytes(64)).cast("I")  # (16 items of 4 bytes)
+        await ca.send(wide)
+        assert ca.send_nowait(wide[::2])  # (not contiguous: copied, 32 bytes)
+        with pytest.raises(trice.UsageError):
+            await ca.send(bytes(65508))
+        with trio.fail_after(5):
+            for _ in range(8):
+                await cb.receive()
+        sent, received = a.statistics(), b.statistics()
+        assert (sent.datagrams_sent, sent.bytes_sent) == (8, 500 + 50 + 64 + 32)
+        assert (received.datagrams_received, received.bytes_received) == (8, 646)
+        assert (received.datagrams_sent, received.bytes_sent) == (0, 0)
+
+
 async def test_a_datagram_that_looks_like_stun_is_refused() -> None:
     """A datagram whose first byte is 0-3 and whose bytes 4-8 are STUN's magic cookie is
     STUN to the peer (RFC 7983), which dropped it: both sends refuse it (as Pion's Write

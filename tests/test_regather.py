@@ -482,7 +482,7 @@ async def test_a_send_blocked_on_a_socket_closed_under_it_goes_the_new_way(
         monkeypatch.setattr(UdpTransport, "send", send)
         monkeypatch.setattr(UdpTransport, "send_nowait", send_nowait)
 
-        def full(data: bytes, address: object) -> None:
+        def full(data: bytes, address: tuple[str, int]) -> int:
             raise BlockingIOError
 
         ca._sendto = full  # (the kernel would block)

@@ -134,6 +134,11 @@ class AgentStatistics:
 
     Attributes:
         datagrams_received: data datagrams delivered to the receive buffer.
+        bytes_received: the bytes of those datagrams (Pion's ``Conn.BytesReceived``).
+        datagrams_sent: data datagrams the connection sent (that the socket, TCP
+            connection or TURN client took: a relay's client may still drop one, counted in
+            its own statistics, as a network may).
+        bytes_sent: the bytes of those datagrams (Pion's ``Conn.BytesSent``).
         datagrams_dropped: data datagrams dropped because the receive buffer was full, or
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
             routes the peer's address to a failed agent no more, and counts it there).
@@ -166,6 +171,9 @@ class AgentStatistics:
     """
 
     datagrams_received: int
+    bytes_received: int
+    datagrams_sent: int
+    bytes_sent: int
     datagrams_dropped: int
     unknown_source_dropped: int
     malformed_dropped: int
@@ -190,6 +198,7 @@ class Agent:
         "_armed_at",
         "_bases_made",
         "_buffer",
+        "_bytes_received",
         "_changed",
         "_closed",
         "_connect_blocked",
@@ -325,6 +334,7 @@ class Agent:
         self._malformed = 0
         self._stun_received = 0
         self._datagrams = 0
+        self._bytes_received = 0
         self._reports: tuple[GatherReport, ...] = ()
         self._bases_made = 0
         self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
@@ -399,8 +409,12 @@ class Agent:
         """A snapshot of this agent's counters."""
         core = self._core
         tcp = self._tcp_counters or TcpCounters()
+        connection = self._connection
         return AgentStatistics(
             datagrams_received=self._datagrams,
+            bytes_received=self._bytes_received,
+            datagrams_sent=0 if connection is None else connection.datagrams_sent,
+            bytes_sent=0 if connection is None else connection.bytes_sent,
             datagrams_dropped=self._buffer.dropped,
             unknown_source_dropped=self._unknown_source,
             malformed_dropped=self._malformed,
@@ -1562,6 +1576,7 @@ class Agent:
                     queue = buffer.make_queue()
                 if len(queue) < maxlen:
                     self._datagrams += 1
+                    self._bytes_received += len(data)
                     queue.append(data)
                     added = True
                     if one:
@@ -1633,6 +1648,7 @@ class Agent:
                 buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
             elif buffer.put(data):
                 self._datagrams += 1
+                self._bytes_received += len(data)
             if self._core.state is _DISCONNECTED:
                 # The peer is back (its datagram queued, or dropped by a full buffer, a
                 # sign of life all the same): the agent task tells the core.

@@ -130,7 +130,7 @@ class Connection(trio.abc.Channel[bytes]):
         # (``_reroute``) when the pair changes, the agent closes or consent expires.
         self._route: tuple[Transport, tuple[str, int]] | None = None
         self._udp: UdpTransport | None = None
-        self._sendto: Callable[[bytes, tuple[str, int]], object] | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], int] | None = None
         self._to: tuple[str, int] = ("", 0)
         # Datagrams the fast path has read in a row without the socket running dry: past
         # _STREAK the reader is behind a backlog, and reads take batches until the socket
@@ -139,6 +139,8 @@ class Connection(trio.abc.Channel[bytes]):
         # reader that takes queued datagrams that way gets a batch (up to 64) queued by the
         # next receive that reads the socket; a plain receive loop gets one datagram a read.
         self._streak = 0
+        self.datagrams_sent = 0  # (see Agent.statistics)
+        self.bytes_sent = 0
 
     @property
     def selected_pair(self) -> CandidatePair:
@@ -235,10 +237,12 @@ class Connection(trio.abc.Channel[bytes]):
             # A host socket: the kernel takes the datagram at once, or the slow path below
             # (the transport's own send) sends it, waiting while the socket would block.
             try:
-                sendto(data, self._to)  # type: ignore[arg-type]
+                size = sendto(data, self._to)  # type: ignore[arg-type]
             except (OSError, BufferError):  # (a non-contiguous view: the path below copies it)
                 pass
             else:
+                self.datagrams_sent += 1
+                self.bytes_sent += size
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         transport, address = self._route or self._get_route()
@@ -246,6 +250,8 @@ class Connection(trio.abc.Channel[bytes]):
             data = _as_bytes(data)
         if not transport.send_nowait(data, address, retry=True):
             await self._send_when_room(data, (transport, address))
+        self.datagrams_sent += 1
+        self.bytes_sent += len(data)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _send_when_room(self, data: bytes, route: tuple[Transport, tuple[str, int]]) -> None:
@@ -303,15 +309,19 @@ class Connection(trio.abc.Channel[bytes]):
             # full socket, a datagram too long, a closed agent; or copies a view that is
             # not contiguous).
             try:
-                sendto(data, self._to)  # type: ignore[arg-type]
+                size = sendto(data, self._to)  # type: ignore[arg-type]
             except (OSError, BufferError):
                 pass
             else:
+                self.datagrams_sent += 1
+                self.bytes_sent += size
                 return True
         transport, address = self._route or self._get_route()
         if type(data) is not bytes:
             data = _as_bytes(data)
         if transport.send_nowait(data, address):
+            self.datagrams_sent += 1
+            self.bytes_sent += len(data)
             return True
         if transport.closed:
             self._check_open()  # (the connection or the agent closed: as it says)
@@ -450,7 +460,7 @@ class Connection(trio.abc.Channel[bytes]):
                                         # (Rerouted since this woke: another pair, which is
                                         # fine, or the connection closed or failed, which
                                         # raises: no data after either.)
-                                        self._checked_after_reroute()
+                                        self._checked_after_reroute(len(data))
                                     self._streak += 1
                                     return data
                                 # (STUN, answered: read on before waiting)
@@ -501,13 +511,15 @@ class Connection(trio.abc.Channel[bytes]):
         self._check_open()
         return None
 
-    def _checked_after_reroute(self) -> None:
-        """A datagram just read, and counted received, while the connection was rerouted:
-        if it is closed or failed, the datagram is dropped (counted so) and this raises."""
+    def _checked_after_reroute(self, size: int) -> None:
+        """A datagram just read (of ``size`` bytes), and counted received, while the
+        connection was rerouted: if it is closed or failed, the datagram is dropped (counted
+        so) and this raises."""
         try:
             self._check_open()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self._agent._datagrams -= 1
+            self._agent._bytes_received -= size
             self._buffer.dropped += 1
             raise
 
@@ -519,6 +531,7 @@ class Connection(trio.abc.Channel[bytes]):
         if (not data or data[0] > 3 or data[4:8] != STUN_MAGIC) and source in self._remotes:
             agent = self._agent
             agent._datagrams += 1
+            agent._bytes_received += len(data)
             if source == agent._lite_source:
                 agent._lite_data += 1  # (an ICE-lite agent's consent: see AgentCore.on_data)
                 agent._lite_at = agent._now()
