@@ -28,6 +28,7 @@ import trio.testing
 from hypothesis import strategies as st
 
 import trice
+import trice._trio._agent
 import trice._trio._checks
 import trice._trio._timers
 from trice import stun
@@ -1158,6 +1159,31 @@ async def test_an_open_agent_context_is_entered_once() -> None:
         inside = agent.connection_state
     assert inside is trice.ConnectionState.NEW  # the failed re-entry left the agent alone
     assert agent.connection_state is trice.ConnectionState.CLOSED
+
+
+async def test_an_open_agent_context_entered_by_two_tasks_during_the_warm_up_is_entered_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process's first agent warms trice up (a wait) before it opens: a second task
+    entering the same context meanwhile gets StateError (it entered too, and the two
+    nurseries misnested: TrioInternalError ended the run)."""
+    monkeypatch.setattr(trice._trio._agent, "_warm", False)
+    context = trice.open_agent(loopback_config(), controlling=True)
+    outcomes: list[str] = []
+
+    async def enter() -> None:
+        try:
+            async with context:
+                outcomes.append("entered")
+                await trio.sleep(0.05)
+        except trice.StateError:
+            outcomes.append("StateError")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enter)
+            nursery.start_soon(enter)
+    assert sorted(outcomes) == ["StateError", "entered"]
 
 
 async def test_hostile_requests_get_errors_and_change_nothing() -> None:

@@ -1815,13 +1815,15 @@ class AgentContext:
     async def __aenter__(self) -> Agent:
         if self._manager is not None:
             raise StateError("an open_agent(...) context can be entered only once")
+        # (Taken before the first wait, the warm-up's: another task entering meanwhile gets
+        # StateError; it entered too, and the two nurseries were misnested.)
+        manager = self._manager = trio.open_nursery()
         global _warm
         if not _warm:
             _warm = True
             warm_core()
             if hasattr(socket, "AF_UNIX"):  # (the shell's warm-up stands on a socket pair)
                 await _warm_shell()
-        manager = self._manager = trio.open_nursery()
         nursery = await manager.__aenter__()
         try:
             agent = self._agent = Agent(self._config, self._controlling)

@@ -116,6 +116,11 @@ class Connection(trio.abc.Channel[bytes]):
     pair selected before, while its consent lasts; when no pair carries data they raise
     :class:`trio.BrokenResourceError` in the same way, until the new checks select a pair,
     which the connection then uses.
+
+    Several tasks may use one connection at once, as trio's memory channels allow: each
+    datagram received goes to one of the tasks waiting in :meth:`receive`, and sends from
+    several tasks each go as they come.  (:meth:`Agent.connect <trice.Agent.connect>` may
+    be awaited by several tasks too: all get this same connection.)
     """
 
     def __init__(self, agent: Agent) -> None:

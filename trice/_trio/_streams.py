@@ -21,7 +21,8 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
     before it and before any that came after it: nothing is lost silently, and the order of
     what it reads is the order of what happened.  Closing the stream (leaving ``async
     with``) unsubscribes it; so does dropping it unclosed, once it is collected (the agent
-    holds its subscribers weakly).
+    holds its subscribers weakly).  Several tasks may receive from one stream at once: each
+    event goes to one of them (for every task to see every event, subscribe each).
     """
 
     def __init__(self, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
