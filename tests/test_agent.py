@@ -1392,6 +1392,11 @@ def test_config_validation() -> None:
         trice.AgentConfig(pwd="short")
     with pytest.raises(trice.ConfigError, match="ta"):
         trice.Timing(ta=0.001)
+    # Pion turns a timer off with 0: the message says what to do here instead.
+    with pytest.raises(trice.ConfigError, match="no timer is turned off by 0"):
+        trice.Timing(keepalive_interval=0)
+    with pytest.raises(trice.ConfigError, match=r"not -1$"):  # (not 0: no such hint)
+        trice.Timing(rto=-1)
     with pytest.raises(trice.ConfigError, match="port_range"):
         trice.NetworkConfig(port_range=(10, 5))
     assert trice.AgentConfig(ufrag="abcd", pwd="a" * 22).ufrag == "abcd"

@@ -110,9 +110,15 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         ok = False
     ok = ok and (value >= 0 if allow_zero else value > 0) and value <= MAX_SECONDS
     if not ok:
+        # (Pion turns a timer off with 0: say what to do here instead.)
+        hint = (
+            " (no timer is turned off by 0: give a long time instead)"
+            if value == 0 and not allow_zero and name.startswith("Timing.")
+            else ""
+        )
         raise ConfigError(
             f"{name} must be a number {'>= 0' if allow_zero else '> 0'} of at most a year "
-            f"of seconds ({MAX_SECONDS}), not {value!r:.40}"
+            f"of seconds ({MAX_SECONDS}), not {value!r:.40}{hint}"
         )
 
 
@@ -332,7 +338,10 @@ class Timing:
             this long (an answer to one of our checks, RFC 7675; for an ICE-lite agent, which
             sends none, the peer's checks or its data over the selected pair), the state
             becomes failed;
-            consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.
+            consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.  Pion's
+            ``FailedTimeout`` of the same default counts from the end of its
+            ``DisconnectedTimeout``, failing a silent pair 30 s after the peer was last
+            heard; here it counts from the last consent, 25 s (give 30 for Pion's time).
         pac_timeout: how long after checks start ICE may not yet fail, though every pair has
             failed or none could be formed (RFC 8863, "patiently awaiting connectivity": the
             peer's checks may still come and teach a peer-reflexive pair that works).
