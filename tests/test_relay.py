@@ -187,22 +187,30 @@ async def test_nobody_listening_is_unreachable(transport: str) -> None:
 
 @pytest.mark.parametrize(
     ("behaviour", "reason"),
-    [("closes the connection", "connection closed"), ("writes no STUN", "garbled stream")],
+    [
+        ("closes the connection", "connection closed"),
+        ("writes no STUN", "garbled stream"),
+        ("writes a frame, then no STUN", "garbled stream"),
+    ],
 )
 async def test_a_tcp_server_that_breaks_the_stream_ends_the_allocation_at_once(
     behaviour: str, reason: str
 ) -> None:
     """Over TCP, a server (here the test's) that closes the connection after the Allocate
-    request, or answers with what no STUN or ChannelData framing can read, ends the
-    allocation at once with an AllocationError naming the reason, not at the timeout."""
+    request, or answers with what no STUN or ChannelData framing can read (also right
+    behind a whole frame, in one read: a BufferError escaped the relay and ended the agent),
+    ends the allocation at once with an AllocationError naming the reason, not at the
+    timeout."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
 
     async def serve(stream: trio.SocketStream) -> None:
         async with stream:
             await stream.receive_some(65536)  # the Allocate request
-            if behaviour == "writes no STUN":
-                await stream.send_all(b"\xff" * 64)
+            if behaviour != "closes the connection":
+                junk = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode()
+                frame = junk if behaviour == "writes a frame, then no STUN" else b""
+                await stream.send_all(frame + b"\xff" * 64)
                 await stream.receive_some(65536)  # (until the client hangs up)
 
     async with trio.open_nursery() as servers:

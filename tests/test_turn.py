@@ -1252,6 +1252,13 @@ def test_framer_rejects_a_stream_out_of_step() -> None:
     assert framer.feed(b"z\x00\x00\x00") == [b"\x40\x00\x00\x01z\x00\x00\x00"]
     with pytest.raises(stun.StunDecodeError):
         framer.feed(b"\xff\xff")
+    # Out of step right after a whole frame, in one read: StunDecodeError, now and at the
+    # next call (the view the error came from held the buffer, whose resizing raised
+    # BufferError, which no caller expects).
+    framer = StreamFramer()
+    for _ in range(2):
+        with pytest.raises(stun.StunDecodeError):
+            framer.feed(b"\x40\x00\x00\x01z\x00\x00\x00" + b"\xc0\x00\x00\x00")
 
 
 # --- purity -----------------------------------------------------------------------------------

@@ -52,7 +52,10 @@ class StreamFramer:
             with memoryview(buffer) as view:
                 end = len(buffer)
                 while start < end:
-                    size = frame_length(view[start:])
+                    # (Each view let go at once, on an error too: the buffer is resized
+                    # below, which a view still held would forbid.)
+                    with view[start:] as rest:
+                        size = frame_length(rest)
                     if size is None:
                         break
                     frames.append(bytes(view[start : start + size]))
