@@ -180,6 +180,50 @@ def test_an_interface_set_down_takes_its_addresses_with_it() -> None:
             assert watcher.next(10) == {"198.51.100.7": True}
 
 
+# The host addresses gathering takes in the process's namespace, as JSON.
+HOSTS = """
+import json, trice
+from trice._trio._gather import host_addresses
+print(json.dumps(sorted(h.address for h in host_addresses(trice.NetworkConfig()))))
+"""
+
+
+def test_an_address_under_a_label_goes_down_with_its_interface() -> None:
+    """An IPv4 address with a label (``label v0:1``, as keepalived makes them) is listed
+    under the label, which names no interface of its own: it goes with ``v0`` set down,
+    as its unlabelled sibling does (it stayed: no ``/sys/class/net/v0:1`` said it was
+    down)."""
+    require_natlab(turn=False)
+    with lone_namespace("netwatch-label") as ns:
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.ip("addr", "add", "198.51.100.1/24", "dev", "v0")
+        ns.ip("addr", "add", "198.51.100.2/24", "dev", "v0", "label", "v0:1")
+        ns.ip("link", "set", "v1", "up")
+        ns.ip("link", "set", "v0", "up")
+        assert json.loads(ns.check_output([sys.executable, "-c", HOSTS])) == [
+            "198.51.100.1",
+            "198.51.100.2",
+        ]
+        ns.ip("link", "set", "v0", "down")
+        assert json.loads(ns.check_output([sys.executable, "-c", HOSTS])) == []
+
+
+def test_a_process_that_entered_a_namespace_reads_that_namespaces_links() -> None:
+    """A process that joined a network namespace but kept its mount namespace (``nsenter
+    --net``, ``setns()``: pyroute2, test labs) sees the ``/sys/class/net`` of where it came
+    from: there ``q0`` is down, in the namespace it entered ``q0`` is up.  Its address is
+    gathered (it was left out, sysfs read for the wrong namespace)."""
+    require_natlab(turn=False)
+    with lone_namespace("netwatch-from") as came_from, lone_namespace("netwatch-to") as into:
+        came_from.ip("link", "add", "q0", "type", "veth", "peer", "name", "q1")  # (down)
+        into.ip("link", "add", "q0", "type", "veth", "peer", "name", "q1")
+        into.ip("addr", "add", "198.51.100.9/24", "dev", "q0")
+        into.ip("link", "set", "q1", "up")
+        into.ip("link", "set", "q0", "up")
+        entered = ["nsenter", f"--net=/run/netns/{into.name}", sys.executable, "-c", HOSTS]
+        assert json.loads(came_from.check_output(entered)) == ["198.51.100.9"]
+
+
 async def _watch(
     seen: list[tuple[float, tuple[str, ...]]], network: trice.NetworkConfig, **kwargs: Any
 ) -> None:

@@ -11,10 +11,12 @@ import ipaddress
 import math
 import secrets
 import socket
+import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ifaddr
 import trio
@@ -113,51 +115,85 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
             raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
         raise
     adapters = []
-    for adapter in found:
-        name = str(adapter.nice_name or adapter.name)
-        if getattr(adapter, "index", None) is not None and not link_up(str(adapter.name)):
-            continue  # (set down: its addresses reach nobody for now)
-        addresses = []
-        for ip in adapter.ips:
-            text = str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip)
-            try:
-                address = ipaddress.ip_address(text.split("%", 1)[0])
-            except ValueError:
-                continue
-            # (IPv6 link-local needs a zone no candidate carries; IPv4 link-local, RFC 3927,
-            # is a cable between two machines with no DHCP: kept.)
-            link_local = address.version == 6 and address.is_link_local
-            never = link_local or address.is_multicast or address.is_unspecified
-            addresses.append(
-                _Found(
-                    address,
-                    str(address),
-                    address.version,
-                    never,
-                    address.is_loopback,
-                    int(ip.network_prefix),
-                )
-            )
-        adapters.append((name, addresses))
+    asker = _flags_socket() if any(getattr(a, "index", None) is not None for a in found) else None
+    try:
+        for adapter in found:
+            name = str(adapter.nice_name or adapter.name)
+            if getattr(adapter, "index", None) is not None and not link_up(
+                str(adapter.name), asker
+            ):
+                continue  # (set down: its addresses reach nobody for now)
+            adapters.append((name, _addresses(adapter)))
+    finally:
+        if asker is not None:
+            asker.close()
     _adapters_cache = (now, adapters)
     return adapters
 
 
-#: ``IFF_UP`` (linux/if.h).
-_IFF_UP = 0x1
-
-
-def link_up(name: str) -> bool:
-    """Whether interface ``name`` is up (set so: ``IFF_UP``), where the system says (Linux's
-    ``/sys/class/net``); ``True`` where it does not.  An interface set down keeps its IPv4
-    addresses, which reach nobody: Pion, too, leaves out interfaces that are not up.  (Not
-    whether it has carrier: an interface just set up has none for a moment, up to a second,
-    till the kernel's link watch says so.)"""
+def _flags_socket() -> socket.socket | None:
+    """A socket to ask interfaces' flags on (see :func:`link_up`), or None (none left)."""
     try:
-        with open(f"/sys/class/net/{name}/flags") as flags:
-            return bool(int(flags.read(), 16) & _IFF_UP)
-    except (OSError, ValueError):
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return None
+
+
+def _addresses(adapter: Any) -> list[_Found]:
+    """What an adapter of ifaddr's lists, as host gathering reads it."""
+    addresses = []
+    for ip in adapter.ips:
+        text = str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip)
+        try:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            continue
+        # (IPv6 link-local needs a zone no candidate carries; IPv4 link-local, RFC 3927,
+        # is a cable between two machines with no DHCP: kept.)
+        link_local = address.version == 6 and address.is_link_local
+        never = link_local or address.is_multicast or address.is_unspecified
+        addresses.append(
+            _Found(
+                address,
+                str(address),
+                address.version,
+                never,
+                address.is_loopback,
+                int(ip.network_prefix),
+            )
+        )
+    return addresses
+
+
+#: ``SIOCGIFFLAGS`` and ``IFF_UP`` (Linux: linux/sockios.h, linux/if.h), and ``struct ifreq``
+#: as that request reads it (the name, then the flags; 40 bytes in all).
+_SIOCGIFFLAGS = 0x8913
+_IFF_UP = 0x1
+_IFREQ = struct.Struct("16sH22x")
+
+
+def link_up(name: str, sock: socket.socket | None = None) -> bool:
+    """Whether interface ``name`` is up (set so: ``IFF_UP``), as the kernel says for this
+    process's network namespace (Linux's ``SIOCGIFFLAGS``, asked on ``sock`` or a socket of
+    its own; an address label such as ``eth0:1`` is its interface's); ``True`` where it
+    cannot say.  An interface set down keeps its IPv4 addresses, which reach nobody: Pion,
+    too, leaves out interfaces that are not up.  (Not whether it has carrier: an interface
+    just set up has none for a moment, up to a second, till the kernel's link watch says
+    so.)"""
+    if sys.platform != "linux":
         return True
+    import fcntl  # (not on every system: Windows has none)
+
+    request = _IFREQ.pack(name.encode(errors="replace")[:15], 0)
+    try:
+        if sock is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as own:
+                answer = fcntl.ioctl(own, _SIOCGIFFLAGS, request)
+        else:
+            answer = fcntl.ioctl(sock, _SIOCGIFFLAGS, request)
+    except OSError:
+        return True
+    return bool(_IFREQ.unpack(answer)[1] & _IFF_UP)
 
 
 def machine_addresses() -> frozenset[str]:
