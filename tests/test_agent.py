@@ -780,8 +780,8 @@ async def test_statistics_count_the_datagrams_and_bytes_sent_and_received() -> N
 async def test_a_datagram_that_looks_like_stun_is_refused() -> None:
     """A datagram whose first byte is 0-3 and whose bytes 4-8 are STUN's magic cookie is
     STUN to the peer (RFC 7983), which dropped it: both sends refuse it (as Pion's Write
-    does; it went, and was lost without a word).  With the first byte 0-3 alone, it is
-    data."""
+    does; it went, and was lost without a word), whatever buffer holds it.  With the first
+    byte 0-3 alone, it is data."""
     config = loopback_config()
     async with (
         trice.open_agent(config, controlling=True) as a,
@@ -793,8 +793,19 @@ async def test_a_datagram_that_looks_like_stun_is_refused() -> None:
             await ca.send(stun_like)
         with pytest.raises(trice.UsageError, match="taken for STUN"):
             ca.send_nowait(memoryview(stun_like))
+        # By the bytes that would go, for views of other items or shapes too (a view of
+        # wide items was compared item by item and went; views of 'c' items or of two
+        # dimensions raised TypeError or NotImplementedError, where they had been sent).
+        with pytest.raises(trice.UsageError, match="taken for STUN"):
+            await ca.send(memoryview(stun_like).cast("I"))
+        plain = b"plain data, 16b."
+        views: list[Any] = [memoryview(plain).cast("c"), memoryview(plain).cast("B", (4, 4))]
+        for view in views:
+            await ca.send(view)
+            assert ca.send_nowait(view)
         await ca.send(b"\x00\x01\x00\x00 not the cookie")
         with trio.fail_after(5):
+            assert [await cb.receive() for _ in range(4)] == [plain] * 4
             assert await cb.receive() == b"\x00\x01\x00\x00 not the cookie"
 
 
@@ -820,14 +831,18 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll(
             # polled every lease)
 
 
-@pytest.mark.parametrize("reader", ["a receive loop", "a further socket's reader"])
+@pytest.mark.parametrize(
+    "reader",
+    ["a receive loop", "a further socket's reader", "a further socket's, the connection closed"],
+)
 async def test_an_agent_whose_peer_went_quiet_does_not_poll_whoever_reads(
     autojump_clock: trio.testing.MockClock, reader: str
 ) -> None:
     """Disconnected while another task reads the selected pair's socket (a receive loop on
     the first socket, or the reader of a further one: dual stack, the pair on ::1), the
     agent does not poll for data every 20 ms lease: the peer's data, read by that task,
-    wakes it at once (it polled at 50 Hz until it failed or the peer came back)."""
+    wakes it at once (it polled at 50 Hz until it failed or the peer came back); also when
+    the connection was closed, and the data is dropped (it waited for the next timer)."""
     further = reader != "a receive loop"
     if further and not HAS_IPV6:
         pytest.skip("the host has no IPv6 loopback (::1)")
@@ -854,6 +869,8 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll_whoever_reads(
                 if further:  # (the premise: the pair is not on the agent's first socket)
                     assert a.local_candidates[0].transport_address[0] == "127.0.0.1"
                     assert pair.local.transport_address[0] == "::1"
+                    if "closed" in reader:
+                        await ca.aclose()
                 else:
                     nursery.start_soon(receive_loop, ca)
             with trio.fail_after(10):
@@ -862,7 +879,7 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll_whoever_reads(
             assert a.connection_state is trice.ConnectionState.DISCONNECTED
             assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~1,000)"
             # The peer comes back (a datagram from its address): connected again at once,
-            # well before the next consent check (1 s).
+            # not at the next consent check (within 1 s).
             family = socket.AF_INET6 if further else socket.AF_INET
             with socket.socket(family, socket.SOCK_DGRAM) as back:
                 back.bind(pair.remote.transport_address)
@@ -870,7 +887,7 @@ async def test_an_agent_whose_peer_went_quiet_does_not_poll_whoever_reads(
             sent_at = trio.current_time()
             with trio.fail_after(10):
                 await wait_for_state(stream, trice.ConnectionState.CONNECTED)
-            assert trio.current_time() - sent_at < 0.5  # (virtual time)
+            assert trio.current_time() - sent_at < 0.01  # (virtual time)
             if not further:
                 await until(lambda: received == [b"\x80I am back"])
             nursery.cancel_scope.cancel()

@@ -771,19 +771,27 @@ def test_regular_nomination_waits_for_a_better_pair_at_most_the_nomination_delay
     assert nomination.pair is expected
 
 
-@pytest.mark.parametrize("direct_path", ["slow", "dead"])
+@pytest.mark.parametrize(
+    ("direct_path", "timing"),
+    [
+        ("slow", Timing()),
+        ("dead", Timing()),
+        ("slow", Timing(rto=1.5)),  # (a slow link's timers: the retransmission at 1.5 s)
+        ("dead", Timing(rto=1.5)),
+    ],
+)
 def test_a_relayed_pair_waits_the_relay_nomination_delay_for_a_direct_one(
-    direct_path: str,
+    direct_path: str, timing: Timing
 ) -> None:
     """A relayed pair is valid while the direct one's first check was lost (each side's,
     as a router resolving ARP drops): with the short ``nomination_delay`` (0.25 s, less
     than the RTO) the relay was nominated, for the session's life.  A relayed best waits
-    ``relay_nomination_delay`` (1 s) for a better pair still being checked, so the direct
-    path, valid at its retransmission, wins; a dead one costs that second, not the time its
-    checks take to fail (15.5 s)."""
+    ``relay_nomination_delay`` (1 s), and at least ``rto + nomination_delay``, for a better
+    pair still being checked, so the direct path, valid at its retransmission, wins; a dead
+    one costs that wait, not the time its checks take to fail (15.5 s)."""
     net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2, timing=timing)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1, timing=timing)
     a.add_host("10.0.0.1", 5000)
     relay_base = len(a.bases)
     a.bases[relay_base] = ("198.51.100.1", 7000)
@@ -811,7 +819,7 @@ def test_a_relayed_pair_waits_the_relay_nomination_delay_for_a_direct_one(
         assert selected.local.type is CandidateType.HOST
     else:
         assert selected.local.type is CandidateType.RELAY
-        delay = a.core.timing.relay_nomination_delay
+        delay = max(timing.relay_nomination_delay, timing.rto + timing.nomination_delay)
         assert delay <= selected_at < delay + 0.2, selected_at
 
 

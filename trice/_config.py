@@ -317,11 +317,12 @@ class Timing:
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
             better pairs still being checked before it nominates the best valid one.
         relay_nomination_delay: the same wait when the best valid pair is relayed (a TURN
-            candidate on either side): long enough for a better pair's first
-            retransmission (``rto``) to succeed, since a nomination is final and a session
-            nominated onto a relay stays there.  Pion waits 2 s for a relayed pair
-            (``RelayAcceptanceMinWait``), counted from the start of checks and whether or
-            not a better pair is still being checked; trice only while one is.
+            candidate on either side), and at least ``rto + nomination_delay`` whatever
+            this says: long enough for a better pair's first retransmission to succeed,
+            since a nomination is final and a session nominated onto a relay stays there.
+            Pion waits 2 s for a relayed pair (``RelayAcceptanceMinWait``), counted from
+            the start of checks and whether or not a better pair is still being checked;
+            trice only while one is.
         keepalive_interval: consent checks on the selected pair (RFC 7675 §5.1, but shorter),
             and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
             would otherwise flap to disconnected and back between two checks); each interval

@@ -1567,7 +1567,11 @@ class Agent:
                 self._on_stun(transport, data, source)
             elif source in remotes:
                 if buffer.closed:
-                    buffer.dropped += 1  # (ICE failed: no data is taken, RFC 7675)
+                    # (ICE failed, or the connection closed: no data is taken, RFC 7675.  A
+                    # sign of life all the same, as below.)
+                    buffer.dropped += 1
+                    if self._core.state is _DISCONNECTED:
+                        self._resume()
                     continue
                 if source == lite_source:
                     self._lite_data += 1

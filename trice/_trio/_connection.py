@@ -235,7 +235,10 @@ class Connection(trio.abc.Channel[bytes]):
                 7983), and drops.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+        if type(data) is bytes:
+            if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+                raise _stun_like()
+        elif _looks_like_stun(data):
             raise _stun_like()
         sendto = self._sendto
         if sendto is not None:
@@ -305,7 +308,10 @@ class Connection(trio.abc.Channel[bytes]):
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
                 IPv4; ICE-TCP: 65,535), or looks like STUN (see :meth:`send`).
         """
-        if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+        if type(data) is bytes:
+            if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+                raise _stun_like()
+        elif _looks_like_stun(data):
             raise _stun_like()
         sendto = self._sendto
         if sendto is not None:
@@ -589,6 +595,22 @@ def _relay_gone() -> trio.BrokenResourceError:
     """The selected pair's own transport is gone while the connection is open: a TURN
     allocation that ended (the server refused to refresh it, say), which fails ICE."""
     return trio.BrokenResourceError(LOST_REASONS["relay"])
+
+
+def _looks_like_stun(data: bytes | bytearray | memoryview) -> bool:
+    """Whether a datagram given as another buffer than bytes starts as STUN does, by its
+    bytes as they would go (a memoryview of wider items, or of several dimensions, is sent
+    as its bytes: see :func:`_as_bytes`).  Anything not bytes-like raises TypeError, as the
+    send would."""
+    view = memoryview(data)
+    if view.ndim == 1 and view.format in ("B", "b"):
+        head = view[:8].tobytes()
+    else:
+        try:
+            head = view.cast("B")[:8].tobytes()
+        except TypeError:  # (not contiguous: its bytes in order, copied)
+            head = view.tobytes()[:8]
+    return len(head) == 8 and head[0] < 4 and head[4:8] == STUN_MAGIC
 
 
 def _stun_like() -> UsageError:

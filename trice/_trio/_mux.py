@@ -139,6 +139,7 @@ class UdpMux:
     """
 
     __slots__ = (
+        "__weakref__",  # (an application's WeakSet or weakref.finalize)
         "_ambiguous",
         "_answers",
         "_asking",

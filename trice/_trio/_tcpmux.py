@@ -73,6 +73,7 @@ class TcpMux:
     """
 
     __slots__ = (
+        "__weakref__",  # (an application's WeakSet or weakref.finalize)
         "_by_ufrag",
         "_closed",
         "_routed",

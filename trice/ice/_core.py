@@ -1787,13 +1787,16 @@ class AgentCore:
 
     def _nomination_delay(self, best: Pair) -> float:
         """How long after the first valid pair ``best`` waits for better pairs still being
-        checked: ``Timing.relay_nomination_delay`` if it is relayed (either candidate), so
-        that a direct path whose first check was lost has its retransmission's time (a
-        nomination is final: a session nominated onto a relay stays there), else
-        ``Timing.nomination_delay``."""
+        checked: ``Timing.relay_nomination_delay`` if it is relayed (either candidate), and
+        at least ``rto + nomination_delay``, so that a direct path whose first check was
+        lost has its retransmission's time (a nomination is final: a session nominated
+        onto a relay stays there); else ``Timing.nomination_delay``."""
+        timing = self.timing
         if best.remote.type is _RELAY or (best.valid_local or best.local).type is _RELAY:
-            return self.timing.relay_nomination_delay
-        return self.timing.nomination_delay
+            # (At least a retransmission's time past the direct pair's own wait, whatever
+            # the timers given: a slow link's longer RTO too.)
+            return max(timing.relay_nomination_delay, timing.rto + timing.nomination_delay)
+        return timing.nomination_delay
 
     def _nominate(self, pair: Pair, now: float) -> None:
         """Check ``pair`` again with USE-CANDIDATE, at once (RFC 8445 §8.1.1)."""
