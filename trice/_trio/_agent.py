@@ -1552,6 +1552,7 @@ class Agent:
         lite_source = self._lite_source
         ipv6 = transport.family == socket.AF_INET6
         added = False
+        dropped = False  # (a sign of life too: see below)
         for _ in range(READ_BATCH):
             try:
                 data, source = recv(65536)
@@ -1567,11 +1568,9 @@ class Agent:
                 self._on_stun(transport, data, source)
             elif source in remotes:
                 if buffer.closed:
-                    # (ICE failed, or the connection closed: no data is taken, RFC 7675.  A
-                    # sign of life all the same, as below.)
+                    # (ICE failed, or the connection closed: no data is taken, RFC 7675.)
                     buffer.dropped += 1
-                    if self._core.state is _DISCONNECTED:
-                        self._resume()
+                    dropped = True
                     continue
                 if source == lite_source:
                     self._lite_data += 1
@@ -1587,21 +1586,23 @@ class Agent:
                         break
                 else:
                     buffer.dropped += 1
-                    if self._core.state is _DISCONNECTED:
-                        self._resume()  # (a sign of life all the same: see below)
+                    dropped = True
             else:
                 self._unknown_source += 1
         else:
-            if added:
-                buffer.wake()
+            if added or dropped:
+                if added:
+                    buffer.wake()
                 if self._core.state is _DISCONNECTED:
                     self._resume()
             return False
-        if added:
-            buffer.wake()
+        if added or dropped:
+            if added:
+                buffer.wake()
             if self._core.state is _DISCONNECTED:
                 # The peer seemed gone, and this task is not the agent's (a receiver, a
-                # further socket's reader, a check task): the agent task tells the core.
+                # further socket's reader, a check task): the agent task tells the core,
+                # once a batch, of the data queued or dropped (a sign of life all the same).
                 self._resume()
         return True
 
