@@ -898,13 +898,7 @@ async def test_the_peers_parameters_and_candidates_are_readable() -> None:
     and GetRemoteCandidatesStats): nothing before signaling; what was signalled after it,
     and a peer-reflexive candidate learned from the peer's check (``b`` signals nothing
     to ``a`` but its parameters); nothing again after an ICE restart."""
-    config = loopback_config()
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(loopback_config()) as (a, b):
 
         def peer_of(agent: trice.Agent) -> tuple[object, tuple[trice.Candidate, ...]]:
             return agent.remote_parameters, agent.remote_candidates

@@ -1553,6 +1553,7 @@ class Agent:
         ipv6 = transport.family == socket.AF_INET6
         added = False
         dropped = False  # (a sign of life too: see below)
+        empty = True
         for _ in range(READ_BATCH):
             try:
                 data, source = recv(65536)
@@ -1590,12 +1591,7 @@ class Agent:
             else:
                 self._unknown_source += 1
         else:
-            if added or dropped:
-                if added:
-                    buffer.wake()
-                if self._core.state is _DISCONNECTED:
-                    self._resume()
-            return False
+            empty = False  # (a whole batch read: there may be more)
         if added or dropped:
             if added:
                 buffer.wake()
@@ -1604,7 +1600,7 @@ class Agent:
                 # further socket's reader, a check task): the agent task tells the core,
                 # once a batch, of the data queued or dropped (a sign of life all the same).
                 self._resume()
-        return True
+        return empty
 
     async def _receive_loop(self, transport: UdpTransport) -> None:
         """The reader of one socket, so that STUN is answered whether or not anyone reads
