@@ -775,6 +775,10 @@ async def test_statistics_count_the_datagrams_and_bytes_sent_and_received() -> N
         assert (sent.datagrams_sent, sent.bytes_sent) == (8, 500 + 50 + 64 + 32)
         assert (received.datagrams_received, received.bytes_received) == (8, 646)
         assert (received.datagrams_sent, received.bytes_sent) == (0, 0)
+    # Once the agent closed, as the other counters do (they read 0: the closing agent let
+    # go of its connection, which held them).
+    closed = a.statistics()
+    assert (closed.datagrams_sent, closed.bytes_sent) == (sent.datagrams_sent, sent.bytes_sent)
 
 
 async def test_a_datagram_that_looks_like_stun_is_refused() -> None:
@@ -1331,6 +1335,20 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         trice.open_agent(config, controlling=controlling)  # type: ignore[arg-type]
 
 
+class _NoTruth:
+    """A value whose ``==`` gives something that raises when asked for its truth (as a
+    numpy array's does)."""
+
+    def __eq__(self, other: object) -> Any:
+        class Ambiguous:
+            def __bool__(self) -> bool:
+                raise ValueError("ambiguous")
+
+        return Ambiguous()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
     [
@@ -1372,6 +1390,7 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         (trice.Timing, {"mdns_timeout": 0}),
         (trice.Timing, {"ta": math.inf}),
         (trice.Timing, {"rto": "1"}),
+        (trice.Timing, {"rto": _NoTruth()}),  # (its == gives what has no truth value)
         (trice.Timing, {"max_binding_requests": True}),
         (trice.Timing, {"max_binding_requests": 10**9}),
         (trice.Timing, {"ta": 10**400}),

@@ -772,27 +772,32 @@ def test_regular_nomination_waits_for_a_better_pair_at_most_the_nomination_delay
 
 
 @pytest.mark.parametrize(
-    ("direct_path", "timing"),
+    ("direct_path", "timing", "dead_hosts"),
     [
-        ("slow", Timing()),
-        ("dead", Timing()),
-        ("slow", Timing(rto=1.5)),  # (a slow link's timers: the retransmission at 1.5 s)
-        ("dead", Timing(rto=1.5)),
+        ("slow", Timing(), 0),
+        ("dead", Timing(), 0),
+        ("slow", Timing(rto=1.5), 0),  # (a slow link's timers: the retransmission at 1.5 s)
+        ("dead", Timing(rto=1.5), 0),
+        ("slow", Timing(), 24),  # (many pairs: a first RTO of 24 x ta, RFC 8445 §14.3)
     ],
 )
 def test_a_relayed_pair_waits_the_relay_nomination_delay_for_a_direct_one(
-    direct_path: str, timing: Timing
+    direct_path: str, timing: Timing, dead_hosts: int
 ) -> None:
     """A relayed pair is valid while the direct one's first check was lost (each side's,
     as a router resolving ARP drops): with the short ``nomination_delay`` (0.25 s, less
     than the RTO) the relay was nominated, for the session's life.  A relayed best waits
-    ``relay_nomination_delay`` (1 s), and at least ``rto + nomination_delay``, for a better
-    pair still being checked, so the direct path, valid at its retransmission, wins; a dead
-    one costs that wait, not the time its checks take to fail (15.5 s)."""
+    ``relay_nomination_delay`` (1 s), and at least a check's first RTO (``rto``, or ``ta``
+    times the pairs being checked) plus ``nomination_delay``, for a better pair still being
+    checked, so the direct path, valid at its retransmission, wins; a dead one costs that
+    wait, not the time its checks take to fail (15.5 s)."""
     net = Network(latency=0.01)
     a = net.add_endpoint("a", controlling=True, tiebreaker=2, timing=timing)
     b = net.add_endpoint("b", controlling=False, tiebreaker=1, timing=timing)
-    a.add_host("10.0.0.1", 5000)
+    dead = {f"10.9.{i}.1" for i in range(dead_hosts)}  # (addresses that reach nothing)
+    for i in range(dead_hosts):
+        a.add_host(f"10.9.{i}.1", 5000, local_pref=65535 - i)
+    a.add_host("10.0.0.1", 5000, local_pref=60000 if dead_hosts else 65535)
     relay_base = len(a.bases)
     a.bases[relay_base] = ("198.51.100.1", 7000)
     relay = make_candidate(
@@ -806,8 +811,9 @@ def test_a_relayed_pair_waits_the_relay_nomination_delay_for_a_direct_one(
     a.signalled.append(relay)
     b.add_host("10.0.0.2", 6000)
     direct = {("10.0.0.1", 5000), ("10.0.0.2", 6000)}
-    lost_until = 0.005 if direct_path == "slow" else math.inf
+    lost_until = 0.005 + dead_hosts * timing.ta if direct_path == "slow" else math.inf
     net.drop(lambda p: net.now < lost_until and p.src in direct and p.dst in direct)
+    net.drop(lambda p: p.src[0] in dead or p.dst[0] in dead)
     net.exchange(a, b)
     assert net.run_until(lambda: a.core.selected is not None, max_time=20)
     selected = a.core.selected

@@ -90,7 +90,6 @@ async def test_a_mux_agent_in_either_role_and_as_ice_lite(
         assert (host.address, host.port) == mux.local_address
 
 
-@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) here")
 async def test_muxes_can_be_referred_to_weakly() -> None:
     """A UDP or a TCP mux can be held weakly (an application's WeakSet or
     weakref.finalize of them), as an agent can: there was no ``__weakref__`` slot."""
@@ -102,6 +101,7 @@ async def test_muxes_can_be_referred_to_weakly() -> None:
         assert weakref.ref(tcp)() is tcp
 
 
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) here")
 async def test_a_mux_on_ipv6_loopback() -> None:
     async with trice.open_udp_mux("::1") as mux:
         server_config = loopback_config(ipv6=True)

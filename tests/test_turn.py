@@ -1244,6 +1244,10 @@ def test_framer_over_arbitrary_chunking(frames: list[bytes], data: st.DataObject
         out += framer.feed(stream[start:end])
     assert out == frames
     assert framer.buffered == 0
+    # Fed as views that are not contiguous (every other byte of a doubled stream), too.
+    doubled = bytes(b for byte in stream for b in (byte, 0))
+    framer = StreamFramer()
+    assert framer.feed(memoryview(doubled)[::2]) == frames
 
 
 def test_framer_rejects_a_stream_out_of_step() -> None:

@@ -102,8 +102,12 @@ def _check_flags(owner: object, *names: str) -> None:
 MAX_SECONDS = 365 * 24 * 3600
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = _is_number(value)
     try:
         ok = ok and math.isfinite(value)
     except OverflowError:  # (an int beyond any float)
@@ -111,11 +115,12 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     ok = ok and (value >= 0 if allow_zero else value > 0) and value <= MAX_SECONDS
     if not ok:
         # (Pion turns a timer off with 0: say what to do here instead.)
-        hint = (
-            " (no timer is turned off by 0: give a long time instead)"
-            if value == 0 and not allow_zero and name.startswith("Timing.")
-            else ""
-        )
+        hint = ""
+        if _is_number(value) and value == 0 and not allow_zero and name.startswith("Timing."):
+            hint = " (no timer is turned off by 0: give a long time instead"
+            if name in ("Timing.disconnected_timeout", "Timing.failed_timeout"):
+                hint += "; consent ends a silent pair at 30 s whatever these say, RFC 7675"
+            hint += ")"
         raise ConfigError(
             f"{name} must be a number {'>= 0' if allow_zero else '> 0'} of at most a year "
             f"of seconds ({MAX_SECONDS}), not {value!r:.40}{hint}"
@@ -317,8 +322,9 @@ class Timing:
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
             better pairs still being checked before it nominates the best valid one.
         relay_nomination_delay: the same wait when the best valid pair is relayed (a TURN
-            candidate on either side), and at least ``rto + nomination_delay`` whatever
-            this says: long enough for a better pair's first retransmission to succeed,
+            candidate on either side), and at least a check's first RTO (``rto``, or
+            ``ta`` times the pairs being checked, RFC 8445 §14.3) plus ``nomination_delay``
+            whatever this says: long enough for a better pair's first retransmission to succeed,
             since a nomination is final and a session nominated onto a relay stays there.
             Pion waits 2 s for a relayed pair (``RelayAcceptanceMinWait``), counted from
             the start of checks and whether or not a better pair is still being checked;

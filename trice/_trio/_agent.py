@@ -235,6 +235,7 @@ class Agent:
         "_route_pair",
         "_runs",
         "_selected_lost",
+        "_sent_total",
         "_signalled",
         "_sleeping_until",
         "_stun_received",
@@ -335,6 +336,7 @@ class Agent:
         self._stun_received = 0
         self._datagrams = 0
         self._bytes_received = 0
+        self._sent_total = (0, 0)  # (datagrams and bytes the connection sent, once closed)
         self._reports: tuple[GatherReport, ...] = ()
         self._bases_made = 0
         self._mapped: set[tuple[int, Address]] | None = None  # srflx found (made on need)
@@ -410,11 +412,16 @@ class Agent:
         core = self._core
         tcp = self._tcp_counters or TcpCounters()
         connection = self._connection
+        sent = (
+            self._sent_total
+            if connection is None
+            else (connection.datagrams_sent, connection.bytes_sent)
+        )
         return AgentStatistics(
             datagrams_received=self._datagrams,
             bytes_received=self._bytes_received,
-            datagrams_sent=0 if connection is None else connection.datagrams_sent,
-            bytes_sent=0 if connection is None else connection.bytes_sent,
+            datagrams_sent=sent[0],
+            bytes_sent=sent[1],
             datagrams_dropped=self._buffer.dropped,
             unknown_source_dropped=self._unknown_source,
             malformed_dropped=self._malformed,
@@ -1551,7 +1558,7 @@ class Agent:
         remotes = self._core.remote_addresses  # the core's own dict of them, kept up to date
         lite_source = self._lite_source
         ipv6 = transport.family == socket.AF_INET6
-        added = False
+        added = size = 0  # (datagrams queued and their bytes, counted once a batch)
         dropped = False  # (a sign of life too: see below)
         empty = True
         for _ in range(READ_BATCH):
@@ -1579,10 +1586,9 @@ class Agent:
                 if queue is None:
                     queue = buffer.make_queue()
                 if len(queue) < maxlen:
-                    self._datagrams += 1
-                    self._bytes_received += len(data)
                     queue.append(data)
-                    added = True
+                    added += 1
+                    size += len(data)
                     if one:
                         break
                 else:
@@ -1594,6 +1600,8 @@ class Agent:
             empty = False  # (a whole batch read: there may be more)
         if added or dropped:
             if added:
+                self._datagrams += added
+                self._bytes_received += size
                 buffer.wake()
             if self._core.state is _DISCONNECTED:
                 # The peer seemed gone, and this task is not the agent's (a receiver, a
@@ -1725,7 +1733,8 @@ class Agent:
             connection._reroute()
             # The connection keeps the agent (to say it is closed); the agent lets go of it,
             # so that a closed agent is freed as soon as nobody holds either, not at the
-            # next collection of reference cycles.
+            # next collection of reference cycles.  (What it sent stays counted.)
+            self._sent_total = (connection.datagrams_sent, connection.bytes_sent)
             self._connection = None
         self._buffer.close()
         for stream in list(self._subscribers or ()):

@@ -1788,14 +1788,18 @@ class AgentCore:
     def _nomination_delay(self, best: Pair) -> float:
         """How long after the first valid pair ``best`` waits for better pairs still being
         checked: ``Timing.relay_nomination_delay`` if it is relayed (either candidate), and
-        at least ``rto + nomination_delay``, so that a direct path whose first check was
+        at least a check's first RTO (``rto``, or more with many pairs being checked) plus
+        ``nomination_delay``, so that a direct path whose first check was
         lost has its retransmission's time (a nomination is final: a session nominated
         onto a relay stays there); else ``Timing.nomination_delay``."""
         timing = self.timing
         if best.remote.type is _RELAY or (best.valid_local or best.local).type is _RELAY:
             # (At least a retransmission's time past the direct pair's own wait, whatever
-            # the timers given: a slow link's longer RTO too.)
-            return max(timing.relay_nomination_delay, timing.rto + timing.nomination_delay)
+            # the timers given: a slow link's longer RTO, or the longer one of many pairs
+            # being checked, RFC 8445 §14.3, as a check starting now would have it.)
+            schedule = self._check_schedule()
+            first_rto = schedule[1] if len(schedule) > 2 else timing.rto
+            return max(timing.relay_nomination_delay, first_rto + timing.nomination_delay)
         return timing.nomination_delay
 
     def _nominate(self, pair: Pair, now: float) -> None:

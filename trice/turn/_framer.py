@@ -45,7 +45,10 @@ class StreamFramer:
                 keeps the offending bytes and raises again on the next call.
         """
         buffer = self._buffer
-        buffer += data
+        try:
+            buffer += data
+        except TypeError:  # (a memoryview that is not contiguous: its bytes, in order)
+            buffer += memoryview(data).tobytes()
         frames: list[bytes] = []
         start = 0
         try:
