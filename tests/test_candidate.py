@@ -301,6 +301,16 @@ def test_bad_lines(line: str, field: str) -> None:
     assert isinstance(info.value, ValueError)
 
 
+def test_an_ipv4_mapped_address_is_the_ipv4_address_it_maps() -> None:
+    """``::ffff:127.0.0.1`` (as some stacks write an IPv4 peer) is 127.0.0.1, as Pion reads
+    it: paired with the IPv4 sockets, from which it is reached (it was kept as IPv6, paired
+    with the IPv6-only socket, which cannot reach it, and never succeeded)."""
+    candidate = Candidate.from_sdp("candidate:1 1 udp 1 ::ffff:127.0.0.1 9 typ host")
+    assert candidate.address == "127.0.0.1"
+    upper = Candidate.from_sdp("candidate:1 1 udp 1 ::FFFF:7F00:1 9 typ host")
+    assert upper.address == "127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("line", "quoted"),
     [

@@ -668,6 +668,23 @@ def test_an_ipv4_link_local_address_is_gathered(monkeypatch: pytest.MonkeyPatch)
     assert [h.address for h in found] == ["169.254.7.8"]
 
 
+def test_ipv6_addresses_that_must_not_be_candidates_are_not_gathered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Site-local (fec0::/10) and IPv4-compatible (::a.b.c.d) IPv6 addresses MUST NOT be
+    candidates (RFC 8445 §5.1.1.1: they were gathered), and an IPv4-mapped one cannot be
+    bound (a warning each gathering); a global one is."""
+    ips = [
+        SimpleNamespace(ip=(text, 0, 0), network_prefix=64)
+        for text in ("fec0::1", "::a01:203", "::ffff:10.1.2.3", "2001:db8::5")
+    ]
+    adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
+    assert [h.address for h in found] == ["2001:db8::5"]
+
+
 def test_mdns_takes_an_interfaces_routable_address_before_its_link_local_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

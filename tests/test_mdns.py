@@ -215,6 +215,30 @@ async def test_without_mdns_a_name_is_not_resolved_and_the_peer_is_learned_inste
         assert plain._mdns is None
 
 
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_name_answered_with_a_link_local_address_first_takes_its_usable_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name answered with fe80::1 then ::1 (AAAA records, link-local first): the remote
+    candidate is at ::1, which pairs; at fe80::1 it paired with nothing trice gathers, and
+    only the peer's checks could connect."""
+
+    async def resolve(self: Mdns, name: str) -> tuple[str, ...]:
+        await trio.lowlevel.checkpoint()
+        return ("fe80::1", "::1")
+
+    monkeypatch.setattr(Mdns, "resolve", resolve)
+    config = _config(QUERY, ipv6=True)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("abcd", "a" * 22)
+        line = "candidate:1 1 udp 2130706431 peer-b.local 9 typ host"
+        agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        await until(lambda: bool(agent.remote_candidates))
+        assert [c.address for c in agent.remote_candidates] == ["::1"]
+        assert agent.statistics().pairs == 1
+
+
 async def test_a_name_nobody_answers_for_is_dropped_and_holds_failure_back_until_then(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -117,6 +117,17 @@ def test_get_and_get_all() -> None:
     assert msg.get(stun.Priority) == stun.Priority(1)
 
 
+def test_a_reason_phrase_padded_with_nuls_is_read_without_them() -> None:
+    """coturn pads its reason phrases with NULs to a multiple of 4 bytes: padding, not
+    text (it showed in errors and logs: '440 Unsupported address family\\x00\\x00')."""
+    value = bytes((0, 0, 4, 40)) + b"Unsupported address family\x00\x00"
+    response = binding_request().error_response(440, "x").encode()
+    padded = response[:20] + b"\x00\x09" + len(value).to_bytes(2, "big") + value
+    padded = padded[:2] + (len(padded) - 20).to_bytes(2, "big") + padded[4:]
+    error = stun.decode(padded).get(stun.ErrorCode)
+    assert error == stun.ErrorCode(440, "Unsupported address family")
+
+
 def test_unknown_attributes_are_kept() -> None:
     attrs = (
         stun.UnknownAttribute(0x7FFE, b"req"),

@@ -23,6 +23,7 @@ import contextvars
 import dataclasses
 import functools
 import heapq
+import ipaddress
 import itertools
 import logging
 import math
@@ -1125,9 +1126,19 @@ class Agent:
             core.release_remote(None, generation)
             self._pump()
             return
-        # (IPv4 first, of the families this agent gathers: mDNS itself runs over IPv4.)
+        # (IPv4 first, of the families this agent gathers: mDNS itself runs over IPv4; and
+        # not an IPv6 link-local address, which pairs with nothing trice gathers, if the
+        # name has another.)
         network = self.config.network
-        usable = [a for a in addresses if (network.ipv6 if ":" in a else network.ipv4)]
+        usable = [
+            a
+            for a in addresses
+            if (
+                network.ipv6 and not ipaddress.ip_address(a).is_link_local
+                if ":" in a
+                else network.ipv4
+            )
+        ]
         address = (usable or addresses)[0]
         logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
         try:

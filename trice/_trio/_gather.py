@@ -149,9 +149,17 @@ def _addresses(adapter: Any) -> list[_Found]:
         except ValueError:
             continue
         # (IPv6 link-local needs a zone no candidate carries; IPv4 link-local, RFC 3927,
-        # is a cable between two machines with no DHCP: kept.)
-        link_local = address.version == 6 and address.is_link_local
-        never = link_local or address.is_multicast or address.is_unspecified
+        # is a cable between two machines with no DHCP: kept.  Site-local and
+        # IPv4-compatible IPv6 addresses MUST NOT be candidates, RFC 8445 §5.1.1.1; an
+        # IPv4-mapped one cannot be bound.)
+        never = address.is_multicast or address.is_unspecified
+        if address.version == 6 and not never:
+            never = (
+                address.is_link_local
+                or address.is_site_local
+                or address.ipv4_mapped is not None
+                or (int(address) >> 32 == 0 and not address.is_loopback)
+            )
         addresses.append(
             _Found(
                 address,

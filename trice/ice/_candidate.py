@@ -84,7 +84,9 @@ def canonical_ip(text: str) -> str | None:
     """Return the canonical text of an IPv4 or IPv6 literal, or ``None`` if it is not one.
 
     IPv6 addresses come without brackets and in compressed lower-case form (RFC 5952 §4).  An
-    IPv6 zone index (``fe80::1%eth0``) is refused: it means nothing to the remote peer.
+    IPv6 zone index (``fe80::1%eth0``) is refused: it means nothing to the remote peer.  An
+    IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) is the IPv4 address it maps, as Pion
+    reads it: reached from an IPv4 socket (an IPv6 socket of trice's, IPv6-only, cannot).
     """
     if type(text) is str:
         return _canonical_ip(text)
@@ -104,8 +106,11 @@ def _parse_ip(text: str) -> str | None:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
-        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            return None
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
     return str(ip)
 
 

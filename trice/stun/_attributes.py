@@ -342,6 +342,7 @@ class ErrorCode(Attribute):
 
     Common codes: 300 Try Alternate, 400 Bad Request, 401 Unauthenticated, 420 Unknown
     Attribute, 438 Stale Nonce, 487 Role Conflict (RFC 8445 §7.3.1.1), 500 Server Error.
+    A decoded reason phrase has no trailing NULs (padding some servers add: coturn's).
     """
 
     code: int
@@ -362,7 +363,10 @@ class ErrorCode(Attribute):
         number = value[3]
         if not 3 <= klass <= 6 or number > 99:
             raise StunDecodeError(f"ERROR-CODE class {klass} number {number} out of range")
-        return cls(klass * 100 + number, value[4:].decode("utf-8", "surrogateescape"))
+        # (Some servers pad the reason phrase with NULs to a multiple of 4, coturn among
+        # them: padding, not text.)
+        reason = value[4:].rstrip(b"\x00").decode("utf-8", "surrogateescape")
+        return cls(klass * 100 + number, reason)
 
 
 @register
