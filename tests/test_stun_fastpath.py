@@ -345,7 +345,7 @@ def test_the_key_caches_are_shared_safely_by_threads() -> None:
         try:
             for i in range(3000):
                 key = stun.short_term_key(f"{tag}-{i}")
-                success_pads(key)  # (the fast path's cache, and sha1_pads' under it)
+                success_pads(key)  # (sha1_pads' cache, which the fast path signs with)
                 stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode(
                     integrity_key=key, fingerprint=False
                 )

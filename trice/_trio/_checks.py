@@ -193,6 +193,10 @@ class CheckRun:
             runs.pop(check.transaction_id, None)  # (first: the drop below must not see it)
             if not runs:
                 agent._runs = {}
+                # No check in flight: what the agent's timer heap holds is stale (each
+                # entry a finished run, its check and message), and would stay until the
+                # agent task next woke (an idle agent: the next consent check).
+                agent._timers.clear()
             transport = self.transport
             if isinstance(transport, TcpTransport) and (
                 check.pair.state is PairState.FAILED or agent._core.cancelled(check)
