@@ -781,6 +781,36 @@ async def test_statistics_count_the_datagrams_and_bytes_sent_and_received() -> N
     assert (closed.datagrams_sent, closed.bytes_sent) == (sent.datagrams_sent, sent.bytes_sent)
 
 
+async def test_data_read_in_a_batch_whose_stun_handling_raised_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of reads counts what it queued at its end: when handling a STUN message of
+    the batch raises (a bug, say, out of a receive that reads the socket itself), the data
+    queued before it is counted all the same (it was in the buffer, and counted nowhere)."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        await connect_both(a, b)
+        primary = a._primary
+        assert primary is not None and b._primary is not None
+        before = a.statistics()
+        to_a = primary.sock.getsockname()[:2]
+        for datagram in (b"\x80one", b"\x80two", _BINDING_INDICATION):
+            b._primary.sock.sendto(datagram, to_a)
+
+        def raises(*args: object) -> None:
+            raise RuntimeError("a bug in STUN handling")
+
+        monkeypatch.setattr(trice._trio._agent.Agent, "_on_stun", raises)
+        with pytest.raises(RuntimeError):
+            a._drain(primary)  # (no checkpoint since the sends: nobody read them first)
+        after = a.statistics()
+        assert after.datagrams_received - before.datagrams_received == 2
+        assert after.bytes_received - before.bytes_received == 8
+
+
+_BINDING_INDICATION = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode()
+
+
 async def test_a_datagram_that_looks_like_stun_is_refused() -> None:
     """A datagram whose first byte is 0-3 and whose bytes 4-8 are STUN's magic cookie is
     STUN to the peer (RFC 7983), which dropped it: both sends refuse it (as Pion's Write

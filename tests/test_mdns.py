@@ -26,6 +26,7 @@ from trice.mdns._responder import MdnsResponder
 from loopback import (
     HAS_IPV6,
     connect_both,
+    filtered_config,
     loopback_config,
     server_socket,
     signal,
@@ -216,26 +217,37 @@ async def test_without_mdns_a_name_is_not_resolved_and_the_peer_is_learned_inste
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
-async def test_a_name_answered_with_a_link_local_address_first_takes_its_usable_one(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("answers", "gathered", "taken"),
+    [
+        (("fe80::1", "::1"), "::1", "::1"),  # (link-local first: it paired with nothing)
+        (("::1", "127.0.0.1"), "127.0.0.1", "127.0.0.1"),  # (IPv6 allowed, none gathered)
+    ],
+)
+async def test_a_name_answered_with_an_address_that_pairs_with_nothing_first_takes_one_that_does(
+    monkeypatch: pytest.MonkeyPatch, answers: tuple[str, ...], gathered: str, taken: str
 ) -> None:
-    """A name answered with fe80::1 then ::1 (AAAA records, link-local first): the remote
-    candidate is at ::1, which pairs; at fe80::1 it paired with nothing trice gathers, and
-    only the peer's checks could connect."""
+    """A name answered first with an address no local candidate pairs with (IPv6
+    link-local, which trice never gathers; or of a family the agent has no candidate of):
+    the remote candidate takes the address that pairs (it took the first, and paired with
+    nothing: only the peer's checks could connect)."""
 
     async def resolve(self: Mdns, name: str) -> tuple[str, ...]:
         await trio.lowlevel.checkpoint()
-        return ("fe80::1", "::1")
+        return answers
 
     monkeypatch.setattr(Mdns, "resolve", resolve)
-    config = _config(QUERY, ipv6=True)
+    # (IPv6 only; or both families allowed, IPv4 alone gathered.  mDNS runs over IPv4:
+    # an IP filter that takes no IPv4 address leaves it no link.)
+    config = _config(QUERY, ipv6=True) if ":" in gathered else filtered_config({gathered})
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
+        assert [c.address for c in agent.local_candidates] == [gathered]
         agent.set_remote_parameters("abcd", "a" * 22)
         line = "candidate:1 1 udp 2130706431 peer-b.local 9 typ host"
         agent.add_remote_candidate(trice.Candidate.from_sdp(line))
         await until(lambda: bool(agent.remote_candidates))
-        assert [c.address for c in agent.remote_candidates] == ["::1"]
+        assert [c.address for c in agent.remote_candidates] == [taken]
         assert agent.statistics().pairs == 1
 
 

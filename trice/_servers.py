@@ -92,6 +92,16 @@ class ServerUrl:
         scheme = scheme.lower()
         if not isinstance(host, str):
             raise ConfigError(f"host must be a str, got {host!r}")
+        try:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        except ValueError:
+            mapped = None
+        if mapped is not None:
+            # (Asked before canonical_ip, which reads it as the IPv4 address it maps, as a
+            # peer's candidate is: in a URL the user wrote, say what to write.)
+            raise ConfigError(
+                f"host {host!r} is an IPv4-mapped IPv6 address: write {mapped} instead"
+            )
         canonical = canonical_ip(host)
         if canonical is None:
             # (A trailing dot, the DNS root, names the same host: RFC 3986's reg-name.)
@@ -99,14 +109,6 @@ class ServerUrl:
             if not is_hostname(name):
                 raise ConfigError(f"host {host!r} is neither an IP address nor a DNS name")
             canonical = name.lower()
-        elif ":" in canonical:
-            mapped = ipaddress.IPv6Address(canonical).ipv4_mapped
-            if mapped is not None:
-                # (No socket could use it: an IPv4 socket takes no IPv6 literal, and an
-                # IPv6 socket, V6ONLY, cannot send to a mapped address.)
-                raise ConfigError(
-                    f"host {host!r} is an IPv4-mapped IPv6 address: write {mapped} instead"
-                )
         if port is None:
             port = _DEFAULT_PORT[scheme]
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:

@@ -31,7 +31,7 @@ import secrets
 import socket
 import sys
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -1078,6 +1078,26 @@ class Agent:
             return opened
         return mdns if isinstance(mdns, Mdns) else None
 
+    def _resolved_address(self, addresses: Sequence[str]) -> str:
+        """Of the addresses a ``.local`` name resolved to, the one its candidate takes: IPv4
+        first (mDNS itself runs over IPv4), of a family this agent has a local candidate of
+        (else of one it gathers), and not an IPv6 link-local address, which pairs with
+        nothing trice gathers; else the first.  (An address of a family with no base of
+        the agent's paired with nothing.)"""
+
+        def pairable(address: str, families: Collection[bool]) -> bool:
+            v6 = ":" in address
+            return v6 in families and not (v6 and ipaddress.ip_address(address).is_link_local)
+
+        network = self.config.network
+        gathered = {":" in local.address for local, _ in self._core.local_candidates}
+        configured = {family for family, on in ((False, network.ipv4), (True, network.ipv6)) if on}
+        for families in (gathered, configured):
+            usable = sorted((a for a in addresses if pairable(a, families)), key=lambda a: ":" in a)
+            if usable:
+                return usable[0]
+        return addresses[0]
+
     def _resolve_later(self, candidate: Candidate) -> None:
         """A ``.local`` candidate: held by the core (it counts against the cap, and an
         end-of-candidates waits for it), resolved by mDNS in a task of its own, then given
@@ -1126,20 +1146,7 @@ class Agent:
             core.release_remote(None, generation)
             self._pump()
             return
-        # (IPv4 first, of the families this agent gathers: mDNS itself runs over IPv4; and
-        # not an IPv6 link-local address, which pairs with nothing trice gathers, if the
-        # name has another.)
-        network = self.config.network
-        usable = [
-            a
-            for a in addresses
-            if (
-                network.ipv6 and not ipaddress.ip_address(a).is_link_local
-                if ":" in a
-                else network.ipv4
-            )
-        ]
-        address = (usable or addresses)[0]
+        address = self._resolved_address(addresses)
         logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
         try:
             if not core.release_remote(dataclasses.replace(candidate, address=address), generation):
@@ -1572,53 +1579,56 @@ class Agent:
         added = size = 0  # (datagrams queued and their bytes, counted once a batch)
         dropped = False  # (a sign of life too: see below)
         empty = True
-        for _ in range(READ_BATCH):
-            try:
-                data, source = recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                if transport.closed:
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    data, source = recv(65536)
+                except (BlockingIOError, InterruptedError):
                     break
-                continue  # ICMP errors surface here on some systems; UDP carries on.
-            if ipv6:
-                source = (source[0], source[1])
-            if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
-                self._on_stun(transport, data, source)
-            elif source in remotes:
-                if buffer.closed:
-                    # (ICE failed, or the connection closed: no data is taken, RFC 7675.)
-                    buffer.dropped += 1
-                    dropped = True
-                    continue
-                if source == lite_source:
-                    self._lite_data += 1
-                    self._lite_at = self._now()
-                if queue is None:
-                    queue = buffer.make_queue()
-                if len(queue) < maxlen:
-                    queue.append(data)
-                    added += 1
-                    size += len(data)
-                    if one:
+                except OSError:
+                    if transport.closed:
                         break
+                    continue  # ICMP errors surface here on some systems; UDP carries on.
+                if ipv6:
+                    source = (source[0], source[1])
+                if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
+                    self._on_stun(transport, data, source)
+                elif source in remotes:
+                    if buffer.closed:
+                        # (ICE failed, or the connection closed: no data is taken, RFC 7675.)
+                        buffer.dropped += 1
+                        dropped = True
+                        continue
+                    if source == lite_source:
+                        self._lite_data += 1
+                        self._lite_at = self._now()
+                    if queue is None:
+                        queue = buffer.make_queue()
+                    if len(queue) < maxlen:
+                        queue.append(data)
+                        added += 1
+                        size += len(data)
+                        if one:
+                            break
+                    else:
+                        buffer.dropped += 1
+                        dropped = True
                 else:
-                    buffer.dropped += 1
-                    dropped = True
+                    self._unknown_source += 1
             else:
-                self._unknown_source += 1
-        else:
-            empty = False  # (a whole batch read: there may be more)
-        if added or dropped:
-            if added:
-                self._datagrams += added
-                self._bytes_received += size
-                buffer.wake()
-            if self._core.state is _DISCONNECTED:
-                # The peer seemed gone, and this task is not the agent's (a receiver, a
-                # further socket's reader, a check task): the agent task tells the core,
-                # once a batch, of the data queued or dropped (a sign of life all the same).
-                self._resume()
+                empty = False  # (a whole batch read: there may be more)
+        finally:
+            # (Also when handling a STUN message raised: what was queued before it counts.)
+            if added or dropped:
+                if added:
+                    self._datagrams += added
+                    self._bytes_received += size
+                    buffer.wake()
+                if self._core.state is _DISCONNECTED:
+                    # The peer seemed gone, and this task is not the agent's (a receiver, a
+                    # further socket's reader, a check task): the agent task tells the core,
+                    # once a batch, of the data queued or dropped (a sign of life all the same).
+                    self._resume()
         return empty
 
     async def _receive_loop(self, transport: UdpTransport) -> None:
