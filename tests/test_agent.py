@@ -781,6 +781,9 @@ async def test_statistics_count_the_datagrams_and_bytes_sent_and_received() -> N
     assert (closed.datagrams_sent, closed.bytes_sent) == (sent.datagrams_sent, sent.bytes_sent)
 
 
+_BINDING_INDICATION = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode()
+
+
 async def test_data_read_in_a_batch_whose_stun_handling_raised_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -806,9 +809,6 @@ async def test_data_read_in_a_batch_whose_stun_handling_raised_is_counted(
         after = a.statistics()
         assert after.datagrams_received - before.datagrams_received == 2
         assert after.bytes_received - before.bytes_received == 8
-
-
-_BINDING_INDICATION = stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode()
 
 
 async def test_a_datagram_that_looks_like_stun_is_refused() -> None:

@@ -115,7 +115,8 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
             raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
         raise
     adapters = []
-    asker = _flags_socket() if any(getattr(a, "index", None) is not None for a in found) else None
+    asks = sys.platform == "linux" and any(getattr(a, "index", None) is not None for a in found)
+    asker = _flags_socket() if asks else None  # (see link_up)
     try:
         for adapter in found:
             name = str(adapter.nice_name or adapter.name)
