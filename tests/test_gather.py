@@ -685,6 +685,83 @@ def test_ipv6_addresses_that_must_not_be_candidates_are_not_gathered(
     assert [h.address for h in found] == ["2001:db8::5"]
 
 
+def test_an_address_a_temporary_one_stands_for_is_not_gathered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 8445 §5.1.1.1: with a temporary IPv6 address gathered, an address of the same
+    interface and prefix that lets the host be tracked MUST NOT be (both were); one of
+    another prefix is.  A deprecated address is left out where its interface has a fresh
+    one of its family (an old temporary one, here), kept where it has none (the IPv4
+    one)."""
+    flags = {"eth9": {"2001:db8:1::10": 0x80, "2001:db8:1::77": 0x01, "2001:db8:1::66": 0x21}}
+    flags["eth9"]["2001:db8:2::5"] = 0x80
+    texts = ["2001:db8:1::10", "2001:db8:1::66", "2001:db8:1::77", "2001:db8:2::5"]
+    ips = [SimpleNamespace(ip=(text, 0, 0), network_prefix=64) for text in texts]
+    ips.append(SimpleNamespace(ip="10.9.9.9", network_prefix=24))
+    adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
+    assert [h.address for h in found] == ["2001:db8:1::77", "2001:db8:2::5", "10.9.9.9"]
+    # The temporary one filtered out: the address it stood for is gathered.
+    network = trice.NetworkConfig(
+        interface_filter=lambda n: n == "eth9", ip_filter=lambda a: str(a) != "2001:db8:1::77"
+    )
+    found = _gather.host_addresses(network)
+    assert [h.address for h in found] == ["2001:db8:1::10", "2001:db8:2::5", "10.9.9.9"]
+
+
+def test_proc_net_if_inet6_reads_as_flags_by_interface_and_address() -> None:
+    text = (
+        "20010db8000100006fdd94c226df6577 03 40 00 01       v0\n"
+        "20010db8000200000000000000000005 03 40 00 a0       v0\n"
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "not a line\n"
+        "zz010db8000200000000000000000005 03 40 00 a0       v0\n"
+    )
+    assert _gather.parse_inet6_flags(text) == {
+        "v0": {"2001:db8:1:0:6fdd:94c2:26df:6577": 0x01, "2001:db8:2::5": 0xA0},
+        "lo": {"::1": 0x80},
+    }
+
+
+_PRIVACY_GATHERER = """
+import json, trio, trice
+
+async def main():
+    config = trice.AgentConfig(network=trice.NetworkConfig(interface_filter=lambda n: n == "v0"))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        print(json.dumps([c.address for c in agent.local_candidates]), flush=True)
+
+trio.run(main)
+"""
+
+
+def test_the_kernels_temporary_and_deprecated_addresses_in_a_namespace() -> None:
+    """In a namespace of the test's own, the kernel makes a temporary address for a prefix
+    (``mngtmpaddr``, RFC 8981) and deprecates one (``preferred_lft 0``): the agent gathers
+    the temporary one, not the address it stands for, and not the deprecated one beside a
+    fresh one; it gathered all four."""
+    require_natlab(turn=False)
+    with lone_namespace("privacy") as ns:
+        for setting in ("all.accept_dad=0", "default.accept_dad=0", "default.use_tempaddr=2"):
+            ns.sysctl(f"net.ipv6.conf.{setting}")
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.ip("link", "set", "v0", "up")
+        ns.ip("link", "set", "v1", "up")
+        ns.ip("-6", "addr", "add", "2001:db8:1::10/64", "dev", "v0", "mngtmpaddr")
+        ns.ip("-6", "addr", "add", "2001:db8:2::5/64", "dev", "v0", "preferred_lft", "0")
+        ns.ip("-6", "addr", "add", "2001:db8:2::6/64", "dev", "v0")
+        shown = ns.ip("-6", "addr", "show", "dev", "v0", "temporary")
+        lines = [line.split() for line in shown.splitlines()]
+        temporary = [fields[1].split("/")[0] for fields in lines if fields[:1] == ["inet6"]]
+        assert len(temporary) == 1, shown
+        found = json.loads(ns.check_output([sys.executable, "-c", _PRIVACY_GATHERER], timeout=30))
+    assert sorted(found) == sorted([temporary[0], "2001:db8:2::6"]), found
+
+
 def test_mdns_takes_an_interfaces_routable_address_before_its_link_local_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

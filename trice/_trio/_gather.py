@@ -88,6 +88,8 @@ class _Found:
     never: bool  # link-local, multicast or unspecified: never gathered
     loopback: bool
     prefix: int  # the length of the interface's network prefix
+    temporary: bool = False  # an IPv6 temporary address (RFC 8981: no tracking by it)
+    deprecated: bool = False  # its preferred lifetime is over (RFC 4862 §5.5.4)
 
 
 _adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
@@ -115,6 +117,7 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
             raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
         raise
     adapters = []
+    flags = _inet6_flags()
     asks = sys.platform == "linux" and any(getattr(a, "index", None) is not None for a in found)
     asker = _flags_socket() if asks else None  # (see link_up)
     try:
@@ -124,7 +127,7 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
                 str(adapter.name), asker
             ):
                 continue  # (set down: its addresses reach nobody for now)
-            adapters.append((name, _addresses(adapter)))
+            adapters.append((name, _addresses(adapter, flags.get(str(adapter.name), {}))))
     finally:
         if asker is not None:
             asker.close()
@@ -140,8 +143,43 @@ def _flags_socket() -> socket.socket | None:
         return None
 
 
-def _addresses(adapter: Any) -> list[_Found]:
-    """What an adapter of ifaddr's lists, as host gathering reads it."""
+#: IPv6 address flags (``IFA_F_TEMPORARY`` and ``IFA_F_DEPRECATED``, linux/if_addr.h), as
+#: /proc/net/if_inet6 shows them.
+_IFA_F_TEMPORARY = 0x01
+_IFA_F_DEPRECATED = 0x20
+
+
+def _inet6_flags() -> dict[str, dict[str, int]]:
+    """The flags of this namespace's IPv6 addresses (interface name -> address -> flags)
+    where the system says them (Linux's /proc/net/if_inet6); empty where it does not."""
+    try:
+        with open("/proc/net/if_inet6", encoding="utf-8", errors="surrogateescape") as file:
+            return parse_inet6_flags(file.read())
+    except OSError:
+        return {}
+
+
+def parse_inet6_flags(text: str) -> dict[str, dict[str, int]]:
+    """/proc/net/if_inet6's lines (address in 32 hex digits, interface index, prefix
+    length, scope, flags, name) as interface name -> address literal -> flags; a line
+    that does not read so is skipped."""
+    flags: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 6 or len(fields[0]) != 32:
+            continue
+        try:
+            address = str(ipaddress.IPv6Address(int(fields[0], 16)))
+            value = int(fields[4], 16)
+        except ValueError:
+            continue
+        flags.setdefault(fields[5], {})[address] = value
+    return flags
+
+
+def _addresses(adapter: Any, flags: dict[str, int]) -> list[_Found]:
+    """What an adapter of ifaddr's lists, as host gathering reads it (``flags``: its IPv6
+    addresses' flags, by address literal)."""
     addresses = []
     for ip in adapter.ips:
         text = str(ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip)
@@ -161,6 +199,7 @@ def _addresses(adapter: Any) -> list[_Found]:
                 or address.ipv4_mapped is not None
                 or (int(address) >> 32 == 0 and not address.is_loopback)
             )
+        bits = flags.get(str(address), 0) if address.version == 6 else 0
         addresses.append(
             _Found(
                 address,
@@ -169,6 +208,8 @@ def _addresses(adapter: Any) -> list[_Found]:
                 never,
                 address.is_loopback,
                 int(ip.network_prefix),
+                bool(bits & _IFA_F_TEMPORARY),
+                bool(bits & _IFA_F_DEPRECATED),
             )
         )
     return addresses
@@ -216,9 +257,13 @@ def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> 
 
     Link-local IPv6 is always left out (it cannot reach peers off the link and needs scope
     handling every peer gets wrong); loopback only when ``include_loopback`` is set; IPv4 and
-    IPv6 per the switches; then the interface and IP filters.
+    IPv6 per the switches; then the interface and IP filters.  Of what they take, where the
+    system tells addresses' flags (Linux): an IPv6 address of the prefix of a temporary one
+    gathered on its interface is left out (RFC 8445 §5.1.1.1: it would let the host be
+    tracked, which the temporary one is there to prevent), and so is a deprecated address
+    where its interface has another of its family that is not (RFC 4862 §5.5.4).
     """
-    found: list[HostAddress] = []
+    taken: list[tuple[str, _Found]] = []
     seen: set[str] = set()
     for name, addresses in _adapters(newer_than):
         if network.interface_filter is not None and not network.interface_filter(name):
@@ -230,12 +275,31 @@ def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> 
                 continue
             if network.ip_filter is not None and not network.ip_filter(entry.address):
                 continue
-            literal = entry.literal
-            if literal in seen:
+            if entry.literal in seen:
                 continue
-            seen.add(literal)
-            found.append(HostAddress(name, literal, literal))
-    return found
+            seen.add(entry.literal)
+            taken.append((name, entry))
+    if any(entry.temporary or entry.deprecated for _, entry in taken):
+        taken = _untraceable(taken)
+    return [HostAddress(name, entry.literal, entry.literal) for name, entry in taken]
+
+
+def _untraceable(taken: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
+    """``taken`` without the deprecated addresses that another address of their interface
+    and family replaces, then without the addresses a temporary one left stands for (see
+    :func:`host_addresses`)."""
+
+    def prefix(entry: _Found) -> tuple[int, int]:
+        return entry.prefix, int(entry.address) >> (128 - min(entry.prefix, 128))
+
+    fresh = {(name, entry.version) for name, entry in taken if not entry.deprecated}
+    taken = [(n, e) for n, e in taken if not (e.deprecated and (n, e.version) in fresh)]
+    temporary = {(name, prefix(entry)) for name, entry in taken if entry.temporary}
+    return [
+        (name, entry)
+        for name, entry in taken
+        if entry.temporary or entry.version == 4 or (name, prefix(entry)) not in temporary
+    ]
 
 
 def link_local_interfaces() -> list[str]:
