@@ -712,6 +712,24 @@ def test_an_address_a_temporary_one_stands_for_is_not_gathered(
     assert [h.address for h in found] == ["2001:db8:1::10", "2001:db8:2::5", "10.9.9.9"]
 
 
+async def test_an_interface_name_that_is_not_utf8_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ifaddr reads every interface's name as UTF-8, and reads none when one is not (Linux
+    allows any bytes): open_agent says which name and what to do, in a TriceError; a
+    UnicodeDecodeError came out of it."""
+
+    def get_adapters() -> list[Any]:
+        return [b"ok0", b"bad\xff0"][1].decode("utf-8")  # type: ignore[return-value]
+
+    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    with pytest.raises(trice.TriceError, match=r"not UTF-8 \(b'bad\\xff0'\).*rename it") as info:
+        async with trice.open_agent(loopback_config(), controlling=True) as agent:
+            await agent.wait_gathering_complete()
+    assert not isinstance(info.value, UnicodeError)
+
+
 def test_proc_net_if_inet6_reads_as_flags_by_interface_and_address() -> None:
     text = (
         "20010db8000100006fdd94c226df6577 03 40 00 01       v0\n"

@@ -668,6 +668,8 @@ class Agent:
                 complete (a restart may gather anew once the gathering before it is done).
             LimitError: with ``regather``, no file descriptor is left to read the
                 interfaces with; nothing changes then.
+            TriceError: with ``regather``, an interface's name is not UTF-8 (ifaddr reads
+                no interface then); nothing changes then.
 
         With ``regather``, what the network config's filters raise as the interfaces are
         read comes from here too, before anything changes.
@@ -1800,9 +1802,10 @@ def open_agent(
 
     Errors: an exception raised in the body propagates as itself (not wrapped in an
     exception group).  A failure inside the agent's own tasks (a bug, or
-    :class:`~trice.LimitError` when file descriptors run out while gathering) cancels the
-    body and propagates as itself too; only several simultaneous failures come out as an
-    :class:`ExceptionGroup`.
+    :class:`~trice.LimitError` when file descriptors run out while gathering, a
+    :class:`~trice.TriceError` when an interface's name is not UTF-8, which ifaddr cannot
+    read) cancels the body and propagates as itself too; only several simultaneous failures
+    come out as an :class:`ExceptionGroup`.
     """
     if config is None:
         config = AgentConfig()

@@ -23,7 +23,7 @@ import trio
 
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
-from trice._errors import LimitError, TurnError, printable
+from trice._errors import LimitError, TriceError, TurnError, printable
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -116,6 +116,11 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
         raise
+    except UnicodeDecodeError as exc:  # (ifaddr reads every name as UTF-8, or none)
+        raise TriceError(
+            f"an interface's name is not UTF-8 ({bytes(exc.object)!r:.60}), and ifaddr reads "
+            "no interface then: rename it (ip link set dev OLD name NEW)"
+        ) from None
     adapters = []
     flags = _inet6_flags()
     asks = sys.platform == "linux" and any(getattr(a, "index", None) is not None for a in found)

@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator
 import trio
 
 from trice._config import MAX_SECONDS, NetworkConfig
-from trice._errors import ConfigError, LimitError
+from trice._errors import ConfigError, TriceError
 from trice._trio._gather import host_addresses, link_up
 from trice._trio._log import logger
 
@@ -232,6 +232,8 @@ def address_changes(
         LimitError: no file descriptor is left to read the interfaces with as the watch
             starts.  Later, a read that finds none is logged and tried again (at the next
             poll or notice), and the watch goes on.
+        TriceError: an interface's name is not UTF-8 as the watch starts (ifaddr reads no
+            interface then); later, as for a descriptor short.
     """
     if network is not None and not isinstance(network, NetworkConfig):
         raise ConfigError(
@@ -297,9 +299,10 @@ async def _address_changes(
                 noticed = time.monotonic() - interval
             try:
                 addresses = usable(noticed)
-            except LimitError as exc:
-                # (No descriptor to read the interfaces with, for now: the next poll or
-                # notice tries again, rather than the watch ending.)
+            except TriceError as exc:
+                # (No descriptor to read the interfaces with, or a name ifaddr cannot read,
+                # for now: the next poll or notice tries again, rather than the watch
+                # ending.)
                 logger.warning("address changes: %s; trying again", exc)
                 continue
             if addresses != before:
