@@ -131,6 +131,7 @@ def run_coturn(
     password: str = PASSWORD,
     extra: tuple[str, ...] = (),
     port: int | None = None,
+    relay_ip: str = "127.0.0.1",
 ) -> Iterator[Coturn]:
     """Run coturn on loopback until the block exits (see the module docstring).
 
@@ -142,6 +143,8 @@ def run_coturn(
         extra: more ``turnserver`` options.
         port: the port to listen on (and the next), as an earlier coturn's (a server
             restarted); by default a free one.
+        relay_ip: the address relayed addresses are on (``::1``: a server with IPv6
+            relays only).
     """
     binary = require_turnserver()
     with tempfile.TemporaryDirectory(prefix="trice-coturn-") as tmp:
@@ -155,7 +158,7 @@ def run_coturn(
             "-n",
             "--listening-ip=127.0.0.1",
             f"--listening-port={port}",
-            "--relay-ip=127.0.0.1",
+            f"--relay-ip={relay_ip}",
             f"--min-port={relay_low}",
             f"--max-port={relay_low + 99}",
             "--lt-cred-mech",

@@ -28,6 +28,7 @@ from trice.ice._checklist import PairState
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from loopback import (
+    HAS_IPV6,
     agents_alive,
     connect_both,
     cycle_collector_off,
@@ -516,3 +517,22 @@ async def test_gathering_anew_replaces_a_relay_whose_address_went(
             while len(a._transports) > len(live):  # noqa: ASYNC110 (the relay's own task)
                 await trio.sleep(0.01)
         assert [t for t in a._transports.values() if isinstance(t, RelayTransport)] == live
+
+
+async def test_a_server_with_ipv6_relays_only_gives_an_ipv6_relay() -> None:
+    """A TURN server with no IPv4 relay answers an Allocate that names no family with 440
+    (Address Family not Supported, RFC 8656 §7.2): the client asks again for an IPv6
+    relayed address (REQUESTED-ADDRESS-FAMILY), and two agents connect over such relays;
+    the 440 failed the allocation, and no relay was gathered."""
+    if not HAS_IPV6:
+        pytest.skip("needs an IPv6 loopback address (::1)")
+    require_turnserver()
+    with run_coturn(relay_ip="::1") as server:
+        config = _relay_config(server.ice_server("udp"))
+        async with gathered_pair(config) as (a, b):
+            for agent in (a, b):
+                ((relay, _),) = agent._core.local_candidates
+                assert relay.type is trice.CandidateType.RELAY and relay.address == "::1"
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            await exchange_each_way(ca, cb)

@@ -53,6 +53,7 @@ class FakeServer:
     allocated: bool = False
     stale_count: int = 0
     relayed_address: Address = RELAYED
+    ipv6_relays_only: bool = False  # (440 to an Allocate that names no family, as coturn)
 
     @property
     def key(self) -> bytes:
@@ -107,7 +108,19 @@ class FakeServer:
                 extra = (stun.AlternateServer("192.0.2.99", 3478),)
             return [message.error_response(code, reason, *extra).encode(integrity_key=self.key)]
         attrs: tuple[stun.Attribute, ...] = ()
-        if message.method is Method.ALLOCATE:
+        family = message.get(stun.RequestedAddressFamily)
+        if message.method is Method.ALLOCATE and self.ipv6_relays_only:
+            if family is None or family.family != 2:
+                error = message.error_response(440, "Unsupported address family")
+                return [error.encode(integrity_key=self.key)]
+            self.allocated = True
+            attrs = (  # (as coturn answers: the IPv4 relayed address empty, first)
+                stun.XorRelayedAddress("0.0.0.0", 0),
+                stun.XorRelayedAddress("2001:db8::7", 50000),
+                stun.XorMappedAddress(*MAPPED),
+                stun.Lifetime(600),
+            )
+        elif message.method is Method.ALLOCATE:
             lifetime = message.get(stun.Lifetime)
             seconds = min(lifetime.seconds if lifetime else 600, self.max_lifetime)
             self.allocated = True
@@ -301,6 +314,29 @@ def test_an_allocation_granted_without_a_relayed_address_fails() -> None:
     assert request.method is Method.REFRESH and request.get(stun.Lifetime) == stun.Lifetime(0)
     assert request.verify_integrity(server.key)
     assert client.poll_transmit(0.1) is None and client.next_deadline() is None
+
+
+def test_a_server_without_ipv4_relays_is_asked_for_an_ipv6_one() -> None:
+    """440 (Address Family not Supported, RFC 8656 §7.2) to an Allocate that named no
+    family (IPv4, the default): the client asks again for an IPv6 relayed address
+    (REQUESTED-ADDRESS-FAMILY 2), and takes the relayed address of that family from the
+    answer, where coturn lists an empty IPv4 one first; the 440 failed the allocation."""
+    client, server = allocated(server=FakeServer(ipv6_relays_only=True))
+    assert client.relayed_address == ("2001:db8::7", 50000)
+    allocates = [m for _, m in server.requests if m.method is Method.ALLOCATE]
+    families = [m.get(stun.RequestedAddressFamily) for m in allocates]
+    assert families == [None, None, stun.RequestedAddressFamily(2)]
+
+
+def test_a_440_to_the_ipv6_allocate_fails_the_allocation() -> None:
+    """The client asks for the other family once: a second 440 fails the allocation."""
+    server = FakeServer(errors={Method.ALLOCATE: (440, "Unsupported address family")})
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 440
+    assert len([m for _, m in server.requests if m.method is Method.ALLOCATE]) == 3
 
 
 @pytest.mark.parametrize("code", [401, 438])

@@ -38,6 +38,8 @@ from ._records import (
 )
 from ._state import TRANSITIONS, AllocationError, TurnEvent, TurnState, TurnStatistics
 
+#: REQUESTED-ADDRESS-FAMILY's value for an IPv6 relayed address (RFC 8656 §18.6).
+IPV6_FAMILY = 2
 #: The message type of a Send indication (RFC 8656 §11.1): data, as ChannelData is.
 SEND_INDICATION = stun.message_type(Method.SEND, MessageClass.INDICATION)
 #: The longest data :meth:`TurnClient.send_to_peer` takes: what a Send indication to an IPv6
@@ -150,6 +152,9 @@ class TurnClient:
         # Numbers given back by their peers, a heap by the time each may serve another peer
         # (its binding's end plus CHANNEL_REUSE, RFC 8656 §12; -inf: never bound).
         self._released: list[tuple[float, int]] = []
+        # The relayed address family asked for (REQUESTED-ADDRESS-FAMILY, RFC 8656 §7.1):
+        # none (the server's default, IPv4) until a server without IPv4 relays says 440.
+        self._family: int | None = None
         self._refresh_at = float("inf")
         self._refreshing = False
         self._deadline: float | None = None
@@ -468,6 +473,8 @@ class TurnClient:
         attrs: list[stun.Attribute] = []
         if kind is Kind.ALLOCATE:
             attrs.append(stun.RequestedTransport(17))
+            if self._family is not None:
+                attrs.append(stun.RequestedAddressFamily(self._family))
             attrs.append(stun.Lifetime(self._requested_lifetime))
         elif kind is Kind.REFRESH:
             attrs.append(stun.Lifetime(self._requested_lifetime))
@@ -577,6 +584,12 @@ class TurnClient:
             if self._key is not None:
                 self._request(tx.kind, now, tx.target, tx.stale + 1)
                 return
+        if code == 440 and tx.kind is Kind.ALLOCATE and self._family is None:
+            # Address Family not Supported (RFC 8656 §7.2): a server with no IPv4 relay
+            # (the default family): an IPv6 one, then (IPv6 peers reach it), once.
+            self._family = IPV6_FAMILY
+            self._request(tx.kind, now, tx.target, tx.stale)
+            return
         if code == 401:
             reason = f"{reason} (wrong credentials)" if tx.authenticated else reason
         elif code == 438:
@@ -595,7 +608,16 @@ class TurnClient:
         if kind is Kind.ALLOCATE:
             if self._granted_nothing(message, "allocation"):
                 return  # (over as it is granted: nothing to relay, nothing to delete)
-            relayed = message.get(stun.XorRelayedAddress)
+            # (The one of the family asked for: a server may list one of each, the other
+            # empty, as coturn does with an IPv6 relay asked for: 0.0.0.0:0 first.)
+            relayed = next(
+                (
+                    r
+                    for r in message.get_all(stun.XorRelayedAddress)
+                    if self._family is None or (":" in r.address) == (self._family == IPV6_FAMILY)
+                ),
+                None,
+            )
             if relayed is None:
                 self._fail(
                     "TURN allocation failed: success without XOR-RELAYED-ADDRESS",
