@@ -381,13 +381,23 @@ async def test_a_nomination_cancels_the_checks_in_flight_on_other_pairs() -> Non
     working pair once the nomination delay has passed, and its check in flight to the
     silent one is cancelled then (RFC 8445 §8.1.2): not sent again (at its RTO, 0.5 s after
     its first transmission, it would have been), and ``completed`` comes with the
-    selection, not when that check would give up (15.5 s)."""
+    selection, not when that check would give up (15.5 s).  (b's own candidate is signalled
+    one local preference lower: a lone address's has the highest, 65535.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         silent.setblocking(False)
         port = silent.getsockname()[1]
         async with gathered_pair(loopback_config()) as (a, b):
-            signal(a, b, end=False)
+            params = a.local_parameters
+            b.set_remote_parameters(params.ufrag, params.pwd)
+            for candidate in a.local_candidates:
+                b.add_remote_candidate(candidate)
+            params = b.local_parameters
+            a.set_remote_parameters(params.ufrag, params.pwd)
+            for candidate in b.local_candidates:
+                a.add_remote_candidate(
+                    dataclasses.replace(candidate, priority=candidate.priority - 256)
+                )
             a.add_remote_candidate(
                 trice.Candidate.from_sdp(
                     f"candidate:silent 1 udp 2130706431 127.0.0.1 {port} typ host"

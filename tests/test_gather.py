@@ -780,6 +780,55 @@ def test_the_kernels_temporary_and_deprecated_addresses_in_a_namespace() -> None
     assert sorted(found) == sorted([temporary[0], "2001:db8:2::6"]), found
 
 
+async def test_a_dual_stack_interfaces_host_candidates_interleave_the_families(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 8421 §4: an interface with two addresses of each family ranks them IPv6, IPv4,
+    IPv6, IPv4 (a broken family costs one candidate's checks first, not all of them); they
+    were ranked both IPv6 before both IPv4.  (The IPv6 sockets are bound at ::1.)"""
+    texts = ["2001:db8::1", "2001:db8::2", "127.0.0.1", "127.0.0.2"]
+    ips = [
+        SimpleNamespace(ip=(t, 0, 0) if ":" in t else t, network_prefix=64 if ":" in t else 8)
+        for t in texts
+    ]
+    adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    real_bind = _gather.bind_socket  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        _gather,
+        "bind_socket",
+        lambda address, *args, **kw: real_bind("::1" if ":" in address else address, *args, **kw),
+    )
+    network = trice.NetworkConfig(interface_filter=lambda n: n == "lo", include_loopback=True)
+    config = dataclasses.replace(loopback_config(), network=network)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        ranked = sorted(agent.local_candidates, key=lambda c: -c.priority)
+    assert [c.address for c in ranked] == ["2001:db8::1", "127.0.0.1", "2001:db8::2", "127.0.0.2"]
+
+
+async def test_an_address_found_anew_is_ranked_after_those_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gathering anew that finds one more address on an interface (listed first) keeps
+    the others' host candidates' priorities, and ranks it after them."""
+    ips = [SimpleNamespace(ip=t, network_prefix=8) for t in ("127.0.0.1", "127.0.0.2")]
+    adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        before = {c.address: c.priority for c in agent.local_candidates}
+        ips.insert(0, SimpleNamespace(ip="127.0.0.3", network_prefix=8))
+        monkeypatch.setattr(_gather, "_adapters_cache", None)
+        agent.restart(regather=True)
+        await agent.wait_gathering_complete()
+        after = {c.address: c.priority for c in agent.local_candidates}
+    assert len(before) == 2 and {a: p for a, p in after.items() if a in before} == before
+    assert after["127.0.0.3"] < min(before.values())
+
+
 def test_mdns_takes_an_interfaces_routable_address_before_its_link_local_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

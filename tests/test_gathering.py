@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from trice.ice import CandidateType, compute_foundation
+import trice
+from trice.ice import CandidateType, TcpType, compute_foundation
 from trice.ice._gathering import (
     address_problem,
     host_candidate,
     relay_candidate,
     server_address_problem,
     srflx_candidate,
+    tcp_host_candidate,
 )
+from trice.ice._priority import dual_stack_order
 
 
 def test_host_candidates_rank_interfaces_then_prefer_ipv6() -> None:
@@ -21,6 +24,34 @@ def test_host_candidates_rank_interfaces_then_prefer_ipv6() -> None:
     assert first_v4.type is CandidateType.HOST and first_v4.related_address is None
     assert first_v6.priority > first_v4.priority > second_v6.priority
     assert first_v4.priority >> 24 == 126  # host type preference
+
+
+def test_dual_stack_order_interleaves_the_families_by_precedence() -> None:
+    """RFC 8421 §4: each family by RFC 6724 precedence, the two taken in turn, starting
+    with the family of the best (IPv6 unless it has only ULA and such)."""
+    assert dual_stack_order(
+        ["192.0.2.1", "fd00::1", "2001:db8::1", "192.0.2.2", "2001:db8::2", "2002:c000:201::1"]
+    ) == ["2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "2002:c000:201::1", "fd00::1"]
+    assert dual_stack_order(["fd00::1", "10.0.0.1", "fd00::2", "10.0.0.2"]) == [
+        "10.0.0.1",
+        "fd00::1",
+        "10.0.0.2",
+        "fd00::2",
+    ]
+    assert dual_stack_order(["10.0.0.1"]) == ["10.0.0.1"] and dual_stack_order([]) == []
+    with pytest.raises(trice.CandidateError):
+        dual_stack_order(["printer.local"])
+
+
+def test_an_address_rank_makes_the_low_byte_of_the_local_preference() -> None:
+    first = host_candidate(("192.0.2.1", 5000), interface_rank=0, address_rank=0)
+    second = host_candidate(("2001:db8::1", 5000), interface_rank=0, address_rank=1)
+    other = host_candidate(("2001:db8::9", 5000), interface_rank=1, address_rank=0)
+    assert (first.priority >> 8) & 0xFFFF == 65535 and (second.priority >> 8) & 0xFFFF == 65534
+    assert first.priority > second.priority > other.priority
+    active = tcp_host_candidate(("192.0.2.1", 0), TcpType.ACTIVE, 0, address_rank=0)
+    active2 = tcp_host_candidate(("192.0.2.2", 0), TcpType.ACTIVE, 0, address_rank=1)
+    assert active.priority > active2.priority
 
 
 def test_srflx_keeps_the_base_preference_and_relates_to_it() -> None:

@@ -214,7 +214,6 @@ class Agent:
         "_failure",
         "_gathering",
         "_hub",
-        "_interfaces",
         "_lite_at",
         "_lite_data",
         "_lite_source",
@@ -231,6 +230,7 @@ class Agent:
         "_pending",
         "_previous_lost",
         "_primary",
+        "_ranked",
         "_reports",
         "_restarted",
         "_route_pair",
@@ -328,9 +328,11 @@ class Agent:
         self._lite_data = 0
         self._lite_at = -math.inf  # (when the last of that data came)
         self._tcp_counters: TcpCounters | None = None  # (made with the first TCP candidate)
-        # The interfaces host gathering found, in the order first found (an interface's
-        # place is its rank in host candidates' priorities: kept across gatherings anew).
-        self._interfaces: tuple[str, ...] = ()
+        # The addresses host gathering found, as (interface, address, interface,
+        # address...), in the order first ranked: an interface's place among the
+        # interfaces, and an address's among its interface's, are their ranks in host
+        # candidates' priorities, kept across gatherings anew (see _gather._rank).
+        self._ranked: tuple[str, ...] = ()
         self._restarted = False  # (see add_remote_candidate's log line)
         self._unknown_source = 0
         self._malformed = 0

@@ -40,6 +40,7 @@ from trice.ice._gathering import (
     srflx_candidate,
     tcp_host_candidate,
 )
+from trice.ice._priority import dual_stack_order
 from trice.turn import AllocationError
 
 if TYPE_CHECKING:
@@ -528,10 +529,11 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
 
     bound = 0
     unbound: list[str] = []  # (why addresses could not be bound, for the report)
+    _rank(agent, hosts)
     for host in hosts:
-        rank = _interface_rank(agent, host.interface)
         kept = sockets.get(host.address)
-        bound += adding(functools.partial(_udp_host, agent, host, rank, kept, unbound))
+        ranks = _ranks(agent, host)
+        bound += adding(functools.partial(_udp_host, agent, host, ranks, kept, unbound))
     if signal and network.tcp_candidates:
         adding(functools.partial(_gather_tcp, agent, hosts))
     count = len(agent._signalled) - before if signal else bound
@@ -569,29 +571,45 @@ def _mux_hosts(agent: Agent, started: float) -> None:
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
-def _interface_rank(agent: Agent, interface: str) -> int:
-    """``interface``'s rank in the agent's host candidates' priorities: its place in the
-    order the agent first found its interfaces, so that an address kept by a gathering
-    anew keeps its host candidate, priority and all, though an interface found before it
-    went (``Agent.restart`` says it keeps it).  (A tuple, not a dict: memory a thousand
-    agents hold.)"""
-    interfaces = agent._interfaces
-    if interface not in interfaces:
-        interfaces = agent._interfaces = (*interfaces, interface)
-    return interfaces.index(interface)
+def _rank(agent: Agent, hosts: Sequence[HostAddress]) -> None:
+    """Give ``hosts``' interfaces and addresses not ranked yet their ranks in host
+    candidates' priorities: an interface's is its place in the order the agent first found
+    its interfaces; an address's, its place among its interface's, new ones in RFC 8421
+    §4's order (``dual_stack_order``), after those found before.  Ranks are
+    kept: an address kept by a gathering anew keeps its host candidate, priority and all,
+    though others came or went (``Agent.restart`` says it keeps it).  (A tuple, not a dict:
+    memory a thousand agents hold.)"""
+    ranked = agent._ranked
+    known = set(zip(ranked[::2], ranked[1::2], strict=True))
+    new: dict[str, list[str]] = {}
+    for host in hosts:
+        if (host.interface, host.address) not in known:
+            new.setdefault(host.interface, []).append(host.address)
+    for interface, addresses in new.items():
+        for address in dual_stack_order(addresses):
+            ranked += (interface, address)
+    agent._ranked = ranked
+
+
+def _ranks(agent: Agent, host: HostAddress) -> tuple[int, int]:
+    """``host``'s interface rank and address rank (see :func:`_rank`, which gave them)."""
+    ranked = agent._ranked
+    interfaces = list(dict.fromkeys(ranked[::2]))
+    mine = [a for i, a in zip(ranked[::2], ranked[1::2], strict=True) if i == host.interface]
+    return interfaces.index(host.interface), mine.index(host.address)
 
 
 def _udp_host(
     agent: Agent,
     host: HostAddress,
-    rank: int,
+    ranks: tuple[int, int],
     kept: UdpTransport | None,
     unbound: list[str],
 ) -> bool:
-    """The host candidate of ``host`` (its interface's ``rank``): on ``kept``, the socket
-    the agent has there already (a gathering anew), or on a new socket; whether it was
-    added (an address that cannot bind is logged and skipped, and why noted in
-    ``unbound``).
+    """The host candidate of ``host`` (of its interface's and address's ``ranks``): on
+    ``kept``, the socket the agent has there already (a gathering anew), or on a new
+    socket; whether it was added (an address that cannot bind is logged and skipped, and
+    why noted in ``unbound``).
 
     Raises:
         LimitError: no descriptor is left for the socket.
@@ -608,7 +626,10 @@ def _udp_host(
         kept = UdpTransport(agent._new_base(), sock)
         agent._transports[kept.base] = kept
         agent._adopt_socket(kept, host.address)
-    candidate = host_candidate((host.address, kept.local_address[1]), rank)
+    interface_rank, address_rank = ranks
+    candidate = host_candidate(
+        (host.address, kept.local_address[1]), interface_rank, address_rank=address_rank
+    )
     signal = agent.config.transport_policy is TransportPolicy.ALL
     agent._add_local(candidate, kept.base, signal=signal)
     _add_external(agent, candidate, kept.base)
@@ -750,12 +771,15 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
         for t in agent._transports.values()
         if isinstance(t, TcpTransport) and not t.closed
     }
+    _rank(agent, addresses)
     for host in addresses:
-        rank = _interface_rank(agent, host.interface)
+        rank, address_rank = _ranks(agent, host)
         for kind in kinds:
             existing = kept.get((host.address, kind))
             if existing is not None:  # (gathering anew: the candidate of before, again)
-                candidate = tcp_host_candidate(existing.local_address, kind, rank)
+                candidate = tcp_host_candidate(
+                    existing.local_address, kind, rank, address_rank=address_rank
+                )
                 agent._add_local(candidate, existing.base, signal=True)
                 if kind is TcpType.PASSIVE:
                     _add_external(agent, candidate, existing.base)
@@ -795,7 +819,9 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
             )
             agent._transports[base] = transport
             agent._nursery.start_soon(transport.run, name=f"tcp {kind.value} {host.address}")
-            candidate = tcp_host_candidate((host.address, port), kind, rank)
+            candidate = tcp_host_candidate(
+                (host.address, port), kind, rank, address_rank=address_rank
+            )
             agent._add_local(candidate, base, signal=True)
             if kind is TcpType.PASSIVE:
                 _add_external(agent, candidate, base)  # (a 1:1 NAT forwards TCP too)

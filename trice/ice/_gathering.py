@@ -111,13 +111,19 @@ def server_address_problem(address: str, port: int, *, ipv6: bool | None, base: 
 _RELAY_PREFERENCE = 65535
 
 
-def host_candidate(address: Address, interface_rank: int, component: int = 1) -> Candidate:
+def host_candidate(
+    address: Address, interface_rank: int, component: int = 1, *, address_rank: int | None = None
+) -> Candidate:
     """A host candidate (RFC 8445 §5.1.1.1).
 
     ``interface_rank`` is the interface's place in the order interfaces were found (0 is the
-    most preferred); on one interface, IPv6 comes before IPv4 (RFC 8421, RFC 8445 §5.1.2.1).
+    most preferred): the high byte of the local preference.  ``address_rank`` is the
+    address's place among its interface's (0 first; ``_priority.dual_stack_order``
+    orders them, RFC 8421 §4): the low byte.  Without it, the low byte is the address's
+    RFC 6724 precedence (:func:`~trice.ice.local_preference`): on one interface, IPv6 comes
+    before IPv4, which serves an interface with one address of each family.
     """
-    preference = local_preference(address[0], interface_preference=255 - min(interface_rank, 255))
+    preference = _host_preference(address[0], interface_rank, address_rank)
     return Candidate(
         foundation=compute_foundation(CandidateType.HOST, address[0], "udp"),
         component=component,
@@ -134,18 +140,37 @@ def host_candidate(address: Address, interface_rank: int, component: int = 1) ->
 ACTIVE_PORT = 9
 
 
+def _host_preference(
+    address: str, interface_rank: int, address_rank: int | None, address_bits: int = 8
+) -> int:
+    """A host candidate's local preference (see :func:`host_candidate`), of ``8 +
+    address_bits`` bits: the interface's rank in the high 8, the address's in the rest."""
+    interface_preference = 255 - min(interface_rank, 255)
+    if address_rank is None:
+        preference = local_preference(address, interface_preference=interface_preference)
+        return preference >> (8 - address_bits)
+    lowest = (1 << address_bits) - 1
+    return interface_preference << address_bits | (lowest - min(address_rank, lowest))
+
+
 def tcp_host_candidate(
-    address: Address, tcp_type: TcpType, interface_rank: int, component: int = 1
+    address: Address,
+    tcp_type: TcpType,
+    interface_rank: int,
+    component: int = 1,
+    *,
+    address_rank: int | None = None,
 ) -> Candidate:
     """An ICE-TCP host candidate (RFC 6544 §4.5): passive at the listening ``address``, or
     active (``address``'s port is then ignored: it is signalled as :data:`ACTIVE_PORT`).
 
     Its foundation differs from the UDP host candidate's of the same address (the transport
     protocol is part of it), and its local preference is RFC 6544 §4.2's: the direction
-    preference above the address's rank (as :func:`host_candidate` ranks it, in 13 bits).
+    preference above the address's rank (as :func:`host_candidate` ranks it, in 13 bits:
+    the interface's in 8, the address's in 5).
     """
-    rank = local_preference(address[0], interface_preference=255 - min(interface_rank, 255))
-    preference = tcp_local_preference(CandidateType.HOST, tcp_type, rank >> 3)
+    rank = _host_preference(address[0], interface_rank, address_rank, address_bits=5)
+    preference = tcp_local_preference(CandidateType.HOST, tcp_type, rank)
     return Candidate(
         foundation=compute_foundation(CandidateType.HOST, address[0], "tcp"),
         component=component,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from trice._errors import CandidateError
@@ -18,6 +18,7 @@ __all__ = [
     "TYPE_PREFERENCE",
     "candidate_priority",
     "compute_foundation",
+    "dual_stack_order",
     "local_preference",
     "pair_priority",
     "tcp_local_preference",
@@ -87,8 +88,8 @@ def local_preference(address: str, *, interface_preference: int = 255) -> int:
     low byte is the address's precedence in the RFC 6724 §2.1 default policy table, which
     RFC 8421 §4 points to for ordering address families.  So, on one interface, global IPv6
     (40) comes before IPv4 (35), which comes before 6to4 (30), Teredo (5), ULA (3) and
-    deprecated prefixes (1); IPv6 loopback is 50.  Interleaving the families in the check list
-    (RFC 8421 §4's fairness rule) is the check list's business, not this function's.
+    deprecated prefixes (1); IPv6 loopback is 50.  (An agent's host gathering ranks its
+    addresses itself, the families interleaved, RFC 8421 §4: see ``dual_stack_order``.)
 
     An agent with a single address should simply use 65535 (RFC 8445 §5.1.2.1).
 
@@ -105,6 +106,33 @@ def local_preference(address: str, *, interface_preference: int = 255) -> int:
     if text is None:
         raise CandidateError(f"address {address!r} is not an IP literal", field="address")
     return (interface_preference << 8) | _precedence(text)
+
+
+def dual_stack_order(addresses: Sequence[str]) -> list[str]:
+    """``addresses`` (IP literals of one interface) in the order their host candidates are
+    preferred (RFC 8421 §4): each family by its RFC 6724 §2.1 precedence (in the order
+    given where equal), then the two families taken in turn, starting with the family of
+    the best precedence (IPv6, unless it has only ULA, Teredo or such).  So a dual-stack
+    interface's checks try an IPv4 address second, not after every IPv6 one: a broken
+    family costs one candidate's checks, not all of them.
+
+    Raises:
+        CandidateError: an address is not an IP literal.
+    """
+    ranked = []
+    for address in addresses:
+        text = canonical_ip(address) if isinstance(address, str) else None
+        if text is None:
+            raise CandidateError(f"address {address!r} is not an IP literal", field="address")
+        ranked.append((-_precedence(text), ":" in text, address))
+    ranked.sort(key=lambda entry: entry[0])  # (stable: equals keep their order)
+    v6 = [address for _, six, address in ranked if six]
+    v4 = [address for _, six, address in ranked if not six]
+    first, second = (v6, v4) if ranked and ranked[0][1] else (v4, v6)
+    ordered = []
+    for i in range(max(len(first), len(second))):
+        ordered += first[i : i + 1] + second[i : i + 1]
+    return ordered
 
 
 @functools.lru_cache(maxsize=1024)
