@@ -1135,6 +1135,37 @@ async def test_a_body_raising_a_group_gets_it_back_as_it_was() -> None:
         assert caught.value is mine
 
 
+async def test_a_bodys_group_beside_an_enclosing_cancellation_stays_a_group() -> None:
+    """The body's own nursery raises a group of its failure and an enclosing scope's
+    cancellation: the rest of it goes on as a group, as trio hands it on without an agent;
+    open_agent flattened it to the bare ValueError."""
+
+    async def fail(outer: trio.CancelScope) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        outer.cancel()
+        raise ValueError("mine")
+
+    with trio.CancelScope() as outer:
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with trice.open_agent(loopback_config(), controlling=True):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trio.sleep_forever)
+                    nursery.start_soon(fail, outer)
+    assert [type(e) for e in caught.value.exceptions] == [ValueError]
+
+
+async def test_connect_in_a_cancelled_scope_starts_nothing() -> None:
+    """trio's rule: an operation that raises Cancelled did not happen.  connect() in a
+    scope cancelled already started the checks (the state became checking), then raised."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await a.connect()
+        assert a.connection_state is trice.ConnectionState.NEW
+        assert a.statistics().checks_sent == 0
+
+
 async def test_one_failure_comes_out_as_itself_while_an_enclosing_scope_is_cancelled() -> None:
     """The body's exception, or the agent's own single failure (a filter of the user's that
     raises), as an enclosing scope is cancelled (a timeout that expires then): it comes out

@@ -491,3 +491,41 @@ async def test_an_agent_of_ipv6_only_takes_the_ipv6_address_of_a_name_that_has_b
         listener.sendto(mdns.encode_answer("dual.local", ["127.0.0.1", "::1"]), group)
         await until(lambda: not agent._core.pending_remote)
         assert [s.pair.remote.address for s in agent.pair_statistics()] == ["::1"]
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="needs an IPv6 loopback address (::1)")
+async def test_a_local_candidate_whose_mdns_cannot_open_holds_no_place() -> None:
+    """The first .local candidate opens mDNS, which asks the IP filter of IPv4 addresses
+    (its queries go over IPv4): a filter that raises on them raises out of
+    add_remote_candidate, and the candidate is not taken.  It held its place all the
+    same: the cap refused the next candidate, and an end-of-candidates waited for it, so
+    ICE failed at failed_timeout rather than once its one pair failed."""
+
+    def ip_filter(address: trice.IPAddress) -> bool:
+        if address.version == 4:
+            raise ValueError("the filter's own: IPv6 only")
+        return address.is_loopback
+
+    network = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo", ip_filter=ip_filter, ipv4=False, ipv6=True
+    )
+    network = dataclasses.replace(network, include_loopback=True)
+    timing = trice.Timing(pac_timeout=0, max_binding_requests=1, rto=0.2, failed_timeout=20)
+    config = trice.AgentConfig(network=network, timing=timing, max_remote_candidates=1)
+    named = trice.Candidate.from_sdp(
+        "candidate:1 1 udp 2122260223 0c8a9a63-1d3b-4f4e-9e7a-6a4b5f7d1e2c.local 5000 typ host"
+    )
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("abcd", "x" * 22)
+        with pytest.raises(ValueError, match="the filter's own"):
+            agent.add_remote_candidate(named)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:
+            silent.bind(("::1", 0))  # (one check, unanswered: the pair fails)
+            port = silent.getsockname()[1]
+            agent.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:2 1 udp 2122260223 ::1 {port} typ host")
+            )
+            agent.add_remote_candidate(None)
+            with trio.fail_after(5), pytest.raises(trice.IceFailedError):
+                await agent.connect()

@@ -546,3 +546,15 @@ async def test_a_receive_whose_socket_closes_takes_what_came_or_is_told(meanwhil
             assert outcome == [b"only one"]
         else:
             assert len(outcome) == 1 and isinstance(outcome[0], trio.BrokenResourceError)
+
+
+async def test_regather_must_be_a_bool() -> None:
+    """restart(regather="no") gathered anew (a truthy string); every other flag of the API
+    refuses what is not a bool."""
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        before = agent.local_parameters
+        with pytest.raises(TypeError, match="regather is True or False"):
+            agent.restart(regather="no")  # type: ignore[arg-type]
+        assert agent.gathering_state is trice.GatheringState.COMPLETE
+        assert agent.local_parameters == before

@@ -564,6 +564,12 @@ class Agent:
                 being resolved count).
             StateError: a candidate after end-of-candidates, or the agent is closed.
             UsageError: ``username_fragment`` is not the one the candidate names.
+
+        A ``.local`` candidate that starts multicast DNS (the agent's first) reads the
+        interfaces: what the network config's filters raise comes from here too (mDNS
+        asks the IP filter of IPv4 addresses even with ``ipv4=False``: its queries go over
+        IPv4), and :class:`~trice.LimitError` when no descriptor is left to read them; the
+        candidate is not taken then.
         """
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
@@ -668,6 +674,7 @@ class Agent:
                 restart changes both); nothing changes then.
             StateError: the agent is closed; or, with ``regather``, gathering is not
                 complete (a restart may gather anew once the gathering before it is done).
+            TypeError: ``regather`` is not a :class:`bool`; nothing changes then.
             LimitError: with ``regather``, no file descriptor is left to read the
                 interfaces with; nothing changes then.
             TriceError: with ``regather``, an interface's name is not UTF-8 (ifaddr reads
@@ -677,6 +684,8 @@ class Agent:
         read comes from here too, before anything changes.
         """
         self._raise_if_closed(StateError)
+        if not isinstance(regather, bool):
+            raise TypeError(f"restart's regather is True or False, not {regather!r:.40}")
         surroundings = None
         if regather:
             if self._gathering is not GatheringState.COMPLETE:
@@ -743,6 +752,8 @@ class Agent:
                 consent expired, or the selected pair's TURN relay is gone.
             trio.ClosedResourceError: the agent closed.
         """
+        # (A call in a cancelled scope does nothing, as trio's own operations: no checks.)
+        await trio.lowlevel.checkpoint_if_cancelled()
         primary = self._socket_to_read()
         if primary is not None and self._core.state is ConnectionState.NEW:
             # A peer in another process may have sent its first check while this process
@@ -1108,7 +1119,11 @@ class Agent:
         back to the core, under the address found or as left out."""
         core = self._core
         generation = core.hold_remote()  # (raises StateError, LimitError)
-        mdns = self._open_mdns()
+        try:
+            mdns = self._open_mdns()  # (the filters it calls, or a descriptor short, raise)
+        except BaseException:
+            core.release_remote(None, generation)  # (never taken: no slot nor end held)
+            raise
         if mdns is None:
             logger.warning(
                 "%s: remote candidate %s left out: mDNS is off",

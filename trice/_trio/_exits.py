@@ -46,8 +46,15 @@ async def exit_nursery(
             # goes on, and the cancellation comes again at the next checkpoint in that scope
             # (as trio does with one exception and a cancellation in a non-strict nursery).
             failed = rest
-        if exc is not None and len(failed.exceptions) == 1 and _same(failed.exceptions[0], exc):
-            return False
+        if exc is not None and len(failed.exceptions) == 1:
+            if _same(failed.exceptions[0], exc):
+                return False
+            if cancelled is not None and isinstance(exc, BaseExceptionGroup):
+                # The block's own group, which held the enclosing scope's cancellation too:
+                # the rest of it goes on as a group (as trio hands it on), not flattened.
+                own = exc.split(trio.Cancelled)[1]
+                if own is not None and _same(failed.exceptions[0], own):
+                    raise own from None
         alone = leaves(failed)
         if len(alone) != 1:
             raise
