@@ -3501,3 +3501,25 @@ async def test_resume_wakes_an_agent_task_that_waits_on_its_first_socket_itself(
         monkeypatch.setattr(AgentCore, "next_deadline", counting)
         a._resume()
         await until(lambda: looked > 0)
+
+
+async def test_a_pwd_is_neither_shown_by_repr_nor_quoted_by_errors() -> None:
+    """The pwd is a secret (with the ufrag, it authenticates checks): AgentConfig's and
+    IceParameters' repr showed it (IceServer and ProxyUrl hide theirs), and the errors of
+    a pwd refused (AgentConfig, restart, set_remote_parameters) quoted it; they say its
+    length and where it goes wrong."""
+    pwd = "S3cretS3cretS3cretS3cr"
+    assert pwd not in repr(trice.AgentConfig(ufrag="abcd", pwd=pwd))
+    assert pwd not in repr(trice.IceParameters("abcd", pwd))
+    bad = "S3cretS3cretS3cret!!x"  # (21 characters, and a '!')
+    with pytest.raises(trice.ConfigError, match=r"21 characters, not one at index 18") as info:
+        trice.AgentConfig(pwd=bad)
+    assert "S3cret" not in str(info.value)
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        with pytest.raises(trice.ConfigError) as info:
+            agent.restart(pwd=bad)
+        assert "S3cret" not in str(info.value)
+        for remote in ("PeerSecret\x07PeerSecret", "PeerSecret" * 30, "PeerSecret\ud800"):
+            with pytest.raises(trice.ConfigError) as info:
+                agent.set_remote_parameters("abcd", remote)
+            assert "PeerSecret" not in str(info.value), info.value

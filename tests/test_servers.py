@@ -99,17 +99,11 @@ BAD_URLS: list[tuple[str, str]] = [
     ("stun:[2001:db8::1]3478", "unexpected"),
     ("stun:", "no host"),
     ("stun::3478", "no host"),
-    ("stun:example.org:0", "not in 1..65535"),
-    ("stun:example.org:65536", "not in 1..65535"),
-    ("stun:example.org:http", "not a number"),
-    ("stun:example.org:-1", "not a number"),
-    ("stun:example.org:123456", "not a number"),
     ("stun:bad_name.example", "neither an IP address nor a DNS name"),
     ("stun:1.2.3.256", "neither an IP address nor a DNS name"),
     ("stun:-bad.example", "neither an IP address nor a DNS name"),
     ("stun:ex%zzample.org", "neither an IP address nor a DNS name"),
     ("stun:%C3%28.example", "not UTF-8"),
-    ("stun:example.org:0000000", "not in 1..65535"),
     # (No socket could use one: an IPv4 socket takes no IPv6 literal, an IPv6 one cannot
     # send to a mapped address.)
     ("stun:[::ffff:192.0.2.1]:3478", "IPv4-mapped IPv6 address: write 192.0.2.1"),
@@ -127,6 +121,31 @@ def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> N
     message = str(info.value)
     assert repr(text) in message
     assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("stun:example.org:0", "not in 1..65535"),
+        ("stun:example.org:65536", "not in 1..65535"),
+        ("stun:example.org:http", "not a number"),
+        ("stun:example.org:-1", "not a number"),
+        ("stun:example.org:123456", "not a number"),
+        ("stun:example.org:0000000", "not in 1..65535"),
+        ("turn:alice:Wonderland99", "not a number"),  # (a password where the port goes)
+        ("turn:alice:Wonderland99?transport=tcp", "not a number"),
+    ],
+)
+def test_a_bad_port_is_not_quoted(text: str, problem: str) -> None:
+    """``turn:alice:secret`` puts a password where the port goes: neither the port nor
+    the URL with it is quoted (both were), as ProxyUrl quotes neither."""
+    with pytest.raises(ConfigError) as info:
+        ServerUrl.parse(text)
+    message = str(info.value)
+    port = text.split("?")[0].rsplit(":", 1)[1]
+    written = text.split("?")[0].rsplit(":", 1)[0]
+    assert f"{written}:...'" in message and problem in message
+    assert port not in message.replace(written, "")
 
 
 @pytest.mark.parametrize(

@@ -67,11 +67,20 @@ class MdnsMode(str, enum.Enum):
 
 
 def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
+    """``value`` is ``minimum`` to ``maximum`` ice-chars, or a ConfigError says why (a pwd,
+    a secret, by its length and where it goes wrong, never quoted)."""
     if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a str, not {value!r}")
+        shown = f"a {type(value).__name__}" if name == "pwd" else repr(value)
+        raise ConfigError(f"{name} must be a str, not {shown}")
     if not (minimum <= len(value) <= maximum) or not _ICE_CHARS.match(value):
+        if name != "pwd":
+            shown = f"{name} {value!r}"
+        else:
+            wrong = next((i for i, c in enumerate(value) if not _ICE_CHARS.match(c)), None)
+            where = "" if wrong is None else f", not one at index {wrong}"
+            shown = f"pwd (not shown: {len(value)} characters{where})"
         raise ConfigError(
-            f"{name} {value!r} must be {minimum} to {maximum} ice-chars "
+            f"{shown} must be {minimum} to {maximum} ice-chars "
             "(letters, digits, '+' and '/'; RFC 8445 §5.3)"
         )
 
@@ -431,7 +440,7 @@ class AgentConfig:
 
     lite: bool = False
     ufrag: str | None = None
-    pwd: str | None = None
+    pwd: str | None = field(default=None, repr=False)  # (a secret: not in logs)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     timing: Timing = field(default_factory=Timing)
     nomination: Nomination = Nomination.REGULAR

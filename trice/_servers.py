@@ -163,8 +163,8 @@ class ServerUrl:
         if not isinstance(url, str):
             raise ConfigError(f"an ICE server URL must be a str, got {url!r}")
 
-        def fail(problem: str) -> ConfigError:
-            return ConfigError(f"ICE server URL {_redacted(url)!r}: {problem}")
+        def fail(problem: str, shown: str | None = None) -> ConfigError:
+            return ConfigError(f"ICE server URL {shown or _redacted(url)!r}: {problem}")
 
         scheme, colon, rest = url.strip(" \t\r\n").partition(":")
         if not colon:
@@ -204,7 +204,9 @@ class ServerUrl:
             try:
                 port = parse_port(port_text)
             except ValueError as exc:
-                raise fail(f"port {port_text!r} is {exc}") from None
+                # (Neither it nor the URL quoted: ``turn:alice:secret`` puts a password there.)
+                written = f"{scheme}:{rest[: len(rest) - len(port_text) - 1]}:..."
+                raise fail(f"the port is {exc}", written) from None
         try:
             return cls(scheme, host, port=port, transport=transport)
         except ConfigError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trice._config import Timing
 from trice.ice._checklist import Pair
@@ -24,7 +24,7 @@ class IceParameters:
     """
 
     ufrag: str
-    pwd: str
+    pwd: str = field(repr=False)  # (a secret: not in logs)
     lite: bool = False
 
 

@@ -151,9 +151,9 @@ def _key_of(pwd: str, whose: str) -> bytes:
     try:
         key = stun.short_term_key(pwd)
     except ValueError as exc:
-        raise ConfigError(f"{whose} {pwd!r} cannot make a STUN key: {exc}") from None
+        raise ConfigError(f"{whose} (not shown) cannot make a STUN key: {exc}") from None
     if not key:
-        raise ConfigError(f"{whose} {pwd!r} makes an empty STUN key")
+        raise ConfigError(f"{whose} (not shown) makes an empty STUN key")
     return key
 
 
@@ -403,14 +403,23 @@ class AgentCore:
             )
         first = self.remote is None
         for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
-            if not isinstance(value, str) or not 1 <= len(value) <= 256:
-                raise ConfigError(f"the remote {name} must be 1 to 256 characters, not {value!r}")
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f"the remote {name} must be a str of 1 to 256 characters, not a "
+                    f"{type(value).__name__}"
+                )
+            # (The pwd is a secret: its errors do not quote it.)
+            shown = repr(value) if name == "ufrag" else "(not shown)"
+            if not 1 <= len(value) <= 256:
+                raise ConfigError(
+                    f"the remote {name} {shown} must be 1 to 256 characters, not {len(value)}"
+                )
             if not value.isascii():
                 try:
                     value.encode()
                 except UnicodeEncodeError:  # (a lone surrogate, from JSON's "\ud800")
                     raise ConfigError(
-                        f"the remote {name} {value!r} is not text that UTF-8 can carry"
+                        f"the remote {name} {shown} is not text that UTF-8 can carry"
                     ) from None
         if not isinstance(remote.lite, bool):
             raise ConfigError(f"the remote lite flag must be True or False, not {remote.lite!r}")
