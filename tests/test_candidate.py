@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -705,10 +706,27 @@ def test_local_preference_rfc_8421_and_6724() -> None:
 # -- foundations (RFC 8445 §5.1.1.3) ---------------------------------------------------------------
 
 
-def test_foundation_is_stable_and_made_of_ice_chars() -> None:
-    # Fixed values: the digest must not depend on the process (no hash() randomization).
-    assert compute_foundation(HOST, "10.0.0.1", "udp", None) == "f93d33b2"
-    assert compute_foundation(SRFLX, "192.168.1.2", "udp", "198.51.100.1") == "447b2d1e"
+_FOUNDATION_OF = """
+from trice.ice import CandidateType, compute_foundation
+print(compute_foundation(CandidateType.HOST, "10.0.0.1", "udp", None))
+"""
+
+
+def test_a_foundation_is_stable_in_a_process_and_keyed_with_its_secret() -> None:
+    """The same in a process, made of ice-chars; another in another process, and not the
+    plain SHA-256 of the address it was (unkeyed, a foundation gave the base address back
+    to a peer that hashed the private ranges: under mDNS, the address the name hides)."""
+    first = compute_foundation(HOST, "10.0.0.1", "udp", None)
+    assert compute_foundation(HOST, "10.0.0.1", "udp", None) == first
+    plain = hashlib.sha256(b"host\x0010.0.0.1\x00udp\x00").hexdigest()[:8]
+    assert first != plain and len(first) == 8
+    others = {
+        subprocess.run(
+            [sys.executable, "-c", _FOUNDATION_OF], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(others | {first}) == 3, others
     foundation = compute_foundation(RELAY, "2001:db8::1", "tcp", "turn.example.org:3478")
     Candidate(**{**BASE, "foundation": foundation})  # valid ice-chars
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import secrets
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
@@ -190,8 +191,12 @@ def compute_foundation(
     server (``None`` for host and peer-reflexive candidates).  IP literals are compared in their
     canonical form, names and protocols without regard to case.
 
-    The result is 8 lower-case hex characters taken from a SHA-256 digest, so it is stable across
-    runs and processes (unlike :func:`hash`) and is made of ice-chars (RFC 8839 §5.1).
+    The result is 8 lower-case hex characters taken from a SHA-256 digest keyed with a secret
+    drawn once a process: made of ice-chars (RFC 8839 §5.1), the same for every agent of the
+    process, and another in another process.  So a foundation tells the peer nothing of the
+    base address it was made from: a host candidate signalled under an mDNS name, or a
+    server-reflexive one whose related address is hidden (unkeyed, 32 bits of a plain hash
+    of an address gave the address back to whoever tried the private ranges).
 
     Args:
         type: the candidate type.
@@ -222,6 +227,10 @@ def compute_foundation(
     return _foundation(type, base_address, protocol, server)
 
 
+#: The secret that foundations are keyed with (see :func:`compute_foundation`).
+_FOUNDATION_KEY = secrets.token_bytes(16)
+
+
 @functools.lru_cache(maxsize=256)
 def _kept_foundation(
     type: CandidateType, base_address: str, protocol: str, server: str | None
@@ -233,7 +242,7 @@ def _foundation(type: CandidateType, base_address: str, protocol: str, server: s
     base = canonical_ip(base_address) or base_address.lower()
     server_key = "" if server is None else (canonical_ip(server) or server.lower())
     key = "\0".join((type.value, base, protocol.lower(), server_key))
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return hashlib.sha256(_FOUNDATION_KEY + key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def pair_priority(controlling_priority: int, controlled_priority: int) -> int:
