@@ -158,12 +158,13 @@ async def test_a_host_address_no_link_names_goes_out_as_its_stun_mapping(
     assert not any(t is trice.CandidateType.HOST and a == "::1" for t, a in signalled)
 
 
-async def test_with_mdns_unable_to_open_no_srflx_copy_of_the_host_address_goes_out(
+async def test_with_mdns_unable_to_open_no_host_address_goes_out_as_a_host_candidate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The same, but mDNS cannot open: the host candidate goes out under its own address,
-    and the STUN mapping equal to it is a copy (RFC 8445 §5.1.3: the same address and
-    base), left out as without mDNS gathering (it had gone out too)."""
+    """The same, but mDNS cannot open (another process holds port 5353 to itself, say):
+    no host candidate goes out, rather than the addresses mDNS hides (any local user could
+    have unmasked them: the host candidate went out under its own address); as for an
+    address no link answers for, a STUN mapping equal to it (no NAT) is how it goes out."""
     monkeypatch.setattr(trice._trio._agent, "open_mdns", lambda *args, **kwargs: None)
     with await server_socket() as server:
         url = f"stun:127.0.0.1:{server.getsockname()[1]}"
@@ -173,9 +174,28 @@ async def test_with_mdns_unable_to_open_no_srflx_copy_of_the_host_address_goes_o
             async with trice.open_agent(config, controlling=True) as agent:
                 with trio.fail_after(5):
                     await agent.wait_gathering_complete()
-                (host,) = agent.local_candidates
+                signalled = [(c.type, c.address) for c in agent.local_candidates]
             nursery.cancel_scope.cancel()
-    assert host.type is trice.CandidateType.HOST and host.address == "127.0.0.1"
+    assert signalled == [(trice.CandidateType.SRFLX, "127.0.0.1")]
+
+
+async def test_a_process_holding_port_5353_cannot_unmask_the_host_addresses() -> None:
+    """Port 5353 needs no privilege: a socket bound to it without SO_REUSEADDR keeps the
+    agent's mDNS from opening.  The host address goes out neither named nor as it is (it
+    went out as it is, signalled for anyone on the machine to unmask)."""
+    squat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        squat.bind(("0.0.0.0", 5353))
+    except OSError:
+        squat.close()
+        pytest.skip("port 5353 is held already (by a responder that shares it, say)")
+    with squat:
+        async with trice.open_agent(_config(GATHER), controlling=True) as agent:
+            with trio.fail_after(5):
+                await agent.wait_gathering_complete()
+            assert agent._mdns is False  # (it could not open)
+            assert agent.local_candidates == ()
+            assert [c.address for c, _ in agent._core.local_candidates] == ["127.0.0.1"]
 
 
 async def test_the_default_resolves_a_peers_names_and_shows_its_own_addresses() -> None:

@@ -1057,10 +1057,12 @@ class Agent:
                 named = _named(candidate, mdns if isinstance(mdns, Mdns) else None)
                 if named is None:
                     logger.info(
-                        "%s: host candidate %s not signalled: no link its .local name is "
-                        "answered on (mDNS runs on IPv4 links)",
+                        "%s: host candidate %s not signalled: %s",
                         self._local.ufrag,
                         candidate.address,
+                        "no link its .local name is answered on (mDNS runs on IPv4 links)"
+                        if isinstance(mdns, Mdns)
+                        else "mDNS is off (it could not be opened), and the address is hidden",
                     )
                     self._pump()
                     return
@@ -1938,11 +1940,14 @@ class AgentContext:
 def _named(candidate: Candidate, mdns: Mdns | None) -> Candidate | None:
     """``candidate`` as signalled under :attr:`MdnsMode.QUERY_AND_GATHER`: a host candidate
     under a ``.local`` name of its own, or ``None`` if its name would be answered on no
-    link (the draft has such a candidate not signalled rather than its address shown; if
-    mDNS could not be opened at all, which a warning said, it goes as it is).  Other
-    candidates are left as they are (their related address is hidden by the caller)."""
-    if candidate.type is not CandidateType.HOST or mdns is None:
+    link, or mDNS could not be opened at all (which a warning said): the draft has such a
+    candidate not signalled rather than its address shown, and a process that holds port
+    5353 to itself must not unmask the addresses.  Other candidates are left as they are
+    (their related address is hidden by the caller)."""
+    if candidate.type is not CandidateType.HOST:
         return candidate
+    if mdns is None:
+        return None
     name = mdns.name(candidate.address)
     if mdns.responder.link(name) is None:
         return None
