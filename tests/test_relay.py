@@ -15,6 +15,7 @@ import os
 import pathlib
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -149,6 +150,31 @@ async def test_tls_rejects_an_unknown_certificate(coturn_tls: Coturn) -> None:
                 await start_relay(nursery, url(coturn_tls, "tls"), Inbox())  # system CAs only
     assert info.value.reason == "certificate"
     assert str(url(coturn_tls, "tls")) in str(info.value)
+
+
+async def test_the_systems_authorities_are_loaded_once_off_the_event_loop(
+    coturn_tls: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turns: relay with no ssl_context checks the server against the system's
+    authorities: loaded once a process, in a worker thread.  They were loaded in the trio
+    thread at each connection (30-70 ms here, every task of the process waiting)."""
+    threads: list[str] = []
+    test_ca = coturn_tls.tls_context()  # (the test CA's: the "system's" here)
+
+    def default_context() -> ssl.SSLContext:
+        threads.append(threading.current_thread().name)
+        return test_ca
+
+    monkeypatch.setattr(ssl, "create_default_context", default_context)
+    monkeypatch.setattr(_relay, "_default_context", None)
+    trio_thread = threading.current_thread().name
+    for _ in range(2):
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(nursery, url(coturn_tls, "tls"), Inbox())
+                assert relay.state is TurnState.ALLOCATED
+                nursery.cancel_scope.cancel()
+    assert len(threads) == 1 and threads[0] != trio_thread
 
 
 async def test_wrong_password_is_401(coturn: Coturn) -> None:

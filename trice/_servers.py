@@ -265,7 +265,8 @@ class IceServer:
         credential: the TURN password, or ``None``; it is left out of ``repr()``.
         ssl_context: for ``turns:`` URLs, the :class:`ssl.SSLContext` that checks the
             server; ``None`` means :func:`ssl.create_default_context` (the certificate is
-            verified against the system's CAs and the URL's host name).
+            verified against the system's CAs and the URL's host name; they are loaded once
+            a process, at the first such connection).
     """
 
     urls: tuple[ServerUrl, ...]

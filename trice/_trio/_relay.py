@@ -600,6 +600,21 @@ def _source(sock: trio.SocketStream) -> str:
     return address.split("%", 1)[0]
 
 
+#: The system's authorities, loaded once a process (see :func:`_default_tls_context`).
+_default_context: ssl.SSLContext | None = None
+
+
+async def _default_tls_context() -> ssl.SSLContext:
+    """The TLS context a server or proxy is checked with when none is given: the system's
+    authorities (:func:`ssl.create_default_context`), loaded once a process, in a worker
+    thread (reading and parsing them takes tens of milliseconds, which every task of the
+    process would otherwise wait out at each connection)."""
+    global _default_context
+    if _default_context is None:
+        _default_context = await trio.to_thread.run_sync(ssl.create_default_context)
+    return _default_context
+
+
 async def _tls(
     stream: trio.abc.Stream,
     ssl_context: ssl.SSLContext | None,
@@ -611,7 +626,7 @@ async def _tls(
     """``stream`` with TLS on it, the peer's certificate checked against ``hostname``
     (``ssl_context``, else the system's authorities).  A failed handshake closes ``stream``
     and raises ``lost(what, reason)``: reason ``"certificate"`` or ``"tls"``."""
-    context = ssl_context if ssl_context is not None else ssl.create_default_context()
+    context = ssl_context if ssl_context is not None else await _default_tls_context()
     tls = trio.SSLStream(
         stream, context, server_hostname=hostname, https_compatible=https_compatible
     )
