@@ -6,9 +6,19 @@ import nox
 
 nox.options.sessions = ["tests", "interop", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
+# (A session whose Python is missing fails, rather than being skipped: the suite passing
+# without having run must not look like the suite passing.)
+nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis>=6", "aioice>=0.9", "trustme>=1.0"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-trio>=0.8",
+    "hypothesis>=6",
+    "aioice>=0.9",
+    "trustme>=1.0",
+    "setuptools>=77",  # (tests/test_packaging.py builds the sdist and the wheel)
+]
 
 
 @nox.session(python=PYTHON)

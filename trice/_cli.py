@@ -480,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trice`` console script."""
     parser = argparse.ArgumentParser(prog="trice", description="ICE (RFC 8445) for trio")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: TRACE)")
+    parser.add_argument("--version", action="version", version=f"trice {trice.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="two agents connect on loopback; no server needed")
     demo.add_argument("--json", action="store_true", help="print JSON lines")
