@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
+import ifaddr
 import pytest
 import trio
+
+from trice._trio import _gather
 
 #: Real seconds a virtual-time test may run: they take well under a second.
 WALL_CLOCK_GUARD = 10.0
@@ -61,3 +66,34 @@ async def task_steps_while_sleeping(seconds: float) -> int:
     finally:
         trio.lowlevel.remove_instrument(steps)
     return steps.count
+
+
+class LongestStep(trio.abc.Instrument):
+    """The longest a task step took (wall clock): how long the event loop was held."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._began: float | None = None  # (added during a step: that one is not timed)
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._began = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._began is not None:
+            self.longest = max(self.longest, time.perf_counter() - self._began)
+
+
+def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15) -> None:
+    """Make reading the interfaces take ``seconds`` (a host with hundreds of them), and
+    have one read made so: the next go to a worker thread."""
+    real = ifaddr.get_adapters
+
+    def slow() -> Any:
+        time.sleep(seconds)
+        return real()
+
+    monkeypatch.setattr(ifaddr, "get_adapters", slow)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    _gather._adapters()
+    assert _gather._slow_reads
+    _gather.forget_adapters()

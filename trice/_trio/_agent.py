@@ -681,7 +681,10 @@ class Agent:
                 no interface then); nothing changes then.
 
         With ``regather``, what the network config's filters raise as the interfaces are
-        read comes from here too, before anything changes.
+        read comes from here too, before anything changes.  They are read in this call,
+        which holds up the process's other tasks as long (some milliseconds; a host of
+        hundreds of interfaces takes a tenth of a second or more), where gathering and
+        :func:`address_changes` read them in a worker thread once reads are that slow.
         """
         self._raise_if_closed(StateError)
         if not isinstance(regather, bool):

@@ -102,15 +102,55 @@ def forget_adapters() -> None:
     _adapters_cache = None
 
 
+#: A read of the interfaces that took longer than this (a host with hundreds of them: a
+#: container or Kubernetes node) has the next one made in a worker thread
+#: (:func:`read_interfaces`), rather than hold up every task of the process as long.
+_SLOW_READ = 0.02
+_slow_reads = False
+#: The lock that lets one task at a time read in a worker thread (the others then find
+#: the cache fresh): one a trio run.
+_reading: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("trice_reading_interfaces")
+
+
+def _cache_serves(newer_than: float) -> bool:
+    """Whether the interfaces as read last serve a reader that wants them read at
+    ``newer_than`` or later (see :func:`_adapters`)."""
+    cache = _adapters_cache
+    return (
+        cache is not None and time.monotonic() - cache[0] < _ADAPTERS_TTL and cache[0] >= newer_than
+    )
+
+
+async def read_interfaces(newer_than: float = -math.inf) -> None:
+    """Have the interfaces read, as :func:`_adapters` reads them, in a worker thread where
+    the last read was slow (see ``_SLOW_READ``), so that the synchronous reads after this
+    (``host_addresses``, mDNS's links) find them in the cache; where reads are quick, or
+    the cache serves, nothing (the read, some milliseconds, is left to them).
+
+    Raises:
+        LimitError, TriceError: as :func:`_adapters`.
+    """
+    if not _slow_reads or _cache_serves(newer_than):
+        return
+    try:
+        lock = _reading.get()
+    except LookupError:
+        lock = trio.Lock()
+        _reading.set(lock)
+    async with lock:
+        if not _cache_serves(newer_than):
+            await trio.to_thread.run_sync(_adapters, newer_than)
+
+
 def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     """(interface name, addresses) for every interface, cached for a second; read afresh if
     the cache was read before ``newer_than`` (a ``time.monotonic()`` value: when a change
-    was noticed, say)."""
-    global _adapters_cache
-    now = time.monotonic()
+    was noticed, say).  (Also from a worker thread: see :func:`read_interfaces`.)"""
+    global _adapters_cache, _slow_reads
     cache = _adapters_cache
-    if cache is not None and now - cache[0] < _ADAPTERS_TTL and cache[0] >= newer_than:
+    if cache is not None and _cache_serves(newer_than):
         return cache[1]
+    now = time.monotonic()
     try:
         found = ifaddr.get_adapters()  # (through a netlink socket: it needs a descriptor)
     except OSError as exc:
@@ -138,6 +178,7 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
         if asker is not None:
             asker.close()
     _adapters_cache = (now, adapters)
+    _slow_reads = time.monotonic() - now > _SLOW_READ
     return adapters
 
 
@@ -493,6 +534,7 @@ async def gather_host(agent: Agent) -> None:
     if agent._muxes or agent._tcp_shares:
         _mux_hosts(agent, started)
         return
+    await read_interfaces()
     _hosts(agent, host_addresses(agent.config.network), started, anew=False)
 
 

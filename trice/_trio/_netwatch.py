@@ -29,7 +29,7 @@ import trio
 
 from trice._config import MAX_SECONDS, NetworkConfig
 from trice._errors import ConfigError, TriceError
-from trice._trio._gather import host_addresses, link_up
+from trice._trio._gather import host_addresses, link_up, read_interfaces
 from trice._trio._log import logger
 
 __all__ = ["address_changes"]
@@ -255,7 +255,8 @@ def address_changes(
 async def _address_changes(
     network: NetworkConfig, interval: float, initial: bool
 ) -> AsyncGenerator[tuple[str, ...], None]:
-    def usable(newer_than: float = -math.inf) -> tuple[str, ...]:
+    async def usable(newer_than: float = -math.inf) -> tuple[str, ...]:
+        await read_interfaces(newer_than)  # (in a thread, where reads are slow)
         found = host_addresses(network, newer_than=newer_than)
         return tuple(sorted(host.address for host in found if bindable(host.address)))
 
@@ -268,7 +269,7 @@ async def _address_changes(
     try:
         # (Read afresh, not from a read of the last second: a change before the watch began
         # gets no notice, and would go unsaid.)
-        before = usable(time.monotonic())
+        before = await usable(time.monotonic())
         if initial:
             yield before
         poll_at = trio.current_time() + interval
@@ -298,7 +299,7 @@ async def _address_changes(
                 # older one not (the cache keeps a read for a second).
                 noticed = time.monotonic() - interval
             try:
-                addresses = usable(noticed)
+                addresses = await usable(noticed)
             except TriceError as exc:
                 # (No descriptor to read the interfaces with, or a name ifaddr cannot read,
                 # for now: the next poll or notice tries again, rather than the watch
