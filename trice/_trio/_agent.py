@@ -49,7 +49,7 @@ from trice._errors import (
     UsageError,
     printable,
 )
-from trice._servers import TransportPolicy
+from trice._servers import TransportPolicy, host_port
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
 from trice._trio._exits import exit_nursery
@@ -247,6 +247,7 @@ class Agent:
         "_timers",
         "_transports",
         "_unknown_source",
+        "_warned",
         "config",
     )
 
@@ -334,6 +335,7 @@ class Agent:
         # candidates' priorities, kept across gatherings anew (see _gather._rank).
         self._ranked: tuple[str, ...] = ()
         self._restarted = False  # (see add_remote_candidate's log line)
+        self._warned = 0  # (the reasons a left-out candidate was warned of: see _left_out)
         self._unknown_source = 0
         self._malformed = 0
         self._stun_received = 0
@@ -609,23 +611,30 @@ class Agent:
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
             elif not self._core.of_another_generation(candidate):
-                logger.warning(
-                    "%s: remote candidate at %s left out: no check may go there (a name "
-                    "other than an mDNS .local one, or an unspecified, multicast or broadcast "
-                    "address)",
+                why = (
+                    "mDNS is disabled (NetworkConfig.mdns)"
+                    if candidate.address.lower().endswith((".local", ".local."))
+                    else "no check may go there (a name other than an mDNS .local one, or an "
+                    "unspecified, multicast or broadcast address)"
+                )
+                self._left_out(
+                    _NO_DESTINATION,
+                    "%s: remote candidate at %s left out: %s",
                     self._local.ufrag,
                     _peer_text(candidate.address),
+                    why,
                 )
             else:
                 # Expected after an ICE restart (a late one from before); a signaling
                 # mistake most likely without one.
-                logger.log(
-                    logging.DEBUG if self._restarted else logging.WARNING,
+                self._left_out(
+                    _OTHER_GENERATION,
                     "%s: remote candidate of ufrag %s left out (the peer's is %s: another "
                     "ICE generation's)",
                     self._local.ufrag,
                     _peer_text(candidate.ufrag),
                     _peer_text(self._core.remote.ufrag if self._core.remote else None),
+                    quiet=self._restarted,
                 )
             return
         self._pump()
@@ -813,14 +822,13 @@ class Agent:
             return  # "closed" was the last event (a gather step may still run after it)
         if isinstance(event, ConnectionStateChanged):
             logger.debug("%s: connection state %s", self._local.ufrag, event.state.value)
-        elif isinstance(event, SelectedPairChanged):
+        elif isinstance(event, SelectedPairChanged) and logger.isEnabledFor(logging.DEBUG):
+            local, remote = event.pair.local, event.pair.remote
             logger.debug(
-                "%s: selected %s:%s -> %s:%s",
+                "%s: selected %s -> %s",
                 self._local.ufrag,
-                event.pair.local.address,
-                event.pair.local.port,
-                event.pair.remote.address,
-                event.pair.remote.port,
+                host_port(local.address, local.port),
+                host_port(remote.address, remote.port),
             )
         if (
             self._tcp_counters is not None  # (the agent has TCP candidates)
@@ -1130,10 +1138,11 @@ class Agent:
             core.release_remote(None, generation)  # (never taken: no slot nor end held)
             raise
         if mdns is None:
-            logger.warning(
+            self._left_out(
+                _MDNS_OFF,
                 "%s: remote candidate %s left out: mDNS is off",
                 self._local.ufrag,
-                candidate.address,
+                _peer_text(candidate.address),
             )
             core.release_remote(None, generation)
             self._pump()
@@ -1161,10 +1170,11 @@ class Agent:
         if generation != core.generation or self._closed:
             return  # (an ICE restart came meanwhile: the candidate was of the old generation)
         if not addresses:
-            logger.warning(
+            self._left_out(
+                _NO_ANSWER,
                 "%s: remote candidate %s left out: no mDNS answer in %g s",
                 self._local.ufrag,
-                candidate.address,
+                _peer_text(candidate.address),
                 self.config.timing.mdns_timeout,
             )
             core.release_remote(None, generation)
@@ -1174,17 +1184,35 @@ class Agent:
         logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
         try:
             if not core.release_remote(dataclasses.replace(candidate, address=address), generation):
-                logger.log(
-                    logging.DEBUG if self._restarted else logging.WARNING,
+                self._left_out(
+                    _OTHER_GENERATION,
                     "%s: remote candidate of ufrag %s left out (another ICE generation's)",
                     self._local.ufrag,
                     _peer_text(candidate.ufrag),
+                    quiet=self._restarted,
                 )
         except LimitError as exc:  # (learned peer-reflexive candidates took the room)
             core.remote_candidates_dropped += 1
             core.left_out += 1
-            logger.warning("%s: remote candidate %s left out: %s", self._local.ufrag, address, exc)
+            self._left_out(
+                _PAST_THE_CAP,
+                "%s: remote candidate %s left out: %s",
+                self._local.ufrag,
+                address,
+                exc,
+            )
         self._pump()
+
+    def _left_out(self, reason: int, message: str, *args: object, quiet: bool = False) -> None:
+        """Log a remote candidate left out for ``reason`` (one of the ``_NO_DESTINATION``...
+        bits): at WARNING the first time for this agent and reason (unless ``quiet``), at
+        DEBUG after, so that a peer signalling thousands of them writes one warning each
+        way, not thousands (they are counted in ``remote_candidates_dropped``)."""
+        if quiet or self._warned & reason:
+            logger.debug(message, *args)
+            return
+        self._warned |= reason
+        logger.warning(message + " (more such: at DEBUG)", *args)
 
     # ------------------------------------------------------------------ tasks
 
@@ -1727,12 +1755,11 @@ class Agent:
         if logger.isEnabledFor(TRACE):
             logger.log(
                 TRACE,
-                "%s: recv %s %s from %s:%s",
+                "%s: recv %s %s from %s",
                 self._local.ufrag,
                 getattr(message.method, "name", message.method),
                 cls.name,
-                source[0],
-                source[1],
+                host_port(*source[:2]),
             )
         if cls is stun.MessageClass.REQUEST or cls is stun.MessageClass.INDICATION:
             core = self._core
@@ -2049,6 +2076,9 @@ async def _warm_shell(rounds: int = 3) -> None:
         logger.removeFilter(_not_warming_up)
 
 
+#: Why a remote candidate was left out (``Agent._left_out``'s reasons, as bits).
+_NO_DESTINATION, _OTHER_GENERATION, _MDNS_OFF, _NO_ANSWER, _PAST_THE_CAP = 1, 2, 4, 8, 16
+
 _WARM_UFRAGS = frozenset({"warmupA", "warmupB"})
 
 
@@ -2056,7 +2086,9 @@ def _not_warming_up(record: logging.LogRecord) -> bool:
     """A logging filter: drop the lines of the warm-up's throwaway agents (each starts with
     the agent's ufrag)."""
     args = record.args
-    return not (isinstance(args, tuple) and args and args[0] in _WARM_UFRAGS)
+    return not (
+        isinstance(args, tuple) and args and isinstance(args[0], str) and args[0] in _WARM_UFRAGS
+    )
 
 
 def _no_interface(name: str) -> bool:

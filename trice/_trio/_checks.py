@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trice import stun
+from trice._servers import host_port
 from trice._trio._log import TRACE, logger
 from trice._trio._tcp import TcpTransport
 from trice._trio._transport import Transport, UdpTransport
@@ -211,6 +212,7 @@ def check_name(check: Check) -> str:
     """The task name of a check: its kind and its pair."""
     pair = check.pair
     kind = "consent" if check.consent else "nominate" if check.nominating else "check"
+    local, remote = pair.local, pair.remote
     return (
-        f"{kind} {pair.local.address}:{pair.local.port} -> {pair.remote.address}:{pair.remote.port}"
+        f"{kind} {host_port(local.address, local.port)} -> {host_port(remote.address, remote.port)}"
     )

@@ -662,7 +662,13 @@ def _udp_host(
             start = 0 if network.port_range is None else secrets.randbelow(65536)
             sock = bind_socket(host.bind_address, network.port_range, start)
         except OSError as exc:  # (LimitError is no OSError: it propagates)
-            logger.warning("cannot bind %s (%s): %s; skipped", host.address, host.interface, exc)
+            logger.warning(
+                "%s: cannot bind %s (%s): %s; skipped",
+                agent._local.ufrag,
+                host.address,
+                host.interface,
+                exc,
+            )
             unbound.append(f"cannot bind {host.address}: {exc.strerror or exc}")
             return False
         kept = UdpTransport(agent._new_base(), sock)
@@ -841,7 +847,8 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
                         raise
                 except OSError as exc:  # (LimitError is no OSError: it propagates)
                     logger.warning(
-                        "cannot listen on %s (%s) for TCP: %s; skipped",
+                        "%s: cannot listen on %s (%s) for TCP: %s; skipped",
+                        agent._local.ufrag,
                         host.address,
                         host.interface,
                         exc,
@@ -1095,6 +1102,7 @@ async def _serve_relay(
         ssl_context=server.ssl_context,
         timeout=timeout,
         proxy=proxy,
+        owner=agent._local.ufrag,
         task_status=task_status,
     )
     agent._transport_lost(base)

@@ -23,7 +23,7 @@ import trio
 from trice import stun
 from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
-from trice._servers import ServerUrl
+from trice._servers import ServerUrl, host_port
 from trice._trio._log import logger
 from trice._trio._transport import READ_BATCH, datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
@@ -712,6 +712,7 @@ async def run_relay(
     timeout: float = 3.0,  # noqa: ASYNC109 (bounds the allocation only; runs until cancelled)
     bind_address: str | None = None,
     proxy: ProxyUrl | None = None,
+    owner: str = "",
     task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Allocate a relayed address on *server* and serve it until cancelled (RFC 8656).
@@ -740,6 +741,8 @@ async def run_relay(
         bind_address: a local IP address to send from (for a relay per interface).
         proxy: a proxy to reach a TCP or TLS server through (HTTP CONNECT or SOCKS5);
             UDP servers are reached directly.
+        owner: who the relay is for (an agent's ufrag), the start of the warning logged
+            when the allocation ends on its own.
 
     Raises:
         AllocationError: before the transport is handed out, naming the server and the
@@ -807,4 +810,9 @@ async def run_relay(
     if relay.error is not None:
         if not started:
             raise relay.error
-        logger.warning("%s", relay.error)
+        logger.warning(
+            "%s%s (relayed %s)",
+            f"{owner}: " if owner else "",
+            relay.error,
+            host_port(*relay.local_address),
+        )

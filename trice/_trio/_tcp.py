@@ -26,8 +26,10 @@ STUN, which is never dropped for data's sake.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -534,10 +536,35 @@ async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, A
             if listener.fileno() == -1:
                 return None
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                logger.warning("%s: cannot accept a connection: %s", who, exc)
+                _accept_failed(who, exc)
                 await trio.sleep(0.1)
             continue  # (a connection reset before it was accepted, say)
         return sock, (source[0].split("%", 1)[0], source[1])
+
+
+#: An accept that fails for want of descriptors or memory is warned of at most once in
+#: this many seconds in a process (every listener tries again ten times a second: a
+#: hundred agents would write a thousand lines a second); the others go to DEBUG, counted.
+ACCEPT_WARNING_INTERVAL = 10.0
+_accept_warned_at = -math.inf
+_accept_unwarned = 0
+
+
+def _accept_failed(who: object, exc: OSError) -> None:
+    global _accept_warned_at, _accept_unwarned
+    now = time.monotonic()
+    if now - _accept_warned_at < ACCEPT_WARNING_INTERVAL:
+        _accept_unwarned += 1
+        logger.debug("%s: cannot accept a connection: %s", who, exc)
+        return
+    logger.warning(
+        "%s: cannot accept a connection: %s (%d more such in the last %g s, at DEBUG)",
+        who,
+        exc,
+        _accept_unwarned,
+        ACCEPT_WARNING_INTERVAL,
+    )
+    _accept_warned_at, _accept_unwarned = now, 0
 
 
 def close_socket(sock: socket.socket | None) -> None:
