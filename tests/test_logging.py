@@ -10,6 +10,7 @@ import logging
 import os
 import signal as signals
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,7 @@ from trice._trio import _tcp
 from trice._trio._agent import _not_warming_up
 from trice._trio._log import logger
 
-from coturn import Coturn, free_port, require_turnserver, run_coturn
+from coturn import free_port, require_turnserver, run_coturn
 from loopback import HAS_IPV6, connect_both, gathered_pair, loopback_config, signal, wait_for_state
 
 
@@ -92,7 +93,7 @@ def test_accepts_short_of_descriptors_are_warned_of_once_in_a_while(
     one warning in ACCEPT_WARNING_INTERVAL for the process, which counts the others (20
     agents wrote 200 lines a second)."""
     now = [1000.0]
-    monkeypatch.setattr(_tcp.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     monkeypatch.setattr(_tcp, "_accept_warned_at", float("-inf"))
     monkeypatch.setattr(_tcp, "_accept_unwarned", 0)
     error = OSError(24, "Too many open files")
