@@ -68,7 +68,7 @@ def test_demo_with_mdns_signals_names_and_selects_the_addresses_behind_them() ->
     for record in selected:
         for end in ("local", "remote"):
             kind, _, address = record[end].partition(" ")
-            assert kind == "host" and address.rsplit(":", 1)[0] in ("127.0.0.1", "::1")
+            assert kind == "host" and address.rsplit(":", 1)[0] in ("127.0.0.1", "[::1]")
     (throughput,) = [r for r in records if r["event"] == "throughput"]
     assert throughput["received"] == 50
 

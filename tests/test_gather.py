@@ -730,6 +730,36 @@ async def test_an_interface_name_that_is_not_utf8_is_a_clear_error(
     assert not isinstance(info.value, UnicodeError)
 
 
+def test_a_dhcpv6_address_in_a_temporary_ones_prefix_is_not_gathered_either(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DHCPv6 address (a /128, stable) inside a temporary address's /64 lets the host be
+    tracked as well as the SLAAC one: left out too (it was gathered: the prefixes were
+    compared as equal, not as one inside the other).  A deprecated global address beside
+    a fresh ULA alone is kept: a ULA reaches no peer off the site, it replaces nothing."""
+    temporary = "2001:db8:1:0:1111:2222:3333:4444"
+    ips = [
+        SimpleNamespace(ip=("2001:db8:1::10", 0, 0), network_prefix=64),
+        SimpleNamespace(ip=(temporary, 0, 0), network_prefix=64),
+        SimpleNamespace(ip=("2001:db8:1::abcd", 0, 0), network_prefix=128),
+        SimpleNamespace(ip=("2001:db8:2::5", 0, 0), network_prefix=64),
+        SimpleNamespace(ip=("fd00::5", 0, 0), network_prefix=64),
+    ]
+    flags = {
+        "eth9": {"2001:db8:1::10": 0x180, temporary: 0x01, "2001:db8:1::abcd": 0x80},
+        "eth8": {"2001:db8:2::5": 0xA0, "fd00::5": 0x80},
+    }
+    adapters = [
+        SimpleNamespace(nice_name="eth9", name="eth9", ips=ips[:3]),
+        SimpleNamespace(nice_name="eth8", name="eth8", ips=ips[3:]),
+    ]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n[:3] == "eth"))
+    assert [h.address for h in found] == [temporary, "2001:db8:2::5", "fd00::5"]
+
+
 def test_proc_net_if_inet6_reads_as_flags_by_interface_and_address() -> None:
     text = (
         "20010db8000100006fdd94c226df6577 03 40 00 01       v0\n"
@@ -806,6 +836,28 @@ async def test_a_dual_stack_interfaces_host_candidates_interleave_the_families(
         await agent.wait_gathering_complete()
         ranked = sorted(agent.local_candidates, key=lambda c: -c.priority)
     assert [c.address for c in ranked] == ["2001:db8::1", "127.0.0.1", "2001:db8::2", "127.0.0.2"]
+
+
+async def test_an_address_found_anew_takes_the_place_of_one_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A temporary IPv6 address is replaced every day or so: the new one takes the place
+    (and the priority) the old one left on its interface, rather than a place after every
+    address the agent ever saw there (ranked below the IPv4 one for the agent's life, and
+    the low bits running out); the kept address keeps its priority."""
+    ips = [SimpleNamespace(ip=t, network_prefix=8) for t in ("127.0.0.1", "127.0.0.2")]
+    adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        before = {c.address: c.priority for c in agent.local_candidates}
+        ips[0] = SimpleNamespace(ip="127.0.0.3", network_prefix=8)  # (.1 went, .3 came)
+        monkeypatch.setattr(_gather, "_adapters_cache", None)
+        agent.restart(regather=True)
+        await agent.wait_gathering_complete()
+        after = {c.address: c.priority for c in agent.local_candidates}
+    assert after == {"127.0.0.3": before["127.0.0.1"], "127.0.0.2": before["127.0.0.2"]}
 
 
 async def test_an_address_found_anew_is_ranked_after_those_kept(

@@ -175,8 +175,11 @@ async def test_with_mdns_unable_to_open_no_host_address_goes_out_as_a_host_candi
                 with trio.fail_after(5):
                     await agent.wait_gathering_complete()
                 signalled = [(c.type, c.address) for c in agent.local_candidates]
+                (report,) = [r for r in agent.gather_reports if r.source == "host"]
             nursery.cancel_scope.cancel()
     assert signalled == [(trice.CandidateType.SRFLX, "127.0.0.1")]
+    # (The host report says why it gave none: it said 0 candidates, no error.)
+    assert report.error == "host candidates withheld: mDNS could not be opened", report
 
 
 async def test_a_process_holding_port_5353_cannot_unmask_the_host_addresses() -> None:

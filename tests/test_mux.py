@@ -413,3 +413,22 @@ def test_a_mux_host_no_candidate_can_carry_is_a_usage_error(host: str) -> None:
         trice.open_udp_mux(host)
     with pytest.raises(trice.UsageError):
         trice.open_tcp_mux(host)
+
+
+async def test_an_agent_on_a_mux_ranks_its_lone_host_candidate_as_one_without() -> None:
+    """An agent on one UDP mux has one address: its host candidate has the lone address's
+    local preference, 65535, as the same address's without a mux (2130650111 against
+    2130706431: the mux path ranked it by the address's precedence)."""
+    network = trice.NetworkConfig(
+        interface_filter=lambda n: n == "lo", include_loopback=True, ipv6=False
+    )
+    config = trice.AgentConfig(network=network)
+    async with (
+        trice.open_udp_mux("127.0.0.1", 0) as mux,
+        trice.open_agent(config, controlling=True, mux=mux) as on_mux,
+        trice.open_agent(config, controlling=True) as alone,
+    ):
+        await on_mux.wait_gathering_complete()
+        await alone.wait_gathering_complete()
+        ((muxed,), (own,)) = on_mux.local_candidates, alone.local_candidates
+    assert muxed.priority == own.priority == 2130706431

@@ -807,3 +807,27 @@ async def test_a_watch_reads_slow_interfaces_in_a_worker_thread(
         trio.lowlevel.remove_instrument(steps)
     assert first == ("127.0.0.1",)
     assert steps.longest < 0.1, steps.longest
+
+
+async def test_a_filters_own_error_ends_the_watch() -> None:
+    """What the user's filter raises on a later read ends the watch, as at the first (a
+    watch that takes every TriceError for a passing shortage logged "trying again" for
+    ever); only a descriptor short or a name ifaddr cannot read is tried again."""
+    calls = 0
+
+    def interface_filter(name: str) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise trice.ConfigError("the filter's own error")
+        return name == "lo"
+
+    network = trice.NetworkConfig(
+        interface_filter=interface_filter, include_loopback=True, ipv6=False
+    )
+    with pytest.raises(trice.ConfigError, match="filter's own"), trio.fail_after(3):
+        async with contextlib.aclosing(
+            trice.address_changes(network, interval=0.1, initial=True)
+        ) as changes:
+            async for _ in changes:
+                pass

@@ -124,6 +124,27 @@ def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> N
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "turns:alice:s3cr3tpw:443",
+        "turn:alice:s3cr3t#pw",
+        "turn:alice:s3cr3t?pw",
+        "turn:alice:s3cr3t:pw?transport=udp",
+        "turn:[alice:s3cr3tpw",
+        "turn:alice:s3cr3t?transport=sctp",
+    ],
+)
+def test_a_password_written_into_a_url_is_never_quoted(text: str) -> None:
+    """Whatever the parse stumbles on, a URL whose text after the scheme is no host and
+    port is quoted as its scheme alone: a password typed there (``turn:alice:secret``)
+    could stand anywhere in it, ``?`` and ``#`` included.  Only a port that was no number
+    hid it before."""
+    with pytest.raises(ConfigError) as info:
+        ServerUrl.parse(text)
+    assert "s3cr3t" not in str(info.value) and f"'{text.split(':')[0]}:...'" in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("stun:example.org:0", "not in 1..65535"),

@@ -209,8 +209,8 @@ async def _watch(name: str, stream: trice.EventStream, emit: Emit) -> None:
                     {
                         "event": "selected",
                         "agent": name,
-                        "local": f"{local.type.value} {local.address}:{local.port}",
-                        "remote": f"{remote.type.value} {remote.address}:{remote.port}",
+                        "local": f"{local.type.value} {host_port(local.address, local.port)}",
+                        "remote": f"{remote.type.value} {host_port(remote.address, remote.port)}",
                         "protocol": local.protocol,
                     }
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -366,11 +367,28 @@ def host_port(host: str, port: int) -> str:
 
 def _redacted(url: str) -> str:
     """An ICE server URL as an error quotes it: without user info, where a password may
-    have been put (``turn:alice:secret@host``; trice takes none there)."""
+    have been put (``turn:alice:secret@host``; trice takes none there); and only its
+    scheme where what follows is no ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``
+    (``turn:alice:secret``, ``turns:alice:s3cret:443``: a password may stand anywhere in
+    it, ``?`` and ``#`` included)."""
     head, at, tail = url.rpartition("@")
-    if not at:
-        return url
-    scheme, colon, rest = head.partition(":")
-    if not colon:
-        return f"...@{tail}"
-    return f"{scheme}:{'//' if rest.startswith('//') else ''}...@{tail}"
+    if at:
+        scheme, colon, rest = head.partition(":")
+        if not colon:
+            return f"...@{tail}"
+        return f"{scheme}:{'//' if rest.startswith('//') else ''}...@{tail}"
+    scheme, colon, rest = url.partition(":")
+    authority = rest.split("?", 1)[0]
+    if authority.startswith("["):
+        authority = authority[1:].partition("]")[0].partition("%")[0]
+    if colon and not _PLAIN_AUTHORITY.match(authority):
+        try:
+            ipaddress.IPv6Address(authority)  # (one, bracketed or not: quoted)
+        except ValueError:
+            return f"{scheme}:..."
+    return url
+
+
+#: What a STUN/TURN URL's host and port look like after its scheme where no password can
+#: be in them: a name or IPv4 address (no ``:``, ``[`` or ``]``), then digits if a port.
+_PLAIN_AUTHORITY = re.compile(r"[^:\[\]]*(?::[0-9]*)?\Z")

@@ -1432,7 +1432,7 @@ class Agent:
         if self._primary is None and not transport.closed:
             self._primary = transport
         else:
-            name = f"receive {address}:{transport.local_address[1]}"
+            name = f"receive {host_port(address, transport.local_address[1])}"
             self._nursery.start_soon(self._receive_loop, transport, name=name)
 
     def _transport_lost(self, base: int, reason: Lost = "relay") -> None:

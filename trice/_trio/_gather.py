@@ -96,6 +96,11 @@ class _Found:
 _adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
 
 
+class UnreadableInterfaces(TriceError):
+    """ifaddr cannot read the interfaces (a name that is not UTF-8): a TriceError to the
+    user; a watch of address changes tries again later (see ``_netwatch``)."""
+
+
 def forget_adapters() -> None:
     """Read the interfaces afresh next time (a gathering anew must see what changed)."""
     global _adapters_cache
@@ -158,7 +163,7 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
             raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
         raise
     except UnicodeDecodeError as exc:  # (ifaddr reads every name as UTF-8, or none)
-        raise TriceError(
+        raise UnreadableInterfaces(
             f"an interface's name is not UTF-8 ({bytes(exc.object)!r:.60}), and ifaddr reads "
             "no interface then: rename it (ip link set dev OLD name NEW)"
         ) from None
@@ -332,21 +337,32 @@ def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> 
 
 
 def _untraceable(taken: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
-    """``taken`` without the deprecated addresses that another address of their interface
-    and family replaces, then without the addresses a temporary one left stands for (see
+    """``taken`` without the deprecated addresses that another of their interface, family
+    and kind (a ULA or not) replaces, then without the IPv6 addresses in the prefix of a
+    temporary one left on their interface (a /128 that DHCPv6 gave too: see
     :func:`host_addresses`)."""
 
-    def prefix(entry: _Found) -> tuple[int, int]:
-        return entry.prefix, int(entry.address) >> (128 - min(entry.prefix, 128))
+    def kind(entry: _Found) -> tuple[int, bool]:
+        return entry.version, entry.version == 6 and entry.address in _ULA
 
-    fresh = {(name, entry.version) for name, entry in taken if not entry.deprecated}
-    taken = [(n, e) for n, e in taken if not (e.deprecated and (n, e.version) in fresh)]
-    temporary = {(name, prefix(entry)) for name, entry in taken if entry.temporary}
+    fresh = {(name, kind(entry)) for name, entry in taken if not entry.deprecated}
+    taken = [(n, e) for n, e in taken if not (e.deprecated and (n, kind(e)) in fresh)]
+    temporary = [
+        (name, ipaddress.IPv6Network((int(entry.address), entry.prefix), strict=False))
+        for name, entry in taken
+        if entry.temporary
+    ]
     return [
         (name, entry)
         for name, entry in taken
-        if entry.temporary or entry.version == 4 or (name, prefix(entry)) not in temporary
+        if entry.temporary
+        or entry.version == 4
+        or not any(n == name and entry.address in net for n, net in temporary)
     ]
+
+
+#: Unique local IPv6 addresses (RFC 4193), which reach no peer off the site.
+_ULA = ipaddress.IPv6Network("fc00::/7")
 
 
 def link_local_interfaces() -> list[str]:
@@ -583,6 +599,13 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
         error = "; ".join(unbound)
     elif error is None and not agent._core.local_candidates:
         error = "no usable local address (check the filters)"
+    elif error is None and bound and not count and network.mdns is MdnsMode.QUERY_AND_GATHER:
+        # (Each withheld rather than shown under its own address: see Agent._add_local.)
+        error = (
+            "host candidates withheld: no link answers their .local names"
+            if agent._mdns
+            else "host candidates withheld: mDNS could not be opened"
+        )
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
@@ -597,14 +620,14 @@ def _mux_hosts(agent: Agent, started: float) -> None:
     for rank, share in enumerate(agent._muxes):
         if share.closed:
             continue  # (its mux closed: the address may be anybody's now)
-        candidate = host_candidate(share.local_address, rank)
+        candidate = host_candidate(share.local_address, rank, address_rank=0)
         agent._add_local(candidate, share.base, signal=signal)
         _add_external(agent, candidate, share.base)
         added += 1
     for rank, (tcp_mux, tcp) in enumerate(agent._tcp_shares):
         if tcp_mux.closed or tcp.closed:
             continue
-        candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank)
+        candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank, address_rank=0)
         agent._add_local(candidate, tcp.base, signal=signal)
         _add_external(agent, candidate, tcp.base)
         added += 1
@@ -617,20 +640,30 @@ def _rank(agent: Agent, hosts: Sequence[HostAddress]) -> None:
     """Give ``hosts``' interfaces and addresses not ranked yet their ranks in host
     candidates' priorities: an interface's is its place in the order the agent first found
     its interfaces; an address's, its place among its interface's, new ones in RFC 8421
-    §4's order (``dual_stack_order``), after those found before.  Ranks are
-    kept: an address kept by a gathering anew keeps its host candidate, priority and all,
-    though others came or went (``Agent.restart`` says it keeps it).  (A tuple, not a dict:
-    memory a thousand agents hold.)"""
+    §4's order (``dual_stack_order``), each in the first place an address gone left on
+    its interface (a temporary IPv6 address's successor takes its place), else after the
+    others.  Ranks are kept: an address kept by a gathering anew keeps its host candidate,
+    priority and all, though others came or went (``Agent.restart`` says it keeps it).  (A
+    tuple, not a dict: memory a thousand agents hold; a place left is an empty address.)"""
     ranked = agent._ranked
-    known = set(zip(ranked[::2], ranked[1::2], strict=True))
+    present = {(host.interface, host.address) for host in hosts}
+    entries = [
+        (interface, address if (interface, address) in present else "")
+        for interface, address in zip(ranked[::2], ranked[1::2], strict=True)
+    ]
+    known = set(entries)
     new: dict[str, list[str]] = {}
     for host in hosts:
         if (host.interface, host.address) not in known:
             new.setdefault(host.interface, []).append(host.address)
     for interface, addresses in new.items():
         for address in dual_stack_order(addresses):
-            ranked += (interface, address)
-    agent._ranked = ranked
+            place = next((k for k, e in enumerate(entries) if e == (interface, "")), None)
+            if place is None:
+                entries.append((interface, address))
+            else:
+                entries[place] = (interface, address)
+    agent._ranked = tuple(part for entry in entries for part in entry)
 
 
 def _ranks(agent: Agent, host: HostAddress) -> tuple[int, int]:

@@ -28,8 +28,8 @@ from collections.abc import AsyncGenerator
 import trio
 
 from trice._config import MAX_SECONDS, NetworkConfig
-from trice._errors import ConfigError, TriceError
-from trice._trio._gather import host_addresses, link_up, read_interfaces
+from trice._errors import ConfigError, LimitError
+from trice._trio._gather import UnreadableInterfaces, host_addresses, link_up, read_interfaces
 from trice._trio._log import logger
 
 __all__ = ["address_changes"]
@@ -300,7 +300,7 @@ async def _address_changes(
                 noticed = time.monotonic() - interval
             try:
                 addresses = await usable(noticed)
-            except TriceError as exc:
+            except (LimitError, UnreadableInterfaces) as exc:
                 # (No descriptor to read the interfaces with, or a name ifaddr cannot read,
                 # for now: the next poll or notice tries again, rather than the watch
                 # ending.)
