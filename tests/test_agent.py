@@ -1376,10 +1376,15 @@ async def test_a_candidate_named_by_dns_is_left_out_logged_and_counted(
             )
         assert a.statistics().remote_candidates_dropped == 1
         assert a._core.remote_candidates == []
+        why = (
+            "mDNS is disabled (NetworkConfig.mdns)"
+            if mode is trice.MdnsMode.DISABLED
+            else "no check may go there (a name other than an mDNS .local one, or an "
+            "unspecified, multicast or broadcast address)"
+        )
         assert [r.getMessage() for r in caplog.records] == [
-            f"{a.local_parameters.ufrag}: remote candidate at {address} left out: no check "
-            "may go there (a name other than an mDNS .local one, or an unspecified, "
-            "multicast or broadcast address)"
+            f"{a.local_parameters.ufrag}: remote candidate at {address} left out: {why} "
+            "(more such: at DEBUG)"
         ]
 
 
