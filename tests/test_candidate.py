@@ -729,6 +729,12 @@ def test_a_foundation_is_stable_in_a_process_and_keyed_with_its_secret() -> None
     assert len(others | {first}) == 3, others
     foundation = compute_foundation(RELAY, "2001:db8::1", "tcp", "turn.example.org:3478")
     Candidate(**{**BASE, "foundation": foundation})  # valid ice-chars
+    # An agent's own key: its foundations are its own, and follow the same rules.
+    mine = compute_foundation(HOST, "10.0.0.1", "udp", None, key=b"k" * 16)
+    assert mine == compute_foundation(HOST, "10.0.0.1", "UDP", None, key=b"k" * 16)
+    assert mine not in (first, compute_foundation(HOST, "10.0.0.1", "udp", None, key=b"j" * 16))
+    with pytest.raises(CandidateError):
+        compute_foundation(HOST, "10.0.0.1", "udp", key="k" * 16)  # type: ignore[arg-type]
 
 
 def test_foundation_equality_rules() -> None:

@@ -552,3 +552,21 @@ async def test_a_local_candidate_whose_mdns_cannot_open_holds_no_place() -> None
             agent.add_remote_candidate(None)
             with trio.fail_after(5), pytest.raises(trice.IceFailedError):
                 await agent.connect()
+
+
+async def test_two_agents_of_one_process_show_no_common_foundation() -> None:
+    """Each agent keys its foundations with a secret of its own: two agents of one process
+    on the same address signal different foundations under their different names (with a
+    key of the process, a peer that met both could tell they were of one host), and an
+    agent's own stay the same across a gathering anew."""
+    async with (
+        trice.open_agent(_config(GATHER), controlling=True) as a,
+        trice.open_agent(_config(GATHER), controlling=True) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        ((fa,), (fb,)) = [{c.foundation for c in x.local_candidates} for x in (a, b)]
+        assert fa != fb
+        a.restart(regather=True)
+        await a.wait_gathering_complete()
+        assert {c.foundation for c in a.local_candidates} == {fa}

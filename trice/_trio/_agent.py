@@ -214,6 +214,7 @@ class Agent:
         "_failure",
         "_gathering",
         "_hub",
+        "_key",
         "_lite_at",
         "_lite_data",
         "_lite_source",
@@ -336,6 +337,9 @@ class Agent:
         self._ranked: tuple[str, ...] = ()
         self._restarted = False  # (see add_remote_candidate's log line)
         self._warned = 0  # (the reasons a left-out candidate was warned of: see _left_out)
+        # The secret its candidates' foundations are keyed with: of this agent alone, so
+        # that a peer cannot tell two sessions are of one host (see compute_foundation).
+        self._key = secrets.token_bytes(16)
         self._unknown_source = 0
         self._malformed = 0
         self._stun_received = 0
@@ -2114,7 +2118,9 @@ async def _warm_shell_once(config_a: AgentConfig, config_b: AgentConfig) -> None
             agent._adopt_socket(transport, transport.local_address[0])
             agent._time_came()  # the agent task, parked without a socket, takes it up
             agent._add_local(
-                host_candidate(transport.local_address, 0), transport.base, signal=True
+                host_candidate(transport.local_address, 0, key=agent._key),
+                transport.base,
+                signal=True,
             )
         introduce(a, b)
         await _connect_both(a, b)

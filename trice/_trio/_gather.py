@@ -620,14 +620,16 @@ def _mux_hosts(agent: Agent, started: float) -> None:
     for rank, share in enumerate(agent._muxes):
         if share.closed:
             continue  # (its mux closed: the address may be anybody's now)
-        candidate = host_candidate(share.local_address, rank, address_rank=0)
+        candidate = host_candidate(share.local_address, rank, address_rank=0, key=agent._key)
         agent._add_local(candidate, share.base, signal=signal)
         _add_external(agent, candidate, share.base)
         added += 1
     for rank, (tcp_mux, tcp) in enumerate(agent._tcp_shares):
         if tcp_mux.closed or tcp.closed:
             continue
-        candidate = tcp_host_candidate(tcp.local_address, TcpType.PASSIVE, rank, address_rank=0)
+        candidate = tcp_host_candidate(
+            tcp.local_address, TcpType.PASSIVE, rank, address_rank=0, key=agent._key
+        )
         agent._add_local(candidate, tcp.base, signal=signal)
         _add_external(agent, candidate, tcp.base)
         added += 1
@@ -709,7 +711,10 @@ def _udp_host(
         agent._adopt_socket(kept, host.address)
     interface_rank, address_rank = ranks
     candidate = host_candidate(
-        (host.address, kept.local_address[1]), interface_rank, address_rank=address_rank
+        (host.address, kept.local_address[1]),
+        interface_rank,
+        address_rank=address_rank,
+        key=agent._key,
     )
     signal = agent.config.transport_policy is TransportPolicy.ALL
     agent._add_local(candidate, kept.base, signal=signal)
@@ -859,7 +864,7 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
             existing = kept.get((host.address, kind))
             if existing is not None:  # (gathering anew: the candidate of before, again)
                 candidate = tcp_host_candidate(
-                    existing.local_address, kind, rank, address_rank=address_rank
+                    existing.local_address, kind, rank, address_rank=address_rank, key=agent._key
                 )
                 agent._add_local(candidate, existing.base, signal=True)
                 if kind is TcpType.PASSIVE:
@@ -902,7 +907,7 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
             agent._transports[base] = transport
             agent._nursery.start_soon(transport.run, name=f"tcp {kind.value} {host.address}")
             candidate = tcp_host_candidate(
-                (host.address, port), kind, rank, address_rank=address_rank
+                (host.address, port), kind, rank, address_rank=address_rank, key=agent._key
             )
             agent._add_local(candidate, base, signal=True)
             if kind is TcpType.PASSIVE:
@@ -934,7 +939,7 @@ def _add_external(agent: Agent, host: Candidate, base: int) -> None:
             agent._mapped = set()
         agent._mapped.add((base, mapped))
     if network.external_candidate is CandidateType.SRFLX:
-        srflx = srflx_candidate(host, mapped, "1:1")
+        srflx = srflx_candidate(host, mapped, "1:1", key=agent._key)
         agent._add_local(srflx, base, signal=signal)
 
 
@@ -1035,7 +1040,7 @@ async def gather_srflx(
         agent._report(GatherReport(source, elapsed, 0, "closed"))
         return
     agent._mapped.add(key)
-    candidate = srflx_candidate(base_candidate, address, url.host)
+    candidate = srflx_candidate(base_candidate, address, url.host, key=agent._key)
     agent._add_local(candidate, transport.base, signal=True)
     agent._report(GatherReport(source, elapsed, 1))
 
@@ -1098,7 +1103,9 @@ async def gather_relay(
     # (The foundation tells apart relays of one server reached over UDP, TCP and TLS: the
     # transport to the server is part of it, RFC 8445 §5.1.1.3.)
     obtained_from = f"{url.host} {url.scheme} {url.transport}"
-    candidate = relay_candidate(transport.local_address, transport.mapped_address, obtained_from)
+    candidate = relay_candidate(
+        transport.local_address, transport.mapped_address, obtained_from, key=agent._key
+    )
     agent._add_local(candidate, base, signal=True)
     agent._report(GatherReport(str(url), trio.current_time() - started, 1))
 

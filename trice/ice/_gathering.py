@@ -112,7 +112,12 @@ _RELAY_PREFERENCE = 65535
 
 
 def host_candidate(
-    address: Address, interface_rank: int, component: int = 1, *, address_rank: int | None = None
+    address: Address,
+    interface_rank: int,
+    component: int = 1,
+    *,
+    address_rank: int | None = None,
+    key: bytes | None = None,
 ) -> Candidate:
     """A host candidate (RFC 8445 §5.1.1.1).
 
@@ -121,11 +126,13 @@ def host_candidate(
     address's place among its interface's (0 first; ``_priority.dual_stack_order``
     orders them, RFC 8421 §4): the low byte.  Without it, the low byte is the address's
     RFC 6724 precedence (:func:`~trice.ice.local_preference`): on one interface, IPv6 comes
-    before IPv4, which serves an interface with one address of each family.
+    before IPv4, which serves an interface with one address of each family.  ``key`` keys
+    the foundation (see :func:`~trice.ice.compute_foundation`: an agent's own secret), as
+    in the other constructors here.
     """
     preference = _host_preference(address[0], interface_rank, address_rank)
     return Candidate(
-        foundation=compute_foundation(CandidateType.HOST, address[0], "udp"),
+        foundation=compute_foundation(CandidateType.HOST, address[0], "udp", key=key),
         component=component,
         protocol="udp",
         priority=candidate_priority(CandidateType.HOST, preference, component),
@@ -160,6 +167,7 @@ def tcp_host_candidate(
     component: int = 1,
     *,
     address_rank: int | None = None,
+    key: bytes | None = None,
 ) -> Candidate:
     """An ICE-TCP host candidate (RFC 6544 §4.5): passive at the listening ``address``, or
     active (``address``'s port is then ignored: it is signalled as :data:`ACTIVE_PORT`).
@@ -172,7 +180,7 @@ def tcp_host_candidate(
     rank = _host_preference(address[0], interface_rank, address_rank, address_bits=5)
     preference = tcp_local_preference(CandidateType.HOST, tcp_type, rank)
     return Candidate(
-        foundation=compute_foundation(CandidateType.HOST, address[0], "tcp"),
+        foundation=compute_foundation(CandidateType.HOST, address[0], "tcp", key=key),
         component=component,
         protocol="tcp",
         priority=candidate_priority(CandidateType.HOST, preference, component),
@@ -183,7 +191,9 @@ def tcp_host_candidate(
     )
 
 
-def srflx_candidate(base: Candidate, mapped: Address, server: str) -> Candidate:
+def srflx_candidate(
+    base: Candidate, mapped: Address, server: str, *, key: bytes | None = None
+) -> Candidate:
     """The server-reflexive candidate a STUN server reported for ``base`` (RFC 8445 §5.1.1.2):
     its local preference is the base's, its related address the base's address.  For an
     ICE-TCP base (a 1:1 NAT's address of a passive candidate), of its tcptype, with the
@@ -192,7 +202,9 @@ def srflx_candidate(base: Candidate, mapped: Address, server: str) -> Candidate:
     if base.tcp_type is not None:
         preference = tcp_local_preference(CandidateType.SRFLX, base.tcp_type, preference & 0x1FFF)
     return Candidate(
-        foundation=compute_foundation(CandidateType.SRFLX, base.address, base.protocol, server),
+        foundation=compute_foundation(
+            CandidateType.SRFLX, base.address, base.protocol, server, key=key
+        ),
         component=base.component,
         protocol=base.protocol,
         priority=candidate_priority(CandidateType.SRFLX, preference, base.component),
@@ -206,13 +218,18 @@ def srflx_candidate(base: Candidate, mapped: Address, server: str) -> Candidate:
 
 
 def relay_candidate(
-    relayed: Address, mapped: Address | None, server: str, component: int = 1
+    relayed: Address,
+    mapped: Address | None,
+    server: str,
+    component: int = 1,
+    *,
+    key: bytes | None = None,
 ) -> Candidate:
     """A relayed candidate from a TURN allocation (RFC 8445 §5.1.1.2); its related address
     is the mapped address the TURN server saw, when known (RFC 8839 §5.1).  ``server`` names
     the server and the transport it was reached over (its foundation's part, §5.1.1.3)."""
     return Candidate(
-        foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", server),
+        foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", server, key=key),
         component=component,
         protocol="udp",
         priority=candidate_priority(CandidateType.RELAY, _RELAY_PREFERENCE, component),

@@ -182,7 +182,12 @@ def tcp_local_preference(type: CandidateType, tcp_type: TcpType, other_preferenc
 
 
 def compute_foundation(
-    type: CandidateType, base_address: str, protocol: str, server: str | None = None
+    type: CandidateType,
+    base_address: str,
+    protocol: str,
+    server: str | None = None,
+    *,
+    key: bytes | None = None,
 ) -> str:
     """Compute a foundation (RFC 8445 §5.1.1.3).
 
@@ -191,12 +196,13 @@ def compute_foundation(
     server (``None`` for host and peer-reflexive candidates).  IP literals are compared in their
     canonical form, names and protocols without regard to case.
 
-    The result is 8 lower-case hex characters taken from a SHA-256 digest keyed with a secret
-    drawn once a process: made of ice-chars (RFC 8839 §5.1), the same for every agent of the
-    process, and another in another process.  So a foundation tells the peer nothing of the
-    base address it was made from: a host candidate signalled under an mDNS name, or a
-    server-reflexive one whose related address is hidden (unkeyed, 32 bits of a plain hash
-    of an address gave the address back to whoever tried the private ranges).
+    The result is 8 lower-case hex characters taken from a SHA-256 digest keyed with a secret,
+    ``key`` (an agent's own: trice's agents each draw one), or one drawn once a process:
+    made of ice-chars (RFC 8839 §5.1), and another under another key.  So a foundation tells
+    the peer nothing of the base address it was made from (a host candidate signalled under
+    an mDNS name, or a server-reflexive one whose related address is hidden: unkeyed, 32
+    bits of a plain hash of an address gave the address back to whoever tried the private
+    ranges), nor, an agent's key its own, that two sessions are of one host.
 
     Args:
         type: the candidate type.
@@ -215,6 +221,10 @@ def compute_foundation(
             raise CandidateError(f"{name} must be a str, got {value!r}", field=name)
     if server is not None and not isinstance(server, str):
         raise CandidateError(f"server must be a str or None, got {server!r}", field="server")
+    if key is not None:
+        if not isinstance(key, bytes):
+            raise CandidateError(f"key must be bytes or None, got {key!r:.40}", field="key")
+        return _foundation(type, base_address, protocol, server, key)
     if (
         base_address.__class__ is str
         and protocol.__class__ is str
@@ -227,7 +237,8 @@ def compute_foundation(
     return _foundation(type, base_address, protocol, server)
 
 
-#: The secret that foundations are keyed with (see :func:`compute_foundation`).
+#: The secret that foundations are keyed with where no key is given (see
+#: :func:`compute_foundation`).
 _FOUNDATION_KEY = secrets.token_bytes(16)
 
 
@@ -238,11 +249,19 @@ def _kept_foundation(
     return _foundation(type, base_address, protocol, server)
 
 
-def _foundation(type: CandidateType, base_address: str, protocol: str, server: str | None) -> str:
+def _foundation(
+    type: CandidateType,
+    base_address: str,
+    protocol: str,
+    server: str | None,
+    secret: bytes = b"",
+) -> str:
     base = canonical_ip(base_address) or base_address.lower()
     server_key = "" if server is None else (canonical_ip(server) or server.lower())
-    key = "\0".join((type.value, base, protocol.lower(), server_key))
-    return hashlib.sha256(_FOUNDATION_KEY + key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    text = "\0".join((type.value, base, protocol.lower(), server_key))
+    digest = hashlib.sha256(secret or _FOUNDATION_KEY)
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:8]
 
 
 def pair_priority(controlling_priority: int, controlled_priority: int) -> int:
