@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -972,3 +973,22 @@ async def test_slow_interface_reads_do_not_hold_up_the_event_loop(
     finally:
         trio.lowlevel.remove_instrument(steps)
     assert steps.longest < 0.1, steps.longest
+
+
+def test_a_read_slow_by_the_wall_clock_alone_sends_no_read_to_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read is slow by the CPU time it takes, not the wall clock's: one that waited
+    (a busy machine, the process preempted) does not send the next reads to a worker
+    thread, where a test's MockClock would jump ahead while every task waits on it."""
+    real = ifaddr.get_adapters
+
+    def waited() -> Any:
+        time.sleep(0.05)
+        return real()
+
+    monkeypatch.setattr(ifaddr, "get_adapters", waited)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_slow_reads", False)
+    _gather._adapters()
+    assert not _gather._slow_reads

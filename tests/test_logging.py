@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 import trice
 from trice._trio import _tcp
@@ -86,6 +87,19 @@ async def test_candidates_left_out_are_warned_of_once_an_agent(
     assert len([r for r in records.records if said in r.getMessage()]) == 500
 
 
+async def test_each_kind_of_candidate_left_out_is_warned_of_once(records: Records) -> None:
+    """A .local name under MdnsMode.DISABLED and a multicast address are left out for
+    different reasons: each is warned of once (the first kept the other quiet)."""
+    async with trice.open_agent(_mdns(trice.MdnsMode.DISABLED), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerufrag", "p" * 22)
+        for line in ("n1.local 1000 typ host", "224.0.0.1 1001 typ host"):
+            agent.add_remote_candidate(trice.Candidate.from_sdp(f"candidate:1 1 udp 9 {line}"))
+    warnings = records.warnings()
+    assert len(warnings) == 2 and "mDNS is disabled" in warnings[0], warnings
+    assert "no check may go there" in warnings[1]
+
+
 def test_accepts_short_of_descriptors_are_warned_of_once_in_a_while(
     records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +117,7 @@ def test_accepts_short_of_descriptors_are_warned_of_once_in_a_while(
     now[0] += _tcp.ACCEPT_WARNING_INTERVAL
     _tcp._accept_failed("listener 0", error)
     warnings = records.warnings()
-    assert len(warnings) == 2 and "(99 more such in the last 10 s" in warnings[1], warnings
+    assert len(warnings) == 2 and "(99 more such since the last warning" in warnings[1]
     assert len(records.records) == 101
 
 
@@ -120,12 +134,14 @@ async def test_a_relay_lost_is_warned_of_under_its_agents_ufrag(records: Records
         async with gathered_pair(config) as (a, b):
             signal(a, b)
             await connect_both(a, b)
+            a.restart()  # (the warning names the ufrag as it is then: it named the first)
             ufrags = (a.local_parameters.ufrag, b.local_parameters.ufrag)
             records.records.clear()
-            async with a.subscribe() as events:
+            async with b.subscribe() as events:
                 os.kill(coturn.pid, signals.SIGKILL)
                 with trio.fail_after(5):
                     await wait_for_state(events, trice.ConnectionState.FAILED)
+            await trio.testing.wait_all_tasks_blocked()
     lost = [w for w in records.warnings() if "lost" in w]
     assert lost and all(w.startswith(ufrags) for w in lost), records.warnings()
 

@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 import trice
+import trice._trio._agent
 from trice import stun
 from trice._trio._mux import MuxTransport, UdpMux
 
@@ -432,3 +433,25 @@ async def test_an_agent_on_a_mux_ranks_its_lone_host_candidate_as_one_without() 
         await alone.wait_gathering_complete()
         ((muxed,), (own,)) = on_mux.local_candidates, alone.local_candidates
     assert muxed.priority == own.priority == 2130706431
+
+
+async def test_a_mux_agent_whose_host_candidate_is_withheld_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QUERY_AND_GATHER with mDNS unable to open: the mux agent's host candidate is
+    withheld, and its host report says why (it said 0 candidates, no error)."""
+    monkeypatch.setattr(trice._trio._agent, "open_mdns", lambda *args, **kwargs: None)
+    network = trice.NetworkConfig(
+        interface_filter=lambda n: n == "lo",
+        include_loopback=True,
+        ipv6=False,
+        mdns=trice.MdnsMode.QUERY_AND_GATHER,
+    )
+    async with (
+        trice.open_udp_mux("127.0.0.1", 0) as mux,
+        trice.open_agent(trice.AgentConfig(network=network), controlling=True, mux=mux) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        assert agent.local_candidates == ()
+        (report,) = [r for r in agent.gather_reports if r.source == "host"]
+    assert report.error == "host candidates withheld: mDNS could not be opened"

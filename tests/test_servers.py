@@ -123,6 +123,13 @@ def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> N
     assert problem in message
 
 
+def test_a_url_with_a_fragment_after_its_port_is_quoted_whole() -> None:
+    """A host and port with a fragment after it hides nothing: quoted as written (it was
+    taken for a password's place, and shown as its scheme alone)."""
+    with pytest.raises(ConfigError, match=r"'stun:stun.example.org:3478#frag'.*fragment"):
+        ServerUrl.parse("stun:stun.example.org:3478#frag")
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -132,6 +139,9 @@ def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> N
         "turn:alice:s3cr3t:pw?transport=udp",
         "turn:[alice:s3cr3tpw",
         "turn:alice:s3cr3t?transport=sctp",
+        "turn:[::1]:s3cr3t?transport=sctp",
+        "turn:[::1]:s3cr3t#x",
+        "turn:[alice]:s3cr3t",
     ],
 )
 def test_a_password_written_into_a_url_is_never_quoted(text: str) -> None:

@@ -84,16 +84,21 @@ class LongestStep(trio.abc.Instrument):
 
 
 def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15) -> None:
-    """Make reading the interfaces take ``seconds`` (a host with hundreds of them), and
-    have one read made so: the next go to a worker thread."""
+    """Make reading the interfaces take ``seconds`` of CPU time (a host with hundreds of
+    them), and have one read made so: the next go to a worker thread, for this test only
+    (the process's state of reads is put back after it: a later test's read in a worker
+    thread would let its MockClock jump ahead)."""
     real = ifaddr.get_adapters
 
     def slow() -> Any:
-        time.sleep(seconds)
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
         return real()
 
     monkeypatch.setattr(ifaddr, "get_adapters", slow)
     monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_slow_reads", False)
     _gather._adapters()
     assert _gather._slow_reads
     _gather.forget_adapters()

@@ -375,18 +375,31 @@ def _redacted(url: str) -> str:
     if at:
         scheme, colon, rest = head.partition(":")
         if not colon:
-            return f"...@{tail}"
-        return f"{scheme}:{'//' if rest.startswith('//') else ''}...@{tail}"
+            return "...@..."
+        slashes = "//" if rest.startswith("//") else ""
+        # (Behind the last @, only a host and port: a password may hold an @ itself.)
+        return f"{scheme}:{slashes}...@{tail}" if _plain(tail) else f"{scheme}:..."
     scheme, colon, rest = url.partition(":")
-    authority = rest.split("?", 1)[0]
+    return url if not colon or _plain(rest) else f"{scheme}:..."
+
+
+def _plain(rest: str) -> bool:
+    """Whether ``rest`` (a URL past its scheme) is a host and port where no password can
+    be: a name or IPv4 address, or an IPv6 literal (bracketed or not), then ``:digits``
+    or nothing, then a query or fragment or nothing."""
+    authority = re.split(r"[?#]", rest, maxsplit=1)[0]
     if authority.startswith("["):
-        authority = authority[1:].partition("]")[0].partition("%")[0]
-    if colon and not _PLAIN_AUTHORITY.match(authority):
-        try:
-            ipaddress.IPv6Address(authority)  # (one, bracketed or not: quoted)
-        except ValueError:
-            return f"{scheme}:..."
-    return url
+        inside, bracket, after = authority[1:].partition("]")
+        if bracket and not re.fullmatch(r":?[0-9]*", after):
+            return False
+        authority = inside.partition("%")[0]
+    if _PLAIN_AUTHORITY.match(authority):
+        return True
+    try:
+        ipaddress.IPv6Address(authority)  # (one, bracketed or not: quoted)
+    except ValueError:
+        return False
+    return True
 
 
 #: What a STUN/TURN URL's host and port look like after its scheme where no password can

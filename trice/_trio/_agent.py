@@ -575,7 +575,8 @@ class Agent:
         interfaces: what the network config's filters raise comes from here too (mDNS
         asks the IP filter of IPv4 addresses even with ``ipv4=False``: its queries go over
         IPv4), and :class:`~trice.LimitError` when no descriptor is left to read them; the
-        candidate is not taken then.
+        candidate is not taken then.  That read is made in this call (some milliseconds;
+        more on a host of hundreds of interfaces), as ``restart(regather=True)``'s is.
         """
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
@@ -622,7 +623,7 @@ class Agent:
                     "unspecified, multicast or broadcast address)"
                 )
                 self._left_out(
-                    _NO_DESTINATION,
+                    _MDNS_OFF if why.startswith("mDNS") else _NO_DESTINATION,
                     "%s: remote candidate at %s left out: %s",
                     self._local.ufrag,
                     _peer_text(candidate.address),

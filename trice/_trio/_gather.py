@@ -107,8 +107,8 @@ def forget_adapters() -> None:
     _adapters_cache = None
 
 
-#: A read of the interfaces that took longer than this (a host with hundreds of them: a
-#: container or Kubernetes node) has the next one made in a worker thread
+#: A read of the interfaces that took more CPU time than this (a host with hundreds of
+#: them: a container or Kubernetes node) has the next one made in a worker thread
 #: (:func:`read_interfaces`), rather than hold up every task of the process as long.
 _SLOW_READ = 0.02
 _slow_reads = False
@@ -117,10 +117,11 @@ _slow_reads = False
 _reading: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("trice_reading_interfaces")
 
 
-def _cache_serves(newer_than: float) -> bool:
-    """Whether the interfaces as read last serve a reader that wants them read at
-    ``newer_than`` or later (see :func:`_adapters`)."""
-    cache = _adapters_cache
+def _cache_serves(
+    newer_than: float, cache: tuple[float, list[tuple[str, list[_Found]]]] | None
+) -> bool:
+    """Whether ``cache`` (the interfaces as read last) serves a reader that wants them read
+    at ``newer_than`` or later (see :func:`_adapters`)."""
     return (
         cache is not None and time.monotonic() - cache[0] < _ADAPTERS_TTL and cache[0] >= newer_than
     )
@@ -135,7 +136,7 @@ async def read_interfaces(newer_than: float = -math.inf) -> None:
     Raises:
         LimitError, TriceError: as :func:`_adapters`.
     """
-    if not _slow_reads or _cache_serves(newer_than):
+    if not _slow_reads or _cache_serves(newer_than, _adapters_cache):
         return
     try:
         lock = _reading.get()
@@ -143,7 +144,7 @@ async def read_interfaces(newer_than: float = -math.inf) -> None:
         lock = trio.Lock()
         _reading.set(lock)
     async with lock:
-        if not _cache_serves(newer_than):
+        if not _cache_serves(newer_than, _adapters_cache):
             await trio.to_thread.run_sync(_adapters, newer_than)
 
 
@@ -153,9 +154,10 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     was noticed, say).  (Also from a worker thread: see :func:`read_interfaces`.)"""
     global _adapters_cache, _slow_reads
     cache = _adapters_cache
-    if cache is not None and _cache_serves(newer_than):
+    if cache is not None and _cache_serves(newer_than, cache):
         return cache[1]
     now = time.monotonic()
+    spent = time.thread_time()
     try:
         found = ifaddr.get_adapters()  # (through a netlink socket: it needs a descriptor)
     except OSError as exc:
@@ -183,7 +185,10 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
         if asker is not None:
             asker.close()
     _adapters_cache = (now, adapters)
-    _slow_reads = time.monotonic() - now > _SLOW_READ
+    # (The CPU time the read took, which a busy machine does not stretch as it does the
+    # wall clock's: one slow moment does not send reads to a thread, where trio's
+    # MockClock would jump ahead while a test's tasks all wait on it.)
+    _slow_reads = time.thread_time() - spent > _SLOW_READ
     return adapters
 
 
@@ -548,6 +553,8 @@ async def gather_host(agent: Agent) -> None:
     (the first) or a receive task of its own (each other)."""
     started = trio.current_time()
     if agent._muxes or agent._tcp_shares:
+        if agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
+            await read_interfaces()  # (mDNS's links, and each name's)
         _mux_hosts(agent, started)
         return
     await read_interfaces()
@@ -600,13 +607,19 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
     elif error is None and not agent._core.local_candidates:
         error = "no usable local address (check the filters)"
     elif error is None and bound and not count and network.mdns is MdnsMode.QUERY_AND_GATHER:
-        # (Each withheld rather than shown under its own address: see Agent._add_local.)
-        error = (
-            "host candidates withheld: no link answers their .local names"
-            if agent._mdns
-            else "host candidates withheld: mDNS could not be opened"
-        )
+        error = _withheld(agent)
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
+
+
+def _withheld(agent: Agent) -> str | None:
+    """Why a gathering signalled no host candidate of those it has: under
+    ``QUERY_AND_GATHER`` each is withheld rather than shown under its own address (see
+    ``Agent._add_local``); ``None`` under another mode."""
+    if agent.config.network.mdns is not MdnsMode.QUERY_AND_GATHER:
+        return None
+    if agent._mdns:
+        return "host candidates withheld: no link answers their .local names"
+    return "host candidates withheld: mDNS could not be opened"
 
 
 def _mux_hosts(agent: Agent, started: float) -> None:
@@ -635,6 +648,8 @@ def _mux_hosts(agent: Agent, started: float) -> None:
         added += 1
     count = len(agent._signalled) - before if signal else added
     error = None if added else "no usable local address (every mux is closed)"
+    if error is None and not count and signal:
+        error = _withheld(agent)
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
 
@@ -1142,7 +1157,7 @@ async def _serve_relay(
         ssl_context=server.ssl_context,
         timeout=timeout,
         proxy=proxy,
-        owner=agent._local.ufrag,
+        owner=lambda: agent._local.ufrag,  # (as it is then: a restart changes it)
         task_status=task_status,
     )
     agent._transport_lost(base)

@@ -217,6 +217,10 @@ def address_changes(
     value before the agents gather (then a change while they gather, or an address they
     could not bind yet, is said when it comes), as ``trice gather --watch`` does.
 
+    Where reading the interfaces takes long (hundreds of them), the reads are made in a
+    worker thread, as gathering's are: under trio's :class:`~trio.testing.MockClock` with
+    autojump, the clock may jump ahead while one runs.
+
     It holds a socket while it runs, which it closes when it ends.  An async generator ends
     when its loop is left only if it is closed then: use it as::
 

@@ -509,7 +509,12 @@ class RelayTransport:
                 client.connection_lost(exc.reason)  # (closing: given up, closed)
             finally:
                 await conn.aclose()
-        logger.debug("TURN %s: relay %s closed (%s)", self.server, self.local_address, client.state)
+        logger.debug(
+            "TURN %s: relay %s closed (%s)",
+            self.server,
+            host_port(*self.local_address),
+            client.state,
+        )
 
 
 async def _connect(
@@ -712,7 +717,7 @@ async def run_relay(
     timeout: float = 3.0,  # noqa: ASYNC109 (bounds the allocation only; runs until cancelled)
     bind_address: str | None = None,
     proxy: ProxyUrl | None = None,
-    owner: str = "",
+    owner: Callable[[], str] | None = None,
     task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Allocate a relayed address on *server* and serve it until cancelled (RFC 8656).
@@ -741,8 +746,8 @@ async def run_relay(
         bind_address: a local IP address to send from (for a relay per interface).
         proxy: a proxy to reach a TCP or TLS server through (HTTP CONNECT or SOCKS5);
             UDP servers are reached directly.
-        owner: who the relay is for (an agent's ufrag), the start of the warning logged
-            when the allocation ends on its own.
+        owner: who the relay is for (an agent's ufrag, as it is when asked), the start of
+            the warning logged when the allocation ends on its own.
 
     Raises:
         AllocationError: before the transport is handed out, naming the server and the
@@ -812,7 +817,7 @@ async def run_relay(
             raise relay.error
         logger.warning(
             "%s%s (relayed %s)",
-            f"{owner}: " if owner else "",
+            f"{owner()}: " if owner is not None else "",
             relay.error,
             host_port(*relay.local_address),
         )

@@ -558,7 +558,8 @@ def _accept_failed(who: object, exc: OSError) -> None:
         logger.debug("%s: cannot accept a connection: %s", who, exc)
         return
     logger.warning(
-        "%s: cannot accept a connection: %s (%d more such in the last %g s, at DEBUG)",
+        "%s: cannot accept a connection: %s (%d more such since the last warning, at DEBUG;"
+        " at most one a %g s)",
         who,
         exc,
         _accept_unwarned,
