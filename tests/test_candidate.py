@@ -735,6 +735,8 @@ def test_a_foundation_is_stable_in_a_process_and_keyed_with_its_secret() -> None
     assert mine not in (first, compute_foundation(HOST, "10.0.0.1", "udp", None, key=b"j" * 16))
     with pytest.raises(CandidateError):
         compute_foundation(HOST, "10.0.0.1", "udp", key="k" * 16)  # type: ignore[arg-type]
+    with pytest.raises(CandidateError):  # (it was taken for no key: the process's)
+        compute_foundation(HOST, "10.0.0.1", "udp", key=b"")
 
 
 def test_foundation_equality_rules() -> None:

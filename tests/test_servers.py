@@ -87,10 +87,6 @@ BAD_URLS: list[tuple[str, str]] = [
     ("stuns:stun.example.org?transport=tcp", "takes no query"),
     ("turn:t.example?transport=sctp", "unsupported transport 'sctp'"),
     ("turn:t.example?transport=", "unsupported transport ''"),
-    ("turn:t.example?proto=udp", "only query"),
-    ("turn:t.example?transport", "only query"),
-    ("turn:t.example?transport=udp&x=1", "unsupported transport"),
-    ("stun:stun.example.org#frag", "fragment"),
     ("stun:2001:db8::1", "brackets"),
     ("stun:2001:db8::1:3478", "brackets"),
     ("stun:[2001:db8::1", "closing"),
@@ -123,11 +119,25 @@ def test_parse_errors_name_the_url_and_the_problem(text: str, problem: str) -> N
     assert problem in message
 
 
-def test_a_url_with_a_fragment_after_its_port_is_quoted_whole() -> None:
-    """A host and port with a fragment after it hides nothing: quoted as written (it was
-    taken for a password's place, and shown as its scheme alone)."""
-    with pytest.raises(ConfigError, match=r"'stun:stun.example.org:3478#frag'.*fragment"):
-        ServerUrl.parse("stun:stun.example.org:3478#frag")
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("turn:t.example?proto=udp", "only query"),
+        ("turn:t.example?transport", "only query"),
+        ("turn:t.example?transport=udp&x=1", "unsupported transport value"),
+        ("stun:stun.example.org#frag", "fragment"),
+    ],
+)
+def test_a_url_with_a_query_or_fragment_it_does_not_take_is_quoted_as_its_scheme(
+    text: str, problem: str
+) -> None:
+    """A fragment, or a query other than ?transport=, may be the rest of a password
+    (``turn:alice:2024#s3cret``): such a URL is quoted as its scheme alone, the problem
+    said all the same."""
+    with pytest.raises(ConfigError) as info:
+        ServerUrl.parse(text)
+    message = str(info.value)
+    assert f"'{text.split(':')[0]}:...'" in message and problem in message, message
 
 
 @pytest.mark.parametrize(
@@ -142,6 +152,12 @@ def test_a_url_with_a_fragment_after_its_port_is_quoted_whole() -> None:
         "turn:[::1]:s3cr3t?transport=sctp",
         "turn:[::1]:s3cr3t#x",
         "turn:[alice]:s3cr3t",
+        "turn:alice:2024#s3cr3t",  # (a password of digits, then a '#': no port, no fragment)
+        "turn:alice:2024?s3cr3t",
+        "turn:t.example?transport=udp&credential=s3cr3t",
+        "turn:t.example?transport=s3cr3t:x",
+        "turn:[::1]x:s3cr3t",
+        "turn:[alice:s3cr3t]:3478",
     ],
 )
 def test_a_password_written_into_a_url_is_never_quoted(text: str) -> None:

@@ -186,7 +186,9 @@ class ServerUrl:
             if key.lower() != "transport" or not equals:
                 raise fail("the only query allowed is '?transport=udp' or '?transport=tcp'")
             if value.lower() not in ("udp", "tcp"):
-                raise fail(f"unsupported transport {value!r}: expected 'udp' or 'tcp'")
+                # (Not quoted unless letters or nothing: it may be a password's rest.)
+                shown = repr(value) if value.isalpha() or not value else "value"
+                raise fail(f"unsupported transport {shown}: expected 'udp' or 'tcp'")
             transport = value.lower()
         if "@" in rest:
             raise fail("user info is not allowed: give IceServer a username and credential")
@@ -239,11 +241,12 @@ def _split_host_port(text: str, fail: Callable[[str], ConfigError]) -> tuple[str
         try:
             ip = ipaddress.IPv6Address(host)
         except ValueError:
-            raise fail(f"{host!r} in brackets is not an IPv6 address") from None
+            shown = repr(host) if ":" not in host else "the text"  # (not: a password?)
+            raise fail(f"{shown} in brackets is not an IPv6 address") from None
         if ip.scope_id is not None:
             raise fail("an IPv6 zone index ('%...') is not allowed")
         if after and not after.startswith(":"):
-            raise fail(f"unexpected {after!r} after the IPv6 address")
+            raise fail("unexpected text after the IPv6 address (only :PORT may follow)")
         return host, after[1:]
     if text.count(":") > 1:
         raise fail("an IPv6 address must be written in brackets, e.g. [2001:db8::1]:3478")
@@ -386,8 +389,11 @@ def _redacted(url: str) -> str:
 def _plain(rest: str) -> bool:
     """Whether ``rest`` (a URL past its scheme) is a host and port where no password can
     be: a name or IPv4 address, or an IPv6 literal (bracketed or not), then ``:digits``
-    or nothing, then a query or fragment or nothing."""
-    authority = re.split(r"[?#]", rest, maxsplit=1)[0]
+    or nothing, then ``?transport=`` and letters or nothing.  A fragment, or another
+    query, may be the rest of a password (``turn:alice:2024#s3cret``)."""
+    authority, question, query = rest.partition("?")
+    if "#" in rest or (question and not re.fullmatch(r"(?i)transport=[a-z]*", query)):
+        return False
     if authority.startswith("["):
         inside, bracket, after = authority[1:].partition("]")
         if bracket and not re.fullmatch(r":?[0-9]*", after):

@@ -558,8 +558,8 @@ def _accept_failed(who: object, exc: OSError) -> None:
         logger.debug("%s: cannot accept a connection: %s", who, exc)
         return
     logger.warning(
-        "%s: cannot accept a connection: %s (%d more such since the last warning, at DEBUG;"
-        " at most one a %g s)",
+        "%s: cannot accept a connection: %s (%d more such, of any listener, since the last"
+        " warning, at DEBUG; at most one a %g s)",
         who,
         exc,
         _accept_unwarned,

@@ -210,6 +210,8 @@ def compute_foundation(
         protocol: ``"udp"`` or ``"tcp"``.
         server: the STUN or TURN server that produced the candidate (e.g. its IP address, or
             ``"host:port"``), or ``None``.
+        key: the secret the digest is keyed with (bytes, not empty: an agent's own), or
+            ``None`` for the process's.
 
     Raises:
         CandidateError: an argument has the wrong type.
@@ -222,17 +224,17 @@ def compute_foundation(
     if server is not None and not isinstance(server, str):
         raise CandidateError(f"server must be a str or None, got {server!r}", field="server")
     if key is not None:
-        if not isinstance(key, bytes):
-            raise CandidateError(f"key must be bytes or None, got {key!r:.40}", field="key")
+        if not isinstance(key, bytes) or not key:
+            raise CandidateError(f"key must be bytes, not empty, or None: {key!r:.40}", field="key")
         return _foundation(type, base_address, protocol, server, key)
     if (
         base_address.__class__ is str
         and protocol.__class__ is str
         and (server is None or server.__class__ is str)
     ):
-        # Kept: an agent's candidates share a few bases and servers, and every agent of a
-        # process computes the same foundations for the same addresses.  (Plain strings only:
-        # a subclass may hash and compare like one, and lower-case differently.)
+        # Kept: what the process's key gives (a user of the pure core; trice's agents key
+        # their own, see above).  (Plain strings only: a subclass may hash and compare
+        # like one, and lower-case differently.)
         return _kept_foundation(type, base_address, protocol, server)
     return _foundation(type, base_address, protocol, server)
 
@@ -254,12 +256,12 @@ def _foundation(
     base_address: str,
     protocol: str,
     server: str | None,
-    secret: bytes = b"",
+    secret: bytes | None = None,
 ) -> str:
     base = canonical_ip(base_address) or base_address.lower()
     server_key = "" if server is None else (canonical_ip(server) or server.lower())
     text = "\0".join((type.value, base, protocol.lower(), server_key))
-    digest = hashlib.sha256(secret or _FOUNDATION_KEY)
+    digest = hashlib.sha256(_FOUNDATION_KEY if secret is None else secret)
     digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:8]
 
