@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,6 +400,13 @@ def _aioice(count: int, pings: int) -> Result | None:
 
     async def main() -> Result:
         a, b = aioice_pair()
+        try:
+            return await measure(a, b)
+        finally:  # (a lost datagram raises Lost: the sockets are closed all the same)
+            await a.close()
+            await b.close()
+
+    async def measure(a: aioice.Connection, b: aioice.Connection) -> Result:
         await asyncio.gather(a.gather_candidates(), b.gather_candidates())
         await aioice_signal(a, b)
         await asyncio.gather(a.connect(), b.connect())
@@ -434,23 +441,27 @@ def _aioice(count: int, pings: int) -> Result | None:
         echo_task = asyncio.ensure_future(echo())
         start = time.perf_counter()
         done = 0
+
+        async def ping_pong() -> None:
+            nonlocal done
+            for done in range(pings):  # noqa: B007 (read in the error)
+                await a.sendto(payload, 1)
+                await a.recvfrom()
+
+        # (asyncio.wait_for, not asyncio.timeout: Python 3.10 has no asyncio.timeout.)
         try:
-            async with asyncio.timeout(max(PING_PONG_LIMIT, pings / 100)):
-                for done in range(pings):  # noqa: B007 (read in the error)
-                    await a.sendto(payload, 1)
-                    await a.recvfrom()
-        except TimeoutError:
+            await asyncio.wait_for(ping_pong(), max(PING_PONG_LIMIT, pings / 100))
+        except asyncio.TimeoutError:
             raise Lost(f"aioice: a ping or its pong was lost after {done} of {pings}") from None
+        finally:
+            echo_task.cancel()
         rtt = pings / (time.perf_counter() - start)
-        echo_task.cancel()
         await asyncio.sleep(0.05)
         # Receive rate alone: queue the burst from a's socket without yielding, then drain.
         pair = a._nominated[1]
         sender = pair.protocol.transport
         to = (pair.remote_candidate.host, pair.remote_candidate.port)
         drain, got = await _aioice_drain(lambda d: sender.sendto(d, to), b.recvfrom, BURST)
-        await a.close()
-        await b.close()
         return Result("aioice", pps, received / count, rtt, drain, drained=got / BURST)
 
     return asyncio.run(main())
@@ -470,14 +481,16 @@ async def _aioice_drain(
     clock = time.perf_counter
     start = end = clock()
     got = 0
-    try:
-        async with asyncio.timeout(DRAIN_LIMIT if limit is None else limit):
-            while got < burst:
-                await receive()
-                got += 1
-                end = clock()
-    except TimeoutError:
-        pass
+
+    async def drain() -> None:
+        nonlocal got, end
+        while got < burst:
+            await receive()
+            got += 1
+            end = clock()
+
+    with suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(drain(), DRAIN_LIMIT if limit is None else limit)
     return _rate(got, end - start), got
 
 

@@ -29,7 +29,6 @@ import logging
 import math
 import secrets
 import socket
-import sys
 import weakref
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -91,9 +90,6 @@ from trice.ice._events import (
 )
 from trice.ice._gathering import host_candidate, unique_priority
 from trice.mdns import is_mdns_name
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    pass
 
 __all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent", "warm_up"]
 
