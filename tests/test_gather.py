@@ -839,13 +839,12 @@ async def test_a_dual_stack_interfaces_host_candidates_interleave_the_families(
     assert [c.address for c in ranked] == ["2001:db8::1", "127.0.0.1", "2001:db8::2", "127.0.0.2"]
 
 
-async def test_an_address_found_anew_takes_the_place_of_one_gone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A temporary IPv6 address is replaced every day or so: the new one takes the place
-    (and the priority) the old one left on its interface, rather than a place after every
-    address the agent ever saw there (ranked below the IPv4 one for the agent's life, and
-    the low bits running out); the kept address keeps its priority."""
+async def _priorities_across_a_change(
+    monkeypatch: pytest.MonkeyPatch, change: Callable[[list[Any]], None]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The host candidates' priorities (by address) of an agent on 127.0.0.1 and
+    127.0.0.2 (faked as lo's), then after ``change`` (of that list of addresses) and a
+    gathering anew."""
     ips = [SimpleNamespace(ip=t, network_prefix=8) for t in ("127.0.0.1", "127.0.0.2")]
     adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
@@ -853,11 +852,26 @@ async def test_an_address_found_anew_takes_the_place_of_one_gone(
     async with trice.open_agent(loopback_config(), controlling=True) as agent:
         await agent.wait_gathering_complete()
         before = {c.address: c.priority for c in agent.local_candidates}
-        ips[0] = SimpleNamespace(ip="127.0.0.3", network_prefix=8)  # (.1 went, .3 came)
+        change(ips)
         monkeypatch.setattr(_gather, "_adapters_cache", None)
         agent.restart(regather=True)
         await agent.wait_gathering_complete()
         after = {c.address: c.priority for c in agent.local_candidates}
+    return before, after
+
+
+async def test_an_address_found_anew_takes_the_place_of_one_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A temporary IPv6 address is replaced every day or so: the new one takes the place
+    (and the priority) the old one left on its interface, rather than a place after every
+    address the agent ever saw there (ranked below the IPv4 one for the agent's life, and
+    the low bits running out); the kept address keeps its priority."""
+
+    def replace(ips: list[Any]) -> None:
+        ips[0] = SimpleNamespace(ip="127.0.0.3", network_prefix=8)  # (.1 went, .3 came)
+
+    before, after = await _priorities_across_a_change(monkeypatch, replace)
     assert after == {"127.0.0.3": before["127.0.0.1"], "127.0.0.2": before["127.0.0.2"]}
 
 
@@ -866,18 +880,11 @@ async def test_an_address_found_anew_is_ranked_after_those_kept(
 ) -> None:
     """A gathering anew that finds one more address on an interface (listed first) keeps
     the others' host candidates' priorities, and ranks it after them."""
-    ips = [SimpleNamespace(ip=t, network_prefix=8) for t in ("127.0.0.1", "127.0.0.2")]
-    adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
-    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
-    async with trice.open_agent(loopback_config(), controlling=True) as agent:
-        await agent.wait_gathering_complete()
-        before = {c.address: c.priority for c in agent.local_candidates}
+
+    def add(ips: list[Any]) -> None:
         ips.insert(0, SimpleNamespace(ip="127.0.0.3", network_prefix=8))
-        monkeypatch.setattr(_gather, "_adapters_cache", None)
-        agent.restart(regather=True)
-        await agent.wait_gathering_complete()
-        after = {c.address: c.priority for c in agent.local_candidates}
+
+    before, after = await _priorities_across_a_change(monkeypatch, add)
     assert len(before) == 2 and {a: p for a, p in after.items() if a in before} == before
     assert after["127.0.0.3"] < min(before.values())
 

@@ -612,14 +612,15 @@ class Agent:
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
             elif not self._core.of_another_generation(candidate):
+                named = candidate.address.lower().endswith((".local", ".local."))
                 why = (
                     "mDNS is disabled (NetworkConfig.mdns)"
-                    if candidate.address.lower().endswith((".local", ".local."))
+                    if named
                     else "no check may go there (a name other than an mDNS .local one, or an "
                     "unspecified, multicast or broadcast address)"
                 )
                 self._left_out(
-                    _MDNS_OFF if why.startswith("mDNS") else _NO_DESTINATION,
+                    _MDNS_OFF if named else _NO_DESTINATION,
                     "%s: remote candidate at %s left out: %s",
                     self._local.ufrag,
                     _peer_text(candidate.address),
