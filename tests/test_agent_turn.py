@@ -536,3 +536,20 @@ async def test_a_server_with_ipv6_relays_only_gives_an_ipv6_relay() -> None:
             signal(a, b)
             ca, cb = await connect_both(a, b)
             await exchange_each_way(ca, cb)
+
+
+@pytest.mark.parametrize(
+    "servers", [[], [trice.IceServer("stun:127.0.0.1:3478")]], ids=["no-server", "stun-only"]
+)
+async def test_the_relay_policy_with_no_turn_server_says_it_gathers_nothing(
+    servers: list[trice.IceServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RELAY with no TURN server can gather nothing: a gather report and a warning say so
+    (gathering completed with no report and no line, and ICE failed some 25 s later)."""
+    config = loopback_config(ice_servers=servers, transport_policy=trice.TransportPolicy.RELAY)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        assert agent.local_candidates == ()
+        (report,) = agent.gather_reports
+    assert report.source == "relay" and report.error is not None
+    assert "no TURN server" in report.error and "no TURN server" in caplog.text

@@ -419,7 +419,7 @@ class GatherReport:
 
     Attributes:
         source: ``"host"``, or the STUN/TURN server URL (with the local address it was
-            asked from, for STUN).
+            asked from, for STUN); ``"relay"`` for the RELAY policy with no TURN server.
         elapsed: seconds the source took.
         candidates: how many candidates it produced.  For ``host`` under the NOHOST policy:
             how many sockets it bound (their host candidates are not signalled; each is the
@@ -448,6 +448,11 @@ async def gather_local(agent: Agent) -> None:
         logger.info("%s: no ICE-TCP candidates of its own (%s)", agent._local.ufrag, why)
     if policy is not TransportPolicy.RELAY:
         await gather_host(agent)
+    elif not any(url.is_turn for server in _servers(agent) for url in server.urls):
+        # (Nothing at all to gather: said, rather than a silent failure of ICE later.)
+        error = "policy relay and no TURN server: no candidate can be gathered"
+        logger.warning("%s: %s", agent._local.ufrag, error)
+        agent._report(GatherReport("relay", 0.0, 0, error))
 
 
 def _servers(agent: Agent) -> Sequence[IceServer]:

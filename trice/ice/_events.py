@@ -44,7 +44,10 @@ class ConnectionState(str, enum.Enum):
     regularly is there at once, its own nomination being final (its checks still in flight
     on other pairs are cancelled, RFC 8445 §8.1.2); a controlled agent, which follows the
     peer's nominations, once its own checks are all answered or given up; an ICE-lite
-    agent, which makes no checks, as soon as it has selected a pair (RFC 8445 §8.2).
+    agent, which makes no checks, as soon as it has selected a pair (RFC 8445 §8.2).  A
+    check that comes after ``completed`` (a peer-reflexive address learned late: the peer's
+    ICE-TCP connection, say) may select a pair again: an agent that nominates aggressively,
+    a controlling one too, then goes back through ``connected`` to ``completed``.
     ``disconnected`` while the peer is not heard (an answer or a check on the selected
     pair, or data from any of its addresses: see the design notes); ``failed`` when no
     pair works, or consent expired (RFC 7675); ``closed`` when the agent closed.
