@@ -553,3 +553,20 @@ async def test_the_relay_policy_with_no_turn_server_says_it_gathers_nothing(
         (report,) = agent.gather_reports
     assert report.source == "relay" and report.error is not None
     assert "no TURN server" in report.error and "no TURN server" in caplog.text
+
+
+async def test_the_nohost_policy_with_no_server_says_it_signals_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """NOHOST with no STUN or TURN server (nor external address) binds host sockets but
+    signals nothing: a 'nohost' gather report and a warning say so, as for RELAY."""
+    config = loopback_config(transport_policy=trice.TransportPolicy.NOHOST)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        assert agent.local_candidates == ()
+        reports = {r.source: r for r in agent.gather_reports}
+    assert reports["host"].candidates == 1 and reports["host"].error is None
+    assert reports["nohost"].error == (
+        "policy nohost and no STUN or TURN server: no candidate can be signalled"
+    )
+    assert "no candidate can be signalled" in caplog.text

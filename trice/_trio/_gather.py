@@ -419,7 +419,9 @@ class GatherReport:
 
     Attributes:
         source: ``"host"``, or the STUN/TURN server URL (with the local address it was
-            asked from, for STUN); ``"relay"`` for the RELAY policy with no TURN server.
+            asked from, for STUN); ``"relay"`` for the RELAY policy with no TURN server,
+            ``"nohost"`` for the NOHOST policy with no STUN or TURN server (nor external
+            address).
         elapsed: seconds the source took.
         candidates: how many candidates it produced.  For ``host`` under the NOHOST policy:
             how many sockets it bound (their host candidates are not signalled; each is the
@@ -446,13 +448,24 @@ async def gather_local(agent: Agent) -> None:
     ):
         why = "the agent is on a mux" if policy is TransportPolicy.ALL else f"policy {policy.value}"
         logger.info("%s: no ICE-TCP candidates of its own (%s)", agent._local.ufrag, why)
+    urls = [url for server in _servers(agent) for url in server.urls]
     if policy is not TransportPolicy.RELAY:
         await gather_host(agent)
-    elif not any(url.is_turn for server in _servers(agent) for url in server.urls):
-        # (Nothing at all to gather: said, rather than a silent failure of ICE later.)
-        error = "policy relay and no TURN server: no candidate can be gathered"
-        logger.warning("%s: %s", agent._local.ufrag, error)
-        agent._report(GatherReport("relay", 0.0, 0, error))
+    # (Nothing at all to signal: said, rather than a silent failure of ICE later.)
+    if policy is TransportPolicy.RELAY and not any(url.is_turn for url in urls):
+        _nothing_to_signal(agent, "relay", "policy relay and no TURN server")
+    elif (
+        policy is TransportPolicy.NOHOST
+        and not urls
+        and not agent.config.network.external_addresses
+    ):
+        _nothing_to_signal(agent, "nohost", "policy nohost and no STUN or TURN server")
+
+
+def _nothing_to_signal(agent: Agent, source: str, why: str) -> None:
+    error = f"{why}: no candidate can be signalled"
+    logger.warning("%s: %s", agent._local.ufrag, error)
+    agent._report(GatherReport(source, 0.0, 0, error))
 
 
 def _servers(agent: Agent) -> Sequence[IceServer]:
