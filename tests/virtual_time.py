@@ -83,14 +83,17 @@ class LongestStep(trio.abc.Instrument):
             self.longest = max(self.longest, time.perf_counter() - self._began)
 
 
-def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15) -> None:
+def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15) -> list[str]:
     """Make reading the interfaces take ``seconds`` of CPU time (a host with hundreds of
     them), and have one read made so: the next go to a worker thread, for this test only
     (the process's state of reads is put back after it: a later test's read in a worker
-    thread would let its MockClock jump ahead)."""
+    thread would let its MockClock jump ahead).  Returns the list that the name of each
+    thread reading after that goes into."""
     real = ifaddr.get_adapters
+    readers: list[str] = []
 
     def slow() -> Any:
+        readers.append(threading.current_thread().name)
         end = time.thread_time() + seconds
         while time.thread_time() < end:
             pass
@@ -102,3 +105,5 @@ def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15)
     _gather._adapters()
     assert _gather._slow_reads
     _gather.forget_adapters()
+    readers.clear()
+    return readers

@@ -612,7 +612,7 @@ class Agent:
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
             elif not self._core.of_another_generation(candidate):
-                named = candidate.address.lower().endswith((".local", ".local."))
+                named = is_mdns_name(candidate.address)
                 why = (
                     "mDNS is disabled (NetworkConfig.mdns)"
                     if named

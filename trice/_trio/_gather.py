@@ -624,7 +624,7 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
         error = "; ".join(unbound)
     elif error is None and not agent._core.local_candidates:
         error = "no usable local address (check the filters)"
-    elif error is None and bound and not count and network.mdns is MdnsMode.QUERY_AND_GATHER:
+    elif error is None and bound and not count:
         error = _withheld(agent)
     agent._report(GatherReport("host", trio.current_time() - started, count, error))
 
@@ -890,9 +890,8 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
         for t in agent._transports.values()
         if isinstance(t, TcpTransport) and not t.closed
     }
-    _rank(agent, addresses)
     for host in addresses:
-        rank, address_rank = _ranks(agent, host)
+        rank, address_rank = _ranks(agent, host)  # (given by _hosts, which calls this)
         for kind in kinds:
             existing = kept.get((host.address, kind))
             if existing is not None:  # (gathering anew: the candidate of before, again)
