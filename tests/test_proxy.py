@@ -94,13 +94,16 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         ("http://bad_host!:3128", "neither an IP address nor a DNS name"),
         ("http://[fe80::1%25eth0]:3128", "zone index"),
         ("http://2001:db8::1:3128", "in brackets"),
-        ("http://alice:top@secret@proxy", "'http://...@proxy': no port"),
+        ("http://alice:top@secret@proxy.example", "'http://...@proxy.example': no port"),
+        # A password holding an "@", and no host: what follows the "@" is not quoted.
+        ("http://alice:p@secret", "'http://...@...': no port"),
         ("http://alice:secret", "'http://alice': the port is not a number"),
         ("http://alice:secret@[::1", "without a closing"),
         # No "://": the user info is still left out of the message.
-        ("alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
-        ("http:/alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
-        ("http//alice:secret@proxy:3128", "'...@proxy': expected http://host:port"),
+        ("alice:secret@proxy.example:3128", "'...@proxy.example': expected http://host:port"),
+        ("alice:p@secret", "'...@...': expected http://host:port"),
+        ("http:/alice:secret@proxy.example:3128", "'...@proxy.example': expected http://host:port"),
+        ("http//alice:secret@proxy.example:3128", "'...@proxy.example': expected http://host:port"),
         ("alice:secret", "'alice': expected http://host:port"),
         # What comes before "://" is no scheme (RFC 3986 §3.1): never quoted as one.
         ("alice:secret@http://proxy:3128", "expected http://host:port"),

@@ -202,6 +202,10 @@ def test_a_bad_port_is_not_quoted(text: str, problem: str) -> None:
         ("turn:alice:secret@t.example:3478?transport=tcp", "turn:...@t.example:3478", "user info"),
         ("turns://alice:secret@t.example", "turns://...@t.example", "'//'"),
         ("alice:secret@t.example", "alice:...@t.example", "unknown scheme"),
+        # A password holding an "@" and no host: what follows the "@" is not quoted.
+        ("turn:alice:p@secret", "turn:...@...'", "user info"),
+        ("turns:alice:p@secret:5349", "turns:...@...'", "user info"),
+        ("turn:alice:p@secret?transport=tcp", "turn:...@...'", "user info"),
     ],
 )
 def test_parse_errors_quote_the_url_without_its_user_info(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from trice._errors import ConfigError, ProtocolError, printable
-from trice._servers import _split_host_port, host_port, parse_port
+from trice._servers import _split_host_port, host_port, parse_port, surely_host
 from trice.ice._candidate import canonical_ip, is_hostname
 
 if TYPE_CHECKING:
@@ -208,12 +208,16 @@ class ProxyUrl:
 
 def _redacted(scheme: str, sep: str, userinfo: bool, authority: str) -> str:
     """A proxy URL as an error quotes it: the user info left out, and of the authority the
-    host only (a password may stand where the port should, in ``http://alice:secret``)."""
+    host only (a password may stand where the port should, in ``http://alice:secret``),
+    and that only where it is surely one (``http://alice:p@ssw0rd`` has a password with an
+    ``@`` and no host)."""
     host = authority.split("/", 1)[0]
     if host.startswith("["):
         host = host[: host.find("]") + 1] if "]" in host else "["
     else:
         host = host.split(":", 1)[0]
+    if userinfo and not surely_host(host):
+        host = "..."  # (it may be the rest of a password holding an "@")
     return f"{scheme}{sep}{'...@' if userinfo else ''}{host}"
 
 

@@ -381,9 +381,19 @@ def _redacted(url: str) -> str:
             return "...@..."
         slashes = "//" if rest.startswith("//") else ""
         # (Behind the last @, only a host and port: a password may hold an @ itself.)
-        return f"{scheme}:{slashes}...@{tail}" if _plain(tail) else f"{scheme}:..."
+        shown = tail if _plain(tail) and surely_host(tail.partition("?")[0]) else "..."
+        return f"{scheme}:{slashes}...@{shown}"
     scheme, colon, rest = url.partition(":")
     return url if not colon or _plain(rest) else f"{scheme}:..."
+
+
+def surely_host(authority: str) -> bool:
+    """Whether ``authority``, the text behind the last ``@`` of a URL (``host[:port]``), is
+    surely a host, not the rest of a password that holds an ``@`` and came with no host
+    (``turn:alice:p@ssw0rd``): a bracketed IPv6 literal, or a name or IPv4 address with a
+    dot in it.  (A dotless name, ``localhost`` or a container's, is not quoted after an
+    ``@``; a password's tail with a dot still would be.)"""
+    return authority.startswith("[") or "." in authority.partition(":")[0]
 
 
 def _plain(rest: str) -> bool:
