@@ -104,6 +104,7 @@ async def test_pair_statistics_show_the_selected_pair_and_its_round_trip() -> No
         trice.open_agent(config, controlling=False) as b,
     ):
         assert a.pair_statistics() == ()  # (no remote candidate yet, so no pair)
+        began = trio.current_time()
         ca, cb = await _connected_pair(a, b)
         for agent, conn in ((a, ca), (b, cb)):
             stats = agent.pair_statistics()
@@ -116,6 +117,12 @@ async def test_pair_statistics_show_the_selected_pair_and_its_round_trip() -> No
             assert selected.round_trip_time_samples >= 1
             assert selected.total_round_trip_time >= selected.round_trip_time
             assert sum(s.checks_sent for s in stats) == agent.statistics().checks_sent
+            times = (
+                selected.last_check_sent,
+                selected.last_request_received,
+                selected.last_response_received,
+            )
+            assert all(t is not None and began <= t <= trio.current_time() for t in times)
         pairs = [s.pair for s in a.pair_statistics()]
     assert [s.pair for s in a.pair_statistics()] == pairs  # (still there once closed)
 

@@ -3027,6 +3027,27 @@ def test_pair_statistics_count_the_checks_and_time_the_round_trips() -> None:
         assert stats.total_round_trip_time == pytest.approx(0.02 * stats.responses_received)
 
 
+def test_pair_statistics_say_when_the_latest_check_went_and_request_and_answer_came() -> None:
+    """The times are the core's clock's (the shell's trio clock): a's latest check started
+    when its latest request went out, and b's latest request and answer to a came when
+    they were delivered; the consent checks keep them going."""
+    net, a, b = two_agents(want=False)
+    (fresh,) = a.core.pair_statistics()
+    assert fresh.last_check_sent is fresh.last_request_received is None
+    assert fresh.last_response_received is None
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(5.0)  # (consent checks, once connected)
+    (stats,) = a.core.pair_statistics()
+    sent = net.packets(sender="a", requests=True)
+    from_b = [p for p in net.delivered if p.sender == "b"]
+    assert stats.last_check_sent == max(p.sent_at for p in sent) > 1.0
+    assert stats.last_request_received == max(p.deliver_at for p in from_b if p.is_request)
+    assert stats.last_response_received == max(p.deliver_at for p in from_b if p.is_response)
+    assert stats.last_response_received > 1.0
+
+
 def test_consent_checks_keep_the_selected_pairs_round_trip_current() -> None:
     delay = [0.01]
     net, a, b = two_agents(latency=lambda packet: delay[0])

@@ -93,6 +93,16 @@ class PairStatistics:
         total_round_trip_time: the sum of all the round trips measured, in seconds.
         round_trip_time_samples: how many were measured: ``total_round_trip_time /
             round_trip_time_samples`` is the mean.
+        last_check_sent: when the agent started its latest check on the pair (consent's
+            included), or ``None`` before the first: a time of the agent's clock,
+            :func:`trio.current_time`, as are the two below.
+        last_request_received: when the latest of the peer's checks on it came (one that
+            ``requests_received`` counts), or ``None``.
+        last_response_received: when the latest answer to the agent's checks on it came (one
+            that ``responses_received`` counts), or ``None``.  On a full agent's selected
+            pair, ``trio.current_time() - last_response_received`` is how long the peer has
+            left its checks unanswered: its consent (RFC 7675) runs out, and the connection
+            fails, once no check sent in the last ``Timing.failed_timeout`` was answered.
 
     A round trip runs from when the agent started the check to its answer.  Only an answer
     to a check that went once is timed: when a check was sent again, the answer may be to
@@ -111,6 +121,9 @@ class PairStatistics:
     round_trip_time: float | None
     total_round_trip_time: float
     round_trip_time_samples: int
+    last_check_sent: float | None
+    last_request_received: float | None
+    last_response_received: float | None
 
 
 class Pair:
@@ -141,9 +154,12 @@ class Pair:
             shell to send again (see :meth:`trice.ice.AgentCore.poll_resend`), if any.
         checks_sent, requests_received, responses_received, rtt, rtt_total, rtt_samples:
             what :class:`PairStatistics` reports.
+        sent_at, answered_at: when the latest check on the pair started, and its latest
+            answer came (``-inf``: never).
     """
 
     __slots__ = (
+        "answered_at",
         "base",
         "checks_sent",
         "foundation",
@@ -162,6 +178,7 @@ class Pair:
         "rtt",
         "rtt_samples",
         "rtt_total",
+        "sent_at",
         "state",
         "transaction",
         "valid_local",
@@ -190,6 +207,7 @@ class Pair:
         self.rtt: float | None = None
         self.rtt_total = 0.0
         self.rtt_samples = 0
+        self.sent_at = self.answered_at = -math.inf
 
     @property
     def remote_address(self) -> tuple[str, int]:
@@ -231,6 +249,9 @@ class Pair:
             round_trip_time=self.rtt,
             total_round_trip_time=self.rtt_total,
             round_trip_time_samples=self.rtt_samples,
+            last_check_sent=_time(self.sent_at),
+            last_request_received=_time(self.heard_at),
+            last_response_received=_time(self.answered_at),
         )
 
     def __repr__(self) -> str:
@@ -559,3 +580,8 @@ def _link_local_v6(address: str) -> bool:
     """Whether ``address`` (an IP literal, perhaps with a ``%`` zone) is in fe80::/10."""
     head = address.split(":", 1)[0]
     return len(head) == 4 and head[:3].lower() in ("fe8", "fe9", "fea", "feb")
+
+
+def _time(at: float) -> float | None:
+    """A time for :class:`PairStatistics`: ``None`` for never (``-inf``)."""
+    return None if at == -math.inf else at

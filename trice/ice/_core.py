@@ -1086,6 +1086,7 @@ class AgentCore:
         live[tid] = check
         self.checks_sent += 1
         pair.checks_sent += 1
+        pair.sent_at = now
         return check
 
     def _check_schedule(self) -> tuple[float, ...]:
@@ -1388,6 +1389,7 @@ class AgentCore:
             self._live = None
         pair = check.pair
         pair.responses_received += 1
+        pair.answered_at = now
         if (
             check.controlling != self.controlling
             and pair.state is _PAIR_WAITING
@@ -1538,6 +1540,7 @@ class AgentCore:
             self._late = None
         pair = check.pair
         pair.responses_received += 1
+        pair.answered_at = now
         if (
             response.message_class is _SUCCESS
             and _symmetric(check, source, base)
