@@ -1462,6 +1462,11 @@ class _NoTruth:
         (trice.NetworkConfig, {"external_addresses": ["169.254.1.1"]}),
         (trice.AgentConfig, {"lite": True, "transport_policy": "relay"}),
         (trice.AgentConfig, {"lite": True, "transport_policy": "nohost"}),
+        # (A lite agent has host candidates only: a 1:1 NAT's address in their place.)
+        (
+            trice.AgentConfig,
+            {"lite": True, "network": trice.NetworkConfig(external_addresses=["203.0.113.7"])},
+        ),
         (trice.NetworkConfig, {"external_addresses": ["2001:db8::7%eth0"]}),
         (trice.NetworkConfig, {"external_addresses": ["2001:db8::7/fe80::1%1"]}),
         (

@@ -570,3 +570,26 @@ async def test_the_nohost_policy_with_no_server_says_it_signals_nothing(
         "policy nohost and no STUN or TURN server: no candidate can be signalled"
     )
     assert "no candidate can be signalled" in caplog.text
+
+
+async def test_the_nohost_policy_says_so_too_with_an_external_address_in_the_hosts_place(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 1:1 NAT's address that stands in the host candidate's place (the HOST form) goes out
+    with it, which NOHOST keeps in: with no server, nothing is signalled, and the same report
+    and warning say so (the external address was taken for something to signal).  A lite
+    agent may take the HOST form only."""
+    config = loopback_config(transport_policy=trice.TransportPolicy.NOHOST)
+    network = dataclasses.replace(
+        config.network,
+        external_addresses=["203.0.113.7"],
+        external_candidate=trice.CandidateType.HOST,
+    )
+    config = dataclasses.replace(config, network=network)
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        assert agent.local_candidates == ()
+        reports = {r.source: r for r in agent.gather_reports}
+    assert "no candidate can be signalled" in str(reports["nohost"].error)
+    assert "no candidate can be signalled" in caplog.text
+    trice.AgentConfig(lite=True, network=network)  # (no ConfigError)

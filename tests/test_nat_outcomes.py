@@ -253,9 +253,30 @@ def test_a_1to1_nats_public_address_from_the_config_connects_without_stun(kind: 
             hidden = [line for line in lines if line.split()[4] == lab.host_a.address]
             assert bool(hidden) == (kind == "srflx"), lines  # (HOST: in the host's place)
             _signal(a, b, description)
-            _, cb = _connected_and_exchanged(a, b)
+            ca, cb = _connected_and_exchanged(a, b)
         assert cb["remote"].split()[4] == lab.host_a.public_address
         assert _typ(cb["remote"]) == kind
+    # The agent behind the NAT names the pair as the peer does: by the candidate it signalled
+    # (the peer's answers give that address back; it was taken for a peer-reflexive one).
+    assert ca["local"].split()[4:6] == cb["remote"].split()[4:6]
+    assert _typ(ca["local"]) == kind, (ca["local"], cb["remote"])
+
+
+def test_an_ice_lite_agent_behind_a_1to1_nat_names_its_public_host_candidate() -> None:
+    """An ICE-lite agent behind a 1:1 NAT (an SFU in a cloud: Pion's ``Lite`` with
+    ``NAT1To1IPs`` of candidate type host), its public address in the host candidate's place:
+    a full peer behind its own NAT connects, and the lite agent's selected pair names the
+    host candidate it signalled, at the public address (it named the private one)."""
+    with nat_lab(FULL, EIM) as lab:
+        external = f"--external={lab.host_a.public_address}/{lab.host_a.address}"
+        lite = _peer(lab, lab.host_a, False, "--lite", external, "--external-candidate=host")
+        with _peers(lite, _peer(lab, lab.host_b, True, stun=False)) as (a, b):
+            description = a.local_description(15)
+            _signal(a, b, description)
+            ca, cb = _connected_and_exchanged(a, b)
+    assert ca["local"].split()[4] == lab.host_a.public_address, ca["local"]
+    assert _typ(ca["local"]) == "host"
+    assert ca["local"].split()[4:6] == cb["remote"].split()[4:6]
 
 
 def test_an_agent_on_a_mux_behind_a_nat_is_reached_at_the_muxs_server_reflexive_address() -> None:
@@ -350,6 +371,7 @@ def test_a_passive_tcp_candidate_behind_a_1to1_nat_is_reached_at_its_public_addr
             assert len(public) == 1 and _typ(public[0]) == kind, lines
             assert public[0].endswith("tcptype passive")
             _signal(a, b, description)
-            _, cb = _connected_and_exchanged(a, b)
+            ca, cb = _connected_and_exchanged(a, b)
     assert cb["remote"].split()[2] == "tcp"
     assert cb["remote"].split()[4:6] == public[0].split()[4:6]
+    assert ca["local"].split()[4:6] == public[0].split()[4:6] and _typ(ca["local"]) == kind

@@ -422,7 +422,10 @@ class AgentConfig:
     Attributes:
         lite: be an ICE-lite agent (RFC 8445 §2.5): host candidates only, no checks of its own;
             it answers checks and accepts nomination (so only with the ``ALL`` transport
-            policy: another leaves it no candidate, a :class:`ConfigError`).
+            policy: another leaves it no candidate, a :class:`ConfigError`; and a 1:1 NAT's
+            external addresses only in the host candidates' place,
+            ``NetworkConfig.external_candidate=HOST``, as Pion has it: the default,
+            ``SRFLX``, is a :class:`ConfigError`).  Its ``ice_servers`` are not asked.
         ufrag: the local username fragment; random (8 chars) when ``None``.
         pwd: the local password; random (24 chars) when ``None``.
         network: which local addresses to gather (:class:`NetworkConfig`).
@@ -468,6 +471,15 @@ class AgentConfig:
             raise ConfigError(
                 f"an ICE-lite agent has host candidates only: transport policy {policy.name} "
                 f"would leave it none"
+            )
+        if (
+            self.lite
+            and self.network.external_addresses
+            and self.network.external_candidate is CandidateType.SRFLX
+        ):
+            raise ConfigError(
+                "an ICE-lite agent has host candidates only: its external addresses go in the "
+                "host candidates' place (NetworkConfig.external_candidate=CandidateType.HOST)"
             )
         if isinstance(self.ice_servers, (str, bytes)) or not isinstance(self.ice_servers, Iterable):
             raise ConfigError(

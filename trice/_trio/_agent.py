@@ -1053,20 +1053,25 @@ class Agent:
 
     def _add_local(self, candidate: Candidate, base: int, *, signal: bool) -> None:
         candidate = unique_priority(candidate, base, self._core.local_candidates)
+        network = self.config.network
+        external = None
+        if (
+            signal
+            and network.external_addresses
+            and network.external_candidate is CandidateType.HOST
+            and candidate.type is CandidateType.HOST
+        ):
+            external = network.external_address(candidate.address)
+            if external is not None:
+                # A 1:1 NAT's public address, in the host's place: the candidate the peer
+                # sees, and so the one the core knows (the peer's answers name it, and a
+                # peer-reflexive candidate is one it does not know, RFC 8445 §7.2.5.3.1;
+                # a server-reflexive one found from the socket is related to it).
+                candidate = dataclasses.replace(candidate, address=external)
         self._core.add_local_candidate(candidate, base)
         if signal:
-            network = self.config.network
-            external = None
-            if (
-                network.external_addresses
-                and network.external_candidate is CandidateType.HOST
-                and candidate.type is CandidateType.HOST
-            ):
-                external = network.external_address(candidate.address)
             mdns = self._mdns
-            if external is not None:  # (a 1:1 NAT's public address, in the host's place)
-                candidate = dataclasses.replace(candidate, address=external)
-            elif network.mdns is MdnsMode.QUERY_AND_GATHER:
+            if external is None and network.mdns is MdnsMode.QUERY_AND_GATHER:
                 named = _named(candidate, mdns if isinstance(mdns, Mdns) else None)
                 if named is None:
                     logger.info(

@@ -457,7 +457,10 @@ async def gather_local(agent: Agent) -> None:
     elif (
         policy is TransportPolicy.NOHOST
         and not urls
-        and not agent.config.network.external_addresses
+        and not (
+            agent.config.network.external_addresses
+            and agent.config.network.external_candidate is CandidateType.SRFLX
+        )
     ):
         _nothing_to_signal(agent, "nohost", "policy nohost and no STUN or TURN server")
 
