@@ -399,6 +399,40 @@ def test_json_shape_matches_browsers_and_pion() -> None:
     assert Candidate.from_json(candidate.to_json()) == candidate
 
 
+@pytest.mark.parametrize(
+    "line", ["a=end-of-candidates", "end-of-candidates\r\n", "A=End-Of-Candidates"]
+)
+def test_the_end_of_candidates_line_is_refused_as_what_it_is(line: str) -> None:
+    """A receiver that hands every a= line to from_sdp: the end-of-candidates line is named
+    (it was blamed on the foundation, "got 'end-of-candidates'")."""
+    with pytest.raises(CandidateError, match=r"add_remote_candidate\(None\)") as info:
+        Candidate.from_sdp(line)
+    assert info.value.field == "candidate"
+
+
+def test_json_for_a_browser_takes_the_signaling_fields_a_gathered_candidate_lacks() -> None:
+    """A browser's addIceCandidate refuses a candidate with neither sdpMid nor
+    sdpMLineIndex; a gathered candidate has neither: to_json takes them (and the ufrag), and
+    a field given wins over the candidate's own."""
+    gathered = Candidate.from_sdp(GOOD)
+    init = gathered.to_json(sdp_mid="audio", sdp_mline_index=1, username_fragment="abcd")
+    assert init == {
+        "candidate": GOOD,
+        "sdpMid": "audio",
+        "sdpMLineIndex": 1,
+        "usernameFragment": "abcd",
+    }
+    assert Candidate.from_json(init) == Candidate.from_sdp(
+        GOOD, sdp_mid="audio", sdp_mline_index=1, username_fragment="abcd"
+    )
+    signalled = Candidate.from_sdp(GOOD, sdp_mid="0", sdp_mline_index=0)
+    assert signalled.to_json(sdp_mid="1")["sdpMid"] == "1"
+    assert signalled.to_json()["sdpMLineIndex"] == 0
+    for bad in ({"sdp_mid": 0}, {"sdp_mline_index": -1}, {"username_fragment": b"x"}):
+        with pytest.raises(CandidateError):
+            gathered.to_json(**bad)
+
+
 def test_json_from_a_browser() -> None:
     text = (
         '{"candidate":"candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx '

@@ -52,7 +52,8 @@ def to_json_messages(event: trice.Event, agent: trice.Agent) -> list[str]:
             )
             return [json.dumps(end)]
     if isinstance(event, trice.CandidateGathered):
-        init = event.candidate.to_json() | {"sdpMid": "0", "sdpMLineIndex": 0}
+        # (A browser needs sdpMid or sdpMLineIndex: the media section the candidate is for.)
+        init = event.candidate.to_json(sdp_mid="0", sdp_mline_index=0)
         return [json.dumps(init)]
     return []
 

@@ -413,7 +413,9 @@ class Candidate:
             CandidateError: the line is malformed; ``field`` names the part at fault with its
                 SDP name: ``"foundation"``, ``"component"``, ``"transport"``, ``"priority"``,
                 ``"address"``, ``"port"``, ``"typ"``, ``"raddr"``, ``"rport"``,
-                ``"tcptype"`` or ``"extension"``.  Nothing else is ever raised for a str.
+                ``"tcptype"`` or ``"extension"``; ``"candidate"`` for the end-of-candidates
+                line (``a=end-of-candidates``), which is none.  Nothing else is ever raised
+                for a str.
         """
         if not isinstance(line, str):
             raise CandidateError(f"a candidate line must be a str, got {line!r}", field="candidate")
@@ -422,6 +424,12 @@ class Candidate:
             text = text[2:]
         if text[:10].lower() == "candidate:":
             text = text[10:].lstrip(" \t")
+        elif text.lower() == "end-of-candidates":
+            raise CandidateError(
+                "'end-of-candidates' is no candidate: it ends the peer's candidates "
+                "(add_remote_candidate(None))",
+                field="candidate",
+            )
         tokens = _SEPARATOR.split(text) if text else []
         return _parse_tokens(
             tokens,
@@ -432,7 +440,13 @@ class Candidate:
 
     # -- JSON (W3C RTCIceCandidateInit) ----------------------------------------------------------
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(
+        self,
+        *,
+        sdp_mid: str | None = None,
+        sdp_mline_index: int | None = None,
+        username_fragment: str | None = None,
+    ) -> dict[str, object]:
         """Return the W3C ``RTCIceCandidateInit`` dictionary, ready for :func:`json.dumps`.
 
         All four keys are always present, ``None`` (JSON null) when unknown, as a browser's
@@ -440,12 +454,26 @@ class Candidate:
 
             {"candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0,
              "usernameFragment": null}
+
+        A candidate the agent gathered has none of the three signaling fields, and a
+        browser's ``addIceCandidate`` refuses a candidate with neither ``sdpMid`` nor
+        ``sdpMLineIndex`` (a ``TypeError``): give them here, as the media section the
+        candidates are for (``to_json(sdp_mid="0", sdp_mline_index=0)``), with the ufrag
+        (:attr:`Agent.local_parameters <trice.Agent.local_parameters>`) that tells the
+        peer their ICE generation.  A field given here is written in place of the
+        candidate's own.
+
+        Raises:
+            CandidateError: a signaling value has the wrong type or range.
         """
+        _check_signaling(sdp_mid, sdp_mline_index, username_fragment)
         return {
             "candidate": self.to_sdp(),
-            "sdpMid": self.sdp_mid,
-            "sdpMLineIndex": self.sdp_mline_index,
-            "usernameFragment": self.username_fragment,
+            "sdpMid": self.sdp_mid if sdp_mid is None else sdp_mid,
+            "sdpMLineIndex": self.sdp_mline_index if sdp_mline_index is None else sdp_mline_index,
+            "usernameFragment": (
+                self.username_fragment if username_fragment is None else username_fragment
+            ),
         }
 
     @classmethod
@@ -500,10 +528,7 @@ def end_of_candidates_json(
     Raises:
         CandidateError: a signaling value has the wrong type or range.
     """
-    _optional_str(sdp_mid, "sdp_mid")
-    if sdp_mline_index is not None:
-        _uint(sdp_mline_index, "sdp_mline_index", 0, 65535)
-    _optional_str(username_fragment, "username_fragment")
+    _check_signaling(sdp_mid, sdp_mline_index, username_fragment)
     return {
         "candidate": "",
         "sdpMid": sdp_mid,
@@ -513,6 +538,15 @@ def end_of_candidates_json(
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _check_signaling(sdp_mid: object, sdp_mline_index: object, username_fragment: object) -> None:
+    """Raise :class:`CandidateError` unless these are signaling fields of the right types."""
+    _optional_str(sdp_mid, "sdp_mid")
+    if sdp_mline_index is not None:
+        _uint(sdp_mline_index, "sdp_mline_index", 0, 65535)
+    _optional_str(username_fragment, "username_fragment")
+
 
 _EnumT = TypeVar("_EnumT", CandidateType, TcpType)
 
