@@ -4,6 +4,7 @@ SASLprep and keys, and the purity of trice.stun (no trio, socket or time)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -351,3 +352,28 @@ def test_peek_username_takes_any_bytes(data: bytes) -> None:
         assert found is None or found in candidate
         kind = stun.peek_type(candidate)
         assert kind is None or 0 <= kind <= 0x3FFF
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_child_forked_while_a_thread_primes_a_key_primes_its_own() -> None:
+    """A process forked while another of its threads held the key cache's lock (priming an
+    agent's key) left the child a lock held by no thread of its own: its first new key (every
+    agent's password is one) waited for good.  Here the fork comes with the lock held; the
+    child must prime a new key at once (an alarm ends it otherwise)."""
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from trice.stun import _integrity
+        with _integrity._caching:  # (as a thread priming a key holds it)
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(10)
+                _integrity.sha1_pads(b"the child's own key")
+                _integrity.hmac_sha256(b"the child's own key", b"data")
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, check=False)
+    assert done.returncode == 0  # (242, the -14 of a child its alarm ended, before)

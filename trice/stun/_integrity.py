@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import hashlib
+import os
 import stringprep
 import unicodedata
 from enum import IntEnum
@@ -164,6 +165,17 @@ _sha256_pads: dict[bytes, tuple[Any, Any]] = {}
 
 
 _caching = _thread.allocate_lock()  # (not threading: it imports time, which the core does not)
+
+
+def _fresh_lock_in_child() -> None:
+    """A child forked while a thread held the lock inherits it held, by a thread it does
+    not have: its first new key would wait for good.  It gets a lock of its own."""
+    global _caching
+    _caching = _thread.allocate_lock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
 _V = TypeVar("_V")
 
 
