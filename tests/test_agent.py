@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import dataclasses
@@ -2706,6 +2707,32 @@ async def test_the_shells_warm_up_never_fails_the_agent_being_opened(
     assert _agent._warm  # ... and it is not tried again
 
 
+async def test_a_first_agent_cancelled_during_the_warm_up_leaves_it_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process's first open_agent, cancelled while it warms up: the next agent warms
+    up (the warm-up had been marked done, and no agent of the process ever ran it)."""
+    from trice._trio import _agent
+
+    warmed: list[int] = []
+    warm_shell = _agent._warm_shell
+
+    async def counted(rounds: int = 3) -> None:
+        warmed.append(rounds)
+        await warm_shell(rounds)
+
+    monkeypatch.setattr(_agent, "_warm_shell", counted)
+    monkeypatch.setattr(_agent, "_warm", False)  # as in a fresh process
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with trice.open_agent(loopback_config(), controlling=True):
+            raise AssertionError("entered in a cancelled scope")
+    assert warmed == [3] and not _agent._warm
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+    assert warmed == [3, 3] and _agent._warm
+
+
 # -- who reads an agent's first socket ------------------------------------------------------
 
 
@@ -3540,3 +3567,30 @@ async def test_a_pwd_is_neither_shown_by_repr_nor_quoted_by_errors() -> None:
             with pytest.raises(trice.ConfigError) as info:
                 agent.set_remote_parameters("abcd", remote)
             assert "PeerSecret" not in str(info.value), info.value
+
+
+@pytest.mark.parametrize("opener", ["open_agent", "open_udp_mux", "open_tcp_mux"])
+def test_under_asyncio_opening_says_that_trice_runs_under_trio(opener: str) -> None:
+    """An application on asyncio that tries trice: a UsageError that says what is wrong
+    (it was trio's AttributeError: 'RunContext' object has no attribute 'runner'), and no
+    socket opened."""
+
+    async def main() -> None:
+        block: contextlib.AbstractAsyncContextManager[object]
+        if opener == "open_agent":
+            block = trice.open_agent(loopback_config(), controlling=True)
+        elif opener == "open_udp_mux":
+            block = trice.open_udp_mux("127.0.0.1")
+        else:
+            block = trice.open_tcp_mux("127.0.0.1")
+        async with block:
+            raise AssertionError("entered")
+
+    def sockets() -> int:
+        fds = pathlib.Path("/proc/self/fd")
+        return sum(os.readlink(fd).startswith("socket:") for fd in fds.iterdir() if fd.exists())
+
+    before = sockets()
+    with pytest.raises(trice.UsageError, match=f"{opener} runs under trio"):
+        asyncio.run(main())
+    assert sockets() == before

@@ -51,7 +51,7 @@ from trice._errors import (
 from trice._servers import TransportPolicy, host_port
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
-from trice._trio._exits import exit_nursery
+from trice._trio._exits import exit_nursery, open_block_nursery
 from trice._trio._gather import (
     GatherReport,
     finish_gathering,
@@ -1907,13 +1907,17 @@ class AgentContext:
             raise StateError("an open_agent(...) context can be entered only once")
         # (Taken before the first wait, the warm-up's: another task entering meanwhile gets
         # StateError; it entered too, and the two nurseries were misnested.)
-        manager = self._manager = trio.open_nursery()
+        manager = self._manager = open_block_nursery("open_agent")
         global _warm
         if not _warm:
             _warm = True
             warm_core()
             if hasattr(socket, "AF_UNIX"):  # (the shell's warm-up stands on a socket pair)
-                await _warm_shell()
+                try:
+                    await _warm_shell()
+                except BaseException:
+                    _warm = False  # (cancelled: the next agent warms up; it fails no agent)
+                    raise
         nursery = await manager.__aenter__()
         try:
             agent = self._agent = Agent(self._config, self._controlling)

@@ -9,10 +9,26 @@ from types import TracebackType
 
 import trio
 
+from trice._errors import UsageError
+
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["exit_nursery", "leaves"]
+__all__ = ["exit_nursery", "leaves", "open_block_nursery"]
+
+
+def open_block_nursery(opener: str) -> AbstractAsyncContextManager[trio.Nursery]:
+    """``trio.open_nursery()`` for ``opener``'s block; a :class:`~trice.UsageError` where no
+    trio run is going on (under asyncio, trio's own error is an AttributeError from its
+    insides, which does not say what is wrong)."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise UsageError(
+            f"{opener} runs under trio (trio.run, or anyio on its trio backend): this thread "
+            "runs no trio event loop (asyncio's, say)"
+        ) from None
+    return trio.open_nursery()
 
 
 async def exit_nursery(

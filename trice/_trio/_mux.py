@@ -40,7 +40,7 @@ import trio
 
 from trice import stun
 from trice._errors import StunDecodeError, UsageError
-from trice._trio._exits import exit_nursery
+from trice._trio._exits import exit_nursery, open_block_nursery
 from trice._trio._log import logger
 from trice._trio._transport import (
     BINDING_REQUEST,
@@ -666,8 +666,9 @@ class MuxContext(Generic[_M]):
     async def __aenter__(self) -> _M:
         if self._manager is not None:
             raise UsageError(f"an open_{self.kind}_mux(...) context can be entered only once")
+        manager = open_block_nursery(f"open_{self.kind}_mux")
         mux = self._mux = self._open((self._port, self._port) if self._port else None)
-        manager = self._manager = trio.open_nursery()
+        self._manager = manager
         try:
             nursery = await manager.__aenter__()
         except BaseException:
