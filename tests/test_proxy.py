@@ -97,6 +97,9 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         ("http://alice:top@secret@proxy.example", "'http://...@proxy.example': no port"),
         # A password holding an "@", and no host: what follows the "@" is not quoted.
         ("http://alice:p@secret", "'http://...@...': no port"),
+        ("http://alice:p@[secret]:3128", "'http://...@...': the text in brackets is not"),
+        ("socks5://alice:p@[secret]:1080", "'socks5://...@...': the text in brackets"),
+        ("http://alice:secret@[2001:db8::1]", "'http://...@\\[2001:db8::1\\]': no port"),
         ("http://alice:secret", "'http://alice': the port is not a number"),
         ("http://alice:secret@[::1", "without a closing"),
         # No "://": the user info is still left out of the message.

@@ -206,6 +206,10 @@ def test_a_bad_port_is_not_quoted(text: str, problem: str) -> None:
         ("turn:alice:p@secret", "turn:...@...'", "user info"),
         ("turns:alice:p@secret:5349", "turns:...@...'", "user info"),
         ("turn:alice:p@secret?transport=tcp", "turn:...@...'", "user info"),
+        ("turn:alice:p@[secret]", "turn:...@...'", "user info"),
+        ("turn:alice:p@[secret]:3478", "turn:...@...'", "user info"),
+        ("turn:alice:p@[secret", "turn:...@...'", "user info"),
+        ("turn:alice:secret@[2001:db8::1]:3478", "turn:...@[2001:db8::1]:3478'", "user info"),
     ],
 )
 def test_parse_errors_quote_the_url_without_its_user_info(

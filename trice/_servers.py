@@ -241,8 +241,8 @@ def _split_host_port(text: str, fail: Callable[[str], ConfigError]) -> tuple[str
         try:
             ip = ipaddress.IPv6Address(host)
         except ValueError:
-            shown = repr(host) if ":" not in host else "the text"  # (not: a password?)
-            raise fail(f"{shown} in brackets is not an IPv6 address") from None
+            # (Not quoted: behind an "@", or where a port should be, a password may be it.)
+            raise fail("the text in brackets is not an IPv6 address") from None
         if ip.scope_id is not None:
             raise fail("an IPv6 zone index ('%...') is not allowed")
         if after and not after.startswith(":"):
@@ -390,10 +390,17 @@ def _redacted(url: str) -> str:
 def surely_host(authority: str) -> bool:
     """Whether ``authority``, the text behind the last ``@`` of a URL (``host[:port]``), is
     surely a host, not the rest of a password that holds an ``@`` and came with no host
-    (``turn:alice:p@ssw0rd``): a bracketed IPv6 literal, or a name or IPv4 address with a
-    dot in it.  (A dotless name, ``localhost`` or a container's, is not quoted after an
+    (``turn:alice:p@ssw0rd``): an IPv6 literal in brackets, or a name or IPv4 address with
+    a dot in it.  (A dotless name, ``localhost`` or a container's, is not quoted after an
     ``@``; a password's tail with a dot still would be.)"""
-    return authority.startswith("[") or "." in authority.partition(":")[0]
+    if authority.startswith("["):
+        inside = authority[1:].partition("]")[0].partition("%")[0]
+        try:
+            ipaddress.IPv6Address(inside)
+        except ValueError:
+            return False  # (a password's tail may hold a "[")
+        return True
+    return "." in authority.partition(":")[0]
 
 
 def _plain(rest: str) -> bool:
