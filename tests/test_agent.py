@@ -3569,7 +3569,9 @@ async def test_a_pwd_is_neither_shown_by_repr_nor_quoted_by_errors() -> None:
             assert "PeerSecret" not in str(info.value), info.value
 
 
-@pytest.mark.parametrize("opener", ["open_agent", "open_udp_mux", "open_tcp_mux"])
+@pytest.mark.parametrize(
+    "opener", ["open_agent", "open_udp_mux", "open_tcp_mux", "warm_up", "address_changes"]
+)
 def test_under_asyncio_opening_says_that_trice_runs_under_trio(opener: str) -> None:
     """An application on asyncio that tries trice: a UsageError that says what is wrong
     (it was trio's AttributeError: 'RunContext' object has no attribute 'runner'), and no
@@ -3577,6 +3579,15 @@ def test_under_asyncio_opening_says_that_trice_runs_under_trio(opener: str) -> N
 
     async def main() -> None:
         block: contextlib.AbstractAsyncContextManager[object]
+        if opener == "warm_up":
+            await trice.warm_up(1)
+            return
+        if opener == "address_changes":
+            network = loopback_config().network  # (it reads interfaces, and sends nothing)
+            async with contextlib.aclosing(trice.address_changes(network)) as changes:
+                async for _ in changes:
+                    break
+            return
         if opener == "open_agent":
             block = trice.open_agent(loopback_config(), controlling=True)
         elif opener == "open_udp_mux":

@@ -51,7 +51,7 @@ from trice._errors import (
 from trice._servers import TransportPolicy, host_port
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
-from trice._trio._exits import exit_nursery, open_block_nursery
+from trice._trio._exits import exit_nursery, open_block_nursery, require_trio
 from trice._trio._gather import (
     GatherReport,
     finish_gathering,
@@ -2017,11 +2017,13 @@ async def warm_up(rounds: int = 3) -> bool:
     Raises:
         ConfigError: ``rounds`` is not a whole number from 1 to 1000 (a
             :class:`ValueError` too).
+        UsageError: no trio run is going on (under asyncio, say).
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 1000:
         raise ConfigError(
             f"warm_up needs a whole number of rounds from 1 to 1000, not {rounds!r:.40}"
         )
+    require_trio("warm_up")
     network = NetworkConfig(
         ip_filter=lambda address: address.is_loopback, include_loopback=True, ipv6=False
     )

@@ -14,20 +14,25 @@ from trice._errors import UsageError
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["exit_nursery", "leaves", "open_block_nursery"]
+__all__ = ["exit_nursery", "leaves", "open_block_nursery", "require_trio"]
 
 
-def open_block_nursery(opener: str) -> AbstractAsyncContextManager[trio.Nursery]:
-    """``trio.open_nursery()`` for ``opener``'s block; a :class:`~trice.UsageError` where no
-    trio run is going on (under asyncio, trio's own error is an AttributeError from its
-    insides, which does not say what is wrong)."""
+def require_trio(caller: str) -> None:
+    """A :class:`~trice.UsageError` unless a trio run is going on in this thread (under
+    asyncio, trio's own errors, an AttributeError from its insides or "must be called from
+    async context", do not say what is wrong)."""
     try:
         trio.lowlevel.current_task()
     except RuntimeError:
         raise UsageError(
-            f"{opener} runs under trio (trio.run, or anyio on its trio backend): this thread "
+            f"{caller} runs under trio (trio.run, or anyio on its trio backend): this thread "
             "runs no trio event loop (asyncio's, say)"
         ) from None
+
+
+def open_block_nursery(opener: str) -> AbstractAsyncContextManager[trio.Nursery]:
+    """``trio.open_nursery()`` for ``opener``'s block (see :func:`require_trio`)."""
+    require_trio(opener)
     return trio.open_nursery()
 
 

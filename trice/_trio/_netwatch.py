@@ -29,6 +29,7 @@ import trio
 
 from trice._config import MAX_SECONDS, NetworkConfig
 from trice._errors import ConfigError, LimitError
+from trice._trio._exits import require_trio
 from trice._trio._gather import UnreadableInterfaces, host_addresses, link_up, read_interfaces
 from trice._trio._log import logger
 
@@ -238,6 +239,7 @@ def address_changes(
             poll or notice), and the watch goes on.
         TriceError: an interface's name is not UTF-8 as the watch starts (ifaddr reads no
             interface then); later, as for a descriptor short.
+        UsageError: no trio run is going on (under asyncio, say), at the first value.
     """
     if network is not None and not isinstance(network, NetworkConfig):
         raise ConfigError(
@@ -259,6 +261,8 @@ def address_changes(
 async def _address_changes(
     network: NetworkConfig, interval: float, initial: bool
 ) -> AsyncGenerator[tuple[str, ...], None]:
+    require_trio("address_changes")  # (at the first value: the generator's body)
+
     async def usable(newer_than: float = -math.inf) -> tuple[str, ...]:
         await read_interfaces(newer_than)  # (in a thread, where reads are slow)
         found = host_addresses(network, newer_than=newer_than)
