@@ -3048,6 +3048,23 @@ def test_pair_statistics_say_when_the_latest_check_went_and_request_and_answer_c
     assert stats.last_response_received > 1.0
 
 
+def test_an_address_two_sockets_signal_is_taken_for_the_checks_own_socket() -> None:
+    """A 1:1 NAT's one public address in the host candidate's place of two private addresses
+    (the same port on each): the core knows two host candidates at one address.  The answer
+    to a check from the second socket names it: the valid pair's local candidate is that
+    socket's own, not the first one's."""
+    net, a, b = two_agents(want=False)
+    public = ("203.0.113.5", 7000)
+    first = make_candidate(*public)
+    second = make_candidate(*public, local_pref=65534)
+    a.core.add_local_candidate(first, 10)
+    a.core.add_local_candidate(second, 11)
+    pair = Pair(second, b.signalled[0], 11, compute_pair_priority(second, b.signalled[0], True))
+    assert a.core._local_for_mapped(pair, public) is second
+    pair = Pair(first, b.signalled[0], 10, compute_pair_priority(first, b.signalled[0], True))
+    assert a.core._local_for_mapped(pair, public) is first
+
+
 def test_consent_checks_keep_the_selected_pairs_round_trip_current() -> None:
     delay = [0.01]
     net, a, b = two_agents(latency=lambda packet: delay[0])

@@ -94,15 +94,17 @@ class PairStatistics:
         round_trip_time_samples: how many were measured: ``total_round_trip_time /
             round_trip_time_samples`` is the mean.
         last_check_sent: when the agent started its latest check on the pair (consent's
-            included), or ``None`` before the first: a time of the agent's clock,
+            included; over a relay or an ICE-TCP connection still being set up, it goes a
+            little later), or ``None`` before the first: a time of the agent's clock,
             :func:`trio.current_time`, as are the two below.
         last_request_received: when the latest of the peer's checks on it came (one that
             ``requests_received`` counts), or ``None``.
         last_response_received: when the latest answer to the agent's checks on it came (one
-            that ``responses_received`` counts), or ``None``.  On a full agent's selected
-            pair, ``trio.current_time() - last_response_received`` is how long the peer has
-            left its checks unanswered: its consent (RFC 7675) runs out, and the connection
-            fails, once no check sent in the last ``Timing.failed_timeout`` was answered.
+            that ``responses_received`` counts: an error answer too), or ``None``.  On a full
+            agent's selected pair, ``trio.current_time() - last_response_received`` is how
+            long the peer has left its checks unanswered; its consent (RFC 7675) runs out,
+            and the connection fails, once no check sent in the last
+            ``Timing.failed_timeout`` has had a success answer.
 
     A round trip runs from when the agent started the check to its answer.  Only an answer
     to a check that went once is timed: when a check was sent again, the answer may be to

@@ -1643,13 +1643,20 @@ class AgentCore:
     def _local_for_mapped(self, pair: Pair, mapped: Address) -> Candidate:
         protocol = pair.local.protocol  # (a UDP and a TCP socket may share a port number)
         nohost = self.nohost
-        for candidate, _ in self.local_candidates:
+        found = None
+        for candidate, base in self.local_candidates:
             if (candidate.address, candidate.port) == mapped and candidate.protocol == protocol:
                 if nohost and candidate.type is CandidateType.HOST:
                     # (Not signalled under NOHOST: the srflx candidate at the same address,
                     # which is, stands for it; the peer ranks the pair by that one.)
                     continue
-                return candidate
+                if base == pair.base:
+                    return candidate
+                # (Another socket's: two private addresses that a 1:1 NAT's one public
+                # address stands for, each in its host candidate's place, share it.)
+                found = found or candidate
+        if found is not None:
+            return found
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
         local = pair.local
         prflx = prflx_candidate(
