@@ -3053,7 +3053,7 @@ def test_an_address_two_sockets_signal_is_taken_for_the_checks_own_socket() -> N
     (the same port on each): the core knows two host candidates at one address.  The answer
     to a check from the second socket names it: the valid pair's local candidate is that
     socket's own, not the first one's."""
-    net, a, b = two_agents(want=False)
+    _, a, b = two_agents(want=False)
     public = ("203.0.113.5", 7000)
     first = make_candidate(*public)
     second = make_candidate(*public, local_pref=65534)
