@@ -1411,3 +1411,45 @@ def test_a_peer_whose_binding_ended_takes_another_number_only_5_minutes_on() -> 
     assert peer.channel == 0
     client._bind(peer, ended + 301.0)
     assert peer.channel == number  # (its number of before: free again by then)
+
+
+class _NoLifetimeOnRefresh(FakeServer):
+    """Grants Refreshes without LIFETIME (RFC 8656 §8 says it MUST be there)."""
+
+    def handle(self, data: bytes, now: float) -> list[bytes]:
+        out = super().handle(data, now)
+        if data[0] >= 0x40 or not out:
+            return out
+        request = stun.decode(data)
+        if request.method is Method.REFRESH and request.message_class is MessageClass.REQUEST:
+            if stun.decode(out[0]).message_class is MessageClass.SUCCESS:
+                return [request.success_response().encode(integrity_key=self.key)]
+        return out
+
+
+def test_a_refresh_granted_without_a_lifetime_keeps_the_one_granted_before() -> None:
+    """The Allocate was granted 30 s; a Refresh success without LIFETIME does not say the
+    server now holds it for the 600 s asked for: the next Refresh comes within 30 s (it came
+    at 564 s, long after the allocation had ended on the server)."""
+    client, server = allocated(server=_NoLifetimeOnRefresh(max_lifetime=30))
+    assert client.lifetime == 30
+    run_until(client, server, 24.5)  # (the first Refresh went at 24 s, and was granted)
+    assert len([m for _, m in server.requests if m.method is Method.REFRESH]) == 1
+    assert client.lifetime == 30
+    deadline = client.next_deadline()
+    assert deadline is not None and deadline <= 24.0 + 30
+
+
+@pytest.mark.parametrize("reliable", [False, True])
+def test_a_refresh_unanswered_fails_the_allocation_when_it_ends(reliable: bool) -> None:
+    """Granted 30 s, then the server goes silent: the Refresh goes at 24 s, and the
+    allocation is gone at 30 s, when its lifetime runs out (the client was ALLOCATED until
+    the Refresh's own transaction timed out, at 63.5 s over UDP)."""
+    client, server = allocated(server=FakeServer(max_lifetime=30), reliable=reliable)
+    server.silent = True
+    run_until(client, server, 29.9)
+    assert client.state is TurnState.ALLOCATED and client.refreshing
+    assert client.next_deadline() == pytest.approx(30.0, abs=0.2)
+    run_until(client, server, 30.2)
+    assert client.state is TurnState.FAILED
+    assert client.error is not None and "lifetime (30 s) ran out" in str(client.error)

@@ -156,6 +156,7 @@ class TurnClient:
         # none (the server's default, IPv4) until a server without IPv4 relays says 440.
         self._family: int | None = None
         self._refresh_at = float("inf")
+        self._expires_at = float("inf")  # (the allocation's end, as last granted)
         self._refreshing = False
         self._deadline: float | None = None
         self._dirty = True
@@ -223,8 +224,7 @@ class TurnClient:
                 d for t in self._transactions.values() if (d := t.schedule.deadline) is not None
             ]
             if self._state is TurnState.ALLOCATED:
-                if not self._refreshing:
-                    deadlines.append(self._refresh_at)
+                deadlines.append(self._expires_at if self._refreshing else self._refresh_at)
                 deadlines.extend(
                     p.refresh_at for p in self._permissions.values() if p.installed and not p.busy
                 )
@@ -249,6 +249,17 @@ class TurnClient:
                 self._counts["retransmissions"] += 1
                 self._outbox.append(tx.wire)
         if self._state is not TurnState.ALLOCATED:
+            return
+        if self._refreshing and self._expires_at <= now:
+            # The allocation ended on the server while its Refresh went unanswered (a short
+            # lifetime leaves less time than the transaction's own timeout, 39.5 s over UDP):
+            # the relay is gone now, not when the Refresh gives up.
+            self._fail(
+                f"TURN refresh failed: no answer before the allocation's lifetime "
+                f"({self.lifetime} s) ran out",
+                code=None,
+                reason="timeout",
+            )
             return
         if not self._refreshing and self._refresh_at <= now:
             self._refreshing = True
@@ -644,7 +655,7 @@ class TurnClient:
                 # The server ended the allocation (we asked for more): refreshing again at
                 # once would loop a round trip at a time.
                 return
-            self._granted(message, now)
+            self._granted(message, now, refresh=True)
         elif kind is Kind.DEALLOCATE:
             self.lifetime = 0
             self._move(TurnEvent.DONE)
@@ -702,11 +713,20 @@ class TurnClient:
         )
         return True
 
-    def _granted(self, message: Message, now: float) -> None:
+    def _granted(self, message: Message, now: float, *, refresh: bool = False) -> None:
+        """The allocation was granted (or refreshed: ``refresh``) for the LIFETIME the
+        success gives; without one (RFC 8656 §7.3 and §8 say it MUST be there), what was
+        asked for, or on a Refresh what was granted last (the server may give less)."""
         granted = message.get(stun.Lifetime)
-        lifetime = granted.seconds if granted is not None else self._requested_lifetime
+        if granted is not None:
+            lifetime = granted.seconds
+        elif refresh and self.lifetime:
+            lifetime = self.lifetime
+        else:
+            lifetime = self._requested_lifetime
         self.lifetime = lifetime
         self._refresh_at = now + lifetime - min(60.0, lifetime / 5)
+        self._expires_at = now + lifetime
 
     def _on_error(
         self,
