@@ -9,7 +9,9 @@ from trice.ice._checklist import CheckList, PairState
 from trice.ice._priority import tcp_local_preference
 
 
-def _cand(address: str, port: int, *, pref: int = 65535, type: CandidateType = CandidateType.HOST):
+def _cand(
+    address: str, port: int, *, pref: int = 65535, type: CandidateType = CandidateType.HOST
+) -> Candidate:
     return Candidate(
         foundation=compute_foundation(type, address, "udp"),
         component=1,
@@ -86,7 +88,7 @@ def test_0x8000_is_comprehension_optional_on_a_built_or_read_message() -> None:
     assert built.unknown_required == (0x7FFF,)
     decoded = stun.decode(built.encode())
     before = decoded.unknown_required
-    decoded.attributes  # (typed now: unknown_required reads them)
+    assert len(decoded.attributes) == 2  # (typed now: unknown_required reads them)
     assert before == decoded.unknown_required == (0x7FFF,)
 
 
@@ -111,14 +113,17 @@ def test_a_known_answer_with_under_half_its_ttl_is_answered() -> None:
     record is nearly stale would never get it refreshed."""
     from trice.mdns._responder import ANSWER_TTL, MdnsResponder
 
-    kw = {"direct": False, "on_link": True, "wanted": ()}
     responder = MdnsResponder()
     responder.add_name("me.local", "127.0.0.1", "lo")
     fresh = _query_with_known_answer("me.local", ANSWER_TTL // 2)
-    sends, _ = responder.on_datagram(fresh, ("127.0.0.2", 5353), "lo", now=10.0, **kw)
+    sends, _ = responder.on_datagram(
+        fresh, ("127.0.0.2", 5353), "lo", now=10.0, direct=False, on_link=True, wanted=()
+    )
     assert sends == []  # (suppressed: the querier has it with half its TTL or more)
     stale = _query_with_known_answer("me.local", ANSWER_TTL // 2 - 1)
-    sends, _ = responder.on_datagram(stale, ("127.0.0.2", 5353), "lo", now=20.0, **kw)
+    sends, _ = responder.on_datagram(
+        stale, ("127.0.0.2", 5353), "lo", now=20.0, direct=False, on_link=True, wanted=()
+    )
     assert len(sends) == 1 and sends[0].to is None  # (multicast: the querier's copy expires)
 
 
@@ -142,8 +147,7 @@ def test_a_permission_whose_refreshes_go_unanswered_ends_with_its_lifetime() -> 
                     return []
             return super().handle(data, now)
 
-    server = Silent(errors={Method.CHANNEL_BIND: (403, "Forbidden")})  # (no channel)
-    client, server = allocated(server=server)
+    client, server = allocated(server=Silent(errors={Method.CHANNEL_BIND: (403, "Forbidden")}))
     assert client.send_to_peer(PEER, b"x", 1.0)
     run_until(client, server, 240.0, now=1.0)
     assert client.permission_installed(PEER)
@@ -163,16 +167,18 @@ def test_a_check_whose_answers_were_lost_while_the_peer_checked_is_made_again() 
     nominates and is connected at once.  b's first check gives up at 15.5 s; made again,
     it is answered after 17 s and b connects (before failed_timeout, 25 s), rather than
     fail its only pair, and ICE with it, while a stays connected on that pair."""
-    from core_harness import connected, two_agents
-
     from trice import ConnectionState
+
+    from core_harness import connected, two_agents
 
     net, a, b = two_agents()
     b_addresses = set(b.bases.values())
     net.drop(
-        lambda p: net.now < 17.0
-        and p.dst in b_addresses
-        and p.message.message_class is stun.MessageClass.SUCCESS
+        lambda p: (
+            net.now < 17.0
+            and p.dst in b_addresses
+            and p.message.message_class is stun.MessageClass.SUCCESS
+        )
     )
     assert net.run_until(connected(a), max_time=1.0)
     assert net.run_until(connected(a, b), max_time=24.0), b.states()

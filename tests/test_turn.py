@@ -1421,9 +1421,12 @@ class _NoLifetimeOnRefresh(FakeServer):
         if data[0] >= 0x40 or not out:
             return out
         request = stun.decode(data)
-        if request.method is Method.REFRESH and request.message_class is MessageClass.REQUEST:
-            if stun.decode(out[0]).message_class is MessageClass.SUCCESS:
-                return [request.success_response().encode(integrity_key=self.key)]
+        if (
+            request.method is Method.REFRESH
+            and request.message_class is MessageClass.REQUEST
+            and stun.decode(out[0]).message_class is MessageClass.SUCCESS
+        ):
+            return [request.success_response().encode(integrity_key=self.key)]
         return out
 
 
@@ -1448,8 +1451,8 @@ def test_a_refresh_unanswered_fails_the_allocation_when_it_ends(reliable: bool) 
     client, server = allocated(server=FakeServer(max_lifetime=30), reliable=reliable)
     server.silent = True
     run_until(client, server, 29.9)
-    assert client.state is TurnState.ALLOCATED and client.refreshing
+    assert state(client) is TurnState.ALLOCATED and client.refreshing
     assert client.next_deadline() == pytest.approx(30.0, abs=0.2)
     run_until(client, server, 30.2)
-    assert client.state is TurnState.FAILED
+    assert state(client) is TurnState.FAILED
     assert client.error is not None and "lifetime (30 s) ran out" in str(client.error)
