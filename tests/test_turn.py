@@ -106,6 +106,8 @@ class FakeServer:
             extra: tuple[stun.Attribute, ...] = ()
             if code == 300:
                 extra = (stun.AlternateServer("192.0.2.99", 3478),)
+            elif code == 420:
+                extra = (stun.UnknownAttributes((0x0017, 0x7F01)),)
             return [message.error_response(code, reason, *extra).encode(integrity_key=self.key)]
         attrs: tuple[stun.Attribute, ...] = ()
         family = message.get(stun.RequestedAddressFamily)
@@ -409,7 +411,12 @@ def test_data_a_lost_connection_never_sent_is_counted_dropped_not_sent() -> None
 
 @pytest.mark.parametrize(
     ("code", "reason"),
-    [(486, "Allocation Quota Reached"), (508, "Insufficient Capacity"), (300, "Try Alternate")],
+    [
+        (486, "Allocation Quota Reached"),
+        (508, "Insufficient Capacity"),
+        (300, "Try Alternate"),
+        (420, "Unknown Attribute"),
+    ],
 )
 def test_error_response_fails_the_allocation(code: int, reason: str) -> None:
     client = TurnClient(USER, PASSWORD, reliable=False)
@@ -418,6 +425,8 @@ def test_error_response_fails_the_allocation(code: int, reason: str) -> None:
     assert state(client) is TurnState.FAILED
     error = client.error
     assert error is not None
+    if code == 420:  # (which attributes the server did not know, from UNKNOWN-ATTRIBUTES)
+        reason += " (attributes it does not know: 0x0017, 0x7f01)"
     assert (error.code, error.reason) == (code, reason)
     if code == 300:
         assert error.alternate_server == ("192.0.2.99", 3478)

@@ -605,6 +605,11 @@ class TurnClient:
             reason = f"{reason} (wrong credentials)" if tx.authenticated else reason
         elif code == 438:
             reason = f"{reason} (stale nonce {tx.stale + 1} times in a row)"
+        elif code == 420:
+            unknown = message.get(stun.UnknownAttributes)
+            if unknown is not None and unknown.types:
+                listed = ", ".join(f"0x{t:04x}" for t in unknown.types[:8])
+                reason = f"{reason} (attributes it does not know: {listed})"
         alternate = message.get(stun.AlternateServer) if code == 300 else None
         self._on_error(
             tx,
