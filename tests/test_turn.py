@@ -1465,3 +1465,25 @@ def test_a_refresh_unanswered_fails_the_allocation_when_it_ends(reliable: bool) 
     run_until(client, server, 30.2)
     assert state(client) is TurnState.FAILED
     assert client.error is not None and "lifetime (30 s) ran out" in str(client.error)
+
+
+@pytest.mark.parametrize(
+    ("code", "deleted"), [(508, True), (486, True), (437, False), (401, False)]
+)
+def test_a_refused_refresh_deletes_the_allocation_it_leaves_on_the_server(
+    code: int, deleted: bool
+) -> None:
+    """A Refresh refused (508 Insufficient Capacity, say) fails the relay, but the server
+    keeps the allocation until its lifetime ends, counted against the user's quota: the
+    client deletes it, once, with no wait.  Not after 437 (the server has none) nor 401
+    (the credentials it would be signed with are refused)."""
+    client, server = allocated(server=FakeServer(max_lifetime=100))
+    server.errors[Method.REFRESH] = (code, "refused")
+    run_until(client, server, 80.5)  # (the Refresh went at 80 s)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == code
+    refreshes = [m for _, m in server.requests if m.method is Method.REFRESH]
+    zero = [m for m in refreshes if m.get(stun.Lifetime) == stun.Lifetime(0)]
+    assert len(zero) == deleted and all(m.verify_integrity(server.key) for m in zero)
+    assert client.poll_transmit(80.5) is None
+    assert client.next_deadline() is None

@@ -751,6 +751,12 @@ class TurnClient:
             if alternate is not None:
                 what += f" (alternate server {alternate[0]}:{alternate[1]})"
             self._fail(f"TURN {kind.value} failed: {what}", code=code, reason=reason, **extra)
+            if kind is Kind.REFRESH and code not in (None, 401, 437, 438):
+                # A Refresh refused (508, say) leaves the allocation on the server until its
+                # lifetime runs out, counted against our quota there: deleted, once, with no
+                # wait (the client has failed; a lost request costs only the quota's slot).
+                self._request(Kind.DEALLOCATE, now)
+                self._transactions.clear()
         elif kind is Kind.DEALLOCATE:
             self._move(TurnEvent.DONE)
         elif code == 437:
