@@ -4,6 +4,7 @@ agents on."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import socket
@@ -256,8 +257,13 @@ async def test_a_send_waiting_on_a_full_socket_ends_when_its_connection_does(how
         assert fake.sent == []
 
 
-@pytest.mark.parametrize("error", [BlockingIOError, InterruptedError, OSError])
-def test_send_nowait_reports_a_datagram_not_taken(error: type[OSError]) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [BlockingIOError(), InterruptedError(), OSError(errno.ENOBUFS, "No buffer space available")],
+)
+def test_send_nowait_reports_a_datagram_not_taken(error: OSError) -> None:
+    """A full buffer (or queue): not taken, for the caller to wait for room."""
+
     class Refusing(_BlockedSocket):
         def sendto(self, data: bytes, address: tuple[str, int]) -> int:
             raise error
@@ -265,6 +271,33 @@ def test_send_nowait_reports_a_datagram_not_taken(error: type[OSError]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         transport = UdpTransport(0, Refusing(s))  # type: ignore[arg-type]
         assert transport.send_nowait(b"x", ("127.0.0.1", 9)) is False
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.ENETUNREACH, errno.EADDRNOTAVAIL])
+async def test_a_datagram_the_kernel_refuses_is_dropped_and_reported(code: int) -> None:
+    """A firewall's EPERM, no route, an address gone: the datagram is dropped on the way (as
+    a network may drop it; waiting for room would not help), and the transport's agent
+    hears of it (it counts and logs it: test_firewall.py, with a real firewall)."""
+    heard: list[tuple[int | None, tuple[str, int], tuple[str, int]]] = []
+
+    class Agent:
+        def _kernel_refused(
+            self, exc: OSError, local: tuple[str, int], address: tuple[str, int]
+        ) -> None:
+            heard.append((exc.errno, local, address))
+
+    class Refusing(_BlockedSocket):
+        def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+            raise OSError(code, os.strerror(code))
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        transport = UdpTransport(0, Refusing(s), Agent())  # type: ignore[arg-type]
+        to = ("127.0.0.1", 9)
+        assert transport.send_nowait(b"x", to) is True
+        with trio.fail_after(5):
+            await transport.send(b"y", to)
+        assert heard == [(code, transport.local_address, to)] * 2
 
 
 async def test_paired_sockets_pass_for_udp_sockets_on_documentation_addresses() -> None:

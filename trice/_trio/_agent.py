@@ -165,6 +165,11 @@ class AgentStatistics:
             and one from an address that has one open, or that could not be set up.
         tcp_unproven: such connections closed because no check the agent accepted came over
             them within 10 seconds.
+        send_refused: datagrams (data or checks) that a host socket's kernel refused to send:
+            a firewall's EPERM, an unreachable network, an address gone.  They are dropped
+            on the way, as a network may drop them: data among them is in
+            ``datagrams_sent`` too, and ``Connection.send_nowait`` said ``True``.  The first
+            refusal is logged as a warning.
     """
 
     datagrams_received: int
@@ -185,6 +190,7 @@ class AgentStatistics:
     tcp_accepted: int = 0
     tcp_refused: int = 0
     tcp_unproven: int = 0
+    send_refused: int = 0
 
 
 class Agent:
@@ -233,6 +239,7 @@ class Agent:
         "_route_pair",
         "_runs",
         "_selected_lost",
+        "_send_refused",
         "_sent_total",
         "_signalled",
         "_sleeping_until",
@@ -333,6 +340,7 @@ class Agent:
         self._ranked: tuple[str, ...] = ()
         self._restarted = False  # (see add_remote_candidate's log line)
         self._warned = 0  # (the reasons a left-out candidate was warned of: see _left_out)
+        self._send_refused = 0  # (datagrams the kernel refused: see _kernel_refused)
         # The secret its candidates' foundations are keyed with: of this agent alone, so
         # that a peer cannot tell two sessions are of one host (see compute_foundation).
         self._key = secrets.token_bytes(16)
@@ -441,6 +449,7 @@ class Agent:
             tcp_accepted=tcp.accepted,
             tcp_refused=tcp.refused,
             tcp_unproven=tcp.unproven,
+            send_refused=self._send_refused,
         )
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
@@ -1220,6 +1229,21 @@ class Agent:
             return
         self._warned |= reason
         logger.warning(message + " (more such: at DEBUG)", *args)
+
+    def _kernel_refused(self, exc: OSError, local: Address, address: Address) -> None:
+        """A host socket's kernel refused a datagram (data or a check) that it was asked to
+        send: a firewall's EPERM, no route, an address gone.  Counted
+        (``AgentStatistics.send_refused``), and logged: at WARNING the first time for this
+        agent, then at DEBUG (a firewall in the way refuses every datagram)."""
+        self._send_refused += 1
+        message = "%s: the kernel refused to send from %s to %s: %s (a firewall? no route?)"
+        args = (self._local.ufrag, host_port(*local), host_port(*address), exc.strerror or exc)
+        if self._warned & _SEND_REFUSED:
+            logger.debug(message, *args)
+            return
+        self._warned |= _SEND_REFUSED
+        more = "; counted in AgentStatistics.send_refused (more: at DEBUG)"
+        logger.warning(message + more, *args)
 
     # ------------------------------------------------------------------ tasks
 
@@ -2091,6 +2115,7 @@ async def _warm_shell(rounds: int = 3) -> None:
 
 #: Why a remote candidate was left out (``Agent._left_out``'s reasons, as bits).
 _NO_DESTINATION, _OTHER_GENERATION, _MDNS_OFF, _NO_ANSWER, _PAST_THE_CAP = 1, 2, 4, 8, 16
+_SEND_REFUSED = 32  # (not a left-out candidate's: see Agent._kernel_refused)
 
 _WARM_UFRAGS = frozenset({"warmupA", "warmupB"})
 

@@ -742,7 +742,7 @@ def _udp_host(
             )
             unbound.append(f"cannot bind {host.address}: {exc.strerror or exc}")
             return False
-        kept = UdpTransport(agent._new_base(), sock)
+        kept = UdpTransport(agent._new_base(), sock, agent)
         agent._transports[kept.base] = kept
         agent._adopt_socket(kept, host.address)
     interface_rank, address_rank = ranks

@@ -88,6 +88,13 @@ LEASE = 0.02
 _NO_LEASE: tuple[int, float] = (0, -math.inf)
 
 
+class RefusalSink(Protocol):
+    """Who hears of a datagram a host socket's kernel refused to send (the agent: it counts
+    them, and logs each kind once)."""
+
+    def _kernel_refused(self, exc: OSError, local: Address, address: Address) -> None: ...
+
+
 class UdpTransport:
     """A bound, non-blocking UDP socket with an id (the *base* the core talks about)."""
 
@@ -95,6 +102,7 @@ class UdpTransport:
         "armed",
         "base",
         "closed",
+        "errors",
         "family",
         "held",
         "holds",
@@ -107,9 +115,10 @@ class UdpTransport:
         "sock",
     )
 
-    def __init__(self, base: int, sock: socket.socket) -> None:
+    def __init__(self, base: int, sock: socket.socket, errors: RefusalSink | None = None) -> None:
         self.base = base
         self.sock = sock
+        self.errors = errors
         self.family = sock.family
         host, port = sock.getsockname()[:2]
         self.local_address: Address = (host.split("%", 1)[0], port)
@@ -192,7 +201,10 @@ class UdpTransport:
                 hub.wake_reader(self)
 
     def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
-        """Send if the kernel takes it now; UDP may drop, so a full buffer drops too.
+        """Send if the kernel takes it now; UDP may drop, so a full buffer drops too
+        (``False``).  A datagram the kernel refuses (a firewall's EPERM, no route) is
+        dropped on the way, as a network may drop it: counted and logged (see
+        :class:`RefusalSink`), and ``True``.
 
         (:func:`sendto_nowait`'s steps, written out: ``Connection.send_nowait`` comes here
         for a datagram its own call to the socket did not send, and the agent for its
@@ -204,7 +216,10 @@ class UdpTransport:
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 raise datagram_too_large(data) from None
-            return False
+            if self.closed or exc.errno in (errno.EBADF, errno.ENOBUFS):
+                return False  # (closed: the caller's wait says so; no buffer: as a full one)
+            if self.errors is not None:
+                self.errors._kernel_refused(exc, self.local_address, address)
         return True
 
     async def send(
@@ -228,7 +243,10 @@ class UdpTransport:
                     raise trio.ClosedResourceError("the transport is closed") from None
                 if exc.errno == errno.EMSGSIZE:
                     raise datagram_too_large(data) from None
-                # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics.
+                # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics,
+                # the datagram dropped on the way (counted and logged).
+                if self.errors is not None:
+                    self.errors._kernel_refused(exc, self.local_address, address)
                 return
             lock = self.send_lock
             if lock is None:
@@ -252,6 +270,7 @@ class UdpTransport:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.errors = None  # (the agent: no cycle left for the collector to find)
             hub = self.read_hub
             if hub is not None:
                 hub.forget(self)  # (before the descriptor goes; wakes a waiting reader)
