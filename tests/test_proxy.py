@@ -98,6 +98,9 @@ def test_proxy_urls(text: str, parts: tuple[str, str, int, str | None, str | Non
         # A password holding an "@", and no host: what follows the "@" is not quoted.
         ("http://alice:p@secret", "'http://...@...': no port"),
         ("http://alice:p@[secret]:3128", "'http://...@...': the text in brackets is not"),
+        ("http://alice:p@secret!:3128", "'http://...@...': proxy host ... is neither"),
+        ("socks5://alice:p@pass_secret:1080", "'socks5://...@...': proxy host ... is neither"),
+        ("http://alice:p@[fe80::1%secret]:3128", "'http://...@...': an IPv6 zone index"),
         ("socks5://alice:p@[secret]:1080", "'socks5://...@...': the text in brackets"),
         ("http://alice:secret@[2001:db8::1]", "'http://...@\\[2001:db8::1\\]': no port"),
         ("http://alice:secret", "'http://alice': the port is not a number"),

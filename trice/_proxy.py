@@ -203,7 +203,10 @@ class ProxyUrl:
         try:
             return cls(scheme, host, port, username, password, ssl_context)
         except ConfigError as exc:
-            raise fail(str(exc)) from None
+            problem = str(exc)
+            if at and not surely_host(host):  # (not quoted here either: see _redacted)
+                problem = problem.replace(repr(host), "...")
+            raise fail(problem) from None
 
 
 def _redacted(scheme: str, sep: str, userinfo: bool, authority: str) -> str:

@@ -394,7 +394,9 @@ def surely_host(authority: str) -> bool:
     a dot in it.  (A dotless name, ``localhost`` or a container's, is not quoted after an
     ``@``; a password's tail with a dot still would be.)"""
     if authority.startswith("["):
-        inside = authority[1:].partition("]")[0].partition("%")[0]
+        inside = authority[1:].partition("]")[0]
+        if "%" in inside:
+            return False  # (a zone index: no URL here takes one, and a password may be it)
         try:
             ipaddress.IPv6Address(inside)
         except ValueError:
