@@ -129,9 +129,10 @@ def test_a_known_answer_with_under_half_its_ttl_is_answered() -> None:
 
 def test_a_permission_whose_refreshes_go_unanswered_ends_with_its_lifetime() -> None:
     """RFC 8656 §9: a permission lasts 300 s from its last grant.  Its refresh at 241 and the
-    one again at 285.5 get no answer (the server is silent to CreatePermission); the second
-    gives up at 325, past the permission's end (301): the client must count it gone
-    (permission_installed: "whether the server has a permission"), drop a Data indication
+    one again at 285.5 get no answer (the server is silent to CreatePermission): at the
+    permission's end (301), while the second still waits, the client must count it gone
+    (permission_installed: "whether the server has a permission"; it did until the refresh
+    gave up, at 325), and once that one gave up, drop a Data indication
     from the peer's IP, and refuse data to the peer until it may ask again (send_to_peer's
     docs), not keep it "installed" for ever and send Send indications the server
     drops."""
@@ -152,7 +153,11 @@ def test_a_permission_whose_refreshes_go_unanswered_ends_with_its_lifetime() -> 
     run_until(client, server, 240.0, now=1.0)
     assert client.permission_installed(PEER)
     assert client.send_to_peer(PEER, b"y", 240.0)  # (in use: its refresh goes at 241)
-    run_until(client, server, 330.0, now=240.0)
+    run_until(client, server, 300.5, now=240.0)
+    assert client.permission_installed(PEER)  # (granted at 1 s: it lasts until 301 s)
+    run_until(client, server, 301.5, now=300.5)
+    assert not client.permission_installed(PEER)  # (its refresh still waits for an answer)
+    run_until(client, server, 330.0, now=301.5)
     assert not client.permission_installed(PEER)
     indication = server.data_indication(PEER, b"late")
     assert client.on_server_data(indication, 330.0) == []

@@ -226,7 +226,9 @@ class TurnClient:
             if self._state is TurnState.ALLOCATED:
                 deadlines.append(self._expires_at if self._refreshing else self._refresh_at)
                 deadlines.extend(
-                    p.refresh_at for p in self._permissions.values() if p.installed and not p.busy
+                    (p.expires_at if p.busy else p.refresh_at)
+                    for p in self._permissions.values()
+                    if p.installed
                 )
                 deadlines.extend(
                     p.refresh_at for p in self._peers.values() if p.channel and not p.busy
@@ -266,6 +268,10 @@ class TurnClient:
             self._request(Kind.REFRESH, now)
         idle = now - IDLE
         for perm in self._permissions.values():
+            if perm.installed and perm.busy and perm.expires_at <= now:
+                # Its refresh went unanswered until the permission's 300 s ran out (RFC 8656
+                # §9): the server holds it no more, though the refresh may still be granted.
+                perm.installed = False
             if perm.installed and not perm.busy and perm.refresh_at <= now:
                 if perm.used_at < idle and not any(
                     p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
