@@ -3891,3 +3891,67 @@ def test_a_lite_agents_consent_by_data_holds_when_a_keepalive_came_after_it() ->
         assert b.core.on_request(selected.base, selected.remote_address, keepalive, net.now) is None
         b.core.on_data(data_at, selected=True)
     assert S.FAILED not in b.states()
+
+
+# -- trickle and nomination -----------------------------------------------------------------
+
+
+def _b_trickles_its_better_candidate_late(
+    nomination: Nomination,
+) -> tuple[Network, Endpoint, Endpoint, Candidate]:
+    """b has a poor candidate (local preference 100) and a good one; a gets the poor one
+    first, the good one 50 ms later (then end-of-candidates), as trickle does;
+    b gets a's candidates 50 ms in too (till then it knows a from a's checks alone).
+    Returns the network, both endpoints and the good candidate."""
+    net, a, b = two_agents(exchange=False, b_hosts=(), nomination=nomination)
+    poor = b.add_host("10.0.0.2", 6000, local_pref=100)
+    good = b.add_host("10.0.0.3", 6001)
+    a.core.set_remote(b.core.local, net.now)
+    b.core.set_remote(a.core.local, net.now)
+    a.core.add_remote_candidate(poor)
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    net.run_for(0.05)
+    a.core.add_remote_candidate(good)
+    for candidate in a.signalled:
+        b.core.add_remote_candidate(candidate)
+    a.core.add_remote_candidate(None)
+    b.core.add_remote_candidate(None)
+    return net, a, b, good
+
+
+@pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
+def test_a_better_candidate_trickled_after_a_pair_works_is_the_one_selected(
+    nomination: Nomination,
+) -> None:
+    """The peer's poor candidate works at once; its better one comes 50 ms later.  Regular
+    nomination, final, waits for it (end-of-candidates had not come): it nominated the poor
+    pair, and the better one was never checked.  Aggressive nomination selects the poor
+    pair, then goes on to check the better one, which replaces it (it was never checked
+    either).  Both sides end on the same pair."""
+    net, a, b, good = _b_trickles_its_better_candidate_late(nomination)
+    if nomination is Nomination.REGULAR:
+        assert a.core.selected is None  # (it waited)
+    assert net.run_until(connected(a, b), max_time=2.0)
+    net.run_for(1.0)
+    here, there = a.core.selected_pair(), b.core.selected_pair()
+    assert here is not None and there is not None
+    assert here.remote == good and there.local.address == good.address
+    assert a.state is ConnectionState.COMPLETED
+
+
+def test_without_end_of_candidates_regular_nomination_waits_the_nomination_delay() -> None:
+    """No end-of-candidates: a better candidate may still come, so the valid pair is
+    nominated only once ``Timing.nomination_delay`` has passed since it became valid; with
+    end-of-candidates (and nothing better being checked), at once."""
+    net, a, _ = two_agents(end_of_candidates=False)
+    assert net.run_until(lambda: a.core.checklist.best_valid() is not None, max_time=1.0)
+    valid_at = net.now
+    assert net.run_until(connected(a), max_time=2.0)
+    delay = a.core.timing.nomination_delay
+    assert valid_at + delay <= net.now < valid_at + delay + 0.1
+    net, a, _ = two_agents()
+    assert net.run_until(lambda: a.core.checklist.best_valid() is not None, max_time=1.0)
+    valid_at = net.now
+    assert net.run_until(connected(a), max_time=2.0)
+    assert net.now < valid_at + 0.05  # (the nomination's round trip, 20 ms)

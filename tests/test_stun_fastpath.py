@@ -317,7 +317,7 @@ def test_the_answer_to_a_signalled_peer_is_made_ready_while_signaling_goes_on() 
     """Once a host candidate is signalled, the XOR-MAPPED-ADDRESS of the answer to its first
     check is worked out already (the answer only looks it up); priming is quiet about what
     it cannot encode, and changes no bytes."""
-    a, _b = two_cores()
+    a, _b = two_cores(end=False)
     port = 40000 + _xor_mapped_v4.cache_info().misses % 20000  # (an address not seen yet)
     a.add_remote_candidate(Candidate.from_sdp(f"candidate:9 1 udp 1 198.51.100.77 {port} typ host"))
     before = _xor_mapped_v4.cache_info()

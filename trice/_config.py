@@ -329,7 +329,10 @@ class Timing:
         max_binding_requests: transmissions of a check before its pair fails (1 to 100;
             RFC 8489 §6.2.1's Rc is 7).
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
-            better pairs still being checked before it nominates the best valid one.
+            better pairs still being checked before it nominates the best valid one (and,
+            until the peer's end-of-candidates, for better candidates it may still trickle:
+            with end-of-candidates signalled and nothing better being checked, it nominates
+            at once).
         relay_nomination_delay: the same wait when the best valid pair is relayed (a TURN
             candidate on either side), and at least a check's first RTO (``rto``, or
             ``ta`` times the pairs being checked, RFC 8445 §14.3) plus ``nomination_delay``

@@ -1001,7 +1001,7 @@ class AgentCore:
                     break
             if not triggered:
                 self._triggered = None
-        if pair is None and self.selected is None:
+        if pair is None and (self.selected is None or self._better_to_check()):
             pair = self.checklist.next_ordinary()
         if pair is None:
             self._maybe_complete()
@@ -1234,7 +1234,11 @@ class AgentCore:
             since is not None
             and self.remote is not None  # (after a restart, checks wait for it)
             and not self.local.lite
-            and (self._triggered or (selected is None and self.checklist.has_ordinary_work()))
+            and (
+                self._triggered
+                or (selected is None and self.checklist.has_ordinary_work())
+                or (selected is not None and self._better_to_check())
+            )
         ):
             deadline = self._next_paced
         if selected is None:
@@ -1262,7 +1266,10 @@ class AgentCore:
             ):
                 best = self.checklist.best_valid()
                 if best is not None:
-                    due = first_valid + self._nomination_delay(best)
+                    # (Now, if end-of-candidates has come since: see _maybe_nominate.)
+                    due = first_valid
+                    if not self._none_better(best):
+                        due += self._nomination_delay(best)
                     if deadline is None or due < deadline:
                         deadline = due
             return deadline
@@ -1800,9 +1807,34 @@ class AgentCore:
         waited = self._first_valid_at is not None and (
             now >= self._first_valid_at + self._nomination_delay(best)
         )
-        if self.checklist.pending_above(best.valid_priority, self.controlling) and not waited:
+        if not waited and not self._none_better(best):
             return
         self._nominate(best, now)
+
+    def _better_to_check(self) -> bool:
+        """Whether a controlling agent that nominates aggressively, a pair selected, has a
+        pair ranked above it still to check (one formed since, of a candidate trickled
+        late, say): each of its checks nominates, and a better one found later replaces the
+        selected pair, as :class:`~trice.Nomination` says.  (Under regular nomination, the
+        nomination is final: ordinary checks end with it.)"""
+        if not self.controlling or self.nomination is not _AGGRESSIVE:
+            return False
+        selected = self.selected
+        better = self.checklist.peek_ordinary()
+        return (
+            better is not None
+            and selected is not None
+            and better.priority > selected.valid_priority
+        )
+
+    def _none_better(self, best: Pair) -> bool:
+        """Whether no better pair than ``best`` can still succeed: none is being checked, and
+        the peer has said end-of-candidates (until then, a better candidate may still be
+        trickled: the nomination, which is final, waits for it up to the nomination delay).
+        """
+        return self.remote_complete and not self.checklist.pending_above(
+            best.valid_priority, self.controlling
+        )
 
     def _nomination_delay(self, best: Pair) -> float:
         """How long after the first valid pair ``best`` waits for better pairs still being
@@ -1912,6 +1944,7 @@ class AgentCore:
             and self.state is _STATE_CONNECTED
             and not self._triggered
             and (self._selection_final() or not self.checklist.in_progress())
+            and not self._better_to_check()
         ):
             self._set_state(ConnectionState.COMPLETED)
 
@@ -2271,10 +2304,13 @@ def warm_core(rounds: int = 10) -> None:
         _warm_once(("warmA" + "w" * (i // 2 + 1), "warmB") if i % 2 else ("warmA", "warmB"))
 
 
-def two_cores(ufrags: tuple[str, str] = ("warmA", "warmB")) -> tuple[AgentCore, AgentCore]:
+def two_cores(
+    ufrags: tuple[str, str] = ("warmA", "warmB"), *, end: bool = True
+) -> tuple[AgentCore, AgentCore]:
     """Two cores (controlling, controlled) that hold each other's parameters and one host
-    candidate each (documentation addresses), both wanting to connect: a pair to drive in
-    memory, as :func:`warm_core` and the tests do."""
+    candidate each (documentation addresses), and (``end``) each other's end-of-candidates,
+    both wanting to connect: a pair to drive in memory, as :func:`warm_core` and the tests
+    do."""
     from trice.ice._gathering import host_candidate
 
     timing = Timing()
@@ -2290,6 +2326,9 @@ def two_cores(ufrags: tuple[str, str] = ("warmA", "warmB")) -> tuple[AgentCore, 
     b.set_remote(a.local, 0.0)
     a.add_remote_candidate(b.local_candidates[0][0])
     b.add_remote_candidate(a.local_candidates[0][0])
+    if end:  # (the nomination then goes at once: nothing better can come)
+        a.add_remote_candidate(None)
+        b.add_remote_candidate(None)
     a.want_connection(0.0)
     b.want_connection(0.0)
     return a, b
