@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,13 @@ from natlab import lone_namespace, require_natlab
 
 pytestmark = pytest.mark.natlab
 
+TESTS = Path(__file__).resolve().parent  # (the script imports the loopback helpers)
+
 # Two agents on the namespace's loopback connect; then a rule drops what goes to b's port,
 # and a sends 20 datagrams with send() and 5 with send_nowait().
 REFUSED = """
-import json, logging, subprocess, trio, trice
+import json, logging, subprocess, trio
+from loopback import connect_both, gathered_pair, loopback_config, signal
 
 warnings = []
 
@@ -31,25 +35,9 @@ class Warnings(logging.Handler):
 logging.getLogger("trice").addHandler(Warnings())
 
 async def main():
-    network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo", include_loopback=True, ipv6=False
-    )
-    config = trice.AgentConfig(network=network)
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
-        for here, there in ((a, b), (b, a)):
-            here.set_remote_parameters(there.local_parameters.ufrag, there.local_parameters.pwd)
-            for candidate in there.local_candidates:
-                here.add_remote_candidate(candidate)
-            here.add_remote_candidate(None)
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(b.connect)
-                to_b = await a.connect()
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        to_b, _ = await connect_both(a, b)
         port = to_b.selected_pair.remote.port
         rules = "table inet refuse {\\n chain out {\\n type filter hook output priority 0;\\n"
         rules += f" udp dport {port} drop\\n }}\\n}}\\n"
@@ -78,7 +66,8 @@ def test_datagrams_the_kernel_refuses_are_counted_and_said_once() -> None:
     arrived; ``send_nowait`` said ``False``, as for a full buffer.)"""
     require_natlab(turn=False)
     with lone_namespace("firewall") as ns:
-        result = json.loads(ns.check_output([sys.executable, "-c", REFUSED], timeout=60))
+        script = ["env", f"PYTHONPATH={TESTS}", sys.executable, "-c", REFUSED]
+        result = json.loads(ns.check_output(script, timeout=60))
     assert result["refused"] >= 25
     assert result["sent"] == 25
     assert result["nowait"] == [True] * 5
