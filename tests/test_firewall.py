@@ -22,8 +22,8 @@ TESTS = Path(__file__).resolve().parent  # (the script imports the loopback help
 # Two agents on the namespace's loopback connect; then a rule drops what goes to b's port,
 # and a sends 20 datagrams with send() and 5 with send_nowait().
 REFUSED = """
-import json, logging, subprocess, trio
-from loopback import connect_both, gathered_pair, loopback_config, signal
+import contextlib, json, logging, subprocess, trio, trice
+from loopback import connect_both, loopback_config, signal
 
 warnings = []
 
@@ -35,7 +35,16 @@ class Warnings(logging.Handler):
 logging.getLogger("trice").addHandler(Warnings())
 
 async def main():
-    async with gathered_pair(loopback_config()) as (a, b):
+    async with contextlib.AsyncExitStack() as stack:
+        mux = None
+        if ON_A_MUX:
+            mux = await stack.enter_async_context(trice.open_udp_mux("127.0.0.1"))
+        opened = trice.open_agent(loopback_config(), controlling=True, mux=mux)
+        a = await stack.enter_async_context(opened)
+        b = await stack.enter_async_context(trice.open_agent(loopback_config(), controlling=False))
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
         signal(a, b)
         to_b, _ = await connect_both(a, b)
         port = to_b.selected_pair.remote.port
@@ -58,15 +67,18 @@ trio.run(main)
 """
 
 
-def test_datagrams_the_kernel_refuses_are_counted_and_said_once() -> None:
+@pytest.mark.parametrize("on_a_mux", [False, True], ids=["own socket", "UDP mux"])
+def test_datagrams_the_kernel_refuses_are_counted_and_said_once(on_a_mux: bool) -> None:
     """Behind a host firewall, every datagram the agent sends is refused by its kernel
     (EPERM): counted in ``send_refused`` (as sent too: dropped on the way, as a network
     drops them; ``send_nowait`` says ``True`` as ``send`` returns), and one warning says
     so, not one a datagram.  (They were counted as sent, and nothing said why nothing
-    arrived; ``send_nowait`` said ``False``, as for a full buffer.)"""
+    arrived; ``send_nowait`` said ``False``, as for a full buffer.)  The same for an agent
+    on a UDP mux, whose datagrams leave from the mux's socket."""
     require_natlab(turn=False)
     with lone_namespace("firewall") as ns:
-        script = ["env", f"PYTHONPATH={TESTS}", sys.executable, "-c", REFUSED]
+        code = REFUSED.replace("ON_A_MUX", str(on_a_mux))
+        script = ["env", f"PYTHONPATH={TESTS}", sys.executable, "-c", code]
         result = json.loads(ns.check_output(script, timeout=60))
     assert result["refused"] >= 25
     assert result["sent"] == 25

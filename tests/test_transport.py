@@ -300,6 +300,31 @@ async def test_a_datagram_the_kernel_refuses_is_dropped_and_reported(code: int) 
         assert heard == [(code, transport.local_address, to)] * 2
 
 
+async def test_a_full_queue_is_not_taken_for_a_refusal() -> None:
+    """ENOBUFS (a full queue, not a firewall): ``send_nowait`` says not taken, for the caller
+    to wait; ``send`` drops it, as before; neither tells the agent of a refusal (its one
+    warning, "a firewall? no route?", was spent on a full buffer)."""
+    heard: list[int | None] = []
+
+    class Agent:
+        def _kernel_refused(
+            self, exc: OSError, local: tuple[str, int], address: tuple[str, int]
+        ) -> None:
+            heard.append(exc.errno)
+
+    class Full(_BlockedSocket):
+        def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        transport = UdpTransport(0, Full(s), Agent())  # type: ignore[arg-type]
+        assert transport.send_nowait(b"x", ("127.0.0.1", 9)) is False
+        with trio.fail_after(5):
+            await transport.send(b"y", ("127.0.0.1", 9))
+    assert heard == []
+
+
 async def test_paired_sockets_pass_for_udp_sockets_on_documentation_addresses() -> None:
     """The socket pair the shell's warm-up stands its agents on: each end reports its own
     address and takes every datagram to come from the other's, as a UDP socket bound there

@@ -1960,6 +1960,7 @@ class AgentContext:
                 share = MuxTransport(agent._new_base(), mux, agent._local.ufrag, agent._dispatch)
                 share.hooks.failed = agent._mux_failed
                 share.hooks.lost = agent._mux_lost
+                share.hooks.refused = agent._kernel_refused
                 share.answers_prove = self._config.lite
                 agent._transports[share.base] = share
                 agent._muxes += (share,)

@@ -48,7 +48,7 @@ from trice._trio._transport import (
     Address,
     OnReply,
     bind_socket,
-    datagram_too_large,
+    refused,
     sendto_nowait,
     stun_transaction,
 )
@@ -99,7 +99,7 @@ class _Question:
 class MuxHooks:
     """What a mux tells the agent of a share besides datagrams (set by the agent)."""
 
-    __slots__ = ("context", "failed", "lost")
+    __slots__ = ("context", "failed", "lost", "refused")
 
     def __init__(self) -> None:
         #: The agent task's context, in which its datagrams are handled.
@@ -108,6 +108,8 @@ class MuxHooks:
         self.failed: Callable[[BaseException], None] | None = None
         #: The mux closed while the agent is open: the transport is lost.
         self.lost: Callable[[int], None] | None = None
+        #: The kernel refused a datagram of the agent's (see ``RefusalSink``).
+        self.refused: Callable[[OSError, Address, Address], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,10 +529,21 @@ class MuxTransport:
         self.mux._release(self)
 
     def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
+        """As ``UdpTransport.send_nowait``: a datagram the kernel refuses is told to the
+        agent (``hooks.refused``), and ``True``."""
         if self.closed:
             return False
         self._claim(data, address)
-        return sendto_nowait(self.mux.sock, data, address)
+        try:
+            self.mux.sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if not refused(exc, data, self.closed):
+                return False
+            if self.hooks.refused is not None:
+                self.hooks.refused(exc, self.local_address, address)
+        return True
 
     async def send(
         self, data: bytes, address: Address, check: Callable[[], None] | None = None
@@ -551,9 +564,10 @@ class MuxTransport:
                     raise trio.ClosedResourceError(
                         "the agent's share of the UDP mux is closed"
                     ) from None
-                if exc.errno == errno.EMSGSIZE:
-                    raise datagram_too_large(data) from None
-                return  # (ICMP errors and EPERM: UDP semantics)
+                # (ICMP errors and EPERM: UDP semantics, told to the agent)
+                if refused(exc, data, False) and self.hooks.refused is not None:
+                    self.hooks.refused(exc, self.local_address, address)
+                return
             mux = self.mux
             lock = mux.send_lock
             if lock is None:

@@ -95,6 +95,20 @@ class RefusalSink(Protocol):
     def _kernel_refused(self, exc: OSError, local: Address, address: Address) -> None: ...
 
 
+def refused(exc: OSError, data: bytes, closed: bool) -> bool:
+    """Of an error from a non-blocking ``sendto`` other than "would block": whether the
+    kernel refused the datagram (a firewall's EPERM, no route, an address gone: it is
+    dropped on the way, and counted), rather than the socket being closed (EBADF) or out of
+    buffers for now (ENOBUFS, a full queue: as a full socket buffer).
+
+    Raises:
+        UsageError: the datagram is longer than the path carries (EMSGSIZE).
+    """
+    if exc.errno == errno.EMSGSIZE:
+        raise datagram_too_large(data) from None
+    return not (closed or exc.errno in (errno.EBADF, errno.ENOBUFS))
+
+
 class UdpTransport:
     """A bound, non-blocking UDP socket with an id (the *base* the core talks about)."""
 
@@ -214,9 +228,7 @@ class UdpTransport:
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            if exc.errno == errno.EMSGSIZE:
-                raise datagram_too_large(data) from None
-            if self.closed or exc.errno in (errno.EBADF, errno.ENOBUFS):
+            if not refused(exc, data, self.closed):
                 return False  # (closed: the caller's wait says so; no buffer: as a full one)
             if self.errors is not None:
                 self.errors._kernel_refused(exc, self.local_address, address)
@@ -241,11 +253,10 @@ class UdpTransport:
             except OSError as exc:
                 if self.closed or exc.errno == errno.EBADF:
                     raise trio.ClosedResourceError("the transport is closed") from None
-                if exc.errno == errno.EMSGSIZE:
-                    raise datagram_too_large(data) from None
                 # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics,
-                # the datagram dropped on the way (counted and logged).
-                if self.errors is not None:
+                # the datagram dropped on the way (counted and logged).  (ENOBUFS, a full
+                # queue that no wait on the socket sees empty, drops it uncounted.)
+                if refused(exc, data, False) and self.errors is not None:
                     self.errors._kernel_refused(exc, self.local_address, address)
                 return
             lock = self.send_lock
