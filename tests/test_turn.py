@@ -1487,3 +1487,37 @@ def test_a_refused_refresh_deletes_the_allocation_it_leaves_on_the_server(
     assert len(zero) == deleted and all(m.verify_integrity(server.key) for m in zero)
     assert client.poll_transmit(80.5) is None
     assert client.next_deadline() is None
+
+
+class _SilentToPermissions(FakeServer):
+    """From 200 s, CreatePermission goes unanswered (the rest is answered)."""
+
+    def handle(self, data: bytes, now: float) -> list[bytes]:
+        silent = now >= 200.0 and data[0] < 0x40
+        if silent and stun.decode(data).method is Method.CREATE_PERMISSION:
+            return []
+        return super().handle(data, now)
+
+
+def test_a_channel_on_a_permission_that_ran_out_is_bound_no_more() -> None:
+    """The permission of a channel's peer ends at 301 s, its refresh unanswered: the channel
+    counts as bound no more then either (the server drops ChannelData without a permission,
+    RFC 8656 §12), and data to the peer waits behind the refresh rather than go as
+    ChannelData (it stayed bound until the refresh gave up, at 325 s)."""
+    client, server = allocated(server=_SilentToPermissions())
+    assert client.send_to_peer(PEER, b"x", 1.0)
+    run_until(client, server, 240.0, now=1.0)
+    assert client.channel_bound(PEER)
+    assert client.send_to_peer(PEER, b"y", 240.0)  # (in use: refreshed)
+    while client.poll_transmit(240.0) is not None:
+        pass
+    run_until(client, server, 301.5, now=240.0)
+    assert not client.permission_installed(PEER)
+    assert not client.channel_bound(PEER)
+    sent = client.statistics().sent_channel_data
+    client.send_to_peer(PEER, b"z", 301.5)
+    frames = []
+    while (frame := client.poll_transmit(301.5)) is not None:
+        frames.append(frame)
+    assert not [f for f in frames if 0x40 <= f[0] <= 0x7F]  # (no ChannelData)
+    assert client.statistics().sent_channel_data == sent

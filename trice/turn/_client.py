@@ -270,8 +270,10 @@ class TurnClient:
         for perm in self._permissions.values():
             if perm.installed and perm.busy and perm.expires_at <= now:
                 # Its refresh went unanswered until the permission's 300 s ran out (RFC 8656
-                # §9): the server holds it no more, though the refresh may still be granted.
+                # §9): the server holds it no more, though the refresh may still be granted;
+                # nor relays the data of its IP's channels.
                 perm.installed = False
+                self._unbind(perm)
             if perm.installed and not perm.busy and perm.refresh_at <= now:
                 if perm.used_at < idle and not any(
                     p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
@@ -786,12 +788,7 @@ class TurnClient:
             perm.retry_at = now + pause
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
-            for peer in self._peers.values():
-                if peer.address[0] == perm.ip and peer.bound:
-                    # Its data would go unchecked on a channel the server drops it from
-                    # once the permission ends: by the permission's path, asked again.
-                    peer.bound = False
-                    peer.refresh_at = float("inf")
+            self._unbind(perm)
         else:
             p = tx.target
             assert isinstance(p, Peer)
@@ -914,6 +911,16 @@ class TurnClient:
                 p.refresh_at = float("inf")
             else:
                 del self._peers[address]
+
+    def _unbind(self, perm: Permission) -> None:
+        """The permission ended (or failed): its IP's channels count as bound no more.  Their
+        data would go unchecked on a channel the server drops it from once the permission
+        ends (RFC 8656 §12): it goes by the permission's path, asked again, and the channel
+        is bound again, with its number, once the permission is back."""
+        for peer in self._peers.values():
+            if peer.address[0] == perm.ip and peer.bound:
+                peer.bound = False
+                peer.refresh_at = float("inf")
 
     def _send_indication(self, peer: Address, data: bytes) -> None:
         """Send indication with XOR-PEER-ADDRESS and DATA (RFC 8656 §11.1)."""
