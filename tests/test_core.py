@@ -3955,3 +3955,34 @@ def test_without_end_of_candidates_regular_nomination_waits_the_nomination_delay
     valid_at = net.now
     assert net.run_until(connected(a), max_time=2.0)
     assert net.now < valid_at + 0.05  # (the nomination's round trip, 20 ms)
+
+
+def test_a_better_pair_trickled_after_an_aggressive_selection_is_due_for_a_check() -> None:
+    """The shell wakes the core by ``next_deadline``: a controlling agent nominating
+    aggressively, its poor pair selected, gets a better candidate; the better pair's check
+    is due at once (the next pacing slot), not at the next consent check, seconds away."""
+    net, a, b = two_agents(exchange=False, b_hosts=(), nomination=AGGRESSIVE)
+    poor = b.add_host("10.0.0.2", 6000, local_pref=100)
+    good = b.add_host("10.0.0.3", 6001)
+    a.core.set_remote(b.core.local, net.now)
+    b.core.set_remote(a.core.local, net.now)
+    a.core.add_remote_candidate(poor)
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a), max_time=1.0)
+    a.core.add_remote_candidate(good)
+    deadline = a.core.next_deadline()
+    assert deadline is not None and deadline <= net.now + a.core.timing.ta
+
+
+def test_after_a_late_end_of_candidates_the_nomination_is_due_at_once() -> None:
+    """A valid pair waits for the nomination delay while the peer may still trickle; its
+    end-of-candidates, once it comes, makes the nomination due at once by ``next_deadline``
+    (the shell's only wake-up), not when the delay would have ended."""
+    net, a, _ = two_agents(end_of_candidates=False)
+    assert net.run_until(lambda: a.core.checklist.best_valid() is not None, max_time=1.0)
+    waiting = a.core.next_deadline()
+    assert a.core.selected is None and waiting is not None and waiting > net.now
+    a.core.add_remote_candidate(None)
+    due = a.core.next_deadline()
+    assert due is not None and due <= net.now
