@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 import textwrap
@@ -1490,10 +1491,12 @@ def test_a_refused_refresh_deletes_the_allocation_it_leaves_on_the_server(
 
 
 class _SilentToPermissions(FakeServer):
-    """From 200 s, CreatePermission goes unanswered (the rest is answered)."""
+    """From 200 s (until ``until``), CreatePermission goes unanswered (the rest is answered)."""
+
+    until = math.inf
 
     def handle(self, data: bytes, now: float) -> list[bytes]:
-        silent = now >= 200.0 and data[0] < 0x40
+        silent = 200.0 <= now < self.until and data[0] < 0x40
         if silent and stun.decode(data).method is Method.CREATE_PERMISSION:
             return []
         return super().handle(data, now)
@@ -1515,9 +1518,67 @@ def test_a_channel_on_a_permission_that_ran_out_is_bound_no_more() -> None:
     assert not client.permission_installed(PEER)
     assert not client.channel_bound(PEER)
     sent = client.statistics().sent_channel_data
-    client.send_to_peer(PEER, b"z", 301.5)
+    assert client.send_to_peer(PEER, b"z", 301.5)  # (queued behind the refresh)
     frames = []
     while (frame := client.poll_transmit(301.5)) is not None:
         frames.append(frame)
     assert not [f for f in frames if 0x40 <= f[0] <= 0x7F]  # (no ChannelData)
     assert client.statistics().sent_channel_data == sent
+
+
+def _channel_in_use_at_240() -> tuple[TurnClient, FakeServer]:
+    """A channel to PEER bound at 1 s, in use at 240 s (its permission's refresh goes at
+    241 s), on a server silent to CreatePermission from 200 s."""
+    client, server = allocated(server=_SilentToPermissions())
+    assert client.send_to_peer(PEER, b"x", 1.0)
+    run_until(client, server, 240.0, now=1.0)
+    assert client.channel_bound(PEER)
+    assert client.send_to_peer(PEER, b"y", 240.0)
+    exchange(client, server, 240.0)
+    return client, server
+
+
+def test_a_late_grant_binds_the_channel_again_and_sends_what_waited() -> None:
+    """The permission ran out (301 s) with its refresh unanswered; data to PEER waits behind
+    the refresh, which is granted late (its copy after 310 s): the data goes, and the
+    channel is bound again."""
+    client, server = _channel_in_use_at_240()
+    assert isinstance(server, _SilentToPermissions)
+    server.until = 310.0
+    run_until(client, server, 301.5, now=240.0)
+    assert not client.channel_bound(PEER)
+    assert client.send_to_peer(PEER, b"z", 301.5)  # (queued, not dropped)
+    exchange(client, server, 301.5)
+    before = len(server.relayed)
+    run_until(client, server, 324.0, now=301.5)
+    assert client.permission_installed(PEER) and client.channel_bound(PEER)
+    assert (PEER, b"z", "indication") in server.relayed[before:]
+    assert client.send_to_peer(PEER, b"w", 324.0)
+    exchange(client, server, 324.0)
+    assert server.relayed[-1] == (PEER, b"w", "channel")
+
+
+def test_a_channel_bind_granted_after_the_permission_ran_out_holds_it_again() -> None:
+    """A ChannelBind for another port of PEER's IP is in flight when the permission runs
+    out, its refresh unanswered; the bind is granted, which installs the permission on the
+    server (RFC 8656 §12.2): data to both peers is relayed, also after the refresh gives up
+    (the permission stayed "gone" behind the busy refresh, and all was dropped at 325 s)."""
+    client, server = _channel_in_use_at_240()
+    run_until(client, server, 300.9, now=240.0)
+    assert client.send_to_peer(PEER2, b"a", 300.9)  # (an indication, and PEER2's ChannelBind)
+    held = []
+    while (frame := client.poll_transmit(300.9)) is not None:
+        held.append(frame)
+    client.on_timer(301.0)  # (the permission ran out, its refresh unanswered)
+    assert not client.channel_bound(PEER)
+    for frame in held:  # (the ChannelBind arrives, and is granted)
+        for reply in server.handle(frame, 301.1):
+            client.on_server_data(reply, 301.1)
+    exchange(client, server, 301.1)
+    assert client.permission_installed(PEER) and client.channel_bound(PEER2)
+    run_until(client, server, 340.0, now=301.1)  # (the refresh gave up at 325 s)
+    relayed = len(server.relayed)
+    assert client.send_to_peer(PEER, b"p1", 340.0)
+    assert client.send_to_peer(PEER2, b"p2", 340.0)
+    exchange(client, server, 340.0)
+    assert [d for _, d, _ in server.relayed[relayed:]] == [b"p1", b"p2"]

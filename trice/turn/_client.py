@@ -681,18 +681,7 @@ class TurnClient:
             perm.failures = 0
             perm.refresh_at = now + PERMISSION_REFRESH
             perm.expires_at = now + PERMISSION_LIFETIME
-            while perm.queue:
-                self._send_indication(*perm.queue.popleft())
-            idle = now - IDLE
-            for p in self._peers.values():
-                if (
-                    p.address[0] == perm.ip
-                    and not p.bound
-                    and not p.busy
-                    and p.used_at >= idle
-                    and (not p.channel or p.refresh_at == float("inf"))
-                ):
-                    self._bind(p, now)  # (with a bind again pending, it waits its time)
+            self._held_again(perm, now)
         else:
             peer = tx.target
             assert isinstance(peer, Peer)
@@ -704,14 +693,18 @@ class TurnClient:
             # RFC 8656 §12.2: the binding installed (or refreshed) the permission for the
             # peer's IP too: it is held, and refreshed in its time, though it lapsed or its
             # own request failed (the channel's data goes only while it is held).
+            # (With its own refresh still waiting, the permission may have run out since:
+            # held again now, the data queued behind the refresh goes, and the IP's other
+            # channels are bound again.)
             perm = self._permissions.get(peer.address[0])
             if perm is not None:
                 perm.expires_at = max(perm.expires_at, now + PERMISSION_LIFETIME)
-                if not perm.busy:
-                    if not perm.installed:
+                if not perm.installed:
+                    if not perm.busy:
                         perm.refresh_at = now + PERMISSION_REFRESH
                     perm.installed = True
                     perm.failed = False
+                    self._held_again(perm, now)
 
     def _granted_nothing(self, message: Message, what: str) -> bool:
         """A success that grants a LIFETIME of 0 fails the allocation; returns whether it
@@ -911,6 +904,22 @@ class TurnClient:
                 p.refresh_at = float("inf")
             else:
                 del self._peers[address]
+
+    def _held_again(self, perm: Permission, now: float) -> None:
+        """The server holds the permission (again): the data queued for its IP goes, and the
+        IP's channels in use that are not bound are bound (again)."""
+        while perm.queue:
+            self._send_indication(*perm.queue.popleft())
+        idle = now - IDLE
+        for p in self._peers.values():
+            if (
+                p.address[0] == perm.ip
+                and not p.bound
+                and not p.busy
+                and p.used_at >= idle
+                and (not p.channel or p.refresh_at == float("inf"))
+            ):
+                self._bind(p, now)  # (with a bind again pending, it waits its time)
 
     def _unbind(self, perm: Permission) -> None:
         """The permission ended (or failed): its IP's channels count as bound no more.  Their
