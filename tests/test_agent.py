@@ -1086,6 +1086,26 @@ async def test_a_closed_agent_is_freed_without_the_cycle_collector() -> None:
             assert agents_alive(*ufrags) == []
 
 
+async def test_an_agent_closed_on_a_udp_mux_that_lives_on_is_freed_at_once() -> None:
+    """The same for an agent on a UDP mux that stays open: its share of the mux held the
+    agent's methods (its hooks, its delivery), and the agent its share, a cycle only the
+    collector freed."""
+    ufrags = ("muxfreeA", "muxfreeB")
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        with cycle_collector_off():
+            async with (
+                trice.open_agent(loopback_config(ufrag=ufrags[0]), controlling=True, mux=mux) as a,
+                trice.open_agent(loopback_config(ufrag=ufrags[1]), controlling=False) as b,
+            ):
+                ca, cb = await _connected_pair(a, b)
+                await _exchange(ca, cb, count=2)
+                del ca, cb
+            del a, b
+            await trio.testing.wait_all_tasks_blocked()
+            assert agents_alive(*ufrags) == []
+        assert mux.statistics().agents == 0
+
+
 async def test_an_agent_closed_mid_check_is_freed_without_the_cycle_collector(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

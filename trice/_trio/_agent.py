@@ -63,7 +63,7 @@ from trice._trio._gather import (
 )
 from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
-from trice._trio._mux import MuxTransport, UdpMux
+from trice._trio._mux import MuxHooks, MuxTransport, UdpMux
 from trice._trio._streams import EventStream
 from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
@@ -1997,10 +1997,18 @@ class AgentContext:
                 if isinstance(agent._mdns, Mdns):
                     agent._mdns.close()
                 # Its tasks are over: let go of what refers back to the agent (a relay's
-                # delivery, the check runs on its timer heap), so that nothing holds it in a
-                # reference cycle once the application drops it.
+                # delivery, the check runs on its timer heap, a UDP mux share's hooks), so
+                # that nothing holds it in a reference cycle once the application drops it.
                 agent._transports = {}
                 agent._timers = []
+                for share in agent._muxes:
+                    share.hooks = MuxHooks()
+                    share.deliver = _deliver_nothing
+                agent._muxes = ()
+
+
+def _deliver_nothing(transport: MuxTransport, data: bytes, source: Address) -> None:
+    """A closed agent's mux share: nothing is delivered (see ``AgentContext.__aexit__``)."""
 
 
 def _named(candidate: Candidate, mdns: Mdns | None) -> Candidate | None:
