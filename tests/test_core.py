@@ -3896,13 +3896,11 @@ def test_a_lite_agents_consent_by_data_holds_when_a_keepalive_came_after_it() ->
 # -- trickle and nomination -----------------------------------------------------------------
 
 
-def _b_trickles_its_better_candidate_late(
+def _a_has_the_poor_candidate_of_two(
     nomination: Nomination,
 ) -> tuple[Network, Endpoint, Endpoint, Candidate]:
-    """b has a poor candidate (local preference 100) and a good one; a gets the poor one
-    first, the good one 50 ms later (then end-of-candidates), as trickle does;
-    b gets a's candidates 50 ms in too (till then it knows a from a's checks alone).
-    Returns the network, both endpoints and the good candidate."""
+    """b has a poor candidate (local preference 100) and a good one (returned); a has b's
+    parameters and the poor one, b has a's parameters; both want to connect."""
     net, a, b = two_agents(exchange=False, b_hosts=(), nomination=nomination)
     poor = b.add_host("10.0.0.2", 6000, local_pref=100)
     good = b.add_host("10.0.0.3", 6001)
@@ -3911,6 +3909,17 @@ def _b_trickles_its_better_candidate_late(
     a.core.add_remote_candidate(poor)
     a.core.want_connection(net.now)
     b.core.want_connection(net.now)
+    return net, a, b, good
+
+
+def _b_trickles_its_better_candidate_late(
+    nomination: Nomination,
+) -> tuple[Network, Endpoint, Endpoint, Candidate]:
+    """b has a poor candidate (local preference 100) and a good one; a gets the poor one
+    first, the good one 50 ms later (then end-of-candidates), as trickle does;
+    b gets a's candidates 50 ms in too (till then it knows a from a's checks alone).
+    Returns the network, both endpoints and the good candidate."""
+    net, a, b, good = _a_has_the_poor_candidate_of_two(nomination)
     net.run_for(0.05)
     a.core.add_remote_candidate(good)
     for candidate in a.signalled:
@@ -3961,14 +3970,7 @@ def test_a_better_pair_trickled_after_an_aggressive_selection_is_due_for_a_check
     """The shell wakes the core by ``next_deadline``: a controlling agent nominating
     aggressively, its poor pair selected, gets a better candidate; the better pair's check
     is due at once (the next pacing slot), not at the next consent check, seconds away."""
-    net, a, b = two_agents(exchange=False, b_hosts=(), nomination=AGGRESSIVE)
-    poor = b.add_host("10.0.0.2", 6000, local_pref=100)
-    good = b.add_host("10.0.0.3", 6001)
-    a.core.set_remote(b.core.local, net.now)
-    b.core.set_remote(a.core.local, net.now)
-    a.core.add_remote_candidate(poor)
-    a.core.want_connection(net.now)
-    b.core.want_connection(net.now)
+    net, a, _, good = _a_has_the_poor_candidate_of_two(AGGRESSIVE)
     assert net.run_until(connected(a), max_time=1.0)
     a.core.add_remote_candidate(good)
     deadline = a.core.next_deadline()
