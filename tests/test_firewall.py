@@ -85,3 +85,54 @@ def test_datagrams_the_kernel_refuses_are_counted_and_said_once(on_a_mux: bool) 
     assert result["nowait"] == [True] * 5
     assert len(result["warnings"]) == 1, result["warnings"]
     assert "Operation not permitted" in result["warnings"][0]
+
+
+# An agent on a UDP mux asks a STUN server through the mux's socket, to a port the
+# firewall refuses.
+STUN_REFUSED = """
+import json, logging, subprocess, trio, trice
+from loopback import loopback_config
+
+warnings = []
+
+class Warnings(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+
+logging.getLogger("trice").addHandler(Warnings())
+
+async def main():
+    rules = "table inet refuse {\\n chain out {\\n type filter hook output priority 0;\\n"
+    rules += " udp dport 3478 drop\\n }\\n}\\n"
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    config = loopback_config(
+        ice_servers=[trice.IceServer("stun:127.0.0.1:3478")],
+        timing=trice.Timing(gather_timeout=1.0),
+    )
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        trice.open_agent(config, controlling=True, mux=mux) as agent,
+    ):
+        with trio.fail_after(10):
+            await agent.wait_gathering_complete()
+        print(json.dumps({
+            "refused": agent.statistics().send_refused,
+            "warnings": [w for w in warnings if "refused" in w],
+        }))
+
+trio.run(main)
+"""
+
+
+def test_a_stun_request_a_mux_sends_for_an_agent_is_counted_when_refused() -> None:
+    """A UDP mux asks the STUN server for its agents, from its own socket: a request the
+    firewall refuses is counted for the agent that asked, and said once, as for an agent on
+    a socket of its own (gathering timed out without a word)."""
+    require_natlab(turn=False)
+    with lone_namespace("firewall") as ns:
+        script = ["env", f"PYTHONPATH={TESTS}", sys.executable, "-c", STUN_REFUSED]
+        result = json.loads(ns.check_output(script, timeout=60))
+    assert result["refused"] >= 1
+    assert len(result["warnings"]) == 1, result["warnings"]
+    assert "Operation not permitted" in result["warnings"][0]

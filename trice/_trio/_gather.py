@@ -990,7 +990,9 @@ async def gather_srflx(
     timing = agent.config.timing
     ask: Callable[[Address], Awaitable[stun.Message]]
     if isinstance(transport, MuxTransport):
-        ask = functools.partial(transport.mux._server_reflexive, timing=timing)
+        ask = functools.partial(
+            transport.mux._server_reflexive, timing=timing, on_refused=transport.hooks.refused
+        )
     else:
         pending = agent._pending
         if pending is None:

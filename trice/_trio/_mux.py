@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Collection
@@ -49,7 +50,6 @@ from trice._trio._transport import (
     OnReply,
     bind_socket,
     refused,
-    sendto_nowait,
     stun_transaction,
 )
 
@@ -287,7 +287,12 @@ class UdpMux:
                     continue
                 self._route(data, source[:2])
 
-    async def _server_reflexive(self, server: Address, timing: Timing) -> stun.Message:
+    async def _server_reflexive(
+        self,
+        server: Address,
+        timing: Timing,
+        on_refused: Callable[[OSError, Address, Address], None] | None = None,
+    ) -> stun.Message:
         """The answer of the STUN server at ``server`` to a Binding request from the mux's
         socket: its mapped address is the mux's server-reflexive address, for every agent
         of the mux that asks.  Retransmitted per RFC 8489 §6.2.1 (``timing``'s RTO) until it
@@ -297,17 +302,23 @@ class UdpMux:
         waits for its answer (and asks itself only if the asker gave up first).  A success
         that holds a mapped address is kept for :data:`ANSWER_KEPT` seconds and is every
         asking agent's answer meanwhile: agents opened together on one mux cost the server
-        one request.  Errors are not kept.
+        one request.  Errors are not kept.  A request the kernel refuses to send (a firewall's
+        EPERM, say) is told to ``on_refused``, the asking agent's (see ``MuxHooks.refused``).
 
         Raises:
             trio.ClosedResourceError: the mux is closed, or closed while this waited.
         """
-        answer = await self._ask(server, timing)
+        answer = await self._ask(server, timing, on_refused)
         if self._closed:  # (closed as the answer came: the mux's address is no more)
             raise trio.ClosedResourceError("the UDP mux closed")
         return answer
 
-    async def _ask(self, server: Address, timing: Timing) -> stun.Message:
+    async def _ask(
+        self,
+        server: Address,
+        timing: Timing,
+        on_refused: Callable[[OSError, Address, Address], None] | None,
+    ) -> stun.Message:
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the UDP mux is closed")
@@ -325,9 +336,8 @@ class UdpMux:
         try:
             with question.scope:
                 request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
-                answer = await stun_transaction(
-                    self._send_nowait, self._pending, timing, server, request
-                )
+                send = functools.partial(self._send_nowait, on_refused=on_refused)
+                answer = await stun_transaction(send, self._pending, timing, server, request)
                 question.answer = answer
                 if answer.message_class is stun.MessageClass.SUCCESS and (
                     answer.get(stun.XorMappedAddress) or answer.get(stun.MappedAddress)
@@ -354,8 +364,24 @@ class UdpMux:
         handler(message, source)
         return True
 
-    def _send_nowait(self, data: bytes, address: Address) -> bool:
-        return sendto_nowait(self.sock, data, address)
+    def _send_nowait(
+        self,
+        data: bytes,
+        address: Address,
+        on_refused: Callable[[OSError, Address, Address], None] | None = None,
+    ) -> bool:
+        """Send a request of the mux's own (see :meth:`_server_reflexive`), as
+        ``MuxTransport.send_nowait`` sends an agent's."""
+        try:
+            self.sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if not refused(exc, data, self._closed):
+                return False
+            if on_refused is not None:
+                on_refused(exc, self.local_address, address)
+        return True
 
     def _route(self, data: bytes, source: Address) -> None:
         transport = None

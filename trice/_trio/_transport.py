@@ -220,9 +220,8 @@ class UdpTransport:
         dropped on the way, as a network may drop it: counted and logged (see
         :class:`RefusalSink`), and ``True``.
 
-        (:func:`sendto_nowait`'s steps, written out: ``Connection.send_nowait`` comes here
-        for a datagram its own call to the socket did not send, and the agent for its
-        checks, and the call would cost 7 Python opcodes, ``bench/opcodes.py`` measured.)"""
+        (``Connection.send_nowait`` comes here for a datagram its own call to the socket did
+        not send, and the agent for its checks.)"""
         try:
             self.sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
@@ -287,24 +286,6 @@ class UdpTransport:
                 hub.forget(self)  # (before the descriptor goes; wakes a waiting reader)
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
-
-
-def sendto_nowait(sock: socket.socket, data: bytes, address: Address) -> bool:
-    """Send ``data`` on ``sock`` if the kernel takes it now; whether it did (UDP may drop:
-    a full buffer, an ICMP error for an earlier send, a firewall's EPERM drop it too).
-
-    Raises:
-        UsageError: ``data`` is longer than UDP carries.
-    """
-    try:
-        sock.sendto(data, address)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError as exc:
-        if exc.errno == errno.EMSGSIZE:
-            raise datagram_too_large(data) from None
-        return False
-    return True
 
 
 _SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
