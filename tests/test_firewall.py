@@ -21,7 +21,8 @@ TESTS = Path(__file__).resolve().parent  # (the script imports the loopback help
 
 # Two agents on the namespace's loopback connect; then a rule drops what goes to b's port,
 # and a sends 20 datagrams with send() and 5 with send_nowait().
-REFUSED = """
+# (Each script's start: the warnings of trice's logger, kept in ``warnings``.)
+PRELUDE = """
 import contextlib, json, logging, subprocess, trio, trice
 from loopback import connect_both, loopback_config, signal
 
@@ -33,6 +34,11 @@ class Warnings(logging.Handler):
             warnings.append(record.getMessage())
 
 logging.getLogger("trice").addHandler(Warnings())
+"""
+
+REFUSED = (
+    PRELUDE
+    + """
 
 async def main():
     async with contextlib.AsyncExitStack() as stack:
@@ -65,6 +71,7 @@ async def main():
 
 trio.run(main)
 """
+)
 
 
 @pytest.mark.parametrize("on_a_mux", [False, True], ids=["own socket", "UDP mux"])
@@ -89,18 +96,9 @@ def test_datagrams_the_kernel_refuses_are_counted_and_said_once(on_a_mux: bool) 
 
 # An agent on a UDP mux asks a STUN server through the mux's socket, to a port the
 # firewall refuses.
-STUN_REFUSED = """
-import json, logging, subprocess, trio, trice
-from loopback import loopback_config
-
-warnings = []
-
-class Warnings(logging.Handler):
-    def emit(self, record):
-        if record.levelno >= logging.WARNING:
-            warnings.append(record.getMessage())
-
-logging.getLogger("trice").addHandler(Warnings())
+STUN_REFUSED = (
+    PRELUDE
+    + """
 
 async def main():
     rules = "table inet refuse {\\n chain out {\\n type filter hook output priority 0;\\n"
@@ -123,6 +121,7 @@ async def main():
 
 trio.run(main)
 """
+)
 
 
 def test_a_stun_request_a_mux_sends_for_an_agent_is_counted_when_refused() -> None:

@@ -50,6 +50,7 @@ from trice._trio._transport import (
     OnReply,
     bind_socket,
     refused,
+    send_or_tell,
     stun_transaction,
 )
 
@@ -372,16 +373,14 @@ class UdpMux:
     ) -> bool:
         """Send a request of the mux's own (see :meth:`_server_reflexive`), as
         ``MuxTransport.send_nowait`` sends an agent's."""
-        try:
-            self.sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            if not refused(exc, data, self._closed):
-                return False
-            if on_refused is not None:
-                on_refused(exc, self.local_address, address)
-        return True
+        return send_or_tell(
+            self.sock,
+            data,
+            address,
+            closed=self._closed,
+            local=self.local_address,
+            on_refused=on_refused,
+        )
 
     def _route(self, data: bytes, source: Address) -> None:
         transport = None
@@ -560,16 +559,14 @@ class MuxTransport:
         if self.closed:
             return False
         self._claim(data, address)
-        try:
-            self.mux.sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            if not refused(exc, data, self.closed):
-                return False
-            if self.hooks.refused is not None:
-                self.hooks.refused(exc, self.local_address, address)
-        return True
+        return send_or_tell(
+            self.mux.sock,
+            data,
+            address,
+            closed=self.closed,
+            local=self.local_address,
+            on_refused=self.hooks.refused,
+        )
 
     async def send(
         self, data: bytes, address: Address, check: Callable[[], None] | None = None

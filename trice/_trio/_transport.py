@@ -95,6 +95,31 @@ class RefusalSink(Protocol):
     def _kernel_refused(self, exc: OSError, local: Address, address: Address) -> None: ...
 
 
+def send_or_tell(
+    sock: socket.socket,
+    data: bytes,
+    address: Address,
+    *,
+    closed: bool,
+    local: Address,
+    on_refused: Callable[[OSError, Address, Address], None] | None,
+) -> bool:
+    """Send ``data`` from ``sock`` (the socket at ``local``) if the kernel takes it now, as
+    ``UdpTransport.send_nowait`` does (which writes these steps out, on the data path): a
+    datagram the kernel refuses is told to ``on_refused``, and ``True``; ``False`` if the
+    socket would block, is out of buffers, or is closed."""
+    try:
+        sock.sendto(data, address)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError as exc:
+        if not refused(exc, data, closed):
+            return False
+        if on_refused is not None:
+            on_refused(exc, local, address)
+    return True
+
+
 def refused(exc: OSError, data: bytes, closed: bool) -> bool:
     """Of an error from a non-blocking ``sendto`` other than "would block": whether the
     kernel refused the datagram (a firewall's EPERM, no route, an address gone: it is
