@@ -74,9 +74,9 @@ def test_demo_with_mdns_signals_names_and_selects_the_addresses_behind_them() ->
 
 
 def test_demo_over_tcp_selects_tcp_pairs_and_shows_the_tcp_tasks() -> None:
-    """``trice demo --tcp``: a gathers an active ICE-TCP candidate, b a passive one, only
-    those are signalled, and both select a TCP pair; the candidates' tasks (and a's
-    connection's) show in the task tree."""
+    """``trice demo --tcp``: a gathers an active ICE-TCP candidate, b a passive one, and no
+    UDP one, and both select a TCP pair; the candidates' tasks (and a's connection's) show
+    in the task tree."""
     records = _run("demo", "--tcp", "--json", "--count", "50", "--pings", "5")
     selected = [r for r in records if r["event"] == "selected"]
     assert {r["agent"] for r in selected} == {"a", "b"}
@@ -84,6 +84,7 @@ def test_demo_over_tcp_selects_tcp_pairs_and_shows_the_tcp_tasks() -> None:
     candidates = [r["candidate"] for r in records if r["event"] == "candidate"]
     assert any(c.endswith("tcptype active") for c in candidates)
     assert any(c.endswith("tcptype passive") for c in candidates)
+    assert not [c for c in candidates if " udp " in c]
     (tree,) = [r["tree"] for r in records if r["event"] == "tree"]
     names = _names(tree)
     assert any(n.startswith("tcp active ") for n in names)

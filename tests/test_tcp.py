@@ -17,6 +17,7 @@ import trio
 
 import trice
 from trice._trio._tcp import TcpTransport
+from trice._trio._transport import UdpTransport
 
 from loopback import (
     HAS_IPV6,
@@ -24,6 +25,8 @@ from loopback import (
     gathered_pair,
     loopback_config,
     send_wide_views,
+    server_socket,
+    stun_server,
     wait_for_state,
 )
 
@@ -195,6 +198,64 @@ async def test_tcp_candidates_are_not_gathered_under_the_nohost_policy(
             await agent.wait_gathering_complete()
             assert not [c for c in agent.local_candidates if is_tcp(c)]
     assert "no ICE-TCP candidates of its own (policy nohost)" in caplog.text  # (not silent)
+
+
+@pytest.mark.parametrize("active_controls", [True, False], ids=["a-controls", "b-controls"])
+async def test_with_udp_off_only_tcp_host_candidates_are_gathered_and_they_connect(
+    active_controls: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``NetworkConfig(udp=False)`` (Pion's NetworkTypes of TCP alone): no UDP socket, no UDP
+    host candidate and no server-reflexive one (a STUN server is given, and said to be of
+    no use), on both sides; everything signalled, and the TCP pair carries the data.  A
+    gathering anew keeps to TCP too."""
+    caplog.set_level(logging.INFO, logger="trice")
+    stun_url = "stun:127.0.0.1:%d"
+
+    def tcp_only(tcp: tuple[trice.TcpType, ...], port: int) -> trice.AgentConfig:
+        config = tcp_config(tcp, ice_servers=[trice.IceServer(urls=[stun_url % port])])
+        return dataclasses.replace(config, network=dataclasses.replace(config.network, udp=False))
+
+    with await server_socket() as sock:
+        port = sock.getsockname()[1]
+        async with (
+            trio.open_nursery() as nursery,
+            trice.open_agent(tcp_only(ACTIVE, port), controlling=active_controls) as a,
+            trice.open_agent(tcp_only(PASSIVE, port), controlling=not active_controls) as b,
+        ):
+            nursery.start_soon(stun_server, sock, ("203.0.113.7", 40000))
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            for agent, kind in ((a, trice.TcpType.ACTIVE), (b, trice.TcpType.PASSIVE)):
+                assert [(c.protocol, c.type, c.tcp_type) for c in agent.local_candidates] == [
+                    ("tcp", trice.CandidateType.HOST, kind)
+                ]
+                assert not [t for t in agent._transports.values() if isinstance(t, UdpTransport)]
+            assert "no server-reflexive candidates (no UDP host socket)" in caplog.text
+            signal_only(a, b, keep=lambda c: True)
+            ca, cb = await connect_both(a, b)
+            assert ca.selected_pair.local.protocol == cb.selected_pair.local.protocol == "tcp"
+            await exchange(ca, cb, 10)
+            a.restart(regather=True)
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            assert {c.protocol for c in a.local_candidates} == {"tcp"}
+            nursery.cancel_scope.cancel()
+
+
+async def test_udp_off_is_refused_where_it_would_leave_nothing_to_gather() -> None:
+    with pytest.raises(trice.ConfigError, match="name them in tcp_candidates"):
+        trice.NetworkConfig(udp=False)
+    with pytest.raises(trice.ConfigError, match="udp must be True or False"):
+        trice.NetworkConfig(udp="no", tcp_candidates=PASSIVE)  # type: ignore[arg-type]
+    network = trice.NetworkConfig(udp=False, tcp_candidates=ACTIVE)
+    with pytest.raises(trice.ConfigError, match="use TransportPolicy"):
+        trice.AgentConfig(network=network, transport_policy=trice.TransportPolicy.NOHOST)
+    with pytest.raises(trice.ConfigError, match="needs a passive ICE-TCP candidate"):
+        trice.AgentConfig(network=network, lite=True)
+    trice.AgentConfig(network=network, transport_policy=trice.TransportPolicy.RELAY)
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        with pytest.raises(trice.ConfigError, match="UDP mux for an agent that gathers no UDP"):
+            trice.open_agent(trice.AgentConfig(network=network), controlling=True, mux=mux)
 
 
 async def test_tcp_candidates_go_out_under_mdns_names_and_connect() -> None:

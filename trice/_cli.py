@@ -191,6 +191,7 @@ def _loopback_network(
         ipv6=ipv6,
         mdns=trice.MdnsMode.QUERY_AND_GATHER if mdns else trice.MdnsMode.QUERY_ONLY,
         tcp_candidates=tcp,
+        udp=not tcp,
     )
 
 
@@ -222,8 +223,8 @@ async def _demo(
     emit: Emit, *, count: int, size: int, pings: int, mdns: bool = False, tcp: bool = False
 ) -> None:
     ipv6 = _has_ipv6()
-    # With ``tcp``, a gathers an active ICE-TCP candidate, b a passive one, and only those
-    # are signalled: as if a firewall let nothing but TCP through.
+    # With ``tcp``, a gathers an active ICE-TCP candidate, b a passive one, and no UDP one:
+    # as if a firewall let nothing but TCP through.
     config_a = trice.AgentConfig(
         network=_loopback_network(ipv6, mdns, (trice.TcpType.ACTIVE,) if tcp else ())
     )
@@ -242,7 +243,7 @@ async def _demo(
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
             # Signaling, in-process: each side learns the other's parameters and candidates.
-            introduce(a, b, (lambda c: c.protocol == "tcp") if tcp else None)
+            introduce(a, b)
             best: dict[str, Any] = {"name": "trice demo", "children": []}
             conns: dict[str, trice.Connection] = {}
             started = trio.current_time()
@@ -499,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--tcp",
         action="store_true",
-        help="connect over ICE-TCP only (RFC 6544): a active, b passive, no UDP signalled",
+        help="connect over ICE-TCP only (RFC 6544): a active, b passive, no UDP gathered",
     )
     gather = sub.add_parser("gather", help="gather candidates once and show how each source did")
     gather.add_argument("--stun", metavar="URL", help="a STUN server, e.g. stun:host:3478")

@@ -1,8 +1,8 @@
 """ICE over TCP (RFC 6544): Alice may only open TCP connections, Bob may only accept them.
 
-Alice gathers an active ICE-TCP candidate, Bob a passive one (a listening socket), and each
-signals only those, as if a firewall let nothing but TCP through: the connection is Alice's
-TCP connection to Bob's listener, and the datagrams go over it.  On loopback only.
+Alice gathers an active ICE-TCP candidate, Bob a passive one (a listening socket), and
+neither gathers UDP candidates, as if a firewall let nothing but TCP through: the connection
+is Alice's TCP connection to Bob's listener, and the datagrams go over it.  On loopback only.
 """
 
 from __future__ import annotations
@@ -13,23 +13,22 @@ import trice
 
 
 def loopback(tcp: trice.TcpType) -> trice.NetworkConfig:
-    """Loopback only, with an ICE-TCP host candidate of the kind given."""
+    """Loopback only, with an ICE-TCP host candidate of the kind given and no UDP one."""
     return trice.NetworkConfig(
         interface_filter=lambda name: name == "lo",
         include_loopback=True,
         ipv6=False,
         tcp_candidates=(tcp,),
+        udp=False,
     )
 
 
 def signal(here: trice.Agent, there: trice.Agent) -> None:
-    """Tell ``here`` what signaling would have carried from ``there``: its TCP candidates only
-    (the UDP ones are gathered too, but here no UDP gets through)."""
+    """Tell ``here`` what signaling would have carried from ``there``."""
     params = there.local_parameters
     here.set_remote_parameters(params.ufrag, params.pwd)
     for candidate in there.local_candidates:
-        if candidate.protocol == "tcp":
-            here.add_remote_candidate(candidate)
+        here.add_remote_candidate(candidate)
     here.add_remote_candidate(None)
 
 

@@ -1879,6 +1879,8 @@ def open_agent(
     Raises:
         TypeError: ``config`` is not an :class:`~trice.AgentConfig` (or ``None``), or
             ``controlling`` is not a :class:`bool`.
+        ConfigError: a :class:`~trice.UdpMux` for an agent whose config gathers no UDP
+            candidate (``NetworkConfig(udp=False)``).
 
     Errors: an exception raised in the body propagates as itself (not wrapped in an
     exception group).  A failure inside the agent's own tasks (a bug, or
@@ -1898,6 +1900,11 @@ def open_agent(
         raise TypeError(
             f"open_agent's mux is a trice.UdpMux or trice.TcpMux, or a sequence of them, not "
             f"{mux!r}"
+        )
+    if not config.network.udp and any(isinstance(m, UdpMux) for m in muxes):
+        raise ConfigError(
+            "open_agent: a UDP mux for an agent that gathers no UDP candidate "
+            "(NetworkConfig(udp=False))"
         )
     return AgentContext(config, controlling, muxes)
 
@@ -2170,16 +2177,14 @@ async def _warm_shell_once(config_a: AgentConfig, config_b: AgentConfig) -> None
         # No data: the data path warms up in its first milliseconds of real use.
 
 
-def introduce(a: Agent, b: Agent, keep: Callable[[Candidate], bool] | None = None) -> None:
-    """Signaling within one process: each agent gets the other's parameters and candidates
-    (those ``keep`` accepts, if given), then end-of-candidates (used by :func:`warm_up` and
-    ``trice demo``)."""
+def introduce(a: Agent, b: Agent) -> None:
+    """Signaling within one process: each agent gets the other's parameters and candidates,
+    then end-of-candidates (used by :func:`warm_up` and ``trice demo``)."""
     for here, there in ((a, b), (b, a)):
         params = there.local_parameters
         here.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
         for candidate in there.local_candidates:
-            if keep is None or keep(candidate):
-                here.add_remote_candidate(candidate)
+            here.add_remote_candidate(candidate)
         here.add_remote_candidate(None)
 
 

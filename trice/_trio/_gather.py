@@ -449,6 +449,8 @@ async def gather_local(agent: Agent) -> None:
         why = "the agent is on a mux" if policy is TransportPolicy.ALL else f"policy {policy.value}"
         logger.info("%s: no ICE-TCP candidates of its own (%s)", agent._local.ufrag, why)
     urls = [url for server in _servers(agent) for url in server.urls]
+    if not agent.config.network.udp and any(not url.is_turn for url in urls):
+        logger.info("%s: no server-reflexive candidates (no UDP host socket)", agent._local.ufrag)
     if policy is not TransportPolicy.RELAY:
         await gather_host(agent)
     # (Nothing at all to signal: said, rather than a silent failure of ICE later.)
@@ -616,7 +618,7 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
     bound = 0
     unbound: list[str] = []  # (why addresses could not be bound, for the report)
     _rank(agent, hosts)
-    for host in hosts:
+    for host in hosts if network.udp else ():
         kept = sockets.get(host.address)
         ranks = _ranks(agent, host)
         bound += adding(functools.partial(_udp_host, agent, host, ranks, kept, unbound))
