@@ -17,7 +17,7 @@ import trio.testing
 
 import trice
 from trice._trio._connection import Connection, ReceiveBuffer
-from trice._trio._transport import LEASE, UdpTransport, paired_sockets
+from trice._trio._transport import LEASE, UdpTransport, bind_socket, paired_sockets
 
 
 def test_a_socket_is_leased_to_receivers_while_they_keep_coming_back() -> None:
@@ -348,3 +348,72 @@ async def test_paired_sockets_pass_for_udp_sockets_on_documentation_addresses() 
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+class _Erring(socket.socket):
+    """A UDP socket whose next ``errors`` reads fail as an ICMP error surfaces (counted in
+    ``raised``), then read as they should."""
+
+    errors = 0
+    raised = 0
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        if self.errors:
+            self.errors -= 1
+            self.raised += 1
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        data, source = super().recvfrom(bufsize, flags)
+        return data, source
+
+
+async def test_connect_reading_its_socket_yields_through_a_run_of_socket_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """connect() reads the agent's socket itself while the peer is in another process (here
+    pretended); a run of failed reads (ICMP errors surface as recvfrom's OSError) counts
+    as reads: the other tasks get a turn every batch, not once the run is over."""
+    from trice._trio import _agent, _gather
+
+    from loopback import connect_both, loopback_config, signal
+
+    erring: list[_Erring] = []
+    bind = bind_socket
+
+    def binding(*args: object, **kwargs: object) -> socket.socket:
+        sock = bind(*args, **kwargs)  # type: ignore[arg-type]
+        if sock.type != socket.SOCK_DGRAM:
+            return sock
+        wrapped = _Erring(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        wrapped.setblocking(False)
+        erring.append(wrapped)
+        return wrapped
+
+    monkeypatch.setattr(_gather, "bind_socket", binding)
+    monkeypatch.setattr(_agent.Agent, "_peer_elsewhere", lambda self: True)
+    gaps: list[int] = []
+
+    async def watch(sock: _Erring) -> None:
+        seen = sock.raised
+        while True:
+            await trio.lowlevel.checkpoint()
+            gaps.append(sock.raised - seen)
+            seen = sock.raised
+
+    async with (
+        trice.open_agent(loopback_config(), controlling=True) as a,
+        trice.open_agent(loopback_config(), controlling=False) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        assert a._primary is not None
+        (sock,) = [s for s in erring if s is a._primary.sock]
+        nursery.start_soon(watch, sock)
+        await trio.lowlevel.checkpoint()
+        signal(a, b)
+        sock.errors = 5000
+        with trio.fail_after(10):
+            await connect_both(a, b)
+        nursery.cancel_scope.cancel()
+    assert sock.raised == 5000
+    assert max(gaps) <= 200, max(gaps)

@@ -1444,7 +1444,8 @@ class Agent:
                 except OSError:
                     if transport.closed:
                         break
-                    continue  # (an ICMP error, say)
+                    read += 1  # (an ICMP error, say: a read all the same, for the batch)
+                    continue
                 read += 1
                 if ipv6:
                     source = (source[0], source[1])
