@@ -122,6 +122,28 @@ async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: C
             await ca.send(b"closed")
 
 
+async def test_relay_statistics_count_what_went_through_each_relay(coturn_tls: Coturn) -> None:
+    """Agent.relay_statistics: the TURN client's counters of each relay candidate, by its
+    server's URL, where send_nowait's docs send a user to count data the client dropped;
+    still readable once the agent closed.  An agent without relays has none."""
+    server = coturn_tls.ice_server("udp")
+    async with gathered_pair(_relay_config(server)) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        before = a.relay_statistics()
+        await exchange_each_way(ca, cb)  # (100 datagrams each way)
+        after = a.relay_statistics()
+        assert list(after) == list(server.urls)
+        (url,) = after
+        sent = after[url].sent_indications + after[url].sent_channel_data
+        assert sent - before[url].sent_indications - before[url].sent_channel_data >= 100
+        assert after[url].received - before[url].received >= 100
+        assert after[url].dropped == 0
+    assert a.relay_statistics()[url].received == after[url].received  # (none came since)
+    async with gathered_pair(loopback_config()) as (plain, _):
+        assert plain.relay_statistics() == {}
+
+
 async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn) -> None:
     """The TURN server goes away under a relay-only session over TCP (it is killed, and the
     connection to it drops).  The state becomes failed as the relay ends, not when consent

@@ -48,7 +48,7 @@ from trice._errors import (
     UsageError,
     printable,
 )
-from trice._servers import TransportPolicy, host_port
+from trice._servers import ServerUrl, TransportPolicy, host_port
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
 from trice._trio._exits import exit_nursery, open_block_nursery, require_trio
@@ -64,6 +64,7 @@ from trice._trio._gather import (
 from trice._trio._log import TRACE, logger
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._mux import MuxHooks, MuxTransport, UdpMux
+from trice._trio._relay import RelayTransport
 from trice._trio._streams import EventStream
 from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
@@ -90,6 +91,7 @@ from trice.ice._events import (
 )
 from trice.ice._gathering import host_candidate, unique_priority
 from trice.mdns import is_mdns_name
+from trice.turn import TurnStatistics
 
 __all__ = ["Agent", "AgentContext", "AgentStatistics", "GatherReport", "open_agent", "warm_up"]
 
@@ -134,7 +136,7 @@ class AgentStatistics:
         bytes_received: the bytes of those datagrams (Pion's ``Conn.BytesReceived``).
         datagrams_sent: data datagrams the connection sent (that the socket, TCP
             connection or TURN client took: a relay's client may still drop one, counted in
-            its own statistics, as a network may).
+            its own statistics, :meth:`Agent.relay_statistics`, as a network may).
         bytes_sent: the bytes of those datagrams (Pion's ``Conn.BytesSent``).
         datagrams_dropped: data datagrams dropped because the receive buffer was full, or
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
@@ -234,6 +236,7 @@ class Agent:
         "_previous_lost",
         "_primary",
         "_ranked",
+        "_relays_at_close",
         "_reports",
         "_restarted",
         "_route_pair",
@@ -275,6 +278,7 @@ class Agent:
             nohost=config.transport_policy is TransportPolicy.NOHOST,
         )
         self._transports: dict[int, Transport] = {}
+        self._relays_at_close: dict[ServerUrl, TurnStatistics] | None = None
         # (Each with its transport's base: a transport that ends takes its candidates away.)
         self._signalled: list[tuple[Candidate, int]] = []
         self._gathering = GatheringState.NEW
@@ -451,6 +455,28 @@ class Agent:
             tcp_unproven=tcp.unproven,
             send_refused=self._send_refused,
         )
+
+    def relay_statistics(self) -> dict[ServerUrl, TurnStatistics]:
+        """A snapshot of the counters of the TURN client behind each of the agent's relay
+        candidates, by its server's URL (still readable once the agent closed).  A relay that
+        ended on its own (the server refused to refresh it, its connection was lost) is gone
+        from it, with its counters.
+
+        Data sent over a relayed pair that the TURN client refused (no permission for the
+        peer, a full queue) is counted there, in ``dropped``: :meth:`Connection.send_nowait`
+        said ``True`` for it, and :attr:`AgentStatistics.datagrams_sent` counted it, as for
+        a datagram a network loses::
+
+            for url, stats in agent.relay_statistics().items():
+                print(url, "dropped:", stats.dropped, "received:", stats.received)
+        """
+        if self._relays_at_close is not None:
+            return dict(self._relays_at_close)
+        return {
+            t.server: t.statistics()
+            for t in self._transports.values()
+            if isinstance(t, RelayTransport)
+        }
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
         """A snapshot of each candidate pair's counters and round-trip times, highest
@@ -2007,6 +2033,7 @@ class AgentContext:
                 # Its tasks are over: let go of what refers back to the agent (a relay's
                 # delivery, the check runs on its timer heap, a UDP mux share's hooks), so
                 # that nothing holds it in a reference cycle once the application drops it.
+                agent._relays_at_close = agent.relay_statistics()
                 agent._transports = {}
                 agent._timers = []
                 for share in agent._muxes:

@@ -297,7 +297,8 @@ class Connection(trio.abc.Channel[bytes]):
         (``False``: the socket's buffer is full, and the datagram is dropped).  Over a TURN
         relay, data the TURN client refuses (no permission for the peer, a full queue) is
         dropped on the way, as a network may drop it: counted in the relay's
-        :attr:`TurnStatistics.dropped <trice.turn.TurnStatistics>`, and ``True``; so is a
+        :attr:`TurnStatistics.dropped <trice.turn.TurnStatistics>` (see
+        :meth:`Agent.relay_statistics`), and ``True``; so is a
         datagram the kernel refuses to send (a firewall's EPERM, no route), counted in
         :attr:`AgentStatistics.send_refused <trice.AgentStatistics>`.
 

@@ -92,7 +92,9 @@ class PairStatistics:
             sends no checks, so it measures none.
         total_round_trip_time: the sum of all the round trips measured, in seconds.
         round_trip_time_samples: how many were measured: ``total_round_trip_time /
-            round_trip_time_samples`` is the mean.
+            round_trip_time_samples`` is the mean.  (Not the W3C's ``totalRoundTripTime /
+            responsesReceived``: ``responses_received`` also counts the answers that are not
+            timed, below, and that quotient would read low.)
         last_check_sent: when the agent started its latest check on the pair (consent's
             included; over a relay or an ICE-TCP connection still being set up, it goes a
             little later), or ``None`` before the first: a time of the agent's clock,
@@ -110,7 +112,10 @@ class PairStatistics:
     to a check that went once is timed: when a check was sent again, the answer may be to
     either copy (Karn's rule), so it is counted but not timed.  Over a TURN relay, the
     first check to a new peer address waits for the server's permission (one more round
-    trip to the server), and its figure includes that wait; the next check's does not.
+    trip to the server), and its figure includes that wait; the next check's does not.  So
+    does the first check over an ICE-TCP connection the agent opens: it includes the
+    connection's handshake.  Error answers, and answers from another address than the
+    check went to, are counted but not timed either.
     """
 
     pair: CandidatePair
