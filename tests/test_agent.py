@@ -721,6 +721,40 @@ async def test_once_consent_expires_send_and_receive_raise_broken_resource_error
                 await ca.send(b"closed")
 
 
+async def test_a_peer_that_answers_a_consent_check_with_403_revokes_consent_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 7675 §5.2: b answers a's checks with an authenticated 403 (Forbidden) from some
+    moment on: a fails at its next consent check, not at failed_timeout, and send and
+    connect say that the peer revoked consent."""
+    timing = trice.Timing(keepalive_interval=0.05, failed_timeout=30.0)
+    config = loopback_config(timing=timing)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, _ = await _connected_pair(a, b)
+        forbidding = b._core
+        answer = AgentCore.on_request
+
+        def forbid(
+            core: AgentCore, base: int, source: tuple[str, int], request: stun.Message, now: float
+        ) -> bytes | None:
+            if core is not forbidding:
+                return answer(core, base, source, request, now)
+            error = request.error_response(403, "Forbidden")
+            return error.encode(integrity_key=core._local_key, fingerprint=True)
+
+        async with a.subscribe() as events:
+            monkeypatch.setattr(AgentCore, "on_request", forbid)
+            with trio.fail_after(2):
+                await wait_for_state(events, trice.ConnectionState.FAILED)
+        with pytest.raises(trio.BrokenResourceError, match="revoked consent"):
+            await ca.send(b"no")
+        with pytest.raises(trice.IceFailedError, match="revoked consent"):
+            await a.connect()
+
+
 async def test_receive_nowait_returns_what_had_arrived_before_consent_expired(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

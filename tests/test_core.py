@@ -1904,8 +1904,8 @@ def last_arrival(net: Network, endpoint: Endpoint, *, answers_only: bool = False
 
 def last_consent(net: Network, endpoint: Endpoint) -> float:
     """When the check went whose answer last reached ``endpoint``: consent runs from there
-    (RFC 7675 §5.1 counts the answers to the requests of the last 30 s), or from the pair's
-    selection (connected), if that came later."""
+    (RFC 7675 §5.1 counts the answers to the requests of the last 30 s), also when that
+    answer selected the pair (its check went before)."""
     answer = max(
         (
             p
@@ -1921,7 +1921,7 @@ def last_consent(net: Network, endpoint: Endpoint) -> float:
         for p in net.sent
         if p.sender == endpoint.name and p.is_request and p.message.transaction_id == tid
     )
-    return max(sent, endpoint.time_of(S.CONNECTED) or 0.0)
+    return sent
 
 
 def test_consent_lasts_30_s_at_most_whatever_failed_timeout_says() -> None:
@@ -2017,6 +2017,110 @@ def test_the_peers_requests_keep_it_connected_but_only_answers_keep_consent() ->
     )
     assert S.DISCONNECTED not in a.states()
     assert S.FAILED not in b.states()  # (b's checks are answered)
+
+
+def _answers_to(net: Network, endpoint: Endpoint) -> list[Packet]:
+    return [
+        p
+        for p in net.delivered
+        if p.dst in endpoint.bases.values() and p.message.message_class is stun.MessageClass.SUCCESS
+    ]
+
+
+def test_a_late_nomination_gives_no_consent_its_checks_did_not() -> None:
+    """The controlling peer nominates late (a long ``nomination_delay``, no
+    end-of-candidates), 24 s after b's own check on the pair was answered, and answers
+    nothing of b's since: b selects the pair, but its consent runs from that check (RFC 7675
+    §5.1), so it fails ``failed_timeout`` after the check went, not after the nomination;
+    and checks at once, as the consent left is shorter than a consent interval."""
+    timing = Timing(nomination_delay=24.0)
+    net, _a, b = two_agents(timing=timing, end_of_candidates=False)
+    assert net.run_until(lambda: bool(_answers_to(net, b)), max_time=2.0)
+    net.run_for(0.05)
+    net.drop(lambda p: p.sender == "a" and p.message.message_class is stun.MessageClass.SUCCESS)
+    assert net.run_until(lambda: b.core.selected is not None, max_time=30.0)
+    selected_at = net.now
+    assert selected_at >= 24.0
+    consent = last_consent(net, b)  # (an answer on its way when the silence began came)
+    assert consent < 0.2
+    assert net.run_until(lambda: b.state is S.FAILED, max_time=60.0)
+    assert b.time_of(S.FAILED) == pytest.approx(consent + timing.failed_timeout, abs=net.spin_step)
+    consent_checks = [
+        p.sent_at for p in net.packets(sender="b", requests=True) if p.sent_at >= selected_at
+    ]
+    assert consent_checks and consent_checks[0] == pytest.approx(selected_at, abs=net.spin_step)
+
+
+def test_a_nomination_after_consent_ran_out_selects_once_a_check_is_answered() -> None:
+    """Nominated 50 s after b's check on the pair was answered (its consent long gone), b
+    selects nothing, and carries no data, until a check of its own on the pair is answered:
+    sent at once; while the peer answers nothing, b stays unselected; once an answer comes,
+    b selects the pair, with consent from that check."""
+    timing = Timing(failed_timeout=60.0, nomination_delay=50.0)
+    net, a, b = two_agents(timing=timing, end_of_candidates=False)
+    assert net.run_until(lambda: bool(_answers_to(net, b)), max_time=2.0)
+    net.run_for(0.05)
+    silence = net.drop(
+        lambda p: p.sender == "a" and p.message.message_class is stun.MessageClass.SUCCESS
+    )
+    assert net.run_until(lambda: a.core.selected is not None, max_time=55.0)  # (a nominated)
+    nominated_at = min(p.deliver_at for p in net.packets(sender="a") if p.use_candidate)
+    assert nominated_at >= 50.0
+    net.run_for(2.0)
+    assert b.core.selected is None and b.core.data_pair is None
+    assert [p for p in net.packets(sender="b", requests=True) if p.sent_at >= nominated_at]
+    net.loss_rules.remove(silence)
+    assert net.run_until(lambda: b.core.selected is not None, max_time=net.now + 10.0)
+    assert b.state is S.CONNECTED or b.state is S.COMPLETED
+    assert last_consent(net, b) >= nominated_at
+
+
+def test_an_authenticated_403_to_a_consent_check_revokes_consent_at_once() -> None:
+    """RFC 7675 §5.2: the peer answers a consent check with an authenticated 403
+    (Forbidden): ICE fails at once, not when consent would have expired, and the core says
+    consent was revoked.  An unauthenticated 403 is ignored; a restart starts afresh."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    net.run_for(5.0)
+    key = b.core._local_key
+
+    def forbid(signed: bool) -> Callable[[str, bytes], bytes]:
+        def rewrite(sender: str, data: bytes) -> bytes:
+            message = stun.decode(data)
+            if sender != "b" or message.message_class is not stun.MessageClass.SUCCESS:
+                return data
+            error = stun.Message(
+                message.method,
+                stun.MessageClass.ERROR,
+                message.transaction_id,
+                (stun.ErrorCode(403, "Forbidden"),),
+            )
+            return error.encode(integrity_key=key if signed else None, fingerprint=True)
+
+        return rewrite
+
+    net.rewrite = forbid(signed=False)
+    start = net.now
+    net.run_for(10.0)
+    assert a.state is not S.FAILED and not a.core.consent_revoked
+    assert [p for p in net.delivered if p.deliver_at > start and p.sender == "b"]
+    net.rewrite = forbid(signed=True)
+    start = net.now
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=start + 30.0)
+    first = min(
+        p.deliver_at
+        for p in net.delivered
+        if p.deliver_at > start
+        and p.sender == "b"
+        and p.message.message_class is stun.MessageClass.ERROR
+    )
+    assert a.time_of(S.FAILED) == pytest.approx(first, abs=net.spin_step)
+    assert a.core.consent_revoked
+    net.rewrite = None
+    _restart(net, a, b)
+    assert not a.core.consent_revoked
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), max_time=net.now + 2.0)
 
 
 def test_data_from_the_peer_keeps_it_connected_but_is_not_consent() -> None:
@@ -2826,6 +2930,7 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
         for pair in list(core.checklist):  # (a full agent's own checks proved both pairs)
             pair.state = PairState.SUCCEEDED
             pair.valid_local = pair.local
+            pair.proven_at = 0.0
     else:  # (a lite agent makes its pairs as the peer's checks come)
         for source in (hi, lo):
             request = binding_request(core, controlling=True, use_candidate=False)
@@ -3304,7 +3409,7 @@ def test_a_peer_address_not_signalled_anew_is_a_data_source_a_while_after_a_new_
     net, a, b = two_agents()
     assert net.run_until(connected(a, b), max_time=1.0)
     old_address = b.bases[0]
-    last_consent = last_arrival(net, a, answers_only=True)
+    consent = last_consent(net, a)
     _restart(net, a, b)
     b.core.transport_lost(0, net.now)  # (its old socket gone)
     b.signalled.clear()
@@ -3316,7 +3421,7 @@ def test_a_peer_address_not_signalled_anew_is_a_data_source_a_while_after_a_new_
     assert a.core.selected.remote_address == ("10.0.0.3", 6001)
     assert a.core.data_pair is a.core.selected
     assert a.core.is_remote_address(old_address)
-    ends = last_consent + a.core.timing.failed_timeout
+    ends = consent + a.core.timing.failed_timeout
     assert net.run_until(lambda: not a.core.is_remote_address(old_address), max_time=ends + 1)
     assert net.now == pytest.approx(ends, abs=net.spin_step)
     assert all(p.remote_address != old_address for p in a.core.checklist)
@@ -3413,11 +3518,11 @@ def test_the_pair_of_before_a_restart_carries_data_only_while_its_consent_lasts(
     net.drop_all()
     net.run_for(2.0)
     assert a.state is S.DISCONNECTED
-    last_consent = last_arrival(net, a, answers_only=True)
+    consent = last_consent(net, a)
     _restart(net, a)
     assert a.core.data_pair is not None  # (consent has not expired yet)
     assert net.run_until(lambda: a.core.data_pair is None, max_time=net.now + 5.0)
-    assert net.now == pytest.approx(last_consent + timing.failed_timeout, abs=net.spin_step)
+    assert net.now == pytest.approx(consent + timing.failed_timeout, abs=net.spin_step)
     assert a.core.state is S.CHECKING  # (the new checks go on, and fail on their own time)
     assert not a.core.is_remote_address(b.bases[0])
     assert net.run_until(lambda: a.state is S.FAILED, max_time=net.now + 5.0)

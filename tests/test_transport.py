@@ -218,7 +218,10 @@ class _StubAgent:
         self._closed = False
         self._selected_lost = None
         self._core = types.SimpleNamespace(
-            state=trice.ConnectionState.CONNECTED, remote_addresses={}, data_pair=object()
+            state=trice.ConnectionState.CONNECTED,
+            remote_addresses={},
+            data_pair=object(),
+            consent_revoked=False,
         )
 
     def _data_route(self) -> tuple[UdpTransport, tuple[str, int]]:

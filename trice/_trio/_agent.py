@@ -822,6 +822,11 @@ class Agent:
             if state is ConnectionState.FAILED:
                 if self._selected_lost is not None:
                     raise IceFailedError(f"ICE failed: {LOST_REASONS[self._selected_lost]}")
+                if self._core.consent_revoked:
+                    raise IceFailedError(
+                        "ICE failed: the peer revoked consent on the selected pair (a 403 "
+                        "answer, RFC 7675 §5.2)"
+                    )
                 if self._core.selected is not None:
                     raise IceFailedError(
                         "ICE failed: the peer's consent expired on the selected pair (RFC 7675)"

@@ -172,6 +172,11 @@ class Connection(trio.abc.Channel[bytes]):
                 raise trio.ClosedResourceError("the selected pair's UDP mux is closed")
             if lost is not None:
                 raise trio.BrokenResourceError(LOST_REASONS[lost])
+            if failed and core.consent_revoked:
+                raise trio.BrokenResourceError(
+                    "the peer revoked consent (a 403 answer, ICE failed): no more data may go "
+                    "(RFC 7675 §5.2)"
+                )
             if failed:
                 raise trio.BrokenResourceError(
                     "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"

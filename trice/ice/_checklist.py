@@ -163,6 +163,8 @@ class Pair:
             what :class:`PairStatistics` reports.
         sent_at, answered_at: when the latest check on the pair started, and its latest
             answer came (``-inf``: never).
+        proven_at: when the latest of our checks on the pair that had a success answer
+            started (``-inf``: none had): the consent it gives runs from then (RFC 7675).
     """
 
     __slots__ = (
@@ -178,6 +180,7 @@ class Pair:
         "pingback_at",
         "pinged_back",
         "priority",
+        "proven_at",
         "remote",
         "requests_received",
         "resent",
@@ -214,7 +217,7 @@ class Pair:
         self.rtt: float | None = None
         self.rtt_total = 0.0
         self.rtt_samples = 0
-        self.sent_at = self.answered_at = -math.inf
+        self.sent_at = self.answered_at = self.proven_at = -math.inf
 
     @property
     def remote_address(self) -> tuple[str, int]:

@@ -215,6 +215,7 @@ class AgentCore:
         "_wanted",
         "checklist",
         "checks_sent",
+        "consent_revoked",
         "controlling",
         "finished",
         "generation",
@@ -315,6 +316,9 @@ class AgentCore:
         self.state = ConnectionState.NEW
         #: ``state`` is failed or closed (kept as a field: it is asked on every packet).
         self.finished = False
+        #: ICE failed because the peer revoked consent (an authenticated 403 to a consent
+        #: check, RFC 7675 §5.2), rather than let it expire; until a restart.
+        self.consent_revoked = False
         self.selected: Pair | None = None
         #: After an ICE restart, until a new pair is selected: the pair selected before,
         #: which data still goes over (see :meth:`restart`); and its remote address, kept
@@ -518,6 +522,7 @@ class AgentCore:
         self.pending_remote = 0
         self.remote_end_held = False
         self.selected = None
+        self.consent_revoked = False
         self._drop_checks()
         self._nominating = None
         self._first_valid_at = None
@@ -1424,10 +1429,9 @@ class AgentCore:
             if response.message_class is _SUCCESS and symmetric:
                 if not sent_again:
                     pair.timed(now - check.started)
-                if pair is self.selected:
-                    # (A ping-back is sent as a consent check too, on any pair: its answer
-                    # proves that path, not the one data goes over.)
-                    self._consent_refreshed(now, check.started)
+                self._proven(pair, check, now)
+            elif symmetric and pair is self.selected and _forbidden(response):
+                self._revoke_consent()
             return True
         pair.transaction = None
         if not symmetric:
@@ -1548,20 +1552,21 @@ class AgentCore:
         pair = check.pair
         pair.responses_received += 1
         pair.answered_at = now
-        if (
-            response.message_class is _SUCCESS
-            and _symmetric(check, source, base)
-            and pair is self.selected
-            and not response.unknown_required  # (a failed transaction: see on_response)
-        ):
-            pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
-            self._consent_refreshed(now, check.started)
+        if response.unknown_required or not _symmetric(check, source, base):
+            return True  # (the first: a failed transaction, see on_response)
+        if response.message_class is _SUCCESS:
+            if pair is self.selected:
+                pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
+            self._proven(pair, check, now)
+        elif pair is self.selected and _forbidden(response):
+            self._revoke_consent()
         return True
 
     def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
         """RFC 8445 §7.2.5.3: discover peer-reflexive candidates, build the valid pair,
         unfreeze the foundation, and handle nomination."""
         pair.state = _PAIR_SUCCEEDED
+        pair.proven_at = max(pair.proven_at, check.started)
         valid = pair.valid_local = self._local_for_mapped(pair, mapped)
         if valid is not pair.local:
             pair.rank(self.controlling)  # (the valid pair's priority: see Pair.valid_priority)
@@ -1862,8 +1867,17 @@ class AgentCore:
         if self.selected is not None and pair.valid_priority <= self.selected.valid_priority:
             return
         self._make_selected(pair)
-        self._last_consent = self._last_alive = now
-        self._next_consent = now + self._consent_interval() * self._jitter()
+        # Consent (RFC 7675 §5.1) from when our check on the pair that had a success answer
+        # went, not from the selection: a peer that nominates late gives no more of it.  (An
+        # ICE-lite agent's comes from the peer's check, now; see on_request for a pair
+        # whose consent ran out before its nomination came.)
+        self._last_consent = now if self.local.lite else pair.proven_at
+        self._last_alive = now
+        interval = self._consent_interval()
+        if self._last_consent + self._consent_for < now + interval * JITTER_MAX:
+            self._next_consent = now  # (it would run out before the next check's time)
+        else:
+            self._next_consent = now + interval * self._jitter()
         self._set_state(ConnectionState.CONNECTED)
 
     def _maybe_follow(self, pair: Pair, now: float) -> bool:
@@ -1970,6 +1984,20 @@ class AgentCore:
             and not check.nominating
             and self._selection_final()
         )
+
+    def _proven(self, pair: Pair, check: Check, now: float) -> None:
+        """A success answer to a check of consent's (or a ping-back) on ``pair``: on the
+        selected pair, consent.  (A ping-back's answer proves its path, not the one data
+        goes over.)"""
+        pair.proven_at = max(pair.proven_at, check.started)
+        if pair is self.selected:
+            self._consent_refreshed(now, check.started)
+
+    def _revoke_consent(self) -> None:
+        """The peer answered a consent check on the selected pair with an authenticated 403
+        (Forbidden): consent is revoked at once (RFC 7675 §5.2), and ICE has failed."""
+        self.consent_revoked = True
+        self._set_state(ConnectionState.FAILED)
 
     def _consent_refreshed(self, now: float, sent: float | None = None) -> None:
         """An answer to our check on the selected pair, sent at ``sent``: consent (RFC
@@ -2157,7 +2185,18 @@ class AgentCore:
         pair.peer_checked = True
         pair.heard_at = now  # (the selected pair's tells _maybe_follow whether it went quiet)
         # RFC 8445 §7.3.1.4: triggered checks.
-        if pair.state is _PAIR_SUCCEEDED:
+        if pair.state is _PAIR_SUCCEEDED and (
+            use_candidate
+            and not self.controlling
+            and pair is not self.selected
+            and now >= pair.proven_at + self._consent_for
+        ):
+            # Nominated after the consent our success on the pair gave ran out (RFC 7675
+            # §5.1: no data without an answer to a check sent in the last 30 s): checked
+            # again at once, and selected when that check succeeds.
+            pair.nominate_on_success = True
+            self._push_urgent(self._start_check(pair, nominating=False, now=now))
+        elif pair.state is _PAIR_SUCCEEDED:
             if use_candidate and not self.controlling:
                 pair.nominated = True
                 self._select(pair, now)
@@ -2273,6 +2312,15 @@ def _scaled_schedule(timing: Timing, rto: float) -> tuple[float, ...]:
 def _answered(response: stun.Message) -> bool:
     """Whether ``response`` is a success (one with no attribute it must not ignore)."""
     return response.message_class is _SUCCESS and not response.unknown_required
+
+
+def _forbidden(response: stun.Message) -> bool:
+    """Whether ``response`` is a 403 (Forbidden) error: the peer revokes consent (RFC 7675
+    §5.2; its integrity is checked before)."""
+    if response.message_class is not _ERROR:
+        return False
+    error = response.get(stun.ErrorCode)
+    return error is not None and error.code == 403
 
 
 def _symmetric(check: Check, source: Address, base: int | None) -> bool:
