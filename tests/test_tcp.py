@@ -320,6 +320,37 @@ def _tcp_links(agent: trice.Agent) -> int:
     return sum(t.links for t in agent._transports.values() if isinstance(t, TcpTransport))
 
 
+def _ends(pair: trice.CandidatePair | None) -> str:
+    if pair is None:
+        return "none"
+    local, remote = pair.local, pair.remote
+    return f"{local.address}:{local.port} -> {remote.address}:{remote.port} {local.protocol}"
+
+
+def _tcp_report(*agents: trice.Agent) -> str:
+    """Each agent's state, its TCP connections and its TCP pairs, a line each."""
+    lines = []
+    for agent in agents:
+        lines.append(
+            f"{agent.local_parameters.ufrag}: {agent.connection_state.value}, "
+            f"controlling={agent.controlling}, selected {_ends(agent.selected_pair)}"
+        )
+        for t in agent._transports.values():
+            if isinstance(t, TcpTransport):
+                lines.extend(
+                    f"  {t.tcp_type.value} {t.local_address} <-> {link.address}: "
+                    f"proven={link.proven} connecting={link.sock is None} closed={link.closed}"
+                    for link in t._links.values()
+                )
+        lines.extend(
+            f"  pair {_ends(s.pair)} {s.state.value} nominated={s.nominated} "
+            f"checks={s.checks_sent} answers={s.responses_received}"
+            for s in agent.pair_statistics()
+            if s.pair.local.protocol == "tcp"
+        )
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("active_controls", [True, False], ids=["a-controls", "b-controls"])
 async def test_once_ice_completes_only_the_selected_pairs_connection_stays_open(
     active_controls: bool,
@@ -336,11 +367,16 @@ async def test_once_ice_completes_only_the_selected_pairs_connection_stays_open(
         async with a.subscribe() as events_a, b.subscribe() as events_b:
             signal_only(a, b)
             ca, cb = await connect_both(a, b)
-            with trio.fail_after(5):
-                await wait_for_state(events_a, trice.ConnectionState.COMPLETED)
-                await wait_for_state(events_b, trice.ConnectionState.COMPLETED)
-                while _tcp_links(a) + _tcp_links(b) > 2:  # (the far ends see the close)
-                    await trio.lowlevel.checkpoint()
+            try:
+                with trio.fail_after(5):
+                    await wait_for_state(events_a, trice.ConnectionState.COMPLETED)
+                    await wait_for_state(events_b, trice.ConnectionState.COMPLETED)
+                    while _tcp_links(a) + _tcp_links(b) > 2:  # (the far ends see the close)
+                        await trio.lowlevel.checkpoint()
+            except trio.TooSlowError:
+                # (Seen once in CI and never since: what was left open, and where, for the
+                # next time to say.)
+                pytest.fail("not settled in 5 s:\n" + _tcp_report(a, b))
         assert (_tcp_links(a), _tcp_links(b)) == (1, 1)
         await exchange(ca, cb, 10)
         a.restart()
