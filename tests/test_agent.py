@@ -174,24 +174,53 @@ async def test_nomination_modes(nomination: trice.Nomination) -> None:
 
 
 @pytest.mark.parametrize("lite_side", ["a", "b"])
-async def test_lite_against_full(lite_side: str) -> None:
+@pytest.mark.parametrize("full_controls", [True, False], ids=["full-controls", "full-controlled"])
+async def test_lite_against_full(
+    lite_side: str, full_controls: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lite agent asks to be controlling: ICE-lite is always controlled against a full
+    peer.  A full agent opened controlled takes the controlling role when it learns that
+    its peer is lite, and says so."""
+    caplog.set_level(logging.INFO, logger="trice")
     full, lite = loopback_config(), loopback_config(lite=True)
-    # The lite agent asks to be controlling: ICE-lite is always controlled against a full peer.
+    a_opens, b_opens = (lite, full) if lite_side == "a" else (full, lite)
     async with (
-        trice.open_agent(lite if lite_side == "a" else full, controlling=True) as a,
-        trice.open_agent(full if lite_side == "a" else lite, controlling=lite_side == "a") as b,
+        trice.open_agent(a_opens, controlling=True if lite_side == "a" else full_controls) as a,
+        trice.open_agent(b_opens, controlling=full_controls if lite_side == "a" else True) as b,
     ):
         ca, cb = await _connected_pair(a, b)
         lite_agent, full_agent = (a, b) if lite_side == "a" else (b, a)
         assert lite_agent.local_parameters.lite
         assert not lite_agent.controlling and full_agent.controlling
         assert lite_agent.statistics().checks_sent == 0
+        assert lite_agent.statistics().role_switches == 0
+        switched = full_agent.statistics().role_switches
+        assert switched == (0 if full_controls else 1)
+        said = f"{full_agent.local_parameters.ufrag}: now controlling (the peer is ICE-lite)"
+        assert (said in caplog.text) is bool(switched)
         await _exchange(ca, cb, 3)
 
 
+async def test_two_lite_agents_are_refused_at_once() -> None:
+    """Two ICE-lite agents send no checks: the second's parameters are refused with a
+    ConfigError that says why (not an ICE failure at failed_timeout), and nothing is set."""
+    lite = loopback_config(lite=True)
+    async with (
+        trice.open_agent(lite, controlling=True) as a,
+        trice.open_agent(lite, controlling=False) as b,
+    ):
+        params = b.local_parameters
+        with pytest.raises(trice.ConfigError, match="two lite agents"):
+            a.set_remote_parameters(params.ufrag, params.pwd, lite=params.lite)
+        assert a._core.remote is None
+        a.set_remote_parameters(params.ufrag, params.pwd, lite=False)  # (nothing was set)
+
+
 @pytest.mark.parametrize("role", [True, False], ids=["both-controlling", "both-controlled"])
-async def test_role_conflict(role: bool) -> None:
-    """Both sides claim the same role; the tie-breaker settles it (RFC 8445 §7.3.1.1)."""
+async def test_role_conflict(role: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Both sides claim the same role; the tie-breaker settles it (RFC 8445 §7.3.1.1): one
+    of them takes the other role, counts it and says so."""
+    caplog.set_level(logging.INFO, logger="trice")
     config = loopback_config()
     async with (
         trice.open_agent(config, controlling=role) as a,
@@ -199,6 +228,11 @@ async def test_role_conflict(role: bool) -> None:
     ):
         ca, cb = await _connected_pair(a, b)
         assert a.controlling != b.controlling
+        switched = [x for x in (a, b) if x.statistics().role_switches]
+        assert len(switched) == 1 and switched[0].statistics().role_switches == 1
+        (agent,) = switched
+        role_now = "controlling" if agent.controlling else "controlled"
+        assert f"{agent.local_parameters.ufrag}: now {role_now} (a role conflict" in caplog.text
         await _exchange(ca, cb, 3)
 
 

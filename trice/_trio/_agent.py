@@ -172,6 +172,10 @@ class AgentStatistics:
             on the way, as a network may drop them: data among them is in
             ``datagrams_sent`` too, and ``Connection.send_nowait`` said ``True``.  The first
             refusal is logged as a warning.
+        role_switches: times the agent took the other role (:attr:`Agent.controlling`):
+            facing an ICE-lite peer, or to resolve a role conflict with a peer that claimed
+            the same role (RFC 8445 §7.3.1.1, by the tie-breakers).  The first is logged at
+            INFO, the others at DEBUG.
     """
 
     datagrams_received: int
@@ -193,6 +197,7 @@ class AgentStatistics:
     tcp_refused: int = 0
     tcp_unproven: int = 0
     send_refused: int = 0
+    role_switches: int = 0
 
 
 class Agent:
@@ -239,6 +244,7 @@ class Agent:
         "_relays_at_close",
         "_reports",
         "_restarted",
+        "_role_switches",
         "_route_pair",
         "_runs",
         "_selected_lost",
@@ -279,6 +285,7 @@ class Agent:
         )
         self._transports: dict[int, Transport] = {}
         self._relays_at_close: dict[ServerUrl, TurnStatistics] | None = None
+        self._role_switches = 0  # (the core's count, as last logged: see _pump)
         # (Each with its transport's base: a transport that ends takes its candidates away.)
         self._signalled: list[tuple[Candidate, int]] = []
         self._gathering = GatheringState.NEW
@@ -454,6 +461,7 @@ class Agent:
             tcp_refused=tcp.refused,
             tcp_unproven=tcp.unproven,
             send_refused=self._send_refused,
+            role_switches=core.role_switches,
         )
 
     def relay_statistics(self) -> dict[ServerUrl, TurnStatistics]:
@@ -548,8 +556,9 @@ class Agent:
 
         Raises:
             ConfigError: the ufrag or pwd is not a string of 1 to 256 characters that UTF-8
-                can carry, the pwd cannot make a STUN key (control characters, say), or
-                ``lite`` is not a bool; nothing is set then.
+                can carry, the pwd cannot make a STUN key (control characters, say),
+                ``lite`` is not a bool, or both this agent and the peer are ICE-lite (two
+                lite agents cannot connect); nothing is set then.
             StateError: different parameters were already set, or the agent is closed.
         """
         self._raise_if_closed(StateError)
@@ -934,6 +943,20 @@ class Agent:
         for event in self._core.drain_events():
             self._emit(event)
         core = self._core
+        if core.role_switches != self._role_switches:
+            # (At INFO the first time: a peer could make it switch without end.)
+            level = logging.INFO if not self._role_switches else logging.DEBUG
+            self._role_switches = core.role_switches
+            remote = core.remote
+            logger.log(
+                level,
+                "%s: now %s (%s)",
+                self._local.ufrag,
+                "controlling" if core.controlling else "controlled",
+                "the peer is ICE-lite"
+                if remote is not None and remote.lite and core.controlling
+                else "a role conflict, settled by the tie-breakers (RFC 8445 §7.3.1.1)",
+            )
         if self._mux_kept and core.previous_remote is None:
             # The pair of before an ICE restart carries data no more: the UDP muxes let
             # its address go (unless the new generation's too).

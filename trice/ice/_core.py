@@ -235,6 +235,7 @@ class AgentCore:
         "remote_end_held",
         "requests_received",
         "requests_rejected",
+        "role_switches",
         "selected",
         "state",
         "tiebreaker",
@@ -384,6 +385,9 @@ class AgentCore:
         self.requests_rejected = 0
         self.prflx_dropped = 0
         self.remote_candidates_dropped = 0
+        #: Times the agent took the other role: facing an ICE-lite peer, or to resolve a role
+        #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1).
+        self.role_switches = 0
 
     # ------------------------------------------------------------------ inputs from the user
 
@@ -395,7 +399,7 @@ class AgentCore:
             ConfigError: the ufrag or pwd is not a string of 1 to 256 characters that
                 UTF-8 can carry, the pwd is not one that a STUN key can be made of (it has
                 control characters, say, or only characters SASLprep maps to nothing), or
-                ``lite`` is not a bool.  Nothing is set
+                ``lite`` is not a bool, or both agents are ICE-lite.  Nothing is set
                 then.  (Liberal in what it takes: RFC 8445 asks for ice-chars, at least 4
                 and 22 of them, of the side that makes them.)
             StateError: different parameters were already set.
@@ -427,6 +431,11 @@ class AgentCore:
                     ) from None
         if not isinstance(remote.lite, bool):
             raise ConfigError(f"the remote lite flag must be True or False, not {remote.lite!r}")
+        if remote.lite and self.local.lite:
+            raise ConfigError(
+                "the peer is an ICE-lite agent too: two lite agents send no checks, and cannot "
+                "connect (one side must be a full agent, RFC 8445 §2.5)"
+            )
         key = _key_of(remote.pwd, "the remote pwd")
         self.remote = remote
         self._remote_key = key
@@ -2104,6 +2113,7 @@ class AgentCore:
         the new role (a peer that drops a request claiming its own role, as Pion does, had
         answered none of them until the old check gave up, 15.5 s on)."""
         self.controlling = not self.controlling
+        self.role_switches += 1
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
         self._nominating = None  # (a controlling agent's: one in flight no longer counts)
