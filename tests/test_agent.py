@@ -8,6 +8,7 @@ import contextvars
 import dataclasses
 import gc
 import itertools
+import errno
 import logging
 import math
 import os
@@ -1216,6 +1217,68 @@ async def test_body_exception_propagates_unwrapped() -> None:
             raise mine
     assert caught.value is mine
     assert agent.connection_state is trice.ConnectionState.CLOSED
+
+
+async def test_an_internal_failure_comes_out_with_its_cause_and_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure of the agent's own task comes out of open_agent as itself, and as it was
+    raised: a LimitError with the OSError it was raised from (the traceback's "direct
+    cause"), a bug raised while handling another exception with that one as its context;
+    neither chained to the group it was unwrapped from."""
+
+    async def out_of_descriptors(agent: object) -> None:
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError as exc:
+            raise trice.LimitError("out of file descriptors") from exc
+
+    async def a_bug(agent: object) -> None:
+        try:
+            {}["missing"]
+        except KeyError:
+            raise RuntimeError("a bug while handling")  # noqa: B904 (the bug it plays)
+
+    monkeypatch.setattr(trice._trio._agent, "gather_local", out_of_descriptors)
+    with pytest.raises(trice.LimitError) as limit:
+        async with trice.open_agent(loopback_config(), controlling=True):
+            await trio.sleep_forever()
+    assert isinstance(limit.value.__cause__, OSError)
+    assert limit.value.__suppress_context__
+    monkeypatch.setattr(trice._trio._agent, "gather_local", a_bug)
+    with pytest.raises(RuntimeError) as bug:
+        async with trice.open_agent(loopback_config(), controlling=True):
+            await trio.sleep_forever()
+    assert isinstance(bug.value.__context__, KeyError) and bug.value.__cause__ is None
+    assert not bug.value.__suppress_context__
+
+
+@pytest.mark.parametrize("where", ["first open_agent", "warm_up"])
+async def test_a_keyboard_interrupt_while_warming_up_comes_out_as_itself(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the warm-up (the process's first open_agent runs it; so does warm_up),
+    whose two agents connect in a nursery of its own: a KeyboardInterrupt, not a group
+    holding one (which ``except KeyboardInterrupt`` misses)."""
+    connect = trice.Agent.connect
+    calls: list[trice.Agent] = []
+
+    async def interrupted(self: trice.Agent) -> trice.Connection:
+        calls.append(self)
+        if len(calls) == 1:  # (one task gets the signal, as trio delivers it)
+            raise KeyboardInterrupt
+        return await connect(self)
+
+    monkeypatch.setattr(trice.Agent, "connect", interrupted)
+    # (The first open_agent of the process warms the shell up; warm_up's own rounds here.)
+    monkeypatch.setattr(trice._trio._agent, "_warm", where == "warm_up")
+    with pytest.raises(BaseException) as caught:
+        if where == "warm_up":
+            await trice.warm_up(1)
+        else:
+            async with trice.open_agent(loopback_config(), controlling=True):
+                pass
+    assert type(caught.value) is KeyboardInterrupt
 
 
 async def test_a_body_raising_a_group_gets_it_back_as_it_was() -> None:

@@ -51,7 +51,7 @@ from trice._errors import (
 from trice._servers import ServerUrl, TransportPolicy, host_port
 from trice._trio._checks import CheckRun, check_name
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
-from trice._trio._exits import exit_nursery, open_block_nursery, require_trio
+from trice._trio._exits import exit_nursery, open_block_nursery, raise_alone, require_trio
 from trice._trio._gather import (
     GatherReport,
     finish_gathering,
@@ -2248,9 +2248,12 @@ async def _connect_both(a: Agent, b: Agent) -> list[Connection | None]:
     """Connect two agents introduced to each other; their connections in the order they
     came (``None`` for an agent whose ICE failed)."""
     connections: list[Connection | None] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_connect_into, a, connections)
-        nursery.start_soon(_connect_into, b, connections)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_connect_into, a, connections)
+            nursery.start_soon(_connect_into, b, connections)
+    except BaseExceptionGroup as group:
+        raise_alone(group)  # (a KeyboardInterrupt, say: as itself, out of open_agent too)
     return connections
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
+from typing import NoReturn
 
 import trio
 
@@ -14,7 +15,7 @@ from trice._errors import UsageError
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["exit_nursery", "leaves", "open_block_nursery", "require_trio"]
+__all__ = ["exit_nursery", "leaves", "open_block_nursery", "raise_alone", "require_trio"]
 
 
 def require_trio(caller: str) -> None:
@@ -61,7 +62,7 @@ async def exit_nursery(
             # as one Cancelled (the block's own, if it raised one), which that scope catches.
             if isinstance(exc, trio.Cancelled):
                 return False
-            raise leaves(group)[0] from None
+            _raise_as_itself(leaves(group)[0])
         if cancelled is not None and rest is not None:
             # An enclosing scope was cancelled as the block or a task failed: the failure
             # goes on, and the cancellation comes again at the next checkpoint in that scope
@@ -75,11 +76,33 @@ async def exit_nursery(
                 # the rest of it goes on as a group (as trio hands it on), not flattened.
                 own = exc.split(trio.Cancelled)[1]
                 if own is not None and _same(failed.exceptions[0], own):
-                    raise own from None
+                    _raise_as_itself(own)
         alone = leaves(failed)
         if len(alone) != 1:
             raise
-        raise alone[0] from None
+        _raise_as_itself(alone[0])
+
+
+def raise_alone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one exception ``group`` holds (however deep) as itself, or the group if it
+    holds several: for a nursery of trice's own whose failure goes to the caller (a
+    KeyboardInterrupt in one of its tasks, say, which the caller catches as itself)."""
+    alone = leaves(group)
+    if len(alone) != 1:
+        raise group
+    _raise_as_itself(alone[0])
+
+
+def _raise_as_itself(exc: BaseException) -> NoReturn:
+    """Raise ``exc``, out of the group it came in, as it was: its own cause and context kept
+    (``raise exc from None`` would drop them: the ``OSError`` a ``LimitError`` was raised
+    from, say), not chained to the group being handled."""
+    cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__cause__, exc.__context__ = cause, context
+        exc.__suppress_context__ = suppress
 
 
 def _same(seen: BaseException, raised: BaseException) -> bool:
