@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import errno
 import gc
 import itertools
-import errno
 import logging
 import math
 import os
@@ -1234,8 +1234,9 @@ async def test_an_internal_failure_comes_out_with_its_cause_and_context(
             raise trice.LimitError("out of file descriptors") from exc
 
     async def a_bug(agent: object) -> None:
+        empty: dict[str, int] = {}
         try:
-            {}["missing"]
+            empty["missing"]
         except KeyError:
             raise RuntimeError("a bug while handling")  # noqa: B904 (the bug it plays)
 

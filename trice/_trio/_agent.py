@@ -29,6 +29,7 @@ import logging
 import math
 import secrets
 import socket
+import sys
 import weakref
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -37,6 +38,9 @@ from types import TracebackType
 from typing import Literal
 
 import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from trice import stun
 from trice._config import AgentConfig, MdnsMode, NetworkConfig, Nomination, check_credentials
