@@ -123,25 +123,27 @@ async def test_a_lost_relay_makes_send_raise_broken_resource_error(coturn_tls: C
 
 
 async def test_relay_statistics_count_what_went_through_each_relay(coturn_tls: Coturn) -> None:
-    """Agent.relay_statistics: the TURN client's counters of each relay candidate, by its
-    server's URL, where send_nowait's docs send a user to count data the client dropped;
-    still readable once the agent closed.  An agent without relays has none."""
+    """Agent.relay_statistics: each TURN allocation (its server, its relayed address: the
+    relay candidate's) and its client's counters, where send_nowait's docs send a user to
+    count data the client dropped; still readable once the agent closed.  An agent without
+    relays has none."""
     server = coturn_tls.ice_server("udp")
     async with gathered_pair(_relay_config(server)) as (a, b):
         signal(a, b)
         ca, cb = await connect_both(a, b)
-        before = a.relay_statistics()
+        (before,) = a.relay_statistics()
         await exchange_each_way(ca, cb)  # (100 datagrams each way)
-        after = a.relay_statistics()
-        assert list(after) == list(server.urls)
-        (url,) = after
-        sent = after[url].sent_indications + after[url].sent_channel_data
-        assert sent - before[url].sent_indications - before[url].sent_channel_data >= 100
-        assert after[url].received - before[url].received >= 100
-        assert after[url].dropped == 0
-    assert a.relay_statistics()[url].received == after[url].received  # (none came since)
+        (after,) = a.relay_statistics()
+        assert (after.server,) == tuple(server.urls)
+        (relay,) = a.local_candidates
+        assert after.address == (relay.address, relay.port)
+        sent = after.counters.sent_indications + after.counters.sent_channel_data
+        assert sent - before.counters.sent_indications - before.counters.sent_channel_data >= 100
+        assert after.counters.received - before.counters.received >= 100
+        assert after.counters.dropped == 0
+    assert a.relay_statistics() == (after,)  # (nothing came since)
     async with gathered_pair(loopback_config()) as (plain, _):
-        assert plain.relay_statistics() == {}
+        assert plain.relay_statistics() == ()
 
 
 async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn) -> None:
@@ -522,6 +524,10 @@ async def test_gathering_anew_replaces_a_relay_whose_address_went(
         assert new.type is trice.CandidateType.RELAY and new != old
         live = [t for t in a._transports.values() if isinstance(t, RelayTransport) and not t.closed]
         assert len(live) == 2
+        # Agent.relay_statistics lists both: the one of before, which carried the data, first.
+        kept, replacing = a.relay_statistics()
+        assert kept.address == old.transport_address and kept.counters.received > 0
+        assert replacing.address == new.transport_address and replacing.server == kept.server
         signal(a, b)
         await connect_both(a, b)
         await exchange_each_way(ca, cb, 10)

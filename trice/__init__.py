@@ -22,7 +22,14 @@ from trice._errors import (
 )
 from trice._proxy import ProxyUrl
 from trice._servers import IceServer, ServerUrl, TransportPolicy
-from trice._trio._agent import Agent, AgentContext, AgentStatistics, open_agent, warm_up
+from trice._trio._agent import (
+    Agent,
+    AgentContext,
+    AgentStatistics,
+    RelayStatistics,
+    open_agent,
+    warm_up,
+)
 from trice._trio._connection import Connection
 from trice._trio._gather import GatherReport
 from trice._trio._log import TRACE
@@ -82,6 +89,7 @@ __all__ = [
     "PairStatistics",
     "ProtocolError",
     "ProxyUrl",
+    "RelayStatistics",
     "SelectedPairChanged",
     "ServerUrl",
     "StateError",

@@ -204,6 +204,22 @@ class AgentStatistics:
     role_switches: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class RelayStatistics:
+    """One of an agent's TURN allocations, and its client's counters (a snapshot; see
+    :meth:`Agent.relay_statistics`).
+
+    Attributes:
+        server: the TURN server's URL.
+        address: the relayed transport address, ``(host, port)``: the relay candidate's.
+        counters: the TURN client's counters; among them ``dropped``, the data it refused.
+    """
+
+    server: ServerUrl
+    address: tuple[str, int]
+    counters: TurnStatistics
+
+
 class Agent:
     """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
 
@@ -288,7 +304,7 @@ class Agent:
             nohost=config.transport_policy is TransportPolicy.NOHOST,
         )
         self._transports: dict[int, Transport] = {}
-        self._relays_at_close: dict[ServerUrl, TurnStatistics] | None = None
+        self._relays_at_close: tuple[RelayStatistics, ...] | None = None
         self._role_switches = 0  # (the core's count, as last logged: see _pump)
         # (Each with its transport's base: a transport that ends takes its candidates away.)
         self._signalled: list[tuple[Candidate, int]] = []
@@ -468,27 +484,29 @@ class Agent:
             role_switches=core.role_switches,
         )
 
-    def relay_statistics(self) -> dict[ServerUrl, TurnStatistics]:
-        """A snapshot of the counters of the TURN client behind each of the agent's relay
-        candidates, by its server's URL (still readable once the agent closed).  A relay that
-        ended on its own (the server refused to refresh it, its connection was lost) is gone
-        from it, with its counters.
+    def relay_statistics(self) -> tuple[RelayStatistics, ...]:
+        """A snapshot of each of the agent's TURN allocations (its relay candidates') and its
+        client's counters, oldest first (still readable once the agent closed).  A server
+        may have two at a time: during a gathering anew, the one that carries the data and
+        the one that replaces it.  One that ended on its own (the server refused to refresh
+        it, its connection was lost) is gone from it, with its counters.
 
         Data sent over a relayed pair that the TURN client refused (no permission for the
-        peer, a full queue) is counted there, in ``dropped``: :meth:`Connection.send_nowait`
-        said ``True`` for it, and :attr:`AgentStatistics.datagrams_sent` counted it, as for
-        a datagram a network loses::
+        peer, a full queue) is counted there, in ``counters.dropped``:
+        :meth:`Connection.send_nowait` said ``True`` for it, and
+        :attr:`AgentStatistics.datagrams_sent` counted it, as for a datagram a network
+        loses::
 
-            for url, stats in agent.relay_statistics().items():
-                print(url, "dropped:", stats.dropped, "received:", stats.received)
+            for relay in agent.relay_statistics():
+                print(relay.server, relay.address, "dropped:", relay.counters.dropped)
         """
         if self._relays_at_close is not None:
-            return dict(self._relays_at_close)
-        return {
-            t.server: t.statistics()
+            return self._relays_at_close
+        return tuple(
+            RelayStatistics(t.server, t.local_address, t.statistics())
             for t in self._transports.values()
             if isinstance(t, RelayTransport)
-        }
+        )
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
         """A snapshot of each candidate pair's counters and round-trip times, highest
