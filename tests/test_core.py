@@ -2950,7 +2950,72 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
     if lite:
         assert core._last_consent == 23  # (the peer's checks on the pair now selected)
     else:
-        assert core._last_consent == consent_before  # following refreshed no consent
+        assert core._last_consent == consent_before == pair_lo.proven_at  # (no refresh)
+
+
+def test_a_pair_whose_consent_ran_out_is_followed_only_once_a_check_there_is_answered() -> None:
+    """The peer nominated two pairs and uses the higher; 60 s on it moves to the lower, on
+    which no check of a's has been answered since the start (the path works one way
+    only).  RFC 7675 §5.1: no data there without an answer in the last 30 s.  a does not
+    follow; it checks the pair (consent checks); once those are answered, the peer's next
+    check there is followed, with consent from that answer."""
+    hi, lo = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
+    net, a, b = two_agents(
+        a_controlling=False, b_controlling=True, want=False, b_hosts=(), exchange=False
+    )
+    for k, (address, port) in enumerate((hi, lo)):
+        b.add_host(address, port, local_pref=65535 - k)
+    net.exchange(a, b, want=False)
+    core = a.core
+    core.want_connection(0.0)
+    for pair in list(core.checklist):  # (a's own checks proved both pairs at 0)
+        pair.state = PairState.SUCCEEDED
+        pair.valid_local = pair.local
+        pair.proven_at = 0.0
+    answered = {hi}
+    checked_lo: list[float] = []
+
+    def peer_checks(pair: Pair, now: float, nominate: bool) -> None:
+        request = binding_request(core, controlling=True, use_candidate=nominate)
+        assert core.on_request(0, pair.remote_address, request, now) is not None
+        a.events.extend((now, e) for e in core.drain_events())
+
+    def tick(now: float) -> None:
+        """a's timers and checks; the peer answers those on the pairs in ``answered``."""
+        core.on_timer(now)
+        while (check := core.poll_check(now)) is not None:
+            if check.pair.remote_address == lo:
+                checked_lo.append(now)
+            if check.pair.remote_address in answered:
+                core.on_response(check, _answer_to(check, b.core), check.destination, now)
+        a.events.extend((now, e) for e in core.drain_events())
+
+    pair_hi, pair_lo = _pair_to(core, hi), _pair_to(core, lo)
+    peer_checks(pair_hi, 0.0, True)
+    peer_checks(pair_lo, 0.1, True)
+    t = 0.0
+    while t < 60.0:  # the peer uses hi, and checks lo beside it
+        t += 0.5
+        tick(t)
+        if t % 1 == 0:
+            peer_checks(pair_hi, t, False)
+            peer_checks(pair_lo, t + 0.01, False)
+    while t < 75.0:  # the peer moved to lo: its checks come there only
+        t += 0.5
+        tick(t)
+        if t % 1 == 0:
+            peer_checks(pair_lo, t, False)
+    assert _selections(a) == [hi] and core.data_pair is pair_hi
+    assert core.state is S.COMPLETED  # (hi's consent still holds: a's checks there answered)
+    assert [at for at in checked_lo if at > 60.0]  # (lo checked)
+    answered.add(lo)
+    while t < 78.0:
+        t += 0.5
+        tick(t)
+        if t % 1 == 0:
+            peer_checks(pair_lo, t, False)
+    assert _selections(a) == [hi, lo] and core.data_pair is pair_lo
+    assert pair_lo.proven_at > 75.0 and core._last_consent == pair_lo.proven_at
 
 
 # -- a transport lost for good (a TURN allocation that ended) --------------------------------------

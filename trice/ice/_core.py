@@ -1901,7 +1901,9 @@ class AgentCore:
         goes by the peer's checks on its own pair, would fail while the peer is there.  The
         selected pair must have gone quiet first: a peer that checks a backup pair beside
         the one it uses moves nothing.  Following refreshes no consent (RFC 7675): a full
-        agent checks the new pair at once."""
+        agent's consent on the new pair is its own (from its last answered check there), and
+        it checks the pair at once; one whose consent ran out is checked first, and followed
+        at the peer's next check once that check is answered."""
         selected = self.selected
         if (
             selected is None
@@ -1911,7 +1913,16 @@ class AgentCore:
             or now - selected.heard_at < self._consent_interval() * JITTER_MAX
         ):
             return False
+        lite = self.local.lite
+        if not lite and now >= pair.proven_at + self._consent_for:
+            # No answer on the pair in the last 30 s: no consent for data there (RFC 7675
+            # §5.1).  A check of consent's on it first; the peer's next check follows, once
+            # it is answered.
+            self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
+            return False
         self._make_selected(pair)
+        if not lite:
+            self._last_consent = pair.proven_at  # (its own, not the pair's of before)
         self._next_consent = now  # (consent on the new pair, at once)
         self._alive(now)
         return True
