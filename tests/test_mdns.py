@@ -182,6 +182,26 @@ async def test_with_mdns_unable_to_open_no_host_address_goes_out_as_a_host_candi
     assert report.error == "host candidates withheld: mDNS could not be opened", report
 
 
+async def test_with_mdns_unable_to_open_tcp_candidates_alone_are_withheld_and_said_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same with ICE-TCP host candidates alone (``udp=False``): none goes out, and the
+    host report says why (it said nothing: its reason went by the UDP sockets bound)."""
+    monkeypatch.setattr(trice._trio._agent, "open_mdns", lambda *args, **kwargs: None)
+    config = _config(GATHER)
+    network = dataclasses.replace(
+        config.network, udp=False, tcp_candidates=(trice.TcpType.PASSIVE,)
+    )
+    async with trice.open_agent(
+        dataclasses.replace(config, network=network), controlling=True
+    ) as agent:
+        with trio.fail_after(5):
+            await agent.wait_gathering_complete()
+        assert agent.local_candidates == ()
+        (report,) = [r for r in agent.gather_reports if r.source == "host"]
+    assert report.error == "host candidates withheld: mDNS could not be opened", report
+
+
 async def test_a_process_holding_port_5353_cannot_unmask_the_host_addresses() -> None:
     """Port 5353 needs no privilege: a socket bound to it without SO_REUSEADDR keeps the
     agent's mDNS from opening.  The host address goes out neither named nor as it is (it

@@ -243,19 +243,38 @@ async def test_with_udp_off_only_tcp_host_candidates_are_gathered_and_they_conne
 
 
 async def test_udp_off_is_refused_where_it_would_leave_nothing_to_gather() -> None:
-    with pytest.raises(trice.ConfigError, match="name them in tcp_candidates"):
-        trice.NetworkConfig(udp=False)
+    """``udp=False`` needs a TCP host candidate to gather (or a TCP mux's; for a lite agent,
+    a passive one); not under NOHOST, nor on a UDP mux.  The relay policy needs none."""
     with pytest.raises(trice.ConfigError, match="udp must be True or False"):
         trice.NetworkConfig(udp="no", tcp_candidates=PASSIVE)  # type: ignore[arg-type]
+    bare = trice.AgentConfig(network=trice.NetworkConfig(udp=False))
+    with pytest.raises(trice.ConfigError, match="name them in tcp_candidates"):
+        trice.open_agent(bare, controlling=True)
+    trice.open_agent(
+        dataclasses.replace(bare, transport_policy=trice.TransportPolicy.RELAY), controlling=True
+    )
     network = trice.NetworkConfig(udp=False, tcp_candidates=ACTIVE)
     with pytest.raises(trice.ConfigError, match="use TransportPolicy"):
         trice.AgentConfig(network=network, transport_policy=trice.TransportPolicy.NOHOST)
     with pytest.raises(trice.ConfigError, match="needs a passive ICE-TCP candidate"):
-        trice.AgentConfig(network=network, lite=True)
-    trice.AgentConfig(network=network, transport_policy=trice.TransportPolicy.RELAY)
+        trice.open_agent(trice.AgentConfig(network=network, lite=True), controlling=False)
     async with trice.open_udp_mux("127.0.0.1") as mux:
         with pytest.raises(trice.ConfigError, match="UDP mux for an agent that gathers no UDP"):
             trice.open_agent(trice.AgentConfig(network=network), controlling=True, mux=mux)
+
+
+async def test_udp_off_on_a_tcp_mux_gathers_the_muxs_candidate_alone() -> None:
+    """An agent on a TCP mux with ``udp=False`` names no tcp_candidates of its own (the mux
+    gives it its passive candidate): accepted, and that candidate is all it gathers."""
+    config = trice.AgentConfig(network=trice.NetworkConfig(udp=False), lite=True)
+    async with (
+        trice.open_tcp_mux("127.0.0.1") as mux,
+        trice.open_agent(config, controlling=False, mux=mux) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        assert [(c.protocol, c.tcp_type) for c in agent.local_candidates] == [
+            ("tcp", trice.TcpType.PASSIVE)
+        ]
 
 
 async def test_tcp_candidates_go_out_under_mdns_names_and_connect() -> None:

@@ -180,12 +180,14 @@ class NetworkConfig:
             over TCP".
         udp: gather the UDP host candidates (the default), and the server-reflexive ones
             learned over their sockets.  ``False`` gathers host candidates over TCP only, those
-            of ``tcp_candidates`` (which must then name one), as Pion's ``NetworkTypes`` of
-            ``tcp4`` and ``tcp6`` alone do: for a host whose network lets no UDP through, or
-            to try a TCP path alone.  Relay candidates are gathered still (a TURN server may
-            be reached over TCP or TLS, and relays UDP); not for an agent on a UDP mux, nor
-            under the ``NOHOST`` transport policy (which gathers no TCP candidate: use
-            ``RELAY`` for relays alone).
+            of ``tcp_candidates`` (or a TCP mux's, see :func:`~trice.open_agent`), as Pion's
+            ``NetworkTypes`` of ``tcp4`` and ``tcp6`` alone do: for a host whose network lets
+            no UDP through, or to try a TCP path alone.  Relay candidates are gathered still
+            (a TURN server may be reached over TCP or TLS, and relays UDP).  Not for an agent
+            on a UDP mux, nor under the ``NOHOST`` transport policy (which gathers no TCP
+            candidate: use ``RELAY`` for relays alone); :func:`~trice.open_agent` refuses it
+            where it would leave no host candidate (no TCP candidate, nor TCP mux; for an
+            ICE-lite agent, no passive one).
         proxy: a proxy that TURN over TCP and TLS goes through (``turn:...?transport=tcp``
             and ``turns:`` servers): a :class:`~trice.ProxyUrl`, or its text,
             ``"http://[user:password@]host:port"`` (an HTTP proxy), the same with
@@ -224,11 +226,6 @@ class NetworkConfig:
             raise ConfigError("NetworkConfig.external_candidate must be SRFLX or HOST")
         object.__setattr__(self, "external_addresses", _external_addresses(self.external_addresses))
         object.__setattr__(self, "tcp_candidates", _tcp_candidates(self.tcp_candidates))
-        if not (self.udp or self.tcp_candidates):
-            raise ConfigError(
-                "NetworkConfig(udp=False) gathers host candidates over TCP only: name them in "
-                "tcp_candidates (for relay candidates alone, use TransportPolicy.RELAY)"
-            )
         for name in ("interface_filter", "ip_filter"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(f"NetworkConfig.{name} must be callable or None")
@@ -494,12 +491,6 @@ class AgentConfig:
                 "transport policy NOHOST with NetworkConfig(udp=False) would leave relay "
                 "candidates only (no TCP candidate under NOHOST, no server-reflexive one without "
                 "UDP): use TransportPolicy.RELAY"
-            )
-        network = self.network
-        if self.lite and not network.udp and TcpType.PASSIVE not in network.tcp_candidates:
-            raise ConfigError(
-                "an ICE-lite agent opens no connection: with NetworkConfig(udp=False) it needs a "
-                "passive ICE-TCP candidate (tcp_candidates=(TcpType.PASSIVE,))"
             )
         if (
             self.lite

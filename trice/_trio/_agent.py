@@ -1956,8 +1956,9 @@ def open_agent(
     Raises:
         TypeError: ``config`` is not an :class:`~trice.AgentConfig` (or ``None``), or
             ``controlling`` is not a :class:`bool`.
-        ConfigError: a :class:`~trice.UdpMux` for an agent whose config gathers no UDP
-            candidate (``NetworkConfig(udp=False)``).
+        ConfigError: ``NetworkConfig(udp=False)`` with a :class:`~trice.UdpMux`, or with
+            neither ``tcp_candidates`` nor a :class:`~trice.TcpMux` (for an ICE-lite agent, a
+            passive candidate) under a policy that gathers host candidates.
 
     Errors: an exception raised in the body propagates as itself (not wrapped in an
     exception group).  A failure inside the agent's own tasks (a bug, or
@@ -1978,12 +1979,35 @@ def open_agent(
             f"open_agent's mux is a trice.UdpMux or trice.TcpMux, or a sequence of them, not "
             f"{mux!r}"
         )
-    if not config.network.udp and any(isinstance(m, UdpMux) for m in muxes):
+    if not config.network.udp:
+        _check_tcp_only(config, muxes)
+    return AgentContext(config, controlling, muxes)
+
+
+def _check_tcp_only(config: AgentConfig, muxes: tuple[UdpMux | TcpMux, ...]) -> None:
+    """A :class:`~trice.ConfigError` where ``NetworkConfig(udp=False)`` leaves the agent no
+    host candidate to gather (with a UDP mux, none that the mux could give)."""
+    if any(isinstance(m, UdpMux) for m in muxes):
         raise ConfigError(
             "open_agent: a UDP mux for an agent that gathers no UDP candidate "
             "(NetworkConfig(udp=False))"
         )
-    return AgentContext(config, controlling, muxes)
+    if config.transport_policy is TransportPolicy.RELAY or any(
+        isinstance(m, TcpMux) for m in muxes
+    ):
+        return  # (relays only; a TCP mux's passive candidate)
+    kinds = config.network.tcp_candidates
+    if not kinds:
+        raise ConfigError(
+            "NetworkConfig(udp=False) gathers host candidates over TCP only: name them in "
+            "tcp_candidates, or give the agent a TCP mux (for relay candidates alone, use "
+            "TransportPolicy.RELAY)"
+        )
+    if config.lite and TcpType.PASSIVE not in kinds:
+        raise ConfigError(
+            "an ICE-lite agent opens no connection: with NetworkConfig(udp=False) it needs a "
+            "passive ICE-TCP candidate (tcp_candidates=(TcpType.PASSIVE,)) or a TCP mux"
+        )
 
 
 class AgentContext:

@@ -615,7 +615,7 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
             error = str(exc)
             return False
 
-    bound = 0
+    bound = 0  # (host candidates added: one a UDP socket, and the TCP ones' at all)
     unbound: list[str] = []  # (why addresses could not be bound, for the report)
     _rank(agent, hosts)
     for host in hosts if network.udp else ():
@@ -623,7 +623,7 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
         ranks = _ranks(agent, host)
         bound += adding(functools.partial(_udp_host, agent, host, ranks, kept, unbound))
     if signal and network.tcp_candidates:
-        adding(functools.partial(_gather_tcp, agent, hosts))
+        bound += adding(functools.partial(_gather_tcp, agent, hosts))
     count = len(agent._signalled) - before if signal else bound
     if error is None and unbound:
         error = "; ".join(unbound)
@@ -876,10 +876,12 @@ def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None
 _BACKLOG = 32
 
 
-def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
+def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> bool:
     """ICE-TCP host candidates (RFC 6544 §5.1): for each address, a listening socket for a
     passive candidate, and an active candidate, as ``NetworkConfig.tcp_candidates`` asks
-    (an ICE-lite agent opens no connection: passive only).  Each runs as a task."""
+    (an ICE-lite agent opens no connection: passive only).  Each runs as a task.  Returns
+    whether it added any."""
+    added = False
     network = agent.config.network
     kinds = network.tcp_candidates
     if agent.config.lite and TcpType.ACTIVE in kinds:
@@ -904,6 +906,7 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
                     existing.local_address, kind, rank, address_rank=address_rank, key=agent._key
                 )
                 agent._add_local(candidate, existing.base, signal=True)
+                added = True
                 if kind is TcpType.PASSIVE:
                     _add_external(agent, candidate, existing.base)
                 continue
@@ -947,8 +950,10 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> None:
                 (host.address, port), kind, rank, address_rank=address_rank, key=agent._key
             )
             agent._add_local(candidate, base, signal=True)
+            added = True
             if kind is TcpType.PASSIVE:
                 _add_external(agent, candidate, base)  # (a 1:1 NAT forwards TCP too)
+    return added
 
 
 def _add_external(agent: Agent, host: Candidate, base: int) -> None:
