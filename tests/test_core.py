@@ -1372,6 +1372,25 @@ def test_a_signalled_candidate_no_check_may_go_to_is_left_out(address: str) -> N
     assert len(a.core.checklist) == 0
 
 
+def test_a_signalled_candidate_at_port_0_is_left_out_but_an_active_tcp_one() -> None:
+    """Port 0 is no destination either: the kernel refuses every check sent there (each
+    counted in send_refused, the first with a warning that blames a firewall).  An active
+    ICE-TCP candidate takes no connection, and its port (9 by RFC 6544) is never used."""
+    _net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, 0.0)
+    for protocol, tcp_type in (("udp", None), ("tcp", TcpType.PASSIVE)):
+        bad = dataclasses.replace(
+            make_candidate("10.0.0.2", 0, protocol=protocol), tcp_type=tcp_type
+        )
+        assert a.core.add_remote_candidate(bad) is False
+    assert a.core.remote_candidates_dropped == 2
+    active = dataclasses.replace(
+        make_candidate("10.0.0.2", 0, protocol="tcp"), tcp_type=TcpType.ACTIVE
+    )
+    assert a.core.add_remote_candidate(active) is not False
+    assert a.core.remote_candidates_dropped == 2
+
+
 def test_a_role_conflict_from_a_lite_peer_switches_no_role() -> None:
     """A lite peer is always controlled (RFC 8445 §6.1.1): a 487 from one (broken, or
     hostile) fails the pair, and the full agent stays controlling (switching would leave no

@@ -160,7 +160,7 @@ class AgentStatistics:
         remote_candidates_dropped: signalled candidates left out: another ICE generation's
             (those held for the peer's parameters, or being resolved, at a restart too), a
             ``.local`` name that multicast DNS did not resolve, another name, or an address
-            no check may go to (multicast, broadcast...; see
+            no check may go to (multicast, broadcast, port 0...; see
             :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.
@@ -625,7 +625,7 @@ class Agent:
         unanswered for ``Timing.mdns_timeout`` is left out, logged and counted in
         :attr:`AgentStatistics.remote_candidates_dropped`.  Any other name (or a ``.local``
         one with mDNS disabled) is left out, logged and counted at once (RFC 8839 §5.1), and
-        so is an address no check may go to (unspecified, multicast, broadcast).
+        so is an address no check may go to (unspecified, multicast, broadcast), or port 0.
 
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names

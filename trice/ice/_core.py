@@ -681,7 +681,7 @@ class AgentCore:
             return False
         if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
-        if no_destination(candidate.address):
+        if _unreachable(candidate):
             self.remote_candidates_dropped += 1
             return False
         address = remote_key(candidate)
@@ -792,7 +792,7 @@ class AgentCore:
 
     def _take_remote(self, candidate: Candidate) -> None:
         """A signalled candidate of the peer's generation of now: learned and paired."""
-        if no_destination(candidate.address):
+        if _unreachable(candidate):
             self.remote_candidates_dropped += 1
             return
         address = remote_key(candidate)
@@ -2333,6 +2333,15 @@ def _scaled_schedule(timing: Timing, rto: float) -> tuple[float, ...]:
 def _answered(response: stun.Message) -> bool:
     """Whether ``response`` is a success (one with no attribute it must not ignore)."""
     return response.message_class is _SUCCESS and not response.unknown_required
+
+
+def _unreachable(candidate: Candidate) -> bool:
+    """Whether no check may go to a signalled ``candidate``: its address (see
+    :func:`no_destination`), or port 0 (the kernel refuses to send there; an active ICE-TCP
+    candidate, which takes no connection, may have any port)."""
+    return no_destination(candidate.address) or (
+        candidate.port == 0 and candidate.tcp_type is not TcpType.ACTIVE
+    )
 
 
 def _forbidden(response: stun.Message) -> bool:
