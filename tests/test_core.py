@@ -20,6 +20,7 @@ from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, TcpType, candidate_priority
 from trice.ice._checklist import Pair, PairState, compute_pair_priority
 from trice.ice._core import (
+    GIVE_WAY_AFTER,
     PINGBACK_MAX,
     PINGBACK_MIN,
     PINGBACK_RTTS,
@@ -578,7 +579,8 @@ def test_a_check_made_ahead_in_the_other_role_is_not_used() -> None:
     tids = core._new_tid
     assert isinstance(tids, TidSource)
     made = tids.count
-    core._switch_role()  # (as a 487, or the peer's ICE-CONTROLLED with a higher tie-breaker)
+    # (As a 487, or the peer's ICE-CONTROLLED with a higher tie-breaker.)
+    core._switch_role("a test")
     core.want_connection(0.0)
     check = core.poll_check(0.0)
     assert check is not None
@@ -1266,6 +1268,9 @@ def test_role_conflict_resolved(nomination: Nomination, first: str, role: str) -
     assert a.core.controlling and not b.core.controlling
     assert_mirrored(a, b)
     assert_valid_events(a, b)
+    net.run_for(3.0)  # (past GIVE_WAY_AFTER: a peer that switched gives no one cause)
+    assert a.core.role_switches + b.core.role_switches == 1
+    assert a.core.controlling and not b.core.controlling
     e487 = errors(net, 487)
     # Who answers 487 (RFC 8445 §7.3.1.1): a controlling agent with the larger tiebreaker,
     # or a controlled agent with the smaller one.  Otherwise the receiver switches silently.
@@ -1275,6 +1280,63 @@ def test_role_conflict_resolved(nomination: Nomination, first: str, role: str) -
         assert [p.sender for p in e487] == ["b"]
     else:
         assert e487 == []
+
+
+@pytest.mark.parametrize("role", ["controlling", "controlled"])
+def test_an_agent_gives_way_to_a_peer_that_ignores_role_conflicts(role: str) -> None:
+    """A peer that reads no 487 (Pion 2, which also drops checks that claim its own role):
+    a's tie-breaker wins, so a answers its checks with 487, and it never switches; nobody
+    would, and ICE would fail.  Copies of a check refused before (same transaction) and new
+    checks within GIVE_WAY_AFTER of the first 487 get 487s; a new check that still claims
+    a's role after it makes a take the other role, and that check is answered."""
+    both = role == "controlling"
+    a_wins = 2000 if both else 1000
+    net, a, _b = two_agents(
+        a_controlling=both,
+        b_controlling=both,
+        a_tiebreaker=a_wins,
+        b_tiebreaker=3000 - a_wins,
+        want=False,
+    )
+    core = a.core
+    source = ("10.0.0.2", 6000)
+
+    def claim(tid: bytes, now: float) -> stun.Message:
+        request = binding_request(
+            core, controlling=both, tiebreaker=3000 - a_wins, tid=tid, priority=1_845_501_695
+        )
+        answer = core.on_request(0, source, request, now)
+        assert answer is not None
+        return stun.decode(answer)
+
+    def refused(message: stun.Message) -> bool:
+        error = message.get(stun.ErrorCode)
+        return error is not None and error.code == 487
+
+    assert refused(claim(b"A" * 12, 0.0))
+    assert refused(claim(b"B" * 12, GIVE_WAY_AFTER / 2))
+    assert refused(claim(b"A" * 12, GIVE_WAY_AFTER + 0.5))  # (a copy of the first)
+    assert core.controlling is both and core.role_switches == 0
+    answer = claim(b"C" * 12, GIVE_WAY_AFTER + 0.5)  # (a new one: the peer did not switch)
+    assert answer.message_class is stun.MessageClass.SUCCESS
+    assert core.controlling is not both and core.role_switches == 1
+    assert "ignores role conflicts" in core.switched_because
+    net.run_for(1.0)
+    assert core.controlling is not both  # (and stays so)
+
+
+def test_a_lite_agent_never_gives_way() -> None:
+    """The role of an ICE-lite agent (and of a full agent facing one) is no conflict to give
+    way in: a full peer that keeps claiming to be controlled gets 487s."""
+    _net, a, _b = two_agents(a_lite=True, b_controlling=False, want=False)
+    core = a.core
+    for k, now in enumerate((0.0, 2.0, 4.0)):
+        request = binding_request(core, controlling=False, tid=bytes([65 + k]) * 12)
+        answer = core.on_request(0, ("10.0.0.2", 6000), request, now)
+        assert answer is not None
+        error = stun.decode(answer).get(stun.ErrorCode)
+        assert error is not None and error.code == 487
+    assert not core.controlling and core.role_switches == 0
 
 
 def test_487_switches_role_and_retries() -> None:
@@ -1609,7 +1671,7 @@ def test_an_agent_that_takes_control_after_its_pair_succeeded_nominates_it(
     a.core.on_request(0, ("10.0.0.2", 6000), claim, net.now)
     assert a.core.controlling
     net.loss_rules.clear()
-    b.core._switch_role()  # (as b would on the 487 that its next check gets)
+    b.core._switch_role("a test")  # (as b would on the 487 that its next check gets)
     sent = len(net.packets(sender="a", requests=True))
     net.run_for(5.0)
     assert any(p.use_candidate for p in net.packets(sender="a", requests=True)[sent:])
@@ -2413,7 +2475,7 @@ def test_a_role_switch_forgets_a_nomination_in_flight() -> None:
     the nomination it had in flight: switched back, it could otherwise never nominate."""
     core, pair = _proved_pair_core(controlling=True)  # ... and nominating it now
     assert core._nominating is pair
-    core._switch_role()
+    core._switch_role("a test")
     assert core._nominating is None
 
 

@@ -355,19 +355,23 @@ async def test_relay_to_relay(kind: str, trice_controlling: bool, coturn: Coturn
     await _run_with_peer(kind, trice_controlling=trice_controlling, relay=coturn)
 
 
+@pytest.mark.parametrize("trice_wins", [False, True], ids=["trice-loses", "trice-wins"])
 @pytest.mark.parametrize("both_controlling", [True, False], ids=["both-ctl", "both-ctd"])
 async def test_a_role_switch_on_pions_check_connects_at_once(
-    both_controlling: bool, request: pytest.FixtureRequest
+    both_controlling: bool, trice_wins: bool, request: pytest.FixtureRequest
 ) -> None:
-    """trice and Pion open in one role, and trice is the one to switch (its tie-breaker
-    set so), on Pion's first check, while its own first check is in flight.  Pion drops
-    requests that claim its own role (it answers no 487): trice checks again with its new
-    role and connects well before that first check would have given up (15.5 s), which
-    it had waited for."""
+    """trice and Pion open in one role.  Pion drops requests that claim its own role, and
+    reads no 487.  When the tie-breakers make trice switch, it does on Pion's first check,
+    while its own first check is in flight: it checks again with its new role and connects
+    well before that first check would have given up (15.5 s), which it had waited for.
+    When they make trice keep its role, its 487s go unheeded: Pion's checks still claim
+    that role a second later, and trice gives way (they failed to connect at all)."""
     request.getfixturevalue("pion_available")
     with Peer(peer_command("pion", controlling=both_controlling), name="pion") as peer:
         async with trice.open_agent(loopback_config(), controlling=both_controlling) as agent:
-            agent._core.tiebreaker = 0 if both_controlling else 2**64 - 1
+            # (The larger tie-breaker keeps controlling, and makes a controlled agent switch.)
+            larger = both_controlling is trice_wins
+            agent._core.tiebreaker = 2**64 - 1 if larger else 0
             theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
             await agent.wait_gathering_complete()
             ours = agent.local_parameters
@@ -384,6 +388,9 @@ async def test_a_role_switch_on_pions_check_connects_at_once(
             with trio.fail_after(8):
                 await agent.connect()
             assert agent.controlling is not both_controlling
+            assert agent.statistics().role_switches == 1
+            assert ("ignores role conflicts" in agent._core.switched_because) is trice_wins
+            await trio.to_thread.run_sync(peer.expect, "connected", TIMEOUT)
 
 
 @pytest.mark.parametrize("kind", ["pion"], indirect=True)

@@ -298,7 +298,7 @@ def test_core_checks_are_the_general_encoding_in_either_role() -> None:
                     a.controlling and nominating,
                     stun.short_term_key("b" * 22),
                 )
-        a._switch_role()  # the templates of the other role must not be reused
+        a._switch_role("a test")  # the templates of the other role must not be reused
 
 
 def test_core_success_response_is_the_general_encoding() -> None:

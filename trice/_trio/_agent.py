@@ -969,15 +969,12 @@ class Agent:
             # (At INFO the first time: a peer could make it switch without end.)
             level = logging.INFO if not self._role_switches else logging.DEBUG
             self._role_switches = core.role_switches
-            remote = core.remote
             logger.log(
                 level,
                 "%s: now %s (%s)",
                 self._local.ufrag,
                 "controlling" if core.controlling else "controlled",
-                "the peer is ICE-lite"
-                if remote is not None and remote.lite and core.controlling
-                else "a role conflict, settled by the tie-breakers (RFC 8445 §7.3.1.1)",
+                core.switched_because,
             )
         if self._mux_kept and core.previous_remote is None:
             # The pair of before an ICE restart carries data no more: the UDP muxes let

@@ -107,6 +107,11 @@ PINGBACK_MAX = 0.2
 #: The longest consent lasts without an answer (RFC 7675 §5.1), whatever
 #: ``Timing.failed_timeout`` says.
 CONSENT_EXPIRY = 30.0
+#: How long after its first 487 a peer may still claim this agent's role in new checks
+#: before the agent gives way, taking the other role itself (a peer that ignores 487s).
+GIVE_WAY_AFTER = 1.0
+#: Transactions refused within GIVE_WAY_AFTER kept, to tell their copies from new checks.
+MAX_REFUSED_KEPT = 64
 
 #: The least silence of the peer that makes an ICE-lite agent disconnected: two of RFC
 #: 7675 §5.1's longest intervals between consent checks (5 s, +20 %), whatever
@@ -200,6 +205,8 @@ class AgentCore:
         "_pingback_soon",
         "_previous",
         "_previous_ufrag",
+        "_refused_at",
+        "_refused_tids",
         "_remote_key",
         "_resend",
         "_schedules",
@@ -238,6 +245,7 @@ class AgentCore:
         "role_switches",
         "selected",
         "state",
+        "switched_because",
         "tiebreaker",
         "timing",
     )
@@ -386,8 +394,13 @@ class AgentCore:
         self.prflx_dropped = 0
         self.remote_candidates_dropped = 0
         #: Times the agent took the other role: facing an ICE-lite peer, or to resolve a role
-        #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1).
+        #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1), and why the last time.
         self.role_switches = 0
+        self.switched_because = ""
+        #: When this generation's first 487 went, and the transactions refused within
+        #: ``GIVE_WAY_AFTER`` of it (see _ignores_487).
+        self._refused_at: float | None = None
+        self._refused_tids: set[bytes] | None = None
 
     # ------------------------------------------------------------------ inputs from the user
 
@@ -440,7 +453,7 @@ class AgentCore:
         self.remote = remote
         self._remote_key = key
         if remote.lite and not self.local.lite and not self.controlling:
-            self._switch_role()
+            self._switch_role("the peer is ICE-lite")
         held = self._held
         if held is not None:
             self._held = None
@@ -532,6 +545,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.consent_revoked = False
+        self._refused_at = self._refused_tids = None
         self._drop_checks()
         self._nominating = None
         self._first_valid_at = None
@@ -1465,7 +1479,7 @@ class AgentCore:
                     return True
                 # RFC 8445 §7.2.5.1: role conflict; switch and check again.
                 if check.controlling == self.controlling:
-                    self._switch_role()
+                    self._switch_role("a role conflict: the peer answered 487")
                 self._check_again(pair)
                 return True
             self._pair_failed(pair, now)
@@ -2089,11 +2103,21 @@ class AgentCore:
             values=values,
             peer_lite=self.remote is not None and self.remote.lite,
         )
-        if decision is _REJECT:
+        if decision is _REJECT and self._ignores_487(request.transaction_id, now):
+            # Not in RFC 8445: a peer that goes on claiming our role well after our 487 (Pion
+            # 2 drops checks that claim its own role, and reads no 487): nobody would switch,
+            # and ICE would fail.  This side gives way.
+            self._switch_role(
+                "the peer ignores role conflicts: it still claims this role "
+                f"{GIVE_WAY_AFTER:g} s after a 487"
+            )
+            if self.controlling:
+                self._nominate_after_switch(now)
+        elif decision is _REJECT:
             self.requests_rejected += 1
             return self._signed(request, request.error_response(487, "Role Conflict"))
-        if decision is _SWITCH:
-            self._switch_role()
+        elif decision is _SWITCH:
+            self._switch_role("a role conflict, settled by the tie-breakers")
             if self.controlling:
                 self._nominate_after_switch(now)
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
@@ -2118,13 +2142,38 @@ class AgentCore:
         sha256 = key if request.has_integrity_sha256 else None
         return response.encode(integrity_key=key, integrity_sha256_key=sha256, fingerprint=True)
 
-    def _switch_role(self) -> None:
-        """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1).  The checks in flight claim
-        the role of before, and every copy of one would: each pair is checked again, with
-        the new role (a peer that drops a request claiming its own role, as Pion does, had
-        answered none of them until the old check gave up, 15.5 s on)."""
+    def _ignores_487(self, tid: bytes, now: float) -> bool:
+        """Whether the peer, a full agent as this one, ignores the role conflicts this agent
+        answers with 487: a check of a new transaction (not a copy of one sent before our
+        answer could reach it) still claims our role ``GIVE_WAY_AFTER`` seconds after the
+        first 487 of this generation.  A peer that follows RFC 8445 §7.2.5.1 has switched
+        by then, and its new checks claim the other role."""
+        if self.local.lite or (self.remote is not None and self.remote.lite):
+            return False  # (a lite agent's role is no conflict to give way in)
+        first = self._refused_at
+        tids = self._refused_tids
+        if first is None or tids is None:
+            self._refused_at = now
+            self._refused_tids = {tid}
+            return False
+        if tid in tids:
+            return False
+        if now < first + GIVE_WAY_AFTER:
+            if len(tids) < MAX_REFUSED_KEPT:
+                tids.add(tid)
+            return False
+        return True
+
+    def _switch_role(self, why: str) -> None:
+        """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1), because of ``why`` (kept in
+        :attr:`switched_because`).  The checks in flight claim the role of before, and every
+        copy of one would: each pair is checked again, with the new role (a peer that drops
+        a request claiming its own role, as Pion does, had answered none of them until the
+        old check gave up, 15.5 s on)."""
         self.controlling = not self.controlling
         self.role_switches += 1
+        self.switched_because = why
+        self._refused_at = self._refused_tids = None
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
         self._nominating = None  # (a controlling agent's: one in flight no longer counts)
