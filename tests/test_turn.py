@@ -281,6 +281,44 @@ def test_stale_nonce_with_an_unusable_realm_fails_the_allocation() -> None:
     assert client.next_deadline() is None
 
 
+def test_a_401_for_another_realm_is_answered_with_credentials_for_it() -> None:
+    """The server's realm changed between its challenge and our authenticated Allocate (a
+    restart with another configuration, a load balancer): its 401 names the new realm.
+    The same credentials, keyed for that realm, go once more: the allocation succeeds where
+    it failed for wrong credentials.  A 401 for the realm just used fails, as a second
+    change of realm in a row does (no loop)."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    first = stun.decode(client.poll_transmit(0.0) or b"")
+    challenge = first.error_response(401, "No", stun.Realm("old.example"), stun.Nonce("n1"))
+    client.on_server_data(challenge.encode(), 0.01)
+    second = stun.decode(client.poll_transmit(0.01) or b"")
+    assert second.verify_integrity(stun.long_term_key(USER, "old.example", PASSWORD))
+    moved = second.error_response(401, "No", stun.Realm(REALM), stun.Nonce("n2"))
+    client.on_server_data(moved.encode(), 0.1)
+    again = stun.decode(client.poll_transmit(0.1) or b"")
+    assert again.get(stun.Realm) == stun.Realm(REALM)
+    assert again.get(stun.Nonce) == stun.Nonce("n2")
+    assert again.verify_integrity(stun.long_term_key(USER, REALM, PASSWORD))
+    relayed = stun.XorRelayedAddress(*RELAYED)
+    mapped = stun.XorMappedAddress(*MAPPED)
+    success = again.success_response(relayed, mapped, stun.Lifetime(600))
+    key = stun.long_term_key(USER, REALM, PASSWORD)
+    client.on_server_data(success.encode(integrity_key=key, fingerprint=True), 0.2)
+    assert state(client) is TurnState.ALLOCATED
+    for realms, answers in ((["r1", "r1"], 2), ([f"r{k}" for k in range(9)], 5)):
+        client = TurnClient(USER, PASSWORD, reliable=False)
+        client.start(0.0)
+        for k, realm in enumerate(realms):
+            request = stun.decode(client.poll_transmit(float(k)) or b"")
+            answer = request.error_response(401, "No", stun.Realm(realm), stun.Nonce(f"n{k}"))
+            client.on_server_data(answer.encode(), k + 0.01)
+            if state(client) is TurnState.FAILED:
+                break
+        assert k + 1 == answers
+        assert client.error is not None and client.error.code == 401
+
+
 def test_a_challenge_with_an_unusable_realm_fails_the_allocation() -> None:
     """A 401 challenge whose REALM no key can be made with (SASLprep refuses a control
     character) fails the Allocate with a clear error, rather than raising or retrying."""

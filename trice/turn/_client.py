@@ -66,7 +66,9 @@ class TurnClient:
     credentials; the server's 401 carries REALM and NONCE and the request is sent again with
     USERNAME, REALM, NONCE and MESSAGE-INTEGRITY, as is every later request.  A 438 Stale
     Nonce answer to any request is retried with the new nonce (up to three times in a row).
-    A 401 to a request that had credentials means they are wrong.  300 Try Alternate is
+    A 401 to a request that had credentials means they are wrong, unless it names another
+    realm: then the request goes again with the credentials made for that realm (counted
+    with the stale-nonce retries: three in a row at most).  300 Try Alternate is
     reported, not followed (:attr:`AllocationError.alternate_server`).  Any other error or
     a transaction timeout fails the allocation; :attr:`error` says why.
 
@@ -576,6 +578,27 @@ class TurnClient:
                         tx, now, code, f"unusable {what}: longer than RFC 8489 §14.9-14.10 allow"
                     )
                     return
+        if (
+            code == 401
+            and tx.authenticated
+            and realm is not None
+            and nonce is not None
+            and realm.value != self._realm
+            and tx.stale < MAX_STALE_RETRIES
+        ):
+            # A challenge for another realm than the one our credentials were for (a server
+            # whose realm changed, or another server behind the same address): the same
+            # credentials, made for that realm, once more (the key is per realm, RFC 8489
+            # §9.2.2), rather than a failure for wrong credentials.  Counted as a stale
+            # retry, so that two realms in turn cannot loop.
+            try:
+                key = stun.long_term_key(self.username, realm.value, self._password)
+            except ValueError as exc:
+                self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
+                return
+            self._realm, self._nonce, self._key = realm.value, nonce.value, key
+            self._request(tx.kind, now, tx.target, tx.stale + 1)
+            return
         if code == 401 and not tx.authenticated and realm is not None and nonce is not None:
             # RFC 8489 §9.2.3: the challenge; retry with the long-term credentials.
             self._realm = realm.value
