@@ -1325,6 +1325,29 @@ def test_an_agent_gives_way_to_a_peer_that_ignores_role_conflicts(role: str) -> 
     assert core.controlling is not both  # (and stays so)
 
 
+def test_no_giving_way_once_the_peer_has_taken_the_other_role() -> None:
+    """A peer that follows the RFC, over a path slower than GIVE_WAY_AFTER: a check it sent
+    before our 487 reached it comes late, but it had switched already, and one of its
+    checks has claimed the other role since: a keeps its role, and answers 487."""
+    _net, a, _b = two_agents(
+        a_controlling=True, b_controlling=True, a_tiebreaker=2000, b_tiebreaker=1000, want=False
+    )
+    core = a.core
+    source = ("10.0.0.2", 6000)
+
+    def answer(tid: bytes, controlling: bool, now: float) -> int:
+        request = binding_request(core, controlling=controlling, tiebreaker=1000, tid=tid)
+        reply = core.on_request(0, source, request, now)
+        assert reply is not None
+        error = stun.decode(reply).get(stun.ErrorCode)
+        return 0 if error is None else error.code
+
+    assert answer(b"A" * 12, True, 0.0) == 487
+    assert answer(b"B" * 12, False, 1.0) == 0  # (the peer switched: its check says so)
+    assert answer(b"C" * 12, True, GIVE_WAY_AFTER + 1.0) == 487  # (sent before it did)
+    assert core.controlling and core.role_switches == 0
+
+
 def test_a_lite_agent_never_gives_way() -> None:
     """The role of an ICE-lite agent (and of a full agent facing one) is no conflict to give
     way in: a full peer that keeps claiming to be controlled gets 487s."""
@@ -1432,6 +1455,18 @@ def test_a_signalled_candidate_no_check_may_go_to_is_left_out(address: str) -> N
     assert a.core.remote_candidates_dropped == 1
     assert not a.core.is_remote_address((address, 6000))
     assert len(a.core.checklist) == 0
+
+
+def test_a_check_from_port_0_is_answered_but_its_source_not_learned() -> None:
+    """A datagram may come from port 0 (Linux delivers it); nothing can be sent back there:
+    the check is answered, its source is not learned (no pair to it, no check sent there),
+    and it is counted in prflx_dropped."""
+    _net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, 0.0)
+    request = binding_request(a.core, controlling=False, tid=b"Z" * 12)
+    assert a.core.on_request(0, ("10.0.0.9", 0), request, 0.0) is not None
+    assert a.core.prflx_dropped == 1
+    assert not [p for p in a.core.checklist if p.remote_address[1] == 0]
 
 
 def test_a_signalled_candidate_at_port_0_is_left_out_but_an_active_tcp_one() -> None:
@@ -3088,13 +3123,20 @@ def test_a_pair_whose_consent_ran_out_is_followed_only_once_a_check_there_is_ans
             peer_checks(pair_lo, t, False)
     assert _selections(a) == [hi] and core.data_pair is pair_hi
     assert core.state is S.COMPLETED  # (hi's consent still holds: a's checks there answered)
-    assert [at for at in checked_lo if at > 60.0]  # (lo checked)
+    lately = [at for at in checked_lo if at > 60.0]
+    assert lately  # (lo checked)
+    for k in range(20):  # (a peer that checks lo ten times a second does not set the pace)
+        peer_checks(pair_lo, t + 0.01 + k * 0.1, False)
+    assert len([at for at in checked_lo if at > 60.0]) == len(lately)  # (ticks send them)
+    t += 2.0
+    tick(t)
+    paced = 2.0 / core.timing.rto + 1  # (one an RTO at most)
+    assert len([at for at in checked_lo if at > 60.0]) <= len(lately) + paced < len(lately) + 20
     answered.add(lo)
-    while t < 78.0:
-        t += 0.5
-        tick(t)
-        if t % 1 == 0:
-            peer_checks(pair_lo, t, False)
+    t += 0.5
+    peer_checks(pair_lo, t, False)  # (a checks lo again: an RTO has passed)
+    assert _selections(a) == [hi]
+    tick(t)  # (that check is answered: a follows at once, not at the peer's next check)
     assert _selections(a) == [hi, lo] and core.data_pair is pair_lo
     assert pair_lo.proven_at > 75.0 and core._last_consent == pair_lo.proven_at
 

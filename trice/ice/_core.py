@@ -109,7 +109,7 @@ PINGBACK_MAX = 0.2
 CONSENT_EXPIRY = 30.0
 #: How long after its first 487 a peer may still claim this agent's role in new checks
 #: before the agent gives way, taking the other role itself (a peer that ignores 487s).
-GIVE_WAY_AFTER = 1.0
+GIVE_WAY_AFTER = 2.0
 #: Transactions refused within GIVE_WAY_AFTER kept, to tell their copies from new checks.
 MAX_REFUSED_KEPT = 64
 
@@ -1930,9 +1930,10 @@ class AgentCore:
         lite = self.local.lite
         if not lite and now >= pair.proven_at + self._consent_for:
             # No answer on the pair in the last 30 s: no consent for data there (RFC 7675
-            # §5.1).  A check of consent's on it first; the peer's next check follows, once
-            # it is answered.
-            self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
+            # §5.1).  A check of consent's on it first (one an RTO at most, whatever the rate
+            # of the peer's checks), and the pair is followed once it is answered.
+            if now >= pair.sent_at + self.timing.rto:
+                self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
             return False
         self._make_selected(pair)
         if not lite:
@@ -2026,6 +2027,8 @@ class AgentCore:
         pair.proven_at = max(pair.proven_at, check.started)
         if pair is self.selected:
             self._consent_refreshed(now, check.started)
+        elif not self.controlling and pair.nominated and self._maybe_follow(pair, now):
+            self._maybe_complete()  # (a pair the peer moved to, proved at last: followed)
 
     def _revoke_consent(self) -> None:
         """The peer answered a consent check on the selected pair with an authenticated 403
@@ -2120,6 +2123,8 @@ class AgentCore:
             self._switch_role("a role conflict, settled by the tie-breakers")
             if self.controlling:
                 self._nominate_after_switch(now)
+        elif self._refused_at is not None:
+            self._refused_at = math.inf  # (the peer took the other role: it reads 487s)
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
         if request.has_integrity_sha256:
             mapped = stun.XorMappedAddress(source[0], source[1])
@@ -2146,8 +2151,9 @@ class AgentCore:
         """Whether the peer, a full agent as this one, ignores the role conflicts this agent
         answers with 487: a check of a new transaction (not a copy of one sent before our
         answer could reach it) still claims our role ``GIVE_WAY_AFTER`` seconds after the
-        first 487 of this generation.  A peer that follows RFC 8445 §7.2.5.1 has switched
-        by then, and its new checks claim the other role."""
+        first 487 of this generation, and no check of the peer's has claimed the other role
+        since (which a peer that follows RFC 8445 §7.2.5.1 does once our 487 reaches it:
+        a check it sent before that may still come later, over a slow path)."""
         if self.local.lite or (self.remote is not None and self.remote.lite):
             return False  # (a lite agent's role is no conflict to give way in)
         first = self._refused_at
@@ -2191,6 +2197,10 @@ class AgentCore:
         if key not in self.remote_addresses or key == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
             # tcptype of the connection's other end, RFC 6544 §7.2).
+            if source[1] == 0:
+                # (A datagram can come from port 0; nothing can be sent back there.)
+                self.prflx_dropped += 1
+                return
             if not self._counted(key) and self._remote_count() >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
