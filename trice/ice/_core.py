@@ -109,7 +109,8 @@ PINGBACK_MAX = 0.2
 CONSENT_EXPIRY = 30.0
 #: How long after its first 487 a peer may still claim this agent's role in new checks
 #: before the agent gives way, taking the other role itself (a peer that ignores 487s).
-GIVE_WAY_AFTER = 2.0
+#: Less than Pion 2 goes on checking a pair it gets no answer on (7 checks 200 ms apart).
+GIVE_WAY_AFTER = 1.0
 #: Transactions refused within GIVE_WAY_AFTER kept, to tell their copies from new checks.
 MAX_REFUSED_KEPT = 64
 
