@@ -192,7 +192,7 @@ async def test_one_ufrag_per_mux_and_a_restart_moves_the_agent_to_its_new_one() 
                 client.restart()
                 signal(server, client)
                 to_client, to_server = await connect_both(server, client)
-                assert mux.owner("same") is None
+                assert mux._owner("same") is None
                 await to_server.send(b"after the restart")
                 with trio.fail_after(5):
                     assert await to_client.receive() == b"after the restart"

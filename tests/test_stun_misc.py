@@ -69,6 +69,23 @@ def test_channel_data_round_trip() -> None:
     assert stun.decode_channel_data(b"\x40\x00\x00\x00") == (0x4000, b"")
 
 
+def test_the_demux_functions_take_a_receive_buffer() -> None:
+    """A bytearray or memoryview of a receive buffer goes where bytes go (and the lint's
+    mypy checks these calls as a user's): what comes back is bytes, not a view of the
+    buffer to be overwritten."""
+    request = stun.Message(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=[stun.Username("a:b")]
+    ).encode(fingerprint=True)
+    frame = stun.encode_channel_data(0x4001, memoryview(b"hello"))
+    for buffer in (bytearray(request), memoryview(request)):
+        assert stun.classify(buffer) is stun.PacketKind.STUN
+        assert stun.peek_type(buffer) == 0x0001
+        username = stun.peek_username(buffer)
+        assert username == b"a:b" and type(username) is bytes
+    for channel_data in (bytearray(frame), memoryview(frame)):
+        assert stun.decode_channel_data(channel_data) == (0x4001, b"hello")
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [

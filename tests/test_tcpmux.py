@@ -78,7 +78,7 @@ async def test_thirty_agents_on_one_tcp_mux_each_get_their_own_connection() -> N
                     got_server = [await to_client.receive() for _ in range(5)]
                     got_client = [await to_server.receive() for _ in range(5)]
                 results[i] = (got_server, got_client)
-                assert mux.owner(server.local_parameters.ufrag) is not None
+                assert mux._owner(server.local_parameters.ufrag) is not None
 
         async with trio.open_nursery() as nursery:
             for i in range(30):
@@ -124,10 +124,10 @@ async def test_an_ice_restart_moves_the_agent_to_its_new_ufrag_on_the_mux() -> N
     async with trice.open_tcp_mux("127.0.0.1") as mux:
         async with _server_and_client(mux) as (server, _, _):
             old = server.local_parameters.ufrag
-            share = mux.owner(old)
+            share = mux._owner(old)
             assert share is not None
             new = server.restart()
-            assert mux.owner(old) is None and mux.owner(new.ufrag) is share
+            assert mux._owner(old) is None and mux._owner(new.ufrag) is share
 
 
 async def test_two_agents_may_not_share_a_ufrag_on_a_tcp_mux() -> None:

@@ -91,7 +91,7 @@ async def _mux_agent_and_peer() -> AsyncIterator[tuple[trice.TcpMux, trice.Agent
 
 
 def _share(mux: trice.TcpMux, agent: trice.Agent) -> TcpTransport:
-    share = mux.owner(agent.local_parameters.ufrag)
+    share = mux._owner(agent.local_parameters.ufrag)
     assert share is not None
     return share
 
@@ -417,7 +417,7 @@ async def test_an_agent_outlives_its_mux_and_restarts_and_leaves_cleanly() -> No
                 await ended.wait()
             assert mux.statistics().agents == 0
             new = agent.restart()
-            assert mux.owner(new.ufrag) is None and mux.statistics().agents == 0
+            assert mux._owner(new.ufrag) is None and mux.statistics().agents == 0
         assert mux.statistics().agents == 0
 
 
@@ -429,7 +429,7 @@ async def test_under_the_relay_policy_an_agent_does_not_use_the_tcp_mux() -> Non
     ):
         await agent.wait_gathering_complete()
         assert mux.statistics().agents == 0
-        assert mux.owner(agent.local_parameters.ufrag) is None
+        assert mux._owner(agent.local_parameters.ufrag) is None
         assert agent.local_candidates == ()
 
 

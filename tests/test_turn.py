@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from trice import StateError, stun
 from trice.stun import Message, MessageClass, Method
-from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
+from trice.turn import AllocationError, StreamFramer, TurnClient, TurnEvent, TurnState
 from trice.turn._client import PEER_DATA_MAX
 from trice.turn._records import PERMISSION_LIFETIME
 
@@ -201,6 +201,18 @@ def allocated(
 
 
 # --- allocation -----------------------------------------------------------------------------
+
+
+def test_the_transition_table_is_read_only() -> None:
+    """Every client of the process goes by trice.turn.TRANSITIONS: it cannot be changed
+    (by mistake, through the public name) under them."""
+    from trice.turn import TRANSITIONS
+
+    with pytest.raises(TypeError):
+        TRANSITIONS[TurnState.IDLE][TurnEvent.START] = TurnState.CLOSED  # type: ignore[index]
+    with pytest.raises(TypeError):
+        TRANSITIONS[TurnState.CLOSED] = {}  # type: ignore[index]
+    assert TRANSITIONS[TurnState.IDLE][TurnEvent.START] is TurnState.ALLOCATING
 
 
 def test_allocate_after_401_challenge() -> None:

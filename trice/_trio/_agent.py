@@ -778,9 +778,9 @@ class Agent:
             lite=old.lite,
         )
         check_credentials(local.ufrag, local.pwd)
-        if any(t.mux.owner(local.ufrag) not in (None, t) for t in self._muxes):
+        if any(t.mux._owner(local.ufrag) not in (None, t) for t in self._muxes):
             raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same UDP mux")
-        if any(mux.owner(local.ufrag) not in (None, t) for mux, t in self._tcp_shares):
+        if any(mux._owner(local.ufrag) not in (None, t) for mux, t in self._tcp_shares):
             raise ConfigError(f"ufrag {local.ufrag} is another agent's on the same TCP mux")
         now = self._now()
         self._core.restart(local, now)

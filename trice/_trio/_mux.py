@@ -201,7 +201,7 @@ class UdpMux:
             ambiguous=self._ambiguous,
         )
 
-    def owner(self, ufrag: str) -> MuxTransport | None:
+    def _owner(self, ufrag: str) -> MuxTransport | None:
         """The share of the agent of ``ufrag`` on this mux, or ``None``."""
         return self._by_ufrag.get(ufrag)
 

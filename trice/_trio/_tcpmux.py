@@ -110,7 +110,7 @@ class TcpMux:
             unroutable=self._unroutable,
         )
 
-    def owner(self, ufrag: str) -> TcpTransport | None:
+    def _owner(self, ufrag: str) -> TcpTransport | None:
         """The passive candidate's transport of the agent of ``ufrag`` on this mux, or
         ``None``."""
         return self._by_ufrag.get(ufrag)

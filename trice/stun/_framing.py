@@ -54,7 +54,7 @@ def _kind_of(byte: int) -> PacketKind:
 _KINDS: Final = tuple(_kind_of(b) for b in range(256))
 
 
-def classify(data: bytes) -> PacketKind:
+def classify(data: bytes | bytearray | memoryview) -> PacketKind:
     """Classify a packet by its first byte, as RFC 7983 §7 demultiplexes one port.
 
     This is a table look-up; it does not check that the packet is well formed.
@@ -71,13 +71,13 @@ def is_stun(data: bytes | bytearray | memoryview) -> bool:
     return len(data) >= 20 and data[0] < 4 and data[4:8] == MAGIC_COOKIE_BYTES
 
 
-def peek_type(data: bytes) -> int | None:
+def peek_type(data: bytes | bytearray | memoryview) -> int | None:
     """The 16-bit message type (method and class, RFC 8489 §5) of what :func:`is_stun` takes
     for a STUN message, or ``None``; nothing else is looked at."""
     return (data[0] << 8) | data[1] if is_stun(data) else None
 
 
-def peek_username(data: bytes) -> bytes | None:
+def peek_username(data: bytes | bytearray | memoryview) -> bytes | None:
     """The value of a STUN-looking message's USERNAME attribute (RFC 8489 §14.3), found by
     walking the attributes' headers (§14) without decoding them: a demultiplexer's look,
     before the agent decodes and checks the whole message; ``None`` if there is none
@@ -90,14 +90,16 @@ def peek_username(data: bytes) -> bytes | None:
     while i + 4 <= end:
         kind, length = U16.unpack_from(data, i)[0], U16.unpack_from(data, i + 2)[0]
         if kind == 0x0006:  # USERNAME
-            return data[i + 4 : min(i + 4 + length, end)]
+            return bytes(data[i + 4 : min(i + 4 + length, end)])
         if kind == 0x0008 or kind == 0x001C or kind == 0x8028:
             return None  # (MESSAGE-INTEGRITY(-SHA256), FINGERPRINT: nothing after counts)
         i += 4 + ((length + 3) & ~3)
     return None
 
 
-def encode_channel_data(channel: int, data: bytes, *, pad: bool = False) -> bytes:
+def encode_channel_data(
+    channel: int, data: bytes | bytearray | memoryview, *, pad: bool = False
+) -> bytes:
     """Build a ChannelData message: channel, length, application data (RFC 8656 §12.4).
 
     Args:
@@ -119,7 +121,7 @@ def encode_channel_data(channel: int, data: bytes, *, pad: bool = False) -> byte
     return frame
 
 
-def decode_channel_data(data: bytes) -> tuple[int, bytes]:
+def decode_channel_data(data: bytes | bytearray | memoryview) -> tuple[int, bytes]:
     """Parse a ChannelData message into ``(channel, application data)`` (RFC 8656 §12.4).
 
     Up to 3 bytes of padding after the data are accepted (RFC 8656 §12.5).

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from .._errors import TurnError
@@ -44,10 +46,7 @@ class TurnEvent(str, enum.Enum):
         return self.value
 
 
-#: The allocation's state machine: state -> {event: next state}.  A pair missing here is a
-#: no-op (for instance ``close`` on a failed allocation).  The reference docs draw the state
-#: diagram from this table.
-TRANSITIONS: Final[dict[TurnState, dict[TurnEvent, TurnState]]] = {
+_TRANSITIONS: dict[TurnState, dict[TurnEvent, TurnState]] = {
     TurnState.IDLE: {
         TurnEvent.START: TurnState.ALLOCATING,
         TurnEvent.CLOSE: TurnState.CLOSED,
@@ -68,6 +67,12 @@ TRANSITIONS: Final[dict[TurnState, dict[TurnEvent, TurnState]]] = {
     TurnState.FAILED: {},
     TurnState.CLOSED: {},
 }
+#: The allocation's state machine: state -> {event: next state}, read-only (every client
+#: of the process reads it).  A pair missing here is a no-op (for instance ``close`` on a
+#: failed allocation).  The reference docs draw the state diagram from this table.
+TRANSITIONS: Final[Mapping[TurnState, Mapping[TurnEvent, TurnState]]] = MappingProxyType(
+    {state: MappingProxyType(events) for state, events in _TRANSITIONS.items()}
+)
 
 
 class AllocationError(TurnError):
