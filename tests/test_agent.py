@@ -1210,6 +1210,16 @@ async def _assert_no_agent_tasks_left() -> None:
     assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
 
 
+async def test_the_agents_config_is_read_only() -> None:
+    """Agent.config is the config the agent was opened with, and goes by while it lives:
+    it cannot be swapped under it (mypy refuses it too)."""
+    config = loopback_config()
+    async with trice.open_agent(config, controlling=True) as agent:
+        assert agent.config is config
+        with pytest.raises(AttributeError):
+            agent.config = loopback_config()  # type: ignore[misc]
+
+
 async def test_body_exception_propagates_unwrapped() -> None:
     mine = KeyError("mine")
     with pytest.raises(KeyError) as caught:

@@ -231,6 +231,7 @@ class Agent:
         "_bytes_received",
         "_changed",
         "_closed",
+        "_config",
         "_connect_blocked",
         "_connect_sock",
         "_connection",
@@ -281,13 +282,12 @@ class Agent:
         "_transports",
         "_unknown_source",
         "_warned",
-        "config",
     )
 
     _nursery: trio.Nursery  # open_agent's, where every task of the agent runs
 
     def __init__(self, config: AgentConfig, controlling: bool) -> None:
-        self.config = config
+        self._config = config
         self._local = IceParameters(
             ufrag=config.ufrag or _random_ice_string(8),
             pwd=config.pwd or _random_ice_string(24),
@@ -450,6 +450,12 @@ class Agent:
         source finishes (while a gathering runs, those done so far; a gathering anew,
         ``restart(regather=True)``, starts them afresh)."""
         return self._reports
+
+    @property
+    def config(self) -> AgentConfig:
+        """The :class:`~trice.AgentConfig` the agent was opened with (read-only: the agent
+        goes by it while it lives)."""
+        return self._config
 
     def statistics(self) -> AgentStatistics:
         """A snapshot of this agent's counters."""
