@@ -1292,6 +1292,29 @@ async def test_a_keyboard_interrupt_while_warming_up_comes_out_as_itself(
     assert type(caught.value) is KeyboardInterrupt
 
 
+async def test_one_failure_beside_an_enclosing_cancellation_is_raised_alone() -> None:
+    """A nursery of trice's own (the warm-up's) whose one task is interrupted just as an
+    enclosing scope is cancelled (the warm-up's time limit): the KeyboardInterrupt comes
+    out as itself, not in a group beside the Cancelled (which that scope strips, leaving a
+    group of one that ``except KeyboardInterrupt`` misses)."""
+    from trice._trio._exits import leaves, raise_alone
+
+    async def interrupted(outer: trio.CancelScope) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        outer.cancel()
+        raise KeyboardInterrupt
+
+    with pytest.raises(BaseException) as caught, trio.CancelScope() as outer:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                nursery.start_soon(interrupted, outer)
+        except BaseExceptionGroup as group:
+            assert any(isinstance(e, trio.Cancelled) for e in leaves(group))
+            raise_alone(group)
+    assert type(caught.value) is KeyboardInterrupt
+
+
 async def test_a_body_raising_a_group_gets_it_back_as_it_was() -> None:
     """trio wraps what leaves a nursery in a group; the body's own exception, a group
     included, comes out of ``open_agent`` as the very object, neither wrapped nor flattened."""

@@ -86,8 +86,11 @@ async def exit_nursery(
 def raise_alone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     """Raise the one exception ``group`` holds (however deep) as itself, or the group if it
     holds several: for a nursery of trice's own whose failure goes to the caller (a
-    KeyboardInterrupt in one of its tasks, say, which the caller catches as itself)."""
-    alone = leaves(group)
+    KeyboardInterrupt in one of its tasks, say, which the caller catches as itself).  An
+    enclosing scope's cancellation beside it does not count (as in :func:`exit_nursery`:
+    it comes again at that scope's next checkpoint)."""
+    rest = group.split(trio.Cancelled)[1]
+    alone = leaves(group if rest is None else rest)
     if len(alone) != 1:
         raise group
     _raise_as_itself(alone[0])
