@@ -331,6 +331,46 @@ def test_a_401_for_another_realm_is_answered_with_credentials_for_it() -> None:
         assert client.error is not None and client.error.code == 401
 
 
+@pytest.mark.parametrize("first", ["permission", "refresh"])
+def test_requests_in_flight_when_the_realm_changes_go_again_for_the_new_one(first: str) -> None:
+    """A CreatePermission and a Refresh, both keyed for the realm of before, are in flight
+    when the server's realm changes: each 401 names the new one.  Each request goes again
+    with the new realm's key, whichever 401 came first (the second was taken for wrong
+    credentials: the client had moved to that realm already); and a success to a request
+    keyed for the old realm, signed with that key, is taken (it was checked with the new
+    one)."""
+    moved = "moved.example"
+    client, _server = allocated(reliable=True)
+    assert client.send_to_peer(PEER, b"x", 1.0)
+    client.refresh_now(1.0)
+    sent = [stun.decode(d) for d in iter(lambda: client.poll_transmit(1.0), None)]
+    requests = {m.method: m for m in sent if m.message_class is stun.MessageClass.REQUEST}
+    order = [Method.CREATE_PERMISSION, Method.REFRESH]
+    if first == "refresh":
+        order.reverse()
+    for k, method in enumerate(order):
+        answer = requests[method].error_response(401, "No", stun.Realm(moved), stun.Nonce("n9"))
+        client.on_server_data(answer.encode(), 1.1 + k / 10)
+    assert state(client) is TurnState.ALLOCATED, client.error
+    again = [stun.decode(d) for d in iter(lambda: client.poll_transmit(1.3), None)]
+    assert {m.method for m in again} == set(order)
+    key = stun.long_term_key(USER, moved, PASSWORD)
+    assert all(m.verify_integrity(key) for m in again)
+    client, _server = allocated(reliable=True)
+    assert client.send_to_peer(PEER, b"x", 2.0)
+    client.refresh_now(2.0)
+    sent = [stun.decode(d) for d in iter(lambda: client.poll_transmit(2.0), None)]
+    requests = {m.method: m for m in sent if m.message_class is stun.MessageClass.REQUEST}
+    answer = requests[Method.CREATE_PERMISSION].error_response(
+        401, "No", stun.Realm(moved), stun.Nonce("n9")
+    )
+    client.on_server_data(answer.encode(), 2.1)
+    granted = requests[Method.REFRESH].success_response(stun.Lifetime(600))
+    old_key = stun.long_term_key(USER, REALM, PASSWORD)
+    client.on_server_data(granted.encode(integrity_key=old_key, fingerprint=True), 2.2)
+    assert state(client) is TurnState.ALLOCATED, client.error
+
+
 def test_a_challenge_with_an_unusable_realm_fails_the_allocation() -> None:
     """A 401 challenge whose REALM no key can be made with (SASLprep refuses a control
     character) fails the Allocate with a clear error, rather than raising or retrying."""

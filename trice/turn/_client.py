@@ -528,7 +528,9 @@ class TurnClient:
             return
         schedule = stun.RetransmissionSchedule(self._rto, reliable=self.reliable, ti=self._ti)
         schedule.start(now)
-        self._transactions[tid] = Transaction(kind, wire, schedule, key is not None, stale, target)
+        self._transactions[tid] = Transaction(
+            kind, wire, schedule, key is not None, stale, target, key, self._realm
+        )
         self._outbox.append(wire)
         self._dirty = True
 
@@ -545,8 +547,9 @@ class TurnClient:
         ):
             # RFC 8489 §9.2.5: an answer to an authenticated request that fails the integrity
             # check is discarded.  (An error may come unsigned, as coturn's 437 does: taken.)
-            assert self._key is not None
-            if not message.verify_integrity(self._key):
+            # The key is the request's own: the realm may have changed since it went.
+            assert tx.key is not None
+            if not message.verify_integrity(tx.key):
                 self._counts["malformed"] += 1
                 if self.reliable:  # (no copy of the answer can come: the transaction ends)
                     del self._transactions[message.transaction_id]
@@ -583,20 +586,23 @@ class TurnClient:
             and tx.authenticated
             and realm is not None
             and nonce is not None
-            and realm.value != self._realm
+            and realm.value != tx.realm
             and tx.stale < MAX_STALE_RETRIES
         ):
-            # A challenge for another realm than the one our credentials were for (a server
-            # whose realm changed, or another server behind the same address): the same
-            # credentials, made for that realm, once more (the key is per realm, RFC 8489
-            # §9.2.2), rather than a failure for wrong credentials.  Counted as a stale
-            # retry, so that two realms in turn cannot loop.
-            try:
-                key = stun.long_term_key(self.username, realm.value, self._password)
-            except ValueError as exc:
-                self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
-                return
-            self._realm, self._nonce, self._key = realm.value, nonce.value, key
+            # A challenge for another realm than the one the request's credentials were for
+            # (a server whose realm changed, or another server behind the same address):
+            # the same credentials, made for that realm, once more (the key is per realm,
+            # RFC 8489 §9.2.2), rather than a failure for wrong credentials.  Counted as a
+            # stale retry, so that two realms in turn cannot loop.  (Another request of the
+            # old realm's, in flight meanwhile, may have moved the client there already.)
+            if realm.value != self._realm:
+                try:
+                    key = stun.long_term_key(self.username, realm.value, self._password)
+                except ValueError as exc:
+                    self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
+                    return
+                self._realm, self._key = realm.value, key
+            self._nonce = nonce.value
             self._request(tx.kind, now, tx.target, tx.stale + 1)
             return
         if code == 401 and not tx.authenticated and realm is not None and nonce is not None:

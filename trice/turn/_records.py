@@ -120,3 +120,7 @@ class Transaction:
     authenticated: bool
     stale: int
     target: Permission | Peer | None
+    # The long-term key and realm it was signed with (its answer is checked with that key,
+    # and a 401 naming another realm retries it, though the client moved on meanwhile).
+    key: bytes | None = None
+    realm: str | None = None
