@@ -1210,6 +1210,32 @@ async def _assert_no_agent_tasks_left() -> None:
     assert not any(n.startswith(("trice", "receive ", "check ")) for n in names), names
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a raw socket (to send from port 0) needs root")
+async def test_a_check_from_port_0_is_not_answered(caplog: pytest.LogCaptureFixture) -> None:
+    """A check that comes from port 0 (a raw socket's, here: a spoofed one, say) is not
+    answered: the kernel would refuse to send there, counted and warned about as a
+    firewall's doing.  It is counted as rejected, and nothing is said above DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="trice")
+    async with trice.open_agent(loopback_config(), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerufrag", "p" * 24)
+        (host,) = agent.local_candidates
+        local = agent.local_parameters
+        request = stun.Message(
+            stun.Method.BINDING,
+            stun.MessageClass.REQUEST,
+            b"Q" * 12,
+            [stun.Username(f"{local.ufrag}:peerufrag"), stun.Priority(1), stun.IceControlling(7)],
+        ).encode(integrity_key=stun.short_term_key(local.pwd), fingerprint=True)
+        udp = struct.pack("!HHHH", 0, host.port, 8 + len(request), 0)  # (no checksum: IPv4)
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
+            raw.sendto(udp + request, (host.address, 0))
+        await until(lambda: agent.statistics().requests_received == 1)
+        stats = agent.statistics()
+        assert (stats.requests_rejected, stats.send_refused) == (1, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_the_agents_config_is_read_only() -> None:
     """Agent.config is the config the agent was opened with, and goes by while it lives:
     it cannot be swapped under it (mypy refuses it too)."""

@@ -1457,15 +1457,16 @@ def test_a_signalled_candidate_no_check_may_go_to_is_left_out(address: str) -> N
     assert len(a.core.checklist) == 0
 
 
-def test_a_check_from_port_0_is_answered_but_its_source_not_learned() -> None:
-    """A datagram may come from port 0 (Linux delivers it); nothing can be sent back there:
-    the check is answered, its source is not learned (no pair to it, no check sent there),
-    and it is counted in prflx_dropped."""
+def test_a_check_from_port_0_is_neither_answered_nor_learned() -> None:
+    """A datagram may come from port 0 (Linux delivers it: a spoofed one, say); nothing can
+    be sent back there (the kernel refuses: a warning about a firewall that is not there):
+    the check is not answered, and its source not learned (no pair to it, no check sent
+    there); it is counted as rejected."""
     _net, a, b = two_agents(exchange=False)
     a.core.set_remote(b.core.local, 0.0)
     request = binding_request(a.core, controlling=False, tid=b"Z" * 12)
-    assert a.core.on_request(0, ("10.0.0.9", 0), request, 0.0) is not None
-    assert a.core.prflx_dropped == 1
+    assert a.core.on_request(0, ("10.0.0.9", 0), request, 0.0) is None
+    assert a.core.requests_rejected == 1
     assert not [p for p in a.core.checklist if p.remote_address[1] == 0]
 
 
@@ -3067,6 +3068,54 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
         assert core._last_consent == 23  # (the peer's checks on the pair now selected)
     else:
         assert core._last_consent == consent_before == pair_lo.proven_at  # (no refresh)
+
+
+def test_a_peer_that_paces_its_checks_5_s_apart_has_not_left_its_pair_after_3() -> None:
+    """The peer nominated hi and lo and uses hi, checking it every 5 s (RFC 7675's pace,
+    aioice's); 3 s after its last check there, one check of its own comes on lo (a backup
+    ping, a late copy).  hi is not quiet by the peer's own pace: a stays.  Once hi has had
+    nothing for longer than that pace while lo's checks come, a follows (once its check on
+    lo, whose consent is old, is answered)."""
+    hi, lo = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
+    net, a, b = two_agents(
+        a_controlling=False, b_controlling=True, want=False, b_hosts=(), exchange=False
+    )
+    for k, (address, port) in enumerate((hi, lo)):
+        b.add_host(address, port, local_pref=65535 - k)
+    net.exchange(a, b, want=False)
+    core = a.core
+    core.want_connection(0.0)
+    for pair in list(core.checklist):
+        pair.state = PairState.SUCCEEDED
+        pair.valid_local = pair.local
+        pair.proven_at = 0.0
+
+    def peer_checks(pair: Pair, now: float, nominate: bool) -> None:
+        request = binding_request(core, controlling=True, use_candidate=nominate)
+        assert core.on_request(0, pair.remote_address, request, now) is not None
+        a.events.extend((now, e) for e in core.drain_events())
+
+    def tick(now: float) -> None:
+        core.on_timer(now)
+        while (check := core.poll_check(now)) is not None:
+            core.on_response(check, _answer_to(check, b.core), check.destination, now)
+        a.events.extend((now, e) for e in core.drain_events())
+
+    pair_hi, pair_lo = _pair_to(core, hi), _pair_to(core, lo)
+    peer_checks(pair_hi, 0.0, True)
+    peer_checks(pair_lo, 0.1, True)
+    t = 0.0
+    while t < 20.0:
+        t += 0.25
+        tick(t)
+        if t % 5 == 0:
+            peer_checks(pair_hi, t, False)  # (its consent checks, on hi only)
+    peer_checks(pair_lo, 23.0, False)  # (3 s after its last on hi)
+    tick(23.0)
+    assert _selections(a) == [hi]
+    peer_checks(pair_lo, 26.5, False)  # (6.5 s after it: longer than 5 s, jitter too)
+    tick(26.5)  # (and lo's consent, 26.5 s old, checked again: answered)
+    assert _selections(a) == [hi, lo]
 
 
 def test_a_pair_whose_consent_ran_out_is_followed_only_once_a_check_there_is_answered() -> None:

@@ -153,10 +153,11 @@ class AgentStatistics:
         checks_sent: connectivity checks started (each may be sent several times).
         requests_received: Binding requests received.
         requests_rejected: requests refused with an error (400, 401, 420, 487); over a
-            relay, one from an unknown peer is not answered at all.
+            relay, one from an unknown peer is not answered at all, nor is one from port 0
+            (no answer can go there).
         prflx_dropped: checks answered whose source was not learned as a peer-reflexive
-            candidate: past the cap, port 0, or an address that no candidate can stand for
-            as it is written (each check counts: a peer that sends its check again counts again).
+            candidate: past the cap, or an address that no candidate can stand for as it is
+            written (each check counts: a peer that sends its check again counts again).
         remote_candidates_dropped: signalled candidates left out: another ICE generation's
             (those held for the peer's parameters, or being resolved, at a restart too), a
             ``.local`` name that multicast DNS did not resolve, another name, or an address

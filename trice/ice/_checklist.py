@@ -173,6 +173,7 @@ class Pair:
         "checks_sent",
         "foundation",
         "heard_at",
+        "heard_gap",
         "local",
         "nominate_on_success",
         "nominated",
@@ -209,6 +210,7 @@ class Pair:
         self.resent: bytes | None = None
         self.peer_checked = False
         self.heard_at = -math.inf  # when the peer's last check on this pair came
+        self.heard_gap = 0.0  # how long after the one before it
         self.pinged_back = False
         self.pingback_at = 0.0
         self.checks_sent = 0
@@ -238,6 +240,12 @@ class Pair:
             if valid is None or valid is self.local
             else compute_pair_priority(valid, self.remote, controlling)
         )
+
+    def heard(self, now: float) -> None:
+        """A check of the peer's on the pair came at ``now``."""
+        if self.heard_at != -math.inf:
+            self.heard_gap = now - self.heard_at
+        self.heard_at = now
 
     def timed(self, rtt: float) -> None:
         """A check on the pair measured a round trip of ``rtt`` seconds."""

@@ -1924,8 +1924,11 @@ class AgentCore:
             selected is None
             or selected is pair
             or not pair.nominated
-            # (Quiet: longer than the peer's consent checks may be apart, jitter included.)
-            or now - selected.heard_at < self._consent_interval() * JITTER_MAX
+            # (Quiet: longer than the peer's checks may be apart, jitter included: as far
+            # apart as the last two it sent on the pair, 5 s for a peer that paces consent
+            # as RFC 7675 says, or as this agent's consent checks, if that is longer.)
+            or now - selected.heard_at
+            < max(self._consent_interval(), min(selected.heard_gap, CONSENT_EXPIRY)) * JITTER_MAX
         ):
             return False
         lite = self.local.lite
@@ -2083,6 +2086,11 @@ class AgentCore:
                     self._alive(now)
             return None
         self.requests_received += 1
+        if source[1] == 0:
+            # (A datagram can come from port 0, a spoofed one say; no answer can go back
+            # there: the kernel refuses to send to port 0.)
+            self.requests_rejected += 1
+            return None
         if self.state is _STATE_CLOSED or self.state is _STATE_FAILED:
             # (Failed, this agent sends nothing, and answers no check: a peer that still
             # holds a pair with it loses consent, RFC 7675, and fails too.)
@@ -2198,10 +2206,6 @@ class AgentCore:
         if key not in self.remote_addresses or key == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
             # tcptype of the connection's other end, RFC 6544 §7.2).
-            if source[1] == 0:
-                # (A datagram can come from port 0; nothing can be sent back there.)
-                self.prflx_dropped += 1
-                return
             if not self._counted(key) and self._remote_count() >= self.max_remote_candidates:
                 self.prflx_dropped += 1
                 return
@@ -2242,7 +2246,7 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
-            pair.heard_at = now
+            pair.heard(now)
             if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
@@ -2264,7 +2268,7 @@ class AgentCore:
             # wait for this application to call connect().
             self.want_connection(now)
         pair.peer_checked = True
-        pair.heard_at = now  # (the selected pair's tells _maybe_follow whether it went quiet)
+        pair.heard(now)  # (the selected pair's tells _maybe_follow whether it went quiet)
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED and (
             use_candidate
