@@ -5,13 +5,16 @@ Each example gathers on loopback only and contacts no server, so these run anywh
 
 from __future__ import annotations
 
+import collections
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+EXAMPLES = DOCS / "examples"
 
 #: A line (or part of one) each example must print.  An example missing here fails the test,
 #: so a new example cannot go unchecked.
@@ -35,6 +38,42 @@ EXPECTED = {
 }
 
 
+def _shown_outputs() -> dict[str, list[tuple[str, str]]]:
+    """The output blocks the guides show under an example (``Output::``, ``Its output
+    ...::``), by example: ``(guide, block)``."""
+    pattern = re.compile(
+        r"\.\. literalinclude:: \.\./examples/(\w+\.py).*?\n(?:.*?\n)*?"
+        r"(?:Output|Its output[^\n]*)::\n\n((?:    .*\n|\n)+)"
+    )
+    shown: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
+    for rst in sorted((DOCS / "guide").glob("*.rst")):
+        for match in pattern.finditer(rst.read_text()):
+            shown[match.group(1)].append((rst.name, match.group(2)))
+    return shown
+
+
+SHOWN = _shown_outputs()
+
+
+def _lines(text: str) -> collections.Counter[str]:
+    """The non-blank lines of ``text``, as a multiset (the order of two agents' lines may
+    vary), with what changes from run to run written alike: numbers (ports, times),
+    foundations, ufrags and passwords."""
+    lines: collections.Counter[str] = collections.Counter()
+    for line in text.splitlines():
+        if line.strip():
+            line = re.sub(r"(ice-ufrag:|ice-pwd:|trice )\S+", r"\1X", line.strip())
+            line = re.sub(r"candidate:[0-9a-f]{8}", "candidate:F", line)
+            lines[re.sub(r"\d+(\.\d+)?", "N", line)] += 1
+    return lines
+
+
+def test_the_guides_show_output_blocks_to_check() -> None:
+    """(The pattern still finds the guides' output blocks: a change of their wording would
+    otherwise leave them unchecked.)"""
+    assert sum(len(blocks) for blocks in SHOWN.values()) >= 10
+
+
 def test_every_example_is_checked() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
 
@@ -51,6 +90,13 @@ def test_example_runs(name: str) -> None:
     assert result.returncode == 0, result.stderr
     assert EXPECTED[name] in result.stdout, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
+    printed = _lines(result.stdout)
+    for guide, block in SHOWN.get(name, ()):
+        shown = _lines(block)
+        # (Each line the guide shows, as the example prints it, numbers aside.)
+        assert shown == printed, (
+            f"{guide} shows {sorted(shown - printed)}; {name} prints {sorted(printed - shown)}"
+        )
 
 
 def test_the_warm_up_says_one_line_in_a_trace_log() -> None:
