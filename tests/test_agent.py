@@ -1630,6 +1630,17 @@ def test_open_agent_with_arguments_of_the_wrong_type_raises_type_error(
         trice.open_agent(config, controlling=controlling)  # type: ignore[arg-type]
 
 
+async def test_add_remote_candidate_given_a_line_or_its_json_says_how_to_make_one() -> None:
+    """A newcomer's first mistake: the line or the dict itself, not a Candidate.  The
+    TypeError names what was given and the two ways to make a Candidate of it."""
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        line = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"
+        for wrong in (line, {"candidate": line, "sdpMid": "0"}):
+            with pytest.raises(TypeError, match=r"from_sdp.*from_json") as caught:
+                agent.add_remote_candidate(wrong)  # type: ignore[arg-type]
+            assert type(wrong).__name__ in str(caught.value)
+
+
 class _NoTruth:
     """A value whose ``==`` gives something that raises when asked for its truth (as a
     numpy array's does)."""

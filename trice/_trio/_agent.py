@@ -649,7 +649,11 @@ class Agent:
         """
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
-            raise TypeError("add_remote_candidate takes a trice.Candidate or None")
+            raise TypeError(
+                f"add_remote_candidate takes a trice.Candidate or None, not a "
+                f"{type(candidate).__name__}: make one of a candidate line with "
+                "Candidate.from_sdp, of its JSON with Candidate.from_json"
+            )
         if username_fragment is not None:
             if not isinstance(username_fragment, str):
                 raise TypeError("username_fragment must be a str or None")
