@@ -3118,6 +3118,92 @@ def test_a_peer_that_paces_its_checks_5_s_apart_has_not_left_its_pair_after_3() 
     assert _selections(a) == [hi, lo]
 
 
+def _two_nominated(lite: bool = False) -> tuple[Endpoint, Endpoint, AgentCore, Pair, Pair]:
+    """a, controlled, with two pairs to the peer b (hi, lo), both proved at 0 for a full
+    a (a lite one makes its pairs as the peer's checks come)."""
+    net, a, b = two_agents(
+        a_controlling=False, b_controlling=True, a_lite=lite, want=False, b_hosts=(),
+        exchange=False,
+    )  # fmt: skip
+    for k, (address, port) in enumerate((("10.0.0.2", 6000), ("10.0.0.3", 6001))):
+        b.add_host(address, port, local_pref=65535 - k)
+    net.exchange(a, b, want=False)
+    core = a.core
+    core.want_connection(0.0)
+    for source in (("10.0.0.2", 6000), ("10.0.0.3", 6001)):
+        if lite:
+            request = binding_request(core, controlling=True, tid=b"P" * 12)
+            assert core.on_request(0, source, request, 0.0) is not None
+        else:
+            pair = _pair_to(core, source)
+            pair.state = PairState.SUCCEEDED
+            pair.valid_local = pair.local
+            pair.proven_at = 0.0
+    return a, b, core, _pair_to(core, ("10.0.0.2", 6000)), _pair_to(core, ("10.0.0.3", 6001))
+
+
+def _peer_check(endpoint: Endpoint, pair: Pair, now: float, nominate: bool, tid: bytes) -> None:
+    core = endpoint.core
+    request = binding_request(core, controlling=True, use_candidate=nominate, tid=tid)
+    assert core.on_request(0, pair.remote_address, request, now) is not None
+    endpoint.events.extend((now, e) for e in core.drain_events())
+
+
+def _tick(a: Endpoint, b: Endpoint, now: float, dead: Sequence[Pair] = ()) -> None:
+    """a's timers and checks; the peer answers those on pairs not ``dead``."""
+    a.core.on_timer(now)
+    while (check := a.core.poll_check(now)) is not None:
+        if check.pair not in dead:
+            a.core.on_response(check, _answer_to(check, b.core), check.destination, now)
+    a.events.extend((now, e) for e in a.core.drain_events())
+
+
+def test_a_copy_of_the_peers_check_does_not_set_its_pace() -> None:
+    """The peer paces its checks on hi 5 s apart; one of them comes again 0.5 s later (a
+    retransmission, a duplicating network): its pace stays 5 s, and one backup check on lo
+    3 s after moves nothing."""
+    a, b, _core, hi, lo = _two_nominated()
+    _peer_check(a, hi, 0.0, True, b"A" * 12)
+    _peer_check(a, lo, 0.1, True, b"B" * 12)
+    t = 0.0
+    while t < 20.0:
+        t += 0.25
+        _tick(a, b, t)
+        if t % 5 == 0:
+            _peer_check(a, hi, t, False, bytes([int(t)]) * 12)
+    _peer_check(a, hi, 20.5, False, bytes([20]) * 12)  # (the same check, again)
+    _peer_check(a, lo, 23.5, False, b"L" * 12)
+    _tick(a, b, 23.5)
+    assert _selections(a) == [("10.0.0.2", 6000)]
+
+
+@pytest.mark.parametrize("lite", [False, True])
+def test_a_peer_that_checked_its_pair_seldom_is_followed_before_consent_runs_out(
+    lite: bool,
+) -> None:
+    """The peer checked hi 22 s apart (a peer that checks an idle pair only, as Pion: none
+    while data flows both ways); then hi's path dies, and the peer uses lo, checking it
+    every 2 s.  Waiting out the peer's pace (26.4 s with jitter) would outlast a's own
+    consent on hi (25 s): a follows within half of it, and never fails."""
+    a, b, core, hi, lo = _two_nominated(lite)
+    _peer_check(a, hi, 0.0, True, b"A" * 12)
+    _peer_check(a, lo, 0.1, True, b"B" * 12)
+    t = 0.0
+    while t < 22.0:
+        t += 0.5
+        _tick(a, b, t)  # (a's consent checks on hi answered until 22 s)
+    _peer_check(a, hi, 22.0, False, b"H" * 12)
+    k = 0
+    while t < 60.0 and core.state is not S.FAILED:
+        t += 0.5
+        _tick(a, b, t, dead=(hi,))
+        if t > 23 and t % 2 == 0:
+            k += 1
+            _peer_check(a, lo, t, True, k.to_bytes(12, "big"))
+    assert _selections(a) == [("10.0.0.2", 6000), ("10.0.0.3", 6001)]
+    assert S.FAILED not in a.states()
+
+
 def test_a_pair_whose_consent_ran_out_is_followed_only_once_a_check_there_is_answered() -> None:
     """The peer nominated two pairs and uses the higher; 60 s on it moves to the lower, on
     which no check of a's has been answered since the start (the path works one way

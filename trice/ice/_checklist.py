@@ -241,10 +241,14 @@ class Pair:
             else compute_pair_priority(valid, self.remote, controlling)
         )
 
-    def heard(self, now: float) -> None:
-        """A check of the peer's on the pair came at ``now``."""
-        if self.heard_at != -math.inf:
-            self.heard_gap = now - self.heard_at
+    def heard(self, now: float, floor: float) -> None:
+        """A check of the peer's on the pair came at ``now``; the gap since the one before is
+        its pace, unless shorter than ``floor`` (a copy of a check, a retransmission, the
+        checks' first burst: the pace stays as it was, which a gap that short would not
+        change for the agent, which waits its own consent interval at least)."""
+        gap = now - self.heard_at
+        if gap >= floor:
+            self.heard_gap = gap if gap != math.inf else 0.0
         self.heard_at = now
 
     def timed(self, rtt: float) -> None:

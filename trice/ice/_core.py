@@ -1924,11 +1924,7 @@ class AgentCore:
             selected is None
             or selected is pair
             or not pair.nominated
-            # (Quiet: longer than the peer's checks may be apart, jitter included: as far
-            # apart as the last two it sent on the pair, 5 s for a peer that paces consent
-            # as RFC 7675 says, or as this agent's consent checks, if that is longer.)
-            or now - selected.heard_at
-            < max(self._consent_interval(), min(selected.heard_gap, CONSENT_EXPIRY)) * JITTER_MAX
+            or now - selected.heard_at < self._quiet_after(selected)
         ):
             return False
         lite = self.local.lite
@@ -1945,6 +1941,14 @@ class AgentCore:
         self._next_consent = now  # (consent on the new pair, at once)
         self._alive(now)
         return True
+
+    def _quiet_after(self, pair: Pair) -> float:
+        """How long the peer's silence on ``pair`` means it left it: longer than its checks
+        there may be apart, jitter included, as far apart as the last two (5 s for a peer
+        that paces consent as RFC 7675 says), or this agent's consent checks, if that is
+        longer; but at most half this agent's consent, which must outlast the wait."""
+        pace = min(pair.heard_gap, self._consent_for / 2)
+        return max(self._consent_interval(), pace) * JITTER_MAX
 
     def _make_selected(self, pair: Pair) -> None:
         self.selected = self._last_selected = pair
@@ -2246,7 +2250,7 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
-            pair.heard(now)
+            pair.heard(now, self._consent_interval())
             if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
@@ -2268,7 +2272,7 @@ class AgentCore:
             # wait for this application to call connect().
             self.want_connection(now)
         pair.peer_checked = True
-        pair.heard(now)  # (the selected pair's tells _maybe_follow whether it went quiet)
+        pair.heard(now, self._consent_interval())  # (the selected pair's: gone quiet?)
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED and (
             use_candidate
