@@ -190,6 +190,43 @@ print(json.dumps(sorted(h.address for h in host_addresses(trice.NetworkConfig())
 """
 
 
+@pytest.mark.parametrize("no_ipv6", ["addrgenmode none", "disable_ipv6"])
+def test_an_interface_set_down_among_dropped_notices_is_seen_up_again(no_ipv6: str) -> None:
+    """More notices than the watch's socket holds while it settles (3000 addresses at once:
+    ENOBUFS), with ``v0`` set down among them: the watch reads the interfaces afresh (v0's
+    address gone), and its record of the links too, so that v0 set up again is seen at
+    once.  (Its down notice was among those dropped: as kept, the up notice changed
+    nothing, and nothing else came to wake the watch where bringing a link up adds no IPv6
+    link-local address.)"""
+    require_natlab(turn=False)
+    with lone_namespace("netwatch-nobufs") as ns:
+        if no_ipv6 == "disable_ipv6":
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6=1")
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6=1")
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        if no_ipv6 == "addrgenmode none":
+            ns.ip("link", "set", "v0", "addrgenmode", "none")
+        ns.ip("link", "set", "v0", "up")
+        ns.ip("link", "set", "v1", "up")
+        ns.ip("addr", "add", "198.51.100.7/24", "dev", "v0")
+        with _watcher(ns) as watcher:
+            flood = [f"addr add 10.{i // 250}.{i % 250}.1/32 dev lo" for i in range(1500)]
+            flood.append("link set v0 down")
+            flood += [f"addr add 10.{100 + i // 250}.{i % 250}.1/32 dev lo" for i in range(1500)]
+            subprocess.run(
+                ["ip", "-n", ns.name, "-batch", "-"],
+                input="\n".join(flood) + "\n",
+                text=True,
+                check=True,
+            )
+            assert watcher.next(10) == {}
+            # (Not a wait for a state: the flood's last notices are read meanwhile, so that
+            # v0's up notice comes alone, and nothing but it can wake the watch.)
+            time.sleep(1.5)
+            ns.ip("link", "set", "v0", "up")
+            assert watcher.next(5) == {"198.51.100.7": True}
+
+
 def test_an_address_under_a_label_goes_down_with_its_interface() -> None:
     """An IPv4 address with a label (``label v0:1``, as keepalived makes them) is listed
     under the label, which names no interface of its own: it goes with ``v0`` set down,
@@ -463,6 +500,53 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
     finally:
         for end in kernel:
             end.close()
+
+
+async def test_a_change_noticed_while_the_watch_settles_is_not_served_an_older_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notice wakes the watch; while it settles, an agent opens and gathers (a fresh read
+    of the interfaces), then an address comes, and its notice with it: the watch drains
+    both notices and must read again, not take the agent's read, made before that change
+    (which went unsaid until the poll, an hour off here)."""
+    listed = ["127.0.0.1"]
+
+    def get_adapters(**_: object) -> list[ifaddr.Adapter]:
+        ips = [ifaddr.IP(address, 8, "lo") for address in listed]
+        return [ifaddr.Adapter("lo", "lo", ips, index=1)]
+
+    monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
+    _gather.forget_adapters()
+    kernel = _socketpair_notices(monkeypatch)
+    network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
+    seen: list[tuple[str, ...]] = []
+
+    async def watch() -> None:
+        async with contextlib.aclosing(trice.address_changes(network, interval=3600)) as changes:
+            async for addresses in changes:
+                seen.append(addresses)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            (end,) = kernel
+            await trio.sleep(1.1)  # (the watch's first read is kept no more)
+            end.send(b"a notice of no change the filter takes")
+            await trio.sleep(0.01)  # (the watch woke, and settles for 50 ms)
+            config = trice.AgentConfig(network=network)
+            async with trice.open_agent(config, controlling=True) as agent:
+                await agent.wait_gathering_complete()  # (a read of the interfaces)
+            listed.append("127.0.0.2")
+            end.send(b"its notice")  # (still within the settle)
+            with trio.fail_after(2):
+                while not seen:
+                    await trio.testing.wait_all_tasks_blocked(0.01)
+            nursery.cancel_scope.cancel()
+    finally:
+        for end in kernel:
+            end.close()
+    assert seen == [("127.0.0.1", "127.0.0.2")]
 
 
 async def test_the_watch_reads_the_interfaces_afresh_as_it_starts(

@@ -93,29 +93,53 @@ _DRAIN_MAX = 256
 FAILURES_BEFORE_POLLING = 3
 
 
-def _drain(
-    sock: socket.socket, names: dict[int, str] | None = None, down: set[int] | None = None
-) -> tuple[bool, bool]:
+class _Links:
+    """What the link notices say, kept up to date (see :func:`_link_news`): the
+    interfaces' names by index, the indexes of those set down; and whether notices were
+    dropped since (``stale``: the kernel drops on, without a word, until the queue is read
+    empty, when both are read afresh)."""
+
+    __slots__ = ("down", "names", "stale")
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {}
+        self.down: set[int] = set()
+        self.stale = False
+        self.resync()
+
+    def resync(self) -> None:
+        """The names and states as the interfaces are now."""
+        self.names = _link_names()
+        self.down = {index for index, name in self.names.items() if not link_up(name)}
+        self.stale = False
+
+
+def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool]:
     """Read the notices queued: ``(healthy, news)``.  ``healthy`` is ``False`` if a read
     failed; ``news``, whether any may change the addresses: any notice, but where the link
-    notices come too (``names``: the interfaces' names by index, and ``down``: the indexes
-    of those down, both kept up to date), a link notice only if it renamed an interface or
-    took it up or down (see :func:`_link_news`).  (What an address notice says does not
-    matter: the interfaces are read again.)  ``ENOBUFS`` says that the kernel dropped some,
-    which is news too, not a failure."""
+    notices come too (``links``, kept up to date), a link notice only if it renamed an
+    interface or took it up or down (see :func:`_link_news`).  (What an address notice says
+    does not matter: the interfaces are read again.)  ``ENOBUFS`` says that the kernel
+    dropped some, which is news too, not a failure; ``links`` may then be stale (an
+    interface set down among them, whose coming up again would be no change), and are read
+    afresh once the queue is empty."""
     news = False
     for _ in range(_DRAIN_MAX):
         try:
             size = sock.recv_into(_SINK)
         except (BlockingIOError, InterruptedError):
+            if links is not None and links.stale:
+                links.resync()
             return True, news
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 news = True
+                if links is not None:
+                    links.stale = True
                 continue
             logger.debug("address changes: reading the notices failed: %s", exc)
             return False, True
-        if names is None or _link_news(memoryview(_SINK)[:size], names, down):
+        if links is None or _link_news(memoryview(_SINK)[:size], links.names, links.down):
             news = True
     return True, news
 
@@ -240,6 +264,8 @@ def address_changes(
         TriceError: an interface's name is not UTF-8 as the watch starts (ifaddr reads no
             interface then); later, as for a descriptor short.
         UsageError: no trio run is going on (under asyncio, say), at the first value.
+
+    What ``network``'s own filters raise ends the watch, raised from it.
     """
     if network is not None and not isinstance(network, NetworkConfig):
         raise ConfigError(
@@ -271,8 +297,7 @@ async def _address_changes(
     # (Link notices too: a rename can change what an interface filter takes, and an
     # interface gone down keeps its IPv4 addresses, which gathering no longer takes.)
     notices = address_notices(links=True)
-    names = _link_names() if notices is not None else None
-    down = None if names is None else {i for i, name in names.items() if not link_up(name)}
+    links = _Links() if notices is not None else None
     failures = 0
     try:
         # (Read afresh, not from a read of the last second: a change before the watch began
@@ -289,11 +314,17 @@ async def _address_changes(
             else:
                 with trio.move_on_at(poll_at):
                     await trio.lowlevel.wait_readable(notices)
-                    # The interfaces are read after this (by this watch, or another woken
-                    # by the same notice: one read serves them all).
+                    # The interfaces are read after this, by this watch or another woken by
+                    # the same notices (one read serves them all) ...
+                    healthy, news = _drain(notices, links)
                     noticed = time.monotonic()
                     await trio.sleep(SETTLE)
-                    healthy, news = _drain(notices, names, down)
+                    # ... or after the notices that came as it settled, if any did: a read
+                    # made meanwhile (by an agent that gathered, say) missed what they tell.
+                    healthy_too, more = _drain(notices, links)
+                    if more:
+                        noticed = time.monotonic()
+                    healthy, news = healthy and healthy_too, news or more
                     failures = 0 if healthy else failures + 1
                 if failures >= FAILURES_BEFORE_POLLING:
                     logger.warning("address changes: the kernel's notices cannot be read; polling")
