@@ -1287,8 +1287,9 @@ def test_an_agent_gives_way_to_a_peer_that_ignores_role_conflicts(role: str) -> 
     """A peer that reads no 487 (Pion 2, which also drops checks that claim its own role):
     a's tie-breaker wins, so a answers its checks with 487, and it never switches; nobody
     would, and ICE would fail.  Copies of a check refused before (same transaction) and new
-    checks within GIVE_WAY_AFTER of the first 487 get 487s; a new check that still claims
-    a's role after it makes a take the other role, and that check is answered."""
+    checks within GIVE_WAY_AFTER of the first 487 get 487s, as does the first new one after
+    it (a late copy of a check sent before our 487 reached the peer, maybe); a second new
+    check that still claims a's role makes a take the other role, and it is answered."""
     both = role == "controlling"
     a_wins = 2000 if both else 1000
     net, a, _b = two_agents(
@@ -1316,13 +1317,51 @@ def test_an_agent_gives_way_to_a_peer_that_ignores_role_conflicts(role: str) -> 
     assert refused(claim(b"A" * 12, 0.0))
     assert refused(claim(b"B" * 12, GIVE_WAY_AFTER / 2))
     assert refused(claim(b"A" * 12, GIVE_WAY_AFTER + 0.5))  # (a copy of the first)
+    assert refused(claim(b"C" * 12, GIVE_WAY_AFTER + 0.5))  # (a new one: a late copy, maybe)
     assert core.controlling is both and core.role_switches == 0
-    answer = claim(b"C" * 12, GIVE_WAY_AFTER + 0.5)  # (a new one: the peer did not switch)
+    answer = claim(b"D" * 12, GIVE_WAY_AFTER + 0.7)  # (another: the peer did not switch)
     assert answer.message_class is stun.MessageClass.SUCCESS
     assert core.controlling is not both and core.role_switches == 1
     assert "ignores role conflicts" in core.switched_because
     net.run_for(1.0)
     assert core.controlling is not both  # (and stays so)
+
+
+def test_a_late_copy_of_a_check_from_before_the_peers_switch_makes_no_one_give_way() -> None:
+    """Both controlled; a's tie-breaker wins, so b answers a's checks with 487 and a takes
+    control.  a's check on its second pair went out before that 487 reached it; its first
+    copies are lost, and one still claiming "controlled" reaches b more than GIVE_WAY_AFTER
+    after b's first 487 (and a's first checks as controlling are lost too).  One late copy
+    is not a peer that ignores 487s: b keeps its role, and a's switch is the only one."""
+    net, a, b = two_agents(
+        a_controlling=False,
+        b_controlling=False,
+        a_tiebreaker=2**63,
+        b_tiebreaker=1,
+        b_hosts=[("10.1.0.2", 6000), ("10.1.1.2", 6001)],
+        exchange=False,
+    )
+    net.drop(lambda p: p.sender == "b" and p.is_request)  # (b's own checks never reach a)
+
+    def tid(packet: Packet) -> int:
+        return int.from_bytes(packet.message.transaction_id[4:], "big")
+
+    def lost(p: Packet) -> bool:
+        if p.sender == "a" and p.is_request and tid(p) == 1:
+            return 0.2 < p.sent_at < 1.0  # (its first copy reaches b; b's 487 to it is lost)
+        if p.sender == "a" and p.is_request and tid(p) == 2:
+            return p.sent_at < 1.0  # (its copies at 0.05 and 0.55 lost; at 1.55, not)
+        if p.sender == "b" and not p.is_request:
+            return p.sent_at < 1.0
+        if p.sender == "a" and p.message.get(stun.IceControlling) is not None:
+            return p.sent_at < 1.549
+        return False
+
+    net.drop(lost)
+    net.exchange(a, b)
+    net.run_for(20.0)
+    assert a.core.controlling and not b.core.controlling
+    assert (a.core.role_switches, b.core.role_switches) == (1, 0)
 
 
 def test_no_giving_way_once_the_peer_has_taken_the_other_role() -> None:

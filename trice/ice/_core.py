@@ -109,8 +109,9 @@ PINGBACK_MAX = 0.2
 CONSENT_EXPIRY = 30.0
 #: How long after its first 487 a peer may still claim this agent's role in new checks
 #: before the agent gives way, taking the other role itself (a peer that ignores 487s).
-#: Less than Pion 2 goes on checking a pair it gets no answer on (7 checks 200 ms apart).
-GIVE_WAY_AFTER = 1.0
+#: Well within the 1.2 s Pion 2 goes on checking a pair it gets no answer on (7 checks 200 ms
+#: apart): two new checks after it make the agent give way.
+GIVE_WAY_AFTER = 0.6
 #: Transactions refused within GIVE_WAY_AFTER kept, to tell their copies from new checks.
 MAX_REFUSED_KEPT = 64
 
@@ -207,6 +208,7 @@ class AgentCore:
         "_previous",
         "_previous_ufrag",
         "_refused_at",
+        "_refused_late",
         "_refused_tids",
         "_remote_key",
         "_resend",
@@ -402,6 +404,7 @@ class AgentCore:
         #: ``GIVE_WAY_AFTER`` of it (see _ignores_487).
         self._refused_at: float | None = None
         self._refused_tids: set[bytes] | None = None
+        self._refused_late = 0  # (new ones after GIVE_WAY_AFTER)
 
     # ------------------------------------------------------------------ inputs from the user
 
@@ -547,6 +550,7 @@ class AgentCore:
         self.selected = None
         self.consent_revoked = False
         self._refused_at = self._refused_tids = None
+        self._refused_late = 0
         self._drop_checks()
         self._nominating = None
         self._first_valid_at = None
@@ -2162,11 +2166,11 @@ class AgentCore:
 
     def _ignores_487(self, tid: bytes, now: float) -> bool:
         """Whether the peer, a full agent as this one, ignores the role conflicts this agent
-        answers with 487: a check of a new transaction (not a copy of one sent before our
-        answer could reach it) still claims our role ``GIVE_WAY_AFTER`` seconds after the
-        first 487 of this generation, and no check of the peer's has claimed the other role
-        since (which a peer that follows RFC 8445 §7.2.5.1 does once our 487 reaches it:
-        a check it sent before that may still come later, over a slow path)."""
+        answers with 487: two checks of new transactions (not copies of one seen before)
+        still claim our role ``GIVE_WAY_AFTER`` seconds or more after the first 487 of this
+        generation, and no check of the peer's has claimed the other role since (which a
+        peer that follows RFC 8445 §7.2.5.1 does once our 487 reaches it: a check it sent
+        before that may still come later, over a slow path or as a late copy)."""
         if self.local.lite or (self.remote is not None and self.remote.lite):
             return False  # (a lite agent's role is no conflict to give way in)
         first = self._refused_at
@@ -2177,11 +2181,14 @@ class AgentCore:
             return False
         if tid in tids:
             return False
+        if len(tids) < MAX_REFUSED_KEPT:
+            tids.add(tid)
         if now < first + GIVE_WAY_AFTER:
-            if len(tids) < MAX_REFUSED_KEPT:
-                tids.add(tid)
             return False
-        return True
+        # (Two of them: a copy of one check sent before our 487 reached the peer, whose
+        # earlier copies were lost, may come late; Pion sends a new one every 200 ms.)
+        self._refused_late += 1
+        return self._refused_late >= 2
 
     def _switch_role(self, why: str) -> None:
         """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1), because of ``why`` (kept in
@@ -2193,6 +2200,7 @@ class AgentCore:
         self.role_switches += 1
         self.switched_because = why
         self._refused_at = self._refused_tids = None
+        self._refused_late = 0
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
         self._nominating = None  # (a controlling agent's: one in flight no longer counts)
