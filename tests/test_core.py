@@ -3064,143 +3064,28 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
     interval while they come on the lower (USE-CANDIDATE or not), a follows, and that
     refreshes no consent (RFC 7675: only answers to a's own checks, or for a lite agent the
     peer's checks on the selected pair, do)."""
-    hi, lo = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
-    net, a, b = two_agents(
-        a_controlling=False, b_controlling=True, a_lite=lite, want=False, b_hosts=(),
-        exchange=False,
-    )  # fmt: skip
-    for k, (address, port) in enumerate((hi, lo)):
-        b.add_host(address, port, local_pref=65535 - k)
-    net.exchange(a, b, want=False)
-    core = a.core
-    core.want_connection(0.0)
-
-    def peer_checks(pair: Pair, now: float, nominate: bool) -> None:
-        request = binding_request(core, controlling=True, use_candidate=nominate)
-        assert core.on_request(0, pair.remote_address, request, now) is not None
-        net.now = now
-        a_events = core.drain_events()
-        a.events.extend((now, e) for e in a_events)
-
-    if not lite:
-        for pair in list(core.checklist):  # (a full agent's own checks proved both pairs)
-            pair.state = PairState.SUCCEEDED
-            pair.valid_local = pair.local
-            pair.proven_at = 0.0
-    else:  # (a lite agent makes its pairs as the peer's checks come)
-        for source in (hi, lo):
-            request = binding_request(core, controlling=True, use_candidate=False)
-            assert core.on_request(0, source, request, 0.0) is not None
-    pair_hi, pair_lo = _pair_to(core, hi), _pair_to(core, lo)
-    peer_checks(pair_hi, 0.0, True)
-    peer_checks(pair_lo, 0.1, True)
-    assert _selections(a) == [hi]
+    a, _b, core, pair_hi, pair_lo = _two_nominated(lite)
+    _peer_check(a, pair_hi, 0.0, True, b"A" * 12)
+    _peer_check(a, pair_lo, 0.1, True, b"B" * 12)
+    assert _selections(a) == [HI]
     for second in range(1, 20):
-        peer_checks(pair_lo, second, False)  # a backup ping
-        peer_checks(pair_hi, second + 0.5, second % 2 == 0)  # the pair it uses
-    assert _selections(a) == [hi]  # no flip-flop
+        _peer_check(a, pair_lo, second, False, b"L" * 12)  # a backup ping
+        _peer_check(a, pair_hi, second + 0.5, second % 2 == 0, b"H" * 12)  # the pair it uses
+    assert _selections(a) == [HI]  # no flip-flop
     consent_before = core._last_consent
     for second in range(20, 24):  # the peer moved: nothing on hi any more
-        peer_checks(pair_lo, second, True)
-    assert _selections(a) == [hi, lo]
+        _peer_check(a, pair_lo, second, True, b"L" * 12)
+    assert _selections(a) == [HI, LO]
     if lite:
         assert core._last_consent == 23  # (the peer's checks on the pair now selected)
     else:
         assert core._last_consent == consent_before == pair_lo.proven_at  # (no refresh)
 
 
-def test_a_peer_that_paces_its_checks_5_s_apart_has_not_left_its_pair_after_3() -> None:
-    """The peer nominated hi and lo and uses hi, checking it every 5 s (RFC 7675's pace,
-    aioice's); 3 s after its last check there, one check of its own comes on lo (a backup
-    ping, a late copy).  hi is not quiet by the peer's own pace: a stays.  Once hi has had
-    nothing for longer than that pace while lo's checks come, a follows (once its check on
-    lo, whose consent is old, is answered)."""
-    hi, lo = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
-    net, a, b = two_agents(
-        a_controlling=False, b_controlling=True, want=False, b_hosts=(), exchange=False
-    )
-    for k, (address, port) in enumerate((hi, lo)):
-        b.add_host(address, port, local_pref=65535 - k)
-    net.exchange(a, b, want=False)
-    core = a.core
-    core.want_connection(0.0)
-    for pair in list(core.checklist):
-        pair.state = PairState.SUCCEEDED
-        pair.valid_local = pair.local
-        pair.proven_at = 0.0
-
-    def peer_checks(pair: Pair, now: float, nominate: bool) -> None:
-        request = binding_request(core, controlling=True, use_candidate=nominate)
-        assert core.on_request(0, pair.remote_address, request, now) is not None
-        a.events.extend((now, e) for e in core.drain_events())
-
-    def tick(now: float) -> None:
-        core.on_timer(now)
-        while (check := core.poll_check(now)) is not None:
-            core.on_response(check, _answer_to(check, b.core), check.destination, now)
-        a.events.extend((now, e) for e in core.drain_events())
-
-    pair_hi, pair_lo = _pair_to(core, hi), _pair_to(core, lo)
-    peer_checks(pair_hi, 0.0, True)
-    peer_checks(pair_lo, 0.1, True)
-    t = 0.0
-    while t < 20.0:
-        t += 0.25
-        tick(t)
-        if t % 5 == 0:
-            peer_checks(pair_hi, t, False)  # (its consent checks, on hi only)
-    peer_checks(pair_lo, 23.0, False)  # (3 s after its last on hi)
-    tick(23.0)
-    assert _selections(a) == [hi]
-    peer_checks(pair_lo, 26.5, False)  # (6.5 s after it: longer than 5 s, jitter too)
-    tick(26.5)  # (and lo's consent, 26.5 s old, checked again: answered)
-    assert _selections(a) == [hi, lo]
-
-
-def _two_nominated(lite: bool = False) -> tuple[Endpoint, Endpoint, AgentCore, Pair, Pair]:
-    """a, controlled, with two pairs to the peer b (hi, lo), both proved at 0 for a full
-    a (a lite one makes its pairs as the peer's checks come)."""
-    net, a, b = two_agents(
-        a_controlling=False, b_controlling=True, a_lite=lite, want=False, b_hosts=(),
-        exchange=False,
-    )  # fmt: skip
-    for k, (address, port) in enumerate((("10.0.0.2", 6000), ("10.0.0.3", 6001))):
-        b.add_host(address, port, local_pref=65535 - k)
-    net.exchange(a, b, want=False)
-    core = a.core
-    core.want_connection(0.0)
-    for source in (("10.0.0.2", 6000), ("10.0.0.3", 6001)):
-        if lite:
-            request = binding_request(core, controlling=True, tid=b"P" * 12)
-            assert core.on_request(0, source, request, 0.0) is not None
-        else:
-            pair = _pair_to(core, source)
-            pair.state = PairState.SUCCEEDED
-            pair.valid_local = pair.local
-            pair.proven_at = 0.0
-    return a, b, core, _pair_to(core, ("10.0.0.2", 6000)), _pair_to(core, ("10.0.0.3", 6001))
-
-
-def _peer_check(endpoint: Endpoint, pair: Pair, now: float, nominate: bool, tid: bytes) -> None:
-    core = endpoint.core
-    request = binding_request(core, controlling=True, use_candidate=nominate, tid=tid)
-    assert core.on_request(0, pair.remote_address, request, now) is not None
-    endpoint.events.extend((now, e) for e in core.drain_events())
-
-
-def _tick(a: Endpoint, b: Endpoint, now: float, dead: Sequence[Pair] = ()) -> None:
-    """a's timers and checks; the peer answers those on pairs not ``dead``."""
-    a.core.on_timer(now)
-    while (check := a.core.poll_check(now)) is not None:
-        if check.pair not in dead:
-            a.core.on_response(check, _answer_to(check, b.core), check.destination, now)
-    a.events.extend((now, e) for e in a.core.drain_events())
-
-
-def test_a_copy_of_the_peers_check_does_not_set_its_pace() -> None:
-    """The peer paces its checks on hi 5 s apart; one of them comes again 0.5 s later (a
-    retransmission, a duplicating network): its pace stays 5 s, and one backup check on lo
-    3 s after moves nothing."""
+def _paced_on_hi() -> tuple[Endpoint, Endpoint, Pair, Pair]:
+    """:func:`_two_nominated`'s a and b, and the pairs to HI and LO, once the peer has
+    nominated both and used the pair to HI for 20 s, checking it every 5 s (RFC 7675's
+    pace, aioice's)."""
     a, b, _core, hi, lo = _two_nominated()
     _peer_check(a, hi, 0.0, True, b"A" * 12)
     _peer_check(a, lo, 0.1, True, b"B" * 12)
@@ -3210,10 +3095,85 @@ def test_a_copy_of_the_peers_check_does_not_set_its_pace() -> None:
         _tick(a, b, t)
         if t % 5 == 0:
             _peer_check(a, hi, t, False, bytes([int(t)]) * 12)
+    return a, b, hi, lo
+
+
+def test_a_peer_that_paces_its_checks_5_s_apart_has_not_left_its_pair_after_3() -> None:
+    """The peer nominated hi and lo and uses hi, checking it every 5 s (RFC 7675's pace,
+    aioice's); 3 s after its last check there, one check of its own comes on lo (a backup
+    ping, a late copy).  hi is not quiet by the peer's own pace: a stays.  Once hi has had
+    nothing for longer than that pace while lo's checks come, a follows (once its check on
+    lo, whose consent is old, is answered)."""
+    a, b, _hi, lo = _paced_on_hi()
+    _peer_check(a, lo, 23.0, False, b"L" * 12)  # (3 s after its last on hi)
+    _tick(a, b, 23.0)
+    assert _selections(a) == [HI]
+    _peer_check(a, lo, 26.5, False, b"M" * 12)  # (6.5 s after it: longer than 5 s, jitter too)
+    _tick(a, b, 26.5)  # (and lo's consent, 26.5 s old, checked again: answered)
+    assert _selections(a) == [HI, LO]
+
+
+HI, LO = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
+
+
+def _two_nominated(lite: bool = False) -> tuple[Endpoint, Endpoint, AgentCore, Pair, Pair]:
+    """a, controlled, with two pairs to the peer b (to HI, and to LO of lower priority),
+    both proved at 0 for a full a (a lite one makes its pairs as the peer's checks come)."""
+    net, a, b = two_agents(
+        a_controlling=False, b_controlling=True, a_lite=lite, want=False, b_hosts=(),
+        exchange=False,
+    )  # fmt: skip
+    for k, (address, port) in enumerate((HI, LO)):
+        b.add_host(address, port, local_pref=65535 - k)
+    net.exchange(a, b, want=False)
+    core = a.core
+    core.want_connection(0.0)
+    for source in (HI, LO):
+        if lite:
+            request = binding_request(core, controlling=True, tid=b"P" * 12)
+            assert core.on_request(0, source, request, 0.0) is not None
+        else:
+            pair = _pair_to(core, source)
+            pair.state = PairState.SUCCEEDED
+            pair.valid_local = pair.local
+            pair.proven_at = 0.0
+    return a, b, core, _pair_to(core, HI), _pair_to(core, LO)
+
+
+def _peer_check(endpoint: Endpoint, pair: Pair, now: float, nominate: bool, tid: bytes) -> None:
+    core = endpoint.core
+    request = binding_request(core, controlling=True, use_candidate=nominate, tid=tid)
+    assert core.on_request(0, pair.remote_address, request, now) is not None
+    endpoint.events.extend((now, e) for e in core.drain_events())
+
+
+def _tick(
+    a: Endpoint,
+    b: Endpoint,
+    now: float,
+    dead: Sequence[Pair] = (),
+    sent: list[tuple[float, Pair]] | None = None,
+) -> None:
+    """a's timers and checks (listed in ``sent``, if given); the peer answers those on
+    pairs not ``dead``."""
+    a.core.on_timer(now)
+    while (check := a.core.poll_check(now)) is not None:
+        if sent is not None:
+            sent.append((now, check.pair))
+        if check.pair not in dead:
+            a.core.on_response(check, _answer_to(check, b.core), check.destination, now)
+    a.events.extend((now, e) for e in a.core.drain_events())
+
+
+def test_a_copy_of_the_peers_check_does_not_set_its_pace() -> None:
+    """The peer paces its checks on hi 5 s apart; one of them comes again 0.5 s later (a
+    retransmission, a duplicating network): its pace stays 5 s, and one backup check on lo
+    3 s after moves nothing."""
+    a, b, hi, lo = _paced_on_hi()
     _peer_check(a, hi, 20.5, False, bytes([20]) * 12)  # (the same check, again)
     _peer_check(a, lo, 23.5, False, b"L" * 12)
     _tick(a, b, 23.5)
-    assert _selections(a) == [("10.0.0.2", 6000)]
+    assert _selections(a) == [HI]
 
 
 @pytest.mark.parametrize("lite", [False, True])
@@ -3239,7 +3199,7 @@ def test_a_peer_that_checked_its_pair_seldom_is_followed_before_consent_runs_out
         if t > 23 and t % 2 == 0:
             k += 1
             _peer_check(a, lo, t, True, k.to_bytes(12, "big"))
-    assert _selections(a) == [("10.0.0.2", 6000), ("10.0.0.3", 6001)]
+    assert _selections(a) == [HI, LO]
     assert S.FAILED not in a.states()
 
 
@@ -3249,70 +3209,43 @@ def test_a_pair_whose_consent_ran_out_is_followed_only_once_a_check_there_is_ans
     only).  RFC 7675 §5.1: no data there without an answer in the last 30 s.  a does not
     follow; it checks the pair (consent checks); once those are answered, the peer's next
     check there is followed, with consent from that answer."""
-    hi, lo = ("10.0.0.2", 6000), ("10.0.0.3", 6001)
-    net, a, b = two_agents(
-        a_controlling=False, b_controlling=True, want=False, b_hosts=(), exchange=False
-    )
-    for k, (address, port) in enumerate((hi, lo)):
-        b.add_host(address, port, local_pref=65535 - k)
-    net.exchange(a, b, want=False)
-    core = a.core
-    core.want_connection(0.0)
-    for pair in list(core.checklist):  # (a's own checks proved both pairs at 0)
-        pair.state = PairState.SUCCEEDED
-        pair.valid_local = pair.local
-        pair.proven_at = 0.0
-    answered = {hi}
-    checked_lo: list[float] = []
+    a, b, core, hi, lo = _two_nominated()
+    sent: list[tuple[float, Pair]] = []
 
-    def peer_checks(pair: Pair, now: float, nominate: bool) -> None:
-        request = binding_request(core, controlling=True, use_candidate=nominate)
-        assert core.on_request(0, pair.remote_address, request, now) is not None
-        a.events.extend((now, e) for e in core.drain_events())
+    def checked_lo() -> list[float]:
+        return [at for at, pair in sent if pair is lo and at > 60.0]
 
-    def tick(now: float) -> None:
-        """a's timers and checks; the peer answers those on the pairs in ``answered``."""
-        core.on_timer(now)
-        while (check := core.poll_check(now)) is not None:
-            if check.pair.remote_address == lo:
-                checked_lo.append(now)
-            if check.pair.remote_address in answered:
-                core.on_response(check, _answer_to(check, b.core), check.destination, now)
-        a.events.extend((now, e) for e in core.drain_events())
-
-    pair_hi, pair_lo = _pair_to(core, hi), _pair_to(core, lo)
-    peer_checks(pair_hi, 0.0, True)
-    peer_checks(pair_lo, 0.1, True)
+    _peer_check(a, hi, 0.0, True, b"A" * 12)
+    _peer_check(a, lo, 0.1, True, b"B" * 12)
     t = 0.0
     while t < 60.0:  # the peer uses hi, and checks lo beside it
         t += 0.5
-        tick(t)
+        _tick(a, b, t, dead=(lo,), sent=sent)
         if t % 1 == 0:
-            peer_checks(pair_hi, t, False)
-            peer_checks(pair_lo, t + 0.01, False)
+            _peer_check(a, hi, t, False, b"H" * 12)
+            _peer_check(a, lo, t + 0.01, False, b"L" * 12)
     while t < 75.0:  # the peer moved to lo: its checks come there only
         t += 0.5
-        tick(t)
+        _tick(a, b, t, dead=(lo,), sent=sent)
         if t % 1 == 0:
-            peer_checks(pair_lo, t, False)
-    assert _selections(a) == [hi] and core.data_pair is pair_hi
+            _peer_check(a, lo, t, False, b"L" * 12)
+    assert _selections(a) == [HI] and core.data_pair is hi
     assert core.state is S.COMPLETED  # (hi's consent still holds: a's checks there answered)
-    lately = [at for at in checked_lo if at > 60.0]
+    lately = checked_lo()
     assert lately  # (lo checked)
     for k in range(20):  # (a peer that checks lo ten times a second does not set the pace)
-        peer_checks(pair_lo, t + 0.01 + k * 0.1, False)
-    assert len([at for at in checked_lo if at > 60.0]) == len(lately)  # (ticks send them)
+        _peer_check(a, lo, t + 0.01 + k * 0.1, False, b"L" * 12)
+    assert len(checked_lo()) == len(lately)  # (ticks send them)
     t += 2.0
-    tick(t)
+    _tick(a, b, t, dead=(lo,), sent=sent)
     paced = 2.0 / core.timing.rto + 1  # (one an RTO at most)
-    assert len([at for at in checked_lo if at > 60.0]) <= len(lately) + paced < len(lately) + 20
-    answered.add(lo)
+    assert len(checked_lo()) <= len(lately) + paced < len(lately) + 20
     t += 0.5
-    peer_checks(pair_lo, t, False)  # (a checks lo again: an RTO has passed)
-    assert _selections(a) == [hi]
-    tick(t)  # (that check is answered: a follows at once, not at the peer's next check)
-    assert _selections(a) == [hi, lo] and core.data_pair is pair_lo
-    assert pair_lo.proven_at > 75.0 and core._last_consent == pair_lo.proven_at
+    _peer_check(a, lo, t, False, b"L" * 12)  # (a checks lo again: an RTO has passed)
+    assert _selections(a) == [HI]
+    _tick(a, b, t, sent=sent)  # (answered now: a follows at once, not at the peer's next check)
+    assert _selections(a) == [HI, LO] and core.data_pair is lo
+    assert lo.proven_at > 75.0 and core._last_consent == lo.proven_at
 
 
 # -- a transport lost for good (a TURN allocation that ended) --------------------------------------

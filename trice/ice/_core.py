@@ -1922,7 +1922,7 @@ class AgentCore:
         the one it uses moves nothing.  Following refreshes no consent (RFC 7675): a full
         agent's consent on the new pair is its own (from its last answered check there), and
         it checks the pair at once; one whose consent ran out is checked first, and followed
-        at the peer's next check once that check is answered."""
+        once that check is answered (see :meth:`_proven`)."""
         selected = self.selected
         if (
             selected is None
