@@ -1364,6 +1364,32 @@ def test_a_late_copy_of_a_check_from_before_the_peers_switch_makes_no_one_give_w
     assert (a.core.role_switches, b.core.role_switches) == (1, 0)
 
 
+@pytest.mark.parametrize("one_way", [0.35, 0.45, 1.0])
+def test_a_compliant_peer_with_many_pairs_over_a_slow_path_makes_no_one_give_way(
+    one_way: float,
+) -> None:
+    """trice against trice, both controlling, a's tie-breaker wins; b (30 pairs) checks
+    first, over a round trip of 0.7 to 2 s (a geostationary satellite's is 0.6 s and more).
+    The new checks b sent before a's 487 reached it keep coming for up to a round trip
+    after it, but one a pair: no path gets two, as Pion's do.  a keeps its role; b's switch
+    is the only one."""
+    net, a, b = two_agents(
+        a_controlling=True,
+        b_controlling=True,
+        a_tiebreaker=2**63,
+        b_tiebreaker=1,
+        b_hosts=[(f"10.1.{i}.2", 6000 + i) for i in range(30)],
+        latency=one_way,
+        want=False,
+    )
+    b.core.want_connection(net.now)
+    net.run_for(2.0)  # (a's application calls connect() later)
+    a.core.want_connection(net.now)
+    net.run_for(30.0)
+    assert (a.core.role_switches, b.core.role_switches) == (0, 1)
+    assert a.core.controlling and not b.core.controlling
+
+
 def test_no_giving_way_once_the_peer_has_taken_the_other_role() -> None:
     """A peer that follows the RFC, over a path slower than GIVE_WAY_AFTER: a check it sent
     before our 487 reached it comes late, but it had switched already, and one of its

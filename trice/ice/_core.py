@@ -404,7 +404,8 @@ class AgentCore:
         #: ``GIVE_WAY_AFTER`` of it (see _ignores_487).
         self._refused_at: float | None = None
         self._refused_tids: set[bytes] | None = None
-        self._refused_late = 0  # (new ones after GIVE_WAY_AFTER)
+        #: The paths new ones came on after GIVE_WAY_AFTER.
+        self._refused_late: set[tuple[int, Address]] | None = None
 
     # ------------------------------------------------------------------ inputs from the user
 
@@ -549,8 +550,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.consent_revoked = False
-        self._refused_at = self._refused_tids = None
-        self._refused_late = 0
+        self._refused_at = self._refused_tids = self._refused_late = None
         self._drop_checks()
         self._nominating = None
         self._first_valid_at = None
@@ -2123,7 +2123,7 @@ class AgentCore:
             values=values,
             peer_lite=self.remote is not None and self.remote.lite,
         )
-        if decision is _REJECT and self._ignores_487(request.transaction_id, now):
+        if decision is _REJECT and self._ignores_487(request.transaction_id, (base, source), now):
             # Not in RFC 8445: a peer that goes on claiming our role well after our 487 (Pion
             # 2 drops checks that claim its own role, and reads no 487): nobody would switch,
             # and ICE would fail.  This side gives way.
@@ -2164,13 +2164,16 @@ class AgentCore:
         sha256 = key if request.has_integrity_sha256 else None
         return response.encode(integrity_key=key, integrity_sha256_key=sha256, fingerprint=True)
 
-    def _ignores_487(self, tid: bytes, now: float) -> bool:
+    def _ignores_487(self, tid: bytes, path: tuple[int, Address], now: float) -> bool:
         """Whether the peer, a full agent as this one, ignores the role conflicts this agent
         answers with 487: two checks of new transactions (not copies of one seen before)
-        still claim our role ``GIVE_WAY_AFTER`` seconds or more after the first 487 of this
-        generation, and no check of the peer's has claimed the other role since (which a
-        peer that follows RFC 8445 §7.2.5.1 does once our 487 reaches it: a check it sent
-        before that may still come later, over a slow path or as a late copy)."""
+        on one path (``path``: our transport and the source) still claim our role
+        ``GIVE_WAY_AFTER`` seconds or more after the first 487 of this generation, and no
+        check of the peer's has claimed the other role since (which a peer that follows
+        RFC 8445 §7.2.5.1 does once our 487 reaches it).  A compliant peer's checks sent
+        before that may still come later, over a slow path or as late copies, but one a
+        pair: a pair gets a new check only once its check of before is over.  Pion checks
+        each pair anew every 200 ms."""
         if self.local.lite or (self.remote is not None and self.remote.lite):
             return False  # (a lite agent's role is no conflict to give way in)
         first = self._refused_at
@@ -2185,10 +2188,15 @@ class AgentCore:
             tids.add(tid)
         if now < first + GIVE_WAY_AFTER:
             return False
-        # (Two of them: a copy of one check sent before our 487 reached the peer, whose
-        # earlier copies were lost, may come late; Pion sends a new one every 200 ms.)
-        self._refused_late += 1
-        return self._refused_late >= 2
+        late = self._refused_late
+        if late is None:
+            self._refused_late = {path}
+            return False
+        if path in late:
+            return True
+        if len(late) < MAX_REFUSED_KEPT:
+            late.add(path)
+        return False
 
     def _switch_role(self, why: str) -> None:
         """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1), because of ``why`` (kept in
@@ -2199,8 +2207,7 @@ class AgentCore:
         self.controlling = not self.controlling
         self.role_switches += 1
         self.switched_because = why
-        self._refused_at = self._refused_tids = None
-        self._refused_late = 0
+        self._refused_at = self._refused_tids = self._refused_late = None
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
         self._nominating = None  # (a controlling agent's: one in flight no longer counts)
