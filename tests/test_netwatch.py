@@ -502,6 +502,39 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
             end.close()
 
 
+async def test_one_read_serves_every_watch_a_burst_woke_whose_last_notice_came_later(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the burst's last notice comes 10 ms after the first, while the watches
+    settle (an interface coming up: its addresses' notices over some milliseconds): still
+    one read for the ten, made after that last notice."""
+    kernel = _socketpair_notices(monkeypatch)
+    reads = _counted_reads(monkeypatch)
+    network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
+
+    async def watch() -> None:
+        async for _ in trice.address_changes(network):
+            pass
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(watch)
+            await trio.testing.wait_all_tasks_blocked()
+            reads.count = 0
+            for end in kernel:
+                end.send(b"notice")
+            await trio.sleep(0.01)  # (within the settle)
+            for end in kernel:
+                end.send(b"the burst's last notice")
+            await trio.sleep(1.0)  # (the poll is 2 s off)
+            assert reads.count == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        for end in kernel:
+            end.close()
+
+
 async def test_a_change_noticed_while_the_watch_settles_is_not_served_an_older_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -680,6 +713,46 @@ def test_drain_reads_what_is_queued_and_says_whether_the_socket_works(
     reads = _Reads(*outcomes)
     assert _netwatch._drain(reads) == (healthy, True)  # type: ignore[arg-type]
     assert reads.outcomes == []
+
+
+class _Flood:
+    """A notice socket the kernel keeps full: ENOBUFS once, then always more notices than
+    one drain reads (``notice``, unless one is queued in ``then``)."""
+
+    def __init__(self, notice: bytes) -> None:
+        self.notice = notice
+        self.first = True
+        self.then: list[bytes] = []
+
+    def recv_into(self, buffer: bytearray) -> int:
+        if self.first:
+            self.first = False
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        data = self.then.pop(0) if self.then else self.notice
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def test_links_stay_fresh_through_a_flood_that_never_lets_the_queue_empty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v0 (index 7) is up as the watch starts; it is set down among the notices dropped
+    (ENOBUFS), then a steady flood of link notices that change nothing keeps the queue from
+    being read empty: the links are read afresh at the end of each drain meanwhile, so v0's
+    coming up again, read in the flood, is news."""
+    state = {"up": True}
+    monkeypatch.setattr(_netwatch, "_link_names", lambda: {1: "lo", 7: "v0"})
+    monkeypatch.setattr(_netwatch, "link_up", lambda name: name == "lo" or state["up"])
+    links = _netwatch._Links()
+    assert links.down == set()
+    flood = _Flood(_link_notice(1, "lo"))
+    state["up"] = False  # (its down notice among those dropped)
+    assert _netwatch._drain(flood, links) == (True, True)  # type: ignore[arg-type]
+    assert links.stale and links.down == {7}
+    assert _netwatch._drain(flood, links) == (True, False)  # type: ignore[arg-type]
+    state["up"] = True
+    flood.then.append(_link_notice(7, "v0"))  # (v0 set up again)
+    assert _netwatch._drain(flood, links)[1] is True  # type: ignore[arg-type]
 
 
 def _link_notice(index: int, name: str, kind: int = 16, *, up: bool = True) -> bytes:

@@ -107,11 +107,12 @@ class _Links:
         self.stale = False
         self.resync()
 
-    def resync(self) -> None:
-        """The names and states as the interfaces are now."""
+    def resync(self, *, emptied: bool = True) -> None:
+        """The names and states as the interfaces are now; no longer stale once the queue
+        was read empty (``emptied``: else the kernel may drop on, and this is done again)."""
         self.names = _link_names()
         self.down = {index for index, name in self.names.items() if not link_up(name)}
-        self.stale = False
+        self.stale = self.stale and not emptied
 
 
 def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool]:
@@ -122,7 +123,7 @@ def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool
     does not matter: the interfaces are read again.)  ``ENOBUFS`` says that the kernel
     dropped some, which is news too, not a failure; ``links`` may then be stale (an
     interface set down among them, whose coming up again would be no change), and are read
-    afresh once the queue is empty."""
+    afresh at the end of each drain until the queue is read empty."""
     news = False
     for _ in range(_DRAIN_MAX):
         try:
@@ -141,6 +142,10 @@ def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool
             return False, True
         if links is None or _link_news(memoryview(_SINK)[:size], links.names, links.down):
             news = True
+    if links is not None and links.stale:
+        # (A flood not read empty yet: the links as they are now, and again at the next
+        # drain, while it lasts.)
+        links.resync(emptied=False)
     return True, news
 
 
@@ -314,17 +319,29 @@ async def _address_changes(
             else:
                 with trio.move_on_at(poll_at):
                     await trio.lowlevel.wait_readable(notices)
-                    # The interfaces are read after this, by this watch or another woken by
-                    # the same notices (one read serves them all) ...
                     healthy, news = _drain(notices, links)
+                    # The interfaces are read after the last notice drained (by this watch,
+                    # or another woken by the same notices: one read serves them all), not
+                    # before it (a read made as the watch settles, by an agent that
+                    # gathered, say, missed what it tells).  Notices that come as it
+                    # settles are drained as they come.
                     noticed = time.monotonic()
-                    await trio.sleep(SETTLE)
-                    # ... or after the notices that came as it settled, if any did: a read
-                    # made meanwhile (by an agent that gathered, say) missed what they tell.
-                    healthy_too, more = _drain(notices, links)
-                    if more:
-                        noticed = time.monotonic()
-                    healthy, news = healthy and healthy_too, news or more
+                    settled = trio.current_time() + SETTLE
+                    while healthy:
+                        with trio.move_on_at(settled) as settling:
+                            await trio.lowlevel.wait_readable(notices)
+                        if settling.cancelled_caught:
+                            break
+                        healthy, more = _drain(notices, links)
+                        if more:
+                            news = True
+                            noticed = time.monotonic()
+                    if not healthy:
+                        # (A read failed, and the socket stays readable: once a settle at
+                        # most, before it is tried again and the failure counted.)
+                        await trio.sleep_until(settled)
+                        healthy, more = _drain(notices, links)
+                        news = news or more
                     failures = 0 if healthy else failures + 1
                 if failures >= FAILURES_BEFORE_POLLING:
                     logger.warning("address changes: the kernel's notices cannot be read; polling")
