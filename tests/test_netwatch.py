@@ -473,11 +473,14 @@ def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> _ReadCount:
     return reads
 
 
+@pytest.mark.parametrize("burst", [False, True], ids=["one-notice", "a-burst"])
 async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, burst: bool
 ) -> None:
     """Ten watches woken by the same notice read the interfaces once between them (each
-    wants a read made after it was woken; the first one made serves all)."""
+    wants a read made after the last notice it drained; the first one made serves all);
+    also when the burst's last notice comes 10 ms after the first, while they settle (an
+    interface coming up: its addresses' notices over some milliseconds)."""
     kernel = _socketpair_notices(monkeypatch)
     reads = _counted_reads(monkeypatch)
     network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
@@ -494,39 +497,10 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
             reads.count = 0
             for end in kernel:
                 end.send(b"notice")
-            await trio.sleep(1.0)  # (the poll is 2 s off)
-            assert reads.count == 1
-            nursery.cancel_scope.cancel()
-    finally:
-        for end in kernel:
-            end.close()
-
-
-async def test_one_read_serves_every_watch_a_burst_woke_whose_last_notice_came_later(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As above, but the burst's last notice comes 10 ms after the first, while the watches
-    settle (an interface coming up: its addresses' notices over some milliseconds): still
-    one read for the ten, made after that last notice."""
-    kernel = _socketpair_notices(monkeypatch)
-    reads = _counted_reads(monkeypatch)
-    network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
-
-    async def watch() -> None:
-        async for _ in trice.address_changes(network):
-            pass
-
-    try:
-        async with trio.open_nursery() as nursery:
-            for _ in range(10):
-                nursery.start_soon(watch)
-            await trio.testing.wait_all_tasks_blocked()
-            reads.count = 0
-            for end in kernel:
-                end.send(b"notice")
-            await trio.sleep(0.01)  # (within the settle)
-            for end in kernel:
-                end.send(b"the burst's last notice")
+            if burst:
+                await trio.sleep(0.01)  # (within the settle)
+                for end in kernel:
+                    end.send(b"the burst's last notice")
             await trio.sleep(1.0)  # (the poll is 2 s off)
             assert reads.count == 1
             nursery.cancel_scope.cancel()

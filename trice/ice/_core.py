@@ -14,7 +14,7 @@ import ipaddress
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final, TypeGuard
+from typing import Final, TypeGuard, TypeVar
 
 from trice import stun
 from trice._config import Nomination, Timing
@@ -2177,26 +2177,14 @@ class AgentCore:
         if self.local.lite or (self.remote is not None and self.remote.lite):
             return False  # (a lite agent's role is no conflict to give way in)
         first = self._refused_at
-        tids = self._refused_tids
-        if first is None or tids is None:
+        self._refused_tids, copy = _kept(self._refused_tids, tid)
+        if first is None:
             self._refused_at = now
-            self._refused_tids = {tid}
             return False
-        if tid in tids:
+        if copy or now < first + GIVE_WAY_AFTER:
             return False
-        if len(tids) < MAX_REFUSED_KEPT:
-            tids.add(tid)
-        if now < first + GIVE_WAY_AFTER:
-            return False
-        late = self._refused_late
-        if late is None:
-            self._refused_late = {path}
-            return False
-        if path in late:
-            return True
-        if len(late) < MAX_REFUSED_KEPT:
-            late.add(path)
-        return False
+        self._refused_late, again = _kept(self._refused_late, path)
+        return again
 
     def _switch_role(self, why: str) -> None:
         """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1), because of ``why`` (kept in
@@ -2416,6 +2404,21 @@ def _scaled_schedule(timing: Timing, rto: float) -> tuple[float, ...]:
 def _answered(response: stun.Message) -> bool:
     """Whether ``response`` is a success (one with no attribute it must not ignore)."""
     return response.message_class is _SUCCESS and not response.unknown_required
+
+
+_T = TypeVar("_T")
+
+
+def _kept(kept: set[_T] | None, item: _T) -> tuple[set[_T], bool]:
+    """``kept`` (a new set for ``None``) with ``item`` in it, unless it holds
+    ``MAX_REFUSED_KEPT`` items already, and whether it held ``item`` before."""
+    if kept is None:
+        return {item}, False
+    if item in kept:
+        return kept, True
+    if len(kept) < MAX_REFUSED_KEPT:
+        kept.add(item)
+    return kept, False
 
 
 def _unreachable(candidate: Candidate) -> bool:
