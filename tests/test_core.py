@@ -1390,6 +1390,29 @@ def test_a_compliant_peer_with_many_pairs_over_a_slow_path_makes_no_one_give_way
     assert a.core.controlling and not b.core.controlling
 
 
+def test_a_compliant_peers_retransmissions_over_many_paths_make_no_one_give_way() -> None:
+    """As above with 80 pairs, checks 10 ms apart (Ta as low as RFC 8445 §14.2 allows) and a
+    2 s round trip: b has sent some 200 checks and retransmitted the first 120 before a's
+    487 reaches it.  Each retransmission comes on its check's own path, a copy of it, not
+    a second check there, however many paths there are."""
+    net, a, b = two_agents(
+        a_controlling=True,
+        b_controlling=True,
+        a_tiebreaker=2**63,
+        b_tiebreaker=1,
+        b_hosts=[(f"10.1.{i}.2", 6000 + i) for i in range(80)],
+        latency=1.0,
+        timing=Timing(ta=0.01),
+        want=False,
+    )
+    b.core.want_connection(net.now)
+    net.run_for(2.0)
+    a.core.want_connection(net.now)
+    net.run_for(30.0)
+    assert (a.core.role_switches, b.core.role_switches) == (0, 1)
+    assert a.core.controlling and not b.core.controlling
+
+
 def test_no_giving_way_once_the_peer_has_taken_the_other_role() -> None:
     """A peer that follows the RFC, over a path slower than GIVE_WAY_AFTER: a check it sent
     before our 487 reached it comes late, but it had switched already, and one of its

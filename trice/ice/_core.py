@@ -14,7 +14,7 @@ import ipaddress
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final, TypeGuard, TypeVar
+from typing import Final, TypeGuard
 
 from trice import stun
 from trice._config import Nomination, Timing
@@ -112,8 +112,9 @@ CONSENT_EXPIRY = 30.0
 #: Well within the 1.2 s Pion 2 goes on checking a pair it gets no answer on (7 checks 200 ms
 #: apart): two new checks after it make the agent give way.
 GIVE_WAY_AFTER = 0.6
-#: Transactions refused within GIVE_WAY_AFTER kept, to tell their copies from new checks.
-MAX_REFUSED_KEPT = 64
+#: Paths (our transport, the peer's address) whose refused checks are kept, to tell copies
+#: from new checks: as many as a check list may hold, and more.
+MAX_REFUSED_KEPT = 1024
 
 #: The least silence of the peer that makes an ICE-lite agent disconnected: two of RFC
 #: 7675 §5.1's longest intervals between consent checks (5 s, +20 %), whatever
@@ -207,9 +208,8 @@ class AgentCore:
         "_pingback_soon",
         "_previous",
         "_previous_ufrag",
+        "_refused",
         "_refused_at",
-        "_refused_late",
-        "_refused_tids",
         "_remote_key",
         "_resend",
         "_schedules",
@@ -400,12 +400,11 @@ class AgentCore:
         #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1), and why the last time.
         self.role_switches = 0
         self.switched_because = ""
-        #: When this generation's first 487 went, and the transactions refused within
-        #: ``GIVE_WAY_AFTER`` of it (see _ignores_487).
+        #: When this generation's first 487 went, and for each path (our transport, the
+        #: source) the last four transactions refused there and how many new ones came there
+        #: ``GIVE_WAY_AFTER`` or more after it (see _ignores_487).
         self._refused_at: float | None = None
-        self._refused_tids: set[bytes] | None = None
-        #: The paths new ones came on after GIVE_WAY_AFTER.
-        self._refused_late: set[tuple[int, Address]] | None = None
+        self._refused: dict[tuple[int, Address], tuple[tuple[bytes, ...], int]] | None = None
 
     # ------------------------------------------------------------------ inputs from the user
 
@@ -550,7 +549,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.consent_revoked = False
-        self._refused_at = self._refused_tids = self._refused_late = None
+        self._refused_at = self._refused = None
         self._drop_checks()
         self._nominating = None
         self._first_valid_at = None
@@ -2177,14 +2176,22 @@ class AgentCore:
         if self.local.lite or (self.remote is not None and self.remote.lite):
             return False  # (a lite agent's role is no conflict to give way in)
         first = self._refused_at
-        self._refused_tids, copy = _kept(self._refused_tids, tid)
-        if first is None:
+        refused = self._refused
+        if first is None or refused is None:
             self._refused_at = now
+            self._refused = {path: ((tid,), 0)}
             return False
-        if copy or now < first + GIVE_WAY_AFTER:
-            return False
-        self._refused_late, again = _kept(self._refused_late, path)
-        return again
+        before = refused.get(path)
+        if before is None:
+            if len(refused) >= MAX_REFUSED_KEPT:
+                return False  # (paths past the bound never make it give way)
+            before = ((), 0)
+        seen, late = before
+        if tid in seen:
+            return False  # (a copy of a check of the path's: sent before our 487 came, maybe)
+        late += now >= first + GIVE_WAY_AFTER
+        refused[path] = ((*seen[-3:], tid), late)
+        return late >= 2
 
     def _switch_role(self, why: str) -> None:
         """Take the other role (RFC 8445 §7.2.5.1, §7.3.1.1), because of ``why`` (kept in
@@ -2195,7 +2202,7 @@ class AgentCore:
         self.controlling = not self.controlling
         self.role_switches += 1
         self.switched_because = why
-        self._refused_at = self._refused_tids = self._refused_late = None
+        self._refused_at = self._refused = None
         self.checklist.recompute_priorities(self.controlling)
         self._pingback = None  # (a controlled agent's; and any role change starts afresh)
         self._nominating = None  # (a controlling agent's: one in flight no longer counts)
@@ -2404,21 +2411,6 @@ def _scaled_schedule(timing: Timing, rto: float) -> tuple[float, ...]:
 def _answered(response: stun.Message) -> bool:
     """Whether ``response`` is a success (one with no attribute it must not ignore)."""
     return response.message_class is _SUCCESS and not response.unknown_required
-
-
-_T = TypeVar("_T")
-
-
-def _kept(kept: set[_T] | None, item: _T) -> tuple[set[_T], bool]:
-    """``kept`` (a new set for ``None``) with ``item`` in it, unless it holds
-    ``MAX_REFUSED_KEPT`` items already, and whether it held ``item`` before."""
-    if kept is None:
-        return {item}, False
-    if item in kept:
-        return kept, True
-    if len(kept) < MAX_REFUSED_KEPT:
-        kept.add(item)
-    return kept, False
 
 
 def _unreachable(candidate: Candidate) -> bool:
