@@ -107,12 +107,17 @@ class _Links:
         self.stale = False
         self.resync()
 
-    def resync(self, *, emptied: bool = True) -> None:
+    def resync(self, *, emptied: bool = True) -> bool:
         """The names and states as the interfaces are now; no longer stale once the queue
-        was read empty (``emptied``: else the kernel may drop on, and this is done again)."""
-        self.names = _link_names()
-        self.down = {index for index, name in self.names.items() if not link_up(name)}
+        was read empty (``emptied``: else the kernel may drop on, and this is done again).
+        Returns whether they changed (a change whose notice is still queued, or was
+        dropped: news, which that notice, read later, no longer is)."""
+        names = _link_names()
+        down = {index for index, name in names.items() if not link_up(name)}
+        changed = names != self.names or down != self.down
+        self.names, self.down = names, down
         self.stale = self.stale and not emptied
+        return changed
 
 
 def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool]:
@@ -129,8 +134,8 @@ def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool
         try:
             size = sock.recv_into(_SINK)
         except (BlockingIOError, InterruptedError):
-            if links is not None and links.stale:
-                links.resync()
+            if links is not None and links.stale and links.resync():
+                news = True
             return True, news
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
@@ -142,10 +147,10 @@ def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool
             return False, True
         if links is None or _link_news(memoryview(_SINK)[:size], links.names, links.down):
             news = True
-    if links is not None and links.stale:
+    if links is not None and links.stale and links.resync(emptied=False):
         # (A flood not read empty yet: the links as they are now, and again at the next
         # drain, while it lasts.)
-        links.resync(emptied=False)
+        news = True
     return True, news
 
 
@@ -333,15 +338,22 @@ async def _address_changes(
                         if settling.cancelled_caught:
                             break
                         healthy, more = _drain(notices, links)
-                        if more:
-                            news = True
-                            noticed = time.monotonic()
+                        if not more:
+                            # (Nothing of note, or nothing at all from a socket that says
+                            # it is readable: not waited on again in this settle.  What
+                            # comes later is read at the next wake-up.)
+                            await trio.sleep_until(settled)
+                            break
+                        news = True
+                        noticed = time.monotonic()
                     if not healthy:
                         # (A read failed, and the socket stays readable: once a settle at
                         # most, before it is tried again and the failure counted.)
                         await trio.sleep_until(settled)
                         healthy, more = _drain(notices, links)
-                        news = news or more
+                        if more:
+                            news = True
+                            noticed = time.monotonic()
                     failures = 0 if healthy else failures + 1
                 if failures >= FAILURES_BEFORE_POLLING:
                     logger.warning("address changes: the kernel's notices cannot be read; polling")
