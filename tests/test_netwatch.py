@@ -436,6 +436,12 @@ async def test_the_notice_socket_is_closed_when_the_watch_ends(
     assert all(sock is None or sock.fileno() == -1 for sock in opened)
 
 
+async def _watch_forever(network: trice.NetworkConfig) -> None:
+    """Watch ``network``'s addresses, taking no notice of what is said."""
+    async for _ in trice.address_changes(network):
+        pass
+
+
 def _socketpair_notices(
     monkeypatch: pytest.MonkeyPatch, kind: type[socket.socket] = socket.socket
 ) -> list[socket.socket]:
@@ -485,10 +491,7 @@ async def test_one_read_of_the_interfaces_serves_every_watch_a_notice_woke(
     kernel = _socketpair_notices(monkeypatch)
     reads = _counted_reads(monkeypatch)
     network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
-
-    async def watch() -> None:
-        async for _ in trice.address_changes(network):
-            pass
+    watch = functools.partial(_watch_forever, network)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -767,10 +770,7 @@ async def test_a_readable_socket_whose_reads_say_eagain_does_not_busy_loop(
     18,800 reads a second; under MockClock's autojump, virtual time stood still)."""
     kernel = _socketpair_notices(monkeypatch, _ReadableButEmpty)
     network = trice.NetworkConfig(interface_filter=lambda name: name == "lo")
-
-    async def watch() -> None:
-        async for _ in trice.address_changes(network):
-            pass
+    watch = functools.partial(_watch_forever, network)
 
     try:
         async with trio.open_nursery() as nursery:
