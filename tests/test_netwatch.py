@@ -752,6 +752,49 @@ def test_a_link_change_queued_behind_a_flood_that_never_empties_is_news(
     assert _netwatch._drain(flood, links)[1]  # type: ignore[arg-type]
 
 
+class _Interleaved:
+    """A notice socket whose one read writes ``notice`` to the buffer once ``turn`` is
+    set, then sets ``wrote``, and returns once ``back`` is set: another thread's read may
+    write meanwhile, into the same buffer if they share one."""
+
+    def __init__(
+        self, notice: bytes, turn: threading.Event, wrote: threading.Event, back: threading.Event
+    ) -> None:
+        self.notice: bytes | None = notice
+        self.turn, self.wrote, self.back = turn, wrote, back
+
+    def recv_into(self, buffer: bytearray) -> int:
+        notice, self.notice = self.notice, None
+        if notice is None:
+            raise BlockingIOError(errno.EAGAIN, "would block")
+        self.turn.wait(5)
+        buffer[: len(notice)] = notice
+        self.wrote.set()
+        self.back.wait(5)
+        return len(notice)
+
+
+def test_watches_of_trio_runs_in_two_threads_read_their_own_notices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two threads drain at once (two trio runs, each with a watch): a's notice (interface
+    7 named a0) is written, then b's (8, b0), before a's read returns.  Each reads the
+    notice its own socket gave (they shared one buffer, and a's parsed b's)."""
+    monkeypatch.setattr(_netwatch, "_link_names", dict)
+    ready, a_wrote, b_wrote = threading.Event(), threading.Event(), threading.Event()
+    ready.set()
+    drains = {
+        "a": (_Interleaved(_link_notice(7, "a0"), ready, a_wrote, b_wrote), _netwatch._Links()),
+        "b": (_Interleaved(_link_notice(8, "b0"), a_wrote, b_wrote, ready), _netwatch._Links()),
+    }
+    threads = [threading.Thread(target=_netwatch._drain, args=drains[name]) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert drains["a"][1].names == {7: "a0"} and drains["b"][1].names == {8: "b0"}
+
+
 class _ReadableButEmpty(socket.socket):
     """A notice socket that the poller says is readable, whose reads say EAGAIN."""
 

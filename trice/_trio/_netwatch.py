@@ -22,6 +22,7 @@ import errno
 import math
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncGenerator
 
@@ -83,8 +84,9 @@ def address_notices(*, links: bool = False) -> socket.socket | None:
     return sock
 
 
-#: Where notices are read to (their content does not matter: see :func:`_drain`).
-_SINK = bytearray(65536)
+#: Where notices are read to: a buffer a thread (the watches of trio runs in several
+#: threads read at once), made at its first read (see :func:`_sink`).
+_SINKS = threading.local()
 
 #: Notices read at most at one wake-up (a flood of them is read at the next).
 _DRAIN_MAX = 256
@@ -120,6 +122,14 @@ class _Links:
         return changed
 
 
+def _sink() -> bytearray:
+    """This thread's buffer to read notices to."""
+    sink: bytearray | None = getattr(_SINKS, "sink", None)
+    if sink is None:
+        sink = _SINKS.sink = bytearray(65536)
+    return sink
+
+
 def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool]:
     """Read the notices queued: ``(healthy, news)``.  ``healthy`` is ``False`` if a read
     failed; ``news``, whether any may change the addresses: any notice, but where the link
@@ -130,9 +140,10 @@ def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool
     interface set down among them, whose coming up again would be no change), and are read
     afresh at the end of each drain until the queue is read empty."""
     news = False
+    sink = _sink()
     for _ in range(_DRAIN_MAX):
         try:
-            size = sock.recv_into(_SINK)
+            size = sock.recv_into(sink)
         except (BlockingIOError, InterruptedError):
             if links is not None and links.stale and links.resync():
                 news = True
@@ -145,7 +156,7 @@ def _drain(sock: socket.socket, links: _Links | None = None) -> tuple[bool, bool
                 continue
             logger.debug("address changes: reading the notices failed: %s", exc)
             return False, True
-        if links is None or _link_news(memoryview(_SINK)[:size], links.names, links.down):
+        if links is None or _link_news(memoryview(sink)[:size], links.names, links.down):
             news = True
     if links is not None and links.stale and links.resync(emptied=False):
         # (A flood not read empty yet: the links as they are now, and again at the next
