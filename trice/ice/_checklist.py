@@ -246,9 +246,8 @@ class Pair:
         its pace, unless shorter than ``floor`` (a copy of a check, a retransmission, the
         checks' first burst: the pace stays as it was, which a gap that short would not
         change for the agent, which waits its own consent interval at least)."""
-        gap = now - self.heard_at
-        if gap >= floor:
-            self.heard_gap = gap if gap != math.inf else 0.0
+        if self.heard_at != -math.inf and now - self.heard_at >= floor:
+            self.heard_gap = now - self.heard_at
         self.heard_at = now
 
     def timed(self, rtt: float) -> None:

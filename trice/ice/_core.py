@@ -110,7 +110,7 @@ CONSENT_EXPIRY = 30.0
 #: How long after its first 487 a peer may still claim this agent's role in new checks
 #: before the agent gives way, taking the other role itself (a peer that ignores 487s).
 #: Well within the 1.2 s Pion 2 goes on checking a pair it gets no answer on (7 checks 200 ms
-#: apart): two new checks after it make the agent give way.
+#: apart): two new checks on one path after it make the agent give way (see _ignores_487).
 GIVE_WAY_AFTER = 0.6
 #: Paths (our transport, the peer's address) whose refused checks are kept, to tell copies
 #: from new checks: as many as a check list may hold, and more.
