@@ -137,7 +137,6 @@ def _rate(count: int, seconds: float) -> float:
 
 def _loopback() -> trice.NetworkConfig:
     return trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
         ip_filter=lambda address: address.is_loopback,
         include_loopback=True,
         ipv6=False,

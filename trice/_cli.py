@@ -185,7 +185,6 @@ def _loopback_network(
     ipv6: bool, mdns: bool = False, tcp: tuple[trice.TcpType, ...] = ()
 ) -> trice.NetworkConfig:
     return trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
         ip_filter=lambda address: address.is_loopback,
         include_loopback=True,
         ipv6=ipv6,

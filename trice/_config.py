@@ -141,7 +141,8 @@ class NetworkConfig:
     """Which local addresses host gathering uses.
 
     Attributes:
-        interface_filter: called with each interface name; only those it accepts are used.
+        interface_filter: called with each interface name (on Windows the connection's
+            name, ``"Ethernet"``); only those it accepts are used.
         ip_filter: called with each :mod:`ipaddress` address; only those it accepts are used.
         include_loopback: use loopback addresses (left out by default, as RFC 8445 §5.1.1.1
             advises).  Tests and the demo use loopback only.

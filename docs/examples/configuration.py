@@ -13,7 +13,7 @@ import trice
 
 config = trice.AgentConfig(
     network=trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
+        interface_filter=lambda name: not name.startswith(("docker", "veth")),
         ip_filter=lambda ip: ip in ipaddress.ip_network("127.0.0.0/8"),
         include_loopback=True,
         ipv6=False,

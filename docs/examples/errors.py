@@ -12,7 +12,7 @@ import trio
 import trice
 
 LOOPBACK = trice.NetworkConfig(
-    interface_filter=lambda name: name == "lo", include_loopback=True, ipv6=False
+    ip_filter=lambda ip: ip.is_loopback, include_loopback=True, ipv6=False
 )
 # Give up on a silent peer quickly: 3 sends, 50 then 100 ms apart.
 QUICK = trice.Timing(rto=0.05, rto_max=0.1, max_binding_requests=3)

@@ -23,7 +23,7 @@ else:  # pragma: no cover
 
 
 LOOPBACK = trice.NetworkConfig(
-    interface_filter=lambda name: name == "lo", include_loopback=True, ipv6=False
+    ip_filter=lambda ip: ip.is_loopback, include_loopback=True, ipv6=False
 )
 
 

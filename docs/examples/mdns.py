@@ -14,7 +14,7 @@ import trice
 def loopback(mdns: trice.MdnsMode) -> trice.NetworkConfig:
     """Loopback only (and so mDNS on loopback only), with the mDNS mode given."""
     return trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda ip: ip.is_loopback,
         include_loopback=True,
         ipv6=False,
         mdns=mdns,

@@ -17,7 +17,7 @@ import trice
 from trice import stun
 
 LOOPBACK = trice.NetworkConfig(
-    interface_filter=lambda name: name == "lo", include_loopback=True, ipv6=False
+    ip_filter=lambda ip: ip.is_loopback, include_loopback=True, ipv6=False
 )
 PUBLIC = "203.0.113.7"  # what a NAT in front of the mux would show (documentation range)
 

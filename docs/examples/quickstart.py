@@ -13,7 +13,7 @@ import trice
 
 # Loopback only: the example never touches a real interface or a public server.
 LOOPBACK = trice.NetworkConfig(
-    interface_filter=lambda name: name == "lo",
+    ip_filter=lambda ip: ip.is_loopback,
     include_loopback=True,
     ipv6=False,
 )

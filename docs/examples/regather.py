@@ -15,7 +15,7 @@ import trio
 
 import trice
 
-LOOPBACK = trice.NetworkConfig(interface_filter=lambda name: name == "lo", include_loopback=True)
+LOOPBACK = trice.NetworkConfig(ip_filter=lambda ip: ip.is_loopback, include_loopback=True)
 allowed = {ipaddress.ip_address("127.0.0.1")}  # what Alice's network offers, for now
 
 
@@ -39,7 +39,6 @@ async def connect_both(alice: trice.Agent, bob: trice.Agent) -> trice.Connection
 
 async def main() -> None:
     alice_network = trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
         include_loopback=True,
         ip_filter=lambda ip: ip in allowed,
     )

@@ -15,7 +15,7 @@ import trice
 def loopback(tcp: trice.TcpType) -> trice.NetworkConfig:
     """Loopback only, with an ICE-TCP host candidate of the kind given and no UDP one."""
     return trice.NetworkConfig(
-        interface_filter=lambda name: name == "lo",
+        ip_filter=lambda ip: ip.is_loopback,
         include_loopback=True,
         ipv6=False,
         tcp_candidates=(tcp,),

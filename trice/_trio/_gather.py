@@ -57,6 +57,7 @@ __all__ = [
     "gather_servers",
     "has_server_sources",
     "host_addresses",
+    "interface_index",
     "interface_of",
     "machine_addresses",
     "mdns_interfaces",
@@ -94,6 +95,8 @@ class _Found:
 
 
 _adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
+#: ifaddr's index of each interface of the last read, by name (see interface_index).
+_indexes: dict[str, int] = {}
 
 
 class UnreadableInterfaces(TriceError):
@@ -152,7 +155,7 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     """(interface name, addresses) for every interface, cached for a second; read afresh if
     the cache was read before ``newer_than`` (a ``time.monotonic()`` value: when a change
     was noticed, say).  (Also from a worker thread: see :func:`read_interfaces`.)"""
-    global _adapters_cache, _slow_reads
+    global _adapters_cache, _indexes, _slow_reads
     cache = _adapters_cache
     if cache is not None and _cache_serves(newer_than, cache):
         return cache[1]
@@ -170,26 +173,48 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
             "no interface then: rename it (ip link set dev OLD name NEW)"
         ) from None
     adapters = []
+    indexes = {}
     flags = _inet6_flags()
     asks = sys.platform == "linux" and any(getattr(a, "index", None) is not None for a in found)
     asker = _flags_socket() if asks else None  # (see link_up)
     try:
         for adapter in found:
-            name = str(adapter.nice_name or adapter.name)
-            if getattr(adapter, "index", None) is not None and not link_up(
-                str(adapter.name), asker
-            ):
-                continue  # (set down: its addresses reach nobody for now)
+            name = _interface_name(adapter)
+            index = getattr(adapter, "index", None)
+            if index is not None:
+                indexes[name] = int(index)
+                if not link_up(str(adapter.name), asker):
+                    continue  # (set down: its addresses reach nobody for now)
             adapters.append((name, _addresses(adapter, flags.get(str(adapter.name), {}))))
     finally:
         if asker is not None:
             asker.close()
     _adapters_cache = (now, adapters)
+    _indexes = indexes
     # (The CPU time the read took, which a busy machine does not stretch as it does the
     # wall clock's: one slow moment does not send reads to a thread, where trio's
     # MockClock would jump ahead while a test's tasks all wait on it.)
     _slow_reads = time.thread_time() - spent > _SLOW_READ
     return adapters
+
+
+def _interface_name(adapter: ifaddr.Adapter) -> str:
+    """The name the filters and logs know an interface by: on Windows its connection's
+    (``"Ethernet"``, ``"Wi-Fi"``), which ifaddr gives each address of it (its adapter's
+    ``nice_name`` there is the hardware's description); elsewhere the system's (``eth0``)."""
+    if sys.platform == "win32" and adapter.ips and adapter.ips[0].nice_name:
+        return str(adapter.ips[0].nice_name)
+    return str(adapter.nice_name or adapter.name)
+
+
+def interface_index(name: str) -> int:
+    """The index of the interface named ``name`` (see :func:`_interface_name`), or 0 if the
+    system cannot say: the system's answer, or where it knows no such name (Windows, whose
+    ``if_nametoindex`` takes other names), that of the last read of the interfaces."""
+    try:
+        return socket.if_nametoindex(name)
+    except (OSError, AttributeError):  # (AttributeError: a Python without the call)
+        return _indexes.get(name, 0)
 
 
 def _flags_socket() -> socket.socket | None:

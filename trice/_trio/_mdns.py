@@ -31,6 +31,7 @@ import trio
 from trice._config import NetworkConfig
 from trice._errors import LimitError, MdnsDecodeError
 from trice._trio._gather import (
+    interface_index,
     interface_of,
     link_local_interfaces,
     machine_addresses,
@@ -143,7 +144,7 @@ class Mdns:
         (an IPv4 address on another subnet than the one the interface was joined with is
         on that link too); failing that, an IPv4 one by its network."""
         interface = interface_of(address)
-        index = 0 if interface is None else _index(interface)
+        index = 0 if interface is None else interface_index(interface)
         link = self._link_at(index) if index else None
         if link is None and ":" not in address:
             link = self._link_of(address)
@@ -165,7 +166,7 @@ class Mdns:
         links: list[Link] = []
         came = []
         for interface, address, network_ in mdns_interfaces(network):
-            index = _index(interface)
+            index = interface_index(interface)
             if index and have.pop(index, None) is not None:
                 links.append((address, network_, index))
             else:
@@ -246,7 +247,8 @@ class Mdns:
         """Read the socket until cancelled (then close it): answer queries for our names,
         and take answers for names being resolved."""
         sock = self._sock
-        space = socket.CMSG_SPACE(_PKTINFO.size)
+        # (No CMSG_SPACE, nor recvmsg, on Windows: elsewhere than Linux, recvfrom alone.)
+        space = socket.CMSG_SPACE(_PKTINFO.size) if _LINUX else 0
         try:
             while True:
                 await trio.lowlevel.wait_readable(sock)  # (also where others get their turn)
@@ -289,7 +291,7 @@ class Mdns:
     @staticmethod
     def _link_local_indexes() -> frozenset[int]:
         try:
-            return frozenset(_index(name) for name in link_local_interfaces())
+            return frozenset(interface_index(name) for name in link_local_interfaces())
         except (LimitError, OSError):  # (no descriptor to read the interfaces with: none)
             return frozenset()
 
@@ -391,14 +393,6 @@ def _link_of(address: str, links: list[Link]) -> Link | None:
     return next((link for link in links if ip in link[1]), None)
 
 
-def _index(interface: str) -> int:
-    """The interface's index, or 0 if the system cannot say."""
-    try:
-        return socket.if_nametoindex(interface)
-    except OSError:
-        return 0
-
-
 def _membership(address: str, index: int) -> bytes:
     """The group on the interface of index ``index`` (``struct ip_mreqn``, on Linux: the
     interface is found by its index, also once ``address`` has gone from it), or else on
@@ -413,7 +407,7 @@ def _join(
 ) -> Link | None:
     """Join the group on ``interface`` (whose address is ``address``): its link, or ``None``
     (logged) if it cannot be joined."""
-    index = _index(interface)
+    index = interface_index(interface)
     try:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _membership(address, index))
     except OSError as exc:
@@ -440,7 +434,9 @@ def open_mdns(
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # (Named where the kernel refuses it, as WSL1's: SO_REUSEADDR shares the port.)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("0.0.0.0", MDNS_PORT))
         if _LINUX:  # only the groups this socket joined, on the interfaces it joined them on
             with contextlib.suppress(OSError):

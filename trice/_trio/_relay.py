@@ -98,7 +98,8 @@ class _UdpConnection:
                     return out
                 await trio.lowlevel.wait_readable(self.sock)
                 continue
-            except ConnectionRefusedError as exc:
+            except (ConnectionRefusedError, ConnectionResetError) as exc:
+                # (An ICMP port unreachable: ECONNREFUSED, or on Windows WSAECONNRESET.)
                 if out:
                     return out
                 raise _Lost(f"unreachable ({exc.strerror or exc})", "unreachable") from exc

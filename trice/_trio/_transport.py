@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -347,8 +348,10 @@ def bind_socket(
             sock.setblocking(False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if kind == socket.SOCK_STREAM:
-            # (A listener's port in TIME_WAIT from an earlier agent is free to listen on.)
+        if kind == socket.SOCK_STREAM and sys.platform != "win32":
+            # (A listener's port in TIME_WAIT from an earlier agent is free to listen on.
+            # Not on Windows, where the option lets another socket take a port in use, as
+            # trio's own open_tcp_listeners knows.)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if port_range is None:
             sock.bind((address, 0))
