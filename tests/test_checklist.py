@@ -358,6 +358,24 @@ def test_unfreeze_foundation() -> None:
     assert extra.state is PairState.FROZEN
 
 
+def test_a_new_pair_of_a_foundation_that_succeeded_waits() -> None:
+    """RFC 8838 §12, rule 2: a pair formed after a pair of its foundation succeeded is
+    waiting (the success would have unfrozen it, had it been there), not frozen behind
+    every other waiting pair; one of a foundation with no success, below its best, is
+    frozen."""
+    checklist = CheckList(max_pairs=10)
+    first = checklist.add(L4, cand("10.0.0.2", 6000, pref=60000), 0, controlling=True)
+    assert first is not None and first.state is PairState.WAITING
+    below = checklist.add(L4, cand("10.0.0.2", 6001, pref=100), 0, controlling=True)
+    assert below is not None and below.foundation == first.foundation
+    assert below.state is PairState.FROZEN
+    first.state = PairState.SUCCEEDED
+    checklist.unfreeze_foundation(first.foundation)
+    later = checklist.add(L4, cand("10.0.0.2", 6002, pref=50), 0, controlling=True)
+    assert later is not None and later.foundation == first.foundation
+    assert later.state is PairState.WAITING
+
+
 def test_next_ordinary_prefers_waiting() -> None:
     checklist = CheckList(max_pairs=10)
     same = same_foundation_pairs(checklist)

@@ -2577,6 +2577,34 @@ def test_the_highest_priority_pair_of_a_foundation_waits_whatever_came_first() -
     assert net.run_until(connected(a, b), max_time=1.0)
 
 
+def test_a_better_pair_trickled_while_its_foundation_is_checked_goes_at_the_next_ta() -> None:
+    """RFC 8838 §12, rule 1: a trickled pair that is the best of its foundation waits, even
+    while a worse pair of that foundation is being checked.  Here the peer trickles a
+    candidate that never answers, then a better one on the same IP (one foundation): its
+    pair stayed frozen until the first check gave up (15.5 s), and connected only then."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1, lite=True)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.0.0.2", 6000)
+    a.core.set_remote(b.core.local, 0.0)
+    b.core.set_remote(a.core.local, 0.0)
+    for candidate in a.signalled:
+        b.core.add_remote_candidate(candidate)
+    a.core.want_connection(0.0)
+    b.core.want_connection(0.0)
+    a.core.add_remote_candidate(make_candidate("10.0.0.2", 6999, local_pref=100))  # no answer
+    net.run_for(0.2)
+    (ghost,) = list(a.core.checklist)
+    assert ghost.state is PairState.IN_PROGRESS
+    for candidate in b.signalled:
+        a.core.add_remote_candidate(candidate)
+    good = next(p for p in a.core.checklist if p is not ghost)
+    assert good.foundation == ghost.foundation and good.priority > ghost.priority
+    assert good.state is PairState.WAITING
+    assert net.run_until(connected(a, b), max_time=1.0)
+
+
 def test_a_role_switch_forgets_a_nomination_in_flight() -> None:
     """A controlling agent that switches to controlled (a role conflict) no longer counts
     the nomination it had in flight: switched back, it could otherwise never nominate."""
@@ -4197,11 +4225,12 @@ def test_a_failed_pair_leaves_the_triggered_check_queue() -> None:
     assert core.state is S.FAILED
 
 
-def test_a_controlling_agent_is_completed_once_its_last_triggered_check_started() -> None:
+def test_a_controlling_agent_is_completed_at_its_final_selection() -> None:
     """Regular nomination: the pair is selected while a triggered check waits (the peer
-    checked another pair), so the agent is connected; once that check started (cancelled
-    at birth: the selection is final), nothing holds completion back.  It stayed
-    connected till the next consent check, 2 s on."""
+    checked another pair).  The selection is final, so the waiting pair leaves the
+    triggered-check queue (RFC 8445 §8.1.2) and the agent is completed at once: the check
+    went a Ta later, cancelled at birth, and held completion back till then (till the next
+    consent check, 2 s on, before that)."""
     net, a, b = two_agents(b_hosts=[("10.0.0.2", 6000), ("10.0.0.3", 6000)], want=False)
     del net.endpoints["b"]
     core = a.core
@@ -4216,10 +4245,9 @@ def test_a_controlling_agent_is_completed_once_its_last_triggered_check_started(
     assert n1 is not None and n1.nominating
     core.on_request(0, p2.remote_address, binding_request(core, controlling=False), 0.02)
     core.on_response(n1, stun.decode(_reply(n1, key)), n1.destination, 0.03)
-    assert core.selected is p1 and core.state is S.CONNECTED  # (a triggered check waits)
-    c2 = core.poll_check(core.timing.ta)
-    assert c2 is not None and c2.pair is p2 and core.cancelled(c2)
-    assert a.core.state is S.COMPLETED
+    assert core.selected is p1 and core.state is S.COMPLETED
+    assert core.poll_check(core.timing.ta) is None
+    assert p2.state is PairState.WAITING and p2.transaction is None
 
 
 def test_after_a_restart_parameters_that_bring_no_pair_fail_ice_at_the_pac_timer() -> None:

@@ -33,7 +33,7 @@ class PairState(str, enum.Enum):
 #: Pair-state transitions the agent makes (the docs draw this table; a test drives the core
 #: through many runs and checks every change against it).
 PAIR_TRANSITIONS: dict[PairState, frozenset[PairState]] = {
-    PairState.FROZEN: frozenset({PairState.WAITING, PairState.SUCCEEDED, PairState.FAILED}),
+    PairState.FROZEN: frozenset({PairState.WAITING, PairState.FAILED}),
     PairState.WAITING: frozenset(
         {PairState.IN_PROGRESS, PairState.FROZEN, PairState.SUCCEEDED, PairState.FAILED}
     ),
@@ -398,12 +398,20 @@ class CheckList:
                 self._sort()
             return existing
         pair = Pair(local, remote, base, priority)
+        # Waiting (RFC 8838 §12) if it is the highest-priority pair of its foundation, or
+        # if a pair of the foundation succeeded; frozen otherwise.
         foundation = pair.foundation
+        top = True
         for other in self._pairs:
             if other.foundation == foundation:
-                break
+                if other.state is _SUCCEEDED:
+                    pair.state = _WAITING
+                    break
+                if other.priority >= priority:
+                    top = False
         else:
-            pair.state = _WAITING
+            if top:
+                pair.state = _WAITING
         # Stable: a new pair comes after the pairs of its priority, as if appended and sorted.
         pairs = self._pairs = tuple(sorted((*self._pairs, pair), key=_PRIORITY, reverse=True))
         index = self._index

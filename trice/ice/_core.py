@@ -1967,6 +1967,8 @@ class AgentCore:
         self._late = None
         self._templates = None  # see _check_template
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
+        if self._triggered is not None and self._selection_final():
+            self._triggered = None  # (RFC 8445 §8.1.2: its waiting pairs are checked no more)
         self._emit(SelectedPairChanged(pair.public()))
 
     def _drop_checks(self) -> None:
@@ -2341,21 +2343,27 @@ class AgentCore:
         triggered = self._triggered
         if checklist.pruned != pruned and triggered:
             self._triggered = [p for p in triggered if p in checklist] or None
-        if pair is not None and pair.state is _PAIR_FROZEN:
+        if pair is not None and pair.state is _PAIR_WAITING:
             # RFC 8445 §6.1.2.6: of each foundation, the highest-priority pair is the one
-            # waiting (whichever was signalled first); a lower one not yet checked, nor
-            # queued for a triggered check, goes back to frozen.
+            # waiting (whichever was signalled first): a lower one not yet checked, nor
+            # queued for a triggered check, goes back to frozen, unless a pair of the
+            # foundation succeeded, which unfroze them all (§7.2.5.3.3).
+            foundation = pair.foundation
+            lower = []
             for other in checklist:
+                if other.foundation != foundation or other is pair:
+                    continue
+                if other.state is _PAIR_SUCCEEDED:
+                    return pair
                 if (
-                    other.foundation == pair.foundation
-                    and other.state is _PAIR_WAITING
+                    other.state is _PAIR_WAITING
                     and other.priority < pair.priority
                     and other.transaction is None
                     and not (triggered and other in triggered)
                 ):
-                    other.state = _PAIR_FROZEN
-                    pair.state = _PAIR_WAITING
-                    break
+                    lower.append(other)
+            for other in lower:
+                other.state = _PAIR_FROZEN
         return pair
 
     def _want_resend(self, pair: Pair, tid: bytes, now: float, *, nominated: bool) -> None:
