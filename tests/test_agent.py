@@ -3353,10 +3353,10 @@ async def test_a_restart_ends_the_check_tasks_in_flight() -> None:
 async def test_a_peers_ufrag_in_a_log_line_has_its_control_characters_written_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A ufrag the peer signalled (in JSON, any text) is logged with a candidate left out:
+    """A ufrag the peer signalled (in JSON, any text) is logged with a candidate held:
     with its escapes and line breaks written out, it can neither drive the terminal that
     shows the log nor forge a line of it."""
-    caplog.set_level(logging.WARNING, logger="trice")
+    caplog.set_level(logging.INFO, logger="trice")
     async with trice.open_agent(loopback_config(), controlling=True) as a:
         await a.wait_gathering_complete()
         a.set_remote_parameters("peer\x1b[2J\rWARNING trice forged", "p" * 22)
@@ -3367,7 +3367,7 @@ async def test_a_peers_ufrag_in_a_log_line_has_its_control_characters_written_ou
             "usernameFragment": "old\nWARNING trice forged line",
         }
         a.add_remote_candidate(trice.Candidate.from_json(init))
-    (line,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    (line,) = [r.getMessage() for r in caplog.records if "held" in r.getMessage()]
     assert "old\\nWARNING" in line and "peer\\x1b[2J\\rWARNING" in line
     assert line.isprintable()
 

@@ -1958,6 +1958,8 @@ def test_an_earlier_generations_dropped_candidate_does_not_hold_failure_back(how
     those.  (A candidate of this generation left out does hold it back: next test.)"""
     core = _v4_core()
     if how == "late":
+        core.set_remote(IceParameters("peer1", "password-1123456789abcdef"), 0.0)
+        core.restart(IceParameters("ufrag2", "password-2123456789abcdef"), 0.0)
         core.set_remote(_peer2(), 0.0)
         old = Candidate.from_sdp("candidate:1 1 udp 2130706431 fd00::2 6000 typ host ufrag peer1")
         assert core.add_remote_candidate(old) is False
@@ -4100,28 +4102,53 @@ def test_a_restart_whose_old_pair_loses_its_transport_has_no_pair_for_data() -> 
 
 def test_a_chrome_style_candidate_line_names_its_ufrag() -> None:
     """Chrome writes the ufrag into the candidate line (``ufrag X``): it counts as the
-    candidate's generation, as ``usernameFragment`` does."""
+    candidate's generation, as ``usernameFragment`` does (one naming another ufrag waits
+    for parameters that name it)."""
     net, a, b = two_agents(exchange=False)
     a.core.set_remote(b.core.local, net.now)
     (candidate,) = b.signalled
     line = candidate.to_sdp()
     ours = Candidate.from_sdp(f"{line} generation 0 ufrag {b.core.local.ufrag}")
     theirs = Candidate.from_sdp(f"{line.replace('6000', '6001')} ufrag someone")
-    assert a.core.add_remote_candidate(theirs) is False
+    assert a.core.add_remote_candidate(theirs) is True
     assert a.core.add_remote_candidate(ours) is True
     assert a.core.remote_candidates == [ours]
 
 
-def test_a_restart_counts_the_candidates_it_held_as_dropped() -> None:
-    """Candidates held for parameters that never came, when the agent restarts again: no
-    generation of now's, counted."""
+def test_candidates_held_through_a_restart_wait_for_parameters_naming_them() -> None:
+    """Candidates held for parameters that had not come when the agent restarts: they may
+    be the new generation's, and keep waiting; the parameters take what names their ufrag
+    and drop (and count) the rest."""
     net, a, b = two_agents(exchange=False)
     (candidate,) = b.signalled
     assert a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="x1y2"))
     a.restart(net.now)
-    assert a.core.remote_candidates_dropped == 1
+    assert a.core.remote_candidates_dropped == 0
     a.core.set_remote(b.core.local, net.now)
     assert a.core.remote_candidates == []
+    assert a.core.remote_candidates_dropped == 1
+
+
+def test_a_restarted_peers_candidates_before_its_parameters_wait_for_them() -> None:
+    """A peer restarts first (its process came back, say) and its new candidates, naming
+    its new ufrag, come before its new parameters: they wait for this agent's restart and
+    the parameters, as candidates before the first parameters do.  They were dropped as
+    another generation's, and the restarted session had to find the peer by its checks
+    alone.  A candidate of the generation of before, trickled late, is still dropped."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=1.0)
+    before = b.core.local.ufrag
+    b.restart(net.now)
+    (candidate,) = b.signalled
+    early = dataclasses.replace(candidate, username_fragment=b.core.local.ufrag)
+    assert a.core.add_remote_candidate(early) is True  # (held: the peer's is another now)
+    assert early not in a.core.remote_candidates
+    a.restart(net.now)
+    a.core.set_remote(b.core.local, net.now)
+    assert a.core.remote_candidates == [early]
+    late = dataclasses.replace(candidate, port=6001, username_fragment=before)
+    assert a.core.add_remote_candidate(late) is False
+    assert a.core.remote_candidates_dropped == 1
 
 
 def test_a_local_candidate_after_a_restart_pairs_with_no_old_address() -> None:

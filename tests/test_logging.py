@@ -62,16 +62,15 @@ def _mdns(mode: trice.MdnsMode) -> trice.AgentConfig:
     ("mode", "line", "said"),
     [
         (trice.MdnsMode.QUERY_ONLY, "224.0.0.{k} {port} typ host", "no check may go there"),
-        (trice.MdnsMode.QUERY_ONLY, "127.0.0.1 {port} typ host ufrag other", "ICE generation"),
         (trice.MdnsMode.DISABLED, "n{k}.local {port} typ host", "mDNS is disabled"),
     ],
-    ids=["no-destination", "other-generation", "mdns-disabled"],
+    ids=["no-destination", "mdns-disabled"],
 )
 async def test_candidates_left_out_are_warned_of_once_an_agent(
     records: Records, mode: trice.MdnsMode, line: str, said: str
 ) -> None:
-    """A peer that signals 500 candidates the agent leaves out (a multicast address,
-    another generation's ufrag, a .local name with mDNS disabled) gets one warning, the
+    """A peer that signals 500 candidates the agent leaves out (a multicast address, a
+    .local name with mDNS disabled) gets one warning, the
     rest at DEBUG; each was a warning (5000 candidates, 5000 lines).  A .local name with
     mDNS disabled is said to be left out for that (it was said to be no .local name)."""
     async with trice.open_agent(_mdns(mode), controlling=False) as agent:
@@ -85,6 +84,32 @@ async def test_candidates_left_out_are_warned_of_once_an_agent(
     (warning,) = records.warnings()
     assert warning.startswith(f"{ufrag}: ") and said in warning and "(more such" in warning
     assert len([r for r in records.records if said in r.getMessage()]) == 500
+
+
+async def test_candidates_of_other_generations_are_said_once_and_never_warned_of(
+    records: Records,
+) -> None:
+    """Candidates naming a ufrag not seen yet are held (a peer that restarted first): said
+    at INFO once, then at DEBUG.  After a restart, the earlier generation's, trickled late,
+    are left out at DEBUG: expected, no warning."""
+    async with trice.open_agent(loopback_config(), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerufrag", "p" * 22)
+        for i in range(20):
+            line = f"candidate:{i} 1 udp 9 127.0.0.1 {1000 + i} typ host ufrag newer"
+            agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        agent.restart()
+        agent.set_remote_parameters("newer", "q" * 22)
+        for i in range(20):
+            line = f"candidate:{i} 1 udp 9 127.0.0.1 {2000 + i} typ host ufrag peerufrag"
+            agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        assert len(agent.remote_candidates) == 20
+        assert agent.statistics().remote_candidates_dropped == 20
+    held = [r for r in records.records if "held" in r.getMessage()]
+    assert [r.levelno for r in held] == [logging.INFO] + [logging.DEBUG] * 19
+    late = [r for r in records.records if "an earlier ICE generation" in r.getMessage()]
+    assert len(late) == 20 and {r.levelno for r in late} == {logging.DEBUG}
+    assert records.warnings() == []
 
 
 async def test_each_kind_of_candidate_left_out_is_warned_of_once(records: Records) -> None:

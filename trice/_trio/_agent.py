@@ -616,12 +616,17 @@ class Agent:
         peer's parameters waits for them.
 
         A candidate that names a ufrag (the W3C ``usernameFragment``, or a ``ufrag``
-        extension of its line) belongs to that ufrag's ICE generation.  While the peer's
-        parameters are not known, it waits for them; then (or at once, once they are known)
-        it is taken if the ufrag is the peer's, else left out (one trickled late, from
-        before an ICE restart, say), with a log line (debug after a restart, else a
-        warning: a signaling mistake) and counted in
-        :attr:`AgentStatistics.remote_candidates_dropped`.  After an ICE restart, an
+        extension of its line) belongs to that ufrag's ICE generation.  One that names the
+        peer's ufrag of an earlier generation (trickled late, from before an ICE restart)
+        is left out, logged at DEBUG and counted in
+        :attr:`AgentStatistics.remote_candidates_dropped`.  One that names a ufrag not seen
+        yet waits for parameters that name it: while the peer's parameters are not known,
+        and while they are, for those of an ICE restart (a peer that restarted first, whose
+        new candidates came before its new parameters: :meth:`restart`, then
+        :meth:`set_remote_parameters`, takes them; the first is logged at INFO, since it
+        is a signaling mistake otherwise).  Parameters take the waiting candidates that
+        name their ufrag, and leave out (and count) the others.  Waiting candidates count
+        against ``max_remote_candidates``.  After an ICE restart, an
         end-of-candidates that comes before the peer's new parameters, while the earlier
         generation's may still be on its way, is taken for that one and ignored, unless
         it names the new ufrag: signal the new parameters first.
@@ -704,18 +709,35 @@ class Agent:
                     why,
                 )
             else:
-                # Expected after an ICE restart (a late one from before); a signaling
-                # mistake most likely without one.
+                # (A late one from before an ICE restart.)
                 self._left_out(
                     _OTHER_GENERATION,
-                    "%s: remote candidate of ufrag %s left out (the peer's is %s: another "
+                    "%s: remote candidate of ufrag %s left out (the peer's is %s: an earlier "
                     "ICE generation's)",
                     self._local.ufrag,
                     _peer_text(candidate.ufrag),
                     _peer_text(self._core.remote.ufrag if self._core.remote else None),
-                    quiet=self._restarted,
+                    quiet=True,
                 )
             return
+        remote = self._core.remote
+        if (
+            candidate is not None
+            and remote is not None
+            and candidate.ufrag not in (None, remote.ufrag)
+        ):
+            # Held for parameters that name its ufrag (see AgentCore.add_remote_candidate):
+            # from a peer that restarted first, or else a signaling mistake.  Said at INFO
+            # the first time for this agent, then at DEBUG.
+            log = logger.debug if self._warned & _HELD_EARLY else logger.info
+            self._warned |= _HELD_EARLY
+            log(
+                "%s: remote candidate of ufrag %s held: the peer's is %s; it is taken if "
+                "the peer's next parameters (after an ICE restart) name its ufrag",
+                self._local.ufrag,
+                _peer_text(candidate.ufrag),
+                _peer_text(remote.ufrag),
+            )
         self._pump()
 
     def restart(
@@ -2242,6 +2264,7 @@ async def _warm_shell(rounds: int = 3) -> None:
 #: Why a remote candidate was left out (``Agent._left_out``'s reasons, as bits).
 _NO_DESTINATION, _OTHER_GENERATION, _MDNS_OFF, _NO_ANSWER, _PAST_THE_CAP = 1, 2, 4, 8, 16
 _SEND_REFUSED = 32  # (not a left-out candidate's: see Agent._kernel_refused)
+_HELD_EARLY = 64  # (held, not left out: see Agent._take_remote)
 
 _WARM_UFRAGS = frozenset({"warmupA", "warmupB"})
 

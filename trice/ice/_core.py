@@ -204,6 +204,7 @@ class AgentCore:
         "_next_consent",
         "_next_paced",
         "_nominating",
+        "_past_ufrags",
         "_pingback",
         "_pingback_soon",
         "_previous",
@@ -343,7 +344,8 @@ class AgentCore:
         #: The last pair selected, which :meth:`selected_pair` names once none carries data.
         self._last_selected: Pair | None = None
         #: The candidates that name a ufrag, held (by address) while the peer's ufrag is
-        #: not known (see :meth:`add_remote_candidate`).
+        #: not known, or that name one not seen yet, of a generation to come (see
+        #: :meth:`add_remote_candidate`).
         self._held: dict[tuple[Address, str], Candidate] | None = None
         #: After an ICE restart: the earlier generation's end-of-candidates may still come
         #: (it had not before the restart), and one before the peer's new parameters is
@@ -353,6 +355,9 @@ class AgentCore:
         # named a ufrag before the peer's new parameters came (see add_remote_candidate).
         self._previous_ufrag: str | None = None
         self._named_ends: set[str] | None = None
+        # The peer's ufrags of the generations before this one (the last MAX_NAMED_ENDS):
+        # what names one of them is late; what names another ufrag may be early.
+        self._past_ufrags: tuple[str, ...] = ()
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -515,11 +520,12 @@ class AgentCore:
         self._late_end_possible = not (self.remote_complete or self.remote_end_held)
         if self.remote is not None:
             self._previous_ufrag = self.remote.ufrag
-        self._named_ends = None
-        # (Held for the peer's parameters, or by the shell for a name being resolved: of no
-        # generation of now's.)
-        self.remote_candidates_dropped += len(self._held or ()) + self.pending_remote
-        self._held = None
+            self._past_ufrags = (*self._past_ufrags, self.remote.ufrag)[-MAX_NAMED_ENDS:]
+        # (What waits for the peer's parameters, naming a ufrag, keeps waiting: the new
+        # generation's may have come before this restart, from a peer that restarted first;
+        # the parameters take what names their ufrag and drop the rest.  A name the shell
+        # was resolving is of the generation of before.)
+        self.remote_candidates_dropped += self.pending_remote
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
         self._success_pads = success_pads(key)
@@ -648,19 +654,24 @@ class AgentCore:
 
         A candidate that names a ufrag (:attr:`Candidate.ufrag <trice.ice.Candidate.ufrag>`:
         the W3C ``usernameFragment``, or a ``ufrag`` extension of its line) is of the ICE
-        generation of that ufrag.  Returns ``False`` for one of another generation than the
-        peer's of now, which it leaves out and counts (``remote_candidates_dropped``): one
-        of before an ICE restart, trickled late, say (W3C's ``addIceCandidate`` refuses
-        those too).  While the peer's ufrag is not known, such a candidate is held until it
-        is (:meth:`set_remote`), and then taken or left out.
+        generation of that ufrag.  Returns ``False`` for one that names the peer's ufrag of
+        an earlier generation (trickled late, from before an ICE restart), which it leaves
+        out and counts (``remote_candidates_dropped``).  One that names a ufrag not seen
+        yet is held for parameters that name it (:meth:`set_remote`): while the peer's are
+        not known, and while they are, for those of an ICE restart to come (a peer that
+        restarted first, whose candidates came before its new parameters; W3C's
+        ``addIceCandidate`` refuses those, and its applications hold them back
+        themselves).  Parameters take the held candidates that name their ufrag, and leave
+        out (and count) the others; held candidates count against
+        ``max_remote_candidates``, and stay held through :meth:`restart`.
 
         An end-of-candidates may name its generation's ufrag (``ufrag``, the W3C
-        ``usernameFragment``): one of another generation's is ignored (``False``), and one
-        that comes before the peer's parameters waits for them.  After an ICE restart, one
-        that names no ufrag and comes before the peer's new parameters is taken for the
-        earlier generation's (a late one would end the new generation before it began): it
-        is ignored, and ``False`` is returned; the next one is the new generation's.
-        Signal the new parameters first."""
+        ``usernameFragment``): one of an earlier generation's is ignored (``False``), and
+        one that names a ufrag not seen yet waits for parameters that name it.  After an
+        ICE restart, one that names no ufrag and comes before the peer's new parameters is
+        taken for the earlier generation's (a late one would end the new generation before
+        it began): it is ignored, and ``False`` is returned; the next one is the new
+        generation's.  Signal the new parameters first."""
         if candidate is None:
             if ufrag is not None:
                 remote = self.remote
@@ -668,18 +679,11 @@ class AgentCore:
                     if ufrag == self._previous_ufrag:
                         self._late_end_possible = False  # (the late one: it came)
                         return False
-                    # Taken if the parameters say it is the peer's.  (Every one, of as many
-                    # generations as there were restarts, bounded: one late of an older
-                    # generation must not take the place of the new one's.)
-                    named = self._named_ends
-                    if named is None:
-                        named = self._named_ends = set()
-                    if ufrag not in named and len(named) >= MAX_NAMED_ENDS:
-                        return False
-                    named.add(ufrag)
-                    return True
+                    return self._name_end(ufrag)
                 if ufrag != remote.ufrag:
-                    return False  # (another generation's)
+                    # (An earlier generation's is ignored; another waits, as before the
+                    # parameters, for those of a restart to come: see below.)
+                    return ufrag not in self._past_ufrags and self._name_end(ufrag)
             if self.remote is None and self._late_end_possible:
                 self._late_end_possible = False  # (there was one: the next is this one's)
                 return False
@@ -693,17 +697,24 @@ class AgentCore:
         if ufrag is None and candidate.extensions:
             ufrag = candidate.extension("ufrag")
         remote = self.remote
+        early = False
         if ufrag is not None and remote is not None and ufrag != remote.ufrag:
-            # (Another generation's, trickled late: left out even after this one's end.)
-            self.remote_candidates_dropped += 1
-            return False
-        if self.remote_complete or self.remote_end_held:
+            if ufrag in self._past_ufrags:
+                # (An earlier generation's, trickled late: left out even after this one's
+                # end.)
+                self.remote_candidates_dropped += 1
+                return False
+            # (A ufrag not seen yet: a generation to come, from a peer that restarted
+            # before this agent did, whose candidate came before its parameters.  It waits
+            # for them, as a candidate before the first parameters does.)
+            early = True
+        if not early and (self.remote_complete or self.remote_end_held):
             raise StateError("a remote candidate came after end-of-candidates")
         if _unreachable(candidate):
             self.remote_candidates_dropped += 1
             return False
         address = remote_key(candidate)
-        if ufrag is not None and remote is None:
+        if ufrag is not None and (remote is None or early):
             # (By address and ufrag: a peer that kept its sockets through a restart signals
             # the same address in both generations.  Each counts, or candidates naming
             # ever new ufrags at one address would be held past the cap.)
@@ -734,11 +745,23 @@ class AgentCore:
         return True
 
     def of_another_generation(self, candidate: Candidate) -> bool:
-        """Whether ``candidate`` names a ufrag, and the peer's of now is known and another:
+        """Whether ``candidate`` names the peer's ufrag of an earlier generation:
         :meth:`add_remote_candidate` leaves it out (the shell asks before it holds a
         ``.local`` one back for resolving)."""
-        remote = self.remote
-        return remote is not None and candidate.ufrag not in (None, remote.ufrag)
+        return candidate.ufrag is not None and candidate.ufrag in self._past_ufrags
+
+    def _name_end(self, ufrag: str) -> bool:
+        """Hold an end-of-candidates that names ``ufrag`` until parameters with that ufrag
+        come (:meth:`set_remote`).  (Every one, of as many generations as there were
+        restarts, bounded: one late of an older generation must not take the place of the
+        new one's.)  Whether it was held."""
+        named = self._named_ends
+        if named is None:
+            named = self._named_ends = set()
+        if ufrag not in named and len(named) >= MAX_NAMED_ENDS:
+            return False
+        named.add(ufrag)
+        return True
 
     def _counted(self, address: Address) -> bool:
         """Whether a remote candidate at ``address`` is counted against
