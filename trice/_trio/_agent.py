@@ -74,6 +74,7 @@ from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
+    KERNEL_DROPS,
     READ_BATCH,
     STUN_MAGIC,
     Transport,
@@ -181,6 +182,12 @@ class AgentStatistics:
             facing an ICE-lite peer, or to resolve a role conflict with a peer that claimed
             the same role (RFC 8445 §7.3.1.1, by the tie-breakers).  The first is logged at
             INFO, the others at DEBUG.
+        kernel_dropped: datagrams (data or STUN) that the kernel dropped on the agent's own
+            UDP sockets before the agent read them: a socket's receive buffer was full, the
+            application and the agent's reader having fallen behind a burst (raise
+            ``net.core.rmem_default`` for more room).  Not in ``datagrams_dropped``, which
+            counts the agent's own buffer.  From Linux's ``SO_MEMINFO``; ``None`` on other
+            systems.  A UDP mux's socket is the mux's, not counted here.
     """
 
     datagrams_received: int
@@ -203,6 +210,7 @@ class AgentStatistics:
     tcp_unproven: int = 0
     send_refused: int = 0
     role_switches: int = 0
+    kernel_dropped: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +253,7 @@ class Agent:
         "_failure",
         "_gathering",
         "_hub",
+        "_kernel_gone",
         "_key",
         "_lite_at",
         "_lite_data",
@@ -373,6 +382,7 @@ class Agent:
         self._restarted = False  # (see add_remote_candidate's log line)
         self._warned = 0  # (the reasons a left-out candidate was warned of: see _left_out)
         self._send_refused = 0  # (datagrams the kernel refused: see _kernel_refused)
+        self._kernel_gone = 0  # (the kernel's drops on sockets closed: see _kernel_dropped)
         # The secret its candidates' foundations are keyed with: of this agent alone, so
         # that a peer cannot tell two sessions are of one host (see compute_foundation).
         self._key = secrets.token_bytes(16)
@@ -489,7 +499,24 @@ class Agent:
             tcp_unproven=tcp.unproven,
             send_refused=self._send_refused,
             role_switches=core.role_switches,
+            kernel_dropped=self._kernel_dropped(),
         )
+
+    def _kernel_dropped(self) -> int | None:
+        """The datagrams the kernel dropped for the agent's own UDP sockets, open and
+        closed, or ``None`` where the system does not say (see
+        :attr:`AgentStatistics.kernel_dropped`)."""
+        if not KERNEL_DROPS:
+            return None
+        total = self._kernel_gone
+        for transport in self._transports.values():
+            if type(transport) is UdpTransport:
+                total += transport.kernel_dropped() or 0
+        return total
+
+    def _forget_socket(self, transport: UdpTransport) -> None:
+        """A closed host socket leaves the agent: its kernel's drop count stays counted."""
+        self._kernel_gone += transport.kernel_dropped() or 0
 
     def relay_statistics(self) -> tuple[RelayStatistics, ...]:
         """A snapshot of each of the agent's TURN allocations (its relay candidates') and its
@@ -2138,6 +2165,9 @@ class AgentContext:
                 # delivery, the check runs on its timer heap, a UDP mux share's hooks), so
                 # that nothing holds it in a reference cycle once the application drops it.
                 agent._relays_at_close = agent.relay_statistics()
+                for transport in agent._transports.values():
+                    if type(transport) is UdpTransport:
+                        agent._forget_socket(transport)
                 agent._transports = {}
                 agent._timers = []
                 for share in agent._muxes:

@@ -895,6 +895,8 @@ def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None
         ):
             transport.close()  # (no pair is on it: the restart dropped them all)
             del agent._transports[transport.base]
+            if type(transport) is UdpTransport:
+                agent._forget_socket(transport)
 
 
 #: Connections a passive ICE-TCP candidate's listener holds before they are accepted.
