@@ -528,6 +528,23 @@ def _drive(rng: random.Random) -> None:
     net.run_for(15.0)
 
 
+def _lite_pair_below_a_failed_one() -> None:
+    """An ICE-lite agent whose first pair failed with its socket: the peer's check on
+    another pair of that foundation forms it frozen (the failed one ranks above it, and
+    none succeeded), and proves it (``frozen -> succeeded``, rare in the drawn runs)."""
+    net, _a, b = two_agents(
+        a_hosts=[("10.0.0.1", 5000), ("10.0.0.1", 5001)],
+        b_hosts=[("10.1.0.2", 6000), ("10.1.0.2", 6001)],
+        b_lite=True,
+    )
+    assert net.run_until(lambda: len(b.core.checklist) > 0, max_time=1.0)
+    (first,) = list(b.core.checklist)
+    b.core.transport_lost(first.base, net.now)
+    gone = b.bases[first.base]
+    net.drop(lambda packet: packet.dst == gone)
+    net.run_for(20.0)
+
+
 def test_every_change_of_a_pairs_state_is_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two hundred drawn runs of two cores: each pair-state change they make is one that
     ``PAIR_TRANSITIONS`` (which the design page draws) lists, and each one it lists is made."""
@@ -536,6 +553,7 @@ def test_every_change_of_a_pairs_state_is_in_the_table(monkeypatch: pytest.Monke
     rng = random.Random(8445)
     for _ in range(200):
         _drive(rng)
+    _lite_pair_below_a_failed_one()
     table = {(old, new) for old, news in PAIR_TRANSITIONS.items() for new in news}
     assert _TracedPair.changes - table == set()
     assert table - _TracedPair.changes == set()

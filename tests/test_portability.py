@@ -137,12 +137,12 @@ def test_the_interface_filter_gets_windows_connection_names(
     )
     monkeypatch.setattr(ifaddr, "get_adapters", lambda *a, **k: [adapter])
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)  # (both put back after the test)
+    monkeypatch.setattr(_gather, "_indexes", {})
     network = trice.NetworkConfig(interface_filter=lambda name: name == "Ethernet")
     found = _gather.host_addresses(network)
     assert [(h.interface, h.address) for h in found] == [("Ethernet", "192.0.2.10")]
     assert _gather.interface_index("Ethernet") == 12
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
 
 
 _DEMO = textwrap.dedent(

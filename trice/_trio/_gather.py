@@ -106,8 +106,9 @@ class UnreadableInterfaces(TriceError):
 
 def forget_adapters() -> None:
     """Read the interfaces afresh next time (a gathering anew must see what changed)."""
-    global _adapters_cache
+    global _adapters_cache, _indexes
     _adapters_cache = None
+    _indexes = {}
 
 
 #: A read of the interfaces that took more CPU time than this (a host with hundreds of
@@ -189,8 +190,8 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     finally:
         if asker is not None:
             asker.close()
+    _indexes = indexes  # (first: whoever finds the new cache finds its indexes)
     _adapters_cache = (now, adapters)
-    _indexes = indexes
     # (The CPU time the read took, which a busy machine does not stretch as it does the
     # wall clock's: one slow moment does not send reads to a thread, where trio's
     # MockClock would jump ahead while a test's tasks all wait on it.)

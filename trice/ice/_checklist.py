@@ -33,7 +33,7 @@ class PairState(str, enum.Enum):
 #: Pair-state transitions the agent makes (the docs draw this table; a test drives the core
 #: through many runs and checks every change against it).
 PAIR_TRANSITIONS: dict[PairState, frozenset[PairState]] = {
-    PairState.FROZEN: frozenset({PairState.WAITING, PairState.FAILED}),
+    PairState.FROZEN: frozenset({PairState.WAITING, PairState.SUCCEEDED, PairState.FAILED}),
     PairState.WAITING: frozenset(
         {PairState.IN_PROGRESS, PairState.FROZEN, PairState.SUCCEEDED, PairState.FAILED}
     ),
