@@ -3440,6 +3440,34 @@ async def test_a_peers_ufrag_in_a_log_line_has_its_control_characters_written_ou
     assert line.isprintable()
 
 
+async def test_a_peer_process_that_came_back_is_reached_over_its_signalled_host() -> None:
+    """A and B connected; B's process comes back (a new agent B2), whose candidates (naming
+    its ufrag) and end-of-candidates reach A before its parameters; A restarts, then takes
+    the parameters: A pairs with B2's signalled host candidate (they were dropped as
+    another generation's, and only a peer-reflexive candidate could stand in)."""
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            ca, _ = await _connected_pair(a, b)
+        async with trice.open_agent(loopback_config(), controlling=False) as b2:
+            await b2.wait_gathering_complete()
+            ufrag = b2.local_parameters.ufrag
+            for candidate in b2.local_candidates:
+                a.add_remote_candidate(dataclasses.replace(candidate, username_fragment=ufrag))
+            a.add_remote_candidate(None, username_fragment=ufrag)
+            new = a.restart()
+            a.set_remote_parameters(ufrag, b2.local_parameters.pwd)
+            b2.set_remote_parameters(new.ufrag, new.pwd)
+            for candidate in a.local_candidates:
+                b2.add_remote_candidate(candidate)
+            b2.add_remote_candidate(None)
+            with trio.fail_after(10):
+                _, cb2 = await connect_both(a, b2)
+                await ca.send(b"again")
+                assert await cb2.receive() == b"again"
+            assert ca.selected_pair.remote.type is trice.CandidateType.HOST
+            assert a.statistics().remote_candidates_dropped == 0
+
+
 @pytest.mark.parametrize("how", ["failed", "aclose"])
 async def test_a_receive_woken_by_a_datagram_as_ice_fails_or_it_closes_takes_nothing(
     how: str,

@@ -3997,6 +3997,70 @@ def test_a_peer_that_keeps_its_ufrag_through_a_restart_keeps_its_candidates() ->
     assert a.core.remote_candidates_dropped == 0
 
 
+def test_candidates_of_a_generation_to_come_have_a_room_of_their_own() -> None:
+    """Candidates naming a ufrag not seen yet, while the peer's parameters are known, are
+    held apart: as many as ``max_remote_candidates`` (the next is left out and counted, no
+    LimitError), and none takes the room of the generation of now (a peer that never
+    restarts cannot crowd out its own candidates); setting the same parameters again keeps
+    them; once the restart and the parameters naming them come, they count as any."""
+    net, a, b = two_agents(exchange=False)
+    a.core.max_remote_candidates = 2
+    a.core.set_remote(b.core.local, net.now)
+    (candidate,) = b.signalled
+    early = [
+        dataclasses.replace(candidate, port=7000 + k, username_fragment="later") for k in range(3)
+    ]
+    assert [a.core.add_remote_candidate(c) for c in early] == [True, True, False]
+    assert a.core.remote_candidates_dropped == 1
+    assert a.core.add_remote_candidate(candidate) is True  # (this generation's: room)
+    assert a.core.add_remote_candidate(dataclasses.replace(candidate, port=6001)) is True
+    a.core.set_remote(b.core.local, net.now)  # (again: nothing changes)
+    a.restart(net.now)
+    a.core.set_remote(IceParameters("later", "later-password-0123456789"), net.now)
+    assert [c.port for c in a.core.remote_candidates] == [7000, 7001]
+    assert a.core.remote_candidates_dropped == 1
+
+
+def test_a_candidate_naming_this_agents_own_ufrag_is_left_out() -> None:
+    """A signaling mistake (the peer's candidate sent with our ufrag): left out and
+    counted, not held for ever as one of a generation to come.  Unless the peer's ufrag
+    is ours too (two agents of one configuration with its ufrag)."""
+    net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, net.now)
+    (candidate,) = b.signalled
+    mistaken = dataclasses.replace(candidate, username_fragment=a.core.local.ufrag)
+    assert a.core.add_remote_candidate(mistaken) is False
+    assert a.core.remote_candidates_dropped == 1
+    net, a, b = two_agents(exchange=False)
+    a.core.set_remote(a.core.local, net.now)  # (the peer's parameters are ours)
+    (candidate,) = b.signalled
+    same = dataclasses.replace(candidate, username_fragment=a.core.local.ufrag)
+    assert a.core.add_remote_candidate(same) is True
+    assert a.core.remote_candidates == [same]
+
+
+def test_a_local_name_of_a_generation_to_come_is_resolved_once_its_parameters_come() -> None:
+    """A ``.local`` candidate of a generation to come is held as it is, not resolved (it
+    may never be taken); the parameters naming its ufrag hand it to the shell to resolve
+    (``take_names``), held as a name being resolved: the end-of-candidates of its
+    generation waits for it."""
+    net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, net.now)
+    a.core.add_remote_candidate(None)  # (the generation of now has ended)
+    named = Candidate.from_sdp("candidate:1 1 udp 2130706431 peer-host.local 7000 typ host")
+    named = dataclasses.replace(named, username_fragment="later")
+    assert a.core.add_remote_candidate(named) is True
+    assert a.core.add_remote_candidate(None, "later") is True
+    assert a.core.take_names() == []
+    a.restart(net.now)
+    a.core.set_remote(IceParameters("later", "later-password-0123456789"), net.now)
+    assert a.core.take_names() == [named] and a.core.pending_remote == 1
+    assert a.core.remote_end_held and not a.core.remote_complete
+    resolved = dataclasses.replace(named, address="10.0.0.7")
+    assert a.core.release_remote(resolved, a.core.generation) is True
+    assert a.core.remote_candidates == [resolved] and a.core.remote_complete
+
+
 def test_held_candidates_count_once_against_the_cap() -> None:
     """A candidate held twice (the same address), and a peer's check from a held address,
     take one place under ``max_remote_candidates`` between them."""

@@ -112,6 +112,24 @@ async def test_candidates_of_other_generations_are_said_once_and_never_warned_of
     assert records.warnings() == []
 
 
+async def test_candidates_naming_the_agents_own_ufrag_are_warned_of_once(
+    records: Records,
+) -> None:
+    """The application sent the peer's candidates with this agent's own ufrag (a signaling
+    mistake): left out, counted, one warning that says so."""
+    async with trice.open_agent(loopback_config(), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerufrag", "p" * 22)
+        own = agent.local_parameters.ufrag
+        for i in range(5):
+            line = f"candidate:{i} 1 udp 9 127.0.0.1 {1000 + i} typ host ufrag {own}"
+            agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        assert agent.remote_candidates == ()
+        assert agent.statistics().remote_candidates_dropped == 5
+    (warning,) = records.warnings()
+    assert "this agent's own ufrag" in warning
+
+
 async def test_each_kind_of_candidate_left_out_is_warned_of_once(records: Records) -> None:
     """A .local name under MdnsMode.DISABLED and a multicast address are left out for
     different reasons: each is warned of once (the first kept the other quiet)."""

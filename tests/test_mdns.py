@@ -396,6 +396,34 @@ async def test_an_answer_that_comes_after_an_ice_restart_is_not_taken(
         assert agent.pair_statistics() == ()
 
 
+async def test_a_local_name_of_a_peer_that_restarted_first_is_resolved_after_the_restart(
+    listener: socket.socket,
+) -> None:
+    """The peer restarted first, and its new ``.local`` host candidate (a browser's
+    default), naming its new ufrag, came before its new parameters, after its old
+    generation had ended: it is held, not resolved yet (nor refused: it raised
+    StateError, a candidate after end-of-candidates), and once this agent restarts and
+    takes the parameters, it is resolved and taken."""
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerold", "p" * 22)
+        agent.add_remote_candidate(None)
+        named = trice.Candidate.from_sdp("candidate:1 1 udp 1 came-back.local 40003 typ host")
+        agent.add_remote_candidate(dataclasses.replace(named, username_fragment="peernew"))
+        agent.restart()
+        agent.set_remote_parameters("peernew", "q" * 22)
+        query, _ = await _next_message(listener, lambda m: not m.is_response)
+        assert {q.name for q in query.questions} == {"came-back.local"}
+        listener.sendto(
+            mdns.encode_answer("came-back.local", ["127.0.0.1"]),
+            (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT),
+        )
+        await until(lambda: bool(agent.remote_candidates), within=5)
+        assert [(c.address, c.port) for c in agent.remote_candidates] == [("127.0.0.1", 40003)]
+        assert agent.statistics().remote_candidates_dropped == 0
+
+
 async def test_the_agent_answers_a_query_once_a_second_and_a_legacy_query_by_unicast(
     listener: socket.socket,
 ) -> None:

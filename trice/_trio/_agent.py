@@ -622,6 +622,26 @@ class Agent:
         core = self._core
         dropped = core.remote_candidates_dropped
         core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
+        for name in core.take_names():  # (.local ones held for these parameters)
+            if self.config.network.mdns is MdnsMode.DISABLED:
+                core.release_remote(None, core.generation)
+                self._left_out(
+                    _MDNS_OFF,
+                    "%s: remote candidate at %s left out: %s",
+                    self._local.ufrag,
+                    _peer_text(name.address),
+                    "mDNS is disabled (NetworkConfig.mdns)",
+                )
+                continue
+            try:
+                self._resolve_later(name, core.generation)
+            except Exception as exc:  # (the parameters are set: the name alone is left out)
+                logger.warning(
+                    "%s: remote candidate %s left out: %s",
+                    self._local.ufrag,
+                    _peer_text(name.address),
+                    exc,
+                )
         if core.remote_candidates_dropped != dropped:
             logger.debug(
                 "%s: %d remote candidates that waited for these parameters left out (another "
@@ -646,14 +666,17 @@ class Agent:
         extension of its line) belongs to that ufrag's ICE generation.  One that names the
         peer's ufrag of an earlier generation (trickled late, from before an ICE restart)
         is left out, logged at DEBUG and counted in
-        :attr:`AgentStatistics.remote_candidates_dropped`.  One that names a ufrag not seen
+        :attr:`AgentStatistics.remote_candidates_dropped`; so is one that names this
+        agent's own ufrag (a signaling mistake: a warning).  One that names a ufrag not seen
         yet waits for parameters that name it: while the peer's parameters are not known,
         and while they are, for those of an ICE restart (a peer that restarted first, whose
         new candidates came before its new parameters: :meth:`restart`, then
         :meth:`set_remote_parameters`, takes them; the first is logged at INFO, since it
         is a signaling mistake otherwise).  Parameters take the waiting candidates that
-        name their ufrag, and leave out (and count) the others.  Waiting candidates count
-        against ``max_remote_candidates``.  After an ICE restart, an
+        name their ufrag, and leave out (and count) the others.  Those waiting for the
+        peer's first parameters count against ``max_remote_candidates``; those of a
+        generation to come have a room of their own, as large (past it, one is left out),
+        and a ``.local`` one among them is resolved once taken.  After an ICE restart, an
         end-of-candidates that comes before the peer's new parameters, while the earlier
         generation's may still be on its way, is taken for that one and ignored, unless
         it names the new ufrag: signal the new parameters first.
@@ -702,7 +725,9 @@ class Agent:
             and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
             and is_mdns_name(candidate.address)
             and self.config.network.mdns is not MdnsMode.DISABLED
-            and not self._core.of_another_generation(candidate)  # (left out, not resolved)
+            # (Left out, not resolved; or one of a generation to come: resolved once taken.)
+            and not self._core.misnamed(candidate.ufrag)
+            and not self._core.early(candidate.ufrag)
         ):
             self._resolve_later(candidate)
             return
@@ -711,7 +736,9 @@ class Agent:
     def _take_remote(self, candidate: Candidate | None, ufrag: str | None = None) -> None:
         """Hand a signalled candidate (or end-of-candidates, of ``ufrag``'s generation if
         named) to the core."""
-        if not self._core.add_remote_candidate(candidate, ufrag):
+        core = self._core
+        early = candidate is not None and core.early(candidate.ufrag)
+        if not core.add_remote_candidate(candidate, ufrag):
             if candidate is None:
                 logger.debug(
                     "%s: end-of-candidates ignored (%s)",
@@ -720,7 +747,23 @@ class Agent:
                     if ufrag is None
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
-            elif not self._core.of_another_generation(candidate):
+            elif early:
+                self._left_out(
+                    _PAST_THE_CAP,
+                    "%s: remote candidate of ufrag %s left out: as many of generations to come "
+                    "(ufrags not seen yet) wait already as AgentConfig.max_remote_candidates",
+                    self._local.ufrag,
+                    _peer_text(candidate.ufrag),
+                )
+            elif core.misnamed(candidate.ufrag) and candidate.ufrag == core.local.ufrag:
+                self._left_out(
+                    _OTHER_GENERATION,
+                    "%s: remote candidate at %s left out: it names this agent's own ufrag, "
+                    "not the peer's (a signaling mistake?)",
+                    self._local.ufrag,
+                    _peer_text(candidate.address),
+                )
+            elif not core.misnamed(candidate.ufrag):
                 named = is_mdns_name(candidate.address)
                 why = (
                     "mDNS is disabled (NetworkConfig.mdns)"
@@ -743,16 +786,12 @@ class Agent:
                     "ICE generation's)",
                     self._local.ufrag,
                     _peer_text(candidate.ufrag),
-                    _peer_text(self._core.remote.ufrag if self._core.remote else None),
+                    _peer_text(core.remote.ufrag if core.remote else None),
                     quiet=True,
                 )
             return
-        remote = self._core.remote
-        if (
-            candidate is not None
-            and remote is not None
-            and candidate.ufrag not in (None, remote.ufrag)
-        ):
+        remote = core.remote
+        if early and candidate is not None and remote is not None:
             # Held for parameters that name its ufrag (see AgentCore.add_remote_candidate):
             # from a peer that restarted first, or else a signaling mistake.  Said at INFO
             # the first time for this agent, then at DEBUG.
@@ -1275,12 +1314,14 @@ class Agent:
                 return usable[0]
         return addresses[0]
 
-    def _resolve_later(self, candidate: Candidate) -> None:
+    def _resolve_later(self, candidate: Candidate, generation: int | None = None) -> None:
         """A ``.local`` candidate: held by the core (it counts against the cap, and an
         end-of-candidates waits for it), resolved by mDNS in a task of its own, then given
-        back to the core, under the address found or as left out."""
+        back to the core, under the address found or as left out.  (``generation``: the
+        core holds it already, see ``AgentCore.take_names``.)"""
         core = self._core
-        generation = core.hold_remote()  # (raises StateError, LimitError)
+        if generation is None:
+            generation = core.hold_remote()  # (raises StateError, LimitError)
         try:
             mdns = self._open_mdns()  # (the filters it calls, or a descriptor short, raise)
         except BaseException:

@@ -39,6 +39,7 @@ from trice.ice._requests import (
     learned,
     resolve_role_conflict,
 )
+from trice.mdns._message import is_mdns_name
 from trice.stun._fastpath import (
     BindingRequestTemplate,
     encode_binding_success,
@@ -187,6 +188,7 @@ class AgentCore:
         "_checking_since",
         "_consent_for",
         "_disconnected_for",
+        "_early",
         "_events",
         "_fail_held",
         "_first_valid_at",
@@ -200,6 +202,7 @@ class AgentCore:
         "_live",
         "_local_key",
         "_named_ends",
+        "_names",
         "_new_tid",
         "_next_consent",
         "_next_paced",
@@ -358,6 +361,10 @@ class AgentCore:
         # The peer's ufrags of the generations before this one (the last MAX_NAMED_ENDS):
         # what names one of them is late; what names another ufrag may be early.
         self._past_ufrags: tuple[str, ...] = ()
+        # Candidates of a generation to come (see _hold_early), and the .local ones of them
+        # that parameters took, for the shell to resolve (see take_names).
+        self._early: dict[tuple[Address, str], Candidate] | None = None
+        self._names: list[Candidate] | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -459,6 +466,8 @@ class AgentCore:
                 "connect (one side must be a full agent, RFC 8445 §2.5)"
             )
         key = _key_of(remote.pwd, "the remote pwd")
+        if not first:
+            return  # (the same parameters again: nothing changes)
         self.remote = remote
         self._remote_key = key
         if remote.lite and not self.local.lite and not self.controlling:
@@ -467,10 +476,17 @@ class AgentCore:
         if held is not None:
             self._held = None
             for (_, ufrag), candidate in held.items():
-                if ufrag == remote.ufrag:
-                    self._take_remote(candidate)
-                else:
+                if ufrag != remote.ufrag:
                     self.remote_candidates_dropped += 1  # (another generation's)
+                elif is_mdns_name(candidate.address):
+                    # (Held early, unresolved: the shell resolves it now, see take_names.)
+                    self.pending_remote += 1
+                    if self._names is None:
+                        self._names = [candidate]
+                    else:
+                        self._names.append(candidate)
+                else:
+                    self._take_remote(candidate)
         named, self._named_ends = self._named_ends, None
         if named is not None and remote.ufrag in named:
             self.add_remote_candidate(None, remote.ufrag)  # (an end that named it came first)
@@ -521,11 +537,17 @@ class AgentCore:
         if self.remote is not None:
             self._previous_ufrag = self.remote.ufrag
             self._past_ufrags = (*self._past_ufrags, self.remote.ufrag)[-MAX_NAMED_ENDS:]
-        # (What waits for the peer's parameters, naming a ufrag, keeps waiting: the new
-        # generation's may have come before this restart, from a peer that restarted first;
-        # the parameters take what names their ufrag and drop the rest.  A name the shell
-        # was resolving is of the generation of before.)
+        # (What waits for the peer's parameters, naming a ufrag, keeps waiting, and so do
+        # the candidates of a generation to come: the new generation's may have come before
+        # this restart, from a peer that restarted first; the parameters take what names
+        # their ufrag and drop the rest.  A name the shell was resolving is of the
+        # generation of before.)
+        early = self._early
+        if early is not None:
+            self._early = None
+            self._held = {**self._held, **early} if self._held else early
         self.remote_candidates_dropped += self.pending_remote
+        self._names = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
         self._success_pads = success_pads(key)
@@ -683,7 +705,7 @@ class AgentCore:
                 if ufrag != remote.ufrag:
                     # (An earlier generation's is ignored; another waits, as before the
                     # parameters, for those of a restart to come: see below.)
-                    return ufrag not in self._past_ufrags and self._name_end(ufrag)
+                    return not self.misnamed(ufrag) and self._name_end(ufrag)
             if self.remote is None and self._late_end_possible:
                 self._late_end_possible = False  # (there was one: the next is this one's)
                 return False
@@ -697,24 +719,19 @@ class AgentCore:
         if ufrag is None and candidate.extensions:
             ufrag = candidate.extension("ufrag")
         remote = self.remote
-        early = False
-        if ufrag is not None and remote is not None and ufrag != remote.ufrag:
-            if ufrag in self._past_ufrags:
-                # (An earlier generation's, trickled late: left out even after this one's
-                # end.)
+        if ufrag is not None:
+            if self.misnamed(ufrag):
                 self.remote_candidates_dropped += 1
                 return False
-            # (A ufrag not seen yet: a generation to come, from a peer that restarted
-            # before this agent did, whose candidate came before its parameters.  It waits
-            # for them, as a candidate before the first parameters does.)
-            early = True
-        if not early and (self.remote_complete or self.remote_end_held):
+            if remote is not None and ufrag != remote.ufrag:
+                return self._hold_early(candidate, ufrag)
+        if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
         if _unreachable(candidate):
             self.remote_candidates_dropped += 1
             return False
         address = remote_key(candidate)
-        if ufrag is not None and (remote is None or early):
+        if ufrag is not None and remote is None:
             # (By address and ufrag: a peer that kept its sockets through a restart signals
             # the same address in both generations.  Each counts, or candidates naming
             # ever new ufrags at one address would be held past the cap.)
@@ -744,11 +761,61 @@ class AgentCore:
         prime_success(candidate.address, candidate.port)
         return True
 
-    def of_another_generation(self, candidate: Candidate) -> bool:
-        """Whether ``candidate`` names the peer's ufrag of an earlier generation:
-        :meth:`add_remote_candidate` leaves it out (the shell asks before it holds a
-        ``.local`` one back for resolving)."""
-        return candidate.ufrag is not None and candidate.ufrag in self._past_ufrags
+    def misnamed(self, ufrag: str | None) -> bool:
+        """Whether a candidate that names ``ufrag`` is left out for it by
+        :meth:`add_remote_candidate`: the peer's parameters are known and name another
+        ufrag, and it names one of an earlier generation's (a candidate trickled late) or
+        this agent's own (a signaling mistake).  (Before the peer's parameters come, any
+        ufrag may be the peer's: some peers keep theirs through a restart, and ours may be
+        theirs too.)  The shell asks before it holds a ``.local`` one back for resolving."""
+        remote = self.remote
+        return (
+            ufrag is not None
+            and remote is not None
+            and ufrag != remote.ufrag
+            and (ufrag in self._past_ufrags or ufrag == self.local.ufrag)
+        )
+
+    def early(self, ufrag: str | None) -> bool:
+        """Whether a candidate that names ``ufrag`` is one of a generation to come (see
+        :meth:`add_remote_candidate`): the peer's parameters are known, and name another
+        ufrag, not seen before."""
+        remote = self.remote
+        return (
+            ufrag is not None
+            and remote is not None
+            and ufrag != remote.ufrag
+            and ufrag not in self._past_ufrags
+            and ufrag != self.local.ufrag
+        )
+
+    def _hold_early(self, candidate: Candidate, ufrag: str) -> bool:
+        """Hold a candidate of a generation to come (see :meth:`early`) until parameters
+        that name its ufrag come, after a restart.  Such candidates have a room of their own
+        (``max_remote_candidates`` of them; past it, the new one is left out and counted):
+        they take none of the generation of now's, which a peer that never restarts would
+        otherwise crowd out.  A ``.local`` one is held as it is, and resolved once taken
+        (see :meth:`take_names`).  Whether it was held."""
+        if _unreachable(candidate) and not is_mdns_name(candidate.address):
+            self.remote_candidates_dropped += 1
+            return False
+        key = (remote_key(candidate), ufrag)
+        early = self._early
+        if early is None:
+            early = self._early = {}
+        elif key not in early and len(early) >= self.max_remote_candidates:
+            self.remote_candidates_dropped += 1
+            return False
+        early[key] = candidate
+        return True
+
+    def take_names(self) -> list[Candidate]:
+        """The ``.local`` candidates of a generation to come that parameters naming their
+        ufrag took (:meth:`set_remote`): the shell resolves each and gives it back with
+        :meth:`release_remote` (each is held as :meth:`hold_remote` holds one, of the
+        generation of now)."""
+        names, self._names = self._names or [], None
+        return names
 
     def _name_end(self, ufrag: str) -> bool:
         """Hold an end-of-candidates that names ``ufrag`` until parameters with that ufrag
