@@ -1878,6 +1878,36 @@ class _StepCounter(trio.abc.Instrument):
             self.steps += 1
 
 
+async def test_a_receive_that_reads_its_socket_counts_the_bytes_received() -> None:
+    """A receive already waiting when each datagram comes reads the host socket itself (not
+    the agent's reader): what it takes counts in ``datagrams_received`` and
+    ``bytes_received`` too."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        await trio.testing.wait_all_tasks_blocked(0.01)  # (the checks' traffic is over)
+        before = b.statistics()
+        sizes = [3, 30, 300, 3000]
+        got: list[int] = []
+
+        async def take() -> None:
+            got.append(len(await cb.receive()))
+
+        with trio.fail_after(10):
+            for size in sizes:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(take)
+                    await trio.testing.wait_all_tasks_blocked(0.01)  # (it waits on the socket)
+                    await ca.send(b"\x80" * size)
+        assert got == sizes
+        after = b.statistics()
+        assert after.datagrams_received - before.datagrams_received == len(sizes)
+        assert after.bytes_received - before.bytes_received == sum(sizes)
+
+
 def _pin_receive_buffer(agent: trice.Agent, size: int) -> None:
     """Pin the kernel's receive buffer of the agent's host sockets (so that how much it holds
     does not hang on the machine's defaults)."""

@@ -14,6 +14,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 
 import trice
 from trice._trio._tcp import TcpTransport
@@ -454,3 +455,57 @@ async def test_a_connection_kept_through_a_restart_that_closes_later_fails_ice()
         with pytest.raises(trio.BrokenResourceError, match="TCP connection closed"):
             await ca.send(b"nowhere")
         assert b.statistics().tcp_accepted == 1  # (a opened no connection in its place)
+
+
+async def test_data_over_ice_tcp_counts_its_bytes_received() -> None:
+    """Data that comes another way than a host UDP socket's reader (ICE-TCP here; a relay
+    and a UDP mux alike) counts in ``bytes_received`` as well as ``datagrams_received``."""
+    async with (
+        trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
+        trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal_only(a, b)
+        ca, cb = await connect_both(a, b)
+        assert ca.selected_pair.local.protocol == "tcp"
+        before = b.statistics()
+        sizes = [1, 10, 100, 1000]
+        with trio.fail_after(10):
+            for size in sizes:
+                await ca.send(b"\x80" * size)
+            for size in sizes:
+                assert len(await cb.receive()) == size
+        after = b.statistics()
+        assert after.datagrams_received - before.datagrams_received == len(sizes)
+        assert after.bytes_received - before.bytes_received == sum(sizes)
+
+
+async def test_a_receive_over_ice_tcp_ends_when_its_agent_closes() -> None:
+    """A task blocked in ``receive()`` on a pair with no host UDP socket (ICE-TCP; a relay
+    likewise) waits on the agent's buffer, not on a socket: it gets ClosedResourceError
+    when the agent closes, as the docs say, and does not wait for ever."""
+    outcome: list[BaseException | bytes] = []
+
+    async def receiver(conn: trice.Connection) -> None:
+        try:
+            outcome.append(await conn.receive())
+        except trio.ClosedResourceError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with (
+                trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
+                trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
+            ):
+                await a.wait_gathering_complete()
+                await b.wait_gathering_complete()
+                signal_only(a, b)
+                ca, _cb = await connect_both(a, b)
+                assert ca.selected_pair.local.protocol == "tcp"
+                nursery.start_soon(receiver, ca)
+                await trio.testing.wait_all_tasks_blocked(0.01)  # (the receiver waits)
+                assert outcome == []
+    (ended,) = outcome
+    assert isinstance(ended, trio.ClosedResourceError)

@@ -403,6 +403,34 @@ async def test_a_memoryview_goes_over_a_backed_up_connection() -> None:
         assert connection.send_nowait(memoryview(b"\x00\x01 looks like STUN")) in (True, False)
 
 
+async def test_a_send_waiting_on_a_backed_up_connection_goes_once_it_drains() -> None:
+    """``Connection.send`` over an ICE-TCP connection whose buffer is full waits only while
+    it is: once the peer reads again and the connection's writer drains the buffer, the
+    send goes (it waited for an unrelated wake-up: a new pair, the agent closing)."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        connection = await _handshake(agent, peer)
+        while connection.send_nowait(b"\x80" + b"d" * 1199):
+            pass
+        last = b"\x80last" + b"L" * 1195  # (as big: no room for it either)
+        sent = trio.Event()
+
+        async def send() -> None:
+            await connection.send(last)
+            sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked(0.01)
+            assert not sent.is_set()  # (it waits for room)
+            with trio.fail_after(5):
+                while (datagram := await peer.receive()) != last:  # the peer reads again
+                    assert datagram is not None
+            with trio.fail_after(1):
+                await sent.wait()
+
+
 @pytest.mark.parametrize("wrong", ["ufrag", "key", "no-integrity"])
 async def test_a_check_with_wrong_credentials_gets_an_error_and_proves_nothing(
     short_prove: None, wrong: str

@@ -8,6 +8,8 @@ import errno
 import math
 import os
 import socket
+import subprocess
+import sys
 import types
 from collections.abc import Awaitable, Callable
 
@@ -420,3 +422,39 @@ async def test_connect_reading_its_socket_yields_through_a_run_of_socket_errors(
         nursery.cancel_scope.cancel()
     assert sock.raised == 5000
     assert max(gaps) <= 200, max(gaps)
+
+
+_OUT_OF_DESCRIPTORS = """
+import errno, os, resource
+import trice
+from trice._trio._transport import bind_socket
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError as exc:
+    assert exc.errno == errno.EMFILE
+try:
+    bind_socket("127.0.0.1", None)
+except trice.LimitError as exc:
+    print("LimitError:", exc)
+except OSError as exc:
+    print("OSError:", exc)
+"""
+
+
+def test_a_socket_that_cannot_be_made_for_want_of_descriptors_is_a_limit_error() -> None:
+    """The process's descriptor limit (EMFILE) reached as a socket is made: LimitError, as
+    the docs of ``open_agent`` and ``restart(regather=True)`` say (the other test of it runs
+    out earlier, as the interfaces are read)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
