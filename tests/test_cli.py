@@ -17,6 +17,8 @@ import trice
 from trice import _cli
 from trice._trio import _timers
 
+from coturn import require_turnserver, run_coturn
+
 
 def _run(*args: str) -> list[dict[str, Any]]:
     out = subprocess.run(
@@ -434,3 +436,28 @@ def test_with_standard_output_closed_a_command_says_so_in_one_line(command: str)
     shell = f"exec {sys.executable} -m trice {command} >&-"
     out = subprocess.run(["sh", "-c", shell], stderr=subprocess.PIPE, text=True, timeout=60)
     assert (out.returncode, out.stderr) == (1, "trice: standard output: closed\n")
+
+
+def test_gather_takes_the_turn_credential_from_the_environment() -> None:
+    """``trice gather``'s TURN password may come from ``$TRICE_TURN_CREDENTIAL``, out of
+    ``ps`` and the shell's history, as the proxy's from ``$TRICE_PROXY``."""
+    env = {**os.environ, "TRICE_TURN_CREDENTIAL": "from-the-environment"}
+    argv = [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--policy", "relay"]
+    argv += ["--turn", "turn:127.0.0.1:9?transport=udp", "--username", "alice", "--json"]
+    argv += ["--timeout", "0.5"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert "needs a username and a credential" not in out.stderr, out.stderr
+    assert "from-the-environment" not in out.stdout + out.stderr
+
+
+def test_gather_says_why_a_turn_servers_certificate_was_rejected() -> None:
+    """A ``turns:`` server whose certificate is not trusted: the report says what the
+    verifier said (it said ``certificate`` alone, and ``trice gather`` mutes the log that
+    said more unless ``-v``)."""
+    require_turnserver()
+    with run_coturn(tls=True, tls_names=("localhost",)) as coturn:
+        url = f"turns:localhost:{coturn.tls_port}?transport=tcp"
+        argv = [sys.executable, "-m", "trice", "gather", "--interface", "lo", "--json"]
+        argv += ["--policy", "relay", "--turn", url, "--username", "u", "--credential", "p"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    assert "TLS certificate rejected" in out.stdout and "issuer" in out.stdout, out.stdout

@@ -130,6 +130,40 @@ async def test_candidates_naming_the_agents_own_ufrag_are_warned_of_once(
     assert "this agent's own ufrag" in warning
 
 
+async def test_a_candidate_of_a_generation_to_come_no_check_may_go_to_says_so(
+    records: Records,
+) -> None:
+    """One of a generation to come that no check may go to (port 0) is left out for that,
+    not said to be past the room of those held (which it had plenty of)."""
+    async with trice.open_agent(loopback_config(), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerufrag", "p" * 22)
+        line = "candidate:1 1 udp 9 127.0.0.1 0 typ host ufrag later"
+        agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+    (warning,) = records.warnings()
+    assert "no check may go there" in warning
+
+
+async def test_names_held_for_parameters_with_mdns_disabled_are_warned_of_once(
+    records: Records,
+) -> None:
+    """``.local`` candidates of a generation to come, taken by its parameters while mDNS
+    is disabled: left out, counted, one warning for all of them (and the debug line about
+    candidates of another generation does not count them)."""
+    async with trice.open_agent(_mdns(trice.MdnsMode.DISABLED), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters("peerufrag", "p" * 22)
+        for i in range(3):
+            line = f"candidate:{i} 1 udp 9 n{i}.local {1000 + i} typ host ufrag later"
+            agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        agent.restart()
+        agent.set_remote_parameters("later", "q" * 22)
+        assert agent.statistics().remote_candidates_dropped == 3
+    (warning,) = records.warnings()
+    assert "3 remote .local candidates left out" in warning and "mDNS is disabled" in warning
+    assert not any("another ICE generation" in r.getMessage() for r in records.records)
+
+
 async def test_each_kind_of_candidate_left_out_is_warned_of_once(records: Records) -> None:
     """A .local name under MdnsMode.DISABLED and a multicast address are left out for
     different reasons: each is warned of once (the first kept the other quiet)."""

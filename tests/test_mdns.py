@@ -424,6 +424,38 @@ async def test_a_local_name_of_a_peer_that_restarted_first_is_resolved_after_the
         assert agent.statistics().remote_candidates_dropped == 0
 
 
+@pytest.mark.parametrize("restarted_before", [False, True])
+async def test_a_local_name_that_names_a_ufrag_waits_through_a_restart_as_an_address_does(
+    listener: socket.socket, restarted_before: bool
+) -> None:
+    """A ``.local`` candidate that names a ufrag, while the peer's parameters are not known
+    (before the first, or after this agent's restart), is held as it is, beside a plain
+    candidate of that ufrag: a further restart (a network change, say) drops neither, and
+    both are taken once parameters naming them come, the name resolved then.  (It was
+    resolved at once, and the restart dropped it, its answer coming too late.)"""
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        if restarted_before:
+            agent.set_remote_parameters("peerold", "p" * 22)
+            agent.restart()
+        named = trice.Candidate.from_sdp("candidate:1 1 udp 1 peer-x.local 40003 typ host")
+        plain = trice.Candidate.from_sdp("candidate:2 1 udp 1 127.0.0.1 40004 typ host")
+        agent.add_remote_candidate(dataclasses.replace(named, username_fragment="peernew"))
+        agent.add_remote_candidate(dataclasses.replace(plain, username_fragment="peernew"))
+        agent.restart()
+        agent.set_remote_parameters("peernew", "q" * 22)
+        query, _ = await _next_message(listener, lambda m: not m.is_response)
+        assert {q.name for q in query.questions} == {"peer-x.local"}
+        listener.sendto(
+            mdns.encode_answer("peer-x.local", ["127.0.0.1"]),
+            (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT),
+        )
+        await until(lambda: len(agent.remote_candidates) == 2, within=5)
+        assert sorted(c.port for c in agent.remote_candidates) == [40003, 40004]
+        assert agent.statistics().remote_candidates_dropped == 0
+
+
 async def test_the_agent_answers_a_query_once_a_second_and_a_legacy_query_by_unicast(
     listener: socket.socket,
 ) -> None:

@@ -34,7 +34,7 @@ from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._transport import READ_BATCH
 from trice.mdns._responder import UNICAST_PER_SECOND
 
-from loopback import loopback_config, server_socket, stun_server
+from loopback import loopback_config, server_socket, stun_server, until
 
 __all__ = ["listener"]  # (the fixture, imported for the tests below)
 
@@ -549,8 +549,10 @@ async def test_end_of_candidates_twice_while_resolving_is_passed_once(
 async def test_a_named_candidate_with_a_ufrag_waits_for_the_parameters(
     listener: socket.socket,
 ) -> None:
-    """Resolved before the peer's parameters, a candidate naming a ufrag is held by the
-    core, then taken (its ufrag) or left out (another's) once they come."""
+    """Before the peer's parameters, a candidate naming a ufrag is held by the core as it
+    is (it may be another generation's: a restart may come first), then, once they come,
+    resolved and taken (its ufrag) or left out unresolved (another's); an
+    end-of-candidates that came before them waits for the name."""
     config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
@@ -558,15 +560,16 @@ async def test_a_named_candidate_with_a_ufrag_waits_for_the_parameters(
         agent.add_remote_candidate(_host("other.local", 40001, " ufrag bad0"))
         agent.add_remote_candidate(None)
         await trio.testing.wait_all_tasks_blocked(0.05)
-        listener.sendto(mdns.encode_answer("mine.local", ["127.0.0.1"]), GROUP)
-        listener.sendto(mdns.encode_answer("other.local", ["127.0.0.2"]), GROUP)
-        await trio.testing.wait_all_tasks_blocked(0.05)
-        assert agent._core.remote_complete
-        assert agent.pair_statistics() == ()
+        assert agent._core.pending_remote == 0  # (nothing asked yet)
         agent.set_remote_parameters("good", "a" * 22)
+        assert agent.statistics().remote_candidates_dropped == 1
+        assert not agent._core.remote_complete  # (the end waits for the name)
+        query, _ = await _next_message(listener, lambda m: not m.is_response)
+        assert {q.name for q in query.questions} == {"mine.local"}
+        listener.sendto(mdns.encode_answer("mine.local", ["127.0.0.1"]), GROUP)
+        await until(lambda: agent._core.remote_complete, within=5)
         (pair,) = agent.pair_statistics()
         assert pair.pair.remote.port == 40000
-        assert agent.statistics().remote_candidates_dropped == 1
 
 
 async def test_one_name_signalled_for_two_ports_resolves_both(listener: socket.socket) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trice import AgentConfig, open_agent
 from trice._errors import ConfigError
 from trice._servers import IceServer, ServerUrl, TransportPolicy
 from trice.ice import CandidateType
@@ -390,3 +391,28 @@ def test_arbitrary_text_raises_only_config_error(text: str) -> None:
         ServerUrl.parse(text)
     with contextlib.suppress(ConfigError):
         IceServer(text, "user", "pw")
+
+
+#: A TURN provider's credential, as a W3C RTCIceServer dictionary carries it.
+_SECRET = "TurnCredZ9q7Secret"
+_W3C_SERVER = {"urls": ["turn:turn.example.org"], "username": "alice", "credential": _SECRET}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: AgentConfig(ice_servers=[_W3C_SERVER]),  # type: ignore[list-item]
+        lambda: AgentConfig(ice_servers=[("turn:turn.example.org", "alice", _SECRET)]),  # type: ignore[list-item]
+        lambda: IceServer([_W3C_SERVER]),  # type: ignore[list-item]
+        lambda: open_agent({"iceServers": [_W3C_SERVER]}, controlling=True),  # type: ignore[arg-type]
+    ],
+    ids=["w3c-dict", "tuple", "dict-as-url", "w3c-configuration"],
+)
+def test_a_wrong_type_where_an_ice_server_goes_is_named_not_quoted(make: Any) -> None:
+    """A W3C ``RTCIceServer`` dictionary (what TURN providers hand out), a tuple, or a W3C
+    configuration given where trice takes its own types: the error names the type, and
+    does not quote the object with its credential (it went into bug reports)."""
+    with pytest.raises((ConfigError, TypeError)) as info:
+        make()
+    assert _SECRET not in str(info.value)
+    assert "dict" in str(info.value) or "tuple" in str(info.value)

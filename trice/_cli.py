@@ -505,7 +505,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     gather.add_argument("--stun", metavar="URL", help="a STUN server, e.g. stun:host:3478")
     gather.add_argument("--turn", metavar="URL", help="a TURN server, e.g. turn:host?transport=udp")
     gather.add_argument("--username", help="TURN username")
-    gather.add_argument("--credential", help="TURN password")
+    gather.add_argument(
+        "--credential",
+        default=os.environ.get("TRICE_TURN_CREDENTIAL") or None,
+        help="TURN password (by default $TRICE_TURN_CREDENTIAL, which stays out of ps and history)",
+    )
     gather.add_argument(
         "--interface", action="append", metavar="NAME", help="only this interface (repeatable)"
     )

@@ -10,7 +10,7 @@ import enum
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from trice._errors import ConfigError
@@ -504,13 +504,23 @@ class AgentConfig:
             )
         if isinstance(self.ice_servers, (str, bytes)) or not isinstance(self.ice_servers, Iterable):
             raise ConfigError(
-                f"AgentConfig.ice_servers must be a sequence of trice.IceServer, not "
-                f"{self.ice_servers!r}"
+                f"AgentConfig.ice_servers must be a sequence of trice.IceServer, not a "
+                f"{type(self.ice_servers).__name__}"  # (never its repr: it may hold a secret)
             )
         servers = tuple(self.ice_servers)
         for server in servers:
             if not isinstance(server, IceServer):
-                raise ConfigError(f"AgentConfig.ice_servers: {server!r} is not a trice.IceServer")
+                # (Named by its type, never its repr: a W3C RTCIceServer dict holds its
+                # credential.)
+                hint = (
+                    ": make one with trice.IceServer(urls, username, credential)"
+                    if isinstance(server, Mapping)
+                    else ""
+                )
+                raise ConfigError(
+                    f"AgentConfig.ice_servers: a {type(server).__name__} is not a "
+                    f"trice.IceServer{hint}"
+                )
         object.__setattr__(self, "ice_servers", servers)
         for name in ("max_pairs", "max_remote_candidates", "receive_buffer"):
             value = getattr(self, name)

@@ -83,7 +83,10 @@ class ProxyUrl:
             authorities).  Not compared, not shown.
 
     Raises:
-        ConfigError: a part is invalid; the message never holds the password.
+        ConfigError: a part is invalid; the message never holds the password (but for a
+            password with an unencoded ``@`` and no host behind it, whose tail after the
+            ``@`` has a dot: that tail is quoted, taken for the host; encode ``@`` as
+            ``%40``).
     """
 
     scheme: str

@@ -306,7 +306,9 @@ class IceServer:
         elif isinstance(urls, Iterable) and not isinstance(urls, (bytes, bytearray)):
             items = list(urls)
         else:
-            raise ConfigError(f"urls must be a str or a sequence of str, got {urls!r}")
+            raise ConfigError(
+                f"urls must be a str or a sequence of str, got a {type(urls).__name__}"
+            )
         if not items:
             raise ConfigError("an IceServer needs at least one URL")
         parsed: list[tuple[str, ServerUrl]] = []
@@ -316,7 +318,9 @@ class IceServer:
             elif isinstance(item, str):
                 parsed.append((item, ServerUrl.parse(item)))
             else:
-                raise ConfigError(f"each URL must be a str or a ServerUrl, got {item!r}")
+                raise ConfigError(
+                    f"each URL must be a str or a ServerUrl, got a {type(item).__name__}"
+                )
         for name, value in (("username", username), ("credential", credential)):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a str or None, got a {type(value).__name__}")

@@ -83,7 +83,7 @@ from trice._trio._transport import (
 )
 from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._checklist import Pair, PairStatistics
-from trice.ice._core import AgentCore, IceParameters, warm_core
+from trice.ice._core import AgentCore, IceParameters, unreachable, warm_core
 from trice.ice._events import (
     CandidateGathered,
     CandidatePair,
@@ -622,26 +622,7 @@ class Agent:
         core = self._core
         dropped = core.remote_candidates_dropped
         core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
-        for name in core.take_names():  # (.local ones held for these parameters)
-            if self.config.network.mdns is MdnsMode.DISABLED:
-                core.release_remote(None, core.generation)
-                self._left_out(
-                    _MDNS_OFF,
-                    "%s: remote candidate at %s left out: %s",
-                    self._local.ufrag,
-                    _peer_text(name.address),
-                    "mDNS is disabled (NetworkConfig.mdns)",
-                )
-                continue
-            try:
-                self._resolve_later(name, core.generation)
-            except Exception as exc:  # (the parameters are set: the name alone is left out)
-                logger.warning(
-                    "%s: remote candidate %s left out: %s",
-                    self._local.ufrag,
-                    _peer_text(name.address),
-                    exc,
-                )
+        names = core.take_names()  # (.local ones held for these parameters)
         if core.remote_candidates_dropped != dropped:
             logger.debug(
                 "%s: %d remote candidates that waited for these parameters left out (another "
@@ -649,7 +630,39 @@ class Agent:
                 self._local.ufrag,
                 core.remote_candidates_dropped - dropped,
             )
+        if names:
+            self._resolve_taken(names)
         self._pump(now)
+
+    def _resolve_taken(self, names: list[Candidate]) -> None:
+        """Resolve the ``.local`` candidates that the core held as they were, for parameters
+        that now came (see ``AgentCore.take_names``; the core counts them as being
+        resolved).  Where mDNS is disabled, or cannot open, they are left out (one warning,
+        as ever)."""
+        core = self._core
+        why = None
+        if self.config.network.mdns is MdnsMode.DISABLED:
+            why = "mDNS is disabled (NetworkConfig.mdns)"
+        left = 0
+        for name in names:
+            if why is None:
+                try:
+                    self._resolve_later(name, core.generation)
+                    continue
+                except Exception as exc:  # (the parameters are set: the names are left out)
+                    why = f"mDNS cannot open ({exc})"  # (_resolve_later let this one go)
+            else:
+                core.release_remote(None, core.generation)
+            left += 1
+        if why is not None:
+            self._left_out(
+                _MDNS_OFF,
+                "%s: %d remote .local candidates left out (%s...): %s",
+                self._local.ufrag,
+                left,
+                _peer_text(names[0].address),
+                why,
+            )
 
     def add_remote_candidate(
         self, candidate: Candidate | None, *, username_fragment: str | None = None
@@ -673,10 +686,11 @@ class Agent:
         new candidates came before its new parameters: :meth:`restart`, then
         :meth:`set_remote_parameters`, takes them; the first is logged at INFO, since it
         is a signaling mistake otherwise).  Parameters take the waiting candidates that
-        name their ufrag, and leave out (and count) the others.  Those waiting for the
-        peer's first parameters count against ``max_remote_candidates``; those of a
-        generation to come have a room of their own, as large (past it, one is left out),
-        and a ``.local`` one among them is resolved once taken.  After an ICE restart, an
+        name their ufrag, and leave out (and count) the others.  Those waiting while the
+        peer's parameters are not known (at the start, or after a restart) count against
+        ``max_remote_candidates``; those of a generation to come have a room of their own,
+        as large (past it, one is left out).  A ``.local`` one that waits is resolved once
+        taken.  After an ICE restart, an
         end-of-candidates that comes before the peer's new parameters, while the earlier
         generation's may still be on its way, is taken for that one and ignored, unless
         it names the new ufrag: signal the new parameters first.
@@ -725,9 +739,13 @@ class Agent:
             and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
             and is_mdns_name(candidate.address)
             and self.config.network.mdns is not MdnsMode.DISABLED
-            # (Left out, not resolved; or one of a generation to come: resolved once taken.)
-            and not self._core.misnamed(candidate.ufrag)
-            and not self._core.early(candidate.ufrag)
+            # (Not one that names a ufrag other than the peer's of now: left out, or held
+            # as it is by the core and resolved once parameters naming it come, which may
+            # be after a restart; see AgentCore.take_names.)
+            and (
+                candidate.ufrag is None
+                or (self._core.remote is not None and candidate.ufrag == self._core.remote.ufrag)
+            )
         ):
             self._resolve_later(candidate)
             return
@@ -747,7 +765,7 @@ class Agent:
                     if ufrag is None
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
-            elif early:
+            elif early and not unreachable(candidate):
                 self._left_out(
                     _PAST_THE_CAP,
                     "%s: remote candidate of ufrag %s left out: as many of generations to come "
@@ -2068,7 +2086,10 @@ def open_agent(
     if config is None:
         config = AgentConfig()
     elif not isinstance(config, AgentConfig):
-        raise TypeError(f"open_agent takes a trice.AgentConfig or None, not {config!r}")
+        # (Named by its type, never its repr: a W3C configuration holds credentials.)
+        raise TypeError(
+            f"open_agent takes a trice.AgentConfig or None, not a {type(config).__name__}"
+        )
     if not isinstance(controlling, bool):
         raise TypeError(f"open_agent's controlling is True or False, not {controlling!r}")
     muxes = () if mux is None else (mux,) if isinstance(mux, (UdpMux, TcpMux)) else tuple(mux)

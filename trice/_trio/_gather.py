@@ -1185,6 +1185,8 @@ async def gather_relay(
 def _why(error: TurnError) -> str:
     """A gather report's error: the server's code and reason, or what went wrong."""
     reason = getattr(error, "reason", "") or str(error)
+    if reason in ("certificate", "tls"):
+        reason = str(error)  # (the tag alone does not say why: the verifier's message does)
     code = getattr(error, "code", None)
     return f"{code} {reason}" if code else reason
 

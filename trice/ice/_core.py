@@ -479,7 +479,11 @@ class AgentCore:
                 if ufrag != remote.ufrag:
                     self.remote_candidates_dropped += 1  # (another generation's)
                 elif is_mdns_name(candidate.address):
-                    # (Held early, unresolved: the shell resolves it now, see take_names.)
+                    # (Held unresolved: the shell resolves it now, see take_names.  An
+                    # end-of-candidates that came before waits for it.)
+                    if self.remote_complete:
+                        self.remote_complete = False
+                        self.remote_end_held = True
                     self.pending_remote += 1
                     if self._names is None:
                         self._names = [candidate]
@@ -727,7 +731,11 @@ class AgentCore:
                 return self._hold_early(candidate, ufrag)
         if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
-        if _unreachable(candidate):
+        if unreachable(candidate) and not (
+            # (A .local one that names a ufrag, before the peer's parameters: held as it
+            # is, and resolved once they come, see take_names.)
+            ufrag is not None and remote is None and is_mdns_name(candidate.address)
+        ):
             self.remote_candidates_dropped += 1
             return False
         address = remote_key(candidate)
@@ -796,7 +804,7 @@ class AgentCore:
         they take none of the generation of now's, which a peer that never restarts would
         otherwise crowd out.  A ``.local`` one is held as it is, and resolved once taken
         (see :meth:`take_names`).  Whether it was held."""
-        if _unreachable(candidate) and not is_mdns_name(candidate.address):
+        if unreachable(candidate) and not is_mdns_name(candidate.address):
             self.remote_candidates_dropped += 1
             return False
         key = (remote_key(candidate), ufrag)
@@ -900,7 +908,7 @@ class AgentCore:
 
     def _take_remote(self, candidate: Candidate) -> None:
         """A signalled candidate of the peer's generation of now: learned and paired."""
-        if _unreachable(candidate):
+        if unreachable(candidate):
             self.remote_candidates_dropped += 1
             return
         address = remote_key(candidate)
@@ -2511,10 +2519,11 @@ def _answered(response: stun.Message) -> bool:
     return response.message_class is _SUCCESS and not response.unknown_required
 
 
-def _unreachable(candidate: Candidate) -> bool:
-    """Whether no check may go to a signalled ``candidate``: its address (see
-    :func:`no_destination`), or port 0 (the kernel refuses to send there; an active ICE-TCP
-    candidate, which takes no connection, may have any port)."""
+def unreachable(candidate: Candidate) -> bool:
+    """Whether no check may go to a signalled ``candidate`` as it is: its address (see
+    :func:`no_destination`: a ``.local`` name too, until resolved), or port 0 (the kernel
+    refuses to send there; an active ICE-TCP candidate, which takes no connection, may have
+    any port)."""
     return no_destination(candidate.address) or (
         candidate.port == 0 and candidate.tcp_type is not TcpType.ACTIVE
     )
