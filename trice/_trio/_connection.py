@@ -235,7 +235,8 @@ class Connection(trio.abc.Channel[bytes]):
                 pair's TURN relay or TCP connection is gone, or no pair carries data during
                 an ICE restart.
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
-                IPv4; ICE-TCP: 65,535), or looks like STUN (its first byte 0 to 3, bytes 4
+                IPv4, 65,527 over IPv6; ICE-TCP: 65,535; a TURN relay: 65,456), or looks
+                like STUN (its first byte 0 to 3, bytes 4
                 to 8 STUN's magic cookie), which the peer takes for STUN, not data (RFC
                 7983), and drops.
         """
@@ -314,7 +315,8 @@ class Connection(trio.abc.Channel[bytes]):
                 pair's TURN relay or TCP connection is gone, or no pair carries data during
                 an ICE restart.
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
-                IPv4; ICE-TCP: 65,535), or looks like STUN (see :meth:`send`).
+                IPv4, 65,527 over IPv6; ICE-TCP: 65,535; a TURN relay: 65,456), or looks
+                like STUN (see :meth:`send`).
         """
         if type(data) is bytes:
             if data and data[0] < 4 and data[4:8] == STUN_MAGIC:

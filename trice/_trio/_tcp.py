@@ -145,12 +145,12 @@ class TcpTransport:
     # ------------------------------------------------------------------ the Transport protocol
 
     def send_nowait(self, data: bytes, address: Address, *, retry: bool = False) -> bool:
+        framed = frame(data)  # (first: one too long for a frame opens no connection)
         link = self._links.get(address)
         if link is None:
             link = self._open(address)
             if link is None:
                 return False
-        framed = frame(data)
         if link.closed:
             return False
         sock = link.sock
