@@ -91,6 +91,9 @@ class Reader(Protocol):
     def _resume(self) -> None: ...
 
 
+#: Rounds of reading the set in one step of the timer task (see TimerHub._read_ready).
+_READ_ROUNDS = 8
+
 _SEQUENCE = itertools.count()
 #: Stale entries tolerated beyond two per member before the heap is pruned.
 _PRUNE_SLACK = 256
@@ -105,6 +108,7 @@ class TimerHub:
         "_members",
         "_running",
         "_scope",
+        "_stepping",
         "_ufrags",
         "_until",
         "_watched",
@@ -121,6 +125,10 @@ class TimerHub:
         self._running = False
         self._scope: trio.CancelScope | None = None  # the timer task's wait
         self._until = -math.inf  # when that wait ends (-inf: the task is awake)
+        # While the task reads for the agents (see _read_ready), what they arm only brings
+        # ``_until`` forward: the scope's deadline follows once, when the reading is done
+        # (each change of a deadline is work for trio, some microseconds).
+        self._stepping = False
         self._ufrags: dict[str, int] = {}  # the local ufrags of the run's open agents
         #: Counts the changes of that roster (an agent opening or closing), so that an
         #: agent can keep an answer of :meth:`has_other_agent` until the next change.
@@ -179,8 +187,9 @@ class TimerHub:
             self._prune()
         if due < self._until:
             self._until = due
-            assert self._scope is not None
-            self._scope.deadline = due
+            if not self._stepping:
+                assert self._scope is not None
+                self._scope.deadline = due
 
     def arm_read(self, transport: UdpTransport, reader: Reader) -> bool:
         """Report ``transport`` readable from now on: while ``transport.reader_waiting``,
@@ -262,12 +271,27 @@ class TimerHub:
                 epoll.unregister(fd)
 
     def _read_ready(self, epoll: select.epoll) -> None:
-        """Read the sockets the set reports, for their readers (see arm_read)."""
+        """Read the sockets the set reports, for their readers (see arm_read).
+
+        What was read may have made another socket of the set readable (an agent of this
+        run answering another's check): the set is asked again, up to
+        :data:`_READ_ROUNDS` times, so that the answer is read in this step, not a round
+        of the scheduler later (four hops of a connection between two agents of one run
+        took four rounds).  Only while every socket reported was read empty: one with more
+        than a batch waiting (a flood) waits for the next round, after the other tasks."""
+        for _ in range(_READ_ROUNDS):
+            if not self._read_once(epoll) or epoll is not self._epoll:
+                return
+
+    def _read_once(self, epoll: select.epoll) -> bool:
+        """One round of :meth:`_read_ready`: whether the set reported sockets, and every one
+        of them was read empty."""
         watched = self._watched
         try:
             ready = epoll.poll(0)
         except (OSError, ValueError):
-            return  # (closed meanwhile: nothing left to read for)
+            return False  # (closed meanwhile: nothing left to read for)
+        emptied = bool(ready)
         for fd, _events in ready:
             entry = watched.get(fd)
             if entry is None:
@@ -286,8 +310,10 @@ class TimerHub:
                 # More than one read takes (a burst): report it again, for the next round
                 # (after other tasks had their turn).
                 events = _READ
+                emptied = False
             with contextlib.suppress(OSError, ValueError):
                 epoll.modify(fd, events)
+        return emptied
 
     def has_other_agent(self, ufrag: str, own: str) -> bool:
         """Whether an open agent of this run, other than the caller (whose local ufrag is
@@ -366,7 +392,13 @@ class TimerHub:
                             # Closed (or replaced) after it was reported readable, before this
                             # task ran: the last agent left in that round.
                             break
-                        self._read_ready(epoll)
+                        self._stepping = True
+                        try:
+                            self._read_ready(epoll)
+                        finally:
+                            self._stepping = False
+                        if self._until < scope.deadline:
+                            scope.deadline = self._until
                 self._scope = None
                 self._until = -math.inf
         finally:
