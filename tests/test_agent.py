@@ -1935,47 +1935,6 @@ async def test_statistics_count_what_the_kernel_dropped_before_the_agent_read_it
     assert agent.statistics().kernel_dropped == during.kernel_dropped
 
 
-async def test_a_reader_away_between_frames_loses_nothing_in_the_kernel() -> None:
-    """A frame-style reader: it reads for 20 ms, then waits 18 ms for its next frame,
-    while the peer sends 3 datagrams a millisecond.  The agent's reader takes the socket
-    back after a short lease and queues what comes in the agent's buffer, which has room:
-    nothing is lost.  With a lease of 20 ms the socket stayed the absent receiver's, and
-    the kernel's buffer (pinned here to about 25 datagrams) overflowed at every frame."""
-    config = loopback_config()
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        ca, cb = await _connected_pair(a, b)
-        _pin_receive_buffer(b, 24576)  # (the kernel doubles it: some 25 datagrams)
-        count = 1000
-        got = 0
-
-        async def frames() -> None:
-            nonlocal got
-            while got < count:
-                end = trio.current_time() + 0.02
-                while got < count and trio.current_time() < end:
-                    with trio.move_on_after(2.0):
-                        await cb.receive()
-                        got += 1
-                        continue
-                    return  # (nothing more comes)
-                await trio.sleep(0.018)
-
-        async def stream() -> None:
-            for i in range(count):
-                await ca.send(b"x" * 1200)
-                if i % 3 == 2:
-                    await trio.sleep(0.001)
-
-        with trio.fail_after(30):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(frames)
-                nursery.start_soon(stream)
-        assert (got, b.statistics().datagrams_dropped) == (count, 0)
-
-
 @pytest.mark.parametrize("family", ["ipv4", "ipv6 beside ipv4"])
 async def test_an_idle_connection_waiting_in_receive_costs_no_wake_ups(
     autojump_clock: trio.testing.MockClock, family: str

@@ -85,10 +85,13 @@ READ_BATCH = 64
 #: Connection.receive, or one that has read the socket itself) with none coming back, before
 #: it takes the socket back (see :meth:`UdpTransport.leased_until`); STUN waits at most this
 #: long while nobody reads.  Meanwhile only the kernel's buffer holds what comes (some 90
-#: datagrams of 1200 bytes in Linux's default 208 KiB): with 20 ms, a reader that read for
-#: 20 ms and waited 15 ms for its next frame lost a fifth of a 50,000 a second stream in
-#: the kernel, the agent's own buffer empty.
-LEASE = 0.002
+#: datagrams of 1200 bytes in Linux's default 208 KiB): a reader that read for 20 ms and
+#: waited 15 ms for its next frame lost a fifth of a 50,000 a second stream in the kernel
+#: (``AgentStatistics.kernel_dropped``), the agent's own buffer empty.  A lease of 2 ms lost
+#: nothing there, but a receive loop in a run that also sends is away that long whenever
+#: the sender has the CPU, and the socket went back and forth: one way fell from 75-87 %
+#: of raw trio sockets to 69-72 % (``bench/data_plane.py``, 2026-12-01).
+LEASE = 0.02
 _NO_LEASE: tuple[int, float] = (0, -math.inf)
 
 #: Linux's SO_MEMINFO socket option: the socket's memory figures (``struct sk_meminfo``), of
