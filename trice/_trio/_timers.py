@@ -41,6 +41,7 @@ import heapq
 import itertools
 import math
 import select
+import time
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -91,8 +92,10 @@ class Reader(Protocol):
     def _resume(self) -> None: ...
 
 
-#: Rounds of reading the set in one step of the timer task (see TimerHub._read_ready).
+#: Rounds of reading the set in one step of the timer task, and the time after which no
+#: other round starts (see TimerHub._read_ready).
 _READ_ROUNDS = 8
+_READ_AGAIN_WITHIN = 0.001
 
 _SEQUENCE = itertools.count()
 #: Stale entries tolerated beyond two per member before the heap is pruned.
@@ -277,10 +280,17 @@ class TimerHub:
         run answering another's check): the set is asked again, up to
         :data:`_READ_ROUNDS` times, so that the answer is read in this step, not a round
         of the scheduler later (four hops of a connection between two agents of one run
-        took four rounds).  Only while every socket reported was read empty: one with more
-        than a batch waiting (a flood) waits for the next round, after the other tasks."""
+        took four rounds).  Only while every socket reported was read empty (one with more
+        than a batch waiting, a flood, waits for the next round, after the other tasks),
+        and within :data:`_READ_AGAIN_WITHIN` of the step's start: a flood spread over
+        many sockets, each read empty every round, held the run for 200 ms and more."""
+        again_until = time.perf_counter() + _READ_AGAIN_WITHIN
         for _ in range(_READ_ROUNDS):
-            if not self._read_once(epoll) or epoll is not self._epoll:
+            if (
+                not self._read_once(epoll)
+                or epoll is not self._epoll
+                or time.perf_counter() > again_until
+            ):
                 return
 
     def _read_once(self, epoll: select.epoll) -> bool:
