@@ -33,6 +33,7 @@ import trice
 import trice._trio._agent
 import trice._trio._checks
 import trice._trio._timers
+import trice._trio._transport
 from trice import stun
 from trice._trio._transport import READ_BATCH, UdpTransport
 from trice.ice._core import PINGBACK_MIN, AgentCore
@@ -1933,6 +1934,19 @@ async def test_statistics_count_what_the_kernel_dropped_before_the_agent_read_it
         assert during.kernel_dropped is not None and during.kernel_dropped >= 200
         assert during.datagrams_dropped == 0
     assert agent.statistics().kernel_dropped == during.kernel_dropped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_MEMINFO is Linux's")
+async def test_kernel_dropped_is_none_where_the_kernel_has_no_drop_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Linux whose kernel refuses the option (before 4.6; an emulation of Linux):
+    ``kernel_dropped`` is ``None``, as elsewhere than Linux, not 0 (no drops), which it
+    cannot say."""
+    monkeypatch.setattr(trice._trio._transport, "_SO_MEMINFO", 4242)  # (ENOPROTOOPT)
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        assert agent.statistics().kernel_dropped is None
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6 beside ipv4"])

@@ -74,11 +74,11 @@ from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
-    KERNEL_DROPS,
     READ_BATCH,
     STUN_MAGIC,
     Transport,
     UdpTransport,
+    kernel_drops_known,
     paired_sockets,
 )
 from trice.ice._candidate import Candidate, CandidateType, TcpType
@@ -507,13 +507,11 @@ class Agent:
         """The datagrams the kernel dropped for the agent's own UDP sockets, open and
         closed, or ``None`` where the system does not say (see
         :attr:`AgentStatistics.kernel_dropped`)."""
-        if not KERNEL_DROPS:
-            return None
         total = self._kernel_gone
         for transport in self._transports.values():
             if type(transport) is UdpTransport:
                 total += transport.kernel_dropped() or 0
-        return total
+        return total if kernel_drops_known() else None
 
     def _forget_socket(self, transport: UdpTransport) -> None:
         """A closed host socket leaves the agent: its kernel's drop count stays counted."""

@@ -96,22 +96,31 @@ _NO_LEASE: tuple[int, float] = (0, -math.inf)
 
 #: Linux's SO_MEMINFO socket option: the socket's memory figures (``struct sk_meminfo``), of
 #: which the ninth (``SK_MEMINFO_DROPS``) counts the datagrams the kernel dropped for it.
-_SO_MEMINFO = 55 if sys.platform.startswith("linux") else None
+_SO_MEMINFO: int | None = 55 if sys.platform.startswith("linux") else None
 _MEMINFO_SIZE = 9 * 4
-#: Whether :func:`kernel_drops` can say anything here.
-KERNEL_DROPS = _SO_MEMINFO is not None
+
+
+def kernel_drops_known() -> bool:
+    """Whether :func:`kernel_drops` can say anything here: Linux, whose kernel has not
+    refused the option (before 4.6, or an emulation of Linux that lacks it)."""
+    return _SO_MEMINFO is not None
 
 
 def kernel_drops(sock: socket.socket) -> int | None:
     """The datagrams the kernel dropped for ``sock`` (its receive buffer full, mostly), or
-    ``None`` where the system does not say (elsewhere than Linux)."""
+    ``None`` where the system does not say (elsewhere than Linux, or a kernel without the
+    count: then never asked again in this process) or the socket is closed."""
+    global _SO_MEMINFO
     if _SO_MEMINFO is None:
         return None
     try:
         figures = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_SIZE)
-    except OSError:  # (closed, or a kernel before 4.6: no drop count there)
+    except OSError as exc:
+        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+            _SO_MEMINFO = None  # (the kernel has no such option)
         return None
     if len(figures) < _MEMINFO_SIZE:
+        _SO_MEMINFO = None  # (a kernel whose figures stop before the drops)
         return None
     return int.from_bytes(figures[32:36], sys.byteorder)
 
