@@ -3144,6 +3144,29 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
         assert core._last_consent == consent_before == pair_lo.proven_at  # (no refresh)
 
 
+@pytest.mark.parametrize("lite", [True, False])
+def test_following_the_peer_goes_by_way_of_connected(lite: bool) -> None:
+    """A controlled agent that follows the peer to another nominated pair goes from
+    ``completed`` by way of ``connected`` (events.rst says so: an application that waits
+    for ``connected`` again sees the move), as any selection does; it stayed completed."""
+    a, _b, core, pair_hi, pair_lo = _two_nominated(lite)
+    _peer_check(a, pair_hi, 0.0, True, b"A" * 12)
+    _peer_check(a, pair_lo, 0.1, True, b"B" * 12)
+    for second in range(1, 3):
+        _peer_check(a, pair_hi, second, False, b"H" * 12)
+    assert core.state is ConnectionState.COMPLETED
+    seen = len(a.events)
+    for second in range(3, 9):  # the peer moved: nothing on hi any more
+        _peer_check(a, pair_lo, second, True, b"L" * 12)
+    after = [
+        e
+        for _, e in a.events[seen:]
+        if isinstance(e, (SelectedPairChanged, ConnectionStateChanged))
+    ]
+    kinds = [e.state if isinstance(e, ConnectionStateChanged) else "selected" for e in after]
+    assert kinds[:2] == ["selected", ConnectionState.CONNECTED], kinds
+
+
 def _paced_on_hi() -> tuple[Endpoint, Endpoint, Pair, Pair]:
     """:func:`_two_nominated`'s a and b, and the pairs to HI and LO, once the peer has
     nominated both and used the pair to HI for 20 s, checking it every 5 s (RFC 7675's

@@ -39,7 +39,10 @@ class GatheringState(str, enum.Enum):
 class ConnectionState(str, enum.Enum):
     """The agent's connection state: the seven states of Pion's ``ICEConnectionState``.
 
-    ``checking`` once checks begin; ``connected`` once a pair is selected; ``completed``
+    ``checking`` once checks may begin: the peer's parameters known and ``connect()``
+    called (or the peer's first check come), a pair to check or not yet (Pion's agent is
+    checking from its ``Dial``/``Accept``; W3C waits for a remote candidate); ``connected``
+    once a pair is selected; ``completed``
     once, besides, no check is left to wait for: a controlling agent that nominates
     regularly is there at once, its own nomination being final (its checks still in flight
     on other pairs are cancelled, RFC 8445 §8.1.2); a controlled agent, which follows the
@@ -47,7 +50,13 @@ class ConnectionState(str, enum.Enum):
     agent, which makes no checks, as soon as it has selected a pair (RFC 8445 §8.2).  A
     check that comes after ``completed`` (a peer-reflexive address learned late: the peer's
     ICE-TCP connection, say) may select a pair again: an agent that nominates aggressively,
-    a controlling one too, then goes back through ``connected`` to ``completed``.
+    a controlling one too, then goes back through ``connected`` to ``completed``, as a
+    controlled agent does that follows the peer to another nominated pair.  Unlike W3C's
+    ``completed``, it does not wait for the peer's end-of-candidates: a candidate trickled
+    after it forms pairs that a controlling agent with regular nomination never checks (its
+    nomination is final, RFC 8445 §8.1.1) and a controlled agent checks only once the
+    peer's check on one of them comes; they stay ``waiting`` in
+    :meth:`~trice.Agent.pair_statistics`.
     ``disconnected`` while the peer is not heard (an answer or a check on the selected
     pair, or data from any of its addresses: see the design notes); ``failed`` when no
     pair works, or consent expired (RFC 7675); ``closed`` when the agent closed.
