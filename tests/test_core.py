@@ -3144,27 +3144,46 @@ def test_a_controlled_agent_follows_the_peer_only_once_its_pair_went_quiet(lite:
         assert core._last_consent == consent_before == pair_lo.proven_at  # (no refresh)
 
 
-@pytest.mark.parametrize("lite", [True, False])
-def test_following_the_peer_goes_by_way_of_connected(lite: bool) -> None:
-    """A controlled agent that follows the peer to another nominated pair goes from
-    ``completed`` by way of ``connected`` (events.rst says so: an application that waits
-    for ``connected`` again sees the move), as any selection does; it stayed completed."""
-    a, _b, core, pair_hi, pair_lo = _two_nominated(lite)
-    _peer_check(a, pair_hi, 0.0, True, b"A" * 12)
-    _peer_check(a, pair_lo, 0.1, True, b"B" * 12)
-    for second in range(1, 3):
-        _peer_check(a, pair_hi, second, False, b"H" * 12)
-    assert core.state is ConnectionState.COMPLETED
-    seen = len(a.events)
-    for second in range(3, 9):  # the peer moved: nothing on hi any more
-        _peer_check(a, pair_lo, second, True, b"L" * 12)
-    after = [
-        e
-        for _, e in a.events[seen:]
+def _state_kinds(events: list[tuple[float, Event]]) -> list[str]:
+    """The selections and states among ``events``, in order."""
+    return [
+        "selected" if isinstance(e, SelectedPairChanged) else e.state.value
+        for _, e in events
         if isinstance(e, (SelectedPairChanged, ConnectionStateChanged))
     ]
-    kinds = [e.state if isinstance(e, ConnectionStateChanged) else "selected" for e in after]
-    assert kinds[:2] == ["selected", ConnectionState.CONNECTED], kinds
+
+
+@pytest.mark.parametrize("lite", [True, False])
+@pytest.mark.parametrize("nominate", [True, False])
+@pytest.mark.parametrize("start", ["completed", "disconnected"])
+def test_following_the_peer_goes_by_way_of_connected(
+    lite: bool, nominate: bool, start: str
+) -> None:
+    """A controlled agent that follows the peer to another nominated pair goes by way of
+    ``connected`` (an application that waits for ``connected`` again sees the move), as
+    any selection does, and on to ``completed`` at once, once: from ``completed`` it
+    stayed completed; out of ``disconnected`` it flapped, completed, connected, completed."""
+    a, b, core, pair_hi, pair_lo = _two_nominated(lite)
+    _peer_check(a, pair_hi, 0.0, True, b"A" * 12)
+    _peer_check(a, pair_lo, 0.1, True, b"B" * 12)
+    t = 0.1
+    if start == "completed":
+        for second in range(1, 3):
+            t = float(second)
+            _peer_check(a, pair_hi, t, False, b"H" * 12)
+            _tick(a, b, t)
+    else:
+        while core.state is not ConnectionState.DISCONNECTED and t < 20.0:
+            t += 0.5
+            _tick(a, b, t, dead=[pair_hi])
+    assert core.state.value == start
+    seen = len(a.events)
+    for _ in range(6):  # the peer moved: its checks come on lo only
+        t += 1.0
+        _peer_check(a, pair_lo, t, nominate, b"L" * 12)
+        if _state_kinds(a.events[seen:]):
+            break
+    assert _state_kinds(a.events[seen:]) == ["selected", "connected", "completed"]
 
 
 def _paced_on_hi() -> tuple[Endpoint, Endpoint, Pair, Pair]:

@@ -187,7 +187,8 @@ class AgentStatistics:
             application and the agent's reader having fallen behind a burst (raise
             ``net.core.rmem_default`` for more room).  Not in ``datagrams_dropped``, which
             counts the agent's own buffer.  From Linux's ``SO_MEMINFO``; ``None`` on other
-            systems.  A UDP mux's socket is the mux's, and a TURN client's socket to its
+            systems, and once a Linux kernel has refused the option (before 4.6, or an
+            emulation of Linux).  A UDP mux's socket is the mux's, and a TURN client's socket to its
             server the relay's: neither is counted here.
     """
 

@@ -2040,10 +2040,11 @@ class AgentCore:
         if not lite:
             self._last_consent = pair.proven_at  # (its own, not the pair's of before)
         self._next_consent = now  # (consent on the new pair, at once)
-        self._alive(now)
-        # By way of connected, as at any selection (completed once nothing is left to check,
-        # see _maybe_complete): an application that watches for it sees the move.
+        # By way of connected, as at any selection, and on to completed if nothing is left
+        # to check: an application that watches for connected sees the move.
         self._set_state(ConnectionState.CONNECTED)
+        self._alive(now)
+        self._maybe_complete()
         return True
 
     def _quiet_after(self, pair: Pair) -> float:
