@@ -3025,6 +3025,31 @@ def test_signalled_candidate_replaces_the_learned_prflx() -> None:
     assert [c for c in core.remote_candidates if c.transport_address == source] == [signalled]
 
 
+def test_a_signalled_candidate_that_replaces_the_selected_pairs_remote_says_so() -> None:
+    """The peer's check taught b its address, as a peer-reflexive candidate, and b selected
+    the pair before the peer's candidate was signalled (a ``.local`` name resolving, say):
+    once it is, it takes the learned one's place in the selected pair, and b says the
+    selected pair anew, now naming the host candidate (it changed silently)."""
+    net, a, b = two_agents(exchange=False)
+    a.core.set_remote(b.core.local, net.now)
+    b.core.set_remote(a.core.local, net.now)
+    for candidate in b.signalled:
+        a.core.add_remote_candidate(candidate)
+    a.core.add_remote_candidate(None)
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a, b), max_time=1.0)
+    assert b.core.selected is not None
+    assert b.core.selected.remote.type is CandidateType.PRFLX
+    seen = len(b.events)
+    (host,) = a.signalled
+    b.core.add_remote_candidate(host)
+    b.events.extend((net.now, e) for e in b.core.drain_events())
+    (said,) = [e for _, e in b.events[seen:] if isinstance(e, SelectedPairChanged)]
+    assert said.pair.remote.type is CandidateType.HOST
+    assert said.pair.remote.transport_address == host.transport_address
+
+
 @pytest.mark.parametrize(
     ("controlling", "ours", "theirs", "lite", "decision"),
     [

@@ -42,13 +42,21 @@ async def main() -> None:
         name = alice.local_candidates[0].address
         print("alice signals:", alice.local_candidates[0].to_sdp().replace(name, "<uuid>.local"))
         print("bob signals:  ", bob.local_candidates[0].to_sdp())
-        signal(alice, bob)
-        signal(bob, alice)
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(alice.connect)
-                to_alice = await bob.connect()
-        remote = to_alice.selected_pair.remote
+        async with bob.subscribe() as events:
+            signal(alice, bob)
+            signal(bob, alice)
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(alice.connect)
+                    await bob.connect()
+                # Alice's check may reach Bob before the answer to his query: then he learns
+                # her address as a peer-reflexive candidate first, and her signalled one takes
+                # its place once resolved, the selected pair said anew.
+                async for event in events:
+                    if isinstance(event, trice.SelectedPairChanged):
+                        remote = event.pair.remote
+                        if remote.type is trice.CandidateType.HOST:
+                            break
         print(f"mdns: bob's pair is alice's {remote.type.value} candidate at {remote.address}")
 
 

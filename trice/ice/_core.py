@@ -922,14 +922,20 @@ class AgentCore:
 
     def _adopt_signalled(self, candidate: Candidate) -> None:
         """A signalled candidate whose address was learned first as peer-reflexive (its
-        check outran signaling) takes the learned one's place, with its own type, priority
-        and foundation (RFC 8838 §11.4)."""
+        check outran signaling, or a ``.local`` name's resolving) takes the learned one's
+        place, with its own type, priority and foundation (RFC 8838 §11.4).  When that is
+        the selected pair's remote candidate, the pair is said anew
+        (:class:`SelectedPairChanged`): it is the same path, now named as the peer
+        signalled it."""
         address = remote_key(candidate)
         known = self.remote_addresses[address]
         if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
             self.remote_addresses[address] = candidate  # in its place: the order is kept
             self.checklist.replace_remote(known, candidate, controlling=self.controlling)
             self._add_remote(candidate)  # (signalled: paired with every local candidate now)
+            selected = self.selected
+            if selected is not None and selected.remote is candidate:
+                self._emit(SelectedPairChanged(selected.public()))
 
     def _add_remote(self, candidate: Candidate) -> None:
         """A remote candidate (in the place of the one at its address, if any), paired with

@@ -136,7 +136,10 @@ class SelectedPairChanged:
     """A (new) pair was selected for data: the first, and after it a nominated pair of
     higher priority, or, on a controlled agent, the nominated pair that the controlling
     agent's checks come on once the selected pair went quiet (see the design page,
-    "Following the controlling agent").  Sends follow the selected pair."""
+    "Following the controlling agent").  Sends follow the selected pair.  Said again, for
+    the same path, when a candidate the peer signalled takes the place of the
+    peer-reflexive one its check taught (RFC 8838 §11.4: a ``.local`` name resolved after
+    the pair was selected, say), ``pair.remote`` then naming it."""
 
     pair: CandidatePair
 
