@@ -2553,17 +2553,24 @@ def test_no_busy_loop_with_frozen_pairs_of_an_active_foundation() -> None:
     assert a.stale_deadlines == []
 
 
+def _agent_and_lite_peer() -> tuple[Network, Endpoint, Endpoint]:
+    """A controlling full agent a (10.0.0.1:5000) and an ICE-lite peer b (10.0.0.2:6000),
+    nothing signalled yet."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1, lite=True)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.0.0.2", 6000)
+    return net, a, b
+
+
 def test_the_highest_priority_pair_of_a_foundation_waits_whatever_came_first() -> None:
     """RFC 8445 §6.1.2.6: of each foundation, the highest-priority pair starts waiting, the
     rest frozen, whatever order the candidates came in.  Here the lite peer signals first a
     lower-priority candidate on the same IP (the same foundation) that never answers: its
     pair was the waiting one, and the good pair waited, frozen, for its check to time out
     (15.5 s) before it was checked."""
-    net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1, lite=True)
-    a.add_host("10.0.0.1", 5000)
-    b.add_host("10.0.0.2", 6000)
+    net, a, b = _agent_and_lite_peer()
     a.core.set_remote(b.core.local, 0.0)
     a.core.add_remote_candidate(make_candidate("10.0.0.2", 6999, local_pref=100))  # no answer
     for candidate in b.signalled:
@@ -2584,11 +2591,7 @@ def test_a_better_pair_trickled_while_its_foundation_is_checked_goes_at_the_next
     while a worse pair of that foundation is being checked.  Here the peer trickles a
     candidate that never answers, then a better one on the same IP (one foundation): its
     pair stayed frozen until the first check gave up (15.5 s), and connected only then."""
-    net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1, lite=True)
-    a.add_host("10.0.0.1", 5000)
-    b.add_host("10.0.0.2", 6000)
+    net, a, b = _agent_and_lite_peer()
     a.core.set_remote(b.core.local, 0.0)
     b.core.set_remote(a.core.local, 0.0)
     for candidate in a.signalled:

@@ -77,6 +77,13 @@ async def _next_message(
                 return message, source
 
 
+async def _answer_the_next_query(sock: socket.socket, name: str, address: str) -> None:
+    """Wait for the next query (it asks for ``name`` alone) and answer it with ``address``."""
+    query, _ = await _next_message(sock, lambda m: not m.is_response)
+    assert {q.name for q in query.questions} == {name}
+    sock.sendto(mdns.encode_answer(name, [address]), (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
+
+
 async def test_two_agents_that_name_their_candidates_connect_over_resolved_addresses() -> None:
     """Both sides signal only ``.local`` names, answer for them and resolve the other's:
     the pair selected is of host candidates at the real addresses, not learned ones."""
@@ -413,12 +420,7 @@ async def test_a_local_name_of_a_peer_that_restarted_first_is_resolved_after_the
         agent.add_remote_candidate(dataclasses.replace(named, username_fragment="peernew"))
         agent.restart()
         agent.set_remote_parameters("peernew", "q" * 22)
-        query, _ = await _next_message(listener, lambda m: not m.is_response)
-        assert {q.name for q in query.questions} == {"came-back.local"}
-        listener.sendto(
-            mdns.encode_answer("came-back.local", ["127.0.0.1"]),
-            (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT),
-        )
+        await _answer_the_next_query(listener, "came-back.local", "127.0.0.1")
         await until(lambda: bool(agent.remote_candidates), within=5)
         assert [(c.address, c.port) for c in agent.remote_candidates] == [("127.0.0.1", 40003)]
         assert agent.statistics().remote_candidates_dropped == 0
@@ -445,12 +447,7 @@ async def test_a_local_name_that_names_a_ufrag_waits_through_a_restart_as_an_add
         agent.add_remote_candidate(dataclasses.replace(plain, username_fragment="peernew"))
         agent.restart()
         agent.set_remote_parameters("peernew", "q" * 22)
-        query, _ = await _next_message(listener, lambda m: not m.is_response)
-        assert {q.name for q in query.questions} == {"peer-x.local"}
-        listener.sendto(
-            mdns.encode_answer("peer-x.local", ["127.0.0.1"]),
-            (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT),
-        )
+        await _answer_the_next_query(listener, "peer-x.local", "127.0.0.1")
         await until(lambda: len(agent.remote_candidates) == 2, within=5)
         assert sorted(c.port for c in agent.remote_candidates) == [40003, 40004]
         assert agent.statistics().remote_candidates_dropped == 0

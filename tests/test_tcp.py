@@ -8,9 +8,11 @@ carry data both ways.  With UDP signalled too, UDP wins.  Hostile and unlucky pe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -457,9 +459,12 @@ async def test_a_connection_kept_through_a_restart_that_closes_later_fails_ice()
         assert b.statistics().tcp_accepted == 1  # (a opened no connection in its place)
 
 
-async def test_data_over_ice_tcp_counts_its_bytes_received() -> None:
-    """Data that comes another way than a host UDP socket's reader (ICE-TCP here; a relay
-    and a UDP mux alike) counts in ``bytes_received`` as well as ``datagrams_received``."""
+@contextlib.asynccontextmanager
+async def _connected_over_tcp() -> AsyncIterator[
+    tuple[trice.Connection, trice.Connection, trice.Agent]
+]:
+    """An active and a passive agent connected over ICE-TCP alone: their connections, and
+    the passive agent."""
     async with (
         trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
         trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
@@ -469,6 +474,13 @@ async def test_data_over_ice_tcp_counts_its_bytes_received() -> None:
         signal_only(a, b)
         ca, cb = await connect_both(a, b)
         assert ca.selected_pair.local.protocol == "tcp"
+        yield ca, cb, b
+
+
+async def test_data_over_ice_tcp_counts_its_bytes_received() -> None:
+    """Data that comes another way than a host UDP socket's reader (ICE-TCP here; a relay
+    and a UDP mux alike) counts in ``bytes_received`` as well as ``datagrams_received``."""
+    async with _connected_over_tcp() as (ca, cb, b):
         before = b.statistics()
         sizes = [1, 10, 100, 1000]
         with trio.fail_after(10):
@@ -495,15 +507,7 @@ async def test_a_receive_over_ice_tcp_ends_when_its_agent_closes() -> None:
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with (
-                trice.open_agent(tcp_config(ACTIVE), controlling=True) as a,
-                trice.open_agent(tcp_config(PASSIVE), controlling=False) as b,
-            ):
-                await a.wait_gathering_complete()
-                await b.wait_gathering_complete()
-                signal_only(a, b)
-                ca, _cb = await connect_both(a, b)
-                assert ca.selected_pair.local.protocol == "tcp"
+            async with _connected_over_tcp() as (ca, _cb, _b):
                 nursery.start_soon(receiver, ca)
                 await trio.testing.wait_all_tasks_blocked(0.01)  # (the receiver waits)
                 assert outcome == []

@@ -688,8 +688,10 @@ class AgentCore:
         restarted first, whose candidates came before its new parameters; W3C's
         ``addIceCandidate`` refuses those, and its applications hold them back
         themselves).  Parameters take the held candidates that name their ufrag, and leave
-        out (and count) the others; held candidates count against
-        ``max_remote_candidates``, and stay held through :meth:`restart`.
+        out (and count) the others; candidates held through :meth:`restart` stay held.
+        Those held while the peer's parameters are not known count against
+        ``max_remote_candidates``; those of a generation to come have a room of their own
+        (see :meth:`_hold_early`).
 
         An end-of-candidates may name its generation's ufrag (``ufrag``, the W3C
         ``usernameFragment``): one of an earlier generation's is ignored (``False``), and
@@ -793,8 +795,7 @@ class AgentCore:
             ufrag is not None
             and remote is not None
             and ufrag != remote.ufrag
-            and ufrag not in self._past_ufrags
-            and ufrag != self.local.ufrag
+            and not self.misnamed(ufrag)
         )
 
     def _hold_early(self, candidate: Candidate, ufrag: str) -> bool:
