@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 import trice
+from trice._trio import _transport
 from trice._trio._connection import Connection, ReceiveBuffer
 from trice._trio._transport import LEASE, UdpTransport, bind_socket, paired_sockets
 
@@ -458,3 +459,12 @@ def test_a_socket_that_cannot_be_made_for_want_of_descriptors_is_a_limit_error()
         check=False,
     )
     assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("size", "said"), [(10_000, "system refused"), (65_508, "more than UDP")])
+def test_emsgsize_says_whose_limit_it_was(size: int, said: str) -> None:
+    """EMSGSIZE for a datagram UDP can carry is the system's own limit (macOS takes 9,216
+    bytes by default) or a path MTU: said so, not "more than UDP carries"."""
+    exc = OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
+    with pytest.raises(trice.UsageError, match=said):
+        _transport.refused(exc, bytes(size), closed=False)

@@ -167,8 +167,20 @@ def refused(exc: OSError, data: bytes, closed: bool) -> bool:
         UsageError: the datagram is longer than the path carries (EMSGSIZE).
     """
     if exc.errno == errno.EMSGSIZE:
-        raise datagram_too_large(data) from None
+        if len(data) > _UDP_MAX:
+            raise datagram_too_large(data) from None
+        # (Within what UDP carries: the system's own limit, macOS's 9,216 bytes by default,
+        # say, or a path MTU the kernel learned with fragmenting forbidden.)
+        raise UsageError(
+            f"the system refused a datagram of {len(data)} bytes as too long (EMSGSIZE: "
+            "its own limit, as macOS's 9,216 bytes, or the path's MTU); keep to the path's "
+            "MTU, about 1,200 bytes"
+        ) from None
     return not (closed or exc.errno in (errno.EBADF, errno.ENOBUFS))
+
+
+#: The longest UDP payload over IPv4 (65,535 less the IP and UDP headers).
+_UDP_MAX = 65_507
 
 
 class UdpTransport:
