@@ -3028,11 +3028,9 @@ def test_signalled_candidate_replaces_the_learned_prflx() -> None:
     assert [c for c in core.remote_candidates if c.transport_address == source] == [signalled]
 
 
-def test_a_signalled_candidate_that_replaces_the_selected_pairs_remote_says_so() -> None:
-    """The peer's check taught b its address, as a peer-reflexive candidate, and b selected
-    the pair before the peer's candidate was signalled (a ``.local`` name resolving, say):
-    once it is, it takes the learned one's place in the selected pair, and b says the
-    selected pair anew, now naming the host candidate (it changed silently)."""
+def _b_selected_a_as_prflx() -> tuple[Network, Endpoint, Endpoint]:
+    """a and b connected, b's selected pair naming a by the peer-reflexive candidate a's
+    check taught it: a's host candidate not signalled to b yet."""
     net, a, b = two_agents(exchange=False)
     a.core.set_remote(b.core.local, net.now)
     b.core.set_remote(a.core.local, net.now)
@@ -3044,6 +3042,15 @@ def test_a_signalled_candidate_that_replaces_the_selected_pairs_remote_says_so()
     assert net.run_until(connected(a, b), max_time=1.0)
     assert b.core.selected is not None
     assert b.core.selected.remote.type is CandidateType.PRFLX
+    return net, a, b
+
+
+def test_a_signalled_candidate_that_replaces_the_selected_pairs_remote_says_so() -> None:
+    """The peer's check taught b its address, as a peer-reflexive candidate, and b selected
+    the pair before the peer's candidate was signalled (a ``.local`` name resolving, say):
+    once it is, it takes the learned one's place in the selected pair, and b says the
+    selected pair anew, now naming the host candidate (it changed silently)."""
+    net, a, b = _b_selected_a_as_prflx()
     seen = len(b.events)
     (host,) = a.signalled
     b.core.add_remote_candidate(host)
@@ -3051,6 +3058,38 @@ def test_a_signalled_candidate_that_replaces_the_selected_pairs_remote_says_so()
     (said,) = [e for _, e in b.events[seen:] if isinstance(e, SelectedPairChanged)]
     assert said.pair.remote.type is CandidateType.HOST
     assert said.pair.remote.transport_address == host.transport_address
+
+
+def test_a_candidate_that_renames_the_selected_pair_after_failed_says_nothing() -> None:
+    """Once ICE failed, no pair carries data: a signalled candidate that takes the place of
+    the peer-reflexive remote of the pair once selected says no pair."""
+    net, a, b = _b_selected_a_as_prflx()
+    b.core.on_timer(net.now + 100.0)  # (consent expired long ago)
+    assert b.core.state is ConnectionState.FAILED
+    b.core.drain_events()
+    (host,) = a.signalled
+    b.core.add_remote_candidate(host)
+    assert not [e for e in b.core.drain_events() if isinstance(e, SelectedPairChanged)]
+
+
+def test_a_gathered_candidate_that_renames_the_selected_pairs_local_says_so() -> None:
+    """Behind a NAT, a's check found its public address (a peer-reflexive local candidate)
+    and the pair was selected before its STUN server's answer came: the server-reflexive
+    candidate of that address takes the learned one's place in the selected pair, which is
+    said anew, naming it (it changed silently)."""
+    net, a, _b = two_agents(
+        a_nat=Nat("203.0.113.1"), a_hosts=[("192.168.1.10", 5000)], end_of_candidates=False
+    )
+    assert net.run_until(connected(a, _b), max_time=5.0)
+    pair = a.core.selected
+    assert pair is not None and pair.valid_local is not None
+    assert pair.valid_local.type is CandidateType.PRFLX
+    a.core.drain_events()
+    srflx = srflx_candidate(a.signalled[0], pair.valid_local.transport_address, "stun")
+    a.core.add_local_candidate(srflx, 0)
+    (said,) = [e for e in a.core.drain_events() if isinstance(e, SelectedPairChanged)]
+    assert said.pair.local.type is CandidateType.SRFLX
+    assert said.pair == a.core.selected_pair()
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,7 @@ def kernel_drops(sock: socket.socket) -> int | None:
     try:
         figures = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_SIZE)
     except OSError as exc:
-        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+        if exc.errno == errno.ENOPROTOOPT:
             _SO_MEMINFO = None  # (the kernel has no such option)
         return None
     if len(figures) < _MEMINFO_SIZE:

@@ -633,7 +633,7 @@ class AgentCore:
         RFC 8838 §11.4), so that both rank the path by the same candidate (see
         ``Pair.valid_priority``): in the valid pairs of now, and, the peer-reflexive one
         gone from the local candidates, in those of later checks (after an ICE restart
-        too)."""
+        too).  The selected pair among them is said anew (see :meth:`_said_anew`)."""
         address = candidate.transport_address
 
         def replaced(local: Candidate, local_base: int) -> bool:
@@ -656,6 +656,8 @@ class AgentCore:
             if valid is not None and replaced(valid, pair.base):
                 pair.valid_local = candidate
                 pair.rank(self.controlling)
+                if pair is self.selected:
+                    self._said_anew(pair)
 
     def _base_candidate(self, base: int) -> Candidate | None:
         """The candidate of transport ``base`` that checks and answers are for: its first
@@ -925,9 +927,8 @@ class AgentCore:
         """A signalled candidate whose address was learned first as peer-reflexive (its
         check outran signaling, or a ``.local`` name's resolving) takes the learned one's
         place, with its own type, priority and foundation (RFC 8838 §11.4).  When that is
-        the selected pair's remote candidate, the pair is said anew
-        (:class:`SelectedPairChanged`): it is the same path, now named as the peer
-        signalled it."""
+        the selected pair's remote candidate, the pair is said anew (see
+        :meth:`_said_anew`)."""
         address = remote_key(candidate)
         known = self.remote_addresses[address]
         if known.type is CandidateType.PRFLX and candidate.type is not CandidateType.PRFLX:
@@ -936,7 +937,15 @@ class AgentCore:
             self._add_remote(candidate)  # (signalled: paired with every local candidate now)
             selected = self.selected
             if selected is not None and selected.remote is candidate:
-                self._emit(SelectedPairChanged(selected.public()))
+                self._said_anew(selected)
+
+    def _said_anew(self, pair: Pair) -> None:
+        """The selected ``pair`` is now named by other candidates (a signalled or gathered
+        one in the place of a peer-reflexive one): the same path, said again
+        (:class:`SelectedPairChanged`), unless ICE is over (failed or closed), when no pair
+        carries data."""
+        if not self.finished:
+            self._emit(SelectedPairChanged(pair.public()))
 
     def _add_remote(self, candidate: Candidate) -> None:
         """A remote candidate (in the place of the one at its address, if any), paired with

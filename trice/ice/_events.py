@@ -137,9 +137,11 @@ class SelectedPairChanged:
     higher priority, or, on a controlled agent, the nominated pair that the controlling
     agent's checks come on once the selected pair went quiet (see the design page,
     "Following the controlling agent").  Sends follow the selected pair.  Said again, for
-    the same path, when a candidate the peer signalled takes the place of the
-    peer-reflexive one its check taught (RFC 8838 §11.4: a ``.local`` name resolved after
-    the pair was selected, say), ``pair.remote`` then naming it."""
+    the same path, when a candidate takes the place of a peer-reflexive one in it (RFC 8838
+    §11.4): one the peer signalled, which its check had taught first (a ``.local`` name
+    resolved after the pair was selected, say), then named in ``pair.remote``; or a
+    server-reflexive one gathered after a check found its address, then named in
+    ``pair.local``.  Never once ICE is over."""
 
     pair: CandidatePair
 
