@@ -1909,6 +1909,55 @@ async def test_a_receive_that_reads_its_socket_counts_the_bytes_received() -> No
         assert after.bytes_received - before.bytes_received == sum(sizes)
 
 
+async def test_every_receive_that_returns_data_is_a_checkpoint() -> None:
+    """A guard for any change that would make ``receive`` cheaper by skipping trio's
+    schedule point (data.rst: it is a checkpoint): whichever way the datagram comes, read
+    from the socket by the receive itself, queued in a batch, or left queued after
+    ``receive_nowait``, the receive is a cancel point and a schedule point, and a task that
+    only counts its turns gets about one a datagram."""
+    payload = b"\x80" + bytes(1199)
+    config = loopback_config(receive_buffer=4096)
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        ca, cb = await _connected_pair(a, b)
+        # (80, within the kernel's default buffer: the first read one at a time, the rest
+        # in a batch.)
+        with trio.fail_after(10):
+            for _ in range(80):
+                assert ca.send_nowait(payload)
+            for _ in range(80):
+                with trio.testing.assert_checkpoints():
+                    assert await cb.receive() == payload
+            for _ in range(40):
+                assert ca.send_nowait(payload)
+            with pytest.raises(trio.WouldBlock):
+                cb.receive_nowait()  # (nothing queued yet: the data is in the kernel)
+            for _ in range(40):
+                with trio.testing.assert_checkpoints():
+                    assert await cb.receive() == payload
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await trio.lowlevel.checkpoint()
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other)
+                for _ in range(80):
+                    assert ca.send_nowait(payload)
+                before = turns
+                for _ in range(80):
+                    await cb.receive()
+                got = turns - before
+                nursery.cancel_scope.cancel()
+        assert got >= 70, f"the other task ran {got} times in 80 receives"
+
+
 def _pin_receive_buffer(agent: trice.Agent, size: int) -> None:
     """Pin the kernel's receive buffer of the agent's host sockets (so that how much it holds
     does not hang on the machine's defaults)."""
