@@ -6,7 +6,8 @@ memory each agent holds once connected (traced Python allocations, in a separate
 that tracing does not slow the timed one; the agents are held open from one task, so that
 the harness keeps nothing per pair alive, as in the aioice run), and the resident memory
 they add to a fresh process (``--rss-size`` pairs, 1000 by default: what an operator sees,
-allocator arenas and C memory included).  Then, at the default
+allocator arenas and C memory included), connecting all at once and, for trice, 100 at a
+time (the arenas keep what a burst freed: the larger the burst, the more).  Then, at the default
 limit of 1024 file descriptors, what happens when they run out: trice raises
 :class:`trice.LimitError`; aioice is reported as measured.
 
@@ -142,8 +143,9 @@ async def _open_pairs(
     return pairs
 
 
-async def _trice_held_open(n: int, measure: Callable[[], None]) -> None:
-    """Open n pairs, connect them all, and call ``measure`` while they are open and idle.
+async def _trice_held_open(n: int, measure: Callable[[], None], batch: int = 0) -> None:
+    """Open n pairs, connect them all (``batch`` pairs at a time, or all at once), and call
+    ``measure`` while they are open and idle.
 
     The agents are held open by one :class:`contextlib.AsyncExitStack` in one task, so that
     the harness itself keeps nothing per pair alive (a task per pair waiting to close its
@@ -153,10 +155,12 @@ async def _trice_held_open(n: int, measure: Callable[[], None]) -> None:
     config = loopback_config()
     async with AsyncExitStack() as stack:
         pairs = await _open_pairs(stack, config, n)
+        step = batch or n
         with trio.fail_after(CONNECT_LIMIT):
-            async with trio.open_nursery() as nursery:
-                for a, b in pairs:
-                    nursery.start_soon(_gather_and_connect, a, b)
+            for start in range(0, n, step):
+                async with trio.open_nursery() as nursery:
+                    for a, b in pairs[start : start + step]:
+                        nursery.start_soon(_gather_and_connect, a, b)
         del pairs, a, b
         measure()
 
@@ -370,12 +374,14 @@ def _python_arenas() -> tuple[int, int]:
     return figure("# bytes in allocated blocks"), free
 
 
-def _rss_one(kind: str, n: int) -> None:
+def _rss_one(kind: str, n: int, batch: int = 0) -> None:
     """Print, as JSON, the KiB of resident memory per agent that n connected pairs add to a
     fresh process (after one pair was opened and closed, so that first use is not counted):
     what the process holds, the Python allocator's arenas and the C library's heap included,
-    which traced allocations leave out (OpenSSL's hash states, arenas kept for objects freed
-    after connecting)."""
+    which traced allocations leave out: almost all of it arenas kept for objects freed after
+    connecting (C memory, OpenSSL's hash states among it, was some 0.2 KiB an agent on
+    2026-12-01).  trice's pairs connect ``batch`` at a time, or all at once: the arenas a
+    burst leaves hold what it freed, the more the larger the burst."""
     _raise_fd_limit(4 * n + 256)
     after: list[tuple[int, int, int]] = []
 
@@ -393,7 +399,7 @@ def _rss_one(kind: str, n: int) -> None:
         trio.run(_trice_held_open, 1, lambda: None)
         gc.collect()
         base = (_rss(), *_python_arenas())
-        trio.run(_trice_held_open, n, measure)
+        trio.run(_trice_held_open, n, measure, batch)
     kib = [(now - then) / (2 * n) / KIB for now, then in zip(after[0], base, strict=True)]
     print(json.dumps({"kib": kib[0], "objects": kib[1], "free": kib[2]}))
 
@@ -448,7 +454,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rss-size", type=int, default=1000, help="pairs for the resident-memory run"
     )
-    parser.add_argument("--rss-one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rss-one", nargs=3, metavar=("KIND", "N", "BATCH"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each size")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
@@ -476,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
         _one(args.one[0], int(args.one[1]))
         return
     if args.rss_one:
-        _rss_one(args.rss_one[0], int(args.rss_one[1]))
+        _rss_one(args.rss_one[0], int(args.rss_one[1]), int(args.rss_one[2]))
         return
     if args.quick:
         args.sizes, args.memory_size, args.rss_size, args.repeat = [100], 50, 200, 1
@@ -516,9 +524,11 @@ def main(argv: list[str] | None = None) -> None:
     trice_kib = _trice_memory(args.memory_size)
     aio_kib = _aioice_memory(args.memory_size) if have_aioice else None
     rss_kib = {
-        kind: _in_fresh_process("--rss-one", kind, str(args.rss_size))
+        kind: _in_fresh_process("--rss-one", kind, str(args.rss_size), "0")
         for kind in [TRICE] + ([AIOICE] if have_aioice else [])
     }
+    # (The same, the pairs connecting 100 at a time: what the arenas keep of a burst.)
+    rss_batched = _in_fresh_process("--rss-one", TRICE, str(args.rss_size), "100")
 
     print("\nScale: N pairs of agents in one process, host candidates on loopback\n")
     header = (
@@ -555,11 +565,16 @@ def main(argv: list[str] | None = None) -> None:
                 f" objects, {held['free']:.1f} free)"
             )
         print(f"  {kind:<7}{traced:6.1f} KiB traced  {resident}")
+    if rss_batched:
+        print(
+            f"  trice, the pairs connecting 100 at a time: {rss_batched['kib']:6.1f} KiB resident"
+            f" (arenas: {rss_batched['objects']:.1f} in objects, {rss_batched['free']:.1f} free)"
+        )
     print(
         "(traced: what Python objects hold.  resident: what the process holds; it adds the\n"
         " space Python's allocator keeps free in its arenas after objects of the connecting\n"
-        " burst were freed (CPython 3.11 gives an arena back only once all of it is free),\n"
-        " and C memory such as OpenSSL's hash states, which tracing does not see)"
+        " burst were freed (CPython 3.11 gives an arena back only once all of it is free):\n"
+        " the larger the burst, the more; and C memory, some 0.2 KiB an agent)"
     )
 
     # Descriptors running out: back to the limit the process started with (1024 by default).
