@@ -1922,8 +1922,8 @@ async def test_every_receive_that_returns_data_is_a_checkpoint() -> None:
         trice.open_agent(config, controlling=False) as b,
     ):
         ca, cb = await _connected_pair(a, b)
-        # (80, within the kernel's default buffer: the first read one at a time, the rest
-        # in a batch.)
+        _pin_receive_buffer(b, 1 << 20)  # (room for the bursts, whatever the default)
+        # (80: the first read one at a time, the rest in a batch.)
         with trio.fail_after(10):
             for _ in range(80):
                 assert ca.send_nowait(payload)

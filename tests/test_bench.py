@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import subprocess
 import sys
@@ -437,3 +438,20 @@ def test_an_exact_share_is_shown_exactly() -> None:
     assert _peers.share(1634 / 2000, 1.0) == "81.70%"
     assert _peers.share(1999, 2000) == "99.95%"
     assert _peers.share(19999, 20000) == "99.99%"
+
+
+@pytest.mark.parametrize("batch", ["0", "5"])
+def test_scales_resident_run_prints_its_figures_at_once_and_in_batches(batch: str) -> None:
+    """``bench/scale.py --rss-one KIND N BATCH`` (the resident-memory run, in a process of
+    its own): 20 pairs, connecting all at once and 5 at a time, print their figures."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "scale.py"), "--rss-one", "trice", "20", batch],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-500:]
+    (line,) = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    figures = json.loads(line)
+    assert set(figures) == {"kib", "objects", "free"} and figures["objects"] > 0

@@ -461,10 +461,19 @@ def test_a_socket_that_cannot_be_made_for_want_of_descriptors_is_a_limit_error()
     assert out.stdout.startswith("LimitError: out of file descriptors"), out.stdout + out.stderr
 
 
-@pytest.mark.parametrize(("size", "said"), [(10_000, "system refused"), (65_508, "more than UDP")])
-def test_emsgsize_says_whose_limit_it_was(size: int, said: str) -> None:
-    """EMSGSIZE for a datagram UDP can carry is the system's own limit (macOS takes 9,216
-    bytes by default) or a path MTU: said so, not "more than UDP carries"."""
+@pytest.mark.parametrize(
+    ("size", "to", "said"),
+    [
+        (10_000, "127.0.0.1", "system refused"),
+        (65_508, "127.0.0.1", "more than UDP"),
+        (65_508, "::1", "system refused"),
+        (65_528, "::1", "more than UDP"),
+    ],
+)
+def test_emsgsize_says_whose_limit_it_was(size: int, to: str, said: str) -> None:
+    """EMSGSIZE for a datagram UDP can carry (65,507 bytes over IPv4, 65,527 over IPv6) is
+    the system's own limit (macOS takes 9,216 bytes by default) or a path MTU: said so, not
+    "more than UDP carries"."""
     exc = OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
     with pytest.raises(trice.UsageError, match=said):
-        _transport.refused(exc, bytes(size), closed=False)
+        _transport.refused(exc, bytes(size), closed=False, address=(to, 9))

@@ -588,7 +588,7 @@ class MuxTransport:
                         "the agent's share of the UDP mux is closed"
                     ) from None
                 # (ICMP errors and EPERM: UDP semantics, told to the agent)
-                if refused(exc, data, False) and self.hooks.refused is not None:
+                if refused(exc, data, False, address) and self.hooks.refused is not None:
                     self.hooks.refused(exc, self.local_address, address)
                 return
             mux = self.mux

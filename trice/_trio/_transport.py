@@ -150,24 +150,26 @@ def send_or_tell(
     except (BlockingIOError, InterruptedError):
         return False
     except OSError as exc:
-        if not refused(exc, data, closed):
+        if not refused(exc, data, closed, address):
             return False
         if on_refused is not None:
             on_refused(exc, local, address)
     return True
 
 
-def refused(exc: OSError, data: bytes, closed: bool) -> bool:
+def refused(exc: OSError, data: bytes, closed: bool, address: Address | None = None) -> bool:
     """Of an error from a non-blocking ``sendto`` other than "would block": whether the
     kernel refused the datagram (a firewall's EPERM, no route, an address gone: it is
     dropped on the way, and counted), rather than the socket being closed (EBADF) or out of
     buffers for now (ENOBUFS, a full queue: as a full socket buffer).
 
     Raises:
-        UsageError: the datagram is longer than the path carries (EMSGSIZE).
+        UsageError: the datagram is longer than the path carries (EMSGSIZE; ``address``,
+            where it went, tells IPv6's longer limit).
     """
     if exc.errno == errno.EMSGSIZE:
-        if len(data) > _UDP_MAX:
+        ipv6 = address is not None and ":" in address[0]
+        if len(data) > (_UDP6_MAX if ipv6 else _UDP_MAX):
             raise datagram_too_large(data) from None
         # (Within what UDP carries: the system's own limit, macOS's 9,216 bytes by default,
         # say, or a path MTU the kernel learned with fragmenting forbidden.)
@@ -179,8 +181,10 @@ def refused(exc: OSError, data: bytes, closed: bool) -> bool:
     return not (closed or exc.errno in (errno.EBADF, errno.ENOBUFS))
 
 
-#: The longest UDP payload over IPv4 (65,535 less the IP and UDP headers).
+#: The longest UDP payload over IPv4 and over IPv6 (65,535 less the IP and UDP headers; an
+#: IPv6 header's length is not in its payload's).
 _UDP_MAX = 65_507
+_UDP6_MAX = 65_527
 
 
 class UdpTransport:
@@ -303,7 +307,7 @@ class UdpTransport:
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            if not refused(exc, data, self.closed):
+            if not refused(exc, data, self.closed, address):
                 return False  # (closed: the caller's wait says so; no buffer: as a full one)
             if self.errors is not None:
                 self.errors._kernel_refused(exc, self.local_address, address)
@@ -331,7 +335,7 @@ class UdpTransport:
                 # ICMP errors (unreachable, refused) and EPERM from firewalls: UDP semantics,
                 # the datagram dropped on the way (counted and logged).  (ENOBUFS, a full
                 # queue that no wait on the socket sees empty, drops it uncounted.)
-                if refused(exc, data, False) and self.errors is not None:
+                if refused(exc, data, False, address) and self.errors is not None:
                     self.errors._kernel_refused(exc, self.local_address, address)
                 return
             lock = self.send_lock

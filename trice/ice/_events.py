@@ -141,7 +141,9 @@ class SelectedPairChanged:
     §11.4): one the peer signalled, which its check had taught first (a ``.local`` name
     resolved after the pair was selected, say), then named in ``pair.remote``; or a
     server-reflexive one gathered after a check found its address, then named in
-    ``pair.local``.  Never once ICE is over."""
+    ``pair.local``.  Never once ICE is over, nor for the pair of before an ICE restart that
+    carries data until the new checks select one (the peer-reflexive candidates are the old
+    generation's: it keeps their names)."""
 
     pair: CandidatePair
 
