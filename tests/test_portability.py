@@ -30,6 +30,18 @@ from natlab import lone_namespace, require_natlab
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _run_python(source: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` (a template of this file's, ``{root}`` the repository) in a Python
+    process of its own: a platform simulated there stays there."""
+    return subprocess.run(
+        [sys.executable, "-c", source.format(root=ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 async def test_mdns_works_where_the_socket_module_has_no_cmsg(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -168,13 +180,7 @@ _DEMO = textwrap.dedent(
 def test_trice_demo_runs_where_the_loopback_is_not_named_lo() -> None:
     """The README's first command took only an interface named ``lo``: on macOS and the BSDs
     (``lo0``) and Windows it gathered nothing and ended "ICE failed", status 2."""
-    out = subprocess.run(
-        [sys.executable, "-c", _DEMO.format(root=ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = _run_python(_DEMO, timeout=120)
     assert out.returncode == 0, out.stderr
 
 
@@ -268,11 +274,5 @@ _IMPORT = textwrap.dedent(
 
 
 def test_import_trice_without_linux_only_modules_and_constants() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _IMPORT.format(root=ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = _run_python(_IMPORT, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr

@@ -188,8 +188,8 @@ class AgentStatistics:
             ``net.core.rmem_default`` for more room).  Not in ``datagrams_dropped``, which
             counts the agent's own buffer.  From Linux's ``SO_MEMINFO``; ``None`` on other
             systems, and once a Linux kernel has refused the option (before 4.6, or an
-            emulation of Linux).  A UDP mux's socket is the mux's, and a TURN client's socket to its
-            server the relay's: neither is counted here.
+            emulation of Linux).  A UDP mux's socket is the mux's, and a TURN client's
+            socket to its server the relay's: neither is counted here.
     """
 
     datagrams_received: int
@@ -773,14 +773,6 @@ class Agent:
                     self._local.ufrag,
                     _peer_text(candidate.ufrag),
                 )
-            elif core.misnamed(candidate.ufrag) and candidate.ufrag == core.local.ufrag:
-                self._left_out(
-                    _OTHER_GENERATION,
-                    "%s: remote candidate at %s left out: it names this agent's own ufrag, "
-                    "not the peer's (a signaling mistake?)",
-                    self._local.ufrag,
-                    _peer_text(candidate.address),
-                )
             elif not core.misnamed(candidate.ufrag):
                 named = is_mdns_name(candidate.address)
                 why = (
@@ -795,6 +787,14 @@ class Agent:
                     self._local.ufrag,
                     _peer_text(candidate.address),
                     why,
+                )
+            elif candidate.ufrag == core.local.ufrag:
+                self._left_out(
+                    _OTHER_GENERATION,
+                    "%s: remote candidate at %s left out: it names this agent's own ufrag, "
+                    "not the peer's (a signaling mistake?)",
+                    self._local.ufrag,
+                    _peer_text(candidate.address),
                 )
             else:
                 # (A late one from before an ICE restart.)

@@ -157,6 +157,12 @@ def send_or_tell(
     return True
 
 
+#: The longest UDP payload over IPv4 and over IPv6 (65,535 less the IP and UDP headers; an
+#: IPv6 header's length is not in its payload's).
+_UDP_MAX = 65_507
+_UDP6_MAX = 65_527
+
+
 def refused(exc: OSError, data: bytes, closed: bool, address: Address | None = None) -> bool:
     """Of an error from a non-blocking ``sendto`` other than "would block": whether the
     kernel refused the datagram (a firewall's EPERM, no route, an address gone: it is
@@ -179,12 +185,6 @@ def refused(exc: OSError, data: bytes, closed: bool, address: Address | None = N
             "MTU, about 1,200 bytes"
         ) from None
     return not (closed or exc.errno in (errno.EBADF, errno.ENOBUFS))
-
-
-#: The longest UDP payload over IPv4 and over IPv6 (65,535 less the IP and UDP headers; an
-#: IPv6 header's length is not in its payload's).
-_UDP_MAX = 65_507
-_UDP6_MAX = 65_527
 
 
 class UdpTransport:
