@@ -647,3 +647,26 @@ async def test_two_agents_of_one_process_show_no_common_foundation() -> None:
         a.restart(regather=True)
         await a.wait_gathering_complete()
         assert {c.foundation for c in a.local_candidates} == {fa}
+
+
+async def test_a_local_name_that_waits_for_parameters_is_asked_for_before_they_come(
+    listener: socket.socket,
+) -> None:
+    """A ``.local`` candidate that names a ufrag before the peer's parameters is held as it
+    is, and its name asked for at once: once the parameters come it is taken at the
+    address already answered, with no query after them.  (It was asked for only once
+    they came, its answer's time added to the connection's.)"""
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        named = trice.Candidate.from_sdp("candidate:1 1 udp 1 ahead-x.local 40005 typ host")
+        agent.add_remote_candidate(dataclasses.replace(named, username_fragment="peerfirst"))
+        await _answer_the_next_query(listener, "ahead-x.local", "127.0.0.1")
+        await until(lambda: "ahead-x.local" in _mdns_of(agent)._found, within=5)
+        assert not agent.remote_candidates  # (held, not taken: no parameters yet)
+        agent.set_remote_parameters("peerfirst", "q" * 22)
+        await until(lambda: bool(agent.remote_candidates), within=5)
+        assert [(c.address, c.port) for c in agent.remote_candidates] == [("127.0.0.1", 40005)]
+        with trio.move_on_after(0.2):  # (no query for it follows the parameters)
+            query, _ = await _next_message(listener, lambda m: not m.is_response)
+            pytest.fail(f"asked again: {[q.name for q in query.questions]}")

@@ -550,22 +550,27 @@ async def test_a_named_candidate_with_a_ufrag_waits_for_the_parameters(
     listener: socket.socket,
 ) -> None:
     """Before the peer's parameters, a candidate naming a ufrag is held by the core as it
-    is (it may be another generation's: a restart may come first), then, once they come,
-    resolved and taken (its ufrag) or left out unresolved (another's); an
-    end-of-candidates that came before them waits for the name."""
+    is (it may be another generation's: a restart may come first), its name asked for,
+    then, once they come, resolved and taken (its ufrag) or left out unresolved, and no
+    longer asked for (another's); an end-of-candidates that came before them waits for
+    the name."""
     config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
     async with trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
         agent.add_remote_candidate(_host("mine.local", 40000, " ufrag good"))
         agent.add_remote_candidate(_host("other.local", 40001, " ufrag bad0"))
         agent.add_remote_candidate(None)
-        await trio.testing.wait_all_tasks_blocked(0.05)
-        assert agent._core.pending_remote == 0  # (nothing asked yet)
+        asked: set[str] = set()
+        while len(asked) < 2:  # (both asked for ahead)
+            query, _ = await _next_message(listener, lambda m: not m.is_response)
+            asked |= {q.name for q in query.questions}
+        assert asked == {"mine.local", "other.local"}
+        assert agent._core.pending_remote == 0  # (held as they are, by the core)
         agent.set_remote_parameters("good", "a" * 22)
         assert agent.statistics().remote_candidates_dropped == 1
         assert not agent._core.remote_complete  # (the end waits for the name)
-        query, _ = await _next_message(listener, lambda m: not m.is_response)
-        assert {q.name for q in query.questions} == {"mine.local"}
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert set(_mdns_of(agent)._waiting) == {"mine.local"}  # (the other's asking ended)
         listener.sendto(mdns.encode_answer("mine.local", ["127.0.0.1"]), GROUP)
         await until(lambda: agent._core.remote_complete, within=5)
         (pair,) = agent.pair_statistics()

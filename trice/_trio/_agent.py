@@ -236,6 +236,7 @@ class Agent:
 
     __slots__ = (
         "__weakref__",  # (an application's WeakSet or weakref.finalize of its agents)
+        "_ahead",
         "_armed_at",
         "_bases_made",
         "_buffer",
@@ -401,6 +402,7 @@ class Agent:
         # (tried again after a gathering anew, quietly: it warned once).
         self._mdns: Mdns | Literal[False] | None = None
         self._mdns_quiet = False
+        self._ahead: dict[str, trio.CancelScope] | None = None  # (names asked: _ask_ahead)
         # The agent's shares of UDP muxes (open_agent's mux=), in place of host sockets.
         self._muxes: tuple[MuxTransport, ...] = ()
         # Its passive TCP candidates' transports on TCP muxes, with their muxes.
@@ -630,6 +632,12 @@ class Agent:
                 self._local.ufrag,
                 core.remote_candidates_dropped - dropped,
             )
+        ahead = self._ahead
+        if ahead:  # (names asked for ahead that these parameters did not take)
+            taken = {name.address for name in names}
+            for name, scope in ahead.items():
+                if name not in taken:
+                    scope.cancel()
         if names:
             self._resolve_taken(names)
         self._pump(now)
@@ -689,8 +697,9 @@ class Agent:
         name their ufrag, and leave out (and count) the others.  Those waiting while the
         peer's parameters are not known (at the start, or after a restart) count against
         ``max_remote_candidates``; those of a generation to come have a room of their own,
-        as large (past it, one is left out).  A ``.local`` one that waits is resolved once
-        taken.  After an ICE restart, an
+        as large (past it, one is left out).  A ``.local`` one that waits is asked for at
+        once, and resolved (the answer at hand) once taken; an ICE restart meanwhile
+        forgets the answer.  After an ICE restart, an
         end-of-candidates that comes before the peer's new parameters, while the earlier
         generation's may still be on its way, is taken for that one and ignored, unless
         it names the new ufrag: signal the new parameters first.
@@ -822,7 +831,47 @@ class Agent:
                 _peer_text(candidate.ufrag),
                 _peer_text(remote.ufrag),
             )
+        if (
+            candidate is not None
+            and (early or (remote is None and candidate.ufrag is not None))
+            and is_mdns_name(candidate.address)
+        ):
+            self._ask_ahead(candidate.address)  # (held as it is: see AgentCore.take_names)
         self._pump()
+
+    def _ask_ahead(self, name: str) -> None:
+        """A ``.local`` candidate held as it is for parameters to come (see
+        ``AgentCore.take_names``): its name is asked for now, so that the answer is at hand
+        once they come (the name is resolved then; an ICE restart meanwhile forgets it).
+        Where mDNS is disabled or cannot open, nothing is asked: the candidate is left out
+        when taken, and said so then."""
+        ahead = self._ahead
+        if ahead is None:
+            ahead = self._ahead = {}
+        if self.config.network.mdns is MdnsMode.DISABLED or name in ahead:
+            return
+        try:
+            mdns = self._open_mdns()
+        except Exception:  # (the filters, or a descriptor short: reported when taken)
+            return
+        if mdns is not None:
+            scope = ahead[name] = trio.CancelScope()
+            mdns.scopes.add(scope)
+            self._nursery.start_soon(
+                self._resolve_ahead, mdns, name, scope, name=f"mdns ask {name}"
+            )
+
+    async def _resolve_ahead(self, mdns: Mdns, name: str, scope: trio.CancelScope) -> None:
+        ahead = self._ahead
+        assert ahead is not None
+        # (Cancelled by an ICE restart, and by parameters that do not take the name.)
+        with scope:
+            try:
+                with trio.move_on_after(self.config.timing.mdns_timeout):
+                    await mdns.resolve(name)  # (its answer is kept, for the resolving)
+            finally:
+                mdns.scopes.discard(scope)
+                del ahead[name]
 
     def restart(
         self, ufrag: str | None = None, pwd: str | None = None, *, regather: bool = False
