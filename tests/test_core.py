@@ -4648,3 +4648,65 @@ def test_after_a_late_end_of_candidates_the_nomination_is_due_at_once() -> None:
     a.core.add_remote_candidate(None)
     due = a.core.next_deadline()
     assert due is not None and due <= net.now
+
+
+class _SocketSources:
+    """A core driven as a shell may drive it that hands on IPv6 sources as the socket gives
+    them, ``(host, port, flowinfo, scope_id)``."""
+
+    def __init__(self, core: AgentCore) -> None:
+        self._core = core
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._core, name)
+
+    def on_request(
+        self, base: int, source: tuple[str, int], request: stun.Message, now: float
+    ) -> bytes | None:
+        return self._core.on_request(base, (*source, 0, 0), request, now)  # type: ignore[arg-type]
+
+    def on_response(
+        self,
+        check: Check,
+        response: stun.Message,
+        source: tuple[str, int],
+        now: float,
+        **kw: object,
+    ) -> bool:
+        return self._core.on_response(check, response, (*source, 0, 0), now, **kw)  # type: ignore[arg-type]
+
+
+def test_ipv6_sources_as_a_socket_gives_them_are_taken() -> None:
+    """An IPv6 socket gives a source as ``(host, port, flowinfo, scope_id)``: a shell that
+    hands it on so gets answers taken as symmetric and checks learned, and connects.
+    (Every pair failed as not symmetric, and the peer's checks were never learned.)"""
+    net, a, b = two_agents(
+        a_hosts=[("2001:db8::1", 5000)], b_hosts=[("2001:db8::2", 6000)], exchange=False
+    )
+    for endpoint in (a, b):
+        endpoint.core = _SocketSources(endpoint.core)  # type: ignore[assignment]
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5.0)
+    assert a.core.selected is not None and a.core.selected.remote_address == ("2001:db8::2", 6000)
+
+
+@pytest.mark.parametrize("source", [("10.0.0.9", 70000), ("10.0.0.9", -1), ("localhost", 4000)])
+def test_a_request_from_no_address_a_socket_gives_is_a_usage_error(
+    source: tuple[str, int],
+) -> None:
+    """A shell's mistake, a source no socket gives (a port past 65535, a name), raises
+    UsageError, a TriceError (it was a bare ValueError from the encoder)."""
+    _net, _a, b = two_agents(want=False)
+    with pytest.raises(trice.UsageError, match="source must be an IP address and a port"):
+        b.core.on_request(0, source, binding_request(b.core), 0.0)
+
+
+@pytest.mark.parametrize("start", [-10.0, -1e6])
+def test_a_clock_that_reads_below_zero_checks_at_once(start: float) -> None:
+    """The clock is any float: one that reads below 0 when checks begin has the first go at
+    once (none went until the clock came to 0: 10 s late, or ICE failed first)."""
+    net, a, b = two_agents(exchange=False)
+    net.now = start
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), start + 1.0)
+    assert net.packets(sender="a", requests=True)[0].sent_at == start

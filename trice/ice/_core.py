@@ -18,7 +18,7 @@ from typing import Final, TypeGuard
 
 from trice import stun
 from trice._config import Nomination, Timing
-from trice._errors import CandidateError, ConfigError, LimitError, StateError
+from trice._errors import CandidateError, ConfigError, LimitError, StateError, UsageError
 from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._check import Check, IceParameters, check_schedule
 from trice.ice._checklist import CheckList, Pair, PairState, PairStatistics
@@ -1115,6 +1115,7 @@ class AgentCore:
     def _maybe_start(self, now: float) -> None:
         if self._wanted and self.remote is not None and self.state is _STATE_NEW:
             self._checking_since = now
+            self._next_paced = now  # (a clock may read below 0: the first check goes now)
             self._set_state(ConnectionState.CHECKING)
             self._maybe_fail(now)  # (nothing to check, and nothing can come)
 
@@ -1531,7 +1532,8 @@ class AgentCore:
 
         A response that came from elsewhere than the check went to, or arrived on another
         transport than the check left from, fails the pair: the addresses are not symmetric
-        (RFC 8445 §7.2.5.2.1)."""
+        (RFC 8445 §7.2.5.2.1).  ``source`` may be as an IPv6 socket gives it, ``(host, port,
+        flowinfo, scope_id)``."""
         live = self._live
         if live is None or live.get(check.transaction_id) is not check or self.finished:
             return False
@@ -2194,7 +2196,11 @@ class AgentCore:
 
         Returns the encoded response to send back (success or error), or ``None`` to drop it.
         RFC 8445 §7.3 (and RFC 8489 §6.3 for authentication errors).  A request that fails
-        authentication changes no state.
+        authentication changes no state.  ``source`` may be as an IPv6 socket gives it,
+        ``(host, port, flowinfo, scope_id)``: the core keeps ``(host, port)``.
+
+        Raises:
+            UsageError: ``source`` is not an IP address and a port (of 1 to 65535).
         """
         if request.method is not _BINDING or request.message_class is not _REQUEST:
             if request.method is _BINDING and request.message_class is _INDICATION:
@@ -2213,6 +2219,8 @@ class AgentCore:
                     self._alive(now)
             return None
         self.requests_received += 1
+        if len(source) != 2:
+            source = (source[0], source[1])
         if source[1] == 0:
             # (A datagram can come from port 0, a spoofed one say; no answer can go back
             # there: the kernel refuses to send to port 0.)
@@ -2262,13 +2270,22 @@ class AgentCore:
         elif self._refused_at is not None:
             self._refused_at = math.inf  # (the peer took the other role: it reads 487s)
         # Binding success with XOR-MAPPED-ADDRESS (RFC 8445 §7.3.1.1, RFC 8489 §6.3.1.2).
-        if request.has_integrity_sha256:
-            mapped = stun.XorMappedAddress(source[0], source[1])
-            response = self._signed(request, request.success_response(mapped))
-        else:
-            response = encode_binding_success(
-                request.transaction_id, source[0], source[1], self._local_key, self._success_pads
-            )
+        try:
+            if request.has_integrity_sha256:
+                mapped = stun.XorMappedAddress(source[0], source[1])
+                response = self._signed(request, request.success_response(mapped))
+            else:
+                response = encode_binding_success(
+                    request.transaction_id,
+                    source[0],
+                    source[1],
+                    self._local_key,
+                    self._success_pads,
+                )
+        except ValueError as exc:  # (a shell's mistake: a socket gives none such)
+            raise UsageError(
+                f"a request's source must be an IP address and a port: {exc}"
+            ) from None
         if self.finished:
             return response
         priority, use_candidate = learned(values)
@@ -2561,7 +2578,9 @@ def _forbidden(response: stun.Message) -> bool:
 def _symmetric(check: Check, source: Address, base: int | None) -> bool:
     """Whether a response to ``check`` from ``source``, on transport ``base`` (``None``: the
     check's own), came from where the check went, to where it left from (RFC 8445
-    §7.2.5.2.1)."""
+    §7.2.5.2.1).  (``source`` as an IPv6 socket gives it too: see :meth:`AgentCore.on_request`.)"""
+    if len(source) != 2:
+        source = (source[0], source[1])
     return source == check.destination and (base is None or base == check.base)
 
 
