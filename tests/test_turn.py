@@ -1543,6 +1543,19 @@ def test_a_refresh_granted_without_a_lifetime_keeps_the_one_granted_before() -> 
     assert deadline is not None and deadline <= 24.0 + 30
 
 
+def test_a_clock_that_jumps_past_the_lifetime_fails_the_allocation_at_once() -> None:
+    """A driver polled late, an hour after the allocation (600 s): it ended on the server
+    long ago, so the client fails at once, sends no Refresh, and takes no more data (it
+    sent a Refresh and stayed allocated, its next deadline an hour in the past)."""
+    client, _server = allocated()
+    client.on_timer(3600.0)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and "lifetime (600 s) ran out" in str(client.error)
+    assert client.poll_transmit(3600.0) is None
+    assert not client.send_to_peer(PEER, b"late", 3600.0)
+    assert client.next_deadline() is None
+
+
 @pytest.mark.parametrize("reliable", [False, True])
 def test_a_refresh_unanswered_fails_the_allocation_when_it_ends(reliable: bool) -> None:
     """Granted 30 s, then the server goes silent: the Refresh goes at 24 s, and the

@@ -254,13 +254,17 @@ class TurnClient:
                 self._outbox.append(tx.wire)
         if self._state is not TurnState.ALLOCATED:
             return
-        if self._refreshing and self._expires_at <= now:
+        if self._expires_at <= now:
             # The allocation ended on the server while its Refresh went unanswered (a short
             # lifetime leaves less time than the transaction's own timeout, 39.5 s over UDP):
-            # the relay is gone now, not when the Refresh gives up.
+            # the relay is gone now, not when the Refresh gives up.  Or no Refresh went at
+            # all: the clock jumped past the lifetime (a driver that slept an hour).
             self._fail(
                 f"TURN refresh failed: no answer before the allocation's lifetime "
-                f"({self.lifetime} s) ran out",
+                f"({self.lifetime} s) ran out"
+                if self._refreshing
+                else f"TURN allocation expired: its lifetime ({self.lifetime} s) ran out "
+                "before a refresh could go (the clock jumped past it)",
                 code=None,
                 reason="timeout",
             )
