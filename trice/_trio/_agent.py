@@ -1117,7 +1117,7 @@ class Agent:
         (their first transmission goes out at once, not after a trip through the agent
         task), bring the agent task's wait forward if the core's deadline came nearer, and
         last let the core make its next checks ahead (:meth:`AgentCore.prepare
-        <trice.ice.AgentCore.prepare>`).  ``now`` saves asking the clock again, from a caller
+        <trice.ice._core.AgentCore.prepare>`).  ``now`` saves asking the clock again, from a caller
         that just did."""
         if now is None:
             now = self._now()
@@ -1711,7 +1711,7 @@ class Agent:
     def _transport_lost(self, base: int, reason: Lost = "relay") -> None:
         """Transport ``base`` (a relay) ended on its own while the agent is open: its
         checks stop, and the core fails its pairs, and ICE if the selected pair was one
-        (:meth:`AgentCore.transport_lost <trice.ice.AgentCore.transport_lost>`)."""
+        (:meth:`AgentCore.transport_lost <trice.ice._core.AgentCore.transport_lost>`)."""
         transport = self._transports.get(base)
         if self._closed or transport is None or not transport.closed:
             return
@@ -1730,11 +1730,11 @@ class Agent:
         """A connection of ``transport`` to ``address`` could not open, or closed: the
         checks waiting for an answer over it fail now, and so does its pair (ICE too, if it
         was the selected pair: see :meth:`AgentCore.path_lost
-        <trice.ice.AgentCore.path_lost>`).
+        <trice.ice._core.AgentCore.path_lost>`).
 
         Unless it was ``stale``, kept from before an ICE restart and not yet used by the new
         checks (see ``TcpTransport.prove``): then only the pair of before on it goes (see
-        :meth:`AgentCore.previous_path_lost <trice.ice.AgentCore.previous_path_lost>`), and
+        :meth:`AgentCore.previous_path_lost <trice.ice._core.AgentCore.previous_path_lost>`), and
         new checks that wait on it, an active candidate sends again over a new connection
         (the old one may have died unnoticed before the restart: a peer that rebooted,
         say)."""

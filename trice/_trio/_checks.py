@@ -104,7 +104,7 @@ class CheckRun:
 
     def resend_at_time(self, at: float) -> None:
         """The core asks for the check once more at ``at``, before its RTO (see
-        :meth:`AgentCore.poll_resend <trice.ice.AgentCore.poll_resend>`)."""
+        :meth:`AgentCore.poll_resend <trice.ice._core.AgentCore.poll_resend>`)."""
         if self.settled or self.dropped or (self.resend_at is not None and at >= self.resend_at):
             return  # (one pending at a time; a sooner one, a nomination's, replaces it)
         self.resend_at = at

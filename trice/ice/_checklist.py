@@ -98,7 +98,8 @@ class PairStatistics:
         last_check_sent: when the agent started its latest check on the pair (consent's
             included; over a relay or an ICE-TCP connection still being set up, it goes a
             little later), or ``None`` before the first: a time of the agent's clock,
-            :func:`trio.current_time`, as are the two below.
+            :func:`trio.current_time` (another shell's core is on the clock it is given),
+            as are the two below.
         last_request_received: when the latest of the peer's checks on it came (one that
             ``requests_received`` counts), or ``None``.
         last_response_received: when the latest answer to the agent's checks on it came (one
@@ -155,10 +156,10 @@ class Pair:
         transaction: the transaction id of the check in flight, if any.
         peer_checked: the peer has sent a check on this pair.
         pingback_at: when the controlled agent pings back on this pair if no nomination has
-            come by then (see :meth:`trice.ice.AgentCore.on_timer`).
+            come by then (see :meth:`trice.ice._core.AgentCore.on_timer`).
         pinged_back: a controlled agent has sent the peer its one ping-back on this pair.
         resent: the transaction of the check in flight that the core has already asked the
-            shell to send again (see :meth:`trice.ice.AgentCore.poll_resend`), if any.
+            shell to send again (see :meth:`trice.ice._core.AgentCore.poll_resend`), if any.
         checks_sent, requests_received, responses_received, rtt, rtt_total, rtt_samples:
             what :class:`PairStatistics` reports.
         sent_at, answered_at: when the latest check on the pair started, and its latest
