@@ -1233,3 +1233,35 @@ async def test_an_agent_whose_tcp_peer_went_quiet_does_not_poll(
             assert agent.connection_state is trice.ConnectionState.DISCONNECTED
             assert steps < 150, f"{steps} task steps in 10 s (50 Hz polling: ~500+)"
             await peer.aclose()
+
+
+@pytest.mark.parametrize("port", ["nine", "its connection's"])
+async def test_a_check_from_the_port_a_signalled_active_candidate_names_is_paired(
+    port: str,
+) -> None:
+    """An active candidate's port means nothing (RFC 6544 §4.5: 9 is signalled).  A peer
+    that signals the port its connection comes from has the far end of that connection
+    learned, peer-reflexive (§7.2), as one that signals 9: its nominating check is paired
+    and the agent connects.  (It was taken for the signalled candidate, which a passive
+    one pairs with none: answered, never paired, and connect() waited on.)"""
+    config = loopback_config()
+    config = dataclasses.replace(
+        config,
+        network=dataclasses.replace(config.network, tcp_candidates=(PASSIVE,), udp=False),
+    )
+    async with trice.open_agent(config, controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        (transport,) = [t for t in agent._transports.values() if isinstance(t, TcpTransport)]
+        raw = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        await raw.bind(("127.0.0.1", 0))  # (the port is known before it connects)
+        signalled = 9 if port == "nine" else raw.getsockname()[1]
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(
+            trice.Candidate.from_sdp(
+                f"candidate:1 1 tcp 2128609279 127.0.0.1 {signalled} typ host tcptype active"
+            )
+        )
+        agent.add_remote_candidate(None)
+        await raw.connect(transport.local_address)
+        connection = await _handshake(agent, _Peer(trio.SocketStream(raw)))
+        assert connection.selected_pair.remote.type is trice.CandidateType.PRFLX

@@ -78,6 +78,12 @@ def remote_key(candidate: Candidate) -> Address:
     """The key of a remote candidate in ``AgentCore.remote_addresses`` (see :data:`TCP_KEY`)."""
     if candidate.protocol == "udp":
         return (candidate.address, candidate.port)
+    if candidate.tcp_type is TcpType.ACTIVE and candidate.type is not CandidateType.PRFLX:
+        # (An active candidate's port means nothing, RFC 6544 §4.5: 9 is signalled.  One
+        # that a peer signals with the port its connections come from is not taken for
+        # their far end, which is learned, peer-reflexive, as §7.2 says: as the other,
+        # a passive candidate pairs with none.)
+        return (candidate.address, 9 + TCP_KEY)
     return (candidate.address, candidate.port + TCP_KEY)
 
 
