@@ -427,3 +427,26 @@ def test_an_integrity_key_may_be_any_bytes_like_object() -> None:
         assert stun.decode(data).verify_integrity(key)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="integrity key is bytes"):
         message.encode(integrity_key=[1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        (stun.ErrorCode(400, "x" * 128), b"\0\0\x04\0" + b"x" * 128),
+        (stun.Software("x" * 128), b"x" * 128),
+    ],
+    ids=["reason", "software"],
+)
+def test_text_that_rfc_8489_bounds_is_refused_on_encode_and_read_on_decode(
+    attribute: stun.Attribute, value: bytes
+) -> None:
+    """RFC 8489 §14.8, §14.14: a reason phrase and SOFTWARE have fewer than 128 characters.
+    Encoding a longer one raises (it went out); one that comes is read as it is."""
+    error = isinstance(attribute, stun.ErrorCode)
+    klass = stun.MessageClass.ERROR if error else stun.MessageClass.REQUEST
+    with pytest.raises(ValueError, match="fewer than 128 characters"):
+        stun.Message(stun.Method.BINDING, klass, TID, (attribute,)).encode()
+    body = struct.pack("!HH", attribute.TYPE, len(value)) + value + bytes(-len(value) % 4)
+    mtype = 0x0111 if error else 0x0001
+    data = struct.pack("!HHI", mtype, len(body), stun.MAGIC_COOKIE) + TID + body
+    assert stun.decode(data).get(type(attribute)) == attribute

@@ -69,6 +69,9 @@ def register(cls: type[_A]) -> type[_A]:
     return cls
 
 
+#: Text that RFC 8489 bounds (a reason phrase, SOFTWARE, §14.8, §14.14): fewer characters.
+TEXT_LIMIT: Final = 128
+
 # --- value shapes shared by several attributes ------------------------------------------------
 
 
@@ -342,7 +345,9 @@ class ErrorCode(Attribute):
 
     Common codes: 300 Try Alternate, 400 Bad Request, 401 Unauthenticated, 420 Unknown
     Attribute, 438 Stale Nonce, 487 Role Conflict (RFC 8445 §7.3.1.1), 500 Server Error.
-    A decoded reason phrase has no trailing NULs (padding some servers add: coturn's).
+    A decoded reason phrase has no trailing NULs (padding some servers add: coturn's).  The
+    reason phrase has fewer than 128 characters: encoding a longer one raises
+    ``ValueError`` (a longer one is decoded as it is).
     """
 
     code: int
@@ -354,6 +359,8 @@ class ErrorCode(Attribute):
     def _encode(self, transaction_id: bytes) -> bytes:
         if not 300 <= self.code <= 699:
             raise ValueError(f"STUN error code must be within 300..699, not {self.code}")
+        if len(self.reason) >= TEXT_LIMIT:
+            raise ValueError(f"an ERROR-CODE reason must be fewer than {TEXT_LIMIT} characters")
         klass, number = divmod(self.code, 100)
         return bytes((0, 0, klass, number)) + self.reason.encode("utf-8", "surrogateescape")
 
@@ -475,9 +482,16 @@ class UnknownAttributes(Attribute):
 @register
 @dataclass(frozen=True, slots=True)
 class Software(TextAttribute):
-    """SOFTWARE, 0x8022: a description of the agent's software (RFC 8489 §14.14)."""
+    """SOFTWARE, 0x8022: a description of the agent's software (RFC 8489 §14.14): fewer
+    than 128 characters (encoding a longer one raises ``ValueError``; a longer one is
+    decoded as it is)."""
 
     TYPE: ClassVar[int] = 0x8022
+
+    def _encode(self, transaction_id: bytes) -> bytes:
+        if len(self.value) >= TEXT_LIMIT:
+            raise ValueError(f"SOFTWARE must be fewer than {TEXT_LIMIT} characters")
+        return self.value.encode("utf-8", "surrogateescape")
 
 
 @register

@@ -110,7 +110,7 @@ class TurnClient:
         rto: the initial retransmission timeout over UDP (RFC 8489 §6.2.1).
         ti: the transaction timeout over TCP/TLS (RFC 8489 §6.2.2).
         queue_limit: datagrams per peer IP held while its permission is pending.
-        software: a SOFTWARE attribute for requests, or ``None``.
+        software: a SOFTWARE attribute for requests (fewer than 128 characters), or ``None``.
         new_transaction_id: where transaction IDs come from (tests pass a deterministic one).
     """
 
@@ -132,6 +132,8 @@ class TurnClient:
         if queue_limit < 0:
             raise ValueError(f"queue_limit must not be negative, not {queue_limit!r}")
         stun.saslprep(password)  # fail early (ValueError) on a password SASLprep refuses
+        if software is not None and len(software) >= 128:
+            raise ValueError("software must be fewer than 128 characters (RFC 8489 §14.14)")
         self.username = username
         self.reliable = reliable
         self._password = password
