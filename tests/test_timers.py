@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import socket
 import time
 
 import pytest
@@ -287,3 +289,46 @@ def test_a_step_reads_again_within_its_time_only(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock) * 0.0004)
     hub._read_ready(epoll)  # type: ignore[arg-type]
     assert rounds == 3  # (the third began at 0.8 ms; the fourth would at 1.2)
+
+
+async def test_a_stalled_loop_sends_each_check_in_flight_once_not_every_copy_it_missed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The loop held 8 s (a blocking call, a paused process) while checks wait for answers:
+    each check goes once more, then waits its next RTO from then (RFC 8489 §6.2.1); it sent
+    every copy it had missed, back to back (3 each here)."""
+    silent = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(5)]
+    for sock in silent:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+
+    def received() -> int:
+        count = 0
+        for sock in silent:
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(2048):
+                    count += 1
+        return count
+
+    with wall_clock_guard():
+        async with trice.open_agent(loopback_config(), controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            agent.set_remote_parameters("abcd", "x" * 22)
+            for i, sock in enumerate(silent):
+                port = sock.getsockname()[1]
+                line = f"candidate:{i} 1 udp {2130706431 - i} 127.0.0.1 {port} typ host"
+                agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+            agent.add_remote_candidate(None)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(agent.connect)
+                await trio.sleep(0.5)  # (every check started: Ta is 50 ms)
+                autojump_clock.autojump_threshold = math.inf  # (time moves by the jump alone)
+                await trio.testing.wait_all_tasks_blocked(0.02)
+                received()
+                assert len(agent._runs) == 5
+                autojump_clock.jump(8.0)
+                await trio.testing.wait_all_tasks_blocked(0.05)
+                assert received() == 5  # (one copy each)
+                nursery.cancel_scope.cancel()
+    for sock in silent:
+        sock.close()

@@ -152,13 +152,18 @@ class CheckRun:
         try:
             schedule = check.schedule
             core = agent._core
+            # How late the copies go, the run having woken past a deadline (a stalled loop,
+            # a paused process): the schedule moves on from when the copy went, so that a
+            # stall sends one copy, not every copy it missed at once (RFC 8489 §6.2.1: each
+            # waits its RTO).
+            late = 0.0
             for i in range(len(schedule) - 1):
                 if i:
                     if self._answered_meanwhile() or core.finished:
                         return  # (answered; or ICE is over, failed or closed)
                     if not core.cancelled(check):  # (else it only waits for a late answer)
                         self._again()
-                deadline = check.started + schedule[i + 1]
+                deadline = check.started + late + schedule[i + 1]
                 while not self.failed:
                     if self.settled or self.dropped:
                         return  # (perhaps before this task even ran)
@@ -176,6 +181,7 @@ class CheckRun:
                             break
                     now = agent._now()
                     if now >= deadline:
+                        late += now - deadline
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
                         self.resend_at = None
