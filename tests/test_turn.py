@@ -634,6 +634,24 @@ def test_over_a_stream_an_answer_that_fails_the_integrity_check_ends_the_transac
     assert client.error is not None and "integrity" in str(client.error)
 
 
+def test_over_udp_answers_that_all_fail_the_integrity_check_say_so_not_timeout() -> None:
+    """RFC 8489 §9.2.5: over UDP a copy of an answer that fails the integrity check is
+    waited past (another may come), but if none else does, the failure says that integrity
+    was violated, not that no answer came."""
+    client, request = _refresh_due()
+    unsigned = request.success_response(stun.Lifetime(600)).encode()
+    client.on_server_data(unsigned, 540.1)
+    assert state(client) is TurnState.ALLOCATED  # (another copy may come)
+    now = 540.1
+    while state(client) is TurnState.ALLOCATED and now < 700:
+        deadline = client.next_deadline()
+        assert deadline is not None
+        now = deadline
+        client.on_timer(now)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.reason == "response failed the integrity check"
+
+
 def test_a_success_with_an_unknown_comprehension_required_attribute_is_taken() -> None:
     """A success with an unknown comprehension-required attribute is taken (RFC 8489 §6.3.4
     would fail the transaction): the server has made what was asked for, and failing it
@@ -936,6 +954,63 @@ def test_a_peer_without_a_channel_is_forgotten_when_its_permission_lapses() -> N
     assert client.send_to_peer(PEER, b"y", 1000.0)
     exchange(client, server, 1000.0)
     assert server.relayed[-1] == (PEER, b"y", "indication")
+
+
+def test_udp_channel_data_longer_than_its_length_says_is_taken_to_its_length() -> None:
+    """Over UDP, ChannelData is dropped only when the datagram is shorter than its length
+    says (RFC 8656 §12.6), and padding is optional (§12.5): what follows the length is no
+    part of it.  (A datagram with more than 3 bytes after it was dropped as malformed; Pion
+    takes it.)  Over TCP a frame is exact, and stays so."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    frame = stun.encode_channel_data(0x4000, b"hello") + bytes(8)
+    assert client.on_server_data(frame, 2.0) == [(PEER, b"hello")]
+    assert client.statistics().malformed == 0
+
+
+def test_channel_data_the_server_would_not_relay_is_dropped() -> None:
+    """ChannelData on a channel whose binding (bound at 11: 611 at most) and its IP's
+    permission (551 at most) both ran out is dropped, as a Data indication from the IP is
+    (RFC 8656 §12.6): the server relays none such.  (It was taken, and kept the peer's
+    record alive.)"""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 11.0)
+    exchange(client, server, 11.0)
+    frame = stun.encode_channel_data(0x4000, b"chan")
+    assert client.on_server_data(frame, 12.0) == [(PEER, b"chan")]
+    run_until(client, server, 700.0, now=12.0)
+    assert not client.permission_installed(PEER) and not client.channel_bound(PEER)
+    assert client.on_server_data(server.data_indication(PEER, b"ind"), 700.0) == []
+    assert client.on_server_data(frame, 700.0) == []
+
+
+def test_a_peer_takes_no_other_number_within_five_minutes_of_its_bindings_end() -> None:
+    """RFC 8656 §12: once a binding expires, its peer is bound to no other number for 5
+    minutes.  Bound to 0x4000 at 11 (611 at most), refused a bind again at 620 (its number
+    given back), then idle: its record stays until 911, and data at 885 goes in a Send
+    indication, not on 0x4001.  (The record was forgotten at 880, and 0x4001 bound.)"""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 11.0)
+    run_until(client, server, 620.0, now=11.0)
+    assert not client.channel_bound(PEER)
+    server.errors[Method.CHANNEL_BIND] = (403, "Forbidden")
+    client.send_to_peer(PEER, b"y", 620.0)
+    exchange(client, server, 620.0)
+    exchange(client, server, 620.0)
+    del server.errors[Method.CHANNEL_BIND]
+    run_until(client, server, 880.0, now=620.0)
+    client.on_timer(880.0)  # (idle records are forgotten now)
+    exchange(client, server, 880.0)
+    client.send_to_peer(PEER, b"z", 885.0)
+    exchange(client, server, 885.0)
+    binds = [
+        (t, m.get(stun.ChannelNumber).channel)  # type: ignore[union-attr]
+        for t, m in server.requests
+        if m.method is Method.CHANNEL_BIND
+    ]
+    assert binds == [(11.0, 0x4000), (620.0, 0x4000)]
+    assert server.relayed[-1] == (PEER, b"z", "indication")
 
 
 def test_a_channel_bind_that_got_no_answer_keeps_its_number_and_binds_again() -> None:

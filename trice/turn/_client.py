@@ -286,7 +286,7 @@ class TurnClient:
                 if perm.used_at < idle and not any(
                     p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
                 ):
-                    self._lapse(perm)
+                    self._lapse(perm, now)
                 else:
                     self._request(Kind.PERMISSION, now, perm)
         for peer in self._peers.values():
@@ -391,13 +391,21 @@ class TurnClient:
             return []
         first = data[0]
         if 0x40 <= first <= 0x4F:
+            if not self.reliable and len(data) > 7:
+                # (Over UDP what follows the length is no part of it, padding or not: RFC
+                # 8656 §12.5, §12.6 drops only a datagram shorter than its length says.)
+                end = 4 + ((data[2] << 8) | data[3])
+                if len(data) > end + 3:
+                    data = data[:end]
             try:
                 channel, payload = stun.decode_channel_data(data)
             except stun.StunDecodeError:
                 self._counts["malformed"] += 1
                 return []
             p = self._channels.get(channel)
-            if p is None:
+            if p is None or (not p.bound and not self._may_relay(p, now)):
+                # (A channel the server binds no more, or whose IP it has no permission
+                # for: it relays no such data, RFC 8656 §12.6.  Forged, or stale: dropped.)
                 self._counts["malformed"] += 1
                 return []
             p.used_at = now
@@ -439,6 +447,15 @@ class TurnClient:
         except (stun.StunDecodeError, ValueError):
             self._counts["malformed"] += 1
         return []
+
+    def _may_relay(self, p: Peer, now: float) -> bool:
+        """Whether the server may still relay data on ``p``'s channel, though it does not
+        count as bound: its binding may hold (a bind again running, or its lifetime not
+        over) and so may its IP's permission (RFC 8656 §12.6)."""
+        if not (p.busy or now < p.expires_at):
+            return False
+        perm = self._permissions.get(p.address[0])
+        return perm is not None and (perm.installed or perm.busy or now < perm.expires_at)
 
     def connection_lost(self, reason: str) -> None:
         """The TCP or TLS connection to the server is gone, and the allocation with it (RFC
@@ -561,6 +578,7 @@ class TurnClient:
                     del self._transactions[message.transaction_id]
                     self._dirty = True
                     self._on_error(tx, now, None, "response failed the integrity check")
+                tx.forged = True
                 return  # (else it waits for another copy, as for a lost answer)
         del self._transactions[message.transaction_id]
         self._dirty = True
@@ -838,7 +856,11 @@ class TurnClient:
             self._release_channel(p)
 
     def _on_timeout(self, tx: Transaction, now: float) -> None:
-        self._on_error(tx, now, None, "timeout")
+        # (Every answer that came failed the integrity check: RFC 8489 §9.2.5 says so, not
+        # that none came.)
+        self._on_error(
+            tx, now, None, "response failed the integrity check" if tx.forged else "timeout"
+        )
 
     # --- peers --------------------------------------------------------------------------------
 
@@ -900,17 +922,18 @@ class TurnClient:
         """Forget the peers and permissions that nothing has used for ``IDLE`` and the
         server holds no more: a relay lives through ICE restarts, and checks a new set of
         peer addresses in each, so that their records would otherwise grow for its life.
-        A channel's number (and its peer) is kept until ``CHANNEL_REUSE`` after the server's
-        binding expired (RFC 8656 §12), then freed for another peer; a permission's record
+        A peer is kept until ``CHANNEL_REUSE`` after the server's binding of its channel
+        expired (RFC 8656 §12: until then it may take no other number, and its number, if
+        it still has one, serves no other peer), then its number is freed; a permission's record
         goes once no peer of its IP is left, no request for it runs, and the server holds
         it no more (data it relays until then is taken)."""
         peers = self._peers
         for address, p in list(peers.items()):
-            if p.busy or p.bound or p.used_at >= idle:
-                continue
+            if p.busy or p.bound or p.used_at >= idle or now < p.expires_at + CHANNEL_REUSE:
+                continue  # (the last: the peer may take no other number yet, RFC 8656 §12)
             if p.channel:
-                if p.refresh_at != float("inf") or now < p.expires_at + CHANNEL_REUSE:
-                    continue  # (a bind again pending; or the server may still hold it)
+                if p.refresh_at != float("inf"):
+                    continue  # (a bind again pending)
                 self._release_channel(p)
             del peers[address]
         held = {address[0] for address in peers}
@@ -923,12 +946,14 @@ class TurnClient:
             ):
                 del self._permissions[ip]
 
-    def _lapse(self, perm: Permission) -> None:
+    def _lapse(self, perm: Permission, now: float) -> None:
         """Let an idle permission lapse, and the channels of its IP with it (data on a
         channel needs the permission too).  The record stays, not installed: data for the
         IP asks again, and the channels keep their numbers (the server holds a number for
         its peer until the binding's lifetime ends, §12), bound again when data goes, until
-        :meth:`_forget_idle` lets them go.  Peers without a channel are forgotten."""
+        :meth:`_forget_idle` lets them go.  Peers without a channel are forgotten, but for one
+        whose binding ended less than ``CHANNEL_REUSE`` ago (it may take no other number
+        until then, §12)."""
         perm.installed = False
         perm.refresh_at = float("inf")
         for address, p in list(self._peers.items()):
@@ -937,7 +962,7 @@ class TurnClient:
             if p.channel:
                 p.bound = False
                 p.refresh_at = float("inf")
-            else:
+            elif now >= p.expires_at + CHANNEL_REUSE:  # (else it may take no number yet)
                 del self._peers[address]
 
     def _held_again(self, perm: Permission, now: float) -> None:

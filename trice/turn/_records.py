@@ -124,3 +124,6 @@ class Transaction:
     # and a 401 naming another realm retries it, though the client moved on meanwhile).
     key: bytes | None = None
     realm: str | None = None
+    # An answer came that failed the integrity check (over UDP, another copy may still
+    # come): if none else does, that is why it failed, not a timeout (RFC 8489 §9.2.5).
+    forged: bool = False
