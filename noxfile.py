@@ -18,6 +18,7 @@ TEST_DEPS = [
     "aioice>=0.9",
     "trustme>=1.0",
     "setuptools>=77",  # (tests/test_packaging.py builds the sdist and the wheel)
+    "mypy>=1.10",  # (tests/test_public_api.py types a user's program)
 ]
 
 

@@ -4678,8 +4678,9 @@ class _SocketSources:
 
 def test_ipv6_sources_as_a_socket_gives_them_are_taken() -> None:
     """An IPv6 socket gives a source as ``(host, port, flowinfo, scope_id)``: a shell that
-    hands it on so gets answers taken as symmetric and checks learned, and connects.
-    (Every pair failed as not symmetric, and the peer's checks were never learned.)"""
+    hands it on so gets answers taken as symmetric, checks learned and keepalives heard,
+    and connects.  (Every pair failed as not symmetric, and the peer's checks were never
+    learned.)"""
     net, a, b = two_agents(
         a_hosts=[("2001:db8::1", 5000)], b_hosts=[("2001:db8::2", 6000)], exchange=False
     )
@@ -4687,7 +4688,15 @@ def test_ipv6_sources_as_a_socket_gives_them_are_taken() -> None:
         endpoint.core = _SocketSources(endpoint.core)  # type: ignore[assignment]
     net.exchange(a, b)
     assert net.run_until(connected(a, b), 5.0)
-    assert a.core.selected is not None and a.core.selected.remote_address == ("2001:db8::2", 6000)
+    selected = a.core.selected
+    assert selected is not None and selected.remote_address == ("2001:db8::2", 6000)
+    # A keepalive (RFC 8445 §11) from there, so given, is a sign of life too.
+    later = net.now + 1.0
+    assert (
+        a.core.on_request(selected.base, ("2001:db8::2", 6000), _keepalive_indication(), later)
+        is None
+    )
+    assert a.core._last_alive == later
 
 
 @pytest.mark.parametrize("source", [("10.0.0.9", 70000), ("10.0.0.9", -1), ("localhost", 4000)])

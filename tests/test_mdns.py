@@ -670,3 +670,22 @@ async def test_a_local_name_that_waits_for_parameters_is_asked_for_before_they_c
         with trio.move_on_after(0.2):  # (no query for it follows the parameters)
             query, _ = await _next_message(listener, lambda m: not m.is_response)
             pytest.fail(f"asked again: {[q.name for q in query.questions]}")
+
+
+async def test_a_name_held_again_right_after_a_restart_is_asked_for(
+    listener: socket.socket,
+) -> None:
+    """A ``.local`` name held before the peer's parameters, then after a restart held again
+    (the new generation's, signalled in the same turn): the restart ends the first asking,
+    and the name is asked for anew.  (The first asking's record, not yet gone, kept the
+    second from starting, and then went: nobody asked.)"""
+    config = _config(QUERY, timing=trice.Timing(mdns_timeout=10))
+    async with trice.open_agent(config, controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        named = trice.Candidate.from_sdp("candidate:1 1 udp 1 ahead-w.local 40007 typ host")
+        agent.add_remote_candidate(dataclasses.replace(named, username_fragment="genone"))
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        agent.restart()
+        agent.add_remote_candidate(dataclasses.replace(named, username_fragment="gentwo"))
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert "ahead-w.local" in _mdns_of(agent)._waiting

@@ -249,3 +249,24 @@ def test_pure_packages_import_with_trio_and_sockets_blocked() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "pure"
+
+
+def test_a_misspelled_name_of_trice_is_a_type_error_for_a_users_program(
+    tmp_path: Path,
+) -> None:
+    """``trice`` imports its shell's names on first use, but a type checker sees them all,
+    and no others: a misspelling in a user's program is an error under ``mypy --strict``
+    (a module ``__getattr__`` a type checker could see made every name exist, typed
+    ``object``), and the right names keep their types."""
+    api = pytest.importorskip("mypy.api", reason="mypy is not installed")
+    program = tmp_path / "user.py"
+    program.write_text(
+        "import trice\n"
+        "from trice import open_agnet\n"
+        "reveal_type(trice.open_agent)\n"
+        "x = trice.Agnet\n"
+    )
+    out, err, _status = api.run(["--strict", "--no-incremental", str(program)])
+    assert 'Module "trice" has no attribute "open_agnet"' in out, out + err
+    assert 'Module has no attribute "Agnet"' in out, out + err
+    assert "def (config: trice._config.AgentConfig" in out, out + err

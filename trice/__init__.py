@@ -79,17 +79,18 @@ _SHELL = {
 _SHELL_NAMES = {name: module for module, names in _SHELL.items() for name in names}
 
 
-def __getattr__(name: str) -> object:
-    module = _SHELL_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'trice' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # (looked up here from now on)
-    return value
+if not typing.TYPE_CHECKING:  # (a type checker sees the imports above: a misspelling errs)
 
+    def __getattr__(name: str) -> object:
+        module = _SHELL_NAMES.get(name)
+        if module is None:
+            raise AttributeError(f"module 'trice' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # (looked up here from now on)
+        return value
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
 
 
 __version__ = "0.1.0"

@@ -833,14 +833,17 @@ class Agent:
             )
         if (
             candidate is not None
-            and (early or (remote is None and candidate.ufrag is not None))
+            and remote is None
+            and candidate.ufrag is not None
             and is_mdns_name(candidate.address)
         ):
-            self._ask_ahead(candidate.address)  # (held as it is: see AgentCore.take_names)
+            # (Held as it is, before the peer's parameters: see AgentCore.take_names.  Not
+            # one of a generation to come: the restart its parameters need forgets answers.)
+            self._ask_ahead(candidate.address)
         self._pump()
 
     def _ask_ahead(self, name: str) -> None:
-        """A ``.local`` candidate held as it is for parameters to come (see
+        """A ``.local`` candidate held as it is for the peer's parameters (see
         ``AgentCore.take_names``): its name is asked for now, so that the answer is at hand
         once they come (the name is resolved then; an ICE restart meanwhile forgets it).
         Where mDNS is disabled or cannot open, nothing is asked: the candidate is left out
@@ -848,7 +851,10 @@ class Agent:
         ahead = self._ahead
         if ahead is None:
             ahead = self._ahead = {}
-        if self.config.network.mdns is MdnsMode.DISABLED or name in ahead:
+        asking = ahead.get(name)
+        if self.config.network.mdns is MdnsMode.DISABLED or (
+            asking is not None and not asking.cancel_called  # (a restart's: asked anew)
+        ):
             return
         try:
             mdns = self._open_mdns()
@@ -871,7 +877,8 @@ class Agent:
                     await mdns.resolve(name)  # (its answer is kept, for the resolving)
             finally:
                 mdns.scopes.discard(scope)
-                del ahead[name]
+                if ahead.get(name) is scope:  # (else asked anew meanwhile)
+                    del ahead[name]
 
     def restart(
         self, ufrag: str | None = None, pwd: str | None = None, *, regather: bool = False

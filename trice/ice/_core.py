@@ -2208,6 +2208,8 @@ class AgentCore:
         Raises:
             UsageError: ``source`` is not an IP address and a port (of 1 to 65535).
         """
+        if len(source) != 2:
+            source = (source[0], source[1])
         if request.method is not _BINDING or request.message_class is not _REQUEST:
             if request.method is _BINDING and request.message_class is _INDICATION:
                 # RFC 8445 §11's keepalive (an older peer's, RFC 5245): on the selected
@@ -2225,8 +2227,6 @@ class AgentCore:
                     self._alive(now)
             return None
         self.requests_received += 1
-        if len(source) != 2:
-            source = (source[0], source[1])
         if source[1] == 0:
             # (A datagram can come from port 0, a spoofed one say; no answer can go back
             # there: the kernel refuses to send to port 0.)
