@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import trio
 
 import trice
+import trice._trio._agent  # (trice imports its shell on first use: here, before any clock)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

@@ -70,18 +70,27 @@ async def _data(on_mux: bool, count: int, rounds: int) -> Flow:
 
 
 async def _connect_many(on_mux: bool, n: int) -> float:
-    """ms until n server agents (on one mux, or not) are connected with their clients."""
+    """ms from opening n server agents (on one mux, or not) and their clients until all are
+    connected (their closing after it not counted)."""
     async with _maybe_mux(on_mux) as mux:
+        connected = 0
+        all_connected = trio.Event()
         started = time.perf_counter()
+        ended = started
 
         async def one() -> None:
+            nonlocal connected, ended
             async with _server_and_client(mux):
-                pass
+                connected += 1
+                if connected == n:
+                    ended = time.perf_counter()
+                    all_connected.set()
+                await all_connected.wait()  # (each held open until all are connected)
 
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 nursery.start_soon(one)
-        return (time.perf_counter() - started) * 1000
+        return (ended - started) * 1000
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ itself anew (Pion also gathers anew: its ``Agent.Restart`` drops its candidates)
 other's new description through the harness, and says ``connected`` again, timing itself
 from its own restart.  A sample is the later of the two; it includes the harness relaying
 the descriptions, so it is a comparison between rows, not an absolute figure.  Rows are
-measured in rounds (one run of each row per round), as ``connect_time.py`` does.  aioice has
+measured in rounds (one run of each row per round, the order turned by one each round), as
+``connect_time.py`` does, and which peer is told to restart first alternates.  aioice has
 no ICE restart, so it has no row::
 
     .venv/bin/python bench/restart_time.py [--runs 15 | --quick]
@@ -29,13 +30,14 @@ PAIRS = [("pion", "pion"), ("trice", "trice"), ("trice", "pion"), ("pion", "tric
 COUNT = 20
 
 
-def measure_once(kind_a: str, kind_b: str) -> float:
-    """One run: connect, restart, check the new pair with a data round; ms to connected."""
+def measure_once(kind_a: str, kind_b: str, *, b_first: bool = False) -> float:
+    """One run: connect, restart (the controlled peer told first if ``b_first``), check the
+    new pair with a data round; ms to connected."""
     cmd_a = peer_command(kind_a, controlling=True)
     cmd_b = peer_command(kind_b, controlling=False)
     with peer_pair(cmd_a, cmd_b) as (a, b):
         connect_pair(a, b)
-        again = restart_pair(a, b)
+        again = restart_pair(a, b, b_first=b_first)
         for done in exchange(a, b, COUNT):
             if done["received"] != COUNT:
                 raise RuntimeError(f"{kind_a}-{kind_b}: {done} after the restart")
@@ -60,9 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     labels = [f"{a}-{b}" for a, b in pairs]
     print(f"measuring {', '.join(labels)} ({runs} rounds)...", flush=True)
     samples: dict[str, list[float]] = {label: [] for label in labels}
-    for _ in range(runs):
-        for (kind_a, kind_b), label in zip(pairs, labels, strict=True):
-            samples[label].append(measure_once(kind_a, kind_b))
+    rows = list(zip(pairs, labels, strict=True))
+    for i in range(runs):
+        # As connect_time.py: the order turns by one row each round (no row always runs
+        # first), and which peer restarts first alternates (the sample is the later of
+        # the two: the one told second would always carry its wait otherwise).
+        for (kind_a, kind_b), label in rows[i % len(rows) :] + rows[: i % len(rows)]:
+            samples[label].append(measure_once(kind_a, kind_b, b_first=i % 2 == 1))
     print(format_table([(label, Stats.of(samples[label])) for label in labels]))
     print("(for this table: from each peer's restart until both are connected again)")
     reference = samples.get("pion-pion")

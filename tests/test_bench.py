@@ -5,6 +5,7 @@ second (the benchmarks run with ``nox -s bench``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import socket
@@ -12,11 +13,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+
+import trice
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -455,3 +459,63 @@ def test_scales_resident_run_prints_its_figures_at_once_and_in_batches(batch: st
     (line,) = [line for line in out.stdout.splitlines() if line.startswith("{")]
     figures = json.loads(line)
     assert set(figures) == {"kib", "objects", "free"} and figures["objects"] > 0
+
+
+async def test_muxs_connect_figure_ends_when_all_are_connected_not_closed(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``mux.py``'s "connect" runs until every agent is connected: the agents' closing after
+    it (made to take 300 s here) is not in it (it was: the clock stopped when they had
+    closed)."""
+    real = mux._server_and_client
+
+    @contextlib.asynccontextmanager
+    async def slow_to_close(
+        on: trice.UdpMux | None,
+    ) -> AsyncIterator[tuple[trice.Connection, trice.Connection]]:
+        async with real(on) as connections:
+            yield connections
+        await trio.sleep(300)
+
+    monkeypatch.setattr(mux, "_server_and_client", slow_to_close)
+    monkeypatch.setattr(time, "perf_counter", trio.current_time)  # (mux.py reads it so)
+    assert await mux._connect_many(False, 3) < 100_000  # (ms: the 300 s left out)
+
+
+def test_restart_times_rounds_turn_their_order_and_alternate_who_restarts_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``restart_time.py`` turns the order of its rows by one each round (as
+    ``connect_time.py``), and alternates which peer is told to restart first (the later
+    of the two times is the sample: the one told second carried its wait in every run)."""
+    import restart_time
+
+    runs: list[tuple[str, bool]] = []
+
+    def measure_once(a: str, b: str, *, b_first: bool = False) -> float:
+        runs.append((f"{a}-{b}", b_first))
+        return 1.0
+
+    monkeypatch.setattr(restart_time, "peer_command", lambda kind, controlling: [kind])
+    monkeypatch.setattr(restart_time, "measure_once", measure_once)
+    assert restart_time.main(["--runs", "2"]) == 0
+    rows = len(restart_time.PAIRS)
+    assert runs[0][0] != runs[rows][0]
+    assert {b_first for _label, b_first in runs[:rows]} == {False}
+    assert {b_first for _label, b_first in runs[rows:]} == {True}
+
+
+def test_the_benches_import_trices_shell_before_any_clock() -> None:
+    """``trice`` imports its trio shell on first use (some 150 ms): a bench that timed its
+    first agents would count that as theirs (``scale.py`` did: 100 pairs took 2.5 times
+    as long), and trace its memory as theirs.  Importing a bench imports the shell."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(BENCH)!r})
+        import scale, mux, data_plane, tcp, turn_connect, connect_time
+        print("trice._trio._agent" in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr

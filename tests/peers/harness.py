@@ -442,12 +442,12 @@ def candidate_fields(line: str) -> tuple[str, int, str]:
     return candidate.address, candidate.port, candidate.type.value
 
 
-def restart_pair(a: Peer, b: Peer, timeout: float = 20.0) -> Connected:
+def restart_pair(a: Peer, b: Peer, timeout: float = 20.0, *, b_first: bool = False) -> Connected:
     """ICE restart on both peers: each restarts and describes itself anew, takes the
     other's new description, and both connect again (``elapsed_ms``: from each one's
-    restart)."""
-    a.send({"type": "restart"})
-    b.send({"type": "restart"})
+    restart).  ``a`` is told first, or ``b`` if ``b_first``."""
+    for peer in (b, a) if b_first else (a, b):
+        peer.send({"type": "restart"})
     _swap_descriptions(a, b, timeout)
     return Connected(a.expect("connected", timeout), b.expect("connected", timeout))
 
