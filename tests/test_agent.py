@@ -1608,6 +1608,30 @@ async def test_a_candidate_named_by_dns_is_left_out_logged_and_counted(
         ]
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1", "peer-rtcp.local"])
+async def test_a_candidate_of_another_component_is_left_out_logged_and_counted(
+    address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent has one component: a peer's RTCP candidate (component 2: a peer without
+    rtcp-mux, aioice's ``components=2``) is left out, with a warning that says why, and
+    counted; a ``.local`` one is not resolved.  (It was taken, paired with nothing, and
+    said nothing.)"""
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        await a.wait_gathering_complete()
+        a.set_remote_parameters("abcd", "x" * 22)
+        with caplog.at_level(logging.WARNING, logger="trice"):
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 2 udp 2130706430 {address} 4001 typ host")
+            )
+        assert a.statistics().remote_candidates_dropped == 1
+        assert a.remote_candidates == () and a._mdns is None
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{a.local_parameters.ufrag}: remote candidate at {address} left out: component 2 "
+            "(trice has one component: the peer must multiplex RTCP on it, rtcp-mux) "
+            "(more such: at DEBUG)"
+        ]
+
+
 async def test_remote_candidate_flood_stops_at_the_cap() -> None:
     async with trice.open_agent(loopback_config(max_remote_candidates=10), controlling=True) as a:
         for port in range(10):

@@ -4719,3 +4719,16 @@ def test_a_clock_that_reads_below_zero_checks_at_once(start: float) -> None:
     net.exchange(a, b)
     assert net.run_until(connected(a, b), start + 1.0)
     assert net.packets(sender="a", requests=True)[0].sent_at == start
+
+
+def test_a_candidate_of_another_component_is_left_out_and_counted() -> None:
+    """An agent has one component: a peer's RTCP candidate (component 2, a peer without
+    rtcp-mux) is left out and counted, whatever its address (it was taken, paired with
+    nothing, and said nothing)."""
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    rtcp = make_candidate("10.0.0.9", 5001, component=2)
+    before = list(core.remote_candidates), core.remote_candidates_dropped
+    assert core.add_remote_candidate(rtcp) is False
+    assert list(core.remote_candidates) == before[0]
+    assert core.remote_candidates_dropped == before[1] + 1

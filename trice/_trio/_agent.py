@@ -710,7 +710,9 @@ class Agent:
         unanswered for ``Timing.mdns_timeout`` is left out, logged and counted in
         :attr:`AgentStatistics.remote_candidates_dropped`.  Any other name (or a ``.local``
         one with mDNS disabled) is left out, logged and counted at once (RFC 8839 §5.1), and
-        so is an address no check may go to (unspecified, multicast, broadcast), or port 0.
+        so is an address no check may go to (unspecified, multicast, broadcast), port 0,
+        or a component other than 1 (the agent has one: RTCP's, 2, of a peer without
+        rtcp-mux).
 
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names
@@ -746,6 +748,7 @@ class Agent:
         if (
             candidate is not None
             and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
+            and candidate.component == 1  # (else left out, unresolved: see _take_remote)
             and is_mdns_name(candidate.address)
             and self.config.network.mdns is not MdnsMode.DISABLED
             # (Not one that names a ufrag other than the peer's of now: left out, or held
@@ -773,6 +776,15 @@ class Agent:
                     "taken for the generation of before the ICE restart"
                     if ufrag is None
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
+                )
+            elif candidate.component != 1:
+                self._left_out(
+                    _OTHER_COMPONENT,
+                    "%s: remote candidate at %s left out: component %d (trice has one "
+                    "component: the peer must multiplex RTCP on it, rtcp-mux)",
+                    self._local.ufrag,
+                    _peer_text(candidate.address),
+                    candidate.component,
                 )
             elif early and not unreachable(candidate):
                 self._left_out(
@@ -2413,6 +2425,7 @@ async def _warm_shell(rounds: int = 3) -> None:
 _NO_DESTINATION, _OTHER_GENERATION, _MDNS_OFF, _NO_ANSWER, _PAST_THE_CAP = 1, 2, 4, 8, 16
 _SEND_REFUSED = 32  # (not a left-out candidate's: see Agent._kernel_refused)
 _HELD_EARLY = 64  # (held, not left out: see Agent._take_remote)
+_OTHER_COMPONENT = 128
 
 _WARM_UFRAGS = frozenset({"warmupA", "warmupB"})
 

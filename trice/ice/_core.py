@@ -729,6 +729,11 @@ class AgentCore:
             self.remote_complete = True
             self._maybe_fail()
             return True
+        if candidate.component != 1:
+            # (One data stream of one component, as WebRTC's with rtcp-mux: a peer's RTCP
+            # candidates, component 2, pair with nothing here.)
+            self.remote_candidates_dropped += 1
+            return False
         ufrag = candidate.username_fragment  # (Candidate.ufrag, without a call when unnamed)
         if ufrag is None and candidate.extensions:
             ufrag = candidate.extension("ufrag")
