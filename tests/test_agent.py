@@ -1632,6 +1632,25 @@ async def test_a_candidate_of_another_component_is_left_out_logged_and_counted(
         ]
 
 
+async def test_a_relay_only_agent_leaves_a_local_name_out_unresolved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under a relay-only transport policy a ``.local`` candidate is left out, logged and
+    counted, and no query goes out on the local network: what the name stands for would
+    pair with no relayed candidate (the TURN server would learn what the peer hid)."""
+    config = dataclasses.replace(loopback_config(), transport_policy=trice.TransportPolicy.RELAY)
+    async with trice.open_agent(config, controlling=True) as a:
+        a.set_remote_parameters("abcd", "x" * 22)
+        with caplog.at_level(logging.WARNING, logger="trice"):
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp("candidate:1 1 udp 2130706431 peer.local 4000 typ host")
+            )
+        assert a.statistics().remote_candidates_dropped == 1
+        assert a._mdns is None  # (no mDNS socket: nothing asked)
+        (message,) = [r.getMessage() for r in caplog.records]
+        assert "left out: the transport policy is relay-only" in message
+
+
 async def test_remote_candidate_flood_stops_at_the_cap() -> None:
     async with trice.open_agent(loopback_config(max_remote_candidates=10), controlling=True) as a:
         for port in range(10):

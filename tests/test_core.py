@@ -4732,3 +4732,34 @@ def test_a_candidate_of_another_component_is_left_out_and_counted() -> None:
     assert core.add_remote_candidate(rtcp) is False
     assert list(core.remote_candidates) == before[0]
     assert core.remote_candidates_dropped == before[1] + 1
+
+
+@pytest.mark.parametrize("relay_first", [True, False])
+def test_no_relayed_candidate_pairs_with_an_address_the_peer_hid_behind_a_name(
+    relay_first: bool,
+) -> None:
+    """An address the peer signalled only under an mDNS name (resolved by the shell) pairs
+    with our host candidate but not our relayed one, whichever came first: the TURN server
+    would learn it (draft-ietf-mmusic-mdns-ice-candidates §3.3.2).  One signalled as it
+    is pairs with both."""
+    _net, _a, b = two_agents(exchange=False, want=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    relay = make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY)
+
+    def add_relay() -> None:
+        core.add_local_candidate(relay, 9)
+
+    if relay_first:
+        add_relay()
+    generation = core.hold_remote()
+    assert core.release_remote(make_candidate("10.0.0.7", 4000), generation, hidden=True)
+    core.add_remote_candidate(make_candidate("10.0.0.8", 4000))
+    if not relay_first:
+        add_relay()
+    pairs = {(p.local.type, p.remote.address) for p in core.checklist}
+    assert pairs == {
+        (CandidateType.HOST, "10.0.0.7"),
+        (CandidateType.HOST, "10.0.0.8"),
+        (CandidateType.RELAY, "10.0.0.8"),
+    }

@@ -648,9 +648,7 @@ class Agent:
         resolved).  Where mDNS is disabled, or cannot open, they are left out (one warning,
         as ever)."""
         core = self._core
-        why = None
-        if self.config.network.mdns is MdnsMode.DISABLED:
-            why = "mDNS is disabled (NetworkConfig.mdns)"
+        why = self._no_mdns()
         left = 0
         for name in names:
             if why is None:
@@ -705,14 +703,15 @@ class Agent:
         it names the new ufrag: signal the new parameters first.
 
         A candidate whose address is a ``.local`` name is resolved by multicast DNS first
-        (unless :attr:`NetworkConfig.mdns <trice.NetworkConfig.mdns>` is ``DISABLED``), then
-        taken under the address found; meanwhile an end-of-candidates waits, and one left
-        unanswered for ``Timing.mdns_timeout`` is left out, logged and counted in
-        :attr:`AgentStatistics.remote_candidates_dropped`.  Any other name (or a ``.local``
-        one with mDNS disabled) is left out, logged and counted at once (RFC 8839 §5.1), and
-        so is an address no check may go to (unspecified, multicast, broadcast), port 0,
-        or a component other than 1 (the agent has one: RTCP's, 2, of a peer without
-        rtcp-mux).
+        (unless :attr:`NetworkConfig.mdns <trice.NetworkConfig.mdns>` is ``DISABLED``, or
+        the transport policy is relay-only: no relayed candidate pairs with an address the
+        peer hid so), then taken under the address found; meanwhile an end-of-candidates
+        waits, and one left unanswered for ``Timing.mdns_timeout`` is left out, logged and
+        counted in :attr:`AgentStatistics.remote_candidates_dropped`.  Any other name (or a
+        ``.local`` one with mDNS disabled, or relay-only) is left out, logged and counted
+        at once (RFC 8839 §5.1), and so is an address no check may go to (unspecified,
+        multicast, broadcast), port 0, or a component other than 1 (the agent has one:
+        RTCP's, 2, of a peer without rtcp-mux).
 
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names
@@ -750,7 +749,7 @@ class Agent:
             and candidate.address[-1] in "lL."  # (no IP literal ends so: the test below is dearer)
             and candidate.component == 1  # (else left out, unresolved: see _take_remote)
             and is_mdns_name(candidate.address)
-            and self.config.network.mdns is not MdnsMode.DISABLED
+            and self._no_mdns() is None
             # (Not one that names a ufrag other than the peer's of now: left out, or held
             # as it is by the core and resolved once parameters naming it come, which may
             # be after a restart; see AgentCore.take_names.)
@@ -797,7 +796,7 @@ class Agent:
             elif not core.misnamed(candidate.ufrag):
                 named = is_mdns_name(candidate.address)
                 why = (
-                    "mDNS is disabled (NetworkConfig.mdns)"
+                    self._no_mdns() or "mDNS is off"
                     if named
                     else "no check may go there (a name other than an mDNS .local one, or an "
                     "unspecified, multicast or broadcast address)"
@@ -854,6 +853,20 @@ class Agent:
             self._ask_ahead(candidate.address)
         self._pump()
 
+    def _no_mdns(self) -> str | None:
+        """Why a remote ``.local`` name is not resolved, or ``None`` if it is: mDNS is
+        disabled, or the transport policy is relay-only (a name would be asked for on the
+        local network, and what it stands for pairs with no relayed candidate: see
+        ``AgentCore.release_remote``)."""
+        if self.config.network.mdns is MdnsMode.DISABLED:
+            return "mDNS is disabled (NetworkConfig.mdns)"
+        if self.config.transport_policy is TransportPolicy.RELAY:
+            return (
+                "the transport policy is relay-only (AgentConfig.transport_policy): what a "
+                ".local name stands for pairs with no relayed candidate"
+            )
+        return None
+
     def _ask_ahead(self, name: str) -> None:
         """A ``.local`` candidate held as it is for the peer's parameters (see
         ``AgentCore.take_names``): its name is asked for now, so that the answer is at hand
@@ -864,7 +877,7 @@ class Agent:
         if ahead is None:
             ahead = self._ahead = {}
         asking = ahead.get(name)
-        if self.config.network.mdns is MdnsMode.DISABLED or (
+        if self._no_mdns() is not None or (
             asking is not None and not asking.cancel_called  # (a restart's: asked anew)
         ):
             return
@@ -1459,7 +1472,8 @@ class Agent:
         address = self._resolved_address(addresses)
         logger.debug("%s: remote %s is %s", self._local.ufrag, candidate.address, address)
         try:
-            if not core.release_remote(dataclasses.replace(candidate, address=address), generation):
+            resolved = dataclasses.replace(candidate, address=address)
+            if not core.release_remote(resolved, generation, hidden=True):
                 self._left_out(
                     _OTHER_GENERATION,
                     "%s: remote candidate of ufrag %s left out (another ICE generation's)",

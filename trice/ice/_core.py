@@ -199,6 +199,7 @@ class AgentCore:
         "_fail_held",
         "_first_valid_at",
         "_held",
+        "_hidden",
         "_jitter",
         "_last_alive",
         "_last_consent",
@@ -356,6 +357,9 @@ class AgentCore:
         #: not known, or that name one not seen yet, of a generation to come (see
         #: :meth:`add_remote_candidate`).
         self._held: dict[tuple[Address, str], Candidate] | None = None
+        #: Remote addresses the peer signalled only under mDNS names (see release_remote):
+        #: no relayed candidate pairs with them.
+        self._hidden: set[Address] | None = None
         #: After an ICE restart: the earlier generation's end-of-candidates may still come
         #: (it had not before the restart), and one before the peer's new parameters is
         #: taken for it (see :meth:`add_remote_candidate`).
@@ -558,6 +562,7 @@ class AgentCore:
             self._held = {**self._held, **early} if self._held else early
         self.remote_candidates_dropped += self.pending_remote
         self._names = None
+        self._hidden = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
         self._success_pads = success_pads(key)
@@ -890,13 +895,20 @@ class AgentCore:
         self.pending_remote += 1
         return self.generation
 
-    def release_remote(self, candidate: Candidate | None, generation: int) -> bool:
+    def release_remote(
+        self, candidate: Candidate | None, generation: int, *, hidden: bool = False
+    ) -> bool:
         """A candidate held (:meth:`hold_remote`) comes back: taken as
         :meth:`add_remote_candidate` takes one (what it returns is returned; it may raise
         :class:`LimitError`), or, ``None``, left out and counted in
         ``remote_candidates_dropped``.  Then an end-of-candidates held for it is taken, once
         none is held.  Nothing is done for a candidate of an earlier generation (an ICE
-        restart came meanwhile): ``False``."""
+        restart came meanwhile): ``False``.
+
+        ``hidden``: the peer signalled the candidate's address under an mDNS name only (the
+        shell resolved it).  A relayed candidate of ours pairs with none such: the TURN
+        server would learn the address the peer hid (draft-ietf-mmusic-mdns-ice-candidates
+        §3.3.2; a check the peer sends to our relayed candidate from there still pairs)."""
         if generation != self.generation:
             return False
         self.pending_remote -= 1
@@ -906,6 +918,12 @@ class AgentCore:
                 self.remote_candidates_dropped += 1
                 self.left_out += 1
                 return False
+            if hidden:
+                key = remote_key(candidate)
+                if key not in self.remote_addresses:  # (else signalled as it is, too)
+                    if self._hidden is None:
+                        self._hidden = set()
+                    self._hidden.add(key)
             return self.add_remote_candidate(candidate)
         finally:
             if end_held:
@@ -2483,6 +2501,9 @@ class AgentCore:
     ) -> Pair | None:
         """Form a pair (see :meth:`CheckList.add`); a pair the cap pruned leaves the
         triggered-check queue too."""
+        hidden = self._hidden
+        if hidden and not keep and local.type is _RELAY and remote_key(remote) in hidden:
+            return None  # (see release_remote)
         checklist = self.checklist
         pruned = checklist.pruned
         pair = checklist.add(local, remote, base, controlling=self.controlling, keep=keep)
