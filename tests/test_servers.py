@@ -416,3 +416,16 @@ def test_a_wrong_type_where_an_ice_server_goes_is_named_not_quoted(make: Any) ->
         make()
     assert _SECRET not in str(info.value)
     assert "dict" in str(info.value) or "tuple" in str(info.value)
+
+
+def test_one_ice_server_given_alone_is_told_to_go_in_a_list() -> None:
+    """``ice_servers=IceServer(...)`` (aioice's ``turn_server=`` takes one server): the
+    error says to put it in a list, names its type with its article, and quotes nothing
+    of it."""
+    server = IceServer("turn:turn.example.org", "alice", _SECRET)
+    with pytest.raises(ConfigError) as info:
+        AgentConfig(ice_servers=server)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "AgentConfig.ice_servers must be a sequence of trice.IceServer, not an IceServer "
+        "(a list of the one: [server])"
+    )

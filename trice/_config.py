@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from trice._errors import ConfigError
+from trice._errors import ConfigError, a_type
 from trice._proxy import ProxyUrl
 from trice._servers import IceServer, TransportPolicy
 from trice.ice._candidate import CandidateType, TcpType
@@ -503,9 +503,11 @@ class AgentConfig:
                 "host candidates' place (NetworkConfig.external_candidate=CandidateType.HOST)"
             )
         if isinstance(self.ice_servers, (str, bytes)) or not isinstance(self.ice_servers, Iterable):
+            alone = isinstance(self.ice_servers, IceServer)
+            one = " (a list of the one: [server])" if alone else ""
             raise ConfigError(
-                f"AgentConfig.ice_servers must be a sequence of trice.IceServer, not a "
-                f"{type(self.ice_servers).__name__}"  # (never its repr: it may hold a secret)
+                f"AgentConfig.ice_servers must be a sequence of trice.IceServer, not "
+                f"{a_type(self.ice_servers)}{one}"  # (never its repr: it may hold a secret)
             )
         servers = tuple(self.ice_servers)
         for server in servers:
@@ -518,8 +520,7 @@ class AgentConfig:
                     else ""
                 )
                 raise ConfigError(
-                    f"AgentConfig.ice_servers: a {type(server).__name__} is not a "
-                    f"trice.IceServer{hint}"
+                    f"AgentConfig.ice_servers: {a_type(server)} is not a trice.IceServer{hint}"
                 )
         object.__setattr__(self, "ice_servers", servers)
         for name in ("max_pairs", "max_remote_candidates", "receive_buffer"):

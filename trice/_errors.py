@@ -111,3 +111,10 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def a_type(value: object) -> str:
+    """``value``'s type, named with its article ("a str", "an IceServer"), for an error
+    that must not quote the value (it may hold a secret)."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

@@ -50,6 +50,7 @@ from trice._errors import (
     LimitError,
     StateError,
     UsageError,
+    a_type,
     printable,
 )
 from trice._servers import ServerUrl, TransportPolicy, host_port
@@ -729,8 +730,8 @@ class Agent:
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError(
-                f"add_remote_candidate takes a trice.Candidate or None, not a "
-                f"{type(candidate).__name__}: make one of a candidate line with "
+                f"add_remote_candidate takes a trice.Candidate or None, not "
+                f"{a_type(candidate)}: make one of a candidate line with "
                 "Candidate.from_sdp, of its JSON with Candidate.from_json"
             )
         if username_fragment is not None:
@@ -2169,9 +2170,7 @@ def open_agent(
         config = AgentConfig()
     elif not isinstance(config, AgentConfig):
         # (Named by its type, never its repr: a W3C configuration holds credentials.)
-        raise TypeError(
-            f"open_agent takes a trice.AgentConfig or None, not a {type(config).__name__}"
-        )
+        raise TypeError(f"open_agent takes a trice.AgentConfig or None, not {a_type(config)}")
     if not isinstance(controlling, bool):
         raise TypeError(f"open_agent's controlling is True or False, not {controlling!r}")
     muxes = () if mux is None else (mux,) if isinstance(mux, (UdpMux, TcpMux)) else tuple(mux)

@@ -18,7 +18,14 @@ from typing import Final, TypeGuard
 
 from trice import stun
 from trice._config import Nomination, Timing
-from trice._errors import CandidateError, ConfigError, LimitError, StateError, UsageError
+from trice._errors import (
+    CandidateError,
+    ConfigError,
+    LimitError,
+    StateError,
+    UsageError,
+    a_type,
+)
 from trice.ice._candidate import Candidate, CandidateType, TcpType
 from trice.ice._check import Check, IceParameters, check_schedule
 from trice.ice._checklist import CheckList, Pair, PairState, PairStatistics
@@ -452,8 +459,7 @@ class AgentCore:
         for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
             if not isinstance(value, str):
                 raise ConfigError(
-                    f"the remote {name} must be a str of 1 to 256 characters, not a "
-                    f"{type(value).__name__}"
+                    f"the remote {name} must be a str of 1 to 256 characters, not {a_type(value)}"
                 )
             # (The pwd is a secret: its errors do not quote it.)
             shown = repr(value) if name == "ufrag" else "(not shown)"
