@@ -35,6 +35,7 @@ EXPECTED = {
     "mux_stun.py": "carol: srflx 203.0.113.7 (raddr 127.0.0.1)\nrequests to the STUN server: 1",
     "tcp.py": "alice got: hello back\nbob's listener: 1 accepted, 0 refused, 0 closed unproven",
     "tcp_mux.py": "connections routed: 3, unroutable: 0",
+    "from_aioice.py": "alice got: pong\nsend after close: trio.ClosedResourceError",
 }
 
 
