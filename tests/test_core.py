@@ -4725,7 +4725,7 @@ def test_a_candidate_of_another_component_is_left_out_and_counted() -> None:
     """An agent has one component: a peer's RTCP candidate (component 2, a peer without
     rtcp-mux) is left out and counted, whatever its address (it was taken, paired with
     nothing, and said nothing)."""
-    _net, _a, b = two_agents(want=False)
+    _net, _a, b = two_agents(want=False, end_of_candidates=False)
     core = b.core
     rtcp = make_candidate("10.0.0.9", 5001, component=2)
     before = list(core.remote_candidates), core.remote_candidates_dropped
@@ -4763,3 +4763,64 @@ def test_no_relayed_candidate_pairs_with_an_address_the_peer_hid_behind_a_name(
         (CandidateType.HOST, "10.0.0.8"),
         (CandidateType.RELAY, "10.0.0.8"),
     }
+
+
+def test_a_hidden_address_the_peers_check_taught_first_stays_hidden() -> None:
+    """On a LAN the peer's check often comes before the mDNS answer: the address is learned
+    peer-reflexive, then the name resolves to it.  It was never signalled as it is, so no
+    relayed candidate pairs with it (it did: the learned candidate was taken for a
+    signalled one).  A check the peer sends to the relayed candidate from there still
+    pairs."""
+    _net, _a, b = two_agents(exchange=False, want=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    source = ("10.0.0.7", 4000)
+    assert core.on_request(0, source, binding_request(core), 0.0) is not None
+    generation = core.hold_remote()
+    core.release_remote(make_candidate(*source), generation, hidden=True)
+
+    def relayed() -> list[Pair]:
+        return [p for p in core.checklist if p.local.type is CandidateType.RELAY]
+
+    assert relayed() == []
+    assert core.on_request(9, source, binding_request(core), 0.0) is not None
+    assert [p.remote_address for p in relayed()] == [source]
+
+
+def test_a_hidden_address_stays_hidden_after_a_restart_that_kept_its_pair() -> None:
+    """The pair selected before a restart keeps its remote address known (the stale one)
+    until a new pair is selected: the same ``.local`` name resolving to it again is still
+    hidden, and no relayed candidate pairs with it (it did: the stale entry was taken for
+    a signalled one)."""
+
+    def signal(x: Endpoint, y: Endpoint, *, hidden: bool) -> None:
+        x.core.set_remote(y.core.local, net.now)
+        for candidate in y.signalled:
+            if hidden:
+                x.core.release_remote(candidate, x.core.hold_remote(), hidden=True)
+            else:
+                x.core.add_remote_candidate(candidate)
+        x.core.add_remote_candidate(None)
+        x.core.set_local_complete()
+
+    net, a, b = two_agents(exchange=False, want=False)
+    b.core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    signal(a, b, hidden=False)
+    signal(b, a, hidden=True)
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    a.restart(net.now)
+    b.restart(net.now)
+    signal(a, b, hidden=False)
+    signal(b, a, hidden=True)
+    assert [p for p in b.core.checklist if p.local.type is CandidateType.RELAY] == []
+
+
+def test_a_candidate_of_another_component_after_end_of_candidates_is_a_state_error() -> None:
+    """After end-of-candidates any candidate raises StateError, one of another component
+    too (it was left out quietly)."""
+    _net, _a, b = two_agents(want=False)
+    with pytest.raises(trice.StateError, match="after end-of-candidates"):
+        b.core.add_remote_candidate(make_candidate("10.0.0.9", 5001, component=2))

@@ -270,3 +270,21 @@ def test_a_misspelled_name_of_trice_is_a_type_error_for_a_users_program(
     assert 'Module "trice" has no attribute "open_agnet"' in out, out + err
     assert 'Module has no attribute "Agnet"' in out, out + err
     assert "def (config: trice._config.AgentConfig" in out, out + err
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("x", "a str"), (1, "an int"), (None, "None"), ({}, "a dict"), (object(), "an object")],
+)
+def test_an_error_names_a_type_with_its_article(value: object, said: str) -> None:
+    """Errors that must not quote a value (it may hold a secret) name its type, with the
+    article English gives it."""
+    from trice._errors import a_type
+
+    assert a_type(value) == said
+
+
+async def test_an_error_names_a_udp_mux_with_its_article() -> None:
+    async with trice.open_udp_mux("127.0.0.1", 0) as mux:
+        with pytest.raises(TypeError, match=r"not a UdpMux$"):
+            trice.open_agent(mux, controlling=True)  # type: ignore[arg-type]

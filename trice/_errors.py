@@ -114,7 +114,9 @@ def printable(text: str) -> str:
 
 
 def a_type(value: object) -> str:
-    """``value``'s type, named with its article ("a str", "an IceServer"), for an error
-    that must not quote the value (it may hold a secret)."""
+    """``value``'s type, named with its article ("a str", "an IceServer", "a UdpMux"; or
+    "None"), for an error that must not quote the value (it may hold a secret)."""
+    if value is None:
+        return "None"
     name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    return f"{'an' if name[:1] in 'aeioAEIO' else 'a'} {name}"  # ("a UdpMux", "an int")

@@ -777,7 +777,7 @@ class Agent:
                     if ufrag is None
                     else f"ufrag {_peer_text(ufrag)}: another ICE generation's",
                 )
-            elif candidate.component != 1:
+            elif candidate.component != 1 and not core.misnamed(candidate.ufrag):
                 self._left_out(
                     _OTHER_COMPONENT,
                     "%s: remote candidate at %s left out: component %d (trice has one "

@@ -740,11 +740,6 @@ class AgentCore:
             self.remote_complete = True
             self._maybe_fail()
             return True
-        if candidate.component != 1:
-            # (One data stream of one component, as WebRTC's with rtcp-mux: a peer's RTCP
-            # candidates, component 2, pair with nothing here.)
-            self.remote_candidates_dropped += 1
-            return False
         ufrag = candidate.username_fragment  # (Candidate.ufrag, without a call when unnamed)
         if ufrag is None and candidate.extensions:
             ufrag = candidate.extension("ufrag")
@@ -757,6 +752,11 @@ class AgentCore:
                 return self._hold_early(candidate, ufrag)
         if self.remote_complete or self.remote_end_held:
             raise StateError("a remote candidate came after end-of-candidates")
+        if candidate.component != 1:
+            # (One data stream of one component, as WebRTC's with rtcp-mux: a peer's RTCP
+            # candidates, component 2, pair with nothing here.)
+            self.remote_candidates_dropped += 1
+            return False
         if unreachable(candidate) and not (
             # (A .local one that names a ufrag, before the peer's parameters: held as it
             # is, and resolved once they come, see take_names.)
@@ -926,7 +926,10 @@ class AgentCore:
                 return False
             if hidden:
                 key = remote_key(candidate)
-                if key not in self.remote_addresses:  # (else signalled as it is, too)
+                known = self.remote_addresses.get(key)
+                if known is None or known.type is CandidateType.PRFLX or key == self._stale:
+                    # (Else signalled as it is too.  Learned from the peer's check, or the
+                    # pair of before a restart's, it was not signalled: hidden all the same.)
                     if self._hidden is None:
                         self._hidden = set()
                     self._hidden.add(key)
