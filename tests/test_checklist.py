@@ -25,7 +25,7 @@ from trice.ice._checklist import (
     compute_pair_priority,
 )
 
-from core_harness import Nat, two_agents
+from core_harness import Nat, make_candidate, two_agents
 
 HOST, SRFLX, PRFLX, RELAY = (
     CandidateType.HOST,
@@ -557,3 +557,21 @@ def test_every_change_of_a_pairs_state_is_in_the_table(monkeypatch: pytest.Monke
     table = {(old, new) for old, news in PAIR_TRANSITIONS.items() for new in news}
     assert _TracedPair.changes - table == set()
     assert table - _TracedPair.changes == set()
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "pairs"),
+    [
+        ("169.254.7.7", "203.0.113.5", False),
+        ("10.9.9.9", "169.254.8.8", False),
+        ("169.254.7.7", "169.254.8.8", True),
+        ("10.9.9.9", "203.0.113.5", True),
+    ],
+)
+def test_an_ipv4_link_local_address_pairs_only_with_a_link_local_one(
+    local: str, remote: str, pairs: bool
+) -> None:
+    """169.254/16 is not routed off its link (RFC 3927 §2.6-2.7), as fe80::/10 is not
+    (RFC 8445 §6.1.2.2): it pairs only with a link-local address (checks went from it,
+    through the default route, to global addresses)."""
+    assert CheckList.pairable(make_candidate(local, 5000), make_candidate(remote, 6000)) is pairs

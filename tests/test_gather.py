@@ -714,6 +714,28 @@ def test_an_address_a_temporary_one_stands_for_is_not_gathered(
     assert [h.address for h in found] == ["2001:db8:1::10", "2001:db8:2::5", "10.9.9.9"]
 
 
+def test_a_deprecated_address_kept_ranks_after_the_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deprecated IPv6 address kept for want of a fresh one of its family is ranked
+    after the interface's fresh addresses (RFC 4862 §5.5.4): the IPv4 one first (the
+    deprecated one came first, as any IPv6 address)."""
+    flags = {"eth9": {"2001:db8:2::5": 0xA0}}
+    ips = [
+        SimpleNamespace(ip=("2001:db8:2::5", 0, 0), network_prefix=64),
+        SimpleNamespace(ip="10.9.9.9", network_prefix=24),
+    ]
+    adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    hosts = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
+    agent = SimpleNamespace(_ranked=())
+    _gather._rank(agent, hosts)  # type: ignore[arg-type]
+    ranks = {host.address: _gather._ranks(agent, host) for host in hosts}  # type: ignore[arg-type]
+    assert ranks == {"10.9.9.9": (0, 0), "2001:db8:2::5": (0, 1)}
+
+
 async def test_an_interface_name_that_is_not_utf8_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -26,6 +26,23 @@ def test_host_candidates_rank_interfaces_then_prefer_ipv6() -> None:
     assert first_v4.priority >> 24 == 126  # host type preference
 
 
+def test_a_link_local_address_ranks_after_the_others_of_its_family_and_deprecated_last() -> None:
+    """A 169.254/16 address (or fe80::/10) of a scope too small for most peers comes after
+    the routable ones of its family (RFC 6724 §6 rule 2: it came first when the system
+    listed it first); a deprecated one comes after all fresh ones, of either family (RFC
+    4862 §5.5.4: it ranked first, IPv6 above a fresh IPv4 address)."""
+    assert dual_stack_order(["169.254.7.7", "10.9.9.9"]) == ["10.9.9.9", "169.254.7.7"]
+    assert dual_stack_order(["fe80::1", "2001:db8::1", "10.9.9.9"]) == [
+        "2001:db8::1",
+        "10.9.9.9",
+        "fe80::1",
+    ]
+    assert dual_stack_order(["2001:db8:2::5", "10.9.9.9"], {"2001:db8:2::5"}) == [
+        "10.9.9.9",
+        "2001:db8:2::5",
+    ]
+
+
 def test_dual_stack_order_interleaves_the_families_by_precedence() -> None:
     """RFC 8421 §4: each family by RFC 6724 precedence, the two taken in turn, starting
     with the family of the best (IPv6 unless it has only ULA and such)."""

@@ -71,6 +71,7 @@ class HostAddress:
     interface: str
     address: str
     bind_address: str
+    deprecated: bool = False  # (kept for want of another: ranked after the others)
 
 
 #: Interfaces are read at most this often: an application that opens many agents at once
@@ -364,7 +365,9 @@ def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> 
             taken.append((name, entry))
     if any(entry.temporary or entry.deprecated for _, entry in taken):
         taken = _untraceable(taken)
-    return [HostAddress(name, entry.literal, entry.literal) for name, entry in taken]
+    return [
+        HostAddress(name, entry.literal, entry.literal, entry.deprecated) for name, entry in taken
+    ]
 
 
 def _untraceable(taken: list[tuple[str, _Found]]) -> list[tuple[str, _Found]]:
@@ -706,11 +709,12 @@ def _rank(agent: Agent, hosts: Sequence[HostAddress]) -> None:
     """Give ``hosts``' interfaces and addresses not ranked yet their ranks in host
     candidates' priorities: an interface's is its place in the order the agent first found
     its interfaces; an address's, its place among its interface's, new ones in RFC 8421
-    §4's order (``dual_stack_order``), each in the first place an address gone left on
-    its interface (a temporary IPv6 address's successor takes its place), else after the
-    others.  Ranks are kept: an address kept by a gathering anew keeps its host candidate,
-    priority and all, though others came or went (``Agent.restart`` says it keeps it).  (A
-    tuple, not a dict: memory a thousand agents hold; a place left is an empty address.)"""
+    §4's order (``dual_stack_order``: deprecated ones last), each in the first place an
+    address gone left on its interface (a temporary IPv6 address's successor takes its
+    place), else after the others.  Ranks are kept: an address kept by a gathering anew
+    keeps its host candidate, priority and all, though others came or went
+    (``Agent.restart`` says it keeps it).  (A tuple, not a dict: memory a thousand agents
+    hold; a place left is an empty address.)"""
     ranked = agent._ranked
     present = {(host.interface, host.address) for host in hosts}
     entries = [
@@ -719,11 +723,12 @@ def _rank(agent: Agent, hosts: Sequence[HostAddress]) -> None:
     ]
     known = set(entries)
     new: dict[str, list[str]] = {}
+    deprecated = {host.address for host in hosts if host.deprecated}
     for host in hosts:
         if (host.interface, host.address) not in known:
             new.setdefault(host.interface, []).append(host.address)
     for interface, addresses in new.items():
-        for address in dual_stack_order(addresses):
+        for address in dual_stack_order(addresses, deprecated):
             place = next((k for k, e in enumerate(entries) if e == (interface, "")), None)
             if place is None:
                 entries.append((interface, address))

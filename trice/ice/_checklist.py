@@ -15,7 +15,7 @@ from typing import Final
 
 from trice.ice._candidate import Candidate, CandidateType, TcpType, canonical_ip
 from trice.ice._events import CandidatePair
-from trice.ice._priority import pair_priority
+from trice.ice._priority import is_link_local, pair_priority
 
 __all__ = ["CheckList", "Pair", "PairState", "PairStatistics"]
 
@@ -351,8 +351,9 @@ class CheckList:
         over one that the peer opened.
 
         Only IP literals pair: host names (mDNS ``.local`` names among them) are not paired
-        until resolved; and an IPv6 link-local address only with a link-local one (§6.1.2.2:
-        a check from one to a global address, or back, cannot be routed).
+        until resolved; and a link-local address only with a link-local one (§6.1.2.2: a
+        check from one to a global address, or back, cannot be routed; IPv4's 169.254/16
+        too, RFC 3927 §2.6-2.7).
         """
         if local.component != remote.component:
             return False
@@ -365,8 +366,9 @@ class CheckList:
             return False
         if family(local.address) != family(remote.address):
             return False
-        # (An IPv6 link-local address pairs only with a link-local one: §6.1.2.2.)
-        return _link_local_v6(local.address) == _link_local_v6(remote.address)
+        # (A link-local address pairs only with a link-local one: §6.1.2.2 for IPv6; for
+        # IPv4's 169.254/16, RFC 3927 §2.6-2.7 too: none is routed off its link.)
+        return is_link_local(local.address) == is_link_local(remote.address)
 
     def add(
         self,
@@ -604,12 +606,6 @@ def _tcp_pairable(local: Candidate, remote: Candidate) -> bool:
 
 def _key(pair: Pair) -> _Key:
     return (pair.base, pair.remote.address, pair.remote.port)
-
-
-def _link_local_v6(address: str) -> bool:
-    """Whether ``address`` (an IP literal, perhaps with a ``%`` zone) is in fe80::/10."""
-    head = address.split(":", 1)[0]
-    return len(head) == 4 and head[:3].lower() in ("fe8", "fe9", "fea", "feb")
 
 
 def _time(at: float) -> float | None:

@@ -9,7 +9,7 @@ import functools
 import hashlib
 import ipaddress
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
 from trice._errors import CandidateError
@@ -20,6 +20,7 @@ __all__ = [
     "candidate_priority",
     "compute_foundation",
     "dual_stack_order",
+    "is_link_local",
     "local_preference",
     "pair_priority",
     "tcp_local_preference",
@@ -109,23 +110,33 @@ def local_preference(address: str, *, interface_preference: int = 255) -> int:
     return (interface_preference << 8) | _precedence(text)
 
 
-def dual_stack_order(addresses: Sequence[str]) -> list[str]:
+def dual_stack_order(addresses: Sequence[str], last: Collection[str] = frozenset()) -> list[str]:
     """``addresses`` (IP literals of one interface) in the order their host candidates are
     preferred (RFC 8421 §4): each family by its RFC 6724 §2.1 precedence (in the order
-    given where equal), then the two families taken in turn, starting with the family of
-    the best precedence (IPv6, unless it has only ULA, Teredo or such).  So a dual-stack
-    interface's checks try an IPv4 address second, not after every IPv6 one: a broken
-    family costs one candidate's checks, not all of them.
+    given where equal), a link-local address (IPv4's 169.254/16, IPv6's fe80::/10) after
+    the others of its family (§6 rule 2: of a scope too small for most peers), then the two
+    families taken in turn, starting with the family of the best precedence (IPv6, unless
+    it has only ULA, Teredo or such).  So a dual-stack interface's checks try an IPv4
+    address second, not after every IPv6 one: a broken family costs one candidate's
+    checks, not all of them.  The addresses in ``last`` (deprecated ones, RFC 4862
+    §5.5.4: for no new communication where another will do) come after all the others,
+    in the same order among themselves.
 
     Raises:
         CandidateError: an address is not an IP literal.
     """
+    fresh = [address for address in addresses if address not in last]
+    stale = [address for address in addresses if address in last]
+    return _interleaved(fresh) + _interleaved(stale)
+
+
+def _interleaved(addresses: Sequence[str]) -> list[str]:
     ranked = []
     for address in addresses:
         text = canonical_ip(address) if isinstance(address, str) else None
         if text is None:
             raise CandidateError(f"address {address!r} is not an IP literal", field="address")
-        ranked.append((-_precedence(text), ":" in text, address))
+        ranked.append(((is_link_local(text), -_precedence(text)), ":" in text, address))
     ranked.sort(key=lambda entry: entry[0])  # (stable: equals keep their order)
     v6 = [address for _, six, address in ranked if six]
     v4 = [address for _, six, address in ranked if not six]
@@ -134,6 +145,15 @@ def dual_stack_order(addresses: Sequence[str]) -> list[str]:
     for i in range(max(len(first), len(second))):
         ordered += first[i : i + 1] + second[i : i + 1]
     return ordered
+
+
+def is_link_local(text: str) -> bool:
+    """Whether a canonical IP literal (perhaps with an IPv6 ``%`` zone) is link-local:
+    169.254/16 (RFC 3927) or fe80::/10."""
+    if ":" not in text:
+        return text.startswith("169.254.")
+    head = text.split(":", 1)[0]
+    return len(head) == 4 and head[:3].lower() in ("fe8", "fe9", "fea", "feb")
 
 
 @functools.lru_cache(maxsize=1024)
