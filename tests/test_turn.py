@@ -1013,6 +1013,52 @@ def test_a_peer_takes_no_other_number_within_five_minutes_of_its_bindings_end() 
     assert server.relayed[-1] == (PEER, b"z", "indication")
 
 
+def test_a_late_timer_counts_what_ran_out_meanwhile_as_gone() -> None:
+    """The driver's call came late (a stalled loop): a permission in use, installed at 0,
+    ran out at 300 before its refresh went at 301.  It counts as held no more (it did,
+    and the next deadline was 300, in the past), and a refresh asks for it again."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 0.0)
+    exchange(client, server, 0.0)
+    client.send_to_peer(PEER, b"y", 200.0)  # (in use: refreshed, not lapsed)
+    client.on_timer(301.0)
+    assert not client.permission_installed(PEER)
+    deadline = client.next_deadline()
+    assert deadline is None or deadline > 301.0
+
+
+def test_a_bound_peer_written_another_way_gets_channel_data() -> None:
+    """An IPv6 peer written otherwise than canonically (``2001:db8:0::10``) is the peer
+    bound: its data goes as ChannelData (it went in Send indications, every time, though
+    ``channel_bound`` said yes)."""
+    client, server = allocated(server=FakeServer(ipv6_relays_only=True))
+    peer = ("2001:db8:0::10", 6000)
+    for now in (0.0, 1.0):
+        client.send_to_peer(peer, b"x", now)
+        exchange(client, server, now)
+    assert client.channel_bound(peer)
+    client.send_to_peer(peer, b"y", 2.0)
+    exchange(client, server, 2.0)
+    assert server.relayed[-1][2] == "channel"
+
+
+def test_no_peer_data_is_taken_once_the_allocation_is_deleted() -> None:
+    """Deleted (or failed), the allocation relays nothing: ChannelData on its channel and
+    Data indications from its peer are dropped as malformed (both were taken)."""
+    client, server = allocated()
+    for now in (0.0, 1.0):
+        client.send_to_peer(PEER, b"x", now)
+        exchange(client, server, now)
+    (number,) = server.channels
+    client.close(2.0)
+    exchange(client, server, 2.0)
+    assert state(client) is TurnState.CLOSED
+    malformed = client.statistics().malformed
+    assert client.on_server_data(stun.encode_channel_data(number, b"late"), 3.0) == []
+    assert client.on_server_data(server.data_indication(PEER, b"late"), 3.0) == []
+    assert client.statistics().malformed == malformed + 2
+
+
 def test_a_channel_bind_that_got_no_answer_keeps_its_number_and_binds_again() -> None:
     """The server bound the channel, but its answers were lost: the server relays the
     peer's data on the channel, which is taken; data to the peer goes in Send indications
@@ -1467,13 +1513,16 @@ def test_framer_rejects_a_stream_out_of_step() -> None:
     assert framer.feed(b"z\x00\x00\x00") == [b"\x40\x00\x00\x01z\x00\x00\x00"]
     with pytest.raises(stun.StunDecodeError):
         framer.feed(b"\xff\xff")
-    # Out of step right after a whole frame, in one read: StunDecodeError, now and at the
-    # next call (the view the error came from held the buffer, whose resizing raised
-    # BufferError, which no caller expects).
+    # Out of step right after a whole frame, in one read: the whole frame comes back, and
+    # StunDecodeError at the next call, and the one after (the view the error came from held
+    # the buffer, whose resizing raised BufferError, which no caller expects; and the whole
+    # frame was lost with the error).
     framer = StreamFramer()
+    whole = b"\x40\x00\x00\x01z\x00\x00\x00"
+    assert framer.feed(whole + b"\xc0\x00\x00\x00") == [whole]
     for _ in range(2):
         with pytest.raises(stun.StunDecodeError):
-            framer.feed(b"\x40\x00\x00\x01z\x00\x00\x00" + b"\xc0\x00\x00\x00")
+            framer.feed(b"")
 
 
 # --- purity -----------------------------------------------------------------------------------

@@ -131,6 +131,7 @@ class _StreamConnection:
         self.stream = stream
         self.source = source
         self.framer = StreamFramer()
+        self.garbled: stun.StunDecodeError | None = None  # (said at the next read)
         self.pending = bytearray()
         self.wake = trio.Event()
         self.drained = trio.Event()
@@ -200,16 +201,28 @@ class _StreamConnection:
             await self.flush()
 
     async def read(self) -> list[bytes]:
+        garbled = self.garbled
+        if garbled is not None:
+            raise _Lost(f"the server's stream is out of step: {garbled}", "garbled stream")
         try:
             data = await self.stream.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise _Lost("connection to the server lost", "connection lost") from exc
         if not data:
             raise _Lost("the server closed the connection", "connection closed")
+        framer = self.framer
         try:
-            return self.framer.feed(data)
+            frames = framer.feed(data)
         except stun.StunDecodeError as exc:
             raise _Lost(f"the server's stream is out of step: {exc}", "garbled stream") from exc
+        if frames:
+            # (Whole frames before bytes out of step come first: the stream is lost at
+            # the next read, at once.)
+            try:
+                framer.feed(b"")
+            except stun.StunDecodeError as exc:
+                self.garbled = exc
+        return frames
 
     async def aclose(self) -> None:
         self._close_writers()

@@ -276,10 +276,11 @@ class TurnClient:
             self._request(Kind.REFRESH, now)
         idle = now - IDLE
         for perm in self._permissions.values():
-            if perm.installed and perm.busy and perm.expires_at <= now:
+            if perm.installed and perm.expires_at <= now:
                 # Its refresh went unanswered until the permission's 300 s ran out (RFC 8656
-                # §9): the server holds it no more, though the refresh may still be granted;
-                # nor relays the data of its IP's channels.
+                # §9), or none went (this call came late: a stalled loop): the server holds
+                # it no more, though a refresh may still be granted; nor relays the data of
+                # its IP's channels.
                 perm.installed = False
                 self._unbind(perm)
             if perm.installed and not perm.busy and perm.refresh_at <= now:
@@ -290,6 +291,8 @@ class TurnClient:
                 else:
                     self._request(Kind.PERMISSION, now, perm)
         for peer in self._peers.values():
+            if peer.bound and peer.expires_at <= now:
+                peer.bound = False  # (the server binds it no more: a call that came late)
             if peer.channel and not peer.busy and peer.refresh_at <= now:
                 if peer.used_at < idle:
                     peer.bound = False  # (it lapses: see _lapse)
@@ -329,6 +332,8 @@ class TurnClient:
         if len(data) > PEER_DATA_MAX:
             raise ValueError(f"{len(data)} bytes is more than TURN relays ({PEER_DATA_MAX})")
         p = self._peers.get(peer)
+        if p is None:
+            p = self._peers.get(_written(peer))  # (another spelling of an IPv6 address)
         if p is not None and p.bound and self._state is TurnState.ALLOCATED:
             p.used_at = now
             self._outbox.append(stun.encode_channel_data(p.channel, data, pad=self.reliable))
@@ -403,9 +408,10 @@ class TurnClient:
                 self._counts["malformed"] += 1
                 return []
             p = self._channels.get(channel)
-            if p is None or (not p.bound and not self._may_relay(p, now)):
+            if p is None or (not p.bound and not self._may_relay(p, now)) or not self._relaying:
                 # (A channel the server binds no more, or whose IP it has no permission
-                # for: it relays no such data, RFC 8656 §12.6.  Forged, or stale: dropped.)
+                # for, or no allocation at all: it relays no such data, RFC 8656 §12.6.
+                # Forged, or stale: dropped.)
                 self._counts["malformed"] += 1
                 return []
             p.used_at = now
@@ -429,8 +435,10 @@ class TurnClient:
                     self._counts["malformed"] += 1
                     return []
                 perm = self._permissions.get(_written((address.address, address.port))[0])
-                if perm is None or (
-                    not perm.installed and not perm.busy and now >= perm.expires_at
+                if (
+                    perm is None
+                    or (not perm.installed and not perm.busy and now >= perm.expires_at)
+                    or not self._relaying
                 ):
                     # RFC 8656 §11.6: from a peer no permission was asked for, or none is
                     # held for now (it lapsed, or failed): the server relays no such data.
@@ -447,6 +455,13 @@ class TurnClient:
         except (stun.StunDecodeError, ValueError):
             self._counts["malformed"] += 1
         return []
+
+    @property
+    def _relaying(self) -> bool:
+        """Whether the server may relay peer data to us: the allocation is there (or being
+        deleted).  Failed or closed, it relays none (what comes is forged, or stale)."""
+        state = self._state
+        return state is TurnState.ALLOCATED or state is TurnState.CLOSING
 
     def _may_relay(self, p: Peer, now: float) -> bool:
         """Whether the server may still relay data on ``p``'s channel, though it does not

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..stun import frame_length
+from ..stun import StunDecodeError, frame_length
 
 __all__ = ["StreamFramer"]
 
@@ -63,6 +63,11 @@ class StreamFramer:
                         break
                     frames.append(bytes(view[start : start + size]))
                     start += size
+        except StunDecodeError:
+            if not frames:
+                raise
+            # (The whole frames before the bytes out of step are returned; the next call
+            # raises, the offending bytes kept.)
         finally:
             if start:
                 del buffer[:start]
