@@ -4824,3 +4824,21 @@ def test_a_candidate_of_another_component_after_end_of_candidates_is_a_state_err
     _net, _a, b = two_agents(want=False)
     with pytest.raises(trice.StateError, match="after end-of-candidates"):
         b.core.add_remote_candidate(make_candidate("10.0.0.9", 5001, component=2))
+
+
+def test_after_an_outage_the_peers_check_has_ours_sent_again_at_once() -> None:
+    """The way was down from the start until 4 s: ``a``'s check went at 0, 0.5, 1.5 and 3.5
+    (all lost), its next copy due at 6.5.  ``b``'s check comes through at 4.51: ``a``'s
+    latest copy went 1 s before, longer than an RTO, so it was lost, and the check goes
+    again at once: connected by 4.6 s.  (Twice the check's age, 9 s, fell after its own
+    next copy, so none went, and ``a`` waited for the copy at 6.5.)"""
+    net, a, b = two_agents(want=False)
+    outage = net.drop_all()
+    a.core.want_connection(net.now)
+    net.run_for(1.0)
+    b.core.want_connection(net.now)
+    net.run_for(3.0)
+    net.loss_rules.remove(outage)
+    assert net.run_until(connected(a), max_time=4.6)
+    sent = [round(p.sent_at, 2) for p in net.packets(sender="a", requests=True)]
+    assert sent[:5] == [0.0, 0.5, 1.5, 3.5, 4.51]

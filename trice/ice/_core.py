@@ -1207,8 +1207,10 @@ class AgentCore:
         §7.3.1.4) may mean that the way has just opened (the peer's NAT, or the TURN server's
         permission, now expects us).  Not at once, though: most likely the peer's check
         crossed ours on the wire, our answer on its way.  If the peer's request reached us
-        at age A of our check, ours (if it got through) is answered by about 2A; the check
-        goes out again at that age (at least :data:`RESEND_MIN`), once per check.  The rule
+        A after our latest copy of the check went, that copy (if it got through) is
+        answered by about 2A after it; the check goes out again then (at least
+        :data:`RESEND_MIN` after), once per check, or at once if A is past ``Timing.rto``
+        (the copy was lost, or the way has only now opened: after an outage).  The rule
         scales with the path and with the load of the process: a loaded process answers
         late, and does not flood itself with copies; and a check that a TURN server dropped
         goes out again within milliseconds.  A request that nominates the pair (the peer
@@ -2555,7 +2557,14 @@ class AgentCore:
         if nominated:
             at = max(now, check.started + RESEND_MIN)
         else:
-            at = check.started + max(RESEND_MIN, 2 * (now - check.started))
+            # (The age from our latest copy: after an outage the request comes long after
+            # the check started, and twice its age fell past the next copy: none went.)
+            age = now - check.started
+            sent = check.started + max((o for o in check.schedule[:-1] if o <= age), default=0.0)
+            since = now - sent
+            # (A copy that went longer than an RTO ago was lost, or the way has only now
+            # opened: at once.)
+            at = now if since >= self.timing.rto else sent + max(RESEND_MIN, 2 * since)
         if self._resend is None:
             self._resend = [(tid, at)]
         else:
