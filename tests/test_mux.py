@@ -455,3 +455,68 @@ async def test_a_mux_agent_whose_host_candidate_is_withheld_says_why(
         assert agent.local_candidates == ()
         (report,) = [r for r in agent.gather_reports if r.source == "host"]
     assert report.error == "host candidates withheld: mDNS could not be opened"
+
+
+@pytest.mark.parametrize("lite", [False, True])
+async def test_a_vanished_peers_address_goes_to_the_next_sessions_peer(
+    lite: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Session 1's client vanishes, its server agent still open (as a server's is until its
+    consent runs out); session 2's client comes from the same address and port (a NAT that
+    gives it the mapping).  Session 2's data reaches session 2's agent once session 1's has
+    had nothing proved from there for 8 s: before, a full agent's is dropped (two agents
+    prove one address), and an ICE-lite one's still goes to session 1 (a lite agent's
+    answers take no address: a check's source may be forged).  (A full agent kept the
+    address until its ICE failed, 25 s; an ICE-lite agent, whose consent data keeps, for
+    ever, the new session's data handed to it.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pinned = loopback_config()
+    pinned = dataclasses.replace(
+        pinned, network=dataclasses.replace(pinned.network, port_range=(port, port))
+    )
+    server_config = loopback_config(lite=lite)
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with trice.open_agent(server_config, controlling=False, mux=mux) as old_server:
+            async with trice.open_agent(pinned, controlling=True) as old_client:
+                await old_server.wait_gathering_complete()
+                await old_client.wait_gathering_complete()
+                signal(old_server, old_client)
+                old_connection, _ = await connect_both(old_server, old_client)
+            vanished = trio.current_time()
+            async with (
+                trice.open_agent(server_config, controlling=False, mux=mux) as server,
+                trice.open_agent(pinned, controlling=True) as client,
+            ):
+                await server.wait_gathering_complete()
+                await client.wait_gathering_complete()
+                signal(server, client)
+                to_client, to_server = await connect_both(server, client)
+                got: list[bytes] = []
+                leaked: list[bytes] = []
+
+                async def read(connection: trice.Connection, into: list[bytes]) -> None:
+                    while True:
+                        into.append(await connection.receive())
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read, to_client, got)
+                    nursery.start_soon(read, old_connection, leaked)
+                    with trio.fail_after(20):
+                        while not got:
+                            await to_server.send(b"session 2")
+                            await trio.sleep(0.5)
+                    arrived = trio.current_time()
+                    handed = len(leaked)
+                    await to_server.send(b"session 2, later")
+                    with trio.fail_after(5):
+                        while got[-1] != b"session 2, later":
+                            await trio.sleep(0.1)
+                    nursery.cancel_scope.cancel()
+                assert arrived - vanished < 8 + 4
+                assert len(leaked) == handed  # (none to session 1 once session 2 has it)
+                if lite:
+                    assert mux.statistics().ambiguous == 0
+                else:
+                    assert leaked == [] and mux.statistics().ambiguous > 0
