@@ -562,16 +562,17 @@ def test_every_change_of_a_pairs_state_is_in_the_table(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("local", "remote", "pairs"),
     [
-        ("169.254.7.7", "203.0.113.5", False),
-        ("10.9.9.9", "169.254.8.8", False),
-        ("169.254.7.7", "169.254.8.8", True),
-        ("10.9.9.9", "203.0.113.5", True),
+        ("169.254.7.7", "192.168.77.2", True),
+        ("10.9.9.9", "169.254.8.8", True),
+        ("fe80::1", "2001:db8::2", False),
+        ("2001:db8::1", "fe80::2", False),
+        ("fe80::1", "fe80::2", True),
     ],
 )
-def test_an_ipv4_link_local_address_pairs_only_with_a_link_local_one(
+def test_only_an_ipv6_link_local_address_pairs_with_link_local_ones_alone(
     local: str, remote: str, pairs: bool
 ) -> None:
-    """169.254/16 is not routed off its link (RFC 3927 §2.6-2.7), as fe80::/10 is not
-    (RFC 8445 §6.1.2.2): it pairs only with a link-local address (checks went from it,
-    through the default route, to global addresses)."""
+    """RFC 8445 §6.1.2.2: an IPv6 link-local address pairs only with a link-local one.  An
+    IPv4 one (169.254/16) pairs with any: a zeroconf host reaches a host that DHCP
+    numbered on its link (RFC 3927 §2.6.2), as Pion and browsers pair them."""
     assert CheckList.pairable(make_candidate(local, 5000), make_candidate(remote, 6000)) is pairs

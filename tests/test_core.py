@@ -4842,3 +4842,53 @@ def test_after_an_outage_the_peers_check_has_ours_sent_again_at_once() -> None:
     assert net.run_until(connected(a), max_time=4.6)
     sent = [round(p.sent_at, 2) for p in net.packets(sender="a", requests=True)]
     assert sent[:5] == [0.0, 0.5, 1.5, 3.5, 4.51]
+
+
+def test_a_candidate_of_another_component_of_a_generation_to_come_is_left_out() -> None:
+    """A peer's RTCP candidate that names a ufrag not seen yet (a generation to come) is
+    left out and counted at once, as one of the generation of now is: it was held, took
+    that generation's room, and was taken in when its parameters came."""
+    _net, _a, b = two_agents(want=False, end_of_candidates=False)
+    core = b.core
+    dropped = core.remote_candidates_dropped
+    rtcp = dataclasses.replace(
+        make_candidate("10.0.0.9", 5001, component=2), username_fragment="next"
+    )
+    assert core.add_remote_candidate(rtcp) is False
+    assert core.remote_candidates_dropped == dropped + 1
+    core.restart(IceParameters("bbbb", "q" * 22), 1.0)
+    core.set_remote(IceParameters("next", "n" * 22), 1.0)
+    assert [c for c in core.remote_candidates if c.component != 1] == []
+
+
+def test_pairs_lost_before_checks_begin_do_not_fail_ice_before_its_pac_timer() -> None:
+    """RFC 8863 §4: the PAC timer starts with the checks, and ICE fails no sooner than it
+    ends.  Every pair lost (its transport gone) before the checks began leaves the agent
+    new (it failed at once, and connect() could only raise); once they begin, ICE fails at
+    the timer's end."""
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    core.transport_lost(0, 1.0)
+    states = [core.state]
+    core.want_connection(2.0)
+    states.append(core.state)
+    core.on_timer(2.0 + 15.4)
+    states.append(core.state)
+    core.on_timer(2.0 + 15.5)
+    states.append(core.state)
+    assert states == [S.NEW, S.CHECKING, S.CHECKING, S.FAILED]
+
+
+def test_no_resend_goes_just_before_the_checks_own_next_copy() -> None:
+    """The way opens at 1.485 s, when ``a``'s latest copy (0.5 s) is long lost: ``b``'s
+    check, at 1.495 s, would have ``a``'s sent again at once, but its own next copy goes at
+    1.5 s: that one alone goes (a second, 5 ms before it, doubled the check)."""
+    net, a, b = two_agents(want=False)
+    outage = net.drop_all()
+    a.core.want_connection(net.now)
+    net.run_for(1.485)
+    net.loss_rules.remove(outage)
+    b.core.want_connection(net.now)
+    assert net.run_until(connected(a), max_time=3.0)
+    sent = [round(p.sent_at, 3) for p in net.packets(sender="a", requests=True)]
+    assert [t for t in sent if 1.49 <= t <= 1.5] == [1.5]

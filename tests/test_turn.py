@@ -1016,15 +1016,19 @@ def test_a_peer_takes_no_other_number_within_five_minutes_of_its_bindings_end() 
 def test_a_late_timer_counts_what_ran_out_meanwhile_as_gone() -> None:
     """The driver's call came late (a stalled loop): a permission in use, installed at 0,
     ran out at 300 before its refresh went at 301.  It counts as held no more (it did,
-    and the next deadline was 300, in the past), and a refresh asks for it again."""
+    and the next deadline was 300, in the past), and is asked for again at once."""
     client, server = allocated()
     client.send_to_peer(PEER, b"x", 0.0)
     exchange(client, server, 0.0)
     client.send_to_peer(PEER, b"y", 200.0)  # (in use: refreshed, not lapsed)
+    asked = len(server.requests)
     client.on_timer(301.0)
     assert not client.permission_installed(PEER)
     deadline = client.next_deadline()
     assert deadline is None or deadline > 301.0
+    exchange(client, server, 301.0)
+    assert server.requests[asked][1].method is Method.CREATE_PERMISSION  # (at 301)
+    assert client.permission_installed(PEER)
 
 
 def test_a_bound_peer_written_another_way_gets_channel_data() -> None:

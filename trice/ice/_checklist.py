@@ -351,9 +351,8 @@ class CheckList:
         over one that the peer opened.
 
         Only IP literals pair: host names (mDNS ``.local`` names among them) are not paired
-        until resolved; and a link-local address only with a link-local one (§6.1.2.2: a
-        check from one to a global address, or back, cannot be routed; IPv4's 169.254/16
-        too, RFC 3927 §2.6-2.7).
+        until resolved; and an IPv6 link-local address only with a link-local one (§6.1.2.2:
+        a check from one to a global address, or back, cannot be routed).
         """
         if local.component != remote.component:
             return False
@@ -366,8 +365,11 @@ class CheckList:
             return False
         if family(local.address) != family(remote.address):
             return False
-        # (A link-local address pairs only with a link-local one: §6.1.2.2 for IPv6; for
-        # IPv4's 169.254/16, RFC 3927 §2.6-2.7 too: none is routed off its link.)
+        # (An IPv6 link-local address pairs only with a link-local one: §6.1.2.2.  Not
+        # IPv4's 169.254/16: a host reaches any address of its link from one, RFC 3927
+        # §2.6.2, a zeroconf host one that DHCP numbered.)
+        if ":" not in local.address:
+            return True
         return is_link_local(local.address) == is_link_local(remote.address)
 
     def add(

@@ -829,8 +829,10 @@ class AgentCore:
         they take none of the generation of now's, which a peer that never restarts would
         otherwise crowd out.  A ``.local`` one is held as it is, and resolved once taken
         (see :meth:`take_names`).  Whether it was held."""
-        if unreachable(candidate) and not is_mdns_name(candidate.address):
-            self.remote_candidates_dropped += 1
+        if candidate.component != 1 or (
+            unreachable(candidate) and not is_mdns_name(candidate.address)
+        ):
+            self.remote_candidates_dropped += 1  # (see add_remote_candidate)
             return False
         key = (remote_key(candidate), ufrag)
         early = self._early
@@ -1911,8 +1913,10 @@ class AgentCore:
             )
         ):
             since = self._checking_since
+            if since is None:
+                return  # (checks have not begun: no PAC timer yet; they look again then)
             pac = self._pac_for()
-            if pac and since is not None and (now is None or now < since + pac):
+            if pac and (now is None or now < since + pac):
                 self._fail_held = True
                 return
             self._fail_held = False
@@ -2560,11 +2564,15 @@ class AgentCore:
             # (The age from our latest copy: after an outage the request comes long after
             # the check started, and twice its age fell past the next copy: none went.)
             age = now - check.started
-            sent = check.started + max((o for o in check.schedule[:-1] if o <= age), default=0.0)
+            copies = check.schedule[:-1]
+            sent = check.started + max((o for o in copies if o <= age), default=0.0)
             since = now - sent
             # (A copy that went longer than an RTO ago was lost, or the way has only now
             # opened: at once.)
             at = now if since >= self.timing.rto else sent + max(RESEND_MIN, 2 * since)
+            following = [o for o in copies if o > age]
+            if following and check.started + following[0] - at < RESEND_MIN:
+                return  # (the next copy goes as soon: one is enough)
         if self._resend is None:
             self._resend = [(tid, at)]
         else:

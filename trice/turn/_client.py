@@ -283,10 +283,11 @@ class TurnClient:
                 # its IP's channels.
                 perm.installed = False
                 self._unbind(perm)
+                if not perm.busy and self._in_use(perm, idle):
+                    self._request(Kind.PERMISSION, now, perm)  # (asked again: see _lapse)
+                continue
             if perm.installed and not perm.busy and perm.refresh_at <= now:
-                if perm.used_at < idle and not any(
-                    p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
-                ):
+                if not self._in_use(perm, idle):
                     self._lapse(perm, now)
                 else:
                     self._request(Kind.PERMISSION, now, perm)
@@ -455,6 +456,12 @@ class TurnClient:
         except (stun.StunDecodeError, ValueError):
             self._counts["malformed"] += 1
         return []
+
+    def _in_use(self, perm: Permission, idle: float) -> bool:
+        """Whether data went to or came from ``perm``'s IP (or its peers) since ``idle``."""
+        return perm.used_at >= idle or any(
+            p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
+        )
 
     @property
     def _relaying(self) -> bool:
