@@ -575,7 +575,7 @@ class MuxTransport:
         if held is not None and held[0] is self and held[1]:
             # (The common case: its own peer, proven; its answers come from there.  A lite
             # agent's success answer proves it again: see UdpMux._proved.)
-            if self.answers_prove and data.startswith(_SUCCESS_TYPE):
+            if self.answers_prove and data[:2] == _SUCCESS_TYPE:
                 self.proved(address, trio.current_time())
             return
         kind = stun.peek_type(data)
