@@ -30,7 +30,6 @@ import contextvars
 import errno
 import functools
 import ipaddress
-import math
 import socket
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
@@ -72,16 +71,10 @@ _CLASS_BITS = 0x0110  # (where a message type holds its class, RFC 8489 §5)
 _SUCCESS = stun.message_type(0, stun.MessageClass.SUCCESS)
 _ERROR = stun.message_type(0, stun.MessageClass.ERROR)
 _ANSWERS = (_SUCCESS, _ERROR)
-_SUCCESS_TYPE = stun.message_type(stun.Method.BINDING, stun.MessageClass.SUCCESS).to_bytes(2, "big")
 
 #: Transaction IDs of the agents' checks kept for routing their answers, at most (the
 #: oldest go first; an answer that finds none goes by its source, as data does).
 TRANSACTIONS_KEPT = 4096
-#: An agent whose peer has proved an address nothing for this long (no answer to its
-#: checks, no check it answered, from there) lets another agent that proves it have it: a
-#: NAT gave the mapping of a peer gone to the next session's (RFC 7675's consent checks go
-#: every 5 s on average, trice's and Pion's every 2 s).
-PROOF_FRESH = 8.0
 
 #: An agent's handler of a datagram (``Agent._dispatch``).
 Deliver = Callable[["MuxTransport", bytes, Address], None]
@@ -255,33 +248,15 @@ class UdpMux:
                 elif not others:
                     del by_source[source]
         transport.claimed.difference_update(sources)
-        proofs = transport.proofs
-        if proofs:
-            for source in sources:
-                proofs.pop(source, None)
 
     def _proved(self, transport: MuxTransport, source: Address, *, contest: bool = True) -> None:
         """The peer at ``source`` answered a check of ``transport``'s with success: the
-        address is its, unless another agent's peer proved it too, within ``PROOF_FRESH``
-        (then it is both's, ``None``: its data is dropped, never handed to the wrong
-        agent).  Without ``contest`` (an ICE-lite agent's proof, by answering a check whose
-        source may be forged by its own peer), an address another agent's peer proved
-        within ``PROOF_FRESH`` is left as it is.  An agent whose peer proved the address
-        nothing for ``PROOF_FRESH`` has lost it to this one: its peer is gone, and a NAT
-        gave the mapping to this one's (the new peer's data reached the agent of before, or
-        none, until that agent's ICE failed; or for ever, to an ICE-lite one)."""
-        now = trio.current_time()
-        transport.proved(source, now)
+        address is its, unless another agent proved it too (then it is both's: ``None``).
+        Without ``contest`` (a proof by answering a check, whose source may be forged), an
+        address another agent proved is left as it is."""
         by_source = self._by_source
         held = by_source.get(source)
         if held is not None and held[1] and held[0] is not transport:
-            if not self._held_fresh(transport, source, now):
-                for share in self._by_ufrag.values():
-                    if share is not transport and source in share.claimed:
-                        share.claimed.discard(source)
-                by_source[source] = (transport, True)
-                transport.claimed.add(source)
-                return
             if not contest:
                 return
             if held[0] is not None:
@@ -298,16 +273,6 @@ class UdpMux:
                 held[0].claimed.discard(source)
             by_source[source] = (transport, True)
         transport.claimed.add(source)
-
-    def _held_fresh(self, transport: MuxTransport, source: Address, now: float) -> bool:
-        """Whether another agent than ``transport`` that holds ``source`` had it proved
-        within ``PROOF_FRESH``."""
-        for share in self._by_ufrag.values():
-            if share is not transport and source in share.claimed:
-                proofs = share.proofs
-                if proofs is not None and now - proofs.get(source, -math.inf) < PROOF_FRESH:
-                    return True
-        return False
 
     async def _serve(self) -> None:
         sock = self.sock
@@ -503,7 +468,6 @@ class MuxTransport:
         "kept",
         "local_address",
         "mux",
-        "proofs",
         "ufrag",
         "waiting",
     )
@@ -518,22 +482,12 @@ class MuxTransport:
         self.family = mux.family
         self.closed = False
         self.claimed: set[Address] = set()  # (the addresses routed to it)
-        #: When each claimed address was last proved, its peer there (see UdpMux._proved).
-        self.proofs: dict[Address, float] | None = None
         #: Kept over an ICE restart for the pair of before (see ``rename``, ``forget_kept``).
         self.kept: tuple[Address, ...] = ()
         #: Its success answers prove an address (an ICE-lite agent's: see ``_claim``).
         self.answers_prove = False
         self.waiting: set[trio.CancelScope] | None = None  # (sends waiting for the socket)
         mux._attach(ufrag, self)
-
-    def proved(self, source: Address, now: float) -> None:
-        """The peer at ``source`` proved it now (see ``UdpMux._proved``)."""
-        proofs = self.proofs
-        if proofs is None:
-            self.proofs = {source: now}
-        else:
-            proofs[source] = now
 
     def rename(self, ufrag: str, *, keep: Collection[Address] = ()) -> None:
         """The agent's ufrag changed (an ICE restart): its addresses are routed to it no
@@ -565,19 +519,14 @@ class MuxTransport:
         the address to this agent unless another agent proved it.  A success answer takes
         only an address nobody has (a peer that moved, whose data may come before the
         agent's check: answering shows nothing of who is there, a check's source may be
-        forged), and an error answer none; but an ICE-lite agent's success answer (to a
-        check it authenticated) proves the address, unless another agent's peer proved it
-        within ``PROOF_FRESH``: a lite agent sends no check, and has no other proof
-        (``answers_prove``)."""
+        forged), and an error answer none; but an ICE-lite agent's success answer proves the
+        address, unless another agent proved it: a lite agent sends no check, and has no
+        other proof (``answers_prove``)."""
         mux = self.mux
         by_source = mux._by_source
         held = by_source.get(address)
         if held is not None and held[0] is self and held[1]:
-            # (The common case: its own peer, proven; its answers come from there.  A lite
-            # agent's success answer proves it again: see UdpMux._proved.)
-            if self.answers_prove and data[:2] == _SUCCESS_TYPE:
-                self.proved(address, trio.current_time())
-            return
+            return  # (the common case: its own peer, proven; its answers come from there)
         kind = stun.peek_type(data)
         if kind == BINDING_REQUEST:
             by_tid = mux._by_tid
