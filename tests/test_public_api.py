@@ -288,3 +288,14 @@ async def test_an_error_names_a_udp_mux_with_its_article() -> None:
     async with trice.open_udp_mux("127.0.0.1", 0) as mux:
         with pytest.raises(TypeError, match=r"not a UdpMux$"):
             trice.open_agent(mux, controlling=True)  # type: ignore[arg-type]
+
+
+def test_import_trice_gives_each_public_package_as_an_attribute() -> None:
+    """``import trice`` alone gives ``trice.stun``, ``trice.ice``, ``trice.turn`` and
+    ``trice.mdns``, as it did before its shell's names were imported on first use
+    (``trice.turn`` came only once a shell name had been touched)."""
+    code = "import trice\nprint([hasattr(trice, n) for n in ('stun', 'ice', 'turn', 'mdns')])\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.stdout.strip() == "[True, True, True, True]", result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import typing
 
+from trice import turn as turn  # (a public package, pure: loaded with trice, as ever)
 from trice._config import AgentConfig, IPAddress, MdnsMode, NetworkConfig, Nomination, Timing
 from trice._errors import (
     CandidateError,

@@ -53,7 +53,8 @@ class MdnsMode(str, enum.Enum):
     their names are Pion's).
 
     ``QUERY_ONLY`` (the default): a remote candidate named by a ``.local`` name is resolved by
-    an mDNS query on the agent's own interfaces, then paired; the agent's own candidates show
+    an mDNS query on the agent's own interfaces, then paired (but under a relay-only
+    transport policy: left out, unresolved); the agent's own candidates show
     their addresses.  ``QUERY_AND_GATHER``: the same, and the agent signals each host
     candidate under a random ``.local`` name of its own (and srflx candidates without their
     related address), answering the queries for them: peers on the link resolve the names,

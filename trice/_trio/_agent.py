@@ -162,8 +162,9 @@ class AgentStatistics:
             written (each check counts: a peer that sends its check again counts again).
         remote_candidates_dropped: signalled candidates left out: another ICE generation's
             (those held for the peer's parameters, or being resolved, at a restart too), a
-            ``.local`` name that multicast DNS did not resolve, another name, or an address
-            no check may go to (multicast, broadcast, port 0...; see
+            ``.local`` name that multicast DNS did not resolve (or, relay-only, does not
+            resolve), another name, an address no check may go to (multicast, broadcast,
+            port 0...), or a component other than 1 (see
             :meth:`Agent.add_remote_candidate`).
         pairs: candidate pairs in the check list.
         pairs_pruned: pairs dropped by the pair cap.

@@ -22,7 +22,8 @@ class StreamFramer:
 
     Raises (from :meth:`feed`):
         StunDecodeError: the stream holds something that is neither STUN nor ChannelData: it
-            is out of step and can only be closed.
+            is out of step and can only be closed.  Whole frames before it in one read are
+            returned first, and the next call raises (``feed(b"")`` asks at once).
     """
 
     __slots__ = ("_buffer",)

@@ -82,7 +82,9 @@ class AllocationError(TurnError):
         code: the STUN error code of the server's answer (401, 438, 300, 437, 486...), or
             ``None`` when there was no answer (a timeout) or the failure was local.
         reason: the server's reason phrase, or a short word for a local failure:
-            ``"timeout"``, ``"unreachable"``, ``"certificate"``, ``"connection lost"``...
+            ``"timeout"``, ``"unreachable"``, ``"certificate"``, ``"connection lost"``,
+            ``"response failed the integrity check"`` (every answer was signed with another
+            key)...
         alternate_server: for 300 Try Alternate, the ALTERNATE-SERVER address (RFC 8489
             §14.15); trice reports it rather than following it.
     """
