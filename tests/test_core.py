@@ -4892,3 +4892,28 @@ def test_no_resend_goes_just_before_the_checks_own_next_copy() -> None:
     assert net.run_until(connected(a), max_time=3.0)
     sent = [round(p.sent_at, 3) for p in net.packets(sender="a", requests=True)]
     assert [t for t in sent if 1.49 <= t <= 1.5] == [1.5]
+
+
+def test_a_lite_agent_keeps_to_the_pace_of_an_rfc_5245_peers_keepalive_checks() -> None:
+    """An RFC 5245 peer checks the selected pair every 15 s (its keepalives, §10), and
+    sends nothing else: a lite agent, which hears the peer only through its checks, takes
+    that pace once two have come, and stays connected (it went disconnected at each gap,
+    its silence limit 12 s)."""
+    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
+    core.add_remote_candidate(None)
+    source = ("10.0.0.1", 5000)
+    states: list[ConnectionState] = []
+    for i in range(7):
+        now = 15.0 * i
+        core.on_timer(now)
+        request = binding_request(core, use_candidate=i == 0, controlling=True, tid=bytes([i]) * 12)
+        assert core.on_request(0, source, request, now) is not None
+        states += [e.state for e in core.drain_events() if isinstance(e, ConnectionStateChanged)]
+        core.on_timer(now + 14.9)
+        states += [e.state for e in core.drain_events() if isinstance(e, ConnectionStateChanged)]
+    # (Before the second check the pace is not known: the 12 s limit, one gap.)
+    after = states[states.index(S.CONNECTED, states.index(S.DISCONNECTED)) :]
+    assert S.DISCONNECTED not in after and S.FAILED not in after, states

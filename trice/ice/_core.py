@@ -1467,7 +1467,7 @@ class AgentCore:
         if deadline is None or due < deadline:
             deadline = due
         if self.state is not _STATE_DISCONNECTED:
-            due = self._last_alive + self._disconnected_for
+            due = self._last_alive + self._silence()
             if due < deadline:
                 deadline = due
         next_consent = self._next_consent
@@ -1507,7 +1507,7 @@ class AgentCore:
             return
         if self._stale_until is not None and now >= self._stale_until:
             self._forget_previous()  # (data from the pair of before counts no more)
-        if now >= self._last_alive + self._disconnected_for:
+        if now >= self._last_alive + self._silence():
             self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self._consent_interval() * self._jitter()
@@ -2108,6 +2108,19 @@ class AgentCore:
         self._alive(now)
         self._maybe_complete()
         return True
+
+    def _silence(self) -> float:
+        """How long without hearing from the peer makes it disconnected (see ``__init__``).
+        A lite agent's stretches to the pace of the peer's checks on the selected pair, as
+        far apart as the last two, jitter included (an RFC 5245 peer's keepalives come 15 s
+        apart, §10: it flapped at each), within two thirds of its consent."""
+        silence = self._disconnected_for
+        selected = self.selected
+        if self.local.lite and selected is not None:
+            paced = selected.heard_gap * JITTER_MAX
+            if paced > silence:
+                return min(paced, self._consent_for * 2 / 3)
+        return silence
 
     def _quiet_after(self, pair: Pair) -> float:
         """How long the peer's silence on ``pair`` means it left it: longer than its checks
