@@ -4917,3 +4917,73 @@ def test_a_lite_agent_keeps_to_the_pace_of_an_rfc_5245_peers_keepalive_checks() 
     # (Before the second check the pace is not known: the 12 s limit, one gap.)
     after = states[states.index(S.CONNECTED, states.index(S.DISCONNECTED)) :]
     assert S.DISCONNECTED not in after and S.FAILED not in after, states
+
+
+def _lite_core(timing: Timing | None = None) -> AgentCore:
+    """An ICE-lite agent's core, its peer's parameters and one candidate at 10.0.0.1:5000."""
+    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False, timing=timing)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
+    core.add_remote_candidate(None)
+    return core
+
+
+def _lite_check(core: AgentCore, now: float, i: int) -> None:
+    """The peer's check (its first nominating) at ``now``, after the core's timer."""
+    core.on_timer(now)
+    request = binding_request(core, use_candidate=i == 0, controlling=True, tid=bytes([i + 1]) * 12)
+    assert core.on_request(0, ("10.0.0.1", 5000), request, now) is not None
+
+
+def _lite_states(core: AgentCore) -> list[ConnectionState]:
+    return [e.state for e in core.drain_events() if isinstance(e, ConnectionStateChanged)]
+
+
+def test_a_lite_agents_paced_silence_is_never_below_disconnected_timeout() -> None:
+    """Checks 18 s apart with ``disconnected_timeout`` 20 s: the lite agent waits the 20 s
+    it is told at least (the pace, capped at two thirds of its consent, made it 16.7 s)."""
+    core = _lite_core(Timing(disconnected_timeout=20.0, failed_timeout=25.0))
+    for i, now in enumerate((0.0, 18.0, 36.0)):
+        _lite_check(core, now, i)
+    _lite_states(core)
+    for step in range(1, 20):
+        core.on_timer(36.0 + step)
+    assert S.DISCONNECTED not in _lite_states(core)
+
+
+def test_a_lite_agent_takes_no_pace_from_checks_with_data_between() -> None:
+    """A peer that checks only an idle pair (Pion) sends none while data flows: one check
+    after a minute of data is no pace, and once the peer vanishes the lite agent is
+    disconnected 12 s after its last data (the minute's gap stretched it to 16.7 s)."""
+    core = _lite_core()
+    t = 0.0
+    for i in range(4):
+        _lite_check(core, t, i)
+        t += 2.0
+    while t < 62.0:
+        core.on_data(t, selected=True)
+        t += 0.5
+    _lite_check(core, t, 5)
+    t += 0.5
+    while t < 120.0:
+        core.on_data(t, selected=True)
+        t += 0.5
+    _lite_states(core)
+    core.on_timer(t - 0.5 + 12.5)
+    assert S.DISCONNECTED in _lite_states(core)
+
+
+def test_a_lite_agent_whose_paced_peer_vanished_is_disconnected_then_failed() -> None:
+    """Checks 15 s apart, then silence: disconnected at two thirds of consent (16.7 s)
+    after the last, not before; failed at 25 s."""
+    core = _lite_core()
+    for i in range(4):
+        _lite_check(core, 15.0 * i, i)
+    _lite_states(core)
+    core.on_timer(45.0 + 16.6)
+    assert S.DISCONNECTED not in _lite_states(core)
+    core.on_timer(45.0 + 25 * 2 / 3)
+    assert S.DISCONNECTED in _lite_states(core)
+    core.on_timer(45.0 + 25.0)
+    assert S.FAILED in _lite_states(core)

@@ -365,7 +365,9 @@ class Timing:
             consent's 30 s cuts down: disconnected comes first).  An ICE-lite agent hears
             the peer through its checks, which RFC 7675 paces 4-6 s apart, and its data: it
             waits 12 s at least (but not past two thirds of ``failed_timeout``), so that one
-            check missed on an idle pair is no disconnection.  At least 12 ms.
+            check missed on an idle pair is no disconnection, and, while only checks come,
+            as far apart as the last two (an RFC 5245 peer's 15 s), within the same bound.
+            At least 12 ms.
         failed_timeout: without a selected pair this long after checks start, or without consent
             this long (an answer to one of our checks, RFC 7675; for an ICE-lite agent, which
             sends none, the peer's checks or its data over the selected pair), the state

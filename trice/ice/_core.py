@@ -2112,14 +2112,17 @@ class AgentCore:
     def _silence(self) -> float:
         """How long without hearing from the peer makes it disconnected (see ``__init__``).
         A lite agent's stretches to the pace of the peer's checks on the selected pair, as
-        far apart as the last two, jitter included (an RFC 5245 peer's keepalives come 15 s
-        apart, §10: it flapped at each), within two thirds of its consent."""
+        far apart as the last two, jitter included (an RFC 5245 peer that checks every
+        15 s, its keepalives, §10: it flapped at each), within two thirds of its consent,
+        while nothing but checks is heard (data since the last check: the peer sends
+        checks when idle, Pion's way, and their pace says nothing), and never below
+        ``disconnected_timeout``."""
         silence = self._disconnected_for
         selected = self.selected
-        if self.local.lite and selected is not None:
+        if self.local.lite and selected is not None and self._last_alive <= selected.heard_at:
             paced = selected.heard_gap * JITTER_MAX
             if paced > silence:
-                return min(paced, self._consent_for * 2 / 3)
+                return max(silence, min(paced, self._consent_for * 2 / 3))
         return silence
 
     def _quiet_after(self, pair: Pair) -> float:
