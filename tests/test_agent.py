@@ -1575,6 +1575,23 @@ async def test_an_agent_with_no_pair_after_end_of_candidates_waits_for_the_peers
         await _exchange(ca, cb, 3)
 
 
+async def _left_out(
+    config: trice.AgentConfig, line: str, caplog: pytest.LogCaptureFixture
+) -> tuple[str, list[str]]:
+    """An agent of ``config`` given the peer's parameters, then the candidate ``line``,
+    which it leaves out and counts, nothing taken nor resolved: its ufrag, and the warnings
+    it logged."""
+    async with trice.open_agent(config, controlling=True) as a:
+        await a.wait_gathering_complete()
+        a.set_remote_parameters("abcd", "x" * 22)
+        caplog.clear()  # (what gathering said: a relay-only agent without a TURN server)
+        with caplog.at_level(logging.WARNING, logger="trice"):
+            a.add_remote_candidate(trice.Candidate.from_sdp(line))
+        assert a.statistics().remote_candidates_dropped == 1
+        assert a.remote_candidates == () and a._mdns is None  # (nothing asked)
+        return a.local_parameters.ufrag, [r.getMessage() for r in caplog.records]
+
+
 @pytest.mark.parametrize(
     ("address", "mode"),
     [("localhost", trice.MdnsMode.QUERY_ONLY), ("peer.local", trice.MdnsMode.DISABLED)],
@@ -1587,25 +1604,15 @@ async def test_a_candidate_named_by_dns_is_left_out_logged_and_counted(
     where it had sat among the remote candidates, never paired nor reported."""
     config = loopback_config()
     config = dataclasses.replace(config, network=dataclasses.replace(config.network, mdns=mode))
-    async with trice.open_agent(config, controlling=True) as a:
-        await a.wait_gathering_complete()
-        a.set_remote_parameters("abcd", "x" * 22)
-        with caplog.at_level(logging.WARNING, logger="trice"):
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 {address} 4000 typ host")
-            )
-        assert a.statistics().remote_candidates_dropped == 1
-        assert a._core.remote_candidates == []
-        why = (
-            "mDNS is disabled (NetworkConfig.mdns)"
-            if mode is trice.MdnsMode.DISABLED
-            else "no check may go there (a name other than an mDNS .local one, or an "
-            "unspecified, multicast or broadcast address)"
-        )
-        assert [r.getMessage() for r in caplog.records] == [
-            f"{a.local_parameters.ufrag}: remote candidate at {address} left out: {why} "
-            "(more such: at DEBUG)"
-        ]
+    line = f"candidate:1 1 udp 2130706431 {address} 4000 typ host"
+    ufrag, said = await _left_out(config, line, caplog)
+    why = (
+        "mDNS is disabled (NetworkConfig.mdns)"
+        if mode is trice.MdnsMode.DISABLED
+        else "no check may go there (a name other than an mDNS .local one, or an "
+        "unspecified, multicast or broadcast address)"
+    )
+    assert said == [f"{ufrag}: remote candidate at {address} left out: {why} (more such: at DEBUG)"]
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "peer-rtcp.local"])
@@ -1616,20 +1623,13 @@ async def test_a_candidate_of_another_component_is_left_out_logged_and_counted(
     rtcp-mux, aioice's ``components=2``) is left out, with a warning that says why, and
     counted; a ``.local`` one is not resolved.  (It was taken, paired with nothing, and
     said nothing.)"""
-    async with trice.open_agent(loopback_config(), controlling=True) as a:
-        await a.wait_gathering_complete()
-        a.set_remote_parameters("abcd", "x" * 22)
-        with caplog.at_level(logging.WARNING, logger="trice"):
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 2 udp 2130706430 {address} 4001 typ host")
-            )
-        assert a.statistics().remote_candidates_dropped == 1
-        assert a.remote_candidates == () and a._mdns is None
-        assert [r.getMessage() for r in caplog.records] == [
-            f"{a.local_parameters.ufrag}: remote candidate at {address} left out: component 2 "
-            "(trice has one component: the peer must multiplex RTCP on it, rtcp-mux) "
-            "(more such: at DEBUG)"
-        ]
+    line = f"candidate:1 2 udp 2130706430 {address} 4001 typ host"
+    ufrag, said = await _left_out(loopback_config(), line, caplog)
+    assert said == [
+        f"{ufrag}: remote candidate at {address} left out: component 2 "
+        "(trice has one component: the peer must multiplex RTCP on it, rtcp-mux) "
+        "(more such: at DEBUG)"
+    ]
 
 
 async def test_a_relay_only_agent_leaves_a_local_name_out_unresolved(
@@ -1639,16 +1639,10 @@ async def test_a_relay_only_agent_leaves_a_local_name_out_unresolved(
     counted, and no query goes out on the local network: what the name stands for would
     pair with no relayed candidate (the TURN server would learn what the peer hid)."""
     config = dataclasses.replace(loopback_config(), transport_policy=trice.TransportPolicy.RELAY)
-    async with trice.open_agent(config, controlling=True) as a:
-        a.set_remote_parameters("abcd", "x" * 22)
-        with caplog.at_level(logging.WARNING, logger="trice"):
-            a.add_remote_candidate(
-                trice.Candidate.from_sdp("candidate:1 1 udp 2130706431 peer.local 4000 typ host")
-            )
-        assert a.statistics().remote_candidates_dropped == 1
-        assert a._mdns is None  # (no mDNS socket: nothing asked)
-        (message,) = [r.getMessage() for r in caplog.records]
-        assert "left out: the transport policy is relay-only" in message
+    line = "candidate:1 1 udp 2130706431 peer.local 4000 typ host"
+    _ufrag, said = await _left_out(config, line, caplog)
+    (message,) = said
+    assert "left out: the transport policy is relay-only" in message
 
 
 async def test_remote_candidate_flood_stops_at_the_cap() -> None:

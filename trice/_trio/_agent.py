@@ -697,9 +697,10 @@ class Agent:
         name their ufrag, and leave out (and count) the others.  Those waiting while the
         peer's parameters are not known (at the start, or after a restart) count against
         ``max_remote_candidates``; those of a generation to come have a room of their own,
-        as large (past it, one is left out).  A ``.local`` one that waits is asked for at
-        once, and resolved (the answer at hand) once taken; an ICE restart meanwhile
-        forgets the answer.  After an ICE restart, an
+        as large (past it, one is left out).  A ``.local`` one is resolved once taken; one
+        that waits for the peer's parameters (not of a generation to come, whose restart
+        would forget the answer) is asked for at once, the answer at hand then.  After an
+        ICE restart, an
         end-of-candidates that comes before the peer's new parameters, while the earlier
         generation's may still be on its way, is taken for that one and ignored, unless
         it names the new ufrag: signal the new parameters first.
@@ -875,13 +876,13 @@ class Agent:
         once they come (the name is resolved then; an ICE restart meanwhile forgets it).
         Where mDNS is disabled or cannot open, nothing is asked: the candidate is left out
         when taken, and said so then."""
+        if self._no_mdns() is not None:
+            return
         ahead = self._ahead
         if ahead is None:
             ahead = self._ahead = {}
         asking = ahead.get(name)
-        if self._no_mdns() is not None or (
-            asking is not None and not asking.cancel_called  # (a restart's: asked anew)
-        ):
+        if asking is not None and not asking.cancel_called:  # (a restart's: asked anew)
             return
         try:
             mdns = self._open_mdns()
@@ -891,12 +892,12 @@ class Agent:
             scope = ahead[name] = trio.CancelScope()
             mdns.scopes.add(scope)
             self._nursery.start_soon(
-                self._resolve_ahead, mdns, name, scope, name=f"mdns ask {name}"
+                self._resolve_ahead, mdns, name, scope, ahead, name=f"mdns ask {name}"
             )
 
-    async def _resolve_ahead(self, mdns: Mdns, name: str, scope: trio.CancelScope) -> None:
-        ahead = self._ahead
-        assert ahead is not None
+    async def _resolve_ahead(
+        self, mdns: Mdns, name: str, scope: trio.CancelScope, ahead: dict[str, trio.CancelScope]
+    ) -> None:
         # (Cancelled by an ICE restart, and by parameters that do not take the name.)
         with scope:
             try:
