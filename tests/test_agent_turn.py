@@ -621,3 +621,32 @@ async def test_the_nohost_policy_says_so_too_with_an_external_address_in_the_hos
     assert "no candidate can be signalled" in str(reports["nohost"].error)
     assert "no candidate can be signalled" in caplog.text
     trice.AgentConfig(lite=True, network=network)  # (no ConfigError)
+
+
+async def test_a_relayed_candidate_pairs_with_no_address_the_peer_hid_behind_a_name(
+    coturn_tls: Coturn,
+) -> None:
+    """Alice signals her host candidate under a ``.local`` name only; Bob, who has a host
+    and a relayed candidate, resolves it: his host candidate pairs with the address, his
+    relayed one does not (the TURN server would learn what Alice hid: a check went there
+    through the relay)."""
+    alice_config = loopback_config()
+    alice_config = dataclasses.replace(
+        alice_config,
+        network=dataclasses.replace(alice_config.network, mdns=trice.MdnsMode.QUERY_AND_GATHER),
+    )
+    bob_config = dataclasses.replace(loopback_config(), ice_servers=[coturn_tls.ice_server("udp")])
+    async with (
+        trice.open_agent(alice_config, controlling=False) as alice,
+        trice.open_agent(bob_config, controlling=True) as bob,
+    ):
+        with trio.fail_after(10):
+            await alice.wait_gathering_complete()
+            await bob.wait_gathering_complete()
+        assert any(c.type is trice.CandidateType.RELAY for c in bob.local_candidates)
+        assert all(c.address.endswith(".local") for c in alice.local_candidates)
+        signal(alice, bob)
+        await connect_both(alice, bob)
+        remotes = {(s.pair.local.type, s.pair.remote.address) for s in bob.pair_statistics()}
+        assert (trice.CandidateType.HOST, "127.0.0.1") in remotes
+        assert not [r for r in remotes if r[0] is trice.CandidateType.RELAY and r[1] == "127.0.0.1"]

@@ -4699,12 +4699,15 @@ def test_ipv6_sources_as_a_socket_gives_them_are_taken() -> None:
     assert a.core._last_alive == later
 
 
-@pytest.mark.parametrize("source", [("10.0.0.9", 70000), ("10.0.0.9", -1), ("localhost", 4000)])
+@pytest.mark.parametrize(
+    "source", [("10.0.0.9", 70000), ("10.0.0.9", -1), ("localhost", 4000), ("10.0.0.9",)]
+)
 def test_a_request_from_no_address_a_socket_gives_is_a_usage_error(
     source: tuple[str, int],
 ) -> None:
-    """A shell's mistake, a source no socket gives (a port past 65535, a name), raises
-    UsageError, a TriceError (it was a bare ValueError from the encoder)."""
+    """A shell's mistake, a source no socket gives (a port past 65535, a name, a tuple of
+    one), raises UsageError, a TriceError (it was a bare ValueError from the encoder, or
+    an IndexError)."""
     _net, _a, b = two_agents(want=False)
     with pytest.raises(trice.UsageError, match="source must be an IP address and a port"):
         b.core.on_request(0, source, binding_request(b.core), 0.0)
@@ -4987,3 +4990,40 @@ def test_a_lite_agent_whose_paced_peer_vanished_is_disconnected_then_failed() ->
     assert S.DISCONNECTED in _lite_states(core)
     core.on_timer(45.0 + 25.0)
     assert S.FAILED in _lite_states(core)
+
+
+def test_an_address_hidden_then_signalled_as_it_is_pairs_with_the_relay() -> None:
+    """The peer hides its host behind a ``.local`` name and signals a server-reflexive
+    candidate at the same address (no NAT: libwebrtc does so with mDNS on).  Whichever
+    comes first, the address is disclosed once signalled as it is, and our relayed
+    candidate pairs with it (resolved first, it stayed hidden)."""
+    _net, _a, b = two_agents(exchange=False, want=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    generation = core.hold_remote()
+    assert core.release_remote(make_candidate("10.0.0.7", 4000), generation, hidden=True)
+    assert not [p for p in core.checklist if p.local.type is CandidateType.RELAY]
+    core.add_remote_candidate(
+        make_candidate("10.0.0.7", 4000, type=CandidateType.SRFLX, related=("0.0.0.0", 9))
+    )
+    pairs = {(p.local.type, p.remote.address) for p in core.checklist}
+    assert (CandidateType.RELAY, "10.0.0.7") in pairs
+
+
+def test_a_lite_agent_takes_no_pace_from_a_gap_with_data_in_it() -> None:
+    """Checks 2 s apart, a minute of data, one check, then the peer vanishes: the gap
+    before that check had data in it, no pace, so the lite agent is disconnected 12 s
+    after it (the minute's gap stretched it to 16.7 s)."""
+    core = _lite_core()
+    t = 0.0
+    for i in range(4):
+        _lite_check(core, t, i)
+        t += 2.0
+    while t < 62.0:
+        core.on_data(t, selected=True)
+        t += 0.5
+    _lite_check(core, t, 5)
+    _lite_states(core)
+    core.on_timer(t + 12.5)
+    assert S.DISCONNECTED in _lite_states(core)

@@ -394,3 +394,16 @@ def test_a_child_forked_while_a_thread_primes_a_key_primes_its_own() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], timeout=60, check=False)
     assert done.returncode == 0  # (242, the -14 of a child its alarm ended, before)
+
+
+def test_channel_data_from_a_datagram_ignores_what_follows_its_data() -> None:
+    """Over UDP what follows a ChannelData message's data is no part of it, padding or not
+    (RFC 8656 §12.6 drops only a datagram shorter than its length says): ``datagram=True``
+    reads the data and ignores the rest.  A stream's frame is exact: more than padding
+    after it is refused."""
+    frame = stun.encode_channel_data(0x4001, b"hello") + bytes(8)
+    assert stun.decode_channel_data(frame, datagram=True) == (0x4001, b"hello")
+    with pytest.raises(stun.StunDecodeError, match="more than padding"):
+        stun.decode_channel_data(frame)
+    with pytest.raises(stun.StunDecodeError, match="overruns"):
+        stun.decode_channel_data(frame[:8], datagram=True)

@@ -200,6 +200,7 @@ class AgentCore:
     __slots__ = (
         "_checking_since",
         "_consent_for",
+        "_data_at",
         "_disconnected_for",
         "_early",
         "_events",
@@ -207,6 +208,7 @@ class AgentCore:
         "_first_valid_at",
         "_held",
         "_hidden",
+        "_hiding",
         "_jitter",
         "_last_alive",
         "_last_consent",
@@ -367,6 +369,9 @@ class AgentCore:
         #: Remote addresses the peer signalled only under mDNS names (see release_remote):
         #: no relayed candidate pairs with them.
         self._hidden: set[Address] | None = None
+        self._hiding = False  # (release_remote is taking a hidden one: see above)
+        #: When a lite agent last had data from the peer (see _silence).
+        self._data_at = -math.inf
         #: After an ICE restart: the earlier generation's end-of-candidates may still come
         #: (it had not before the restart), and one before the peer's new parameters is
         #: taken for it (see :meth:`add_remote_candidate`).
@@ -784,6 +789,15 @@ class AgentCore:
         stale = self._stale
         if address in remotes and address != stale:
             self._adopt_signalled(candidate)
+            hidden = self._hidden
+            if hidden and address in hidden and not self._hiding:
+                # (Hidden behind a name, now signalled as it is: no longer hidden, and our
+                # relayed candidates pair with it, as in the other order.)
+                hidden.discard(address)
+                disclosed = remotes[address]
+                for local, base in self.local_candidates:
+                    if local.type is _RELAY:
+                        self._add_pair(local, disclosed, base)
             return True
         if self._held is not None:
             if not self._counted(address):
@@ -935,6 +949,11 @@ class AgentCore:
                     if self._hidden is None:
                         self._hidden = set()
                     self._hidden.add(key)
+                self._hiding = True
+                try:
+                    return self.add_remote_candidate(candidate)
+                finally:
+                    self._hiding = False
             return self.add_remote_candidate(candidate)
         finally:
             if end_held:
@@ -1535,6 +1554,7 @@ class AgentCore:
             # (Dated when it came: a sign of life told since, a keepalive indication, may
             # be later, and does not make it stale.)
             self._last_consent = now
+            self._data_at = now
         if now > self._last_alive:
             self._alive(now)
 
@@ -2119,7 +2139,12 @@ class AgentCore:
         ``disconnected_timeout``."""
         silence = self._disconnected_for
         selected = self.selected
-        if self.local.lite and selected is not None and self._last_alive <= selected.heard_at:
+        if (
+            self.local.lite
+            and selected is not None
+            and self._data_at < selected.heard_at - selected.heard_gap  # (none since both)
+            and self._last_alive <= selected.heard_at
+        ):
             paced = selected.heard_gap * JITTER_MAX
             if paced > silence:
                 return max(silence, min(paced, self._consent_for * 2 / 3))
@@ -2257,12 +2282,17 @@ class AgentCore:
         Returns the encoded response to send back (success or error), or ``None`` to drop it.
         RFC 8445 §7.3 (and RFC 8489 §6.3 for authentication errors).  A request that fails
         authentication changes no state.  ``source`` may be as an IPv6 socket gives it,
-        ``(host, port, flowinfo, scope_id)``: the core keeps ``(host, port)``.
+        ``(host, port, flowinfo, scope_id)``: the core keeps ``(host, port)``.  One from
+        port 0 is dropped (counted in ``requests_rejected``: a datagram may come from it,
+        spoofed, but no answer can go there).
 
         Raises:
-            UsageError: ``source`` is not an IP address and a port (of 1 to 65535).
+            UsageError: ``source`` is not an IP address and a port (a port past 65535, a
+                name, a tuple of one).
         """
         if len(source) != 2:
+            if len(source) < 2:
+                raise UsageError(f"a request's source must be an IP address and a port: {source!r}")
             source = (source[0], source[1])
         if request.method is not _BINDING or request.message_class is not _REQUEST:
             if request.method is _BINDING and request.message_class is _INDICATION:

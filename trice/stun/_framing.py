@@ -121,14 +121,19 @@ def encode_channel_data(
     return frame
 
 
-def decode_channel_data(data: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+def decode_channel_data(
+    data: bytes | bytearray | memoryview, *, datagram: bool = False
+) -> tuple[int, bytes]:
     """Parse a ChannelData message into ``(channel, application data)`` (RFC 8656 §12.4).
 
-    Up to 3 bytes of padding after the data are accepted (RFC 8656 §12.5).
+    Up to 3 bytes of padding after the data are accepted (RFC 8656 §12.5); from a
+    ``datagram`` (UDP), whatever follows the data is no part of it, and is ignored (§12.6
+    drops only a datagram shorter than its length says; Pion reads it so too).
 
     Raises:
         StunDecodeError: shorter than 4 bytes, the channel is outside 0x4000..0x4FFF, the
-            length field overruns the data, or more than padding follows it.
+            length field overruns the data, or (not a ``datagram``) more than padding
+            follows it.
     """
     total = len(data)
     if total < 4:
@@ -140,7 +145,7 @@ def decode_channel_data(data: bytes | bytearray | memoryview) -> tuple[int, byte
     extra = total - 4 - length
     if extra < 0:
         raise StunDecodeError("ChannelData length field overruns the data")
-    if extra > 3:
+    if extra > 3 and not datagram:
         raise StunDecodeError("ChannelData followed by more than padding")
     return channel, bytes(data[4 : 4 + length])
 

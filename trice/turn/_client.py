@@ -144,6 +144,7 @@ class TurnClient:
         self._software = stun.Software(software) if software else None
         self._new_tid = new_transaction_id
         self._state = TurnState.IDLE
+        self._relaying = False  # (see _move)
         self._realm: str | None = None
         self._nonce: str | None = None
         self._key: bytes | None = None
@@ -397,14 +398,8 @@ class TurnClient:
             return []
         first = data[0]
         if 0x40 <= first <= 0x4F:
-            if not self.reliable and len(data) > 7:
-                # (Over UDP what follows the length is no part of it, padding or not: RFC
-                # 8656 §12.5, §12.6 drops only a datagram shorter than its length says.)
-                end = 4 + ((data[2] << 8) | data[3])
-                if len(data) > end + 3:
-                    data = data[:end]
             try:
-                channel, payload = stun.decode_channel_data(data)
+                channel, payload = stun.decode_channel_data(data, datagram=not self.reliable)
             except stun.StunDecodeError:
                 self._counts["malformed"] += 1
                 return []
@@ -463,13 +458,6 @@ class TurnClient:
             p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
         )
 
-    @property
-    def _relaying(self) -> bool:
-        """Whether the server may relay peer data to us: the allocation is there (or being
-        deleted).  Failed or closed, it relays none (what comes is forged, or stale)."""
-        state = self._state
-        return state is TurnState.ALLOCATED or state is TurnState.CLOSING
-
     def _may_relay(self, p: Peer, now: float) -> bool:
         """Whether the server may still relay data on ``p``'s channel, though it does not
         count as bound: its binding may hold (a bind again running, or its lifetime not
@@ -519,6 +507,10 @@ class TurnClient:
         if nxt is not None:
             self._state = nxt
             self._dirty = True
+            # (Whether the server may relay peer data to us: the allocation is there, or
+            # being deleted.  Failed or closed, it relays none: what comes is forged, or
+            # stale.)
+            self._relaying = nxt is TurnState.ALLOCATED or nxt is TurnState.CLOSING
 
     def _fail(self, message: str, *, code: int | None, reason: str, **extra: Address) -> None:
         if self._state is TurnState.CLOSING:
