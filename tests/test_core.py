@@ -5027,3 +5027,42 @@ def test_a_lite_agent_takes_no_pace_from_a_gap_with_data_in_it() -> None:
     _lite_states(core)
     core.on_timer(t + 12.5)
     assert S.DISCONNECTED in _lite_states(core)
+
+
+def test_a_hidden_address_signalled_as_it_is_while_held_pairs_with_the_relay() -> None:
+    """A ``.local`` name (naming no ufrag) resolved before the peer's parameters, hidden;
+    a plain candidate at the address, naming the peer's ufrag, held for the parameters:
+    once they take it, the address is disclosed, and the relayed candidate pairs with it
+    (the candidates the parameters take did not disclose it)."""
+    _net, _a, b = two_agents(exchange=False, want=False)
+    core = b.core
+    core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    assert core.release_remote(make_candidate("10.0.0.7", 4000), core.hold_remote(), hidden=True)
+    plain = make_candidate("10.0.0.7", 4000, type=CandidateType.SRFLX, related=("0.0.0.0", 9))
+    assert core.add_remote_candidate(dataclasses.replace(plain, username_fragment="peer"))
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    pairs = {(p.local.type, p.remote.address) for p in core.checklist}
+    assert (CandidateType.RELAY, "10.0.0.7") in pairs
+
+
+def test_a_lite_agents_pace_from_a_gap_with_data_does_not_come_back() -> None:
+    """A minute of data between two checks, then checks 1 s apart (too close to set a
+    pace): the gap with data set no pace, and none comes back later, so once the peer
+    vanishes the lite agent is disconnected 12 s after its last check (the minute's gap
+    came back as the pace once the fast checks had moved past the data)."""
+    core = _lite_core()
+    t = 0.0
+    for i in range(4):
+        _lite_check(core, t, i)
+        t += 2.0
+    while t < 62.0:
+        core.on_data(t, selected=True)
+        t += 0.5
+    i = 5
+    while t < 130.0:
+        _lite_check(core, t, i % 200 + 5)
+        i += 1
+        t += 1.0
+    _lite_states(core)
+    core.on_timer(t - 1.0 + 12.5)
+    assert S.DISCONNECTED in _lite_states(core)

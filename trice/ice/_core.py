@@ -788,16 +788,7 @@ class AgentCore:
         remotes = self.remote_addresses
         stale = self._stale
         if address in remotes and address != stale:
-            self._adopt_signalled(candidate)
-            hidden = self._hidden
-            if hidden and address in hidden and not self._hiding:
-                # (Hidden behind a name, now signalled as it is: no longer hidden, and our
-                # relayed candidates pair with it, as in the other order.)
-                hidden.discard(address)
-                disclosed = remotes[address]
-                for local, base in self.local_candidates:
-                    if local.type is _RELAY:
-                        self._add_pair(local, disclosed, base)
+            self._adopt_known(candidate, address)
             return True
         if self._held is not None:
             if not self._counted(address):
@@ -975,12 +966,26 @@ class AgentCore:
             return
         address = remote_key(candidate)
         if address in self.remote_addresses and address != self._stale:
-            self._adopt_signalled(candidate)
+            self._adopt_known(candidate, address)
             return
         self._add_remote(candidate)
         # The answer to the peer's first check from this address (the check of a host
         # candidate comes from it), made ready now, while signaling goes on.
         prime_success(candidate.address, candidate.port)
+
+    def _adopt_known(self, candidate: Candidate, address: Address) -> None:
+        """A signalled candidate at a known remote ``address``: adopted (see
+        :meth:`_adopt_signalled`); and one hidden behind a name (see :meth:`release_remote`),
+        now signalled as it is, is hidden no more: our relayed candidates pair with it, as
+        in the other order."""
+        self._adopt_signalled(candidate)
+        hidden = self._hidden
+        if hidden and address in hidden and not self._hiding:
+            hidden.discard(address)
+            disclosed = self.remote_addresses[address]
+            for local, base in self.local_candidates:
+                if local.type is _RELAY:
+                    self._add_pair(local, disclosed, base)
 
     def _adopt_signalled(self, candidate: Candidate) -> None:
         """A signalled candidate whose address was learned first as peer-reflexive (its
@@ -2139,12 +2144,8 @@ class AgentCore:
         ``disconnected_timeout``."""
         silence = self._disconnected_for
         selected = self.selected
-        if (
-            self.local.lite
-            and selected is not None
-            and self._data_at < selected.heard_at - selected.heard_gap  # (none since both)
-            and self._last_alive <= selected.heard_at
-        ):
+        if self.local.lite and selected is not None and self._last_alive <= selected.heard_at:
+            # (heard_gap: a gap between checks with no data in it; none since the last.)
             paced = selected.heard_gap * JITTER_MAX
             if paced > silence:
                 return max(silence, min(paced, self._consent_for * 2 / 3))
@@ -2487,7 +2488,10 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
+            data_between = self._data_at > pair.heard_at
             pair.heard(now, self._consent_interval())
+            if data_between:
+                pair.heard_gap = 0.0  # (data came in the gap: no pace of checks, see _silence)
             if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
