@@ -636,13 +636,7 @@ async def test_a_relayed_candidate_pairs_with_no_address_the_peer_hid_behind_a_n
         network=dataclasses.replace(alice_config.network, mdns=trice.MdnsMode.QUERY_AND_GATHER),
     )
     bob_config = dataclasses.replace(loopback_config(), ice_servers=[coturn_tls.ice_server("udp")])
-    async with (
-        trice.open_agent(alice_config, controlling=False) as alice,
-        trice.open_agent(bob_config, controlling=True) as bob,
-    ):
-        with trio.fail_after(10):
-            await alice.wait_gathering_complete()
-            await bob.wait_gathering_complete()
+    async with gathered_pair(bob_config, alice_config) as (bob, alice):
         assert any(c.type is trice.CandidateType.RELAY for c in bob.local_candidates)
         assert all(c.address.endswith(".local") for c in alice.local_candidates)
         signal(alice, bob)

@@ -4737,6 +4737,10 @@ def test_a_candidate_of_another_component_is_left_out_and_counted() -> None:
     assert core.remote_candidates_dropped == before[1] + 1
 
 
+#: A relayed candidate of ours (see the tests of addresses hidden behind names).
+RELAYED = make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY)
+
+
 @pytest.mark.parametrize("relay_first", [True, False])
 def test_no_relayed_candidate_pairs_with_an_address_the_peer_hid_behind_a_name(
     relay_first: bool,
@@ -4748,10 +4752,9 @@ def test_no_relayed_candidate_pairs_with_an_address_the_peer_hid_behind_a_name(
     _net, _a, b = two_agents(exchange=False, want=False)
     core = b.core
     core.set_remote(IceParameters("peer", "p" * 22), 0.0)
-    relay = make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY)
 
     def add_relay() -> None:
-        core.add_local_candidate(relay, 9)
+        core.add_local_candidate(RELAYED, 9)
 
     if relay_first:
         add_relay()
@@ -4777,7 +4780,7 @@ def test_a_hidden_address_the_peers_check_taught_first_stays_hidden() -> None:
     _net, _a, b = two_agents(exchange=False, want=False)
     core = b.core
     core.set_remote(IceParameters("peer", "p" * 22), 0.0)
-    core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    core.add_local_candidate(RELAYED, 9)
     source = ("10.0.0.7", 4000)
     assert core.on_request(0, source, binding_request(core), 0.0) is not None
     generation = core.hold_remote()
@@ -4808,7 +4811,7 @@ def test_a_hidden_address_stays_hidden_after_a_restart_that_kept_its_pair() -> N
         x.core.set_local_complete()
 
     net, a, b = two_agents(exchange=False, want=False)
-    b.core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    b.core.add_local_candidate(RELAYED, 9)
     signal(a, b, hidden=False)
     signal(b, a, hidden=True)
     a.core.want_connection(net.now)
@@ -4943,6 +4946,19 @@ def _lite_states(core: AgentCore) -> list[ConnectionState]:
     return [e.state for e in core.drain_events() if isinstance(e, ConnectionStateChanged)]
 
 
+def _idle_then_a_minute_of_data(core: AgentCore) -> float:
+    """The peer checks the idle pair every 2 s (Pion's way), then sends a minute of data
+    with no check: the time after it."""
+    t = 0.0
+    for i in range(4):
+        _lite_check(core, t, i)
+        t += 2.0
+    while t < 62.0:
+        core.on_data(t, selected=True)
+        t += 0.5
+    return t
+
+
 def test_a_lite_agents_paced_silence_is_never_below_disconnected_timeout() -> None:
     """Checks 18 s apart with ``disconnected_timeout`` 20 s: the lite agent waits the 20 s
     it is told at least (the pace, capped at two thirds of its consent, made it 16.7 s)."""
@@ -4960,13 +4976,7 @@ def test_a_lite_agent_takes_no_pace_from_checks_with_data_between() -> None:
     after a minute of data is no pace, and once the peer vanishes the lite agent is
     disconnected 12 s after its last data (the minute's gap stretched it to 16.7 s)."""
     core = _lite_core()
-    t = 0.0
-    for i in range(4):
-        _lite_check(core, t, i)
-        t += 2.0
-    while t < 62.0:
-        core.on_data(t, selected=True)
-        t += 0.5
+    t = _idle_then_a_minute_of_data(core)
     _lite_check(core, t, 5)
     t += 0.5
     while t < 120.0:
@@ -5000,7 +5010,7 @@ def test_an_address_hidden_then_signalled_as_it_is_pairs_with_the_relay() -> Non
     _net, _a, b = two_agents(exchange=False, want=False)
     core = b.core
     core.set_remote(IceParameters("peer", "p" * 22), 0.0)
-    core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    core.add_local_candidate(RELAYED, 9)
     generation = core.hold_remote()
     assert core.release_remote(make_candidate("10.0.0.7", 4000), generation, hidden=True)
     assert not [p for p in core.checklist if p.local.type is CandidateType.RELAY]
@@ -5016,13 +5026,7 @@ def test_a_lite_agent_takes_no_pace_from_a_gap_with_data_in_it() -> None:
     before that check had data in it, no pace, so the lite agent is disconnected 12 s
     after it (the minute's gap stretched it to 16.7 s)."""
     core = _lite_core()
-    t = 0.0
-    for i in range(4):
-        _lite_check(core, t, i)
-        t += 2.0
-    while t < 62.0:
-        core.on_data(t, selected=True)
-        t += 0.5
+    t = _idle_then_a_minute_of_data(core)
     _lite_check(core, t, 5)
     _lite_states(core)
     core.on_timer(t + 12.5)
@@ -5036,7 +5040,7 @@ def test_a_hidden_address_signalled_as_it_is_while_held_pairs_with_the_relay() -
     (the candidates the parameters take did not disclose it)."""
     _net, _a, b = two_agents(exchange=False, want=False)
     core = b.core
-    core.add_local_candidate(make_candidate("198.51.100.9", 7000, type=CandidateType.RELAY), 9)
+    core.add_local_candidate(RELAYED, 9)
     assert core.release_remote(make_candidate("10.0.0.7", 4000), core.hold_remote(), hidden=True)
     plain = make_candidate("10.0.0.7", 4000, type=CandidateType.SRFLX, related=("0.0.0.0", 9))
     assert core.add_remote_candidate(dataclasses.replace(plain, username_fragment="peer"))
@@ -5051,13 +5055,7 @@ def test_a_lite_agents_pace_from_a_gap_with_data_does_not_come_back() -> None:
     vanishes the lite agent is disconnected 12 s after its last check (the minute's gap
     came back as the pace once the fast checks had moved past the data)."""
     core = _lite_core()
-    t = 0.0
-    for i in range(4):
-        _lite_check(core, t, i)
-        t += 2.0
-    while t < 62.0:
-        core.on_data(t, selected=True)
-        t += 0.5
+    t = _idle_then_a_minute_of_data(core)
     i = 5
     while t < 130.0:
         _lite_check(core, t, i % 200 + 5)
