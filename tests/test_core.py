@@ -1757,6 +1757,27 @@ def test_binding_indications_on_the_selected_pair_are_a_sign_of_life(which: str)
     assert (S.DISCONNECTED in b.states()) is (which != "from-the-pair")
 
 
+@pytest.mark.parametrize("which", ["from-the-pair", "from-elsewhere"])
+def test_an_idle_rfc5245_peers_keepalive_indications_keep_a_lite_agents_consent(
+    which: str,
+) -> None:
+    """An RFC 5245 full peer keeps an idle session with Binding indications every 15 s
+    (its §10), and sends no check once ICE is done: a lite agent, which sends none, takes
+    them as it takes data from the selected pair's remote address, and keeps the session
+    for a minute (it failed at ``failed_timeout``, as Pion's lite agent does not).  Ones
+    from another address keep nothing: failed."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    selected = b.core.selected
+    assert selected is not None
+    source = ("10.9.9.9", 6000) if which == "from-elsewhere" else selected.remote_address
+    net.drop(lambda p: p.sender == "a" and p.is_request)
+    for _ in range(4):
+        net.run_for(15.0)
+        b.core.on_request(selected.base, source, _keepalive_indication(), net.now)
+    assert (S.FAILED in b.states()) is (which != "from-the-pair")
+
+
 @pytest.mark.parametrize("nomination", list(Nomination))
 def test_an_agent_that_takes_control_after_its_pair_succeeded_nominates_it(
     nomination: Nomination,

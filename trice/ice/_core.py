@@ -2298,18 +2298,21 @@ class AgentCore:
         if request.method is not _BINDING or request.message_class is not _REQUEST:
             if request.method is _BINDING and request.message_class is _INDICATION:
                 # RFC 8445 §11's keepalive (an older peer's, RFC 5245): on the selected
-                # pair, a sign of life, as data is (not consent, which only answers to our
-                # checks give; an ICE-lite agent had not heard its peer at all between its
-                # checks).  It carries no integrity, so it is nothing more.
+                # pair, a sign of life, as data is.  It carries no integrity: for a full
+                # agent it is not consent, which only answers to its checks give.  An
+                # ICE-lite agent sends none, and an RFC 5245 peer sends only these once
+                # ICE is done (its §10): consent, as data from there is (see on_data).
                 selected = self.selected
                 if (
                     selected is not None
                     and not request.unknown_required  # (discarded: RFC 8489 §6.3.2)
                     and selected.base == base
                     and selected.remote_address == source
-                    and now > self._last_alive
                 ):
-                    self._alive(now)
+                    if self.local.lite and now > self._last_consent:
+                        self._last_consent = now
+                    if now > self._last_alive:
+                        self._alive(now)
             return None
         self.requests_received += 1
         if source[1] == 0:
