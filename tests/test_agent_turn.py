@@ -32,6 +32,7 @@ from loopback import (
     agents_alive,
     connect_both,
     cycle_collector_off,
+    events_so_far,
     exchange_each_way,
     gathered_pair,
     loopback_config,
@@ -92,6 +93,49 @@ async def test_relays_of_one_server_over_each_transport_have_foundations_of_thei
         relays = [c for c in a.local_candidates if c.type is trice.CandidateType.RELAY]
         assert len(relays) == 3
         assert len({c.foundation for c in relays}) == 3
+
+
+async def test_each_candidate_gathered_names_its_server_and_how_a_relay_reaches_it(
+    coturn_tls: Coturn,
+) -> None:
+    """The event of a server's candidate names that server's URL, and a relayed one how the
+    agent reaches its TURN server (the W3C's ``url`` and ``relayProtocol``): a WebRTC stack
+    reports them.  So do a late subscriber's, and an ICE restart's.  (NOHOST: on loopback
+    the address a STUN server sees is the host's, signalled only in its place.)"""
+    stun_url = f"stun:127.0.0.1:{coturn_tls.port}"
+    servers = [trice.IceServer(stun_url)]
+    servers += [coturn_tls.ice_server(transport) for transport in ("udp", "tcp", "tls")]
+    config = loopback_config(
+        ice_servers=servers,
+        transport_policy=trice.TransportPolicy.NOHOST,
+        timing=trice.Timing(gather_timeout=3.0),
+    )
+    expected = {
+        (trice.CandidateType.SRFLX, f"{stun_url}", None),
+        (trice.CandidateType.RELAY, f"turn:127.0.0.1:{coturn_tls.port}?transport=udp", "udp"),
+        (trice.CandidateType.RELAY, f"turn:127.0.0.1:{coturn_tls.port}?transport=tcp", "tcp"),
+        (trice.CandidateType.RELAY, f"turns:127.0.0.1:{coturn_tls.tls_port}?transport=tcp", "tls"),
+    }
+
+    def named(events: list[trice.Event]) -> set[tuple[trice.CandidateType, str | None, str | None]]:
+        return {
+            (e.candidate.type, e.url, e.relay_protocol)
+            for e in events
+            if isinstance(e, trice.CandidateGathered)
+        }
+
+    async with trice.open_agent(config, controlling=True) as agent:
+        async with agent.subscribe() as events:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            first = events_so_far(events)
+        assert named(first) == expected
+        async with agent.subscribe() as late:
+            assert named(events_so_far(late)) == expected
+            agent.restart(regather=True)
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            assert named(events_so_far(late)) == expected
 
 
 def _selected_relay(agent: trice.Agent) -> RelayTransport:

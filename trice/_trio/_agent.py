@@ -321,8 +321,9 @@ class Agent:
         self._transports: dict[int, Transport] = {}
         self._relays_at_close: tuple[RelayStatistics, ...] | None = None
         self._role_switches = 0  # (the core's count, as last logged: see _pump)
-        # (Each with its transport's base: a transport that ends takes its candidates away.)
-        self._signalled: list[tuple[Candidate, int]] = []
+        # (Each as its event said it, with its transport's base: a transport that ends
+        # takes its candidates away.)
+        self._signalled: list[tuple[CandidateGathered, int]] = []
         self._gathering = GatheringState.NEW
         # Made by the first subscribe; weak, so that a stream its subscriber dropped without
         # closing it (an ``async for`` left by a ``break``) is unsubscribed when collected.
@@ -421,7 +422,7 @@ class Agent:
     def local_candidates(self) -> tuple[Candidate, ...]:
         """The local candidates gathered so far, as signalled to the peer, but those of a
         TURN relay or UDP mux that has ended since."""
-        return tuple(candidate for candidate, _base in self._signalled)
+        return tuple(gathered.candidate for gathered, _base in self._signalled)
 
     @property
     def remote_parameters(self) -> IceParameters | None:
@@ -597,8 +598,8 @@ class Agent:
         stream = EventStream(max_buffer, subscribers.discard)
         if self._gathering is not GatheringState.NEW:
             stream._put(GatheringStateChanged(GatheringState.GATHERING))
-        for candidate, _base in self._signalled:
-            stream._put(CandidateGathered(candidate))
+        for gathered, _base in self._signalled:
+            stream._put(gathered)
         if self._gathering is GatheringState.COMPLETE:
             stream._put(GatheringStateChanged(GatheringState.COMPLETE))
         pair = self._core.selected_pair()
@@ -1334,7 +1335,11 @@ class Agent:
             self._gathering = state
             self._emit(GatheringStateChanged(state))
 
-    def _add_local(self, candidate: Candidate, base: int, *, signal: bool) -> None:
+    def _add_local(
+        self, candidate: Candidate, base: int, *, signal: bool, url: ServerUrl | None = None
+    ) -> None:
+        """Add a local candidate on transport ``base`` (signalled to the peer if ``signal``),
+        which the STUN or TURN server ``url`` gave, if any."""
         candidate = unique_priority(candidate, base, self._core.local_candidates)
         network = self.config.network
         external = None
@@ -1378,8 +1383,14 @@ class Agent:
                 candidate = dataclasses.replace(
                     candidate, related_address=unspecified, related_port=0
                 )
-            self._signalled.append((candidate, base))
-            self._emit(CandidateGathered(candidate))
+            if url is None:
+                gathered = CandidateGathered(candidate)
+            else:
+                relayed = candidate.type is CandidateType.RELAY
+                protocol = ("tls" if url.secure else url.transport) if relayed else None
+                gathered = CandidateGathered(candidate, str(url), protocol)
+            self._signalled.append((gathered, base))
+            self._emit(gathered)
         self._pump()
 
     # ------------------------------------------------------------------ multicast DNS

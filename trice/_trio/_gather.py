@@ -580,7 +580,7 @@ async def _probe_relay(
     with trio.move_on_at(started + agent.config.timing.gather_timeout) as probing:
         alive = await transport.probe()
     if alive or probing.cancelled_caught:
-        agent._add_local(candidate, transport.base, signal=True)
+        agent._add_local(candidate, transport.base, signal=True, url=transport.server)
         agent._report(GatherReport(str(transport.server), trio.current_time() - started, 1))
         return
     logger.info(
@@ -1097,8 +1097,10 @@ async def gather_srflx(
     if agent._mapped is None:
         agent._mapped = set()
     shown = any(  # (a host candidate of this socket went out under an address)
-        base == transport.base and c.type is CandidateType.HOST and not c.address.endswith(".local")
-        for c, base in agent._signalled
+        base == transport.base
+        and (c := gathered.candidate).type is CandidateType.HOST
+        and not c.address.endswith(".local")
+        for gathered, base in agent._signalled
     )
     if key in agent._mapped or (address == transport.local_address and shown):
         # No NAT in between (the host candidate is the address), or a mapping another
@@ -1118,7 +1120,7 @@ async def gather_srflx(
         return
     agent._mapped.add(key)
     candidate = srflx_candidate(base_candidate, address, url.host, key=agent._key)
-    agent._add_local(candidate, transport.base, signal=True)
+    agent._add_local(candidate, transport.base, signal=True, url=url)
     agent._report(GatherReport(source, elapsed, 1))
 
 
@@ -1183,7 +1185,7 @@ async def gather_relay(
     candidate = relay_candidate(
         transport.local_address, transport.mapped_address, obtained_from, key=agent._key
     )
-    agent._add_local(candidate, base, signal=True)
+    agent._add_local(candidate, base, signal=True, url=url)
     agent._report(GatherReport(str(url), trio.current_time() - started, 1))
 
 

@@ -112,9 +112,22 @@ class CandidatePair:
 
 @dataclass(frozen=True, slots=True)
 class CandidateGathered:
-    """A local candidate was gathered; signal it to the peer (trickle ICE, RFC 8838)."""
+    """A local candidate was gathered; signal it to the peer (trickle ICE, RFC 8838).
+
+    Attributes:
+        candidate: the candidate, as the peer is to see it.
+        url: the URL of the STUN or TURN server that gave it, written out
+            (``str(ServerUrl)``: ``"turn:203.0.113.5:3478?transport=udp"``), as the W3C's
+            ``RTCPeerConnectionIceEvent.url``; ``None`` for a host candidate and for one a
+            1:1 NAT's configured address gave (``NetworkConfig.external_addresses``).
+        relay_protocol: for a relayed candidate, how the agent reaches its TURN server:
+            ``"udp"``, ``"tcp"`` or ``"tls"`` (the W3C's ``relayProtocol``); ``None`` for
+            the others.
+    """
 
     candidate: Candidate
+    url: str | None = None
+    relay_protocol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
