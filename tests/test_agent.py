@@ -18,9 +18,10 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import hypothesis
@@ -39,7 +40,7 @@ from trice._trio._transport import READ_BATCH, UdpTransport
 from trice.ice._core import PINGBACK_MIN, AgentCore
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 from loopback import (
     HAS_IPV6,
@@ -1353,6 +1354,80 @@ async def test_a_body_raising_a_group_gets_it_back_as_it_was() -> None:
             async with trice.open_agent(loopback_config(), controlling=True):
                 raise mine
         assert caught.value is mine
+
+
+@pytest.mark.parametrize("resource", ["agent", "udp mux", "tcp mux"])
+def test_a_bodys_group_of_one_comes_back_as_it_was_in_trios_old_mode(resource: str) -> None:
+    """Under ``strict_exception_groups=False`` (trio's old mode) trio's nursery hands the
+    body's group on as it is (a copy): out of open_agent and the muxes it comes as the very
+    object; it came out flattened to its one exception, the body's frame gone from the
+    traceback."""
+    openers: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[object]]] = {
+        "agent": lambda: trice.open_agent(loopback_config(), controlling=True),
+        "udp mux": lambda: trice.open_udp_mux("127.0.0.1"),
+        "tcp mux": lambda: trice.open_tcp_mux("127.0.0.1"),
+    }
+    mine = ExceptionGroup("mine", [ValueError("a")])
+    out: list[BaseException] = []
+
+    async def main() -> None:
+        try:
+            async with openers[resource]():
+                raise mine
+        except BaseException as exc:  # (what came out, whatever it is)
+            out.append(exc)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", trio.TrioDeprecationWarning)
+        trio.run(main, strict_exception_groups=False)
+    assert out == [mine] and out[0] is mine
+
+
+async def test_a_group_an_agents_task_raises_alone_comes_out_as_that_group() -> None:
+    """A failure of the agent's own task comes out as itself (trio's nursery group taken
+    off), a group that the task raised itself (the user's filter, here) whole: it came out
+    flattened to its one exception, the group's message lost."""
+
+    def refuse(address: object) -> bool:
+        raise ExceptionGroup("the filter's own", [ValueError("a")])
+
+    base = loopback_config()
+    config = dataclasses.replace(base, network=dataclasses.replace(base.network, ip_filter=refuse))
+    with pytest.raises(ExceptionGroup) as caught:
+        with trio.fail_after(5):
+            async with trice.open_agent(config, controlling=True):
+                await trio.sleep_forever()
+    assert caught.value.message == "the filter's own"
+    assert [type(e) for e in caught.value.exceptions] == [ValueError]
+
+
+async def test_a_wait_cancelled_in_connect_or_an_event_stream_carries_no_context() -> None:
+    """A timeout of connect() or of a task reading events: the Cancelled behind the
+    TooSlowError has no context, as from trio's own waits.  connect() waited on its socket
+    inside the ``except BlockingIOError`` clause of its read, and the stream inside ``except
+    trio.WouldBlock``: each traceback said the cancellation came "during handling of"
+    an error that never was."""
+
+    def chain(exc: BaseException | None) -> list[str]:
+        out: list[str] = []
+        while exc is not None:
+            out.append(type(exc).__name__)
+            exc = exc.__cause__ or exc.__context__
+        return out
+
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        async with agent.subscribe() as events:
+            events_so_far(events)
+            with pytest.raises(trio.TooSlowError) as caught:
+                with trio.fail_after(0.05):
+                    await events.receive()
+            assert chain(caught.value) == ["TooSlowError", "Cancelled"]
+        agent.set_remote_parameters("peer", "p" * 22)
+        with pytest.raises(trio.TooSlowError) as caught:
+            with trio.fail_after(0.2):
+                await agent.connect()
+        assert chain(caught.value) == ["TooSlowError", "Cancelled"]
 
 
 async def test_a_bodys_group_beside_an_enclosing_cancellation_stays_a_group() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import ipaddress
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -752,6 +754,25 @@ async def test_an_interface_name_that_is_not_utf8_is_a_clear_error(
         async with trice.open_agent(loopback_config(), controlling=True) as agent:
             await agent.wait_gathering_complete()
     assert not isinstance(info.value, UnicodeError)
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.ENOBUFS])
+async def test_interfaces_the_system_refuses_to_show_are_a_trice_error(
+    code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ifaddr's read fails (a sandbox that refuses the netlink socket: EACCES; short of
+    memory: ENOBUFS): a TriceError out of open_agent, the OSError its cause, as errors.rst
+    says (the bare OSError came out, which ``except trice.TriceError`` missed)."""
+
+    def refuse() -> list[Any]:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(ifaddr, "get_adapters", refuse)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    with pytest.raises(trice.TriceError, match="the interfaces cannot be read") as info:
+        async with trice.open_agent(loopback_config(), controlling=True) as agent:
+            await agent.wait_gathering_complete()
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == code
 
 
 def test_a_dhcpv6_address_in_a_temporary_ones_prefix_is_not_gathered_either(

@@ -956,8 +956,9 @@ class Agent:
             TypeError: ``regather`` is not a :class:`bool`; nothing changes then.
             LimitError: with ``regather``, no file descriptor is left to read the
                 interfaces with; nothing changes then.
-            TriceError: with ``regather``, an interface's name is not UTF-8 (ifaddr reads
-                no interface then); nothing changes then.
+            TriceError: with ``regather``, the interfaces cannot be read: an interface's
+                name is not UTF-8 (ifaddr reads no interface then), or the system refuses
+                (the OSError is its ``__cause__``); nothing changes then.
 
         With ``regather``, what the network config's filters raise as the interfaces are
         read comes from here too, before anything changes.  They are read in this call,
@@ -1715,6 +1716,14 @@ class Agent:
                 try:
                     data, source = sock.recvfrom(65536)
                 except (BlockingIOError, InterruptedError):
+                    data = None  # (waited on below: not in this clause, whose exception
+                    # would be the context of a cancellation that comes in the wait)
+                except OSError:
+                    if transport.closed:
+                        break
+                    read += 1  # (an ICMP error, say: a read all the same, for the batch)
+                    continue
+                if data is None:
                     if checkpoint:
                         checkpoint = False
                         await trio.lowlevel.checkpoint()
@@ -1728,11 +1737,6 @@ class Agent:
                         self._connect_blocked = False
                     if transport.closed:
                         break
-                    continue
-                except OSError:
-                    if transport.closed:
-                        break
-                    read += 1  # (an ICMP error, say: a read all the same, for the batch)
                     continue
                 read += 1
                 if ipv6:
@@ -2175,9 +2179,10 @@ def open_agent(
     Errors: an exception raised in the body propagates as itself (not wrapped in an
     exception group).  A failure inside the agent's own tasks (a bug, or
     :class:`~trice.LimitError` when file descriptors run out while gathering, a
-    :class:`~trice.TriceError` when an interface's name is not UTF-8, which ifaddr cannot
-    read) cancels the body and propagates as itself too; only several simultaneous failures
-    come out as an :class:`ExceptionGroup`.
+    :class:`~trice.TriceError` when the interfaces cannot be read: an interface's name is
+    not UTF-8, which ifaddr cannot read, or the system refuses) cancels the body and
+    propagates as itself too (a group the task raised itself, whole); only several
+    simultaneous failures come out as an :class:`ExceptionGroup`.
     """
     if config is None:
         config = AgentConfig()

@@ -55,6 +55,10 @@ async def exit_nursery(
     try:
         return bool(await manager.__aexit__(exc_type, exc, tb))
     except BaseExceptionGroup as group:
+        if exc is not None and _same(group, exc):
+            # (trio's nursery under ``strict_exception_groups=False`` hands the block's
+            # own group on unwrapped, a copy: it goes on as itself, the very object.)
+            return False
         failed = group
         cancelled, rest = group.split(trio.Cancelled)
         if rest is None:
@@ -77,7 +81,7 @@ async def exit_nursery(
                 own = exc.split(trio.Cancelled)[1]
                 if own is not None and _same(failed.exceptions[0], own):
                     _raise_as_itself(own)
-        alone = leaves(failed)
+        alone = _failures(failed)
         if len(alone) != 1:
             raise
         _raise_as_itself(alone[0])
@@ -90,7 +94,7 @@ def raise_alone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     enclosing scope's cancellation beside it does not count (as in :func:`exit_nursery`:
     it comes again at that scope's next checkpoint)."""
     rest = group.split(trio.Cancelled)[1]
-    alone = leaves(group if rest is None else rest)
+    alone = _failures(group if rest is None else rest)
     if len(alone) != 1:
         raise group
     _raise_as_itself(alone[0])
@@ -120,6 +124,26 @@ def _same(seen: BaseException, raised: BaseException) -> bool:
         and len(seen.exceptions) == len(raised.exceptions)
         and all(_same(a, b) for a, b in zip(seen.exceptions, raised.exceptions, strict=True))
     )
+
+
+#: The message of the groups trio's nurseries raise (a group with another is a task's own
+#: failure, not to be taken apart).
+_NURSERY_GROUP = "Exceptions from Trio nursery"
+
+
+def _failures(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The failures a nursery's ``group`` holds: the groups of trio's nurseries (a task of
+    trice's may run one of its own) taken apart, however deep; any other group, one a
+    task raised itself (a filter of the user's, say), kept whole, as trio keeps it."""
+    if group.message != _NURSERY_GROUP:
+        return [group]
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_failures(exc))
+        else:
+            out.append(exc)
+    return out
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -101,8 +101,9 @@ _indexes: dict[str, int] = {}
 
 
 class UnreadableInterfaces(TriceError):
-    """ifaddr cannot read the interfaces (a name that is not UTF-8): a TriceError to the
-    user; a watch of address changes tries again later (see ``_netwatch``)."""
+    """ifaddr cannot read the interfaces (a name that is not UTF-8, or an OSError from the
+    system: a sandbox's refusal, say): a TriceError to the user; a watch of address changes
+    tries again later (see ``_netwatch``)."""
 
 
 def forget_adapters() -> None:
@@ -168,7 +169,8 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
-        raise
+        # (A sandbox that refuses the netlink socket, EACCES; short of memory, ENOBUFS.)
+        raise UnreadableInterfaces(f"the interfaces cannot be read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:  # (ifaddr reads every name as UTF-8, or none)
         raise UnreadableInterfaces(
             f"an interface's name is not UTF-8 ({bytes(exc.object)!r:.60}), and ifaddr reads "

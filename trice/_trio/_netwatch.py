@@ -282,8 +282,9 @@ def address_changes(
         LimitError: no file descriptor is left to read the interfaces with as the watch
             starts.  Later, a read that finds none is logged and tried again (at the next
             poll or notice), and the watch goes on.
-        TriceError: an interface's name is not UTF-8 as the watch starts (ifaddr reads no
-            interface then); later, as for a descriptor short.
+        TriceError: the interfaces cannot be read as the watch starts (an interface's
+            name is not UTF-8, which ifaddr cannot read, or the system refuses); later, as
+            for a descriptor short.
         UsageError: no trio run is going on (under asyncio, say), at the first value.
 
     What ``network``'s own filters raise ends the watch, raised from it.

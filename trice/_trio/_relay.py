@@ -92,12 +92,9 @@ class _UdpConnection:
         out: list[bytes] = []
         while True:
             try:
-                data = self.sock.recv(65536)
+                data: bytes | None = self.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                if out:
-                    return out
-                await trio.lowlevel.wait_readable(self.sock)
-                continue
+                data = None  # (waited on below: see Agent._read_until_change)
             except (ConnectionRefusedError, ConnectionResetError) as exc:
                 # (An ICMP port unreachable: ECONNREFUSED, or on Windows WSAECONNRESET.)
                 if out:
@@ -109,6 +106,11 @@ class _UdpConnection:
                 if out:
                     return out
                 await trio.lowlevel.checkpoint()  # other ICMP errors: UDP carries on
+                continue
+            if data is None:
+                if out:
+                    return out
+                await trio.lowlevel.wait_readable(self.sock)
                 continue
             out.append(data)
             if len(out) >= READ_BATCH:

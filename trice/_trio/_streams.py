@@ -87,8 +87,10 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                event = self.receive_nowait()
+                event: Event | None = self.receive_nowait()
             except trio.WouldBlock:
+                event = None  # (parked below: see Agent._read_until_change)
+            if event is None:
                 await self._lot.park()
                 continue
             await trio.lowlevel.cancel_shielded_checkpoint()

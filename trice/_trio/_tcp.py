@@ -448,12 +448,14 @@ class TcpTransport:
         budget = READ_BATCH
         while budget > 0:
             try:
-                data = sock.recv(65536)
+                data: bytes | None = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                await trio.lowlevel.wait_readable(sock)
-                return True
+                data = None  # (waited on below: see Agent._read_until_change)
             except OSError:
                 return False
+            if data is None:
+                await trio.lowlevel.wait_readable(sock)
+                return True
             if not data:
                 return False
             datagrams = reader.feed(data)
@@ -474,11 +476,13 @@ class TcpTransport:
                 try:
                     sent = sock.send(pending)
                 except (BlockingIOError, InterruptedError):
-                    await trio.lowlevel.wait_writable(sock)
-                    continue
+                    sent = -1  # (waited on below: see Agent._read_until_change)
                 except OSError:
                     self._close_link(link)
                     return
+                if sent < 0:
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
                 del pending[:sent]
             self._senders.unpark_all()
 
@@ -527,19 +531,24 @@ async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, A
         try:
             sock, source = listener.accept()
         except (BlockingIOError, InterruptedError):
-            try:
-                await trio.lowlevel.wait_readable(listener)
-            except trio.ClosedResourceError:
-                return None
-            continue
+            short = False
         except OSError as exc:
             if listener.fileno() == -1:
                 return None
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                _accept_failed(who, exc)
-                await trio.sleep(0.1)
-            continue  # (a connection reset before it was accepted, say)
-        return sock, (source[0].split("%", 1)[0], source[1])
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                continue  # (a connection reset before it was accepted, say)
+            _accept_failed(who, exc)
+            short = True
+        else:
+            return sock, (source[0].split("%", 1)[0], source[1])
+        # (Waited on out of the except clauses: see Agent._read_until_change.)
+        if short:
+            await trio.sleep(0.1)
+            continue
+        try:
+            await trio.lowlevel.wait_readable(listener)
+        except trio.ClosedResourceError:
+            return None
 
 
 #: An accept that fails for want of descriptors or memory is warned of at most once in

@@ -211,8 +211,10 @@ async def _first_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
     with trio.move_on_after(_tcp.PROVE_WITHIN):
         while True:
             try:
-                data = sock.recv(65536)
+                data: bytes | None = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
+                data = None  # (waited on below: see Agent._read_until_change)
+            if data is None:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             if not data:
