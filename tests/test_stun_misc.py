@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from trice import stun
 from trice._errors import StateError
 
-# --- classifier (RFC 7983) ------------------------------------------------------------------
+# --- classifier (RFC 7983, RFC 9443) ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -33,12 +33,12 @@ from trice._errors import StateError
         (63, stun.PacketKind.DTLS),
         (64, stun.PacketKind.TURN_CHANNEL),
         (79, stun.PacketKind.TURN_CHANNEL),
-        (80, stun.PacketKind.OTHER),
-        (127, stun.PacketKind.OTHER),
+        (80, stun.PacketKind.QUIC),
+        (127, stun.PacketKind.QUIC),
         (128, stun.PacketKind.RTP),
         (191, stun.PacketKind.RTP),
-        (192, stun.PacketKind.OTHER),
-        (255, stun.PacketKind.OTHER),
+        (192, stun.PacketKind.QUIC),
+        (255, stun.PacketKind.QUIC),
     ],
 )
 def test_classify(first: int, kind: stun.PacketKind) -> None:

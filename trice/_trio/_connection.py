@@ -625,9 +625,10 @@ def _looks_like_stun(data: bytes | bytearray | memoryview) -> bool:
 
 def _stun_like() -> UsageError:
     """A datagram to send looks like STUN: the peer would take it for STUN (RFC 7983's
-    first byte, and STUN's magic cookie), not data, and drop it (Pion refuses it too)."""
+    first byte, and STUN's magic cookie), not data, and drop it (Pion's rule is wider: see
+    data.rst)."""
     return UsageError(
-        "a datagram whose first byte is 0 to 3 and whose bytes 4 to 8 are STUN's magic "
+        "a datagram whose first byte is 0 to 3 and whose bytes 4 to 7 are STUN's magic "
         "cookie (21 12 a4 42) is taken for STUN by the peer, not data (RFC 7983): it would "
         "be dropped"
     )

@@ -1,4 +1,5 @@
-"""Telling packets apart and framing them: the RFC 7983 demultiplexer, TURN ChannelData
+"""Telling packets apart and framing them: the RFC 7983 demultiplexer (with RFC 9443's
+QUIC), TURN ChannelData
 (RFC 8656 §12) and STUN/ChannelData framing over TCP and TLS (RFC 8489 §6.2.2, RFC 8656 §12.5).
 """
 
@@ -27,14 +28,18 @@ CHANNEL_MAX: Final = 0x4FFF
 
 
 class PacketKind(str, Enum):
-    """What the first byte of a packet says it is (RFC 7983 §7, RFC 5764 §5.1.2)."""
+    """What the first byte of a packet says it is (RFC 7983 §7 as RFC 9443 §3 updates it,
+    RFC 5764 §5.1.2).  64..79 is TURN ChannelData, or QUIC on a socket that TURN does not
+    use (RFC 9443 §4): :func:`classify` says ``TURN_CHANNEL``, and only the application
+    knows whether TURN is in use."""
 
     STUN = "stun"  #: 0..3
     ZRTP = "zrtp"  #: 16..19
     DTLS = "dtls"  #: 20..63
     TURN_CHANNEL = "turn-channel"  #: 64..79
+    QUIC = "quic"  #: 80..127 and 192..255 (RFC 9443; 64..79 too, where TURN is not in use)
     RTP = "rtp"  #: 128..191 (RTP and RTCP)
-    OTHER = "other"  #: anything else, and the empty packet
+    OTHER = "other"  #: 4..15, and the empty packet
 
 
 def _kind_of(byte: int) -> PacketKind:
@@ -48,6 +53,8 @@ def _kind_of(byte: int) -> PacketKind:
         return PacketKind.TURN_CHANNEL
     if 128 <= byte <= 191:
         return PacketKind.RTP
+    if byte >= 80:
+        return PacketKind.QUIC
     return PacketKind.OTHER
 
 
@@ -55,7 +62,8 @@ _KINDS: Final = tuple(_kind_of(b) for b in range(256))
 
 
 def classify(data: bytes | bytearray | memoryview) -> PacketKind:
-    """Classify a packet by its first byte, as RFC 7983 §7 demultiplexes one port.
+    """Classify a packet by its first byte, as RFC 7983 §7 (updated by RFC 9443 for QUIC)
+    demultiplexes one port.
 
     This is a table look-up; it does not check that the packet is well formed.
     """
