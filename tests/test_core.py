@@ -5085,3 +5085,59 @@ def test_a_lite_agents_pace_from_a_gap_with_data_does_not_come_back() -> None:
     _lite_states(core)
     core.on_timer(t - 1.0 + 12.5)
     assert S.DISCONNECTED in _lite_states(core)
+
+
+def test_a_lite_agents_data_told_after_the_check_that_ended_its_gap_counts_in_that_gap() -> None:
+    """The trio shell tells a lite agent's core of data at the core's next deadline (dated
+    when it came), and of the peer's checks at once: checks 2 s apart, data from 6.5 s to
+    16.5 s, a check at 17 s, the data told at 18 s.  The gap before the check at 17 s had
+    data, so it sets no pace, and the peer gone, the agent is disconnected 12 s after that
+    check (the data was taken for none, dated before the check, and the 11 s gap paced
+    the wait: 13.2 s)."""
+    core = _lite_core()
+    for i, t in enumerate((0.0, 2.0, 4.0, 6.0)):
+        _lite_check(core, t, i)
+    _lite_check(core, 17.0, 5)
+    core.on_data(16.5, selected=True)
+    core.on_timer(18.0)
+    _lite_states(core)
+    core.on_timer(17.0 + 12.5)
+    assert S.DISCONNECTED in _lite_states(core)
+
+
+def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_checked() -> None:
+    """The peer nominated two pairs (aggressive nomination), checks the selected one every
+    15 s and sends data over it all along; 3 s after its last check there, a check on the
+    other nominated pair: the selected pair is in use, not quiet, and stays selected (a
+    gap with data had its pace forgotten, and 2.4 s of quiet was taken for the peer
+    leaving the pair: the lite agent moved)."""
+    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
+    core.add_remote_candidate(make_candidate("10.0.0.3", 5000, local_pref=100))
+    core.add_remote_candidate(None)
+    used, backup = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
+    tids = iter(range(1, 250))
+
+    def check(now: float, source: tuple[str, int], *, nominate: bool = False) -> None:
+        core.on_timer(now)
+        request = binding_request(
+            core,
+            use_candidate=nominate,
+            controlling=True,
+            tid=bytes([next(tids)]) * 12,
+            priority=1_845_501_695 if source == used else 100,
+        )
+        assert core.on_request(0, source, request, now) is not None
+
+    check(0.0, used, nominate=True)
+    check(0.05, backup, nominate=True)
+    assert core.selected is not None and core.selected.remote_address == used
+    t = 0.1
+    for when in (15.0, 30.0, 45.0, 48.0):
+        while t < when:
+            core.on_data(t, selected=True)
+            t += 0.5
+        check(when, used if when < 48.0 else backup)
+    assert core.selected.remote_address == used

@@ -172,6 +172,7 @@ class Pair:
         "answered_at",
         "base",
         "checks_sent",
+        "data_in_gap",
         "foundation",
         "heard_at",
         "heard_gap",
@@ -212,6 +213,7 @@ class Pair:
         self.peer_checked = False
         self.heard_at = -math.inf  # when the peer's last check on this pair came
         self.heard_gap = 0.0  # how long after the one before it
+        self.data_in_gap = False  # (a lite agent's: data came in that gap, see heard)
         self.pinged_back = False
         self.pingback_at = 0.0
         self.checks_sent = 0
@@ -242,13 +244,20 @@ class Pair:
             else compute_pair_priority(valid, self.remote, controlling)
         )
 
-    def heard(self, now: float, floor: float) -> None:
+    def heard(self, now: float, floor: float, *, data_since: float = -math.inf) -> None:
         """A check of the peer's on the pair came at ``now``; the gap since the one before is
         its pace, unless shorter than ``floor`` (a copy of a check, a retransmission, the
         checks' first burst: the pace stays as it was, which a gap that short would not
-        change for the agent, which waits its own consent interval at least)."""
+        change for the agent, which waits its own consent interval at least).
+        ``data_since``: when data last came (an ICE-lite agent's): data since the check
+        before marks the gap (``data_in_gap``), whose pace then says nothing of how far
+        apart the peer's checks come when idle; a later gap without data clears it."""
+        data = data_since > self.heard_at
         if self.heard_at != -math.inf and now - self.heard_at >= floor:
             self.heard_gap = now - self.heard_at
+            self.data_in_gap = data
+        elif data:
+            self.data_in_gap = True
         self.heard_at = now
 
     def timed(self, rtt: float) -> None:

@@ -1555,11 +1555,19 @@ class AgentCore:
         """
         if self.selected is None:
             return
-        if selected and self.local.lite and now > self._last_consent:
-            # (Dated when it came: a sign of life told since, a keepalive indication, may
-            # be later, and does not make it stale.)
-            self._last_consent = now
-            self._data_at = now
+        if selected and self.local.lite:
+            if now > self._last_consent:
+                # (Dated when it came: a sign of life told since, a keepalive indication,
+                # may be later, and does not make it stale.)
+                self._last_consent = now
+            if now > self._data_at:
+                self._data_at = now
+                pair = self.selected
+                if pair.heard_at - pair.heard_gap < now < pair.heard_at:
+                    # Told after the check that ended the gap it came in (the shell tells
+                    # a lite agent's data at its next deadline, a check at once): that gap
+                    # had data.
+                    pair.data_in_gap = True
         if now > self._last_alive:
             self._alive(now)
 
@@ -2144,8 +2152,12 @@ class AgentCore:
         ``disconnected_timeout``."""
         silence = self._disconnected_for
         selected = self.selected
-        if self.local.lite and selected is not None and self._last_alive <= selected.heard_at:
-            # (heard_gap: a gap between checks with no data in it; none since the last.)
+        if (
+            self.local.lite
+            and selected is not None
+            and self._last_alive <= selected.heard_at  # (no data since the last check)
+            and not selected.data_in_gap  # (nor in the gap before it)
+        ):
             paced = selected.heard_gap * JITTER_MAX
             if paced > silence:
                 return max(silence, min(paced, self._consent_for * 2 / 3))
@@ -2491,10 +2503,7 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
-            data_between = self._data_at > pair.heard_at
-            pair.heard(now, self._consent_interval())
-            if data_between:
-                pair.heard_gap = 0.0  # (data came in the gap: no pace of checks, see _silence)
+            pair.heard(now, self._consent_interval(), data_since=self._data_at)
             if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
