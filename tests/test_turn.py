@@ -1407,6 +1407,26 @@ def test_close_deallocates() -> None:
     assert client.poll_transmit(6.0) is None
 
 
+def test_a_deallocation_is_sent_again_within_the_half_second_a_closing_client_waits() -> None:
+    """The shell waits 0.5 s for the deallocation's answer (DEALLOCATE_WAIT): its copies go
+    at 0, 125 and 375 ms, so that one lost leaves no allocation on the server for its
+    lifetime (one went, the next at the client's 0.5 s RTO, when the wait ended).  A later
+    copy's 437, the server having taken an earlier one, closes it."""
+    client, server = allocated()
+    client.close(5.0)
+    sent = []
+    for now in (5.0, 5.1, 5.125, 5.3, 5.375, 5.499):
+        client.on_timer(now)
+        while (wire := client.poll_transmit(now)) is not None:
+            sent.append((now, stun.decode(wire).transaction_id))
+    assert [now for now, _ in sent] == [5.0, 5.125, 5.375]
+    assert len({tid for _, tid in sent}) == 1
+    (_, tid) = sent[0]
+    mismatch = stun.Message(Method.REFRESH, stun.MessageClass.ERROR, tid, [stun.ErrorCode(437)])
+    client.on_server_data(mismatch.encode(integrity_key=server.key), 5.45)
+    assert state(client) is TurnState.CLOSED
+
+
 def test_close_times_out_to_closed() -> None:
     client, server = allocated()
     server.silent = True

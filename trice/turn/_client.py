@@ -21,6 +21,7 @@ from ._records import (
     CHANNEL_LIFETIME,
     CHANNEL_REFRESH,
     CHANNEL_REUSE,
+    DEALLOCATE_RTO,
     FIRST_CHANNEL,
     IDLE,
     LAST_CHANNEL,
@@ -563,7 +564,15 @@ class TurnClient:
                 target.busy = False
             self._fail(f"TURN {kind.value} failed: {exc}", code=None, reason="request too long")
             return
-        schedule = stun.RetransmissionSchedule(self._rto, reliable=self.reliable, ti=self._ti)
+        rto = self._rto
+        if kind is Kind.DEALLOCATE:
+            # (A client that closes waits a moment only, DEALLOCATE_WAIT in the shell: copies
+            # go DEALLOCATE_RTO and three times that after the first, so that one lost on
+            # the way does not leave the allocation on the server until its lifetime ends.
+            # A server that took an earlier copy answers a later one with a 437, taken as
+            # done.)
+            rto = min(rto, DEALLOCATE_RTO)
+        schedule = stun.RetransmissionSchedule(rto, reliable=self.reliable, ti=self._ti)
         schedule.start(now)
         self._transactions[tid] = Transaction(
             kind, wire, schedule, key is not None, stale, target, key, self._realm

@@ -51,6 +51,11 @@ CHANNEL_REUSE: Final = 300.0
 #: when its refresh is due: it lapses (the server forgets it when its lifetime ends).  An ICE
 #: agent checks many peers through a relay, and goes on with one of them at most.
 IDLE: Final = 240.0
+#: The first retransmission timeout of a deallocation (a Refresh of LIFETIME 0, RFC 8656
+#: §8), if shorter than the client's: a client that closes waits half a second at most for
+#: the answer (the trio shell's ``DEALLOCATE_WAIT``), in which its copies go at 0, 125 and
+#: 375 ms.
+DEALLOCATE_RTO: Final = 0.125
 #: Channel numbers (RFC 8656 §12).
 FIRST_CHANNEL: Final = 0x4000
 LAST_CHANNEL: Final = 0x4FFF
