@@ -364,7 +364,8 @@ class Timing:
             becomes disconnected (20 s at most when ``failed_timeout`` is over 30 s, which
             consent's 30 s cuts down: disconnected comes first).  An ICE-lite agent hears
             the peer through its checks, which RFC 7675 paces 4-6 s apart, and its data: it
-            waits 12 s at least (but not past two thirds of ``failed_timeout``), so that one
+            waits 12 s at least (but not past two thirds of ``failed_timeout``, or of 30 s
+            if that is less: consent's), so that one
             check missed on an idle pair is no disconnection, and, while only checks come,
             as far apart as the last two (an RFC 5245 peer's 15 s), within the same bound.
             At least 12 ms.

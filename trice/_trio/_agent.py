@@ -714,7 +714,8 @@ class Agent:
         counted in :attr:`AgentStatistics.remote_candidates_dropped`.  Any other name (or a
         ``.local`` one with mDNS disabled, or relay-only) is left out, logged and counted
         at once (RFC 8839 §5.1), and so is an address no check may go to (unspecified,
-        multicast, broadcast), port 0, or a component other than 1 (the agent has one:
+        multicast, broadcast), port 0 (but an active ICE-TCP candidate's, whose port means
+        nothing, RFC 6544 §4.5), or a component other than 1 (the agent has one:
         RTCP's, 2, of a peer without rtcp-mux).
 
         Raises:

@@ -2167,7 +2167,8 @@ class AgentCore:
         """How long the peer's silence on ``pair`` means it left it: longer than its checks
         there may be apart, jitter included, as far apart as the last two (5 s for a peer
         that paces consent as RFC 7675 says), or this agent's consent checks, if that is
-        longer; but at most half this agent's consent, which must outlast the wait."""
+        longer; but at most 0.6 of this agent's consent (half, before jitter), which must
+        outlast the wait."""
         pace = min(pair.heard_gap, self._consent_for / 2)
         return max(self._consent_interval(), pace) * JITTER_MAX
 

@@ -74,7 +74,9 @@ def is_stun(data: bytes | bytearray | memoryview) -> bool:
     """Whether *data* looks like an RFC 5389/8489 STUN message (RFC 8489 §5, RFC 7983 §7).
 
     True when it is at least 20 bytes, the top two bits are zero and bytes 4..7 hold the
-    magic cookie.  Cheap; :func:`decode` does the full check.
+    magic cookie.  Cheap; :func:`decode` does the full check.  (An agent takes a datagram
+    of 8 to 19 bytes that starts so for STUN too, a malformed one: not data, see the data
+    guide.)
     """
     return len(data) >= 20 and data[0] < 4 and data[4:8] == MAGIC_COOKIE_BYTES
 
