@@ -5141,3 +5141,12 @@ def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_ch
             t += 0.5
         check(when, used if when < 48.0 else backup)
     assert core.selected.remote_address == used
+    # A peer that checks only an idle pair (Pion's way) sends none over the selected pair
+    # while data flows: 25 s of data and no check there, then one on the backup pair.  (It
+    # was taken for quiet after 18 s, 0.6 of consent, and the lite agent moved.)
+    while t < 73.0:
+        core.on_data(t, selected=True)
+        core.on_timer(t)
+        t += 0.5
+    check(73.0, backup)
+    assert core.selected.remote_address == used

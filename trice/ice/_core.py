@@ -2116,14 +2116,14 @@ class AgentCore:
         it checks the pair at once; one whose consent ran out is checked first, and followed
         once that check is answered (see :meth:`_proven`)."""
         selected = self.selected
-        if (
-            selected is None
-            or selected is pair
-            or not pair.nominated
-            or now - selected.heard_at < self._quiet_after(selected)
-        ):
+        if selected is None or selected is pair or not pair.nominated:
             return False
         lite = self.local.lite
+        # (A lite agent hears data over the selected pair too: a peer that checks only an
+        # idle pair, Pion's way, sends no check there while data flows.)
+        heard = max(selected.heard_at, self._data_at) if lite else selected.heard_at
+        if now - heard < self._quiet_after(selected):
+            return False
         if not lite and now >= pair.proven_at + self._consent_for:
             # No answer on the pair in the last 30 s: no consent for data there (RFC 7675
             # §5.1).  A check of consent's on it first (one an RTO at most, whatever the rate
