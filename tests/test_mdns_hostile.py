@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import ifaddr
 import pytest
 import trio
 import trio.testing
@@ -28,6 +29,7 @@ from test_mdns import GATHER, QUERY, _config, _mdns_of, _next_message, listener
 
 import trice
 from trice import mdns
+from trice._trio import _gather
 from trice._trio import _mdns as mdns_shell
 from trice._trio._agent import _named
 from trice._trio._mdns import Mdns, open_mdns
@@ -475,6 +477,22 @@ async def test_out_of_file_descriptors_mdns_is_off_and_the_candidate_dropped(
         agent.add_remote_candidate(_host("somebody.local", 40000))
         assert agent._mdns is False
         assert agent.statistics().remote_candidates_dropped == 1
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.EACCES])
+def test_interfaces_that_cannot_be_read_have_no_link_local_one(
+    code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mDNS reads which interfaces have link-local addresses as it opens or follows the
+    links: interfaces that cannot be read then (no descriptor, or the system refuses) have
+    none, rather than the error escaping (EACCES, a TriceError now, escaped)."""
+
+    def refuse() -> list[Any]:
+        raise OSError(code, "refused")
+
+    monkeypatch.setattr(ifaddr, "get_adapters", refuse)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    assert Mdns._link_local_indexes() == frozenset()
 
 
 async def test_a_named_candidate_after_end_of_candidates_is_refused_even_with_mdns_off() -> None:

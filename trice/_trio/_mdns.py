@@ -31,6 +31,7 @@ import trio
 from trice._config import NetworkConfig
 from trice._errors import LimitError, MdnsDecodeError
 from trice._trio._gather import (
+    UnreadableInterfaces,
     interface_index,
     interface_of,
     link_local_interfaces,
@@ -292,8 +293,8 @@ class Mdns:
     def _link_local_indexes() -> frozenset[int]:
         try:
             return frozenset(interface_index(name) for name in link_local_interfaces())
-        except (LimitError, OSError):  # (no descriptor to read the interfaces with: none)
-            return frozenset()
+        except (LimitError, UnreadableInterfaces, OSError):
+            return frozenset()  # (the interfaces cannot be read now: none)
 
     def _link_of(self, address: str, arrived_on: int | None = None) -> Link | None:
         """The link ``address`` is on, of those the socket joined; ``None`` if none.  An
