@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import dataclasses
 import errno
+import functools
 import gc
 import itertools
 import logging
@@ -1865,6 +1866,26 @@ def test_config_validation() -> None:
     assert trice.NetworkConfig().external_address("10.0.0.5") is None
     # A port range as JSON gives it (a list) is taken, as a tuple.
     assert trice.NetworkConfig(port_range=[50000, 50099]).port_range == (50000, 50099)  # type: ignore[arg-type]
+
+
+def test_an_async_filter_is_a_config_error() -> None:
+    """A filter written ``async def`` (an easy slip in a trio program): its coroutine, never
+    awaited, was taken as true, so a filter that refused every address took them all."""
+
+    async def refuse(address: object) -> bool:
+        return False
+
+    class Refuser:
+        async def __call__(self, address: object) -> bool:
+            return False
+
+    hooks: list[Any] = [refuse, functools.partial(refuse), Refuser()]
+    for hook in hooks:
+        with pytest.raises(trice.ConfigError, match="interface_filter must be a plain function"):
+            trice.NetworkConfig(interface_filter=hook)
+        with pytest.raises(trice.ConfigError, match="ip_filter must be a plain function"):
+            trice.NetworkConfig(ip_filter=hook)
+    assert trice.NetworkConfig(ip_filter=lambda address: False).ip_filter is not None
 
 
 async def test_custom_credentials_and_port_range() -> None:

@@ -157,6 +157,50 @@ async def _gathered_through_a_name(
         trio.socket.set_custom_hostname_resolver(None)
 
 
+class _NoNames(_Names):
+    """A resolver of the test's own that knows no name (nothing goes to a DNS server)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.asked: list[bytes | None] = []
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[_AddrInfo]:
+        self.asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["turn:turn.test:3478?transport=udp", "turn:turn.test:3478?transport=tcp", "turns:turn.test"],
+)
+async def test_a_turn_server_name_that_does_not_resolve_is_reported_so(url: str) -> None:
+    """Over every transport a TURN server name that no resolver knows is reported as
+    ``unresolvable`` (over TCP and TLS it said "unreachable")."""
+    resolver = _NoNames()
+    trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        config = loopback_config(
+            ice_servers=[trice.IceServer(url, "user", "pass")],
+            timing=trice.Timing(gather_timeout=1.0),
+        )
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(5):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source != "host"]
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+    assert report.candidates == 0 and report.error == "unresolvable"
+    assert resolver.asked and all(host == b"turn.test" for host in resolver.asked)
+
+
 def _silent_socket(stack: contextlib.ExitStack) -> socket.socket:
     """A UDP socket on 127.0.0.1, bound and never read: requests to it vanish."""
     sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))

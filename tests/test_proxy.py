@@ -735,6 +735,11 @@ def test_an_https_proxys_tls_context() -> None:
         trice.ProxyUrl.parse("http://proxy.example:3128", ssl_context=context)
     with pytest.raises(trice.ConfigError, match=r"must be an ssl\.SSLContext"):
         trice.ProxyUrl("https", "proxy.example", 443, ssl_context="yes")  # type: ignore[arg-type]
+    # A server's context makes no client: refused here (it raised ssl.SSLError out of the
+    # agent, the proxy's connection left open).
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with pytest.raises(trice.ConfigError, match="PROTOCOL_TLS_SERVER"):
+        trice.ProxyUrl.parse("https://proxy.example:443", ssl_context=server_side)
 
 
 async def test_a_proxy_whose_rules_forbid_the_port() -> None:

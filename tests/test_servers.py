@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ssl
 from typing import Any
 
 import pytest
@@ -318,6 +319,22 @@ def test_stun_server_may_carry_unused_credentials() -> None:
 
 
 # -- TransportPolicy ----------------------------------------------------------------------------
+
+
+def test_an_ice_servers_tls_context_is_a_clients_for_a_turns_url() -> None:
+    """``ssl_context`` is for ``turns:`` URLs: given for a server with none, it would be
+    silently unused (the user believing TLS protects the connection); a server's context
+    (PROTOCOL_TLS_SERVER) makes no client, and raised ssl.SSLError out of the agent, its
+    connection left open."""
+    client = ssl.create_default_context()
+    assert IceServer("turns:turn.example", "u", "p", ssl_context=client).ssl_context is client
+    mixed = IceServer(["turn:turn.example", "turns:turn.example"], "u", "p", ssl_context=client)
+    assert mixed.ssl_context is client
+    with pytest.raises(ConfigError, match="for turns: URLs only"):
+        IceServer("turn:turn.example?transport=tcp", "u", "p", ssl_context=client)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with pytest.raises(ConfigError, match="PROTOCOL_TLS_SERVER"):
+        IceServer("turns:turn.example", "u", "p", ssl_context=server_side)
 
 
 def test_transport_policy() -> None:

@@ -7,6 +7,7 @@ that a bad value fails where it is written, with a :class:`~trice.ConfigError` n
 from __future__ import annotations
 
 import enum
+import inspect
 import ipaddress
 import math
 import re
@@ -137,6 +138,12 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         )
 
 
+def _is_async(hook: Callable[..., object]) -> bool:
+    """Whether calling ``hook`` makes a coroutine: an async function (or a partial of one),
+    or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetworkConfig:
     """Which local addresses host gathering uses.
@@ -229,8 +236,15 @@ class NetworkConfig:
         object.__setattr__(self, "external_addresses", _external_addresses(self.external_addresses))
         object.__setattr__(self, "tcp_candidates", _tcp_candidates(self.tcp_candidates))
         for name in ("interface_filter", "ip_filter"):
-            if getattr(self, name) is not None and not callable(getattr(self, name)):
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
                 raise ConfigError(f"NetworkConfig.{name} must be callable or None")
+            if hook is not None and _is_async(hook):
+                # (Its coroutine, never awaited, would be taken as true: every address.)
+                raise ConfigError(
+                    f"NetworkConfig.{name} must be a plain function, not an async one: it is "
+                    "called as the interfaces are read, and must answer at once"
+                )
         if not (self.ipv4 or self.ipv6):
             raise ConfigError("NetworkConfig: at least one of ipv4 and ipv6 must be enabled")
         if self.port_range is not None:

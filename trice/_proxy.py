@@ -107,6 +107,11 @@ class ProxyUrl:
                 raise ConfigError("the proxy's ssl_context must be an ssl.SSLContext or None")
             if _SCHEMES[scheme] != "https":
                 raise ConfigError("an ssl_context is for an https:// proxy only")
+            if self.ssl_context.protocol == ssl.PROTOCOL_TLS_SERVER:
+                raise ConfigError(
+                    "the proxy's ssl_context is a server's (PROTOCOL_TLS_SERVER): a client's "
+                    "is needed, ssl.create_default_context() say"
+                )
         host = self.host if isinstance(self.host, str) else ""
         canonical = canonical_ip(host)
         if canonical is None:

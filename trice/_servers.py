@@ -364,6 +364,15 @@ class IceServer:
 
             if not isinstance(ssl_context, ssl.SSLContext):
                 raise ConfigError("ssl_context must be an ssl.SSLContext or None")
+            if ssl_context.protocol == ssl.PROTOCOL_TLS_SERVER:
+                raise ConfigError(
+                    "ssl_context is a server's (PROTOCOL_TLS_SERVER): a TURN client needs a "
+                    "client's, ssl.create_default_context() say"
+                )
+            if not any(url.secure for url in self.urls):
+                raise ConfigError(
+                    "an ssl_context is for turns: URLs only, and this server has none"
+                )
         object.__setattr__(self, "ssl_context", ssl_context)
 
 

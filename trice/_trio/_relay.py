@@ -579,6 +579,8 @@ async def _connect(
             direct = await trio.open_tcp_stream(
                 server.host, server.port, local_address=bind_address
             )
+        except socket.gaierror as exc:  # (a name no resolver knows)
+            raise _Lost(f"cannot resolve {server.host!r}: {exc}", "unresolvable") from exc
         except OSError as exc:
             raise _unreachable(exc) from exc
         tcp, source = direct, _source(direct)
@@ -648,9 +650,13 @@ async def _tls(
     (``ssl_context``, else the system's authorities).  A failed handshake closes ``stream``
     and raises ``lost(what, reason)``: reason ``"certificate"`` or ``"tls"``."""
     context = ssl_context if ssl_context is not None else await _default_tls_context()
-    tls = trio.SSLStream(
-        stream, context, server_hostname=hostname, https_compatible=https_compatible
-    )
+    try:
+        tls = trio.SSLStream(
+            stream, context, server_hostname=hostname, https_compatible=https_compatible
+        )
+    except (ssl.SSLError, ValueError) as exc:  # (a context that makes no client: see IceServer)
+        await trio.aclose_forcefully(stream)
+        raise lost(f"TLS cannot start: {exc}", "tls") from exc
     try:
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
