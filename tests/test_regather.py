@@ -6,6 +6,7 @@ accepts other addresses than before (127.0.0.1, then ::1)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import AsyncIterator
@@ -314,6 +315,56 @@ async def test_a_filter_that_raises_leaves_the_agent_as_it_was() -> None:
         a.restart(regather=True)
         await a.wait_gathering_complete()
         assert a.local_candidates == before
+
+
+@pytest.mark.parametrize("case", ["mdns open", "mdns off", "mux"])
+async def test_a_filter_that_raises_for_mdns_leaves_the_agent_as_it_was(case: str) -> None:
+    """mDNS's read of the interfaces is made with the others, before the restart changes
+    anything.  It came after, the filter raising from there: with mDNS open (an IPv6 agent,
+    whose mDNS asks the filter of IPv4 addresses), restart raised with the ufrag changed;
+    with mDNS off at the first gathering (no IPv4 address passed), also with the gathering
+    left ``gathering`` for good, every later restart(regather=True) refused; on a UDP mux,
+    whose agents read no host address, any filter that raised did the same."""
+    if case != "mux" and not HAS_IPV6:
+        pytest.skip("the host has no IPv6 loopback (::1)")
+    mode = ["take"]
+
+    def ip_filter(ip: trice.IPAddress) -> bool:
+        if ip.version == 4 and mode[0] == "raise":
+            raise RuntimeError("the filter broke")
+        if ip.version == 4 and case == "mdns off":
+            return False
+        return ip.is_loopback
+
+    if case == "mux":
+        network = dataclasses.replace(loopback_config().network, ip_filter=ip_filter)
+    else:
+        network = trice.NetworkConfig(
+            ip_filter=ip_filter, include_loopback=True, ipv4=False, ipv6=True
+        )
+    network = dataclasses.replace(network, mdns=trice.MdnsMode.QUERY_AND_GATHER)
+    config = trice.AgentConfig(network=network, timing=trice.Timing(gather_timeout=2.0))
+    async with contextlib.AsyncExitStack() as stack:
+        mux = (
+            await stack.enter_async_context(trice.open_udp_mux("127.0.0.1"))
+            if case == "mux"
+            else None
+        )
+        a = await stack.enter_async_context(trice.open_agent(config, controlling=True, mux=mux))
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert bool(a._mdns) is (case != "mdns off")
+        ufrag = a.local_parameters.ufrag
+        mode[0] = "raise"
+        with pytest.raises(RuntimeError, match="the filter broke"):
+            a.restart(regather=True)
+        assert a.local_parameters.ufrag == ufrag
+        assert a.gathering_state is trice.GatheringState.COMPLETE
+        mode[0] = "take"
+        a.restart(regather=True)
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        assert a.local_parameters.ufrag != ufrag
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")

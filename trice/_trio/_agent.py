@@ -59,6 +59,7 @@ from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffe
 from trice._trio._exits import exit_nursery, open_block_nursery, raise_alone, require_trio
 from trice._trio._gather import (
     GatherReport,
+    MdnsLinks,
     finish_gathering,
     gather_anew,
     gather_local,
@@ -1397,12 +1398,15 @@ class Agent:
 
     # ------------------------------------------------------------------ multicast DNS
 
-    def _open_mdns(self) -> Mdns | None:
-        """The agent's :class:`Mdns`, opened (and its task started) on first need; ``None``
+    def _open_mdns(self, links: MdnsLinks | None = None) -> Mdns | None:
+        """The agent's :class:`Mdns`, opened (and its task started) on first need, on
+        ``links`` if given (as a gathering anew read them: see ``Surroundings``); ``None``
         if it cannot be (a warning, the first time)."""
         mdns = self._mdns
         if mdns is None:
-            opened = open_mdns(self.config.network, self._now, warn=not self._mdns_quiet)
+            opened = open_mdns(
+                self.config.network, self._now, warn=not self._mdns_quiet, links=links
+            )
             self._mdns = False if opened is None else opened
             if opened is not None:
                 self._nursery.start_soon(opened.serve, name=f"mdns {self._local.ufrag}")

@@ -418,7 +418,12 @@ def interface_of(address: str) -> str | None:
     return None
 
 
-def mdns_interfaces(network: NetworkConfig) -> list[tuple[str, str, ipaddress.IPv4Network]]:
+#: The interfaces mDNS runs on: each one's name, first IPv4 address and network (see
+#: :func:`mdns_interfaces`).
+MdnsLinks = list[tuple[str, str, ipaddress.IPv4Network]]
+
+
+def mdns_interfaces(network: NetworkConfig) -> MdnsLinks:
     """For multicast DNS: the name and first IPv4 address of each interface that the filters
     accept (loopback only with ``include_loopback``; the ``ipv4`` switch aside: mDNS runs over
     IPv4 whichever family the candidates are), with the interface's network (its link)."""
@@ -615,9 +620,18 @@ async def gather_host(agent: Agent) -> None:
     _hosts(agent, host_addresses(agent.config.network), started, anew=False)
 
 
-def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: bool) -> None:
+def _hosts(
+    agent: Agent,
+    hosts: Sequence[HostAddress],
+    started: float,
+    *,
+    anew: bool,
+    links: MdnsLinks | None = None,
+) -> None:
     """The host candidates of ``hosts`` (each on the socket the agent has at its address: a
     gathering anew; or on a new one), and their ICE-TCP ones; then the host report.
+    ``links``: the interfaces mDNS is to open on, as a gathering anew read them (else read
+    now).
 
     At the first gathering, a socket that cannot be bound for want of descriptors raises
     :class:`~trice.LimitError` (out of :func:`~trice.open_agent`); anew, the restart has
@@ -626,7 +640,7 @@ def _hosts(agent: Agent, hosts: Sequence[HostAddress], started: float, *, anew: 
     signal = agent.config.transport_policy is TransportPolicy.ALL
     before = len(agent._signalled)
     if signal and hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
-        agent._open_mdns()  # (first: the candidates are signalled under names it answers for)
+        agent._open_mdns(links)  # (first: the candidates are signalled under names it answers)
     sockets = {
         t.local_address[0]: t
         for t in agent._transports.values()
@@ -676,12 +690,17 @@ def _withheld(agent: Agent) -> str | None:
     return "host candidates withheld: mDNS could not be opened"
 
 
-def _mux_hosts(agent: Agent, started: float) -> None:
+def _mux_hosts(
+    agent: Agent,
+    started: float,
+    links: MdnsLinks | None = None,
+) -> None:
     """Host candidates at the muxes' addresses, shared with their other agents (a passive
-    TCP one at a TCP mux's), and the host report (for a gathering anew too)."""
+    TCP one at a TCP mux's), and the host report (for a gathering anew too, whose read of
+    the interfaces mDNS is to open on is ``links``)."""
     signal = agent.config.transport_policy is TransportPolicy.ALL
     if signal and agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
-        agent._open_mdns()  # (first: the candidates are signalled under names)
+        agent._open_mdns(links)  # (first: the candidates are signalled under names)
     before = len(agent._signalled)
     added = 0
     for rank, share in enumerate(agent._muxes):
@@ -797,11 +816,13 @@ def _udp_host(
 class Surroundings:
     """What a gathering anew reads before the ICE restart changes anything (so that a
     filter that raises leaves the agent as it was): the host addresses the config's filters
-    take now, and every address the machine has (a relay is of use only while the address
-    its connection leaves from is one of them)."""
+    take now, every address the machine has (a relay is of use only while the address its
+    connection leaves from is one of them), and the interfaces mDNS runs on now
+    (:func:`mdns_interfaces`), where mDNS is open or may be opened."""
 
     hosts: tuple[HostAddress, ...]
     machine: frozenset[str]
+    links: MdnsLinks | None = None
 
 
 def read_surroundings(agent: Agent) -> Surroundings:
@@ -812,9 +833,13 @@ def read_surroundings(agent: Agent) -> Surroundings:
     """
     forget_adapters()
     machine = machine_addresses()
+    network = agent.config.network
+    links = None
+    if agent._mdns is not None or network.mdns is MdnsMode.QUERY_AND_GATHER:
+        links = mdns_interfaces(network)  # (see _follow_links, and Agent._open_mdns)
     if agent._muxes or agent._tcp_shares or agent.config.transport_policy is TransportPolicy.RELAY:
-        return Surroundings((), machine)
-    return Surroundings(tuple(host_addresses(agent.config.network)), machine)
+        return Surroundings((), machine, links)
+    return Surroundings(tuple(host_addresses(network)), machine, links)
 
 
 def gather_anew(agent: Agent, now: Surroundings) -> None:
@@ -856,7 +881,7 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
             and transport.base != carrying
         ):
             transport.close()  # (its task deallocates it; a new one is asked for below)
-    _follow_links(agent)
+    _follow_links(agent, now.links)
     core.gather_anew()
     agent._signalled.clear()
     agent._mapped = None
@@ -865,26 +890,27 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
     policy = agent.config.transport_policy
     if policy is not TransportPolicy.RELAY:
         if agent._muxes or agent._tcp_shares:
-            _mux_hosts(agent, started)
+            _mux_hosts(agent, started, now.links)
         else:
             _close_gone(agent, now.hosts, carrying)
-            _hosts(agent, now.hosts, started, anew=True)
+            _hosts(agent, now.hosts, started, anew=True, links=now.links)
     if has_server_sources(agent):
         agent._nursery.start_soon(gather_servers, agent, relays, name="gather")
     else:
         finish_gathering(agent)
 
 
-def _follow_links(agent: Agent) -> None:
-    """mDNS at a gathering anew, whatever the mode: an open one follows the links of now
-    (before the new candidates are named); one that could not be opened is tried again
-    when next needed (an interface may have come; that try does not warn again)."""
+def _follow_links(agent: Agent, links: MdnsLinks | None) -> None:
+    """mDNS at a gathering anew, whatever the mode: an open one follows the links of now,
+    ``links`` (before the new candidates are named); one that could not be opened is
+    tried again when next needed (an interface may have come; that try does not warn
+    again)."""
     mdns = agent._mdns
     if mdns is False:
         agent._mdns = None
         agent._mdns_quiet = True
     elif mdns is not None:
-        mdns.follow_links(agent.config.network)
+        mdns.follow_links(agent.config.network, links)
 
 
 def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None) -> None:

@@ -31,6 +31,7 @@ import trio
 from trice._config import NetworkConfig
 from trice._errors import LimitError, MdnsDecodeError
 from trice._trio._gather import (
+    MdnsLinks,
     UnreadableInterfaces,
     interface_index,
     interface_of,
@@ -151,9 +152,14 @@ class Mdns:
             link = self._link_of(address)
         return link
 
-    def follow_links(self, network: NetworkConfig) -> None:
-        """A gathering anew: the interfaces ``network`` accepts now, told apart by their
-        index (a membership belongs to an interface, not to an address).
+    def follow_links(
+        self,
+        network: NetworkConfig,
+        read: MdnsLinks | None = None,
+    ) -> None:
+        """A gathering anew: the interfaces ``network`` accepts now (``read``, if they were
+        read already: :func:`mdns_interfaces`), told apart by their index (a membership
+        belongs to an interface, not to an address).
 
         An interface still there keeps its membership (its address and network are taken
         as they are now: a renumbering); one gone is left, and one that came (a new index:
@@ -166,7 +172,7 @@ class Mdns:
         have = {link[2]: link for link in self._links}
         links: list[Link] = []
         came = []
-        for interface, address, network_ in mdns_interfaces(network):
+        for interface, address, network_ in mdns_interfaces(network) if read is None else read:
             index = interface_index(interface)
             if index and have.pop(index, None) is not None:
                 links.append((address, network_, index))
@@ -420,13 +426,18 @@ def _join(
 
 
 def open_mdns(
-    network: NetworkConfig, now: Callable[[], float], *, warn: bool = True
+    network: NetworkConfig,
+    now: Callable[[], float],
+    *,
+    warn: bool = True,
+    links: MdnsLinks | None = None,
 ) -> Mdns | None:
-    """An :class:`Mdns` on the interfaces ``network`` accepts, or ``None`` (logged: a
-    warning, or with ``warn`` false a debug message) if none has an IPv4 address or the
-    socket cannot be made."""
+    """An :class:`Mdns` on the interfaces ``network`` accepts (``links``, if they were read
+    already: :func:`mdns_interfaces`), or ``None`` (logged: a warning, or with ``warn``
+    false a debug message) if none has an IPv4 address or the socket cannot be made."""
     log = logger.warning if warn else logger.debug
-    links = mdns_interfaces(network)
+    if links is None:
+        links = mdns_interfaces(network)
     if not links:
         log("mDNS: no interface with an IPv4 address passes the filters; mDNS off")
         return None
