@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 import trice.ice._checklist as checklist_module
 from trice._config import Nomination, Timing
@@ -308,6 +310,62 @@ def test_many_pairs_are_indexed_and_found_alike() -> None:
     assert checklist.find(0, remotes[-1].transport_address) is not None
     assert checklist._index is not None and len(checklist._index) == len(checklist)
     assert list(checklist) == sorted(checklist, key=lambda p: -p.priority)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    st.integers(min_value=1, max_value=12),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=6),  # the remote's preference (ties share one)
+            st.sampled_from(["add", "keep", "fail", "succeed", "nominate", "check"]),
+            st.integers(min_value=0, max_value=40),  # which pair a state change is made to
+        ),
+        max_size=60,
+    ),
+)
+def test_the_list_orders_and_prunes_as_sorting_and_dropping_the_lowest_would(
+    cap: int, steps: list[tuple[int, str, int]]
+) -> None:
+    """Against a model of the list (every pair appended and the whole list sorted, stably;
+    past the cap, failed pairs dropped lowest first, then frozen and waiting ones, never a
+    nominated one nor the pair a check asks for): the same pairs, in the same order, the
+    same count pruned and the same answer from ``add``, whatever the ties and states.  (The
+    list inserts a pair where it goes and stops pruning once within the cap.)"""
+    checklist = CheckList(max_pairs=cap)
+    model: list[Pair] = []
+    pruned = 0
+    for n, (pref, action, which) in enumerate(steps):
+        if action in ("add", "keep"):
+            remote = cand(f"10.0.5.{n + 1}", 6000, pref=pref * 100)
+            added = checklist.add(L4, remote, 0, controlling=True, keep=action == "keep")
+            new = checklist.find(0, remote.transport_address) or added
+            if new is None:  # (pruned at once: the model forms the same pair to compare)
+                new = Pair(L4, remote, 0, compute_pair_priority(L4, remote, True))
+            model = sorted([*model, new], key=lambda p: p.priority, reverse=True)
+            for states in ((PairState.FAILED,), (PairState.FROZEN, PairState.WAITING)):
+                for pair in reversed(list(model)):
+                    if len(model) <= cap:
+                        break
+                    if pair.nominated or pair.state not in states:
+                        continue
+                    if action == "keep" and pair is new:
+                        continue
+                    model.remove(pair)
+                    pruned += 1
+            assert (added is None) is (new not in model)
+        elif model:
+            pair = model[which % len(model)]
+            if action == "fail":
+                pair.state = PairState.FAILED
+            elif action == "succeed":
+                pair.state = PairState.SUCCEEDED
+            elif action == "nominate":
+                pair.nominated = True
+            else:
+                pair.state = PairState.IN_PROGRESS
+        assert list(checklist) == model
+        assert checklist.pruned == pruned
 
 
 def test_sorting_keeps_the_order_of_equal_priorities() -> None:

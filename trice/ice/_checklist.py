@@ -6,6 +6,7 @@ Pure: no trio, no sockets, no clock.  The agent core (``_core.py``) drives it.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import operator
@@ -302,6 +303,13 @@ def compute_pair_priority(local: Candidate, remote: Candidate, controlling: bool
 
 #: The sort key of :meth:`CheckList._sort` (made once, not per sort).
 _PRIORITY = operator.attrgetter("priority")
+_STATE = operator.attrgetter("state")
+
+
+def _descending(pair: Pair) -> int:
+    """The key :meth:`CheckList.add` bisects the pairs by (highest priority first)."""
+    return -pair.priority
+
 
 #: A check list of more pairs than this indexes them by base and remote address; a shorter one
 #: (most are: one to a few pairs) finds a pair by scanning, which is as fast and spares the
@@ -426,40 +434,61 @@ class CheckList:
         else:
             if top:
                 pair.state = _WAITING
-        # Stable: a new pair comes after the pairs of its priority, as if appended and sorted.
-        pairs = self._pairs = tuple(sorted((*self._pairs, pair), key=_PRIORITY, reverse=True))
+        # Stable: a new pair comes after the pairs of its priority, as if appended and sorted
+        # (the pairs are in that order: inserted where it goes, not the whole list sorted).
+        old = self._pairs
+        at = bisect.bisect_right(old, -priority, key=_descending)
+        pairs = self._pairs = (*old[:at], pair, *old[at:]) if at < len(old) else (*old, pair)
         index = self._index
         if index is not None:
             index[_key(pair)] = pair
         elif len(pairs) > INDEX_FROM:
             self._index = {_key(p): p for p in pairs}
-        if len(pairs) > self.max_pairs:
-            self._prune(pair if keep else None)
-            if pair not in self._pairs:
-                return None
+        if len(pairs) > self.max_pairs and pair in self._prune(pair if keep else None):
+            return None
         return pair
 
     def _sort(self) -> None:
         self._pairs = tuple(sorted(self._pairs, key=_PRIORITY, reverse=True))
 
-    def _prune(self, keep: Pair | None = None) -> None:
+    def _prune(self, keep: Pair | None = None) -> list[Pair]:
         """Drop pairs that are not in use, lowest priority first, until the list is within
         the cap (RFC 8445 §6.1.2.5): failed ones first, then frozen and waiting ones.  A pair
         with a check in flight, a succeeded or nominated one, and ``keep`` are never dropped:
         the list may exceed the cap by as many (each is a check the peer made, or one of
-        ours that is running)."""
-        kept = list(self._pairs)
-        for states in ((_FAILED,), (_FROZEN, _WAITING)):
-            for pair in reversed(self._pairs):
-                if len(kept) <= self.max_pairs:
-                    break
+        ours that is running).  Returns the pairs dropped."""
+        pairs = self._pairs
+        excess = len(pairs) - self.max_pairs
+        dropped: list[Pair] = []
+        # (Failed pairs first: looked for in C first, as most lists have none.)
+        passes = (
+            ((_FAILED,), (_FROZEN, _WAITING))
+            if _FAILED in map(_STATE, pairs)
+            else ((_FROZEN, _WAITING),)
+        )
+        for states in passes:
+            if excess <= 0:
+                break
+            for pair in reversed(pairs):
                 if pair is keep or pair.nominated or pair.state not in states:
                     continue
-                kept.remove(pair)
-                if self._index is not None:
-                    del self._index[_key(pair)]
-                self.pruned += 1
-        self._pairs = tuple(kept)
+                dropped.append(pair)
+                excess -= 1
+                if excess <= 0:
+                    break
+        if not dropped:
+            return dropped
+        if len(dropped) == 1 and dropped[0] is pairs[-1]:
+            self._pairs = pairs[:-1]  # (most often: the pair just added, the lowest)
+        else:
+            gone = {id(pair) for pair in dropped}
+            self._pairs = tuple(pair for pair in pairs if id(pair) not in gone)
+        index = self._index
+        if index is not None:
+            for pair in dropped:
+                del index[_key(pair)]
+        self.pruned += len(dropped)
+        return dropped
 
     def __contains__(self, pair: object) -> bool:
         return pair in self._pairs
