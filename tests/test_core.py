@@ -5150,3 +5150,39 @@ def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_ch
         t += 0.5
     check(73.0, backup)
     assert core.selected.remote_address == used
+
+
+@pytest.mark.parametrize(("step", "keepalive"), [(1.0, None), (2.0, 5.0)])
+def test_a_lite_agents_pace_comes_down_again_once_checks_come_faster_after_an_outage(
+    step: float, keepalive: float | None
+) -> None:
+    """Checks ``step`` apart, 14 s without one (an outage), then a minute of checks
+    ``step`` apart, then none: the lite agent is disconnected 12 s after the last check.
+    Checks closer than its consent interval (``keepalive_interval``: Pion's 2 s against a
+    lite server set to 5 s, say) set no pace, and the outage's 14 s stayed the pace for
+    the session: disconnected 16.7 s after."""
+    core = _lite_core(None if keepalive is None else Timing(keepalive_interval=keepalive))
+    n, t = 0, 0.0
+    while t < 84.0:
+        if not 10.0 < t < 24.0:
+            _lite_check(core, t, n % 250)
+            n += 1
+        t += step
+    last = t - step
+    _lite_states(core)
+    core.on_timer(last + 12.5)
+    assert S.DISCONNECTED in _lite_states(core)
+
+
+def test_a_copy_of_a_check_sets_no_pace() -> None:
+    """An RFC 5245 peer checks every 15 s; one of its checks comes twice, 0.5 s apart (our
+    answer was lost, and it sent the check again): the copy is the same transaction, and
+    the lite agent keeps the 15 s pace (no disconnected in the next gap)."""
+    core = _lite_core()
+    for i in range(4):
+        _lite_check(core, 15.0 * i, i)
+    _lite_check(core, 45.5, 3)  # (the check of 45 s again: its transaction id)
+    _lite_states(core)
+    core.on_timer(45.0 + 14.9)
+    _lite_check(core, 60.0, 4)
+    assert S.DISCONNECTED not in _lite_states(core)

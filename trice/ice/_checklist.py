@@ -177,6 +177,7 @@ class Pair:
         "foundation",
         "heard_at",
         "heard_gap",
+        "heard_tid",
         "local",
         "nominate_on_success",
         "nominated",
@@ -214,6 +215,7 @@ class Pair:
         self.peer_checked = False
         self.heard_at = -math.inf  # when the peer's last check on this pair came
         self.heard_gap = 0.0  # how long after the one before it
+        self.heard_tid = b""  # its transaction id
         self.data_in_gap = False  # (a lite agent's: data came in that gap, see heard)
         self.pinged_back = False
         self.pingback_at = 0.0
@@ -245,21 +247,23 @@ class Pair:
             else compute_pair_priority(valid, self.remote, controlling)
         )
 
-    def heard(self, now: float, floor: float, *, data_since: float = -math.inf) -> None:
-        """A check of the peer's on the pair came at ``now``; the gap since the one before is
-        its pace, unless shorter than ``floor`` (a copy of a check, a retransmission, the
-        checks' first burst: the pace stays as it was, which a gap that short would not
-        change for the agent, which waits its own consent interval at least).
+    def heard(self, now: float, tid: bytes, floor: float, *, data_since: float = -math.inf) -> None:
+        """A check of the peer's on the pair came at ``now``, transaction ``tid``; the gap
+        since the one before is its pace, ``floor`` at least (the agent waits its own
+        consent interval at least: checks closer than that, the first burst of them, say,
+        bring the pace down to it, after an outage that had set it long).  A copy of the
+        check before (its retransmission, the peer not having had our answer) sets no pace.
         ``data_since``: when data last came (an ICE-lite agent's): data since the check
         before marks the gap (``data_in_gap``), whose pace then says nothing of how far
         apart the peer's checks come when idle; a later gap without data clears it."""
         data = data_since > self.heard_at
-        if self.heard_at != -math.inf and now - self.heard_at >= floor:
-            self.heard_gap = now - self.heard_at
+        if self.heard_at != -math.inf and tid != self.heard_tid:
+            self.heard_gap = max(now - self.heard_at, floor)
             self.data_in_gap = data
         elif data:
             self.data_in_gap = True
         self.heard_at = now
+        self.heard_tid = tid
 
     def timed(self, rtt: float) -> None:
         """A check on the pair measured a round trip of ``rtt`` seconds."""

@@ -2396,7 +2396,7 @@ class AgentCore:
         if self.finished:
             return response
         priority, use_candidate = learned(values)
-        self._learn_from_request(base, source, priority, use_candidate, now)
+        self._learn_from_request(base, source, priority, use_candidate, now, request.transaction_id)
         return response
 
     def _signed(self, request: stun.Message, response: stun.Message) -> bytes:
@@ -2455,7 +2455,13 @@ class AgentCore:
                 self._check_again(pair)
 
     def _learn_from_request(
-        self, base: int, source: Address, priority: int, use_candidate: bool, now: float
+        self,
+        base: int,
+        source: Address,
+        priority: int,
+        use_candidate: bool,
+        now: float,
+        request_tid: bytes,
     ) -> None:
         local = self._base_candidate(base)
         if local is None:
@@ -2504,7 +2510,7 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
-            pair.heard(now, self._consent_interval(), data_since=self._data_at)
+            pair.heard(now, request_tid, self._consent_interval(), data_since=self._data_at)
             if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
@@ -2526,7 +2532,7 @@ class AgentCore:
             # wait for this application to call connect().
             self.want_connection(now)
         pair.peer_checked = True
-        pair.heard(now, self._consent_interval())  # (the selected pair's: gone quiet?)
+        pair.heard(now, request_tid, self._consent_interval())  # (the selected pair's: gone quiet?)
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED and (
             use_candidate
