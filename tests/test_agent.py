@@ -1888,6 +1888,26 @@ def test_an_async_filter_is_a_config_error() -> None:
     assert trice.NetworkConfig(ip_filter=lambda address: False).ip_filter is not None
 
 
+@pytest.mark.parametrize("name", ["interface_filter", "ip_filter"])
+async def test_a_filter_that_answers_with_an_awaitable_is_a_config_error(name: str) -> None:
+    """A plain function around an async one (a lambda, a decorator) passes NetworkConfig's
+    check, and its answer, a coroutine, was taken as true: every address.  The answer is a
+    ConfigError out of open_agent, and no "never awaited" warning follows."""
+
+    async def refuse(address: object) -> bool:
+        return False
+
+    base = loopback_config()
+    wrapped: Any = lambda value: refuse(value)  # noqa: E731 (the wrapping the test is about)
+    network = dataclasses.replace(base.network, **{name: wrapped})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(trice.ConfigError, match=r"answered .* with an awaitable"):
+            config = dataclasses.replace(base, network=network)
+            async with trice.open_agent(config, controlling=True) as agent:
+                await agent.wait_gathering_complete()
+
+
 async def test_custom_credentials_and_port_range() -> None:
     network = trice.NetworkConfig(
         interface_filter=lambda n: n == "lo",

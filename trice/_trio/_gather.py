@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import ipaddress
 import math
 import secrets
@@ -23,7 +24,7 @@ import trio
 
 from trice import stun
 from trice._config import MdnsMode, NetworkConfig
-from trice._errors import LimitError, TriceError, TurnError, printable
+from trice._errors import ConfigError, LimitError, TriceError, TurnError, printable
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
@@ -352,14 +353,14 @@ def host_addresses(network: NetworkConfig, *, newer_than: float = -math.inf) -> 
     taken: list[tuple[str, _Found]] = []
     seen: set[str] = set()
     for name, addresses in _adapters(newer_than):
-        if network.interface_filter is not None and not network.interface_filter(name):
+        if network.interface_filter is not None and not _takes(network.interface_filter, name):
             continue
         for entry in addresses:
             if entry.never or (entry.loopback and not network.include_loopback):
                 continue
             if not (network.ipv4 if entry.version == 4 else network.ipv6):
                 continue
-            if network.ip_filter is not None and not network.ip_filter(entry.address):
+            if network.ip_filter is not None and not _takes(network.ip_filter, entry.address):
                 continue
             if entry.literal in seen:
                 continue
@@ -418,6 +419,28 @@ def interface_of(address: str) -> str | None:
     return None
 
 
+def _takes(hook: Callable[[Any], object], value: object) -> bool:
+    """Whether the network config's filter ``hook`` takes ``value``: its answer's truth.
+    An awaitable (a plain function around an async one: ``NetworkConfig`` refuses an async
+    one, but cannot see through that) is a :class:`~trice.ConfigError`, not a yes.
+
+    Raises:
+        ConfigError: ``hook`` answered with an awaitable.
+    """
+    answer = hook(value)
+    if answer is True or answer is False:
+        return answer
+    if inspect.isawaitable(answer):
+        close = getattr(answer, "close", None)
+        if close is not None:
+            close()  # (no "never awaited" warning besides)
+        raise ConfigError(
+            f"a network filter answered {value!r} with an awaitable ({type(answer).__name__}): "
+            "the filters must be plain functions that answer at once"
+        )
+    return bool(answer)
+
+
 #: The interfaces mDNS runs on: each one's name, first IPv4 address and network (see
 #: :func:`mdns_interfaces`).
 MdnsLinks = list[tuple[str, str, ipaddress.IPv4Network]]
@@ -429,7 +452,7 @@ def mdns_interfaces(network: NetworkConfig) -> MdnsLinks:
     IPv4 whichever family the candidates are), with the interface's network (its link)."""
     found = []
     for name, addresses in _adapters():
-        if network.interface_filter is not None and not network.interface_filter(name):
+        if network.interface_filter is not None and not _takes(network.interface_filter, name):
             continue
         usable = [
             entry
@@ -437,7 +460,7 @@ def mdns_interfaces(network: NetworkConfig) -> MdnsLinks:
             if entry.version == 4
             and not entry.never
             and (network.include_loopback or not entry.loopback)
-            and (network.ip_filter is None or network.ip_filter(entry.address))
+            and (network.ip_filter is None or _takes(network.ip_filter, entry.address))
         ]
         # (A routable address first: an interface that had a link-local one before DHCP
         # gave it another is on the routable network, whose peers count as on the link.)
