@@ -4042,6 +4042,47 @@ async def test_a_lite_agents_consent_is_dated_by_its_data_over_the_selected_pair
     assert at == selected_at
 
 
+async def test_a_lite_agent_is_told_of_its_data_before_the_next_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Data over a lite agent's selected pair is told to its core at the core's next
+    deadline; a check of the peer's that comes first is handled with the data told before
+    it (the core judges from it whether the selected pair is in use, as the peer checks a
+    backup pair).  The check was handled first, the data seconds later."""
+    told: list[tuple[str, float]] = []
+    on_data, on_request = AgentCore.on_data, AgentCore.on_request
+
+    def data(self: AgentCore, now: float, *, selected: bool = False) -> None:
+        if selected:
+            told.append(("data", now))
+        on_data(self, now, selected=selected)
+
+    def request(self: AgentCore, *args: Any) -> Any:
+        told.append(("check", args[-1]))
+        return on_request(self, *args)
+
+    monkeypatch.setattr(AgentCore, "on_data", data)
+    monkeypatch.setattr(AgentCore, "on_request", request)
+    full = trice.Timing(keepalive_interval=0.2, disconnected_timeout=5, failed_timeout=10)
+    lite = trice.Timing(keepalive_interval=30, disconnected_timeout=20, failed_timeout=30)
+    async with (
+        trice.open_agent(loopback_config(timing=full), controlling=True) as a,
+        trice.open_agent(loopback_config(lite=True, timing=lite), controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        ca, _ = await connect_both(a, b)
+        await until(lambda: b.connection_state is trice.ConnectionState.COMPLETED)
+        await ca.send(b"over the selected pair")
+        await until(lambda: b._lite_data == 1)
+        sent_at = b._lite_at
+        told.clear()
+        await until(lambda: any(what == "check" for what, _ in told))  # (a's consent check)
+    first_check = next(i for i, (what, _) in enumerate(told) if what == "check")
+    assert ("data", sent_at) in told[:first_check]
+
+
 async def test_resume_wakes_an_agent_task_that_waits_on_its_first_socket_itself(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

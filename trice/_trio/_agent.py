@@ -2092,6 +2092,11 @@ class Agent:
             )
         if cls is stun.MessageClass.REQUEST or cls is stun.MessageClass.INDICATION:
             core = self._core
+            if self._lite_at != -math.inf:
+                # (An ICE-lite agent's data over the selected pair is told at the core's
+                # next deadline; a check now must find it told: see AgentCore._maybe_follow.
+                # Told twice, it counts once.)
+                core.on_data(self._lite_at, selected=True)
             response = core.on_request(transport.base, source, message, now)
             tcp = type(transport) is TcpTransport
             if response is not None and (
