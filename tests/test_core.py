@@ -5186,3 +5186,44 @@ def test_a_copy_of_a_check_sets_no_pace() -> None:
     core.on_timer(45.0 + 14.9)
     _lite_check(core, 60.0, 4)
     assert S.DISCONNECTED not in _lite_states(core)
+
+
+def test_a_lite_agent_paces_a_backup_pair_by_its_own_checks_not_by_data_elsewhere() -> None:
+    """Two pairs nominated; the peer sends data over the selected one until 37 s and checks
+    the backup every 15 s; once the selected pair is quiet, the lite agent follows the
+    backup (at 45 s), whose checks keep their 15 s pace: no disconnected at the next gap.
+    Data over the selected pair was taken for data in the backup's gap, which then set no
+    pace: disconnected 12 s after the check that moved it."""
+    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
+    core.add_remote_candidate(make_candidate("10.0.0.3", 5000, local_pref=100))
+    core.add_remote_candidate(None)
+    used, backup = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
+    tids = iter(range(1, 250))
+
+    def check(now: float, source: tuple[str, int], *, nominate: bool = False) -> None:
+        core.on_timer(now)
+        request = binding_request(
+            core,
+            use_candidate=nominate,
+            controlling=True,
+            tid=bytes([next(tids)]) * 12,
+            priority=1_845_501_695 if source == used else 100,
+        )
+        assert core.on_request(0, source, request, now) is not None
+
+    check(0.0, used, nominate=True)
+    check(0.05, backup, nominate=True)
+    t = 0.1
+    for when in (15.0, 30.0, 45.0):
+        while t < min(when, 37.0):
+            core.on_data(t, selected=True)
+            t += 0.5
+        check(when, backup)
+    assert core.selected is not None and core.selected.remote_address == backup
+    _lite_states(core)
+    core.on_timer(59.9)
+    check(60.0, backup)
+    assert S.DISCONNECTED not in _lite_states(core)

@@ -2500,6 +2500,9 @@ class AgentCore:
                 return
         pair.requests_received += 1
         if self.local.lite:
+            # (Data is over the selected pair: it says nothing of another pair's gaps, nor
+            # of one selected by this check.)
+            data_at = self._data_at if pair is self.selected else -math.inf
             # A lite agent does no checks: the peer's check proves the pair (RFC 8445 §7.3.2).
             pair.state = _PAIR_SUCCEEDED
             pair.valid_local = local
@@ -2510,7 +2513,7 @@ class AgentCore:
                     self._set_state(ConnectionState.CHECKING)
                 self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
-            pair.heard(now, request_tid, self._consent_interval(), data_since=self._data_at)
+            pair.heard(now, request_tid, self._consent_interval(), data_since=data_at)
             if self.selected is pair:
                 # A lite agent sends no checks (RFC 8445 §2.5), so none of consent's either:
                 # the full peer's checks on the selected pair are what it goes by.
