@@ -298,7 +298,8 @@ class IceServer:
                 use (``stuns:``, STUN over TLS; ``turns:`` over UDP, which is DTLS), a TURN URL
                 without username and credential, a username that is not UTF-8 text of at most
                 508 bytes, a credential that SASLprep refuses (a control character, say: no
-                TURN key can be made of it), or a value of the wrong type.
+                TURN key can be made of it), an ``ssl_context`` with no ``turns:`` URL or
+                made for a server (``PROTOCOL_TLS_SERVER``), or a value of the wrong type.
         """
         items: list[str | ServerUrl]
         if isinstance(urls, (str, ServerUrl)):
