@@ -1246,7 +1246,11 @@ def _why(error: TurnError) -> str:
     if reason in ("certificate", "tls"):
         reason = str(error)  # (the tag alone does not say why: the verifier's message does)
     code = getattr(error, "code", None)
-    return f"{code} {reason}" if code else reason
+    why = f"{code} {reason}" if code else reason
+    alternate = getattr(error, "alternate_server", None)
+    if alternate is not None:  # (300 Try Alternate: the server to list instead, RFC 8489 §10)
+        why += f" (alternate server {host_port(*alternate)})"
+    return why
 
 
 async def _serve_relay(
