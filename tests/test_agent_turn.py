@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import os
 import signal as signals
 import socket
@@ -25,6 +26,9 @@ from trice import stun
 from trice._trio import _gather, _relay
 from trice._trio._relay import RelayTransport
 from trice.ice._checklist import PairState
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
 from loopback import (
@@ -328,6 +332,53 @@ def test_trice_gather_names_why_a_turn_server_failed(coturn_tls: Coturn) -> None
     records = _gather_cli("--turn", url, "--username", USER, "--credential", "wrong")
     (source,) = [r for r in records if r["event"] == "source" and r["source"] == url]
     assert source["candidates"] == 0 and "401" in str(source["error"])
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_servers_alternate_is_named_in_the_gather_report(transport: str) -> None:
+    """A TURN server that redirects (300 Try Alternate, coturn's --alternate-server): not
+    followed, as turn.rst says, but the report names the server to list instead (it said
+    "300 Try Alternate" alone: the address was in a log line only)."""
+    require_turnserver()
+    with (
+        run_coturn() as second,
+        run_coturn(extra=(f"--alternate-server=127.0.0.1:{second.port}",)) as first,
+    ):
+        config = _relay_config(first.ice_server(transport))
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            (report,) = agent.gather_reports
+    assert report.candidates == 0
+    assert report.error == f"300 Try Alternate (alternate server 127.0.0.1:{second.port})"
+
+
+async def test_a_permission_the_server_refuses_is_warned_of_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """coturn denies the peer's address (--denied-peer-ip: 403 to every CreatePermission):
+    the relay-only session cannot connect, and the log says why, once a peer IP at WARNING,
+    and the relay's statistics count it (nothing said so, not even at DEBUG: only data
+    dropped was counted, as for a full queue)."""
+    require_turnserver()
+    caplog.set_level(logging.DEBUG, logger="trice")
+    timing = trice.Timing(gather_timeout=3.0, failed_timeout=4.0, disconnected_timeout=2.0)
+    with run_coturn(extra=("--denied-peer-ip=127.0.0.1",)) as coturn:
+        config = dataclasses.replace(_relay_config(coturn.ice_server("udp")), timing=timing)
+        async with gathered_pair(config) as (a, b):
+            signal(a, b)
+            with pytest.raises(BaseExceptionGroup) as failed:
+                await connect_both(a, b, within=15)
+            assert failed.group_contains(trice.IceFailedError)
+            (relay,) = a.relay_statistics()
+            assert relay.counters.refused >= 1
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "refused a permission" in r.getMessage()
+    ]
+    assert len(warned) == 2  # (one an agent: one peer IP each)
+    assert all("for peer 127.0.0.1: 403 Forbidden" in m for m in warned)  # (coturn: "... IP")
 
 
 def _mismatch_first(monkeypatch: pytest.MonkeyPatch, mismatches: int) -> list[trice.ServerUrl]:

@@ -1246,6 +1246,10 @@ def test_refused_permission_drops_the_queue() -> None:
     assert not client.send_to_peer(PEER, b"y", 2.0)
     assert client.statistics().dropped == 2
     assert state(client) is TurnState.ALLOCATED  # the allocation itself is fine
+    # Counted and told, for the caller to say (it said nothing: an operator whose server
+    # denies the peer saw only data dropped, as for a full queue).
+    assert client.statistics().refused == 1
+    assert client.refusals == [(PEER[0], "403 Forbidden")]
 
 
 @pytest.mark.parametrize("method", [Method.CREATE_PERMISSION, Method.CHANNEL_BIND])

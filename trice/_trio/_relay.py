@@ -271,6 +271,7 @@ class RelayTransport:
         self._closed = False
         self._probing: trio.Event | None = None  # set when the Refresh of probe() is over
         self._senders: set[trio.CancelScope] = set()  # (the sends waiting: see wake)
+        self._refused: set[str] = set()  # (peer IPs whose refused permission was warned of)
 
     @property
     def source_address(self) -> str:
@@ -423,6 +424,19 @@ class RelayTransport:
             self._settled.set()
         elif state is TurnState.FAILED:
             self._stop(client.error)
+        if client.refusals:
+            for ip, what in client.refusals:
+                # (Once a peer IP at WARNING: a refused permission is asked again, backing
+                # off to a minute.)
+                log = logger.debug if ip in self._refused else logger.warning
+                log(
+                    "TURN %s: the server refused a permission for peer %s: %s",
+                    self.server,
+                    ip,
+                    what,
+                )
+                self._refused.add(ip)
+            client.refusals.clear()
 
     def _stop(self, error: AllocationError | None) -> None:
         if error is not None and self.error is None:

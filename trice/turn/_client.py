@@ -173,6 +173,10 @@ class TurnClient:
         """Our address as the server saw it (XOR-MAPPED-ADDRESS), once allocated."""
         self.lifetime: int | None = None
         """The lifetime the server granted in its last Allocate or Refresh answer, seconds."""
+        self.refusals: list[tuple[str, str]] = []
+        """Permissions the server refused since the caller last emptied this list: each
+        peer IP with the server's code and reason (``"403 Forbidden"``), for the caller to
+        say (the trio shell logs them), and clear."""
         self.error: AllocationError | None = None
         """Why the allocation failed, in :attr:`TurnState.FAILED`."""
 
@@ -855,6 +859,9 @@ class TurnClient:
             perm.installed = False
             perm.failed = True
             perm.retry_at = now + pause
+            if code is not None:
+                self._counts["refused"] += 1
+                self.refusals.append((perm.ip, what))
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
             self._unbind(perm)

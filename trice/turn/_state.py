@@ -120,6 +120,10 @@ class TurnStatistics:
         sent_indications: data sent in Send indications (RFC 8656 §11).
         sent_channel_data: data sent as ChannelData (RFC 8656 §12).
         received: peer data returned by :meth:`TurnClient.on_server_data`.
+        refused: CreatePermission requests the server answered with an error (403 Forbidden
+            for a peer address its rules deny, say): that peer's data is dropped (and
+            counted in ``dropped``) until a retry is granted (see
+            :attr:`TurnClient.refusals`).
     """
 
     malformed: int
@@ -129,3 +133,4 @@ class TurnStatistics:
     sent_indications: int
     sent_channel_data: int
     received: int
+    refused: int = 0
