@@ -201,7 +201,8 @@ async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn
     config = loopback_config(
         ice_servers=[coturn_tls.ice_server("tcp")],
         transport_policy=trice.TransportPolicy.RELAY,
-        timing=trice.Timing(gather_timeout=3.0, failed_timeout=30.0),
+        # (A PAC timer of 1 s: see the restart at the end.)
+        timing=trice.Timing(gather_timeout=3.0, failed_timeout=30.0, pac_timeout=1.0),
     )
     async with gathered_pair(config) as (a, b):
         signal(a, b)
@@ -225,6 +226,17 @@ async def test_a_relay_that_ends_on_its_own_fails_ice_at_once(coturn_tls: Coturn
         assert a._selected_lost is None
         with pytest.raises(trio.BrokenResourceError, match="ICE restart"):
             await ca.send(b"nowhere yet")
+        # A plain restart keeps the candidates there are: none, the relay gone; connect()
+        # says so once the PAC timer ends (RFC 8863), and what gets one (it said "no
+        # candidate pair works").
+        b.restart()
+        signal(a, b)
+        assert a.local_candidates == ()
+        with (
+            trio.fail_after(5),
+            pytest.raises(trice.IceFailedError, match=r"no local candidate.*regather=True"),
+        ):
+            await a.connect()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -1067,6 +1067,13 @@ class Agent:
                     raise IceFailedError(
                         "ICE failed: the peer's consent expired on the selected pair (RFC 7675)"
                     )
+                if not self._core.local_candidates:
+                    # (A relay-only agent whose relays ended, say: a plain restart keeps the
+                    # candidates there are.)
+                    raise IceFailedError(
+                        "ICE failed: this agent has no local candidate (a relay that ended "
+                        "is replaced by restart(regather=True))"
+                    )
                 raise IceFailedError("ICE failed: no candidate pair works")
             if self._core.selected is not None:
                 if self._connection is None:
