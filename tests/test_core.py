@@ -5174,18 +5174,25 @@ def test_a_lite_agents_pace_comes_down_again_once_checks_come_faster_after_an_ou
     assert S.DISCONNECTED in _lite_states(core)
 
 
-def test_a_copy_of_a_check_sets_no_pace() -> None:
-    """An RFC 5245 peer checks every 15 s; one of its checks comes twice, 0.5 s apart (our
-    answer was lost, and it sent the check again): the copy is the same transaction, and
-    the lite agent keeps the 15 s pace (no disconnected in the next gap)."""
+def test_copies_of_a_check_set_no_pace_and_shorten_no_gap() -> None:
+    """An RFC 5245 peer checks every 15 s; our answer to its check at 45 s is lost three
+    times, and its copies (the same transaction) come at 45.5, 46.5 and 48.5 s: the lite
+    agent keeps the 15 s pace, measured from each transaction's first copy, and is not
+    disconnected in the gaps after.  (A copy set a pace of 0.5 s; then, copies setting
+    none, the last one moved the start of the next gap: 11.5 s was the pace.)"""
     core = _lite_core()
     for i in range(4):
         _lite_check(core, 15.0 * i, i)
-    _lite_check(core, 45.5, 3)  # (the check of 45 s again: its transaction id)
-    _lite_states(core)
-    core.on_timer(45.0 + 14.9)
-    _lite_check(core, 60.0, 4)
-    assert S.DISCONNECTED not in _lite_states(core)
+    for copy in (45.5, 46.5, 48.5):
+        _lite_check(core, copy, 3)  # (the check of 45 s again: its transaction id)
+    for i, at in ((4, 60.0), (5, 75.0)):
+        _lite_states(core)
+        t = at - 15.0 + 0.1
+        while t < at:
+            core.on_timer(t)
+            t += 0.1
+        _lite_check(core, at, i)
+        assert S.DISCONNECTED not in _lite_states(core), at
 
 
 def test_a_lite_agent_paces_a_backup_pair_by_its_own_checks_not_by_data_elsewhere() -> None:
@@ -5227,3 +5234,50 @@ def test_a_lite_agent_paces_a_backup_pair_by_its_own_checks_not_by_data_elsewher
     core.on_timer(59.9)
     check(60.0, backup)
     assert S.DISCONNECTED not in _lite_states(core)
+
+
+def test_a_pair_the_peer_comes_back_to_takes_no_pace_from_its_time_away() -> None:
+    """The peer uses one pair (data over it), moves to a backup (the lite agent follows at
+    45 s; data over the backup until 80 s), comes back to the first at 100 s, then is gone:
+    the first pair's gap of 100 s spans the peer's time on the backup, no pace of its idle
+    checks, and the lite agent is disconnected 12 s after that check (the 100 s was taken
+    for a pace: 16.7 s, two thirds of consent)."""
+    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
+    core.add_remote_candidate(make_candidate("10.0.0.3", 5000, local_pref=100))
+    core.add_remote_candidate(None)
+    used, backup = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
+    tids = iter(range(1, 250))
+
+    def check(now: float, source: tuple[str, int], *, nominate: bool = False) -> None:
+        core.on_timer(now)
+        request = binding_request(
+            core,
+            use_candidate=nominate,
+            controlling=True,
+            tid=bytes([next(tids)]) * 12,
+            priority=1_845_501_695 if source == used else 100,
+        )
+        assert core.on_request(0, source, request, now) is not None
+
+    check(0.0, used, nominate=True)
+    check(0.05, backup, nominate=True)
+    t = 0.1
+    for when in (15.0, 30.0, 45.0):
+        while t < min(when, 37.0):
+            core.on_data(t, selected=True)
+            t += 0.5
+        check(when, backup)
+    assert core.selected is not None and core.selected.remote_address == backup
+    t = 45.5
+    while t < 80.0:
+        core.on_timer(t)
+        core.on_data(t, selected=True)
+        t += 0.5
+    check(100.0, used)
+    assert core.selected.remote_address == used
+    _lite_states(core)
+    core.on_timer(100.0 + 12.5)
+    assert S.DISCONNECTED in _lite_states(core)

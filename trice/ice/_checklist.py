@@ -178,9 +178,11 @@ class Pair:
         "heard_at",
         "heard_gap",
         "heard_tid",
+        "left_at",
         "local",
         "nominate_on_success",
         "nominated",
+        "paced_at",
         "peer_checked",
         "pingback_at",
         "pinged_back",
@@ -216,6 +218,8 @@ class Pair:
         self.heard_at = -math.inf  # when the peer's last check on this pair came
         self.heard_gap = 0.0  # how long after the one before it
         self.heard_tid = b""  # its transaction id
+        self.paced_at = -math.inf  # when that transaction's first copy came
+        self.left_at = -math.inf  # when another pair was last selected in its place
         self.data_in_gap = False  # (a lite agent's: data came in that gap, see heard)
         self.pinged_back = False
         self.pingback_at = 0.0
@@ -255,15 +259,19 @@ class Pair:
         check before (its retransmission, the peer not having had our answer) sets no pace.
         ``data_since``: when data last came (an ICE-lite agent's): data since the check
         before marks the gap (``data_in_gap``), whose pace then says nothing of how far
-        apart the peer's checks come when idle; a later gap without data clears it."""
-        data = data_since > self.heard_at
-        if self.heard_at != -math.inf and tid != self.heard_tid:
-            self.heard_gap = max(now - self.heard_at, floor)
-            self.data_in_gap = data
+        apart the peer's checks come when idle; a later gap without data clears it.  Gaps
+        run from each transaction's first copy (``paced_at``): a late copy, which moves
+        ``heard_at``, does not shorten the next."""
+        data = data_since > self.paced_at
+        if tid != self.heard_tid:
+            if self.paced_at != -math.inf:
+                self.heard_gap = max(now - self.paced_at, floor)
+                self.data_in_gap = data
+            self.paced_at = now
+            self.heard_tid = tid
         elif data:
             self.data_in_gap = True
         self.heard_at = now
-        self.heard_tid = tid
 
     def timed(self, rtt: float) -> None:
         """A check on the pair measured a round trip of ``rtt`` seconds."""

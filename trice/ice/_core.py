@@ -1563,7 +1563,7 @@ class AgentCore:
             if now > self._data_at:
                 self._data_at = now
                 pair = self.selected
-                if pair.heard_at - pair.heard_gap < now < pair.heard_at:
+                if pair.paced_at - pair.heard_gap < now < pair.paced_at:
                     # Told after the check that ended the gap it came in (the shell tells
                     # a lite agent's data at its next deadline, a check at once): that gap
                     # had data.
@@ -2086,7 +2086,7 @@ class AgentCore:
     def _select(self, pair: Pair, now: float) -> None:
         if self.selected is not None and pair.valid_priority <= self.selected.valid_priority:
             return
-        self._make_selected(pair)
+        self._make_selected(pair, now)
         # Consent (RFC 7675 §5.1) from when our check on the pair that had a success answer
         # went, not from the selection: a peer that nominates late gives no more of it.  (An
         # ICE-lite agent's comes from the peer's check, now; see on_request for a pair
@@ -2131,7 +2131,7 @@ class AgentCore:
             if now >= pair.sent_at + self.timing.rto:
                 self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
             return False
-        self._make_selected(pair)
+        self._make_selected(pair, now)
         if not lite:
             self._last_consent = pair.proven_at  # (its own, not the pair's of before)
         self._next_consent = now  # (consent on the new pair, at once)
@@ -2172,7 +2172,10 @@ class AgentCore:
         pace = min(pair.heard_gap, self._consent_for / 2)
         return max(self._consent_interval(), pace) * JITTER_MAX
 
-    def _make_selected(self, pair: Pair) -> None:
+    def _make_selected(self, pair: Pair, now: float) -> None:
+        left = self.selected
+        if left is not None and left is not pair:
+            left.left_at = now  # (see _learn_from_request: its gap now spans time elsewhere)
         self.selected = self._last_selected = pair
         if self._previous is not None:
             # Data goes over the new pair now; but the peer may send over the pair of
@@ -2501,8 +2504,9 @@ class AgentCore:
         pair.requests_received += 1
         if self.local.lite:
             # (Data is over the selected pair: it says nothing of another pair's gaps, nor
-            # of one selected by this check.)
-            data_at = self._data_at if pair is self.selected else -math.inf
+            # of one selected by this check.  A pair left for another since its last check
+            # has a gap that spans the peer's time elsewhere: no pace either.)
+            data_at = self._data_at if pair is self.selected else pair.left_at
             # A lite agent does no checks: the peer's check proves the pair (RFC 8445 §7.3.2).
             pair.state = _PAIR_SUCCEEDED
             pair.valid_local = local
