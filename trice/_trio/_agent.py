@@ -108,14 +108,6 @@ _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 _TO_ICE_CHARS = bytes(ord(_ICE_CHARS[b & 63]) for b in range(256))
 
 
-def _wakes_waiters(event: Event) -> bool:
-    """Whether ``event`` may end a wait in :meth:`Agent.connect` (a pair selected, ICE failed
-    or closed) or :meth:`Agent.wait_gathering_complete`; other events wake nobody."""
-    if isinstance(event, ConnectionStateChanged):
-        return event.state is ConnectionState.FAILED or event.state is ConnectionState.CLOSED
-    return isinstance(event, (SelectedPairChanged, GatheringStateChanged))
-
-
 def _random_ice_string(length: int) -> str:
     """``length`` random ice-chars (RFC 8445 §5.3): 6 random bits each, from the OS."""
     return secrets.token_bytes(length).translate(_TO_ICE_CHARS).decode("ascii")
@@ -864,9 +856,9 @@ class Agent:
         disabled, or the transport policy is relay-only (a name would be asked for on the
         local network, and what it stands for pairs with no relayed candidate: see
         ``AgentCore.release_remote``)."""
-        if self.config.network.mdns is MdnsMode.DISABLED:
+        if self._config.network.mdns is MdnsMode.DISABLED:
             return "mDNS is disabled (NetworkConfig.mdns)"
-        if self.config.transport_policy is TransportPolicy.RELAY:
+        if self._config.transport_policy is TransportPolicy.RELAY:
             return (
                 "the transport policy is relay-only (AgentConfig.transport_policy): what a "
                 ".local name stands for pairs with no relayed candidate"
@@ -904,7 +896,7 @@ class Agent:
         # (Cancelled by an ICE restart, and by parameters that do not take the name.)
         with scope:
             try:
-                with trio.move_on_after(self.config.timing.mdns_timeout):
+                with trio.move_on_after(self._config.timing.mdns_timeout):
                     await mdns.resolve(name)  # (its answer is kept, for the resolving)
             finally:
                 mdns.scopes.discard(scope)
@@ -1093,7 +1085,7 @@ class Agent:
 
     def _change(self) -> trio.Event:
         """An event set at the next change that someone waits for: of the gathering state,
-        of the selected pair, or to a final connection state (see ``_wakes_waiters``)."""
+        of the selected pair, or to a final connection state (see ``_emit``)."""
         if self._changed is None:
             self._changed = trio.Event()
         return self._changed
@@ -1105,49 +1097,54 @@ class Agent:
     def _emit(self, event: Event) -> None:
         if self._closed:
             return  # "closed" was the last event (a gather step may still run after it)
+        # (Each kind's own steps under one test of its kind: most events are neither.)
         if isinstance(event, ConnectionStateChanged):
-            logger.debug("%s: connection state %s", self._local.ufrag, event.state.value)
-        elif isinstance(event, SelectedPairChanged) and logger.isEnabledFor(logging.DEBUG):
-            local, remote = event.pair.local, event.pair.remote
-            logger.debug(
-                "%s: selected %s -> %s",
-                self._local.ufrag,
-                host_port(local.address, local.port),
-                host_port(remote.address, remote.port),
-            )
-        if (
-            self._tcp_counters is not None  # (the agent has TCP candidates)
-            and isinstance(event, ConnectionStateChanged)
-            and event.state is ConnectionState.COMPLETED
-            and self._core.controlling
-            and self.config.nomination is Nomination.REGULAR
-        ):
-            self._close_idle_tcp()
-        if isinstance(event, SelectedPairChanged):
+            state = event.state
+            logger.debug("%s: connection state %s", self._local.ufrag, state.value)
+            if (
+                state is ConnectionState.COMPLETED
+                and self._tcp_counters is not None  # (the agent has TCP candidates)
+                and self._core.controlling
+                and self._config.nomination is Nomination.REGULAR
+            ):
+                self._close_idle_tcp()
+            if state is ConnectionState.FAILED:
+                connection = self._connection
+                if connection is not None:
+                    connection._stop_waiters()  # consent expired: no more data (RFC 7675)
+                # No more data either way: what the peer still sends is dropped, so that
+                # receive, once it has returned what had come, raises for good (until an ICE
+                # restart), and a receive loop ends.
+                self._buffer.closed = True
+                for share in self._muxes:
+                    share.release()  # (a peer that comes back there may be another agent's)
+                wakes = True
+            else:
+                wakes = state is ConnectionState.CLOSED
+        elif isinstance(event, SelectedPairChanged):
+            if logger.isEnabledFor(logging.DEBUG):
+                local, remote = event.pair.local, event.pair.remote
+                logger.debug(
+                    "%s: selected %s -> %s",
+                    self._local.ufrag,
+                    host_port(local.address, local.port),
+                    host_port(remote.address, remote.port),
+                )
             self._previous_lost = None  # (a transport lost under the pair of before)
             self._follow_lite_source()
-        connection = self._connection
-        if connection is not None:
-            if isinstance(event, SelectedPairChanged):
+            connection = self._connection
+            if connection is not None:
                 connection._reroute()  # sends follow the new pair,
                 connection._wake_senders()  # those waiting for room on the old one too
-            elif (
-                isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED
-            ):
-                connection._stop_waiters()  # consent expired: no more data (RFC 7675)
-        if isinstance(event, ConnectionStateChanged) and event.state is ConnectionState.FAILED:
-            # No more data either way: what the peer still sends is dropped, so that
-            # receive, once it has returned what had come, raises for good (until an ICE
-            # restart), and a receive loop ends.
-            self._buffer.closed = True
-            for share in self._muxes:
-                share.release()  # (a peer that comes back there may be another agent's)
+            wakes = True
+        else:
+            wakes = isinstance(event, GatheringStateChanged)
         subscribers = self._subscribers
         if subscribers:
             for stream in subscribers:
                 stream._put(event)
         changed = self._changed
-        if changed is not None and _wakes_waiters(event):
+        if changed is not None and wakes:
             self._changed = None
             changed.set()
             if self._connect_sock is not None:  # (see _read_until_change)
@@ -1351,7 +1348,7 @@ class Agent:
         """Add a local candidate on transport ``base`` (signalled to the peer if ``signal``),
         which the STUN or TURN server ``url`` gave, if any."""
         candidate = unique_priority(candidate, base, self._core.local_candidates)
-        network = self.config.network
+        network = self._config.network
         external = None
         if (
             signal
@@ -1385,7 +1382,7 @@ class Agent:
                 candidate = named
             if candidate.related_address is not None and (
                 network.mdns is MdnsMode.QUERY_AND_GATHER
-                or self.config.transport_policy is not TransportPolicy.ALL
+                or self._config.transport_policy is not TransportPolicy.ALL
             ):
                 # (No host address is signalled then, nor is one shown where a
                 # server-reflexive or relayed candidate came from, as browsers do.)
@@ -1412,7 +1409,7 @@ class Agent:
         mdns = self._mdns
         if mdns is None:
             opened = open_mdns(
-                self.config.network, self._now, warn=not self._mdns_quiet, links=links
+                self._config.network, self._now, warn=not self._mdns_quiet, links=links
             )
             self._mdns = False if opened is None else opened
             if opened is not None:
@@ -1431,7 +1428,7 @@ class Agent:
             v6 = ":" in address
             return v6 in families and not (v6 and ipaddress.ip_address(address).is_link_local)
 
-        network = self.config.network
+        network = self._config.network
         gathered = {":" in local.address for local, _ in self._core.local_candidates}
         configured = {family for family, on in ((False, network.ipv4), (True, network.ipv6)) if on}
         for families in (gathered, configured):
@@ -1479,7 +1476,7 @@ class Agent:
         with trio.CancelScope() as scope:  # (cancelled by an ICE restart)
             mdns.scopes.add(scope)
             try:
-                with trio.move_on_after(self.config.timing.mdns_timeout):
+                with trio.move_on_after(self._config.timing.mdns_timeout):
                     addresses = await mdns.resolve(candidate.address)
             finally:
                 mdns.scopes.discard(scope)
@@ -1491,7 +1488,7 @@ class Agent:
                 "%s: remote candidate %s left out: no mDNS answer in %g s",
                 self._local.ufrag,
                 _peer_text(candidate.address),
-                self.config.timing.mdns_timeout,
+                self._config.timing.mdns_timeout,
             )
             core.release_remote(None, generation)
             self._pump()
@@ -1831,7 +1828,7 @@ class Agent:
         """An ICE-lite agent's selected pair changed (or went): the address whose data is
         its consent follows it."""
         selected = self._core.selected
-        if self.config.lite and selected is not None:
+        if self._config.lite and selected is not None:
             self._lite_source = selected.remote_address
         else:
             self._lite_source = None
@@ -1912,7 +1909,7 @@ class Agent:
             TcpType.PASSIVE,
             deliver=self._dispatch,
             failed=self._tcp_failed,
-            max_links=self.config.max_pairs,
+            max_links=self._config.max_pairs,
             counters=counters,
         )
         transport.vet = self._signed_for_us

@@ -501,14 +501,14 @@ async def gather_local(agent: Agent) -> None:
         await trio.lowlevel.checkpoint()  # (closed before its task first ran: the cancel)
         return
     agent._set_gathering(GatheringState.GATHERING)
-    policy = agent.config.transport_policy
-    if agent.config.network.tcp_candidates and (
+    policy = agent._config.transport_policy
+    if agent._config.network.tcp_candidates and (
         policy is not TransportPolicy.ALL or agent._muxes or agent._tcp_shares
     ):
         why = "the agent is on a mux" if policy is TransportPolicy.ALL else f"policy {policy.value}"
         logger.info("%s: no ICE-TCP candidates of its own (%s)", agent._local.ufrag, why)
     urls = [url for server in _servers(agent) for url in server.urls]
-    if not agent.config.network.udp and any(not url.is_turn for url in urls):
+    if not agent._config.network.udp and any(not url.is_turn for url in urls):
         logger.info("%s: no server-reflexive candidates (no UDP host socket)", agent._local.ufrag)
     if policy is not TransportPolicy.RELAY:
         await gather_host(agent)
@@ -519,8 +519,8 @@ async def gather_local(agent: Agent) -> None:
         policy is TransportPolicy.NOHOST
         and not urls
         and not (
-            agent.config.network.external_addresses
-            and agent.config.network.external_candidate is CandidateType.SRFLX
+            agent._config.network.external_addresses
+            and agent._config.network.external_candidate is CandidateType.SRFLX
         )
     ):
         _nothing_to_signal(agent, "nohost", "policy nohost and no STUN or TURN server")
@@ -533,7 +533,7 @@ def _nothing_to_signal(agent: Agent, source: str, why: str) -> None:
 
 
 def _servers(agent: Agent) -> Sequence[IceServer]:
-    return () if agent.config.lite else agent.config.ice_servers
+    return () if agent._config.lite else agent._config.ice_servers
 
 
 def has_server_sources(agent: Agent) -> bool:
@@ -546,7 +546,7 @@ async def gather_servers(agent: Agent, kept: Sequence[tuple[Candidate, int]] = (
     server, then gathering is complete.  A gathering anew passes the relays it would keep
     (``kept``, with their candidates): each is probed (:func:`_probe_relay`) rather than
     its server asked for another."""
-    policy = agent.config.transport_policy
+    policy = agent._config.transport_policy
     servers = _servers(agent)
     signalled = {base for _, base in agent._core.local_candidates}
     relayed = {
@@ -607,7 +607,7 @@ async def _probe_relay(
     ``gather_timeout``.  (A refused relay is closed already, as any whose refresh fails.)"""
     started = trio.current_time()
     alive = False
-    with trio.move_on_at(started + agent.config.timing.gather_timeout) as probing:
+    with trio.move_on_at(started + agent._config.timing.gather_timeout) as probing:
         alive = await transport.probe()
     if alive or probing.cancelled_caught:
         agent._add_local(candidate, transport.base, signal=True, url=transport.server)
@@ -635,12 +635,12 @@ async def gather_host(agent: Agent) -> None:
     (the first) or a receive task of its own (each other)."""
     started = trio.current_time()
     if agent._muxes or agent._tcp_shares:
-        if agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
+        if agent._config.network.mdns is MdnsMode.QUERY_AND_GATHER:
             await read_interfaces()  # (mDNS's links, and each name's)
         _mux_hosts(agent, started)
         return
     await read_interfaces()
-    _hosts(agent, host_addresses(agent.config.network), started, anew=False)
+    _hosts(agent, host_addresses(agent._config.network), started, anew=False)
 
 
 def _hosts(
@@ -659,8 +659,8 @@ def _hosts(
     At the first gathering, a socket that cannot be bound for want of descriptors raises
     :class:`~trice.LimitError` (out of :func:`~trice.open_agent`); anew, the restart has
     happened: it is reported (and logged), and costs only its own candidate."""
-    network = agent.config.network
-    signal = agent.config.transport_policy is TransportPolicy.ALL
+    network = agent._config.network
+    signal = agent._config.transport_policy is TransportPolicy.ALL
     before = len(agent._signalled)
     if signal and hosts and network.mdns is MdnsMode.QUERY_AND_GATHER:
         agent._open_mdns(links)  # (first: the candidates are signalled under names it answers)
@@ -706,7 +706,7 @@ def _withheld(agent: Agent) -> str | None:
     """Why a gathering signalled no host candidate of those it has: under
     ``QUERY_AND_GATHER`` each is withheld rather than shown under its own address (see
     ``Agent._add_local``); ``None`` under another mode."""
-    if agent.config.network.mdns is not MdnsMode.QUERY_AND_GATHER:
+    if agent._config.network.mdns is not MdnsMode.QUERY_AND_GATHER:
         return None
     if agent._mdns:
         return "host candidates withheld: no link answers their .local names"
@@ -721,8 +721,8 @@ def _mux_hosts(
     """Host candidates at the muxes' addresses, shared with their other agents (a passive
     TCP one at a TCP mux's), and the host report (for a gathering anew too, whose read of
     the interfaces mDNS is to open on is ``links``)."""
-    signal = agent.config.transport_policy is TransportPolicy.ALL
-    if signal and agent.config.network.mdns is MdnsMode.QUERY_AND_GATHER:
+    signal = agent._config.transport_policy is TransportPolicy.ALL
+    if signal and agent._config.network.mdns is MdnsMode.QUERY_AND_GATHER:
         agent._open_mdns(links)  # (first: the candidates are signalled under names)
     before = len(agent._signalled)
     added = 0
@@ -758,8 +758,14 @@ def _rank(agent: Agent, hosts: Sequence[HostAddress]) -> None:
     place), else after the others.  Ranks are kept: an address kept by a gathering anew
     keeps its host candidate, priority and all, though others came or went
     (``Agent.restart`` says it keeps it).  (A tuple, not a dict: memory a thousand agents
-    hold; a place left is an empty address.)"""
-    ranked = agent._ranked
+    hold; a place left is an empty address.  Kept a process, by what it is made of: the
+    agents of one process rank the same addresses the same.)"""
+    agent._ranked = _ranking(agent._ranked, tuple(hosts))
+
+
+@functools.lru_cache(maxsize=64)
+def _ranking(ranked: tuple[str, ...], hosts: tuple[HostAddress, ...]) -> tuple[str, ...]:
+    """:func:`_rank`'s ranking: ``ranked`` with ``hosts`` ranked in it."""
     present = {(host.interface, host.address) for host in hosts}
     entries = [
         (interface, address if (interface, address) in present else "")
@@ -778,15 +784,20 @@ def _rank(agent: Agent, hosts: Sequence[HostAddress]) -> None:
                 entries.append((interface, address))
             else:
                 entries[place] = (interface, address)
-    agent._ranked = tuple(part for entry in entries for part in entry)
+    return tuple(part for entry in entries for part in entry)
 
 
 def _ranks(agent: Agent, host: HostAddress) -> tuple[int, int]:
     """``host``'s interface rank and address rank (see :func:`_rank`, which gave them)."""
-    ranked = agent._ranked
+    return _ranks_in(agent._ranked, host.interface, host.address)
+
+
+@functools.lru_cache(maxsize=256)
+def _ranks_in(ranked: tuple[str, ...], interface: str, address: str) -> tuple[int, int]:
+    """:func:`_ranks` of ``interface`` and ``address`` in ``ranked``, kept (as ``_ranking``)."""
     interfaces = list(dict.fromkeys(ranked[::2]))
-    mine = [a for i, a in zip(ranked[::2], ranked[1::2], strict=True) if i == host.interface]
-    return interfaces.index(host.interface), mine.index(host.address)
+    mine = [a for i, a in zip(ranked[::2], ranked[1::2], strict=True) if i == interface]
+    return interfaces.index(interface), mine.index(address)
 
 
 def _udp_host(
@@ -804,7 +815,7 @@ def _udp_host(
     Raises:
         LimitError: no descriptor is left for the socket.
     """
-    network = agent.config.network
+    network = agent._config.network
     if kept is None:
         try:
             start = 0 if network.port_range is None else secrets.randbelow(65536)
@@ -829,7 +840,7 @@ def _udp_host(
         address_rank=address_rank,
         key=agent._key,
     )
-    signal = agent.config.transport_policy is TransportPolicy.ALL
+    signal = agent._config.transport_policy is TransportPolicy.ALL
     agent._add_local(candidate, kept.base, signal=signal)
     _add_external(agent, candidate, kept.base)
     return True
@@ -856,11 +867,11 @@ def read_surroundings(agent: Agent) -> Surroundings:
     """
     forget_adapters()
     machine = machine_addresses()
-    network = agent.config.network
+    network = agent._config.network
     links = None
     if agent._mdns is not None or network.mdns is MdnsMode.QUERY_AND_GATHER:
         links = mdns_interfaces(network)  # (see _follow_links, and Agent._open_mdns)
-    if agent._muxes or agent._tcp_shares or agent.config.transport_policy is TransportPolicy.RELAY:
+    if agent._muxes or agent._tcp_shares or agent._config.transport_policy is TransportPolicy.RELAY:
         return Surroundings((), machine, links)
     return Surroundings(tuple(host_addresses(network)), machine, links)
 
@@ -910,7 +921,7 @@ def gather_anew(agent: Agent, now: Surroundings) -> None:
     agent._mapped = None
     agent._reports = ()
     agent._set_gathering(GatheringState.GATHERING)
-    policy = agent.config.transport_policy
+    policy = agent._config.transport_policy
     if policy is not TransportPolicy.RELAY:
         if agent._muxes or agent._tcp_shares:
             _mux_hosts(agent, started, now.links)
@@ -933,7 +944,7 @@ def _follow_links(agent: Agent, links: MdnsLinks | None) -> None:
         agent._mdns = None
         agent._mdns_quiet = True
     elif mdns is not None:
-        mdns.follow_links(agent.config.network, links)
+        mdns.follow_links(agent._config.network, links)
 
 
 def _close_gone(agent: Agent, hosts: Sequence[HostAddress], carrying: int | None) -> None:
@@ -966,9 +977,9 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> bool:
     (an ICE-lite agent opens no connection: passive only).  Each runs as a task.  Returns
     whether it added any."""
     added = False
-    network = agent.config.network
+    network = agent._config.network
     kinds = network.tcp_candidates
-    if agent.config.lite and TcpType.ACTIVE in kinds:
+    if agent._config.lite and TcpType.ACTIVE in kinds:
         logger.info(
             "%s: ICE-lite opens no connection: no active ICE-TCP candidate", agent._local.ufrag
         )
@@ -1024,7 +1035,7 @@ def _gather_tcp(agent: Agent, addresses: Sequence[HostAddress]) -> bool:
                 kind,
                 deliver=agent._dispatch,
                 failed=agent._tcp_failed,
-                max_links=agent.config.max_pairs,
+                max_links=agent._config.max_pairs,
                 counters=counters,
                 listener=listener,
             )
@@ -1046,14 +1057,14 @@ def _add_external(agent: Agent, host: Candidate, base: int) -> None:
     find (so that one that finds it adds nothing), and under ``external_candidate=SRFLX`` a
     srflx candidate of its own (under ``HOST``, ``Agent._add_local`` signals it in the host
     candidate's place)."""
-    network = agent.config.network
+    network = agent._config.network
     if not network.external_addresses:
         return
     external = network.external_address(host.address)
     if external is None:
         return
     mapped = (external, host.port)
-    policy = agent.config.transport_policy
+    policy = agent._config.transport_policy
     if network.external_candidate is CandidateType.SRFLX:
         signal = policy is not TransportPolicy.RELAY
     else:
@@ -1078,7 +1089,7 @@ async def gather_srflx(
     from its socket for all its agents: see ``UdpMux._server_reflexive``)."""
     started = trio.current_time()
     source = f"{url} from {transport.local_address[0]}"
-    timing = agent.config.timing
+    timing = agent._config.timing
     ask: Callable[[Address], Awaitable[stun.Message]]
     if isinstance(transport, MuxTransport):
         ask = functools.partial(
@@ -1188,7 +1199,7 @@ async def gather_relay(
     started = trio.current_time() if started is None else started
     base = agent._new_base()
     assert server.username is not None and server.credential is not None
-    deadline = started + agent.config.timing.gather_timeout
+    deadline = started + agent._config.timing.gather_timeout
     try:
         for attempt in range(1 + _MISMATCH_RETRIES):
             try:
@@ -1267,7 +1278,7 @@ async def _serve_relay(
     (``Agent._transport_lost``): the pairs on the relay fail, and ICE with them if one was
     selected.  (Closing the agent ends the relay by cancellation, which goes past this.)"""
     assert server.username is not None and server.credential is not None
-    proxy = agent.config.network.proxy
+    proxy = agent._config.network.proxy
     assert not isinstance(proxy, str)  # (NetworkConfig makes a str given a ProxyUrl)
     await run_relay(
         url,

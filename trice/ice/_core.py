@@ -9,6 +9,7 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import math
@@ -2639,15 +2640,17 @@ class AgentCore:
         else:
             # (The age from our latest copy: after an outage the request comes long after
             # the check started, and twice its age fell past the next copy: none went.)
+            # (The offsets rise: the copies sent by now are those up to bisect's place.)
             age = now - check.started
-            copies = check.schedule[:-1]
-            sent = check.started + max((o for o in copies if o <= age), default=0.0)
+            schedule = check.schedule
+            copies = len(schedule) - 1
+            sent_copies = bisect.bisect_right(schedule, age, 0, copies)
+            sent = check.started + (schedule[sent_copies - 1] if sent_copies else 0.0)
             since = now - sent
             # (A copy that went longer than an RTO ago was lost, or the way has only now
             # opened: at once.)
             at = now if since >= self.timing.rto else sent + max(RESEND_MIN, 2 * since)
-            following = [o for o in copies if o > age]
-            if following and check.started + following[0] - at < RESEND_MIN:
+            if sent_copies < copies and check.started + schedule[sent_copies] - at < RESEND_MIN:
                 return  # (the next copy goes as soon: one is enough)
         if self._resend is None:
             self._resend = [(tid, at)]
