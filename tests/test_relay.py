@@ -594,16 +594,41 @@ def test_a_full_stream_keeps_room_for_the_clients_requests() -> None:
     assert not conn.write(indication)
     refresh = stun.Message(stun.Method.REFRESH, stun.MessageClass.REQUEST).encode()
     assert conn.write(refresh)
-    # A check (or its answer) on a channel has room beyond data's too, but less than the
-    # requests' (an application's data shaped as STUN would take it): once it is full, a
-    # request still goes.
+    # A check (or its answer) on a channel has room beyond data's too (with the requests,
+    # written before data), but less than the requests': once it is full, a request still
+    # goes.
     check = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode()
     assert not conn.write(stun.encode_channel_data(0x4000, b"\x00" * 20, pad=True))
     while conn.write(stun.encode_channel_data(0x4000, check, pad=True)):
         pass
     limit = _relay.STREAM_BUFFER_LIMIT
-    assert limit * 3 // 2 - 24 < len(conn.pending) <= limit * 3 // 2
+    assert limit - 24 < len(conn.urgent) <= limit
     assert conn.write(refresh)
+
+
+async def test_the_clients_requests_go_before_the_data_that_waits_on_a_stream() -> None:
+    """A TCP or TLS stream to the server backed up with data (a file transfer on a slow
+    uplink): a Refresh queued meanwhile goes out after the piece of data being written
+    (``STREAM_PIECE``), not after all the data waiting (it waited behind a megabyte, and
+    the agent's checks and answers too: consent ran out on a slow but working path)."""
+    stream, server_end = trio.testing.lockstep_stream_pair()
+    conn = _relay._StreamConnection(stream, "127.0.0.1")
+    data = stun.encode_channel_data(0x4000, b"x" * 1000, pad=True)
+    while conn.write(data):
+        pass
+    refresh = stun.Message(stun.Method.REFRESH, stun.MessageClass.REQUEST).encode()
+    framer = StreamFramer()
+    frames: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.flush)
+        frames += framer.feed(await server_end.receive_some(1000))  # (a piece is on its way)
+        assert conn.write(refresh)
+        with trio.fail_after(10):
+            while refresh not in frames:
+                frames += framer.feed(await server_end.receive_some(65536))
+        nursery.cancel_scope.cancel()
+    assert _relay.STREAM_PIECE == 16 * 1024
+    assert frames.index(refresh) <= 16 * 1024 // len(data) + 1  # (the piece begun, 17 frames)
 
 
 async def test_a_send_waiting_on_a_backed_up_stream_is_woken_by_close() -> None:

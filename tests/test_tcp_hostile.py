@@ -1138,6 +1138,45 @@ async def test_a_consent_check_made_while_the_connection_is_backed_up_still_goes
                 pass
 
 
+async def test_a_consent_check_goes_before_the_data_that_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The application keeps the connection's buffer full (a file transfer) while the path
+    is slow: a consent check made meanwhile goes before the data waiting, at the next
+    frame's start, and the socket holds little unsent (TCP_NOTSENT_LOWAT), so that the
+    peer reads it after less than half the connection's buffer of data.  It waited behind
+    all of it, and the megabytes the kernel took: on a 50 kB/s path consent ran out."""
+    consent: list[bytes] = []
+    transmit = _checks.CheckRun.transmit
+
+    def recording(run: _checks.CheckRun) -> None:
+        transmit(run)
+        if run.check.consent:
+            consent.append(run.check.transaction_id)
+
+    monkeypatch.setattr(_checks.CheckRun, "transmit", recording)
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=5, failed_timeout=10)
+    async with trice.open_agent(tcp_config(PASSIVE, timing=timing), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        connection = await _handshake(agent, peer)
+        datagram = b"\x80" + b"d" * 1199
+        while connection.send_nowait(datagram):
+            pass
+        consent.clear()
+        await until(lambda: bool(consent))
+        wanted, data = consent[0], 0
+        with trio.fail_after(5):
+            while True:
+                got = await peer.receive()
+                assert got is not None
+                if got[:1] in (b"\x00", b"\x01") and stun.decode(got).transaction_id == wanted:
+                    break
+                if got[:1] == b"\x80":
+                    data += len(got)
+    assert data < _tcp.LINK_BUFFER // 2, data
+
+
 async def test_the_tcp_counters_survive_the_agent_closing() -> None:
     async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
         await agent.wait_gathering_complete()

@@ -16,6 +16,7 @@ import math
 import socket
 import ssl
 import sys
+from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -25,7 +26,7 @@ from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl, host_port
 from trice._trio._log import logger
-from trice._trio._transport import READ_BATCH, datagram_too_large
+from trice._trio._transport import READ_BATCH, datagram_too_large, low_water
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 from trice.turn._client import SEND_INDICATION
 
@@ -45,6 +46,10 @@ DEALLOCATE_WAIT = 0.5
 RELAYED_MAX = 65_456
 #: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
 STREAM_BUFFER_LIMIT = 1 << 20
+#: The most data a TCP/TLS connection's writer hands the stream at once (whole frames):
+#: the client's requests and the agent's checks and answers waiting go before the next
+#: piece, and the socket holds no more unsent than ``UNSENT_LOW_WATER`` (see ``_tcp``).
+STREAM_PIECE = 16 * 1024
 
 
 class _Lost(Exception):
@@ -134,29 +139,45 @@ class _StreamConnection:
         self.source = source
         self.framer = StreamFramer()
         self.garbled: stun.StunDecodeError | None = None  # (said at the next read)
+        # Data waiting (whole frames, their sizes in order), and control frames waiting,
+        # which go first: the client's requests, and the agent's checks and answers.
         self.pending = bytearray()
+        self.sizes: deque[int] = deque()
+        self.urgent = bytearray()
         self.wake = trio.Event()
         self.drained = trio.Event()
         self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
         self.closed = False  # lost or closed: waiting senders are woken, and told
 
     def write(self, data: bytes) -> bool:
-        """Queue ``data`` (one frame) if there is room.  Data fills the buffer up to
-        ``STREAM_BUFFER_LIMIT``; the agent's checks and their answers on a channel
-        (ChannelData whose payload is STUN: consent must not starve behind data) up to half
-        as much again; the client's own requests (a Refresh, a permission, a channel) up to
-        twice the limit, a reserve nothing else reaches (over a stream a request lost here
-        is never sent again, and a lost Refresh would end the allocation; an application's
-        data shaped as STUN can take no more than the checks' share)."""
-        room = STREAM_BUFFER_LIMIT
+        """Queue ``data`` (one frame) if there is room.  Data fills its buffer up to
+        ``STREAM_BUFFER_LIMIT``.  The agent's checks and their answers on a channel
+        (ChannelData whose payload is STUN: consent must not starve behind data) and the
+        client's own requests (a Refresh, a permission, a channel) go in a buffer of their
+        own, written first (at the next frame's start), up to the limit too for the
+        checks, twice it for the requests, a reserve nothing else reaches (over a stream a
+        request lost here is never sent again, and a lost Refresh would end the
+        allocation)."""
         if data[0] < 0x40:
-            if stun.peek_type(data) != SEND_INDICATION:
-                room *= 2
+            if stun.peek_type(data) == SEND_INDICATION:
+                return self._queue(data)
+            room = 2 * STREAM_BUFFER_LIMIT
         elif stun.is_stun(memoryview(data)[4:]):  # (ChannelData: its payload after 4 bytes)
-            room += STREAM_BUFFER_LIMIT // 2
-        if len(self.pending) + len(data) > room:
+            room = STREAM_BUFFER_LIMIT
+        else:
+            return self._queue(data)
+        if len(self.urgent) + len(data) > room:
+            return False
+        self.urgent += data
+        self.wake.set()
+        return True
+
+    def _queue(self, data: bytes) -> bool:
+        """Queue data (a frame) behind the data waiting, if there is room."""
+        if len(self.pending) + len(data) > STREAM_BUFFER_LIMIT:
             return False
         self.pending += data
+        self.sizes.append(len(data))
         self.wake.set()
         return True
 
@@ -184,9 +205,19 @@ class _StreamConnection:
         self.drained.set()
 
     async def flush(self) -> None:
-        while self.pending:
-            chunk = bytes(self.pending)
-            self.pending.clear()
+        """Write what waits: the control frames first, then data a piece at a time
+        (``STREAM_PIECE``), the control frames that came meanwhile before each piece."""
+        pending, sizes, urgent = self.pending, self.sizes, self.urgent
+        while urgent or pending:
+            if urgent:
+                chunk = bytes(urgent)
+                urgent.clear()
+            else:
+                size = sizes.popleft()
+                while sizes and size + sizes[0] <= STREAM_PIECE:
+                    size += sizes.popleft()
+                chunk = bytes(pending[:size])
+                del pending[:size]
             self.sending = True
             try:
                 await self.stream.send_all(chunk)
@@ -194,6 +225,8 @@ class _StreamConnection:
                 self._close_writers()
                 raise _Lost("connection to the server lost", "connection lost") from exc
             self.sending = False
+            if len(pending) <= STREAM_BUFFER_LIMIT // 2:
+                self.drained.set()  # (room again: the sends waiting go on)
         self.drained.set()
 
     async def run_writer(self) -> None:
@@ -501,11 +534,14 @@ class RelayTransport:
         self._stop(AllocationError(str(exc), reason=exc.reason))
         conn = self._conn
         if isinstance(conn, _StreamConnection):
-            # What waits in the stream's buffer never goes: its data counts as dropped,
-            # not sent (the frames start at the buffer's start: a flush takes it whole).
-            for frame in StreamFramer().feed(conn.pending):
-                self._client.unsent(frame)
-            conn.pending.clear()
+            # What waits in the stream's buffers never goes: its data counts as dropped,
+            # not sent (the frames start at the buffers' starts: a flush takes whole
+            # frames).
+            for waiting in (conn.urgent, conn.pending):
+                for frame in StreamFramer().feed(waiting):
+                    self._client.unsent(frame)
+                waiting.clear()
+            conn.sizes.clear()
             self._client.connection_lost(exc.reason)
 
     async def _shutdown(self, *, deallocate: bool) -> None:
@@ -598,6 +634,9 @@ async def _connect(
         except OSError as exc:
             raise _unreachable(exc) from exc
         tcp, source = direct, _source(direct)
+    under = getattr(tcp, "socket", None)  # (a proxy's tunnel is a socket's stream too)
+    if under is not None:
+        low_water(under)
     if not server.secure:
         return _StreamConnection(tcp, source)
     tls = await _tls(tcp, ssl_context, server.host, _Lost)

@@ -21,6 +21,12 @@ agent accepts (authenticated, for this agent) within :data:`PROVE_WITHIN` second
 closed; at most :data:`LINK_BUFFER` bytes of data wait to be written per connection (beyond,
 a datagram is dropped, as a full UDP socket drops it, or a send waits), and as much again of
 STUN, which is never dropped for data's sake.
+
+STUN goes first: a check or an answer waiting is written before the data that waits, at the
+next frame's start, and the kernel holds no more than ``_transport.UNSENT_LOW_WATER`` bytes not
+yet sent (``TCP_NOTSENT_LOWAT``, where the system has it), so that what waits stays here,
+where it can be passed.  (On a slow path the kernel took megabytes, and consent checks
+waited behind them until consent ran out.)
 """
 
 from __future__ import annotations
@@ -37,7 +43,12 @@ import trio
 
 from trice._servers import host_port
 from trice._trio._log import logger
-from trice._trio._transport import BINDING_REQUEST, READ_BATCH, Address
+from trice._trio._transport import (
+    BINDING_REQUEST,
+    READ_BATCH,
+    Address,
+    low_water,
+)
 from trice.ice._candidate import TcpType
 from trice.ice._framing import FrameReader, frame
 from trice.stun import is_stun, peek_type
@@ -82,14 +93,29 @@ class TcpCounters:
 class _Link:
     """One TCP connection of a candidate: to (or from) ``address``."""
 
-    __slots__ = ("address", "closed", "epoch", "pending", "proven", "ready", "scope", "sock")
+    __slots__ = (
+        "address",
+        "closed",
+        "epoch",
+        "left",
+        "pending",
+        "proven",
+        "ready",
+        "scope",
+        "sock",
+        "urgent",
+    )
 
     def __init__(self, address: Address, *, proven: bool, epoch: int) -> None:
         self.address = address
         self.epoch = epoch  # (the ICE generation it opened in: see TcpTransport.restarted)
         self.sock: socket.socket | None = None  # (None while an active one connects)
-        #: What waits for the writer (the socket would block, or is still connecting).
+        #: What waits for the writer (the socket would block, or is still connecting): data,
+        #: and STUN, which goes first (at the start of the next frame of data: ``left``
+        #: bytes of the one at ``pending``'s head are still to go).
         self.pending = bytearray()
+        self.urgent = bytearray()
+        self.left = 0
         self.ready = trio.Event()  # set when there is something to write
         self.proven = proven
         self.closed = False
@@ -154,13 +180,15 @@ class TcpTransport:
         if link.closed:
             return False
         sock = link.sock
-        if link.pending or sock is None:
+        stun = is_stun(data)
+        if link.pending or link.urgent or sock is None:
             # Behind what waits (or still connecting): queued, if there is room (STUN has
-            # room of its own: a check or an answer is not dropped because data filled up).
-            room = 2 * LINK_BUFFER if is_stun(data) else LINK_BUFFER
-            if len(link.pending) + len(framed) > room:
+            # room of its own, and goes first: a check or an answer is not dropped, nor
+            # held back, because data filled up).
+            queue = link.urgent if stun else link.pending
+            if len(queue) + len(framed) > LINK_BUFFER:
                 return False
-            link.pending += framed
+            queue += framed
             link.ready.set()
             return True
         try:
@@ -180,7 +208,11 @@ class TcpTransport:
             return reopen and self.send_nowait(data, address)
         if sent < len(framed):
             # (The rest of a frame is queued whatever the room: the stream stays in step.)
-            link.pending += framed[sent:]
+            if stun:
+                link.urgent += framed[sent:]
+            else:
+                link.pending += framed[sent:]
+                link.left = len(framed) - sent
             link.ready.set()
         return True
 
@@ -238,6 +270,7 @@ class TcpTransport:
                 self.counters.refused += 1
                 return False
         self.counters.accepted += 1
+        low_water(sock)
         link = _Link(address, proven=False, epoch=self._epoch)
         link.sock = sock
         self._links[address] = link
@@ -364,6 +397,7 @@ class TcpTransport:
             if code:
                 raise OSError(code, os.strerror(code))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            low_water(sock)
         except OSError as exc:
             close_socket(sock)
             logger.debug("%r: cannot connect to %s: %s", self, host_port(*address), exc)
@@ -387,6 +421,7 @@ class TcpTransport:
                     raise OSError(errno.ECONNREFUSED, "no room")
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                low_water(sock)
             except OSError as exc:
                 # (No room; or reset before it was set up: some systems say EINVAL then.)
                 self.counters.refused += 1
@@ -468,22 +503,39 @@ class TcpTransport:
         return True
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
+        pending, urgent = link.pending, link.urgent
         while True:
             await link.ready.wait()
             link.ready = trio.Event()
-            pending = link.pending
-            while pending:
+            while pending or urgent:
+                # STUN first, at a frame's start; data meanwhile only to the end of the
+                # frame begun, while STUN waits.
+                first = urgent and not link.left
+                if first:
+                    out: bytes | bytearray | memoryview = urgent
+                elif urgent:
+                    out = memoryview(pending)[: link.left]
+                else:
+                    out = pending
                 try:
-                    sent = sock.send(pending)
+                    sent = sock.send(out)
                 except (BlockingIOError, InterruptedError):
                     sent = -1  # (waited on below: see Agent._read_until_change)
                 except OSError:
                     self._close_link(link)
                     return
+                finally:
+                    if isinstance(out, memoryview):
+                        out.release()
                 if sent < 0:
                     await trio.lowlevel.wait_writable(sock)
                     continue
-                del pending[:sent]
+                if first:
+                    del urgent[:sent]
+                else:
+                    link.left = _sent_of(pending, link.left, sent)
+                    if len(pending) < LINK_BUFFER // 2:
+                        self._senders.unpark_all()  # (room again: the sends waiting go on)
             self._senders.unpark_all()
 
     def _evict_unproven(self) -> None:
@@ -515,11 +567,27 @@ class TcpTransport:
             return
         link.closed = True
         link.pending.clear()
+        link.urgent.clear()
         if self._links.get(link.address) is link:
             del self._links[link.address]
         self.wake()
         if tell and not self.closed:
             self._failed(self, link.address, link.epoch != self._epoch)
+
+
+def _sent_of(pending: bytearray, left: int, sent: int) -> int:
+    """Drop the ``sent`` bytes at the head of ``pending`` (RFC 4571 frames, the first with
+    ``left`` bytes still to go, or 0 if whole): how many of the frame now at its head are
+    still to go (0: a frame starts there)."""
+    at = 0
+    while at < sent:
+        if not left:
+            left = 2 + (pending[at] << 8 | pending[at + 1])
+        step = min(left, sent - at)
+        at += step
+        left -= step
+    del pending[:sent]
+    return left
 
 
 async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, Address] | None:

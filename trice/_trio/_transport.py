@@ -8,6 +8,7 @@ trio socket (see bench/data_plane.py), and it is the hot path of the data plane.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import socket
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
 __all__ = [
     "BINDING_REQUEST",
     "STUN_MAGIC",
+    "UNSENT_LOW_WATER",
     "PairedSocket",
     "Transport",
     "UdpTransport",
     "bind_socket",
+    "low_water",
     "paired_sockets",
     "stun_transaction",
 ]
@@ -47,6 +50,24 @@ BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUE
 
 #: What hears the answer to a STUN transaction of ours: the message and where it came from.
 OnReply = Callable[[stun.Message, Address], None]
+
+
+#: Bytes written and not yet sent that a TCP socket of an agent's (an ICE-TCP connection, a
+#: TCP or TLS connection to a TURN server) may hold before it takes more
+#: (``TCP_NOTSENT_LOWAT``): what waits beyond waits in trice's buffers, where the agent's
+#: checks and answers, and a TURN client's requests, can go before it.  (On a slow path the
+#: kernel took megabytes of data, and consent checks waited behind them until consent ran
+#: out.)
+UNSENT_LOW_WATER = 32 * 1024
+
+
+def low_water(sock: socket.socket | trio.socket.SocketType) -> None:
+    """Keep what ``sock`` (a TCP socket) holds unsent to :data:`UNSENT_LOW_WATER`, where the
+    system can (Linux, macOS); elsewhere nothing."""
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is not None:
+        with contextlib.suppress(OSError):  # (a kernel that lacks it)
+            sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LOW_WATER)
 
 
 class Transport(Protocol):
