@@ -179,18 +179,21 @@ class _NoNames(_Names):
 
 @pytest.mark.parametrize(
     "url",
-    ["turn:turn.test:3478?transport=udp", "turn:turn.test:3478?transport=tcp", "turns:turn.test"],
+    [
+        "turn:turn.test:3478?transport=udp",
+        "turn:turn.test:3478?transport=tcp",
+        "turns:turn.test",
+        "stun:turn.test:3478",
+    ],
 )
 async def test_a_turn_server_name_that_does_not_resolve_is_reported_so(url: str) -> None:
-    """Over every transport a TURN server name that no resolver knows is reported as
-    ``unresolvable`` (over TCP and TLS it said "unreachable")."""
+    """Over every transport a TURN or STUN server name that no resolver knows is reported
+    as ``unresolvable`` (over TCP and TLS, and a STUN server's, it said "unreachable")."""
     resolver = _NoNames()
     trio.socket.set_custom_hostname_resolver(resolver)
     try:
-        config = loopback_config(
-            ice_servers=[trice.IceServer(url, "user", "pass")],
-            timing=trice.Timing(gather_timeout=1.0),
-        )
+        server = trice.IceServer(url) if url.startswith("stun") else trice.IceServer(url, "u", "p")
+        config = loopback_config(ice_servers=[server], timing=trice.Timing(gather_timeout=1.0))
         async with trice.open_agent(config, controlling=True) as agent:
             with trio.fail_after(5):
                 await agent.wait_gathering_complete()

@@ -55,6 +55,7 @@ class FakeServer:
     stale_count: int = 0
     relayed_address: Address = RELAYED
     ipv6_relays_only: bool = False  # (440 to an Allocate that names no family, as coturn)
+    alternate: Address = ("192.0.2.99", 3478)  # (what a 300 answer names)
 
     @property
     def key(self) -> bytes:
@@ -106,7 +107,7 @@ class FakeServer:
             code, reason = self.errors[method]
             extra: tuple[stun.Attribute, ...] = ()
             if code == 300:
-                extra = (stun.AlternateServer("192.0.2.99", 3478),)
+                extra = (stun.AlternateServer(*self.alternate),)
             elif code == 420:
                 extra = (stun.UnknownAttributes((0x0017, 0x7F01)),)
             return [message.error_response(code, reason, *extra).encode(integrity_key=self.key)]
@@ -524,6 +525,17 @@ def test_error_response_fails_the_allocation(code: int, reason: str) -> None:
         assert "192.0.2.99:3478" in str(error)
     else:
         assert error.alternate_server is None
+
+
+def test_an_ipv6_alternate_server_is_written_in_brackets() -> None:
+    """(As the gather report writes it, and a URI: it read 2001:db8::9:3478.)"""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    server = FakeServer(errors={Method.ALLOCATE: (300, "Try Alternate")})
+    server.alternate = ("2001:db8::9", 3478)
+    exchange(client, server, 0.0)
+    assert client.error is not None
+    assert "(alternate server [2001:db8::9]:3478)" in str(client.error)
 
 
 def test_a_servers_reason_is_made_printable_in_the_error() -> None:
@@ -1249,7 +1261,14 @@ def test_refused_permission_drops_the_queue() -> None:
     # Counted and told, for the caller to say (it said nothing: an operator whose server
     # denies the peer saw only data dropped, as for a full queue).
     assert client.statistics().refused == 1
-    assert client.refusals == [(PEER[0], "403 Forbidden")]
+    assert client.refusals == {PEER[0]: "403 Forbidden"}
+    # Refused again (the permission asked anew, 5 s on, then 15): one entry a peer IP, for
+    # a caller that never empties it (a list grew by one at each refusal).
+    for now in (7.0, 23.0):
+        client.send_to_peer(PEER, b"z", now)
+        exchange(client, server, now)
+    assert client.statistics().refused == 3
+    assert client.refusals == {PEER[0]: "403 Forbidden"}
 
 
 @pytest.mark.parametrize("method", [Method.CREATE_PERMISSION, Method.CHANNEL_BIND])

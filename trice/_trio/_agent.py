@@ -1063,8 +1063,9 @@ class Agent:
                     # (A relay-only agent whose relays ended, say: a plain restart keeps the
                     # candidates there are.)
                     raise IceFailedError(
-                        "ICE failed: this agent has no local candidate (a relay that ended "
-                        "is replaced by restart(regather=True))"
+                        "ICE failed: this agent has no local candidate (see its "
+                        "gather_reports; a relay that ended is replaced by "
+                        "restart(regather=True))"
                     )
                 raise IceFailedError("ICE failed: no candidate pair works")
             if self._core.selected is not None:

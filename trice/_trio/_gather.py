@@ -1126,6 +1126,9 @@ async def gather_srflx(
     except trio.TooSlowError:
         agent._report(GatherReport(source, trio.current_time() - started, 0, "timeout"))
         return
+    except socket.gaierror:  # (a name no resolver knows: as a TURN server's is reported)
+        agent._report(GatherReport(source, trio.current_time() - started, 0, "unresolvable"))
+        return
     except OSError as exc:
         agent._report(GatherReport(source, trio.current_time() - started, 0, f"unreachable: {exc}"))
         return

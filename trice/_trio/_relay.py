@@ -46,6 +46,8 @@ DEALLOCATE_WAIT = 0.5
 RELAYED_MAX = 65_456
 #: Bytes a TCP/TLS connection may hold unsent before ``send_nowait`` drops data.
 STREAM_BUFFER_LIMIT = 1 << 20
+#: Peer IPs whose refused permission a relay warns of (the others: DEBUG).
+_REFUSALS_WARNED = 16
 #: The most data a TCP/TLS connection's writer hands the stream at once (whole frames):
 #: the client's requests and the agent's checks and answers waiting go before the next
 #: piece, and the socket holds no more unsent than ``UNSENT_LOW_WATER`` (see ``_tcp``).
@@ -458,17 +460,19 @@ class RelayTransport:
         elif state is TurnState.FAILED:
             self._stop(client.error)
         if client.refusals:
-            for ip, what in client.refusals:
-                # (Once a peer IP at WARNING: a refused permission is asked again, backing
-                # off to a minute.)
-                log = logger.debug if ip in self._refused else logger.warning
+            for ip, what in client.refusals.items():
+                # (Once a peer IP at WARNING, for the first peers: a refused permission is
+                # asked again, backing off to a minute, and a peer may name many IPs.)
+                warned = ip in self._refused or len(self._refused) >= _REFUSALS_WARNED
+                log = logger.debug if warned else logger.warning
                 log(
                     "TURN %s: the server refused a permission for peer %s: %s",
                     self.server,
                     ip,
                     what,
                 )
-                self._refused.add(ip)
+                if len(self._refused) < _REFUSALS_WARNED:
+                    self._refused.add(ip)
             client.refusals.clear()
 
     def _stop(self, error: AllocationError | None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import fields
 
 from .. import stun
 from .._errors import StateError, printable
+from .._servers import host_port
 from ..ice._candidate import canonical_ip
 from ..stun import Message, MessageClass, Method
 from ._records import (
@@ -173,10 +174,11 @@ class TurnClient:
         """Our address as the server saw it (XOR-MAPPED-ADDRESS), once allocated."""
         self.lifetime: int | None = None
         """The lifetime the server granted in its last Allocate or Refresh answer, seconds."""
-        self.refusals: list[tuple[str, str]] = []
-        """Permissions the server refused since the caller last emptied this list: each
-        peer IP with the server's code and reason (``"403 Forbidden"``), for the caller to
-        say (the trio shell logs them), and clear."""
+        self.refusals: dict[str, str] = {}
+        """Permissions the server refused since the caller last emptied this: each peer IP
+        with the server's latest code and reason (``"403 Forbidden"``), for the caller to
+        say (the trio shell logs them), and clear (one entry a peer IP: a caller that never
+        clears it holds no more than the peers refused)."""
         self.error: AllocationError | None = None
         """Why the allocation failed, in :attr:`TurnState.FAILED`."""
 
@@ -830,7 +832,7 @@ class TurnClient:
         if kind is Kind.ALLOCATE or kind is Kind.REFRESH:
             extra = {} if alternate is None else {"alternate_server": alternate}
             if alternate is not None:
-                what += f" (alternate server {alternate[0]}:{alternate[1]})"
+                what += f" (alternate server {host_port(*alternate)})"
             self._fail(f"TURN {kind.value} failed: {what}", code=code, reason=reason, **extra)
             if kind is Kind.REFRESH and code not in (None, 401, 437, 438):
                 # A Refresh refused (508, say) leaves the allocation on the server until its
@@ -861,7 +863,7 @@ class TurnClient:
             perm.retry_at = now + pause
             if code is not None:
                 self._counts["refused"] += 1
-                self.refusals.append((perm.ip, what))
+                self.refusals[perm.ip] = what
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
             self._unbind(perm)
