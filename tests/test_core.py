@@ -5105,19 +5105,21 @@ def test_a_lite_agents_data_told_after_the_check_that_ended_its_gap_counts_in_th
     assert S.DISCONNECTED in _lite_states(core)
 
 
-def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_checked() -> None:
-    """The peer nominated two pairs (aggressive nomination), checks the selected one every
-    15 s and sends data over it all along; 3 s after its last check there, a check on the
-    other nominated pair: the selected pair is in use, not quiet, and stays selected (a
-    gap with data had its pace forgotten, and 2.4 s of quiet was taken for the peer
-    leaving the pair: the lite agent moved)."""
+#: The two remote candidates of :func:`_lite_with_a_backup`: the pair the peer uses, and
+#: its backup.
+USED, BACKUP = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
+
+
+def _lite_with_a_backup() -> tuple[AgentCore, Callable[..., None]]:
+    """An ICE-lite agent's core whose peer nominated two pairs (aggressive nomination): the
+    one to ``USED`` (selected) and, after it, the one to ``BACKUP``.  With ``check(now,
+    source, nominate=False)``, which hands it the peer's next check from ``source``."""
     _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
     core = b.core
     core.set_remote(IceParameters("peer", "p" * 22), 0.0)
-    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
-    core.add_remote_candidate(make_candidate("10.0.0.3", 5000, local_pref=100))
+    core.add_remote_candidate(make_candidate(*USED))
+    core.add_remote_candidate(make_candidate(*BACKUP, local_pref=100))
     core.add_remote_candidate(None)
-    used, backup = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
     tids = iter(range(1, 250))
 
     def check(now: float, source: tuple[str, int], *, nominate: bool = False) -> None:
@@ -5127,20 +5129,42 @@ def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_ch
             use_candidate=nominate,
             controlling=True,
             tid=bytes([next(tids)]) * 12,
-            priority=1_845_501_695 if source == used else 100,
+            priority=1_845_501_695 if source == USED else 100,
         )
         assert core.on_request(0, source, request, now) is not None
 
-    check(0.0, used, nominate=True)
-    check(0.05, backup, nominate=True)
-    assert core.selected is not None and core.selected.remote_address == used
+    check(0.0, USED, nominate=True)
+    check(0.05, BACKUP, nominate=True)
+    return core, check
+
+
+def _followed_to_the_backup(core: AgentCore, check: Callable[..., None]) -> None:
+    """Data over the selected pair until 37 s, the peer's checks on the backup every 15 s:
+    the lite agent follows the backup at 45 s, once the selected pair is quiet."""
+    t = 0.1
+    for when in (15.0, 30.0, 45.0):
+        while t < min(when, 37.0):
+            core.on_data(t, selected=True)
+            t += 0.5
+        check(when, BACKUP)
+    assert core.selected is not None and core.selected.remote_address == BACKUP
+
+
+def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_checked() -> None:
+    """The peer nominated two pairs (aggressive nomination), checks the selected one every
+    15 s and sends data over it all along; 3 s after its last check there, a check on the
+    other nominated pair: the selected pair is in use, not quiet, and stays selected (a
+    gap with data had its pace forgotten, and 2.4 s of quiet was taken for the peer
+    leaving the pair: the lite agent moved)."""
+    core, check = _lite_with_a_backup()
+    assert core.selected is not None and core.selected.remote_address == USED
     t = 0.1
     for when in (15.0, 30.0, 45.0, 48.0):
         while t < when:
             core.on_data(t, selected=True)
             t += 0.5
-        check(when, used if when < 48.0 else backup)
-    assert core.selected.remote_address == used
+        check(when, USED if when < 48.0 else BACKUP)
+    assert core.selected.remote_address == USED
     # A peer that checks only an idle pair (Pion's way) sends none over the selected pair
     # while data flows: 25 s of data and no check there, then one on the backup pair.  (It
     # was taken for quiet after 18 s, 0.6 of consent, and the lite agent moved.)
@@ -5148,8 +5172,8 @@ def test_a_lite_agent_keeps_its_pair_while_data_comes_over_it_and_a_backup_is_ch
         core.on_data(t, selected=True)
         core.on_timer(t)
         t += 0.5
-    check(73.0, backup)
-    assert core.selected.remote_address == used
+    check(73.0, BACKUP)
+    assert core.selected.remote_address == USED
 
 
 @pytest.mark.parametrize(("step", "keepalive"), [(1.0, None), (2.0, 5.0)])
@@ -5201,38 +5225,11 @@ def test_a_lite_agent_paces_a_backup_pair_by_its_own_checks_not_by_data_elsewher
     backup (at 45 s), whose checks keep their 15 s pace: no disconnected at the next gap.
     Data over the selected pair was taken for data in the backup's gap, which then set no
     pace: disconnected 12 s after the check that moved it."""
-    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
-    core = b.core
-    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
-    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
-    core.add_remote_candidate(make_candidate("10.0.0.3", 5000, local_pref=100))
-    core.add_remote_candidate(None)
-    used, backup = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
-    tids = iter(range(1, 250))
-
-    def check(now: float, source: tuple[str, int], *, nominate: bool = False) -> None:
-        core.on_timer(now)
-        request = binding_request(
-            core,
-            use_candidate=nominate,
-            controlling=True,
-            tid=bytes([next(tids)]) * 12,
-            priority=1_845_501_695 if source == used else 100,
-        )
-        assert core.on_request(0, source, request, now) is not None
-
-    check(0.0, used, nominate=True)
-    check(0.05, backup, nominate=True)
-    t = 0.1
-    for when in (15.0, 30.0, 45.0):
-        while t < min(when, 37.0):
-            core.on_data(t, selected=True)
-            t += 0.5
-        check(when, backup)
-    assert core.selected is not None and core.selected.remote_address == backup
+    core, check = _lite_with_a_backup()
+    _followed_to_the_backup(core, check)
     _lite_states(core)
     core.on_timer(59.9)
-    check(60.0, backup)
+    check(60.0, BACKUP)
     assert S.DISCONNECTED not in _lite_states(core)
 
 
@@ -5242,42 +5239,15 @@ def test_a_pair_the_peer_comes_back_to_takes_no_pace_from_its_time_away() -> Non
     the first pair's gap of 100 s spans the peer's time on the backup, no pace of its idle
     checks, and the lite agent is disconnected 12 s after that check (the 100 s was taken
     for a pace: 16.7 s, two thirds of consent)."""
-    _net, _a, b = two_agents(b_lite=True, want=False, exchange=False)
-    core = b.core
-    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
-    core.add_remote_candidate(make_candidate("10.0.0.1", 5000))
-    core.add_remote_candidate(make_candidate("10.0.0.3", 5000, local_pref=100))
-    core.add_remote_candidate(None)
-    used, backup = ("10.0.0.1", 5000), ("10.0.0.3", 5000)
-    tids = iter(range(1, 250))
-
-    def check(now: float, source: tuple[str, int], *, nominate: bool = False) -> None:
-        core.on_timer(now)
-        request = binding_request(
-            core,
-            use_candidate=nominate,
-            controlling=True,
-            tid=bytes([next(tids)]) * 12,
-            priority=1_845_501_695 if source == used else 100,
-        )
-        assert core.on_request(0, source, request, now) is not None
-
-    check(0.0, used, nominate=True)
-    check(0.05, backup, nominate=True)
-    t = 0.1
-    for when in (15.0, 30.0, 45.0):
-        while t < min(when, 37.0):
-            core.on_data(t, selected=True)
-            t += 0.5
-        check(when, backup)
-    assert core.selected is not None and core.selected.remote_address == backup
+    core, check = _lite_with_a_backup()
+    _followed_to_the_backup(core, check)
     t = 45.5
     while t < 80.0:
         core.on_timer(t)
         core.on_data(t, selected=True)
         t += 0.5
-    check(100.0, used)
-    assert core.selected.remote_address == used
+    check(100.0, USED)
+    assert core.selected is not None and core.selected.remote_address == USED
     _lite_states(core)
     core.on_timer(100.0 + 12.5)
     assert S.DISCONNECTED in _lite_states(core)

@@ -1091,6 +1091,35 @@ async def test_a_check_that_no_connection_can_carry_fails_at_once(
                     await until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
 
 
+def _recording_consent(monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], list[trio.Event]]:
+    """The transaction IDs of the consent checks the agents make from now on, and events:
+    the last of them is set at the next one made."""
+    consent: list[bytes] = []
+    made: list[trio.Event] = [trio.Event()]
+    transmit = _checks.CheckRun.transmit
+
+    def recording(run: _checks.CheckRun) -> None:
+        transmit(run)
+        if run.check.consent:
+            consent.append(run.check.transaction_id)
+            made[-1].set()
+
+    monkeypatch.setattr(_checks.CheckRun, "transmit", recording)
+    return consent, made
+
+
+@asynccontextmanager
+async def _a_slow_peer() -> AsyncIterator[tuple[_Peer, trice.Connection]]:
+    """An agent (passive, consent checks every 50 ms) connected over ICE-TCP to the test's
+    peer, which takes little at a time (a receive buffer of 4 KiB): the peer, and the
+    agent's connection."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=5, failed_timeout=10)
+    async with trice.open_agent(tcp_config(PASSIVE, timing=timing), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        yield peer, await _handshake(agent, peer)
+
+
 @pytest.mark.parametrize(
     "first_byte",
     [
@@ -1105,22 +1134,8 @@ async def test_a_consent_check_made_while_the_connection_is_backed_up_still_goes
     stops reading for a moment); a consent check made meanwhile must reach the peer once
     it reads again, as TCP would carry it (over TCP a check is not sent again): STUN has
     room of its own, which data never takes, whatever its first byte."""
-    consent: list[bytes] = []  # the transaction IDs of the consent checks made
-    made: list[trio.Event] = [trio.Event()]
-    transmit = _checks.CheckRun.transmit
-
-    def recording(run: _checks.CheckRun) -> None:
-        transmit(run)
-        if run.check.consent:
-            consent.append(run.check.transaction_id)
-            made[-1].set()
-
-    monkeypatch.setattr(_checks.CheckRun, "transmit", recording)
-    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=5, failed_timeout=10)
-    async with trice.open_agent(tcp_config(PASSIVE, timing=timing), controlling=False) as agent:
-        await agent.wait_gathering_complete()
-        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
-        connection = await _handshake(agent, peer)
+    consent, made = _recording_consent(monkeypatch)
+    async with _a_slow_peer() as (peer, connection):
         # Small datagrams: what is left of the room is less than a check's frame.
         datagram = first_byte + b"d" * 39
         for _ in range(1_000_000):
@@ -1146,20 +1161,8 @@ async def test_a_consent_check_goes_before_the_data_that_waits(
     frame's start, and the socket holds little unsent (TCP_NOTSENT_LOWAT), so that the
     peer reads it after less than half the connection's buffer of data.  It waited behind
     all of it, and the megabytes the kernel took: on a 50 kB/s path consent ran out."""
-    consent: list[bytes] = []
-    transmit = _checks.CheckRun.transmit
-
-    def recording(run: _checks.CheckRun) -> None:
-        transmit(run)
-        if run.check.consent:
-            consent.append(run.check.transaction_id)
-
-    monkeypatch.setattr(_checks.CheckRun, "transmit", recording)
-    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=5, failed_timeout=10)
-    async with trice.open_agent(tcp_config(PASSIVE, timing=timing), controlling=False) as agent:
-        await agent.wait_gathering_complete()
-        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
-        connection = await _handshake(agent, peer)
+    consent, _made = _recording_consent(monkeypatch)
+    async with _a_slow_peer() as (peer, connection):
         datagram = b"\x80" + b"d" * 1199
         while connection.send_nowait(datagram):
             pass

@@ -4,6 +4,7 @@ the block's own exception goes on as itself, not wrapped in an exception group."
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import NoReturn
@@ -135,23 +136,26 @@ def _failures(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     """The failures a nursery's ``group`` holds: the groups of trio's nurseries (a task of
     trice's may run one of its own) taken apart, however deep; any other group, one a
     task raised itself (a filter of the user's, say), kept whole, as trio keeps it."""
-    if group.message != _NURSERY_GROUP:
-        return [group]
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_failures(exc))
-        else:
-            out.append(exc)
-    return out
+    return _opened(group, lambda inner: inner.message == _NURSERY_GROUP)
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     """The exceptions of ``group`` that are not groups, however deep."""
+    return _opened(group, lambda inner: True)
+
+
+def _opened(
+    group: BaseExceptionGroup[BaseException],
+    opens: Callable[[BaseExceptionGroup[BaseException]], bool],
+) -> list[BaseException]:
+    """What ``group`` holds, the groups that ``opens`` takes (``group`` first) taken apart,
+    however deep, the others kept whole."""
+    if not opens(group):
+        return [group]
     out: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            out.extend(leaves(exc))
+            out.extend(_opened(exc, opens))
         else:
             out.append(exc)
     return out
