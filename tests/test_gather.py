@@ -28,7 +28,7 @@ import trice
 from trice import stun
 from trice._trio import _gather
 
-from loopback import loopback_config, server_socket, stun_server
+from loopback import HAS_IPV6, loopback_config, server_socket, stun_server
 from natlab import lone_namespace, require_natlab
 from virtual_time import LongestStep, slow_interface_reads, wall_clock_guard
 
@@ -202,6 +202,45 @@ async def test_a_turn_server_name_that_does_not_resolve_is_reported_so(url: str)
         trio.socket.set_custom_hostname_resolver(None)
     assert report.candidates == 0 and report.error == "unresolvable"
     assert resolver.asked and all(host == b"turn.test" for host in resolver.asked)
+
+
+class _Ipv4Only(_NoNames):
+    """A resolver of the test's own for which ``turn.test`` has an IPv4 address only."""
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[_AddrInfo]:
+        self.asked.append(host)
+        if family == socket.AF_INET6:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
+        return [(inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("192.0.2.7", 3478))]
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
+async def test_a_stun_server_name_of_the_other_family_only_is_no_unresolvable_name() -> None:
+    """A STUN server's name with an IPv4 address only, asked from ::1: the report says the
+    socket's family has none (it said "unresolvable", as of a name no resolver knows)."""
+    trio.socket.set_custom_hostname_resolver(_Ipv4Only())
+    try:
+        config = loopback_config(
+            ipv6=True,
+            ice_servers=[trice.IceServer("stun:turn.test:3478")],
+            timing=trice.Timing(gather_timeout=1.0),
+        )
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(5):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source.endswith("from ::1")]
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+    assert report.error == "unreachable: turn.test has no address of the socket's family"
 
 
 def _silent_socket(stack: contextlib.ExitStack) -> socket.socket:

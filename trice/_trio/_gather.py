@@ -1321,7 +1321,17 @@ def _may_reach(host: str, family: int) -> bool:
 async def _resolve_all(host: str, port: int, family: int) -> list[Address]:
     """A server's addresses in the family of the socket that will talk to it, in the
     resolver's order, each once."""
-    infos = await trio.socket.getaddrinfo(host, port, family=family, type=trio.socket.SOCK_DGRAM)
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, family=family, type=trio.socket.SOCK_DGRAM
+        )
+    except socket.gaierror as exc:
+        # (Unresolvable if it has no address at all; else of the other family only.)
+        try:
+            await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+        except socket.gaierror:
+            raise exc from None
+        raise OSError(f"{host} has no address of the socket's family") from exc
     addresses: list[Address] = []
     for info in infos:
         sockaddr = info[4]

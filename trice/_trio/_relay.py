@@ -26,7 +26,7 @@ from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl, host_port
 from trice._trio._log import logger
-from trice._trio._transport import READ_BATCH, datagram_too_large, low_water
+from trice._trio._transport import READ_BATCH, datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 from trice.turn._client import SEND_INDICATION
 
@@ -50,7 +50,8 @@ STREAM_BUFFER_LIMIT = 1 << 20
 _REFUSALS_WARNED = 16
 #: The most data a TCP/TLS connection's writer hands the stream at once (whole frames):
 #: the client's requests and the agent's checks and answers waiting go before the next
-#: piece, and the socket holds no more unsent than ``UNSENT_LOW_WATER`` (see ``_tcp``).
+#: piece, and the socket holds no more than 16 KiB unsent (trio's ``SocketStream`` sets
+#: ``TCP_NOTSENT_LOWAT`` so).
 STREAM_PIECE = 16 * 1024
 
 
@@ -638,9 +639,6 @@ async def _connect(
         except OSError as exc:
             raise _unreachable(exc) from exc
         tcp, source = direct, _source(direct)
-    under = getattr(tcp, "socket", None)  # (a proxy's tunnel is a socket's stream too)
-    if under is not None:
-        low_water(under)
     if not server.secure:
         return _StreamConnection(tcp, source)
     tls = await _tls(tcp, ssl_context, server.host, _Lost)

@@ -212,7 +212,7 @@ class TcpTransport:
                 link.urgent += framed[sent:]
             else:
                 link.pending += framed[sent:]
-                link.left = len(framed) - sent
+                link.left = len(framed) - sent if sent else 0  # (none of it gone: a frame's start)
             link.ready.set()
         return True
 

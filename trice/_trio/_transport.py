@@ -52,16 +52,15 @@ BINDING_REQUEST = stun.message_type(stun.Method.BINDING, stun.MessageClass.REQUE
 OnReply = Callable[[stun.Message, Address], None]
 
 
-#: Bytes written and not yet sent that a TCP socket of an agent's (an ICE-TCP connection, a
-#: TCP or TLS connection to a TURN server) may hold before it takes more
-#: (``TCP_NOTSENT_LOWAT``): what waits beyond waits in trice's buffers, where the agent's
-#: checks and answers, and a TURN client's requests, can go before it.  (On a slow path the
-#: kernel took megabytes of data, and consent checks waited behind them until consent ran
-#: out.)
-UNSENT_LOW_WATER = 32 * 1024
+#: Bytes written and not yet sent that an ICE-TCP connection's socket may hold before it
+#: takes more (``TCP_NOTSENT_LOWAT``; trio's ``SocketStream``, which a TCP or TLS connection
+#: to a TURN server is, sets the same): what waits beyond waits in trice's buffers, where
+#: the agent's checks and answers can go before it.  (On a slow path the kernel took
+#: megabytes of data, and consent checks waited behind them until consent ran out.)
+UNSENT_LOW_WATER = 16 * 1024
 
 
-def low_water(sock: socket.socket | trio.socket.SocketType) -> None:
+def low_water(sock: socket.socket) -> None:
     """Keep what ``sock`` (a TCP socket) holds unsent to :data:`UNSENT_LOW_WATER`, where the
     system can (Linux, macOS); elsewhere nothing."""
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
