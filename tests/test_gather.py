@@ -223,6 +223,47 @@ class _Ipv4Only(_NoNames):
         return [(inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("192.0.2.7", 3478))]
 
 
+class _Flaky(_NoNames):
+    """A resolver of the test's own that fails for a moment (EAI_AGAIN) when asked for one
+    family, and knows ``turn.test`` (at 127.0.0.1) when asked for any."""
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[_AddrInfo]:
+        self.asked.append(host)
+        if family:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
+        return [(inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("127.0.0.1", 3478))]
+
+
+async def test_a_passing_resolver_failure_is_no_name_of_the_other_family() -> None:
+    """A lookup that fails for a moment (EAI_AGAIN) is reported as the resolver's failure,
+    not as a name with addresses of the other family only (it was, when a lookup of any
+    family then found one)."""
+    resolver = _Flaky()
+    trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        config = loopback_config(
+            ice_servers=[trice.IceServer("stun:turn.test:3478")],
+            timing=trice.Timing(gather_timeout=1.0),
+        )
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(5):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source != "host"]
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+    assert report.error == "unresolvable"
+    assert resolver.asked == [b"turn.test"]  # (asked once: no second lookup)
+
+
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
 async def test_a_stun_server_name_of_the_other_family_only_is_no_unresolvable_name() -> None:
     """A STUN server's name with an IPv4 address only, asked from ::1: the report says the

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import ifaddr
 import trio
@@ -1318,6 +1318,14 @@ def _may_reach(host: str, family: int) -> bool:
     return (literal.version == 6) == (family == socket.AF_INET6)
 
 
+#: The resolver's errors that say a name has no address (of the family asked).
+_NO_ADDRESS: Final = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
+    if hasattr(socket, name)
+)
+
+
 async def _resolve_all(host: str, port: int, family: int) -> list[Address]:
     """A server's addresses in the family of the socket that will talk to it, in the
     resolver's order, each once."""
@@ -1326,11 +1334,16 @@ async def _resolve_all(host: str, port: int, family: int) -> list[Address]:
             host, port, family=family, type=trio.socket.SOCK_DGRAM
         )
     except socket.gaierror as exc:
-        # (Unresolvable if it has no address at all; else of the other family only.)
+        # (A name with no address of this family: unresolvable if it has none at all, else
+        # of the other family only.  Another error, a passing one, is as it is.)
+        if exc.errno not in _NO_ADDRESS:
+            raise
         try:
-            await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+            found = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
         except socket.gaierror:
             raise exc from None
+        if any(info[0] == family for info in found):
+            raise
         raise OSError(f"{host} has no address of the socket's family") from exc
     addresses: list[Address] = []
     for info in infos:

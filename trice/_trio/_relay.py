@@ -50,8 +50,8 @@ STREAM_BUFFER_LIMIT = 1 << 20
 _REFUSALS_WARNED = 16
 #: The most data a TCP/TLS connection's writer hands the stream at once (whole frames):
 #: the client's requests and the agent's checks and answers waiting go before the next
-#: piece, and the socket holds no more than 16 KiB unsent (trio's ``SocketStream`` sets
-#: ``TCP_NOTSENT_LOWAT`` so).
+#: piece, and the socket holds little unsent (trio's ``SocketStream`` sets
+#: ``TCP_NOTSENT_LOWAT`` to 16 KiB: some 16-32 KiB, with the segment being filled).
 STREAM_PIECE = 16 * 1024
 
 

@@ -61,8 +61,9 @@ UNSENT_LOW_WATER = 16 * 1024
 
 
 def low_water(sock: socket.socket) -> None:
-    """Keep what ``sock`` (a TCP socket) holds unsent to :data:`UNSENT_LOW_WATER`, where the
-    system can (Linux, macOS); elsewhere nothing."""
+    """Keep what ``sock`` (a TCP socket) holds unsent near :data:`UNSENT_LOW_WATER`, where
+    the system can (Linux: the segment being filled comes on top, some 32 KiB in all);
+    elsewhere nothing."""
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
     if option is not None:
         with contextlib.suppress(OSError):  # (a kernel that lacks it)
