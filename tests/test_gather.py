@@ -157,11 +157,13 @@ async def _gathered_through_a_name(
         trio.socket.set_custom_hostname_resolver(None)
 
 
-class _NoNames(_Names):
-    """A resolver of the test's own that knows no name (nothing goes to a DNS server)."""
+class _Scripted(_Names):
+    """A resolver of the test's own (nothing goes to a DNS server): ``answer(family)`` is
+    what a lookup finds for the family asked (0: any), or raises; the names asked are kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[int], list[_AddrInfo]]) -> None:
         super().__init__([])
+        self.answer = answer
         self.asked: list[bytes | None] = []
 
     async def getaddrinfo(
@@ -174,7 +176,34 @@ class _NoNames(_Names):
         flags: int = 0,
     ) -> list[_AddrInfo]:
         self.asked.append(host)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.answer(family)
+
+
+def _no_name(family: int) -> list[_AddrInfo]:
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def _at(address: str) -> list[_AddrInfo]:
+    inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
+    return [(inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", (address, 3478))]
+
+
+async def _reports_through(
+    resolver: _Scripted, server: trice.IceServer, *, ipv6: bool = False
+) -> list[trice.GatherReport]:
+    """The server's gather reports of a loopback agent (with ::1 too, if ``ipv6``) whose
+    names ``resolver`` looks up."""
+    trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        config = loopback_config(
+            ipv6=ipv6, ice_servers=[server], timing=trice.Timing(gather_timeout=1.0)
+        )
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(5):
+                await agent.wait_gathering_complete()
+            return [r for r in agent.gather_reports if r.source != "host"]
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
 
 
 @pytest.mark.parametrize(
@@ -189,77 +218,25 @@ class _NoNames(_Names):
 async def test_a_turn_server_name_that_does_not_resolve_is_reported_so(url: str) -> None:
     """Over every transport a TURN or STUN server name that no resolver knows is reported
     as ``unresolvable`` (over TCP and TLS, and a STUN server's, it said "unreachable")."""
-    resolver = _NoNames()
-    trio.socket.set_custom_hostname_resolver(resolver)
-    try:
-        server = trice.IceServer(url) if url.startswith("stun") else trice.IceServer(url, "u", "p")
-        config = loopback_config(ice_servers=[server], timing=trice.Timing(gather_timeout=1.0))
-        async with trice.open_agent(config, controlling=True) as agent:
-            with trio.fail_after(5):
-                await agent.wait_gathering_complete()
-            (report,) = [r for r in agent.gather_reports if r.source != "host"]
-    finally:
-        trio.socket.set_custom_hostname_resolver(None)
+    resolver = _Scripted(_no_name)
+    server = trice.IceServer(url) if url.startswith("stun") else trice.IceServer(url, "u", "p")
+    (report,) = await _reports_through(resolver, server)
     assert report.candidates == 0 and report.error == "unresolvable"
     assert resolver.asked and all(host == b"turn.test" for host in resolver.asked)
-
-
-class _Ipv4Only(_NoNames):
-    """A resolver of the test's own for which ``turn.test`` has an IPv4 address only."""
-
-    async def getaddrinfo(
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[_AddrInfo]:
-        self.asked.append(host)
-        if family == socket.AF_INET6:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
-        return [(inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("192.0.2.7", 3478))]
-
-
-class _Flaky(_NoNames):
-    """A resolver of the test's own that fails for a moment (EAI_AGAIN) when asked for one
-    family, and knows ``turn.test`` (at 127.0.0.1) when asked for any."""
-
-    async def getaddrinfo(
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[_AddrInfo]:
-        self.asked.append(host)
-        if family:
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
-        return [(inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("127.0.0.1", 3478))]
 
 
 async def test_a_passing_resolver_failure_is_no_name_of_the_other_family() -> None:
     """A lookup that fails for a moment (EAI_AGAIN) is reported as the resolver's failure,
     not as a name with addresses of the other family only (it was, when a lookup of any
     family then found one)."""
-    resolver = _Flaky()
-    trio.socket.set_custom_hostname_resolver(resolver)
-    try:
-        config = loopback_config(
-            ice_servers=[trice.IceServer("stun:turn.test:3478")],
-            timing=trice.Timing(gather_timeout=1.0),
-        )
-        async with trice.open_agent(config, controlling=True) as agent:
-            with trio.fail_after(5):
-                await agent.wait_gathering_complete()
-            (report,) = [r for r in agent.gather_reports if r.source != "host"]
-    finally:
-        trio.socket.set_custom_hostname_resolver(None)
+
+    def flaky(family: int) -> list[_AddrInfo]:  # (any family: at 127.0.0.1)
+        if family:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return _at("127.0.0.1")
+
+    resolver = _Scripted(flaky)
+    (report,) = await _reports_through(resolver, trice.IceServer("stun:turn.test:3478"))
     assert report.error == "unresolvable"
     assert resolver.asked == [b"turn.test"]  # (asked once: no second lookup)
 
@@ -268,19 +245,13 @@ async def test_a_passing_resolver_failure_is_no_name_of_the_other_family() -> No
 async def test_a_stun_server_name_of_the_other_family_only_is_no_unresolvable_name() -> None:
     """A STUN server's name with an IPv4 address only, asked from ::1: the report says the
     socket's family has none (it said "unresolvable", as of a name no resolver knows)."""
-    trio.socket.set_custom_hostname_resolver(_Ipv4Only())
-    try:
-        config = loopback_config(
-            ipv6=True,
-            ice_servers=[trice.IceServer("stun:turn.test:3478")],
-            timing=trice.Timing(gather_timeout=1.0),
-        )
-        async with trice.open_agent(config, controlling=True) as agent:
-            with trio.fail_after(5):
-                await agent.wait_gathering_complete()
-            (report,) = [r for r in agent.gather_reports if r.source.endswith("from ::1")]
-    finally:
-        trio.socket.set_custom_hostname_resolver(None)
+
+    def ipv4_only(family: int) -> list[_AddrInfo]:
+        return _no_name(family) if family == socket.AF_INET6 else _at("192.0.2.7")
+
+    resolver = _Scripted(ipv4_only)
+    reports = await _reports_through(resolver, trice.IceServer("stun:turn.test:3478"), ipv6=True)
+    (report,) = [r for r in reports if r.source.endswith("from ::1")]
     assert report.error == "unreachable: turn.test has no address of the socket's family"
 
 
