@@ -23,10 +23,11 @@ a datagram is dropped, as a full UDP socket drops it, or a send waits), and as m
 STUN, which is never dropped for data's sake.
 
 STUN goes first: a check or an answer waiting is written before the data that waits, at the
-next frame's start, and the kernel holds no more than ``_transport.UNSENT_LOW_WATER`` bytes not
-yet sent (``TCP_NOTSENT_LOWAT``, where the system has it), so that what waits stays here,
-where it can be passed.  (On a slow path the kernel took megabytes, and consent checks
-waited behind them until consent ran out.)
+next frame's start, and the kernel holds little not yet sent (``TCP_NOTSENT_LOWAT`` at
+``_transport.UNSENT_LOW_WATER``, where the system has it; Linux adds the segment it is
+filling: some 16-32 KiB), so that what waits stays here, where it can be passed.  (On a
+slow path the kernel took megabytes, and consent checks waited behind them until consent
+ran out.)
 """
 
 from __future__ import annotations
