@@ -1002,3 +1002,59 @@ async def test_the_relay_reader_lets_other_tasks_run_between_batches() -> None:
             steps = [b - a for a, b in itertools.pairwise(counts)]
             nursery.cancel_scope.cancel()
     assert max(steps) <= 2 * 64, f"{max(steps)} datagrams handled while no other task ran"
+
+
+@pytest.mark.parametrize("how", ["close", "cancel"])
+async def test_data_sent_over_tcp_before_the_end_goes_before_the_deallocation(how: str) -> None:
+    """Over TCP, the data a user sent and then closed (or cancelled) the relay goes to the
+    server before the deallocation, within the close's half-second.  Before, the writer was
+    cancelled inside ``send_all``: the stream, cut mid-write, was taken for stuck, so all of
+    that data was lost and the allocation was not deleted."""
+    fake = FakeServer()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listeners[0].socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    port = listeners[0].socket.getsockname()[1]
+    permitted = trio.Event()
+    relayed_while_allocated: list[int] = []  # (a server drops what comes after the deletion)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        framer = StreamFramer()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await stream.receive_some(65536):
+                for frame in framer.feed(data):
+                    for answer in fake.handle(frame, trio.current_time()):
+                        await stream.send_all(answer)
+                    if fake.allocated:
+                        relayed_while_allocated[:] = [len(fake.relayed)]
+                if fake.permissions and not permitted.is_set():
+                    permitted.set()
+                    await trio.sleep(0.25)  # (reading nothing: the client's writer waits)
+
+    sent = [b"%05d" % i + bytes(1000) for i in range(400)]
+    async with trio.open_nursery() as servers:
+        servers.start_soon(trio.serve_listeners, serve, listeners)
+        server = ServerUrl("turn", "127.0.0.1", port=port, transport="tcp")
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(nursery, server, Inbox())
+                assert relay.send_nowait(b"first", PEER)
+                await permitted.wait()
+                for datagram in sent:
+                    assert relay.send_nowait(datagram, PEER)
+                conn = relay._conn
+                assert isinstance(conn, _relay._StreamConnection)
+                while not conn.sending:  # noqa: ASYNC110 (the writer's own task)
+                    await trio.sleep(0.001)
+                start = trio.current_time()
+                if how == "close":
+                    relay.close()
+                else:
+                    nursery.cancel_scope.cancel()
+            elapsed = trio.current_time() - start
+        servers.cancel_scope.cancel()
+    assert elapsed < _relay.DEALLOCATE_WAIT + 0.1
+    relayed = [data for _, data, _ in fake.relayed]
+    assert relayed == [b"first", *sent]
+    assert relayed_while_allocated == [len(relayed)]
+    assert fake.methods()[-1] == "REFRESH" and not fake.allocated
+    assert relay.state is TurnState.CLOSED

@@ -150,6 +150,8 @@ class _StreamConnection:
         self.wake = trio.Event()
         self.drained = trio.Event()
         self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
+        self.send_scope: trio.CancelScope | None = None  # (the send_all running, shielded)
+        self.ending = math.inf  # when the relay closes: the send_all running is cut then
         self.closed = False  # lost or closed: waiting senders are woken, and told
 
     def write(self, data: bytes) -> bool:
@@ -207,9 +209,19 @@ class _StreamConnection:
         self.closed = True
         self.drained.set()
 
+    def end_by(self, deadline: float) -> None:
+        """The relay is closing: a send_all running goes on until ``deadline`` at most."""
+        self.ending = min(self.ending, deadline)
+        if self.send_scope is not None:
+            self.send_scope.deadline = self.ending
+
     async def flush(self) -> None:
         """Write what waits: the control frames first, then data a piece at a time
-        (``STREAM_PIECE``), the control frames that came meanwhile before each piece."""
+        (``STREAM_PIECE``), the control frames that came meanwhile before each piece.
+
+        A piece, once begun, is written whole even when the relay is cancelled: cut,
+        it would leave the stream out of step, with the data sent before it lost and no
+        way to delete the allocation.  Closing bounds that wait (:meth:`end_by`)."""
         pending, sizes, urgent = self.pending, self.sizes, self.urgent
         while urgent or pending:
             if urgent:
@@ -222,12 +234,20 @@ class _StreamConnection:
                 chunk = bytes(pending[:size])
                 del pending[:size]
             self.sending = True
-            try:
-                await self.stream.send_all(chunk)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._close_writers()
-                raise _Lost("connection to the server lost", "connection lost") from exc
+            with trio.CancelScope(shield=True, deadline=self.ending) as scope:
+                self.send_scope = scope
+                try:
+                    await self.stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._close_writers()
+                    raise _Lost("connection to the server lost", "connection lost") from exc
+                finally:
+                    self.send_scope = None
+            if scope.cancelled_caught:  # (cut as closing's wait ended: out of step for good)
+                await trio.lowlevel.checkpoint()  # (the relay's cancellation, at once)
+                return
             self.sending = False
+            await trio.lowlevel.checkpoint_if_cancelled()
             if len(pending) <= STREAM_BUFFER_LIMIT // 2:
                 self.drained.set()  # (room again: the sends waiting go on)
         self.drained.set()
@@ -560,9 +580,13 @@ class RelayTransport:
         conn = self._conn
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + DEALLOCATE_WAIT
+            if isinstance(conn, _StreamConnection):
+                conn.end_by(scope.deadline)
+                scope.deadline = conn.ending
             try:
                 stuck = isinstance(conn, _StreamConnection) and conn.sending
                 if deallocate and not stuck:
+                    await conn.flush()  # (the data sent before close goes before the deletion)
                     client.close(trio.current_time())  # a no-op unless allocating or allocated
                     self._drain()
                     await conn.flush()
@@ -782,6 +806,15 @@ async def _tunnel(
     return stream, source
 
 
+async def _bound_on_end(conn: _StreamConnection) -> None:
+    """Wait for the relay's end (cancelled or closed), then bound the write running then:
+    it goes on for the deallocation's wait at most (see :meth:`_StreamConnection.flush`)."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        conn.end_by(trio.current_time() + DEALLOCATE_WAIT)
+
+
 async def run_relay(
     server: ServerUrl,
     username: str,
@@ -866,6 +899,8 @@ async def run_relay(
             nursery.start_soon(relay._write_loop)
             client.start(trio.current_time())
             relay._pump()
+            if isinstance(conn, _StreamConnection):
+                nursery.start_soon(_bound_on_end, conn)
             with trio.move_on_at(connect_scope.deadline):
                 await relay._settled.wait()
             if client.state is TurnState.ALLOCATED and not relay._closed:
