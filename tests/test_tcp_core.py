@@ -390,6 +390,31 @@ def test_the_same_source_over_udp_and_over_tcp_is_learned_twice() -> None:
     assert len(core.checklist) == 2
 
 
+@pytest.mark.parametrize("port", [50123, 9])
+def test_an_active_candidate_signalled_at_its_connections_port_is_listed_once(port: int) -> None:
+    """A peer that signals its active candidate at the port its connection then comes from
+    has it listed once, as the peer-reflexive candidate learned from the connection (which
+    pairs), not as that and as the signalled one (kept under port 9).  At port 9, both
+    stay: they name two transport addresses."""
+    net = Network()
+    core = net.add_endpoint("b", controlling=False, tiebreaker=1).core
+    peer = net.add_endpoint("a", controlling=True, tiebreaker=2)
+    core.add_local_candidate(tcp_host_candidate(("10.0.0.2", 6001), PASSIVE, 0), 1)
+    core.set_remote(peer.core.local, 0.0)
+    source = ("10.0.0.1", 50123)
+    signalled = _tcp(source[0], port, ACTIVE)
+    assert core.add_remote_candidate(signalled)
+    request = binding_request(core, priority=1111, controlling=True)
+    assert core.on_request(1, source, request, 0.0) is not None
+    listed = [(c.type, c.port) for c in core.remote_candidates]
+    if port == 9:
+        assert listed == [(HOST, 9), (PRFLX, 50123)]
+    else:
+        assert listed == [(PRFLX, 50123)]
+    pair = core.checklist.find(1, source)
+    assert pair is not None and pair.remote is core.remote_candidates[-1]
+
+
 def test_a_request_to_an_active_candidate_learns_a_passive_peer() -> None:
     """Over a connection our active candidate opened, a request from an address not
     signalled is from a (peer-reflexive) passive candidate, which the active one pairs

@@ -1029,9 +1029,24 @@ class AgentCore:
     @property
     def remote_candidates(self) -> list[Candidate]:
         """The remote candidates, signalled or peer-reflexive, in the order learned (not the
-        address of before an ICE restart that stays for its data: see :meth:`restart`)."""
+        address of before an ICE restart that stays for its data: see :meth:`restart`).
+
+        A TCP active candidate signalled at the port its connection then came from is
+        listed once, as the peer-reflexive candidate learned from it, which pairs (see
+        :func:`remote_key`)."""
         stale = self._stale
-        return [c for address, c in self.remote_addresses.items() if address != stale]
+        held = self.remote_addresses
+        return [
+            c
+            for address, c in held.items()
+            if address != stale
+            and not (
+                address[1] == 9 + TCP_KEY
+                and c.port != 9
+                and (c.address, c.port + TCP_KEY) in held
+                and held[c.address, c.port + TCP_KEY].tcp_type is TcpType.ACTIVE
+            )
+        ]
 
     def gather_anew(self) -> None:
         """Local gathering starts again (an ICE restart that gathers anew): the local
