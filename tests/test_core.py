@@ -1974,8 +1974,9 @@ def _peer2() -> IceParameters:
 def test_an_earlier_generations_dropped_candidate_does_not_hold_failure_back(how: str) -> None:
     """An IPv6-only peer, an IPv4-only agent: ICE fails when the PAC timer ends (RFC 8863),
     not at ``failed_timeout``, also when a candidate of
-    an earlier ICE generation was dropped (one trickled late, naming the old ufrag; or one
-    held for the peer's parameters when the agent restarted): the peer cannot check from
+    an earlier ICE generation was dropped (one trickled late, naming the old ufrag), or one
+    held for the peer's parameters when the agent restarted names another ufrag than the
+    parameters that came (held on, for a generation to come): the peer cannot check from
     those.  (A candidate of this generation left out does hold it back: next test.)"""
     core = _v4_core()
     if how == "late":
@@ -1990,7 +1991,8 @@ def test_an_earlier_generations_dropped_candidate_does_not_hold_failure_back(how
         core.want_connection(0.0)
         core.restart(IceParameters("ufrag2", "password-2123456789abcdef"), 1.0)
         core.set_remote(_peer2(), 1.0)
-    assert core.remote_candidates_dropped == 1
+    assert core.remote_candidates_dropped == (1 if how == "late" else 0)
+    assert core.remote_candidates == []
     core.add_remote_candidate(make_candidate("fd00::2", 6002))
     core.add_remote_candidate(None)
     core.want_connection(1.0)
@@ -4069,9 +4071,10 @@ def test_a_candidate_of_before_a_restart_after_the_new_end_is_left_out() -> None
 
 def test_candidates_wait_for_the_parameters_of_their_generation() -> None:
     """After a restart, before the peer's new parameters, a candidate that names a ufrag
-    waits: taken if the parameters then say it is the peer's, else left out (counted), be
-    it one of before the restart trickled late or a stranger's.  The old generation had
-    not ended: an end-of-candidates then is taken for its own, late, and ignored."""
+    waits: taken if the parameters then say it is the peer's, left out (counted) if it is
+    one of before the restart trickled late, and held on if its ufrag was never seen (a
+    generation to come).  The old generation had not ended: an end-of-candidates then is
+    taken for its own, late, and ignored."""
     net, a, b = two_agents(end_of_candidates=False)
     assert net.run_until(connected(a, b), max_time=1.0)
     old_ufrag = b.core.local.ufrag
@@ -4089,10 +4092,10 @@ def test_candidates_wait_for_the_parameters_of_their_generation() -> None:
     assert a.core.remote_candidates == [] and len(a.core.checklist) == 0  # (held)
     a.core.set_remote(b.core.local, net.now)
     assert a.core.remote_candidates == [fresh]  # (not replaced by the late one)
-    assert a.core.remote_candidates_dropped == 2
-    # Now the peer's ufrag is known: one that names another is left out at once.
+    assert a.core.remote_candidates_dropped == 1  # (the late one; the unknown one waits on)
+    # Now the peer's ufrag is known: one that names another of before is left out at once.
     assert a.core.add_remote_candidate(late) is False
-    assert a.core.remote_candidates_dropped == 3
+    assert a.core.remote_candidates_dropped == 2
     assert a.core.add_remote_candidate(None) is True and a.core.remote_complete
 
 
@@ -4311,16 +4314,26 @@ def test_a_chrome_style_candidate_line_names_its_ufrag() -> None:
 
 def test_candidates_held_through_a_restart_wait_for_parameters_naming_them() -> None:
     """Candidates held for parameters that had not come when the agent restarts: they may
-    be the new generation's, and keep waiting; the parameters take what names their ufrag
-    and drop (and count) the rest."""
+    be the new generation's, and keep waiting; the parameters take what names their ufrag,
+    and the rest, naming a ufrag never seen, waits on for a generation to come: a peer that
+    restarted twice, its second generation's candidates overtaking the first's parameters,
+    has them taken with the second's parameters.  (They were dropped with the first's.)"""
     net, a, b = two_agents(exchange=False)
     (candidate,) = b.signalled
-    assert a.core.add_remote_candidate(dataclasses.replace(candidate, username_fragment="x1y2"))
+    second = dataclasses.replace(candidate, username_fragment="x1y2")
+    assert a.core.add_remote_candidate(second)
+    a.core.add_remote_candidate(None, "x1y2")  # (and its end-of-candidates)
     a.restart(net.now)
     assert a.core.remote_candidates_dropped == 0
     a.core.set_remote(b.core.local, net.now)
     assert a.core.remote_candidates == []
-    assert a.core.remote_candidates_dropped == 1
+    assert a.core.remote_candidates_dropped == 0
+    assert not a.core.remote_complete
+    a.restart(net.now)
+    a.core.set_remote(IceParameters("x1y2", b.core.local.pwd), net.now)
+    assert a.core.remote_candidates == [second]
+    assert a.core.remote_candidates_dropped == 0
+    assert a.core.remote_complete
 
 
 def test_a_restarted_peers_candidates_before_its_parameters_wait_for_them() -> None:

@@ -499,7 +499,12 @@ class AgentCore:
             self._held = None
             for (_, ufrag), candidate in held.items():
                 if ufrag != remote.ufrag:
-                    self.remote_candidates_dropped += 1  # (another generation's)
+                    if self.misnamed(ufrag):
+                        self.remote_candidates_dropped += 1  # (an earlier generation's)
+                    else:
+                        # (A generation to come: a peer that restarted twice, whose second
+                        # generation overtook its first's parameters.)
+                        self._hold_early(candidate, ufrag)
                 elif is_mdns_name(candidate.address):
                     # (Held unresolved: the shell resolves it now, see take_names.  An
                     # end-of-candidates that came before waits for it.)
@@ -514,8 +519,11 @@ class AgentCore:
                 else:
                     self._take_remote(candidate)
         named, self._named_ends = self._named_ends, None
-        if named is not None and remote.ufrag in named:
-            self.add_remote_candidate(None, remote.ufrag)  # (an end that named it came first)
+        if named is not None:
+            later = {u for u in named if u != remote.ufrag and not self.misnamed(u)}
+            self._named_ends = later or None  # (ends of a generation to come wait on)
+            if remote.ufrag in named:
+                self.add_remote_candidate(None, remote.ufrag)  # (an end that named it came first)
         for candidate in self._base_candidates():
             self._prepare_checks(candidate)
         if first and self.state is ConnectionState.CHECKING and self._checking_since is not None:
@@ -712,8 +720,11 @@ class AgentCore:
         not known, and while they are, for those of an ICE restart to come (a peer that
         restarted first, whose candidates came before its new parameters; W3C's
         ``addIceCandidate`` refuses those, and its applications hold them back
-        themselves).  Parameters take the held candidates that name their ufrag, and leave
-        out (and count) the others; candidates held through :meth:`restart` stay held.
+        themselves).  Parameters take the held candidates that name their ufrag, leave out
+        (and count) those of an earlier generation, and hold the others on, as of an ICE
+        restart to come (a peer that restarted twice, its second generation's candidates
+        overtaking its first's parameters); candidates held through :meth:`restart` stay
+        held.
         Those held while the peer's parameters are not known count against
         ``max_remote_candidates``; those of a generation to come have a room of their own
         (see :meth:`_hold_early`).
