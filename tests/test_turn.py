@@ -19,7 +19,7 @@ from trice import StateError, stun
 from trice.stun import Message, MessageClass, Method
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnEvent, TurnState
 from trice.turn._client import PEER_DATA_MAX
-from trice.turn._records import PERMISSION_LIFETIME
+from trice.turn._records import MAX_OUTSTANDING, PERMISSION_LIFETIME
 
 USER = "alice"
 PASSWORD = "wonderland"
@@ -1408,6 +1408,62 @@ def test_two_spellings_of_one_ipv6_address_are_one_peer() -> None:
     assert client.permission_installed(("2001:DB8::1", 7))
     relayed = [(peer, payload) for peer, payload, _how in server.relayed]
     assert relayed == [(("2001:db8::1", 7), b"a"), (("2001:db8::1", 7), b"b")]
+
+
+def _requests(wire: list[bytes]) -> list[Message]:
+    return [m for m in map(stun.decode, wire) if m.message_class is MessageClass.REQUEST]
+
+
+@pytest.mark.parametrize("reliable", [False, True])
+def test_over_udp_ten_requests_at_most_are_out_and_the_others_go_as_answers_come(
+    reliable: bool,
+) -> None:
+    """An agent checking twenty peer addresses through a relay at once asks for twenty
+    permissions: over UDP, ten go (RFC 8489 §6.2: a client SHOULD keep to ten outstanding
+    transactions with a server), the others as answers come, until every one is installed.
+    Over TCP, the stream paces them: all go at once."""
+    client, server = allocated(reliable=reliable)
+    peers = [(f"192.0.2.{i}", 5000) for i in range(1, 21)]
+    for peer in peers:
+        client.send_to_peer(peer, b"check", 1.0)
+    first = []
+    while (data := client.poll_transmit(1.0)) is not None:
+        first.append(data)
+    assert len(_requests(first)) == (20 if reliable else MAX_OUTSTANDING)
+    most = 0
+    for data in first:
+        for reply in server.handle(data, 1.0):
+            client.on_server_data(reply, 1.0)
+    while (data := client.poll_transmit(1.0)) is not None:
+        most = max(most, len(client._transactions))
+        for reply in server.handle(data, 1.0):
+            client.on_server_data(reply, 1.0)
+    assert all(client.permission_installed(peer) for peer in peers)
+    assert most <= (20 if reliable else MAX_OUTSTANDING)
+    assert [address for address, _, _ in server.relayed].count(peers[-1]) == 1
+
+
+def test_requests_waiting_for_room_go_as_the_unanswered_ones_time_out() -> None:
+    """A server that answers none: the permissions that waited go once the first ten
+    time out (RFC 8489 §6.2.1: 39.5 s), and none of them is lost."""
+    client, server = allocated()
+    server.silent = True
+    for i in range(1, 16):
+        client.send_to_peer((f"192.0.2.{i}", 5000), b"check", 1.0)
+    first = []
+    while (data := client.poll_transmit(1.0)) is not None:
+        first.append(data)
+    assert len(_requests(first)) == MAX_OUTSTANDING
+    now = 1.0
+    later: list[bytes] = []
+    while (deadline := client.next_deadline()) is not None and deadline < 100.0:
+        now = deadline
+        client.on_timer(now)
+        while (data := client.poll_transmit(now)) is not None:
+            later.append(data)
+    asked = {m.get(stun.XorPeerAddress).address for m in _requests(later)}  # type: ignore[union-attr]
+    assert asked == {f"192.0.2.{i}" for i in range(1, 16)}  # (retransmissions, and the 5 held)
+    assert client.state is TurnState.ALLOCATED
 
 
 # --- closing ----------------------------------------------------------------------------------

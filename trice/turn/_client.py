@@ -26,6 +26,7 @@ from ._records import (
     FIRST_CHANNEL,
     IDLE,
     LAST_CHANNEL,
+    MAX_OUTSTANDING,
     MAX_STALE_RETRIES,
     METHOD,
     PERMISSION_LIFETIME,
@@ -151,6 +152,9 @@ class TurnClient:
         self._nonce: str | None = None
         self._key: bytes | None = None
         self._transactions: dict[bytes, Transaction] = {}
+        # Permissions and channel bindings waiting for a transaction to end (over UDP, at
+        # MAX_OUTSTANDING): each is built when it goes, with the nonce of then.
+        self._waiting: deque[tuple[Kind, Permission | Peer, int]] = deque()
         self._outbox: deque[bytes] = deque()
         self._permissions: dict[str, Permission] = {}
         self._peers: dict[Address, Peer] = {}
@@ -262,6 +266,8 @@ class TurnClient:
             else:
                 self._counts["retransmissions"] += 1
                 self._outbox.append(tx.wire)
+        if self._waiting:
+            self._release(now)
         if self._state is not TurnState.ALLOCATED:
             return
         if self._expires_at <= now:
@@ -453,6 +459,8 @@ class TurnClient:
                 return [((address.address, address.port), payload_attr.value)]
             if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
                 self._on_response(message, now)
+                if self._waiting:
+                    self._release(now)
             else:
                 self._counts["malformed"] += 1
         except (stun.StunDecodeError, ValueError):
@@ -498,6 +506,7 @@ class TurnClient:
             return
         self._dirty = True
         self._move(TurnEvent.CLOSE)
+        self._waiting.clear()
         for perm in self._permissions.values():
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
@@ -527,6 +536,7 @@ class TurnClient:
             self.error = AllocationError(message, code=code, reason=reason, **extra)
             self._move(TurnEvent.FAIL)
             self._transactions.clear()
+            self._waiting.clear()
             for perm in self._permissions.values():
                 self._counts["dropped"] += len(perm.queue)
                 perm.queue.clear()
@@ -534,7 +544,12 @@ class TurnClient:
     def _request(
         self, kind: Kind, now: float, target: Permission | Peer | None = None, stale: int = 0
     ) -> None:
-        """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12)."""
+        """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12).  Over UDP,
+        a permission or a channel binding waits while ``MAX_OUTSTANDING`` are out."""
+        if target is not None and not self.reliable and len(self._transactions) >= MAX_OUTSTANDING:
+            target.busy = True
+            self._waiting.append((kind, target, stale))
+            return
         attrs: list[stun.Attribute] = []
         if kind is Kind.ALLOCATE:
             attrs.append(stun.RequestedTransport(17))
@@ -585,6 +600,17 @@ class TurnClient:
         )
         self._outbox.append(wire)
         self._dirty = True
+
+    def _release(self, now: float) -> None:
+        """Send the permissions and channel bindings that waited (see :meth:`_request`) while
+        fewer than ``MAX_OUTSTANDING`` transactions are out, if the allocation still is."""
+        waiting = self._waiting
+        if self._state is not TurnState.ALLOCATED:
+            waiting.clear()
+            return
+        while waiting and len(self._transactions) < MAX_OUTSTANDING:
+            kind, target, stale = waiting.popleft()
+            self._request(kind, now, target, stale)
 
     def _on_response(self, message: Message, now: float) -> None:
         tx = self._transactions.get(message.transaction_id)

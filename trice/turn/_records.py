@@ -56,6 +56,11 @@ IDLE: Final = 240.0
 #: the answer (the trio shell's ``DEALLOCATE_WAIT``), in which its copies go at 0, 125 and
 #: 375 ms.
 DEALLOCATE_RTO: Final = 0.125
+#: Transactions a client over UDP has outstanding with its server at most (RFC 8489 §6.2's
+#: SHOULD: ten).  Permissions and channel bindings past it wait for one to end; an
+#: Allocate, a Refresh or a deallocation never waits.  (Over TCP or TLS there is no cap:
+#: the stream paces them.)
+MAX_OUTSTANDING: Final = 10
 #: Channel numbers (RFC 8656 §12).
 FIRST_CHANNEL: Final = 0x4000
 LAST_CHANNEL: Final = 0x4FFF
