@@ -2210,6 +2210,52 @@ def test_consent_lost_disconnected_then_failed() -> None:
     assert_valid_events(a, b)
 
 
+def _cores_connected() -> tuple[AgentCore, AgentCore]:
+    """Two cores (a controlling) connected at t=1 in memory: a's check and nomination,
+    and b's check, answered."""
+    a, b = two_cores(("stallA", "stallB"))
+    for core, peer in ((a, b), (a, b), (b, a)):
+        check = core.poll_check(1.0)
+        assert check is not None
+        source = core.local_candidates[0][0].transport_address
+        answer = peer.on_request(0, source, stun.decode(check.message), 1.0)
+        assert answer is not None
+        core.on_response(check, stun.decode(answer), check.destination, 1.0)
+    assert a.selected is not None and b.selected is not None
+    a.drain_events()
+    return a, b
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_after_its_own_loop_stalled_an_agent_asks_before_it_says_disconnected(
+    answered: bool,
+) -> None:
+    """The agent's clock jumps 10 s (its process stopped, its loop blocked): the peer was
+    not heard, but nothing was asked either.  A consent check goes first, and the state
+    stays until it goes unanswered for its RTO: then ``disconnected``.  (It said
+    ``disconnected`` at once, and went back at the answer.)"""
+    a, b = _cores_connected()
+    now = 11.0
+    due = a.next_deadline()
+    assert due is not None and due < now
+    a.on_timer(now)
+    check = a.poll_check(now)
+    assert check is not None and check.consent and a.poll_check(now) is None
+    assert list(a.drain_events()) == []
+    rto = check.schedule[-1]
+    assert a.next_deadline() == now + rto
+    if answered:
+        source = a.local_candidates[0][0].transport_address
+        answer = b.on_request(0, source, stun.decode(check.message), now + 0.01)
+        assert answer is not None
+        a.on_response(check, stun.decode(answer), check.destination, now + 0.01)
+        a.on_timer(now + rto)
+        assert list(a.drain_events()) == [] and a.state is S.COMPLETED
+    else:
+        a.on_timer(now + rto)
+        assert list(a.drain_events()) == [ConnectionStateChanged(S.DISCONNECTED)]
+
+
 def test_the_peers_requests_keep_it_connected_but_only_answers_keep_consent() -> None:
     """Once every answer to ``a``'s checks is lost, the peer's own requests still reach ``a``:
     the peer is there, so ``a`` does not go disconnected, but it has no consent to send
@@ -3183,6 +3229,7 @@ def test_a_consent_deadline_is_met_by_the_same_sum_it_was_set_by() -> None:
     assert net.run_until(connected(ea, eb), max_time=1.0)
     a = ea.core
     a._last_consent = a._last_alive = 0.15  # as if the peer was last heard then
+    a._asked_at = 0.15  # (and asked then, unanswered)
     a._next_consent = None  # (keepalives aside)
     due = a.next_deadline()
     assert due == 0.15 + 0.3

@@ -375,7 +375,9 @@ class Timing:
             step).  At least 5 ms.
         disconnected_timeout: without hearing from the peer for this long (an answer to a
             check, a check of the peer's own on the selected pair, or data), the state
-            becomes disconnected (20 s at most when ``failed_timeout`` is over 30 s, which
+            becomes disconnected (an agent whose own loop stalled past this, having asked
+            nothing meanwhile, asks first, and waits the check's RTO for its answer: the
+            silence was its own) (20 s at most when ``failed_timeout`` is over 30 s, which
             consent's 30 s cuts down: disconnected comes first).  An ICE-lite agent hears
             the peer through its checks, which RFC 7675 paces 4-6 s apart, and its data: it
             waits 12 s at least (but not past two thirds of ``failed_timeout``, or of 30 s

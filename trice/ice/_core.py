@@ -199,6 +199,7 @@ class AgentCore:
     """
 
     __slots__ = (
+        "_asked_at",
         "_checking_since",
         "_consent_for",
         "_data_at",
@@ -421,6 +422,11 @@ class AgentCore:
         #: own, or data (see on_data).  Without any for ``disconnected_timeout``, the state
         #: is disconnected.
         self._last_alive = 0.0
+        #: When the first consent check went since then (None: none yet).  A full agent
+        #: that asked nothing in the silence (its own loop stalled: the process stopped,
+        #: the loop blocked) asks first, and says disconnected only if that goes unanswered
+        #: for its RTO (see on_timer).
+        self._asked_at: float | None = None
         self._next_consent: float | None = None
         #: Consent checks past their RTO whose answer still counts if it comes (see
         #: on_late_response), by transaction id.
@@ -1311,6 +1317,8 @@ class AgentCore:
             pair.state = _PAIR_IN_PROGRESS
             pair.transaction = tid
         # (Positional: a dataclass takes keywords at twice the cost, on every check.)
+        if consent and self._asked_at is None and pair is self.selected:
+            self._asked_at = now
         check = Check(
             pair,  # pair
             tid,  # transaction_id
@@ -1519,6 +1527,9 @@ class AgentCore:
             deadline = due
         if self.state is not _STATE_DISCONNECTED:
             due = self._last_alive + self._silence()
+            asked = self._asked_at
+            if asked is not None and asked >= due:  # (asked only then: see on_timer)
+                due = asked + self._schedules[1][-1]
             if due < deadline:
                 deadline = due
         next_consent = self._next_consent
@@ -1558,8 +1569,16 @@ class AgentCore:
             return
         if self._stale_until is not None and now >= self._stale_until:
             self._forget_previous()  # (data from the pair of before counts no more)
-        if now >= self._last_alive + self._silence():
-            self._set_state(ConnectionState.DISCONNECTED)
+        silent = self._last_alive + self._silence()
+        if now >= silent and self.state is not _STATE_DISCONNECTED:
+            asked = self._asked_at
+            if asked is None and not self.local.lite:
+                # Nothing was asked since the peer was last heard: this agent's own loop
+                # stalled (consent checks go twice per disconnected_timeout at least).  It
+                # asks now, and says disconnected if that goes unanswered for its RTO.
+                self._next_consent = now
+            elif asked is None or asked < silent or now >= asked + self._schedules[1][-1]:
+                self._set_state(ConnectionState.DISCONNECTED)
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self._consent_interval() * self._jitter()
             if not self.local.lite:
@@ -2120,6 +2139,7 @@ class AgentCore:
         # whose consent ran out before its nomination came.)
         self._last_consent = now if self.local.lite else pair.proven_at
         self._last_alive = now
+        self._asked_at = None
         interval = self._consent_interval()
         if self._last_consent + self._consent_for < now + interval * JITTER_MAX:
             self._next_consent = now  # (it would run out before the next check's time)
@@ -2312,6 +2332,7 @@ class AgentCore:
     def _alive(self, now: float) -> None:
         """The peer was heard on the selected pair."""
         self._last_alive = now
+        self._asked_at = None
         if self.state is _STATE_DISCONNECTED:
             self._set_state(ConnectionState.CONNECTED)
             self._maybe_complete()  # (an ICE-lite agent's checks never come to do it)
