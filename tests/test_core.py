@@ -2256,6 +2256,34 @@ def test_after_its_own_loop_stalled_an_agent_asks_before_it_says_disconnected(
         assert list(a.drain_events()) == [ConnectionStateChanged(S.DISCONNECTED)]
 
 
+@pytest.mark.parametrize("consent", [False, True])
+@pytest.mark.parametrize("read_late", [False, True])
+def test_an_answer_read_past_the_next_copys_time_is_not_timed(
+    consent: bool, read_late: bool
+) -> None:
+    """An answer read after the time the check's next copy (or its end) was due, no copy
+    having gone, was read late: the agent's own loop stalled.  Its time is not the path's,
+    and no round trip is taken from it (Karn's rule, stretched).  Read in time, it is."""
+    if consent:
+        a, b = _cores_connected()
+        a.on_timer(10.0)  # (a consent check is due by then)
+        check = a.poll_check(10.0)
+    else:
+        a, b = two_cores(("lateA", "lateB"))
+        check = a.poll_check(1.0)
+    assert check is not None and check.consent is consent
+    pair = check.pair
+    before = pair.rtt_samples
+    source = a.local_candidates[0][0].transport_address
+    answer = b.on_request(0, source, stun.decode(check.message), check.started)
+    assert answer is not None
+    delay = check.schedule[1] + 2.0 if read_late else 0.01
+    a.on_response(check, stun.decode(answer), check.destination, check.started + delay)
+    assert pair.rtt_samples == before + (0 if read_late else 1)
+    if not read_late:
+        assert pair.rtt == pytest.approx(0.01)
+
+
 def test_the_peers_requests_keep_it_connected_but_only_answers_keep_consent() -> None:
     """Once every answer to ``a``'s checks is lost, the peer's own requests still reach ``a``:
     the peer is there, so ``a`` does not go disconnected, but it has no consent to send

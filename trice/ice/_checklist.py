@@ -115,7 +115,8 @@ class PairStatistics:
 
     A round trip runs from when the agent started the check to its answer.  Only an answer
     to a check that went once is timed: when a check was sent again, the answer may be to
-    either copy (Karn's rule), so it is counted but not timed.  Over a TURN relay, the
+    either copy (Karn's rule), so it is counted but not timed, and so is one read after the
+    time a copy was due (the agent's own loop stalled).  Over a TURN relay, the
     first check to a new peer address waits for the server's permission (one more round
     trip to the server), and its figure includes that wait; the next check's does not.  So
     does the first check over an ICE-TCP connection the agent opens: it includes the

@@ -1691,7 +1691,7 @@ class AgentCore:
         symmetric = _symmetric(check, source, base)
         if check.consent:
             if response.message_class is _SUCCESS and symmetric:
-                if not sent_again:
+                if not sent_again and now - check.started <= check.schedule[1]:
                     pair.timed(now - check.started)
                 self._proven(pair, check, now)
             elif symmetric and pair is self.selected and _forbidden(response):
@@ -1729,7 +1729,10 @@ class AgentCore:
         if mapped is None:
             self._pair_failed(pair, now)
             return True
-        if not sent_again:
+        # Timed unless a copy went (Karn's rule, RFC 6298 §3), or should have: an answer
+        # read past the next copy's time was read late (this agent's own loop stalled), and
+        # its time is not the path's.
+        if not sent_again and now - check.started <= check.schedule[1]:
             pair.timed(now - check.started)
         self._pair_succeeded(pair, (mapped.address, mapped.port), check, now)
         return True
