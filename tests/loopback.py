@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -29,6 +30,11 @@ def _has_ipv6_loopback() -> bool:
 
 
 HAS_IPV6 = _has_ipv6_loopback()
+
+#: A tracer (coverage.py's, ``nox -s coverage``) runs the tests: each step takes many times
+#: longer, and a test that counts the steps a bounded read takes, or bounds a flood in time,
+#: measures the tracer.  Those skip then.
+TRACED = sys.gettrace() is not None
 
 
 async def server_socket() -> trio.socket.SocketType:
