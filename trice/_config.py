@@ -393,6 +393,12 @@ class Timing:
             ``FailedTimeout`` of the same default counts from the end of its
             ``DisconnectedTimeout``, failing a silent pair 30 s after the peer was last
             heard; here it counts from the last consent, 25 s (give 30 for Pion's time).
+            Consent counts from when an answered check went, so a path's round trip must
+            stay well under this: the controlled agent's first consent answer comes some
+            2.5 round trips after its first check went (answered, then the peer's
+            nomination, then its own consent check).  A round trip of 10 s connects and
+            then fails with the default; 30 (with ``disconnected_timeout`` at 12) holds one
+            up to about 12 s.
         pac_timeout: how long after checks start ICE may not yet fail, though every pair has
             failed or none could be formed (RFC 8863, "patiently awaiting connectivity": the
             peer's checks may still come and teach a peer-reflexive pair that works).
