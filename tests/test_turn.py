@@ -1466,6 +1466,45 @@ def test_requests_waiting_for_room_go_as_the_unanswered_ones_time_out() -> None:
     assert client.state is TurnState.ALLOCATED
 
 
+class _SilentToNewPeers(FakeServer):
+    """Leaves the CreatePermissions for 203.0.113.0/24 unanswered (lost, or dropped)."""
+
+    def handle(self, data: bytes, now: float) -> list[bytes]:
+        if data[0] < 0x40:
+            message = stun.decode(data)
+            peer = message.get(stun.XorPeerAddress)
+            if (
+                message.method is Method.CREATE_PERMISSION
+                and peer is not None
+                and peer.address.startswith("203.0.113.")
+            ):
+                return []
+        return super().handle(data, now)
+
+
+def test_the_refresh_of_a_permission_in_use_goes_ahead_of_new_ones_waiting() -> None:
+    """The peer in use has its permission due for refresh at 241 s; at 200 s the agent
+    asked for 30 new peer IPs, whose requests the server leaves unanswered.  The refresh
+    goes ahead of those waiting (it waited behind two 39.5 s timeouts, and the permission
+    ran out on the server at 301 s: data to the peer in use stopped)."""
+    client, server = allocated(server=_SilentToNewPeers())
+    assert client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    now = 1.0
+    while now < 200.0:  # data to PEER every 10 s: in use
+        now = run_until(client, server, now + 10.0, now=now)
+        assert client.send_to_peer(PEER, b"d", now)
+        exchange(client, server, now)
+    for i in range(1, 31):
+        client.send_to_peer((f"203.0.113.{i}", 5000), b"check", now)
+    exchange(client, server, now)
+    while now < 305.0:
+        now = run_until(client, server, now + 1.0, now=now)
+        client.send_to_peer(PEER, b"d", now)
+        exchange(client, server, now)
+        assert client.permission_installed(PEER), now
+
+
 # --- closing ----------------------------------------------------------------------------------
 
 

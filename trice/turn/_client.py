@@ -545,10 +545,16 @@ class TurnClient:
         self, kind: Kind, now: float, target: Permission | Peer | None = None, stale: int = 0
     ) -> None:
         """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12).  Over UDP,
-        a permission or a channel binding waits while ``MAX_OUTSTANDING`` are out."""
+        a permission or a channel binding waits while ``MAX_OUTSTANDING`` are out: the
+        refresh of one installed (or bound) first, ahead of new ones, which may wait long
+        for answers that do not come."""
         if target is not None and not self.reliable and len(self._transactions) >= MAX_OUTSTANDING:
+            refresh = target.installed if isinstance(target, Permission) else target.bound
             target.busy = True
-            self._waiting.append((kind, target, stale))
+            if refresh:
+                self._waiting.appendleft((kind, target, stale))
+            else:
+                self._waiting.append((kind, target, stale))
             return
         attrs: list[stun.Attribute] = []
         if kind is Kind.ALLOCATE:
