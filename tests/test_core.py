@@ -4411,6 +4411,33 @@ def test_candidates_held_through_a_restart_wait_for_parameters_naming_them() -> 
     assert a.core.remote_complete
 
 
+def test_candidates_of_a_generation_whose_parameters_never_come_wait_one_restart_only() -> None:
+    """Candidates of a generation to come whose parameters never come (an offer rolled
+    back, a stranger's) wait through one restart; parameters naming another ufrag after it
+    drop and count them.  They went round for ever (early, held, early...), taking the
+    room of what waits for the peer's parameters after each restart."""
+    core = AgentCore(
+        local=IceParameters("me01", "m" * 22),
+        controlling=True,
+        tiebreaker=1,
+        timing=FAST,
+        max_remote_candidates=3,
+    )
+    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
+    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
+    for i in range(3):
+        abandoned = make_candidate(f"10.0.9.{i + 1}", 6000)
+        assert core.add_remote_candidate(dataclasses.replace(abandoned, username_fragment="zzzz"))
+    core.restart(IceParameters("me02", "n" * 22), 1.0)
+    core.set_remote(IceParameters("g2g2", "q" * 22), 1.0)
+    assert core.remote_candidates_dropped == 3
+    core.restart(IceParameters("me03", "o" * 22), 2.0)
+    following = dataclasses.replace(make_candidate("10.0.0.2", 6000), username_fragment="g3g3")
+    assert core.add_remote_candidate(following)  # (room for it: LimitError before)
+    core.set_remote(IceParameters("g3g3", "r" * 22), 2.0)
+    assert core.remote_candidates == [following]
+
+
 def test_a_restarted_peers_candidates_before_its_parameters_wait_for_them() -> None:
     """A peer restarts first (its process came back, say) and its new candidates, naming
     its new ufrag, come before its new parameters: they wait for this agent's restart and

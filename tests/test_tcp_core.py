@@ -4,6 +4,7 @@ time (``core_harness.py``).  No sockets, no trio."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -16,7 +17,7 @@ from trice import stun
 from trice.ice import Candidate, CandidateType, TcpType, candidate_priority, local_preference
 from trice.ice._check import check_schedule, prflx_foundation
 from trice.ice._checklist import CheckList, Pair, PairState
-from trice.ice._core import TCP_KEY, AgentCore, remote_key
+from trice.ice._core import TCP_KEY, AgentCore, IceParameters, remote_key
 from trice.ice._framing import MAX_FRAME, FrameReader, frame
 from trice.ice._gathering import (
     ACTIVE_PORT,
@@ -413,6 +414,53 @@ def test_an_active_candidate_signalled_at_its_connections_port_is_listed_once(po
         assert listed == [(PRFLX, 50123)]
     pair = core.checklist.find(1, source)
     assert pair is not None and pair.remote is core.remote_candidates[-1]
+
+
+def test_after_a_restart_an_active_candidate_signalled_again_at_its_port_is_listed() -> None:
+    """After an ICE restart the peer-reflexive candidate of before stays for its data
+    (``_stale``, not listed); the new generation's active candidate, signalled again at
+    the same port, is listed, not hidden behind it."""
+    core = AgentCore(
+        local=IceParameters("bbbb", "b" * 22), controlling=False, tiebreaker=1, timing=FAST
+    )
+    core.add_local_candidate(tcp_host_candidate(("10.0.0.2", 6001), PASSIVE, 0), 1)
+    peer = IceParameters("aaaa", "a" * 22)
+    core.set_remote(peer, 0.0)
+    core.want_connection(0.0)
+    source = ("10.0.0.1", 50123)
+    signalled = _tcp(*source, ACTIVE)
+    assert core.add_remote_candidate(signalled)
+    request = binding_request(core, priority=1111, controlling=True, use_candidate=True)
+    assert core.on_request(1, source, request, 0.0) is not None
+    check = core.poll_check(0.0)
+    assert check is not None
+    key = stun.short_term_key(peer.pwd)
+    assert core.on_response(check, stun.decode(_reply(check, key)), check.destination, 0.01)
+    assert core.selected is not None
+    core.restart(IceParameters("bbb2", "c" * 22), 1.0)
+    core.set_remote(IceParameters("aaa2", "d" * 22), 1.0)
+    again = dataclasses.replace(signalled, username_fragment="aaa2")
+    assert core.add_remote_candidate(again)
+    assert core.remote_candidates == [again]
+
+
+def test_an_ice_tcp_checks_answer_after_the_rto_is_timed() -> None:
+    """Over ICE-TCP a check goes once and waits its whole schedule (no copy is ever due):
+    its answer after the RTO (a slow path, or the connect's time in the first check) is
+    the path's round trip, timed."""
+    core = _core()
+    source = ("198.51.100.7", 443)
+    core.add_remote_candidate(_tcp(*source, PASSIVE))
+    core.want_connection(0.0)
+    check = core.poll_check(0.0)
+    while check is not None and check.pair.local.protocol != "tcp":
+        check = core.poll_check(0.0)
+    assert check is not None
+    late = check.schedule[1] + 0.2
+    assert late < check.schedule[-1]
+    answer = _reply(check, stun.short_term_key(core.remote.pwd if core.remote else ""))
+    assert core.on_response(check, stun.decode(answer), check.destination, late)
+    assert check.pair.rtt_samples == 1 and check.pair.rtt == pytest.approx(late)
 
 
 def test_a_request_to_an_active_candidate_learns_a_passive_peer() -> None:

@@ -200,6 +200,7 @@ class AgentCore:
 
     __slots__ = (
         "_asked_at",
+        "_carried",
         "_checking_since",
         "_consent_for",
         "_data_at",
@@ -382,6 +383,9 @@ class AgentCore:
         # named a ufrag before the peer's new parameters came (see add_remote_candidate).
         self._previous_ufrag: str | None = None
         self._named_ends: set[str] | None = None
+        # The ufrags of a generation to come that already waited through a restart (see
+        # restart): parameters naming another drop them, as they do an earlier one's.
+        self._carried: set[str] | None = None
         # The peer's ufrags of the generations before this one (the last MAX_NAMED_ENDS):
         # what names one of them is late; what names another ufrag may be early.
         self._past_ufrags: tuple[str, ...] = ()
@@ -501,12 +505,16 @@ class AgentCore:
         if remote.lite and not self.local.lite and not self.controlling:
             self._switch_role("the peer is ICE-lite")
         held = self._held
+        carried, self._carried = self._carried or (), None
         if held is not None:
             self._held = None
             for (_, ufrag), candidate in held.items():
                 if ufrag != remote.ufrag:
-                    if self.misnamed(ufrag):
-                        self.remote_candidates_dropped += 1  # (an earlier generation's)
+                    if self.misnamed(ufrag) or ufrag in carried:
+                        # (An earlier generation's; or one to come that waited through a
+                        # restart already, and is not this one: a stranger's, or one
+                        # abandoned.)
+                        self.remote_candidates_dropped += 1
                     else:
                         # (A generation to come: a peer that restarted twice, whose second
                         # generation overtook its first's parameters.)
@@ -526,7 +534,9 @@ class AgentCore:
                     self._take_remote(candidate)
         named, self._named_ends = self._named_ends, None
         if named is not None:
-            later = {u for u in named if u != remote.ufrag and not self.misnamed(u)}
+            later = {
+                u for u in named if u != remote.ufrag and not self.misnamed(u) and u not in carried
+            }
             self._named_ends = later or None  # (ends of a generation to come wait on)
             if remote.ufrag in named:
                 self.add_remote_candidate(None, remote.ufrag)  # (an end that named it came first)
@@ -583,9 +593,11 @@ class AgentCore:
         # their ufrag and drop the rest.  A name the shell was resolving is of the
         # generation of before.)
         early = self._early
+        self._carried = None
         if early is not None:
             self._early = None
             self._held = {**self._held, **early} if self._held else early
+            self._carried = {ufrag for _, ufrag in early}
         self.remote_candidates_dropped += self.pending_remote
         self._names = None
         self._hidden = None
@@ -730,7 +742,8 @@ class AgentCore:
         (and count) those of an earlier generation, and hold the others on, as of an ICE
         restart to come (a peer that restarted twice, its second generation's candidates
         overtaking its first's parameters); candidates held through :meth:`restart` stay
-        held.
+        held, for the parameters that come next: if those name another ufrag, they are
+        left out and counted (a generation abandoned, or a stranger's).
         Those held while the peer's parameters are not known count against
         ``max_remote_candidates``; those of a generation to come have a room of their own
         (see :meth:`_hold_early`).
@@ -1061,6 +1074,7 @@ class AgentCore:
                 address[1] == 9 + TCP_KEY
                 and c.port != 9
                 and (c.address, c.port + TCP_KEY) in held
+                and (c.address, c.port + TCP_KEY) != stale
                 and held[c.address, c.port + TCP_KEY].tcp_type is TcpType.ACTIVE
             )
         ]
@@ -1691,7 +1705,7 @@ class AgentCore:
         symmetric = _symmetric(check, source, base)
         if check.consent:
             if response.message_class is _SUCCESS and symmetric:
-                if not sent_again and now - check.started <= check.schedule[1]:
+                if not sent_again and _read_in_time(check, now):
                     pair.timed(now - check.started)
                 self._proven(pair, check, now)
             elif symmetric and pair is self.selected and _forbidden(response):
@@ -1729,10 +1743,7 @@ class AgentCore:
         if mapped is None:
             self._pair_failed(pair, now)
             return True
-        # Timed unless a copy went (Karn's rule, RFC 6298 §3), or should have: an answer
-        # read past the next copy's time was read late (this agent's own loop stalled), and
-        # its time is not the path's.
-        if not sent_again and now - check.started <= check.schedule[1]:
+        if not sent_again and _read_in_time(check, now):
             pair.timed(now - check.started)
         self._pair_succeeded(pair, (mapped.address, mapped.port), check, now)
         return True
@@ -2760,6 +2771,15 @@ def _forbidden(response: stun.Message) -> bool:
         return False
     error = response.get(stun.ErrorCode)
     return error is not None and error.code == 403
+
+
+def _read_in_time(check: Check, now: float) -> bool:
+    """Whether an answer to ``check`` (sent once) read at ``now`` is timed: Karn's rule
+    (RFC 6298 §3) leaves out one whose check went twice, and this one read past the time
+    the next copy was due (or the check's end): this agent's own loop stalled, and the
+    wait is not the path's.  Over ICE-TCP a check goes once and waits its whole schedule:
+    no copy is ever due."""
+    return now - check.started <= check.schedule[1] or check.pair.local.protocol != "udp"
 
 
 def _symmetric(check: Check, source: Address, base: int | None) -> bool:
