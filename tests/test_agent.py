@@ -3123,6 +3123,42 @@ async def test_a_check_due_again_first_reads_the_answer_waiting_on_its_socket(
                 nursery.cancel_scope.cancel()
 
 
+async def test_a_check_at_its_end_first_reads_the_answer_waiting_on_its_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As above, with a check that goes once (``max_binding_requests=1``): at its end, the
+    answer waiting unread is taken, and the pair succeeds (it failed with its answer
+    there, and ICE with it)."""
+    timing = trice.Timing(max_binding_requests=1)
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(timing=timing), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            primary = a._primary
+            assert primary is not None
+            primary.held = True  # the agent task leaves the socket to a receiver...
+            primary.kick()  # ... that never comes: nothing reads it
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                await trio.testing.wait_all_tasks_blocked()
+                data, source = peer.recvfrom(2048)  # the agent's one check
+                request = stun.decode(data)
+                answer = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.SUCCESS,
+                    request.transaction_id,
+                    [stun.XorMappedAddress(source[0], source[1])],
+                ).encode(integrity_key=stun.short_term_key("x" * 22), fingerprint=True)
+                peer.sendto(answer, source)  # lands in the agent's socket, unread
+                await trio.sleep(2 * timing.rto)  # past the check's end
+                (pair,) = a.pair_statistics()
+                assert pair.state is not trice.PairState.FAILED  # (its nomination runs now)
+                assert pair.responses_received == 1
+                nursery.cancel_scope.cancel()
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_warm_up_connects_on_loopback_and_leaves_nothing_open() -> None:
     before = open_fds()

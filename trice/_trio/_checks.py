@@ -116,10 +116,11 @@ class CheckRun:
             self.agent._arm(self, at)
 
     def _answered_meanwhile(self) -> bool:
-        """Before sending the check again, read what its socket already holds: in a busy
-        process the answer has often arrived and waits there, unread, because the socket's
-        reader has not had its turn yet.  A copy sent then would only add to the load (a
-        request and a response more, on both sides).  Returns whether the check is over."""
+        """Before sending the check again, or giving it up, read what its socket already
+        holds: in a busy process the answer has often arrived and waits there, unread,
+        because the socket's reader has not had its turn yet.  A copy sent then would only
+        add to the load (a request and a response more, on both sides), and a check given
+        up then would fail its pair.  Returns whether the check is over."""
         transport = self.transport
         if isinstance(transport, UdpTransport) and not transport.closed:
             self.agent._drain(transport)
@@ -192,6 +193,10 @@ class CheckRun:
                 if self.failed:
                     break
                 self.resend_at = None
+            # (Before giving up, the answer waiting unread is taken, as before a copy: after
+            # a stall, the run's timer may come before the socket's reader.)
+            if not self.failed and (self._answered_meanwhile() or core.finished):
+                return
             core.on_timeout(check, agent._now())
             agent._pump()
         finally:
