@@ -1482,11 +1482,11 @@ class _SilentToNewPeers(FakeServer):
         return super().handle(data, now)
 
 
-def test_the_refresh_of_a_permission_in_use_goes_ahead_of_new_ones_waiting() -> None:
+def test_the_refresh_of_a_permission_in_use_does_not_wait_at_the_cap() -> None:
     """The peer in use has its permission due for refresh at 241 s; at 200 s the agent
-    asked for 30 new peer IPs, whose requests the server leaves unanswered.  The refresh
-    goes ahead of those waiting (it waited behind two 39.5 s timeouts, and the permission
-    ran out on the server at 301 s: data to the peer in use stopped)."""
+    asked for 30 new peer IPs, whose requests the server leaves unanswered, ten at a time.
+    The refresh goes when due, past the cap (it waited behind two 39.5 s timeouts, and the
+    permission ran out on the server at 301 s: data to the peer in use stopped)."""
     client, server = allocated(server=_SilentToNewPeers())
     assert client.send_to_peer(PEER, b"x", 1.0)
     exchange(client, server, 1.0)
@@ -1503,6 +1503,15 @@ def test_the_refresh_of_a_permission_in_use_goes_ahead_of_new_ones_waiting() -> 
         client.send_to_peer(PEER, b"d", now)
         exchange(client, server, now)
         assert client.permission_installed(PEER), now
+    refreshed = [
+        at
+        for at, m in server.requests
+        if m.method is Method.CREATE_PERMISSION
+        and (peer := m.get(stun.XorPeerAddress)) is not None
+        and peer.address == PEER[0]
+        and at > 200.0
+    ]
+    assert refreshed and refreshed[0] < 242.0  # (when due: ten were out then)
 
 
 # --- closing ----------------------------------------------------------------------------------

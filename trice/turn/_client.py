@@ -545,16 +545,17 @@ class TurnClient:
         self, kind: Kind, now: float, target: Permission | Peer | None = None, stale: int = 0
     ) -> None:
         """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12).  Over UDP,
-        a permission or a channel binding waits while ``MAX_OUTSTANDING`` are out: the
-        refresh of one installed (or bound) first, ahead of new ones, which may wait long
-        for answers that do not come."""
-        if target is not None and not self.reliable and len(self._transactions) >= MAX_OUTSTANDING:
-            refresh = target.installed if isinstance(target, Permission) else target.bound
+        a new permission or channel binding waits while ``MAX_OUTSTANDING`` are out; the
+        refresh of one installed (or bound) does not: it must reach the server before the
+        permission ends, and new ones may wait long for answers that do not come."""
+        if (
+            target is not None
+            and not self.reliable
+            and len(self._transactions) >= MAX_OUTSTANDING
+            and not (target.installed if isinstance(target, Permission) else target.bound)
+        ):
             target.busy = True
-            if refresh:
-                self._waiting.appendleft((kind, target, stale))
-            else:
-                self._waiting.append((kind, target, stale))
+            self._waiting.append((kind, target, stale))
             return
         attrs: list[stun.Attribute] = []
         if kind is Kind.ALLOCATE:

@@ -57,8 +57,9 @@ IDLE: Final = 240.0
 #: 375 ms.
 DEALLOCATE_RTO: Final = 0.125
 #: Transactions a client over UDP has outstanding with its server at most (RFC 8489 §6.2's
-#: SHOULD: ten).  Permissions and channel bindings past it wait for one to end; an
-#: Allocate, a Refresh or a deallocation never waits.  (Over TCP or TLS there is no cap:
+#: SHOULD: ten).  New permissions and channel bindings past it wait for one to end; an
+#: Allocate, a Refresh, a deallocation or the refresh of a permission or channel never
+#: waits (each must reach the server in time).  (Over TCP or TLS there is no cap:
 #: the stream paces them.)
 MAX_OUTSTANDING: Final = 10
 #: Channel numbers (RFC 8656 §12).

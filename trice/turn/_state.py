@@ -119,7 +119,10 @@ class TurnStatistics:
             (or no longer) allocated.
         sent_indications: data sent in Send indications (RFC 8656 §11).
         sent_channel_data: data sent as ChannelData (RFC 8656 §12).
-        received: peer data returned by :meth:`TurnClient.on_server_data`.
+        received: peer data returned by :meth:`TurnClient.on_server_data`: every datagram
+            a peer sent through the relay, its ICE checks and answers included (as the
+            ``sent_`` counts include the agent's), so more than the agent's
+            ``datagrams_received``.
         refused: CreatePermission requests the server answered with an error (403 Forbidden
             for a peer address its rules deny, say): that peer's data is dropped (and
             counted in ``dropped``) until a retry is granted (see
