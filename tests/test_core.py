@@ -4907,6 +4907,34 @@ def test_no_relayed_candidate_pairs_with_an_address_the_peer_hid_behind_a_name(
     }
 
 
+def test_learned_candidates_leave_the_room_of_the_names_being_resolved() -> None:
+    """Names being resolved hold their room (mdns.rst): at the cap, checks from other
+    sources are not learned (counted in ``prflx_dropped``), and the names, resolved, are
+    taken.  The learned ones took the room, and the names were refused (LimitError)."""
+    _net, _a, b = two_agents(exchange=False, want=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    core.max_remote_candidates = 2
+    first, second = core.hold_remote(), core.hold_remote()
+    for i, source in enumerate((("10.0.0.50", 4000), ("10.0.0.51", 4000))):
+        core.on_request(0, source, binding_request(core, tid=bytes([i]) * 12), 0.0)
+    assert core.prflx_dropped == 2
+    assert core.release_remote(make_candidate("10.0.0.7", 4000), first, hidden=True)
+    assert core.release_remote(make_candidate("10.0.0.8", 4000), second, hidden=True)
+    assert [c.address for c in core.remote_candidates] == ["10.0.0.7", "10.0.0.8"]
+
+
+def test_a_name_left_out_hides_no_address() -> None:
+    """A name that resolves to an address no check may go to is left out, and leaves no
+    mark: the address is not taken for one the peer hid."""
+    _net, _a, b = two_agents(exchange=False, want=False)
+    core = b.core
+    core.set_remote(IceParameters("peer", "p" * 22), 0.0)
+    generation = core.hold_remote()
+    assert not core.release_remote(make_candidate("224.0.0.9", 4000), generation, hidden=True)
+    assert not core._hidden
+
+
 def test_a_hidden_address_the_peers_check_taught_first_stays_hidden() -> None:
     """On a LAN the peer's check often comes before the mDNS answer: the address is learned
     peer-reflexive, then the name resolves to it.  It was never signalled as it is, so no

@@ -1506,7 +1506,7 @@ class Agent:
                     _peer_text(candidate.ufrag),
                     quiet=self._restarted,
                 )
-        except LimitError as exc:  # (learned peer-reflexive candidates took the room)
+        except LimitError as exc:  # (past the cap: a guard; names hold their room)
             core.remote_candidates_dropped += 1
             core.left_out += 1
             self._left_out(

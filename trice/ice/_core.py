@@ -965,17 +965,21 @@ class AgentCore:
             if hidden:
                 key = remote_key(candidate)
                 known = self.remote_addresses.get(key)
+                marked = False
                 if known is None or known.type is CandidateType.PRFLX or key == self._stale:
                     # (Else signalled as it is too.  Learned from the peer's check, or the
                     # pair of before a restart's, it was not signalled: hidden all the same.)
                     if self._hidden is None:
                         self._hidden = set()
+                    marked = key not in self._hidden
                     self._hidden.add(key)
                 self._hiding = True
                 try:
                     return self.add_remote_candidate(candidate)
                 finally:
                     self._hiding = False
+                    if marked and key not in self.remote_addresses and self._hidden:
+                        self._hidden.discard(key)  # (left out, past the cap: hides nothing)
             return self.add_remote_candidate(candidate)
         finally:
             if end_held:
@@ -2535,7 +2539,11 @@ class AgentCore:
         if key not in self.remote_addresses or key == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
             # tcptype of the connection's other end, RFC 6544 §7.2).
-            if not self._counted(key) and self._remote_count() >= self.max_remote_candidates:
+            if (
+                not self._counted(key)
+                and self._remote_count() + self.pending_remote >= self.max_remote_candidates
+            ):
+                # (The names the shell resolves hold their room: see check_room.)
                 self.prflx_dropped += 1
                 return
             try:
