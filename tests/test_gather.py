@@ -27,6 +27,7 @@ import trio.testing
 import trice
 from trice import stun
 from trice._trio import _gather
+from trice._trio._transport import UdpTransport
 
 from loopback import HAS_IPV6, loopback_config, server_socket, stun_server
 from natlab import lone_namespace, require_natlab
@@ -424,6 +425,42 @@ async def test_a_success_with_an_unknown_required_attribute_is_no_mapping() -> N
     candidates, report = await _gathered_against(serve)
     assert [c.type for c in candidates] == [trice.CandidateType.HOST]
     assert report.error == "unknown comprehension-required attribute 0x0077"
+
+
+async def test_a_stun_answer_waiting_unread_at_the_gather_timeout_is_taken(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server answered at once, but nothing read the socket until the gather timeout
+    (the loop stalled, its reader not yet run): the answer waiting there is read before
+    the timeout is said, and is a candidate.  (The timeout's cancel scope won by chance,
+    and the candidate was lost.)"""
+    held = trio.Event()
+
+    async def serve(sock: trio.socket.SocketType) -> None:
+        data, source = await sock.recvfrom(2048)
+        await held.wait()  # (answered once nothing reads the agent's socket)
+        answer = stun.decode(data).success_response(stun.XorMappedAddress("203.0.113.5", 1005))
+        await sock.sendto(answer.encode(fingerprint=True), source)
+
+    with wall_clock_guard():
+        server = await server_socket()
+        with server:
+            port = server.getsockname()[1]
+            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve, server)
+                async with trice.open_agent(config, controlling=True) as agent:
+                    await trio.testing.wait_all_tasks_blocked()  # (the request went)
+                    (host,) = [t for t in agent._transports.values() if isinstance(t, UdpTransport)]
+                    host.held = True  # the agent task leaves the socket to a receiver...
+                    host.kick()  # ... that never comes: nothing reads it
+                    held.set()
+                    await agent.wait_gathering_complete()
+                    (report,) = [r for r in agent.gather_reports if r.source != "host"]
+                    types = [c.type for c in agent.local_candidates]
+                nursery.cancel_scope.cancel()
+    assert report.error is None
+    assert trice.CandidateType.SRFLX in types
 
 
 async def test_an_address_that_cannot_be_bound_is_in_the_host_report() -> None:

@@ -1058,3 +1058,36 @@ async def test_data_sent_over_tcp_before_the_end_goes_before_the_deallocation(ho
     assert relayed_while_allocated == [len(relayed)]
     assert fake.methods()[-1] == "REFRESH" and not fake.allocated
     assert relay.state is TurnState.CLOSED
+
+
+async def test_an_allocation_granted_as_the_timeout_passes_is_taken(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server's success comes, and the allocation timeout passes, in one turn of the
+    loop (it stalled): the answer, waiting in the socket, is read before the timeout is
+    said.  (The reader and the timeout were woken together, in trio's random order: the
+    granted allocation was given up about half the time.)"""
+    fake = FakeServer()
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        server = ServerUrl("turn", "127.0.0.1", port=sock.getsockname()[1])
+
+        async def serve() -> None:
+            stalled = False
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                data, source = sock.recvfrom(2048)
+                for answer in fake.handle(data, trio.current_time()):
+                    sock.sendto(answer, source)
+                if fake.allocated and not stalled:
+                    stalled = True
+                    autojump_clock.jump(5.0)  # (the loop stalls as the success comes)
+
+        for _ in range(8):
+            fake.allocated = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve)
+                relay = await start_relay(nursery, server, Inbox(), allocation_timeout=3.0)
+                assert relay.state is TurnState.ALLOCATED
+                nursery.cancel_scope.cancel()

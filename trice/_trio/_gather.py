@@ -1090,6 +1090,7 @@ async def gather_srflx(
     started = trio.current_time()
     source = f"{url} from {transport.local_address[0]}"
     timing = agent._config.timing
+    end = started + timing.gather_timeout
     ask: Callable[[Address], Awaitable[stun.Message]]
     if isinstance(transport, MuxTransport):
         ask = functools.partial(
@@ -1100,12 +1101,20 @@ async def gather_srflx(
         if pending is None:
             pending = agent._pending = {}
 
+        host = transport
+
+        def drain() -> None:
+            if isinstance(host, UdpTransport) and not host.closed:
+                agent._drain(host)
+
         async def ask(server: Address) -> stun.Message:
             request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
-            return await stun_transaction(transport.send_nowait, pending, timing, server, request)
+            return await stun_transaction(
+                transport.send_nowait, pending, timing, server, request, end, drain
+            )
 
     try:
-        with trio.fail_after(timing.gather_timeout):
+        with trio.fail_at(end):
             servers = await _resolve_all(url.host, url.port, transport.family)
             for scope, within in (("loopback", _is_loopback), ("link-local", _is_link_local)):
                 if within(transport.local_address[0]):
@@ -1117,6 +1126,10 @@ async def gather_srflx(
                         report = GatherReport(source, elapsed, 0, f"unreachable from {scope}")
                         agent._report(report)
                         return
+        # (A host socket's transactions end at ``end`` themselves, the answer that waits
+        # unread taken first, which a cancel scope's deadline would not: see
+        # stun_transaction.  The mux's are bounded here.)
+        with trio.fail_at(end if isinstance(transport, MuxTransport) else math.inf):
             try:
                 reply = await _first_answer(ask, servers, timing.rto)
             except trio.ClosedResourceError:

@@ -903,6 +903,10 @@ async def run_relay(
                 nursery.start_soon(_bound_on_end, conn)
             with trio.move_on_at(connect_scope.deadline):
                 await relay._settled.wait()
+            if not relay._settled.is_set():
+                # (After a stall of the loop the answer may wait in the socket, its reader
+                # woken with this deadline: it runs before this task's next turn.)
+                await trio.lowlevel.checkpoint()
             if client.state is TurnState.ALLOCATED and not relay._closed:
                 logger.debug(
                     "TURN %s: relayed %s, mapped %s, lifetime %s s",

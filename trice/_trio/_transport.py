@@ -521,12 +521,19 @@ async def stun_transaction(
     timing: Timing,
     server: Address,
     request: stun.Message,
+    until: float = math.inf,
+    drain: Callable[[], object] | None = None,
 ) -> stun.Message:
     """One STUN transaction with ``server``: ``request`` sent with ``send`` and
     retransmitted per RFC 8489 §6.2.1 (a doubling RTO capped at ``Timing.rto_max``) until
     an answer comes, for as long as the caller allows (it bounds this in time: on a lossy
-    path every extra try counts).  Whoever reads the socket hands the answers of the
-    transaction ids in ``pending`` to their handler there."""
+    path every extra try counts), or until ``until`` (then :exc:`trio.TooSlowError`).
+    Whoever reads the socket hands the answers of the transaction ids in ``pending`` to
+    their handler there.
+
+    At ``until``, ``drain`` reads the socket first: after a stall of the loop the answer
+    may wait there unread, its reader not yet run (the caller's own deadline at the same
+    time is then met by the answer, not a timeout)."""
     schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
     data = request.encode(fingerprint=True)
     box: list[stun.Message] = []
@@ -544,8 +551,13 @@ async def stun_transaction(
         deadline: float | None = schedule.start(trio.current_time())
         while deadline is not None:
             send(data, server)
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(min(deadline, until)):
                 await done.wait()
+            if not box and trio.current_time() >= until:
+                if drain is not None:
+                    drain()
+                if not box:
+                    raise trio.TooSlowError
             if box:
                 return box[0]
             deadline = schedule.on_timeout(trio.current_time())
