@@ -101,8 +101,13 @@ class CandidatePair:
     """A local and a remote candidate that ICE found to work together.
 
     Attributes:
-        local: the candidate the peer sees (a server-reflexive or peer-reflexive candidate
-            when a NAT sits in between, RFC 8445 §7.2.5.3.2).
+        local: the local candidate, as the agent holds it (a server-reflexive or
+            peer-reflexive candidate when a NAT sits in between, RFC 8445 §7.2.5.3.2).
+            Where what is signalled hides something (an mDNS name for a host candidate, a
+            related address left unspecified under a transport policy), this is not the
+            signalled candidate: it shows the address and the related address, for this
+            side's own view (:doc:`/guide/nats`, :doc:`/guide/mdns`).  Pass on what
+            :attr:`Agent.local_candidates <trice.Agent.local_candidates>` holds instead.
         remote: the peer's candidate.
     """
 
