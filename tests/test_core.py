@@ -4438,6 +4438,49 @@ def test_candidates_of_a_generation_whose_parameters_never_come_wait_one_restart
     assert core.remote_candidates == [following]
 
 
+def test_a_generation_to_come_waits_through_one_restart_with_two_restarts_in_a_row() -> None:
+    """Two restarts of this agent's with no parameters between them count as one: the
+    candidates of a generation to come are dropped by the parameters after them, if those
+    name another ufrag (the second restart let them wait on)."""
+    core = AgentCore(
+        local=IceParameters("me01", "m" * 22), controlling=True, tiebreaker=1, timing=FAST
+    )
+    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
+    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
+    for i in range(3):
+        abandoned = make_candidate(f"10.0.9.{i + 1}", 6000)
+        assert core.add_remote_candidate(dataclasses.replace(abandoned, username_fragment="zzzz"))
+    core.restart(IceParameters("me02", "n" * 22), 1.0)
+    core.restart(IceParameters("me03", "o" * 22), 2.0)
+    core.set_remote(IceParameters("g3g3", "r" * 22), 2.0)
+    assert core.remote_candidates_dropped == 3 and not core._early
+
+
+def test_ends_of_generations_never_come_leave_room_for_the_next_ones() -> None:
+    """End-of-candidates naming generations whose parameters never come wait through one
+    restart only, as their candidates do: eight of them (``MAX_NAMED_ENDS``) went round
+    for ever, and the end of a peer that restarted first was then refused (its generation
+    never complete)."""
+    core = AgentCore(
+        local=IceParameters("me01", "m" * 22), controlling=True, tiebreaker=1, timing=FAST
+    )
+    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
+    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
+    for i in range(8):
+        core.add_remote_candidate(None, f"ab{i:02d}")  # (abandoned generations' ends)
+    core.restart(IceParameters("me02", "n" * 22), 1.0)
+    core.set_remote(IceParameters("g2g2", "q" * 22), 1.0)
+    core.restart(IceParameters("me03", "o" * 22), 2.0)
+    core.set_remote(IceParameters("g3g3", "r" * 22), 2.0)
+    following = dataclasses.replace(make_candidate("10.0.0.2", 6000), username_fragment="g4g4")
+    assert core.add_remote_candidate(following)
+    core.add_remote_candidate(None, "g4g4")
+    core.restart(IceParameters("me04", "s" * 22), 3.0)
+    core.set_remote(IceParameters("g4g4", "t" * 22), 3.0)
+    assert core.remote_candidates == [following]
+    assert core.remote_complete
+
+
 def test_a_restarted_peers_candidates_before_its_parameters_wait_for_them() -> None:
     """A peer restarts first (its process came back, say) and its new candidates, naming
     its new ufrag, come before its new parameters: they wait for this agent's restart and

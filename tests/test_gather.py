@@ -302,6 +302,30 @@ async def test_a_stun_name_of_several_silent_addresses_is_reported_as_a_timeout(
     assert report.candidates == 0 and report.error == "timeout"
 
 
+async def test_a_stun_name_of_addresses_not_reached_in_time_asks_none_of_them_late(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Ten silent addresses asked an RTO (0.5 s) apart, the gather timeout at 3 s: those
+    not reached by then are not asked at all, and the whole ends at the timeout.  (Each
+    was sent one request at the timeout, after it.)"""
+    with wall_clock_guard(), contextlib.ExitStack() as stack:
+        socks = [_silent_socket(stack) for _ in range(10)]
+        timing = trice.Timing(rto=0.5, gather_timeout=3.0)
+        started = trio.current_time()
+        _, report = await _gathered_through_a_name([s.getsockname() for s in socks], timing)
+        took = trio.current_time() - started
+        asked = []
+        for sock in socks:
+            requests = 0
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(2048):
+                    requests += 1
+            asked.append(requests > 0)
+    assert report.error == "timeout"
+    assert took < 3.0 + 0.01
+    assert asked == [True] * 6 + [False] * 4
+
+
 async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
     with await server_socket() as server:
         port = server.getsockname()[1]

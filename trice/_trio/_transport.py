@@ -548,7 +548,10 @@ async def stun_transaction(
 
     pending[request.transaction_id] = on_reply
     try:
-        deadline: float | None = schedule.start(trio.current_time())
+        now = trio.current_time()
+        if now >= until:
+            raise trio.TooSlowError  # (a server asked in turn, past the time: not asked)
+        deadline: float | None = schedule.start(now)
         while deadline is not None:
             send(data, server)
             with trio.move_on_at(min(deadline, until)):

@@ -384,7 +384,8 @@ class AgentCore:
         self._previous_ufrag: str | None = None
         self._named_ends: set[str] | None = None
         # The ufrags of a generation to come that already waited through a restart (see
-        # restart): parameters naming another drop them, as they do an earlier one's.
+        # restart), until the next parameters: those naming another drop them, as they do
+        # an earlier one's.
         self._carried: set[str] | None = None
         # The peer's ufrags of the generations before this one (the last MAX_NAMED_ENDS):
         # what names one of them is late; what names another ufrag may be early.
@@ -592,12 +593,18 @@ class AgentCore:
         # this restart, from a peer that restarted first; the parameters take what names
         # their ufrag and drop the rest.  A name the shell was resolving is of the
         # generation of before.)
+        # (Those of a generation to come, candidates and ends named while the peer's
+        # parameters were known, wait through this restart, and no further: see set_remote.
+        # Held before any parameters, they have waited through none yet.)
         early = self._early
-        self._carried = None
+        carried = self._carried or set()
         if early is not None:
             self._early = None
             self._held = {**self._held, **early} if self._held else early
-            self._carried = {ufrag for _, ufrag in early}
+            carried.update(ufrag for _, ufrag in early)
+        if self.remote is not None and self._named_ends:
+            carried.update(self._named_ends)
+        self._carried = carried or None
         self.remote_candidates_dropped += self.pending_remote
         self._names = None
         self._hidden = None
