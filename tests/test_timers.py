@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import math
 import socket
@@ -333,3 +334,27 @@ async def test_a_stalled_loop_sends_each_check_in_flight_once_not_every_copy_it_
                 nursery.cancel_scope.cancel()
     for sock in silent:
         sock.close()
+
+
+async def test_out_of_descriptors_for_the_epoll_set_the_readers_wait_on_their_sockets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process at its descriptor limit once gathering is done cannot open the timer
+    task's epoll set: the readers wait on their sockets themselves, as where there is no
+    epoll, and the agents connect.  (The OSError came out of the agent, which died.)"""
+    import select
+
+    def out_of_descriptors() -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(select, "epoll", out_of_descriptors)  # (trio's own is open already)
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        with trio.fail_after(10):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b)
+            await connect_both(a, b)

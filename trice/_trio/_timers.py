@@ -205,7 +205,10 @@ class TimerHub:
             return False
         epoll = self._epoll
         if epoll is None:
-            epoll = self._epoll = select.epoll()
+            try:
+                epoll = self._epoll = select.epoll()
+            except OSError:  # (out of descriptors: the reader waits on its socket itself)
+                return False
             if self._scope is not None:
                 self._scope.cancel()  # (the task sleeps without it: it waits on it now)
         fd = transport.sock.fileno()
