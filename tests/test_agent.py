@@ -3129,6 +3129,31 @@ async def test_a_check_due_again_or_at_its_end_first_reads_the_answer_waiting_on
                 nursery.cancel_scope.cancel()
 
 
+async def test_a_pwd_the_peer_does_not_take_is_named_when_ice_fails(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Signaling that garbled the peer's pwd: every check is refused with 401.  The
+    failure says so, and a WARNING too (it said only "no candidate pair works", and
+    nothing was logged)."""
+    config = loopback_config()
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        for here, there, pwd in ((a, b, "x" * 22), (b, a, a.local_parameters.pwd)):
+            here.set_remote_parameters(there.local_parameters.ufrag, pwd)  # (a's garbled)
+            for candidate in there.local_candidates:
+                here.add_remote_candidate(candidate)
+            here.add_remote_candidate(None)
+        with pytest.raises(trice.IceFailedError, match="401 Unauthorized") as info:
+            await a.connect()
+    assert "ufrag and pwd signalled" in str(info.value)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "401" in r.message]
+    assert len(warned) == 1
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_warm_up_connects_on_loopback_and_leaves_nothing_open() -> None:
     before = open_fds()

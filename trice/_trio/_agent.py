@@ -1067,7 +1067,9 @@ class Agent:
                         "gather_reports; a relay that ended is replaced by "
                         "restart(regather=True))"
                     )
-                raise IceFailedError("ICE failed: no candidate pair works")
+                raise IceFailedError(
+                    f"ICE failed: no candidate pair works{_unauthorized(self._core)}"
+                )
             if self._core.selected is not None:
                 if self._connection is None:
                     self._connection = Connection(self)
@@ -1119,6 +1121,8 @@ class Agent:
                 self._buffer.closed = True
                 for share in self._muxes:
                     share.release()  # (a peer that comes back there may be another agent's)
+                if self._core.checks_unauthorized and self._core.selected is None:
+                    logger.warning("%s: ICE failed%s", self._local.ufrag, _unauthorized(self._core))
                 wakes = True
             else:
                 wakes = state is ConnectionState.CLOSED
@@ -2546,6 +2550,17 @@ async def _connect_into(agent: Agent, connections: list[Connection | None]) -> N
         connections.append(await agent.connect())
     except IceFailedError:
         connections.append(None)
+
+
+def _unauthorized(core: AgentCore) -> str:
+    """What an ICE failure owes to the peer refusing this agent's credentials, if any."""
+    refused = core.checks_unauthorized
+    if not refused:
+        return ""
+    return (
+        f"; the peer refused its checks ({refused} answer{'s' if refused > 1 else ''} 401 "
+        "Unauthorized): it does not take the remote ufrag and pwd signalled to this agent"
+    )
 
 
 def _peer_text(text: str | None) -> str:

@@ -248,6 +248,7 @@ class AgentCore:
         "_wanted",
         "checklist",
         "checks_sent",
+        "checks_unauthorized",
         "consent_revoked",
         "controlling",
         "finished",
@@ -438,6 +439,10 @@ class AgentCore:
         self._late: dict[bytes, Check] | None = None
         # statistics
         self.checks_sent = 0
+        #: Answers 401 Unauthorized to this agent's checks (copies included): the peer does
+        #: not take the credentials this agent holds for it (a pwd, or ufrag, mangled in
+        #: signaling, or another session's).
+        self.checks_unauthorized = 0
         self.requests_received = 0
         self.requests_rejected = 0
         self.prflx_dropped = 0
@@ -1684,6 +1689,12 @@ class AgentCore:
         if live is None or live.get(check.transaction_id) is not check or self.finished:
             return False
         if not response.verify_integrity(self._remote_key):
+            if response.message_class is _ERROR:
+                error = response.get(stun.ErrorCode)
+                if error is not None and error.code == 401:
+                    # (Unsigned, as the peer cannot sign with a key it does not take: not
+                    # taken, but counted, to say why ICE failed; it may be forged.)
+                    self.checks_unauthorized += 1
             return False
         del live[check.transaction_id]
         if not live:
