@@ -1187,6 +1187,20 @@ async def test_slow_interface_reads_do_not_hold_up_the_event_loop(
     assert readers and threading.main_thread().name not in readers, readers
 
 
+async def test_under_a_mock_clock_slow_interface_reads_stay_in_the_calling_task(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application's test in virtual time, on a host where reading the interfaces is
+    slow: the reads stay in the calling task, and the agent gathers in time.  (In a worker
+    thread, the autojumping clock ran ahead meanwhile, to the test's own timeout.)"""
+    readers = slow_interface_reads(monkeypatch)
+    with trio.fail_after(10):
+        async with trice.open_agent(loopback_config(), controlling=True) as agent:
+            await agent.wait_gathering_complete()
+            assert [c.address for c in agent.local_candidates] == ["127.0.0.1"]
+    assert readers and set(readers) == {threading.main_thread().name}, readers
+
+
 def test_a_read_slow_by_the_wall_clock_alone_sends_no_read_to_a_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
