@@ -3129,12 +3129,57 @@ async def test_a_check_due_again_or_at_its_end_first_reads_the_answer_waiting_on
                 nursery.cancel_scope.cancel()
 
 
+def _signal_with(here: trice.Agent, there: trice.Agent, *, pwd: str, port: int | None) -> None:
+    """Signal ``there`` to ``here`` with ``pwd`` for its pwd, and its candidates at
+    ``port`` if given (a port nobody answers on)."""
+    here.set_remote_parameters(there.local_parameters.ufrag, pwd)
+    for candidate in there.local_candidates:
+        here.add_remote_candidate(
+            candidate if port is None else dataclasses.replace(candidate, port=port)
+        )
+    here.add_remote_candidate(None)
+
+
 async def test_a_pwd_the_peer_does_not_take_is_named_when_ice_fails(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Signaling that garbled the peer's pwd: every check is refused with 401.  The
     failure says so, and a WARNING too (it said only "no candidate pair works", and
-    nothing was logged)."""
+    nothing was logged).  After a restart with the right pwd, a failure of another cause
+    (a port nobody answers on) names no 401 of the generation before."""
+    config = loopback_config()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            _signal_with(a, b, pwd="x" * 22, port=None)  # (garbled)
+            _signal_with(b, a, pwd=a.local_parameters.pwd, port=None)
+            with pytest.raises(trice.IceFailedError, match="401 Unauthorized") as info:
+                await a.connect()
+            assert "ufrag and pwd signalled" in str(info.value)
+            warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert ["401" in r.message for r in warned] == [True]
+            a.restart()
+            b.restart()
+            caplog.clear()
+            _signal_with(a, b, pwd=b.local_parameters.pwd, port=dead.getsockname()[1])
+            _signal_with(b, a, pwd=a.local_parameters.pwd, port=None)
+            with pytest.raises(trice.IceFailedError) as info:
+                await a.connect()
+    assert str(info.value) == "ICE failed: no candidate pair works"
+    assert not [r for r in caplog.records if "401" in r.message]
+
+
+async def test_consent_checks_a_restarted_peer_refuses_are_not_taken_for_bad_credentials(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer restarted, its new parameters lost on the way: it refuses the consent
+    checks with 401, and consent runs out.  The failure says so, and blames no signaled
+    pwd (a peer that restarts first refuses them on every ordinary restart too)."""
     config = loopback_config()
     async with (
         trice.open_agent(config, controlling=True) as a,
@@ -3142,16 +3187,16 @@ async def test_a_pwd_the_peer_does_not_take_is_named_when_ice_fails(
     ):
         await a.wait_gathering_complete()
         await b.wait_gathering_complete()
-        for here, there, pwd in ((a, b, "x" * 22), (b, a, a.local_parameters.pwd)):
-            here.set_remote_parameters(there.local_parameters.ufrag, pwd)  # (a's garbled)
-            for candidate in there.local_candidates:
-                here.add_remote_candidate(candidate)
-            here.add_remote_candidate(None)
-        with pytest.raises(trice.IceFailedError, match="401 Unauthorized") as info:
+        signal(a, b)
+        await connect_both(a, b)
+        async with a.subscribe() as events:
+            b.restart()  # (its new parameters never reach a)
+            with trio.fail_after(120):
+                await wait_for_state(events, trice.ConnectionState.FAILED)
+        with pytest.raises(trice.IceFailedError, match="consent expired") as info:
             await a.connect()
-    assert "ufrag and pwd signalled" in str(info.value)
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "401" in r.message]
-    assert len(warned) == 1
+    assert "401" not in str(info.value)
+    assert a._core.checks_unauthorized == 0
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")

@@ -439,9 +439,10 @@ class AgentCore:
         self._late: dict[bytes, Check] | None = None
         # statistics
         self.checks_sent = 0
-        #: Answers 401 Unauthorized to this agent's checks (copies included): the peer does
-        #: not take the credentials this agent holds for it (a pwd, or ufrag, mangled in
-        #: signaling, or another session's).
+        #: Answers 401 Unauthorized to this agent's checks (copies included; not to consent
+        #: checks) since checks started, or restarted: the peer does not take the
+        #: credentials this agent holds for it (a pwd, or ufrag, mangled in signaling, or
+        #: another session's).
         self.checks_unauthorized = 0
         self.requests_received = 0
         self.requests_rejected = 0
@@ -641,6 +642,7 @@ class AgentCore:
         self.pending_remote = 0
         self.remote_end_held = False
         self.selected = None
+        self.checks_unauthorized = 0  # (this generation's: see __init__)
         self.consent_revoked = False
         self._refused_at = self._refused = None
         self._drop_checks()
@@ -1689,11 +1691,12 @@ class AgentCore:
         if live is None or live.get(check.transaction_id) is not check or self.finished:
             return False
         if not response.verify_integrity(self._remote_key):
-            if response.message_class is _ERROR:
+            if response.message_class is _ERROR and not check.consent:
                 error = response.get(stun.ErrorCode)
                 if error is not None and error.code == 401:
                     # (Unsigned, as the peer cannot sign with a key it does not take: not
-                    # taken, but counted, to say why ICE failed; it may be forged.)
+                    # taken, but counted, to say why ICE failed; it may be forged.  Not a
+                    # consent check's: the peer that restarted first refuses those.)
                     self.checks_unauthorized += 1
             return False
         del live[check.transaction_id]
