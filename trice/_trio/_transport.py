@@ -532,8 +532,8 @@ async def stun_transaction(
     their handler there.
 
     At ``until``, ``drain`` reads the socket first: after a stall of the loop the answer
-    may wait there unread, its reader not yet run (the caller's own deadline at the same
-    time is then met by the answer, not a timeout)."""
+    may wait there unread, its reader not yet run.  (A cancel scope's deadline could not:
+    it raises into the wait, and the handler goes with it.)"""
     schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
     data = request.encode(fingerprint=True)
     box: list[stun.Message] = []

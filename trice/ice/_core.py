@@ -596,12 +596,12 @@ class AgentCore:
             self._past_ufrags = (*self._past_ufrags, self.remote.ufrag)[-MAX_NAMED_ENDS:]
         # (What waits for the peer's parameters, naming a ufrag, keeps waiting, and so do
         # the candidates of a generation to come: the new generation's may have come before
-        # this restart, from a peer that restarted first; the parameters take what names
-        # their ufrag and drop the rest.  A name the shell was resolving is of the
-        # generation of before.)
-        # (Those of a generation to come, candidates and ends named while the peer's
-        # parameters were known, wait through this restart, and no further: see set_remote.
-        # Held before any parameters, they have waited through none yet.)
+        # this restart, from a peer that restarted first.  Those of a generation to come,
+        # candidates and ends named while the peer's parameters were known, wait through
+        # this restart and no further (``_carried``): the parameters take what names their
+        # ufrag and drop those (see set_remote); held before any parameters, they have
+        # waited through none yet.  A name the shell was resolving is of the generation of
+        # before.)
         early = self._early
         carried = self._carried or set()
         if early is not None:
