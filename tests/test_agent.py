@@ -3147,15 +3147,9 @@ async def test_a_pwd_the_peer_does_not_take_is_named_when_ice_fails(
     failure says so, and a WARNING too (it said only "no candidate pair works", and
     nothing was logged).  After a restart with the right pwd, a failure of another cause
     (a port nobody answers on) names no 401 of the generation before."""
-    config = loopback_config()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
         dead.bind(("127.0.0.1", 0))
-        async with (
-            trice.open_agent(config, controlling=True) as a,
-            trice.open_agent(config, controlling=False) as b,
-        ):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
+        async with gathered_pair(loopback_config()) as (a, b):
             _signal_with(a, b, pwd="x" * 22, port=None)  # (garbled)
             _signal_with(b, a, pwd=a.local_parameters.pwd, port=None)
             with pytest.raises(trice.IceFailedError, match="401 Unauthorized") as info:
@@ -3180,13 +3174,7 @@ async def test_consent_checks_a_restarted_peer_refuses_are_not_taken_for_bad_cre
     """The peer restarted, its new parameters lost on the way: it refuses the consent
     checks with 401, and consent runs out.  The failure says so, and blames no signaled
     pwd (a peer that restarts first refuses them on every ordinary restart too)."""
-    config = loopback_config()
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(loopback_config()) as (a, b):
         signal(a, b)
         await connect_both(a, b)
         async with a.subscribe() as events:

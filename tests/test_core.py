@@ -4411,23 +4411,33 @@ def test_candidates_held_through_a_restart_wait_for_parameters_naming_them() -> 
     assert a.core.remote_complete
 
 
+def _facing_g1g1() -> AgentCore:
+    """A controlling core (ufrag ``me01``) with one host candidate, facing a peer whose
+    parameters name ufrag ``g1g1``."""
+    core = AgentCore(
+        local=IceParameters("me01", "m" * 22), controlling=True, tiebreaker=1, timing=FAST
+    )
+    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
+    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
+    return core
+
+
+def _hold_abandoned(core: AgentCore) -> None:
+    """Three candidates of a generation to come (ufrag ``zzzz``) whose parameters never
+    come."""
+    for i in range(3):
+        abandoned = make_candidate(f"10.0.9.{i + 1}", 6000)
+        assert core.add_remote_candidate(dataclasses.replace(abandoned, username_fragment="zzzz"))
+
+
 def test_candidates_of_a_generation_whose_parameters_never_come_wait_one_restart_only() -> None:
     """Candidates of a generation to come whose parameters never come (an offer rolled
     back, a stranger's) wait through one restart; parameters naming another ufrag after it
     drop and count them.  They went round for ever (early, held, early...), taking the
     room of what waits for the peer's parameters after each restart."""
-    core = AgentCore(
-        local=IceParameters("me01", "m" * 22),
-        controlling=True,
-        tiebreaker=1,
-        timing=FAST,
-        max_remote_candidates=3,
-    )
-    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
-    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
-    for i in range(3):
-        abandoned = make_candidate(f"10.0.9.{i + 1}", 6000)
-        assert core.add_remote_candidate(dataclasses.replace(abandoned, username_fragment="zzzz"))
+    core = _facing_g1g1()
+    core.max_remote_candidates = 3
+    _hold_abandoned(core)
     core.restart(IceParameters("me02", "n" * 22), 1.0)
     core.set_remote(IceParameters("g2g2", "q" * 22), 1.0)
     assert core.remote_candidates_dropped == 3
@@ -4442,14 +4452,8 @@ def test_a_generation_to_come_waits_through_one_restart_with_two_restarts_in_a_r
     """Two restarts of this agent's with no parameters between them count as one: the
     candidates of a generation to come are dropped by the parameters after them, if those
     name another ufrag (the second restart let them wait on)."""
-    core = AgentCore(
-        local=IceParameters("me01", "m" * 22), controlling=True, tiebreaker=1, timing=FAST
-    )
-    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
-    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
-    for i in range(3):
-        abandoned = make_candidate(f"10.0.9.{i + 1}", 6000)
-        assert core.add_remote_candidate(dataclasses.replace(abandoned, username_fragment="zzzz"))
+    core = _facing_g1g1()
+    _hold_abandoned(core)
     core.restart(IceParameters("me02", "n" * 22), 1.0)
     core.restart(IceParameters("me03", "o" * 22), 2.0)
     core.set_remote(IceParameters("g3g3", "r" * 22), 2.0)
@@ -4461,11 +4465,7 @@ def test_ends_of_generations_never_come_leave_room_for_the_next_ones() -> None:
     restart only, as their candidates do: eight of them (``MAX_NAMED_ENDS``) went round
     for ever, and the end of a peer that restarted first was then refused (its generation
     never complete)."""
-    core = AgentCore(
-        local=IceParameters("me01", "m" * 22), controlling=True, tiebreaker=1, timing=FAST
-    )
-    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
-    core.set_remote(IceParameters("g1g1", "p" * 22), 0.0)
+    core = _facing_g1g1()
     for i in range(8):
         core.add_remote_candidate(None, f"ab{i:02d}")  # (abandoned generations' ends)
     core.restart(IceParameters("me02", "n" * 22), 1.0)

@@ -1005,9 +1005,12 @@ async def test_the_relay_reader_lets_other_tasks_run_between_batches() -> None:
 
 
 @pytest.mark.parametrize("how", ["close", "cancel"])
-async def test_data_sent_over_tcp_before_the_end_goes_before_the_deallocation(how: str) -> None:
+async def test_data_sent_over_tcp_before_the_end_goes_before_the_deallocation(
+    autojump_clock: trio.testing.MockClock, how: str
+) -> None:
     """Over TCP, the data a user sent and then closed (or cancelled) the relay goes to the
-    server before the deallocation, within the close's half-second.  Before, the writer was
+    server before the deallocation, within the close's half-second (in virtual time: a
+    loaded machine does not stretch it).  Before, the writer was
     cancelled inside ``send_all``: the stream, cut mid-write, was taken for stuck, so all of
     that data was lost and the allocation was not deleted."""
     fake = FakeServer()

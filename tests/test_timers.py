@@ -17,7 +17,7 @@ import trice
 from trice._trio._timers import TimerCell, TimerHub, timer_hub
 from trice.ice._core import JITTER_MAX
 
-from loopback import TRACED, connect_both, loopback_config, signal
+from loopback import TRACED, connect_both, gathered_pair, loopback_config, signal
 from virtual_time import wall_clock_guard
 
 
@@ -348,13 +348,7 @@ async def test_out_of_descriptors_for_the_epoll_set_the_readers_wait_on_their_so
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(select, "epoll", out_of_descriptors)  # (trio's own is open already)
-    config = loopback_config()
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
         with trio.fail_after(10):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
-            signal(a, b)
             await connect_both(a, b)
