@@ -145,6 +145,33 @@ async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
             await trio.testing.wait_all_tasks_blocked(0.005)
 
 
+def hold_readers(monkeypatch: Any) -> set[int]:
+    """From now on, a task that waits for a socket whose fileno is in the returned set to be
+    readable waits forever: the socket's reader has not had its turn (as after a stall).
+    The test adds to the set, and clears it before the sockets close."""
+    held: set[int] = set()
+    real = trio.lowlevel.wait_readable
+
+    async def wait_readable(sock: Any) -> None:
+        if (sock if isinstance(sock, int) else sock.fileno()) in held:
+            await trio.sleep_forever()
+        await real(sock)
+
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", wait_readable)
+    return held
+
+
+def answer_check(data: bytes, mapped: tuple[str, int], pwd: str = "x" * 22) -> bytes:
+    """A scripted peer's success answer to the check ``data``, signed with ``pwd``."""
+    request = stun.decode(data)
+    return stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.SUCCESS,
+        request.transaction_id,
+        [stun.XorMappedAddress(*mapped)],
+    ).encode(integrity_key=stun.short_term_key(pwd), fingerprint=True)
+
+
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:
     """The events queued on ``stream`` now, without waiting."""
     events: list[trice.Event] = []

@@ -20,12 +20,15 @@ from trice._trio._mux import MuxTransport, UdpMux
 
 from loopback import (
     HAS_IPV6,
+    answer_check,
     connect_both,
+    hold_readers,
     loopback_config,
     mux_in_a_task,
     signal,
     until,
 )
+from virtual_time import wall_clock_guard
 
 
 async def _pair_through(
@@ -455,3 +458,45 @@ async def test_a_mux_agent_whose_host_candidate_is_withheld_says_why(
         assert agent.local_candidates == ()
         (report,) = [r for r in agent.gather_reports if r.source == "host"]
     assert report.error == "host candidates withheld: mDNS could not be opened"
+
+
+async def test_a_check_at_its_end_first_reads_the_answer_waiting_on_the_mux(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that goes once, on a mux whose reader has not had its turn (a stall): at its
+    end the check reads the answer waiting on the mux's socket, as over a host socket, and
+    the pair succeeds.  (Only a host socket was read: the pair failed, and ICE with it.)"""
+    timing = trice.Timing(max_binding_requests=1)
+    held = hold_readers(monkeypatch)
+    with (
+        wall_clock_guard(),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as kicker,
+    ):
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with (
+            trice.open_udp_mux("127.0.0.1") as mux,
+            trice.open_agent(loopback_config(timing=timing), controlling=True, mux=mux) as a,
+        ):
+            await a.wait_gathering_complete()
+            held.add(mux.sock.fileno())  # the mux's reader goes back to wait, for good:
+            kicker.sendto(bytes(8), mux.local_address)  # (a datagram it cannot route)
+            await trio.testing.wait_all_tasks_blocked()
+            a.set_remote_parameters("abcd", "x" * 22)
+            port = peer.getsockname()[1]
+            a.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 1 127.0.0.1 {port} typ host")
+            )
+            a.add_remote_candidate(None)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                await trio.testing.wait_all_tasks_blocked()
+                data, source = peer.recvfrom(2048)  # the agent's one check
+                peer.sendto(answer_check(data, source), source)  # waits on the mux, unread
+                await trio.sleep(1.5 * timing.rto)  # past the check's end
+                (pair,) = a.pair_statistics()
+                assert pair.responses_received == 1
+                assert pair.state is not trice.PairState.FAILED  # (its nomination runs now)
+                nursery.cancel_scope.cancel()
+            held.clear()

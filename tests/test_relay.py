@@ -41,7 +41,15 @@ from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
 from trice.turn._client import SEND_INDICATION
 
 from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
-from loopback import HAS_IPV6, connect_both, gathered_pair, loopback_config, signal
+from loopback import (
+    HAS_IPV6,
+    answer_check,
+    connect_both,
+    gathered_pair,
+    hold_readers,
+    loopback_config,
+    signal,
+)
 from virtual_time import wall_clock_guard
 
 Address = tuple[str, int]
@@ -1094,3 +1102,66 @@ async def test_an_allocation_granted_as_the_timeout_passes_is_taken(
                 relay = await start_relay(nursery, server, Inbox(), allocation_timeout=3.0)
                 assert relay.state is TurnState.ALLOCATED
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_relayed_check_at_its_end_first_reads_the_answer_waiting_on_the_relay(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check through a TURN relay over UDP that goes once, the relay's reader not having
+    had its turn (a stall): at its end the check reads the answer waiting on the relay's
+    socket, as over a host socket, and the pair succeeds.  (Only a host socket was read:
+    the pair failed, and ICE with it.)"""
+    timing = trice.Timing(max_binding_requests=1)
+    fake = FakeServer()
+    held = hold_readers(monkeypatch)
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+        client: list[Address] = []
+
+        def serve() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    data, source = server.recvfrom(65536)
+                    client[:] = [source]
+                    for reply in fake.handle(data, trio.current_time()):
+                        server.sendto(reply, source)
+
+        async def serving() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(server)
+                serve()
+
+        url = f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp"
+        config = loopback_config(
+            timing=timing,
+            ice_servers=[IceServer(url, USER, PASSWORD)],
+            transport_policy=TransportPolicy.RELAY,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serving)
+            async with open_agent(config, controlling=True) as a:
+                await a.wait_gathering_complete()
+                (relay,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+                a.set_remote_parameters("abcd", "x" * 22)
+                a.add_remote_candidate(
+                    trice.Candidate.from_sdp(f"candidate:1 1 udp 1 {PEER[0]} {PEER[1]} typ host")
+                )
+                a.add_remote_candidate(None)
+                async with trio.open_nursery() as checking:
+                    checking.start_soon(a.connect)
+                    await trio.testing.wait_all_tasks_blocked()
+                    ((_, check, _),) = fake.relayed  # the agent's one check, relayed
+                    assert isinstance(relay._conn, _relay._UdpConnection)
+                    held.add(relay._conn.sock.fileno())  # its reader goes back to wait:
+                    server.sendto(bytes(8), client[0])  # (a datagram of no use)
+                    await trio.testing.wait_all_tasks_blocked()
+                    answer = answer_check(check, relay.local_address)
+                    server.sendto(fake.data_indication(PEER, answer), client[0])  # unread
+                    await trio.sleep(1.5 * timing.rto)  # past the check's end
+                    (pair,) = a.pair_statistics()
+                    assert pair.responses_received == 1
+                    assert pair.state is not trice.PairState.FAILED  # (its nomination runs now)
+                    checking.cancel_scope.cancel()
+                held.clear()
+            nursery.cancel_scope.cancel()

@@ -10,6 +10,8 @@ import trio
 from trice import stun
 from trice._servers import host_port
 from trice._trio._log import TRACE, logger
+from trice._trio._mux import MuxTransport
+from trice._trio._relay import RelayTransport
 from trice._trio._tcp import TcpTransport
 from trice._trio._transport import Transport, UdpTransport
 from trice.ice._checklist import PairState
@@ -122,8 +124,11 @@ class CheckRun:
         add to the load (a request and a response more, on both sides), and a check given
         up then would fail its pair.  Returns whether the check is over."""
         transport = self.transport
-        if isinstance(transport, UdpTransport) and not transport.closed:
-            self.agent._drain(transport)
+        if not transport.closed:
+            if isinstance(transport, UdpTransport):
+                self.agent._drain(transport)
+            elif isinstance(transport, (MuxTransport, RelayTransport)):
+                transport.read_waiting()  # (a relay over TCP or TLS: read by its task only)
         return self.settled or self.dropped
 
     def _again(self) -> None:

@@ -278,15 +278,20 @@ class UdpMux:
         sock = self.sock
         while True:
             await trio.lowlevel.wait_readable(sock)  # (also where others get their turn)
-            for _ in range(READ_BATCH):
-                try:
-                    data, source = sock.recvfrom(65536)
-                except BlockingIOError:
-                    break
-                except OSError as exc:  # (an ICMP error for an earlier send, say)
-                    logger.debug("UDP mux %s: %s", self.local_address, exc)
-                    continue
-                self._route(data, source[:2])
+            self._read_batch()
+
+    def _read_batch(self) -> None:
+        """Route what the socket holds, up to a batch, without waiting."""
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH):
+            try:
+                data, source = recvfrom(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # (an ICMP error for an earlier send, say)
+                logger.debug("UDP mux %s: %s", self.local_address, exc)
+                continue
+            self._route(data, source[:2])
 
     async def _server_reflexive(
         self,
@@ -611,6 +616,13 @@ class MuxTransport:
                     waiting.discard(scope)
             if check is not None:
                 check()
+
+    def read_waiting(self) -> None:
+        """Route what the mux's socket already holds, now, as its reader would: a check
+        about to be sent again or given up looks for its answer first (see
+        ``CheckRun._answered_meanwhile``)."""
+        if not (self.closed or self.mux.closed):
+            self.mux._read_batch()
 
     def wake(self) -> None:
         """Wake the sends waiting for the socket: they look at their connection again (the

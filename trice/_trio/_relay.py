@@ -124,6 +124,18 @@ class _UdpConnection:
             if len(out) >= READ_BATCH:
                 return out
 
+    def read_waiting(self) -> list[bytes]:
+        """What the socket holds now, up to a batch, without waiting (see
+        :meth:`RelayTransport.read_waiting`)."""
+        out: list[bytes] = []
+        recv = self.sock.recv
+        while len(out) < READ_BATCH:
+            try:
+                out.append(recv(65536))
+            except OSError:  # (would block; or an ICMP error, which the reader passes
+                break  # over too once allocated, as checks through the relay are)
+        return out
+
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
@@ -282,6 +294,10 @@ class _StreamConnection:
                 self.garbled = exc
         return frames
 
+    def read_waiting(self) -> list[bytes]:
+        """Nothing: a stream's bytes are read, and framed, by :meth:`read` only."""
+        return []
+
     async def aclose(self) -> None:
         self._close_writers()
         if self.sending:
@@ -403,6 +419,15 @@ class RelayTransport:
                 break
         self.send_nowait(data, address)  # (no room still: dropped, counted)
 
+    def read_waiting(self) -> None:
+        """Take what the server's socket already holds (over UDP), now, as the reader
+        would: a check about to be sent again or given up looks for its answer first (see
+        ``CheckRun._answered_meanwhile``)."""
+        if not self._closed:
+            frames = self._conn.read_waiting()
+            if frames:
+                self._take(frames)
+
     def wake(self) -> None:
         """Wake the sends waiting for the connection to the server: they look at their
         connection again (its selected pair may have moved)."""
@@ -511,9 +536,20 @@ class RelayTransport:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def _read_loop(self) -> None:
+    def _take(self, frames: list[bytes]) -> None:
+        """The server's frames to the client, and the data they carry to the agent."""
         client = self._client
         deliver = self._deliver
+        now = trio.current_time()
+        for frame in frames:
+            for peer, data in client.on_server_data(frame, now):
+                deliver(self, data, peer)
+        self._pump()
+        if client.next_deadline() != self._armed:
+            self._wake.set()
+
+    async def _read_loop(self) -> None:
+        client = self._client
         while True:
             try:
                 frames = await self._conn.read()
@@ -522,13 +558,7 @@ class RelayTransport:
                     continue  # an ICMP error once allocated: UDP carries on, refreshes tell
                 self._lost(exc)
                 return
-            now = trio.current_time()
-            for frame in frames:
-                for peer, data in client.on_server_data(frame, now):
-                    deliver(self, data, peer)
-            self._pump()
-            if client.next_deadline() != self._armed:
-                self._wake.set()
+            self._take(frames)
             if len(frames) >= READ_BATCH:
                 # (A full batch: more may wait, a flood's; the other tasks get their turn
                 # first, as the agent's readers give it.)
