@@ -497,6 +497,18 @@ def _checking_core(*, controlling: bool) -> tuple[AgentCore, Check, bytes]:
     return core, check, _reply(check, key)
 
 
+def test_a_401_before_a_signed_answer_is_not_counted_against_the_credentials() -> None:
+    """A 401 (the peer had not taken this agent's parameters yet: they were on their way,
+    after a restart), then a signed answer: the credentials hold, and a later failure of
+    another cause does not blame them.  (The 401 was still counted, and named.)"""
+    core, check, key = _checking(controlling=False)
+    refusal = stun.decode(_reply(check, None, stun.MessageClass.ERROR, [stun.ErrorCode(401)]))
+    assert not core.on_response(check, refusal, check.destination, 0.005)
+    assert core.checks_unauthorized == 1
+    assert core.on_response(check, stun.decode(_reply(check, key)), check.destination, 0.01)
+    assert core.checks_unauthorized == 0
+
+
 def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
     """A core whose single pair's own check has just succeeded at t=0.01, with an RTT of
     0.01 s; the peer has not checked the pair."""

@@ -440,9 +440,9 @@ class AgentCore:
         # statistics
         self.checks_sent = 0
         #: Answers 401 Unauthorized to this agent's checks (copies included; not to consent
-        #: checks) since checks started, or restarted: the peer does not take the
-        #: credentials this agent holds for it (a pwd, or ufrag, mangled in signaling, or
-        #: another session's).
+        #: checks) since checks started, or restarted, or a signed answer came: the peer
+        #: does not take the credentials this agent holds for it (a pwd, or ufrag, mangled
+        #: in signaling, or another session's).
         self.checks_unauthorized = 0
         self.requests_received = 0
         self.requests_rejected = 0
@@ -1699,6 +1699,9 @@ class AgentCore:
                     # consent check's: the peer that restarted first refuses those.)
                     self.checks_unauthorized += 1
             return False
+        # (A signed answer: the peer takes the credentials now, whatever it refused before,
+        # its parameters of this generation still on their way then.)
+        self.checks_unauthorized = 0
         del live[check.transaction_id]
         if not live:
             self._live = None
