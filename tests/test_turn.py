@@ -19,7 +19,7 @@ from trice import StateError, stun
 from trice.stun import Message, MessageClass, Method
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnEvent, TurnState
 from trice.turn._client import PEER_DATA_MAX
-from trice.turn._records import MAX_OUTSTANDING, PERMISSION_LIFETIME
+from trice.turn._records import MAX_OUTSTANDING, PERMISSION_LIFETIME, REFRESH_WAIT
 
 USER = "alice"
 PASSWORD = "wonderland"
@@ -1466,6 +1466,34 @@ def test_requests_waiting_for_room_go_as_the_unanswered_ones_time_out() -> None:
     assert client.state is TurnState.ALLOCATED
 
 
+def test_refreshes_due_together_keep_to_ten_outstanding_and_all_go_in_time() -> None:
+    """Thirty permissions in use, installed together, fall due together: ten refreshes go
+    (RFC 8489 §6.2; all thirty went at once), the others as answers come, and every
+    permission stays installed past its lifetime."""
+    client, server = allocated()
+    peers = [(f"198.51.100.{i}", 5000) for i in range(10, 40)]
+    most = 0
+
+    def deliver(now: float) -> None:
+        nonlocal most
+        while (data := client.poll_transmit(now)) is not None:
+            most = max(most, len(client._transactions))
+            for reply in server.handle(data, now):
+                client.on_server_data(reply, now)
+
+    for now in range(0, 501, 10):
+        while (deadline := client.next_deadline()) is not None and deadline <= now:
+            client.on_timer(deadline)
+            deliver(deadline)
+        for peer in peers:
+            client.send_to_peer(peer, b"x", now)  # (in use)
+        deliver(now)
+        assert all(client.permission_installed(peer) for peer in peers), now
+    assert most == MAX_OUTSTANDING
+    asked = [m for _, m in server.requests if m.method is Method.CREATE_PERMISSION]
+    assert len(asked) == 3 * len(peers)  # (installed, then refreshed twice)
+
+
 class _SilentToNewPeers(FakeServer):
     """Leaves the CreatePermissions for 203.0.113.0/24 unanswered (lost, or dropped)."""
 
@@ -1482,11 +1510,12 @@ class _SilentToNewPeers(FakeServer):
         return super().handle(data, now)
 
 
-def test_the_refresh_of_a_permission_in_use_does_not_wait_at_the_cap() -> None:
+def test_the_refresh_of_a_permission_in_use_waits_at_the_cap_no_longer_than_refresh_wait() -> None:
     """The peer in use has its permission due for refresh at 241 s; at 200 s the agent
     asked for 30 new peer IPs, whose requests the server leaves unanswered, ten at a time.
-    The refresh goes when due, past the cap (it waited behind two 39.5 s timeouts, and the
-    permission ran out on the server at 301 s: data to the peer in use stopped)."""
+    The refresh goes REFRESH_WAIT after it was due at the latest, past the cap, in time
+    (it waited behind two 39.5 s timeouts, and the permission ran out on the server at
+    301 s: data to the peer in use stopped)."""
     client, server = allocated(server=_SilentToNewPeers())
     assert client.send_to_peer(PEER, b"x", 1.0)
     exchange(client, server, 1.0)
@@ -1511,7 +1540,7 @@ def test_the_refresh_of_a_permission_in_use_does_not_wait_at_the_cap() -> None:
         and peer.address == PEER[0]
         and at > 200.0
     ]
-    assert refreshed and refreshed[0] < 242.0  # (when due: ten were out then)
+    assert refreshed and 241.0 + REFRESH_WAIT <= refreshed[0] < 242.0 + REFRESH_WAIT
 
 
 # --- closing ----------------------------------------------------------------------------------

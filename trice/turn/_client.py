@@ -33,6 +33,7 @@ from ._records import (
     PERMISSION_REFRESH,
     PERMISSION_RETRY_MAX,
     PERMISSION_RETRY_MIN,
+    REFRESH_WAIT,
     Address,
     Kind,
     Peer,
@@ -153,8 +154,11 @@ class TurnClient:
         self._key: bytes | None = None
         self._transactions: dict[bytes, Transaction] = {}
         # Permissions and channel bindings waiting for a transaction to end (over UDP, at
-        # MAX_OUTSTANDING): each is built when it goes, with the nonce of then.
+        # MAX_OUTSTANDING): each is built when it goes, with the nonce of then.  Refreshes
+        # of those installed (or bound) wait apart, and go first: each at the latest at the
+        # time it holds (REFRESH_WAIT after it was due), out or not.
         self._waiting: deque[tuple[Kind, Permission | Peer, int]] = deque()
+        self._refreshes: deque[tuple[Kind, Permission | Peer, int, float]] = deque()
         self._outbox: deque[bytes] = deque()
         self._permissions: dict[str, Permission] = {}
         self._peers: dict[Address, Peer] = {}
@@ -249,6 +253,8 @@ class TurnClient:
                 deadlines.extend(
                     p.refresh_at for p in self._peers.values() if p.channel and not p.busy
                 )
+                if self._refreshes:
+                    deadlines.append(self._refreshes[0][3])
             deadline = min(deadlines, default=float("inf"))
             self._deadline = None if deadline == float("inf") else deadline
         return self._deadline
@@ -266,7 +272,7 @@ class TurnClient:
             else:
                 self._counts["retransmissions"] += 1
                 self._outbox.append(tx.wire)
-        if self._waiting:
+        if self._waiting or self._refreshes:
             self._release(now)
         if self._state is not TurnState.ALLOCATED:
             return
@@ -459,7 +465,7 @@ class TurnClient:
                 return [((address.address, address.port), payload_attr.value)]
             if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
                 self._on_response(message, now)
-                if self._waiting:
+                if self._waiting or self._refreshes:
                     self._release(now)
             else:
                 self._counts["malformed"] += 1
@@ -507,6 +513,7 @@ class TurnClient:
         self._dirty = True
         self._move(TurnEvent.CLOSE)
         self._waiting.clear()
+        self._refreshes.clear()
         for perm in self._permissions.values():
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
@@ -537,25 +544,38 @@ class TurnClient:
             self._move(TurnEvent.FAIL)
             self._transactions.clear()
             self._waiting.clear()
+            self._refreshes.clear()
             for perm in self._permissions.values():
                 self._counts["dropped"] += len(perm.queue)
                 perm.queue.clear()
 
     def _request(
-        self, kind: Kind, now: float, target: Permission | Peer | None = None, stale: int = 0
+        self,
+        kind: Kind,
+        now: float,
+        target: Permission | Peer | None = None,
+        stale: int = 0,
+        *,
+        waited: bool = False,
     ) -> None:
         """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12).  Over UDP,
-        a new permission or channel binding waits while ``MAX_OUTSTANDING`` are out; the
-        refresh of one installed (or bound) does not: it must reach the server before the
-        permission ends, and new ones may wait long for answers that do not come."""
+        a permission or channel binding waits while ``MAX_OUTSTANDING`` are out (unless it
+        ``waited`` already: see :meth:`_release`).  The refresh of one installed (or bound)
+        goes before the new ones, and waits ``REFRESH_WAIT`` at most: it must reach the
+        server before the permission ends, and the new ones may wait long for answers that
+        do not come."""
         if (
             target is not None
+            and not waited
             and not self.reliable
             and len(self._transactions) >= MAX_OUTSTANDING
-            and not (target.installed if isinstance(target, Permission) else target.bound)
         ):
             target.busy = True
-            self._waiting.append((kind, target, stale))
+            self._dirty = True
+            if target.installed if isinstance(target, Permission) else target.bound:
+                self._refreshes.append((kind, target, stale, now + REFRESH_WAIT))
+            else:
+                self._waiting.append((kind, target, stale))
             return
         attrs: list[stun.Attribute] = []
         if kind is Kind.ALLOCATE:
@@ -610,14 +630,21 @@ class TurnClient:
 
     def _release(self, now: float) -> None:
         """Send the permissions and channel bindings that waited (see :meth:`_request`) while
-        fewer than ``MAX_OUTSTANDING`` transactions are out, if the allocation still is."""
+        fewer than ``MAX_OUTSTANDING`` transactions are out, if the allocation still is: the
+        refreshes first, and a refresh at its latest time whatever is out."""
         waiting = self._waiting
+        refreshes = self._refreshes
         if self._state is not TurnState.ALLOCATED:
             waiting.clear()
+            refreshes.clear()
             return
-        while waiting and len(self._transactions) < MAX_OUTSTANDING:
+        transactions = self._transactions
+        while refreshes and (len(transactions) < MAX_OUTSTANDING or refreshes[0][3] <= now):
+            kind, target, stale, _latest = refreshes.popleft()
+            self._request(kind, now, target, stale, waited=True)
+        while waiting and len(transactions) < MAX_OUTSTANDING:
             kind, target, stale = waiting.popleft()
-            self._request(kind, now, target, stale)
+            self._request(kind, now, target, stale, waited=True)
 
     def _on_response(self, message: Message, now: float) -> None:
         tx = self._transactions.get(message.transaction_id)

@@ -57,11 +57,16 @@ IDLE: Final = 240.0
 #: 375 ms.
 DEALLOCATE_RTO: Final = 0.125
 #: Transactions a client over UDP has outstanding with its server at most (RFC 8489 §6.2's
-#: SHOULD: ten).  New permissions and channel bindings past it wait for one to end; an
-#: Allocate, a Refresh, a deallocation or the refresh of a permission or channel never
-#: waits (each must reach the server in time).  (Over TCP or TLS there is no cap:
-#: the stream paces them.)
+#: SHOULD: ten).  Permissions and channel bindings past it wait for one to end, the
+#: refreshes of those installed first; an Allocate, a Refresh or a deallocation never waits
+#: (each must reach the server in time).  (Over TCP or TLS there is no cap: the stream
+#: paces them.)
 MAX_OUTSTANDING: Final = 10
+#: How long the refresh of a permission or channel waits at ``MAX_OUTSTANDING`` at most:
+#: then it goes, whatever is out.  Its own transaction (39.5 s over UDP) still ends within
+#: the 60 s left of the permission's (or channel's) lifetime, which new requests, waiting
+#: for answers that do not come, could otherwise take.
+REFRESH_WAIT: Final = 20.0
 #: Channel numbers (RFC 8656 §12).
 FIRST_CHANNEL: Final = 0x4000
 LAST_CHANNEL: Final = 0x4FFF
