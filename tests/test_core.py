@@ -427,6 +427,27 @@ def test_a_check_before_the_remote_parameters_starts_ours_once_they_come() -> No
     assert core.state is ConnectionState.CHECKING
 
 
+def test_a_check_the_peer_refused_with_401_goes_again_at_once_at_its_request() -> None:
+    """Our check reached the peer before our parameters did (after an ICE restart, say):
+    it answered 401.  Its own check then comes, with them: ours goes again at once, as the
+    same transaction, not at twice its age (no copy of ours is on its way: 100 ms lost
+    against Chromium at each restart)."""
+    _net, a = three_pair_core()
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None
+    refusal = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.ERROR,
+        transaction_id=first.transaction_id,
+        attributes=[stun.ErrorCode(401)],
+    ).encode(fingerprint=True)
+    assert not core.on_response(first, stun.decode(refusal), first.destination, 0.001)
+    core.on_request(0, first.pair.remote_address, binding_request(core), 0.1)
+    assert list(core.poll_resend()) == [(first.transaction_id, 0.1)]
+
+
 def test_a_refused_check_starts_nothing() -> None:
     """A check that fails authentication (a wrong password here) is refused and starts no
     checks of ours."""
@@ -506,6 +527,34 @@ def test_a_401_before_a_signed_answer_is_not_counted_against_the_credentials() -
     assert not core.on_response(check, refusal, check.destination, 0.005)
     assert core.checks_unauthorized == 1
     assert core.on_response(check, stun.decode(_reply(check, key)), check.destination, 0.01)
+    assert core.checks_unauthorized == 0
+
+
+def test_a_401_after_a_signed_answer_is_not_counted_against_the_credentials() -> None:
+    """Two checks go as the peer takes this agent's parameters: the second's signed answer
+    (a refusal of another cause, 400) comes first, then the first's 401, made before but
+    come over a slower path.  The credentials held: when the generation fails (the first
+    check runs out), they are not blamed.  (The 401 that came after was counted again.)"""
+    net, a, b = two_agents(
+        want=False, timing=FAST, b_hosts=(("10.0.0.2", 6000), ("10.0.0.3", 6000))
+    )
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    now, second = 0.0, None
+    while second is None:
+        now += 0.005
+        core.on_timer(now)
+        second = core.poll_check(now)
+    assert first is not None and first.pair is not second.pair
+    key = stun.short_term_key(b.core.local.pwd)
+    refused = _reply(second, key, stun.MessageClass.ERROR, [stun.ErrorCode(400)])
+    assert core.on_response(second, stun.decode(refused), second.destination, now + 0.01)
+    late = _reply(first, None, stun.MessageClass.ERROR, [stun.ErrorCode(401)])
+    assert not core.on_response(first, stun.decode(late), first.destination, now + 0.02)
+    core.on_timeout(first, now + 2.0)
+    assert core.state is ConnectionState.FAILED
     assert core.checks_unauthorized == 0
 
 

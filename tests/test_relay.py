@@ -1104,17 +1104,24 @@ async def test_an_allocation_granted_as_the_timeout_passes_is_taken(
                 nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("icmp", [False, True])
 async def test_a_relayed_check_at_its_end_first_reads_the_answer_waiting_on_the_relay(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, icmp: bool
 ) -> None:
     """A check through a TURN relay over UDP that goes once, the relay's reader not having
     had its turn (a stall): at its end the check reads the answer waiting on the relay's
     socket, as over a host socket, and the pair succeeds.  (Only a host socket was read:
-    the pair failed, and ICE with it.)"""
+    the pair failed, and ICE with it.)  With ``icmp``, an ICMP error waits before the
+    answer (the server's port was closed a moment, a restart): the read passes over it,
+    as the reader does (it stopped there)."""
     timing = trice.Timing(max_binding_requests=1)
     fake = FakeServer()
     held = hold_readers(monkeypatch)
-    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+    with (
+        wall_clock_guard(),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again,
+    ):
         server.bind(("127.0.0.1", 0))
         server.setblocking(False)
         client: list[Address] = []
@@ -1127,19 +1134,21 @@ async def test_a_relayed_check_at_its_end_first_reads_the_answer_waiting_on_the_
                     for reply in fake.handle(data, trio.current_time()):
                         server.sendto(reply, source)
 
-        async def serving() -> None:
-            while True:
-                await trio.lowlevel.wait_readable(server)
-                serve()
+        async def serving(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                while True:
+                    await trio.lowlevel.wait_readable(server)
+                    serve()
 
-        url = f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp"
+        address = server.getsockname()
         config = loopback_config(
             timing=timing,
-            ice_servers=[IceServer(url, USER, PASSWORD)],
+            ice_servers=[IceServer(f"turn:127.0.0.1:{address[1]}?transport=udp", USER, PASSWORD)],
             transport_policy=TransportPolicy.RELAY,
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serving)
+            serving_scope = await nursery.start(serving)
             async with open_agent(config, controlling=True) as a:
                 await a.wait_gathering_complete()
                 (relay,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
@@ -1156,8 +1165,16 @@ async def test_a_relayed_check_at_its_end_first_reads_the_answer_waiting_on_the_
                     held.add(relay._conn.sock.fileno())  # its reader goes back to wait:
                     server.sendto(bytes(8), client[0])  # (a datagram of no use)
                     await trio.testing.wait_all_tasks_blocked()
+                    answering = server
+                    if icmp:
+                        serving_scope.cancel()
+                        await trio.testing.wait_all_tasks_blocked()
+                        server.close()
+                        relay.send_nowait(b"data", PEER)  # (meets the closed port)
+                        again.bind(address)
+                        answering = again
                     answer = answer_check(check, relay.local_address)
-                    server.sendto(fake.data_indication(PEER, answer), client[0])  # unread
+                    answering.sendto(fake.data_indication(PEER, answer), client[0])  # unread
                     await trio.sleep(1.5 * timing.rto)  # past the check's end
                     (pair,) = a.pair_statistics()
                     assert pair.responses_received == 1

@@ -1510,29 +1510,28 @@ class _SilentToNewPeers(FakeServer):
         return super().handle(data, now)
 
 
-def test_the_refresh_of_a_permission_in_use_waits_at_the_cap_no_longer_than_refresh_wait() -> None:
-    """The peer in use has its permission due for refresh at 241 s; at 200 s the agent
-    asked for 30 new peer IPs, whose requests the server leaves unanswered, ten at a time.
-    The refresh goes REFRESH_WAIT after it was due at the latest, past the cap, in time
-    (it waited behind two 39.5 s timeouts, and the permission ran out on the server at
-    301 s: data to the peer in use stopped)."""
+def _in_use_at_the_cap() -> tuple[TurnClient, _SilentToNewPeers, float]:
+    """PEER in use (data every 10 s), its permission due for refresh at 241 s; at 200 s
+    thirty new peer IPs asked for, whose requests the server leaves unanswered, ten at a
+    time.  Returns the client, the server and the time (200 s)."""
     client, server = allocated(server=_SilentToNewPeers())
+    assert isinstance(server, _SilentToNewPeers)
     assert client.send_to_peer(PEER, b"x", 1.0)
     exchange(client, server, 1.0)
     now = 1.0
-    while now < 200.0:  # data to PEER every 10 s: in use
+    while now < 200.0:
         now = run_until(client, server, now + 10.0, now=now)
         assert client.send_to_peer(PEER, b"d", now)
         exchange(client, server, now)
     for i in range(1, 31):
         client.send_to_peer((f"203.0.113.{i}", 5000), b"check", now)
     exchange(client, server, now)
-    while now < 305.0:
-        now = run_until(client, server, now + 1.0, now=now)
-        client.send_to_peer(PEER, b"d", now)
-        exchange(client, server, now)
-        assert client.permission_installed(PEER), now
-    refreshed = [
+    return client, server, now
+
+
+def _refreshes_of_peer(server: FakeServer) -> list[float]:
+    """When the CreatePermissions for PEER's IP after 200 s reached the server."""
+    return [
         at
         for at, m in server.requests
         if m.method is Method.CREATE_PERMISSION
@@ -1540,7 +1539,35 @@ def test_the_refresh_of_a_permission_in_use_waits_at_the_cap_no_longer_than_refr
         and peer.address == PEER[0]
         and at > 200.0
     ]
+
+
+def test_the_refresh_of_a_permission_in_use_waits_at_the_cap_no_longer_than_refresh_wait() -> None:
+    """The refresh goes REFRESH_WAIT after it was due (241 s) at the latest, past the cap,
+    in time (it waited behind two 39.5 s timeouts, and the permission ran out on the
+    server at 301 s: data to the peer in use stopped)."""
+    client, server, now = _in_use_at_the_cap()
+    while now < 305.0:
+        now = run_until(client, server, now + 1.0, now=now)
+        client.send_to_peer(PEER, b"d", now)
+        exchange(client, server, now)
+        assert client.permission_installed(PEER), now
+    refreshed = _refreshes_of_peer(server)
     assert refreshed and 241.0 + REFRESH_WAIT <= refreshed[0] < 242.0 + REFRESH_WAIT
+
+
+def test_a_refresh_that_waited_at_the_cap_goes_again_at_once_after_a_stale_nonce() -> None:
+    """The refresh that went past the cap at its latest time is answered 438 Stale Nonce:
+    it goes again at once with the new nonce, not after REFRESH_WAIT more (it waited
+    again as a new refresh, leaving less than its own transaction's time)."""
+    client, server, now = _in_use_at_the_cap()
+    server.stale_next = 1  # (the next request it answers: 438)
+    while now < 300.0:
+        now = run_until(client, server, now + 1.0, now=now)
+        client.send_to_peer(PEER, b"d", now)
+        exchange(client, server, now)
+    first, again = _refreshes_of_peer(server)[:2]
+    assert 241.0 + REFRESH_WAIT <= first < 242.0 + REFRESH_WAIT
+    assert again == first
 
 
 # --- closing ----------------------------------------------------------------------------------

@@ -129,11 +129,13 @@ class _UdpConnection:
         :meth:`RelayTransport.read_waiting`)."""
         out: list[bytes] = []
         recv = self.sock.recv
-        while len(out) < READ_BATCH:
+        for _ in range(READ_BATCH):
             try:
                 out.append(recv(65536))
-            except OSError:  # (would block; or an ICMP error, which the reader passes
-                break  # over too once allocated, as checks through the relay are)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # (an ICMP error, before what came after it: the reader
+                continue  # passes over it too once allocated, as checks through it are)
         return out
 
     async def aclose(self) -> None:

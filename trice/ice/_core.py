@@ -199,6 +199,7 @@ class AgentCore:
     """
 
     __slots__ = (
+        "_answered_signed",
         "_asked_at",
         "_carried",
         "_checking_since",
@@ -233,6 +234,7 @@ class AgentCore:
         "_previous_ufrag",
         "_refused",
         "_refused_at",
+        "_refused_checks",
         "_remote_key",
         "_resend",
         "_schedules",
@@ -404,6 +406,8 @@ class AgentCore:
         self._resend: list[tuple[bytes, float]] | None = None
         #: The checks awaiting a response, by transaction id.
         self._live: dict[bytes, Check] | None = None
+        #: Those of them the peer answered 401 (see _want_resend).
+        self._refused_checks: set[bytes] | None = None
         #: Encoded-check templates, keyed by what changes their bytes; kept only until a pair
         #: is selected (see ``_check_template``).
         self._templates: dict[tuple[int, int, bool, bool, int], BindingRequestTemplate] | None
@@ -440,10 +444,11 @@ class AgentCore:
         # statistics
         self.checks_sent = 0
         #: Answers 401 Unauthorized to this agent's checks (copies included; not to consent
-        #: checks) since checks started, or restarted, or a signed answer came: the peer
-        #: does not take the credentials this agent holds for it (a pwd, or ufrag, mangled
-        #: in signaling, or another session's).
+        #: checks) since checks started, or restarted, until a signed answer comes: the
+        #: peer does not take the credentials this agent holds for it (a pwd, or ufrag,
+        #: mangled in signaling, or another session's).
         self.checks_unauthorized = 0
+        self._answered_signed = False  # (this generation: then no 401 counts)
         self.requests_received = 0
         self.requests_rejected = 0
         self.prflx_dropped = 0
@@ -643,6 +648,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.checks_unauthorized = 0  # (this generation's: see __init__)
+        self._answered_signed = False
         self.consent_revoked = False
         self._refused_at = self._refused = None
         self._drop_checks()
@@ -1305,9 +1311,10 @@ class AgentCore:
         scales with the path and with the load of the process: a loaded process answers
         late, and does not flood itself with copies; and a check that a TURN server dropped
         goes out again within milliseconds.  A request that nominates the pair (the peer
-        waits for nothing but our check) has it sent again at once, at each such request.
-        Our own nomination is never sent again this way: it goes over a pair already
-        proved.
+        waits for nothing but our check) has it sent again at once, at each such request,
+        as does a request on a pair whose check the peer answered 401 (it came before our
+        parameters did: no copy of ours is on its way).  Our own nomination is never sent
+        again this way: it goes over a pair already proved.
         """
         resend = self._resend
         if resend is None:
@@ -1696,15 +1703,25 @@ class AgentCore:
                 if error is not None and error.code == 401:
                     # (Unsigned, as the peer cannot sign with a key it does not take: not
                     # taken, but counted, to say why ICE failed; it may be forged.  Not a
-                    # consent check's: the peer that restarted first refuses those.)
-                    self.checks_unauthorized += 1
+                    # consent check's: the peer that restarted first refuses those.  Nor
+                    # once a signed answer came: the peer held the credentials then, and
+                    # a 401 that comes after was made before, or is forged.)
+                    if not self._answered_signed:
+                        self.checks_unauthorized += 1
+                    # (The check reached the peer, which did not hold this agent's
+                    # parameters yet: once it checks with them, see _want_resend.)
+                    if self._refused_checks is None:
+                        self._refused_checks = {check.transaction_id}
+                    else:
+                        self._refused_checks.add(check.transaction_id)
             return False
         # (A signed answer: the peer takes the credentials now, whatever it refused before,
         # its parameters of this generation still on their way then.)
         self.checks_unauthorized = 0
+        self._answered_signed = True
         del live[check.transaction_id]
         if not live:
-            self._live = None
+            self._live = self._refused_checks = None
         pair = check.pair
         pair.responses_received += 1
         pair.answered_at = now
@@ -1782,7 +1799,7 @@ class AgentCore:
         if live is None or live.pop(check.transaction_id, None) is None:
             return
         if not live:
-            self._live = None
+            self._live = self._refused_checks = None
         if self.finished:
             return
         if check.consent:
@@ -2288,7 +2305,7 @@ class AgentCore:
         is over, and at an ICE restart."""
         self._templates = None
         self._spare_check = self._spare_nomination = self._spare_ping = None
-        self._live = self._late = None
+        self._live = self._late = self._refused_checks = None
         self._triggered = self._urgent = self._resend = None
         self._pingback = None
 
@@ -2722,13 +2739,17 @@ class AgentCore:
         """The peer's request crossed our check ``tid`` on ``pair``: send it again at twice
         its age (see :meth:`poll_resend`), or at once if the request nominated the pair
         (the peer waits for nothing more than our check's success: its answer may have
-        been lost, and the next retransmission may be seconds away)."""
+        been lost, and the next retransmission may be seconds away), or if the peer
+        refused the check with 401 (it reached the peer before this agent's parameters
+        did, after an ICE restart say: the peer's request has them, so it holds them now,
+        and no copy of ours is on its way)."""
         live = self._live
         check = None if live is None else live.get(tid)
         if check is None or check.nominating:
             return
         pair.resent = tid
-        if nominated:
+        refused = self._refused_checks
+        if nominated or (refused is not None and tid in refused):
             at = max(now, check.started + RESEND_MIN)
         else:
             # (The age from our latest copy: after an outage the request comes long after

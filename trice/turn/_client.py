@@ -560,7 +560,8 @@ class TurnClient:
     ) -> None:
         """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12).  Over UDP,
         a permission or channel binding waits while ``MAX_OUTSTANDING`` are out (unless it
-        ``waited`` already: see :meth:`_release`).  The refresh of one installed (or bound)
+        ``waited`` already: see :meth:`_release`; or it is the retry of one answered, a
+        challenge or a stale nonce, which takes its place).  The refresh of one installed (or bound)
         goes before the new ones, and waits ``REFRESH_WAIT`` at most: it must reach the
         server before the permission ends, and the new ones may wait long for answers that
         do not come."""
@@ -716,7 +717,7 @@ class TurnClient:
                     return
                 self._realm, self._key = realm.value, key
             self._nonce = nonce.value
-            self._request(tx.kind, now, tx.target, tx.stale + 1)
+            self._request(tx.kind, now, tx.target, tx.stale + 1, waited=True)
             return
         if code == 401 and not tx.authenticated and realm is not None and nonce is not None:
             # RFC 8489 §9.2.3: the challenge; retry with the long-term credentials.
@@ -727,7 +728,7 @@ class TurnClient:
             except ValueError as exc:
                 self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
                 return
-            self._request(tx.kind, now, tx.target, tx.stale)
+            self._request(tx.kind, now, tx.target, tx.stale, waited=True)
             return
         if code == 438 and nonce is not None and tx.stale < MAX_STALE_RETRIES:
             # RFC 8489 §9.2.5: Stale Nonce; retry with the new nonce (and realm, if given).
@@ -743,13 +744,13 @@ class TurnClient:
                 self._key = key
             self._nonce = nonce.value
             if self._key is not None:
-                self._request(tx.kind, now, tx.target, tx.stale + 1)
+                self._request(tx.kind, now, tx.target, tx.stale + 1, waited=True)
                 return
         if code == 440 and tx.kind is Kind.ALLOCATE and self._family is None:
             # Address Family not Supported (RFC 8656 §7.2): a server with no IPv4 relay
             # (the default family): an IPv6 one, then (IPv6 peers reach it), once.
             self._family = IPV6_FAMILY
-            self._request(tx.kind, now, tx.target, tx.stale)
+            self._request(tx.kind, now, tx.target, tx.stale, waited=True)
             return
         if code == 401:
             reason = f"{reason} (wrong credentials)" if tx.authenticated else reason
