@@ -3230,6 +3230,27 @@ async def test_the_shells_warm_up_connects_over_a_socket_pair_and_binds_no_socke
     await _assert_no_agent_tasks_left()
 
 
+async def test_the_shells_warm_up_runs_connect_reading_its_socket_as_against_another_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The warm-up's last round takes the peer for one in another process: ``connect``
+    reads the socket itself, the path of every connection between two processes (it ran
+    first inside the first real connection's timed window: the coldpath review)."""
+    from trice._trio import _agent
+
+    read: list[str] = []
+    read_until_change = _agent.Agent._read_until_change
+
+    async def counting(agent: trice.Agent, transport: Any, *, checkpoint: bool) -> None:
+        read.append(agent.local_parameters.ufrag)
+        await read_until_change(agent, transport, checkpoint=checkpoint)
+
+    monkeypatch.setattr(_agent.Agent, "_read_until_change", counting)
+    monkeypatch.setattr(_agent, "_warm", True)  # (its own agents must not warm up again)
+    await _agent._warm_shell(rounds=2)
+    assert read and set(read) <= _agent._WARM_UFRAGS
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 async def test_the_shells_warm_up_closes_its_socket_pair_when_it_fails_midway(
     monkeypatch: pytest.MonkeyPatch,

@@ -2444,7 +2444,9 @@ async def _warm_shell(rounds: int = 3) -> None:
     :func:`~trice.ice._core.warm_core` warms the pure core; this warms the shell's own paths
     (the agent task reading its socket, checks as tasks, events, ``connect``), which a fresh
     process otherwise runs cold in its first real connection, at some 0.2-0.3 ms more
-    (``bench/connect_time.py``, two processes).  The agents gather nothing; each stands on
+    (``bench/connect_time.py``, two processes); its last round as against a peer in
+    another process (``connect`` reading the socket itself, the controlled agent pinging
+    back at once), the paths of every such connection.  The agents gather nothing; each stands on
     one end of an ``AF_UNIX`` socket pair that passes for a UDP socket
     (:class:`~trice._trio._transport.PairedSocket`) with a documentation address (RFC 5737):
     the agent task's socket reads and sends run the same code as over a UDP socket (on a
@@ -2463,8 +2465,10 @@ async def _warm_shell(rounds: int = 3) -> None:
     logger.addFilter(_not_warming_up)
     try:
         with trio.move_on_after(_WARM_SHELL_LIMIT):
-            for _ in range(rounds):
-                await _warm_shell_once(*configs)
+            for i in range(rounds):
+                # The last round as against a peer in another process (see
+                # _warm_shell_once): the paths a connection between two processes takes.
+                await _warm_shell_once(*configs, elsewhere=i == rounds - 1)
     except Exception as exc:  # (a bug here must not stop anyone's agent from opening)
         logger.debug("the shell's warm-up stopped: %r", exc)
     finally:
@@ -2493,7 +2497,9 @@ def _no_interface(name: str) -> bool:
     return False
 
 
-async def _warm_shell_once(config_a: AgentConfig, config_b: AgentConfig) -> None:
+async def _warm_shell_once(
+    config_a: AgentConfig, config_b: AgentConfig, *, elsewhere: bool = False
+) -> None:
     async with (
         open_agent(config_a, controlling=True) as a,
         open_agent(config_b, controlling=False) as b,
@@ -2517,6 +2523,14 @@ async def _warm_shell_once(config_a: AgentConfig, config_b: AgentConfig) -> None
                 signal=True,
             )
         introduce(a, b)
+        if elsewhere:
+            # Each takes the other for a peer in another process, as against a real peer:
+            # connect() reads the socket itself (_read_until_change), the controlled agent
+            # pings back at once.  (Kept until an agent of the run opens or closes: see
+            # _peer_elsewhere.)
+            for agent in (a, b):
+                agent._elsewhere = True
+                agent._elsewhere_seen = agent._hub.roster
         await _connect_both(a, b)
         # No data: the data path warms up in its first milliseconds of real use.
 
