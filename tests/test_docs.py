@@ -21,6 +21,7 @@ EXAMPLES = DOCS / "examples"
 EXPECTED = {
     "quickstart.py": "bob got: hello, bob",
     "trickle_json.py": "trickle: connected, bob got b'trickled'",
+    "browser_sdp.py": "browser_sdp: remote candidates held: 3",
     "events.py": "slow: lost 3 events",
     "stun_codec.py": "client: the responder saw us at 127.0.0.1:",
     "data.py": "alice: the selected pair's round trip timed: yes\nbob: 4 arrived, 6 dropped",
