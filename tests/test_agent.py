@@ -346,6 +346,42 @@ def _peer_check(
     ).encode(integrity_key=stun.short_term_key(agent.local_parameters.pwd), fingerprint=True)
 
 
+async def test_a_401_after_the_peers_check_sends_the_check_again_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The peer checks the agent with its parameters, then answers the agent's check 401
+    (made before it held them, after a restart): the check goes again at once, as the same
+    transaction, no time passing (the answer, taken by the check's task, asked for a
+    resend that waited for the agent's next turn)."""
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                await trio.testing.wait_all_tasks_blocked()
+                data, source = peer.recvfrom(2048)  # the agent's check
+                check = stun.decode(data)
+                await trio.sleep(0.02)  # (the next copy: at twice this age, or its RTO)
+                peer.sendto(_peer_check(a), source)
+                await trio.testing.wait_all_tasks_blocked()
+                answer = stun.decode(peer.recv(2048))  # (to the peer's check)
+                assert answer.message_class is stun.MessageClass.SUCCESS
+                refusal = check.error_response(401, "Unauthorized").encode(fingerprint=True)
+                start = trio.current_time()
+                peer.sendto(refusal, source)
+                await trio.testing.wait_all_tasks_blocked()
+                again = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        again.append(stun.decode(peer.recv(2048)).transaction_id)
+                assert check.transaction_id in again
+                assert trio.current_time() == start
+                nursery.cancel_scope.cancel()
+
+
 async def test_unworkable_pair_fails_within_failed_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

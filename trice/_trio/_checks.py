@@ -92,6 +92,8 @@ class CheckRun:
             self.settled = True
             self.wake()
             agent._pump(now)
+        else:
+            agent._pump(now)  # (not taken: it may still ask something, a 401's resend)
 
     def fail(self) -> None:
         """The check's path failed (its TCP connection could not open, or closed): the

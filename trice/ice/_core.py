@@ -1313,7 +1313,9 @@ class AgentCore:
         goes out again within milliseconds.  A request that nominates the pair (the peer
         waits for nothing but our check) has it sent again at once, at each such request,
         as does a request on a pair whose check the peer answered 401 (it came before our
-        parameters did: no copy of ours is on its way).  Our own nomination is never sent
+        parameters did: no copy of ours is on its way), or that 401 coming after such a
+        request, once a transaction (over ICE-TCP, where no copy goes, the pair is checked
+        anew instead).  Our own nomination is never sent
         again this way: it goes over a pair already proved.
         """
         resend = self._resend
@@ -1709,11 +1711,23 @@ class AgentCore:
                     if not self._answered_signed:
                         self.checks_unauthorized += 1
                     # (The check reached the peer, which did not hold this agent's
-                    # parameters yet: once it checks with them, see _want_resend.)
-                    if self._refused_checks is None:
-                        self._refused_checks = {check.transaction_id}
+                    # parameters yet.  If the peer has checked the pair since the check
+                    # went, with them, it holds them now: the check goes again at once;
+                    # else once it does, see _want_resend.  Once a transaction: a peer
+                    # that refuses every copy gets no more of them.)
+                    pair = check.pair
+                    tid = check.transaction_id
+                    refused = self._refused_checks
+                    if check.nominating and self.nomination is not _AGGRESSIVE:
+                        return False  # (a regular nomination: see _want_resend)
+                    if refused is None:
+                        self._refused_checks = {tid}
+                    elif tid in refused:
+                        return False
                     else:
-                        self._refused_checks.add(check.transaction_id)
+                        refused.add(tid)
+                    if pair.heard_at >= check.started:
+                        self._resend_refused(pair, check, now)
             return False
         # (A signed answer: the peer takes the credentials now, whatever it refused before,
         # its parameters of this generation still on their way then.)
@@ -2735,6 +2749,20 @@ class AgentCore:
                 other.state = _PAIR_FROZEN
         return pair
 
+    def _resend_refused(self, pair: Pair, check: Check, now: float) -> None:
+        """The peer refused ``check`` on ``pair`` with 401, and has checked the pair since
+        with this agent's parameters: it holds them now, and the check goes again at once
+        (over TCP, where no copy goes, a new check)."""
+        if pair.local.protocol != "udp":
+            self._check_again(pair)
+            return
+        pair.resent = check.transaction_id
+        at = max(now, check.started + RESEND_MIN)
+        if self._resend is None:
+            self._resend = [(check.transaction_id, at)]
+        else:
+            self._resend.append((check.transaction_id, at))
+
     def _want_resend(self, pair: Pair, tid: bytes, now: float, *, nominated: bool) -> None:
         """The peer's request crossed our check ``tid`` on ``pair``: send it again at twice
         its age (see :meth:`poll_resend`), or at once if the request nominated the pair
@@ -2745,11 +2773,14 @@ class AgentCore:
         and no copy of ours is on its way)."""
         live = self._live
         check = None if live is None else live.get(tid)
-        if check is None or check.nominating:
+        if check is None or (check.nominating and self.nomination is not _AGGRESSIVE):
+            return  # (a regular nomination goes over a pair already proved)
+        refused = self._refused_checks
+        if refused is not None and tid in refused:
+            self._resend_refused(pair, check, now)
             return
         pair.resent = tid
-        refused = self._refused_checks
-        if nominated or (refused is not None and tid in refused):
+        if nominated:
             at = max(now, check.started + RESEND_MIN)
         else:
             # (The age from our latest copy: after an outage the request comes long after
