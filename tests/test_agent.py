@@ -382,6 +382,58 @@ async def test_a_401_after_the_peers_check_sends_the_check_again_at_once(
                 nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("refused", [True, False], ids=["a-401-waits", "nothing-waits"])
+async def test_a_401_read_by_the_checks_task_at_its_rto_sends_one_copy(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """At its RTO the check's task first reads what its socket holds: there, the peer's 401
+    to the check (made before the peer held our parameters; it has checked us since).  One
+    copy goes, not two in the same instant (the copy that 401 asked for, and the one due)."""
+    from trice._trio._checks import CheckRun
+
+    waiting: list[tuple[bytes, tuple[str, int]]] = []  # (the 401, as if unread)
+    answered_meanwhile = CheckRun._answered_meanwhile
+
+    def reading_the_401(run: CheckRun) -> bool:
+        if waiting:
+            run.agent._on_stun(run.transport, *waiting.pop())
+        return answered_meanwhile(run)
+
+    monkeypatch.setattr(CheckRun, "_answered_meanwhile", reading_the_401)
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            _face(a, peer.getsockname()[1])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect)
+                await trio.testing.wait_all_tasks_blocked()
+                data, source = peer.recvfrom(2048)  # the agent's check
+                check = stun.decode(data)
+                start = trio.current_time()
+                await trio.sleep(0.02)
+                peer.sendto(_peer_check(a), source)  # the peer checks us, with our parameters
+                await trio.sleep(0.1)  # (its copy at twice its age has gone)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        peer.recv(2048)
+                if refused:
+                    refusal = check.error_response(401, "Unauthorized").encode(fingerprint=True)
+                    waiting.append((refusal, peer.getsockname()))
+                await trio.sleep_until(start + a.config.timing.rto)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not waiting  # (the check's task read it)
+                copies = 0
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        copies += (
+                            stun.decode(peer.recv(2048)).transaction_id == check.transaction_id
+                        )
+                assert copies == 1
+                nursery.cancel_scope.cancel()
+
+
 async def test_unworkable_pair_fails_within_failed_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

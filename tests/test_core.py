@@ -481,6 +481,48 @@ def test_a_401_that_comes_after_the_peers_check_sends_the_check_again_at_once() 
     assert list(core.poll_resend()) == []
 
 
+def test_a_401_to_the_check_the_peers_request_triggered_asks_no_copy_at_once() -> None:
+    """The peer's request (with our parameters) triggers our check on a pair that had
+    failed; the peer refuses that check with 401: its request came before the check, not
+    after, so no copy goes at once (one went for nothing)."""
+    net, a, b = two_agents(want=False)
+    del net.endpoints["b"]
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None
+    pair = first.pair
+    key = stun.short_term_key(b.core.local.pwd)
+    refused = _reply(first, key, stun.MessageClass.ERROR, [stun.ErrorCode(400)])
+    assert core.on_response(first, stun.decode(refused), first.destination, 0.01)
+    assert pair.state is PairState.FAILED
+    assert core.on_request(0, pair.remote_address, binding_request(core), 1.0) is not None
+    check = core.poll_check(1.0)
+    assert check is not None and check.pair is pair
+    list(core.poll_resend())
+    assert not core.on_response(check, _refusal(check), check.destination, 1.01)
+    assert list(core.poll_resend()) == []
+
+
+def test_a_401_after_a_role_switch_sends_no_copy_of_the_check_of_the_old_role() -> None:
+    """The peer's check makes this agent switch roles (tie-breakers): the pair is to be
+    checked anew in the new role.  The peer's 401 to our check of before then sends no copy
+    of it (it claims the role given up)."""
+    _net, a = three_pair_core()
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None and first.controlling
+    pair = first.pair
+    request = binding_request(core, controlling=True, tiebreaker=10**9)
+    assert core.on_request(0, pair.remote_address, request, 0.03) is not None
+    assert not core.controlling and pair.state is PairState.WAITING
+    list(core.poll_resend())
+    assert core.poll_check(0.031) is None  # (the new check waits for Ta)
+    assert not core.on_response(first, _refusal(first), first.destination, 0.032)
+    assert list(core.poll_resend()) == []
+
+
 def test_a_refused_check_starts_nothing() -> None:
     """A check that fails authentication (a wrong password here) is refused and starts no
     checks of ours."""

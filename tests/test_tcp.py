@@ -13,14 +13,12 @@ import dataclasses
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 import trice
-from trice import stun
 from trice._trio._tcp import TcpTransport
 from trice._trio._transport import UdpTransport
 
@@ -337,37 +335,6 @@ async def test_an_ice_restart_over_tcp_keeps_the_connection_and_carries_data_aga
         assert ca.selected_pair.remote == before.remote
         await exchange(ca, cb)
         assert b.statistics().tcp_accepted == 1  # (one connection, from start to end)
-
-
-async def test_a_restart_check_the_peer_refused_with_401_is_checked_again_at_its_request(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a restart over ICE-TCP, the peer answers our first check 401 (it did not hold
-    our parameters yet, as Chromium after a restart), then checks us with them: our pair is
-    checked again at once, with a new check (over TCP no copy goes: the refused check held
-    its pair in progress for its whole schedule, 15.5 s)."""
-    from trice.ice._core import AgentCore
-
-    async with gathered_pair(tcp_config(PASSIVE), tcp_config(ACTIVE)) as (a, b):
-        signal_only(a, b)
-        await connect_both(a, b)
-        a.restart()
-        b.restart()
-        refused: list[bytes] = []
-        on_request = AgentCore.on_request
-
-        def refusing_once(
-            core: AgentCore, base: int, source: Any, request: stun.Message, now: float
-        ) -> bytes | None:
-            if core is b._core and not refused:
-                refused.append(request.transaction_id)
-                return request.error_response(401, "Unauthorized").encode(fingerprint=True)
-            return on_request(core, base, source, request, now)
-
-        monkeypatch.setattr(AgentCore, "on_request", refusing_once)
-        signal_only(a, b)
-        await connect_both(a, b, within=1)
-        assert refused
 
 
 def _tcp_links(agent: trice.Agent) -> int:

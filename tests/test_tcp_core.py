@@ -10,7 +10,7 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_core import FAST, _reply, binding_request
+from test_core import FAST, _refusal, _reply, binding_request
 
 import trice
 from trice import stun
@@ -734,3 +734,27 @@ def test_both_sides_select_the_same_connection_of_two(nomination: trice.Nominati
     assert a_pair.valid_priority == b_pair.valid_priority
     if nomination is trice.Nomination.AGGRESSIVE:
         assert sum(p.nominated for p in b.core.checklist) == 2
+
+
+def test_a_refused_check_over_tcp_is_checked_anew_once_per_check_of_the_peers() -> None:
+    """Over ICE-TCP, where no copy goes: a peer that refuses our check with 401 and then
+    checks us has the pair checked anew, with a new check, once; the 401 to that one (the
+    check the peer's request triggered, at its very time) asks nothing more until the peer
+    checks again (it had the pair checked anew twice a request)."""
+    core = _core()
+    peer = ("198.51.100.7", 443)
+    core.add_remote_candidate(_tcp(*peer, TcpType.PASSIVE))
+    core.add_remote_candidate(None)
+    core.set_local_complete()
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None and first.pair.local.protocol == "tcp"
+    pair = first.pair
+    assert not core.on_response(first, _refusal(first), first.destination, 0.01)
+    assert core.poll_check(0.5) is None  # (the peer has not checked us since)
+    assert core.on_request(1, peer, binding_request(core, tid=b"P" * 12), 1.0) is not None
+    second = core.poll_check(1.0)
+    assert second is not None and second.pair is pair
+    assert not core.on_response(second, _refusal(second), second.destination, 1.01)
+    assert pair.state is PairState.IN_PROGRESS
+    assert core.poll_check(2.0) is None

@@ -134,10 +134,14 @@ class CheckRun:
         return self.settled or self.dropped
 
     def _again(self) -> None:
-        """Send the check once more (not over a reliable transport: see ``once``)."""
+        """Send the check once more (not over a reliable transport: see ``once``); a copy
+        asked for by now (``resend_at``: by an answer read just before) is this one."""
         if not self.once:
             self.sent_again = True
             self.transmit()
+            resend_at = self.resend_at
+            if resend_at is not None and resend_at <= self.agent._now():
+                self.resend_at = None
 
     def transmit(self) -> None:
         check = self.check

@@ -1726,7 +1726,14 @@ class AgentCore:
                         return False
                     else:
                         refused.add(tid)
-                    if pair.heard_at >= check.started:
+                    # (Since: a request that came while the check was in flight, which
+                    # _want_resend marked, not one before it or the one that triggered
+                    # it; and the pair's check still, not one a role switch replaced.)
+                    if (
+                        pair.resent == tid
+                        and pair.state is _PAIR_IN_PROGRESS
+                        and pair.transaction == tid
+                    ):
                         self._resend_refused(pair, check, now)
             return False
         # (A signed answer: the peer takes the credentials now, whatever it refused before,
