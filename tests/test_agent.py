@@ -346,6 +346,39 @@ def _peer_check(
     ).encode(integrity_key=stun.short_term_key(agent.local_parameters.pwd), fingerprint=True)
 
 
+@contextlib.asynccontextmanager
+async def _checked_by_its_peer(
+    peer: socket.socket,
+) -> AsyncIterator[tuple[trice.Agent, stun.Message, tuple[str, int]]]:
+    """An agent (controlling) connecting to the test's ``peer`` socket (bound, non-blocking):
+    the peer takes its first check, and 20 ms later checks it with its parameters, which
+    the agent answers (taken off the socket).  Yields the agent, its check and its address;
+    the virtual clock stands 20 ms after the check."""
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        await a.wait_gathering_complete()
+        _face(a, peer.getsockname()[1])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.connect)
+            await trio.testing.wait_all_tasks_blocked()
+            data, source = peer.recvfrom(2048)  # the agent's check
+            await trio.sleep(0.02)  # (its next copy: at twice this age, or its RTO)
+            peer.sendto(_peer_check(a), source)
+            await trio.testing.wait_all_tasks_blocked()
+            answer = stun.decode(peer.recv(2048))
+            assert answer.message_class is stun.MessageClass.SUCCESS
+            yield a, stun.decode(data), source
+            nursery.cancel_scope.cancel()
+
+
+def _sent_since(peer: socket.socket) -> list[bytes]:
+    """The transaction ids of what the agent sent the peer since last read."""
+    ids = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            ids.append(stun.decode(peer.recv(2048)).transaction_id)
+    return ids
+
+
 async def test_a_401_after_the_peers_check_sends_the_check_again_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -356,30 +389,12 @@ async def test_a_401_after_the_peers_check_sends_the_check_again_at_once(
     with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=True) as a:
-            await a.wait_gathering_complete()
-            _face(a, peer.getsockname()[1])
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(a.connect)
-                await trio.testing.wait_all_tasks_blocked()
-                data, source = peer.recvfrom(2048)  # the agent's check
-                check = stun.decode(data)
-                await trio.sleep(0.02)  # (the next copy: at twice this age, or its RTO)
-                peer.sendto(_peer_check(a), source)
-                await trio.testing.wait_all_tasks_blocked()
-                answer = stun.decode(peer.recv(2048))  # (to the peer's check)
-                assert answer.message_class is stun.MessageClass.SUCCESS
-                refusal = check.error_response(401, "Unauthorized").encode(fingerprint=True)
-                start = trio.current_time()
-                peer.sendto(refusal, source)
-                await trio.testing.wait_all_tasks_blocked()
-                again = []
-                with contextlib.suppress(BlockingIOError):
-                    while True:
-                        again.append(stun.decode(peer.recv(2048)).transaction_id)
-                assert check.transaction_id in again
-                assert trio.current_time() == start
-                nursery.cancel_scope.cancel()
+        async with _checked_by_its_peer(peer) as (_a, check, source):
+            start = trio.current_time()
+            peer.sendto(check.error_response(401, "Unauthorized").encode(fingerprint=True), source)
+            await trio.testing.wait_all_tasks_blocked()
+            assert check.transaction_id in _sent_since(peer)
+            assert trio.current_time() == start
 
 
 @pytest.mark.parametrize("refused", [True, False], ids=["a-401-waits", "nothing-waits"])
@@ -403,35 +418,17 @@ async def test_a_401_read_by_the_checks_task_at_its_rto_sends_one_copy(
     with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
-        async with trice.open_agent(loopback_config(), controlling=True) as a:
-            await a.wait_gathering_complete()
-            _face(a, peer.getsockname()[1])
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(a.connect)
-                await trio.testing.wait_all_tasks_blocked()
-                data, source = peer.recvfrom(2048)  # the agent's check
-                check = stun.decode(data)
-                start = trio.current_time()
-                await trio.sleep(0.02)
-                peer.sendto(_peer_check(a), source)  # the peer checks us, with our parameters
-                await trio.sleep(0.1)  # (its copy at twice its age has gone)
-                with contextlib.suppress(BlockingIOError):
-                    while True:
-                        peer.recv(2048)
-                if refused:
-                    refusal = check.error_response(401, "Unauthorized").encode(fingerprint=True)
-                    waiting.append((refusal, peer.getsockname()))
-                await trio.sleep_until(start + a.config.timing.rto)
-                await trio.testing.wait_all_tasks_blocked()
-                assert not waiting  # (the check's task read it)
-                copies = 0
-                with contextlib.suppress(BlockingIOError):
-                    while True:
-                        copies += (
-                            stun.decode(peer.recv(2048)).transaction_id == check.transaction_id
-                        )
-                assert copies == 1
-                nursery.cancel_scope.cancel()
+        async with _checked_by_its_peer(peer) as (a, check, _source):
+            started = trio.current_time() - 0.02
+            await trio.sleep(0.1)  # (its copy at twice its age has gone)
+            _sent_since(peer)
+            if refused:
+                refusal = check.error_response(401, "Unauthorized").encode(fingerprint=True)
+                waiting.append((refusal, peer.getsockname()))
+            await trio.sleep_until(started + a.config.timing.rto)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not waiting  # (the check's task read it)
+            assert _sent_since(peer).count(check.transaction_id) == 1
 
 
 async def test_unworkable_pair_fails_within_failed_timeout(

@@ -2446,8 +2446,8 @@ async def _warm_shell(rounds: int = 3) -> None:
     process otherwise runs cold in its first real connection, at some 0.2-0.3 ms more
     (``bench/connect_time.py``, two processes); its last round as against a peer in
     another process (``connect`` reading the socket itself, the controlled agent pinging
-    back at once), the paths of every such connection.  The agents gather nothing; each stands on
-    one end of an ``AF_UNIX`` socket pair that passes for a UDP socket
+    back at once), the paths of every such connection.  The agents gather nothing; each
+    stands on one end of an ``AF_UNIX`` socket pair that passes for a UDP socket
     (:class:`~trice._trio._transport.PairedSocket`) with a documentation address (RFC 5737):
     the agent task's socket reads and sends run the same code as over a UDP socket (on a
     stand-in one), and nothing goes over any network.  It never fails the agent being

@@ -1315,8 +1315,8 @@ class AgentCore:
         as does a request on a pair whose check the peer answered 401 (it came before our
         parameters did: no copy of ours is on its way), or that 401 coming after such a
         request, once a transaction (over ICE-TCP, where no copy goes, the pair is checked
-        anew instead).  Our own nomination is never sent
-        again this way: it goes over a pair already proved.
+        anew instead).  Our own regular nomination is never sent again this way: it goes
+        over a pair already proved.
         """
         resend = self._resend
         if resend is None:
@@ -1715,11 +1715,11 @@ class AgentCore:
                     # went, with them, it holds them now: the check goes again at once;
                     # else once it does, see _want_resend.  Once a transaction: a peer
                     # that refuses every copy gets no more of them.)
+                    if check.nominating and self.nomination is not _AGGRESSIVE:
+                        return False  # (a regular nomination: see _want_resend)
                     pair = check.pair
                     tid = check.transaction_id
                     refused = self._refused_checks
-                    if check.nominating and self.nomination is not _AGGRESSIVE:
-                        return False  # (a regular nomination: see _want_resend)
                     if refused is None:
                         self._refused_checks = {tid}
                     elif tid in refused:

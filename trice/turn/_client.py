@@ -560,11 +560,11 @@ class TurnClient:
     ) -> None:
         """Build, queue and time one request (RFC 8489 §6.2, RFC 8656 §7-§12).  Over UDP,
         a permission or channel binding waits while ``MAX_OUTSTANDING`` are out (unless it
-        ``waited`` already: see :meth:`_release`; or it is the retry of one answered, a
-        challenge or a stale nonce, which takes its place).  The refresh of one installed (or bound)
-        goes before the new ones, and waits ``REFRESH_WAIT`` at most: it must reach the
-        server before the permission ends, and the new ones may wait long for answers that
-        do not come."""
+        ``waited`` already, see :meth:`_release`, or is the retry of one answered with a
+        challenge or a stale nonce, which takes its place).  The refresh of one installed
+        (or bound) goes before the new ones, and waits ``REFRESH_WAIT`` at most: it must
+        reach the server before the permission ends, and the new ones may wait long for
+        answers that do not come."""
         if (
             target is not None
             and not waited
