@@ -11,6 +11,7 @@ Needs root, iproute2, nftables and (for TURN) coturn; :func:`natlab_available` s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import functools
 import json
@@ -654,3 +655,34 @@ def lone_namespace(role: str = "lone") -> Iterator[Namespace]:
 def leftover_namespaces(prefix: str) -> list[str]:
     """Namespaces of a (torn down) lab that still exist: should be empty."""
     return [name for name in _lab_namespaces() if name.startswith(prefix)]
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def entered(ns: Namespace) -> Iterator[None]:
+    """The calling thread in ``ns``'s network namespace for the block, then back where it was.
+
+    (Only this thread moves: threads it starts in the block are born there; trio's worker
+    threads started before stay where they were.)"""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        there = os.open(f"/run/netns/{ns.name}", os.O_RDONLY)
+        try:
+            _setns(there)
+        finally:
+            os.close(there)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)

@@ -13,12 +13,14 @@ import dataclasses
 import logging
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 import trice
+from trice._trio import _gather
 from trice._trio._tcp import TcpTransport
 from trice._trio._transport import UdpTransport
 
@@ -32,6 +34,7 @@ from loopback import (
     stun_server,
     wait_for_state,
 )
+from natlab import entered, lone_namespace, require_natlab
 
 ACTIVE = (trice.TcpType.ACTIVE,)
 PASSIVE = (trice.TcpType.PASSIVE,)
@@ -335,6 +338,63 @@ async def test_an_ice_restart_over_tcp_keeps_the_connection_and_carries_data_aga
         assert ca.selected_pair.remote == before.remote
         await exchange(ca, cb)
         assert b.statistics().tcp_accepted == 1  # (one connection, from start to end)
+
+
+async def test_an_ice_tcp_path_back_after_an_outage_carries_again_within_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A path that goes away for 16 s and comes back, before ``failed``: over ICE-TCP the
+    agents are connected again within about a second of its return, as over UDP.  (TCP's
+    own backoff, doubling, had its next copy due some 25 s after the path went, past
+    consent: capped at a second, ``RTO_MAX_MS``.)  In a namespace of its own (root), the
+    path cut on ``lo``'s ingress, where its two addresses' packets go."""
+    require_natlab(turn=False)
+    timing = trice.Timing()  # (the defaults: disconnected after 5 s, failed after 30)
+    with lone_namespace("tcpout") as ns:
+        for address in ("10.1.0.1", "10.1.0.2"):
+            ns.ip("addr", "add", f"{address}/32", "dev", "lo")
+
+        def config(address: str, tcp: tuple[trice.TcpType, ...]) -> trice.AgentConfig:
+            network = trice.NetworkConfig(
+                ip_filter=lambda ip: str(ip) == address,
+                include_loopback=True,
+                ipv6=False,
+                udp=False,
+                tcp_candidates=tcp,
+            )
+            return trice.AgentConfig(network=network, timing=timing)
+
+        async def inline(sync_fn: Any, *args: Any, **_kwargs: Any) -> Any:
+            return sync_fn(*args)
+
+        # (The interfaces read before, cached for a second, and trio's worker threads, are
+        # of the namespace the process began in: they are read anew, in this thread.)
+        monkeypatch.setattr(_gather, "_adapters_cache", None)
+        monkeypatch.setattr(trio.to_thread, "run_sync", inline)
+        with entered(ns):
+            async with gathered_pair(config("10.1.0.1", ACTIVE), config("10.1.0.2", PASSIVE)) as (
+                a,
+                b,
+            ):
+                signal_only(a, b)
+                await connect_both(a, b)
+                async with a.subscribe() as events:
+                    cut = trio.current_time()
+                    ns.nft(
+                        "table netdev tcpout {\n"
+                        "  chain cut {\n"
+                        '    type filter hook ingress device "lo" priority filter;\n'
+                        "    ip saddr 10.1.0.1 drop\n"
+                        "    ip daddr 10.1.0.1 drop\n"
+                        "  }\n"
+                        "}\n"
+                    )
+                    with trio.fail_after(10):
+                        await wait_for_state(events, trice.ConnectionState.DISCONNECTED)
+                    await trio.sleep_until(cut + 16)
+                    ns.nft("delete table netdev tcpout")
+                    with trio.fail_after(2.5):
+                        await wait_for_state(events, trice.ConnectionState.CONNECTED)
 
 
 def _tcp_links(agent: trice.Agent) -> int:

@@ -22,7 +22,6 @@ Needs Linux, root, iproute2 and Chromium (Debian's ``/usr/lib/chromium/chromium`
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import http.server
@@ -46,7 +45,7 @@ import trio
 
 import trice
 
-from natlab import LabError, Namespace, lone_namespace
+from natlab import LabError, Namespace, entered, lone_namespace
 
 #: The Chromium binary itself (not Debian's ``/usr/bin/chromium`` wrapper script).
 CHROMIUM = Path(os.environ.get("TRICE_CHROMIUM", "/usr/lib/chromium/chromium"))
@@ -157,7 +156,7 @@ def chromium_unavailable() -> str | None:
     if shutil.which("ip") is None:
         return "Chromium interop needs iproute2 (`ip`) on PATH"
     try:
-        with lone_namespace("chromium-check") as ns, _entered(ns):
+        with lone_namespace("chromium-check") as ns, entered(ns):
             pass
     except (LabError, OSError) as exc:
         return f"cannot make and enter a network namespace: {exc}"
@@ -165,37 +164,6 @@ def chromium_unavailable() -> str | None:
 
 
 # --------------------------------------------------------------------------- namespace
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def _entered(ns: Namespace) -> Iterator[None]:
-    """The calling thread in ``ns``'s network namespace for the block, then back where it was.
-
-    (Only this thread moves: threads it starts in the block are born there; trio's worker
-    threads started before stay where they were.)"""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        there = os.open(f"/run/netns/{ns.name}", os.O_RDONLY)
-        try:
-            _setns(there)
-        finally:
-            os.close(there)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-
 
 # --------------------------------------------------------------------------- the page
 
@@ -415,7 +383,7 @@ async def open_chromium(*switches: str, within: float = 30.0) -> AsyncIterator[P
     with (
         tempfile.TemporaryDirectory(prefix="trice-chromium-") as tmp,
         lone_namespace("chromium") as ns,
-        _entered(ns),
+        entered(ns),
     ):
         page = Page(Path(tmp) / "chromium.log")
         with (

@@ -388,6 +388,7 @@ class TcpTransport:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.bind((self.local_address[0], 0))
+            low_water(sock)  # (before it connects: its SYNs' backoff is capped too)
             code = sock.connect_ex(address)
             if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 with trio.move_on_after(CONNECT_TIMEOUT):
@@ -398,7 +399,6 @@ class TcpTransport:
             if code:
                 raise OSError(code, os.strerror(code))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            low_water(sock)
         except OSError as exc:
             close_socket(sock)
             logger.debug("%r: cannot connect to %s: %s", self, host_port(*address), exc)

@@ -60,14 +60,34 @@ OnReply = Callable[[stun.Message, Address], None]
 UNSENT_LOW_WATER = 16 * 1024
 
 
+#: The longest TCP retransmission timeout of an ICE-TCP connection, in milliseconds (Linux
+#: 6.11 and later: ``TCP_RTO_MAX_MS``, option 44; its least).  TCP's own backoff doubles up
+#: to two minutes: after an outage of 15 s the next retransmission came some 25 s after it
+#: began, so a path back at 15 s stayed silent until consent ran out, where UDP checks,
+#: sent every few seconds, recover at once.  Capped, a copy goes every second at most.
+RTO_MAX_MS = 1000
+_TCP_RTO_MAX_MS = 44
+#: How long such a connection's data may go unacknowledged before the kernel gives it up,
+#: in milliseconds (``TCP_USER_TIMEOUT``), with the timeout capped: two minutes, past
+#: consent's 30 s at most, so that ICE, not TCP, says when a path is gone.  (Left to
+#: ``tcp_retries2``, a capped connection ended after some 14 s of outage.)
+USER_TIMEOUT_MS = 120_000
+
+
 def low_water(sock: socket.socket) -> None:
-    """Keep what ``sock`` (a TCP socket) holds unsent near :data:`UNSENT_LOW_WATER`, where
-    the system can (Linux: the segment being filled comes on top, some 32 KiB in all);
-    elsewhere nothing."""
+    """Keep what ``sock`` (an ICE-TCP connection's socket) holds unsent near
+    :data:`UNSENT_LOW_WATER`, where the system can (Linux: the segment being filled comes
+    on top, some 32 KiB in all), and its retransmission timeout at :data:`RTO_MAX_MS` at
+    most (Linux 6.11 and later); elsewhere nothing."""
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
     if option is not None:
         with contextlib.suppress(OSError):  # (a kernel that lacks it)
             sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LOW_WATER)
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):  # (a kernel before 6.11: ENOPROTOOPT, and
+            # TCP's own give-up stays as it was: the timeout was not capped)
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_RTO_MAX_MS, RTO_MAX_MS)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
 
 
 class Transport(Protocol):
