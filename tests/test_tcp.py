@@ -22,7 +22,7 @@ import trio.testing
 import trice
 from trice._trio import _gather
 from trice._trio._tcp import TcpTransport
-from trice._trio._transport import UdpTransport
+from trice._trio._transport import RTO_MAX_MS, RTO_MAX_MS_UNCAPPED, UdpTransport
 
 from loopback import (
     HAS_IPV6,
@@ -346,8 +346,9 @@ async def test_an_ice_tcp_path_back_after_an_outage_carries_again_within_a_secon
     """A path that goes away for 16 s and comes back, before ``failed``: over ICE-TCP the
     agents are connected again within about a second of its return, as over UDP.  (TCP's
     own backoff, doubling, had its next copy due some 25 s after the path went, past
-    consent: capped at a second, ``RTO_MAX_MS``.)  In a namespace of its own (root), the
-    path cut on ``lo``'s ingress, where its two addresses' packets go."""
+    consent: capped at a second, ``RTO_MAX_MS``, while the agent hears nothing; not else,
+    where a round trip over a second would have every message go twice.)  In a namespace of
+    its own (root), the path cut on ``lo``'s ingress, where its two addresses' packets go."""
     require_natlab(turn=False)
     timing = trice.Timing()  # (the defaults: disconnected after 5 s, failed after 30)
     with lone_namespace("tcpout") as ns:
@@ -378,6 +379,7 @@ async def test_an_ice_tcp_path_back_after_an_outage_carries_again_within_a_secon
             ):
                 signal_only(a, b)
                 await connect_both(a, b)
+                assert _rto_max(a) == {RTO_MAX_MS_UNCAPPED}
                 async with a.subscribe() as events:
                     cut = trio.current_time()
                     ns.nft(
@@ -391,10 +393,23 @@ async def test_an_ice_tcp_path_back_after_an_outage_carries_again_within_a_secon
                     )
                     with trio.fail_after(10):
                         await wait_for_state(events, trice.ConnectionState.DISCONNECTED)
+                    assert _rto_max(a) == {RTO_MAX_MS}
                     await trio.sleep_until(cut + 16)
                     ns.nft("delete table netdev tcpout")
                     with trio.fail_after(2.5):
                         await wait_for_state(events, trice.ConnectionState.CONNECTED)
+                    assert _rto_max(a) == {RTO_MAX_MS_UNCAPPED}
+
+
+def _rto_max(agent: trice.Agent) -> set[int]:
+    """The retransmission timeouts (``TCP_RTO_MAX_MS``) the agent's TCP connections cap."""
+    return {
+        link.sock.getsockopt(socket.IPPROTO_TCP, 44)
+        for transport in agent._transports.values()
+        if isinstance(transport, TcpTransport)
+        for link in transport._links.values()
+        if link.sock is not None
+    }
 
 
 def _tcp_links(agent: trice.Agent) -> int:

@@ -1104,13 +1104,20 @@ class Agent:
         if isinstance(event, ConnectionStateChanged):
             state = event.state
             logger.debug("%s: connection state %s", self._local.ufrag, state.value)
-            if (
-                state is ConnectionState.COMPLETED
-                and self._tcp_counters is not None  # (the agent has TCP candidates)
-                and self._core.controlling
-                and self._config.nomination is Nomination.REGULAR
-            ):
-                self._close_idle_tcp()
+            if self._tcp_counters is not None:  # (the agent has TCP candidates)
+                if (
+                    state is ConnectionState.COMPLETED
+                    and self._core.controlling
+                    and self._config.nomination is Nomination.REGULAR
+                ):
+                    self._close_idle_tcp()
+                if state is ConnectionState.DISCONNECTED or state in _HEARD:
+                    # (The peer silent: its connections retransmit every second at most,
+                    # so that a path back carries again at once; heard, TCP's own.)
+                    capped = state is ConnectionState.DISCONNECTED
+                    for transport in self._transports.values():
+                        if isinstance(transport, TcpTransport):
+                            transport.cap_retransmissions(capped)
             if state is ConnectionState.FAILED:
                 connection = self._connection
                 if connection is not None:
@@ -2482,6 +2489,7 @@ _HELD_EARLY = 64  # (held, not left out: see Agent._take_remote)
 _OTHER_COMPONENT = 128
 
 _WARM_UFRAGS = frozenset({"warmupA", "warmupB"})
+_HEARD = (ConnectionState.CONNECTED, ConnectionState.COMPLETED)
 
 
 def _not_warming_up(record: logging.LogRecord) -> bool:

@@ -48,6 +48,7 @@ from trice._trio._transport import (
     BINDING_REQUEST,
     READ_BATCH,
     Address,
+    cap_retransmissions,
     low_water,
 )
 from trice.ice._candidate import TcpType
@@ -160,6 +161,7 @@ class TcpTransport:
         self._senders = trio.lowlevel.ParkingLot()
         self.counters = counters
         self._epoch = 0  # (ICE restarts so far)
+        self._capped = False  # (see cap_retransmissions)
 
     def __repr__(self) -> str:
         return f"<TcpTransport {self.tcp_type.value} {host_port(*self.local_address)}>"
@@ -271,7 +273,7 @@ class TcpTransport:
                 self.counters.refused += 1
                 return False
         self.counters.accepted += 1
-        low_water(sock)
+        low_water(sock, capped=self._capped)
         link = _Link(address, proven=False, epoch=self._epoch)
         link.sock = sock
         self._links[address] = link
@@ -286,6 +288,17 @@ class TcpTransport:
         assert self._nursery is not None and link.sock is not None
         name = f"tcp {host_port(*self.local_address)} <- {host_port(*link.address)}"
         self._nursery.start_soon(self._serve, link, link.sock, received, name=name)
+
+    def cap_retransmissions(self, capped: bool) -> None:
+        """Cap the connections' retransmission timeout at a second, those to come too, or
+        lift the cap (:func:`~trice._trio._transport.cap_retransmissions`): while the agent
+        hears nothing from the peer, so that a path back after an outage carries again
+        within a second, not when TCP's doubling backoff next tries."""
+        if capped != self._capped:
+            self._capped = capped
+            for link in self._links.values():
+                if link.sock is not None:
+                    cap_retransmissions(link.sock, capped)
 
     def restarted(self) -> None:
         """An ICE restart: the connections open now are of the generation before (see
@@ -388,7 +401,7 @@ class TcpTransport:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.bind((self.local_address[0], 0))
-            low_water(sock)  # (before it connects: its SYNs' backoff is capped too)
+            low_water(sock, capped=self._capped)  # (before it connects: its SYNs too)
             code = sock.connect_ex(address)
             if code in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 with trio.move_on_after(CONNECT_TIMEOUT):
@@ -422,7 +435,7 @@ class TcpTransport:
                     raise OSError(errno.ECONNREFUSED, "no room")
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                low_water(sock)
+                low_water(sock, capped=self._capped)
             except OSError as exc:
                 # (No room; or reset before it was set up: some systems say EINVAL then.)
                 self.counters.refused += 1

@@ -60,33 +60,46 @@ OnReply = Callable[[stun.Message, Address], None]
 UNSENT_LOW_WATER = 16 * 1024
 
 
-#: The longest TCP retransmission timeout of an ICE-TCP connection, in milliseconds (Linux
-#: 6.11 and later: ``TCP_RTO_MAX_MS``, option 44; its least).  TCP's own backoff doubles up
-#: to two minutes: after an outage of 15 s the next retransmission came some 25 s after it
-#: began, so a path back at 15 s stayed silent until consent ran out, where UDP checks,
-#: sent every few seconds, recover at once.  Capped, a copy goes every second at most.
+#: The longest TCP retransmission timeout of an ICE-TCP connection while its agent hears
+#: nothing from the peer (``disconnected``), in milliseconds (Linux 6.11 and later:
+#: ``TCP_RTO_MAX_MS``, option 44; its least), and otherwise (TCP's own, two minutes).
+#: TCP's backoff doubles up to two minutes: after an outage of 15 s the next
+#: retransmission came some 25 s after it began, so a path back at 15 s stayed silent until
+#: consent ran out, where UDP checks, sent every few seconds, recover at once.  Capped, a
+#: copy goes every second at most.  Not always: the cap bounds the timeout itself, and over
+#: a round trip longer than a second every message would go twice.
 RTO_MAX_MS = 1000
+RTO_MAX_MS_UNCAPPED = 120_000
 _TCP_RTO_MAX_MS = 44
 #: How long such a connection's data may go unacknowledged before the kernel gives it up,
-#: in milliseconds (``TCP_USER_TIMEOUT``), with the timeout capped: two minutes, past
-#: consent's 30 s at most, so that ICE, not TCP, says when a path is gone.  (Left to
-#: ``tcp_retries2``, a capped connection ended after some 14 s of outage.)
+#: in milliseconds (``TCP_USER_TIMEOUT``): two minutes, past consent's 30 s at most, so
+#: that ICE, not TCP, says when a path is gone.  (Left to ``tcp_retries2``, a capped
+#: connection ended after some 14 s of outage.)
 USER_TIMEOUT_MS = 120_000
 
 
-def low_water(sock: socket.socket) -> None:
+def low_water(sock: socket.socket, *, capped: bool = False) -> None:
     """Keep what ``sock`` (an ICE-TCP connection's socket) holds unsent near
     :data:`UNSENT_LOW_WATER`, where the system can (Linux: the segment being filled comes
-    on top, some 32 KiB in all), and its retransmission timeout at :data:`RTO_MAX_MS` at
-    most (Linux 6.11 and later); elsewhere nothing."""
+    on top, some 32 KiB in all), and its data unacknowledged :data:`USER_TIMEOUT_MS` at
+    most (Linux 6.11 and later, see :func:`cap_retransmissions`); elsewhere nothing."""
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
     if option is not None:
         with contextlib.suppress(OSError):  # (a kernel that lacks it)
             sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LOW_WATER)
+    cap_retransmissions(sock, capped)
+
+
+def cap_retransmissions(sock: socket.socket, capped: bool) -> None:
+    """Cap the retransmission timeout of ``sock`` (an ICE-TCP connection's) at
+    :data:`RTO_MAX_MS`, or lift the cap: while its agent hears nothing (Linux 6.11 and
+    later; elsewhere nothing).  Where the cap can be set, its data may go unacknowledged
+    :data:`USER_TIMEOUT_MS` (else TCP gives a capped connection up in some 14 s)."""
     if sys.platform == "linux":
         with contextlib.suppress(OSError):  # (a kernel before 6.11: ENOPROTOOPT, and
-            # TCP's own give-up stays as it was: the timeout was not capped)
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_RTO_MAX_MS, RTO_MAX_MS)
+            # TCP's own give-up stays as it was: the timeout is never capped)
+            rto_max = RTO_MAX_MS if capped else RTO_MAX_MS_UNCAPPED
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_RTO_MAX_MS, rto_max)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
 
 
