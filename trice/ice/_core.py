@@ -1703,38 +1703,7 @@ class AgentCore:
             if response.message_class is _ERROR and not check.consent:
                 error = response.get(stun.ErrorCode)
                 if error is not None and error.code == 401:
-                    # (Unsigned, as the peer cannot sign with a key it does not take: not
-                    # taken, but counted, to say why ICE failed; it may be forged.  Not a
-                    # consent check's: the peer that restarted first refuses those.  Nor
-                    # once a signed answer came: the peer held the credentials then, and
-                    # a 401 that comes after was made before, or is forged.)
-                    if not self._answered_signed:
-                        self.checks_unauthorized += 1
-                    # (The check reached the peer, which did not hold this agent's
-                    # parameters yet.  If the peer has checked the pair since the check
-                    # went, with them, it holds them now: the check goes again at once;
-                    # else once it does, see _want_resend.  Once a transaction: a peer
-                    # that refuses every copy gets no more of them.)
-                    if check.nominating and self.nomination is not _AGGRESSIVE:
-                        return False  # (a regular nomination: see _want_resend)
-                    pair = check.pair
-                    tid = check.transaction_id
-                    refused = self._refused_checks
-                    if refused is None:
-                        self._refused_checks = {tid}
-                    elif tid in refused:
-                        return False
-                    else:
-                        refused.add(tid)
-                    # (Since: a request that came while the check was in flight, which
-                    # _want_resend marked, not one before it or the one that triggered
-                    # it; and the pair's check still, not one a role switch replaced.)
-                    if (
-                        pair.resent == tid
-                        and pair.state is _PAIR_IN_PROGRESS
-                        and pair.transaction == tid
-                    ):
-                        self._resend_refused(pair, check, now)
+                    self._on_unauthorized(check, now)
             return False
         # (A signed answer: the peer takes the credentials now, whatever it refused before,
         # its parameters of this generation still on their way then.)
@@ -2756,6 +2725,43 @@ class AgentCore:
                 other.state = _PAIR_FROZEN
         return pair
 
+    def _on_unauthorized(self, check: Check, now: float) -> None:
+        """The peer answered ``check`` (an ordinary one) 401 Unauthorized, unsigned, as the
+        peer cannot sign with a key it does not take: not taken, but counted, to say why
+        ICE failed (it may be forged).  Not a consent check's: the peer that restarted
+        first refuses those.  Nor once a signed answer came: the peer held the credentials
+        then, and a 401 that comes after was made before, or is forged.
+
+        The check reached the peer, which did not hold this agent's parameters yet.  If the
+        peer has checked the pair since the check went, with them, it holds them now: the
+        check goes again at once; else once it does (see :meth:`_want_resend`).  Once a
+        transaction: a peer that refuses every copy gets no more of them."""
+        if not self._answered_signed:
+            self.checks_unauthorized += 1
+        if check.nominating and self.nomination is not _AGGRESSIVE:
+            return  # (a regular nomination: see _want_resend)
+        pair = check.pair
+        tid = check.transaction_id
+        refused = self._refused_checks
+        if refused is None:
+            self._refused_checks = {tid}
+        elif tid in refused:
+            return
+        else:
+            refused.add(tid)
+        # (Since: a request that came while the check was in flight, which _want_resend
+        # marked, not one before it or the one that triggered it; and the pair's check
+        # still, not one a role switch replaced.)
+        if pair.resent == tid and pair.state is _PAIR_IN_PROGRESS and pair.transaction == tid:
+            self._resend_refused(pair, check, now)
+
+    def _push_resend(self, tid: bytes, at: float) -> None:
+        """Have the check ``tid`` sent again at ``at`` (see :meth:`poll_resend`)."""
+        if self._resend is None:
+            self._resend = [(tid, at)]
+        else:
+            self._resend.append((tid, at))
+
     def _resend_refused(self, pair: Pair, check: Check, now: float) -> None:
         """The peer refused ``check`` on ``pair`` with 401, and has checked the pair since
         with this agent's parameters: it holds them now, and the check goes again at once
@@ -2764,11 +2770,7 @@ class AgentCore:
             self._check_again(pair)
             return
         pair.resent = check.transaction_id
-        at = max(now, check.started + RESEND_MIN)
-        if self._resend is None:
-            self._resend = [(check.transaction_id, at)]
-        else:
-            self._resend.append((check.transaction_id, at))
+        self._push_resend(check.transaction_id, max(now, check.started + RESEND_MIN))
 
     def _want_resend(self, pair: Pair, tid: bytes, now: float, *, nominated: bool) -> None:
         """The peer's request crossed our check ``tid`` on ``pair``: send it again at twice
@@ -2804,10 +2806,7 @@ class AgentCore:
             at = now if since >= self.timing.rto else sent + max(RESEND_MIN, 2 * since)
             if sent_copies < copies and check.started + schedule[sent_copies] - at < RESEND_MIN:
                 return  # (the next copy goes as soon: one is enough)
-        if self._resend is None:
-            self._resend = [(tid, at)]
-        else:
-            self._resend.append((tid, at))
+        self._push_resend(tid, at)
 
     # ------------------------------------------------------------------ state
 
