@@ -34,6 +34,7 @@ from trice.ice._framing import MAX_FRAME, frame
 from loopback import (
     HAS_IPV6,
     TRACED,
+    hold_readers,
     loopback_config,
     open_fds,
     until,
@@ -1098,6 +1099,42 @@ async def test_a_check_that_no_connection_can_carry_fails_at_once(
                 agent.add_remote_candidate(None)
                 with trio.fail_after(1):
                     await until(lambda: agent.connection_state is trice.ConnectionState.FAILED)
+
+
+async def test_a_check_at_its_end_first_reads_the_answer_waiting_on_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checks over TCP, on a connection whose reader has not had its turn (a stall): at
+    its end each check reads the answer waiting on the connection, as over a host socket,
+    and ICE connects.  The first answer's first byte came before (the reader framed it),
+    so the rest must follow it in order.  (Only sockets read without waiting were read:
+    the pair failed, and ICE with it.)"""
+    held = hold_readers(monkeypatch)
+    timing = trice.Timing(rto=0.3, rto_max=0.3, max_binding_requests=1)
+    async with _active_agent(timing) as (agent, listener, _), trio.open_nursery() as nursery:
+        connected: list[trice.Connection] = []
+
+        async def connect() -> None:
+            connected.append(await agent.connect())
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(connect)
+        with trio.fail_after(2):
+            peer = await _Peer.accept(listener)
+            check = await _read_until_stun(peer)
+        (link,) = _transport(agent, ACTIVE)._links.values()
+        assert link.sock is not None
+        held.add(link.sock.fileno())  # its reader goes back to wait, for good, after:
+        answer = frame(_success(check, peer))
+        await peer.send_raw(answer[:1])
+        await trio.testing.wait_all_tasks_blocked()
+        await peer.send_raw(answer[1:])  # waits on the connection, unread
+        with trio.fail_after(2):
+            await _answer_requests(peer)  # (the nomination's answer too)
+    assert connected  # (not cancelled by the time limit)
+    (pair,) = agent.pair_statistics()
+    assert pair.state is trice.PairState.SUCCEEDED
+    assert pair.responses_received == 2
 
 
 def _recording_consent(monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], list[trio.Event]]:

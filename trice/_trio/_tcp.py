@@ -102,6 +102,7 @@ class _Link:
         "left",
         "pending",
         "proven",
+        "reader",
         "ready",
         "scope",
         "sock",
@@ -122,6 +123,9 @@ class _Link:
         self.proven = proven
         self.closed = False
         self.scope: trio.CancelScope | None = None
+        #: The connection's frame reader, once its reader task reads the socket (see
+        #: ``TcpTransport.read_waiting``).
+        self.reader: FrameReader | None = None
 
 
 class TcpTransport:
@@ -472,6 +476,7 @@ class TcpTransport:
             self._deliver(self, datagram, link.address)
             if link.closed:
                 return
+        link.reader = reader  # (the socket's bytes come next: read_waiting may take them)
         if not link.proven:
             with trio.move_on_after(PROVE_WITHIN):
                 while not link.proven:
@@ -515,6 +520,28 @@ class TcpTransport:
                     return False
         await trio.lowlevel.checkpoint()
         return True
+
+    def read_waiting(self, address: Address) -> None:
+        """Take what the connection to ``address`` already holds, now, as its reader would:
+        a check about to be given up looks for its answer first (see
+        ``CheckRun._answered_meanwhile``).  The reader frames every byte it reads before it
+        lets another task run, so bytes taken here come after all it read, in order."""
+        link = self._links.get(address)
+        if link is None or link.closed or link.reader is None:
+            return  # (none; or its reader has yet to take what a TCP mux read of it)
+        sock, feed, deliver = link.sock, link.reader.feed, self._deliver
+        assert sock is not None  # (a reader reads it)
+        for _ in range(READ_BATCH):
+            try:
+                data = sock.recv(65536)
+            except OSError:  # (would block; or an error: the reader finds the end)
+                return
+            if not data:
+                return  # (the stream's end, which the reader sees too)
+            for datagram in feed(data):
+                deliver(self, datagram, address)
+                if link.closed:
+                    return
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
         pending, urgent = link.pending, link.urgent
