@@ -30,7 +30,7 @@ from trice._trio import _gather
 from trice._trio._transport import UdpTransport
 
 from loopback import HAS_IPV6, loopback_config, server_socket, stun_server
-from natlab import lone_namespace, require_natlab
+from natlab import entered, lone_namespace, require_natlab
 from virtual_time import LongestStep, slow_interface_reads, wall_clock_guard
 
 
@@ -897,6 +897,34 @@ def test_a_deprecated_address_kept_ranks_after_the_fresh_ones(
     assert ranks == {"10.9.9.9": (0, 0), "2001:db8:2::5": (0, 1)}
 
 
+def test_a_tentative_or_duplicate_address_is_not_gathered_and_replaces_no_deprecated_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An IPv6 address whose duplicate address detection is still going on (tentative) or
+    has failed is not the interface's yet (RFC 4862 §5.4): it cannot be bound, and a
+    deprecated address beside it stays, its interface's only usable one (the deprecated
+    one was left out for it, and the interface had no IPv6 candidate; for good, once
+    detection failed).  An optimistic one (RFC 4429) can be used, and is."""
+    flags = {
+        "eth9": {"2001:db8:1::1": 0xA0, "2001:db8:1::2": 0x40},
+        "eth8": {"2001:db8:2::1": 0xA0, "2001:db8:2::9": 0x48},
+        "eth7": {"2001:db8:3::1": 0xA0, "2001:db8:3::2": 0x44},
+    }
+    adapters = [
+        SimpleNamespace(
+            nice_name=name,
+            name=name,
+            ips=[SimpleNamespace(ip=(text, 0, 0), network_prefix=64) for text in addresses],
+        )
+        for name, addresses in flags.items()
+    ]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
+    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n[:3] == "eth"))
+    assert [h.address for h in found] == ["2001:db8:1::1", "2001:db8:2::1", "2001:db8:3::2"]
+
+
 async def test_an_interface_name_that_is_not_utf8_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1012,6 +1040,54 @@ def test_the_kernels_temporary_and_deprecated_addresses_in_a_namespace() -> None
         assert len(temporary) == 1, shown
         found = json.loads(ns.check_output([sys.executable, "-c", _PRIVACY_GATHERER], timeout=30))
     assert sorted(found) == sorted([temporary[0], "2001:db8:2::6"]), found
+
+
+def test_a_deprecated_address_beside_a_tentative_one_in_a_namespace() -> None:
+    """In a namespace of the test's own, a renumbering: the old address deprecated, the new
+    one's duplicate address detection still going on (kept so for minutes).  The agent
+    gathers the old one, the interface's only usable IPv6 address (it had none)."""
+    require_natlab(turn=False)
+    with lone_namespace("tentative") as ns:
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.sysctl("net.ipv6.conf.v0.dad_transmits=50")
+        ns.sysctl("net.ipv6.neigh.v0.retrans_time_ms=10000")
+        ns.ip("link", "set", "v1", "up")
+        ns.ip("link", "set", "v0", "up")
+        ns.ip("-6", "addr", "add", "2001:db8:5::1/64", "dev", "v0", "nodad", "preferred_lft", "0")
+        ns.ip("-6", "addr", "add", "2001:db8:5::2/64", "dev", "v0")
+        shown = ns.ip("-6", "addr", "show", "dev", "v0")
+        assert "tentative" in shown, shown
+        found = json.loads(ns.check_output([sys.executable, "-c", _PRIVACY_GATHERER], timeout=30))
+    assert found == ["2001:db8:5::1"], found
+
+
+def test_a_thread_in_another_namespace_reads_that_namespaces_address_flags() -> None:
+    """A thread may enter a network namespace of its own (``setns``): ifaddr reads that
+    namespace's interfaces, and the IPv6 flags must be its too (``/proc/thread-self/net``;
+    ``/proc/net`` is the main thread's).  Without them the deprecated address beside a
+    fresh one was gathered."""
+    require_natlab(turn=False)
+    with lone_namespace("threadflags") as ns:
+        ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ns.ip("link", "set", "v1", "up")
+        ns.ip("link", "set", "v0", "up")
+        ns.ip("-6", "addr", "add", "2001:db8:8::1/64", "dev", "v0", "nodad", "preferred_lft", "0")
+        ns.ip("-6", "addr", "add", "2001:db8:8::2/64", "dev", "v0", "nodad")
+        found: list[str] = []
+
+        def in_thread() -> None:
+            with entered(ns):
+                _gather.forget_adapters()
+                try:
+                    network = trice.NetworkConfig(ipv4=False, interface_filter=lambda n: n == "v0")
+                    found.extend(h.address for h in _gather.host_addresses(network))
+                finally:
+                    _gather.forget_adapters()
+
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join(20)
+    assert found == ["2001:db8:8::2"], found
 
 
 async def test_a_dual_stack_interfaces_host_candidates_interleave_the_families(

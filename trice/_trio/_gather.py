@@ -89,7 +89,7 @@ class _Found:
     address: _Address
     literal: str
     version: int
-    never: bool  # link-local, multicast or unspecified: never gathered
+    never: bool  # link-local, multicast, unspecified or not assigned yet: never gathered
     loopback: bool
     prefix: int  # the length of the interface's network prefix
     temporary: bool = False  # an IPv6 temporary address (RFC 8981: no tracking by it)
@@ -238,20 +238,35 @@ def _flags_socket() -> socket.socket | None:
         return None
 
 
-#: IPv6 address flags (``IFA_F_TEMPORARY`` and ``IFA_F_DEPRECATED``, linux/if_addr.h), as
-#: /proc/net/if_inet6 shows them.
+#: IPv6 address flags (``IFA_F_*``, linux/if_addr.h), as /proc/net/if_inet6 shows them.
 _IFA_F_TEMPORARY = 0x01
+_IFA_F_OPTIMISTIC = 0x04
+_IFA_F_DADFAILED = 0x08
 _IFA_F_DEPRECATED = 0x20
+_IFA_F_TENTATIVE = 0x40
 
 
 def _inet6_flags() -> dict[str, dict[str, int]]:
     """The flags of this namespace's IPv6 addresses (interface name -> address -> flags)
-    where the system says them (Linux's /proc/net/if_inet6); empty where it does not."""
-    try:
-        with open("/proc/net/if_inet6", encoding="utf-8", errors="surrogateescape") as file:
-            return parse_inet6_flags(file.read())
-    except OSError:
-        return {}
+    where the system says them (Linux's /proc/net/if_inet6); empty where it does not.  The
+    calling thread's namespace, as ifaddr's (netlink) read is: a thread may have entered
+    another than the process's main thread (``/proc/net`` is the main thread's)."""
+    for path in ("/proc/thread-self/net/if_inet6", "/proc/net/if_inet6"):
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as file:
+                return parse_inet6_flags(file.read())
+        except OSError:
+            continue
+    return {}
+
+
+def unassigned(flags: int) -> bool:
+    """Whether an IPv6 address of these flags is not (or never will be) the interface's:
+    its duplicate address detection is still going on (tentative, RFC 4862 §5.4: nothing
+    can be bound to it, unless it is optimistic, RFC 4429) or has failed."""
+    return bool(flags & _IFA_F_DADFAILED) or (
+        bool(flags & _IFA_F_TENTATIVE) and not flags & _IFA_F_OPTIMISTIC
+    )
 
 
 def parse_inet6_flags(text: str) -> dict[str, dict[str, int]]:
@@ -295,6 +310,7 @@ def _addresses(adapter: Any, flags: dict[str, int]) -> list[_Found]:
                 or (int(address) >> 32 == 0 and not address.is_loopback)
             )
         bits = flags.get(str(address), 0) if address.version == 6 else 0
+        never = never or unassigned(bits)  # (it comes once detection is over: a change)
         addresses.append(
             _Found(
                 address,
