@@ -3253,6 +3253,32 @@ async def test_a_pwd_the_peer_does_not_take_is_named_when_ice_fails(
     assert not [r for r in caplog.records if "401" in r.message]
 
 
+async def test_a_failure_names_the_pairs_the_cap_left_unchecked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Past ``max_pairs`` the lowest pairs are pruned before any check (RFC 8445
+    §6.1.2.5): here the only one that works, the peer's real candidate, below a port nobody
+    answers on.  The failure says that pairs went unchecked, and how many (it blamed the
+    pairs alone: "no candidate pair works")."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        config = dataclasses.replace(loopback_config(), max_pairs=1)
+        async with gathered_pair(config, loopback_config()) as (a, b):
+            (real,) = b.local_candidates
+            a.set_remote_parameters(b.local_parameters.ufrag, b.local_parameters.pwd)
+            port = dead.getsockname()[1]
+            a.add_remote_candidate(dataclasses.replace(real, port=port, priority=real.priority + 1))
+            a.add_remote_candidate(real)
+            a.add_remote_candidate(None)
+            with pytest.raises(trice.IceFailedError) as info:
+                await a.connect()
+    assert str(info.value) == (
+        "ICE failed: no candidate pair works; 1 pair past the cap (max_pairs=1, RFC 8445 "
+        "§6.1.2.5) went unchecked"
+    )
+    assert a.statistics().pairs_pruned == 1
+
+
 async def test_consent_checks_a_restarted_peer_refuses_are_not_taken_for_bad_credentials(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -1069,6 +1069,7 @@ class Agent:
                     )
                 raise IceFailedError(
                     f"ICE failed: no candidate pair works{_unauthorized(self._core)}"
+                    f"{_unchecked(self._core)}"
                 )
             if self._core.selected is not None:
                 if self._connection is None:
@@ -2582,6 +2583,18 @@ def _unauthorized(core: AgentCore) -> str:
     return (
         f"; the peer refused its checks ({refused} answer{'s' if refused > 1 else ''} 401 "
         "Unauthorized): it does not take the remote ufrag and pwd signalled to this agent"
+    )
+
+
+def _unchecked(core: AgentCore) -> str:
+    """What an ICE failure owes to the pair cap, if any: pairs it pruned before they were
+    checked (one of them might have worked)."""
+    checklist = core.checklist
+    if not checklist.unchecked:
+        return ""
+    return (
+        f"; {checklist.unchecked} pair{'s' if checklist.unchecked > 1 else ''} past the cap "
+        f"(max_pairs={checklist.max_pairs}, RFC 8445 §6.1.2.5) went unchecked"
     )
 
 

@@ -343,7 +343,7 @@ class CheckList:
             (RFC 8445 §6.1.2.5).
     """
 
-    __slots__ = ("_index", "_pairs", "max_pairs", "pruned")
+    __slots__ = ("_index", "_pairs", "max_pairs", "pruned", "unchecked")
 
     def __init__(self, *, max_pairs: int) -> None:
         #: Highest priority first.  A tuple, made anew when pairs come or go or priorities
@@ -353,7 +353,8 @@ class CheckList:
         #: ``INDEX_FROM`` pairs (``None`` before: :meth:`find` scans ``_pairs``).
         self._index: dict[_Key, Pair] | None = None
         self.max_pairs = max_pairs
-        self.pruned = 0
+        self.pruned = 0  # (pairs pruned, the ICE restarts' too: carried over by the core)
+        self.unchecked = 0  # (of them, this list's pruned before any check of theirs)
 
     def __iter__(self) -> Iterator[Pair]:
         return iter(self._pairs)
@@ -490,6 +491,8 @@ class CheckList:
                     continue
                 dropped.append(pair)
                 excess -= 1
+                if states[0] is not _FAILED:
+                    self.unchecked += 1
                 if excess <= 0:
                     break
         if not dropped:
