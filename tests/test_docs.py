@@ -116,3 +116,45 @@ def test_the_warm_up_says_one_line_in_a_trace_log() -> None:
     assert log.count("warming up") == 1, log
     assert "warmup" not in log.replace("warming up", "")
     assert "send nominate" in log  # the example's own agents are traced
+
+
+#: A reference Sphinx cannot resolve, as its nitpicky build says it.
+_UNRESOLVED = re.compile(
+    r"^(?P<where>.*?): WARNING: py:\w+ reference target not found: (?P<target>.+?) \[ref\.\w+\]$"
+)
+
+
+def test_references_to_trices_names_resolve_and_no_prose_reads_as_a_type(
+    tmp_path: Path,
+) -> None:
+    """A nitpicky build (``-n``, offline: the standard library's and trio's names do not
+    resolve, as expected) finds no reference to a name of trice's that links nowhere
+    (``trice.Candidate.to_json`` for ``trice.ice.Candidate.to_json``: plain text on the
+    page), and no attribute whose docstring's first words napoleon took for its type (a
+    first line ``Words: more`` shows as "Type: Words")."""
+    import trice
+    import trice.ice
+    import trice.stun
+
+    exported = {name for module in (trice, trice.ice, trice.stun) for name in module.__all__}
+    command = [sys.executable, "-m", "sphinx", "-q", "-n", "-E", "-b", "dummy"]
+    build = subprocess.run(
+        [*command, "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    wrong = []
+    for line in build.stderr.splitlines():
+        found = _UNRESOLVED.match(line.strip())
+        if found is None:
+            continue
+        target = found["target"].lstrip("~.")
+        ours = (target.startswith("trice.") and "._" not in target) or (
+            target.split(".")[0] in exported
+        )
+        if " " in target or ours:
+            wrong.append(f"{found['where']}: {target}")
+    assert not wrong, "\n".join(wrong)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import trice
@@ -148,3 +150,20 @@ def test_relays_of_one_server_reached_over_other_transports_have_other_foundatio
     assert over["udp"].foundation != over["tcp"].foundation
     same = relay_candidate(("203.0.113.2", 50001), None, "turn.example.org turn udp")
     assert same.foundation == over["udp"].foundation
+
+
+def test_tcp_candidates_rank_below_udp_on_as_many_interfaces_as_the_docs_say() -> None:
+    """An active TCP candidate (the higher of the two kinds) ranks below the UDP host
+    candidate of its address on a host's first 37 interfaces, as tcp.rst and
+    ``NetworkConfig``'s docstring both say (the docstring said 36)."""
+
+    def below(rank: int) -> bool:
+        udp = host_candidate(("192.0.2.1", 5000), rank, address_rank=0)
+        active = tcp_host_candidate(("192.0.2.1", 5000), TcpType.ACTIVE, rank, address_rank=0)
+        return active.priority < udp.priority
+
+    first = next(rank for rank in range(256) if not below(rank))
+    said = f"on a host's first {first} interfaces"
+    assert said in " ".join((trice.NetworkConfig.__doc__ or "").split())
+    tcp_rst = Path(__file__).resolve().parents[1] / "docs" / "guide" / "tcp.rst"
+    assert said in " ".join(tcp_rst.read_text().split())

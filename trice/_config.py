@@ -176,12 +176,14 @@ class NetworkConfig:
             candidate's place (the local address is then signalled nowhere, and peers on
             the same network reach the host through the NAT, if it lets them).
         tcp_candidates: the ICE-TCP host candidates (RFC 6544) to gather beside the UDP ones,
-            on each address host gathering uses: :attr:`TcpType.PASSIVE` (a listening
-            socket, in ``port_range`` if given, which peers connect to: what a server behind
-            a firewall that lets only TCP in offers), :attr:`TcpType.ACTIVE` (connections
-            opened to the peer's passive candidates: what a client behind a firewall that
-            lets only TCP out needs), both, or none (the default).  They rank below the UDP
-            host candidate of the same address (on a host's first 36 interfaces).  A passive
+            on each address host gathering uses:
+            :attr:`TcpType.PASSIVE <trice.ice.TcpType.PASSIVE>` (a listening socket, in
+            ``port_range`` if given, which peers connect to: what a server behind a firewall
+            that lets only TCP in offers), :attr:`TcpType.ACTIVE <trice.ice.TcpType.ACTIVE>`
+            (connections opened to the peer's passive candidates: what a client behind a
+            firewall that lets only TCP out needs), both, or none (the default).  They rank
+            below the UDP host candidate of the same address (on a host's first 37
+            interfaces).  A passive
             one's address behind a 1:1 NAT (``external_addresses``) is signalled too.  Not for
             an agent on a mux (a TCP mux gives it its passive candidate: see
             :func:`~trice.open_tcp_mux`), nor under the ``NOHOST`` and ``RELAY`` transport

@@ -425,7 +425,7 @@ class Agent:
 
     @property
     def remote_candidates(self) -> tuple[Candidate, ...]:
-        """The peer's candidates known now, in the order learned: those signalled (with
+        """The peer's candidates known now, in the order learned.  Those signalled (with
         ``.local`` names resolved) and the peer-reflexive ones learned from its checks and
         answers (as Pion's ``GetRemoteCandidatesStats`` lists them).  After an ICE restart,
         the new generation's only."""
@@ -672,7 +672,7 @@ class Agent:
         """Add a remote candidate from signaling, at any time; ``None`` means the peer sent
         end-of-candidates.  ``username_fragment`` is the ufrag signalled with it (the W3C
         ``usernameFragment`` of an ``RTCIceCandidateInit``, which
-        :meth:`Candidate.from_json <trice.Candidate.from_json>` reads into a candidate but
+        :meth:`Candidate.from_json <trice.ice.Candidate.from_json>` reads into a candidate but
         has no candidate to put in for end-of-candidates): an end-of-candidates that names
         the ufrag of another generation is ignored (logged), and one that comes before the
         peer's parameters waits for them.

@@ -237,7 +237,7 @@ class Connection(trio.abc.Channel[bytes]):
             UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
                 IPv4, 65,527 over IPv6; ICE-TCP: 65,535; a TURN relay: 65,456), or looks
                 like STUN (its first byte 0 to 3, bytes 4
-                to 8 STUN's magic cookie), which the peer takes for STUN, not data (RFC
+                to 7 STUN's magic cookie), which the peer takes for STUN, not data (RFC
                 7983), and drops.
         """
         await trio.lowlevel.checkpoint_if_cancelled()

@@ -102,12 +102,14 @@ class DnsMessage:
 
     @property
     def opcode(self) -> int:
-        """Non-zero: not a standard query or response, which mDNS ignores (RFC 6762 §18.3)."""
+        """The OPCODE field.  Non-zero is not a standard query or response, which mDNS
+        ignores (RFC 6762 §18.3)."""
         return (self.flags >> 11) & 0xF
 
     @property
     def rcode(self) -> int:
-        """Non-zero: an error response, which mDNS ignores (RFC 6762 §18.11)."""
+        """The RCODE field.  Non-zero is an error response, which mDNS ignores (RFC 6762
+        §18.11)."""
         return self.flags & 0xF
 
 

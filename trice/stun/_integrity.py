@@ -123,8 +123,8 @@ def long_term_key(
     """Return the long-term credential key (RFC 8489 §9.2.2).
 
     ``MD5(username ":" realm ":" password)`` (the RFC 5389 §15.4 key, also the RFC 8489 MD5
-    algorithm) or ``SHA-256(...)`` of the same string for
-    :attr:`PasswordAlgorithmId.SHA256`.  The realm and the password are prepared with
+    algorithm) or ``SHA-256(...)`` of the same string for ``SHA256`` of
+    :class:`~trice.stun.PasswordAlgorithmId`.  The realm and the password are prepared with
     SASLprep; the user name is used as sent in USERNAME.  RFC 5769 §2.4 checks this.
 
     Args:

@@ -183,7 +183,7 @@ class TurnClient:
         self.lifetime: int | None = None
         """The lifetime the server granted in its last Allocate or Refresh answer, seconds."""
         self.refusals: dict[str, str] = {}
-        """Permissions the server refused since the caller last emptied this: each peer IP
+        """Permissions the server refused since the caller last emptied this.  Each peer IP
         with the server's latest code and reason (``"403 Forbidden"``), for the caller to
         say (the trio shell logs them), and clear (one entry a peer IP: a caller that never
         clears it holds no more than the peers refused)."""
