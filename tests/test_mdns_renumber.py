@@ -133,3 +133,58 @@ def test_names_stay_answered_when_the_interface_is_renumbered_or_made_anew() -> 
                 device = line.split()[1] if len(line.split()) > 1 else ""
             elif device == "v0":
                 assert "FB0000E0" not in line, igmp
+
+
+def test_past_the_systems_memberships_a_socket_another_socket_joins_the_next_links() -> None:
+    """Linux lets one socket join as many groups as ``net.ipv4.igmp_max_memberships``
+    allows (20 by default; 2 here, in the test's namespace): the links past them are
+    joined by other sockets, read alike, and a name on each is answered (the joins failed,
+    ENOBUFS: those links' names were answered nowhere).  A link that comes later is joined
+    too, and one that goes is left by the socket that joined it."""
+    require_natlab(turn=False)
+    with lone_namespace("mdns-many-a") as a, lone_namespace("mdns-many-b") as b:
+        a.sysctl("net.ipv4.igmp_max_memberships=2")
+
+        def link(i: int) -> None:
+            a.ip("link", "add", f"v{i}", "type", "veth", "peer", "name", f"w{i}", "netns", b.name)
+            a.ip("addr", "add", f"10.60.{i}.1/24", "dev", f"v{i}")
+            b.ip("addr", "add", f"10.60.{i}.2/24", "dev", f"w{i}")
+            a.ip("link", "set", f"v{i}", "up")
+            b.ip("link", "set", f"w{i}", "up")
+
+        for i in range(5):
+            link(i)
+        answering = ANSWERING.replace('name == "v0"', 'name[:1] == "v"')
+        proc = a.run(
+            [sys.executable, "-c", answering],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        out = JsonLines(proc)
+
+        def tell(command: str) -> object:
+            assert proc.stdin is not None
+            proc.stdin.write(command.encode() + b"\n")
+            proc.stdin.flush()
+            return out.next(20)
+
+        def resolve(name: object, i: int) -> list[str]:
+            asking = ASKING.replace('name == "v1"', f'name == "w{i}"')
+            result: list[str] = json.loads(
+                b.check_output([sys.executable, "-c", asking, str(name)], timeout=20)
+            )
+            return result
+
+        assert out.next(20) == [f"10.60.{i}.1" for i in range(5)]
+        names = [tell(f"name 10.60.{i}.1") for i in range(5)]
+        for i in range(5):
+            assert resolve(names[i], i) == [f"10.60.{i}.1"], i
+        link(5)
+        a.ip("link", "del", "v3")
+        assert tell("follow") == [f"10.60.{i}.1" for i in (0, 1, 2, 4, 5)]
+        assert resolve(tell("name 10.60.5.1"), 5) == ["10.60.5.1"]
+        assert resolve(names[4], 4) == ["10.60.4.1"]
+        proc.stdin.close()
+        proc.wait(10)

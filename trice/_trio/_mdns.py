@@ -3,10 +3,12 @@ answers for the agent's own (:class:`trice.MdnsMode`).
 
 One UDP socket on port 5353, shared with whatever else on the host speaks mDNS (it binds
 with ``SO_REUSEADDR`` and ``SO_REUSEPORT``, as Pion and aioice do), joined to 224.0.0.251
-on each interface the agent's filters accept and sending only there.  What comes from
-outside those interfaces' links is dropped (RFC 6762 §11): the socket is bound to every
-address, and a host address named under ``QUERY_AND_GATHER`` is told only on its own link
-(unicast replies go only to a source on the link asked from).
+on each interface the agent's filters accept and sending only there.  (A socket holds as
+many memberships as the system lets it, on Linux ``net.ipv4.igmp_max_memberships``, 20 by
+default: past them, another socket of the same kind holds the next ones, read alike.)
+What comes from outside those interfaces' links is dropped (RFC 6762 §11): the socket is
+bound to every address, and a host address named under ``QUERY_AND_GATHER`` is told only
+on its own link (unicast replies go only to a source on the link asked from).
 It is opened once needed: when host gathering names a candidate, or when the first
 ``.local`` candidate comes.
 Its task (:meth:`Mdns.serve`) reads the socket, in the agent's nursery, and closes it when
@@ -19,6 +21,7 @@ carried over IPv4.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import socket
 import struct
@@ -73,7 +76,10 @@ class Mdns:
         "_closed",
         "_link_local",
         "_links",
+        "_more",
         "_now",
+        "_nursery",
+        "_on",
         "_sock",
         "_waiting",
         "responder",
@@ -81,7 +87,12 @@ class Mdns:
     )
 
     def __init__(self, sock: socket.socket, links: list[Link], now: Callable[[], float]):
-        self._sock = sock
+        self._sock = sock  # (it sends, and holds memberships up to the system's limit)
+        # Sockets that hold the memberships past that limit, and which holds each (by the
+        # interface's index, or address where it has none: see _membership).
+        self._more: list[socket.socket] = []
+        self._on: dict[int | str, socket.socket] = {}
+        self._nursery: trio.Nursery | None = None  # (serve's: it reads the sockets)
         self._links = links
         self._now = now
         self._closed = False
@@ -129,6 +140,9 @@ class Mdns:
         self._closed = True
         self._send_all(self.responder.goodbyes())
         self._sock.close()
+        for sock in self._more:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def name(self, address: str) -> str:
         """The ``<uuid>.local`` name of this agent's that stands for ``address``: the one
@@ -179,11 +193,12 @@ class Mdns:
             else:
                 came.append((interface, address, network_))
         for gone in have.values():  # (left first: an interface made anew may reuse it)
+            holder = self._on.pop(gone[2] or gone[0], self._sock)
             with contextlib.suppress(OSError):  # (the interface may be gone with it)
-                self._sock.setsockopt(
+                holder.setsockopt(
                     socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _membership(gone[0], gone[2])
                 )
-        links.extend(link for link in (_join(self._sock, *found) for found in came) if link)
+        links.extend(link for link in (self.join(*found) for found in came) if link)
         if links != self._links:
             logger.debug("mDNS: links %s, before %s", links, self._links)
         self._links = links
@@ -250,10 +265,53 @@ class Mdns:
 
     # ------------------------------------------------------------------ the socket
 
+    def join(self, interface: str, address: str, network: ipaddress.IPv4Network) -> Link | None:
+        """Join the group on ``interface`` (whose address is ``address``): its link, or
+        ``None`` (logged) if it cannot be joined.  On a socket of its own once the others
+        hold as many memberships as the system lets one (ENOBUFS)."""
+        index = interface_index(interface)
+        membership = _membership(address, index)
+        for sock in (self._sock, *self._more):
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    continue  # (full: the next one)
+                _cannot_join(interface, address, exc)
+                return None
+            if sock is not self._sock:
+                self._on[index or address] = sock
+            return (address, network, index)
+        more = None
+        try:
+            more = _mdns_socket()
+            more.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        except OSError as exc:
+            if more is not None:
+                more.close()
+            _cannot_join(interface, address, exc)
+            return None
+        logger.debug("mDNS: another socket for the group on %s and after", interface)
+        self._more.append(more)
+        self._on[index or address] = more
+        if self._nursery is not None:
+            self._nursery.start_soon(self._read, more, name="mdns more")
+        return (address, network, index)
+
     async def serve(self) -> None:
-        """Read the socket until cancelled (then close it): answer queries for our names,
-        and take answers for names being resolved."""
-        sock = self._sock
+        """Read the sockets until cancelled (then close them): answer queries for our
+        names, and take answers for names being resolved."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for sock in self._more:
+                    nursery.start_soon(self._read, sock, name="mdns more")
+                await self._read(self._sock)
+        finally:
+            self._nursery = None
+            self.close()
+
+    async def _read(self, sock: socket.socket) -> None:
         # (No CMSG_SPACE, nor recvmsg, on Windows: elsewhere than Linux, recvfrom alone.)
         space = socket.CMSG_SPACE(_PKTINFO.size) if _LINUX else 0
         try:
@@ -285,8 +343,8 @@ class Mdns:
                             break
                     else:
                         self.on_datagram(data, source)
-        finally:
-            self.close()
+        except trio.ClosedResourceError:
+            return  # (one of more, closed while it waited: see close)
 
     def _link_at(self, index: int) -> Link | None:
         """The joined link of interface index ``index``, or ``None``."""
@@ -409,20 +467,36 @@ def _membership(address: str, index: int) -> bytes:
     return _GROUP + socket.inet_aton(address)
 
 
-def _join(
-    sock: socket.socket, interface: str, address: str, network: ipaddress.IPv4Network
-) -> Link | None:
-    """Join the group on ``interface`` (whose address is ``address``): its link, or ``None``
-    (logged) if it cannot be joined."""
-    index = interface_index(interface)
+def _cannot_join(interface: str, address: str, exc: OSError) -> None:
+    logger.warning(
+        "mDNS: cannot join the group on %s (%s): %s; not on that link", interface, address, exc
+    )
+
+
+def _mdns_socket() -> socket.socket:
+    """A socket on port 5353, shared, set up to send to the group and read what comes
+    (raises OSError)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _membership(address, index))
-    except OSError as exc:
-        logger.warning(
-            "mDNS: cannot join the group on %s (%s): %s; not on that link", interface, address, exc
-        )
-        return None
-    return (address, network, index)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            # (Named where the kernel refuses it, as WSL1's: SO_REUSEADDR shares the port.)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("0.0.0.0", MDNS_PORT))
+        if _LINUX:  # only the groups this socket joined, on the interfaces it joined them on
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)  # (RFC 6762 §11, unicast too)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        if _LINUX:  # the interface and destination of each datagram (see serve)
+            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def open_mdns(
@@ -441,30 +515,16 @@ def open_mdns(
     if not links:
         log("mDNS: no interface with an IPv4 address passes the filters; mDNS off")
         return None
-    sock = None
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            # (Named where the kernel refuses it, as WSL1's: SO_REUSEADDR shares the port.)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(("0.0.0.0", MDNS_PORT))
-        if _LINUX:  # only the groups this socket joined, on the interfaces it joined them on
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)  # (RFC 6762 §11, unicast too)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        if _LINUX:  # the interface and destination of each datagram (see serve)
-            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-        joined = [link for link in (_join(sock, *found) for found in links) if link is not None]
-        if not joined:
-            raise OSError("could not join 224.0.0.251 on any interface")
-        sock.setblocking(False)
+        mdns = Mdns(_mdns_socket(), [], now)
     except OSError as exc:
-        if sock is not None:
-            sock.close()
         log("mDNS: cannot open port %d: %s; mDNS off", MDNS_PORT, exc)
         return None
-    return Mdns(sock, joined, now)
+    joined = [link for link in (mdns.join(*found) for found in links) if link is not None]
+    if not joined:
+        mdns.close()  # (no name yet: no goodbye goes)
+        log("mDNS: could not join 224.0.0.251 on any interface; mDNS off")
+        return None
+    mdns._links = joined
+    mdns._link_local = mdns._link_local_indexes()
+    return mdns
