@@ -2041,6 +2041,30 @@ def test_after_a_restart_the_pac_timer_runs_from_the_peers_new_parameters() -> N
     assert_valid_events(a, b)
 
 
+def test_a_consent_answer_after_a_restart_counts_for_the_pair_of_before() -> None:
+    """Over a path of a 3 s round trip, a consent check of a's is on its way when a
+    restarts (the peer's new parameters are slow to come).  Its answer, signed with the
+    peer's key of before, comes after the restart and counts still for the pair of before
+    (RFC 7675 §5.1: an answer to a request of the last 30 s), which carries data until its
+    consent, from that check, runs out.  (The answer was thrown away: the pair stopped
+    carrying data a round trip and an interval sooner.)"""
+    net, a, b = two_agents(latency=1.5)
+    assert net.run_until(connected(a, b), max_time=20.0)
+    net.run_for(10.0)
+    sent = len(a.started)
+    assert net.run_until(
+        lambda: any(c.consent for _, c in a.started[sent:]), max_time=net.now + 5.0
+    )
+    ((_, check),) = [(t, c) for t, c in a.started[sent:] if c.consent]
+    pair = a.core.selected
+    a.restart(net.now)
+    net.run_for(3.5)  # (its answer came)
+    assert a.core.data_pair is pair
+    assert pair is not None and pair.responses_received > 0
+    assert net.run_until(lambda: a.core.data_pair is None, max_time=net.now + 60.0)
+    assert net.now == pytest.approx(check.started + a.core._consent_for, abs=net.spin_step)
+
+
 def test_a_check_list_with_no_pairs_fails_once_no_candidate_can_come() -> None:
     """The peer offers IPv6 only and this agent has IPv4 only: no pair can be formed.  Once
     both sides' candidates are complete and checks have begun, ICE fails (RFC 8838 §8) when

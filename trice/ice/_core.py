@@ -231,6 +231,8 @@ class AgentCore:
         "_pingback",
         "_pingback_soon",
         "_previous",
+        "_previous_checks",
+        "_previous_key",
         "_previous_ufrag",
         "_refused",
         "_refused_at",
@@ -362,6 +364,11 @@ class AgentCore:
         #: which data still goes over (see :meth:`restart`); and its remote address, kept
         #: among ``remote_addresses`` for that data until the peer signals it anew.
         self._previous: Pair | None = None
+        #: The consent checks on it that were in flight at the restart (or past their
+        #: RTO), by transaction id, and the peer's key of then: their answers still count
+        #: for it (see on_late_response).
+        self._previous_checks: dict[bytes, Check] | None = None
+        self._previous_key = b""
         self._stale: Address | None = None
         #: Once a pair of the new generation is selected, until when data from ``_stale``
         #: still counts (see _make_selected); ``None`` while the pair of before carries data.
@@ -574,9 +581,10 @@ class AgentCore:
         The state becomes ``checking`` (it stays ``new`` before any check), also after
         ``failed``.  Until a new pair is selected, data keeps going over the pair selected
         before (:attr:`data_pair`), as §9 allows, unless consent had expired on it; no
-        consent check goes on it meanwhile, so it ends when its consent, last refreshed
-        before the restart, is ``failed_timeout`` old (RFC 7675), or earlier, when the new
-        checks select a pair or fail.
+        consent check goes on it meanwhile, so it ends when its consent, last refreshed by
+        a check made before the restart (answered before or after it), is
+        ``failed_timeout`` old (RFC 7675), or earlier, when the new checks select a pair or
+        fail.
 
         Raises:
             StateError: the agent is closed.
@@ -593,6 +601,21 @@ class AgentCore:
         elif self.selected is not None:
             self._previous = self.selected  # (else any from an earlier restart stays)
         previous = self._previous
+        if previous is None:
+            self._previous_checks = None
+        elif previous is self.selected:
+            # Its consent checks on their way: over a slow path the last ones before the
+            # restart are answered after it, and count still (RFC 7675 §5.1: an answer to
+            # a request of the last 30 s), signed with the peer's key of before.
+            kept = {
+                tid: check
+                for checks in (self._live, self._late)
+                if checks
+                for tid, check in checks.items()
+                if check.consent and check.pair is previous
+            }
+            self._previous_checks = kept or None
+            self._previous_key = self._remote_key
         # (Also when no parameters of the peer's came before: its end-of-candidates may have
         # been on its way all the same.)
         self._late_end_possible = not (self.remote_complete or self.remote_end_held)
@@ -1698,6 +1721,9 @@ class AgentCore:
         flowinfo, scope_id)``."""
         live = self._live
         if live is None or live.get(check.transaction_id) is not check or self.finished:
+            # (Not this generation's: a consent check on the pair of before an ICE restart,
+            # say, whose answer still counts for that pair.)
+            self.on_late_response(response, source, now, base=base)
             return False
         if not response.verify_integrity(self._remote_key):
             if response.message_class is _ERROR and not check.consent:
@@ -1850,14 +1876,14 @@ class AgentCore:
         """A response came for no check in flight (the shell has none for its transaction
         id).  If it answers a consent check whose RTO passed (see ``_keep_late``), from
         where that check went, on the transport it left from, and authenticated, it
-        refreshes consent.  Returns whether it answered such a check."""
+        refreshes consent.  So does one that answers a consent check on the pair of before
+        an ICE restart, made before it (see :meth:`restart`), for that pair, which carries
+        data until a new one is selected.  Returns whether it answered such a check."""
         late = self._late
-        if late is None:
-            return False
-        check = late.get(response.transaction_id)
-        if check is None or self.finished:
-            return False
-        if not response.verify_integrity(self._remote_key):
+        check = None if late is None else late.get(response.transaction_id)
+        if late is None or check is None:
+            return self._answers_previous(response, source, now, base)
+        if self.finished or not response.verify_integrity(self._remote_key):
             return False
         del late[response.transaction_id]
         if not late:
@@ -1873,6 +1899,32 @@ class AgentCore:
             self._proven(pair, check, now)
         elif pair is self.selected and _forbidden(response):
             self._revoke_consent()
+        return True
+
+    def _answers_previous(
+        self, response: stun.Message, source: Address, now: float, base: int | None
+    ) -> bool:
+        """Whether ``response`` answers a consent check on the pair of before an ICE
+        restart, made before it: if it is a success, from where the check went, on the
+        transport it left from, signed with the key of then, that pair's consent is
+        refreshed from when the check went; a 403 revokes it (it carries data no more)."""
+        kept = self._previous_checks
+        check = None if kept is None else kept.get(response.transaction_id)
+        if kept is None or check is None or self.finished or check.pair is not self._previous:
+            return False
+        if not response.verify_integrity(self._previous_key):
+            return False
+        del kept[response.transaction_id]
+        pair = check.pair
+        pair.responses_received += 1
+        pair.answered_at = now
+        if response.unknown_required or not _symmetric(check, source, base):
+            return True
+        if response.message_class is _SUCCESS:
+            pair.timed(now - check.started)  # (a consent check goes once)
+            self._last_consent = max(self._last_consent, check.started)
+        elif _forbidden(response):
+            self._forget_previous()
         return True
 
     def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
@@ -2283,7 +2335,7 @@ class AgentCore:
             # before until it selects too (its nomination's answer may be lost, and data in
             # flight comes still): what comes from there counts while the pair's consent
             # would have lasted.
-            self._previous = None
+            self._previous = self._previous_checks = None
             if self._stale is not None:
                 self._stale_until = self._last_consent + self._consent_for
         self._pingback = None
@@ -2307,7 +2359,7 @@ class AgentCore:
     def _forget_previous(self) -> None:
         """The pair of before an ICE restart carries data no more (see :meth:`restart`):
         data from its remote address counts no more either, unless signalled anew."""
-        self._previous = None
+        self._previous = self._previous_checks = None
         stale = self._stale
         self._stale_until = None
         if stale is not None:
