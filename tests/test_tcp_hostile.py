@@ -14,7 +14,10 @@ import dataclasses
 import errno
 import os
 import select
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import ClassVar
@@ -635,6 +638,116 @@ async def test_a_connection_reset_before_it_is_set_up_does_not_crash_the_agent(
     finally:
         for sock in resets:
             sock.close()
+
+
+class _FailingListener:
+    """A listening socket (nobody connects) whose next ``left`` accepts fail with
+    ``code``, counted by task step (``most``: the most in one step)."""
+
+    def __init__(self, sock: socket.socket, code: int, left: int) -> None:
+        self.sock, self.code, self.left = sock, code, left
+        self.tries = self.in_step = self.most = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.tries += 1
+        if self.left:
+            self.left -= 1
+            self.in_step += 1
+            self.most = max(self.most, self.in_step)
+            raise OSError(self.code, os.strerror(self.code))
+        return self.sock.accept()
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self, listener: _FailingListener) -> None:
+        self.listener = listener
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.listener.in_step = 0
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EHOSTUNREACH, errno.ECONNABORTED])
+async def test_an_accept_error_that_lasts_lets_the_other_tasks_run(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An accept that fails (a connection that failed before it was accepted, or a
+    security module's refusal, for as long as it lasts) is tried again once the other
+    tasks have had their turn, and after many in a row a tenth of a second later: the
+    listener stays readable meanwhile.  It was tried again at once: the whole run spun in
+    one task step, no timer, no other agent, no cancellation, for as long as the error
+    lasted (the cancelsweep review)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        listener = _FailingListener(sock, code, 200)
+        trio.lowlevel.add_instrument(_Steps(listener))
+        with trio.move_on_after(1):
+            await _tcp.accept(listener, "test")  # type: ignore[arg-type]
+        assert listener.left == 0  # (all 200 tried within the second)
+        assert listener.most == 1
+        assert listener.tries == 201  # (then it waits for a connection)
+        assert trio.current_time() == pytest.approx(1.0)
+
+
+async def test_a_listener_that_listens_no_more_ends_its_accept_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """EINVAL from accept: the listener listens no more (the system shut it down), and says
+    so at every try while it reads as ready; the accept loop ends, with a warning."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        listener = _FailingListener(sock, errno.EINVAL, 1000)
+        with trio.fail_after(1):
+            assert await _tcp.accept(listener, "test") is None  # type: ignore[arg-type]
+    assert listener.tries == 1
+    assert "test: the listener listens no more" in caplog.text
+
+
+_DESTROYED = """
+import dataclasses, subprocess, sys
+import trio, trice
+
+async def main():
+    network = trice.NetworkConfig(
+        interface_filter=lambda n: n == "lo", include_loopback=True, ipv6=False, udp=False,
+        tcp_candidates=(trice.TcpType.PASSIVE,),
+    )
+    async with trice.open_agent(trice.AgentConfig(network=network), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        (passive,) = agent.local_candidates
+        port = f":{passive.port}"
+        subprocess.run(["ss", "-K", "-t", "-l", "src", passive.address, "sport", "=", port],
+                       check=True, capture_output=True)
+        await trio.sleep(0.3)
+        print("alive", flush=True)
+
+trio.run(main)
+"""
+
+
+def test_a_listener_the_system_destroys_leaves_the_run_going() -> None:
+    """The kernel's own: ``ss -K`` (SOCK_DESTROY, as a network manager may use when an
+    address goes) shuts an agent's passive listener down, and accept says EINVAL at every
+    try while the listener reads as ready: the agent's run goes on (it froze, for good).
+    In a child process, which ``subprocess.run`` ends at its time limit."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _DESTROYED], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run froze once the listener was destroyed")
+    if "Operation not supported" in done.stderr:
+        pytest.skip("this kernel cannot destroy sockets (CONFIG_INET_DIAG_DESTROY)")
+    assert done.stdout == "alive\n", done.stderr[-2000:]
+    assert "the listener listens no more" in done.stderr
 
 
 # --------------------------------------------------------------------------- a connected peer

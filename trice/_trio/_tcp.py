@@ -631,23 +631,45 @@ def _sent_of(pending: bytearray, left: int, sent: int) -> int:
     return left
 
 
+#: Errors of accept() that say the listener listens no more (the system shut it down:
+#: Linux's SOCK_DESTROY, ``ss -K``, as a network manager may when an address goes): it
+#: says so again at every try, while the listener reads as ready.
+_NOT_LISTENING = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSOCK})
+#: Failed accepts in a row (of other errors: each a connection that failed before it was
+#: accepted, as Linux passes network errors on) before the next waits as the short ones do.
+_FAILED_IN_A_ROW = 64
+
+
 async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, Address] | None:
     """The next connection on a non-blocking ``listener`` (waited for as trio waits), with
-    its far end; ``None`` once the listener is closed.  Out of file descriptors or memory,
-    it logs (as ``who``) and tries again shortly, the connection waiting in the backlog, as
-    trio's own listeners do."""
+    its far end; ``None`` once the listener is closed, or listens no more (logged).  Out
+    of file descriptors or memory, it logs (as ``who``) and tries again shortly, the
+    connection waiting in the backlog, as trio's own listeners do; after another error
+    (a connection reset before it was accepted, say) it tries again once the other tasks
+    have had their turn, and shortly after many in a row."""
+    failed = 0
     while True:
         try:
             sock, source = listener.accept()
         except (BlockingIOError, InterruptedError):
             short = False
+            failed = 0
         except OSError as exc:
             if listener.fileno() == -1:
                 return None
-            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                continue  # (a connection reset before it was accepted, say)
-            _accept_failed(who, exc)
-            short = True
+            if exc.errno in _NOT_LISTENING:
+                logger.warning("%s: the listener listens no more (%s); it takes no more", who, exc)
+                return None
+            failed += 1
+            short = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+            if short:
+                _accept_failed(who, exc)
+            elif failed < _FAILED_IN_A_ROW:
+                await trio.lowlevel.checkpoint()  # (others run: the error may last)
+                continue
+            else:
+                failed = 0
+                short = True
         else:
             return sock, (source[0].split("%", 1)[0], source[1])
         # (Waited on out of the except clauses: see Agent._read_until_change.)
