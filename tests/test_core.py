@@ -2041,6 +2041,38 @@ def test_after_a_restart_the_pac_timer_runs_from_the_peers_new_parameters() -> N
     assert_valid_events(a, b)
 
 
+def test_a_pruned_pair_the_peers_check_brings_back_is_not_counted_unchecked() -> None:
+    """a holds one pair at most: b's real candidate comes below a dead one, and its pair is
+    pruned before any check (counted unchecked).  Then b's check comes on that very path:
+    a forms the pair again (kept) and checks it.  Its answers are lost, and ICE fails at a;
+    every pair a formed was checked, and none is counted unchecked (it was: the failure
+    said a pair past the cap went unchecked, the p35pass1 review)."""
+    net, a, b = two_agents(exchange=False)
+    a.core.checklist.max_pairs = 1
+    a.core.set_remote(b.core.local, net.now)
+    b.core.set_remote(a.core.local, net.now)
+    (real,) = b.signalled
+    dead = dataclasses.replace(
+        real, address="10.0.0.9", port=7000, priority=real.priority + 1, foundation="dead"
+    )
+    a.core.add_remote_candidate(real)
+    a.core.add_remote_candidate(dead)  # (the real pair, lower, is pruned)
+    a.core.add_remote_candidate(None)
+    assert a.core.checklist.unchecked == 1
+    for candidate in a.signalled:
+        b.core.add_remote_candidate(candidate)
+    b.core.add_remote_candidate(None)
+    net.drop(lambda packet: packet.is_response and packet.dst[0] == "10.0.0.1")  # (a's)
+    a.core.want_connection(net.now)
+    b.core.want_connection(net.now)
+    net.run_for(60.0)
+    assert a.core.state is S.FAILED
+    sent_to = {p.dst for p in net.packets(sender="a", requests=True)}
+    assert (real.address, real.port) in sent_to
+    assert all(pair.checks_sent for pair in a.core.checklist)
+    assert a.core.checklist.unchecked == 0
+
+
 def test_a_consent_answer_after_a_restart_counts_for_the_pair_of_before() -> None:
     """Over a path of a 3 s round trip, a consent check of a's is on its way when a
     restarts (the peer's new parameters are slow to come).  Its answer, signed with the
@@ -2779,6 +2811,27 @@ def test_a_healthy_path_of_a_3_s_round_trip_never_says_disconnected(b_lite: bool
     net.run_for(40.0)
     assert S.DISCONNECTED not in a.states() and S.DISCONNECTED not in b.states()
     assert a.states()[-1] is S.COMPLETED
+
+
+@pytest.mark.parametrize("latency", [0.5, 1.0])
+def test_a_controlled_agents_first_consent_check_keeps_its_distance_from_the_ping_back(
+    latency: float,
+) -> None:
+    """b (controlled) pings back on the pair a checked (a check of consent's), then a's
+    nomination selects the pair with the ping-back still on its way: the first consent
+    check is paced from the ping-back, the latest check on the pair, and goes no less than
+    0.8 of an interval after it (RFC 7675 §5.1; paced from the pair's first check, it went
+    0.4 of an interval after the ping-back: the p35pass1 review)."""
+    net, a, b = two_agents(latency=latency)
+    assert net.run_until(connected(a, b), max_time=30.0)
+    net.run_for(20.0)
+    interval = b.core._consent_interval()
+    selected = b.time_of(S.CONNECTED)
+    assert selected is not None
+    times = [t for t, c in b.started if c.consent]
+    assert times[0] < selected  # (the ping-back, before the selection)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.8 * interval - 1e-9, (times[:4], interval)
 
 
 def test_consent_jitter_by_default_is_drawn_from_0_8_to_1_2() -> None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
+import functools
 import os
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import ClassVar
@@ -32,7 +36,7 @@ from trice import stun
 from trice._trio import _checks, _gather, _tcp
 from trice._trio._tcp import LINK_BUFFER, TcpTransport
 from trice._trio._transport import READ_BATCH, bind_socket
-from trice.ice._framing import MAX_FRAME, frame
+from trice.ice._framing import MAX_FRAME, FrameReader, frame
 
 from loopback import (
     HAS_IPV6,
@@ -1248,6 +1252,54 @@ async def test_a_check_at_its_end_first_reads_the_answer_waiting_on_its_connecti
     (pair,) = agent.pair_statistics()
     assert pair.state is trice.PairState.SUCCEEDED
     assert pair.responses_received == 2
+
+
+def _keep_datagram(into: list[bytes], _transport: object, data: bytes, _source: object) -> None:
+    into.append(data)
+
+
+async def test_a_check_reading_its_connection_takes_no_more_than_a_turn_of_the_reader() -> None:
+    """Thousands of small datagrams wait on a connection: a turn of its reader hands over
+    one read's worth before the other tasks run (a receiver that takes what is queued at
+    each turn keeps its buffer from overflowing), and so does a check that reads the
+    connection before its give-up.  It took every read of a batch at once: thousands of
+    datagrams, past the receive buffer (the p35pass1 review)."""
+    turns = []
+    for by_check in (False, True):
+        delivered: list[bytes] = []
+        transport = TcpTransport(
+            0,
+            ("127.0.0.1", 9),
+            ACTIVE,
+            deliver=functools.partial(_keep_datagram, delivered),
+            failed=lambda *_: None,
+            max_links=4,
+            counters=_tcp.TcpCounters(),
+        )
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            far = socket.create_connection(listener.getsockname())
+            near, _ = listener.accept()
+        with far, near:
+            near.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            near.setblocking(False)
+            address = far.getsockname()[:2]
+            link = _tcp._Link(address, proven=True, epoch=0)
+            link.sock, link.reader = near, FrameReader()
+            transport._links[address] = link
+            data = frame(b"d" * 98) * 4000
+            far.sendall(data)
+            # (Over loopback, all of it is in the receive queue once sendall returns.)
+            queued = fcntl.ioctl(near, termios.FIONREAD, struct.pack("i", 0))
+            assert struct.unpack("i", queued)[0] == len(data)
+            if by_check:
+                transport.read_waiting(address)
+            else:
+                await transport._read(link, near, link.reader)
+        turns.append(len(delivered))
+    assert 0 < turns[0] < 4000
+    assert turns[1] == turns[0]
 
 
 def _recording_consent(monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], list[trio.Event]]:

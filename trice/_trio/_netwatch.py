@@ -12,8 +12,8 @@ poll.
 An address counts while a socket can be bound to it: an IPv6 address stays *tentative*
 until duplicate address detection is over (RFC 4862 §5.4, a second or two), and a bind to it
 fails meanwhile (``EADDRNOTAVAIL``); the kernel's notice that detection is over is the cue to
-read again.  (Where the system lets a socket bind any address, ``ip_nonlocal_bind``, the
-tentative address counts at once.)
+read again.  (Where the system says the addresses' flags, Linux, host gathering leaves a
+tentative one out itself: so also where a socket may bind any address, ``ip_nonlocal_bind``.)
 """
 
 from __future__ import annotations

@@ -531,14 +531,17 @@ class TcpTransport:
             return  # (none; or its reader has yet to take what a TCP mux read of it)
         sock, feed, deliver = link.sock, link.reader.feed, self._deliver
         assert sock is not None  # (a reader reads it)
-        for _ in range(READ_BATCH):
+        budget = READ_BATCH  # (as much as a turn of the reader's: see _read)
+        while budget > 0:
             try:
                 data = sock.recv(65536)
             except OSError:  # (would block; or an error: the reader finds the end)
                 return
             if not data:
                 return  # (the stream's end, which the reader sees too)
-            for datagram in feed(data):
+            datagrams = feed(data)
+            budget -= 1 + len(datagrams)
+            for datagram in datagrams:
                 deliver(self, datagram, address)
                 if link.closed:
                     return

@@ -343,7 +343,7 @@ class CheckList:
             (RFC 8445 §6.1.2.5).
     """
 
-    __slots__ = ("_index", "_pairs", "max_pairs", "pruned", "unchecked")
+    __slots__ = ("_index", "_pairs", "_unchecked", "max_pairs", "pruned")
 
     def __init__(self, *, max_pairs: int) -> None:
         #: Highest priority first.  A tuple, made anew when pairs come or go or priorities
@@ -354,10 +354,18 @@ class CheckList:
         self._index: dict[_Key, Pair] | None = None
         self.max_pairs = max_pairs
         self.pruned = 0  # (pairs pruned, the ICE restarts' too: carried over by the core)
-        self.unchecked = 0  # (of them, this list's pruned before any check of theirs)
+        #: The paths (base, remote address) of this list's pairs pruned before any check
+        #: of theirs, and not formed again since (see :attr:`unchecked`).
+        self._unchecked: set[_Key] | None = None
 
     def __iter__(self) -> Iterator[Pair]:
         return iter(self._pairs)
+
+    @property
+    def unchecked(self) -> int:
+        """How many pairs the cap pruned before any check of theirs, whose path no pair
+        formed since stands for (one the peer's check brought back is checked)."""
+        return 0 if self._unchecked is None else len(self._unchecked)
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -437,6 +445,9 @@ class CheckList:
                 self._sort()
             return existing
         pair = Pair(local, remote, base, priority)
+        unchecked = self._unchecked
+        if unchecked is not None:
+            unchecked.discard(_key(pair))  # (its path is in the list again)
         # Waiting (RFC 8838 §12) if it is the highest-priority pair of its foundation, or
         # if a pair of the foundation succeeded; frozen otherwise.
         foundation = pair.foundation
@@ -491,8 +502,10 @@ class CheckList:
                     continue
                 dropped.append(pair)
                 excess -= 1
-                if states[0] is not _FAILED:
-                    self.unchecked += 1
+                if pair.checks_sent == 0:
+                    if self._unchecked is None:
+                        self._unchecked = set()
+                    self._unchecked.add(_key(pair))
                 if excess <= 0:
                     break
         if not dropped:

@@ -2245,12 +2245,15 @@ class AgentCore:
         if self._last_consent + self._consent_for < now + interval * JITTER_MAX:
             self._next_consent = now  # (it would run out before the next check's time)
         else:
-            # Paced from when the check that proved the pair went, not from its answer: so
-            # the answers come as far apart as the checks go, also the first one, however
-            # long the round trip (from the answer, the first came an interval and a round
-            # trip after it, and past disconnected_timeout over a path of a 3 s round
-            # trip: the state flapped, against a peer that sends no checks of its own).
-            self._next_consent = max(now, self._last_consent + interval * self._jitter())
+            # Paced from when the latest check on the pair went (the one that proved it, or
+            # a controlled agent's ping-back on its way), not from the answer that proved
+            # it: so the answers come as far apart as the checks go, also the first one,
+            # however long the round trip (from the answer, the first came an interval
+            # and a round trip after it, and past disconnected_timeout over a path of a
+            # 3 s round trip: the state flapped, against a peer that sends no checks of
+            # its own).
+            last = max(self._last_consent, pair.sent_at)
+            self._next_consent = max(now, last + interval * self._jitter())
         self._set_state(ConnectionState.CONNECTED)
 
     def _maybe_follow(self, pair: Pair, now: float) -> bool:
