@@ -651,12 +651,15 @@ class _FailingListener:
     def __init__(self, sock: socket.socket, code: int, left: int) -> None:
         self.sock, self.code, self.left = sock, code, left
         self.tries = self.in_step = self.most = 0
+        self.cancel: tuple[int, trio.CancelScope] | None = None  # (at that try, cancel it)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def accept(self) -> tuple[socket.socket, object]:
         self.tries += 1
+        if self.cancel is not None and self.tries == self.cancel[0]:
+            self.cancel[1].cancel()  # (as the agent's close, while the accepts fail)
         if self.left:
             self.left -= 1
             self.in_step += 1
@@ -695,6 +698,31 @@ async def test_an_accept_error_that_lasts_lets_the_other_tasks_run(
         assert listener.most == 1
         assert listener.tries == 201  # (then it waits for a connection)
         assert trio.current_time() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("code", [errno.ECONNABORTED, errno.EPERM])
+async def test_a_cancellation_while_accepts_fail_carries_no_accept_error(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The agent (or mux) closes while its listener's accepts keep failing: the Cancelled
+    that ends the accept loop carries no accept error as its context (its wait is made out
+    of the except clause, as every wait of the readers is), with the error's traceback
+    (the listener, the transport); it did (the p35pass2 review)."""
+    contexts: list[BaseException | None] = []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        listener = _FailingListener(sock, code, 10**6)
+        with trio.CancelScope() as scope:
+            listener.cancel = (3, scope)
+            try:
+                await _tcp.accept(listener, "test")  # type: ignore[arg-type]
+            except trio.Cancelled as exc:
+                contexts.append(exc.__context__)
+                raise
+        assert listener.tries == 3
+        assert contexts == [None]
 
 
 async def test_a_listener_that_listens_no_more_ends_its_accept_loop(

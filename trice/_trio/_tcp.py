@@ -652,10 +652,10 @@ async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, A
     have had their turn, and shortly after many in a row."""
     failed = 0
     while True:
+        short = turn = False
         try:
             sock, source = listener.accept()
         except (BlockingIOError, InterruptedError):
-            short = False
             failed = 0
         except OSError as exc:
             if listener.fileno() == -1:
@@ -668,14 +668,16 @@ async def accept(listener: socket.socket, who: object) -> tuple[socket.socket, A
             if short:
                 _accept_failed(who, exc)
             elif failed < _FAILED_IN_A_ROW:
-                await trio.lowlevel.checkpoint()  # (others run: the error may last)
-                continue
+                turn = True  # (others run first: the error may last)
             else:
                 failed = 0
                 short = True
         else:
             return sock, (source[0].split("%", 1)[0], source[1])
         # (Waited on out of the except clauses: see Agent._read_until_change.)
+        if turn:
+            await trio.lowlevel.checkpoint()
+            continue
         if short:
             await trio.sleep(0.1)
             continue

@@ -76,6 +76,7 @@ class TcpMux:
         "__weakref__",  # (an application's WeakSet or weakref.finalize)
         "_by_ufrag",
         "_closed",
+        "_listening",
         "_routed",
         "_unroutable",
         "_waiting",
@@ -95,6 +96,7 @@ class TcpMux:
         self._routed = 0
         self._unroutable = 0
         self._closed = False
+        self._listening = True  # (false once the system shut the listener down: see accept)
 
     @property
     def closed(self) -> bool:
@@ -118,6 +120,11 @@ class TcpMux:
     def _attach(self, ufrag: str, transport: TcpTransport) -> None:
         if self._closed:
             raise UsageError("the TCP mux is closed")
+        if not self._listening:
+            raise UsageError(
+                "the TCP mux listens no more (the system shut its listening socket down; "
+                "see the log): open another"
+            )
         if ufrag in self._by_ufrag:
             raise UsageError(f"an agent of ufrag {ufrag} uses this TCP mux already")
         self._by_ufrag[ufrag] = transport
@@ -130,12 +137,13 @@ class TcpMux:
     def _rename(self, transport: TcpTransport, ufrag: str) -> None:
         """The agent's ufrag changed (an ICE restart)."""
         self._detach(transport)
-        if not (self._closed or transport.closed):
+        if not (self._closed or transport.closed or not self._listening):
             self._attach(ufrag, transport)
 
     async def _serve(self) -> None:
         async with trio.open_nursery() as nursery:  # (a task per connection that waits)
             await self._accept_loop(nursery)
+            self._listening = False  # (the connections it handed over carry on)
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         while (accepted := await accept(self.sock, f"TCP mux {self.local_address}")) is not None:
