@@ -31,7 +31,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def interop(session: nox.Session) -> None:
-    """Interop with real peers: aioice (PyPI) and Pion (Debian's golang-github-pion-ice.v2-dev)."""
+    """Interop with real peers: aioice (PyPI), Pion (Debian's golang-github-pion-ice.v2-dev),
+    libnice (Debian's gir1.2-nice-0.1, run by the system's python3) and Chromium."""
     session.install("-e", ".", *TEST_DEPS)
     session.run("pytest", "-m", "interop", *session.posargs)
 

@@ -26,6 +26,11 @@ The row ``trice-trice (warm_up)`` is trice-trice with both peers calling
 :func:`trice.warm_up` at start-up, before anything is measured: a fresh process's first
 connection runs code the interpreter has not specialised yet, which this pays ahead.
 
+The rows ``libnice-libnice``, ``trice-libnice`` and ``libnice-trice`` take libnice (GStreamer's
+webrtcbin's ICE agent, ``tests/peers/libnice_peer.py``, run by a Python whose ``gi`` has it);
+they are left out, with a note, where there is none.  libnice paces its checks every 20 ms
+(its ``stun-pacing-timer``) and, in regular nomination, nominates on a later tick: some 60 ms.
+
 The extra row ``trice-trice (in-process)`` runs both trice agents in one trio run: the clock
 starts once both hold each other's parameters and candidates and stops when both
 ``connect()`` calls returned (no processes, pipes or JSON in between)::
@@ -40,7 +45,15 @@ import random
 import statistics
 import sys
 
-from _peers import WARMED, Row, Stats, default_rows, measure_in_process, measure_pair
+from _peers import (
+    WARMED,
+    PeerUnavailable,
+    Row,
+    Stats,
+    default_rows,
+    measure_in_process,
+    measure_pair,
+)
 
 
 def format_table(results: list[tuple[str, Stats]]) -> str:
@@ -57,6 +70,18 @@ def format_table(results: list[tuple[str, Stats]]) -> str:
 
 
 IN_PROCESS = "trice-trice (in-process)"
+
+#: The libnice rows, after the default ones (each trice row against libnice-libnice).
+LIBNICE_PAIRS = [("libnice", "libnice"), ("trice", "libnice"), ("libnice", "trice")]
+
+
+def libnice_rows(*, ipv6: bool = False) -> list[Row]:
+    """The libnice rows, or none (with a note) where libnice cannot run here."""
+    try:
+        return [Row.of(kind_a, kind_b, ipv6=ipv6) for kind_a, kind_b in LIBNICE_PAIRS]
+    except PeerUnavailable as exc:
+        print(f"skipping the libnice rows: {exc}", file=sys.stderr)
+        return []
 
 
 def run(rows: list[Row], runs: int, *, in_process: bool = False, ipv6: bool = False) -> Results:
@@ -167,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 5
-    rows = default_rows(ipv6=args.ipv6)
+    rows = default_rows(ipv6=args.ipv6) + libnice_rows(ipv6=args.ipv6)
     in_process = True
     if args.only:
         rows = [r for r in rows if r.label in args.only or r.label.split()[0] in args.only]

@@ -1,4 +1,4 @@
-"""Drive real ICE peers (Pion, aioice, trice) as subprocesses over loopback.
+"""Drive real ICE peers (Pion, aioice, libnice, trice) as subprocesses over loopback.
 
 Every peer is a program speaking the same **line protocol**: one JSON object per line, on
 its stdin (input) and stdout (output); free-form logs go to stderr. Any two peers can thus be
@@ -10,13 +10,19 @@ Command line (every peer)::
          [--turn turn:HOST:PORT?transport=udp --username U --credential P [--relay-only]]
 
 Peers gather ONLY loopback host candidates (127.0.0.1, or ::1 with ``--ipv6``), or relayed
-candidates from the given TURN server. ``--lite`` makes an ICE lite agent (Pion and trice;
-aioice answers with an ``error``). trice's peer also takes ``--aggressive`` (aggressive
-nomination when controlling); its ``--help`` lists the rest (``--mdns``, ``--mux``,
-``--tcp active|passive|both``, ``--no-udp``, ``--external``...). Pion's peer also takes
-``--tcp`` (ICE-TCP, IPv4 only: one passive TCP host candidate on 127.0.0.1 instead of UDP;
-with ``--also-udp``, beside the UDP one); pass it, as any kind's own options, through
-``extra``, e.g. ``peer_command("pion", False, extra=["--tcp"])``.
+candidates from the given TURN server. ``--lite`` makes an ICE lite agent (Pion, libnice and
+trice; aioice answers with an ``error``). trice's and libnice's peers also take
+``--aggressive`` (aggressive nomination when controlling); trice's ``--help`` lists the
+rest (``--mdns``, ``--mux``, ``--tcp active|passive|both``, ``--no-udp``, ``--external``...).
+Pion's peer also takes ``--tcp`` (ICE-TCP, IPv4 only: one passive TCP host candidate on
+127.0.0.1 instead of UDP; with ``--also-udp``, beside the UDP one); pass it, as any kind's
+own options, through ``extra``, e.g. ``peer_command("pion", False, extra=["--tcp"])``.
+
+The libnice peer (``libnice_peer.py``, libnice through GObject introspection) runs under a
+Python whose ``gi`` has libnice (Debian's ``python3-gi`` and ``gir1.2-nice-0.1``): the venv's
+has not, so :func:`libnice_python` finds one (``$TRICE_LIBNICE_PYTHON``, else this Python,
+else ``/usr/bin/python3``) and raises :class:`PeerUnavailable` when none can import it.  Its
+``--turn`` is UDP only.
 
 Output (peer -> harness), in this order::
 
@@ -54,8 +60,8 @@ Input (harness -> peer)::
                                                   the start (parameters, candidates, end-of-
                                                   candidates); it then takes the other's new
                                                   description, and says "connected" again once
-                                                  the new checks select a pair (Pion and trice;
-                                                  aioice answers with an "error")
+                                                  the new checks select a pair (Pion, libnice
+                                                  and trice; aioice answers with an "error")
     {"type": "close"}                             clean exit (so is EOF on stdin)
 
 Data phase: exchange rounds are numbered 0, 1, 2... by each peer in the order it receives
@@ -75,6 +81,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -95,6 +102,7 @@ HERE = Path(__file__).resolve().parent
 PION_SRC = HERE / "pion"
 PION_BUILD_DIR = PION_SRC / ".build"
 AIOICE_PEER = HERE / "aioice_peer.py"
+LIBNICE_PEER = HERE / "libnice_peer.py"
 TRICE_PEER = HERE / "trice_peer.py"
 #: GOPATH holding Debian's golang-github-pion-ice.v2-dev and its dependencies.
 GOPATH = os.environ.get("TRICE_PION_GOPATH", "/usr/share/gocode")
@@ -176,6 +184,51 @@ def pion_binary() -> Path:
     return binary
 
 
+# --------------------------------------------------------------------------- finding libnice
+
+
+#: What an interpreter must run for the libnice peer: libnice's typelib through ``gi``.
+_LIBNICE_PROBE = (
+    "import gi; gi.require_version('Nice', '0.1'); from gi.repository import Nice; Nice.Agent"
+)
+
+
+@functools.cache
+def _find_libnice_python() -> tuple[str | None, str]:
+    """(interpreter, "") or (None, why not); probed once per process."""
+    override = os.environ.get("TRICE_LIBNICE_PYTHON")
+    candidates = [override] if override else [sys.executable, "/usr/bin/python3"]
+    reasons = []
+    for python in dict.fromkeys(candidates):  # (in order, without repeats)
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            reasons.append(f"{python}: not found")
+            continue
+        try:
+            proc = subprocess.run(
+                [python, "-c", _LIBNICE_PROBE], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reasons.append(f"{python}: {exc}")
+            continue
+        if proc.returncode == 0:
+            return python, ""
+        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        reasons.append(f"{python}: {last}")
+    return None, (
+        "no Python here imports libnice through GObject introspection"
+        f" (apt install python3-gi gir1.2-nice-0.1): {'; '.join(reasons)}"
+    )
+
+
+def libnice_python() -> str:
+    """An interpreter that can run the libnice peer (the venv's cannot: its ``gi`` is the
+    system's); raises :class:`PeerUnavailable`, with the reason, when there is none."""
+    python, reason = _find_libnice_python()
+    if python is None:
+        raise PeerUnavailable(reason)
+    return python
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -191,11 +244,18 @@ def _trice_base() -> list[str]:
     return [sys.executable, str(TRICE_PEER)]
 
 
+def _libnice_base() -> list[str]:
+    return [libnice_python(), str(LIBNICE_PEER)]
+
+
 #: Base command of each peer kind; role and options are appended by :func:`peer_command`.
-#: Register more kinds (e.g. trice's own peer) by adding entries.
+#: Register more kinds by adding entries.  A kind that cannot run here raises
+#: :class:`PeerUnavailable` (with the reason) from its entry: "pion" without Go or Pion's
+#: sources, "libnice" without a Python whose ``gi`` has libnice (:func:`libnice_python`).
 PEER_KINDS: dict[str, Callable[[], list[str]]] = {
     "pion": _pion_base,
     "aioice": _aioice_base,
+    "libnice": _libnice_base,
     "trice": _trice_base,
 }
 
