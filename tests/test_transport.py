@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -477,3 +478,35 @@ def test_emsgsize_says_whose_limit_it_was(size: int, to: str, said: str) -> None
     exc = OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
     with pytest.raises(trice.UsageError, match=said):
         _transport.refused(exc, bytes(size), closed=False, address=(to, 9))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's SOCK_DESTROY: elsewhere port 0")
+def test_a_udp_socket_binds_a_port_of_the_ephemeral_range_named_not_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Linux a UDP socket binds a port it names (the system keeps a named port through
+    SOCK_DESTROY, see tests/test_destroyed.py): one of the ephemeral range, not reserved,
+    not taken; after ``_NAMED_TRIES`` taken, the system's choice (port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        low = taken.getsockname()[1]
+        # The range: the port taken, one reserved, one free.
+        ranges = (low, low + 2, (range(low + 1, low + 2),))
+        monkeypatch.setattr(_transport, "_ephemeral_ports", lambda: ranges)
+        picks = iter([0, 1, 2])  # (the random picks, in turn: taken, reserved, free)
+        monkeypatch.setattr(secrets, "randbelow", lambda n: next(picks))
+        with bind_socket("127.0.0.1", None) as sock:
+            assert sock.getsockname()[1] == low + 2
+        monkeypatch.undo()
+        monkeypatch.setattr(_transport, "_ephemeral_ports", lambda: (low, low, ()))
+        with bind_socket("127.0.0.1", None) as sock:  # (every try taken: port 0)
+            assert sock.getsockname()[1] != low
+
+
+def test_the_ephemeral_range_is_the_systems() -> None:
+    low, high, reserved = _transport._ephemeral_ports()
+    assert 0 < low <= high <= 65535
+    if os.path.exists("/proc/sys/net/ipv4/ip_local_port_range"):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            assert (low, high) == tuple(int(f) for f in file.read().split())
+    assert all(isinstance(ports, range) for ports in reserved)

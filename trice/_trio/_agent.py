@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import errno
 import functools
 import heapq
 import ipaddress
@@ -1546,18 +1545,7 @@ class Agent:
         """A host socket's kernel refused a datagram (data or a check) that it was asked to
         send: a firewall's EPERM, no route, an address gone.  Counted
         (``AgentStatistics.send_refused``), and logged: at WARNING the first time for this
-        agent, then at DEBUG (a firewall in the way refuses every datagram).  (Unless the
-        system shut the socket down: see ``_socket_destroyed``.)"""
-        if exc.errno == errno.ECONNABORTED:
-            for transport in self._transports.values():
-                if transport.local_address != local or transport.closed:
-                    continue
-                if type(transport) is UdpTransport:
-                    self._destroyed_soon(transport)
-                    return
-                if type(transport) is MuxTransport:
-                    transport.mux._destroyed()
-                    return
+        agent, then at DEBUG (a firewall in the way refuses every datagram)."""
         self._send_refused += 1
         message = "%s: the kernel refused to send from %s to %s: %s (a firewall? no route?)"
         args = (self._local.ufrag, host_port(*local), host_port(*address), exc.strerror or exc)
@@ -1752,9 +1740,7 @@ class Agent:
                 except (BlockingIOError, InterruptedError):
                     data = None  # (waited on below: not in this clause, whose exception
                     # would be the context of a cancellation that comes in the wait)
-                except OSError as exc:
-                    if exc.errno == errno.ECONNABORTED:
-                        self._destroyed_soon(transport)  # (see there)
+                except OSError:
                     if transport.closed:
                         break
                     read += 1  # (an ICMP error, say: a read all the same, for the batch)
@@ -1812,30 +1798,6 @@ class Agent:
         # (Not signalled again, at a restart say: the address is dead.)
         self._signalled = [entry for entry in self._signalled if entry[1] != base]
         self._pump(now)
-
-    def _destroyed_soon(self, transport: UdpTransport) -> None:
-        """The system shut host socket ``transport`` down (Linux's SOCK_DESTROY, ``ss -K``,
-        as a network manager may when an address goes: ECONNABORTED, once, to a send or a
-        read).  Handled in a task step of its own (see ``_socket_destroyed``): the error may
-        come to a send in the middle of the pump."""
-        if not (self._closed or transport.closed):
-            self._nursery.start_soon(self._socket_destroyed, transport)
-
-    async def _socket_destroyed(self, transport: UdpTransport) -> None:
-        """The socket lost its port, and its next send would take another, which no peer
-        knows, while the peer's datagrams go to the port signalled, where nothing listens:
-        it is closed, and its pairs fail (ICE too, if the selected pair was one), as when a
-        relay ends.  A gathering anew binds the address again."""
-        if self._closed or transport.closed:
-            return
-        logger.warning(
-            "%s: the system shut the socket at %s down (SOCK_DESTROY, ss -K?); its pairs fail",
-            self._local.ufrag,
-            host_port(*transport.local_address),
-        )
-        transport.close()
-        self._forget_socket(transport)
-        self._transport_lost(transport.base, "destroyed")
 
     def _tcp_failed(self, transport: TcpTransport, address: Address, stale: bool) -> None:
         """A connection of ``transport`` to ``address`` could not open, or closed: the
@@ -2021,9 +1983,7 @@ class Agent:
                     data, source = recv(65536)
                 except (BlockingIOError, InterruptedError):
                     break
-                except OSError as exc:
-                    if exc.errno == errno.ECONNABORTED:
-                        self._destroyed_soon(transport)  # (see there)
+                except OSError:
                     if transport.closed:
                         break
                     continue  # ICMP errors surface here on some systems; UDP carries on.

@@ -593,12 +593,11 @@ def _no_pair_yet() -> trio.BrokenResourceError:
 
 #: What went from under the selected pair, failing ICE (``Agent._selected_lost``): a TURN
 #: allocation, the UDP mux, or the pair's TCP connection; and how errors say it.
-Lost = Literal["relay", "mux", "tcp", "destroyed"]
+Lost = Literal["relay", "mux", "tcp"]
 LOST_REASONS: dict[Lost, str] = {
     "relay": "the selected pair's relay is gone (its TURN allocation ended)",
     "mux": "the selected pair's UDP mux closed",
     "tcp": "the selected pair's TCP connection closed",
-    "destroyed": "the system shut the selected pair's socket down (SOCK_DESTROY, ss -K)",
 }
 
 

@@ -41,7 +41,6 @@ import trio
 
 from trice import stun
 from trice._errors import StunDecodeError, UsageError
-from trice._servers import host_port
 from trice._trio._exits import exit_nursery, open_block_nursery
 from trice._trio._log import logger
 from trice._trio._transport import (
@@ -153,7 +152,6 @@ class UdpMux:
         "_closed",
         "_delivered",
         "_pending",
-        "_shut",
         "_unroutable",
         "family",
         "local_address",
@@ -163,7 +161,6 @@ class UdpMux:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._shut = False  # (the system shut the socket down: see _destroyed)
         self.family = sock.family
         host, port = sock.getsockname()[:2]
         #: The address and port the mux is bound to, which is every agent's host candidate.
@@ -279,28 +276,9 @@ class UdpMux:
 
     async def _serve(self) -> None:
         sock = self.sock
-        while not self._shut:
-            try:
-                await trio.lowlevel.wait_readable(sock)  # (also where others get their turn)
-            except trio.ClosedResourceError:
-                if not self._shut:
-                    raise
-                break
+        while True:
+            await trio.lowlevel.wait_readable(sock)  # (also where others get their turn)
             self._read_batch()
-        logger.warning(
-            "UDP mux %s: the system shut its socket down (SOCK_DESTROY, ss -K?); it closes",
-            host_port(*self.local_address),
-        )
-        self._close()
-
-    def _destroyed(self) -> None:
-        """The system shut the mux's socket down (Linux's SOCK_DESTROY, ``ss -K``:
-        ECONNABORTED, once, to a send or a read).  The socket lost its port, and its next
-        send would take another, which no peer knows: the mux closes, in its own task (its
-        agents' pairs on it fail, as when its block ends)."""
-        if not (self._closed or self._shut):
-            self._shut = True
-            trio.lowlevel.notify_closing(self.sock)  # (its task, waiting on it, goes on)
 
     def _read_batch(self) -> None:
         """Route what the socket holds, up to a batch, without waiting."""
@@ -311,9 +289,6 @@ class UdpMux:
             except BlockingIOError:
                 break
             except OSError as exc:  # (an ICMP error for an earlier send, say)
-                if exc.errno == errno.ECONNABORTED:
-                    self._destroyed()
-                    break
                 logger.debug("UDP mux %s: %s", self.local_address, exc)
                 continue
             self._route(data, source[:2])
@@ -457,8 +432,6 @@ class UdpMux:
             hooks.failed(exc)
 
     def _close(self) -> None:
-        if self._closed:
-            return
         self._closed = True
         for question in self._asking.values():
             question.scope.cancel()  # (its asker and the agents waiting for it hear at once)

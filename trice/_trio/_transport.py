@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
+import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -468,7 +470,10 @@ def bind_socket(
             # trio's own open_tcp_listeners knows.)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if port_range is None:
-            sock.bind((address, 0))
+            if kind == socket.SOCK_DGRAM and sys.platform == "linux":
+                _bind_named(sock, address)
+            else:
+                sock.bind((address, 0))
         else:
             low, high = port_range
             span = high - low + 1
@@ -486,6 +491,57 @@ def bind_socket(
         sock.close()
         raise
     return sock
+
+
+#: Ports of the system's ephemeral range tried (each taken, or reserved) before
+#: :func:`_bind_named` lets the system choose.
+_NAMED_TRIES = 8
+
+
+def _bind_named(sock: socket.socket, address: str) -> None:
+    """Bind UDP ``sock`` to ``address`` and a port of the system's ephemeral range picked
+    here, at random, and named in the bind (not port 0, the system's choice).  Linux keeps a
+    named port the socket's when the system shuts the socket down (SOCK_DESTROY: ``ss -K``,
+    as a network manager may), and says so once (ECONNABORTED, taken as an ICMP error is);
+    a port it chose, it takes back, and the socket's next send takes another, which no peer
+    knows, while the peer's datagrams go to the one signalled, where nothing listens.
+    After ``_NAMED_TRIES`` ports taken, the system's choice."""
+    low, high, reserved = _ephemeral_ports()
+    for _ in range(_NAMED_TRIES):
+        port = low + secrets.randbelow(high - low + 1)
+        if any(port in ports for ports in reserved):
+            continue
+        try:
+            sock.bind((address, port))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+    sock.bind((address, 0))
+
+
+@functools.cache
+def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
+    """The system's ephemeral port range (``net.ipv4.ip_local_port_range``, which IPv6
+    shares) and the ports reserved in it (``ip_local_reserved_ports``, which the system's
+    own choice passes over); IANA's dynamic range, 49152-65535, where it cannot be read."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
+            low, high = (int(field) for field in file.read().split())
+    except (OSError, ValueError):
+        return 49152, 65535, ()
+    if not 0 < low <= high <= 65535:
+        return 49152, 65535, ()
+    reserved: list[range] = []
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports", encoding="ascii") as file:
+            for part in file.read().strip().split(","):
+                first, _, last = part.partition("-")
+                if first.strip():
+                    reserved.append(range(int(first), int(last or first) + 1))
+    except (OSError, ValueError):
+        pass
+    return low, high, tuple(reserved)
 
 
 class PairedSocket:
