@@ -62,6 +62,24 @@ def _relay_config(server: trice.IceServer) -> trice.AgentConfig:
     )
 
 
+async def test_a_password_of_fullwidth_letters_allocates_at_coturn() -> None:
+    """coturn makes its key of the password as configured, as RFC 8489's OpaqueString
+    leaves it: a password of fullwidth letters (as a Japanese input method types them)
+    allocates in one challenge.  SASLprep's NFKC made ASCII of them: refused, 401 (the
+    pionturn review)."""
+    require_turnserver()
+    password = "\uff57\uff4f\uff4e\uff44\uff45\uff52-1"
+    with run_coturn(password=password) as server:
+        url = f"turn:127.0.0.1:{server.port}?transport=udp"
+        config = _relay_config(trice.IceServer(url, USER, password))
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY], (
+                agent.gather_reports
+            )
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_relay_only_session(coturn_tls: Coturn, transport: str) -> None:
     config = _relay_config(coturn_tls.ice_server(transport))

@@ -56,10 +56,13 @@ class FakeServer:
     relayed_address: Address = RELAYED
     ipv6_relays_only: bool = False  # (440 to an Allocate that names no family, as coturn)
     alternate: Address = ("192.0.2.99", 3478)  # (what a 300 answer names)
+    #: How it prepares the realm and password for its key: SASLprep (RFC 5389), or as
+    #: written (coturn's, Pion's; RFC 8489's OpaqueString for a password in NFC).
+    prepare: Callable[[str], str] = stun.saslprep
 
     @property
     def key(self) -> bytes:
-        return stun.long_term_key(USER, REALM, self.password)
+        return stun.long_term_key(USER, REALM, self.password, prepare=self.prepare)
 
     def handle(self, data: bytes, now: float) -> list[bytes]:
         if self.silent:
@@ -1640,6 +1643,59 @@ def test_close_while_allocating_deallocates_once_granted() -> None:
     assert not server.allocated
 
 
+@pytest.mark.parametrize(
+    "password",
+    ["\uff57\uff4f\uff4e\uff44\uff45\uff52", "\ufb01sh-and-chips", "x\u00b2y", "w\u00f6nder"],
+)
+def test_a_password_of_compatibility_characters_makes_the_key_servers_make(
+    password: str,
+) -> None:
+    """coturn and Pion make the key of the password as written, as RFC 8489's OpaqueString
+    leaves a password in NFC: a fullwidth letter, a ligature, a superscript stay as they
+    are.  SASLprep (RFC 5389's NFKC) mapped them: every authenticated request was refused
+    (the pionturn review).  One challenge, then the allocation."""
+    server = FakeServer(password=password, prepare=lambda text: text)
+    client = TurnClient(USER, password, reliable=False)
+    client.start(0.0)
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.ALLOCATED, client.error
+    assert server.methods() == ["ALLOCATE", "ALLOCATE"]
+
+
+def test_a_server_of_rfc_5389_that_refuses_the_opaquestring_key_gets_the_saslprep_one() -> None:
+    """A server that makes its key with SASLprep (RFC 5389 §15.4) refuses the key of a
+    fullwidth password as written: the request goes once more with the SASLprep key, and
+    the allocation and the later requests use it.  A wrong password is refused as before,
+    once the two keys were tried."""
+    fullwidth = "\uff57\uff4f\uff4e\uff44\uff45\uff52"
+    server = FakeServer(password=fullwidth)
+    client = TurnClient(USER, fullwidth, reliable=False)
+    client.start(0.0)
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.ALLOCATED, client.error
+    assert server.methods() == ["ALLOCATE", "ALLOCATE", "ALLOCATE"]
+    client.send_to_peer(PEER, b"x", 1.0)
+    exchange(client, server, 1.0)
+    assert server.permissions  # (its CreatePermission taken with the key it settled on)
+    wrong = TurnClient(USER, "\uff57rong", reliable=False)
+    wrong.start(0.0)
+    exchange(wrong, FakeServer(password=fullwidth), 0.0)
+    assert state(wrong) is TurnState.FAILED
+    assert wrong.error is not None and "wrong credentials" in str(wrong.error)
+
+
+def test_the_user_name_goes_in_its_opaquestring_form() -> None:
+    """RFC 8489 §14.3: USERNAME is sent in its OpaqueString form, NFC: a name written
+    decomposed (e and a combining acute) goes composed, as the server has it."""
+    client = TurnClient("jose\u0301", PASSWORD, reliable=False)
+    client.start(0.0)
+    server = FakeServer()
+    exchange(client, server, 0.0)
+    names = [m.get(stun.Username) for _, m in server.requests]
+    assert [n.value for n in names if n is not None] == ["jos\u00e9"]
+    assert client.username == "jose\u0301"  # (as given)
+
+
 def test_idle_close_and_bad_arguments() -> None:
     client = TurnClient(USER, PASSWORD, reliable=False)
     client.close(0.0)
@@ -1647,7 +1703,7 @@ def test_idle_close_and_bad_arguments() -> None:
     assert client.poll_transmit(0.0) is None
     with pytest.raises(ValueError, match="lifetime"):
         TurnClient(USER, PASSWORD, reliable=False, lifetime=0)
-    with pytest.raises(ValueError, match="SASLprep"):
+    with pytest.raises(ValueError, match="OpaqueString"):
         TurnClient(USER, "bad\u0007", reliable=False)
 
 

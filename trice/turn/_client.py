@@ -72,7 +72,12 @@ class TurnClient:
     Nonce answer to any request is retried with the new nonce (up to three times in a row).
     A 401 to a request that had credentials means they are wrong, unless it names another
     realm: then the request goes again with the credentials made for that realm (counted
-    with the stale-nonce retries: three in a row at most).  300 Try Alternate is
+    with the stale-nonce retries: three in a row at most).  The key is made as RFC 8489
+    §9.2.2 has it, with the realm and password prepared by OpaqueString
+    (:func:`~trice.stun.opaque_string`: as written, for a password already in NFC), and the
+    user name sent in its OpaqueString form (§14.3); where SASLprep (RFC 5389's, which maps
+    compatibility characters) makes another key, a 401 to the first has the request go once
+    more with that one, for a server of RFC 5389's.  300 Try Alternate is
     reported, not followed (:attr:`AllocationError.alternate_server`).  Any other error or
     a transaction timeout fails the allocation; :attr:`error` says why.
 
@@ -135,10 +140,17 @@ class TurnClient:
             raise ValueError(f"lifetime must be a positive number of seconds, not {lifetime!r}")
         if queue_limit < 0:
             raise ValueError(f"queue_limit must not be negative, not {queue_limit!r}")
-        stun.saslprep(password)  # fail early (ValueError) on a password SASLprep refuses
+        stun.opaque_string(password)  # fail early (ValueError) on a password it refuses
         if software is not None and len(software) >= 128:
             raise ValueError("software must be fewer than 128 characters (RFC 8489 §14.14)")
         self.username = username
+        try:
+            self._sent_username = stun.opaque_string(username)  # (RFC 8489 §14.3)
+        except ValueError:
+            self._sent_username = username
+        #: How the realm and password are prepared for the key: OpaqueString (RFC 8489
+        #: §9.2.2), or SASLprep (RFC 5389 §15.4) once a server refused the first.
+        self._prepare: Callable[[str], str] = stun.opaque_string
         self.reliable = reliable
         self._password = password
         self._requested_lifetime = lifetime
@@ -602,7 +614,7 @@ class TurnClient:
         key = self._key
         if key is not None:
             assert self._realm is not None and self._nonce is not None
-            attrs.append(stun.Username(self.username))
+            attrs.append(stun.Username(self._sent_username))
             attrs.append(stun.Realm(self._realm))
             attrs.append(stun.Nonce(self._nonce))
         tid = self._new_tid()
@@ -711,7 +723,7 @@ class TurnClient:
             # old realm's, in flight meanwhile, may have moved the client there already.)
             if realm.value != self._realm:
                 try:
-                    key = stun.long_term_key(self.username, realm.value, self._password)
+                    key = self._key_for(realm.value)
                 except ValueError as exc:
                     self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
                     return
@@ -724,19 +736,42 @@ class TurnClient:
             self._realm = realm.value
             self._nonce = nonce.value
             try:
-                self._key = stun.long_term_key(self.username, realm.value, self._password)
+                self._key = self._key_for(realm.value)
             except ValueError as exc:
                 self._on_error(tx, now, 401, f"unusable realm {realm.value!r}: {exc}")
                 return
             self._request(tx.kind, now, tx.target, tx.stale, waited=True)
             return
+        if (
+            code == 401
+            and tx.authenticated
+            and realm is not None
+            and nonce is not None
+            and self._prepare is stun.opaque_string
+            and tx.stale < MAX_STALE_RETRIES
+        ):
+            # The credentials refused: a server of RFC 5389's makes its key with SASLprep,
+            # which maps compatibility characters (a fullwidth letter to its ASCII one):
+            # where that makes another key, the request goes once more with it.
+            other: bytes | None
+            try:
+                other = stun.long_term_key(
+                    self._sent_username, realm.value, self._password, prepare=stun.saslprep
+                )
+            except ValueError:
+                other = None
+            if other is not None and other != self._key:
+                self._prepare = stun.saslprep
+                self._realm, self._key, self._nonce = realm.value, other, nonce.value
+                self._request(tx.kind, now, tx.target, tx.stale + 1, waited=True)
+                return
         if code == 438 and nonce is not None and tx.stale < MAX_STALE_RETRIES:
             # RFC 8489 §9.2.5: Stale Nonce; retry with the new nonce (and realm, if given).
             if realm is not None and realm.value != self._realm:
                 # (The key first: a realm it cannot be made with fails the transaction, as
                 # in the 401 branch, and changes nothing.)
                 try:
-                    key = stun.long_term_key(self.username, realm.value, self._password)
+                    key = self._key_for(realm.value)
                 except ValueError as exc:
                     self._on_error(tx, now, 438, f"unusable realm {realm.value!r}: {exc}")
                     return
@@ -769,6 +804,10 @@ class TurnClient:
             reason,
             None if alternate is None else (alternate.address, alternate.port),
         )
+
+    def _key_for(self, realm: str) -> bytes:
+        """The long-term key for ``realm`` (RFC 8489 §9.2.2; see the class's docstring)."""
+        return stun.long_term_key(self._sent_username, realm, self._password, prepare=self._prepare)
 
     def _on_success(self, tx: Transaction, message: Message, now: float) -> None:
         kind = tx.kind
