@@ -133,6 +133,53 @@ def test_a_udp_mux_whose_socket_the_system_shut_down_keeps_its_port() -> None:
     assert before == after
 
 
+_RELAY = """
+from coturn import PASSWORD, USER, run_coturn
+from trice._trio._relay import RelayTransport
+
+async def main():
+    with run_coturn() as server:
+        turn = trice.IceServer(f"turn:127.0.0.1:{server.port}", USER, PASSWORD)
+        relayed = loopback_config(
+            ipv6=False, ice_servers=[turn], transport_policy=trice.TransportPolicy.RELAY
+        )
+        async with trice.open_agent(relayed, controlling=True) as a, \\
+                trice.open_agent(loopback_config(ipv6=False), controlling=False) as b:
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            (relay,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+            sock = relay._conn.sock
+            before = sock.getsockname()[1]
+            destroy("-u", "127.0.0.1", before)
+            got = await exchange(ca, cb)
+            print(json.dumps({
+                "got": got, "state": a.connection_state.value,
+                "port": [before, sock.getsockname()[1]],
+                "server": sock.getpeername()[1] == server.port,
+            }))
+
+trio.run(main)
+"""
+
+
+def test_a_turn_clients_socket_the_system_shut_down_keeps_its_port_and_server() -> None:
+    """``ss -K`` on the UDP socket a relay-only agent's TURN client uses: the system forgets
+    the server it was connected to (its next sends said EDESTADDRREQ, dropped: the relayed
+    pair went deaf both ways till consent ran out, the p35pass4 review), and would take back
+    a port it chose.  The socket names its port when it binds, and is connected to the
+    server again: the allocation's 5-tuple stays, and the pair carries data as before."""
+    if shutil.which("turnserver") is None:
+        pytest.skip("needs coturn (turnserver)")
+    result = _run(_RELAY)
+    assert len(result["got"]["a"]) >= 4 and len(result["got"]["b"]) >= 4, result
+    assert result["state"] == "completed"
+    before, after = result["port"]
+    assert before == after
+    assert result["server"] is True
+
+
 _TCP_MUX = """
 async def main():
     out = {}

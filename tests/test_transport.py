@@ -11,6 +11,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +23,8 @@ import trice
 from trice._trio import _transport
 from trice._trio._connection import Connection, ReceiveBuffer
 from trice._trio._transport import LEASE, UdpTransport, bind_socket, paired_sockets
+
+from natlab import entered, lone_namespace, require_natlab
 
 
 def test_a_socket_is_leased_to_receivers_while_they_keep_coming_back() -> None:
@@ -480,27 +483,58 @@ def test_emsgsize_says_whose_limit_it_was(size: int, to: str, said: str) -> None
         _transport.refused(exc, bytes(size), closed=False, address=(to, 9))
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Linux's SOCK_DESTROY: elsewhere port 0")
+class _PortsTaken:
+    """Stands for a UDP socket whose binds to ``taken`` ports fail (EADDRINUSE)."""
+
+    def __init__(self, taken: set[int]) -> None:
+        self.taken = taken
+        self.tried: list[int] = []
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.tried.append(address[1])
+        if address[1] in self.taken:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+
+
 def test_a_udp_socket_binds_a_port_of_the_ephemeral_range_named_not_chosen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On Linux a UDP socket binds a port it names (the system keeps a named port through
-    SOCK_DESTROY, see tests/test_destroyed.py): one of the ephemeral range, not reserved,
-    not taken; after ``_NAMED_TRIES`` taken, the system's choice (port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        low = taken.getsockname()[1]
-        # The range: the port taken, one reserved, one free.
-        ranges = (low, low + 2, (range(low + 1, low + 2),))
-        monkeypatch.setattr(_transport, "_ephemeral_ports", lambda: ranges)
-        picks = iter([0, 1, 2])  # (the random picks, in turn: taken, reserved, free)
-        monkeypatch.setattr(secrets, "randbelow", lambda n: next(picks))
-        with bind_socket("127.0.0.1", None) as sock:
-            assert sock.getsockname()[1] == low + 2
-        monkeypatch.undo()
-        monkeypatch.setattr(_transport, "_ephemeral_ports", lambda: (low, low, ()))
-        with bind_socket("127.0.0.1", None) as sock:  # (every try taken: port 0)
-            assert sock.getsockname()[1] != low
+    """A UDP socket binds a port it names (the system keeps a named port through
+    SOCK_DESTROY, see tests/test_destroyed.py): of the ephemeral range, not reserved, not
+    taken; picked at random, then, after ``_NAMED_TRIES`` unlucky picks, the range gone
+    through in order (the system's choice, which it may take back, came after 8 picks); the
+    system's choice (port 0) only where none is free."""
+    monkeypatch.setattr(_transport, "_ephemeral_ports", lambda: (100, 104, (range(101, 102),)))
+    picks = iter([0, 0, 1, 3])  # (where the order would start; then the random picks)
+    monkeypatch.setattr(secrets, "randbelow", lambda n: next(picks))
+    sock = _PortsTaken({100})
+    _transport.bind_named(sock, "127.0.0.1")  # type: ignore[arg-type]
+    assert sock.tried == [100, 103]  # (taken; 101 reserved, not tried; free)
+    monkeypatch.setattr(secrets, "randbelow", lambda n: 0)  # (every pick the port taken)
+    sock = _PortsTaken({100, 102})
+    _transport.bind_named(sock, "127.0.0.1")  # type: ignore[arg-type]
+    assert sock.tried == [100] * 8 + [100, 102, 103]
+    sock = _PortsTaken({100, 102, 103, 104})
+    _transport.bind_named(sock, "127.0.0.1")  # type: ignore[arg-type]
+    assert sock.tried[-1] == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's SOCK_DESTROY: elsewhere port 0")
+def test_bind_socket_names_the_port_of_a_udp_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    named: list[str] = []
+    real = _transport.bind_named
+
+    def bind_named(sock: socket.socket, address: str) -> None:
+        named.append(address)
+        real(sock, address)
+
+    monkeypatch.setattr(_transport, "bind_named", bind_named)
+    with bind_socket("127.0.0.1", None) as sock:
+        low, high, _ = _transport._ephemeral_ports()
+        assert low <= sock.getsockname()[1] <= high
+    with bind_socket("127.0.0.1", None, kind=socket.SOCK_STREAM):
+        pass  # (a listener's port is the system's choice)
+    assert named == ["127.0.0.1"]
 
 
 def test_the_ephemeral_range_is_the_systems() -> None:
@@ -510,3 +544,25 @@ def test_the_ephemeral_range_is_the_systems() -> None:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
             assert (low, high) == tuple(int(f) for f in file.read().split())
     assert all(isinstance(ports, range) for ports in reserved)
+
+
+def test_the_ephemeral_range_is_the_namespaces_of_the_binding_thread() -> None:
+    """The range and the reserved ports are a network namespace's: a thread that entered
+    another namespace binds in that one's (they were read once a process, from the first)."""
+    require_natlab(turn=False)
+    _transport._ephemeral_ports()  # (read here first)
+    with lone_namespace("ports") as ns:
+        ns.sysctl("net.ipv4.ip_local_port_range=40000 40009")
+        ns.sysctl("net.ipv4.ip_local_reserved_ports=40000-40004")
+        ports: list[int] = []
+
+        def in_thread() -> None:
+            with entered(ns):
+                for _ in range(3):
+                    with bind_socket("127.0.0.1", None) as sock:
+                        ports.append(sock.getsockname()[1])
+
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join(20)
+    assert len(ports) == 3 and all(40005 <= port <= 40009 for port in ports), ports

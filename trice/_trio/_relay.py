@@ -11,6 +11,7 @@ it deletes the allocation (best effort, 0.5 s at most) and closes its socket.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import socket
@@ -18,6 +19,7 @@ import ssl
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -26,7 +28,7 @@ from trice._errors import ConfigError, ProtocolError
 from trice._proxy import ProxyRefused, ProxyUrl, tunnel_handshake
 from trice._servers import ServerUrl, host_port
 from trice._trio._log import logger
-from trice._trio._transport import READ_BATCH, datagram_too_large
+from trice._trio._transport import READ_BATCH, bind_named, datagram_too_large
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState, TurnStatistics
 from trice.turn._client import SEND_INDICATION
 
@@ -69,18 +71,30 @@ class _UdpConnection:
 
     reliable = False
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, server: tuple[Any, ...] | None = None) -> None:
         self.sock = sock
+        self.server = server  # (its address, as connected to: see reconnect)
         self.source: str = sock.getsockname()[0].split("%", 1)[0]
         self.closed = False
         # (trio lets one task at a time wait for a socket to become writable: the sends
         # that wait for room take turns, as on a host socket.)
         self._writable = trio.Lock()
 
+    def reconnect(self) -> None:
+        """The system shut the socket down (SOCK_DESTROY, ``ss -K``: ECONNABORTED once,
+        then EDESTADDRREQ to a send): it forgot the server, not its port, which was named
+        in the bind (see ``bind_named``): it is connected to the server again, and the
+        allocation's 5-tuple is the same."""
+        if not self.closed and self.server is not None:
+            with contextlib.suppress(OSError):
+                self.sock.connect(self.server)
+
     def write(self, data: bytes) -> bool:
         try:
             self.sock.send(data)
-        except OSError:  # would block, ICMP errors, firewall EPERM: UDP drops
+        except OSError as exc:  # would block, ICMP errors, firewall EPERM: UDP drops
+            if exc.errno in (errno.EDESTADDRREQ, errno.ECONNABORTED):
+                self.reconnect()
             return False
         return True
 
@@ -111,6 +125,8 @@ class _UdpConnection:
             except OSError as exc:
                 if self.closed:
                     raise _Lost("closed", "closed") from exc
+                if exc.errno == errno.ECONNABORTED:
+                    self.reconnect()  # (see there)
                 if out:
                     return out
                 await trio.lowlevel.checkpoint()  # other ICMP errors: UDP carries on
@@ -134,8 +150,11 @@ class _UdpConnection:
                 out.append(recv(65536))
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # (an ICMP error, before what came after it: the reader
-                continue  # passes over it too once allocated, as checks through it are)
+            except OSError as exc:  # (an ICMP error, before what came after it: the
+                # reader passes over it too once allocated, as checks through it are)
+                if exc.errno == errno.ECONNABORTED:
+                    self.reconnect()
+                continue
         return out
 
     async def aclose(self) -> None:
@@ -671,13 +690,16 @@ async def _connect(
             raise _unreachable(exc) from exc
         try:
             sock.setblocking(False)
-            if bind_address is not None:
+            if sys.platform == "linux":  # (a port named: see _UdpConnection.reconnect)
+                any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+                bind_named(sock, any_address if bind_address is None else bind_address)
+            elif bind_address is not None:
                 sock.bind((bind_address, 0))
             sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
             raise _unreachable(exc) from exc
-        return _UdpConnection(sock)
+        return _UdpConnection(sock, sockaddr)
     tcp: trio.abc.Stream
     if proxy is not None:
         if in_tunnel is not None:

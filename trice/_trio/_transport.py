@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import math
+import os
 import secrets
 import socket
 import sys
@@ -471,7 +472,7 @@ def bind_socket(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if port_range is None:
             if kind == socket.SOCK_DGRAM and sys.platform == "linux":
-                _bind_named(sock, address)
+                bind_named(sock, address)
             else:
                 sock.bind((address, 0))
         else:
@@ -493,22 +494,28 @@ def bind_socket(
     return sock
 
 
-#: Ports of the system's ephemeral range tried (each taken, or reserved) before
-#: :func:`_bind_named` lets the system choose.
+#: Ports of the system's ephemeral range picked at random (each taken, or reserved)
+#: before :func:`bind_named` goes through the range in order.
 _NAMED_TRIES = 8
 
 
-def _bind_named(sock: socket.socket, address: str) -> None:
+def bind_named(sock: socket.socket, address: str) -> None:
     """Bind UDP ``sock`` to ``address`` and a port of the system's ephemeral range picked
     here, at random, and named in the bind (not port 0, the system's choice).  Linux keeps a
     named port the socket's when the system shuts the socket down (SOCK_DESTROY: ``ss -K``,
     as a network manager may), and says so once (ECONNABORTED, taken as an ICMP error is);
     a port it chose, it takes back, and the socket's next send takes another, which no peer
     knows, while the peer's datagrams go to the one signalled, where nothing listens.
-    After ``_NAMED_TRIES`` ports taken, the system's choice."""
+    After ``_NAMED_TRIES`` ports taken, the range is gone through in order from a random
+    one; the system's choice only where none is free (where it has none either, as a rule).
+    """
     low, high, reserved = _ephemeral_ports()
-    for _ in range(_NAMED_TRIES):
-        port = low + secrets.randbelow(high - low + 1)
+    span = high - low + 1
+    start = secrets.randbelow(span)
+    for i in range(_NAMED_TRIES + span):
+        # (At random first, then in order: a nearly full range is gone through once.)
+        offset = secrets.randbelow(span) if i < _NAMED_TRIES else start + i - _NAMED_TRIES
+        port = low + offset % span
         if any(port in ports for ports in reserved):
             continue
         try:
@@ -520,11 +527,20 @@ def _bind_named(sock: socket.socket, address: str) -> None:
     sock.bind((address, 0))
 
 
-@functools.cache
 def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
-    """The system's ephemeral port range (``net.ipv4.ip_local_port_range``, which IPv6
-    shares) and the ports reserved in it (``ip_local_reserved_ports``, which the system's
-    own choice passes over); IANA's dynamic range, 49152-65535, where it cannot be read."""
+    """The ephemeral port range of the calling thread's network namespace
+    (``net.ipv4.ip_local_port_range``, which IPv6 shares) and the ports reserved in it
+    (``ip_local_reserved_ports``, which the system's own choice passes over), read once a
+    namespace; IANA's dynamic range, 49152-65535, where they cannot be read."""
+    try:
+        namespace = os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        namespace = 0
+    return _ephemeral_ports_of(namespace)
+
+
+@functools.cache
+def _ephemeral_ports_of(namespace: int) -> tuple[int, int, tuple[range, ...]]:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
             low, high = (int(field) for field in file.read().split())
