@@ -505,7 +505,7 @@ def test_a_udp_socket_binds_a_port_of_the_ephemeral_range_named_not_chosen(
     through in order (the system's choice, which it may take back, came after 8 picks); the
     system's choice (port 0) only where none is free."""
     monkeypatch.setattr(_transport, "_ephemeral_ports", lambda: (100, 104, (range(101, 102),)))
-    picks = iter([0, 0, 1, 3])  # (where the order would start; then the random picks)
+    picks = iter([0, 1, 3])  # (the random picks)
     monkeypatch.setattr(secrets, "randbelow", lambda n: next(picks))
     sock = _PortsTaken({100})
     _transport.bind_named(sock, "127.0.0.1")  # type: ignore[arg-type]

@@ -511,12 +511,17 @@ def bind_named(sock: socket.socket, address: str) -> None:
     """
     low, high, reserved = _ephemeral_ports()
     span = high - low + 1
-    start = secrets.randbelow(span)
+    start = 0
     for i in range(_NAMED_TRIES + span):
         # (At random first, then in order: a nearly full range is gone through once.)
-        offset = secrets.randbelow(span) if i < _NAMED_TRIES else start + i - _NAMED_TRIES
+        if i < _NAMED_TRIES:
+            offset = secrets.randbelow(span)
+        else:
+            if i == _NAMED_TRIES:
+                start = secrets.randbelow(span)
+            offset = start + i - _NAMED_TRIES
         port = low + offset % span
-        if any(port in ports for ports in reserved):
+        if reserved and any(port in ports for ports in reserved):
             continue
         try:
             sock.bind((address, port))
