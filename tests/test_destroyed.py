@@ -23,7 +23,7 @@ TESTS = str(Path(__file__).resolve().parent)
 _PRELUDE = f"""
 import json, subprocess, sys
 sys.path.insert(0, {TESTS!r})
-import trio, trice
+import trio, trio.testing, trice
 from loopback import connect_both, loopback_config, signal, wait_for_state
 
 def destroy(kind, address, port):
@@ -185,7 +185,7 @@ async def main():
     out = {}
     async with trice.open_tcp_mux("127.0.0.1") as mux:
         destroy("-t", *mux.local_address)
-        await trio.sleep(0.2)  # (its accept loop hears of it)
+        await trio.testing.wait_all_tasks_blocked()  # (its accept loop heard of it)
         try:
             async with trice.open_agent(loopback_config(), controlling=False, mux=mux):
                 out["attached"] = True

@@ -79,32 +79,47 @@ def _link(a: Namespace, b: Namespace, a_address: str, b_address: str) -> None:
     b.ip("link", "set", "v1", "up")
 
 
-def _resolve(b: Namespace, name: str) -> list[str]:
-    out = b.check_output([sys.executable, "-c", ASKING, name], timeout=20)
+def _resolve(b: Namespace, name: str, interface: str = "v1") -> list[str]:
+    """``name`` resolved from ``interface`` of ``b``: the addresses found."""
+    asking = ASKING.replace('name == "v1"', f"name == {interface!r}")
+    out = b.check_output([sys.executable, "-c", asking, name], timeout=20)
     result: list[str] = json.loads(out)
     return result
+
+
+class _Answering:
+    """``ANSWERING`` running in ``a`` on the interfaces ``accepted`` (a Python expression of
+    ``name``): :meth:`tell` gives it a command and returns its answer."""
+
+    def __init__(self, a: Namespace, accepted: str = 'name == "v0"') -> None:
+        script = ANSWERING.replace('name == "v0"', accepted)
+        self.proc = a.run(
+            [sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.out = JsonLines(self.proc)
+
+    def tell(self, command: str) -> object:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self.out.next(20)
+
+    def end(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
 
 
 def test_names_stay_answered_when_the_interface_is_renumbered_or_made_anew() -> None:
     require_natlab(turn=False)
     with lone_namespace("mdns-a") as a, lone_namespace("mdns-b") as b:
         _link(a, b, "10.0.0.5/24", "10.0.0.6/24")
-        proc = a.run(
-            [sys.executable, "-c", ANSWERING],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None
-        out = JsonLines(proc)
-
-        def tell(command: str) -> object:
-            assert proc.stdin is not None
-            proc.stdin.write(command.encode() + b"\n")
-            proc.stdin.flush()
-            return out.next(20)
-
-        assert out.next(20) == ["10.0.0.5"]
+        answering = _Answering(a)
+        tell = answering.tell
+        assert answering.out.next(20) == ["10.0.0.5"]
         first = tell("name 10.0.0.5")
         assert _resolve(b, str(first)) == ["10.0.0.5"]
 
@@ -123,8 +138,7 @@ def test_names_stay_answered_when_the_interface_is_renumbered_or_made_anew() -> 
         assert tell("follow") == ["10.1.0.5"]
         assert _resolve(b, str(second)) == ["10.1.0.5"]
 
-        proc.stdin.close()
-        proc.wait(10)
+        answering.end()
         # No membership of 224.0.0.251 (FB0000E0 in /proc/net/igmp) is left on v0.
         igmp = a.check_output(["cat", "/proc/net/igmp"])
         device = ""
@@ -154,30 +168,13 @@ def test_past_the_systems_memberships_a_socket_another_socket_joins_the_next_lin
 
         for i in range(5):
             link(i)
-        answering = ANSWERING.replace('name == "v0"', 'name[:1] == "v"')
-        proc = a.run(
-            [sys.executable, "-c", answering],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None
-        out = JsonLines(proc)
-
-        def tell(command: str) -> object:
-            assert proc.stdin is not None
-            proc.stdin.write(command.encode() + b"\n")
-            proc.stdin.flush()
-            return out.next(20)
+        answering = _Answering(a, 'name[:1] == "v"')
+        tell = answering.tell
 
         def resolve(name: object, i: int) -> list[str]:
-            asking = ASKING.replace('name == "v1"', f'name == "w{i}"')
-            result: list[str] = json.loads(
-                b.check_output([sys.executable, "-c", asking, str(name)], timeout=20)
-            )
-            return result
+            return _resolve(b, str(name), f"w{i}")
 
-        assert out.next(20) == [f"10.60.{i}.1" for i in range(5)]
+        assert answering.out.next(20) == [f"10.60.{i}.1" for i in range(5)]
         names = [tell(f"name 10.60.{i}.1") for i in range(5)]
         for i in range(5):
             assert resolve(names[i], i) == [f"10.60.{i}.1"], i
@@ -186,5 +183,4 @@ def test_past_the_systems_memberships_a_socket_another_socket_joins_the_next_lin
         assert tell("follow") == [f"10.60.{i}.1" for i in (0, 1, 2, 4, 5)]
         assert resolve(tell("name 10.60.5.1"), 5) == ["10.60.5.1"]
         assert resolve(names[4], 4) == ["10.60.4.1"]
-        proc.stdin.close()
-        proc.wait(10)
+        answering.end()

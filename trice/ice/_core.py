@@ -1879,52 +1879,37 @@ class AgentCore:
         refreshes consent.  So does one that answers a consent check on the pair of before
         an ICE restart, made before it (see :meth:`restart`), for that pair, which carries
         data until a new one is selected.  Returns whether it answered such a check."""
-        late = self._late
-        check = None if late is None else late.get(response.transaction_id)
-        if late is None or check is None:
-            return self._answers_previous(response, source, now, base)
-        if self.finished or not response.verify_integrity(self._remote_key):
+        tid = response.transaction_id
+        late, key = self._late, self._remote_key
+        check = None if late is None else late.get(tid)
+        before = check is None  # (the pair of before's, then, if any: checked with its key)
+        if before:
+            late, key = self._previous_checks, self._previous_key
+            check = None if late is None else late.get(tid)
+        if late is None or check is None or self.finished:
             return False
-        del late[response.transaction_id]
-        if not late:
-            self._late = None
         pair = check.pair
+        if (before and pair is not self._previous) or not response.verify_integrity(key):
+            return False
+        del late[tid]
+        if not late and not before:
+            self._late = None
         pair.responses_received += 1
         pair.answered_at = now
         if response.unknown_required or not _symmetric(check, source, base):
             return True  # (the first: a failed transaction, see on_response)
         if response.message_class is _SUCCESS:
-            if pair is self.selected:
+            if before or pair is self.selected:
                 pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
-            self._proven(pair, check, now)
-        elif pair is self.selected and _forbidden(response):
-            self._revoke_consent()
-        return True
-
-    def _answers_previous(
-        self, response: stun.Message, source: Address, now: float, base: int | None
-    ) -> bool:
-        """Whether ``response`` answers a consent check on the pair of before an ICE
-        restart, made before it: if it is a success, from where the check went, on the
-        transport it left from, signed with the key of then, that pair's consent is
-        refreshed from when the check went; a 403 revokes it (it carries data no more)."""
-        kept = self._previous_checks
-        check = None if kept is None else kept.get(response.transaction_id)
-        if kept is None or check is None or self.finished or check.pair is not self._previous:
-            return False
-        if not response.verify_integrity(self._previous_key):
-            return False
-        del kept[response.transaction_id]
-        pair = check.pair
-        pair.responses_received += 1
-        pair.answered_at = now
-        if response.unknown_required or not _symmetric(check, source, base):
-            return True
-        if response.message_class is _SUCCESS:
-            pair.timed(now - check.started)  # (a consent check goes once)
-            self._last_consent = max(self._last_consent, check.started)
+            if before:
+                self._last_consent = max(self._last_consent, check.started)
+            else:
+                self._proven(pair, check, now)
         elif _forbidden(response):
-            self._forget_previous()
+            if before:
+                self._forget_previous()  # (the pair of before carries data no more)
+            elif pair is self.selected:
+                self._revoke_consent()
         return True
 
     def _pair_succeeded(self, pair: Pair, mapped: Address, check: Check, now: float) -> None:
