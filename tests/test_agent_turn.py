@@ -62,13 +62,23 @@ def _relay_config(server: trice.IceServer) -> trice.AgentConfig:
     )
 
 
-async def test_a_password_of_fullwidth_letters_allocates_at_coturn() -> None:
-    """coturn makes its key of the password as configured, as RFC 8489's OpaqueString
-    leaves it: a password of fullwidth letters (as a Japanese input method types them)
-    allocates in one challenge.  SASLprep's NFKC made ASCII of them: refused, 401 (the
-    pionturn review)."""
+@pytest.mark.parametrize(
+    "password",
+    [
+        "\uff57\uff4f\uff4e\uff44\uff45\uff52-1",  # fullwidth letters
+        "wo\u0308nder",  # decomposed
+        "wonder\u00a0land",  # a no-break space
+        "\u0d28\u0d4d\u200d-1",  # a ZWJ after a virama (Malayalam)
+    ],
+)
+async def test_a_password_allocates_at_coturn_as_written(password: str) -> None:
+    """coturn makes its key of the password as configured: a password of fullwidth
+    letters (as a Japanese input method types them), a decomposed letter, a no-break
+    space, a join control allocate in one challenge.  SASLprep's NFKC made ASCII of the
+    fullwidth letters: refused, 401 (the pionturn review); OpaqueString (02979fb) composed
+    the decomposed letter, made a space of the no-break one, refused the ZWJ (the
+    p35pass5 review)."""
     require_turnserver()
-    password = "\uff57\uff4f\uff4e\uff44\uff45\uff52-1"
     with run_coturn(password=password) as server:
         url = f"turn:127.0.0.1:{server.port}?transport=udp"
         config = _relay_config(trice.IceServer(url, USER, password))

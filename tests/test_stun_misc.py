@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import unicodedata
 from pathlib import Path
 
 import hypothesis
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 from trice import stun
 from trice._errors import StateError
+from trice.stun._integrity import secret_problem
 
 # --- classifier (RFC 7983, RFC 9443) ------------------------------------------------------
 
@@ -262,58 +262,31 @@ def test_saslprep_allow_unassigned() -> None:
     assert stun.saslprep("\u0221", allow_unassigned=True) == "\u0221"
 
 
-@pytest.mark.parametrize(
-    ("given", "prepared"),
-    [
-        ("pass", "pass"),
-        ("\uff57\uff4f\uff4e", "\uff57\uff4f\uff4e"),  # fullwidth letters stay
-        ("\ufb01sh", "\ufb01sh"),  # a ligature stays
-        ("x\u00b2", "x\u00b2"),  # a superscript stays
-        ("jose\u0301", "jos\u00e9"),  # NFC
-        ("a\u00a0b\u3000c", "a b c"),  # non-ASCII spaces -> SPACE
-    ],
-)
-def test_opaque_string(given: str, prepared: str) -> None:
-    """RFC 8265 §4.2, as RFC 8489 prepares passwords, realms and user names: NFC, not
-    SASLprep's NFKC, so compatibility characters stay."""
-    assert stun.opaque_string(given) == prepared
-
-
-@pytest.mark.parametrize(
-    ("given", "match"),
-    [
-        ("", "empty"),
-        ("bad\u0007", "control"),
-        ("soft\u00adhyphen", "format"),
-        ("\ue000", "private use"),
-        ("\U000e0001", "format"),
-    ],
-)
-def test_opaque_string_disallowed(given: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        stun.opaque_string(given)
-
-
-@hypothesis.given(st.text(max_size=40))
-def test_opaque_string_is_nfc_and_idempotent_or_refuses(text: str) -> None:
-    try:
-        prepared = stun.opaque_string(text)
-    except ValueError:
-        return
-    assert unicodedata.is_normalized("NFC", prepared)
-    assert stun.opaque_string(prepared) == prepared
-    assert not any(c != " " and unicodedata.category(c) == "Zs" for c in prepared)
-
-
-def test_a_long_term_key_of_opaquestring_differs_from_saslprep_only_where_it_maps() -> None:
-    assert stun.long_term_key("u", "r", "pass", prepare=stun.opaque_string) == (
-        stun.long_term_key("u", "r", "pass")
-    )
+def test_a_long_term_key_as_written_differs_from_saslprep_only_where_it_maps() -> None:
+    """``prepare=str``: the realm and password as written, as coturn and Pion make their
+    keys; SASLprep maps a fullwidth letter to its ASCII one."""
+    assert stun.long_term_key("u", "r", "pass", prepare=str) == stun.long_term_key("u", "r", "pass")
     fullwidth = "\uff57\uff4f\uff4e"
-    assert stun.long_term_key("u", "r", fullwidth, prepare=stun.opaque_string) == (
+    assert stun.long_term_key("u", "r", fullwidth, prepare=str) == (
         hashlib.md5(f"u:r:{fullwidth}".encode()).digest()
     )
     assert stun.long_term_key("u", "r", fullwidth) == hashlib.md5(b"u:r:won").digest()
+    assert stun.long_term_key("u", "", "pass", prepare=str) == hashlib.md5(b"u::pass").digest()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("pass", None),
+        ("\uff57\uff4f\uff4e", None),
+        ("\u0d28\u0d4d\u200d", None),  # (a ZWJ after a virama: Malayalam's chillu)
+        ("wonder\u00a0land", None),
+        ("bad\u0007", "a control or surrogate code point U+0007 at index 3"),
+        ("\ud800", "a control or surrogate code point U+D800 at index 0"),
+    ],
+)
+def test_what_no_turn_key_can_be_made_of(text: str, problem: str | None) -> None:
+    assert secret_problem(text) == problem
 
 
 def test_keys() -> None:

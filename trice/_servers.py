@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from trice._errors import ConfigError
 from trice.ice._candidate import CandidateType, canonical_ip, is_hostname
-from trice.stun._integrity import opaque_string
+from trice.stun._integrity import secret_problem
 
 if TYPE_CHECKING:
     import ssl
@@ -297,8 +297,8 @@ class IceServer:
             ConfigError: no URLs, a malformed URL (the message quotes it), a URL trice cannot
                 use (``stuns:``, STUN over TLS; ``turns:`` over UDP, which is DTLS), a TURN URL
                 without username and credential, a username that is not UTF-8 text of at most
-                508 bytes, a credential that OpaqueString refuses (a control character, say:
-                no TURN key can be made of it), an ``ssl_context`` with no ``turns:`` URL or
+                508 bytes, a credential no TURN key can be made of (one with a control
+                character), an ``ssl_context`` with no ``turns:`` URL or
                 made for a server (``PROTOCOL_TLS_SERVER``), or a value of the wrong type.
         """
         items: list[str | ServerUrl]
@@ -352,11 +352,9 @@ class IceServer:
                     f"the username is {size} bytes in UTF-8; STUN's USERNAME holds at most 508 "
                     "(RFC 8489 §14.3)"
                 )
-        if credential:
-            try:
-                opaque_string(credential)  # the TURN key is made of it (RFC 8489 §9.2.2)
-            except ValueError as exc:
-                raise ConfigError(f"the credential cannot make a TURN key: {exc}") from None
+        problem = secret_problem(credential) if credential else None
+        if problem is not None:  # (the TURN key is made of it: RFC 8489 §9.2.2)
+            raise ConfigError(f"the credential cannot make a TURN key: {problem}")
         object.__setattr__(self, "urls", tuple(url for _, url in parsed))
         object.__setattr__(self, "username", username)
         object.__setattr__(self, "credential", credential)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import math
 import os
 import secrets
@@ -535,34 +534,33 @@ def bind_named(sock: socket.socket, address: str) -> None:
 def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
     """The ephemeral port range of the calling thread's network namespace
     (``net.ipv4.ip_local_port_range``, which IPv6 shares) and the ports reserved in it
-    (``ip_local_reserved_ports``, which the system's own choice passes over), read once a
-    namespace; IANA's dynamic range, 49152-65535, where they cannot be read."""
+    (``ip_local_reserved_ports``, which the system's own choice passes over); IANA's dynamic
+    range, 49152-65535, where they cannot be read.  Read at each bind (some 6 µs): a
+    namespace's are its own, and a namespace gone may leave its identity to another."""
     try:
-        namespace = os.stat("/proc/thread-self/ns/net").st_ino
-    except OSError:
-        namespace = 0
-    return _ephemeral_ports_of(namespace)
-
-
-@functools.cache
-def _ephemeral_ports_of(namespace: int) -> tuple[int, int, tuple[range, ...]]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
-            low, high = (int(field) for field in file.read().split())
+        low, high = (int(field) for field in _read_proc("ip_local_port_range").split())
     except (OSError, ValueError):
         return 49152, 65535, ()
     if not 0 < low <= high <= 65535:
         return 49152, 65535, ()
     reserved: list[range] = []
     try:
-        with open("/proc/sys/net/ipv4/ip_local_reserved_ports", encoding="ascii") as file:
-            for part in file.read().strip().split(","):
-                first, _, last = part.partition("-")
-                if first.strip():
-                    reserved.append(range(int(first), int(last or first) + 1))
+        for part in _read_proc("ip_local_reserved_ports").strip().split(b","):
+            first, _, last = part.partition(b"-")
+            if first.strip():
+                reserved.append(range(int(first), int(last or first) + 1))
     except (OSError, ValueError):
         pass
     return low, high, tuple(reserved)
+
+
+def _read_proc(name: str) -> bytes:
+    """What /proc/sys/net/ipv4/``name`` says (the calling thread's namespace's)."""
+    fd = os.open(f"/proc/sys/net/ipv4/{name}", os.O_RDONLY)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
 class PairedSocket:

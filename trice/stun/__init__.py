@@ -64,14 +64,7 @@ from ._framing import (
     peek_type,
     peek_username,
 )
-from ._integrity import (
-    PasswordAlgorithmId,
-    long_term_key,
-    opaque_string,
-    saslprep,
-    short_term_key,
-    user_hash,
-)
+from ._integrity import PasswordAlgorithmId, long_term_key, saslprep, short_term_key, user_hash
 from ._message import Message, MessageClass, Method, decode, message_type, new_transaction_id
 from ._transaction import RetransmissionSchedule
 from ._wire import MAGIC_COOKIE
@@ -135,7 +128,6 @@ __all__ = [
     # credentials (RFC 8489 §9, RFC 4013)
     "PasswordAlgorithmId",
     "long_term_key",
-    "opaque_string",
     "saslprep",
     "short_term_key",
     "user_hash",

@@ -1,7 +1,6 @@
-"""Credentials and message authentication: SASLprep, OpaqueString, keys, HMACs and FINGERPRINT.
+"""Credentials and message authentication: SASLprep, keys, HMACs and FINGERPRINT.
 
-Implements RFC 4013 (SASLprep), RFC 8265's OpaqueString (as RFC 8489 uses it), the key
-derivations of RFC 8489 §9.1.1 (short-term) and
+Implements RFC 4013 (SASLprep), the key derivations of RFC 8489 §9.1.1 (short-term) and
 §9.2.2 (long-term), the USERHASH of RFC 8489 §14.4, and the HMAC/CRC primitives used by
 MESSAGE-INTEGRITY (§14.5), MESSAGE-INTEGRITY-SHA256 (§14.6) and FINGERPRINT (§14.7).
 """
@@ -20,7 +19,6 @@ from typing import Any, Final, TypeVar
 __all__ = [
     "PasswordAlgorithmId",
     "long_term_key",
-    "opaque_string",
     "saslprep",
     "short_term_key",
     "user_hash",
@@ -100,48 +98,6 @@ def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
     return prepared
 
 
-def opaque_string(text: str) -> str:
-    """Prepare *text* as RFC 8489 prepares passwords, realms and user names (§9.2.2, §14.3):
-    the OpaqueString profile of PRECIS (RFC 8265 §4.2).
-
-    Non-ASCII spaces become SPACE, and the string is normalized with NFC: unlike SASLprep
-    (NFKC), compatibility characters stay as they are (a fullwidth letter, a ligature, a
-    superscript), as TURN servers that hash the password as written (coturn, Pion) have them.
-    Printable ASCII is returned unchanged.
-
-    Raises:
-        ValueError: the string is empty, or holds a code point the PRECIS FreeformClass
-            disallows (RFC 8264 §9): a control, format, private use, surrogate or
-            unassigned one.
-    """
-    if text.isascii() and text.isprintable() and text:
-        return text
-    prepared = unicodedata.normalize(
-        "NFC", "".join(" " if unicodedata.category(c) == "Zs" else c for c in text)
-    )
-    if not prepared:
-        raise ValueError("OpaqueString: an empty string (RFC 8265 §4.2.1)")
-    for index, char in enumerate(prepared):
-        kind = _DISALLOWED.get(unicodedata.category(char))
-        if kind is not None:
-            raise ValueError(
-                f"OpaqueString: {kind} code point U+{ord(char):04X} at index {index} (RFC 8264 §9)"
-            )
-    return prepared
-
-
-#: The general categories of the code points the PRECIS FreeformClass disallows (RFC 8264
-#: §9.12-9.13: controls, and the default ignorable ones, format characters mostly; private
-#: use, surrogates and unassigned ones are in none of its classes).
-_DISALLOWED: Final = {
-    "Cc": "control",
-    "Cf": "format (default ignorable)",
-    "Co": "private use",
-    "Cs": "surrogate",
-    "Cn": "unassigned",
-}
-
-
 # --- keys ------------------------------------------------------------------------------------
 
 
@@ -172,16 +128,17 @@ def long_term_key(
     ``MD5(username ":" realm ":" password)`` or ``SHA-256(...)`` of the same string for
     ``SHA256`` of :class:`~trice.stun.PasswordAlgorithmId`.  The realm and the password
     are prepared with ``prepare``: SASLprep by default, as RFC 5389 §15.4 has it (RFC 5769
-    §2.4 checks this); RFC 8489 has :func:`opaque_string`, which differs from it only for
-    compatibility characters (SASLprep maps them: a fullwidth letter to its ASCII one, say)
-    and a few others.  The user name is used as sent in USERNAME.
+    §2.4 checks this); ``prepare=str`` takes them as written, as coturn and Pion do (RFC
+    8489's OpaqueString leaves most as written: it does not map compatibility characters,
+    a fullwidth letter, say, to ASCII as SASLprep does).  The user name is used as sent in
+    USERNAME.
 
     Args:
         username: the value of the USERNAME attribute.
         realm: the value of the REALM attribute.
         password: the password (before its preparation).
         algorithm: a :class:`PasswordAlgorithmId` (or the attribute's ``algorithm``).
-        prepare: :func:`saslprep` or :func:`opaque_string`.
+        prepare: how the realm and password are prepared: :func:`saslprep`, or ``str``.
 
     Raises:
         ValueError: ``prepare`` rejects the realm or password, or the algorithm is unknown.
@@ -192,6 +149,16 @@ def long_term_key(
     if algorithm == PasswordAlgorithmId.SHA256:
         return hashlib.sha256(material).digest()
     raise ValueError(f"unknown STUN password algorithm {algorithm!r} (RFC 8489 §18.5)")
+
+
+def secret_problem(text: str) -> str | None:
+    """Why no TURN key can be made of ``text`` (a password, taken as written: see
+    :func:`long_term_key`), or ``None``: a control character (RFC 8489's OpaqueString, as
+    SASLprep, allows none), or a lone surrogate (no UTF-8 holds it)."""
+    for index, char in enumerate(text):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return f"a control or surrogate code point U+{ord(char):04X} at index {index}"
+    return None
 
 
 def user_hash(username: str, realm: str) -> bytes:

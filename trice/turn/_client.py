@@ -18,6 +18,7 @@ from .._errors import StateError, printable
 from .._servers import host_port
 from ..ice._candidate import canonical_ip
 from ..stun import Message, MessageClass, Method
+from ..stun._integrity import secret_problem
 from ._records import (
     CHANNEL_LIFETIME,
     CHANNEL_REFRESH,
@@ -53,6 +54,15 @@ PEER_DATA_MAX = 65_504
 __all__ = ["TurnClient"]
 
 
+def _as_written(text: str) -> str:
+    """A realm or password for the key, as written (see :class:`TurnClient`); ValueError
+    for one with a control character, as SASLprep refuses it."""
+    problem = secret_problem(text)
+    if problem is not None:
+        raise ValueError(f"no key can be made of it: {problem}")
+    return text
+
+
 class TurnClient:
     """A TURN client for one allocation, as a pure state machine (RFC 8656).
 
@@ -72,12 +82,12 @@ class TurnClient:
     Nonce answer to any request is retried with the new nonce (up to three times in a row).
     A 401 to a request that had credentials means they are wrong, unless it names another
     realm: then the request goes again with the credentials made for that realm (counted
-    with the stale-nonce retries: three in a row at most).  The key is made as RFC 8489
-    §9.2.2 has it, with the realm and password prepared by OpaqueString
-    (:func:`~trice.stun.opaque_string`: as written, for a password already in NFC), and the
-    user name sent in its OpaqueString form (§14.3); where SASLprep (RFC 5389's, which maps
-    compatibility characters) makes another key, a 401 to the first has the request go once
-    more with that one, for a server of RFC 5389's.  300 Try Alternate is
+    with the stale-nonce retries: three in a row at most).  The key (RFC 8489 §9.2.2) is made
+    of the realm and password as written, as coturn and Pion make theirs (RFC 8489's
+    OpaqueString leaves most as written); where SASLprep (RFC 5389's, which maps
+    compatibility characters: a fullwidth letter to its ASCII one) makes another key, a 401
+    to the first has the request go once more with that one, for a server of RFC 5389's.
+    300 Try Alternate is
     reported, not followed (:attr:`AllocationError.alternate_server`).  Any other error or
     a transaction timeout fails the allocation; :attr:`error` says why.
 
@@ -140,17 +150,15 @@ class TurnClient:
             raise ValueError(f"lifetime must be a positive number of seconds, not {lifetime!r}")
         if queue_limit < 0:
             raise ValueError(f"queue_limit must not be negative, not {queue_limit!r}")
-        stun.opaque_string(password)  # fail early (ValueError) on a password it refuses
+        problem = secret_problem(password)
+        if problem is not None:  # (fail early: no key can be made of it)
+            raise ValueError(f"no TURN key can be made of the password: {problem}")
         if software is not None and len(software) >= 128:
             raise ValueError("software must be fewer than 128 characters (RFC 8489 §14.14)")
         self.username = username
-        try:
-            self._sent_username = stun.opaque_string(username)  # (RFC 8489 §14.3)
-        except ValueError:
-            self._sent_username = username
-        #: How the realm and password are prepared for the key: OpaqueString (RFC 8489
-        #: §9.2.2), or SASLprep (RFC 5389 §15.4) once a server refused the first.
-        self._prepare: Callable[[str], str] = stun.opaque_string
+        #: How the realm and password are prepared for the key: as written, or with
+        #: SASLprep (RFC 5389 §15.4) once a server refused the first.
+        self._prepare: Callable[[str], str] = _as_written
         self.reliable = reliable
         self._password = password
         self._requested_lifetime = lifetime
@@ -614,7 +622,7 @@ class TurnClient:
         key = self._key
         if key is not None:
             assert self._realm is not None and self._nonce is not None
-            attrs.append(stun.Username(self._sent_username))
+            attrs.append(stun.Username(self.username))
             attrs.append(stun.Realm(self._realm))
             attrs.append(stun.Nonce(self._nonce))
         tid = self._new_tid()
@@ -747,7 +755,7 @@ class TurnClient:
             and tx.authenticated
             and realm is not None
             and nonce is not None
-            and self._prepare is stun.opaque_string
+            and self._prepare is _as_written
             and tx.stale < MAX_STALE_RETRIES
         ):
             # The credentials refused: a server of RFC 5389's makes its key with SASLprep,
@@ -756,7 +764,7 @@ class TurnClient:
             other: bytes | None
             try:
                 other = stun.long_term_key(
-                    self._sent_username, realm.value, self._password, prepare=stun.saslprep
+                    self.username, realm.value, self._password, prepare=stun.saslprep
                 )
             except ValueError:
                 other = None
@@ -807,7 +815,7 @@ class TurnClient:
 
     def _key_for(self, realm: str) -> bytes:
         """The long-term key for ``realm`` (RFC 8489 §9.2.2; see the class's docstring)."""
-        return stun.long_term_key(self._sent_username, realm, self._password, prepare=self._prepare)
+        return stun.long_term_key(self.username, realm, self._password, prepare=self._prepare)
 
     def _on_success(self, tx: Transaction, message: Message, now: float) -> None:
         kind = tx.kind
