@@ -19,6 +19,8 @@ TEST_DEPS = [
     "trustme>=1.0",
     "setuptools>=77",  # (tests/test_packaging.py builds the sdist and the wheel)
     "mypy>=1.10",  # (tests/test_public_api.py types a user's program)
+    "sphinx",  # (tests/test_docs.py: a nitpicky build finds references that link nowhere)
+    "sphinxcontrib-trio",
 ]
 
 

@@ -132,6 +132,8 @@ def test_references_to_trices_names_resolve_and_no_prose_reads_as_a_type(
     (``trice.Candidate.to_json`` for ``trice.ice.Candidate.to_json``: plain text on the
     page), and no attribute whose docstring's first words napoleon took for its type (a
     first line ``Words: more`` shows as "Type: Words")."""
+    pytest.importorskip("sphinx", reason="needs Sphinx (nox -s tests installs it)")
+    pytest.importorskip("sphinxcontrib_trio", reason="needs sphinxcontrib-trio")
     import trice
     import trice.ice
     import trice.stun
