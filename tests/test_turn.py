@@ -1691,6 +1691,26 @@ def test_a_server_of_rfc_5389_that_refuses_the_key_as_written_gets_the_saslprep_
     assert wrong.error is not None and "wrong credentials" in str(wrong.error)
 
 
+def test_a_key_a_signed_success_proved_is_kept_through_a_401() -> None:
+    """The key as written allocated (the server's signed success proves it); a 401 to a
+    later request fails that request only, with the same key: SASLprep's took its place
+    for good, and the allocation's next refresh failed (the p35pass6 review)."""
+    fullwidth = "\uff57\uff4f\uff4e\uff44\uff45\uff52"
+    server = FakeServer(password=fullwidth, prepare=str)
+    client = TurnClient(USER, fullwidth, reliable=False, lifetime=600)
+    client.start(0.0)
+    exchange(client, server, 0.0)
+    assert state(client) is TurnState.ALLOCATED, client.error
+    client.send_to_peer(PEER, b"x", 1.0)
+    request = stun.decode(client.poll_transmit(1.0) or b"")
+    refused = request.error_response(
+        401, "Unauthorized", stun.Realm(server.realm), stun.Nonce(server.nonce)
+    )
+    client.on_server_data(refused.encode(), 1.0)
+    run_until(client, server, 700.0, 1.0)
+    assert state(client) is TurnState.ALLOCATED, client.error
+
+
 @pytest.mark.parametrize("prepare", [str, stun.saslprep], ids=["as-written", "saslprep"])
 def test_a_server_whose_realm_is_empty_is_allocated_from(prepare: Callable[[str], str]) -> None:
     """A server whose REALM is empty (Pion's TURN server's by default) is allocated from: a

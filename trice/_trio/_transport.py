@@ -545,7 +545,10 @@ def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
         return 49152, 65535, ()
     reserved: list[range] = []
     try:
-        for part in _read_proc("ip_local_reserved_ports").strip().split(b","):
+        text = _read_proc("ip_local_reserved_ports")
+        if not text.endswith(b"\n"):  # (cut short: the last field may be half a number)
+            text = text.rpartition(b",")[0]
+        for part in text.strip().split(b","):
             first, _, last = part.partition(b"-")
             if first.strip():
                 reserved.append(range(int(first), int(last or first) + 1))
@@ -555,10 +558,12 @@ def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
 
 
 def _read_proc(name: str) -> bytes:
-    """What /proc/sys/net/ipv4/``name`` says (the calling thread's namespace's)."""
+    """What /proc/sys/net/ipv4/``name`` says (the calling thread's namespace's), in one read:
+    the kernel gives a bitmap's text (the reserved ports) to the first read only, up to its
+    size (every other port of the range reserved is some 100 KiB)."""
     fd = os.open(f"/proc/sys/net/ipv4/{name}", os.O_RDONLY)
     try:
-        return os.read(fd, 65536)
+        return os.read(fd, 1 << 20)
     finally:
         os.close(fd)
 

@@ -159,6 +159,7 @@ class TurnClient:
         #: How the realm and password are prepared for the key: as written, or with
         #: SASLprep (RFC 5389 §15.4) once a server refused the first.
         self._prepare: Callable[[str], str] = _as_written
+        self._key_proven = False  # (a success signed with it came: no fallback then)
         self.reliable = reliable
         self._password = password
         self._requested_lifetime = lifetime
@@ -756,6 +757,7 @@ class TurnClient:
             and realm is not None
             and nonce is not None
             and self._prepare is _as_written
+            and not self._key_proven
             and tx.stale < MAX_STALE_RETRIES
         ):
             # The credentials refused: a server of RFC 5389's makes its key with SASLprep,
@@ -818,6 +820,8 @@ class TurnClient:
         return stun.long_term_key(self.username, realm, self._password, prepare=self._prepare)
 
     def _on_success(self, tx: Transaction, message: Message, now: float) -> None:
+        if tx.authenticated:
+            self._key_proven = True  # (its integrity checked: the key is the server's)
         kind = tx.kind
         if kind is Kind.ALLOCATE:
             if self._granted_nothing(message, "allocation"):
