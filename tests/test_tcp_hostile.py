@@ -1282,6 +1282,27 @@ async def test_a_check_at_its_end_first_reads_the_answer_waiting_on_its_connecti
     assert pair.responses_received == 2
 
 
+async def test_a_connection_a_tcp_mux_hands_over_from_an_address_with_one_open_is_refused() -> None:
+    """As the candidate's own listener does: a second connection from an address that has
+    one open is refused, and counted (``tcp_refused``, as its docs say); over a TCP mux it
+    went uncounted (the stats review)."""
+    counters = _tcp.TcpCounters()
+    transport = TcpTransport(
+        0,
+        ("127.0.0.1", 9),
+        PASSIVE,
+        deliver=functools.partial(_keep_datagram, []),
+        failed=lambda *_: None,
+        max_links=4,
+        counters=counters,
+    )
+    with socket.socket() as first, socket.socket() as second:
+        assert transport.adopt(first, ("127.0.0.1", 5000), b"")
+        assert not transport.adopt(second, ("127.0.0.1", 5000), b"")
+        assert (counters.accepted, counters.refused) == (1, 1)
+        transport._links.clear()  # (its first, never served: the test closes it)
+
+
 def _keep_datagram(into: list[bytes], _transport: object, data: bytes, _source: object) -> None:
     into.append(data)
 

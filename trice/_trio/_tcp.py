@@ -269,7 +269,10 @@ class TcpTransport:
         accepted and read ``received`` of (its first frame, at least), handed over as if
         this candidate had accepted it.  Whether it took it (``False``: no room, or closed;
         the caller keeps the socket)."""
-        if self.closed or address in self._links:
+        if self.closed:
+            return False
+        if address in self._links:  # (as its own listener refuses one: see _accept_loop)
+            self.counters.refused += 1
             return False
         if len(self._links) >= self._max_links:
             self._evict_unproven()
