@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from coturn import Coturn, require_turnserver, run_coturn
 from peers.harness import PeerUnavailable, pion_binary
 
 
@@ -24,3 +27,11 @@ def kind(request: pytest.FixtureRequest) -> str:
     if value == "pion":
         request.getfixturevalue("pion_available")
     return value
+
+
+@pytest.fixture
+def coturn() -> Iterator[Coturn]:
+    """coturn on loopback for the test (a module may define its own)."""
+    require_turnserver()
+    with run_coturn() as server:
+        yield server

@@ -17,7 +17,7 @@ import trio
 
 import trice
 
-from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+from coturn import PASSWORD, USER, Coturn
 from loopback import HAS_IPV6, loopback_config, state_of
 from peers.harness import (
     ROLE_IDS,
@@ -338,13 +338,6 @@ async def test_the_peer_answers_consent(kind: str, trice_controlling: bool) -> N
     answered on the selected pair for three seconds (three times the consent trice allows
     itself here), never disconnected, and data flows after."""
     await _run_with_peer(kind, trice_controlling=trice_controlling, linger=3.0)
-
-
-@pytest.fixture
-def coturn() -> Iterator[Coturn]:
-    require_turnserver()
-    with run_coturn() as server:
-        yield server
 
 
 @pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)

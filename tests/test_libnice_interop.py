@@ -25,7 +25,7 @@ from test_interop import COUNT, TIMEOUT, _exchange_round, _run_with_peer
 
 import trice
 
-from coturn import Coturn, require_turnserver, run_coturn
+from coturn import Coturn
 from loopback import HAS_IPV6, loopback_config, state_of
 from peers.harness import (
     ROLE_IDS,
@@ -183,13 +183,6 @@ async def test_libnice_answers_consent(trice_controlling: bool) -> None:
     """RFC 7675: trice's consent checks, every quarter second, are answered by libnice for
     three seconds (three times the consent trice allows itself), and data flows after."""
     await _run_with_peer(LIBNICE, trice_controlling=trice_controlling, linger=3.0)
-
-
-@pytest.fixture
-def coturn() -> Iterator[Coturn]:
-    require_turnserver()
-    with run_coturn() as server:
-        yield server
 
 
 @pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)

@@ -743,7 +743,7 @@ async def test_a_listener_that_listens_no_more_ends_its_accept_loop(
 
 _DESTROYED = """
 import dataclasses, subprocess, sys
-import trio, trice
+import trio, trio.testing, trice
 
 async def main():
     network = trice.NetworkConfig(
@@ -756,7 +756,7 @@ async def main():
         port = f":{passive.port}"
         subprocess.run(["ss", "-K", "-t", "-l", "src", passive.address, "sport", "=", port],
                        check=True, capture_output=True)
-        await trio.sleep(0.3)
+        await trio.testing.wait_all_tasks_blocked()  # (the accept loop heard of it)
         print("alive", flush=True)
 
 trio.run(main)

@@ -498,56 +498,52 @@ class TcpTransport:
             pass
 
     async def _read(self, link: _Link, sock: socket.socket, reader: FrameReader) -> bool:
-        """Read what the connection holds (at most ``READ_BATCH`` reads and datagrams before
-        the other tasks run: a read may complete thousands of small frames); hand over the
-        datagrams it completes.  False once the stream ends."""
+        """Read what the connection holds (see :meth:`_take`), then wait for more, or let
+        the other tasks run.  False once the stream ends."""
+        taken = self._take(link, sock, reader)
+        if taken is _ENDED:
+            return False
+        if taken is _EMPTIED:
+            await trio.lowlevel.wait_readable(sock)
+        else:
+            await trio.lowlevel.checkpoint()
+        return True
+
+    def _take(self, link: _Link, sock: socket.socket, reader: FrameReader) -> object:
+        """Read what the connection holds now, without waiting: at most ``READ_BATCH``
+        reads and datagrams (a read may complete thousands of small frames), and hand over
+        the datagrams it completes.  Every byte read is framed before this returns, so the
+        bytes of a later call follow in order.  Returns ``_EMPTIED`` (the socket would
+        block), ``_ENDED`` (the stream ended, or failed, or the link closed) or ``_BATCH``
+        (the budget spent: more may wait)."""
         deliver = self._deliver
         budget = READ_BATCH
         while budget > 0:
             try:
-                data: bytes | None = sock.recv(65536)
+                data = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                data = None  # (waited on below: see Agent._read_until_change)
+                return _EMPTIED  # (waited on by the caller: see Agent._read_until_change)
             except OSError:
-                return False
-            if data is None:
-                await trio.lowlevel.wait_readable(sock)
-                return True
+                return _ENDED
             if not data:
-                return False
+                return _ENDED
             datagrams = reader.feed(data)
             budget -= 1 + len(datagrams)
             for datagram in datagrams:
                 deliver(self, datagram, link.address)
                 if link.closed:
-                    return False
-        await trio.lowlevel.checkpoint()
-        return True
+                    return _ENDED
+        return _BATCH
 
     def read_waiting(self, address: Address) -> None:
-        """Take what the connection to ``address`` already holds, now, as its reader would:
-        a check about to be given up looks for its answer first (see
-        ``CheckRun._answered_meanwhile``).  The reader frames every byte it reads before it
-        lets another task run, so bytes taken here come after all it read, in order."""
+        """Take what the connection to ``address`` already holds, now, as its reader would
+        (:meth:`_take`): a check about to be given up looks for its answer first (see
+        ``CheckRun._answered_meanwhile``).  An end it meets, the reader meets too."""
         link = self._links.get(address)
         if link is None or link.closed or link.reader is None:
             return  # (none; or its reader has yet to take what a TCP mux read of it)
-        sock, feed, deliver = link.sock, link.reader.feed, self._deliver
-        assert sock is not None  # (a reader reads it)
-        budget = READ_BATCH  # (as much as a turn of the reader's: see _read)
-        while budget > 0:
-            try:
-                data = sock.recv(65536)
-            except OSError:  # (would block; or an error: the reader finds the end)
-                return
-            if not data:
-                return  # (the stream's end, which the reader sees too)
-            datagrams = feed(data)
-            budget -= 1 + len(datagrams)
-            for datagram in datagrams:
-                deliver(self, datagram, address)
-                if link.closed:
-                    return
+        assert link.sock is not None  # (a reader reads it)
+        self._take(link, link.sock, link.reader)
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
         pending, urgent = link.pending, link.urgent
@@ -635,6 +631,10 @@ def _sent_of(pending: bytearray, left: int, sent: int) -> int:
         left -= step
     del pending[:sent]
     return left
+
+
+#: What :meth:`TcpTransport._take` found.
+_EMPTIED, _ENDED, _BATCH = object(), object(), object()
 
 
 #: Errors of accept() that say the listener listens no more (the system shut it down:

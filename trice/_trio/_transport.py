@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -477,15 +477,8 @@ def bind_socket(
         else:
             low, high = port_range
             span = high - low + 1
-            for i in range(span):
-                port = low + (rng_start + i) % span
-                try:
-                    sock.bind((address, port))
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                        raise  # (a port taken, or privileged: the next one is tried)
-            else:
+            ports = (low + (rng_start + i) % span for i in range(span))
+            if not _bind_first_free(sock, address, ports):
                 raise OSError(errno.EADDRINUSE, f"no free port in {port_range} on {address}")
     except BaseException:
         sock.close()
@@ -509,26 +502,35 @@ def bind_named(sock: socket.socket, address: str) -> None:
     one; the system's choice only where none is free (where it has none either, as a rule).
     """
     low, high, reserved = _ephemeral_ports()
+    ports = _named_ports(low, high)
+    if reserved:
+        ports = (port for port in ports if not any(port in taken for taken in reserved))
+    if not _bind_first_free(sock, address, ports):
+        sock.bind((address, 0))
+
+
+def _named_ports(low: int, high: int) -> Iterator[int]:
+    """The ports :func:`bind_named` tries: ``_NAMED_TRIES`` at random, then the range in
+    order from a random one (a nearly full range is gone through once)."""
     span = high - low + 1
-    start = 0
-    for i in range(_NAMED_TRIES + span):
-        # (At random first, then in order: a nearly full range is gone through once.)
-        if i < _NAMED_TRIES:
-            offset = secrets.randbelow(span)
-        else:
-            if i == _NAMED_TRIES:
-                start = secrets.randbelow(span)
-            offset = start + i - _NAMED_TRIES
-        port = low + offset % span
-        if reserved and any(port in ports for ports in reserved):
-            continue
+    for _ in range(_NAMED_TRIES):
+        yield low + secrets.randbelow(span)
+    start = secrets.randbelow(span)
+    for i in range(span):
+        yield low + (start + i) % span
+
+
+def _bind_first_free(sock: socket.socket, address: str, ports: Iterable[int]) -> bool:
+    """Bind ``sock`` to ``address`` and the first of ``ports`` free; whether one was (a
+    port taken, or privileged, is passed over; another error raised)."""
+    for port in ports:
         try:
             sock.bind((address, port))
-            return
+            return True
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
-    sock.bind((address, 0))
+    return False
 
 
 def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
