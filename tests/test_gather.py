@@ -30,7 +30,7 @@ from trice._trio import _gather
 from trice._trio._transport import UdpTransport
 
 from loopback import HAS_IPV6, loopback_config, server_socket, stun_server
-from natlab import entered, lone_namespace, require_natlab
+from natlab import Namespace, entered, lone_namespace, require_natlab
 from virtual_time import LongestStep, slow_interface_reads, wall_clock_guard
 
 
@@ -643,7 +643,7 @@ def _fake_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
     ]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
 
 
 @pytest.mark.parametrize(
@@ -826,7 +826,7 @@ def test_an_ipv4_link_local_address_is_gathered(monkeypatch: pytest.MonkeyPatch)
     ips = [SimpleNamespace(ip="169.254.7.8", network_prefix=16)]
     adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
     assert [h.address for h in found] == ["169.254.7.8"]
 
@@ -843,7 +843,7 @@ def test_ipv6_addresses_that_must_not_be_candidates_are_not_gathered(
     ]
     adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
     assert [h.address for h in found] == ["2001:db8::5"]
 
@@ -864,7 +864,7 @@ def test_an_address_a_temporary_one_stands_for_is_not_gathered(
     adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
     monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
     assert [h.address for h in found] == ["2001:db8:1::77", "2001:db8:2::5", "10.9.9.9"]
     # The temporary one filtered out: the address it stood for is gathered.
@@ -889,7 +889,7 @@ def test_a_deprecated_address_kept_ranks_after_the_fresh_ones(
     adapters = [SimpleNamespace(nice_name="eth9", name="eth9", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
     monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     hosts = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n == "eth9"))
     agent = SimpleNamespace(_ranked=())
     _gather._rank(agent, hosts)  # type: ignore[arg-type]
@@ -920,7 +920,7 @@ def test_a_tentative_or_duplicate_address_is_not_gathered_and_replaces_no_deprec
     ]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
     monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n[:3] == "eth"))
     assert [h.address for h in found] == ["2001:db8:1::1", "2001:db8:2::1", "2001:db8:3::2"]
 
@@ -936,7 +936,7 @@ async def test_an_interface_name_that_is_not_utf8_is_a_clear_error(
         return [b"ok0", b"bad\xff0"][1].decode("utf-8")  # type: ignore[return-value]
 
     monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     with pytest.raises(trice.TriceError, match=r"not UTF-8 \(b'bad\\xff0'\).*rename it") as info:
         async with trice.open_agent(loopback_config(), controlling=True) as agent:
             await agent.wait_gathering_complete()
@@ -955,7 +955,7 @@ async def test_interfaces_the_system_refuses_to_show_are_a_trice_error(
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(ifaddr, "get_adapters", refuse)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     with pytest.raises(trice.TriceError, match="the interfaces cannot be read") as info:
         async with trice.open_agent(loopback_config(), controlling=True) as agent:
             await agent.wait_gathering_complete()
@@ -987,7 +987,7 @@ def test_a_dhcpv6_address_in_a_temporary_ones_prefix_is_not_gathered_either(
     ]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
     monkeypatch.setattr(_gather, "_inet6_flags", lambda: flags)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     found = _gather.host_addresses(trice.NetworkConfig(interface_filter=lambda n: n[:3] == "eth"))
     assert [h.address for h in found] == [temporary, "2001:db8:2::5", "fd00::5"]
 
@@ -1090,6 +1090,112 @@ def test_a_thread_in_another_namespace_reads_that_namespaces_address_flags() -> 
     assert found == ["2001:db8:8::2"], found
 
 
+def _namespace_with(ns: Namespace, address: str) -> None:
+    """A veth end ``v0`` in ``ns``, up, with the IPv4 ``address``."""
+    ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    ns.ip("link", "set", "v1", "up")
+    ns.ip("link", "set", "v0", "up")
+    ns.ip("addr", "add", f"{address}/24", "dev", "v0")
+
+
+_ON_V0 = trice.NetworkConfig(interface_filter=lambda name: name == "v0", ipv6=False)
+
+
+def _gather_in(ns: Namespace, out: dict[str, object]) -> None:
+    """A thread of the application's: enters ``ns``, runs trio, opens an agent there and
+    puts its host candidates (or the error) in ``out``."""
+
+    async def main() -> None:
+        async with trice.open_agent(trice.AgentConfig(network=_ON_V0), controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            out["candidates"] = sorted(c.address for c in agent.local_candidates)
+
+    try:
+        with entered(ns):
+            trio.run(main)
+    except BaseException as exc:  # (reported to the test's thread)
+        out["error"] = repr(exc)
+
+
+def test_threads_in_two_namespaces_each_gather_their_own_interfaces() -> None:
+    """Two threads of one process, each in a network namespace of its own, each with its
+    own trio run and agent, one after the other: each gathers its own namespace's address.
+    The interfaces read for the first served the second (cached for a second, for the
+    whole process), whose agent then could not bind the first's address and had no host
+    candidate."""
+    require_natlab(turn=False)
+    _gather.forget_adapters()
+    with lone_namespace("nsa") as a, lone_namespace("nsb") as b:
+        _namespace_with(a, "198.51.100.1")
+        _namespace_with(b, "198.51.100.2")
+        seen: dict[str, dict[str, object]] = {"a": {}, "b": {}}
+        for name, ns in (("a", a), ("b", b)):
+            thread = threading.Thread(target=_gather_in, args=(ns, seen[name]))
+            thread.start()
+            thread.join(30)
+    _gather.forget_adapters()
+    assert seen == {"a": {"candidates": ["198.51.100.1"]}, "b": {"candidates": ["198.51.100.2"]}}
+
+
+def test_a_slow_read_in_a_worker_thread_reads_the_callers_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where reads of the interfaces are slow (``_slow_reads``), one is made in a trio
+    worker thread.  Idle workers serve every run of the process, and a thread stays in the
+    namespace it was started in: a worker of the main thread's read the main namespace's
+    interfaces for a thread that had entered its own, whose agent then had no candidate."""
+    require_natlab(turn=False)
+    trio.run(trio.to_thread.run_sync, lambda: None)  # (an idle worker, in this namespace)
+    with lone_namespace("nsslow") as ns:
+        _namespace_with(ns, "198.51.100.7")
+        monkeypatch.setattr(_gather, "_adapters_cache", {})
+        monkeypatch.setattr(_gather, "_slow_reads", True)
+        seen: dict[str, object] = {}
+        thread = threading.Thread(target=_gather_in, args=(ns, seen))
+        thread.start()
+        thread.join(30)
+    assert seen == {"candidates": ["198.51.100.7"]}
+
+
+def _watch_in(ns: Namespace, out: list[object], seconds: float) -> None:
+    """A thread of the application's: enters ``ns`` and watches its addresses a while."""
+
+    async def main() -> None:
+        with trio.move_on_after(seconds):
+            async for addresses in trice.address_changes(_ON_V0, interval=0.1, initial=True):
+                out.append(addresses)
+
+    try:
+        with entered(ns):
+            trio.run(main)
+    except BaseException as exc:
+        out.append(repr(exc))
+
+
+def test_watches_of_threads_in_two_namespaces_see_no_change_of_the_others() -> None:
+    """Two threads, each in a network namespace of its own whose address does not change,
+    each watching it (``address_changes``, polling every 0.1 s), at once: each yields its
+    first value and nothing more.  A poll was served by the other namespace's read, and
+    the watch said that the address went and came back: cues for ICE restarts."""
+    require_natlab(turn=False)
+    _gather.forget_adapters()
+    with lone_namespace("nswa") as a, lone_namespace("nswb") as b:
+        _namespace_with(a, "198.51.100.1")
+        _namespace_with(b, "198.51.100.2")
+        seen: dict[str, list[object]] = {"a": [], "b": []}
+        threads = [
+            threading.Thread(target=_watch_in, args=(ns, seen[name], 2.0))
+            for name, ns in (("a", a), ("b", b))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    _gather.forget_adapters()
+    assert seen == {"a": [("198.51.100.1",)], "b": [("198.51.100.2",)]}
+
+
 async def test_a_dual_stack_interfaces_host_candidates_interleave_the_families(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1103,7 +1209,7 @@ async def test_a_dual_stack_interfaces_host_candidates_interleave_the_families(
     ]
     adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     real_bind = _gather.bind_socket  # type: ignore[attr-defined]
     monkeypatch.setattr(
         _gather,
@@ -1127,12 +1233,12 @@ async def _priorities_across_a_change(
     ips = [SimpleNamespace(ip=t, network_prefix=8) for t in ("127.0.0.1", "127.0.0.2")]
     adapters = [SimpleNamespace(nice_name="lo", name="lo", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     async with trice.open_agent(loopback_config(), controlling=True) as agent:
         await agent.wait_gathering_complete()
         before = {c.address: c.priority for c in agent.local_candidates}
         change(ips)
-        monkeypatch.setattr(_gather, "_adapters_cache", None)
+        monkeypatch.setattr(_gather, "_adapters_cache", {})
         agent.restart(regather=True)
         await agent.wait_gathering_complete()
         after = {c.address: c.priority for c in agent.local_candidates}
@@ -1181,7 +1287,7 @@ def test_mdns_takes_an_interfaces_routable_address_before_its_link_local_one(
     ]
     adapters = [SimpleNamespace(nice_name="v0", name="v0", ips=ips)]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     found = _gather.mdns_interfaces(trice.NetworkConfig())
     assert [(name, address, str(link)) for name, address, link in found] == [
         ("v0", "10.0.0.5", "10.0.0.0/24")
@@ -1290,7 +1396,7 @@ def test_a_read_slow_by_the_wall_clock_alone_sends_no_read_to_a_thread(
         return real()
 
     monkeypatch.setattr(ifaddr, "get_adapters", waited)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     monkeypatch.setattr(_gather, "_slow_reads", False)
     _gather._adapters()
     assert not _gather._slow_reads

@@ -491,7 +491,7 @@ def test_interfaces_that_cannot_be_read_have_no_link_local_one(
         raise OSError(code, "refused")
 
     monkeypatch.setattr(ifaddr, "get_adapters", refuse)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     assert Mdns._link_local_indexes() == frozenset()
 
 

@@ -149,8 +149,7 @@ def test_the_interface_filter_gets_windows_connection_names(
     )
     monkeypatch.setattr(ifaddr, "get_adapters", lambda *a, **k: [adapter])
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(_gather, "_adapters_cache", None)  # (both put back after the test)
-    monkeypatch.setattr(_gather, "_indexes", {})
+    monkeypatch.setattr(_gather, "_adapters_cache", {})  # (put back after the test)
     network = trice.NetworkConfig(interface_filter=lambda name: name == "Ethernet")
     found = _gather.host_addresses(network)
     assert [(h.interface, h.address) for h in found] == [("Ethernet", "192.0.2.10")]

@@ -113,7 +113,7 @@ async def test_an_address_kept_keeps_its_candidate_though_an_interface_before_it
         for name, ip in (("first", "127.0.0.1"), ("second", "127.0.0.2"))
     ]
     monkeypatch.setattr(ifaddr, "get_adapters", lambda: list(adapters))
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     network = dataclasses.replace(
         loopback_config().network, interface_filter=lambda name: name in ("first", "second")
     )

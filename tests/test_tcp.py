@@ -370,7 +370,7 @@ async def test_an_ice_tcp_path_back_after_an_outage_carries_again_within_a_secon
 
         # (The interfaces read before, cached for a second, and trio's worker threads, are
         # of the namespace the process began in: they are read anew, in this thread.)
-        monkeypatch.setattr(_gather, "_adapters_cache", None)
+        monkeypatch.setattr(_gather, "_adapters_cache", {})
         monkeypatch.setattr(trio.to_thread, "run_sync", inline)
         with entered(ns):
             async with gathered_pair(config("10.1.0.1", ACTIVE), config("10.1.0.2", PASSIVE)) as (

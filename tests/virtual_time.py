@@ -100,7 +100,7 @@ def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15)
         return real()
 
     monkeypatch.setattr(ifaddr, "get_adapters", slow)
-    monkeypatch.setattr(_gather, "_adapters_cache", None)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
     monkeypatch.setattr(_gather, "_slow_reads", False)
     _gather._adapters()
     assert _gather._slow_reads

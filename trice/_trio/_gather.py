@@ -10,6 +10,7 @@ import functools
 import inspect
 import ipaddress
 import math
+import os
 import secrets
 import socket
 import struct
@@ -96,9 +97,25 @@ class _Found:
     deprecated: bool = False  # its preferred lifetime is over (RFC 4862 §5.5.4)
 
 
-_adapters_cache: tuple[float, list[tuple[str, list[_Found]]]] | None = None
-#: ifaddr's index of each interface of the last read, by name (see interface_index).
-_indexes: dict[str, int] = {}
+_Adapters = list[tuple[str, list[_Found]]]
+#: The interfaces as last read in each network namespace (see :func:`_namespace`): when
+#: (``time.monotonic()``), what, and ifaddr's index of each interface by name (see
+#: interface_index).  A thread may have entered a namespace of its own (``setns``): what
+#: one thread read serves another only in the same namespace.
+_adapters_cache: dict[object, tuple[float, _Adapters, dict[str, int]]] = {}
+
+
+def _namespace() -> object:
+    """The calling thread's network namespace, as a key of ``_adapters_cache``: on Linux
+    the identity of ``/proc/thread-self/ns/net``; elsewhere (or where /proc cannot say)
+    None, one for the process."""
+    if sys.platform != "linux":
+        return None
+    try:
+        found = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 class UnreadableInterfaces(TriceError):
@@ -109,9 +126,7 @@ class UnreadableInterfaces(TriceError):
 
 def forget_adapters() -> None:
     """Read the interfaces afresh next time (a gathering anew must see what changed)."""
-    global _adapters_cache, _indexes
-    _adapters_cache = None
-    _indexes = {}
+    _adapters_cache.clear()
 
 
 #: A read of the interfaces that took more CPU time than this (a host with hundreds of
@@ -124,9 +139,7 @@ _slow_reads = False
 _reading: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("trice_reading_interfaces")
 
 
-def _cache_serves(
-    newer_than: float, cache: tuple[float, list[tuple[str, list[_Found]]]] | None
-) -> bool:
+def _cache_serves(newer_than: float, cache: tuple[float, _Adapters, dict[str, int]] | None) -> bool:
     """Whether ``cache`` (the interfaces as read last) serves a reader that wants them read
     at ``newer_than`` or later (see :func:`_adapters`)."""
     return (
@@ -147,7 +160,8 @@ async def read_interfaces(newer_than: float = -math.inf) -> None:
     Raises:
         LimitError, TriceError: as :func:`_adapters`.
     """
-    if not _slow_reads or _cache_serves(newer_than, _adapters_cache):
+    namespace = _namespace()
+    if not _slow_reads or _cache_serves(newer_than, _adapters_cache.get(namespace)):
         return
     from trio.testing import MockClock  # (here: the slow path only; trio.testing costs)
 
@@ -159,16 +173,27 @@ async def read_interfaces(newer_than: float = -math.inf) -> None:
         lock = trio.Lock()
         _reading.set(lock)
     async with lock:
-        if not _cache_serves(newer_than, _adapters_cache):
-            await trio.to_thread.run_sync(_adapters, newer_than)
+        if not _cache_serves(newer_than, _adapters_cache.get(namespace)):
+            await trio.to_thread.run_sync(_read_in, namespace, newer_than)
 
 
-def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
-    """(interface name, addresses) for every interface, cached for a second; read afresh if
-    the cache was read before ``newer_than`` (a ``time.monotonic()`` value: when a change
-    was noticed, say).  (Also from a worker thread: see :func:`read_interfaces`.)"""
-    global _adapters_cache, _indexes, _slow_reads
-    cache = _adapters_cache
+def _read_in(namespace: object, newer_than: float) -> None:
+    """In a worker thread: :func:`_adapters`, if the thread is in the network namespace of
+    the task that asked (trio's idle workers serve every run of the process, and a worker
+    stays in the namespace of the thread that started it); if not, nothing, and the task
+    reads them itself."""
+    if _namespace() == namespace:
+        _adapters(newer_than)
+
+
+def _adapters(newer_than: float = -math.inf) -> _Adapters:
+    """(interface name, addresses) for every interface of the calling thread's network
+    namespace, cached for a second; read afresh if the cache was read before ``newer_than``
+    (a ``time.monotonic()`` value: when a change was noticed, say).  (Also from a worker
+    thread: see :func:`read_interfaces`.)"""
+    global _slow_reads
+    namespace = _namespace()
+    cache = _adapters_cache.get(namespace)
     if cache is not None and _cache_serves(newer_than, cache):
         return cache[1]
     now = time.monotonic()
@@ -202,8 +227,12 @@ def _adapters(newer_than: float = -math.inf) -> list[tuple[str, list[_Found]]]:
     finally:
         if asker is not None:
             asker.close()
-    _indexes = indexes  # (first: whoever finds the new cache finds its indexes)
-    _adapters_cache = (now, adapters)
+    # (Namespaces not read for a while are let go; list() copies at once, while other
+    # threads may add theirs.)
+    for key, (read_at, _, _) in list(_adapters_cache.items()):
+        if now - read_at >= _ADAPTERS_TTL:
+            _adapters_cache.pop(key, None)
+    _adapters_cache[namespace] = (now, adapters, indexes)
     # (The CPU time the read took, which a busy machine does not stretch as it does the
     # wall clock's: one slow moment does not send reads to a thread, where trio's
     # MockClock would jump ahead while a test's tasks all wait on it.)
@@ -227,7 +256,8 @@ def interface_index(name: str) -> int:
     try:
         return socket.if_nametoindex(name)
     except (OSError, AttributeError):  # (AttributeError: a Python without the call)
-        return _indexes.get(name, 0)
+        cache = _adapters_cache.get(_namespace())
+        return 0 if cache is None else cache[2].get(name, 0)
 
 
 def _flags_socket() -> socket.socket | None:
