@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -4365,3 +4366,107 @@ def test_under_asyncio_opening_says_that_trice_runs_under_trio(opener: str) -> N
     with pytest.raises(trice.UsageError, match=f"{opener} runs under trio"):
         asyncio.run(main())
     assert sockets() == before
+
+
+async def test_the_agents_methods_called_from_a_plain_thread_raise_and_change_nothing() -> None:
+    """A signaling or UI thread that calls the agent directly (not through
+    ``trio.from_thread``) gets StateError before anything changes.  Before, ``restart``
+    changed the parameters, took a subscriber out of its wait for good and raised trio's
+    RuntimeError; ``set_remote_parameters`` set the parameters, left a check without its task
+    and raised AttributeError."""
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        await agent.wait_gathering_complete()
+        before = agent.local_parameters
+        candidate = agent.local_candidates[0]
+        calls: list[Callable[[], object]] = [
+            lambda: agent.set_remote_parameters("peer", "p" * 22),
+            lambda: agent.add_remote_candidate(candidate),
+            lambda: agent.add_remote_candidate(None),
+            agent.restart,
+            agent.subscribe,
+        ]
+
+        def from_thread() -> list[BaseException | None]:
+            raised: list[BaseException | None] = []
+            for call in calls:
+                try:
+                    call()
+                except BaseException as exc:
+                    raised.append(exc)
+                else:
+                    raised.append(None)
+            return raised
+
+        raised = await trio.to_thread.run_sync(from_thread)
+        assert all(isinstance(exc, trice.StateError) for exc in raised), raised
+        assert "trio.from_thread.run_sync" in str(raised[0])
+        assert agent.local_parameters == before
+        assert agent.remote_parameters is None and agent.remote_candidates == ()
+        assert agent.connection_state is trice.ConnectionState.NEW
+
+        # Through trio.from_thread, as the message says, it works.
+        def restart() -> trice.IceParameters:
+            return trio.from_thread.run_sync(agent.restart)
+
+        after = await trio.to_thread.run_sync(restart)
+        assert after != before and agent.local_parameters == after
+
+
+def test_an_agent_called_from_another_trio_run_raises_and_breaks_neither_run() -> None:
+    """An application with a trio run in each of two threads hands an agent of one to a task
+    of the other, which calls it directly: StateError, both runs go on.  Before, the calls
+    went through, the agent's check tasks were started on the other run's scheduler, and
+    that run died with TrioInternalError."""
+    opened: list[trice.Agent] = []
+    ready, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    async def run_b() -> None:
+        async with trice.open_agent(loopback_config(), controlling=False) as b:
+            await b.wait_gathering_complete()
+            opened.append(b)
+            ready.set()
+            await trio.to_thread.run_sync(done.wait)
+            assert b.remote_parameters is None  # (nothing set from run A)
+
+    def thread_b() -> None:
+        try:
+            trio.run(run_b)
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=thread_b)
+    thread.start()
+    raised: list[BaseException | None] = []
+
+    async def run_a() -> None:
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            await a.wait_gathering_complete()
+            (b,) = opened
+            params = a.local_parameters
+            calls: list[Callable[[], None]] = [
+                lambda: b.set_remote_parameters(params.ufrag, params.pwd),
+                lambda: b.add_remote_candidate(a.local_candidates[0]),
+            ]
+            for call in calls:
+                try:
+                    call()
+                except BaseException as exc:
+                    raised.append(exc)
+                else:
+                    raised.append(None)
+            with pytest.raises(trice.StateError):
+                await b.connect()
+            with pytest.raises(trice.StateError):
+                await b.wait_gathering_complete()
+            await trio.sleep(0.05)  # (a turn of run A's scheduler, were tasks started in it)
+
+    try:
+        assert ready.wait(10)
+        trio.run(run_a)
+    finally:
+        done.set()
+        thread.join(10)
+    assert errors == []
+    assert all(isinstance(exc, trice.StateError) for exc in raised), raised

@@ -287,6 +287,7 @@ class Agent:
         "_tcp_shares",
         "_timer_cell",
         "_timers",
+        "_token",
         "_transports",
         "_unknown_source",
         "_warned",
@@ -323,6 +324,7 @@ class Agent:
         self._subscribers: weakref.WeakSet[EventStream] | None = None
         self._changed: trio.Event | None = None  # made when someone waits for a change
         self._hub = timer_hub()
+        self._token = trio.lowlevel.current_trio_token()  # (the run it belongs to)
         # The run's clock, read without trio.current_time()'s two calls on the way (the
         # same clock: a run has one).
         self._now: Callable[[], float] = trio.lowlevel.current_clock().current_time
@@ -560,7 +562,9 @@ class Agent:
 
         Raises:
             trio.ClosedResourceError: the agent closed before gathering completed.
+            StateError: a task of another trio run than the agent's waits, the agent open.
         """
+        self._in_own_run("wait_gathering_complete")
         waited = False
         while self._gathering is not GatheringState.COMPLETE:
             self._raise_if_closed()
@@ -582,7 +586,10 @@ class Agent:
 
         Raises:
             ConfigError: ``max_buffer`` is not an integer of at least 1 (a ValueError too).
+            StateError: the call came from outside the trio run that opened the agent,
+                which is open.
         """
+        self._in_own_run("subscribe")
         if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
             raise ConfigError(f"max_buffer must be an integer >= 1, not {max_buffer!r}")
         subscribers = self._subscribers
@@ -613,8 +620,11 @@ class Agent:
                 can carry, the pwd cannot make a STUN key (control characters, say),
                 ``lite`` is not a bool, or both this agent and the peer are ICE-lite (two
                 lite agents cannot connect); nothing is set then.
-            StateError: different parameters were already set, or the agent is closed.
+            StateError: different parameters were already set, or the agent is closed, or
+                the call came from outside the trio run that opened the agent (another
+                thread: use ``trio.from_thread.run_sync``); nothing is set then.
         """
+        self._in_own_run("set_remote_parameters")
         self._raise_if_closed(StateError)
         now = self._now()
         core = self._core
@@ -714,7 +724,9 @@ class Agent:
         Raises:
             LimitError: more than ``AgentConfig.max_remote_candidates`` candidates (names
                 being resolved count).
-            StateError: a candidate after end-of-candidates, or the agent is closed.
+            StateError: a candidate after end-of-candidates, or the agent is closed, or
+                the call came from outside the trio run that opened the agent (another
+                thread: use ``trio.from_thread.run_sync``).
             UsageError: ``username_fragment`` is not the one the candidate names.
 
         A ``.local`` candidate that starts multicast DNS (the agent's first) reads the
@@ -724,6 +736,7 @@ class Agent:
         candidate is not taken then.  That read is made in this call (some milliseconds;
         more on a host of hundreds of interfaces), as ``restart(regather=True)``'s is.
         """
+        self._in_own_run("add_remote_candidate")
         self._raise_if_closed(StateError)
         if candidate is not None and not isinstance(candidate, Candidate):
             raise TypeError(
@@ -945,8 +958,10 @@ class Agent:
         Raises:
             ConfigError: ``ufrag`` or ``pwd`` is no valid one, or the same as before (a
                 restart changes both); nothing changes then.
-            StateError: the agent is closed; or, with ``regather``, gathering is not
-                complete (a restart may gather anew once the gathering before it is done).
+            StateError: the agent is closed, or the call came from outside the trio run
+                that opened the agent (another thread: use ``trio.from_thread.run_sync``);
+                or, with ``regather``, gathering is not complete (a restart may gather anew
+                once the gathering before it is done).  Nothing changes then.
             TypeError: ``regather`` is not a :class:`bool`; nothing changes then.
             LimitError: with ``regather``, no file descriptor is left to read the
                 interfaces with; nothing changes then.
@@ -960,6 +975,7 @@ class Agent:
         hundreds of interfaces takes a tenth of a second or more), where gathering and
         :func:`address_changes` read them in a worker thread once reads are that slow.
         """
+        self._in_own_run("restart")
         self._raise_if_closed(StateError)
         if not isinstance(regather, bool):
             raise TypeError(f"restart's regather is True or False, not {regather!r:.40}")
@@ -1028,7 +1044,10 @@ class Agent:
             IceFailedError: ICE failed: no pair works, or (after a connection) the peer's
                 consent expired, or the selected pair's TURN relay is gone.
             trio.ClosedResourceError: the agent closed.
+            StateError: a task of another trio run than the agent's calls it, the agent
+                open.
         """
+        self._in_own_run("connect")
         # (A call in a cancelled scope does nothing, as trio's own operations: no checks.)
         await trio.lowlevel.checkpoint_if_cancelled()
         primary = self._socket_to_read()
@@ -1093,6 +1112,22 @@ class Agent:
         if self._changed is None:
             self._changed = trio.Event()
         return self._changed
+
+    def _in_own_run(self, method: str) -> None:
+        """Raise StateError if ``method`` was called from outside the trio run that opened
+        the agent (a plain thread, or a task of another thread's run), before any step of it:
+        its steps wake this run's tasks and start tasks in its nurseries, which only this
+        run's thread may do.  (A closed agent is let through: it steps no more.)"""
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            token = None
+        if token is not self._token and not self._closed:
+            raise StateError(
+                f"Agent.{method} was called from outside the trio run that opened the agent: "
+                "call it from that run's tasks (from another thread, with "
+                "trio.from_thread.run_sync and that run's trio token)"
+            )
 
     def _raise_if_closed(self, kind: type[Exception] = trio.ClosedResourceError) -> None:
         if self._closed:
