@@ -307,3 +307,54 @@ def test_under_lasting_loss_no_side_gives_up_early_on_a_pair_the_peer_uses(
                 endpoint.name,
                 gave_up,
             )
+
+
+def test_an_aggressive_check_below_the_selected_pair_is_cancelled() -> None:
+    """A controlling agent nominating aggressively, with two hosts against one: the top
+    pair's first copies are lost, so the lower pair's check starts first; the top pair is
+    selected at its retransmission, and the answers on the lower pair are all lost.  Its
+    check (a nomination, as all are) goes no more (RFC 8445 §8.1.2: retransmissions cease
+    for pairs ranked below the nominated one), and the agent completes: it went on for
+    the whole 15.5 s transaction, connected, nominating a pair it would never use."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=Nomination.AGGRESSIVE)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.0.0.2", 6000, local_pref=65535)
+    net.drop(lambda p: p.sender == "b" and p.dst == ("10.0.1.1", 5001) and p.is_response)
+    net.drop(lambda p: p.sent_at < 0.3 and p.dst in (("10.0.0.2", 6000), ("10.0.0.1", 5000)))
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    selected_at = net.now
+    top = a.core.selected
+    assert top is not None and (top.local.port, top.remote.port) == (5000, 6000)
+    net.run_for(20)
+    late = [
+        round(p.sent_at, 2)
+        for p in net.packets(sender="a", requests=True)
+        if p.private_src == ("10.0.1.1", 5001) and p.use_candidate and p.sent_at > selected_at
+    ]
+    assert late == []
+    assert a.state is ConnectionState.COMPLETED
+
+
+def test_a_late_aggressive_nomination_below_the_selected_pair_moves_no_peer_off_it() -> None:
+    """Both start controlling, nominating aggressively, two hosts each, 30 % loss each
+    way and up to 300 ms of jitter (seed 205): a selects the top pair at once, but its
+    nominating check on a lower pair went on until it timed out at 15.6 s, then again;
+    b followed that nomination off the consented top pair onto one a never used, and both
+    agents failed.  With the check cancelled once the top pair is selected, both stay."""
+    rng = random.Random(205)
+    net = Network(latency=lambda p: 0.01 + rng.random() * 0.3)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=Nomination.AGGRESSIVE)
+    b = net.add_endpoint("b", controlling=True, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.0.0.2", 6000, local_pref=65535)
+    b.add_host("10.0.1.2", 6001, local_pref=30000)
+    net.drop(lambda p: rng.random() < 0.3)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 40)
+    net.run_for(60)
+    assert ConnectionState.FAILED not in (a.state, b.state)

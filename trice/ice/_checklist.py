@@ -644,8 +644,11 @@ class CheckList:
                 return False
         return bool(self._pairs)
 
-    def in_progress(self) -> bool:
-        for pair in self._pairs:  # noqa: SIM110 (a loop: see all_failed)
+    def in_progress(self, above: int = -1) -> bool:
+        """Whether a pair ranked above ``above`` (every pair, by default) is being checked."""
+        for pair in self._pairs:  # (in priority order)
+            if pair.priority <= above:
+                return False
             if pair.state is _IN_PROGRESS:
                 return True
         return False

@@ -2368,7 +2368,7 @@ class AgentCore:
             self.selected is not None
             and self.state is _STATE_CONNECTED
             and not self._triggered
-            and (self._selection_final() or not self.checklist.in_progress())
+            and (self._selection_final() or not self.checklist.in_progress(self._kept_above()))
             and not self._better_to_check()
         ):
             self._set_state(ConnectionState.COMPLETED)
@@ -2380,21 +2380,32 @@ class AgentCore:
         it never had.)"""
         return self.controlling and self.nomination is not _AGGRESSIVE
 
+    def _kept_above(self) -> int:
+        """The priority above which a pair's check in flight, a pair selected, holds
+        ``completed`` back: a controlling agent that nominates aggressively cancels those
+        on pairs ranked below the selected one (see :meth:`cancelled`); otherwise none is
+        cancelled here (-1: every check holds it back)."""
+        selected = self.selected
+        if selected is None or not self.controlling or self.nomination is not _AGGRESSIVE:
+            return -1
+        return selected.valid_priority - 1
+
     def cancelled(self, check: Check) -> bool:
         """Whether ``check`` is cancelled (RFC 8445 §8.1.2): once a controlling agent that
-        nominates regularly has its pair selected, its ordinary checks on other pairs.  The
-        shell sends them no more, but waits their schedules out for a late answer; they
-        hold ``completed`` back no more.  A cancelled check's timeout, or a late role
-        conflict (487) on it, puts its pair back to waiting: neither fails the pair, nor
-        does the conflict switch the role (see :meth:`on_response`)."""
+        nominates regularly has its pair selected, its ordinary checks on other pairs; once
+        one that nominates aggressively has, its checks on pairs ranked below the selected
+        one (each of which nominates: one answered late would move a controlled peer that
+        follows the latest nomination onto a pair this agent does not use).  The shell
+        sends them no more, but waits their schedules out for a late answer; they hold
+        ``completed`` back no more.  A cancelled check's timeout, or a late role conflict
+        (487) on it, puts its pair back to waiting: neither fails the pair, nor does the
+        conflict switch the role (see :meth:`on_response`)."""
         selected = self.selected
-        return (
-            selected is not None
-            and check.pair is not selected
-            and not check.consent
-            and not check.nominating
-            and self._selection_final()
-        )
+        if selected is None or check.pair is selected or check.consent:
+            return False
+        if self._selection_final():
+            return not check.nominating
+        return self.controlling and check.pair.priority <= self._kept_above()
 
     def _proven(self, pair: Pair, check: Check, now: float) -> None:
         """A success answer to a check of consent's (or a ping-back) on ``pair``: on the
