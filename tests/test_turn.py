@@ -578,6 +578,55 @@ def test_udp_timeout_after_retransmissions() -> None:
     assert client.statistics().retransmissions == 6
 
 
+@pytest.mark.parametrize(
+    ("answered", "round_trip", "expected"),
+    [
+        # The challenge answered the first copy 20 ms after: the Allocate's copies go 100 ms
+        # apart at first (3 x 20 ms is below the floor), doubling.
+        (1, 0.02, [0.0, 0.1, 0.3, 0.7, 1.5, 3.1, 6.3]),
+        # 150 ms: three round trips, 450 ms.
+        (1, 0.15, [0.0, 0.45, 1.35, 3.15, 6.75, 13.95, 28.35]),
+        # 300 ms: no slower than the client's RTO (500 ms).
+        (1, 0.3, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]),
+        # The challenge came after a second copy went: which copy it answers is not known
+        # (Karn's algorithm), so no round trip is measured.
+        (2, 0.6, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]),
+    ],
+)
+def test_the_allocate_after_a_challenge_resends_at_the_round_trip_it_measured(
+    answered: int, round_trip: float, expected: list[float]
+) -> None:
+    """RFC 8489 §6.2.1: a client that has measured the round trip to its server computes its
+    RTO from it.  The authenticated Allocate after a 401 starts at three times the round trip
+    the challenge measured, from 100 ms (``ALLOCATE_RTO_MIN``) to the client's RTO.
+    Gathering gives the two transactions ``gather_timeout`` (3 s): at 500 ms doubling, three
+    lost copies of the second left the relay out, which Pion's client (200 ms) got."""
+    server = FakeServer()
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    first = client.poll_transmit(0.0)
+    assert first is not None
+    if answered == 2:
+        client.on_timer(0.5)
+        assert client.poll_transmit(0.5) == first
+    now = round_trip
+    (challenge,) = server.handle(first, now)
+    client.on_server_data(challenge, now)
+    sent_at = now
+    sends: list[float] = []
+    while state(client) is TurnState.ALLOCATING and len(sends) < 7:
+        data = client.poll_transmit(now)
+        if data is not None:
+            assert stun.decode(data).has_integrity
+            sends.append(round(now - sent_at, 3))
+            continue
+        deadline = client.next_deadline()
+        assert deadline is not None
+        now = deadline
+        client.on_timer(now)
+    assert sends == expected
+
+
 def test_tcp_sends_once_and_times_out_after_ti() -> None:
     client = TurnClient(USER, PASSWORD, reliable=True, ti=10.0)
     client.start(0.0)

@@ -20,6 +20,7 @@ from ..ice._candidate import canonical_ip
 from ..stun import Message, MessageClass, Method
 from ..stun._integrity import secret_problem
 from ._records import (
+    ALLOCATE_RTO_MIN,
     CHANNEL_LIFETIME,
     CHANNEL_REFRESH,
     CHANNEL_REUSE,
@@ -164,6 +165,7 @@ class TurnClient:
         self._password = password
         self._requested_lifetime = lifetime
         self._rto = rto
+        self._allocate_rto = rto  # (see ALLOCATE_RTO_MIN)
         self._ti = ti
         self._queue_limit = queue_limit
         self._software = stun.Software(software) if software else None
@@ -634,7 +636,7 @@ class TurnClient:
                 target.busy = False
             self._fail(f"TURN {kind.value} failed: {exc}", code=None, reason="request too long")
             return
-        rto = self._rto
+        rto = self._allocate_rto if kind is Kind.ALLOCATE else self._rto
         if kind is Kind.DEALLOCATE:
             # (A client that closes waits a moment only, DEALLOCATE_WAIT in the shell: copies
             # go DEALLOCATE_RTO and three times that after the first, so that one lost on
@@ -645,7 +647,7 @@ class TurnClient:
         schedule = stun.RetransmissionSchedule(rto, reliable=self.reliable, ti=self._ti)
         schedule.start(now)
         self._transactions[tid] = Transaction(
-            kind, wire, schedule, key is not None, stale, target, key, self._realm
+            kind, wire, schedule, key is not None, stale, target, key, self._realm, started=now
         )
         self._outbox.append(wire)
         self._dirty = True
@@ -693,6 +695,10 @@ class TurnClient:
                 return  # (else it waits for another copy, as for a lost answer)
         del self._transactions[message.transaction_id]
         self._dirty = True
+        if tx.kind is Kind.ALLOCATE and tx.schedule.sends == 1 and not self.reliable:
+            # (An answer to a copy sent once times the round trip; to one sent again, it
+            # may answer any copy: RFC 6298 §3, Karn's.  See ALLOCATE_RTO_MIN.)
+            self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * (now - tx.started)))
         if message.message_class is MessageClass.SUCCESS:
             # (Taken even with an unknown comprehension-required attribute, which RFC 8489
             # §6.3.4 would have fail the transaction: the server has made the allocation,

@@ -56,6 +56,13 @@ IDLE: Final = 240.0
 #: the answer (the trio shell's ``DEALLOCATE_WAIT``), in which its copies go at 0, 125 and
 #: 375 ms.
 DEALLOCATE_RTO: Final = 0.125
+#: The least first retransmission timeout of an Allocate that follows an answer to one (a
+#: 401 challenge, a 438 stale nonce) which came to its first copy: such an Allocate starts
+#: at three times the round trip that answer measured (RFC 8489 §6.2.1's RTO from a
+#: measurement, RFC 6298 §2.2's of the first), no less than this and no more than the
+#: client's RTO.  Gathering waits ``gather_timeout`` for the two transactions in a row: at
+#: 500 ms doubling, a lost copy or two of the second left it no copy in time.
+ALLOCATE_RTO_MIN: Final = 0.1
 #: Transactions a client over UDP has outstanding with its server at most (RFC 8489 §6.2's
 #: SHOULD: ten).  Permissions and channel bindings past it wait for one to end, the
 #: refreshes of those installed first; an Allocate, a Refresh or a deallocation never waits
@@ -143,3 +150,4 @@ class Transaction:
     # An answer came that failed the integrity check (over UDP, another copy may still
     # come): if none else does, that is why it failed, not a timeout (RFC 8489 §9.2.5).
     forged: bool = False
+    started: float = 0.0  # (when its first copy went)
