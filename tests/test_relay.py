@@ -1182,3 +1182,40 @@ async def test_a_relayed_check_at_its_end_first_reads_the_answer_waiting_on_the_
                     checking.cancel_scope.cancel()
                 held.clear()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_refresh_answered_while_the_reader_waited_its_turn_keeps_the_allocation(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's reader has not had its turn since the Refresh went (a stall of the run),
+    and the server's answer waits on the socket: when the relay's timer comes (the
+    Refresh's retransmission, or the lifetime's end), it takes that answer first, and the
+    allocation lives on.  (It was given up at the lifetime's end, the answer unread:
+    'TURN refresh failed: no answer before the allocation's lifetime ran out'.)"""
+    fake = FakeServer(max_lifetime=30)  # (the Refresh goes at 24 s)
+    held = hold_readers(monkeypatch)
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+
+        async def serve() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(server)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        data, source = server.recvfrom(65536)
+                        for reply in fake.handle(data, trio.current_time()):
+                            server.sendto(reply, source)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            address = ServerUrl.parse(f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp")
+            relay = await start_relay(nursery, address, Inbox())
+            assert isinstance(relay._conn, _relay._UdpConnection)
+            held.add(relay._conn.sock.fileno())
+            server.sendto(bytes(8), relay._conn.sock.getsockname())  # (its reader goes back
+            await trio.sleep(40)  # to wait, and waits from now on)
+            refreshes = [m for _, m in fake.requests if m.method is stun.Method.REFRESH]
+            assert refreshes and not relay.closed, relay.error
+            held.clear()
+            nursery.cancel_scope.cancel()

@@ -594,7 +594,14 @@ class RelayTransport:
             self._wake = trio.Event()
             now = trio.current_time()
             if deadline is not None and now >= deadline:
-                client.on_timer(now)
+                # What the socket holds first (over UDP), as a check looks for its answer
+                # (CheckRun._answered_meanwhile): after a stall of the run, the answer to a
+                # Refresh may wait there unread, its reader not having had its turn, and
+                # the lifetime it renewed would be taken to have run out.
+                self.read_waiting()
+                deadline = client.next_deadline()
+                if deadline is not None and now >= deadline:
+                    client.on_timer(now)
             self._pump()
 
     async def _write_loop(self) -> None:
