@@ -11,6 +11,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -5668,3 +5669,19 @@ def test_a_pair_the_peer_comes_back_to_takes_no_pace_from_its_time_away() -> Non
     _lite_states(core)
     core.on_timer(100.0 + 12.5)
     assert S.DISCONNECTED in _lite_states(core)
+
+
+@pytest.mark.parametrize(
+    ("ufrag", "pwd", "lite"),
+    [("peer2", "password-0123456789abcdef", "no"), (7, "password-0123456789abcdef", False)],
+)
+def test_bad_remote_parameters_after_good_ones_are_a_config_error(
+    ufrag: Any, pwd: str, lite: Any
+) -> None:
+    """A bad value given after parameters were set is a ConfigError (what is wrong with it),
+    as before them; it was a StateError, as if they were only different ones."""
+    core = _v4_core()
+    core.set_remote(_peer2(), 0.0)
+    with pytest.raises(trice.ConfigError):
+        core.set_remote(IceParameters(ufrag, pwd, lite=lite), 0.0)
+    assert core.remote == _peer2()

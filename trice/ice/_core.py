@@ -485,11 +485,6 @@ class AgentCore:
                 and 22 of them, of the side that makes them.)
             StateError: different parameters were already set.
         """
-        if self.remote is not None and self.remote != remote:
-            raise StateError(
-                "different remote parameters are already set (an ICE restart, restart(), "
-                "makes room for new ones)"
-            )
         first = self.remote is None
         for name, value in (("ufrag", remote.ufrag), ("pwd", remote.pwd)):
             if not isinstance(value, str):
@@ -511,6 +506,11 @@ class AgentCore:
                     ) from None
         if not isinstance(remote.lite, bool):
             raise ConfigError(f"the remote lite flag must be True or False, not {remote.lite!r}")
+        if not first and self.remote != remote:  # (after the checks: a bad value says so)
+            raise StateError(
+                "different remote parameters are already set (an ICE restart, restart(), "
+                "makes room for new ones)"
+            )
         if remote.lite and self.local.lite:
             raise ConfigError(
                 "the peer is an ICE-lite agent too: two lite agents send no checks, and cannot "
