@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import functools
@@ -1156,6 +1157,70 @@ def test_a_slow_read_in_a_worker_thread_reads_the_callers_namespace(
         thread.start()
         thread.join(30)
     assert seen == {"candidates": ["198.51.100.7"]}
+
+
+def _gather_in_a_namespace_of_its_own(
+    address: str, only_at: int | None = None
+) -> dict[str, object]:
+    """A thread that makes a network namespace of its own (unshare), with ``lo`` up and
+    ``address`` on it, gathers there on ``lo`` and ends (its namespace goes with it).  Says
+    the namespace's inode number; with ``only_at``, gathers only if it is that one."""
+    out: dict[str, object] = {}
+    on_lo = trice.NetworkConfig(
+        interface_filter=lambda name: name == "lo", ipv6=False, include_loopback=True
+    )
+
+    async def main() -> None:
+        async with trice.open_agent(trice.AgentConfig(network=on_lo), controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            out["candidates"] = sorted(c.address for c in agent.local_candidates)
+
+    def body() -> None:
+        try:
+            if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "unshare")
+            out["inode"] = os.stat("/proc/thread-self/ns/net").st_ino
+            if only_at is not None and out["inode"] != only_at:
+                return
+            for step in (
+                ("link", "set", "lo", "up"),
+                ("addr", "add", f"{address}/32", "dev", "lo"),
+            ):
+                subprocess.run(["ip", *step], check=True)  # (a child is born in it)
+            trio.run(main)
+        except BaseException as exc:
+            out["error"] = repr(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(30)
+    return out
+
+
+def test_a_namespace_made_after_another_went_gathers_its_own_interfaces() -> None:
+    """A thread makes a network namespace, gathers there and ends; another makes its own a
+    moment later, and Linux gives it the inode number of the one gone (nsfs numbers are
+    reused, lowest first, once the namespace is freed).  The cache keyed by that number
+    served the new namespace the gone one's interfaces, fresh for a second: its agent
+    gathered an address not there; it is keyed by the namespace's cookie, used once."""
+    require_natlab(turn=False)
+    second: dict[str, object] = {}
+    try:
+        for _ in range(20):  # (another namespace of the machine's may take the number first)
+            _gather.forget_adapters()
+            first = _gather_in_a_namespace_of_its_own("198.51.100.1")
+            assert "candidates" in first, first
+            inode = first["inode"]
+            assert isinstance(inode, int)
+            within = time.monotonic() + 0.7  # (while the first's read is fresh)
+            while "candidates" not in second and time.monotonic() < within:
+                second = _gather_in_a_namespace_of_its_own("198.51.100.2", only_at=inode)
+            if "candidates" in second:
+                break
+    finally:
+        _gather.forget_adapters()
+    assert second.get("candidates") == ["127.0.0.1", "198.51.100.2"], second
 
 
 def _watch_in(ns: Namespace, out: list[object], seconds: float) -> None:

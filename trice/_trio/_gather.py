@@ -105,12 +105,32 @@ _Adapters = list[tuple[str, list[_Found]]]
 _adapters_cache: dict[object, tuple[float, _Adapters, dict[str, int]]] = {}
 
 
+#: ``SO_NETNS_COOKIE`` (Linux 5.14; Python names it from 3.12 on).
+_SO_NETNS_COOKIE: Final = getattr(socket, "SO_NETNS_COOKIE", 71)
+_cookies = sys.platform == "linux"  # (until a kernel says it has none)
+
+
 def _namespace() -> object:
     """The calling thread's network namespace, as a key of ``_adapters_cache``: on Linux
-    the identity of ``/proc/thread-self/ns/net``; elsewhere (or where /proc cannot say)
-    None, one for the process."""
+    its cookie (``SO_NETNS_COOKIE``, of a socket made in it: never used again, as the
+    inode number of ``/proc/thread-self/ns/net`` is once its namespace is gone, by the next
+    one made), or before Linux 5.14 that inode number; elsewhere (or where neither can be
+    read) None, one for the process."""
+    global _cookies
     if sys.platform != "linux":
         return None
+    if _cookies:
+        try:
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        except OSError:
+            pass  # (no descriptor left: the read of the interfaces says so)
+        else:
+            try:
+                return probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+            except OSError:
+                _cookies = False
+            finally:
+                probe.close()
     try:
         found = os.stat("/proc/thread-self/ns/net")
     except OSError:
