@@ -2229,11 +2229,13 @@ def open_agent(
     Leaving the block, or a cancellation anywhere in it, closes every socket and ends every
     task; the state becomes ``closed``.  An agent with TURN allocations deletes them first
     (RFC 8656 §8), shielded from cancellation: leaving then waits for the servers' answers,
-    at most half a second.
+    at most half a second, or from a far server two and a half round trips (as measured
+    over UDP; 2 s at most).
 
     Raises:
         TypeError: ``config`` is not an :class:`~trice.AgentConfig` (or ``None``), or
             ``controlling`` is not a :class:`bool`.
+        StateError: (on entering the block) a mux was opened in another trio run.
         ConfigError: ``NetworkConfig(udp=False)`` with a :class:`~trice.UdpMux`, or with
             neither ``tcp_candidates`` nor a :class:`~trice.TcpMux` (for an ICE-lite agent, a
             passive candidate) under a policy that gathers host candidates.
@@ -2332,6 +2334,10 @@ class AgentContext:
                     raise
         nursery = await manager.__aenter__()
         try:
+            token = trio.lowlevel.current_trio_token()
+            if any(mux._token not in (None, token) for mux in self._muxes):
+                # (Its task would hand the agent what comes from its own run's thread.)
+                raise StateError("the mux was opened in another trio run than this agent's")
             agent = self._agent = Agent(self._config, self._controlling)
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.

@@ -152,6 +152,7 @@ class UdpMux:
         "_closed",
         "_delivered",
         "_pending",
+        "_token",
         "_unroutable",
         "family",
         "local_address",
@@ -176,6 +177,7 @@ class UdpMux:
         self._unroutable = 0
         self._ambiguous = 0
         self._closed = False
+        self._token: trio.lowlevel.TrioToken | None = None  # (the run it opened in)
         # The sends waiting for the socket to take a datagram take turns (one task at a time
         # may wait on a socket in trio).
         self.send_lock: trio.Lock | None = None
@@ -681,6 +683,7 @@ def check_mux_address(opener: str, host: object, port: object, candidate: str) -
 
 class _Mux(Protocol):
     local_address: Address
+    _token: trio.lowlevel.TrioToken | None
 
     async def _serve(self) -> None: ...
 
@@ -717,6 +720,7 @@ class MuxContext(Generic[_M]):
             raise UsageError(f"an open_{self.kind}_mux(...) context can be entered only once")
         manager = open_block_nursery(f"open_{self.kind}_mux")
         mux = self._mux = self._open((self._port, self._port) if self._port else None)
+        mux._token = trio.lowlevel.current_trio_token()  # (its agents must be of this run)
         self._manager = manager
         try:
             nursery = await manager.__aenter__()

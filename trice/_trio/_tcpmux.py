@@ -78,6 +78,7 @@ class TcpMux:
         "_closed",
         "_listening",
         "_routed",
+        "_token",
         "_unroutable",
         "_waiting",
         "local_address",
@@ -96,6 +97,7 @@ class TcpMux:
         self._routed = 0
         self._unroutable = 0
         self._closed = False
+        self._token: trio.lowlevel.TrioToken | None = None  # (the run it opened in)
         self._listening = True  # (false once the system shut the listener down: see accept)
 
     @property
