@@ -37,6 +37,7 @@ from trice import (
 )
 from trice._trio import _relay
 from trice._trio._relay import RelayTransport, run_relay
+from trice._trio._transport import READ_BATCH
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
 from trice.turn._client import SEND_INDICATION
 
@@ -1184,15 +1185,18 @@ async def test_a_relayed_check_at_its_end_first_reads_the_answer_waiting_on_the_
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("ahead", [0, READ_BATCH + 36])
 async def test_a_refresh_answered_while_the_reader_waited_its_turn_keeps_the_allocation(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, ahead: int
 ) -> None:
-    """The relay's reader has not had its turn since the Refresh went (a stall of the run),
-    and the server's answer waits on the socket: when the relay's timer comes (the
-    Refresh's retransmission, or the lifetime's end), it takes that answer first, and the
-    allocation lives on.  (It was given up at the lifetime's end, the answer unread:
-    'TURN refresh failed: no answer before the allocation's lifetime ran out'.)"""
+    """The relay's reader has not had its turn since the Refresh went, and the run stalls
+    past the allocation's lifetime as the server's answer comes (behind ``ahead`` datagrams
+    of a peer's, relayed): when the relay's timer comes, it takes all the socket holds
+    first, the answer with it, and the allocation lives on.  (It was given up, 'TURN refresh
+    failed: no answer before the allocation's lifetime ran out': the answer unread; then,
+    behind more than a batch of data, read one batch only.)"""
     fake = FakeServer(max_lifetime=30)  # (the Refresh goes at 24 s)
+    stalled: list[float] = []
     held = hold_readers(monkeypatch)
     with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
@@ -1204,8 +1208,14 @@ async def test_a_refresh_answered_while_the_reader_waited_its_turn_keeps_the_all
                 with contextlib.suppress(BlockingIOError):
                     while True:
                         data, source = server.recvfrom(65536)
+                        refresh = stun.decode(data).method is stun.Method.REFRESH
+                        for _ in range(ahead if refresh else 0):
+                            server.sendto(bytes(8), source)
                         for reply in fake.handle(data, trio.current_time()):
                             server.sendto(reply, source)
+                        if refresh and not stalled:
+                            stalled.append(trio.current_time())
+                            autojump_clock.jump(7)  # (the run stalls: past the lifetime)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve)
@@ -1215,7 +1225,48 @@ async def test_a_refresh_answered_while_the_reader_waited_its_turn_keeps_the_all
             held.add(relay._conn.sock.fileno())
             server.sendto(bytes(8), relay._conn.sock.getsockname())  # (its reader goes back
             await trio.sleep(40)  # to wait, and waits from now on)
-            refreshes = [m for _, m in fake.requests if m.method is stun.Method.REFRESH]
-            assert refreshes and not relay.closed, relay.error
+            assert stalled
+            assert not relay.closed, relay.error
             held.clear()
             nursery.cancel_scope.cancel()
+
+
+async def test_closing_waits_for_a_far_servers_stale_nonce_and_deletes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server 0.6 s away (a satellite link's round trip) whose nonce went stale: the
+    deletion gets 438, and goes again with the new nonce, two round trips, which closing
+    now waits for (two and a half of those it measured, see ``DEALLOCATE_WAIT``).  It waited
+    half a second: the 438 came after, and the allocation was left for its lifetime (the
+    turnlife review)."""
+    fake = FakeServer()
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+
+        async def later(replies: list[bytes], source: Address) -> None:
+            await trio.sleep(0.6)
+            for reply in replies:
+                server.sendto(reply, source)
+
+        async def serve(nursery: trio.Nursery) -> None:
+            while True:
+                await trio.lowlevel.wait_readable(server)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        data, source = server.recvfrom(65536)
+                        nursery.start_soon(later, fake.handle(data, trio.current_time()), source)
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(serve, outer)
+            address = ServerUrl.parse(f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp")
+            async with trio.open_nursery() as nursery:
+                await start_relay(nursery, address, Inbox())
+                assert fake.allocated
+                fake.stale_next = 1  # (the nonce is stale by now)
+                closed_at = trio.current_time()
+                nursery.cancel_scope.cancel()
+            took = trio.current_time() - closed_at
+            assert not fake.allocated
+            assert 1.2 <= took <= _relay.DEALLOCATE_WAIT_MAX
+            outer.cancel_scope.cancel()

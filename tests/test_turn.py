@@ -45,7 +45,7 @@ class FakeServer:
     max_lifetime: int = 3600
     silent: bool = False
     always_stale: bool = False
-    stale_next: int = 0  # answer this many authenticated requests with 438
+    stale_next: int = 0  # answer this many authenticated requests with 438 (a new nonce)
     errors: dict[Method, tuple[int, str]] = field(default_factory=dict)
     requests: list[tuple[float, Message]] = field(default_factory=list)
     permissions: set[str] = field(default_factory=set)
@@ -101,7 +101,8 @@ class FakeServer:
             self.nonce += "+"
         if self.always_stale or nonce is None or nonce.value != self.nonce:
             self.stale_count += 1
-            self.nonce = f"nonce-{self.stale_count + 1}"
+            if self.always_stale:
+                self.nonce = f"nonce-{self.stale_count + 1}"
             return [
                 message.error_response(
                     438, "Stale Nonce", stun.Realm(self.realm), stun.Nonce(self.nonce)
@@ -138,6 +139,9 @@ class FakeServer:
                 stun.Lifetime(seconds),
             )
         elif message.method is Method.REFRESH:
+            if not self.allocated:  # (RFC 8656 §7.3: no allocation on this 5-tuple)
+                error = message.error_response(437, "Allocation Mismatch")
+                return [error.encode(integrity_key=self.key)]
             lifetime = message.get(stun.Lifetime)
             seconds = min(lifetime.seconds if lifetime else 600, self.max_lifetime)
             self.allocated = seconds > 0
@@ -263,7 +267,7 @@ def test_stale_nonce_is_retried_on_allocate_and_refresh() -> None:
     exchange(client, server, 0.0)
     assert state(client) is TurnState.ALLOCATED
     assert server.methods() == ["ALLOCATE"] * 3
-    assert server.requests[-1][1].get(stun.Nonce) == stun.Nonce("nonce-2")
+    assert server.requests[-1][1].get(stun.Nonce) == stun.Nonce("nonce-1+")  # (the new one)
     server.stale_next = 1
     run_until(client, server, 600.0)
     assert state(client) is TurnState.ALLOCATED
@@ -589,7 +593,7 @@ def test_udp_timeout_after_retransmissions() -> None:
         # 300 ms: no slower than the client's RTO (500 ms).
         (1, 0.3, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]),
         # The challenge came after a second copy went: which copy it answers is not known
-        # (Karn's algorithm), so no round trip is measured.
+        # (Karn's ambiguity), and the time from the first, 600 ms, is taken: no faster.
         (2, 0.6, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]),
     ],
 )
@@ -1689,7 +1693,48 @@ def test_close_while_allocating_deallocates_once_granted() -> None:
     client.close(0.1)  # the authenticated Allocate is in flight
     exchange(client, server, 0.1)
     assert state(client) is TurnState.CLOSED
-    assert server.methods()[-2:] == ["ALLOCATE", "REFRESH"]
+    # (The deletion at once, and again on the grant: the first may have overtaken it.)
+    assert server.methods()[-3:] == ["ALLOCATE", "REFRESH", "REFRESH"]
+    assert not server.allocated
+
+
+def _challenged_allocate_out(server: FakeServer) -> tuple[TurnClient, bytes]:
+    """A client whose authenticated Allocate went at 0.1 s (returned), unanswered."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    for reply in server.handle(client.poll_transmit(0.0) or b"", 0.0):
+        client.on_server_data(reply, 0.0)
+    allocate = client.poll_transmit(0.1)
+    assert allocate is not None and stun.decode(allocate).has_integrity
+    return client, allocate
+
+
+@pytest.mark.parametrize("overtaken", [False, True])
+def test_closing_while_the_authenticated_allocate_is_out_deletes_at_once(overtaken: bool) -> None:
+    """Closed while the authenticated Allocate is out (a far server: granted, its answer on
+    the way), the client sends the deletion at once and the Allocate no more: the shell
+    waits a moment only, and a grant whose answer came after it was left for its lifetime
+    (the turnlife review).  Where the deletion overtakes the Allocate (437: nothing to
+    delete yet), the client waits for the Allocate's answer, and deletes what it grants."""
+    server = FakeServer()
+    client, allocate = _challenged_allocate_out(server)
+    client.close(0.2)
+    deallocate = client.poll_transmit(0.2)
+    assert deallocate is not None
+    assert stun.decode(deallocate).get(stun.Lifetime) == stun.Lifetime(0)
+    for now in (0.6, 1.6):  # (past the Allocate's RTOs: no copy of it goes)
+        client.on_timer(now)
+        while (data := client.poll_transmit(now)) is not None:
+            assert stun.decode(data).method is Method.REFRESH
+    first, then = (deallocate, allocate) if overtaken else (allocate, deallocate)
+    for data in (first, then):
+        for reply in server.handle(data, 1.7):
+            client.on_server_data(reply, 1.7)
+    if overtaken:
+        assert state(client) is TurnState.CLOSING  # (437, the Allocate still out)
+        assert server.allocated  # (granted after the deletion that overtook it)
+    exchange(client, server, 1.8)
+    assert state(client) is TurnState.CLOSED
     assert not server.allocated
 
 

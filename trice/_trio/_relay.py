@@ -6,7 +6,8 @@ started with ``await nursery.start(run_relay, ...)``, which returns the
 :class:`~trice.turn.AllocationError` (a :class:`~trice.TurnError`) when it did not.  It then
 reads the server, runs the client's timers (refreshes, permissions, channels) and hands
 relayed data to ``deliver``, until it is cancelled or the transport is closed; on the way out
-it deletes the allocation (best effort, 0.5 s at most) and closes its socket.
+it deletes the allocation (best effort, 0.5 s at most, or 2.5 round trips to a far server,
+2 s at most: ``DEALLOCATE_WAIT``) and closes its socket.
 """
 
 from __future__ import annotations
@@ -40,8 +41,15 @@ __all__ = ["RelayTransport", "run_relay"]
 Address = tuple[str, int]
 Deliver = Callable[["RelayTransport", bytes, Address], None]
 
-#: How long closing waits for the server to confirm the deallocation (RFC 8656 §8).
+#: How long closing waits for the server to confirm the deallocation (RFC 8656 §8), at
+#: least: from a far server (a round trip measured over UDP, see ``TurnClient.round_trip``),
+#: two and a half round trips (for a 438 Stale Nonce and the deletion sent again), up to
+#: ``DEALLOCATE_WAIT_MAX``.
 DEALLOCATE_WAIT = 0.5
+DEALLOCATE_WAIT_MAX = 2.0
+#: The batches of ``READ_BATCH`` datagrams the relay's timer reads at most, before it
+#: retransmits or gives up (see ``_timer_loop``).
+TIMER_READ_BATCHES = 64
 #: The longest datagram a relay carries: what fits a UDP datagram to the server (65,507
 #: bytes) as a Send indication to an IPv6 peer (48 bytes more, and DATA's padding to a
 #: multiple of 4), and so as ChannelData too.
@@ -440,14 +448,19 @@ class RelayTransport:
                 break
         self.send_nowait(data, address)  # (no room still: dropped, counted)
 
-    def read_waiting(self) -> None:
+    def read_waiting(self, batches: int = 1) -> None:
         """Take what the server's socket already holds (over UDP), now, as the reader
-        would: a check about to be sent again or given up looks for its answer first (see
-        ``CheckRun._answered_meanwhile``)."""
-        if not self._closed:
+        would, up to ``batches`` of ``READ_BATCH`` datagrams: a check about to be sent again
+        or given up looks for its answer first (see ``CheckRun._answered_meanwhile``), and
+        so does the relay's timer, in all the socket holds (see ``_timer_loop``)."""
+        for _ in range(batches):
+            if self._closed:
+                return
             frames = self._conn.read_waiting()
             if frames:
                 self._take(frames)
+            if len(frames) < READ_BATCH:
+                return
 
     def wake(self) -> None:
         """Wake the sends waiting for the connection to the server: they look at their
@@ -597,8 +610,10 @@ class RelayTransport:
                 # What the socket holds first (over UDP), as a check looks for its answer
                 # (CheckRun._answered_meanwhile): after a stall of the run, the answer to a
                 # Refresh may wait there unread, its reader not having had its turn, and
-                # the lifetime it renewed would be taken to have run out.
-                self.read_waiting()
+                # the lifetime it renewed would be taken to have run out.  All of it (a
+                # relay that carried media through the stall holds much of it: a default
+                # receive buffer holds a few hundred datagrams).
+                self.read_waiting(TIMER_READ_BATCHES)
                 deadline = client.next_deadline()
                 if deadline is not None and now >= deadline:
                     client.on_timer(now)
@@ -637,7 +652,7 @@ class RelayTransport:
         client = self._client
         conn = self._conn
         with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + DEALLOCATE_WAIT
+            scope.deadline = trio.current_time() + _deallocate_wait(client)
             if isinstance(conn, _StreamConnection):
                 conn.end_by(scope.deadline)
                 scope.deadline = conn.ending
@@ -867,6 +882,14 @@ async def _tunnel(
     return stream, source
 
 
+def _deallocate_wait(client: TurnClient) -> float:
+    """How long closing waits for the deletion's answer (see ``DEALLOCATE_WAIT``)."""
+    far = client.round_trip
+    if far is None:
+        return DEALLOCATE_WAIT
+    return max(DEALLOCATE_WAIT, min(DEALLOCATE_WAIT_MAX, 2.5 * far))
+
+
 async def _bound_on_end(conn: _StreamConnection) -> None:
     """Wait for the relay's end (cancelled or closed), then bound the write running then:
     it goes on for the deallocation's wait at most (see :meth:`_StreamConnection.flush`)."""
@@ -900,7 +923,8 @@ async def run_relay(
     peer sent through the relay.
 
     Ends when cancelled or when :meth:`RelayTransport.close` is called, after deleting the
-    allocation (a Refresh with LIFETIME 0, waiting at most 0.5 s for the answer) and closing
+    allocation (a Refresh with LIFETIME 0, waiting at most 0.5 s for the answer, or longer
+    for a far server, see ``DEALLOCATE_WAIT``) and closing
     the connection.  If the allocation fails once granted (refresh refused, connection lost),
     the transport closes, :attr:`RelayTransport.error` says why, a warning is logged and this
     returns normally.

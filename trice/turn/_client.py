@@ -166,6 +166,7 @@ class TurnClient:
         self._requested_lifetime = lifetime
         self._rto = rto
         self._allocate_rto = rto  # (see ALLOCATE_RTO_MIN)
+        self._round_trip: float | None = None
         self._ti = ti
         self._queue_limit = queue_limit
         self._software = stun.Software(software) if software else None
@@ -226,6 +227,15 @@ class TurnClient:
         then on an Allocate may be granted, even late, so an application that gives up
         waiting should still :meth:`close`, which deletes what a late grant made."""
         return self._key is not None
+
+    @property
+    def round_trip(self) -> float | None:
+        """The round trip to the server over UDP, in seconds, as the last answer measured it
+        from its request's first copy (or more than the round trip, where a copy was lost:
+        which copy an answer is to is not known), or ``None`` (none yet; over TCP or TLS,
+        none).  A client that closes waits for the deletion longer the farther the server
+        is (the trio shell: two and a half of them, see ``DEALLOCATE_WAIT``)."""
+        return self._round_trip
 
     def statistics(self) -> TurnStatistics:
         """A snapshot of the counters (:class:`TurnStatistics`)."""
@@ -292,7 +302,7 @@ class TurnClient:
             if tx.schedule.on_timeout(now) is None:
                 del self._transactions[tid]
                 self._on_timeout(tx, now)
-            else:
+            elif not tx.quiet:
                 self._counts["retransmissions"] += 1
                 self._outbox.append(tx.wire)
         if self._waiting or self._refreshes:
@@ -527,7 +537,11 @@ class TurnClient:
 
         Waits in :attr:`TurnState.CLOSING` for the answer (or the timeout), then
         :attr:`TurnState.CLOSED`.  Closing while allocating deallocates once the Allocate
-        succeeds.  A no-op when failed, closing or closed.
+        succeeds; once challenged, also at once (the server may have granted the
+        authenticated Allocate, its answer still on the way from a far server), and the
+        Allocate goes no more (a copy granted after the deletion would be left): its answer
+        still counts, and a deletion refused meanwhile (437: the Allocate had not come)
+        waits for it.  A no-op when failed, closing or closed.
         """
         state = self._state
         nxt = TRANSITIONS[state].get(TurnEvent.CLOSE)
@@ -544,6 +558,10 @@ class TurnClient:
             for tid, tx in list(self._transactions.items()):
                 if tx.kind is not Kind.ALLOCATE:
                     del self._transactions[tid]
+            self._request(Kind.DEALLOCATE, now)
+        elif self._key is not None:
+            for tx in self._transactions.values():
+                tx.quiet = True  # (the Allocates: no other request goes before the grant)
             self._request(Kind.DEALLOCATE, now)
 
     # --- transactions --------------------------------------------------------------------
@@ -695,10 +713,12 @@ class TurnClient:
                 return  # (else it waits for another copy, as for a lost answer)
         del self._transactions[message.transaction_id]
         self._dirty = True
-        if tx.kind is Kind.ALLOCATE and tx.schedule.sends == 1 and not self.reliable:
-            # (An answer to a copy sent once times the round trip; to one sent again, it
-            # may answer any copy: RFC 6298 §3, Karn's.  See ALLOCATE_RTO_MIN.)
-            self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * (now - tx.started)))
+        if not self.reliable:
+            # (From the first copy: the round trip, or more, where the answer is to a later
+            # one (RFC 6298 §3, Karn's ambiguity), which can only lengthen what it sets.)
+            self._round_trip = now - tx.started
+            if tx.kind is Kind.ALLOCATE:  # (see ALLOCATE_RTO_MIN)
+                self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * self._round_trip))
         if message.message_class is MessageClass.SUCCESS:
             # (Taken even with an unknown comprehension-required attribute, which RFC 8489
             # §6.3.4 would have fail the transaction: the server has made the allocation,
@@ -959,7 +979,10 @@ class TurnClient:
                 self._request(Kind.DEALLOCATE, now)
                 self._transactions.clear()
         elif kind is Kind.DEALLOCATE:
-            self._move(TurnEvent.DONE)
+            if not any(t.kind is Kind.ALLOCATE for t in self._transactions.values()):
+                self._move(TurnEvent.DONE)
+            # (else closed while allocating: the Allocate, out still, may yet be granted,
+            # and its grant is deleted; the shell's wait bounds this one)
         elif code == 437:
             # Allocation Mismatch to a CreatePermission or ChannelBind: the server holds no
             # allocation for us (it lost it, or sees us at another address now).

@@ -52,16 +52,17 @@ CHANNEL_REUSE: Final = 300.0
 #: agent checks many peers through a relay, and goes on with one of them at most.
 IDLE: Final = 240.0
 #: The first retransmission timeout of a deallocation (a Refresh of LIFETIME 0, RFC 8656
-#: §8), if shorter than the client's: a client that closes waits half a second at most for
-#: the answer (the trio shell's ``DEALLOCATE_WAIT``), in which its copies go at 0, 125 and
-#: 375 ms.
+#: §8), if shorter than the client's: a client that closes waits half a second for the
+#: answer (the trio shell's ``DEALLOCATE_WAIT``; longer for a far server), in which its
+#: copies go at 0, 125 and 375 ms.
 DEALLOCATE_RTO: Final = 0.125
 #: The least first retransmission timeout of an Allocate that follows an answer to one (a
-#: 401 challenge, a 438 stale nonce) which came to its first copy: such an Allocate starts
-#: at three times the round trip that answer measured (RFC 8489 §6.2.1's RTO from a
-#: measurement, RFC 6298 §2.2's of the first), no less than this and no more than the
-#: client's RTO.  Gathering waits ``gather_timeout`` for the two transactions in a row: at
-#: 500 ms doubling, a lost copy or two of the second left it no copy in time.
+#: 401 challenge, a 438 stale nonce): such an Allocate starts at three times the round trip
+#: that answer measured from the first copy (RFC 8489 §6.2.1's RTO from a measurement, RFC
+#: 6298 §2.2's of the first; longer where the answer was to a later copy), no less than
+#: this and no more than the client's RTO.  Gathering waits ``gather_timeout`` for the
+#: two transactions in a row: at 500 ms doubling, a lost copy or two of the second left it
+#: no copy in time.
 ALLOCATE_RTO_MIN: Final = 0.1
 #: Transactions a client over UDP has outstanding with its server at most (RFC 8489 §6.2's
 #: SHOULD: ten).  Permissions and channel bindings past it wait for one to end, the
@@ -151,3 +152,4 @@ class Transaction:
     # come): if none else does, that is why it failed, not a timeout (RFC 8489 §9.2.5).
     forged: bool = False
     started: float = 0.0  # (when its first copy went)
+    quiet: bool = False  # (no more copies go: an Allocate the client closed during)
