@@ -345,6 +345,7 @@ async def test_wrong_credentials_yield_no_relay_and_a_report(coturn_tls: Coturn)
         assert [c.type for c in a.local_candidates] == [trice.CandidateType.HOST]
         (report,) = [r for r in a.gather_reports if r.source.startswith("turn:")]
         assert report.error is not None and "401" in report.error
+        assert report.code == 401  # (for a program: the W3C icecandidateerror's errorCode)
 
 
 def _gather_cli(*args: str) -> list[dict[str, object]]:
@@ -372,6 +373,7 @@ def test_trice_gather_names_why_a_turn_server_failed(coturn_tls: Coturn) -> None
     records = _gather_cli("--turn", url, "--username", USER, "--credential", "wrong")
     (source,) = [r for r in records if r["event"] == "source" and r["source"] == url]
     assert source["candidates"] == 0 and "401" in str(source["error"])
+    assert source["code"] == 401
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -391,6 +393,7 @@ async def test_a_servers_alternate_is_named_in_the_gather_report(transport: str)
             (report,) = agent.gather_reports
     assert report.candidates == 0
     assert report.error == f"300 Try Alternate (alternate server 127.0.0.1:{second.port})"
+    assert report.code == 300
 
 
 async def test_a_permission_the_server_refuses_is_warned_of_and_counted(

@@ -405,6 +405,7 @@ async def test_error_response_is_reported() -> None:
                     await agent.wait_gathering_complete()
                 (report,) = [r for r in agent.gather_reports if r.source != "host"]
                 assert report.error == "401 Nope\\x1b[2J\\r\\nX"
+                assert report.code == 401
             nursery.cancel_scope.cancel()
 
 

@@ -432,6 +432,7 @@ def _emit_gathered(agent: trice.Agent, emit: Emit) -> None:
                 "elapsed_ms": round(report.elapsed * 1000, 2),
                 "candidates": report.candidates,
                 "error": report.error,
+                "code": report.code,
             }
         )
 

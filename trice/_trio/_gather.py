@@ -560,12 +560,16 @@ class GatherReport:
             how many sockets it bound (their host candidates are not signalled; each is the
             base of the server-reflexive and relayed candidates gathered from it).
         error: why it produced none (timeout, an error response, unreachable...), or ``None``.
+        code: the server's error code (RFC 8489 §14.8) where it answered with an error
+            response (486 Allocation Quota Reached, 401 for wrong credentials...: the W3C
+            ``icecandidateerror`` event's ``errorCode``), or ``None``.
     """
 
     source: str
     elapsed: float
     candidates: int
     error: str | None = None
+    code: int | None = None
 
 
 async def gather_local(agent: Agent) -> None:
@@ -1223,7 +1227,7 @@ async def gather_srflx(
     if reply.message_class is stun.MessageClass.ERROR:
         err = reply.get(stun.ErrorCode)
         text = f"{err.code} {printable(err.reason)}" if err else "error response"
-        agent._report(GatherReport(source, elapsed, 0, text))
+        agent._report(GatherReport(source, elapsed, 0, text, err.code if err else None))
         return
     mapped = reply.get(stun.XorMappedAddress) or reply.get(stun.MappedAddress)
     if mapped is None:
@@ -1314,7 +1318,9 @@ async def gather_relay(
                 logger.info("%s: %s; again from another port", agent._local.ufrag, exc)
     except TurnError as exc:
         logger.warning("%s: no relay candidate from %s: %s", agent._local.ufrag, url, exc)
-        agent._report(GatherReport(str(url), trio.current_time() - started, 0, _why(exc)))
+        code = getattr(exc, "code", None)
+        elapsed = trio.current_time() - started
+        agent._report(GatherReport(str(url), elapsed, 0, _why(exc), code))
         return
     if transport.closed:
         # Lost between its allocation and now (the relay's tasks ran first).
