@@ -1270,3 +1270,50 @@ async def test_closing_waits_for_a_far_servers_stale_nonce_and_deletes(
             assert not fake.allocated
             assert 1.2 <= took <= _relay.DEALLOCATE_WAIT_MAX
             outer.cancel_scope.cancel()
+
+
+async def test_over_tcp_a_refresh_answered_while_the_reader_waited_keeps_the_allocation(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As over UDP (above), over a plain TCP connection to the server: the run stalls past
+    the allocation's lifetime as the Refresh's answer comes, its reader not having had its
+    turn; the relay's timer reads the connection first, and the allocation lives on.  (A
+    stream was read by its reader only: the allocation was given up, the answer unread.)"""
+    fake = FakeServer(max_lifetime=30)  # (the Refresh goes at 24 s)
+    held: list[bool] = []
+    real_read = _relay._StreamConnection.read
+
+    async def read(self: _relay._StreamConnection) -> list[bytes]:
+        if held:
+            await trio.sleep_forever()  # (the reader has not had its turn since)
+        return await real_read(self)
+
+    monkeypatch.setattr(_relay._StreamConnection, "read", read)
+    streams: list[trio.SocketStream] = []
+    stalled: list[float] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        streams.append(stream)
+        framer = StreamFramer()
+        while data := await stream.receive_some(65536):
+            for frame in framer.feed(data):
+                for reply in fake.handle(frame, trio.current_time()):
+                    await stream.send_all(reply)
+                if stun.decode(frame).method is stun.Method.REFRESH and not stalled:
+                    stalled.append(trio.current_time())
+                    autojump_clock.jump(7)  # (the run stalls: past the lifetime)
+
+    with wall_clock_guard():
+        async with trio.open_nursery() as nursery:
+            (listener,) = await nursery.start(
+                functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+            )
+            port = listener.socket.getsockname()[1]
+            address = ServerUrl.parse(f"turn:127.0.0.1:{port}?transport=tcp")
+            relay = await start_relay(nursery, address, Inbox())
+            held.append(True)
+            await streams[0].send_all(b"\x40\x00\x00\x00")  # (its reader goes back to wait)
+            await trio.sleep(40)
+            assert stalled
+            assert not relay.closed, relay.error
+            nursery.cancel_scope.cancel()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import socket
 import ssl
 import sys
@@ -47,6 +48,8 @@ Deliver = Callable[["RelayTransport", bytes, Address], None]
 #: ``DEALLOCATE_WAIT_MAX``.
 DEALLOCATE_WAIT = 0.5
 DEALLOCATE_WAIT_MAX = 2.0
+#: The most a read of a TCP or TLS connection to the server takes.
+STREAM_READ = 65536
 #: The batches of ``READ_BATCH`` datagrams the relay's timer reads at most, before it
 #: retransmits or gives up (see ``_timer_loop``).
 TIMER_READ_BATCHES = 64
@@ -194,6 +197,7 @@ class _StreamConnection:
         self.send_scope: trio.CancelScope | None = None  # (the send_all running, shielded)
         self.ending = math.inf  # when the relay closes: the send_all running is cut then
         self.closed = False  # lost or closed: waiting senders are woken, and told
+        self.read_full = False  # (read_waiting's last read took all it asked for)
 
     def write(self, data: bytes) -> bool:
         """Queue ``data`` (one frame) if there is room.  Data fills its buffer up to
@@ -304,16 +308,24 @@ class _StreamConnection:
         if garbled is not None:
             raise _Lost(f"the server's stream is out of step: {garbled}", "garbled stream")
         try:
-            data = await self.stream.receive_some(65536)
+            data = await self.stream.receive_some(STREAM_READ)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise _Lost("connection to the server lost", "connection lost") from exc
         if not data:
             raise _Lost("the server closed the connection", "connection closed")
-        framer = self.framer
         try:
-            frames = framer.feed(data)
+            return self._frames(data)
         except stun.StunDecodeError as exc:
             raise _Lost(f"the server's stream is out of step: {exc}", "garbled stream") from exc
+
+    def _frames(self, data: bytes | bytearray) -> list[bytes]:
+        """The whole frames ``data`` completes (see :class:`~trice.turn.StreamFramer`).
+
+        Raises:
+            stun.StunDecodeError: the stream is out of step, and no whole frame came before.
+        """
+        framer = self.framer
+        frames = framer.feed(data)
         if frames:
             # (Whole frames before bytes out of step come first: the stream is lost at
             # the next read, at once.)
@@ -324,8 +336,29 @@ class _StreamConnection:
         return frames
 
     def read_waiting(self) -> list[bytes]:
-        """Nothing: a stream's bytes are read, and framed, by :meth:`read` only."""
-        return []
+        """What a plain TCP connection holds now, framed, read without waiting, as the
+        reader would (a check about to be given up, the relay's timer: see
+        :meth:`RelayTransport.read_waiting`); what the reader meets (the end, an error, bytes
+        out of step) is left to it.  Over TLS nothing: its bytes go through the TLS object,
+        which the reader alone reads."""
+        stream = self.stream
+        if self.closed or self.garbled is not None or sys.platform == "win32":
+            return []  # (Windows: os.read takes no socket)
+        if not isinstance(stream, trio.SocketStream):
+            return []
+        self.read_full = False
+        try:
+            data = os.read(stream.socket.fileno(), STREAM_READ)  # (non-blocking: trio's)
+        except OSError:  # (nothing waiting, BlockingIOError, or what the reader meets)
+            return []
+        if not data:
+            return []  # (the end: the reader meets it)
+        self.read_full = len(data) == STREAM_READ  # (more may wait)
+        try:
+            return self._frames(data)
+        except stun.StunDecodeError as exc:
+            self.garbled = exc  # (said at the reader's next read)
+            return []
 
     async def aclose(self) -> None:
         self._close_writers()
@@ -449,17 +482,27 @@ class RelayTransport:
         self.send_nowait(data, address)  # (no room still: dropped, counted)
 
     def read_waiting(self, batches: int = 1) -> None:
-        """Take what the server's socket already holds (over UDP), now, as the reader
-        would, up to ``batches`` of ``READ_BATCH`` datagrams: a check about to be sent again
-        or given up looks for its answer first (see ``CheckRun._answered_meanwhile``), and
-        so does the relay's timer, in all the socket holds (see ``_timer_loop``)."""
+        """Take what the server's socket already holds (over UDP, or plain TCP), now, as
+        the reader would, up to ``batches`` of ``READ_BATCH`` datagrams (of a stream,
+        ``batches`` reads of ``STREAM_READ`` bytes): a check about to be sent again or
+        given up looks for its answer first (see ``CheckRun._answered_meanwhile``), and so
+        does the relay's timer, in all the socket holds (see ``_timer_loop``)."""
+        conn = self._conn
         for _ in range(batches):
             if self._closed:
                 return
-            frames = self._conn.read_waiting()
+            frames = conn.read_waiting()
             if frames:
                 self._take(frames)
-            if len(frames) < READ_BATCH:
+            if isinstance(conn, _StreamConnection):
+                garbled = conn.garbled
+                if garbled is not None:  # (the reader, waiting, would not see it soon)
+                    why = f"the server's stream is out of step: {garbled}"
+                    self._lost(_Lost(why, "garbled stream"))
+                    return
+                if not conn.read_full:
+                    return
+            elif len(frames) < READ_BATCH:
                 return
 
     def wake(self) -> None:
