@@ -1466,3 +1466,21 @@ def test_a_read_slow_by_the_wall_clock_alone_sends_no_read_to_a_thread(
     monkeypatch.setattr(_gather, "_slow_reads", False)
     _gather._adapters()
     assert not _gather._slow_reads
+
+
+def test_out_of_descriptors_the_namespace_key_matches_no_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No descriptor left for the probe socket that reads the namespace's cookie: the key
+    is one of its own, which no cached read serves (the inode number it fell back to could
+    be a gone namespace's, the number reused: see the test above)."""
+    if sys.platform != "linux":
+        pytest.skip("namespace cookies are Linux's")
+
+    def no_socket(*args: object, **kwargs: object) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socket, "socket", no_socket)  # (as _gather reads it)
+    first, second = _gather._namespace(), _gather._namespace()
+    assert first != second
+    assert not isinstance(first, (tuple, bytes))

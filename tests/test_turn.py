@@ -2193,3 +2193,35 @@ def test_a_channel_bind_granted_after_the_permission_ran_out_holds_it_again() ->
     assert client.send_to_peer(PEER2, b"p2", 340.0)
     exchange(client, server, 340.0)
     assert [d for _, d, _ in server.relayed[relayed:]] == [b"p1", b"p2"]
+
+
+def test_an_error_response_without_error_code_fails_the_allocation_with_no_code() -> None:
+    """An error response with no ERROR-CODE fails the allocation; the error has no code
+    (None, as a STUN server's gather report has), not 0, which is none (300-699): it went
+    on to ``GatherReport.code``."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    request = stun.decode(client.poll_transmit(0.0) or b"")
+    reply = Message(request.method, MessageClass.ERROR, request.transaction_id, [])
+    client.on_server_data(reply.encode(), 0.01)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code is None
+    assert "without ERROR-CODE" in str(client.error)
+
+
+def test_a_copy_lost_once_does_not_make_a_near_server_far() -> None:
+    """``round_trip`` is the least the answers measured: a Refresh whose first copy was lost
+    (answered 0.5 s after it, at its second) leaves a server that answered at once near.
+    It was the last answer's time, and every later close of the relay waited 1.25 s for a
+    server next door (the shell waits 2.5 of them: p36pass2)."""
+    client, server = allocated(server=FakeServer(max_lifetime=30))
+    assert client.round_trip == 0.0
+    due = client.next_deadline()
+    assert due is not None
+    client.on_timer(due)
+    lost = client.poll_transmit(due)  # (the Refresh's first copy, lost)
+    assert lost is not None and stun.decode(lost).method is Method.REFRESH
+    client.on_timer(due + 0.5)
+    exchange(client, server, due + 0.5)  # (its second copy, answered at once)
+    assert state(client) is TurnState.ALLOCATED
+    assert client.round_trip == 0.0

@@ -115,7 +115,9 @@ def _namespace() -> object:
     its cookie (``SO_NETNS_COOKIE``, of a socket made in it: never used again, as the
     inode number of ``/proc/thread-self/ns/net`` is once its namespace is gone, by the next
     one made), or before Linux 5.14 that inode number; elsewhere (or where neither can be
-    read) None, one for the process."""
+    read) None, one for the process.  Where no socket can be made (no descriptor left), a
+    key of its own, which no read serves (the read says what is wrong): an inode number
+    there could be another namespace's, gone, whose read is still cached."""
     global _cookies
     if sys.platform != "linux":
         return None
@@ -123,7 +125,7 @@ def _namespace() -> object:
         try:
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         except OSError:
-            pass  # (no descriptor left: the read of the interfaces says so)
+            return object()
         else:
             try:
                 return probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
@@ -562,7 +564,8 @@ class GatherReport:
         error: why it produced none (timeout, an error response, unreachable...), or ``None``.
         code: the server's error code (RFC 8489 §14.8) where it answered with an error
             response (486 Allocation Quota Reached, 401 for wrong credentials...: the W3C
-            ``icecandidateerror`` event's ``errorCode``), or ``None``.
+            ``icecandidateerror`` event's ``errorCode`` then), or ``None`` (no answer,
+            where W3C says 701, or an error of trice's side: ``error`` says which).
     """
 
     source: str

@@ -230,11 +230,12 @@ class TurnClient:
 
     @property
     def round_trip(self) -> float | None:
-        """The round trip to the server over UDP, in seconds, as the last answer measured it
-        from its request's first copy (or more than the round trip, where a copy was lost:
-        which copy an answer is to is not known), or ``None`` (none yet; over TCP or TLS,
-        none).  A client that closes waits for the deletion longer the farther the server
-        is (the trio shell: two and a half of them, see ``DEALLOCATE_WAIT``)."""
+        """The least round trip to the server over UDP, in seconds, that the answers measured
+        from their requests' first copies (each the round trip, or more where a copy was
+        lost, since which copy an answer is to is not known), or ``None`` (none yet; over
+        TCP or TLS, none).  A client that closes waits for the deletion longer the
+        farther the server is (the trio shell: two and a half of them, see
+        ``DEALLOCATE_WAIT``)."""
         return self._round_trip
 
     def statistics(self) -> TurnStatistics:
@@ -581,7 +582,8 @@ class TurnClient:
             self._move(TurnEvent.FAIL)
             return
         if self._state in (TurnState.ALLOCATING, TurnState.ALLOCATED):
-            self.error = AllocationError(message, code=code, reason=reason, **extra)
+            # (code 0: an error response without ERROR-CODE, which has none to give)
+            self.error = AllocationError(message, code=code or None, reason=reason, **extra)
             self._move(TurnEvent.FAIL)
             self._transactions.clear()
             self._waiting.clear()
@@ -715,8 +717,11 @@ class TurnClient:
         self._dirty = True
         if not self.reliable:
             # (From the first copy: the round trip, or more, where the answer is to a later
-            # one (RFC 6298 §3, Karn's ambiguity), which can only lengthen what it sets.)
-            self._round_trip = now - tx.started
+            # one (RFC 6298 §3, Karn's ambiguity), which can only lengthen what it sets; the
+            # least one seen, so that one lost copy does not make a near server far.)
+            took = now - tx.started
+            last = self._round_trip
+            self._round_trip = took if last is None else min(last, took)
             if tx.kind is Kind.ALLOCATE:  # (see ALLOCATE_RTO_MIN)
                 self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * self._round_trip))
         if message.message_class is MessageClass.SUCCESS:

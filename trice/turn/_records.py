@@ -54,7 +54,7 @@ IDLE: Final = 240.0
 #: The first retransmission timeout of a deallocation (a Refresh of LIFETIME 0, RFC 8656
 #: §8), if shorter than the client's: a client that closes waits half a second for the
 #: answer (the trio shell's ``DEALLOCATE_WAIT``; longer for a far server), in which its
-#: copies go at 0, 125 and 375 ms.
+#: copies go at 0, 125 and 375 ms (and 875 ms, 1.875 s, while a longer wait lasts).
 DEALLOCATE_RTO: Final = 0.125
 #: The least first retransmission timeout of an Allocate that follows an answer to one (a
 #: 401 challenge, a 438 stale nonce): such an Allocate starts at three times the round trip
