@@ -2225,3 +2225,42 @@ def test_a_copy_lost_once_does_not_make_a_near_server_far() -> None:
     exchange(client, server, due + 0.5)  # (its second copy, answered at once)
     assert state(client) is TurnState.ALLOCATED
     assert client.round_trip == 0.0
+
+
+def test_a_deletion_overtaken_resumes_the_allocate_and_crossed_answers_wait_for_the_last() -> None:
+    """Closed while the authenticated Allocate is out, the deletion overtakes it (437): the
+    Allocate goes again (the grant's answer may be lost, and the server answers a copy of a
+    request it granted), and the grant is deleted.  Where the answers cross (the grant,
+    then the first deletion's 437), the client waits for the deletion sent on the grant
+    rather than closing unconfirmed (p36pass2's suspicions)."""
+    server = FakeServer()
+    client, allocate = _challenged_allocate_out(server)
+    client.close(0.2)
+    deallocate = client.poll_transmit(0.2) or b""
+    (refused,) = server.handle(deallocate, 0.3)  # (437: the Allocate has not come)
+    (granted,) = server.handle(allocate, 0.3)  # (and its answer is lost)
+    client.on_server_data(refused, 0.4)
+    assert state(client) is TurnState.CLOSING
+    client.on_timer(0.6)  # (the Allocate's RTO: it goes again)
+    again = client.poll_transmit(0.6)
+    assert again == allocate
+    client.on_server_data(granted, 0.7)  # (the grant, at last: deleted)
+    second = client.poll_transmit(0.7)
+    assert second is not None and stun.decode(second).method is Method.REFRESH
+    assert state(client) is TurnState.CLOSING  # (until the deletion's answer)
+    for reply in server.handle(second, 0.8):
+        client.on_server_data(reply, 0.8)
+    assert state(client) is TurnState.CLOSED and not server.allocated
+
+    # The answers cross: the grant comes first, then the first deletion's 437.
+    server = FakeServer()
+    client, allocate = _challenged_allocate_out(server)
+    client.close(0.2)
+    deallocate = client.poll_transmit(0.2) or b""
+    (refused,) = server.handle(deallocate, 0.3)
+    (granted,) = server.handle(allocate, 0.3)
+    client.on_server_data(granted, 0.4)
+    client.on_server_data(refused, 0.4)
+    assert state(client) is TurnState.CLOSING  # (the deletion sent on the grant decides)
+    exchange(client, server, 0.5)
+    assert state(client) is TurnState.CLOSED and not server.allocated

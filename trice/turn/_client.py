@@ -984,10 +984,19 @@ class TurnClient:
                 self._request(Kind.DEALLOCATE, now)
                 self._transactions.clear()
         elif kind is Kind.DEALLOCATE:
-            if not any(t.kind is Kind.ALLOCATE for t in self._transactions.values()):
+            # Closed while allocating, the deletion may have overtaken the Allocate (437),
+            # which, out still, may yet be granted: it goes again (its answer may be lost)
+            # and its grant is deleted.  Or a deletion sent on the grant is out still (the
+            # answers crossed): it decides.  The shell's wait bounds both.
+            waiting = False
+            for other in self._transactions.values():
+                if other.kind is Kind.ALLOCATE:
+                    other.quiet = False
+                    waiting = True
+                elif other.kind is Kind.DEALLOCATE:
+                    waiting = True
+            if not waiting:
                 self._move(TurnEvent.DONE)
-            # (else closed while allocating: the Allocate, out still, may yet be granted,
-            # and its grant is deleted; the shell's wait bounds this one)
         elif code == 437:
             # Allocation Mismatch to a CreatePermission or ChannelBind: the server holds no
             # allocation for us (it lost it, or sees us at another address now).
