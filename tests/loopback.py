@@ -9,6 +9,7 @@ import gc
 import os
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -306,3 +307,49 @@ async def gathered_pair(
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
         yield a, b
+
+
+@contextlib.contextmanager
+def held_in_another_run(enter: Callable[[], AbstractAsyncContextManager[_M]]) -> Iterator[_M]:
+    """What ``enter()`` opens (an agent, a mux) in a trio run of its own, in a thread of its
+    own, held open until the block ends: for tests of what an object of one run does when
+    another thread's run uses it.  The run's errors fail the test at the end."""
+    opened: list[_M] = []
+    ready, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    async def hold() -> None:
+        async with enter() as thing:
+            opened.append(thing)
+            ready.set()
+            await trio.to_thread.run_sync(done.wait)
+
+    def run() -> None:
+        try:
+            trio.run(hold)
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert ready.wait(10) and not errors, errors
+        yield opened[0]
+    finally:
+        done.set()
+        thread.join(10)
+    assert errors == []
+
+
+def what_each_raises(calls: list[Callable[[], object]]) -> list[BaseException | None]:
+    """What each call raises (``None`` for one that returns), in order."""
+    raised: list[BaseException | None] = []
+    for call in calls:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+        else:
+            raised.append(None)
+    return raised

@@ -18,7 +18,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import warnings
 import weakref
@@ -53,6 +52,7 @@ from loopback import (
     exchange_each_way,
     filtered_config,
     gathered_pair,
+    held_in_another_run,
     loopback_config,
     open_fds,
     send_wide_views,
@@ -62,6 +62,7 @@ from loopback import (
     until,
     wait_for_state,
     walk_tasks,
+    what_each_raises,
 )
 from virtual_time import task_steps_while_sleeping, wall_clock_guard
 
@@ -4386,18 +4387,7 @@ async def test_the_agents_methods_called_from_a_plain_thread_raise_and_change_no
             agent.subscribe,
         ]
 
-        def from_thread() -> list[BaseException | None]:
-            raised: list[BaseException | None] = []
-            for call in calls:
-                try:
-                    call()
-                except BaseException as exc:
-                    raised.append(exc)
-                else:
-                    raised.append(None)
-            return raised
-
-        raised = await trio.to_thread.run_sync(from_thread)
+        raised = await trio.to_thread.run_sync(what_each_raises, calls)
         assert all(isinstance(exc, trice.StateError) for exc in raised), raised
         assert "trio.from_thread.run_sync" in str(raised[0])
         assert agent.local_parameters == before
@@ -4417,56 +4407,27 @@ def test_an_agent_called_from_another_trio_run_raises_and_breaks_neither_run() -
     of the other, which calls it directly: StateError, both runs go on.  Before, the calls
     went through, the agent's check tasks were started on the other run's scheduler, and
     that run died with TrioInternalError."""
-    opened: list[trice.Agent] = []
-    ready, done = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    async def run_b() -> None:
-        async with trice.open_agent(loopback_config(), controlling=False) as b:
-            await b.wait_gathering_complete()
-            opened.append(b)
-            ready.set()
-            await trio.to_thread.run_sync(done.wait)
-            assert b.remote_parameters is None  # (nothing set from run A)
-
-    def thread_b() -> None:
-        try:
-            trio.run(run_b)
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=thread_b)
-    thread.start()
     raised: list[BaseException | None] = []
 
-    async def run_a() -> None:
+    async def run_a(b: trice.Agent) -> None:
         async with trice.open_agent(loopback_config(), controlling=True) as a:
             await a.wait_gathering_complete()
-            (b,) = opened
             params = a.local_parameters
-            calls: list[Callable[[], None]] = [
-                lambda: b.set_remote_parameters(params.ufrag, params.pwd),
-                lambda: b.add_remote_candidate(a.local_candidates[0]),
-            ]
-            for call in calls:
-                try:
-                    call()
-                except BaseException as exc:
-                    raised.append(exc)
-                else:
-                    raised.append(None)
+            raised.extend(
+                what_each_raises(
+                    [
+                        lambda: b.set_remote_parameters(params.ufrag, params.pwd),
+                        lambda: b.add_remote_candidate(a.local_candidates[0]),
+                    ]
+                )
+            )
             with pytest.raises(trice.StateError):
                 await b.connect()
             with pytest.raises(trice.StateError):
                 await b.wait_gathering_complete()
             await trio.sleep(0.05)  # (a turn of run A's scheduler, were tasks started in it)
 
-    try:
-        assert ready.wait(10)
-        trio.run(run_a)
-    finally:
-        done.set()
-        thread.join(10)
-    assert errors == []
+    with held_in_another_run(lambda: trice.open_agent(loopback_config(), controlling=False)) as b:
+        trio.run(run_a, b)
+        assert b.remote_parameters is None  # (nothing set from run A)
     assert all(isinstance(exc, trice.StateError) for exc in raised), raised

@@ -22,6 +22,7 @@ from loopback import (
     HAS_IPV6,
     answer_check,
     connect_both,
+    held_in_another_run,
     hold_readers,
     loopback_config,
     mux_in_a_task,
@@ -508,38 +509,14 @@ def test_an_agent_on_a_mux_of_another_trio_run_is_refused(kind: str) -> None:
     StateError as the block is entered, and the mux's run goes on.  Its task hands the agent
     what comes, from its own run's thread, and woke the other run's tasks: that run died
     (TrioInternalError) and the agent never connected."""
-    import threading
 
-    opened: list[trice.UdpMux | trice.TcpMux] = []
-    ready, done = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-    opener = trice.open_udp_mux if kind == "udp" else trice.open_tcp_mux
+    def opener() -> contextlib.AbstractAsyncContextManager[trice.UdpMux | trice.TcpMux]:
+        return (trice.open_udp_mux if kind == "udp" else trice.open_tcp_mux)("127.0.0.1", 0)
 
-    async def mux_run() -> None:
-        async with opener("127.0.0.1", 0) as mux:
-            opened.append(mux)
-            ready.set()
-            await trio.to_thread.run_sync(done.wait)
-
-    def mux_thread() -> None:
-        try:
-            trio.run(mux_run)
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-
-    async def agent_run() -> None:
-        (mux,) = opened
+    async def agent_run(mux: trice.UdpMux | trice.TcpMux) -> None:
         with pytest.raises(trice.StateError, match="another trio run"):
             async with trice.open_agent(loopback_config(), controlling=False, mux=mux):
                 pass  # pragma: no cover
 
-    thread = threading.Thread(target=mux_thread)
-    thread.start()
-    try:
-        assert ready.wait(10)
-        trio.run(agent_run)
-    finally:
-        done.set()
-        thread.join(10)
-    assert errors == []
+    with held_in_another_run(opener) as mux:
+        trio.run(agent_run, mux)

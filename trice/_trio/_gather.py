@@ -126,13 +126,12 @@ def _namespace() -> object:
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         except OSError:
             return object()
-        else:
-            try:
-                return probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
-            except OSError:
-                _cookies = False
-            finally:
-                probe.close()
+        try:
+            return probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+        except OSError:
+            _cookies = False
+        finally:
+            probe.close()
     try:
         found = os.stat("/proc/thread-self/ns/net")
     except OSError:
