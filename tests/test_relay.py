@@ -13,8 +13,11 @@ import functools
 import itertools
 import os
 import pathlib
+import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -50,6 +53,7 @@ from loopback import (
     hold_readers,
     loopback_config,
     signal,
+    until,
 )
 from virtual_time import wall_clock_guard
 
@@ -1317,3 +1321,76 @@ async def test_over_tcp_a_refresh_answered_while_the_reader_waited_keeps_the_all
             assert stalled
             assert not relay.closed, relay.error
             nursery.cancel_scope.cancel()
+
+
+def _unread(sock: trio.socket.SocketType) -> int:
+    """The bytes waiting in a TCP socket's receive queue (FIONREAD)."""
+    import fcntl
+    import termios
+
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
+
+
+async def _read_into(conn: _relay._StreamConnection, got: list[bytes]) -> None:
+    got.extend(await conn.read())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a plain TCP relay is read through trio there")
+async def test_a_frame_split_between_the_reader_and_a_read_without_waiting_stays_whole() -> None:
+    """A ChannelData frame of a plain TCP relay comes in two pieces: the reader takes the
+    first, and a read without waiting (a check about to be sent again, the relay's timer)
+    the second as it comes.  The frames come out whole, once, in order.  The reader read
+    through trio's receive_some, which lets other tasks run after its recv: the bytes read
+    meanwhile reached the framer first, which took a payload's bytes for a header, and every
+    frame after was lost (p36pass3 on b75db64)."""
+    first = stun.encode_channel_data(0x4000, bytes(range(200)) * 2)
+    second = stun.encode_channel_data(0x4001, b"after" * 20)
+    for _ in range(50):  # (until the read without waiting runs while the reader holds bytes)
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
+            server, _ = listener.accept()
+        with server:
+            conn = _relay._StreamConnection(client, "127.0.0.1")
+            got: list[bytes] = []
+            server.sendall((first + second)[:100])
+            await until(functools.partial(lambda sock: _unread(sock) >= 100, client.socket))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_into, conn, got)
+                for _ in range(50):
+                    await trio.lowlevel.checkpoint()
+                    if _unread(client.socket) == 0:
+                        break  # (the reader has taken the first piece)
+                server.sendall((first + second)[100:])
+                # (On loopback the rest is there at once; looked for without a checkpoint,
+                # which would let the reader run.)
+                assert select.select([client.socket.fileno()], [], [], 1)[0]
+                got.extend(conn.read_waiting())
+                with trio.move_on_after(1):  # (the reader, had it framed the rest)
+                    await until(functools.partial(lambda got: len(got) >= 2, got))
+                nursery.cancel_scope.cancel()
+            await client.aclose()
+        assert got == [first, second]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a plain TCP relay is read through trio there")
+async def test_a_reset_a_read_without_waiting_takes_is_still_a_lost_connection() -> None:
+    """A reset of a plain TCP relay's connection, met by a read without waiting: the reader
+    says "connection lost", as it does meeting it itself.  The read left it to the reader,
+    but took the socket's error, and the reader met a plain end: "connection closed"
+    (p36pass3 on b75db64)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
+        server, _ = listener.accept()
+    conn = _relay._StreamConnection(client, "127.0.0.1")
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.close()  # (a reset)
+    await until(lambda: bool(select.select([client.socket.fileno()], [], [], 0)[0]))
+    assert conn.read_waiting() == []
+    with pytest.raises(_relay._Lost) as lost:
+        await conn.read()
+    assert lost.value.reason == "connection lost"
+    await client.aclose()

@@ -2207,6 +2207,7 @@ def test_an_error_response_without_error_code_fails_the_allocation_with_no_code(
     assert state(client) is TurnState.FAILED
     assert client.error is not None and client.error.code is None
     assert "without ERROR-CODE" in str(client.error)
+    assert " 0 " not in str(client.error)  # (no code to say)
 
 
 def test_a_copy_lost_once_does_not_make_a_near_server_far() -> None:

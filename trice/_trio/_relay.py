@@ -185,7 +185,10 @@ class _StreamConnection:
         self.stream = stream
         self.source = source
         self.framer = StreamFramer()
-        self.garbled: stun.StunDecodeError | None = None  # (said at the next read)
+        #: What ended the stream (its end, an error, bytes out of step), raised by the
+        #: reader once the frames before it are taken.
+        self.broken: _Lost | None = None
+        self._frames_ready: list[bytes] = []  # (framed, not yet taken)
         # Data waiting (whole frames, their sizes in order), and control frames waiting,
         # which go first: the client's requests, and the agent's checks and answers.
         self.pending = bytearray()
@@ -304,61 +307,98 @@ class _StreamConnection:
             await self.flush()
 
     async def read(self) -> list[bytes]:
-        garbled = self.garbled
-        if garbled is not None:
-            raise _Lost(f"the server's stream is out of step: {garbled}", "garbled stream")
-        try:
-            data = await self.stream.receive_some(STREAM_READ)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise _Lost("connection to the server lost", "connection lost") from exc
-        if not data:
-            raise _Lost("the server closed the connection", "connection closed")
-        try:
-            return self._frames(data)
-        except stun.StunDecodeError as exc:
-            raise _Lost(f"the server's stream is out of step: {exc}", "garbled stream") from exc
-
-    def _frames(self, data: bytes | bytearray) -> list[bytes]:
-        """The whole frames ``data`` completes (see :class:`~trice.turn.StreamFramer`).
+        """The whole frames the server sent next (waiting for them).
 
         Raises:
-            stun.StunDecodeError: the stream is out of step, and no whole frame came before.
+            _Lost: the connection is lost or closed, or its bytes are out of step.
         """
-        framer = self.framer
-        frames = framer.feed(data)
-        if frames:
-            # (Whole frames before bytes out of step come first: the stream is lost at
-            # the next read, at once.)
+        sock = self._raw()
+        if sock is None:  # (TLS, or Windows: through the stream)
+            self._raise_if_broken()
             try:
-                framer.feed(b"")
-            except stun.StunDecodeError as exc:
-                self.garbled = exc
+                data = await self.stream.receive_some(STREAM_READ)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise _Lost("connection to the server lost", "connection lost") from exc
+            if not data:
+                raise _Lost("the server closed the connection", "connection closed")
+            self._feed(data)
+            self._raise_if_broken()
+            return self._taken()
+        while True:
+            # (Plain TCP: the bytes are taken and framed in one step, with no other task
+            # between, as read_waiting takes them too: trio's receive_some lets other tasks
+            # run after its recv, and bytes read meanwhile reached the framer first.)
+            self._raise_if_broken()
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError as exc:
+                raise _Lost("connection to the server lost", "connection lost") from exc
+            self._take_waiting(sock)
+            self._raise_if_broken()
+            frames = self._taken()
+            if frames:
+                return frames
+
+    def _raw(self) -> trio.socket.SocketType | None:
+        """The socket of a plain TCP connection, whose bytes this reads itself (``None``
+        over TLS, whose bytes go through the TLS object, and on Windows, whose os.read
+        takes no socket)."""
+        stream = self.stream
+        if sys.platform == "win32" or not isinstance(stream, trio.SocketStream):
+            return None
+        return stream.socket
+
+    def _take_waiting(self, sock: trio.socket.SocketType) -> None:
+        """Read and frame what the socket holds now (one read of ``STREAM_READ`` at most),
+        without waiting: the frames go to ``_frames_ready``; the end of the stream, an error
+        or bytes out of step are kept, and raised by :meth:`read`."""
+        self.read_full = False
+        try:
+            data = os.read(sock.fileno(), STREAM_READ)  # (non-blocking: trio's socket)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # (a reset: taken now, the socket would read as ended)
+            self.broken = _Lost("connection to the server lost", "connection lost")
+            self.broken.__cause__ = exc
+            return
+        if not data:
+            self.broken = _Lost("the server closed the connection", "connection closed")
+            return
+        self.read_full = len(data) == STREAM_READ  # (more may wait)
+        self._feed(data)
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Frame ``data`` (see :class:`~trice.turn.StreamFramer`): whole frames to
+        ``_frames_ready``, then bytes out of step kept as the stream's end."""
+        if self.broken is not None:
+            return
+        try:
+            self._frames_ready += self.framer.feed(data)
+            self.framer.feed(b"")  # (whole frames before bytes out of step come first)
+        except stun.StunDecodeError as exc:
+            why = f"the server's stream is out of step: {exc}"
+            self.broken = _Lost(why, "garbled stream")
+
+    def _taken(self) -> list[bytes]:
+        frames, self._frames_ready = self._frames_ready, []
         return frames
+
+    def _raise_if_broken(self) -> None:
+        """Raise what ended the stream, once its frames before it were taken."""
+        if self.broken is not None and not self._frames_ready:
+            raise self.broken
 
     def read_waiting(self) -> list[bytes]:
         """What a plain TCP connection holds now, framed, read without waiting, as the
         reader would (a check about to be given up, the relay's timer: see
-        :meth:`RelayTransport.read_waiting`); what the reader meets (the end, an error, bytes
-        out of step) is left to it.  Over TLS nothing: its bytes go through the TLS object,
-        which the reader alone reads."""
-        stream = self.stream
-        if self.closed or self.garbled is not None or sys.platform == "win32":
-            return []  # (Windows: os.read takes no socket)
-        if not isinstance(stream, trio.SocketStream):
+        :meth:`RelayTransport.read_waiting`); what ends the stream (its end, an error,
+        bytes out of step) is kept for the reader, and said in :attr:`broken`.  Over TLS
+        nothing: its bytes go through the TLS object, which the reader alone reads."""
+        sock = self._raw()
+        if sock is None or self.closed or self.broken is not None:
             return []
-        self.read_full = False
-        try:
-            data = os.read(stream.socket.fileno(), STREAM_READ)  # (non-blocking: trio's)
-        except OSError:  # (nothing waiting, BlockingIOError, or what the reader meets)
-            return []
-        if not data:
-            return []  # (the end: the reader meets it)
-        self.read_full = len(data) == STREAM_READ  # (more may wait)
-        try:
-            return self._frames(data)
-        except stun.StunDecodeError as exc:
-            self.garbled = exc  # (said at the reader's next read)
-            return []
+        self._take_waiting(sock)
+        return self._taken()
 
     async def aclose(self) -> None:
         self._close_writers()
@@ -495,10 +535,8 @@ class RelayTransport:
             if frames:
                 self._take(frames)
             if isinstance(conn, _StreamConnection):
-                garbled = conn.garbled
-                if garbled is not None:  # (the reader, waiting, would not see it soon)
-                    why = f"the server's stream is out of step: {garbled}"
-                    self._lost(_Lost(why, "garbled stream"))
+                if conn.broken is not None:  # (the reader, waiting, would not see it soon)
+                    self._lost(conn.broken)
                     return
                 if not conn.read_full:
                     return

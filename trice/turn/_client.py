@@ -968,8 +968,8 @@ class TurnClient:
         alternate: Address | None = None,
     ) -> None:
         kind = tx.kind
-        if code is not None:
-            what = f"{code} {reason}".strip()
+        if code is not None:  # (0: an error response without ERROR-CODE, none to say)
+            what = f"{code} {reason}".strip() if code else reason
         else:
             what = "no answer" if reason == "timeout" else reason
         if kind is Kind.ALLOCATE or kind is Kind.REFRESH:
