@@ -1003,7 +1003,10 @@ async def test_a_watch_goes_on_through_a_moment_without_descriptors(
         with trio.fail_after(5):
             assert await changes.__anext__() == ("127.0.0.1", "127.0.0.2")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    said = "address changes: out of file descriptors: the interfaces cannot be read; trying again"
+    said = (
+        "address changes: out of file descriptors: the interfaces cannot be read (raise the "
+        "limit, ulimit -n / resource.setrlimit, or run fewer agents); trying again"
+    )
     assert warnings == [said] * 3
 
 

@@ -223,7 +223,10 @@ def _adapters(newer_than: float = -math.inf) -> _Adapters:
         found = ifaddr.get_adapters()  # (through a netlink socket: it needs a descriptor)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
-            raise LimitError("out of file descriptors: the interfaces cannot be read") from exc
+            raise LimitError(
+                "out of file descriptors: the interfaces cannot be read (raise the limit, "
+                "ulimit -n / resource.setrlimit, or run fewer agents)"
+            ) from exc
         # (A sandbox that refuses the netlink socket, EACCES; short of memory, ENOBUFS.)
         raise UnreadableInterfaces(f"the interfaces cannot be read: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:  # (ifaddr reads every name as UTF-8, or none)
