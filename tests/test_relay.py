@@ -1394,3 +1394,20 @@ async def test_a_reset_a_read_without_waiting_takes_is_still_a_lost_connection()
         await conn.read()
     assert lost.value.reason == "connection lost"
     await client.aclose()
+
+
+async def test_a_closed_tcp_relay_connection_reads_as_lost() -> None:
+    """Read once closed, a plain TCP relay's connection says it is lost (``_Lost``), as
+    trio's receive_some did; the reader that waits on the socket itself raised trio's
+    ValueError for the closed descriptor (p36pass4 on df9deb7)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
+        server, _ = listener.accept()
+    with server:
+        conn = _relay._StreamConnection(client, "127.0.0.1")
+        await conn.aclose()
+        with pytest.raises(_relay._Lost) as lost:
+            await conn.read()
+    assert lost.value.reason == "connection lost"

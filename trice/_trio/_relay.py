@@ -329,6 +329,8 @@ class _StreamConnection:
             # between, as read_waiting takes them too: trio's receive_some lets other tasks
             # run after its recv, and bytes read meanwhile reached the framer first.)
             self._raise_if_broken()
+            if sock.fileno() == -1:  # (closed: trio's wait would raise a ValueError)
+                raise _Lost("connection to the server lost", "connection lost")
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError as exc:
@@ -353,6 +355,8 @@ class _StreamConnection:
         without waiting: the frames go to ``_frames_ready``; the end of the stream, an error
         or bytes out of step are kept, and raised by :meth:`read`."""
         self.read_full = False
+        if self.broken is not None:
+            return  # (the end taken already: by the reader, or a read without waiting)
         try:
             data = os.read(sock.fileno(), STREAM_READ)  # (non-blocking: trio's socket)
         except (BlockingIOError, InterruptedError):
