@@ -1331,6 +1331,17 @@ def _unread(sock: trio.socket.SocketType) -> int:
     return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
 
 
+async def _tcp_pair() -> tuple[trio.SocketStream, socket.socket]:
+    """A TCP connection on loopback: trio's end (a relay's), and the plain socket of the
+    other end (a server's)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
+        server, _ = listener.accept()
+    return client, server
+
+
 async def _read_into(conn: _relay._StreamConnection, got: list[bytes]) -> None:
     got.extend(await conn.read())
 
@@ -1346,11 +1357,7 @@ async def test_a_frame_split_between_the_reader_and_a_read_without_waiting_stays
     first = stun.encode_channel_data(0x4000, bytes(range(200)) * 2)
     second = stun.encode_channel_data(0x4001, b"after" * 20)
     for _ in range(50):  # (until the read without waiting runs while the reader holds bytes)
-        with socket.socket() as listener:
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(1)
-            client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
-            server, _ = listener.accept()
+        client, server = await _tcp_pair()
         with server:
             conn = _relay._StreamConnection(client, "127.0.0.1")
             got: list[bytes] = []
@@ -1380,11 +1387,7 @@ async def test_a_reset_a_read_without_waiting_takes_is_still_a_lost_connection()
     says "connection lost", as it does meeting it itself.  The read left it to the reader,
     but took the socket's error, and the reader met a plain end: "connection closed"
     (p36pass3 on b75db64)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
-        server, _ = listener.accept()
+    client, server = await _tcp_pair()
     conn = _relay._StreamConnection(client, "127.0.0.1")
     server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     server.close()  # (a reset)
@@ -1400,11 +1403,7 @@ async def test_a_closed_tcp_relay_connection_reads_as_lost() -> None:
     """Read once closed, a plain TCP relay's connection says it is lost (``_Lost``), as
     trio's receive_some did; the reader that waits on the socket itself raised trio's
     ValueError for the closed descriptor (p36pass4 on df9deb7)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = await trio.open_tcp_stream("127.0.0.1", listener.getsockname()[1])
-        server, _ = listener.accept()
+    client, server = await _tcp_pair()
     with server:
         conn = _relay._StreamConnection(client, "127.0.0.1")
         await conn.aclose()
