@@ -230,12 +230,12 @@ class TurnClient:
 
     @property
     def round_trip(self) -> float | None:
-        """The least round trip to the server over UDP, in seconds, that the answers measured
-        from their requests' first copies (each the round trip, or more where a copy was
-        lost, since which copy an answer is to is not known), or ``None`` (none yet; over
-        TCP or TLS, none).  A client that closes waits for the deletion longer the
-        farther the server is (the trio shell: two and a half of them, see
-        ``DEALLOCATE_WAIT``)."""
+        """The round trip to the server over UDP, in seconds, smoothed (RFC 6298's SRTT) over
+        what the answers measured from their requests' first copies (each the round trip,
+        or more where a copy was lost, since which copy an answer is to is not known), or
+        ``None`` (none yet; over TCP or TLS, none).  A client that closes waits for the
+        deletion longer the farther the server is (the trio shell: two and a half of them,
+        see ``DEALLOCATE_WAIT``)."""
         return self._round_trip
 
     def statistics(self) -> TurnStatistics:
@@ -717,11 +717,12 @@ class TurnClient:
         self._dirty = True
         if not self.reliable:
             # (From the first copy: the round trip, or more, where the answer is to a later
-            # one (RFC 6298 §3, Karn's ambiguity), which can only lengthen what it sets; the
-            # least one seen, so that one lost copy does not make a near server far.)
+            # one (RFC 6298 §3, Karn's ambiguity), which can only lengthen what it sets;
+            # smoothed as RFC 6298 §2.3's SRTT, so that one lost copy does not make a near
+            # server far, and a path that grew slower is followed.)
             took = now - tx.started
             last = self._round_trip
-            self._round_trip = took if last is None else min(last, took)
+            self._round_trip = took if last is None else last + (took - last) / 8
             if tx.kind is Kind.ALLOCATE:  # (see ALLOCATE_RTO_MIN)
                 self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * self._round_trip))
         if message.message_class is MessageClass.SUCCESS:
