@@ -2276,3 +2276,66 @@ def test_a_deletion_overtaken_resumes_the_allocate_and_crossed_answers_wait_for_
     assert state(client) is TurnState.CLOSING  # (the deletion sent on the grant decides)
     exchange(client, server, 0.5)
     assert state(client) is TurnState.CLOSED and not server.allocated
+
+
+def _challenge_after_a_lost_copy(client: TurnClient, server: FakeServer) -> float:
+    """The first Allocate's first copy lost; its second (at 0.5 s) answered 20 ms later by
+    a server near by: a time from the first copy (0.52 s) that says little (RFC 6298 §3)."""
+    client.start(0.0)
+    first = client.poll_transmit(0.0)
+    assert first is not None  # (lost)
+    client.on_timer(0.5)
+    assert client.poll_transmit(0.5) == first
+    (challenge,) = server.handle(first, 0.52)
+    client.on_server_data(challenge, 0.52)
+    return 0.52
+
+
+def test_answers_to_requests_sent_again_do_not_make_a_near_server_far() -> None:
+    """``round_trip`` follows Karn's rule (RFC 6298 §3): an answer to a request sent again
+    is taken only until one to a request sent once comes, which replaces it, and none
+    after.  Smoothed over every answer, the challenge's first copy lost (0.52 s) left a
+    server 20 ms away at 0.27 s after three answers, and a Refresh answered at its fourth
+    copy (3.5 s) took a server next door to 0.44 s: closing waited 0.7-1.1 s, not its half
+    second (the trio shell's wait is 2.5 round trips from 0.5 s; p36pass5)."""
+    server = FakeServer(max_lifetime=3600)
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    now = _challenge_after_a_lost_copy(client, server)
+    assert client.round_trip == pytest.approx(0.52)  # (all there is, for now)
+    authenticated = client.poll_transmit(now)
+    assert authenticated is not None
+    for reply in server.handle(authenticated, now + 0.02):
+        client.on_server_data(reply, now + 0.02)
+    assert state(client) is TurnState.ALLOCATED
+    assert client.round_trip == pytest.approx(0.02)  # (sent once: it replaces the other)
+    now = 10.0
+    server.silent = True
+    client.refresh_now(now)
+    exchange(client, server, now)  # (lost: the server is out a moment)
+    for at in (0.5, 1.5):
+        client.on_timer(now + at)
+        exchange(client, server, now + at)
+    server.silent = False
+    client.on_timer(now + 3.5)
+    exchange(client, server, now + 3.5)  # (its fourth copy, answered at once)
+    assert state(client) is TurnState.ALLOCATED
+    assert client.round_trip == pytest.approx(0.02)
+
+
+def test_the_allocate_after_a_438_starts_at_the_round_trip_that_answer_measured() -> None:
+    """An Allocate after a 438 (as after a 401) starts at three times the round trip the
+    438 measured (``ALLOCATE_RTO_MIN`` at least): 20 ms here, so 100 ms, though the
+    challenge before took 0.52 s from its first copy (a copy lost).  Made of the smoothed
+    round trip, it was 0.5 s (p36pass5)."""
+    server = FakeServer(stale_next=1)
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    now = _challenge_after_a_lost_copy(client, server)
+    second = client.poll_transmit(now)
+    assert second is not None
+    now += 0.02
+    (stale,) = server.handle(second, now)
+    client.on_server_data(stale, now)
+    third = client.poll_transmit(now)
+    assert third is not None and state(client) is TurnState.ALLOCATING  # (lost)
+    deadline = client.next_deadline()
+    assert deadline is not None and deadline - now == pytest.approx(0.1)

@@ -167,6 +167,7 @@ class TurnClient:
         self._rto = rto
         self._allocate_rto = rto  # (see ALLOCATE_RTO_MIN)
         self._round_trip: float | None = None
+        self._clean = False  # (round_trip is of answers to requests sent once)
         self._ti = ti
         self._queue_limit = queue_limit
         self._software = stun.Software(software) if software else None
@@ -230,10 +231,11 @@ class TurnClient:
 
     @property
     def round_trip(self) -> float | None:
-        """The round trip to the server over UDP, in seconds, smoothed (RFC 6298's SRTT) over
-        what the answers measured from their requests' first copies (each the round trip,
-        or more where a copy was lost, since which copy an answer is to is not known), or
-        ``None`` (none yet; over TCP or TLS, none).  A client that closes waits for the
+        """The round trip to the server over UDP, in seconds: smoothed (RFC 6298's SRTT)
+        over the answers to requests sent once; until one comes, the least time an answer
+        to a request sent again took from its first copy (more than the round trip, maybe:
+        which copy it answers is not known, RFC 6298 §3); or ``None`` (none yet; over TCP
+        or TLS, none).  A client that closes waits for the
         deletion longer the farther the server is (the trio shell: two and a half of them,
         see ``DEALLOCATE_WAIT``)."""
         return self._round_trip
@@ -716,15 +718,18 @@ class TurnClient:
         del self._transactions[message.transaction_id]
         self._dirty = True
         if not self.reliable:
-            # (From the first copy: the round trip, or more, where the answer is to a later
-            # one (RFC 6298 §3, Karn's ambiguity), which can only lengthen what it sets;
-            # smoothed as RFC 6298 §2.3's SRTT, so that one lost copy does not make a near
-            # server far, and a path that grew slower is followed.)
+            # (From the first copy: the round trip; or more, where a copy went again and the
+            # answer may be to it, RFC 6298 §3's ambiguity, which can only lengthen what it
+            # sets.  See round_trip.)
             took = now - tx.started
             last = self._round_trip
-            self._round_trip = took if last is None else last + (took - last) / 8
+            if tx.schedule.sends == 1:
+                clean, self._clean = self._clean, True
+                self._round_trip = took if not clean or last is None else last + (took - last) / 8
+            elif not self._clean:
+                self._round_trip = took if last is None else min(last, took)
             if tx.kind is Kind.ALLOCATE:  # (see ALLOCATE_RTO_MIN)
-                self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * self._round_trip))
+                self._allocate_rto = min(self._rto, max(ALLOCATE_RTO_MIN, 3 * took))
         if message.message_class is MessageClass.SUCCESS:
             # (Taken even with an unknown comprehension-required attribute, which RFC 8489
             # §6.3.4 would have fail the transaction: the server has made the allocation,
