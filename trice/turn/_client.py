@@ -231,7 +231,7 @@ class TurnClient:
 
     @property
     def round_trip(self) -> float | None:
-        """The round trip to the server over UDP, in seconds: smoothed (RFC 6298's SRTT)
+        """The round trip to the server over UDP, in seconds, smoothed (RFC 6298's SRTT)
         over the answers to requests sent once; until one comes, the least time an answer
         to a request sent again took from its first copy (more than the round trip, maybe:
         which copy it answers is not known, RFC 6298 §3); or ``None`` (none yet; over TCP
