@@ -200,7 +200,6 @@ class _StreamConnection:
         self.send_scope: trio.CancelScope | None = None  # (the send_all running, shielded)
         self.ending = math.inf  # when the relay closes: the send_all running is cut then
         self.closed = False  # lost or closed: waiting senders are woken, and told
-        self.read_full = False  # (read_waiting's last read took all it asked for)
 
     def write(self, data: bytes) -> bool:
         """Queue ``data`` (one frame) if there is room.  Data fills its buffer up to
@@ -350,32 +349,30 @@ class _StreamConnection:
             return None
         return stream.socket
 
-    def _take_waiting(self, sock: trio.socket.SocketType) -> None:
+    def _take_waiting(self, sock: trio.socket.SocketType) -> bool:
         """Read and frame what the socket holds now (one read of ``STREAM_READ`` at most),
         without waiting: the frames go to ``_frames_ready``; the end of the stream, an error
-        or bytes out of step are kept, and raised by :meth:`read`."""
-        self.read_full = False
+        or bytes out of step are kept, and raised by :meth:`read`.  Returns whether the read
+        took all it asked for (more may wait)."""
         if self.broken is not None:
-            return  # (the end taken already: by the reader, or a read without waiting)
+            return False  # (the end taken already: by the reader, or a read without waiting)
         try:
             data = os.read(sock.fileno(), STREAM_READ)  # (non-blocking: trio's socket)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:  # (a reset: taken now, the socket would read as ended)
             self.broken = _Lost("connection to the server lost", "connection lost")
             self.broken.__cause__ = exc
-            return
+            return False
         if not data:
             self.broken = _Lost("the server closed the connection", "connection closed")
-            return
-        self.read_full = len(data) == STREAM_READ  # (more may wait)
+            return False
         self._feed(data)
+        return len(data) == STREAM_READ
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Frame ``data`` (see :class:`~trice.turn.StreamFramer`): whole frames to
         ``_frames_ready``, then bytes out of step kept as the stream's end."""
-        if self.broken is not None:
-            return
         try:
             self._frames_ready += self.framer.feed(data)
             self.framer.feed(b"")  # (whole frames before bytes out of step come first)
@@ -392,16 +389,19 @@ class _StreamConnection:
         if self.broken is not None and not self._frames_ready:
             raise self.broken
 
-    def read_waiting(self) -> list[bytes]:
-        """What a plain TCP connection holds now, framed, read without waiting, as the
-        reader would (a check about to be given up, the relay's timer: see
-        :meth:`RelayTransport.read_waiting`); what ends the stream (its end, an error,
-        bytes out of step) is kept for the reader, and said in :attr:`broken`.  Over TLS
-        nothing: its bytes go through the TLS object, which the reader alone reads."""
+    def read_waiting(self, reads: int = 1) -> list[bytes]:
+        """What a plain TCP connection holds now, framed, read without waiting (``reads``
+        reads of ``STREAM_READ`` at most), as the reader would (a check about to be given
+        up, the relay's timer: see :meth:`RelayTransport.read_waiting`); what ends the
+        stream (its end, an error, bytes out of step) is kept for the reader, and said in
+        :attr:`broken`.  Over TLS nothing: its bytes go through the TLS object, which the
+        reader alone reads."""
         sock = self._raw()
-        if sock is None or self.closed or self.broken is not None:
+        if sock is None or self.closed:
             return []
-        self._take_waiting(sock)
+        for _ in range(reads):
+            if not self._take_waiting(sock):
+                break
         return self._taken()
 
     async def aclose(self) -> None:
@@ -532,19 +532,21 @@ class RelayTransport:
         given up looks for its answer first (see ``CheckRun._answered_meanwhile``), and so
         does the relay's timer, in all the socket holds (see ``_timer_loop``)."""
         conn = self._conn
+        if isinstance(conn, _StreamConnection):
+            if not self._closed:
+                frames = conn.read_waiting(batches)
+                if frames:
+                    self._take(frames)
+                if conn.broken is not None:  # (the reader, waiting, would not see it soon)
+                    self._lost(conn.broken)
+            return
         for _ in range(batches):
             if self._closed:
                 return
             frames = conn.read_waiting()
             if frames:
                 self._take(frames)
-            if isinstance(conn, _StreamConnection):
-                if conn.broken is not None:  # (the reader, waiting, would not see it soon)
-                    self._lost(conn.broken)
-                    return
-                if not conn.read_full:
-                    return
-            elif len(frames) < READ_BATCH:
+            if len(frames) < READ_BATCH:
                 return
 
     def wake(self) -> None:

@@ -724,8 +724,11 @@ class TurnClient:
             took = now - tx.started
             last = self._round_trip
             if tx.schedule.sends == 1:
-                clean, self._clean = self._clean, True
-                self._round_trip = took if not clean or last is None else last + (took - last) / 8
+                if self._clean and last is not None:
+                    self._round_trip = last + (took - last) / 8
+                else:  # (the first, or the first that is not ambiguous: it stands alone)
+                    self._round_trip = took
+                self._clean = True
             elif not self._clean:
                 self._round_trip = took if last is None else min(last, took)
             if tx.kind is Kind.ALLOCATE:  # (see ALLOCATE_RTO_MIN)
