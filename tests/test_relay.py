@@ -264,6 +264,71 @@ async def test_a_tcp_server_that_breaks_the_stream_ends_the_allocation_at_once(
     assert str(server) in str(info.value)
 
 
+def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server's TLS context with a certificate for 127.0.0.1, and a client's that trusts
+    it (a fresh trustme CA)."""
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        ("closes TLS", "connection closed"),
+        ("closes TCP under TLS", "connection lost"),
+        ("writes no STUN", "garbled stream"),
+        ("writes no TLS", "connection lost"),
+    ],
+)
+async def test_a_tls_server_that_ends_the_stream_ends_the_allocation_at_once(
+    behaviour: str, reason: str
+) -> None:
+    """Over TLS, whose records the relay decrypts itself: a server that closes TLS
+    (close_notify) closed the connection; one whose TCP connection ends without it, or that
+    writes what is not TLS, lost it; TLS that carries what is not STUN is a garbled stream.
+    Each ends the allocation at once, as trio's SSLStream made them end it."""
+    server_context, client_context = _tls_contexts()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        async with tcp:
+            tls = trio.SSLStream(tcp, server_context, server_side=True)
+            await tls.receive_some(65536)  # the Allocate request
+            if behaviour == "closes TLS":
+                await tls.aclose()
+            elif behaviour == "writes no STUN":
+                await tls.send_all(b"\xff" * 64)
+            elif behaviour == "writes no TLS":
+                await tcp.send_all(b"\xff" * 64)
+            if behaviour != "closes TCP under TLS":
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await tcp.receive_some(65536)  # (until the client hangs up)
+
+    async with trio.open_nursery() as servers:
+        servers.start_soon(trio.serve_listeners, serve, listeners)
+        server = ServerUrl("turns", "127.0.0.1", port=port, transport="tcp")
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(AllocationError) as info:
+                    await start_relay(
+                        nursery,
+                        server,
+                        Inbox(),
+                        ssl_context=client_context,
+                        allocation_timeout=SLOW_PATH,
+                    )
+        servers.cancel_scope.cancel()
+    assert info.value.reason == reason
+    assert str(server) in str(info.value)
+
+
 async def test_silent_server_times_out(autojump_clock: trio.testing.MockClock) -> None:
     # Virtual time (tests/virtual_time.py): nothing ever answers, so the clock may jump
     # whenever every task waits, and the allocation timeout is met exactly however loaded
@@ -1276,13 +1341,15 @@ async def test_closing_waits_for_a_far_servers_stale_nonce_and_deletes(
             outer.cancel_scope.cancel()
 
 
-async def test_over_tcp_a_refresh_answered_while_the_reader_waited_keeps_the_allocation(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_over_a_stream_a_refresh_answered_while_the_reader_waited_keeps_the_allocation(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
-    """As over UDP (above), over a plain TCP connection to the server: the run stalls past
+    """As over UDP (above), over a TCP or TLS connection to the server: the run stalls past
     the allocation's lifetime as the Refresh's answer comes, its reader not having had its
     turn; the relay's timer reads the connection first, and the allocation lives on.  (A
-    stream was read by its reader only: the allocation was given up, the answer unread.)"""
+    stream was read by its reader only: the allocation was given up, the answer unread; a
+    TLS one still was, its records going through trio's SSLStream.)"""
     fake = FakeServer(max_lifetime=30)  # (the Refresh goes at 24 s)
     held: list[bool] = []
     real_read = _relay._StreamConnection.read
@@ -1293,10 +1360,14 @@ async def test_over_tcp_a_refresh_answered_while_the_reader_waited_keeps_the_all
         return await real_read(self)
 
     monkeypatch.setattr(_relay._StreamConnection, "read", read)
-    streams: list[trio.SocketStream] = []
+    server_context, client_context = _tls_contexts()
+    streams: list[trio.abc.Stream] = []
     stalled: list[float] = []
 
-    async def serve(stream: trio.SocketStream) -> None:
+    async def serve(tcp: trio.SocketStream) -> None:
+        stream: trio.abc.Stream = tcp
+        if transport == "tls":
+            stream = trio.SSLStream(tcp, server_context, server_side=True)
         streams.append(stream)
         framer = StreamFramer()
         while data := await stream.receive_some(65536):
@@ -1313,8 +1384,9 @@ async def test_over_tcp_a_refresh_answered_while_the_reader_waited_keeps_the_all
                 functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
             )
             port = listener.socket.getsockname()[1]
-            address = ServerUrl.parse(f"turn:127.0.0.1:{port}?transport=tcp")
-            relay = await start_relay(nursery, address, Inbox())
+            scheme = "turns" if transport == "tls" else "turn"
+            address = ServerUrl.parse(f"{scheme}:127.0.0.1:{port}?transport=tcp")
+            relay = await start_relay(nursery, address, Inbox(), ssl_context=client_context)
             held.append(True)
             await streams[0].send_all(b"\x40\x00\x00\x00")  # (its reader goes back to wait)
             await trio.sleep(40)

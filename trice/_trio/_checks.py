@@ -130,7 +130,7 @@ class CheckRun:
             if isinstance(transport, UdpTransport):
                 self.agent._drain(transport)
             elif isinstance(transport, (MuxTransport, RelayTransport)):
-                transport.read_waiting()  # (a relay over TLS: read by its task only)
+                transport.read_waiting()  # (a relay through an HTTPS proxy: by its task only)
             elif isinstance(transport, TcpTransport):
                 transport.read_waiting(self.check.destination)
         return self.settled or self.dropped

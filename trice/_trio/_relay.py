@@ -176,14 +176,77 @@ class _UdpConnection:
         await trio.lowlevel.checkpoint()
 
 
+class _Tls:
+    """TLS on the connection to a ``turns:`` server (RFC 8656 §3.1): an
+    :class:`ssl.SSLObject` between two memory buffers, whose records the connection moves
+    itself.  So a TLS connection is read as a plain TCP one is, what its socket holds now
+    taken without waiting and framed (see :meth:`_StreamConnection.read_waiting`); trio's
+    ``SSLStream`` reads only by waiting, in the task that reads."""
+
+    def __init__(self, obj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO):
+        self.obj = obj
+        self.incoming = incoming
+        self.outgoing = outgoing
+
+    def receive(self, data: bytes | bytearray) -> tuple[bytes, _Lost | None]:
+        """Decrypt ``data`` from the server (``b""``: the connection's end).  Returns the
+        plaintext, and what ended the stream, if something did: the server's close_notify
+        (closed), an end without it or a bad record (lost).  Records the reads left to
+        send (a TLS 1.3 KeyUpdate's answer) wait in ``outgoing``, for the writer."""
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+        plain = bytearray()
+        while True:
+            try:
+                chunk = self.obj.read(STREAM_READ)
+            except ssl.SSLWantReadError:
+                return bytes(plain), None
+            except ssl.SSLZeroReturnError:
+                return bytes(plain), _Lost("the server closed the connection", "connection closed")
+            except ssl.SSLError as exc:  # (an end without close_notify; a record out of step)
+                lost = _Lost("connection to the server lost", "connection lost")
+                lost.__cause__ = exc
+                return bytes(plain), lost
+            if not chunk:
+                return bytes(plain), _Lost("the server closed the connection", "connection closed")
+            plain += chunk
+
+    def encrypt(self, data: bytes) -> bytes:
+        """The records to send for ``data``, after those waiting (see :meth:`receive`).
+
+        Raises:
+            _Lost: TLS cannot write (it is closed, or the server began a renegotiation,
+                which this does not follow).
+        """
+        if data:
+            try:
+                self.obj.write(data)
+            except ssl.SSLError as exc:
+                raise _Lost(
+                    f"connection to the server lost (TLS: {exc})", "connection lost"
+                ) from exc
+        return self.outgoing.read()
+
+    def close_notify(self) -> bytes:
+        """The close_notify record to send as the connection closes (nothing if TLS
+        cannot make it)."""
+        with contextlib.suppress(ssl.SSLError):
+            self.obj.unwrap()
+        return self.outgoing.read()
+
+
 class _StreamConnection:
-    """A TCP or TLS stream to the server, framed (RFC 8656 §12.5), with a writer buffer."""
+    """A TCP or TLS stream to the server, framed (RFC 8656 §12.5), with a writer buffer.
+    ``stream`` carries TLS's records for ``tls``, if given."""
 
     reliable = True
 
-    def __init__(self, stream: trio.abc.Stream, source: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, source: str, tls: _Tls | None = None) -> None:
         self.stream = stream
         self.source = source
+        self.tls = tls
         self.framer = StreamFramer()
         #: What ended the stream (its end, an error, bytes out of step), raised by the
         #: reader once the frames before it are taken.
@@ -269,17 +332,21 @@ class _StreamConnection:
         A piece, once begun, is written whole even when the relay is cancelled: cut,
         it would leave the stream out of step, with the data sent before it lost and no
         way to delete the allocation.  Closing bounds that wait (:meth:`end_by`)."""
-        pending, sizes, urgent = self.pending, self.sizes, self.urgent
-        while urgent or pending:
+        pending, sizes, urgent, tls = self.pending, self.sizes, self.urgent, self.tls
+        while urgent or pending or (tls is not None and tls.outgoing.pending):
             if urgent:
                 chunk = bytes(urgent)
                 urgent.clear()
-            else:
+            elif pending:
                 size = sizes.popleft()
                 while sizes and size + sizes[0] <= STREAM_PIECE:
                     size += sizes.popleft()
                 chunk = bytes(pending[:size])
                 del pending[:size]
+            else:
+                chunk = b""  # (what TLS's reads left to send)
+            if tls is not None:
+                chunk = tls.encrypt(chunk)
             self.sending = True
             with trio.CancelScope(shield=True, deadline=self.ending) as scope:
                 self.send_scope = scope
@@ -312,19 +379,19 @@ class _StreamConnection:
             _Lost: the connection is lost or closed, or its bytes are out of step.
         """
         sock = self._raw()
-        if sock is None:  # (TLS, or Windows: through the stream)
+        while sock is None:  # (through a proxy's TLS, or on Windows: through the stream)
             self._raise_if_broken()
             try:
                 data = await self.stream.receive_some(STREAM_READ)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise _Lost("connection to the server lost", "connection lost") from exc
-            if not data:
-                raise _Lost("the server closed the connection", "connection closed")
-            self._feed(data)
+            self._ingest(data)
             self._raise_if_broken()
-            return self._taken()
+            frames = self._taken()
+            if frames:
+                return frames
         while True:
-            # (Plain TCP: the bytes are taken and framed in one step, with no other task
+            # (The socket's bytes are taken and framed in one step, with no other task
             # between, as read_waiting takes them too: trio's receive_some lets other tasks
             # run after its recv, and bytes read meanwhile reached the framer first.)
             self._raise_if_broken()
@@ -341,19 +408,18 @@ class _StreamConnection:
                 return frames
 
     def _raw(self) -> trio.socket.SocketType | None:
-        """The socket of a plain TCP connection, whose bytes this reads itself (``None``
-        over TLS, whose bytes go through the TLS object, and on Windows, whose os.read
-        takes no socket)."""
+        """The socket of the connection, whose bytes this reads itself (``None`` through an
+        HTTPS proxy, whose TLS is trio's, and on Windows, whose os.read takes no socket)."""
         stream = self.stream
         if sys.platform == "win32" or not isinstance(stream, trio.SocketStream):
             return None
         return stream.socket
 
     def _take_waiting(self, sock: trio.socket.SocketType) -> bool:
-        """Read and frame what the socket holds now (one read of ``STREAM_READ`` at most),
-        without waiting: the frames go to ``_frames_ready``; the end of the stream, an error
-        or bytes out of step are kept, and raised by :meth:`read`.  Returns whether the read
-        took all it asked for (more may wait)."""
+        """Read, decrypt and frame what the socket holds now (one read of ``STREAM_READ``
+        at most), without waiting: the frames go to ``_frames_ready``; the end of the
+        stream, an error or bytes out of step are kept, and raised by :meth:`read`.
+        Returns whether the read took all it asked for (more may wait)."""
         if self.broken is not None:
             return False  # (the end taken already: by the reader, or a read without waiting)
         try:
@@ -364,11 +430,25 @@ class _StreamConnection:
             self.broken = _Lost("connection to the server lost", "connection lost")
             self.broken.__cause__ = exc
             return False
-        if not data:
-            self.broken = _Lost("the server closed the connection", "connection closed")
-            return False
-        self._feed(data)
+        self._ingest(data)
         return len(data) == STREAM_READ
+
+    def _ingest(self, data: bytes | bytearray) -> None:
+        """Take ``data`` from the connection (``b""``: its end), through TLS if any."""
+        tls = self.tls
+        if tls is None:
+            if data:
+                self._feed(data)
+            else:
+                self.broken = _Lost("the server closed the connection", "connection closed")
+            return
+        plain, end = tls.receive(data)
+        if plain:
+            self._feed(plain)
+        if end is not None and self.broken is None:
+            self.broken = end
+        if tls.outgoing.pending:
+            self.wake.set()  # (for the writer)
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Frame ``data`` (see :class:`~trice.turn.StreamFramer`): whole frames to
@@ -390,12 +470,12 @@ class _StreamConnection:
             raise self.broken
 
     def read_waiting(self, reads: int = 1) -> list[bytes]:
-        """What a plain TCP connection holds now, framed, read without waiting (``reads``
-        reads of ``STREAM_READ`` at most), as the reader would (a check about to be given
-        up, the relay's timer: see :meth:`RelayTransport.read_waiting`); what ends the
-        stream (its end, an error, bytes out of step) is kept for the reader, and said in
-        :attr:`broken`.  Over TLS nothing: its bytes go through the TLS object, which the
-        reader alone reads."""
+        """What the connection holds now, framed, read without waiting (``reads`` reads
+        of ``STREAM_READ`` at most), as the reader would (a check about to be given up,
+        the relay's timer: see :meth:`RelayTransport.read_waiting`); what ends the stream
+        (its end, an error, bytes out of step) is kept for the reader, and said in
+        :attr:`broken`.  Through an HTTPS proxy nothing: the proxy's TLS is trio's, which
+        the reader alone reads."""
         sock = self._raw()
         if sock is None or self.closed:
             return []
@@ -408,7 +488,14 @@ class _StreamConnection:
         self._close_writers()
         if self.sending:
             await trio.aclose_forcefully(self.stream)
-        else:
+            return
+        try:
+            if self.tls is not None:
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError
+                ):
+                    await self.stream.send_all(self.tls.close_notify())
+        finally:
             await self.stream.aclose()
 
 
@@ -828,8 +915,7 @@ async def _connect(
         tcp, source = direct, _source(direct)
     if not server.secure:
         return _StreamConnection(tcp, source)
-    tls = await _tls(tcp, ssl_context, server.host, _Lost)
-    return _StreamConnection(tls, source)
+    return _StreamConnection(tcp, source, await _tls_handshake(tcp, ssl_context, server.host))
 
 
 _NO_DESCRIPTOR = (errno.EMFILE, errno.ENFILE)
@@ -903,16 +989,59 @@ async def _tls(
         await tls.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            raise lost(
-                f"TLS certificate rejected: {cause.verify_message or cause}", "certificate"
-            ) from exc
-        raise lost(f"TLS handshake failed: {cause or exc}", "tls") from exc
+        raise _handshake_failed(exc.__cause__ or exc, lost) from exc
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
     return tls
+
+
+def _handshake_failed(cause: BaseException, lost: Callable[[str, str], _Lost]) -> _Lost:
+    """A TLS handshake failed of ``cause``: reason ``"certificate"`` or ``"tls"``."""
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return lost(f"TLS certificate rejected: {cause.verify_message or cause}", "certificate")
+    return lost(f"TLS handshake failed: {cause}", "tls")
+
+
+async def _tls_handshake(
+    stream: trio.abc.Stream, ssl_context: ssl.SSLContext | None, hostname: str
+) -> _Tls:
+    """TLS with a ``turns:`` server on ``stream`` (see :class:`_Tls`), its certificate
+    checked as :func:`_tls` checks it, and with the same errors.  (Nothing the server sends
+    can follow the handshake's records in the reads made here but TLS's own: it speaks only
+    once asked, and nothing is asked before.)"""
+    context = ssl_context if ssl_context is not None else await _default_tls_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        obj = context.wrap_bio(incoming, outgoing, server_hostname=hostname)
+    except (ssl.SSLError, ValueError) as exc:  # (a context that makes no client: see IceServer)
+        await trio.aclose_forcefully(stream)
+        raise _Lost(f"TLS cannot start: {exc}", "tls") from exc
+    try:
+        while True:
+            try:
+                obj.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            if outgoing.pending:
+                await stream.send_all(outgoing.read())
+            if done:
+                return _Tls(obj, incoming, outgoing)
+            data = await stream.receive_some(STREAM_READ)
+            if data:
+                incoming.write(data)
+            else:
+                incoming.write_eof()
+    except ssl.SSLError as exc:
+        await trio.aclose_forcefully(stream)
+        raise _handshake_failed(exc, _Lost) from exc
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        await trio.aclose_forcefully(stream)
+        raise _handshake_failed(exc, _Lost) from exc
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
 
 
 async def _tunnel(
