@@ -1341,6 +1341,53 @@ async def test_closing_waits_for_a_far_servers_stale_nonce_and_deletes(
             outer.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("close_at", [0.25, 0.3, 0.35])
+async def test_an_allocate_sent_again_after_the_deletions_437_is_deleted_too(
+    autojump_clock: trio.testing.MockClock, close_at: float
+) -> None:
+    """A server 0.1 s away each way; the authenticated Allocate's first copy is lost, and
+    the relay closes before its next: the deletion finds no allocation (437), and the
+    Allocate goes once more, at once (the grant's answer might have been lost), is granted
+    and answered within closing's wait, and is deleted.  It went again at its own
+    retransmission time, granted as closing's wait ended: the server kept the allocation
+    for its lifetime (the suspects review on e04f287)."""
+    fake = FakeServer()
+    lost: list[bytes] = []
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+
+        async def far(data: bytes, source: Address) -> None:
+            await trio.sleep(0.1)
+            message = stun.decode(data)
+            authenticated = message.get(stun.Username) is not None
+            if message.method is stun.Method.ALLOCATE and authenticated and not lost:
+                lost.append(data)
+                return
+            replies = fake.handle(data, trio.current_time())
+            await trio.sleep(0.1)
+            for reply in replies:
+                server.sendto(reply, source)
+
+        async def serve(nursery: trio.Nursery) -> None:
+            while True:
+                await trio.lowlevel.wait_readable(server)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        nursery.start_soon(far, *server.recvfrom(65536))
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(serve, outer)
+            address = ServerUrl.parse(f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp")
+            async with trio.open_nursery() as nursery:
+                with trio.move_on_after(close_at) as given_up:
+                    await start_relay(nursery, address, Inbox())
+            assert given_up.cancelled_caught and lost
+            await trio.sleep(5)  # (all in flight lands)
+            assert not fake.allocated
+            outer.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 async def test_over_a_stream_a_refresh_answered_while_the_reader_waited_keeps_the_allocation(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, transport: str

@@ -2239,12 +2239,37 @@ def test_a_copy_lost_once_does_not_make_a_near_server_far() -> None:
     assert client.round_trip is not None and client.round_trip > 0.3
 
 
+@pytest.mark.parametrize(("until", "sent"), [(0.45, True), (0.35, False), (None, True)])
+def test_after_the_deletions_437_the_allocate_goes_again_only_if_answered_in_time(
+    until: float | None, sent: bool
+) -> None:
+    """The deletion refused with 437 at 0.3 s (the Allocate had not come), the Allocate goes
+    once more at once only if its answer is due (a round trip of 0.1 s) before the driver
+    stops waiting (``until``): one granted later, with no one left to delete it, would stay
+    at the server (the suspects review on e04f287)."""
+    server = FakeServer()
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    for reply in server.handle(client.poll_transmit(0.0) or b"", 0.05):
+        client.on_server_data(reply, 0.1)
+    assert client.round_trip == pytest.approx(0.1)
+    allocate = client.poll_transmit(0.1)
+    assert allocate is not None
+    client.close(0.2, until=until)
+    (refused,) = server.handle(client.poll_transmit(0.2) or b"", 0.25)
+    client.on_server_data(refused, 0.3)
+    assert (client.poll_transmit(0.3) == allocate) is sent
+    assert state(client) is TurnState.CLOSING  # (the Allocate's answer still counts)
+
+
 def test_a_deletion_overtaken_resumes_the_allocate_and_crossed_answers_wait_for_the_last() -> None:
     """Closed while the authenticated Allocate is out, the deletion overtakes it (437): the
     Allocate goes again (the grant's answer may be lost, and the server answers a copy of a
     request it granted), and the grant is deleted.  Where the answers cross (the grant,
     then the first deletion's 437), the client waits for the deletion sent on the grant
-    rather than closing unconfirmed (p36pass2's suspicions)."""
+    rather than closing unconfirmed (p36pass2's suspicions).  The copy goes at once, and
+    only that one: a later copy, granted once the driver has stopped waiting, would stay at
+    the server (suspects on e04f287)."""
     server = FakeServer()
     client, allocate = _challenged_allocate_out(server)
     client.close(0.2)
@@ -2253,9 +2278,10 @@ def test_a_deletion_overtaken_resumes_the_allocate_and_crossed_answers_wait_for_
     (granted,) = server.handle(allocate, 0.3)  # (and its answer is lost)
     client.on_server_data(refused, 0.4)
     assert state(client) is TurnState.CLOSING
-    client.on_timer(0.6)  # (the Allocate's RTO: it goes again)
-    again = client.poll_transmit(0.6)
+    again = client.poll_transmit(0.4)  # (the Allocate goes again, at once)
     assert again == allocate
+    client.on_timer(0.7)  # (its RTO: no more copies)
+    assert client.poll_transmit(0.7) is None
     client.on_server_data(granted, 0.7)  # (the grant, at last: deleted)
     second = client.poll_transmit(0.7)
     assert second is not None and stun.decode(second).method is Method.REFRESH

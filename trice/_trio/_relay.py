@@ -834,7 +834,8 @@ class RelayTransport:
                 stuck = isinstance(conn, _StreamConnection) and conn.sending
                 if deallocate and not stuck:
                     await conn.flush()  # (the data sent before close goes before the deletion)
-                    client.close(trio.current_time())  # a no-op unless allocating or allocated
+                    # (A no-op unless allocating or allocated; the wait's end: see there.)
+                    client.close(trio.current_time(), until=scope.deadline)
                     self._drain()
                     await conn.flush()
                 while client.state is TurnState.CLOSING:

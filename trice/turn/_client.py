@@ -9,6 +9,7 @@ and the time (every method takes ``now``, a monotonic float in seconds), and sen
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields
@@ -168,6 +169,7 @@ class TurnClient:
         self._allocate_rto = rto  # (see ALLOCATE_RTO_MIN)
         self._round_trip: float | None = None
         self._clean = False  # (round_trip is of answers to requests sent once)
+        self._closing_until = math.inf  # (see close)
         self._ti = ti
         self._queue_limit = queue_limit
         self._software = stun.Software(software) if software else None
@@ -535,7 +537,7 @@ class TurnClient:
         self._outbox.clear()
         self._dirty = True
 
-    def close(self, now: float) -> None:
+    def close(self, now: float, until: float | None = None) -> None:
         """Delete the allocation: a Refresh with LIFETIME 0 (RFC 8656 §8).
 
         Waits in :attr:`TurnState.CLOSING` for the answer (or the timeout), then
@@ -545,6 +547,14 @@ class TurnClient:
         Allocate goes no more (a copy granted after the deletion would be left): its answer
         still counts, and a deletion refused meanwhile (437: the Allocate had not come)
         waits for it.  A no-op when failed, closing or closed.
+
+        Args:
+            now: the time.
+            until: when the driver stops waiting (and reading): a deletion refused with 437
+                sends the Allocate once more, at once (its grant's answer may be lost),
+                only if the answer to it is due before then (:attr:`round_trip`); a grant
+                that came after, with no one left to delete it, would stay at the server
+                for its lifetime.  ``None``: no end.
         """
         state = self._state
         nxt = TRANSITIONS[state].get(TurnEvent.CLOSE)
@@ -552,6 +562,7 @@ class TurnClient:
             return
         self._dirty = True
         self._move(TurnEvent.CLOSE)
+        self._closing_until = math.inf if until is None else until
         self._waiting.clear()
         self._refreshes.clear()
         for perm in self._permissions.values():
@@ -994,14 +1005,21 @@ class TurnClient:
                 self._transactions.clear()
         elif kind is Kind.DEALLOCATE:
             # Closed while allocating, the deletion may have overtaken the Allocate (437),
-            # which, out still, may yet be granted: it goes again (its answer may be lost)
-            # and its grant is deleted.  Or a deletion sent on the grant is out still (the
-            # answers crossed): it decides.  The shell's wait bounds both.
+            # which, out still, may yet be granted: it goes once more, now (its grant's
+            # answer may be lost, and the server answers a copy of what it granted), if its
+            # answer is due before the driver stops waiting (see close), and its grant is
+            # deleted.  Or a deletion sent on the grant is out still (the answers crossed):
+            # it decides.  The driver's wait bounds both.
             waiting = False
             for other in self._transactions.values():
                 if other.kind is Kind.ALLOCATE:
-                    other.quiet = False
                     waiting = True
+                    due = now + (self._round_trip or 0.0)
+                    schedule = other.schedule
+                    if due < self._closing_until and schedule.sends < schedule.rc:
+                        schedule.on_timeout(now)  # (a copy sent again: see round_trip)
+                        self._counts["retransmissions"] += 1
+                        self._outbox.append(other.wire)
                 elif other.kind is Kind.DEALLOCATE:
                     waiting = True
             if not waiting:
