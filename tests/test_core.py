@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import trice
-from trice import ConfigError, stun
+from trice import ConfigError, StateError, stun
 from trice._config import Nomination, Timing
 from trice.ice import Candidate, CandidateType, TcpType, candidate_priority
 from trice.ice._checklist import Pair, PairState, compute_pair_priority
@@ -39,7 +39,7 @@ from trice.ice._events import (
     Event,
     SelectedPairChanged,
 )
-from trice.ice._gathering import srflx_candidate, tcp_host_candidate
+from trice.ice._gathering import host_candidate, srflx_candidate, tcp_host_candidate
 
 from core_harness import (
     Endpoint,
@@ -5685,3 +5685,52 @@ def test_bad_remote_parameters_after_good_ones_are_a_config_error(
     with pytest.raises(trice.ConfigError):
         core.set_remote(IceParameters(ufrag, pwd, lite=lite), 0.0)
     assert core.remote == _peer2()
+
+
+def test_a_release_without_a_hold_is_a_state_error() -> None:
+    """``release_remote`` with no candidate held (a driver's slip, or a release told twice)
+    is a StateError, and changes nothing: it drove the count of held candidates below zero,
+    which lifted the cap on remote candidates by as many, and counted candidates left out
+    that never were (the coreapi review on e04f287)."""
+    a, _ = two_cores(("relA", "relB"), end=False)
+    for _ in range(3):
+        with pytest.raises(StateError, match="hold_remote"):
+            a.release_remote(None, a.generation)
+    assert a.pending_remote == 0
+    assert a.remote_candidates_dropped == 0 and a.left_out == 0
+    a.hold_remote()
+    a.release_remote(None, a.generation)  # (held: taken, and counted as left out)
+    assert a.pending_remote == 0 and a.remote_candidates_dropped == 1
+
+
+@pytest.mark.parametrize("tiebreaker", [-1, 1 << 64, True, 1.0])
+def test_a_tiebreaker_beyond_64_bits_is_refused_at_construction(tiebreaker: Any) -> None:
+    """A tiebreaker no check can carry (RFC 8445 §16.1: 64 bits) is a ConfigError where it
+    is given: it was taken, and the first check raised a bare ValueError from the STUN
+    encoder (the coreapi review on e04f287)."""
+    with pytest.raises(ConfigError, match="tiebreaker"):
+        AgentCore(
+            local=IceParameters("tieA", "a" * 22),
+            controlling=True,
+            tiebreaker=tiebreaker,
+            timing=Timing(),
+        )
+
+
+def test_on_response_takes_only_the_checks_own_answer() -> None:
+    """``on_response`` takes a message as the check's answer only if it is a response with
+    the check's transaction id (RFC 8489 §6.3): an answer to another check handed with it
+    made its pair succeed, unanswered, and the check itself come back (a hairpin) failed
+    its pair (the coreapi review on e04f287)."""
+    a, b = two_cores(("ownA", "ownB"), end=False)
+    a.add_remote_candidate(host_candidate(("192.0.2.3", 9), 0))
+    first, second = a.poll_check(1.0), a.poll_check(2.0)
+    assert first is not None and second is not None and first.pair is not second.pair
+    assert not a.on_response(second, stun.decode(second.message), second.destination, 2.0)
+    local = a.local_candidates[0][0]
+    answer = b.on_request(0, (local.address, local.port), stun.decode(first.message), 2.0)
+    assert answer is not None
+    assert not a.on_response(second, stun.decode(answer), second.destination, 2.0)
+    assert second.pair.state is PairState.IN_PROGRESS
+    assert a.on_response(first, stun.decode(answer), first.destination, 2.0)
+    assert first.pair.state is PairState.SUCCEEDED

@@ -196,6 +196,10 @@ class AgentCore:
         consent_jitter: the factor of each interval between consent checks, by default
             drawn from 0.8-1.2 (RFC 7675 §5.1: agents do not send in step); injected so
             tests are deterministic.
+
+    Raises:
+        ConfigError: ``tiebreaker`` is not an integer from 0 to 2**64 - 1 (its checks could
+            not carry it).
     """
 
     __slots__ = (
@@ -295,6 +299,10 @@ class AgentCore:
         new_transaction_id: Callable[[], bytes] = stun.new_transaction_id,
         consent_jitter: Callable[[], float] = _consent_jitter,
     ) -> None:
+        if type(tiebreaker) is not int or not 0 <= tiebreaker < 1 << 64:
+            raise ConfigError(
+                f"the tiebreaker must be a 64-bit unsigned integer, not {tiebreaker!r}"
+            )
         self.local = local
         self.controlling = controlling and not local.lite
         self.tiebreaker = tiebreaker
@@ -992,12 +1000,17 @@ class AgentCore:
         none is held.  Nothing is done for a candidate of an earlier generation (an ICE
         restart came meanwhile): ``False``.
 
+        Raises:
+            StateError: no candidate is held.
+
         ``hidden``: the peer signalled the candidate's address under an mDNS name only (the
         shell resolved it).  A relayed candidate of ours pairs with none such: the TURN
         server would learn the address the peer hid (draft-ietf-mmusic-mdns-ice-candidates
         §3.3.2; a check the peer sends to our relayed candidate from there still pairs)."""
         if generation != self.generation:
             return False
+        if self.pending_remote <= 0:
+            raise StateError("release_remote() without a candidate held (hold_remote)")
         self.pending_remote -= 1
         end_held, self.remote_end_held = self.remote_end_held, False  # (it came before this)
         try:
@@ -1709,7 +1722,8 @@ class AgentCore:
     ) -> bool:
         """A response to ``check`` arrived from ``source``, on transport ``base`` (``None``:
         the check's own).  Returns whether it was accepted (a response that fails
-        authentication is ignored, RFC 8445 §7.2.5.1).
+        authentication is ignored, RFC 8445 §7.2.5.1; so is a message that is not a
+        response, or has another transaction id: see :meth:`on_late_response` then).
 
         A success is timed, as the pair's round trip (see :meth:`pair_statistics`), unless
         the shell says that the check went more than once (``sent_again``): then nobody can
@@ -1719,6 +1733,13 @@ class AgentCore:
         transport than the check left from, fails the pair: the addresses are not symmetric
         (RFC 8445 §7.2.5.2.1).  ``source`` may be as an IPv6 socket gives it, ``(host, port,
         flowinfo, scope_id)``."""
+        if response.transaction_id != check.transaction_id:
+            # (Not this check's answer: a driver that matched it by something else than
+            # its transaction, RFC 8489 §6.3.)
+            self.on_late_response(response, source, now, base=base)
+            return False
+        if response.message_class is not _SUCCESS and response.message_class is not _ERROR:
+            return False  # (a request with the check's id: the check itself, come back)
         live = self._live
         if live is None or live.get(check.transaction_id) is not check or self.finished:
             # (Not this generation's: a consent check on the pair of before an ICE restart,
@@ -1879,6 +1900,8 @@ class AgentCore:
         refreshes consent.  So does one that answers a consent check on the pair of before
         an ICE restart, made before it (see :meth:`restart`), for that pair, which carries
         data until a new one is selected.  Returns whether it answered such a check."""
+        if response.message_class is not _SUCCESS and response.message_class is not _ERROR:
+            return False  # (a request: a check of ours, come back)
         tid = response.transaction_id
         late, key = self._late, self._remote_key
         check = None if late is None else late.get(tid)
