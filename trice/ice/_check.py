@@ -33,9 +33,10 @@ class Check:
     """A connectivity check the shell must run.
 
     Send ``message`` from transport ``base`` to ``destination`` at each offset of
-    ``schedule`` but the last (seconds after the start); the last offset is when the check
-    gives up.  Report the outcome with :meth:`AgentCore.on_response` or
-    :meth:`AgentCore.on_timeout`.
+    ``schedule`` but the last (seconds after the start), except once
+    :meth:`AgentCore.cancelled` says the check is cancelled (then only wait for a late
+    answer); the last offset is when the check gives up.  Report the outcome with
+    :meth:`AgentCore.on_response` or :meth:`AgentCore.on_timeout`.
     """
 
     pair: Pair
