@@ -591,6 +591,34 @@ async def test_gathering_anew_replaces_a_relay_the_server_lost() -> None:
                 await exchange_each_way(ca, cb, 10)
 
 
+async def test_a_relay_the_server_lost_fails_ice_once_the_peer_falls_silent() -> None:
+    """The TURN server restarted on its address (over UDP: the relay's socket does not
+    notice) and holds no allocation now: the peer falls silent, and at ``disconnected`` the
+    agent asks the server (a Refresh, answered 437): ICE fails at once, and says the relay
+    is gone, which a plain restart then signals no more.  (It failed only as consent
+    expired, at ``failed_timeout``, saying so, and a plain restart signalled the dead relay
+    again; the relay heard of it at its next refresh, minutes on: the suspects review.)"""
+    require_turnserver()
+    timing = trice.Timing(disconnected_timeout=1.0, failed_timeout=25.0)
+    with contextlib.ExitStack() as first:
+        coturn = first.enter_context(run_coturn())
+        port, server = coturn.port, coturn.ice_server("udp")
+        config = loopback_config(
+            ice_servers=[server], transport_policy=trice.TransportPolicy.RELAY, timing=timing
+        )
+        async with gathered_pair(config) as (a, b), a.subscribe() as events:
+            signal(a, b)
+            await connect_both(a, b)
+            first.close()
+            with run_coturn(port=port):
+                with trio.fail_after(5):  # (1 s to disconnected, and a round trip)
+                    await wait_for_state(events, trice.ConnectionState.FAILED)
+                with pytest.raises(trice.IceFailedError, match="relay is gone"):
+                    await a.connect()
+                a.restart()
+                assert a.local_candidates == ()
+
+
 async def test_gathering_anew_probes_each_relay_once_whichever_servers_name_it(
     coturn_tls: Coturn,
 ) -> None:

@@ -1154,6 +1154,15 @@ class Agent:
                     for transport in self._transports.values():
                         if isinstance(transport, TcpTransport):
                             transport.cap_retransmissions(capped)
+            if state is _DISCONNECTED:
+                pair = self._core.selected
+                relay = None if pair is None else self._transports.get(pair.base)
+                if isinstance(relay, RelayTransport):
+                    # The peer silent over our relay: the TURN server may have lost the
+                    # allocation (it restarted), which it says only when asked.  Asked
+                    # now, a refusal ends the relay, and ICE with the reason, in a round
+                    # trip, not at the allocation's next refresh (minutes away).
+                    relay.refresh_now()
             if state is ConnectionState.FAILED:
                 connection = self._connection
                 if connection is not None:

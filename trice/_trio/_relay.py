@@ -651,15 +651,20 @@ class RelayTransport:
         does."""
         if self._closed:
             return False
-        client = self._client
-        client.refresh_now(trio.current_time())
         if self._probing is None:
             self._probing = trio.Event()
         probing = self._probing
-        self._pump()
-        self._wake.set()  # (the timer loop arms the Refresh's retransmissions)
+        self.refresh_now()
         await probing.wait()
-        return not self._closed and client.state is TurnState.ALLOCATED
+        return not self._closed and self._client.state is TurnState.ALLOCATED
+
+    def refresh_now(self) -> None:
+        """Ask the server now whether it still holds the allocation, without waiting for
+        the answer (see :meth:`probe`): a refusal closes the transport."""
+        if not self._closed:
+            self._client.refresh_now(trio.current_time())
+            self._pump()
+            self._wake.set()  # (the timer loop arms the Refresh's retransmissions)
 
     def close(self) -> None:
         """End :func:`run_relay`, which deletes the allocation and closes the connection.
