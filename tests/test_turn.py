@@ -2365,3 +2365,50 @@ def test_the_allocate_after_a_438_starts_at_the_round_trip_that_answer_measured(
     assert third is not None and state(client) is TurnState.ALLOCATING  # (lost)
     deadline = client.next_deadline()
     assert deadline is not None and deadline - now == pytest.approx(0.1)
+
+
+def test_over_a_stream_a_437_to_the_deletion_sends_no_copy_and_the_allocate_times_out() -> None:
+    """Over TCP or TLS a request goes once (RFC 8489 §6.2.2): a deletion refused with 437
+    sends no copy of the Allocate, which keeps its timeout (Ti), so that the client closes
+    at last without a driver's bound.  The copy went, and counting it ended the Allocate's
+    schedule: no deadline was left, and the client stayed closing for ever (p37pass1 on
+    ce1780b)."""
+    server = FakeServer()
+    client = TurnClient(USER, PASSWORD, reliable=True)
+    client.start(0.0)
+    for reply in server.handle(client.poll_transmit(0.0) or b"", 0.0):
+        client.on_server_data(reply, 0.05)
+    assert client.poll_transmit(0.1) is not None  # (the authenticated Allocate)
+    client.close(0.2)
+    (refused,) = server.handle(client.poll_transmit(0.2) or b"", 0.25)
+    client.on_server_data(refused, 0.3)
+    assert client.poll_transmit(0.3) is None
+    assert state(client) is TurnState.CLOSING
+    deadline = client.next_deadline()
+    assert deadline is not None
+    client.on_timer(deadline)
+    assert state(client) is TurnState.CLOSED
+
+
+@pytest.mark.parametrize("outage", [38.0, 45.0])
+def test_a_refresh_asked_early_and_unanswered_is_no_news(outage: float) -> None:
+    """A Refresh asked before due (``refresh_now``: the peer fell silent, the network
+    changed) that gets no answer, the path down a while, leaves the allocation, which the
+    server holds for its lifetime: it is refreshed when due, and refused only by the
+    server's word.  It failed the client at the end of its transaction (39.5 s over UDP),
+    minutes before the allocation ended (p37pass1 on 680b1fc)."""
+    client, server = allocated()
+    client.refresh_now(10.0)
+    now = 10.0
+    while (deadline := client.next_deadline()) is not None and deadline <= 10.0 + outage:
+        now = deadline
+        client.on_timer(now)
+        while client.poll_transmit(now) is not None:
+            pass  # (lost: the path is down)
+    run_until(client, server, 1000.0, now)  # (the path back: refreshed when due, as ever)
+    assert state(client) is TurnState.ALLOCATED, client.error
+    assert not client.refreshing  # (refreshed when due: the lifetime, 600 s, is past)
+    server.allocated = False  # (the server lost it)
+    client.refresh_now(1001.0)
+    exchange(client, server, 1001.0)
+    assert state(client) is TurnState.FAILED

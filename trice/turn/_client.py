@@ -200,6 +200,7 @@ class TurnClient:
         self._refresh_at = float("inf")
         self._expires_at = float("inf")  # (the allocation's end, as last granted)
         self._refreshing = False
+        self._asked_early = False  # (the Refresh out was asked before due: see refresh_now)
         self._deadline: float | None = None
         self._dirty = True
         self._counts = {f.name: 0 for f in fields(TurnStatistics)}
@@ -331,6 +332,7 @@ class TurnClient:
             return
         if not self._refreshing and self._refresh_at <= now:
             self._refreshing = True
+            self._asked_early = False
             self._request(Kind.REFRESH, now)
         idle = now - IDLE
         for perm in self._permissions.values():
@@ -367,11 +369,14 @@ class TurnClient:
 
     def refresh_now(self, now: float) -> None:
         """Refresh the allocation now, not when it is due (RFC 8656 §8): the question whether
-        the server still holds it, after the network changed (its answer comes as any
-        Refresh's, and a refusal fails the client).  A no-op unless allocated, or while a
-        Refresh is waiting for its answer."""
+        the server still holds it, after the network changed, or the peer fell silent (its
+        answer comes as any Refresh's, and a refusal fails the client).  No answer at all is
+        no news, asked before the refresh was due: the allocation lasts its lifetime, and
+        the refresh goes when due (the path may be down a moment, which is why it was
+        asked).  A no-op unless allocated, or while a Refresh is waiting for its answer."""
         if self._state is TurnState.ALLOCATED and not self._refreshing:
             self._refreshing = True
+            self._asked_early = now < self._refresh_at
             self._request(Kind.REFRESH, now)
 
     def send_to_peer(self, peer: Address, data: bytes, now: float) -> bool:
@@ -908,7 +913,7 @@ class TurnClient:
             else:
                 self._move(TurnEvent.GRANTED)
         elif kind is Kind.REFRESH:
-            self._refreshing = False
+            self._refreshing = self._asked_early = False
             if self._granted_nothing(message, "refresh"):
                 # The server ended the allocation (we asked for more): refreshing again at
                 # once would loop a round trip at a time.
@@ -988,6 +993,11 @@ class TurnClient:
         alternate: Address | None = None,
     ) -> None:
         kind = tx.kind
+        if kind is Kind.REFRESH and code is None and self._asked_early and now < self._expires_at:
+            # (Asked before due, and no answer came: no news, see refresh_now.)
+            self._refreshing = self._asked_early = False
+            self._dirty = True
+            return
         if code is not None:  # (0: an error response without ERROR-CODE, none to say)
             what = f"{code} {reason}".strip() if code else reason
         else:
@@ -1016,7 +1026,12 @@ class TurnClient:
                     waiting = True
                     due = now + (self._round_trip or 0.0)
                     schedule = other.schedule
-                    if due < self._closing_until and schedule.sends < schedule.rc:
+                    if (
+                        code == 437
+                        and not self.reliable  # (over a stream nothing goes twice)
+                        and due < self._closing_until
+                        and schedule.sends < schedule.rc
+                    ):
                         schedule.on_timeout(now)  # (a copy sent again: see round_trip)
                         self._counts["retransmissions"] += 1
                         self._outbox.append(other.wire)
