@@ -28,10 +28,12 @@ from loopback import (
     HAS_IPV6,
     connect_both,
     gathered_pair,
+    hold_readers,
     loopback_config,
     send_wide_views,
     server_socket,
     stun_server,
+    until,
     wait_for_state,
 )
 from natlab import entered, lone_namespace, require_natlab
@@ -588,3 +590,36 @@ async def test_a_receive_over_ice_tcp_ends_when_its_agent_closes() -> None:
                 assert outcome == []
     (ended,) = outcome
     assert isinstance(ended, trio.ClosedResourceError)
+
+
+async def test_a_reset_while_a_check_waits_behind_a_frame_begun_fails_only_the_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transfer over ICE-TCP backs up (the peer reads nothing), a STUN message waits
+    behind the data frame begun, and the peer goes away with data unread (a reset): the
+    sender's writer meets the reset, and its connection closes, and send says so.  Its
+    writer closed the connection while a view of the buffer that closing clears was still
+    held: a BufferError ended the agent, out of ``open_agent`` (the apps review)."""
+    held = hold_readers(monkeypatch)
+    async with trice.open_agent(tcp_config(ACTIVE), controlling=True) as a:
+        async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as b:
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            signal_only(a, b)
+            ca, _ = await connect_both(a, b)
+            (transport,) = [t for t in a._transports.values() if isinstance(t, TcpTransport)]
+            (link,) = transport._links.values()
+            (other,) = [t for t in b._transports.values() if isinstance(t, TcpTransport)]
+            held.update(peer.sock.fileno() for peer in other._links.values() if peer.sock)
+            while ca.send_nowait(bytes(1200)):  # (until the buffers are full)
+                await trio.lowlevel.checkpoint()
+            await until(lambda: link.left > 0, within=5)
+            indication = trice.stun.Message(
+                trice.stun.Method.BINDING, trice.stun.MessageClass.INDICATION
+            ).encode()
+            assert transport.send_nowait(indication, link.address)
+            assert link.urgent
+        held.clear()  # (b is gone, its connection reset with data unread)
+        with trio.fail_after(10), pytest.raises(trio.BrokenResourceError, match="TCP"):
+            while True:
+                await ca.send(bytes(1200))

@@ -560,16 +560,19 @@ class TcpTransport:
                     out = memoryview(pending)[: link.left]
                 else:
                     out = pending
+                lost = False
                 try:
                     sent = sock.send(out)
                 except (BlockingIOError, InterruptedError):
                     sent = -1  # (waited on below: see Agent._read_until_change)
                 except OSError:
-                    self._close_link(link)
-                    return
+                    lost = True  # (closed below, once the view of the buffer it clears is let go)
                 finally:
                     if isinstance(out, memoryview):
                         out.release()
+                if lost:
+                    self._close_link(link)
+                    return
                 if sent < 0:
                     await trio.lowlevel.wait_writable(sock)
                     continue
