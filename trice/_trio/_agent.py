@@ -76,6 +76,7 @@ from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
+    MAX_STUN,
     READ_BATCH,
     STUN_MAGIC,
     Transport,
@@ -115,9 +116,6 @@ def _random_ice_string(length: int) -> str:
 
 _DISCONNECTED = ConnectionState.DISCONNECTED
 _SUCCESS = stun.message_type(stun.Method.BINDING, stun.MessageClass.SUCCESS)
-#: The longest STUN message an agent decodes (a check with the longest USERNAME, RFC 8489's
-#: 513 bytes, and every ICE attribute is some 650): longer ones are dropped as malformed.
-MAX_STUN = 2048
 
 #: Tie-breaker of the agents' timer heaps (equal due times never compare the runs).
 _SEQUENCE = itertools.count()

@@ -45,6 +45,7 @@ from trice._trio._exits import exit_nursery, open_block_nursery
 from trice._trio._log import logger
 from trice._trio._transport import (
     BINDING_REQUEST,
+    MAX_STUN,
     READ_BATCH,
     Address,
     OnReply,
@@ -452,7 +453,10 @@ class UdpMux:
 
 def asked_ufrag(data: bytes) -> str | None:
     """The first part of a Binding request's USERNAME (the ufrag of the agent it asks),
-    decoded as the agent decodes it (the agent checks the whole message)."""
+    decoded as the agent decodes it (the agent checks the whole message); ``None`` for a
+    message longer than an agent decodes (``MAX_STUN``: its attributes are not walked)."""
+    if len(data) > MAX_STUN:
+        return None
     username = stun.peek_username(data)
     if username is None:
         return None

@@ -136,6 +136,11 @@ class Transport(Protocol):
 #: Datagrams a reader takes from a socket in a row before it lets the other tasks run (a
 #: flood cannot stall the run): the agent's readers, the mDNS socket's and a UDP mux's.
 READ_BATCH = 64
+#: The longest STUN message an agent decodes, or a mux reads a USERNAME in (a check with
+#: the longest USERNAME, RFC 8489's 513 bytes, and every ICE attribute is some 650): longer
+#: ones are dropped as malformed (an agent's) or unroutable (a mux's): a flood of big ones,
+#: each thousands of attributes to walk, would cost a batch of reads a second of the run.
+MAX_STUN = 2048
 
 #: How long a socket's reader leaves the socket to receivers (a task that waits in
 #: Connection.receive, or one that has read the socket itself) with none coming back, before
