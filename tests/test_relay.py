@@ -20,6 +20,7 @@ import struct
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -1529,3 +1530,57 @@ async def test_a_closed_tcp_relay_connection_reads_as_lost() -> None:
         with pytest.raises(_relay._Lost) as lost:
             await conn.read()
     assert lost.value.reason == "connection lost"
+
+
+async def _silent(tcp: trio.SocketStream) -> None:
+    async with tcp:
+        await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["system-context", "own-context"])
+async def test_a_turns_relay_closed_as_its_tcp_connection_opens_closes_it(
+    monkeypatch: pytest.MonkeyPatch, given: bool
+) -> None:
+    """The relay is closed (its nursery cancelled) just as the TCP connection to a turns:
+    server opens, before TLS starts: the connection is closed.  With no ssl_context, the
+    system's authorities were loaded (in a thread) outside what closes the connection on
+    the way out, and the cancellation left it open (the tlsown review)."""
+    _, client_context = _tls_contexts()
+    monkeypatch.setattr(_relay, "_default_context", None)  # (a process's first turns: relay)
+    opened: list[trio.SocketStream] = []
+    real_open = trio.open_tcp_stream
+    scopes: list[trio.CancelScope] = []
+
+    async def open_tcp_stream(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        stream = await real_open(*args, **kwargs)
+        opened.append(stream)
+        scopes[0].cancel()  # (closed now: the agent's nursery, say)
+        return stream
+
+    async with trio.open_nursery() as servers:
+        (listener,) = await servers.start(
+            functools.partial(trio.serve_tcp, _silent, 0, host="127.0.0.1")
+        )
+        port = listener.socket.getsockname()[1]
+        url = ServerUrl("turns", "127.0.0.1", port=port, transport="tcp")
+        monkeypatch.setattr(trio, "open_tcp_stream", open_tcp_stream)
+        with trio.fail_after(HANG_GUARD):
+            async with trio.open_nursery() as nursery:
+                scopes.append(nursery.cancel_scope)
+                nursery.start_soon(
+                    functools.partial(
+                        run_relay,
+                        url,
+                        USER,
+                        PASSWORD,
+                        base=1,
+                        deliver=Inbox(),
+                        ssl_context=client_context if given else None,
+                    )
+                )
+        monkeypatch.setattr(trio, "open_tcp_stream", real_open)
+        servers.cancel_scope.cancel()
+    (stream,) = opened
+    left_open = stream.socket.fileno() != -1
+    stream.socket.close()  # (the test's own cleanup)
+    assert not left_open

@@ -983,7 +983,11 @@ async def _tls(
     """``stream`` with TLS on it, the peer's certificate checked against ``hostname``
     (``ssl_context``, else the system's authorities).  A failed handshake closes ``stream``
     and raises ``lost(what, reason)``: reason ``"certificate"`` or ``"tls"``."""
-    context = ssl_context if ssl_context is not None else await _default_tls_context()
+    try:
+        context = ssl_context if ssl_context is not None else await _default_tls_context()
+    except BaseException:  # (cancelled as the system's authorities load)
+        await trio.aclose_forcefully(stream)
+        raise
     try:
         tls = trio.SSLStream(
             stream, context, server_hostname=hostname, https_compatible=https_compatible
@@ -1016,7 +1020,11 @@ async def _tls_handshake(
     checked as :func:`_tls` checks it, and with the same errors.  (Nothing the server sends
     can follow the handshake's records in the reads made here but TLS's own: it speaks only
     once asked, and nothing is asked before.)"""
-    context = ssl_context if ssl_context is not None else await _default_tls_context()
+    try:
+        context = ssl_context if ssl_context is not None else await _default_tls_context()
+    except BaseException:  # (cancelled as the system's authorities load)
+        await trio.aclose_forcefully(stream)
+        raise
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     try:
         obj = context.wrap_bio(incoming, outgoing, server_hostname=hostname)
