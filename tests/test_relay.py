@@ -14,9 +14,11 @@ import itertools
 import os
 import pathlib
 import select
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -45,7 +47,7 @@ from trice._trio._transport import READ_BATCH
 from trice.turn import AllocationError, StreamFramer, TurnClient, TurnState
 from trice.turn._client import SEND_INDICATION
 
-from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+from coturn import PASSWORD, USER, Coturn, free_port, require_turnserver, run_coturn
 from loopback import (
     HAS_IPV6,
     answer_check,
@@ -1584,3 +1586,88 @@ async def test_a_turns_relay_closed_as_its_tcp_connection_opens_closes_it(
     left_open = stream.socket.fileno() != -1
     stream.socket.close()  # (the test's own cleanup)
     assert not left_open
+
+
+async def test_a_tls_relay_follows_renegotiations_while_it_writes(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A TLS 1.2 server (``openssl s_server``) renegotiates five times while the relay's
+    connection writes all along: the connection follows, as trio's SSLStream did, its
+    writes waiting for the server's records (and sending the handshake's own), and what it
+    writes after comes through.  A write while the handshake ran ended the connection
+    ("connection lost", TLS: the operation did not complete); then, where the reader took
+    the server's records while the writer was writing, both sides waited for the other
+    (the tlsown review on 9d218cb)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command (Debian's openssl package)")
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    port = free_port()
+    argv = [openssl, "s_server", "-tls1_2", "-accept", f"127.0.0.1:{port}"]
+    argv += ["-cert", str(tmp_path / "cert.pem"), "-key", str(tmp_path / "key.pem")]
+    out = bytearray()
+    after = stun.encode_channel_data(0x4000, b"after the renegotiations")
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+        )
+        assert process.stdin is not None and process.stdout is not None
+        server = ServerUrl("turns", "127.0.0.1", port=port, transport="tcp")
+        with trio.fail_after(HANG_GUARD):
+            while True:  # (until s_server listens)
+                with contextlib.suppress(_relay._Lost):
+                    conn = await _relay._connect(server, client_context, None)
+                    break
+                await trio.sleep(0.05)
+
+        came = trio.Event()
+
+        async def read_server() -> None:
+            assert process.stdout is not None
+            while data := await process.stdout.receive_some(65536):
+                out.extend(data)
+                if after in out:
+                    came.set()
+
+        async def read_relay() -> None:
+            with contextlib.suppress(_relay._Lost):  # (at the end: closed)
+                while True:
+                    await conn.read()
+
+        writing = trio.CancelScope()
+
+        async def write_all_along() -> None:
+            with writing:
+                for i in itertools.count():
+                    conn.write(stun.encode_channel_data(0x4000, b"flow %d" % i))
+                    await trio.sleep(0.0005)
+
+        nursery.start_soon(read_server)
+        nursery.start_soon(read_relay)
+        nursery.start_soon(conn.run_writer)
+        nursery.start_soon(write_all_along)
+        for _ in range(5):
+            await process.stdin.send_all(b"r\n")  # (a renegotiation)
+            await trio.sleep(0.05)
+        writing.cancel()
+        conn.write(after)
+        with trio.fail_after(HANG_GUARD):
+            await came.wait()
+        assert out.count(b"SSL_do_handshake -> 1") >= 1  # (it did renegotiate)
+        await conn.aclose()
+        process.kill()  # (ours, by its handle)
+        nursery.cancel_scope.cancel()

@@ -213,16 +213,20 @@ class _Tls:
                 return bytes(plain), _Lost("the server closed the connection", "connection closed")
             plain += chunk
 
-    def encrypt(self, data: bytes) -> bytes:
-        """The records to send for ``data``, after those waiting (see :meth:`receive`).
+    def encrypt(self, data: bytes) -> bytes | None:
+        """The records to send for ``data``, after those waiting (see :meth:`receive`);
+        ``None`` while TLS cannot write before the server's next records come (the server
+        began a renegotiation, TLS 1.2: the handshake's own records wait in ``outgoing``,
+        and ``data`` is to be given again once more is read).
 
         Raises:
-            _Lost: TLS cannot write (it is closed, or the server began a renegotiation,
-                which this does not follow).
+            _Lost: TLS cannot write (it is closed, say).
         """
         if data:
             try:
                 self.obj.write(data)
+            except ssl.SSLWantReadError:
+                return None
             except ssl.SSLError as exc:
                 raise _Lost(
                     f"connection to the server lost (TLS: {exc})", "connection lost"
@@ -260,6 +264,8 @@ class _StreamConnection:
         self.wake = trio.Event()
         self.drained = trio.Event()
         self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
+        self._tls_read: trio.Event | None = None  # (a write waits for the server's records)
+        self._tls_reads = 0  # (reads of TLS's records so far: see _sealed)
         self.send_scope: trio.CancelScope | None = None  # (the send_all running, shielded)
         self.ending = math.inf  # when the relay closes: the send_all running is cut then
         self.closed = False  # lost or closed: waiting senders are woken, and told
@@ -315,9 +321,18 @@ class _StreamConnection:
             await trio.lowlevel.checkpoint()
 
     def _close_writers(self) -> None:
-        """Lost or closed: wake the senders waiting for the buffer to drain."""
+        """Lost or closed: wake the senders waiting for the buffer to drain (and the writer
+        waiting for TLS's records, see :meth:`_sealed`)."""
         self.closed = True
         self.drained.set()
+        self._tls_read_on()
+
+    def _tls_read_on(self) -> None:
+        """TLS's records were read (or the connection ended): a write waiting for them
+        goes on."""
+        if self._tls_read is not None:
+            self._tls_read.set()
+            self._tls_read = None
 
     def end_by(self, deadline: float) -> None:
         """The relay is closing: a send_all running goes on until ``deadline`` at most."""
@@ -346,25 +361,63 @@ class _StreamConnection:
             else:
                 chunk = b""  # (what TLS's reads left to send)
             if tls is not None:
-                chunk = tls.encrypt(chunk)
-            self.sending = True
-            with trio.CancelScope(shield=True, deadline=self.ending) as scope:
-                self.send_scope = scope
-                try:
-                    await self.stream.send_all(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self._close_writers()
-                    raise _Lost("connection to the server lost", "connection lost") from exc
-                finally:
-                    self.send_scope = None
-            if scope.cancelled_caught:  # (cut as closing's wait ended: out of step for good)
-                await trio.lowlevel.checkpoint()  # (the relay's cancellation, at once)
+                sealed = await self._sealed(tls, chunk)
+                if sealed is None:
+                    return  # (cut)
+                chunk = sealed
+            if not await self._write(chunk):
                 return
-            self.sending = False
             await trio.lowlevel.checkpoint_if_cancelled()
             if len(pending) <= STREAM_BUFFER_LIMIT // 2:
                 self.drained.set()  # (room again: the sends waiting go on)
         self.drained.set()
+
+    async def _sealed(self, tls: _Tls, chunk: bytes) -> bytes | None:
+        """``chunk`` encrypted, once TLS can write it: while the server renegotiates (TLS
+        1.2), the handshake's records go, and this waits for the reader to take the
+        server's next ones, as trio's SSLStream waits.  ``None``: the write was cut (see
+        :meth:`_write`).
+
+        Raises:
+            _Lost: the connection is lost or closed meanwhile.
+        """
+        while (sealed := tls.encrypt(chunk)) is None:
+            reads = self._tls_reads
+            if not await self._write(tls.outgoing.read()):
+                return None
+            if self._tls_reads == reads:  # (else read while this wrote: TLS may write now, or
+                # has records of the handshake to send, which the server waits for)
+                read = self._tls_read = trio.Event()
+                await read.wait()
+            if self.closed:
+                raise _Lost("connection to the server lost", "connection lost")
+        return sealed
+
+    async def _write(self, data: bytes) -> bool:
+        """Write ``data`` whole, even when the relay is cancelled (see :meth:`flush`), until
+        closing's wait ends (:meth:`end_by`): whether it was written, not cut (then the
+        stream is out of step for good, and the relay's cancellation is taken).
+
+        Raises:
+            _Lost: the connection is lost.
+        """
+        if not data:
+            return True
+        self.sending = True
+        with trio.CancelScope(shield=True, deadline=self.ending) as scope:
+            self.send_scope = scope
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._close_writers()
+                raise _Lost("connection to the server lost", "connection lost") from exc
+            finally:
+                self.send_scope = None
+        if scope.cancelled_caught:  # (cut as closing's wait ended: out of step for good)
+            await trio.lowlevel.checkpoint()  # (the relay's cancellation, at once)
+            return False
+        self.sending = False
+        return True
 
     async def run_writer(self) -> None:
         while True:
@@ -449,6 +502,8 @@ class _StreamConnection:
             self.broken = end
         if tls.outgoing.pending:
             self.wake.set()  # (for the writer)
+        self._tls_reads += 1
+        self._tls_read_on()
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Frame ``data`` (see :class:`~trice.turn.StreamFramer`): whole frames to
