@@ -1484,3 +1484,47 @@ def test_out_of_descriptors_the_namespace_key_matches_no_read(
     first, second = _gather._namespace(), _gather._namespace()
     assert first != second
     assert not isinstance(first, (tuple, bytes))
+
+
+async def test_an_agent_closed_while_a_worker_thread_reads_its_interfaces_gathers_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where reads of the interfaces are slow (a worker thread reads them), an agent closed
+    while its first read is in the thread (which no cancellation stops) gathers nothing
+    once the read ends: ``closed`` was its subscribers' last event, and what it says agrees.
+    It went on, bound a socket and gathered a candidate, and said gathering complete to a
+    late subscriber and in its properties (the eventgrammar review)."""
+    async with trice.open_agent(loopback_config(), controlling=True):
+        pass  # (the process's warm-up, once, out of the way: it reads no interface held)
+    monkeypatch.setattr(_gather, "_slow_reads", True)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
+    entered, release = threading.Event(), threading.Event()
+    real = _gather._read_in
+
+    def held_read(*args: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(_gather, "_read_in", held_read)
+
+    async def release_at_close(events: trice.EventStream) -> None:
+        async for event in events:
+            if event == trice.ConnectionStateChanged(trice.ConnectionState.CLOSED):
+                release.set()
+
+    async with trio.open_nursery() as nursery:
+        async with trice.open_agent(loopback_config(), controlling=True) as a:
+            stream = a.subscribe()
+            nursery.start_soon(release_at_close, a.subscribe())
+            with trio.fail_after(10):
+                await trio.to_thread.run_sync(entered.wait)
+            assert a.gathering_state is trice.GatheringState.GATHERING
+    events = [event async for event in stream]
+    assert events == [
+        trice.GatheringStateChanged(trice.GatheringState.GATHERING),
+        trice.ConnectionStateChanged(trice.ConnectionState.CLOSED),
+    ]
+    assert a.gathering_state is trice.GatheringState.GATHERING
+    assert a.local_candidates == ()
+    assert [event async for event in a.subscribe()] == events

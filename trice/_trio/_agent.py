@@ -1393,7 +1393,7 @@ class Agent:
         return self._transports[pair.base], pair.remote_address
 
     def _set_gathering(self, state: GatheringState) -> None:
-        if state is not self._gathering:
+        if state is not self._gathering and not self._closed:  # (closed: "closed" was last)
             self._gathering = state
             self._emit(GatheringStateChanged(state))
 
@@ -1401,7 +1401,10 @@ class Agent:
         self, candidate: Candidate, base: int, *, signal: bool, url: ServerUrl | None = None
     ) -> None:
         """Add a local candidate on transport ``base`` (signalled to the peer if ``signal``),
-        which the STUN or TURN server ``url`` gave, if any."""
+        which the STUN or TURN server ``url`` gave, if any (none once closed: "closed" was
+        the last event)."""
+        if self._closed:
+            return
         candidate = unique_priority(candidate, base, self._core.local_candidates)
         network = self._config.network
         external = None

@@ -720,10 +720,12 @@ async def gather_host(agent: Agent) -> None:
     if agent._muxes or agent._tcp_shares:
         if agent._config.network.mdns is MdnsMode.QUERY_AND_GATHER:
             await read_interfaces()  # (mDNS's links, and each name's)
-        _mux_hosts(agent, started)
+        if not agent._closed:
+            _mux_hosts(agent, started)
         return
     await read_interfaces()
-    _hosts(agent, host_addresses(agent._config.network), started, anew=False)
+    if not agent._closed:  # (while a worker thread read them: uncancellable)
+        _hosts(agent, host_addresses(agent._config.network), started, anew=False)
 
 
 def _hosts(
