@@ -4431,3 +4431,33 @@ def test_an_agent_called_from_another_trio_run_raises_and_breaks_neither_run() -
         trio.run(run_a, b)
         assert b.remote_parameters is None  # (nothing set from run A)
     assert all(isinstance(exc, trice.StateError) for exc in raised), raised
+
+
+async def test_the_selected_pair_stays_as_last_said_once_ice_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlled agent selected a pair whose remote candidate the peer's check taught
+    (peer-reflexive: signaling was slow), and ICE failed (the peer went away).  The peer's
+    host candidate, signalled now, takes that candidate's place, and nothing is said, ICE
+    being over: ``selected_pair`` stays the pair last said.  It changed, unsaid, and agreed
+    with no event any subscriber got (the eventgrammar review)."""
+    config = loopback_config()
+    async with trice.open_agent(config, controlling=False) as b:
+        stream, watch = b.subscribe(), b.subscribe()
+        async with trice.open_agent(config, controlling=True) as a:
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            pa, pb = a.local_parameters, b.local_parameters
+            a.set_remote_parameters(pb.ufrag, pb.pwd)
+            for candidate in b.local_candidates:
+                a.add_remote_candidate(candidate)
+            a.add_remote_candidate(None)
+            b.set_remote_parameters(pa.ufrag, pa.pwd)  # (a's candidates not yet)
+            await connect_both(a, b)
+            (host,) = a.local_candidates
+        with trio.fail_after(120):
+            await wait_for_state(watch, trice.ConnectionState.FAILED)
+        b.add_remote_candidate(host)  # (signaling was slow: it comes now)
+        said = [e.pair for e in events_so_far(stream) if isinstance(e, trice.SelectedPairChanged)]
+        assert said[-1].remote.type is trice.CandidateType.PRFLX
+        assert b.selected_pair == said[-1]

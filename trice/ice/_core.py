@@ -243,6 +243,7 @@ class AgentCore:
         "_refused_checks",
         "_remote_key",
         "_resend",
+        "_said_pair",
         "_schedules",
         "_spare_check",
         "_spare_nomination",
@@ -383,6 +384,9 @@ class AgentCore:
         self._stale_until: float | None = None
         #: The last pair selected, which :meth:`selected_pair` names once none carries data.
         self._last_selected: Pair | None = None
+        #: The selected pair as last said (SelectedPairChanged), with the pair: what
+        #: selected_pair says once ICE is over (see there).
+        self._said_pair: tuple[Pair, CandidatePair] | None = None
         #: The candidates that name a ufrag, held (by address) while the peer's ufrag is
         #: not known, or that name one not seen yet, of a generation to come (see
         #: :meth:`add_remote_candidate`).
@@ -1100,7 +1104,12 @@ class AgentCore:
         (:class:`SelectedPairChanged`), unless ICE is over (failed or closed), when no pair
         carries data."""
         if not self.finished:
-            self._emit(SelectedPairChanged(pair.public()))
+            self._say_selected(pair)
+
+    def _say_selected(self, pair: Pair) -> None:
+        public = pair.public()
+        self._said_pair = (pair, public)
+        self._emit(SelectedPairChanged(public))
 
     def _add_remote(self, candidate: Candidate) -> None:
         """A remote candidate (in the place of the one at its address, if any), paired with
@@ -1267,9 +1276,17 @@ class AgentCore:
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it: the pair data goes over (see
-        :attr:`data_pair`), or if none does, the last one selected."""
+        :attr:`data_pair`), or if none does, the last one selected.  Once ICE is over
+        (failed or closed), as it was last said: a candidate signalled later in the place
+        of a peer-reflexive one changes the pair, but says nothing then (see
+        :meth:`_said_anew`)."""
         pair = self._named_pair
-        return None if pair is None else pair.public()
+        if pair is None:
+            return None
+        said = self._said_pair
+        if self.finished and said is not None and said[0] is pair:
+            return said[1]
+        return pair.public()
 
     def pair_statistics(self) -> tuple[PairStatistics, ...]:
         """Each pair's counters and round-trip times, highest priority first; the pair that
@@ -2355,7 +2372,7 @@ class AgentCore:
         self._spare_check = self._spare_nomination = self._spare_ping = None  # (see prepare)
         if self._triggered is not None and self._selection_final():
             self._triggered = None  # (RFC 8445 §8.1.2: its waiting pairs are checked no more)
-        self._emit(SelectedPairChanged(pair.public()))
+        self._say_selected(pair)
 
     def _drop_checks(self) -> None:
         """Forget every check: those in flight (their answers count for nothing now), those
