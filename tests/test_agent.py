@@ -4461,3 +4461,25 @@ async def test_the_selected_pair_stays_as_last_said_once_ice_failed(
         said = [e.pair for e in events_so_far(stream) if isinstance(e, trice.SelectedPairChanged)]
         assert said[-1].remote.type is trice.CandidateType.PRFLX
         assert b.selected_pair == said[-1]
+
+
+@pytest.mark.parametrize("subscribed", ["before", "after"])
+async def test_closed_ends_a_full_stream_after_the_mark_of_what_it_lost(
+    autojump_clock: trio.testing.MockClock, subscribed: str
+) -> None:
+    """A subscriber whose buffer is full as the agent closes gets ``closed`` all the same,
+    last, after the mark of the events it lost (and so does one subscribed after the close,
+    whose replay fills it).  It lost ``closed`` with the others: its stream ended on an
+    EventsLost, and a state machine waiting for ``closed`` never saw it (the eventgrammar
+    review)."""
+    closed = trice.ConnectionStateChanged(trice.ConnectionState.CLOSED)
+    async with trice.open_agent(loopback_config(), controlling=True) as a:
+        await a.wait_gathering_complete()
+        if subscribed == "before":
+            stream = a.subscribe(max_buffer=2)  # (its replay fills it: gathering, a candidate)
+    if subscribed == "after":
+        stream = a.subscribe(max_buffer=2)
+    events = [event async for event in stream]
+    gathering = trice.GatheringStateChanged(trice.GatheringState.GATHERING)
+    assert events[0] == gathering and isinstance(events[1], trice.CandidateGathered)
+    assert events[2:] == [trice.EventsLost(1), closed]  # (complete lost; closed, never)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from trice.ice._events import Event, EventsLost
+from trice.ice._events import ConnectionState, ConnectionStateChanged, Event, EventsLost
 
 __all__ = ["EventStream"]
 
@@ -22,7 +22,9 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
     what it reads is the order of what happened.  Closing the stream (leaving ``async
     with``) unsubscribes it; so does dropping it unclosed, once it is collected (the agent
     holds its subscribers weakly).  Several tasks may receive from one stream at once: each
-    event goes to one of them (for every task to see every event, subscribe each).
+    event goes to one of them (for every task to see every event, subscribe each).  The
+    agent's last event, ``closed``, ends every stream, even one that lost the events before
+    it (then after their mark).
     """
 
     def __init__(self, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
@@ -54,7 +56,19 @@ class EventStream(trio.abc.ReceiveChannel[Event]):
         self._lot.unpark_all()
 
     def _end(self) -> None:
-        """The agent closed: readers get what is queued, then ``EndOfChannel``."""
+        """The agent closed, its last event, ``closed``, put: readers get what is queued,
+        then ``EndOfChannel``.  If ``closed`` was lost for want of room (the last event
+        lost), it is queued all the same, past ``max_buffer``, after the mark of the others
+        lost: a stream ends with it."""
+        if self._lost and not self._ended and not self._closed:
+            lost, self._lost = self._lost - 1, 0  # (the last one lost was closed)
+            queue = self._queue
+            if lost:
+                if queue and isinstance(queue[-1], EventsLost):
+                    queue[-1] = EventsLost(queue[-1].count + lost)
+                else:
+                    queue.append(EventsLost(lost))
+            queue.append(ConnectionStateChanged(ConnectionState.CLOSED))
         self._ended = True
         self._lot.unpark_all()
 
