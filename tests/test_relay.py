@@ -21,7 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -1588,16 +1588,13 @@ async def test_a_turns_relay_closed_as_its_tcp_connection_opens_closes_it(
     assert not left_open
 
 
-async def test_a_tls_relay_follows_renegotiations_while_it_writes(
+@contextlib.asynccontextmanager
+async def _s_server(
     tmp_path: pathlib.Path,
-) -> None:
-    """A TLS 1.2 server (``openssl s_server``) renegotiates five times while the relay's
-    connection writes all along: the connection follows, as trio's SSLStream did, its
-    writes waiting for the server's records (and sending the handshake's own), and what it
-    writes after comes through.  A write while the handshake ran ended the connection
-    ("connection lost", TLS: the operation did not complete); then, where the reader took
-    the server's records while the writer was writing, both sides waited for the other
-    (the tlsown review on 9d218cb)."""
+) -> AsyncIterator[tuple[_relay._StreamConnection, trio.Process, bytearray]]:
+    """A TLS 1.2 server, ``openssl s_server`` (its stdin takes commands: ``r``
+    renegotiates), and a relay's connection to it; what the server reads comes out on
+    its stdout, gathered in the bytearray."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("no openssl command (Debian's openssl package)")
@@ -1613,7 +1610,6 @@ async def test_a_tls_relay_follows_renegotiations_while_it_writes(
     argv = [openssl, "s_server", "-tls1_2", "-accept", f"127.0.0.1:{port}"]
     argv += ["-cert", str(tmp_path / "cert.pem"), "-key", str(tmp_path / "key.pem")]
     out = bytearray()
-    after = stun.encode_channel_data(0x4000, b"after the renegotiations")
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
             functools.partial(
@@ -1626,6 +1622,13 @@ async def test_a_tls_relay_follows_renegotiations_while_it_writes(
             )
         )
         assert process.stdin is not None and process.stdout is not None
+        stdout = process.stdout
+
+        async def read_server() -> None:
+            while data := await stdout.receive_some(65536):
+                out.extend(data)
+
+        nursery.start_soon(read_server)
         server = ServerUrl("turns", "127.0.0.1", port=port, transport="tcp")
         with trio.fail_after(HANG_GUARD):
             while True:  # (until s_server listens)
@@ -1633,15 +1636,33 @@ async def test_a_tls_relay_follows_renegotiations_while_it_writes(
                     conn = await _relay._connect(server, client_context, None)
                     break
                 await trio.sleep(0.05)
+        assert isinstance(conn, _relay._StreamConnection)
+        try:
+            yield conn, process, out
+        finally:
+            await conn.aclose()
+            process.kill()  # (ours, by its handle)
+            nursery.cancel_scope.cancel()
 
-        came = trio.Event()
 
-        async def read_server() -> None:
-            assert process.stdout is not None
-            while data := await process.stdout.receive_some(65536):
-                out.extend(data)
-                if after in out:
-                    came.set()
+async def _until_in(out: bytearray, data: bytes) -> None:
+    while data not in out:  # noqa: ASYNC110 (s_server's stdout, read by another task)
+        await trio.sleep(0.01)
+
+
+async def test_a_tls_relay_follows_renegotiations_while_it_writes(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A TLS 1.2 server (``openssl s_server``) renegotiates five times while the relay's
+    connection writes all along: the connection follows, as trio's SSLStream did, its
+    writes waiting for the server's records (and sending the handshake's own), and what it
+    writes after comes through.  A write while the handshake ran ended the connection
+    ("connection lost", TLS: the operation did not complete); then, where the reader took
+    the server's records while the writer was writing, both sides waited for the other
+    (the tlsown review on 9d218cb)."""
+    after = stun.encode_channel_data(0x4000, b"after the renegotiations")
+    async with _s_server(tmp_path) as (conn, process, out), trio.open_nursery() as nursery:
+        assert process.stdin is not None
 
         async def read_relay() -> None:
             with contextlib.suppress(_relay._Lost):  # (at the end: closed)
@@ -1656,7 +1677,6 @@ async def test_a_tls_relay_follows_renegotiations_while_it_writes(
                     conn.write(stun.encode_channel_data(0x4000, b"flow %d" % i))
                     await trio.sleep(0.0005)
 
-        nursery.start_soon(read_server)
         nursery.start_soon(read_relay)
         nursery.start_soon(conn.run_writer)
         nursery.start_soon(write_all_along)
@@ -1666,8 +1686,39 @@ async def test_a_tls_relay_follows_renegotiations_while_it_writes(
         writing.cancel()
         conn.write(after)
         with trio.fail_after(HANG_GUARD):
-            await came.wait()
+            await _until_in(out, after)
         assert out.count(b"SSL_do_handshake -> 1") >= 1  # (it did renegotiate)
-        await conn.aclose()
-        process.kill()  # (ours, by its handle)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_tls_relay_closing_during_a_renegotiation_writes_what_it_held(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The relay closes as the server renegotiates (its reader took the HelloRequest, then
+    the relay's tasks were cancelled): closing's flush writes the deletion all the same,
+    reading the server's records itself, and data its writer had taken before it was
+    cancelled is written too.  Closing waited for a reader that ran no more, until its
+    wait ran out, and the deletion never went; the data the writer held was lost (p37pass2
+    on dd8d279)."""
+    held = stun.encode_channel_data(0x4000, b"data sent before close")
+    deletion = stun.encode_channel_data(0x4001, b"the deletion")
+    async with _s_server(tmp_path) as (conn, process, out):
+        tls = conn.tls
+        assert process.stdin is not None and tls is not None
+        await process.stdin.send_all(b"r\n")
+        with trio.fail_after(HANG_GUARD):  # (the reader takes the HelloRequest)
+            await until(lambda: bool(conn.read_waiting() or tls.outgoing.pending), 9)
+        async with trio.open_nursery() as relay:  # (the relay's tasks: its writer)
+            relay.start_soon(conn.run_writer)
+            conn.write(held)
+            await until(lambda: not conn.urgent and not conn.pending)  # (the writer took it)
+            relay.cancel_scope.cancel()  # (the relay closes)
+        conn.write(deletion)
+        with trio.CancelScope(shield=True) as scope:  # (as the relay's closing)
+            scope.deadline = trio.current_time() + _relay.DEALLOCATE_WAIT_MAX
+            conn.end_by(scope.deadline)
+            await conn.flush()
+        assert not scope.cancelled_caught
+        with trio.fail_after(HANG_GUARD):
+            await _until_in(out, deletion)
+        assert held in out

@@ -264,8 +264,8 @@ class _StreamConnection:
         self.wake = trio.Event()
         self.drained = trio.Event()
         self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
-        self._tls_read: trio.Event | None = None  # (a write waits for the server's records)
-        self._tls_reads = 0  # (reads of TLS's records so far: see _sealed)
+        self._reads = 0  # (reads taken so far: see _read_once, _sealed)
+        self._reading = trio.Lock()  # (one task waits to read at a time: see _sealed)
         self.send_scope: trio.CancelScope | None = None  # (the send_all running, shielded)
         self.ending = math.inf  # when the relay closes: the send_all running is cut then
         self.closed = False  # lost or closed: waiting senders are woken, and told
@@ -321,18 +321,9 @@ class _StreamConnection:
             await trio.lowlevel.checkpoint()
 
     def _close_writers(self) -> None:
-        """Lost or closed: wake the senders waiting for the buffer to drain (and the writer
-        waiting for TLS's records, see :meth:`_sealed`)."""
+        """Lost or closed: wake the senders waiting for the buffer to drain."""
         self.closed = True
         self.drained.set()
-        self._tls_read_on()
-
-    def _tls_read_on(self) -> None:
-        """TLS's records were read (or the connection ended): a write waiting for them
-        goes on."""
-        if self._tls_read is not None:
-            self._tls_read.set()
-            self._tls_read = None
 
     def end_by(self, deadline: float) -> None:
         """The relay is closing: a send_all running goes on until ``deadline`` at most."""
@@ -374,22 +365,33 @@ class _StreamConnection:
 
     async def _sealed(self, tls: _Tls, chunk: bytes) -> bytes | None:
         """``chunk`` encrypted, once TLS can write it: while the server renegotiates (TLS
-        1.2), the handshake's records go, and this waits for the reader to take the
-        server's next ones, as trio's SSLStream waits.  ``None``: the write was cut (see
-        :meth:`_write`).
+        1.2), the handshake's records go, and this waits for the server's next ones, as
+        trio's SSLStream waits: read by the reader, or by this (the frames they carry are
+        kept for the next :meth:`read`), whichever has its turn first (with no reader,
+        closing, this).  The wait, as a write, goes on when the relay is cancelled, until
+        closing's wait ends (:meth:`end_by`): the chunk, taken from its buffer, is not
+        lost.  ``None``: cut then (see :meth:`_write`).
 
         Raises:
             _Lost: the connection is lost or closed meanwhile.
         """
         while (sealed := tls.encrypt(chunk)) is None:
-            reads = self._tls_reads
+            reads = self._reads
             if not await self._write(tls.outgoing.read()):
                 return None
-            if self._tls_reads == reads:  # (else read while this wrote: TLS may write now, or
-                # has records of the handshake to send, which the server waits for)
-                read = self._tls_read = trio.Event()
-                await read.wait()
-            if self.closed:
+            with trio.CancelScope(shield=True, deadline=self.ending) as scope:
+                self.send_scope = scope
+                try:
+                    # (Read while this wrote, or waited its turn: TLS may write now, or has
+                    # records of the handshake to send, which the server waits for.)
+                    if self._reads == reads and self.broken is None and not self.closed:
+                        await self._read_once()
+                finally:
+                    self.send_scope = None
+            if scope.cancelled_caught:
+                await trio.lowlevel.checkpoint()  # (the relay's cancellation, at once)
+                return None
+            if self.closed or self.broken is not None:
                 raise _Lost("connection to the server lost", "connection lost")
         return sealed
 
@@ -431,34 +433,45 @@ class _StreamConnection:
         Raises:
             _Lost: the connection is lost or closed, or its bytes are out of step.
         """
-        sock = self._raw()
-        while sock is None:  # (through a proxy's TLS, or on Windows: through the stream)
+        while True:
+            frames = self._taken()  # (framed already: by a read without waiting, say)
+            if frames:
+                return frames
             self._raise_if_broken()
+            await self._read_once()
+
+    async def _read_once(self) -> None:
+        """Wait for what the connection sends next, and take it (see :meth:`_ingest`); if
+        another task waits to read (the reader, or the writer in :meth:`_sealed`), wait
+        for it to have read, and take nothing (that task did).
+
+        Raises:
+            _Lost: the connection is lost or closed.
+        """
+        reads = self._reads
+        async with self._reading:
+            if self._reads == reads:  # (else another task read meanwhile)
+                await self._read_now()
+
+    async def _read_now(self) -> None:
+        sock = self._raw()
+        if sock is None:  # (through a proxy's TLS, or on Windows: through the stream)
             try:
                 data = await self.stream.receive_some(STREAM_READ)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise _Lost("connection to the server lost", "connection lost") from exc
             self._ingest(data)
-            self._raise_if_broken()
-            frames = self._taken()
-            if frames:
-                return frames
-        while True:
-            # (The socket's bytes are taken and framed in one step, with no other task
-            # between, as read_waiting takes them too: trio's receive_some lets other tasks
-            # run after its recv, and bytes read meanwhile reached the framer first.)
-            self._raise_if_broken()
-            if sock.fileno() == -1:  # (closed: trio's wait would raise a ValueError)
-                raise _Lost("connection to the server lost", "connection lost")
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError as exc:
-                raise _Lost("connection to the server lost", "connection lost") from exc
-            self._take_waiting(sock)
-            self._raise_if_broken()
-            frames = self._taken()
-            if frames:
-                return frames
+            return
+        # (The socket's bytes are taken and framed in one step, with no other task between,
+        # as read_waiting takes them too: trio's receive_some lets other tasks run after its
+        # recv, and bytes read meanwhile reached the framer first.)
+        if sock.fileno() == -1:  # (closed: trio's wait would raise a ValueError)
+            raise _Lost("connection to the server lost", "connection lost")
+        try:
+            await trio.lowlevel.wait_readable(sock)
+        except trio.ClosedResourceError as exc:
+            raise _Lost("connection to the server lost", "connection lost") from exc
+        self._take_waiting(sock)
 
     def _raw(self) -> trio.socket.SocketType | None:
         """The socket of the connection, whose bytes this reads itself (``None`` through an
@@ -488,6 +501,7 @@ class _StreamConnection:
 
     def _ingest(self, data: bytes | bytearray) -> None:
         """Take ``data`` from the connection (``b""``: its end), through TLS if any."""
+        self._reads += 1
         tls = self.tls
         if tls is None:
             if data:
@@ -502,8 +516,6 @@ class _StreamConnection:
             self.broken = end
         if tls.outgoing.pending:
             self.wake.set()  # (for the writer)
-        self._tls_reads += 1
-        self._tls_read_on()
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Frame ``data`` (see :class:`~trice.turn.StreamFramer`): whole frames to
