@@ -4439,8 +4439,9 @@ async def test_the_selected_pair_stays_as_last_said_once_ice_failed(
     """A controlled agent selected a pair whose remote candidate the peer's check taught
     (peer-reflexive: signaling was slow), and ICE failed (the peer went away).  The peer's
     host candidate, signalled now, takes that candidate's place, and nothing is said, ICE
-    being over: ``selected_pair`` stays the pair last said.  It changed, unsaid, and agreed
-    with no event any subscriber got (the eventgrammar review)."""
+    being over: ``selected_pair`` stays the pair last said, as does the flagged row of
+    ``pair_statistics``, also after a restart.  It changed, unsaid, and agreed with no event
+    any subscriber got (the eventgrammar review; p37pass2)."""
     config = loopback_config()
     async with trice.open_agent(config, controlling=False) as b:
         stream, watch = b.subscribe(), b.subscribe()
@@ -4461,6 +4462,12 @@ async def test_the_selected_pair_stays_as_last_said_once_ice_failed(
         said = [e.pair for e in events_so_far(stream) if isinstance(e, trice.SelectedPairChanged)]
         assert said[-1].remote.type is trice.CandidateType.PRFLX
         assert b.selected_pair == said[-1]
+        # Its statistics' row says so too, and so does a restart after (p37pass2 on f41c34d).
+        (row,) = [row for row in b.pair_statistics() if row.selected]
+        assert row.pair == said[-1]
+        b.restart()
+        assert b.selected_pair == said[-1]
+        assert not [e for e in events_so_far(stream) if isinstance(e, trice.SelectedPairChanged)]
 
 
 @pytest.mark.parametrize("subscribed", ["before", "after"])

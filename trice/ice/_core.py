@@ -10,6 +10,7 @@ bytes and keeps time.  RFC 8445 sections are cited where each rule lives.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import ipaddress
 import math
@@ -1276,15 +1277,15 @@ class AgentCore:
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it: the pair data goes over (see
-        :attr:`data_pair`), or if none does, the last one selected.  Once ICE is over
-        (failed or closed), as it was last said: a candidate signalled later in the place
-        of a peer-reflexive one changes the pair, but says nothing then (see
-        :meth:`_said_anew`)."""
+        :attr:`data_pair`), or if none does, the last one selected; as it was last said
+        (:class:`SelectedPairChanged`): once ICE is over (failed or closed), a candidate
+        signalled in the place of a peer-reflexive one changes the pair, but says nothing
+        (see :meth:`_said_anew`), nor does a restart after."""
         pair = self._named_pair
         if pair is None:
             return None
         said = self._said_pair
-        if self.finished and said is not None and said[0] is pair:
+        if said is not None and said[0] is pair:
             return said[1]
         return pair.public()
 
@@ -1296,7 +1297,14 @@ class AgentCore:
         pairs = tuple(self.checklist)
         if selected is not None and selected not in pairs:
             pairs += (selected,)
-        return tuple(pair.statistics(selected=pair is selected) for pair in pairs)
+        rows = tuple(pair.statistics(selected=pair is selected) for pair in pairs)
+        said = self._said_pair
+        if said is None or said[0] is not selected or said[1] == said[0].public():
+            return rows
+        # (The selected pair as selected_pair says it, as last said.)
+        return tuple(
+            dataclasses.replace(row, pair=said[1]) if row.selected else row for row in rows
+        )
 
     # ------------------------------------------------------------------ scheduling
 
