@@ -448,10 +448,19 @@ class _StreamConnection:
         Raises:
             _Lost: the connection is lost or closed.
         """
-        reads = self._reads
-        async with self._reading:
-            if self._reads == reads:  # (else another task read meanwhile)
-                await self._read_now()
+        lock = self._reading
+        try:
+            lock.acquire_nowait()  # (not trio's acquire: it would yield first, uncontended)
+        except trio.WouldBlock:
+            reads = self._reads
+            await lock.acquire()
+            if self._reads != reads:  # (another task read meanwhile)
+                lock.release()
+                return
+        try:
+            await self._read_now()
+        finally:
+            lock.release()
 
     async def _read_now(self) -> None:
         sock = self._raw()
