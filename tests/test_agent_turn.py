@@ -643,15 +643,18 @@ async def test_gathering_anew_probes_each_relay_once_whichever_servers_name_it(
         assert sum(isinstance(t, RelayTransport) for t in a._transports.values()) == 1
 
 
-async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing() -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing(transport: str) -> None:
     """The TURN server is stopped (SIGSTOP) at a gathering anew: the probe gets no answer
-    within gather_timeout, and the relay is kept (a silent server would grant no new one
-    either; its own refreshes decide later).  Gathering takes the gather_timeout once (it
-    took two: the probe's, then a new allocation's, which failed, and the relay was lost)."""
+    within gather_timeout (over TCP, half of it, then a new allocation none either), and
+    the relay is kept (a silent server would grant no new one either; its own refreshes
+    decide later).  Gathering takes the gather_timeout once (it took two: the probe's, then
+    a new allocation's, which failed, and the relay was lost)."""
     require_turnserver()
     timing = trice.Timing(gather_timeout=1.0)
     with run_coturn() as coturn:
-        config = dataclasses.replace(_relay_config(coturn.ice_server("udp")), timing=timing)
+        server = coturn.ice_server(transport)
+        config = dataclasses.replace(_relay_config(server), timing=timing)
         async with trice.open_agent(config, controlling=True) as a:
             with trio.fail_after(5):
                 await a.wait_gathering_complete()
@@ -666,6 +669,42 @@ async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing() -> None:
                 assert a.local_candidates == (relay,)
             finally:
                 os.kill(coturn.pid, signals.SIGCONT)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_gathering_anew_replaces_a_relay_whose_connection_is_stuck(
+    coturn_tls: Coturn, transport: str
+) -> None:
+    """A relay over TCP or TLS whose connection carries nothing now (as one an outage left
+    in TCP's backoff at both ends, its next copy tens of seconds away), while the server
+    lives: at a gathering anew, the probe gets no answer in half the gather_timeout, and a
+    new allocation over a new connection takes the relay's place; the peers connect
+    through it.  The stuck relay was kept, and the restart's checks failed (the natrelay
+    review)."""
+    config = dataclasses.replace(
+        _relay_config(coturn_tls.ice_server(transport)), timing=trice.Timing(gather_timeout=2.0)
+    )
+    async with gathered_pair(config) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        (old,) = a.local_candidates
+        (stuck,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+        assert isinstance(stuck._conn, _relay._StreamConnection)
+        stuck._conn.stream.send_all = _never  # type: ignore[method-assign]
+        a.restart(regather=True)
+        b.restart()
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        (new,) = a.local_candidates
+        assert new.type is trice.CandidateType.RELAY and new != old
+        assert stuck.closed or stuck.base == a._core.data_pair.base  # type: ignore[union-attr]
+        signal(a, b)
+        await connect_both(a, b)
+        await exchange_each_way(ca, cb, 10)
+
+
+async def _never(data: object) -> None:
+    await trio.sleep_forever()
 
 
 async def test_gathering_anew_replaces_a_relay_whose_address_went(

@@ -687,11 +687,33 @@ async def _probe_relay(
     nothing would grant no new one either: the relay's own refreshes decide later), its
     candidate is gathered again, the same.  If the server refused it (437: it holds no
     allocation for us now), the server is asked for a new one, in what is left of the
-    ``gather_timeout``.  (A refused relay is closed already, as any whose refresh fails.)"""
+    ``gather_timeout``.  (A refused relay is closed already, as any whose refresh fails.)
+
+    Over TCP or TLS, the answer may be late though the server lives: an outage leaves
+    both ends of the connection in TCP's backoff, their next copy tens of seconds away.
+    So half the time is the Refresh's; then a new allocation is asked for over a new
+    connection, and if it comes, it takes the relay's place (which is closed, unless the
+    pair of before the restart goes over it: then at the next gathering anew); if not,
+    the relay is kept."""
     started = trio.current_time()
     alive = False
-    with trio.move_on_at(started + agent._config.timing.gather_timeout) as probing:
+    timeout = agent._config.timing.gather_timeout
+    stream = transport.server.transport == "tcp"
+    with trio.move_on_at(started + (timeout / 2 if stream else timeout)) as probing:
         alive = await transport.probe()
+    if probing.cancelled_caught and stream and not transport.closed:
+        logger.info(
+            "%s: relay %s from %s: no answer over its connection (in TCP's backoff after "
+            "an outage?): asking for another over a new one",
+            agent._local.ufrag,
+            host_port(*transport.local_address),
+            transport.server,
+        )
+        if await gather_relay(agent, server, transport.server, started=started):
+            data_pair = agent._core.data_pair
+            if data_pair is None or data_pair.base != transport.base:
+                transport.close()  # (its task deletes the allocation, if it still can)
+            return
     if alive or probing.cancelled_caught:
         agent._add_local(candidate, transport.base, signal=True, url=transport.server)
         agent._report(GatherReport(str(transport.server), trio.current_time() - started, 1))
@@ -1293,10 +1315,11 @@ _MISMATCH_RETRIES = 2
 
 async def gather_relay(
     agent: Agent, server: IceServer, url: ServerUrl, *, started: float | None = None
-) -> None:
+) -> bool:
     """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
     as a task of the agent until the agent closes, which deallocates it.  The server has
-    ``gather_timeout`` from ``started`` (by default, now)."""
+    ``gather_timeout`` from ``started`` (by default, now).  Returns whether a relay
+    candidate was gathered."""
     started = trio.current_time() if started is None else started
     base = agent._new_base()
     assert server.username is not None and server.credential is not None
@@ -1328,12 +1351,12 @@ async def gather_relay(
         code = getattr(exc, "code", None)
         elapsed = trio.current_time() - started
         agent._report(GatherReport(str(url), elapsed, 0, _why(exc), code))
-        return
+        return False
     if transport.closed:
         # Lost between its allocation and now (the relay's tasks ran first).
         error = "closed" if transport.error is None else _why(transport.error)
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
-        return
+        return False
     problem = server_address_problem(
         *transport.local_address, ipv6=None, base=transport.source_address
     )
@@ -1342,7 +1365,7 @@ async def gather_relay(
         transport.close()
         error = f"bad relayed address {host_port(*transport.local_address)}: {problem}"
         agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
-        return
+        return False
     agent._transports[base] = transport
     # (The foundation tells apart relays of one server reached over UDP, TCP and TLS: the
     # transport to the server is part of it, RFC 8445 §5.1.1.3.)
@@ -1352,6 +1375,7 @@ async def gather_relay(
     )
     agent._add_local(candidate, base, signal=True, url=url)
     agent._report(GatherReport(str(url), trio.current_time() - started, 1))
+    return True
 
 
 def _why(error: TurnError) -> str:
