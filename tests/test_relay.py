@@ -267,6 +267,16 @@ async def test_a_tcp_server_that_breaks_the_stream_ends_the_allocation_at_once(
     assert str(server) in str(info.value)
 
 
+def _unknown_ca() -> Any:
+    import trustme
+
+    return trustme.CA()
+
+
+#: A CA that signed no certificate the tests' clients hold.
+_UNKNOWN_CA = _unknown_ca()
+
+
 def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server's TLS context with a certificate for 127.0.0.1, and a client's that trusts
     it (a fresh trustme CA)."""
@@ -286,23 +296,33 @@ def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
         ("closes TLS", "connection closed"),
         ("closes TCP under TLS", "connection lost"),
         ("writes no STUN", "garbled stream"),
-        ("writes no TLS", "connection lost"),
+        ("writes no TLS", "tls"),
+        ("wants a client certificate", "tls"),
     ],
 )
 async def test_a_tls_server_that_ends_the_stream_ends_the_allocation_at_once(
     behaviour: str, reason: str
 ) -> None:
     """Over TLS, whose records the relay decrypts itself: a server that closes TLS
-    (close_notify) closed the connection; one whose TCP connection ends without it, or that
-    writes what is not TLS, lost it; TLS that carries what is not STUN is a garbled stream.
-    Each ends the allocation at once, as trio's SSLStream made them end it."""
+    (close_notify) closed the connection; one whose TCP connection ends without it lost
+    it; TLS that carries what is not STUN is a garbled stream.  One that writes what is
+    not TLS, or refuses the handshake once the client's side is done (TLS 1.3: a client
+    certificate it wants), ends it with TLS's error (reason ``"tls"``; the message and the
+    cause say it): it was "connection lost", saying nothing of it (the pionturntls
+    review).  Each ends the allocation at once."""
     server_context, client_context = _tls_contexts()
+    if behaviour == "wants a client certificate":
+        server_context.verify_mode = ssl.CERT_REQUIRED
+        server_context.load_verify_locations(cadata=_UNKNOWN_CA.cert_pem.bytes().decode())
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
 
     async def serve(tcp: trio.SocketStream) -> None:
         async with tcp:
             tls = trio.SSLStream(tcp, server_context, server_side=True)
+            if behaviour == "wants a client certificate":
+                await _refuse_the_handshake(tcp, server_context)
+                return
             await tls.receive_some(65536)  # the Allocate request
             if behaviour == "closes TLS":
                 await tls.aclose()
@@ -330,6 +350,28 @@ async def test_a_tls_server_that_ends_the_stream_ends_the_allocation_at_once(
         servers.cancel_scope.cancel()
     assert info.value.reason == reason
     assert str(server) in str(info.value)
+    if reason == "tls":
+        assert "TLS" in str(info.value), str(info.value)
+        assert isinstance(info.value.__cause__, _relay._Lost)
+        assert isinstance(info.value.__cause__.__cause__, ssl.SSLError)
+
+
+async def _refuse_the_handshake(tcp: trio.SocketStream, context: ssl.SSLContext) -> None:
+    """A TLS server's side of a handshake it refuses, whose alert goes to the client
+    (trio's SSLStream sends none), which then hangs up."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while data := await tcp.receive_some(65536):
+            incoming.write(data)
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                await tcp.send_all(outgoing.read())  # (the alert)
+                continue
+            await tcp.send_all(outgoing.read())
 
 
 async def test_silent_server_times_out(autojump_clock: trio.testing.MockClock) -> None:

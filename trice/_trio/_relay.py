@@ -191,8 +191,10 @@ class _Tls:
     def receive(self, data: bytes | bytearray) -> tuple[bytes, _Lost | None]:
         """Decrypt ``data`` from the server (``b""``: the connection's end).  Returns the
         plaintext, and what ended the stream, if something did: the server's close_notify
-        (closed), an end without it or a bad record (lost).  Records the reads left to
-        send (a TLS 1.3 KeyUpdate's answer) wait in ``outgoing``, for the writer."""
+        (closed), an end without it (lost), an alert (a TLS 1.3 server's refusal of the
+        handshake comes once the client's side is done, say) or a bad record (``"tls"``,
+        saying TLS's error).  Records the reads left to send (a TLS 1.3 KeyUpdate's answer)
+        wait in ``outgoing``, for the writer."""
         if data:
             self.incoming.write(data)
         else:
@@ -205,8 +207,12 @@ class _Tls:
                 return bytes(plain), None
             except ssl.SSLZeroReturnError:
                 return bytes(plain), _Lost("the server closed the connection", "connection closed")
-            except ssl.SSLError as exc:  # (an end without close_notify; a record out of step)
+            except ssl.SSLEOFError as exc:  # (an end without close_notify)
                 lost = _Lost("connection to the server lost", "connection lost")
+                lost.__cause__ = exc
+                return bytes(plain), lost
+            except ssl.SSLError as exc:  # (an alert; a record out of step)
+                lost = _Lost(f"connection to the server lost (TLS: {exc.reason or exc})", "tls")
                 lost.__cause__ = exc
                 return bytes(plain), lost
             if not chunk:
@@ -818,6 +824,7 @@ class RelayTransport:
                 reason=error.reason,
                 alternate_server=error.alternate_server,
             )
+            self.error.__cause__ = error.__cause__
         self._settled.set()
         self._closed = True
         self._wake_senders()
@@ -884,7 +891,9 @@ class RelayTransport:
         """The connection failed: the relay stops.  A TCP or TLS connection took the
         allocation with it (the server deletes it), and the client is told so: nothing is
         sent to delete it."""
-        self._stop(AllocationError(str(exc), reason=exc.reason))
+        error = AllocationError(str(exc), reason=exc.reason)
+        error.__cause__ = exc  # (what TLS or the system said, if anything)
+        self._stop(error)
         conn = self._conn
         if isinstance(conn, _StreamConnection):
             # What waits in the stream's buffers never goes: its data counts as dropped,
