@@ -667,8 +667,51 @@ async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing(transport:
                     await a.wait_gathering_complete()
                 assert trio.current_time() - started < 1.5 * timing.gather_timeout
                 assert a.local_candidates == (relay,)
+                # One report of its source: it was said twice over TCP, the new allocation
+                # failed and the relay gathered (p37pass4 on 03b6ebb).
+                (report,) = a.gather_reports
+                assert report.candidates == 1 and report.error is None
             finally:
                 os.kill(coturn.pid, signals.SIGCONT)
+
+
+async def test_gathering_anew_gathers_no_stuck_relay_lost_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay over TCP whose server says nothing at a gathering anew (stopped), and whose
+    connection ends as a new allocation is asked for: its candidate is not gathered again,
+    and the source's one report says the new allocation failed.  It was gathered, the
+    relay closed behind it (p37pass4 on 03b6ebb)."""
+    require_turnserver()
+    with run_coturn() as coturn:
+        config = dataclasses.replace(
+            _relay_config(coturn.ice_server("tcp")), timing=trice.Timing(gather_timeout=1.0)
+        )
+        async with trice.open_agent(config, controlling=True) as a:
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+            assert len(a.local_candidates) == 1
+            (old,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+            assert isinstance(old._conn, _relay._StreamConnection)
+            conn = old._conn
+            real = _gather.gather_relay
+
+            async def gather_relay(*args: Any, **kwargs: Any) -> Any:
+                conn.stream.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+                return await real(*args, **kwargs)
+
+            monkeypatch.setattr(_gather, "gather_relay", gather_relay)
+            os.kill(coturn.pid, signals.SIGSTOP)
+            try:
+                a.restart(regather=True)
+                with trio.fail_after(5):
+                    await a.wait_gathering_complete()
+            finally:
+                os.kill(coturn.pid, signals.SIGCONT)
+            assert old.closed
+            assert not a.local_candidates
+            (report,) = a.gather_reports
+            assert report.candidates == 0 and report.error is not None
 
 
 @pytest.mark.parametrize("transport", ["tcp", "tls"])

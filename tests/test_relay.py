@@ -1798,3 +1798,40 @@ async def test_a_stream_relays_read_of_a_frame_waiting_is_one_step() -> None:
         await client.aclose()
     assert frames == [frame]
     assert counter.steps == 1
+
+
+async def test_a_tls_error_the_writer_reads_itself_keeps_its_reason() -> None:
+    """The writer waits for the server's records (TLS cannot write: a renegotiation, here
+    the TLS object answering None once) and reads them itself: what it reads is not TLS,
+    and the writer raises what ended the stream, TLS's error (reason ``"tls"``).  It raised
+    a plain "connection lost" of its own (p37pass4 on 2a318e3)."""
+    server_context, client_context = _tls_contexts()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    go = trio.Event()
+
+    async def serve(tcp: trio.SocketStream) -> None:
+        async with tcp:
+            await trio.SSLStream(tcp, server_context, server_side=True).do_handshake()
+            await go.wait()
+            await tcp.send_all(b"\xff" * 64)  # (not TLS)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await tcp.receive_some(65536)
+
+    async with trio.open_nursery() as servers:
+        servers.start_soon(trio.serve_listeners, serve, listeners)
+        server = ServerUrl("turns", "127.0.0.1", port=port, transport="tcp")
+        with trio.fail_after(HANG_GUARD):
+            conn = await _relay._connect(server, client_context, None)
+            assert isinstance(conn, _relay._StreamConnection) and conn.tls is not None
+            real = conn.tls.encrypt
+            answers: list[bytes | None] = [None]  # (the first: TLS cannot write yet)
+            conn.tls.encrypt = lambda data: answers.pop() if answers else real(data)  # type: ignore[method-assign]
+            conn.write(stun.encode_channel_data(0x4000, b"x" * 10))
+            go.set()
+            with pytest.raises(_relay._Lost) as info:
+                await conn.flush()
+            await conn.aclose()
+        servers.cancel_scope.cancel()
+    assert info.value.reason == "tls"
+    assert "TLS" in str(info.value)

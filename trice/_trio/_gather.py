@@ -9,6 +9,7 @@ import errno
 import functools
 import inspect
 import ipaddress
+import logging
 import math
 import os
 import secrets
@@ -709,10 +710,20 @@ async def _probe_relay(
             host_port(*transport.local_address),
             transport.server,
         )
-        if await gather_relay(agent, server, transport.server, started=started):
+        anew = await gather_relay(agent, server, transport.server, started=started, report=False)
+        if anew.candidates:
             data_pair = agent._core.data_pair
             if data_pair is None or data_pair.base != transport.base:
                 transport.close()  # (its task deletes the allocation, if it still can)
+            return
+        if transport.closed:  # (lost meanwhile: nothing to keep)
+            logger.warning(
+                "%s: no relay candidate from %s: %s",
+                agent._local.ufrag,
+                transport.server,
+                anew.error,
+            )
+            agent._report(anew)
             return
     if alive or probing.cancelled_caught:
         agent._add_local(candidate, transport.base, signal=True, url=transport.server)
@@ -1314,12 +1325,24 @@ _MISMATCH_RETRIES = 2
 
 
 async def gather_relay(
-    agent: Agent, server: IceServer, url: ServerUrl, *, started: float | None = None
-) -> bool:
+    agent: Agent,
+    server: IceServer,
+    url: ServerUrl,
+    *,
+    started: float | None = None,
+    report: bool = True,
+) -> GatherReport:
     """Relay gathering (RFC 8445 §5.1.1.2): allocate on the TURN server; the relay runs
     as a task of the agent until the agent closes, which deallocates it.  The server has
-    ``gather_timeout`` from ``started`` (by default, now).  Returns whether a relay
-    candidate was gathered."""
+    ``gather_timeout`` from ``started`` (by default, now).  Returns the report of it,
+    which is the agent's (and a failure warned of) unless not ``report`` and it failed
+    (the caller then says what came of it)."""
+
+    def failed(outcome: GatherReport) -> GatherReport:
+        if report:
+            agent._report(outcome)
+        return outcome
+
     started = trio.current_time() if started is None else started
     base = agent._new_base()
     assert server.username is not None and server.credential is not None
@@ -1347,16 +1370,15 @@ async def gather_relay(
                     raise
                 logger.info("%s: %s; again from another port", agent._local.ufrag, exc)
     except TurnError as exc:
-        logger.warning("%s: no relay candidate from %s: %s", agent._local.ufrag, url, exc)
+        level = logging.WARNING if report else logging.DEBUG
+        logger.log(level, "%s: no relay candidate from %s: %s", agent._local.ufrag, url, exc)
         code = getattr(exc, "code", None)
         elapsed = trio.current_time() - started
-        agent._report(GatherReport(str(url), elapsed, 0, _why(exc), code))
-        return False
+        return failed(GatherReport(str(url), elapsed, 0, _why(exc), code))
     if transport.closed:
         # Lost between its allocation and now (the relay's tasks ran first).
         error = "closed" if transport.error is None else _why(transport.error)
-        agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
-        return False
+        return failed(GatherReport(str(url), trio.current_time() - started, 0, error))
     problem = server_address_problem(
         *transport.local_address, ipv6=None, base=transport.source_address
     )
@@ -1364,8 +1386,7 @@ async def gather_relay(
         # (Closing deletes the allocation, in the relay's own task.)
         transport.close()
         error = f"bad relayed address {host_port(*transport.local_address)}: {problem}"
-        agent._report(GatherReport(str(url), trio.current_time() - started, 0, error))
-        return False
+        return failed(GatherReport(str(url), trio.current_time() - started, 0, error))
     agent._transports[base] = transport
     # (The foundation tells apart relays of one server reached over UDP, TCP and TLS: the
     # transport to the server is part of it, RFC 8445 §5.1.1.3.)
@@ -1374,8 +1395,9 @@ async def gather_relay(
         transport.local_address, transport.mapped_address, obtained_from, key=agent._key
     )
     agent._add_local(candidate, base, signal=True, url=url)
-    agent._report(GatherReport(str(url), trio.current_time() - started, 1))
-    return True
+    gathered = GatherReport(str(url), trio.current_time() - started, 1)
+    agent._report(gathered)
+    return gathered
 
 
 def _why(error: TurnError) -> str:

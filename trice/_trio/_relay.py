@@ -235,7 +235,7 @@ class _Tls:
                 return None
             except ssl.SSLError as exc:
                 raise _Lost(
-                    f"connection to the server lost (TLS: {exc})", "connection lost"
+                    f"connection to the server lost (TLS: {exc.reason or exc})", "tls"
                 ) from exc
         return self.outgoing.read()
 
@@ -397,7 +397,9 @@ class _StreamConnection:
             if scope.cancelled_caught:
                 await trio.lowlevel.checkpoint()  # (the relay's cancellation, at once)
                 return None
-            if self.closed or self.broken is not None:
+            if self.broken is not None:
+                raise self.broken  # (what ended it: TLS's error, say)
+            if self.closed:
                 raise _Lost("connection to the server lost", "connection lost")
         return sealed
 
