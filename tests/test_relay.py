@@ -1345,6 +1345,20 @@ async def test_a_refresh_answered_while_the_reader_waited_its_turn_keeps_the_all
             nursery.cancel_scope.cancel()
 
 
+async def _serve_each(
+    server: socket.socket,
+    handle: Callable[[bytes, Address], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Hand each datagram ``server`` gets to ``handle`` in a task of its own (a server far
+    away: each answer on its way while the next request comes)."""
+    while True:
+        await trio.lowlevel.wait_readable(server)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                nursery.start_soon(handle, *server.recvfrom(65536))
+
+
 async def test_closing_waits_for_a_far_servers_stale_nonce_and_deletes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -1358,21 +1372,14 @@ async def test_closing_waits_for_a_far_servers_stale_nonce_and_deletes(
         server.bind(("127.0.0.1", 0))
         server.setblocking(False)
 
-        async def later(replies: list[bytes], source: Address) -> None:
+        async def later(data: bytes, source: Address) -> None:
+            replies = fake.handle(data, trio.current_time())
             await trio.sleep(0.6)
             for reply in replies:
                 server.sendto(reply, source)
 
-        async def serve(nursery: trio.Nursery) -> None:
-            while True:
-                await trio.lowlevel.wait_readable(server)
-                with contextlib.suppress(BlockingIOError):
-                    while True:
-                        data, source = server.recvfrom(65536)
-                        nursery.start_soon(later, fake.handle(data, trio.current_time()), source)
-
         async with trio.open_nursery() as outer:
-            outer.start_soon(serve, outer)
+            outer.start_soon(_serve_each, server, later, outer)
             address = ServerUrl.parse(f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp")
             async with trio.open_nursery() as nursery:
                 await start_relay(nursery, address, Inbox())
@@ -1414,15 +1421,8 @@ async def test_an_allocate_sent_again_after_the_deletions_437_is_deleted_too(
             for reply in replies:
                 server.sendto(reply, source)
 
-        async def serve(nursery: trio.Nursery) -> None:
-            while True:
-                await trio.lowlevel.wait_readable(server)
-                with contextlib.suppress(BlockingIOError):
-                    while True:
-                        nursery.start_soon(far, *server.recvfrom(65536))
-
         async with trio.open_nursery() as outer:
-            outer.start_soon(serve, outer)
+            outer.start_soon(_serve_each, server, far, outer)
             address = ServerUrl.parse(f"turn:127.0.0.1:{server.getsockname()[1]}?transport=udp")
             async with trio.open_nursery() as nursery:
                 with trio.move_on_after(close_at) as given_up:

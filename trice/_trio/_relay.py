@@ -205,8 +205,8 @@ class _Tls:
                 chunk = self.obj.read(STREAM_READ)
             except ssl.SSLWantReadError:
                 return bytes(plain), None
-            except ssl.SSLZeroReturnError:
-                return bytes(plain), _Lost("the server closed the connection", "connection closed")
+            except ssl.SSLZeroReturnError:  # (the server's close_notify)
+                chunk = b""
             except ssl.SSLEOFError as exc:  # (an end without close_notify)
                 lost = _Lost("connection to the server lost", "connection lost")
                 lost.__cause__ = exc
@@ -1059,6 +1059,18 @@ async def _default_tls_context() -> ssl.SSLContext:
     return _default_context
 
 
+async def _context_for(
+    stream: trio.abc.Stream, ssl_context: ssl.SSLContext | None
+) -> ssl.SSLContext:
+    """``ssl_context``, else the system's authorities (:func:`_default_tls_context`);
+    cancelled as those load, ``stream`` is closed."""
+    try:
+        return ssl_context if ssl_context is not None else await _default_tls_context()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
 async def _tls(
     stream: trio.abc.Stream,
     ssl_context: ssl.SSLContext | None,
@@ -1070,11 +1082,7 @@ async def _tls(
     """``stream`` with TLS on it, the peer's certificate checked against ``hostname``
     (``ssl_context``, else the system's authorities).  A failed handshake closes ``stream``
     and raises ``lost(what, reason)``: reason ``"certificate"`` or ``"tls"``."""
-    try:
-        context = ssl_context if ssl_context is not None else await _default_tls_context()
-    except BaseException:  # (cancelled as the system's authorities load)
-        await trio.aclose_forcefully(stream)
-        raise
+    context = await _context_for(stream, ssl_context)
     try:
         tls = trio.SSLStream(
             stream, context, server_hostname=hostname, https_compatible=https_compatible
@@ -1107,11 +1115,7 @@ async def _tls_handshake(
     checked as :func:`_tls` checks it, and with the same errors.  (Nothing the server sends
     can follow the handshake's records in the reads made here but TLS's own: it speaks only
     once asked, and nothing is asked before.)"""
-    try:
-        context = ssl_context if ssl_context is not None else await _default_tls_context()
-    except BaseException:  # (cancelled as the system's authorities load)
-        await trio.aclose_forcefully(stream)
-        raise
+    context = await _context_for(stream, ssl_context)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     try:
         obj = context.wrap_bio(incoming, outgoing, server_hostname=hostname)
