@@ -203,6 +203,31 @@ def run_coturn(
 
 
 @contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """The process ``pid`` (one the test started) stopped (SIGSTOP) for the block, every
+    thread of it: ``kill`` returns before each has stopped, and a thread still running on
+    another CPU may answer a request meanwhile.  SIGCONT at the end."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 5
+        while not all(_stopped(pid, task) for task in os.listdir(f"/proc/{pid}/task")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"process {pid} did not stop within 5 s")
+            time.sleep(0.001)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _stopped(pid: int, task: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/task/{task}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except FileNotFoundError:  # (the thread ended)
+        return True
+
+
+@contextlib.contextmanager
 def running_process(
     argv: list[str], ready: Callable[[], bool], tmpdir: Path, name: str
 ) -> Iterator[int]:

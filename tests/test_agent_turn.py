@@ -30,7 +30,7 @@ from trice.ice._checklist import PairState
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn
+from coturn import PASSWORD, USER, Coturn, require_turnserver, run_coturn, stopped
 from loopback import (
     HAS_IPV6,
     agents_alive,
@@ -659,20 +659,53 @@ async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing(transport:
             with trio.fail_after(5):
                 await a.wait_gathering_complete()
             (relay,) = a.local_candidates
-            os.kill(coturn.pid, signals.SIGSTOP)
-            try:
+            with stopped(coturn.pid):  # (every thread: one still running answered, p37pass5)
                 started = trio.current_time()
                 a.restart(regather=True)
                 with trio.fail_after(5):
                     await a.wait_gathering_complete()
-                assert trio.current_time() - started < 1.5 * timing.gather_timeout
-                assert a.local_candidates == (relay,)
-                # One report of its source: it was said twice over TCP, the new allocation
-                # failed and the relay gathered (p37pass4 on 03b6ebb).
-                (report,) = a.gather_reports
-                assert report.candidates == 1 and report.error is None
-            finally:
-                os.kill(coturn.pid, signals.SIGCONT)
+                elapsed = trio.current_time() - started
+            assert timing.gather_timeout / 2 < elapsed < 1.5 * timing.gather_timeout
+            assert a.local_candidates == (relay,)
+            # One report of its source: it was said twice over TCP, the new allocation
+            # failed and the relay gathered (p37pass4 on 03b6ebb).
+            (report,) = a.gather_reports
+            assert report.candidates == 1 and report.error is None
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_gathering_anew_gathers_no_relay_closed_as_its_probe_gives_up(
+    coturn_tls: Coturn, transport: str
+) -> None:
+    """A relay whose server says nothing at a gathering anew closes in the very step its
+    probe is given up (its connection ends, say): it is not gathered again, and its
+    source's one report says no candidate came.  It was gathered, signalled with nothing
+    behind it, and reported gathered (p37pass5 on b2e7252)."""
+    config = dataclasses.replace(
+        _relay_config(coturn_tls.ice_server(transport)), timing=trice.Timing(gather_timeout=1.0)
+    )
+    async with trice.open_agent(config, controlling=True) as a:
+        with trio.fail_after(5):
+            await a.wait_gathering_complete()
+        (old,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+        real_probe = old.probe
+
+        async def probe() -> bool:
+            try:
+                return await real_probe()
+            except trio.Cancelled:
+                old.close()  # (in the very step the probe is given up)
+                raise
+
+        old.probe = probe  # type: ignore[method-assign]
+        with stopped(coturn_tls.pid):
+            a.restart(regather=True)
+            with trio.fail_after(5):
+                await a.wait_gathering_complete()
+        assert old.closed
+        assert not a.local_candidates
+        (report,) = a.gather_reports
+        assert report.candidates == 0
 
 
 async def test_gathering_anew_gathers_no_stuck_relay_lost_meanwhile(
@@ -701,13 +734,10 @@ async def test_gathering_anew_gathers_no_stuck_relay_lost_meanwhile(
                 return await real(*args, **kwargs)
 
             monkeypatch.setattr(_gather, "gather_relay", gather_relay)
-            os.kill(coturn.pid, signals.SIGSTOP)
-            try:
+            with stopped(coturn.pid):
                 a.restart(regather=True)
                 with trio.fail_after(5):
                     await a.wait_gathering_complete()
-            finally:
-                os.kill(coturn.pid, signals.SIGCONT)
             assert old.closed
             assert not a.local_candidates
             (report,) = a.gather_reports

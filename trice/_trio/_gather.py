@@ -725,7 +725,7 @@ async def _probe_relay(
             )
             agent._report(anew)
             return
-    if alive or probing.cancelled_caught:
+    if (alive or probing.cancelled_caught) and not transport.closed:  # (closed: lost)
         agent._add_local(candidate, transport.base, signal=True, url=transport.server)
         agent._report(GatherReport(str(transport.server), trio.current_time() - started, 1))
         return
