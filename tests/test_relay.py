@@ -1835,3 +1835,64 @@ async def test_a_tls_error_the_writer_reads_itself_keeps_its_reason() -> None:
         servers.cancel_scope.cancel()
     assert info.value.reason == "tls"
     assert "TLS" in str(info.value)
+
+
+@pytest.mark.parametrize("reader", [False, True])
+async def test_a_read_without_waiting_of_a_renegotiations_records_wakes_the_writer(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, reader: bool
+) -> None:
+    """The server renegotiates (TLS 1.2); the writer has data TLS cannot write yet, sends
+    the ClientHello and waits for the server's records (in the socket's wait, or for the
+    reader's).  They come, and a read without waiting takes them in the same pass (the
+    relay's timer, a check about to be given up): the wait ends, and the writer sends
+    TLS's next records and its data.  The wait went on, the socket empty again, while the
+    server waited for the client's Finished (p37pass6)."""
+    data = stun.encode_channel_data(0x4000, b"data written during the renegotiation")
+    waits: list[object] = []
+    real_wait = trio.lowlevel.wait_readable
+
+    async def wait_readable(sock: Any) -> None:
+        waits.append(trio.lowlevel.current_task())
+        await real_wait(sock)
+
+    async with _s_server(tmp_path) as (conn, process, out), trio.open_nursery() as nursery:
+        tls = conn.tls
+        assert process.stdin is not None and tls is not None
+        await process.stdin.send_all(b"r\n")  # (a renegotiation: the HelloRequest)
+        with trio.fail_after(HANG_GUARD):
+            await until(lambda: bool(conn.read_waiting() or tls.outgoing.pending), 9)
+        monkeypatch.setattr(trio.lowlevel, "wait_readable", wait_readable)
+        if reader:
+
+            async def read_relay() -> None:
+                while True:
+                    await conn.read()
+
+            nursery.start_soon(read_relay)
+            with trio.fail_after(HANG_GUARD):
+                await until(lambda: bool(waits))  # (the reader waits in the socket's wait)
+        conn.write(data)  # (TLS cannot write it before the server's next records)
+        nursery.start_soon(conn.run_writer)
+        before = len(waits)
+        with trio.fail_after(HANG_GUARD):
+            while not (
+                conn.sending is False
+                and tls.outgoing.pending == 0
+                and (
+                    len(waits) > before if not reader else conn._reading.statistics().tasks_waiting
+                )
+            ):
+                await trio.lowlevel.checkpoint()
+        # In this very pass (no trio checkpoint): the server's records come, and
+        # read_waiting takes them, as the relay's timer would.
+        assert isinstance(conn.stream, trio.SocketStream)
+        fd = conn.stream.socket.fileno()
+        assert select.select([fd], [], [], 5)[0], "the server did not answer the ClientHello"
+        conn.read_waiting(4)
+        assert conn.broken is None
+        try:
+            with trio.fail_after(5):
+                await _until_in(out, data)
+        finally:
+            conn.end_by(trio.current_time())  # (else the writer's shielded wait never ends)
+            nursery.cancel_scope.cancel()

@@ -272,6 +272,7 @@ class _StreamConnection:
         self.sending = False  # a send_all is running (cancelling it breaks a TLS stream)
         self._reads = 0  # (reads taken so far: see _read_once, _sealed)
         self._reading = trio.Lock()  # (one task waits to read at a time: see _sealed)
+        self._waiting: trio.CancelScope | None = None  # (that wait: see _read_now)
         self.send_scope: trio.CancelScope | None = None  # (the send_all running, shielded)
         self.ending = math.inf  # when the relay closes: the send_all running is cut then
         self.closed = False  # lost or closed: waiting senders are woken, and told
@@ -484,11 +485,18 @@ class _StreamConnection:
         # recv, and bytes read meanwhile reached the framer first.)
         if sock.fileno() == -1:  # (closed: trio's wait would raise a ValueError)
             raise _Lost("connection to the server lost", "connection lost")
-        try:
-            await trio.lowlevel.wait_readable(sock)
-        except trio.ClosedResourceError as exc:
-            raise _Lost("connection to the server lost", "connection lost") from exc
-        self._take_waiting(sock)
+        # (A read without waiting that takes what came ends the wait: the socket, empty
+        # again, would not wake it, and a write waiting for TLS's records would wait on.)
+        with trio.CancelScope() as waiting:
+            self._waiting = waiting
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError as exc:
+                raise _Lost("connection to the server lost", "connection lost") from exc
+            finally:
+                self._waiting = None
+        if not waiting.cancelled_caught:
+            self._take_waiting(sock)
 
     def _raw(self) -> trio.socket.SocketType | None:
         """The socket of the connection, whose bytes this reads itself (``None`` through an
@@ -519,6 +527,8 @@ class _StreamConnection:
     def _ingest(self, data: bytes | bytearray) -> None:
         """Take ``data`` from the connection (``b""``: its end), through TLS if any."""
         self._reads += 1
+        if self._waiting is not None:
+            self._waiting.cancel()  # (taken by a read without waiting: see _read_now)
         tls = self.tls
         if tls is None:
             if data:
