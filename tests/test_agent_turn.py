@@ -698,14 +698,20 @@ async def test_gathering_anew_gathers_no_relay_closed_as_its_probe_gives_up(
                 raise
 
         old.probe = probe  # type: ignore[method-assign]
-        with stopped(coturn_tls.pid):
-            a.restart(regather=True)
-            with trio.fail_after(5):
-                await a.wait_gathering_complete()
+        report = await _regathered_with_the_server_stopped(a, coturn_tls.pid)
         assert old.closed
         assert not a.local_candidates
-        (report,) = a.gather_reports
         assert report.candidates == 0
+
+
+async def _regathered_with_the_server_stopped(agent: trice.Agent, pid: int) -> trice.GatherReport:
+    """Gather anew while the TURN server ``pid`` is stopped: the one report of its source."""
+    with stopped(pid):
+        agent.restart(regather=True)
+        with trio.fail_after(5):
+            await agent.wait_gathering_complete()
+    (report,) = agent.gather_reports
+    return report
 
 
 async def test_gathering_anew_gathers_no_stuck_relay_lost_meanwhile(
@@ -734,13 +740,9 @@ async def test_gathering_anew_gathers_no_stuck_relay_lost_meanwhile(
                 return await real(*args, **kwargs)
 
             monkeypatch.setattr(_gather, "gather_relay", gather_relay)
-            with stopped(coturn.pid):
-                a.restart(regather=True)
-                with trio.fail_after(5):
-                    await a.wait_gathering_complete()
+            report = await _regathered_with_the_server_stopped(a, coturn.pid)
             assert old.closed
             assert not a.local_candidates
-            (report,) = a.gather_reports
             assert report.candidates == 0 and report.error is not None
 
 
