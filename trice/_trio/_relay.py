@@ -446,7 +446,8 @@ class _StreamConnection:
             frames = self._taken()  # (framed already: by a read without waiting, say)
             if frames:
                 return frames
-            self._raise_if_broken()
+            if self.broken is not None:  # (what ended the stream, its frames before it taken)
+                raise self.broken
             await self._read_once()
 
     async def _read_once(self) -> None:
@@ -557,11 +558,6 @@ class _StreamConnection:
     def _taken(self) -> list[bytes]:
         frames, self._frames_ready = self._frames_ready, []
         return frames
-
-    def _raise_if_broken(self) -> None:
-        """Raise what ended the stream, once its frames before it were taken."""
-        if self.broken is not None and not self._frames_ready:
-            raise self.broken
 
     def read_waiting(self, reads: int = 1) -> list[bytes]:
         """What the connection holds now, framed, read without waiting (``reads`` reads
