@@ -1846,9 +1846,12 @@ async def test_a_read_without_waiting_of_a_renegotiations_records_wakes_the_writ
     reader's).  They come, and a read without waiting takes them in the same pass (the
     relay's timer, a check about to be given up): the wait ends, and the writer sends
     TLS's next records and its data.  The wait went on, the socket empty again, while the
-    server waited for the client's Finished (p37pass6)."""
+    server waited for the client's Finished (p37pass6).  The waiting task is held (it has
+    not had its turn when the records come, as on a loaded machine): the socket would
+    otherwise wake it first, now and then, and the read without waiting find nothing."""
     data = stun.encode_channel_data(0x4000, b"data written during the renegotiation")
     waits: list[object] = []
+    held = hold_readers(monkeypatch)
     real_wait = trio.lowlevel.wait_readable
 
     async def wait_readable(sock: Any) -> None:
@@ -1862,6 +1865,9 @@ async def test_a_read_without_waiting_of_a_renegotiations_records_wakes_the_writ
         with trio.fail_after(HANG_GUARD):
             await until(lambda: bool(conn.read_waiting() or tls.outgoing.pending), 9)
         monkeypatch.setattr(trio.lowlevel, "wait_readable", wait_readable)
+        assert isinstance(conn.stream, trio.SocketStream)
+        fd = conn.stream.socket.fileno()
+        held.add(fd)
         if reader:
 
             async def read_relay() -> None:
@@ -1885,10 +1891,9 @@ async def test_a_read_without_waiting_of_a_renegotiations_records_wakes_the_writ
                 await trio.lowlevel.checkpoint()
         # In this very pass (no trio checkpoint): the server's records come, and
         # read_waiting takes them, as the relay's timer would.
-        assert isinstance(conn.stream, trio.SocketStream)
-        fd = conn.stream.socket.fileno()
         assert select.select([fd], [], [], 5)[0], "the server did not answer the ClientHello"
         conn.read_waiting(4)
+        held.clear()  # (from now on the socket wakes its waiting task)
         assert conn.broken is None
         try:
             with trio.fail_after(5):
