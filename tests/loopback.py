@@ -10,7 +10,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -353,3 +353,47 @@ def what_each_raises(calls: list[Callable[[], object]]) -> list[BaseException | 
         else:
             raised.append(None)
     return raised
+
+
+class _Names(trio.abc.HostnameResolver):
+    """``host`` stands for ``addresses`` (each a family and a socket address, for UDP and
+    TCP), in that order, as a name in DNS with several records; other names are the
+    system's."""
+
+    def __init__(self, host: str, addresses: Sequence[tuple[int, tuple[Any, ...]]]) -> None:
+        self.host = host.encode()
+        self.addresses = addresses
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[Any, ...]]:
+        if host != self.host:
+            name = None if host is None else host.decode()
+            return socket.getaddrinfo(name, port, family, type, proto, flags)
+        kinds = [type] if type else [socket.SOCK_DGRAM, socket.SOCK_STREAM]
+        return [
+            (fam, kind, 0, "", sockaddr)
+            for kind in kinds
+            for fam, sockaddr in self.addresses
+            if family in (0, fam)
+        ]
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def resolving(host: str, addresses: Sequence[tuple[int, tuple[Any, ...]]]) -> Iterator[None]:
+    """While the block runs, trio resolves ``host`` to ``addresses`` (see :class:`_Names`):
+    a name with several records, with no DNS."""
+    trio.socket.set_custom_hostname_resolver(_Names(host, addresses))
+    try:
+        yield
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)

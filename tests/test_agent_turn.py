@@ -38,8 +38,10 @@ from loopback import (
     cycle_collector_off,
     events_so_far,
     exchange_each_way,
+    filtered_config,
     gathered_pair,
     loopback_config,
+    resolving,
     send_wide_views,
     signal,
     state_of,
@@ -987,3 +989,32 @@ async def test_an_allocate_lost_three_times_after_its_challenge_still_relays(
             nursery.cancel_scope.cancel()
     assert len(lost) == 3
     assert types == [trice.CandidateType.RELAY], reports
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no ::1 on this host")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_turn_server_whose_name_has_both_families_gives_a_relay_over_the_one_served(
+    transport: str,
+) -> None:
+    """The server listens on 127.0.0.1 only (its IPv6 path broken, say); its name stands
+    for ::1 too, first (as RFC 6724 sorts them).  A dual-stack agent gathers a relay over
+    either transport (RFC 8656 §3.9).  Over UDP the relay asked the first address only,
+    was refused, and a relay-only agent had no candidate (the ipv6 review)."""
+    require_turnserver()
+    with run_coturn() as server:
+        addresses: list[tuple[int, tuple[Any, ...]]] = [
+            (socket.AF_INET6, ("::1", server.port, 0, 0)),
+            (socket.AF_INET, ("127.0.0.1", server.port)),
+        ]
+        url = f"turn:turn.test:{server.port}?transport={transport}"
+        config = dataclasses.replace(
+            filtered_config(None),
+            ice_servers=[trice.IceServer(url, USER, PASSWORD)],
+            transport_policy=trice.TransportPolicy.RELAY,
+        )
+        with resolving("turn.test", addresses):
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(10):
+                    await agent.wait_gathering_complete()
+                found = [(c.type, c.address) for c in agent.local_candidates]
+                assert found == [(trice.CandidateType.RELAY, "127.0.0.1")], agent.gather_reports

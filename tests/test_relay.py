@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_turn import PEER, FakeServer, allocated, exchange
+from test_turn import PEER, RELAYED, FakeServer, allocated, exchange
 
 import trice
 from trice import (
@@ -55,6 +55,7 @@ from loopback import (
     gathered_pair,
     hold_readers,
     loopback_config,
+    resolving,
     signal,
     until,
 )
@@ -1901,3 +1902,146 @@ async def test_a_read_without_waiting_of_a_renegotiations_records_wakes_the_writ
         finally:
             conn.end_by(trio.current_time())  # (else the writer's shielded wait never ends)
             nursery.cancel_scope.cancel()
+
+
+_SEVERAL = ServerUrl.parse("turn:turn.test:3478?transport=udp")
+
+
+def _udp_server() -> socket.socket:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    return server
+
+
+def _answering(server: socket.socket, fake: FakeServer, delay: float = 0.0) -> Any:
+    """A handler for :func:`_serve_each`: ``fake`` answers, ``delay`` away each way."""
+
+    async def answer(data: bytes, source: Address) -> None:
+        await trio.sleep(delay)
+        replies = fake.handle(data, trio.current_time())
+        await trio.sleep(delay)
+        for reply in replies:
+            server.sendto(reply, source)
+
+    return answer
+
+
+async def test_a_udp_relay_asks_the_next_address_of_a_server_whose_first_is_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server's name stands for two addresses, the first silent (its path broken): the
+    relay asks the second once the first was silent for ``ADDRESS_STAGGER``, and is
+    granted there (RFC 8656 §3.9).  It asked the first only, and gave up after its
+    timeout (the ipv6 review: a dual-stack name whose IPv6 path is broken)."""
+    fake = FakeServer()
+    with wall_clock_guard(), _udp_server() as silent, _udp_server() as server:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, server, _answering(server, fake), outer)
+            addresses = [(socket.AF_INET, silent.getsockname())]
+            addresses.append((socket.AF_INET, server.getsockname()))
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    began = trio.current_time()
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    took = trio.current_time() - began
+                    assert relay.local_address == RELAYED and fake.allocated
+                    assert _relay.ADDRESS_STAGGER <= took < 2 * _relay.ADDRESS_STAGGER
+                    assert stun.decode(silent.recv(2048)).method is stun.Method.ALLOCATE
+                    nursery.cancel_scope.cancel()
+            assert not fake.allocated
+            outer.cancel_scope.cancel()
+
+
+async def test_a_udp_relay_asks_the_next_address_at_once_when_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first address refuses (nothing listens: an ICMP port unreachable): the relay
+    asks the next at once, not after ``ADDRESS_STAGGER`` (made a minute here)."""
+    monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 60.0)
+    fake = FakeServer()
+    with _udp_server() as server:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, server, _answering(server, fake), outer)
+            refused = ("127.0.0.1", free_port())
+            addresses = [(socket.AF_INET, refused), (socket.AF_INET, server.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    with trio.fail_after(HANG_GUARD):
+                        relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    assert relay.local_address == RELAYED and fake.allocated
+                    nursery.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+
+async def test_a_servers_refusal_at_one_address_is_final(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wrong credentials at the first address: the relay fails at once with the server's
+    401, and asks no other address (their server's answer would be the same)."""
+    monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 60.0)
+    first, second = FakeServer(password="another"), FakeServer()
+    with _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _answering(one, first), outer)
+            outer.start_soon(_serve_each, two, _answering(two, second), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    with trio.fail_after(HANG_GUARD), pytest.raises(AllocationError) as caught:
+                        await start_relay(nursery, _SEVERAL, Inbox())
+            assert caught.value.code == 401
+            assert first.requests and not second.requests
+            outer.cancel_scope.cancel()
+
+
+async def test_an_address_granted_after_another_has_its_allocation_deleted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two addresses answer, the first 0.15 s away each way, the second (asked 0.25 s
+    later) 0.1 s: the second is challenged first, the first granted first.  The first is
+    kept; the second, its authenticated Allocate granted at the server as the first won,
+    is deleted: no allocation is left behind."""
+    first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _answering(one, first, 0.15), outer)
+            outer.start_soon(_serve_each, two, _answering(two, second, 0.1), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    assert relay.local_address == RELAYED
+                    assert second.requests, "the second address was not asked"
+                    await trio.sleep(5)  # (all in flight lands)
+                    assert first.allocated and not second.allocated
+                    assert not relay.closed
+                    nursery.cancel_scope.cancel()
+            assert not first.allocated
+            outer.cancel_scope.cancel()
+
+
+async def test_addresses_asked_at_once_leave_one_allocation(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both addresses asked at once (no stagger), both answering at once: one relay is
+    handed out, and the other allocation, granted as the first was or about to be, is
+    deleted."""
+    monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 0.0)
+    first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _answering(one, first), outer)
+            outer.start_soon(_serve_each, two, _answering(two, second), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    await trio.sleep(5)  # (all in flight lands)
+                    assert first.requests and second.requests
+                    kept = first if relay.local_address == RELAYED else second
+                    assert [first.allocated, second.allocated].count(True) == 1
+                    assert kept.allocated and not relay.closed
+                    nursery.cancel_scope.cancel()
+            assert not first.allocated and not second.allocated
+            outer.cancel_scope.cancel()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import socket
@@ -66,6 +67,12 @@ _REFUSALS_WARNED = 16
 #: piece, and the socket holds little unsent (trio's ``SocketStream`` sets
 #: ``TCP_NOTSENT_LOWAT`` to 16 KiB: some 16-32 KiB, with the segment being filled).
 STREAM_PIECE = 16 * 1024
+#: How long a relay over UDP waits for a server's address to answer before it asks the
+#: next, when the server's name stands for several (RFC 8305 §5's Connection Attempt
+#: Delay; at once when one is refused).
+ADDRESS_STAGGER = 0.25
+#: The reasons of an allocation that failed with no answer from that address.
+_NO_ANSWER = frozenset({"timeout", "unreachable"})
 
 
 class _Lost(Exception):
@@ -590,6 +597,8 @@ class _StreamConnection:
 
 
 _Connection = _UdpConnection | _StreamConnection
+#: An address of the server over UDP: its family, and the socket address.
+_Target = tuple[int, tuple[Any, ...]]
 
 
 class RelayTransport:
@@ -958,27 +967,39 @@ class RelayTransport:
         )
 
 
+async def _udp_targets(server: ServerUrl, bind_address: str | None) -> list[_Target]:
+    """The addresses of a server over UDP, in the resolver's order, each once (those of
+    ``bind_address``'s family only, if given)."""
+    try:
+        infos = await trio.socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise _Lost(f"cannot resolve {server.host!r}: {exc}", "unresolvable") from exc
+    if bind_address is not None:
+        wanted = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
+        infos = [info for info in infos if info[0] == wanted]
+        if not infos:
+            raise _Lost(f"no address of {server.host!r} to reach from {bind_address}", "family")
+    targets: list[_Target] = []
+    for family, _, _, _, sockaddr in infos:
+        if (family, sockaddr) not in targets:
+            targets.append((family, sockaddr))
+    return targets
+
+
 async def _connect(
     server: ServerUrl,
     ssl_context: ssl.SSLContext | None,
     bind_address: str | None,
     proxy: ProxyUrl | None = None,
     in_tunnel: list[bool] | None = None,
+    target: _Target | None = None,
 ) -> _Connection:
-    """Open the connection to the server: UDP, TCP, or TLS for ``turns:`` (RFC 8656 §3.1);
-    TCP and TLS through ``proxy``'s tunnel, if given (``in_tunnel[0]`` is true while the
-    proxy makes it: a timeout then is the proxy's)."""
+    """Open the connection to the server: UDP (to ``target``, an address of the server's,
+    or its first), TCP, or TLS for ``turns:`` (RFC 8656 §3.1); TCP and TLS through
+    ``proxy``'s tunnel, if given (``in_tunnel[0]`` is true while the proxy makes it: a
+    timeout then is the proxy's)."""
     if server.transport == "udp":
-        try:
-            infos = await trio.socket.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise _Lost(f"cannot resolve {server.host!r}: {exc}", "unresolvable") from exc
-        if bind_address is not None:
-            wanted = socket.AF_INET6 if ":" in bind_address else socket.AF_INET
-            infos = [info for info in infos if info[0] == wanted]
-            if not infos:
-                raise _Lost(f"no address of {server.host!r} to reach from {bind_address}", "family")
-        family, _, _, _, sockaddr = infos[0]
+        family, sockaddr = target or (await _udp_targets(server, bind_address))[0]
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
         except OSError as exc:  # (out of descriptors; or a family the kernel lacks)
@@ -1249,6 +1270,12 @@ async def run_relay(
     ``deliver(transport, data, peer)`` is called, from the reading task, for each datagram a
     peer sent through the relay.
 
+    Over UDP, a server whose name stands for several addresses (both families, say) is
+    asked at each in turn, in the resolver's order, as RFC 8656 §3.9 (after RFC 8305) would
+    have it: the next once the last is silent for ``ADDRESS_STAGGER`` or refused; the
+    first allocation granted is kept, the others are deleted, and a server's refusal
+    (401, say) is final.  (Over TCP and TLS, trio's ``open_tcp_stream`` tries each.)
+
     Ends when cancelled or when :meth:`RelayTransport.close` is called, after deleting the
     allocation (a Refresh with LIFETIME 0, waiting at most 0.5 s for the answer, or longer
     for a far server, see ``DEALLOCATE_WAIT``) and closing
@@ -1286,14 +1313,109 @@ async def run_relay(
         raise ConfigError(f"{server} is not a TURN server URL")
     if server.secure and server.transport == "udp":
         raise ConfigError(f"{server}: TURN over DTLS (RFC 7350) is not supported")
+    label = f"TURN server {server}"
+    deadline = trio.current_time() + timeout
+    relay_at = functools.partial(
+        _relay_at,
+        server,
+        username,
+        credential,
+        base=base,
+        deliver=deliver,
+        ssl_context=ssl_context,
+        lifetime=lifetime,
+        timeout=timeout,
+        deadline=deadline,
+        bind_address=bind_address,
+        proxy=proxy,
+        owner=owner,
+    )
+    if server.transport != "udp":
+        await relay_at(None, task_status=task_status)
+        return
+    targets: list[_Target] = []
+    with trio.move_on_at(deadline):
+        try:
+            targets = await _udp_targets(server, bind_address)
+        except _Lost as exc:
+            raise AllocationError(f"{label}: {exc}", reason=exc.reason) from exc
+    if not targets:
+        raise AllocationError(f"{label}: no connection within {timeout} s", reason="timeout")
+    if len(targets) == 1:
+        await relay_at(targets[0], task_status=task_status)
+        return
+    # (Each address is asked by a task of its own, in this task's nursery: the relay
+    # granted first goes on there; the others end there, deleting what they may have.)
+    granted: list[RelayTransport] = []
+    errors: list[AllocationError] = []
+    decided = trio.Event()  # (granted, or refused, or every address failed)
+    news = [trio.Event()]  # (an attempt ended: the next address is asked at once)
+    attempts: list[trio.CancelScope] = []
+    async with trio.open_nursery() as serving:
+
+        async def attempt(target: _Target, scope: trio.CancelScope) -> None:
+            with scope:
+                try:
+                    relay = await serving.start(relay_at, target)
+                except AllocationError as exc:
+                    errors.append(exc)
+                    if exc.reason not in _NO_ANSWER or len(errors) == len(targets):
+                        decided.set()  # (the server answered: that is final)
+                else:
+                    if decided.is_set():
+                        relay.close()  # (granted in the same step as the first)
+                    else:
+                        granted.append(relay)
+                        decided.set()
+                if decided.is_set():
+                    for other in attempts:
+                        other.cancel()
+                news[0].set()
+
+        for target in targets:
+            news[0] = trio.Event()
+            attempts.append(trio.CancelScope())
+            serving.start_soon(attempt, target, attempts[-1])
+            with trio.move_on_after(ADDRESS_STAGGER):
+                await news[0].wait()
+            if decided.is_set():
+                break
+            logger.debug("TURN %s: asking its next address", server)
+        await decided.wait()
+        if granted:
+            task_status.started(granted[0])
+            return
+    final = [exc for exc in errors if exc.reason not in _NO_ANSWER]
+    raise (final or errors)[0]
+
+
+async def _relay_at(
+    server: ServerUrl,
+    username: str,
+    credential: str,
+    target: _Target | None,
+    *,
+    base: int,
+    deliver: Deliver,
+    ssl_context: ssl.SSLContext | None,
+    lifetime: int,
+    timeout: float,  # noqa: ASYNC109 (for the messages: the deadline bounds it)
+    deadline: float,
+    bind_address: str | None,
+    proxy: ProxyUrl | None,
+    owner: Callable[[], str] | None,
+    task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`run_relay` over one connection: to ``target`` over UDP (an address of the
+    server's)."""
     client = TurnClient(username, credential, reliable=server.transport == "tcp", lifetime=lifetime)
     label = f"TURN server {server}"
     started = False
     relay: RelayTransport | None = None
     in_tunnel = [False]
-    with trio.move_on_after(timeout) as connect_scope:
+    with trio.move_on_at(deadline) as connect_scope:
         try:
-            conn = await _connect(server, ssl_context, bind_address, proxy, in_tunnel)
+            conn = await _connect(server, ssl_context, bind_address, proxy, in_tunnel, target)
         except _Lost as exc:
             raise AllocationError(f"{label}: {exc}", reason=exc.reason) from exc
     if connect_scope.cancelled_caught:
