@@ -891,3 +891,29 @@ def test_signaling_strings_are_256_characters_at_most(key: str) -> None:
         Candidate.from_json({"candidate": GOOD, key: "a" * 257})
     assert info.value.field == key
     assert Candidate.from_sdp(GOOD, username_fragment="").username_fragment is None
+
+
+@pytest.mark.parametrize("key", ["TopSecretFoundationKey", bytearray(b"TopSecretFoundationKey")])
+def test_a_foundation_key_of_the_wrong_type_is_named_not_quoted(key: object) -> None:
+    """compute_foundation's key is a secret: an error about its type names the type only
+    (it quoted 40 characters of it: the secrets review)."""
+    with pytest.raises(CandidateError) as caught:
+        compute_foundation(CandidateType.HOST, "192.0.2.10", "udp", key=key)  # type: ignore[arg-type]
+    assert caught.value.field == "key"
+    assert "TopSecret" not in str(caught.value)
+    assert type(key).__name__ in str(caught.value)
+
+
+@pytest.mark.parametrize("prefix", ["a=", ""])
+def test_another_attributes_line_is_no_candidate_and_its_value_is_not_quoted(prefix: str) -> None:
+    """An SDP fragment (RFC 8840) fed line by line: its ice-pwd line is refused as no
+    candidate line, naming the attribute, not its value (the pwd was quoted as a bad
+    foundation, into a signaling loop's log: the secrets review)."""
+    pwd = "asd88fgpdd777uzjYhagZg"
+    with pytest.raises(CandidateError) as caught:
+        Candidate.from_sdp(f"{prefix}ice-pwd:{pwd}")
+    assert caught.value.field == "candidate"
+    assert "ice-pwd" in str(caught.value) and pwd not in str(caught.value)
+    with pytest.raises(CandidateError) as caught:  # (a foundation with ':', after candidate:)
+        Candidate.from_sdp("candidate:a:b 1 udp 1 192.0.2.1 5 typ host")
+    assert caught.value.field == "foundation"

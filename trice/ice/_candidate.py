@@ -414,15 +414,17 @@ class Candidate:
                 SDP name: ``"foundation"``, ``"component"``, ``"transport"``, ``"priority"``,
                 ``"address"``, ``"port"``, ``"typ"``, ``"raddr"``, ``"rport"``,
                 ``"tcptype"`` or ``"extension"``; ``"candidate"`` for the end-of-candidates
-                line (``a=end-of-candidates``), which is none.  Nothing else is ever raised
-                for a str.
+                line (``a=end-of-candidates``), which is none, and for another attribute's
+                line (``a=ice-pwd:...``, say, from an SDP fragment: its value is not quoted).
+                Nothing else is ever raised for a str.
         """
         if not isinstance(line, str):
             raise CandidateError(f"a candidate line must be a str, got {line!r}", field="candidate")
         text = line.strip(" \t\r\n")
         if text[:2].lower() == "a=":
             text = text[2:]
-        if text[:10].lower() == "candidate:":
+        named = text[:10].lower() == "candidate:"
+        if named:
             text = text[10:].lstrip(" \t")
         elif text.lower() == "end-of-candidates":
             raise CandidateError(
@@ -431,6 +433,13 @@ class Candidate:
                 field="candidate",
             )
         tokens = _SEPARATOR.split(text) if text else []
+        if not named and tokens and ":" in tokens[0]:  # (another attribute's line)
+            name = tokens[0].split(":", 1)[0][:32]
+            raise CandidateError(
+                f"not a candidate line but the {name!r} attribute's (its value is not shown: "
+                "an ice-pwd's is a secret)",
+                field="candidate",
+            )
         return _parse_tokens(
             tokens,
             sdp_mid=sdp_mid,

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
-from trice._errors import CandidateError
+from trice._errors import CandidateError, a_type
 from trice.ice._candidate import MAX_PRIORITY, CandidateType, TcpType, _uint, canonical_ip
 
 __all__ = [
@@ -245,7 +245,9 @@ def compute_foundation(
         raise CandidateError(f"server must be a str or None, got {server!r}", field="server")
     if key is not None:
         if not isinstance(key, bytes) or not key:
-            raise CandidateError(f"key must be bytes, not empty, or None: {key!r:.40}", field="key")
+            # (A secret: named by its type, never quoted.)
+            given = "empty bytes" if key == b"" else a_type(key)
+            raise CandidateError(f"key must be bytes, not empty, or None, got {given}", field="key")
         return _foundation(type, base_address, protocol, server, key)
     if (
         base_address.__class__ is str
