@@ -226,9 +226,9 @@ def test_constructor_normalizes() -> None:
         priority=1,
         address="2001:DB8::0:1",
         port=9,
-        type="host",  # type: ignore[arg-type]
-        tcp_type="ACTIVE",  # type: ignore[arg-type]
-        extensions=[("generation", "0")],  # type: ignore[arg-type]
+        type="host",
+        tcp_type="ACTIVE",
+        extensions=[("generation", "0")],
     )
     assert candidate.protocol == "tcp"
     assert candidate.address == "2001:db8::1"

@@ -488,6 +488,8 @@ def _proxied(
         transport_policy=trice.TransportPolicy.RELAY,
         timing=trice.Timing(gather_timeout=gather_timeout),
     )
+    if isinstance(proxy, str):
+        proxy = trice.ProxyUrl.parse(proxy)  # (replace is typed by the fields: a ProxyUrl)
     return dataclasses.replace(config, network=dataclasses.replace(config.network, proxy=proxy))
 
 

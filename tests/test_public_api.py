@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
+import enum
 import importlib
 import inspect
 import re
@@ -299,3 +301,75 @@ def test_import_trice_gives_each_public_package_as_an_attribute() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.stdout.strip() == "[True, True, True, True]", result.stderr
+
+
+def test_what_a_constructor_is_documented_to_take_type_checks_in_a_users_program(
+    tmp_path: Path,
+) -> None:
+    """Under ``mypy --strict``, a Candidate takes ``type`` and ``tcp_type`` as their strings
+    and ``extensions`` as any iterable of pairs; a network filter may answer anything taken
+    for its truth (a regular expression's match, say); and a proxy given as text reads
+    back as a :class:`~trice.ProxyUrl`: as the docs say, and as the constructors do (the
+    userapi review: each was a type error, the proxy read back as ``ProxyUrl | str``)."""
+    api = pytest.importorskip("mypy.api", reason="mypy is not installed")
+    program = tmp_path / "user.py"
+    program.write_text(
+        textwrap.dedent(
+            """
+            import re
+            import trice
+            from trice.ice import Candidate, CandidateType, TcpType
+
+            candidate = Candidate(
+                foundation="1", component=1, protocol="tcp", priority=1, address="192.0.2.1",
+                port=9, type="host", tcp_type="active", extensions=[("generation", "0")],
+            )
+            assert candidate.type is CandidateType.HOST and candidate.tcp_type is TcpType.ACTIVE
+            assert candidate.extensions == (("generation", "0"),)
+            network = trice.NetworkConfig(
+                interface_filter=re.compile("lo|eth[0-9]").fullmatch,
+                proxy="http://192.0.2.7:3128",
+            )
+            assert network.proxy is not None and network.proxy.port == 3128
+            """
+        )
+    )
+    out, err, status = api.run(["--strict", "--no-incremental", str(program)])
+    assert status == 0, out + err
+    result = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["trice.ice._candidate.Candidate", "trice._config.NetworkConfig"])
+def test_a_constructor_typed_for_checkers_takes_the_fields_in_order(name: str) -> None:
+    """A dataclass whose ``__init__`` is written out for type checkers (what it takes,
+    before normalizing) names every field, in order, with the field's default."""
+    module_name, class_name = name.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    tree = ast.parse(inspect.getsource(cls))
+    (init,) = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    ]
+
+    def said(default: ast.expr | None) -> object:
+        if default is None:
+            return "required"
+        if isinstance(default, ast.Attribute):  # (an enum's member)
+            return ast.unparse(default)
+        return ast.literal_eval(default)
+
+    def held(default: object) -> object:
+        if default is dataclasses.MISSING:
+            return "required"
+        if isinstance(default, enum.Enum):
+            return f"{type(default).__name__}.{default.name}"
+        return default
+
+    args = init.args
+    written = [(a.arg, said(d)) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+    fields = [(f.name, held(f.default)) for f in dataclasses.fields(cls)]
+    assert written == fields

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from trice._errors import ConfigError, a_type
 from trice._proxy import ProxyUrl
@@ -213,8 +214,8 @@ class NetworkConfig:
             See the guide, "NATs and TURN".
     """
 
-    interface_filter: Callable[[str], bool] | None = None
-    ip_filter: Callable[[IPAddress], bool] | None = None
+    interface_filter: Callable[[str], object] | None = None
+    ip_filter: Callable[[IPAddress], object] | None = None
     include_loopback: bool = False
     ipv4: bool = True
     ipv6: bool = True
@@ -223,8 +224,27 @@ class NetworkConfig:
     external_addresses: Sequence[str] = ()
     external_candidate: CandidateType = CandidateType.SRFLX
     tcp_candidates: Sequence[TcpType] = ()
-    proxy: ProxyUrl | str | None = None
+    proxy: ProxyUrl | None = None
     udp: bool = True
+
+    if TYPE_CHECKING:  # (what the constructor takes: a proxy's text is made a ProxyUrl)
+
+        def __init__(
+            self,
+            *,
+            interface_filter: Callable[[str], object] | None = None,
+            ip_filter: Callable[[IPAddress], object] | None = None,
+            include_loopback: bool = False,
+            ipv4: bool = True,
+            ipv6: bool = True,
+            port_range: tuple[int, int] | None = None,
+            mdns: MdnsMode = MdnsMode.QUERY_ONLY,
+            external_addresses: Sequence[str] = (),
+            external_candidate: CandidateType = CandidateType.SRFLX,
+            tcp_candidates: Sequence[TcpType] = (),
+            proxy: ProxyUrl | str | None = None,
+            udp: bool = True,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         _check_flags(self, "include_loopback", "ipv4", "ipv6", "udp")

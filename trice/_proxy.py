@@ -80,7 +80,9 @@ class ProxyUrl:
             SOCKS5 1 to 255 bytes, as the user name); not shown by ``repr``.
         ssl_context: for an HTTPS proxy, the :class:`ssl.SSLContext` that checks its
             certificate (``None``: :func:`ssl.create_default_context`, the system's
-            authorities).  Not compared, not shown.
+            authorities).  Not compared, not shown.  (Its annotation names :mod:`ssl`,
+            which this module, free of sockets, does not import: at run time
+            ``typing.get_type_hints(ProxyUrl, localns={"ssl": ssl})`` reads it.)
 
     Raises:
         ConfigError: a part is invalid; the message never holds the password (but for a

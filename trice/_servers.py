@@ -270,7 +270,9 @@ class IceServer:
         ssl_context: for ``turns:`` URLs, the :class:`ssl.SSLContext` that checks the
             server; ``None`` means :func:`ssl.create_default_context` (the certificate is
             verified against the system's CAs and the URL's host name; they are loaded once
-            a process, at the first such connection).
+            a process, at the first such connection).  (Its annotation names :mod:`ssl`,
+            which this module, free of sockets, does not import: at run time
+            ``typing.get_type_hints(IceServer, localns={"ssl": ssl})`` reads it.)
     """
 
     urls: tuple[ServerUrl, ...]

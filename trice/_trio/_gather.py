@@ -1428,7 +1428,6 @@ async def _serve_relay(
     selected.  (Closing the agent ends the relay by cancellation, which goes past this.)"""
     assert server.username is not None and server.credential is not None
     proxy = agent._config.network.proxy
-    assert not isinstance(proxy, str)  # (NetworkConfig makes a str given a ProxyUrl)
     await run_relay(
         url,
         server.username,

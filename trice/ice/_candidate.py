@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from trice._errors import CandidateError
 
@@ -267,6 +267,27 @@ class Candidate:
     sdp_mline_index: int | None = None
     username_fragment: str | None = None
     extensions: tuple[tuple[str, str], ...] = ()
+
+    if TYPE_CHECKING:  # (what the constructor takes, which it normalizes: see above)
+
+        def __init__(
+            self,
+            *,
+            foundation: str,
+            component: int,
+            protocol: str,
+            priority: int,
+            address: str,
+            port: int,
+            type: CandidateType | str,
+            related_address: str | None = None,
+            related_port: int | None = None,
+            tcp_type: TcpType | str | None = None,
+            sdp_mid: str | None = None,
+            sdp_mline_index: int | None = None,
+            username_fragment: str | None = None,
+            extensions: Iterable[tuple[str, str]] = (),
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         # Each check's fast path is a plain test; the helper it falls back to accepts what
