@@ -83,11 +83,14 @@ class LongestStep(trio.abc.Instrument):
             self.longest = max(self.longest, time.perf_counter() - self._began)
 
 
-def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15) -> list[str]:
+def slow_interface_reads(
+    monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15, stalled: float = 0.0
+) -> list[str]:
     """Make reading the interfaces take ``seconds`` of CPU time (a host with hundreds of
     them), and have one read made so: the next go to a worker thread, for this test only
     (the process's state of reads is put back after it: a later test's read in a worker
-    thread would let its MockClock jump ahead).  Returns the list that the name of each
+    thread would let its MockClock jump ahead).  A read in a worker thread is held
+    ``stalled`` seconds more (a loaded machine's).  Returns the list that the name of each
     thread reading after that goes into."""
     real = ifaddr.get_adapters
     readers: list[str] = []
@@ -97,6 +100,8 @@ def slow_interface_reads(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.15)
         end = time.thread_time() + seconds
         while time.thread_time() < end:
             pass
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(stalled)
         return real()
 
     monkeypatch.setattr(ifaddr, "get_adapters", slow)

@@ -100,10 +100,10 @@ class _Found:
 
 _Adapters = list[tuple[str, list[_Found]]]
 #: The interfaces as last read in each network namespace (see :func:`_namespace`): when
-#: (``time.monotonic()``), what, and ifaddr's index of each interface by name (see
-#: interface_index).  A thread may have entered a namespace of its own (``setns``): what
-#: one thread read serves another only in the same namespace.
-_adapters_cache: dict[object, tuple[float, _Adapters, dict[str, int]]] = {}
+#: the read began (``time.monotonic()``), what, ifaddr's index of each interface by name
+#: (see interface_index), and when the read ended.  A thread may have entered a namespace
+#: of its own (``setns``): what one thread read serves another only in the same namespace.
+_adapters_cache: dict[object, tuple[float, _Adapters, dict[str, int], float]] = {}
 
 
 #: ``SO_NETNS_COOKIE`` (Linux 5.14; Python names it from 3.12 on).
@@ -161,11 +161,15 @@ _slow_reads = False
 _reading: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("trice_reading_interfaces")
 
 
-def _cache_serves(newer_than: float, cache: tuple[float, _Adapters, dict[str, int]] | None) -> bool:
+def _cache_serves(
+    newer_than: float, cache: tuple[float, _Adapters, dict[str, int], float] | None
+) -> bool:
     """Whether ``cache`` (the interfaces as read last) serves a reader that wants them read
-    at ``newer_than`` or later (see :func:`_adapters`)."""
+    at ``newer_than`` or later (see :func:`_adapters`).  Its second of life counts from the
+    read's end: a read in a worker thread that a loaded machine stretched past a second
+    serves the task that waited for it (it was read again, on the event loop's thread)."""
     return (
-        cache is not None and time.monotonic() - cache[0] < _ADAPTERS_TTL and cache[0] >= newer_than
+        cache is not None and time.monotonic() - cache[3] < _ADAPTERS_TTL and cache[0] >= newer_than
     )
 
 
@@ -254,10 +258,11 @@ def _adapters(newer_than: float = -math.inf) -> _Adapters:
             asker.close()
     # (Namespaces not read for a while are let go; list() copies at once, while other
     # threads may add theirs.)
-    for key, (read_at, _, _) in list(_adapters_cache.items()):
-        if now - read_at >= _ADAPTERS_TTL:
+    ended = time.monotonic()
+    for key, (_, _, _, ended_at) in list(_adapters_cache.items()):
+        if ended - ended_at >= _ADAPTERS_TTL:
             _adapters_cache.pop(key, None)
-    _adapters_cache[namespace] = (now, adapters, indexes)
+    _adapters_cache[namespace] = (now, adapters, indexes, ended)
     # (The CPU time the read took, which a busy machine does not stretch as it does the
     # wall clock's: one slow moment does not send reads to a thread, where trio's
     # MockClock would jump ahead while a test's tasks all wait on it.)
