@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 import os
 import pathlib
 import select
@@ -1995,32 +1996,6 @@ async def test_a_servers_refusal_at_one_address_is_final(
             outer.cancel_scope.cancel()
 
 
-async def test_an_address_granted_after_another_has_its_allocation_deleted(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """Two addresses answer, the first 0.15 s away each way, the second (asked 0.25 s
-    later) 0.1 s: the second is challenged first, the first granted first.  The first is
-    kept; the second, its authenticated Allocate granted at the server as the first won,
-    is deleted: no allocation is left behind."""
-    first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
-    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(_serve_each, one, _answering(one, first, 0.15), outer)
-            outer.start_soon(_serve_each, two, _answering(two, second, 0.1), outer)
-            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
-            with resolving("turn.test", addresses):
-                async with trio.open_nursery() as nursery:
-                    relay = await start_relay(nursery, _SEVERAL, Inbox())
-                    assert relay.local_address == RELAYED
-                    assert second.requests, "the second address was not asked"
-                    await trio.sleep(5)  # (all in flight lands)
-                    assert first.allocated and not second.allocated
-                    assert not relay.closed
-                    nursery.cancel_scope.cancel()
-            assert not first.allocated
-            outer.cancel_scope.cancel()
-
-
 async def test_addresses_asked_at_once_leave_one_allocation(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2044,4 +2019,169 @@ async def test_addresses_asked_at_once_leave_one_allocation(
                     assert kept.allocated and not relay.closed
                     nursery.cancel_scope.cancel()
             assert not first.allocated and not second.allocated
+            outer.cancel_scope.cancel()
+
+
+def _quota(fake: FakeServer, other: FakeServer, sock: socket.socket, delay: float) -> Any:
+    """``fake`` answers ``delay`` away each way; an authenticated Allocate that reaches it
+    while ``other`` (the same server's other address) holds this user's allocation is
+    refused with 486 (a per-user quota of one allocation: coturn's ``user-quota=1``)."""
+
+    async def answer(data: bytes, source: Any) -> None:
+        await trio.sleep(delay)
+        if other.allocated:
+            fake.errors[stun.Method.ALLOCATE] = (486, "Allocation Quota Reached")
+        else:
+            fake.errors.pop(stun.Method.ALLOCATE, None)
+        replies = fake.handle(data, trio.current_time())
+        await trio.sleep(delay)
+        for reply in replies:
+            sock.sendto(reply, source)
+
+    return answer
+
+
+async def test_the_next_address_is_not_asked_once_the_first_has_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The first address answers (its 401 challenge) after 0.2 s, within
+    ``ADDRESS_STAGGER``: its path works, and no other address is asked.  The second was
+    asked at 0.25 s all the same, and a second allocation made at the server (then
+    deleted), for every far server (a round trip over 125 ms) whose name has two addresses
+    (the p38pass1 review)."""
+    first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _answering(one, first, 0.1), outer)
+            outer.start_soon(_serve_each, two, _answering(two, second, 0.1), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    await trio.sleep(5)
+                    assert relay.local_address == RELAYED
+                    assert not second.requests, "the second address was asked"
+                    nursery.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+
+async def test_a_quota_refusal_at_a_later_address_does_not_lose_the_first_allocation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One server, two addresses, a quota of one allocation a user.  The first address is
+    0.15 s away each way (silent at 0.25 s: the second is asked, 0.08 s away).  The first
+    answers first (0.3 s), and is the one: the second is given up, and the first granted.
+    The second went on, its authenticated Allocate refused (486, the first granted
+    meanwhile) before the first's grant came, and the refusal, taken as final, deleted the
+    first's allocation: no relay at all (the p38pass1 review)."""
+    first = FakeServer()
+    second = FakeServer(relayed_address=("198.51.100.2", 50000))
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _quota(first, second, one, 0.15), outer)
+            outer.start_soon(_serve_each, two, _quota(second, first, two, 0.08), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    try:
+                        relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    except AllocationError as exc:
+                        pytest.fail(f"no relay, though the server granted one: {exc!r}")
+                    assert relay.local_address == RELAYED
+                    nursery.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+
+async def test_the_debug_log_says_a_next_address_is_asked_only_when_one_is(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two silent addresses: the second is asked once, and the log says so once, naming
+    it (it said so after the last address too, naming none)."""
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+        with resolving("turn.test", addresses), caplog.at_level(logging.DEBUG, "trice"):
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(AllocationError) as caught:
+                    await start_relay(nursery, _SEVERAL, Inbox(), allocation_timeout=1.0)
+        assert caught.value.reason == "timeout"
+        asked = [r for r in caplog.records if "asking its next address" in r.getMessage()]
+        assert len(asked) == 1, [r.getMessage() for r in asked]
+        assert str(two.getsockname()[0]) in asked[0].getMessage()
+
+
+async def test_cancelled_mid_race_leaves_no_allocation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The agent closes (run_relay cancelled) at 0.5 s, an address's authenticated
+    Allocate in flight: no allocation is left behind."""
+    first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _answering(one, first, 0.2), outer)
+            outer.start_soon(_serve_each, two, _answering(two, second, 0.15), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                with trio.move_on_after(0.5):
+                    async with trio.open_nursery() as nursery:
+                        await start_relay(nursery, _SEVERAL, Inbox())
+                        pytest.fail("granted before 0.5 s")
+                await trio.sleep(5)
+            assert first.requests and second.requests
+            assert not first.allocated and not second.allocated
+            outer.cancel_scope.cancel()
+
+
+async def test_a_name_whose_addresses_repeat_is_asked_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A name whose addresses repeat has each asked once."""
+    fake = FakeServer()
+    with wall_clock_guard(), _udp_server() as server:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, server, _answering(server, fake, 0.2), outer)
+            addresses = [(socket.AF_INET, server.getsockname())] * 3
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    assert relay.local_address == RELAYED
+                    allocates = [m for _, m in fake.requests if m.method is stun.Method.ALLOCATE]
+                    assert len(allocates) == 2  # (one 401, one granted)
+                    nursery.cancel_scope.cancel()
+            assert not fake.allocated
+            outer.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no ::1")
+async def test_the_other_family_is_asked_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A dual-stack name as a resolver sorts it (RFC 6724): two IPv6 addresses, then the
+    IPv4 one; the IPv6 path is broken (silent).  The families take turns (RFC 8305 §4, as
+    trio's open_tcp_stream has them for the same server over TCP): the IPv4 address is
+    asked second, at ``ADDRESS_STAGGER``.  It was asked third, at twice that (the p38pass1
+    review)."""
+    fake = FakeServer()
+    with (
+        wall_clock_guard(),
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s1,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s2,
+        _udp_server() as server,
+    ):
+        s1.bind(("::1", 0))
+        s2.bind(("::1", 0))
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, server, _answering(server, fake), outer)
+            addresses = [
+                (socket.AF_INET6, s1.getsockname()),
+                (socket.AF_INET6, s2.getsockname()),
+                (socket.AF_INET, server.getsockname()),
+            ]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    began = trio.current_time()
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    took = trio.current_time() - began
+                    assert relay.local_address == RELAYED
+                    assert took < 2 * _relay.ADDRESS_STAGGER, f"IPv4 asked after {took:.2f} s"
+                    nursery.cancel_scope.cancel()
             outer.cancel_scope.cancel()

@@ -69,7 +69,7 @@ _REFUSALS_WARNED = 16
 STREAM_PIECE = 16 * 1024
 #: How long a relay over UDP waits for a server's address to answer before it asks the
 #: next, when the server's name stands for several (RFC 8305 §5's Connection Attempt
-#: Delay; at once when one is refused).
+#: Delay; at once when one is refused; none once one answered).
 ADDRESS_STAGGER = 0.25
 #: The reasons of an allocation that failed with no answer from that address.
 _NO_ANSWER = frozenset({"timeout", "unreachable"})
@@ -631,6 +631,7 @@ class RelayTransport:
         self._wake = trio.Event()
         self._armed: float | None = None
         self._settled = trio.Event()
+        self._answered: Callable[[], None] | None = None  # (told once: see _relay_at)
         self._scope: trio.CancelScope | None = None
         self._closed = False
         self._probing: trio.Event | None = None  # set when the Refresh of probe() is over
@@ -810,6 +811,9 @@ class RelayTransport:
         if self._probing is not None and not client.refreshing:
             self._probed()
         state = client.state
+        if self._answered is not None and (client.challenged or state is TurnState.ALLOCATED):
+            answered, self._answered = self._answered, None
+            answered()
         if state is TurnState.ALLOCATED and not self._settled.is_set():
             assert client.relayed_address is not None
             self.local_address = client.relayed_address
@@ -1271,10 +1275,12 @@ async def run_relay(
     peer sent through the relay.
 
     Over UDP, a server whose name stands for several addresses (both families, say) is
-    asked at each in turn, in the resolver's order, as RFC 8656 §3.9 (after RFC 8305) would
-    have it: the next once the last is silent for ``ADDRESS_STAGGER`` or refused; the
-    first allocation granted is kept, the others are deleted, and a server's refusal
-    (401, say) is final.  (Over TCP and TLS, trio's ``open_tcp_stream`` tries each.)
+    asked at each in turn, as RFC 8656 §3.9 (after RFC 8305) would have it: in the
+    resolver's order, the families taking turns, the next once those asked are silent for
+    ``ADDRESS_STAGGER`` or one was refused by the network; the first address to answer
+    (its challenge) is the one, and the others are given up (what they may have made is
+    deleted).  A server's refusal (401, say) is final.  (Over TCP and TLS, trio's
+    ``open_tcp_stream`` tries each.)
 
     Ends when cancelled or when :meth:`RelayTransport.close` is called, after deleting the
     allocation (a Refresh with LIFETIME 0, waiting at most 0.5 s for the answer, or longer
@@ -1344,49 +1350,78 @@ async def run_relay(
     if len(targets) == 1:
         await relay_at(targets[0], task_status=task_status)
         return
-    # (Each address is asked by a task of its own, in this task's nursery: the relay
-    # granted first goes on there; the others end there, deleting what they may have.)
+    # (Each address is asked by a task of its own, in this task's nursery: the first to
+    # be answered is the one (RFC 8656 §3.9), the others are cancelled, and end there,
+    # deleting what they may have; the relay granted goes on there.)
     granted: list[RelayTransport] = []
     errors: list[AllocationError] = []
+    failed: list[AllocationError] = []  # (what the race ended with, if no relay)
     decided = trio.Event()  # (granted, or refused, or every address failed)
-    news = [trio.Event()]  # (an attempt ended: the next address is asked at once)
+    news = [trio.Event()]  # (an attempt was answered or ended: asked next, or no more)
     attempts: list[trio.CancelScope] = []
+    chosen: list[trio.CancelScope] = []
+
+    def answered(scope: trio.CancelScope) -> None:
+        """The attempt of ``scope`` was answered (challenged, or granted) first."""
+        if not chosen:
+            chosen.append(scope)
+            for other in attempts:
+                if other is not scope:
+                    other.cancel()
+            news[0].set()
+
     async with trio.open_nursery() as serving:
 
         async def attempt(target: _Target, scope: trio.CancelScope) -> None:
             with scope:
                 try:
-                    relay = await serving.start(relay_at, target)
+                    relay = await serving.start(
+                        functools.partial(relay_at, target, answered=lambda: answered(scope))
+                    )
                 except AllocationError as exc:
                     errors.append(exc)
-                    if exc.reason not in _NO_ANSWER or len(errors) == len(targets):
-                        decided.set()  # (the server answered: that is final)
+                    if chosen[0] is scope if chosen else exc.reason not in _NO_ANSWER:
+                        failed.append(exc)  # (the server answered: that is final)
+                    elif not chosen and len(errors) == len(targets):
+                        failed.append(errors[0])  # (none answered: the first that came)
+                    if failed:
+                        decided.set()
                 else:
-                    if decided.is_set():
-                        relay.close()  # (granted in the same step as the first)
+                    if chosen[0] is not scope:
+                        relay.close()  # (granted as another, answered first, was chosen)
                     else:
                         granted.append(relay)
                         decided.set()
-                if decided.is_set():
-                    for other in attempts:
-                        other.cancel()
                 news[0].set()
 
-        for target in targets:
+        for number, target in enumerate(_interleaved(targets)):
+            if number:
+                logger.debug("TURN %s: asking its next address, %s", server, target[1][0])
             news[0] = trio.Event()
             attempts.append(trio.CancelScope())
             serving.start_soon(attempt, target, attempts[-1])
             with trio.move_on_after(ADDRESS_STAGGER):
                 await news[0].wait()
-            if decided.is_set():
+            if decided.is_set() or chosen:
                 break
-            logger.debug("TURN %s: asking its next address", server)
         await decided.wait()
+        for other in attempts:
+            other.cancel()
         if granted:
             task_status.started(granted[0])
             return
-    final = [exc for exc in errors if exc.reason not in _NO_ANSWER]
-    raise (final or errors)[0]
+    raise failed[0]
+
+
+def _interleaved(targets: list[_Target]) -> list[_Target]:
+    """A server's addresses in the resolver's order, the families taking turns (RFC 8305
+    §4: with one family's path broken, the other's first address comes second)."""
+    first = [t for t in targets if t[0] == targets[0][0]]
+    other = [t for t in targets if t[0] != targets[0][0]]
+    turns: list[_Target] = []
+    for number in range(max(len(first), len(other))):
+        turns += first[number : number + 1] + other[number : number + 1]
+    return turns
 
 
 async def _relay_at(
@@ -1404,10 +1439,12 @@ async def _relay_at(
     bind_address: str | None,
     proxy: ProxyUrl | None,
     owner: Callable[[], str] | None,
+    answered: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[RelayTransport] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:func:`run_relay` over one connection: to ``target`` over UDP (an address of the
-    server's)."""
+    server's); ``answered`` is called once the server first answers (its challenge, or a
+    grant)."""
     client = TurnClient(username, credential, reliable=server.transport == "tcp", lifetime=lifetime)
     label = f"TURN server {server}"
     started = False
@@ -1425,6 +1462,7 @@ async def _relay_at(
             )
         raise AllocationError(f"{label}: no connection within {timeout} s", reason="timeout")
     relay = RelayTransport(base, server, client, conn, deliver)
+    relay._answered = answered
     try:
         async with trio.open_nursery() as nursery:
             relay._scope = nursery.cancel_scope
