@@ -1,13 +1,20 @@
-"""Fixtures shared by the test modules that run third-party peers."""
+"""Fixtures shared by the test modules that run third-party peers, and the suite's
+Hypothesis settings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 
 from coturn import Coturn, require_turnserver, run_coturn
 from peers.harness import PeerUnavailable, pion_binary
+
+# (No deadline for an example: a loaded machine's stall, or a full garbage collection of the
+# whole suite's heap, some 0.3-0.5 s, made a quick example "flaky" at the default 200 ms.)
+hypothesis.settings.register_profile("trice", deadline=None)
+hypothesis.settings.load_profile("trice")
 
 
 @pytest.fixture(scope="session")

@@ -400,3 +400,10 @@ def test_only_small_messages_leave_a_shape() -> None:
             assert (stun.decode(data)._layout is not None) is kept, (len(data), kept)
     finally:
         _message._LAYOUTS.clear()
+
+
+def test_no_hypothesis_example_has_a_deadline() -> None:
+    """The suite's Hypothesis profile (tests/conftest.py) gives examples no deadline: a
+    stall of a loaded machine, or a full garbage collection of the suite's heap, made a
+    quick example exceed the default 200 ms and fail as "flaky" (the flakesB review)."""
+    assert settings.default is not None and settings.default.deadline is None

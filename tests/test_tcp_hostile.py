@@ -970,7 +970,14 @@ async def test_leaving_closes_every_connection_open_opening_or_accepted_and_ever
                         with trio.fail_after(5):
                             answerless = await _Peer.accept(silent)
                         active, passive = _transport(a, ACTIVE), _transport(a, PASSIVE)
-                        await until(lambda: (active.links, passive.links) == (2, 1))
+                        # (A link counts from its opening; its socket comes once its
+                        # connect's task has had its turn, which a stall may put last.)
+                        await until(
+                            lambda: (
+                                (active.links, passive.links) == (2, 1)
+                                and any(link.sock is not None for link in active._links.values())
+                            )
+                        )
                         assert sorted(link.sock is None for link in active._links.values()) == [
                             False,
                             True,  # (the one still opening)
