@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ import trio.testing
 
 import trice
 from trice import stun
-from trice._trio import _gather
+from trice._trio import _gather, _relay
 from trice._trio._transport import UdpTransport
 
 from loopback import HAS_IPV6, loopback_config, server_socket, stun_server
@@ -964,6 +965,66 @@ async def test_interfaces_the_system_refuses_to_show_are_a_trice_error(
     assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == code
 
 
+@pytest.mark.parametrize(
+    "error",
+    [AssertionError("sockaddr_to_ip(<LP_sockaddr>) returned None"), ValueError("NULL pointer")],
+    ids=["assert", "null"],
+)
+async def test_what_else_ifaddr_raises_is_a_trice_error(
+    error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ifaddr's own failures (an ``assert`` on an address whose netmask getifaddrs left
+    out; a NULL pointer in older versions) are, as a refused read, a TriceError out of
+    open_agent, with them as its cause (they came out bare: the errorpaths review)."""
+
+    def fail() -> list[Any]:
+        raise error
+
+    monkeypatch.setattr(ifaddr, "get_adapters", fail)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
+    with pytest.raises(trice.TriceError, match="the interfaces") as info:
+        async with trice.open_agent(loopback_config(), controlling=True) as agent:
+            await agent.wait_gathering_complete()
+    assert info.value.__cause__ is error
+
+
+@pytest.mark.parametrize(
+    "error", [ssl.SSLError(336245134, "[X509] PEM lib"), PermissionError(errno.EACCES, "certs")]
+)
+async def test_system_authorities_that_cannot_be_loaded_fail_that_server_only(
+    error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``turns:`` server with no ``ssl_context`` is checked against the system's
+    authorities; when they cannot be loaded (a malformed bundle, a store the process may
+    not read), that server gives no candidate and says why in its report, and the agent
+    gathers the rest.  The error came out of open_agent and ended the agent (the
+    errorpaths review)."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(ssl, "create_default_context", broken)
+    monkeypatch.setattr(_relay, "_default_context", None)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def accept(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    server = trice.IceServer(urls=[f"turns:127.0.0.1:{port}"], username="u", credential="p")
+    config = dataclasses.replace(loopback_config(), ice_servers=[server])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, accept, listeners)
+        async with trice.open_agent(config, controlling=True) as agent:
+            with trio.fail_after(10):
+                await agent.wait_gathering_complete()
+            (report,) = [r for r in agent.gather_reports if r.source.startswith("turns:")]
+            assert report.error is not None and "authorities cannot be loaded" in report.error
+            assert [c.type for c in agent.local_candidates] == [trice.CandidateType.HOST]
+        nursery.cancel_scope.cancel()
+
+
 def test_a_dhcpv6_address_in_a_temporary_ones_prefix_is_not_gathered_either(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1362,6 +1423,7 @@ def test_mdns_takes_an_interfaces_routable_address_before_its_link_local_one(
 
 _STUN_SERVER = """
 import socket
+import ssl
 from trice import stun
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("198.51.100.1", 3478))

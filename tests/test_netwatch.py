@@ -949,16 +949,19 @@ def test_trice_gather_watch_gathers_anew_when_an_address_comes_or_goes() -> None
 
 
 def _listed_adapters(
-    monkeypatch: pytest.MonkeyPatch, listed: list[str], failures: list[int]
+    monkeypatch: pytest.MonkeyPatch,
+    listed: list[str],
+    failures: list[int],
+    error: Exception | None = None,
 ) -> None:
     """The interfaces are ``lo`` with the addresses ``listed`` (as they are when read);
-    while ``failures[0]`` is above 0, a read fails for want of descriptors (and counts it
-    down), as ifaddr's netlink socket does then."""
+    while ``failures[0]`` is above 0, a read fails (and counts it down): with ``error``, or
+    for want of descriptors, as ifaddr's netlink socket does then."""
 
     def get_adapters(**_: object) -> list[ifaddr.Adapter]:
         if failures[0] > 0:
             failures[0] -= 1
-            raise OSError(errno.EMFILE, "Too many open files")
+            raise error or OSError(errno.EMFILE, "Too many open files")
         return [ifaddr.Adapter("lo", "lo", [ifaddr.IP(a, 8, "lo") for a in listed], index=1)]
 
     monkeypatch.setattr(ifaddr, "get_adapters", get_adapters)
@@ -966,12 +969,15 @@ def _listed_adapters(
 
 
 def _polled_lo(
-    monkeypatch: pytest.MonkeyPatch, listed: list[str], failures: list[int]
+    monkeypatch: pytest.MonkeyPatch,
+    listed: list[str],
+    failures: list[int],
+    error: Exception | None = None,
 ) -> AsyncGenerator[tuple[str, ...], None]:
     """A watch of ``lo`` (as :func:`_listed_adapters` fakes it) without the kernel's
     notices, polling every tenth of a second, with its first value at once."""
     monkeypatch.setattr(_netwatch, "address_notices", lambda **_: None)
-    _listed_adapters(monkeypatch, listed, failures)
+    _listed_adapters(monkeypatch, listed, failures, error)
     network = trice.NetworkConfig(include_loopback=True, interface_filter=lambda n: n == "lo")
     return trice.address_changes(network, interval=0.1, initial=True)
 
@@ -1011,6 +1017,25 @@ async def test_a_watch_goes_on_through_a_moment_without_descriptors(
         "limit, ulimit -n / resource.setrlimit, or run fewer agents); trying again"
     )
     assert warnings == [said] * 3
+
+
+async def test_a_watch_goes_on_through_a_read_ifaddr_fails_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ifaddr asserts (an address whose netmask getifaddrs left out, for a moment): the
+    poll logs it and goes on, as for any read that fails (the error ended the watch: the
+    errorpaths review)."""
+    listed = ["127.0.0.1"]
+    failures = [0]
+    error = AssertionError("sockaddr_to_ip(<LP_sockaddr>) returned None")
+    async with contextlib.aclosing(_polled_lo(monkeypatch, listed, failures, error)) as changes:
+        assert await changes.__anext__() == ("127.0.0.1",)
+        listed.append("127.0.0.2")
+        failures[0] = 2
+        with trio.fail_after(5):
+            assert await changes.__anext__() == ("127.0.0.1", "127.0.0.2")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "ifaddr cannot read the interfaces" in warnings[0]
 
 
 async def test_a_restart_that_cannot_read_the_interfaces_raises_limit_error_and_changes_nothing(

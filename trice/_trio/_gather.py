@@ -239,6 +239,9 @@ def _adapters(newer_than: float = -math.inf) -> _Adapters:
             f"an interface's name is not UTF-8 ({bytes(exc.object)!r:.60}), and ifaddr reads "
             "no interface then: rename it (ip link set dev OLD name NEW)"
         ) from None
+    except Exception as exc:  # (ifaddr's own: an assert on an address with no netmask,
+        # which getifaddrs allows; a ValueError of ctypes in older versions)
+        raise UnreadableInterfaces(f"ifaddr cannot read the interfaces: {exc!r:.200}") from exc
     adapters = []
     indexes = {}
     flags = _inet6_flags()

@@ -1091,12 +1091,19 @@ async def _default_tls_context() -> ssl.SSLContext:
 
 
 async def _context_for(
-    stream: trio.abc.Stream, ssl_context: ssl.SSLContext | None
+    stream: trio.abc.Stream, ssl_context: ssl.SSLContext | None, lost: Callable[[str, str], _Lost]
 ) -> ssl.SSLContext:
     """``ssl_context``, else the system's authorities (:func:`_default_tls_context`);
-    cancelled as those load, ``stream`` is closed."""
+    cancelled as those load, or if they cannot be (a malformed bundle, a store the process
+    may not read: ``lost(what, "tls")`` then, this server's failure, not the agent's),
+    ``stream`` is closed."""
     try:
         return ssl_context if ssl_context is not None else await _default_tls_context()
+    except Exception as exc:
+        await trio.aclose_forcefully(stream)
+        raise lost(
+            f"TLS cannot start: the system's authorities cannot be loaded ({exc})", "tls"
+        ) from exc
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -1113,7 +1120,7 @@ async def _tls(
     """``stream`` with TLS on it, the peer's certificate checked against ``hostname``
     (``ssl_context``, else the system's authorities).  A failed handshake closes ``stream``
     and raises ``lost(what, reason)``: reason ``"certificate"`` or ``"tls"``."""
-    context = await _context_for(stream, ssl_context)
+    context = await _context_for(stream, ssl_context, lost)
     try:
         tls = trio.SSLStream(
             stream, context, server_hostname=hostname, https_compatible=https_compatible
@@ -1146,7 +1153,7 @@ async def _tls_handshake(
     checked as :func:`_tls` checks it, and with the same errors.  (Nothing the server sends
     can follow the handshake's records in the reads made here but TLS's own: it speaks only
     once asked, and nothing is asked before.)"""
-    context = await _context_for(stream, ssl_context)
+    context = await _context_for(stream, ssl_context, _Lost)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     try:
         obj = context.wrap_bio(incoming, outgoing, server_hostname=hostname)
