@@ -8,6 +8,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -18,6 +19,7 @@ from trice import _cli
 from trice._trio import _timers
 
 from coturn import require_turnserver, run_coturn
+from natlab import lone_namespace, require_natlab
 
 
 def _run(*args: str) -> list[dict[str, Any]]:
@@ -461,3 +463,143 @@ def test_gather_says_why_a_turn_servers_certificate_was_rejected() -> None:
         argv += ["--policy", "relay", "--turn", url, "--username", "u", "--credential", "p"]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     assert "TLS certificate rejected" in out.stdout and "issuer" in out.stdout, out.stdout
+
+
+# -- the cli review ---------------------------------------------------------------------------
+
+TRICE = [sys.executable, "-m", "trice"]
+
+
+def _without_unbuffered() -> dict[str, str]:
+    """The environment as a user's shell has it: without PYTHONUNBUFFERED."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+async def test_the_demo_sleeps_while_a_connection_takes_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection takes half a second longer than on loopback: the demo's sampling of
+    its task tree sleeps through it (it spun, a CPU busy for as long as the checks took:
+    16 s of CPU where ``lo`` was down; the cli review).  (CPU time, not the wall clock's.)"""
+    connect = trice.Agent.connect
+
+    async def slow(self: trice.Agent) -> trice.Connection:
+        await trio.sleep(0.5)
+        return await connect(self)
+
+    monkeypatch.setattr(trice.Agent, "connect", slow)
+    records: list[dict[str, Any]] = []
+    cpu = time.process_time()
+    await _cli._demo(records.append, count=10, size=100, pings=1)
+    cpu = time.process_time() - cpu
+    assert records[-1]["event"] == "done"
+    assert cpu < 0.35, f"{cpu:.2f} s of CPU: the sampler spun"
+
+
+def test_the_demo_with_loopback_down_says_so_at_once() -> None:
+    """``trice demo`` where ``lo`` is down: one line says so, as gathering completes, with
+    exit status 1 (a failure of the run, not of its arguments).  It waited some 16 s (the
+    PAC timer), then printed twice an API hint that said nothing of loopback, with the
+    usage error's status, 2 (the cli review)."""
+    require_natlab(turn=False)
+    with lone_namespace("cli") as ns:
+        ns.ip("link", "set", "lo", "down")
+        out = subprocess.run(
+            ns.argv([*TRICE, "demo", "--count", "10", "--pings", "1"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert out.stderr.splitlines() == [
+        "trice: no loopback address to use (is the loopback interface up? ip link set lo up)"
+    ]
+
+
+def test_gather_on_a_loopback_not_named_lo() -> None:
+    """``--interface lo0`` (macOS's loopback): the interface named is used, loopback or
+    not.  Only ``lo`` was (the cli review)."""
+    require_natlab(turn=False)
+    with lone_namespace("cli-lo0") as ns:
+        ns.ip("link", "set", "lo", "down")
+        ns.ip("link", "set", "lo", "name", "lo0")
+        ns.ip("link", "set", "lo0", "up")
+        out = ns.check_output([*TRICE, "gather", "--interface", "lo0", "--json"], timeout=60)
+    records = [json.loads(line) for line in out.splitlines()]
+    found = {r["address"] for r in records if r["event"] == "candidate"}
+    assert "127.0.0.1" in found, records
+
+
+def test_with_standard_error_closed_an_error_stays_out_of_the_json() -> None:
+    """``trice gather --json 2>&-``: the error goes nowhere, not into standard output among
+    the JSON lines a script reads (the cli review)."""
+    shell = f"exec {sys.executable} -m trice gather --interface lo --json --stun stun:x:0 2>&-"
+    out = subprocess.run(["sh", "-c", shell], stdout=subprocess.PIPE, text=True, timeout=60)
+    assert out.returncode == 2
+    for line in out.stdout.splitlines():
+        json.loads(line)
+
+
+_CREDENTIALS = ["--username", "u", "--credential", "p", "--timeout", "0.2"]
+
+
+def test_a_turn_url_given_to_stun_is_refused_as_such() -> None:
+    """``--stun turn:...``: the error says ``--stun`` takes STUN URLs (it said the TURN
+    server lacked the credentials the user gave: the cli review)."""
+    out = subprocess.run(
+        [*TRICE, "gather", "--interface", "lo", "--stun", "turn:127.0.0.1:9", *_CREDENTIALS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--stun takes a stun: or stuns: URL" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["gather", "--help"]])
+def test_help_and_version_to_a_pipe_whose_reader_went(argv: list[str]) -> None:
+    """``trice --version | true``: quiet, status 141, as ``trice demo`` there (the
+    interpreter's last flush said "Exception ignored ... BrokenPipeError", status 120: the
+    cli review)."""
+    with subprocess.Popen(
+        [*TRICE, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_without_unbuffered(),
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # (long before the interpreter is up and writes)
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert (code, err) == (141, "")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["gather", "--help"]])
+def test_help_and_version_on_a_full_disk(argv: list[str]) -> None:
+    """``trice --version > /dev/full``: one line on standard error and status 1, as
+    ``trice demo`` there ("Exception ignored ... OSError" and status 120: the cli review).
+    (Unbuffered, PYTHONUNBUFFERED, argparse swallows the error of its write.)"""
+    env = _without_unbuffered()
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(
+            [*TRICE, *argv], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, env=env
+        )
+    assert (out.returncode, out.stderr) == (
+        1,
+        "trice: standard output: [Errno 28] No space left on device\n",
+    )
+
+
+async def test_a_throughput_run_cut_by_its_cap_waits_for_what_is_on_its_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run stops at its cap (over ICE-TCP, which loses nothing): what was sent comes,
+    and is counted.  The cap cancelled the receiver with the last datagrams on their way:
+    one "lost" of 245,219 (the cli review)."""
+    monkeypatch.setattr(_cli, "_THROUGHPUT_CAP", 0.3)
+    records: list[dict[str, Any]] = []
+    with trio.fail_after(30):
+        await _cli._demo(records.append, count=100_000_000, size=1200, pings=1, tcp=True)
+    (throughput,) = [r for r in records if r["event"] == "throughput"]
+    assert throughput["sent"] < 100_000_000  # (cut by the cap)
+    assert throughput["received"] == throughput["sent"], throughput

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_turn import PEER, RELAYED, FakeServer, allocated, exchange
+from test_turn import MAPPED, PEER, RELAYED, FakeServer, allocated, exchange
 
 import trice
 from trice import (
@@ -2184,4 +2184,56 @@ async def test_the_other_family_is_asked_second(
                     assert relay.local_address == RELAYED
                     assert took < 2 * _relay.ADDRESS_STAGGER, f"IPv4 asked after {took:.2f} s"
                     nursery.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+
+class _NoChallenge(FakeServer):
+    """A server that grants an Allocate without a challenge (no credentials asked)."""
+
+    def handle(self, data: bytes, now: float) -> list[bytes]:
+        if self.silent:
+            return []
+        message = stun.decode(data)
+        if message.get(stun.Username) is None and message.method is stun.Method.ALLOCATE:
+            self.requests.append((now, message))
+            self.allocated = True
+            return [
+                message.success_response(
+                    stun.XorRelayedAddress(*self.relayed_address),
+                    stun.XorMappedAddress(*MAPPED),
+                    stun.Lifetime(600),
+                ).encode()
+            ]
+        if message.get(stun.Username) is None and message.method is stun.Method.REFRESH:
+            self.requests.append((now, message))
+            lifetime = message.get(stun.Lifetime)
+            self.allocated = bool(lifetime and lifetime.seconds)
+            return [message.success_response(stun.Lifetime(0)).encode()]
+        return super().handle(data, now)
+
+
+async def test_a_server_without_challenge_at_two_addresses_keeps_one_allocation(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that grants without a challenge (RFC 8155 §9), at two addresses asked at
+    once: one relay is kept, and the other address's grant, on its way as that address
+    was given up, is deleted (an address given up unheard is still waited for, up to
+    ``DEALLOCATE_WAIT``, for this: the cost of a refusal reported that much later when
+    another address is silent, as the p38pass2 review found)."""
+    monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 0.0)
+    first, second = _NoChallenge(), _NoChallenge(relayed_address=("198.51.100.2", 50000))
+    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_serve_each, one, _answering(one, first), outer)
+            outer.start_soon(_serve_each, two, _answering(two, second), outer)
+            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
+            with resolving("turn.test", addresses):
+                async with trio.open_nursery() as nursery:
+                    with trio.fail_after(5):
+                        relay = await start_relay(nursery, _SEVERAL, Inbox())
+                    await trio.sleep(5)
+                    assert [first.allocated, second.allocated].count(True) == 1
+                    assert not relay.closed
+                    nursery.cancel_scope.cancel()
+            assert not first.allocated and not second.allocated
             outer.cancel_scope.cancel()

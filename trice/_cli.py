@@ -34,6 +34,13 @@ _THROUGHPUT_CAP = 5.0
 #: Seconds the demo waits for a datagram (a pong, the rest of the throughput run) before it
 #: counts it lost: on loopback, one that has not come by then never will.
 _LOSS_WAIT = 1.0
+#: How long the demo samples its task tree at every turn while the agents connect (then
+#: every 10 ms).
+_SAMPLED_CLOSELY = 0.05
+
+
+class _DemoError(trice.TriceError):
+    """The demo cannot run here (no loopback address to use)."""
 
 
 class _OutputError(Exception):
@@ -241,6 +248,10 @@ async def _demo(
             watchers.start_soon(_watch, "b", b.subscribe(), emit, name="watch b")
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
+            if not (a.local_candidates and b.local_candidates):
+                raise _DemoError(
+                    "no loopback address to use (is the loopback interface up? ip link set lo up)"
+                )
             # Signaling, in-process: each side learns the other's parameters and candidates.
             introduce(a, b)
             best: dict[str, Any] = {"name": "trice demo", "children": []}
@@ -254,6 +265,8 @@ async def _demo(
                 nursery.start_soon(connect, "a", a, name="connect a")
                 nursery.start_soon(connect, "b", b, name="connect b")
                 # Sample the live task tree until both are connected; keep the busiest view.
+                # (At every turn while checks run, some milliseconds on loopback; then every
+                # 10 ms, which keeps a CPU busy no longer while a connection takes its time.)
                 while len(conns) < 2:
                     tree = _task_tree(me)
                     tree["name"] = "trice demo"
@@ -262,7 +275,10 @@ async def _demo(
                         best, "check"
                     ) + _count(best, "nominate"):
                         best = tree
-                    await trio.lowlevel.checkpoint()
+                    if trio.current_time() - started < _SAMPLED_CLOSELY:
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await trio.sleep(0.01)
             elapsed = trio.current_time() - started
             emit({"event": "connected", "ms": elapsed * 1000})
             emit({"event": "tree", "tree": best})
@@ -300,25 +316,31 @@ async def _demo(
 
             async def sink() -> None:
                 nonlocal received, last
-                while received < count:
+                while True:
                     await cb.receive()
                     received += 1
                     last = trio.current_time()
-                all_in.set()
+                    if received >= count or (sending_done and received >= sent):
+                        all_in.set()
 
-            with trio.move_on_after(_THROUGHPUT_CAP):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(sink)
+            sending_done = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sink)
+                with trio.move_on_after(_THROUGHPUT_CAP):  # (the sending, at most)
                     for _ in range(count):
                         await ca.send(payload)
                         sent += 1
-                    # What was lost never comes: wait for the rest while datagrams come in.
-                    before = -1
-                    while received != before:
-                        before = received
-                        with trio.move_on_after(_LOSS_WAIT):
-                            await all_in.wait()
-                    nursery.cancel_scope.cancel()
+                sending_done = True
+                if received >= sent:
+                    all_in.set()
+                # What was lost never comes: wait for the rest while datagrams come in (also
+                # when the cap cut the sending: the last ones are on their way).
+                before = -1
+                while received != before and not all_in.is_set():
+                    before = received
+                    with trio.move_on_after(_LOSS_WAIT):
+                        await all_in.wait()
+                nursery.cancel_scope.cancel()
             # Timed to the last datagram received (not over the wait for those lost).
             seconds = last - t0
             emit(
@@ -362,12 +384,17 @@ def _system_tasks_left() -> list[str]:
 async def _gather(args: argparse.Namespace, emit: Emit) -> int:
     servers = []
     if args.stun:
+        if args.stun.split(":", 1)[0].strip().lower() in ("turn", "turns"):
+            raise trice.ConfigError(
+                f"--stun takes a stun: or stuns: URL, not {args.stun!r}: a TURN server goes "
+                "with --turn"
+            )
         servers.append(trice.IceServer(args.stun))
     if args.turn:
         servers.append(trice.IceServer(args.turn, args.username, args.credential))
     network = trice.NetworkConfig(
         interface_filter=(lambda name: name in args.interface) if args.interface else None,
-        include_loopback=bool(args.interface) and "lo" in args.interface,
+        include_loopback=bool(args.interface),  # (named: loopback, whatever its name)
         tcp_candidates=(trice.TcpType.ACTIVE, trice.TcpType.PASSIVE) if args.tcp else (),
         proxy=args.proxy,
     )
@@ -535,7 +562,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="then watch the addresses, and gather anew (an ICE restart) each time they change",
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # (--help and --version print, and exit: their output is flushed here, where a
+        # reader that went or a full disk is taken as below, not as the interpreter exits.)
+        status = _flushed()
+        if status is not None:
+            return status
+        code = exc.code
+        return code if isinstance(code, int) else 0 if code is None else 2
     if sys.stdout is None:  # (``trice gather >&-``: Python has no standard output at all)
         if sys.stderr is not None:
             print("trice: standard output: closed", file=sys.stderr)
@@ -583,18 +619,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(devnull)
             return 141
         if all(isinstance(leaf, trice.TriceError) for leaf in leaves):
-            for leaf in leaves:
-                print(f"trice: {leaf}", file=sys.stderr)
-            return 2
+            if sys.stderr is not None:  # (closed: nothing into standard output's JSON)
+                for leaf in leaves:
+                    print(f"trice: {leaf}", file=sys.stderr)
+            # (2 for a usage error, as argparse's; 1 for what happened as it ran)
+            return 2 if all(isinstance(leaf, trice.UsageError) for leaf in leaves) else 1
         if all(isinstance(leaf, _OutputError) for leaf in leaves):
             # (``trice demo > /dev/full``.)  What is still buffered for standard output goes
             # nowhere, not into a second error as the interpreter exits.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
-            print(f"trice: {leaves[0]}", file=sys.stderr)
+            if sys.stderr is not None:
+                print(f"trice: {leaves[0]}", file=sys.stderr)
             return 1
         raise
+
+
+def _flushed() -> int | None:
+    """Flush standard output: ``None`` if all went, else the exit status, 141 for a reader
+    that went (``trice --help | true``), 1 for another error (a full disk), said on
+    standard error, standard output then pointed to nowhere, so that nothing more fails as
+    the interpreter exits.  (Unbuffered, argparse's own write swallowed the error.)"""
+    if sys.stdout is None:
+        return None
+    try:
+        sys.stdout.flush()
+        return None
+    except OSError as exc:
+        error = exc
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    if isinstance(error, BrokenPipeError):
+        return 141
+    if sys.stderr is not None:
+        print(f"trice: standard output: {error}", file=sys.stderr)
+    return 1
 
 
 def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -1286,7 +1286,9 @@ async def run_relay(
     resolver's order, the families taking turns, the next once those asked are silent for
     ``ADDRESS_STAGGER`` or one was refused by the network; the first address to answer
     (its challenge) is the one, and the others are given up (what they may have made is
-    deleted).  A server's refusal (401, say) is final.  (Over TCP and TLS, trio's
+    deleted: one given up unheard is waited for, ``DEALLOCATE_WAIT`` at most, in case a
+    server that asks no credentials granted it, and a refusal of the race comes that much
+    later).  A server's refusal (401, say) is final.  (Over TCP and TLS, trio's
     ``open_tcp_stream`` tries each.)
 
     Ends when cancelled or when :meth:`RelayTransport.close` is called, after deleting the
