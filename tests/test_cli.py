@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -574,12 +576,16 @@ def test_help_and_version_to_a_pipe_whose_reader_went(argv: list[str]) -> None:
     assert (code, err) == (141, "")
 
 
+@pytest.mark.parametrize("unbuffered", [False, True])
 @pytest.mark.parametrize("argv", [["--version"], ["gather", "--help"]])
-def test_help_and_version_on_a_full_disk(argv: list[str]) -> None:
+def test_help_and_version_on_a_full_disk(argv: list[str], unbuffered: bool) -> None:
     """``trice --version > /dev/full``: one line on standard error and status 1, as
-    ``trice demo`` there ("Exception ignored ... OSError" and status 120: the cli review).
-    (Unbuffered, PYTHONUNBUFFERED, argparse swallows the error of its write.)"""
+    ``trice demo`` there ("Exception ignored ... OSError" and status 120: the cli review;
+    with PYTHONUNBUFFERED, argparse let its write's error pass, and the status was 0: the
+    p38pass3 review)."""
     env = _without_unbuffered()
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     with open("/dev/full", "w") as full:
         out = subprocess.run(
             [*TRICE, *argv], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, env=env
@@ -603,3 +609,84 @@ async def test_a_throughput_run_cut_by_its_cap_waits_for_what_is_on_its_way(
     (throughput,) = [r for r in records if r["event"] == "throughput"]
     assert throughput["sent"] < 100_000_000  # (cut by the cap)
     assert throughput["received"] == throughput["sent"], throughput
+
+
+def test_version_with_standard_output_closed() -> None:
+    """``trice --version >&-``: 'standard output: closed' and status 1, as ``trice gather
+    >&-`` (argparse wrote the version to standard error, status 0: the p38pass3 review)."""
+    out = subprocess.run(
+        ["sh", "-c", f"exec {sys.executable} -m trice --version >&-"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env=_without_unbuffered(),
+    )
+    assert (out.returncode, out.stderr) == (1, "trice: standard output: closed\n")
+
+
+@pytest.mark.parametrize(("tcp", "mdns"), [(True, False), (False, True)])
+async def test_the_connect_time_is_the_connections_not_the_samplers(
+    monkeypatch: pytest.MonkeyPatch, tcp: bool, mdns: bool
+) -> None:
+    """A connection that takes longer than the sampler's close watch (``--tcp`` and
+    ``--mdns``: some 52 ms on loopback) is timed to its end, not to the end of the
+    sampler's 10 ms sleep ("connected in 60.4 ms": the p38pass3 review)."""
+    calls: list[float] = []
+    dones: list[float] = []
+    connect = trice.Agent.connect
+
+    async def timed(self: trice.Agent) -> trice.Connection:
+        calls.append(trio.current_time())
+        conn = await connect(self)
+        dones.append(trio.current_time())
+        return conn
+
+    monkeypatch.setattr(trice.Agent, "connect", timed)
+    monkeypatch.setattr(_cli, "_SAMPLED_CLOSELY", 0.0)  # (every connection is a long one)
+    records: list[dict[str, Any]] = []
+    await _cli._demo(records.append, count=10, size=100, pings=1, tcp=tcp, mdns=mdns)
+    (connected,) = [r for r in records if r["event"] == "connected"]
+    assert connected["ms"] <= (max(dones) - min(calls)) * 1000 + 1.0  # (a task's start)
+
+
+def _limited(nofile: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return limit
+
+
+def test_out_of_file_descriptors_is_said_once_as_a_failure_of_the_run() -> None:
+    """``ulimit -n 10; trice demo``: said once, with status 1: nothing is wrong with the
+    command line (the status was 2, argparse's usage error, and both agents said it: the
+    p38pass3 review)."""
+    runs = []
+    for nofile in range(8, 14):
+        out = subprocess.run(
+            [*TRICE, "demo", "--count", "10", "--pings", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_without_unbuffered(),
+            preexec_fn=_limited(nofile),
+        )
+        if "out of file descriptors" in out.stderr:
+            runs.append(out)
+    assert runs, "no limit made trice run out of file descriptors"
+    for out in runs:
+        lines = [line for line in out.stderr.splitlines() if line.startswith("trice: ")]
+        assert out.returncode == 1 and len(lines) == len(set(lines)), out.stderr
+
+
+def test_a_turn_url_given_to_stun_is_not_quoted() -> None:
+    """``--stun turn:alice:s3cret@host``: the refusal names the scheme, not the URL, which
+    may hold a password (the p38pass3 review)."""
+    out = subprocess.run(
+        [*TRICE, "gather", "--interface", "lo", "--stun", "turn:alice:s3cret@127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_without_unbuffered(),
+    )
+    assert out.returncode == 2, out.stderr
+    assert "s3cret" not in out.stderr and "not a turn: one" in out.stderr, out.stderr

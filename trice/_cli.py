@@ -11,7 +11,7 @@ import socket
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import trio
 
@@ -24,6 +24,8 @@ from trice._trio._mdns import Mdns
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = ["main"]
 
@@ -256,10 +258,13 @@ async def _demo(
             introduce(a, b)
             best: dict[str, Any] = {"name": "trice demo", "children": []}
             conns: dict[str, trice.Connection] = {}
-            started = trio.current_time()
+            started = connected = trio.current_time()
 
             async def connect(name: str, agent: trice.Agent) -> None:
+                nonlocal connected
                 conns[name] = await agent.connect()
+                connected = trio.current_time()  # (the later of the two: the sampler's
+                # sleep is not timed)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(connect, "a", a, name="connect a")
@@ -279,7 +284,7 @@ async def _demo(
                         await trio.lowlevel.checkpoint()
                     else:
                         await trio.sleep(0.01)
-            elapsed = trio.current_time() - started
+            elapsed = connected - started
             emit({"event": "connected", "ms": elapsed * 1000})
             emit({"event": "tree", "tree": best})
             ca, cb = conns["a"], conns["b"]
@@ -384,10 +389,11 @@ def _system_tasks_left() -> list[str]:
 async def _gather(args: argparse.Namespace, emit: Emit) -> int:
     servers = []
     if args.stun:
-        if args.stun.split(":", 1)[0].strip().lower() in ("turn", "turns"):
-            raise trice.ConfigError(
-                f"--stun takes a stun: or stuns: URL, not {args.stun!r}: a TURN server goes "
-                "with --turn"
+        scheme = args.stun.split(":", 1)[0].strip().lower()
+        if scheme in ("turn", "turns"):
+            raise trice.ConfigError(  # (the scheme only: the URL may hold a password)
+                f"--stun takes a stun: or stuns: URL, not a {scheme}: one: a TURN server "
+                "goes with --turn"
             )
         servers.append(trice.IceServer(args.stun))
     if args.turn:
@@ -506,7 +512,7 @@ def _gather_table() -> Emit:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trice`` console script."""
-    parser = argparse.ArgumentParser(prog="trice", description="ICE (RFC 8445) for trio")
+    parser = _Parser(prog="trice", description="ICE (RFC 8445) for trio")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: TRACE)")
     parser.add_argument("--version", action="version", version=f"trice {trice.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -562,8 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="then watch the addresses, and gather anew (an ICE restart) each time they change",
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
+    if sys.stdout is None:  # (``trice gather >&-``: Python has no standard output at all)
+        if sys.stderr is not None:
+            print("trice: standard output: closed", file=sys.stderr)
+        return 1
     try:
         args = parser.parse_args(argv)
+    except OSError as exc:  # (--help or --version, written at once: see _Parser)
+        return _flushed(exc)
     except SystemExit as exc:
         # (--help and --version print, and exit: their output is flushed here, where a
         # reader that went or a full disk is taken as below, not as the interpreter exits.)
@@ -572,10 +584,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status
         code = exc.code
         return code if isinstance(code, int) else 0 if code is None else 2
-    if sys.stdout is None:  # (``trice gather >&-``: Python has no standard output at all)
-        if sys.stderr is not None:
-            print("trice: standard output: closed", file=sys.stderr)
-        return 1
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         # A character standard output's encoding lacks (in a name, in a server's words) is
@@ -620,10 +628,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 141
         if all(isinstance(leaf, trice.TriceError) for leaf in leaves):
             if sys.stderr is not None:  # (closed: nothing into standard output's JSON)
-                for leaf in leaves:
-                    print(f"trice: {leaf}", file=sys.stderr)
-            # (2 for a usage error, as argparse's; 1 for what happened as it ran)
-            return 2 if all(isinstance(leaf, trice.UsageError) for leaf in leaves) else 1
+                for said in dict.fromkeys(str(leaf) for leaf in leaves):  # (each once)
+                    print(f"trice: {said}", file=sys.stderr)
+            # (2 for what was given wrong, as argparse's usage error; 1 for what happened
+            # as it ran: no candidate, ICE failed, no descriptor left...)
+            return 2 if all(isinstance(leaf, trice.ConfigError) for leaf in leaves) else 1
         if all(isinstance(leaf, _OutputError) for leaf in leaves):
             # (``trice demo > /dev/full``.)  What is still buffered for standard output goes
             # nowhere, not into a second error as the interpreter exits.
@@ -636,18 +645,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _flushed() -> int | None:
-    """Flush standard output: ``None`` if all went, else the exit status, 141 for a reader
-    that went (``trice --help | true``), 1 for another error (a full disk), said on
-    standard error, standard output then pointed to nowhere, so that nothing more fails as
-    the interpreter exits.  (Unbuffered, argparse's own write swallowed the error.)"""
-    if sys.stdout is None:
-        return None
-    try:
-        sys.stdout.flush()
-        return None
-    except OSError as exc:
-        error = exc
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose help and version are written as the commands' output is:
+    an error writing them is raised (argparse let it pass: with PYTHONUNBUFFERED, ``trice
+    --version > /dev/full`` said nothing, and exited 0)."""
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
+@overload
+def _flushed() -> int | None: ...
+@overload
+def _flushed(error: OSError) -> int: ...
+def _flushed(error: OSError | None = None) -> int | None:
+    """Flush standard output (unless a write to it failed already, of ``error``): ``None``
+    if all went, else the exit status, 141 for a reader that went (``trice --help |
+    true``), 1 for another error (a full disk), said on standard error, standard output
+    then pointed to nowhere, so that nothing more fails as the interpreter exits."""
+    assert sys.stdout is not None  # (see main)
+    if error is None:
+        try:
+            sys.stdout.flush()
+            return None
+        except OSError as exc:
+            error = exc
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
