@@ -3,15 +3,20 @@
 Each run starts a fresh pair of peer processes, exchanges their parameters and candidates,
 waits until both have taken them in (each answers a ``sync`` sent behind them: since
 2026-11-29; before, ``start`` followed at once, and a peer still taking the other's
-description in was timed doing so), sends ``start`` to both and takes the later of the two
-``connected`` times: each peer times its own connect call, inside its timeout guard (so
+description in was timed doing so), sends ``start`` to both and takes the time from the
+first of the two starts until both are connected, on the machine's clock: each peer says
+when it read ``start`` and when its connect call returned, inside its timeout guard (so
 gathering, process start-up and the peer program's own timeout guard are excluded; until
 2026-11-29 the trice and aioice peers' clocks included the guard, which in the trice peer
-took 18-45 µs). Prints median, p10 and p90 of ``--runs`` runs per row.
+took 18-45 µs).  Until 2026-12-02 the figure was the later of the two peers' own times:
+a trice or aioice peer that read ``start`` late could find itself connected already (it
+answers the other's checks, and checks back, before it is told to start), and its late
+wake-up was in no figure, where a late Pion's (which drops checks until it starts) was in
+its own (the benchhonesty review).  Prints median, p10 and p90 of ``--runs`` runs per row.
 
 ``start`` goes to the controlling peer first in even rounds and to the controlled peer first
-in odd ones: the peer that gets it first waits for the other to wake and read its own, and
-that wait is in its time.  (Until 2026-11-29 11:50 the controlling peer always came first,
+in odd ones: the time from one start to the other (the second peer's wake-up) is in the
+figure, whichever peer is late.  (Until 2026-11-29 11:50 the controlling peer always came first,
 which put the skew on the controlled side's peer program every time.)
 
 The rows are measured in rounds, one run of each row per round, rather than one row after
@@ -103,7 +108,8 @@ def run(rows: list[Row], runs: int, *, in_process: bool = False, ipv6: bool = Fa
             for row in rows[i % len(rows) :] + rows[: i % len(rows)]:
                 # Which peer gets ``start`` first alternates with the rounds.
                 connected = measure_pair(row.peer_a_cmd, row.peer_b_cmd, b_first=i % 2 == 1)
-                sample[row.label] = connected.elapsed_ms
+                whole = connected.whole_ms
+                sample[row.label] = connected.elapsed_ms if whole is None else whole
                 if connected.span_ms is not None:
                     span[row.label] = connected.span_ms
     if in_process:
@@ -216,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
 def format_spans(results: Results) -> str:
     """A diagnostic beside the targets (which stay judged by the table above): the same runs
     timed from the later of the two peers' starts, on the machine's clock.  The table above
-    takes each peer's own time, so the skew between the starts (the driver writes ``start``
-    to one pipe, then the other, and each program takes its own time to wake and read it) is
-    in the figure of the peer that started first, which waits for the other."""
+    counts from the first start, so the skew between the starts (the driver writes
+    ``start`` to one pipe, then the other, and each program takes its own time to wake and
+    read it) is in it; this leaves it out (a trice peer that started after the pair had
+    connected shows its few microseconds here)."""
     stats = results.span_stats()
     if not stats:
         return ""

@@ -519,3 +519,42 @@ def test_the_benches_import_trices_shell_before_any_clock() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_connect_time_counts_from_the_first_start_whoever_is_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """connect_time.py judges a run from the first of the two peers' starts until both are
+    connected: a peer that read ``start`` 50 ms late, connected already (as a trice peer can
+    be: it answers the other's checks before it starts), counts the 50 ms.  Each peer's own
+    time (1 ms here) left a late trice peer's wake-up out, and a late Pion's in (the
+    benchhonesty review)."""
+    import connect_time
+
+    from peers.harness import Connected
+
+    base = 1_000_000_000
+    a = {"elapsed_ms": 1.0, "started_ns": base, "connected_ns": base + 1_000_000}
+    b = {"elapsed_ms": 0.01, "started_ns": base + 50_000_000, "connected_ns": base + 50_010_000}
+    monkeypatch.setattr(connect_time, "measure_pair", lambda *_, **__: Connected(a, b))
+    row = _peers.Row("trice-trice", ["a"], ["b"])
+    results = connect_time.run([row], 1)
+    assert results.rounds[0]["trice-trice"] == pytest.approx(50.01)
+
+
+def test_a_crashed_aioice_child_is_said_not_dropped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """data_plane's aioice child that fails (its asyncio.run raises here) is an error naming
+    the end of its output: it was taken for "aioice not installed", and its row left out
+    without a word (the benchhonesty review)."""
+    pytest.importorskip("aioice")
+    (tmp_path / "sitecustomize.py").write_text(
+        "import asyncio\n"
+        "def _boom(*args, **kwargs):\n"
+        "    raise RuntimeError('injected crash')\n"
+        "asyncio.run = _boom\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"the aioice child failed.*injected crash"):
+        data_plane._aioice_in_process(200, 20, seed=1)

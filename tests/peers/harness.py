@@ -444,6 +444,23 @@ class Connected:
         return max(float(self.a["elapsed_ms"]), float(self.b["elapsed_ms"]))
 
     @property
+    def whole_ms(self) -> float | None:
+        """Time from the first of the two starts until both are connected, on the machine's
+        clock (``started_ns`` and ``connected_ns``), or ``None`` if a peer did not say.
+
+        Each peer's :attr:`elapsed_ms` leaves out what came before its own start: a trice
+        or aioice peer that read ``start`` late may find itself connected already (it
+        answers the other's checks, and checks back, before it is told to start), and its
+        late wake-up was in no figure, where a late Pion's, which drops checks until it
+        starts, was in its own.  This counts the late start whoever the peer is."""
+        try:
+            started = min(int(self.a["started_ns"]), int(self.b["started_ns"]))
+            connected = max(int(self.a["connected_ns"]), int(self.b["connected_ns"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return (connected - started) / 1e6
+
+    @property
     def span_ms(self) -> float | None:
         """Time from the later of the two starts until both are connected, on the machine's
         clock (``started_ns`` and ``connected_ns``), or ``None`` if a peer did not say.
