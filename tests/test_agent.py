@@ -4494,3 +4494,54 @@ async def test_closed_ends_a_full_stream_after_the_mark_of_what_it_lost(
     gathering = trice.GatheringStateChanged(trice.GatheringState.GATHERING)
     assert events[0] == gathering and isinstance(events[1], trice.CandidateGathered)
     assert events[2:] == [trice.EventsLost(1), closed]  # (complete lost; closed, never)
+
+
+@pytest.mark.parametrize("leaves", ["cancelled", "done"])
+async def test_a_receive_waiting_behind_another_is_served_once_that_one_leaves(
+    autojump_clock: trio.testing.MockClock, leaves: str
+) -> None:
+    """Two tasks receive: the first waits on the socket itself, the second waits for a
+    datagram handed over.  The first leaves (cancelled, or done with its datagram): the
+    second waits on the socket now, and the next datagram reaches it at once.  It was left
+    waiting to be handed one, which nothing did until the reader's lease ran out, 20 ms
+    later (the triocontract review)."""
+    with wall_clock_guard():
+        async with gathered_pair(loopback_config()) as (a, b):
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            first_scope = trio.CancelScope()
+            got: list[float] = []
+
+            async def first() -> None:
+                with first_scope:
+                    await cb.receive()
+
+            async def second() -> None:
+                await cb.receive()
+                got.append(trio.current_time())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                if leaves == "cancelled":
+                    first_scope.cancel()
+                else:
+                    await ca.send(b"\x80first")
+                await trio.testing.wait_all_tasks_blocked()
+                sent = trio.current_time()
+                await ca.send(b"\x80second")
+            assert got and got[0] - sent < 0.005, got
+
+
+async def test_send_takes_its_datagram_as_trio_abc_send_channel_names_it() -> None:
+    """Code written for any ``trio.abc.SendChannel`` may call ``send(value=...)`` (the
+    argument was named ``data``: a TypeError; the triocontract review)."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        channel: trio.abc.SendChannel[bytes] = ca
+        await channel.send(value=b"\x80generic")
+        with trio.fail_after(5):
+            assert await cb.receive() == b"\x80generic"

@@ -224,9 +224,10 @@ class Connection(trio.abc.Channel[bytes]):
             self._to = address
         return route
 
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
+    async def send(self, value: bytes | bytearray | memoryview) -> None:
         """Send one datagram to the peer, waiting only while the socket's buffer is full
-        (if another pair is selected meanwhile, the datagram goes over it).
+        (if another pair is selected meanwhile, the datagram goes over it).  (The argument
+        is named ``value``, as :meth:`trio.abc.SendChannel.send` names it.)
 
         Raises:
             trio.ClosedResourceError: the connection or its agent is closed, or the UDP mux
@@ -234,13 +235,14 @@ class Connection(trio.abc.Channel[bytes]):
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
                 pair's TURN relay or TCP connection is gone, or no pair carries data during
                 an ICE restart.
-            UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
+            UsageError: *value* is longer than the path carries (UDP: 65,507 bytes over
                 IPv4, 65,527 over IPv6; ICE-TCP: 65,535; a TURN relay: 65,456), or looks
                 like STUN (its first byte 0 to 3, bytes 4
                 to 7 STUN's magic cookie), which the peer takes for STUN, not data (RFC
                 7983), and drops.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        data = value
         if type(data) is bytes:
             if data and data[0] < 4 and data[4:8] == STUN_MAGIC:
                 raise _stun_like()
@@ -314,7 +316,7 @@ class Connection(trio.abc.Channel[bytes]):
             trio.BrokenResourceError: the peer's consent expired (RFC 7675), or the selected
                 pair's TURN relay or TCP connection is gone, or no pair carries data during
                 an ICE restart.
-            UsageError: *data* is longer than the path carries (UDP: 65,507 bytes over
+            UsageError: *value* is longer than the path carries (UDP: 65,507 bytes over
                 IPv4, 65,527 over IPv6; ICE-TCP: 65,535; a TURN relay: 65,456), or looks
                 like STUN (see :meth:`send`).
         """
@@ -399,8 +401,11 @@ class Connection(trio.abc.Channel[bytes]):
                 transport = self._udp
             if transport is None or transport.held or transport.closed:
                 # Another task already waits on the socket, or the pair is relayed: wait for a
-                # reader to hand a datagram over.
-                return await self._handed_over()
+                # reader to hand a datagram over, or for the socket to be let go.
+                handed = await self._handed_over(transport)
+                if handed is not None:
+                    return handed
+                continue  # (let go by the task that waited on it: this one waits on it now)
             # One datagram per read, unless the reader has just used receive_nowait, other
             # tasks wait in receive too, or the reader is behind a backlog (then a read queues
             # all the socket holds, up to 64, and wakes the others).
@@ -460,7 +465,9 @@ class Connection(trio.abc.Channel[bytes]):
                             if buffer.queue:
                                 return buffer.queue.popleft()
                             self._check_open()
-                            return await self._handed_over()
+                            handed = await self._handed_over()
+                            assert handed is not None  # (no socket to let go: see there)
+                            return handed
                         # nudged: look in the queue, and at the connection
                     else:
                         if buffer.waiting_on is sock:
@@ -495,11 +502,17 @@ class Connection(trio.abc.Channel[bytes]):
                 end = transport.release(agent._now())
                 if transport is agent._primary:
                     agent._wake_by(end)
+                if buffer.lot:
+                    # Another receive waits for a datagram handed over: it waits on the
+                    # socket now (left parked, it got nothing until the lease ended).
+                    buffer.lot.unpark()
             # Rerouted: look again, on the new pair's way.
 
-    async def _handed_over(self) -> bytes:
+    async def _handed_over(self, transport: UdpTransport | None = None) -> bytes | None:
         """Wait for a reader to hand a datagram over.  Parking is the schedule point: once
-        woken with data, return it at once, as trio's memory channels do."""
+        woken with data, return it at once, as trio's memory channels do.  ``None`` when
+        ``transport``, the socket another receive waited on, is let go (still the pair's):
+        the caller waits on it then."""
         buffer = self._buffer
         if buffer.lot is None:
             buffer.lot = trio.lowlevel.ParkingLot()
@@ -513,6 +526,13 @@ class Connection(trio.abc.Channel[bytes]):
                     buffer.wake()  # (more came at once: the next receiver waiting takes one)
                 return data
             self._check_open()
+            if (
+                transport is not None
+                and not transport.held
+                and not transport.closed
+                and self._udp is transport
+            ):
+                return None
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
         """Read what the socket holds (data queued, STUN to the agent) and take the first
