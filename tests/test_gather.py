@@ -31,7 +31,7 @@ from trice import stun
 from trice._trio import _gather, _relay
 from trice._trio._transport import UdpTransport
 
-from loopback import HAS_IPV6, loopback_config, server_socket, stun_server
+from loopback import HAS_IPV6, loopback_config, resolving, server_socket, stun_server
 from natlab import Namespace, entered, lone_namespace, require_natlab
 from virtual_time import LongestStep, slow_interface_reads, wall_clock_guard
 
@@ -110,64 +110,33 @@ _AddrInfo = (
 )
 
 
-class _Names(trio.abc.HostnameResolver):
-    """A resolver of the test's own: ``stun.test`` stands for the UDP addresses given (the
-    URL's port is not used), any other name is looked up as usual."""
-
-    def __init__(self, addresses: list[tuple[str, int]]) -> None:
-        self.addresses = addresses
-
-    async def getaddrinfo(
-        self,
-        host: bytes | None,
-        port: bytes | str | int | None,
-        family: int = 0,
-        type: int = 0,
-        proto: int = 0,
-        flags: int = 0,
-    ) -> list[_AddrInfo]:
-        if host == b"stun.test":
-            inet: Literal[socket.AddressFamily.AF_INET] = socket.AF_INET
-            return [
-                (inet, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", address)
-                for address in self.addresses
-            ]
-        name = None if host is None else host.decode()
-        found: list[_AddrInfo] = socket.getaddrinfo(name, port, family, type, proto, flags)
-        return found
-
-    async def getnameinfo(
-        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
-    ) -> tuple[str, str]:
-        return socket.getnameinfo(sockaddr, flags)
-
-
 async def _gathered_through_a_name(
     addresses: list[tuple[str, int]], timing: trice.Timing
 ) -> tuple[tuple[trice.Candidate, ...], trice.GatherReport]:
     """An agent on loopback gathers from ``stun:stun.test``, a name that stands for
-    ``addresses`` (a resolver of the test's own, see :class:`_Names`): its candidates, and
-    the server's report."""
-    trio.socket.set_custom_hostname_resolver(_Names(addresses))
-    try:
+    ``addresses`` (a resolver of the test's own, see ``loopback.resolving``): its
+    candidates, and the server's report."""
+    with resolving("stun.test", [(socket.AF_INET, address) for address in addresses]):
         config = loopback_config(timing=timing, ice_servers=[trice.IceServer("stun:stun.test")])
         async with trice.open_agent(config, controlling=True) as agent:
             with trio.fail_after(10):
                 await agent.wait_gathering_complete()
             (report,) = [r for r in agent.gather_reports if r.source != "host"]
             return agent.local_candidates, report
-    finally:
-        trio.socket.set_custom_hostname_resolver(None)
 
 
-class _Scripted(_Names):
+class _Scripted(trio.abc.HostnameResolver):
     """A resolver of the test's own (nothing goes to a DNS server): ``answer(family)`` is
     what a lookup finds for the family asked (0: any), or raises; the names asked are kept."""
 
     def __init__(self, answer: Callable[[int], list[_AddrInfo]]) -> None:
-        super().__init__([])
         self.answer = answer
         self.asked: list[bytes | None] = []
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
+        raise NotImplementedError
 
     async def getaddrinfo(
         self,

@@ -1915,11 +1915,19 @@ def _udp_server() -> socket.socket:
     return server
 
 
-def _answering(server: socket.socket, fake: FakeServer, delay: float = 0.0) -> Any:
-    """A handler for :func:`_serve_each`: ``fake`` answers, ``delay`` away each way."""
+def _answering(
+    server: socket.socket,
+    fake: FakeServer,
+    delay: float = 0.0,
+    before: Callable[[], None] | None = None,
+) -> Any:
+    """A handler for :func:`_serve_each`: ``fake`` answers, ``delay`` away each way
+    (``before`` called as each request reaches it)."""
 
     async def answer(data: bytes, source: Address) -> None:
         await trio.sleep(delay)
+        if before is not None:
+            before()
         replies = fake.handle(data, trio.current_time())
         await trio.sleep(delay)
         for reply in replies:
@@ -2027,18 +2035,13 @@ def _quota(fake: FakeServer, other: FakeServer, sock: socket.socket, delay: floa
     while ``other`` (the same server's other address) holds this user's allocation is
     refused with 486 (a per-user quota of one allocation: coturn's ``user-quota=1``)."""
 
-    async def answer(data: bytes, source: Any) -> None:
-        await trio.sleep(delay)
+    def quota() -> None:
         if other.allocated:
             fake.errors[stun.Method.ALLOCATE] = (486, "Allocation Quota Reached")
         else:
             fake.errors.pop(stun.Method.ALLOCATE, None)
-        replies = fake.handle(data, trio.current_time())
-        await trio.sleep(delay)
-        for reply in replies:
-            sock.sendto(reply, source)
 
-    return answer
+    return _answering(sock, fake, delay, quota)
 
 
 async def test_the_next_address_is_not_asked_once_the_first_has_answered(
