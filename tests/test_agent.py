@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import functools
 import gc
+import ipaddress
 import itertools
 import logging
 import math
@@ -4545,3 +4546,79 @@ async def test_send_takes_its_datagram_as_trio_abc_send_channel_names_it() -> No
         await channel.send(value=b"\x80generic")
         with trio.fail_after(5):
             assert await cb.receive() == b"\x80generic"
+
+
+def _version(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def _signal_family(here: trice.Agent, there: trice.Agent, version: int) -> None:
+    params = there.local_parameters
+    here.set_remote_parameters(params.ufrag, params.pwd)
+    for candidate in there.local_candidates:
+        if _version(candidate.address) == version:
+            here.add_remote_candidate(candidate)
+    here.add_remote_candidate(None)
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="needs ::1")
+@pytest.mark.parametrize("leaves", ["cancelled", "done"])
+async def test_a_receive_parked_before_a_reroute_takes_the_new_socket_once_the_holder_leaves(
+    autojump_clock: trio.testing.MockClock, leaves: str
+) -> None:
+    """As the test above, with the selected pair moved to another socket between (an ICE
+    restart onto the other family): the first receive follows it and waits on the new
+    socket; once it leaves, the second waits there and gets the next datagram at once.  It
+    stayed waiting to be handed one (it looked for the socket of before), 20 ms (the
+    p38pass4 review)."""
+    with wall_clock_guard():
+        async with gathered_pair(filtered_config()) as (a, b):
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            before = cb.selected_pair.local
+            other = 6 if _version(before.address) == 4 else 4
+            first_scope = trio.CancelScope()
+            got: list[float] = []
+
+            async def first() -> None:
+                with first_scope:
+                    await cb.receive()
+
+            async def second() -> None:
+                await cb.receive()
+                got.append(trio.current_time())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                held_before = cb._udp
+                assert held_before is not None and held_before.held
+                # An ICE restart onto the other family: another socket.
+                a.restart()
+                b.restart()
+                _signal_family(a, b, other)
+                _signal_family(b, a, other)
+
+                def moved(agent: trice.Agent) -> bool:
+                    pair = agent.selected_pair
+                    return pair is not None and _version(pair.local.address) == other
+
+                await until(lambda: moved(a) and moved(b), within=10)
+                await trio.testing.wait_all_tasks_blocked()
+                # (the first receive follows the pair: it waits on the new socket)
+                now_udp = cb._udp
+                if now_udp is None:
+                    cb._get_route()
+                    now_udp = cb._udp
+                assert now_udp is not None and now_udp is not held_before
+                assert now_udp.held, "the first receive did not move to the new socket"
+                if leaves == "cancelled":
+                    first_scope.cancel()
+                else:
+                    await ca.send(b"\x80first")
+                await trio.testing.wait_all_tasks_blocked()
+                sent = trio.current_time()
+                await ca.send(b"\x80second")
+            assert got and got[0] - sent < 0.005, (got, sent)

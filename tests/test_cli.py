@@ -690,3 +690,19 @@ def test_a_turn_url_given_to_stun_is_not_quoted() -> None:
     )
     assert out.returncode == 2, out.stderr
     assert "s3cret" not in out.stderr and "not a turn: one" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("stderr", ["2>&-", "2>/dev/full"])
+def test_a_usage_error_is_status_2_with_standard_error_closed_or_full(stderr: str) -> None:
+    """``trice gather --timeout x 2>&-``: a command line given wrong is status 2 whatever
+    standard error is (closed, 1: a write to None; full, 120: its flush at the exit, as
+    argparse's own; the p38pass4 review)."""
+    shell = f"exec {sys.executable} -m trice gather --timeout x {stderr}"
+    out = subprocess.run(
+        ["sh", "-c", shell],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env=_without_unbuffered(),
+    )
+    assert (out.returncode, out.stdout) == (2, "")

@@ -11,7 +11,7 @@ import socket
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 import trio
 
@@ -622,9 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if all(isinstance(leaf, BrokenPipeError) for leaf in leaves):
             # The reader went (``trice demo --json | head``): quietly, as a shell's tools do
             # on SIGPIPE; and nothing more goes to the closed pipe as the interpreter exits.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            _to_nowhere(sys.stdout)
             return 141
         if all(isinstance(leaf, trice.TriceError) for leaf in leaves):
             if sys.stderr is not None:  # (closed: nothing into standard output's JSON)
@@ -636,9 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if all(isinstance(leaf, _OutputError) for leaf in leaves):
             # (``trice demo > /dev/full``.)  What is still buffered for standard output goes
             # nowhere, not into a second error as the interpreter exits.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            _to_nowhere(sys.stdout)
             if sys.stderr is not None:
                 print(f"trice: {leaves[0]}", file=sys.stderr)
             return 1
@@ -651,8 +647,34 @@ class _Parser(argparse.ArgumentParser):
     --version > /dev/full`` said nothing, and exited 0)."""
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
-        if message:
-            (file or sys.stderr).write(message)
+        if not message:
+            return
+        file = file or sys.stderr
+        if file is sys.stdout:
+            file.write(message)  # (help, version: see _flushed)
+        elif file is not None:  # (a usage error: said if it can be, as argparse does)
+            try:
+                file.write(message)
+                flush = getattr(file, "flush", None)  # (said now, not at the exit)
+                if flush is not None:
+                    flush()
+            except OSError:
+                _to_nowhere(file)  # (a full disk: status 2 still, not 120)
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error: said on standard error, if there is one (argparse printed its
+        usage line on standard output then: into the JSON a script reads), status 2."""
+        if sys.stderr is not None:
+            self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _to_nowhere(stream: Any) -> None:
+    """Point ``stream``'s file at nothing: what is still buffered for it goes nowhere, not
+    into a second error as the interpreter exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 @overload
@@ -671,9 +693,7 @@ def _flushed(error: OSError | None = None) -> int | None:
             return None
         except OSError as exc:
             error = exc
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    _to_nowhere(sys.stdout)
     if isinstance(error, BrokenPipeError):
         return 141
     if sys.stderr is not None:

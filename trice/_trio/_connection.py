@@ -402,7 +402,7 @@ class Connection(trio.abc.Channel[bytes]):
             if transport is None or transport.held or transport.closed:
                 # Another task already waits on the socket, or the pair is relayed: wait for a
                 # reader to hand a datagram over, or for the socket to be let go.
-                handed = await self._handed_over(transport)
+                handed = await self._handed_over(go_round=True)
                 if handed is not None:
                     return handed
                 continue  # (let go by the task that waited on it: this one waits on it now)
@@ -503,16 +503,16 @@ class Connection(trio.abc.Channel[bytes]):
                 if transport is agent._primary:
                     agent._wake_by(end)
                 if buffer.lot:
-                    # Another receive waits for a datagram handed over: it waits on the
-                    # socket now (left parked, it got nothing until the lease ended).
-                    buffer.lot.unpark()
+                    # The receives waiting for a datagram handed over go round: one waits on
+                    # the socket now (left parked, they got nothing until the lease ended).
+                    buffer.lot.unpark_all()
             # Rerouted: look again, on the new pair's way.
 
-    async def _handed_over(self, transport: UdpTransport | None = None) -> bytes | None:
+    async def _handed_over(self, *, go_round: bool = False) -> bytes | None:
         """Wait for a reader to hand a datagram over.  Parking is the schedule point: once
-        woken with data, return it at once, as trio's memory channels do.  ``None`` when
-        ``transport``, the socket another receive waited on, is let go (still the pair's):
-        the caller waits on it then."""
+        woken with data, return it at once, as trio's memory channels do.  With
+        ``go_round``, ``None`` when the pair's socket (the pair's now: it may have moved)
+        is let go by the receive that waited on it: the caller waits on it then."""
         buffer = self._buffer
         if buffer.lot is None:
             buffer.lot = trio.lowlevel.ParkingLot()
@@ -526,12 +526,8 @@ class Connection(trio.abc.Channel[bytes]):
                     buffer.wake()  # (more came at once: the next receiver waiting takes one)
                 return data
             self._check_open()
-            if (
-                transport is not None
-                and not transport.held
-                and not transport.closed
-                and self._udp is transport
-            ):
+            udp = self._udp
+            if go_round and udp is not None and not udp.held and not udp.closed:
                 return None
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
