@@ -21,7 +21,7 @@ import socket
 import ssl
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -998,12 +998,13 @@ async def _connect(
     in_tunnel: list[bool] | None = None,
     target: _Target | None = None,
 ) -> _Connection:
-    """Open the connection to the server: UDP (to ``target``, an address of the server's,
-    or its first), TCP, or TLS for ``turns:`` (RFC 8656 §3.1); TCP and TLS through
+    """Open the connection to the server: UDP (to ``target``, an address of the server's),
+    TCP, or TLS for ``turns:`` (RFC 8656 §3.1); TCP and TLS through
     ``proxy``'s tunnel, if given (``in_tunnel[0]`` is true while the proxy makes it: a
     timeout then is the proxy's)."""
     if server.transport == "udp":
-        family, sockaddr = target or (await _udp_targets(server, bind_address))[0]
+        assert target is not None  # (resolved by run_relay: see _udp_targets)
+        family, sockaddr = target
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
         except OSError as exc:  # (out of descriptors; or a family the kernel lacks)
@@ -1358,7 +1359,18 @@ async def run_relay(
         raise AllocationError(f"{label}: no connection within {timeout} s", reason="timeout")
     if len(targets) == 1:
         await relay_at(targets[0], task_status=task_status)
-        return
+    else:
+        await _first_answered(server, targets, relay_at, task_status)
+
+
+async def _first_answered(
+    server: ServerUrl,
+    targets: list[_Target],
+    relay_at: Callable[..., Awaitable[None]],
+    task_status: trio.TaskStatus[RelayTransport],
+) -> None:
+    """:func:`run_relay`'s race over a server's several addresses over UDP (see there):
+    ``relay_at(target, answered=..., task_status=...)`` asks one."""
     # (Each address is asked by a task of its own, in this task's nursery: the first to
     # be answered is the one (RFC 8656 §3.9), the others are cancelled, and end there,
     # deleting what they may have; the relay granted goes on there.)
