@@ -4622,3 +4622,69 @@ async def test_a_receive_parked_before_a_reroute_takes_the_new_socket_once_the_h
                 sent = trio.current_time()
                 await ca.send(b"\x80second")
             assert got and got[0] - sent < 0.005, (got, sent)
+
+
+class _ReceiverSteps(trio.abc.Instrument):
+    """Counts the task steps of tasks named ``receiver ...``."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith("receiver "):
+            self.steps += 1
+
+
+async def _receivers_in_a_loop(count: int, datagrams: int) -> tuple[list[int], int]:
+    """``count`` tasks each receive in a plain loop while the peer sends ``datagrams``
+    datagrams 1 ms apart: how many each task got, and the receivers' task steps."""
+    got = [0] * count
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+
+        async def receiver(i: int) -> None:
+            while True:
+                await cb.receive()
+                got[i] += 1
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(receiver, i, name=f"receiver {i}")
+            await trio.testing.wait_all_tasks_blocked()
+            counter = _ReceiverSteps()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for k in range(datagrams):
+                    await ca.send(b"\x80%d" % k)
+                    await trio.sleep(0.001)
+                await trio.sleep(0.1)
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            nursery.cancel_scope.cancel()
+    assert sum(got) == datagrams
+    return got, counter.steps
+
+
+async def test_receives_in_a_loop_take_the_datagrams_in_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three tasks receive in a loop, as workers on a trio memory channel would: they take
+    the datagrams in turn.  The task that got one came back before the others woken had
+    run, took the socket again, and got every one (the p38pass5 review)."""
+    with wall_clock_guard():
+        got, _ = await _receivers_in_a_loop(3, 60)
+    assert got == [20, 20, 20], got
+
+
+async def test_a_datagram_costs_the_receivers_the_same_steps_however_many_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A datagram wakes the receive that has its turn and the one that got it, not every
+    receive waiting: six receivers take well under three times the steps of two (every
+    parked receive was woken at each release, to park again: six steps a datagram, against
+    two; the p38pass5 review)."""
+    with wall_clock_guard():
+        _, two = await _receivers_in_a_loop(2, 100)
+        _, six = await _receivers_in_a_loop(6, 100)
+    assert six < 2 * two, (two, six)

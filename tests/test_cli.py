@@ -706,3 +706,23 @@ def test_a_usage_error_is_status_2_with_standard_error_closed_or_full(stderr: st
         env=_without_unbuffered(),
     )
     assert (out.returncode, out.stdout) == (2, "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["--help"], ["gather", "--help"], ["demo", "--count", "1", "--pings", "1"]],
+)
+def test_output_that_fails_is_status_1_when_saying_so_fails_too(argv: list[str]) -> None:
+    """``trice --version > /dev/full 2> (a pipe whose reader went)``: status 1, as with
+    standard error open; the line saying so failed too, and the interpreter's flush of it
+    made the status 120 (the p38pass5 review)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        with open("/dev/full", "w") as full:
+            out = subprocess.run(
+                [*TRICE, *argv], stdout=full, stderr=write, timeout=60, env=_without_unbuffered()
+            )
+    finally:
+        os.close(write)
+    assert out.returncode == 1

@@ -569,8 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gather.add_argument("--json", action="store_true", help="print JSON lines")
     if sys.stdout is None:  # (``trice gather >&-``: Python has no standard output at all)
-        if sys.stderr is not None:
-            print("trice: standard output: closed", file=sys.stderr)
+        _say("standard output: closed")
         return 1
     try:
         args = parser.parse_args(argv)
@@ -625,9 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _to_nowhere(sys.stdout)
             return 141
         if all(isinstance(leaf, trice.TriceError) for leaf in leaves):
-            if sys.stderr is not None:  # (closed: nothing into standard output's JSON)
-                for said in dict.fromkeys(str(leaf) for leaf in leaves):  # (each once)
-                    print(f"trice: {said}", file=sys.stderr)
+            for said in dict.fromkeys(str(leaf) for leaf in leaves):  # (each once)
+                _say(said)
             # (2 for what was given wrong, as argparse's usage error; 1 for what happened
             # as it ran: no candidate, ICE failed, no descriptor left...)
             return 2 if all(isinstance(leaf, trice.ConfigError) for leaf in leaves) else 1
@@ -635,8 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # (``trice demo > /dev/full``.)  What is still buffered for standard output goes
             # nowhere, not into a second error as the interpreter exits.
             _to_nowhere(sys.stdout)
-            if sys.stderr is not None:
-                print(f"trice: {leaves[0]}", file=sys.stderr)
+            _say(str(leaves[0]))
             return 1
         raise
 
@@ -669,6 +666,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _say(text: str) -> None:
+    """``trice: text`` on standard error, if there is one (closed: nothing, not into
+    standard output's JSON), and if it can be written (a full disk, a reader that went:
+    nothing, and the exit status stays the one the caller gives)."""
+    if sys.stderr is None:
+        return
+    try:
+        print(f"trice: {text}", file=sys.stderr, flush=True)
+    except OSError:
+        _to_nowhere(sys.stderr)
+
+
 def _to_nowhere(stream: Any) -> None:
     """Point ``stream``'s file at nothing: what is still buffered for it goes nowhere, not
     into a second error as the interpreter exits."""
@@ -696,8 +705,7 @@ def _flushed(error: OSError | None = None) -> int | None:
     _to_nowhere(sys.stdout)
     if isinstance(error, BrokenPipeError):
         return 141
-    if sys.stderr is not None:
-        print(f"trice: standard output: {error}", file=sys.stderr)
+    _say(f"standard output: {error}")
     return 1
 
 

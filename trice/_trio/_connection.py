@@ -36,7 +36,7 @@ class ReceiveBuffer:
     reader that falls behind never holds up STUN or the sender.
     """
 
-    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "waiting_on")
+    __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "turn", "waiting_on")
 
     def __init__(self, maxlen: int) -> None:
         # The queue and the parking lot are made when first needed: an agent that never
@@ -49,6 +49,9 @@ class ReceiveBuffer:
         self.closed = False
         # The socket a receiver waits on itself, while it does (see ``nudge``).
         self.waiting_on: socket.socket | None = None
+        # The parked receive woken to wait on the socket next, till it runs: the receives
+        # in a loop take the socket in turn, as trio's memory channels serve them.
+        self.turn: trio.lowlevel.Task | None = None
 
     def make_queue(self) -> deque[bytes]:
         """The queue, made now if it was not yet."""
@@ -399,10 +402,11 @@ class Connection(trio.abc.Channel[bytes]):
                 if self._route is None:
                     self._get_route()  # (raises if consent expired)
                 transport = self._udp
-            if transport is None or transport.held or transport.closed:
-                # Another task already waits on the socket, or the pair is relayed: wait for a
-                # reader to hand a datagram over, or for the socket to be let go.
-                handed = await self._handed_over(go_round=True)
+            if transport is None or transport.held or transport.closed or buffer.turn:
+                # Another task already waits on the socket (or has its turn next), or the
+                # pair is relayed: wait for a reader to hand a datagram over, or for the
+                # socket to be let go.
+                handed = await self._handed_over()
                 if handed is not None:
                     return handed
                 continue  # (let go by the task that waited on it: this one waits on it now)
@@ -465,9 +469,7 @@ class Connection(trio.abc.Channel[bytes]):
                             if buffer.queue:
                                 return buffer.queue.popleft()
                             self._check_open()
-                            handed = await self._handed_over()
-                            assert handed is not None  # (no socket to let go: see there)
-                            return handed
+                            break  # (look again, on the new pair's way)
                         # nudged: look in the queue, and at the connection
                     else:
                         if buffer.waiting_on is sock:
@@ -502,33 +504,42 @@ class Connection(trio.abc.Channel[bytes]):
                 end = transport.release(agent._now())
                 if transport is agent._primary:
                     agent._wake_by(end)
-                if buffer.lot:
-                    # The receives waiting for a datagram handed over go round: one waits on
-                    # the socket now (left parked, they got nothing until the lease ended).
-                    buffer.lot.unpark_all()
+                if buffer.lot and buffer.turn is None:
+                    # The first receive waiting for a datagram handed over waits on the
+                    # socket now (left parked, it got nothing until the lease ended), before
+                    # this task's next receive, which waits behind it.
+                    for task in buffer.lot.unpark():
+                        buffer.turn = task
             # Rerouted: look again, on the new pair's way.
 
-    async def _handed_over(self, *, go_round: bool = False) -> bytes | None:
+    async def _handed_over(self) -> bytes | None:
         """Wait for a reader to hand a datagram over.  Parking is the schedule point: once
-        woken with data, return it at once, as trio's memory channels do.  With
-        ``go_round``, ``None`` when the pair's socket (the pair's now: it may have moved)
-        is let go by the receive that waited on it: the caller waits on it then."""
+        woken with data, return it at once, as trio's memory channels do.  ``None`` when
+        the pair's socket (the pair's now: it may have moved) is let go by the receive that
+        waited on it, and this one has its turn (see ``ReceiveBuffer.turn``): the caller
+        waits on it then."""
         buffer = self._buffer
         if buffer.lot is None:
             buffer.lot = trio.lowlevel.ParkingLot()
         while True:
             await buffer.lot.park()
+            mine = buffer.turn is trio.lowlevel.current_task()
+            if mine:
+                buffer.turn = None
             self._check_closed()
             queue = buffer.queue
             if queue:
                 data = queue.popleft()
                 if queue:
                     buffer.wake()  # (more came at once: the next receiver waiting takes one)
+                if mine and buffer.lot and buffer.turn is None:
+                    for task in buffer.lot.unpark():  # (the turn on the socket, not taken,
+                        buffer.turn = task  # goes to the next)
                 return data
             self._check_open()
             udp = self._udp
-            if go_round and udp is not None and not udp.held and not udp.closed:
-                return None
+            if udp is not None and not udp.held and not udp.closed:
+                return None  # (its turn, or the socket is free: as a receive that came now)
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
         """Read what the socket holds (data queued, STUN to the agent) and take the first
