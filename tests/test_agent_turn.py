@@ -667,7 +667,8 @@ async def test_gathering_anew_keeps_a_relay_whose_server_says_nothing(transport:
                 with trio.fail_after(5):
                     await a.wait_gathering_complete()
                 elapsed = trio.current_time() - started
-            assert timing.gather_timeout / 2 < elapsed < 1.5 * timing.gather_timeout
+            # (Once, not twice: short of 2 gather_timeouts, with room for a loaded machine.)
+            assert timing.gather_timeout / 2 < elapsed < 1.9 * timing.gather_timeout
             assert a.local_candidates == (relay,)
             # One report of its source: it was said twice over TCP, the new allocation
             # failed and the relay gathered (p37pass4 on 03b6ebb).
