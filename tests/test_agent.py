@@ -4688,3 +4688,41 @@ async def test_a_datagram_costs_the_receivers_the_same_steps_however_many_wait(
         _, two = await _receivers_in_a_loop(2, 100)
         _, six = await _receivers_in_a_loop(6, 100)
     assert six < 2 * two, (two, six)
+
+
+async def test_a_receive_given_its_turn_as_the_route_is_forgotten_takes_the_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two receives: the first waits on the socket, the second is parked.  The pair is
+    selected anew (``_reroute``, as Agent._emit does at a SelectedPairChanged, here over
+    the same socket) in the same step as the first receive leaves (cancelled): the second,
+    given its turn, looks the route up and waits on the socket.  It parked again, the
+    route not yet looked up, and the next datagram waited for the reader's lease, 20 ms
+    (the p38pass6 review)."""
+    with wall_clock_guard():
+        async with gathered_pair(loopback_config()) as (a, b):
+            signal(a, b)
+            ca, cb = await connect_both(a, b)
+            first_scope = trio.CancelScope()
+            got: list[float] = []
+
+            async def first() -> None:
+                with first_scope:
+                    await cb.receive()
+
+            async def second() -> None:
+                await cb.receive()
+                got.append(trio.current_time())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                assert cb._udp is not None and cb._udp.held
+                first_scope.cancel()
+                cb._reroute()  # (the pair selected anew: Agent._emit)
+                await trio.testing.wait_all_tasks_blocked()
+                sent = trio.current_time()
+                await ca.send(b"\x80next")
+            assert got and got[0] - sent < 0.005, got[0] - sent if got else None

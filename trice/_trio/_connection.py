@@ -540,6 +540,8 @@ class Connection(trio.abc.Channel[bytes]):
             udp = self._udp
             if udp is not None and not udp.held and not udp.closed:
                 return None  # (its turn, or the socket is free: as a receive that came now)
+            if mine and udp is None and self._route is None:
+                return None  # (its turn, the route forgotten meanwhile: looked up anew)
 
     def _drained(self, transport: UdpTransport, one: bool) -> bytes | None:
         """Read what the socket holds (data queued, STUN to the agent) and take the first
