@@ -23,7 +23,7 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import hypothesis
@@ -4497,6 +4497,50 @@ async def test_closed_ends_a_full_stream_after_the_mark_of_what_it_lost(
     assert events[2:] == [trice.EventsLost(1), closed]  # (complete lost; closed, never)
 
 
+async def _second_receive_waited(
+    ca: trice.Connection,
+    cb: trice.Connection,
+    leave: Callable[[trio.CancelScope], Awaitable[None]],
+) -> float:
+    """Two tasks receive on ``cb``: the first waits on the socket itself, the second for a
+    datagram handed over.  ``leave(first's cancel scope)`` has the first leave (cancelled,
+    or done with a datagram), then the peer sends one: how long the second waited for it."""
+    first_scope = trio.CancelScope()
+    got: list[float] = []
+
+    async def first() -> None:
+        with first_scope:
+            await cb.receive()
+
+    async def second() -> None:
+        await cb.receive()
+        got.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        await leave(first_scope)
+        await trio.testing.wait_all_tasks_blocked()
+        sent = trio.current_time()
+        await ca.send(b"\x80next")
+    assert got
+    return got[0] - sent
+
+
+def _leaving(how: str, ca: trice.Connection) -> Callable[[trio.CancelScope], Awaitable[None]]:
+    """The first receive leaves: ``"cancelled"``, or ``"done"`` with a datagram."""
+
+    async def leave(scope: trio.CancelScope) -> None:
+        if how == "cancelled":
+            scope.cancel()
+        else:
+            await ca.send(b"\x80first")
+
+    return leave
+
+
 @pytest.mark.parametrize("leaves", ["cancelled", "done"])
 async def test_a_receive_waiting_behind_another_is_served_once_that_one_leaves(
     autojump_clock: trio.testing.MockClock, leaves: str
@@ -4510,42 +4554,8 @@ async def test_a_receive_waiting_behind_another_is_served_once_that_one_leaves(
         async with gathered_pair(loopback_config()) as (a, b):
             signal(a, b)
             ca, cb = await connect_both(a, b)
-            first_scope = trio.CancelScope()
-            got: list[float] = []
-
-            async def first() -> None:
-                with first_scope:
-                    await cb.receive()
-
-            async def second() -> None:
-                await cb.receive()
-                got.append(trio.current_time())
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(first)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(second)
-                await trio.testing.wait_all_tasks_blocked()
-                if leaves == "cancelled":
-                    first_scope.cancel()
-                else:
-                    await ca.send(b"\x80first")
-                await trio.testing.wait_all_tasks_blocked()
-                sent = trio.current_time()
-                await ca.send(b"\x80second")
-            assert got and got[0] - sent < 0.005, got
-
-
-async def test_send_takes_its_datagram_as_trio_abc_send_channel_names_it() -> None:
-    """Code written for any ``trio.abc.SendChannel`` may call ``send(value=...)`` (the
-    argument was named ``data``: a TypeError; the triocontract review)."""
-    async with gathered_pair(loopback_config()) as (a, b):
-        signal(a, b)
-        ca, cb = await connect_both(a, b)
-        channel: trio.abc.SendChannel[bytes] = ca
-        await channel.send(value=b"\x80generic")
-        with trio.fail_after(5):
-            assert await cb.receive() == b"\x80generic"
+            waited = await _second_receive_waited(ca, cb, _leaving(leaves, ca))
+    assert waited < 0.005, waited
 
 
 def _version(address: str) -> int:
@@ -4577,22 +4587,8 @@ async def test_a_receive_parked_before_a_reroute_takes_the_new_socket_once_the_h
             ca, cb = await connect_both(a, b)
             before = cb.selected_pair.local
             other = 6 if _version(before.address) == 4 else 4
-            first_scope = trio.CancelScope()
-            got: list[float] = []
 
-            async def first() -> None:
-                with first_scope:
-                    await cb.receive()
-
-            async def second() -> None:
-                await cb.receive()
-                got.append(trio.current_time())
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(first)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(second)
-                await trio.testing.wait_all_tasks_blocked()
+            async def restart_then_leave(scope: trio.CancelScope) -> None:
                 held_before = cb._udp
                 assert held_before is not None and held_before.held
                 # An ICE restart onto the other family: another socket.
@@ -4614,14 +4610,10 @@ async def test_a_receive_parked_before_a_reroute_takes_the_new_socket_once_the_h
                     now_udp = cb._udp
                 assert now_udp is not None and now_udp is not held_before
                 assert now_udp.held, "the first receive did not move to the new socket"
-                if leaves == "cancelled":
-                    first_scope.cancel()
-                else:
-                    await ca.send(b"\x80first")
-                await trio.testing.wait_all_tasks_blocked()
-                sent = trio.current_time()
-                await ca.send(b"\x80second")
-            assert got and got[0] - sent < 0.005, (got, sent)
+                await _leaving(leaves, ca)(scope)
+
+            waited = await _second_receive_waited(ca, cb, restart_then_leave)
+    assert waited < 0.005, waited
 
 
 class _ReceiverSteps(trio.abc.Instrument):
@@ -4703,26 +4695,11 @@ async def test_a_receive_given_its_turn_as_the_route_is_forgotten_takes_the_sock
         async with gathered_pair(loopback_config()) as (a, b):
             signal(a, b)
             ca, cb = await connect_both(a, b)
-            first_scope = trio.CancelScope()
-            got: list[float] = []
 
-            async def first() -> None:
-                with first_scope:
-                    await cb.receive()
-
-            async def second() -> None:
-                await cb.receive()
-                got.append(trio.current_time())
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(first)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(second)
-                await trio.testing.wait_all_tasks_blocked()
+            async def cancel_and_reroute(scope: trio.CancelScope) -> None:
                 assert cb._udp is not None and cb._udp.held
-                first_scope.cancel()
+                scope.cancel()
                 cb._reroute()  # (the pair selected anew: Agent._emit)
-                await trio.testing.wait_all_tasks_blocked()
-                sent = trio.current_time()
-                await ca.send(b"\x80next")
-            assert got and got[0] - sent < 0.005, got[0] - sent if got else None
+
+            waited = await _second_receive_waited(ca, cb, cancel_and_reroute)
+    assert waited < 0.005, waited

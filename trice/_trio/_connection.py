@@ -78,6 +78,14 @@ class ReceiveBuffer:
         if self.waiting_on is not None:
             self.nudge()
 
+    def pass_turn(self) -> None:
+        """Give the first receive waiting for a datagram handed over its turn on the socket
+        (see ``turn``), unless one has it."""
+        lot = self.lot
+        if lot and self.turn is None:
+            for task in lot.unpark():
+                self.turn = task
+
     def nudge(self) -> None:
         """Wake the receiver that waits on a socket itself: data came some other way
         (another socket's reader, a relay), or the connection closed.
@@ -504,12 +512,10 @@ class Connection(trio.abc.Channel[bytes]):
                 end = transport.release(agent._now())
                 if transport is agent._primary:
                     agent._wake_by(end)
-                if buffer.lot and buffer.turn is None:
-                    # The first receive waiting for a datagram handed over waits on the
-                    # socket now (left parked, it got nothing until the lease ended), before
-                    # this task's next receive, which waits behind it.
-                    for task in buffer.lot.unpark():
-                        buffer.turn = task
+                # The first receive waiting for a datagram handed over waits on the socket
+                # now (left parked, it got nothing until the lease ended), before this
+                # task's next receive, which waits behind it.
+                buffer.pass_turn()
             # Rerouted: look again, on the new pair's way.
 
     async def _handed_over(self) -> bytes | None:
@@ -532,9 +538,8 @@ class Connection(trio.abc.Channel[bytes]):
                 data = queue.popleft()
                 if queue:
                     buffer.wake()  # (more came at once: the next receiver waiting takes one)
-                if mine and buffer.lot and buffer.turn is None:
-                    for task in buffer.lot.unpark():  # (the turn on the socket, not taken,
-                        buffer.turn = task  # goes to the next)
+                if mine:
+                    buffer.pass_turn()  # (the turn on the socket, not taken, goes on)
                 return data
             self._check_open()
             udp = self._udp
