@@ -4558,6 +4558,18 @@ async def test_a_receive_waiting_behind_another_is_served_once_that_one_leaves(
     assert waited < 0.005, waited
 
 
+async def test_send_takes_its_datagram_as_trio_abc_send_channel_names_it() -> None:
+    """Code written for any ``trio.abc.SendChannel`` may call ``send(value=...)`` (the
+    argument was named ``data``: a TypeError; the triocontract review)."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        channel: trio.abc.SendChannel[bytes] = ca
+        await channel.send(value=b"\x80generic")
+        with trio.fail_after(5):
+            assert await cb.receive() == b"\x80generic"
+
+
 def _version(address: str) -> int:
     return ipaddress.ip_address(address).version
 
