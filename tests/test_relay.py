@@ -2240,3 +2240,71 @@ async def test_a_server_without_challenge_at_two_addresses_keeps_one_allocation(
                     nursery.cancel_scope.cancel()
             assert not first.allocated and not second.allocated
             outer.cancel_scope.cancel()
+
+
+async def _arrivals(sock: socket.socket, times: list[float]) -> None:
+    """When each datagram reaches ``sock`` (a silent address of the server's)."""
+    listener = trio.socket.from_stdlib_socket(sock)
+    while True:
+        await listener.recv(2048)
+        times.append(trio.current_time())
+
+
+async def test_addresses_not_reached_by_the_timeout_are_not_asked_late(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Ten silent addresses, ``ADDRESS_STAGGER`` apart, a 0.9 s timeout: those not reached
+    by then are not asked at all, and the failure comes at the timeout.  Each attempt that
+    timed out then had the next asked at once, six Allocates past the timeout (the p38pass7
+    review)."""
+    timeout = 0.9
+    socks = [_udp_server() for _ in range(10)]
+    arrivals: list[list[float]] = [[] for _ in socks]
+    try:
+        with wall_clock_guard():
+            async with trio.open_nursery() as outer:
+                for sock, times in zip(socks, arrivals, strict=True):
+                    outer.start_soon(_arrivals, sock, times)
+                addresses = [(socket.AF_INET, s.getsockname()) for s in socks]
+                with resolving("turn.test", addresses):
+                    began = trio.current_time()
+                    async with trio.open_nursery() as nursery:
+                        with pytest.raises(AllocationError) as caught:
+                            await start_relay(
+                                nursery, _SEVERAL, Inbox(), allocation_timeout=timeout
+                            )
+                    took = trio.current_time() - began
+                await trio.sleep(1)
+                outer.cancel_scope.cancel()
+    finally:
+        for sock in socks:
+            sock.close()
+    first_asked = [times[0] - began for times in arrivals if times]
+    assert len(first_asked) == 4 and max(first_asked) < timeout, first_asked
+    assert caught.value.reason == "timeout" and took <= timeout + 0.01
+
+
+async def test_a_server_reached_only_after_the_timeout_keeps_no_allocation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Eight silent addresses, then a server that grants without a challenge (RFC 8155
+    §9): the timeout (1 s) passes before its turn, and it is not asked.  It was, at 2 s,
+    and its grant, given up unchallenged, stayed at the server (the p38pass7 review)."""
+    silent = [_udp_server() for _ in range(8)]
+    granting = _NoChallenge()
+    try:
+        with wall_clock_guard(), _udp_server() as server:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(_serve_each, server, _answering(server, granting), outer)
+                addresses = [(socket.AF_INET, s.getsockname()) for s in silent]
+                addresses.append((socket.AF_INET, server.getsockname()))
+                with resolving("turn.test", addresses):
+                    async with trio.open_nursery() as nursery:
+                        with pytest.raises(AllocationError):
+                            await start_relay(nursery, _SEVERAL, Inbox(), allocation_timeout=1.0)
+                await trio.sleep(5)
+                assert not granting.requests and not granting.allocated
+                outer.cancel_scope.cancel()
+    finally:
+        for sock in silent:
+            sock.close()

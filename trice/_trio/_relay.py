@@ -1285,7 +1285,8 @@ async def run_relay(
     Over UDP, a server whose name stands for several addresses (both families, say) is
     asked at each in turn, as RFC 8656 §3.9 (after RFC 8305) would have it: in the
     resolver's order, the families taking turns, the next once those asked are silent for
-    ``ADDRESS_STAGGER`` or one was refused by the network; the first address to answer
+    ``ADDRESS_STAGGER`` or one was refused by the network (none once the timeout
+    passed); the first address to answer
     (its challenge) is the one, and the others are given up (what they may have made is
     deleted: one given up unheard is waited for, ``DEALLOCATE_WAIT`` at most, in case a
     server that asks no credentials granted it, and a refusal of the race comes that much
@@ -1360,17 +1361,20 @@ async def run_relay(
     if len(targets) == 1:
         await relay_at(targets[0], task_status=task_status)
     else:
-        await _first_answered(server, targets, relay_at, task_status)
+        await _first_answered(server, targets, deadline, relay_at, task_status)
 
 
 async def _first_answered(
     server: ServerUrl,
     targets: list[_Target],
+    deadline: float,
     relay_at: Callable[..., Awaitable[None]],
     task_status: trio.TaskStatus[RelayTransport],
 ) -> None:
     """:func:`run_relay`'s race over a server's several addresses over UDP (see there):
-    ``relay_at(target, answered=..., task_status=...)`` asks one."""
+    ``relay_at(target, answered=..., task_status=...)`` asks one.  None is asked once the
+    allocation's ``deadline`` has passed (the attempts that time out then would have asked
+    the rest at once, past the timeout: a grant there, unchallenged, was left behind)."""
     # (Each address is asked by a task of its own, in this task's nursery: the first to
     # be answered is the one (RFC 8656 §3.9), the others are cancelled, and end there,
     # deleting what they may have; the relay granted goes on there.)
@@ -1381,6 +1385,7 @@ async def _first_answered(
     news = [trio.Event()]  # (an attempt was answered or ended: asked next, or no more)
     attempts: list[trio.CancelScope] = []
     chosen: list[trio.CancelScope] = []
+    asking = [True]  # (until every address is asked, or the deadline passed)
 
     def answered(scope: trio.CancelScope) -> None:
         """The attempt of ``scope`` was answered (challenged, or granted) first."""
@@ -1403,7 +1408,7 @@ async def _first_answered(
                     errors.append(exc)
                     if chosen[0] is scope if chosen else exc.reason not in _NO_ANSWER:
                         failed.append(exc)  # (the server answered: that is final)
-                    elif not chosen and len(errors) == len(targets):
+                    elif not chosen and not asking[0] and len(errors) == len(attempts):
                         failed.append(errors[0])  # (none answered: the first that came)
                     if failed:
                         decided.set()
@@ -1416,6 +1421,8 @@ async def _first_answered(
                 news[0].set()
 
         for number, target in enumerate(_interleaved(targets)):
+            if number and trio.current_time() >= deadline:
+                break
             if number:
                 logger.debug("TURN %s: asking its next address, %s", server, target[1][0])
             news[0] = trio.Event()
@@ -1425,6 +1432,10 @@ async def _first_answered(
                 await news[0].wait()
             if decided.is_set() or chosen:
                 break
+        asking[0] = False
+        if not decided.is_set() and not chosen and len(errors) == len(attempts):
+            failed.append(errors[0])  # (every address asked failed already)
+            decided.set()
         await decided.wait()
         for other in attempts:
             other.cancel()
