@@ -1278,7 +1278,10 @@ async def run_relay(
 
     Start it with ``transport = await nursery.start(run_relay, server, user, password,
     base=..., deliver=...)``.  Allocation (connection, TLS handshake, the 401 challenge and
-    the authenticated Allocate) must finish within *timeout* seconds.  Afterwards
+    the authenticated Allocate) must finish within *timeout* seconds (what a challenged
+    server may have granted by then is deleted; a server that asks no credentials, RFC 8155
+    §9, and grants after the timeout keeps its grant for its lifetime: waiting on every
+    silent server for it would make each timeout longer).  Afterwards
     ``deliver(transport, data, peer)`` is called, from the reading task, for each datagram a
     peer sent through the relay.
 
