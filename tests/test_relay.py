@@ -1990,18 +1990,12 @@ async def test_a_servers_refusal_at_one_address_is_final(
     401, and asks no other address (their server's answer would be the same)."""
     monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 60.0)
     first, second = FakeServer(password="another"), FakeServer()
-    with _udp_server() as one, _udp_server() as two:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(_serve_each, one, _answering(one, first), outer)
-            outer.start_soon(_serve_each, two, _answering(two, second), outer)
-            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
-            with resolving("turn.test", addresses):
-                async with trio.open_nursery() as nursery:
-                    with trio.fail_after(HANG_GUARD), pytest.raises(AllocationError) as caught:
-                        await start_relay(nursery, _SEVERAL, Inbox())
-            assert caught.value.code == 401
-            assert first.requests and not second.requests
-            outer.cancel_scope.cancel()
+    async with _at_two_addresses(first, second):
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(HANG_GUARD), pytest.raises(AllocationError) as caught:
+                await start_relay(nursery, _SEVERAL, Inbox())
+        assert caught.value.code == 401
+        assert first.requests and not second.requests
 
 
 async def test_addresses_asked_at_once_leave_one_allocation(
@@ -2012,21 +2006,32 @@ async def test_addresses_asked_at_once_leave_one_allocation(
     deleted."""
     monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 0.0)
     first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
-    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
+    with wall_clock_guard():
+        async with _at_two_addresses(first, second):
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(nursery, _SEVERAL, Inbox())
+                await trio.sleep(5)  # (all in flight lands)
+                assert first.requests and second.requests
+                kept = first if relay.local_address == RELAYED else second
+                assert [first.allocated, second.allocated].count(True) == 1
+                assert kept.allocated and not relay.closed
+                nursery.cancel_scope.cancel()
+            assert not first.allocated and not second.allocated
+
+
+@contextlib.asynccontextmanager
+async def _at_two_addresses(
+    first: FakeServer, second: FakeServer, delays: tuple[float, float] = (0.0, 0.0)
+) -> AsyncIterator[None]:
+    """While the block runs, ``turn.test`` stands for two addresses of a server: ``first``
+    answers at one, ``second`` at the other, ``delays`` away each way."""
+    with _udp_server() as one, _udp_server() as two:
         async with trio.open_nursery() as outer:
-            outer.start_soon(_serve_each, one, _answering(one, first), outer)
-            outer.start_soon(_serve_each, two, _answering(two, second), outer)
+            for sock, fake, delay in ((one, first, delays[0]), (two, second, delays[1])):
+                outer.start_soon(_serve_each, sock, _answering(sock, fake, delay), outer)
             addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
             with resolving("turn.test", addresses):
-                async with trio.open_nursery() as nursery:
-                    relay = await start_relay(nursery, _SEVERAL, Inbox())
-                    await trio.sleep(5)  # (all in flight lands)
-                    assert first.requests and second.requests
-                    kept = first if relay.local_address == RELAYED else second
-                    assert [first.allocated, second.allocated].count(True) == 1
-                    assert kept.allocated and not relay.closed
-                    nursery.cancel_scope.cancel()
-            assert not first.allocated and not second.allocated
+                yield
             outer.cancel_scope.cancel()
 
 
@@ -2053,19 +2058,14 @@ async def test_the_next_address_is_not_asked_once_the_first_has_answered(
     deleted), for every far server (a round trip over 125 ms) whose name has two addresses
     (the p38pass1 review)."""
     first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
-    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(_serve_each, one, _answering(one, first, 0.1), outer)
-            outer.start_soon(_serve_each, two, _answering(two, second, 0.1), outer)
-            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
-            with resolving("turn.test", addresses):
-                async with trio.open_nursery() as nursery:
-                    relay = await start_relay(nursery, _SEVERAL, Inbox())
-                    await trio.sleep(5)
-                    assert relay.local_address == RELAYED
-                    assert not second.requests, "the second address was asked"
-                    nursery.cancel_scope.cancel()
-            outer.cancel_scope.cancel()
+    with wall_clock_guard():
+        async with _at_two_addresses(first, second, (0.1, 0.1)):
+            async with trio.open_nursery() as nursery:
+                relay = await start_relay(nursery, _SEVERAL, Inbox())
+                await trio.sleep(5)
+                assert relay.local_address == RELAYED
+                assert not second.requests, "the second address was asked"
+                nursery.cancel_scope.cancel()
 
 
 async def test_a_quota_refusal_at_a_later_address_does_not_lose_the_first_allocation(
@@ -2118,20 +2118,15 @@ async def test_cancelled_mid_race_leaves_no_allocation(
     """The agent closes (run_relay cancelled) at 0.5 s, an address's authenticated
     Allocate in flight: no allocation is left behind."""
     first, second = FakeServer(), FakeServer(relayed_address=("198.51.100.2", 50000))
-    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(_serve_each, one, _answering(one, first, 0.2), outer)
-            outer.start_soon(_serve_each, two, _answering(two, second, 0.15), outer)
-            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
-            with resolving("turn.test", addresses):
-                with trio.move_on_after(0.5):
-                    async with trio.open_nursery() as nursery:
-                        await start_relay(nursery, _SEVERAL, Inbox())
-                        pytest.fail("granted before 0.5 s")
-                await trio.sleep(5)
+    with wall_clock_guard():
+        async with _at_two_addresses(first, second, (0.2, 0.15)):
+            with trio.move_on_after(0.5):
+                async with trio.open_nursery() as nursery:
+                    await start_relay(nursery, _SEVERAL, Inbox())
+                    pytest.fail("granted before 0.5 s")
+            await trio.sleep(5)
             assert first.requests and second.requests
             assert not first.allocated and not second.allocated
-            outer.cancel_scope.cancel()
 
 
 async def test_a_name_whose_addresses_repeat_is_asked_once(
@@ -2225,21 +2220,16 @@ async def test_a_server_without_challenge_at_two_addresses_keeps_one_allocation(
     another address is silent, as the p38pass2 review found)."""
     monkeypatch.setattr(_relay, "ADDRESS_STAGGER", 0.0)
     first, second = _NoChallenge(), _NoChallenge(relayed_address=("198.51.100.2", 50000))
-    with wall_clock_guard(), _udp_server() as one, _udp_server() as two:
-        async with trio.open_nursery() as outer:
-            outer.start_soon(_serve_each, one, _answering(one, first), outer)
-            outer.start_soon(_serve_each, two, _answering(two, second), outer)
-            addresses = [(socket.AF_INET, one.getsockname()), (socket.AF_INET, two.getsockname())]
-            with resolving("turn.test", addresses):
-                async with trio.open_nursery() as nursery:
-                    with trio.fail_after(5):
-                        relay = await start_relay(nursery, _SEVERAL, Inbox())
-                    await trio.sleep(5)
-                    assert [first.allocated, second.allocated].count(True) == 1
-                    assert not relay.closed
-                    nursery.cancel_scope.cancel()
+    with wall_clock_guard():
+        async with _at_two_addresses(first, second):
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(5):
+                    relay = await start_relay(nursery, _SEVERAL, Inbox())
+                await trio.sleep(5)
+                assert [first.allocated, second.allocated].count(True) == 1
+                assert not relay.closed
+                nursery.cancel_scope.cancel()
             assert not first.allocated and not second.allocated
-            outer.cancel_scope.cancel()
 
 
 async def _arrivals(sock: socket.socket, times: list[float]) -> None:
