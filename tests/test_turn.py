@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import math
 import subprocess
@@ -544,6 +545,88 @@ def test_an_ipv6_alternate_server_is_written_in_brackets() -> None:
     exchange(client, server, 0.0)
     assert client.error is not None
     assert "(alternate server [2001:db8::9]:3478)" in str(client.error)
+
+
+def _challenged(nonce: str, *extra: stun.Attribute) -> tuple[TurnClient, bytes | None]:
+    """A client whose first Allocate got a 401 with ``nonce`` (and ``extra``), and what it
+    sent then."""
+    client = TurnClient(USER, PASSWORD, reliable=False)
+    client.start(0.0)
+    first = client.poll_transmit(0.0)
+    assert first is not None
+    challenge = stun.decode(first).error_response(
+        401, "Unauthorized", stun.Realm(REALM), stun.Nonce(nonce), *extra
+    )
+    client.on_server_data(challenge.encode(), 0.05)
+    return client, client.poll_transmit(0.05)
+
+
+def _cookie(features: int) -> str:
+    """An RFC 8489 §9.2 nonce: the cookie, 24 feature bits in base64, then the rest."""
+    return "obMatJos2" + base64.b64encode(features.to_bytes(3, "big")).decode() + "abcdef"
+
+
+@pytest.mark.parametrize("bits", [0x000002, 0x400000], ids=["erratum-6290", "figure"])
+def test_a_nonce_cookie_asking_username_anonymity_gets_userhash(bits: int) -> None:
+    """RFC 8489 §9.2.5: a nonce cookie with "Username anonymity" set asks for USERHASH in
+    place of USERNAME (the RFC's test vector B.1 sets the bit as 0x000002; a server that
+    reads the figure's numbering sets 0x400000); the key is the same."""
+    _, wire = _challenged(_cookie(bits))
+    assert wire is not None
+    retry = stun.decode(wire)
+    assert retry.get(stun.Username) is None
+    userhash = retry.get(stun.UserHash)
+    assert userhash is not None and userhash.value == stun.user_hash(USER, REALM)
+    assert retry.verify_integrity(stun.long_term_key(USER, REALM, PASSWORD))
+    _, plain = _challenged(_cookie(0x000004))  # (another feature: USERNAME as before)
+    assert plain is not None and stun.decode(plain).get(stun.Username) is not None
+
+
+@pytest.mark.parametrize("bits", [0x000001, 0x800000], ids=["erratum-6290", "figure"])
+def test_a_nonce_cookie_announcing_password_algorithms_that_did_not_come_fails(bits: int) -> None:
+    """RFC 8489 §9.2.5: the cookie says the server offered PASSWORD-ALGORITHMS and the 401
+    has none (removed on the way, to make the client use MD5): no request goes again."""
+    client, wire = _challenged(_cookie(bits))
+    assert wire is None
+    assert client.state is TurnState.FAILED
+    assert client.error is not None and "PASSWORD-ALGORITHMS" in client.error.reason
+    offered = stun.PasswordAlgorithms((stun.PasswordAlgorithm(stun.PasswordAlgorithm.MD5),))
+    _, retried = _challenged(_cookie(bits), offered)  # (offered: it goes on, as before)
+    assert retried is not None
+
+
+def test_an_error_with_an_unknown_comprehension_required_attribute_is_not_retried() -> None:
+    """RFC 8489 §6.3.4: such an error fails its transaction: a 438 that carries one is no
+    reason to send the Allocate again."""
+    client, wire = _challenged("nonce-1")
+    assert wire is not None
+    stale = stun.decode(wire).error_response(
+        438,
+        "Stale Nonce",
+        stun.Realm(REALM),
+        stun.Nonce("nonce-2"),
+        stun.UnknownAttribute(0x7F01, b"\x00\x00\x00\x01"),
+    )
+    client.on_server_data(
+        stale.encode(integrity_key=stun.long_term_key(USER, REALM, PASSWORD)), 0.1
+    )
+    assert client.poll_transmit(0.1) is None
+    assert client.state is TurnState.FAILED
+    assert client.error is not None and "0x7f01" in client.error.reason
+
+
+def test_an_unsigned_300_to_an_authenticated_request_names_no_alternate() -> None:
+    """RFC 8489 §14.8: a 300 is believed only with its integrity checked, once the request
+    had credentials: else whoever saw the request names the server to go to.  (It still
+    fails the Allocate, as an unsigned error does; signed, it names one: see above.)"""
+    client, wire = _challenged("nonce-1")
+    assert wire is not None
+    forged = stun.decode(wire).error_response(
+        300, "Try Alternate", stun.AlternateServer("203.0.113.66", 3478)
+    )
+    client.on_server_data(forged.encode(), 0.1)
+    assert client.error is not None and client.error.code == 300
+    assert client.error.alternate_server is None
 
 
 def test_a_servers_reason_is_made_printable_in_the_error() -> None:

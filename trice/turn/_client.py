@@ -8,11 +8,13 @@ and the time (every method takes ``now``, a monotonic float in seconds), and sen
 
 from __future__ import annotations
 
+import base64
 import heapq
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields
+from typing import Final
 
 from .. import stun
 from .._errors import StateError, printable
@@ -663,7 +665,11 @@ class TurnClient:
         key = self._key
         if key is not None:
             assert self._realm is not None and self._nonce is not None
-            attrs.append(stun.Username(self.username))
+            if nonce_features(self._nonce) & USERNAME_ANONYMITY:
+                # RFC 8489 §9.2.5: the server's nonce cookie asks for the user name hashed.
+                attrs.append(stun.UserHash(stun.user_hash(self.username, self._realm)))
+            else:
+                attrs.append(stun.Username(self.username))
             attrs.append(stun.Realm(self._realm))
             attrs.append(stun.Nonce(self._nonce))
         tid = self._new_tid()
@@ -762,6 +768,13 @@ class TurnClient:
         if self._state is TurnState.CLOSING and tx.kind is Kind.ALLOCATE:
             self._move(TurnEvent.DONE)  # closed while allocating, and nothing was allocated
             return
+        if message.unknown_required and code != 420:
+            # RFC 8489 §6.3.4: an error that carries a comprehension-required attribute
+            # this client does not know fails its transaction, retried for nothing.  (A
+            # 420's UNKNOWN-ATTRIBUTES is known: it lists them.)
+            listed = ", ".join(f"0x{t:04x}" for t in message.unknown_required[:8])
+            self._on_error(tx, now, code, f"{reason} (with attributes it requires: {listed})")
+            return
         realm = message.get(stun.Realm)
         nonce = message.get(stun.Nonce)
         if code in (401, 438):
@@ -772,6 +785,22 @@ class TurnClient:
                         tx, now, code, f"unusable {what}: longer than RFC 8489 §14.9-14.10 allow"
                     )
                     return
+            if (
+                nonce is not None
+                and nonce_features(nonce.value) & PASSWORD_ALGORITHMS
+                and message.get(stun.PasswordAlgorithms) is None
+            ):
+                # RFC 8489 §9.2.5: the nonce cookie says the server offers its password
+                # algorithms, and the answer has none: removed on the way (a bid-down to
+                # MD5).  No request goes again.
+                self._on_error(
+                    tx,
+                    now,
+                    code,
+                    f"{reason} (its nonce announces PASSWORD-ALGORITHMS, which the answer "
+                    "lacks: removed on the way, RFC 8489 §9.2.1)",
+                )
+                return
         if (
             code == 401
             and tx.authenticated
@@ -862,7 +891,13 @@ class TurnClient:
             if unknown is not None and unknown.types:
                 listed = ", ".join(f"0x{t:04x}" for t in unknown.types[:8])
                 reason = f"{reason} (attributes it does not know: {listed})"
-        alternate = message.get(stun.AlternateServer) if code == 300 else None
+        alternate = (
+            # (RFC 8489 §14.8: a 300 to an authenticated request is believed signed only;
+            # else anyone who saw the request could name a server to go to.)
+            message.get(stun.AlternateServer)
+            if code == 300 and (message.has_integrity or not tx.authenticated)
+            else None
+        )
         self._on_error(
             tx,
             now,
@@ -1241,6 +1276,25 @@ class TurnClient:
         )
         self._outbox.append(message.encode())
         self._counts["sent_indications"] += 1
+
+
+#: The "nonce cookie" that starts the NONCE of an RFC 8489 server, and its security
+#: feature bits (§9.2, §18.1): each read both ways, as the RFC's figure numbers the bits from
+#: the left and its erratum 6290 from the right, and servers follow either.
+NONCE_COOKIE: Final = "obMatJos2"
+PASSWORD_ALGORITHMS: Final = 0x800001
+USERNAME_ANONYMITY: Final = 0x400002
+
+
+def nonce_features(nonce: str | None) -> int:
+    """The 24 security feature bits of ``nonce``'s cookie (RFC 8489 §9.2), or 0 if it has
+    none."""
+    if nonce is None or not nonce.startswith(NONCE_COOKIE):
+        return 0
+    try:
+        return int.from_bytes(base64.b64decode(nonce[9:13], validate=True), "big")
+    except ValueError:  # (binascii.Error: not base64, or fewer than four characters)
+        return 0
 
 
 def _fits(text: str) -> bool:
