@@ -3245,6 +3245,68 @@ def test_prflx_past_the_limit_is_dropped_and_counted() -> None:
     assert not core.is_remote_address(("198.51.100.7", 4000))
 
 
+def test_a_nomination_from_a_source_past_the_limit_is_refused() -> None:
+    """RFC 8445 §7.3.1.5: a nomination the controlled agent cannot take (no room for its
+    source as a remote candidate) is refused with an error, not answered with a success
+    that would have the peer select a pair this agent never has; nothing changes.  (A
+    check without USE-CANDIDATE from there is answered, see above.)"""
+    _net, _a, b = two_agents(want=False)
+    core = b.core
+    core.max_remote_candidates = len(core.remote_candidates)
+    request = binding_request(core, controlling=True, use_candidate=True)
+    response = rejected(core, request, ("198.51.100.7", 4000))
+    error = response.get(stun.ErrorCode)
+    assert error is not None and error.code == 400
+    assert response.verify_integrity(stun.short_term_key(core.local.pwd))
+    assert core.prflx_dropped == 1 and core.selected is None
+
+
+def test_a_487_switch_takes_a_new_tiebreaker() -> None:
+    """RFC 8445 §7.2.5.1: an agent that switched its role on a 487 to its check changes
+    its tiebreaker, and its next checks carry the new one; a switch on a peer's check
+    (§7.3.1.1) keeps it."""
+    drawn = iter([4242, 4343])
+    core = AgentCore(
+        local=IceParameters("localufrag", "local-password-0123456789abcdef"),
+        controlling=False,
+        tiebreaker=1000,
+        timing=Timing(),
+        new_transaction_id=TidSource(b"L"),
+        consent_jitter=lambda: 1.0,
+        new_tiebreaker=lambda: next(drawn),
+    )
+    core.add_local_candidate(make_candidate("10.0.0.1", 5000), 0)
+    core.set_local_complete()
+    peer = IceParameters("peerufrag", "peer-password-0123456789abcdef")
+    core.set_remote(peer, 0.0)
+    core.add_remote_candidate(make_candidate("10.0.0.2", 6000))
+    core.add_remote_candidate(None)
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None
+    conflict = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.ERROR,
+        transaction_id=first.transaction_id,
+        attributes=[stun.ErrorCode(487, "Role Conflict")],
+    ).encode(integrity_key=stun.short_term_key(peer.pwd), fingerprint=True)
+    assert core.on_response(first, stun.decode(conflict), first.destination, 0.01)
+    assert core.controlling and core.tiebreaker == 4242
+    again, now = None, 0.01
+    while again is None and now < 1.0:  # (paced: Ta after the first check)
+        now += 0.01
+        core.on_timer(now)
+        again = core.poll_check(now)
+    assert again is not None and again.pair is first.pair
+    claimed = stun.decode(again.message).get(stun.IceControlling)
+    assert claimed is not None and claimed.tiebreaker == 4242
+    # The peer's check, controlling with the larger tiebreaker: this side gives way (§7.3.1.1),
+    # keeping its tiebreaker.
+    request = binding_request(core, controlling=True, tiebreaker=2**63)
+    assert core.on_request(0, ("10.0.0.2", 6000), request, now) is not None
+    assert not core.controlling and core.tiebreaker == 4242
+
+
 def test_candidate_after_end_of_candidates() -> None:
     _net, a, _b = two_agents(want=False)
     assert a.core.remote_complete

@@ -66,6 +66,10 @@ def _consent_jitter() -> float:
     return random.uniform(JITTER_MIN, JITTER_MAX)
 
 
+def _new_tiebreaker() -> int:
+    return random.getrandbits(64)
+
+
 def _paired_with_every_local(remote: Candidate) -> bool:
     """Whether a remote candidate is paired with every local candidate: all are but a
     peer-reflexive one, paired with none (RFC 8445 §7.3.1.3; only the pair its check came
@@ -197,6 +201,9 @@ class AgentCore:
         consent_jitter: the factor of each interval between consent checks, by default
             drawn from 0.8-1.2 (RFC 7675 §5.1: agents do not send in step); injected so
             tests are deterministic.
+        new_tiebreaker: source of the tiebreaker taken after a 487 switched the role (RFC
+            8445 §7.2.5.1: it changes), 64 random bits by default; injected so tests are
+            deterministic.
 
     Raises:
         ConfigError: ``tiebreaker`` is not an integer from 0 to 2**64 - 1 (its checks could
@@ -229,6 +236,7 @@ class AgentCore:
         "_named_ends",
         "_names",
         "_new_tid",
+        "_new_tiebreaker",
         "_next_consent",
         "_next_paced",
         "_nominating",
@@ -300,6 +308,7 @@ class AgentCore:
         nohost: bool = False,
         new_transaction_id: Callable[[], bytes] = stun.new_transaction_id,
         consent_jitter: Callable[[], float] = _consent_jitter,
+        new_tiebreaker: Callable[[], int] = _new_tiebreaker,
     ) -> None:
         if type(tiebreaker) is not int or not 0 <= tiebreaker < 1 << 64:
             raise ConfigError(
@@ -336,6 +345,7 @@ class AgentCore:
         self.nohost = nohost
         self._new_tid = new_transaction_id
         self._jitter = consent_jitter
+        self._new_tiebreaker = new_tiebreaker
         self._local_key = _key_of(local.pwd, "the pwd")
         self._success_pads = success_pads(self._local_key)  # kept: see success_pads
         self.remote: IceParameters | None = None
@@ -1839,9 +1849,11 @@ class AgentCore:
                     # would nominate.  Its pair fails as any refused check's does.
                     self._pair_failed(pair, now)
                     return True
-                # RFC 8445 §7.2.5.1: role conflict; switch and check again.
+                # RFC 8445 §7.2.5.1: role conflict; switch, with a new tiebreaker, and
+                # check again.
                 if check.controlling == self.controlling:
                     self._switch_role("a role conflict: the peer answered 487")
+                    self.tiebreaker = self._new_tiebreaker()
                 self._check_again(pair)
                 return True
             self._pair_failed(pair, now)
@@ -2600,7 +2612,14 @@ class AgentCore:
         if self.finished:
             return response
         priority, use_candidate = learned(values)
-        self._learn_from_request(base, source, priority, use_candidate, now, request.transaction_id)
+        taken = self._learn_from_request(
+            base, source, priority, use_candidate, now, request.transaction_id
+        )
+        if not taken and use_candidate and not self.controlling:
+            # RFC 8445 §7.3.1.5: a nomination this agent cannot take is refused with an
+            # error, else the peer would hold it selected, on a pair this side never has.
+            self.requests_rejected += 1
+            return self._signed(request, request.error_response(400, "Nomination Not Taken"))
         return response
 
     def _signed(self, request: stun.Message, response: stun.Message) -> bytes:
@@ -2666,10 +2685,14 @@ class AgentCore:
         use_candidate: bool,
         now: float,
         request_tid: bytes,
-    ) -> None:
+    ) -> bool:
+        """Take in what a check that passed authentication says (RFC 8445 §7.3.1.3-§7.3.1.5):
+        its source as a peer-reflexive candidate if new, its pair, a triggered check, a
+        nomination.  False if the check came from a source that no pair stands for, nor
+        can (no room for one more remote candidate or pair, say): nothing was taken."""
         local = self._base_candidate(base)
         if local is None:
-            return
+            return False
         key = source if local.protocol == "udp" else (source[0], source[1] + TCP_KEY)
         if key not in self.remote_addresses or key == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
@@ -2680,7 +2703,7 @@ class AgentCore:
             ):
                 # (The names the shell resolves hold their room: see check_room.)
                 self.prflx_dropped += 1
-                return
+                return False
             try:
                 prflx: Candidate | None = prflx_candidate(
                     source,
@@ -2698,14 +2721,14 @@ class AgentCore:
                 # would write it otherwise: "::1.2.3.4" is "::102:304"), so no pair can be
                 # found by it: answered, but not learned.
                 self.prflx_dropped += 1
-                return
+                return False
             self._add_remote(prflx)  # (only the pair this check came on, below: §7.3.1.4)
         pair = self.checklist.find(base, source)
         if pair is None:
             remote = self.remote_addresses[key]
             pair = self._add_pair(local, remote, base, keep=True)
             if pair is None:
-                return
+                return False
         pair.requests_received += 1
         if self.local.lite:
             # (Data is over the selected pair: it says nothing of another pair's gaps, nor
@@ -2730,7 +2753,7 @@ class AgentCore:
             # With no checks of its own, a lite agent is done once it has selected a pair
             # (RFC 8445 §8.2): ``completed``, as a full agent once its checks are over.
             self._maybe_complete()
-            return
+            return True
         # A full agent's consent comes from the answers to its own checks alone (RFC 7675
         # §5.1): a request shows that the peer is there, not that it still wants our data.
         # It keeps the pair from counting as disconnected, though: a lost answer or two
@@ -2779,8 +2802,9 @@ class AgentCore:
                     # own until our check succeeds (see _want_pingback, _pair_succeeded).
                     pair.pingback_at = math.inf
                     self._want_pingback(pair, now)
-                return
+                return True
             self._check_again(pair)
+        return True
 
     def _check_again(self, pair: Pair) -> None:
         """Send ``pair`` a triggered check (RFC 8445 §7.3.1.4): back to waiting, in the
