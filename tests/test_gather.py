@@ -314,6 +314,46 @@ async def test_no_srflx_when_the_mapping_is_the_host_address() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def _symmetric_stun(sock: trio.socket.SocketType, port: int) -> None:
+    """A STUN server behind which the agent sits as behind an address-dependent (symmetric)
+    NAT: each request is answered with a mapping of its own (203.0.113.7, the next port
+    after ``port``)."""
+    while True:
+        data, source = await sock.recvfrom(2048)
+        port += 1
+        reply = stun.decode(data).success_response(stun.XorMappedAddress("203.0.113.7", port))
+        await sock.sendto(reply.encode(fingerprint=True), source)
+
+
+async def test_a_srflx_foundation_goes_by_the_servers_address_not_its_name() -> None:
+    """RFC 8445 §5.1.1.3: srflx candidates of one base share a foundation when their STUN
+    servers have the same IP address: two names of one server make one (they made two,
+    keyed by the URL's text); a server at another address makes another."""
+    other = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await other.bind(("127.0.0.2", 0))
+    with await server_socket() as server, other:
+        port, other_port = server.getsockname()[1], other.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_symmetric_stun, server, 40000)
+            nursery.start_soon(_symmetric_stun, other, 50000)
+            urls = [
+                f"stun:127.0.0.1:{port}",
+                f"stun:localhost:{port}",
+                f"stun:127.0.0.2:{other_port}",
+            ]
+            config = loopback_config(ice_servers=[trice.IceServer(urls)])
+            async with trice.open_agent(config, controlling=True) as agent:
+                with trio.fail_after(5):
+                    await agent.wait_gathering_complete()
+                srflx = [c for c in agent.local_candidates if c.type is trice.CandidateType.SRFLX]
+                assert len(srflx) == 3, agent.gather_reports
+                first = {c.foundation for c in srflx if c.port < 50000}
+                second = {c.foundation for c in srflx if c.port > 50000}
+                assert len(first) == len(second) == 1
+                assert first != second
+            nursery.cancel_scope.cancel()
+
+
 async def test_dead_server_costs_at_most_the_gather_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -1257,7 +1257,7 @@ async def gather_srflx(
         # stun_transaction.  The mux's are bounded here.)
         with trio.fail_at(end if isinstance(transport, MuxTransport) else math.inf):
             try:
-                reply = await _first_answer(ask, servers, timing.rto)
+                answered, reply = await _first_answer(ask, servers, timing.rto)
             except trio.ClosedResourceError:
                 elapsed = trio.current_time() - started
                 agent._report(GatherReport(source, elapsed, 0, "the mux closed"))
@@ -1323,7 +1323,9 @@ async def gather_srflx(
         agent._report(GatherReport(source, elapsed, 0, "closed"))
         return
     agent._mapped.add(key)
-    candidate = srflx_candidate(base_candidate, address, url.host, key=agent._key)
+    # (The foundation goes by the server's IP address, not its name, RFC 8445 §5.1.1.3: two
+    # names of one server make one foundation.)
+    candidate = srflx_candidate(base_candidate, address, answered[0], key=agent._key)
     agent._add_local(candidate, transport.base, signal=True, url=url)
     agent._report(GatherReport(source, elapsed, 1))
 
@@ -1511,19 +1513,19 @@ async def _resolve_all(host: str, port: int, family: int) -> list[Address]:
 
 async def _first_answer(
     ask: Callable[[Address], Awaitable[stun.Message]], servers: Sequence[Address], stagger: float
-) -> stun.Message:
+) -> tuple[Address, stun.Message]:
     """The first answer of a server that has several addresses (RFC 8489 §8: a name may
-    stand for several; RFC 8305's way with them): ``ask`` each in turn, the next one
-    ``stagger`` seconds after the last began, or at once when it failed, until one
-    answers.  The caller bounds the whole in time.
+    stand for several; RFC 8305's way with them), and the address that gave it: ``ask``
+    each in turn, the next one ``stagger`` seconds after the last began, or at once when
+    it failed, until one answers.  The caller bounds the whole in time.
 
     Raises:
         OSError, trio.ClosedResourceError, trio.TooSlowError: every address failed (the
             first error that came).
     """
     if len(servers) == 1:
-        return await ask(servers[0])
-    answers: list[stun.Message] = []
+        return servers[0], await ask(servers[0])
+    answers: list[tuple[Address, stun.Message]] = []
     errors: list[OSError | trio.ClosedResourceError | trio.TooSlowError] = []
     async with trio.open_nursery() as nursery:
 
@@ -1534,7 +1536,7 @@ async def _first_answer(
                 errors.append(exc)
                 failed.set()
                 return
-            answers.append(answer)
+            answers.append((server, answer))
             nursery.cancel_scope.cancel()
 
         for server in servers:
