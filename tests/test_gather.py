@@ -32,7 +32,16 @@ from trice import stun
 from trice._trio import _gather, _relay
 from trice._trio._transport import UdpTransport
 
-from loopback import HAS_IPV6, loopback_config, resolving, server_socket, stun_server
+from loopback import (
+    HAS_IPV6,
+    connect_both,
+    loopback_config,
+    resolving,
+    server_socket,
+    signal,
+    stun_server,
+    wait_for_state,
+)
 from natlab import Namespace, entered, lone_namespace, require_natlab
 from virtual_time import LongestStep, slow_interface_reads, wall_clock_guard
 
@@ -351,6 +360,50 @@ async def test_a_srflx_foundation_goes_by_the_servers_address_not_its_name() -> 
                 second = {c.foundation for c in srflx if c.port > 50000}
                 assert len(first) == len(second) == 1
                 assert first != second
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_srflx_binding_is_kept_alive_until_ice_completes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 8445 §5.1.1.4: a srflx candidate's NAT binding is refreshed with a Binding
+    request to its server every SRFLX_KEEPALIVE seconds while ICE has not completed (a
+    callee that answers after a minute still finds it), and no more once it has.  (It was
+    asked once, at gathering: some NATs forget an idle mapping after 30 s.)"""
+    asked: list[float] = []
+
+    async def serve(sock: trio.socket.SocketType) -> None:
+        while True:
+            data, source = await sock.recvfrom(2048)
+            asked.append(trio.current_time())
+            reply = stun.decode(data).success_response(stun.XorMappedAddress("203.0.113.7", 4000))
+            await sock.sendto(reply.encode(fingerprint=True), source)
+
+    every = _gather.SRFLX_KEEPALIVE
+    with wall_clock_guard(), await server_socket() as server:
+        port = server.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, server)
+            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+            async with (
+                trice.open_agent(config, controlling=True) as alice,
+                trice.open_agent(loopback_config(), controlling=False) as bob,
+            ):
+                await alice.wait_gathering_complete()
+                await bob.wait_gathering_complete()
+                types = [c.type for c in alice.local_candidates]
+                assert types == [trice.CandidateType.HOST, trice.CandidateType.SRFLX]
+                start = asked[0]
+                await trio.sleep(6.5 * every)  # (the callee's phone rings)
+                assert [round(t - start, 6) for t in asked] == [every * k for k in range(7)]
+                async with alice.subscribe() as events:
+                    signal(alice, bob)
+                    await connect_both(alice, bob)
+                    with trio.fail_after(every):
+                        await wait_for_state(events, trice.ConnectionState.COMPLETED)
+                count = len(asked)
+                await trio.sleep(5 * every)
+                assert len(asked) <= count + 1  # (one may go before the task notices)
             nursery.cancel_scope.cancel()
 
 
