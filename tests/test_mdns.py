@@ -266,6 +266,19 @@ async def test_without_mdns_a_name_is_not_resolved_and_the_peer_is_learned_inste
         assert plain._mdns is None
 
 
+async def test_a_local_name_of_more_than_one_dot_is_left_out_unasked() -> None:
+    """draft-ietf-mmusic-mdns-ice-candidates §3.2.1: only a name of one label and
+    ``.local`` is an mDNS candidate's; another (``printer.office.local``) is a host name, no
+    address, left out at once: no mDNS socket opened, no query multicast for it (a peer
+    could have the agent ask the link for any name)."""
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        agent.set_remote_parameters("peerufrag", "peerpasswordpeerpassword")
+        line = "candidate:1 1 udp 2130706431 printer.office.local 40000 typ host"
+        agent.add_remote_candidate(trice.Candidate.from_sdp(line))
+        assert agent._mdns is None
+        assert agent.statistics().remote_candidates_dropped == 1
+
+
 @pytest.mark.skipif(not HAS_IPV6, reason="the host has no IPv6 loopback (::1)")
 @pytest.mark.parametrize(
     ("answers", "gathered", "taken"),

@@ -471,7 +471,7 @@ def test_normalize_name(raw: str, normal: str) -> None:
     [
         ("x.local", True),
         ("X.LOCAL.", True),
-        ("a.b.local", True),
+        ("a.b.local", False),  # (draft-ietf-mmusic-mdns-ice-candidates §3.2.1)
         (f"{PION_UUID}.local", True),
         ("local", False),
         ("local.", False),

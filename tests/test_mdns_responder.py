@@ -168,3 +168,25 @@ def test_a_goodbye_address_stays_gone_and_what_is_kept_stays_bounded() -> None:
         now += 0.9
     kept = responder.lookup("peer.local", now)
     assert kept is not None and len(kept) <= 3
+
+
+def test_a_legacy_reply_repeats_every_question_of_the_query() -> None:
+    """RFC 6762 §6.7: the reply to a legacy unicast query (not from port 5353) repeats its ID
+    and its questions: both of a query that asks A and AAAA (as trice's own resolver does),
+    not the one answered alone."""
+    responder = MdnsResponder()
+    responder.add_name("n.local", "192.0.2.5", LINK)
+    query = bytearray(mdns.encode_query("n.local"))
+    query[0:2] = b"\x12\x34"
+    source = ("192.0.2.9", 40000)
+    sends, _ = responder.on_datagram(
+        bytes(query), source, LINK, direct=True, on_link=True, wanted=(), now=100.0
+    )
+    (reply,) = [s for s in sends if s.to == source]
+    message = mdns.decode_message(reply.data)
+    assert message.id == 0x1234
+    assert [(q.name, q.qtype) for q in message.questions] == [
+        ("n.local", mdns.TYPE_A),
+        ("n.local", mdns.TYPE_AAAA),
+    ]
+    assert [(r.name, r.address) for r in message.records] == [("n.local", "192.0.2.5")]

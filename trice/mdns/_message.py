@@ -124,9 +124,11 @@ _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz
 
 
 def is_mdns_name(name: str) -> bool:
-    """Tell whether ``name`` is resolved by multicast DNS: it ends in ``.local`` (RFC 6762 §3)."""
-    normal = normalize_name(name)
-    return normal.endswith(".local") and all(normal.split("."))
+    """Tell whether ``name`` is an mDNS candidate's name, resolved by multicast DNS: one
+    label and ``.local`` (RFC 6762 §3; draft-ietf-mmusic-mdns-ice-candidates §3.2.1 leaves
+    a name of more dots to ordinary ICE, to which a host name is no address)."""
+    label, dot, domain = normalize_name(name).partition(".")
+    return bool(label) and dot == "." and domain == "local"
 
 
 def encode_query(name: str, qtypes: Sequence[int] = (TYPE_A, TYPE_AAAA)) -> bytes:
@@ -145,27 +147,40 @@ def encode_answer(
     ttl: int = 120,
     message_id: int = 0,
     question: Question | None = None,
+    questions: Sequence[Question] = (),
 ) -> bytes:
     """An authoritative response: ``name`` has ``addresses`` (A or AAAA, as each is).
 
     A multicast response (the default) has ID 0, no question, and the cache-flush bit on
     each record, ``name`` being this host's alone (RFC 6762 §6, §10.2).  For a legacy
-    unicast query (one not from port 5353, §6.7), pass its ``message_id`` and
-    ``question``: they are echoed, and the records go without the bit.
+    unicast query (one not from port 5353, §6.7), pass its ``message_id`` and its
+    ``questions`` (all of them, as §6.7 has them repeated; or the one ``question``): they
+    are echoed, and the records go without the bit.
     """
+    if question is not None:
+        questions = (question, *questions)
     encoded = _encode_name(name)
-    flush = _TOP if question is None else 0
+    flush = 0 if questions else _TOP
     records = []
     for address in addresses:
         ip = ipaddress.ip_address(address)
         rtype = TYPE_A if ip.version == 4 else TYPE_AAAA
         packed = ip.packed
         records.append(encoded + _RECORD.pack(rtype, CLASS_IN | flush, ttl, len(packed)) + packed)
-    header = _HEADER.pack(message_id, _QR | _AA, 0 if question is None else 1, len(records), 0, 0)
-    asked = b""
-    if question is not None:
-        asked = _encode_name(question.name) + _FIXED.pack(question.qtype, CLASS_IN)
-    return header + asked + b"".join(records)
+    header = _HEADER.pack(message_id, _QR | _AA, len(questions), len(records), 0, 0)
+    # (A name said before goes as a pointer to it, RFC 1035 §4.1.4: a query that names one
+    # 40 times in 300 bytes, a forged source's, draws a reply no larger, not 40 full names.)
+    asked = bytearray()
+    offsets: dict[str, int] = {}
+    for q in questions:
+        at = offsets.get(q.name)
+        if at is None:
+            offsets[q.name] = _HEADER.size + len(asked)
+            asked += _encode_name(q.name)
+        else:
+            asked += (0xC000 | at).to_bytes(2, "big")
+        asked += _FIXED.pack(q.qtype, CLASS_IN)
+    return header + bytes(asked) + b"".join(records)
 
 
 def _encode_name(name: str) -> bytes:

@@ -238,14 +238,14 @@ class MdnsResponder:
                 continue  # (its address is not on this link: not told here)
             if source[1] != MDNS_PORT:
                 # A legacy unicast query (RFC 6762 §6.7): one reply, with its ID and
-                # question, by unicast.
+                # questions, by unicast.
                 if on_link and unicast is None:
                     unicast = encode_answer(
                         question.name,
                         [address],
                         ttl=LEGACY_TTL,
                         message_id=message.id,
-                        question=question,
+                        questions=message.questions,
                     )
                 continue
             answer = encode_answer(question.name, [address], ttl=ANSWER_TTL)
