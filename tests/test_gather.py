@@ -407,6 +407,97 @@ async def test_a_srflx_binding_is_kept_alive_until_ice_completes(
             nursery.cancel_scope.cancel()
 
 
+async def _stun_answering(
+    sock: trio.socket.SocketType, mapped: tuple[str, int], asked: list[float]
+) -> None:
+    while True:
+        data, source = await sock.recvfrom(2048)
+        asked.append(trio.current_time())
+        reply = stun.decode(data).success_response(stun.XorMappedAddress(*mapped))
+        await sock.sendto(reply.encode(fingerprint=True), source)
+
+
+async def test_two_mappings_of_one_base_are_both_kept_alive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two STUN servers that see one socket at two public addresses (an address-dependent
+    NAT, or one with a pool of addresses) make two srflx candidates on one base: both
+    servers are asked again every SRFLX_KEEPALIVE seconds.  (The second's was not: its
+    candidate, its priority lowered by unique_priority, was another object than the one
+    the task looked for.)"""
+    every = _gather.SRFLX_KEEPALIVE
+    first: list[float] = []
+    second: list[float] = []
+    with wall_clock_guard(), await server_socket() as s1, await server_socket() as s2:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_answering, s1, ("203.0.113.7", 4000), first)
+            nursery.start_soon(_stun_answering, s2, ("203.0.113.8", 4000), second)
+            config = loopback_config(
+                ice_servers=[
+                    trice.IceServer(f"stun:127.0.0.1:{s1.getsockname()[1]}"),
+                    trice.IceServer(f"stun:127.0.0.1:{s2.getsockname()[1]}"),
+                ]
+            )
+            async with trice.open_agent(config, controlling=True) as alice:
+                await alice.wait_gathering_complete()
+                srflx = [c for c in alice.local_candidates if c.type is trice.CandidateType.SRFLX]
+                assert len(srflx) == 2, srflx
+                await trio.sleep(6.5 * every)  # (the callee's phone rings; ICE not done)
+                assert sorted([len(first), len(second)]) == [7, 7], (first, second)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_srflx_on_a_udp_mux_is_kept_alive_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 8445 §5.1.1.4 on a UDP mux: the mux's binding to the STUN server is kept alive
+    too, while an agent on it waits for its callee (nothing else goes out of the mux's
+    socket meanwhile; it was asked once, at gathering)."""
+    every = _gather.SRFLX_KEEPALIVE
+    asked: list[float] = []
+    with wall_clock_guard(), await server_socket() as s1:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_answering, s1, ("203.0.113.7", 4000), asked)
+            config = loopback_config(
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{s1.getsockname()[1]}")]
+            )
+            async with trice.open_udp_mux("127.0.0.1") as mux:
+                async with trice.open_agent(config, controlling=True, mux=mux) as alice:
+                    await alice.wait_gathering_complete()
+                    kinds = [c.type for c in alice.local_candidates]
+                    assert trice.CandidateType.SRFLX in kinds, kinds
+                    await trio.sleep(6.5 * every)  # (the callee's phone rings)
+                    assert len(asked) == 7, asked  # (every 10 s, the mux's answer shared)
+            nursery.cancel_scope.cancel()
+
+
+async def test_regather_does_not_double_the_keepalive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """restart(regather=True) while the callee rings: one keepalive per socket still."""
+    every = _gather.SRFLX_KEEPALIVE
+    asked: list[float] = []
+    with wall_clock_guard(), await server_socket() as s1:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stun_answering, s1, ("203.0.113.7", 4000), asked)
+            config = loopback_config(
+                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{s1.getsockname()[1]}")]
+            )
+            async with trice.open_agent(config, controlling=True) as alice:
+                await alice.wait_gathering_complete()
+                await trio.sleep(every * 1.5)
+                for _ in range(3):
+                    alice.restart(regather=True)
+                    await alice.wait_gathering_complete()
+                    await trio.sleep(every * 0.3)
+                start = trio.current_time()
+                before = len(asked)
+                await trio.sleep(every * 6)
+                assert len(asked) - before <= 7, [round(t - start, 3) for t in asked]
+                assert len(asked) - before >= 5, [round(t - start, 3) for t in asked]
+            nursery.cancel_scope.cancel()
+
+
 async def test_dead_server_costs_at_most_the_gather_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

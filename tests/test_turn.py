@@ -582,6 +582,34 @@ def test_a_nonce_cookie_asking_username_anonymity_gets_userhash(bits: int) -> No
     assert plain is not None and stun.decode(plain).get(stun.Username) is not None
 
 
+@pytest.mark.parametrize(
+    ("user", "realm"),
+    [
+        ("alice", "example\u200eorg"),  # (a left-to-right mark: SASLprep prohibits it)
+        ("alice\ue000", "example.org"),  # (a private-use character)
+    ],
+    ids=["lrm-realm", "private-use-user"],
+)
+def test_a_userhash_is_made_of_the_name_and_realm_as_the_key_is(user: str, realm: str) -> None:
+    """USERHASH is made of the user name and realm prepared as the key's are: as written,
+    where SASLprep would refuse them (the Allocate was never sent again: the client waited
+    in ``allocating`` with no deadline, and on a Refresh or a Deallocate the error ended the
+    agent)."""
+    client = TurnClient(user, PASSWORD, reliable=False)
+    client.start(0.0)
+    first = client.poll_transmit(0.0)
+    assert first is not None
+    challenge = stun.decode(first).error_response(
+        401, "Unauthorized", stun.Realm(realm), stun.Nonce(_cookie(0x000002))
+    )
+    client.on_server_data(challenge.encode(), 0.05)
+    wire = client.poll_transmit(0.05)
+    assert wire is not None
+    userhash = stun.decode(wire).get(stun.UserHash)
+    assert userhash is not None
+    assert userhash.value == stun.user_hash(user, realm, prepare=str)
+
+
 @pytest.mark.parametrize("bits", [0x000001, 0x800000], ids=["erratum-6290", "figure"])
 def test_a_nonce_cookie_announcing_password_algorithms_that_did_not_come_fails(bits: int) -> None:
     """RFC 8489 §9.2.5: the cookie says the server offered PASSWORD-ALGORITHMS and the 401

@@ -279,6 +279,7 @@ class Agent:
         "_sent_total",
         "_signalled",
         "_sleeping_until",
+        "_srflx_kept",
         "_stun_received",
         "_subscribers",
         "_tcp_counters",
@@ -341,6 +342,8 @@ class Agent:
         # Gathering transactions in flight: the response's handler, by transaction id (made
         # on need: only server gathering sends them).
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
+        # The (socket, STUN server) bindings kept alive by a task (see _keep_srflx_alive).
+        self._srflx_kept: set[tuple[int, Address]] | None = None
         # Checks in flight, by transaction id (a fresh dict once it empties: a dict keeps
         # its table when emptied, and an idle agent holds none in flight).
         self._runs: dict[bytes, CheckRun] = {}

@@ -1328,13 +1328,16 @@ async def gather_srflx(
     candidate = srflx_candidate(base_candidate, address, answered[0], key=agent._key)
     agent._add_local(candidate, transport.base, signal=True, url=url)
     agent._report(GatherReport(source, elapsed, 1))
-    if isinstance(transport, UdpTransport):
+    kept = agent._srflx_kept
+    if kept is None:
+        kept = agent._srflx_kept = set()
+    if (transport.base, answered) not in kept:  # (not again after a gathering anew)
+        kept.add((transport.base, answered))
         agent._nursery.start_soon(
             _keep_srflx_alive,
             agent,
             transport,
             answered,
-            candidate,
             name=f"keep srflx alive {url} from {transport.local_address[0]}",
         )
 
@@ -1346,40 +1349,63 @@ SRFLX_KEEPALIVE: Final = 10.0
 
 
 async def _keep_srflx_alive(
-    agent: Agent, transport: UdpTransport, server: Address, candidate: Candidate
+    agent: Agent, transport: UdpTransport | MuxTransport, server: Address
 ) -> None:
-    """Keep the NAT binding that ``candidate`` stands for (RFC 8445 §5.1.1.4): a Binding
-    request to its STUN server every ``SRFLX_KEEPALIVE`` seconds, until ICE completes or
-    fails, the candidate is given up (a gathering anew) or its socket closes.  A peer that
-    gets the candidate late (an answer after a minute's ringing) still finds the mapping
-    there: before the checks start, nothing else goes out of the socket.  (On a UDP mux,
-    the mux's own traffic for all its agents is left to keep it.)"""
+    """Keep the NAT binding of the socket ``transport`` to the STUN server ``server``, which
+    a srflx candidate stands for (RFC 8445 §5.1.1.4): a Binding request there every
+    ``SRFLX_KEEPALIVE`` seconds, until ICE completes or fails, no srflx candidate of the
+    socket is left (a gathering anew gave them up) or the socket closes.  A peer that gets
+    the candidate late (an answer after a minute's ringing) still finds the mapping there:
+    before the checks start, nothing else goes out of the socket.  On a UDP mux, the mux
+    asks for all its agents: one request a server however many agents keep it."""
     core = agent._core
     timing = agent._config.timing
-    pending = agent._pending
-    assert pending is not None  # (gather_srflx's transaction made it)
+    base = transport.base
+    ask: Callable[[], Awaitable[object]]
+    if isinstance(transport, MuxTransport):
+        mux, refused = transport.mux, transport.hooks.refused
 
-    def drain() -> None:
-        if not transport.closed:
-            agent._drain(transport)
+        async def ask() -> None:
+            # (The mux's answer if it asked within the interval, for any of its agents.)
+            fresh = SRFLX_KEEPALIVE * 0.9
+            await mux._server_reflexive(server, timing, refused, fresh_for=fresh)
 
-    while True:
-        await trio.sleep(SRFLX_KEEPALIVE)
-        if (
-            transport.closed
-            or core.state in _ICE_OVER
-            or not any(c is candidate for c, _ in core.local_candidates)
-        ):
-            return
-        request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
-        until = trio.current_time() + SRFLX_KEEPALIVE / 2
-        try:
+    else:
+        pending = agent._pending
+        assert pending is not None  # (gather_srflx's transaction made it)
+
+        def drain() -> None:
+            if not transport.closed:
+                agent._drain(transport)
+
+        async def ask() -> None:
+            request = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST)
+            until = trio.current_time() + SRFLX_KEEPALIVE / 2
             await stun_transaction(
                 transport.send_nowait, pending, timing, server, request, until, drain
             )
-        except (trio.TooSlowError, trio.ClosedResourceError, OSError) as exc:
-            # (The next goes all the same: the requests themselves keep the binding.)
-            logger.debug("srflx keepalive to %s unanswered: %r", host_port(*server), exc)
+
+    try:
+        while True:
+            await trio.sleep(SRFLX_KEEPALIVE)
+            if (
+                transport.closed
+                or core.state in _ICE_OVER
+                or not any(
+                    b == base and c.type is CandidateType.SRFLX for c, b in core.local_candidates
+                )
+            ):
+                return
+            try:
+                with trio.fail_after(SRFLX_KEEPALIVE / 2):
+                    await ask()
+            except (trio.TooSlowError, trio.ClosedResourceError, OSError) as exc:
+                # (The next goes all the same: the requests themselves keep the binding.)
+                logger.debug("srflx keepalive to %s unanswered: %r", host_port(*server), exc)
+    finally:
+        kept = agent._srflx_kept
+        if kept is not None:
+            kept.discard((base, server))
 
 
 #: The connection states after which no srflx binding needs keeping (see _keep_srflx_alive).

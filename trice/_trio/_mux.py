@@ -301,6 +301,8 @@ class UdpMux:
         server: Address,
         timing: Timing,
         on_refused: Callable[[OSError, Address, Address], None] | None = None,
+        *,
+        fresh_for: float = ANSWER_KEPT,
     ) -> stun.Message:
         """The answer of the STUN server at ``server`` to a Binding request from the mux's
         socket: its mapped address is the mux's server-reflexive address, for every agent
@@ -309,15 +311,16 @@ class UdpMux:
 
         One request at a time goes to a server: an agent that asks while one is in flight
         waits for its answer (and asks itself only if the asker gave up first).  A success
-        that holds a mapped address is kept for :data:`ANSWER_KEPT` seconds and is every
-        asking agent's answer meanwhile: agents opened together on one mux cost the server
-        one request.  Errors are not kept.  A request the kernel refuses to send (a firewall's
-        EPERM, say) is told to ``on_refused``, the asking agent's (see ``MuxHooks.refused``).
+        that holds a mapped address is kept and is every asking agent's answer for
+        ``fresh_for`` seconds (:data:`ANSWER_KEPT` by default; a keepalive asks for a
+        shorter time): agents opened together on one mux cost the server one request.
+        Errors are not kept.  A request the kernel refuses to send (a firewall's EPERM, say)
+        is told to ``on_refused``, the asking agent's (see ``MuxHooks.refused``).
 
         Raises:
             trio.ClosedResourceError: the mux is closed, or closed while this waited.
         """
-        answer = await self._ask(server, timing, on_refused)
+        answer = await self._ask(server, timing, on_refused, fresh_for)
         if self._closed:  # (closed as the answer came: the mux's address is no more)
             raise trio.ClosedResourceError("the UDP mux closed")
         return answer
@@ -327,12 +330,13 @@ class UdpMux:
         server: Address,
         timing: Timing,
         on_refused: Callable[[OSError, Address, Address], None] | None,
+        fresh_for: float,
     ) -> stun.Message:
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the UDP mux is closed")
             kept = self._answers.get(server)
-            if kept is not None and trio.current_time() - kept[1] < ANSWER_KEPT:
+            if kept is not None and trio.current_time() - kept[1] < fresh_for:
                 await trio.lowlevel.checkpoint()
                 return kept[0]
             question = self._asking.get(server)

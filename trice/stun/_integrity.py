@@ -161,13 +161,16 @@ def secret_problem(text: str) -> str | None:
     return None
 
 
-def user_hash(username: str, realm: str) -> bytes:
+def user_hash(username: str, realm: str, *, prepare: Callable[[str], str] = saslprep) -> bytes:
     """Return the USERHASH value ``SHA-256(OpaqueString(username) ":" realm)`` (RFC 8489 §14.4).
 
+    The user name and realm are prepared with ``prepare``: SASLprep by default; ``str``
+    takes them as written, as :func:`long_term_key` can.
+
     Raises:
-        ValueError: SASLprep rejects the user name or the realm.
+        ValueError: ``prepare`` rejects the user name or the realm.
     """
-    return hashlib.sha256(f"{saslprep(username)}:{saslprep(realm)}".encode()).digest()
+    return hashlib.sha256(f"{prepare(username)}:{prepare(realm)}".encode()).digest()
 
 
 # --- HMAC and CRC ---------------------------------------------------------------------------

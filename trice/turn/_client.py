@@ -663,22 +663,26 @@ class TurnClient:
         if self._software is not None:
             attrs.append(self._software)
         key = self._key
-        if key is not None:
-            assert self._realm is not None and self._nonce is not None
-            if nonce_features(self._nonce) & USERNAME_ANONYMITY:
-                # RFC 8489 §9.2.5: the server's nonce cookie asks for the user name hashed.
-                attrs.append(stun.UserHash(stun.user_hash(self.username, self._realm)))
-            else:
-                attrs.append(stun.Username(self.username))
-            attrs.append(stun.Realm(self._realm))
-            attrs.append(stun.Nonce(self._nonce))
         tid = self._new_tid()
         try:
+            if key is not None:
+                assert self._realm is not None and self._nonce is not None
+                if nonce_features(self._nonce) & USERNAME_ANONYMITY:
+                    # RFC 8489 §9.2.5: the server's nonce cookie asks for the user name
+                    # hashed (prepared as the key's realm is; ValueError if it cannot be).
+                    why = "user name not hashable"
+                    hashed = stun.user_hash(self.username, self._realm, prepare=self._prepare)
+                    attrs.append(stun.UserHash(hashed))
+                else:
+                    attrs.append(stun.Username(self.username))
+                attrs.append(stun.Realm(self._realm))
+                attrs.append(stun.Nonce(self._nonce))
+            why = "request too long"
             wire = Message(METHOD[kind], MessageClass.REQUEST, tid, attrs).encode(integrity_key=key)
-        except ValueError as exc:  # (too long to send: no request can go, now or later)
+        except ValueError as exc:  # (no request can go, now or later)
             if target is not None:
                 target.busy = False
-            self._fail(f"TURN {kind.value} failed: {exc}", code=None, reason="request too long")
+            self._fail(f"TURN {kind.value} failed: {exc}", code=None, reason=why)
             return
         rto = self._allocate_rto if kind is Kind.ALLOCATE else self._rto
         if kind is Kind.DEALLOCATE:
