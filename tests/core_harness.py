@@ -475,10 +475,14 @@ class Network:
         elif (
             flight.sent and flight.sent < len(check.schedule) - 1 and endpoint.core.cancelled(check)
         ) or (flight.resend_at is not None and endpoint.core.cancelled(check)):
-            # Cancelled (a pair is selected, RFC 8445 §8.1.2): not sent again, as in the
-            # shell; its answer is still awaited until its give-up time.
+            # Cancelled (a pair is selected, RFC 8445 §8.1.2): this copy does not go, as in
+            # the shell, whose run asks at each copy's time; its answer is still awaited
+            # until its give-up time, and a later copy goes if the check is cancelled no
+            # more by then (its pair ranked above the selected one since, say).
+            resend_at = flight.resend_at
             flight.resend_at = None
-            flight.sent = len(check.schedule) - 1  # (next: the give-up time)
+            if resend_at is None or resend_at >= flight.start + check.schedule[flight.sent]:
+                flight.sent += 1  # (the copy that was due: skipped)
         elif (
             flight.resend_at is not None
             and flight.resend_at <= self.now
