@@ -25,6 +25,8 @@ import ifaddr
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_mdns import GATHER, QUERY, _config, _mdns_of, _next_message, listener
 
 import trice
@@ -34,7 +36,7 @@ from trice._trio import _mdns as mdns_shell
 from trice._trio._agent import _named
 from trice._trio._mdns import Mdns, open_mdns
 from trice._trio._transport import READ_BATCH
-from trice.mdns._responder import UNICAST_PER_SECOND
+from trice.mdns._responder import UNICAST_PER_SECOND, MdnsResponder
 
 from loopback import loopback_config, server_socket, stun_server, until
 
@@ -796,3 +798,124 @@ def test_a_host_candidate_whose_name_no_link_answers_is_not_signalled() -> None:
     ipv4 = trice.Candidate.from_sdp("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host")
     named = _named(ipv4, found)
     assert named is not None and named.address.endswith(".local")
+
+
+# -- legacy unicast queries whose questions are odd (repeated as they came, RFC 6762 §6.7)
+
+_Q = struct.pack("!HH", mdns.TYPE_A, mdns.CLASS_IN)
+_LEGACY_SOURCE = ("192.0.2.9", 40000)  # (a legacy querier: not port 5353)
+
+
+def _legacy(questions: bytes, count: int) -> bytes:
+    return struct.pack("!6H", 0x1234, 0, count, 0, 0, 0) + questions
+
+
+def _ask(data: bytes) -> list[Any]:
+    responder = MdnsResponder()
+    responder.add_name("n.local", "192.0.2.5", "lo")
+    sends, _ = responder.on_datagram(
+        data, _LEGACY_SOURCE, "lo", direct=True, on_link=True, wanted=(), now=100.0
+    )
+    return sends
+
+
+@pytest.mark.parametrize(
+    "label",
+    [b"\xff" * 63, b"\\" * 40, b"x" * 62 + b"."],
+    ids=["non-utf8-63-bytes", "backslashes", "dot-inside-label"],
+)
+def test_a_legacy_query_with_an_odd_second_question_does_not_raise(label: bytes) -> None:
+    """A legacy unicast query whose first question is our name and whose second is any
+    other name the decoder accepts (a 63-byte label of non-UTF-8 bytes, backslashes, a dot
+    inside a label) is answered, its questions repeated as they came.  (Written anew from
+    their decoded form, U+FFFD for each bad byte and escapes, they raised ValueError out of
+    the responder, and one datagram from the link ended the agent.)"""
+    questions = b"\x01n\x05local\x00" + _Q + bytes([len(label)]) + label + b"\x05local\x00" + _Q
+    sends = _ask(_legacy(questions, 2))
+    (reply,) = [s for s in sends if s.to == _LEGACY_SOURCE]
+    assert mdns.decode_message(reply.data).id == 0x1234
+
+
+def test_a_legacy_question_with_a_dot_in_a_label_is_echoed_as_asked() -> None:
+    """RFC 6762 §6.7 has the reply repeat the question as asked: a label ``a.b`` (one
+    label holding a dot, legal in DNS) is echoed as it came (it went as the three labels
+    ``a\\``, ``b``, ``local``: another name than the querier's)."""
+    questions = b"\x01n\x05local\x00" + _Q + b"\x03a.b\x05local\x00" + _Q
+    data = _legacy(questions, 2)
+    (reply,) = [s for s in _ask(data) if s.to == _LEGACY_SOURCE]
+    asked = mdns.decode_message(data).questions
+    echoed = mdns.decode_message(reply.data).questions
+    assert echoed == asked
+
+
+def _many_long_names(count: int, repeat_last: bool) -> tuple[bytes, int]:
+    """Our name, then a 236-byte name L, then ``count`` names ``<2 letters>.L`` (each 8
+    bytes in the query: a label and a pointer to L), and perhaps the last once more (a
+    pointer to it)."""
+    body = b"\x01n\x05local\x00" + _Q
+    at_long = 12 + len(body)
+    body += b"".join(bytes([58]) + bytes([97 + i]) * 58 for i in range(4)) + b"\x00" + _Q
+    last = 0
+    for i in range(count):
+        last = 12 + len(body)
+        body += b"\x02" + bytes([65 + (i // 26) % 26, 97 + i % 26])
+        body += struct.pack("!H", 0xC000 | at_long) + _Q
+    total = count + 2
+    if repeat_last:
+        body += struct.pack("!H", 0xC000 | last) + _Q
+        total += 1
+    return _legacy(body, total), total
+
+
+def test_a_legacy_reply_past_16_kib_is_decodable_with_its_questions() -> None:
+    """A reply past 16 KiB decodes, with its questions as asked (a name said again past
+    offset 0x3FFF went as a pointer whose offset ran into the pointer's marker, RFC 1035
+    §4.1.4: trice's own decoder refused the reply)."""
+    data, total = _many_long_names(80, repeat_last=True)
+    asked = mdns.decode_message(data).questions
+    (reply,) = [s for s in _ask(data) if s.to == _LEGACY_SOURCE]
+    message = mdns.decode_message(reply.data)
+    assert len(message.questions) == total
+    assert message.questions == asked
+
+
+def test_a_legacy_reply_is_not_many_times_the_query() -> None:
+    """A forged source's query draws a reply no larger than it and a record: a query of
+    distinct names, each a label and a pointer to one long name (8 bytes each in the
+    query), drew each name in full (~240 bytes), a 1.5 KB datagram a ~34 KB reply (22x)."""
+    data, _ = _many_long_names(140, repeat_last=False)
+    (reply,) = [s for s in _ask(data) if s.to == _LEGACY_SOURCE]
+    assert len(reply.data) <= len(data) + 64, (len(data), len(reply.data))
+
+
+_LABELS = st.binary(min_size=1, max_size=63)
+
+
+@settings(max_examples=300)
+@given(
+    others=st.lists(
+        st.tuples(st.lists(_LABELS, min_size=1, max_size=4), st.integers(0, 0xFFFF)),
+        max_size=6,
+    ),
+    ours_at=st.integers(0, 6),
+)
+def test_a_legacy_query_of_any_questions_is_answered_with_them_as_they_came(
+    others: list[tuple[list[bytes], int]], ours_at: int
+) -> None:
+    """Whatever other questions (any bytes in their labels, any type) stand beside the one
+    for our name, the responder raises nothing, and its reply decodes, with the query's
+    questions in it byte for byte."""
+    ours = b"\x01n\x05local\x00" + _Q
+    written = [
+        b"".join(bytes([len(label)]) + label for label in labels)
+        + b"\x00"
+        + struct.pack("!HH", qtype, mdns.CLASS_IN)
+        for labels, qtype in others
+        if sum(len(label) + 1 for label in labels) < 255
+    ]
+    written.insert(min(ours_at, len(written)), ours)
+    data = _legacy(b"".join(written), len(written))
+    (reply,) = [s for s in _ask(data) if s.to == _LEGACY_SOURCE]
+    message = mdns.decode_message(reply.data)
+    assert message.id == 0x1234 and message.asked == b"".join(written)
+    assert [(r.name, r.address) for r in message.records] == [("n.local", "192.0.2.5")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._errors import MdnsDecodeError
 
@@ -94,6 +94,10 @@ class DnsMessage:
     questions: tuple[Question, ...] = ()
     records: tuple[Record, ...] = ()
     answer_records: int = 0
+    #: The question section as it came, and how many questions it holds (all of them,
+    #: those of other classes too): what a reply to a legacy query repeats (RFC 6762 §6.7).
+    asked: bytes = field(default=b"", compare=False, repr=False)
+    asked_count: int = field(default=0, compare=False, repr=False)
 
     @property
     def is_response(self) -> bool:
@@ -147,40 +151,36 @@ def encode_answer(
     ttl: int = 120,
     message_id: int = 0,
     question: Question | None = None,
-    questions: Sequence[Question] = (),
+    reply_to: DnsMessage | None = None,
 ) -> bytes:
     """An authoritative response: ``name`` has ``addresses`` (A or AAAA, as each is).
 
     A multicast response (the default) has ID 0, no question, and the cache-flush bit on
     each record, ``name`` being this host's alone (RFC 6762 §6, §10.2).  For a legacy
-    unicast query (one not from port 5353, §6.7), pass its ``message_id`` and its
-    ``questions`` (all of them, as §6.7 has them repeated; or the one ``question``): they
-    are echoed, and the records go without the bit.
+    unicast query (one not from port 5353, §6.7), pass it as ``reply_to``: its ID and its
+    question section are repeated as they came (every question, byte for byte, so no
+    larger than the query's), and the records go without the bit.  (Or its
+    ``message_id`` and the one ``question`` to repeat, written anew.)
     """
-    if question is not None:
-        questions = (question, *questions)
     encoded = _encode_name(name)
-    flush = 0 if questions else _TOP
+    legacy = reply_to is not None or question is not None
+    flush = 0 if legacy else _TOP
     records = []
     for address in addresses:
         ip = ipaddress.ip_address(address)
         rtype = TYPE_A if ip.version == 4 else TYPE_AAAA
         packed = ip.packed
         records.append(encoded + _RECORD.pack(rtype, CLASS_IN | flush, ttl, len(packed)) + packed)
-    header = _HEADER.pack(message_id, _QR | _AA, len(questions), len(records), 0, 0)
-    # (A name said before goes as a pointer to it, RFC 1035 §4.1.4: a query that names one
-    # 40 times in 300 bytes, a forged source's, draws a reply no larger, not 40 full names.)
-    asked = bytearray()
-    offsets: dict[str, int] = {}
-    for q in questions:
-        at = offsets.get(q.name)
-        if at is None:
-            offsets[q.name] = _HEADER.size + len(asked)
-            asked += _encode_name(q.name)
-        else:
-            asked += (0xC000 | at).to_bytes(2, "big")
-        asked += _FIXED.pack(q.qtype, CLASS_IN)
-    return header + bytes(asked) + b"".join(records)
+    if reply_to is not None:
+        # (At the offset it had in the query, after a header of the same size: a pointer
+        # in it to an earlier name still points there.)
+        message_id, asked, count = reply_to.id, reply_to.asked, reply_to.asked_count
+    elif question is not None:
+        asked, count = _encode_name(question.name) + _FIXED.pack(question.qtype, CLASS_IN), 1
+    else:
+        asked, count = b"", 0
+    header = _HEADER.pack(message_id, _QR | _AA, count, len(records), 0, 0)
+    return header + asked + b"".join(records)
 
 
 def _encode_name(name: str) -> bytes:
@@ -220,6 +220,7 @@ def decode_message(data: bytes) -> DnsMessage:
         offset += _FIXED.size
         if qclass & ~_TOP in (CLASS_IN, _CLASS_ANY):
             questions.append(Question(name, qtype, bool(qclass & _TOP)))
+    asked = data[_HEADER.size : offset]
     records = []
     answer_records = 0
     for index in range(ancount + nscount + arcount):
@@ -239,7 +240,9 @@ def decode_message(data: bytes) -> DnsMessage:
             records.append(Record(name, rtype, ttl, address, bool(rclass & _TOP)))
             answer_records += index < ancount
         offset = end
-    return DnsMessage(message_id, flags, tuple(questions), tuple(records), answer_records)
+    return DnsMessage(
+        message_id, flags, tuple(questions), tuple(records), answer_records, asked, qdcount
+    )
 
 
 def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:

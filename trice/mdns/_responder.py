@@ -244,8 +244,7 @@ class MdnsResponder:
                         question.name,
                         [address],
                         ttl=LEGACY_TTL,
-                        message_id=message.id,
-                        questions=message.questions,
+                        reply_to=message,
                     )
                 continue
             answer = encode_answer(question.name, [address], ttl=ANSWER_TTL)
