@@ -1947,6 +1947,11 @@ def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="port_range"):
         trice.NetworkConfig(port_range=(10, 5))
     assert trice.AgentConfig(ufrag="abcd", pwd="a" * 22).ufrag == "abcd"
+    # RFC 8839 §5.4: no longer than 32 when sent (a USERNAME of two 256-character ufrags
+    # was over STUN's 509 bytes); a peer's may be up to 256.
+    assert trice.AgentConfig(ufrag="u" * 32).ufrag == "u" * 32
+    with pytest.raises(trice.ConfigError, match="ufrag 'u{33}' must be 4 to 32 ice-chars"):
+        trice.AgentConfig(ufrag="u" * 33)
     # External addresses: canonical text, one bare address a family, explicit ones winning.
     network = trice.NetworkConfig(
         external_addresses=["203.0.113.5", "2001:DB8::5", "198.51.100.9/10.0.0.5"]

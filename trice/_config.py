@@ -91,10 +91,11 @@ def _check_ice_chars(name: str, value: str, minimum: int, maximum: int) -> None:
 
 
 def check_credentials(ufrag: str | None, pwd: str | None) -> None:
-    """A local ufrag and pwd as RFC 8445 §5.3 makes them (``None``: not given): 4 and 22
-    to 256 ice-chars.  Raises :class:`ConfigError` otherwise."""
+    """A local ufrag and pwd as RFC 8445 §5.3 makes them (``None``: not given): 4 to 32
+    ice-chars (RFC 8839 §5.4: no longer when sent; a peer's may be up to 256) and 22 to 256.
+    Raises :class:`ConfigError` otherwise."""
     if ufrag is not None:
-        _check_ice_chars("ufrag", ufrag, 4, 256)
+        _check_ice_chars("ufrag", ufrag, 4, 32)
     if pwd is not None:
         _check_ice_chars("pwd", pwd, 22, 256)
 

@@ -6,6 +6,7 @@ Pure values, validated when built: a malformed URL or a TURN server without cred
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import ipaddress
 import re
@@ -107,6 +108,11 @@ class ServerUrl:
         if canonical is None:
             # (A trailing dot, the DNS root, names the same host: RFC 3986's reg-name.)
             name = host[:-1] if host.endswith(".") else host
+            if not name.isascii():
+                # An internationalized name (RFC 3986 §3.2.2: percent-escaped UTF-8 in a
+                # URI) is looked up in its ASCII form (IDNA, RFC 3490).
+                with contextlib.suppress(UnicodeError):  # (else refused below)
+                    name = name.encode("idna").decode("ascii")
             if not is_hostname(name):
                 raise ConfigError(f"host {host!r} is neither an IP address nor a DNS name")
             canonical = name.lower()

@@ -950,7 +950,7 @@ class Agent:
         which then carries data over it.  If the new checks fail, so does the agent.
 
         Args:
-            ufrag: the new ufrag (4 to 256 ice-chars), or ``None`` for a random one.
+            ufrag: the new ufrag (4 to 32 ice-chars), or ``None`` for a random one.
             pwd: the new pwd (22 to 256 ice-chars), or ``None`` for a random one.
 
         Returns:

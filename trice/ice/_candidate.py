@@ -117,16 +117,21 @@ def _parse_ip(text: str) -> str | None:
 def is_hostname(text: str) -> bool:
     """Tell whether ``text`` is a DNS host name (RFC 1123 §2.1) such as an mDNS ``.local`` name.
 
-    Labels are letters, digits and inner hyphens, at most 63 characters each and 253 in all; an
-    all-numeric last label is refused so that a mistyped IPv4 literal is not taken for a name
-    (RFC 3696 §2).
+    Labels are letters, digits and inner hyphens, at most 63 characters each and 253 in all; a
+    last label that is a number, decimal or hexadecimal (``0x7f``), is refused, so that a
+    mistyped IPv4 literal is not taken for a name (RFC 3696 §2): the system's resolver reads
+    ``127.0.0.0x1`` and ``0x7f000001`` as the address they spell (RFC 3986 §7.4), not as
+    names.
     """
     if not 0 < len(text) <= 253:
         return False
     labels = text.split(".")
     if not all(_LABEL.fullmatch(label) for label in labels):
         return False
-    return not labels[-1].isdigit()
+    return _NUMBER.fullmatch(labels[-1]) is None
+
+
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 
 
 # -- field checks shared by the constructor (attribute names) and the parser (SDP names) --------
