@@ -385,6 +385,7 @@ func main() {
 	var (
 		remoteUfrag, remotePwd string
 		started                bool
+		added                  int // remote candidates handed to the agent (see "sync")
 		connMu                 sync.Mutex
 		conn                   *ice.Conn
 		connReady              = make(chan struct{})
@@ -496,11 +497,21 @@ func main() {
 			if err := agent.AddRemoteCandidate(c); err != nil {
 				fail("AddRemoteCandidate: %v", err)
 			}
+			if c.TCPType() != ice.TCPTypeActive && !strings.HasSuffix(c.Address(), ".local") {
+				added++ // (one the agent's loop takes in: see "sync")
+			}
 		case "end-of-candidates":
 			// Pion has no end-of-candidates signal; nothing to do.
 		case "sync":
-			// Everything before it on stdin has been handled (AddRemoteCandidate hands a
-			// candidate to the agent's loop; that is Pion's own way).
+			// Everything before it on stdin has been handled, and the agent holds the
+			// candidates: AddRemoteCandidate hands each to the agent's loop from a goroutine
+			// of its own, which may not have run yet.  (A check of the peer's that came
+			// first made Pion learn its address as peer-reflexive, and nominate it only
+			// after the second it waits for such a candidate: a run of 1 s.)
+			deadline := time.Now().Add(time.Second)
+			for len(agent.GetRemoteCandidatesStats()) < added && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Microsecond)
+			}
 			emit(map[string]interface{}{"type": "synced"})
 		case "start":
 			if started {
@@ -528,6 +539,7 @@ func main() {
 			if err := agent.Restart("", ""); err != nil {
 				fail("Restart: %v", err)
 			}
+			added = 0 // (Pion drops the peer's candidates on a restart)
 			restartMu.Lock()
 			restartedAt = t0
 			restartMu.Unlock()
