@@ -1950,7 +1950,7 @@ def test_config_validation() -> None:
     # RFC 8839 §5.4: no longer than 32 when sent (a USERNAME of two 256-character ufrags
     # was over STUN's 509 bytes); a peer's may be up to 256.
     assert trice.AgentConfig(ufrag="u" * 32).ufrag == "u" * 32
-    with pytest.raises(trice.ConfigError, match="ufrag 'u{33}' must be 4 to 32 ice-chars"):
+    with pytest.raises(trice.ConfigError, match=r"ufrag 'u{33}' must be 4 to 32 ice-chars"):
         trice.AgentConfig(ufrag="u" * 33)
     # External addresses: canonical text, one bare address a family, explicit ones winning.
     network = trice.NetworkConfig(

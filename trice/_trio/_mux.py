@@ -302,7 +302,7 @@ class UdpMux:
         timing: Timing,
         on_refused: Callable[[OSError, Address, Address], None] | None = None,
         *,
-        fresh_for: float = ANSWER_KEPT,
+        fresh_for: float | None = None,
     ) -> stun.Message:
         """The answer of the STUN server at ``server`` to a Binding request from the mux's
         socket: its mapped address is the mux's server-reflexive address, for every agent
@@ -312,7 +312,7 @@ class UdpMux:
         One request at a time goes to a server: an agent that asks while one is in flight
         waits for its answer (and asks itself only if the asker gave up first).  A success
         that holds a mapped address is kept and is every asking agent's answer for
-        ``fresh_for`` seconds (:data:`ANSWER_KEPT` by default; a keepalive asks for a
+        ``fresh_for`` seconds (:data:`ANSWER_KEPT` if ``None``; a keepalive asks for a
         shorter time): agents opened together on one mux cost the server one request.
         Errors are not kept.  A request the kernel refuses to send (a firewall's EPERM, say)
         is told to ``on_refused``, the asking agent's (see ``MuxHooks.refused``).
@@ -320,7 +320,8 @@ class UdpMux:
         Raises:
             trio.ClosedResourceError: the mux is closed, or closed while this waited.
         """
-        answer = await self._ask(server, timing, on_refused, fresh_for)
+        kept_for = ANSWER_KEPT if fresh_for is None else fresh_for
+        answer = await self._ask(server, timing, on_refused, kept_for)
         if self._closed:  # (closed as the answer came: the mux's address is no more)
             raise trio.ClosedResourceError("the UDP mux closed")
         return answer
