@@ -888,6 +888,28 @@ def test_a_legacy_reply_is_not_many_times_the_query() -> None:
     assert len(reply.data) <= len(data) + 64, (len(data), len(reply.data))
 
 
+def test_a_legacy_reply_to_a_full_size_query_stays_within_the_mdns_limit() -> None:
+    """RFC 6762 §17: a Multicast DNS packet, IP and UDP headers included, is 9000 bytes at
+    most.  A query of 8972 bytes (9000 with IPv4's and UDP's headers) would draw a reply of
+    its question section and a record, past it: none goes."""
+    limit = 9000 - 20 - 8
+    filler = b"".join(bytes([63]) + bytes([97 + i]) * 63 for i in range(3)) + b"\x00" + _Q
+    body = b"\x01n\x05local\x00" + _Q
+    count = 1
+    while 12 + len(body) + len(filler) <= limit:
+        body += filler
+        count += 1
+    while (room := limit - 12 - len(body)) >= 7:  # questions of one label, to fill it
+        size = min(63, room - 6)
+        body += bytes([size]) + b"z" * size + b"\x00" + _Q
+        count += 1
+    data = _legacy(body, count)
+    assert len(data) <= limit
+    mdns.decode_message(data)  # (a well-formed query the shell reads whole: 9000 bytes)
+    replies = [s.data for s in _ask(data) if s.to == _LEGACY_SOURCE]
+    assert replies == [], (len(data), [len(r) for r in replies])
+
+
 _LABELS = st.binary(min_size=1, max_size=63)
 
 

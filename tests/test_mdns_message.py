@@ -523,3 +523,14 @@ def test_bad_address_rejected() -> None:
     """encode_answer rejects something that is not an IP address, with ValueError."""
     with pytest.raises(ValueError):
         encode_answer("x.local", ["not-an-address"])
+
+
+@pytest.mark.parametrize("target", [2, 7, 11])
+def test_a_compression_pointer_into_the_header_is_refused(target: int) -> None:
+    """A name that points into the header (which holds none; no encoder writes one) is
+    malformed: a reply that repeats the question (RFC 6762 §6.7) has other bytes there,
+    and would ask another name, or be malformed itself."""
+    question = struct.pack("!H", 0xC000 | target) + struct.pack("!HH", TYPE_A, 1)
+    data = struct.pack("!6H", 0x1234, 0, 1, 0, 0, 0) + question
+    with pytest.raises(MdnsDecodeError, match="points into the header"):
+        decode_message(data)

@@ -266,6 +266,10 @@ def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:
             target = ((length & 0x3F) << 8) | data[offset + 1]
             if target >= floor or jumps == _MAX_JUMPS:
                 raise MdnsDecodeError("a DNS compression pointer does not point back")
+            if target < _HEADER.size:
+                # (Into the header, which holds no name: no encoder writes one, and a reply
+                # that repeats the question, RFC 6762 §6.7, has other bytes there.)
+                raise MdnsDecodeError("a DNS compression pointer points into the header")
             if end < 0:
                 end = offset + 2
             jumps += 1

@@ -46,6 +46,9 @@ ANSWER_INTERVAL = 1.0
 #: The most unicast answers (to legacy, QU and direct queries) in a second, all sources
 #: together: a query with a forged source cannot turn the agent into a reflector.
 UNICAST_PER_SECOND = 10
+#: The most bytes of a message (RFC 6762 §17: 9000 with the IPv4 and UDP headers).  A reply
+#: to a legacy query that would be longer (its questions repeated, §6.7) is not sent.
+MAX_MESSAGE = 9000 - 28
 #: The first interval between queries for a name; it doubles (RFC 6762 §5.2).
 QUERY_INTERVAL = 1.0
 #: How long a record stays once its goodbye came (RFC 6762 §10.1: a TTL of 1 s).
@@ -240,12 +243,11 @@ class MdnsResponder:
                 # A legacy unicast query (RFC 6762 §6.7): one reply, with its ID and
                 # questions, by unicast.
                 if on_link and unicast is None:
-                    unicast = encode_answer(
-                        question.name,
-                        [address],
-                        ttl=LEGACY_TTL,
-                        reply_to=message,
+                    reply = encode_answer(
+                        question.name, [address], ttl=LEGACY_TTL, reply_to=message
                     )
+                    if len(reply) <= MAX_MESSAGE:
+                        unicast = reply
                 continue
             answer = encode_answer(question.name, [address], ttl=ANSWER_TTL)
             key = (question.name, link)
