@@ -65,6 +65,8 @@ GOOD_URLS: list[tuple[str, tuple[str, str, int, str], str | None]] = [
     ("stun:stun.ex%61mple.org", ("stun", "stun.example.org", 3478, "udp"), None),
     # (An internationalized name, percent-escaped UTF-8 (RFC 3986 §3.2.2): its IDNA form.)
     ("stun:b%C3%BCcher.example", ("stun", "xn--bcher-kva.example", 3478, "udp"), None),
+    # (IDNA 2008 with UTS #46, as browsers: faß.de is not fass.de, another domain.)
+    ("stun:fa%C3%9F.de", ("stun", "xn--fa-hia.de", 3478, "udp"), None),
     ("stun:192.0.2.1:003478", ("stun", "192.0.2.1", 3478, "udp"), "stun:192.0.2.1:3478"),
 ]
 
@@ -104,6 +106,7 @@ BAD_URLS: list[tuple[str, str]] = [
     # (A last label that is a number in hex: the resolver reads these as 127.0.0.1 and
     # 198.51.100.1, RFC 3986 §7.4, not as names.)
     ("stun:127.0.0.0x1", "neither an IP address nor a DNS name"),
+    ("stun:%C3%BC%E2%80%8D.com", "neither an IP address nor a DNS name"),  # (a joiner)
     ("stun:0x7f000001", "neither an IP address nor a DNS name"),
     ("turn:0xc6.0x33.0x64.0x1", "neither an IP address nor a DNS name"),
     ("stun:-bad.example", "neither an IP address nor a DNS name"),

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+import idna
+
 from trice._errors import ConfigError
 from trice.ice._candidate import CandidateType, canonical_ip, is_hostname
 from trice.stun._integrity import secret_problem
@@ -110,9 +112,11 @@ class ServerUrl:
             name = host[:-1] if host.endswith(".") else host
             if not name.isascii():
                 # An internationalized name (RFC 3986 §3.2.2: percent-escaped UTF-8 in a
-                # URI) is looked up in its ASCII form (IDNA, RFC 3490).
+                # URI) is looked up in its ASCII form: IDNA 2008 (RFC 5891) with UTS #46's
+                # mapping, as browsers do, not IDNA 2003, which takes faß.de to fass.de,
+                # another domain.
                 with contextlib.suppress(UnicodeError):  # (else refused below)
-                    name = name.encode("idna").decode("ascii")
+                    name = idna.encode(name, uts46=True).decode("ascii")
             if not is_hostname(name):
                 raise ConfigError(f"host {host!r} is neither an IP address nor a DNS name")
             canonical = name.lower()
