@@ -170,3 +170,22 @@ def test_trice_peers_that_warm_up_first() -> None:
         ex_a, ex_b = exchange(a, b, COUNT)
         assert ex_a == {"type": "exchanged", "sent": COUNT, "received": COUNT}
         assert ex_b == {"type": "exchanged", "sent": COUNT, "received": COUNT}
+
+
+def test_the_pion_peers_sync_waits_for_the_candidates_it_was_handed(
+    pion_available: None,
+) -> None:
+    """``sync`` is answered once Pion's agent holds the candidates (AddRemoteCandidate hands
+    each to its loop from a goroutine of its own): ``held`` says so, also when one came
+    twice or as another Pion takes for Equal (held once: the count was of the calls, and
+    sync waited out its second)."""
+    with Peer(peer_command("pion", controlling=False), name="pion") as pion:
+        pion.local_description(10.0)
+        pion.send({"type": "parameters", "ufrag": "abcd", "pwd": "a" * 24, "lite": False})
+        line = "candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host"
+        equal = "candidate:2 1 udp 2130706175 127.0.0.1 40001 typ host"
+        another = "candidate:3 1 udp 2130706175 127.0.0.1 40002 typ host"
+        for candidate in (line, line, equal, another):
+            pion.send({"type": "candidate", "candidate": candidate})
+        pion.send({"type": "sync"})
+        assert pion.expect("synced", 10.0)["held"] is True

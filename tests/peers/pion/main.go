@@ -385,7 +385,7 @@ func main() {
 	var (
 		remoteUfrag, remotePwd string
 		started                bool
-		added                  int // remote candidates handed to the agent (see "sync")
+		added                  = map[string]struct{}{} // remote candidates handed to the agent (see "sync")
 		connMu                 sync.Mutex
 		conn                   *ice.Conn
 		connReady              = make(chan struct{})
@@ -498,7 +498,10 @@ func main() {
 				fail("AddRemoteCandidate: %v", err)
 			}
 			if c.TCPType() != ice.TCPTypeActive && !strings.HasSuffix(c.Address(), ".local") {
-				added++ // (one the agent's loop takes in: see "sync")
+				// (One the agent's loop takes in, see "sync": once, as Pion keeps one of
+				// candidates it holds Equal.)
+				added[fmt.Sprintf("%s %s %s %d %s %v", c.NetworkType(), c.Type(), c.Address(),
+					c.Port(), c.TCPType(), c.RelatedAddress())] = struct{}{}
 			}
 		case "end-of-candidates":
 			// Pion has no end-of-candidates signal; nothing to do.
@@ -509,10 +512,12 @@ func main() {
 			// first made Pion learn its address as peer-reflexive, and nominate it only
 			// after the second it waits for such a candidate: a run of 1 s.)
 			deadline := time.Now().Add(time.Second)
-			for len(agent.GetRemoteCandidatesStats()) < added && time.Now().Before(deadline) {
+			held := len(agent.GetRemoteCandidatesStats()) >= len(added)
+			for !held && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Microsecond)
+				held = len(agent.GetRemoteCandidatesStats()) >= len(added)
 			}
-			emit(map[string]interface{}{"type": "synced"})
+			emit(map[string]interface{}{"type": "synced", "held": held})
 		case "start":
 			if started {
 				continue
@@ -539,7 +544,7 @@ func main() {
 			if err := agent.Restart("", ""); err != nil {
 				fail("Restart: %v", err)
 			}
-			added = 0 // (Pion drops the peer's candidates on a restart)
+			added = map[string]struct{}{} // (Pion drops the peer's candidates on a restart)
 			restartMu.Lock()
 			restartedAt = t0
 			restartMu.Unlock()
