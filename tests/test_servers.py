@@ -67,6 +67,8 @@ GOOD_URLS: list[tuple[str, tuple[str, str, int, str], str | None]] = [
     ("stun:b%C3%BCcher.example", ("stun", "xn--bcher-kva.example", 3478, "udp"), None),
     # (IDNA 2008 with UTS #46, as browsers: faß.de is not fass.de, another domain.)
     ("stun:fa%C3%9F.de", ("stun", "xn--fa-hia.de", 3478, "udp"), None),
+    # (An ideographic full stop is a dot to UTS #46: a trailing one too.)
+    ("stun:b%C3%BCcher.example%E3%80%82", ("stun", "xn--bcher-kva.example", 3478, "udp"), None),
     ("stun:192.0.2.1:003478", ("stun", "192.0.2.1", 3478, "udp"), "stun:192.0.2.1:3478"),
 ]
 

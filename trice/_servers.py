@@ -108,15 +108,18 @@ class ServerUrl:
             )
         canonical = canonical_ip(host)
         if canonical is None:
-            # (A trailing dot, the DNS root, names the same host: RFC 3986's reg-name.)
-            name = host[:-1] if host.endswith(".") else host
+            name = host
             if not name.isascii():
                 # An internationalized name (RFC 3986 §3.2.2: percent-escaped UTF-8 in a
                 # URI) is looked up in its ASCII form: IDNA 2008 (RFC 5891) with UTS #46's
                 # mapping, as browsers do, not IDNA 2003, which takes faß.de to fass.de,
-                # another domain.
-                with contextlib.suppress(UnicodeError):  # (else refused below)
+                # another domain.  (ValueError too: older idna releases raise it for a
+                # character their Unicode data lacks.)
+                with contextlib.suppress(ValueError):  # (else refused below)
                     name = idna.encode(name, uts46=True).decode("ascii")
+            # (A trailing dot, the DNS root, names the same host: RFC 3986's reg-name.  After
+            # the mapping, which makes one of an ideographic full stop.)
+            name = name[:-1] if name.endswith(".") else name
             if not is_hostname(name):
                 raise ConfigError(f"host {host!r} is neither an IP address nor a DNS name")
             canonical = name.lower()
