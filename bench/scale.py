@@ -32,6 +32,11 @@ aioice run never had: some 5 % of a pair's Python work, in the harness, not in t
 host gathering, signaling, connecting, closing), for N pairs and both nomination modes, and
 the same phases around aioice's own calls.
 
+Each timed run starts with a full garbage collection, trice's and aioice's alike (since
+2026-12-02: the process's first full collection, of what importing made, fell inside
+trice's window, some 12 ms of the 100 pairs' 74, and outside aioice's, whose setup ran one
+just before; the scaleperf investigation).
+
 Run: ``python bench/scale.py [--sizes 100 500 1000] [--repeat 3] [--quick] [--phases N]``.
 """
 
@@ -118,6 +123,7 @@ async def _trice_pairs(
                 all_connected.set()
             await release.wait()
 
+    gc.collect()  # (a fresh heap for each kind: see the module's docstring)
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(n):
@@ -319,6 +325,7 @@ async def _aioice_pairs(n: int, measure: Callable[[], None] | None = None) -> tu
             ok = False
         return a, b, ok
 
+    gc.collect()  # (a fresh heap for each kind: see the module's docstring)
     start = time.perf_counter()
     pairs = await asyncio.gather(*(one_pair() for _ in range(n)))
     elapsed = time.perf_counter() - start

@@ -186,8 +186,10 @@ async def read_interfaces(newer_than: float = -math.inf) -> None:
     Raises:
         LimitError, TriceError: as :func:`_adapters`.
     """
+    if not _slow_reads:
+        return  # (before the namespace's probe, a socket's opening: the usual case)
     namespace = _namespace()
-    if not _slow_reads or _cache_serves(newer_than, _adapters_cache.get(namespace)):
+    if _cache_serves(newer_than, _adapters_cache.get(namespace)):
         return
     from trio.testing import MockClock  # (here: the slow path only; trio.testing costs)
 
