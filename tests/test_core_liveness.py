@@ -46,6 +46,23 @@ DECIDE = 30.0  # failed_timeout (25) + a check's last RTO (3) + slack
 STAY = 60.0  # two consent lifetimes
 
 
+def _srflx_behind(endpoint: Endpoint, nat: Nat, host: tuple[str, int], base: int) -> Candidate:
+    """The srflx candidate of ``endpoint``'s host ``host`` (its base ``base``, its local
+    preference 65535 - base) behind ``nat``, as the STUN server sees it, added to the core."""
+    public = nat.outbound(host, STUN_SERVER)
+    candidate = make_candidate(
+        public[0],
+        public[1],
+        type=CandidateType.SRFLX,
+        local_pref=65535 - base,
+        base_address=host[0],
+        server=STUN_SERVER[0],
+        related=host,
+    )
+    endpoint.core.add_local_candidate(candidate, base)
+    return candidate
+
+
 @dataclass
 class Draw:
     a_hosts: tuple[int, ...]
@@ -115,17 +132,7 @@ class Model:
             self.sides["a"].candidates.append(c)
             if d.nat and d.srflx:
                 assert self.a.nat is not None
-                public = self.a.nat.outbound((address, port), STUN_SERVER)
-                s = make_candidate(
-                    public[0],
-                    public[1],
-                    type=CandidateType.SRFLX,
-                    local_pref=65535 - k,
-                    base_address=address,
-                    server=STUN_SERVER[0],
-                    related=(address, port),
-                )
-                self.a.core.add_local_candidate(s, k)
+                s = _srflx_behind(self.a, self.a.nat, (address, port), k)
                 self.sides["a"].candidates.append(s)
         for k, j in enumerate(d.b_hosts):
             address, port = B_POOL[j]
@@ -621,18 +628,7 @@ def test_a_cancelled_check_ranked_above_the_selected_pair_since_goes_on() -> Non
     srflx = []
     for k, (addr, port) in enumerate([("10.0.0.1", 5000), ("10.0.1.1", 5002)]):
         a.add_host(addr, port, local_pref=65535 - k)
-        public = nat.outbound((addr, port), STUN_SERVER)
-        s = make_candidate(
-            public[0],
-            public[1],
-            type=CandidateType.SRFLX,
-            local_pref=65535 - k,
-            base_address=addr,
-            server=STUN_SERVER[0],
-            related=(addr, port),
-        )
-        a.core.add_local_candidate(s, k)
-        srflx.append(s)
+        srflx.append(_srflx_behind(a, nat, (addr, port), k))
     b.add_host("10.1.1.2", 6002)
     lost: list[Packet] = []
 

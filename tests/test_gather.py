@@ -363,6 +363,28 @@ async def test_a_srflx_foundation_goes_by_the_servers_address_not_its_name() -> 
             nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def _answering_stun(
+    mapped: tuple[str, int] = ("203.0.113.7", 4000),
+) -> AsyncIterator[tuple[trice.IceServer, list[float]]]:
+    """A STUN server on loopback that maps every request to ``mapped``: the server, and the
+    times it was asked, as they come."""
+    asked: list[float] = []
+
+    async def serve(sock: trio.socket.SocketType) -> None:
+        while True:
+            data, source = await sock.recvfrom(2048)
+            asked.append(trio.current_time())
+            reply = stun.decode(data).success_response(stun.XorMappedAddress(*mapped))
+            await sock.sendto(reply.encode(fingerprint=True), source)
+
+    with await server_socket() as sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, sock)
+            yield trice.IceServer(f"stun:127.0.0.1:{sock.getsockname()[1]}"), asked
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_srflx_binding_is_kept_alive_until_ice_completes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -370,21 +392,10 @@ async def test_a_srflx_binding_is_kept_alive_until_ice_completes(
     request to its server every SRFLX_KEEPALIVE seconds while ICE has not completed (a
     callee that answers after a minute still finds it), and no more once it has.  (It was
     asked once, at gathering: some NATs forget an idle mapping after 30 s.)"""
-    asked: list[float] = []
-
-    async def serve(sock: trio.socket.SocketType) -> None:
-        while True:
-            data, source = await sock.recvfrom(2048)
-            asked.append(trio.current_time())
-            reply = stun.decode(data).success_response(stun.XorMappedAddress("203.0.113.7", 4000))
-            await sock.sendto(reply.encode(fingerprint=True), source)
-
     every = _gather.SRFLX_KEEPALIVE
-    with wall_clock_guard(), await server_socket() as server:
-        port = server.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, server)
-            config = loopback_config(ice_servers=[trice.IceServer(f"stun:127.0.0.1:{port}")])
+    with wall_clock_guard():
+        async with _answering_stun() as (server, asked):
+            config = loopback_config(ice_servers=[server])
             async with (
                 trice.open_agent(config, controlling=True) as alice,
                 trice.open_agent(loopback_config(), controlling=False) as bob,
@@ -404,17 +415,6 @@ async def test_a_srflx_binding_is_kept_alive_until_ice_completes(
                 count = len(asked)
                 await trio.sleep(5 * every)
                 assert len(asked) <= count + 1  # (one may go before the task notices)
-            nursery.cancel_scope.cancel()
-
-
-async def _stun_answering(
-    sock: trio.socket.SocketType, mapped: tuple[str, int], asked: list[float]
-) -> None:
-    while True:
-        data, source = await sock.recvfrom(2048)
-        asked.append(trio.current_time())
-        reply = stun.decode(data).success_response(stun.XorMappedAddress(*mapped))
-        await sock.sendto(reply.encode(fingerprint=True), source)
 
 
 async def test_two_mappings_of_one_base_are_both_kept_alive(
@@ -426,25 +426,18 @@ async def test_two_mappings_of_one_base_are_both_kept_alive(
     candidate, its priority lowered by unique_priority, was another object than the one
     the task looked for.)"""
     every = _gather.SRFLX_KEEPALIVE
-    first: list[float] = []
-    second: list[float] = []
-    with wall_clock_guard(), await server_socket() as s1, await server_socket() as s2:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_answering, s1, ("203.0.113.7", 4000), first)
-            nursery.start_soon(_stun_answering, s2, ("203.0.113.8", 4000), second)
-            config = loopback_config(
-                ice_servers=[
-                    trice.IceServer(f"stun:127.0.0.1:{s1.getsockname()[1]}"),
-                    trice.IceServer(f"stun:127.0.0.1:{s2.getsockname()[1]}"),
-                ]
-            )
+    with wall_clock_guard():
+        async with (
+            _answering_stun(("203.0.113.7", 4000)) as (one, first),
+            _answering_stun(("203.0.113.8", 4000)) as (two, second),
+        ):
+            config = loopback_config(ice_servers=[one, two])
             async with trice.open_agent(config, controlling=True) as alice:
                 await alice.wait_gathering_complete()
                 srflx = [c for c in alice.local_candidates if c.type is trice.CandidateType.SRFLX]
                 assert len(srflx) == 2, srflx
                 await trio.sleep(6.5 * every)  # (the callee's phone rings; ICE not done)
                 assert sorted([len(first), len(second)]) == [7, 7], (first, second)
-            nursery.cancel_scope.cancel()
 
 
 async def test_a_srflx_on_a_udp_mux_is_kept_alive_too(
@@ -454,13 +447,9 @@ async def test_a_srflx_on_a_udp_mux_is_kept_alive_too(
     too, while an agent on it waits for its callee (nothing else goes out of the mux's
     socket meanwhile; it was asked once, at gathering)."""
     every = _gather.SRFLX_KEEPALIVE
-    asked: list[float] = []
-    with wall_clock_guard(), await server_socket() as s1:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_answering, s1, ("203.0.113.7", 4000), asked)
-            config = loopback_config(
-                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{s1.getsockname()[1]}")]
-            )
+    with wall_clock_guard():
+        async with _answering_stun() as (server, asked):
+            config = loopback_config(ice_servers=[server])
             async with trice.open_udp_mux("127.0.0.1") as mux:
                 async with trice.open_agent(config, controlling=True, mux=mux) as alice:
                     await alice.wait_gathering_complete()
@@ -468,7 +457,6 @@ async def test_a_srflx_on_a_udp_mux_is_kept_alive_too(
                     assert trice.CandidateType.SRFLX in kinds, kinds
                     await trio.sleep(6.5 * every)  # (the callee's phone rings)
                     assert len(asked) == 7, asked  # (every 10 s, the mux's answer shared)
-            nursery.cancel_scope.cancel()
 
 
 async def test_regather_does_not_double_the_keepalive(
@@ -476,13 +464,9 @@ async def test_regather_does_not_double_the_keepalive(
 ) -> None:
     """restart(regather=True) while the callee rings: one keepalive per socket still."""
     every = _gather.SRFLX_KEEPALIVE
-    asked: list[float] = []
-    with wall_clock_guard(), await server_socket() as s1:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stun_answering, s1, ("203.0.113.7", 4000), asked)
-            config = loopback_config(
-                ice_servers=[trice.IceServer(f"stun:127.0.0.1:{s1.getsockname()[1]}")]
-            )
+    with wall_clock_guard():
+        async with _answering_stun() as (server, asked):
+            config = loopback_config(ice_servers=[server])
             async with trice.open_agent(config, controlling=True) as alice:
                 await alice.wait_gathering_complete()
                 await trio.sleep(every * 1.5)
@@ -495,7 +479,6 @@ async def test_regather_does_not_double_the_keepalive(
                 await trio.sleep(every * 6)
                 assert len(asked) - before <= 7, [round(t - start, 3) for t in asked]
                 assert len(asked) - before >= 5, [round(t - start, 3) for t in asked]
-            nursery.cancel_scope.cancel()
 
 
 async def test_dead_server_costs_at_most_the_gather_timeout(
