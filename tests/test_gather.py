@@ -9,6 +9,7 @@ import errno
 import functools
 import ipaddress
 import json
+import math
 import os
 import socket
 import ssl
@@ -1657,6 +1658,81 @@ async def test_a_slow_read_stretched_past_a_second_serves_the_task_that_waited_f
         await agent.wait_gathering_complete()
         assert [c.address for c in agent.local_candidates] == ["127.0.0.1"]
     assert readers and threading.main_thread().name not in readers, readers
+
+
+def test_a_quick_read_elsewhere_does_not_bring_a_slow_namespaces_reads_onto_its_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Namespace A's reads are slow (hundreds of interfaces): after one, the next read in A
+    goes to a worker thread, a quick read in the main namespace between the two
+    notwithstanding.  (The slowness was one flag for the process: A's read, a change
+    noticed, was then made nowhere by read_interfaces and fell on A's event loop, holding
+    up all of its tasks.)"""
+    require_natlab(turn=False)
+    real = ifaddr.get_adapters
+    state: dict[str, Any] = {"slow_ns": None, "reads": []}
+
+    def maybe_slow() -> Any:
+        here = _gather._namespace()
+        if here == state["slow_ns"]:
+            end = time.thread_time() + 3 * _gather._SLOW_READ
+            while time.thread_time() < end:
+                pass
+        state["reads"].append((here == state["slow_ns"], threading.current_thread().name))
+        return real()
+
+    monkeypatch.setattr(ifaddr, "get_adapters", maybe_slow)
+    # (Which thread then reads is trio's: an idle worker of another namespace's reads
+    # nothing, and the task reads itself; what is asked here is that a worker is asked.)
+    asked: list[object] = []
+    read_in = _gather._read_in
+
+    def asking(namespace: object, newer_than: float) -> None:
+        asked.append(namespace)
+        read_in(namespace, newer_than)
+
+    monkeypatch.setattr(_gather, "_read_in", asking)
+    monkeypatch.setattr(_gather, "_adapters_cache", {})
+    monkeypatch.setattr(_gather, "_slow_reads", False)
+    monkeypatch.setattr(_gather, "_slow_in", {})
+    out: dict[str, Any] = {}
+    go_on = threading.Event()
+    main_done = threading.Event()
+
+    def in_a(ns: Any) -> None:
+        try:
+            with entered(ns):
+                state["slow_ns"] = _gather._namespace()
+                _gather._adapters()  # (slow: the next read in A goes to a worker thread)
+                out["slow_after_a"] = _gather._slow_reads
+                go_on.set()
+                main_done.wait(10)
+                state["reads"].clear()
+                loop_thread = threading.current_thread().name
+
+                async def main() -> None:
+                    await _gather.read_interfaces(time.monotonic())
+
+                trio.run(main)
+                out["reads"] = list(state["reads"])
+                out["loop"] = loop_thread
+                out["asked"] = asked == [state["slow_ns"]]
+        except BaseException as exc:  # (reported to the test's thread)
+            out["error"] = repr(exc)
+            go_on.set()
+
+    with lone_namespace("zzslow") as ns:
+        thread = threading.Thread(target=in_a, args=(ns,), name="in-A")
+        thread.start()
+        assert go_on.wait(10)
+        _gather._adapters(-math.inf)  # (the main namespace's read: quick)
+        main_done.set()
+        thread.join(30)
+    _gather.forget_adapters()
+    assert "error" not in out, out
+    assert out["slow_after_a"], out
+    # The read A's slowness asked for went to a worker thread.
+    assert out["asked"], out
 
 
 async def test_under_a_mock_clock_slow_interface_reads_stay_in_the_calling_task(

@@ -107,6 +107,7 @@ def slow_interface_reads(
     monkeypatch.setattr(ifaddr, "get_adapters", slow)
     monkeypatch.setattr(_gather, "_adapters_cache", {})
     monkeypatch.setattr(_gather, "_slow_reads", False)
+    monkeypatch.setattr(_gather, "_slow_in", {})
     _gather._adapters()
     assert _gather._slow_reads
     _gather.forget_adapters()

@@ -155,7 +155,11 @@ def forget_adapters() -> None:
 #: them: a container or Kubernetes node) has the next one made in a worker thread
 #: (:func:`read_interfaces`), rather than hold up every task of the process as long.
 _SLOW_READ = 0.02
+#: Whether the last read, in any namespace, was slow; and for each namespace read lately,
+#: whether its own last read was (a quick read elsewhere does not bring a slow namespace's
+#: reads back onto its event loop).
 _slow_reads = False
+_slow_in: dict[object, bool] = {}
 #: The lock that lets one task at a time read in a worker thread (the others then find
 #: the cache fresh): one a trio run.
 _reading: trio.lowlevel.RunVar[trio.Lock] = trio.lowlevel.RunVar("trice_reading_interfaces")
@@ -186,10 +190,12 @@ async def read_interfaces(newer_than: float = -math.inf) -> None:
     Raises:
         LimitError, TriceError: as :func:`_adapters`.
     """
-    if not _slow_reads:
+    if not _slow_reads and not _slow_in:
         return  # (before the namespace's probe, a socket's opening: the usual case)
     namespace = _namespace()
-    if _cache_serves(newer_than, _adapters_cache.get(namespace)):
+    if not (_slow_reads or _slow_in.get(namespace)) or _cache_serves(
+        newer_than, _adapters_cache.get(namespace)
+    ):
         return
     from trio.testing import MockClock  # (here: the slow path only; trio.testing costs)
 
@@ -272,6 +278,12 @@ def _adapters(newer_than: float = -math.inf) -> _Adapters:
     # wall clock's: one slow moment does not send reads to a thread, where trio's
     # MockClock would jump ahead while a test's tasks all wait on it.)
     _slow_reads = time.thread_time() - spent > _SLOW_READ
+    if not _slow_reads:
+        _slow_in.pop(namespace, None)
+    elif namespace not in _slow_in:
+        if len(_slow_in) >= 64:  # (namespaces come and go; their keys are never reused)
+            _slow_in.clear()
+        _slow_in[namespace] = True
     return adapters
 
 
