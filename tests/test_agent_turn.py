@@ -45,6 +45,7 @@ from loopback import (
     send_wide_views,
     signal,
     state_of,
+    until,
     wait_for_state,
 )
 
@@ -1019,3 +1020,47 @@ async def test_a_turn_server_whose_name_has_both_families_gives_a_relay_over_the
                     await agent.wait_gathering_complete()
                 found = [(c.type, c.address) for c in agent.local_candidates]
                 assert found == [(trice.CandidateType.RELAY, "127.0.0.1")], agent.gather_reports
+
+
+async def test_data_queued_for_a_tcp_relay_is_dropped_when_consent_expires() -> None:
+    """RFC 7675 §5.1: once consent expired (``failed``), no data goes.  Over a TURN relay
+    reached over TCP, the server stopped: the application fills the relay's stream buffer
+    (up to 1 MiB), and consent expires.  What waits there is dropped then (it was written to
+    the server once it ran again, and relayed to the peer: some 900 datagrams; what the
+    kernel held goes still)."""
+    require_turnserver()
+    timing = trice.Timing(keepalive_interval=0.1, disconnected_timeout=0.3, failed_timeout=1.0)
+    with run_coturn() as coturn:
+        relay_config = loopback_config(
+            ice_servers=[coturn.ice_server("tcp")],
+            transport_policy=trice.TransportPolicy.RELAY,
+            timing=dataclasses.replace(timing, gather_timeout=3.0),
+        )
+        async with (
+            trice.open_agent(relay_config, controlling=True) as a,
+            trice.open_agent(loopback_config(timing=timing), controlling=False) as b,
+        ):
+            with trio.fail_after(10):
+                await a.wait_gathering_complete()
+                await b.wait_gathering_complete()
+            signal(a, b)
+            ca, _cb = await connect_both(a, b)
+            (relay,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]
+            conn = relay._conn
+            assert isinstance(conn, _relay._StreamConnection)
+            datagram = b"\x80" + b"r" * 1199
+            with stopped(coturn.pid):
+                with trio.move_on_after(0.5):
+                    while True:
+                        while ca.send_nowait(datagram):
+                            pass
+                        await trio.sleep(0.01)
+                assert len(conn.pending) > _relay.STREAM_BUFFER_LIMIT // 2
+                await until(lambda: a.connection_state is trice.ConnectionState.FAILED, 5)
+                assert len(conn.pending) == 0
+            before = b.statistics()
+            await trio.sleep(1.0)
+            after = b.statistics()
+            came = after.datagrams_dropped + after.datagrams_received
+            came -= before.datagrams_dropped + before.datagrams_received
+            assert came * len(datagram) < _relay.STREAM_BUFFER_LIMIT // 2, came

@@ -425,6 +425,37 @@ async def test_a_memoryview_goes_over_a_backed_up_connection() -> None:
         assert connection.send_nowait(memoryview(b"\x00\x01 looks like STUN")) in (True, False)
 
 
+async def test_data_queued_before_consent_expired_is_not_written_after_it() -> None:
+    """RFC 7675 §5.1: once consent expired (``failed``), no data goes.  The peer (a 4 KiB
+    receive buffer) stops reading and answering after the handshake, the application fills
+    the connection, and consent expires; the peer then reads again.  What the kernel held
+    already is out of the agent's hands (TCP_NOTSENT_LOWAT keeps it small), and the rest of
+    a frame begun goes, to keep the stream in step; the agent's own queue, up to 256 KiB,
+    is dropped at ``failed`` (it was written out as the connection drained)."""
+    timing = trice.Timing(keepalive_interval=0.05, disconnected_timeout=0.2, failed_timeout=0.6)
+    config = tcp_config(PASSIVE)
+    async with trice.open_agent(
+        dataclasses.replace(config, timing=timing), controlling=False
+    ) as agent:
+        await agent.wait_gathering_complete()
+        peer = await _Peer.connect(_transport(agent, PASSIVE).local_address, rcvbuf=4096)
+        connection = await _handshake(agent, peer)
+        datagram = b"\x80" + b"d" * 1199
+        while connection.send_nowait(datagram):
+            pass
+        (link,) = _transport(agent, PASSIVE)._links.values()
+        assert len(link.pending) > LINK_BUFFER // 2
+        await until(lambda: agent.connection_state is trice.ConnectionState.FAILED, 5)
+        with pytest.raises(trio.BrokenResourceError):
+            connection.send_nowait(datagram)
+        assert len(link.pending) < 2 + len(datagram)  # (at most the rest of a frame begun)
+        after = 0  # (data that reaches the peer from now on)
+        with trio.move_on_after(1.0):
+            while (got := await peer.receive()) is not None:
+                after += len(got) if got[:1] == b"\x80" else 0
+        assert after < LINK_BUFFER // 2, after
+
+
 async def test_a_send_waiting_on_a_backed_up_connection_goes_once_it_drains() -> None:
     """``Connection.send`` over an ICE-TCP connection whose buffer is full waits only while
     it is: once the peer reads again and the connection's writer drains the buffer, the

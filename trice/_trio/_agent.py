@@ -1168,6 +1168,10 @@ class Agent:
                 connection = self._connection
                 if connection is not None:
                     connection._stop_waiters()  # consent expired: no more data (RFC 7675)
+                for transport in self._transports.values():
+                    # (Nor what waits in a stream's buffer, to go once the path drains.)
+                    if isinstance(transport, (TcpTransport, RelayTransport)):
+                        transport.drop_data()
                 # No more data either way: what the peer still sends is dropped, so that
                 # receive, once it has returned what had come, raises for good (until an ICE
                 # restart), and a receive loop ends.

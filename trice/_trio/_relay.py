@@ -908,6 +908,19 @@ class RelayTransport:
         except _Lost as exc:
             self._lost(exc)
 
+    def drop_data(self) -> None:
+        """Drop the data waiting to be written to the server over TCP or TLS (ICE failed:
+        consent expired, and no data may go, RFC 7675 §5.1), counted as not sent; control
+        messages (refreshes) still go.  (The frames start at the buffer's start: a flush
+        takes whole frames.)"""
+        conn = self._conn
+        if isinstance(conn, _StreamConnection) and conn.pending:
+            for frame in StreamFramer().feed(conn.pending):
+                self._client.unsent(frame)
+            conn.pending.clear()
+            conn.sizes.clear()
+            conn.drained.set()
+
     def _lost(self, exc: _Lost) -> None:
         """The connection failed: the relay stops.  A TCP or TLS connection took the
         allocation with it (the server deletes it), and the client is told so: nothing is

@@ -307,6 +307,14 @@ class TcpTransport:
                 if link.sock is not None:
                     cap_retransmissions(link.sock, capped)
 
+    def drop_data(self) -> None:
+        """Drop the data waiting to be written (ICE failed: consent expired, and no data
+        may go, RFC 7675 §5.1), all but the rest of a frame begun, so that the stream stays
+        in step; STUN waiting goes still."""
+        for link in self._links.values():
+            del link.pending[link.left :]
+        self._senders.unpark_all()
+
     def restarted(self) -> None:
         """An ICE restart: the connections open now are of the generation before (see
         ``Failed``: one that ends under the new checks is not their path's end)."""
