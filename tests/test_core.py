@@ -5796,3 +5796,84 @@ def test_on_response_takes_only_the_checks_own_answer() -> None:
     assert second.pair.state is PairState.IN_PROGRESS
     assert a.on_response(first, stun.decode(answer), first.destination, 2.0)
     assert first.pair.state is PairState.SUCCEEDED
+
+
+# -- RFC 7675 §5.1: an answer read once consent expired brings nothing back ----------------
+
+
+def _consent_answer(check: Check, peer: Endpoint, mapped: tuple[str, int]) -> stun.Message:
+    """The peer's authenticated success answer to ``check`` (as the peer's core signs it)."""
+    request = stun.decode(check.message)
+    response = request.success_response(stun.XorMappedAddress(*mapped))
+    return stun.decode(response.encode(integrity_key=peer.core._local_key, fingerprint=True))
+
+
+def _deliver_answer(core: AgentCore, check: Check, answer: stun.Message, now: float) -> None:
+    """Hand ``answer`` to ``core`` as the shell would: to the check in flight, or, past its
+    RTO, as a late answer."""
+    live = core._live or {}
+    if live.get(check.transaction_id) is check:
+        core.on_response(check, answer, check.destination, now, base=check.base)
+    else:
+        core.on_late_response(answer, check.destination, now, base=check.base)
+
+
+def test_a_consent_answer_that_comes_after_consent_expired_does_not_re_establish_it() -> None:
+    """RFC 7675 §5.1: "STUN consent responses received after consent expiry do not
+    re-establish consent".  Every answer to ``a``'s consent checks is lost until consent
+    has expired; then an answer to its latest check (sent well within the last 30 s, and
+    within failed_timeout) arrives before the core's timer has run (the shell reads what
+    came before it runs the core's timers: trice/_trio/_agent.py ``_run``; a loop that
+    woke late).  Consent had expired at ``_last_consent + _consent_for``: that answer must
+    not bring it back, and the timer that runs right after finds ``failed``.  (It refreshed
+    consent: ``_last_consent`` was set to the check's send time whatever ``now`` was, and
+    ``a`` stayed connected, sending data.)"""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=2.0)
+    net.run_for(3.0)
+    net.drop_all()
+    expiry = a.core._last_consent + a.core._consent_for
+    net.run_until(lambda: False, expiry - 0.3)
+    assert a.state is not S.FAILED
+    consent_checks = [c for _, c in a.started if c.consent and c.pair is a.core.selected]
+    latest = consent_checks[-1]
+    assert latest.started > a.core._last_consent  # (sent after the last consent: it counts)
+    assert expiry - latest.started < a.core._consent_for  # (well within 30 s)
+    mapped = a.bases[latest.base]
+    now = expiry + 0.2  # the answer arrives after consent expired, before on_timer ran
+    _deliver_answer(a.core, latest, _consent_answer(latest, b, mapped), now)
+    a.core.on_timer(now)
+    assert a.core.state is S.FAILED, (
+        f"consent expired at {expiry:.2f} s, yet an answer read at {now:.2f} s brought it "
+        f"back: state {a.core.state.value}, consent now until "
+        f"{a.core._last_consent + a.core._consent_for:.2f} s"
+    )
+
+
+def test_after_a_restart_a_late_answer_does_not_bring_back_the_old_pairs_expired_consent() -> None:
+    """The same as above for the pair of before an ICE restart, which carries data until
+    its consent expires (see ``AgentCore.restart``): an answer to one of its consent checks
+    that arrives after that consent expired, before the timer ran, brings nothing back.
+    (``on_late_response`` set ``_last_consent`` to the check's send time whatever ``now``
+    was, and data went on over it.)"""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=2.0)
+    net.run_for(3.0)
+    net.drop_all()
+    expiry = a.core._last_consent + a.core._consent_for
+    net.run_until(lambda: False, expiry - 1.0)
+    a.restart(net.now)
+    previous = a.core.data_pair
+    assert previous is not None and a.core._previous_checks
+    latest = max(a.core._previous_checks.values(), key=lambda c: c.started)
+    assert latest.started > a.core._last_consent
+    now = expiry + 0.2  # after the old pair's consent expired; the timer has not run yet
+    a.core.on_late_response(
+        _consent_answer(latest, b, a.bases[latest.base]), latest.destination, now, base=latest.base
+    )
+    a.core.on_timer(now)
+    assert a.core.data_pair is None, (
+        f"the old pair's consent expired at {expiry:.2f} s, yet an answer read at "
+        f"{now:.2f} s brought it back: data goes on over it until "
+        f"{a.core._last_consent + a.core._consent_for:.2f} s"
+    )

@@ -1962,7 +1962,8 @@ class AgentCore:
             if before or pair is self.selected:
                 pair.timed(now - check.started)  # (a consent check goes once: no doubt here)
             if before:
-                self._last_consent = max(self._last_consent, check.started)
+                if now < self._last_consent + self._consent_for:  # (else expired: §5.1)
+                    self._last_consent = max(self._last_consent, check.started)
             else:
                 self._proven(pair, check, now)
         elif _forbidden(response):
@@ -2487,9 +2488,13 @@ class AgentCore:
         """An answer to our check on the selected pair, sent at ``sent``: consent (RFC
         7675), from when the check went (§5.1 counts answers to the requests sent in the
         last 30 s: a late answer must not stretch it), and a sign of life now.  (An ICE-lite
-        agent's consent comes from the peer's check, now.)"""
+        agent's consent comes from the peer's check, now.)  An answer read once consent had
+        expired brings nothing back (§5.1), though no timer said so yet (a stalled loop
+        reads the socket before it runs the timers)."""
         if sent is None:
             self._last_consent = now
+        elif now >= self._last_consent + self._consent_for:
+            return
         elif sent > self._last_consent:
             self._last_consent = sent
         self._alive(now)
