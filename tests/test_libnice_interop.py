@@ -16,14 +16,25 @@ does; trice answers them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
-from test_interop import COUNT, TIMEOUT, _exchange_round, _run_with_peer
+from test_interop import (
+    COUNT,
+    TIMEOUT,
+    _describe_to,
+    _exchange_round,
+    _in_thread_expect,
+    _run_with_peer,
+    _take_description,
+)
 
 import trice
+from trice._trio._tcp import TcpTransport
 
 from coturn import Coturn
 from loopback import HAS_IPV6, loopback_config, state_of
@@ -215,3 +226,77 @@ def test_through_the_harness(kind_a: str, kind_b: str) -> None:
             assert msg["elapsed_ms"] > 0
         assert exchange(a, b, COUNT) == (all_exchanged(COUNT),) * 2
         assert exchange(a, b, 5) == (all_exchanged(5),) * 2
+
+
+# -- ICE-TCP alone (RFC 6544): libnice's active and passive candidates ----------------------
+
+
+def _tcp_only(*kinds: trice.TcpType, timing: trice.Timing | None = None) -> trice.AgentConfig:
+    config = loopback_config() if timing is None else loopback_config(timing=timing)
+    network = dataclasses.replace(config.network, tcp_candidates=kinds, udp=False)
+    return dataclasses.replace(config, network=network)
+
+
+async def _connect_over_tcp(agent: trice.Agent, peer: Peer) -> tuple[trice.Connection, list[Any]]:
+    """Describe each side to the other, start the peer, and connect: the agent's connection
+    and the peer's description."""
+    theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+    with trio.fail_after(TIMEOUT):
+        await agent.wait_gathering_complete()
+    _describe_to(peer, agent, 4)
+    _take_description(agent, theirs)
+    peer.send({"type": "start"})
+    with trio.fail_after(TIMEOUT):
+        connection = await agent.connect()
+    await _in_thread_expect(peer, "connected")
+    return connection, theirs
+
+
+@pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        (trice.TcpType.ACTIVE,),
+        (trice.TcpType.PASSIVE,),
+        (trice.TcpType.ACTIVE, trice.TcpType.PASSIVE),
+    ],
+    ids=["active", "passive", "both"],
+)
+async def test_ice_tcp_alone(trice_controlling: bool, kinds: tuple[trice.TcpType, ...]) -> None:
+    """Over ICE-TCP candidates alone, no UDP, trice's active, passive or both against
+    libnice's: they connect and exchange data (the rfc6544 review)."""
+    cmd = peer_command(LIBNICE, not trice_controlling, extra=["--tcp-only"])
+    with Peer(cmd, name="libnice-tcp") as peer:
+        async with trice.open_agent(_tcp_only(*kinds), controlling=trice_controlling) as agent:
+            connection, _ = await _connect_over_tcp(agent, peer)
+            assert connection.selected_pair.local.protocol == "tcp"
+            await _exchange_round(connection, peer, "libnice-tcp", 0)
+
+
+async def test_after_a_restart_libnices_old_connection_to_the_passive_candidate_is_closed() -> None:
+    """trice (controlled, passive only) and libnice (controlling, active) over ICE-TCP, then
+    both restart: libnice opens a new connection for the new generation, leaves its first
+    open, and signals that one's far end as ``typ prflx tcptype active``.  The first is
+    closed once the new generation carries the data (docs/guide/tcp.rst); it was kept, its
+    address known, and each restart kept one more (the rfc6544 review)."""
+    timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=1.0, failed_timeout=2.0)
+    config = _tcp_only(trice.TcpType.PASSIVE, timing=timing)
+    with Peer(peer_command(LIBNICE, True, extra=["--tcp-only"]), name="libnice-tcp") as peer:
+        async with trice.open_agent(config, controlling=False) as agent:
+            connection, _ = await _connect_over_tcp(agent, peer)
+            (transport,) = [t for t in agent._transports.values() if isinstance(t, TcpTransport)]
+            first = connection.selected_pair.remote.port
+            agent.restart()
+            peer.send({"type": "restart"})
+            again = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+            _describe_to(peer, agent, 4)
+            _take_description(agent, again)
+            with trio.fail_after(TIMEOUT):
+                await agent.connect()
+            await _in_thread_expect(peer, "connected")
+            await _exchange_round(connection, peer, "libnice-tcp", 0)
+            second = connection.selected_pair.remote.port
+            assert second != first  # (libnice's new connection)
+            assert any("prflx" in m.get("candidate", "") for m in again)
+            await trio.sleep(4.0)  # (twice failed_timeout after the new selection)
+            assert [link.address[1] for link in transport._links.values()] == [second]

@@ -1487,26 +1487,33 @@ async def test_the_tcp_counters_survive_the_agent_closing() -> None:
     assert agent.statistics().tcp_accepted == 1
 
 
+@pytest.mark.parametrize("signalled", [False, True], ids=["unsignalled", "signalled-as-prflx"])
 async def test_connections_of_generations_gone_are_closed_and_leave_room(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, signalled: bool
 ) -> None:
     """A controlled agent (passive, two places): at each ICE restart the peer connects
     anew and leaves its older connections open, with nothing over them (its network moved
     on: half-open here).  Each is closed once the new generation has its pair and data
     from the pair of before counts no more; the places stay free, and every restart
     connects.  They had stayed open for good, and the third restart's connection was
-    refused."""
+    refused.  So too where the peer signals the far ends of its old connections anew, as
+    peer-reflexive candidates, as libnice does (they were kept, as known addresses: the
+    rfc6544 review)."""
     timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=1.0, failed_timeout=2.0)
     config = tcp_config(PASSIVE, max_pairs=2, timing=timing)
     with wall_clock_guard():
         async with trice.open_agent(config, controlling=False) as agent:
             await agent.wait_gathering_complete()
             transport = _transport(agent, PASSIVE)
+            ports: list[int] = []
             for generation in range(5):
                 ufrag, pwd = f"peer{generation}", f"{generation:04d}" + "p" * 20
                 if generation:
                     agent.restart()
                 agent.set_remote_parameters(ufrag, pwd)
+                for n, old in enumerate(ports if signalled else []):
+                    line = f"candidate:{3 + n} 1 tcp 935330815 127.0.0.1 {old} typ prflx"
+                    agent.add_remote_candidate(trice.Candidate.from_sdp(f"{line} tcptype active"))
                 peer = await _Peer.connect(transport.local_address)
                 port = peer.stream.socket.getsockname()[1]
 
@@ -1528,6 +1535,7 @@ async def test_connections_of_generations_gone_are_closed_and_leave_room(
                     else:
                         raise AssertionError(f"generation {generation}: {transport.links} held")
                     nursery.cancel_scope.cancel()
+                ports.append(port)
             assert agent.statistics().tcp_refused == 0
 
 

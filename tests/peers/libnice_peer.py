@@ -180,7 +180,8 @@ class Peer:
         self.agent = agent
         agent.set_property("controlling-mode", args.controlling)
         agent.set_property("upnp", False)
-        agent.set_property("ice-tcp", False)
+        agent.set_property("ice-tcp", args.tcp_only)  # (ICE-TCP alone, or UDP alone)
+        agent.set_property("ice-udp", not args.tcp_only)
         address = nice.Address.new()
         if not address.set_from_string("::1" if args.ipv6 else "127.0.0.1"):
             raise PeerFailed("cannot make the loopback address")
@@ -507,6 +508,7 @@ def main() -> int:
     parser.add_argument("--username", help="TURN username")
     parser.add_argument("--credential", help="TURN password")
     parser.add_argument("--relay-only", action="store_true", help="libnice's force-relay")
+    parser.add_argument("--tcp-only", action="store_true", help="ICE-TCP candidates, no UDP")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--exchange-timeout", type=float, default=5.0)
     parser.add_argument("-v", "--verbose", action="store_true", help="libnice's debug log too")

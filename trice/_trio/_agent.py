@@ -1950,7 +1950,7 @@ class Agent:
                 keep = None
                 if pair is not None and pair.base == transport.base:
                     keep = pair.remote_address
-                transport.close_stale(keep, functools.partial(core.is_remote_address, tcp=True))
+                transport.close_stale(keep, functools.partial(core.is_previous_remote, tcp=True))
 
     def _signed_for_us(self, data: bytes) -> bool:
         """Whether ``data`` (the first frame of a connection a TCP mux routes here by its

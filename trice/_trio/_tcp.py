@@ -330,8 +330,10 @@ class TcpTransport:
     def close_stale(self, keep: Address | None, known: Callable[[Address], bool]) -> None:
         """Close, quietly, the connections of an earlier ICE generation (see
         :meth:`restarted`) that this one's checks did not take up: but the one to ``keep``
-        (the pair data goes over), and those to an address ``known`` still knows (the pair
-        of before a restart, while data from there counts).  Nothing else would close them
+        (the pair data goes over), and one to an address ``known`` names (the pair of before
+        a restart, while data from there counts; not any remote candidate's: libnice signals
+        its old connection's end anew, as peer-reflexive, and each restart kept one more,
+        till the peer's new connection was refused).  Nothing else would close them
         on a controlled agent (see ``Agent._close_idle_tcp``): a peer that moved on and left
         them open (half-open, its network gone) filled the candidate's places, one a
         restart, until its new connections were refused."""

@@ -1278,6 +1278,12 @@ class AgentCore:
         it still counts (see :meth:`restart`); else ``None``."""
         return self._stale
 
+    def is_previous_remote(self, address: Address, *, tcp: bool = False) -> bool:
+        """Whether ``address`` (over a TCP connection: ``tcp``) is :attr:`previous_remote`."""
+        if tcp:
+            address = (address[0], address[1] + TCP_KEY)
+        return address == self._stale
+
     def is_remote_address(self, address: Address, *, tcp: bool = False) -> bool:
         """Whether data from ``address`` (over a TCP connection: ``tcp``) comes from a known
         remote candidate."""
