@@ -5818,6 +5818,18 @@ def _deliver_answer(core: AgentCore, check: Check, answer: stun.Message, now: fl
         core.on_late_response(answer, check.destination, now, base=check.base)
 
 
+def _consent_running_out(left: float) -> tuple[Network, Endpoint, Endpoint, float]:
+    """Two connected cores whose every packet is lost from 3 s on, run until ``left``
+    seconds before ``a``'s consent expires: the network, the two, and that expiry."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=2.0)
+    net.run_for(3.0)
+    net.drop_all()
+    expiry = a.core._last_consent + a.core._consent_for
+    net.run_until(lambda: False, expiry - left)
+    return net, a, b, expiry
+
+
 def test_a_consent_answer_that_comes_after_consent_expired_does_not_re_establish_it() -> None:
     """RFC 7675 §5.1: "STUN consent responses received after consent expiry do not
     re-establish consent".  Every answer to ``a``'s consent checks is lost until consent
@@ -5828,12 +5840,7 @@ def test_a_consent_answer_that_comes_after_consent_expired_does_not_re_establish
     not bring it back, and the timer that runs right after finds ``failed``.  (It refreshed
     consent: ``_last_consent`` was set to the check's send time whatever ``now`` was, and
     ``a`` stayed connected, sending data.)"""
-    net, a, b = two_agents()
-    assert net.run_until(connected(a, b), max_time=2.0)
-    net.run_for(3.0)
-    net.drop_all()
-    expiry = a.core._last_consent + a.core._consent_for
-    net.run_until(lambda: False, expiry - 0.3)
+    _net, a, b, expiry = _consent_running_out(0.3)
     assert a.state is not S.FAILED
     consent_checks = [c for _, c in a.started if c.consent and c.pair is a.core.selected]
     latest = consent_checks[-1]
@@ -5856,12 +5863,7 @@ def test_after_a_restart_a_late_answer_does_not_bring_back_the_old_pairs_expired
     that arrives after that consent expired, before the timer ran, brings nothing back.
     (``on_late_response`` set ``_last_consent`` to the check's send time whatever ``now``
     was, and data went on over it.)"""
-    net, a, b = two_agents()
-    assert net.run_until(connected(a, b), max_time=2.0)
-    net.run_for(3.0)
-    net.drop_all()
-    expiry = a.core._last_consent + a.core._consent_for
-    net.run_until(lambda: False, expiry - 1.0)
+    net, a, b, expiry = _consent_running_out(1.0)
     a.restart(net.now)
     previous = a.core.data_pair
     assert previous is not None and a.core._previous_checks

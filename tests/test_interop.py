@@ -93,6 +93,21 @@ def _take_description(agent: trice.Agent, theirs: list[Message]) -> None:
             agent.add_remote_candidate(None)
 
 
+async def _connected_with(agent: trice.Agent, peer: Peer) -> tuple[trice.Connection, list[Message]]:
+    """Describe each side to the other (IPv4), start the peer, and connect, both ends:
+    the agent's connection and the peer's description."""
+    theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
+    with trio.fail_after(TIMEOUT):
+        await agent.wait_gathering_complete()
+    _describe_to(peer, agent, 4)
+    _take_description(agent, theirs)
+    peer.send({"type": "start"})
+    with trio.fail_after(TIMEOUT):
+        connection = await agent.connect()
+    await _in_thread_expect(peer, "connected")
+    return connection, theirs
+
+
 async def _exchange_round(conn: trice.Connection, peer: Peer, kind: str, round_: int) -> None:
     """Data round ``round_``: ``COUNT`` datagrams each way; every one must arrive."""
     received = 0
@@ -396,15 +411,7 @@ async def test_a_lite_trice_stays_up_under_steady_data(kind: str) -> None:
     cmd = peer_command(kind, controlling=True, extra=["--echo"])
     with Peer(cmd, name=kind) as peer:
         async with trice.open_agent(config, controlling=False) as agent:
-            theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
-            with trio.fail_after(TIMEOUT):
-                await agent.wait_gathering_complete()
-            _describe_to(peer, agent, 4)
-            _take_description(agent, theirs)
-            peer.send({"type": "start"})
-            with trio.fail_after(TIMEOUT):
-                conn = await agent.connect()
-            await _in_thread_expect(peer, "connected")
+            conn, _ = await _connected_with(agent, peer)
             echoed = 0
 
             async def count_echoes() -> None:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import trio
 from test_interop import (
     COUNT,
     TIMEOUT,
+    _connected_with,
     _describe_to,
     _exchange_round,
     _in_thread_expect,
@@ -237,21 +237,6 @@ def _tcp_only(*kinds: trice.TcpType, timing: trice.Timing | None = None) -> tric
     return dataclasses.replace(config, network=network)
 
 
-async def _connect_over_tcp(agent: trice.Agent, peer: Peer) -> tuple[trice.Connection, list[Any]]:
-    """Describe each side to the other, start the peer, and connect: the agent's connection
-    and the peer's description."""
-    theirs = await trio.to_thread.run_sync(peer.local_description, TIMEOUT)
-    with trio.fail_after(TIMEOUT):
-        await agent.wait_gathering_complete()
-    _describe_to(peer, agent, 4)
-    _take_description(agent, theirs)
-    peer.send({"type": "start"})
-    with trio.fail_after(TIMEOUT):
-        connection = await agent.connect()
-    await _in_thread_expect(peer, "connected")
-    return connection, theirs
-
-
 @pytest.mark.parametrize("trice_controlling", ROLES, ids=ROLE_IDS)
 @pytest.mark.parametrize(
     "kinds",
@@ -268,7 +253,7 @@ async def test_ice_tcp_alone(trice_controlling: bool, kinds: tuple[trice.TcpType
     cmd = peer_command(LIBNICE, not trice_controlling, extra=["--tcp-only"])
     with Peer(cmd, name="libnice-tcp") as peer:
         async with trice.open_agent(_tcp_only(*kinds), controlling=trice_controlling) as agent:
-            connection, _ = await _connect_over_tcp(agent, peer)
+            connection, _ = await _connected_with(agent, peer)
             assert connection.selected_pair.local.protocol == "tcp"
             await _exchange_round(connection, peer, "libnice-tcp", 0)
 
@@ -283,7 +268,7 @@ async def test_after_a_restart_libnices_old_connection_to_the_passive_candidate_
     config = _tcp_only(trice.TcpType.PASSIVE, timing=timing)
     with Peer(peer_command(LIBNICE, True, extra=["--tcp-only"]), name="libnice-tcp") as peer:
         async with trice.open_agent(config, controlling=False) as agent:
-            connection, _ = await _connect_over_tcp(agent, peer)
+            connection, _ = await _connected_with(agent, peer)
             (transport,) = [t for t in agent._transports.values() if isinstance(t, TcpTransport)]
             first = connection.selected_pair.remote.port
             agent.restart()
