@@ -9,8 +9,8 @@ Three paths are measured, on loopback:
   goes).  Until 2026-12-02 the floor read with ``recv``, which does not say who sent the
   datagram (an ICE agent must know, and the issue's floor is trio's ``recvfrom``), and
   checked cancellation after sending (a send cancelled had gone all the same, against
-  trio's rule); the pingpong investigation found that the two put 3-7 points on every
-  trice ratio against it.
+  trio's rule); the pingpong investigation found that the two put 3-8 points on every
+  trice ratio against it, nearly all of them ``recvfrom``'s.
 * **trice**: two agents connected by ICE; ``Connection.send`` / ``Connection.receive``.
 * **aioice**: two aioice connections (asyncio), ``sendto`` / ``recvfrom``, each repeat in a
   fresh process with a fixed hash seed; the best repeat (the one of the highest receive

@@ -32,7 +32,8 @@ aioice run never had: some 5 % of a pair's Python work, in the harness, not in t
 host gathering, signaling, connecting, closing), for N pairs and both nomination modes, and
 the same phases around aioice's own calls.
 
-Each timed run starts with a full garbage collection, trice's and aioice's alike (since
+Each timed run, and each kind's ``--phases`` run, starts with a full garbage collection,
+trice's and aioice's alike (since
 2026-12-02: the process's first full collection, of what importing made, fell inside
 trice's window, some 12 ms of the 100 pairs' 74, and outside aioice's, whose setup ran one
 just before; the scaleperf investigation).
@@ -482,8 +483,10 @@ def main(argv: list[str] | None = None) -> None:
         _raise_fd_limit(4 * count + 256)
         if kind == AIOICE:
             _aioice_setup()
+            gc.collect()  # (a fresh heap for each kind, as in the timed runs)
             print(json.dumps(asyncio.run(_aioice_phases(count))))
         else:
+            gc.collect()
             print(json.dumps(trio.run(_trice_phases, count, trice.Nomination(kind))))
         return
     if args.phases:

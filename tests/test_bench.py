@@ -558,3 +558,58 @@ def test_a_crashed_aioice_child_is_said_not_dropped(
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with pytest.raises(RuntimeError, match=r"the aioice child failed.*injected crash"):
         data_plane._aioice_in_process(200, 20, seed=1)
+
+
+_PHASES_GC_PROBE = r"""
+import gc, json, sys, time
+sys.path.insert(0, {bench!r})
+import scale
+
+full = []
+window = [None, None]
+
+def on_gc(phase, info):
+    if phase == "start" and info["generation"] == 2:
+        full.append(time.perf_counter())
+
+gc.callbacks.append(on_gc)
+original = scale._phase_clock
+
+def phase_clock(n, spent):
+    window[0] = time.perf_counter()
+    inner = original(n, spent)
+    def phase(name):
+        inner(name)
+        window[1] = time.perf_counter()
+    return phase
+
+scale._phase_clock = phase_clock
+scale.main(["--phases-one", {kind!r}, "100"])
+inside = [t for t in full if window[0] is not None and window[0] <= t <= window[1]]
+print(json.dumps({{"inside": len(inside)}}))
+"""
+
+
+def _full_collections_in_phases(kind: str) -> int:
+    code = _PHASES_GC_PROBE.format(bench=str(BENCH), kind=kind)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=BENCH.parent
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith('{"inside"')]
+    return int(json.loads(lines[-1])["inside"])
+
+
+def test_scale_phases_start_from_a_fresh_heap_for_trice_as_for_aioice() -> None:
+    """``scale.py --phases`` charges no full garbage collection of what importing made to
+    trice's phases alone: each kind's run starts from a fresh heap, as the timed runs do
+    (aioice's setup ran one before its window; trice's fell inside, some 118 µs a pair of
+    its "open" phase at 100 pairs: the p39pass7 review)."""
+    pytest.importorskip("aioice")
+    aioice = _full_collections_in_phases("aioice")
+    trice_regular = _full_collections_in_phases("regular")
+    assert trice_regular <= aioice, (
+        f"--phases: {trice_regular} full collection(s) inside trice's phase window against "
+        f"{aioice} inside aioice's (100 pairs): the process's first full collection, of "
+        "what importing made, is charged to trice's CPU per pair alone"
+    )
