@@ -108,7 +108,9 @@ BAD_URLS: list[tuple[str, str]] = [
     # (A last label that is a number in hex: the resolver reads these as 127.0.0.1 and
     # 198.51.100.1, RFC 3986 §7.4, not as names.)
     ("stun:127.0.0.0x1", "neither an IP address nor a DNS name"),
-    ("stun:%C3%BC%E2%80%8D.com", "neither an IP address nor a DNS name"),  # (a joiner)
+    # (Names IDNA 2008 refuses, a joiner's, a symbol's: the message says what to write.)
+    ("stun:%C3%BC%E2%80%8D.com", "no internationalized name IDNA 2008 takes"),
+    ("stun:%E2%98%83.net", "write its ASCII (xn--) form"),
     ("stun:0x7f000001", "neither an IP address nor a DNS name"),
     ("turn:0xc6.0x33.0x64.0x1", "neither an IP address nor a DNS name"),
     ("stun:-bad.example", "neither an IP address nor a DNS name"),

@@ -6,7 +6,6 @@ Pure values, validated when built: a malformed URL or a TURN server without cred
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import ipaddress
 import re
@@ -115,8 +114,13 @@ class ServerUrl:
                 # mapping, as browsers do, not IDNA 2003, which takes faß.de to fass.de,
                 # another domain.  (ValueError too: older idna releases raise it for a
                 # character their Unicode data lacks.)
-                with contextlib.suppress(ValueError):  # (else refused below)
+                try:
                     name = idna.encode(name, uts46=True).decode("ascii")
+                except ValueError as exc:  # (UnicodeError, or older idna's own ValueError)
+                    raise ConfigError(
+                        f"host {host!r} is no internationalized name IDNA 2008 takes "
+                        f"({exc}); write its ASCII (xn--) form"
+                    ) from None
             # (A trailing dot, the DNS root, names the same host: RFC 3986's reg-name.  After
             # the mapping, which makes one of an ideographic full stop.)
             name = name[:-1] if name.endswith(".") else name
