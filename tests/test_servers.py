@@ -174,6 +174,10 @@ def test_a_url_with_a_query_or_fragment_it_does_not_take_is_quoted_as_its_scheme
         "turn:t.example?transport=s3cr3t:x",
         "turn:[::1]x:s3cr3t",
         "turn:[alice:s3cr3t]:3478",
+        # (A host of a bracket: the host, and what IDNA says of it, were quoted.)
+        "turn:s3cr3t]%C3%A9",
+        "stun:pa[s3cr3t%C3%A9:3478",
+        "turn:pa]s3cr3t",
     ],
 )
 def test_a_password_written_into_a_url_is_never_quoted(text: str) -> None:

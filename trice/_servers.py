@@ -230,7 +230,12 @@ class ServerUrl:
         try:
             return cls(scheme, host, port=port, transport=transport)
         except ConfigError as exc:
-            raise fail(str(exc)) from None
+            problem = str(exc)
+            if repr(host) in problem and _redacted(url) == f"{scheme}:...":
+                # (Where the URL is not quoted, lest a password stand in it, nor is its
+                # host, nor what IDNA said of it.)
+                problem = "the host is neither an IP address nor a DNS name (not quoted)"
+            raise fail(problem) from None
 
 
 def parse_port(text: str) -> int:
