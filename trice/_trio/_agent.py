@@ -271,6 +271,7 @@ class Agent:
         "_relays_at_close",
         "_reports",
         "_restarted",
+        "_restarted_event",
         "_role_switches",
         "_route_pair",
         "_runs",
@@ -344,6 +345,8 @@ class Agent:
         self._pending: dict[bytes, Callable[[stun.Message, Address], None]] | None = None
         # The (socket, STUN server) bindings kept alive by a task (see _keep_srflx_alive).
         self._srflx_kept: set[tuple[int, Address]] | None = None
+        # Set at the next ICE restart (made on need: see _keep_srflx_alive).
+        self._restarted_event: trio.Event | None = None
         # Checks in flight, by transaction id (a fresh dict once it empties: a dict keeps
         # its table when emptied, and an idle agent holds none in flight).
         self._runs: dict[bytes, CheckRun] = {}
@@ -1015,6 +1018,10 @@ class Agent:
         # Data is taken again, if ICE had failed (not if the connection was closed).
         self._buffer.closed = self._connection is not None and self._connection._closed
         self._restarted = True
+        restarted = self._restarted_event
+        if restarted is not None:  # (the srflx keepalives that waited for it go on)
+            self._restarted_event = None
+            restarted.set()
         mdns = self._mdns
         if isinstance(mdns, Mdns):  # names still being resolved are of the old generation
             mdns.forget_resolutions()

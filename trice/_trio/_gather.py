@@ -1367,8 +1367,9 @@ async def _keep_srflx_alive(
 ) -> None:
     """Keep the NAT binding of the socket ``transport`` to the STUN server ``server``, which
     a srflx candidate stands for (RFC 8445 §5.1.1.4): a Binding request there every
-    ``SRFLX_KEEPALIVE`` seconds, until ICE completes or fails, no srflx candidate of the
-    socket is left (a gathering anew gave them up) or the socket closes.  A peer that gets
+    ``SRFLX_KEEPALIVE`` seconds while ICE has not completed or failed (and again after an
+    ICE restart), until no srflx candidate of the socket is left (a gathering anew gave
+    them up) or the socket closes.  A peer that gets
     the candidate late (an answer after a minute's ringing) still finds the mapping there:
     before the checks start, nothing else goes out of the socket.  On a UDP mux, the mux
     asks for all its agents: one request a server however many agents keep it."""
@@ -1402,14 +1403,19 @@ async def _keep_srflx_alive(
     try:
         while True:
             await trio.sleep(SRFLX_KEEPALIVE)
-            if (
-                transport.closed
-                or core.state in _ICE_OVER
-                or not any(
-                    b == base and c.type is CandidateType.SRFLX for c, b in core.local_candidates
-                )
+            if transport.closed or not any(
+                b == base and c.type is CandidateType.SRFLX for c, b in core.local_candidates
             ):
                 return
+            if core.state in _ICE_OVER:
+                # (Over, for now: an ICE restart signals the candidate again, and the
+                # binding needs keeping till the new round completes, as a failed agent's
+                # went quiet.)
+                restarted = agent._restarted_event
+                if restarted is None:
+                    restarted = agent._restarted_event = trio.Event()
+                await restarted.wait()
+                continue
             try:
                 with trio.fail_after(SRFLX_KEEPALIVE / 2):
                     await ask()
