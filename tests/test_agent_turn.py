@@ -1036,13 +1036,7 @@ async def test_data_queued_for_a_tcp_relay_is_dropped_when_consent_expires() -> 
             transport_policy=trice.TransportPolicy.RELAY,
             timing=dataclasses.replace(timing, gather_timeout=3.0),
         )
-        async with (
-            trice.open_agent(relay_config, controlling=True) as a,
-            trice.open_agent(loopback_config(timing=timing), controlling=False) as b,
-        ):
-            with trio.fail_after(10):
-                await a.wait_gathering_complete()
-                await b.wait_gathering_complete()
+        async with gathered_pair(relay_config, loopback_config(timing=timing)) as (a, b):
             signal(a, b)
             ca, _cb = await connect_both(a, b)
             (relay,) = [t for t in a._transports.values() if isinstance(t, RelayTransport)]

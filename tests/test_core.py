@@ -5801,13 +5801,6 @@ def test_on_response_takes_only_the_checks_own_answer() -> None:
 # -- RFC 7675 §5.1: an answer read once consent expired brings nothing back ----------------
 
 
-def _consent_answer(check: Check, peer: Endpoint, mapped: tuple[str, int]) -> stun.Message:
-    """The peer's authenticated success answer to ``check`` (as the peer's core signs it)."""
-    request = stun.decode(check.message)
-    response = request.success_response(stun.XorMappedAddress(*mapped))
-    return stun.decode(response.encode(integrity_key=peer.core._local_key, fingerprint=True))
-
-
 def _deliver_answer(core: AgentCore, check: Check, answer: stun.Message, now: float) -> None:
     """Hand ``answer`` to ``core`` as the shell would: to the check in flight, or, past its
     RTO, as a late answer."""
@@ -5846,9 +5839,8 @@ def test_a_consent_answer_that_comes_after_consent_expired_does_not_re_establish
     latest = consent_checks[-1]
     assert latest.started > a.core._last_consent  # (sent after the last consent: it counts)
     assert expiry - latest.started < a.core._consent_for  # (well within 30 s)
-    mapped = a.bases[latest.base]
     now = expiry + 0.2  # the answer arrives after consent expired, before on_timer ran
-    _deliver_answer(a.core, latest, _consent_answer(latest, b, mapped), now)
+    _deliver_answer(a.core, latest, _answer_to(latest, b.core), now)
     a.core.on_timer(now)
     assert a.core.state is S.FAILED, (
         f"consent expired at {expiry:.2f} s, yet an answer read at {now:.2f} s brought it "
@@ -5870,9 +5862,7 @@ def test_after_a_restart_a_late_answer_does_not_bring_back_the_old_pairs_expired
     latest = max(a.core._previous_checks.values(), key=lambda c: c.started)
     assert latest.started > a.core._last_consent
     now = expiry + 0.2  # after the old pair's consent expired; the timer has not run yet
-    a.core.on_late_response(
-        _consent_answer(latest, b, a.bases[latest.base]), latest.destination, now, base=latest.base
-    )
+    a.core.on_late_response(_answer_to(latest, b.core), latest.destination, now, base=latest.base)
     a.core.on_timer(now)
     assert a.core.data_pair is None, (
         f"the old pair's consent expired at {expiry:.2f} s, yet an answer read at "

@@ -36,6 +36,7 @@ from trice._trio._transport import UdpTransport
 from loopback import (
     HAS_IPV6,
     connect_both,
+    gathered_pair,
     loopback_config,
     resolving,
     server_socket,
@@ -398,12 +399,7 @@ async def test_a_srflx_binding_is_kept_alive_until_ice_completes(
     with wall_clock_guard():
         async with _answering_stun() as (server, asked):
             config = loopback_config(ice_servers=[server])
-            async with (
-                trice.open_agent(config, controlling=True) as alice,
-                trice.open_agent(loopback_config(), controlling=False) as bob,
-            ):
-                await alice.wait_gathering_complete()
-                await bob.wait_gathering_complete()
+            async with gathered_pair(config, loopback_config()) as (alice, bob):
                 types = [c.type for c in alice.local_candidates]
                 assert types == [trice.CandidateType.HOST, trice.CandidateType.SRFLX]
                 start = asked[0]
@@ -537,12 +533,7 @@ async def test_a_completed_agent_restarted_keeps_its_srflx_binding_alive_again(
     with wall_clock_guard():
         async with _answering_stun() as (server, asked):
             config = loopback_config(ice_servers=[server])
-            async with (
-                trice.open_agent(config, controlling=True) as alice,
-                trice.open_agent(loopback_config(), controlling=False) as bob,
-            ):
-                await alice.wait_gathering_complete()
-                await bob.wait_gathering_complete()
+            async with gathered_pair(config, loopback_config()) as (alice, bob):
                 async with alice.subscribe() as events:
                     signal(alice, bob)
                     await connect_both(alice, bob)

@@ -915,11 +915,17 @@ class RelayTransport:
         takes whole frames.)"""
         conn = self._conn
         if isinstance(conn, _StreamConnection) and conn.pending:
-            for frame in StreamFramer().feed(conn.pending):
-                self._client.unsent(frame)
-            conn.pending.clear()
-            conn.sizes.clear()
+            self._unsend(conn, conn.pending)
             conn.drained.set()
+
+    def _unsend(self, conn: _StreamConnection, *waiting: bytearray) -> None:
+        """Empty ``waiting``, buffers of ``conn``, their data counted as dropped, not sent
+        (the frames start at the buffers' starts: a flush takes whole frames)."""
+        for buffer in waiting:
+            for frame in StreamFramer().feed(buffer):
+                self._client.unsent(frame)
+            buffer.clear()
+        conn.sizes.clear()
 
     def _lost(self, exc: _Lost) -> None:
         """The connection failed: the relay stops.  A TCP or TLS connection took the
@@ -930,14 +936,7 @@ class RelayTransport:
         self._stop(error)
         conn = self._conn
         if isinstance(conn, _StreamConnection):
-            # What waits in the stream's buffers never goes: its data counts as dropped,
-            # not sent (the frames start at the buffers' starts: a flush takes whole
-            # frames).
-            for waiting in (conn.urgent, conn.pending):
-                for frame in StreamFramer().feed(waiting):
-                    self._client.unsent(frame)
-                waiting.clear()
-            conn.sizes.clear()
+            self._unsend(conn, conn.urgent, conn.pending)  # (what waits never goes)
             self._client.connection_lost(exc.reason)
 
     async def _shutdown(self, *, deallocate: bool) -> None:
