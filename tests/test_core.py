@@ -2981,6 +2981,35 @@ def test_a_pruned_pair_leaves_the_triggered_queue() -> None:
     assert check is not None and check.pair is not pair
 
 
+def test_a_pair_whose_nomination_was_answered_is_not_pruned() -> None:
+    """The controlled agent answers the peer's USE-CANDIDATE check with a success before its
+    own check of that pair has succeeded (RFC 8445 §7.3.1.5): the peer now holds the pair
+    nominated.  Better sources that check in next must not push it out at the cap: it was
+    pruned, never checked nor selected, and the agent failed while the peer held it
+    selected (the authfuzz review)."""
+    net, a, b = two_agents(a_controlling=False, b_controlling=True, want=False)
+    del net.endpoints["b"]
+    core = a.core
+    core.checklist.max_pairs = 2
+    nominated = ("10.0.0.7", 7000)
+    low = binding_request(core, priority=50, controlling=True, use_candidate=True)
+    reply = core.on_request(0, nominated, low, 0.0)
+    assert reply is not None
+    assert stun.decode(reply).message_class is stun.MessageClass.SUCCESS
+    for i in range(1, 4):
+        better = binding_request(core, priority=10**6 + i, controlling=True, tid=bytes([i]) * 12)
+        core.on_request(0, ("10.0.0.8", 7000 + i), better, 0.0)
+    assert core.checklist.pruned
+    now = 0.0
+    while now < 5.0 and core.selected is None:
+        check = core.poll_check(now)
+        if check is not None:
+            core.on_response(check, _answer_to(check, b.core), check.destination, now + 0.01)
+        now += 0.01
+        core.on_timer(now)
+    assert core.selected is not None and core.selected.remote_address == nominated
+
+
 # -- latency ------------------------------------------------------------------------------------
 
 
