@@ -642,6 +642,61 @@ def _proved_pair_core(*, controlling: bool) -> tuple[AgentCore, Pair]:
     return core, check.pair
 
 
+@pytest.mark.parametrize(
+    "mapped",
+    [("::1", 5000), ("::", 5000), ("10.0.0.1", 0), ("0.0.0.0", 5000), ("224.0.0.1", 5000)],
+)
+def test_a_mapped_address_no_candidate_can_have_tells_nothing(mapped: tuple[str, int]) -> None:
+    """A success whose XOR-MAPPED-ADDRESS is of the other family, port 0, unspecified or
+    multicast (a peer's mistake, or a lie) proves the pair, which keeps its own local
+    candidate: no peer-reflexive one at that address (the selected pair had an IPv6 local
+    with an IPv4 remote; the authfuzz review)."""
+    core, check, key = _checking(controlling=False)
+    answer = _reply(check, key, attributes=[stun.XorMappedAddress(*mapped)])
+    assert core.on_response(check, stun.decode(answer), check.destination, 0.01)
+    pair = check.pair
+    assert pair.state is PairState.SUCCEEDED
+    assert pair.valid_local is pair.local
+    assert [c for c, _ in core.local_candidates if c.type is CandidateType.PRFLX] == []
+
+
+def test_peer_reflexive_local_candidates_no_pair_stands_on_go() -> None:
+    """A peer that flips the agent's role again and again (RFC 8445 §7.3.1.1: the agent
+    takes control and nominates its selected pair anew, then gives it back) and answers
+    each nomination as from another address: each answer made a peer-reflexive local
+    candidate, and none went until a restart (300 flips, 300 candidates for one pair; the
+    authfuzz review).  Only the one the pair stands on stays."""
+    core, check, key = _checking(controlling=False)
+    pair, now = check.pair, 0.01
+
+    def answer(check: Check, port: int) -> None:
+        mapped: list[stun.Attribute] = [stun.XorMappedAddress("203.0.113.9", port)]
+        assert core.on_response(
+            check, stun.decode(_reply(check, key, attributes=mapped)), check.destination, now
+        )
+
+    answer(check, 1000)
+    nomination = binding_request(core, controlling=True, use_candidate=True)
+    core.on_request(pair.base, check.destination, nomination, now)
+    assert core.selected is pair
+    for flip in range(1, 31):
+        takeover = binding_request(core, controlling=False, tiebreaker=0, tid=b"F" * 12)
+        core.on_request(pair.base, check.destination, takeover, now)
+        assert core.controlling
+        renominated = None
+        while renominated is None:
+            now += 0.01
+            core.on_timer(now)
+            renominated = core.poll_check(now)
+        answer(renominated, 1000 + flip)
+        back = binding_request(core, controlling=True, tiebreaker=2**64 - 1, tid=b"B" * 12)
+        core.on_request(pair.base, check.destination, back, now)
+        assert not core.controlling
+    learned = [c for c, _ in core.local_candidates if c.type is CandidateType.PRFLX]
+    assert learned == [pair.valid_local]
+    assert core.selected is pair
+
+
 # -- checks made ahead (AgentCore.prepare) --------------------------------------------------------
 
 

@@ -170,6 +170,7 @@ _SWITCH: Final = RoleDecision.SWITCH
 _AGGRESSIVE: Final = Nomination.AGGRESSIVE
 _HOST: Final = CandidateType.HOST
 _RELAY: Final = CandidateType.RELAY
+_PRFLX: Final = CandidateType.PRFLX
 
 
 def _key_of(pwd: str, whose: str) -> bytes:
@@ -2070,7 +2071,16 @@ class AgentCore:
             self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
 
     def _local_for_mapped(self, pair: Pair, mapped: Address) -> Candidate:
-        protocol = pair.local.protocol  # (a UDP and a TCP socket may share a port number)
+        """The local candidate of the valid pair that a success with XOR-MAPPED-ADDRESS
+        ``mapped`` makes of ``pair`` (RFC 8445 §7.2.5.3.1): the local candidate there, or a
+        new peer-reflexive one.  A mapped address that is no transport address of the base's
+        family (another family, port 0, unspecified or multicast: a peer's mistake, or a
+        lie) tells nothing, and the pair keeps its own local candidate."""
+        local = pair.local
+        address, port = mapped
+        if port == 0 or (":" in address) != (":" in local.address):
+            return local
+        protocol = local.protocol  # (a UDP and a TCP socket may share a port number)
         nohost = self.nohost
         found = None
         for candidate, base in self.local_candidates:
@@ -2086,8 +2096,9 @@ class AgentCore:
                 found = found or candidate
         if found is not None:
             return found
+        if no_destination(address):
+            return local
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
-        local = pair.local
         prflx = prflx_candidate(
             mapped,
             learned_from=local.address,
@@ -2096,7 +2107,18 @@ class AgentCore:
             related=(local.address, local.port),
             tcp_type=local.tcp_type,
         )
-        self.local_candidates += ((prflx, pair.base),)
+        # Those no pair stands on any more go (``pair`` takes this one): a NAT that maps
+        # anew, or a peer that answers each check as from another address, would else
+        # grow the list without end.
+        in_use = {id(other.valid_local) for other in self.checklist if other is not pair}
+        self.local_candidates = (
+            *(
+                entry
+                for entry in self.local_candidates
+                if entry[0].type is not _PRFLX or id(entry[0]) in in_use
+            ),
+            (prflx, pair.base),
+        )
         return prflx
 
     def _pair_failed(self, pair: Pair, now: float) -> None:
