@@ -139,7 +139,8 @@ class AgentStatistics:
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
             routes the peer's address to a failed agent no more, and counts it there).
         unknown_source_dropped: data datagrams from addresses that are no remote candidate.
-        malformed_dropped: packets that looked like STUN but did not decode.
+        malformed_dropped: packets that looked like STUN but did not decode, or were longer
+            than 2048 bytes (no check is: a longer message is not read, even a signed one).
         stun_received: STUN messages received, of every method and class (other than a
             Binding request or response, ICE reads none: a Binding indication is a
             keepalive; the rest are dropped).
