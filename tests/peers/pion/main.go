@@ -385,7 +385,7 @@ func main() {
 	var (
 		remoteUfrag, remotePwd string
 		started                bool
-		added                  = map[string]struct{}{} // remote candidates handed to the agent (see "sync")
+		added                  = map[string]string{} // remote candidates handed to the agent, each as its stats give it (see "sync")
 		connMu                 sync.Mutex
 		conn                   *ice.Conn
 		connReady              = make(chan struct{})
@@ -501,7 +501,8 @@ func main() {
 				// (One the agent's loop takes in, see "sync": once, as Pion keeps one of
 				// candidates it holds Equal.)
 				added[fmt.Sprintf("%s %s %s %d %s %v", c.NetworkType(), c.Type(), c.Address(),
-					c.Port(), c.TCPType(), c.RelatedAddress())] = struct{}{}
+					c.Port(), c.TCPType(), c.RelatedAddress())] = statsKey(c.NetworkType(),
+					c.Address(), c.Port(), c.Type())
 			}
 		case "end-of-candidates":
 			// Pion has no end-of-candidates signal; nothing to do.
@@ -511,11 +512,25 @@ func main() {
 			// of its own, which may not have run yet.  (A check of the peer's that came
 			// first made Pion learn its address as peer-reflexive, and nominate it only
 			// after the second it waits for such a candidate: a run of 1 s.)
+			// Each is looked for by its address, not counted: a ".local" one resolved, or
+			// one learned from a check, would stand in the count for one not yet taken.
+			holds := func() bool {
+				have := map[string]struct{}{}
+				for _, s := range agent.GetRemoteCandidatesStats() {
+					have[statsKey(s.NetworkType, s.IP, s.Port, s.CandidateType)] = struct{}{}
+				}
+				for _, key := range added {
+					if _, ok := have[key]; !ok {
+						return false
+					}
+				}
+				return true
+			}
 			deadline := time.Now().Add(time.Second)
-			held := len(agent.GetRemoteCandidatesStats()) >= len(added)
+			held := holds()
 			for !held && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Microsecond)
-				held = len(agent.GetRemoteCandidatesStats()) >= len(added)
+				held = holds()
 			}
 			emit(map[string]interface{}{"type": "synced", "held": held})
 		case "start":
@@ -544,7 +559,7 @@ func main() {
 			if err := agent.Restart("", ""); err != nil {
 				fail("Restart: %v", err)
 			}
-			added = map[string]struct{}{} // (Pion drops the peer's candidates on a restart)
+			added = map[string]string{} // (Pion drops the peer's candidates on a restart)
 			restartMu.Lock()
 			restartedAt = t0
 			restartMu.Unlock()
@@ -566,4 +581,9 @@ func main() {
 	if err := scanner.Err(); err != nil {
 		fail("stdin: %v", err)
 	}
+}
+
+// statsKey names a remote candidate as the agent's stats give it (see "sync").
+func statsKey(network ice.NetworkType, address string, port int, kind ice.CandidateType) string {
+	return fmt.Sprintf("%s %s %d %s", network, address, port, kind)
 }
