@@ -3291,6 +3291,71 @@ async def test_a_failure_names_the_pairs_the_cap_left_unchecked(
     assert a.statistics().pairs_pruned == 1
 
 
+async def test_a_failure_with_pairs_that_worked_says_none_was_nominated(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlling peer that checks, and answers this controlled agent's checks, but never
+    nominates: the pair works, yet ICE fails at ``failed_timeout``.  The failure says the
+    pair worked and the peer nominated none (it said "no candidate pair works"; the
+    authfuzz review)."""
+    config = dataclasses.replace(
+        loopback_config(), timing=trice.Timing(disconnected_timeout=2.0, failed_timeout=5.0)
+    )
+    async with trice.open_agent(config, controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        (host,) = agent.local_candidates
+        local = agent.local_parameters
+        peer_pwd = "p" * 24
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer:
+            await peer.bind(("127.0.0.1", 0))
+            address, port = peer.getsockname()
+            agent.set_remote_parameters("peerufrag", peer_pwd)
+            agent.add_remote_candidate(
+                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 {address} {port} typ host")
+            )
+            agent.add_remote_candidate(None)
+
+            async def answer_checks() -> None:
+                while True:
+                    data, source = await peer.recvfrom(2048)
+                    request = stun.decode(data)
+                    if request.message_class is not stun.MessageClass.REQUEST:
+                        continue
+                    mapped = stun.XorMappedAddress(source[0], source[1])
+                    answer = stun.Message(
+                        stun.Method.BINDING,
+                        stun.MessageClass.SUCCESS,
+                        request.transaction_id,
+                        [mapped],
+                    )
+                    key = stun.short_term_key(peer_pwd)
+                    await peer.sendto(answer.encode(integrity_key=key, fingerprint=True), source)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer_checks)
+                check = stun.Message(
+                    stun.Method.BINDING,
+                    stun.MessageClass.REQUEST,
+                    b"Q" * 12,
+                    [
+                        stun.Username(f"{local.ufrag}:peerufrag"),
+                        stun.Priority(host.priority),
+                        stun.IceControlling(7),
+                    ],
+                )
+                key = stun.short_term_key(local.pwd)
+                await peer.sendto(
+                    check.encode(integrity_key=key, fingerprint=True), (host.address, host.port)
+                )
+                with pytest.raises(trice.IceFailedError) as info:
+                    await agent.connect()
+                nursery.cancel_scope.cancel()
+    assert str(info.value) == (
+        "ICE failed: no pair was selected within failed_timeout (5 s), though 1 pair worked: "
+        "the controlling peer nominated none"
+    )
+
+
 async def test_consent_checks_a_restarted_peer_refuses_are_not_taken_for_bad_credentials(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -85,7 +85,7 @@ from trice._trio._transport import (
     paired_sockets,
 )
 from trice.ice._candidate import Candidate, CandidateType, TcpType
-from trice.ice._checklist import Pair, PairStatistics
+from trice.ice._checklist import Pair, PairState, PairStatistics
 from trice.ice._core import AgentCore, IceParameters, unreachable, warm_core
 from trice.ice._events import (
     CandidateGathered,
@@ -1096,7 +1096,7 @@ class Agent:
                         "restart(regather=True))"
                     )
                 raise IceFailedError(
-                    f"ICE failed: no candidate pair works{_unauthorized(self._core)}"
+                    f"ICE failed: {_no_pair(self._core)}{_unauthorized(self._core)}"
                     f"{_unchecked(self._core)}"
                 )
             if self._core.selected is not None:
@@ -2639,6 +2639,19 @@ async def _connect_into(agent: Agent, connections: list[Connection | None]) -> N
         connections.append(await agent.connect())
     except IceFailedError:
         connections.append(None)
+
+
+def _no_pair(core: AgentCore) -> str:
+    """Why no pair was selected: none worked, or some did and none was nominated in time
+    (a controlling peer that nominates none: one that took the controlled role too, say)."""
+    worked = sum(1 for pair in core.checklist if pair.state is PairState.SUCCEEDED)
+    if not worked:
+        return "no candidate pair works"
+    return (
+        f"no pair was selected within failed_timeout ({core.timing.failed_timeout:g} s), "
+        f"though {worked} pair{'s' if worked > 1 else ''} worked"
+        + ("" if core.controlling else ": the controlling peer nominated none")
+    )
 
 
 def _unauthorized(core: AgentCore) -> str:
