@@ -282,6 +282,33 @@ def test_pair_cap_prunes_failed_pairs_before_waiting_ones() -> None:
     assert checklist.pruned == 1
 
 
+def test_pair_cap_spares_only_the_best_live_pair_the_peer_nominated() -> None:
+    """A pair whose nomination the controlled agent answered before its own check of it
+    succeeded (``nominate_on_success``): the peer holds it nominated, and selects the best
+    it nominated.  The best such pair not failed is never pruned; other flagged pairs, and
+    a failed flagged one, are pruned as any (the p40pass1 review: a failed one was kept
+    for ever in place of pairs that may work, and an aggressive peer's nominations from
+    many sources grew the list past the cap without end)."""
+    checklist = CheckList(max_pairs=3)
+    flagged = [
+        checklist.add(L4, cand(f"10.0.1.{i}", 6000, pref=i), 0, controlling=False)
+        for i in (1, 2, 3)
+    ]
+    for pair in flagged:
+        assert pair is not None
+        pair.nominate_on_success = True
+    dead, live, best = flagged
+    assert best is not None
+    best.state = PairState.FAILED
+    for i in (11, 12):
+        checklist.add(L4, cand(f"10.0.2.{i}", 6000, pref=100 + i), 0, controlling=False)
+    assert best not in checklist and dead not in checklist
+    assert live in checklist and len(checklist) == 3
+    for i in range(20, 40):  # (each past the cap: the live nominee stays, the list within)
+        checklist.add(L4, cand(f"10.0.3.{i}", 6000, pref=100 + i), 0, controlling=False)
+    assert live in checklist and len(checklist) == 3
+
+
 def test_many_pairs_are_indexed_and_found_alike() -> None:
     """Past INDEX_FROM pairs the list indexes them (a short one scans): finding, redundancy
     and pruning answer the same either way."""

@@ -660,6 +660,32 @@ def test_a_mapped_address_no_candidate_can_have_tells_nothing(mapped: tuple[str,
     assert [c for c, _ in core.local_candidates if c.type is CandidateType.PRFLX] == []
 
 
+def test_a_mapped_address_that_tells_nothing_keeps_the_local_candidate_learned() -> None:
+    """The first check found the pair seen by the peer as 203.0.113.9:1000 (a NAT's
+    mapping); the nomination's answer names an IPv6 address, which tells nothing: the pair
+    keeps that peer-reflexive local candidate and its priority (it fell back to its host
+    candidate, which the peer never saw; the p40pass1 review)."""
+    core, check, key = _checking(controlling=True)
+    learned: list[stun.Attribute] = [stun.XorMappedAddress("203.0.113.9", 1000)]
+    assert core.on_response(
+        check, stun.decode(_reply(check, key, attributes=learned)), check.destination, 0.01
+    )
+    pair = check.pair
+    prflx, priority = pair.valid_local, pair.valid_priority
+    assert prflx is not None and prflx.type is CandidateType.PRFLX
+    now, nomination = 0.01, None
+    while nomination is None:
+        now += 0.01
+        core.on_timer(now)
+        nomination = core.poll_check(now)
+    assert nomination.nominating and nomination.pair is pair
+    bogus: list[stun.Attribute] = [stun.XorMappedAddress("::1", 5000)]
+    answer = stun.decode(_reply(nomination, key, attributes=bogus))
+    assert core.on_response(nomination, answer, nomination.destination, now + 0.01)
+    assert core.selected is pair
+    assert (pair.valid_local, pair.valid_priority) == (prflx, priority)
+
+
 def test_peer_reflexive_local_candidates_no_pair_stands_on_go() -> None:
     """A peer that flips the agent's role again and again (RFC 8445 §7.3.1.1: the agent
     takes control and nominates its selected pair anew, then gives it back) and answers

@@ -2075,11 +2075,11 @@ class AgentCore:
         ``mapped`` makes of ``pair`` (RFC 8445 §7.2.5.3.1): the local candidate there, or a
         new peer-reflexive one.  A mapped address that is no transport address of the base's
         family (another family, port 0, unspecified or multicast: a peer's mistake, or a
-        lie) tells nothing, and the pair keeps its own local candidate."""
+        lie) tells nothing: the pair keeps the local candidate it had."""
         local = pair.local
         address, port = mapped
         if port == 0 or (":" in address) != (":" in local.address):
-            return local
+            return pair.valid_local or local
         protocol = local.protocol  # (a UDP and a TCP socket may share a port number)
         nohost = self.nohost
         found = None
@@ -2097,7 +2097,7 @@ class AgentCore:
         if found is not None:
             return found
         if no_destination(address):
-            return local
+            return pair.valid_local or local
         # RFC 8445 §7.2.5.3.1: a peer-reflexive local candidate; it is not signalled.
         prflx = prflx_candidate(
             mapped,
