@@ -99,10 +99,11 @@ def measure_cmds(
 ) -> list[float]:
     """Connect fresh peers ``n`` times; each sample is the ms until *both* are connected.
 
-    Each peer times its own connect call, made when it reads ``start``, both peers already
-    holding each other's parameters and candidates, so process start-up and gathering are
-    not counted (nor the peer program's timeout guard around the call).  Which peer gets
-    ``start`` first alternates from run to run.
+    Each peer times its own connect call, made when it reads ``start`` (stamped just before
+    the call, a scheduling step after the read: see docs/guide/performance.rst), both peers
+    already holding each other's parameters and candidates, so process start-up and
+    gathering are not counted (nor the peer program's timeout guard around the call).
+    Which peer gets ``start`` first alternates from run to run.
     """
     return [measure_pair(cmd_a, cmd_b, timeout, b_first=i % 2 == 1).elapsed_ms for i in range(n)]
 

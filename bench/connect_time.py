@@ -5,7 +5,9 @@ waits until both have taken them in (each answers a ``sync`` sent behind them: s
 2026-11-29; before, ``start`` followed at once, and a peer still taking the other's
 description in was timed doing so), sends ``start`` to both and takes the time from the
 first of the two starts until both are connected, on the machine's clock: each peer says
-when it read ``start`` and when its connect call returned, inside its timeout guard (so
+when it read ``start`` (stamped just before its connect call, one scheduling step after
+the read, the libnice peer's at the read: docs/guide/performance.rst) and when its connect
+call returned, inside its timeout guard (so
 gathering, process start-up and the peer program's own timeout guard are excluded; until
 2026-11-29 the trice and aioice peers' clocks included the guard, which in the trice peer
 took 18-45 µs).  Until 2026-12-02 the figure was the later of the two peers' own times:
