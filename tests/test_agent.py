@@ -3291,6 +3291,40 @@ async def test_a_failure_names_the_pairs_the_cap_left_unchecked(
     assert a.statistics().pairs_pruned == 1
 
 
+async def test_connect_racing_the_agents_close_never_returns_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``connect()`` on an agent already connected takes a checkpoint before it returns; if
+    the agent's block is left meanwhile (another task), it returns the connection or raises
+    trio.ClosedResourceError, as documented.  It returned ``None``: the close had let go of
+    the connection (the apistate review).  trio orders a batch at random, so the race is
+    taken in about half of the 30 trials."""
+    outcomes: list[object] = []
+
+    async def call(agent: trice.Agent) -> None:
+        try:
+            outcomes.append(await agent.connect())
+        except trio.ClosedResourceError as exc:
+            outcomes.append(exc)
+
+    config = loopback_config()
+    for _ in range(30):
+        async with (
+            trice.open_agent(config, controlling=False) as b,
+            trio.open_nursery() as nursery,
+        ):
+            async with trice.open_agent(config, controlling=True) as a:
+                await a.wait_gathering_complete()
+                await b.wait_gathering_complete()
+                signal(a, b)
+                await connect_both(a, b)
+                nursery.start_soon(call, a)
+                await trio.lowlevel.checkpoint()  # (call may be parked in connect now)
+            # (a's block is left: the agent closes)
+    kinds = [type(outcome).__name__ for outcome in outcomes]
+    assert set(kinds) <= {"Connection", "ClosedResourceError"}, kinds
+
+
 async def test_a_failure_with_pairs_that_worked_says_none_was_nominated(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

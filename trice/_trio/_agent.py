@@ -1102,9 +1102,11 @@ class Agent:
             if self._core.selected is not None:
                 if self._connection is None:
                     self._connection = Connection(self)
+                connection = self._connection
                 if not waited:  # the wait below is a checkpoint; without it, take one
                     await trio.lowlevel.checkpoint()
-                return self._connection
+                    self._raise_if_closed()  # (closed meanwhile: its connection let go)
+                return connection
             primary = self._socket_to_read()
             if primary is not None:
                 await self._read_until_change(primary, checkpoint=not waited)
