@@ -244,6 +244,24 @@ def test_mdns_opens_where_so_reuseport_is_refused(monkeypatch: pytest.MonkeyPatc
     mdns.close()
 
 
+@pytest.mark.parametrize("code", [errno.ENOPROTOOPT, errno.EINVAL])
+def test_mdns_opens_where_ip_pktinfo_is_refused(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """A kernel or sandbox that refuses IP_PKTINFO (WSL1 answered EINVAL) leaves mDNS on,
+    reading datagrams without it as elsewhere than Linux: the refusal turned mDNS off
+    for the process ("cannot open port 5353"; the portability review)."""
+    real = socket.socket.setsockopt
+
+    def setsockopt(self: socket.socket, level: int, option: int, value: int | bytes) -> None:
+        if level == socket.IPPROTO_IP and option == _mdns._IP_PKTINFO:
+            raise OSError(code, os.strerror(code))
+        real(self, level, option, value)
+
+    monkeypatch.setattr(socket.socket, "setsockopt", setsockopt)
+    mdns = _mdns.open_mdns(loopback_config().network, lambda: 0.0)
+    assert mdns is not None
+    mdns.close()
+
+
 _IMPORT = textwrap.dedent(
     """
     import builtins, select, socket, sys

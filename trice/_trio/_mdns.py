@@ -491,7 +491,10 @@ def _mdns_socket() -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)  # (RFC 6762 §11, unicast too)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
         if _LINUX:  # the interface and destination of each datagram (see serve)
-            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            except OSError as exc:  # (WSL1 refused it: read as elsewhere than Linux, then)
+                logger.debug("mDNS: no IP_PKTINFO (%s): datagrams read without it", exc)
         sock.setblocking(False)
     except BaseException:
         sock.close()
