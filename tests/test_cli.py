@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import trio
 
 import trice
 from trice import _cli
-from trice._trio import _timers
+from trice._trio import _mdns, _timers
 
 from coturn import require_turnserver, run_coturn
 from natlab import lone_namespace, require_natlab
@@ -515,6 +517,24 @@ def test_the_demo_with_loopback_down_says_so_at_once() -> None:
     assert out.returncode == 1, (out.returncode, out.stderr)
     assert out.stderr.splitlines() == [
         "trice: no loopback address to use (is the loopback interface up? ip link set lo up)"
+    ]
+
+
+def test_the_mdns_demo_where_mdns_cannot_open_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``trice demo --mdns`` where port 5353 cannot be had (another program holds it
+    exclusively, as can be on Windows): one line says mDNS could not be opened.  It said
+    the loopback interface was down, and gave a Linux command (the portability review)."""
+
+    def taken() -> socket.socket:
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+    monkeypatch.setattr(_mdns, "_mdns_socket", taken)
+    assert _cli.main(["demo", "--mdns", "--count", "2", "--pings", "1"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "trice: mDNS could not be opened (-v says why), and --mdns signals the host "
+        "candidates only as .local names"
     ]
 
 

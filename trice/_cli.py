@@ -251,8 +251,14 @@ async def _demo(
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
             if not (a.local_candidates and b.local_candidates):
+                if mdns and not all(isinstance(agent._mdns, Mdns) for agent in (a, b)):
+                    raise _DemoError(
+                        "mDNS could not be opened (-v says why), and --mdns signals the host "
+                        "candidates only as .local names"
+                    )
+                advice = " ip link set lo up" if sys.platform.startswith("linux") else ""
                 raise _DemoError(
-                    "no loopback address to use (is the loopback interface up? ip link set lo up)"
+                    f"no loopback address to use (is the loopback interface up?{advice})"
                 )
             # Signaling, in-process: each side learns the other's parameters and candidates.
             introduce(a, b)
