@@ -47,6 +47,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 from loopback import (
     HAS_IPV6,
     agents_alive,
+    answer_check,
     connect_both,
     cycle_collector_off,
     events_so_far,
@@ -3266,12 +3267,13 @@ async def test_a_pwd_the_peer_does_not_take_is_named_when_ice_fails(
 
 
 async def test_a_failure_names_the_pairs_the_cap_left_unchecked(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Past ``max_pairs`` the lowest pairs are pruned before any check (RFC 8445
     §6.1.2.5): here the only one that works, the peer's real candidate, below a port nobody
     answers on.  The failure says that pairs went unchecked, and how many (it blamed the
-    pairs alone: "no candidate pair works")."""
+    pairs alone: "no candidate pair works"), and a WARNING says so too (the docs said it
+    did; nothing was logged: the p40pass2 review)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
         dead.bind(("127.0.0.1", 0))
         config = dataclasses.replace(loopback_config(), max_pairs=1)
@@ -3289,6 +3291,8 @@ async def test_a_failure_names_the_pairs_the_cap_left_unchecked(
         "§6.1.2.5) went unchecked"
     )
     assert a.statistics().pairs_pruned == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"{a.local_parameters.ufrag}: {info.value}"]
 
 
 async def test_connect_racing_the_agents_close_never_returns_none(
@@ -3325,13 +3329,16 @@ async def test_connect_racing_the_agents_close_never_returns_none(
     assert set(kinds) <= {"Connection", "ClosedResourceError"}, kinds
 
 
-async def test_a_failure_with_pairs_that_worked_says_none_was_nominated(
-    autojump_clock: trio.testing.MockClock,
+@pytest.mark.parametrize("nominated", [False, True])
+async def test_a_failure_with_pairs_that_worked_says_why_none_was_selected(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, nominated: bool
 ) -> None:
-    """A controlling peer that checks, and answers this controlled agent's checks, but never
-    nominates: the pair works, yet ICE fails at ``failed_timeout``.  The failure says the
-    pair worked and the peer nominated none (it said "no candidate pair works"; the
-    authfuzz review)."""
+    """A controlling peer that checks, and answers this controlled agent's checks, but
+    never nominates the pair that works (and, with ``nominated``, nominates another one
+    whose checks go unanswered): ICE fails at ``failed_timeout``.  The failure says a pair
+    worked and why none was selected, and a WARNING says the same (it said "no candidate
+    pair works", and nothing was logged; the authfuzz and p40pass2 reviews)."""
+    caplog.set_level(logging.DEBUG, logger="trice")
     config = dataclasses.replace(
         loopback_config(), timing=trice.Timing(disconnected_timeout=2.0, failed_timeout=5.0)
     )
@@ -3339,55 +3346,56 @@ async def test_a_failure_with_pairs_that_worked_says_none_was_nominated(
         await agent.wait_gathering_complete()
         (host,) = agent.local_candidates
         local = agent.local_parameters
-        peer_pwd = "p" * 24
-        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer:
+        with (
+            trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer,
+            trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as silent,
+        ):
             await peer.bind(("127.0.0.1", 0))
-            address, port = peer.getsockname()
-            agent.set_remote_parameters("peerufrag", peer_pwd)
-            agent.add_remote_candidate(
-                trice.Candidate.from_sdp(f"candidate:1 1 udp 2130706431 {address} {port} typ host")
-            )
+            await silent.bind(("127.0.0.1", 0))
+            agent.set_remote_parameters("peerufrag", "x" * 22)
+            for sock in (peer, silent) if nominated else (peer,):
+                address, port = sock.getsockname()
+                line = f"candidate:{port} 1 udp 2130706431 {address} {port} typ host"
+                agent.add_remote_candidate(trice.Candidate.from_sdp(line))
             agent.add_remote_candidate(None)
 
             async def answer_checks() -> None:
                 while True:
                     data, source = await peer.recvfrom(2048)
-                    request = stun.decode(data)
-                    if request.message_class is not stun.MessageClass.REQUEST:
-                        continue
-                    mapped = stun.XorMappedAddress(source[0], source[1])
-                    answer = stun.Message(
-                        stun.Method.BINDING,
-                        stun.MessageClass.SUCCESS,
-                        request.transaction_id,
-                        [mapped],
-                    )
-                    key = stun.short_term_key(peer_pwd)
-                    await peer.sendto(answer.encode(integrity_key=key, fingerprint=True), source)
+                    if stun.decode(data).message_class is stun.MessageClass.REQUEST:
+                        await peer.sendto(answer_check(data, source[:2]), source)
+
+            def check(use_candidate: bool) -> bytes:
+                attributes: list[stun.Attribute] = [
+                    stun.Username(f"{local.ufrag}:peerufrag"),
+                    stun.Priority(host.priority),
+                    stun.IceControlling(7),
+                ]
+                if use_candidate:
+                    attributes.append(stun.UseCandidate())
+                request = stun.Message(
+                    stun.Method.BINDING, stun.MessageClass.REQUEST, b"Q" * 12, attributes
+                )
+                key = stun.short_term_key(local.pwd)
+                return request.encode(integrity_key=key, fingerprint=True)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(answer_checks)
-                check = stun.Message(
-                    stun.Method.BINDING,
-                    stun.MessageClass.REQUEST,
-                    b"Q" * 12,
-                    [
-                        stun.Username(f"{local.ufrag}:peerufrag"),
-                        stun.Priority(host.priority),
-                        stun.IceControlling(7),
-                    ],
-                )
-                key = stun.short_term_key(local.pwd)
-                await peer.sendto(
-                    check.encode(integrity_key=key, fingerprint=True), (host.address, host.port)
-                )
+                await peer.sendto(check(False), (host.address, host.port))
+                if nominated:  # (its own checks go unanswered: nobody reads ``silent``)
+                    await silent.sendto(check(True), (host.address, host.port))
                 with pytest.raises(trice.IceFailedError) as info:
                     await agent.connect()
                 nursery.cancel_scope.cancel()
-    assert str(info.value) == (
-        "ICE failed: no pair was selected within failed_timeout (5 s), though 1 pair worked: "
-        "the controlling peer nominated none"
+    why = (
+        "the pair the controlling peer nominated did not pass this agent's check"
+        if nominated
+        else "the controlling peer nominated none"
     )
+    reason = f"no pair was selected within failed_timeout (5 s), though 1 pair worked: {why}"
+    assert str(info.value) == f"ICE failed: {reason}"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"{local.ufrag}: ICE failed: {reason}"]
 
 
 async def test_consent_checks_a_restarted_peer_refuses_are_not_taken_for_bad_credentials(

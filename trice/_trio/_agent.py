@@ -1095,10 +1095,7 @@ class Agent:
                         "gather_reports; a relay that ended is replaced by "
                         "restart(regather=True))"
                     )
-                raise IceFailedError(
-                    f"ICE failed: {_no_pair(self._core)}{_unauthorized(self._core)}"
-                    f"{_unchecked(self._core)}"
-                )
+                raise IceFailedError(f"ICE failed: {_no_pair(self._core)}")
             if self._core.selected is not None:
                 if self._connection is None:
                     self._connection = Connection(self)
@@ -1188,8 +1185,10 @@ class Agent:
                 self._buffer.closed = True
                 for share in self._muxes:
                     share.release()  # (a peer that comes back there may be another agent's)
-                if self._core.checks_unauthorized and self._core.selected is None:
-                    logger.warning("%s: ICE failed%s", self._local.ufrag, _unauthorized(self._core))
+                if self._core.selected is None:
+                    reason = _no_pair(self._core)
+                    if reason != NO_PAIR_WORKS:  # (what more it can say: logged, as raised)
+                        logger.warning("%s: ICE failed: %s", self._local.ufrag, reason)
                 wakes = True
             else:
                 wakes = state is ConnectionState.CLOSED
@@ -2643,17 +2642,31 @@ async def _connect_into(agent: Agent, connections: list[Connection | None]) -> N
         connections.append(None)
 
 
+NO_PAIR_WORKS = "no candidate pair works"
+
+
 def _no_pair(core: AgentCore) -> str:
-    """Why no pair was selected: none worked, or some did and none was nominated in time
-    (a controlling peer that nominates none: one that took the controlled role too, say)."""
-    worked = sum(1 for pair in core.checklist if pair.state is PairState.SUCCEEDED)
+    """Why ICE failed with no pair selected: no pair worked, or some did and none was
+    nominated in time (a controlling peer that nominates none: one that took the
+    controlled role too, say); with what the failure owes to the peer's 401s and to the
+    pair cap, if anything."""
+    pairs = core.checklist
+    worked = sum(1 for pair in pairs if pair.state is PairState.SUCCEEDED)
     if not worked:
-        return "no candidate pair works"
-    return (
-        f"no pair was selected within failed_timeout ({core.timing.failed_timeout:g} s), "
-        f"though {worked} pair{'s' if worked > 1 else ''} worked"
-        + ("" if core.controlling else ": the controlling peer nominated none")
-    )
+        reason = NO_PAIR_WORKS
+    else:
+        reason = (
+            f"no pair was selected within failed_timeout ({core.timing.failed_timeout:g} s), "
+            f"though {worked} pair{'s' if worked > 1 else ''} worked"
+        )
+        if not core.controlling:
+            nominated = any(pair.nominated or pair.nominate_on_success for pair in pairs)
+            reason += (
+                ": the pair the controlling peer nominated did not pass this agent's check"
+                if nominated
+                else ": the controlling peer nominated none"
+            )
+    return f"{reason}{_unauthorized(core)}{_unchecked(core)}"
 
 
 def _unauthorized(core: AgentCore) -> str:
