@@ -251,7 +251,11 @@ async def _demo(
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
             if not (a.local_candidates and b.local_candidates):
-                if mdns and not all(isinstance(agent._mdns, Mdns) for agent in (a, b)):
+                if (
+                    mdns
+                    and all(agent._transports for agent in (a, b))  # (sockets: lo is up)
+                    and not all(isinstance(agent._mdns, Mdns) for agent in (a, b))
+                ):
                     raise _DemoError(
                         "mDNS could not be opened (-v says why), and --mdns signals the host "
                         "candidates only as .local names"
