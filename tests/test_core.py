@@ -1615,7 +1615,8 @@ def test_a_compliant_peer_with_many_pairs_over_a_slow_path_makes_no_one_give_way
 def test_no_giving_way_once_the_peer_has_taken_the_other_role() -> None:
     """A peer that follows the RFC, over a path slower than GIVE_WAY_AFTER: a check it sent
     before our 487 reached it comes late, but it had switched already, and one of its
-    checks has claimed the other role since: a keeps its role, and answers 487."""
+    checks has claimed the other role since: a keeps its role, and answers 487, to a
+    second late check too (two past GIVE_WAY_AFTER would make it give way otherwise)."""
     _net, a, _b = two_agents(
         a_controlling=True, b_controlling=True, a_tiebreaker=2000, b_tiebreaker=1000, want=False
     )
@@ -1632,6 +1633,7 @@ def test_no_giving_way_once_the_peer_has_taken_the_other_role() -> None:
     assert answer(b"A" * 12, True, 0.0) == 487
     assert answer(b"B" * 12, False, 1.0) == 0  # (the peer switched: its check says so)
     assert answer(b"C" * 12, True, GIVE_WAY_AFTER + 1.0) == 487  # (sent before it did)
+    assert answer(b"D" * 12, True, GIVE_WAY_AFTER + 1.1) == 487
     assert core.controlling and core.role_switches == 0
 
 

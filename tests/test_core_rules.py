@@ -173,10 +173,11 @@ def _past_pac(core: AgentCore) -> ConnectionState:
 
 
 def test_a_left_out_candidate_holds_failure_back_past_the_pac_timer() -> None:
-    """RFC 8863: a candidate of the peer left out of the check list (here an IPv6 one this
-    IPv4-only agent cannot pair) may still be paired by the peer with ours and checked, so
-    the empty check list is no failure when the PAC timer ends: ICE fails at
-    failed_timeout only."""
+    """RFC 8863: a candidate of the peer held back and then left out (a ``.local`` name
+    that did not resolve: ``release_remote(None, ...)``) may still be paired by the peer
+    with ours and checked, so the empty check list is no failure when the PAC timer ends:
+    ICE fails at failed_timeout only.  (The IPv6 candidate beside it, which this IPv4-only
+    agent cannot pair, holds nothing back alone.)"""
     core = _v4_core()
     core.set_remote(_peer2(), 0.0)
     generation = core.hold_remote()
@@ -367,34 +368,6 @@ def test_a_full_agent_never_gives_way_to_a_lite_peer_that_claims_control() -> No
         error = stun.decode(data).get(stun.ErrorCode)
         assert error is not None and error.code == 487
     assert core.controlling and core.role_switches == 0
-
-
-def test_no_giving_way_once_the_peer_has_taken_the_other_role_whatever_comes_late() -> None:
-    """Once one of the peer's checks has claimed the other role (it read our 487 and
-    switched, RFC 8445 §7.2.5.1), this agent never gives way in this generation: late
-    checks of before that still claim our role, two of them past GIVE_WAY_AFTER, get
-    487s."""
-    _net, a, _b = two_agents(
-        a_controlling=True, b_controlling=True, a_tiebreaker=2000, b_tiebreaker=1000, want=False
-    )
-    core = a.core
-    source = ("10.0.0.2", 6000)
-
-    def answer(tid: bytes, controlling: bool, now: float) -> int:
-        request = binding_request(core, controlling=controlling, tiebreaker=1000, tid=tid)
-        reply = core.on_request(0, source, request, now)
-        assert reply is not None
-        error = stun.decode(reply).get(stun.ErrorCode)
-        return 0 if error is None else error.code
-
-    assert answer(b"A" * 12, True, 0.0) == 487
-    assert answer(b"B" * 12, False, 1.0) == 0  # (the peer switched)
-    assert answer(b"C" * 12, True, GIVE_WAY_AFTER + 1.0) == 487
-    assert answer(b"D" * 12, True, GIVE_WAY_AFTER + 1.1) == 487
-    assert core.controlling and core.role_switches == 0
-
-
-# -- the RTO schedule (RFC 8445 §14.3, RFC 8489 §6.2.1) ----------------------------------------
 
 
 def test_a_scaled_rto_above_rto_max_never_shrinks() -> None:
