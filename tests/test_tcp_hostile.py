@@ -596,6 +596,32 @@ async def test_past_max_pairs_proven_connections_stay_and_a_new_one_is_refused()
         await second.aclose()
 
 
+async def test_a_connection_whose_check_found_no_room_is_closed_unproven(
+    short_prove: None,
+) -> None:
+    """A check over a new connection, answered with a success but past the remote
+    candidate cap (no pair stands for it: counted in ``prflx_dropped``), leaves the
+    connection unproven: it is closed after PROVE_WITHIN, as one that carried no check.
+    It stayed, holding one of the candidate's ``max_pairs`` places for good (the authtcp
+    review)."""
+    config = tcp_config(PASSIVE, max_pairs=3, max_remote_candidates=2)
+    async with trice.open_agent(config, controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        first = await _proven(agent, address)
+        second = await _proven(agent, address)
+        third = await _proven(agent, address)  # (answered with a success, but no room)
+        assert agent.statistics().prflx_dropped == 1
+        with trio.fail_after(PROVE + 2):
+            assert await third.receive() is None  # closed by the agent
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_unproven, transport.links) == (3, 1, 2)
+        for peer in (first, second, third):
+            await peer.aclose()
+
+
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
     """At the cap with connections nobody proved, a new one takes the oldest one's place
     (counted refused): the peer's connection, whose check proves it, gets in."""

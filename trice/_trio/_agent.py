@@ -2187,8 +2187,14 @@ class Agent:
                 # closely as it can (the pump sends it), as Pion's triggered check follows
                 # its answer: a peer that nominates on it then finds both in one read.
                 self._ping_back_now_if_elsewhere(now)
-                if isinstance(transport, TcpTransport) and stun.peek_type(response) == _SUCCESS:
-                    # (A connection the peer opened stays once a check over it is accepted.)
+                if (
+                    isinstance(transport, TcpTransport)
+                    and stun.peek_type(response) == _SUCCESS
+                    and core.is_remote_address(source, tcp=True)
+                ):
+                    # (A connection the peer opened stays once a check over it is accepted
+                    # and stands for a remote candidate: one past the cap, answered all the
+                    # same, is closed unproven, as one that never checked.)
                     transport.prove(source)
                 transport.send_nowait(response, source)
             self._pump(now)
