@@ -622,6 +622,32 @@ async def test_a_connection_whose_check_found_no_room_is_closed_unproven(
             await peer.aclose()
 
 
+async def test_connections_that_came_and_went_do_not_lock_the_peer_out() -> None:
+    """The peer opens connections to the passive candidate one after another, each
+    carrying a check the agent accepts, and closes each: the far end each left behind
+    (peer-reflexive, at an address no connection comes from again) goes with it.  They
+    stayed, counted against ``max_remote_candidates``: past the cap, a new connection's
+    nomination was refused (400) until an ICE restart (the authtcp review)."""
+    config = tcp_config(PASSIVE, max_remote_candidates=5)
+    async with trice.open_agent(config, controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        for _ in range(config.max_remote_candidates + 1):
+            gone = await _proven(agent, address)
+            await gone.aclose()
+            await until(lambda: transport.links == 0)
+        peer = await _Peer.connect(address)
+        await peer.send(_request(agent, nominate=True))
+        with trio.fail_after(2):
+            answer = await peer.receive()
+        assert answer is not None
+        assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+        assert agent.statistics().prflx_dropped == 0
+        await peer.aclose()
+
+
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
     """At the cap with connections nobody proved, a new one takes the oldest one's place
     (counted refused): the peer's connection, whose check proves it, gets in."""

@@ -1195,6 +1195,21 @@ class AgentCore:
         if self.finished:
             return
         self._lose(lambda pair: pair.base == base and pair.remote_address == address, now)
+        # The far end of a connection the peer opened (learned, peer-reflexive) is gone
+        # with it: no connection comes from there again (a new one, from a new port), and
+        # it held a place under max_remote_candidates for the generation: 200 connections
+        # come and gone left the peer no room for another.
+        key = (address[0], address[1] + TCP_KEY)
+        remote = self.remote_addresses.get(key)
+        if (
+            remote is not None
+            and remote.type is CandidateType.PRFLX
+            and remote.tcp_type is TcpType.ACTIVE
+            and key != self._stale
+            and not self.finished
+            and all(pair.state is _PAIR_FAILED for pair in self.checklist if pair.remote is remote)
+        ):
+            del self.remote_addresses[key]
 
     def previous_path_lost(self, base: int, address: Address) -> None:
         """An ICE-TCP connection kept from before an ICE restart closed, and no check of
