@@ -648,6 +648,42 @@ async def test_connections_that_came_and_went_do_not_lock_the_peer_out() -> None
         await peer.aclose()
 
 
+async def test_a_mapped_address_at_the_agents_listener_leaves_the_local_end_active() -> None:
+    """The peer answers the check that went over the connection the agent opened with
+    XOR-MAPPED-ADDRESS naming the agent's own passive listener (a lie: that end is an
+    ephemeral port).  The selected pair's local candidate stays the active one; it became
+    the passive host candidate of the other socket, with its priority (the authtcp
+    review)."""
+    config = tcp_config(ACTIVE, PASSIVE, timing=trice.Timing(rto=0.1, rto_max=0.1))
+    async with (
+        _listener() as listener,
+        trice.open_agent(config, controlling=True) as agent,
+    ):
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(_passive_candidate(listener.getsockname()[1]))
+        agent.add_remote_candidate(None)
+        passive = _transport(agent, PASSIVE).local_address
+        key = stun.short_term_key(PEER_PWD)
+        connections: list[trice.Connection] = []
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+
+                async def connect() -> None:
+                    connections.append(await agent.connect())
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(connect)
+                peer = await _Peer.accept(listener)
+                while (data := await peer.receive()) is not None:
+                    message = stun.decode(data)
+                    if message.message_class is stun.MessageClass.REQUEST:
+                        answer = message.success_response(stun.XorMappedAddress(*passive))
+                        await peer.send(answer.encode(integrity_key=key, fingerprint=True))
+        (connection,) = connections
+        assert connection.selected_pair.local.tcp_type is ACTIVE
+
+
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
     """At the cap with connections nobody proved, a new one takes the oldest one's place
     (counted refused): the peer's connection, whose check proves it, gets in."""

@@ -2106,6 +2106,8 @@ class AgentCore:
                     continue
                 if base == pair.base:
                     return candidate
+                if candidate.tcp_type is not local.tcp_type:
+                    continue  # (a listener's, named for a connection we opened: a lie)
                 # (Another socket's: two private addresses that a 1:1 NAT's one public
                 # address stands for, each in its host candidate's place, share it.)
                 found = found or candidate
