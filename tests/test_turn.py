@@ -2212,6 +2212,27 @@ def test_a_refused_refresh_deletes_the_allocation_it_leaves_on_the_server(
     assert client.next_deadline() is None
 
 
+def test_an_authenticated_allocates_437_deletes_the_allocation_on_the_5_tuple() -> None:
+    """An authenticated Allocate answered 437 Allocation Mismatch (RFC 8656 §7.2: this
+    5-tuple holds an allocation; ours, when a copy was granted, its answer lost, and a
+    stale nonce's retry went as a transaction of its own): the client fails, and deletes
+    that allocation, signed, once (it was left on the server for its lifetime; the shell
+    then allocates from another port; the authturn review)."""
+    server = FakeServer()
+    client, allocate = _challenged_allocate_out(server)
+    request = stun.decode(allocate)
+    mismatch = request.error_response(437, "Allocation Mismatch")
+    client.on_server_data(mismatch.encode(integrity_key=server.key, fingerprint=True), 0.2)
+    assert state(client) is TurnState.FAILED
+    assert client.error is not None and client.error.code == 437
+    deletion = client.poll_transmit(0.2)
+    assert deletion is not None
+    message = stun.decode(deletion)
+    assert message.method is Method.REFRESH and message.get(stun.Lifetime) == stun.Lifetime(0)
+    assert message.verify_integrity(server.key)
+    assert client.poll_transmit(0.2) is None
+
+
 class _SilentToPermissions(FakeServer):
     """From 200 s (until ``until``), CreatePermission goes unanswered (the rest is answered)."""
 

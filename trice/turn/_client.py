@@ -1057,10 +1057,15 @@ class TurnClient:
             if alternate is not None:
                 what += f" (alternate server {host_port(*alternate)})"
             self._fail(f"TURN {kind.value} failed: {what}", code=code, reason=reason, **extra)
-            if kind is Kind.REFRESH and code not in (None, 401, 437, 438):
+            if (kind is Kind.REFRESH and code not in (None, 401, 437, 438)) or (
+                kind is Kind.ALLOCATE and code == 437 and self._key is not None
+            ):
                 # A Refresh refused (508, say) leaves the allocation on the server until its
                 # lifetime runs out, counted against our quota there: deleted, once, with no
                 # wait (the client has failed; a lost request costs only the quota's slot).
+                # So does an authenticated Allocate's 437: an allocation is on this 5-tuple,
+                # ours (a copy granted, whose answer was lost, then a stale nonce's retry
+                # went as a transaction of its own) or a client's of before on the port.
                 self._request(Kind.DEALLOCATE, now)
                 self._transactions.clear()
         elif kind is Kind.DEALLOCATE:
