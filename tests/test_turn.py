@@ -1476,13 +1476,20 @@ def test_a_failed_permission_is_asked_again_after_a_growing_pause() -> None:
     assert client.permission_installed(PEER)
     assert [d for _, d, _ in server.relayed] == [b"e"]
     assert client.statistics().dropped == 4  # a and c with their refusals, b and d
-    # Refused again later (at its refresh), the pause starts over from 5 s.
+    # Refused again later (at its refresh, 256 s), the pause starts over from 5 s; the
+    # server holds the permission to its end (316 s, RFC 8656 §9), so it stays, and the
+    # data goes, until then (it ended at the refusal: the authturn review).
     server.errors[Method.CREATE_PERMISSION] = (403, "Forbidden")
     run_until(client, server, 260.0, now=16.0)
     assert asked()[-1] == 256.0
-    assert not client.permission_installed(PEER)
-    assert not client.send_to_peer(PEER2, b"f", 260.0)
-    assert client.send_to_peer(PEER2, b"g", 261.0)
+    assert client.permission_installed(PEER) and client.channel_bound(PEER)
+    assert client.send_to_peer(PEER, b"f", 260.0)
+    exchange(client, server, 260.0)
+    assert [d for _, d, _ in server.relayed] == [b"e", b"f"]
+    run_until(client, server, 320.0, now=260.0)
+    assert asked()[3:] == [256.0, 261.0, 271.0, 291.0, 316.0]
+    assert not client.permission_installed(PEER) and not client.channel_bound(PEER)
+    assert not client.send_to_peer(PEER, b"g", 320.0)
 
 
 def test_refused_channel_keeps_send_indications() -> None:

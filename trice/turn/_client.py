@@ -1105,17 +1105,20 @@ class TurnClient:
             perm.failures += 1
             backoff = PERMISSION_RETRY_MIN * 2 ** min(perm.failures - 1, 8)
             pause = min(backoff, PERMISSION_RETRY_MAX)
-            if code is None and perm.installed and now < perm.expires_at:
-                # A refresh that got no answer, while the server still holds the permission:
-                # it stays ours (its channels' data goes on), and is refreshed again soon.
-                perm.refresh_at = now + pause
+            if code is not None:
+                self._counts["refused"] += 1
+                self.refusals[perm.ip] = what
+            if perm.installed and now < perm.expires_at:
+                # A refresh that got no answer, or was refused, while the server still
+                # holds the permission (RFC 8656 §9: it ends only at its lifetime's end): it
+                # stays ours (its channels' data goes on), and is refreshed again soon.  A
+                # refusal ended it at once: 5 s to a minute of data lost, the server
+                # relaying all the while.  (Woken at its end at the latest: see on_timer.)
+                perm.refresh_at = min(now + pause, perm.expires_at)
                 return
             perm.installed = False
             perm.failed = True
             perm.retry_at = now + pause
-            if code is not None:
-                self._counts["refused"] += 1
-                self.refusals[perm.ip] = what
             self._counts["dropped"] += len(perm.queue)
             perm.queue.clear()
             self._unbind(perm)
