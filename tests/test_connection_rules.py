@@ -1,0 +1,225 @@
+"""Rules of a Connection and its receive buffer (trice/_trio/_connection.py) that the other
+connection tests did not pin (found by a mutation review): the buffer's bound and its count
+of drops, STUN-like data refused (RFC 7983), a relay whose allocation ended making sends
+raise BrokenResourceError, several receivers each woken, and a receive loop that keeps up
+reading one datagram a read."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+from test_transport import _StubAgent
+
+import trice
+from trice._trio._connection import _STREAK, Connection, ReceiveBuffer
+from trice._trio._transport import STUN_MAGIC, UdpTransport
+
+from loopback import connect_both, gathered_pair, loopback_config, signal
+
+
+def test_the_receive_buffer_holds_its_size_and_counts_what_it_drops() -> None:
+    """``receive_buffer`` datagrams are queued at most (over a mux or a relay, which queue
+    through ``put``); each one past them is dropped, and counted (datagrams_dropped)."""
+    buffer = ReceiveBuffer(3)
+    assert [buffer.put(b"%d" % i) for i in range(5)] == [True, True, True, False, False]
+    assert buffer.queue is not None and list(buffer.queue) == [b"0", b"1", b"2"]
+    assert buffer.dropped == 2
+
+
+@pytest.mark.parametrize("first", [0, 1, 2, 3])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+async def test_a_datagram_that_looks_like_stun_is_refused_for_any_first_byte_0_to_3(
+    first: int, kind: type[bytes] | type[bytearray] | type[memoryview]
+) -> None:
+    """RFC 7983: a first byte 0 to 3 (3 included) with STUN's magic cookie is STUN to the
+    peer: send and send_nowait refuse it, whatever buffer it comes in."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        agent = _StubAgent(UdpTransport(0, sock))
+        conn = Connection(agent)  # type: ignore[arg-type]
+        raw = bytes([first, 0, 0, 8]) + STUN_MAGIC + b"x" * 12
+        data = kind(raw)
+        with pytest.raises(trice.UsageError):
+            await conn.send(data)
+        with pytest.raises(trice.UsageError):
+            conn.send_nowait(data)
+        # (one that is not STUN-like goes)
+        assert conn.send_nowait(kind(bytes([4]) + raw[1:]))
+        await trio.lowlevel.checkpoint()
+
+
+# -- a relay whose allocation ended ----------------------------------------------------------
+
+
+class _GoneRelay:
+    """A selected pair's relay whose allocation ended: closed, it takes nothing."""
+
+    base = 0
+    local_address = ("127.0.0.1", 9)
+    closed = True
+
+    def send_nowait(self, data: bytes, address: tuple[str, int], *, retry: bool = False) -> bool:
+        return False
+
+    async def send(self, data: bytes, address: tuple[str, int], check: object = None) -> None:
+        raise trio.ClosedResourceError("the relay is closed")
+
+    def close(self) -> None:
+        pass
+
+
+class _RelayThatEnds(_GoneRelay):
+    """A relay whose queue is full (sends wait); its allocation ends while one waits."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.tries = 0
+        self.ended = trio.Event()
+
+    async def send(self, data: bytes, address: tuple[str, int], check: object = None) -> None:
+        self.tries += 1
+        if self.tries > 5:
+            raise RuntimeError("the send keeps trying a closed relay")
+        if not self.closed:
+            await self.ended.wait()
+        raise trio.ClosedResourceError("the relay is closed")
+
+
+def test_send_nowait_over_a_relay_that_is_gone_raises_broken() -> None:
+    """send_nowait over the selected pair's relay once its allocation ended raises
+    BrokenResourceError (as documented, and as send does), not a mere False that a caller
+    takes for a full buffer and tries again forever."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        agent = _StubAgent(UdpTransport(0, sock))
+        agent._transports = {0: _GoneRelay()}  # type: ignore[dict-item]
+        conn = Connection(agent)  # type: ignore[arg-type]
+        with pytest.raises(trio.BrokenResourceError, match="relay"):
+            conn.send_nowait(b"data")
+
+
+async def test_a_send_waiting_on_a_relay_that_ends_raises_broken() -> None:
+    """A send waits for room on the selected pair's relay; the allocation ends (the pair
+    still selected): the send raises BrokenResourceError, once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        agent = _StubAgent(UdpTransport(0, sock))
+        relay = _RelayThatEnds()
+        agent._transports = {0: relay}  # type: ignore[dict-item]
+        conn = Connection(agent)  # type: ignore[arg-type]
+        raised: list[BaseException] = []
+
+        async def send() -> None:
+            try:
+                await conn.send(b"data")
+            except Exception as exc:
+                raised.append(exc)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.testing.wait_all_tasks_blocked()
+                relay.closed = True
+                relay.ended.set()  # (its close wakes the waiting send)
+    assert len(raised) == 1 and isinstance(raised[0], trio.BrokenResourceError), raised
+
+
+# -- receivers -------------------------------------------------------------------------------
+
+
+async def test_each_of_several_receivers_gets_one_of_a_burst() -> None:
+    """Three tasks wait in receive() on one connection; the peer sends three datagrams at
+    once: each task gets one, promptly (none is left parked with a datagram queued for it,
+    waiting for the next one to come)."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        got: list[bytes] = []
+        all_in = trio.Event()
+
+        async def receiver() -> None:
+            got.append(await cb.receive())
+            if len(got) == 3:
+                all_in.set()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                for i in range(3):
+                    assert ca.send_nowait(b"burst %d" % i)
+                with trio.fail_after(0.5):  # (consent checks come only every 2-5 s)
+                    await all_in.wait()
+        assert sorted(got) == [b"burst 0", b"burst 1", b"burst 2"]
+
+
+async def test_receivers_waiting_when_the_agent_closes_raise_closed() -> None:
+    """Several tasks wait in receive(); the agent closes: every one of them raises
+    ClosedResourceError (none is left parked)."""
+    outcome: list[type[BaseException]] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            async with gathered_pair(loopback_config()) as (a, b):
+                signal(a, b)
+                _ca, cb = await connect_both(a, b)
+
+                async def receiver() -> None:
+                    try:
+                        await cb.receive()
+                    except trio.ClosedResourceError as exc:
+                        outcome.append(type(exc))
+
+                for _ in range(3):
+                    nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+            # (b closed: its receivers wake)
+    assert outcome == [trio.ClosedResourceError] * 3
+
+
+async def test_a_receive_loop_that_keeps_up_reads_one_datagram_a_read_for_good() -> None:
+    """A receive loop that waits for each datagram (the socket runs dry every time) reads one
+    datagram a read, however long it goes on: after 64 datagrams that came one by one, a
+    burst is still read one datagram at a time (nothing queued behind the first)."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+
+        async def send_when_waited_for(data: bytes) -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            assert ca.send_nowait(data)
+
+        with trio.fail_after(10):
+            for i in range(_STREAK):  # (the count past which a loop is taken to be behind)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send_when_waited_for, b"one %d" % i)
+                    assert await cb.receive() == b"one %d" % i
+            for i in range(10):
+                assert ca.send_nowait(b"burst %d" % i)
+            assert await cb.receive() == b"burst 0"
+        with pytest.raises(trio.WouldBlock):
+            cb.receive_nowait()  # one read: nothing else was queued
+
+
+async def test_after_a_backlog_is_read_a_receive_reads_one_datagram_again() -> None:
+    """A receive loop behind a backlog reads batches until the socket runs dry; then it is
+    back to one datagram a read."""
+    async with gathered_pair(loopback_config()) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        with trio.fail_after(10):
+            await ca.send(b"warm")
+            assert await cb.receive() == b"warm"
+            for i in range(100):
+                assert ca.send_nowait(b"backlog %d" % i)
+            for i in range(100):
+                assert await cb.receive() == b"backlog %d" % i
+            for i in range(10):
+                assert ca.send_nowait(b"burst %d" % i)
+            assert await cb.receive() == b"burst 0"
+        with pytest.raises(trio.WouldBlock):
+            cb.receive_nowait()  # one read: nothing else was queued

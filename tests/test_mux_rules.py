@@ -1,0 +1,162 @@
+"""Rules of the UDP mux's routing table (trice/_trio/_mux.py) that the other mux tests did not
+pin (found by a mutation review), driven at its own level: the agents sharing the mux claim
+a peer's address by what they send to it, prove it by a check answered from it, and
+datagrams from it go by ``_route`` to the one agent that holds it, or to none when it is
+ambiguous or names no agent."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from trice import stun
+from trice._trio._mux import TRANSACTIONS_KEPT, MuxTransport, UdpMux, asked_ufrag
+
+Address = tuple[str, int]
+S: Address = ("127.0.0.9", 5000)  # a peer's address, never sent to (nothing is sent here)
+
+
+@pytest.fixture
+def mux() -> Iterator[UdpMux]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        yield UdpMux(sock)
+    finally:
+        sock.close()
+
+
+class _Share:
+    """One agent's share of the mux, and what the mux delivered to it."""
+
+    def __init__(self, mux: UdpMux, ufrag: str) -> None:
+        self.got: list[bytes] = []
+        self.share = MuxTransport(1, mux, ufrag, self._deliver)
+
+    def _deliver(self, transport: MuxTransport, data: bytes, source: Address) -> None:
+        self.got.append(data)
+
+
+def _request() -> bytes:
+    return stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST).encode()
+
+
+def _success(request: bytes) -> bytes:
+    return stun.Message(
+        stun.Method.BINDING, stun.MessageClass.SUCCESS, transaction_id=request[8:20]
+    ).encode()
+
+
+def _checked(mux: UdpMux, who: _Share, source: Address = S) -> None:
+    """``who`` sends a check to ``source``, whose success answer comes back from there."""
+    request = _request()
+    who.share._claim(request, source)
+    mux._route(_success(request), source)
+
+
+# -- agents that prove an address, and leave --------------------------------------------------
+
+
+def test_a_third_agent_proving_an_address_gets_it_when_the_first_prover_leaves(
+    mux: UdpMux,
+) -> None:
+    """b claims S (unproven), a proves it (b loses it), c proves it too (ambiguous); when a
+    leaves, c is the only one that proved S: its data go to c."""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    request = _request()
+    a.share._claim(request, S)  # a's check goes out
+    b.share._claim(b"\x80data", S)  # b sends data there: S is b's, unproven
+    mux._route(_success(request), S)  # a's check is answered from S: a proved it
+    _checked(mux, c)  # c proves it as well: both's, data dropped
+    mux._detach(a.share)
+    c.got.clear()
+    b.got.clear()
+    mux._route(b"\x80payload", S)
+    assert c.got == [b"\x80payload"]
+    assert b.got == []
+
+
+def test_an_address_three_agents_proved_stays_ambiguous_when_one_leaves(mux: UdpMux) -> None:
+    """a, b and c each prove S; a leaves: S is still b's and c's, so its data go to neither
+    and are counted ambiguous."""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    for share in (a, b, c):
+        _checked(mux, share)
+    mux._detach(a.share)
+    for share in (b, c):
+        share.got.clear()
+    before = mux.statistics().ambiguous
+    mux._route(b"\x80payload", S)
+    assert b.got == [] and c.got == []
+    assert mux.statistics().ambiguous == before + 1
+
+
+# -- what claims an address, and what proves it -----------------------------------------------
+
+
+def test_a_check_after_answering_the_peer_first_proves_the_address(mux: UdpMux) -> None:
+    """An agent that answered its peer's check first (which claims S, unproven) and then
+    checks S itself proves S: a peer signalling S to another agent cannot divert it."""
+    a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
+    a.share._claim(_success(_request()), S)  # a answers a check from S
+    _checked(mux, a)  # then its own check to S succeeds
+    assert mux._by_source[S] == (a.share, True)
+    b.share._claim(_request(), S)  # b's peer signalled S: b checks it
+    a.got.clear()
+    mux._route(b"\x80payload", S)
+    assert a.got == [b"\x80payload"] and b.got == []
+
+
+def test_a_success_answer_takes_no_address_another_agent_claimed(mux: UdpMux) -> None:
+    """b checks S (claims it, unproven); a answers a check 'from S' with success (its source
+    may be forged): S stays b's."""
+    a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
+    b.share._claim(_request(), S)
+    a.share._claim(_success(_request()), S)
+    assert mux._by_source[S] == (b.share, False)
+    mux._route(b"\x80payload", S)
+    assert b.got == [b"\x80payload"] and a.got == []
+
+
+def test_the_transactions_noted_for_answers_are_bounded(mux: UdpMux) -> None:
+    """The mux notes each check's transaction to know whose its answer is; an agent checking
+    ever more addresses does not grow that note past TRANSACTIONS_KEPT."""
+    a = _Share(mux, "aaaa")
+    for i in range(TRANSACTIONS_KEPT + 100):
+        a.share._claim(_request(), ("127.0.0.9", 1000 + i % 50000))
+    assert len(mux._by_tid) <= TRANSACTIONS_KEPT
+
+
+def test_an_address_kept_over_a_restart_that_is_still_the_peers_stays_routed(
+    mux: UdpMux,
+) -> None:
+    """After an ICE restart, the pair of before ends; an address kept for it that is a remote
+    address of the new generation too stays the agent's."""
+    a = _Share(mux, "aaaa")
+    _checked(mux, a)
+    a.share.rename("aaa2", keep=[S])
+    a.share.forget_kept([S])
+    a.got.clear()
+    mux._route(b"\x80payload", S)
+    assert a.got == [b"\x80payload"]
+
+
+# -- requests that name no agent -------------------------------------------------------------
+
+
+def test_a_username_without_a_colon_names_no_agent(mux: UdpMux) -> None:
+    """A Binding request whose USERNAME has no ``:`` asks no agent (RFC 8445 §7.2.2: it is
+    ``ours:theirs``): not routed, counted unroutable."""
+    a = _Share(mux, "aaaa")
+    request = stun.Message(
+        stun.Method.BINDING,
+        stun.MessageClass.REQUEST,
+        attributes=(stun.UnknownAttribute(0x0006, b"aaaa"),),
+    ).encode()
+    assert asked_ufrag(request) is None
+    mux._route(request, S)
+    assert a.got == []
+    assert mux.statistics().unroutable == 1
