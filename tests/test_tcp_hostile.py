@@ -684,6 +684,48 @@ async def test_a_mapped_address_at_the_agents_listener_leaves_the_local_end_acti
         assert connection.selected_pair.local.tcp_type is ACTIVE
 
 
+async def test_a_check_no_pair_stands_for_leaves_the_connection_of_before_unproven(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After an ICE restart, at ``max_remote_candidates``, the new generation's check over
+    the connection of before is answered but makes no pair (``prflx_dropped``): the
+    connection stays of the generation before, and is closed once the new pair is
+    selected and the pair of before's data counts no more.  It was proven anew, and stayed
+    with no pair on it for good (its far end was still a known address: the p40pass3
+    review)."""
+    config = tcp_config(PASSIVE, max_remote_candidates=3)
+    async with trice.open_agent(config, controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        old = await _Peer.connect(address)
+        await _handshake(agent, old)
+        _restarted(agent, _passive_candidate(1, "7"), _passive_candidate(2, "8"))
+        username = f"{agent.local_parameters.ufrag}:{PEER_UFRAG2}"
+
+        async def check(peer: _Peer, *, nominate: bool = False) -> stun.MessageClass:
+            await peer.send(_request(agent, username=username, nominate=nominate))
+            while True:
+                data = await peer.receive()
+                assert data is not None, "the agent closed the connection"
+                message = stun.decode(data)
+                if message.message_class is not _REQUEST:
+                    return message.message_class
+                await peer.send(_success(message, peer, PEER_PWD2))
+
+        new = await _Peer.connect(address)
+        assert await check(new) is stun.MessageClass.SUCCESS
+        assert await check(old) is stun.MessageClass.SUCCESS  # (answered: no room)
+        assert agent.statistics().prflx_dropped == 1
+        await new.send(_request(agent, username=username, nominate=True))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_answer_requests, new, PEER_PWD2)
+            await trio.sleep(60)  # (virtual: the pair of before's data counts no more)
+            assert agent._core.previous_remote is None
+            assert transport.links == 1
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
     """At the cap with connections nobody proved, a new one takes the oldest one's place
     (counted refused): the peer's connection, whose check proves it, gets in."""

@@ -2190,11 +2190,12 @@ class Agent:
                 if (
                     isinstance(transport, TcpTransport)
                     and stun.peek_type(response) == _SUCCESS
-                    and core.is_remote_address(source, tcp=True)
+                    and core.checklist.find(transport.base, source) is not None
                 ):
                     # (A connection the peer opened stays once a check over it is accepted
-                    # and stands for a remote candidate: one past the cap, answered all the
-                    # same, is closed unproven, as one that never checked.)
+                    # and a pair stands for it: one past the cap, or from a passive
+                    # candidate's port, answered all the same, is closed unproven, as one
+                    # that never checked.)
                     transport.prove(source)
                 transport.send_nowait(response, source)
             self._pump(now)
