@@ -126,7 +126,8 @@ class TurnStatistics:
         refused: CreatePermission requests the server answered with an error (403 Forbidden
             for a peer address its rules deny, say): that peer's data is dropped (and
             counted in ``dropped``) until a retry is granted (see
-            :attr:`TurnClient.refusals`).
+            :attr:`TurnClient.refusals`); a refused refresh keeps the permission, and its
+            data going, until the permission's end (the server holds it so long).
     """
 
     malformed: int
