@@ -1,8 +1,8 @@
 """Rules of the agent's counters, failure messages and event streams (trice/_trio/_agent.py,
-trice/_trio/_streams.py) that the other agent tests did not pin (found by a mutation
-review): data after the connection closed dropped and counted over a mux too, the core's
-prflx_dropped reported, counts in an ICE failure's message said in the singular or the
-plural, and a stream's loss mark kept to one for a gap that ends with ``closed``."""
+trice/ice/_core.py, trice/_trio/_streams.py) that the other agent tests did not pin (found
+by a mutation review): the core's prflx_dropped reported, counts in an ICE failure's
+message said in the singular or the plural, and a stream's loss mark kept to one for a gap
+that ends with ``closed``."""
 
 from __future__ import annotations
 
@@ -11,35 +11,12 @@ import types
 import trio
 
 import trice
-from trice._trio._agent import _unauthorized, _unchecked
 from trice._trio._streams import EventStream
+from trice.ice._core import _unauthorized, _unchecked
 
-from loopback import connect_both, loopback_config, signal, until
+from loopback import loopback_config
 
 # -- counters --------------------------------------------------------------------------------
-
-
-async def test_data_over_a_mux_after_the_connection_closed_is_dropped_and_counted() -> None:
-    """As over a host socket: the connection of an agent on a UDP mux is closed, the agent
-    still open; what the peer still sends is dropped and counted in datagrams_dropped, not
-    received nor queued."""
-    async with trice.open_udp_mux("127.0.0.1") as mux:
-        async with (
-            trice.open_agent(loopback_config(), controlling=True, mux=mux) as a,
-            trice.open_agent(loopback_config(), controlling=False) as b,
-        ):
-            await a.wait_gathering_complete()
-            await b.wait_gathering_complete()
-            signal(a, b)
-            ca, cb = await connect_both(a, b)
-            await ca.aclose()
-            before = a.statistics()
-            for _ in range(5):
-                await cb.send(b"after close")
-            await until(lambda: a.statistics().datagrams_dropped == before.datagrams_dropped + 5)
-            after = a.statistics()
-            assert after.datagrams_received == before.datagrams_received
-            assert not a._buffer.queue
 
 
 async def test_statistics_report_the_cores_prflx_dropped() -> None:

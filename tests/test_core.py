@@ -2285,23 +2285,38 @@ def test_a_candidate_of_this_generation_left_out_holds_failure_back() -> None:
     core.release_remote(None, generation)
     core.want_connection(0.0)
     assert core.remote_complete and len(core.checklist) == 0
-    assert core.state is S.CHECKING
+    states = [core.state]
+    for now in (FAST_PAC + 0.01, FAST_PAC + 0.5, FAST.failed_timeout):  # (past the PAC timer)
+        core.on_timer(now)
+        states.append(core.state)
+    assert states == [S.CHECKING, S.CHECKING, S.CHECKING, S.FAILED]
 
 
-def test_ice_tcp_of_another_family_does_not_hold_failure_back() -> None:
+@pytest.mark.parametrize("family", ["other", "same"])
+def test_ice_tcp_holds_failure_back_only_for_an_active_candidate_of_its_family(
+    family: str,
+) -> None:
     """A passive ICE-TCP candidate here holds an empty check list's failure back only for
-    an active one there of its family (the peer connects to it): an IPv6-only peer's
-    active candidate does not, and ICE fails when the PAC timer ends (RFC 8863), not at
-    ``failed_timeout``."""
+    an active one there of its family (RFC 6544 §6.2: the peer connects to it, and
+    checks): an IPv6-only peer's active candidate does not, and ICE fails when the PAC
+    timer ends (RFC 8863), not at ``failed_timeout``; an IPv4 one does, past the PAC
+    timer."""
     core = _v4_core()
     core.add_local_candidate(tcp_host_candidate(("10.0.0.1", 5001), TcpType.PASSIVE, 0), 1)
     core.set_remote(_peer2(), 0.0)
-    active = Candidate.from_sdp("candidate:2 1 tcp 1015023870 fd00::2 9 typ host tcptype active")
+    there = "fd00::2" if family == "other" else "10.0.0.2"
+    active = Candidate.from_sdp(f"candidate:2 1 tcp 1015023870 {there} 9 typ host tcptype active")
     core.add_remote_candidate(make_candidate("fd00::2", 6000))
     core.add_remote_candidate(active)
     core.add_remote_candidate(None)
     core.want_connection(0.0)
-    _fails_when_the_pac_timer_ends(core, since=0.0)
+    assert len(core.checklist) == 0
+    if family == "other":
+        _fails_when_the_pac_timer_ends(core, since=0.0)
+    else:
+        core.on_timer(FAST_PAC + 0.01)
+        core.on_timer(FAST_PAC + 0.5)
+        assert core.state is S.CHECKING
 
 
 def test_an_ice_lite_agent_with_no_pairs_does_not_fail() -> None:

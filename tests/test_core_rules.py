@@ -10,24 +10,19 @@ import dataclasses
 import pytest
 from test_core import (
     FAST,
-    FAST_PAC,
     _answer_to,
     _checking,
     _keepalive_indication,
-    _peer2,
     _reply,
-    _v4_core,
     binding_request,
 )
 
 import trice
 from trice import stun
 from trice._config import Timing
-from trice.ice import Candidate, TcpType
 from trice.ice._check import check_schedule
 from trice.ice._core import GIVE_WAY_AFTER, RESEND_MIN, AgentCore, Check, IceParameters
 from trice.ice._events import ConnectionState
-from trice.ice._gathering import tcp_host_candidate
 
 from core_harness import Endpoint, Packet, make_candidate, two_agents
 
@@ -160,51 +155,6 @@ def test_a_keepalive_on_another_socket_is_no_sign_of_life_for_a_lite_agent() -> 
         net.run_for(2.0)
         b.core.on_request(other_base, selected.remote_address, _keepalive_indication(), net.now)
     assert ConnectionState.DISCONNECTED in b.states()
-
-
-# -- an empty check list that the peer may still check (RFC 8863, RFC 6544 §6.2) --------------
-
-
-def _past_pac(core: AgentCore) -> ConnectionState:
-    """Run ``core``'s timers past the end of RFC 8863's PAC timer; its state then."""
-    core.on_timer(FAST_PAC + 0.01)
-    core.on_timer(FAST_PAC + 0.5)
-    return core.state
-
-
-def test_a_left_out_candidate_holds_failure_back_past_the_pac_timer() -> None:
-    """RFC 8863: a candidate of the peer held back and then left out (a ``.local`` name
-    that did not resolve: ``release_remote(None, ...)``) may still be paired by the peer
-    with ours and checked, so the empty check list is no failure when the PAC timer ends:
-    ICE fails at failed_timeout only.  (The IPv6 candidate beside it, which this IPv4-only
-    agent cannot pair, holds nothing back alone.)"""
-    core = _v4_core()
-    core.set_remote(_peer2(), 0.0)
-    generation = core.hold_remote()
-    core.add_remote_candidate(make_candidate("fd00::2", 6002))
-    core.add_remote_candidate(None)
-    core.release_remote(None, generation)
-    core.want_connection(0.0)
-    assert core.remote_complete and len(core.checklist) == 0
-    assert _past_pac(core) is ConnectionState.CHECKING
-    core.on_timer(FAST.failed_timeout)
-    assert core.state is ConnectionState.FAILED
-
-
-def test_a_passive_tcp_candidate_facing_an_active_one_holds_failure_back() -> None:
-    """A passive ICE-TCP candidate here, an active one of its family there (RFC 6544 §6.2:
-    the peer opens the connection and checks): the empty check list is no failure when
-    RFC 8863's PAC timer ends."""
-    core = _v4_core()
-    core.add_local_candidate(tcp_host_candidate(("10.0.0.1", 5001), TcpType.PASSIVE, 0), 1)
-    core.set_remote(_peer2(), 0.0)
-    active = Candidate.from_sdp("candidate:2 1 tcp 1015023870 10.0.0.2 9 typ host tcptype active")
-    core.add_remote_candidate(make_candidate("fd00::2", 6000))
-    core.add_remote_candidate(active)
-    core.add_remote_candidate(None)
-    core.want_connection(0.0)
-    assert len(core.checklist) == 0
-    assert _past_pac(core) is ConnectionState.CHECKING
 
 
 def test_a_pac_timeout_past_failed_timeout_fails_at_failed_timeout() -> None:

@@ -1489,7 +1489,10 @@ def test_a_failed_permission_is_asked_again_after_a_growing_pause() -> None:
     run_until(client, server, 320.0, now=260.0)
     assert asked()[3:] == [256.0, 261.0, 271.0, 291.0, 316.0]
     assert not client.permission_installed(PEER) and not client.channel_bound(PEER)
+    assert "192.0.2.10" in client.refusals
+    sent = client.statistics().sent_channel_data
     assert not client.send_to_peer(PEER, b"g", 320.0)
+    assert client.statistics().sent_channel_data == sent
 
 
 def test_refused_channel_keeps_send_indications() -> None:

@@ -85,8 +85,8 @@ from trice._trio._transport import (
     paired_sockets,
 )
 from trice.ice._candidate import Candidate, CandidateType, TcpType
-from trice.ice._checklist import Pair, PairState, PairStatistics
-from trice.ice._core import AgentCore, IceParameters, unreachable, warm_core
+from trice.ice._checklist import Pair, PairStatistics
+from trice.ice._core import NO_PAIR_WORKS, AgentCore, IceParameters, unreachable, warm_core
 from trice.ice._events import (
     CandidateGathered,
     CandidatePair,
@@ -1095,7 +1095,7 @@ class Agent:
                         "gather_reports; a relay that ended is replaced by "
                         "restart(regather=True))"
                     )
-                raise IceFailedError(f"ICE failed: {_no_pair(self._core)}")
+                raise IceFailedError(f"ICE failed: {self._core.no_pair_reason()}")
             if self._core.selected is not None:
                 if self._connection is None:
                     self._connection = Connection(self)
@@ -1186,7 +1186,7 @@ class Agent:
                 for share in self._muxes:
                     share.release()  # (a peer that comes back there may be another agent's)
                 if self._core.selected is None:
-                    reason = _no_pair(self._core)
+                    reason = self._core.no_pair_reason()
                     if reason != NO_PAIR_WORKS:  # (what more it can say: logged, as raised)
                         logger.warning("%s: ICE failed: %s", self._local.ufrag, reason)
                 wakes = True
@@ -2647,56 +2647,6 @@ async def _connect_into(agent: Agent, connections: list[Connection | None]) -> N
         connections.append(await agent.connect())
     except IceFailedError:
         connections.append(None)
-
-
-NO_PAIR_WORKS = "no candidate pair works"
-
-
-def _no_pair(core: AgentCore) -> str:
-    """Why ICE failed with no pair selected: no pair worked, or some did and none was
-    nominated in time (a controlling peer that nominates none: one that took the
-    controlled role too, say); with what the failure owes to the peer's 401s and to the
-    pair cap, if anything."""
-    pairs = core.checklist
-    worked = sum(1 for pair in pairs if pair.state is PairState.SUCCEEDED)
-    if not worked:
-        reason = NO_PAIR_WORKS
-    else:
-        reason = (
-            f"no pair was selected within failed_timeout ({core.timing.failed_timeout:g} s), "
-            f"though {worked} pair{'s' if worked > 1 else ''} worked"
-        )
-        if not core.controlling:
-            nominated = any(pair.nominated or pair.nominate_on_success for pair in pairs)
-            reason += (
-                ": the pair the controlling peer nominated did not pass this agent's check"
-                if nominated
-                else ": the controlling peer nominated none"
-            )
-    return f"{reason}{_unauthorized(core)}{_unchecked(core)}"
-
-
-def _unauthorized(core: AgentCore) -> str:
-    """What an ICE failure owes to the peer refusing this agent's credentials, if any."""
-    refused = core.checks_unauthorized
-    if not refused:
-        return ""
-    return (
-        f"; the peer refused its checks ({refused} answer{'s' if refused > 1 else ''} 401 "
-        "Unauthorized): it does not take the remote ufrag and pwd signalled to this agent"
-    )
-
-
-def _unchecked(core: AgentCore) -> str:
-    """What an ICE failure owes to the pair cap, if any: pairs it pruned before they were
-    checked (one of them might have worked)."""
-    checklist = core.checklist
-    if not checklist.unchecked:
-        return ""
-    return (
-        f"; {checklist.unchecked} pair{'s' if checklist.unchecked > 1 else ''} past the cap "
-        f"(max_pairs={checklist.max_pairs}, RFC 8445 §6.1.2.5) went unchecked"
-    )
 
 
 def _peer_text(text: str | None) -> str:

@@ -148,6 +148,10 @@ RESEND_MIN = 0.005
 #: ``AgentCore.add_remote_candidate``): more are ignored.
 MAX_NAMED_ENDS = 8
 
+#: What an ICE failure with no pair selected says when it knows nothing more (see
+#: :meth:`AgentCore.no_pair_reason`).
+NO_PAIR_WORKS: Final = "no candidate pair works"
+
 #: Enum members as module constants for the per-message paths: on CPython 3.11 reading a
 #: member off its class (``PairState.WAITING``) costs ~90 ns, a global ~10 ns.
 _PAIR_FROZEN: Final = PairState.FROZEN
@@ -1203,7 +1207,7 @@ class AgentCore:
         remote = self.remote_addresses.get(key)
         if (
             remote is not None
-            and remote.type is CandidateType.PRFLX
+            and remote.type is _PRFLX
             and remote.tcp_type is TcpType.ACTIVE
             and key != self._stale
             and not self.finished
@@ -1306,6 +1310,31 @@ class AgentCore:
         if tcp:
             address = (address[0], address[1] + TCP_KEY)
         return address in self.remote_addresses
+
+    def no_pair_reason(self) -> str:
+        """Why ICE failed with no pair selected, as the shell's error says it:
+        :data:`NO_PAIR_WORKS`, or that some pairs worked and none was nominated in time (a
+        controlled agent says whether the controlling peer nominated none, one that
+        took the controlled role too, say, or a pair that did not pass this agent's
+        check); with what the failure owes to the peer's 401s and to the pair cap."""
+        pairs = self.checklist
+        worked = sum(1 for pair in pairs if pair.state is _PAIR_SUCCEEDED)
+        if not worked:
+            reason = NO_PAIR_WORKS
+        else:
+            reason = (
+                f"no pair was selected within failed_timeout "
+                f"({self.timing.failed_timeout:g} s), "
+                f"though {worked} pair{'s' if worked > 1 else ''} worked"
+            )
+            if not self.controlling:
+                nominated = any(pair.nominated or pair.nominate_on_success for pair in pairs)
+                reason += (
+                    ": the pair the controlling peer nominated did not pass this agent's check"
+                    if nominated
+                    else ": the controlling peer nominated none"
+                )
+        return f"{reason}{_unauthorized(self)}{_unchecked(self)}"
 
     def selected_pair(self) -> CandidatePair | None:
         """The selected pair as the user sees it: the pair data goes over (see
@@ -3131,3 +3160,26 @@ def _warm_once(ufrags: tuple[str, str]) -> None:
             b.on_response(check, stun.decode(response), check.destination, 2.0)
     a.drain_events()
     b.drain_events()
+
+
+def _unauthorized(core: AgentCore) -> str:
+    """What an ICE failure owes to the peer refusing this agent's credentials, if any."""
+    refused = core.checks_unauthorized
+    if not refused:
+        return ""
+    return (
+        f"; the peer refused its checks ({refused} answer{'s' if refused > 1 else ''} 401 "
+        "Unauthorized): it does not take the remote ufrag and pwd signalled to this agent"
+    )
+
+
+def _unchecked(core: AgentCore) -> str:
+    """What an ICE failure owes to the pair cap, if any: pairs it pruned before they were
+    checked (one of them might have worked)."""
+    checklist = core.checklist
+    if not checklist.unchecked:
+        return ""
+    return (
+        f"; {checklist.unchecked} pair{'s' if checklist.unchecked > 1 else ''} past the cap "
+        f"(max_pairs={checklist.max_pairs}, RFC 8445 §6.1.2.5) went unchecked"
+    )

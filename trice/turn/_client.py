@@ -1111,9 +1111,8 @@ class TurnClient:
             if perm.installed and now < perm.expires_at:
                 # A refresh that got no answer, or was refused, while the server still
                 # holds the permission (RFC 8656 §9: it ends only at its lifetime's end): it
-                # stays ours (its channels' data goes on), and is refreshed again soon.  A
-                # refusal ended it at once: 5 s to a minute of data lost, the server
-                # relaying all the while.  (Woken at its end at the latest: see on_timer.)
+                # stays ours (its channels' data goes on), and is refreshed again soon, or
+                # woken at its end at the latest (see on_timer).
                 perm.refresh_at = min(now + pause, perm.expires_at)
                 return
             perm.installed = False
