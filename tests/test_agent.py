@@ -3330,18 +3330,22 @@ async def test_connect_racing_the_agents_close_never_returns_none(
     assert "ClosedResourceError" in kinds  # (the race was taken)
 
 
-@pytest.mark.parametrize("nominated", [False, True])
+@pytest.mark.parametrize("how", ["none", "nominated", "pruned"])
 async def test_a_failure_with_pairs_that_worked_says_why_none_was_selected(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, nominated: bool
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     """A controlling peer that checks, and answers this controlled agent's checks, but
-    never nominates the pair that works (and, with ``nominated``, nominates another one
-    whose checks go unanswered): ICE fails at ``failed_timeout``.  The failure says a pair
-    worked and why none was selected, and a WARNING says the same (it said "no candidate
-    pair works", and nothing was logged; the authfuzz and p40pass2 reviews)."""
+    never nominates the pair that works (and, but for ``none``, nominates another one whose
+    checks go unanswered; ``pruned``: that pair, failed, is then pruned at the cap by a
+    candidate more): ICE fails at ``failed_timeout``.  The failure says a pair worked and
+    why none was selected, and a WARNING says the same (it said "no candidate pair works",
+    and nothing was logged; the authfuzz, p40pass2 and p40final reviews)."""
     caplog.set_level(logging.DEBUG, logger="trice")
+    timing = trice.Timing(
+        disconnected_timeout=2.0, failed_timeout=5.0, rto=0.1, rto_max=0.4, max_binding_requests=4
+    )
     config = dataclasses.replace(
-        loopback_config(), timing=trice.Timing(disconnected_timeout=2.0, failed_timeout=5.0)
+        loopback_config(), timing=timing, max_pairs=2 if how == "pruned" else 100
     )
     async with trice.open_agent(config, controlling=False) as agent:
         await agent.wait_gathering_complete()
@@ -3350,15 +3354,19 @@ async def test_a_failure_with_pairs_that_worked_says_why_none_was_selected(
         with (
             trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer,
             trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as silent,
+            trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as dead,
         ):
-            await peer.bind(("127.0.0.1", 0))
-            await silent.bind(("127.0.0.1", 0))
-            agent.set_remote_parameters("peerufrag", "x" * 22)
-            for sock in (peer, silent) if nominated else (peer,):
+            for sock in (peer, silent, dead):
+                await sock.bind(("127.0.0.1", 0))
+
+            def signal_candidate(sock: trio.socket.SocketType) -> None:
                 address, port = sock.getsockname()
                 line = f"candidate:{port} 1 udp 2130706431 {address} {port} typ host"
                 agent.add_remote_candidate(trice.Candidate.from_sdp(line))
-            agent.add_remote_candidate(None)
+
+            agent.set_remote_parameters("peerufrag", "x" * 22)
+            for sock in (peer, silent) if how != "none" else (peer,):
+                signal_candidate(sock)
 
             async def answer_checks() -> None:
                 while True:
@@ -3383,15 +3391,23 @@ async def test_a_failure_with_pairs_that_worked_says_why_none_was_selected(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(answer_checks)
                 await peer.sendto(check(False), (host.address, host.port))
-                if nominated:  # (its own checks go unanswered: nobody reads ``silent``)
+                if how != "none":  # (its own checks go unanswered: nobody reads ``silent``)
                     await silent.sendto(check(True), (host.address, host.port))
+                if how == "pruned":
+                    port = silent.getsockname()[1]
+                    pairs = agent._core.checklist
+                    await trio.sleep(2)  # (virtual time: its four checks are over by 1.1 s)
+                    assert any(p.remote.port == port and p.state.value == "failed" for p in pairs)
+                    signal_candidate(dead)  # (past max_pairs: the failed pair goes)
+                    assert not any(p.remote.port == port for p in pairs)
+                agent.add_remote_candidate(None)
                 with pytest.raises(trice.IceFailedError) as info:
                     await agent.connect()
                 nursery.cancel_scope.cancel()
     why = (
-        "the pair the controlling peer nominated did not pass this agent's check"
-        if nominated
-        else "the controlling peer nominated none"
+        "the controlling peer nominated none"
+        if how == "none"
+        else "the pair the controlling peer nominated did not pass this agent's check"
     )
     reason = f"no pair was selected within failed_timeout (5 s), though 1 pair worked: {why}"
     assert str(info.value) == f"ICE failed: {reason}"

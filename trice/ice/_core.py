@@ -246,6 +246,7 @@ class AgentCore:
         "_next_paced",
         "_nominating",
         "_past_ufrags",
+        "_peer_nominated",
         "_pingback",
         "_pingback_soon",
         "_previous",
@@ -484,6 +485,7 @@ class AgentCore:
         #: mangled in signaling, or another session's).
         self.checks_unauthorized = 0
         self._answered_signed = False  # (this generation: then no 401 counts)
+        self._peer_nominated = False  # (a USE-CANDIDATE came this generation: see no_pair_reason)
         self.requests_received = 0
         self.requests_rejected = 0
         self.prflx_dropped = 0
@@ -700,6 +702,7 @@ class AgentCore:
         self.selected = None
         self.checks_unauthorized = 0  # (this generation's: see __init__)
         self._answered_signed = False
+        self._peer_nominated = False
         self.consent_revoked = False
         self._refused_at = self._refused = None
         self._drop_checks()
@@ -1328,7 +1331,7 @@ class AgentCore:
                 f"though {worked} pair{'s' if worked > 1 else ''} worked"
             )
             if not self.controlling:
-                nominated = any(pair.nominated or pair.nominate_on_success for pair in pairs)
+                nominated = self._peer_nominated  # (its pair may be gone: pruned, failed)
                 reason += (
                     ": the pair the controlling peer nominated did not pass this agent's check"
                     if nominated
@@ -2846,6 +2849,8 @@ class AgentCore:
             # wait for this application to call connect().
             self.want_connection(now)
         pair.peer_checked = True
+        if use_candidate and not self.controlling:
+            self._peer_nominated = True
         pair.heard(now, request_tid, self._consent_interval())  # (the selected pair's: gone quiet?)
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED and (
