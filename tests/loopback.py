@@ -174,12 +174,12 @@ def answer_check(data: bytes, mapped: tuple[str, int], pwd: str = "x" * 22) -> b
 
 
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:
-    """The events queued on ``stream`` now, without waiting."""
+    """The events queued on ``stream`` now, without waiting (up to its end, if it ended)."""
     events: list[trice.Event] = []
     while True:
         try:
             events.append(stream.receive_nowait())
-        except trio.WouldBlock:
+        except (trio.WouldBlock, trio.EndOfChannel):
             return events
 
 

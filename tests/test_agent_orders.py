@@ -43,7 +43,7 @@ from hypothesis import HealthCheck, given, settings
 import trice
 from trice.ice._events import CONNECTION_TRANSITIONS, GATHERING_TRANSITIONS
 
-from loopback import connect_both, loopback_config, open_fds, signal
+from loopback import connect_both, events_so_far, loopback_config, open_fds, signal
 
 #: An operation: its name, the agent it acts on (0: controlling, 1: controlled), an argument.
 Op = tuple[str, int, Any]
@@ -112,17 +112,6 @@ ALLOWED: dict[str, tuple[type[BaseException], ...]] = {
     "restart_old": (trice.StateError, trice.ConfigError),
     "intro": (trice.StateError,),
 }
-
-
-def drain(stream: trice.EventStream) -> list[trice.Event]:
-    """The events queued on ``stream`` now, up to its end if it ended (loopback's
-    ``events_so_far`` raises ``EndOfChannel`` there)."""
-    events: list[trice.Event] = []
-    while True:
-        try:
-            events.append(stream.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return events
 
 
 def check_grammar(events: list[trice.Event], where: str) -> None:
@@ -244,7 +233,7 @@ class Scenario:
         for side in self.sides:
             agent = side.open_agent
             for n, (stream, seen) in enumerate(side.streams):
-                seen.extend(drain(stream))
+                seen.extend(events_so_far(stream))
                 check_grammar(seen, f"{step} agent {side.index} stream {n}")
                 if any(isinstance(e, trice.EventsLost) for e in seen):
                     continue
@@ -274,7 +263,7 @@ class Scenario:
             if side.conn is not None and agent.selected_pair is not None:
                 assert side.conn.selected_pair == agent.selected_pair, step
             # A fresh replay agrees with the properties.
-            replay = drain(agent.subscribe())
+            replay = events_so_far(agent.subscribe())
             states = [e.state for e in replay if isinstance(e, trice.ConnectionStateChanged)]
             if agent.connection_state is not trice.ConnectionState.NEW:
                 assert states and states[-1] is agent.connection_state, (step, replay)
@@ -470,7 +459,7 @@ class Scenario:
                 side.leave.set()
         for side in self.sides:
             for stream, seen in side.streams:
-                seen.extend(drain(stream))
+                seen.extend(events_so_far(stream))
                 check_grammar(seen, f"end agent {side.index}")
                 assert seen[-1] == trice.ConnectionStateChanged(trice.ConnectionState.CLOSED)
         assert not self.escaped, self.escaped

@@ -144,18 +144,27 @@ def _request(
     return message.encode(integrity_key=key, fingerprint=key is not None)
 
 
-def _success(request: stun.Message, peer: _Peer, pwd: str = PEER_PWD) -> bytes:
-    """The peer's answer to the agent's check: a Binding success with the mapped address."""
-    response = request.success_response(stun.XorMappedAddress(*peer.agent_address))
+def _success(
+    request: stun.Message,
+    peer: _Peer,
+    pwd: str = PEER_PWD,
+    mapped: tuple[str, int] | None = None,
+) -> bytes:
+    """The peer's answer to the agent's check: a Binding success with the mapped address
+    (the agent's end of the connection, unless ``mapped`` says otherwise)."""
+    address = peer.agent_address if mapped is None else mapped
+    response = request.success_response(stun.XorMappedAddress(*address))
     return response.encode(integrity_key=stun.short_term_key(pwd), fingerprint=True)
 
 
-async def _answer_requests(peer: _Peer, pwd: str = PEER_PWD) -> None:
+async def _answer_requests(
+    peer: _Peer, pwd: str = PEER_PWD, mapped: tuple[str, int] | None = None
+) -> None:
     """Answer every check that comes over ``peer`` with a success, until it closes."""
     while (datagram := await peer.receive()) is not None:
         message = stun.decode(datagram)
         if message.message_class is _REQUEST:
-            await peer.send(_success(message, peer, pwd))
+            await peer.send(_success(message, peer, pwd, mapped))
 
 
 async def _handshake(agent: trice.Agent, peer: _Peer) -> trice.Connection:
@@ -664,7 +673,6 @@ async def test_a_mapped_address_at_the_agents_listener_leaves_the_local_end_acti
         agent.add_remote_candidate(_passive_candidate(listener.getsockname()[1]))
         agent.add_remote_candidate(None)
         passive = _transport(agent, PASSIVE).local_address
-        key = stun.short_term_key(PEER_PWD)
         connections: list[trice.Connection] = []
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
@@ -675,11 +683,7 @@ async def test_a_mapped_address_at_the_agents_listener_leaves_the_local_end_acti
 
                 nursery.start_soon(connect)
                 peer = await _Peer.accept(listener)
-                while (data := await peer.receive()) is not None:
-                    message = stun.decode(data)
-                    if message.message_class is stun.MessageClass.REQUEST:
-                        answer = message.success_response(stun.XorMappedAddress(*passive))
-                        await peer.send(answer.encode(integrity_key=key, fingerprint=True))
+                await _answer_requests(peer, mapped=passive)
         (connection,) = connections
         assert connection.selected_pair.local.tcp_type is ACTIVE
 
