@@ -181,6 +181,16 @@ async def test_receivers_waiting_when_the_agent_closes_raise_closed() -> None:
     assert outcome == [trio.ClosedResourceError] * 3
 
 
+async def _a_burst_is_read_one_datagram_a_read(ca: trice.Connection, cb: trice.Connection) -> None:
+    """A burst of ten datagrams from ``ca``: ``cb``'s next receive reads the first, and
+    nothing else was queued behind it (one read)."""
+    for i in range(10):
+        assert ca.send_nowait(b"burst %d" % i)
+    assert await cb.receive() == b"burst 0"
+    with pytest.raises(trio.WouldBlock):
+        cb.receive_nowait()
+
+
 async def test_a_receive_loop_that_keeps_up_reads_one_datagram_a_read_for_good() -> None:
     """A receive loop that waits for each datagram (the socket runs dry every time) reads one
     datagram a read, however long it goes on: after 64 datagrams that came one by one, a
@@ -198,11 +208,7 @@ async def test_a_receive_loop_that_keeps_up_reads_one_datagram_a_read_for_good()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(send_when_waited_for, b"one %d" % i)
                     assert await cb.receive() == b"one %d" % i
-            for i in range(10):
-                assert ca.send_nowait(b"burst %d" % i)
-            assert await cb.receive() == b"burst 0"
-        with pytest.raises(trio.WouldBlock):
-            cb.receive_nowait()  # one read: nothing else was queued
+            await _a_burst_is_read_one_datagram_a_read(ca, cb)
 
 
 async def test_after_a_backlog_is_read_a_receive_reads_one_datagram_again() -> None:
@@ -218,8 +224,4 @@ async def test_after_a_backlog_is_read_a_receive_reads_one_datagram_again() -> N
                 assert ca.send_nowait(b"backlog %d" % i)
             for i in range(100):
                 assert await cb.receive() == b"backlog %d" % i
-            for i in range(10):
-                assert ca.send_nowait(b"burst %d" % i)
-            assert await cb.receive() == b"burst 0"
-        with pytest.raises(trio.WouldBlock):
-            cb.receive_nowait()  # one read: nothing else was queued
+            await _a_burst_is_read_one_datagram_a_read(ca, cb)

@@ -201,11 +201,15 @@ async def _connect_answering(
 
 
 async def _connect_answering_over(
-    agent: trice.Agent, over: trio.socket.SocketType | _Peer, pwd: str = PEER_PWD
+    agent: trice.Agent,
+    over: trio.socket.SocketType | _Peer,
+    pwd: str = PEER_PWD,
+    mapped: tuple[str, int] | None = None,
 ) -> tuple[_Peer, trice.Connection]:
     """``agent.connect()`` while the test's peer answers every check over a connection:
     ``over`` itself (one open already), or the one the agent opens to the listener
-    ``over``.  Returns that peer and the agent's connection."""
+    ``over`` (naming ``mapped`` as the agent's address, if given: see ``_success``).
+    Returns that peer and the agent's connection."""
     peers: list[_Peer] = [over] if isinstance(over, _Peer) else []
     connections: list[trice.Connection] = []
     async with trio.open_nursery() as nursery:
@@ -218,7 +222,7 @@ async def _connect_answering_over(
         if not peers:
             assert not isinstance(over, _Peer)
             peers.append(await _Peer.accept(over))
-        await _answer_requests(peers[0], pwd)
+        await _answer_requests(peers[0], pwd, mapped)
     return peers[0], connections[0]
 
 
@@ -673,18 +677,8 @@ async def test_a_mapped_address_at_the_agents_listener_leaves_the_local_end_acti
         agent.add_remote_candidate(_passive_candidate(listener.getsockname()[1]))
         agent.add_remote_candidate(None)
         passive = _transport(agent, PASSIVE).local_address
-        connections: list[trice.Connection] = []
         with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-
-                async def connect() -> None:
-                    connections.append(await agent.connect())
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(connect)
-                peer = await _Peer.accept(listener)
-                await _answer_requests(peer, mapped=passive)
-        (connection,) = connections
+            _, connection = await _connect_answering_over(agent, listener, mapped=passive)
         assert connection.selected_pair.local.tcp_type is ACTIVE
 
 

@@ -194,12 +194,16 @@ async def test_two_sends_waiting_on_a_full_socket_take_turns() -> None:
         assert sorted(fake.sent) == [b"one", b"two"]
 
 
-async def test_a_waiting_send_gives_up_when_its_check_says_so() -> None:
+@pytest.mark.parametrize("room", [False, True], ids=["", "room"])
+async def test_a_waiting_send_gives_up_when_its_check_says_so(room: bool) -> None:
     """A send waiting for a full socket, woken (a nudge, as a Connection that closes gives),
-    asks its ``check`` before it tries again: the connection's exception ends it."""
+    asks its ``check`` before it tries again: the connection's exception ends it.  Also
+    when the socket has room by the time the send wakes (``room``): nothing is sent after
+    the close (RFC 7675, after a failure)."""
     a, b = _filled_pair()
     with a, b:
-        transport = UdpTransport(0, _BlockedSocket(a))  # type: ignore[arg-type]
+        fake = _BlockedSocket(a)
+        transport = UdpTransport(0, fake)  # type: ignore[arg-type]
         closed = False
         outcome: list[object] = []
 
@@ -211,9 +215,14 @@ async def test_a_waiting_send_gives_up_when_its_check_says_so() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sender(transport, outcome, check))
                 await trio.testing.wait_all_tasks_blocked()
-                closed = True
+                closed = True  # the connection closes, and wakes the send ...
+                if room:
+                    fake.free = True  # ... as room comes
+                    _make_room(b)
                 trio.lowlevel.notify_closing(a)
         assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
+        if room:
+            assert fake.sent == []
 
 
 class _StubAgent:

@@ -1,8 +1,8 @@
 """Rules of the local transports (trice/_trio/_transport.py, and a UDP mux's share) that the
-other transport tests did not pin (found by a mutation review): a waiting send asks its
-check before it sends (RFC 7675: nothing after a failure), sends waiting on a socket that
-closes end, ENOBUFS is a full queue and no refusal, and a one-port ephemeral range is
-taken as it is."""
+other transport tests did not pin (found by a mutation review): sends waiting on a socket
+that closes end, ENOBUFS is a full queue and no refusal, and a one-port ephemeral range is
+taken as it is.  (A waiting send asking its check before it sends, with room come, is a
+case of test_transport's.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import socket
 import pytest
 import trio
 import trio.testing
-from test_transport import _BlockedSocket, _filled_pair, _make_room, _sender
+from test_transport import _BlockedSocket, _filled_pair, _sender
 
 from trice._trio import _transport
 from trice._trio._mux import MuxTransport, UdpMux
@@ -34,33 +34,6 @@ class _ClosableBlocked(_BlockedSocket):
 
     def close(self) -> None:
         self.closed_at_fd = 0
-
-
-async def test_a_waiting_send_woken_with_room_asks_its_check_before_sending() -> None:
-    """The connection closed (or consent expired) while a send waited for room, and the
-    socket has room by the time the send wakes: its ``check`` is asked before the datagram
-    goes, and ends it; nothing is sent after the close (RFC 7675 after a failure)."""
-    a, b = _filled_pair()
-    with a, b:
-        fake = _BlockedSocket(a)
-        transport = UdpTransport(0, fake)  # type: ignore[arg-type]
-        closed = False
-        outcome: list[object] = []
-
-        def check() -> None:
-            if closed:
-                raise trio.ClosedResourceError("the connection is closed")
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_sender(transport, outcome, check))
-                await trio.testing.wait_all_tasks_blocked()
-                closed = True  # the connection closes, and wakes the send ...
-                fake.free = True  # ... as room comes
-                _make_room(b)
-                trio.lowlevel.notify_closing(a)
-        assert len(outcome) == 1 and isinstance(outcome[0], trio.ClosedResourceError)
-        assert fake.sent == []
 
 
 async def test_sends_waiting_their_turn_on_a_full_socket_that_closes_raise_closed() -> None:

@@ -100,6 +100,12 @@ def remote_key(candidate: Candidate) -> Address:
     return (candidate.address, candidate.port + TCP_KEY)
 
 
+def _tcp_key(address: Address) -> Address:
+    """The key in ``AgentCore.remote_addresses`` of the far end ``address`` of an ICE-TCP
+    connection (see :data:`TCP_KEY`)."""
+    return (address[0], address[1] + TCP_KEY)
+
+
 def _opposite(tcp_type: TcpType | None) -> TcpType | None:
     """The tcptype of the other end of a TCP connection (RFC 6544 §7.1.1, §7.2)."""
     if tcp_type is TcpType.ACTIVE:
@@ -1206,7 +1212,7 @@ class AgentCore:
         # with it: no connection comes from there again (a new one, from a new port), and
         # it held a place under max_remote_candidates for the generation: 200 connections
         # come and gone left the peer no room for another.
-        key = (address[0], address[1] + TCP_KEY)
+        key = _tcp_key(address)
         remote = self.remote_addresses.get(key)
         if (
             remote is not None
@@ -1303,16 +1309,12 @@ class AgentCore:
 
     def is_previous_remote(self, address: Address, *, tcp: bool = False) -> bool:
         """Whether ``address`` (over a TCP connection: ``tcp``) is :attr:`previous_remote`."""
-        if tcp:
-            address = (address[0], address[1] + TCP_KEY)
-        return address == self._stale
+        return (_tcp_key(address) if tcp else address) == self._stale
 
     def is_remote_address(self, address: Address, *, tcp: bool = False) -> bool:
         """Whether data from ``address`` (over a TCP connection: ``tcp``) comes from a known
         remote candidate."""
-        if tcp:
-            address = (address[0], address[1] + TCP_KEY)
-        return address in self.remote_addresses
+        return (_tcp_key(address) if tcp else address) in self.remote_addresses
 
     def no_pair_reason(self) -> str:
         """Why ICE failed with no pair selected, as the shell's error says it:
@@ -2775,7 +2777,7 @@ class AgentCore:
         local = self._base_candidate(base)
         if local is None:
             return False
-        key = source if local.protocol == "udp" else (source[0], source[1] + TCP_KEY)
+        key = source if local.protocol == "udp" else _tcp_key(source)
         if key not in self.remote_addresses or key == self._stale:
             # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
             # tcptype of the connection's other end, RFC 6544 §7.2).
