@@ -173,6 +173,34 @@ def answer_check(data: bytes, mapped: tuple[str, int], pwd: str = "x" * 22) -> b
     ).encode(integrity_key=stun.short_term_key(pwd), fingerprint=True)
 
 
+def peer_check(
+    agent: trice.Agent,
+    peer_ufrag: str = "abcd",
+    *,
+    priority: int = 1,
+    controlling: bool = False,
+    nominate: bool = False,
+    username: str | None = None,
+    key: bytes | None = b"",
+) -> bytes:
+    """A scripted peer's connectivity check to ``agent``: by default one it accepts (its
+    ufrag before ``peer_ufrag``, signed with its password); ``username`` names another,
+    ``key`` signs with another key, ``key=None`` leaves MESSAGE-INTEGRITY and FINGERPRINT
+    out."""
+    role: stun.Attribute = stun.IceControlling(2) if controlling else stun.IceControlled(1)
+    attributes: list[stun.Attribute] = [
+        stun.Username(username or f"{agent.local_parameters.ufrag}:{peer_ufrag}"),
+        stun.Priority(priority),
+        role,
+    ]
+    if nominate:
+        attributes.append(stun.UseCandidate())
+    if key == b"":
+        key = stun.short_term_key(agent.local_parameters.pwd)
+    message = stun.Message(stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=attributes)
+    return message.encode(integrity_key=key, fingerprint=key is not None)
+
+
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:
     """The events queued on ``stream`` now, without waiting (up to its end, if it ended)."""
     events: list[trice.Event] = []

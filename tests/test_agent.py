@@ -57,6 +57,7 @@ from loopback import (
     held_in_another_run,
     loopback_config,
     open_fds,
+    peer_check,
     send_wide_views,
     signal,
     state_of,
@@ -328,28 +329,6 @@ def _face(agent: trice.Agent, port: int, *, ufrag: str = "abcd", end: bool = Tru
         agent.add_remote_candidate(None)
 
 
-def _peer_check(
-    agent: trice.Agent,
-    peer_ufrag: str = "abcd",
-    *,
-    controlling: bool = False,
-    nominate: bool = False,
-) -> bytes:
-    """A connectivity check from the test's peer socket to ``agent`` (``_face`` told the
-    agent that peer's ufrag), signed with the agent's password."""
-    role: stun.Attribute = stun.IceControlling(2) if controlling else stun.IceControlled(1)
-    attributes: list[stun.Attribute] = [
-        stun.Username(f"{agent.local_parameters.ufrag}:{peer_ufrag}"),
-        stun.Priority(1),
-        role,
-    ]
-    if nominate:
-        attributes.append(stun.UseCandidate())
-    return stun.Message(
-        stun.Method.BINDING, stun.MessageClass.REQUEST, attributes=attributes
-    ).encode(integrity_key=stun.short_term_key(agent.local_parameters.pwd), fingerprint=True)
-
-
 @contextlib.asynccontextmanager
 async def _checked_by_its_peer(
     peer: socket.socket,
@@ -366,7 +345,7 @@ async def _checked_by_its_peer(
             await trio.testing.wait_all_tasks_blocked()
             data, source = peer.recvfrom(2048)  # the agent's check
             await trio.sleep(0.02)  # (its next copy: at twice this age, or its RTO)
-            peer.sendto(_peer_check(a), source)
+            peer.sendto(peer_check(a), source)
             await trio.testing.wait_all_tasks_blocked()
             answer = stun.decode(peer.recv(2048))
             assert answer.message_class is stun.MessageClass.SUCCESS
@@ -570,7 +549,7 @@ async def test_a_failed_agent_answers_no_check() -> None:
             with trio.fail_after(3), pytest.raises(trice.IceFailedError):
                 await a.connect()
             received = a._core.requests_received
-            request = _peer_check(a)
+            request = peer_check(a)
             peer.sendto(request, a.local_candidates[0].transport_address)
             with trio.fail_after(3):
                 while a._core.requests_received == received:
@@ -2418,7 +2397,7 @@ async def test_stun_behind_a_backlog_is_read_before_the_reader_reaches_it() -> N
         transport, remote = ca._route or ca._get_route()
         for i in range(100):
             assert transport.send_nowait(b"d%d" % i, remote)
-        check = _peer_check(b, a.local_parameters.ufrag, controlling=True)
+        check = peer_check(b, a.local_parameters.ufrag, controlling=True)
         assert transport.send_nowait(check, remote)
         for i in range(100):
             assert transport.send_nowait(b"e%d" % i, remote)
@@ -2460,7 +2439,7 @@ async def test_a_receive_reading_the_socket_answers_stun_it_finds_there(waiting:
                     # All three go out before anything else runs: the receive reads them.
                     stranger.sendto(b"\x80junk", address)  # data from no remote candidate
                     transport, remote = ca._route or ca._get_route()
-                    check = _peer_check(b, a.local_parameters.ufrag, controlling=True)
+                    check = peer_check(b, a.local_parameters.ufrag, controlling=True)
                     transport.send_nowait(check, remote)  # a's socket, with b's credentials
                     transport.send_nowait(b"data", remote)
                     if not waiting:
@@ -2555,7 +2534,7 @@ async def test_a_check_crossing_the_peers_goes_again_once_at_twice_its_age() -> 
                 first = stun.decode(data)
                 assert first.message_class is stun.MessageClass.REQUEST
                 await trio.sleep(0.05)  # the peer's own check starts later
-                request = _peer_check(a, "peer")
+                request = peer_check(a, "peer")
                 age = trio.current_time() - first_at
                 await peer.sendto(request, address)
                 while True:  # skip the answer to the peer's check
@@ -2605,7 +2584,7 @@ async def test_a_check_the_peer_crossed_goes_once_more_at_twice_its_age(
                 sent = trio.current_time()
                 check = stun.decode(data)
                 await trio.sleep(0.01)
-                peer.sendto(_peer_check(b, "peer", controlling=True), address)
+                peer.sendto(peer_check(b, "peer", controlling=True), address)
                 answer = stun.decode((await _recvfrom_now(peer))[0])
                 assert answer.message_class is stun.MessageClass.SUCCESS
                 await trio.lowlevel.wait_readable(peer)  # (the clock runs meanwhile)
@@ -2656,7 +2635,7 @@ async def _facing_a_controlling_peer(
                 data, address = await _recvfrom_now(peer)
                 check = stun.decode(data)  # b's own check
                 assert check.message_class is stun.MessageClass.REQUEST
-                peer.sendto(_peer_check(b, "peer", controlling=True), address)
+                peer.sendto(peer_check(b, "peer", controlling=True), address)
                 while True:  # b's answer (and copies of b's check, which the request crossed)
                     message = stun.decode((await _recvfrom_now(peer))[0])
                     if message.message_class is stun.MessageClass.SUCCESS:
@@ -2723,7 +2702,7 @@ async def test_what_comes_behind_the_selecting_answer_waits_for_connect_to_retur
     answer to our nomination (as Pion does) is answered after ``connect()`` returns, and is
     answered all the same; data sent behind it waits in the receive buffer."""
     async with _facing_a_socket() as (a, peer):
-        request = _peer_check(a)
+        request = peer_check(a)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_answer_until_nominated, peer, request, b"first", b"second")
             with trio.fail_after(5):
@@ -2778,7 +2757,7 @@ async def test_a_cancelled_connect_hands_its_socket_back() -> None:
             await a.connect()  # nobody answers its checks
         assert scope.cancelled_caught
         assert not primary.held and a._connect_sock is None
-        request = _peer_check(a)
+        request = peer_check(a)
         peer.sendto(request, primary.local_address)
         with trio.fail_after(5):
             while True:  # (the agent's own checks come too)
@@ -3017,14 +2996,14 @@ async def test_sends_follow_a_better_pair_selected_later(
                     await trio.lowlevel.wait_readable(sock)
                     data, address = sock.recvfrom(2048)
                     sock.sendto(_answer(stun.decode(data), address), address)
-                low.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+                low.sendto(peer_check(b, "peer", controlling=True, nominate=True), address)
                 with trio.fail_after(1):
                     await connected.wait()
                 (conn,) = connections
                 assert conn.selected_pair.remote.port == low.getsockname()[1]
                 await conn.send(b"one")
                 assert await _next_data(low) == b"one"
-                high.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+                high.sendto(peer_check(b, "peer", controlling=True, nominate=True), address)
                 with trio.fail_after(1):
                     async for event in stream:
                         if (
@@ -3065,9 +3044,7 @@ async def test_connect_answers_a_check_waiting_on_its_socket_before_checking(
             await b.wait_gathering_complete()
             _face(b, peer.getsockname()[1], ufrag="peer")
             (local,) = b.local_candidates
-            peer.sendto(
-                _peer_check(b, "peer", controlling=not controlling), local.transport_address
-            )
+            peer.sendto(peer_check(b, "peer", controlling=not controlling), local.transport_address)
             with trio.move_on_after(1.0):  # (nobody nominates or answers: cancelled)
                 await b.connect()  # its first step runs before b's own task reads the socket
             first = stun.decode((await _recvfrom_now(peer))[0])
@@ -3113,7 +3090,7 @@ async def test_no_ping_back_when_the_nomination_of_an_agent_of_the_run_comes_bef
     async with _facing_a_controlling_peer() as (b, peer, check, address):
         peer.sendto(_answer(check, address), address)
         await trio.sleep(PINGBACK_MIN / 2)
-        nomination = _peer_check(b, "peer", controlling=True, nominate=True)
+        nomination = peer_check(b, "peer", controlling=True, nominate=True)
         peer.sendto(nomination, address)
         await trio.sleep(1.0)
         assert b.selected_pair is not None
@@ -3144,7 +3121,7 @@ async def test_no_ping_back_when_the_nomination_is_read_with_the_answer(
     comes right behind its answer to our check: read first, it makes the ping needless, and
     none is sent (two trice agents in one process)."""
     async with _facing_a_controlling_peer() as (b, peer, check, address):
-        nomination = _peer_check(b, "peer", controlling=True, nominate=True)
+        nomination = peer_check(b, "peer", controlling=True, nominate=True)
         peer.sendto(_answer(check, address), address)
         peer.sendto(nomination, address)
         for _ in range(3):  # b's reader, and a ping-back if one were wanted, run
@@ -3170,7 +3147,7 @@ async def test_what_waits_on_the_socket_is_read_before_the_timers_run(
         primary = b._primary
         assert primary is not None and primary.reader_waiting
         # The ping-back is due, the nomination waits unread, the timer wakes b:
-        peer.sendto(_peer_check(b, "peer", controlling=True, nominate=True), address)
+        peer.sendto(peer_check(b, "peer", controlling=True, nominate=True), address)
         autojump_clock.jump(0.01)
         primary.kick()
         for _ in range(50):
@@ -3375,18 +3352,13 @@ async def test_a_failure_with_pairs_that_worked_says_why_none_was_selected(
                         await peer.sendto(answer_check(data, source[:2]), source)
 
             def check(use_candidate: bool) -> bytes:
-                attributes: list[stun.Attribute] = [
-                    stun.Username(f"{local.ufrag}:peerufrag"),
-                    stun.Priority(host.priority),
-                    stun.IceControlling(7),
-                ]
-                if use_candidate:
-                    attributes.append(stun.UseCandidate())
-                request = stun.Message(
-                    stun.Method.BINDING, stun.MessageClass.REQUEST, b"Q" * 12, attributes
+                return peer_check(
+                    agent,
+                    "peerufrag",
+                    priority=host.priority,
+                    controlling=True,
+                    nominate=use_candidate,
                 )
-                key = stun.short_term_key(local.pwd)
-                return request.encode(integrity_key=key, fingerprint=True)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(answer_checks)
@@ -3595,7 +3567,7 @@ async def test_the_first_socket_is_read_either_way(
             # A check with nobody receiving: answered.
             before = b.statistics().requests_received
             transport, remote = ca._route or ca._get_route()
-            assert transport.send_nowait(_peer_check(b, a.local_parameters.ufrag), remote)
+            assert transport.send_nowait(peer_check(b, a.local_parameters.ufrag), remote)
             while b.statistics().requests_received == before:
                 await trio.testing.wait_all_tasks_blocked()
             # A receiver that waits on the socket, then lets it go.
@@ -3736,7 +3708,7 @@ async def test_a_crossed_checks_resend_due_after_ice_failed_is_not_sent(
                 nursery.start_soon(connect)
                 await trio.lowlevel.wait_readable(peer)  # our first check
                 await trio.sleep(0.2)  # (virtual time) our check is 0.2 s old, unanswered
-                peer.sendto(_peer_check(a), a._primary.local_address)
+                peer.sendto(peer_check(a), a._primary.local_address)
             assert a.connection_state is trice.ConnectionState.FAILED
             while True:  # what went before ICE failed
                 try:
@@ -4101,7 +4073,7 @@ async def test_a_receive_waiting_on_the_old_pairs_socket_follows_the_pair(then: 
         async with trice.open_agent(filtered_config(), controlling=False) as b:
             await b.wait_gathering_complete()
             b.set_remote_parameters("peer", "x" * 22)
-            nominate = _peer_check(b, "peer", controlling=True, nominate=True)
+            nominate = peer_check(b, "peer", controlling=True, nominate=True)
             for sock, priority in ((high, 2130706431), (low, 2130706175)):
                 host, port = sock.getsockname()[:2]
                 line = f"candidate:{priority} 1 udp {priority} {host} {port} typ host"

@@ -44,6 +44,7 @@ from loopback import (
     hold_readers,
     loopback_config,
     open_fds,
+    peer_check,
     until,
     wait_for_state,
     walk_tasks,
@@ -125,23 +126,19 @@ def _request(
     *,
     username: str | None = None,
     key: bytes | None = b"",
-    controlling: bool = True,
     nominate: bool = False,
 ) -> bytes:
-    """A Binding request from the test's peer to ``agent``: by default a check the agent
-    accepts (its ufrag, signed with its password); ``key=None``: no MESSAGE-INTEGRITY."""
-    role: stun.Attribute = stun.IceControlling(2) if controlling else stun.IceControlled(1)
-    attributes: list[stun.Attribute] = [
-        stun.Username(username or f"{agent.local_parameters.ufrag}:{PEER_UFRAG}"),
-        stun.Priority(PRIORITY),
-        role,
-    ]
-    if nominate:
-        attributes.append(stun.UseCandidate())
-    if key == b"":
-        key = stun.short_term_key(agent.local_parameters.pwd)
-    message = stun.Message(stun.Method.BINDING, _REQUEST, attributes=attributes)
-    return message.encode(integrity_key=key, fingerprint=key is not None)
+    """A Binding request from the test's controlling peer to ``agent``: by default a check the
+    agent accepts; ``key=None``: no MESSAGE-INTEGRITY (see ``loopback.peer_check``)."""
+    return peer_check(
+        agent,
+        PEER_UFRAG,
+        priority=PRIORITY,
+        controlling=True,
+        nominate=nominate,
+        username=username,
+        key=key,
+    )
 
 
 def _success(
