@@ -721,6 +721,45 @@ async def test_a_check_no_pair_stands_for_leaves_the_connection_of_before_unprov
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("resignalled", [False, True], ids=["", "resignalled"])
+async def test_the_connection_of_before_carries_data_while_the_pair_of_before_counts(
+    autojump_clock: trio.testing.MockClock, resignalled: bool
+) -> None:
+    """After an ICE restart, once the new pair is selected, what the peer sends over the
+    connection of before still comes while the pair of before's consent would have lasted
+    (the peer may not have taken its nomination's answer in yet), and the connection closes
+    after; ``resignalled``: the same when the peer signals that connection's far end anew,
+    peer-reflexive, as libnice does.  That closed the connection at the first deadline
+    after the selection, and what came over it after was lost (the suspects41b review)."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        old = await _Peer.connect(address)
+        connection = await _handshake(agent, old)
+        far = old.stream.socket.getsockname()[1]
+        line = f"candidate:9 1 tcp 1845000000 127.0.0.1 {far} typ prflx tcptype active"
+        _restarted(agent, *([trice.Candidate.from_sdp(line)] if resignalled else []))
+        username = f"{agent.local_parameters.ufrag}:{PEER_UFRAG2}"
+        async with agent.subscribe() as events, trio.open_nursery() as nursery:
+            new = await _Peer.connect(address)
+            nursery.start_soon(_answer_requests, new, PEER_PWD2)
+            await new.send(_request(agent, username=username, nominate=True))
+            near = new.stream.socket.getsockname()[1]
+            with trio.fail_after(5):
+                async for event in events:
+                    match event:
+                        case trice.SelectedPairChanged(pair) if pair.remote.port == near:
+                            break
+            await trio.sleep(5)  # (virtual: past the next deadlines, a consent check's)
+            await old.send(b"over the pair of before")
+            with trio.fail_after(1):
+                assert await connection.receive() == b"over the pair of before"
+            await trio.sleep(60)  # (virtual: the pair of before's data counts no more)
+            assert transport.links == 1
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
     """At the cap with connections nobody proved, a new one takes the oldest one's place
     (counted refused): the peer's connection, whose check proves it, gets in."""

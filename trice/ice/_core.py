@@ -257,6 +257,7 @@ class AgentCore:
         "_pingback_soon",
         "_previous",
         "_previous_checks",
+        "_previous_far",
         "_previous_key",
         "_previous_ufrag",
         "_refused",
@@ -402,8 +403,13 @@ class AgentCore:
         self._previous_checks: dict[bytes, Check] | None = None
         self._previous_key = b""
         self._stale: Address | None = None
-        #: Once a pair of the new generation is selected, until when data from ``_stale``
-        #: still counts (see _make_selected); ``None`` while the pair of before carries data.
+        #: That address still, from the restart until data from it counts no more, though
+        #: the peer signal it anew (``_stale`` is then ``None``): the TCP connection there
+        #: stays open as long as it would have (see is_previous_remote).
+        self._previous_far: Address | None = None
+        #: Once a pair of the new generation is selected, until when data from
+        #: ``_previous_far`` still counts (see _make_selected); ``None`` while the pair of
+        #: before carries data.
         self._stale_until: float | None = None
         #: The last pair selected, which :meth:`selected_pair` names once none carries data.
         self._last_selected: Pair | None = None
@@ -694,12 +700,12 @@ class AgentCore:
         self.checklist = checklist
         remotes = self.remote_addresses  # (emptied in place: the shell holds this dict)
         remotes.clear()
-        self._stale = None
+        self._stale = self._previous_far = None
         self._stale_until = None
         if previous is not None:
             stale = remote_key(previous.remote)
             remotes[stale] = previous.remote
-            self._stale = stale
+            self._stale = self._previous_far = stale
         self.remote_complete = False
         self.left_out = 0
         self.generation += 1  # (what the shell held is the old generation's)
@@ -1141,8 +1147,9 @@ class AgentCore:
         every local candidate (see ``_paired_with_every_local``)."""
         address = remote_key(candidate)
         if address == self._stale:
-            # (Signalled, or learned, anew: a candidate of these checks.)
-            self._stale = self._stale_until = None
+            # (Signalled, or learned, anew: a candidate of these checks.  Its data window,
+            # and its TCP connection's, stay: ``_previous_far``.)
+            self._stale = None
         self.remote_addresses[address] = candidate
         if self.local.lite or not _paired_with_every_local(candidate):
             return
@@ -1305,11 +1312,11 @@ class AgentCore:
     def previous_remote(self) -> Address | None:
         """After an ICE restart, the remote address of the pair of before, while data from
         it still counts (see :meth:`restart`); else ``None``."""
-        return self._stale
+        return self._previous_far
 
     def is_previous_remote(self, address: Address, *, tcp: bool = False) -> bool:
         """Whether ``address`` (over a TCP connection: ``tcp``) is :attr:`previous_remote`."""
-        return (_tcp_key(address) if tcp else address) == self._stale
+        return (_tcp_key(address) if tcp else address) == self._previous_far
 
     def is_remote_address(self, address: Address, *, tcp: bool = False) -> bool:
         """Whether data from ``address`` (over a TCP connection: ``tcp``) comes from a known
@@ -2464,7 +2471,7 @@ class AgentCore:
             # flight comes still): what comes from there counts while the pair's consent
             # would have lasted.
             self._previous = self._previous_checks = None
-            if self._stale is not None:
+            if self._previous_far is not None:
                 self._stale_until = self._last_consent + self._consent_for
         self._pingback = None
         self._late = None
@@ -2489,7 +2496,7 @@ class AgentCore:
         data from its remote address counts no more either, unless signalled anew."""
         self._previous = self._previous_checks = None
         stale = self._stale
-        self._stale_until = None
+        self._stale_until = self._previous_far = None
         if stale is not None:
             self._stale = None
             self.remote_addresses.pop(stale, None)
@@ -3037,7 +3044,7 @@ class AgentCore:
             # checks in flight are forgotten now (their answers count for nothing), not when
             # the agent closes.
             self._drop_checks()
-            if self._previous is not None or self._stale is not None:
+            if self._previous is not None or self._previous_far is not None:
                 self._forget_previous()
 
 
