@@ -526,6 +526,38 @@ def test_a_passive_side_whose_pairs_failed_answers_the_next_connection_no_more()
     assert core.on_request(1, third, request, pac + 0.1) is None
 
 
+def test_a_pair_found_again_keeps_its_far_end_known_when_another_path_from_there_goes() -> None:
+    """The peer's active end connects to two passive candidates from one port (a peer that
+    binds its active socket does).  The first connection closes (``path_lost``: its learned
+    far end goes); the second learns it again; the first's pair, found again by a check
+    from that port, holds the candidate of then, and is nominated and selected.  When the
+    second connection closes, the far end stays known: the shell takes data over TCP only
+    from known far ends.  It was forgotten (the selected pair's candidate was not the one
+    known at its address), and the peer's data over the selected pair dropped while the
+    agent stayed connected (the suspects41a review)."""
+    core, peer = _passive_side(B_LISTENER, ("10.0.0.4", 6002))
+    source = ("10.0.0.1", 50123)
+    key = stun.short_term_key(peer.local.pwd)
+
+    def checked(base: int, now: float, *, nominate: bool = False) -> None:
+        request = binding_request(core, controlling=True, use_candidate=nominate)
+        assert core.on_request(base, source, request, now) is not None
+        check = core.poll_check(now)
+        assert check is not None and check.base == base
+        assert core.on_response(check, stun.decode(_reply(check, key)), source, now + 0.01)
+
+    assert core.on_request(1, source, binding_request(core, controlling=True), 0.0)
+    core.path_lost(1, source, 0.05)
+    checked(2, 0.1)
+    checked(1, 0.2, nominate=True)
+    selected = core.selected
+    assert selected is not None and (selected.base, selected.remote_address) == (1, source)
+    core.path_lost(2, source, 0.3)
+    assert core.selected is selected
+    assert core.is_remote_address(source, tcp=True)
+    assert [c.transport_address for c in core.remote_candidates if c.port == source[1]] == [source]
+
+
 def _ice_state(core: AgentCore) -> trice.ConnectionState:
     """(A call: a type checker keeps no narrowing of ``core.state`` across it.)"""
     return core.state

@@ -1227,7 +1227,13 @@ class AgentCore:
             and remote.tcp_type is TcpType.ACTIVE
             and key != self._stale
             and not self.finished
-            and all(pair.state is _PAIR_FAILED for pair in self.checklist if pair.remote is remote)
+            # (By key, not the candidate: a pair failed here before and found again by a
+            # check from the same port holds the candidate of then.)
+            and all(
+                pair.state is _PAIR_FAILED
+                for pair in self.checklist
+                if remote_key(pair.remote) == key
+            )
         ):
             del self.remote_addresses[key]
 
