@@ -210,6 +210,46 @@ async def test_lite_against_full(
         await _exchange(ca, cb, 3)
 
 
+async def test_a_lite_agent_takes_no_nomination_from_a_check_naming_another_ufrag(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Before an ICE-lite agent has its peer's parameters, a nominating check naming another
+    ufrag (a forked offer's other answerer, who holds the agent's credentials too) comes
+    first, then the peer's own checks: once the peer's parameters come, the agent selects
+    the peer's pair, and no data goes to the other.  It selected the other at once (its
+    check was of a higher priority), and sent its data there (the suspects41b review)."""
+    async with (
+        trice.open_agent(loopback_config(lite=True), controlling=False) as b,
+        trice.open_agent(loopback_config(), controlling=True) as a,
+    ):
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as fork:
+            await fork.bind(("127.0.0.1", 0))
+            await b.wait_gathering_complete()
+            await a.wait_gathering_complete()
+            (host,) = b.local_candidates
+            check = peer_check(b, "fork", priority=2**31 - 1, controlling=True, nominate=True)
+            await fork.sendto(check, host.transport_address)
+            answer, _ = await fork.recvfrom(2048)
+            assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+            a.set_remote_parameters(b.local_parameters.ufrag, b.local_parameters.pwd, lite=True)
+            a.add_remote_candidate(host)
+            with trio.fail_after(5):
+                ca = await a.connect()  # (the peer checked, and nominated, before b knew it)
+            signal(a, b)
+            with trio.fail_after(5):
+                cb = await b.connect()
+            assert (
+                cb.selected_pair.remote.transport_address
+                == ca.selected_pair.local.transport_address
+            )
+            await _exchange(ca, cb, 3)
+            await cb.send(b"to the peer")
+            assert await ca.receive() == b"to the peer"
+            with trio.move_on_after(1) as waited:  # (virtual time)
+                await fork.recvfrom(2048)
+            assert waited.cancelled_caught  # (nothing more came to the other answerer)
+
+
 async def test_two_lite_agents_are_refused_at_once() -> None:
     """Two ICE-lite agents send no checks: the second's parameters are refused with a
     ConfigError that says why (not an ICE failure at failed_timeout), and nothing is set."""

@@ -428,6 +428,39 @@ def test_a_check_before_the_remote_parameters_starts_ours_once_they_come() -> No
     assert core.state is ConnectionState.CHECKING
 
 
+@pytest.mark.parametrize("lite", [False, True], ids=["full", "lite"])
+def test_what_checks_before_the_parameters_taught_stands_only_if_they_named_the_peer(
+    lite: bool,
+) -> None:
+    """Before the peer's parameters, only the first part of a check's USERNAME can be
+    checked (RFC 8445 §7.3).  Two checks nominate then: one naming the ufrag the peer's
+    parameters then bring, one naming another (a forked offer's other answerer, who holds
+    this agent's credentials too).  Once the parameters come, what the second taught is
+    gone: its peer-reflexive candidate, its pair, its triggered check; a lite agent
+    selects the peer's pair, and not before.  They stayed: a full agent checked the other
+    address first, with the peer's credentials; a lite agent selected it at once, and
+    its data went there (the suspects41b review)."""
+    _net, a, b = two_agents(b_lite=lite, want=False, exchange=False)
+    core = b.core
+    peer, fork = ("10.0.0.1", 5000), ("10.0.0.9", 5000)
+    for source, ufrag, tid in ((fork, "fork", b"F" * 12), (peer, a.core.local.ufrag, b"P" * 12)):
+        request = binding_request(
+            core, sender_ufrag=ufrag, controlling=True, use_candidate=True, tid=tid
+        )
+        assert core.on_request(0, source, request, 0.0) is not None
+    assert core.selected is None
+    core.set_remote(a.core.local, 0.01)
+    assert [c.transport_address for c in core.remote_candidates] == [peer]
+    assert [p.remote_address for p in core.checklist] == [peer]
+    assert core.prflx_dropped == 1
+    if lite:
+        selected = core.selected
+        assert selected is not None and selected.remote_address == peer
+    else:
+        check = core.poll_check(0.01)
+        assert check is not None and check.destination == peer
+
+
 def _refused_first_check(nomination: Nomination = Nomination.REGULAR) -> tuple[AgentCore, Check]:
     """A controlling core with three pairs whose first check the peer answered 401 at 1 ms
     (it came before this agent's parameters did: after an ICE restart, say)."""

@@ -151,7 +151,9 @@ class AgentStatistics:
             (no answer can go there).
         prflx_dropped: checks answered whose source was not learned as a peer-reflexive
             candidate: past the cap, or an address that no candidate can stand for as it is
-            written (each check counts: a peer that sends its check again counts again).
+            written (each check counts: a peer that sends its check again counts again); and
+            peer-reflexive candidates that checks before the peer's parameters taught, and
+            whose checks named another ufrag than the parameters' (one each).
         remote_candidates_dropped: signalled candidates left out: another ICE generation's
             (those held for the peer's parameters, or being resolved, at a restart too), a
             ``.local`` name that multicast DNS did not resolve (or, relay-only, does not

@@ -10,7 +10,7 @@ import bisect
 import enum
 import math
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -513,6 +513,13 @@ class CheckList:
                     break
         if not dropped:
             return dropped
+        self.remove(dropped)
+        self.pruned += len(dropped)
+        return dropped
+
+    def remove(self, dropped: Sequence[Pair]) -> None:
+        """Take the pairs ``dropped`` (of this list) out of it."""
+        pairs = self._pairs
         if len(dropped) == 1 and dropped[0] is pairs[-1]:
             self._pairs = pairs[:-1]  # (most often: the pair just added, the lowest)
         else:
@@ -522,8 +529,6 @@ class CheckList:
         if index is not None:
             for pair in dropped:
                 del index[_key(pair)]
-        self.pruned += len(dropped)
-        return dropped
 
     def __contains__(self, pair: object) -> bool:
         return pair in self._pairs

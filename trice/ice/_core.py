@@ -46,6 +46,7 @@ from trice.ice._requests import (
     RoleDecision,
     authenticate,
     learned,
+    named_ufrag,
     resolve_role_conflict,
 )
 from trice.mdns._message import is_mdns_name
@@ -273,6 +274,7 @@ class AgentCore:
         "_stale",
         "_stale_until",
         "_success_pads",
+        "_taught",
         "_templates",
         "_triggered",
         "_urgent",
@@ -445,6 +447,9 @@ class AgentCore:
         # that parameters took, for the shell to resolve (see take_names).
         self._early: dict[tuple[Address, str], Candidate] | None = None
         self._names: list[Candidate] | None = None
+        # The remote addresses checks taught before the peer's parameters came, with the
+        # ufrags those checks named (see _forget_misnamed).
+        self._taught: dict[Address, set[str]] | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -603,6 +608,8 @@ class AgentCore:
                 self.add_remote_candidate(None, remote.ufrag)  # (an end that named it came first)
         for candidate in self._base_candidates():
             self._prepare_checks(candidate)
+        if self._taught is not None:
+            self._forget_misnamed(remote.ufrag, now)
         if first and self.state is ConnectionState.CHECKING and self._checking_since is not None:
             # After an ICE restart the checks start now, with the peer's new parameters:
             # ``failed_timeout`` and the PAC timer count from here (RFC 8863 §4: once the
@@ -611,6 +618,41 @@ class AgentCore:
             self._fail_held = False
             self._maybe_fail(now)  # (what came before them may pair with nothing: as at first)
         self._maybe_start(now)
+
+    def _forget_misnamed(self, ufrag: str, now: float) -> None:
+        """The peer's parameters came, with its ``ufrag``: what checks that came before them
+        taught stands only if they named it (RFC 8445 §7.3: until then only the first part
+        of a check's USERNAME could be checked).  A peer-reflexive candidate that only
+        checks naming other ufrags taught (a forked offer's other answerer's, who holds
+        this agent's credentials too; counted in ``prflx_dropped``) goes, with its pairs and
+        their checks; and an ICE-lite agent selects the best pair the peer nominated so
+        far (it waited for the parameters to say the nomination was the peer's)."""
+        taught, self._taught = self._taught, None
+        assert taught is not None
+        remotes = self.remote_addresses
+        wrong = set()
+        for key, ufrags in taught.items():
+            candidate = remotes.get(key)
+            if ufrag not in ufrags and candidate is not None and candidate.type is _PRFLX:
+                wrong.add(key)
+        if wrong:
+            checklist = self.checklist
+            checklist.remove([pair for pair in checklist if remote_key(pair.remote) in wrong])
+            for key in wrong:
+                del remotes[key]
+            self._lose(lambda pair: remote_key(pair.remote) in wrong, now)  # (their checks)
+            self.prflx_dropped += len(wrong)
+            self._peer_nominated = any(
+                pair.nominated or pair.nominate_on_success
+                for pair in self.checklist
+                if pair.state is not _PAIR_FAILED
+            )
+        if self.local.lite and self.selected is None:
+            nominated = [p for p in self.checklist if p.nominated and p.state is _PAIR_SUCCEEDED]
+            if nominated:
+                self._select(max(nominated, key=lambda pair: pair.valid_priority), now)
+                self._consent_refreshed(now)
+                self._maybe_complete()
 
     def restart(self, local: IceParameters, now: float) -> None:
         """ICE restart (RFC 8445 §9): new local parameters (``local``; the lite flag stays
@@ -684,6 +726,7 @@ class AgentCore:
         self.remote_candidates_dropped += self.pending_remote
         self._names = None
         self._hidden = None
+        self._taught = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
         self._success_pads = success_pads(key)
@@ -2710,7 +2753,13 @@ class AgentCore:
             return response
         priority, use_candidate = learned(values)
         taken = self._learn_from_request(
-            base, source, priority, use_candidate, now, request.transaction_id
+            base,
+            source,
+            priority,
+            use_candidate,
+            now,
+            request.transaction_id,
+            named_ufrag(values) if self.remote is None else None,
         )
         if not taken and use_candidate and not self.controlling:
             # RFC 8445 §7.3.1.5: a nomination this agent cannot take is refused with an
@@ -2782,11 +2831,14 @@ class AgentCore:
         use_candidate: bool,
         now: float,
         request_tid: bytes,
+        named: str | None = None,
     ) -> bool:
         """Take in what a check that passed authentication says (RFC 8445 §7.3.1.3-§7.3.1.5):
         its source as a peer-reflexive candidate if new, its pair, a triggered check, a
         nomination.  False if the check came from a source that no pair stands for, nor
-        can (no room for one more remote candidate or pair, say): nothing was taken."""
+        can (no room for one more remote candidate or pair, say): nothing was taken.
+        ``named``: the peer's ufrag the check named, when the peer's parameters have not
+        come (see _forget_misnamed)."""
         local = self._base_candidate(base)
         if local is None:
             return False
@@ -2826,6 +2878,13 @@ class AgentCore:
             pair = self._add_pair(local, remote, base, keep=True)
             if pair is None:
                 return False
+        if named is not None:
+            taught = self._taught
+            if taught is None:
+                self._taught = taught = {}
+            ufrags = taught.setdefault(key, set())
+            if len(ufrags) < MAX_NAMED_ENDS:
+                ufrags.add(named)
         pair.requests_received += 1
         if self.local.lite:
             # (Data is over the selected pair: it says nothing of another pair's gaps, nor
@@ -2840,7 +2899,8 @@ class AgentCore:
                 self._checking_since = self._checking_since or now
                 if self.state is _STATE_NEW:
                     self._set_state(ConnectionState.CHECKING)
-                self._select(pair, now)
+                if named is None:  # (else once the peer's parameters say it was the peer)
+                    self._select(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
             pair.heard(now, request_tid, self._consent_interval(), data_since=data_at)
             if self.selected is pair:

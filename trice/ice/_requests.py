@@ -69,6 +69,14 @@ def learned(values: CheckValues) -> tuple[int, bool]:
     return int.from_bytes(priority, "big"), values[_USE_CANDIDATE] is not None
 
 
+def named_ufrag(values: CheckValues) -> str:
+    """The peer's ufrag a check names: the second part of its USERNAME (``values``: its
+    :data:`CHECK_TYPES` values, of a request :func:`authenticate` passed)."""
+    username = values[_USERNAME]
+    assert username is not None  # authenticate() saw to it
+    return username.decode("utf-8", "surrogateescape").partition(":")[2]
+
+
 class RoleDecision(enum.Enum):
     """What a role conflict asks of the agent that received the request."""
 
