@@ -29,6 +29,7 @@ from loopback import (
     events_so_far,
     loopback_config,
     mux_in_a_task,
+    peer_check,
     signal,
     until,
     wait_for_state,
@@ -626,13 +627,16 @@ async def test_an_ice_lite_peers_address_is_not_taken_by_another_agents_check() 
             assert x.statistics().datagrams_received == 0
 
 
-def _forge_a_check_from(p: trice.Agent, *, to: trice.Agent, at: trice.UdpMux) -> None:
+def _forge_a_check_from(
+    p: trice.Agent, *, to: trice.Agent, at: trice.UdpMux, nominate: bool = False
+) -> None:
     """A check to agent ``to`` (on the mux ``at``), signed with its credentials (its peer
     ``evil`` knows them), from ``p``'s address (forged: it leaves ``p``'s own socket)."""
     to.set_remote_parameters("evil", "e" * 22)
     to.add_remote_candidate(None)
     (p_socket,) = [t for t in p._transports.values() if hasattr(t, "sock")]
-    p_socket.sock.sendto(_signed_check(to.local_parameters, "evil"), at.local_address)
+    check = peer_check(to, "evil", priority=1853824767, controlling=True, nominate=nominate)
+    p_socket.sock.sendto(check, at.local_address)
 
 
 @pytest.mark.parametrize("lite", [False, True], ids=["full", "ice-lite"])
@@ -659,12 +663,90 @@ async def test_a_forged_check_answered_by_another_agent_takes_no_proven_address(
             assert mux.statistics().ambiguous == 0
 
 
+async def _connecting(agent: trice.Agent, connections: list[trice.Connection]) -> None:
+    with suppress(trice.IceFailedError):
+        connections.append(await agent.connect())
+
+
+@pytest.mark.parametrize("victim_lite", [False, True], ids=["full", "ice-lite"])
+@pytest.mark.parametrize("nominate", [False, True], ids=["", "nominating"])
+async def test_a_check_forged_before_the_peer_comes_takes_nothing_from_its_agent(
+    victim_lite: bool, nominate: bool
+) -> None:
+    """X, an ICE-lite agent on the mux, answers a check forged from P's address (its peer E
+    knows X's credentials) before P, the peer of V (another agent on the mux), comes.  Then
+    V and P connect, and P sends: its data never goes to X.  A full V's round trip takes
+    the address from X's answer; an ICE-lite V answers too, which makes the address
+    ambiguous (its data dropped).  X's answer had the address for good: P's data went to
+    X (its application got it, nominated), or was dropped as ambiguous for a full V (the
+    authmux review)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            trice.open_agent(loopback_config(lite=victim_lite), controlling=False, mux=mux) as v,
+            trice.open_agent(loopback_config(), controlling=True) as p,
+            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as x,
+            trio.open_nursery() as nursery,
+        ):
+            for agent in (v, p, x):
+                await agent.wait_gathering_complete()
+            x_connections: list[trice.Connection] = []
+            nursery.start_soon(_connecting, x, x_connections)
+            _forge_a_check_from(p, to=x, at=mux, nominate=nominate)
+            await _settle()
+            assert len(x_connections) == nominate
+            signal(v, p)
+            v_conn, p_conn = await connect_both(v, p)
+            await p_conn.send(b"for V")
+            await _settle()
+            assert x.statistics().datagrams_received == 0
+            if victim_lite:
+                assert mux.statistics().ambiguous == 1
+            else:
+                assert _receive_all(v_conn) == [b"for V"]
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("victim_lite", [False, True], ids=["full", "ice-lite"])
+async def test_an_agent_nominated_by_a_forged_check_sends_no_data_to_another_agents_peer(
+    victim_lite: bool,
+) -> None:
+    """V, on the mux, is connected with P.  A, an ICE-lite agent on the same mux, is
+    nominated by a check forged from P's address (its peer E knows A's credentials), and
+    its application sends: P never gets it (it would take it for V's: it comes from the
+    mux's address); what A sends there is withheld, and counted.  An ICE-lite V's answers
+    proved P's address no better than A's: it is both's, and V's data is withheld too.
+    (A's data went to P: the authmux review.)"""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            trice.open_agent(loopback_config(lite=victim_lite), controlling=False, mux=mux) as v,
+            trice.open_agent(loopback_config(), controlling=True) as p,
+            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as a,
+            trio.open_nursery() as nursery,
+        ):
+            for agent in (v, p, a):
+                await agent.wait_gathering_complete()
+            signal(v, p)
+            v_conn, p_conn = await connect_both(v, p)
+            a_connections: list[trice.Connection] = []
+            nursery.start_soon(_connecting, a, a_connections)
+            _forge_a_check_from(p, to=a, at=mux, nominate=True)
+            await _settle()
+            (a_conn,) = a_connections
+            await a_conn.send(b"from A")
+            await v_conn.send(b"from V")
+            await _settle()
+            assert _receive_all(p_conn) == ([] if victim_lite else [b"from V"])
+            assert mux.statistics().withheld == 1 + victim_lite
+            nursery.cancel_scope.cancel()
+
+
 async def test_two_agents_whose_peers_share_an_address_get_no_data_of_the_others() -> None:
     """Two muxes facing each other, two agents on each (a1 with a2, b1 with b2): on each
     mux both agents' peers are at one address.  The answers to each agent's checks find it
     by their transaction ID (consent holds for all four; before, one agent's answers went
-    to the other, and its ICE failed), and data from that address, which could be for
-    either, is dropped and counted, never handed to the other agent (b1 got a1's data)."""
+    to the other, and its ICE failed), and data to that address, which its mux could not
+    tell whose it is, is withheld and counted, never handed to the other agent (b1 got
+    a1's data; then it was sent and dropped there as ambiguous)."""
     timing = trice.Timing(keepalive_interval=0.2, disconnected_timeout=0.6, failed_timeout=1.5)
     async with trice.open_udp_mux("127.0.0.1") as m1, trice.open_udp_mux("127.0.0.1") as m2:
         async with (
@@ -683,7 +765,7 @@ async def test_two_agents_whose_peers_share_an_address_get_no_data_of_the_others
             await b2c.send(b"for b1")
             await _settle()
             assert _receive_all(a1c) == [] and _receive_all(b1c) == []
-            assert m1.statistics().ambiguous == 2
+            assert m2.statistics().withheld == 2 and m1.statistics().ambiguous == 0
             async with a1.subscribe() as e1, b1.subscribe() as e2:
                 await trio.sleep(3 * timing.failed_timeout)  # (consent must hold meanwhile)
                 failed = trice.ConnectionStateChanged(trice.ConnectionState.FAILED)

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 import pytest
 
 from trice import stun
-from trice._trio._mux import TRANSACTIONS_KEPT, MuxTransport, UdpMux, asked_ufrag
+from trice._trio._mux import (
+    _ROUND_TRIP,
+    TRANSACTIONS_KEPT,
+    MuxTransport,
+    UdpMux,
+    asked_ufrag,
+)
 
 Address = tuple[str, int]
 S: Address = ("127.0.0.9", 5000)  # a peer's address, never sent to (nothing is sent here)
@@ -103,7 +109,7 @@ def test_a_check_after_answering_the_peer_first_proves_the_address(mux: UdpMux) 
     a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
     a.share._claim(_success(_request()), S)  # a answers a check from S
     _checked(mux, a)  # then its own check to S succeeds
-    assert mux._by_source[S] == (a.share, True)
+    assert mux._by_source[S] == (a.share, _ROUND_TRIP)
     b.share._claim(_request(), S)  # b's peer signalled S: b checks it
     a.got.clear()
     mux._route(b"\x80payload", S)

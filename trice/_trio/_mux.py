@@ -77,6 +77,9 @@ _ANSWERS = (_SUCCESS, _ERROR)
 #: oldest go first; an answer that finds none goes by its source, as data does).
 TRANSACTIONS_KEPT = 4096
 
+# How an address routed to a share is proven (see UdpMux._by_source), weakest first.
+_CLAIMED, _ANSWERED, _ROUND_TRIP = 0, 1, 2
+
 #: An agent's handler of a datagram (``Agent._dispatch``).
 Deliver = Callable[["MuxTransport", bytes, Address], None]
 
@@ -127,6 +130,9 @@ class MuxStatistics:
         ambiguous: datagrams from an address that two agents proved, which could be for
             either: dropped (data, and STUN that is neither a Binding request nor an answer
             to an agent's check: a keepalive indication, a late or repeated answer).
+        withheld: data an agent sent to an address that another agent proved, or two did:
+            not sent (the peer there would take it for the other agent's, as it comes from
+            the mux's address: an ICE-lite agent's peer that forged its checks' source, say).
     """
 
     agents: int
@@ -134,6 +140,7 @@ class MuxStatistics:
     delivered: int
     unroutable: int
     ambiguous: int = 0
+    withheld: int = 0
 
 
 class UdpMux:
@@ -155,6 +162,7 @@ class UdpMux:
         "_pending",
         "_token",
         "_unroutable",
+        "_withheld",
         "family",
         "local_address",
         "send_lock",
@@ -168,15 +176,18 @@ class UdpMux:
         #: The address and port the mux is bound to, which is every agent's host candidate.
         self.local_address: Address = (host.split("%", 1)[0], port)
         self._by_ufrag: dict[str, MuxTransport] = {}
-        # Each peer address: the share it is routed to (``None``: two proved it), and whether
-        # it is proven (a success answer from there to the share's check).
-        self._by_source: dict[Address, tuple[MuxTransport | None, bool]] = {}
+        # Each peer address: the share it is routed to (``None``: two proved it), and how
+        # it is proven: not (``_CLAIMED``), by an ICE-lite share's answer to a check from
+        # there (``_ANSWERED``: a check's source may be forged), or by a success answer from
+        # there to the share's own check (``_ROUND_TRIP``).
+        self._by_source: dict[Address, tuple[MuxTransport | None, int]] = {}
         # The shares' checks in flight, by transaction ID, with where each went (see
         # TRANSACTIONS_KEPT).
         self._by_tid: dict[bytes, tuple[MuxTransport, Address]] = {}
         self._delivered = 0
         self._unroutable = 0
         self._ambiguous = 0
+        self._withheld = 0
         self._closed = False
         self._token: trio.lowlevel.TrioToken | None = None  # (the run it opened in)
         # The sends waiting for the socket to take a datagram take turns (one task at a time
@@ -202,6 +213,7 @@ class UdpMux:
             delivered=self._delivered,
             unroutable=self._unroutable,
             ambiguous=self._ambiguous,
+            withheld=self._withheld,
         )
 
     def _owner(self, ufrag: str) -> MuxTransport | None:
@@ -247,20 +259,29 @@ class UdpMux:
                     if share is not transport and source in share.claimed
                 ]
                 if len(others) == 1:
-                    by_source[source] = (others[0], True)
+                    by_source[source] = (others[0], held[1])
                 elif not others:
                     del by_source[source]
         transport.claimed.difference_update(sources)
 
-    def _proved(self, transport: MuxTransport, source: Address, *, contest: bool = True) -> None:
-        """The peer at ``source`` answered a check of ``transport``'s with success: the
-        address is its, unless another agent proved it too (then it is both's: ``None``).
-        Without ``contest`` (a proof by answering a check, whose source may be forged), an
-        address another agent proved is left as it is."""
+    def _proved(self, transport: MuxTransport, source: Address, proof: int = _ROUND_TRIP) -> None:
+        """The peer at ``source`` answered a check of ``transport``'s with success (or, an
+        ICE-lite share's ``proof``, ``_ANSWERED``: it answered a check from there): the
+        address is its, unless another agent proved it as well (then it is both's,
+        ``None``: its data is dropped, never handed to the wrong agent).  A weaker proof
+        leaves a stronger one as it is, and a stronger one takes the address from a weaker:
+        a check's source may be forged, a round trip's may not."""
         by_source = self._by_source
         held = by_source.get(source)
         if held is not None and held[1] and held[0] is not transport:
-            if not contest:
+            if proof < held[1]:
+                return
+            if proof > held[1]:
+                for share in self._by_ufrag.values():
+                    if share is not transport:
+                        share.claimed.discard(source)
+                by_source[source] = (transport, proof)
+                transport.claimed.add(source)
                 return
             if held[0] is not None:
                 logger.warning(
@@ -270,11 +291,13 @@ class UdpMux:
                     transport.ufrag,
                     source,
                 )
-            by_source[source] = (None, True)
+            by_source[source] = (None, proof)
         else:
             if held is not None and held[0] is not None and held[0] is not transport:
                 held[0].claimed.discard(source)
-            by_source[source] = (transport, True)
+            if held is not None and held[0] is transport and held[1] > proof:
+                proof = held[1]
+            by_source[source] = (transport, proof)
         transport.claimed.add(source)
 
     async def _serve(self) -> None:
@@ -529,7 +552,7 @@ class MuxTransport:
         if not self.closed:
             self.mux._let_go(self, [address for address in kept if address not in still])
 
-    def _claim(self, data: bytes, address: Address) -> None:
+    def _claim(self, data: bytes, address: Address) -> bool:
         """What this agent sends to ``address``: a check's transaction ID is noted, for its
         answer (which proves the address, see ``UdpMux._proved``); a check or data routes
         the address to this agent unless another agent proved it.  A success answer takes
@@ -537,13 +560,18 @@ class MuxTransport:
         agent's check: answering shows nothing of who is there, a check's source may be
         forged), and an error answer none; but an ICE-lite agent's success answer proves the
         address, unless another agent proved it: a lite agent sends no check, and has no
-        other proof (``answers_prove``)."""
+        other proof (``answers_prove``).  Returns whether to send it: not data to an
+        address another agent proved, or two did (the peer there would take it for that
+        agent's: it comes from the same address; counted in ``withheld``)."""
         mux = self.mux
         by_source = mux._by_source
         held = by_source.get(address)
         if held is not None and held[0] is self and held[1]:
-            return  # (the common case: its own peer, proven; its answers come from there)
+            return True  # (the common case: its own peer, proven; its answers come from there)
         kind = stun.peek_type(data)
+        if kind is None and held is not None and held[1]:
+            mux._withheld += 1  # (another's, or two agents': see the docstring)
+            return False
         if kind == BINDING_REQUEST:
             by_tid = mux._by_tid
             by_tid[data[8:20]] = (self, address)
@@ -551,18 +579,19 @@ class MuxTransport:
                 del by_tid[next(iter(by_tid))]
         if kind is not None and kind & _CLASS_BITS in _ANSWERS:
             if kind & _CLASS_BITS == _ERROR:
-                return  # (a stranger's request with our ufrag must not take an address)
+                return True  # (a stranger's request with our ufrag must not take an address)
             if self.answers_prove:
-                mux._proved(self, address, contest=False)
-                return
+                mux._proved(self, address, _ANSWERED)
+                return True
             if held is not None:
-                return  # (a success answer takes only an address nobody has)
+                return True  # (a success answer takes only an address nobody has)
         if held is not None and (held[0] is self or held[1]):
-            return  # (its own already; or proven by another, or by two)
+            return True  # (its own already; or proven by another, or by two)
         if held is not None and held[0] is not None:
             held[0].claimed.discard(address)
-        by_source[address] = (self, False)
+        by_source[address] = (self, _CLAIMED)
         self.claimed.add(address)
+        return True
 
     def release(self) -> None:
         """The agent's ICE failed: its addresses are routed to it no more (a peer that comes
@@ -574,7 +603,8 @@ class MuxTransport:
         agent (``hooks.refused``), and ``True``."""
         if self.closed:
             return False
-        self._claim(data, address)
+        if not self._claim(data, address):
+            return True
         return send_or_tell(
             self.mux.sock,
             data,
@@ -592,7 +622,8 @@ class MuxTransport:
         while True:
             if self.closed:
                 raise trio.ClosedResourceError("the agent's share of the UDP mux is closed")
-            self._claim(data, address)
+            if not self._claim(data, address):
+                return
             try:
                 self.mux.sock.sendto(data, address)
                 return
