@@ -558,6 +558,53 @@ def test_a_pair_found_again_keeps_its_far_end_known_when_another_path_from_there
     assert [c.transport_address for c in core.remote_candidates if c.port == source[1]] == [source]
 
 
+def test_the_failed_pairs_of_nominated_connections_that_closed_are_pruned() -> None:
+    """A controlling peer with aggressive nomination opens connection after connection to
+    the passive candidate, each nominated and selected in its turn, and closes the one
+    before: each leaves a failed pair that was nominated.  The cap prunes them (a nominated
+    pair is spared only while it has not failed): the list stays within ``max_pairs``, and
+    a candidate signalled after them still gets its pair.  They were never pruned: 40
+    connections left 40 pairs past ``max_pairs=5``, and the new candidate's pair was pruned
+    at once, never checked (the suspects41c review)."""
+    max_pairs = 5
+    net = Network()
+    endpoint = net.add_endpoint("b", controlling=False, tiebreaker=1, max_pairs=max_pairs)
+    peer = net.add_endpoint("a", controlling=True, tiebreaker=2).core
+    core = endpoint.core
+    core.add_local_candidate(tcp_host_candidate(B_LISTENER, PASSIVE, 1), 1)
+    core.add_local_candidate(host_candidate(("10.0.0.2", 5000), 0), 0)
+    core.set_local_complete()
+    core.set_remote(peer.local, 0.0)
+    key = stun.short_term_key(peer.local.pwd)
+    now, previous = 0.0, None
+    for i in range(40):
+        source = ("10.0.0.1", 50000 + i)
+        request = binding_request(
+            core,
+            controlling=True,
+            use_candidate=True,
+            priority=1_000 + i,
+            tid=bytes(8) + i.to_bytes(4, "big"),
+        )
+        assert core.on_request(1, source, request, now) is not None
+        while (check := core.poll_check(now)) is None or check.destination != source:
+            if check is not None:
+                core.on_response(check, stun.decode(_reply(check, key)), check.destination, now)
+            now += 0.01
+            core.on_timer(now)
+        assert core.on_response(check, stun.decode(_reply(check, key)), source, now)
+        selected = core.selected
+        assert selected is not None and selected.remote_address == source
+        if previous is not None:
+            core.path_lost(1, previous, now)  # (the peer closed the connection of before)
+        previous = source
+    assert len(core.checklist) <= max_pairs
+    core.add_remote_candidate(
+        Candidate.from_sdp("candidate:9 1 udp 2130706431 10.0.0.1 7000 typ host")
+    )
+    assert [p.remote_address for p in core.checklist if p.base == 0] == [("10.0.0.1", 7000)]
+
+
 def _ice_state(core: AgentCore) -> trice.ConnectionState:
     """(A call: a type checker keeps no narrowing of ``core.state`` across it.)"""
     return core.state

@@ -482,11 +482,12 @@ class CheckList:
     def _prune(self, keep: Pair | None = None) -> list[Pair]:
         """Drop pairs that are not in use, lowest priority first, until the list is within
         the cap (RFC 8445 §6.1.2.5): failed ones first, then frozen and waiting ones.  A pair
-        with a check in flight, a succeeded or nominated one, and ``keep`` are never dropped:
-        the list may exceed the cap by as many (each is a check the peer made, or one of
-        ours that is running).  Nor is the best pair not failed whose nomination we answered
-        before our check of it succeeded (``nominate_on_success``): the peer holds it
-        nominated, and selects the best it nominated.  Returns the pairs dropped."""
+        with a check in flight, a succeeded one, a nominated one that has not failed, and
+        ``keep`` are never dropped: the list may exceed the cap by as many (each is a check
+        the peer made, or one of ours that is running).  Nor is the best pair not failed
+        whose nomination we answered before our check of it succeeded
+        (``nominate_on_success``): the peer holds it nominated, and selects the best it
+        nominated.  Returns the pairs dropped."""
         pairs = self._pairs
         excess = len(pairs) - self.max_pairs
         dropped: list[Pair] = []
@@ -501,7 +502,12 @@ class CheckList:
             if excess <= 0:
                 break
             for pair in reversed(pairs):
-                if pair is keep or pair is nominee or pair.nominated or pair.state not in states:
+                if (
+                    pair is keep
+                    or pair is nominee
+                    or (pair.nominated and pair.state is not _FAILED)
+                    or pair.state not in states
+                ):
                     continue
                 dropped.append(pair)
                 excess -= 1
