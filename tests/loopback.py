@@ -201,6 +201,29 @@ def peer_check(
     return message.encode(integrity_key=key, fingerprint=key is not None)
 
 
+class MostPerStep(trio.abc.Instrument):
+    """The most datagrams ``transport`` delivered within one task step (``most``), and in
+    all (``total``): an instrument, added with ``trio.lowlevel.add_instrument``.  It counts
+    by wrapping the transport's ``_deliver``."""
+
+    def __init__(self, transport: Any) -> None:
+        self.count = self.most = self.total = 0
+        deliver = transport._deliver
+
+        def counted(*args: object) -> None:
+            self.count += 1
+            self.total += 1
+            deliver(*args)
+
+        transport._deliver = counted
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.most = max(self.most, self.count)
+
+
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:
     """The events queued on ``stream`` now, without waiting (up to its end, if it ended)."""
     events: list[trice.Event] = []

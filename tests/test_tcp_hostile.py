@@ -41,6 +41,7 @@ from trice.ice._framing import MAX_FRAME, FrameReader, frame
 from loopback import (
     HAS_IPV6,
     TRACED,
+    MostPerStep,
     hold_readers,
     loopback_config,
     open_fds,
@@ -375,19 +376,6 @@ async def test_garbage_frames_change_nothing_and_the_connection_is_closed_unprov
         await peer.aclose()
 
 
-class _MostPerStep(trio.abc.Instrument):
-    """The most datagrams a transport delivered within one task step (see below)."""
-
-    def __init__(self) -> None:
-        self.count = self.most = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.count = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.most = max(self.most, self.count)
-
-
 @pytest.mark.skipif(TRACED, reason="a tracer (coverage) reads the flood too slowly for its bound")
 async def test_a_flood_of_empty_frames_lets_the_other_tasks_run() -> None:
     """A stranger streams empty frames (32,768 in each 64 KiB read): the reader hands over
@@ -396,14 +384,7 @@ async def test_a_flood_of_empty_frames_lets_the_other_tasks_run() -> None:
     async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
         await agent.wait_gathering_complete()
         transport = _transport(agent, PASSIVE)
-        steps = _MostPerStep()
-        deliver = transport._deliver
-
-        def counted(*args: object) -> None:
-            steps.count += 1
-            deliver(*args)  # type: ignore[arg-type]
-
-        transport._deliver = counted
+        steps = MostPerStep(transport)
         with socket.create_connection(transport.local_address) as flood:
             flood.setblocking(False)
             chunk = b"\x00\x00" * 32768
@@ -758,6 +739,44 @@ async def test_the_connection_of_before_carries_data_while_the_pair_of_before_co
             await trio.sleep(60)  # (virtual: the pair of before's data counts no more)
             assert transport.links == 1
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("pause", [0.0, 1.0], ids=["at-once", "later"])
+async def test_a_reconnect_from_the_same_port_after_a_reset_is_answered(
+    autojump_clock: trio.testing.MockClock, pause: float
+) -> None:
+    """The peer's active end, bound to a fixed port, proves a connection, resets it, and
+    connects again from the same address and port, and checks (at once, or ``later``):
+    the check is answered over the new connection, which stays.  At once, the agent had
+    not read the reset yet when the new connection came: its listener refused it ("no
+    room").  Later, the end of the agent's own check over the old connection closed the
+    connection at that address: the new one (the suspects41c review)."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        for again in (False, True):
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            await sock.bind(("127.0.0.1", port))
+            await sock.connect(transport.local_address)
+            peer = _Peer(trio.SocketStream(sock))
+            if again:
+                await trio.sleep(pause)  # (virtual)
+            await peer.send(_request(agent))
+            with trio.fail_after(2):
+                answer = await peer.receive()
+            assert answer is not None, f"closed unanswered ({agent.statistics().tcp_refused})"
+            assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+            if again:
+                await trio.sleep(1)  # (virtual: the agent's check over the old one is over)
+                assert transport.links == 1
+            linger = struct.pack("ii", 1, 0)  # (closed with a reset)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            sock.close()
 
 
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
@@ -1427,7 +1446,7 @@ async def test_a_check_that_no_connection_can_carry_fails_at_once(
 ) -> None:
     """A check over TCP goes once: if the transport cannot take it (here, the only place
     for a connection is held), it fails then, not at the end of its (long) schedule."""
-    monkeypatch.setattr(TcpTransport, "drop", lambda self, address: None)  # (held: see above)
+    monkeypatch.setattr(TcpTransport, "drop", lambda self, address, link: None)  # (held: above)
     config = tcp_config(ACTIVE, max_pairs=1, timing=SLOW)
     async with _listener() as refusing, trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()
@@ -1498,7 +1517,8 @@ async def test_a_connection_a_tcp_mux_hands_over_from_an_address_with_one_open_i
         max_links=4,
         counters=counters,
     )
-    with socket.socket() as first, socket.socket() as second:
+    (first, first_peer), (second, second_peer) = socket.socketpair(), socket.socketpair()
+    with first, first_peer, second, second_peer:  # (the first open: its peer holds it)
         assert transport.adopt(first, ("127.0.0.1", 5000), b"")
         assert not transport.adopt(second, ("127.0.0.1", 5000), b"")
         assert (counters.accepted, counters.refused) == (1, 1)

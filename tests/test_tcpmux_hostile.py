@@ -23,9 +23,19 @@ import trice
 from trice import stun
 from trice._trio import _tcp, _tcpmux
 from trice._trio._tcp import TcpTransport
+from trice._trio._transport import READ_BATCH
 from trice.ice._framing import frame
 
-from loopback import HAS_IPV6, loopback_config, mux_in_a_task, open_fds, until, walk_tasks
+from loopback import (
+    HAS_IPV6,
+    TRACED,
+    MostPerStep,
+    loopback_config,
+    mux_in_a_task,
+    open_fds,
+    until,
+    walk_tasks,
+)
 
 PEER_UFRAG, PEER_PWD = "peer", "p" * 22
 #: PROVE_WITHIN for the tests that wait it out (see ``quick_prove``).
@@ -537,3 +547,24 @@ async def test_at_max_waiting_the_oldest_of_the_sources_that_hold_most_gives_its
                     answer = await peer.receive()
                 assert answer is not None, f"the peer was pushed out (try {trial})"
             await until(lambda: mux.statistics().waiting == 0)
+
+
+@pytest.mark.skipif(TRACED, reason="a tracer (coverage) reads the flood too slowly for its bound")
+async def test_a_connection_a_tcp_mux_hands_over_delivers_no_more_in_a_step_than_any() -> None:
+    """An authenticated peer writes its check and then empty frames (32,768 in each 64 KiB
+    read) to a TCP mux at once: the mux hands the connection over with the first read,
+    whose frames the agent delivers, and then lets the other tasks run before it reads on,
+    as for a connection its own listener accepted (test_tcp_hostile's flood test).  It read
+    on at once: two reads' worth, some 65,500 datagrams, in one step (the suspects41c
+    review)."""
+    async with _mux_agent_and_peer() as (mux, agent, peer):
+        share = _share(mux, agent)
+        steps = MostPerStep(share)
+        flood = frame(_for(agent)) + b"\x00\x00" * (4 * 32768)
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await peer.send_raw(flood)
+            await until(lambda: steps.total > 4 * 32768, within=30)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.most <= READ_BATCH + 32768

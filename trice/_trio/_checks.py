@@ -42,6 +42,7 @@ class CheckRun:
         "dropped",
         "due",
         "failed",
+        "link",
         "once",
         "resend_at",
         "sent_again",
@@ -54,6 +55,8 @@ class CheckRun:
         self.agent = agent
         self.check = check
         self.transport = transport
+        #: Over TCP, the connection the check went over (see ``TcpTransport.drop``).
+        self.link: object = None
         self.settled = False
         self.dropped = False
         self.failed = False  # its path failed before the schedule ran out (see fail)
@@ -155,10 +158,13 @@ class CheckRun:
                 check_name(check),
                 " USE-CANDIDATE" if check.nominating else "",
             )
-        if not self.transport.send_nowait(check.message, check.destination) and self.once:
+        transport = self.transport
+        if not transport.send_nowait(check.message, check.destination) and self.once:
             # Over TCP the check goes once, and this was it: no connection could take it (at
             # the cap, say).  It fails now rather than at the end of its schedule.
             self.fail()
+        elif isinstance(transport, TcpTransport):
+            self.link = transport.link_to(check.destination)
 
     async def run(self) -> None:
         agent = self.agent
@@ -229,7 +235,7 @@ class CheckRun:
                 # (By an error response, a timeout, or its connection; or cancelled by the
                 # final nomination, whose pair took the place of this one: the connection is
                 # of no use now, and holds a place, see TcpTransport.)
-                transport.drop(check.destination)
+                transport.drop(check.destination, self.link)
 
 
 def check_name(check: Check) -> str:

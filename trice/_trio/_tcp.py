@@ -271,6 +271,7 @@ class TcpTransport:
         the caller keeps the socket)."""
         if self.closed:
             return False
+        self._end_if_reset(address)
         if address in self._links:  # (as its own listener refuses one: see _accept_loop)
             self.counters.refused += 1
             return False
@@ -342,11 +343,17 @@ class TcpTransport:
             if link.epoch != epoch and link.address != keep and not known(link.address):
                 self._close_link(link, tell=False)
 
-    def drop(self, address: Address) -> None:
-        """Close the connection to ``address`` (its pair failed: the path is of no use)."""
-        link = self._links.get(address)
-        if link is not None:
-            self._close_link(link)
+    def link_to(self, address: Address) -> object:
+        """The connection to ``address`` (an opaque token, for :meth:`drop`), or ``None``."""
+        return self._links.get(address)
+
+    def drop(self, address: Address, link: object = None) -> None:
+        """Close the connection to ``address`` (its pair failed: the path is of no use);
+        only if it is ``link`` (:meth:`link_to`), if given: a check's connection that closed,
+        and the peer's new one from the same port, are not the same path."""
+        held = self._links.get(address)
+        if held is not None and (link is None or held is link):
+            self._close_link(held)
 
     def prove(self, address: Address) -> None:
         """A check of this ICE generation went over the connection to ``address`` (the
@@ -445,6 +452,7 @@ class TcpTransport:
         assert self._nursery is not None
         while (accepted := await accept(listener, self)) is not None:
             sock, address = accepted
+            self._end_if_reset(address)
             if address not in self._links and len(self._links) >= self._max_links:
                 self._evict_unproven()
             try:
@@ -485,8 +493,12 @@ class TcpTransport:
 
     async def _read_loop(self, link: _Link, sock: socket.socket, received: bytes) -> None:
         reader = FrameReader()
-        for datagram in reader.feed(received):  # (what a TCP mux read of it)
-            self._deliver(self, datagram, link.address)
+        if received:
+            for datagram in reader.feed(received):  # (what a TCP mux read of it)
+                self._deliver(self, datagram, link.address)
+                if link.closed:
+                    return
+            await trio.lowlevel.checkpoint()  # (a read's worth: others run before the next)
             if link.closed:
                 return
         link.reader = reader  # (the socket's bytes come next: read_waiting may take them)
@@ -609,6 +621,23 @@ class TcpTransport:
                 self._close_link(link)
                 return
 
+    def _end_if_reset(self, address: Address) -> None:
+        """A new connection came from ``address``: if the one from there of before was
+        reset or closed by the peer, and this candidate has not read that yet (a peer that
+        connects again at once, from the same port), it ends now, and the new one may take
+        its place (it was refused, and the peer had to try again)."""
+        link = self._links.get(address)
+        if link is None or link.sock is None:
+            return
+        try:
+            alive = bool(link.sock.recv(1, socket.MSG_PEEK | _DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            alive = True  # (nothing to read: still open)
+        except OSError:
+            alive = False  # (reset)
+        if not alive:
+            self._close_link(link)
+
     def _close_link(self, link: _Link, *, tell: bool = True) -> None:
         """Close a connection: ended now (the agent is told, if ``tell``), its task ends it
         (or, not running yet, does not serve it)."""
@@ -654,6 +683,11 @@ _EMPTIED, _ENDED, _BATCH = object(), object(), object()
 #: Linux's SOCK_DESTROY, ``ss -K``, as a network manager may when an address goes): it
 #: says so again at every try, while the listener reads as ready.
 _NOT_LISTENING = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSOCK})
+
+# (A peek that never blocks, whatever the socket's mode; where there is no such flag, the
+# sockets it peeks at are non-blocking.)
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+
 #: Failed accepts in a row (of other errors: each a connection that failed before it was
 #: accepted, as Linux passes network errors on) before the next waits as the short ones do.
 _FAILED_IN_A_ROW = 64
