@@ -250,6 +250,41 @@ async def test_a_lite_agent_takes_no_nomination_from_a_check_naming_another_ufra
             assert waited.cancelled_caught  # (nothing more came to the other answerer)
 
 
+async def test_a_lite_offerer_whose_answer_comes_late_connects_once_it_comes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An ICE-lite offerer: the full answerer has its parameters and candidates, checks and
+    nominates at once, and keeps consent; its answer (its parameters) reaches the lite
+    agent 6 s later, past ``failed_timeout`` (5 s): the lite agent connects then.  The
+    early nomination started its failure clock: it failed at 5 s, and the session with it
+    (the p41pass1 review)."""
+    timing = trice.Timing(keepalive_interval=1.0, disconnected_timeout=2.0, failed_timeout=5.0)
+    async with (
+        trice.open_agent(loopback_config(lite=True, timing=timing), controlling=False) as lite,
+        trice.open_agent(loopback_config(timing=timing), controlling=True) as full,
+        trio.open_nursery() as nursery,
+    ):
+        await lite.wait_gathering_complete()
+        await full.wait_gathering_complete()
+        ours = lite.local_parameters
+        full.set_remote_parameters(ours.ufrag, ours.pwd, lite=True)
+        for candidate in lite.local_candidates:
+            full.add_remote_candidate(candidate)
+        full.add_remote_candidate(None)
+        nursery.start_soon(full.connect)
+        await trio.sleep(6)  # (virtual: the answer is on its way)
+        theirs = full.local_parameters
+        lite.set_remote_parameters(theirs.ufrag, theirs.pwd)
+        for candidate in full.local_candidates:
+            lite.add_remote_candidate(candidate)
+        lite.add_remote_candidate(None)
+        with trio.fail_after(5):
+            connection = await lite.connect()
+        assert lite.connection_state is trice.ConnectionState.COMPLETED
+        assert connection.selected_pair.remote.port == full.local_candidates[0].port
+        nursery.cancel_scope.cancel()
+
+
 async def test_two_lite_agents_are_refused_at_once() -> None:
     """Two ICE-lite agents send no checks: the second's parameters are refused with a
     ConfigError that says why (not an ICE failure at failed_timeout), and nothing is set."""

@@ -461,6 +461,53 @@ def test_what_checks_before_the_parameters_taught_stands_only_if_they_named_the_
         assert check is not None and check.destination == peer
 
 
+def test_a_lite_agent_nominated_before_the_parameters_waits_for_them_unfailed() -> None:
+    """An ICE-lite agent (a lite offerer) is nominated by its full peer before the peer's
+    parameters come, and checked every 5 s: it fails no sooner than ``failed_timeout``
+    after the parameters (RFC 8863 §4), and selects once they come.  The nomination started
+    the failure clock: it failed ``failed_timeout`` after it, the peer there, nothing
+    selected (the p41pass1 review)."""
+    _net, a, b = two_agents(b_lite=True, want=False, exchange=False)
+    core, peer, ufrag = b.core, a.bases[0], a.core.local.ufrag
+    timeout = core.timing.failed_timeout
+    for n in range(int(timeout // 5) + 2):
+        now = 5.0 * n
+        while (deadline := core.next_deadline()) is not None and deadline <= now:
+            core.on_timer(deadline)
+        request = binding_request(
+            core, sender_ufrag=ufrag, controlling=True, use_candidate=n == 0, tid=bytes([n]) * 12
+        )
+        assert core.on_request(0, peer, request, now) is not None
+    assert core.state.value == "new"  # (by value: mypy would keep it narrowed below)
+    core.set_remote(a.core.local, now)
+    selected = core.selected
+    assert selected is not None and selected.remote_address == peer
+    assert core.state is ConnectionState.COMPLETED
+
+
+def test_a_lite_agent_failed_before_the_parameters_selects_nothing_when_they_come() -> None:
+    """An ICE-lite agent restarts; the peer's new checks nominate before its new parameters
+    come, which take longer than ``failed_timeout``: the agent fails.  When the parameters
+    come then, it selects nothing (it did: a selection after ``failed``; the p41pass1
+    review)."""
+    net, a, b = two_agents(b_lite=True)
+    assert net.run_until(connected(a, b), max_time=5.0)
+    core, now = b.core, net.now
+    core.restart(IceParameters("newlite", "n" * 22, True), now)
+    request = binding_request(
+        core, sender_ufrag="peer2", controlling=True, use_candidate=True, tid=b"R" * 12
+    )
+    core.on_request(0, a.bases[0], request, now)
+    later = now + core.timing.failed_timeout + 1
+    while (deadline := core.next_deadline()) is not None and deadline <= later:
+        core.on_timer(deadline)
+    assert core.state is ConnectionState.FAILED
+    core.drain_events()
+    core.set_remote(IceParameters("peer2", "p" * 22), later)
+    assert core.drain_events() == ()
+    assert core.selected is None
+
+
 def _refused_first_check(nomination: Nomination = Nomination.REGULAR) -> tuple[AgentCore, Check]:
     """A controlling core with three pairs whose first check the peer answered 401 at 1 ms
     (it came before this agent's parameters did: after an ICE restart, say)."""

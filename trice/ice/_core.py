@@ -647,12 +647,20 @@ class AgentCore:
                 for pair in self.checklist
                 if pair.state is not _PAIR_FAILED
             )
-        if self.local.lite and self.selected is None:
+        if self.local.lite and self.selected is None and not self.finished:
             nominated = [p for p in self.checklist if p.nominated and p.state is _PAIR_SUCCEEDED]
             if nominated:
-                self._select(max(nominated, key=lambda pair: pair.valid_priority), now)
+                self._select_nominated(max(nominated, key=lambda pair: pair.valid_priority), now)
                 self._consent_refreshed(now)
                 self._maybe_complete()
+
+    def _select_nominated(self, pair: Pair, now: float) -> None:
+        """An ICE-lite agent selects ``pair``, which the peer nominated (RFC 8445 §7.3.1.5):
+        checking from now, if it was not already."""
+        self._checking_since = self._checking_since or now
+        if self.state is _STATE_NEW:
+            self._set_state(ConnectionState.CHECKING)
+        self._select(pair, now)
 
     def restart(self, local: IceParameters, now: float) -> None:
         """ICE restart (RFC 8445 §9): new local parameters (``local``; the lite flag stays
@@ -2896,11 +2904,8 @@ class AgentCore:
             pair.valid_local = local
             if use_candidate:
                 pair.nominated = True
-                self._checking_since = self._checking_since or now
-                if self.state is _STATE_NEW:
-                    self._set_state(ConnectionState.CHECKING)
                 if named is None:  # (else once the peer's parameters say it was the peer)
-                    self._select(pair, now)
+                    self._select_nominated(pair, now)
             self._maybe_follow(pair, now)  # (the peer moved to another nominated pair?)
             pair.heard(now, request_tid, self._consent_interval(), data_since=data_at)
             if self.selected is pair:
