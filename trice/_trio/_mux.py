@@ -268,20 +268,14 @@ class UdpMux:
         """The peer at ``source`` answered a check of ``transport``'s with success (or, an
         ICE-lite share's ``proof``, ``_ANSWERED``: it answered a check from there): the
         address is its, unless another agent proved it as well (then it is both's,
-        ``None``: its data is dropped, never handed to the wrong agent).  A weaker proof
-        leaves a stronger one as it is, and a stronger one takes the address from a weaker:
-        a check's source may be forged, a round trip's may not."""
+        ``None``: its data is dropped, never handed to the wrong agent).  But an answer
+        leaves an address another agent's round trip proved as it is: a check's source may
+        be forged, a round trip's may not.  (A round trip does not take an address from
+        an answer: two agents' peers may share one address.)"""
         by_source = self._by_source
         held = by_source.get(source)
         if held is not None and held[1] and held[0] is not transport:
             if proof < held[1]:
-                return
-            if proof > held[1]:
-                for share in self._by_ufrag.values():
-                    if share is not transport:
-                        share.claimed.discard(source)
-                by_source[source] = (transport, proof)
-                transport.claimed.add(source)
                 return
             if held[0] is not None:
                 logger.warning(
@@ -291,7 +285,7 @@ class UdpMux:
                     transport.ufrag,
                     source,
                 )
-            by_source[source] = (None, proof)
+            by_source[source] = (None, max(proof, held[1]))
         else:
             if held is not None and held[0] is not None and held[0] is not transport:
                 held[0].claimed.discard(source)
@@ -551,6 +545,12 @@ class MuxTransport:
         kept, self.kept = self.kept, ()
         if not self.closed:
             self.mux._let_go(self, [address for address in kept if address not in still])
+
+    def let_go_but(self, still: Collection[Address]) -> None:
+        """The agent knows none of its addresses but those in ``still`` (its remote
+        addresses): the others are let go."""
+        if not self.closed:
+            self.mux._let_go(self, [address for address in self.claimed if address not in still])
 
     def _claim(self, data: bytes, address: Address) -> bool:
         """What this agent sends to ``address``: a check's transaction ID is noted, for its
