@@ -46,6 +46,7 @@ from loopback import (
     loopback_config,
     open_fds,
     peer_check,
+    signal,
     until,
     wait_for_state,
     walk_tasks,
@@ -779,6 +780,44 @@ async def test_a_reconnect_from_the_same_port_after_a_reset_is_answered(
             sock.close()
 
 
+async def test_a_cancelled_checks_connection_goes_quietly_and_its_pair_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlling agent that nominates aggressively checks a passive candidate that never
+    answers over ICE-TCP, then selects a UDP pair ranked above it: the TCP check is
+    cancelled (RFC 8445 §8.1.2).  When its schedule runs out its connection is closed (it
+    holds a place), quietly: the pair waits, not failed, as a cancelled check's timeout
+    leaves it (``AgentCore.cancelled``).  The close told the agent that the path was lost,
+    which failed the pair (the mutants4 review)."""
+    config = tcp_config(ACTIVE, nomination=trice.Nomination.AGGRESSIVE)
+    with socket.socket() as silent:  # (listens, never accepts nor answers)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(loopback_config(), controlling=False) as b,
+            trio.open_nursery() as nursery,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            tcp = _transport(a, ACTIVE)
+            a.set_remote_parameters(b.local_parameters.ufrag, b.local_parameters.pwd)
+            line = f"candidate:9 1 tcp 1518280447 127.0.0.1 {port} typ host tcptype passive"
+            a.add_remote_candidate(trice.Candidate.from_sdp(line))
+            nursery.start_soon(a.connect)
+            await trio.sleep(0.1)  # (virtual: a's check over TCP goes)
+            assert tcp.links == 1
+            signal(a, b)  # (then b's UDP candidate: selected)
+            await trio.sleep(60)  # (virtual: the TCP check's schedule runs out)
+            selected = a.selected_pair
+            assert selected is not None and selected.local.protocol == "udp"
+            assert tcp.links == 0
+            (pair,) = [s for s in a.pair_statistics() if s.pair.local.protocol == "tcp"]
+            assert pair.state is not trice.PairState.FAILED
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:
     """At the cap with connections nobody proved, a new one takes the oldest one's place
     (counted refused): the peer's connection, whose check proves it, gets in."""
@@ -1446,7 +1485,7 @@ async def test_a_check_that_no_connection_can_carry_fails_at_once(
 ) -> None:
     """A check over TCP goes once: if the transport cannot take it (here, the only place
     for a connection is held), it fails then, not at the end of its (long) schedule."""
-    monkeypatch.setattr(TcpTransport, "drop", lambda self, address, link: None)  # (held: above)
+    monkeypatch.setattr(TcpTransport, "drop", lambda *_, **__: None)  # (held: see above)
     config = tcp_config(ACTIVE, max_pairs=1, timing=SLOW)
     async with _listener() as refusing, trice.open_agent(config, controlling=True) as agent:
         await agent.wait_gathering_complete()

@@ -229,13 +229,14 @@ class CheckRun:
                 # agent task next woke (an idle agent: the next consent check).
                 agent._timers.clear()
             transport = self.transport
-            if isinstance(transport, TcpTransport) and (
-                check.pair.state is PairState.FAILED or agent._core.cancelled(check)
-            ):
-                # (By an error response, a timeout, or its connection; or cancelled by the
-                # final nomination, whose pair took the place of this one: the connection is
-                # of no use now, and holds a place, see TcpTransport.)
-                transport.drop(check.destination, self.link)
+            if isinstance(transport, TcpTransport):
+                failed = check.pair.state is PairState.FAILED
+                if failed or agent._core.cancelled(check):
+                    # (By an error response, a timeout, or its connection; or cancelled by
+                    # the final nomination, whose pair took the place of this one: the
+                    # connection is of no use now, and holds a place, see TcpTransport.  A
+                    # cancelled check's pair waits, unfailed: its connection goes quietly.)
+                    transport.drop(check.destination, self.link, tell=failed)
 
 
 def check_name(check: Check) -> str:

@@ -347,13 +347,14 @@ class TcpTransport:
         """The connection to ``address`` (an opaque token, for :meth:`drop`), or ``None``."""
         return self._links.get(address)
 
-    def drop(self, address: Address, link: object = None) -> None:
+    def drop(self, address: Address, link: object = None, *, tell: bool = True) -> None:
         """Close the connection to ``address`` (its pair failed: the path is of no use);
         only if it is ``link`` (:meth:`link_to`), if given: a check's connection that closed,
-        and the peer's new one from the same port, are not the same path."""
+        and the peer's new one from the same port, are not the same path.  The agent is
+        told, if ``tell``, as when the peer closes it."""
         held = self._links.get(address)
         if held is not None and (link is None or held is link):
-            self._close_link(held)
+            self._close_link(held, tell=tell)
 
     def prove(self, address: Address) -> None:
         """A check of this ICE generation went over the connection to ``address`` (the
