@@ -226,7 +226,7 @@ def sha1_pads(key: bytes) -> tuple[Any, Any]:
     """
     try:
         return _sha1_pads.get(key) or _prime(_sha1_pads, key, "sha1")
-    except TypeError:  # (unhashable: a bytearray or memoryview, say)
+    except (TypeError, ValueError):  # (unhashable: a bytearray or a writable memoryview)
         return _prime(_sha1_pads, _key_bytes(key), "sha1")
 
 
@@ -251,7 +251,7 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
     """Return HMAC-SHA256(*key*, *data*), as used by MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6)."""
     try:
         pads = _sha256_pads.get(key) or _prime(_sha256_pads, key, "sha256")
-    except TypeError:  # (unhashable: a bytearray or memoryview, say)
+    except (TypeError, ValueError):  # (unhashable: a bytearray or a writable memoryview)
         pads = _prime(_sha256_pads, _key_bytes(key), "sha256")
     inner = pads[0].copy()
     inner.update(data)
