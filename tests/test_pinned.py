@@ -47,6 +47,7 @@ def test_prune_never_drops_a_nominated_pair() -> None:
     assert nominated is not None and other is not None
     nominated.nominated = True
     nominated.state = PairState.FAILED
+    checklist.selected = nominated  # (the agent's selected pair, as the core says)
     other.state = PairState.SUCCEEDED
     # A third pair goes past the cap: something must go, but not the nominated pair.
     checklist.add(local, _cand("10.0.1.3", 6000, pref=700), 0, controlling=True)

@@ -595,6 +595,7 @@ def test_the_failed_pairs_of_nominated_connections_that_closed_are_pruned() -> N
         assert core.on_response(check, stun.decode(_reply(check, key)), source, now)
         selected = core.selected
         assert selected is not None and selected.remote_address == source
+        assert core.checklist.selected is selected  # (never pruned, failed or not)
         if previous is not None:
             core.path_lost(1, previous, now)  # (the peer closed the connection of before)
         previous = source

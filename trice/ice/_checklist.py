@@ -343,7 +343,7 @@ class CheckList:
             (RFC 8445 §6.1.2.5).
     """
 
-    __slots__ = ("_index", "_pairs", "_unchecked", "max_pairs", "pruned")
+    __slots__ = ("_index", "_pairs", "_unchecked", "max_pairs", "pruned", "selected")
 
     def __init__(self, *, max_pairs: int) -> None:
         #: Highest priority first.  A tuple, made anew when pairs come or go or priorities
@@ -354,6 +354,9 @@ class CheckList:
         self._index: dict[_Key, Pair] | None = None
         self.max_pairs = max_pairs
         self.pruned = 0  # (pairs pruned, the ICE restarts' too: carried over by the core)
+        #: The agent's selected pair (set by the core), never pruned: nominated, and it may
+        #: have failed (its re-nomination after a role switch, say, timed out).
+        self.selected: Pair | None = None
         #: The paths (base, remote address) of this list's pairs pruned before any check
         #: of theirs, and not formed again since (see :attr:`unchecked`).
         self._unchecked: set[_Key] | None = None
@@ -482,9 +485,10 @@ class CheckList:
     def _prune(self, keep: Pair | None = None) -> list[Pair]:
         """Drop pairs that are not in use, lowest priority first, until the list is within
         the cap (RFC 8445 §6.1.2.5): failed ones first, then frozen and waiting ones.  A pair
-        with a check in flight, a succeeded one, a nominated one that has not failed, and
-        ``keep`` are never dropped: the list may exceed the cap by as many (each is a check
-        the peer made, or one of ours that is running).  Nor is the best pair not failed
+        with a check in flight, a succeeded one, a nominated one that has not failed (or is
+        the selected pair), and ``keep`` are never dropped: the list may exceed the cap by as
+        many (each is a check the peer made, or one of ours that is running).  Nor is the
+        best pair not failed
         whose nomination we answered before our check of it succeeded
         (``nominate_on_success``): the peer holds it nominated, and selects the best it
         nominated.  Returns the pairs dropped."""
@@ -505,7 +509,7 @@ class CheckList:
                 if (
                     pair is keep
                     or pair is nominee
-                    or (pair.nominated and pair.state is not _FAILED)
+                    or (pair.nominated and (pair.state is not _FAILED or pair is self.selected))
                     or pair.state not in states
                 ):
                     continue

@@ -2521,7 +2521,7 @@ class AgentCore:
         left = self.selected
         if left is not None and left is not pair:
             left.left_at = now  # (see _learn_from_request: its gap now spans time elsewhere)
-        self.selected = self._last_selected = pair
+        self.selected = self._last_selected = self.checklist.selected = pair
         if self._previous is not None:
             # Data goes over the new pair now; but the peer may send over the pair of
             # before until it selects too (its nomination's answer may be lost, and data in
