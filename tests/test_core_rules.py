@@ -20,11 +20,13 @@ from test_core import (
 import trice
 from trice import stun
 from trice._config import Timing
+from trice.ice import Candidate
 from trice.ice._check import check_schedule
+from trice.ice._checklist import PairState
 from trice.ice._core import GIVE_WAY_AFTER, RESEND_MIN, AgentCore, Check, IceParameters
 from trice.ice._events import ConnectionState
 
-from core_harness import Endpoint, Packet, make_candidate, two_agents
+from core_harness import Endpoint, Network, Packet, make_candidate, two_agents
 
 # -- role conflicts with equal tie-breakers (RFC 8445 §7.3.1.1: "larger than or equal to") ----
 
@@ -369,3 +371,52 @@ def test_a_restart_forgets_the_487s_of_the_generation_before() -> None:
         error = stun.decode(data).get(stun.ErrorCode)
         assert error is not None and error.code == 487
     assert core.controlling and core.role_switches == 0
+
+
+# -- the pair cap and the selected pair --------------------------------------------------------
+
+
+def test_a_selected_pair_whose_renomination_failed_is_not_pruned() -> None:
+    """A controlled agent selects the pair the peer nominated; a role conflict then makes it
+    controlling, and it checks the selected pair again with USE-CANDIDATE
+    (``_nominate_after_switch``), which the peer refuses (400): the pair fails, and stays
+    selected (consent carries on).  Two candidates trickled past ``max_pairs=2`` do not
+    take it out of the check list, and the peer's next check on its path finds it.  The
+    cap pruned it (288df5c: a nominated pair once failed), and that check made a second
+    pair for the path, not the selected one (the p41pass2 review)."""
+    peer_address = ("10.0.0.1", 5000)
+    net = Network()
+    endpoint = net.add_endpoint("b", controlling=False, tiebreaker=1000, max_pairs=2)
+    peer = net.add_endpoint("a", controlling=True, tiebreaker=5).core
+    endpoint.add_host("10.0.0.2", 6000)
+    core = endpoint.core
+    core.set_remote(peer.local, 0.0)
+    core.add_remote_candidate(
+        Candidate.from_sdp("candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host")
+    )
+    core.want_connection(0.0)
+    key = stun.short_term_key(peer.local.pwd)
+    check = core.poll_check(0.0)
+    assert check is not None and check.destination == peer_address
+    assert core.on_response(check, stun.decode(_reply(check, key)), peer_address, 0.01)
+    pair = check.pair
+    nomination = binding_request(
+        core, controlling=True, tiebreaker=5, use_candidate=True, tid=b"N" * 12
+    )
+    assert core.on_request(0, peer_address, nomination, 0.02) is not None
+    assert core.selected is pair
+    conflict = binding_request(core, controlling=False, tiebreaker=1, tid=b"C" * 12)
+    assert core.on_request(0, peer_address, conflict, 0.03) is not None
+    assert core.controlling
+    again = core.poll_check(0.03)
+    assert again is not None and again.pair is pair and again.nominating
+    refused = _reply(again, key, stun.MessageClass.ERROR, [stun.ErrorCode(400)])
+    assert core.on_response(again, stun.decode(refused), peer_address, 0.04)
+    assert pair.state is PairState.FAILED and core.selected is pair
+    for port in (5001, 5002):
+        line = f"candidate:{port} 1 udp 2130706431 10.0.0.1 {port} typ host"
+        core.add_remote_candidate(Candidate.from_sdp(line))
+    assert core.selected is pair and pair in core.checklist
+    later = binding_request(core, controlling=False, tiebreaker=1, tid=b"L" * 12)
+    core.on_request(0, peer_address, later, 0.05)
+    assert [p for p in core.checklist if p.remote_address == peer_address] == [pair]

@@ -380,8 +380,10 @@ async def test_garbage_frames_change_nothing_and_the_connection_is_closed_unprov
 @pytest.mark.skipif(TRACED, reason="a tracer (coverage) reads the flood too slowly for its bound")
 async def test_a_flood_of_empty_frames_lets_the_other_tasks_run() -> None:
     """A stranger streams empty frames (32,768 in each 64 KiB read): the reader hands over
-    at most READ_BATCH reads and datagrams, and a read's worth, before the other tasks run
-    (it read 64 reads' worth, two million datagrams, in one step: the run stalled 1.7 s)."""
+    at most READ_BATCH datagrams before the other tasks run, the rest of a read's after
+    them.  It read 64 reads' worth, two million datagrams, in one step (the run stalled
+    1.7 s); then a read's worth, 32,768 (25-30 ms a step: a peer with 50 connections
+    stalled the run 1 s; the suspects41c review)."""
     async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
         await agent.wait_gathering_complete()
         transport = _transport(agent, PASSIVE)
@@ -400,7 +402,7 @@ async def test_a_flood_of_empty_frames_lets_the_other_tasks_run() -> None:
             finally:
                 trio.lowlevel.remove_instrument(steps)
         assert frames > 4 * 32768  # (what one step took before)
-        assert steps.most <= READ_BATCH + 32768
+        assert steps.most <= READ_BATCH
 
 
 async def test_a_memoryview_goes_over_a_backed_up_connection() -> None:
@@ -816,6 +818,47 @@ async def test_a_cancelled_checks_connection_goes_quietly_and_its_pair_waits(
             (pair,) = [s for s in a.pair_statistics() if s.pair.local.protocol == "tcp"]
             assert pair.state is not trice.PairState.FAILED
             nursery.cancel_scope.cancel()
+
+
+async def test_a_reconnect_after_a_reset_with_data_unread_is_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the test above, at once, but the peer wrote a data frame more before it reset the
+    old connection, which the agent has not read yet (its reader held): the new connection
+    is taken, and its check answered.  The old one was taken for open (a peek finds that
+    unread byte before the end), and the new one refused (the p41pass2 review)."""
+    held = hold_readers(monkeypatch)
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        transport = _transport(agent, PASSIVE)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            for again in (False, True):
+                sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                await sock.bind(("127.0.0.1", port))
+                await sock.connect(transport.local_address)
+                peer = _Peer(trio.SocketStream(sock))
+                await peer.send(_request(agent))
+                with trio.fail_after(2):
+                    answer = await peer.receive()
+                assert answer is not None, f"refused ({agent.statistics().tcp_refused})"
+                assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+                if again:
+                    break
+                (link,) = transport._links.values()
+                assert link.sock is not None
+                held.add(link.sock.fileno())  # (the old connection is read no more for now)
+                await peer.send(b"data")  # (read: its reader waits again, held, after it)
+                await trio.testing.wait_all_tasks_blocked()
+                await peer.send(b"left unread")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # (a reset; and at once, the same port again)
+        finally:
+            held.clear()
 
 
 async def test_a_strangers_idle_connections_do_not_lock_the_peer_out() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -159,12 +159,13 @@ class CheckRun:
                 " USE-CANDIDATE" if check.nominating else "",
             )
         transport = self.transport
-        if not transport.send_nowait(check.message, check.destination) and self.once:
+        sent = transport.send_nowait(check.message, check.destination)
+        if isinstance(transport, TcpTransport):
+            self.link = transport.link_to(check.destination) or _NO_LINK
+        if not sent and self.once:
             # Over TCP the check goes once, and this was it: no connection could take it (at
             # the cap, say).  It fails now rather than at the end of its schedule.
             self.fail()
-        elif isinstance(transport, TcpTransport):
-            self.link = transport.link_to(check.destination)
 
     async def run(self) -> None:
         agent = self.agent
@@ -237,6 +238,10 @@ class CheckRun:
                     # connection is of no use now, and holds a place, see TcpTransport.  A
                     # cancelled check's pair waits, unfailed: its connection goes quietly.)
                     transport.drop(check.destination, self.link, tell=failed)
+
+
+#: A check over TCP that no connection took: at its end, it closes none (see CheckRun.link).
+_NO_LINK: Final = object()
 
 
 def check_name(check: Check) -> str:

@@ -97,6 +97,7 @@ class _Link:
 
     __slots__ = (
         "address",
+        "backlog",
         "closed",
         "epoch",
         "left",
@@ -126,6 +127,9 @@ class _Link:
         #: The connection's frame reader, once its reader task reads the socket (see
         #: ``TcpTransport.read_waiting``).
         self.reader: FrameReader | None = None
+        #: Datagrams read and framed but not yet handed over, from the index given: a read
+        #: of small frames past a turn's budget (see ``TcpTransport._take``).
+        self.backlog: tuple[list[bytes], int] | None = None
 
 
 class TcpTransport:
@@ -495,13 +499,7 @@ class TcpTransport:
     async def _read_loop(self, link: _Link, sock: socket.socket, received: bytes) -> None:
         reader = FrameReader()
         if received:
-            for datagram in reader.feed(received):  # (what a TCP mux read of it)
-                self._deliver(self, datagram, link.address)
-                if link.closed:
-                    return
-            await trio.lowlevel.checkpoint()  # (a read's worth: others run before the next)
-            if link.closed:
-                return
+            link.backlog = (reader.feed(received), 0)  # (what a TCP mux read of it: see _take)
         link.reader = reader  # (the socket's bytes come next: read_waiting may take them)
         if not link.proven:
             with trio.move_on_after(PROVE_WITHIN):
@@ -533,27 +531,42 @@ class TcpTransport:
         return True
 
     def _take(self, link: _Link, sock: socket.socket, reader: FrameReader) -> object:
-        """Read what the connection holds now, without waiting: at most ``READ_BATCH``
-        reads and datagrams (a read may complete thousands of small frames), and hand over
-        the datagrams it completes.  Every byte read is framed before this returns, so the
-        bytes of a later call follow in order.  Returns ``_EMPTIED`` (the socket would
-        block), ``_ENDED`` (the stream ended, or failed, or the link closed) or ``_BATCH``
-        (the budget spent: more may wait)."""
+        """Read what the connection holds now, without waiting, and hand over the datagrams
+        it completes: at most ``READ_BATCH`` reads and datagrams.  A read may complete
+        thousands of small frames (32,768 empty ones in 64 KiB): those past the budget wait
+        in ``link.backlog``, and go first the next time, before the socket is read again, so
+        that datagrams keep their order.  Returns ``_EMPTIED`` (the socket would block),
+        ``_ENDED`` (the stream ended, or failed, or the link closed) or ``_BATCH`` (the
+        budget spent: more may wait)."""
         deliver = self._deliver
+        address = link.address
         budget = READ_BATCH
         while budget > 0:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return _EMPTIED  # (waited on by the caller: see Agent._read_until_change)
-            except OSError:
-                return _ENDED
-            if not data:
-                return _ENDED
-            datagrams = reader.feed(data)
-            budget -= 1 + len(datagrams)
+            backlog = link.backlog
+            if backlog is not None:
+                datagrams, start = backlog
+            else:
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    return _EMPTIED  # (waited on by the caller: see Agent._read_until_change)
+                except OSError:
+                    return _ENDED
+                if not data:
+                    return _ENDED
+                datagrams, start = reader.feed(data), 0
+                budget -= 1
+            end = start + budget
+            if end < len(datagrams):
+                link.backlog = (datagrams, end)
+                datagrams = datagrams[start:end]
+            else:
+                link.backlog = None
+                if start:
+                    datagrams = datagrams[start:]
+            budget -= len(datagrams)
             for datagram in datagrams:
-                deliver(self, datagram, link.address)
+                deliver(self, datagram, address)
                 if link.closed:
                     return _ENDED
         return _BATCH
@@ -628,15 +641,7 @@ class TcpTransport:
         connects again at once, from the same port), it ends now, and the new one may take
         its place (it was refused, and the peer had to try again)."""
         link = self._links.get(address)
-        if link is None or link.sock is None:
-            return
-        try:
-            alive = bool(link.sock.recv(1, socket.MSG_PEEK | _DONTWAIT))
-        except (BlockingIOError, InterruptedError):
-            alive = True  # (nothing to read: still open)
-        except OSError:
-            alive = False  # (reset)
-        if not alive:
+        if link is not None and link.sock is not None and _peer_gone(link.sock):
             self._close_link(link)
 
     def _close_link(self, link: _Link, *, tell: bool = True) -> None:
@@ -688,6 +693,29 @@ _NOT_LISTENING = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSOCK})
 # (A peek that never blocks, whatever the socket's mode; where there is no such flag, the
 # sockets it peeks at are non-blocking.)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+
+# Linux's TCP_INFO, whose first byte is the connection's state: CLOSE once reset, CLOSE_WAIT
+# once the peer closed its end (include/net/tcp_states.h).
+_TCP_INFO: Final[int | None] = getattr(socket, "TCP_INFO", None)
+_TCP_GONE: Final = frozenset({7, 8})
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the peer reset the connection ``sock``, or closed its end, whether or not
+    what it sent before is read yet (a peek sees that first); elsewhere than on Linux, a
+    peek tells only once nothing is left to read."""
+    if _TCP_INFO is not None:
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] in _TCP_GONE
+        except OSError:
+            pass  # (no TCP_INFO here: a peek, as elsewhere)
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | _DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False  # (nothing to read: still open)
+    except OSError:
+        return True  # (reset)
+
 
 #: Failed accepts in a row (of other errors: each a connection that failed before it was
 #: accepted, as Linux passes network errors on) before the next waits as the short ones do.
