@@ -37,12 +37,12 @@ def _aioice_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that run aioice (their names say so) skip, with the reason, where it cannot
-    be their peer."""
+    """The interop tests that run aioice (their names say so) skip, with the reason, where
+    it cannot be their peer.  (Others that import it skip by ``pytest.importorskip``.)"""
     reason = _aioice_unavailable()
     if reason is not None:
         for item in items:
-            if "aioice" in item.nodeid:
+            if "aioice" in item.nodeid and item.get_closest_marker("interop") is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 

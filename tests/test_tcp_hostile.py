@@ -1611,6 +1611,43 @@ def _keep_datagram(into: list[bytes], _transport: object, data: bytes, _source: 
     into.append(data)
 
 
+async def test_what_a_check_takes_from_its_connection_past_a_turn_is_handed_over() -> None:
+    """A check about to be given up takes what its connection holds (``read_waiting``, as
+    ``CheckRun._answered_meanwhile`` does): 100 small frames in one read, past a turn's
+    budget.  All are handed over, in order, without the peer sending again.  The rest
+    waited in ``link.backlog``, for the reader, parked until the socket held more (the
+    p41pass3 review)."""
+    delivered: list[bytes] = []
+    transport = TcpTransport(
+        0,
+        ("127.0.0.1", 9),
+        PASSIVE,
+        deliver=functools.partial(_keep_datagram, delivered),
+        failed=lambda *_: None,
+        max_links=4,
+        counters=_tcp.TcpCounters(),
+    )
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        far = socket.create_connection(listener.getsockname())
+        near, _ = listener.accept()
+    near.setblocking(False)
+    address = far.getsockname()[:2]
+    with far:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.adopt(near, address, b"")
+            transport.prove(address)
+            await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
+            far.sendall(b"".join(frame(b"%03d" % i) for i in range(100)))
+            transport.read_waiting(address)  # (no checkpoint between: as a check task)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            transport.close()
+    assert delivered == [b"%03d" % i for i in range(100)]
+
+
 async def test_a_check_reading_its_connection_takes_no_more_than_a_turn_of_the_reader() -> None:
     """Thousands of small datagrams wait on a connection: a turn of its reader hands over
     one read's worth before the other tasks run (a receiver that takes what is queued at

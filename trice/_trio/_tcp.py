@@ -579,7 +579,15 @@ class TcpTransport:
         if link is None or link.closed or link.reader is None:
             return  # (none; or its reader has yet to take what a TCP mux read of it)
         assert link.sock is not None  # (a reader reads it)
-        self._take(link, link.sock, link.reader)
+        if self._take(link, link.sock, link.reader) is _BATCH and link.backlog is not None:
+            # What that read framed past the budget goes now: the reader, which may be
+            # waiting for the socket to hold more, would not wake for it.
+            datagrams, start = link.backlog
+            link.backlog = None
+            for datagram in datagrams[start:]:
+                self._deliver(self, datagram, address)
+                if link.closed:
+                    return
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
         pending, urgent = link.pending, link.urgent
