@@ -196,10 +196,10 @@ def test_the_floor_trice_and_aioice_drain_the_same_burst(monkeypatch: pytest.Mon
         bursts.append(("aioice", burst))
         return 1.0, burst
 
-    import aioice.ice
+    aioice_ice = pytest.importorskip("aioice.ice")
 
     # (``_aioice`` puts its own in; this puts the original back after the test.)
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    monkeypatch.setattr(aioice_ice, "get_host_addresses", aioice_ice.get_host_addresses)
     monkeypatch.setattr(data_plane, "_drain_rate", trio_drain)
     monkeypatch.setattr(data_plane, "_aioice_drain", asyncio_drain, raising=False)
     trio.run(data_plane._floor_and_trice, 20, 2, 1)
