@@ -42,10 +42,10 @@ def interop(session: nox.Session) -> None:
 @nox.session(python=["3.10", "3.12", "3.13"])
 def compat(session: nox.Session) -> None:
     """The ``tests`` session on the other Pythons trice supports (3.10: without aioice, whose
-    0.11 on needs 3.11; its tests skip, saying so).  Not among the default sessions, nor in
-    ``.ci/run``: some 5 minutes each, and each Python must be installed (its session fails
-    if it is not; with pyenv, name them, ``PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s
-    compat``)."""
+    0.11 on needs 3.11; the tests that import it skip, saying so).  Not among the default
+    sessions, nor in ``.ci/run``: some 5 minutes each, and each Python must be installed
+    (its session fails if it is not; with pyenv, name them,
+    ``PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s compat``)."""
     session.install("-e", ".", *TEST_DEPS)
     session.run("pytest", "-m", "not interop", *session.posargs)
 

@@ -79,7 +79,7 @@ class Run:
             assert core._stale in (None, previous.remote_address)
         else:
             # (After a new pair's selection, data from the pair of before counts a while.)
-            assert core._stale is None or core._stale_until is not None
+            assert core._stale is None or core._previous_until is not None
         if core.remote is not None:
             assert core._held is None
         assert core._remote_count() <= core.max_remote_candidates

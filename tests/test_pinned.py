@@ -34,12 +34,12 @@ def test_prflx_tcp_direction_preference_is_the_nat_assisted_one() -> None:
     assert tcp_local_preference(CandidateType.PRFLX, TcpType.SO, 8191) == (6 << 13) | 8191
 
 
-def test_prune_never_drops_a_nominated_pair() -> None:
-    """CheckList._prune's docstring: "a succeeded or nominated one ... never dropped".  A
-    nominated pair can be out of the succeeded state: a selected pair whose re-nomination
-    (after a role switch, _nominate_after_switch) went back to waiting, or timed out and
-    failed (_pair_failed leaves a selected pair selected): pruned (failed pairs go first),
-    the selected pair would leave the check list."""
+def test_prune_never_drops_the_selected_pair_nor_a_nominated_one_not_failed() -> None:
+    """CheckList._prune's docstring: "a nominated one that has not failed (or is the
+    selected pair) ... never dropped".  The selected pair can be out of the succeeded
+    state: its re-nomination (after a role switch, _nominate_after_switch) went back to
+    waiting, or timed out and failed (_pair_failed leaves a selected pair selected):
+    pruned (failed pairs go first), the selected pair would leave the check list."""
     checklist = CheckList(max_pairs=2)
     local = _cand("10.0.0.1", 5000)
     nominated = checklist.add(local, _cand("10.0.1.1", 6000, pref=900), 0, controlling=True)
@@ -49,7 +49,7 @@ def test_prune_never_drops_a_nominated_pair() -> None:
     nominated.state = PairState.FAILED
     checklist.selected = nominated  # (the agent's selected pair, as the core says)
     other.state = PairState.SUCCEEDED
-    # A third pair goes past the cap: something must go, but not the nominated pair.
+    # A third pair goes past the cap: something must go, but not the selected pair.
     checklist.add(local, _cand("10.0.1.3", 6000, pref=700), 0, controlling=True)
     assert nominated in checklist
     # The same with the nominated pair waiting (its re-nomination queued).

@@ -528,7 +528,8 @@ async def test_a_connection_kept_through_a_restart_that_closes_later_fails_ice()
         await exchange(ca, cb, 3)
         async with a.subscribe() as events:
             (passive,) = [t for t in b._transports.values() if isinstance(t, TcpTransport)]
-            passive.drop(cb.selected_pair.remote.transport_address)  # (b drops it)
+            address = cb.selected_pair.remote.transport_address
+            passive.drop(address, passive.link_to(address))  # (b drops it)
             with trio.fail_after(5):
                 await wait_for_state(events, trice.ConnectionState.FAILED)
         with pytest.raises(trio.BrokenResourceError, match="TCP connection closed"):

@@ -635,13 +635,12 @@ class Agent:
         self._raise_if_closed(StateError)
         now = self._now()
         core = self._core
-        dropped, misnamed = core.remote_candidates_dropped, core.prflx_dropped
+        dropped = core.remote_candidates_dropped
         core.set_remote(IceParameters(ufrag=ufrag, pwd=pwd, lite=lite), now)
-        if core.prflx_dropped != misnamed:
+        for share in self._muxes:
             # (What checks naming another ufrag taught went: see AgentCore.set_remote.  The
             # muxes let go of their addresses, which those checks' answers claimed.)
-            for share in self._muxes:
-                share.let_go_but(core.remote_addresses)
+            share.let_go_but(core.remote_addresses)
         names = core.take_names()  # (.local ones held for these parameters)
         if core.remote_candidates_dropped != dropped:
             logger.debug(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -12,7 +12,7 @@ from trice._servers import host_port
 from trice._trio._log import TRACE, logger
 from trice._trio._mux import MuxTransport
 from trice._trio._relay import RelayTransport
-from trice._trio._tcp import TcpTransport
+from trice._trio._tcp import TcpTransport, _Link
 from trice._trio._transport import Transport, UdpTransport
 from trice.ice._checklist import PairState
 from trice.ice._core import Check
@@ -56,7 +56,7 @@ class CheckRun:
         self.check = check
         self.transport = transport
         #: Over TCP, the connection the check went over (see ``TcpTransport.drop``).
-        self.link: object = None
+        self.link: _Link | None = None
         self.settled = False
         self.dropped = False
         self.failed = False  # its path failed before the schedule ran out (see fail)
@@ -161,7 +161,7 @@ class CheckRun:
         transport = self.transport
         sent = transport.send_nowait(check.message, check.destination)
         if isinstance(transport, TcpTransport):
-            self.link = transport.link_to(check.destination) or _NO_LINK
+            self.link = transport.link_to(check.destination)
         if not sent and self.once:
             # Over TCP the check goes once, and this was it: no connection could take it (at
             # the cap, say).  It fails now rather than at the end of its schedule.
@@ -238,10 +238,6 @@ class CheckRun:
                     # connection is of no use now, and holds a place, see TcpTransport.  A
                     # cancelled check's pair waits, unfailed: its connection goes quietly.)
                     transport.drop(check.destination, self.link, tell=failed)
-
-
-#: A check over TCP that no connection took: at its end, it closes none (see CheckRun.link).
-_NO_LINK: Final = object()
 
 
 def check_name(check: Check) -> str:

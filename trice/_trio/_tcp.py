@@ -101,6 +101,7 @@ class _Link:
         "closed",
         "epoch",
         "left",
+        "parked",
         "pending",
         "proven",
         "reader",
@@ -130,6 +131,8 @@ class _Link:
         #: Datagrams read and framed but not yet handed over, from the index given: a read
         #: of small frames past a turn's budget (see ``TcpTransport._take``).
         self.backlog: tuple[list[bytes], int] | None = None
+        #: While its reader waits for the socket: what wakes it (see ``read_waiting``).
+        self.parked: trio.CancelScope | None = None
 
 
 class TcpTransport:
@@ -275,15 +278,9 @@ class TcpTransport:
         the caller keeps the socket)."""
         if self.closed:
             return False
-        self._end_if_reset(address)
-        if address in self._links:  # (as its own listener refuses one: see _accept_loop)
+        if not self._room_for(address):  # (as its own listener refuses one)
             self.counters.refused += 1
             return False
-        if len(self._links) >= self._max_links:
-            self._evict_unproven()
-            if len(self._links) >= self._max_links:
-                self.counters.refused += 1
-                return False
         self.counters.accepted += 1
         low_water(sock, capped=self._capped)
         link = _Link(address, proven=False, epoch=self._epoch)
@@ -347,18 +344,17 @@ class TcpTransport:
             if link.epoch != epoch and link.address != keep and not known(link.address):
                 self._close_link(link, tell=False)
 
-    def link_to(self, address: Address) -> object:
-        """The connection to ``address`` (an opaque token, for :meth:`drop`), or ``None``."""
+    def link_to(self, address: Address) -> _Link | None:
+        """The connection to ``address``, if any (for :meth:`drop`)."""
         return self._links.get(address)
 
-    def drop(self, address: Address, link: object = None, *, tell: bool = True) -> None:
-        """Close the connection to ``address`` (its pair failed: the path is of no use);
-        only if it is ``link`` (:meth:`link_to`), if given: a check's connection that closed,
-        and the peer's new one from the same port, are not the same path.  The agent is
-        told, if ``tell``, as when the peer closes it."""
-        held = self._links.get(address)
-        if held is not None and (link is None or held is link):
-            self._close_link(held, tell=tell)
+    def drop(self, address: Address, link: _Link | None, *, tell: bool = True) -> None:
+        """Close the connection ``link`` (:meth:`link_to`) to ``address``, if it is still
+        the one there: its pair failed, the path is of no use (a check's connection that
+        closed, and the peer's new one from the same port, are not the same path).  The
+        agent is told, if ``tell``, as when the peer closes it."""
+        if link is not None and self._links.get(address) is link:
+            self._close_link(link, tell=tell)
 
     def prove(self, address: Address) -> None:
         """A check of this ICE generation went over the connection to ``address`` (the
@@ -457,11 +453,9 @@ class TcpTransport:
         assert self._nursery is not None
         while (accepted := await accept(listener, self)) is not None:
             sock, address = accepted
-            self._end_if_reset(address)
-            if address not in self._links and len(self._links) >= self._max_links:
-                self._evict_unproven()
+            room = self._room_for(address)
             try:
-                if self.closed or len(self._links) >= self._max_links or address in self._links:
+                if not room:
                     raise OSError(errno.ECONNREFUSED, "no room")
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -525,7 +519,9 @@ class TcpTransport:
         if taken is _ENDED:
             return False
         if taken is _EMPTIED:
-            await trio.lowlevel.wait_readable(sock)
+            with trio.CancelScope() as link.parked:
+                await trio.lowlevel.wait_readable(sock)
+            link.parked = None
         else:
             await trio.lowlevel.checkpoint()
         return True
@@ -579,15 +575,11 @@ class TcpTransport:
         if link is None or link.closed or link.reader is None:
             return  # (none; or its reader has yet to take what a TCP mux read of it)
         assert link.sock is not None  # (a reader reads it)
-        if self._take(link, link.sock, link.reader) is _BATCH and link.backlog is not None:
-            # What that read framed past the budget goes now: the reader, which may be
-            # waiting for the socket to hold more, would not wake for it.
-            datagrams, start = link.backlog
-            link.backlog = None
-            for datagram in datagrams[start:]:
-                self._deliver(self, datagram, address)
-                if link.closed:
-                    return
+        self._take(link, link.sock, link.reader)
+        if link.backlog is not None and link.parked is not None:
+            # What that read framed past the budget is the reader's, a turn at a time: it
+            # waits for the socket, which may hold nothing more, and is woken for it.
+            link.parked.cancel()
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
         pending, urgent = link.pending, link.urgent
@@ -642,6 +634,20 @@ class TcpTransport:
                 )
                 self._close_link(link)
                 return
+
+    def _room_for(self, address: Address) -> bool:
+        """Whether this candidate may take a new connection from ``address`` (accepted, or
+        handed over by a TCP mux): not while one from there is open (see _end_if_reset),
+        nor at the cap, once the oldest unproven connection has made room if there is one
+        (see _evict_unproven)."""
+        if self.closed:
+            return False
+        self._end_if_reset(address)
+        if address in self._links:
+            return False
+        if len(self._links) >= self._max_links:
+            self._evict_unproven()
+        return len(self._links) < self._max_links
 
     def _end_if_reset(self, address: Address) -> None:
         """A new connection came from ``address``: if the one from there of before was

@@ -488,8 +488,7 @@ class CheckList:
         with a check in flight, a succeeded one, a nominated one that has not failed (or is
         the selected pair), and ``keep`` are never dropped: the list may exceed the cap by as
         many (each is a check the peer made, or one of ours that is running).  Nor is the
-        best pair not failed
-        whose nomination we answered before our check of it succeeded
+        best pair not failed whose nomination we answered before our check of it succeeded
         (``nominate_on_success``): the peer holds it nominated, and selects the best it
         nominated.  Returns the pairs dropped."""
         pairs = self._pairs

@@ -152,7 +152,9 @@ LITE_SILENCE = 12.0
 #: above a loopback or LAN round trip, far below any RTO.
 RESEND_MIN = 0.005
 #: The end-of-candidates naming a ufrag held for the peer's parameters (see
-#: ``AgentCore.add_remote_candidate``): more are ignored.
+#: ``AgentCore.add_remote_candidate``): more are ignored.  Also the peer's ufrags of past
+#: generations kept, and the ufrags kept for each address checks taught before the peer's
+#: parameters (``_taught``).
 MAX_NAMED_ENDS = 8
 
 #: What an ICE failure with no pair selected says when it knows nothing more (see
@@ -261,6 +263,7 @@ class AgentCore:
         "_previous_far",
         "_previous_key",
         "_previous_ufrag",
+        "_previous_until",
         "_refused",
         "_refused_at",
         "_refused_checks",
@@ -272,7 +275,6 @@ class AgentCore:
         "_spare_nomination",
         "_spare_ping",
         "_stale",
-        "_stale_until",
         "_success_pads",
         "_taught",
         "_templates",
@@ -412,7 +414,7 @@ class AgentCore:
         #: Once a pair of the new generation is selected, until when data from
         #: ``_previous_far`` still counts (see _make_selected); ``None`` while the pair of
         #: before carries data.
-        self._stale_until: float | None = None
+        self._previous_until: float | None = None
         #: The last pair selected, which :meth:`selected_pair` names once none carries data.
         self._last_selected: Pair | None = None
         #: The selected pair as last said (SelectedPairChanged), with the pair: what
@@ -651,7 +653,6 @@ class AgentCore:
             nominated = [p for p in self.checklist if p.nominated and p.state is _PAIR_SUCCEEDED]
             if nominated:
                 self._select_nominated(max(nominated, key=lambda pair: pair.valid_priority), now)
-                self._consent_refreshed(now)
                 self._maybe_complete()
 
     def _select_nominated(self, pair: Pair, now: float) -> None:
@@ -752,7 +753,7 @@ class AgentCore:
         remotes = self.remote_addresses  # (emptied in place: the shell holds this dict)
         remotes.clear()
         self._stale = self._previous_far = None
-        self._stale_until = None
+        self._previous_until = None
         if previous is not None:
             stale = remote_key(previous.remote)
             remotes[stale] = previous.remote
@@ -1767,7 +1768,7 @@ class AgentCore:
         next_consent = self._next_consent
         if next_consent is not None and next_consent < deadline:
             deadline = next_consent
-        stale_until = self._stale_until
+        stale_until = self._previous_until
         if stale_until is not None and stale_until < deadline:
             deadline = stale_until
         return deadline
@@ -1799,7 +1800,7 @@ class AgentCore:
         if now >= self._last_consent + self._consent_for:
             self._set_state(ConnectionState.FAILED)
             return
-        if self._stale_until is not None and now >= self._stale_until:
+        if self._previous_until is not None and now >= self._previous_until:
             self._forget_previous()  # (data from the pair of before counts no more)
         silent = self._last_alive + self._silence()
         if now >= silent and self.state is not _STATE_DISCONNECTED:
@@ -2529,7 +2530,7 @@ class AgentCore:
             # would have lasted.
             self._previous = self._previous_checks = None
             if self._previous_far is not None:
-                self._stale_until = self._last_consent + self._consent_for
+                self._previous_until = self._last_consent + self._consent_for
         self._pingback = None
         self._late = None
         self._templates = None  # see _check_template
@@ -2553,7 +2554,7 @@ class AgentCore:
         data from its remote address counts no more either, unless signalled anew."""
         self._previous = self._previous_checks = None
         stale = self._stale
-        self._stale_until = self._previous_far = None
+        self._previous_until = self._previous_far = None
         if stale is not None:
             self._stale = None
             self.remote_addresses.pop(stale, None)
