@@ -1651,9 +1651,9 @@ async def test_what_a_check_takes_from_its_connection_past_a_turn_is_handed_over
 async def test_a_check_reading_its_connection_takes_no_more_than_a_turn_of_the_reader() -> None:
     """Thousands of small datagrams wait on a connection: a turn of its reader hands over
     at most READ_BATCH before the other tasks run (a receiver that takes what is queued at
-    each turn keeps its buffer from overflowing), and so does a check that reads the
-    connection before its give-up.  It took every read of a batch at once: thousands of
-    datagrams, past the receive buffer (the p35pass1 review)."""
+    each turn keeps its buffer from overflowing), and a check that reads the connection
+    before its give-up at most what one read framed.  It took every read of a batch at
+    once: thousands of datagrams, past the receive buffer (the p35pass1 review)."""
     turns = []
     for by_check in (False, True):
         delivered: list[bytes] = []
@@ -1689,7 +1689,7 @@ async def test_a_check_reading_its_connection_takes_no_more_than_a_turn_of_the_r
                 await transport._read(link, near, link.reader)
         turns.append(len(delivered))
     assert 0 < turns[0] <= READ_BATCH
-    assert turns[1] == turns[0]
+    assert turns[0] < turns[1] <= 65536 // len(frame(b"d" * 98)) + 1
 
 
 def _recording_consent(monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], list[trio.Event]]:
