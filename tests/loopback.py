@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import socket
@@ -19,6 +20,8 @@ import trio.testing
 
 import trice
 from trice import stun
+from trice._trio import _tcp
+from trice._trio._tcp import TcpTransport
 
 
 def _has_ipv6_loopback() -> bool:
@@ -222,6 +225,52 @@ class MostPerStep(trio.abc.Instrument):
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         self.most = max(self.most, self.count)
+
+
+def _keep(into: list[bytes], _transport: object, data: bytes, _source: object) -> None:
+    into.append(data)
+
+
+def _no_failure(_transport: TcpTransport, _address: tuple[str, int], _stale: bool) -> None:
+    pass
+
+
+def tcp_transport(
+    tcp_type: trice.TcpType,
+    *,
+    max_links: int = 4,
+    counters: _tcp.TcpCounters | None = None,
+    delivered: list[bytes] | None = None,
+    failed: _tcp.Failed = _no_failure,
+    listener: socket.socket | None = None,
+) -> TcpTransport:
+    """An ICE-TCP candidate's transport of ``tcp_type``, with no agent: at ``listener``'s
+    address if given (else at 127.0.0.1:9, never bound); the datagrams it hands over go
+    into ``delivered``."""
+    return TcpTransport(
+        0,
+        listener.getsockname() if listener is not None else ("127.0.0.1", 9),
+        tcp_type,
+        deliver=functools.partial(_keep, [] if delivered is None else delivered),
+        failed=failed,
+        max_links=max_links,
+        counters=_tcp.TcpCounters() if counters is None else counters,
+        listener=listener,
+    )
+
+
+@contextlib.contextmanager
+def tcp_connection() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A loopback TCP connection: the far end (the test's peer, blocking) and the near end
+    (the candidate's, non-blocking)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        far = socket.create_connection(listener.getsockname())
+        near, _ = listener.accept()
+    with far, near:
+        near.setblocking(False)
+        yield far, near
 
 
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:

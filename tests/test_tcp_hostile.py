@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import functools
 import os
 import select
 import shutil
@@ -47,6 +46,8 @@ from loopback import (
     open_fds,
     peer_check,
     signal,
+    tcp_connection,
+    tcp_transport,
     until,
     wait_for_state,
     walk_tasks,
@@ -1590,25 +1591,13 @@ async def test_a_connection_a_tcp_mux_hands_over_from_an_address_with_one_open_i
     one open is refused, and counted (``tcp_refused``, as its docs say); over a TCP mux it
     went uncounted (the stats review)."""
     counters = _tcp.TcpCounters()
-    transport = TcpTransport(
-        0,
-        ("127.0.0.1", 9),
-        PASSIVE,
-        deliver=functools.partial(_keep_datagram, []),
-        failed=lambda *_: None,
-        max_links=4,
-        counters=counters,
-    )
+    transport = tcp_transport(PASSIVE, counters=counters)
     (first, first_peer), (second, second_peer) = socket.socketpair(), socket.socketpair()
     with first, first_peer, second, second_peer:  # (the first open: its peer holds it)
         assert transport.adopt(first, ("127.0.0.1", 5000), b"")
         assert not transport.adopt(second, ("127.0.0.1", 5000), b"")
         assert (counters.accepted, counters.refused) == (1, 1)
         transport._links.clear()  # (its first, never served: the test closes it)
-
-
-def _keep_datagram(into: list[bytes], _transport: object, data: bytes, _source: object) -> None:
-    into.append(data)
 
 
 async def test_what_a_check_takes_from_its_connection_past_a_turn_is_handed_over() -> None:
@@ -1618,23 +1607,9 @@ async def test_what_a_check_takes_from_its_connection_past_a_turn_is_handed_over
     waited in ``link.backlog``, for the reader, parked until the socket held more (the
     p41pass3 review)."""
     delivered: list[bytes] = []
-    transport = TcpTransport(
-        0,
-        ("127.0.0.1", 9),
-        PASSIVE,
-        deliver=functools.partial(_keep_datagram, delivered),
-        failed=lambda *_: None,
-        max_links=4,
-        counters=_tcp.TcpCounters(),
-    )
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        far = socket.create_connection(listener.getsockname())
-        near, _ = listener.accept()
-    near.setblocking(False)
-    address = far.getsockname()[:2]
-    with far:
+    transport = tcp_transport(PASSIVE, delivered=delivered)
+    with tcp_connection() as (far, near):
+        address = far.getsockname()[:2]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.run)
             await trio.testing.wait_all_tasks_blocked()
@@ -1657,23 +1632,9 @@ async def test_a_check_reading_its_connection_takes_no_more_than_a_turn_of_the_r
     turns = []
     for by_check in (False, True):
         delivered: list[bytes] = []
-        transport = TcpTransport(
-            0,
-            ("127.0.0.1", 9),
-            ACTIVE,
-            deliver=functools.partial(_keep_datagram, delivered),
-            failed=lambda *_: None,
-            max_links=4,
-            counters=_tcp.TcpCounters(),
-        )
-        with socket.socket() as listener:
-            listener.bind(("127.0.0.1", 0))
-            listener.listen()
-            far = socket.create_connection(listener.getsockname())
-            near, _ = listener.accept()
-        with far, near:
+        transport = tcp_transport(ACTIVE, delivered=delivered)
+        with tcp_connection() as (far, near):
             near.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            near.setblocking(False)
             address = far.getsockname()[:2]
             link = _tcp._Link(address, proven=True, epoch=0)
             link.sock, link.reader = near, FrameReader()

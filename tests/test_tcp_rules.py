@@ -8,10 +8,7 @@ when errors last, and what closing a candidate ends."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import socket
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -23,40 +20,11 @@ from trice._trio import _tcp
 from trice._trio._tcp import TcpTransport
 from trice.ice._framing import FrameReader, frame
 
+from loopback import tcp_connection, tcp_transport
+
 Address = tuple[str, int]
 PASSIVE = trice.TcpType.PASSIVE
 ACTIVE = trice.TcpType.ACTIVE
-NOWHERE: Address = ("127.0.0.1", 9)  # (a transport's local address, never bound here)
-
-
-def _keep(into: list[bytes], _transport: object, data: bytes, _source: object) -> None:
-    into.append(data)
-
-
-def _no_failure(_transport: TcpTransport, _address: Address, _stale: bool) -> None:
-    pass
-
-
-def _transport(
-    tcp_type: trice.TcpType,
-    *,
-    max_links: int = 4,
-    counters: _tcp.TcpCounters | None = None,
-    delivered: list[bytes] | None = None,
-    failed: _tcp.Failed = _no_failure,
-    listener: socket.socket | None = None,
-) -> TcpTransport:
-    """A candidate's transport of ``tcp_type``, at ``listener``'s address if given."""
-    return TcpTransport(
-        0,
-        listener.getsockname() if listener is not None else NOWHERE,
-        tcp_type,
-        deliver=functools.partial(_keep, [] if delivered is None else delivered),
-        failed=failed,
-        max_links=max_links,
-        counters=_tcp.TcpCounters() if counters is None else counters,
-        listener=listener,
-    )
 
 
 def _listening() -> socket.socket:
@@ -76,20 +44,6 @@ def _binding_request() -> bytes:
         attributes=[stun.Username("abcd:efgh"), stun.Priority(1)],
     )
     return message.encode(integrity_key=b"k" * 22, fingerprint=True)
-
-
-@contextlib.contextmanager
-def _connection() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """A loopback TCP connection: the far end (the test's peer, blocking) and the near end
-    (the candidate's, non-blocking)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        far = socket.create_connection(listener.getsockname())
-        near, _ = listener.accept()
-    with far, near:
-        near.setblocking(False)
-        yield far, near
 
 
 def _read_frames(far: socket.socket, *sent: bytes) -> list[bytes]:
@@ -124,7 +78,7 @@ def test_at_the_cap_a_connection_a_tcp_mux_hands_over_replaces_the_oldest_unprov
     of _tcp), and the one pushed out is counted refused.  (Mutant: ``adopt`` made no room,
     and refused the new one.)"""
     counters = _tcp.TcpCounters()
-    transport = _transport(PASSIVE, max_links=2, counters=counters)
+    transport = tcp_transport(PASSIVE, max_links=2, counters=counters)
     with socket.socket() as a, socket.socket() as b, socket.socket() as c:
         assert transport.adopt(a, ("127.0.0.1", 5001), b"")
         assert transport.adopt(b, ("127.0.0.1", 5002), b"")
@@ -139,7 +93,7 @@ def test_an_active_candidate_opens_at_most_max_links_connections() -> None:
     """An active candidate at ``max_links`` connections opens no more: the check that would
     need another is not taken (``send_nowait`` is false).  (Mutant: ``>`` for ``>=``, one
     more opened.)"""
-    transport = _transport(ACTIVE, max_links=2)
+    transport = tcp_transport(ACTIVE, max_links=2)
     check = _binding_request()
     assert transport.send_nowait(check, ("127.0.0.1", 5001))
     assert transport.send_nowait(check, ("127.0.0.1", 5002))
@@ -170,7 +124,7 @@ def _active_with_reset_link(
     def failed(_transport: TcpTransport, address: Address, stale: bool) -> None:
         failures.append((address, stale))
 
-    transport = _transport(ACTIVE, failed=failed)
+    transport = tcp_transport(ACTIVE, failed=failed)
     transport.restarted()
     address = ("127.0.0.1", 5000)
     link = _tcp._Link(address, proven=True, epoch=epoch)
@@ -248,8 +202,8 @@ async def test_a_check_goes_before_a_data_frame_of_which_nothing_was_written() -
     kernel took none of has not begun, so a check queued after it is written before it.
     (Mutant: such a frame counted as begun, ``left`` set for it, and the check waited
     behind it.)"""
-    transport = _transport(ACTIVE)
-    with _connection() as (far, near):
+    transport = tcp_transport(ACTIVE)
+    with tcp_connection() as (far, near):
         address = far.getsockname()[:2]
         link = _tcp._Link(address, proven=True, epoch=0)
         fake = _FullOnce(near)
@@ -268,8 +222,8 @@ async def test_a_send_behind_the_rest_of_a_check_waits_for_it() -> None:
     sent next goes behind it, not into the middle of its frame, which would put the
     stream out of step for good.  (Mutant: a send looked only at the data waiting, not at
     the STUN, and wrote straight to the socket.)"""
-    transport = _transport(ACTIVE)
-    with _connection() as (far, near):
+    transport = tcp_transport(ACTIVE)
+    with tcp_connection() as (far, near):
         address = far.getsockname()[:2]
         link = _tcp._Link(address, proven=True, epoch=0)
         fake = _PartialOnce(near)
@@ -288,7 +242,7 @@ def test_dropping_data_keeps_the_rest_of_a_frame_begun() -> None:
     frame already begun on the wire, so that the stream stays in step for the STUN that
     follows (docs of TcpTransport.drop_data).  (Mutant: the rest went too, and the peer
     read the next frame from the middle of this one.)"""
-    transport = _transport(ACTIVE)
+    transport = tcp_transport(ACTIVE)
     address = ("127.0.0.1", 5000)
     link = _tcp._Link(address, proven=True, epoch=0)
     begun = frame(b"x" * 10)
@@ -308,7 +262,7 @@ def test_after_a_restart_the_connection_a_known_address_names_stays() -> None:
     ``keep`` and the one to an address ``known`` names (the pair of before the restart,
     whose data still counts).  (Mutants: the known one closed too; the kept one closed
     too.)"""
-    transport = _transport(ACTIVE, max_links=8)
+    transport = tcp_transport(ACTIVE, max_links=8)
     kept, known, other, new = (("127.0.0.1", port) for port in (5001, 5002, 5003, 5004))
     for address in (kept, known, other):
         transport._links[address] = _tcp._Link(address, proven=True, epoch=0)
@@ -324,7 +278,7 @@ def test_a_check_looking_for_its_answer_on_a_connection_still_opening_finds_none
     (CheckRun._answered_meanwhile): a connection still opening (a SYN unanswered) has
     nothing yet, and nothing to read with.  (Mutant: read_waiting went on to read it, and
     the check task failed on the socket it does not have yet.)"""
-    transport = _transport(ACTIVE)
+    transport = tcp_transport(ACTIVE)
     address = ("127.0.0.1", 5001)
     assert transport.send_nowait(_binding_request(), address)  # (opening: no socket yet)
     transport.read_waiting(address)
@@ -343,7 +297,7 @@ async def test_a_connection_that_carries_no_check_is_closed_after_ten_seconds(
     counted unproven.  Virtual time.  (Mutant: PROVE_WITHIN another time, 20 s.)"""
     counters = _tcp.TcpCounters()
     listener = _listening()
-    transport = _transport(PASSIVE, counters=counters, listener=listener)
+    transport = tcp_transport(PASSIVE, counters=counters, listener=listener)
     with socket.create_connection(listener.getsockname()):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.run)
@@ -415,7 +369,7 @@ async def test_a_connection_pushed_out_before_its_task_ran_delivers_nothing() ->
     it), and a newer one took its place at the cap: it is closed unserved, and what the
     mux read of it is not delivered to the agent.  (Mutant: its task served it anyway.)"""
     delivered: list[bytes] = []
-    transport = _transport(PASSIVE, max_links=1, delivered=delivered)
+    transport = tcp_transport(PASSIVE, max_links=1, delivered=delivered)
     with socket.socket() as old, socket.socket() as new:
         assert transport.adopt(old, ("127.0.0.1", 5001), frame(b"old"))
         assert transport.adopt(new, ("127.0.0.1", 5002), frame(b"new"))  # (old pushed out)
@@ -437,7 +391,7 @@ async def test_a_transport_closed_before_its_task_runs_ends_its_task_at_once(
     the task ends at once rather than serve a closed candidate until the agent's nursery
     is cancelled.  Virtual time.  (Mutant: it slept on.)"""
     listener = _listening()
-    transport = _transport(PASSIVE, listener=listener)
+    transport = tcp_transport(PASSIVE, listener=listener)
     transport.close()
     with trio.fail_after(5):
         await transport.run()
@@ -449,6 +403,6 @@ async def test_closing_a_passive_candidate_closes_its_listener_at_once() -> None
     run: an agent that failed to open after gathering): no descriptor is left behind.
     (Mutant: only the task's end closed it.)"""
     listener = _listening()
-    transport = _transport(PASSIVE, listener=listener)
+    transport = tcp_transport(PASSIVE, listener=listener)
     transport.close()
     assert listener.fileno() == -1
