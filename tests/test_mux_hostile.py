@@ -664,6 +664,26 @@ async def test_a_forged_check_answered_by_another_agent_takes_no_proven_address(
             assert mux.statistics().ambiguous == 0
 
 
+@asynccontextmanager
+async def _victim_peer_and_lite_agent(
+    *, victim_lite: bool
+) -> AsyncIterator[tuple[trice.UdpMux, trice.Agent, trice.Agent, trice.Agent, trio.Nursery]]:
+    """A UDP mux with two agents on it, V (ICE-lite if ``victim_lite``) and an ICE-lite
+    one, and P, V's peer, with a socket of its own: all gathered, with a nursery (its
+    tasks cancelled at the end).  Yields (mux, V, P, the lite agent, nursery)."""
+    async with trice.open_udp_mux("127.0.0.1") as mux:
+        async with (
+            trice.open_agent(loopback_config(lite=victim_lite), controlling=False, mux=mux) as v,
+            trice.open_agent(loopback_config(), controlling=True) as p,
+            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as lite,
+            trio.open_nursery() as nursery,
+        ):
+            for agent in (v, p, lite):
+                await agent.wait_gathering_complete()
+            yield mux, v, p, lite, nursery
+            nursery.cancel_scope.cancel()
+
+
 async def _connecting(agent: trice.Agent, connections: list[trice.Connection]) -> None:
     with suppress(trice.IceFailedError):
         connections.append(await agent.connect())
@@ -681,28 +701,19 @@ async def test_a_check_forged_before_the_peer_comes_takes_nothing_from_its_agent
     two agents' peers at one address from a forger; see the p41pass1 review's test
     below).  X's answer had the address for good against an ICE-lite V: P's data went to
     X (its application got it, nominated; the authmux review)."""
-    async with trice.open_udp_mux("127.0.0.1") as mux:
-        async with (
-            trice.open_agent(loopback_config(lite=victim_lite), controlling=False, mux=mux) as v,
-            trice.open_agent(loopback_config(), controlling=True) as p,
-            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as x,
-            trio.open_nursery() as nursery,
-        ):
-            for agent in (v, p, x):
-                await agent.wait_gathering_complete()
-            x_connections: list[trice.Connection] = []
-            nursery.start_soon(_connecting, x, x_connections)
-            _forge_a_check_from(p, to=x, at=mux, nominate=nominate)
-            await _settle()
-            assert len(x_connections) == nominate
-            signal(v, p)
-            v_conn, p_conn = await connect_both(v, p)
-            await p_conn.send(b"for V")
-            await _settle()
-            assert x.statistics().datagrams_received == 0
-            assert _receive_all(v_conn) == []
-            assert mux.statistics().ambiguous == 1
-            nursery.cancel_scope.cancel()
+    async with _victim_peer_and_lite_agent(victim_lite=victim_lite) as (mux, v, p, x, nursery):
+        x_connections: list[trice.Connection] = []
+        nursery.start_soon(_connecting, x, x_connections)
+        _forge_a_check_from(p, to=x, at=mux, nominate=nominate)
+        await _settle()
+        assert len(x_connections) == nominate
+        signal(v, p)
+        v_conn, p_conn = await connect_both(v, p)
+        await p_conn.send(b"for V")
+        await _settle()
+        assert x.statistics().datagrams_received == 0
+        assert _receive_all(v_conn) == []
+        assert mux.statistics().ambiguous == 1
 
 
 @pytest.mark.parametrize("victim_lite", [False, True], ids=["full", "ice-lite"])
@@ -715,28 +726,19 @@ async def test_an_agent_nominated_by_a_forged_check_sends_no_data_to_another_age
     mux's address); what A sends there is withheld, and counted.  An ICE-lite V's answers
     proved P's address no better than A's: it is both's, and V's data is withheld too.
     (A's data went to P: the authmux review.)"""
-    async with trice.open_udp_mux("127.0.0.1") as mux:
-        async with (
-            trice.open_agent(loopback_config(lite=victim_lite), controlling=False, mux=mux) as v,
-            trice.open_agent(loopback_config(), controlling=True) as p,
-            trice.open_agent(loopback_config(lite=True), controlling=False, mux=mux) as a,
-            trio.open_nursery() as nursery,
-        ):
-            for agent in (v, p, a):
-                await agent.wait_gathering_complete()
-            signal(v, p)
-            v_conn, p_conn = await connect_both(v, p)
-            a_connections: list[trice.Connection] = []
-            nursery.start_soon(_connecting, a, a_connections)
-            _forge_a_check_from(p, to=a, at=mux, nominate=True)
-            await _settle()
-            (a_conn,) = a_connections
-            await a_conn.send(b"from A")
-            await v_conn.send(b"from V")
-            await _settle()
-            assert _receive_all(p_conn) == ([] if victim_lite else [b"from V"])
-            assert mux.statistics().withheld == 1 + victim_lite
-            nursery.cancel_scope.cancel()
+    async with _victim_peer_and_lite_agent(victim_lite=victim_lite) as (mux, v, p, a, nursery):
+        signal(v, p)
+        v_conn, p_conn = await connect_both(v, p)
+        a_connections: list[trice.Connection] = []
+        nursery.start_soon(_connecting, a, a_connections)
+        _forge_a_check_from(p, to=a, at=mux, nominate=True)
+        await _settle()
+        (a_conn,) = a_connections
+        await a_conn.send(b"from A")
+        await v_conn.send(b"from V")
+        await _settle()
+        assert _receive_all(p_conn) == ([] if victim_lite else [b"from V"])
+        assert mux.statistics().withheld == 1 + victim_lite
 
 
 async def test_an_address_a_lite_agent_forgot_at_its_parameters_is_let_go() -> None:
