@@ -461,6 +461,41 @@ def test_what_checks_before_the_parameters_taught_stands_only_if_they_named_the_
         assert check is not None and check.destination == peer
 
 
+def test_an_early_nomination_whose_pair_failed_counts_once_a_misnamed_check_is_forgotten() -> None:
+    """Before the peer's parameters, the peer nominates a pair whose path is then lost,
+    checks another, and another answerer (a fork) checks too.  The parameters come, what
+    the fork taught goes; the other pair works, nothing more is nominated, and the agent
+    fails.  Its reason says the peer nominated a pair that did not pass: forgetting the
+    fork's pair looked for a nomination among the pairs left unfailed, and said the peer
+    nominated none (the last pass's suspects)."""
+    _net, a, b = two_agents(want=False, exchange=False, timing=FAST)
+    core, ufrag = b.core, a.core.local.ufrag
+    nominated, other, fork = ("10.0.0.1", 5000), ("10.0.0.1", 5001), ("10.0.0.9", 5000)
+    checks = ((nominated, ufrag, True), (other, ufrag, False), (fork, "fork", False))
+    for n, (source, named, nominate) in enumerate(checks):
+        request = binding_request(
+            core, sender_ufrag=named, controlling=True, use_candidate=nominate, tid=bytes([n]) * 12
+        )
+        assert core.on_request(0, source, request, 0.0) is not None
+    core.path_lost(0, nominated, 0.001)
+    core.set_remote(a.core.local, 0.01)
+    core.add_remote_candidate(None)
+    assert core.prflx_dropped == 1
+    now, key = 0.01, stun.short_term_key(a.core.local.pwd)
+    while core.state is not ConnectionState.FAILED:
+        check = core.poll_check(now)
+        if check is not None and check.destination == other:
+            assert core.on_response(check, stun.decode(_reply(check, key)), other, now)
+        deadline = core.next_deadline()
+        assert deadline is not None and deadline < 60
+        now = deadline
+        core.on_timer(now)
+    assert core.no_pair_reason().endswith(
+        "though 1 pair worked: the pair the controlling peer nominated did not pass this "
+        "agent's check"
+    )
+
+
 def test_a_lite_agent_nominated_before_the_parameters_waits_for_them_unfailed() -> None:
     """An ICE-lite agent (a lite offerer) is nominated by its full peer before the peer's
     parameters come, and checked every 5 s: it fails no sooner than ``failed_timeout``

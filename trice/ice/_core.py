@@ -254,6 +254,7 @@ class AgentCore:
         "_next_consent",
         "_next_paced",
         "_nominating",
+        "_nominators",
         "_past_ufrags",
         "_peer_nominated",
         "_pingback",
@@ -452,6 +453,8 @@ class AgentCore:
         # The remote addresses checks taught before the peer's parameters came, with the
         # ufrags those checks named (see _forget_misnamed).
         self._taught: dict[Address, set[str]] | None = None
+        # The ufrags that nominations among those checks named (see _forget_misnamed).
+        self._nominators: set[str] | None = None
         # What is usually empty is ``None`` until it is not (an idle agent then holds no
         # containers for it: a process may hold thousands of agents), and again once emptied.
         self._events: list[Event] | None = None
@@ -644,11 +647,9 @@ class AgentCore:
                 del remotes[key]
             self._lose(lambda pair: remote_key(pair.remote) in wrong, now)  # (their checks)
             self.prflx_dropped += len(wrong)
-            self._peer_nominated = any(
-                pair.nominated or pair.nominate_on_success
-                for pair in self.checklist
-                if pair.state is not _PAIR_FAILED
-            )
+        nominators, self._nominators = self._nominators, None
+        if nominators is not None and ufrag in nominators:
+            self._peer_nominated = True  # (its pair may have failed since: see no_pair_reason)
         if self.local.lite and self.selected is None and not self.finished:
             nominated = [p for p in self.checklist if p.nominated and p.state is _PAIR_SUCCEEDED]
             if nominated:
@@ -735,7 +736,7 @@ class AgentCore:
         self.remote_candidates_dropped += self.pending_remote
         self._names = None
         self._hidden = None
-        self._taught = None
+        self._taught = self._nominators = None
         self.local = IceParameters(local.ufrag, local.pwd, self.local.lite)
         self._local_key = key
         self._success_pads = success_pads(key)
@@ -2931,7 +2932,14 @@ class AgentCore:
             self.want_connection(now)
         pair.peer_checked = True
         if use_candidate and not self.controlling:
-            self._peer_nominated = True
+            if named is None:
+                self._peer_nominated = True
+            else:  # (the peer's, once its parameters say it named the peer's ufrag)
+                nominators = self._nominators
+                if nominators is None:
+                    self._nominators = nominators = set()
+                if len(nominators) < MAX_NAMED_ENDS:
+                    nominators.add(named)
         pair.heard(now, request_tid, self._consent_interval())  # (the selected pair's: gone quiet?)
         # RFC 8445 §7.3.1.4: triggered checks.
         if pair.state is _PAIR_SUCCEEDED and (
