@@ -13,6 +13,7 @@ import pytest
 
 from trice import stun
 from trice._trio._mux import (
+    _ANSWERED,
     _ROUND_TRIP,
     TRANSACTIONS_KEPT,
     MuxTransport,
@@ -98,6 +99,26 @@ def test_an_address_three_agents_proved_stays_ambiguous_when_one_leaves(mux: Udp
     mux._route(b"\x80payload", S)
     assert b.got == [] and c.got == []
     assert mux.statistics().ambiguous == before + 1
+
+
+def test_an_answer_a_round_trip_shared_stays_an_answer_when_the_round_trip_leaves(
+    mux: UdpMux,
+) -> None:
+    """a, an ICE-lite agent, answers a check 'from S' (its source may be forged); b's check
+    to S is answered from there (S is both's); b leaves.  S is a's again, proved by its
+    answer alone: c, another ICE-lite agent, answering a check from S makes it both's
+    (dropped).  a took b's round trip with S, and c's answer was ignored: S's data went to a
+    (the last pass's suspects)."""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    a.share.answers_prove = c.share.answers_prove = True
+    a.share._claim(_success(_request()), S)
+    _checked(mux, b)
+    mux._detach(b.share)
+    assert mux._by_source[S] == (a.share, _ANSWERED)
+    c.share._claim(_success(_request()), S)
+    a.got.clear()
+    mux._route(b"\x80payload", S)
+    assert a.got == [] and c.got == []
 
 
 # -- what claims an address, and what proves it -----------------------------------------------

@@ -239,12 +239,12 @@ class UdpMux:
         by_tid = self._by_tid
         for tid in [tid for tid, (share, _) in by_tid.items() if share is transport]:
             del by_tid[tid]
-        kept = transport.claimed & set(keep)
-        self._let_go(transport, transport.claimed - kept)
+        self._let_go(transport, [source for source in transport.claimed if source not in keep])
 
     def _let_go(self, transport: MuxTransport, sources: Collection[Address]) -> None:
         """``transport`` routes ``sources`` (of its claimed addresses) no more; one that two
-        agents proved goes to the other."""
+        agents proved goes to the other, with the other's own proof (an answer stays an
+        answer, though a round trip made it both's)."""
         by_source = self._by_source
         for source in sources:
             held = by_source.get(source)
@@ -259,10 +259,12 @@ class UdpMux:
                     if share is not transport and source in share.claimed
                 ]
                 if len(others) == 1:
-                    by_source[source] = (others[0], held[1])
+                    by_source[source] = (others[0], others[0].claimed[source])
                 elif not others:
                     del by_source[source]
-        transport.claimed.difference_update(sources)
+        claimed = transport.claimed
+        for source in sources:
+            claimed.pop(source, None)
 
     def _proved(self, transport: MuxTransport, source: Address, proof: int = _ROUND_TRIP) -> None:
         """The peer at ``source`` answered a check of ``transport``'s with success (or, an
@@ -285,14 +287,15 @@ class UdpMux:
                     transport.ufrag,
                     source,
                 )
-            by_source[source] = (None, max(proof, held[1]))
+            by_source[source] = (None, proof)  # (as strong as the held one, or stronger)
         else:
             if held is not None and held[0] is not None and held[0] is not transport:
-                held[0].claimed.discard(source)
+                held[0].claimed.pop(source, None)
             if held is not None and held[0] is transport and held[1] > proof:
                 proof = held[1]
             by_source[source] = (transport, proof)
-        transport.claimed.add(source)
+        claimed = transport.claimed
+        claimed[source] = max(proof, claimed.get(source, _CLAIMED))
 
     async def _serve(self) -> None:
         sock = self.sock
@@ -514,7 +517,8 @@ class MuxTransport:
         self.local_address = mux.local_address
         self.family = mux.family
         self.closed = False
-        self.claimed: set[Address] = set()  # (the addresses routed to it)
+        # The addresses routed to it, each with how it proved it (see UdpMux._by_source).
+        self.claimed: dict[Address, int] = {}
         #: Kept over an ICE restart for the pair of before (see ``rename``, ``forget_kept``).
         self.kept: tuple[Address, ...] = ()
         #: Its success answers prove an address (an ICE-lite agent's: see ``_claim``).
@@ -588,9 +592,9 @@ class MuxTransport:
         if held is not None and (held[0] is self or held[1]):
             return True  # (its own already; or proven by another, or by two)
         if held is not None and held[0] is not None:
-            held[0].claimed.discard(address)
+            held[0].claimed.pop(address, None)
         by_source[address] = (self, _CLAIMED)
-        self.claimed.add(address)
+        self.claimed[address] = _CLAIMED
         return True
 
     def release(self) -> None:
