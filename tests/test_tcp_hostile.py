@@ -745,6 +745,84 @@ async def test_the_connection_of_before_carries_data_while_the_pair_of_before_co
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("on_mux", [False, True], ids=["own-listener", "tcp-mux"])
+@pytest.mark.parametrize("max_pairs", [3, 100])
+async def test_the_connections_of_before_a_restart_leave_the_new_peer_room(
+    autojump_clock: trio.testing.MockClock, max_pairs: int, on_mux: bool
+) -> None:
+    """A peer that held the old credentials (the old generation's answerer, or whoever read
+    a leaked SDP) connected, and proved ``max_pairs`` connections to the passive candidate
+    (on its own listener, or a TCP mux's); the application restarts ICE to shut it out.
+    The new peer's connection takes the place of the oldest of before that no new check
+    went over, but the one that carries data until the new checks select a pair; its
+    nominating check is answered.  Proven once, they held every place: the new peer was
+    refused, for good (the authrestart review)."""
+    config = (
+        loopback_config(max_pairs=max_pairs) if on_mux else tcp_config(PASSIVE, max_pairs=max_pairs)
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        mux = await stack.enter_async_context(trice.open_tcp_mux("127.0.0.1")) if on_mux else None
+        agent = await stack.enter_async_context(
+            trice.open_agent(config, controlling=False, mux=mux)
+        )
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        old = [await _Peer.connect(address)]
+        await _handshake(agent, old[0])  # (the pair selected: its connection carries data)
+        old += [await _proven(agent, address) for _ in range(max_pairs - 1)]
+        assert transport.links == max_pairs
+        _restarted(agent)
+        new = await _Peer.connect(address)
+        username = f"{agent.local_parameters.ufrag}:{PEER_UFRAG2}"
+        await new.send(_request(agent, username=username, nominate=True))
+        with trio.fail_after(5):
+            answer = await new.receive()
+        assert answer is not None, f"refused ({agent.statistics().tcp_refused})"
+        assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+        with trio.fail_after(5):
+            assert await old[1].receive() is None  # (the oldest no new check went over)
+        assert transport.links == max_pairs
+        kept = old[0].stream.socket.getsockname()
+        assert transport.link_to((kept[0], kept[1])) is not None  # (the pair that carries data)
+
+
+async def test_the_connections_of_before_a_restart_leave_an_active_candidate_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The old generation's peer signalled ``max_pairs`` passive candidates, accepts every
+    connection the agent's active candidate opens to them, and answers none of the checks:
+    they are in flight when the application restarts ICE with a new peer (one passive
+    candidate).  The agent connects to the new peer's candidate, in the place of a
+    connection of before.  It opened none: those held every place, and ICE failed (the
+    authrestart review)."""
+    max_pairs = 3
+    config = tcp_config(ACTIVE, max_pairs=max_pairs, timing=trice.Timing(rto=5.0, rto_max=5.0))
+    async with contextlib.AsyncExitStack() as stack:
+        listeners = [await stack.enter_async_context(_listener()) for _ in range(max_pairs + 1)]
+        *old, new = listeners
+        agent = await stack.enter_async_context(trice.open_agent(config, controlling=True))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, ACTIVE)
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        for n, listener in enumerate(old):
+            agent.add_remote_candidate(_passive_candidate(listener.getsockname()[1], str(n + 1)))
+        agent.add_remote_candidate(None)
+        nursery.start_soon(agent.connect)
+        held = []
+        with trio.fail_after(5):
+            for listener in old:
+                held.append(peer := await _Peer.accept(listener))
+                assert await peer.receive() is not None  # (its check: never answered)
+        assert transport.links == max_pairs
+        _restarted(agent, _passive_candidate(new.getsockname()[1], "9"))
+        with trio.fail_after(10):
+            await _Peer.accept(new)
+        assert transport.links == max_pairs
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("pause", [0.0, 1.0], ids=["at-once", "later"])
 async def test_a_reconnect_from_the_same_port_after_a_reset_is_answered(
     autojump_clock: trio.testing.MockClock, pause: float

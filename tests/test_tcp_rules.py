@@ -125,7 +125,7 @@ def _active_with_reset_link(
         failures.append((address, stale))
 
     transport = tcp_transport(ACTIVE, failed=failed)
-    transport.restarted()
+    transport.restarted(None)
     address = ("127.0.0.1", 5000)
     link = _tcp._Link(address, proven=True, epoch=epoch)
     link.sock = _ResetSocket()  # type: ignore[assignment]
@@ -266,7 +266,7 @@ def test_after_a_restart_the_connection_a_known_address_names_stays() -> None:
     kept, known, other, new = (("127.0.0.1", port) for port in (5001, 5002, 5003, 5004))
     for address in (kept, known, other):
         transport._links[address] = _tcp._Link(address, proven=True, epoch=0)
-    transport.restarted()
+    transport.restarted(None)
     transport._links[new] = _tcp._Link(new, proven=True, epoch=1)
     transport.close_stale(kept, lambda address: address == known)
     assert sorted(transport._links) == [kept, known, new]

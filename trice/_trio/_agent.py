@@ -1019,7 +1019,8 @@ class Agent:
             tcp_mux._rename(share, local.ufrag)
         for kept in self._transports.values():
             if isinstance(kept, TcpTransport):
-                kept.restarted()
+                on = data_pair if data_pair is not None and data_pair.base == kept.base else None
+                kept.restarted(None if on is None else on.remote_address)
         self._selected_lost = self._previous_lost = None
         self._follow_lite_source()  # (none selected now)
         # Data is taken again, if ICE had failed (not if the connection was closed).

@@ -314,10 +314,18 @@ class TcpTransport:
             del link.pending[link.left :]
         self._senders.unpark_all()
 
-    def restarted(self) -> None:
+    def restarted(self, keep: Address | None) -> None:
         """An ICE restart: the connections open now are of the generation before (see
-        ``Failed``: one that ends under the new checks is not their path's end)."""
+        ``Failed``: one that ends under the new checks is not their path's end), and
+        unproven until a check of the new one goes over them (see :meth:`prove`): at the
+        cap, a new connection takes the place of the oldest (see _evict_unproven), but
+        the one to ``keep`` (the pair that carries data until the new checks select one).
+        Proven, they held every place: a peer that had the old credentials (the reason to
+        restart, maybe) kept the new generation's connections out for good."""
         self._epoch += 1
+        for link in self._links.values():
+            if link.address != keep:
+                link.proven = False
 
     def close_idle(self, keep: Address | None) -> None:
         """Close every connection but the one to ``keep`` (the selected pair's), quietly:
@@ -398,12 +406,12 @@ class TcpTransport:
     def _open(self, address: Address) -> _Link | None:
         """An active candidate's new connection to ``address``, opening; ``None`` if none
         may open (a passive candidate, closed, or at the cap)."""
-        if (
-            self.tcp_type is not TcpType.ACTIVE
-            or self.closed
-            or len(self._links) >= self._max_links
-        ):
+        if self.tcp_type is not TcpType.ACTIVE or self.closed:
             return None
+        if len(self._links) >= self._max_links:
+            self._evict_unproven()  # (one of an ICE generation before, if any: see restarted)
+            if len(self._links) >= self._max_links:
+                return None
         link = _Link(address, proven=True, epoch=self._epoch)
         self._links[address] = link
         if self._nursery is not None:
@@ -625,8 +633,9 @@ class TcpTransport:
 
     def _evict_unproven(self) -> None:
         """At the cap, a new connection takes the place of the oldest that no accepted check
-        has proven yet (counted refused): a stranger's idle connections cannot keep the peer
-        out, whose connection is proven by its first check, a round trip after it opens."""
+        (of this ICE generation: see restarted) has proven yet (counted refused): a
+        stranger's idle connections cannot keep the peer out, whose connection is proven by
+        its first check, a round trip after it opens."""
         for link in self._links.values():
             if not link.proven:
                 self.counters.refused += 1
