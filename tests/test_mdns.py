@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -64,6 +64,18 @@ def listener() -> Iterator[socket.socket]:
         yield sock
 
 
+def _query_for(*names: str) -> Callable[[mdns.DnsMessage], bool]:
+    """Whether a message is a query that asks for one of ``names``: another's (a test in
+    another process asks on the same loopback group) is skipped."""
+    wanted = set(names)
+    return lambda m: not m.is_response and bool(wanted & {q.name for q in m.questions})
+
+
+def _answer_for(name: str) -> Callable[[mdns.DnsMessage], bool]:
+    """Whether a message is an answer with a record of ``name`` (see _query_for)."""
+    return lambda m: m.is_response and any(r.name == name for r in m.records)
+
+
 async def _next_message(
     sock: socket.socket, want: Any = lambda m: True
 ) -> tuple[mdns.DnsMessage, tuple[str, int]]:
@@ -79,7 +91,7 @@ async def _next_message(
 
 async def _answer_the_next_query(sock: socket.socket, name: str, address: str) -> None:
     """Wait for the next query (it asks for ``name`` alone) and answer it with ``address``."""
-    query, _ = await _next_message(sock, lambda m: not m.is_response)
+    query, _ = await _next_message(sock, _query_for(name))
     assert {q.name for q in query.questions} == {name}
     sock.sendto(mdns.encode_answer(name, [address]), (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
 
@@ -402,7 +414,7 @@ async def test_an_answer_that_comes_after_an_ice_restart_is_not_taken(
         agent.add_remote_candidate(
             trice.Candidate.from_sdp("candidate:1 1 udp 1 late-one.local 40000 typ host")
         )
-        query, _ = await _next_message(listener, lambda m: not m.is_response)
+        query, _ = await _next_message(listener, _query_for("late-one.local"))
         assert [q.name for q in query.questions] == ["late-one.local", "late-one.local"]
         agent.restart()
         assert agent._core.pending_remote == 0
@@ -476,7 +488,7 @@ async def test_the_agent_answers_a_query_once_a_second_and_a_legacy_query_by_uni
         name = agent.local_candidates[0].address
         for _ in range(3):
             listener.sendto(mdns.encode_query(name), (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
-        answer, _ = await _next_message(listener, lambda m: m.is_response)
+        answer, _ = await _next_message(listener, _answer_for(name))
         (record,) = answer.records
         assert (record.name, record.address, record.ttl, record.cache_flush) == (
             name,
@@ -486,7 +498,8 @@ async def test_the_agent_answers_a_query_once_a_second_and_a_legacy_query_by_uni
         )
         # A query for another name, then nothing more about ours within the second.
         listener.sendto(mdns.encode_query("other.local"), (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT))
-        query, _ = await _next_message(listener, lambda m: True)
+        answered, asked = _answer_for(name), _query_for("other.local")
+        query, _ = await _next_message(listener, lambda m: answered(m) or asked(m))
         assert not query.is_response  # (the next message seen was not a second answer)
 
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as legacy:
@@ -535,7 +548,7 @@ async def test_answers_with_an_opcode_an_error_code_or_no_ttl_are_not_taken(
         agent.set_remote_parameters("abcd", "a" * 22)
         line = "candidate:1 1 udp 1 asked.local 40000 typ host"
         agent.add_remote_candidate(trice.Candidate.from_sdp(line))
-        await _next_message(listener, lambda m: not m.is_response)
+        await _next_message(listener, _query_for("asked.local"))
         group = (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT)
         for flags, address in ((0x8400 | 0x0800, "127.0.0.2"), (0x8400 | 0x0003, "127.0.0.3")):
             forged = bytearray(mdns.encode_answer("asked.local", [address]))
@@ -599,7 +612,7 @@ async def test_an_agent_of_ipv6_only_takes_the_ipv6_address_of_a_name_that_has_b
         agent.set_remote_parameters("abcd", "a" * 22)
         line = "candidate:1 1 udp 2130706431 dual.local 40000 typ host"
         agent.add_remote_candidate(trice.Candidate.from_sdp(line))
-        await _next_message(listener, lambda m: not m.is_response)
+        await _next_message(listener, _query_for("dual.local"))
         group = (mdns.MDNS_IPV4_GROUP, mdns.MDNS_PORT)
         listener.sendto(mdns.encode_answer("dual.local", ["127.0.0.1", "::1"]), group)
         await until(lambda: not agent._core.pending_remote)
@@ -681,7 +694,7 @@ async def test_a_local_name_that_waits_for_parameters_is_asked_for_before_they_c
         await until(lambda: bool(agent.remote_candidates), within=5)
         assert [(c.address, c.port) for c in agent.remote_candidates] == [("127.0.0.1", 40005)]
         with trio.move_on_after(0.2):  # (no query for it follows the parameters)
-            query, _ = await _next_message(listener, lambda m: not m.is_response)
+            query, _ = await _next_message(listener, _query_for("ahead-x.local"))
             pytest.fail(f"asked again: {[q.name for q in query.questions]}")
 
 
