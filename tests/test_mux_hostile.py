@@ -15,6 +15,7 @@ from contextlib import (
     contextmanager,
     suppress,
 )
+from typing import Any
 
 import pytest
 import trio
@@ -22,6 +23,7 @@ import trio.testing
 
 import trice
 from trice import stun
+from trice._trio._transport import READ_BATCH
 from trice.ice._core import AgentCore
 
 from loopback import (
@@ -155,6 +157,70 @@ def _binding_request(username: bytes, key: bytes | None = None) -> bytes:
 
 
 # --------------------------------------------------------------------------- the mux under stress
+
+
+class _CostlyDeliveries(trio.abc.Instrument):
+    """The most datagrams a mux share delivered within one task step (``most``), and in
+    all (``total``), each costing ``cost`` seconds of the (virtual) clock: a slow machine."""
+
+    def __init__(self, share: Any, clock: trio.testing.MockClock, cost: float) -> None:
+        self.count = self.most = self.total = 0
+        deliver = share.deliver
+
+        def costly(*args: object) -> None:
+            self.count += 1
+            self.total += 1
+            clock.jump(cost)
+            deliver(*args)
+
+        share.deliver = costly
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.most = max(self.most, self.count)
+
+
+async def test_a_late_check_reads_its_socket_once_before_the_other_tasks_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A controlling agent on a UDP mux checks a peer that never answers, and floods the
+    mux with data; each datagram costs 20 ms to deliver (virtual: a slow machine), so that
+    a check that wakes at its RTO and reads what waits (a batch) takes past its next RTOs.
+    Its next copy goes an RTO after that read, and it reads no more before the other tasks
+    have had their turn: at most READ_BATCH datagrams a step.  It read again at each RTO
+    the read took it past, with no turn between (the flakes5 review found it over
+    ICE-TCP)."""
+    async with (
+        trice.open_udp_mux("127.0.0.1") as mux,
+        trice.open_agent(loopback_config(), controlling=True, mux=mux) as agent,
+        trio.open_nursery() as nursery,
+    ):
+        with _stranger() as peer:
+            await agent.wait_gathering_complete()
+            share = mux._owner(agent.local_parameters.ufrag)
+            agent.set_remote_parameters("peer", "p" * 22)
+            agent.add_remote_candidate(_candidate_at(peer.getsockname()))
+            agent.add_remote_candidate(None)
+
+            async def connect() -> None:
+                with suppress(trice.IceFailedError):  # (nobody answers)
+                    await agent.connect()
+
+            nursery.start_soon(connect)
+            await trio.socket.from_stdlib_socket(peer).recv(2048)  # (its first check)
+            steps = _CostlyDeliveries(share, autojump_clock, 0.02)
+            mux.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            for _ in range(1000):
+                peer.sendto(b"\x80 data", mux.local_address)
+            trio.lowlevel.add_instrument(steps)
+            try:
+                await until(lambda: steps.total >= 1000, within=600)
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            assert steps.most <= READ_BATCH
+            nursery.cancel_scope.cancel()
 
 
 async def test_an_exception_in_the_mux_block_propagates_as_itself() -> None:
@@ -864,7 +930,9 @@ async def test_two_agents_whose_peers_share_an_address_get_no_data_of_the_others
             await b2c.send(b"for b1")
             await _settle()
             assert _receive_all(a1c) == [] and _receive_all(b1c) == []
-            assert m2.statistics().withheld == 2 and m1.statistics().ambiguous == 0
+            # (Withheld: not sent.  m1's ``ambiguous`` may count a repeated answer to a
+            # check whose copy crossed its first answer, from the address both peers share.)
+            assert m2.statistics().withheld == 2
             async with a1.subscribe() as e1, b1.subscribe() as e2:
                 await trio.sleep(3 * timing.failed_timeout)  # (consent must hold meanwhile)
                 failed = trice.ConnectionStateChanged(trice.ConnectionState.FAILED)

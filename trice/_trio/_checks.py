@@ -138,6 +138,12 @@ class CheckRun:
                 transport.read_waiting(self.check.destination)
         return self.settled or self.dropped
 
+    async def _turn(self) -> bool:
+        """Let the other tasks run before this run reads its socket again (see run);
+        whether the check is still on (not failed)."""
+        await trio.lowlevel.checkpoint()
+        return not self.failed
+
     def _again(self) -> None:
         """Send the check once more (not over a reliable transport: see ``once``); a copy
         asked for by now (``resend_at``: by an answer read just before) is this one."""
@@ -178,12 +184,24 @@ class CheckRun:
             # stall sends one copy, not every copy it missed at once (RFC 8489 §6.2.1: each
             # waits its RTO).
             late = 0.0
+            # Whether the other tasks had a turn since this task last read its socket: a
+            # run that woke late reads at most once before they have one (one read, over
+            # ICE-TCP, may frame thousands of datagrams), however many deadlines passed.
+            turned = True
             for i in range(len(schedule) - 1):
-                if i:
+                if i and self.once:
+                    if core.finished:
+                        return  # (nothing goes again over TCP: its answer is read as it comes)
+                elif i:
+                    if not turned and not await self._turn():
+                        break
+                    turned = False
                     if self._answered_meanwhile() or core.finished:
                         return  # (answered; or ICE is over, failed or closed)
                     if not core.cancelled(check):  # (else it only waits for a late answer)
                         self._again()
+                    # (From when the copy went: the read before it may have taken a while.)
+                    late = max(late, agent._now() - check.started - schedule[i])
                 deadline = check.started + late + schedule[i + 1]
                 while not self.failed:
                     if self.settled or self.dropped:
@@ -195,6 +213,7 @@ class CheckRun:
                         agent._arm(self, due)
                         self.task = trio.lowlevel.current_task()
                         await trio.lowlevel.wait_task_rescheduled(self._abort)
+                        turned = True
                         self.due = math.inf
                         if self.settled or self.dropped:
                             return
@@ -206,6 +225,9 @@ class CheckRun:
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
                         self.resend_at = None
+                        if not turned and not await self._turn():
+                            break
+                        turned = False
                         if self._answered_meanwhile() or core.finished:
                             return  # (answered; or ICE is over)
                         if not core.cancelled(check):
@@ -215,6 +237,8 @@ class CheckRun:
                 self.resend_at = None
             # (Before giving up, the answer waiting unread is taken, as before a copy: after
             # a stall, the run's timer may come before the socket's reader.)
+            if not self.failed and not turned:
+                await self._turn()
             if not self.failed and (self._answered_meanwhile() or core.finished):
                 return
             core.on_timeout(check, agent._now())
