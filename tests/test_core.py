@@ -461,17 +461,23 @@ def test_what_checks_before_the_parameters_taught_stands_only_if_they_named_the_
         assert check is not None and check.destination == peer
 
 
-def test_an_early_nomination_whose_pair_failed_counts_once_a_misnamed_check_is_forgotten() -> None:
-    """Before the peer's parameters, the peer nominates a pair whose path is then lost,
-    checks another, and another answerer (a fork) checks too.  The parameters come, what
-    the fork taught goes; the other pair works, nothing more is nominated, and the agent
-    fails.  Its reason says the peer nominated a pair that did not pass: forgetting the
-    fork's pair looked for a nomination among the pairs left unfailed, and said the peer
-    nominated none (the last pass's suspects)."""
+@pytest.mark.parametrize("forks", [1, 8])
+def test_an_early_nomination_whose_pair_failed_counts_once_a_misnamed_check_is_forgotten(
+    forks: int,
+) -> None:
+    """Before the peer's parameters, other answerers of a forked offer nominate (each from
+    its own address, naming its own ufrag), then the peer nominates a pair whose path is
+    then lost, and checks another.  The parameters come, what the forks taught goes; the
+    other pair works, nothing more is nominated, and the agent fails.  Its reason says the
+    peer nominated a pair that did not pass: forgetting a fork's pair looked for a
+    nomination among the pairs left unfailed, and said the peer nominated none (the last
+    pass's suspects); and then eight forks filled the record of early nominations before
+    the peer's came (the mutants8 review)."""
     _net, a, b = two_agents(want=False, exchange=False, timing=FAST)
     core, ufrag = b.core, a.core.local.ufrag
-    nominated, other, fork = ("10.0.0.1", 5000), ("10.0.0.1", 5001), ("10.0.0.9", 5000)
-    checks = ((nominated, ufrag, True), (other, ufrag, False), (fork, "fork", False))
+    nominated, other = ("10.0.0.1", 5000), ("10.0.0.1", 5001)
+    checks = [((f"10.0.9.{n}", 5000), f"fork{n}", True) for n in range(forks)]
+    checks += [(nominated, ufrag, True), (other, ufrag, False)]
     for n, (source, named, nominate) in enumerate(checks):
         request = binding_request(
             core, sender_ufrag=named, controlling=True, use_candidate=nominate, tid=bytes([n]) * 12
@@ -480,7 +486,7 @@ def test_an_early_nomination_whose_pair_failed_counts_once_a_misnamed_check_is_f
     core.path_lost(0, nominated, 0.001)
     core.set_remote(a.core.local, 0.01)
     core.add_remote_candidate(None)
-    assert core.prflx_dropped == 1
+    assert core.prflx_dropped == forks
     now, key = 0.01, stun.short_term_key(a.core.local.pwd)
     while core.state is not ConnectionState.FAILED:
         check = core.poll_check(now)

@@ -2938,7 +2938,9 @@ class AgentCore:
                 nominators = self._nominators
                 if nominators is None:
                     self._nominators = nominators = set()
-                if len(nominators) < MAX_NAMED_ENDS:
+                # (As many as the remote candidates the checks may teach: a forked offer's
+                # answerers that nominated first took all of a smaller room.)
+                if len(nominators) < self.max_remote_candidates:
                     nominators.add(named)
         pair.heard(now, request_tid, self._consent_interval())  # (the selected pair's: gone quiet?)
         # RFC 8445 §7.3.1.4: triggered checks.
