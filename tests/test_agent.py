@@ -1491,6 +1491,20 @@ async def test_one_failure_beside_an_enclosing_cancellation_is_raised_alone() ->
     assert type(caught.value) is KeyboardInterrupt
 
 
+def test_a_tasks_own_group_deep_in_nursery_groups_is_raised_alone_as_itself() -> None:
+    """A group a task of a nursery of trice's own raised (a filter of the user's, say),
+    nested in nurseries' groups with nothing else: ``raise_alone`` raises the very object
+    (split() had rebuilt it: a copy came out; the mutants7 review)."""
+    from trice._trio._exits import raise_alone
+
+    mine = BaseExceptionGroup("my filter", [KeyError("a"), ValueError("b")])
+    nursery = "Exceptions from Trio nursery"
+    outer = BaseExceptionGroup(nursery, [BaseExceptionGroup(nursery, [mine])])
+    with pytest.raises(BaseExceptionGroup) as caught:
+        raise_alone(outer)
+    assert caught.value is mine
+
+
 async def test_a_body_raising_a_group_gets_it_back_as_it_was() -> None:
     """trio wraps what leaves a nursery in a group; the body's own exception, a group
     included, comes out of ``open_agent`` as the very object, neither wrapped nor flattened."""

@@ -20,7 +20,7 @@ import trio
 
 import trice
 from trice import _cli
-from trice._trio import _mdns, _timers
+from trice._trio import _mdns, _timers, _transport
 
 from coturn import require_turnserver, run_coturn
 from natlab import lone_namespace, require_natlab
@@ -407,6 +407,24 @@ async def test_done_says_so_when_the_timer_task_outlives_the_agents(
     done = records[-1]
     assert done == {"event": "done", "open_sockets": 0, "tasks_left": ["trice timers"]}
     assert _cli._render(done).endswith("these tasks left: trice timers")
+
+
+async def test_the_demo_counts_sockets_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``done`` counts the agents' sockets still open (here their UDP transports look open
+    once closed).  It looked at the agents' transports once they had closed, which a closed
+    agent holds none of: ``done`` said every socket was gone, whatever was left open (the
+    mutants7 review)."""
+    close = _transport.UdpTransport.close
+
+    def leaky(self: _transport.UdpTransport) -> None:
+        close(self)
+        self.closed = False  # (its socket is closed: it only looks open)
+
+    monkeypatch.setattr(_transport.UdpTransport, "close", leaky)
+    records: list[dict[str, Any]] = []
+    await _cli._demo(records.append, count=10, size=100, pings=1)
+    done = records[-1]
+    assert done["event"] == "done" and done["open_sockets"] >= 2
 
 
 def test_gather_brackets_an_ipv6_related_address(capsys: pytest.CaptureFixture[str]) -> None:

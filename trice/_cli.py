@@ -369,12 +369,14 @@ async def _demo(
                     "pps": received / seconds if seconds > 0 else 0.0,
                 }
             )
+            # (Taken now: a closed agent holds none.)
+            transports = [transport for agent in (a, b) for transport in agent._transports.values()]
     # The agents closed: what they leave behind is nothing, or the line says what: their
     # sockets, the tasks of the demo's tree, and the run's system task the agents share
     # (``trice timers``, outside their nurseries), given a moment to end.
-    open_sockets = sum(
-        not transport.closed for agent in (a, b) for transport in agent._transports.values()
-    ) + sum(isinstance(agent._mdns, Mdns) and not agent._mdns.closed for agent in (a, b))
+    open_sockets = sum(not transport.closed for transport in transports) + sum(
+        isinstance(agent._mdns, Mdns) and not agent._mdns.closed for agent in (a, b)
+    )
     for _ in range(100):  # (a task cancelled ends at its next step: a few checkpoints)
         if not _system_tasks_left():
             break

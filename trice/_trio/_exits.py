@@ -94,8 +94,10 @@ def raise_alone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     KeyboardInterrupt in one of its tasks, say, which the caller catches as itself).  An
     enclosing scope's cancellation beside it does not count (as in :func:`exit_nursery`:
     it comes again at that scope's next checkpoint)."""
-    rest = group.split(trio.Cancelled)[1]
-    alone = _failures(group if rest is None else rest)
+    cancelled, rest = group.split(trio.Cancelled)
+    # (split() rebuilds the groups even when nothing matched: the group itself then, so
+    # that a task's own group comes out as the very object it raised.)
+    alone = _failures(group if cancelled is None or rest is None else rest)
     if len(alone) != 1:
         raise group
     _raise_as_itself(alone[0])
