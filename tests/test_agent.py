@@ -4691,7 +4691,8 @@ async def test_closed_ends_a_full_stream_after_the_mark_of_what_it_lost(
             stream = a.subscribe(max_buffer=2)  # (its replay fills it: gathering, a candidate)
     if subscribed == "after":
         stream = a.subscribe(max_buffer=2)
-    events = [event async for event in stream]
+    with trio.fail_after(5):  # (a stream of a closed agent that never ended: a failure)
+        events = [event async for event in stream]
     gathering = trice.GatheringStateChanged(trice.GatheringState.GATHERING)
     assert events[0] == gathering and isinstance(events[1], trice.CandidateGathered)
     assert events[2:] == [trice.EventsLost(1), closed]  # (complete lost; closed, never)

@@ -1885,11 +1885,12 @@ async def test_an_agent_closed_while_a_worker_thread_reads_its_interfaces_gather
             with trio.fail_after(10):
                 await trio.to_thread.run_sync(entered.wait)
             assert a.gathering_state is trice.GatheringState.GATHERING
-    events = [event async for event in stream]
+    with trio.fail_after(10):  # (a stream of a closed agent that never ended: a failure)
+        events = [event async for event in stream]
+        assert [event async for event in a.subscribe()] == events
     assert events == [
         trice.GatheringStateChanged(trice.GatheringState.GATHERING),
         trice.ConnectionStateChanged(trice.ConnectionState.CLOSED),
     ]
     assert a.gathering_state is trice.GatheringState.GATHERING
     assert a.local_candidates == ()
-    assert [event async for event in a.subscribe()] == events
