@@ -6,7 +6,6 @@ server, on a loopback socket."""
 
 from __future__ import annotations
 
-import random
 import socket
 
 import pytest
@@ -18,19 +17,7 @@ from test_turn import FakeServer
 from trice import ServerUrl
 from trice.turn import TurnState
 
-from virtual_time import wall_clock_guard
-
-
-class _Order(random.Random):
-    """trio's source of randomness for the order it runs a batch of woken tasks in (it
-    reverses the batch when ``random()`` is under 0.5): fixed, one way or the other."""
-
-    def __init__(self, reverse: bool) -> None:
-        super().__init__(0)
-        self.value = 0.0 if reverse else 0.9
-
-    def random(self) -> float:
-        return self.value
+from virtual_time import fix_task_order, wall_clock_guard
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reversed"])
@@ -46,7 +33,7 @@ async def test_an_allocation_granted_as_the_timeout_passes_is_taken_in_either_or
     granted allocation up).  (test_relay's test of this tries trio's random order eight
     times, but its stall also wakes the relay's timer task, which reads the answer too:
     it let the mutant through now and then.)"""
-    monkeypatch.setattr(trio._core._run, "_r", _Order(reverse))
+    fix_task_order(monkeypatch, reverse=reverse)
     fake = FakeServer()
     with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,6 +13,7 @@ body in :func:`wall_clock_guard`, which cancels it after real seconds instead.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -113,3 +114,22 @@ def slow_interface_reads(
     _gather.forget_adapters()
     readers.clear()
     return readers
+
+
+class _TaskOrder(random.Random):
+    """trio's source of randomness for the order it runs a batch of woken tasks in (it
+    reverses the batch when ``random()`` is under 0.5): fixed, one way or the other."""
+
+    def __init__(self, reverse: bool) -> None:
+        super().__init__(0)
+        self.value = 0.0 if reverse else 0.9
+
+    def random(self) -> float:
+        return self.value
+
+
+def fix_task_order(monkeypatch: pytest.MonkeyPatch, *, reverse: bool) -> None:
+    """Make trio run each batch of woken tasks in the order they were woken (``reverse``:
+    the other way), for a test whose outcome turns on which of two tasks woken together
+    runs first.  (It reaches into trio's internals: if they change, this fails loudly.)"""
+    monkeypatch.setattr(trio._core._run, "_r", _TaskOrder(reverse))
