@@ -823,6 +823,41 @@ async def test_the_connections_of_before_a_restart_leave_an_active_candidate_roo
         nursery.cancel_scope.cancel()
 
 
+def _free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing holds (for the test's peer to connect from)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _connect_from(
+    port: int, address: tuple[str, int]
+) -> tuple[trio.socket.SocketType, _Peer]:
+    """A connection of the test's peer from 127.0.0.1:``port`` (again, if it was just
+    reset) to ``address``: its socket, and the peer over it."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await sock.bind(("127.0.0.1", port))
+    await sock.connect(address)
+    return sock, _Peer(trio.SocketStream(sock))
+
+
+async def _answered(agent: trice.Agent, peer: _Peer) -> None:
+    """The test's peer sends ``agent`` a check, which it answers with a success."""
+    await peer.send(_request(agent))
+    with trio.fail_after(2):
+        answer = await peer.receive()
+    assert answer is not None, f"closed unanswered ({agent.statistics().tcp_refused})"
+    assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+
+
+def _reset(sock: trio.socket.SocketType) -> None:
+    """Close the test's end of a connection with a reset."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
 @pytest.mark.parametrize("pause", [0.0, 1.0], ids=["at-once", "later"])
 async def test_a_reconnect_from_the_same_port_after_a_reset_is_answered(
     autojump_clock: trio.testing.MockClock, pause: float
@@ -837,28 +872,16 @@ async def test_a_reconnect_from_the_same_port_after_a_reset_is_answered(
         await agent.wait_gathering_complete()
         agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
         transport = _transport(agent, PASSIVE)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = _free_port()
         for again in (False, True):
-            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await sock.bind(("127.0.0.1", port))
-            await sock.connect(transport.local_address)
-            peer = _Peer(trio.SocketStream(sock))
+            sock, peer = await _connect_from(port, transport.local_address)
             if again:
                 await trio.sleep(pause)  # (virtual)
-            await peer.send(_request(agent))
-            with trio.fail_after(2):
-                answer = await peer.receive()
-            assert answer is not None, f"closed unanswered ({agent.statistics().tcp_refused})"
-            assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+            await _answered(agent, peer)
             if again:
                 await trio.sleep(1)  # (virtual: the agent's check over the old one is over)
                 assert transport.links == 1
-            linger = struct.pack("ii", 1, 0)  # (closed with a reset)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            sock.close()
+            _reset(sock)
 
 
 async def test_a_cancelled_checks_connection_goes_quietly_and_its_pair_waits(
@@ -911,21 +934,11 @@ async def test_a_reconnect_after_a_reset_with_data_unread_is_answered(
         await agent.wait_gathering_complete()
         agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
         transport = _transport(agent, PASSIVE)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = _free_port()
         try:
             for again in (False, True):
-                sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                await sock.bind(("127.0.0.1", port))
-                await sock.connect(transport.local_address)
-                peer = _Peer(trio.SocketStream(sock))
-                await peer.send(_request(agent))
-                with trio.fail_after(2):
-                    answer = await peer.receive()
-                assert answer is not None, f"refused ({agent.statistics().tcp_refused})"
-                assert stun.decode(answer).message_class is stun.MessageClass.SUCCESS
+                sock, peer = await _connect_from(port, transport.local_address)
+                await _answered(agent, peer)
                 if again:
                     break
                 (link,) = transport._links.values()
@@ -934,8 +947,7 @@ async def test_a_reconnect_after_a_reset_with_data_unread_is_answered(
                 await peer.send(b"data")  # (read: its reader waits again, held, after it)
                 await trio.testing.wait_all_tasks_blocked()
                 await peer.send(b"left unread")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()  # (a reset; and at once, the same port again)
+                _reset(sock)  # (and at once, the same port again)
         finally:
             held.clear()
 
