@@ -121,6 +121,24 @@ def test_an_answer_a_round_trip_shared_stays_an_answer_when_the_round_trip_leave
     assert a.got == [] and c.got == []
 
 
+def test_an_answer_a_round_trip_outranked_still_counts_when_the_round_trip_leaves(
+    mux: UdpMux,
+) -> None:
+    """As above, but c (ICE-lite) answers a check from S while S is both's (a's answer and
+    b's round trip), and b leaves after: a and c have answered from S, so it stays both's,
+    as an answer proves it (its data dropped).  c's answer, outranked by b's round trip,
+    was not kept: S went to a (the p42pass1 review)."""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    a.share.answers_prove = c.share.answers_prove = True
+    a.share._claim(_success(_request()), S)
+    _checked(mux, b)
+    c.share._claim(_success(_request()), S)
+    mux._detach(b.share)
+    assert mux._by_source[S] == (None, _ANSWERED)
+    mux._route(b"\x80payload", S)
+    assert a.got == [] and c.got == []
+
+
 # -- what claims an address, and what proves it -----------------------------------------------
 
 

@@ -823,6 +823,110 @@ async def test_the_connections_of_before_a_restart_leave_an_active_candidate_roo
         nursery.cancel_scope.cancel()
 
 
+async def test_the_place_an_active_candidate_makes_after_a_restart_is_its_new_connections(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An active candidate (max_pairs 2) connected to the peer's passive candidates A and B
+    (the peer accepts, answers nothing).  ICE restarts; the peer signals A again and a new
+    one, X.  The new check to A goes over A's connection of before; X's check needs a
+    place, and B's connection, of before, idle, gives it up.  A's was closed instead, its
+    check in flight sent again over a new connection, which took the place made for X's:
+    X was never connected to (the p42pass1 review)."""
+    config = tcp_config(ACTIVE, max_pairs=2, timing=trice.Timing(rto=5.0, rto_max=5.0))
+    async with contextlib.AsyncExitStack() as stack:
+        a, b, x = [await stack.enter_async_context(_listener()) for _ in range(3)]
+        agent = await stack.enter_async_context(trice.open_agent(config, controlling=True))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, ACTIVE)
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        agent.add_remote_candidate(_passive_candidate(a.getsockname()[1], "1"))
+        agent.add_remote_candidate(_passive_candidate(b.getsockname()[1], "2"))
+        agent.add_remote_candidate(None)
+
+        async def connect() -> None:
+            with contextlib.suppress(trice.IceFailedError):
+                await agent.connect()
+
+        nursery.start_soon(connect)
+        held = []
+        with trio.fail_after(5):
+            for listener in (a, b):
+                held.append(peer := await _Peer.accept(listener))
+                assert await peer.receive() is not None  # (its check: never answered)
+        assert transport.links == 2
+        a_again = _passive_candidate(a.getsockname()[1], "1")
+        _restarted(agent, a_again, _passive_candidate(x.getsockname()[1], "9"))
+        with trio.fail_after(5):
+            assert await held[0].receive() is not None  # (the new check to A, over the old)
+        with trio.fail_after(10):
+            await _Peer.accept(x)
+        with trio.fail_after(5):
+            assert await held[1].receive() is None  # (B's gave way)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_proven_just_before_a_restart_is_not_closed_unproven(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A passive candidate: the peer is selected over a first connection, and opens a
+    second, whose check the agent accepts.  The application restarts ICE half a second
+    later; the peer's new parameters are slow to come.  The second connection stays, and
+    counts as no unproven one: the restart made it unproven (for the cap), and its reader,
+    still within the 10 s a connection has to carry an accepted check, closed it as one
+    that carried none (the p42pass1 review)."""
+    async with trice.open_agent(tcp_config(PASSIVE), controlling=False) as agent:
+        await agent.wait_gathering_complete()
+        transport = _transport(agent, PASSIVE)
+        address = transport.local_address
+        await _handshake(agent, await _Peer.connect(address))
+        second = await _Peer.connect(address)
+        await second.send(_request(agent))
+        with trio.fail_after(5):
+            while True:  # (its answer; the agent's own check over it is left unanswered)
+                datagram = await second.receive()
+                assert datagram is not None
+                if stun.decode(datagram).message_class is stun.MessageClass.SUCCESS:
+                    break
+        end = second.stream.socket.getsockname()
+        await trio.sleep(0.5)  # (virtual)
+        agent.restart()
+        await trio.sleep(11)  # (virtual: past the 10 s to prove a connection in)
+        assert agent.statistics().tcp_unproven == 0
+        assert transport.link_to((end[0], end[1])) is not None
+
+
+async def test_an_active_candidate_making_room_after_a_restart_refuses_no_peer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As test_the_connections_of_before_a_restart_leave_an_active_candidate_room: the
+    active candidate's own connection of before that gives its place up is no peer's
+    connection refused (``tcp_refused`` counts those; it counted this one: the p42pass1
+    review)."""
+    max_pairs = 3
+    config = tcp_config(ACTIVE, max_pairs=max_pairs, timing=trice.Timing(rto=5.0, rto_max=5.0))
+    async with contextlib.AsyncExitStack() as stack:
+        listeners = [await stack.enter_async_context(_listener()) for _ in range(max_pairs + 1)]
+        *old, new = listeners
+        agent = await stack.enter_async_context(trice.open_agent(config, controlling=True))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await agent.wait_gathering_complete()
+        agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
+        for n, listener in enumerate(old):
+            agent.add_remote_candidate(_passive_candidate(listener.getsockname()[1], str(n + 1)))
+        agent.add_remote_candidate(None)
+        nursery.start_soon(agent.connect)
+        with trio.fail_after(5):
+            for listener in old:
+                assert await (await _Peer.accept(listener)).receive() is not None
+        _restarted(agent, _passive_candidate(new.getsockname()[1], "9"))
+        with trio.fail_after(10):
+            await _Peer.accept(new)
+        stats = agent.statistics()
+        assert (stats.tcp_accepted, stats.tcp_refused) == (0, 0)
+        nursery.cancel_scope.cancel()
+
+
 def _free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing holds (for the test's peer to connect from)."""
     with socket.socket() as probe:

@@ -225,6 +225,8 @@ class CheckRun:
                         break  # the RTO passed: the next transmission
                     if resend_at is not None and now >= resend_at:
                         self.resend_at = None
+                        if self.once:
+                            continue  # (nothing goes again over TCP: see above)
                         if not turned and not await self._turn():
                             break
                         turned = False

@@ -260,7 +260,9 @@ class UdpMux:
                 ]
                 if len(others) == 1:
                     by_source[source] = (others[0], others[0].claimed[source])
-                elif not others:
+                elif others:
+                    by_source[source] = (None, max(share.claimed[source] for share in others))
+                else:
                     del by_source[source]
         claimed = transport.claimed
         for source in sources:
@@ -278,6 +280,9 @@ class UdpMux:
         held = by_source.get(source)
         if held is not None and held[1] and held[0] is not transport:
             if proof < held[1]:
+                if held[0] is None:  # (both's: this one's answer counts once one leaves)
+                    claimed = transport.claimed
+                    claimed[source] = max(proof, claimed.get(source, _CLAIMED))
                 return
             if held[0] is not None:
                 logger.warning(

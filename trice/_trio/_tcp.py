@@ -169,6 +169,10 @@ class TcpTransport:
         self._senders = trio.lowlevel.ParkingLot()
         self.counters = counters
         self._epoch = 0  # (ICE restarts so far)
+        # The connections of an earlier ICE generation that may not make room for a new one
+        # (see restarted): the one data goes over meanwhile, and those a check of this
+        # generation went over.
+        self._spared: set[Address] | None = None
         self._capped = False  # (see cap_retransmissions)
 
     def __repr__(self) -> str:
@@ -190,6 +194,12 @@ class TcpTransport:
                 return False
         if link.closed:
             return False
+        if (
+            link.epoch != self._epoch
+            and (spared := self._spared) is not None
+            and peek_type(data) == BINDING_REQUEST
+        ):
+            spared.add(address)  # (the new checks' path now: see restarted)
         sock = link.sock
         stun = is_stun(data)
         if link.pending or link.urgent or sock is None:
@@ -316,16 +326,15 @@ class TcpTransport:
 
     def restarted(self, keep: Address | None) -> None:
         """An ICE restart: the connections open now are of the generation before (see
-        ``Failed``: one that ends under the new checks is not their path's end), and
-        unproven until a check of the new one goes over them (see :meth:`prove`): at the
-        cap, a new connection takes the place of the oldest (see _evict_unproven), but
-        the one to ``keep`` (the pair that carries data until the new checks select one).
-        Proven, they held every place: a peer that had the old credentials (the reason to
-        restart, maybe) kept the new generation's connections out for good."""
+        ``Failed``: one that ends under the new checks is not their path's end).  At the
+        cap, a new connection takes the place of the oldest of them (see _evict_unproven),
+        but the one to ``keep`` (the pair that carries data until the new checks select
+        one) and those a check of the new generation goes over (see send_nowait and
+        :meth:`prove`).  Kept, they held every place: a peer that had the old credentials
+        (the reason to restart, maybe) kept the new generation's connections out for
+        good."""
         self._epoch += 1
-        for link in self._links.values():
-            if link.address != keep:
-                link.proven = False
+        self._spared = {keep} if keep is not None else set()
 
     def close_idle(self, keep: Address | None) -> None:
         """Close every connection but the one to ``keep`` (the selected pair's), quietly:
@@ -408,12 +417,11 @@ class TcpTransport:
         may open (a passive candidate, closed, or at the cap)."""
         if self.tcp_type is not TcpType.ACTIVE or self.closed:
             return None
-        if len(self._links) >= self._max_links:
-            self._evict_unproven()  # (one of an ICE generation before, if any: see restarted)
-            if len(self._links) >= self._max_links:
-                return None
         link = _Link(address, proven=True, epoch=self._epoch)
-        self._links[address] = link
+        self._links[address] = link  # (first: the place made below is this one's)
+        if len(self._links) > self._max_links and not self._evict_unproven(refused=False):
+            del self._links[address]  # (none of an ICE generation before gave way)
+            return None
         if self._nursery is not None:
             self._start_connect(link)
         return link
@@ -631,21 +639,28 @@ class TcpTransport:
                         self._senders.unpark_all()  # (room again: the sends waiting go on)
             self._senders.unpark_all()
 
-    def _evict_unproven(self) -> None:
+    def _evict_unproven(self, *, refused: bool = True) -> bool:
         """At the cap, a new connection takes the place of the oldest that no accepted check
-        (of this ICE generation: see restarted) has proven yet (counted refused): a
-        stranger's idle connections cannot keep the peer out, whose connection is proven by
-        its first check, a round trip after it opens."""
+        has proven yet (counted ``refused``: one a peer opened), or of the oldest of an ICE
+        generation before that no check of this one went over (see restarted): a stranger's
+        idle connections cannot keep the peer out, whose connection is proven by its first
+        check, a round trip after it opens.  Whether one was closed."""
+        epoch, spared = self._epoch, self._spared
         for link in self._links.values():
-            if not link.proven:
-                self.counters.refused += 1
+            if not link.proven or (
+                link.epoch != epoch and spared is not None and link.address not in spared
+            ):
+                if refused and not link.proven:
+                    self.counters.refused += 1
                 logger.debug(
-                    "%r: closed %s, unproven, for a newer connection",
+                    "%r: closed %s, %s, for a newer connection",
                     self,
                     host_port(*link.address),
+                    "unproven" if not link.proven else "of before an ICE restart",
                 )
                 self._close_link(link)
-                return
+                return True
+        return False
 
     def _room_for(self, address: Address) -> bool:
         """Whether this candidate may take a new connection from ``address`` (accepted, or
