@@ -98,8 +98,10 @@ class TurnClient:
     **Keeping it alive**: a Refresh goes ``min(60, lifetime / 5)`` seconds before the
     granted lifetime ends (RFC 8656 §8); permissions are refreshed every 240 s (they last
     300 s, §9) and channel bindings every 540 s (they last 600 s, §12), while they are in
-    use: one that no data went to or came from for 240 s lapses instead (an ICE agent checks
-    many peers through the relay and keeps one).  Data for it later asks again.  Records that
+    use: one that no data went to for 240 s lapses instead (an ICE agent checks many peers
+    through the relay and keeps one; data that only comes from the peer does not keep it:
+    a peer the application gave up on would keep the server relaying to it, and one it
+    still wants gets something, as an ICE agent's consent checks).  Data for it later asks again.  Records that
     nothing used for 240 s are forgotten (a relay lives through ICE restarts, and each
     generation checks new peers), but a channel's, whose number goes to a new peer only 5
     minutes after its binding expired (§12).
@@ -474,8 +476,7 @@ class TurnClient:
                 # Forged, or stale: dropped.)
                 self._counts["malformed"] += 1
                 return []
-            p.used_at = now
-            self._counts["received"] += 1
+            self._counts["received"] += 1  # (no use of the channel: see _in_use)
             return [(p.address, payload)]
         if first > 3:
             self._counts["malformed"] += 1
@@ -505,8 +506,7 @@ class TurnClient:
                     # Forged, or a server gone wrong: dropped.
                     self._counts["malformed"] += 1
                     return []
-                perm.used_at = now
-                self._counts["received"] += 1
+                self._counts["received"] += 1  # (no use of the permission: see _in_use)
                 return [((address.address, address.port), payload_attr.value)]
             if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
                 self._on_response(message, now)
@@ -519,7 +519,11 @@ class TurnClient:
         return []
 
     def _in_use(self, perm: Permission, idle: float) -> bool:
-        """Whether data went to or came from ``perm``'s IP (or its peers) since ``idle``."""
+        """Whether data went to ``perm``'s IP (or its peers) since ``idle``.  What comes from
+        there is no use: a peer the application gave up on (ICE failed, or restarted to
+        another) would keep the server relaying to it for as long as it sends, its data
+        dropped by the application; one it still wants gets something of its too (an ICE
+        agent's consent checks)."""
         return perm.used_at >= idle or any(
             p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
         )
