@@ -101,10 +101,10 @@ class TurnClient:
     use: one that no data went to for 240 s lapses instead (an ICE agent checks many peers
     through the relay and keeps one; data that only comes from the peer does not keep it:
     a peer the application gave up on would keep the server relaying to it, and one it
-    still wants gets something, as an ICE agent's consent checks).  Data for it later asks again.  Records that
-    nothing used for 240 s are forgotten (a relay lives through ICE restarts, and each
-    generation checks new peers), but a channel's, whose number goes to a new peer only 5
-    minutes after its binding expired (§12).
+    still wants gets something, as an ICE agent's consent checks).  Data for it later asks
+    again.  Records that nothing used for 240 s are forgotten (a relay lives through ICE
+    restarts, and each generation checks new peers), but a channel's, whose number goes to
+    a new peer only 5 minutes after its binding expired (§12).
 
     **Data** (RFC 8656 §9-§12): the first data for a peer IP sends CreatePermission and
     waits in a small queue (``queue_limit`` datagrams per IP; more are dropped and counted)
