@@ -709,7 +709,9 @@ class Agent:
         new candidates came before its new parameters: :meth:`restart`, then
         :meth:`set_remote_parameters`, takes them; the first is logged at INFO, since it
         is a signaling mistake otherwise).  Parameters take the waiting candidates that
-        name their ufrag, and leave out (and count) the others.  Those waiting while the
+        name their ufrag; the others wait on for a later generation's, until the peer's
+        parameters after this agent's next restart, which leave them out (and count them)
+        unless they name their ufrag (see :meth:`restart`).  Those waiting while the
         peer's parameters are not known (at the start, or after a restart) count against
         ``max_remote_candidates``; those of a generation to come have a room of their own,
         as large (past it, one is left out).  A ``.local`` one is resolved once taken; one

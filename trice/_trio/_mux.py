@@ -54,6 +54,7 @@ from trice._trio._transport import (
     send_or_tell,
     stun_transaction,
 )
+from trice.ice._gathering import no_destination
 
 if TYPE_CHECKING:
     from trice._config import Timing
@@ -698,7 +699,8 @@ def open_udp_mux(host: str = "127.0.0.1", port: int = 0) -> UdpMuxContext:
 
     Raises:
         UsageError: ``host`` is no IP address, or not one address of the host (the
-            unspecified address, a multicast one), or ``port`` is out of range.
+            unspecified address, a multicast one, the broadcast address), or ``port`` is out of
+            range.
         OSError: the address cannot be bound (when the block is entered).
         LimitError: the process ran out of file descriptors (when the block is entered).
     """
@@ -717,7 +719,9 @@ def check_mux_address(opener: str, host: object, port: object, candidate: str) -
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise UsageError(f"{opener}'s host must be an IP address, not {host!r}") from None
-    if ip.is_unspecified or ip.is_multicast:
+    if no_destination(host):
+        # (Unspecified, multicast, or of 0.0.0.0/8 or 240.0.0.0/4, the broadcast address
+        # included: a socket may bind some of these, but peers leave such a candidate out.)
         raise UsageError(
             f"{opener}'s host must be one address of the host (it is every agent's "
             f"{candidate}), not {host}"

@@ -247,7 +247,8 @@ def open_tcp_mux(host: str = "127.0.0.1", port: int = 0) -> TcpMuxContext:
 
     Raises:
         UsageError: ``host`` is no IP address, or not one address of the host (the
-            unspecified address, a multicast one), or ``port`` is out of range.
+            unspecified address, a multicast one, the broadcast address), or ``port`` is out of
+            range.
         OSError: the address cannot be bound (when the block is entered).
         LimitError: the process ran out of file descriptors (when the block is entered).
     """
