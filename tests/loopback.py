@@ -207,18 +207,29 @@ def peer_check(
 class MostPerStep(trio.abc.Instrument):
     """The most datagrams ``transport`` delivered within one task step (``most``), and in
     all (``total``): an instrument, added with ``trio.lowlevel.add_instrument``.  It counts
-    by wrapping the transport's ``_deliver``."""
+    by wrapping the transport's handler, ``attribute`` (a UDP mux share's is ``deliver``);
+    each delivery moves ``clock`` on by ``cost`` seconds, if given (a slow machine, in
+    virtual time)."""
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(
+        self,
+        transport: Any,
+        *,
+        attribute: str = "_deliver",
+        clock: trio.testing.MockClock | None = None,
+        cost: float = 0.0,
+    ) -> None:
         self.count = self.most = self.total = 0
-        deliver = transport._deliver
+        deliver = getattr(transport, attribute)
 
         def counted(*args: object) -> None:
             self.count += 1
             self.total += 1
+            if clock is not None:
+                clock.jump(cost)
             deliver(*args)
 
-        transport._deliver = counted
+        setattr(transport, attribute, counted)
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         self.count = 0

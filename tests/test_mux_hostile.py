@@ -15,7 +15,6 @@ from contextlib import (
     contextmanager,
     suppress,
 )
-from typing import Any
 
 import pytest
 import trio
@@ -27,6 +26,7 @@ from trice._trio._transport import READ_BATCH
 from trice.ice._core import AgentCore
 
 from loopback import (
+    MostPerStep,
     answer_check,
     connect_both,
     events_so_far,
@@ -159,29 +159,6 @@ def _binding_request(username: bytes, key: bytes | None = None) -> bytes:
 # --------------------------------------------------------------------------- the mux under stress
 
 
-class _CostlyDeliveries(trio.abc.Instrument):
-    """The most datagrams a mux share delivered within one task step (``most``), and in
-    all (``total``), each costing ``cost`` seconds of the (virtual) clock: a slow machine."""
-
-    def __init__(self, share: Any, clock: trio.testing.MockClock, cost: float) -> None:
-        self.count = self.most = self.total = 0
-        deliver = share.deliver
-
-        def costly(*args: object) -> None:
-            self.count += 1
-            self.total += 1
-            clock.jump(cost)
-            deliver(*args)
-
-        share.deliver = costly
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.count = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.most = max(self.most, self.count)
-
-
 async def test_a_late_check_reads_its_socket_once_before_the_other_tasks_run(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -210,7 +187,7 @@ async def test_a_late_check_reads_its_socket_once_before_the_other_tasks_run(
 
             nursery.start_soon(connect)
             await trio.socket.from_stdlib_socket(peer).recv(2048)  # (its first check)
-            steps = _CostlyDeliveries(share, autojump_clock, 0.02)
+            steps = MostPerStep(share, attribute="deliver", clock=autojump_clock, cost=0.02)
             mux.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
             for _ in range(1000):
                 peer.sendto(b"\x80 data", mux.local_address)

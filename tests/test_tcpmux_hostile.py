@@ -13,7 +13,6 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -586,15 +585,7 @@ async def test_a_check_over_a_flooded_connection_reads_it_only_to_give_up(
     taken past the next RTOs, read again at each of them with no turn between: 115,305
     datagrams in one step (the flakes5 review; under load the test above failed so)."""
     async with _mux_agent_and_peer() as (mux, agent, peer):
-        share = _share(mux, agent)
-        steps = MostPerStep(share)
-        deliver = share._deliver
-
-        def slow(*args: Any) -> None:
-            autojump_clock.jump(1e-4)
-            deliver(*args)
-
-        share._deliver = slow
+        steps = MostPerStep(_share(mux, agent), clock=autojump_clock, cost=1e-4)
         flood = frame(_for(agent)) + b"\x00\x00" * (4 * 32768)
         trio.lowlevel.add_instrument(steps)
         try:
@@ -621,15 +612,7 @@ async def test_a_check_crossed_over_a_flooded_connection_reads_it_no_sooner(
                 assert datagram is not None
                 if stun.decode(datagram).message_class is stun.MessageClass.REQUEST:
                     break
-        share = _share(mux, agent)
-        steps = MostPerStep(share)
-        deliver = share._deliver
-
-        def slow(*args: Any) -> None:
-            autojump_clock.jump(1e-4)
-            deliver(*args)
-
-        share._deliver = slow
+        steps = MostPerStep(_share(mux, agent), clock=autojump_clock, cost=1e-4)
         flood = frame(_for(agent, nominate=True)) + b"\x00\x00" * (4 * 32768)
         trio.lowlevel.add_instrument(steps)
         try:
