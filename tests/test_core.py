@@ -461,6 +461,19 @@ def test_what_checks_before_the_parameters_taught_stands_only_if_they_named_the_
         assert check is not None and check.destination == peer
 
 
+def _run_to_failure(core: AgentCore, answered: tuple[str, int], key: bytes, now: float) -> None:
+    """Drive ``core`` (virtual time, no network) until it fails, answering its checks to
+    ``answered`` with success and letting every other check time out."""
+    while core.state is not ConnectionState.FAILED:
+        check = core.poll_check(now)
+        if check is not None and check.destination == answered:
+            assert core.on_response(check, stun.decode(_reply(check, key)), answered, now)
+        deadline = core.next_deadline()
+        assert deadline is not None and deadline < 60
+        now = deadline
+        core.on_timer(now)
+
+
 @pytest.mark.parametrize("forks", [1, 8])
 def test_an_early_nomination_whose_pair_failed_counts_once_a_misnamed_check_is_forgotten(
     forks: int,
@@ -487,15 +500,7 @@ def test_an_early_nomination_whose_pair_failed_counts_once_a_misnamed_check_is_f
     core.set_remote(a.core.local, 0.01)
     core.add_remote_candidate(None)
     assert core.prflx_dropped == forks
-    now, key = 0.01, stun.short_term_key(a.core.local.pwd)
-    while core.state is not ConnectionState.FAILED:
-        check = core.poll_check(now)
-        if check is not None and check.destination == other:
-            assert core.on_response(check, stun.decode(_reply(check, key)), other, now)
-        deadline = core.next_deadline()
-        assert deadline is not None and deadline < 60
-        now = deadline
-        core.on_timer(now)
+    _run_to_failure(core, other, stun.short_term_key(a.core.local.pwd), 0.01)
     assert core.no_pair_reason().endswith(
         "though 1 pair worked: the pair the controlling peer nominated did not pass this "
         "agent's check"

@@ -9,12 +9,12 @@ a fork's nomination, or one of the generation before a restart, is not the peer'
 from __future__ import annotations
 
 import pytest
-from test_core import FAST, _reply, _restart, binding_request, last_consent
+from test_core import FAST, _restart, _run_to_failure, binding_request, last_consent
 
 from trice import stun
 from trice.ice import Candidate, CandidateType
 from trice.ice._checklist import PairState
-from trice.ice._core import AgentCore, IceParameters
+from trice.ice._core import IceParameters
 from trice.ice._events import ConnectionState, ConnectionStateChanged
 
 from core_harness import Address, Endpoint, Network, connected, make_candidate, two_agents
@@ -22,19 +22,6 @@ from core_harness import Address, Endpoint, Network, connected, make_candidate, 
 #: The end of the failure's reason when our check of the peer's pair worked but the peer
 #: (controlling) nominated nothing of this generation.
 NOMINATED_NONE = "though 1 pair worked: the controlling peer nominated none"
-
-
-def _run_to_failure(core: AgentCore, answered: Address, key: bytes, now: float) -> None:
-    """Drive ``core`` (virtual time, no network) until it fails, answering its checks to
-    ``answered`` with success and letting every other check time out."""
-    while core.state is not ConnectionState.FAILED:
-        check = core.poll_check(now)
-        if check is not None and check.destination == answered:
-            assert core.on_response(check, stun.decode(_reply(check, key)), answered, now)
-        deadline = core.next_deadline()
-        assert deadline is not None and deadline < 60
-        now = deadline
-        core.on_timer(now)
 
 
 # -- what a check naming another ufrag taught before the parameters --------------------------
