@@ -209,13 +209,24 @@ async def test_an_exception_in_the_mux_block_propagates_as_itself() -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["0.0.0.0", "::", "224.0.0.251", "localhost", "255.255.255.255", "0.1.2.3", "240.0.0.1"]
+    "host",
+    [
+        "0.0.0.0",
+        "::",
+        "224.0.0.251",
+        "localhost",
+        "255.255.255.255",
+        "127.255.255.255",
+        "0.1.2.3",
+        "240.0.0.1",
+    ],
 )
 async def test_a_mux_refuses_an_address_that_is_not_one_of_the_hosts(host: str) -> None:
     """A mux is every agent's host candidate: it must be bound to one address of the host;
-    the unspecified address, a multicast one, the broadcast address (Linux binds it; peers
-    leave such a candidate out: it opened, the docclaims3 review), one of 0.0.0.0/8 or
-    240.0.0.0/4, or a name is refused with UsageError."""
+    the unspecified address, a multicast one, a broadcast address (Linux binds them; peers
+    leave out 255.255.255.255, and a check to the loopback network's is refused: they
+    opened, the docclaims3 and p42pass2 reviews), one of 0.0.0.0/8 or 240.0.0.0/4, or a
+    name is refused with UsageError."""
     with pytest.raises(trice.UsageError, match="open_udp_mux's host"):
         async with trice.open_udp_mux(host):
             pass

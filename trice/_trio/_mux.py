@@ -719,9 +719,9 @@ def check_mux_address(opener: str, host: object, port: object, candidate: str) -
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise UsageError(f"{opener}'s host must be an IP address, not {host!r}") from None
-    if no_destination(host):
-        # (Unspecified, multicast, or of 0.0.0.0/8 or 240.0.0.0/4, the broadcast address
-        # included: a socket may bind some of these, but peers leave such a candidate out.)
+    if no_destination(host) or (isinstance(ip, ipaddress.IPv4Address) and _broadcast(host)):
+        # (Unspecified, multicast, or of 0.0.0.0/8 or 240.0.0.0/4, or a network's broadcast
+        # address: Linux binds some of these, but no check reaches such a candidate.)
         raise UsageError(
             f"{opener}'s host must be one address of the host (it is every agent's "
             f"{candidate}), not {host}"
@@ -732,6 +732,20 @@ def check_mux_address(opener: str, host: object, port: object, candidate: str) -
             f"{opener}'s host must be an IPv4 or a plain IPv6 address (no IPv4-mapped one, "
             f"no zone index), not {host}"
         )
+
+
+def _broadcast(host: str) -> bool:
+    """Whether the IPv4 address ``host`` is a broadcast address here (a network's, such as
+    127.255.255.255): the kernel refuses a datagram socket one without SO_BROADCAST (the
+    peer's check would be refused so), which a connect() tells without sending anything."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))
+    except PermissionError:
+        return True
+    except OSError:
+        pass  # (no route, no descriptor: the bind says what it is)
+    return False
 
 
 class _Mux(Protocol):

@@ -519,14 +519,12 @@ class TurnClient:
         return []
 
     def _in_use(self, perm: Permission, idle: float) -> bool:
-        """Whether data went to ``perm``'s IP (or its peers) since ``idle``.  What comes from
+        """Whether data went to ``perm``'s IP (to a peer there) since ``idle``.  What comes from
         there is no use: a peer the application gave up on (ICE failed, or restarted to
         another) would keep the server relaying to it for as long as it sends, its data
         dropped by the application; one it still wants gets something of its too (an ICE
         agent's consent checks)."""
-        return perm.used_at >= idle or any(
-            p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip
-        )
+        return any(p.used_at >= idle for p in self._peers.values() if p.address[0] == perm.ip)
 
     def _may_relay(self, p: Peer, now: float) -> bool:
         """Whether the server may still relay data on ``p``'s channel, though it does not
@@ -1230,7 +1228,6 @@ class TurnClient:
         for ip, perm in list(self._permissions.items()):
             if (
                 ip not in held
-                and perm.used_at < idle
                 and not (perm.busy or perm.installed or perm.queue)
                 and now >= perm.expires_at
             ):

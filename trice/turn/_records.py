@@ -47,9 +47,10 @@ CHANNEL_REFRESH: Final = 540.0
 #: A channel number, or a peer, is bound anew to another only this long after the binding
 #: expired (RFC 8656 §12: against races with data still on the way).
 CHANNEL_REUSE: Final = 300.0
-#: A permission or channel that no data went to or came from for this long is not refreshed
-#: when its refresh is due: it lapses (the server forgets it when its lifetime ends).  An ICE
-#: agent checks many peers through a relay, and goes on with one of them at most.
+#: A permission or channel that no data went to for this long is not refreshed when its
+#: refresh is due (what comes from the peer alone is no use: see TurnClient._in_use): it
+#: lapses (the server forgets it when its lifetime ends).  An ICE agent checks many peers
+#: through a relay, and goes on with one of them at most.
 IDLE: Final = 240.0
 #: The first retransmission timeout of a deallocation (a Refresh of LIFETIME 0, RFC 8656
 #: §8), if shorter than the client's: a client that closes waits half a second for the
@@ -109,7 +110,6 @@ class Permission:
     failed: bool = False
     busy: bool = False  # a CreatePermission transaction is running
     refresh_at: float = float("inf")
-    used_at: float = float("-inf")  # data last came from the IP (data to it: its peers')
     # When the server's permission ends, by the last CreatePermission or ChannelBind for
     # the IP that succeeded (RFC 8656 §9, §12.2: a ChannelBind installs it too).
     expires_at: float = float("-inf")
@@ -130,7 +130,7 @@ class Peer:
     # no answer, which the server may have bound), or never (``inf``: the channel lapsed).
     refresh_at: float = float("inf")
     failures: int = 0  # ChannelBinds in a row that got no answer
-    used_at: float = float("-inf")  # data last went to the peer or came from it
+    used_at: float = float("-inf")  # data last went to the peer
     # When the server's binding of the channel ends at the latest (its last bind or refresh
     # that succeeded, or that got no answer and may have bound it, plus its lifetime).
     expires_at: float = float("-inf")
