@@ -154,6 +154,15 @@ def _after(times: list[float], t: float) -> list[float]:
     return [round(x - t) for x in times if x > t]
 
 
+@contextlib.asynccontextmanager
+async def _gathered(config: trice.AgentConfig, *, controlling: bool) -> AsyncIterator[trice.Agent]:
+    """An agent of ``config``, its gathering complete."""
+    async with trice.open_agent(config, controlling=controlling) as agent:
+        with trio.fail_after(30):
+            await agent.wait_gathering_complete()
+        yield agent
+
+
 async def _pair_both(a: trice.Agent, b: trice.Agent) -> tuple[trice.Connection, trice.Connection]:
     for here, there in ((a, b), (b, a)):
         params = there.local_parameters
@@ -186,9 +195,7 @@ async def test_the_permission_of_a_peer_ice_failed_with_lapses_though_it_sends(
         with peer:
             await peer.bind(("127.0.0.1", 0))
             peer_address = peer.getsockname()[:2]
-            async with trice.open_agent(_relay_only(server), controlling=True) as agent:
-                with trio.fail_after(30):
-                    await agent.wait_gathering_complete()
+            async with _gathered(_relay_only(server), controlling=True) as agent:
                 assert [c.type for c in agent.local_candidates] == [trice.CandidateType.RELAY]
                 agent.set_remote_parameters("oldpeer", "o" * 22)
                 agent.add_remote_candidate(_host(peer_address))
@@ -220,12 +227,8 @@ async def test_the_permission_and_channel_of_a_peer_whose_consent_expired_lapse(
     to A's relayed address: A drops it, and its permission and channel lapse (they were
     refreshed, every 240 s and 540 s, for as long as it sent)."""
     async with _relayer() as server:
-        async with trice.open_agent(_relay_only(server), controlling=True) as a:
-            with trio.fail_after(30):
-                await a.wait_gathering_complete()
-            async with trice.open_agent(loopback_config(), controlling=False) as b:
-                with trio.fail_after(30):
-                    await b.wait_gathering_complete()
+        async with _gathered(_relay_only(server), controlling=True) as a:
+            async with _gathered(loopback_config(), controlling=False) as b:
                 ca, cb = await _pair_both(a, b)
                 for _ in range(3):
                     await ca.send(b"hello")
@@ -267,12 +270,8 @@ async def test_after_a_restart_to_a_peer_at_another_ip_the_old_ips_permission_la
     forgotten, nothing goes to B's IP; B (its agent gone, its port reused) keeps sending
     media.  The old IP's permission lapses (it was refreshed for as long as that sent)."""
     async with _relayer() as server:
-        async with trice.open_agent(_relay_only(server), controlling=True) as a:
-            with trio.fail_after(30):
-                await a.wait_gathering_complete()
-            async with trice.open_agent(loopback_config(), controlling=False) as b:
-                with trio.fail_after(30):
-                    await b.wait_gathering_complete()
+        async with _gathered(_relay_only(server), controlling=True) as a:
+            async with _gathered(loopback_config(), controlling=False) as b:
                 conn = (await _pair_both(a, b))[0]
                 await conn.send(b"hello")
                 pair = b.selected_pair
@@ -323,12 +322,8 @@ async def test_after_a_restart_to_a_peer_at_the_same_ip_the_old_peers_channel_la
     A sends nothing there, and drops what comes from there (it was refreshed every 540 s
     while something at B's old address sent)."""
     async with _relayer() as server:
-        async with trice.open_agent(_relay_only(server), controlling=True) as a:
-            with trio.fail_after(30):
-                await a.wait_gathering_complete()
-            async with trice.open_agent(loopback_config(), controlling=False) as b:
-                with trio.fail_after(30):
-                    await b.wait_gathering_complete()
+        async with _gathered(_relay_only(server), controlling=True) as a:
+            async with _gathered(loopback_config(), controlling=False) as b:
                 conn = (await _pair_both(a, b))[0]
                 await conn.send(b"hello")
                 pair = b.selected_pair
@@ -337,9 +332,7 @@ async def test_after_a_restart_to_a_peer_at_the_same_ip_the_old_peers_channel_la
             assert _channel_binds(server, b_address)
             a.restart()
             restarted_at = trio.current_time()
-            async with trice.open_agent(loopback_config(), controlling=False) as c:
-                with trio.fail_after(30):
-                    await c.wait_gathering_complete()
+            async with _gathered(loopback_config(), controlling=False) as c:
                 conn = (await _pair_both(a, c))[0]
                 squatter = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
                 with squatter:
@@ -367,12 +360,8 @@ async def test_a_peer_that_only_sends_keeps_its_permission(
     its own: A's consent checks keep B's permission (refreshed every 240 s all along), and
     every datagram comes."""
     async with _relayer() as server:
-        async with trice.open_agent(_relay_only(server), controlling=True) as a:
-            with trio.fail_after(30):
-                await a.wait_gathering_complete()
-            async with trice.open_agent(loopback_config(), controlling=False) as b:
-                with trio.fail_after(30):
-                    await b.wait_gathering_complete()
+        async with _gathered(_relay_only(server), controlling=True) as a:
+            async with _gathered(loopback_config(), controlling=False) as b:
                 ca, cb = await _pair_both(a, b)
                 start = trio.current_time()
                 got = 0
