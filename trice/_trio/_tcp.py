@@ -327,7 +327,7 @@ class TcpTransport:
     def restarted(self, keep: Address | None) -> None:
         """An ICE restart: the connections open now are of the generation before (see
         ``Failed``: one that ends under the new checks is not their path's end).  At the
-        cap, a new connection takes the place of the oldest of them (see _evict_unproven),
+        cap, a new connection takes the place of the oldest of them (see _make_room),
         but the one to ``keep`` (the pair that carries data until the new checks select
         one) and those a check of the new generation goes over (see send_nowait and
         :meth:`prove`).  Kept, they held every place: a peer that had the old credentials
@@ -419,7 +419,7 @@ class TcpTransport:
             return None
         link = _Link(address, proven=True, epoch=self._epoch)
         self._links[address] = link  # (first: the place made below is this one's)
-        if len(self._links) > self._max_links and not self._evict_unproven(refused=False):
+        if len(self._links) > self._max_links and not self._make_room(refused=False):
             del self._links[address]  # (none of an ICE generation before gave way)
             return None
         if self._nursery is not None:
@@ -639,7 +639,7 @@ class TcpTransport:
                         self._senders.unpark_all()  # (room again: the sends waiting go on)
             self._senders.unpark_all()
 
-    def _evict_unproven(self, *, refused: bool = True) -> bool:
+    def _make_room(self, *, refused: bool = True) -> bool:
         """At the cap, a new connection takes the place of the oldest that no accepted check
         has proven yet (counted ``refused``: one a peer opened), or of the oldest of an ICE
         generation before that no check of this one went over (see restarted): a stranger's
@@ -666,14 +666,14 @@ class TcpTransport:
         """Whether this candidate may take a new connection from ``address`` (accepted, or
         handed over by a TCP mux): not while one from there is open (see _end_if_reset),
         nor at the cap, once the oldest unproven connection has made room if there is one
-        (see _evict_unproven)."""
+        (see _make_room)."""
         if self.closed:
             return False
         self._end_if_reset(address)
         if address in self._links:
             return False
         if len(self._links) >= self._max_links:
-            self._evict_unproven()
+            self._make_room()
         return len(self._links) < self._max_links
 
     def _end_if_reset(self, address: Address) -> None:
