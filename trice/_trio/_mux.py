@@ -281,19 +281,19 @@ class UdpMux:
         held = by_source.get(source)
         if held is not None and held[1] and held[0] is not transport:
             if proof < held[1]:
-                if held[0] is None:  # (both's: this one's answer counts once one leaves)
-                    claimed = transport.claimed
-                    claimed[source] = max(proof, claimed.get(source, _CLAIMED))
-                return
-            if held[0] is not None:
-                logger.warning(
-                    "UDP mux %s: two agents (%s, %s) talk to %s: its data is dropped",
-                    self.local_address,
-                    held[0].ufrag,
-                    transport.ufrag,
-                    source,
-                )
-            by_source[source] = (None, proof)  # (as strong as the held one, or stronger)
+                if held[0] is not None:
+                    return  # (another's, proved better)
+                # (Both's, proved better: this answer is noted below, for when one leaves.)
+            else:
+                if held[0] is not None:
+                    logger.warning(
+                        "UDP mux %s: two agents (%s, %s) talk to %s: its data is dropped",
+                        self.local_address,
+                        held[0].ufrag,
+                        transport.ufrag,
+                        source,
+                    )
+                by_source[source] = (None, proof)  # (as strong as the held one, or stronger)
         else:
             if held is not None and held[0] is not None and held[0] is not transport:
                 held[0].claimed.pop(source, None)
