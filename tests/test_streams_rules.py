@@ -7,6 +7,8 @@ stream is driven on its own, in virtual time."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 import trio
 import trio.testing
@@ -27,6 +29,27 @@ def _state(state: trice.ConnectionState) -> trice.ConnectionStateChanged:
 # -- a parked reader woken --------------------------------------------------------------------
 
 
+async def _parked_reader_told(
+    stream: EventStream, end: Callable[[], Awaitable[None]], error: type[BaseException]
+) -> None:
+    """A reader waits in ``stream.receive()``; ``end`` (another task's) wakes it with
+    ``error``."""
+    told = False
+
+    async def reader() -> None:
+        nonlocal told
+        with pytest.raises(error):
+            await stream.receive()
+        told = True
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            await end()
+    assert told
+
+
 async def test_a_reader_parked_when_the_stream_ends_gets_end_of_channel(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -34,20 +57,11 @@ async def test_a_reader_parked_when_the_stream_ends_gets_end_of_channel(
     ``EndOfChannel`` (it is woken, not left waiting).  (Kills ``self._lot.unpark_all()`` ->
     ``pass`` in ``_end``.)"""
     stream = _stream()
-    ended = False
 
-    async def reader() -> None:
-        nonlocal ended
-        with pytest.raises(trio.EndOfChannel):
-            await stream.receive()
-        ended = True
+    async def end() -> None:
+        stream._end()
 
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
-            stream._end()
-    assert ended
+    await _parked_reader_told(stream, end, trio.EndOfChannel)
 
 
 async def test_a_reader_parked_when_another_task_closes_the_stream_is_told(
@@ -57,20 +71,7 @@ async def test_a_reader_parked_when_another_task_closes_the_stream_is_told(
     ``ClosedResourceError``.  (Kills ``self._lot.unpark_all()`` -> ``pass`` in
     ``aclose``.)"""
     stream = _stream()
-    told = False
-
-    async def reader() -> None:
-        nonlocal told
-        with pytest.raises(trio.ClosedResourceError):
-            await stream.receive()
-        told = True
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
-            await stream.aclose()
-    assert told
+    await _parked_reader_told(stream, stream.aclose, trio.ClosedResourceError)
 
 
 # -- receive() is a checkpoint ----------------------------------------------------------------
