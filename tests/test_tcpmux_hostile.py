@@ -554,6 +554,17 @@ async def test_at_max_waiting_the_oldest_of_the_sources_that_hold_most_gives_its
 
 
 @pytest.mark.skipif(TRACED, reason="a tracer (coverage) reads the flood too slowly for its bound")
+async def _flooded(peer: FramedPeer, flood: bytes, steps: MostPerStep, *, within: float) -> None:
+    """``peer`` writes ``flood`` (its 4 * 32,768 empty frames after a check), and ``steps``
+    counts the agent's deliveries until they are all in."""
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await peer.send_raw(flood)
+        await until(lambda: steps.total > 4 * 32768, within=within)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+
+
 async def test_a_connection_a_tcp_mux_hands_over_delivers_no_more_in_a_step_than_any() -> None:
     """An authenticated peer writes its check and then empty frames (32,768 in each 64 KiB
     read) to a TCP mux at once: the mux hands the connection over with the first read,
@@ -565,12 +576,7 @@ async def test_a_connection_a_tcp_mux_hands_over_delivers_no_more_in_a_step_than
         share = _share(mux, agent)
         steps = MostPerStep(share)
         flood = frame(_for(agent)) + b"\x00\x00" * (4 * 32768)
-        trio.lowlevel.add_instrument(steps)
-        try:
-            await peer.send_raw(flood)
-            await until(lambda: steps.total > 4 * 32768, within=30)
-        finally:
-            trio.lowlevel.remove_instrument(steps)
+        await _flooded(peer, flood, steps, within=30)
         assert steps.most <= READ_BATCH
 
 
@@ -587,12 +593,7 @@ async def test_a_check_over_a_flooded_connection_reads_it_only_to_give_up(
     async with _mux_agent_and_peer() as (mux, agent, peer):
         steps = MostPerStep(_share(mux, agent), clock=autojump_clock, cost=1e-4)
         flood = frame(_for(agent)) + b"\x00\x00" * (4 * 32768)
-        trio.lowlevel.add_instrument(steps)
-        try:
-            await peer.send_raw(flood)
-            await until(lambda: steps.total > 4 * 32768, within=600)
-        finally:
-            trio.lowlevel.remove_instrument(steps)
+        await _flooded(peer, flood, steps, within=600)
         assert steps.most <= READ_BATCH
 
 
@@ -614,10 +615,5 @@ async def test_a_check_crossed_over_a_flooded_connection_reads_it_no_sooner(
                     break
         steps = MostPerStep(_share(mux, agent), clock=autojump_clock, cost=1e-4)
         flood = frame(_for(agent, nominate=True)) + b"\x00\x00" * (4 * 32768)
-        trio.lowlevel.add_instrument(steps)
-        try:
-            await peer.send_raw(flood)
-            await until(lambda: steps.total > 4 * 32768, within=600)
-        finally:
-            trio.lowlevel.remove_instrument(steps)
+        await _flooded(peer, flood, steps, within=600)
         assert steps.most <= READ_BATCH
