@@ -182,6 +182,15 @@ async def _pair_both(a: trice.Agent, b: trice.Agent) -> tuple[trice.Connection, 
     return out["a"], out["b"]
 
 
+async def _bs_address(a: trice.Agent, b: trice.Agent) -> Address:
+    """Connect ``a`` and ``b``, ``a`` sends a datagram over the pair: ``b``'s end of it."""
+    conn = (await _pair_both(a, b))[0]
+    await conn.send(b"hello")
+    pair = b.selected_pair
+    assert pair is not None
+    return (pair.local.address, pair.local.port)
+
+
 async def test_the_permission_of_a_peer_ice_failed_with_lapses_though_it_sends(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -272,11 +281,7 @@ async def test_after_a_restart_to_a_peer_at_another_ip_the_old_ips_permission_la
     async with _relayer() as server:
         async with _gathered(_relay_only(server), controlling=True) as a:
             async with _gathered(loopback_config(), controlling=False) as b:
-                conn = (await _pair_both(a, b))[0]
-                await conn.send(b"hello")
-                pair = b.selected_pair
-                assert pair is not None
-                b_address = (pair.local.address, pair.local.port)
+                b_address = await _bs_address(a, b)
             a.restart()
             a.set_remote_parameters("newpeer", "n" * 22)
             a.add_remote_candidate(_host(("127.0.0.9", 9)))
@@ -324,11 +329,7 @@ async def test_after_a_restart_to_a_peer_at_the_same_ip_the_old_peers_channel_la
     async with _relayer() as server:
         async with _gathered(_relay_only(server), controlling=True) as a:
             async with _gathered(loopback_config(), controlling=False) as b:
-                conn = (await _pair_both(a, b))[0]
-                await conn.send(b"hello")
-                pair = b.selected_pair
-                assert pair is not None
-                b_address = (pair.local.address, pair.local.port)
+                b_address = await _bs_address(a, b)
             assert _channel_binds(server, b_address)
             a.restart()
             restarted_at = trio.current_time()
