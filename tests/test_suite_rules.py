@@ -3,6 +3,7 @@ missing."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -55,3 +56,36 @@ def test_where_aioice_is_missing_only_the_tests_that_run_it_skip(tmp_path: Path)
     assert len(skipped) == 1 and "test_interop.py" in skipped[0], skipped
     assert "aioice is not installed" in skipped[0], skipped
     assert out.returncode == 0, tail
+
+
+def _marked_helpers(source: str) -> list[str]:
+    """The functions of a test module's ``source`` that carry a ``pytest.mark`` and are not
+    collected (their names do not start with ``test``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        if node.name.startswith("test"):
+            continue
+        for decorator in node.decorator_list:
+            target = decorator.func if isinstance(decorator, ast.Call) else decorator
+            if "pytest.mark." in ast.unparse(target) + ".":
+                found.append(f"{node.name} (line {node.lineno})")
+    return found
+
+
+def test_no_mark_sits_on_a_function_pytest_does_not_collect() -> None:
+    """A mark (``skipif``, ``parametrize``...) on a helper does nothing: the tests that call
+    it run as if it were not there.  The TCP mux's flood test lost its ``skipif(TRACED)``
+    so, moved onto the helper ``_flooded`` by b0618ce, and ran under coverage, where its
+    twin in test_tcp_hostile skips (the flakes7 review)."""
+    marked = {
+        path.name: found
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        if not path.name.startswith("test_zz_")
+        if (found := _marked_helpers(path.read_text()))
+    }
+    assert not marked, marked
+    # (and the rule sees a mark on a helper, whether called or not)
+    assert _marked_helpers("@pytest.mark.skipif(X, reason='')\nasync def _h(): pass\n")
+    assert not _marked_helpers("@pytest.mark.skipif(X, reason='')\nasync def test_h(): pass\n")

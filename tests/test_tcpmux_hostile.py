@@ -553,7 +553,6 @@ async def test_at_max_waiting_the_oldest_of_the_sources_that_hold_most_gives_its
             await until(lambda: mux.statistics().waiting == 0)
 
 
-@pytest.mark.skipif(TRACED, reason="a tracer (coverage) reads the flood too slowly for its bound")
 async def _flooded(peer: FramedPeer, flood: bytes, steps: MostPerStep, *, within: float) -> None:
     """``peer`` writes ``flood`` (its 4 * 32,768 empty frames after a check), and ``steps``
     counts the agent's deliveries until they are all in."""
@@ -565,6 +564,7 @@ async def _flooded(peer: FramedPeer, flood: bytes, steps: MostPerStep, *, within
         trio.lowlevel.remove_instrument(steps)
 
 
+@pytest.mark.skipif(TRACED, reason="a tracer (coverage) reads the flood too slowly for its bound")
 async def test_a_connection_a_tcp_mux_hands_over_delivers_no_more_in_a_step_than_any() -> None:
     """An authenticated peer writes its check and then empty frames (32,768 in each 64 KiB
     read) to a TCP mux at once: the mux hands the connection over with the first read,
