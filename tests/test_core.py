@@ -39,7 +39,12 @@ from trice.ice._events import (
     Event,
     SelectedPairChanged,
 )
-from trice.ice._gathering import host_candidate, srflx_candidate, tcp_host_candidate
+from trice.ice._gathering import (
+    host_candidate,
+    relay_candidate,
+    srflx_candidate,
+    tcp_host_candidate,
+)
 
 from core_harness import (
     Endpoint,
@@ -4279,6 +4284,27 @@ def test_an_address_two_sockets_signal_is_taken_for_the_checks_own_socket() -> N
     assert a.core._local_for_mapped(pair, public) is second
     pair = Pair(first, b.signalled[0], 10, compute_pair_priority(first, b.signalled[0], True))
     assert a.core._local_for_mapped(pair, public) is first
+
+
+def test_a_mapped_address_naming_a_relayed_candidate_of_another_socket_is_a_lie() -> None:
+    """A relayed check is seen by the peer from the relayed address and no other, and a
+    check that leaves a host socket never from the relayed address: an answer naming the
+    agent's other candidate (the host for a relayed check, the relay for a host one) is a
+    lie, and the pair keeps its own local candidate.  The first took the host candidate
+    for a relayed path (reported as direct, ranked as host, and nominated without the
+    relay's delay), the second the relay for a direct one (the hostile43 review)."""
+    _, a, b = two_agents(want=False)
+    host = make_candidate("192.0.2.10", 7000)
+    relay = relay_candidate(("203.0.113.5", 50000), ("192.0.2.10", 7000), "turn:3478")
+    a.core.add_local_candidate(host, 10)
+    a.core.add_local_candidate(relay, 11)
+    remote = b.signalled[0]
+    relayed = Pair(relay, remote, 11, compute_pair_priority(relay, remote, True))
+    assert a.core._local_for_mapped(relayed, ("192.0.2.10", 7000)) is relay
+    direct = Pair(host, remote, 10, compute_pair_priority(host, remote, True))
+    assert a.core._local_for_mapped(direct, ("203.0.113.5", 50000)) is host
+    assert a.core._local_for_mapped(direct, ("192.0.2.10", 7000)) is host
+    assert a.core._local_for_mapped(relayed, ("203.0.113.5", 50000)) is relay
 
 
 def test_consent_checks_keep_the_selected_pairs_round_trip_current() -> None:

@@ -2190,7 +2190,11 @@ class AgentCore:
         ``mapped`` makes of ``pair`` (RFC 8445 §7.2.5.3.1): the local candidate there, or a
         new peer-reflexive one.  A mapped address that is no transport address of the base's
         family (another family, port 0, unspecified or multicast: a peer's mistake, or a
-        lie) tells nothing: the pair keeps the local candidate it had."""
+        lie) tells nothing: the pair keeps the local candidate it had.  Nor does one that
+        names another socket's candidate for a relayed check, or a relayed candidate for a
+        check from another socket: a check that leaves a host socket is never seen from a
+        relayed address, nor a relayed one from a host socket, so either is a lie, which
+        would name a path the data does not take."""
         local = pair.local
         address, port = mapped
         if port == 0 or (":" in address) != (":" in local.address):
@@ -2206,6 +2210,8 @@ class AgentCore:
                     continue
                 if base == pair.base:
                     return candidate
+                if CandidateType.RELAY in (candidate.type, local.type):
+                    return pair.valid_local or local  # (a lie: see above)
                 if candidate.tcp_type is not local.tcp_type:
                     continue  # (a listener's, named for a connection we opened: a lie)
                 # (Another socket's: two private addresses that a 1:1 NAT's one public
