@@ -817,6 +817,18 @@ def test_a_mapped_address_that_tells_nothing_keeps_the_local_candidate_learned()
     assert (pair.valid_local, pair.valid_priority) == (prflx, priority)
 
 
+def test_a_check_awaits_its_answer_until_a_signed_one_comes() -> None:
+    """What a shell that routes answers by transaction (a UDP mux) asks: an unsigned answer
+    (a stranger's, who saw the check go by) leaves the check awaiting the peer's."""
+    core, check, key = _checking(controlling=False)
+    tid = check.transaction_id
+    assert core.awaits_answer(tid) and not core.awaits_answer(b"x" * 12)
+    assert not core.on_response(check, stun.decode(_reply(check, None)), check.destination, 0.01)
+    assert core.awaits_answer(tid)
+    assert core.on_response(check, stun.decode(_reply(check, key)), check.destination, 0.02)
+    assert not core.awaits_answer(tid)
+
+
 def test_peer_reflexive_local_candidates_no_pair_stands_on_go() -> None:
     """A peer that flips the agent's role again and again (RFC 8445 §7.3.1.1: the agent
     takes control and nominates its selected pair anew, then gives it back) and answers

@@ -175,6 +175,34 @@ def test_the_transactions_noted_for_answers_are_bounded(mux: UdpMux) -> None:
     assert len(mux._by_tid) <= TRANSACTIONS_KEPT
 
 
+def test_an_answer_the_agent_drops_leaves_the_checks_route_for_the_real_one(
+    mux: UdpMux,
+) -> None:
+    """a and b both proved S (ambiguous: answers from there find their agent by
+    transaction only).  a's next check to S draws first an answer from a stranger
+    with its transaction ID (unsigned: a's core drops it, and still awaits the answer),
+    then the peer's own from S: that one goes to a.  The first took the check's route with
+    it, and the real answer was dropped as ambiguous: each consent check so, a's ICE failed
+    (the hostile43 review).  Once a's core took an answer, the route ends."""
+    a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
+    _checked(mux, a)
+    _checked(mux, b)
+    assert mux._by_source[S][0] is None  # (both proved it)
+    awaited: set[bytes] = set()
+    a.share.hooks.pending = awaited.__contains__
+    request = _request()
+    a.share._claim(request, S)
+    awaited.add(request[8:20])
+    a.got.clear()
+    b.got.clear()
+    mux._route(_success(request), ("127.0.0.66", 4000))  # (the stranger's: dropped by a)
+    awaited.clear()  # (a's core takes the next, as the mux delivers it)
+    mux._route(_success(request), S)  # (the peer's)
+    assert a.got == [_success(request)] * 2 and b.got == []
+    mux._route(_success(request), S)  # (a copy: the route ended)
+    assert len(a.got) == 2 and mux.statistics().ambiguous == 1
+
+
 def test_an_address_kept_over_a_restart_that_is_still_the_peers_stays_routed(
     mux: UdpMux,
 ) -> None:

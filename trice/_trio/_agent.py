@@ -2397,6 +2397,7 @@ class AgentContext:
                 share.hooks.failed = agent._mux_failed
                 share.hooks.lost = agent._mux_lost
                 share.hooks.refused = agent._kernel_refused
+                share.hooks.pending = agent._core.awaits_answer
                 share.answers_prove = self._config.lite
                 agent._transports[share.base] = share
                 agent._muxes += (share,)

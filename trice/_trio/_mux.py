@@ -105,7 +105,7 @@ class _Question:
 class MuxHooks:
     """What a mux tells the agent of a share besides datagrams (set by the agent)."""
 
-    __slots__ = ("context", "failed", "lost", "refused")
+    __slots__ = ("context", "failed", "lost", "pending", "refused")
 
     def __init__(self) -> None:
         #: The agent task's context, in which its datagrams are handled.
@@ -116,6 +116,10 @@ class MuxHooks:
         self.lost: Callable[[int], None] | None = None
         #: The kernel refused a datagram of the agent's (see ``RefusalSink``).
         self.refused: Callable[[OSError, Address, Address], None] | None = None
+        #: Whether the agent's check with this transaction ID still waits for its answer
+        #: (``None``: none does).  An answer it took ends the check's route (see
+        #: ``UdpMux._route``); one it dropped (unsigned: a stranger's) leaves it.
+        self.pending: Callable[[bytes], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +426,7 @@ class UdpMux:
         )
 
     def _route(self, data: bytes, source: Address) -> None:
-        transport = None
+        transport = asked = None
         kind = stun.peek_type(data)
         if kind == BINDING_REQUEST:
             ufrag = asked_ufrag(data)
@@ -434,8 +438,11 @@ class UdpMux:
             if kind is not None and kind & _CLASS_BITS in _ANSWERS:
                 if self._pending and self._answered(data, source):
                     return
-                asked = self._by_tid.pop(data[8:20], None)  # (an agent's check's)
-                if asked is not None and not asked[0].closed:
+                asked = self._by_tid.get(data[8:20])  # (an agent's check's)
+                if asked is not None and asked[0].closed:
+                    del self._by_tid[data[8:20]]
+                    asked = None
+                if asked is not None:
                     transport = asked[0]
                     if kind & _CLASS_BITS == _SUCCESS and source == asked[1]:
                         # (From where the check went: a round trip.  From elsewhere, it is
@@ -464,6 +471,11 @@ class UdpMux:
             if hooks.failed is None:
                 raise
             hooks.failed(exc)
+        if asked is not None and (hooks.pending is None or not hooks.pending(data[8:20])):
+            # (The check took its answer: its route ends.  An answer the agent dropped, a
+            # stranger's who saw the check go by, left it for the peer's own, which else
+            # went by its source: dropped as ambiguous where two agents proved it.)
+            self._by_tid.pop(data[8:20], None)
 
     def _close(self) -> None:
         self._closed = True

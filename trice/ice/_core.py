@@ -2050,6 +2050,17 @@ class AgentCore:
                 del late[tid]
         late[check.transaction_id] = check
 
+    def awaits_answer(self, transaction_id: bytes) -> bool:
+        """Whether an answer with ``transaction_id`` may still be taken: one to a check in
+        flight, to a consent check past its RTO (see ``_keep_late``), or to one made before
+        an ICE restart on the pair of before (see :meth:`on_late_response`).  A shell that
+        routes answers by transaction (a UDP mux) keeps the route while this holds: an
+        answer that fails authentication leaves the check waiting."""
+        return any(
+            checks is not None and transaction_id in checks
+            for checks in (self._live, self._late, self._previous_checks)
+        )
+
     def on_late_response(
         self, response: stun.Message, source: Address, now: float, *, base: int | None = None
     ) -> bool:
