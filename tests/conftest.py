@@ -1,16 +1,21 @@
-"""Fixtures shared by the test modules that run third-party peers, and the suite's
-Hypothesis settings."""
+"""Fixtures shared by the test modules that run third-party peers, the suite's Hypothesis
+settings, and the reasons of the trio tests' skips."""
 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator
+import sys
+from collections.abc import Generator, Iterator
 
 import hypothesis
 import pytest
+from _pytest.outcomes import Skipped
 
 from coturn import Coturn, require_turnserver, run_coturn
 from peers.harness import PeerUnavailable, pion_binary
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 # (No deadline for an example: a loaded machine's stall, or a full garbage collection of the
 # whole suite's heap, some 0.3-0.5 s, made a quick example "flaky" at the default 200 ms.)
@@ -44,6 +49,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "aioice" in item.nodeid and item.get_closest_marker("interop") is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _the_skip(group: BaseException | None) -> Skipped | None:
+    """The one ``pytest.skip`` in an exception group, if it holds nothing else."""
+    while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+        group = group.exceptions[0]
+    return group if isinstance(group, Skipped) else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """A trio test that skips says why, and where: pytest-trio takes the ``pytest.skip``
+    out of the exception group trio wraps it in by skipping anew, without the reason
+    (where a test needs root, or a receive buffer rmem_max refuses, -rs said "Skipped",
+    at a line of pytest's)."""
+    try:
+        return (yield)
+    except Skipped as exc:
+        skip = None if exc.msg else _the_skip(exc.__context__)
+        if skip is not None:
+            raise skip from None
+        raise
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,25 @@ HAS_IPV6 = _has_ipv6_loopback()
 TRACED = sys.gettrace() is not None
 
 
+#: Linux's SO_RCVBUFFORCE (Python's socket module does not name it).
+SO_RCVBUFFORCE = 33
+
+
+def room_for_a_flood(sock: socket.socket, size: int = 1 << 22) -> None:
+    """Give ``sock`` a receive buffer of ``size`` bytes, or skip the test: the kernel caps
+    what one asks at net.core.rmem_max (208 KiB by default), but root may ask past it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:  # (not root, or not Linux)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+        import pytest  # (loopback is also imported by the peers' scripts, without pytest)
+
+        pytest.skip(
+            f"needs a receive buffer of {size >> 20} MiB: root, or net.core.rmem_max raised"
+        )
+
+
 async def server_socket() -> trio.socket.SocketType:
     """A UDP socket on 127.0.0.1, for a server of the test's own (:func:`stun_server`)."""
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)

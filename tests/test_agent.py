@@ -58,6 +58,7 @@ from loopback import (
     loopback_config,
     open_fds,
     peer_check,
+    room_for_a_flood,
     send_wide_views,
     signal,
     state_of,
@@ -4343,7 +4344,7 @@ async def _steps_while_flooded(agent: trice.Agent, count: int = 1000) -> list[in
     many the agent handles between two of this task's checkpoints, each time."""
     primary = agent._primary
     assert primary is not None
-    primary.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
+    room_for_a_flood(primary.sock, 8 << 20)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         stranger.bind(("127.0.0.1", 0))
         stranger.setblocking(False)

@@ -33,6 +33,7 @@ from loopback import (
     loopback_config,
     mux_in_a_task,
     peer_check,
+    room_for_a_flood,
     signal,
     until,
     wait_for_state,
@@ -159,20 +160,6 @@ def _binding_request(username: bytes, key: bytes | None = None) -> bytes:
 # --------------------------------------------------------------------------- the mux under stress
 
 
-SO_RCVBUFFORCE = 33  # (Linux's; Python's socket module does not name it)
-
-
-def _room_for_a_flood(sock: socket.socket) -> None:
-    """Give ``sock`` a receive buffer of 4 MiB, or skip: the kernel caps what one asks at
-    net.core.rmem_max (208 KiB by default), but root may ask past it."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 22)
-    except OSError:  # (not root, or not Linux)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < 1 << 22:
-        pytest.skip("needs a receive buffer of 4 MiB: root, or net.core.rmem_max raised")
-
-
 async def test_a_late_check_reads_its_socket_once_before_the_other_tasks_run(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -202,7 +189,7 @@ async def test_a_late_check_reads_its_socket_once_before_the_other_tasks_run(
             nursery.start_soon(connect)
             await trio.socket.from_stdlib_socket(peer).recv(2048)  # (its first check)
             steps = MostPerStep(share, attribute="deliver", clock=autojump_clock, cost=0.02)
-            _room_for_a_flood(mux.sock)
+            room_for_a_flood(mux.sock)
             for _ in range(1000):
                 peer.sendto(b"\x80 data", mux.local_address)
             trio.lowlevel.add_instrument(steps)

@@ -57,6 +57,7 @@ from loopback import (
     hold_readers,
     loopback_config,
     resolving,
+    room_for_a_flood,
     signal,
     until,
 )
@@ -1112,7 +1113,7 @@ async def test_the_relay_reader_lets_other_tasks_run_between_batches() -> None:
                     )
                 )
             client_sock = relay._conn.sock
-            client_sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+            room_for_a_flood(client_sock, 8 << 20)
             client = client_sock.getsockname()
             raw = socket.socket(fileno=os.dup(sock.fileno()))
             with raw:

@@ -89,3 +89,37 @@ def test_no_mark_sits_on_a_function_pytest_does_not_collect() -> None:
     # (and the rule sees a mark on a helper, whether called or not)
     assert _marked_helpers("@pytest.mark.skipif(X, reason='')\nasync def _h(): pass\n")
     assert not _marked_helpers("@pytest.mark.skipif(X, reason='')\nasync def test_h(): pass\n")
+
+
+STOCK_BOX = """\
+import errno, socket
+_real = socket.socket.setsockopt
+def _setsockopt(self, level, option, value, *rest):
+    if level == socket.SOL_SOCKET and option == 33:  # (SO_RCVBUFFORCE: not root)
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    if level == socket.SOL_SOCKET and option == socket.SO_RCVBUF:
+        value = min(value, 212992)  # (a stock kernel's net.core.rmem_max)
+    return _real(self, level, option, value, *rest)
+socket.socket.setsockopt = _setsockopt
+"""
+
+
+def test_a_trio_test_that_skips_says_why_and_where(tmp_path: Path) -> None:
+    """On a box that is not root, with a stock rmem_max, the agent's flood test cannot
+    have the receive buffer it needs, and skips saying so, at the line that skips.  pytest-trio
+    skipped it anew without the reason (tests/conftest.py's pytest_runtest_call): -rs said
+    "Skipped", at a line of pytest's."""
+    (tmp_path / "sitecustomize.py").write_text(STOCK_BOX)
+    test = "tests/test_agent.py::test_a_flood_while_connect_reads_the_socket_lets_other_tasks_run"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-q", test],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    skipped = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 1, out.stdout[-2000:]
+    assert "tests/loopback.py:" in skipped[0], skipped  # (room_for_a_flood's skip)
+    assert "needs a receive buffer of 8 MiB: root, or net.core.rmem_max raised" in skipped[0]
