@@ -161,8 +161,10 @@ class NetworkConfig:
         ipv4: gather IPv4 addresses.
         ipv6: gather IPv6 addresses (link-local IPv6 is always left out).
         port_range: ``(low, high)`` inclusive port range for host sockets (UDP, and a
-            passive ICE-TCP candidate's listener), or ``None`` for ports chosen by the
-            kernel.
+            passive ICE-TCP candidate's listener), or ``None`` for a port of the system's
+            ephemeral range: on Linux a UDP socket's is picked by trice at random and named
+            in the bind (a port the kernel chose, it takes back when it shuts the socket
+            down); elsewhere, and for a listener, the kernel chooses.
         mdns: :class:`MdnsMode`: resolve the peer's ``.local`` candidates (the default), also
             name the agent's own host candidates so, or neither.  mDNS runs on the interfaces
             and IPv4 addresses that the filters above accept, and only once needed.

@@ -485,7 +485,7 @@ class Agent:
         sent = (
             self._sent_total
             if connection is None
-            else (connection.datagrams_sent, connection.bytes_sent)
+            else (connection._datagrams_sent, connection._bytes_sent)
         )
         return AgentStatistics(
             datagrams_received=self._datagrams,
@@ -2234,7 +2234,7 @@ class Agent:
             # The connection keeps the agent (to say it is closed); the agent lets go of it,
             # so that a closed agent is freed as soon as nobody holds either, not at the
             # next collection of reference cycles.  (What it sent stays counted.)
-            self._sent_total = (connection.datagrams_sent, connection.bytes_sent)
+            self._sent_total = (connection._datagrams_sent, connection._bytes_sent)
             self._connection = None
         self._buffer.close()
         for stream in list(self._subscribers or ()):

@@ -155,8 +155,8 @@ class Connection(trio.abc.Channel[bytes]):
         # reader that takes queued datagrams that way gets a batch (up to 64) queued by the
         # next receive that reads the socket; a plain receive loop gets one datagram a read.
         self._streak = 0
-        self.datagrams_sent = 0  # (see Agent.statistics)
-        self.bytes_sent = 0
+        self._datagrams_sent = 0  # (see Agent.statistics)
+        self._bytes_sent = 0
 
     @property
     def selected_pair(self) -> CandidatePair:
@@ -268,8 +268,8 @@ class Connection(trio.abc.Channel[bytes]):
             except (OSError, BufferError):  # (a non-contiguous view: the path below copies it)
                 pass
             else:
-                self.datagrams_sent += 1
-                self.bytes_sent += size
+                self._datagrams_sent += 1
+                self._bytes_sent += size
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         transport, address = self._route or self._get_route()
@@ -277,8 +277,8 @@ class Connection(trio.abc.Channel[bytes]):
             data = _as_bytes(data)
         if not transport.send_nowait(data, address, retry=True):
             await self._send_when_room(data, (transport, address))
-        self.datagrams_sent += 1
-        self.bytes_sent += len(data)
+        self._datagrams_sent += 1
+        self._bytes_sent += len(data)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _send_when_room(self, data: bytes, route: tuple[Transport, tuple[str, int]]) -> None:
@@ -347,15 +347,15 @@ class Connection(trio.abc.Channel[bytes]):
             except (OSError, BufferError):
                 pass
             else:
-                self.datagrams_sent += 1
-                self.bytes_sent += size
+                self._datagrams_sent += 1
+                self._bytes_sent += size
                 return True
         transport, address = self._route or self._get_route()
         if type(data) is not bytes:
             data = _as_bytes(data)
         if transport.send_nowait(data, address):
-            self.datagrams_sent += 1
-            self.bytes_sent += len(data)
+            self._datagrams_sent += 1
+            self._bytes_sent += len(data)
             return True
         if transport.closed:
             self._check_open()  # (the connection or the agent closed: as it says)

@@ -165,17 +165,19 @@ class UdpMux:
         "_closed",
         "_delivered",
         "_pending",
+        "_send_lock",
         "_token",
         "_unroutable",
         "_withheld",
         "family",
         "local_address",
-        "send_lock",
         "sock",
     )
 
     def __init__(self, sock: socket.socket) -> None:
+        #: The mux's UDP socket, which its task reads: the application does not read it.
         self.sock = sock
+        #: The socket's address family (``socket.AF_INET`` or ``socket.AF_INET6``).
         self.family = sock.family
         host, port = sock.getsockname()[:2]
         #: The address and port the mux is bound to, which is every agent's host candidate.
@@ -197,7 +199,7 @@ class UdpMux:
         self._token: trio.lowlevel.TrioToken | None = None  # (the run it opened in)
         # The sends waiting for the socket to take a datagram take turns (one task at a time
         # may wait on a socket in trio).
-        self.send_lock: trio.Lock | None = None
+        self._send_lock: trio.Lock | None = None
         # STUN, for the agents' server-reflexive candidates (see _server_reflexive): the
         # mux's transactions in flight, the question to each server, and the answers kept
         # (each with the time it came).
@@ -661,9 +663,9 @@ class MuxTransport:
                     self.hooks.refused(exc, self.local_address, address)
                 return
             mux = self.mux
-            lock = mux.send_lock
+            lock = mux._send_lock
             if lock is None:
-                lock = mux.send_lock = trio.Lock()
+                lock = mux._send_lock = trio.Lock()
             waiting = self.waiting
             if waiting is None:
                 waiting = self.waiting = set()
