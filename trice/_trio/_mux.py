@@ -175,7 +175,7 @@ class UdpMux:
     )
 
     def __init__(self, sock: socket.socket) -> None:
-        #: The mux's UDP socket, which its task reads: the application does not read it.
+        #: The mux's UDP socket, which its task reads (the application does not read it).
         self.sock = sock
         #: The socket's address family (``socket.AF_INET`` or ``socket.AF_INET6``).
         self.family = sock.family

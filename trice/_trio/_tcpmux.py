@@ -86,8 +86,8 @@ class TcpMux:
     )
 
     def __init__(self, sock: socket.socket) -> None:
-        #: The mux's listening TCP socket, which its task accepts on: the application does
-        #: not use it.
+        #: The mux's listening TCP socket, which its task accepts on (the application does
+        #: not use it).
         self.sock = sock
         host, port = sock.getsockname()[:2]
         #: The address and port the mux listens on, which is every agent's passive candidate.
