@@ -9,7 +9,6 @@ from collections.abc import Generator, Iterator
 
 import hypothesis
 import pytest
-from _pytest.outcomes import Skipped
 
 from coturn import Coturn, require_turnserver, run_coturn
 from peers.harness import PeerUnavailable, pion_binary
@@ -51,11 +50,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _the_skip(group: BaseException | None) -> Skipped | None:
+def _the_skip(group: BaseException | None) -> BaseException | None:
     """The one ``pytest.skip`` in an exception group, if it holds nothing else."""
     while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
         group = group.exceptions[0]
-    return group if isinstance(group, Skipped) else None
+    return group if isinstance(group, pytest.skip.Exception) else None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -66,7 +65,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     at a line of pytest's)."""
     try:
         return (yield)
-    except Skipped as exc:
+    except pytest.skip.Exception as exc:
         skip = None if exc.msg else _the_skip(exc.__context__)
         if skip is not None:
             raise skip from None

@@ -53,7 +53,7 @@ def room_for_a_flood(sock: socket.socket, size: int = 1 << 22) -> None:
     except OSError:  # (not root, or not Linux)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
-        import pytest  # (loopback is also imported by the peers' scripts, without pytest)
+        import pytest  # (here only: the bench scripts import loopback too)
 
         pytest.skip(
             f"needs a receive buffer of {size >> 20} MiB: root, or net.core.rmem_max raised"
