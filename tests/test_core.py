@@ -4319,6 +4319,28 @@ def test_a_mapped_address_naming_a_relayed_candidate_of_another_socket_is_a_lie(
     assert a.core._local_for_mapped(relayed, ("203.0.113.5", 50000)) is relay
 
 
+@pytest.mark.parametrize("relay_first", [True, False])
+def test_a_checks_own_srflx_at_a_relays_address_is_found_whatever_came_first(
+    relay_first: bool,
+) -> None:
+    """The agent and its TURN server behind one NAT that maps the host socket to the very
+    address a relay allocation got (the srflx and the relayed candidate are equal): the
+    answer to a direct check naming that address names the socket's own srflx, which the
+    pair takes, whichever candidate was gathered first (the relay's rule above stopped the
+    search before the srflx when the TURN server answered first: the p43pass review)."""
+    _, a, b = two_agents(want=False)
+    host = make_candidate("10.0.0.1", 50000)
+    public = ("198.51.100.1", 50000)
+    relay = relay_candidate(public, public, "turn:3478")
+    srflx = srflx_candidate(host, public, "stun:3478")
+    a.core.add_local_candidate(host, 10)
+    for candidate, base in [(relay, 11), (srflx, 10)][:: 1 if relay_first else -1]:
+        a.core.add_local_candidate(candidate, base)
+    remote = b.signalled[0]
+    direct = Pair(host, remote, 10, compute_pair_priority(host, remote, True))
+    assert a.core._local_for_mapped(direct, public) is srflx
+
+
 def test_consent_checks_keep_the_selected_pairs_round_trip_current() -> None:
     delay = [0.01]
     net, a, b = two_agents(latency=lambda packet: delay[0])

@@ -2213,6 +2213,7 @@ class AgentCore:
         protocol = local.protocol  # (a UDP and a TCP socket may share a port number)
         nohost = self.nohost
         found = None
+        lie = False
         for candidate, base in self.local_candidates:
             if (candidate.address, candidate.port) == mapped and candidate.protocol == protocol:
                 if nohost and candidate.type is CandidateType.HOST:
@@ -2220,14 +2221,17 @@ class AgentCore:
                     # which is, stands for it; the peer ranks the pair by that one.)
                     continue
                 if base == pair.base:
-                    return candidate
+                    return candidate  # (whatever else was gathered at that address first)
                 if CandidateType.RELAY in (candidate.type, local.type):
-                    return pair.valid_local or local  # (a lie: see above)
+                    lie = True  # (see above; the base's own may still come)
+                    continue
                 if candidate.tcp_type is not local.tcp_type:
                     continue  # (a listener's, named for a connection we opened: a lie)
                 # (Another socket's: two private addresses that a 1:1 NAT's one public
                 # address stands for, each in its host candidate's place, share it.)
                 found = found or candidate
+        if lie:
+            return pair.valid_local or local
         if found is not None:
             return found
         if no_destination(address):
