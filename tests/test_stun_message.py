@@ -304,6 +304,13 @@ def test_attribute_round_trip(attr: stun.Attribute) -> None:
         stun.ErrorCode(200, "OK?"),
         stun.RequestedTransport(256),
         stun.Username("\ud800"),  # a lone surrogate that surrogateescape cannot encode
+        # Values of another type than the attribute's (the misuse44 review: AttributeError).
+        stun.Username(None),  # type: ignore[arg-type]
+        stun.Realm(b"bytes"),  # type: ignore[arg-type]
+        stun.Nonce(123),  # type: ignore[arg-type]
+        stun.Software(b"trice"),  # type: ignore[arg-type]
+        stun.AlternateDomain(None),  # type: ignore[arg-type]
+        stun.Data("text"),  # type: ignore[arg-type]
     ],
     ids=repr,
 )

@@ -1948,6 +1948,14 @@ def test_idle_close_and_bad_arguments() -> None:
         TurnClient(USER, PASSWORD, reliable=False, lifetime=0)
     with pytest.raises(ValueError, match="control"):
         TurnClient(USER, "bad\u0007", reliable=False)
+    # Not text: refused here, not by on_server_data at the 401 (which never raises).
+    for bad in (None, 123, b"user"):
+        with pytest.raises(TypeError, match="username must be a str"):
+            TurnClient(bad, PASSWORD, reliable=False)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="password must be a str"):
+            TurnClient(USER, bad, reliable=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="software must be a str"):
+        TurnClient(USER, PASSWORD, reliable=False, software=b"trice")  # type: ignore[arg-type]
 
 
 # --- robustness -----------------------------------------------------------------------------

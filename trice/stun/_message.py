@@ -370,9 +370,12 @@ class Message:
                 t = a.type
             try:
                 value = a._encode(tid)
+                if value.__class__ is not bytes:  # (text given for bytes: str.encode spared)
+                    raise TypeError(f"a value of bytes, not {type(value).__name__}")
                 n = len(value)
                 append(tl(t, n))
-            except (struct.error, OverflowError, TypeError) as exc:
+            except (struct.error, OverflowError, TypeError, AttributeError) as exc:
+                # (AttributeError: a value of another type, such as bytes for text.)
                 raise ValueError(f"cannot encode {a!r}: {exc}") from exc
             append(value)
             if n & 3:

@@ -137,6 +137,11 @@ class TurnClient:
         queue_limit: datagrams per peer IP held while its permission is pending.
         software: a SOFTWARE attribute for requests (fewer than 128 characters), or ``None``.
         new_transaction_id: where transaction IDs come from (tests pass a deterministic one).
+
+    Raises:
+        TypeError: the user name, password or software is not a ``str``.
+        ValueError: no key can be made of the password, or the lifetime, queue limit or
+            software is out of its bounds.
     """
 
     def __init__(
@@ -152,6 +157,11 @@ class TurnClient:
         software: str | None = None,
         new_transaction_id: Callable[[], bytes] = stun.new_transaction_id,
     ) -> None:
+        for name, text in (("username", username), ("password", password)):
+            if not isinstance(text, str):  # (else a 401's answer fails in on_server_data)
+                raise TypeError(f"{name} must be a str, not {type(text).__name__}")
+        if software is not None and not isinstance(software, str):
+            raise TypeError(f"software must be a str or None, not {type(software).__name__}")
         if not 0 < lifetime <= 0xFFFFFFFF:
             raise ValueError(f"lifetime must be a positive number of seconds, not {lifetime!r}")
         if queue_limit < 0:
