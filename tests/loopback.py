@@ -226,27 +226,32 @@ def peer_check(
 class MostPerStep(trio.abc.Instrument):
     """The most datagrams ``transport`` delivered within one task step (``most``), and in
     all (``total``): an instrument, added with ``trio.lowlevel.add_instrument``.  It counts
-    by wrapping the transport's handler, ``attribute`` (a UDP mux share's is ``deliver``);
-    each delivery moves ``clock`` on by ``cost`` seconds, if given (a slow machine, in
-    virtual time)."""
+    by wrapping the transport's handler, ``attribute`` (a UDP mux share's is ``deliver``),
+    or, with ``held``, what an ICE-TCP transport hands over or holds (``_hand_over``: its
+    connections that no answer proved yet hold their data); each datagram moves ``clock``
+    on by ``cost`` seconds, if given (a slow machine, in virtual time)."""
 
     def __init__(
         self,
         transport: Any,
         *,
         attribute: str = "_deliver",
+        held: bool = False,
         clock: trio.testing.MockClock | None = None,
         cost: float = 0.0,
     ) -> None:
         self.count = self.most = self.total = 0
+        if held:
+            attribute = "_hand_over"
         deliver = getattr(transport, attribute)
 
-        def counted(*args: object) -> None:
-            self.count += 1
-            self.total += 1
+        def counted(*args: Any) -> object:
+            n = len(args[1]) if held else 1  # (_hand_over's: a list of datagrams)
+            self.count += n
+            self.total += n
             if clock is not None:
-                clock.jump(cost)
-            deliver(*args)
+                clock.jump(cost * n)
+            return deliver(*args)
 
         setattr(transport, attribute, counted)
 

@@ -18,9 +18,10 @@ import trice
 from trice import stun
 from trice._trio import _tcp
 from trice._trio._tcp import TcpTransport
+from trice._trio._transport import READ_BATCH
 from trice.ice._framing import FrameReader, frame
 
-from loopback import tcp_connection, tcp_transport
+from loopback import MostPerStep, tcp_connection, tcp_transport
 
 Address = tuple[str, int]
 PASSIVE = trice.TcpType.PASSIVE
@@ -43,6 +44,12 @@ def _binding_request() -> bytes:
         stun.MessageClass.REQUEST,
         attributes=[stun.Username("abcd:efgh"), stun.Priority(1)],
     )
+    return message.encode(integrity_key=b"k" * 22, fingerprint=True)
+
+
+def _binding_success() -> bytes:
+    """An answer to a check of the agent's (the transport knows it for STUN)."""
+    message = stun.Message(stun.Method.BINDING, stun.MessageClass.SUCCESS)
     return message.encode(integrity_key=b"k" * 22, fingerprint=True)
 
 
@@ -82,7 +89,7 @@ def test_at_the_cap_a_connection_a_tcp_mux_hands_over_replaces_the_oldest_unprov
     with socket.socket() as a, socket.socket() as b, socket.socket() as c:
         assert transport.adopt(a, ("127.0.0.1", 5001), b"")
         assert transport.adopt(b, ("127.0.0.1", 5002), b"")
-        transport.prove(("127.0.0.1", 5002))
+        transport.prove(("127.0.0.1", 5002), answered=False)
         assert transport.adopt(c, ("127.0.0.1", 5003), b"")
         assert sorted(transport._links) == [("127.0.0.1", 5002), ("127.0.0.1", 5003)]
         assert (counters.accepted, counters.refused) == (3, 1)
@@ -252,6 +259,79 @@ def test_dropping_data_keeps_the_rest_of_a_frame_begun() -> None:
     transport.drop_data()
     assert bytes(link.pending) == begun[4:]
     transport._links.clear()
+
+
+async def test_a_peer_connections_data_waits_for_an_answer_over_it_and_keeps_its_order() -> None:
+    """Over a connection a peer opened, the check that came over it is handed over, but the
+    data behind it waits until the peer answers a check of the agent's over it (``prove``
+    with ``answered``, as the agent does when the answer is handed over: a check accepted
+    is not enough, a stranger may have copied it), and then goes, in its order, before
+    what came behind the answer, in turns of ``READ_BATCH`` at most (the suspects43
+    review)."""
+    delivered: list[bytes] = []
+    transport = tcp_transport(PASSIVE)
+    check, answer = _binding_request(), _binding_success()
+    held = [b"%d" % i for i in range(100)] + [b""]
+
+    def deliver(_: object, datagram: bytes, address: Address) -> None:
+        delivered.append(datagram)
+        if datagram == answer:
+            transport.prove(address, answered=True)
+
+    transport._deliver = deliver
+    with tcp_connection() as (far, near):
+        address = far.getsockname()[:2]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.adopt(near, address, b"")
+            steps = MostPerStep(transport)
+            trio.lowlevel.add_instrument(steps)
+            far.sendall(frame(check) + b"".join(frame(datagram) for datagram in held))
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert delivered == [check]
+            transport.prove(address, answered=False)  # (the check accepted)
+            far.sendall(frame(answer) + frame(b"after"))
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert delivered == [check, answer, *held, b"after"]
+            trio.lowlevel.remove_instrument(steps)
+            assert steps.most <= READ_BATCH
+            far.sendall(frame(b"later"))
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert delivered[-1] == b"later"
+            transport.close()
+
+
+@pytest.mark.parametrize(
+    ("size", "count"),
+    [(_tcp.HOLD_LIMIT // 2, 2), (0, _tcp.HOLD_DATAGRAMS)],
+    ids=["bytes", "datagrams"],
+)
+async def test_data_held_past_its_limit_or_on_a_connection_closed_unanswered_is_counted(
+    size: int, count: int
+) -> None:
+    """At most ``HOLD_LIMIT`` bytes and ``HOLD_DATAGRAMS`` datagrams (empty ones cost no
+    bytes) wait for the answer; one past either is dropped and counted, and so is what
+    waited on a connection that closed unanswered (in ``unknown_source_dropped``): none of
+    it is handed over."""
+    delivered: list[bytes] = []
+    counters = _tcp.TcpCounters()
+    transport = tcp_transport(PASSIVE, delivered=delivered, counters=counters)
+    check = _binding_request()
+    with tcp_connection() as (far, near):
+        address = far.getsockname()[:2]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.adopt(near, address, b"")
+            far.sendall(frame(check) + b"".join(frame(bytes(size)) for _ in range(count + 1)))
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            transport.prove(address, answered=False)
+            assert counters.unanswered == 1  # (the one past the limit)
+            transport.drop(address, transport.link_to(address))
+            assert counters.unanswered == count + 1
+            transport.close()
+    assert delivered == [check]
 
 
 # -- connections and ICE's generations -------------------------------------------------------

@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.lowlevel
+from tcp_peer import FramedPeer
 
 import trice
 from trice import stun
 from trice._trio import _tcp
+from trice.ice._framing import frame
 
 from loopback import connect_both, loopback_config, mux_in_a_task, open_fds
 
@@ -250,3 +252,52 @@ async def test_leaving_closes_the_mux_and_every_connection_it_held() -> None:
                 await trio.lowlevel.checkpoint()
     raw.close()
     assert open_fds() <= before
+
+
+async def test_a_stranger_copying_the_peers_check_to_its_own_connection_gets_no_data_in() -> None:
+    """A stranger saw the client's check go by (signed with the server's password, it can
+    be sent again as it is), sends the copy to the mux over a connection of its own (it is
+    answered: the copy is authentic), and data behind it.  The server takes none of that
+    data as the client's: it is held until an answer to the server's own check over that
+    connection, signed with the client's password, which the stranger cannot give.  The
+    mux checked the first frame only, and the agent took the data of any connection a
+    check came over (the suspects43 review)."""
+    async with (
+        trice.open_tcp_mux("127.0.0.1") as mux,
+        _server_and_client(mux) as (server, on_server, on_client),
+    ):
+        remote = server.remote_parameters
+        assert remote is not None
+        check = stun.Message(
+            stun.Method.BINDING,
+            stun.MessageClass.REQUEST,
+            attributes=(
+                stun.Username(f"{server.local_parameters.ufrag}:{remote.ufrag}"),
+                stun.Priority(1_845_494_015),
+                stun.IceControlling(0x1234),
+            ),
+        ).encode(integrity_key=stun.short_term_key(server.local_parameters.pwd), fingerprint=True)
+        before = server.statistics()
+        stranger = await FramedPeer.connect(mux.local_address)
+        try:
+
+            async def answered() -> None:  # (the server read all that came before)
+                with trio.fail_after(5):
+                    while True:
+                        datagram = await stranger.receive()
+                        assert datagram is not None, "the server closed the connection"
+                        if stun.decode(datagram).message_class is stun.MessageClass.SUCCESS:
+                            return
+
+            await stranger.send_raw(frame(check))
+            await answered()
+            await stranger.send_raw(frame(b"INJECTED by a stranger") + frame(check))
+            await answered()
+            await on_client.send(b"from the peer")
+            with trio.fail_after(5):
+                assert await on_server.receive() == b"from the peer"
+            after = server.statistics()
+            assert after.datagrams_received == before.datagrams_received + 1
+            assert after.tcp_accepted == before.tcp_accepted + 1  # (the stranger's)
+        finally:
+            await stranger.aclose()

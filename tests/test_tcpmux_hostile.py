@@ -574,7 +574,7 @@ async def test_a_connection_a_tcp_mux_hands_over_delivers_no_more_in_a_step_than
     datagrams, in one step (the suspects41c review)."""
     async with _mux_agent_and_peer() as (mux, agent, peer):
         share = _share(mux, agent)
-        steps = MostPerStep(share)
+        steps = MostPerStep(share, held=True)  # (the peer answers no check: its data held)
         flood = frame(_for(agent)) + b"\x00\x00" * (4 * 32768)
         await _flooded(peer, flood, steps, within=30)
         assert steps.most <= READ_BATCH
@@ -591,7 +591,7 @@ async def test_a_check_over_a_flooded_connection_reads_it_only_to_give_up(
     taken past the next RTOs, read again at each of them with no turn between: 115,305
     datagrams in one step (the flakes5 review; under load the test above failed so)."""
     async with _mux_agent_and_peer() as (mux, agent, peer):
-        steps = MostPerStep(_share(mux, agent), clock=autojump_clock, cost=1e-4)
+        steps = MostPerStep(_share(mux, agent), held=True, clock=autojump_clock, cost=1e-4)
         flood = frame(_for(agent)) + b"\x00\x00" * (4 * 32768)
         await _flooded(peer, flood, steps, within=600)
         assert steps.most <= READ_BATCH
@@ -613,7 +613,7 @@ async def test_a_check_crossed_over_a_flooded_connection_reads_it_no_sooner(
                 assert datagram is not None
                 if stun.decode(datagram).message_class is stun.MessageClass.REQUEST:
                     break
-        steps = MostPerStep(_share(mux, agent), clock=autojump_clock, cost=1e-4)
+        steps = MostPerStep(_share(mux, agent), held=True, clock=autojump_clock, cost=1e-4)
         flood = frame(_for(agent, nominate=True)) + b"\x00\x00" * (4 * 32768)
         await _flooded(peer, flood, steps, within=600)
         assert steps.most <= READ_BATCH

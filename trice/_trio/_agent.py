@@ -138,7 +138,11 @@ class AgentStatistics:
         datagrams_dropped: data datagrams dropped because the receive buffer was full, or
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
             routes the peer's address to a failed agent no more, and counts it there).
-        unknown_source_dropped: data datagrams from addresses that are no remote candidate.
+        unknown_source_dropped: data datagrams from addresses that are no remote candidate;
+            and over a TCP connection a peer opened, data held until the peer answered a
+            check of the agent's over it (64 KiB at most) that it never answered, or past
+            that much (a stranger may copy the peer's first check to a connection of its
+            own, but cannot answer one).
         malformed_dropped: packets that looked like STUN but did not decode, or were longer
             than 2048 bytes (no check is: a longer message is not read, even a signed one).
         stun_received: STUN messages received, of every method and class (other than a
@@ -493,7 +497,7 @@ class Agent:
             datagrams_sent=sent[0],
             bytes_sent=sent[1],
             datagrams_dropped=self._buffer.dropped,
-            unknown_source_dropped=self._unknown_source,
+            unknown_source_dropped=self._unknown_source + tcp.unanswered,
             malformed_dropped=self._malformed,
             stun_received=self._stun_received,
             checks_sent=core.checks_sent,
@@ -2204,8 +2208,9 @@ class Agent:
                     # (A connection the peer opened stays once a check over it is accepted
                     # and a pair stands for it: one past the cap, or from a passive
                     # candidate's port, answered all the same, is closed unproven, as one
-                    # that never checked.)
-                    transport.prove(source)
+                    # that never checked.  Its data is held till the peer answers a check of
+                    # ours over it, but by an ICE-lite agent, which sends none.)
+                    transport.prove(source, answered=core.local.lite)
                 transport.send_nowait(response, source)
             self._pump(now)
             return

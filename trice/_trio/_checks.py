@@ -91,7 +91,7 @@ class CheckRun:
             if isinstance(transport, TcpTransport):
                 # (An answer of this generation's over the connection: its path now, which
                 # an end fails, not one kept from before a restart.)
-                transport.prove(source)
+                transport.prove(source, answered=True)
             self.settled = True
             self.wake()
             agent._pump(now)

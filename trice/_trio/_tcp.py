@@ -18,7 +18,12 @@ Limits, against a peer that does not play along: at most ``max_links`` connectio
 candidate (``AgentConfig.max_pairs``: one a pair), of which a new one a peer opens takes the
 place of the oldest one not yet proven; a connection a peer opened must carry a check the
 agent accepts (authenticated, for this agent) within :data:`PROVE_WITHIN` seconds, or it is
-closed; at most :data:`LINK_BUFFER` bytes of data wait to be written per connection (beyond,
+closed; and its data is held (at most :data:`HOLD_DATAGRAMS` datagrams, :data:`HOLD_LIMIT`
+bytes) until the peer answers a check
+of the agent's over it, signed with the peer's password: a check that came over it proves
+nothing of who sent it (a stranger who saw the peer's first check go by may copy it to a
+connection of its own), and the peer's own data that overtook that answer goes on with it.
+At most :data:`LINK_BUFFER` bytes of data wait to be written per connection (beyond,
 a datagram is dropped, as a full UDP socket drops it, or a send waits), and as much again of
 STUN, which is never dropped for data's sake.
 
@@ -47,6 +52,7 @@ from trice._trio._log import logger
 from trice._trio._transport import (
     BINDING_REQUEST,
     READ_BATCH,
+    STUN_MAGIC,
     Address,
     cap_retransmissions,
     low_water,
@@ -57,6 +63,8 @@ from trice.stun import is_stun, peek_type
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "HOLD_DATAGRAMS",
+    "HOLD_LIMIT",
     "LINK_BUFFER",
     "PROVE_WITHIN",
     "TcpCounters",
@@ -67,6 +75,10 @@ __all__ = [
 
 #: Seconds a connection a peer opened has to carry a check that the agent accepts.
 PROVE_WITHIN: Final = 10.0
+#: Datagrams, and bytes, of data held on a connection a peer opened until the peer answers
+#: a check over it (past either, data is dropped).
+HOLD_DATAGRAMS: Final = 256
+HOLD_LIMIT: Final = 64 * 1024
 #: Seconds an active candidate waits for a connection to open.
 CONNECT_TIMEOUT: Final = 5.0
 #: Bytes of data that may wait to be written on one connection (and as many again of STUN).
@@ -84,12 +96,13 @@ class TcpCounters:
     """What an agent's passive candidates saw (kept by the agent, so that they outlast the
     transports): see ``AgentStatistics.tcp_accepted``, ``tcp_refused``, ``tcp_unproven``."""
 
-    __slots__ = ("accepted", "refused", "unproven")
+    __slots__ = ("accepted", "refused", "unanswered", "unproven")
 
     def __init__(self) -> None:
         self.accepted = 0
         self.refused = 0
         self.unproven = 0
+        self.unanswered = 0  # (data held and dropped: see _Link.held)
 
 
 class _Link:
@@ -97,9 +110,12 @@ class _Link:
 
     __slots__ = (
         "address",
+        "answered",
         "backlog",
         "closed",
         "epoch",
+        "held",
+        "held_bytes",
         "left",
         "pending",
         "proven",
@@ -122,6 +138,12 @@ class _Link:
         self.left = 0
         self.ready = trio.Event()  # set when there is something to write
         self.proven = proven
+        #: Whether the peer answered a check over the connection (or the agent opened it);
+        #: till then its data is held (see the module's docstring), and its bytes counted.
+        #: What was held goes first once it did (see ``TcpTransport._hand_over``).
+        self.answered = proven
+        self.held: list[bytes] | None = None if proven else []
+        self.held_bytes = 0
         self.closed = False
         self.scope: trio.CancelScope | None = None
         #: The connection's frame reader, once its reader task reads the socket (see
@@ -370,14 +392,17 @@ class TcpTransport:
         if link is not None and self._links.get(address) is link:
             self._close_link(link, tell=tell)
 
-    def prove(self, address: Address) -> None:
+    def prove(self, address: Address, *, answered: bool) -> None:
         """A check of this ICE generation went over the connection to ``address`` (the
-        agent accepted one that came over it, or an answer to one of its own): the
-        connection is proven, and of this generation (the check had its credentials)."""
+        agent accepted one that came over it, or, ``answered``, an answer to one of its
+        own): the connection is proven, and of this generation (the check had its
+        credentials).  An answer also shows the peer at its end: the data held till then
+        goes to the agent (next, see :meth:`_hand_over`)."""
         link = self._links.get(address)
         if link is not None:
             link.proven = True
             link.epoch = self._epoch
+            link.answered = link.answered or answered
 
     # ------------------------------------------------------------------ tasks
 
@@ -572,11 +597,52 @@ class TcpTransport:
                 if start:
                     datagrams = datagrams[start:]
             budget -= len(datagrams)
-            for datagram in datagrams:
-                deliver(self, datagram, address)
-                if link.closed:
-                    return _ENDED
+            if link.held is None:
+                for datagram in datagrams:
+                    deliver(self, datagram, address)
+                    if link.closed:
+                        return _ENDED
+            elif not self._hand_over(link, datagrams):
+                return _ENDED
         return _BATCH
+
+    def _hand_over(self, link: _Link, datagrams: list[bytes]) -> bool:
+        """Hand ``datagrams`` of ``link`` to the agent; or, till the peer answered a check
+        over it, its STUN only, holding its data (see ``_Link.answered``).  Once it did,
+        what was held goes first: it and the rest take the place of ``link.backlog``, which
+        ``_take`` hands over in turns, as any.  False once the link closed."""
+        deliver = self._deliver
+        address = link.address
+        for i, datagram in enumerate(datagrams):
+            held = link.held
+            if held is not None:
+                if link.answered:
+                    self._unhold(link, held, datagrams[i:])
+                    return True
+                if not (datagram[:1] < b"\x04" and datagram[4:8] == STUN_MAGIC):
+                    size = len(datagram)
+                    if len(held) < HOLD_DATAGRAMS and link.held_bytes + size <= HOLD_LIMIT:
+                        held.append(datagram)
+                        link.held_bytes += size
+                    else:
+                        self.counters.unanswered += 1
+                    continue
+            deliver(self, datagram, address)
+            if link.closed:
+                return False
+            if held is not None and link.answered:  # (that was the answer)
+                self._unhold(link, held, datagrams[i + 1 :])
+                return True
+        return True
+
+    @staticmethod
+    def _unhold(link: _Link, held: list[bytes], rest: list[bytes]) -> None:
+        backlog = link.backlog
+        if backlog is not None:
+            rest = rest + backlog[0][backlog[1] :]
+        link.held = None
+        link.held_bytes = 0
+        link.backlog = (held + rest, 0)
 
     def read_waiting(self, address: Address) -> None:
         """Take what the connection to ``address`` already holds, now, as its reader would
@@ -593,12 +659,11 @@ class TcpTransport:
             # came: the reader, which may be waiting for the socket to hold more, would not
             # wake for it (a cancel scope to wake it, around each of its waits, cost a third
             # of ICE-TCP's throughput).
-            link.backlog = None
-            datagrams, start = backlog
-            for datagram in datagrams[start:]:
-                self._deliver(self, datagram, address)
-                if link.closed:
-                    return
+            while backlog is not None and not link.closed:
+                link.backlog = None
+                datagrams, start = backlog
+                self._hand_over(link, datagrams[start:])
+                backlog = link.backlog  # (what was held, once an answer came among them)
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
         pending, urgent = link.pending, link.urgent
@@ -700,6 +765,9 @@ class TcpTransport:
         link.closed = True
         link.pending.clear()
         link.urgent.clear()
+        if link.held:
+            self.counters.unanswered += len(link.held)
+            link.held = None
         if self._links.get(link.address) is link:
             del self._links[link.address]
         self.wake()
