@@ -17,7 +17,7 @@ import trice
 from trice._trio._connection import _STREAK, Connection, ReceiveBuffer
 from trice._trio._transport import STUN_MAGIC, UdpTransport
 
-from loopback import connect_both, gathered_pair, loopback_config, signal
+from loopback import connect_both, gathered_pair, loopback_config, signal, until
 
 
 def test_the_receive_buffer_holds_its_size_and_counts_what_it_drops() -> None:
@@ -225,3 +225,45 @@ async def test_after_a_backlog_is_read_a_receive_reads_one_datagram_again() -> N
             for i in range(100):
                 assert await cb.receive() == b"backlog %d" % i
             await _a_burst_is_read_one_datagram_a_read(ca, cb)
+
+
+@pytest.mark.parametrize(
+    ("readers", "count"),
+    [("one", 30), ("two", 30), ("receive_nowait", 30), ("one", 150)],
+    ids=["one receiver", "two receivers", "a reader that takes all", "one behind a backlog"],
+)
+async def test_receivers_that_read_in_a_batch_leave_what_the_buffer_has_no_room_for(
+    readers: str, count: int
+) -> None:
+    """Tasks wait in receive (``receive_buffer`` 4) when a burst comes that the kernel
+    holds: all of it reaches them, none dropped.  A receive that reads a batch (others wait
+    with it, the data guide's reader that takes the rest with receive_nowait, a loop behind
+    a backlog) stops when the buffer is full, and leaves the rest in the kernel till they
+    come back; it read on and dropped what the buffer had no room for (the data45 review:
+    4 of 30 received)."""
+    async with gathered_pair(loopback_config(), loopback_config(receive_buffer=4)) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        got: list[bytes] = []
+
+        async def read() -> None:
+            while True:
+                got.append(await cb.receive())
+                while readers == "receive_nowait":
+                    try:
+                        got.append(cb.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2 if readers == "two" else 1):
+                nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(count):
+                assert ca.send_nowait(b"burst %d" % i)
+            await until(lambda: len(got) + b.statistics().datagrams_dropped >= count, 5)
+            nursery.cancel_scope.cancel()
+        stats = b.statistics()
+        assert stats.kernel_dropped in (0, None)  # (the kernel held the burst)
+        assert (len(got), stats.datagrams_dropped) == (count, 0)
+        assert sorted(got) == sorted(b"burst %d" % i for i in range(count))

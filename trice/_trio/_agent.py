@@ -2026,7 +2026,7 @@ class Agent:
         self._bases_made += 1
         return base
 
-    def _drain(self, transport: UdpTransport, one: bool = False) -> bool:
+    def _drain(self, transport: UdpTransport, one: bool = False, receiving: bool = False) -> bool:
         """Read what one socket holds: STUN to the core, data from known remotes to the
         receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
@@ -2040,6 +2040,12 @@ class Agent:
         datagrams one at a time reads the next when it comes back, and reading on would
         cost a failed read (a system call and an exception) for each datagram that arrives
         on its own.
+
+        With ``receiving`` (a task blocked in :meth:`Connection.receive` reads), it stops
+        when the receive buffer is full, and leaves the rest in the kernel: that task, and
+        those waiting with it, take what was read, and come back for more.  (Read on, it
+        was dropped, though they were there to take it.)  The socket's reader reads on, and
+        drops: nobody may come back.
         """
         recv = transport.sock.recvfrom
         buffer = self._buffer
@@ -2053,6 +2059,9 @@ class Agent:
         empty = True
         try:
             for _ in range(READ_BATCH):
+                if receiving and queue is not None and len(queue) >= maxlen:
+                    empty = False  # (more may wait: see above)
+                    break
                 try:
                     data, source = recv(65536)
                 except (BlockingIOError, InterruptedError):

@@ -554,7 +554,7 @@ class Connection(trio.abc.Channel[bytes]):
         nothing queued.  With ``one``, reading stops at the first data datagram (unless
         others wait to receive too, who get a batch)."""
         buffer = self._buffer
-        if self._agent._drain(transport, one and not buffer.lot) and not one:
+        if self._agent._drain(transport, one and not buffer.lot, receiving=True) and not one:
             self._streak = 0  # the backlog is read: one at a time again
         self._check_closed()
         queue = buffer.queue
