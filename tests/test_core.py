@@ -829,6 +829,28 @@ def test_a_check_awaits_its_answer_until_a_signed_one_comes() -> None:
     assert not core.awaits_answer(tid)
 
 
+def test_a_consent_check_past_its_rto_awaits_its_answer_until_a_signed_one_comes() -> None:
+    """The same for a consent check whose RTO passed (on a path slower than the RTO every
+    answer comes late, and is taken: see ``_keep_late``): a stranger's unsigned answer
+    leaves it awaiting the peer's, which ends it.  (Were it not awaited, a UDP mux ended
+    its answer route at the stranger's, and dropped the peer's late answer, from an address
+    two agents proved, as ambiguous: the mutants10 review.)"""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), max_time=2.0)
+    net.run_for(3.0)
+    net.drop_all()  # (every answer late from here: none comes in time)
+    net.run_until(lambda: any(c.consent for _, c in a.timeouts), max_time=net.now + 20.0)
+    late = [c for _, c in a.timeouts if c.consent and c.pair is a.core.selected][-1]
+    now, key = net.now, stun.short_term_key(b.core.local.pwd)
+    assert a.core.awaits_answer(late.transaction_id)
+    unsigned = stun.decode(_reply(late, None))
+    assert not a.core.on_late_response(unsigned, late.destination, now, base=late.base)
+    assert a.core.awaits_answer(late.transaction_id)
+    signed = stun.decode(_reply(late, key))
+    assert a.core.on_late_response(signed, late.destination, now, base=late.base)
+    assert not a.core.awaits_answer(late.transaction_id)
+
+
 def test_peer_reflexive_local_candidates_no_pair_stands_on_go() -> None:
     """A peer that flips the agent's role again and again (RFC 8445 §7.3.1.1: the agent
     takes control and nominates its selected pair anew, then gives it back) and answers
@@ -4317,6 +4339,16 @@ def test_a_mapped_address_naming_a_relayed_candidate_of_another_socket_is_a_lie(
     assert a.core._local_for_mapped(direct, ("203.0.113.5", 50000)) is host
     assert a.core._local_for_mapped(direct, ("192.0.2.10", 7000)) is host
     assert a.core._local_for_mapped(relayed, ("203.0.113.5", 50000)) is relay
+    # A relayed check answered as from another relay (a second allocation) keeps its own.
+    other = relay_candidate(("203.0.113.5", 50002), ("192.0.2.10", 7002), "turn:3478")
+    a.core.add_local_candidate(other, 12)
+    assert a.core._local_for_mapped(relayed, ("203.0.113.5", 50002)) is relay
+    # A direct pair that learned the NAT's mapping keeps that peer-reflexive candidate (the
+    # host one, which the peer never saw, would rank it: the mutants10 review).
+    prflx = a.core._local_for_mapped(direct, ("198.51.100.7", 40000))
+    assert prflx.type is CandidateType.PRFLX
+    direct.valid_local = prflx
+    assert a.core._local_for_mapped(direct, ("203.0.113.5", 50000)) is prflx
 
 
 @pytest.mark.parametrize("relay_first", [True, False])

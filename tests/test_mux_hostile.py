@@ -1004,13 +1004,53 @@ async def _check_from_a_stranger(
 ) -> bytes:
     """``agent`` (on ``mux``) is given a peer at ``stranger``'s address (ufrag ``e``; more
     candidates may come: ICE does not fail when that pair does) and starts checking: the
-    first check that reaches ``stranger``."""
+    first check of its that reaches ``stranger`` (another agent's checks there skipped)."""
     agent.set_remote_parameters("e", "e" * 22)
     agent.add_remote_candidate(_candidate_at(stranger.getsockname()))
     agent._core.want_connection(agent._now())
     agent._pump(agent._now())
+    wanted = stun.Username(f"e:{agent.local_parameters.ufrag}")
     with trio.fail_after(2):
-        return await stranger.recv(2048)
+        while True:
+            data = await stranger.recv(2048)
+            message = stun.decode(data)
+            request = message.message_class is stun.MessageClass.REQUEST
+            if request and message.get(stun.Username) == wanted:
+                return data
+
+
+async def test_an_agents_check_keeps_its_route_past_a_strangers_unsigned_answer() -> None:
+    """B proved the peer's address; A checks the same peer, and a stranger's unsigned
+    answer with A's check's transaction ID comes first: the peer's signed answer still
+    reaches A, by the route the check left (the agent wires ``MuxHooks.pending`` to its
+    core's ``awaits_answer``).  Unwired, the stranger's answer ended the route, and the
+    real one went by its source, ambiguous (the mutants10 review)."""
+    with (
+        trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as peer,
+        trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as stranger,
+    ):
+        await peer.bind(("127.0.0.1", 0))
+        await stranger.bind(("127.0.0.1", 0))
+        async with (
+            trice.open_udp_mux("127.0.0.1") as mux,
+            trice.open_agent(loopback_config(), controlling=True, mux=mux) as b,
+            trice.open_agent(loopback_config(), controlling=True, mux=mux) as a,
+        ):
+            await a.wait_gathering_complete()
+            await b.wait_gathering_complete()
+            to = mux.local_address
+            b_check = await _check_from_a_stranger(mux, b, peer)
+            await peer.sendto(_answer(b_check, "e" * 22, to), to)
+            await _settle()
+            assert [s.responses_received for s in b.pair_statistics()] == [1]
+            a_check = await _check_from_a_stranger(mux, a, peer)
+            unsigned = stun.decode(a_check).success_response(stun.XorMappedAddress(*to))
+            await stranger.sendto(unsigned.encode(), to)
+            await _settle()
+            assert [s.responses_received for s in a.pair_statistics()] == [0]
+            await peer.sendto(_answer(a_check, "e" * 22, to), to)
+            await _settle()
+            assert [s.responses_received for s in a.pair_statistics()] == [1]
 
 
 async def test_an_answer_from_elsewhere_than_the_check_went_proves_nothing() -> None:

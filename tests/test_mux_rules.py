@@ -233,3 +233,118 @@ def test_a_username_without_a_colon_names_no_agent(mux: UdpMux) -> None:
     mux._route(request, S)
     assert a.got == []
     assert mux.statistics().unroutable == 1
+
+
+# -- claims the mutants10 review found untested (each fails on a mutant of _claim, _let_go
+# or _proved that the rest of the suite let through) ---------------------------------------
+
+
+def test_an_address_taken_from_an_unproven_claim_is_not_the_first_claimers_when_shared(
+    mux: UdpMux,
+) -> None:
+    """An agent whose unproven claim on S another agent's check took (the peer at S
+    moved to the other agent; ``_claim`` drops it from the first's ``claimed``) has no part
+    in S any more.  Here a claims S, b's check takes it, b and c both prove S (ambiguous),
+    and b leaves: S is c's alone, and its data go to c.  Had a kept S in its ``claimed``,
+    ``_let_go`` counted a among S's provers and left S ambiguous: c's peer's data dropped."""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    a.share._claim(b"\x80data", S)  # a sends there first: S is a's, unproven
+    _checked(mux, b)  # b's check takes S and proves it
+    _checked(mux, c)  # c proves it too: both's
+    assert mux._by_source[S] == (None, _ROUND_TRIP)
+    mux._detach(b.share)
+    assert mux._by_source[S] == (c.share, _ROUND_TRIP)
+    c.got.clear()
+    mux._route(b"\x80payload", S)
+    assert c.got == [b"\x80payload"] and a.got == []
+
+
+def test_an_agents_answers_do_not_crowd_out_its_checks_answer_routes(mux: UdpMux) -> None:
+    """Only an agent's checks (Binding requests) are noted for routing their answers
+    by transaction (``_claim``'s docstring).  a and b both proved S (its data and stray
+    answers are dropped as ambiguous); a checks S again, then answers TRANSACTIONS_KEPT of
+    the peer's checks: the answer to a's check still finds a.  Were answers noted too, they
+    crowded the check's route out of the bounded table, and its answer was dropped."""
+    a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
+    _checked(mux, a)
+    _checked(mux, b)
+    assert mux._by_source[S][0] is None
+    request = _request()
+    a.share._claim(request, S)
+    for _ in range(TRANSACTIONS_KEPT):
+        a.share._claim(_success(_request()), S)  # (a answers a check of its peer's)
+    a.got.clear()
+    mux._route(_success(request), S)
+    assert a.got == [_success(request)]
+
+
+def test_an_agent_whose_ice_failed_leaves_an_address_it_shared_to_the_other(
+    mux: UdpMux,
+) -> None:
+    """``MuxTransport.release``, ``UdpMux._let_go``: an agent whose ICE failed (it
+    stays open, on the mux) routes its addresses no more; one that two agents proved goes
+    to the other.  a and b both proved S; a's ICE fails: S is b's, and its data go to b.
+    (Counting a, still on the mux, among S's provers left S ambiguous: b's data dropped.)"""
+    a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
+    _checked(mux, a)
+    _checked(mux, b)
+    a.share.release()
+    assert mux._by_source[S] == (b.share, _ROUND_TRIP)
+    a.got.clear()
+    b.got.clear()
+    mux._route(b"\x80payload", S)
+    assert b.got == [b"\x80payload"] and a.got == []
+
+
+def test_an_address_an_agent_let_go_is_no_longer_counted_as_its(mux: UdpMux) -> None:
+    """What an agent let go (its ICE failed) is gone from its claims for good.  a
+    proved S and its ICE failed; later b and c both prove S (ambiguous), and b leaves: S is
+    c's alone.  (Had a kept S in its ``claimed``, it counted among S's provers: S stayed
+    ambiguous, and c's peer's data were dropped.)"""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    _checked(mux, a)
+    a.share.release()
+    _checked(mux, b)
+    _checked(mux, c)
+    mux._detach(b.share)
+    assert mux._by_source[S] == (c.share, _ROUND_TRIP)
+    c.got.clear()
+    mux._route(b"\x80payload", S)
+    assert c.got == [b"\x80payload"]
+
+
+def test_a_round_trip_left_alone_stays_a_round_trip(mux: UdpMux) -> None:
+    """``_let_go``: the other keeps "the other's own proof".  a and b both proved S by
+    a round trip; a leaves, and S is b's, proved by its round trip.  So an ICE-lite agent c
+    answering a check 'from S' (a check's source may be forged) takes nothing: S's data
+    still go to b.  (Were b's proof lowered to an answer, c's answer made S both's, and b's
+    data were dropped.)"""
+    a, b, c = _Share(mux, "aaaa"), _Share(mux, "bbbb"), _Share(mux, "cccc")
+    c.share.answers_prove = True
+    _checked(mux, a)
+    _checked(mux, b)
+    mux._detach(a.share)
+    c.share._claim(_success(_request()), S)  # c answers a (forged) check from S
+    b.got.clear()
+    mux._route(b"\x80payload", S)
+    assert b.got == [b"\x80payload"] and c.got == []
+
+
+def test_an_answer_outranked_by_anothers_round_trip_is_not_noted(mux: UdpMux) -> None:
+    """``_proved``: an answer leaves an address another agent's round trip proved as
+    it is.  b proved S; c, ICE-lite, answers a check 'from S': c gains no part in S.  So
+    once b leaves, and d and e prove S in turn (both's), e has S alone when d leaves.
+    (Had c's answer been noted in its ``claimed``, c counted among S's provers: S stayed
+    ambiguous, and e's peer's data were dropped.)"""
+    b, c = _Share(mux, "bbbb"), _Share(mux, "cccc")
+    d, e = _Share(mux, "dddd"), _Share(mux, "eeee")
+    c.share.answers_prove = True
+    _checked(mux, b)
+    c.share._claim(_success(_request()), S)
+    mux._detach(b.share)
+    _checked(mux, d)
+    _checked(mux, e)
+    mux._detach(d.share)
+    e.got.clear()
+    mux._route(b"\x80payload", S)
+    assert e.got == [b"\x80payload"] and c.got == []
