@@ -267,6 +267,25 @@ async def _proven(agent: trice.Agent, address: tuple[str, int]) -> _Peer:
     return peer
 
 
+async def _the_peers(agent: trice.Agent, address: tuple[str, int]) -> _Peer:
+    """A connection of the test's peer to ``agent``'s passive candidate, proven, and the
+    agent's own check over it answered (naming its end): the peer's, as far as the agent
+    can tell (see ``_Link.answered``)."""
+    peer = await _Peer.connect(address)
+    await peer.send(_request(agent))
+    with trio.fail_after(2):
+        while True:
+            datagram = await peer.receive()
+            assert datagram is not None, "the agent closed the connection"
+            message = stun.decode(datagram)
+            if message.message_class is _REQUEST:
+                await peer.send(_success(message, peer))
+                break
+    checked = len(agent.pair_statistics())
+    await until(lambda: sum(p.responses_received for p in agent.pair_statistics()) >= checked)
+    return peer
+
+
 async def _fail_by_an_error(agent: trice.Agent, listener: trio.socket.SocketType) -> _Peer:
     """The agent (active, controlling, checking) connects to ``listener``, whose peer
     answers its check with a 400 error: the pair fails at once.  Returns that peer."""
@@ -567,15 +586,16 @@ async def test_the_largest_frame_sent_byte_by_byte_keeps_the_stream_in_step() ->
 
 
 async def test_past_max_pairs_proven_connections_stay_and_a_new_one_is_refused() -> None:
-    """At the cap (max_pairs connections, all proven), a new connection is closed at once
-    and counted; once one of the others closes, its place is free again."""
+    """At the cap (max_pairs connections, all proven, and answered: the peer's), a new
+    connection is closed at once and counted; once one of the others closes, its place is
+    free again."""
     async with trice.open_agent(tcp_config(PASSIVE, max_pairs=2), controlling=False) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
         transport = _transport(agent, PASSIVE)
         address = transport.local_address
-        first = await _proven(agent, address)
-        second = await _proven(agent, address)
+        first = await _the_peers(agent, address)
+        second = await _the_peers(agent, address)
         third = await _Peer.connect(address)
         with trio.fail_after(2):
             assert await third.receive() is None  # closed at once

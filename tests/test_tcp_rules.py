@@ -304,16 +304,19 @@ async def test_a_peer_connections_data_waits_for_an_answer_over_it_and_keeps_its
 
 @pytest.mark.parametrize(
     ("size", "count"),
-    [(_tcp.HOLD_LIMIT // 2, 2), (0, _tcp.HOLD_DATAGRAMS)],
-    ids=["bytes", "datagrams"],
+    [
+        (65_000, _tcp.HOLD_LIMIT // (65_000 + _tcp.HOLD_COST)),
+        (0, _tcp.HOLD_LIMIT // _tcp.HOLD_COST),
+    ],
+    ids=["bytes", "empty datagrams"],
 )
 async def test_data_held_past_its_limit_or_on_a_connection_closed_unanswered_is_counted(
     size: int, count: int
 ) -> None:
-    """At most ``HOLD_LIMIT`` bytes and ``HOLD_DATAGRAMS`` datagrams (empty ones cost no
-    bytes) wait for the answer; one past either is dropped and counted, and so is what
-    waited on a connection that closed unanswered (in ``unknown_source_dropped``): none of
-    it is handed over."""
+    """At most ``HOLD_LIMIT`` bytes wait for the answer, each datagram counting
+    ``HOLD_COST`` more (an empty one is not free); one past them is dropped and counted, and
+    so is what waited on a connection that closed unanswered (in
+    ``unknown_source_dropped``): none of it is handed over."""
     delivered: list[bytes] = []
     counters = _tcp.TcpCounters()
     transport = tcp_transport(PASSIVE, delivered=delivered, counters=counters)

@@ -139,10 +139,9 @@ class AgentStatistics:
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
             routes the peer's address to a failed agent no more, and counts it there).
         unknown_source_dropped: data datagrams from addresses that are no remote candidate;
-            and over a TCP connection a peer opened, data held until the peer answered a
-            check of the agent's over it (64 KiB at most) that it never answered, or past
-            that much (a stranger may copy the peer's first check to a connection of its
-            own, but cannot answer one).
+            and over a TCP connection a peer opened, data held for an answer to a check of
+            the agent's over it that never came, or past what is held (256 KiB, see the
+            ICE-TCP guide).
         malformed_dropped: packets that looked like STUN but did not decode, or were longer
             than 2048 bytes (no check is: a longer message is not read, even a signed one).
         stun_received: STUN messages received, of every method and class (other than a

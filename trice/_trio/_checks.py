@@ -14,6 +14,7 @@ from trice._trio._mux import MuxTransport
 from trice._trio._relay import RelayTransport
 from trice._trio._tcp import TcpTransport, _Link
 from trice._trio._transport import Transport, UdpTransport
+from trice.ice._candidate import CandidateType
 from trice.ice._checklist import PairState
 from trice.ice._core import Check
 
@@ -91,7 +92,7 @@ class CheckRun:
             if isinstance(transport, TcpTransport):
                 # (An answer of this generation's over the connection: its path now, which
                 # an end fails, not one kept from before a restart.)
-                transport.prove(source, answered=True)
+                transport.prove(source, answered=_names_this_end(agent, transport, message))
             self.settled = True
             self.wake()
             agent._pump(now)
@@ -273,4 +274,27 @@ def check_name(check: Check) -> str:
     local, remote = pair.local, pair.remote
     return (
         f"{kind} {host_port(local.address, local.port)} -> {host_port(remote.address, remote.port)}"
+    )
+
+
+def _names_this_end(agent: Agent, transport: TcpTransport, message: stun.Message) -> bool:
+    """Whether an answer over an ICE-TCP connection names this end of it, as the peer saw it
+    (XOR-MAPPED-ADDRESS): the candidate's address, or that of a candidate signalled for it
+    (a 1:1 NAT's public one), which the peer connected to.  Only then does it show the peer
+    at the connection's far end (see ``TcpTransport.prove``): a stranger who passed the
+    agent's check on to the peer, over a path of its own, hands back an answer that names
+    the stranger's address there."""
+    mapped = message.get(stun.XorMappedAddress)
+    if mapped is None:
+        return False
+    address = (mapped.address, mapped.port)
+    if address == transport.local_address:
+        return True
+    base = transport.base
+    return any(
+        (candidate.address, candidate.port) == address
+        and candidate.protocol == "tcp"
+        and candidate.type is not CandidateType.PRFLX
+        for candidate, of in agent._core.local_candidates
+        if of == base
     )

@@ -18,11 +18,13 @@ Limits, against a peer that does not play along: at most ``max_links`` connectio
 candidate (``AgentConfig.max_pairs``: one a pair), of which a new one a peer opens takes the
 place of the oldest one not yet proven; a connection a peer opened must carry a check the
 agent accepts (authenticated, for this agent) within :data:`PROVE_WITHIN` seconds, or it is
-closed; and its data is held (at most :data:`HOLD_DATAGRAMS` datagrams, :data:`HOLD_LIMIT`
-bytes) until the peer answers a check
-of the agent's over it, signed with the peer's password: a check that came over it proves
-nothing of who sent it (a stranger who saw the peer's first check go by may copy it to a
-connection of its own), and the peer's own data that overtook that answer goes on with it.
+closed; and its data is held (at most :data:`HOLD_LIMIT` bytes, each datagram counting
+:data:`HOLD_COST` more) until the peer answers a check of the agent's over it, signed with the
+peer's password and naming the candidate's address as the peer's end of it: a check that came
+over it proves nothing of who sent it (a stranger who saw the peer's first check go by may
+copy it to a connection of its own), nor does an answer that names another address (the
+stranger passed the agent's check on to the peer over a path of its own).  Then the data
+goes to the agent, in its order.
 At most :data:`LINK_BUFFER` bytes of data wait to be written per connection (beyond,
 a datagram is dropped, as a full UDP socket drops it, or a send waits), and as much again of
 STUN, which is never dropped for data's sake.
@@ -63,7 +65,7 @@ from trice.stun import is_stun, peek_type
 
 __all__ = [
     "CONNECT_TIMEOUT",
-    "HOLD_DATAGRAMS",
+    "HOLD_COST",
     "HOLD_LIMIT",
     "LINK_BUFFER",
     "PROVE_WITHIN",
@@ -75,10 +77,13 @@ __all__ = [
 
 #: Seconds a connection a peer opened has to carry a check that the agent accepts.
 PROVE_WITHIN: Final = 10.0
-#: Datagrams, and bytes, of data held on a connection a peer opened until the peer answers
-#: a check over it (past either, data is dropped).
-HOLD_DATAGRAMS: Final = 256
-HOLD_LIMIT: Final = 64 * 1024
+#: Bytes of data held on a connection a peer opened until the peer answers a check over it
+#: (past them, data is dropped): as much as waits to be written (``LINK_BUFFER``); the
+#: peer's data waits for its parameters too, which signalling may bring late (the agent
+#: answers a check before, but checks only after).  Each datagram counts ``HOLD_COST``
+#: bytes more than its length (what Python holds it in, and more: an empty one is not free).
+HOLD_LIMIT: Final = 256 * 1024
+HOLD_COST: Final = 64
 #: Seconds an active candidate waits for a connection to open.
 CONNECT_TIMEOUT: Final = 5.0
 #: Bytes of data that may wait to be written on one connection (and as many again of STUN).
@@ -394,10 +399,11 @@ class TcpTransport:
 
     def prove(self, address: Address, *, answered: bool) -> None:
         """A check of this ICE generation went over the connection to ``address`` (the
-        agent accepted one that came over it, or, ``answered``, an answer to one of its
-        own): the connection is proven, and of this generation (the check had its
-        credentials).  An answer also shows the peer at its end: the data held till then
-        goes to the agent (next, see :meth:`_hand_over`)."""
+        agent accepted one that came over it, or an answer to one of its own): the
+        connection is proven, and of this generation (the check had its credentials).  An
+        answer that names this end of the connection (``answered``) also shows the peer at
+        the far end: the data held till then goes to the agent (next, see
+        :meth:`_hand_over`)."""
         link = self._links.get(address)
         if link is not None:
             link.proven = True
@@ -620,8 +626,8 @@ class TcpTransport:
                     self._unhold(link, held, datagrams[i:])
                     return True
                 if not (datagram[:1] < b"\x04" and datagram[4:8] == STUN_MAGIC):
-                    size = len(datagram)
-                    if len(held) < HOLD_DATAGRAMS and link.held_bytes + size <= HOLD_LIMIT:
+                    size = len(datagram) + HOLD_COST
+                    if link.held_bytes + size <= HOLD_LIMIT:
                         held.append(datagram)
                         link.held_bytes += size
                     else:
@@ -707,9 +713,12 @@ class TcpTransport:
     def _make_room(self, *, refused: bool = True) -> bool:
         """At the cap, a new connection takes the place of the oldest that no accepted check
         has proven yet (counted ``refused``: one a peer opened), or of the oldest of an ICE
-        generation before that no check of this one went over (see restarted): a stranger's
-        idle connections cannot keep the peer out, whose connection is proven by its first
-        check, a round trip after it opens.  Whether one was closed."""
+        generation before that no check of this one went over (see restarted); failing
+        those, of the oldest that the peer answered no check over (see ``_Link.answered``:
+        a check accepted over it may be a stranger's copy of the peer's): a stranger's
+        connections cannot keep the peer out, whose connection is proven by its first check
+        and answered a round trip later (or once its parameters came).  Whether one was
+        closed."""
         epoch, spared = self._epoch, self._spared
         for link in self._links.values():
             if not link.proven or (
@@ -722,6 +731,17 @@ class TcpTransport:
                     self,
                     host_port(*link.address),
                     "unproven" if not link.proven else "of before an ICE restart",
+                )
+                self._close_link(link)
+                return True
+        for link in self._links.values():
+            if not link.answered:
+                if refused:
+                    self.counters.refused += 1
+                logger.debug(
+                    "%r: closed %s, not answered, for a newer connection",
+                    self,
+                    host_port(*link.address),
                 )
                 self._close_link(link)
                 return True
