@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import trio
 
+from trice import stun
 from trice.ice._framing import FrameReader, frame
 
 _P = TypeVar("_P", bound="FramedPeer")
@@ -76,6 +77,16 @@ class FramedPeer:
                 return None
             self._queue.extend(self._reader.feed(data))
         return self._queue.popleft()
+
+    async def answered(self, within: float = 5) -> None:
+        """Read (and drop) what comes until a success answer (to a check of this end's: the
+        agent read all that was sent before it)."""
+        with trio.fail_after(within):
+            while True:
+                datagram = await self.receive()
+                assert datagram is not None, "the agent closed the connection"
+                if stun.decode(datagram).message_class is stun.MessageClass.SUCCESS:
+                    return
 
     async def closed_by_agent(self) -> None:
         """Read (and drop) what comes, until the agent closes the connection."""

@@ -113,16 +113,6 @@ async def _answering(peer: FramedPeer, pwd: str = PEER_PWD) -> None:
             await peer.send(_success(message, peer, pwd))
 
 
-async def _answered(peer: FramedPeer) -> None:
-    """Read until the agent answers a check over ``peer`` with a success."""
-    with trio.fail_after(5):
-        while True:
-            datagram = await peer.receive()
-            assert datagram is not None, "the agent closed the connection"
-            if stun.decode(datagram).message_class is stun.MessageClass.SUCCESS:
-                return
-
-
 # -- a stranger with a copy of the peer's check --------------------------------------------
 
 
@@ -177,7 +167,7 @@ async def test_a_stranger_who_passes_the_agents_check_on_to_the_peer_gets_no_dat
                 await stranger.send(answer)
                 await stranger.send(b"INJECTED by a stranger")
                 await stranger.send(copied)  # (once answered again, all before it was read)
-                await _answered(stranger)
+                await stranger.answered()
             after = agent.statistics()
             assert after.datagrams_received == before.datagrams_received, (
                 "the stranger's data was taken as the peer's: "
@@ -189,13 +179,11 @@ async def test_a_stranger_who_passes_the_agents_check_on_to_the_peer_gets_no_dat
 
 
 async def test_a_stranger_with_copies_of_the_peers_check_cannot_keep_the_peer_out() -> None:
-    """Claim (docs/guide/tcp.rst, "a stranger's idle connections cannot keep the peer
-    out"; 97e8bc2: a copied check "proves only that someone had it").  A stranger copies
-    the peer's check to ``max_pairs`` connections of its own and answers none of the
-    agent's checks over them; the real peer then opens its connection and checks.  The
-    peer's connection must get a place (the stranger's, which no answer proved, are the
-    ones to give way), and its check an answer.  At the cap, only a connection no accepted
-    check went over gives way: the peer's is closed at once."""
+    """A stranger copies the peer's check to ``max_pairs`` connections of its own and
+    answers none of the agent's checks over them; the real peer then opens its connection
+    and checks.  The peer's connection gets a place (the stranger's, over which no answer
+    came, give way), and its check an answer.  (Only a connection no accepted check went
+    over gave way: the peer's was closed at once, for some 16 s: tcphold46-3.)"""
     async with trice.open_agent(_tcp_only(PASSIVE, max_pairs=3), controlling=False) as agent:
         await agent.wait_gathering_complete()
         agent.set_remote_parameters(PEER_UFRAG, PEER_PWD)
@@ -209,11 +197,11 @@ async def test_a_stranger_with_copies_of_the_peers_check_cannot_keep_the_peer_ou
                 stranger = await FramedPeer.connect(address)
                 strangers.append(stranger)
                 await stranger.send(copied)
-                await _answered(stranger)
+                await stranger.answered()
             peer = await FramedPeer.connect(address)
             strangers.append(peer)
             await peer.send(_check(agent))
-            await _answered(peer)
+            await peer.answered()
         finally:
             for s in strangers:
                 await s.aclose()
@@ -250,43 +238,67 @@ async def test_a_check_reading_an_unanswered_connection_past_a_turn_hands_over_n
 # -- a peer that plays along -------------------------------------------------------------------
 
 
+async def _a_burst_arrives_whole(
+    agent: trice.Agent, peer: trice.Agent, count: int, *, late: bool = False
+) -> None:
+    """``peer`` opens the connection and sends ``count`` small datagrams the moment its
+    connect() returns; ``agent`` receives every one, in order (over TCP, a reliable
+    transport, the peer cannot tell that any was lost).  With ``late``, the agent gets the
+    peer's parameters only once the burst went (a signalling race: it answers the peer's
+    checks before, with its own password, but checks back only after)."""
+    await agent.wait_gathering_complete()
+    await peer.wait_gathering_complete()
+    if late:
+        mine = agent.local_parameters
+        peer.set_remote_parameters(mine.ufrag, mine.pwd)
+        for candidate in agent.local_candidates:
+            peer.add_remote_candidate(candidate)
+        peer.add_remote_candidate(None)
+    else:
+        signal(agent, peer)
+    received: list[bytes] = []
+    sent = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def peer_side() -> None:
+            connection = await peer.connect()
+            for i in range(count):
+                await connection.send(b"%08d" % i)
+            sent.set()
+
+        nursery.start_soon(peer_side)
+        if late:
+            with trio.fail_after(10):
+                await sent.wait()
+            theirs = peer.local_parameters  # (the answer to the peer's offer arrives)
+            agent.set_remote_parameters(theirs.ufrag, theirs.pwd)
+            agent.add_remote_candidate(None)
+        with trio.fail_after(10):
+            connection = await agent.connect()
+        with trio.move_on_after(5):
+            while len(received) < count:
+                received.append(await connection.receive())
+    stats = agent.statistics()
+    assert received == [b"%08d" % i for i in range(len(received))], "out of order"
+    assert len(received) == count, (
+        f"{count - len(received)} of {count} datagrams lost; "
+        f"unknown_source_dropped={stats.unknown_source_dropped}"
+    )
+
+
 @pytest.mark.parametrize("nomination", list(trice.Nomination))
 @pytest.mark.parametrize("count", [200, 1000])
 async def test_a_burst_sent_at_once_after_connect_arrives_whole(
     nomination: trice.Nomination, count: int
 ) -> None:
-    """A trice peer (controlling, active candidate) sends ``count`` small datagrams (10 KiB
-    in all at most, far under the 64 KiB the docs say is held) the moment its connect()
-    returns, over the connection it opened to the agent's passive candidate.  Over TCP,
-    a reliable transport, the agent must receive every one of them, in order: the docs say
-    the peer's data that overtook its answer is only "late by a round trip at most"."""
+    """A trice peer (controlling, active candidate) sends a burst the moment its connect()
+    returns, over the connection it opened to the agent's passive candidate (the data that
+    overtakes its answer to the agent's check is held till that answer)."""
     async with (
         trice.open_agent(_tcp_only(PASSIVE), controlling=False) as agent,
         trice.open_agent(_tcp_only(ACTIVE, nomination=nomination), controlling=True) as peer,
     ):
-        await agent.wait_gathering_complete()
-        await peer.wait_gathering_complete()
-        signal(agent, peer)
-        received: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-
-            async def peer_side() -> None:
-                connection = await peer.connect()
-                for i in range(count):
-                    await connection.send(b"%08d" % i)
-
-            nursery.start_soon(peer_side)
-            with trio.fail_after(10):
-                connection = await agent.connect()
-            with trio.move_on_after(5):
-                while len(received) < count:
-                    received.append(await connection.receive())
-        stats = agent.statistics()
-        assert received == [b"%08d" % i for i in range(len(received))], "out of order"
-        assert len(received) == count, (
-            f"{count - len(received)} of {count} datagrams lost; "
-            f"unknown_source_dropped={stats.unknown_source_dropped}"
-        )
+        await _a_burst_arrives_whole(agent, peer, count)
 
 
 @pytest.mark.parametrize("nomination", list(trice.Nomination))
@@ -294,53 +306,13 @@ async def test_a_burst_sent_at_once_after_connect_arrives_whole(
 async def test_a_burst_before_the_agent_has_the_peers_parameters_arrives_whole(
     count: int, nomination: trice.Nomination
 ) -> None:
-    """A signaling race: the peer (controlling, either nomination, active candidate) has
-    the agent's parameters and candidates; the agent gets the peer's parameters a moment
-    later.  The agent answers the peer's checks meanwhile, its nomination too (it needs only
-    its own password for that), so the peer selects the pair and sends ``count`` small datagrams
-    (10 KiB at most, under the 64 KiB the guide says may be held) over its connection.
-    The agent cannot check back until it has the peer's password, and holds that data.
-    Over TCP, a reliable transport, every datagram must reach the agent, in order, once it
-    can check back."""
+    """The same in a signalling race: the agent gets the peer's parameters only after the
+    burst, which waits till then (all past 256 datagrams were dropped: tcphold46-2)."""
     async with (
         trice.open_agent(_tcp_only(PASSIVE), controlling=False) as agent,
         trice.open_agent(_tcp_only(ACTIVE, nomination=nomination), controlling=True) as peer,
     ):
-        await agent.wait_gathering_complete()
-        await peer.wait_gathering_complete()
-        mine = agent.local_parameters
-        peer.set_remote_parameters(mine.ufrag, mine.pwd)
-        for candidate in agent.local_candidates:
-            peer.add_remote_candidate(candidate)
-        peer.add_remote_candidate(None)
-        received: list[bytes] = []
-        sent = trio.Event()
-        async with trio.open_nursery() as nursery:
-
-            async def peer_side() -> None:
-                connection = await peer.connect()
-                for i in range(count):
-                    await connection.send(b"%08d" % i)
-                sent.set()
-
-            nursery.start_soon(peer_side)
-            with trio.fail_after(10):
-                await sent.wait()
-            # (The answer to the peer's offer arrives.)
-            theirs = peer.local_parameters
-            agent.set_remote_parameters(theirs.ufrag, theirs.pwd)
-            agent.add_remote_candidate(None)
-            with trio.fail_after(10):
-                connection = await agent.connect()
-            with trio.move_on_after(3):
-                while len(received) < count:
-                    received.append(await connection.receive())
-        stats = agent.statistics()
-        assert received == [b"%08d" % i for i in range(len(received))], "out of order"
-        assert len(received) == count, (
-            f"{count - len(received)} of {count} datagrams lost; "
-            f"unknown_source_dropped={stats.unknown_source_dropped}"
-        )
+        await _a_burst_arrives_whole(agent, peer, count, late=True)
 
 
 @pytest.mark.parametrize("nomination", list(trice.Nomination))
@@ -348,59 +320,22 @@ async def test_a_controlled_peers_burst_reaches_a_controlling_passive_agent(
     nomination: trice.Nomination,
 ) -> None:
     """The agent under test controls (``nomination``) with a passive candidate; the trice
-    peer, controlled, opens the connection and sends 1000 small datagrams the moment its
-    connect() returns: every one reaches the agent, in order."""
-    count = 1000
+    peer, controlled, opens the connection and sends the burst."""
     async with (
         trice.open_agent(_tcp_only(PASSIVE, nomination=nomination), controlling=True) as agent,
         trice.open_agent(_tcp_only(ACTIVE), controlling=False) as peer,
     ):
-        await agent.wait_gathering_complete()
-        await peer.wait_gathering_complete()
-        signal(agent, peer)
-        received: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-
-            async def peer_side() -> None:
-                connection = await peer.connect()
-                for i in range(count):
-                    await connection.send(b"%08d" % i)
-
-            nursery.start_soon(peer_side)
-            with trio.fail_after(10):
-                connection = await agent.connect()
-            with trio.move_on_after(5):
-                while len(received) < count:
-                    received.append(await connection.receive())
-        assert received == [b"%08d" % i for i in range(count)], agent.statistics()
+        await _a_burst_arrives_whole(agent, peer, 1000)
 
 
 async def test_a_peers_burst_reaches_a_lite_passive_agent() -> None:
     """An ICE-lite agent (passive candidate) takes the data behind an accepted check at
     once: a trice peer's burst right after connect() arrives whole."""
-    count = 1000
     async with (
         trice.open_agent(_tcp_only(PASSIVE, lite=True), controlling=False) as agent,
         trice.open_agent(_tcp_only(ACTIVE), controlling=True) as peer,
     ):
-        await agent.wait_gathering_complete()
-        await peer.wait_gathering_complete()
-        signal(agent, peer)
-        received: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-
-            async def peer_side() -> None:
-                connection = await peer.connect()
-                for i in range(count):
-                    await connection.send(b"%08d" % i)
-
-            nursery.start_soon(peer_side)
-            with trio.fail_after(10):
-                connection = await agent.connect()
-            with trio.move_on_after(5):
-                while len(received) < count:
-                    received.append(await connection.receive())
-        assert received == [b"%08d" % i for i in range(count)], agent.statistics()
+        await _a_burst_arrives_whole(agent, peer, 1000)
 
 
 async def test_data_before_the_answer_to_a_487d_check_comes_after_the_retried_one() -> None:

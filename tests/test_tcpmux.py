@@ -280,19 +280,10 @@ async def test_a_stranger_copying_the_peers_check_to_its_own_connection_gets_no_
         before = server.statistics()
         stranger = await FramedPeer.connect(mux.local_address)
         try:
-
-            async def answered() -> None:  # (the server read all that came before)
-                with trio.fail_after(5):
-                    while True:
-                        datagram = await stranger.receive()
-                        assert datagram is not None, "the server closed the connection"
-                        if stun.decode(datagram).message_class is stun.MessageClass.SUCCESS:
-                            return
-
             await stranger.send_raw(frame(check))
-            await answered()
+            await stranger.answered()
             await stranger.send_raw(frame(b"INJECTED by a stranger") + frame(check))
-            await answered()
+            await stranger.answered()  # (the server read all that came before)
             await on_client.send(b"from the peer")
             with trio.fail_after(5):
                 assert await on_server.receive() == b"from the peer"

@@ -99,7 +99,8 @@ Failed = Callable[["TcpTransport", Address, bool], None]
 
 class TcpCounters:
     """What an agent's passive candidates saw (kept by the agent, so that they outlast the
-    transports): see ``AgentStatistics.tcp_accepted``, ``tcp_refused``, ``tcp_unproven``."""
+    transports): see ``AgentStatistics.tcp_accepted``, ``tcp_refused``, ``tcp_unproven``, and
+    ``unknown_source_dropped``, which counts ``unanswered`` in."""
 
     __slots__ = ("accepted", "refused", "unanswered", "unproven")
 
@@ -107,7 +108,7 @@ class TcpCounters:
         self.accepted = 0
         self.refused = 0
         self.unproven = 0
-        self.unanswered = 0  # (data held and dropped: see _Link.held)
+        self.unanswered = 0  # (data held, then dropped: see _Link.answered)
 
 
 class _Link:
