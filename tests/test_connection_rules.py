@@ -6,6 +6,7 @@ reading one datagram a read."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import pytest
@@ -14,10 +15,11 @@ import trio.testing
 from test_transport import _StubAgent
 
 import trice
+from trice._trio import _transport
 from trice._trio._connection import _STREAK, Connection, ReceiveBuffer
-from trice._trio._transport import STUN_MAGIC, UdpTransport
+from trice._trio._transport import HOLD, STUN_MAGIC, UdpTransport
 
-from loopback import connect_both, gathered_pair, loopback_config, signal, until
+from loopback import connect_both, gathered_pair, loopback_config, peer_check, signal, until
 
 
 def test_the_receive_buffer_holds_its_size_and_counts_what_it_drops() -> None:
@@ -239,8 +241,8 @@ async def test_receivers_that_read_in_a_batch_leave_what_the_buffer_has_no_room_
     holds: all of it reaches them, none dropped.  A receive that reads a batch (others wait
     with it, the data guide's reader that takes the rest with receive_nowait, a loop behind
     a backlog) stops when the buffer is full, and leaves the rest in the kernel till they
-    come back; it read on and dropped what the buffer had no room for (the data45 review:
-    4 of 30 received)."""
+    come back (for 5 ms at most: see the tests below); it read on and dropped what the
+    buffer had no room for (the data45 review: 4 of 30 received)."""
     async with gathered_pair(loopback_config(), loopback_config(receive_buffer=4)) as (a, b):
         signal(a, b)
         ca, cb = await connect_both(a, b)
@@ -267,3 +269,122 @@ async def test_receivers_that_read_in_a_batch_leave_what_the_buffer_has_no_room_
         assert stats.kernel_dropped in (0, None)  # (the kernel held the burst)
         assert (len(got), stats.datagrams_dropped) == (count, 0)
         assert sorted(got) == sorted(b"burst %d" % i for i in range(count))
+
+
+async def _read_slowly(
+    conn: trice.Connection, readers: str, work: float, got: list[int] | None = None
+) -> None:
+    """A reader that takes ``work`` seconds over each datagram: one task in ``receive``
+    that takes the rest with ``receive_nowait`` (the data guide's ``read_all``), or one of
+    several tasks in ``receive``.  It counts what it reads in ``got[0]``, and ends if the
+    connection breaks (consent lost)."""
+    got = [0] if got is None else got
+    with contextlib.suppress(trio.BrokenResourceError):
+        while True:
+            await conn.receive()
+            got[0] += 1
+            await trio.sleep(work)
+            while readers == "receive_nowait":
+                try:
+                    conn.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                got[0] += 1
+                await trio.sleep(work)
+
+
+async def _flood(conn: trice.Connection, seconds: float) -> int:
+    """Send 10 datagrams of 100 bytes a ms for ``seconds``; returns how many were sent."""
+    sent = 0
+    with trio.move_on_after(seconds):
+        while True:
+            for _ in range(10):
+                sent += conn.send_nowait(b"x" * 100)
+            await trio.sleep(0.001)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("readers", "receive_buffer"),
+    [("receive_nowait", 4), ("two", 4), ("two", 16)],
+    ids=["a reader that takes all", "two receivers", "two, buffer 16"],
+)
+async def test_receivers_behind_a_sender_keep_consent(
+    autojump_clock: trio.testing.MockClock, readers: str, receive_buffer: int
+) -> None:
+    """The peer sends 10 datagrams a ms for 12 s, the application takes 1 ms over each:
+    the batch reads that leave data in the kernel for want of room (above) read on once
+    they have done so for 5 ms (``HOLD``), so that consent's checks and answers behind the data are
+    answered.  Claim: neither agent loses the other's consent (checks every 0.4-0.6 s,
+    lost after 4 s without an answer).  When the batch reads left data in the kernel for
+    as long as the application took (recv46 review), its buffer stayed full, STUN waited
+    there or was dropped, and consent was lost some 5 s in, the application reading on."""
+    timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=2.0, failed_timeout=4.0)
+    async with gathered_pair(
+        loopback_config(timing=timing),
+        loopback_config(timing=timing, receive_buffer=receive_buffer),
+    ) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        async with trio.open_nursery() as nursery:
+            for _ in range(2 if readers == "two" else 1):
+                nursery.start_soon(_read_slowly, cb, readers, 0.001)
+            await _flood(ca, 12)
+            nursery.cancel_scope.cancel()
+        states = {a.connection_state, b.connection_state}
+    assert states <= {trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED}
+
+
+async def test_what_a_reader_behind_a_sender_loses_is_counted_off_linux(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data guide's ``read_all`` reader (``receive_buffer`` 4) takes 1 ms over each
+    datagram while the peer sends 10 a ms for 2 s; then it reads what is left.  Off Linux
+    (emulated: no SO_MEMINFO) nothing counts what the kernel drops, and only the 5 ms at a
+    time that batch reads leave in the kernel may overflow there.  Claim: less than a tenth
+    of what was sent is lost uncounted (read plus ``datagrams_dropped`` short of sent).
+    When the batch reads left data in the kernel for as long as the reader took (recv46
+    review), some 90 % was lost there, uncounted."""
+    monkeypatch.setattr(_transport, "_SO_MEMINFO", None)
+    async with gathered_pair(loopback_config(), loopback_config(receive_buffer=4)) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        reading = [0]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_slowly, cb, "receive_nowait", 0.001, reading)
+            sent = await _flood(ca, 2)
+            await trio.sleep(2)  # (virtual: the reader takes what is left, 1 ms each)
+            nursery.cancel_scope.cancel()
+        stats = b.statistics()
+    assert stats.kernel_dropped is None  # (as off Linux)
+    uncounted = sent - reading[0] - stats.datagrams_dropped
+    assert 0 <= uncounted < sent / 10, (sent, reading[0], stats.datagrams_dropped)
+
+
+async def test_a_check_behind_data_waits_no_longer_than_a_hold(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer's check arrives behind a burst of 40 datagrams that a reader taking 2 ms over
+    each (``receive_buffer`` 4, the data guide's ``read_all``) has yet to read: the batch
+    reads leave the burst in the kernel for 5 ms (``HOLD``), then read on and answer the
+    check.  Claim: it is answered within 15 ms, not when the reader reaches it (some 80 ms, as when
+    batch reads left data in the kernel for as long as the reader took: p44pass review)."""
+    async with gathered_pair(loopback_config(), loopback_config(receive_buffer=4)) as (a, b):
+        signal(a, b)
+        ca, cb = await connect_both(a, b)
+        (host,) = [c for c in b.local_candidates if c.type.name == "HOST" and c.protocol == "udp"]
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            await peer.bind(("127.0.0.1", 0))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_slowly, cb, "receive_nowait", 0.002)
+                await trio.testing.wait_all_tasks_blocked()
+                for i in range(40):
+                    assert ca.send_nowait(b"burst %d" % i)
+                check = peer_check(b, a.local_parameters.ufrag, controlling=True)
+                await peer.sendto(check, host.transport_address)
+                start = trio.current_time()
+                with trio.move_on_after(1):
+                    await peer.recv(2048)
+                waited = trio.current_time() - start
+                nursery.cancel_scope.cancel()
+    assert waited < HOLD + 0.01

@@ -76,6 +76,7 @@ from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
+    HOLD,
     MAX_STUN,
     READ_BATCH,
     STUN_MAGIC,
@@ -2043,8 +2044,11 @@ class Agent:
         With ``receiving`` (a task blocked in :meth:`Connection.receive` reads), it stops
         when the receive buffer is full, and leaves the rest in the kernel: that task, and
         those waiting with it, take what was read, and come back for more.  (Read on, it
-        was dropped, though they were there to take it.)  The socket's reader reads on, and
-        drops: nobody may come back.
+        was dropped, though they were there to take it.)  It does so for :data:`HOLD` at
+        most: if no read has found the kernel's buffer empty since, the receivers are behind
+        the sender, and what waits in the kernel, STUN with it (consent's checks and
+        answers), would wait for them or be lost there, uncounted off Linux.  It then reads
+        on and drops, as the socket's reader always does (nobody may come back).
         """
         recv = transport.sock.recvfrom
         buffer = self._buffer
@@ -2059,11 +2063,18 @@ class Agent:
         try:
             for _ in range(READ_BATCH):
                 if receiving and queue is not None and len(queue) >= maxlen:
-                    empty = False  # (more may wait: see above)
-                    break
+                    now = self._now()
+                    since = transport.full_since
+                    if since is None:
+                        transport.full_since = since = now
+                    if now - since < HOLD:
+                        empty = False  # (more may wait: see above)
+                        break
+                    receiving = False  # (behind: read on, see above)
                 try:
                     data, source = recv(65536)
                 except (BlockingIOError, InterruptedError):
+                    transport.full_since = None
                     break
                 except OSError:
                     if transport.closed:

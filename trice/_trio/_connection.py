@@ -33,7 +33,8 @@ class ReceiveBuffer:
     """Received datagrams waiting for :meth:`Connection.receive`.
 
     Bounded: when full, the newest datagram is dropped and counted (UDP semantics), so a
-    reader that falls behind never holds up STUN or the sender.
+    reader that falls behind never holds up the sender, nor STUN for more than ``HOLD``
+    (see ``Agent._drain``).
     """
 
     __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "turn", "waiting_on")
@@ -432,6 +433,7 @@ class Connection(trio.abc.Channel[bytes]):
                     data, source = sock.recvfrom(65536)
                 except (BlockingIOError, InterruptedError):
                     self._streak = 0  # caught up: nothing yet, wait for it
+                    transport.full_since = None  # (see Agent._drain)
                     look = False
                 except OSError:
                     pass  # (an ICMP error, say: the reader's loop deals with it)
@@ -488,6 +490,7 @@ class Connection(trio.abc.Channel[bytes]):
                             try:
                                 data, source = sock.recvfrom(65536)
                             except (BlockingIOError, InterruptedError):
+                                transport.full_since = None  # (see Agent._drain)
                                 self._check_open()  # (a wake-up without data: wait again)
                                 continue
                             except OSError:
