@@ -76,7 +76,6 @@ from trice._trio._tcp import TcpCounters, TcpTransport
 from trice._trio._tcpmux import TcpMux
 from trice._trio._timers import TimerCell, timer_hub
 from trice._trio._transport import (
-    HOLD,
     MAX_STUN,
     READ_BATCH,
     STUN_MAGIC,
@@ -2026,7 +2025,7 @@ class Agent:
         self._bases_made += 1
         return base
 
-    def _drain(self, transport: UdpTransport, one: bool = False, receiving: bool = False) -> bool:
+    def _drain(self, transport: UdpTransport, one: bool = False) -> bool:
         """Read what one socket holds: STUN to the core, data from known remotes to the
         receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
@@ -2041,14 +2040,10 @@ class Agent:
         cost a failed read (a system call and an exception) for each datagram that arrives
         on its own.
 
-        With ``receiving`` (a task blocked in :meth:`Connection.receive` reads), it stops
-        when the receive buffer is full, and leaves the rest in the kernel: that task, and
-        those waiting with it, take what was read, and come back for more.  (Read on, it
-        was dropped, though they were there to take it.)  It does so for :data:`HOLD` at
-        most: if no read has found the kernel's buffer empty since, the receivers are behind
-        the sender, and what waits in the kernel, STUN with it (consent's checks and
-        answers), would wait for them or be lost there, uncounted off Linux.  It then reads
-        on and drops, as the socket's reader always does (nobody may come back).
+        Every reader reads on to the end of a batch, dropping (and counting) what the receive
+        buffer has no room for, so that STUN behind the data is answered: a receive that
+        stopped at a full buffer left checks and consent's answers in the kernel for as long
+        as its application took (the recv46 review), there to be lost uncounted off Linux.
         """
         recv = transport.sock.recvfrom
         buffer = self._buffer
@@ -2062,19 +2057,9 @@ class Agent:
         empty = True
         try:
             for _ in range(READ_BATCH):
-                if receiving and queue is not None and len(queue) >= maxlen:
-                    now = self._now()
-                    since = transport.full_since
-                    if since is None:
-                        transport.full_since = since = now
-                    if now - since < HOLD:
-                        empty = False  # (more may wait: see above)
-                        break
-                    receiving = False  # (behind: read on, see above)
                 try:
                     data, source = recv(65536)
                 except (BlockingIOError, InterruptedError):
-                    transport.full_since = None
                     break
                 except OSError:
                     if transport.closed:

@@ -33,8 +33,9 @@ class ReceiveBuffer:
     """Received datagrams waiting for :meth:`Connection.receive`.
 
     Bounded: when full, the newest datagram is dropped and counted (UDP semantics), so a
-    reader that falls behind never holds up the sender, nor STUN for more than ``HOLD``
-    (see ``Agent._drain``).
+    reader that falls behind never holds up the sender.  STUN behind data in the kernel
+    waits for the next read to reach it: a batch reads 64 at a time, dropping what this
+    has no room for, a receive loop one (see ``Agent._drain`` and the data guide).
     """
 
     __slots__ = ("closed", "dropped", "lot", "maxlen", "queue", "turn", "waiting_on")
@@ -433,7 +434,6 @@ class Connection(trio.abc.Channel[bytes]):
                     data, source = sock.recvfrom(65536)
                 except (BlockingIOError, InterruptedError):
                     self._streak = 0  # caught up: nothing yet, wait for it
-                    transport.full_since = None  # (see Agent._drain)
                     look = False
                 except OSError:
                     pass  # (an ICMP error, say: the reader's loop deals with it)
@@ -490,7 +490,6 @@ class Connection(trio.abc.Channel[bytes]):
                             try:
                                 data, source = sock.recvfrom(65536)
                             except (BlockingIOError, InterruptedError):
-                                transport.full_since = None  # (see Agent._drain)
                                 self._check_open()  # (a wake-up without data: wait again)
                                 continue
                             except OSError:
@@ -557,7 +556,7 @@ class Connection(trio.abc.Channel[bytes]):
         nothing queued.  With ``one``, reading stops at the first data datagram (unless
         others wait to receive too, who get a batch)."""
         buffer = self._buffer
-        if self._agent._drain(transport, one and not buffer.lot, receiving=True) and not one:
+        if self._agent._drain(transport, one and not buffer.lot) and not one:
             self._streak = 0  # the backlog is read: one at a time again
         self._check_closed()
         queue = buffer.queue

@@ -153,12 +153,6 @@ MAX_STUN = 2048
 #: the sender has the CPU, and the socket went back and forth: one way fell from 75-87 %
 #: of raw trio sockets to 69-72 % (``bench/data_plane.py``, 2026-12-01).
 LEASE = 0.02
-
-#: How long a receive's batch read may leave data in the kernel for want of room in the
-#: receive buffer, the kernel not read empty since, before it reads on and drops what the
-#: buffer cannot hold (see ``Agent._drain``).  Readers that keep up take a burst the
-#: kernel holds well within it; readers behind the sender would leave STUN waiting there.
-HOLD = 0.005
 _NO_LEASE: tuple[int, float] = (0, -math.inf)
 
 #: Linux's SO_MEMINFO socket option: the socket's memory figures (``struct sk_meminfo``), of
@@ -264,7 +258,6 @@ class UdpTransport:
         "dropped_at_close",
         "errors",
         "family",
-        "full_since",
         "held",
         "holds",
         "lease",
@@ -300,9 +293,6 @@ class UdpTransport:
         self.armed = False
         self.send_lock: trio.Lock | None = None  # (made when a send first has to wait)
         self.lease = _NO_LEASE  # (holds seen, until when the socket is left to receivers)
-        # Since when a receive's batch read has left data in the kernel for want of room in
-        # the receive buffer, the kernel not read empty since (see Agent._drain).
-        self.full_since: float | None = None
 
     def leased_until(self, now: float) -> float:
         """Until when the socket's reader leaves it to receivers, or ``-inf`` if the reader
