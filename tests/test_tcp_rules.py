@@ -489,3 +489,15 @@ async def test_closing_a_passive_candidate_closes_its_listener_at_once() -> None
     transport = tcp_transport(PASSIVE, listener=listener)
     transport.close()
     assert listener.fileno() == -1
+
+
+def test_what_a_connection_drops_unsent_is_counted_by_the_datagram() -> None:
+    """``tcp_unsent`` counts datagrams (RFC 4571 frames) a connection drops unsent: at ICE
+    failure, those after the rest of a frame begun, which still goes (the stream stays in
+    step); when the connection ends, that rest too, as one more."""
+    rest = frame(b"x" * 7)[-3:]  # (the last 3 bytes of a frame begun)
+    pending = bytearray(rest + frame(b"a" * 5) + frame(b"") + frame(b"b" * 300))
+    assert _tcp._frames(pending, len(rest)) == 3  # (drop_data)
+    assert _tcp._frames(pending, 0, len(rest)) == 4  # (_end)
+    assert _tcp._frames(bytearray(frame(b"c")), 0) == 1
+    assert _tcp._frames(bytearray(), 0) == 0

@@ -133,7 +133,8 @@ class AgentStatistics:
         bytes_received: the bytes of those datagrams (Pion's ``Conn.BytesReceived``).
         datagrams_sent: data datagrams the connection sent (that the socket, TCP
             connection or TURN client took: a relay's client may still drop one, counted in
-            its own statistics, :meth:`Agent.relay_statistics`, as a network may).
+            its own statistics, :meth:`Agent.relay_statistics`, as a network may; a TCP
+            connection, counted in ``tcp_unsent``).
         bytes_sent: the bytes of those datagrams (Pion's ``Conn.BytesSent``).
         datagrams_dropped: data datagrams dropped because the receive buffer was full, or
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
@@ -172,6 +173,10 @@ class AgentStatistics:
             and one from an address that has one open, or that could not be set up.
         tcp_unproven: such connections closed because no check the agent accepted came over
             them within 10 seconds.
+        tcp_unsent: data datagrams that an ICE-TCP connection (of either kind) had queued
+            to write, counted in ``datagrams_sent``, and dropped unsent: when ICE failed
+            (consent expired: no data may go, RFC 7675), or the connection ended (the rest
+            of a datagram begun counts too).
         send_refused: datagrams (data or checks) that a host socket's kernel refused to send:
             a firewall's EPERM, an unreachable network, an address gone.  They are dropped
             on the way, as a network may drop them: data among them is in
@@ -209,6 +214,7 @@ class AgentStatistics:
     tcp_accepted: int = 0
     tcp_refused: int = 0
     tcp_unproven: int = 0
+    tcp_unsent: int = 0
     send_refused: int = 0
     role_switches: int = 0
     kernel_dropped: int | None = None
@@ -509,6 +515,7 @@ class Agent:
             tcp_accepted=tcp.accepted,
             tcp_refused=tcp.refused,
             tcp_unproven=tcp.unproven,
+            tcp_unsent=tcp.unsent,
             send_refused=self._send_refused,
             role_switches=core.role_switches,
             kernel_dropped=self._kernel_dropped(),

@@ -100,15 +100,17 @@ Failed = Callable[["TcpTransport", Address, bool], None]
 class TcpCounters:
     """What an agent's passive candidates saw (kept by the agent, so that they outlast the
     transports): see ``AgentStatistics.tcp_accepted``, ``tcp_refused``, ``tcp_unproven``, and
-    ``unknown_source_dropped``, which counts ``unanswered`` in."""
+    ``unknown_source_dropped``, which counts ``unanswered`` in; and what every TCP
+    candidate's connections dropped unsent (``AgentStatistics.tcp_unsent``)."""
 
-    __slots__ = ("accepted", "refused", "unanswered", "unproven")
+    __slots__ = ("accepted", "refused", "unanswered", "unproven", "unsent")
 
     def __init__(self) -> None:
         self.accepted = 0
         self.refused = 0
         self.unproven = 0
         self.unanswered = 0  # (data held, then dropped: see _Link.answered)
+        self.unsent = 0  # (data queued to write, then dropped: see _frames)
 
 
 class _Link:
@@ -349,6 +351,7 @@ class TcpTransport:
         may go, RFC 7675 §5.1), all but the rest of a frame begun, so that the stream stays
         in step; STUN waiting goes still."""
         for link in self._links.values():
+            self.counters.unsent += _frames(link.pending, link.left)
             del link.pending[link.left :]
         self._senders.unpark_all()
 
@@ -784,6 +787,7 @@ class TcpTransport:
         if link.closed:
             return
         link.closed = True
+        self.counters.unsent += _frames(link.pending, 0, link.left)
         link.pending.clear()
         link.urgent.clear()
         if link.held:
@@ -794,6 +798,19 @@ class TcpTransport:
         self.wake()
         if tell and not self.closed:
             self._failed(self, link.address, link.epoch != self._epoch)
+
+
+def _frames(pending: bytearray, at: int, left: int = 0) -> int:
+    """The data datagrams (RFC 4571 frames) in ``pending`` from ``at``, where one starts,
+    or, with ``left``, from its head, the rest of a frame begun (``left`` bytes) counting
+    as one: what dropping them leaves unsent, though ``datagrams_sent`` counted them."""
+    count = 1 if left else 0
+    at = max(at, left)
+    end = len(pending)
+    while at + 2 <= end:
+        at += 2 + (pending[at] << 8 | pending[at + 1])
+        count += 1
+    return count
 
 
 def _sent_of(pending: bytearray, left: int, sent: int) -> int:
