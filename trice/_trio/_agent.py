@@ -134,7 +134,8 @@ class AgentStatistics:
         datagrams_sent: data datagrams the connection sent (that the socket, TCP
             connection or TURN client took: a relay's client may still drop one, counted in
             its own statistics, :meth:`Agent.relay_statistics`, as a network may; a TCP
-            connection, counted in ``tcp_unsent``).
+            connection, counted in ``tcp_unsent``; a UDP mux withholds data to an address
+            another agent on it proved, counted in its ``MuxStatistics.withheld``).
         bytes_sent: the bytes of those datagrams (Pion's ``Conn.BytesSent``).
         datagrams_dropped: data datagrams dropped because the receive buffer was full, or
             because ICE had failed (no data is taken then, until an ICE restart; a UDP mux
@@ -172,7 +173,8 @@ class AgentStatistics:
             oldest one not yet proven, for a newer one, or the newer one when all are proven;
             and one from an address that has one open, or that could not be set up.
         tcp_unproven: such connections closed because no check the agent accepted came over
-            them within 10 seconds.
+            them within 10 seconds (one answered past the remote-candidate cap, the peer's
+            address not learned, proves nothing: see the ICE-TCP guide).
         tcp_unsent: data datagrams that an ICE-TCP connection (of either kind) had queued
             to write, counted in ``datagrams_sent``, and dropped unsent: when ICE failed
             (consent expired: no data may go, RFC 7675), or the connection ended (the rest
@@ -539,8 +541,10 @@ class Agent:
         """A snapshot of each of the agent's TURN allocations (its relay candidates') and its
         client's counters, oldest first (still readable once the agent closed).  A server
         may have two at a time: during a gathering anew, the one that carries the data and
-        the one that replaces it.  One that ended on its own (the server refused to refresh
-        it, its connection was lost) is gone from it, with its counters.
+        the one that replaces it.  One that has ended is gone from it, with its counters:
+        on its own (the server refused to refresh it, its connection was lost), or let go
+        by the agent, a gathering anew (:meth:`restart` with ``regather``) having replaced
+        it; read them before, where they matter.
 
         Data sent over a relayed pair that the TURN client refused (no permission for the
         peer, a full queue) is counted there, in ``counters.dropped``:
