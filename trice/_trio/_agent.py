@@ -2036,7 +2036,7 @@ class Agent:
         self._bases_made += 1
         return base
 
-    def _drain(self, transport: UdpTransport, one: bool = False, batch: int = READ_BATCH) -> bool:
+    def _drain(self, transport: UdpTransport, one: bool = False) -> bool:
         """Read what one socket holds: STUN to the core, data from known remotes to the
         receive buffer (whose ``put`` is inlined: this is the data plane's hot loop).
 
@@ -2050,8 +2050,6 @@ class Agent:
         datagrams one at a time reads the next when it comes back, and reading on would
         cost a failed read (a system call and an exception) for each datagram that arrives
         on its own.
-
-        ``batch`` reads fewer (see ``Connection._popped``).
 
         Every reader reads on to the end of a batch, dropping (and counting) what the receive
         buffer has no room for, so that STUN behind the data is answered: a receive that
@@ -2069,7 +2067,7 @@ class Agent:
         dropped = False  # (a sign of life too: see below)
         empty = True
         try:
-            for _ in range(batch):
+            for _ in range(READ_BATCH):
                 try:
                     data, source = recv(65536)
                 except (BlockingIOError, InterruptedError):

@@ -13,7 +13,7 @@ from trice._errors import UsageError
 from trice._trio._mux import MuxTransport
 from trice._trio._relay import RelayTransport
 from trice._trio._tcp import TcpTransport
-from trice._trio._transport import READ_BATCH, STUN_MAGIC, Transport, UdpTransport
+from trice._trio._transport import STUN_MAGIC, Transport, UdpTransport
 from trice.ice._events import CandidatePair, ConnectionState
 
 if TYPE_CHECKING:
@@ -24,12 +24,6 @@ __all__ = ["LOST_REASONS", "Connection", "Lost", "ReceiveBuffer"]
 #: Datagrams a receive loop reads one at a time in a row, the socket never running dry, before
 #: a read takes a batch (see ``Connection._streak``).
 _STREAK = 64
-
-#: How long a receive loop reads one datagram at a time, the socket never running dry,
-#: before it counts itself behind and reads batches, however few reads that took (a loop
-#: that works 2 ms over each datagram left a check behind 40 of them 80 ms in the kernel).
-_BEHIND = 0.005
-
 _FAILED = ConnectionState.FAILED
 _DISCONNECTED = ConnectionState.DISCONNECTED
 _AF_INET6 = socket.AF_INET6
@@ -163,11 +157,6 @@ class Connection(trio.abc.Channel[bytes]):
         # reader that takes queued datagrams that way gets a batch (up to 64) queued by the
         # next receive that reads the socket; a plain receive loop gets one datagram a read.
         self._streak = 0
-        self._streak_at = 0.0  # (when the streak's fourth read was: see _BEHIND)
-        # Datagrams taken from the queue since a receive last read the socket, and when the
-        # fourth was, or the socket was read since (see _popped).
-        self._pops = 0
-        self._pops_at = 0.0
         self._datagrams_sent = 0  # (see Agent.statistics)
         self._bytes_sent = 0
 
@@ -391,13 +380,9 @@ class Connection(trio.abc.Channel[bytes]):
         """
         self._streak = _STREAK
         self._check_closed()
-        queue = self._buffer.queue
-        if queue:
+        if self._buffer.queue:
             # (after consent expired too: what had arrived is returned first, as by receive)
-            pops = self._pops = self._pops + 1
-            if not pops & 3:
-                self._taken_four(pops, len(queue) - 1)
-            return queue.popleft()
+            return self._buffer.queue.popleft()
         self._check_open()
         raise trio.WouldBlock
 
@@ -420,9 +405,6 @@ class Connection(trio.abc.Channel[bytes]):
             buffer = self._buffer
             queue = buffer.queue
             if queue:
-                pops = self._pops = self._pops + 1
-                if not pops & 3:
-                    self._taken_four(pops, len(queue) - 1)
                 data = queue.popleft()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
@@ -456,9 +438,7 @@ class Connection(trio.abc.Channel[bytes]):
                 except OSError:
                     pass  # (an ICMP error, say: the reader's loop deals with it)
                 else:
-                    streak = self._streak = self._streak + 1
-                    if not streak & 3:
-                        self._time_streak(streak)
+                    self._streak += 1
                     transport.holds += 1  # (a receiver keeps the socket's reader away...)
                     if transport.reader_waiting:
                         transport.kick()  # (... which, if it waits on the socket, looks again)
@@ -540,32 +520,6 @@ class Connection(trio.abc.Channel[bytes]):
                 buffer.pass_turn()
             # Rerouted: look again, on the new pair's way.
 
-    def _time_streak(self, streak: int) -> None:
-        """Every fourth read of a streak (see ``_streak``): one that has lasted
-        :data:`_BEHIND` since its fourth read is behind the sender, and reads batches."""
-        now = self._agent._now()
-        if streak == 4:
-            self._streak_at = now
-        elif now - self._streak_at >= _BEHIND:
-            self._streak = _STREAK
-
-    def _taken_four(self, pops: int, left: int) -> None:
-        """Each fourth datagram taken from the queue (``left`` more after it) since a
-        receive read the socket: a reader that has taken queued datagrams for
-        :data:`_BEHIND` since reads the socket too, unless another receive waits on it:
-        STUN to the agent, and as much data as the queue has room for, so that the
-        kernel's buffer, and STUN in it, are not left for as long as the queue lasts (a
-        reader that keeps up empties it well before)."""
-        now = self._agent._now()
-        if pops == 4:
-            self._pops_at = now
-        elif now - self._pops_at >= _BEHIND:
-            self._pops_at = now
-            transport = self._udp
-            if transport is not None and not transport.held and not transport.closed:
-                room = self._buffer.maxlen - left
-                self._agent._drain(transport, batch=min(room, READ_BATCH))
-
     async def _handed_over(self) -> bytes | None:
         """Wait for a reader to hand a datagram over.  Parking is the schedule point: once
         woken with data, return it at once, as trio's memory channels do.  ``None`` when
@@ -602,7 +556,6 @@ class Connection(trio.abc.Channel[bytes]):
         nothing queued.  With ``one``, reading stops at the first data datagram (unless
         others wait to receive too, who get a batch)."""
         buffer = self._buffer
-        self._pops = 0
         if self._agent._drain(transport, one and not buffer.lot) and not one:
             self._streak = 0  # the backlog is read: one at a time again
         self._check_closed()
