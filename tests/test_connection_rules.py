@@ -288,7 +288,6 @@ async def test_receivers_lose_to_a_burst_only_what_a_batch_has_no_room_for(
             assert sorted(got) == sorted(b"burst %d" % i for i in range(count))
 
 
-
 @pytest.mark.parametrize(
     ("readers", "work"),
     [("receive_nowait", 0.0001), ("one", 0.0001), ("two", 0.0005)],
@@ -331,6 +330,7 @@ async def test_a_burst_reaches_readers_who_work_over_each_datagram_whole(
         stats = b.statistics()
     assert stats.kernel_dropped in (0, None)  # (the kernel held the burst)
     assert (len(got), stats.datagrams_dropped) == (200, 0)
+
 
 async def _read_slowly(
     conn: trice.Connection, readers: str, work: float, got: list[int] | None = None
