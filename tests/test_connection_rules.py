@@ -379,10 +379,10 @@ async def test_receivers_behind_a_sender_keep_consent(
     autojump_clock: trio.testing.MockClock, readers: str, receive_buffer: int
 ) -> None:
     """The peer sends 10 datagrams a ms for 12 s, the application takes 1 ms over each:
-    the batch reads that leave data in the kernel for want of room (above) read on once
-    they have done so for 5 ms (``HOLD``), so that consent's checks and answers behind the data are
-    answered.  Claim: neither agent loses the other's consent (checks every 0.4-0.6 s,
-    lost after 4 s without an answer).  When the batch reads left data in the kernel for
+    the batch reads read on past what the receive buffer has room for, dropping it
+    (counted, above), so that consent's checks and answers behind the data are answered.
+    Claim: neither agent loses the other's consent (checks every 0.4-0.6 s, lost after 4 s
+    without an answer).  When the batch reads left data in the kernel for
     as long as the application took (recv46 review), its buffer stayed full, STUN waited
     there or was dropped, and consent was lost some 5 s in, the application reading on."""
     timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=2.0, failed_timeout=4.0)
