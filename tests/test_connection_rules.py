@@ -359,12 +359,13 @@ async def _read_slowly(
                 await trio.sleep(work)
 
 
-async def _flood(conn: trice.Connection, seconds: float) -> int:
-    """Send 10 datagrams of 100 bytes a ms for ``seconds``; returns how many were sent."""
+async def _flood(conn: trice.Connection, seconds: float, per_ms: int = 10) -> int:
+    """Send ``per_ms`` datagrams of 100 bytes a ms for ``seconds``; returns how many were
+    sent."""
     sent = 0
     with trio.move_on_after(seconds):
         while True:
-            for _ in range(10):
+            for _ in range(per_ms):
                 sent += conn.send_nowait(b"x" * 100)
             await trio.sleep(0.001)
     return sent
@@ -378,14 +379,24 @@ async def _flood(conn: trice.Connection, seconds: float) -> int:
 async def test_receivers_behind_a_sender_keep_consent(
     autojump_clock: trio.testing.MockClock, readers: str, receive_buffer: int
 ) -> None:
-    """The peer sends 10 datagrams a ms for 12 s, the application takes 1 ms over each:
+    """The peer sends 6 datagrams a ms for 12 s, the application takes 1 ms over each:
     the batch reads read on past what the receive buffer has room for, dropping it
     (counted, above), so that consent's checks and answers behind the data are answered.
-    Claim: neither agent loses the other's consent (checks every 0.4-0.6 s, lost after 4 s
-    without an answer).  When the batch reads left data in the kernel for
-    as long as the application took (recv46 review), its buffer stayed full, STUN waited
-    there or was dropped, and consent was lost some 5 s in, the application reading on."""
-    timing = trice.Timing(keepalive_interval=0.5, disconnected_timeout=2.0, failed_timeout=4.0)
+    Claim: neither agent loses the other's consent (checks every 0.24-0.36 s, lost after
+    1.5 s without an answer).  When the batch reads left data in the kernel for as long as
+    the application took (recv46 review), its buffer stayed full, STUN waited there or was
+    dropped, and consent was lost, the application reading on.
+
+    The readers wait in ``receive`` before the flood starts: started together, the agent's
+    own reader of the socket sometimes took the first datagrams and kept the socket (the
+    readers then took only what it queued, and never read the socket themselves), and
+    about half the runs never made a batch read.  With the kernel's buffer full, a datagram
+    gets in about as often as the readers read one (1 or 2 a ms) against the 6 sent: a
+    check, with the old hold, one time in six or three, so the test's checks are many and
+    consent short, and the sender no faster than the batch reads (64 each time the buffer
+    empties: 16, 32 and 8 a ms here), which leave the kernel's buffer room for every check.
+    """
+    timing = trice.Timing(keepalive_interval=0.3, disconnected_timeout=1.5, failed_timeout=1.5)
     async with gathered_pair(
         loopback_config(timing=timing),
         loopback_config(timing=timing, receive_buffer=receive_buffer),
@@ -395,7 +406,8 @@ async def test_receivers_behind_a_sender_keep_consent(
         async with trio.open_nursery() as nursery:
             for _ in range(2 if readers == "two" else 1):
                 nursery.start_soon(_read_slowly, cb, readers, 0.001)
-            await _flood(ca, 12)
+            await trio.testing.wait_all_tasks_blocked()  # (they read the socket themselves)
+            await _flood(ca, 12, per_ms=6)
             nursery.cancel_scope.cancel()
         states = {a.connection_state, b.connection_state}
     assert states <= {trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED}
