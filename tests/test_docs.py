@@ -38,6 +38,7 @@ EXPECTED = {
     "tcp_mux.py": "connections routed: 3, unroutable: 0",
     "from_aioice.py": "alice got: pong\nsend after close: trio.ClosedResourceError",
     "testing.py": "in less than 5 s of real time: True",
+    "two_processes.py": "listen: got 'hello from the dial side'\ndial: connected",
 }
 
 
