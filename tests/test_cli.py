@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -226,6 +226,20 @@ def test_gather_with_no_candidate_says_so_once() -> None:
     assert out.stderr == ""
 
 
+@pytest.fixture
+def sigint_not_ignored() -> Iterator[None]:
+    """A child inherits an ignored SIGINT (from a run started with ``&`` by a
+    non-interactive shell, or under nohup), and Python then never sees the Ctrl-C a test
+    sends it: the run's own SIGINT is made Python's default for the test."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.usefixtures("sigint_not_ignored")
 def test_ctrl_c_during_the_demo_exits_130_quietly() -> None:
     """Ctrl-C (SIGINT) while the demo runs: exit status 130, as a shell reports it, and no
     traceback (the demo's nurseries raised it in an exception group, which went out as one)."""
@@ -267,6 +281,7 @@ def _unbuffered_off() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
+@pytest.mark.usefixtures("sigint_not_ignored")
 def test_gather_text_lines_reach_a_pipe_as_they_come() -> None:
     """``trice gather --watch | tee log``: the first gathering's table is on the pipe while
     the command stays to watch (it had waited in the buffer until the command ended)."""
@@ -282,7 +297,11 @@ def test_gather_text_lines_reach_a_pipe_as_they_come() -> None:
             got = os.read(proc.stdout.fileno(), 65536) if ready else b""
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=30)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # (a failure, not a run that waits for it forever)
+                raise
     assert b"TYPE" in got and b"host" in got
 
 
