@@ -158,18 +158,26 @@ def both_here() -> None:
     with subprocess.Popen(
         [*script, "listen", "127.0.0.1", "0", "--loopback"], stdout=subprocess.PIPE, text=True
     ) as listener:
-        assert listener.stdout is not None
-        first = listener.stdout.readline()  # "listen: signaling on 127.0.0.1:PORT"
-        print(first, end="")
-        port = first.rsplit(":", 1)[1].strip()
-        dialer = subprocess.run(
-            [*script, "dial", "127.0.0.1", port, "--loopback"],
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        rest, _ = listener.communicate(timeout=30)
+        try:
+            assert listener.stdout is not None
+            first = listener.stdout.readline()  # "listen: signaling on 127.0.0.1:PORT"
+            if not first.startswith("listen: signaling on "):
+                sys.exit("two_processes: the listening side did not start")
+            print(first, end="")
+            port = first.rsplit(":", 1)[1].strip()
+            dialer = subprocess.run(
+                [*script, "dial", "127.0.0.1", port, "--loopback"],
+                stdout=subprocess.PIPE,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if dialer.returncode:
+                listener.kill()  # (it would wait for a peer that is not coming)
+            rest, _ = listener.communicate(timeout=30)
+        finally:
+            if listener.poll() is None:  # (a side failed and left it waiting: end it)
+                listener.kill()
     print(rest + dialer.stdout, end="")
     if listener.returncode or dialer.returncode:
         sys.exit("two_processes: a side failed")
