@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 import trio.testing
+from test_tcp_rules import _binding_request, _binding_success
 
 import trice
 from trice import stun
@@ -28,20 +29,6 @@ Address = tuple[str, int]
 PASSIVE = trice.TcpType.PASSIVE
 ACTIVE = trice.TcpType.ACTIVE
 MAGIC = b"\x21\x12\xa4\x42"
-
-
-def _binding_request() -> bytes:
-    message = stun.Message(
-        stun.Method.BINDING,
-        stun.MessageClass.REQUEST,
-        attributes=[stun.Username("abcd:efgh"), stun.Priority(1)],
-    )
-    return message.encode(integrity_key=b"k" * 22, fingerprint=True)
-
-
-def _binding_success() -> bytes:
-    message = stun.Message(stun.Method.BINDING, stun.MessageClass.SUCCESS)
-    return message.encode(integrity_key=b"k" * 22, fingerprint=True)
 
 
 def _answering_transport(
