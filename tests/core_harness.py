@@ -481,8 +481,10 @@ class Network:
             # more by then (its pair ranked above the selected one since, say).
             resend_at = flight.resend_at
             flight.resend_at = None
-            if resend_at is None or resend_at >= flight.start + check.schedule[flight.sent]:
-                flight.sent += 1  # (the copy that was due: skipped)
+            if flight.sent < len(check.schedule) - 1 and (
+                resend_at is None or resend_at >= flight.start + check.schedule[flight.sent]
+            ):
+                flight.sent += 1  # (the copy that was due: skipped; past the last, it gives up)
         elif (
             flight.resend_at is not None
             and flight.resend_at <= self.now

@@ -432,7 +432,9 @@ class Timing:
             ``None``, the default, is the time one check takes to give up with all its
             retransmissions (15.5 s with the defaults), as RFC 8863 §4 recommends; ``0``
             lets ICE fail as soon as the last pair has.  It never delays failure past
-            ``failed_timeout``.
+            ``failed_timeout``, and an agent whose gathering ended with no candidate at all
+            (a relay-only agent whose TURN servers all refused it, say) fails as soon as
+            checks begin: no check of the peer's can come to it.
         gather_timeout: the most a STUN or TURN server may hold up gathering.
         mdns_timeout: how long a peer's ``.local`` name is queried for (RFC 6762 §5.2's
             retries, 1 s apart and doubling) before its candidate is dropped.

@@ -2287,7 +2287,23 @@ class AgentCore:
         the failure is held, and :meth:`on_timer` looks again when the timer ends.  Called
         without ``now`` (from signaling, which has no time), a failure is held whenever the
         timer is on at all, and the next :meth:`on_timer` (due at once, if the timer has
-        ended) decides."""
+        ended) decides.
+
+        An agent whose gathering is over with no candidate at all fails as soon as checks
+        begin, without the PAC timer and whatever the peer may still signal: no pair can be
+        formed, and no check of the peer's can come (no address of its own was signalled or
+        found).  A relay-only agent whose TURN servers all refused it, say: its gather
+        reports say why."""
+        if (
+            self.selected is None
+            and self.remote is not None
+            and self.local_complete
+            and not self.local_candidates
+            and self._checking_since is not None
+        ):
+            self._fail_held = False
+            self._set_state(ConnectionState.FAILED)
+            return
         if (
             self.selected is None
             and self.remote is not None  # (after an ICE restart: only failed_timeout, till then)
