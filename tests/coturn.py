@@ -132,6 +132,7 @@ def run_coturn(
     extra: tuple[str, ...] = (),
     port: int | None = None,
     relay_ip: str = "127.0.0.1",
+    relay_ports: int = 100,
 ) -> Iterator[Coturn]:
     """Run coturn on loopback until the block exits (see the module docstring).
 
@@ -145,13 +146,15 @@ def run_coturn(
             restarted); by default a free one.
         relay_ip: the address relayed addresses are on (``::1``: a server with IPv6
             relays only).
+        relay_ports: how many ports relayed addresses may take (coturn frees a deleted
+            allocation's port at the next second of its clock).
     """
     binary = require_turnserver()
     with tempfile.TemporaryDirectory(prefix="trice-coturn-") as tmp:
         tmpdir = Path(tmp)
         if port is None:
             port = free_port(pair=True)  # coturn also binds the "alternative" port + 1
-        relay_low = random.randrange(41000, 60000, 100)
+        relay_low = random.randrange(41000, 62000 - relay_ports, 100)
         log = tmpdir / "turn.log"
         argv = [
             binary,
@@ -160,7 +163,7 @@ def run_coturn(
             f"--listening-port={port}",
             f"--relay-ip={relay_ip}",
             f"--min-port={relay_low}",
-            f"--max-port={relay_low + 99}",
+            f"--max-port={relay_low + relay_ports - 1}",
             "--lt-cred-mech",
             f"--user={user}:{password}",
             f"--realm={REALM}",
