@@ -301,8 +301,9 @@ def _one_datagram_of_questions(first_name: bytes) -> bytes:
 
 def test_a_message_of_names_pointing_at_a_long_one_is_refused_but_real_ones_decode() -> None:
     """A message reads at most ``_MAX_STEPS`` (1024) labels and pointers, all its names
-    together: a datagram of some 240 questions each pointing at a 127-label name (30 000
-    labels to read, from 1.5 kB) is refused at once, while the same count of questions
+    together (or one a byte of a larger message): a datagram of some 240 questions each
+    pointing at a 127-label name (30 000 labels to read, from 1.5 kB) is refused at once,
+    while the same count of questions
     pointing at a short name, a response of 60 hosts, and a query for the longest name
     there is decode."""
     long_name = b"\x01a" * 127 + b"\x00"
@@ -330,6 +331,32 @@ def test_a_message_of_names_pointing_at_a_long_one_is_refused_but_real_ones_deco
 
     longest = ".".join(["a"] * 127)
     assert mdns.decode_message(mdns.encode_query(longest)).questions[1].name == longest
+
+
+def test_a_response_of_9000_bytes_decodes_and_one_of_long_names_is_refused() -> None:
+    """RFC 6762 §17 allows 9000 bytes: a response of some 500 A records, each name a label
+    and a pointer (2000 labels and pointers to read: past 1024, within one a byte),
+    decodes; 4.5 kB of questions pointing at a 127-label name (90 000) is refused; and a
+    bytearray or memoryview of a message decodes as its bytes (a memoryview raised
+    AttributeError, a bytearray's address ValueError: the parsers48 review)."""
+    first = b"\x01h\x05local\x00" + struct.pack("!HHIH", 1, 0x8001, 120, 4) + bytes(4)
+    other = b"\x01h\xc0\x0e" + struct.pack("!HHIH", 1, 0x8001, 120, 4)
+    count = (9000 - 12 - len(first)) // (len(other) + 4) + 1
+    body = first + b"".join(
+        other + socket.inet_aton(f"10.0.{i // 256}.{i % 256}") for i in range(1, count)
+    )
+    response = struct.pack("!6H", 0, 0x8400, 0, count, 0, 0) + body
+    assert 8900 < len(response) <= 9000 and count > 480
+    decoded = mdns.decode_message(response)
+    assert len(decoded.records) == count and decoded.records[-1].name == "h.local"
+    assert mdns.decode_message(bytearray(response)) == decoded
+    assert mdns.decode_message(memoryview(response)) == decoded
+    long_name = b"\x01a" * 127 + b"\x00"
+    hostile = struct.pack("!6H", 0, 0, 700, 0, 0, 0) + long_name + struct.pack("!HH", 1, 1)
+    hostile += (b"\xc0\x0c" + struct.pack("!HH", 1, 1)) * 699
+    assert len(hostile) <= 9000
+    with pytest.raises(trice.MdnsDecodeError, match="over 4465 labels"):
+        mdns.decode_message(hostile)
 
 
 # ---------------------------------------------------------------------------------- answers

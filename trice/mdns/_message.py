@@ -57,8 +57,9 @@ _CLASS_ANY = 255
 _TOP = 0x8000  # in a class: unicast response wanted (question), cache flush (record)
 _MAX_NAME = 255  # bytes on the wire (RFC 1035 §2.3.4)
 _MAX_JUMPS = 32  # compression pointers followed in one name
-#: Labels and pointers read in one message, all its names together: names that point at a
-#: long one cannot make a small message cost many times its size to decode.
+#: Labels and pointers read in one message, all its names together, at most: this many, or
+#: one a byte of a larger message (RFC 6762 §17 allows 9000 bytes).  Names that point at a
+#: long one cannot make a message cost many times its size to decode.
 _MAX_STEPS = 1024
 
 
@@ -198,19 +199,21 @@ def _encode_name(name: str) -> bytes:
     return bytes(out)
 
 
-def decode_message(data: bytes) -> DnsMessage:
+def decode_message(data: bytes | bytearray | memoryview) -> DnsMessage:
     """Decode a DNS message; raises :class:`~trice.MdnsDecodeError` if it is malformed.
 
     Questions of class IN or ANY are kept, whatever their type (RFC 6762 §6: no other
     class is asked for here); of the records (answer, authority and additional sections)
     only the A and AAAA records of class IN, the rest skipped.  A label with a dot in it is
     kept escaped (``\\.``), so that a name of one label never passes for one of two.
+    A :class:`bytearray` or :class:`memoryview` is read as its bytes.
     """
+    data = bytes(data)
     if len(data) < _HEADER.size:
         raise MdnsDecodeError(f"a DNS message has a 12-byte header, got {len(data)} bytes")
     message_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     offset = _HEADER.size
-    steps = [0]  # (labels and pointers read so far: see _MAX_STEPS)
+    steps = [max(_MAX_STEPS, len(data))]  # (labels and pointers left to read: _MAX_STEPS)
     questions = []
     for _ in range(qdcount):
         name, offset = _decode_name(data, offset, steps)
@@ -247,16 +250,19 @@ def decode_message(data: bytes) -> DnsMessage:
 
 def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:
     """The name at ``offset`` and the offset after it (compression pointers followed only
-    backwards, so that no loop can form); ``steps`` counts the labels and pointers read."""
+    backwards, so that no loop can form); ``steps`` counts down the labels and pointers
+    the message may still read."""
     labels: list[str] = []
     size = 1
     end = -1  # where the name ends in the message, once a pointer was followed
     jumps = 0
     floor = offset  # a pointer must point before this
     while True:
-        steps[0] += 1
-        if steps[0] > _MAX_STEPS:
-            raise MdnsDecodeError(f"a DNS message with over {_MAX_STEPS} labels to read")
+        steps[0] -= 1
+        if steps[0] < 0:
+            raise MdnsDecodeError(
+                f"a DNS message with over {max(_MAX_STEPS, len(data))} labels to read"
+            )
         if offset >= len(data):
             raise MdnsDecodeError("a DNS name runs past the message")
         length = data[offset]
