@@ -35,6 +35,7 @@ from loopback import (
     loopback_config,
     send_wide_views,
     server_socket,
+    signal,
     stun_server,
     until,
     wait_for_state,
@@ -691,3 +692,41 @@ async def test_data_an_ice_tcp_connection_drops_unsent_is_counted(
             stats = a.statistics()
     assert stats.tcp_unsent > 0
     assert stats.datagrams_sent - stats.tcp_unsent == len(got), (stats, len(got))
+
+
+@pytest.mark.parametrize("cap", [2, 3])
+async def test_a_failure_says_when_the_cap_left_an_ice_tcp_connections_end_unlearned(
+    autojump_clock: trio.testing.MockClock, cap: int
+) -> None:
+    """Two ICE-TCP agents (active and passive each) whose ``max_remote_candidates`` of 2
+    the two signalled candidates fill: a connection's other end, a peer-reflexive candidate
+    (RFC 6544 §7.2), is past the cap and left out, so no pair works; the failure says so,
+    naming the cap (it said only "no candidate pair works": the stateful48 review).  With
+    a cap of 3 the same agents connect."""
+    config = tcp_config(BOTH, max_remote_candidates=cap)
+    config = dataclasses.replace(config, network=dataclasses.replace(config.network, udp=False))
+    said: dict[str, str] = {}
+
+    async def connect(name: str, agent: trice.Agent) -> None:
+        try:
+            await agent.connect()
+        except trice.IceFailedError as exc:
+            said[name] = str(exc)
+
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connect, "a", a)
+                nursery.start_soon(connect, "b", b)
+        if cap == 3:
+            assert said == {}
+            return
+        assert b.statistics().prflx_dropped > 0
+        assert said.keys() == {"a", "b"}
+        assert all("(max_remote_candidates=2) went unlearned" in text for text in said.values())

@@ -265,6 +265,7 @@ class AgentCore:
         "_previous_key",
         "_previous_ufrag",
         "_previous_until",
+        "_prflx_capped",
         "_refused",
         "_refused_at",
         "_refused_checks",
@@ -511,6 +512,7 @@ class AgentCore:
         self.requests_received = 0
         self.requests_rejected = 0
         self.prflx_dropped = 0
+        self._prflx_capped = 0  # (this generation's, past max_remote_candidates: no_pair_reason)
         self.remote_candidates_dropped = 0
         #: Times the agent took the other role: facing an ICE-lite peer, or to resolve a role
         #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1), and why the last time.
@@ -766,6 +768,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.checks_unauthorized = 0  # (this generation's: see __init__)
+        self._prflx_capped = 0
         self._answered_signed = False
         self._peer_nominated = False
         self.consent_revoked = False
@@ -1387,7 +1390,9 @@ class AgentCore:
         :data:`NO_PAIR_WORKS`, or that some pairs worked and none was nominated in time (a
         controlled agent says whether the controlling peer nominated none, one that
         took the controlled role too, say, or a pair that did not pass this agent's
-        check); with what the failure owes to the peer's 401s and to the pair cap."""
+        check); with what the failure owes to the peer's 401s, to the pair cap and to the
+        cap on remote candidates (peer-reflexive ones it left out: an ICE-TCP connection's
+        other end is one)."""
         pairs = self.checklist
         worked = sum(1 for pair in pairs if pair.state is _PAIR_SUCCEEDED)
         if not worked:
@@ -1405,6 +1410,12 @@ class AgentCore:
                     if nominated
                     else ": the controlling peer nominated none"
                 )
+        capped = self._prflx_capped
+        if capped:
+            reason += (
+                f"; {capped} peer-reflexive candidate{'s' if capped > 1 else ''} past the cap "
+                f"(max_remote_candidates={self.max_remote_candidates}) went unlearned"
+            )
         return f"{reason}{_unauthorized(self)}{_unchecked(self)}"
 
     def selected_pair(self) -> CandidatePair | None:
@@ -2899,6 +2910,7 @@ class AgentCore:
             ):
                 # (The names the shell resolves hold their room: see check_room.)
                 self.prflx_dropped += 1
+                self._prflx_capped += 1
                 return False
             try:
                 prflx: Candidate | None = prflx_candidate(
