@@ -963,7 +963,8 @@ class Agent:
         relays that live are kept.  The gathering state goes back to ``gathering``, each
         candidate is gathered (again) as it comes (:class:`~trice.CandidateGathered`), and
         :meth:`wait_gathering_complete` waits for the new gathering: signal what it gathers,
-        as at the start.
+        as at the start.  With host candidates only, the new gathering may be over when
+        this returns (``complete`` again, the events said in between).
 
         The state becomes ``checking`` (from ``new`` it stays ``new``), also after
         ``failed``: a restart is how a failed agent tries again.  Until the new checks
