@@ -8,7 +8,11 @@ Refresh with a lifetime of 0 seen by coturn, not left to time out).  Loopback on
 
 The sessions: host candidates over UDP with either nomination, an ICE-lite peer, a restart,
 agents on a UDP mux and on a TCP mux, ICE-TCP, and relays over UDP, TCP and TLS (coturn).
-Each cancelled run takes a millisecond or so; a sweep of a session is a few hundred."""
+Each cancelled run takes a millisecond or so; a sweep of a session is a few hundred.
+
+Then one call cancelled the same way, the agents used on: ``connect()`` (called again, it
+connects) and ``receive()`` (a cancelled receive takes no datagram: all arrive), over UDP
+and ICE-TCP."""
 
 from __future__ import annotations
 
@@ -216,3 +220,73 @@ async def test_a_relay_session_cancelled_at_any_step_leaves_no_allocation(
     made, deleted = _allocations(verbose_coturn.log_text())
     assert len(made - made_before) >= 2
     assert made - deleted == set(), verbose_coturn.log_text()[-3000:]
+
+
+# -- one call cancelled, the agents used on ----------------------------------------------
+
+
+async def _cancel_one_call(config: trice.AgentConfig, at: int, call: str) -> tuple[int, bool]:
+    """Two agents gathered and signalled; ``call`` ("connect": both agents' ``connect()``;
+    "receive": a receive loop while 20 datagrams come, five at a time) cancelled at step
+    ``at``; then the same call again, uncancelled, must finish what the first began:
+    connect, and every datagram received once (a cancelled receive takes none).  Returns
+    the steps the cancellable part took and whether it was cancelled."""
+    async with (
+        trice.open_agent(config, controlling=True) as a,
+        trice.open_agent(config, controlling=False) as b,
+    ):
+        await a.wait_gathering_complete()
+        await b.wait_gathering_complete()
+        signal(a, b)
+        scope = trio.CancelScope()
+        instrument = _CancelAtStep(at, scope)
+        if call == "connect":
+            trio.lowlevel.add_instrument(instrument)
+            try:
+                with scope:
+                    await connect_both(a, b)
+            finally:
+                trio.lowlevel.remove_instrument(instrument)
+            ca, cb = await connect_both(a, b)
+            await _exchange(ca, cb)
+            return instrument.steps, scope.cancelled_caught
+        ca, cb = await connect_both(a, b)
+        sent = [b"%d" % i for i in range(20)]
+        got: list[bytes] = []
+
+        async def send() -> None:  # (in fives: a receive finds some queued, some not)
+            for i, datagram in enumerate(sent):
+                ca.send_nowait(datagram)
+                if i % 5 == 4:
+                    await trio.lowlevel.checkpoint()
+
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                with scope:
+                    while len(got) < len(sent):
+                        got.append(await cb.receive())
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        with trio.fail_after(5):
+            while len(got) < len(sent):
+                got.append(await cb.receive())
+        assert sorted(got, key=int) == sent, f"cancelled at step {at}"
+        return instrument.steps, scope.cancelled_caught
+
+
+@pytest.mark.parametrize("call", ["connect", "receive"])
+@pytest.mark.parametrize("transport", ["udp", "ice-tcp"])
+async def test_a_call_cancelled_at_any_step_is_taken_up_again(call: str, transport: str) -> None:
+    config = loopback_config()
+    if transport == "ice-tcp":
+        config = _tcp(config, trice.TcpType.ACTIVE, trice.TcpType.PASSIVE)
+    for _ in range(2):  # (the steps of the second, as in _sweep)
+        steps, _ = await _cancel_one_call(config, 0, call)
+    cancelled = 0
+    for at in range(1, steps + 3):
+        cancelled += (await _cancel_one_call(config, at, call))[1]
+    # (Not at every step: a connect over loopback may be done a few steps before its
+    # tasks are, and a cancellation past its last checkpoint is not caught.)
+    assert cancelled >= steps * 0.3, (cancelled, steps)
