@@ -30,7 +30,14 @@ import trio.testing
 import trice
 
 from coturn import Coturn, require_turnserver, run_coturn
-from loopback import connect_both, loopback_config, open_fds, signal, walk_tasks
+from loopback import (
+    connect_both,
+    gathered_pair,
+    loopback_config,
+    open_fds,
+    signal,
+    walk_tasks,
+)
 
 #: A session: it opens its agents (adding each to the list as it opens) and uses them.
 Session = Callable[[list[trice.Agent]], Awaitable[None]]
@@ -231,12 +238,7 @@ async def _cancel_one_call(config: trice.AgentConfig, at: int, call: str) -> tup
     ``at``; then the same call again, uncancelled, must finish what the first began:
     connect, and every datagram received once (a cancelled receive takes none).  Returns
     the steps the cancellable part took and whether it was cancelled."""
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(config) as (a, b):
         signal(a, b)
         scope = trio.CancelScope()
         instrument = _CancelAtStep(at, scope)

@@ -713,12 +713,7 @@ async def test_a_failure_says_when_the_cap_left_an_ice_tcp_connections_end_unlea
         except trice.IceFailedError as exc:
             said[name] = str(exc)
 
-    async with (
-        trice.open_agent(config, controlling=True) as a,
-        trice.open_agent(config, controlling=False) as b,
-    ):
-        await a.wait_gathering_complete()
-        await b.wait_gathering_complete()
+    async with gathered_pair(config) as (a, b):
         signal(a, b)
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
