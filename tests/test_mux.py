@@ -380,7 +380,16 @@ async def test_a_mux_closing_during_an_ice_restart_is_said_by_send_and_receive()
 async def test_a_closed_mux_refers_to_no_agent() -> None:
     """An agent's check is in flight when its mux closes: the closed mux keeps no
     reference to the agent (its table of transaction IDs held it, for as long as the
-    application kept the mux)."""
+    application kept the mux).  The agent, its one candidate gone with the mux, fails at
+    once (no check can come to it)."""
+    failures: list[trice.IceFailedError] = []
+
+    async def connect(agent: trice.Agent) -> None:
+        try:
+            await agent.connect()
+        except trice.IceFailedError as exc:
+            failures.append(exc)
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         async with mux_in_a_task(lambda: trice.open_udp_mux("127.0.0.1")) as (mux, scope, ended):
@@ -391,12 +400,13 @@ async def test_a_closed_mux_refers_to_no_agent() -> None:
                 line = f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
                 agent.add_remote_candidate(trice.Candidate.from_sdp(line))
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(agent.connect)
+                    nursery.start_soon(connect, agent)
                     await until(lambda: bool(mux._by_tid))  # (a check in flight)
                     scope.cancel()
                     with trio.fail_after(2):
                         await ended.wait()
-                    nursery.cancel_scope.cancel()
+                    await until(lambda: bool(failures))
+                assert "no local candidate" in str(failures[0])
             assert not mux._by_tid
 
 
