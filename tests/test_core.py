@@ -22,6 +22,7 @@ from trice.ice import Candidate, CandidateType, TcpType, candidate_priority
 from trice.ice._checklist import Pair, PairState, compute_pair_priority
 from trice.ice._core import (
     GIVE_WAY_AFTER,
+    NO_PAIR_WORKS,
     PINGBACK_MAX,
     PINGBACK_MIN,
     PINGBACK_RTTS,
@@ -6210,3 +6211,28 @@ def test_after_a_restart_a_late_answer_does_not_bring_back_the_old_pairs_expired
         f"{now:.2f} s brought it back: data goes on over it until "
         f"{a.core._last_consent + a.core._consent_for:.2f} s"
     )
+
+
+def test_a_failure_counts_the_sources_the_cap_left_unlearned_once_each() -> None:
+    """A peer behind a NAT whose checks (a check, its retransmissions, a nomination) all
+    come from one source this agent cannot learn, its one remote candidate filling
+    ``max_remote_candidates``: the failure says one peer-reflexive candidate went
+    unlearned, not one a check (it said two: the p48pass review); and after an ICE restart,
+    one again, the count being the generation's."""
+    net = Network()
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2, nat=Nat("203.0.113.1"))
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1, max_remote_candidates=1)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.0.0.2", 6000)
+    net.exchange(a, b)
+    net.run_for(60)
+    assert b.core.state is S.FAILED and b.core.prflx_dropped >= 2
+    said = "; 1 peer-reflexive candidate past the cap (max_remote_candidates=1) went unlearned"
+    assert b.core.no_pair_reason() == NO_PAIR_WORKS + said
+    a.restart(net.now)
+    b.restart(net.now)
+    assert b.core.no_pair_reason() == NO_PAIR_WORKS  # (a new generation: none yet)
+    net.exchange(a, b)
+    net.run_for(60)
+    assert b.core.state is S.FAILED
+    assert b.core.no_pair_reason() == NO_PAIR_WORKS + said

@@ -512,7 +512,9 @@ class AgentCore:
         self.requests_received = 0
         self.requests_rejected = 0
         self.prflx_dropped = 0
-        self._prflx_capped = 0  # (this generation's, past max_remote_candidates: no_pair_reason)
+        # The sources of this generation's peer-reflexive candidates left out past
+        # max_remote_candidates (no_pair_reason says how many), once there is one.
+        self._prflx_capped: set[tuple[str, int]] | None = None
         self.remote_candidates_dropped = 0
         #: Times the agent took the other role: facing an ICE-lite peer, or to resolve a role
         #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1), and why the last time.
@@ -768,7 +770,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.checks_unauthorized = 0  # (this generation's: see __init__)
-        self._prflx_capped = 0
+        self._prflx_capped = None
         self._answered_signed = False
         self._peer_nominated = False
         self.consent_revoked = False
@@ -1410,7 +1412,7 @@ class AgentCore:
                     if nominated
                     else ": the controlling peer nominated none"
                 )
-        capped = self._prflx_capped
+        capped = len(self._prflx_capped or ())
         if capped:
             reason += (
                 f"; {capped} peer-reflexive candidate{'s' if capped > 1 else ''} past the cap "
@@ -2910,7 +2912,10 @@ class AgentCore:
             ):
                 # (The names the shell resolves hold their room: see check_room.)
                 self.prflx_dropped += 1
-                self._prflx_capped += 1
+                capped = self._prflx_capped
+                if capped is None:
+                    capped = self._prflx_capped = set()
+                capped.add(key)
                 return False
             try:
                 prflx: Candidate | None = prflx_candidate(
