@@ -565,30 +565,41 @@ async def test_no_pair_of_a_family_in_common_fails_when_the_pac_timer_ends() -> 
                 assert trio.current_time() - start >= 0.5
 
 
+@pytest.mark.parametrize("end", [False, True], ids=["no-end", "end"])
+@pytest.mark.parametrize("policy", ["relay", "nohost"])
 async def test_an_agent_that_gathered_no_candidate_fails_as_checks_begin(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, policy: str, end: bool
 ) -> None:
-    """A relay-only agent whose TURN server never answered gathered nothing: ``connect()``
-    fails as soon as it is called, saying so, not when the PAC timer ends (15.5 s: it
-    waits for a check of the peer's, and none can come to an agent with no address), and
-    whether or not the peer's end-of-candidates came (the peer's candidates, whatever
-    they are, pair with none of its)."""
+    """A relay-only agent whose TURN server never answered gathered nothing, and a NOHOST
+    one whose STUN and TURN servers never answered has host candidates only, which it
+    never signals nor pairs: ``connect()`` fails as soon as it is called, saying it has no
+    candidate, not when the PAC timer ends (15.5 s: it waits for a check of the peer's,
+    and none can come to an agent with no address), and whether or not the peer's
+    end-of-candidates came (the peer's candidates, whatever they are, pair with none of
+    its).  (The NOHOST one failed after the PAC timer or ``failed_timeout``: the p48pass
+    review.)"""
     with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        server = trice.IceServer(f"turn:127.0.0.1:{silent.getsockname()[1]}", "user", "pass")
-        relay_only = loopback_config(
-            ice_servers=[server],
-            transport_policy=trice.TransportPolicy.RELAY,
+        port = silent.getsockname()[1]
+        if policy == "relay":
+            urls = [f"turn:127.0.0.1:{port}"]
+            transport_policy = trice.TransportPolicy.RELAY
+        else:
+            urls = [f"stun:127.0.0.1:{port}", f"turn:127.0.0.1:{port}"]
+            transport_policy = trice.TransportPolicy.NOHOST
+        config = loopback_config(
+            ice_servers=[trice.IceServer(urls, "user", "pass")],
+            transport_policy=transport_policy,
             timing=trice.Timing(gather_timeout=1.0),
         )
         async with (
-            trice.open_agent(relay_only, controlling=True) as a,
+            trice.open_agent(config, controlling=True) as a,
             trice.open_agent(loopback_config(), controlling=False) as b,
         ):
             await a.wait_gathering_complete()
             await b.wait_gathering_complete()
             assert a.local_candidates == () and b.local_candidates
-            signal(a, b, end=False)
+            signal(a, b, end=end)
             start = trio.current_time()
             with pytest.raises(trice.IceFailedError, match="no local candidate"):
                 await a.connect()

@@ -1111,7 +1111,7 @@ class Agent:
                     raise IceFailedError(
                         "ICE failed: the peer's consent expired on the selected pair (RFC 7675)"
                     )
-                if not self._core.local_candidates:
+                if self._core.no_candidate():
                     # (A relay-only agent whose relays ended, say: a plain restart keeps the
                     # candidates there are.)
                     raise IceFailedError(

@@ -2302,17 +2302,17 @@ class AgentCore:
         timer is on at all, and the next :meth:`on_timer` (due at once, if the timer has
         ended) decides.
 
-        An agent whose gathering is over with no candidate at all fails as soon as checks
-        begin, without the PAC timer and whatever the peer may still signal: no pair can be
-        formed, and no check of the peer's can come (no address of its own was signalled or
-        found).  A relay-only agent whose TURN servers all refused it, say: its gather
-        reports say why."""
+        An agent whose gathering is over with no candidate at all (:meth:`no_candidate`)
+        fails as soon as checks begin, without the PAC timer and whatever the peer may
+        still signal: no pair can be formed, and no check of the peer's can come (no
+        address of its own was signalled or found).  A relay-only agent whose TURN servers
+        all refused it, say: its gather reports say why."""
         if (
             self.selected is None
             and self.remote is not None
             and self.local_complete
-            and not self.local_candidates
             and self._checking_since is not None
+            and self.no_candidate()
         ):
             self._fail_held = False
             self._set_state(ConnectionState.FAILED)
@@ -2342,6 +2342,14 @@ class AgentCore:
                 return
             self._fail_held = False
             self._set_state(ConnectionState.FAILED)
+
+    def no_candidate(self) -> bool:
+        """Whether this agent has no candidate the peer was told of: none at all, or under
+        the NOHOST policy host candidates only (signalled never, paired never)."""
+        candidates = self.local_candidates
+        if not self.nohost:
+            return not candidates
+        return all(candidate.type is CandidateType.HOST for candidate, _ in candidates)
 
     def _pac_for(self) -> float:
         """How long after checks start ICE may not fail (RFC 8863's PAC timer): see
