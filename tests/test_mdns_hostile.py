@@ -300,12 +300,12 @@ def _one_datagram_of_questions(first_name: bytes) -> bytes:
 
 
 def test_a_message_of_names_pointing_at_a_long_one_is_refused_but_real_ones_decode() -> None:
-    """A message reads at most ``_MAX_STEPS`` (1024) labels and pointers, all its names
-    together (or one a byte of a larger message): a datagram of some 240 questions each
-    pointing at a 127-label name (30 000 labels to read, from 1.5 kB) is refused at once,
-    while the same count of questions
-    pointing at a short name, a response of 60 hosts, and a query for the longest name
-    there is decode."""
+    """Reading a message's names, all together, costs at most ``_MAX_READ`` (49152: each
+    label its bytes and 8, each pointer 8), or four times a larger message's size: a
+    datagram of some 240 questions each pointing at a 127-label name (30 000 labels to
+    read, from 1.5 kB) is refused at once, while the same count of questions pointing at
+    a short name, a response of 60 hosts, and a query for the longest name there is
+    decode."""
     long_name = b"\x01a" * 127 + b"\x00"
     hostile = _one_datagram_of_questions(long_name)
     assert len(hostile) <= 1472
@@ -335,10 +335,14 @@ def test_a_message_of_names_pointing_at_a_long_one_is_refused_but_real_ones_deco
 
 def test_a_response_of_9000_bytes_decodes_and_one_of_long_names_is_refused() -> None:
     """RFC 6762 §17 allows 9000 bytes: a response of some 500 A records, each name a label
-    and a pointer (2000 labels and pointers to read: past 1024, within one a byte),
-    decodes; 4.5 kB of questions pointing at a 127-label name (90 000) is refused; and a
+    and a pointer (2000 labels and pointers to read: it was refused past 1024), decodes;
+    4.5 kB of questions pointing at a 127-label name (90 000 labels) is refused; and a
     bytearray or memoryview of a message decodes as its bytes (a memoryview raised
-    AttributeError, a bytearray's address ValueError: the parsers48 review)."""
+    AttributeError, a bytearray's address ValueError: the parsers48 review), while an int
+    is refused (bytes() would have made that many).  The cost of reading names counts
+    each label's bytes too (it counted labels only: 4.5 kB of questions each pointing at
+    a 255-byte name of four long labels decoded, at 12 times a plain message's time, the
+    p48pass review)."""
     first = b"\x01h\x05local\x00" + struct.pack("!HHIH", 1, 0x8001, 120, 4) + bytes(4)
     other = b"\x01h\xc0\x0e" + struct.pack("!HHIH", 1, 0x8001, 120, 4)
     count = (9000 - 12 - len(first)) // (len(other) + 4) + 1
@@ -355,8 +359,16 @@ def test_a_response_of_9000_bytes_decodes_and_one_of_long_names_is_refused() -> 
     hostile = struct.pack("!6H", 0, 0, 700, 0, 0, 0) + long_name + struct.pack("!HH", 1, 1)
     hostile += (b"\xc0\x0c" + struct.pack("!HH", 1, 1)) * 699
     assert len(hostile) <= 9000
-    with pytest.raises(trice.MdnsDecodeError, match="over 4465 labels"):
+    with pytest.raises(trice.MdnsDecodeError, match="labels cost over 49152"):
         mdns.decode_message(hostile)
+    long_labels = b"".join(bytes([n]) + b"\xff" * n for n in (63, 63, 63, 61)) + b"\x00"
+    hostile = struct.pack("!6H", 0, 0, 1455, 0, 0, 0) + long_labels + struct.pack("!HH", 1, 1)
+    hostile += (b"\xc0\x0c" + struct.pack("!HH", 1, 1)) * 1454
+    assert len(hostile) <= 9000
+    with pytest.raises(trice.MdnsDecodeError, match="labels cost over"):
+        mdns.decode_message(hostile)
+    with pytest.raises(TypeError):
+        mdns.decode_message(10**9)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------- answers

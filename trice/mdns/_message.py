@@ -57,10 +57,13 @@ _CLASS_ANY = 255
 _TOP = 0x8000  # in a class: unicast response wanted (question), cache flush (record)
 _MAX_NAME = 255  # bytes on the wire (RFC 1035 §2.3.4)
 _MAX_JUMPS = 32  # compression pointers followed in one name
-#: Labels and pointers read in one message, all its names together, at most: this many, or
-#: one a byte of a larger message (RFC 6762 §17 allows 9000 bytes).  Names that point at a
-#: long one cannot make a message cost many times its size to decode.
-_MAX_STEPS = 1024
+#: What reading the names of one message may cost, all its names together (a name that
+#: points at another reads that one again): each label its bytes and ``_STEP_COST`` more,
+#: each pointer ``_STEP_COST``; at most this much, or four times a larger message's size
+#: (RFC 6762 §17 allows 9000 bytes).  Names that point at a long one cannot make a message
+#: cost many times its size to decode.
+_MAX_READ = 49152
+_STEP_COST = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +211,14 @@ def decode_message(data: bytes | bytearray | memoryview) -> DnsMessage:
     kept escaped (``\\.``), so that a name of one label never passes for one of two.
     A :class:`bytearray` or :class:`memoryview` is read as its bytes.
     """
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = memoryview(data).tobytes()  # (not bytes(): an int would make that many)
     if len(data) < _HEADER.size:
         raise MdnsDecodeError(f"a DNS message has a 12-byte header, got {len(data)} bytes")
     message_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     offset = _HEADER.size
-    steps = [max(_MAX_STEPS, len(data))]  # (labels and pointers left to read: _MAX_STEPS)
+    budget = max(_MAX_READ, 4 * len(data))
+    steps = [budget]  # (what reading names may still cost: see _MAX_READ)
     questions = []
     for _ in range(qdcount):
         name, offset = _decode_name(data, offset, steps)
@@ -250,22 +255,21 @@ def decode_message(data: bytes | bytearray | memoryview) -> DnsMessage:
 
 def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:
     """The name at ``offset`` and the offset after it (compression pointers followed only
-    backwards, so that no loop can form); ``steps`` counts down the labels and pointers
-    the message may still read."""
+    backwards, so that no loop can form); ``steps`` counts down what the message's names
+    may still cost to read (see ``_MAX_READ``)."""
     labels: list[str] = []
     size = 1
     end = -1  # where the name ends in the message, once a pointer was followed
     jumps = 0
     floor = offset  # a pointer must point before this
     while True:
-        steps[0] -= 1
-        if steps[0] < 0:
-            raise MdnsDecodeError(
-                f"a DNS message with over {max(_MAX_STEPS, len(data))} labels to read"
-            )
         if offset >= len(data):
             raise MdnsDecodeError("a DNS name runs past the message")
         length = data[offset]
+        steps[0] -= _STEP_COST if length & 0xC0 == 0xC0 else length + _STEP_COST
+        if steps[0] < 0:
+            budget = max(_MAX_READ, 4 * len(data))
+            raise MdnsDecodeError(f"a DNS message whose labels cost over {budget} to read")
         if length & 0xC0 == 0xC0:
             if offset + 1 >= len(data):
                 raise MdnsDecodeError("a DNS compression pointer is cut short")
