@@ -4959,3 +4959,34 @@ async def test_a_receive_given_its_turn_as_the_route_is_forgotten_takes_the_sock
 
             waited = await _second_receive_waited(ca, cb, cancel_and_reroute)
     assert waited < 0.005, waited
+
+
+async def test_data_after_a_restart_whose_checks_failed_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Both agents restart and the new checks fail (the peer's new candidate is a silent
+    port): ``send`` and ``receive`` raise BrokenResourceError saying that the checks after
+    the ICE restart selected no pair, not that the peer's consent expired (the p48pass
+    review), and ``connect()`` says why."""
+    timing = trice.Timing(rto=0.1, rto_max=0.2, max_binding_requests=3)
+    config = loopback_config(timing=timing)
+    with wall_clock_guard(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        async with (
+            trice.open_agent(config, controlling=True) as a,
+            trice.open_agent(config, controlling=False) as b,
+        ):
+            ca, _cb = await _connected_pair(a, b)
+            a.restart()
+            params = b.restart()
+            a.set_remote_parameters(params.ufrag, params.pwd)
+            port = silent.getsockname()[1]
+            line = f"candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"
+            a.add_remote_candidate(trice.Candidate.from_sdp(line))
+            a.add_remote_candidate(None)
+            with trio.fail_after(30), pytest.raises(trice.IceFailedError, match="no candidate"):
+                await a.connect()
+            with pytest.raises(trio.BrokenResourceError, match="after the ICE restart"):
+                await ca.send(b"x")
+            with pytest.raises(trio.BrokenResourceError, match="after the ICE restart"):
+                await ca.receive()

@@ -190,6 +190,12 @@ class Connection(trio.abc.Channel[bytes]):
                     "the peer revoked consent (a 403 answer, ICE failed): no more data may go "
                     "(RFC 7675 §5.2)"
                 )
+            if failed and core.selected is None:
+                # (An ICE restart's checks failed; the pair of before was let go then.)
+                raise trio.BrokenResourceError(
+                    "ICE failed: the checks after the ICE restart selected no pair "
+                    "(connect() says why): no more data may go"
+                )
             if failed:
                 raise trio.BrokenResourceError(
                     "the peer's consent expired (ICE failed): no more data may go (RFC 7675)"
