@@ -237,6 +237,7 @@ class _StubAgent:
             state=trice.ConnectionState.CONNECTED,
             remote_addresses={},
             data_pair=object(),
+            selected=object(),  # (the pair whose consent may expire)
             consent_revoked=False,
         )
 
@@ -273,6 +274,7 @@ async def test_a_send_waiting_on_a_full_socket_ends_when_its_connection_does(how
                     conn._stop_waiters()
         expected = trio.ClosedResourceError if how == "aclose" else trio.BrokenResourceError
         assert len(raised) == 1 and type(raised[0]) is expected
+        assert how == "aclose" or "consent expired" in str(raised[0])
         assert fake.sent == []
 
 
