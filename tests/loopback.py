@@ -308,6 +308,25 @@ def tcp_connection() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield far, near
 
 
+@contextlib.asynccontextmanager
+async def adopted_tcp_connection(
+    transport: _tcp.TcpTransport,
+) -> AsyncIterator[tuple[socket.socket, tuple[str, int]]]:
+    """``transport`` running, with a loopback connection (:func:`tcp_connection`) adopted as
+    a peer's to its passive candidate: the peer's end (blocking) and its address.  The
+    transport closes at the end."""
+    with tcp_connection() as (far, near):
+        address = far.getsockname()[:2]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.adopt(near, address, b"")
+            try:
+                yield far, address
+            finally:
+                transport.close()
+
+
 def events_so_far(stream: trice.EventStream) -> list[trice.Event]:
     """The events queued on ``stream`` now, without waiting (up to its end, if it ended)."""
     events: list[trice.Event] = []

@@ -19,10 +19,10 @@ from trice import stun
 from trice.ice._framing import frame
 
 from loopback import (
+    adopted_tcp_connection,
     loopback_config,
     peer_check,
     signal,
-    tcp_connection,
     tcp_transport,
     until,
 )
@@ -216,22 +216,16 @@ async def test_a_check_reading_an_unanswered_connection_past_a_turn_hands_over_n
     delivered: list[bytes] = []
     transport = tcp_transport(PASSIVE, delivered=delivered)
     data = [b"%03d" % i for i in range(100)]
-    with tcp_connection() as (far, near):
-        address = far.getsockname()[:2]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert transport.adopt(near, address, b"")
-            transport.prove(address, answered=False)  # (a check accepted, maybe a copy)
-            await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
-            far.sendall(b"".join(frame(d) for d in data))
-            transport.read_waiting(address)  # (no checkpoint between: as a check task)
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            assert delivered == [], f"{len(delivered)} datagrams handed over unanswered"
-            transport.prove(address, answered=True)  # (as the answer handed over does)
-            far.sendall(frame(b"after"))
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            transport.close()
+    async with adopted_tcp_connection(transport) as (far, address):
+        transport.prove(address, answered=False)  # (a check accepted, maybe a copy)
+        await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
+        far.sendall(b"".join(frame(d) for d in data))
+        transport.read_waiting(address)  # (no checkpoint between: as a check task)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert delivered == [], f"{len(delivered)} datagrams handed over unanswered"
+        transport.prove(address, answered=True)  # (as the answer handed over does)
+        far.sendall(frame(b"after"))
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
     assert delivered == [*data, b"after"]
 
 

@@ -6,9 +6,7 @@ the peer, as in test_tcp_rules."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import pytest
@@ -25,7 +23,7 @@ from trice.ice._framing import frame
 from trice.ice._gathering import prflx_candidate, relay_candidate, tcp_host_candidate
 
 from core_harness import make_candidate, two_agents
-from loopback import tcp_connection, tcp_transport
+from loopback import adopted_tcp_connection, tcp_connection, tcp_transport
 
 Address = tuple[str, int]
 PASSIVE = trice.TcpType.PASSIVE
@@ -49,22 +47,6 @@ def _answering_transport(
     return transport
 
 
-@contextlib.asynccontextmanager
-async def _adopted(transport: _tcp.TcpTransport) -> AsyncIterator[tuple[socket.socket, Address]]:
-    """``transport`` running, with a loopback connection adopted as a peer's to its passive
-    candidate: the peer's end (blocking) and its address.  The transport closes at the end."""
-    with tcp_connection() as (far, near):
-        address = far.getsockname()[:2]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert transport.adopt(near, address, b"")
-            try:
-                yield far, address
-            finally:
-                transport.close()
-
-
 # -- the hold's bound, as documented ---------------------------------------------------------
 
 
@@ -77,7 +59,7 @@ async def test_the_hold_is_256_kib_each_datagram_counting_64_bytes_more() -> Non
     counters = _tcp.TcpCounters()
     transport = tcp_transport(PASSIVE, delivered=delivered, counters=counters)
     fit = 256 * 1024 // 64
-    async with _adopted(transport) as (far, address):
+    async with adopted_tcp_connection(transport) as (far, address):
         far.sendall(frame(_binding_request()) + frame(b"") * (fit + 1))
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         link = transport.link_to(address)
@@ -106,7 +88,7 @@ async def test_data_that_looks_like_stun_in_part_only_is_held(datagram: bytes) -
     delivered: list[bytes] = []
     check, answer = _binding_request(), _binding_success()
     transport = _answering_transport(delivered, answer)
-    async with _adopted(transport) as (far, address):
+    async with adopted_tcp_connection(transport) as (far, address):
         far.sendall(frame(check) + frame(datagram) + frame(b"plain"))
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         assert delivered == [check], "data handed over unanswered"
@@ -128,7 +110,7 @@ async def test_held_data_goes_when_the_answer_is_the_last_datagram_read() -> Non
     check, answer = _binding_request(), _binding_success()
     data = [b"%02d" % i for i in range(10)]
     transport = _answering_transport(delivered, answer)
-    async with _adopted(transport) as (far, address):
+    async with adopted_tcp_connection(transport) as (far, address):
         far.sendall(frame(check) + b"".join(frame(d) for d in data))
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         transport.prove(address, answered=False)
@@ -148,7 +130,7 @@ async def test_a_check_reading_the_answer_past_a_turn_hands_over_what_was_held()
     answer = _binding_success()
     data = [b"%03d" % i for i in range(100)]
     transport = _answering_transport(delivered, answer)
-    async with _adopted(transport) as (far, address):
+    async with adopted_tcp_connection(transport) as (far, address):
         transport.prove(address, answered=False)  # (a check accepted over it)
         await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
         far.sendall(b"".join(frame(d) for d in data) + frame(answer))

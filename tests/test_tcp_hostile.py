@@ -41,6 +41,7 @@ from loopback import (
     HAS_IPV6,
     TRACED,
     MostPerStep,
+    adopted_tcp_connection,
     hold_readers,
     loopback_config,
     open_fds,
@@ -1794,18 +1795,12 @@ async def test_what_a_check_takes_from_its_connection_past_a_turn_is_handed_over
     p41pass3 review)."""
     delivered: list[bytes] = []
     transport = tcp_transport(PASSIVE, delivered=delivered)
-    with tcp_connection() as (far, near):
-        address = far.getsockname()[:2]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert transport.adopt(near, address, b"")
-            transport.prove(address, answered=True)
-            await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
-            far.sendall(b"".join(frame(b"%03d" % i) for i in range(100)))
-            transport.read_waiting(address)  # (no checkpoint between: as a check task)
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            transport.close()
+    async with adopted_tcp_connection(transport) as (far, address):
+        transport.prove(address, answered=True)
+        await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
+        far.sendall(b"".join(frame(b"%03d" % i) for i in range(100)))
+        transport.read_waiting(address)  # (no checkpoint between: as a check task)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
     assert delivered == [b"%03d" % i for i in range(100)]
 
 

@@ -21,7 +21,7 @@ from trice._trio._tcp import TcpTransport
 from trice._trio._transport import READ_BATCH
 from trice.ice._framing import FrameReader, frame
 
-from loopback import MostPerStep, tcp_connection, tcp_transport
+from loopback import MostPerStep, adopted_tcp_connection, tcp_connection, tcp_transport
 
 Address = tuple[str, int]
 PASSIVE = trice.TcpType.PASSIVE
@@ -279,27 +279,21 @@ async def test_a_peer_connections_data_waits_for_an_answer_over_it_and_keeps_its
             transport.prove(address, answered=True)
 
     transport._deliver = deliver
-    with tcp_connection() as (far, near):
-        address = far.getsockname()[:2]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert transport.adopt(near, address, b"")
-            steps = MostPerStep(transport)
-            trio.lowlevel.add_instrument(steps)
-            far.sendall(frame(check) + b"".join(frame(datagram) for datagram in held))
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            assert delivered == [check]
-            transport.prove(address, answered=False)  # (the check accepted)
-            far.sendall(frame(answer) + frame(b"after"))
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            assert delivered == [check, answer, *held, b"after"]
-            trio.lowlevel.remove_instrument(steps)
-            assert steps.most <= READ_BATCH
-            far.sendall(frame(b"later"))
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            assert delivered[-1] == b"later"
-            transport.close()
+    async with adopted_tcp_connection(transport) as (far, address):
+        steps = MostPerStep(transport)
+        trio.lowlevel.add_instrument(steps)
+        far.sendall(frame(check) + b"".join(frame(datagram) for datagram in held))
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert delivered == [check]
+        transport.prove(address, answered=False)  # (the check accepted)
+        far.sendall(frame(answer) + frame(b"after"))
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert delivered == [check, answer, *held, b"after"]
+        trio.lowlevel.remove_instrument(steps)
+        assert steps.most <= READ_BATCH
+        far.sendall(frame(b"later"))
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert delivered[-1] == b"later"
 
 
 @pytest.mark.parametrize(
@@ -321,19 +315,13 @@ async def test_data_held_past_its_limit_or_on_a_connection_closed_unanswered_is_
     counters = _tcp.TcpCounters()
     transport = tcp_transport(PASSIVE, delivered=delivered, counters=counters)
     check = _binding_request()
-    with tcp_connection() as (far, near):
-        address = far.getsockname()[:2]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert transport.adopt(near, address, b"")
-            far.sendall(frame(check) + b"".join(frame(bytes(size)) for _ in range(count + 1)))
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-            transport.prove(address, answered=False)
-            assert counters.unanswered == 1  # (the one past the limit)
-            transport.drop(address, transport.link_to(address))
-            assert counters.unanswered == count + 1
-            transport.close()
+    async with adopted_tcp_connection(transport) as (far, address):
+        far.sendall(frame(check) + b"".join(frame(bytes(size)) for _ in range(count + 1)))
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        transport.prove(address, answered=False)
+        assert counters.unanswered == 1  # (the one past the limit)
+        transport.drop(address, transport.link_to(address))
+        assert counters.unanswered == count + 1
     assert delivered == [check]
 
 
