@@ -533,12 +533,14 @@ async def _allocate_only_server(
     seen: list[stun.Message],
     grant_delay: float = 0.0,
     relayed: Address | None = ("198.51.100.1", 50000),
+    password: str = PASSWORD,
 ) -> None:
     """Just enough of a TURN server for one allocation (a 401 challenge, then the Allocate
     granted, ``grant_delay`` seconds late, with ``relayed`` for its relayed address, if
-    any) that answers nothing else: the deallocation goes unanswered."""
+    any, signed with ``password``'s key) that answers nothing else: the deallocation goes
+    unanswered."""
     realm = "example.org"
-    key = stun.long_term_key(USER, realm, PASSWORD)
+    key = stun.long_term_key(USER, realm, password)
 
     async def grant(request: stun.Message, source: Address) -> None:
         await trio.sleep(grant_delay)
@@ -827,6 +829,31 @@ async def test_an_allocation_granted_without_a_relayed_address_is_deleted(
     assert info.value.reason == "no relayed address"
     assert [m.method for m in seen][-1] is stun.Method.REFRESH
     assert seen[-1].get(stun.Lifetime) == stun.Lifetime(0)
+
+
+async def test_over_udp_a_grant_that_fails_the_integrity_check_says_so_not_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Over UDP the client waits past an answer signed with another key (RFC 8489 §9.2.5:
+    another copy may come) until its transaction's Ti, 39.5 s; the allocation's own time
+    limit ends it sooner.  The error then says that the server answered and its answer
+    failed the integrity check (a wrong password the server does not say, or a forger),
+    as over TCP, rather than that no allocation came in time."""
+    seen: list[stun.Message] = []
+    with wall_clock_guard(), trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        server = ServerUrl("turn", "127.0.0.1", port=sock.getsockname()[1])
+        async with trio.open_nursery() as outer:
+            outer.start_soon(
+                functools.partial(_allocate_only_server, sock, seen, password="another")
+            )
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(AllocationError) as info:
+                    await start_relay(nursery, server, Inbox(), allocation_timeout=3.0)
+            outer.cancel_scope.cancel()
+    assert info.value.reason == "response failed the integrity check"
+    assert "within 3.0 s" in str(info.value)
+    assert [m.method for m in seen][:2] == [stun.Method.ALLOCATE, stun.Method.ALLOCATE]
 
 
 @pytest.mark.parametrize(

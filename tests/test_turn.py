@@ -1538,6 +1538,18 @@ def test_receiving_data_indications_and_channel_data() -> None:
     assert client.statistics().malformed == 2
 
 
+def test_a_data_indication_names_its_peer_as_the_client_does() -> None:
+    """A Data indication whose XOR-PEER-ADDRESS writes an IPv4 peer as an IPv4-mapped IPv6
+    address is from the IPv4 peer: its permission is found, and the peer is handed on in
+    the form the client knows it by (as ChannelData's and send_to_peer's), so that the
+    agent matches it to its pair rather than to an unknown source."""
+    client, server = allocated()
+    client.send_to_peer(PEER, b"x", 1.0)
+    mapped = ("::ffff:" + PEER[0], PEER[1])
+    assert client.on_server_data(server.data_indication(mapped, b"hi"), 1.0) == [(PEER, b"hi")]
+    assert client.statistics().received == 1
+
+
 def test_a_data_indication_with_an_unknown_required_attribute_is_dropped() -> None:
     """RFC 8489 §6.3.2: an indication with an unknown comprehension-required attribute is
     discarded, its data with it (counted malformed; it was delivered)."""

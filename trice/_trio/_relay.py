@@ -1536,6 +1536,13 @@ async def _relay_at(
                 )
                 started = True
                 task_status.started(relay)
+            elif relay.error is None and client.answered_unverified:
+                why = "response failed the integrity check"
+                relay.error = AllocationError(
+                    f"{label}: TURN Allocate failed: {why} (no other answer within {timeout} s)",
+                    reason=why,
+                )
+                nursery.cancel_scope.cancel()
             elif relay.error is None:
                 relay.error = AllocationError(
                     f"{label}: no allocation within {timeout} s", reason="timeout"

@@ -247,6 +247,13 @@ class TurnClient:
         return self._key is not None
 
     @property
+    def answered_unverified(self) -> bool:
+        """Whether an Allocate still waiting for its answer got answers, all of which failed
+        the integrity check (RFC 8489 §9.2.5: signed with another key).  A driver that gives
+        up before the transaction times out says so rather than that none came."""
+        return any(tx.forged for tx in self._transactions.values() if tx.kind is Kind.ALLOCATE)
+
+    @property
     def round_trip(self) -> float | None:
         """The round trip to the server over UDP, in seconds, smoothed (RFC 6298's SRTT)
         over the answers to requests sent once; until one comes, the least time an answer
@@ -505,7 +512,11 @@ class TurnClient:
                 if address is None or payload_attr is None:
                     self._counts["malformed"] += 1
                     return []
-                perm = self._permissions.get(_written((address.address, address.port))[0])
+                # (The peer as it is known here, canonical: an IPv4 peer written as an
+                # IPv4-mapped IPv6 address is the IPv4 peer, as its permission is, and as
+                # ChannelData and send_to_peer name it.)
+                peer = _written((address.address, address.port))
+                perm = self._permissions.get(peer[0])
                 if (
                     perm is None
                     or (not perm.installed and not perm.busy and now >= perm.expires_at)
@@ -517,7 +528,7 @@ class TurnClient:
                     self._counts["malformed"] += 1
                     return []
                 self._counts["received"] += 1  # (no use of the permission: see _in_use)
-                return [((address.address, address.port), payload_attr.value)]
+                return [(peer, payload_attr.value)]
             if klass is MessageClass.SUCCESS or klass is MessageClass.ERROR:
                 self._on_response(message, now)
                 if self._waiting or self._refreshes:
