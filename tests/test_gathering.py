@@ -93,7 +93,12 @@ def test_relay_candidate() -> None:
     assert relay.foundation == compute_foundation(
         CandidateType.RELAY, "203.0.113.2", "udp", "turn.example.org"
     )
-    assert relay_candidate(("203.0.113.2", 50000), None, "t").related_address is None
+    # (A grant without XOR-MAPPED-ADDRESS: the line still carries raddr and rport.)
+    unknown = relay_candidate(("203.0.113.2", 50000), None, "t")
+    assert (unknown.related_address, unknown.related_port) == ("0.0.0.0", 0)
+    assert unknown.to_sdp().endswith("typ relay raddr 0.0.0.0 rport 0")
+    unknown6 = relay_candidate(("2001:db8::2", 50000), None, "t")
+    assert (unknown6.related_address, unknown6.related_port) == ("::", 0)
 
 
 @pytest.mark.parametrize(

@@ -226,8 +226,13 @@ def relay_candidate(
     key: bytes | None = None,
 ) -> Candidate:
     """A relayed candidate from a TURN allocation (RFC 8445 §5.1.1.2); its related address
-    is the mapped address the TURN server saw, when known (RFC 8839 §5.1).  ``server`` names
-    the server and the transport it was reached over (its foundation's part, §5.1.1.3)."""
+    is the mapped address the TURN server saw (RFC 8839 §5.1), or, from a server that left
+    XOR-MAPPED-ADDRESS out of its grant (RFC 8656 §7.3 asks for it), the unspecified address
+    of the relayed address's family and port 0, as a hidden related address is written: a
+    relayed candidate's line carries ``raddr`` and ``rport``.  ``server`` names the server
+    and the transport it was reached over (its foundation's part, §5.1.1.3)."""
+    if mapped is None:
+        mapped = ("::" if ":" in relayed[0] else "0.0.0.0", 0)
     return Candidate(
         foundation=compute_foundation(CandidateType.RELAY, relayed[0], "udp", server, key=key),
         component=component,
@@ -236,8 +241,8 @@ def relay_candidate(
         address=relayed[0],
         port=relayed[1],
         type=CandidateType.RELAY,
-        related_address=mapped[0] if mapped else None,
-        related_port=mapped[1] if mapped else None,
+        related_address=mapped[0],
+        related_port=mapped[1],
     )
 
 
