@@ -358,3 +358,58 @@ def test_a_late_aggressive_nomination_below_the_selected_pair_moves_no_peer_off_
     assert net.run_until(connected(a, b), 40)
     net.run_for(60)
     assert ConnectionState.FAILED not in (a.state, b.state)
+
+
+def _aggressive_behind_a_nat() -> tuple[Network, Endpoint, Endpoint]:
+    """a, controlling and nominating aggressively behind a NAT, against b's two hosts; the
+    answers to a's checks on the lower pair (to b's second host) are all lost."""
+    net, a, b = two_agents(
+        nomination=Nomination.AGGRESSIVE,
+        a_nat=Nat("203.0.113.1"),
+        b_hosts=(("10.1.0.2", 6000), ("10.1.1.2", 6001)),
+    )
+    net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
+    return net, a, b
+
+
+def test_behind_a_nat_an_aggressive_check_below_the_selected_pair_is_cancelled() -> None:
+    """As above, with a behind a NAT (lossy49b-1): b sees a's peer-reflexive address, so
+    the selected pair's valid priority is that of a peer-reflexive candidate, below the
+    lower pair's own priority, from a's host candidate.  Compared so, the lower pair's
+    check looked ranked above the selected pair and went on nominating for its whole
+    15.5 s transaction (at 0.17, 0.55, 1.55, 3.55 s and on), and ``completed`` waited.
+    Ranked as b would see it, through the same NAT, it is below and is cancelled."""
+    net, a, b = _aggressive_behind_a_nat()
+    assert net.run_until(connected(a, b), 5)
+    selected_at = net.now
+    selected = a.core.selected
+    assert selected is not None and selected.remote.port == 6000
+    net.run_for(20)
+    late = [
+        round(p.sent_at, 2)
+        for p in net.packets(sender="a", requests=True)
+        if p.use_candidate and p.sent_at > selected_at and p.dst != selected.remote_address
+    ]
+    assert late == []
+    assert a.state is ConnectionState.COMPLETED
+
+
+def test_behind_a_nat_a_late_aggressive_nomination_moves_no_peer_off_the_pair_in_use() -> None:
+    """The same, and one of a's consent checks on the selected pair lost: b followed the
+    nomination that kept coming on the lower pair off the pair a uses (at 3.56 s, back at
+    6.01 s), where a's data no longer reached it.  With that check cancelled, b stays."""
+    net, a, b = _aggressive_behind_a_nat()
+    assert net.run_until(connected(a, b), 5)
+    lost: list[float] = []
+
+    def one_consent_check(p: Packet) -> bool:
+        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > 1:
+            lost.append(p.sent_at)
+            return True
+        return False
+
+    net.drop(one_consent_check)
+    net.run_for(15)
+    assert lost
+    moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
+    assert moves and set(moves) == {6000}

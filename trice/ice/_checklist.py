@@ -623,6 +623,38 @@ class CheckList:
                 best = pair
         return best
 
+    def _seen_through(self) -> dict[int, Candidate] | None:
+        """For each base one of whose pairs succeeded with another local candidate than its
+        own (the peer saw the base behind a NAT, say), that candidate: the first such pair's,
+        in priority order (None: no such base)."""
+        seen: dict[int, Candidate] | None = None
+        for pair in self._pairs:
+            valid = pair.valid_local
+            if pair.state is _SUCCEEDED and valid is not None and valid is not pair.local:
+                if seen is None:
+                    seen = {}
+                seen.setdefault(pair.base, valid)
+        return seen
+
+    @staticmethod
+    def _as_seen(pair: Pair, seen: dict[int, Candidate] | None, controlling: bool) -> int:
+        """The valid priority ``pair`` is taken to have before it succeeds: as its base's
+        pairs were seen (see :meth:`_seen_through`), else its own."""
+        valid = seen.get(pair.base) if seen is not None else None
+        if valid is None:
+            return pair.priority
+        return compute_pair_priority(valid, pair.remote, controlling)
+
+    def seen_priority(self, pair: Pair, controlling: bool) -> int:
+        """The valid priority ``pair`` has (``Pair.valid_priority``), or, before it
+        succeeded, the one it is taken to have, as :meth:`pending_above` takes it: to be
+        compared with another pair's valid priority (a check's own priority, from its host
+        candidate, ranks above a valid pair seen through a NAT that the same check would
+        rank below once answered)."""
+        if pair.valid_local is not None:
+            return pair.valid_priority
+        return self._as_seen(pair, self._seen_through(), controlling)
+
     def pending_above(self, priority: int, controlling: bool) -> bool:
         """Whether a pair not yet done may still succeed with a valid priority (see
         ``Pair.valid_priority``) above ``priority``.  A pending pair's valid priority is
@@ -633,23 +665,34 @@ class CheckList:
         went from, or a peer-reflexive or server-reflexive one below it, or for a relayed
         check the relay itself; so the pairs are looked at in priority order until one
         cannot beat ``priority``.)"""
-        seen: dict[int, Candidate] | None = None
-        for pair in self._pairs:
-            valid = pair.valid_local
-            if pair.state is _SUCCEEDED and valid is not None and valid is not pair.local:
-                if seen is None:
-                    seen = {}
-                seen.setdefault(pair.base, valid)
+        seen = self._seen_through()
         for pair in self._pairs:
             if pair.priority <= priority:
                 return False  # (nor can any after it)
             state = pair.state
-            if state is _FROZEN or state is _WAITING or state is _IN_PROGRESS:
-                valid = seen.get(pair.base) if seen is not None else None
-                if valid is None or compute_pair_priority(valid, pair.remote, controlling) > (
-                    priority
-                ):
-                    return True
+            if (state is _FROZEN or state is _WAITING or state is _IN_PROGRESS) and (
+                self._as_seen(pair, seen, controlling) > priority
+            ):
+                return True
+        return False
+
+    def in_progress_above(self, priority: int, controlling: bool) -> bool:
+        """Whether a pair being checked may still succeed with a valid priority above
+        ``priority``, as :meth:`pending_above` takes it."""
+        seen = self._seen_through()
+        for pair in self._pairs:  # (in priority order: see pending_above)
+            if pair.priority <= priority:
+                return False
+            if (
+                pair.state is _IN_PROGRESS
+                and (
+                    pair.valid_priority
+                    if pair.valid_local is not None
+                    else self._as_seen(pair, seen, controlling)
+                )
+                > priority
+            ):
+                return True
         return False
 
     def all_failed(self) -> bool:

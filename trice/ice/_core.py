@@ -2445,7 +2445,7 @@ class AgentCore:
         return (
             better is not None
             and selected is not None
-            and better.priority > selected.valid_priority
+            and self.checklist.seen_priority(better, True) > selected.valid_priority
         )
 
     def _none_better(self, best: Pair) -> bool:
@@ -2632,7 +2632,7 @@ class AgentCore:
             self.selected is not None
             and self.state is _STATE_CONNECTED
             and not self._triggered
-            and (self._selection_final() or not self.checklist.in_progress(self._kept_above()))
+            and (self._selection_final() or not self._in_progress_kept())
             and not self._better_to_check()
         ):
             self._set_state(ConnectionState.COMPLETED)
@@ -2647,12 +2647,20 @@ class AgentCore:
     def _kept_above(self) -> int:
         """The priority above which a pair's check in flight, a pair selected, holds
         ``completed`` back: a controlling agent that nominates aggressively cancels those
-        on pairs ranked below the selected one (see :meth:`cancelled`); otherwise none is
-        cancelled here (-1: every check holds it back)."""
+        on pairs ranked below the selected one, as the peer would see them (see
+        :meth:`cancelled`); otherwise none is cancelled here (-1: every check holds it
+        back)."""
         selected = self.selected
         if selected is None or not self.controlling or self.nomination is not _AGGRESSIVE:
             return -1
         return selected.valid_priority - 1
+
+    def _in_progress_kept(self) -> bool:
+        """Whether a check in flight holds ``completed`` back (see :meth:`_kept_above`)."""
+        kept = self._kept_above()
+        if kept < 0:
+            return self.checklist.in_progress()
+        return self.checklist.in_progress_above(kept, True)
 
     def cancelled(self, check: Check) -> bool:
         """Whether ``check`` is cancelled (RFC 8445 §8.1.2): once a controlling agent that
@@ -2669,7 +2677,11 @@ class AgentCore:
             return False
         if self._selection_final():
             return not check.nominating
-        return self.controlling and check.pair.priority <= self._kept_above()
+        # (Ranked as the peer would see the pair, as the selected pair is: behind a NAT a
+        # check's own priority, from its host candidate, is above every valid pair's.)
+        return self.controlling and self.checklist.seen_priority(check.pair, True) <= (
+            self._kept_above()
+        )
 
     def _proven(self, pair: Pair, check: Check, now: float) -> None:
         """A success answer to a check of consent's (or a ping-back) on ``pair``: on the
