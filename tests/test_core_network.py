@@ -413,3 +413,35 @@ def test_behind_a_nat_a_late_aggressive_nomination_moves_no_peer_off_the_pair_in
     assert lost
     moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
     assert moves and set(moves) == {6000}
+
+
+def test_an_aggressive_triggered_check_below_the_selected_pair_does_not_nominate() -> None:
+    """a, nominating aggressively, selects the top pair at once; b, whose own check on it
+    goes unanswered for a while, checks its lower host next, which triggers a check of
+    a's on that lower pair, a selected.  That check went with USE-CANDIDATE, a nomination
+    below the selected pair, and b took it: b selected the lower pair while a used the
+    top one (lossy49b: once in 7 of 40 lossy sessions through three paths).  It goes as
+    an ordinary check now, as under regular nomination once a pair is selected."""
+    net = Network(latency=0.01)
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=Nomination.AGGRESSIVE)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    b.add_host("10.1.0.2", 6000, local_pref=65535)
+    b.add_host("10.1.1.2", 6001, local_pref=30000)
+    net.drop(lambda p: p.sender == "a" and p.is_response and p.dst[1] == 6000 and p.sent_at < 0.3)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    selected = a.core.selected
+    assert selected is not None and selected.remote.port == 6000
+    selected_at = next(t for t, e in a.events if isinstance(e, SelectedPairChanged))
+    net.run_for(5)
+    below = [
+        p
+        for p in net.packets(sender="a", requests=True)
+        if p.sent_at > selected_at and p.dst == ("10.1.1.2", 6001)
+    ]
+    assert below  # (the triggered check went)
+    assert not any(p.use_candidate for p in below)
+    moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
+    assert moves == [6000]
+    assert a.core.selected is selected and a.state is ConnectionState.COMPLETED

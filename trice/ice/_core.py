@@ -1496,6 +1496,16 @@ class AgentCore:
             return None
         self._next_paced = now + self.timing.ta
         nominating = self.controlling and self.nomination is _AGGRESSIVE
+        if (
+            nominating
+            and self.selected is not None
+            and self.checklist.seen_priority(pair, True) <= self._kept_above()
+        ):
+            # A triggered check (the peer's check on the pair came) on a pair ranked below
+            # the selected one: it nominates no more than an ordinary check would go (see
+            # _better_to_check), as under regular nomination once a pair is selected; a
+            # controlled peer that follows the latest nomination is not moved off.
+            nominating = False
         check = self._start_check(pair, nominating=nominating, now=now)
         if self.selected is not None and self._triggered is None:
             self._maybe_complete()  # (the last triggered check started: cancelled, it may be)
