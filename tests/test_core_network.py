@@ -445,3 +445,23 @@ def test_an_aggressive_triggered_check_below_the_selected_pair_does_not_nominate
     moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
     assert moves == [6000]
     assert a.core.selected is selected and a.state is ConnectionState.COMPLETED
+
+
+def test_a_nominating_peer_asks_no_copy_of_a_check_as_its_retransmission_goes() -> None:
+    """Every answer lost, a (controlling, nominating aggressively) retransmits its check
+    on the schedule, and each copy that reaches b asks a copy of b's own check in flight
+    at once (the peer waits for nothing but it).  On a path of a millisecond a copy asked
+    as b's scheduled retransmission goes was a second copy a millisecond after it
+    (lossy49, on loopback: b's check went twice at 0.5, 1.5, 3.5 s...); the
+    retransmission serves."""
+    net, _, _ = two_agents(nomination=Nomination.AGGRESSIVE, latency=0.001)
+    net.drop(lambda p: p.is_response)
+    net.run_for(16)
+    first = net.packets(sender="b", requests=True)[0]
+    tid = first.message.transaction_id
+    times = [
+        round(p.sent_at - first.sent_at, 3)
+        for p in net.packets(sender="b", requests=True)
+        if p.message.transaction_id == tid
+    ]
+    assert [t for t in times if t >= 0.5] == [0.5, 1.5, 3.5, 6.5, 9.5, 12.5], times

@@ -380,8 +380,10 @@ class Timing:
             less (RFC 8445 §14.3); it doubles up to ``rto_max`` (or up to that first RTO if
             it is more).
         rto_max: upper bound of the doubling retransmission timeout.
-        max_binding_requests: transmissions of a check before its pair fails (1 to 100;
-            RFC 8489 §6.2.1's Rc is 7).
+        max_binding_requests: transmissions of a check on its RTO schedule before its pair
+            fails (1 to 100; RFC 8489 §6.2.1's Rc is 7).  A check of the peer's that crosses
+            ours in flight asks one copy more (RFC 8445 §7.3.1.4), and a nominating one a
+            copy at each such request, so a check may go out more often than this.
         nomination_delay: how long the controlling agent, with a valid pair in hand, waits for
             better pairs still being checked before it nominates the best valid one (and,
             until the peer's end-of-candidates, for better candidates it may still trickle:

@@ -3178,6 +3178,14 @@ class AgentCore:
         pair.resent = tid
         if nominated:
             at = max(now, check.started + RESEND_MIN)
+            # (A retransmission of the schedule due as good as then, just gone or about to
+            # go, serves: two copies at one instant carry nothing more than one.)
+            schedule = check.schedule
+            copies = len(schedule) - 1
+            due = bisect.bisect_right(schedule, at - check.started, 0, copies)
+            for k in (due - 1, due):
+                if 1 <= k < copies and abs(check.started + schedule[k] - at) < RESEND_MIN:
+                    return
         else:
             # (The age from our latest copy: after an outage the request comes long after
             # the check started, and twice its age fell past the next copy: none went.)
