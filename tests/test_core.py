@@ -22,6 +22,7 @@ from trice.ice import Candidate, CandidateType, TcpType, candidate_priority
 from trice.ice._checklist import Pair, PairState, compute_pair_priority
 from trice.ice._core import (
     GIVE_WAY_AFTER,
+    MAX_CAPPED_KEPT,
     NO_PAIR_WORKS,
     PINGBACK_MAX,
     PINGBACK_MIN,
@@ -6236,3 +6237,28 @@ def test_a_failure_counts_the_sources_the_cap_left_unlearned_once_each() -> None
     net.run_for(60)
     assert b.core.state is S.FAILED
     assert b.core.no_pair_reason() == NO_PAIR_WORKS + said
+
+
+def test_the_sources_the_cap_left_unlearned_are_kept_up_to_a_bound() -> None:
+    """A connected agent whose ``max_remote_candidates`` is reached answers signed checks
+    from new sources without learning them, and keeps each source to count it for the
+    failure reason.  Checks from ever new sources (a captured check replayed from spoofed
+    addresses, a peer behind a NAT that picks a new port each time) grew that set for the
+    generation's life, some 300 bytes a source (the leaks49 review): it stops at
+    MAX_CAPPED_KEPT, and the reason then says "or more"."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), 5)
+    core = b.core
+    core.max_remote_candidates = len(core.remote_addresses)
+    key = stun.short_term_key(core.local.pwd)
+    for i in range(MAX_CAPPED_KEPT + 100):
+        request = binding_request(core, key=key, controlling=True, tid=i.to_bytes(12, "big"))
+        source = (f"10.9.{i >> 8}.{i & 255}", 40000)
+        assert core.on_request(0, source, request, net.now) is not None  # (answered)
+    assert core.state in (S.CONNECTED, S.COMPLETED)
+    assert core.prflx_dropped == MAX_CAPPED_KEPT + 100
+    assert len(core._prflx_capped or ()) == MAX_CAPPED_KEPT
+    assert core.no_pair_reason().endswith(
+        f"; {MAX_CAPPED_KEPT} or more peer-reflexive candidates past the cap"
+        f" (max_remote_candidates={core.max_remote_candidates}) went unlearned"
+    )

@@ -101,6 +101,23 @@ async def test_the_answer_is_kept_a_while_then_asked_for_again(
             assert _requests(seen) == expected
 
 
+async def test_a_mux_keeps_no_answer_past_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mux that serves agents one after another, each with a STUN server of its own (ICE
+    servers set per session, a name that resolves to rotating addresses), kept the last
+    answer of every server it ever asked, some kilobyte each, for its whole life (the
+    leaks49 review); answers older than ``ANSWER_KEPT`` serve no agent, and go as the next
+    is kept."""
+    monkeypatch.setattr(_mux, "ANSWER_KEPT", 0.0)
+    async with trice.open_udp_mux() as mux:
+        for _ in range(3):
+            async with (
+                _stun() as (url, _),
+                trice.open_agent(_config(url), controlling=True, mux=mux) as agent,
+            ):
+                _assert_srflx_of(await _gathered(agent), mux)
+            assert len(mux._answers) == 1
+
+
 async def test_an_error_answer_is_each_waiting_agents_but_is_not_kept() -> None:
     """The server answers with an error: the agents that waited for that answer report it
     (no srflx candidate); it is not kept, so an agent opened later asks again."""

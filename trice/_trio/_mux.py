@@ -388,7 +388,13 @@ class UdpMux:
                 if answer.message_class is stun.MessageClass.SUCCESS and (
                     answer.get(stun.XorMappedAddress) or answer.get(stun.MappedAddress)
                 ):
-                    self._answers[server] = (answer, trio.current_time())
+                    now = trio.current_time()
+                    answers = self._answers
+                    # (Answers past ANSWER_KEPT serve no agent: let go, or every server any
+                    # agent of the mux ever asked stayed, one decoded answer each.)
+                    for stale in [s for s, (_, at) in answers.items() if now - at >= ANSWER_KEPT]:
+                        del answers[stale]
+                    answers[server] = (answer, now)
                 return answer
             raise trio.ClosedResourceError("the UDP mux closed")  # (its close ended the question)
         finally:

@@ -142,6 +142,10 @@ GIVE_WAY_AFTER = 0.6
 #: Paths (our transport, the peer's address) whose refused checks are kept, to tell copies
 #: from new checks: as many as a check list may hold, and more.
 MAX_REFUSED_KEPT = 1024
+#: Sources of peer-reflexive candidates left out past ``max_remote_candidates`` kept, to count
+#: them apart (see ``no_pair_reason``): more are counted as "or more", not kept (one captured
+#: check, replayed from ever new sources, grew the set for the generation's life).
+MAX_CAPPED_KEPT = 1024
 
 #: The least silence of the peer that makes an ICE-lite agent disconnected: two of RFC
 #: 7675 §5.1's longest intervals between consent checks (5 s, +20 %), whatever
@@ -1414,9 +1418,10 @@ class AgentCore:
                 )
         capped = len(self._prflx_capped or ())
         if capped:
+            more = " or more" if capped >= MAX_CAPPED_KEPT else ""
             reason += (
-                f"; {capped} peer-reflexive candidate{'s' if capped > 1 else ''} past the cap "
-                f"(max_remote_candidates={self.max_remote_candidates}) went unlearned"
+                f"; {capped}{more} peer-reflexive candidate{'s' if capped > 1 else ''} past "
+                f"the cap (max_remote_candidates={self.max_remote_candidates}) went unlearned"
             )
         return f"{reason}{_unauthorized(self)}{_unchecked(self)}"
 
@@ -2945,7 +2950,8 @@ class AgentCore:
                 capped = self._prflx_capped
                 if capped is None:
                     capped = self._prflx_capped = set()
-                capped.add(key)
+                if len(capped) < MAX_CAPPED_KEPT:
+                    capped.add(key)
                 return False
             try:
                 prflx: Candidate | None = prflx_candidate(
