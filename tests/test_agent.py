@@ -4990,3 +4990,40 @@ async def test_data_after_a_restart_whose_checks_failed_says_so(
                 await ca.send(b"x")
             with pytest.raises(trio.BrokenResourceError, match="after the ICE restart"):
                 await ca.receive()
+
+
+async def test_tasks_waiting_together_in_connect_all_return_and_one_cancelled_leaves_no_trace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The first task that waits in ``connect`` (or ``wait_gathering_complete``) for a
+    change of the agent's parks itself; the others wait on an event.  The parked one,
+    cancelled, frees its place (a wake-up would otherwise reschedule a task no longer
+    waiting: trio raises), the next takes it, and every waiter left returns the one
+    connection once the peer's candidates come."""
+    config = loopback_config()
+    async with gathered_pair(config) as (a, b):
+        params = b.local_parameters
+        a.set_remote_parameters(params.ufrag, params.pwd)  # (no candidate yet: it waits)
+        got: list[trice.Connection] = []
+        first = trio.CancelScope()
+
+        async def connect() -> None:
+            got.append(await a.connect())
+
+        async def cancelled_connect() -> None:
+            with first:
+                await a.connect()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancelled_connect)  # (parks itself)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(connect)  # (on the event)
+            await trio.testing.wait_all_tasks_blocked()
+            first.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(connect)  # (parks itself in the place the first left)
+            await trio.testing.wait_all_tasks_blocked()
+            signal(a, b)
+            nursery.start_soon(b.connect)
+        assert first.cancelled_caught
+        assert len(got) == 2 and got[0] is got[1]

@@ -248,6 +248,7 @@ class Agent:
         "_bases_made",
         "_buffer",
         "_bytes_received",
+        "_change_waiter",
         "_changed",
         "_closed",
         "_config",
@@ -337,6 +338,8 @@ class Agent:
         # closing it (an ``async for`` left by a ``break``) is unsubscribed when collected.
         self._subscribers: weakref.WeakSet[EventStream] | None = None
         self._changed: trio.Event | None = None  # made when someone waits for a change
+        # The first task waiting for a change, parked by itself (see _abort_change).
+        self._change_waiter: trio.lowlevel.Task | None = None
         self._hub = timer_hub()
         self._token = trio.lowlevel.current_trio_token()  # (the run it belongs to)
         # The run's clock, read without trio.current_time()'s two calls on the way (the
@@ -589,7 +592,11 @@ class Agent:
         waited = False
         while self._gathering is not GatheringState.COMPLETE:
             self._raise_if_closed()
-            await self._change().wait()
+            if self._change_waiter is None:  # (parked by itself: see _abort_change)
+                self._change_waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_change)
+            else:
+                await self._change().wait()
             waited = True
         if not waited:  # the wait is a checkpoint; without it, take one
             await trio.lowlevel.checkpoint()
@@ -1133,7 +1140,11 @@ class Agent:
                 await self._read_until_change(primary, checkpoint=not waited)
                 waited = True
                 continue
-            await self._change().wait()
+            if self._change_waiter is None:  # (parked by itself: see _abort_change)
+                self._change_waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_change)
+            else:
+                await self._change().wait()
             waited = True
 
     # ------------------------------------------------------------------ internals
@@ -1144,6 +1155,24 @@ class Agent:
         if self._changed is None:
             self._changed = trio.Event()
         return self._changed
+
+    def _abort_change(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        """A task waiting for a change (in :meth:`connect` or :meth:`wait_gathering_complete`)
+        waits, if it is the first, parked by itself rather than on :meth:`_change`'s event
+        (woken by :meth:`_wake_change`): an event's wait costs the event, its set of tasks, a
+        coroutine and a closure, some 0.7 KiB an agent that, with thousands of agents
+        connecting at once, all exist at the height of the burst, whose arenas Python's
+        allocator keeps after it (see the performance guide).  Another task waiting at the
+        same time waits on the event.  This is the parked task's abort: it was cancelled."""
+        self._change_waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_change(self) -> None:
+        """Wake the task waiting for a change parked by itself (see :meth:`_abort_change`)."""
+        task = self._change_waiter
+        if task is not None:
+            self._change_waiter = None
+            trio.lowlevel.reschedule(task)
 
     def _in_own_run(self, method: str) -> None:
         """Raise StateError if ``method`` was called from outside the trio run that opened
@@ -1238,6 +1267,8 @@ class Agent:
         if subscribers:
             for stream in subscribers:
                 stream._put(event)
+        if wakes and self._change_waiter is not None:
+            self._wake_change()
         changed = self._changed
         if changed is not None and wakes:
             self._changed = None
@@ -2260,6 +2291,7 @@ class Agent:
         self._buffer.close()
         for stream in list(self._subscribers or ()):
             stream._end()
+        self._wake_change()
         if self._changed is not None:
             self._changed.set()
 

@@ -251,7 +251,11 @@ class CheckRun:
             runs = agent._runs
             runs.pop(check.transaction_id, None)  # (first: the drop below must not see it)
             if not runs:
-                agent._runs = {}
+                # (Emptied in place, its table given back: a new dict, made as the last
+                # check ends, is kept by an idle agent, and made in the middle of the
+                # connecting burst of thousands of agents it keeps an arena of Python's
+                # allocator from being given back.)
+                runs.clear()
                 # No check in flight: what the agent's timer heap holds is stale (each
                 # entry a finished run, its check and message), and would stay until the
                 # agent task next woke (an idle agent: the next consent check).
