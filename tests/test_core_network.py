@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ from trice._config import Nomination, Timing
 from trice.ice._events import ConnectionState, SelectedPairChanged
 
 from core_harness import (
+    Address,
     Endpoint,
     Nat,
     Network,
@@ -378,7 +380,10 @@ def test_behind_a_nat_an_aggressive_check_below_the_selected_pair_is_cancelled()
     lower pair's own priority, from a's host candidate.  Compared so, the lower pair's
     check looked ranked above the selected pair and went on nominating for its whole
     15.5 s transaction (at 0.17, 0.55, 1.55, 3.55 s and on), and ``completed`` waited.
-    Ranked as b would see it, through the same NAT, it is below and is cancelled."""
+    Ranked as b would see it, through the same NAT, it is not above (b's hosts are of one
+    preference: as the selected pair), and no check on it nominates after the selection
+    (at this latency its check has not started then; one in flight: see
+    test_behind_a_nat_an_aggressive_check_in_flight_at_the_selection_nominates_no_more)."""
     net, a, b = _aggressive_behind_a_nat()
     assert net.run_until(connected(a, b), 5)
     selected_at = net.now
@@ -465,3 +470,167 @@ def test_a_nominating_peer_asks_no_copy_of_a_check_as_its_retransmission_goes() 
         if p.message.transaction_id == tid
     ]
     assert [t for t in times if t >= 0.5] == [0.5, 1.5, 3.5, 6.5, 9.5, 12.5], times
+
+
+@pytest.mark.parametrize("pref", [30000, 65535], ids=["below", "equal"])
+def test_behind_a_nat_an_aggressive_check_in_flight_at_the_selection_nominates_no_more(
+    pref: int,
+) -> None:
+    """As the test above, on a path of 0.1 s round trip (more than Ta): the check on the
+    second pair is in flight when the first is selected, and one of a's consent checks
+    is lost.  Ranked by its own priority the in-flight check stayed, nominating, for its
+    whole transaction, and b followed it off the pair in use; and ranked as seen, one
+    ranked as the selected pair (b's hosts of one preference, as aioice gives them) still
+    did (the p49pass review).  It is cancelled, and a completes."""
+    net = Network(latency=0.05)
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=Nomination.AGGRESSIVE,
+        nat=Nat("203.0.113.1"),
+    )
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.1.0.2", 6000)
+    b.add_host("10.1.1.2", 6001, local_pref=pref)
+    net.exchange(a, b)
+    net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
+    lost: list[float] = []
+
+    def one_consent_check(p: Packet) -> bool:
+        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > 1:
+            lost.append(p.sent_at)
+            return True
+        return False
+
+    net.drop(one_consent_check)
+    assert net.run_until(lambda: a.core.selected is not None, 5)
+    selected_at = net.now
+    started = [p.sent_at for p in net.packets(sender="a", requests=True) if p.dst[1] == 6001]
+    assert started and started[0] < selected_at  # (in flight at the selection)
+    net.run_for(1.0)
+    assert a.state is ConnectionState.COMPLETED
+    net.run_for(19)
+    late = [
+        round(p.sent_at, 2)
+        for p in net.packets(sender="a", requests=True)
+        if p.dst[1] == 6001 and p.use_candidate and p.sent_at > selected_at
+    ]
+    assert late == []
+    assert lost
+    moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
+    assert set(moves) == {6000}
+
+
+class _NatOnOneBase(Nat):
+    """A NAT in front of a's first host only (10.0.0.1); its public one goes out as it is."""
+
+    def outbound(self, private: Address, destination: Address) -> Address:
+        if private[0] != "10.0.0.1":
+            return private
+        return super().outbound(private, destination)
+
+
+class _NatAndPublicHost(Network):
+    """a's second host (192.0.2.1) is public: reachable as it is; private ones are not."""
+
+    def _route(self, packet: Packet) -> tuple[Endpoint, int] | None:
+        if packet.dst[0] == "192.0.2.1":
+            a = self.endpoints["a"]
+            base = a.base_of(packet.dst)
+            return None if base is None else (a, base)
+        if packet.dst[0].startswith("10."):
+            self.dropped.append(("unroutable", packet))
+            return None
+        return super()._route(packet)
+
+
+def test_aggressive_a_better_pair_of_a_base_without_a_nat_is_checked_and_selected() -> None:
+    """a, nominating aggressively, has a host behind a NAT (preference 65535) and a public
+    one (30000); its first pair succeeds through the NAT, as a peer-reflexive candidate,
+    which ranks below the public host's pairs: those are checked still, by their own
+    priority, and the best selected.  Ranked as seen (the p49pass review), the NAT'd
+    base's pair next in line, below, hid them: a stayed on the NAT's path."""
+    net = _NatAndPublicHost(latency=0.01)
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=Nomination.AGGRESSIVE,
+        nat=_NatOnOneBase("203.0.113.1"),
+    )
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("192.0.2.1", 5001, local_pref=30000)
+    b.add_host("198.51.100.2", 6000, local_pref=65535)
+    b.add_host("198.51.100.3", 6001, local_pref=50000)
+    net.exchange(a, b)
+    net.run_for(20)
+    chosen = [
+        (e.pair.local.address, e.pair.remote.address)
+        for _, e in a.events
+        if isinstance(e, SelectedPairChanged)
+    ]
+    assert chosen[0][0] == "203.0.113.1"  # (through the NAT first)
+    assert chosen[-1] == ("192.0.2.1", "198.51.100.2")
+    assert a.core.selected is not None and b.core.selected is not None
+    assert b.core.selected.remote.address == "192.0.2.1"
+    assert a.state is ConnectionState.COMPLETED
+
+
+class _NatToTheInternetOnly(Nat):
+    """A NAT that a's packets to its own LAN (10.0.0.0/24) do not go through."""
+
+    def outbound(self, private: Address, destination: Address) -> Address:
+        if destination[0].startswith("10.0.0."):
+            return private
+        return super().outbound(private, destination)
+
+
+class _LanAndInternet(Network):
+    """b has a public host and one on a's LAN, reached directly from it."""
+
+    def _route(self, packet: Packet) -> tuple[Endpoint, int] | None:
+        if packet.dst[0].startswith("10.0.0."):
+            if packet.src[0].startswith("10.0.0.") or packet.sender == "a":
+                for endpoint in self.endpoints.values():
+                    base = endpoint.base_of(packet.dst)
+                    if base is not None:
+                        return endpoint, base
+            self.dropped.append(("unroutable", packet))
+            return None
+        return super()._route(packet)
+
+
+def test_aggressive_a_pair_seen_below_that_succeeds_above_is_nominated() -> None:
+    """a, nominating aggressively behind a NAT, reaches b's public host through it (a
+    peer-reflexive candidate: the selected pair) and b's host on its own LAN directly.
+    The LAN pair is taken to rank below the selected one as b would see it (through the
+    NAT, as its base's other pair was), so its check goes without USE-CANDIDATE; it
+    succeeds with a's host candidate, above the selected pair, and is nominated then.
+    Ranked as seen and never checked (the p49pass review), a stayed on the NAT's path."""
+    net = _LanAndInternet(latency=0.01)
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=Nomination.AGGRESSIVE,
+        nat=_NatToTheInternetOnly("203.0.113.1"),
+    )
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000, local_pref=65535)
+    b.add_host("10.0.0.2", 6001, local_pref=30000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_for(10)
+    lan = [
+        p.use_candidate
+        for p in net.packets(sender="a", requests=True)
+        if p.dst == ("10.0.0.2", 6001)
+    ]
+    assert lan[:2] == [False, True]  # (checked, then nominated)
+    assert a.core.selected is not None and a.core.selected.remote.port == 6001
+    assert b.core.selected is not None and b.core.selected.local.port == 6001
+    assert a.state is ConnectionState.COMPLETED

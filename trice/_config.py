@@ -41,10 +41,13 @@ class Nomination(str, enum.Enum):
 
     ``REGULAR``: checks run without USE-CANDIDATE; once the best valid pair is known the
     controlling agent repeats its check with USE-CANDIDATE.  ``AGGRESSIVE`` (RFC 5245 style,
-    which many peers still send): every check carries USE-CANDIDATE, and the first pair that
-    works is selected at once; a better one found later replaces it (the controlling
-    agent's checks on pairs ranked below the selected one then cease, RFC 8445 §8.1.2:
-    each would nominate a pair it does not use).
+    which many peers still send): every check carries USE-CANDIDATE until a pair is
+    selected, and the first pair that works is selected at once; a better one found later
+    replaces it.  After the selection a check nominates only a pair taken to rank above the
+    selected one as the peer would see it (through the same NAT, say); the others go as
+    ordinary checks, and one whose pair proves better is nominated then.  The controlling
+    agent's checks in flight on pairs ranked at or below the selected one cease (RFC 8445
+    §8.1.2): each would nominate a pair it does not use.
     """
 
     REGULAR = "regular"

@@ -364,8 +364,8 @@ class Agent:
         self._srflx_kept: set[tuple[int, Address]] | None = None
         # Set at the next ICE restart (made on need: see _keep_srflx_alive).
         self._restarted_event: trio.Event | None = None
-        # Checks in flight, by transaction id (a fresh dict once it empties: a dict keeps
-        # its table when emptied, and an idle agent holds none in flight).
+        # Checks in flight, by transaction id (emptied in place, its table given back,
+        # once its last check ends: see CheckRun.run).
         self._runs: dict[bytes, CheckRun] = {}
         self._sleeping_until = -math.inf  # the agent task's planned wake-up time
         # The socket the agent task reads itself (see _run).

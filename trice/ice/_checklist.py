@@ -343,7 +343,15 @@ class CheckList:
             (RFC 8445 §6.1.2.5).
     """
 
-    __slots__ = ("_index", "_pairs", "_unchecked", "max_pairs", "pruned", "selected")
+    __slots__ = (
+        "_index",
+        "_pairs",
+        "_unchecked",
+        "mapped_elsewhere",
+        "max_pairs",
+        "pruned",
+        "selected",
+    )
 
     def __init__(self, *, max_pairs: int) -> None:
         #: Highest priority first.  A tuple, made anew when pairs come or go or priorities
@@ -360,6 +368,10 @@ class CheckList:
         #: The paths (base, remote address) of this list's pairs pruned before any check
         #: of theirs, and not formed again since (see :attr:`unchecked`).
         self._unchecked: set[_Key] | None = None
+        #: Whether a pair of this list ever succeeded with another local candidate than
+        #: its own (set by the core): until one has, no pair is taken to be seen through
+        #: a NAT, and :meth:`_seen_through` walks no pairs to say so.
+        self.mapped_elsewhere = False
 
     def __iter__(self) -> Iterator[Pair]:
         return iter(self._pairs)
@@ -627,6 +639,8 @@ class CheckList:
         """For each base one of whose pairs succeeded with another local candidate than its
         own (the peer saw the base behind a NAT, say), that candidate: the first such pair's,
         in priority order (None: no such base)."""
+        if not self.mapped_elsewhere:
+            return None
         seen: dict[int, Candidate] | None = None
         for pair in self._pairs:
             valid = pair.valid_local
@@ -679,19 +693,21 @@ class CheckList:
     def in_progress_above(self, priority: int, controlling: bool) -> bool:
         """Whether a pair being checked may still succeed with a valid priority above
         ``priority``, as :meth:`pending_above` takes it."""
-        seen = self._seen_through()
+        seen: dict[int, Candidate] | None = None
+        looked = False
         for pair in self._pairs:  # (in priority order: see pending_above)
             if pair.priority <= priority:
                 return False
-            if (
-                pair.state is _IN_PROGRESS
-                and (
-                    pair.valid_priority
-                    if pair.valid_local is not None
-                    else self._as_seen(pair, seen, controlling)
-                )
-                > priority
-            ):
+            if pair.state is not _IN_PROGRESS:
+                continue
+            if pair.valid_local is not None:
+                if pair.valid_priority > priority:
+                    return True
+                continue
+            if not looked:  # (only once a pair in flight needs it: the walk costs)
+                seen = self._seen_through()
+                looked = True
+            if self._as_seen(pair, seen, controlling) > priority:
                 return True
         return False
 

@@ -852,6 +852,8 @@ class AgentCore:
             valid = pair.valid_local
             if valid is not None and replaced(valid, pair.base):
                 pair.valid_local = candidate
+                if candidate is not pair.local:
+                    self.checklist.mapped_elsewhere = True
                 pair.rank(self.controlling)
                 if pair is self.selected:
                     self._said_anew(pair)
@@ -1506,10 +1508,11 @@ class AgentCore:
             and self.selected is not None
             and self.checklist.seen_priority(pair, True) <= self._kept_above()
         ):
-            # A triggered check (the peer's check on the pair came) on a pair ranked below
-            # the selected one: it nominates no more than an ordinary check would go (see
-            # _better_to_check), as under regular nomination once a pair is selected; a
-            # controlled peer that follows the latest nomination is not moved off.
+            # A check, a pair selected, on a pair taken to rank at or below it as the peer
+            # would see it (a triggered check: the peer's check on the pair came; or an
+            # ordinary one, above by its own priority only: see _better_to_check) goes
+            # without USE-CANDIDATE, as under regular nomination once a pair is selected:
+            # a controlled peer that follows the latest nomination is not moved off.
             nominating = False
         check = self._start_check(pair, nominating=nominating, now=now)
         if self.selected is not None and self._triggered is None:
@@ -2141,6 +2144,7 @@ class AgentCore:
         pair.proven_at = max(pair.proven_at, check.started)
         valid = pair.valid_local = self._local_for_mapped(pair, mapped)
         if valid is not pair.local:
+            self.checklist.mapped_elsewhere = True
             pair.rank(self.controlling)  # (the valid pair's priority: see Pair.valid_priority)
         else:
             pair.valid_priority = pair.priority
@@ -2169,6 +2173,17 @@ class AgentCore:
                 # had proved the pair, so a peer that nominates on it has done so.  A ping
                 # at its time only, should that answer have been lost.
                 self._want_pingback(pair, now, soon=False)
+        elif (
+            self.selected is not None
+            and self.nomination is _AGGRESSIVE
+            and pair.valid_priority > self.selected.valid_priority
+            and self._nominating is None
+        ):
+            # An aggressive agent's ordinary check, which went without USE-CANDIDATE (its
+            # pair was taken to rank below the selected one as the peer sees it: see
+            # _better_to_check), found the pair above after all (the base reaches this
+            # peer without the NAT its other pairs went through, say): nominated now.
+            self._nominate(pair, now)
         else:
             self._maybe_nominate(now)
         self._maybe_complete()
@@ -2450,9 +2465,12 @@ class AgentCore:
     def _better_to_check(self) -> bool:
         """Whether a controlling agent that nominates aggressively, a pair selected, has a
         pair ranked above it still to check (one formed since, of a candidate trickled
-        late, say): each of its checks nominates, and a better one found later replaces the
-        selected pair, as :class:`~trice.Nomination` says.  (Under regular nomination, the
-        nomination is final: ordinary checks end with it.)"""
+        late, say), by the pair's own priority: a better one found later replaces the
+        selected pair, as :class:`~trice.Nomination` says.  Its check nominates if the pair
+        is taken to rank above the selected one as the peer would see it (see
+        :meth:`CheckList.seen_priority`); otherwise it goes without USE-CANDIDATE, and the
+        pair is nominated once it succeeds above the selected one (see _pair_succeeded).
+        (Under regular nomination, the nomination is final: ordinary checks end with it.)"""
         if not self.controlling or self.nomination is not _AGGRESSIVE:
             return False
         selected = self.selected
@@ -2460,7 +2478,7 @@ class AgentCore:
         return (
             better is not None
             and selected is not None
-            and self.checklist.seen_priority(better, True) > selected.valid_priority
+            and better.priority > selected.valid_priority
         )
 
     def _none_better(self, best: Pair) -> bool:
@@ -2662,13 +2680,14 @@ class AgentCore:
     def _kept_above(self) -> int:
         """The priority above which a pair's check in flight, a pair selected, holds
         ``completed`` back: a controlling agent that nominates aggressively cancels those
-        on pairs ranked below the selected one, as the peer would see them (see
-        :meth:`cancelled`); otherwise none is cancelled here (-1: every check holds it
+        on pairs ranked at or below the selected one, as the peer would see them (see
+        :meth:`cancelled`): a pair ranked as the selected one replaces it no more than one
+        below (see _select); otherwise none is cancelled here (-1: every check holds it
         back)."""
         selected = self.selected
         if selected is None or not self.controlling or self.nomination is not _AGGRESSIVE:
             return -1
-        return selected.valid_priority - 1
+        return selected.valid_priority
 
     def _in_progress_kept(self) -> bool:
         """Whether a check in flight holds ``completed`` back (see :meth:`_kept_above`)."""
@@ -2692,11 +2711,17 @@ class AgentCore:
             return False
         if self._selection_final():
             return not check.nominating
-        # (Ranked as the peer would see the pair, as the selected pair is: behind a NAT a
-        # check's own priority, from its host candidate, is above every valid pair's.)
-        return self.controlling and self.checklist.seen_priority(check.pair, True) <= (
-            self._kept_above()
-        )
+        if not self.controlling:
+            return False
+        kept = self._kept_above()
+        pair = check.pair
+        if pair.priority <= kept:
+            return True  # (a valid pair ranks at most as its checked pair)
+        # A nomination is ranked as the peer would see its pair, as the selected pair is:
+        # behind a NAT a check's own priority, from its host candidate, is above every
+        # valid pair's, and the peer may take a nomination below the pair in use.  An
+        # ordinary check (see _better_to_check) by its own: it may yet find a better pair.
+        return check.nominating and self.checklist.seen_priority(pair, True) <= kept
 
     def _proven(self, pair: Pair, check: Check, now: float) -> None:
         """A success answer to a check of consent's (or a ping-back) on ``pair``: on the
@@ -2994,6 +3019,8 @@ class AgentCore:
             # A lite agent does no checks: the peer's check proves the pair (RFC 8445 §7.3.2).
             pair.state = _PAIR_SUCCEEDED
             pair.valid_local = local
+            if local is not pair.local:
+                self.checklist.mapped_elsewhere = True
             if use_candidate:
                 pair.nominated = True
                 if named is None:  # (else once the peer's parameters say it was the peer)
