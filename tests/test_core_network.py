@@ -311,6 +311,31 @@ def test_under_lasting_loss_no_side_gives_up_early_on_a_pair_the_peer_uses(
             )
 
 
+def _aggressive_endpoints(net: Network, nat: Nat | None = None) -> tuple[Endpoint, Endpoint]:
+    """a, controlling and nominating aggressively (behind ``nat``, if any), and b,
+    controlled, on ``net``; no host yet."""
+    a = net.add_endpoint(
+        "a", controlling=True, tiebreaker=2000, nomination=Nomination.AGGRESSIVE, nat=nat
+    )
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    return a, b
+
+
+def _lose_one_consent_check(net: Network) -> list[float]:
+    """Lose a's first request to b's port 6000 after 1 s (a consent check on the pair in
+    use, in these tests): the list gets the time it was sent."""
+    lost: list[float] = []
+
+    def one_consent_check(p: Packet) -> bool:
+        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > 1:
+            lost.append(p.sent_at)
+            return True
+        return False
+
+    net.drop(one_consent_check)
+    return lost
+
+
 def test_an_aggressive_check_below_the_selected_pair_is_cancelled() -> None:
     """A controlling agent nominating aggressively, with two hosts against one: the top
     pair's first copies are lost, so the lower pair's check starts first; the top pair is
@@ -319,8 +344,7 @@ def test_an_aggressive_check_below_the_selected_pair_is_cancelled() -> None:
     for pairs ranked below the nominated one), and the agent completes: it went on for
     the whole 15.5 s transaction, connected, nominating a pair it would never use."""
     net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=Nomination.AGGRESSIVE)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a, b = _aggressive_endpoints(net)
     a.add_host("10.0.0.1", 5000, local_pref=65535)
     a.add_host("10.0.1.1", 5001, local_pref=30000)
     b.add_host("10.0.0.2", 6000, local_pref=65535)
@@ -405,15 +429,7 @@ def test_behind_a_nat_a_late_aggressive_nomination_moves_no_peer_off_the_pair_in
     6.01 s), where a's data no longer reached it.  With that check cancelled, b stays."""
     net, a, b = _aggressive_behind_a_nat()
     assert net.run_until(connected(a, b), 5)
-    lost: list[float] = []
-
-    def one_consent_check(p: Packet) -> bool:
-        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > 1:
-            lost.append(p.sent_at)
-            return True
-        return False
-
-    net.drop(one_consent_check)
+    lost = _lose_one_consent_check(net)
     net.run_for(15)
     assert lost
     moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
@@ -428,8 +444,7 @@ def test_an_aggressive_triggered_check_below_the_selected_pair_does_not_nominate
     top one (lossy49b: once in 7 of 40 lossy sessions through three paths).  It goes as
     an ordinary check now, as under regular nomination once a pair is selected."""
     net = Network(latency=0.01)
-    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=Nomination.AGGRESSIVE)
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a, b = _aggressive_endpoints(net)
     a.add_host("10.0.0.1", 5000, local_pref=65535)
     b.add_host("10.1.0.2", 6000, local_pref=65535)
     b.add_host("10.1.1.2", 6001, local_pref=30000)
@@ -483,28 +498,13 @@ def test_behind_a_nat_an_aggressive_check_in_flight_at_the_selection_nominates_n
     ranked as the selected pair (b's hosts of one preference, as aioice gives them) still
     did (the p49pass review).  It is cancelled, and a completes."""
     net = Network(latency=0.05)
-    a = net.add_endpoint(
-        "a",
-        controlling=True,
-        tiebreaker=2000,
-        nomination=Nomination.AGGRESSIVE,
-        nat=Nat("203.0.113.1"),
-    )
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a, b = _aggressive_endpoints(net, Nat("203.0.113.1"))
     a.add_host("10.0.0.1", 5000)
     b.add_host("10.1.0.2", 6000)
     b.add_host("10.1.1.2", 6001, local_pref=pref)
     net.exchange(a, b)
     net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
-    lost: list[float] = []
-
-    def one_consent_check(p: Packet) -> bool:
-        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > 1:
-            lost.append(p.sent_at)
-            return True
-        return False
-
-    net.drop(one_consent_check)
+    lost = _lose_one_consent_check(net)
     assert net.run_until(lambda: a.core.selected is not None, 5)
     selected_at = net.now
     started = [p.sent_at for p in net.packets(sender="a", requests=True) if p.dst[1] == 6001]
@@ -553,14 +553,7 @@ def test_aggressive_a_better_pair_of_a_base_without_a_nat_is_checked_and_selecte
     priority, and the best selected.  Ranked as seen (the p49pass review), the NAT'd
     base's pair next in line, below, hid them: a stayed on the NAT's path."""
     net = _NatAndPublicHost(latency=0.01)
-    a = net.add_endpoint(
-        "a",
-        controlling=True,
-        tiebreaker=2000,
-        nomination=Nomination.AGGRESSIVE,
-        nat=_NatOnOneBase("203.0.113.1"),
-    )
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a, b = _aggressive_endpoints(net, _NatOnOneBase("203.0.113.1"))
     a.add_host("10.0.0.1", 5000, local_pref=65535)
     a.add_host("192.0.2.1", 5001, local_pref=30000)
     b.add_host("198.51.100.2", 6000, local_pref=65535)
@@ -611,14 +604,7 @@ def test_aggressive_a_pair_seen_below_that_succeeds_above_is_nominated() -> None
     succeeds with a's host candidate, above the selected pair, and is nominated then.
     Ranked as seen and never checked (the p49pass review), a stayed on the NAT's path."""
     net = _LanAndInternet(latency=0.01)
-    a = net.add_endpoint(
-        "a",
-        controlling=True,
-        tiebreaker=2000,
-        nomination=Nomination.AGGRESSIVE,
-        nat=_NatToTheInternetOnly("203.0.113.1"),
-    )
-    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=Nomination.AGGRESSIVE)
+    a, b = _aggressive_endpoints(net, _NatToTheInternetOnly("203.0.113.1"))
     a.add_host("10.0.0.1", 5000)
     b.add_host("198.51.100.2", 6000, local_pref=65535)
     b.add_host("10.0.0.2", 6001, local_pref=30000)
