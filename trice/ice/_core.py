@@ -275,6 +275,7 @@ class AgentCore:
         "_refused_checks",
         "_remote_key",
         "_resend",
+        "_resend_asked",
         "_said_pair",
         "_schedules",
         "_spare_check",
@@ -467,6 +468,8 @@ class AgentCore:
         self._triggered: list[Pair] | None = None
         self._urgent: list[Check] | None = None
         self._resend: list[tuple[bytes, float]] | None = None
+        #: The last copy asked at a nominating request: (transaction id, when).
+        self._resend_asked: tuple[bytes, float] | None = None
         #: The checks awaiting a response, by transaction id.
         self._live: dict[bytes, Check] | None = None
         #: Those of them the peer answered 401 (see _want_resend).
@@ -2638,7 +2641,7 @@ class AgentCore:
         self._templates = None
         self._spare_check = self._spare_nomination = self._spare_ping = None
         self._live = self._late = self._refused_checks = None
-        self._triggered = self._urgent = self._resend = None
+        self._triggered = self._urgent = self._resend = self._resend_asked = None
         self._pingback = None
 
     def _forget_previous(self) -> None:
@@ -3219,6 +3222,12 @@ class AgentCore:
             for k in (due - 1, due):
                 if 1 <= k < copies and abs(check.started + schedule[k] - at) < RESEND_MIN:
                     return
+            # (Nor does a copy asked by the request before, the peer's copies of one
+            # nomination coming close together.)
+            asked = self._resend_asked
+            if asked is not None and asked[0] == tid and abs(asked[1] - at) < RESEND_MIN:
+                return
+            self._resend_asked = (tid, at)
         else:
             # (The age from our latest copy: after an outage the request comes long after
             # the check started, and twice its age fell past the next copy: none went.)
