@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trice._config import Nomination, Timing
-from trice.ice._events import ConnectionState, SelectedPairChanged
+from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
 from core_harness import (
     Address,
@@ -620,5 +620,36 @@ def test_aggressive_a_pair_seen_below_that_succeeds_above_is_nominated() -> None
     ]
     assert lan[:2] == [False, True]  # (checked, then nominated)
     assert a.core.selected is not None and a.core.selected.remote.port == 6001
+    assert b.core.selected is not None and b.core.selected.local.port == 6001
+    # Not ``completed`` while the LAN pair's check, which could still (and did) find a
+    # better pair, was in flight: a went completed, connected, completed (p49pass2).
+    states = [e.state for _, e in a.events if isinstance(e, ConnectionStateChanged)]
+    assert states == [
+        ConnectionState.CHECKING,
+        ConnectionState.CONNECTED,
+        ConnectionState.COMPLETED,
+    ]
+
+
+def test_aggressive_the_best_of_two_pairs_that_succeed_above_is_nominated_last() -> None:
+    """As above, with two hosts of b's on a's LAN: the lower one's path is faster, so it
+    succeeds first and is nominated; the better one succeeds while that nomination is in
+    flight, and is nominated too (it was skipped, and a and b ended on the lower pair:
+    p49pass2)."""
+
+    def latency(p: Packet) -> float:
+        ports = {p.dst[1], p.private_src[1]}
+        return 0.06 if 6001 in ports else 0.03 if 6002 in ports else 0.005
+
+    net = _LanAndInternet(latency=latency)
+    a, b = _aggressive_endpoints(net, _NatToTheInternetOnly("203.0.113.1"))
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000, local_pref=65535)
+    b.add_host("10.0.0.2", 6001, local_pref=30000)
+    b.add_host("10.0.0.3", 6002, local_pref=29000)
+    net.exchange(a, b)
+    net.run_for(30)
+    moves = [e.pair.remote.port for _, e in a.events if isinstance(e, SelectedPairChanged)]
+    assert moves == [6000, 6002, 6001]
     assert b.core.selected is not None and b.core.selected.local.port == 6001
     assert a.state is ConnectionState.COMPLETED

@@ -690,27 +690,6 @@ class CheckList:
                 return True
         return False
 
-    def in_progress_above(self, priority: int, controlling: bool) -> bool:
-        """Whether a pair being checked may still succeed with a valid priority above
-        ``priority``, as :meth:`pending_above` takes it."""
-        seen: dict[int, Candidate] | None = None
-        looked = False
-        for pair in self._pairs:  # (in priority order: see pending_above)
-            if pair.priority <= priority:
-                return False
-            if pair.state is not _IN_PROGRESS:
-                continue
-            if pair.valid_local is not None:
-                if pair.valid_priority > priority:
-                    return True
-                continue
-            if not looked:  # (only once a pair in flight needs it: the walk costs)
-                seen = self._seen_through()
-                looked = True
-            if self._as_seen(pair, seen, controlling) > priority:
-                return True
-        return False
-
     def all_failed(self) -> bool:
         """Every pair failed (an empty list has not failed: candidates may still come)."""
         # (Loops, not all()/any() over a generator: asked after every change, and a

@@ -1972,6 +1972,7 @@ class AgentCore:
                 pair.transaction = None
                 if self.cancelled(check):
                     pair.state = _PAIR_WAITING  # (as its timeout would: see on_timeout)
+                    self._nomination_ended(pair)
                 else:
                     self._pair_failed(pair, now)
             return True
@@ -1997,6 +1998,7 @@ class AgentCore:
                     # took that nomination as the controlled agent, so the roles are
                     # settled; switching now would leave both sides controlled.
                     pair.state = _PAIR_WAITING
+                    self._nomination_ended(pair)
                     return True
                 remote = self.remote
                 if remote is not None and remote.lite and not self.local.lite:
@@ -2045,8 +2047,16 @@ class AgentCore:
             # back to waiting, which no ordinary check picks once a pair is selected (a
             # check of the peer's on it still triggers one).
             pair.state = _PAIR_WAITING
+            self._nomination_ended(pair)
             return
-        if pair.heard_at >= check.started:
+        kept = self._kept_above()
+        if pair.heard_at >= check.started and not (
+            kept >= 0 and self.checklist.seen_priority(pair, True) <= kept
+        ):
+            # (Not an aggressive agent's ordinary check, a pair selected, on a pair that
+            # the peer would rank at or below it: this agent uses the selected pair, and
+            # the pair fails as any other; checked again, one whose answers stay lost
+            # would hold ``completed`` back for good: see _in_progress_kept.)
             # Every answer to our check was lost, but the peer's checks on the pair kept
             # coming meanwhile: the path works, at least the peer's way, and the peer may
             # have nominated or selected the pair (it may be connected on it).  Failing the
@@ -2180,7 +2190,7 @@ class AgentCore:
             self.selected is not None
             and self.nomination is _AGGRESSIVE
             and pair.valid_priority > self.selected.valid_priority
-            and self._nominating is None
+            and (self._nominating is None or pair.valid_priority > self._nominating.valid_priority)
         ):
             # An aggressive agent's ordinary check, which went without USE-CANDIDATE (its
             # pair was taken to rank below the selected one as the peer sees it: see
@@ -2515,6 +2525,12 @@ class AgentCore:
         self._nominating = pair
         self._push_urgent(self._start_check(pair, nominating=True, now=now))
 
+    def _nomination_ended(self, pair: Pair) -> None:
+        """``pair``'s check, cancelled, ended (its timeout, a late 487): if it was the
+        nomination in flight, none is now, and a later one may go (see _pair_succeeded)."""
+        if self._nominating is pair:
+            self._nominating = None
+
     def _select(self, pair: Pair, now: float) -> None:
         if self.selected is not None and pair.valid_priority <= self.selected.valid_priority:
             return
@@ -2693,11 +2709,26 @@ class AgentCore:
         return selected.valid_priority
 
     def _in_progress_kept(self) -> bool:
-        """Whether a check in flight holds ``completed`` back (see :meth:`_kept_above`)."""
-        kept = self._kept_above()
-        if kept < 0:
+        """Whether a check in flight holds ``completed`` back (see :meth:`_kept_above`):
+        under aggressive nomination, one on another pair than the selected one that is not
+        cancelled (see :meth:`cancelled`: an ordinary check above by its own priority may
+        yet find a better pair)."""
+        if self._kept_above() < 0:
             return self.checklist.in_progress()
-        return self.checklist.in_progress_above(kept, True)
+        live = self._live
+        if live is None:
+            return False
+        selected = self.selected
+        for check in live.values():
+            pair = check.pair
+            if (
+                not check.consent
+                and pair is not selected
+                and pair.state is _PAIR_IN_PROGRESS
+                and not self.cancelled(check)
+            ):
+                return True
+        return False
 
     def cancelled(self, check: Check) -> bool:
         """Whether ``check`` is cancelled (RFC 8445 §8.1.2): once a controlling agent that
