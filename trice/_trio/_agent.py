@@ -31,7 +31,7 @@ import secrets
 import socket
 import sys
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -592,11 +592,7 @@ class Agent:
         waited = False
         while self._gathering is not GatheringState.COMPLETE:
             self._raise_if_closed()
-            if self._change_waiter is None:  # (parked by itself: see _abort_change)
-                self._change_waiter = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._abort_change)
-            else:
-                await self._change().wait()
+            await self._wait_for_change()
             waited = True
         if not waited:  # the wait is a checkpoint; without it, take one
             await trio.lowlevel.checkpoint()
@@ -1140,11 +1136,7 @@ class Agent:
                 await self._read_until_change(primary, checkpoint=not waited)
                 waited = True
                 continue
-            if self._change_waiter is None:  # (parked by itself: see _abort_change)
-                self._change_waiter = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._abort_change)
-            else:
-                await self._change().wait()
+            await self._wait_for_change()
             waited = True
 
     # ------------------------------------------------------------------ internals
@@ -1155,6 +1147,15 @@ class Agent:
         if self._changed is None:
             self._changed = trio.Event()
         return self._changed
+
+    def _wait_for_change(self) -> Awaitable[object]:
+        """What a task waiting for a change awaits: the first parks itself (see
+        :meth:`_abort_change`), the others wait on :meth:`_change`'s event.  (Not a
+        coroutine of its own: that would be one object more a wait.)"""
+        if self._change_waiter is None:
+            self._change_waiter = trio.lowlevel.current_task()
+            return trio.lowlevel.wait_task_rescheduled(self._abort_change)  # noqa: ASYNC105
+        return self._change().wait()
 
     def _abort_change(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         """A task waiting for a change (in :meth:`connect` or :meth:`wait_gathering_complete`)
@@ -1267,7 +1268,7 @@ class Agent:
         if subscribers:
             for stream in subscribers:
                 stream._put(event)
-        if wakes and self._change_waiter is not None:
+        if wakes:
             self._wake_change()
         changed = self._changed
         if changed is not None and wakes:

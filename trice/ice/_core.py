@@ -1506,11 +1506,7 @@ class AgentCore:
             return None
         self._next_paced = now + self.timing.ta
         nominating = self.controlling and self.nomination is _AGGRESSIVE
-        if (
-            nominating
-            and self.selected is not None
-            and self.checklist.seen_priority(pair, True) <= self._kept_above()
-        ):
+        if nominating and self._below_as_seen(pair):
             # A check, a pair selected, on a pair taken to rank at or below it as the peer
             # would see it (a triggered check: the peer's check on the pair came; or an
             # ordinary one, above by its own priority only: see _better_to_check) goes
@@ -2049,14 +2045,10 @@ class AgentCore:
             pair.state = _PAIR_WAITING
             self._nomination_ended(pair)
             return
-        kept = self._kept_above()
-        if pair.heard_at >= check.started and not (
-            kept >= 0 and self.checklist.seen_priority(pair, True) <= kept
-        ):
-            # (Not an aggressive agent's ordinary check, a pair selected, on a pair that
-            # the peer would rank at or below it: this agent uses the selected pair, and
-            # the pair fails as any other; checked again, one whose answers stay lost
-            # would hold ``completed`` back for good: see _in_progress_kept.)
+        if pair.heard_at >= check.started and not self._below_as_seen(pair):
+            # (Not on a pair _below_as_seen: this agent uses the selected pair, and the
+            # pair fails as any other; checked again, one whose answers stay lost would
+            # hold ``completed`` back for good: see _in_progress_kept.)
             # Every answer to our check was lost, but the peer's checks on the pair kept
             # coming meanwhile: the path works, at least the peer's way, and the peer may
             # have nominated or selected the pair (it may be connected on it).  Failing the
@@ -2747,15 +2739,21 @@ class AgentCore:
             return not check.nominating
         if not self.controlling:
             return False
-        kept = self._kept_above()
         pair = check.pair
-        if pair.priority <= kept:
+        if pair.priority <= self._kept_above():
             return True  # (a valid pair ranks at most as its checked pair)
         # A nomination is ranked as the peer would see its pair, as the selected pair is:
         # behind a NAT a check's own priority, from its host candidate, is above every
         # valid pair's, and the peer may take a nomination below the pair in use.  An
         # ordinary check (see _better_to_check) by its own: it may yet find a better pair.
-        return check.nominating and self.checklist.seen_priority(pair, True) <= kept
+        return check.nominating and self._below_as_seen(pair)
+
+    def _below_as_seen(self, pair: Pair) -> bool:
+        """Whether a controlling agent that nominates aggressively, a pair selected, would
+        see ``pair`` ranked at or below the selected one by the peer's reckoning (see
+        :meth:`CheckList.seen_priority` and :meth:`_kept_above`); False otherwise."""
+        kept = self._kept_above()
+        return kept >= 0 and self.checklist.seen_priority(pair, True) <= kept
 
     def _proven(self, pair: Pair, check: Check, now: float) -> None:
         """A success answer to a check of consent's (or a ping-back) on ``pair``: on the

@@ -66,6 +66,11 @@ _MAX_READ = 49152
 _STEP_COST = 8
 
 
+def _name_budget(size: int) -> int:
+    """What reading the names of a message of ``size`` bytes may cost (see _MAX_READ)."""
+    return max(_MAX_READ, 4 * size)
+
+
 @dataclass(frozen=True, slots=True)
 class Question:
     """A question: ``name`` (normalized), its type, and RFC 6762 §5.4's unicast-response bit."""
@@ -217,8 +222,7 @@ def decode_message(data: bytes | bytearray | memoryview) -> DnsMessage:
         raise MdnsDecodeError(f"a DNS message has a 12-byte header, got {len(data)} bytes")
     message_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     offset = _HEADER.size
-    budget = max(_MAX_READ, 4 * len(data))
-    steps = [budget]  # (what reading names may still cost: see _MAX_READ)
+    steps = [_name_budget(len(data))]  # (what reading names may still cost: see _MAX_READ)
     questions = []
     for _ in range(qdcount):
         name, offset = _decode_name(data, offset, steps)
@@ -268,8 +272,9 @@ def _decode_name(data: bytes, offset: int, steps: list[int]) -> tuple[str, int]:
         length = data[offset]
         steps[0] -= _STEP_COST if length & 0xC0 == 0xC0 else length + _STEP_COST
         if steps[0] < 0:
-            budget = max(_MAX_READ, 4 * len(data))
-            raise MdnsDecodeError(f"a DNS message whose labels cost over {budget} to read")
+            raise MdnsDecodeError(
+                f"a DNS message whose labels cost over {_name_budget(len(data))} to read"
+            )
         if length & 0xC0 == 0xC0:
             if offset + 1 >= len(data):
                 raise MdnsDecodeError("a DNS compression pointer is cut short")
