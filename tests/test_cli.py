@@ -56,6 +56,22 @@ def test_demo_json_shows_candidates_states_tree_pair_rtt_and_throughput() -> Non
     assert sum(n.startswith("trice agent ") for n in names) == 2
     assert any(n.startswith(("check ", "nominate ")) for n in names)
     assert sum(n.startswith("trice timers") for n in names) == 1  # one, shared by both
+    # Each agent's tasks sit under its own nursery, its agent task first.
+    nurseries = {
+        node["name"].partition(":")[0]: node
+        for node in tree["children"]
+        if node["name"].startswith("agent ")
+    }
+    assert set(nurseries) == {"agent a", "agent b"}
+    for node in nurseries.values():
+        inside = [child["name"] for child in node["children"]]
+        assert inside[0].startswith("trice agent ")
+        assert sum(n.startswith("trice agent ") for n in inside) == 1
+    assert any(
+        child["name"].startswith(("check ", "nominate "))
+        for node in nurseries.values()
+        for child in node["children"]
+    )
     (rtt,) = [r for r in records if r["event"] == "rtt"]
     assert rtt["count"] == 20 and rtt["median_us"] > 0
     assert records[-1] == {"event": "done", "open_sockets": 0, "tasks_left": []}

@@ -10,7 +10,7 @@ import os
 import socket
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 import trio
@@ -150,11 +150,37 @@ def _us() -> str:
     return "µs" if _prints("µ") else "us"
 
 
-def _task_tree(task: trio.lowlevel.Task) -> dict[str, Any]:
-    children = [
-        _task_tree(child) for nursery in task.child_nurseries for child in nursery.child_tasks
-    ]
+def _task_tree(
+    task: trio.lowlevel.Task, labels: Mapping[trio.Nursery, str] | None = None
+) -> dict[str, Any]:
+    """``task``'s tree of tasks, as nodes (``name``, ``children``).  A nursery that
+    ``labels`` names (an agent's) is a node of its own, its tasks under it; another
+    nursery's tasks are children of the task that opened it.  Tasks are in a set in trio:
+    each node's are listed in the order of :func:`_task_order`."""
+    labels = labels or {}
+    children: list[dict[str, Any]] = []
+    for nursery in task.child_nurseries:
+        tasks = [_task_tree(child, labels) for child in nursery.child_tasks]
+        tasks.sort(key=_task_order)
+        label = labels.get(nursery)
+        if label is None:
+            children.extend(tasks)
+        else:
+            children.append({"name": label, "children": tasks})
     return {"name": task.name, "children": children}
+
+
+#: The order of an agent's tasks in the demo's tree: its own task, then the tasks that own
+#: sockets, then the checks.
+_TASK_KINDS = ("trice agent", "gather", "receive", "tcp", "accept", "mdns")
+
+
+def _task_order(node: dict[str, Any]) -> tuple[int, str]:
+    name = str(node["name"])
+    for rank, kind in enumerate(_TASK_KINDS):
+        if name.startswith(kind):
+            return rank, name
+    return len(_TASK_KINDS), name
 
 
 def _shared_timers() -> list[dict[str, Any]]:
@@ -267,6 +293,11 @@ async def _demo(
             # Signaling, in-process: each side learns the other's parameters and candidates.
             introduce(a, b)
             best: dict[str, Any] = {"name": "trice demo", "children": []}
+            # (Each agent's tasks under its nursery, open_agent's, in this task.)
+            labels = {
+                a._nursery: "agent a: open_agent's nursery (controlling)",
+                b._nursery: "agent b: open_agent's nursery (controlled)",
+            }
             conns: dict[str, trice.Connection] = {}
             started = connected = trio.current_time()
 
@@ -283,7 +314,7 @@ async def _demo(
                 # (At every turn while checks run, some milliseconds on loopback; then every
                 # 10 ms, which keeps a CPU busy no longer while a connection takes its time.)
                 while len(conns) < 2:
-                    tree = _task_tree(me)
+                    tree = _task_tree(me, labels)
                     tree["name"] = "trice demo"
                     tree["children"].extend(_shared_timers())
                     if _count(tree, "check") + _count(tree, "nominate") > _count(
