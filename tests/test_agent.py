@@ -2052,8 +2052,9 @@ def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="ta"):
         trice.Timing(ta=0.001)
     # Pion turns a timer off with 0: the message says what to do here instead.
-    with pytest.raises(trice.ConfigError, match="no timer is turned off by 0"):
+    with pytest.raises(trice.ConfigError, match="no timer is turned off by 0") as caught:
         trice.Timing(keepalive_interval=0)
+    assert "twice per disconnected_timeout" in str(caught.value)  # (consent goes anyway)
     with pytest.raises(trice.ConfigError, match=r"not -1$"):  # (not 0: no such hint)
         trice.Timing(rto=-1)
     with pytest.raises(trice.ConfigError, match="port_range"):

@@ -136,6 +136,11 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         hint = ""
         if _is_number(value) and value == 0 and not allow_zero and name.startswith("Timing."):
             hint = " (no timer is turned off by 0: give a long time instead"
+            if name == "Timing.keepalive_interval":
+                hint = (
+                    " (no timer is turned off by 0, and consent checks not at all, RFC 7675:"
+                    " whatever this says they go at least twice per disconnected_timeout"
+                )
             if name in ("Timing.disconnected_timeout", "Timing.failed_timeout"):
                 hint += "; consent ends a silent pair at 30 s whatever these say, RFC 7675"
             hint += ")"
@@ -179,8 +184,8 @@ class NetworkConfig:
             no peer could send a check to (unspecified, multicast, broadcast or reserved
             IPv4, IPv4-mapped, link-local) is a :class:`ConfigError`.
         external_candidate: how an external address is signalled:
-            :attr:`CandidateType.SRFLX <trice.ice.CandidateType.SRFLX>` (the default), a
-            server-reflexive candidate beside the host one; or
+            :attr:`CandidateType.SRFLX <trice.ice.CandidateType.SRFLX>` (the default, where
+            Pion's is host), a server-reflexive candidate beside the host one; or
             :attr:`CandidateType.HOST <trice.ice.CandidateType.HOST>`, in the host
             candidate's place (the local address is then signalled nowhere, and peers on
             the same network reach the host through the NAT, if it lets them).

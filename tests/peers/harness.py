@@ -451,8 +451,8 @@ class Connected:
         Each peer's :attr:`elapsed_ms` leaves out what came before its own start: a trice
         or aioice peer that read ``start`` late may find itself connected already (it
         answers the other's checks, and checks back, before it is told to start), and its
-        late wake-up was in no figure, where a late Pion's, which drops checks until it
-        starts, was in its own.  This counts the late start whoever the peer is."""
+        late wake-up was in no figure, where a late Pion's, which leaves checks unread
+        until it starts, was in its own.  This counts the late start whoever the peer is."""
         try:
             started = min(int(self.a["started_ns"]), int(self.b["started_ns"]))
             connected = max(int(self.a["connected_ns"]), int(self.b["connected_ns"]))
