@@ -37,6 +37,7 @@ EXPECTED = {
     "tcp.py": "alice got: hello back\nbob's listener: 1 accepted, 0 refused, 0 closed unproven",
     "tcp_mux.py": "connections routed: 3, unroutable: 0",
     "from_aioice.py": "alice got: pong\nsend after close: trio.ClosedResourceError",
+    "from_pion.py": "alice got: pong\nalice's pair: host -> host",
     "testing.py": "in less than 5 s of real time: True",
     "two_processes.py": "listen: got 'hello from the dial side'\ndial: connected",
 }
