@@ -28,6 +28,7 @@ from trice import stun
 from trice._config import MdnsMode, NetworkConfig
 from trice._errors import ConfigError, LimitError, TriceError, TurnError, printable
 from trice._servers import IceServer, ServerUrl, TransportPolicy, host_port
+from trice._trio import _transport
 from trice._trio._log import logger
 from trice._trio._mux import MuxTransport
 from trice._trio._relay import RelayTransport, run_relay
@@ -106,11 +107,6 @@ _Adapters = list[tuple[str, list[_Found]]]
 _adapters_cache: dict[object, tuple[float, _Adapters, dict[str, int], float]] = {}
 
 
-#: ``SO_NETNS_COOKIE`` (Linux 5.14; Python names it from 3.12 on).
-_SO_NETNS_COOKIE: Final = getattr(socket, "SO_NETNS_COOKIE", 71)
-_cookies = sys.platform == "linux"  # (until a kernel says it has none)
-
-
 def _namespace() -> object:
     """The calling thread's network namespace, as a key of ``_adapters_cache``: on Linux
     its cookie (``SO_NETNS_COOKIE``, of a socket made in it: never used again, as the
@@ -119,20 +115,17 @@ def _namespace() -> object:
     read) None, one for the process.  Where no socket can be made (no descriptor left), a
     key of its own, which no read serves (the read says what is wrong): an inode number
     there could be another namespace's, gone, whose read is still cached."""
-    global _cookies
     if sys.platform != "linux":
         return None
-    if _cookies:
+    if _transport._cookies:
         try:
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         except OSError:
             return object()
-        try:
-            return probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
-        except OSError:
-            _cookies = False
-        finally:
-            probe.close()
+        with probe:
+            cookie = _transport.netns_cookie(probe)
+        if cookie is not None:
+            return cookie
     try:
         found = os.stat("/proc/thread-self/ns/net")
     except OSError:

@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -506,7 +507,7 @@ def bind_named(sock: socket.socket, address: str) -> None:
     After ``_NAMED_TRIES`` ports taken, the range is gone through in order from a random
     one; the system's choice only where none is free (where it has none either, as a rule).
     """
-    low, high, reserved = _ephemeral_ports()
+    low, high, reserved = _namespace_ports(sock)
     ports = _named_ports(low, high)
     if reserved:
         ports = (port for port in ports if not any(port in taken for taken in reserved))
@@ -538,12 +539,63 @@ def _bind_first_free(sock: socket.socket, address: str, ports: Iterable[int]) ->
     return False
 
 
+#: ``SO_NETNS_COOKIE`` (Linux 5.14; Python names it from 3.12 on).
+_SO_NETNS_COOKIE: int = getattr(socket, "SO_NETNS_COOKIE", 71)
+#: Whether sockets may say their network namespace's cookie (until a kernel says not).
+_cookies = sys.platform == "linux"
+
+
+def netns_cookie(sock: socket.socket) -> bytes | None:
+    """The cookie of the network namespace ``sock`` was made in (``SO_NETNS_COOKIE``): a
+    namespace's own, never given to another (as the inode number of
+    ``/proc/thread-self/ns/net`` is, once its namespace is gone, to the next one made); or
+    None where the system has none (not Linux, or before 5.14)."""
+    global _cookies
+    if not _cookies:
+        return None
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+    except OSError as exc:
+        if exc.errno in (errno.ENOPROTOOPT, errno.EINVAL):
+            _cookies = False
+        return None
+
+
+#: The ephemeral range as read lately in each network namespace, by its cookie: when it
+#: was read (``time.monotonic()``) and what :func:`_ephemeral_ports` said.
+_ports_read: dict[bytes, tuple[float, tuple[int, int, tuple[range, ...]]]] = {}
+#: How long a read of the ephemeral range serves binds in its namespace (an
+#: administrator's change shows in the next second's binds).
+_PORTS_TTL = 1.0
+
+
+def _namespace_ports(sock: socket.socket) -> tuple[int, int, tuple[range, ...]]:
+    """:func:`_ephemeral_ports` for a bind of ``sock``, made by the calling thread: read at
+    most once a second in a network namespace (the two files, some 17 µs, were a tenth of
+    an agent's opening and host gathering on loopback), keyed by the namespace's cookie,
+    which no other namespace is given; read at every bind where sockets have no cookie."""
+    cookie = netns_cookie(sock)
+    if cookie is None:
+        return _ephemeral_ports()
+    now = time.monotonic()
+    read = _ports_read.get(cookie)
+    if read is not None and now - read[0] < _PORTS_TTL:
+        return read[1]
+    ports = _ephemeral_ports()
+    if len(_ports_read) >= 64:  # (namespaces come and go: their reads are let go)
+        for key, (at, _) in list(_ports_read.items()):
+            if now - at >= _PORTS_TTL:
+                _ports_read.pop(key, None)
+    _ports_read[cookie] = (now, ports)
+    return ports
+
+
 def _ephemeral_ports() -> tuple[int, int, tuple[range, ...]]:
     """The ephemeral port range of the calling thread's network namespace
     (``net.ipv4.ip_local_port_range``, which IPv6 shares) and the ports reserved in it
     (``ip_local_reserved_ports``, which the system's own choice passes over); IANA's dynamic
-    range, 49152-65535, where they cannot be read.  Read at each bind (some 8 µs): a
-    namespace's are its own, and a namespace gone may leave its identity to another."""
+    range, 49152-65535, where they cannot be read.  A namespace's are its own (see
+    :func:`_namespace_ports`)."""
     try:
         low, high = (int(field) for field in _read_proc("ip_local_port_range").split())
     except (OSError, ValueError):
