@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trice._config import Nomination, Timing
+from trice.ice._checklist import compute_pair_priority
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
 from core_harness import (
@@ -653,3 +654,251 @@ def test_aggressive_the_best_of_two_pairs_that_succeed_above_is_nominated_last()
     assert moves == [6000, 6002, 6001]
     assert b.core.selected is not None and b.core.selected.local.port == 6001
     assert a.state is ConnectionState.COMPLETED
+
+
+def _nomination_in_flight_at_the_selection(pref: int = 30000) -> tuple[Network, Endpoint, Endpoint]:
+    """a (aggressive, behind a NAT) and b's two hosts: a's nomination on the second
+    (10.1.1.2:6001, of ``pref``) is in flight when the first is selected, and every answer
+    on that path is lost, so it is cancelled (ranked as b would see it, at or below)."""
+    net = Network(latency=0.05)
+    a, b = _aggressive_endpoints(net, Nat("203.0.113.1"))
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.1.0.2", 6000)
+    b.add_host("10.1.1.2", 6001, local_pref=pref)
+    net.exchange(a, b)
+    net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
+    return net, a, b
+
+
+@pytest.mark.parametrize("pref", [30000, 65535], ids=["below", "equal"])
+def test_a_cancelled_aggressive_nomination_is_not_checked_again_once_completed(pref: int) -> None:
+    """The pair of a nomination cancelled at the selection, above the selected pair by its
+    own priority, fails when the check's transaction ends: it went back to waiting, and was
+    checked again (a second transaction, 15.55-28.05 s) after ``completed``, on a pair b
+    holds as nominated (the agg50 review)."""
+    net, a, _b = _nomination_in_flight_at_the_selection(pref)
+    assert net.run_until(lambda: a.state is ConnectionState.COMPLETED, 5)
+    completed_at = net.now
+    net.run_for(40)
+    again = [
+        p.sent_at
+        for p in net.packets(sender="a", requests=True)
+        if p.dst[1] == 6001 and p.sent_at > completed_at
+    ]
+    assert again == []
+    assert a.state is ConnectionState.COMPLETED
+
+
+@pytest.mark.parametrize("after", [16.0, 22.0])
+def test_a_cancelled_aggressive_nomination_moves_no_peer_off_the_pair_in_use(
+    after: float,
+) -> None:
+    """One of a's consent checks on the pair in use lost (after ``after`` s): b, which holds
+    the 6001 pair as nominated (the cancelled nomination's first copy reached it), followed
+    a's check on it there (at 19.1 s; with the loss at 22 s, onto a pair whose consent
+    ran out a moment later, and failed: the agg50 review)."""
+    net, a, b = _nomination_in_flight_at_the_selection()
+    lost: list[float] = []
+
+    def one_consent_check(p: Packet) -> bool:
+        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > after:
+            lost.append(p.sent_at)
+            return True
+        return False
+
+    net.drop(one_consent_check)
+    net.run_for(40)
+    assert lost
+    moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
+    assert moves == [6000]
+    assert ConnectionState.FAILED not in (a.state, b.state)
+
+
+@pytest.mark.parametrize("lose_after", [None, 6.0], ids=["no-loss", "consent-lost"])
+def test_aggressive_a_second_base_behind_the_nat_nominates_nothing_once_a_pair_is_selected(
+    lose_after: float | None,
+) -> None:
+    """a's two hosts behind one NAT: once the first one's pair is selected (through the NAT,
+    peer-reflexive), the second's, which no check had shown to be behind the NAT, was
+    ranked by its host candidate's priority and checked with USE-CANDIDATE, below the
+    selected pair as b sees it; its answers lost (b's checks on it coming meanwhile), it
+    nominated for three transactions (0.05-46.6 s), and with one consent check lost b
+    followed it off the pair in use (the agg50 review)."""
+    net = Network(latency=0.02)
+    a, b = _aggressive_endpoints(net, Nat("203.0.113.1"))
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.1.0.2", 6000)
+    net.exchange(a, b)
+    net.drop(lambda p: p.sender == "b" and p.is_response and p.dst == ("203.0.113.1", 40001))
+    lost: list[float] = []
+    if lose_after is not None:
+
+        def one_consent_check(p: Packet) -> bool:
+            if (
+                p.sender == "a"
+                and p.is_request
+                and p.private_src[1] == 5000
+                and not lost
+                and p.sent_at > lose_after
+            ):
+                lost.append(p.sent_at)
+                return True
+            return False
+
+        net.drop(one_consent_check)
+    net.run_for(60)
+    selected = a.core.selected
+    assert selected is not None and selected.base == 0
+    selected_at = next(t for t, e in a.events if isinstance(e, SelectedPairChanged))
+    nominations = [
+        p.sent_at
+        for p in net.packets(sender="a", requests=True)
+        if p.use_candidate and p.private_src[1] == 5001 and p.sent_at > selected_at
+    ]
+    assert nominations == []
+    moves = [e.pair.remote.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
+    assert moves == [40000]
+    assert a.state is ConnectionState.COMPLETED
+    assert lose_after is None or lost
+
+
+def test_a_controlled_agent_follows_no_pair_whose_consent_ends_before_a_check_returns() -> None:
+    """a's nomination on the lower pair (from 10.0.1.1:5001) reached b, whose own check on
+    it succeeded at once.  Later a's checks on the pair in use are lost for a while, and a
+    check of a's on the lower pair (its nomination of before, sent again) reaches b 0.04 s
+    before b's consent there ends, over a path of 0.1 s round trip.  b followed it, asked
+    consent there, and failed before the answer came; it checks first, and follows once
+    answered, as when consent has run out (the agg50 review)."""
+    net = Network(latency=0.05)
+    a, b = _aggressive_endpoints(net)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.0.0.2", 6000, local_pref=65535)
+    net.drop(lambda p: p.sender == "b" and p.dst == ("10.0.1.1", 5001) and p.is_response)
+    top = (("10.0.0.2", 6000), ("10.0.0.1", 5000))
+    net.drop(lambda p: p.sent_at < 0.2 and p.dst in top and p.private_src[1] in (5000, 6000))
+    net.exchange(a, b)
+    assert net.run_until(
+        lambda: b.core.selected is not None and b.core.selected.remote.port == 5000, 5
+    )
+    lower = next(
+        p
+        for p in net.packets(sender="a", requests=True)
+        if p.private_src == ("10.0.1.1", 5001) and p.use_candidate
+    )
+    pair = next(p for p in b.core.checklist if p.remote.port == 5001)
+    assert pair.nominated and b.core.selected is not pair
+    arrive = pair.proven_at + b.core._consent_for - 0.04
+    net.drop(
+        lambda p: (
+            p.sender == "a"
+            and p.private_src[1] == 5000
+            and p.is_request
+            and arrive - 3.2 < p.sent_at < arrive + 1
+        )
+    )
+    net.run_until(lambda: False, arrive - 0.05)
+    net.send(a, 1, ("10.0.0.2", 6000), lower.data)  # (arrives at ``arrive``)
+    net.run_for(3)
+    assert b.state is not ConnectionState.FAILED
+
+
+@pytest.mark.parametrize(
+    ("a_mode", "b_mode", "b_controlling", "nat", "lose_top"),
+    [
+        (Nomination.AGGRESSIVE, Nomination.AGGRESSIVE, False, False, False),
+        (Nomination.AGGRESSIVE, Nomination.REGULAR, False, False, False),
+        (Nomination.REGULAR, Nomination.AGGRESSIVE, True, False, False),
+        (Nomination.AGGRESSIVE, Nomination.AGGRESSIVE, True, False, False),  # (a conflict)
+        (Nomination.AGGRESSIVE, Nomination.AGGRESSIVE, False, False, True),
+        (Nomination.AGGRESSIVE, Nomination.REGULAR, False, False, True),
+        (Nomination.AGGRESSIVE, Nomination.AGGRESSIVE, False, True, False),
+        (Nomination.AGGRESSIVE, Nomination.AGGRESSIVE, False, True, True),
+    ],
+)
+def test_aggressive_nomination_after_an_ice_restart(
+    a_mode: Nomination, b_mode: Nomination, b_controlling: bool, nat: bool, lose_top: bool
+) -> None:
+    """An ICE restart under aggressive nomination (on either side or both, both
+    controlling, a behind a NAT, the top pair's first copies lost): both sides go checking,
+    connected, completed again, in a valid order; the selection only moves up, and no
+    USE-CANDIDATE goes after the last selection (the agg50 review)."""
+    net = Network(latency=0.02)
+    a = net.add_endpoint(
+        "a",
+        controlling=not b_controlling or a_mode is Nomination.AGGRESSIVE,
+        tiebreaker=2000,
+        nomination=a_mode,
+        nat=Nat("203.0.113.1") if nat else None,
+    )
+    b = net.add_endpoint("b", controlling=b_controlling, tiebreaker=1000, nomination=b_mode)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.1.0.2", 6000, local_pref=65535)
+    b.add_host("10.1.1.2", 6001, local_pref=30000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_for(20)
+    restart_at = net.now
+    if lose_top:
+        net.drop(
+            lambda p: (
+                p.sent_at < restart_at + 0.3
+                and p.dst[1] in (5000, 6000)
+                and p.private_src[1] in (5000, 6000)
+            )
+        )
+    for endpoint in (a, b):
+        endpoint.restart(net.now)
+        endpoint.flights.clear()  # (as the shell drops the generation's checks)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), net.now + 10)
+    net.run_for(40)
+    full = [ConnectionState.CHECKING, ConnectionState.CONNECTED, ConnectionState.COMPLETED]
+    for endpoint in (a, b):
+        assert endpoint.states() == full + full
+        assert event_order_problems([e for _, e in endpoint.events], restarts=1) == []
+    controlling = a if a.core.controlling else b
+    moves = [(t, e.pair) for t, e in controlling.events if isinstance(e, SelectedPairChanged)]
+    moves = [(t, pair) for t, pair in moves if t >= restart_at]
+    ranks = [compute_pair_priority(pair.local, pair.remote, True) for _, pair in moves]
+    assert ranks == sorted(ranks)
+    last = moves[-1][0]
+    after = [
+        p.sent_at
+        for p in net.packets(sender=controlling.name, requests=True)
+        if p.use_candidate and p.sent_at > last
+    ]
+    assert after == []
+
+
+@pytest.mark.parametrize("nat", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_lite_peer_and_an_aggressive_controlling_agent_agree(seed: int, nat: bool) -> None:
+    """A lite b and an aggressive a, two hosts each, 30 % of packets lost for the first
+    3 s over paths of 0.04-0.44 s round trip: both select the same pair and complete, in a
+    valid order (the agg50 review)."""
+    rng = random.Random(seed)
+    net = Network(latency=lambda p: 0.02 + rng.random() * 0.2)
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=Nomination.AGGRESSIVE,
+        nat=Nat("203.0.113.1") if nat else None,
+    )
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, lite=True)
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.1.0.2", 6000, local_pref=65535)
+    b.add_host("10.1.1.2", 6001, local_pref=30000)
+    net.drop(lambda p: p.sent_at < 3 and rng.random() < 0.3)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 10)
+    net.run_for(40)
+    pa, pb = a.core.selected, b.core.selected
+    assert pa is not None and pb is not None and pa.remote_address == b.bases[pb.base]
+    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+    for endpoint in (a, b):
+        assert event_order_problems([e for _, e in endpoint.events]) == []

@@ -43,11 +43,12 @@ class Nomination(str, enum.Enum):
     controlling agent repeats its check with USE-CANDIDATE.  ``AGGRESSIVE`` (RFC 5245 style,
     which many peers still send): every check carries USE-CANDIDATE until a pair is
     selected, and the first pair that works is selected at once; a better one found later
-    replaces it.  After the selection a check nominates only a pair taken to rank above the
-    selected one as the peer would see it (through the same NAT, say); the others go as
-    ordinary checks, and one whose pair proves better is nominated then.  The controlling
-    agent's checks in flight on pairs ranked at or below the selected one cease (RFC 8445
-    §8.1.2): each would nominate a pair it does not use.
+    replaces it.  After the selection checks go without USE-CANDIDATE, and a pair that
+    proves better than the selected one is nominated then.  The controlling agent's checks
+    in flight on pairs taken to rank at or below the selected one as the peer would see
+    them (through the same NAT, say) cease (RFC 8445 §8.1.2): each would nominate a pair it
+    does not use; such a pair, if it ranks above by its own priority, is failed rather than
+    checked again.
     """
 
     REGULAR = "regular"

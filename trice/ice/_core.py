@@ -1506,12 +1506,15 @@ class AgentCore:
             return None
         self._next_paced = now + self.timing.ta
         nominating = self.controlling and self.nomination is _AGGRESSIVE
-        if nominating and self._below_as_seen(pair):
-            # A check, a pair selected, on a pair taken to rank at or below it as the peer
-            # would see it (a triggered check: the peer's check on the pair came; or an
-            # ordinary one, above by its own priority only: see _better_to_check) goes
-            # without USE-CANDIDATE, as under regular nomination once a pair is selected:
-            # a controlled peer that follows the latest nomination is not moved off.
+        if nominating and self.selected is not None:
+            # Once a pair is selected, a check goes without USE-CANDIDATE, as under
+            # regular nomination, and a pair that succeeds above the selected one is
+            # nominated then (see _pair_succeeded): a controlled peer that follows the
+            # latest nomination is not moved off the pair in use.  How the peer would rank
+            # a pair not yet proved is a guess: a base behind a NAT that no check of it has
+            # shown yet is ranked by its host candidate's priority, and its nomination,
+            # below the selected pair as the peer saw it, went on for whole transactions
+            # (the agg50 review; one round trip more to move up is the price).
             nominating = False
         check = self._start_check(pair, nominating=nominating, now=now)
         if self.selected is not None and self._triggered is None:
@@ -1967,8 +1970,7 @@ class AgentCore:
             if not check.consent:
                 pair.transaction = None
                 if self.cancelled(check):
-                    pair.state = _PAIR_WAITING  # (as its timeout would: see on_timeout)
-                    self._nomination_ended(pair)
+                    self._nomination_ended(pair)  # (as its timeout would: see on_timeout)
                 else:
                     self._pair_failed(pair, now)
             return True
@@ -1993,7 +1995,6 @@ class AgentCore:
                     # A late conflict on a check our final nomination cancelled: the peer
                     # took that nomination as the controlled agent, so the roles are
                     # settled; switching now would leave both sides controlled.
-                    pair.state = _PAIR_WAITING
                     self._nomination_ended(pair)
                     return True
                 remote = self.remote
@@ -2042,7 +2043,6 @@ class AgentCore:
             # RFC 8445 §8.1.2: a cancelled check's silence is no failure.  Its pair goes
             # back to waiting, which no ordinary check picks once a pair is selected (a
             # check of the peer's on it still triggers one).
-            pair.state = _PAIR_WAITING
             self._nomination_ended(pair)
             return
         if pair.heard_at >= check.started and not self._below_as_seen(pair):
@@ -2518,8 +2518,17 @@ class AgentCore:
         self._push_urgent(self._start_check(pair, nominating=True, now=now))
 
     def _nomination_ended(self, pair: Pair) -> None:
-        """``pair``'s check, cancelled, ended (its timeout, a late 487): if it was the
-        nomination in flight, none is now, and a later one may go (see _pair_succeeded)."""
+        """``pair``'s check, cancelled, ended (its timeout, a late 487): its pair goes back
+        to waiting, which no ordinary check picks once a pair is selected; but not one that
+        ranks above the selected pair by its own priority (an aggressive nomination the peer
+        would see at or below it, see cancelled): _better_to_check would pick that one and
+        check it again, 15.5 s on, ``completed``, on a pair the peer holds as nominated
+        (it follows it off the pair in use when a consent check is lost).  It fails, as the
+        ordinary check on it would (see on_timeout); a check of the peer's on it still
+        triggers one.  If it was the nomination in flight, none is now, and a later one may
+        go (see _pair_succeeded)."""
+        kept = self._kept_above()
+        pair.state = _PAIR_FAILED if 0 <= kept < pair.priority else _PAIR_WAITING
         if self._nominating is pair:
             self._nominating = None
 
@@ -2573,10 +2582,12 @@ class AgentCore:
         heard = max(selected.heard_at, self._data_at) if lite else selected.heard_at
         if now - heard < self._quiet_after(selected):
             return False
-        if not lite and now >= pair.proven_at + self._consent_for:
+        if not lite and now + self._schedules[1][-1] >= pair.proven_at + self._consent_for:
             # No answer on the pair in the last 30 s: no consent for data there (RFC 7675
-            # §5.1).  A check of consent's on it first (one an RTO at most, whatever the rate
-            # of the peer's checks), and the pair is followed once it is answered.
+            # §5.1); or so little left that a consent check's answer could not come before
+            # it ends (followed so, the agent failed a round trip later).  A check of
+            # consent's on it first (one an RTO at most, whatever the rate of the peer's
+            # checks), and the pair is followed once it is answered.
             if now >= pair.sent_at + self.timing.rto:
                 self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
             return False
