@@ -290,5 +290,8 @@ async def test_a_call_cancelled_at_any_step_is_taken_up_again(call: str, transpo
     for at in range(1, steps + 3):
         cancelled += (await _cancel_one_call(config, at, call))[1]
     # (Not at every step: a connect over loopback may be done a few steps before its
-    # tasks are, and a cancellation past its last checkpoint is not caught.)
-    assert cancelled >= steps * 0.3, (cancelled, steps)
+    # tasks are, and a cancellation past its last checkpoint is not caught.  A UDP
+    # connect is done within its first few: 3-5 of 9-11 steps were caught, 3 of 11 in
+    # one run of five under load, which a third of the steps failed: CI at ab9fa01.)
+    floor = 2 if (transport, call) == ("udp", "connect") else steps * 0.3
+    assert cancelled >= floor, (cancelled, steps)
