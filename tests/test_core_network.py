@@ -322,13 +322,13 @@ def _aggressive_endpoints(net: Network, nat: Nat | None = None) -> tuple[Endpoin
     return a, b
 
 
-def _lose_one_consent_check(net: Network) -> list[float]:
-    """Lose a's first request to b's port 6000 after 1 s (a consent check on the pair in
-    use, in these tests): the list gets the time it was sent."""
+def _lose_one_consent_check(net: Network, after: float = 1.0) -> list[float]:
+    """Lose a's first request to b's port 6000 after ``after`` s (a consent check on the
+    pair in use, in these tests): the list gets the time it was sent."""
     lost: list[float] = []
 
     def one_consent_check(p: Packet) -> bool:
-        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > 1:
+        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > after:
             lost.append(p.sent_at)
             return True
         return False
@@ -490,6 +490,20 @@ def test_a_nominating_peer_asks_no_copy_of_a_check_as_its_retransmission_goes() 
     assert times == [0.0, 0.005, 0.5, 1.5, 3.5, 6.5, 9.5, 12.5]
 
 
+def _nomination_in_flight_at_the_selection(pref: int = 30000) -> tuple[Network, Endpoint, Endpoint]:
+    """a (aggressive, behind a NAT) and b's two hosts: a's nomination on the second
+    (10.1.1.2:6001, of ``pref``) is in flight when the first is selected, and every answer
+    on that path is lost, so it is cancelled (ranked as b would see it, at or below)."""
+    net = Network(latency=0.05)
+    a, b = _aggressive_endpoints(net, Nat("203.0.113.1"))
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.1.0.2", 6000)
+    b.add_host("10.1.1.2", 6001, local_pref=pref)
+    net.exchange(a, b)
+    net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
+    return net, a, b
+
+
 @pytest.mark.parametrize("pref", [30000, 65535], ids=["below", "equal"])
 def test_behind_a_nat_an_aggressive_check_in_flight_at_the_selection_nominates_no_more(
     pref: int,
@@ -500,13 +514,7 @@ def test_behind_a_nat_an_aggressive_check_in_flight_at_the_selection_nominates_n
     whole transaction, and b followed it off the pair in use; and ranked as seen, one
     ranked as the selected pair (b's hosts of one preference, as aioice gives them) still
     did (the p49pass review).  It is cancelled, and a completes."""
-    net = Network(latency=0.05)
-    a, b = _aggressive_endpoints(net, Nat("203.0.113.1"))
-    a.add_host("10.0.0.1", 5000)
-    b.add_host("10.1.0.2", 6000)
-    b.add_host("10.1.1.2", 6001, local_pref=pref)
-    net.exchange(a, b)
-    net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
+    net, a, b = _nomination_in_flight_at_the_selection(pref)
     lost = _lose_one_consent_check(net)
     assert net.run_until(lambda: a.core.selected is not None, 5)
     selected_at = net.now
@@ -656,20 +664,6 @@ def test_aggressive_the_best_of_two_pairs_that_succeed_above_is_nominated_last()
     assert a.state is ConnectionState.COMPLETED
 
 
-def _nomination_in_flight_at_the_selection(pref: int = 30000) -> tuple[Network, Endpoint, Endpoint]:
-    """a (aggressive, behind a NAT) and b's two hosts: a's nomination on the second
-    (10.1.1.2:6001, of ``pref``) is in flight when the first is selected, and every answer
-    on that path is lost, so it is cancelled (ranked as b would see it, at or below)."""
-    net = Network(latency=0.05)
-    a, b = _aggressive_endpoints(net, Nat("203.0.113.1"))
-    a.add_host("10.0.0.1", 5000)
-    b.add_host("10.1.0.2", 6000)
-    b.add_host("10.1.1.2", 6001, local_pref=pref)
-    net.exchange(a, b)
-    net.drop(lambda p: p.sender == "b" and p.is_response and p.private_src == ("10.1.1.2", 6001))
-    return net, a, b
-
-
 @pytest.mark.parametrize("pref", [30000, 65535], ids=["below", "equal"])
 def test_a_cancelled_aggressive_nomination_is_not_checked_again_once_completed(pref: int) -> None:
     """The pair of a nomination cancelled at the selection, above the selected pair by its
@@ -698,15 +692,7 @@ def test_a_cancelled_aggressive_nomination_moves_no_peer_off_the_pair_in_use(
     a's check on it there (at 19.1 s; with the loss at 22 s, onto a pair whose consent
     ran out a moment later, and failed: the agg50 review)."""
     net, a, b = _nomination_in_flight_at_the_selection()
-    lost: list[float] = []
-
-    def one_consent_check(p: Packet) -> bool:
-        if p.sender == "a" and p.is_request and p.dst[1] == 6000 and not lost and p.sent_at > after:
-            lost.append(p.sent_at)
-            return True
-        return False
-
-    net.drop(one_consent_check)
+    lost = _lose_one_consent_check(net, after)
     net.run_for(40)
     assert lost
     moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
@@ -804,6 +790,15 @@ def test_a_controlled_agent_follows_no_pair_whose_consent_ends_before_a_check_re
     assert b.state is not ConnectionState.FAILED
 
 
+def _two_hosts_each(a: Endpoint, b: Endpoint) -> None:
+    """a's hosts 10.0.0.1:5000 and 10.0.1.1:5001, b's 10.1.0.2:6000 and 10.1.1.2:6001, the
+    first of each preferred."""
+    a.add_host("10.0.0.1", 5000, local_pref=65535)
+    a.add_host("10.0.1.1", 5001, local_pref=30000)
+    b.add_host("10.1.0.2", 6000, local_pref=65535)
+    b.add_host("10.1.1.2", 6001, local_pref=30000)
+
+
 @pytest.mark.parametrize(
     ("a_mode", "b_mode", "b_controlling", "nat", "lose_top"),
     [
@@ -833,10 +828,7 @@ def test_aggressive_nomination_after_an_ice_restart(
         nat=Nat("203.0.113.1") if nat else None,
     )
     b = net.add_endpoint("b", controlling=b_controlling, tiebreaker=1000, nomination=b_mode)
-    a.add_host("10.0.0.1", 5000, local_pref=65535)
-    a.add_host("10.0.1.1", 5001, local_pref=30000)
-    b.add_host("10.1.0.2", 6000, local_pref=65535)
-    b.add_host("10.1.1.2", 6001, local_pref=30000)
+    _two_hosts_each(a, b)
     net.exchange(a, b)
     assert net.run_until(connected(a, b), 5)
     net.run_for(20)
@@ -889,10 +881,7 @@ def test_a_lite_peer_and_an_aggressive_controlling_agent_agree(seed: int, nat: b
         nat=Nat("203.0.113.1") if nat else None,
     )
     b = net.add_endpoint("b", controlling=False, tiebreaker=1000, lite=True)
-    a.add_host("10.0.0.1", 5000, local_pref=65535)
-    a.add_host("10.0.1.1", 5001, local_pref=30000)
-    b.add_host("10.1.0.2", 6000, local_pref=65535)
-    b.add_host("10.1.1.2", 6001, local_pref=30000)
+    _two_hosts_each(a, b)
     net.drop(lambda p: p.sent_at < 3 and rng.random() < 0.3)
     net.exchange(a, b)
     assert net.run_until(connected(a, b), 10)
