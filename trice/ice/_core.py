@@ -2040,9 +2040,9 @@ class AgentCore:
         if pair.state is _PAIR_WAITING:
             return  # (checked again since, as after a role switch: the new check decides)
         if self.cancelled(check):
-            # RFC 8445 §8.1.2: a cancelled check's silence is no failure.  Its pair goes
-            # back to waiting, which no ordinary check picks once a pair is selected (a
-            # check of the peer's on it still triggers one).
+            # RFC 8445 §8.1.2: a cancelled check's silence is no failure of the pair as
+            # such: see _nomination_ended for where it goes (a check of the peer's on it
+            # still triggers one).
             self._nomination_ended(pair)
             return
         if pair.heard_at >= check.started and not self._below_as_seen(pair):
