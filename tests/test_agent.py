@@ -2044,6 +2044,13 @@ def test_a_value_of_the_wrong_type_is_a_config_error_at_once(
         cls(**kwargs)
 
 
+async def test_an_agent_built_directly_is_refused() -> None:
+    """Only open_agent makes an agent: one built directly had no nursery, and its
+    wait_gathering_complete() and connect() waited for ever (the typing50 review)."""
+    with pytest.raises(trice.UsageError, match=r"made by trice\.open_agent"):
+        trice.Agent(trice.AgentConfig(), True)
+
+
 def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="ufrag"):
         trice.AgentConfig(ufrag="ab")

@@ -238,8 +238,14 @@ class RelayStatistics:
     counters: TurnStatistics
 
 
+#: What :class:`AgentContext` hands :class:`Agent`'s constructor: an agent built
+#: elsewhere would have no nursery, and its ``connect()`` would wait for ever.
+_OPENING = object()
+
+
 class Agent:
-    """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly."""
+    """An ICE agent (RFC 8445).  Made by :func:`open_agent`; not built directly (that
+    raises :class:`~trice.UsageError`)."""
 
     __slots__ = (
         "__weakref__",  # (an application's WeakSet or weakref.finalize of its agents)
@@ -310,7 +316,11 @@ class Agent:
 
     _nursery: trio.Nursery  # open_agent's, where every task of the agent runs
 
-    def __init__(self, config: AgentConfig, controlling: bool) -> None:
+    def __init__(self, config: AgentConfig, controlling: bool, *, _key: object = None) -> None:
+        if _key is not _OPENING:
+            # (Built directly, it had no nursery and ran no task: wait_gathering_complete()
+            # and connect() waited for ever, the typing50 review.)
+            raise UsageError("a trice.Agent is made by trice.open_agent(...), not built directly")
         self._config = config
         self._local = IceParameters(
             ufrag=config.ufrag or _random_ice_string(8),
@@ -2434,7 +2444,7 @@ class AgentContext:
             if any(mux._token not in (None, token) for mux in self._muxes):
                 # (Its task would hand the agent what comes from its own run's thread.)
                 raise StateError("the mux was opened in another trio run than this agent's")
-            agent = self._agent = Agent(self._config, self._controlling)
+            agent = self._agent = Agent(self._config, self._controlling, _key=_OPENING)
             # One nursery for all the agent's tasks (see the module docstring): a nursery
             # and a task fewer per agent than a task of its own owning a nursery would take.
             agent._nursery = nursery
