@@ -74,6 +74,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict against trio's own inline hints (no trio-typing: see docs/design.rst)."""
     session.install("-e", ".", "mypy", "nox", *TEST_DEPS)
     session.run("mypy")
+    # The guides' examples are a user's programs: strict too, in a run of their own (their
+    # module names, mux.py say, are bench's as well).
+    session.run("mypy", "--strict", "docs/examples")
 
 
 @nox.session(python=PYTHON)
