@@ -47,8 +47,8 @@ class Nomination(str, enum.Enum):
     proves better than the selected one is nominated then.  The controlling agent's checks
     in flight on pairs taken to rank at or below the selected one as the peer would see
     them (through the same NAT, say) cease (RFC 8445 §8.1.2): each would nominate a pair it
-    does not use; such a pair, if it ranks above by its own priority, is failed rather than
-    checked again.
+    does not use; such a pair, if it ranks above by its own priority, is checked again,
+    without USE-CANDIDATE, when the check's transaction ends.
     """
 
     REGULAR = "regular"

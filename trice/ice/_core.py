@@ -2519,16 +2519,16 @@ class AgentCore:
 
     def _nomination_ended(self, pair: Pair) -> None:
         """``pair``'s check, cancelled, ended (its timeout, a late 487): its pair goes back
-        to waiting, which no ordinary check picks once a pair is selected; but not one that
-        ranks above the selected pair by its own priority (an aggressive nomination the peer
-        would see at or below it, see cancelled): _better_to_check would pick that one and
-        check it again, 15.5 s on, ``completed``, on a pair the peer holds as nominated
-        (it follows it off the pair in use when a consent check is lost).  It fails, as the
-        ordinary check on it would (see on_timeout); a check of the peer's on it still
-        triggers one.  If it was the nomination in flight, none is now, and a later one may
-        go (see _pair_succeeded)."""
-        kept = self._kept_above()
-        pair.state = _PAIR_FAILED if 0 <= kept < pair.priority else _PAIR_WAITING
+        to waiting.  One above the selected pair by its own priority is checked again then
+        (see _better_to_check), without USE-CANDIDATE, and nominated if it proves better:
+        a LAN path behind the NAT that was taken to rank below, its nomination lost, is
+        found so (failed instead, it was lost for good, and ICE failed when the NAT's path
+        later died: the p50pass review).  The peer, which may hold the pair as nominated,
+        can follow that check off the pair in use if a consent check there was lost
+        meanwhile (the agg50 review); both sides stay connected (see _maybe_follow's
+        margin).  If it was the nomination in flight, none is now, and a later one may go
+        (see _pair_succeeded)."""
+        pair.state = _PAIR_WAITING
         if self._nominating is pair:
             self._nominating = None
 
