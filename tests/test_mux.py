@@ -17,6 +17,7 @@ import trio.testing
 import trice
 import trice._trio._agent
 from trice import stun
+from trice._trio import _mux
 from trice._trio._mux import MuxTransport, UdpMux, asked_ufrag
 from trice._trio._transport import MAX_STUN
 
@@ -288,7 +289,7 @@ async def test_sends_waiting_their_turn_on_a_full_mux_socket_that_closes_raise_c
             def close(self) -> None:
                 full.close()
 
-        mux = UdpMux(Blocked())  # type: ignore[arg-type]
+        mux = UdpMux(Blocked(), _key=_mux._OPENING)  # type: ignore[arg-type]
         shares = [MuxTransport(i, mux, f"agent{i}", lambda *args: None) for i in range(3)]
         outcomes: list[str] = []
 
@@ -560,3 +561,15 @@ def test_the_mux_walks_no_attributes_of_a_request_longer_than_an_agent_reads(
     assert not walked
     asked_ufrag(big[: longest - 4])  # (what an agent reads: walked)
     assert walked
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+def test_a_mux_built_directly_is_refused(kind: int) -> None:
+    """Only open_udp_mux and open_tcp_mux make a mux: one built directly had no task
+    reading its socket, and its agents' checks went unanswered until ICE failed (as an
+    agent built directly, the typing50 review)."""
+    mux = trice.UdpMux if kind == socket.SOCK_DGRAM else trice.TcpMux
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        with pytest.raises(trice.UsageError, match=r"not built directly"):
+            mux(sock)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from trice import stun
+from trice._trio import _mux
 from trice._trio._mux import (
     _ANSWERED,
     _ROUND_TRIP,
@@ -31,7 +32,7 @@ def mux() -> Iterator[UdpMux]:
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     try:
-        yield UdpMux(sock)
+        yield UdpMux(sock, _key=_mux._OPENING)
     finally:
         sock.close()
 

@@ -11,6 +11,7 @@ import socket
 import trio
 from test_mux_rules import _checked, _Share
 
+from trice._trio import _mux
 from trice._trio._mux import UdpMux
 
 # -- data to another agent's proven address ----------------------------------------------------
@@ -30,7 +31,7 @@ async def test_data_sent_by_the_waiting_send_to_another_agents_proven_address_is
         peer.bind(("127.0.0.1", 0))
         peer.setblocking(False)
         address = peer.getsockname()
-        mux = UdpMux(sock)
+        mux = UdpMux(sock, _key=_mux._OPENING)
         a, b = _Share(mux, "aaaa"), _Share(mux, "bbbb")
         _checked(mux, a, address)
         await b.share.send(b"\x80for b's peer", address)

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from test_transport import _BlockedSocket, _filled_pair, _sender
 
-from trice._trio import _transport
+from trice._trio import _mux, _transport
 from trice._trio._mux import MuxTransport, UdpMux
 from trice._trio._transport import UdpTransport
 
@@ -77,7 +77,7 @@ def test_a_mux_share_out_of_buffers_says_the_datagram_was_not_taken() -> None:
     ``send_nowait`` says the datagram was not taken (a Connection then waits for room, or
     its ``send_nowait`` returns False), as a host socket's does."""
     sock = _NoBuffers()
-    mux = UdpMux(sock)  # type: ignore[arg-type]
+    mux = UdpMux(sock, _key=_mux._OPENING)  # type: ignore[arg-type]
     refused: list[OSError] = []
     share = MuxTransport(1, mux, "aaaa", lambda *args: None)
     share.hooks.refused = lambda exc, local, address: refused.append(exc)

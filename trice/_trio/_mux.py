@@ -148,8 +148,14 @@ class MuxStatistics:
     withheld: int = 0
 
 
+#: What :func:`open_udp_mux` hands :class:`UdpMux`'s constructor: a mux built elsewhere would
+#: have no task reading its socket.
+_OPENING = object()
+
+
 class UdpMux:
-    """A UDP socket that many agents share; made by :func:`open_udp_mux`.
+    """A UDP socket that many agents share; made by :func:`open_udp_mux` (built directly,
+    it raises :class:`~trice.UsageError`).
 
     Pass it to :func:`trice.open_agent` (``mux=``); leave the agents before the mux.
     """
@@ -174,7 +180,12 @@ class UdpMux:
         "sock",
     )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, _key: object = None) -> None:
+        if _key is not _OPENING:
+            # (Built directly, no task read its socket: its agents' checks went unanswered.)
+            raise UsageError(
+                "a trice.UdpMux is made by trice.open_udp_mux(...), not built directly"
+            )
         #: The mux's UDP socket, which its task reads (the application does not read it).
         self.sock = sock
         #: The socket's address family (``socket.AF_INET`` or ``socket.AF_INET6``).
@@ -843,4 +854,4 @@ class UdpMuxContext(MuxContext[UdpMux]):
     kind = "udp"
 
     def _open(self, port_range: tuple[int, int] | None) -> UdpMux:
-        return UdpMux(bind_socket(self._host, port_range))
+        return UdpMux(bind_socket(self._host, port_range), _key=_OPENING)

@@ -66,8 +66,14 @@ class TcpMuxStatistics:
     unroutable: int
 
 
+#: What :func:`open_tcp_mux` hands :class:`TcpMux`'s constructor: a mux built elsewhere would
+#: have no task reading its socket.
+_OPENING = object()
+
+
 class TcpMux:
-    """A TCP listening socket that many agents share; made by :func:`open_tcp_mux`.
+    """A TCP listening socket that many agents share; made by :func:`open_tcp_mux` (built
+    directly, it raises :class:`~trice.UsageError`).
 
     Pass it to :func:`trice.open_agent` (``mux=``), as a :class:`~trice.UdpMux` is.
     """
@@ -85,7 +91,12 @@ class TcpMux:
         "sock",
     )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, _key: object = None) -> None:
+        if _key is not _OPENING:
+            # (Built directly, no task read its socket: its agents' checks went unanswered.)
+            raise UsageError(
+                "a trice.TcpMux is made by trice.open_tcp_mux(...), not built directly"
+            )
         #: The mux's listening TCP socket, which its task accepts on (the application does
         #: not use it).
         self.sock = sock
@@ -273,4 +284,4 @@ class TcpMuxContext(MuxContext[TcpMux]):
         except BaseException:
             sock.close()
             raise
-        return TcpMux(sock)
+        return TcpMux(sock, _key=_OPENING)
