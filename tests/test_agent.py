@@ -2051,6 +2051,14 @@ async def test_an_agent_built_directly_is_refused() -> None:
         trice.Agent(trice.AgentConfig(), True)
 
 
+async def test_a_connection_built_directly_is_refused() -> None:
+    """Only Agent.connect makes a connection: one built directly on an open agent was a
+    second connection beside the one connect() returns (the typing50 review)."""
+    async with trice.open_agent(loopback_config(), controlling=True) as agent:
+        with pytest.raises(trice.UsageError, match=r"returned by Agent\.connect\(\)"):
+            trice.Connection(agent)
+
+
 def test_config_validation() -> None:
     with pytest.raises(trice.ConfigError, match="ufrag"):
         trice.AgentConfig(ufrag="ab")

@@ -16,7 +16,7 @@ from test_transport import _StubAgent
 
 import trice
 from trice._trio import _transport
-from trice._trio._connection import _STREAK, Connection, ReceiveBuffer
+from trice._trio._connection import _OPENING, _STREAK, Connection, ReceiveBuffer
 from trice._trio._transport import STUN_MAGIC, UdpTransport
 
 from loopback import connect_both, gathered_pair, loopback_config, peer_check, signal, until
@@ -42,7 +42,7 @@ async def test_a_datagram_that_looks_like_stun_is_refused_for_any_first_byte_0_t
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
         agent = _StubAgent(UdpTransport(0, sock))
-        conn = Connection(agent)  # type: ignore[arg-type]
+        conn = Connection(agent, _key=_OPENING)  # type: ignore[arg-type]
         raw = bytes([first, 0, 0, 8]) + STUN_MAGIC + b"x" * 12
         data = kind(raw)
         with pytest.raises(trice.UsageError):
@@ -99,7 +99,7 @@ def test_send_nowait_over_a_relay_that_is_gone_raises_broken() -> None:
         sock.bind(("127.0.0.1", 0))
         agent = _StubAgent(UdpTransport(0, sock))
         agent._transports = {0: _GoneRelay()}  # type: ignore[dict-item]
-        conn = Connection(agent)  # type: ignore[arg-type]
+        conn = Connection(agent, _key=_OPENING)  # type: ignore[arg-type]
         with pytest.raises(trio.BrokenResourceError, match="relay"):
             conn.send_nowait(b"data")
 
@@ -112,7 +112,7 @@ async def test_a_send_waiting_on_a_relay_that_ends_raises_broken() -> None:
         agent = _StubAgent(UdpTransport(0, sock))
         relay = _RelayThatEnds()
         agent._transports = {0: relay}  # type: ignore[dict-item]
-        conn = Connection(agent)  # type: ignore[arg-type]
+        conn = Connection(agent, _key=_OPENING)  # type: ignore[arg-type]
         raised: list[BaseException] = []
 
         async def send() -> None:

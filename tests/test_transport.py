@@ -22,7 +22,7 @@ import trio.testing
 
 import trice
 from trice._trio import _transport
-from trice._trio._connection import Connection, ReceiveBuffer
+from trice._trio._connection import _OPENING, Connection, ReceiveBuffer
 from trice._trio._transport import LEASE, UdpTransport, bind_socket, paired_sockets
 
 from natlab import Namespace, entered, lone_namespace, require_natlab
@@ -255,7 +255,7 @@ async def test_a_send_waiting_on_a_full_socket_ends_when_its_connection_does(how
     with a, b:
         fake = _BlockedSocket(a)
         agent = _StubAgent(UdpTransport(0, fake))  # type: ignore[arg-type]
-        conn = Connection(agent)  # type: ignore[arg-type]
+        conn = Connection(agent, _key=_OPENING)  # type: ignore[arg-type]
         raised: list[BaseException] = []
 
         async def send() -> None:

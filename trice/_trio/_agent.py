@@ -55,6 +55,7 @@ from trice._errors import (
 )
 from trice._servers import ServerUrl, TransportPolicy, host_port
 from trice._trio._checks import CheckRun, check_name
+from trice._trio._connection import _OPENING as _CONNECTING
 from trice._trio._connection import LOST_REASONS, Connection, Lost, ReceiveBuffer
 from trice._trio._exits import exit_nursery, open_block_nursery, raise_alone, require_trio
 from trice._trio._gather import (
@@ -1135,7 +1136,7 @@ class Agent:
                 raise IceFailedError(f"ICE failed: {self._core.no_pair_reason()}")
             if self._core.selected is not None:
                 if self._connection is None:
-                    self._connection = Connection(self)
+                    self._connection = Connection(self, _key=_CONNECTING)
                 connection = self._connection
                 if not waited:  # the wait below is a checkpoint; without it, take one
                     await trio.lowlevel.checkpoint()

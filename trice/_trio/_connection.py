@@ -27,6 +27,9 @@ _STREAK = 64
 _FAILED = ConnectionState.FAILED
 _DISCONNECTED = ConnectionState.DISCONNECTED
 _AF_INET6 = socket.AF_INET6
+#: What :meth:`Agent.connect` hands :class:`Connection`'s constructor: a connection built
+#: elsewhere would be a second one beside the agent's own, which ``connect()`` never returns.
+_OPENING = object()
 
 
 class ReceiveBuffer:
@@ -130,13 +133,20 @@ class Connection(trio.abc.Channel[bytes]):
     :class:`trio.BrokenResourceError` in the same way, until the new checks select a pair,
     which the connection then uses.
 
+    Made by :meth:`Agent.connect <trice.Agent.connect>`; not built directly (that raises
+    :class:`~trice.UsageError`).
+
     Several tasks may use one connection at once, as trio's memory channels allow: each
     datagram received goes to one of the tasks waiting in :meth:`receive`, and sends from
     several tasks each go as they come.  (:meth:`Agent.connect <trice.Agent.connect>` may
     be awaited by several tasks too: all get this same connection.)
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, *, _key: object = None) -> None:
+        if _key is not _OPENING:
+            raise UsageError(
+                "a trice.Connection is returned by Agent.connect(), not built directly"
+            )
         self._agent = agent
         self._buffer = agent._buffer
         # The core's own dict of remote addresses, kept up to date (see ``_is_data``).
