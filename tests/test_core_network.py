@@ -714,6 +714,55 @@ def test_aggressive_a_lan_pair_whose_nomination_was_lost_is_found_later() -> Non
     assert a.state is not ConnectionState.FAILED and b.state is not ConnectionState.FAILED
 
 
+def _regular_lan_and_internet(lan: str) -> tuple[_LanAndInternet, Endpoint, Endpoint]:
+    """a, controlling with regular nomination behind a NAT to the internet, on a LAN with
+    b's host ``lan`` (port 6001); b's public host (6000) ranks above it."""
+    net = _LanAndInternet(latency=0.01)
+    a = net.add_endpoint(
+        "a", controlling=True, tiebreaker=2000, nat=_NatToTheInternetOnly("203.0.113.1")
+    )
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000, local_pref=30000)
+    b.add_host(lan, 6001, local_pref=10000)
+    return net, a, b
+
+
+def test_regular_nomination_waits_for_a_lan_pair_beside_the_nat() -> None:
+    """a reaches b's public host through its NAT (a peer-reflexive candidate: the first
+    valid pair, at 0.02 s) and b's host on their LAN directly, whose check goes 50 ms
+    later.  The LAN pair, host to host, ranks above the NAT's: a waits for it and
+    nominates it, and when the NAT's path dies at 30 s nothing fails.  Taken to be seen
+    through the NAT, as a pair of the same base to the public address was, the LAN pair
+    was not waited for: a nominated the NAT's pair for good, and ICE failed when that
+    path died (the lan51 review; 101 of 316 random sessions with regular nomination
+    failed so)."""
+    net, a, b = _regular_lan_and_internet("10.0.0.2")
+    net.drop(lambda p: p.sent_at >= 30 and "203.0.113.1" in (p.src[0], p.dst[0]))
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    assert a.core.selected is not None and a.core.selected.remote.port == 6001
+    assert b.core.selected is not None and b.core.selected.local.port == 6001
+    nominated = [p.dst for p in net.packets(sender="a", requests=True) if p.use_candidate]
+    assert nominated[0] == ("10.0.0.2", 6001)
+    net.run_for(60)
+    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+
+
+def test_regular_nomination_waits_at_most_the_delay_for_an_unreachable_private_address() -> None:
+    """The price of the wait above: b's private address is not on a's LAN (its checks are
+    lost), so a waits the nomination delay from the first valid pair, then nominates the
+    NAT's pair."""
+    net, a, b = _regular_lan_and_internet("192.168.5.2")
+    net.drop(lambda p: "192.168.5.2" in (p.src[0], p.dst[0]))
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    assert a.core.selected is not None and a.core.selected.remote.port == 6000
+    first_valid = min(p.deliver_at for p in net.delivered if p.sender == "b" and p.is_response)
+    nominated = [p.sent_at for p in net.packets(sender="a", requests=True) if p.use_candidate]
+    assert nominated[0] == pytest.approx(first_valid + Timing().nomination_delay)
+
+
 @pytest.mark.parametrize("lose_after", [None, 6.0], ids=["no-loss", "consent-lost"])
 def test_aggressive_a_second_base_behind_the_nat_nominates_nothing_once_a_pair_is_selected(
     lose_after: float | None,

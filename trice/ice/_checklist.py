@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
+import ipaddress
 import math
 import operator
 from collections.abc import Iterator, Sequence
@@ -58,6 +60,35 @@ _RELAY: Final = CandidateType.RELAY
 #: "Never yet", as a time (one float for every pair: ``-math.inf`` written out makes a new
 #: one at each use, 24 bytes a slot).
 _NEVER: Final = -math.inf
+
+
+#: Ranges that the inside of a NAT uses (RFC 1918, RFC 6598's shared space, link-local, RFC
+#: 4193's unique local, loopback): a path to such an address may not go through the NAT that a
+#: path to a public one went through (see ``CheckList.pending_above``).
+_INSIDE: Final = tuple(
+    ipaddress.ip_network(prefix)
+    for prefix in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    )
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _inside(address: str) -> bool:
+    """Whether ``address`` is in a range that NATs have inside (see ``_INSIDE``)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in _INSIDE)
 
 
 def family(address: str) -> int:
@@ -635,36 +666,49 @@ class CheckList:
                 best = pair
         return best
 
-    def _seen_through(self) -> dict[int, Candidate] | None:
+    def _seen_through(self, by_scope: bool = False) -> dict[tuple[int, bool], Candidate] | None:
         """For each base one of whose pairs succeeded with another local candidate than its
         own (the peer saw the base behind a NAT, say), that candidate: the first such pair's,
-        in priority order (None: no such base)."""
+        in priority order (None: no such base), under the key ``(base, False)``.  With
+        ``by_scope``, kept apart by the remote address's scope, under ``(base, inside)``
+        (inside a NAT's ranges or not, see ``_inside``): a base seen through a NAT by a
+        peer's public address may reach the same peer's private one directly, on a LAN they
+        share."""
         if not self.mapped_elsewhere:
             return None
-        seen: dict[int, Candidate] | None = None
+        seen: dict[tuple[int, bool], Candidate] | None = None
         for pair in self._pairs:
             valid = pair.valid_local
             if pair.state is _SUCCEEDED and valid is not None and valid is not pair.local:
                 if seen is None:
                     seen = {}
-                seen.setdefault(pair.base, valid)
+                seen.setdefault((pair.base, by_scope and _inside(pair.remote.address)), valid)
         return seen
 
     @staticmethod
-    def _as_seen(pair: Pair, seen: dict[int, Candidate] | None, controlling: bool) -> int:
+    def _as_seen(
+        pair: Pair,
+        seen: dict[tuple[int, bool], Candidate] | None,
+        controlling: bool,
+        by_scope: bool = False,
+    ) -> int:
         """The valid priority ``pair`` is taken to have before it succeeds: as its base's
-        pairs were seen (see :meth:`_seen_through`), else its own."""
-        valid = seen.get(pair.base) if seen is not None else None
+        pairs were seen (with ``by_scope``, its base's pairs to remote addresses of the same
+        scope: see :meth:`_seen_through`), else its own."""
+        if seen is None:
+            return pair.priority
+        valid = seen.get((pair.base, by_scope and _inside(pair.remote.address)))
         if valid is None:
             return pair.priority
         return compute_pair_priority(valid, pair.remote, controlling)
 
     def seen_priority(self, pair: Pair, controlling: bool) -> int:
         """The valid priority ``pair`` has (``Pair.valid_priority``), or, before it
-        succeeded, the one it is taken to have, as :meth:`pending_above` takes it: to be
-        compared with another pair's valid priority (a check's own priority, from its host
-        candidate, ranks above a valid pair seen through a NAT that the same check would
-        rank below once answered)."""
+        succeeded, the one it is taken to have, as its base's pairs were seen (whatever
+        their remote addresses: see :meth:`pending_above` for why that waits by scope): to
+        be compared with another pair's valid priority (a check's own priority, from its
+        host candidate, ranks above a valid pair seen through a NAT that the same check
+        would rank below once answered)."""
         if pair.valid_local is not None:
             return pair.valid_priority
         return self._as_seen(pair, self._seen_through(), controlling)
@@ -672,20 +716,28 @@ class CheckList:
     def pending_above(self, priority: int, controlling: bool) -> bool:
         """Whether a pair not yet done may still succeed with a valid priority (see
         ``Pair.valid_priority``) above ``priority``.  A pending pair's valid priority is
-        not known before it succeeds: where a pair of its base has succeeded with another
-        local candidate (the peer saw the base behind a NAT, say), the pair is taken to be
-        seen as that one too; else its own priority stands for it.  (A valid pair ranks at
-        most as its checked pair: the candidate the peer sees is the host candidate a check
-        went from, or a peer-reflexive or server-reflexive one below it, or for a relayed
-        check the relay itself; so the pairs are looked at in priority order until one
-        cannot beat ``priority``.)"""
-        seen = self._seen_through()
+        not known before it succeeds: where a pair of its base to a remote address of the
+        same scope (public, or inside a NAT's ranges) has succeeded with another local
+        candidate (the peer saw the base behind a NAT, say), the pair is taken to be seen as
+        that one too; else its own priority stands for it.  (A valid pair ranks at most as
+        its checked pair: the candidate the peer sees is the host candidate a check went
+        from, or a peer-reflexive or server-reflexive one below it, or for a relayed check
+        the relay itself; so the pairs are looked at in priority order until one cannot
+        beat ``priority``.)
+
+        By scope, because a base seen through a NAT by the peer's public address may reach
+        its private one directly, on a LAN they share: taken to be seen through the NAT, that
+        pair was not waited for, and regular nomination, which is final, chose the NAT's
+        path for good, and failed when it died (the lan51 review).  A cancelled check
+        (:meth:`seen_priority`) takes no scope apart: a pair that is not cancelled goes on
+        nominating, and one whose answers cannot come back moved a lite peer to and fro."""
+        seen = self._seen_through(by_scope=True)
         for pair in self._pairs:
             if pair.priority <= priority:
                 return False  # (nor can any after it)
             state = pair.state
             if (state is _FROZEN or state is _WAITING or state is _IN_PROGRESS) and (
-                self._as_seen(pair, seen, controlling) > priority
+                self._as_seen(pair, seen, controlling, by_scope=True) > priority
             ):
                 return True
         return False
