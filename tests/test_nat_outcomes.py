@@ -8,6 +8,7 @@ implies.  Needs root, ``ip``, ``nft`` and ``turnserver``; skips with the reason 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -199,6 +200,47 @@ def test_relay_only_policy_whatever_the_nats() -> None:
     with nat_lab(EIM, FULL) as lab:
         types = _connect(lab, turn=lab.turn_url, relay_only=True)
     assert types == ("relay", "relay", "relay", "relay")
+
+
+def _share_a_lan(lab: Lab, address: str = "10.0.1.3") -> None:
+    """Give b a second link onto a's LAN, beside its public one: a bridge in a's namespace
+    holds a's address (and eth0's MAC, which the NAT router has learned), with a's link to
+    the router and a link to b, where b takes ``address``."""
+    a, b = lab.host_a, lab.host_b
+    mac = json.loads(a.ip("-j", "link", "show", "eth0"))[0]["address"]
+    a.ip("link", "add", "br-lan", "type", "bridge")
+    a.ip("link", "set", "br-lan", "address", mac)
+    a.ip("addr", "del", f"{a.address}/24", "dev", "eth0")
+    a.ip("link", "set", "eth0", "master", "br-lan")
+    a.ip("link", "add", "lanb", "type", "veth", "peer", "name", "lan", "netns", b.name)
+    a.ip("link", "set", "lanb", "master", "br-lan")
+    for link in ("br-lan", "lanb"):
+        a.ip("link", "set", link, "up")
+    a.ip("addr", "add", f"{a.address}/24", "dev", "br-lan")
+    a.ip("route", "add", "default", "via", a.address.rsplit(".", 1)[0] + ".1")
+    b.ip("addr", "add", f"{address}/24", "dev", "lan")
+    b.ip("link", "set", "lan", "up")
+
+
+def test_a_lan_beside_the_nat_is_the_path_kept() -> None:
+    """a behind an endpoint-independent NAT; b on the internet and on a's LAN too, its
+    public address ranked first.  a's host reaches b's public address through the NAT (a
+    peer-reflexive pair, valid first) and b's LAN address directly (a host pair, ranked
+    above it): regular nomination waits for the LAN pair and takes it, and data goes on
+    over it when the NAT stops passing UDP.  Before (the lan51 review), the LAN pair was
+    taken to be seen through the NAT too and was not waited for: the NAT's path was
+    nominated, for good."""
+    with nat_lab(EIM, NONE) as lab:
+        _share_a_lan(lab)
+        with _peers(_peer(lab, lab.host_a, True), _peer(lab, lab.host_b, False)) as (a, b):
+            _signal(a, b)
+            ca, cb = _connected_and_exchanged(a, b)
+            for line, address in ((ca["local"], lab.host_a.address), (ca["remote"], "10.0.1.3")):
+                assert (_typ(line), line.split()[4]) == ("host", address), line
+            assert cb["local"].split()[4] == "10.0.1.3", cb["local"]
+            lab.drop_udp(lab.host_a)
+            got_a, got_b = exchange(a, b, COUNT)
+            assert (got_a["received"], got_b["received"]) == (COUNT, COUNT)
 
 
 def test_twenty_percent_loss_still_connects() -> None:
