@@ -143,6 +143,8 @@ class Peer:
 
     async def run(self, nursery: trio.Nursery) -> None:
         agent = self.agent
+        if self.args.report_selected:
+            await nursery.start(self.report_selected)
         params = agent.local_parameters
         emit({"type": "parameters", "ufrag": params.ufrag, "pwd": params.pwd, "lite": params.lite})
         await agent.wait_gathering_complete()
@@ -221,6 +223,22 @@ class Peer:
                 **self.mux_field(),
             }
         )
+
+    async def report_selected(self, task_status: trio.TaskStatus[None]) -> None:
+        """With ``--report-selected``: a ``selected`` message (``local``, ``remote``) each
+        time the selected pair changes."""
+        async with self.agent.subscribe() as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, trice.SelectedPairChanged) and event.pair is not None:
+                    pair = event.pair
+                    emit(
+                        {
+                            "type": "selected",
+                            "local": pair.local.to_sdp(),
+                            "remote": pair.remote.to_sdp(),
+                        }
+                    )
 
     def mux_field(self) -> dict[str, str]:
         """``{"mux": "ADDRESS PORT"}`` with ``--mux``, else nothing."""
@@ -425,6 +443,11 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=0, help="ignored")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--exchange-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--report-selected",
+        action="store_true",
+        help="a 'selected' message each time the selected pair changes",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="trice DEBUG logs")
     parser.add_argument("--trace", action="store_true", help="trice TRACE logs (every check)")
     args = parser.parse_args()
