@@ -1,0 +1,236 @@
+"""Two pure cores across the NAT kinds of RFC 4787: they connect exactly when a path exists.
+
+Each side is on the internet or behind its own NAT: endpoint-independent mapping with
+address-dependent filtering (the harness's :class:`~core_harness.Nat`), full cone, or
+symmetric (a mapping per destination, filtering by address and port).  A side behind a NAT
+has one or two private hosts, and signals a server-reflexive candidate for each host or
+not (as with a STUN server, whose mapping a symmetric NAT does not give the peer).  Loss of
+up to 30 % for the first seconds, latencies of 5-150 ms, both nomination modes, and lite
+peers on the internet.
+
+The oracle: a check from X reaches Y, and its answer comes back, exactly when X knows an
+address of Y's that leads to Y (Y's host on the internet, or the server-reflexive address
+of an endpoint-independent or full-cone NAT), and Y's NAT lets X's check in (none or full
+cone; endpoint-independent with address-dependent filtering only once Y has sent to X's
+public address, which Y knows from X's host on the internet or X's server-reflexive
+candidate, whatever its NAT).  The answer takes the check's way back.  Where a path
+exists both sides must connect, agree on the pair, and keep a valid event order; where
+none does, both must fail.  (A random run of 1000 such sessions found none against the
+oracle, on 2026-12-05: the lan51 review.  A core that learns no peer-reflexive candidate
+from a check, or an oracle that filters a full cone, fails this.)
+TRICE_TOPOLOGY_RANDOM=1 draws at random.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trice._config import Nomination
+from trice.ice import CandidateType
+from trice.ice._events import ConnectionState
+
+from core_harness import (
+    Address,
+    Endpoint,
+    Nat,
+    Network,
+    connected,
+    event_order_problems,
+    make_candidate,
+)
+
+#: The STUN server the server-reflexive candidates were learned from.
+STUN_SERVER = ("192.0.2.99", 3478)
+KINDS = ["none", "eim", "full", "symmetric"]
+
+
+class FullCone(Nat):
+    """Endpoint-independent mapping and filtering: any source reaches a mapped port."""
+
+    def inbound(self, public: Address, source: Address) -> Address | None:
+        private = self._reverse.get(public)
+        if private is None:
+            self.filtered += 1
+        return private
+
+
+class Symmetric(Nat):
+    """Address-and-port-dependent mapping and filtering: a public port per destination,
+    which only that destination reaches."""
+
+    def __init__(self, public_ip: str) -> None:
+        super().__init__(public_ip)
+        self._flows: dict[tuple[Address, Address], Address] = {}
+        self._flow_of: dict[Address, tuple[Address, Address]] = {}
+
+    def outbound(self, private: Address, destination: Address) -> Address:
+        flow = (private, destination)
+        public = self._flows.get(flow)
+        if public is None:
+            public = (self.public_ip, next(self._ports))
+            self._flows[flow] = public
+            self._flow_of[public] = flow
+        return public
+
+    def inbound(self, public: Address, source: Address) -> Address | None:
+        flow = self._flow_of.get(public)
+        if flow is None or flow[1] != source:
+            self.filtered += 1
+            return None
+        return flow[0]
+
+
+def _nat(kind: str, public_ip: str) -> Nat | None:
+    if kind == "none":
+        return None
+    kinds: dict[str, type[Nat]] = {"eim": Nat, "full": FullCone, "symmetric": Symmetric}
+    return kinds[kind](public_ip)
+
+
+@dataclass(frozen=True)
+class Side:
+    kind: str
+    hosts: int
+    srflx: tuple[bool, ...]
+    local_prefs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Draw:
+    a: Side
+    b: Side
+    a_nomination: Nomination
+    b_mode: str  # regular, aggressive or lite
+    latency: float
+    loss: float
+    loss_until: float
+    seed: int
+
+
+@st.composite
+def sides(draw: st.DrawFn) -> Side:
+    kind = draw(st.sampled_from(KINDS))
+    hosts = draw(st.integers(1, 2))
+    behind = kind != "none"
+    return Side(
+        kind=kind,
+        hosts=hosts,
+        srflx=tuple(behind and draw(st.booleans()) for _ in range(hosts)),
+        local_prefs=tuple(draw(st.sampled_from([65535, 30000, 20000])) for _ in range(hosts)),
+    )
+
+
+@st.composite
+def draws(draw: st.DrawFn) -> Draw:
+    a, b = draw(sides()), draw(sides())
+    modes = ["regular", "aggressive"] + (["lite"] if b.kind == "none" else [])
+    return Draw(
+        a=a,
+        b=b,
+        a_nomination=draw(st.sampled_from([Nomination.REGULAR, Nomination.AGGRESSIVE])),
+        b_mode=draw(st.sampled_from(modes)),
+        latency=draw(st.sampled_from([0.005, 0.02, 0.05, 0.15])),
+        loss=draw(st.sampled_from([0.0, 0.1, 0.3])),
+        loss_until=draw(st.sampled_from([2.0, 5.0, 10.0])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def path_exists(a: Side, b: Side) -> bool:
+    """The oracle of the module's docstring."""
+
+    def reachable_at(side: Side) -> bool:  # (an address of its that leads to it is signalled)
+        return side.kind == "none" or (side.kind in ("eim", "full") and any(side.srflx))
+
+    def public_ip_known(side: Side) -> bool:
+        return side.kind == "none" or any(side.srflx)
+
+    for x, y in ((a, b), (b, a)):
+        if reachable_at(y) and (
+            y.kind in ("none", "full") or (y.kind == "eim" and public_ip_known(x))
+        ):
+            return True
+    return False
+
+
+def _populate(endpoint: Endpoint, side: Side, public: str, private: str, port: int) -> None:
+    for i in range(side.hosts):
+        address = f"{public}{10 + i}" if side.kind == "none" else f"{private}{i}.1"
+        endpoint.add_host(address, port + i, local_pref=side.local_prefs[i])
+        if side.srflx[i]:
+            assert endpoint.nat is not None
+            mapped = endpoint.nat.outbound((address, port + i), STUN_SERVER)
+            candidate = make_candidate(
+                mapped[0],
+                mapped[1],
+                type=CandidateType.SRFLX,
+                base_address=address,
+                related=(address, port + i),
+                server=STUN_SERVER[0],
+                local_pref=side.local_prefs[i],
+            )
+            endpoint.signalled.append(candidate)
+            endpoint.core.add_local_candidate(candidate, i)
+
+
+def _seen_from_outside(endpoint: Endpoint, base: int, destination: Address) -> Address | None:
+    """The address ``destination`` sees the packets of ``endpoint``'s ``base`` come from
+    (the NAT's mapping, looked up without making one)."""
+    private = endpoint.bases[base]
+    nat = endpoint.nat
+    if nat is None:
+        return private
+    if isinstance(nat, Symmetric):
+        return nat._flows.get((private, destination))
+    return nat.mappings.get(private)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=not os.environ.get("TRICE_TOPOLOGY_RANDOM"),
+    database=None,
+)
+@given(draws())
+def test_two_cores_connect_exactly_where_a_path_exists(d: Draw) -> None:
+    rng = random.Random(d.seed)
+    net = Network(latency=lambda packet: d.latency + rng.random() * 0.01)
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=d.a_nomination,
+        nat=_nat(d.a.kind, "203.0.113.1"),
+    )
+    b = net.add_endpoint(
+        "b",
+        controlling=False,
+        tiebreaker=1000,
+        nomination=Nomination.AGGRESSIVE if d.b_mode == "aggressive" else Nomination.REGULAR,
+        lite=d.b_mode == "lite",
+        nat=_nat(d.b.kind, "198.51.100.1"),
+    )
+    _populate(a, d.a, "203.0.113.", "10.0.", 5000)
+    _populate(b, d.b, "198.51.100.", "10.1.", 6000)
+    net.drop(lambda packet: packet.sent_at < d.loss_until and rng.random() < d.loss)
+    net.exchange(a, b)
+    net.run_until(connected(a, b), d.loss_until + 30)
+    net.run_for(60)
+    for endpoint in (a, b):
+        assert event_order_problems([e for _, e in endpoint.events]) == []
+    good = (ConnectionState.CONNECTED, ConnectionState.COMPLETED)
+    if not path_exists(d.a, d.b):
+        assert (a.state, b.state) == (ConnectionState.FAILED, ConnectionState.FAILED)
+        return
+    assert a.state in good and b.state in good, (a.state, b.state)
+    pa, pb = a.core.selected, b.core.selected
+    assert pa is not None and pb is not None
+    # The same path: each side's remote is the other's base as seen from outside.
+    assert pb.remote_address == _seen_from_outside(a, pa.base, pa.remote_address)
+    assert pa.remote_address == _seen_from_outside(b, pb.base, pb.remote_address)
