@@ -728,6 +728,57 @@ def _regular_lan_and_internet(lan: str) -> tuple[_LanAndInternet, Endpoint, Endp
     return net, a, b
 
 
+@pytest.mark.parametrize(
+    ("nomination", "peer"),
+    [
+        (Nomination.REGULAR, "regular"),
+        (Nomination.REGULAR, "lite"),
+        (Nomination.AGGRESSIVE, "aggressive"),
+        (Nomination.AGGRESSIVE, "regular"),
+        (Nomination.AGGRESSIVE, "lite"),
+    ],
+)
+@pytest.mark.parametrize("at", [3.0, 40.0])
+def test_a_nat_that_maps_the_controlling_agent_anew_is_followed(
+    nomination: Nomination, peer: str, at: float
+) -> None:
+    """a, controlling behind a NAT, connected to b; at ``at`` s the NAT forgets its
+    mapping (a rebinding), and a's packets leave from a new port.  a's consent checks
+    still get answers (b answers any source), showing the new mapped address: a nominates
+    its selected pair again, b learns the new address, and follows once its own pair has
+    gone quiet.  Both stay connected, b never ``disconnected``, on one path.  Before (the
+    lan51 review), nothing moved: b's consent checks went to the forgotten mapping, b
+    failed 23 s after the rebinding, and a when b stopped answering."""
+    net = Network(latency=0.02)
+    nat = Nat("203.0.113.1")
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=nomination, nat=nat)
+    b = net.add_endpoint(
+        "b",
+        controlling=False,
+        tiebreaker=1000,
+        nomination=Nomination.AGGRESSIVE if peer == "aggressive" else Nomination.REGULAR,
+        lite=peer == "lite",
+    )
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, at)
+    old = nat.mappings[("10.0.0.1", 5000)]
+    nat.rebind()
+    net.run_for(60)
+    new = nat.mappings[("10.0.0.1", 5000)]
+    assert new != old
+    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+    assert b.core.selected is not None and b.core.selected.remote_address == new
+    assert a.core.selected is not None and a.core.selected.valid_local is not None
+    assert a.core.selected.valid_local.transport_address == new
+    later = [e.state for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > at]
+    assert ConnectionState.DISCONNECTED not in later
+    for endpoint in (a, b):
+        assert event_order_problems([e for _, e in endpoint.events]) == []
+
+
 def test_regular_nomination_waits_for_a_lan_pair_beside_the_nat() -> None:
     """a reaches b's public host through its NAT (a peer-reflexive candidate: the first
     valid pair, at 0.02 s) and b's host on their LAN directly, whose check goes 50 ms

@@ -49,6 +49,10 @@ class Nomination(str, enum.Enum):
     them (through the same NAT, say) cease (RFC 8445 §8.1.2): each would nominate a pair it
     does not use; such a pair, if it ranks above by its own priority, is checked again,
     without USE-CANDIDATE, when the check's transaction ends.
+
+    In both modes, a controlling agent whose NAT maps it anew (a consent check's answer
+    shows another mapped address) nominates its selected pair again, so that the peer
+    follows it to the new address (see the design page).
     """
 
     REGULAR = "regular"

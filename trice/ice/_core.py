@@ -1980,6 +1980,7 @@ class AgentCore:
                 if not sent_again and _read_in_time(check, now):
                     pair.timed(now - check.started)
                 self._proven(pair, check, now)
+                self._maybe_remapped(pair, response, now)
             elif symmetric and pair is self.selected and _forbidden(response):
                 self._revoke_consent()
             return True
@@ -2021,6 +2022,23 @@ class AgentCore:
             pair.timed(now - check.started)
         self._pair_succeeded(pair, (mapped.address, mapped.port), check, now)
         return True
+
+    def _maybe_remapped(self, pair: Pair, response: stun.Message, now: float) -> None:
+        """A controlling agent's consent check on the selected pair was answered with
+        another mapped address than the pair's: a NAT in front of it mapped the base anew
+        (a rebinding: it forgot the mapping, or restarted).  The peer's own consent checks
+        go to the address it knew, which leads nowhere now, and it hears this agent's from
+        an address it does not know: the selected pair is nominated again, so that the
+        peer, whose pair has gone quiet, follows it to the new address (see
+        :meth:`_maybe_follow`).  To the peer the path is a new pair; here it is the same."""
+        if not self.controlling or pair is not self.selected or self._nominating is not None:
+            return
+        mapped = response.get(stun.XorMappedAddress)
+        valid = pair.valid_local
+        if mapped is None or valid is None:
+            return
+        if (mapped.address, mapped.port) != valid.transport_address:
+            self._nominate(pair, now)
 
     def on_timeout(self, check: Check, now: float) -> None:
         """``check`` got no response before its last deadline."""
