@@ -779,6 +779,41 @@ def test_a_nat_that_maps_the_controlling_agent_anew_is_followed(
         assert event_order_problems([e for _, e in endpoint.events]) == []
 
 
+@pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
+@pytest.mark.parametrize("peer", [Nomination.REGULAR, Nomination.AGGRESSIVE])
+@pytest.mark.parametrize("at", [3.0, 40.0])
+def test_a_nat_that_maps_the_controlled_agent_anew_is_followed(
+    nomination: Nomination, peer: Nomination, at: float
+) -> None:
+    """b, controlled behind a NAT, connected to a; at ``at`` s the NAT forgets its mapping.
+    b's consent checks reach a from the new address (and are answered there), while a's
+    go to the forgotten mapping: a learns the address, proves the pair, and once its
+    selected pair has gone quiet nominates the new pair and moves to it, whatever its
+    priority (to b it is the same pair).  Before (the lan51 review), a failed 23 s after
+    the rebinding, and b when a stopped answering."""
+    net = Network(latency=0.02)
+    nat = Nat("198.51.100.1")
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=nomination)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=peer, nat=nat)
+    a.add_host("203.0.113.5", 5000)
+    b.add_host("10.1.0.2", 6000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, at)
+    old = nat.mappings[("10.1.0.2", 6000)]
+    nat.rebind()
+    net.run_for(60)
+    new = nat.mappings[("10.1.0.2", 6000)]
+    assert new != old
+    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+    assert a.core.selected is not None and a.core.selected.remote_address == new
+    assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
+    later = [e.state for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > at]
+    assert ConnectionState.DISCONNECTED not in later
+    for endpoint in (a, b):
+        assert event_order_problems([e for _, e in endpoint.events]) == []
+
+
 def test_regular_nomination_waits_for_a_lan_pair_beside_the_nat() -> None:
     """a reaches b's public host through its NAT (a peer-reflexive candidate: the first
     valid pair, at 0.02 s) and b's host on their LAN directly, whose check goes 50 ms

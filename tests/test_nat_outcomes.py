@@ -283,37 +283,47 @@ def test_a_lan_beside_the_nat_is_the_path_kept(nomination: str) -> None:
             _exchange_over(a, b, (lan_a, lan_b))
 
 
-def test_a_nat_whose_public_address_changes_under_the_controlling_agent_is_followed() -> None:
-    """a, controlling behind an endpoint-independent NAT, connected to b on the internet;
-    then the NAT's public address changes (a new lease, say: the old address goes, and the
-    kernel forgets the mappings made with it).  a's consent checks show it the new mapped
-    address, a nominates its pair again, b follows it to the new address, and data goes
-    on, without an ICE restart.  (Before, the lan51 review: both failed.)"""
-    with nat_lab(EIM, NONE) as lab:
-        router = lab.host_a.router
+@pytest.mark.parametrize("behind", ["controlling", "controlled"])
+def test_a_nat_whose_public_address_changes_while_connected_is_followed(behind: str) -> None:
+    """One agent (a controlling, or b controlled) behind an endpoint-independent NAT, the
+    other on the internet, connected; then the NAT's public address changes (a new lease,
+    say: the old address goes, and the kernel forgets the mappings made with it).  The
+    controlling agent nominates the pair again: behind the NAT, when its consent checks
+    show it the new mapped address; on the internet, when the peer's checks come from the
+    new address and its own pair has gone quiet.  Both go on over the new address, and data
+    too, without an ICE restart.  (Before, the lan51 review: both failed.)"""
+    nats = (EIM, NONE) if behind == "controlling" else (NONE, EIM)
+    with nat_lab(*nats) as lab:
+        host = lab.host_a if behind == "controlling" else lab.host_b
+        other = lab.host_b if behind == "controlling" else lab.host_a
+        router = host.router
         assert router is not None
-        old = lab.host_a.public_address
-        new = old.rsplit(".", 1)[0] + ".11"
-        slow = "--failed-timeout=15"  # (room for the peer's consent while it follows)
+        old = host.public_address
+        prefix, last = old.rsplit(".", 1)
+        new = f"{prefix}.{int(last) + 1}"
+        slow = "--failed-timeout=15"  # (room for consent while the agents move)
         peer_a = _peer(lab, lab.host_a, True, "--report-selected", slow)
         peer_b = _peer(lab, lab.host_b, False, "--report-selected", slow)
         with _peers(peer_a, peer_b) as (a, b):
             _signal(a, b)
-            path_a, path_b = (old, lab.host_b.address), (lab.host_b.address, old)
-            _until_connected_over(a, path_a)
-            _until_connected_over(b, path_b)
-            _exchange_over(a, b, (path_a, path_b))
+            public = b if behind == "controlling" else a
+
+            def paths(address: str) -> tuple[tuple[str, str], tuple[str, str]]:
+                ends = (address, other.address), (other.address, address)
+                return ends if behind == "controlling" else (ends[1], ends[0])
+
+            for peer, path in zip((a, b), paths(old), strict=True):
+                _until_connected_over(peer, path)
+            _exchange_over(a, b, paths(old))
             router.sysctl("net.ipv4.conf.wan.promote_secondaries=1")
             router.ip("addr", "add", f"{new}/24", "dev", "wan")
             router.ip("addr", "del", f"{old}/24", "dev", "wan")
             if "default" not in router.ip("route", "show"):
                 router.ip("route", "add", "default", "via", PUBLIC_GATEWAY)
-            moved = b.recv(20)
-            assert moved["type"] == "selected" and _addresses(moved) == (
-                lab.host_b.address,
-                new,
-            ), moved
-            _exchange_over(a, b, ((new, lab.host_b.address), (lab.host_b.address, new)))
+            moved = public.recv(20)
+            assert moved["type"] == "selected", moved
+            assert _addresses(moved) == (other.address, new), moved
+            _exchange_over(a, b, paths(new))
 
 
 def test_twenty_percent_loss_still_connects() -> None:

@@ -50,9 +50,9 @@ class Nomination(str, enum.Enum):
     does not use; such a pair, if it ranks above by its own priority, is checked again,
     without USE-CANDIDATE, when the check's transaction ends.
 
-    In both modes, a controlling agent whose NAT maps it anew (a consent check's answer
-    shows another mapped address) nominates its selected pair again, so that the peer
-    follows it to the new address (see the design page).
+    In both modes, when a NAT maps either agent anew (a rebinding), the controlling agent
+    nominates the pair with the new address, and both go on over it without an ICE
+    restart (see the design page).
     """
 
     REGULAR = "regular"

@@ -251,6 +251,7 @@ class AgentCore:
         "_late_end_possible",
         "_live",
         "_local_key",
+        "_moving",
         "_named_ends",
         "_names",
         "_new_tid",
@@ -489,6 +490,9 @@ class AgentCore:
         self._next_paced = 0.0
         self._first_valid_at: float | None = None
         self._nominating: Pair | None = None
+        #: Whether the nomination in flight (``_nominating``) moves the selection to its
+        #: pair, whatever its priority (see :meth:`_maybe_move`).
+        self._moving = False
         self._pingback: Pair | None = None
         self._pingback_soon = False  # whether the shell may send it sooner (_want_pingback)
         #: When consent was last refreshed: an answer to one of our checks on the selected
@@ -2023,6 +2027,40 @@ class AgentCore:
         self._pair_succeeded(pair, (mapped.address, mapped.port), check, now)
         return True
 
+    def _maybe_move(self, pair: Pair, now: float) -> None:
+        """A controlling agent: the peer's check came on ``pair``, proved, from a
+        peer-reflexive address to the base of the selected pair, on which the peer has sent
+        nothing for a while (see :meth:`_quiet_after`).  A NAT in front of the peer has
+        mapped it anew: the peer's consent checks, on its selected pair, come from the new
+        address, while this agent's go to the one it knew, which leads nowhere now.  The
+        pair is nominated, and selected once that check succeeds, whatever its priority: to
+        the peer it is the pair it has selected (its base, this agent's address).  (Nothing
+        RFC 8445 foresees: without it, the controlling agent's consent ran out while the
+        peer's did not, and ICE failed on both sides; see :meth:`_maybe_remapped` for a NAT
+        in front of this agent.)"""
+        selected = self.selected
+        if (
+            selected is None
+            or pair is selected
+            or self._nominating is not None
+            or pair.base != selected.base
+            or pair.remote.type is not _PRFLX
+            or now - selected.heard_at < self._quiet_after(selected)
+        ):
+            return
+        self._nominate(pair, now)
+        self._moving = True
+
+    def _move_to(self, pair: Pair, now: float) -> None:
+        """Select ``pair`` in place of the selected one, whatever their priorities (see
+        :meth:`_maybe_move`); consent on it is its own, from its last answered check."""
+        self._make_selected(pair, now)
+        self._last_consent = pair.proven_at
+        self._last_alive = now
+        self._asked_at = None
+        self._next_consent = now  # (consent on the new pair, at once)
+        self._set_state(ConnectionState.CONNECTED)
+
     def _maybe_remapped(self, pair: Pair, response: stun.Message, now: float) -> None:
         """A controlling agent's consent check on the selected pair was answered with
         another mapped address than the pair's: a NAT in front of it mapped the base anew
@@ -2181,9 +2219,13 @@ class AgentCore:
             self._first_valid_at = now
         if check.nominating and self.controlling:
             pair.nominated = True
+            moving = self._moving and self._nominating is pair
             if self._nominating is pair:
                 self._nominating = None
-            self._select(pair, now)
+            if moving:
+                self._move_to(pair, now)
+            else:
+                self._select(pair, now)
         elif not self.controlling and pair.nominate_on_success:
             pair.nominated = True
             self._select(pair, now)
@@ -2532,6 +2574,7 @@ class AgentCore:
 
     def _nominate(self, pair: Pair, now: float) -> None:
         """Check ``pair`` again with USE-CANDIDATE, at once (RFC 8445 §8.1.1)."""
+        self._moving = False
         self._nominating = pair
         self._push_urgent(self._start_check(pair, nominating=True, now=now))
 
@@ -2764,6 +2807,8 @@ class AgentCore:
         selected = self.selected
         if selected is None or check.pair is selected or check.consent:
             return False
+        if check.nominating and self._moving and check.pair is self._nominating:
+            return False  # (see _maybe_move)
         if self._selection_final():
             return not check.nominating
         if not self.controlling:
@@ -3141,6 +3186,8 @@ class AgentCore:
                 self._maybe_complete()  # (its own checks may all be answered already)
             elif not self.controlling and not self._maybe_follow(pair, now):
                 self._want_pingback(pair, now)
+            elif self.controlling:
+                self._maybe_move(pair, now)
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True
