@@ -6,6 +6,8 @@ at least one address family, and the types of AgentConfig's fields."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -144,3 +146,24 @@ def test_a_network_config_with_neither_family_is_refused() -> None:
     (Mutant: the rule dropped.)"""
     with pytest.raises(trice.ConfigError, match="at least one of ipv4 and ipv6"):
         trice.NetworkConfig(ipv4=False, ipv6=False)
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: trice.AgentConfig(nomination="eager"), "AgentConfig.nomination"),  # type: ignore[arg-type]
+        (lambda: trice.AgentConfig(transport_policy="none"), "AgentConfig.transport_policy"),  # type: ignore[arg-type]
+        (lambda: trice.NetworkConfig(mdns="on"), "NetworkConfig.mdns"),  # type: ignore[arg-type]
+        (
+            lambda: trice.NetworkConfig(external_candidate="public"),  # type: ignore[arg-type]
+            "NetworkConfig.external_candidate",
+        ),
+    ],
+)
+def test_a_value_that_is_no_member_of_its_enum_names_the_field(
+    build: Callable[[], object], field: str
+) -> None:
+    """As every other error of the configuration guide does: the enum's own message named
+    the enum's type, not the field (the docs51 review)."""
+    with pytest.raises(trice.ConfigError, match=rf"^{re.escape(field)}: '\w+' is not a valid"):
+        build()

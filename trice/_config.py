@@ -266,11 +266,11 @@ class NetworkConfig:
         _check_flags(self, "include_loopback", "ipv4", "ipv6", "udp")
         if self.proxy is not None and not isinstance(self.proxy, ProxyUrl):
             object.__setattr__(self, "proxy", ProxyUrl.parse(self.proxy))
-        try:
-            object.__setattr__(self, "mdns", MdnsMode(self.mdns))
-            object.__setattr__(self, "external_candidate", CandidateType(self.external_candidate))
-        except ValueError as exc:
-            raise ConfigError(f"NetworkConfig: {exc}") from None
+        for name, kind in (("mdns", MdnsMode), ("external_candidate", CandidateType)):
+            try:
+                object.__setattr__(self, name, kind(getattr(self, name)))
+            except ValueError as exc:
+                raise ConfigError(f"NetworkConfig.{name}: {exc}") from None
         if self.external_candidate not in (CandidateType.SRFLX, CandidateType.HOST):
             raise ConfigError("NetworkConfig.external_candidate must be SRFLX or HOST")
         object.__setattr__(self, "external_addresses", _external_addresses(self.external_addresses))
@@ -547,9 +547,12 @@ class AgentConfig:
             raise ConfigError("AgentConfig.timing must be a trice.Timing")
         try:
             nomination = Nomination(self.nomination)
+        except ValueError as exc:
+            raise ConfigError(f"AgentConfig.nomination: {exc}") from None
+        try:
             policy = TransportPolicy(self.transport_policy)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(f"AgentConfig.transport_policy: {exc}") from None
         object.__setattr__(self, "nomination", nomination)
         object.__setattr__(self, "transport_policy", policy)
         if self.lite and policy is not TransportPolicy.ALL:
