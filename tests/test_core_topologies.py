@@ -15,9 +15,13 @@ cone; endpoint-independent with address-dependent filtering only once Y has sent
 public address, which Y knows from X's host on the internet or X's server-reflexive
 candidate, whatever its NAT).  The answer takes the check's way back.  Where a path
 exists both sides must connect, agree on the pair, and keep a valid event order; where
-none does, both must fail.  (A random run of 1000 such sessions found none against the
-oracle, on 2026-12-05: the lan51 review.  A core that learns no peer-reflexive candidate
-from a check, or an oracle that filters a full cone, fails this.)
+none does, both must fail.  In two draws of three, once both are connected, one side's
+NAT forgets its mappings (a rebinding): the path must survive, except where the other
+side's NAT is symmetric (it lets in only the address it sent to, which is gone).  Random
+runs on 2026-12-05 (the lan51 review) found no session against the oracle: 1000 without
+rebinding, and 1500 with, where 555 failed against it at 50b0210, before the controlling
+agent followed a rebinding.  A core that learns no peer-reflexive candidate from a check,
+or an oracle that filters a full cone, fails this.
 TRICE_TOPOLOGY_RANDOM=1 draws at random.
 """
 
@@ -77,6 +81,11 @@ class Symmetric(Nat):
             self._flow_of[public] = flow
         return public
 
+    def rebind(self) -> None:
+        super().rebind()
+        self._flows.clear()
+        self._flow_of.clear()
+
     def inbound(self, public: Address, source: Address) -> Address | None:
         flow = self._flow_of.get(public)
         if flow is None or flow[1] != source:
@@ -109,6 +118,9 @@ class Draw:
     latency: float
     loss: float
     loss_until: float
+    #: Whose NAT forgets its mappings once both are connected ("a", "b" or None), and when.
+    rebinding: str | None
+    rebind_after: float
     seed: int
 
 
@@ -137,12 +149,21 @@ def draws(draw: st.DrawFn) -> Draw:
         latency=draw(st.sampled_from([0.005, 0.02, 0.05, 0.15])),
         loss=draw(st.sampled_from([0.0, 0.1, 0.3])),
         loss_until=draw(st.sampled_from([2.0, 5.0, 10.0])),
+        rebinding=draw(st.sampled_from([None, "a", "b"])),
+        rebind_after=draw(st.sampled_from([1.0, 5.0, 20.0])),
         seed=draw(st.integers(0, 2**32 - 1)),
     )
 
 
-def path_exists(a: Side, b: Side) -> bool:
-    """The oracle of the module's docstring."""
+def path_exists(a: Side, b: Side, rebinding: str | None = None) -> bool:
+    """The oracle of the module's docstring; after ``rebinding``'s NAT (if it has one)
+    forgot its mappings, a path exists no more when the other side's NAT is symmetric: it
+    lets in only the address it sent to, the one that was forgotten, and the new one is
+    known to no one."""
+    if rebinding is not None:
+        moved, other = (a, b) if rebinding == "a" else (b, a)
+        if moved.kind != "none" and other.kind == "symmetric":
+            return False
 
     def reachable_at(side: Side) -> bool:  # (an address of its that leads to it is signalled)
         return side.kind == "none" or (side.kind in ("eim", "full") and any(side.srflx))
@@ -220,12 +241,17 @@ def test_two_cores_connect_exactly_where_a_path_exists(d: Draw) -> None:
     _populate(b, d.b, "198.51.100.", "10.1.", 6000)
     net.drop(lambda packet: packet.sent_at < d.loss_until and rng.random() < d.loss)
     net.exchange(a, b)
-    net.run_until(connected(a, b), d.loss_until + 30)
+    reached = net.run_until(connected(a, b), d.loss_until + 30)
+    nat = {"a": a.nat, "b": b.nat}.get(d.rebinding or "")
+    if reached and nat is not None:
+        net.run_for(d.rebind_after)
+        nat.rebind()
     net.run_for(60)
     for endpoint in (a, b):
         assert event_order_problems([e for _, e in endpoint.events]) == []
     good = (ConnectionState.CONNECTED, ConnectionState.COMPLETED)
-    if not path_exists(d.a, d.b):
+    rebinding = d.rebinding if reached and nat is not None else None
+    if not path_exists(d.a, d.b, rebinding):
         assert (a.state, b.state) == (ConnectionState.FAILED, ConnectionState.FAILED)
         return
     assert a.state in good and b.state in good, (a.state, b.state)
