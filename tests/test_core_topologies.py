@@ -19,9 +19,9 @@ none does, both must fail.  In two draws of three, once both are connected, one 
 NAT forgets its mappings (a rebinding): the path must survive, except where the other
 side's NAT is symmetric (it lets in only the address it sent to, which is gone).  Random
 runs on 2026-12-05 (the lan51 review) found no session against the oracle: 1000 without
-rebinding, and 1500 with, where 555 failed against it at 50b0210, before the controlling
-agent followed a rebinding.  A core that learns no peer-reflexive candidate from a check,
-or an oracle that filters a full cone, fails this.
+rebinding, and 1500 (847 of them rebinding), of which 459 failed against it at 50b0210,
+before the controlling agent followed a rebinding.  A core that learns no peer-reflexive
+candidate from a check, or an oracle that filters a full cone, fails this.
 TRICE_TOPOLOGY_RANDOM=1 draws at random.
 """
 
