@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from trice._config import Nomination, Timing
 from trice.ice._checklist import compute_pair_priority
+from trice.ice._core import AgentCore
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
 from core_harness import (
@@ -775,6 +776,39 @@ def test_a_nat_that_maps_the_controlling_agent_anew_is_followed(
     assert a.core.selected.valid_local.transport_address == new
     later = [e.state for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > at]
     assert ConnectionState.DISCONNECTED not in later
+    for endpoint in (a, b):
+        assert event_order_problems([e for _, e in endpoint.events]) == []
+
+
+@pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
+@pytest.mark.parametrize("latency", [0.005, 0.2])
+def test_a_controlled_agent_moves_with_a_rebound_peer_that_does_not_nominate_again(
+    nomination: Nomination, latency: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the controlling agent does not nominate again when its NAT maps it
+    anew (as Pion does not: a's _maybe_remapped is taken away).  b hears a's checks from
+    the new address, proves that pair, and once its selected pair has gone quiet and its
+    own consent checks there unanswered for twice as long, selects it by itself.  Both
+    stay connected.  Before (the lan51 review), b failed when its consent ran out."""
+    net = Network(latency=latency)
+    nat = Nat("203.0.113.1")
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=nomination, nat=nat)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000)
+    # (On the class, as the core has slots: b, controlled, would not nominate anyway.)
+    monkeypatch.setattr(AgentCore, "_maybe_remapped", lambda self, pair, response, now: None)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, 10.0)
+    nat.rebind()
+    net.run_for(60)
+    new = nat.mappings[("10.0.0.1", 5000)]
+    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+    assert b.core.selected is not None and b.core.selected.remote_address == new
+    assert not [
+        p for p in net.packets(sender="a", requests=True) if p.use_candidate and p.sent_at > 10
+    ]
     for endpoint in (a, b):
         assert event_order_problems([e for _, e in endpoint.events]) == []
 

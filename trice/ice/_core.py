@@ -2051,6 +2051,33 @@ class AgentCore:
         self._nominate(pair, now)
         self._moving = True
 
+    def _maybe_rebound(self, pair: Pair, now: float) -> bool:
+        """A controlled full agent: the peer's check came on ``pair``, proved, from a
+        peer-reflexive address to the base of the selected pair, on which the peer has sent
+        nothing for a while, and this agent's own consent checks there have gone unanswered
+        for twice as long.  A NAT in front of the peer has mapped it anew, and the peer did
+        not nominate the pair with its new address (a controlling trice agent does, see
+        :meth:`_maybe_remapped`; Pion does not): ``pair`` is selected, and ``True``
+        returned.  To the peer it is the pair it has selected.  Both conditions: the peer's
+        checks from another of its bases behind the same NAT look the same on the wire, but
+        come while the selected pair's consent holds."""
+        selected = self.selected
+        if (
+            self.local.lite
+            or selected is None
+            or pair is selected
+            or pair.base != selected.base
+            or pair.remote.type is not _PRFLX
+            or now >= pair.proven_at + self._consent_for
+        ):
+            return False
+        quiet = self._quiet_after(selected)
+        if now - selected.heard_at < quiet or now - self._last_consent < 2 * quiet:
+            return False
+        self._move_to(pair, now)
+        self._maybe_complete()
+        return True
+
     def _move_to(self, pair: Pair, now: float) -> None:
         """Select ``pair`` in place of the selected one, whatever their priorities (see
         :meth:`_maybe_move`); consent on it is its own, from its last answered check."""
@@ -3184,10 +3211,10 @@ class AgentCore:
                 self._select(pair, now)
                 self._maybe_follow(pair, now)  # (a lower pair the peer moved to)
                 self._maybe_complete()  # (its own checks may all be answered already)
-            elif not self.controlling and not self._maybe_follow(pair, now):
-                self._want_pingback(pair, now)
             elif self.controlling:
                 self._maybe_move(pair, now)
+            elif not self._maybe_follow(pair, now) and not self._maybe_rebound(pair, now):
+                self._want_pingback(pair, now)
         else:
             if use_candidate and not self.controlling:
                 pair.nominate_on_success = True
