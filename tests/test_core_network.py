@@ -729,6 +729,35 @@ def _regular_lan_and_internet(lan: str) -> tuple[_LanAndInternet, Endpoint, Endp
     return net, a, b
 
 
+def _controlled_peer(net: Network, kind: str) -> Endpoint:
+    """b, controlled, on the internet: a regular, aggressive or lite agent (``kind``)."""
+    return net.add_endpoint(
+        "b",
+        controlling=False,
+        tiebreaker=1000,
+        nomination=Nomination.AGGRESSIVE if kind == "aggressive" else Nomination.REGULAR,
+        lite=kind == "lite",
+    )
+
+
+def _rebound(
+    net: Network, a: Endpoint, b: Endpoint, nat: Nat, private: Address, at: float
+) -> tuple[Address | None, Address]:
+    """Connect ``a`` and ``b``, let ``nat`` forget its mappings at ``at`` s, and run 60 s
+    more: both end completed, with valid event orders.  Returns the NAT's mapping of
+    ``private`` before and after."""
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, at)
+    old = nat.mappings.get(private)
+    nat.rebind()
+    net.run_for(60)
+    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+    for endpoint in (a, b):
+        assert event_order_problems([e for _, e in endpoint.events]) == []
+    return old, nat.mappings[private]
+
+
 @pytest.mark.parametrize(
     ("nomination", "peer"),
     [
@@ -753,31 +782,16 @@ def test_a_nat_that_maps_the_controlling_agent_anew_is_followed(
     net = Network(latency=0.02)
     nat = Nat("203.0.113.1")
     a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=nomination, nat=nat)
-    b = net.add_endpoint(
-        "b",
-        controlling=False,
-        tiebreaker=1000,
-        nomination=Nomination.AGGRESSIVE if peer == "aggressive" else Nomination.REGULAR,
-        lite=peer == "lite",
-    )
+    b = _controlled_peer(net, peer)
     a.add_host("10.0.0.1", 5000)
     b.add_host("198.51.100.2", 6000)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
-    net.run_until(lambda: False, at)
-    old = nat.mappings[("10.0.0.1", 5000)]
-    nat.rebind()
-    net.run_for(60)
-    new = nat.mappings[("10.0.0.1", 5000)]
+    old, new = _rebound(net, a, b, nat, ("10.0.0.1", 5000), at)
     assert new != old
-    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
     assert b.core.selected is not None and b.core.selected.remote_address == new
     assert a.core.selected is not None and a.core.selected.valid_local is not None
     assert a.core.selected.valid_local.transport_address == new
     later = [e.state for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > at]
     assert ConnectionState.DISCONNECTED not in later
-    for endpoint in (a, b):
-        assert event_order_problems([e for _, e in endpoint.events]) == []
 
 
 @pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
@@ -798,19 +812,11 @@ def test_a_controlled_agent_moves_with_a_rebound_peer_that_does_not_nominate_aga
     monkeypatch.setattr(AgentCore, "_maybe_remapped", lambda self, pair, response, now: None)
     a.add_host("10.0.0.1", 5000)
     b.add_host("198.51.100.2", 6000)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
-    net.run_until(lambda: False, 10.0)
-    nat.rebind()
-    net.run_for(60)
-    new = nat.mappings[("10.0.0.1", 5000)]
-    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
+    _, new = _rebound(net, a, b, nat, ("10.0.0.1", 5000), 10.0)
     assert b.core.selected is not None and b.core.selected.remote_address == new
     assert not [
         p for p in net.packets(sender="a", requests=True) if p.use_candidate and p.sent_at > 10
     ]
-    for endpoint in (a, b):
-        assert event_order_problems([e for _, e in endpoint.events]) == []
 
 
 @pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
@@ -831,21 +837,12 @@ def test_a_nat_that_maps_the_controlled_agent_anew_is_followed(
     b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nomination=peer, nat=nat)
     a.add_host("203.0.113.5", 5000)
     b.add_host("10.1.0.2", 6000)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
-    net.run_until(lambda: False, at)
-    old = nat.mappings[("10.1.0.2", 6000)]
-    nat.rebind()
-    net.run_for(60)
-    new = nat.mappings[("10.1.0.2", 6000)]
+    old, new = _rebound(net, a, b, nat, ("10.1.0.2", 6000), at)
     assert new != old
-    assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
     assert a.core.selected is not None and a.core.selected.remote_address == new
     assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
     later = [e.state for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > at]
     assert ConnectionState.DISCONNECTED not in later
-    for endpoint in (a, b):
-        assert event_order_problems([e for _, e in endpoint.events]) == []
 
 
 def test_regular_nomination_waits_for_a_lan_pair_beside_the_nat() -> None:
@@ -886,13 +883,7 @@ def test_a_lan_path_beside_a_nat_is_the_one_kept_in_every_mode(seed: int) -> Non
         nat=_NatToTheInternetOnly("203.0.113.1"),
     )
     peer = rng.choice(["regular", "aggressive", "lite"])
-    b = net.add_endpoint(
-        "b",
-        controlling=False,
-        tiebreaker=1000,
-        nomination=Nomination.AGGRESSIVE if peer == "aggressive" else Nomination.REGULAR,
-        lite=peer == "lite",
-    )
+    b = _controlled_peer(net, peer)
     a.add_host("10.0.0.1", 5000, local_pref=rng.choice([65535, 30000]))
     if rng.random() < 0.4:
         a.add_host("10.0.1.1", 5001, local_pref=rng.choice([65535, 20000]))
