@@ -300,9 +300,14 @@ async def _demo(
             }
             conns: dict[str, trice.Connection] = {}
             started = connected = trio.current_time()
+            # (The clock runs from the first connect() call, in its task: not from before
+            # the tasks start, when the sampler's first look at the task tree, a
+            # millisecond and more on a loaded machine, came first: the compat51 review.)
+            calls: list[float] = []
 
             async def connect(name: str, agent: trice.Agent) -> None:
                 nonlocal connected
+                calls.append(trio.current_time())
                 conns[name] = await agent.connect()
                 connected = trio.current_time()  # (the later of the two: the sampler's
                 # sleep is not timed)
@@ -325,7 +330,7 @@ async def _demo(
                         await trio.lowlevel.checkpoint()
                     else:
                         await trio.sleep(0.01)
-            elapsed = connected - started
+            elapsed = connected - min(calls)
             emit({"event": "connected", "ms": elapsed * 1000})
             emit({"event": "tree", "tree": best})
             ca, cb = conns["a"], conns["b"]
