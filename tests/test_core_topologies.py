@@ -31,6 +31,7 @@ import os
 import random
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -260,3 +261,88 @@ def test_two_cores_connect_exactly_where_a_path_exists(d: Draw) -> None:
     # The same path: each side's remote is the other's base as seen from outside.
     assert pb.remote_address == _seen_from_outside(a, pa.base, pa.remote_address)
     assert pa.remote_address == _seen_from_outside(b, pb.base, pb.remote_address)
+
+
+def _seeded_session(seed: int) -> tuple[Side, Side, str | None, Endpoint, Endpoint]:
+    """One random session as the review's script drew it (``random.Random(seed)``): the
+    sides, whose NAT forgot its mappings (or None), and the two endpoints, run to the end."""
+    rng = random.Random(seed)
+    latency = rng.choice([0.005, 0.02, 0.05, 0.15])
+    loss = rng.choice([0.0, 0.0, 0.1, 0.3])
+    loss_until = rng.choice([2.0, 5.0, 10.0])
+    wire = random.Random(seed * 7 + 1)
+    net = Network(latency=lambda packet: latency + wire.random() * 0.01)
+    names = {"none": "none", "eim": "eim", "full": "full", "sym": "symmetric"}
+    ka, kb = (names[rng.choice(["none", "eim", "full", "sym"])] for _ in range(2))
+    a_mode = rng.choice(["aggressive", "regular"])
+    b_mode = rng.choice(
+        ["aggressive", "regular", "lite"] if kb == "none" else ["aggressive", "regular"]
+    )
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=Nomination(a_mode),
+        nat=_nat(ka, "203.0.113.1"),
+    )
+    b = net.add_endpoint(
+        "b",
+        controlling=False,
+        tiebreaker=1000,
+        nomination=Nomination.AGGRESSIVE if b_mode == "aggressive" else Nomination.REGULAR,
+        lite=b_mode == "lite",
+        nat=_nat(kb, "198.51.100.1"),
+    )
+    sides = []
+    for endpoint, kind, public, private, port in (
+        (a, ka, "203.0.113.", "10.0.", 5000),
+        (b, kb, "198.51.100.", "10.1.", 6000),
+    ):
+        srflx: list[bool] = []
+        for i in range(rng.randint(1, 2)):
+            address = f"{public}{10 + i}" if kind == "none" else f"{private}{i}.1"
+            endpoint.add_host(address, port + i, local_pref=rng.choice([65535, 30000, 20000]))
+            srflx.append(kind != "none" and rng.random() < 0.8)
+            if srflx[-1]:
+                assert endpoint.nat is not None
+                mapped = endpoint.nat.outbound((address, port + i), STUN_SERVER)
+                candidate = make_candidate(
+                    mapped[0],
+                    mapped[1],
+                    type=CandidateType.SRFLX,
+                    base_address=address,
+                    related=(address, port + i),
+                    server="stun",
+                    local_pref=rng.choice([65535, 30000]),
+                )
+                endpoint.signalled.append(candidate)
+                endpoint.core.add_local_candidate(candidate, i)
+        sides.append(Side(kind, len(srflx), tuple(srflx), ()))
+    net.drop(lambda packet: packet.sent_at < loss_until and wire.random() < loss)
+    net.exchange(a, b)
+    reached = net.run_until(connected(a, b), loss_until + 30)
+    which = rng.choice([None, "a", "b"])
+    rebinding = None
+    if which is not None and reached:
+        net.run_for(rng.choice([1.0, 5.0, 20.0]))
+        nat = (a if which == "a" else b).nat
+        if nat is not None:
+            nat.rebind()
+            rebinding = which
+    net.run_for(60)
+    return sides[0], sides[1], rebinding, a, b
+
+
+@pytest.mark.parametrize("seed", [2841, 4701, 6579, 6635, 6769, 7359])
+def test_a_rebinding_under_loss_and_a_split_selection_is_followed(seed: int) -> None:
+    """Sessions of the review's random runs (10000) that failed with a path left: the
+    controlled agent's NAT forgot its mappings while the first seconds' loss lasted.  In
+    6579 the controlling agent's check of the peer's new address was cancelled once its
+    first copy was lost (a check on another pair after the selection), and waited out its
+    transaction, 15.5 s, while consent ran out; in the others the two sides had selected
+    pairs of different bases of the controlling agent (an aggressive race), and the move
+    looked only at the selected pair's base.  Both stay connected now."""
+    side_a, side_b, rebinding, a, b = _seeded_session(seed)
+    assert path_exists(side_a, side_b, rebinding)
+    good = (ConnectionState.CONNECTED, ConnectionState.COMPLETED)
+    assert a.state in good and b.state in good, (a.state, b.state)

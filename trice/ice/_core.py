@@ -2029,21 +2029,23 @@ class AgentCore:
 
     def _maybe_move(self, pair: Pair, now: float) -> None:
         """A controlling agent: the peer's check came on ``pair``, proved, from a
-        peer-reflexive address to the base of the selected pair, on which the peer has sent
-        nothing for a while (see :meth:`_quiet_after`).  A NAT in front of the peer has
-        mapped it anew: the peer's consent checks, on its selected pair, come from the new
-        address, while this agent's go to the one it knew, which leads nowhere now.  The
-        pair is nominated, and selected once that check succeeds, whatever its priority: to
-        the peer it is the pair it has selected (its base, this agent's address).  (Nothing
-        RFC 8445 foresees: without it, the controlling agent's consent ran out while the
-        peer's did not, and ICE failed on both sides; see :meth:`_maybe_remapped` for a NAT
-        in front of this agent.)"""
+        peer-reflexive address, while the selected pair has heard nothing from the peer for
+        a while (see :meth:`_quiet_after`).  A NAT in front of the peer has mapped it anew:
+        the peer's consent checks, on its selected pair, come from the new address, while
+        this agent's go to the one it knew, which leads nowhere now.  The pair is nominated,
+        and selected once that check succeeds, whatever its priority: to the peer it is the
+        pair it has selected (its base, this agent's address).  Any base of this agent's:
+        where the two sides had selected pairs of different bases (an aggressive race not
+        yet settled), the peer's checks come to the base of its pair, not of ours (the
+        lan51 review: 5 of 10000 random sessions with a rebinding failed so).  (Nothing RFC
+        8445 foresees: without it, the controlling agent's consent ran out while the peer's
+        did not, and ICE failed on both sides; see :meth:`_maybe_remapped` for a NAT in
+        front of this agent.)"""
         selected = self.selected
         if (
             selected is None
             or pair is selected
             or self._nominating is not None
-            or pair.base != selected.base
             or pair.remote.type is not _PRFLX
             or now - selected.heard_at < self._quiet_after(selected)
         ):
@@ -2836,11 +2838,17 @@ class AgentCore:
             return False
         if check.nominating and self._moving and check.pair is self._nominating:
             return False  # (see _maybe_move)
+        pair = check.pair
+        if self.controlling and pair.remote.type is _PRFLX and pair.heard_at > selected.heard_at:
+            # The peer's checks come here now, from a new address, rather than on the
+            # selected pair: a NAT in front of it mapped it anew, and this check proves the
+            # pair that _maybe_move may take (cancelled, a lost first copy waited out its
+            # transaction, 15.5 s, while consent ran out).
+            return False
         if self._selection_final():
             return not check.nominating
         if not self.controlling:
             return False
-        pair = check.pair
         if pair.priority <= self._kept_above():
             return True  # (a valid pair ranks at most as its checked pair)
         # A nomination is ranked as the peer would see its pair, as the selected pair is:
