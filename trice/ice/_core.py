@@ -2037,7 +2037,7 @@ class AgentCore:
         pair it has selected (its base, this agent's address).  Any base of this agent's:
         where the two sides had selected pairs of different bases (an aggressive race not
         yet settled), the peer's checks come to the base of its pair, not of ours (the
-        lan51 review: 5 of 10000 random sessions with a rebinding failed so).  (Nothing RFC
+        lan51 review: 4 of 10000 random sessions with a rebinding failed so).  (Nothing RFC
         8445 foresees: without it, the controlling agent's consent ran out while the peer's
         did not, and ICE failed on both sides; see :meth:`_maybe_remapped` for a NAT in
         front of this agent.)"""
