@@ -180,24 +180,53 @@ def path_exists(a: Side, b: Side, rebinding: str | None = None) -> bool:
     return False
 
 
+def _endpoints(
+    net: Network, a_kind: str, a_nomination: Nomination, b_kind: str, b_mode: str
+) -> tuple[Endpoint, Endpoint]:
+    """a, controlling, behind a NAT of ``a_kind`` (203.0.113.1), and b, controlled and
+    regular, aggressive or lite (``b_mode``), behind one of ``b_kind`` (198.51.100.1)."""
+    a = net.add_endpoint(
+        "a",
+        controlling=True,
+        tiebreaker=2000,
+        nomination=a_nomination,
+        nat=_nat(a_kind, "203.0.113.1"),
+    )
+    b = net.add_endpoint(
+        "b",
+        controlling=False,
+        tiebreaker=1000,
+        nomination=Nomination.AGGRESSIVE if b_mode == "aggressive" else Nomination.REGULAR,
+        lite=b_mode == "lite",
+        nat=_nat(b_kind, "198.51.100.1"),
+    )
+    return a, b
+
+
+def _signal_srflx(endpoint: Endpoint, host: Address, base: int, local_pref: int) -> None:
+    """The server-reflexive candidate of ``host`` (transport ``base``), as the STUN server
+    saw it through the endpoint's NAT, gathered and signalled."""
+    assert endpoint.nat is not None
+    mapped = endpoint.nat.outbound(host, STUN_SERVER)
+    candidate = make_candidate(
+        mapped[0],
+        mapped[1],
+        type=CandidateType.SRFLX,
+        base_address=host[0],
+        related=host,
+        server=STUN_SERVER[0],
+        local_pref=local_pref,
+    )
+    endpoint.signalled.append(candidate)
+    endpoint.core.add_local_candidate(candidate, base)
+
+
 def _populate(endpoint: Endpoint, side: Side, public: str, private: str, port: int) -> None:
     for i in range(side.hosts):
         address = f"{public}{10 + i}" if side.kind == "none" else f"{private}{i}.1"
         endpoint.add_host(address, port + i, local_pref=side.local_prefs[i])
         if side.srflx[i]:
-            assert endpoint.nat is not None
-            mapped = endpoint.nat.outbound((address, port + i), STUN_SERVER)
-            candidate = make_candidate(
-                mapped[0],
-                mapped[1],
-                type=CandidateType.SRFLX,
-                base_address=address,
-                related=(address, port + i),
-                server=STUN_SERVER[0],
-                local_pref=side.local_prefs[i],
-            )
-            endpoint.signalled.append(candidate)
-            endpoint.core.add_local_candidate(candidate, i)
+            _signal_srflx(endpoint, (address, port + i), i, side.local_prefs[i])
 
 
 def _seen_from_outside(endpoint: Endpoint, base: int, destination: Address) -> Address | None:
@@ -223,21 +252,7 @@ def _seen_from_outside(endpoint: Endpoint, base: int, destination: Address) -> A
 def test_two_cores_connect_exactly_where_a_path_exists(d: Draw) -> None:
     rng = random.Random(d.seed)
     net = Network(latency=lambda packet: d.latency + rng.random() * 0.01)
-    a = net.add_endpoint(
-        "a",
-        controlling=True,
-        tiebreaker=2000,
-        nomination=d.a_nomination,
-        nat=_nat(d.a.kind, "203.0.113.1"),
-    )
-    b = net.add_endpoint(
-        "b",
-        controlling=False,
-        tiebreaker=1000,
-        nomination=Nomination.AGGRESSIVE if d.b_mode == "aggressive" else Nomination.REGULAR,
-        lite=d.b_mode == "lite",
-        nat=_nat(d.b.kind, "198.51.100.1"),
-    )
+    a, b = _endpoints(net, d.a.kind, d.a_nomination, d.b.kind, d.b_mode)
     _populate(a, d.a, "203.0.113.", "10.0.", 5000)
     _populate(b, d.b, "198.51.100.", "10.1.", 6000)
     net.drop(lambda packet: packet.sent_at < d.loss_until and rng.random() < d.loss)
@@ -278,21 +293,7 @@ def _seeded_session(seed: int) -> tuple[Side, Side, str | None, Endpoint, Endpoi
     b_mode = rng.choice(
         ["aggressive", "regular", "lite"] if kb == "none" else ["aggressive", "regular"]
     )
-    a = net.add_endpoint(
-        "a",
-        controlling=True,
-        tiebreaker=2000,
-        nomination=Nomination(a_mode),
-        nat=_nat(ka, "203.0.113.1"),
-    )
-    b = net.add_endpoint(
-        "b",
-        controlling=False,
-        tiebreaker=1000,
-        nomination=Nomination.AGGRESSIVE if b_mode == "aggressive" else Nomination.REGULAR,
-        lite=b_mode == "lite",
-        nat=_nat(kb, "198.51.100.1"),
-    )
+    a, b = _endpoints(net, ka, Nomination(a_mode), kb, b_mode)
     sides = []
     for endpoint, kind, public, private, port in (
         (a, ka, "203.0.113.", "10.0.", 5000),
@@ -304,19 +305,7 @@ def _seeded_session(seed: int) -> tuple[Side, Side, str | None, Endpoint, Endpoi
             endpoint.add_host(address, port + i, local_pref=rng.choice([65535, 30000, 20000]))
             srflx.append(kind != "none" and rng.random() < 0.8)
             if srflx[-1]:
-                assert endpoint.nat is not None
-                mapped = endpoint.nat.outbound((address, port + i), STUN_SERVER)
-                candidate = make_candidate(
-                    mapped[0],
-                    mapped[1],
-                    type=CandidateType.SRFLX,
-                    base_address=address,
-                    related=(address, port + i),
-                    server="stun",
-                    local_pref=rng.choice([65535, 30000]),
-                )
-                endpoint.signalled.append(candidate)
-                endpoint.core.add_local_candidate(candidate, i)
+                _signal_srflx(endpoint, (address, port + i), i, rng.choice([65535, 30000]))
         sides.append(Side(kind, len(srflx), tuple(srflx), ()))
     net.drop(lambda packet: packet.sent_at < loss_until and wire.random() < loss)
     net.exchange(a, b)
