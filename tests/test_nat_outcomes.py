@@ -283,6 +283,27 @@ def test_a_lan_beside_the_nat_is_the_path_kept(nomination: str) -> None:
             _exchange_over(a, b, (lan_a, lan_b))
 
 
+def _next_address(address: str) -> str:
+    prefix, last = address.rsplit(".", 1)
+    return f"{prefix}.{int(last) + 1}"
+
+
+def _renumber(host: Host) -> str:
+    """Give the NAT in front of ``host`` the next public address in place of its own, as a
+    new lease would (the old address goes, and the kernel forgets the mappings made with
+    it); returns the new address."""
+    router = host.router
+    assert router is not None
+    old = host.public_address
+    new = _next_address(old)
+    router.sysctl("net.ipv4.conf.wan.promote_secondaries=1")
+    router.ip("addr", "add", f"{new}/24", "dev", "wan")
+    router.ip("addr", "del", f"{old}/24", "dev", "wan")
+    if "default" not in router.ip("route", "show"):
+        router.ip("route", "add", "default", "via", PUBLIC_GATEWAY)
+    return new
+
+
 @pytest.mark.parametrize("behind", ["controlling", "controlled"])
 def test_a_nat_whose_public_address_changes_while_connected_is_followed(behind: str) -> None:
     """One agent (a controlling, or b controlled) behind an endpoint-independent NAT, the
@@ -296,11 +317,8 @@ def test_a_nat_whose_public_address_changes_while_connected_is_followed(behind: 
     with nat_lab(*nats) as lab:
         host = lab.host_a if behind == "controlling" else lab.host_b
         other = lab.host_b if behind == "controlling" else lab.host_a
-        router = host.router
-        assert router is not None
         old = host.public_address
-        prefix, last = old.rsplit(".", 1)
-        new = f"{prefix}.{int(last) + 1}"
+        new = _next_address(old)
         slow = "--failed-timeout=15"  # (room for consent while the agents move)
         peer_a = _peer(lab, lab.host_a, True, "--report-selected", slow)
         peer_b = _peer(lab, lab.host_b, False, "--report-selected", slow)
@@ -315,11 +333,7 @@ def test_a_nat_whose_public_address_changes_while_connected_is_followed(behind: 
             for peer, path in zip((a, b), paths(old), strict=True):
                 _until_connected_over(peer, path)
             _exchange_over(a, b, paths(old))
-            router.sysctl("net.ipv4.conf.wan.promote_secondaries=1")
-            router.ip("addr", "add", f"{new}/24", "dev", "wan")
-            router.ip("addr", "del", f"{old}/24", "dev", "wan")
-            if "default" not in router.ip("route", "show"):
-                router.ip("route", "add", "default", "via", PUBLIC_GATEWAY)
+            _renumber(host)
             moved = public.recv(20)
             assert moved["type"] == "selected", moved
             assert _addresses(moved) == (other.address, new), moved
