@@ -16,7 +16,11 @@ trice; aioice answers with an ``error``). trice's and libnice's peers also take
 rest (``--mdns``, ``--mux``, ``--tcp active|passive|both``, ``--no-udp``, ``--external``...).
 Pion's peer also takes ``--tcp`` (ICE-TCP, IPv4 only: one passive TCP host candidate on
 127.0.0.1 instead of UDP; with ``--also-udp``, beside the UDP one); pass it, as any kind's
-own options, through ``extra``, e.g. ``peer_command("pion", False, extra=["--tcp"])``.
+own options, through ``extra``, e.g. ``peer_command("pion", False, extra=["--tcp"])``;
+and, for the NAT lab (``tests/test_nat_interop.py``), ``--namespace`` (gather on every link
+but loopback, IPv4 UDP: the lab's namespace's own), ``--stun URL`` (a server-reflexive
+candidate too) and ``--report-selected`` (a ``selected`` message, ``local`` and ``remote``,
+each time the selected pair changes, as trice's peer sends).
 
 The libnice peer (``libnice_peer.py``, libnice through GObject introspection) runs under a
 Python whose ``gi`` has libnice (Debian's ``python3-gi`` and ``gir1.2-nice-0.1``): the venv's

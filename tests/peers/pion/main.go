@@ -104,6 +104,9 @@ func parseCandidate(line string) (ice.Candidate, error) {
 	return ice.UnmarshalCandidate(s)
 }
 
+// mdnsOn tells whether an --mdns value asks for multicast DNS.
+func mdnsOn(mode string) bool { return mode != "off" }
+
 // closeTCPMux closes the TCPMux (and its listener), waiting at most a second:
 // TCPMuxDefault.Close waits for every connection handler, and one still reading
 // the first packet of an accepted connection is not woken up by it.
@@ -189,6 +192,9 @@ func main() {
 	alsoUDP := flag.Bool("also-udp", false, "with --tcp: gather the UDP host candidate too (network types udp4 and tcp4)")
 	flag.Int("count", 0, "ignored (datagram count comes with the exchange message)")
 	echo := flag.Bool("echo", false, "send every datagram received back (steady two-way data)")
+	namespace := flag.Bool("namespace", false, "gather on every link but loopback (the NAT lab runs the peer in a network namespace of its own), IPv4 UDP only")
+	stunURL := flag.String("stun", "", "STUN server URL, e.g. stun:203.0.113.2:3478: gather a server-reflexive candidate too")
+	reportSelected := flag.Bool("report-selected", false, "a \"selected\" message (local, remote) each time the selected pair changes")
 	flag.Parse()
 
 	if *controlling == *controlled {
@@ -199,6 +205,9 @@ func main() {
 	}
 	if *lite && *relayOnly {
 		fail("a lite agent only has host candidates")
+	}
+	if *namespace && (*ipv6 || *tcp || mdnsOn(*mdnsFlag)) {
+		fail("--namespace gathers IPv4 UDP host candidates only (no --ipv6, --tcp or --mdns)")
 	}
 	if *alsoUDP && !*tcp {
 		fail("--also-udp goes with --tcp")
@@ -274,6 +283,20 @@ func main() {
 		KeepaliveInterval:    &keepalive,
 		LoggerFactory:        lf,
 	}
+	if *namespace {
+		// The namespace's own links, which the NAT lab made: never the machine's.
+		cfg.IncludeLoopback = false
+		cfg.InterfaceFilter = func(name string) bool { return name != "lo" }
+		cfg.IPFilter = func(ip net.IP) bool { return ip.To4() != nil && !ip.IsLoopback() }
+	}
+	if *stunURL != "" {
+		u, err := ice.ParseURL(*stunURL)
+		if err != nil || u.Scheme != ice.SchemeTypeSTUN {
+			fail("bad --stun URL %q: %v", *stunURL, err)
+		}
+		cfg.Urls = append(cfg.Urls, u)
+		cfg.CandidateTypes = append(cfg.CandidateTypes, ice.CandidateTypeServerReflexive)
+	}
 	if *turnURL != "" {
 		u, err := ice.ParseURL(*turnURL)
 		if err != nil {
@@ -281,7 +304,7 @@ func main() {
 		}
 		u.Username = *turnUser
 		u.Password = *turnCred
-		cfg.Urls = []*ice.URL{u}
+		cfg.Urls = append(cfg.Urls, u)
 		if *relayOnly {
 			cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeRelay}
 		} else {
@@ -374,6 +397,17 @@ func main() {
 		})
 	}); err != nil {
 		fail("OnConnectionStateChange: %v", err)
+	}
+	if *reportSelected {
+		if err := agent.OnSelectedCandidatePairChange(func(local, remote ice.Candidate) {
+			emit(map[string]interface{}{
+				"type":   "selected",
+				"local":  candidateLine(local),
+				"remote": candidateLine(remote),
+			})
+		}); err != nil {
+			fail("OnSelectedCandidatePairChange: %v", err)
+		}
 	}
 	if err := agent.GatherCandidates(); err != nil {
 		fail("GatherCandidates: %v", err)
