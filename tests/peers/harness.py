@@ -301,6 +301,10 @@ def peer_command(
 
 _EOF: Message = {"type": "<eof>"}
 
+#: Messages a peer sends as things happen, when asked to (``--report-states``,
+#: ``--report-selected``): never part of a description.
+_REPORTS = ("state", "selected")
+
 
 class Peer:
     """One peer subprocess; use as a context manager (the process is killed on exit)."""
@@ -382,13 +386,18 @@ class Peer:
     def local_description(self, timeout: float = 10.0) -> list[Message]:
         """Parameters, candidates and end-of-candidates, as printed after startup."""
         deadline = time.monotonic() + timeout
-        msgs = [self.expect("parameters", timeout)]
+        while (first := self.recv(max(0.0, deadline - time.monotonic())))["type"] in _REPORTS:
+            pass  # (see below)
+        if first["type"] != "parameters":
+            raise self._fail(f"expected 'parameters', got {first!r}")
+        msgs = [first]
         while True:
             msg = self.recv(max(0.0, deadline - time.monotonic()))
-            if msg.get("type") == "connected":
+            if msg.get("type") in ("connected", *_REPORTS):
                 # (Pion, restarted, may say connected again over the pair of before, between
                 # its new parameters and candidates: seen in 1 restart of 30 or so.  Not
-                # this description's; the connection to come is said after it.)
+                # this description's; the connection to come is said after it.  Nor are the
+                # reports of --report-states and --report-selected, which come as they go.)
                 continue
             if msg.get("type") not in ("candidate", "end-of-candidates"):
                 raise self._fail(f"expected a candidate, got {msg!r}")

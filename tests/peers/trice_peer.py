@@ -145,6 +145,8 @@ class Peer:
         agent = self.agent
         if self.args.report_selected:
             await nursery.start(self.report_selected)
+        if self.args.report_states:
+            await nursery.start(self.report_states)
         params = agent.local_parameters
         emit({"type": "parameters", "ufrag": params.ufrag, "pwd": params.pwd, "lite": params.lite})
         await agent.wait_gathering_complete()
@@ -239,6 +241,15 @@ class Peer:
                             "remote": pair.remote.to_sdp(),
                         }
                     )
+
+    async def report_states(self, task_status: trio.TaskStatus[None]) -> None:
+        """With ``--report-states``: a ``state`` message (``state``: the connection state's
+        value) at each change of the connection state."""
+        async with self.agent.subscribe() as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, trice.ConnectionStateChanged):
+                    emit({"type": "state", "state": event.state.value})
 
     def mux_field(self) -> dict[str, str]:
         """``{"mux": "ADDRESS PORT"}`` with ``--mux``, else nothing."""
@@ -447,6 +458,11 @@ def main() -> int:
         "--report-selected",
         action="store_true",
         help="a 'selected' message each time the selected pair changes",
+    )
+    parser.add_argument(
+        "--report-states",
+        action="store_true",
+        help="a 'state' message at each change of the connection state",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="trice DEBUG logs")
     parser.add_argument("--trace", action="store_true", help="trice TRACE logs (every check)")
