@@ -841,8 +841,41 @@ def test_a_nat_that_maps_the_controlled_agent_anew_is_followed(
     assert new != old
     assert a.core.selected is not None and a.core.selected.remote_address == new
     assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
-    later = [e.state for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > at]
-    assert ConnectionState.DISCONNECTED not in later
+    for endpoint in (a, b):  # (b, which cannot nominate, waits for a: see _maybe_remapped)
+        later = [
+            e.state for t, e in endpoint.events if isinstance(e, ConnectionStateChanged) and t > at
+        ]
+        assert ConnectionState.DISCONNECTED not in later
+
+
+@pytest.mark.parametrize("latency", [0.005, 0.2])
+def test_a_controlled_agent_remapped_under_a_peer_that_does_not_move_says_disconnected(
+    latency: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b, controlled behind a NAT, connected to a, which does not move when b's checks
+    come from a new address (as Pion does not: a's _maybe_move is taken away); at 10 s
+    the NAT forgets its mapping.  b's consent checks and data still reach a, and are
+    answered, but a's checks and data go to the forgotten mapping.  b sees its new mapped
+    address in the answers, and hears nothing from a on the pair: twice the quiet time
+    later it says ``disconnected``, once, and stays so while the answers come (only an
+    ICE restart mends it).  Before, b said nothing while a's data was lost."""
+    net = Network(latency=latency)
+    nat = Nat("198.51.100.1")
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000, nat=nat)
+    monkeypatch.setattr(AgentCore, "_maybe_move", lambda self, pair, now: False)
+    a.add_host("203.0.113.5", 5000)
+    b.add_host("10.1.0.2", 6000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, 10.0)
+    nat.rebind()
+    net.run_for(20)
+    later = [(t, e.state) for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > 10]
+    assert [state for _, state in later] == [ConnectionState.DISCONNECTED], later
+    assert later[0][0] < 10 + 15, later
+    assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
+    assert event_order_problems([e for _, e in b.events]) == []
 
 
 def test_regular_nomination_waits_for_a_lan_pair_beside_the_nat() -> None:

@@ -16,6 +16,7 @@ import pytest
 from natlab import Host, Lab, NatKind, nat_lab, require_natlab
 from peers.harness import Message, Peer, PeerUnavailable, pion_binary
 from test_nat_outcomes import (
+    COUNT,
     EIM,
     NONE,
     SYM,
@@ -132,3 +133,54 @@ def test_a_nat_whose_public_address_changes_is_followed_with_pion(behind: str) -
             paths = [_addresses(ca), _addresses(cb)]
             paths[1 if trice_behind else 0] = _addresses(moved)
             _exchange_over(a, b, (paths[0], paths[1]))
+
+
+def _until_state(peer: Peer, state: str, timeout: float) -> float:
+    """Read the peer's messages (with ``--report-states``) until it says ``state``;
+    returns how long that took."""
+    start = time.monotonic()
+    while (msg := peer.recv(max(0.0, start + timeout - time.monotonic())))["type"] != "state" or (
+        msg["state"] != state
+    ):
+        pass
+    return time.monotonic() - start
+
+
+def test_a_remapped_controlled_agent_under_pion_says_disconnected_and_a_restart_mends_it() -> None:
+    """trice, controlled, behind an endpoint-independent NAT; Pion, controlling, on the
+    internet; connected.  The NAT's public address changes: trice's checks and data reach
+    Pion from the new address, but Pion goes on sending to the old one (it moves to no
+    other pair by itself), and its data is lost.  trice sees the new mapped address in the
+    answers to its consent checks, and hears nothing from Pion on the pair: it says
+    ``disconnected`` (twice the quiet time on; before 2026-12-05 it said nothing, and
+    stayed ``completed``), and the application's ICE restart, with candidates gathered
+    anew, brings data back both ways."""
+    with nat_lab(EIM, NONE) as lab:
+        a = _peer(lab, lab.host_a, False, "--report-states", "--failed-timeout=30")
+        b = _pion(lab, lab.host_b, True)
+        with a, b:
+            _signal(a, b)
+            _until_state(a, "connected", 30)
+            _connected(b)
+            for peer in (a, b):
+                peer.send({"type": "exchange", "count": COUNT})
+            for peer in (a, b):
+                while (msg := peer.recv(20))["type"] != "exchanged":
+                    pass
+                assert msg["received"] == COUNT, msg
+            _renumber(lab.host_a)
+            assert _until_state(a, "disconnected", 30) < 30
+            for peer in (a, b):
+                peer.send({"type": "restart"})
+            desc_a, desc_b = a.local_description(20), b.local_description(20)
+            for msg in desc_b:
+                a.send(msg)
+            for msg in desc_a:
+                b.send(msg)
+            _until_state(a, "connected", 30)
+            for peer in (a, b):
+                peer.send({"type": "exchange", "count": COUNT})
+            for peer in (a, b):
+                while (msg := peer.recv(20))["type"] != "exchanged":
+                    pass
+                assert msg["received"] == COUNT, msg

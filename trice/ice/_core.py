@@ -274,6 +274,7 @@ class AgentCore:
         "_refused",
         "_refused_at",
         "_refused_checks",
+        "_remapped_at",
         "_remote_key",
         "_resend",
         "_resend_asked",
@@ -287,6 +288,7 @@ class AgentCore:
         "_taught",
         "_templates",
         "_triggered",
+        "_unheard",
         "_urgent",
         "_wanted",
         "checklist",
@@ -502,6 +504,12 @@ class AgentCore:
         #: own, or data (see on_data).  Without any for ``disconnected_timeout``, the state
         #: is disconnected.
         self._last_alive = 0.0
+        #: A controlled agent: when a consent check's answer on the selected pair first
+        #: showed another mapped address than the pair's, the peer unheard there since
+        #: (None: no such answer, or the peer heard since; see _maybe_remapped).
+        self._remapped_at: float | None = None
+        #: Disconnected for it: the peer, unheard there, uses the forgotten mapping.
+        self._unheard = False
         #: When the first consent check went since then (None: none yet).  A full agent
         #: that asked nothing in the silence (its own loop stalled: the process stopped,
         #: the loop blocked) asks first, and says disconnected only if that goes unanswered
@@ -791,6 +799,8 @@ class AgentCore:
         self._first_valid_at = None
         self._next_consent = None
         self._fail_held = False
+        self._remapped_at = None
+        self._unheard = False
         if self.state is _STATE_NEW:
             return
         self._checking_since = now
@@ -1796,6 +1806,11 @@ class AgentCore:
         due = self._last_consent + self._consent_for
         if deadline is None or due < deadline:
             deadline = due
+        remapped, selected = self._remapped_at, self.selected
+        if remapped is not None and not self._unheard and selected is not None:
+            due = remapped + 2 * self._quiet_after(selected)
+            if due < deadline:
+                deadline = due
         if self.state is not _STATE_DISCONNECTED:
             due = self._last_alive + self._silence()
             asked = self._asked_at
@@ -1840,6 +1855,15 @@ class AgentCore:
             return
         if self._previous_until is not None and now >= self._previous_until:
             self._forget_previous()  # (data from the pair of before counts no more)
+        remapped = self._remapped_at
+        if (
+            remapped is not None
+            and not self._unheard
+            and now >= remapped + 2 * self._quiet_after(self.selected)
+        ):
+            self._unheard = True  # (see _maybe_remapped)
+            if self.state is not _STATE_DISCONNECTED:
+                self._set_state(ConnectionState.DISCONNECTED)
         silent = self._last_alive + self._silence()
         if now >= silent and self.state is not _STATE_DISCONNECTED:
             asked = self._asked_at
@@ -1885,6 +1909,10 @@ class AgentCore:
                     # a lite agent's data at its next deadline, a check at once): that gap
                     # had data.
                     pair.data_in_gap = True
+        remapped = self._remapped_at
+        if remapped is not None and now > remapped:
+            self._remapped_at = None  # (the peer's data comes to the new mapping)
+            self._unheard = False
         if now > self._last_alive:
             self._alive(now)
 
@@ -2097,15 +2125,27 @@ class AgentCore:
         go to the address it knew, which leads nowhere now, and it hears this agent's from
         an address it does not know: the selected pair is nominated again, so that the
         peer, whose pair has gone quiet, follows it to the new address (see
-        :meth:`_maybe_follow`).  To the peer the path is a new pair; here it is the same."""
-        if not self.controlling or pair is not self.selected or self._nominating is not None:
+        :meth:`_maybe_follow`).  To the peer the path is a new pair; here it is the same.
+
+        A controlled agent cannot nominate: a controlling peer that moves by itself (trice
+        does, see :meth:`_maybe_move`) sends to the new mapping once its own pair has gone
+        quiet, one that does not (Pion 2.3) goes on sending to the forgotten one, while
+        this agent's data and consent checks reach it.  If the peer stays unheard on the
+        selected pair (no check there, no data) for twice the quiet time since the answer,
+        the state becomes ``disconnected`` (consent answers do not bring it back; the peer
+        heard does, as does another pair selected): only an ICE restart, which the
+        application signals, mends that half of the path."""
+        if pair is not self.selected or self._nominating is not None:
             return
         mapped = response.get(stun.XorMappedAddress)
         valid = pair.valid_local
         if mapped is None or valid is None:
             return
         if (mapped.address, mapped.port) != valid.transport_address:
-            self._nominate(pair, now)
+            if self.controlling:
+                self._nominate(pair, now)
+            elif self._remapped_at is None and pair.heard_at < now:
+                self._remapped_at = now
 
     def on_timeout(self, check: Check, now: float) -> None:
         """``check`` got no response before its last deadline."""
@@ -2727,6 +2767,8 @@ class AgentCore:
         if left is not None and left is not pair:
             left.left_at = now  # (see _learn_from_request: its gap now spans time elsewhere)
         self.selected = self._last_selected = self.checklist.selected = pair
+        self._remapped_at = None
+        self._unheard = False
         if self._previous is not None:
             # Data goes over the new pair now; but the peer may send over the pair of
             # before until it selects too (its nomination's answer may be lost, and data in
@@ -2899,7 +2941,7 @@ class AgentCore:
         """The peer was heard on the selected pair."""
         self._last_alive = now
         self._asked_at = None
-        if self.state is _STATE_DISCONNECTED:
+        if self.state is _STATE_DISCONNECTED and not self._unheard:
             self._set_state(ConnectionState.CONNECTED)
             self._maybe_complete()  # (an ICE-lite agent's checks never come to do it)
 
@@ -3181,6 +3223,8 @@ class AgentCore:
         # It keeps the pair from counting as disconnected, though: a lost answer or two
         # should not make a live pair flap.
         if self.selected is pair:
+            self._remapped_at = None  # (the peer's checks come to the new mapping)
+            self._unheard = False
             self._alive(now)
         if not self._wanted:
             # The peer's checks have begun, so ours begin too, connect() called or not:

@@ -58,7 +58,9 @@ class ConnectionState(str, enum.Enum):
     peer's check on one of them comes; they stay ``waiting`` in
     :meth:`~trice.Agent.pair_statistics`.
     ``disconnected`` while the peer is not heard (an answer or a check on the selected
-    pair, or data from any of its addresses: see the design notes); ``failed`` when no
+    pair, or data from any of its addresses: see the design notes), and for a controlled
+    agent that a NAT mapped anew, while the peer's checks and data go to the forgotten
+    mapping (answers to its own checks, which come, do not count then); ``failed`` when no
     pair works, or consent expired (RFC 7675); ``closed`` when the agent closed.
     """
 
