@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trice._config import Nomination, Timing
-from trice.ice._checklist import compute_pair_priority
+from trice.ice._checklist import Pair, compute_pair_priority
 from trice.ice._core import AgentCore
 from trice.ice._events import ConnectionState, ConnectionStateChanged, SelectedPairChanged
 
@@ -790,8 +790,11 @@ def test_a_nat_that_maps_the_controlling_agent_anew_is_followed(
     assert b.core.selected is not None and b.core.selected.remote_address == new
     assert a.core.selected is not None and a.core.selected.valid_local is not None
     assert a.core.selected.valid_local.transport_address == new
-    later = [e.state for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > at]
-    assert ConnectionState.DISCONNECTED not in later
+    for endpoint in (a, b):  # (a, whose data b follows: see _maybe_remapped)
+        later = [
+            e.state for t, e in endpoint.events if isinstance(e, ConnectionStateChanged) and t > at
+        ]
+        assert ConnectionState.DISCONNECTED not in later
 
 
 @pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
@@ -876,6 +879,43 @@ def test_a_controlled_agent_remapped_under_a_peer_that_does_not_move_says_discon
     assert later[0][0] < 10 + 15, later
     assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
     assert event_order_problems([e for _, e in b.events]) == []
+
+
+@pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])
+@pytest.mark.parametrize("latency", [0.005, 0.2])
+def test_a_controlling_agent_remapped_whose_peer_does_not_follow_says_disconnected(
+    nomination: Nomination, latency: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a, controlling behind a NAT, connected to b, which does not follow a nomination of
+    another pair (as aioice does not: b selects the first pair nominated, and its
+    _maybe_follow and _maybe_rebound are taken away); at 10 s the NAT forgets its
+    mapping.  a nominates its pair again; b answers, checks the new pair once, but keeps
+    its own, whose checks and data go to the forgotten mapping.  Twice the quiet time
+    after it last heard b, a says ``disconnected``, once, and stays so while b's answers
+    come."""
+    net = Network(latency=latency)
+    nat = Nat("203.0.113.1")
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nomination=nomination, nat=nat)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000)
+    monkeypatch.setattr(AgentCore, "_maybe_follow", lambda self, pair, now: False)
+    monkeypatch.setattr(AgentCore, "_maybe_rebound", lambda self, pair, now: False)
+    select = AgentCore._select
+
+    def first_only(self: AgentCore, pair: Pair, now: float) -> None:
+        if self.controlling or self.selected is None:
+            select(self, pair, now)
+
+    monkeypatch.setattr(AgentCore, "_select", first_only)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, 10.0)
+    nat.rebind()
+    net.run_for(15)
+    later = [(t, e.state) for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > 10]
+    assert [state for _, state in later] == [ConnectionState.DISCONNECTED], later
+    assert event_order_problems([e for _, e in a.events]) == []
 
 
 def test_regular_nomination_waits_for_a_lan_pair_beside_the_nat() -> None:

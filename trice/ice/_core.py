@@ -504,9 +504,9 @@ class AgentCore:
         #: own, or data (see on_data).  Without any for ``disconnected_timeout``, the state
         #: is disconnected.
         self._last_alive = 0.0
-        #: A controlled agent: when a consent check's answer on the selected pair first
-        #: showed another mapped address than the pair's, the peer unheard there since
-        #: (None: no such answer, or the peer heard since; see _maybe_remapped).
+        #: When a consent check's answer on the selected pair first showed another mapped
+        #: address than the pair's, or the peer was last heard since (a check on the pair,
+        #: data): None without such an answer (see _maybe_remapped).
         self._remapped_at: float | None = None
         #: Disconnected for it: the peer, unheard there, uses the forgotten mapping.
         self._unheard = False
@@ -1911,7 +1911,7 @@ class AgentCore:
                     pair.data_in_gap = True
         remapped = self._remapped_at
         if remapped is not None and now > remapped:
-            self._remapped_at = None  # (the peer's data comes to the new mapping)
+            self._remapped_at = now  # (the peer's data comes to the new mapping)
             self._unheard = False
         if now > self._last_alive:
             self._alive(now)
@@ -2130,11 +2130,15 @@ class AgentCore:
         A controlled agent cannot nominate: a controlling peer that moves by itself (trice
         does, see :meth:`_maybe_move`) sends to the new mapping once its own pair has gone
         quiet, one that does not (Pion 2.3) goes on sending to the forgotten one, while
-        this agent's data and consent checks reach it.  If the peer stays unheard on the
-        selected pair (no check there, no data) for twice the quiet time since the answer,
-        the state becomes ``disconnected`` (consent answers do not bring it back; the peer
-        heard does, as does another pair selected): only an ICE restart, which the
-        application signals, mends that half of the path."""
+        this agent's data and consent checks reach it; so does a controlled peer that
+        does not follow the nomination.  If a full peer (a lite one sends no checks) stays
+        unheard on the selected pair (no check there, no data) for twice the quiet time
+        since the answer, or since it was last heard after it, the state becomes
+        ``disconnected`` (consent answers do not bring it back; the peer heard does, as
+        does another pair selected): only an ICE restart, which the application signals,
+        mends that half of the path.  (A peer that keeps its pair may still check the new
+        one once, when this agent's checks first come from the new address: that check
+        comes here on the selected pair, and only puts the time off.)"""
         if pair is not self.selected or self._nominating is not None:
             return
         mapped = response.get(stun.XorMappedAddress)
@@ -2144,7 +2148,8 @@ class AgentCore:
         if (mapped.address, mapped.port) != valid.transport_address:
             if self.controlling:
                 self._nominate(pair, now)
-            elif self._remapped_at is None and pair.heard_at < now:
+            remote = self.remote
+            if self._remapped_at is None and remote is not None and not remote.lite:
                 self._remapped_at = now
 
     def on_timeout(self, check: Check, now: float) -> None:
@@ -3223,8 +3228,9 @@ class AgentCore:
         # It keeps the pair from counting as disconnected, though: a lost answer or two
         # should not make a live pair flap.
         if self.selected is pair:
-            self._remapped_at = None  # (the peer's checks come to the new mapping)
-            self._unheard = False
+            if self._remapped_at is not None:
+                self._remapped_at = now  # (heard at the new mapping: see _maybe_remapped)
+                self._unheard = False
             self._alive(now)
         if not self._wanted:
             # The peer's checks have begun, so ours begin too, connect() called or not:
