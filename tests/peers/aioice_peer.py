@@ -75,6 +75,15 @@ def only_loopback() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
+def parse_stun(url: str) -> tuple[str, int]:
+    """``stun:host[:port]`` -> (host, port)."""
+    parts = urlsplit(url)
+    if parts.scheme != "stun" or not parts.path:
+        raise ValueError(f"not a STUN URL: {url!r}")
+    host, _, port = parts.path.rpartition(":")
+    return (host, int(port)) if host else (parts.path, 3478)
+
+
 def parse_turn(url: str) -> tuple[tuple[str, int], str, bool]:
     """``turn[s]:host[:port][?transport=udp|tcp]`` -> ((host, port), transport, ssl)."""
     parts = urlsplit(url)
@@ -112,6 +121,8 @@ class Peer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         kwargs: dict[str, Any] = {}
+        if args.stun:
+            kwargs["stun_server"] = parse_stun(args.stun)
         if args.turn:
             server, transport, ssl = parse_turn(args.turn)
             kwargs.update(
@@ -307,6 +318,13 @@ def main() -> int:
         help="multicast DNS: aioice always resolves .local candidates (query, the default)"
         " and never names its own: off and gather are errors",
     )
+    parser.add_argument(
+        "--namespace",
+        action="store_true",
+        help="gather on the links of the network namespace this runs in (the NAT lab's own),"
+        " IPv4, loopback left out (aioice's own enumeration), rather than on 127.0.0.1",
+    )
+    parser.add_argument("--stun", help="STUN URL, e.g. stun:203.0.113.2:3478")
     parser.add_argument("--turn", help="TURN URL, e.g. turn:127.0.0.1:3478?transport=udp")
     parser.add_argument("--username", help="TURN username")
     parser.add_argument("--credential", help="TURN password")
@@ -333,7 +351,12 @@ def main() -> int:
     if args.relay_only and not args.turn:
         emit({"type": "error", "message": "--relay-only needs --turn"})
         return 2
-    restrict_to_loopback(args.ipv6)
+    if args.namespace:
+        if args.ipv6:
+            emit({"type": "error", "message": "--namespace gathers IPv4 only"})
+            return 2
+    else:
+        restrict_to_loopback(args.ipv6)
     try:
         return asyncio.run(_amain(args))
     except Exception as exc:

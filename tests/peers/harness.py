@@ -20,7 +20,9 @@ own options, through ``extra``, e.g. ``peer_command("pion", False, extra=["--tcp
 and, for the NAT lab (``tests/test_nat_interop.py``), ``--namespace`` (gather on every link
 but loopback, IPv4 UDP: the lab's namespace's own), ``--stun URL`` (a server-reflexive
 candidate too) and ``--report-selected`` (a ``selected`` message, ``local`` and ``remote``,
-each time the selected pair changes, as trice's peer sends).
+each time the selected pair changes, as trice's peer sends).  aioice's peer takes
+``--namespace`` and ``--stun URL`` too; trice's also ``--report-states`` (a ``state``
+message at each change of the connection state).
 
 The libnice peer (``libnice_peer.py``, libnice through GObject introspection) runs under a
 Python whose ``gi`` has libnice (Debian's ``python3-gi`` and ``gir1.2-nice-0.1``): the venv's
