@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trice import stun
 from trice._config import Nomination, Timing
 from trice.ice._checklist import Pair, compute_pair_priority
 from trice.ice._core import AgentCore
@@ -877,8 +878,15 @@ def test_a_controlled_agent_remapped_under_a_peer_that_does_not_move_says_discon
     later = [(t, e.state) for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > 10]
     assert [state for _, state in later] == [ConnectionState.DISCONNECTED], later
     assert later[0][0] < 10 + 15, later
-    assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
+    selected = b.core.selected
+    assert selected is not None and selected.remote_address == ("203.0.113.5", 5000)
     assert event_order_problems([e for _, e in b.events]) == []
+    # a's keepalive indication (an older peer's) on the pair: a heard, connected again.
+    indication = stun.decode(
+        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
+    )
+    assert b.core.on_request(selected.base, selected.remote_address, indication, net.now) is None
+    assert b.core.state is ConnectionState.COMPLETED  # (by way of connected)
 
 
 @pytest.mark.parametrize("nomination", [Nomination.REGULAR, Nomination.AGGRESSIVE])

@@ -1909,10 +1909,7 @@ class AgentCore:
                     # a lite agent's data at its next deadline, a check at once): that gap
                     # had data.
                     pair.data_in_gap = True
-        remapped = self._remapped_at
-        if remapped is not None and now > remapped:
-            self._remapped_at = now  # (the peer's data comes to the new mapping)
-            self._unheard = False
+        self._heard_since_remap(now)
         if now > self._last_alive:
             self._alive(now)
 
@@ -2151,6 +2148,14 @@ class AgentCore:
             remote = self.remote
             if self._remapped_at is None and remote is not None and not remote.lite:
                 self._remapped_at = now
+
+    def _heard_since_remap(self, now: float) -> None:
+        """The peer was heard on the selected pair (a check, a keepalive indication, or
+        data from it): after a new mapping (see :meth:`_maybe_remapped`), it reaches it."""
+        remapped = self._remapped_at
+        if remapped is not None and now > remapped:
+            self._remapped_at = now
+            self._unheard = False
 
     def on_timeout(self, check: Check, now: float) -> None:
         """``check`` got no response before its last deadline."""
@@ -2988,6 +2993,7 @@ class AgentCore:
                 ):
                     if self.local.lite and now > self._last_consent:
                         self._last_consent = now
+                    self._heard_since_remap(now)
                     if now > self._last_alive:
                         self._alive(now)
             return None
@@ -3228,9 +3234,7 @@ class AgentCore:
         # It keeps the pair from counting as disconnected, though: a lost answer or two
         # should not make a live pair flap.
         if self.selected is pair:
-            if self._remapped_at is not None:
-                self._remapped_at = now  # (heard at the new mapping: see _maybe_remapped)
-                self._unheard = False
+            self._heard_since_remap(now)
             self._alive(now)
         if not self._wanted:
             # The peer's checks have begun, so ours begin too, connect() called or not:
