@@ -852,6 +852,21 @@ def test_a_nat_that_maps_the_controlled_agent_anew_is_followed(
         assert ConnectionState.DISCONNECTED not in later
 
 
+def _states_after_rebinding(
+    net: Network, a: Endpoint, b: Endpoint, nat: Nat, watched: Endpoint, duration: float
+) -> list[tuple[float, ConnectionState]]:
+    """Connect ``a`` and ``b``, let ``nat`` forget its mappings at 10 s, and run
+    ``duration`` s more; returns ``watched``'s state changes after the rebinding."""
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, 10.0)
+    nat.rebind()
+    net.run_for(duration)
+    return [
+        (t, e.state) for t, e in watched.events if isinstance(e, ConnectionStateChanged) and t > 10
+    ]
+
+
 @pytest.mark.parametrize("latency", [0.005, 0.2])
 def test_a_controlled_agent_remapped_under_a_peer_that_does_not_move_says_disconnected(
     latency: float, monkeypatch: pytest.MonkeyPatch
@@ -870,12 +885,7 @@ def test_a_controlled_agent_remapped_under_a_peer_that_does_not_move_says_discon
     monkeypatch.setattr(AgentCore, "_maybe_move", lambda self, pair, now: False)
     a.add_host("203.0.113.5", 5000)
     b.add_host("10.1.0.2", 6000)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
-    net.run_until(lambda: False, 10.0)
-    nat.rebind()
-    net.run_for(20)
-    later = [(t, e.state) for t, e in b.events if isinstance(e, ConnectionStateChanged) and t > 10]
+    later = _states_after_rebinding(net, a, b, nat, b, 20)
     assert [state for _, state in later] == [ConnectionState.DISCONNECTED], later
     assert later[0][0] < 10 + 15, later
     selected = b.core.selected
@@ -916,12 +926,7 @@ def test_a_controlling_agent_remapped_whose_peer_does_not_follow_says_disconnect
     monkeypatch.setattr(AgentCore, "_select", first_only)
     a.add_host("10.0.0.1", 5000)
     b.add_host("198.51.100.2", 6000)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
-    net.run_until(lambda: False, 10.0)
-    nat.rebind()
-    net.run_for(15)
-    later = [(t, e.state) for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > 10]
+    later = _states_after_rebinding(net, a, b, nat, a, 15)
     assert [state for _, state in later] == [ConnectionState.DISCONNECTED], later
     assert event_order_problems([e for _, e in a.events]) == []
 
