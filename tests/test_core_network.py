@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_core import _keepalive_indication
 
-from trice import stun
 from trice._config import Nomination, Timing
 from trice.ice._checklist import Pair, compute_pair_priority
 from trice.ice._core import AgentCore
@@ -892,9 +892,7 @@ def test_a_controlled_agent_remapped_under_a_peer_that_does_not_move_says_discon
     assert selected is not None and selected.remote_address == ("203.0.113.5", 5000)
     assert event_order_problems([e for _, e in b.events]) == []
     # a's keepalive indication (an older peer's) on the pair: a heard, connected again.
-    indication = stun.decode(
-        stun.Message(stun.Method.BINDING, stun.MessageClass.INDICATION).encode(fingerprint=True)
-    )
+    indication = _keepalive_indication()
     assert b.core.on_request(selected.base, selected.remote_address, indication, net.now) is None
     assert b.core.state is ConnectionState.COMPLETED  # (by way of connected)
 

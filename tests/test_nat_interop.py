@@ -1,10 +1,10 @@
-"""trice with Pion across real kernel NATs: the NAT lab (tests/natlab.py) with a Pion peer
-(tests/peers/pion, ``--namespace``: it gathers on its namespace's links and from the lab's
+"""trice with Pion and aioice across real kernel NATs: the NAT lab (tests/natlab.py) with a
+Pion or aioice peer (``--namespace``: it gathers on its namespace's links and from the lab's
 STUN server) in one host namespace and a trice peer in the other.
 
 Interop and NAT lab at once: runs in ``nox -s interop``, as root (network namespaces,
-nftables, coturn as the STUN server) and with Go and Pion's sources; skips, saying which is
-missing, otherwise.
+nftables, coturn as the STUN server), the Pion tests with Go and Pion's sources; skips,
+saying which is missing, otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from natlab import Host, Lab, NatKind, nat_lab, require_natlab
 from peers.harness import (
+    _REPORTS,
     AIOICE_PEER,
     Message,
     Peer,
@@ -41,8 +42,12 @@ pytestmark = [pytest.mark.natlab, pytest.mark.interop]
 
 
 @pytest.fixture(autouse=True)
-def _need_lab_and_pion() -> None:
+def _need_lab() -> None:
     require_natlab()
+
+
+@pytest.fixture
+def need_pion() -> None:
     try:
         pion_binary()
     except PeerUnavailable as exc:
@@ -69,7 +74,7 @@ def _connected(peer: Peer, timeout: float = 30.0) -> Message:
     passed over: the last selected pair is the one ``connected`` names)."""
     deadline = time.monotonic() + timeout
     while (msg := peer.recv(max(0.0, deadline - time.monotonic())))["type"] != "connected":
-        assert msg["type"] in ("selected", "state"), msg
+        assert msg["type"] in _REPORTS, msg
     return msg
 
 
@@ -77,6 +82,7 @@ ROLES = ["trice-controlling", "trice-controlled"]
 NATS = [(EIM, EIM), (EIM, NONE), (NONE, SYM), (SYM, NONE)]
 
 
+@pytest.mark.usefixtures("need_pion")
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("nats", NATS, ids=[f"trice_{a.name}-pion_{b.name}" for a, b in NATS])
 def test_trice_and_pion_connect_across_nats(nats: tuple[NatKind, NatKind], role: str) -> None:
@@ -104,6 +110,7 @@ def test_trice_and_pion_connect_across_nats(nats: tuple[NatKind, NatKind], role:
             _exchange_over(a, b, (_addresses(ca), _addresses(cb)))
 
 
+@pytest.mark.usefixtures("need_pion")
 @pytest.mark.parametrize("behind", ["trice-controlling", "pion-controlling"])
 def test_a_nat_whose_public_address_changes_is_followed_with_pion(behind: str) -> None:
     """The controlling agent behind an endpoint-independent NAT (trice on host a, or Pion
@@ -154,6 +161,7 @@ def _until_state(peer: Peer, state: str, timeout: float) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.usefixtures("need_pion")
 def test_a_remapped_controlled_agent_under_pion_says_disconnected_and_a_restart_mends_it() -> None:
     """trice, controlled, behind an endpoint-independent NAT; Pion, controlling, on the
     internet; connected.  The NAT's public address changes: trice's checks and data reach
@@ -204,7 +212,7 @@ def _until_data_both_ways(a: Peer, b: Peer, timeout: float) -> tuple[float, list
         got = []
         for peer in (a, b):
             while (msg := peer.recv(20))["type"] != "exchanged":
-                assert msg["type"] in ("selected", "state"), msg
+                assert msg["type"] in _REPORTS, msg
                 if peer is a:
                     reports.append(msg)
             got.append(msg["received"])
