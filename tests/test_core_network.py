@@ -1188,3 +1188,60 @@ def test_a_lite_peer_and_an_aggressive_controlling_agent_agree(seed: int, nat: b
     assert a.state is ConnectionState.COMPLETED and b.state is ConnectionState.COMPLETED
     for endpoint in (a, b):
         assert event_order_problems([e for _, e in endpoint.events]) == []
+
+
+@pytest.mark.parametrize("pace", [10.0, 15.0, 25.0])
+@pytest.mark.parametrize("when", ["soon", "later", "before any"])
+def test_a_remapped_agent_under_a_peer_that_sends_only_keepalive_indications_stays_connected(
+    pace: float, when: str
+) -> None:
+    """a, controlling behind a NAT, connected to b, an older peer (RFC 5245, as libnice
+    without consent freshness): once ICE is done b checks nothing more, and sends a
+    keepalive indication on its selected pair every ``pace`` s (here b's checks on its
+    selected pair are dropped, its consent made endless, and its indications sent by the
+    test, the first at 1 s; it still checks a pair it is nominated).  The NAT forgets its
+    mapping 3 s after connecting (``soon``) or between the third and fourth indications
+    (``later``); a nominates its pair again, b follows, and its indications come to a on
+    the pair.  a never says ``disconnected``.  Before, a went by the pace of b's checks
+    alone, at connecting when the NAT mapped it anew soon after: it said ``disconnected``
+    4.8 s after it last heard b, and ``connected`` at each indication, again and again.
+    ``before any``: the NAT forgets at 3 s, b's first indication comes at ``1 + pace``:
+    a knows b for an older peer only then, and may say ``disconnected`` once meanwhile
+    (where b's pace is longer than a's wait after its check on the new pair)."""
+    net = Network(latency=0.02)
+    nat = Nat("203.0.113.1")
+    a = net.add_endpoint("a", controlling=True, tiebreaker=2000, nat=nat)
+    b = net.add_endpoint("b", controlling=False, tiebreaker=1000)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("198.51.100.2", 6000)
+    b.core._consent_for = math.inf
+
+    def on_selected_pair(packet: Packet) -> bool:
+        selected = b.core.selected
+        return (
+            packet.sender == "b"
+            and packet.is_request
+            and selected is not None
+            and packet.dst == selected.remote_address
+        )
+
+    net.drop(on_selected_pair)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    indication = _keepalive_indication().encode(fingerprint=True)
+    rebind_at = 1 + 2.5 * pace if when == "later" else 3.0
+    first = 1 if when == "before any" else 0
+    steps = sorted([(1 + k * pace, "indication") for k in range(first, 7)] + [(rebind_at, "")])
+    for at, what in steps:
+        net.run_until(lambda: False, at)
+        selected = b.core.selected
+        assert selected is not None
+        if what:
+            net.send(b, selected.base, selected.remote_address, indication)
+        else:
+            nat.rebind()
+    mapped = nat.mappings[("10.0.0.1", 5000)]
+    assert b.core.selected is not None and b.core.selected.remote_address == mapped
+    states = [e.state for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > 1]
+    dip = [ConnectionState.DISCONNECTED, ConnectionState.CONNECTED, ConnectionState.COMPLETED]
+    assert states in ([], dip) if when == "before any" else states == [], states

@@ -243,6 +243,7 @@ class AgentCore:
         "_held",
         "_hidden",
         "_hiding",
+        "_indicating",
         "_jitter",
         "_last_alive",
         "_last_consent",
@@ -510,6 +511,9 @@ class AgentCore:
         self._remapped_at: float | None = None
         #: Disconnected for it: the peer, unheard there, uses the forgotten mapping.
         self._unheard = False
+        #: The peer has sent a keepalive indication on the selected pair: an older one (see
+        #: _unheard_after).
+        self._indicating = False
         #: When the first consent check went since then (None: none yet).  A full agent
         #: that asked nothing in the silence (its own loop stalled: the process stopped,
         #: the loop blocked) asks first, and says disconnected only if that goes unanswered
@@ -1808,7 +1812,7 @@ class AgentCore:
             deadline = due
         remapped, selected = self._remapped_at, self.selected
         if remapped is not None and not self._unheard and selected is not None:
-            due = remapped + 2 * self._quiet_after(selected)
+            due = remapped + 2 * self._unheard_after(selected)
             if due < deadline:
                 deadline = due
         if self.state is not _STATE_DISCONNECTED:
@@ -1859,7 +1863,7 @@ class AgentCore:
         if (
             remapped is not None
             and not self._unheard
-            and now >= remapped + 2 * self._quiet_after(self.selected)
+            and now >= remapped + 2 * self._unheard_after(self.selected)
         ):
             self._unheard = True  # (see _maybe_remapped)
             if self.state is not _STATE_DISCONNECTED:
@@ -2135,7 +2139,8 @@ class AgentCore:
         does another pair selected): only an ICE restart, which the application signals,
         mends that half of the path.  (A peer that keeps its pair may still check the new
         one once, when this agent's checks first come from the new address: that check
-        comes here on the selected pair, and only puts the time off.)"""
+        comes here on the selected pair, and only puts the time off.)  The quiet time is
+        an older peer's where it sent keepalive indications (see :meth:`_unheard_after`)."""
         if pair is not self.selected or self._nominating is not None:
             return
         mapped = response.get(stun.XorMappedAddress)
@@ -2148,6 +2153,21 @@ class AgentCore:
             remote = self.remote
             if self._remapped_at is None and remote is not None and not remote.lite:
                 self._remapped_at = now
+
+    def _unheard_after(self, pair: Pair) -> float:
+        """The quiet time that judges the peer's silence on ``pair``, the selected one,
+        since a new mapping: unheard for twice it, the peer did not follow (see
+        :meth:`_maybe_remapped`).  The pace of the peer's checks (:meth:`_quiet_after`);
+        but a peer that has sent keepalive indications on the selected pair is an older
+        one (RFC 5245 §10), whose only sign while idle may be one of them every 15 s or
+        more (libnice's, 25 s), with no check since connecting: 0.6 of consent's time (18
+        s) at least.  (Pion, aioice and browsers send checks, which the pace follows.)"""
+        quiet = self._quiet_after(pair)
+        if self._indicating:
+            older = self._consent_for / 2 * JITTER_MAX
+            if older > quiet:
+                return older
+        return quiet
 
     def _heard_since_remap(self, now: float) -> None:
         """The peer was heard on the selected pair (a check, a keepalive indication, or
@@ -2993,6 +3013,7 @@ class AgentCore:
                 ):
                     if self.local.lite and now > self._last_consent:
                         self._last_consent = now
+                    self._indicating = True
                     self._heard_since_remap(now)
                     if now > self._last_alive:
                         self._alive(now)
