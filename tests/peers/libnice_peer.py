@@ -4,7 +4,7 @@ Usage::
 
     /usr/bin/python3 tests/peers/libnice_peer.py --controlling|--controlled [--ipv6] [--lite]
         [--aggressive] [--turn turn:HOST:PORT?transport=udp --username U --credential P
-        [--relay-only]] [-v]
+        [--relay-only]] [--namespace --stun stun:HOST[:PORT]] [-v]
 
 JSON lines on stdin/stdout, logs on stderr; see ``tests/peers/harness.py`` for the
 protocol.  libnice (the GLib ICE library of GStreamer's webrtcbin) is reached through
@@ -20,12 +20,14 @@ agent (``LITE_MODE``).  libnice has no switch for a lite remote: when the remote
 lite, this program makes its full agent controlling, as RFC 8445 §6.1.1 asks.
 
 Gathering: libnice enumerates every interface unless the application names its local
-addresses, so this program names exactly one (``add_local_address``: 127.0.0.1, or ::1
-with ``--ipv6``), turns ICE-TCP and UPnP off (UPnP, where libnice is built with it, would
-search the real links by multicast), and
-names no STUN server; ``--turn`` (UDP only: ``set_relay_info`` with ``RelayType.UDP``;
-the server given as an IP address) adds a relayed candidate, and ``--relay-only`` sets
-libnice's ``force-relay`` (only relayed candidates then).
+addresses, so this program names exactly one (``add_local_address``: 127.0.0.1, or ::1 with
+``--ipv6``), turns ICE-TCP and UPnP off (UPnP, where libnice is built with it, would search
+the real links by multicast), and names no STUN server.  ``--namespace`` (in a network
+namespace of the NAT lab's, with ``--stun``) names instead the address the namespace
+reaches the STUN server from, and ``--stun`` names that server (``stun-server``: a
+server-reflexive candidate); ``--turn`` (UDP only: ``set_relay_info`` with
+``RelayType.UDP``; the server given as an IP address) adds a relayed candidate, and
+``--relay-only`` sets libnice's ``force-relay`` (only relayed candidates then).
 
 Receiving: libnice delivers datagrams to a callback attached with
 ``nice_agent_attach_recv``, which GObject introspection does not expose, and
@@ -56,6 +58,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -100,6 +103,21 @@ def parse_turn(url: str) -> tuple[str, int, str]:
         host, _, port_s = hostport.partition(":")
     transport = parse_qs(parts.query).get("transport", ["udp"])[0]
     return host, int(port_s) if port_s else 3478, transport
+
+
+def parse_stun(url: str) -> tuple[str, int]:
+    """``stun:host[:port]`` -> (host, port)."""
+    host, port, _ = parse_turn("turn:" + url.removeprefix("stun:"))
+    return host, port
+
+
+def namespace_address(stun: str) -> str:
+    """The IPv4 address this network namespace reaches the STUN server ``stun`` from (a
+    connected UDP socket's: no packet goes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(parse_stun(stun))
+        address: str = sock.getsockname()[0]
+        return address
 
 
 def sdp_line(agent: Any, candidate: Any) -> str:
@@ -182,13 +200,19 @@ class Peer:
         agent.set_property("upnp", False)
         agent.set_property("ice-tcp", args.tcp_only)  # (ICE-TCP alone, or UDP alone)
         agent.set_property("ice-udp", not args.tcp_only)
+        local = namespace_address(args.stun) if args.namespace else None
+        if local is None:
+            local = "::1" if args.ipv6 else "127.0.0.1"
         address = nice.Address.new()
-        if not address.set_from_string("::1" if args.ipv6 else "127.0.0.1"):
-            raise PeerFailed("cannot make the loopback address")
+        if not address.set_from_string(local):
+            raise PeerFailed(f"cannot make the address {local}")
         if not agent.add_local_address(address):
             raise PeerFailed("add_local_address failed")
         if args.relay_only:
             agent.set_property("force-relay", True)
+        if args.stun:
+            agent.set_property("stun-server", parse_stun(args.stun)[0])
+            agent.set_property("stun-server-port", parse_stun(args.stun)[1])
         self.stream: int = agent.add_stream(1)
         if args.turn:
             host, port, transport = parse_turn(args.turn)
@@ -508,6 +532,13 @@ def main() -> int:
     parser.add_argument("--username", help="TURN username")
     parser.add_argument("--credential", help="TURN password")
     parser.add_argument("--relay-only", action="store_true", help="libnice's force-relay")
+    parser.add_argument(
+        "--namespace",
+        action="store_true",
+        help="gather on the address the network namespace this runs in (the NAT lab's own)"
+        " reaches the STUN server from (IPv4)",
+    )
+    parser.add_argument("--stun", help="STUN URL, the server an IP address: stun:203.0.113.2")
     parser.add_argument("--tcp-only", action="store_true", help="ICE-TCP candidates, no UDP")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--exchange-timeout", type=float, default=5.0)
@@ -520,6 +551,9 @@ def main() -> int:
     )
     if args.relay_only and not args.turn:
         emit({"type": "error", "message": "--relay-only needs --turn"})
+        return 2
+    if args.namespace and (args.ipv6 or not args.stun):
+        emit({"type": "error", "message": "--namespace gathers IPv4 only, and needs --stun"})
         return 2
     if args.verbose:
         os.environ["G_MESSAGES_DEBUG"] = "all"
