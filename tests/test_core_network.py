@@ -1245,3 +1245,90 @@ def test_a_remapped_agent_under_a_peer_that_sends_only_keepalive_indications_sta
     states = [e.state for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > 1]
     dip = [ConnectionState.DISCONNECTED, ConnectionState.CONNECTED, ConnectionState.COMPLETED]
     assert states in ([], dip) if when == "before any" else states == [], states
+
+
+def _older_peer(net: Network, b: Endpoint) -> bytes:
+    """Make ``b`` an older peer (RFC 5245): once connected it checks nothing more (its
+    checks on its selected pair are dropped, its consent made endless); returns the
+    keepalive indication the test sends for it."""
+    b.core._consent_for = math.inf
+
+    def on_selected_pair(packet: Packet) -> bool:
+        selected = b.core.selected
+        return (
+            packet.sender == b.name
+            and packet.is_request
+            and selected is not None
+            and packet.dst == selected.remote_address
+        )
+
+    net.drop(on_selected_pair)
+    return _keepalive_indication().encode(fingerprint=True)
+
+
+@pytest.mark.parametrize("pace", [10.0, 25.0])
+@pytest.mark.parametrize("controlling", [True, False])
+def test_an_older_peer_behind_a_nat_that_maps_it_anew_is_found_by_its_indications(
+    pace: float, controlling: bool
+) -> None:
+    """b, an older peer (RFC 5245: no checks once connected, a keepalive indication every
+    ``pace`` s), behind a NAT; a, in front, controlling or controlled; at 12 s the NAT
+    forgets its mapping.  a's consent checks go to the forgotten mapping, unanswered, and
+    b's indications come from the new address: a checks that address (an indication
+    carries no integrity), b answers, and a moves there (controlling: it nominates the
+    pair, b's own to b; controlled: it selects it).  a ends ``completed`` over the new
+    address, with consent.  Before, a's consent ran out, and ICE failed 30 s after the
+    rebinding."""
+    net = Network(latency=0.02)
+    nat = Nat("198.51.100.1")
+    a = net.add_endpoint("a", controlling=controlling, tiebreaker=2000)
+    b = net.add_endpoint("b", controlling=not controlling, tiebreaker=1000, nat=nat)
+    a.add_host("203.0.113.5", 5000)
+    b.add_host("10.1.0.2", 6000)
+    indication = _older_peer(net, b)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    steps = sorted([(1 + k * pace, "indication") for k in range(0, 5)] + [(12.0, "")])
+    for at, what in steps:
+        net.run_until(lambda: False, at)
+        selected = b.core.selected
+        assert selected is not None
+        if what:
+            net.send(b, selected.base, selected.remote_address, indication)
+        else:
+            nat.rebind()
+    mapped = nat.mappings[("10.1.0.2", 6000)]
+    assert a.core.selected is not None and a.core.selected.remote_address == mapped
+    assert a.state is ConnectionState.COMPLETED
+    assert b.core.selected is not None and b.core.selected.remote_address == ("203.0.113.5", 5000)
+    assert event_order_problems([e for _, e in a.events]) == []
+
+
+def test_indications_from_unknown_addresses_are_checked_only_in_a_silence_one_at_a_time() -> None:
+    """Keepalive indications carry no integrity: anybody may send them from anywhere.  To
+    a connected agent whose peer answers, indications from 200 other addresses are
+    nothing (no check goes to any of them, no candidate is learned).  Once the peer has
+    gone silent, a stream of them from new addresses, one every 50 ms for 10 s, gets a
+    check to one address per consent interval (2 s) at most, each a transaction of its
+    own, retransmitted as checks are; and the agent stays on its pair."""
+    net, a, b = two_agents()
+    assert net.run_until(connected(a, b), 5)
+    net.run_until(lambda: False, 5.0)
+    selected = a.core.selected
+    assert selected is not None
+    indication = _keepalive_indication()
+    spoofed = [(f"192.0.2.{k % 250 + 1}", 20000 + k) for k in range(400)]
+    for source in spoofed[:200]:
+        a.core.on_request(selected.base, source, indication, net.now)
+    net.run_for(5.0)
+    remotes = len(a.core.remote_addresses)
+    net.drop(lambda packet: packet.sender == "b")
+    net.run_until(lambda: False, 15.0)
+    for source in spoofed[200:]:
+        net.run_until(lambda: False, net.now + 0.05)
+        a.core.on_request(selected.base, source, indication, net.now)
+    probed = {p.dst for p in net.packets(sender="a", requests=True) if p.dst in spoofed}
+    assert not [p for p in net.packets(sender="a") if p.dst in spoofed and p.sent_at < 15]
+    assert 1 <= len(probed) <= 6, probed
+    assert len(a.core.remote_addresses) == remotes + len(probed)
+    assert a.core.selected is selected

@@ -273,11 +273,11 @@ def _libnice(lab: Lab, host: Host, controlling: bool) -> Peer:
     return Peer(host.argv(argv), name=f"libnice-{host.name}")
 
 
-def _states_for(peer: Peer, seconds: float) -> list[tuple[float, str]]:
-    """The states the peer (with ``--report-states``) says within ``seconds``, each with
-    when it said it; nothing else may come meanwhile."""
+def _reports_for(peer: Peer, seconds: float) -> list[tuple[float, Message]]:
+    """The reports the peer (``--report-states``, ``--report-selected``) sends within
+    ``seconds``, each with when it came; nothing else may come meanwhile."""
     start = time.monotonic()
-    states = []
+    reports = []
     while (left := start + seconds - time.monotonic()) > 0:
         try:
             msg = peer.recv(left)
@@ -285,9 +285,12 @@ def _states_for(peer: Peer, seconds: float) -> list[tuple[float, str]]:
             assert peer.proc.poll() is None, "the peer exited"
             break
         assert msg["type"] in _REPORTS, msg
-        if msg["type"] == "state":
-            states.append((round(time.monotonic() - start, 1), msg["state"]))
-    return states
+        reports.append((round(time.monotonic() - start, 1), msg))
+    return reports
+
+
+def _states(reports: list[tuple[float, Message]]) -> list[tuple[float, str]]:
+    return [(at, msg["state"]) for at, msg in reports if msg["type"] == "state"]
 
 
 @pytest.mark.usefixtures("need_libnice")
@@ -312,7 +315,42 @@ def test_a_remapped_agent_under_libnice_keepalive_indications_does_not_flap() ->
             b.expect("connected", 30)
             _until_data_both_ways(a, b, 0)
             _renumber(lab.host_a)
-            states = _states_for(a, 55)
+            states = _states(_reports_for(a, 55))
             disconnected = [at for at, state in states if state == "disconnected"]
             assert len(disconnected) <= 1, states
+            _until_data_both_ways(a, b, 0)
+
+
+@pytest.mark.usefixtures("need_libnice")
+@pytest.mark.parametrize("role", ROLES)
+def test_libnice_behind_a_nat_whose_public_address_changes_is_followed(role: str) -> None:
+    """libnice behind an endpoint-independent NAT, trice on the internet (controlling or
+    controlled); connected, and idle.  The NAT's public address changes: libnice, an RFC
+    5245 agent, checks nothing more once connected, and its keepalive indications (25 s
+    apart) come from the new address, while trice's consent checks go to the forgotten
+    mapping.  trice checks the address an indication came from, libnice answers, and trice
+    moves there (controlling: it nominates the pair; controlled: it selects it), data going
+    both ways again.  Measured on 2026-12-05: ``completed`` over the new address 25.0 s
+    after the change (4 runs of each role: libnice's next indication); at d10b248 trice's
+    consent ran out, and ICE failed, in both roles."""
+    with nat_lab(NONE, EIM) as lab:
+        a = _trice(
+            lab, lab.host_a, role == "trice-controlling", "--report-states", "--failed-timeout=30"
+        )
+        b = _libnice(lab, lab.host_b, role != "trice-controlling")
+        with a, b:
+            _signal(a, b)
+            _connected(a)
+            b.expect("connected", 30)
+            _until_data_both_ways(a, b, 0)
+            new = _renumber(lab.host_b)
+            start = time.monotonic()
+            moved: Message | None = None
+            while (msg := a.recv(max(0.0, start + 40 - time.monotonic())))["type"] != "state" or (
+                msg["state"] != "completed" or moved is None
+            ):
+                assert msg["type"] in _REPORTS, msg
+                if msg["type"] == "selected":
+                    moved = msg
+            assert moved is not None and _addresses(moved)[1] == new, moved
             _until_data_both_ways(a, b, 0)

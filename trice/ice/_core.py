@@ -272,6 +272,8 @@ class AgentCore:
         "_previous_ufrag",
         "_previous_until",
         "_prflx_capped",
+        "_probe",
+        "_probe_at",
         "_refused",
         "_refused_at",
         "_refused_checks",
@@ -514,6 +516,10 @@ class AgentCore:
         #: The peer has sent a keepalive indication on the selected pair: an older one (see
         #: _unheard_after).
         self._indicating = False
+        #: The pair whose check asks whether an older peer's indication came from its new
+        #: mapping, and when it was asked (see _maybe_probe).
+        self._probe: Pair | None = None
+        self._probe_at = 0.0
         #: When the first consent check went since then (None: none yet).  A full agent
         #: that asked nothing in the silence (its own loop stalled: the process stopped,
         #: the loop blocked) asks first, and says disconnected only if that goes unanswered
@@ -805,6 +811,7 @@ class AgentCore:
         self._fail_held = False
         self._remapped_at = None
         self._unheard = False
+        self._probe = None
         if self.state is _STATE_NEW:
             return
         self._checking_since = now
@@ -2109,6 +2116,71 @@ class AgentCore:
         self._maybe_complete()
         return True
 
+    def _maybe_probe(self, selected: Pair, source: Address, now: float) -> None:
+        """A keepalive indication came to the selected pair's base from an address no pair
+        of it stands for, while the peer has gone unheard there (no answer to this agent's
+        consent checks for the quiet time): a NAT in front of an older peer (RFC 5245, which
+        checks nothing once connected) may have mapped it anew, and its indications come
+        from the new address while this agent's checks go to the forgotten one.  An
+        indication carries no integrity: the address is checked (a check of this agent's,
+        which only the peer can answer), as a peer-reflexive candidate of the selected
+        remote candidate's priority; once that check succeeds the pair is moved to (see
+        :meth:`_probed`).  One such check at a time, another address taken no sooner than
+        a consent interval after it went.  (Not in RFC 8445: without it, such a peer's path
+        was lost for good, and ICE failed when consent ran out.)"""
+        if (
+            self.local.lite
+            or selected.local.protocol != "udp"
+            or now - self._last_alive < self._quiet_after(selected)
+            or (self._probe is not None and now < self._probe_at + self._consent_interval())
+        ):
+            return
+        local = self._base_candidate(selected.base)
+        if local is None:
+            return
+        if source not in self.remote_addresses:
+            if self._remote_count() + self.pending_remote >= self.max_remote_candidates:
+                self.prflx_dropped += 1
+                return
+            try:
+                prflx = prflx_candidate(
+                    source,
+                    learned_from=f"{source[0]} {source[1]}",
+                    component=local.component,
+                    priority=selected.remote.priority,
+                )
+            except CandidateError:
+                return
+            if prflx.transport_address != source:
+                return
+            self._add_remote(prflx)
+        pair = self.checklist.find(selected.base, source)
+        if pair is None:
+            pair = self._add_pair(local, self.remote_addresses[source], selected.base, keep=True)
+        if pair is None or pair is selected or pair.state is _PAIR_IN_PROGRESS:
+            return
+        self._probe, self._probe_at = pair, now
+        self._check_again(pair)
+
+    def _probed(self, pair: Pair, now: float) -> None:
+        """The check of :meth:`_maybe_probe` succeeded on ``pair``: the older peer is
+        there.  Still unheard on the selected pair, a controlling agent nominates ``pair``
+        and selects it once that check succeeds (as :meth:`_maybe_move`), a controlled one
+        selects it at once (as :meth:`_maybe_rebound`: to the peer it is the pair it has
+        selected, which it does not nominate again)."""
+        self._probe = None
+        selected = self.selected
+        if selected is None or pair is selected:
+            return
+        if now - self._last_alive < self._quiet_after(selected):
+            return  # (heard again meanwhile)
+        if self.controlling:
+            if self._nominating is None:
+                self._nominate(pair, now)
+                self._moving = True
+        else:
+            self._move_to(pair, now)
+
     def _move_to(self, pair: Pair, now: float) -> None:
         """Select ``pair`` in place of the selected one, whatever their priorities (see
         :meth:`_maybe_move`); consent on it is its own, from its last answered check."""
@@ -2316,6 +2388,10 @@ class AgentCore:
         self.checklist.unfreeze_foundation(pair.foundation)
         if self._first_valid_at is None:
             self._first_valid_at = now
+        if pair is self._probe and not check.nominating:
+            self._probed(pair, now)
+            self._maybe_complete()
+            return
         if check.nominating and self.controlling:
             pair.nominated = True
             moving = self._moving and self._nominating is pair
@@ -2910,6 +2986,8 @@ class AgentCore:
             return False
         if check.nominating and self._moving and check.pair is self._nominating:
             return False  # (see _maybe_move)
+        if check.pair is self._probe:
+            return False  # (see _maybe_probe)
         pair = check.pair
         if self.controlling and pair.remote.type is _PRFLX and pair.heard_at > selected.heard_at:
             # The peer's checks come here now, from a new address, rather than on the
@@ -3006,17 +3084,20 @@ class AgentCore:
                 # ICE is done (its §10): consent, as data from there is (see on_data).
                 selected = self.selected
                 if (
-                    selected is not None
-                    and not request.unknown_required  # (discarded: RFC 8489 §6.3.2)
-                    and selected.base == base
-                    and selected.remote_address == source
+                    selected is None
+                    or request.unknown_required  # (discarded: RFC 8489 §6.3.2)
+                    or selected.base != base
                 ):
+                    pass
+                elif selected.remote_address == source:
                     if self.local.lite and now > self._last_consent:
                         self._last_consent = now
                     self._indicating = True
                     self._heard_since_remap(now)
                     if now > self._last_alive:
                         self._alive(now)
+                else:
+                    self._maybe_probe(selected, source, now)
             return None
         self.requests_received += 1
         if source[1] == 0:
