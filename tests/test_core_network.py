@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -1190,6 +1191,42 @@ def test_a_lite_peer_and_an_aggressive_controlling_agent_agree(seed: int, nat: b
         assert event_order_problems([e for _, e in endpoint.events]) == []
 
 
+def _older_peer(net: Network, b: Endpoint) -> None:
+    """Make ``b`` an older peer (RFC 5245): once connected it checks nothing more (its
+    checks on its selected pair are dropped, its consent made endless); its keepalive
+    indications are the test's to send (see :func:`_indications_and_rebinding`)."""
+    b.core._consent_for = math.inf
+
+    def on_selected_pair(packet: Packet) -> bool:
+        selected = b.core.selected
+        return (
+            packet.sender == b.name
+            and packet.is_request
+            and selected is not None
+            and packet.dst == selected.remote_address
+        )
+
+    net.drop(on_selected_pair)
+
+
+def _indications_and_rebinding(
+    net: Network, b: Endpoint, nat: Nat, indications: Sequence[float], rebind_at: float
+) -> None:
+    """Send ``b``'s keepalive indication (see :func:`_older_peer`) on its selected pair at
+    each of the times ``indications``, and let ``nat`` forget its mappings at
+    ``rebind_at``."""
+    indication = _keepalive_indication().encode(fingerprint=True)
+    steps = sorted([(at, "indication") for at in indications] + [(rebind_at, "")])
+    for at, what in steps:
+        net.run_until(lambda: False, at)
+        selected = b.core.selected
+        assert selected is not None
+        if what:
+            net.send(b, selected.base, selected.remote_address, indication)
+        else:
+            nat.rebind()
+
+
 @pytest.mark.parametrize("pace", [10.0, 15.0, 25.0])
 @pytest.mark.parametrize("when", ["soon", "later", "before any"])
 def test_a_remapped_agent_under_a_peer_that_sends_only_keepalive_indications_stays_connected(
@@ -1214,56 +1251,17 @@ def test_a_remapped_agent_under_a_peer_that_sends_only_keepalive_indications_sta
     b = net.add_endpoint("b", controlling=False, tiebreaker=1000)
     a.add_host("10.0.0.1", 5000)
     b.add_host("198.51.100.2", 6000)
-    b.core._consent_for = math.inf
-
-    def on_selected_pair(packet: Packet) -> bool:
-        selected = b.core.selected
-        return (
-            packet.sender == "b"
-            and packet.is_request
-            and selected is not None
-            and packet.dst == selected.remote_address
-        )
-
-    net.drop(on_selected_pair)
+    _older_peer(net, b)
     net.exchange(a, b)
     assert net.run_until(connected(a, b), 5)
-    indication = _keepalive_indication().encode(fingerprint=True)
-    rebind_at = 1 + 2.5 * pace if when == "later" else 3.0
     first = 1 if when == "before any" else 0
-    steps = sorted([(1 + k * pace, "indication") for k in range(first, 7)] + [(rebind_at, "")])
-    for at, what in steps:
-        net.run_until(lambda: False, at)
-        selected = b.core.selected
-        assert selected is not None
-        if what:
-            net.send(b, selected.base, selected.remote_address, indication)
-        else:
-            nat.rebind()
+    times = [1 + k * pace for k in range(first, 7)]
+    _indications_and_rebinding(net, b, nat, times, 1 + 2.5 * pace if when == "later" else 3.0)
     mapped = nat.mappings[("10.0.0.1", 5000)]
     assert b.core.selected is not None and b.core.selected.remote_address == mapped
     states = [e.state for t, e in a.events if isinstance(e, ConnectionStateChanged) and t > 1]
     dip = [ConnectionState.DISCONNECTED, ConnectionState.CONNECTED, ConnectionState.COMPLETED]
     assert states in ([], dip) if when == "before any" else states == [], states
-
-
-def _older_peer(net: Network, b: Endpoint) -> bytes:
-    """Make ``b`` an older peer (RFC 5245): once connected it checks nothing more (its
-    checks on its selected pair are dropped, its consent made endless); returns the
-    keepalive indication the test sends for it."""
-    b.core._consent_for = math.inf
-
-    def on_selected_pair(packet: Packet) -> bool:
-        selected = b.core.selected
-        return (
-            packet.sender == b.name
-            and packet.is_request
-            and selected is not None
-            and packet.dst == selected.remote_address
-        )
-
-    net.drop(on_selected_pair)
-    return _keepalive_indication().encode(fingerprint=True)
 
 
 @pytest.mark.parametrize("pace", [10.0, 25.0])
@@ -1285,18 +1283,10 @@ def test_an_older_peer_behind_a_nat_that_maps_it_anew_is_found_by_its_indication
     b = net.add_endpoint("b", controlling=not controlling, tiebreaker=1000, nat=nat)
     a.add_host("203.0.113.5", 5000)
     b.add_host("10.1.0.2", 6000)
-    indication = _older_peer(net, b)
+    _older_peer(net, b)
     net.exchange(a, b)
     assert net.run_until(connected(a, b), 5)
-    steps = sorted([(1 + k * pace, "indication") for k in range(0, 5)] + [(12.0, "")])
-    for at, what in steps:
-        net.run_until(lambda: False, at)
-        selected = b.core.selected
-        assert selected is not None
-        if what:
-            net.send(b, selected.base, selected.remote_address, indication)
-        else:
-            nat.rebind()
+    _indications_and_rebinding(net, b, nat, [1 + k * pace for k in range(5)], 12.0)
     mapped = nat.mappings[("10.1.0.2", 6000)]
     assert a.core.selected is not None and a.core.selected.remote_address == mapped
     assert a.state is ConnectionState.COMPLETED
