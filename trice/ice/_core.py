@@ -287,6 +287,7 @@ class AgentCore:
         "_spare_nomination",
         "_spare_ping",
         "_stale",
+        "_stranger",
         "_success_pads",
         "_taught",
         "_templates",
@@ -520,6 +521,9 @@ class AgentCore:
         #: mapping, and when it was asked (see _maybe_probe).
         self._probe: Pair | None = None
         self._probe_at = 0.0
+        #: The last such indication's source that came before the silence, and when
+        #: (checked once the silence comes: see _maybe_probe).
+        self._stranger: tuple[Address, float] | None = None
         #: When the first consent check went since then (None: none yet).  A full agent
         #: that asked nothing in the silence (its own loop stalled: the process stopped,
         #: the loop blocked) asks first, and says disconnected only if that goes unanswered
@@ -811,7 +815,7 @@ class AgentCore:
         self._fail_held = False
         self._remapped_at = None
         self._unheard = False
-        self._probe = None
+        self._probe = self._stranger = None
         if self.state is _STATE_NEW:
             return
         self._checking_since = now
@@ -1885,6 +1889,11 @@ class AgentCore:
                 self._next_consent = now
             elif asked is None or asked < silent or now >= asked + self._schedules[1][-1]:
                 self._set_state(ConnectionState.DISCONNECTED)
+        stranger = self._stranger
+        if stranger is not None and now - self._last_alive >= self._quiet_after(self.selected):
+            self._stranger = None
+            if now < stranger[1] + self._consent_for:
+                self._maybe_probe(self.selected, stranger[0], now)
         if self._next_consent is not None and now >= self._next_consent:
             self._next_consent = now + self._consent_interval() * self._jitter()
             if not self.local.lite:
@@ -2126,14 +2135,17 @@ class AgentCore:
         which only the peer can answer), as a peer-reflexive candidate of the selected
         remote candidate's priority; once that check succeeds the pair is moved to (see
         :meth:`_probed`).  One such check at a time, another address taken no sooner than
-        a consent interval after it went.  (Not in RFC 8445: without it, such a peer's path
-        was lost for good, and ICE failed when consent ran out.)"""
-        if (
-            self.local.lite
-            or selected.local.protocol != "udp"
-            or now - self._last_alive < self._quiet_after(selected)
-            or (self._probe is not None and now < self._probe_at + self._consent_interval())
-        ):
+        a consent interval after it went.  An indication that comes before the silence (it
+        may follow the rebinding closely) is kept, the last one, and its source checked
+        once the silence comes (see :meth:`on_timer`), if within consent's time of it.
+        (Not in RFC 8445: without it, such a peer's path was lost for good, and ICE failed
+        when consent ran out.)"""
+        if self.local.lite or selected.local.protocol != "udp":
+            return
+        if now - self._last_alive < self._quiet_after(selected):
+            self._stranger = (source, now)
+            return
+        if self._probe is not None and now < self._probe_at + self._consent_interval():
             return
         local = self._base_candidate(selected.base)
         if local is None:
