@@ -1384,3 +1384,35 @@ def test_older_peers_across_rebindings_at_random(seed: int) -> None:
         selected = a.core.selected
         assert selected is not None
         assert selected.remote_address == nat.mappings[("10.1.0.2", 6000)]
+
+
+@pytest.mark.parametrize("controlling", [True, False])
+def test_an_older_peer_behind_a_nat_that_maps_it_anew_is_found_by_its_data(
+    controlling: bool,
+) -> None:
+    """As above, but b sends data, every 200 ms, and its next indication is far off: the
+    data from b's new address (which the shell drops, an address no candidate has, and
+    tells the core of: ``on_stranger``) gets that address checked once a has heard
+    nothing on the pair for the quiet time, and a moves there within 5 s of the
+    rebinding.  Before, a waited for an indication (25 s apart: its consent ran out
+    first)."""
+    net = Network(latency=0.02)
+    nat = Nat("198.51.100.1")
+    a = net.add_endpoint("a", controlling=controlling, tiebreaker=2000)
+    b = net.add_endpoint("b", controlling=not controlling, tiebreaker=1000, nat=nat)
+    a.add_host("203.0.113.5", 5000)
+    b.add_host("10.1.0.2", 6000)
+    _older_peer(net, b)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    _indications_and_rebinding(net, b, nat, [1.0], 12.0)
+    selected = a.core.selected
+    assert selected is not None
+    new = nat.outbound(("10.1.0.2", 6000), ("203.0.113.5", 5000))
+    while net.now < 17.0:
+        net.run_until(lambda: False, net.now + 0.2)
+        a.core.on_stranger(selected.base, new, net.now)  # (the shell's call for b's data)
+    moved = a.core.selected
+    assert moved is not None and moved.remote_address == new
+    assert a.state is ConnectionState.COMPLETED
+    assert event_order_problems([e for _, e in a.events]) == []

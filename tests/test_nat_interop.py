@@ -323,16 +323,26 @@ def test_a_remapped_agent_under_libnice_keepalive_indications_does_not_flap() ->
 
 @pytest.mark.usefixtures("need_libnice")
 @pytest.mark.parametrize("role", ROLES)
-def test_libnice_behind_a_nat_whose_public_address_changes_is_followed(role: str) -> None:
+@pytest.mark.parametrize("flow", ["idle", "data"])
+def test_libnice_behind_a_nat_whose_public_address_changes_is_followed(
+    role: str, flow: str
+) -> None:
     """libnice behind an endpoint-independent NAT, trice on the internet (controlling or
-    controlled); connected, and idle.  The NAT's public address changes: libnice, an RFC
-    5245 agent, checks nothing more once connected, and its keepalive indications (25 s
-    apart) come from the new address, while trice's consent checks go to the forgotten
-    mapping.  trice checks the address an indication came from, libnice answers, and trice
-    moves there (controlling: it nominates the pair; controlled: it selects it), data going
-    both ways again.  Measured on 2026-12-05: ``completed`` over the new address 25.0 s
-    after the change (4 runs of each role: libnice's next indication); at d10b248 trice's
-    consent ran out, and ICE failed, in both roles."""
+    controlled); connected.  The NAT's public address changes: libnice, an RFC 5245
+    agent, checks nothing more once connected; its keepalive indications (25 s apart, and
+    only when it sends no data) and its data come from the new address, while trice's
+    consent checks go to the forgotten mapping.  trice checks the address they come from,
+    libnice answers, and trice moves there (controlling: it nominates the pair;
+    controlled: it selects it), data going both ways again.
+
+    ``idle``: nothing is sent after the change but libnice's indication, 25 s after its
+    last data; trice has RFC 7675's 30 s of consent here (``--failed-timeout=30``: with the
+    default 25 s it ran out first, 2 runs of 2).  Measured on 2026-12-05: ``completed``
+    over the new address 25.0 s after the change (8 runs); at d10b248 consent ran out,
+    and ICE failed, in both roles.  ``data``: rounds of data a second apart from the
+    change on: data both ways again 6.0 s after the change (2 runs of each role: twice
+    the quiet time, then libnice's next datagram checked); at 34f52b9, before data was
+    taken as a sign, not within 20 s."""
     with nat_lab(NONE, EIM) as lab:
         a = _trice(
             lab, lab.host_a, role == "trice-controlling", "--report-states", "--failed-timeout=30"
@@ -346,11 +356,15 @@ def test_libnice_behind_a_nat_whose_public_address_changes_is_followed(role: str
             new = _renumber(lab.host_b)
             start = time.monotonic()
             moved: Message | None = None
-            while (msg := a.recv(max(0.0, start + 40 - time.monotonic())))["type"] != "state" or (
-                msg["state"] != "completed" or moved is None
-            ):
-                assert msg["type"] in _REPORTS, msg
-                if msg["type"] == "selected":
-                    moved = msg
+            if flow == "data":
+                _, reports = _until_data_both_ways(a, b, 20)
+                moved = [msg for msg in reports if msg["type"] == "selected"][-1]
+            else:
+                while (msg := a.recv(max(0.0, start + 40 - time.monotonic())))[
+                    "type"
+                ] != "state" or (msg["state"] != "completed" or moved is None):
+                    assert msg["type"] in _REPORTS, msg
+                    if msg["type"] == "selected":
+                        moved = msg
             assert moved is not None and _addresses(moved)[1] == new, moved
             _until_data_both_ways(a, b, 0)

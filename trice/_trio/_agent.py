@@ -2146,6 +2146,8 @@ class Agent:
                         dropped = True
                 else:
                     self._unknown_source += 1
+                    if self._core.selected is not None:
+                        self._from_stranger(transport, source)
             else:
                 empty = False  # (a whole batch read: there may be more)
         finally:
@@ -2216,6 +2218,16 @@ class Agent:
                 self._resume()
         else:
             self._unknown_source += 1
+            if self._core.selected is not None:
+                self._from_stranger(transport, source)
+
+    def _from_stranger(self, transport: Transport, source: Address) -> None:
+        """Data from ``source``, no remote candidate's address, on ``transport``: dropped,
+        but a peer behind a NAT that mapped it anew may be there (see
+        :meth:`AgentCore.on_stranger <trice.ice._core.AgentCore.on_stranger>`)."""
+        now = self._now()
+        if self._core.on_stranger(transport.base, source, now):
+            self._pump(now)
 
     def _on_stun(self, transport: Transport, data: bytes, source: Address) -> None:
         if len(data) > MAX_STUN:

@@ -1901,6 +1901,20 @@ class AgentCore:
                     self._start_check(self.selected, nominating=False, consent=True, now=now)
                 )
 
+    def on_stranger(self, base: int, source: Address, now: float) -> bool:
+        """Data came to transport ``base`` from ``source``, which is no remote candidate's
+        address (the shell drops it).  Like a keepalive indication from there, it may be
+        the peer's from a new mapping of a NAT in front of it: to the selected pair's base,
+        while the peer is silent on the pair, ``source`` is checked (see
+        :meth:`_maybe_probe`: one at a time, rate-limited, kept till the silence comes).
+        Returns whether a check was started (the shell sends it)."""
+        selected = self.selected
+        if selected is None or selected.base != base or self.finished:
+            return False
+        probe = self._probe
+        self._maybe_probe(selected, source, now)
+        return self._probe is not probe
+
     def on_data(self, now: float, *, selected: bool = False) -> None:
         """Data (not STUN) came from the peer since the shell last said so; ``now`` is when
         the shell noticed it, no earlier than it came.
@@ -2126,8 +2140,9 @@ class AgentCore:
         return True
 
     def _maybe_probe(self, selected: Pair, source: Address, now: float) -> None:
-        """A keepalive indication came to the selected pair's base from an address no pair
-        of it stands for, while the peer has gone unheard there (no answer to this agent's
+        """A keepalive indication (or data, see :meth:`on_stranger`) came to the selected
+        pair's base from an address no pair of it stands for, while the peer has gone
+        unheard there (no answer to this agent's
         consent checks for the quiet time): a NAT in front of an older peer (RFC 5245, which
         checks nothing once connected) may have mapped it anew, and its indications come
         from the new address while this agent's checks go to the forgotten one.  An
