@@ -1228,6 +1228,23 @@ def _indications_and_rebinding(
             nat.rebind()
 
 
+def _connected_to_an_older_peer_behind_a_nat(
+    controlling: bool,
+) -> tuple[Network, Nat, Endpoint, Endpoint]:
+    """a (``controlling`` or not) at 203.0.113.5, connected to b, an older peer (see
+    :func:`_older_peer`) at 10.1.0.2 behind a NAT (198.51.100.1)."""
+    net = Network(latency=0.02)
+    nat = Nat("198.51.100.1")
+    a = net.add_endpoint("a", controlling=controlling, tiebreaker=2000)
+    b = net.add_endpoint("b", controlling=not controlling, tiebreaker=1000, nat=nat)
+    a.add_host("203.0.113.5", 5000)
+    b.add_host("10.1.0.2", 6000)
+    _older_peer(net, b)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    return net, nat, a, b
+
+
 @pytest.mark.parametrize("pace", [10.0, 15.0, 25.0])
 @pytest.mark.parametrize("when", ["soon", "later", "before any"])
 def test_a_remapped_agent_under_a_peer_that_sends_only_keepalive_indications_stays_connected(
@@ -1282,15 +1299,7 @@ def test_an_older_peer_behind_a_nat_that_maps_it_anew_is_found_by_its_indication
     ``just_before``: the indication comes before a has noticed the silence; a keeps its
     source and checks it once it does (without, with b's next indication 25 s later, its
     consent ran out first)."""
-    net = Network(latency=0.02)
-    nat = Nat("198.51.100.1")
-    a = net.add_endpoint("a", controlling=controlling, tiebreaker=2000)
-    b = net.add_endpoint("b", controlling=not controlling, tiebreaker=1000, nat=nat)
-    a.add_host("203.0.113.5", 5000)
-    b.add_host("10.1.0.2", 6000)
-    _older_peer(net, b)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
+    net, nat, a, b = _connected_to_an_older_peer_behind_a_nat(controlling)
     rebind_at = 0.5 + pace if just_before else 12.0
     _indications_and_rebinding(net, b, nat, [1 + k * pace for k in range(5)], rebind_at)
     mapped = nat.mappings[("10.1.0.2", 6000)]
@@ -1396,15 +1405,7 @@ def test_an_older_peer_behind_a_nat_that_maps_it_anew_is_found_by_its_data(
     nothing on the pair for the quiet time, and a moves there within 5 s of the
     rebinding.  Before, a waited for an indication (25 s apart: its consent ran out
     first)."""
-    net = Network(latency=0.02)
-    nat = Nat("198.51.100.1")
-    a = net.add_endpoint("a", controlling=controlling, tiebreaker=2000)
-    b = net.add_endpoint("b", controlling=not controlling, tiebreaker=1000, nat=nat)
-    a.add_host("203.0.113.5", 5000)
-    b.add_host("10.1.0.2", 6000)
-    _older_peer(net, b)
-    net.exchange(a, b)
-    assert net.run_until(connected(a, b), 5)
+    net, nat, a, b = _connected_to_an_older_peer_behind_a_nat(controlling)
     _indications_and_rebinding(net, b, nat, [1.0], 12.0)
     selected = a.core.selected
     assert selected is not None
