@@ -273,11 +273,11 @@ def _libnice(lab: Lab, host: Host, controlling: bool) -> Peer:
     return Peer(host.argv(argv), name=f"libnice-{host.name}")
 
 
-def _reports_for(peer: Peer, seconds: float) -> list[tuple[float, Message]]:
-    """The reports the peer (``--report-states``, ``--report-selected``) sends within
-    ``seconds``, each with when it came; nothing else may come meanwhile."""
+def _states_for(peer: Peer, seconds: float) -> list[tuple[float, str]]:
+    """The states the peer (with ``--report-states``) says within ``seconds``, each with
+    when it said it; nothing but reports may come meanwhile."""
     start = time.monotonic()
-    reports = []
+    states = []
     while (left := start + seconds - time.monotonic()) > 0:
         try:
             msg = peer.recv(left)
@@ -285,12 +285,9 @@ def _reports_for(peer: Peer, seconds: float) -> list[tuple[float, Message]]:
             assert peer.proc.poll() is None, "the peer exited"
             break
         assert msg["type"] in _REPORTS, msg
-        reports.append((round(time.monotonic() - start, 1), msg))
-    return reports
-
-
-def _states(reports: list[tuple[float, Message]]) -> list[tuple[float, str]]:
-    return [(at, msg["state"]) for at, msg in reports if msg["type"] == "state"]
+        if msg["type"] == "state":
+            states.append((round(time.monotonic() - start, 1), msg["state"]))
+    return states
 
 
 @pytest.mark.usefixtures("need_libnice")
@@ -315,7 +312,7 @@ def test_a_remapped_agent_under_libnice_keepalive_indications_does_not_flap() ->
             b.expect("connected", 30)
             _until_data_both_ways(a, b, 0)
             _renumber(lab.host_a)
-            states = _states(_reports_for(a, 55))
+            states = _states_for(a, 55)
             disconnected = [at for at, state in states if state == "disconnected"]
             assert len(disconnected) <= 1, states
             _until_data_both_ways(a, b, 0)

@@ -2165,25 +2165,7 @@ class AgentCore:
         local = self._base_candidate(selected.base)
         if local is None:
             return
-        if source not in self.remote_addresses:
-            if self._remote_count() + self.pending_remote >= self.max_remote_candidates:
-                self.prflx_dropped += 1
-                return
-            try:
-                prflx = prflx_candidate(
-                    source,
-                    learned_from=f"{source[0]} {source[1]}",
-                    component=local.component,
-                    priority=selected.remote.priority,
-                )
-            except CandidateError:
-                return
-            if prflx.transport_address != source:
-                return
-            self._add_remote(prflx)
-        pair = self.checklist.find(selected.base, source)
-        if pair is None:
-            pair = self._add_pair(local, self.remote_addresses[source], selected.base, keep=True)
+        pair = self._pair_from(local, selected.base, source, selected.remote.priority)
         if pair is None or pair is selected or pair.state is _PAIR_IN_PROGRESS:
             return
         self._probe, self._probe_at = pair, now
@@ -3111,20 +3093,19 @@ class AgentCore:
                 # ICE is done (its §10): consent, as data from there is (see on_data).
                 selected = self.selected
                 if (
-                    selected is None
-                    or request.unknown_required  # (discarded: RFC 8489 §6.3.2)
-                    or selected.base != base
+                    selected is not None
+                    and not request.unknown_required  # (discarded: RFC 8489 §6.3.2)
+                    and selected.base == base
                 ):
-                    pass
-                elif selected.remote_address == source:
+                    if selected.remote_address != source:
+                        self._maybe_probe(selected, source, now)
+                        return None
                     if self.local.lite and now > self._last_consent:
                         self._last_consent = now
                     self._indicating = True
                     self._heard_since_remap(now)
                     if now > self._last_alive:
                         self._alive(now)
-                else:
-                    self._maybe_probe(selected, source, now)
             return None
         self.requests_received += 1
         if source[1] == 0:
@@ -3266,6 +3247,51 @@ class AgentCore:
             if pair.state is _PAIR_IN_PROGRESS:
                 self._check_again(pair)
 
+    def _pair_from(
+        self, local: Candidate, base: int, source: Address, priority: int
+    ) -> Pair | None:
+        """The pair of transport ``base`` (whose candidate is ``local``) to ``source``, its
+        remote candidate learned as peer-reflexive if new (RFC 8445 §7.3.1.3: over TCP, of
+        the tcptype of the connection's other end, RFC 6544 §7.2), of ``priority``; None if
+        there is no room for it, or no candidate can stand for ``source``."""
+        key = source if local.protocol == "udp" else _tcp_key(source)
+        if key not in self.remote_addresses or key == self._stale:
+            if (
+                not self._counted(key)
+                and self._remote_count() + self.pending_remote >= self.max_remote_candidates
+            ):
+                # (The names the shell resolves hold their room: see check_room.)
+                self.prflx_dropped += 1
+                capped = self._prflx_capped
+                if capped is None:
+                    capped = self._prflx_capped = set()
+                if len(capped) < MAX_CAPPED_KEPT:
+                    capped.add(key)
+                return None
+            try:
+                prflx: Candidate | None = prflx_candidate(
+                    source,
+                    # (Its own foundation, unlike any other remote candidate's: two sources
+                    # of one address are two candidates, RFC 8445 §7.3.1.3.)
+                    learned_from=f"{source[0]} {source[1]}",
+                    component=local.component,
+                    priority=priority,
+                    tcp_type=_opposite(local.tcp_type),
+                )
+            except CandidateError:
+                prflx = None  # (a scoped link-local source, say)
+            if prflx is None or prflx.transport_address != source:
+                # A source that no candidate can stand for as it is written (the candidate
+                # would write it otherwise: "::1.2.3.4" is "::102:304"), so no pair can be
+                # found by it: answered, but not learned.
+                self.prflx_dropped += 1
+                return None
+            self._add_remote(prflx)  # (only the pair of base to it, below: §7.3.1.4)
+        pair = self.checklist.find(base, source)
+        if pair is None:
+            pair = self._add_pair(local, self.remote_addresses[key], base, keep=True)
+        return pair
+
     def _learn_from_request(
         self,
         base: int,
@@ -3285,48 +3311,11 @@ class AgentCore:
         local = self._base_candidate(base)
         if local is None:
             return False
-        key = source if local.protocol == "udp" else _tcp_key(source)
-        if key not in self.remote_addresses or key == self._stale:
-            # RFC 8445 §7.3.1.3: a peer-reflexive remote candidate (over TCP, of the
-            # tcptype of the connection's other end, RFC 6544 §7.2).
-            if (
-                not self._counted(key)
-                and self._remote_count() + self.pending_remote >= self.max_remote_candidates
-            ):
-                # (The names the shell resolves hold their room: see check_room.)
-                self.prflx_dropped += 1
-                capped = self._prflx_capped
-                if capped is None:
-                    capped = self._prflx_capped = set()
-                if len(capped) < MAX_CAPPED_KEPT:
-                    capped.add(key)
-                return False
-            try:
-                prflx: Candidate | None = prflx_candidate(
-                    source,
-                    # (Its own foundation, unlike any other remote candidate's: two sources
-                    # of one address are two candidates, RFC 8445 §7.3.1.3.)
-                    learned_from=f"{source[0]} {source[1]}",
-                    component=local.component,
-                    priority=priority,
-                    tcp_type=_opposite(local.tcp_type),
-                )
-            except CandidateError:
-                prflx = None  # (a scoped link-local source, say)
-            if prflx is None or prflx.transport_address != source:
-                # A source that no candidate can stand for as it is written (the candidate
-                # would write it otherwise: "::1.2.3.4" is "::102:304"), so no pair can be
-                # found by it: answered, but not learned.
-                self.prflx_dropped += 1
-                return False
-            self._add_remote(prflx)  # (only the pair this check came on, below: §7.3.1.4)
-        pair = self.checklist.find(base, source)
+        pair = self._pair_from(local, base, source, priority)
         if pair is None:
-            remote = self.remote_addresses[key]
-            pair = self._add_pair(local, remote, base, keep=True)
-            if pair is None:
-                return False
+            return False
         if named is not None:
+            key = source if local.protocol == "udp" else _tcp_key(source)
             taught = self._taught
             if taught is None:
                 self._taught = taught = {}
