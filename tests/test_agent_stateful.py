@@ -303,7 +303,7 @@ class Side:
 
     def carries(self) -> bool:
         """Whether data goes: a pair selected, or during an ICE restart made while one was,
-        its pair of before, in its consent's time (the restart's first 5 s, consent 25 s)."""
+        its pair of before, in its consent's time (the restart's first 5 s, consent 30 s)."""
         state = self.a.connection_state
         if state in (_S.CONNECTED, _S.COMPLETED):
             return True

@@ -22,6 +22,7 @@ from trice.ice import Candidate, CandidateType, TcpType, candidate_priority
 from trice.ice._checklist import Pair, PairState, compute_pair_priority
 from trice.ice._core import (
     GIVE_WAY_AFTER,
+    JITTER_MAX,
     MAX_CAPPED_KEPT,
     NO_PAIR_WORKS,
     PINGBACK_MAX,
@@ -5831,18 +5832,28 @@ def test_a_lite_agent_takes_no_pace_from_checks_with_data_between() -> None:
     assert S.DISCONNECTED in _lite_states(core)
 
 
-def test_a_lite_agent_whose_paced_peer_vanished_is_disconnected_then_failed() -> None:
-    """Checks 15 s apart, then silence: disconnected at two thirds of consent (16.7 s)
-    after the last, not before; failed at 25 s."""
-    core = _lite_core()
+@pytest.mark.parametrize(
+    ("failed_timeout", "disconnected_after"),
+    [(30.0, 15.0 * JITTER_MAX), (25.0, 25.0 * 2 / 3)],
+    ids=["default", "consent-25"],
+)
+def test_a_lite_agent_whose_paced_peer_vanished_is_disconnected_then_failed(
+    failed_timeout: float, disconnected_after: float
+) -> None:
+    """Checks 15 s apart, then silence: disconnected as far after the last as the pace
+    with its jitter (18 s), not before, or at two thirds of consent if that is sooner (16.7
+    s of 25); failed when consent runs out (30 s by default)."""
+    core = _lite_core(Timing(failed_timeout=failed_timeout))
     for i in range(4):
         _lite_check(core, 15.0 * i, i)
     _lite_states(core)
-    core.on_timer(45.0 + 16.6)
+    core.on_timer(45.0 + disconnected_after - 0.1)
     assert S.DISCONNECTED not in _lite_states(core)
-    core.on_timer(45.0 + 25 * 2 / 3)
+    core.on_timer(45.0 + disconnected_after)
     assert S.DISCONNECTED in _lite_states(core)
-    core.on_timer(45.0 + 25.0)
+    core.on_timer(45.0 + failed_timeout - 0.1)
+    assert S.FAILED not in _lite_states(core)
+    core.on_timer(45.0 + failed_timeout)
     assert S.FAILED in _lite_states(core)
 
 

@@ -42,7 +42,7 @@ A_POOL = [("10.0.0.1", 5000), ("fd00::1", 5001), ("10.0.1.1", 5002)]
 B_POOL = [("10.1.0.2", 6000), ("fd00::2", 6001), ("10.1.1.2", 6002)]
 STUN_SERVER = ("198.51.100.1", 3478)
 TIMING = Timing()
-DECIDE = 30.0  # failed_timeout (25) + a check's last RTO (3) + slack
+DECIDE = 35.0  # failed_timeout (30) + a check's last RTO (3) + slack
 STAY = 60.0  # two consent lifetimes
 
 

@@ -431,16 +431,17 @@ class Timing:
             this long (an answer to one of our checks, RFC 7675; for an ICE-lite agent, which
             sends none, the peer's checks or its data over the selected pair), the state
             becomes failed;
-            consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.  Pion's
-            ``FailedTimeout`` of the same default counts from the end of its
-            ``DisconnectedTimeout``, failing a silent pair 30 s after the peer was last
-            heard; here it counts from the last consent, 25 s (give 30 for Pion's time).
+            consent lasts 30 s at most, though (RFC 7675 §5.1), whatever this says.  The
+            default, 30 s, is consent's whole time, and Pion's time to fail a silent pair
+            (its ``FailedTimeout``, 25 s, counts from the end of its ``DisconnectedTimeout``,
+            5 s).  (Until 2026-12-05 it was 25 s, Pion's figure counted from the last
+            consent: an older peer's keepalive indication 25 s apart, libnice's, came too
+            late after a NAT's rebinding.)
             Consent counts from when an answered check went, so a path's round trip must
             stay well under this: the controlled agent's first consent answer comes some
             2.5 round trips after its first check went (answered, then the peer's
-            nomination, then its own consent check).  A round trip of 10 s connects and
-            then fails with the default; 30 (with ``disconnected_timeout`` at 12) holds one
-            up to about 12 s.
+            nomination, then its own consent check).  A round trip of 11.8 s holds with
+            the defaults; one of 12 s connects and then fails.
         pac_timeout: how long after checks start ICE may not yet fail, though every pair has
             failed or none could be formed (RFC 8863, "patiently awaiting connectivity": the
             peer's checks may still come and teach a peer-reflexive pair that works).
@@ -463,7 +464,7 @@ class Timing:
     relay_nomination_delay: float = 1.0
     keepalive_interval: float = 2.0
     disconnected_timeout: float = 5.0
-    failed_timeout: float = 25.0
+    failed_timeout: float = 30.0
     pac_timeout: float | None = None
     gather_timeout: float = 3.0
     mdns_timeout: float = 5.0

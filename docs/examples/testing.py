@@ -1,7 +1,7 @@
 """Testing an application that uses trice: two agents on loopback, in virtual time.
 
 The same body as a pytest-trio test takes the ``autojump_clock`` fixture; here ``trio.run``
-is given the clock itself.  Consent running out (some 25 s) takes milliseconds.
+is given the clock itself.  Consent running out (some 30 s) takes milliseconds.
 """
 
 from __future__ import annotations

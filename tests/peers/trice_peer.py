@@ -446,7 +446,7 @@ def main() -> int:
         action="store_true",
         help="describe no UDP candidate (as if a firewall dropped UDP: with --tcp, TCP only)",
     )
-    parser.add_argument("--failed-timeout", type=float, default=25.0)
+    parser.add_argument("--failed-timeout", type=float, default=trice.Timing().failed_timeout)
     parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")
     parser.add_argument("--rto-max", type=float, default=3.0, help="cap of the doubling RTO")
     parser.add_argument("--max-binding-requests", type=int, default=7)
