@@ -854,6 +854,45 @@ def test_a_nat_that_maps_the_controlled_agent_anew_is_followed(
         assert ConnectionState.DISCONNECTED not in later
 
 
+def test_a_late_check_from_the_selected_pairs_remote_address_moves_no_controlling_agent() -> None:
+    """b, controlling, with two hosts; a, controlled, behind a NAT (its address
+    peer-reflexive to b).  b selects its top pair (6000), having proved the lower one
+    (6002) too.  a's first check of the lower pair is held on the way 8 s; meanwhile
+    a's packets to the top pair are lost from 4 s to 9 s, so that b hears nothing on its
+    pair for longer than the quiet time when that copy comes: from the address b's pair
+    leads to, where a still is.  b took it for a new mapping of a's (see
+    ``AgentCore._maybe_move``) and nominated the lower pair, a second nomination after
+    ``completed``; it stays on its pair, and completed, now."""
+    held = 8.0
+
+    def latency(p: Packet) -> float:
+        return held if p.sender == "a" and p.dst[1] == 6002 and p.sent_at < 0.5 else 0.01
+
+    net = Network(latency=latency)
+    nat = Nat("203.0.113.1")
+    a = net.add_endpoint("a", controlling=False, tiebreaker=1000, nat=nat)
+    b = net.add_endpoint("b", controlling=True, tiebreaker=2000)
+    a.add_host("10.0.0.1", 5000)
+    b.add_host("10.1.0.2", 6000, local_pref=65535)
+    b.add_host("10.1.1.2", 6002, local_pref=30000)
+    net.drop(lambda p: p.sender == "a" and p.dst[1] == 6000 and 4.0 <= p.sent_at < 9.0)
+    net.exchange(a, b)
+    assert net.run_until(connected(a, b), 5)
+    net.run_for(1.0)
+    proved = {
+        (p.local.port, p.remote.type.value)
+        for p in b.core.checklist
+        if p.state.value == "succeeded"
+    }
+    assert proved == {(6000, "prflx"), (6002, "prflx")}
+    net.run_for(14.0)
+    late = [p for p in net.packets(sender="a", requests=True) if p.deliver_at - p.sent_at > 1]
+    assert late and late[0].dst[1] == 6002  # (the copy held on the way came)
+    moves = [e.pair.local.port for _, e in b.events if isinstance(e, SelectedPairChanged)]
+    assert moves == [6000]
+    assert b.state is ConnectionState.COMPLETED
+
+
 def _states_after_rebinding(
     net: Network, a: Endpoint, b: Endpoint, nat: Nat, watched: Endpoint, duration: float
 ) -> list[tuple[float, ConnectionState]]:

@@ -261,6 +261,7 @@ class AgentCore:
         "_next_paced",
         "_nominating",
         "_nominators",
+        "_nudge_at",
         "_past_ufrags",
         "_peer_nominated",
         "_pingback",
@@ -495,6 +496,7 @@ class AgentCore:
         self._checking_since: float | None = None
         self._next_paced = 0.0
         self._first_valid_at: float | None = None
+        self._nudge_at: float | None = None  # (see _nudge)
         self._nominating: Pair | None = None
         #: Whether the nomination in flight (``_nominating``) moves the selection to its
         #: pair, whatever its priority (see :meth:`_maybe_move`).
@@ -810,7 +812,7 @@ class AgentCore:
         self._refused_at = self._refused = None
         self._drop_checks()
         self._nominating = None
-        self._first_valid_at = None
+        self._first_valid_at = self._nudge_at = None
         self._next_consent = None
         self._fail_held = False
         self._remapped_at = None
@@ -1796,6 +1798,9 @@ class AgentCore:
                     due = self._pingback.pingback_at
                     if due < deadline:
                         deadline = due
+                nudge = self._nudge_at
+                if nudge is not None and nudge < deadline and not self.controlling:
+                    deadline = nudge
             if self._previous is not None:
                 # The pair of before a restart carries data until its consent expires.
                 due = self._last_consent + self._consent_for
@@ -1860,6 +1865,9 @@ class AgentCore:
             pair = self._pingback
             if pair is not None and now >= pair.pingback_at:
                 self._ping_back(pair, now)
+            nudge = self._nudge_at
+            if nudge is not None and now >= nudge:
+                self._nudge(now)
             self._maybe_nominate(now)
             return
         # The same sums as next_deadline's (``last + timeout``), not ``now - last``: in
@@ -2402,6 +2410,8 @@ class AgentCore:
         self.checklist.unfreeze_foundation(pair.foundation)
         if self._first_valid_at is None:
             self._first_valid_at = now
+        if self._nudge_at is None:
+            self._nudge_at = now + self._consent_interval()
         if pair is self._probe and not check.nominating:
             self._probed(pair, now)
             self._maybe_complete()
@@ -2492,6 +2502,26 @@ class AgentCore:
         ):
             pair.pinged_back = True
             self._push_urgent(self._start_check(pair, nominating=False, consent=True, now=now))
+
+    def _nudge(self, now: float) -> None:
+        """Not in RFC 8445: a controlled agent with a valid pair and no nomination yet
+        checks its best valid pair again every consent interval (``keepalive_interval``,
+        jittered), from its first valid pair on, until a pair is selected or ICE fails.
+        Its own check succeeded, but the peer's may have failed, every answer to it lost
+        (a lossy path, since healed), and this agent sends nothing more once its checks
+        are done: the peer waits for a check of ours to check again (RFC 8445 §7.3.1.4),
+        and we for its nomination, until ICE fails on both sides.  Our check, on a failed
+        pair of the peer's, brings its triggered check, which succeeds, and the
+        nomination (in the liveness model, before 2026-12-05, a path that lost 70 % of
+        one way's packets for 20 s left both sides so until they failed at
+        ``failed_timeout``).  A peer still waiting before it nominates (a better pair
+        still being checked, Pion's waits by pair type) only answers it."""
+        self._nudge_at = now + self._consent_interval() * self._jitter()
+        if self.controlling or self.selected is not None:
+            return
+        best = self.checklist.best_valid()
+        if best is not None and best.state is _PAIR_SUCCEEDED:
+            self._push_urgent(self._start_check(best, nominating=False, consent=True, now=now))
 
     def _local_for_mapped(self, pair: Pair, mapped: Address) -> Candidate:
         """The local candidate of the valid pair that a success with XOR-MAPPED-ADDRESS
