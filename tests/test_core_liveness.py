@@ -724,6 +724,40 @@ def test_a_controlling_agent_whose_consent_holds_moves_to_no_other_base_of_the_p
     check_model(d)  # (which asserts, among the rest, no change of pair after completed)
 
 
+def test_a_controlling_agent_moves_to_no_address_of_the_peer_known_before_its_selection() -> None:
+    """Found by the model at random (once in about 10000 sessions): both controlling (b
+    keeps the role), a behind a NAT with two hosts, 70 % of a's packets to b lost for 20
+    s.  b's pair to a's 40001 goes unheard, and its consent checks unanswered, for
+    seconds at a time; as the path heals a check of a's other base, from 40000, comes,
+    and b nominated that pair, a second nomination after ``completed``.  40000 was
+    learned as the checks went, before b selected its pair: a new mapping's address is
+    learned after (see ``AgentCore._maybe_move``).  The session then ends as the model
+    wants (a restarts if either side failed; both connect)."""
+    d = Draw(
+        a_hosts=(0, 2),
+        b_hosts=(0, 1, 2),
+        a_controlling=True,
+        b_controlling=True,
+        a_nomination=Nomination.REGULAR,
+        b_nomination=Nomination.REGULAR,
+        nat=True,
+        a_eoc=False,
+        b_eoc=False,
+        sig_delay=0.3,
+        bad_until=20.0,
+        loss_ab=0.7,
+        loss_ba=0.3,
+        duplicate=0.3,
+        jitter=0.1,
+        cut=frozenset({("ba", 0, 0)}),
+        seed=1110,
+        named=False,
+        a_tiebreaker=0,
+        b_tiebreaker=1,
+    )
+    check_recovery(d, "a")  # (check_model's assertions first: no change after completed)
+
+
 def test_a_controlled_agent_waiting_for_a_nomination_checks_again_until_it_comes() -> None:
     """Found by the model at random (once in about 7500 sessions, with ``failed_timeout``
     at 30 s): both restart early; then, for 20 s, 70 % of a's packets to b are lost, and

@@ -250,6 +250,7 @@ class AgentCore:
         "_last_selected",
         "_late",
         "_late_end_possible",
+        "_late_prflx",
         "_live",
         "_local_key",
         "_moving",
@@ -550,6 +551,8 @@ class AgentCore:
         # The sources of this generation's peer-reflexive candidates left out past
         # max_remote_candidates (no_pair_reason says how many), once there is one.
         self._prflx_capped: set[tuple[str, int]] | None = None
+        #: The peer-reflexive addresses learned while a pair was selected (see _maybe_move).
+        self._late_prflx: set[Address] | None = None
         self.remote_candidates_dropped = 0
         #: Times the agent took the other role: facing an ICE-lite peer, or to resolve a role
         #: conflict (RFC 8445 §7.2.5.1, §7.3.1.1), and why the last time.
@@ -805,7 +808,7 @@ class AgentCore:
         self.remote_end_held = False
         self.selected = None
         self.checks_unauthorized = 0  # (this generation's: see __init__)
-        self._prflx_capped = None
+        self._prflx_capped = self._late_prflx = None
         self._answered_signed = False
         self._peer_nominated = False
         self.consent_revoked = False
@@ -2113,7 +2116,11 @@ class AgentCore:
         checks there are answered: the peer is still there, and a check of its other base
         behind the same NAT looks the same as one from a new mapping (the same random
         sessions moved so once in about 15000, the peer's checks on the pair lost for 3.4 s
-        while our consent check 1.2 s before was answered).  (Nothing RFC
+        while our consent check 1.2 s before was answered).  And only to an address
+        learned while a pair was selected: a new mapping's is new; the peer's other base's
+        was learned as the checks went (after 18 s of a path that lost 70 % one way,
+        unheard and unanswered, a controlling agent moved so as the path healed, once in
+        about 10000 sessions).  (Nothing RFC
         8445 foresees: without it, the controlling agent's consent ran out while the peer's
         did not, and ICE failed on both sides; see :meth:`_maybe_remapped` for a NAT in
         front of this agent.)"""
@@ -2124,6 +2131,8 @@ class AgentCore:
             or self._nominating is not None
             or pair.remote.type is not _PRFLX
             or pair.remote_address == selected.remote_address
+            or self._late_prflx is None
+            or remote_key(pair.remote) not in self._late_prflx
         ):
             return
         quiet = self._quiet_after(selected)
@@ -3329,6 +3338,11 @@ class AgentCore:
                 self.prflx_dropped += 1
                 return None
             self._add_remote(prflx)  # (only the pair of base to it, below: §7.3.1.4)
+            if self.selected is not None:
+                late = self._late_prflx
+                if late is None:
+                    late = self._late_prflx = set()
+                late.add(key)
         pair = self.checklist.find(base, source)
         if pair is None:
             pair = self._add_pair(local, self.remote_addresses[key], base, keep=True)
