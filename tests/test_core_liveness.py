@@ -665,6 +665,22 @@ def test_a_cancelled_check_ranked_above_the_selected_pair_since_goes_on() -> Non
     )
 
 
+def _found(**fields: Any) -> Draw:
+    """A draw the model found at random, with what those found so far share: regular
+    nomination on both sides, no end-of-candidates, candidates that name no ufrag, and
+    b's tie-breaker the larger."""
+    return Draw(
+        a_nomination=Nomination.REGULAR,
+        b_nomination=Nomination.REGULAR,
+        a_eoc=False,
+        b_eoc=False,
+        named=False,
+        a_tiebreaker=0,
+        b_tiebreaker=1,
+        **fields,
+    )
+
+
 def check_recovery(d: Draw, who: str) -> Model:
     """After the model's run (decided, on a healed network), ``who`` restarts if ICE failed
     on either side (a user's restart after failure): both connect, on one pair."""
@@ -699,16 +715,12 @@ def test_a_controlling_agent_whose_consent_holds_moves_to_no_other_base_of_the_p
     though its own consent check on its pair, 1.2 s before, had been answered.  It waits
     for its consent checks to go unanswered as long as the pair has been quiet, as after
     a rebinding they do (see ``AgentCore._maybe_move``)."""
-    d = Draw(
+    d = _found(
         a_hosts=(0, 2),
         b_hosts=(0,),
         a_controlling=False,
         b_controlling=False,
-        a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.REGULAR,
         nat=True,
-        a_eoc=False,
-        b_eoc=False,
         trickle=0.2,
         sig_delay=0.01,
         bad_until=10.0,
@@ -717,9 +729,6 @@ def test_a_controlling_agent_whose_consent_holds_moves_to_no_other_base_of_the_p
         duplicate=0.3,
         restarts=((1.0, "a"), (4.5, "b"), (5.0, "a")),
         seed=1,
-        named=False,
-        a_tiebreaker=0,
-        b_tiebreaker=1,
     )
     check_model(d)  # (which asserts, among the rest, no change of pair after completed)
 
@@ -733,16 +742,12 @@ def test_a_controlling_agent_moves_to_no_address_of_the_peer_known_before_its_se
     learned as the checks went, before b selected its pair: a new mapping's address is
     learned after (see ``AgentCore._maybe_move``).  The session then ends as the model
     wants (a restarts if either side failed; both connect)."""
-    d = Draw(
+    d = _found(
         a_hosts=(0, 2),
         b_hosts=(0, 1, 2),
         a_controlling=True,
         b_controlling=True,
-        a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.REGULAR,
         nat=True,
-        a_eoc=False,
-        b_eoc=False,
         sig_delay=0.3,
         bad_until=20.0,
         loss_ab=0.7,
@@ -751,9 +756,6 @@ def test_a_controlling_agent_moves_to_no_address_of_the_peer_known_before_its_se
         jitter=0.1,
         cut=frozenset({("ba", 0, 0)}),
         seed=1110,
-        named=False,
-        a_tiebreaker=0,
-        b_tiebreaker=1,
     )
     check_recovery(d, "a")  # (check_model's assertions first: no change after completed)
 
@@ -768,24 +770,17 @@ def test_a_controlled_agent_waiting_for_a_nomination_checks_again_until_it_comes
     path healed 11 s before.  a, controlled, checks its valid pair again every consent
     interval while it waits (``AgentCore._nudge``): b's triggered check follows one, and
     the nomination; both connect, and never fail."""
-    d = Draw(
+    d = _found(
         a_hosts=(0,),
         b_hosts=(0,),
         a_controlling=False,
         b_controlling=True,
-        a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.REGULAR,
-        a_eoc=False,
-        b_eoc=False,
         sig_delay=0.01,
         bad_until=20.0,
         loss_ba=0.7,
         duplicate=0.3,
         restarts=((0.5, "a"), (1.0, "b")),
         seed=55,
-        named=False,
-        a_tiebreaker=0,
-        b_tiebreaker=1,
     )
     m = check_model(d)
     for ep in (m.a, m.b):
