@@ -37,7 +37,6 @@ COUNT = 100
 TIMEOUT = 20.0
 KINDS = ["aioice", "pion"]
 _UP = (trice.ConnectionState.CONNECTED, trice.ConnectionState.COMPLETED)
-#: Consent refreshed every 0.25 s or so, lost after a second without an answer.
 #: Consent checks every quarter second, disconnected after 0.6 s unheard.  (Consent, which
 #: also bounds the wait for a controlling peer's nomination, was 1 s until 2026-12-05: Pion,
 #: controlling on a loaded machine, once nominated later than that, 1 run in some 35.)

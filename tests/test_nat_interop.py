@@ -335,12 +335,11 @@ def test_libnice_behind_a_nat_whose_public_address_changes_is_followed(
     ``idle``: nothing is sent after the change but libnice's indication, 25 s after its
     last data; trice has RFC 7675's 30 s of consent here (``--failed-timeout=30``, trice's
     default since 2026-12-05: with 25 s, the default until then, it ran out first, 2 runs
-    of 2).  Measured on 2026-12-05: ``completed``
-    over the new address 25.0 s after the change (8 runs); at d10b248 consent ran out,
-    and ICE failed, in both roles.  ``data``: rounds of data a second apart from the
-    change on: data both ways again 6.0 s after the change (2 runs of each role: twice
-    the quiet time, then libnice's next datagram checked); at 34f52b9, before data was
-    taken as a sign, not within 20 s."""
+    of 2).  Measured on 2026-12-05: ``completed`` over the new address 25.0 s after the
+    change (8 runs); at d10b248 consent ran out, and ICE failed, in both roles.
+    ``data``: rounds of data a second apart from the change on: data both ways again 6.0
+    s after the change (2 runs of each role: twice the quiet time, then libnice's next
+    datagram checked); at 34f52b9, before data was taken as a sign, not within 20 s."""
     with nat_lab(NONE, EIM) as lab:
         a = _trice(
             lab, lab.host_a, role == "trice-controlling", "--report-states", "--failed-timeout=30"
