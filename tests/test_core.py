@@ -1286,8 +1286,8 @@ def test_a_check_crossed_early_goes_again_no_sooner_than_resend_min() -> None:
 
 
 def test_a_nomination_in_flight_is_not_sent_again_for_a_peer_request() -> None:
-    """A nomination goes over a pair already proved: a peer's request on its pair sends no
-    copy of it."""
+    """A nomination goes over a pair already proved: a peer's request on its pair that
+    crosses its latest copy (2 ms after it) sends no copy of it."""
     core, pair = _proved_pair_core(controlling=True)  # ... and nominating it now
     nomination = core.poll_check(0.01)
     assert nomination is not None and nomination.nominating and nomination.pair is pair
@@ -1295,6 +1295,54 @@ def test_a_nomination_in_flight_is_not_sent_again_for_a_peer_request() -> None:
     request = binding_request(core, controlling=False)  # from the controlled peer
     assert core.on_request(0, pair.remote_address, request, 0.012) is not None
     assert list(core.poll_resend()) == []
+
+
+def test_a_nomination_goes_again_at_each_peer_request_an_rto_after_its_latest_copy() -> None:
+    """Loss that lasts: the nomination's copies go 0.5, 1, 2, 3 s apart, all their answers
+    lost, while the peer's checks come.  A peer request that comes an RTO or more after the
+    latest copy (which was lost, then) has the nomination sent again at once, at each such
+    request; one that crosses a copy, none.  Before, no request sent a nomination again: in
+    the NAT lab, a third of the packets lost each way, it took 17 s to connect trice to
+    trice, the peer's checks coming every 2 s meanwhile."""
+    core, pair = _proved_pair_core(controlling=True)
+    nomination = core.poll_check(0.01)
+    assert nomination is not None and nomination.nominating
+    tid, start = nomination.transaction_id, 0.01
+    assert nomination.schedule[:3] == pytest.approx((0.0, 0.5, 1.5))
+
+    def request(at: float, n: int) -> list[tuple[bytes, float]]:
+        message = binding_request(core, controlling=False, tid=bytes([n]) * 12)
+        assert core.on_request(0, pair.remote_address, message, at) is not None
+        return [(t, round(when, 9)) for t, when in core.poll_resend()]
+
+    # (The copies went at start + 0 and start + 0.5: the latest 0.7 s before.)
+    assert request(start + 1.2, 1) == [(tid, round(start + 1.2, 9))]
+    assert request(start + 1.3, 2) == []  # (0.1 s after the copy it sent)
+    assert request(start + 2.6, 3) == [(tid, round(start + 2.6, 9))]  # (1.1 s after 1.5)
+    assert request(start + 2.65, 4) == []
+
+
+def test_a_check_goes_again_at_each_peer_request_an_rto_after_its_latest_copy() -> None:
+    """An ordinary check: a request that crosses it sends it once more at twice its age,
+    once a transaction (test_request_on_in_progress_pair_resends_it); but a request that
+    comes an RTO or more after the latest copy sends it again at once, each time (before,
+    once a transaction: under lasting loss the next copy was up to 3 s away)."""
+    _net, a = three_pair_core()
+    core = a.core
+    core.want_connection(0.0)
+    first = core.poll_check(0.0)
+    assert first is not None
+    tid, remote = first.transaction_id, first.pair.remote_address
+
+    def request(at: float, n: int) -> list[tuple[bytes, float]]:
+        assert core.on_request(0, remote, binding_request(core, tid=bytes([n]) * 12), at)
+        return [(t, round(when, 9)) for t, when in core.poll_resend()]
+
+    assert request(0.01, 1) == [(tid, round(0.02, 9))]  # (crossing: twice its age)
+    assert request(0.011, 2) == []  # (once a transaction)
+    assert request(1.2, 3) == [(tid, round(1.2, 9))]  # (the copy at 0.5: 0.7 s before)
+    assert request(1.25, 4) == []
+    assert request(2.6, 5) == [(tid, round(2.6, 9))]  # (the copy at 1.5: 1.1 s before)
 
 
 def _answer_to(check: Check, peer: AgentCore) -> stun.Message:

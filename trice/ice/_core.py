@@ -1566,17 +1566,18 @@ class AgentCore:
         crossed ours on the wire, our answer on its way.  If the peer's request reached us
         A after our latest copy of the check went, that copy (if it got through) is
         answered by about 2A after it; the check goes out again then (at least
-        :data:`RESEND_MIN` after), once per check, or at once if A is past ``Timing.rto``
-        (the copy was lost, or the way has only now opened: after an outage).  The rule
-        scales with the path and with the load of the process: a loaded process answers
-        late, and does not flood itself with copies; and a check that a TURN server dropped
-        goes out again within milliseconds.  A request that nominates the pair (the peer
+        :data:`RESEND_MIN` after), once per check, or at once, at each such request, if A is
+        past ``Timing.rto`` (the copy was lost, to loss that lasts, or the way has only now
+        opened: after an outage).  The rule scales with the path and with the load of the
+        process: a loaded process answers late, and does not flood itself with copies; and
+        a check that a TURN server dropped goes out again within milliseconds.  A request
+        that nominates the pair (the peer
         waits for nothing but our check) has it sent again at once, at each such request,
         as does a request on a pair whose check the peer answered 401 (it came before our
         parameters did: no copy of ours is on its way), or that 401 coming after such a
         request, once a transaction (over ICE-TCP, where no copy goes, the pair is checked
-        anew instead).  Our own regular nomination is never sent again this way: it goes
-        over a pair already proved.
+        anew instead).  Our own regular nomination goes again only when A is past
+        ``Timing.rto``: it goes over a pair already proved, where only loss loses a copy.
         """
         resend = self._resend
         if resend is None:
@@ -3456,9 +3457,7 @@ class AgentCore:
                 pair.nominate_on_success = True
             if pair.state is _PAIR_IN_PROGRESS:
                 tid = pair.transaction
-                if tid is not None and (pair.resent != tid or use_candidate):
-                    # (Once a transaction, or at each nomination, which a peer repeats only
-                    # while it gets no answer.)
+                if tid is not None:
                     self._want_resend(pair, tid, now, nominated=use_candidate)
                 if not self.controlling and not use_candidate:
                     # The peer's check crossed ours: a ping-back too, but no time of its
@@ -3573,14 +3572,16 @@ class AgentCore:
         and no copy of ours is on its way)."""
         live = self._live
         check = None if live is None else live.get(tid)
-        if check is None or (check.nominating and self.nomination is not _AGGRESSIVE):
-            return  # (a regular nomination goes over a pair already proved)
-        refused = self._refused_checks
-        if refused is not None and tid in refused:
-            self._resend_refused(pair, check, now)
+        if check is None:
             return
-        pair.resent = tid
+        regular = check.nominating and self.nomination is not _AGGRESSIVE
+        refused = self._refused_checks
+        if refused is not None and tid in refused and not regular:
+            if pair.resent != tid or nominated:  # (once a transaction: see _refused)
+                self._resend_refused(pair, check, now)
+            return
         if nominated:
+            pair.resent = tid
             at = max(now, check.started + RESEND_MIN)
             # (A retransmission of the schedule due as good as then, just gone or about to
             # go, serves: two copies at one instant carry nothing more than one.)
@@ -3605,12 +3606,30 @@ class AgentCore:
             copies = len(schedule) - 1
             sent_copies = bisect.bisect_right(schedule, age, 0, copies)
             sent = check.started + (schedule[sent_copies - 1] if sent_copies else 0.0)
+            asked = self._resend_asked
+            if asked is not None and asked[0] == tid and sent < asked[1] <= now:
+                sent = asked[1]  # (a copy this rule sent since)
             since = now - sent
-            # (A copy that went longer than an RTO ago was lost, or the way has only now
-            # opened: at once.)
-            at = now if since >= self.timing.rto else sent + max(RESEND_MIN, 2 * since)
+            if since >= self.timing.rto:
+                # Our latest copy went longer than an RTO ago: it was lost, or the way has
+                # only now opened.  Again at once, at each such request: under loss that
+                # lasts, the schedule's copies come seconds apart (3 s at the last), while
+                # the peer's request shows the way open now.  A regular nomination too
+                # (over a pair already proved, its copies are lost only to loss): at a
+                # third of the packets lost each way, it took 17 s to connect in the NAT
+                # lab, its answers lost seven times while the peer's checks came.
+                at = now
+            elif regular or pair.resent == tid:
+                # Crossing our latest copy, whose answer is most likely on its way: once a
+                # transaction, an ordinary check goes again at twice the age (see
+                # poll_resend); a regular nomination waits for its answer.
+                return
+            else:
+                at = sent + max(RESEND_MIN, 2 * since)
             if sent_copies < copies and check.started + schedule[sent_copies] - at < RESEND_MIN:
                 return  # (the next copy goes as soon: one is enough)
+            pair.resent = tid
+            self._resend_asked = (tid, at)
         self._push_resend(tid, at)
 
     # ------------------------------------------------------------------ state
