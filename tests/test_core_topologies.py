@@ -250,6 +250,11 @@ def _seen_from_outside(endpoint: Endpoint, base: int, destination: Address) -> A
 )
 @given(draws())
 def test_two_cores_connect_exactly_where_a_path_exists(d: Draw) -> None:
+    check_session(d)
+
+
+def check_session(d: Draw) -> None:
+    """Run the session ``d`` draws and hold it to the oracle (see the module's docstring)."""
     rng = random.Random(d.seed)
     net = Network(latency=lambda packet: d.latency + rng.random() * 0.01)
     a, b = _endpoints(net, d.a.kind, d.a_nomination, d.b.kind, d.b_mode)
@@ -276,6 +281,31 @@ def test_two_cores_connect_exactly_where_a_path_exists(d: Draw) -> None:
     # The same path: each side's remote is the other's base as seen from outside.
     assert pb.remote_address == _seen_from_outside(a, pa.base, pa.remote_address)
     assert pa.remote_address == _seen_from_outside(b, pb.base, pb.remote_address)
+
+
+def test_a_timed_out_aggressive_nomination_holds_back_no_move_to_a_new_mapping() -> None:
+    """A random run of 2026-12-05 (5000 draws) failed so, with a path left.  a controls and
+    nominates aggressively; the two sides had selected pairs of different bases (a race
+    under 30 % loss), and a's nomination of the pair above its selected one went on towards
+    b's first mapping when b's NAT forgot it.  Its answers all lost while b's checks had
+    come on it, it was checked again, without USE-CANDIDATE, but a still took it for the
+    nomination in flight, which held back the move to b's new mapping (a waits for its
+    nomination to end first): both failed.  Now a moves once that nomination ended (at
+    20.8 s, b's NAT rebinding at 5.8)."""
+    check_session(
+        Draw(
+            a=Side(kind="eim", hosts=2, srflx=(True, True), local_prefs=(65535, 30000)),
+            b=Side(kind="eim", hosts=2, srflx=(False, True), local_prefs=(65535, 30000)),
+            a_nomination=Nomination.AGGRESSIVE,
+            b_mode="regular",
+            latency=0.15,
+            loss=0.3,
+            loss_until=5.0,
+            rebinding="b",
+            rebind_after=5.0,
+            seed=2,
+        )
+    )
 
 
 def _seeded_session(seed: int) -> tuple[Side, Side, str | None, Endpoint, Endpoint]:

@@ -2334,6 +2334,11 @@ class AgentCore:
                     self._nominating = None
                 self._maybe_nominate(now)
                 return
+            if self._nominating is pair:
+                # (An aggressive agent's nomination, which the check made again is not:
+                # left set, it held back every later nomination, the move to a peer's new
+                # mapping among them, for good.)
+                self._nominating = None
             self._check_again(pair)
             return
         self._pair_failed(pair, now)
