@@ -613,3 +613,19 @@ def test_scale_phases_start_from_a_fresh_heap_for_trice_as_for_aioice() -> None:
         f"{aioice} inside aioice's (100 pairs): the process's first full collection, of "
         "what importing made, is charged to trice's CPU per pair alone"
     )
+
+
+def test_lossy_connects_table_counts_a_failed_session_and_gives_no_ratio_for_it() -> None:
+    """A session that never connected is a failure and an infinite time: the 90th
+    percentile of a row with one in ten is infinite, and no ratio is made of it."""
+    sys.path.insert(0, str(BENCH))
+    import lossy_connect
+
+    pion = lossy_connect.Row("pion", "pion", [0.5] * 9 + [2.0])
+    trice = lossy_connect.Row("trice", "pion", [0.4] * 8 + [6.0, float("inf")])
+    table = lossy_connect.format_table([pion, trice], 10).splitlines()
+    assert table[2].split()[:6] == ["pion-pion", "10", "0.50s", "2.00s", "0", "0"]
+    row = ["trice-pion", "10", "0.40s", "never", "1", "1", "n/a", "pion-pion"]
+    assert table[3].split()[:8] == row
+    faster = lossy_connect.Row("trice", "pion", [0.4] * 9 + [1.0])
+    assert "0.50x pion-pion" in lossy_connect.format_table([pion, faster], 10)
