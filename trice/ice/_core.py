@@ -1571,13 +1571,13 @@ class AgentCore:
         opened: after an outage).  The rule scales with the path and with the load of the
         process: a loaded process answers late, and does not flood itself with copies; and
         a check that a TURN server dropped goes out again within milliseconds.  A request
-        that nominates the pair (the peer
-        waits for nothing but our check) has it sent again at once, at each such request,
-        as does a request on a pair whose check the peer answered 401 (it came before our
-        parameters did: no copy of ours is on its way), or that 401 coming after such a
-        request, once a transaction (over ICE-TCP, where no copy goes, the pair is checked
-        anew instead).  Our own regular nomination goes again only when A is past
-        ``Timing.rto``: it goes over a pair already proved, where only loss loses a copy.
+        that nominates the pair (the peer waits for nothing but our check) has it sent
+        again at once, at each such request, as does a request on a pair whose check the
+        peer answered 401 (it came before our parameters did: no copy of ours is on its
+        way), or that 401 coming after such a request, once a transaction (over ICE-TCP,
+        where no copy goes, the pair is checked anew instead).  Our own regular nomination
+        goes again only when A is past ``Timing.rto``: it goes over a pair already proved,
+        where only loss loses a copy.
         """
         resend = self._resend
         if resend is None:
