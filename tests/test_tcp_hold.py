@@ -220,7 +220,7 @@ async def test_a_check_reading_an_unanswered_connection_past_a_turn_hands_over_n
         transport.prove(address, answered=False)  # (a check accepted, maybe a copy)
         await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
         far.sendall(b"".join(frame(d) for d in data))
-        transport.read_waiting(address)  # (no checkpoint between: as a check task)
+        await transport.read_waiting(address)  # (as a check task, with no checkpoint before)
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         assert delivered == [], f"{len(delivered)} datagrams handed over unanswered"
         transport.prove(address, answered=True)  # (as the answer handed over does)

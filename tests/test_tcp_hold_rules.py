@@ -134,7 +134,7 @@ async def test_a_check_reading_the_answer_past_a_turn_hands_over_what_was_held()
         transport.prove(address, answered=False)  # (a check accepted over it)
         await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
         far.sendall(b"".join(frame(d) for d in data) + frame(answer))
-        transport.read_waiting(address)  # (no checkpoint between: as a check task)
+        await transport.read_waiting(address)  # (as a check task, with no checkpoint before)
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         assert delivered == [answer, *data]
 

@@ -1799,7 +1799,7 @@ async def test_what_a_check_takes_from_its_connection_past_a_turn_is_handed_over
         transport.prove(address, answered=True)
         await trio.testing.wait_all_tasks_blocked()  # (the reader waits for the socket)
         far.sendall(b"".join(frame(b"%03d" % i) for i in range(100)))
-        transport.read_waiting(address)  # (no checkpoint between: as a check task)
+        await transport.read_waiting(address)  # (as a check task, with no checkpoint before)
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
     assert delivered == [b"%03d" % i for i in range(100)]
 
@@ -1830,7 +1830,7 @@ async def test_a_check_reading_its_connection_takes_no_more_than_a_turn_of_the_r
             queued = fcntl.ioctl(near, termios.FIONREAD, struct.pack("i", 0))
             assert struct.unpack("i", queued)[0] == len(data)
             if by_check:
-                transport.read_waiting(address)
+                await transport.read_waiting(address)
             else:
                 await transport._read(link, near, link.reader)
         turns.append(len(delivered))

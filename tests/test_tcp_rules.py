@@ -344,7 +344,7 @@ def test_after_a_restart_the_connection_a_known_address_names_stays() -> None:
     transport._links.clear()
 
 
-def test_a_check_looking_for_its_answer_on_a_connection_still_opening_finds_none() -> None:
+async def test_a_check_looking_for_its_answer_on_a_connection_still_opening_finds_none() -> None:
     """A check due again (or at its end) first reads what its connection holds
     (CheckRun._answered_meanwhile): a connection still opening (a SYN unanswered) has
     nothing yet, and nothing to read with.  (Mutant: read_waiting went on to read it, and
@@ -352,7 +352,7 @@ def test_a_check_looking_for_its_answer_on_a_connection_still_opening_finds_none
     transport = tcp_transport(ACTIVE)
     address = ("127.0.0.1", 5001)
     assert transport.send_nowait(_binding_request(), address)  # (opening: no socket yet)
-    transport.read_waiting(address)
+    await transport.read_waiting(address)
     assert transport.links == 1
     transport._links.clear()
 

@@ -128,16 +128,23 @@ class CheckRun:
         holds: in a busy process the answer has often arrived and waits there, unread,
         because the socket's reader has not had its turn yet.  A copy sent then would only
         add to the load (a request and a response more, on both sides), and a check given
-        up then would fail its pair.  Returns whether the check is over."""
+        up then would fail its pair.  Returns whether the check is over.  (Over ICE-TCP,
+        where no copy goes, see :meth:`_answered_before_giving_up`.)"""
         transport = self.transport
         if not transport.closed:
             if isinstance(transport, UdpTransport):
                 self.agent._drain(transport)
             elif isinstance(transport, (MuxTransport, RelayTransport)):
                 transport.read_waiting()  # (a relay through an HTTPS proxy: by its task only)
-            elif isinstance(transport, TcpTransport):
-                transport.read_waiting(self.check.destination)
         return self.settled or self.dropped
+
+    async def _answered_before_giving_up(self) -> bool:
+        """:meth:`_answered_meanwhile`, before the check is given up; over ICE-TCP, what the
+        connection holds is taken in turns (see ``TcpTransport.read_waiting``)."""
+        transport = self.transport
+        if isinstance(transport, TcpTransport) and not transport.closed:
+            await transport.read_waiting(self.check.destination)
+        return self._answered_meanwhile()
 
     async def _turn(self) -> bool:
         """Let the other tasks run before this run reads its socket again (see run);
@@ -242,7 +249,7 @@ class CheckRun:
             # a stall, the run's timer may come before the socket's reader.)
             if not self.failed and not turned:
                 await self._turn()
-            if not self.failed and (self._answered_meanwhile() or core.finished):
+            if not self.failed and (await self._answered_before_giving_up() or core.finished):
                 return
             core.on_timeout(check, agent._now())
             agent._pump()
