@@ -224,8 +224,9 @@ def test_the_rto_grows_with_the_pairs_being_checked() -> None:
     """RFC 8445 §14.3: a check's RTO is MAX(rto, Ta x (Num-Waiting + Num-In-Progress)).
     Thirty unanswered pairs at Ta 50 ms: the first check's RTO is 1.5 s (it is one of the
     thirty), and each check's RTO is Ta times the pairs still busy as it starts, never
-    below ``rto``; the doubling stops at ``rto_max`` or at that RTO."""
-    timing = Timing(failed_timeout=60.0)
+    below ``rto``; the doubling stops at ``rto_max`` (3 s here) or at that RTO (with the
+    default ``rto_max``, 1 s, it is kept undoubled)."""
+    timing = Timing(failed_timeout=60.0, rto_max=3.0)
     hosts = [(f"10.0.{i}.2", 6000) for i in range(30)]
     net, a, b = two_agents(timing=timing, b_hosts=hosts, exchange=False)
     net.drop_all()
@@ -235,6 +236,7 @@ def test_the_rto_grows_with_the_pairs_being_checked() -> None:
     assert first.schedule == check_schedule(timing, None, 1.5)
     assert first.schedule[:3] == pytest.approx((0.0, 1.5, 4.5))
     assert [round(y - x, 6) for x, y in itertools.pairwise(first.schedule)][-1] == 3.0
+    assert check_schedule(Timing(), None, 1.5)[:4] == pytest.approx((0.0, 1.5, 3.0, 4.5))
     # Twelve pairs of the waiting ones leave (as if failed): the next check is one of 18.
     waiting = [p for p in a.core.checklist if p.state is PairState.WAITING]
     for pair in waiting[:12]:
@@ -1298,12 +1300,13 @@ def test_a_nomination_in_flight_is_not_sent_again_for_a_peer_request() -> None:
 
 
 def test_a_nomination_goes_again_at_each_peer_request_an_rto_after_its_latest_copy() -> None:
-    """Loss that lasts: the nomination's copies go 0.5, 1, 2, 3 s apart, all their answers
-    lost, while the peer's checks come.  A peer request that comes an RTO or more after the
-    latest copy (which was lost, then) has the nomination sent again at once, at each such
-    request; one that crosses a copy, none.  Before, no request sent a nomination again: in
-    the NAT lab, a third of the packets lost each way, it took 17 s to connect trice to
-    trice, the peer's checks coming every 2 s meanwhile."""
+    """Loss that lasts: the nomination's copies go 0.5 s, then 1 s apart (3 s at the last
+    with the ``rto_max`` of before), all their answers lost, while the peer's checks come.
+    A peer request that comes an RTO or more after the latest copy (which was lost, then)
+    has the nomination sent again at once, at each such request; one that crosses a copy,
+    none.  Before, no request sent a nomination again: in the NAT lab, a third of the
+    packets lost each way, it took 17 s to connect trice to trice, the peer's checks coming
+    every 2 s meanwhile."""
     core, pair = _proved_pair_core(controlling=True)
     nomination = core.poll_check(0.01)
     assert nomination is not None and nomination.nominating
@@ -1318,15 +1321,16 @@ def test_a_nomination_goes_again_at_each_peer_request_an_rto_after_its_latest_co
     # (The copies went at start + 0 and start + 0.5: the latest 0.7 s before.)
     assert request(start + 1.2, 1) == [(tid, round(start + 1.2, 9))]
     assert request(start + 1.3, 2) == []  # (0.1 s after the copy it sent)
-    assert request(start + 2.6, 3) == [(tid, round(start + 2.6, 9))]  # (1.1 s after 1.5)
-    assert request(start + 2.65, 4) == []
+    assert request(start + 3.2, 3) == [(tid, round(start + 3.2, 9))]  # (0.7 s after 2.5)
+    assert request(start + 3.25, 4) == []
 
 
 def test_a_check_goes_again_at_each_peer_request_an_rto_after_its_latest_copy() -> None:
     """An ordinary check: a request that crosses it sends it once more at twice its age,
     once a transaction (test_request_on_in_progress_pair_resends_it); but a request that
     comes an RTO or more after the latest copy sends it again at once, each time (before,
-    once a transaction: under lasting loss the next copy was up to 3 s away)."""
+    once a transaction: under lasting loss the next copy was up to a second away, 3 s with
+    the ``rto_max`` of before)."""
     _net, a = three_pair_core()
     core = a.core
     core.want_connection(0.0)
@@ -1342,7 +1346,7 @@ def test_a_check_goes_again_at_each_peer_request_an_rto_after_its_latest_copy() 
     assert request(0.011, 2) == []  # (once a transaction)
     assert request(1.2, 3) == [(tid, round(1.2, 9))]  # (the copy at 0.5: 0.7 s before)
     assert request(1.25, 4) == []
-    assert request(2.6, 5) == [(tid, round(2.6, 9))]  # (the copy at 1.5: 1.1 s before)
+    assert request(3.2, 5) == [(tid, round(3.2, 9))]  # (the copy at 2.5: 0.7 s before)
 
 
 def _answer_to(check: Check, peer: AgentCore) -> stun.Message:
@@ -2564,8 +2568,9 @@ def test_a_controlling_agents_nomination_cancels_its_checks_on_other_pairs() -> 
     """RFC 8445 §8.1.2: once the controlling agent's regular nomination has selected a
     pair, its ordinary checks in flight on other pairs are cancelled: not sent again (here
     the best pair's, whose host is cut off), though a late answer would count; and they no
-    longer hold ``completed`` back (it came 15 s later, when the dead pair's schedule ran
-    out).  The controlled agent, which follows the peer's nominations, keeps its own."""
+    longer hold ``completed`` back (it came when the dead pair's schedule ran out, 6.5 s
+    in with the default timing, 15.5 s with the 3 s ``rto_max`` of before 2026-12-05).
+    The controlled agent, which follows the peer's nominations, keeps its own."""
     net, a, b = _best_pair_cut_off()
     assert net.run_until(connected(a, b), max_time=5.0)
     selected = a.time_of(S.CONNECTED)
@@ -2579,7 +2584,7 @@ def test_a_controlling_agents_nomination_cancels_its_checks_on_other_pairs() -> 
     # Its silence is no failure: the pair is back to waiting, and is not checked again.
     assert timed_out.pair.state is PairState.WAITING
     assert a.core.state is S.COMPLETED
-    assert (b.time_of(S.COMPLETED) or 0.0) > selected + 10.0  # (its checks ran their course)
+    assert (b.time_of(S.COMPLETED) or 0.0) > selected + 5.0  # (its checks ran their course)
 
 
 def test_a_late_role_conflict_on_a_cancelled_check_switches_no_role() -> None:
@@ -5735,8 +5740,10 @@ def test_after_an_outage_the_peers_check_has_ours_sent_again_at_once() -> None:
     (all lost), its next copy due at 6.5.  ``b``'s check comes through at 4.51: ``a``'s
     latest copy went 1 s before, longer than an RTO, so it was lost, and the check goes
     again at once: connected by 4.6 s.  (Twice the check's age, 9 s, fell after its own
-    next copy, so none went, and ``a`` waited for the copy at 6.5.)"""
-    net, a, b = two_agents(want=False)
+    next copy, so none went, and ``a`` waited for the copy at 6.5.)  The RTO doubles up
+    to 3 s here, as it did by default until 2026-12-05 (since, up to 1 s: the copies at
+    2.5 and 3.5 s, and one at 4.5 just before ``b``'s check comes)."""
+    net, a, b = two_agents(want=False, timing=Timing(rto_max=3.0))
     outage = net.drop_all()
     a.core.want_connection(net.now)
     net.run_for(1.0)

@@ -714,7 +714,8 @@ async def stun_transaction(
     At ``until``, ``drain`` reads the socket first: after a stall of the loop the answer
     may wait there unread, its reader not yet run.  (A cancel scope's deadline could not:
     it raises into the wait, and the handler goes with it.)"""
-    schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=timing.rto_max)
+    cap = max(timing.rto, timing.rto_max)  # (a first RTO above rto_max is kept, undoubled)
+    schedule = stun.RetransmissionSchedule(rto=timing.rto, rc=1000, max_rto=cap)
     data = request.encode(fingerprint=True)
     box: list[stun.Message] = []
     done = trio.Event()

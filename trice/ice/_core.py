@@ -3618,7 +3618,7 @@ class AgentCore:
             if since >= self.timing.rto:
                 # Our latest copy went longer than an RTO ago: it was lost, or the way has
                 # only now opened.  Again at once, at each such request: under loss that
-                # lasts, the schedule's copies come seconds apart (3 s at the last), while
+                # lasts, the schedule's copies come up to rto_max apart (a second), while
                 # the peer's request shows the way open now.  A regular nomination too
                 # (over a pair already proved, its copies are lost only to loss): at a
                 # third of the packets lost each way, it took 17 s to connect in the NAT
