@@ -676,8 +676,19 @@ class TcpTransport:
         sock, reader = link.sock, link.reader
         assert sock is not None  # (a reader reads it)
         self._take(link, sock, reader)
-        while link.backlog is not None and not link.closed:
+        backlog = link.backlog
+        if backlog is None:
+            return
+        # As many turns as that read's backlog takes, no more: what the reader reads
+        # meanwhile, it hands over itself, and a peer that floods on could keep the check
+        # from giving up.  (While the peer has not answered, its data is held, and an
+        # answer among the backlog frees it to go over again: each of the backlog's may
+        # take two places of a turn, and what was held one.)
+        left = 2 * (len(backlog[0]) - backlog[1]) + len(link.held or ())
+        for _ in range(-(-left // READ_BATCH)):
             await trio.lowlevel.checkpoint()
+            if link.backlog is None or link.closed:
+                return
             self._take(link, sock, reader, read=False)  # (the reader may have taken some)
 
     async def _write_loop(self, link: _Link, sock: socket.socket) -> None:
