@@ -446,11 +446,18 @@ def main() -> int:
         action="store_true",
         help="describe no UDP candidate (as if a firewall dropped UDP: with --tcp, TCP only)",
     )
-    parser.add_argument("--failed-timeout", type=float, default=trice.Timing().failed_timeout)
-    parser.add_argument("--rto", type=float, default=0.5, help="initial retransmission timeout")
-    parser.add_argument("--rto-max", type=float, default=3.0, help="cap of the doubling RTO")
-    parser.add_argument("--max-binding-requests", type=int, default=7)
-    parser.add_argument("--gather-timeout", type=float, default=3.0)
+    # (Each timer's default is the library's: until 2026-12-05 the peer had its own, and
+    # ran a default it no longer was, the 3 s rto_max, in every bench and interop test.)
+    timing = trice.Timing()
+    parser.add_argument("--failed-timeout", type=float, default=timing.failed_timeout)
+    parser.add_argument(
+        "--rto", type=float, default=timing.rto, help="initial retransmission timeout"
+    )
+    parser.add_argument(
+        "--rto-max", type=float, default=timing.rto_max, help="cap of the doubling RTO"
+    )
+    parser.add_argument("--max-binding-requests", type=int, default=timing.max_binding_requests)
+    parser.add_argument("--gather-timeout", type=float, default=timing.gather_timeout)
     parser.add_argument("--count", type=int, default=0, help="ignored")
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--exchange-timeout", type=float, default=5.0)
