@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from natlab import Host, Lab, NatKind, nat_lab, natlab_available
-from peers.harness import AIOICE_PEER, TRICE_PEER, Message, Peer, PeerUnavailable, pion_binary
+from peers.harness import AIOICE_PEER, TRICE_PEER, Peer, PeerError, PeerUnavailable, pion_binary
 
 #: (first, second) peer kinds, in table order; the first is behind the NAT.
 ROWS = [
@@ -65,15 +65,6 @@ def _argv(kind: str, lab: Lab, controlling: bool) -> list[str]:
     return [sys.executable, str(TRICE_PEER), role, "--namespace", stun, "--connect-timeout=120"]
 
 
-def _connected(peer: Peer, deadline: float) -> Message:
-    while True:
-        msg = peer.recv(max(0.0, deadline - time.monotonic()))
-        if msg["type"] == "connected":
-            return msg
-        if msg["type"] not in ("state", "selected"):
-            raise RuntimeError(f"{peer.name}: {msg}")
-
-
 def session(first: str, second: str, loss: int, first_controls: bool, limit: float) -> float:
     """One session; seconds until both peers are connected (``inf`` if not within
     ``limit``)."""
@@ -94,8 +85,12 @@ def session(first: str, second: str, loss: int, first_controls: bool, limit: flo
                 peer.send({"type": "start"})
             deadline = time.monotonic() + limit
             try:
-                done = [_connected(peer, deadline) for peer in peers]
-            except Exception:  # (a peer that gave up, or the limit)
+                # (No reports asked for: the first message after start is connected.)
+                done = [
+                    peer.expect("connected", max(0.0, deadline - time.monotonic()))
+                    for peer in peers
+                ]
+            except PeerError:  # (a peer that gave up, or the limit)
                 return float("inf")
     return max(float(msg["elapsed_ms"]) for msg in done) / 1000
 

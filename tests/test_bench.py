@@ -618,7 +618,6 @@ def test_scale_phases_start_from_a_fresh_heap_for_trice_as_for_aioice() -> None:
 def test_lossy_connects_table_counts_a_failed_session_and_gives_no_ratio_for_it() -> None:
     """A session that never connected is a failure and an infinite time: the 90th
     percentile of a row with one in ten is infinite, and no ratio is made of it."""
-    sys.path.insert(0, str(BENCH))
     import lossy_connect
 
     pion = lossy_connect.Row("pion", "pion", [0.5] * 9 + [2.0])

@@ -256,7 +256,9 @@ def test_a_nat_whose_public_address_changes_is_followed_with_aioice(behind: str)
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("kind", ["pion", "aioice"])
-def test_trice_and_a_real_peer_connect_over_lossy_links(kind: str, role: str) -> None:
+def test_trice_and_a_real_peer_connect_over_lossy_links(
+    kind: str, role: str, request: pytest.FixtureRequest
+) -> None:
     """5 % of the packets lost at each end of each public link (some 10 % each way between
     the hosts, STUN to the lab's server included), trice behind an endpoint-independent
     NAT, Pion or aioice on the internet, every timer at its default: both connect, on the
@@ -266,10 +268,7 @@ def test_trice_and_a_real_peer_connect_over_lossy_links(kind: str, role: str) ->
     within 0.61 s of the start (Pion waits 0.5 s before nominating a reflexive pair), with
     aioice within 1.52 s, aioice up to 1.5 s after trice (its check's retransmission)."""
     if kind == "pion":
-        try:
-            pion_binary()
-        except PeerUnavailable as exc:
-            pytest.skip(str(exc))
+        request.getfixturevalue("need_pion")
     trice_controls = role == "trice-controlling"
     with nat_lab(EIM, NONE, loss_percent=5) as lab:
         a = _trice(lab, lab.host_a, trice_controls, "--failed-timeout=30")
