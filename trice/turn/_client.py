@@ -114,12 +114,13 @@ class TurnClient:
     that got no answer may still have bound the channel on the server, and a refused
     refresh leaves the binding there till its end: its number stays the peer's (ChannelData
     on it is taken), data goes in Send indications, and the bind is tried again with the
-    number 5 s later, then 10, 20, 40 and at most 60 s after each failure in a row.  A bind
-    refused once the binding ended gives the number up; the peer takes another (or the
-    same) only 5 minutes after that end (§12).  Data for a peer
-    whose permission failed (refused, or unanswered), and that has no channel bound, is
-    dropped and counted; the first such data 5 s later asks again, then 10, 20, 40 and at
-    most 60 s after each failure in a row.
+    number 5 s later, then 10, 20, 40 and at most 60 s after each failure in a row (so
+    too a bind refused after copies that got no answer: one of them may have bound it
+    before the server came to refuse).  A bind refused once the binding ended gives the
+    number up; the peer takes another (or the same) only 5 minutes after that end (§12).
+    Data for a peer whose permission failed (refused, or unanswered), and that has no
+    channel bound, is dropped and counted; the first such data 5 s later asks again, then
+    10, 20, 40 and at most 60 s after each failure in a row.
 
     **Closing** (RFC 8656 §8): :meth:`close` sends a Refresh with LIFETIME 0; closing while
     the Allocate is still running deallocates as soon as it succeeds.
@@ -1150,6 +1151,12 @@ class TurnClient:
             # RFC 8656 §12: without the channel, Send indications still work.
             p.busy = False
             p.bound = False
+            if code is not None and tx.schedule.sends > 1 and now >= p.expires_at:
+                # Refused, but maybe only a later copy: an earlier one may have bound the
+                # channel, its answer lost, before the server came to refuse (a peer IP its
+                # rules deny since): it may hold that binding for its lifetime, as after no
+                # answer.
+                p.expires_at = now + CHANNEL_LIFETIME
             if code is None or now < p.expires_at:
                 # No answer (or none that checked): the server may have bound the channel;
                 # or a refresh refused, and the server holds the binding to its end.  It
