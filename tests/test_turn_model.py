@@ -12,8 +12,8 @@ otherwise.
 
 The steps: the application sends to one of four peers (two IPs, two ports each), a peer
 sends through the relay, time passes (from 0.1 s to 11 minutes), the links lose a share
-of what goes each way (none, 30 %, or all: an outage), the server refuses an IP or its
-nonce goes stale, the client closes.
+of what goes each way (none, 30 %, or all: an outage), the server refuses an IP, its
+nonce goes stale, or it forgets the allocation (a restart), the client closes.
 
 Held after every step:
 
@@ -22,9 +22,14 @@ Held after every step:
   the end of its other binding (§12: the server records each such request);
 * its counts add up: each datagram handed to it is sent, dropped (counted), or waiting
   for its permission (a bounded queue);
-* while nothing was ever lost: the allocation never fails nor lapses at the server; the
-  server drops nothing the client sends (no Send indication to an IP without permission,
-  no ChannelData on a channel the server does not hold); the client returns everything
+* it is never ahead of the server, loss or not (the model's links take no time): while it
+  is allocated, so is the server (unless the server forgot it); the server drops nothing
+  it sends (no Send indication to an IP without a permission, no ChannelData on a channel
+  the server does not hold, or to an IP whose permission ended); it returns only what the
+  server relayed, in order; and once the server forgot the allocation, the client is no
+  longer allocated when the lifetime it was granted ends (it learns at its Refresh, a
+  minute before, if not sooner);
+* while nothing was ever lost: the allocation never fails; the client returns everything
   the server relays from a peer; and once closed, the server holds no allocation.
 
 ``TRICE_TURN_MODEL_EXAMPLES=N`` runs N examples (and at random with
@@ -92,7 +97,7 @@ class LifetimeServer:
                 return number
         return None
 
-    def _deallocate(self) -> None:
+    def deallocate(self) -> None:
         self.allocation_ends = float("-inf")
         self.permissions.clear()
         # (The channels' ends stay, for the wait of §12: a new allocation is another
@@ -158,7 +163,7 @@ class LifetimeServer:
             lifetime = message.get(stun.Lifetime)
             seconds = min(lifetime.seconds if lifetime else 600, 3600)
             if seconds == 0:
-                self._deallocate()
+                self.deallocate()
             else:
                 self.allocation_ends = now + seconds
             return message.success_response(stun.Lifetime(seconds))
@@ -229,6 +234,7 @@ class TurnModel(RuleBasedStateMachine):
         self.from_server: list[tuple[Address, bytes]] = []
         self.returned: list[tuple[Address, bytes]] = []
         self.counter = 0
+        self.forgotten_at: float | None = None
 
     @initialize(seed=st.integers(0, 2**32 - 1))
     def start(self, seed: int) -> None:
@@ -292,6 +298,13 @@ class TurnModel(RuleBasedStateMachine):
         else:
             self.server.refused.discard(ip)
 
+    @rule(now=st.integers(0, 7))
+    def server_forgets(self, now: int) -> None:
+        if now or not self.server.allocated(self.now):  # (one draw in 8)
+            return
+        self.server.deallocate()  # (a restart: the allocation is gone, RFC 8656 §7.3's 437)
+        self.forgotten_at = self.now
+
     @rule()
     def nonce_goes_stale(self) -> None:
         self.server.nonce += "+"
@@ -315,16 +328,30 @@ class TurnModel(RuleBasedStateMachine):
         assert 0 <= waiting <= QUEUE_LIMIT * 2, (self.handed, stats)
 
     @invariant()
+    def never_ahead_of_the_server(self) -> None:
+        state = self.client.state
+        if self.forgotten_at is not None:
+            # It learns at its next request (a Refresh at the latest, a minute before the
+            # lifetime of 600 s it asked for ends), or when the lifetime it knows ends.
+            assert state is not TurnState.ALLOCATED or self.now < self.forgotten_at + 600
+            return
+        if state is TurnState.ALLOCATED:
+            assert self.server.allocated(self.now)
+        assert self.server.dropped == []
+        returned = list(self.returned)  # (in order, each once: a subsequence)
+        for item in self.from_server:
+            if returned and returned[0] == item:
+                returned.pop(0)
+        assert returned == []
+
+    @invariant()
     def nothing_lost_while_nothing_is_lost(self) -> None:
-        if not self.lossless:
+        if not self.lossless or self.forgotten_at is not None:
             return
         state = self.client.state
         assert state is not TurnState.FAILED, self.client.error
-        if state is TurnState.ALLOCATED:
-            assert self.server.allocated(self.now)
         if state is TurnState.CLOSED:
             assert not self.server.allocated(self.now)
-        assert self.server.dropped == []
         assert self.returned == self.from_server
 
 
