@@ -222,10 +222,13 @@ STEPS = [0.1, 0.6, 2.0, 10.0, 45.0, 61.0, 130.0, 241.0, 301.0, 480.0, 601.0, 660
 
 
 class TurnModel(RuleBasedStateMachine):
+    #: Over TCP or TLS (:class:`ReliableTurnModel`): nothing is lost, the connection may be.
+    reliable = False
+
     def __init__(self) -> None:
         super().__init__()
         self.server = LifetimeServer()
-        self.client = TurnClient(USER, PASSWORD, reliable=False, queue_limit=QUEUE_LIMIT)
+        self.client = TurnClient(USER, PASSWORD, reliable=self.reliable, queue_limit=QUEUE_LIMIT)
         self.now = 0.0
         self.loss = 0.0
         self.lossless = True
@@ -243,7 +246,7 @@ class TurnModel(RuleBasedStateMachine):
         self._pump()
 
     def _lost(self) -> bool:
-        lost = self.loss > 0 and self.rng.random() < self.loss
+        lost = self.loss > 0 and not self.reliable and self.rng.random() < self.loss
         self.lossless = self.lossless and not lost
         return lost
 
@@ -364,6 +367,34 @@ TurnModel.TestCase.settings = settings(
     database=None,
 )
 test_turn_client_against_a_server_that_keeps_lifetimes = TurnModel.TestCase
+
+
+class ReliableTurnModel(TurnModel):
+    """:class:`TurnModel` over TCP or TLS: nothing is lost (``links_lose`` is a no-op), and
+    the connection may be (the server deletes the allocation with it, RFC 8656 §3.1): the
+    client fails, and sends nothing more."""
+
+    reliable = True
+
+    @rule(now=st.integers(0, 7))
+    def connection_lost(self, now: int) -> None:
+        if now:  # (one draw in 8)
+            return
+        self.server.deallocate()
+        self.forgotten_at = self.now
+        before = self.client.state
+        self.client.connection_lost("reset by peer")
+        after = self.client.state
+        if before in (TurnState.ALLOCATING, TurnState.ALLOCATED):
+            assert after is TurnState.FAILED, after
+        elif before is TurnState.CLOSING:
+            assert after is TurnState.CLOSED, after
+        assert self.client.poll_transmit(self.now) is None
+        assert self.client.next_deadline() is None
+
+
+ReliableTurnModel.TestCase.settings = TurnModel.TestCase.settings
+test_turn_client_over_a_stream_against_a_server_that_keeps_lifetimes = ReliableTurnModel.TestCase
 
 
 def _exchange(
