@@ -549,7 +549,7 @@ async def test_no_pair_of_a_family_in_common_fails_when_the_pac_timer_ends() -> 
     both sides' candidates complete ``connect()`` fails on both (RFC 8838 §8) when the PAC
     timer ends (RFC 8863: a check of the peer's might still have come), not after the
     failed timeout."""
-    timing = trice.Timing(rto=0.1, rto_max=0.2, max_binding_requests=3)  # (PAC: 0.5 s)
+    timing = trice.Timing(rto=0.1, rto_max=0.2, max_binding_requests=3, pac_timeout=0.5)
     async with (
         trice.open_agent(loopback_config(timing=timing), controlling=True) as a,
         trice.open_agent(loopback_config(ipv6=True, timing=timing), controlling=False) as b,

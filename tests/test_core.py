@@ -63,9 +63,13 @@ from core_harness import (
 
 S = ConnectionState
 REGULAR, AGGRESSIVE = Nomination.REGULAR, Nomination.AGGRESSIVE
-FAST = Timing(rto=0.1, rto_max=0.4, max_binding_requests=4, failed_timeout=10.0)
-#: RFC 8863's PAC timer under FAST: a check's sends at 0, 0.1, 0.3, 0.7, given up at 1.1.
+#: RFC 8863's PAC timer under FAST, pinned at the time its own check takes (sends at 0,
+#: 0.1, 0.3, 0.7, given up at 1.1): by default it is a check's time on RFC 8489's schedule
+#: (see test_the_pac_timer_waits_for_the_peers_checks_by_default).
 FAST_PAC = 1.1
+FAST = Timing(
+    rto=0.1, rto_max=0.4, max_binding_requests=4, failed_timeout=10.0, pac_timeout=FAST_PAC
+)
 
 
 def assert_valid_events(*endpoints: Endpoint) -> None:
@@ -2275,6 +2279,43 @@ def test_fails_early_when_all_pairs_fail_after_end_of_candidates() -> None:
     assert last_give_up < FAST.failed_timeout
     assert len(a.timeouts) == len(a.core.checklist) == 2
     assert_valid_events(a)
+
+
+@pytest.mark.parametrize(
+    ("timing", "pac"),
+    [
+        (Timing(failed_timeout=60.0), 39.5),  # RFC 8863 §4's figure
+        (Timing(), 30.0),  # (cut to failed_timeout)
+        (Timing(rto=0.1, max_binding_requests=3), 1.9),  # (0.1 + 0.2, then 16 RTOs)
+        (Timing(failed_timeout=60.0, pac_timeout=10.0), 10.0),
+    ],
+)
+def test_the_pac_timer_waits_for_the_peers_checks_by_default(timing: Timing, pac: float) -> None:
+    """Every pair failed, end-of-candidates both ways: ICE fails when the PAC timer ends
+    (RFC 8863), by default the time a check takes on RFC 8489's schedule (sends 0.5 s
+    apart, doubling; 39.5 s: RFC 8863 §4's figure), never past ``failed_timeout``: what
+    the peer's checks, which the timer waits for, may take, and their start may come a
+    signaling delay late.  It was this agent's own check's time (6.5 s since ``rto_max``
+    came down to 1 s): a restart answered 6 s late by the peer (slow signaling) failed
+    before the offerer could check (the liveness model, 2026-12-05)."""
+    net, a, b = two_agents(timing=timing, exchange=False)
+    net.drop_all()
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=120.0)
+    assert all(p.state is PairState.FAILED for p in a.core.checklist)
+    assert max(t for t, _ in a.timeouts) < pac
+    assert a.time_of(S.FAILED) == pytest.approx(pac)
+
+
+def test_against_a_lite_peer_ice_fails_as_the_last_check_gives_up() -> None:
+    """An ICE-lite peer sends no checks: nothing to wait for (the PAC timer, RFC 8863, is
+    for the peer's checks), so ICE fails as the last pair's check gives up (6.5 s), not
+    at the PAC timer's 30 s."""
+    net, a, b = two_agents(b_lite=True, exchange=False)
+    net.drop_all()
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.state is S.FAILED, max_time=60.0)
+    assert a.time_of(S.FAILED) == max(t for t, _ in a.timeouts) == pytest.approx(6.5)
 
 
 def test_end_of_candidates_after_all_pairs_failed_fails_at_once() -> None:

@@ -706,6 +706,43 @@ def check_recovery(d: Draw, who: str) -> Model:
     return m
 
 
+def test_a_restart_answered_through_slow_signaling_waits_for_the_offerers_checks() -> None:
+    """Found by the model at random (3 failures in some 20000 sessions, 2026-12-05): a
+    behind a NAT with no server-reflexive candidate, both controlled, a full partition for
+    20 s: both fail, and a restarts.  Signaling takes 6 s each way: b, answering, starts
+    its checks at once, but its only pair (to a's private host) cannot work, and a's
+    checks, which would teach b a's NAT address, start only when b's answer reaches a, 6 s
+    later.  b's PAC timer (RFC 8863), this agent's own check time (6.5 s) since
+    ``Timing.rto_max`` came down to 1 s, ran out just before: b failed, and answered a's
+    checks no more.  The timer is RFC 8863's 39.5 s now, cut to ``failed_timeout``."""
+    d = Draw(
+        a_hosts=(0,),
+        b_hosts=(0,),
+        a_controlling=False,
+        b_controlling=False,
+        a_nomination=Nomination.REGULAR,
+        b_nomination=Nomination.REGULAR,
+        nat=True,
+        srflx=False,
+        a_eoc=True,
+        b_eoc=False,
+        trickle=1.0,
+        sig_delay=6.0,
+        bad_until=20.0,
+        partition=True,
+        seed=1,
+        named=False,
+        a_tiebreaker=0,
+        b_tiebreaker=1,
+    )
+    m = check_recovery(d, "a")  # (which asserts that both connect, on one pair)
+    assert (6.0, "b", "params", "initial", 0, "aufrag") in m.log
+    assert [e[:3] for e in m.log if e[2].startswith("restart")] == [
+        (115.0, "a", "restart(offer)"),
+        (121.0, "b", "restart(answering)"),
+    ]
+
+
 def test_a_controlling_agent_whose_consent_holds_moves_to_no_other_base_of_the_peer() -> None:
     """Found by the model at random (once in about 15000 sessions): a behind a NAT with
     two hosts (mapped to 40000 and 40001), 30 % lost each way until 10 s, three restarts.

@@ -453,12 +453,19 @@ class Timing:
         pac_timeout: how long after checks start ICE may not yet fail, though every pair has
             failed or none could be formed (RFC 8863, "patiently awaiting connectivity": the
             peer's checks may still come and teach a peer-reflexive pair that works).
-            ``None``, the default, is the time one check takes to give up with all its
-            retransmissions (6.5 s with the defaults), as RFC 8863 §4 recommends; ``0``
+            ``None``, the default, is the time a check takes to give up with all its
+            retransmissions on RFC 8489's schedule (0.5 s doubling, from ``rto`` and
+            ``max_binding_requests``: 39.5 s, RFC 8863 §4's figure), which is what the
+            peer's checks may take, their start a signaling delay late; this agent's own,
+            capped at ``rto_max``, give up sooner (6.5 s), and a timer that short failed
+            an answering agent whose answer took 6 s to reach the peer.  So with the
+            defaults failure comes at ``failed_timeout`` (30 s), as Pion's does; against
+            an ICE-lite peer, which sends no checks, as soon as the last pair has.  ``0``
             lets ICE fail as soon as the last pair has.  It never delays failure past
             ``failed_timeout``, and an agent whose gathering ended with no candidate at all
             (a relay-only agent whose TURN servers all refused it, say) fails as soon as
-            checks begin: no check of the peer's can come to it.
+            checks begin: no check of the peer's can come to it.  (Until 2026-12-05 the
+            default was this agent's own check time: 15.5 s, then 6.5 s.)
         gather_timeout: the most a STUN or TURN server may hold up gathering.
         mdns_timeout: how long a peer's ``.local`` name is queried for (RFC 6762 §5.2's
             retries, 1 s apart and doubling) before its candidate is dropped.

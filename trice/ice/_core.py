@@ -2689,11 +2689,14 @@ class AgentCore:
 
     def _pac_for(self) -> float:
         """How long after checks start ICE may not fail (RFC 8863's PAC timer): see
-        ``Timing.pac_timeout``; by default the time a check takes to give up."""
+        ``Timing.pac_timeout``; by default the time a check takes to give up on RFC
+        8489's schedule (``_pac_default``), and none against an ICE-lite peer."""
         timing = self.timing
         pac = timing.pac_timeout
         if pac is None:
-            pac = self._schedules[0][-1]
+            if self.remote is not None and self.remote.lite:
+                return 0.0  # (an ICE-lite peer sends no checks to wait for)
+            pac = _pac_default(timing.rto, timing.max_binding_requests)
         return min(pac, timing.failed_timeout)
 
     def _peer_may_check(self) -> bool:
@@ -3660,6 +3663,15 @@ class AgentCore:
 def _schedule(timing: Timing, sends: int | None) -> tuple[float, ...]:
     """:func:`check_schedule`, kept: every check of every agent asks for the same few."""
     return check_schedule(timing, sends)
+
+
+@functools.lru_cache(maxsize=64)
+def _pac_default(rto: float, sends: int) -> float:
+    """RFC 8863 §4's PAC timer: a check's transaction timeout, retransmissions included, on
+    RFC 8489's schedule (doubling, Rm 16: 39.5 s at an RTO of 0.5 s and 7 sends), which is
+    what the peer's checks, which the timer waits for, may take; this agent's own, capped
+    at ``Timing.rto_max``, are shorter."""
+    return stun.RetransmissionSchedule(rto, sends).total_timeout
 
 
 @functools.lru_cache(maxsize=256)
