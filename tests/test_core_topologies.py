@@ -306,11 +306,11 @@ def _checks_may_all_be_lost(d: Draw) -> bool:
 def test_a_lite_peer_fails_with_the_full_agent_whose_checks_were_all_lost() -> None:
     """A random run of 2026-12-05 (5000 draws): a full agent and a lite one on the internet,
     30 % lost each way for 10 s.  a's seven copies (0 to 5.5 s) all went unanswered (five
-    requests lost, two answers), so its only pair failed at 6.5 s, and a with it (the PAC
-    timer, RFC 8863, is the check's own time); the lite peer, which checks nothing, fails
-    at ``failed_timeout`` (30 s), not waiting on.  Before Timing.rto_max came down to 1 s
-    (cec0f44) the last copy went at 12.5 s, after the loss: the oracle promised a connection
-    then."""
+    requests lost, two answers), so its only pair failed at 6.5 s, and a with it (RFC
+    8863's PAC timer waits for the peer's checks: a lite peer sends none); the lite peer,
+    which checks nothing, fails at ``failed_timeout`` (30 s), not waiting on.  Before
+    Timing.rto_max came down to 1 s (cec0f44) the last copy went at 12.5 s, after the
+    loss: the oracle promised a connection then."""
     d = Draw(
         a=Side(kind="none", hosts=1, srflx=(False,), local_prefs=(65535,)),
         b=Side(kind="none", hosts=1, srflx=(False,), local_prefs=(65535,)),
