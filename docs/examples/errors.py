@@ -14,8 +14,9 @@ import trice
 LOOPBACK = trice.NetworkConfig(
     ip_filter=lambda ip: ip.is_loopback, include_loopback=True, ipv6=False
 )
-# Give up on a silent peer quickly: 3 sends, 50 then 100 ms apart.
-QUICK = trice.Timing(rto=0.05, rto_max=0.1, max_binding_requests=3)
+# Give up on a silent peer quickly: 3 sends, 50 then 100 ms apart, and half a second for a
+# late peer's checks (RFC 8863's PAC timer: by default as long as ``failed_timeout``, 30 s).
+QUICK = trice.Timing(rto=0.05, rto_max=0.1, max_binding_requests=3, pac_timeout=0.5)
 
 
 async def main() -> None:
