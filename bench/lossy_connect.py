@@ -20,7 +20,8 @@ the row's 90th percentile over its reference's (pion-pion for the rows with Pion
 for those with aioice, trice-trice's over pion-pion's): the tail is where loss costs.
 
 Run as root (CI is): ``.venv/bin/python bench/lossy_connect.py [--sessions 20] [--loss 10]
-[--quick]``; without root or nftables it says what is missing and exits 0.
+[--quick] [--rows pion-pion trice-pion ...]``; without root or nftables it says what is
+missing and exits 0.
 """
 
 from __future__ import annotations
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", type=int, default=10, help="per cent at each link end (10)")
     parser.add_argument("--limit", type=float, default=45.0, help="seconds a session may take")
     parser.add_argument("--quick", action="store_true", help="4 sessions per row")
+    names = [f"{first}-{second}" for first, second in ROWS]
+    parser.add_argument(
+        "--rows", nargs="+", choices=names, default=names, help="the rows to run (all)"
+    )
     args = parser.parse_args(argv)
     reason = natlab_available()
     if reason is not None:
@@ -158,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     sessions = 4 if args.quick else args.sessions
     rows = []
     for first, second in ROWS:
+        if f"{first}-{second}" not in args.rows:
+            continue
         try:
             for kind in (first, second):
                 if kind == "pion":

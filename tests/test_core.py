@@ -2688,6 +2688,57 @@ def last_consent(net: Network, endpoint: Endpoint) -> float:
     return sent
 
 
+@pytest.mark.parametrize("nomination", [REGULAR, AGGRESSIVE])
+@pytest.mark.parametrize("peer_checks", [False, True])
+def test_the_first_consent_check_comes_an_rto_on_when_the_peer_has_not_checked_the_pair(
+    nomination: Nomination, peer_checks: bool
+) -> None:
+    """A controlling agent selects a pair the peer has not checked (its checks all lost):
+    the peer may be waiting for a request of ours to check it again (Pion checks a pair it
+    gave up on, after 1.4 s of loss, only when one comes, and a trice peer's ping-back may
+    be lost), so the first consent check goes one RTO after the selection (0.5 s), not a
+    consent interval after (2 s).  Where the peer has checked the pair, at the interval;
+    and where its check comes before the RTO runs out (an aggressive nomination's answer
+    and the peer's own check cross), at the interval too: no check more."""
+    net, a, b = two_agents(nomination=nomination, exchange=False)
+    if not peer_checks:
+        net.drop(lambda p: p.sender == "b" and p.is_request)
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.state in (S.CONNECTED, S.COMPLETED), max_time=5.0)
+    selected_at = a.time_of(S.CONNECTED)
+    assert selected_at is not None
+    pair = a.core.selected
+    assert pair is not None and pair.peer_checked is peer_checks
+    net.run_for(5.0)
+    after = [p.sent_at - selected_at for p in net.packets(sender="a", requests=True)]
+    after = [t for t in after if t > 0]
+    if peer_checks:
+        assert after[0] > 1.9  # (the consent interval, 2 s, from the check that proved it)
+    else:
+        assert after[0] == pytest.approx(0.5)
+        assert after[1] > 2.0  # (then at the interval)
+
+
+def test_a_peer_check_that_comes_before_the_early_consent_check_puts_it_off() -> None:
+    """An aggressive nomination's answer comes before the peer's own check on the pair
+    (which takes 0.3 s here): the early consent check due an RTO after the selection is
+    put off to the consent interval once that check comes; none goes more."""
+    net, a, b = two_agents(
+        nomination=AGGRESSIVE,
+        exchange=False,
+        latency=lambda p: 0.3 if p.sender == "b" and p.is_request else 0.01,
+    )
+    net.exchange(a, b)
+    assert net.run_until(lambda: a.state in (S.CONNECTED, S.COMPLETED), max_time=5.0)
+    selected_at = a.time_of(S.CONNECTED)
+    assert selected_at is not None
+    assert a.core.selected is not None and not a.core.selected.peer_checked
+    net.run_for(5.0)
+    assert a.core.selected.peer_checked
+    after = [p.sent_at - selected_at for p in net.packets(sender="a", requests=True)]
+    assert next(t for t in after if t > 0) > 1.9
+
+
 def test_consent_lasts_30_s_at_most_whatever_failed_timeout_says() -> None:
     """RFC 7675 §5.1: consent expires 30 s after the last answered check went; a
     failed_timeout of 60 s holds checking up that long, but not the data of a pair the peer

@@ -422,7 +422,11 @@ class Timing:
             and at least twice per ``disconnected_timeout`` whatever this says (a healthy pair
             would otherwise flap to disconnected and back between two checks); each interval
             is this times a factor drawn from 0.8-1.2 (RFC 7675 §5.1: agents do not send in
-            step).  At least 5 ms.
+            step).  At least 5 ms.  A controlling agent whose selected pair the peer has not
+            checked yet sends the first one ``rto`` after the selection, unless the peer's
+            check comes meanwhile: the peer's may be lost, and a peer that checks a pair it
+            gave up on only when a request comes (Pion, after 1.4 s of loss) would wait
+            for it.
         disconnected_timeout: without hearing from the peer for this long (an answer to a
             check, a check of the peer's own on the selected pair, or data), the state
             becomes disconnected (an agent whose own loop stalled past this, having asked

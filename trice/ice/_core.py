@@ -237,6 +237,7 @@ class AgentCore:
         "_data_at",
         "_disconnected_for",
         "_early",
+        "_early_consent",
         "_events",
         "_fail_held",
         "_first_valid_at",
@@ -533,6 +534,9 @@ class AgentCore:
         #: for its RTO (see on_timer).
         self._asked_at: float | None = None
         self._next_consent: float | None = None
+        #: A controlling agent whose selected pair the peer had not checked yet: (the early
+        #: time its first consent check is due, the regular time); see _select.
+        self._early_consent: tuple[float, float] | None = None
         #: Consent checks past their RTO whose answer still counts if it comes (see
         #: on_late_response), by transaction id.
         self._late: dict[bytes, Check] | None = None
@@ -816,7 +820,7 @@ class AgentCore:
         self._drop_checks()
         self._nominating = None
         self._first_valid_at = self._nudge_at = None
-        self._next_consent = None
+        self._next_consent = self._early_consent = None
         self._fail_held = False
         self._remapped_at = None
         self._unheard = False
@@ -2860,7 +2864,16 @@ class AgentCore:
             # 3 s round trip: the state flapped, against a peer that sends no checks of
             # its own).
             last = max(self._last_consent, pair.sent_at)
-            self._next_consent = max(now, last + interval * self._jitter())
+            regular = self._next_consent = max(now, last + interval * self._jitter())
+            if self.controlling and not pair.peer_checked:
+                # The peer has not checked the pair: its check may be lost on the way, and
+                # a peer that checks a pair it gave up on only when a request of ours comes
+                # (Pion, after 1.4 s of loss) would wait for our consent check.  The first
+                # goes one RTO on, then, unless the peer's check has come meanwhile.
+                early = now + self.timing.rto
+                if early < regular:
+                    self._next_consent = early
+                    self._early_consent = (early, regular)
         self._set_state(ConnectionState.CONNECTED)
 
     def _maybe_follow(self, pair: Pair, now: float) -> bool:
@@ -3419,6 +3432,11 @@ class AgentCore:
         if self.selected is pair:
             self._heard_since_remap(now)
             self._alive(now)
+            early = self._early_consent
+            if early is not None:  # (the peer has checked the pair: the regular time)
+                self._early_consent = None
+                if self._next_consent == early[0]:
+                    self._next_consent = early[1]
         if not self._wanted:
             # The peer's checks have begun, so ours begin too, connect() called or not:
             # RFC 8445 §7.3.1.4 answers a check with a check of our own at once, and a
