@@ -2719,6 +2719,18 @@ def test_the_first_consent_check_comes_an_rto_on_when_the_peer_has_not_checked_t
         assert after[1] > 2.0  # (then at the interval)
 
 
+def test_against_a_lite_peer_the_first_consent_check_comes_at_the_interval() -> None:
+    """An ICE-lite peer never checks the pair (RFC 8445 §2.5), and is done once our
+    nomination comes: the first consent check goes at the interval, not an RTO on."""
+    net, a, _b = two_agents(b_lite=True)
+    assert net.run_until(lambda: a.state in (S.CONNECTED, S.COMPLETED), max_time=5.0)
+    selected_at = a.time_of(S.CONNECTED)
+    assert selected_at is not None
+    net.run_for(5.0)
+    after = [p.sent_at - selected_at for p in net.packets(sender="a", requests=True)]
+    assert next(t for t in after if t > 0) > 1.9
+
+
 def test_a_peer_check_that_comes_before_the_early_consent_check_puts_it_off() -> None:
     """An aggressive nomination's answer comes before the peer's own check on the pair
     (which takes 0.3 s here): the early consent check due an RTO after the selection is

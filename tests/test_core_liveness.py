@@ -715,27 +715,20 @@ def test_a_restart_answered_through_slow_signaling_waits_for_the_offerers_checks
     later.  b's PAC timer (RFC 8863), this agent's own check time (6.5 s) since
     ``Timing.rto_max`` came down to 1 s, ran out just before: b failed, and answered a's
     checks no more.  The timer is RFC 8863's 39.5 s now, cut to ``failed_timeout``."""
-    d = Draw(
+    found = _found(
         a_hosts=(0,),
         b_hosts=(0,),
         a_controlling=False,
         b_controlling=False,
-        a_nomination=Nomination.REGULAR,
-        b_nomination=Nomination.REGULAR,
         nat=True,
-        srflx=False,
-        a_eoc=True,
-        b_eoc=False,
         trickle=1.0,
         sig_delay=6.0,
         bad_until=20.0,
         partition=True,
         seed=1,
-        named=False,
-        a_tiebreaker=0,
-        b_tiebreaker=1,
     )
-    m = check_recovery(d, "a")  # (which asserts that both connect, on one pair)
+    # (check_recovery asserts that both connect, on one pair.)
+    m = check_recovery(dataclasses.replace(found, a_eoc=True), "a")
     assert (6.0, "b", "params", "initial", 0, "aufrag") in m.log
     assert [e[:3] for e in m.log if e[2].startswith("restart")] == [
         (115.0, "a", "restart(offer)"),

@@ -2865,11 +2865,13 @@ class AgentCore:
             # its own).
             last = max(self._last_consent, pair.sent_at)
             regular = self._next_consent = max(now, last + interval * self._jitter())
-            if self.controlling and not pair.peer_checked:
+            remote = self.remote
+            if self.controlling and not pair.peer_checked and not (remote and remote.lite):
                 # The peer has not checked the pair: its check may be lost on the way, and
                 # a peer that checks a pair it gave up on only when a request of ours comes
                 # (Pion, after 1.4 s of loss) would wait for our consent check.  The first
-                # goes one RTO on, then, unless the peer's check has come meanwhile.
+                # goes one RTO on, then, unless the peer's check has come meanwhile (an
+                # ICE-lite peer sends none: it needs none).
                 early = now + self.timing.rto
                 if early < regular:
                     self._next_consent = early
