@@ -12,8 +12,9 @@ otherwise.
 
 The steps: the application sends to one of four peers (two IPs, two ports each), a peer
 sends through the relay, time passes (from 0.1 s to 11 minutes), the links lose a share
-of what goes each way (none, 30 %, or all: an outage), the server refuses an IP, its
-nonce goes stale, or it forgets the allocation (a restart), the client closes.
+of what goes each way (none, 30 %, or all: an outage), duplicate some of it or reorder
+what goes in one burst (over UDP), the server refuses an IP, its nonce goes stale, or it
+forgets the allocation (a restart), the client closes.
 
 Held after every step:
 
@@ -232,6 +233,7 @@ class TurnModel(RuleBasedStateMachine):
         self.now = 0.0
         self.loss = 0.0
         self.lossless = True
+        self.duplicate = self.reorder = False
         self.rng = random.Random(0)
         self.handed = 0
         self.from_server: list[tuple[Address, bytes]] = []
@@ -250,13 +252,44 @@ class TurnModel(RuleBasedStateMachine):
         self.lossless = self.lossless and not lost
         return lost
 
+    def _copies(self) -> int:
+        """How many times a datagram that was not lost arrives (twice, now and then, while
+        the links duplicate)."""
+        return 2 if self.duplicate and self.rng.random() < 0.3 else 1
+
     def _pump(self) -> None:
+        if self.duplicate or self.reorder:
+            self._pump_disorderly()
+            return
         while (data := self.client.poll_transmit(self.now)) is not None:
             if self._lost():
                 continue
             for answer in self.server.handle(data, self.now):
                 if not self._lost():
                     self.returned += self.client.on_server_data(answer, self.now)
+
+    def _pump_disorderly(self) -> None:
+        """:meth:`_pump` over links that duplicate or reorder: what the client has queued
+        goes as one burst, which the server takes in some order, and its answers come back
+        as one burst, in some order; until the client queues nothing more."""
+        while True:
+            burst = []
+            while (data := self.client.poll_transmit(self.now)) is not None:
+                if not self._lost():
+                    burst += [data] * self._copies()
+            if not burst:
+                return
+            if self.reorder:
+                self.rng.shuffle(burst)
+            answers = []
+            for data in burst:
+                for answer in self.server.handle(data, self.now):
+                    if not self._lost():
+                        answers += [answer] * self._copies()
+            if self.reorder:
+                self.rng.shuffle(answers)
+            for answer in answers:
+                self.returned += self.client.on_server_data(answer, self.now)
 
     def _payload(self) -> bytes:
         self.counter += 1
@@ -276,9 +309,12 @@ class TurnModel(RuleBasedStateMachine):
         frame = self.server.from_peer(peer, payload, self.now)
         if frame is None:
             return
-        self.from_server.append((peer, payload))
-        if not self._lost():
-            self.returned += self.client.on_server_data(frame, self.now)
+        if self._lost():
+            self.from_server.append((peer, payload))
+        else:
+            for _ in range(self._copies()):
+                self.from_server.append((peer, payload))
+                self.returned += self.client.on_server_data(frame, self.now)
         self._pump()
 
     @rule(seconds=st.sampled_from(STEPS))
@@ -293,6 +329,11 @@ class TurnModel(RuleBasedStateMachine):
     @rule(loss=st.sampled_from([0.0, 0.3, 1.0]))
     def links_lose(self, loss: float) -> None:
         self.loss = loss
+
+    @rule(duplicate=st.booleans(), reorder=st.booleans())
+    def links_disorder(self, duplicate: bool, reorder: bool) -> None:
+        if not self.reliable:  # (a stream neither duplicates nor reorders)
+            self.duplicate, self.reorder = duplicate, reorder
 
     @rule(ip=st.sampled_from(sorted({ip for ip, _ in PEERS})), refuse=st.booleans())
     def server_refuses(self, ip: str, refuse: bool) -> None:
