@@ -2697,9 +2697,8 @@ def test_the_first_consent_check_comes_an_rto_on_when_the_peer_has_not_checked_t
     the peer may be waiting for a request of ours to check it again (Pion checks a pair it
     gave up on, after 1.4 s of loss, only when one comes, and a trice peer's ping-back may
     be lost), so the first consent check goes one RTO after the selection (0.5 s), not a
-    consent interval after (2 s).  Where the peer has checked the pair, at the interval;
-    and where its check comes before the RTO runs out (an aggressive nomination's answer
-    and the peer's own check cross), at the interval too: no check more."""
+    consent interval after (2 s).  Where the peer has checked the pair, at the interval
+    (and where its check comes before that RTO runs out: the next test)."""
     net, a, b = two_agents(nomination=nomination, exchange=False)
     if not peer_checks:
         net.drop(lambda p: p.sender == "b" and p.is_request)
