@@ -83,7 +83,7 @@ class LifetimeServer:
     #: channel number -> (peer, when its binding ends); an ended one is kept, for §12's wait.
     channels: dict[int, tuple[Address, float]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
-    relayed: list[tuple[Address, bytes]] = field(default_factory=list)
+    #: What came from the client that this server did not relay, and why.
     dropped: list[str] = field(default_factory=list)
 
     def allocated(self, now: float) -> bool:
@@ -108,12 +108,10 @@ class LifetimeServer:
     def handle(self, data: bytes, now: float) -> list[bytes]:
         """What the server answers to one datagram from the client."""
         if 0x40 <= data[0] <= 0x4F:
-            number, payload = stun.decode_channel_data(data)
+            number, _payload = stun.decode_channel_data(data)
             peer, ends = self.channels.get(number, (None, float("-inf")))
             if peer is None or now >= ends or not self._permitted(peer[0], now):
                 self.dropped.append(f"ChannelData on {number:#x} at {now:.3f}")
-            else:
-                self.relayed.append((peer, payload))
             return []
         message = stun.decode(data)
         if message.message_class is MessageClass.INDICATION:
@@ -123,8 +121,6 @@ class LifetimeServer:
             peer = (peer_attr.address, peer_attr.port)
             if not self._permitted(peer[0], now):
                 self.dropped.append(f"Send indication to {peer} at {now:.3f}")
-            else:
-                self.relayed.append((peer, data_attr.value))
             return []
         return [self._answer(message, now).encode(integrity_key=self._signs(message))]
 
